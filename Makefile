@@ -1,0 +1,41 @@
+# The two commands a fresh machine needs: `make report` and `make test`.
+# Each sets up .venv if missing. torch is installed first and pinned, so that
+# nothing later pulls a multi-GB CUDA build.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+TORCH   := torch==2.13.0
+EXTRAS  ?= dev
+STAMP   := $(VENV)/.installed-$(EXTRAS)
+JOBS    ?= 2
+PYTEST_ARGS ?=
+
+.PHONY: report test bench lint venv clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q $(TORCH) -e '.[$(EXTRAS)]'
+	touch $@
+
+venv: $(STAMP)
+
+report: $(STAMP)
+	$(BIN)/tying report --size report --jobs $(JOBS) --out report
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install -q $(TORCH) -e '.[dev,bench]'
+	$(BIN)/python -m benchmarks
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) report .pytest_cache
