@@ -1,0 +1,68 @@
+"""Shared timing helpers for the benchmarks.
+
+Every benchmark reports a ratio of two timings taken in the same process,
+interleaved, so that machine noise hits both sides alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import statistics
+import time
+from collections.abc import Callable
+
+RESULTS_DIR = pathlib.Path(os.environ.get("TYING_BENCH_OUT", "bench-results"))
+
+
+def timeit(fn: Callable[[], object], *, repeat: int = 7, warmup: int = 2) -> float:
+    """Median wall time of ``fn()`` in seconds over ``repeat`` runs after ``warmup``."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def compare(
+    ours: Callable[[], object],
+    anchor: Callable[[], object],
+    *,
+    repeat: int = 7,
+    warmup: int = 2,
+) -> tuple[float, float]:
+    """Time ``ours`` and ``anchor`` interleaved; return their median times (s)."""
+    for _ in range(warmup):
+        ours()
+        anchor()
+    t_ours, t_anchor = [], []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        ours()
+        t1 = time.perf_counter()
+        anchor()
+        t2 = time.perf_counter()
+        t_ours.append(t1 - t0)
+        t_anchor.append(t2 - t1)
+    return statistics.median(t_ours), statistics.median(t_anchor)
+
+
+def write(name: str, rows: list[dict]) -> pathlib.Path:
+    """Write ``rows`` to ``bench-results/<name>.json`` and print them as a table."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    path.write_text(json.dumps(rows, indent=2, default=str))
+    print(f"\n== {name}")
+    for row in rows:
+        print("  " + ", ".join(f"{k}={_fmt(v)}" for k, v in row.items()))
+    return path
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
