@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+import tying
 import tying.nn.locally_connected as lc_module
 from tying.nn import LocallyConnected2d
 
@@ -94,7 +95,7 @@ def test_reset_parameters_uses_one_units_fan_in():
     torch.manual_seed(3)
     layer = LocallyConnected2d(4, 64, input_size=8, kernel_size=3).requires_grad_(False)
     bound = 1 / math.sqrt(4 * 3 * 3)
-    assert layer.fan_in == 36
+    assert layer.fan_in() == 36 == tying.fan_in(layer)
     assert float(layer.weight.abs().max()) <= bound
     # a uniform on [-b, b] has variance b^2/3; 6*6*64*36 samples pin it to a few percent
     assert float(layer.weight.var()) == pytest.approx(bound**2 / 3, rel=0.05)

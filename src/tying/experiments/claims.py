@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["CLAIMS", "SEED_FILES", "Claim", "claim_for"]
+__all__ = ["CLAIMS", "SEED_FILES", "Claim", "claim_for", "in_claim_order"]
 
 #: Seed chapter code -> file name in ``../shared/seeds/``.
 SEED_FILES: dict[str, str] = {
@@ -380,3 +380,14 @@ def claim_for(id: str) -> Claim | None:
         True
     """
     return _BY_ID.get(id)
+
+
+def in_claim_order(ids: list[str]) -> list[str]:
+    """``ids`` sorted as CLAIMS.md lists them; ids it does not list go last, in order.
+
+    Example:
+        >>> in_claim_order(["bptt-sum", "extra-one", "param-counts"])
+        ['param-counts', 'bptt-sum', 'extra-one']
+    """
+    rank = {c.id: i for i, c in enumerate(CLAIMS)}
+    return sorted(ids, key=lambda i: rank.get(i, len(rank)))

@@ -220,8 +220,10 @@ def conv_is_tied_lc(size: str, seed: int) -> Result:
     ax2.set_title("tied LC vs Conv2d")
     ax2.legend(loc="lower right", fontsize=8)
     return Result(
-        tables=[Table("Tied LocallyConnected2d vs Conv2d (float64)", rows),
-                Table("Stored parameters", param_rows)],
+        tables=[
+            Table("Tied LocallyConnected2d vs Conv2d (float64)", rows),
+            Table("Stored parameters", param_rows),
+        ],
         figures={"conv-vs-lc": fig},
         passed=passed,
         measured={
@@ -266,8 +268,7 @@ def _tie_steps(net: UnrolledRNN) -> None:
     "rnn-unrolled",
     title="An RNN is a deep net with one shared weight set",
     claim=(
-        "An RNN unrolled in time is a deep feed-forward net whose layers all share one "
-        "weight set."
+        "An RNN unrolled in time is a deep feed-forward net whose layers all share one weight set."
     ),
     seed_file="003",
 )
@@ -299,8 +300,13 @@ def rnn_unrolled(size: str, seed: int) -> Result:
         _tie_steps(net)
         c = tying.count(net)
         count_rows.append(
-            {"depth (steps)": depth, "untied params": before, "logical (tied)": c.logical,
-             "physical (tied)": c.physical, "nn.RNN params": rnn_params}
+            {
+                "depth (steps)": depth,
+                "untied params": before,
+                "logical (tied)": c.logical,
+                "physical (tied)": c.physical,
+                "nn.RNN params": rnn_params,
+            }
         )
     last = next(r for r in count_rows if r["depth (steps)"] == cfg.steps)
     counts_ok = all(
@@ -328,17 +334,28 @@ def rnn_unrolled(size: str, seed: int) -> Result:
     ax2.set_title("tying.count of the unrolled net")
     ax2.legend(fontsize=8)
     return Result(
-        tables=[Table("Parameters of the unrolled net (tying.count)", count_rows),
-                Table("Hidden states vs nn.RNN", [
+        tables=[
+            Table("Parameters of the unrolled net (tying.count)", count_rows),
+            Table(
+                "Hidden states vs nn.RNN",
+                [
                     {"model": "tied unrolled net", "max |difference|": max_err},
-                    {"model": "untied net, RNN weights in layer 0 only",
-                     "max |difference|": float(err_u.max())},
-                ])],
+                    {
+                        "model": "untied net, RNN weights in layer 0 only",
+                        "max |difference|": float(err_u.max()),
+                    },
+                ],
+            ),
+        ],
         figures={"unrolled": fig},
         passed=passed,
-        measured={"max |tied − RNN|": max_err, "steps": cfg.steps,
-                  "physical params": last["physical (tied)"],
-                  "logical params": last["logical (tied)"], "nn.RNN params": rnn_params},
+        measured={
+            "max |tied − RNN|": max_err,
+            "steps": cfg.steps,
+            "physical params": last["physical (tied)"],
+            "logical params": last["logical (tied)"],
+            "nn.RNN params": rnn_params,
+        },
         key_figure=f"{cfg.steps} tied layers = nn.RNN to {max_err:.1e}",
         notes="The unrolled net's layers are tied with tying.Plan([share('steps.*', "
         "like='steps.0')]); the check requires every hidden state within "

@@ -99,8 +99,7 @@ class RunRecord:
         out = dataclasses.asdict(self)
         out["passed"] = self.passed
         out["tables"] = [
-            {"title": t.title, "columns": t.columns, "rows": jsonable(t.rows)}
-            for t in self.tables
+            {"title": t.title, "columns": t.columns, "rows": jsonable(t.rows)} for t in self.tables
         ]
         out["measured"] = jsonable(self.measured)
         return out
@@ -264,8 +263,7 @@ def _crashed_record(id: str, size: str, seed: int, exc: BaseException) -> RunRec
         size=size,
         seed=seed,
         status="error",
-        error="the worker process running it failed:\n"
-        + "".join(traceback.format_exception(exc)),
+        error="the worker process running it failed:\n" + "".join(traceback.format_exception(exc)),
     )
 
 

@@ -131,9 +131,16 @@ class LocallyConnected2d(nn.Module):
             self.register_parameter("bias", None)
         self.reset_parameters()
 
-    @property
     def fan_in(self) -> int:
-        """Inputs of one output unit: ``C_in * kh * kw`` (as for the conv it unties)."""
+        """Inputs of one output unit: ``C_in * kh * kw`` (as for the conv it unties).
+
+        ``tying.fan_in(layer)`` calls this; it is not multiplied by the number of
+        positions (claim B15).
+
+        Example:
+            >>> LocallyConnected2d(4, 8, input_size=6, kernel_size=3).fan_in()
+            36
+        """
         return self.in_channels * self.kernel_size[0] * self.kernel_size[1]
 
     def reset_parameters(self) -> None:
@@ -141,9 +148,9 @@ class LocallyConnected2d(nn.Module):
 
         ``nn.init.kaiming_uniform_`` would read a fan-in of ``C_out * C_in * kh * kw``
         off the 6-D weight; one output unit only sees ``C_in * kh * kw`` inputs
-        (claim B15), so the bound is computed from :attr:`fan_in`.
+        (claim B15), so the bound is computed from :meth:`fan_in`.
         """
-        bound = 1.0 / math.sqrt(self.fan_in)
+        bound = 1.0 / math.sqrt(self.fan_in())
         with torch.no_grad():
             for name in ("weight", "bias"):
                 if getattr(self, name) is None:
