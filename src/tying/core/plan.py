@@ -431,7 +431,8 @@ def _mutate(model: nn.Module, inv: Inventory, changes: list[Change]) -> None:
             for sname in storage:
                 if sname != f"{name}_physical":
                     roles[sname[len(name) + 1 :]] = sname
-            install(mod, name, Slot(src_mod, src_name, ch.new.relation, info.shape, roles))
+            paths = (info.module_path, ch.new.source)
+            install(mod, name, Slot(src_mod, src_name, ch.new.relation, info.shape, roles, paths))
             declared[ch.path] = {"like": ch.new.source, "relation": ch.new.relation.spec()}
         model.__dict__[DECLARED_ATTR] = declared
     except BaseException:

@@ -251,8 +251,15 @@ class Hashed(Relation):
 
     def index_and_sign(self, numel: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Bucket index (and ±1 sign, or None) of each of the first ``numel`` entries."""
+        return self.hash(torch.arange(numel, device=device, dtype=torch.int64))
+
+    def hash(self, i: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Bucket index (and ±1 sign, or None) of flat positions ``i`` (int64, any shape).
+
+        Lets a layer hash only the entries it reads (e.g. the rows of an embedding
+        lookup) instead of materialising the whole logical tensor.
+        """
         a1, b1, a2, b2 = self._coeffs()
-        i = torch.arange(numel, device=device, dtype=torch.int64)
         idx = ((i * a1 + b1) % _P) % self.buckets
         if not self.signed:
             return idx, None

@@ -44,6 +44,9 @@ class Slot:
     relation: Relation
     shape: tuple[int, ...]
     storage: dict[str, str] = dataclasses.field(default_factory=dict)
+    # (target module path, source slot path) relative to the module the plan was
+    # applied to; used to find the source's entry when a state dict is loaded.
+    paths: tuple[str, str | None] = ("", None)
 
     def value(self, module: nn.Module) -> torch.Tensor:
         src = getattr(self.source_module, self.source_name)
@@ -84,6 +87,7 @@ def tied_class(base: type, names) -> type:
             _tying_names=key[1],
             __reduce_ex__=_reduce_ex,
             __setattr__=_guarded_setattr,
+            _load_from_state_dict=_load_from_state_dict,
             __module__=base.__module__,
         )
         cls = type(f"Tied{base.__name__}", (base,), namespace)
@@ -108,6 +112,53 @@ def _guarded_setattr(self, name, value):
             f"parameter instead, or untie first with tying.untie(model)"
         )
     super(type(self), self).__setattr__(name, value)
+
+
+def _load_from_state_dict(
+    self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+):
+    # A state dict of an untied model (or a hand-tied one) carries the tied slot as
+    # its own entry. Accept it when it agrees with the tie, refuse it when it does
+    # not: dropping a differing tensor silently would lose data.
+    for name, slot in self.__dict__[SLOTS_ATTR].items():
+        key = prefix + name
+        if key not in state_dict:
+            continue
+        incoming = state_dict.pop(key)
+        expected = _expected_from(state_dict, prefix, self, name, slot)
+        if tuple(incoming.shape) != tuple(slot.shape) or (
+            expected is not None and not torch.equal(incoming.to(expected.dtype), expected)
+        ):
+            errors.append(
+                f"{key} is tied (to {slot.paths[1] or 'its own storage'} via {slot.relation!r}) but the "
+                f"state dict holds a different value for it; load it into an untied model "
+                f"(tying.untie) or drop the key"
+            )
+    type(self)._tying_base._load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+    )
+
+
+def _expected_from(state_dict, prefix, module, name, slot):
+    mod_path, src_path = slot.paths
+    root = prefix
+    if mod_path:
+        if not prefix.endswith(mod_path + "."):
+            return None
+        root = prefix[: len(prefix) - len(mod_path) - 1]
+    with torch.no_grad():
+        if "source" in slot.storage:
+            src = state_dict.get(prefix + slot.storage["source"])
+        else:
+            src = state_dict.get(root + src_path) if src_path else None
+        if src is None:
+            return getattr(module, name).detach()
+        extras = {
+            r: state_dict.get(prefix + n, getattr(module, n))
+            for r, n in slot.storage.items()
+            if r != "source"
+        }
+        return slot.relation(src, shape=slot.shape, **extras)
 
 
 def _rebuild(base: type, names: tuple[str, ...]):
