@@ -65,8 +65,15 @@ def test_unknown_id_exits_2_naming_the_closest(capsys):
 
 @pytest.mark.parametrize(
     "argv",
-    [["run"], ["run", "param-counts", "--size", "huge"], ["run", "param-counts", "--seed", "x"],
-     ["frobnicate"], [], ["report", "--only", "no-such-id"], ["report", "--jobs", "0"]],
+    [
+        ["run"],
+        ["run", "param-counts", "--size", "huge"],
+        ["run", "param-counts", "--seed", "x"],
+        ["frobnicate"],
+        [],
+        ["report", "--only", "no-such-id"],
+        ["report", "--jobs", "0"],
+    ],
 )
 def test_usage_errors_exit_2(argv, capsys, tmp_path):
     if argv[:1] == ["report"]:
@@ -77,8 +84,17 @@ def test_usage_errors_exit_2(argv, capsys, tmp_path):
 def test_report_writes_the_page_and_counts_passes(capsys, tmp_path, temp_experiment):
     temp_experiment("cli-report-fail", lambda size, seed: Result(passed=False))
     out_dir = tmp_path / "rep"
-    code = main(["report", "--size", "quick", "--only", "param-counts,cli-report-fail",
-                 "--out", str(out_dir)])
+    code = main(
+        [
+            "report",
+            "--size",
+            "quick",
+            "--only",
+            "param-counts,cli-report-fail",
+            "--out",
+            str(out_dir),
+        ]
+    )
     assert code == 0  # the page was written, even though a claim failed
     out = capsys.readouterr().out
     assert "1 of 2 claims passed" in out
@@ -92,16 +108,22 @@ def test_report_clears_stale_figures(tmp_path):
     stale = tmp_path / "figures" / "old--gone.png"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"x")
-    assert main(["report", "--size", "quick", "--only", "param-counts", "--out",
-                 str(tmp_path)]) == 0
+    assert (
+        main(["report", "--size", "quick", "--only", "param-counts", "--out", str(tmp_path)]) == 0
+    )
     assert not stale.exists()
     assert (tmp_path / "figures" / "param-counts--counts.png").exists()
 
 
 def test_python_dash_m_tying_works():
-    proc = subprocess.run([sys.executable, "-m", "tying", "run", "no-such"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tying", "run", "no-such"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "did you mean" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "tying", "--help"], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tying", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0 and "report" in proc.stdout

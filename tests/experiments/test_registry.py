@@ -12,16 +12,25 @@ from tying.experiments.claims import SEED_FILES, claim_for
 from tying.experiments.registry import check_size, experiment
 
 OURS = {
-    "param-counts", "conv-is-tied-lc", "sample-efficiency", "rnn-unrolled",
-    "landscape-symmetry", "bptt-sum", "tied-init", "symmetry-breaking",
+    "param-counts",
+    "conv-is-tied-lc",
+    "sample-efficiency",
+    "rnn-unrolled",
+    "landscape-symmetry",
+    "bptt-sum",
+    "tied-init",
+    "symmetry-breaking",
 }
 
 
 def test_load_all_registers_the_first_eight_and_no_import_errors():
     registry = load_all()
     assert OURS <= set(registry)
-    assert not {k: v for k, v in IMPORT_ERRORS.items() if k in
-                {"principles", "symmetry", "gradients", "sample_efficiency"}}
+    assert not {
+        k: v
+        for k, v in IMPORT_ERRORS.items()
+        if k in {"principles", "symmetry", "gradients", "sample_efficiency"}
+    }
 
 
 def test_every_registered_experiment_names_a_claim_and_a_seed_file():

@@ -80,8 +80,9 @@ def test_wrong_return_type_is_an_error(temp_experiment):
 
 
 def test_missing_extra_is_reported_by_name(temp_experiment):
-    temp_experiment("runner-extra", lambda size, seed: Result(passed=True),
-                    requires=("rdkit_not_here_xyz",))
+    temp_experiment(
+        "runner-extra", lambda size, seed: Result(passed=True), requires=("rdkit_not_here_xyz",)
+    )
     rec = run_experiment("runner-extra")
     assert rec.status == "missing-extra" and rec.missing == ["rdkit_not_here_xyz"]
     assert "needs the optional package(s) rdkit_not_here_xyz" in rec.error
@@ -98,8 +99,9 @@ def test_import_inside_the_experiment_that_fails_is_a_missing_extra(temp_experim
 
 def test_extra_named_in_the_hint(temp_experiment, monkeypatch):
     monkeypatch.setitem(runner_module.EXTRAS, "fake_chem_mod", "chem")
-    temp_experiment("runner-hint", lambda size, seed: Result(passed=True),
-                    requires=("fake_chem_mod",))
+    temp_experiment(
+        "runner-hint", lambda size, seed: Result(passed=True), requires=("fake_chem_mod",)
+    )
     assert "pip install -e '.[chem]'" in run_experiment("runner-hint").error
 
 
@@ -116,8 +118,9 @@ def test_run_many_in_process_keeps_order_and_calls_back(temp_experiment):
     temp_experiment("runner-a", lambda size, seed: Result(passed=True))
     temp_experiment("runner-b", lambda size, seed: Result(passed=False))
     started, done = [], []
-    recs = run_many(["runner-b", "runner-a"], on_start=started.append,
-                    on_done=lambda r: done.append(r.id))
+    recs = run_many(
+        ["runner-b", "runner-a"], on_start=started.append, on_done=lambda r: done.append(r.id)
+    )
     assert [r.id for r in recs] == ["runner-b", "runner-a"]
     assert started == done == ["runner-b", "runner-a"]
     assert [r.status for r in recs] == ["fail", "pass"]

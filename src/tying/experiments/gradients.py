@@ -212,7 +212,6 @@ def bptt_sum(size: str, seed: int) -> Result:
     fig, (ax1, ax2) = new_figure(2, width=4.4, height=3.4)
     norms = rnn_case["per-use norms"]
     ax1.bar(range(1, len(norms) + 1), norms, color="#4c72b0")
-    ax1.set_yscale("log")
     ax1.set_xlabel("time step t (use of the recurrent weights)")
     ax1.set_ylabel("‖∂L/∂W at use t‖")
     ax1.set_title(f"RNN: {len(norms)} per-use gradients,\nsummed by autograd into one tensor")
@@ -276,10 +275,12 @@ def _conv_variances(cfg: InitConfig, fan: int, gen: torch.Generator) -> list[flo
     Averaged over ``cfg.inits`` independent weight draws; returns one value per layer
     (index 0 is the input).
     """
-    conv = nn.Conv2d(cfg.channels, cfg.channels, 3, padding=1, padding_mode="circular", bias=False)
+    conv = nn.Conv2d(
+        cfg.channels, cfg.channels, 3, padding=1, padding_mode="circular", bias=False
+    ).double()  # float64: the too-small fan-in grows ×64 a layer and would overflow float32
     total = np.zeros(cfg.depth + 1)
     for _ in range(cfg.inits):
-        x = torch.randn(cfg.batch, cfg.channels, cfg.image, cfg.image, generator=gen)
+        x = torch.randn(cfg.batch, cfg.channels, cfg.image, cfg.image, generator=gen).double()
         out = [float(x.pow(2).mean())]
         for _ in range(cfg.depth):
             with torch.no_grad():

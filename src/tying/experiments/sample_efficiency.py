@@ -79,16 +79,24 @@ def _stream(
     """
     k2 = cfg.kernel**2
     P = (cfg.height - cfg.kernel + 1) * (cfg.width - cfg.kernel + 1)
-    xtx = torch.zeros(P, k2, k2, dtype=torch.float64)
-    xty = torch.zeros(P, k2, dtype=torch.float64)
+    # Per-position sums only when the unshared estimates are wanted; the shared
+    # estimate needs just their total.
+    rows = P if unshared else 1
+    xtx = torch.zeros(rows, k2, k2, dtype=torch.float64)
+    xty = torch.zeros(rows, k2, dtype=torch.float64)
     out, seen = {}, 0
     todo = sorted(c for c in checkpoints if c <= n_images)
     while todo:
         step = min(cfg.batch, todo[0] - seen)  # stop exactly at each checkpoint
         images = torch.randn(step, 1, cfg.height, cfg.width, generator=gen, dtype=torch.float64)
         patches, y = _observe(images, w, cfg.noise, gen)
-        xtx += torch.einsum("bpi,bpj->pij", patches, patches)
-        xty += torch.einsum("bpi,bp->pi", patches, y)
+        if unshared:
+            xtx += torch.einsum("bpi,bpj->pij", patches, patches)
+            xty += torch.einsum("bpi,bp->pi", patches, y)
+        else:
+            flat = patches.reshape(-1, k2)  # (B*P, k²)
+            xtx[0] += flat.T @ flat
+            xty[0] += flat.T @ y.reshape(-1)
         seen += step
         if seen == todo[0]:
             todo.pop(0)
