@@ -13,7 +13,7 @@ closest valid one). ``report``: 0 when the page was written, 2 on usage errors.
 from __future__ import annotations
 
 import argparse
-import difflib
+import importlib.util
 import logging
 import pathlib
 import sys
@@ -25,7 +25,7 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
 
-from tying.experiments import SIZES
+from tying.experiments import SIZES, get, load_all
 from tying.experiments.claims import CLAIMS, claim_for, in_claim_order
 from tying.experiments.runner import RunRecord, import_errors, run_experiment, run_many
 from tying.report.format import format_runtime, format_value
@@ -45,21 +45,13 @@ class _UsageError(Exception):
     """A bad argument found after parsing (an unknown id); exits with code 2."""
 
 
-def _registry() -> dict:
-    from tying.experiments import load_all
-
-    return load_all()
-
-
 def _check_ids(ids: Sequence[str]) -> list[str]:
-    registry = _registry()
+    load_all()
     for exp_id in ids:
-        if exp_id not in registry:
-            close = difflib.get_close_matches(exp_id, list(registry), n=1, cutoff=0.0)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise _UsageError(
-                f"unknown experiment id {exp_id!r}{hint} (`tying list` shows them all)"
-            )
+        try:
+            get(exp_id)
+        except KeyError as exc:  # its message names the closest valid id
+            raise _UsageError(exc.args[0]) from None
     return list(ids)
 
 
@@ -97,7 +89,7 @@ def _print_record(console: Console, rec: RunRecord) -> None:
 
 
 def _cmd_list(args: argparse.Namespace, console: Console) -> int:
-    registry = _registry()
+    registry = load_all()
     table = RichTable(title="Claims and their experiments", title_justify="left")
     for col in ("claim", "id", "title", "status"):
         table.add_column(col)
@@ -123,8 +115,6 @@ def _shorten(text: str, width: int = 70) -> str:
 
 
 def _spec_status(spec) -> str:
-    import importlib.util
-
     if spec is None:
         return "[dim]not yet implemented[/]"
     missing = [m for m in spec.requires if importlib.util.find_spec(m) is None]
@@ -152,7 +142,7 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
     from tying.report import prepare_output, write_report
 
     only = _split_ids(args.only)
-    ids = _check_ids(only) if only else in_claim_order(list(_registry()))
+    ids = _check_ids(only) if only else in_claim_order(list(load_all()))
     if args.jobs < 1:
         raise _UsageError(f"--jobs must be >= 1, got {args.jobs}")
     out = pathlib.Path(args.out)

@@ -157,3 +157,35 @@ def test_from_conv_type_error():
 def test_docstring_examples_run():
     result = doctest.testmod(lc_module, extraglobs={"torch": torch, "nn": nn})
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_tie_filters_makes_it_the_conv_and_the_tie_survives_a_step():
+    torch.manual_seed(4)
+    conv = nn.Conv2d(2, 3, 3, padding=1).double()
+    lc = LocallyConnected2d.from_conv(conv, input_size=6).tie_filters()
+    assert lc.is_tied and lc.tie_filters() is lc  # tying again is a no-op
+    assert sum(p.numel() for p in lc.parameters()) == sum(p.numel() for p in conv.parameters())
+    x = torch.randn(4, 2, 6, 6, dtype=torch.float64)
+    target = torch.randn(4, 3, 6, 6, dtype=torch.float64)
+    for layer in (lc, conv):
+        nn.functional.mse_loss(layer(x), target).backward()
+    stored = lc.parametrizations.weight.original
+    torch.testing.assert_close(stored.grad, conv.weight.grad)
+    opt = torch.optim.SGD(lc.parameters(), lr=0.5)
+    opt.step()
+    # still one filter everywhere after the step: to_conv finds no difference
+    w = lc.weight.detach()
+    assert float((w - w[0, 0]).abs().max()) == 0.0
+    torch.testing.assert_close(lc.to_conv().weight, stored.detach())
+
+
+def test_tie_filters_keeps_position_zero_and_reset_draws_the_stored_filter():
+    torch.manual_seed(5)
+    lc = LocallyConnected2d(1, 2, input_size=5, kernel_size=3)
+    first = lc.weight[0, 0].detach().clone()
+    lc.tie_filters()
+    torch.testing.assert_close(lc.weight.detach()[2, 1], first)
+    lc.reset_parameters()
+    w = lc.weight.detach()
+    assert not torch.equal(w[0, 0], first) and float((w - w[0, 0]).abs().max()) == 0.0
+    assert float(w.abs().max()) <= 1 / math.sqrt(lc.fan_in())
