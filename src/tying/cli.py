@@ -22,8 +22,16 @@ from collections.abc import Sequence
 
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table as RichTable
+from rich.text import Text
 
 from tying.experiments import SIZES, get, load_all
 from tying.experiments.claims import CLAIMS, claim_for, in_claim_order
@@ -138,6 +146,18 @@ def _split_ids(values: Sequence[str] | None) -> list[str] | None:
     return [v.strip() for value in values for v in value.split(",") if v.strip()]
 
 
+class _RunningColumn(ProgressColumn):
+    """The experiments running now, each with its own elapsed time (redrawn live)."""
+
+    def __init__(self, running: dict[str, float]) -> None:
+        super().__init__()
+        self.running = running
+
+    def render(self, task) -> Text:
+        now = time.perf_counter()
+        return Text(", ".join(f"{i} {now - t:.0f}s" for i, t in list(self.running.items())))
+
+
 def _cmd_report(args: argparse.Namespace, console: Console) -> int:
     from tying.report import prepare_output, write_report
 
@@ -154,18 +174,14 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        TextColumn("{task.fields[current]}"),
+        _RunningColumn(running),
         console=console,
         transient=False,
     ) as progress:
-        task = progress.add_task(f"report ({args.size})", total=len(ids), current="")
-
-        def now_running() -> str:
-            return ", ".join(f"{i} {time.perf_counter() - t:.0f}s" for i, t in running.items())
+        task = progress.add_task(f"report ({args.size})", total=len(ids))
 
         def on_start(exp_id: str) -> None:
             running[exp_id] = time.perf_counter()
-            progress.update(task, current=now_running())
 
         def on_done(rec: RunRecord) -> None:
             running.pop(rec.id, None)
@@ -174,7 +190,7 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
                 f"[dim]{format_runtime(rec.runtime_s)}[/]  {rec.key_figure}",
                 highlight=False,
             )
-            progress.update(task, advance=1, current=now_running())
+            progress.update(task, advance=1)
 
         records = run_many(
             ids,

@@ -69,7 +69,6 @@ def test_summary_has_a_row_per_claim_and_registered_experiment(records):
     assert status["param-counts"] == "pass" and status["bptt-sum"] == "error"
     assert status["tied-init"] == "fail" and status["rnn-unrolled"] == "missing-extra"
     assert status["symmetry-breaking"] == "not-run"  # registered but not selected
-    assert status["motif-scan"] in ("not-implemented", "not-run", "pass", "fail", "error")
     registered = {r["data-id"] for r in p.rows if r["data-registered"] == "1"}
     assert registered == set(REGISTRY)
     experiment_rows = [r["data-id"] for r in p.rows if "experiment-row" in r["class"]]
