@@ -97,6 +97,15 @@ def test_import_inside_the_experiment_that_fails_is_a_missing_extra(temp_experim
     assert rec.status == "missing-extra" and rec.missing == ["opacus_not_installed_xyz"]
 
 
+def test_missing_module_of_our_own_is_an_error_not_an_extra(temp_experiment):
+    def buggy(size, seed):
+        import tying.no_such_module  # noqa: F401
+
+    temp_experiment("runner-own-import", buggy)
+    rec = run_experiment("runner-own-import")
+    assert rec.status == "error" and rec.missing == [] and "tying.no_such_module" in rec.error
+
+
 def test_extra_named_in_the_hint(temp_experiment, monkeypatch):
     monkeypatch.setitem(runner_module.EXTRAS, "fake_chem_mod", "chem")
     temp_experiment(

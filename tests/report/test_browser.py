@@ -22,8 +22,14 @@ pytestmark = pytest.mark.browser
 
 ONLY = ["param-counts", "conv-is-tied-lc"]
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
@@ -46,8 +52,11 @@ def _chromium() -> tuple[str | None, str]:
     if not shutil.which("apt-get"):
         return None, "chromium is not installed and there is no apt-get to install it"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmds = [["apt-get", "install", "-y", "chromium"],
-            ["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]]
+    cmds = [
+        ["apt-get", "install", "-y", "chromium"],
+        ["apt-get", "update"],
+        ["apt-get", "install", "-y", "chromium"],
+    ]
     log = []
     for cmd in cmds:
         try:
@@ -88,12 +97,20 @@ def rendered(tmp_path_factory):
     profile = tmp_path_factory.mktemp("chromium-profile")
     url = (out / "index.html").as_uri()
     base = [browser, *FLAGS, f"--user-data-dir={profile}"]
-    dom = subprocess.run([*base, "--virtual-time-budget=10000", "--dump-dom", url],
-                         capture_output=True, text=True, timeout=180)
+    dom = subprocess.run(
+        [*base, "--virtual-time-budget=10000", "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert dom.returncode == 0, dom.stderr[-2000:]
     shot = out / "screenshot.png"
-    subprocess.run([*base, "--window-size=1280,1600", f"--screenshot={shot}", url],
-                   capture_output=True, text=True, timeout=180)
+    subprocess.run(
+        [*base, "--window-size=1280,1600", f"--screenshot={shot}", url],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     parser = _Dom()
     parser.feed(dom.stdout)
     return parser, shot

@@ -20,21 +20,39 @@ from tying.report.html import render_page, summary_rows
 
 def _rec(exp_id: str, status: str, **kw) -> RunRecord:
     spec = REGISTRY[exp_id]
-    return RunRecord(id=exp_id, title=spec.title, claim=spec.claim, seed_file=spec.seed_file,
-                     size="quick", seed=0, status=status, **kw)
+    return RunRecord(
+        id=exp_id,
+        title=spec.title,
+        claim=spec.claim,
+        seed_file=spec.seed_file,
+        size="quick",
+        seed=0,
+        status=status,
+        **kw,
+    )
 
 
 @pytest.fixture
 def records():
     load_all()
     return [
-        _rec("param-counts", "pass", measured={"n": 448}, key_figure="448 <params>",
-             tables=[Table("counts & more", [{"layer": "<conv>", "n": 9437184}])],
-             figures=["figures/param-counts--counts.png"], runtime_s=0.5),
+        _rec(
+            "param-counts",
+            "pass",
+            measured={"n": 448},
+            key_figure="448 <params>",
+            tables=[Table("counts & more", [{"layer": "<conv>", "n": 9437184}])],
+            figures=["figures/param-counts--counts.png"],
+            runtime_s=0.5,
+        ),
         _rec("bptt-sum", "error", error="Traceback (most recent call last):\nRuntimeError: x<y"),
         _rec("tied-init", "fail", measured={"ratio": 0.1}),
-        _rec("rnn-unrolled", "missing-extra", error="needs the optional package(s) foo",
-             missing=["foo"]),
+        _rec(
+            "rnn-unrolled",
+            "missing-extra",
+            error="needs the optional package(s) foo",
+            missing=["foo"],
+        ),
     ]
 
 

@@ -217,17 +217,16 @@ def run_experiment(
                 f"experiment {id!r} returned {type(result).__name__}, expected a Result"
             )
     except ModuleNotFoundError as exc:
-        record.runtime_s = time.perf_counter() - t0
-        record.status, record.missing = "missing-extra", [exc.name or str(exc)]
-        record.error = _missing_message(record.missing) + "\n\n" + traceback.format_exc()
-        log.warning("%s: %s", id, record.error.splitlines()[0])
-        return record
-    except Exception:
-        record.runtime_s = time.perf_counter() - t0
         record.error = traceback.format_exc()
-        log.error("%s raised:\n%s", id, record.error)
-        return record
+        if (exc.name or "").split(".")[0] != "tying":  # ours missing is a bug, not an extra
+            record.status, record.missing = "missing-extra", [exc.name or str(exc)]
+            record.error = _missing_message(record.missing) + "\n\n" + record.error
+    except Exception:
+        record.error = traceback.format_exc()
     record.runtime_s = time.perf_counter() - t0
+    if record.error is not None:
+        log.error("%s did not finish:\n%s", id, record.error)
+        return record
 
     record.measured = jsonable(result.measured)
     record.key_figure = result.key_figure

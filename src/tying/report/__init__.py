@@ -39,9 +39,7 @@ def prepare_output(out_dir: str | pathlib.Path) -> None:
     (out / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
 
 
-def results_dict(
-    records: Sequence[RunRecord], environment: dict, runtime_s: float
-) -> dict:
+def results_dict(records: Sequence[RunRecord], environment: dict, runtime_s: float) -> dict:
     """The machine-readable report: one entry per experiment that ran, plus what is missing."""
     load_all()
     rows = summary_rows(records, REGISTRY)
@@ -61,7 +59,8 @@ def results_dict(
         "not_run": [row["id"] for row in rows if row["status"] == "not-run"],
         "not_implemented": [
             {"id": row["id"], "code": row["code"], "claim": row["claim"]}
-            for row in rows if row["status"] == "not-implemented"
+            for row in rows
+            if row["status"] == "not-implemented"
         ],
         "import_errors": import_errors(),
     }
@@ -92,12 +91,12 @@ def write_report(
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     threads = sorted({r.threads for r in records})
-    env = collect_environment(size=size, seed=seed, jobs=jobs,
-                              **{"torch threads per experiment": threads})
+    env = collect_environment(
+        size=size, seed=seed, jobs=jobs, **{"torch threads per experiment": threads}
+    )
     page = render_page(records, REGISTRY, env, runtime_s, import_errors())
     html_path, json_path = out / "index.html", out / "results.json"
     html_path.write_text(page, encoding="utf-8")
     results = results_dict(records, env, runtime_s)
-    json_path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n",
-                         encoding="utf-8")
+    json_path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return {"html": html_path, "json": json_path}

@@ -33,8 +33,12 @@ def _version(dist: str) -> str:
 def _git_commit() -> str:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-            cwd=os.path.dirname(__file__), check=False,
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=os.path.dirname(__file__),
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return "unknown"

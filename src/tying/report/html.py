@@ -104,9 +104,7 @@ def _seed_label(code: str) -> str:
     return f"seed {code} ({name})" if name else f"seed {code}"
 
 
-def summary_rows(
-    records: Sequence[RunRecord], registered: dict[str, Any]
-) -> list[dict[str, Any]]:
+def summary_rows(records: Sequence[RunRecord], registered: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per claim and per registered experiment, in CLAIMS.md order.
 
     Args:
@@ -132,11 +130,16 @@ def summary_rows(
             status, sentence = "not-run", spec.claim
         else:
             status, sentence = "not-implemented", claim.claim if claim else ""
-        rows.append({
-            "id": exp_id, "code": claim.code if claim else "", "claim": sentence,
-            "status": status, "registered": spec is not None or record is not None,
-            "record": record,
-        })
+        rows.append(
+            {
+                "id": exp_id,
+                "code": claim.code if claim else "",
+                "claim": sentence,
+                "status": status,
+                "registered": spec is not None or record is not None,
+                "record": record,
+            }
+        )
     return rows
 
 
@@ -151,22 +154,27 @@ def _table(title: str, columns: list[str], rows: list[dict[str, Any]]) -> str:
             cells.append(f"<td{cls}>{_e(format_value(v))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     caption = f"<h3>{_e(title)}</h3>" if title else ""
-    return f'{caption}<table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    return f"{caption}<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
 def _summary(rows: list[dict[str, Any]]) -> str:
     out = []
     for row in rows:
         rec: RunRecord | None = row["record"]
-        link = (f'<a href="#{_e(row["id"])}">{_e(row["id"])}</a>' if rec else _e(row["id"]))
+        link = f'<a href="#{_e(row["id"])}">{_e(row["id"])}</a>' if rec else _e(row["id"])
         thumb = ""
         if rec and rec.figures:
-            thumb = (f'<a href="#{_e(row["id"])}"><img src="{_e(rec.figures[0])}" '
-                     f'alt="key figure of {_e(row["id"])}"></a>')
+            thumb = (
+                f'<a href="#{_e(row["id"])}"><img src="{_e(rec.figures[0])}" '
+                f'alt="key figure of {_e(row["id"])}"></a>'
+            )
         key = _e(rec.key_figure) if rec else ""
         runtime = format_runtime(rec.runtime_s) if rec else ""
-        classes = "claim-row" + (" experiment-row" if rec else "") + (
-            " not-implemented" if row["status"] == "not-implemented" else "")
+        classes = (
+            "claim-row"
+            + (" experiment-row" if rec else "")
+            + (" not-implemented" if row["status"] == "not-implemented" else "")
+        )
         out.append(
             f'<tr class="{classes}" data-id="{_e(row["id"])}" data-status="{row["status"]}" '
             f'data-registered="{"1" if row["registered"] else "0"}">'
@@ -196,16 +204,25 @@ def _section(rec: RunRecord) -> str:
     if rec.notes:
         parts.append(f"<p>{_e(rec.notes)}</p>")
     if rec.measured:
-        parts.append(_table("Measured (these numbers decided the check)", ["quantity", "value"],
-                            [{"quantity": k, "value": v} for k, v in rec.measured.items()]))
+        parts.append(
+            _table(
+                "Measured (these numbers decided the check)",
+                ["quantity", "value"],
+                [{"quantity": k, "value": v} for k, v in rec.measured.items()],
+            )
+        )
     for path in rec.figures:
-        parts.append(f'<figure><img src="{_e(path)}" alt="figure for {_e(rec.id)}">'
-                     f"<figcaption>{_e(path)}</figcaption></figure>")
+        parts.append(
+            f'<figure><img src="{_e(path)}" alt="figure for {_e(rec.id)}">'
+            f"<figcaption>{_e(path)}</figcaption></figure>"
+        )
     for table in rec.tables:
         parts.append(_table(table.title, table.columns, table.rows))
     if rec.error:
-        label = "Missing optional extra" if rec.status == "missing-extra" else "The experiment raised"
-        parts.append(f"<h3>{label}</h3><pre class=\"error\">{_e(rec.error)}</pre>")
+        label = (
+            "Missing optional extra" if rec.status == "missing-extra" else "The experiment raised"
+        )
+        parts.append(f'<h3>{label}</h3><pre class="error">{_e(rec.error)}</pre>')
     parts.append("</section>")
     return "\n".join(parts)
 
@@ -240,12 +257,16 @@ def render_page(
     )
     broken = ""
     if import_errors:
-        items = "".join(f"<h3>{_e(k)}</h3><pre class=\"error\">{_e(v)}</pre>"
-                        for k, v in import_errors.items())
-        broken = ('<section class="claim" id="import-errors"><h2>Experiment modules that '
-                  f"failed to import</h2>{items}</section>")
-    env_rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(format_value(v))}</td></tr>"
-                       for k, v in environment.items())
+        items = "".join(
+            f'<h3>{_e(k)}</h3><pre class="error">{_e(v)}</pre>' for k, v in import_errors.items()
+        )
+        broken = (
+            '<section class="claim" id="import-errors"><h2>Experiment modules that '
+            f"failed to import</h2>{items}</section>"
+        )
+    env_rows = "".join(
+        f"<tr><th>{_e(k)}</th><td>{_e(format_value(v))}</td></tr>" for k, v in environment.items()
+    )
     order = {row["id"]: i for i, row in enumerate(rows)}
     sections = "\n".join(_section(r) for r in sorted(records, key=lambda r: order[r.id]))
     return f"""<!DOCTYPE html>
