@@ -202,7 +202,8 @@ class SmirksAssigner:
 
     Args:
         force_field: a :class:`~tying.chem.offxml.ForceField` or an installed name.
-        sections: which sections to assign (default: bonds, angles, propers, impropers, vdW).
+        sections: which sections to assign; by default every one of :data:`SECTIONS`
+            (bonds, angles, propers, impropers, vdW) that the force field has.
         strict: raise :class:`~tying.chem.errors.UnassignedParameterError` when an atom,
             bond, angle or proper torsion gets no parameter (a force field cannot be
             applied to such a molecule).
@@ -210,6 +211,7 @@ class SmirksAssigner:
 
     Raises:
         ValueError: on an unsupported section name (lists the supported ones).
+        KeyError: on a section the force field does not have (lists the ones it has).
         SmirksError: when a pattern of the force field is malformed (names its id).
 
     Example:
@@ -225,13 +227,15 @@ class SmirksAssigner:
         self,
         force_field: ForceField | str = "openff-2.3.0",
         *,
-        sections: Sequence[str] = SECTIONS,
+        sections: Sequence[str] | None = None,
         strict: bool = True,
         cache: bool = True,
     ):
         self.force_field = (
             force_field if isinstance(force_field, ForceField) else load_force_field(force_field)
         )
+        if sections is None:
+            sections = [s for s in SECTIONS if s in self.force_field.sections]
         unknown = [s for s in sections if s not in KEYS]
         if unknown:
             raise ValueError(f"cannot assign sections {unknown}; supported: {', '.join(KEYS)}")

@@ -220,7 +220,11 @@ def parse_quantity(text: str) -> Quantity:
     number, star, rest = text.partition("*")
     if not star or not _NUMBER.match(number):
         raise ValueError(f"expected '<number> * <unit>', got {text!r}")
-    return Quantity(float(number), parse_unit(rest))
+    try:
+        unit = parse_unit(rest.strip())
+    except ValueError as err:
+        raise ValueError(f"in quantity {text!r}: {err}") from err
+    return Quantity(float(number), unit)
 
 
 def parse_value(text: str) -> Quantity | int | float | str:
