@@ -1,7 +1,7 @@
 """Run every ``benchmarks/bench_*.py`` (each defines ``main()``), or the ones named.
 
-    python -m benchmarks            # all
-    python -m benchmarks core hmm   # bench_core.py and bench_hmm.py
+python -m benchmarks            # all
+python -m benchmarks core hmm   # bench_core.py and bench_hmm.py
 """
 
 from __future__ import annotations

@@ -1,0 +1,148 @@
+"""Engine overhead, as ratios against hand-written ties in the same run (issue: tie engine).
+
+1. ALBERT: a 12-layer transformer encoder tied with ``tying.Plan`` vs the same
+   model written by hand as one layer applied 12 times (target ≤ 1.03).
+2. Tied autoencoder (``Transposed``) vs hand-written ``F.linear(h, W.t())``
+   (target ≤ 1.10), with ``torch.nn.utils.parametrize`` (the ``original`` set to
+   the encoder's parameter) as the anchor people use today.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import torch.nn.utils.parametrize as P
+from torch import nn
+
+import tying
+from benchmarks.common import compare, write
+
+
+def _layer(d: int) -> nn.Module:
+    return nn.TransformerEncoderLayer(
+        d, nhead=4, dim_feedforward=4 * d, dropout=0.0, batch_first=True
+    )
+
+
+class Tied(nn.Module):
+    def __init__(self, d: int, depth: int):
+        super().__init__()
+        self.layers = nn.ModuleList(_layer(d) for _ in range(depth))
+        tying.Plan([tying.share("layers.*", like="layers.0")]).apply(self)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class ByHand(nn.Module):
+    def __init__(self, d: int, depth: int):
+        super().__init__()
+        self.layer = _layer(d)
+        self.depth = depth
+
+    def forward(self, x):
+        for _ in range(self.depth):
+            x = self.layer(x)
+        return x
+
+
+def _step(model: nn.Module, x: torch.Tensor):
+    def run():
+        model.zero_grad(set_to_none=True)
+        model(x).pow(2).mean().backward()
+
+    return run
+
+
+def albert(d: int = 256, depth: int = 12, batch: int = 8, seq: int = 64) -> dict:
+    torch.manual_seed(0)
+    tied, hand = Tied(d, depth), ByHand(d, depth)
+    hand.layer.load_state_dict(tied.layers[0].state_dict())
+    x = torch.randn(batch, seq, d)
+    torch.testing.assert_close(tied(x), hand(x))
+    t_ours, t_hand = compare(_step(tied, x), _step(hand, x), repeat=9)
+    c = tying.count(tied)
+    return {
+        "case": f"ALBERT {depth}x TransformerEncoderLayer(d={d}), fwd+bwd",
+        "ours_ms": 1e3 * t_ours,
+        "hand_ms": 1e3 * t_hand,
+        "ratio_vs_hand": t_ours / t_hand,
+        "target": "<= 1.03",
+        "params_physical": c.physical,
+        "params_logical": c.logical,
+    }
+
+
+class _T(nn.Module):
+    def forward(self, w):
+        return w.t()
+
+
+def autoencoder(d: int = 512, k: int = 128, batch: int = 256) -> list[dict]:
+    torch.manual_seed(0)
+    ours = nn.ModuleDict({"enc": nn.Linear(d, k), "dec": nn.Linear(k, d)})
+    tying.Plan([tying.share("dec.weight", like="enc.weight", relation=tying.Transposed())]).apply(
+        ours
+    )
+
+    W = nn.Parameter(ours["enc"].weight.detach().clone())
+    b1 = nn.Parameter(ours["enc"].bias.detach().clone())
+    b2 = nn.Parameter(ours["dec"].bias.detach().clone())
+
+    anchor = nn.ModuleDict({"enc": nn.Linear(d, k), "dec": nn.Linear(k, d)})
+    anchor.load_state_dict(
+        {
+            "enc.weight": W.detach(),
+            "enc.bias": b1.detach(),
+            "dec.bias": b2.detach(),
+            "dec.weight": W.detach().t(),
+        }
+    )
+    P.register_parametrization(anchor["dec"], "weight", _T(), unsafe=True)
+    anchor["dec"].parametrizations.weight.original = anchor["enc"].weight
+
+    x = torch.randn(batch, d)
+
+    def run_ours():
+        ours.zero_grad(set_to_none=True)
+        ours["dec"](torch.tanh(ours["enc"](x))).pow(2).mean().backward()
+
+    def run_hand():
+        W.grad = b1.grad = b2.grad = None
+        F.linear(torch.tanh(F.linear(x, W, b1)), W.t(), b2).pow(2).mean().backward()
+
+    def run_anchor():
+        anchor.zero_grad(set_to_none=True)
+        anchor["dec"](torch.tanh(anchor["enc"](x))).pow(2).mean().backward()
+
+    run_ours(), run_hand()
+    torch.testing.assert_close(ours["enc"].weight.grad, W.grad)
+    t_ours, t_hand = compare(run_ours, run_hand, repeat=31, warmup=5)
+    t_ours2, t_anchor = compare(run_ours, run_anchor, repeat=31, warmup=5)
+    return [
+        {
+            "case": f"tied AE {d}->{k} (Transposed), fwd+bwd",
+            "ours_ms": 1e3 * t_ours,
+            "hand_ms": 1e3 * t_hand,
+            "ratio_vs_hand": t_ours / t_hand,
+            "target": "<= 1.10",
+        },
+        {
+            "case": "same tie, anchor torch.nn.utils.parametrize",
+            "ours_ms": 1e3 * t_ours2,
+            "parametrize_ms": 1e3 * t_anchor,
+            "ratio_vs_parametrize": t_ours2 / t_anchor,
+        },
+    ]
+
+
+def main() -> None:
+    torch.set_num_threads(2)
+    rows = [albert(), *autoencoder()]
+    write("core", rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Inspection: accidental ties (claim D7) and the fan-in of shared layers (claim B15)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from torch import nn
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_RNN = (nn.RNN, nn.LSTM, nn.GRU, nn.RNNCell, nn.LSTMCell, nn.GRUCell)
+
+
+def fan_in(module: nn.Module) -> int:
+    """The number of inputs of ONE output unit of ``module`` (claim B15).
+
+    A shared weight is reused at every position or time step, but each output
+    unit still sums over the same inputs: fan-in is not multiplied by how often
+    a weight is reused. Xavier/He initialisation should use this number.
+
+    - Linear: ``in_features``; Bilinear: ``in1_features + in2_features``
+    - ConvNd: ``in_channels / groups × kernel area``
+    - ConvTransposeNd: ``out_channels / groups × kernel area`` (its adjoint's fan-in... of the
+      transposed map: the inputs one output pixel gathers, up to stride)
+    - RNN/LSTM/GRU (and cells): ``input_size + hidden_size``
+    - Embedding: 1 (each output reads one row)
+    - any module with ``fan_in()`` or a ``weight`` of ≥ 2 dims: that method, or
+      ``weight[0].numel()``.
+
+    Args:
+        module: the layer.
+
+    Returns:
+        The fan-in as an int.
+
+    Raises:
+        TypeError: for a module without weights, naming the supported types.
+
+    Example:
+        >>> import torch, tying
+        >>> tying.fan_in(torch.nn.Conv2d(3, 16, 5)), tying.fan_in(torch.nn.LSTM(10, 20))
+        (75, 30)
+    """
+    if hasattr(module, "fan_in") and callable(module.fan_in):
+        return int(module.fan_in())
+    if isinstance(module, nn.Linear):
+        return module.in_features
+    if isinstance(module, nn.Bilinear):
+        return module.in1_features + module.in2_features
+    if isinstance(module, _CONV):
+        return module.in_channels // module.groups * math.prod(module.kernel_size)
+    if isinstance(module, _CONV_T):
+        return module.out_channels // module.groups * math.prod(module.kernel_size)
+    if isinstance(module, _RNN):
+        return module.input_size + module.hidden_size
+    if isinstance(module, nn.Embedding):
+        return 1
+    weight = getattr(module, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.ndim >= 2:
+        return weight[0].numel()
+    raise TypeError(
+        f"fan_in: {type(module).__name__} has no weight to count; supported: Linear, Bilinear, "
+        f"ConvNd, ConvTransposeNd, RNN/LSTM/GRU (and cells), Embedding, or a module with fan_in()"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class AccidentalTie:
+    """Output units of one layer whose weights are identical: an accidental tie (claim D7).
+
+    Attributes:
+        path: the layer's module path.
+        units: indices of the identical output units (one group, ≥ 2 units).
+        next_layer: the following layer whose input columns were compared too ("" if none).
+    """
+
+    path: str
+    units: tuple[int, ...]
+    next_layer: str = ""
+
+
+def find_accidental_ties(model: nn.Module, atol: float = 0.0) -> list[AccidentalTie]:
+    """Find groups of neurons with identical weights: the symptom of a symmetric init.
+
+    A neuron of a Linear/Conv layer is its incoming row (and bias); when the next
+    layer in module order reads this one's outputs (its input width equals this
+    layer's output width), the neuron's outgoing column must match too. Units
+    that agree within ``atol`` get identical gradients forever: training cannot
+    tell them apart.
+
+    Args:
+        model: the model to scan.
+        atol: absolute tolerance for "identical" (0: bit-equal).
+
+    Returns:
+        A list of :class:`AccidentalTie`, one per group of identical units.
+
+    Example:
+        >>> import torch, tying
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+        >>> for p in net.parameters():
+        ...     _ = torch.nn.init.constant_(p, 0.5)
+        >>> tying.find_accidental_ties(net)
+        [AccidentalTie(path='0', units=(0, 1, 2, 3), next_layer='2')]
+    """
+    layers = [
+        (path, m)
+        for path, m in model.named_modules()
+        if isinstance(m, (nn.Linear, *_CONV))
+        and isinstance(getattr(m, "weight", None), torch.Tensor)
+    ]
+    found = []
+    with torch.no_grad():
+        for i, (path, layer) in enumerate(layers):
+            w = layer.weight.detach()
+            out_units = w.shape[0]
+            rows = [w.reshape(out_units, -1)]
+            if getattr(layer, "bias", None) is not None:
+                rows.append(layer.bias.detach().reshape(out_units, 1))
+            next_path = ""
+            if i + 1 < len(layers):
+                npath, nxt = layers[i + 1]
+                nw = nxt.weight.detach()
+                if nw.ndim >= 2 and nw.shape[1] == out_units:
+                    rows.append(nw.transpose(0, 1).reshape(out_units, -1))
+                    next_path = npath
+            feats = torch.cat([r.to(torch.float64) for r in rows], dim=1)  # (units, features)
+            assigned = torch.zeros(out_units, dtype=torch.bool)
+            for u in range(out_units):
+                if assigned[u]:
+                    continue
+                same = (feats - feats[u]).abs().amax(dim=1) <= atol
+                same &= ~assigned
+                if int(same.sum()) > 1:
+                    units = tuple(int(j) for j in torch.nonzero(same).flatten())
+                    found.append(AccidentalTie(path, units, next_path))
+                assigned |= same
+    return found

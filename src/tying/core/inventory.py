@@ -1,0 +1,119 @@
+"""A snapshot of a model's logical slots, physical parameters and buffers.
+
+Every part of the engine (plans, counting, verification, untying, files) reads
+the model through this one inventory, so they agree on what a slot is:
+
+- a *slot* is a logical parameter path a model reads (``lm_head.weight``);
+- it is *physical* when its module stores it, *tied* when a :class:`~tying.core.slots.Slot`
+  serves it from a source;
+- parameters that exist only to serve a tie (``conv.weight_physical``,
+  ``lm_head.weight_scale``) are *storage*, not slots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+
+import torch
+from torch import nn
+
+from tying.core.relations import Relation
+from tying.core.slots import Slot, slots_of, storage_names
+
+
+@dataclasses.dataclass
+class SlotInfo:
+    """One logical slot of the model."""
+
+    path: str
+    module_path: str
+    name: str
+    module: nn.Module
+    shape: tuple[int, ...]
+    tie: Slot | None  # None: physical
+    source: str | None = None  # path of the tie's source slot ("" when outside the model)
+
+    @property
+    def is_tied(self) -> bool:
+        return self.tie is not None
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+def join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+class Inventory:
+    """Slots, storage parameters, buffers and modules of ``model``, by path."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.modules: dict[str, nn.Module] = dict(model.named_modules(remove_duplicate=False))
+        self._path_of: dict[int, str] = {}
+        for path, mod in self.modules.items():
+            self._path_of.setdefault(id(mod), path)
+        self.slots: dict[str, SlotInfo] = {}
+        self.storage: dict[str, nn.Parameter] = {}
+        self.buffers: set[str] = set()
+        for mpath, mod in self.modules.items():
+            stores = storage_names(mod)
+            for name, p in mod._parameters.items():
+                if p is None:
+                    continue
+                path = join(mpath, name)
+                if name in stores:
+                    self.storage[path] = p
+                else:
+                    self.slots[path] = SlotInfo(path, mpath, name, mod, tuple(p.shape), None)
+            for name, slot in slots_of(mod).items():
+                path = join(mpath, name)
+                src_mod = self._path_of.get(id(slot.source_module))
+                source = "" if src_mod is None else join(src_mod, slot.source_name)
+                self.slots[path] = SlotInfo(path, mpath, name, mod, tuple(slot.shape), slot, source)
+            for name, b in mod._buffers.items():
+                if b is not None:
+                    self.buffers.add(join(mpath, name))
+
+    def path_of(self, module: nn.Module) -> str | None:
+        return self._path_of.get(id(module))
+
+    def under(self, module_path: str) -> list[str]:
+        """Slot paths inside the module at ``module_path`` (recursively)."""
+        prefix = module_path + "."
+        return [p for p in self.slots if p.startswith(prefix)]
+
+    def closest(self, path: str) -> str:
+        """A hint naming the closest existing slot or module path."""
+        names = list(self.slots) + [p for p in self.modules if p]
+        close = difflib.get_close_matches(path, names, n=3)
+        return f"; closest: {', '.join(close)}" if close else ""
+
+    def root_of(self, path: str) -> str:
+        """The physical tensor a slot's value comes from (following chains of ties)."""
+        seen = set()
+        while True:
+            info = self.slots[path]
+            if info.tie is None:
+                return path
+            if "source" in info.tie.storage:
+                return join(info.module_path, info.tie.storage["source"])
+            if not info.source or path in seen:
+                return path
+            seen.add(path)
+            path = info.source
+
+    def tensor(self, path: str) -> torch.Tensor:
+        """The physical tensor at ``path`` (a physical slot or a storage parameter)."""
+        if path in self.storage:
+            return self.storage[path]
+        info = self.slots[path]
+        return info.module._parameters[info.name]
+
+    def relation_of(self, path: str) -> Relation | None:
+        info = self.slots[path]
+        return None if info.tie is None else info.tie.relation

@@ -1,0 +1,449 @@
+"""Plans: an ordered list of rules, resolved against a model and applied all or nothing.
+
+A plan is data. Applying it resolves every rule to slot-level ties (the last
+matching rule wins), validates all of them (existence, pairing, shapes, dtypes,
+devices, cycles, buffers), and only then changes the model. Applying the same
+plan again is a no-op, so it can be re-applied after anything that rebuilds
+modules (quantization, adapters, sharding wrappers).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from tying.core.errors import TieError
+from tying.core.inventory import Inventory, join
+from tying.core.patterns import Pattern
+from tying.core.relations import Relation, Same, relation_from_spec
+from tying.core.rules import Rule, share
+from tying.core.slots import SLOTS_ATTR, Slot, install, slots_of, uninstall
+
+DECLARED_ATTR = "_tying_declared"
+
+
+@dataclasses.dataclass(frozen=True)
+class Tie:
+    """The resolved state of one slot: tied to ``source`` (None: to its own storage)."""
+
+    source: str | None
+    relation: Relation
+    rule: int = -1
+
+    def same_as(self, other: Tie | None) -> bool:
+        return other is not None and (self.source, self.relation) == (other.source, other.relation)
+
+
+@dataclasses.dataclass
+class Change:
+    """One slot whose state the plan changes."""
+
+    path: str
+    old: Tie | None
+    new: Tie | None
+
+
+@dataclasses.dataclass
+class ApplyReport:
+    """What :meth:`Plan.apply` did.
+
+    Attributes:
+        tied: slot paths newly tied, with their source (None: own storage).
+        freed: slot paths made independent.
+        unchanged: slots the plan matched that already were as declared.
+        logical, physical: parameter counts after applying.
+    """
+
+    tied: dict[str, str | None]
+    freed: list[str]
+    unchanged: int
+    logical: int
+    physical: int
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.tied or self.freed)
+
+    def __str__(self) -> str:
+        lines = [
+            f"tied {len(self.tied)} slot(s), freed {len(self.freed)}, unchanged {self.unchanged}; "
+            f"parameters logical {self.logical:,} / physical {self.physical:,}"
+        ]
+        for target, source in self.tied.items():
+            lines.append(f"  {target} <- {source if source is not None else '(own storage)'}")
+        for path in self.freed:
+            lines.append(f"  {path} freed")
+        return "\n".join(lines)
+
+
+class Plan:
+    """An ordered list of tie rules; the last matching rule wins for each slot.
+
+    Args:
+        rules: :func:`tying.share` / :func:`tying.free` rules.
+
+    Raises:
+        TypeError: when an element is not a rule.
+
+    Example:
+        >>> import torch, tying
+        >>> model = torch.nn.ModuleDict({"embed": torch.nn.Embedding(10, 4),
+        ...                              "lm_head": torch.nn.Linear(4, 10, bias=False)})
+        >>> report = tying.Plan([tying.share("lm_head.weight", like="embed.weight")]).apply(model)
+        >>> model.lm_head.weight is model.embed.weight
+        True
+        >>> report.logical, report.physical
+        (80, 40)
+    """
+
+    def __init__(self, rules: Sequence[Rule]):
+        rules = list(rules)
+        for i, rule in enumerate(rules):
+            if not isinstance(rule, Rule):
+                raise TypeError(
+                    f"Plan rule {i} must be tying.share(...) or tying.free(...), got {rule!r}"
+                )
+        self.rules = rules
+
+    def __repr__(self) -> str:
+        return f"Plan({self.rules!r})"
+
+    # -- resolution -----------------------------------------------------------------
+
+    def resolve(self, model: nn.Module) -> list[Change]:
+        """Validate the plan against ``model`` and return the slot changes, changing nothing.
+
+        Raises:
+            TieError: naming the rule, the path(s), expected vs found, and the fix.
+        """
+        inv = Inventory(model)
+        return _resolve(self.rules, inv)[0]
+
+    def apply(self, model: nn.Module) -> ApplyReport:
+        """Tie ``model`` as declared. All or nothing: on error the model is unchanged.
+
+        Returns:
+            An :class:`ApplyReport`.
+
+        Raises:
+            TieError: a pattern that matches nothing, an ambiguous pairing, a source
+                that does not exist, a shape/dtype/device mismatch, a cycle, a buffer.
+        """
+        inv = Inventory(model)
+        changes, unchanged = _resolve(self.rules, inv)
+        _mutate(model, inv, changes)
+        from tying.core.count import count
+
+        c = count(model)
+        return ApplyReport(
+            tied={ch.path: ch.new.source for ch in changes if ch.new is not None},
+            freed=[ch.path for ch in changes if ch.new is None],
+            unchanged=unchanged,
+            logical=c.logical,
+            physical=c.physical,
+        )
+
+    @classmethod
+    def declared(cls, model: nn.Module) -> Plan:
+        """The plan that re-creates every tie declared on ``model`` (and its submodules)."""
+        rules = []
+        for prefix, mod in model.named_modules():
+            for target, spec in mod.__dict__.get(DECLARED_ATTR, {}).items():
+                like = None if spec["like"] is None else join(prefix, spec["like"])
+                rules.append(
+                    share(join(prefix, target), like, relation_from_spec(spec["relation"]))
+                )
+        return cls(rules)
+
+
+def _fail(rule_index: int, rule: Rule, msg: str) -> TieError:
+    return TieError(f"rule {rule_index} {rule!r}: {msg}")
+
+
+def _source_for(i: int, rule: Rule, inv: Inventory, path: str, captures) -> str | None:
+    like = rule.like
+    if like is None:
+        return None
+    if isinstance(like, str):
+        lp = Pattern(like)
+        if lp.wildcards and len(lp.wildcards) != len(captures):
+            raise _fail(
+                i,
+                rule,
+                f"ambiguous pairing: like={like!r} has {len(lp.wildcards)} wildcard(s) but "
+                f"{rule.target!r} captured {len(captures)} from {path!r}; give as many wildcards "
+                f"on both sides, or pass like= a mapping or a callable",
+            )
+        return lp.substitute(tuple(captures)) if lp.wildcards else like
+    if isinstance(like, Mapping):
+        if path not in like:
+            raise _fail(
+                i, rule, f"the like= mapping has no entry for matched path {path!r}; add it"
+            )
+        return like[path]
+    source = like(path)
+    if not isinstance(source, str):
+        raise _fail(
+            i, rule, f"like= callable returned {source!r} for {path!r}; expected a path str"
+        )
+    return source
+
+
+def _resolve(rules: list[Rule], inv: Inventory) -> tuple[list[Change], int]:
+    current: dict[str, Tie | None] = {}
+    for path, info in inv.slots.items():
+        if info.tie is None:
+            current[path] = None
+        else:
+            own = "source" in info.tie.storage
+            current[path] = Tie(None if own else info.source, info.tie.relation)
+    desired: dict[str, Tie | None] = dict(current)
+    touched: set[str] = set()
+
+    for i, rule in enumerate(rules):
+        pat = Pattern(rule.target)
+        matched: dict[str, str | None] = {}
+        hits = 0
+        for mpath in inv.modules:
+            caps = pat.match(mpath) if mpath else None
+            if caps is None:
+                continue
+            hits += 1
+            src_mod = _source_for(i, rule, inv, mpath, caps)
+            if src_mod is not None and src_mod not in inv.modules:
+                raise _fail(
+                    i,
+                    rule,
+                    f"source module {src_mod!r} (for {mpath!r}) does not exist{inv.closest(src_mod)}",
+                )
+            for spath in inv.under(mpath):
+                suffix = spath[len(mpath) + 1 :]
+                src = None if src_mod is None else join(src_mod, suffix)
+                if src is not None and src not in inv.slots:
+                    raise _fail(
+                        i,
+                        rule,
+                        f"{spath!r} has no counterpart {src!r} in {src_mod!r}: the two modules "
+                        f"differ in structure; tie the matching parameters one by one",
+                    )
+                matched[spath] = src
+        for spath in inv.slots:
+            caps = pat.match(spath)
+            if caps is not None:
+                hits += 1
+                matched[spath] = _source_for(i, rule, inv, spath, caps)
+        for bpath in sorted(inv.buffers):
+            if pat.match(bpath) is not None:
+                raise _fail(
+                    i,
+                    rule,
+                    f"{bpath!r} is a buffer; ties are for parameters (buffers such as running "
+                    f"statistics are state, not weights): narrow the pattern",
+                )
+        if hits == 0:
+            raise _fail(
+                i,
+                rule,
+                f"pattern {rule.target!r} matches no parameter or module{inv.closest(rule.target)}",
+            )
+        for target, source in matched.items():
+            if rule.kind == "free":
+                desired[target] = None
+                touched.add(target)
+                continue
+            if source is not None and source not in inv.slots:
+                what = "a buffer" if source in inv.buffers else "no parameter"
+                raise _fail(
+                    i, rule, f"source {source!r} (for {target!r}) is {what}{inv.closest(source)}"
+                )
+            if source == target:
+                if type(rule.relation) is Same:
+                    continue  # a module tied to itself: layer 0 of an ALBERT stack
+                raise _fail(
+                    i, rule, f"{target!r} is tied to itself through {rule.relation!r}: a cycle"
+                )
+            desired[target] = Tie(source, rule.relation, i)
+            touched.add(target)
+
+    _check_cycles(desired, rules)
+    changes = []
+    for path in inv.slots:
+        new, old = desired[path], current[path]
+        if new is None and old is None:
+            continue
+        if new is not None and new.same_as(old):
+            continue
+        changes.append(Change(path, old, new))
+    for ch in changes:
+        if ch.new is not None:
+            _check_tie(ch.path, ch.new, rules, inv)
+    return changes, len(touched) - len(changes)
+
+
+def _check_cycles(desired: dict[str, Tie | None], rules: list[Rule]) -> None:
+    state: dict[str, int] = {}
+    for start in desired:
+        chain = []
+        path: str | None = start
+        while path is not None and path in desired and state.get(path, 0) == 0:
+            state[path] = 1
+            chain.append(path)
+            tie = desired[path]
+            path = None if tie is None else tie.source
+        if path is not None and state.get(path) == 1:
+            loop = chain[chain.index(path) :] + [path]
+            tie = desired[chain[-1]]
+            rule = rules[tie.rule] if tie is not None and tie.rule >= 0 else None
+            where = f"rule {tie.rule} {rule!r}: " if rule is not None else ""
+            raise TieError(
+                f"{where}cycle of ties {' -> '.join(loop)}: every tie needs a source that is "
+                f"not tied back to it; drop one of these rules"
+            )
+        for p in chain:
+            state[p] = 2
+
+
+def _meta(inv: Inventory, path: str) -> tuple[torch.dtype, torch.device]:
+    t = inv.tensor(inv.root_of(path))
+    return t.dtype, t.device
+
+
+def _check_tie(target: str, tie: Tie, rules: list[Rule], inv: Inventory) -> None:
+    rule = rules[tie.rule]
+    info = inv.slots[target]
+    if tie.source is None:
+        try:
+            tie.relation.source_shape(info.shape)
+        except ValueError as err:
+            raise _fail(tie.rule, rule, f"{target!r} of shape {info.shape}: {err}") from None
+        if type(tie.relation).right_inverse is Relation.right_inverse:
+            raise _fail(
+                tie.rule,
+                rule,
+                f"{tie.relation!r} cannot re-parametrise {target!r} by itself; give like=",
+            )
+        taken = _storage_names(info.name, tie.relation, info.shape)
+    else:
+        src = inv.slots[tie.source]
+        try:
+            tie.relation.check(src.shape, info.shape)
+        except ValueError as err:
+            raise _fail(
+                tie.rule,
+                rule,
+                f"{target!r} has shape {info.shape} and its source {tie.source!r} has shape "
+                f"{src.shape}: {err}; check the layer sizes or use another relation",
+            ) from None
+        (tdt, tdev), (sdt, sdev) = _meta(inv, target), _meta(inv, tie.source)
+        if tdt != sdt:
+            raise _fail(
+                tie.rule,
+                rule,
+                f"{target!r} is {tdt} but its source {tie.source!r} is {sdt}; cast one with .to(dtype) first",
+            )
+        if tdev != sdev:
+            raise _fail(
+                tie.rule,
+                rule,
+                f"{target!r} is on {tdev} but its source {tie.source!r} is on {sdev}; move them to one device first",
+            )
+        taken = _storage_names(info.name, tie.relation, info.shape, own=False)
+    mod = info.module
+    own_old = set(info.tie.storage.values()) if info.tie is not None else set()
+    for name in taken:
+        if name in own_old:
+            continue
+        if (
+            name in mod._parameters
+            or name in mod._buffers
+            or name in mod._modules
+            or name in mod.__dict__
+        ):
+            raise _fail(
+                tie.rule,
+                rule,
+                f"{target!r} needs attribute {join(info.module_path, name)!r} for its tie, but it exists",
+            )
+
+
+def _storage_names(name: str, relation: Relation, shape, own: bool = True) -> list[str]:
+    names = [f"{name}_{role}" for role in relation.extras(shape, torch.empty(0)).keys()]
+    return ([f"{name}_physical"] if own else []) + names
+
+
+def _mutate(model: nn.Module, inv: Inventory, changes: list[Change]) -> None:
+    if not changes:
+        return
+    # Everything that reads the current values happens before the first mutation.
+    prepared = []
+    with torch.no_grad():
+        for ch in changes:
+            info = inv.slots[ch.path]
+            current = getattr(info.module, info.name)
+            root = inv.tensor(inv.root_of(ch.path))
+            if ch.new is None:
+                prepared.append(
+                    (ch, info, nn.Parameter(current.detach().clone(), root.requires_grad), {})
+                )
+                continue
+            storage: dict[str, nn.Parameter] = {}
+            if ch.new.source is None:
+                phys = ch.new.relation.right_inverse(current.detach()).clone()
+                storage[f"{info.name}_physical"] = nn.Parameter(phys, root.requires_grad)
+            for role, t in ch.new.relation.extras(info.shape, current).items():
+                storage[f"{info.name}_{role}"] = nn.Parameter(t, root.requires_grad)
+            prepared.append((ch, info, None, storage))
+
+    touched = {id(info.module): info.module for _, info, _, _ in prepared}
+    touched[id(model)] = model
+    snapshot = {
+        key: (
+            m.__class__,
+            dict(m._parameters),
+            m.__dict__.get(SLOTS_ATTR),
+            m.__dict__.get(DECLARED_ATTR),
+        )
+        for key, m in touched.items()
+    }
+    try:
+        declared = dict(model.__dict__.get(DECLARED_ATTR, {}))
+        for ch, info, value, storage in prepared:
+            mod, name = info.module, info.name
+            if name in slots_of(mod):
+                uninstall(mod, name, value)
+            elif value is not None:
+                mod._parameters[name] = value
+            if ch.new is None:
+                declared.pop(ch.path, None)
+                continue
+            for sname, p in storage.items():
+                mod._parameters[sname] = p
+            roles = {}
+            if ch.new.source is None:
+                src_mod, src_name = mod, f"{name}_physical"
+                roles["source"] = src_name
+            else:
+                src = inv.slots[ch.new.source]
+                src_mod, src_name = src.module, src.name
+            for sname in storage:
+                if sname != f"{name}_physical":
+                    roles[sname[len(name) + 1 :]] = sname
+            paths = (info.module_path, ch.new.source)
+            install(mod, name, Slot(src_mod, src_name, ch.new.relation, info.shape, roles, paths))
+            declared[ch.path] = {"like": ch.new.source, "relation": ch.new.relation.spec()}
+        model.__dict__[DECLARED_ATTR] = declared
+    except BaseException:
+        for key, (cls, params, slots, decl) in snapshot.items():
+            m = touched[key]
+            m.__class__ = cls
+            m._parameters.clear()
+            m._parameters.update(params)
+            for attr, val in ((SLOTS_ATTR, slots), (DECLARED_ATTR, decl)):
+                if val is None:
+                    m.__dict__.pop(attr, None)
+                else:
+                    m.__dict__[attr] = val
+        raise

@@ -1,0 +1,197 @@
+"""How a tied slot is served: one owner, resolved at read time.
+
+A tied slot (``lm_head.weight``) is not stored on its module. The module's class
+is switched to a small subclass with a property for that name, and the property
+reads the source (``getattr(embed, "weight")``) and applies the relation. So:
+
+- the physical parameter has exactly one owner: ``parameters()``, optimizers,
+  ``state_dict()`` and files hold it once;
+- anything that replaces the owner's tensor (``.to()``, ``.to_empty()``,
+  ``load_state_dict(assign=True)``, ``torch.func.functional_call``, FSDP) is
+  seen by every use at the next read, so the tie cannot silently break;
+- with ``Same`` the property returns the very same ``nn.Parameter`` object.
+
+``torch.nn.utils.parametrize`` works the same way (a per-class property) but
+stores its ``original`` inside the tied module, which is a second owner; here
+the owner stays where the user put it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+
+from tying.core.errors import TieError
+from tying.core.relations import Relation, Same
+
+SLOTS_ATTR = "_tying_slots"
+
+
+@dataclasses.dataclass
+class Slot:
+    """A logical parameter served from ``getattr(source_module, source_name)``.
+
+    ``storage`` lists the parameters this slot owns on its own module (the
+    physical tensor of a self re-parametrisation, a relation's extras), by
+    role: ``{"source": "weight_physical", "scale": "weight_scale"}``.
+    """
+
+    source_module: nn.Module
+    source_name: str
+    relation: Relation
+    shape: tuple[int, ...]
+    storage: dict[str, str] = dataclasses.field(default_factory=dict)
+    # (target module path, source slot path) relative to the module the plan was
+    # applied to; used to find the source's entry when a state dict is loaded.
+    paths: tuple[str, str | None] = ("", None)
+
+    def value(self, module: nn.Module) -> torch.Tensor:
+        src = getattr(self.source_module, self.source_name)
+        if type(self.relation) is Same:
+            return src
+        extras = {
+            role: getattr(module, name) for role, name in self.storage.items() if role != "source"
+        }
+        return self.relation(src, shape=self.shape, **extras)
+
+
+def slots_of(module: nn.Module) -> dict[str, Slot]:
+    """The tied slots of one module (name → Slot); empty when none."""
+    return module.__dict__.get(SLOTS_ATTR, {})
+
+
+def storage_names(module: nn.Module) -> set[str]:
+    """Names of parameters on ``module`` that exist only to serve its tied slots."""
+    return {name for slot in slots_of(module).values() for name in slot.storage.values()}
+
+
+def base_class(module: nn.Module) -> type:
+    """The module's class before any tie switched it."""
+    return type(module).__dict__.get("_tying_base", type(module))
+
+
+_CLASSES: dict[tuple[type, frozenset[str]], type] = {}
+
+
+def tied_class(base: type, names) -> type:
+    """The subclass of ``base`` that serves ``names`` as tied slots (one per (base, names))."""
+    key = (base, frozenset(names))
+    cls = _CLASSES.get(key)
+    if cls is None:
+        namespace: dict[str, Any] = {name: _slot_property(name) for name in sorted(key[1])}
+        namespace.update(
+            _tying_base=base,
+            _tying_names=key[1],
+            __reduce_ex__=_reduce_ex,
+            __setattr__=_guarded_setattr,
+            _load_from_state_dict=_load_from_state_dict,
+            __module__=base.__module__,
+        )
+        cls = type(f"Tied{base.__name__}", (base,), namespace)
+        _CLASSES[key] = cls
+    return cls
+
+
+def _slot_property(name: str) -> property:
+    def fget(self):
+        return self.__dict__[SLOTS_ATTR][name].value(self)
+
+    fget.__name__ = name
+    return property(fget, doc=f"Tied slot {name!r}, served by tying (read-only).")
+
+
+def _guarded_setattr(self, name, value):
+    slots = self.__dict__.get(SLOTS_ATTR)
+    if slots and name in slots:
+        raise TieError(
+            f"{type(self).__name__}.{name} is a tied slot (served from "
+            f"{slots[name].source_name!r} via {slots[name].relation!r}); assign to the source "
+            f"parameter instead, or untie first with tying.untie(model)"
+        )
+    super(type(self), self).__setattr__(name, value)
+
+
+def _load_from_state_dict(
+    self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+):
+    # A state dict of an untied model (or a hand-tied one) carries the tied slot as
+    # its own entry. Accept it when it agrees with the tie, refuse it when it does
+    # not: dropping a differing tensor silently would lose data.
+    for name, slot in self.__dict__[SLOTS_ATTR].items():
+        key = prefix + name
+        if key not in state_dict:
+            continue
+        incoming = state_dict.pop(key)
+        expected = _expected_from(state_dict, prefix, self, name, slot)
+        if tuple(incoming.shape) != tuple(slot.shape) or (
+            expected is not None and not torch.equal(incoming.to(expected.dtype), expected)
+        ):
+            errors.append(
+                f"{key} is tied (to {slot.paths[1] or 'its own storage'} via {slot.relation!r}) but the "
+                f"state dict holds a different value for it; load it into an untied model "
+                f"(tying.untie) or drop the key"
+            )
+    type(self)._tying_base._load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+    )
+
+
+def _expected_from(state_dict, prefix, module, name, slot):
+    mod_path, src_path = slot.paths
+    root = prefix
+    if mod_path:
+        if not prefix.endswith(mod_path + "."):
+            return None
+        root = prefix[: len(prefix) - len(mod_path) - 1]
+    with torch.no_grad():
+        if "source" in slot.storage:
+            src = state_dict.get(prefix + slot.storage["source"])
+        else:
+            src = state_dict.get(root + src_path) if src_path else None
+        if src is None:
+            return getattr(module, name).detach()
+        extras = {
+            r: state_dict.get(prefix + n, getattr(module, n))
+            for r, n in slot.storage.items()
+            if r != "source"
+        }
+        return slot.relation(src, shape=slot.shape, **extras)
+
+
+def _rebuild(base: type, names: tuple[str, ...]):
+    cls = tied_class(base, names)
+    return cls.__new__(cls)
+
+
+def _reduce_ex(self, protocol):
+    # Lets deepcopy and pickle rebuild the dynamic class from importable parts.
+    cls = type(self)
+    return (_rebuild, (cls._tying_base, tuple(sorted(cls._tying_names))), self.__getstate__())
+
+
+def install(module: nn.Module, name: str, slot: Slot) -> None:
+    """Serve ``module.<name>`` from ``slot`` (the physical parameter, if any, is dropped)."""
+    module._parameters.pop(name, None)
+    slots = dict(slots_of(module))
+    slots[name] = slot
+    module.__dict__[SLOTS_ATTR] = slots
+    module.__class__ = tied_class(base_class(module), slots)
+
+
+def uninstall(module: nn.Module, name: str, value: torch.Tensor | None) -> None:
+    """Stop serving ``module.<name>``; register ``value`` (if given) as its own parameter."""
+    slots = dict(slots_of(module))
+    slot = slots.pop(name)
+    for storage in slot.storage.values():
+        module._parameters.pop(storage, None)
+    if slots:
+        module.__dict__[SLOTS_ATTR] = slots
+        module.__class__ = tied_class(base_class(module), slots)
+    else:
+        module.__dict__.pop(SLOTS_ATTR, None)
+        module.__class__ = base_class(module)
+    if value is not None:
+        module._parameters[name] = value

@@ -1,0 +1,60 @@
+"""Soft ties: a penalty that pulls parameters together instead of making them one (claim C6).
+
+``laplacian_penalty`` is ``lam/2 · Σ_(i,j)∈E ‖θ_i − θ_j‖²`` over the edges of a
+graph (a task graph for multi-task learning): λ → ∞ is hard sharing along the
+graph's connected components, λ = 0 independent parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import torch
+
+
+def laplacian_penalty(
+    params: Sequence[torch.Tensor] | Mapping[object, torch.Tensor],
+    edges: Iterable[tuple[object, object]],
+    lam: float,
+) -> torch.Tensor:
+    """``lam/2 · Σ_(i,j)∈edges ‖params[i] − params[j]‖²``.
+
+    Args:
+        params: tensors of one shape, as a list (edges index it) or a mapping.
+        edges: pairs of keys of ``params``.
+        lam: the penalty strength (≥ 0).
+
+    Returns:
+        A scalar tensor (differentiable).
+
+    Raises:
+        ValueError: negative ``lam``, an edge naming a missing key, or shapes that differ.
+
+    Example:
+        >>> import torch, tying
+        >>> a, b = torch.zeros(2), torch.ones(2)
+        >>> tying.soft.laplacian_penalty([a, b], [(0, 1)], lam=2.0)
+        tensor(2.)
+    """
+    if lam < 0:
+        raise ValueError(f"laplacian_penalty: lam must be >= 0, got {lam}")
+    keys = list(params.keys()) if isinstance(params, Mapping) else list(range(len(params)))
+    get = params.__getitem__
+    total = None
+    for i, j in edges:
+        for k in (i, j):
+            if k not in keys:
+                raise ValueError(
+                    f"laplacian_penalty: edge ({i!r}, {j!r}) names {k!r}, which is not in params {keys[:8]}"
+                )
+        a, b = get(i), get(j)
+        if a.shape != b.shape:
+            raise ValueError(
+                f"laplacian_penalty: params[{i!r}] has shape {tuple(a.shape)} but params[{j!r}] has {tuple(b.shape)}"
+            )
+        term = (a - b).pow(2).sum()
+        total = term if total is None else total + term
+    if total is None:
+        first = get(keys[0]) if keys else torch.zeros(())
+        return first.new_zeros(())
+    return 0.5 * lam * total

@@ -1,0 +1,164 @@
+"""Checking, listing and removing ties: ``verify``, ``ties``, ``retie``, ``untie``."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from tying.core.errors import TieError
+from tying.core.inventory import Inventory, join
+from tying.core.plan import DECLARED_ATTR, ApplyReport, Plan
+from tying.core.relations import Relation, Same, relation_from_spec
+from tying.core.slots import uninstall
+
+
+@dataclasses.dataclass(frozen=True)
+class TieInfo:
+    """One tie in a model: ``target`` reads ``source`` (None: its own storage) via ``relation``."""
+
+    target: str
+    source: str | None
+    relation: Relation
+
+
+def ties(model: nn.Module) -> list[TieInfo]:
+    """Every tied slot of ``model``, in module order.
+
+    Example:
+        >>> import torch, tying
+        >>> m = torch.nn.ModuleDict({"a": torch.nn.Linear(3, 3), "b": torch.nn.Linear(3, 3)})
+        >>> _ = tying.Plan([tying.share("b.weight", like="a.weight")]).apply(m)
+        >>> tying.ties(m)
+        [TieInfo(target='b.weight', source='a.weight', relation=Same())]
+    """
+    inv = Inventory(model)
+    out = []
+    for path, info in inv.slots.items():
+        if info.tie is not None:
+            own = "source" in info.tie.storage
+            out.append(TieInfo(path, None if own else info.source, info.tie.relation))
+    return out
+
+
+def verify(model: nn.Module) -> int:
+    """Check by identity that every declared tie of ``model`` still holds.
+
+    Use it after anything that may rebuild parameters or modules: loading,
+    adapters (LoRA), quantization, sharding. A tie holds when the target slot is
+    served from the declared source module and name with the declared relation
+    (for ``Same``: ``target is source``) and no stray parameter shadows it.
+
+    Args:
+        model: a model a plan was applied to (or any parent of it).
+
+    Returns:
+        The number of ties verified.
+
+    Raises:
+        TieError: listing every broken tie and the fix.
+
+    Example:
+        >>> import torch, tying
+        >>> m = torch.nn.ModuleDict({"a": torch.nn.Linear(3, 3), "b": torch.nn.Linear(3, 3)})
+        >>> _ = tying.Plan([tying.share("b", like="a")]).apply(m)
+        >>> tying.verify(m)
+        2
+        >>> m["b"] = torch.nn.Linear(3, 3)          # e.g. an adapter swapped the module
+        >>> tying.verify(m)
+        Traceback (most recent call last):
+        ...
+        tying.core.errors.TieError: 2 declared tie(s) broken: ...
+    """
+    inv = Inventory(model)
+    broken: list[str] = []
+    n = 0
+    for prefix, mod in model.named_modules():
+        for target, spec in mod.__dict__.get(DECLARED_ATTR, {}).items():
+            n += 1
+            tpath = join(prefix, target)
+            source = None if spec["like"] is None else join(prefix, spec["like"])
+            relation = relation_from_spec(spec["relation"])
+            info = inv.slots.get(tpath)
+            if info is None:
+                broken.append(f"{tpath}: no such parameter any more")
+            elif info.tie is None:
+                broken.append(
+                    f"{tpath}: is an independent parameter, expected tied to {source or 'its own storage'}"
+                )
+            elif info.tie.relation != relation:
+                broken.append(f"{tpath}: relation is {info.tie.relation!r}, declared {relation!r}")
+            elif source is not None and info.source != source:
+                broken.append(
+                    f"{tpath}: reads {info.source or '<a module outside the model>'}, declared {source}"
+                )
+            elif source is not None and type(relation) is Same:
+                got = getattr(info.module, info.name)
+                want = getattr(inv.slots[source].module, inv.slots[source].name)
+                if got is not want:
+                    broken.append(f"{tpath}: is not the same tensor object as {source}")
+    if broken:
+        raise TieError(
+            f"{len(broken)} declared tie(s) broken: "
+            + "; ".join(broken)
+            + ". Re-create them with tying.retie(model) (or re-apply your plan)."
+        )
+    return n
+
+
+def retie(model: nn.Module) -> ApplyReport:
+    """Re-apply every tie declared on ``model``: the repair after modules were replaced.
+
+    Returns:
+        The :class:`~tying.core.plan.ApplyReport` of the re-application.
+
+    Example:
+        >>> import torch, tying
+        >>> m = torch.nn.ModuleDict({"a": torch.nn.Linear(3, 3), "b": torch.nn.Linear(3, 3)})
+        >>> _ = tying.Plan([tying.share("b", like="a")]).apply(m)
+        >>> m["b"] = torch.nn.Linear(3, 3)
+        >>> len(tying.retie(m).tied), tying.verify(m)
+        (2, 2)
+    """
+    return Plan.declared(model).apply(model)
+
+
+def untie(model: nn.Module) -> int:
+    """Give every tied slot of ``model`` its own independent copy of its current value.
+
+    Hand-made ties (one ``nn.Parameter`` object in several modules) are broken too,
+    and declared ties are forgotten.
+
+    Returns:
+        The number of slots that got their own tensor.
+
+    Example:
+        >>> import torch, tying
+        >>> m = torch.nn.ModuleDict({"a": torch.nn.Linear(3, 3), "b": torch.nn.Linear(3, 3)})
+        >>> _ = tying.Plan([tying.share("b", like="a")]).apply(m)
+        >>> tying.untie(m), m["b"].weight is m["a"].weight, torch.equal(m["b"].weight, m["a"].weight)
+        (2, False, True)
+    """
+    inv = Inventory(model)
+    todo = []
+    with torch.no_grad():
+        for info in inv.slots.values():
+            if info.tie is not None:
+                root = inv.tensor(inv.root_of(info.path))
+                value = getattr(info.module, info.name).detach().clone()
+                todo.append((info.module, info.name, nn.Parameter(value, root.requires_grad)))
+    for mod, name, value in todo:
+        uninstall(mod, name, value)
+    n = len(todo)
+    seen: set[int] = set()
+    for mod in model.modules():
+        for name, p in list(mod._parameters.items()):
+            if p is None:
+                continue
+            if id(p) in seen:
+                mod._parameters[name] = nn.Parameter(p.detach().clone(), p.requires_grad)
+                n += 1
+            seen.add(id(p))
+        mod.__dict__.pop(DECLARED_ATTR, None)
+    return n

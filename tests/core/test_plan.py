@@ -1,0 +1,240 @@
+"""Plans: resolution (last match wins), module-level ties, exceptions, errors, atomicity."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import tying
+
+from .helpers import AE, Stack, sgd_step, state_bytes
+
+
+def test_embedding_tie_is_the_same_object_and_counted_once():
+    m = Stack()
+    report = tying.Plan([tying.share("lm_head.weight", like="embed.weight")]).apply(m)
+    assert m.lm_head.weight is m.embed.weight
+    assert report.tied == {"lm_head.weight": "embed.weight"}
+    assert "lm_head.weight" not in dict(m.named_parameters())
+    assert "lm_head.weight" not in m.state_dict()  # a tie is stored once
+    c = tying.count(m)
+    assert c.logical - c.physical == m.embed.weight.numel()
+    sgd_step(m, m(torch.randint(0, 11, (2, 5))).pow(2).mean())
+    assert m.lm_head.weight is m.embed.weight
+
+
+def test_albert_stack_ties_whole_modules_and_free_makes_exceptions():
+    m = Stack(n=4)
+    plan = tying.Plan([tying.share("layers.*", like="layers.0"), tying.free("layers.*.norm")])
+    report = plan.apply(m)
+    for i in (1, 2, 3):
+        assert m.layers[i]["fc"].weight is m.layers[0]["fc"].weight
+        assert m.layers[i]["fc"].bias is m.layers[0]["fc"].bias
+        assert m.layers[i]["norm"].weight is not m.layers[0]["norm"].weight
+    assert len(report.tied) == 6  # fc.weight and fc.bias of layers 1..3
+    assert report.freed == []  # the norms were never tied: free only wins the match
+    # without the exception, the norms are tied too
+    m2 = Stack(n=4)
+    assert len(tying.Plan([tying.share("layers.*", like="layers.0")]).apply(m2).tied) == 12
+
+
+def test_last_matching_rule_wins_per_slot():
+    m = Stack(n=3)
+    tying.Plan(
+        [
+            tying.share("layers.*.fc.weight", like="layers.0.fc.weight"),
+            tying.share("layers.2.fc.weight", like="layers.1.fc.weight"),
+        ]
+    ).apply(m)
+    assert m.layers[1]["fc"].weight is m.layers[0]["fc"].weight
+    assert tying.ties(m)[-1] == tying.TieInfo(
+        "layers.2.fc.weight", "layers.1.fc.weight", tying.Same()
+    )
+    # and the chain resolves to the one physical tensor
+    assert m.layers[2]["fc"].weight is m.layers[0]["fc"].weight
+
+
+def test_free_after_share_unties_and_keeps_current_values():
+    m = Stack(n=3)
+    tying.Plan([tying.share("layers.*", like="layers.0")]).apply(m)
+    before = m.layers[2]["fc"].weight.detach().clone()
+    report = tying.Plan([tying.free("layers.2")]).apply(m)
+    assert sorted(report.freed) == [
+        f"layers.2.{p}" for p in ("fc.bias", "fc.weight", "norm.bias", "norm.weight")
+    ]
+    assert m.layers[2]["fc"].weight is not m.layers[0]["fc"].weight
+    assert torch.equal(m.layers[2]["fc"].weight, before)
+    assert type(m.layers[2]["fc"]) is nn.Linear  # the class is restored
+
+
+def test_captures_pair_decoder_with_encoder():
+    m = nn.ModuleDict(
+        {
+            "enc": nn.ModuleList([nn.Linear(4, 3), nn.Linear(3, 2)]),
+            "dec": nn.ModuleList([nn.Linear(3, 4), nn.Linear(2, 3)]),
+        }
+    )
+    tying.Plan(
+        [tying.share("dec.*.weight", like="enc.*.weight", relation=tying.Transposed())]
+    ).apply(m)
+    assert torch.equal(m["dec"][0].weight, m["enc"][0].weight.t())
+    assert torch.equal(m["dec"][1].weight, m["enc"][1].weight.t())
+
+
+def test_like_as_mapping_and_callable():
+    m = AE()
+    m2 = AE()
+    tying.Plan(
+        [tying.share("dec.weight", like={"dec.weight": "enc.weight"}, relation=tying.Transposed())]
+    ).apply(m)
+    tying.Plan(
+        [
+            tying.share(
+                "dec.weight", like=lambda p: p.replace("dec", "enc"), relation=tying.Transposed()
+            )
+        ]
+    ).apply(m2)
+    assert torch.equal(m.dec.weight, m.enc.weight.t()) and torch.equal(
+        m2.dec.weight, m2.enc.weight.t()
+    )
+    with pytest.raises(tying.TieError, match="mapping has no entry for matched path 'dec.weight'"):
+        tying.Plan([tying.share("dec.weight", like={"x": "enc.weight"})]).apply(AE())
+
+
+def test_apply_is_idempotent():
+    m = Stack()
+    plan = tying.Plan(
+        [
+            tying.share("layers.*", like="layers.0"),
+            tying.share("lm_head.weight", like="embed.weight"),
+        ]
+    )
+    first = plan.apply(m)
+    snap = state_bytes(m)
+    second = plan.apply(m)
+    assert first.changed and not second.changed
+    assert second.unchanged == len(first.tied)
+    assert state_bytes(m) == snap
+
+
+ERRORS = [
+    (
+        [tying.share("nothing.*", like="embed")],
+        r"pattern 'nothing\.\*' matches no parameter or module",
+    ),
+    (
+        [tying.share("lm_head.weight", like="embedd.weight")],
+        r"source 'embedd.weight' .* is no parameter; closest: embed.weight",
+    ),
+    (
+        [tying.share("layers.*.fc.weight", like="layers.*.*.weight")],
+        r"ambiguous pairing: like='layers.\*.\*.weight' has 2 wildcard\(s\)",
+    ),
+    (
+        [tying.share("lm_head.weight", like="layers.0.fc.weight")],
+        r"'lm_head.weight' has shape \(11, 8\) and its source 'layers.0.fc.weight' has shape \(8, 8\)",
+    ),
+    (
+        [tying.share("layers.1", like="lm_head")],
+        r"'layers.1.fc.weight' has no counterpart 'lm_head.fc.weight'",
+    ),
+    (
+        [
+            tying.share("layers.1.fc.weight", like="layers.0.fc.weight"),
+            tying.share("layers.0.fc.weight", like="layers.1.fc.weight"),
+        ],
+        r"cycle of ties layers.(0|1).fc.weight -> layers.(0|1).fc.weight -> layers.(0|1).fc.weight",
+    ),
+    (
+        [tying.share("layers.0.fc.weight", like="layers.0.fc.weight", relation=tying.Transposed())],
+        r"tied to itself",
+    ),
+    ([tying.share("bn.running_mean", like="bn.running_var")], r"'bn.running_mean' is a buffer"),
+    (
+        [tying.share("lm_head.weight", like="bn.running_var")],
+        r"source 'bn.running_var' .* is a buffer",
+    ),
+    (
+        [tying.share("layers.0.fc.bias", like="layers.1.fc.bias", relation=tying.Rotated())],
+        r"Rotated needs a tensor of at least 2 dims",
+    ),
+]
+
+
+@pytest.mark.parametrize("rules,match", ERRORS, ids=[m[:30] for _, m in ERRORS])
+def test_errors_name_the_problem_and_leave_the_model_unchanged(rules, match):
+    m = Stack()
+    m.bn = nn.BatchNorm1d(8)
+    tying.Plan([tying.share("layers.2", like="layers.0")]).apply(m)  # some prior state
+    snap = state_bytes(m)
+    with pytest.raises(tying.TieError, match=match):
+        tying.Plan(rules).apply(m)
+    assert state_bytes(m) == snap
+    tying.verify(m)
+
+
+def test_a_late_error_rolls_back_earlier_valid_rules():
+    m = Stack()
+    snap = state_bytes(m)
+    with pytest.raises(tying.TieError, match="matches no parameter"):
+        tying.Plan(
+            [tying.share("layers.*", like="layers.0"), tying.share("ghost", like="embed")]
+        ).apply(m)
+    assert state_bytes(m) == snap
+    assert tying.ties(m) == []
+
+
+def test_dtype_and_device_mismatch_are_errors():
+    m = AE()
+    m.dec.to(torch.float64)
+    with pytest.raises(
+        tying.TieError,
+        match=r"'dec.weight' is torch.float64 but its source 'enc.weight' is torch.float32",
+    ):
+        tying.Plan(
+            [tying.share("dec.weight", like="enc.weight", relation=tying.Transposed())]
+        ).apply(m)
+    m2 = AE()
+    m2.dec.to("meta")
+    with pytest.raises(
+        tying.TieError, match=r"'dec.weight' is on meta but its source 'enc.weight' is on cpu"
+    ):
+        tying.Plan(
+            [tying.share("dec.weight", like="enc.weight", relation=tying.Transposed())]
+        ).apply(m2)
+
+
+def test_storage_name_clash_is_an_error():
+    m = nn.ParameterDict(
+        {"w": nn.Parameter(torch.randn(5)), "w_physical": nn.Parameter(torch.randn(3))}
+    )
+    with pytest.raises(
+        tying.TieError, match="needs attribute 'w_physical' for its tie, but it exists"
+    ):
+        tying.Plan([tying.share("w", relation=tying.Mirrored())]).apply(m)
+
+
+def test_rule_constructors_validate():
+    with pytest.raises(ValueError, match=r"share\('x'\) needs a source"):
+        tying.share("x")
+    with pytest.raises(TypeError, match="relation must be a tying relation"):
+        tying.share("x", like="y", relation="T")
+    with pytest.raises(TypeError, match=r"Plan rule 0 must be tying.share"):
+        tying.Plan(["x"])
+
+
+def test_assigning_to_a_tied_slot_is_refused_with_the_fix():
+    m = AE()
+    tying.Plan([tying.share("dec.weight", like="enc.weight", relation=tying.Transposed())]).apply(m)
+    with pytest.raises(tying.TieError, match="is a tied slot .* untie first"):
+        m.dec.weight = nn.Parameter(torch.zeros(6, 3))
+
+
+def test_report_str_lists_ties():
+    m = AE()
+    report = tying.Plan(
+        [tying.share("dec.weight", like="enc.weight", relation=tying.Transposed())]
+    ).apply(m)
+    assert "dec.weight <- enc.weight" in str(report)
+    assert (report.logical, report.physical) == (45, 27)

@@ -1,0 +1,38 @@
+import pytest
+import torch
+
+import tying
+
+
+def test_penalty_value_and_gradient():
+    a = torch.tensor([1.0, 2.0], requires_grad=True)
+    b = torch.tensor([0.0, 0.0], requires_grad=True)
+    c = torch.tensor([1.0, 0.0], requires_grad=True)
+    pen = tying.soft.laplacian_penalty({"a": a, "b": b, "c": c}, [("a", "b"), ("b", "c")], lam=3.0)
+    assert pen.item() == pytest.approx(1.5 * (5 + 1))
+    pen.backward()
+    torch.testing.assert_close(a.grad, 3.0 * (a - b).detach())  # lam * Laplacian row
+    torch.testing.assert_close(b.grad, 3.0 * ((b - a) + (b - c)).detach())
+
+
+def test_large_lambda_drives_parameters_together():
+    torch.manual_seed(0)
+    ps = [torch.randn(3, requires_grad=True) for _ in range(3)]
+    targets = [torch.full((3,), float(i)) for i in range(3)]
+    opt = torch.optim.SGD(ps, lr=0.01)
+    for _ in range(2000):
+        opt.zero_grad()
+        loss = sum((p - t).pow(2).sum() for p, t in zip(ps, targets))
+        (loss + tying.soft.laplacian_penalty(ps, [(0, 1), (1, 2)], lam=50.0)).backward()
+        opt.step()
+    spread = max(float((ps[i] - ps[j]).detach().abs().max()) for i in range(3) for j in range(3))
+    assert spread < 0.1
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="lam must be >= 0"):
+        tying.soft.laplacian_penalty([torch.zeros(1)], [], lam=-1)
+    with pytest.raises(ValueError, match=r"names 5, which is not in params"):
+        tying.soft.laplacian_penalty([torch.zeros(1)], [(0, 5)], lam=1)
+    with pytest.raises(ValueError, match=r"has shape \(1,\) but params\[1\] has \(2,\)"):
+        tying.soft.laplacian_penalty([torch.zeros(1), torch.zeros(2)], [(0, 1)], lam=1)

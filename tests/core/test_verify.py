@@ -1,0 +1,68 @@
+import pytest
+import torch
+from torch import nn
+
+import tying
+
+from .helpers import AE, Stack
+
+
+def test_verify_counts_declared_ties_and_catches_replaced_modules():
+    m = Stack()
+    tying.Plan([tying.share("layers.*", like="layers.0")]).apply(m)
+    assert tying.verify(m) == 8
+    m.layers[2]["fc"] = nn.Linear(8, 8)  # e.g. quantization or an adapter rebuilt it
+    with pytest.raises(
+        tying.TieError,
+        match=r"2 declared tie\(s\) broken: layers.2.fc.weight: is an independent parameter",
+    ):
+        tying.verify(m)
+    report = tying.retie(m)
+    assert sorted(report.tied) == ["layers.2.fc.bias", "layers.2.fc.weight"]
+    assert tying.verify(m) == 8
+
+
+def test_verify_through_a_wrapper_prefix():
+    m = AE()
+    tying.Plan([tying.share("dec.weight", like="enc.weight", relation=tying.Transposed())]).apply(m)
+    wrapper = nn.ModuleDict({"module": m})
+    assert tying.verify(wrapper) == 1
+    assert tying.ties(wrapper)[0].target == "module.dec.weight"
+
+
+def test_verify_catches_a_changed_relation():
+    m = AE()
+    tying.Plan([tying.share("dec.weight", like="enc.weight", relation=tying.Transposed())]).apply(m)
+    m.dec.__dict__["_tying_slots"]["weight"].relation = tying.Transposed((1, 0))
+    with pytest.raises(
+        tying.TieError, match=r"relation is Transposed\(dims=\(1, 0\)\), declared Transposed"
+    ):
+        tying.verify(m)
+
+
+def test_untie_gives_independent_copies_with_the_same_values():
+    m = Stack()
+    tying.Plan(
+        [
+            tying.share("layers.*", like="layers.0"),
+            tying.share("lm_head.weight", like="embed.weight"),
+        ]
+    ).apply(m)
+    x = torch.randint(0, 11, (2, 3))
+    before = m(x)
+    n = tying.untie(m)
+    assert n == 9
+    assert tying.ties(m) == [] and tying.verify(m) == 0
+    assert m.lm_head.weight is not m.embed.weight
+    assert type(m.layers[1]["fc"]) is nn.Linear
+    torch.testing.assert_close(m(x), before)
+    c = tying.count(m)
+    assert c.logical == c.physical
+
+
+def test_untie_breaks_hand_made_ties_too():
+    m = Stack()
+    m.lm_head.weight = m.embed.weight
+    assert tying.count(m).ratio > 1
+    assert tying.untie(m) == 1
+    assert m.lm_head.weight is not m.embed.weight and tying.count(m).ratio == 1.0
