@@ -417,8 +417,17 @@ class Prefilter:
         for i, (a_bits, b_bits) in enumerate(needs):
             for bit in [*a_bits, *(len(atom_bits) + b for b in b_bits)]:
                 self._needs[i, bit // 64] |= np.uint64(1 << (bit % 64))
-        self._atom_trees = [trees[s] for s in atom_bits]
-        self._bond_trees = [(trees[a], parse_bond_query(b), trees[z]) for a, b, z in bond_bits]
+        # Distinct atom and bond trees, and each bit as indices into them.
+        atom_index = {smarts: i for i, smarts in enumerate(trees)}
+        self._trees = list(trees.values())
+        self._atom_bit_tree = [atom_index[smarts] for smarts in atom_bits]
+        bond_smarts = sorted({b for _, b, _ in bond_bits})
+        self._bond_trees = [parse_bond_query(b) for b in bond_smarts]
+        bond_index = {b: i for i, b in enumerate(bond_smarts)}
+        self._bond_bit_trees = [
+            (atom_index[a], bond_index[b], atom_index[z]) for a, b, z in bond_bits
+        ]
+        self._possible: dict[Signature, list[bool]] = {}  # signature -> may satisfy tree i
         self._atom_cache: dict[Signature, int] = {}
         self._bond_cache: dict[tuple, int] = {}
 
@@ -455,20 +464,26 @@ class Prefilter:
             has |= mask
         return has
 
+    def _possible_trees(self, sig: Signature) -> list[bool]:
+        ok = self._possible.get(sig)
+        if ok is None:
+            ok = self._possible[sig] = [evaluate(t, sig) is not False for t in self._trees]
+        return ok
+
     def _atom_mask(self, sig: Signature) -> int:
+        ok = self._possible_trees(sig)
         mask = 0
-        for bit, tree in enumerate(self._atom_trees):
-            if evaluate(tree, sig) is not False:
+        for bit, tree in enumerate(self._atom_bit_tree):
+            if ok[tree]:
                 mask |= 1 << bit
         return mask
 
     def _bond_mask(self, key: tuple) -> int:
         u, v, code, ring = key
+        ok_u, ok_v = self._possible_trees(u), self._possible_trees(v)
+        ok_bond = [evaluate(t, (code, ring)) is not False for t in self._bond_trees]
         mask = 0
-        for bit, (ta, tb, tz) in enumerate(self._bond_trees):
-            if evaluate(tb, (code, ring)) is False:
-                continue
-            forward = evaluate(ta, u) is not False and evaluate(tz, v) is not False
-            if forward or (evaluate(ta, v) is not False and evaluate(tz, u) is not False):
+        for bit, (ta, tb, tz) in enumerate(self._bond_bit_trees):
+            if ok_bond[tb] and ((ok_u[ta] and ok_v[tz]) or (ok_v[ta] and ok_u[tz])):
                 mask |= 1 << bit
         return mask
