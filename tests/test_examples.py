@@ -7,6 +7,8 @@ import importlib
 import pathlib
 import pkgutil
 import re
+import sys
+import types
 
 import pytest
 
@@ -36,5 +38,8 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert blocks, "README has no python example"
-    for block in blocks:
-        exec(compile(block, str(README), "exec"), {"__name__": "readme"})
+    for i, block in enumerate(blocks):
+        # a real module, so that dataclasses defined in an example can resolve it
+        module = types.ModuleType(f"readme_example_{i}")
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+        exec(compile(block, str(README), "exec"), module.__dict__)
