@@ -20,6 +20,8 @@ from tying.hmm.base import BaseHMM, NotFittedError
 from tying.hmm.categorical import CategoricalHMM
 from tying.hmm.forward_backward import Posteriors, forward_backward, forward_log_likelihood
 from tying.hmm.gaussian import GaussianHMM
+from tying.hmm.pair import PairHMM, mirror
+from tying.hmm.pair_dp import PairChunk, PairParams
 from tying.hmm.sequences import SequenceBatch, check_lengths, check_observations
 from tying.hmm.ties import StateTies
 from tying.hmm.viterbi import viterbi
@@ -29,6 +31,9 @@ __all__ = [
     "CategoricalHMM",
     "GaussianHMM",
     "NotFittedError",
+    "PairChunk",
+    "PairHMM",
+    "PairParams",
     "Posteriors",
     "SequenceBatch",
     "StateTies",
@@ -36,5 +41,6 @@ __all__ = [
     "check_observations",
     "forward_backward",
     "forward_log_likelihood",
+    "mirror",
     "viterbi",
 ]
