@@ -264,7 +264,9 @@ class BaseHMM:
         A_cdf = np.cumsum(self.transmat_, axis=1)
         states = np.empty(n_samples, dtype=np.int64)
         u = rng.random(n_samples)
-        states[0] = min(np.searchsorted(np.cumsum(self.startprob_), u[0], side="right"), self.n_components - 1)
+        states[0] = min(
+            np.searchsorted(np.cumsum(self.startprob_), u[0], side="right"), self.n_components - 1
+        )
         for t in range(1, n_samples):
             row = A_cdf[states[t - 1]]
             states[t] = min(np.searchsorted(row, u[t], side="right"), self.n_components - 1)

@@ -149,7 +149,10 @@ class CategoricalHMM(BaseHMM):
         if "emissions" not in learn:
             return
         counts = np.stack(  # (K, M) expected symbol counts
-            [np.bincount(X, weights=gamma[:, k], minlength=self.n_symbols_) for k in range(self.n_components)]
+            [
+                np.bincount(X, weights=gamma[:, k], minlength=self.n_symbols_)
+                for k in range(self.n_components)
+            ]
         )
         pooled = self.ties_.pool("emissions", counts)  # (G, M)
         total = pooled.sum(1)

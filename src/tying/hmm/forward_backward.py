@@ -23,7 +23,7 @@ Example:
     >>> logB = np.log([[0.5, 0.1], [0.5, 0.1], [0.1, 0.7]])     # 3 steps, 2 states
     >>> post = forward_backward(np.array([0.5, 0.5]), A, logB, SequenceBatch.from_lengths([3]))
     >>> round(float(post.log_likelihood[0]), 6), post.gamma.shape
-    (-3.340702, (3, 2))
+    (-3.791134, (3, 2))
 """
 
 from __future__ import annotations

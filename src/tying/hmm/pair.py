@@ -28,7 +28,17 @@ import numpy as np
 
 from tying.core.count import Count, Group
 from tying.hmm.base import NotFittedError, _threads
-from tying.hmm.pair_dp import NEG, M, PairChunk, PairParams, X, Y, forward, forward_backward, viterbi
+from tying.hmm.pair_dp import (
+    NEG,
+    M,
+    PairChunk,
+    PairParams,
+    X,
+    Y,
+    forward,
+    forward_backward,
+    viterbi,
+)
 
 __all__ = ["PairHMM", "mirror"]
 
@@ -192,7 +202,9 @@ class PairHMM:
         """The model's parameters in the log-space form the DP kernels take."""
         self._check_fitted()
         qx, qy = (
-            (self.insert_probs_, None) if self.tied else (self.insert_probs_[0], self.insert_probs_[1])
+            (self.insert_probs_, None)
+            if self.tied
+            else (self.insert_probs_[0], self.insert_probs_[1])
         )
         return PairParams.from_probs(
             delta=self.delta_,
@@ -209,7 +221,7 @@ class PairHMM:
         Example:
             >>> c = PairHMM.from_params("ACGT").n_parameters()
             >>> c.logical, c.physical
-            (29, 20)
+            (29, 17)
         """
         self._check_fitted()
         S = self.n_symbols_
@@ -222,8 +234,16 @@ class PairHMM:
         groups = [
             Group(f"{k}.X", n, 8 * n, [f"{k}.X", f"{k}.Y"], 2 * n, 16 * n) for k, n in sizes.items()
         ]
-        groups.append(Group("match_probs.upper", S * (S + 1) // 2, 4 * S * (S + 1),
-                            ["match_probs.upper", "match_probs.lower"], S * S, 8 * S * S))
+        groups.append(
+            Group(
+                "match_probs.upper",
+                S * (S + 1) // 2,
+                4 * S * (S + 1),
+                ["match_probs.upper", "match_probs.lower"],
+                S * S,
+                8 * S * S,
+            )
+        )
         return Count(logical, physical, 8 * logical, 8 * physical, groups)
 
     # ----------------------------------------------------------------- input
@@ -369,7 +389,9 @@ class PairHMM:
                 if len(path) > max_length:
                     raise ValueError(f"a sampled pair passed max_length={max_length}; raise tau")
             if self.alphabet is not None:
-                pairs.append(("".join(self.alphabet[v] for v in x), "".join(self.alphabet[v] for v in y)))
+                pairs.append(
+                    ("".join(self.alphabet[v] for v in x), "".join(self.alphabet[v] for v in y))
+                )
             else:
                 pairs.append((np.array(x, dtype=np.int64), np.array(y, dtype=np.int64)))
             paths.append(np.array(path, dtype=np.int8))
@@ -378,7 +400,7 @@ class PairHMM:
     def path_log_prob(self, x, y, states) -> float:
         """Log-probability of one given alignment (state path) of ``x`` and ``y``."""
         self._check_fitted()
-        (xe, ye), = self._encode([(x, y)])
+        ((xe, ye),) = self._encode([(x, y)])
         p = self.log_params()
         states = np.asarray(states)
         if np.sum(states != Y) != len(xe) or np.sum(states != X) != len(ye):
@@ -491,8 +513,14 @@ class PairHMM:
             xs = np.take_along_axis(c.xs, np.broadcast_to(i_idx[0], (c.size, W)), 1)  # (B, W)
             jc = np.clip(j_idx, 0, c.m_max)  # (D, 1, W)
             ys = c.ys[np.arange(c.size)[None, :, None], jc]  # (D, B, W)
-            match += np.bincount((xs[None] * S + ys).ravel(), weights=post[M].ravel(), minlength=S * S)
-            ins[0] += np.bincount(np.broadcast_to(xs[None], post[X].shape).ravel(), weights=post[X].ravel(), minlength=S)
+            match += np.bincount(
+                (xs[None] * S + ys).ravel(), weights=post[M].ravel(), minlength=S * S
+            )
+            ins[0] += np.bincount(
+                np.broadcast_to(xs[None], post[X].shape).ravel(),
+                weights=post[X].ravel(),
+                minlength=S,
+            )
             ins[1] += np.bincount(ys.ravel(), weights=post[Y].ravel(), minlength=S)
         return (trans, end, match.reshape(S, S), ins), total
 
@@ -550,7 +578,9 @@ def _posteriors(F, BE, E, log_p) -> np.ndarray:
 def _prob(name, value, shape) -> np.ndarray | float:
     arr = np.asarray(value, dtype=np.float64)
     if arr.shape != shape and not (shape and arr.shape == ()):
-        raise ValueError(f"{name} must be a probability{' or an (x, y) pair' if shape else ''}, got {value!r}")
+        raise ValueError(
+            f"{name} must be a probability{' or an (x, y) pair' if shape else ''}, got {value!r}"
+        )
     arr = np.broadcast_to(arr, shape).copy() if shape else arr
     if not np.all((arr > 0) & (arr < 1)):
         raise ValueError(f"{name} must lie strictly between 0 and 1, got {value!r}")

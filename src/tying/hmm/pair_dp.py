@@ -21,7 +21,7 @@ Example:
     ...                           match=np.full((2, 2), 0.25), insert_x=[0.5, 0.5])
     >>> chunk = PairChunk.pack([([0, 1], [1])])
     >>> float(np.round(forward(p, chunk)[0], 6))
-    -5.074212
+    -7.041287
 """
 
 from __future__ import annotations
@@ -209,10 +209,14 @@ def _forward_diagonal(cur, prev1, prev2, d, c, T, em_all) -> None:
         cur[M, :, d] = NEG
     if a <= hi:  # X(i, j) from (i-1, j) on diagonal d-1
         s = slice(a - 1, hi)
-        cur[X, :, a : hi + 1] = ex[:, a - lo :] + _lse(T[M, X] + prev1[M, :, s], T[X, X] + prev1[X, :, s])
+        cur[X, :, a : hi + 1] = ex[:, a - lo :] + _lse(
+            T[M, X] + prev1[M, :, s], T[X, X] + prev1[X, :, s]
+        )
     if lo <= b:  # Y(i, j) from (i, j-1) on diagonal d-1
         s = slice(lo, b + 1)
-        cur[Y, :, lo : b + 1] = ey[:, : b - lo + 1] + _lse(T[M, Y] + prev1[M, :, s], T[Y, Y] + prev1[Y, :, s])
+        cur[Y, :, lo : b + 1] = ey[:, : b - lo + 1] + _lse(
+            T[M, Y] + prev1[M, :, s], T[Y, Y] + prev1[Y, :, s]
+        )
     if a <= b:  # M(i, j) from (i-1, j-1) on diagonal d-2
         s = slice(a - 1, b)
         gaps = _lse(T[X, M] + prev2[X, :, s], T[Y, M] + prev2[Y, :, s])
@@ -308,7 +312,9 @@ def viterbi(p: PairParams, c: PairChunk):
             s = slice(a - 1, b)
             cand = np.stack([T[M, M] + p2[M, :, s], T[X, M] + p2[X, :, s], T[Y, M] + p2[Y, :, s]])
             k = cand.argmax(0)
-            V[M, d, :, a : b + 1] = em[:, a - lo : b - lo + 1] + np.take_along_axis(cand, k[None], 0)[0]
+            V[M, d, :, a : b + 1] = (
+                em[:, a - lo : b - lo + 1] + np.take_along_axis(cand, k[None], 0)[0]
+            )
             ptr[M, d, :, a : b + 1] = k
     ends = c.n + c.m
     last = V[:, ends, np.arange(B), c.n] + p.end[:, None]  # (3, B)

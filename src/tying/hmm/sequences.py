@@ -12,7 +12,7 @@ Example:
     >>> import numpy as np
     >>> b = SequenceBatch.from_lengths([2, 3])
     >>> b.order.tolist(), b.n_active.tolist()
-    [[1, 0], [2, 2, 1]]
+    ([1, 0], [2, 2, 1])
     >>> b.pad(np.arange(5.0)).tolist()   # (T_max, n_sequences)
     [[2.0, 0.0], [3.0, 1.0], [4.0, 0.0]]
 """

@@ -210,16 +210,13 @@ def _check_kind(kind: object, kinds: Sequence[str]) -> None:
     if kind not in kinds:
         close = difflib.get_close_matches(str(kind), list(kinds), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise TieError(
-            f"ties: unknown parameter {kind!r}; this model can tie {list(kinds)}{hint}"
-        )
+        raise TieError(f"ties: unknown parameter {kind!r}; this model can tie {list(kinds)}{hint}")
 
 
 def _check_state(kind: str, where: str, state: object, n_states: int) -> int:
     if isinstance(state, (bool, np.bool_)) or not isinstance(state, (int, np.integer)):
         raise TypeError(
-            f"ties[{kind!r}] {where}: states are integers, got {state!r} "
-            f"({type(state).__name__})"
+            f"ties[{kind!r}] {where}: states are integers, got {state!r} ({type(state).__name__})"
         )
     if not 0 <= int(state) < n_states:
         raise TieError(
@@ -257,8 +254,7 @@ def _groups_to_labels(kind: str, groups: object, n_states: int) -> np.ndarray:
     for gi, group in enumerate(groups):
         if isinstance(group, (str, bytes)) or not isinstance(group, Iterable):
             raise TypeError(
-                f"ties[{kind!r}] group {gi}: a group is a list of states like [0, 1], "
-                f"got {group!r}"
+                f"ties[{kind!r}] group {gi}: a group is a list of states like [0, 1], got {group!r}"
             )
         members = list(group)
         if not members:
