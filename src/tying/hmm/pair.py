@@ -36,7 +36,7 @@ from tying.hmm.pair_dp import (
     X,
     Y,
     forward,
-    forward_backward,
+    posterior_counts,
     viterbi,
 )
 
@@ -289,21 +289,31 @@ class PairHMM:
         return out
 
     def _chunks(self, enc, tables: bool = False):
-        """Pairs grouped by size (less padding), in chunks; yields (indices, chunk).
+        """Pairs grouped by size, in chunks; yields (indices, chunk).
 
-        With ``tables`` (full forward/backward tables), a chunk holds as many
-        pairs as fit in ``table_memory``.
+        Pairs are sorted by length and a chunk closes when padding would more
+        than double its work, so mixed lengths cost little. With ``tables``
+        (full forward tables) a chunk also stays within ``table_memory``.
         """
-        order = np.argsort([len(x) + len(y) for x, y in enc], kind="stable")
-        size = self.chunk_size
-        if tables:
-            n = max(len(x) for x, _ in enc) + 2
-            m = max(len(y) for _, y in enc) + 2
-            per_pair = 5 * 3 * (n + m) * n * 8  # F, E, BE and two temporaries
-            size = int(max(1, min(size, self.table_memory // per_pair)))
-        for s in range(0, len(order), size):
-            idx = order[s : s + size]
+        n = np.array([len(x) for x, _ in enc])
+        m = np.array([len(y) for _, y in enc])
+        order = np.lexsort((n, n + m))
+        area = (n + 2) * (n + m + 2)  # diagonal-layout cells of one pair's table
+        start = 0
+        while start < len(order):
+            stop, real, n_max, m_max = start, 0, 0, 0
+            while stop < len(order) and stop - start < self.chunk_size:
+                k = order[stop]
+                nm, mm = max(n_max, n[k]), max(m_max, m[k])
+                padded = (stop - start + 1) * (nm + 2) * (nm + mm + 2)
+                if stop > start and padded > 2 * (real + area[k]) + 4096:
+                    break
+                if tables and stop > start and 8 * 3 * 2 * padded > self.table_memory:
+                    break
+                real, n_max, m_max, stop = real + area[k], nm, mm, stop + 1
+            idx = order[start:stop]
             yield idx, PairChunk.pack([enc[i] for i in idx])
+            start = stop
 
     # ----------------------------------------------------------------- score
     def score_pairs(self, pairs) -> np.ndarray:
@@ -438,8 +448,7 @@ class PairHMM:
         self._check_fitted()
         enc = self._encode([(x, y)])
         chunk = PairChunk.pack(enc)
-        F, BE, E, log_p = forward_backward(self.log_params(), chunk)
-        post = _posteriors(F, BE, E, log_p)[M, :, 0]  # (D, W) for the one pair
+        post = posterior_counts(self.log_params(), chunk, keep_posteriors=True).posteriors[M, :, 0]
         n, m = int(chunk.n[0]), int(chunk.m[0])
         i, j = np.meshgrid(np.arange(1, n + 1), np.arange(1, m + 1), indexing="ij")
         return post[i + j, i]
@@ -479,50 +488,22 @@ class PairHMM:
         p = self.log_params()
         S = self.n_symbols_
         trans, end = np.zeros((3, 3)), np.zeros(3)
-        match, ins = np.zeros(S * S), np.zeros((2, S))
+        match, ins = np.zeros((S, S)), np.zeros((2, S))
         total = 0.0
-        T = p.trans
         for _idx, c in self._chunks(enc, tables=True):
-            F, BE, E, log_p = forward_backward(p, c)
-            if not np.all(np.isfinite(log_p)):
-                bad = int(np.flatnonzero(~np.isfinite(log_p))[0])
+            counts = posterior_counts(p, c)
+            if not np.all(np.isfinite(counts.log_p)):
+                bad = int(np.flatnonzero(~np.isfinite(counts.log_p))[0])
                 raise ValueError(
                     f"a pair has probability 0 under the current parameters (pair of lengths "
                     f"{c.n[bad]}, {c.m[bad]}); use pseudocount > 0 or positive start values"
                 )
-            total += float(log_p.sum())
-            lp = log_p[None, :, None]
-            Dn, W = c.n_max + c.m_max + 1, c.n_max + 1
-            f = F[:, :Dn, :, :W]  # (3, D, B, W)
-            succ = {
-                M: BE[M, 2 : Dn + 2, :, 1 : W + 1],
-                X: BE[X, 1 : Dn + 1, :, 1 : W + 1],
-                Y: BE[Y, 1 : Dn + 1, :, 0:W],
-            }
-            for k in range(3):
-                for nxt in range(3):
-                    if T[k, nxt] > NEG / 2:
-                        trans[k, nxt] += np.exp(f[k] + T[k, nxt] + succ[nxt] - lp).sum()
-            ends = c.n + c.m
-            last = F[:, ends, np.arange(c.size), c.n] + p.end[:, None] - log_p  # (3, B)
-            end += np.exp(last).sum(1)
-            post = _posteriors(F, BE, E, log_p)  # (3, D, B, W)
-            d_idx = np.arange(Dn)[:, None, None]
-            i_idx = np.arange(W)[None, None, :]
-            j_idx = d_idx - i_idx
-            xs = np.take_along_axis(c.xs, np.broadcast_to(i_idx[0], (c.size, W)), 1)  # (B, W)
-            jc = np.clip(j_idx, 0, c.m_max)  # (D, 1, W)
-            ys = c.ys[np.arange(c.size)[None, :, None], jc]  # (D, B, W)
-            match += np.bincount(
-                (xs[None] * S + ys).ravel(), weights=post[M].ravel(), minlength=S * S
-            )
-            ins[0] += np.bincount(
-                np.broadcast_to(xs[None], post[X].shape).ravel(),
-                weights=post[X].ravel(),
-                minlength=S,
-            )
-            ins[1] += np.bincount(ys.ravel(), weights=post[Y].ravel(), minlength=S)
-        return (trans, end, match.reshape(S, S), ins), total
+            total += float(counts.log_p.sum())
+            trans += counts.trans
+            end += counts.end
+            match += counts.match
+            ins += counts.insert
+        return (trans, end, match, ins), total
 
     def _mstep(self, counts) -> None:
         trans, end, match, ins = counts
@@ -562,17 +543,6 @@ class PairHMM:
 
     def __repr__(self) -> str:
         return f"PairHMM(alphabet={self.alphabet!r}, tied={self.tied})"
-
-
-def _posteriors(F, BE, E, log_p) -> np.ndarray:
-    """State posteriors per cell, ``(3, D, B, W)``; 0 outside each pair's table and at begin."""
-    Dn = F.shape[1] - 2
-    W = F.shape[3] - 1
-    f, be, e = F[:, :Dn, :, :W], BE[:, :Dn, :, :W], E[:, :Dn, :, :W]
-    emits = e > NEG / 2
-    with np.errstate(over="ignore"):
-        out = np.exp(np.where(emits, f + be - e - log_p[None, None, :, None], NEG))
-    return out
 
 
 def _prob(name, value, shape) -> np.ndarray | float:

@@ -30,7 +30,7 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["NEG", "PairChunk", "PairParams", "forward", "forward_backward", "viterbi"]
+__all__ = ["NEG", "PairChunk", "PairCounts", "PairParams", "forward", "posterior_counts", "viterbi"]
 
 NEG = -1e300  # log of zero, kept finite so that max/exp/log1p need no inf handling
 _PARAM_NEG = -1e200  # log of a zero probability parameter; sums of many stay finite
@@ -231,52 +231,112 @@ def _collect_end(out, diag, d, c, p) -> None:
         out[done] = _lse(v[M], _lse(v[X], v[Y]))
 
 
-def forward_backward(p: PairParams, c: PairChunk):
-    """Full forward and backward tables of a chunk, for posteriors and expected counts.
+@dataclasses.dataclass
+class PairCounts:
+    """Expected counts of one chunk under the posterior: what Baum-Welch's M-step needs.
+
+    Attributes:
+        log_p: ``(B,)`` log P(x, y) per pair.
+        trans: ``(3, 3)`` expected transitions among M, X, Y (begin counts as M).
+        end: ``(3,)`` expected transitions to the end state.
+        match: ``(S, S)`` expected match emissions of (a, b).
+        insert: ``(2, S)`` expected insert emissions of X (row 0) and Y (row 1).
+        posteriors: ``(3, D, B, W)`` state posteriors per cell when asked for, else None.
+    """
+
+    log_p: np.ndarray
+    trans: np.ndarray
+    end: np.ndarray
+    match: np.ndarray
+    insert: np.ndarray
+    posteriors: np.ndarray | None = None
+
+
+def posterior_counts(p: PairParams, c: PairChunk, *, keep_posteriors: bool = False) -> PairCounts:
+    """Forward, then a backward sweep that accumulates expected counts as it goes.
+
+    Only the forward table is stored; the backward values of the two diagonals
+    ahead live in rotating buffers, and each diagonal's transition and emission
+    posteriors are summed on the spot (small arrays, cache-resident).
+
+    Args:
+        p: parameters. c: the pairs.
+        keep_posteriors: also return the per-cell state posteriors.
 
     Returns:
-        ``(F, BE, E, log_p)``, each table ``(3, n_max + m_max + 3, B, n_max + 2)``
-        (two spare diagonals and one spare column of ``NEG`` so successor cells
-        can be sliced without bounds checks): forward ``F[k, d, b, i]`` with the
-        emission at the cell included; ``BE`` the backward value plus the
-        cell's emission (what a predecessor multiplies by); emissions ``E``;
-        and ``log_p`` ``(B,)``.
+        A :class:`PairCounts`.
     """
     B, W, Dn = c.size, c.n_max + 1, c.n_max + c.m_max + 1
+    S = p.n_symbols
     T = p.trans
     em_all = _Emissions(p, c)
-    shape = (3, Dn + 2, B, W + 1)
-    F, E, BE = np.full(shape, NEG), np.full(shape, NEG), np.full(shape, NEG)
+    F = np.full((3, Dn, B, W + 1), NEG)
     F[M, 0, :, 0] = 0.0  # begin
     empty = np.full((3, B, W + 1), NEG)
     for d in range(1, Dn):
         _forward_diagonal(F[:, d], F[:, d - 1], F[:, d - 2] if d >= 2 else empty, d, c, T, em_all)
-        lo, hi, _, _ = _ranges(d, c.n_max, c.m_max)
-        E[:, d, :, lo : hi + 1] = em_all.on(d, lo, hi)
     ends = c.n + c.m
     log_p = np.full(B, NEG)
     for d in np.unique(ends):
         _collect_end(log_p, F[:, d], d, c, p)
+    lp = log_p[:, None]  # (B, 1)
+    trans, end = np.zeros((3, 3)), np.zeros(3)
+    match, insert = np.zeros(S * S), np.zeros((2, S))
+    last = F[:, ends, np.arange(B), c.n] + p.end[:, None] - log_p  # (3, B)
+    end += np.exp(last).sum(1)
+    post = np.zeros((3, Dn, B, W)) if keep_posteriors else None
+    # backward values plus the cell's emission, for diagonals d+1 and d+2 (and a spare)
+    be1, be2, spare = (np.full((3, B, W + 1), NEG) for _ in range(3))
+    Tb = T[:, :, None, None]  # (3, 3, 1, 1): from-state, to-state
     for d in range(Dn - 1, -1, -1):
-        lo, hi = max(0, d - c.m_max), min(d, c.n_max)
+        lo, hi, _, _ = _ranges(d, c.n_max, c.m_max)
         s1, s0 = slice(lo + 1, hi + 2), slice(lo, hi + 1)  # cell i+1 / cell i
-        nxt_m, nxt_x, nxt_y = BE[M, d + 2, :, s1], BE[X, d + 1, :, s1], BE[Y, d + 1, :, s0]
-        new = np.stack(
-            [
-                _lse(T[M, M] + nxt_m, _lse(T[M, X] + nxt_x, T[M, Y] + nxt_y)),
-                _lse(T[X, M] + nxt_m, T[X, X] + nxt_x),
-                _lse(T[Y, M] + nxt_m, T[Y, Y] + nxt_y),
-            ]
-        )  # (3, B, L)
+        nxt = np.stack([be2[M, :, s1], be1[X, :, s1], be1[Y, :, s0]])  # (3, B, L)
+        f = F[:, d, :, s0]  # (3, B, L)
+        # terms[k, n] = log T_kn + backward-with-emission of successor n; one
+        # exp of the shifted terms gives both the backward value and xi
+        terms = Tb + nxt[None]  # (3, 3, B, L)
+        top = terms.max(axis=1)  # (3, B, L)
+        r = np.exp(terms - top[:, None])
+        bk = np.log(r.sum(axis=1)) + top  # (3, B, L)
+        w = np.exp(f + top - lp)  # <= 1: f + top - log p <= log posterior of the cell
+        trans += np.einsum("kbl,knbl->kn", w, r)  # expected transitions out of diagonal d
         if not c.equal:  # cells outside a shorter pair's table must not feed valid ones
             i = np.arange(lo, hi + 1)
             valid = (i[None, :] <= c.n[:, None]) & (d - i[None, :] <= c.m[:, None])
-            new = np.where(valid, new, NEG)
+            bk = np.where(valid, bk, NEG)
         at = np.flatnonzero(ends == d)
         if at.size:  # a pair's last cell: the only way on is to end
-            new[:, at, c.n[at] - lo] = p.end[:, None]
-        BE[:, d, :, s0] = new + E[:, d, :, s0]
-    return F, BE, E, np.where(log_p < NEG / 2, -np.inf, log_p)
+            bk[:, at, c.n[at] - lo] = p.end[:, None]
+        # state posteriors of this diagonal's cells, and the emissions they account for
+        gamma = np.exp(f + bk - lp)  # (3, B, L); begin cell (0, 0) excluded below
+        if d == 0:
+            gamma[:] = 0.0
+        if lo == 0:
+            gamma[(M, X), :, 0] = 0.0  # cell (0, d) has no x symbol
+        if hi == d:
+            gamma[(M, Y), :, d - lo] = 0.0  # cell (d, 0) has no y symbol
+        if d > 0:
+            em, ex, ey = em_all.on(d, lo, hi)
+            sym_y = c.ys[:, d - hi : d - lo + 1][:, ::-1]  # y_j for the cells i = lo..hi
+            sym_x = c.xs[:, lo : hi + 1]
+            match += np.bincount((sym_x * S + sym_y).ravel(), gamma[M].ravel(), S * S)
+            insert[0] += np.bincount(sym_x.ravel(), gamma[X].ravel(), S)
+            insert[1] += np.bincount(sym_y.ravel(), gamma[Y].ravel(), S)
+            spare[:, :, s0] = bk + np.stack([em, ex, ey])
+        else:
+            spare[:, :, s0] = NEG
+        if post is not None:
+            post[:, d, :, s0] = gamma
+        be2, be1, spare = be1, spare, be2
+    return PairCounts(
+        log_p=np.where(log_p < NEG / 2, -np.inf, log_p),
+        trans=trans,
+        end=end,
+        match=match.reshape(S, S),
+        insert=insert,
+        posteriors=post,
+    )
 
 
 def viterbi(p: PairParams, c: PairChunk):
