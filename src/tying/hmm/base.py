@@ -230,6 +230,24 @@ class BaseHMM:
                 self.startprob_, self.transmat_, self._log_emission(X), batch
             )
 
+    def emission_log_prob(self, X, lengths=None) -> np.ndarray:
+        """log p(x_t | state k) for every row of ``X`` and every state, ``(n_samples, K)``.
+
+        Tied covariances are factorised once per tie group, not once per state.
+
+        Example:
+            >>> import numpy as np
+            >>> from tying.hmm import GaussianHMM
+            >>> m = GaussianHMM.from_params([0.5, 0.5], np.full((2, 2), 0.5), [[0.0], [1.0]],
+            ...                             [[1.0], [1.0]])
+            >>> np.round(m.emission_log_prob([[0.0]]), 4).tolist()
+            [[-0.9189, -1.4189]]
+        """
+        self._check_fitted()
+        with _threads(self.n_threads):
+            X, _ = self._prepare(X, lengths)
+            return self._log_emission(X)
+
     def predict_proba(self, X, lengths=None) -> np.ndarray:
         """State posteriors p(z_t = k | x) for every row of ``X``, ``(n_samples, K)``."""
         self._check_fitted()
