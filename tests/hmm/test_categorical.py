@@ -63,3 +63,19 @@ def test_symbols_out_of_range_are_named():
         m.score([[0], [1], [0], [1], [2]], [3, 2])
     with pytest.raises(ValueError, match=r"X holds symbols .* got 0.5"):
         m.score([[0.5]])
+
+
+def test_an_impossible_symbol_scores_minus_infinity_without_warnings():
+    m = CategoricalHMM.from_params(
+        [0.5, 0.5], [[0.5, 0.5], [0.5, 0.5]], [[0.5, 0.5, 0.0], [0.5, 0.5, 0.0]]
+    )
+    ll = m.score_sequences([[0], [2], [1], [0], [1]], [3, 2])
+    assert ll[0] == -np.inf and np.isclose(ll[1], 2 * np.log(0.5))
+    gamma = m.predict_proba([[0], [2], [1], [0], [1]], [3, 2])
+    assert np.isnan(gamma[:3]).all() and np.allclose(gamma[3:].sum(1), 1.0)
+    with pytest.raises(
+        ValueError, match=r"sequence 0 has probability 0 under the parameters of EM iteration 0"
+    ):
+        CategoricalHMM(2, emissionprob_init=m.emissionprob_, n_iter=2).fit(
+            [[0], [2], [1], [0], [1]], [3, 2]
+        )

@@ -40,15 +40,28 @@ class NotFittedError(ValueError, AttributeError):
     """An HMM was used before ``fit`` (or ``from_params``) gave it parameters."""
 
 
+_CONTROLLER: list = []  # one threadpoolctl controller, made on first use
+
+
 def _threads(n_threads: int | None):
-    """Limit BLAS/OpenMP threads while fitting (no oversubscription on small machines)."""
+    """Limit BLAS/OpenMP threads while fitting (no oversubscription on small machines).
+
+    The hot loops are small NumPy operations that gain nothing from threads;
+    the few large matrix products gain little on 2 cores shared with others.
+    The controller is built once (scanning loaded libraries costs milliseconds).
+    """
     if n_threads is None:
         return contextlib.nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # the hot loops are single-threaded NumPy either way
+    if not _CONTROLLER:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # then BLAS keeps its own setting (OMP_NUM_THREADS)
+            _CONTROLLER.append(None)
+        else:
+            _CONTROLLER.append(ThreadpoolController())
+    if _CONTROLLER[0] is None:
         return contextlib.nullcontext()
-    return threadpool_limits(limits=int(n_threads))
+    return _CONTROLLER[0].limit(limits=int(n_threads))
 
 
 class BaseHMM:
@@ -192,6 +205,13 @@ class BaseHMM:
         for it in range(self.n_iter):
             log_b = self._log_emission(X)
             post = forward_backward(self.startprob_, self.transmat_, log_b, batch)
+            if not np.all(np.isfinite(post.log_likelihood)):
+                s = int(np.flatnonzero(~np.isfinite(post.log_likelihood))[0])
+                raise ValueError(
+                    f"sequence {s} has probability 0 under the parameters of EM iteration {it} "
+                    f"(a symbol or transition no state allows); give it non-zero probability "
+                    f"in the start values or drop the sequence"
+                )
             history.append(float(post.log_likelihood.sum()))
             self._mstep(X, post)
             if it > 0 and history[-1] - history[-2] < self.tol:

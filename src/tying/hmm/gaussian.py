@@ -192,25 +192,33 @@ class GaussianHMM(BaseHMM):
         D = X.shape[1]
         if not self._full():
             prec = 1.0 / self._covars[self.ties_.group_of["covars"]]  # (K, D)
-            quad = (Xc**2) @ prec.T - 2.0 * (Xc @ (Mc * prec).T) + (Mc**2 * prec).sum(1)
-            log_det = -np.log(prec).sum(1)
-            return -0.5 * (D * _LOG_2PI + log_det + quad)  # (N, K)
-        out = np.empty((len(X), self.n_components))
-        for g, states in enumerate(self.ties_.groups("covars")):
-            L, _ = cho_factor(self._covars[g], lower=True, check_finite=False)
+            const = -0.5 * (D * _LOG_2PI - np.log(prec).sum(1) + (Mc**2 * prec).sum(1))  # (K,)
+            out = (Xc**2) @ (-0.5 * prec).T  # (N, K); in place from here: N·K is the big array
+            out += Xc @ (Mc * prec).T
+            out += const
+            return out
+        groups = self.ties_.groups("covars")
+        out = None if len(groups) == 1 else np.empty((len(X), self.n_components))
+        for g, states in enumerate(groups):
+            L, _ = cho_factor(self._covars[g], lower=True, check_finite=False)  # one per group
             L = np.tril(L)
             Z = solve_triangular(L, Xc.T, lower=True, check_finite=False)  # (D, N)
             Zm = solve_triangular(L, Mc[states].T, lower=True, check_finite=False)  # (D, S)
-            quad = (Z**2).sum(0)[:, None] - 2.0 * (Z.T @ Zm) + (Zm**2).sum(0)
             log_det = 2.0 * np.log(np.diag(L)).sum()
-            out[:, states] = -0.5 * (D * _LOG_2PI + log_det + quad)
+            # -0.5 |z - zm|^2 = z·zm - 0.5 |z|^2 - 0.5 |zm|^2, without an (N, S, D) array
+            block = Z.T @ Zm  # (N, S)
+            block += (-0.5 * np.einsum("dn,dn->n", Z, Z))[:, None]
+            block += -0.5 * (D * _LOG_2PI + log_det + np.einsum("ds,ds->s", Zm, Zm))
+            if out is None:  # one covariance for all states: the block is the answer
+                return block
+            out[:, states] = block
         return out
 
     def _emission_mstep(self, X, gamma, learn) -> None:
         ties = self.ties_
         center = X.mean(0)
         Xc = X - center  # centred statistics: no cancellation for data far from 0
-        N = gamma.sum(0)  # (K,)
+        N = np.ones(len(X)) @ gamma  # (K,) soft counts; a mat-vec beats .sum(0) here
         Sx = gamma.T @ Xc  # (K, D)
         if "means" in learn:
             Ng, Sg = ties.pool("means", N), ties.pool("means", Sx)

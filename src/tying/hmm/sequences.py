@@ -186,14 +186,15 @@ class SequenceBatch:
         """Share of the padded layout that is padding (0 for equal lengths)."""
         return 1.0 - self.n_samples / (self.t_max * self.n_sequences)
 
+    @property
+    def rectangular(self) -> bool:
+        """Equal lengths (no padding): pad and unpad are transposes, not scatters."""
+        return bool(np.all(self.lengths == self.t_max))
+
     def pad(self, flat: np.ndarray, fill: float = 0.0) -> np.ndarray:
         """Scatter per-row values ``(n_samples, ...)`` into ``(T_max, n_sequences, ...)``."""
         flat = np.asarray(flat)
-        if (
-            self.padding_fraction == 0.0
-            and self.n_sequences > 0
-            and np.all(self.order == np.arange(self.n_sequences))
-        ):
+        if self.rectangular:  # the stable sort keeps equal lengths in the caller's order
             # equal lengths in the caller's order: a transpose, no scatter
             out = flat.reshape((self.n_sequences, self.t_max) + flat.shape[1:])
             return np.ascontiguousarray(np.swapaxes(out, 0, 1))
@@ -203,6 +204,8 @@ class SequenceBatch:
 
     def unpad(self, padded: np.ndarray) -> np.ndarray:
         """Gather ``(T_max, n_sequences, ...)`` back to per-row ``(n_samples, ...)``."""
+        if self.rectangular:
+            return np.swapaxes(padded, 0, 1).reshape((self.n_samples,) + padded.shape[2:])
         return padded[self.t_index, self.b_index]
 
     def per_sequence(self, values: np.ndarray) -> np.ndarray:
