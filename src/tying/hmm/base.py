@@ -133,6 +133,15 @@ class BaseHMM:
 
         Raises:
             ValueError: for an unknown kind.
+
+        Example:
+            >>> import numpy as np
+            >>> from tying.hmm import GaussianHMM
+            >>> m = GaussianHMM.from_params(np.full(3, 1 / 3), np.full((3, 3), 1 / 3),
+            ...                             [[0.0], [0.0], [2.0]], np.ones((3, 1)),
+            ...                             ties={"means": [[0, 1]]})
+            >>> m.group_params("means").tolist()
+            [[0.0], [2.0]]
         """
         self._check_fitted()
         if kind not in self.tie_kinds:
@@ -177,6 +186,14 @@ class BaseHMM:
             ValueError: on bad data (named by sequence and position), lengths
                 that do not partition X, or bad settings.
             tying.TieError: on a bad tie spec.
+
+        Example:
+            >>> import numpy as np
+            >>> from tying.hmm import GaussianHMM
+            >>> X = np.random.default_rng(0).normal(size=(60, 1))
+            >>> m = GaussianHMM(2, ties={"covars": "all"}, n_iter=5, random_state=0).fit(X, [40, 20])
+            >>> m.n_iter_, bool(np.all(np.diff(m.history_) >= 0))
+            (5, True)
         """
         self._check_settings()
         with _threads(self.n_threads):
@@ -234,15 +251,42 @@ class BaseHMM:
         """Total log-likelihood of all sequences (hmmlearn's ``score``).
 
         Args:
-            X: observations, concatenated. lengths: per-sequence lengths.
+            X: observations, concatenated.
+            lengths: per-sequence lengths (None: one sequence).
 
         Returns:
             The sum over sequences of log p(x).
+
+        Raises:
+            ValueError: on bad data or lengths. NotFittedError: before ``fit``.
+
+        Example:
+            >>> from tying.hmm import GaussianHMM
+            >>> m = GaussianHMM.from_params([1.0], [[1.0]], [[0.0]], [[1.0]])
+            >>> round(m.score([[0.0], [0.0]], [1, 1]), 6)     # 2 log N(0; 0, 1)
+            -1.837877
         """
         return float(self.score_sequences(X, lengths).sum())
 
     def score_sequences(self, X, lengths=None) -> np.ndarray:
-        """Log-likelihood of each sequence, ``(n_sequences,)``."""
+        """Log-likelihood of each sequence.
+
+        Args:
+            X: observations, concatenated.
+            lengths: per-sequence lengths (None: one sequence).
+
+        Returns:
+            ``(n_sequences,)`` log p(x) per sequence, in the order of ``lengths``.
+
+        Raises:
+            ValueError: on bad data or lengths. NotFittedError: before ``fit``.
+
+        Example:
+            >>> from tying.hmm import GaussianHMM
+            >>> m = GaussianHMM.from_params([1.0], [[1.0]], [[0.0]], [[1.0]])
+            >>> m.score_sequences([[0.0], [0.0], [0.0]], [2, 1]).round(6).tolist()
+            [-1.837877, -0.918939]
+        """
         self._check_fitted()
         with _threads(self.n_threads):
             X, batch = self._prepare(X, lengths)
@@ -269,7 +313,26 @@ class BaseHMM:
             return self._log_emission(X)
 
     def predict_proba(self, X, lengths=None) -> np.ndarray:
-        """State posteriors p(z_t = k | x) for every row of ``X``, ``(n_samples, K)``."""
+        """State posteriors p(z_t = k | x) for every row of ``X``.
+
+        Args:
+            X: observations, concatenated.
+            lengths: per-sequence lengths (None: one sequence).
+
+        Returns:
+            ``(n_samples, K)`` posteriors; each row sums to 1 (NaN for a
+            sequence of probability 0).
+
+        Raises:
+            ValueError: on bad data or lengths. NotFittedError: before ``fit``.
+
+        Example:
+            >>> from tying.hmm import GaussianHMM
+            >>> m = GaussianHMM.from_params([0.5, 0.5], [[0.9, 0.1], [0.1, 0.9]],
+            ...                             [[-3.0], [3.0]], [[1.0], [1.0]])
+            >>> m.predict_proba([[-3.0], [3.0]]).round(3).tolist()
+            [[1.0, 0.0], [0.0, 1.0]]
+        """
         self._check_fitted()
         with _threads(self.n_threads):
             X, batch = self._prepare(X, lengths)
@@ -278,7 +341,26 @@ class BaseHMM:
             ).gamma
 
     def decode(self, X, lengths=None) -> tuple[float, np.ndarray]:
-        """Viterbi: the log-probability of the best paths (summed) and the states."""
+        """Viterbi decoding of every sequence.
+
+        Args:
+            X: observations, concatenated.
+            lengths: per-sequence lengths (None: one sequence).
+
+        Returns:
+            ``(log_prob, states)``: the best paths' log-probability summed over
+            sequences, and the state of every row of ``X``.
+
+        Raises:
+            ValueError: on bad data or lengths. NotFittedError: before ``fit``.
+
+        Example:
+            >>> from tying.hmm import GaussianHMM
+            >>> m = GaussianHMM.from_params([0.5, 0.5], [[0.9, 0.1], [0.1, 0.9]],
+            ...                             [[-3.0], [3.0]], [[1.0], [1.0]])
+            >>> m.decode([[-3.0], [-2.5], [3.0]])[1].tolist()
+            [0, 0, 1]
+        """
         self._check_fitted()
         with _threads(self.n_threads):
             X, batch = self._prepare(X, lengths)
@@ -286,14 +368,44 @@ class BaseHMM:
         return float(log_p.sum()), states
 
     def predict(self, X, lengths=None) -> np.ndarray:
-        """Most probable state of every row of ``X`` (Viterbi path), ``(n_samples,)``."""
+        """Most probable state path (Viterbi) of every sequence, one state per row of ``X``.
+
+        Args:
+            X: observations, concatenated.
+            lengths: per-sequence lengths (None: one sequence).
+
+        Returns:
+            ``(n_samples,)`` states.
+
+        Example:
+            >>> from tying.hmm import GaussianHMM
+            >>> m = GaussianHMM.from_params([0.5, 0.5], [[0.9, 0.1], [0.1, 0.9]],
+            ...                             [[-3.0], [3.0]], [[1.0], [1.0]])
+            >>> m.predict([[3.0], [3.0], [-3.0]], [2, 1]).tolist()
+            [1, 1, 0]
+        """
         return self.decode(X, lengths)[1]
 
     def sample(self, n_samples: int = 1, random_state=None) -> tuple[np.ndarray, np.ndarray]:
         """Draw one sequence of ``n_samples`` observations and its states.
 
+        Args:
+            n_samples: length of the sequence.
+            random_state: seed or ``numpy.random.Generator``.
+
         Returns:
             ``(X, states)``.
+
+        Raises:
+            ValueError: when ``n_samples`` is not a positive integer.
+
+        Example:
+            >>> from tying.hmm import GaussianHMM
+            >>> m = GaussianHMM.from_params([1.0, 0.0], [[0.0, 1.0], [1.0, 0.0]],
+            ...                             [[0.0], [5.0]], [[1.0], [1.0]])
+            >>> X, states = m.sample(4, random_state=0)
+            >>> X.shape, states.tolist()
+            ((4, 1), [0, 1, 0, 1])
         """
         self._check_fitted()
         if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:

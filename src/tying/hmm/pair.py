@@ -324,6 +324,16 @@ class PairHMM:
 
         Returns:
             ``(n_pairs,)`` log-likelihoods.
+
+        Raises:
+            ValueError: on a symbol outside the alphabet (named by pair and position).
+            NotFittedError: without parameters.
+
+        Example:
+            >>> hmm = PairHMM.from_params("AC")
+            >>> ll = hmm.score_pairs([("AC", "AC"), ("AC", "CA")])
+            >>> bool(ll[0] > ll[1])
+            True
         """
         self._check_fitted()
         enc = self._encode(pairs)
@@ -335,15 +345,30 @@ class PairHMM:
         return out
 
     def score(self, pairs) -> float:
-        """Total log-likelihood of all pairs."""
+        """Total log-likelihood of all pairs (the sum of :meth:`score_pairs`).
+
+        Example:
+            >>> hmm = PairHMM.from_params("AC")
+            >>> bool(hmm.score([("A", "A")]) == hmm.score_pairs([("A", "A")])[0])
+            True
+        """
         return float(self.score_pairs(pairs).sum())
 
     def viterbi(self, pairs) -> tuple[np.ndarray, list[np.ndarray]]:
         """Best alignment of every pair.
 
+        Args:
+            pairs: list of ``(x, y)``.
+
         Returns:
             ``(log_p, paths)``: the best path's log-probability per pair and its
             states per column (0 = match, 1 = insert-X, 2 = insert-Y).
+
+        Example:
+            >>> hmm = PairHMM.from_params("ACGT")
+            >>> _, (path,) = hmm.viterbi([("GATTACA", "GATACA")])
+            >>> path.tolist()
+            [0, 0, 1, 0, 0, 0, 0]
         """
         self._check_fitted()
         enc = self._encode(pairs)
@@ -408,7 +433,23 @@ class PairHMM:
         return pairs, paths
 
     def path_log_prob(self, x, y, states) -> float:
-        """Log-probability of one given alignment (state path) of ``x`` and ``y``."""
+        """Log-probability of one given alignment (state path) of ``x`` and ``y``.
+
+        Args:
+            x, y: the sequences.
+            states: one state per column (0 = match, 1 = insert-X, 2 = insert-Y).
+
+        Returns:
+            log P(x, y, alignment), the end transition included.
+
+        Raises:
+            ValueError: when the states do not consume x and y exactly.
+
+        Example:
+            >>> hmm = PairHMM.from_params("AC")
+            >>> bool(hmm.path_log_prob("A", "A", [0]) > hmm.path_log_prob("A", "A", [1, 2]))
+            True
+        """
         self._check_fitted()
         ((xe, ye),) = self._encode([(x, y)])
         p = self.log_params()
@@ -432,7 +473,13 @@ class PairHMM:
         return -np.inf if total < NEG / 2 else float(total)
 
     def format_alignment(self, x, y) -> str:
-        """The Viterbi alignment of one pair as two lines with ``-`` for gaps."""
+        """The Viterbi alignment of one pair as two lines with ``-`` for gaps.
+
+        Example:
+            >>> print(PairHMM.from_params("ACGT").format_alignment("ACGT", "AGT"))
+            ACGT
+            A-GT
+        """
         _, (path,) = self.viterbi([(x, y)])
         sx = x if isinstance(x, str) else [str(v) for v in x]
         sy = y if isinstance(y, str) else [str(v) for v in y]
@@ -444,7 +491,19 @@ class PairHMM:
         return "".join(top) + "\n" + "".join(bottom)
 
     def match_posteriors(self, x, y) -> np.ndarray:
-        """P(x_i is aligned to y_j | x, y) for one pair, ``(len(x), len(y))``."""
+        """P(x_i is aligned to y_j | x, y) for one pair.
+
+        Args:
+            x, y: the sequences.
+
+        Returns:
+            ``(len(x), len(y))`` posterior match probabilities.
+
+        Example:
+            >>> post = PairHMM.from_params("ACGT").match_posteriors("ACGT", "ACGT")
+            >>> bool(post.diagonal().min() > 0.9)
+            True
+        """
         self._check_fitted()
         enc = self._encode([(x, y)])
         chunk = PairChunk.pack(enc)
@@ -467,7 +526,13 @@ class PairHMM:
             self.
 
         Raises:
-            ValueError: on invalid symbols or settings.
+            ValueError: on invalid symbols or settings, or a pair of probability 0.
+
+        Example:
+            >>> pairs, _ = PairHMM.from_params("ACGT", tau=0.1).sample(10, random_state=0)
+            >>> fit = PairHMM("ACGT", n_iter=3).fit(pairs)
+            >>> fit.n_iter_, bool(fit.history_[-1] >= fit.history_[0])
+            (3, True)
         """
         self._set_start()
         enc = self._encode(pairs)
