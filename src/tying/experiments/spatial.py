@@ -271,8 +271,8 @@ class SampleEffConfig:
     noise: float = 0.15  # pixel noise std (patterns are 0/1)
     test: int = 400
     lr: float = 0.03
-    c4_channels: int = 4  # C4 net: 4 channels × 4 orientations ...
-    plain_channels: int = 8  # ... and a plain net of about the same parameter count
+    c4_channels: int = 6  # C4 net: 6 channels × 4 orientations ...
+    plain_channels: int = 12  # ... and a plain net of about the same parameter count
 
 
 SAMPLE_EFF = {
@@ -427,7 +427,7 @@ class MotifConfig:
     length: int  # sequence length; motifs in training start in the left half only
     train: int  # positive and negative training sequences, each
     steps: int  # Adam steps on minibatches of 128
-    filters: int = 8  # conv filters of width len(motif)
+    filters: int = 8  # conv filters of width len(motif); spares survive dead-ReLU starts
     test: int = 300  # test sequences per group (seen positions, unseen positions, negatives)
     lr: float = 0.02
     motif: str = "GATTACA"
@@ -435,7 +435,7 @@ class MotifConfig:
 
 MOTIF = {
     "quick": MotifConfig(length=40, train=300, steps=150),
-    "report": MotifConfig(length=80, train=600, steps=250),
+    "report": MotifConfig(length=80, train=600, steps=300, filters=16),
 }
 
 

@@ -440,10 +440,13 @@ class GroupConv2d(_GroupConvBase):
         device=None,
         dtype=None,
     ) -> None:
-        self.in_orientations = len(_check_group(group))
         super().__init__(
             in_channels, out_channels, kernel_size, group, padding, bias, tied, device, dtype
         )
+
+    @property
+    def in_orientations(self) -> int:
+        return len(self.elements)
 
     def _block_keys(self) -> list[str]:
         return [f"{g}_{h}" for g in self.elements for h in self.elements]
