@@ -15,6 +15,8 @@ Run: ``python -m benchmarks nn_spatial`` (needs ``pip install 'tying[bench]'`` f
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import warnings
 
 import torch
@@ -60,7 +62,7 @@ def group_conv_vs_bank(
     torch.testing.assert_close(
         ours(x).flatten(1, 2), F.conv2d(x.flatten(1, 2), bank, bias, padding=1)
     )
-    t_ours, t_bank = compare(run_ours, run_bank, repeat=15, warmup=3)
+    t_ours, t_bank = compare(run_ours, run_bank, repeat=31, warmup=3)
     c = tying.count(ours)
     return {
         "case": f"{group} GroupConv2d {channels}->{channels} ({channels * n} ch), {batch}x{side}², fwd+bwd",
@@ -95,7 +97,7 @@ def group_conv_vs_e2cnn(channels: int = 16, batch: int = 8, side: int = 33, k: i
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        t_ours, t_theirs = compare(run_ours, run_theirs, repeat=15, warmup=3)
+        t_ours, t_theirs = compare(run_ours, run_theirs, repeat=31, warmup=3)
         with torch.no_grad():
             y = ours(x)
             err_ours = float(
@@ -150,9 +152,35 @@ def hashed_embedding(
     }
 
 
+def _steady_allocator() -> bool:
+    """Keep glibc from returning freed MB-sized buffers to the OS between iterations.
+
+    With glibc's default dynamic mmap threshold, whether a 2 MB conv output is served
+    from fresh (page-faulting) pages depends on the allocation history of the process:
+    the same C4 step measured 1.05× or 1.3× the anchor depending on what ran before.
+    Pinning the thresholds makes both sides allocate from a warm heap. Returns whether
+    it applied (glibc only).
+    """
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
+        return bool(libc.mallopt(m_mmap_threshold, 1 << 28)) and bool(
+            libc.mallopt(m_trim_threshold, 1 << 30)
+        )
+    except (OSError, AttributeError):
+        return False
+
+
 def main() -> None:
-    torch.set_num_threads(2)
-    rows = [group_conv_vs_bank("C4"), group_conv_vs_bank("D4", channels=8)]
+    # One thread: on a shared 2-core machine two-thread convs time erratically (the
+    # ratios swung 0.5–1.4 between runs); the overhead measured here is per call anyway.
+    torch.set_num_threads(1)
+    steady = _steady_allocator()
+    rows = [{"case": "setup", "threads": 1, "glibc_mmap_threshold_pinned": steady}]
+    rows += [group_conv_vs_bank("C4"), group_conv_vs_bank("D4", channels=8)]
     try:
         rows.append(group_conv_vs_e2cnn())
     except ImportError as err:
