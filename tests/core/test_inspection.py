@@ -12,7 +12,7 @@ import tying
         (nn.Conv2d(3, 16, 3), 27),
         (nn.Conv2d(8, 8, (3, 5), groups=4), 2 * 15),
         (nn.Conv1d(4, 2, 9), 36),
-        (nn.ConvTranspose2d(6, 4, 3), 36),
+        (nn.ConvTranspose2d(6, 4, 3), 54),
         (nn.RNN(10, 20), 30),
         (nn.GRUCell(5, 7), 12),
         (nn.Embedding(100, 8), 1),

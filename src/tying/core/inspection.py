@@ -22,8 +22,8 @@ def fan_in(module: nn.Module) -> int:
 
     - Linear: ``in_features``; Bilinear: ``in1_features + in2_features``
     - ConvNd: ``in_channels / groups × kernel area``
-    - ConvTransposeNd: ``out_channels / groups × kernel area`` (its adjoint's fan-in... of the
-      transposed map: the inputs one output pixel gathers, up to stride)
+    - ConvTransposeNd: ``in_channels / groups × kernel area`` (what one output pixel
+      gathers at stride 1)
     - RNN/LSTM/GRU (and cells): ``input_size + hidden_size``
     - Embedding: 1 (each output reads one row)
     - any module with ``fan_in()`` or a ``weight`` of ≥ 2 dims: that method, or
@@ -52,7 +52,9 @@ def fan_in(module: nn.Module) -> int:
     if isinstance(module, _CONV):
         return module.in_channels // module.groups * math.prod(module.kernel_size)
     if isinstance(module, _CONV_T):
-        return module.out_channels // module.groups * math.prod(module.kernel_size)
+        # one output pixel gathers in_channels × kernel area inputs (stride 1); PyTorch's
+        # own init uses out_channels here, a known quirk we do not copy
+        return module.in_channels // module.groups * math.prod(module.kernel_size)
     if isinstance(module, _RNN):
         return module.input_size + module.hidden_size
     if isinstance(module, nn.Embedding):

@@ -236,6 +236,9 @@ class Hashed(Relation):
     def __post_init__(self):
         if not isinstance(self.buckets, int) or self.buckets < 1:
             raise ValueError(f"Hashed(buckets=...) must be a positive int, got {self.buckets!r}")
+        # drawn once, so that the forward pass is pure torch (torch.compile fullgraph)
+        rng = np.random.default_rng(self.seed)
+        object.__setattr__(self, "_coeffs", tuple(int(v) for v in rng.integers(1, _P, size=4)))
 
     def source_shape(self, logical: Shape) -> Shape:
         if math.prod(logical) >= _P:
@@ -243,11 +246,6 @@ class Hashed(Relation):
                 f"Hashed supports fewer than 2**31-1 entries, got shape {tuple(logical)}"
             )
         return (self.buckets,)
-
-    def _coeffs(self) -> tuple[int, int, int, int]:
-        rng = np.random.default_rng(self.seed)
-        a1, b1, a2, b2 = (int(v) for v in rng.integers(1, _P, size=4))
-        return a1, b1, a2, b2
 
     def index_and_sign(self, numel: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Bucket index (and ±1 sign, or None) of each of the first ``numel`` entries."""
@@ -259,7 +257,7 @@ class Hashed(Relation):
         Lets a layer hash only the entries it reads (e.g. the rows of an embedding
         lookup) instead of materialising the whole logical tensor.
         """
-        a1, b1, a2, b2 = self._coeffs()
+        a1, b1, a2, b2 = self._coeffs
         idx = ((i * a1 + b1) % _P) % self.buckets
         if not self.signed:
             return idx, None

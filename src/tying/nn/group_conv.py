@@ -1,0 +1,526 @@
+"""C4 and D4 group convolutions: one learned kernel, its rotated (and mirrored) copies tied to it.
+
+Claim B2 (``c4-equivariance``): a convolution whose kernels are the rotated copies of
+one learned kernel is rotation equivariant: rotating the input rotates every feature
+map and cyclically permutes the orientation channels. Claim B3
+(``c4-sample-efficiency``): a net built from such layers needs far fewer samples on
+rotation-symmetric data.
+
+The groups act on the square pixel lattice, so the symmetry is exact: ``torch.rot90``
+and ``torch.flip`` permute pixels, and the layers are equivariant to float round-off.
+
+- ``C4``: the four rotations by multiples of 90°, named ``e, r, r2, r3``.
+- ``D4``: C4 plus the mirror ``m`` (``flip`` along the width) and ``rm, r2m, r3m``
+  (mirror first, then rotate).
+
+Layers (feature maps with an orientation axis are 5-D: ``(B, C, |G|, H, W)``):
+
+- :class:`LiftingConv2d`: image ``(B, C_in, H, W)`` → ``(B, C_out, |G|, H', W')``.
+  Kernel ``g`` is ``g·W``: the one physical kernel transformed by ``g``.
+- :class:`GroupConv2d`: ``(B, C_in, |G|, H, W)`` → ``(B, C_out, |G|, H', W')``. The
+  block read by output orientation ``g`` from input orientation ``h`` is
+  ``g·W[g⁻¹h]``: rotate the kernel spatially and cyclically permute its input
+  orientation axis.
+- :class:`GroupPool`: max or mean over the orientation axis → invariant channels.
+
+How the tie is stored: every logical kernel block is a slot of a ``kernels``
+submodule, tied with a :class:`tying.Plan` to the identity blocks ``kernels.e_*``
+through ``Rotated(k)`` and ``Flipped`` (the ``r^k m`` blocks read the ``m`` block
+rotated). So ``tying.count`` reports the logical bank (|G| blocks per lifting
+layer, |G|² per group layer) against the physical kernel, ``tying.save`` and
+``tying.untie`` work, and ``tied=False`` builds the same layer with independent
+blocks (the untied baseline of claim B2). The forward pass reads the slots, stacks
+them into the full filter bank and calls ``F.conv2d`` once.
+
+Requirements for exact equivariance: the transform must map the sampling grid onto
+itself, so padding must be symmetric (an int, or ``"same"`` with an odd kernel) and
+the stride is 1. Rotating a non-square image swaps its height and width; to compare
+an input with its rotation in one batch, use square inputs. Pointwise
+nonlinearities and :class:`GroupPool` keep equivariance; a 2×2 spatial pooling does
+when the side is even.
+
+Example:
+    >>> import torch
+    >>> from tying.nn import LiftingConv2d, GroupConv2d, group_act
+    >>> lift, conv = LiftingConv2d(1, 4, 3, group="C4"), GroupConv2d(4, 4, 3, group="C4")
+    >>> x = torch.randn(2, 1, 9, 9)
+    >>> y = conv(lift(x).relu())                                  # (B, C, |G|, H, W)
+    >>> y_rot = conv(lift(group_act(x, "r", "C4")).relu())
+    >>> torch.allclose(y_rot, group_act(y, "r", "C4"), atol=1e-5)
+    True
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tying.core import Flipped, Plan, Rotated, share
+
+__all__ = [
+    "GROUPS",
+    "GroupConv2d",
+    "GroupPool",
+    "LiftingConv2d",
+    "group_act",
+    "group_elements",
+]
+
+#: Element names of each group, in orientation-channel order. ``r^k m`` means: mirror, then rotate.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "C4": ("e", "r", "r2", "r3"),
+    "D4": ("e", "r", "r2", "r3", "m", "rm", "r2m", "r3m"),
+}
+
+
+def _check_group(group: str) -> tuple[str, ...]:
+    if group not in GROUPS:
+        raise ValueError(f"group must be one of {sorted(GROUPS)}, got {group!r}")
+    return GROUPS[group]
+
+
+def group_elements(group: str) -> tuple[str, ...]:
+    """The element names of ``group`` in orientation-channel order.
+
+    Args:
+        group: ``"C4"`` or ``"D4"``.
+
+    Returns:
+        A tuple of names (``e`` first).
+
+    Raises:
+        ValueError: for an unknown group, listing the known ones.
+
+    Example:
+        >>> group_elements("C4")
+        ('e', 'r', 'r2', 'r3')
+    """
+    return _check_group(group)
+
+
+def _mirror_and_turns(name: str) -> tuple[bool, int]:
+    mirror = name.endswith("m")
+    core = name[:-1] if mirror else name
+    turns = 0 if core in ("", "e") else (1 if core == "r" else int(core[1:]))
+    return mirror, turns
+
+
+def _spatial(x: torch.Tensor, name: str) -> torch.Tensor:
+    """``g·x`` on the last two dims: mirror along the width (if any), then rotate."""
+    mirror, turns = _mirror_and_turns(name)
+    if mirror:
+        x = torch.flip(x, (-1,))
+    return torch.rot90(x, turns, (-2, -1)) if turns else x
+
+
+def _compute_tables(group: str) -> tuple[tuple[tuple[int, ...], ...], tuple[int, ...]]:
+    """Cayley table ``mul[a][b] = index of a·b`` and ``inv[a]``, found by acting on a probe."""
+    names = _check_group(group)
+    probe = torch.arange(9.0).reshape(3, 3)  # no symmetry: every element moves it differently
+    images = [_spatial(probe, n) for n in names]
+
+    def index_of(img: torch.Tensor) -> int:
+        return next(i for i, other in enumerate(images) if torch.equal(img, other))
+
+    mul = tuple(tuple(index_of(_spatial(_spatial(probe, b), a)) for b in names) for a in names)
+    inv = tuple(row.index(0) for row in mul)
+    return mul, inv
+
+
+_TABLES = {group: _compute_tables(group) for group in GROUPS}
+
+
+def _tables(group: str) -> tuple[tuple[tuple[int, ...], ...], tuple[int, ...]]:
+    _check_group(group)
+    return _TABLES[group]
+
+
+def group_act(x: torch.Tensor, element: str, group: str = "C4") -> torch.Tensor:
+    """Apply a group element to an image or to a feature field with an orientation axis.
+
+    On an image ``(…, H, W)`` (3-D or 4-D) the element moves pixels. On a field
+    ``(B, C, |G|, H, W)`` it also permutes the orientation axis:
+    ``(a·y)[g] = a·(y[a⁻¹g])``, which is how the outputs of the layers here move
+    when their input is transformed by ``a``.
+
+    Args:
+        x: a 4-D image batch ``(B, C, H, W)`` or a 5-D field ``(B, C, |G|, H, W)``.
+        element: an element name of ``group`` (see :data:`GROUPS`).
+        group: ``"C4"`` or ``"D4"``.
+
+    Returns:
+        The transformed tensor (a new tensor; the input is unchanged).
+
+    Raises:
+        ValueError: for an unknown group or element, or a field whose orientation
+            axis does not have ``|G|`` entries.
+
+    Example:
+        >>> img = torch.arange(4.0).reshape(1, 1, 2, 2)
+        >>> group_act(img, "r", "C4")[0, 0]
+        tensor([[1., 3.],
+                [0., 2.]])
+    """
+    names = _check_group(group)
+    if element not in names:
+        raise ValueError(f"element must be one of {names} for group {group}, got {element!r}")
+    if x.ndim == 5:
+        if x.shape[2] != len(names):
+            raise ValueError(
+                f"group_act: a 5-D field needs |{group}| = {len(names)} orientations on dim 2, "
+                f"got shape {tuple(x.shape)}"
+            )
+        mul, inv = _tables(group)
+        a = names.index(element)
+        perm = [mul[inv[a]][g] for g in range(len(names))]  # (a·y)[g] reads y[a⁻¹g]
+        x = x[:, :, perm]
+    elif x.ndim not in (3, 4):
+        raise ValueError(
+            f"group_act: expected an image (3-D/4-D) or a field (B, C, |G|, H, W), got "
+            f"shape {tuple(x.shape)}"
+        )
+    return _spatial(x, element)
+
+
+def _check_args(in_channels, out_channels, kernel_size, padding) -> int:
+    for name, v in (("in_channels", in_channels), ("out_channels", out_channels)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    if not isinstance(kernel_size, int) or isinstance(kernel_size, bool) or kernel_size < 1:
+        raise ValueError(
+            f"kernel_size must be one positive int (group convs need square kernels), got "
+            f"{kernel_size!r}"
+        )
+    if padding == "same":
+        if kernel_size % 2 == 0:
+            raise ValueError(
+                f"padding='same' with an even kernel_size={kernel_size} pads asymmetrically and "
+                f"breaks equivariance; use an odd kernel_size or an int padding"
+            )
+        return kernel_size // 2
+    if not isinstance(padding, int) or isinstance(padding, bool) or padding < 0:
+        raise ValueError(
+            f"padding must be 'same' or a non-negative int (the same on every side), got {padding!r}"
+        )
+    return padding
+
+
+class _Bank(nn.Module):
+    """Holds kernel blocks (or biases) as named slots, so a Plan can tie them."""
+
+    def extra_repr(self) -> str:
+        return f"{len(self._parameters)} physical tensor(s)"
+
+
+def _uniform_(params, bound: float) -> None:
+    with torch.no_grad():
+        for p in params:
+            p.uniform_(-bound, bound)
+
+
+class _GroupConvBase(nn.Module):
+    """Shared machinery: the banks, their plan, init, and the one ``F.conv2d`` call."""
+
+    in_orientations: int  # 1 for lifting, |G| for group conv
+
+    def __init__(
+        self, in_channels, out_channels, kernel_size, group, padding, bias, tied, device, dtype
+    ):
+        super().__init__()
+        names = _check_group(group)
+        self.padding = _check_args(in_channels, out_channels, kernel_size, padding)
+        self.in_channels, self.out_channels, self.kernel_size = (
+            in_channels,
+            out_channels,
+            kernel_size,
+        )
+        self.group, self.tied = group, bool(tied)
+        self.elements = names
+        kw = {"device": device, "dtype": dtype}
+        self.kernels = _Bank()
+        for key in self._block_keys():
+            shape = (out_channels, in_channels, kernel_size, kernel_size)
+            self.kernels.register_parameter(key, nn.Parameter(torch.empty(shape, **kw)))
+        self.biases: nn.Module | None = None
+        if bias:
+            self.biases = _Bank()
+            for g in names:
+                self.biases.register_parameter(g, nn.Parameter(torch.empty(out_channels, **kw)))
+        self.reset_parameters()
+        if self.tied:
+            Plan(self._rules()).apply(self)
+
+    # -- what subclasses define -------------------------------------------------------
+    def _block_keys(self) -> list[str]:
+        raise NotImplementedError
+
+    def _kernel_rules(self) -> list:
+        raise NotImplementedError
+
+    def _rules(self) -> list:
+        rules = self._kernel_rules()
+        if self.biases is not None:
+            # one bias per output channel, read by every orientation (a Same tie)
+            rules += [share(f"biases.{g}", like="biases.e") for g in self.elements[1:]]
+        return rules
+
+    # -- public -------------------------------------------------------------------------
+    def fan_in(self) -> int:
+        """Inputs of one output unit: ``C_in × orientations in × k²`` (claim B15).
+
+        Not multiplied by the |G| (or H·W) places the kernel is reused.
+        """
+        return self.in_channels * self.in_orientations * self.kernel_size**2
+
+    def reset_parameters(self) -> None:
+        """Re-draw the physical parameters: U(±1/√fan_in), the rule of ``nn.Conv2d``.
+
+        With ``tied=False`` every block and bias is drawn independently.
+        """
+        bound = 1.0 / math.sqrt(self.fan_in())
+        _uniform_(self.kernels._parameters.values(), bound)
+        if self.biases is not None:
+            _uniform_(self.biases._parameters.values(), bound)
+
+    def filter_bank(self) -> torch.Tensor:
+        """The full bank ``F.conv2d`` uses: ``(C_out·|G|, C_in·orientations_in, k, k)``.
+
+        Output channel ``c·|G| + g`` is orientation ``g`` of channel ``c``; input
+        channels are ordered the same way.
+        """
+        raise NotImplementedError
+
+    def bias_bank(self) -> torch.Tensor | None:
+        """The bias of every output channel ``c·|G| + g`` (None without bias)."""
+        if self.biases is None:
+            return None
+        b = torch.stack([getattr(self.biases, g) for g in self.elements], dim=1)  # (C_out, |G|)
+        return b.reshape(-1)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"group={self.group}, padding={self.padding}, bias={self.biases is not None}, "
+            f"tied={self.tied}"
+        )
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (B, C_in·orientations_in, H, W) -> (B, C_out, |G|, H', W')
+        y = F.conv2d(x, self.filter_bank(), self.bias_bank(), padding=self.padding)
+        return y.unflatten(1, (self.out_channels, len(self.elements)))
+
+
+class LiftingConv2d(_GroupConvBase):
+    """Lift an image to orientation channels: one learned kernel and its |G| transformed copies.
+
+    Output orientation ``g`` of channel ``c`` is the image correlated with ``g·W_c``
+    (claim B2). Rotating (or, for D4, mirroring) the input by ``a`` gives
+    ``group_act(y, a)``: the maps move and the orientation axis permutes.
+
+    Args:
+        in_channels: image channels ``C_in``.
+        out_channels: output channels ``C_out`` (each with |G| orientations).
+        kernel_size: one odd or even int (square kernels only).
+        group: ``"C4"`` (rotations) or ``"D4"`` (rotations and mirrors).
+        padding: ``"same"`` (odd kernels) or an int applied on every side.
+        bias: one learned bias per output channel, shared by its orientations.
+        tied: False gives every orientation its own independent kernel and bias
+            (the untied baseline: same shapes, no equivariance).
+        device, dtype: where and how the parameters are created.
+
+    Shape:
+        input ``(B, C_in, H, W)`` → output ``(B, C_out, |G|, H', W')``.
+
+    Raises:
+        ValueError: on bad sizes or padding, or an input of the wrong shape.
+
+    Example:
+        >>> import tying
+        >>> layer = LiftingConv2d(3, 8, 5, group="D4")
+        >>> layer(torch.randn(2, 3, 16, 16)).shape
+        torch.Size([2, 8, 8, 16, 16])
+        >>> c = tying.count(layer); (c.logical, c.physical)
+        (4864, 608)
+    """
+
+    in_orientations = 1
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        *,
+        group: str = "C4",
+        padding: int | str = "same",
+        bias: bool = True,
+        tied: bool = True,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, kernel_size, group, padding, bias, tied, device, dtype
+        )
+
+    def _block_keys(self) -> list[str]:
+        return list(self.elements)
+
+    def _kernel_rules(self) -> list:
+        rules = []
+        for g in self.elements[1:]:
+            mirror, turns = _mirror_and_turns(g)
+            if mirror and turns == 0:
+                rules.append(share(f"kernels.{g}", like="kernels.e", relation=Flipped((-1,))))
+            else:  # r^k reads e rotated, r^k m reads m rotated
+                src = "kernels.m" if mirror else "kernels.e"
+                rules.append(share(f"kernels.{g}", like=src, relation=Rotated(turns)))
+        return rules
+
+    def filter_bank(self) -> torch.Tensor:
+        blocks = [getattr(self.kernels, g) for g in self.elements]  # |G| × (C_out, C_in, k, k)
+        return torch.stack(blocks, dim=1).flatten(0, 1)  # (C_out·|G|, C_in, k, k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"LiftingConv2d expected an image batch (B, {self.in_channels}, H, W), got "
+                f"shape {tuple(x.shape)}"
+            )
+        return self._conv(x)
+
+
+class GroupConv2d(_GroupConvBase):
+    """Orientation channels to orientation channels, kernels tied under the group action.
+
+    The block that output orientation ``g`` reads from input orientation ``h`` is
+    ``g·W[g⁻¹h]``: the physical kernel ``W`` (one ``(C_out, C_in, k, k)`` block per
+    input orientation) rotated/mirrored by ``g``, with its orientation axis permuted
+    (for C4 a cyclic shift). This makes ``conv(group_act(x, a)) == group_act(conv(x), a)``
+    (claim B2). The physical parameters are ``kernels.e_<h>`` (and ``biases.e``);
+    the other |G|² − |G| blocks are tied slots.
+
+    Args:
+        in_channels: input channels ``C_in`` (each with |G| orientations).
+        out_channels: output channels ``C_out`` (each with |G| orientations).
+        kernel_size: one int (square kernels only).
+        group: ``"C4"`` or ``"D4"``.
+        padding: ``"same"`` (odd kernels) or an int applied on every side.
+        bias: one learned bias per output channel, shared by its orientations.
+        tied: False gives every block its own independent kernel (untied baseline).
+        device, dtype: where and how the parameters are created.
+
+    Shape:
+        input ``(B, C_in, |G|, H, W)`` → output ``(B, C_out, |G|, H', W')``.
+
+    Raises:
+        ValueError: on bad sizes or padding, or an input of the wrong shape.
+
+    Example:
+        >>> import tying
+        >>> layer = GroupConv2d(4, 6, 3, group="C4")
+        >>> layer(torch.randn(2, 4, 4, 10, 10)).shape
+        torch.Size([2, 6, 4, 10, 10])
+        >>> c = tying.count(layer); (c.logical, c.physical, c.ratio)
+        (3480, 870, 4.0)
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        *,
+        group: str = "C4",
+        padding: int | str = "same",
+        bias: bool = True,
+        tied: bool = True,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, kernel_size, group, padding, bias, tied, device, dtype
+        )
+
+    @property
+    def in_orientations(self) -> int:
+        return len(self.elements)
+
+    def _block_keys(self) -> list[str]:
+        return [f"{g}_{h}" for g in self.elements for h in self.elements]
+
+    def _kernel_rules(self) -> list:
+        names = self.elements
+        mul, inv = _tables(self.group)
+        m = names.index("m") if "m" in names else None
+        rules = []
+        for gi, g in enumerate(names[1:], start=1):
+            mirror, turns = _mirror_and_turns(g)
+            for hi, h in enumerate(names):
+                src_h = mul[inv[gi]][hi]  # block (g, h) = g·W[g⁻¹h]
+                if not mirror:
+                    like, rel = f"kernels.e_{names[src_h]}", Rotated(turns)
+                elif turns == 0:
+                    like, rel = f"kernels.e_{names[src_h]}", Flipped((-1,))
+                else:  # (r^k m)·W[x] = r^k·(m·W[x]) = r^k · block(m, m·x)
+                    like, rel = f"kernels.m_{names[mul[m][src_h]]}", Rotated(turns)
+                rules.append(share(f"kernels.{g}_{h}", like=like, relation=rel))
+        return rules
+
+    def filter_bank(self) -> torch.Tensor:
+        k = self.kernels
+        rows = [
+            torch.stack([getattr(k, f"{g}_{h}") for h in self.elements], dim=2)
+            for g in self.elements
+        ]  # |G| × (C_out, C_in, |G|, k, k)
+        bank = torch.stack(rows, dim=1)  # (C_out, |G|, C_in, |G|, k, k)
+        return bank.flatten(2, 3).flatten(0, 1)  # (C_out·|G|, C_in·|G|, k, k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = len(self.elements)
+        if x.ndim != 5 or x.shape[1] != self.in_channels or x.shape[2] != n:
+            raise ValueError(
+                f"GroupConv2d expected a field (B, {self.in_channels}, {n}, H, W) "
+                f"({self.group} has {n} orientations), got shape {tuple(x.shape)}; "
+                f"lift an image with LiftingConv2d first"
+            )
+        return self._conv(x.flatten(1, 2))
+
+
+class GroupPool(nn.Module):
+    """Pool over the orientation axis: equivariant fields become invariant channels.
+
+    ``GroupPool()(group_act(y, a)) == group_act(GroupPool()(y), a)`` spatially, and a
+    further global spatial pool makes the features invariant (claim B3's classifier).
+
+    Args:
+        mode: ``"max"`` or ``"mean"``.
+
+    Shape:
+        ``(B, C, |G|, H, W)`` → ``(B, C, H, W)``.
+
+    Raises:
+        ValueError: for an unknown mode or an input that is not 5-D.
+
+    Example:
+        >>> GroupPool("max")(torch.randn(2, 3, 4, 5, 5)).shape
+        torch.Size([2, 3, 5, 5])
+    """
+
+    def __init__(self, mode: str = "max") -> None:
+        super().__init__()
+        if mode not in ("max", "mean"):
+            raise ValueError(f"GroupPool mode must be 'max' or 'mean', got {mode!r}")
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 5:
+            raise ValueError(
+                f"GroupPool expected a field (B, C, |G|, H, W), got shape {tuple(x.shape)}"
+            )
+        return x.amax(dim=2) if self.mode == "max" else x.mean(dim=2)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}"

@@ -1,0 +1,188 @@
+"""Soft IoU and soft Dice: differentiable stand-ins for the intersection over union.
+
+Claim D1 (``soft-iou-dice``): IoU compares hard masks, so it has no gradient.
+Replace the hard prediction by probabilities ``p`` and the set operations by sums:
+
+- soft IoU (Jaccard): ``J = Σ p·t / Σ (p + t − p·t)``
+- soft Dice: ``D = 2 Σ p·t / Σ (p + t)``
+
+Both are 1 for a perfect prediction; the losses are ``1 − J`` and ``1 − D``. They
+are one function of each other, ``J = D / (2 − D)``, so their gradients are
+parallel but scaled differently: ``∂J/∂p = 2/(2 − D)² · ∂D/∂p``. The factor runs
+from ½ (poor overlap) to 2 (good overlap), and overlap is poorest for small
+objects: that is where the two losses train differently. Both normalise by the
+object's size, so a small object weighs as much as a large one (unlike per-pixel
+cross-entropy).
+
+Sums run over every non-batch dim, one score per sample, then ``reduction``.
+
+Example:
+    >>> import torch
+    >>> t = torch.zeros(1, 1, 4, 4); t[..., :2, :2] = 1
+    >>> p = t * 0.5
+    >>> round(float(soft_iou(p, t)), 4), round(float(soft_dice(p, t)), 4)
+    (0.5, 0.6667)
+    >>> SoftDiceLoss()(t, t).item()
+    0.0
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["SoftDiceLoss", "SoftIoULoss", "soft_dice", "soft_iou"]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _prepare(pred, target, from_logits, eps, reduction):
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"prediction and target must have one shape, got {tuple(pred.shape)} and "
+            f"{tuple(target.shape)}"
+        )
+    if pred.ndim < 2:
+        raise ValueError(
+            f"expected (B, …) with a batch dim and at least one more, got shape {tuple(pred.shape)}"
+        )
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0, got {eps!r}")
+    p = torch.sigmoid(pred) if from_logits else pred
+    t = target.to(p.dtype)
+    dims = tuple(range(1, p.ndim))
+    return p, t, dims
+
+
+def _reduce(score: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "mean":
+        return score.mean()
+    if reduction == "sum":
+        return score.sum()
+    return score
+
+
+def soft_iou(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    from_logits: bool = False,
+    eps: float = 1e-6,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Soft IoU ``(Σ p·t + eps) / (Σ (p + t − p·t) + eps)`` per sample.
+
+    Args:
+        pred: probabilities in [0, 1] (or logits with ``from_logits=True``), ``(B, …)``.
+        target: the true mask, same shape, values in [0, 1].
+        from_logits: apply a sigmoid to ``pred`` first.
+        eps: smoothing; an empty prediction of an empty mask scores 1.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (one score per sample).
+
+    Returns:
+        The score (1 is perfect).
+
+    Raises:
+        ValueError: on mismatched shapes, no batch dim, a bad reduction or eps.
+
+    Example:
+        >>> t = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
+        >>> soft_iou(torch.tensor([[1.0, 0.0, 1.0, 0.0]]), t)   # 1 of 3 pixels in the union
+        tensor(0.3333)
+    """
+    p, t, dims = _prepare(pred, target, from_logits, eps, reduction)
+    inter = (p * t).sum(dims)
+    union = (p + t - p * t).sum(dims)
+    return _reduce((inter + eps) / (union + eps), reduction)
+
+
+def soft_dice(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    from_logits: bool = False,
+    eps: float = 1e-6,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Soft Dice ``(2 Σ p·t + eps) / (Σ (p + t) + eps)`` per sample.
+
+    Args:
+        pred: probabilities in [0, 1] (or logits with ``from_logits=True``), ``(B, …)``.
+        target: the true mask, same shape, values in [0, 1].
+        from_logits: apply a sigmoid to ``pred`` first.
+        eps: smoothing; an empty prediction of an empty mask scores 1.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Returns:
+        The score (1 is perfect).
+
+    Raises:
+        ValueError: on mismatched shapes, no batch dim, a bad reduction or eps.
+
+    Example:
+        >>> t = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
+        >>> soft_dice(torch.tensor([[1.0, 0.0, 1.0, 0.0]]), t)   # 2·1 / (2 + 2)
+        tensor(0.5000)
+    """
+    p, t, dims = _prepare(pred, target, from_logits, eps, reduction)
+    inter = (p * t).sum(dims)
+    total = (p + t).sum(dims)
+    return _reduce((2 * inter + eps) / (total + eps), reduction)
+
+
+class SoftIoULoss(nn.Module):
+    """``1 − soft_iou(pred, target)`` (claim D1).
+
+    Args:
+        from_logits: apply a sigmoid to the prediction first.
+        eps: smoothing, see :func:`soft_iou`.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Raises:
+        ValueError: for a bad reduction (at construction) or bad inputs (when called).
+
+    Example:
+        >>> SoftIoULoss(from_logits=True)(torch.full((2, 1, 3, 3), 20.0), torch.ones(2, 1, 3, 3))
+        tensor(0.)
+    """
+
+    def __init__(self, *, from_logits: bool = False, eps: float = 1e-6, reduction: str = "mean"):
+        super().__init__()
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        self.from_logits, self.eps, self.reduction = from_logits, eps, reduction
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        score = soft_iou(pred, target, from_logits=self.from_logits, eps=self.eps, reduction="none")
+        return _reduce(1 - score, self.reduction)
+
+
+class SoftDiceLoss(nn.Module):
+    """``1 − soft_dice(pred, target)`` (claim D1).
+
+    Args:
+        from_logits: apply a sigmoid to the prediction first.
+        eps: smoothing, see :func:`soft_dice`.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Raises:
+        ValueError: for a bad reduction (at construction) or bad inputs (when called).
+
+    Example:
+        >>> SoftDiceLoss()(torch.zeros(1, 4), torch.ones(1, 4))
+        tensor(1.0000)
+    """
+
+    def __init__(self, *, from_logits: bool = False, eps: float = 1e-6, reduction: str = "mean"):
+        super().__init__()
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        self.from_logits, self.eps, self.reduction = from_logits, eps, reduction
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        score = soft_dice(
+            pred, target, from_logits=self.from_logits, eps=self.eps, reduction="none"
+        )
+        return _reduce(1 - score, self.reduction)

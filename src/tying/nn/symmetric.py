@@ -1,0 +1,121 @@
+"""A 1-D convolution with palindromic filters: ``w[i] == w[k-1-i]``, stored as ``ceil(k/2)`` values.
+
+Claim B4 (``symmetric-filter``): tie each filter tap to its mirror image and the
+filter is even about its centre. It then sees only the symmetric part of every
+window it reads — ``w·x = w·(x + x̃)/2`` where ``x̃`` is the window reversed — so a
+signal that is antisymmetric about the window centre gives exactly zero response:
+the filter is deaf to antisymmetric noise and passes symmetric signals.
+
+The tie is a :class:`tying.Mirrored` re-parametrisation of ``weight`` applied with a
+:class:`tying.Plan`: the module stores ``weight_physical`` of shape
+``(C_out, C_in/groups, ceil(k/2))`` and reads ``weight`` as its palindrome, so
+``tying.count`` reports ``k`` logical taps against ``ceil(k/2)`` physical ones and
+``tying.save``/``tying.untie`` work.
+
+Example:
+    >>> import torch, tying
+    >>> conv = SymmetricConv1d(1, 1, 5, bias=False)
+    >>> w = conv.weight[0, 0]
+    >>> bool(torch.equal(w, w.flip(0)))
+    True
+    >>> anti = torch.tensor([[[-2.0, -1.0, 0.0, 1.0, 2.0]]])   # odd about its centre
+    >>> conv(anti).abs().item() < 1e-6
+    True
+    >>> c = tying.count(conv); (c.logical, c.physical)
+    (5, 3)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from tying.core import Mirrored, Plan, share
+
+__all__ = ["SymmetricConv1d"]
+
+
+class SymmetricConv1d(nn.Conv1d):
+    """``nn.Conv1d`` whose every filter is a palindrome (claim B4).
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+        bias, padding_mode, device, dtype: as for :class:`torch.nn.Conv1d`.
+        tied: False builds a plain ``Conv1d`` of the same shape (the untied baseline).
+
+    Attributes:
+        weight: the logical palindromic filters ``(C_out, C_in/groups, k)`` (read-only
+            when tied; train ``weight_physical``).
+        weight_physical: the stored half ``(C_out, C_in/groups, ceil(k/2))`` when tied.
+
+    Raises:
+        ValueError: as ``nn.Conv1d`` for bad sizes; on an input that is not
+            ``(B, C_in, L)`` or ``(C_in, L)``.
+
+    Example:
+        >>> conv = SymmetricConv1d(2, 4, 7, padding=3)
+        >>> conv(torch.randn(8, 2, 50)).shape, tuple(conv.weight_physical.shape)
+        (torch.Size([8, 4, 50]), (4, 2, 4))
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int | str = 0,
+        dilation: int = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        *,
+        tied: bool = True,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            bias=bias,
+            padding_mode=padding_mode,
+            device=device,
+            dtype=dtype,
+        )
+        self.tied = bool(tied)
+        if self.tied:
+            Plan([share("weight", relation=Mirrored(dim=-1))]).apply(self)
+            self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """U(±1/√fan_in) on the stored taps (and bias), ``fan_in = C_in/groups × k``.
+
+        Drawing the stored half directly keeps every logical tap at the scale
+        ``nn.Conv1d`` uses; averaging a dense draw into the half would shrink it.
+        The fan-in counts the logical taps one output reads, not the stored ones.
+        """
+        bound = 1.0 / math.sqrt(self.in_channels // self.groups * self.kernel_size[0])
+        weight = self._parameters.get("weight_physical", self._parameters.get("weight"))
+        with torch.no_grad():
+            if weight is not None:
+                weight.uniform_(-bound, bound)
+            if self.bias is not None:
+                self.bias.uniform_(-bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim not in (2, 3) or x.shape[-2] != self.in_channels:
+            raise ValueError(
+                f"SymmetricConv1d expected (B, {self.in_channels}, L) or ({self.in_channels}, L), "
+                f"got shape {tuple(x.shape)}"
+            )
+        return super().forward(x)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", tied={self.tied}"

@@ -1,0 +1,195 @@
+"""C4/D4 group convs: exact equivariance, the tie's structure, counts, init, errors, compile."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+import tying
+from tying.nn import GROUPS, GroupConv2d, GroupPool, LiftingConv2d, group_act, group_elements
+
+F64 = torch.float64
+
+
+def _net(group, tied=True, seed=0):
+    torch.manual_seed(seed)
+    lift = LiftingConv2d(2, 3, 3, group=group, tied=tied, dtype=F64)
+    conv = GroupConv2d(3, 4, 3, group=group, tied=tied, dtype=F64)
+    return lift, conv
+
+
+def _sgd(params, loss, lr=0.1):
+    opt = torch.optim.SGD(list(params), lr=lr)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+@pytest.mark.parametrize("group", ["C4", "D4"])
+def test_tied_layers_are_exactly_equivariant_before_and_after_training(group):
+    lift, conv = _net(group)
+    x = torch.randn(2, 2, 9, 9, dtype=F64)
+
+    def f(z):
+        return conv(lift(z).relu())
+
+    for step in range(2):
+        y = f(x)
+        for a in GROUPS[group]:
+            err = (f(group_act(x, a, group)) - group_act(y, a, group)).abs().max().item()
+            assert err < 1e-12, (step, a, err)
+        # the tie holds after an optimizer step: still equivariant, still one kernel
+        _sgd([*lift.parameters(), *conv.parameters()], f(x).square().mean())
+    assert tying.verify(conv) > 0
+
+
+@pytest.mark.parametrize("group", ["C4", "D4"])
+def test_untied_layers_are_not_equivariant(group):
+    lift, conv = _net(group, tied=False)
+    x = torch.randn(2, 2, 9, 9, dtype=F64)
+    y = conv(lift(x))
+    err = (conv(lift(group_act(x, "r", group))) - group_act(y, "r", group)).abs().max().item()
+    assert err > 0.1
+
+
+def test_group_act_is_an_action_on_fields():
+    y = torch.randn(1, 2, 8, 5, 5)
+    # composing names: r·r = r2, m·m = e, r·m = rm (mirror first, then rotate)
+    assert torch.equal(group_act(group_act(y, "r", "D4"), "r", "D4"), group_act(y, "r2", "D4"))
+    assert torch.equal(group_act(group_act(y, "m", "D4"), "m", "D4"), y)
+    assert torch.equal(group_act(group_act(y, "m", "D4"), "r", "D4"), group_act(y, "rm", "D4"))
+    # on C4 fields the orientation axis shifts cyclically by one per quarter turn
+    z = torch.randn(1, 1, 4, 3, 3)
+    want = torch.rot90(torch.roll(z, 1, dims=2), 1, (-2, -1))
+    assert torch.equal(group_act(z, "r", "C4"), want)
+
+
+def test_c4_filter_bank_matches_the_hand_written_rule():
+    lift, conv = _net("C4")
+    names = group_elements("C4")
+    # lifting: kernel of orientation s is rot90(W, s)
+    w = lift.kernels.e
+    want = torch.stack([torch.rot90(w, s, (-2, -1)) for s in range(4)], 1).flatten(0, 1)
+    assert torch.equal(lift.filter_bank(), want)
+    # group conv: K[s][:, :, t] = rot90(W[:, :, (t - s) mod 4], s)
+    W = torch.stack([getattr(conv.kernels, f"e_{h}") for h in names], 2)  # (O, I, 4, k, k)
+    bank = conv.filter_bank().view(conv.out_channels, 4, conv.in_channels, 4, 3, 3)
+    for s in range(4):
+        want_s = torch.rot90(torch.roll(W, s, dims=2), s, (-2, -1))
+        assert torch.equal(bank[:, s], want_s)
+
+
+@pytest.mark.parametrize("group,n", [("C4", 4), ("D4", 8)])
+def test_counts_logical_bank_against_one_physical_kernel(group, n):
+    cin, cout, k = 3, 5, 3
+    lift = LiftingConv2d(cin, cout, k, group=group)
+    conv = GroupConv2d(cin, cout, k, group=group)
+    lc, gc = tying.count(lift), tying.count(conv)
+    assert (lc.logical, lc.physical) == (n * (cout * cin * k * k + cout), cout * cin * k * k + cout)
+    assert (gc.logical, gc.physical) == (
+        n * n * cout * cin * k * k + n * cout,
+        n * cout * cin * k * k + cout,
+    )
+    assert sum(p.numel() for p in conv.parameters()) == gc.physical
+    untied = tying.count(GroupConv2d(cin, cout, k, group=group, tied=False))
+    assert untied.logical == untied.physical == gc.logical
+
+
+def test_gradient_of_the_kernel_is_the_sum_over_its_rotated_uses():
+    torch.manual_seed(1)
+    lift = LiftingConv2d(2, 3, 3, dtype=F64)
+    free = LiftingConv2d(2, 3, 3, tied=False, dtype=F64)
+    with torch.no_grad():
+        for g in group_elements("C4"):
+            getattr(free.kernels, g).copy_(getattr(lift.kernels, g))
+            getattr(free.biases, g).copy_(lift.biases.e)
+    x = torch.randn(2, 2, 7, 7, dtype=F64)
+    w = torch.randn(2, 3, 4, 7, 7, dtype=F64)
+    (lift(x) * w).sum().backward()
+    (free(x) * w).sum().backward()
+    per_use = sum(
+        torch.rot90(getattr(free.kernels, g).grad, -s, (-2, -1))
+        for s, g in enumerate(group_elements("C4"))
+    )
+    torch.testing.assert_close(lift.kernels.e.grad, per_use)
+    bias_sum = sum(getattr(free.biases, g).grad for g in group_elements("C4"))
+    torch.testing.assert_close(lift.biases.e.grad, bias_sum)
+
+
+def test_fan_in_and_init_scale():
+    conv = GroupConv2d(6, 8, 5, group="D4")
+    assert tying.fan_in(conv) == 6 * 8 * 25  # one output unit's inputs, not × reuse
+    assert tying.fan_in(LiftingConv2d(3, 4, 5)) == 3 * 25
+    bound = 1 / math.sqrt(6 * 8 * 25)
+    phys = torch.cat([p.flatten() for p in conv.kernels.parameters()])
+    assert phys.abs().max() <= bound
+    assert phys.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.05)
+
+
+def test_pool_gives_rotation_invariant_features():
+    lift, conv = _net("C4")
+    pool = GroupPool("max")
+    x = torch.randn(3, 2, 10, 10, dtype=F64)
+
+    def feats(z):
+        return pool(conv(lift(z).relu())).amax(dim=(-2, -1))  # (B, C)
+
+    torch.testing.assert_close(feats(group_act(x, "r3", "C4")), feats(x), rtol=0, atol=1e-12)
+    assert GroupPool("mean")(torch.ones(1, 2, 4, 3, 3)).shape == (1, 2, 3, 3)
+
+
+def test_untie_save_load_and_deepcopy_keep_the_function(tmp_path):
+    lift, conv = _net("D4")
+    x = torch.randn(1, 2, 7, 7, dtype=F64)
+    y = conv(lift(x))
+    path = tmp_path / "g.safetensors"
+    tying.save(conv, path)
+    other = GroupConv2d(3, 4, 3, group="D4", dtype=F64)
+    tying.load(other, path)
+    torch.testing.assert_close(other(lift(x)), y, rtol=0, atol=0)
+    twin = copy.deepcopy(conv)
+    torch.testing.assert_close(twin(lift(x)), y, rtol=0, atol=0)
+    tying.untie(conv)
+    c = tying.count(conv)
+    assert c.logical == c.physical
+    torch.testing.assert_close(conv(lift(x)), y, rtol=0, atol=0)
+
+
+def test_torch_compile_aot_eager_matches_eager():
+    lift, conv = _net("C4")
+    x = torch.randn(2, 2, 8, 8, dtype=F64)
+    compiled = torch.compile(conv, backend="aot_eager", fullgraph=True)
+    h = lift(x).detach()  # a leaf: dynamo warns when it inspects a non-leaf input's .grad
+    torch.testing.assert_close(compiled(h), conv(h))
+    compiled(h).sum().backward()
+    assert conv.kernels.e_e.grad is not None
+
+
+def test_errors_name_the_problem_and_the_fix():
+    with pytest.raises(ValueError, match="even kernel_size=4 pads asymmetrically"):
+        LiftingConv2d(1, 2, 4)
+    assert LiftingConv2d(1, 2, 4, padding=0)(torch.randn(1, 1, 6, 6)).shape == (1, 2, 4, 3, 3)
+    with pytest.raises(ValueError, match="group must be one of"):
+        GroupConv2d(1, 2, 3, group="C8")
+    with pytest.raises(ValueError, match="square kernels"):
+        LiftingConv2d(1, 2, (3, 5))
+    with pytest.raises(ValueError, match="padding must be 'same' or a non-negative int"):
+        LiftingConv2d(1, 2, 3, padding=(1, 2))
+    with pytest.raises(ValueError, match="in_channels must be a positive int"):
+        GroupConv2d(0, 2, 3)
+    with pytest.raises(ValueError, match=r"expected a field \(B, 2, 4, H, W\).*LiftingConv2d"):
+        GroupConv2d(2, 2, 3)(torch.randn(1, 2, 8, 8))
+    with pytest.raises(ValueError, match=r"expected an image batch \(B, 3, H, W\)"):
+        LiftingConv2d(3, 2, 3)(torch.randn(1, 1, 8, 8))
+    with pytest.raises(ValueError, match="element must be one of"):
+        group_act(torch.randn(1, 1, 3, 3), "m", "C4")
+    with pytest.raises(ValueError, match=r"needs \|C4\| = 4 orientations"):
+        group_act(torch.randn(1, 1, 8, 3, 3), "r", "C4")
+    with pytest.raises(ValueError, match="mode must be 'max' or 'mean'"):
+        GroupPool("sum")
+    with pytest.raises(tying.TieError, match="tied slot"):
+        conv = GroupConv2d(1, 1, 3)
+        conv.kernels.r_e = torch.nn.Parameter(torch.zeros(1, 1, 3, 3))

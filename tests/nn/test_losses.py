@@ -1,0 +1,48 @@
+"""Soft IoU / Dice: values, the J = D/(2-D) relation, gradients, reductions, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tying.nn import SoftDiceLoss, SoftIoULoss, soft_dice, soft_iou
+
+
+def test_hard_masks_give_iou_and_dice():
+    t = torch.zeros(1, 10)
+    t[0, :4] = 1
+    p = torch.zeros(1, 10)
+    p[0, 2:6] = 1  # overlap 2, union 6
+    assert soft_iou(p, t, eps=0).item() == pytest.approx(2 / 6)
+    assert soft_dice(p, t, eps=0).item() == pytest.approx(4 / 8)
+
+
+def test_iou_is_a_function_of_dice_and_gradients_are_parallel():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 1, 8, 8, dtype=torch.float64, requires_grad=True)
+    t = (torch.rand(3, 1, 8, 8, dtype=torch.float64) > 0.7).to(torch.float64)
+    j = soft_iou(logits, t, from_logits=True, eps=0, reduction="none")
+    d = soft_dice(logits, t, from_logits=True, eps=0, reduction="none")
+    torch.testing.assert_close(j, d / (2 - d))
+    gj = torch.autograd.grad(j[0], logits)[0][0]
+    gd = torch.autograd.grad(d[0], logits)[0][0]
+    torch.testing.assert_close(gj, 2 / (2 - d[0].detach()) ** 2 * gd)
+
+
+def test_losses_reductions_and_logits():
+    t = torch.ones(2, 1, 3, 3)
+    assert SoftIoULoss(from_logits=True)(torch.full_like(t, 30.0), t).item() == pytest.approx(0)
+    none = SoftDiceLoss(reduction="none")(torch.stack([t[0], 0 * t[0]]), t)
+    torch.testing.assert_close(none, torch.tensor([0.0, 1.0]), atol=1e-6, rtol=0)
+    assert SoftDiceLoss(reduction="sum")(torch.zeros_like(t), t).item() == pytest.approx(2.0)
+    # an empty prediction of an empty mask is perfect, not 0/0
+    assert soft_iou(torch.zeros(1, 4), torch.zeros(1, 4)).item() == 1.0
+
+
+def test_errors():
+    with pytest.raises(ValueError, match=r"one shape, got \(2, 4\) and \(2, 5\)"):
+        soft_iou(torch.zeros(2, 4), torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        SoftIoULoss(reduction="avg")
+    with pytest.raises(ValueError, match="batch dim"):
+        soft_dice(torch.zeros(4), torch.zeros(4))
