@@ -8,29 +8,16 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
-from typing import TypeVar
 
-import numpy as np
 import torch
-from matplotlib.figure import Figure
 from torch import nn
 
-from tying.experiments.registry import check_size
+from tying.experiments.common import by_size, new_figure, rngs
+
+generators = rngs  # the name the spatial experiments use
+__all__ = ["by_size", "generators", "n_params", "new_figure", "seeded", "train"]
 
 log = logging.getLogger("tying.experiments")
-
-C = TypeVar("C")
-
-
-def by_size(configs: dict[str, C], size: str) -> C:
-    """``configs[size]`` after checking ``size``.
-
-    Example:
-        >>> by_size({"quick": 1, "report": 2}, "quick")
-        1
-    """
-    check_size(size)
-    return configs[size]
 
 
 @contextlib.contextmanager
@@ -39,18 +26,6 @@ def seeded(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
-
-
-def generators(seed: int) -> tuple[torch.Generator, np.random.Generator]:
-    """An explicit torch and numpy generator from ``seed``."""
-    return torch.Generator().manual_seed(seed), np.random.default_rng(seed)
-
-
-def new_figure(ncols: int = 1, nrows: int = 1, width: float = 4.2, height: float = 3.3):
-    """A pyplot-free figure and a flat list of its axes."""
-    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    return fig, [ax for row in axes for ax in row]
 
 
 def n_params(model: nn.Module) -> int:

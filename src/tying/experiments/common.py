@@ -44,17 +44,19 @@ def rngs(seed: int) -> tuple[torch.Generator, np.random.Generator]:
     return torch.Generator().manual_seed(seed), np.random.default_rng(seed)
 
 
-def new_figure(ncols: int = 1, width: float = 4.6, height: float = 3.4) -> tuple[Figure, list]:
-    """A pyplot-free figure with ``ncols`` axes side by side (no global state touched).
+def new_figure(
+    ncols: int = 1, nrows: int = 1, width: float = 4.6, height: float = 3.4
+) -> tuple[Figure, list]:
+    """A pyplot-free figure and a flat list of its ``nrows × ncols`` axes (no global state).
 
     Example:
         >>> fig, axes = new_figure(2)
         >>> len(axes)
         2
     """
-    fig = Figure(figsize=(width * ncols, height), layout="constrained")
-    axes = fig.subplots(1, ncols, squeeze=False)[0]
-    return fig, list(axes)
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, [ax for row in axes for ax in row]
 
 
 def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
