@@ -21,16 +21,26 @@ from tying.train.dp import (
     poisson_batches,
     private_grad,
 )
+from tying.train.drift import CUSUM, DriftMonitor, PageHinkley, reset_optimizer
 from tying.train.ghost import GhostClipping, GhostResult, ghost_norms
+from tying.train.meta import FastSlow
+from tying.train.multitask import MultiTaskNet, components, fit_multitask
 
 __all__ = [
     "ACCOUNTANTS",
+    "CUSUM",
     "DPSGD",
+    "DriftMonitor",
+    "FastSlow",
     "GhostClipping",
     "GhostResult",
+    "MultiTaskNet",
+    "PageHinkley",
     "PrivateGrad",
     "clip_factors",
+    "components",
     "epsilon",
+    "fit_multitask",
     "ghost_norms",
     "naive_epsilon",
     "noise_for_epsilon",
@@ -38,4 +48,5 @@ __all__ = [
     "per_example_norms",
     "poisson_batches",
     "private_grad",
+    "reset_optimizer",
 ]
