@@ -73,3 +73,11 @@ def test_bad_settings_and_values_are_named():
         CUSUM(warmup=1)
     with pytest.raises(ValueError, match="non-finite value nan"):
         PageHinkley().update(float("nan"))
+
+
+def test_cusum_burn_in_skips_a_transient_before_its_reference():
+    stream = list(np.linspace(10.0, 1.0, 50)) + list(_stream(0, 200)) + list(_stream(1, 100) + 1.0)
+    plain, burnt = CUSUM(k=1.0, h=8.0), CUSUM(k=1.0, h=8.0, burn_in=50)
+    assert not any(plain.update(x) for x in stream)  # its reference was the transient
+    hits = [t for t, x in enumerate(stream) if burnt.update(x)]
+    assert hits and 250 <= hits[0] <= 255

@@ -78,3 +78,16 @@ def test_meta_training_lowers_the_few_shot_loss():
     )
     assert all(math.isfinite(h) for h in history)
     assert sum(history[-20:]) / 20 < 0.5 * sum(history[:20]) / 20
+
+
+def test_learned_inner_rates_are_trained_and_used():
+    net = _net()
+    fs = FastSlow(net, fast=["2"], inner_lr=0.1, learn_inner_lr=True)
+    assert set(fs.inner_lrs) == {"2.weight", "2.bias"}
+    assert torch.equal(fs.inner_lrs["2.bias"], torch.full((1,), 0.1))
+    fs.meta_fit(_tasks, mse, meta_steps=20, lr=1e-2, generator=torch.Generator().manual_seed(3))
+    assert not torch.allclose(fs.inner_lrs["2.weight"], torch.full((1, 16), 0.1))
+    x, y = torch.linspace(-1, 1, 6)[:, None], torch.zeros(6, 1)
+    w = net[2].weight
+    gw = torch.autograd.grad(mse(net(x), y), w)[0]
+    torch.testing.assert_close(fs.adapt(mse, x, y)["2.weight"], w - fs.inner_lrs["2.weight"] * gw)

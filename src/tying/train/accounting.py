@@ -18,6 +18,7 @@ Opacus is an optional extra: ``pip install 'tying[privacy]'``.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -143,8 +144,13 @@ def naive_epsilon(
     if steps == 0:
         return 0.0
     if rule == "parallel":
-        return epsilon(sample_rate, noise_multiplier, 1, delta, accountant="prv")
-    return steps * epsilon(sample_rate, noise_multiplier, 1, delta / steps, accountant="prv")
+        return _one_step(float(sample_rate), float(noise_multiplier), float(delta))
+    return steps * _one_step(float(sample_rate), float(noise_multiplier), delta / steps)
+
+
+@functools.lru_cache(maxsize=256)
+def _one_step(sample_rate: float, noise_multiplier: float, delta: float) -> float:
+    return epsilon(sample_rate, noise_multiplier, 1, delta, accountant="prv")
 
 
 def noise_for_epsilon(

@@ -89,9 +89,12 @@ class CUSUM:
         k: allowance, in standard deviations (half the shift to detect, classically).
         h: decision threshold, in standard deviations.
         warmup: samples used to estimate the reference mean and standard deviation.
+        burn_in: samples ignored (after construction and after each reset) before the
+            warm-up starts: e.g. while a model is still learning, whose loss is no
+            reference for "normal".
 
     Raises:
-        ValueError: ``k`` < 0, ``h`` <= 0, or ``warmup`` < 2.
+        ValueError: ``k`` < 0, ``h`` <= 0, ``warmup`` < 2 or ``burn_in`` < 0.
 
     Example:
         >>> from tying.train import CUSUM
@@ -101,14 +104,16 @@ class CUSUM:
         50
     """
 
-    def __init__(self, k: float = 0.5, h: float = 5.0, warmup: int = 30):
-        if k < 0 or not h > 0 or warmup < 2:
+    def __init__(self, k: float = 0.5, h: float = 5.0, warmup: int = 30, burn_in: int = 0):
+        if k < 0 or not h > 0 or warmup < 2 or burn_in < 0:
             raise ValueError(
-                f"CUSUM needs k >= 0, h > 0, warmup >= 2; got k={k}, h={h}, warmup={warmup}"
+                f"CUSUM needs k >= 0, h > 0, warmup >= 2, burn_in >= 0; got k={k}, h={h}, "
+                f"warmup={warmup}, burn_in={burn_in}"
             )
         self.k = k
         self.h = h
         self.warmup = warmup
+        self.burn_in = burn_in
         self.reset()
 
     def reset(self) -> None:
@@ -130,10 +135,12 @@ class CUSUM:
         if not math.isfinite(x):
             raise ValueError(f"CUSUM.update: got a non-finite value {x}")
         self.n_ += 1
-        if self.n_ <= self.warmup:
+        if self.n_ <= self.burn_in:
+            return False
+        if self.n_ <= self.burn_in + self.warmup:
             self._sum += x
             self._sumsq += x * x
-            if self.n_ == self.warmup:
+            if self.n_ == self.burn_in + self.warmup:
                 self.mu_ = self._sum / self.warmup
                 var = (self._sumsq - self.warmup * self.mu_**2) / (self.warmup - 1)
                 # a constant warm-up would make every later wiggle infinite: floor σ

@@ -46,6 +46,9 @@ class FastSlow:
         inner_lr: the inner-loop learning rate.
         inner_steps: inner-loop gradient steps during meta-training.
         first_order: drop the second-order terms of the outer gradient.
+        learn_inner_lr: learn one inner learning rate per fast weight entry in the
+            outer loop, starting at ``inner_lr`` (Meta-SGD, Li et al. 2017): one
+            inner step can then go much further in the right directions.
 
     Raises:
         ValueError: a pattern that matches no parameter, or one that makes every
@@ -70,6 +73,7 @@ class FastSlow:
         inner_lr: float = 0.1,
         inner_steps: int = 1,
         first_order: bool = False,
+        learn_inner_lr: bool = False,
     ):
         if isinstance(fast, str):
             fast = [fast]
@@ -89,6 +93,15 @@ class FastSlow:
         self.inner_lr = inner_lr
         self.inner_steps = inner_steps
         self.first_order = first_order
+        params = dict(model.named_parameters())
+        self.inner_lrs: dict[str, nn.Parameter] = (
+            {
+                n: nn.Parameter(torch.full_like(params[n].detach(), float(inner_lr)))
+                for n in self.fast_names
+            }
+            if learn_inner_lr
+            else {}
+        )
 
     @property
     def n_fast(self) -> int:
@@ -126,7 +139,7 @@ class FastSlow:
             loss_fn: ``(output, target) -> scalar loss``.
             x, y: the support set.
             steps: inner steps (default: ``inner_steps``); more at test time is fine.
-            lr: inner learning rate (default: ``inner_lr``).
+            lr: inner learning rate (default: ``inner_lr``, or the learned ones).
 
         Returns:
             The task's fast weights (differentiable w.r.t. the slow ones unless
@@ -145,7 +158,9 @@ class FastSlow:
             True
         """
         steps = self.inner_steps if steps is None else steps
-        lr = self.inner_lr if lr is None else lr
+        rates = {
+            n: self.inner_lrs.get(n, self.inner_lr) if lr is None else lr for n in self.fast_names
+        }
 
         def support_loss(fast, x, y):
             return loss_fn(functional_call(self.model, fast, (x,)), y)
@@ -155,7 +170,7 @@ class FastSlow:
             g = grad(support_loss)(fast, x, y)
             if self.first_order:
                 g = {n: v.detach() for n, v in g.items()}
-            fast = {n: fast[n] - lr * g[n] for n in fast}
+            fast = {n: fast[n] - rates[n] * g[n] for n in fast}
         return fast
 
     def meta_loss(
@@ -204,7 +219,8 @@ class FastSlow:
         Returns:
             The meta-loss at every step.
         """
-        opt = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=lr)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt = torch.optim.Adam(params + list(self.inner_lrs.values()), lr=lr)
         history = []
         for _ in range(meta_steps):
             xs, ys, xq, yq = sample_tasks(generator)
