@@ -15,6 +15,8 @@ Each case first checks that both sides compute the same clipped gradient (σ = 0
 from __future__ import annotations
 
 import copy
+import statistics
+import time
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +24,7 @@ from torch import nn
 
 import tying
 from benchmarks.common import compare, write
+from tying.train import DPSGD, private_grad
 
 REPEAT = 21
 
@@ -32,9 +35,6 @@ def cpu_compare(ours, anchor, repeat: int = REPEAT) -> tuple[float, float]:
     On a machine shared with other jobs wall time swings with their load; the
     process's CPU time is the steadier figure, so both are reported.
     """
-    import statistics
-    import time
-
     t_o, t_a = [], []
     for _ in range(repeat):
         t0 = time.process_time()
@@ -45,7 +45,6 @@ def cpu_compare(ours, anchor, repeat: int = REPEAT) -> tuple[float, float]:
         t_o.append(t1 - t0)
         t_a.append(t2 - t1)
     return statistics.median(t_o), statistics.median(t_a)
-from tying.train import DPSGD, private_grad
 
 
 def _ce(out, y):

@@ -102,6 +102,21 @@ class BagTied(nn.Module):
         return self.head(h)
 
 
+class EmbedFromLinear(BagTied):
+    """The Linear owns the matrix; the embedding reads it transposed (index on the right)."""
+
+    def __init__(self, vocab=7, d=4, seed=0):
+        nn.Module.__init__(self)
+        torch.manual_seed(seed)
+        self.embed = nn.Embedding(vocab, d)
+        self.bag = nn.Linear(vocab, d, bias=False)
+        self.head = nn.Linear(d, 3)
+        tying.Plan(
+            [tying.share("embed.weight", like="bag.weight", relation=tying.Transposed())]
+        ).apply(self)
+        self.double()
+
+
 def twice():
     """A hand-made tie: the same Linear module called twice."""
     torch.manual_seed(0)
@@ -141,5 +156,6 @@ def cases():
         ("tiny_lm", TinyLM(), seq_ce, tok, tgt),
         ("tiny_lm_pad", TinyLM(padding_idx=0), seq_ce, tok_pad, tgt),
         ("bag_tied", BagTied(), ce, tok, tgt[:, 0] % 3),
+        ("embed_from_linear", EmbedFromLinear(), ce, tok, tgt[:, 0] % 3),
         ("twice", twice(), mse, x5, x5),
     ]

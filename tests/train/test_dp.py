@@ -150,3 +150,29 @@ def test_dpsgd_steps_keep_the_tie_and_account(mode):
     from tying.train import epsilon
 
     assert dp.epsilon(1e-5) == pytest.approx(epsilon(0.2, 0.8, 5, 1e-5))
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 2), nn.Linear(4, 2)
+        self.b.weight = nn.Parameter(torch.randn(2, 4))
+
+    def forward(self, u, v):
+        return self.a(u) + self.b(v)
+
+
+def test_tuple_inputs_in_both_modes():
+    torch.manual_seed(0)
+    model = TwoInputs().double()
+    u, v = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64)
+    y = torch.randint(0, 2, (5,))
+    want = []
+    for i in range(5):
+        model.zero_grad()
+        ce(model(u[i : i + 1], v[i : i + 1]), y[i : i + 1]).sum().backward()
+        want.append(torch.cat([p.grad.flatten() for p in model.parameters()]).norm())
+    kw = dict(max_grad_norm=1.0, noise_multiplier=0.0)
+    for mode in ("vmap", "ghost"):
+        pg = private_grad(model, ce, (u, v), y, mode=mode, **kw)
+        torch.testing.assert_close(pg.norms, torch.stack(want), rtol=1e-6, atol=0)

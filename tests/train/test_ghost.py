@@ -12,7 +12,7 @@ from tying.train import GhostClipping, ghost_norms, per_example_norms
 
 CASES = cases()
 IDS = [c[0] for c in CASES]
-TIED = {"albert", "tied_ae", "tiny_lm", "tiny_lm_pad", "bag_tied", "twice"}
+TIED = {"albert", "tied_ae", "tiny_lm", "tiny_lm_pad", "bag_tied", "embed_from_linear", "twice"}
 
 
 @pytest.mark.parametrize("strategy", ["gram", "materialize", "auto"])

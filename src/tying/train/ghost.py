@@ -195,7 +195,7 @@ class GhostClipping:
 
         handles = [m.register_forward_hook(hook) for m in self._uses]
         try:
-            out = self.model(x)
+            out = self.model(*x) if isinstance(x, tuple) else self.model(x)
         finally:
             for h in handles:
                 h.remove()
