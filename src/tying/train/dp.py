@@ -1,0 +1,353 @@
+"""DP-SGD that is right for tied weights: per-example gradients, clipping, noise (claim D10).
+
+DP-SGD (Abadi et al. 2016) bounds each example's influence on a step: compute
+every example's gradient ``g_b``, clip it to norm ``C``, sum, add Gaussian noise
+``N(0, σ²C²)`` and average. The clipping must act on the gradient of the
+*physical* parameters. A tied weight (an embedding reused as the output layer,
+a layer applied twice, a decoder that reads the encoder's weight transposed) is
+one tensor; the example's gradient on it is the **sum over its uses**, and that
+sum is what must be clipped, as one vector together with everything else.
+Clipping per use, or per logical slot, lets one example move the tensor by up
+to ``C`` times the number of uses: the sensitivity, and so the privacy, is wrong.
+
+Two ways to the per-example norms, one result:
+
+- ``mode="vmap"``: ``torch.func.vmap(grad(functional_call))`` over
+  ``model.named_parameters()``, which yields each physical tensor once; a tied
+  slot reads its owner at access time, so the substituted tensor feeds every
+  use and the gradient is already the sum over uses. Works for any model
+  without batch-mixing layers (BatchNorm in training mode is refused).
+- ``mode="ghost"``: :class:`tying.train.GhostClipping`, for models made of
+  Linear/Embedding layers (tied or not): norms from Gram matrices with the
+  cross terms between uses, and the clipped sum without per-example gradients.
+
+Poisson sampling (:func:`poisson_batches`) is what the accountants assume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from tying.train.ghost import GhostClipping
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+MODES = ("vmap", "ghost")
+
+
+def _check_no_batchnorm(model: nn.Module) -> None:
+    for path, mod in model.named_modules():
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.training:
+            raise ValueError(
+                f"{path or '<root>'} is a {type(mod).__name__} in training mode: it mixes the "
+                f"examples of a batch, so per-example gradients (and DP) do not exist; use "
+                f"GroupNorm/LayerNorm, or call .eval() on it"
+            )
+
+
+def per_example_grads(model: nn.Module, loss_fn: LossFn, x, y) -> dict[str, torch.Tensor]:
+    """Every example's gradient on every trainable *physical* parameter.
+
+    Args:
+        model: any ``nn.Module`` (tied with ``tying`` or by hand); batch-first input.
+        loss_fn: ``(output, target) -> per-example losses (B,)``
+            (e.g. ``lambda out, y: F.cross_entropy(out, y, reduction="none")``).
+        x: the inputs, a tensor or a tuple of tensors with the batch first.
+        y: the targets, batch first.
+
+    Returns:
+        ``{name: tensor of shape (B, *param.shape)}`` keyed like ``model.named_parameters()``;
+        a tied tensor appears once, holding the sum of its uses' gradients.
+
+    Raises:
+        ValueError: a BatchNorm layer in training mode.
+
+    Example:
+        >>> import torch, tying
+        >>> from tying.train import per_example_grads
+        >>> m = torch.nn.ModuleDict({"emb": torch.nn.Embedding(5, 3),
+        ...                          "out": torch.nn.Linear(3, 5, bias=False)})
+        >>> _ = tying.Plan([tying.share("out.weight", like="emb.weight")]).apply(m)
+        >>> net = torch.nn.Sequential(m.emb, m.out)
+        >>> ce = lambda out, y: torch.nn.functional.cross_entropy(out, y, reduction="none")
+        >>> g = per_example_grads(net, ce, torch.tensor([0, 1, 2]), torch.tensor([1, 2, 3]))
+        >>> list(g), tuple(g["0.weight"].shape)        # one tensor, both uses summed
+        (['0.weight'], (3, 5, 3))
+    """
+    return _vmap_grads(model, loss_fn, x, y)[0]
+
+
+def _vmap_grads(model: nn.Module, loss_fn: LossFn, x, y):
+    _check_no_batchnorm(model)
+    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    buffers = {n: b.detach() for n, b in model.named_buffers()}
+    xs = x if isinstance(x, tuple) else (x,)
+
+    def loss_one(p, xb, yb):
+        out = functional_call(model, (p, buffers), tuple(t.unsqueeze(0) for t in xb))
+        loss = loss_fn(out, yb.unsqueeze(0)).sum()
+        return loss, loss.detach()
+
+    fn = vmap(grad(loss_one, has_aux=True), in_dims=(None, 0, 0), randomness="different")
+    return fn(params, xs, y)  # ({name: (B, *shape)}, losses (B,))
+
+
+def per_example_norms(grads: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The norm of each example's whole gradient (all parameters as one vector), shape (B,).
+
+    Example:
+        >>> import torch
+        >>> from tying.train import per_example_norms
+        >>> per_example_norms({"a": torch.tensor([[3.0], [0.0]]), "b": torch.tensor([[4.0], [1.0]])})
+        tensor([5., 1.])
+    """
+    sq = sum(g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads.values())
+    return torch.as_tensor(sq).sqrt()
+
+
+def clip_factors(norms: torch.Tensor, max_grad_norm: float) -> torch.Tensor:
+    """``min(1, C / (‖g_b‖ + 1e-6))`` per example (Opacus' rule).
+
+    Example:
+        >>> import torch
+        >>> from tying.train import clip_factors
+        >>> clip_factors(torch.tensor([0.5, 4.0]), 1.0)
+        tensor([1.0000, 0.2500])
+    """
+    if not max_grad_norm > 0:
+        raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm}")
+    return (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
+
+
+@dataclasses.dataclass
+class PrivateGrad:
+    """One private gradient.
+
+    Attributes:
+        grads: noisy, averaged gradient per physical parameter name.
+        norms: per-example gradient norms before clipping, shape (B,).
+        losses: per-example losses, shape (B,) (for logging; not private).
+    """
+
+    grads: dict[str, torch.Tensor]
+    norms: torch.Tensor
+    losses: torch.Tensor
+
+
+def private_grad(
+    model: nn.Module,
+    loss_fn: LossFn,
+    x,
+    y,
+    *,
+    max_grad_norm: float,
+    noise_multiplier: float,
+    denominator: float | None = None,
+    mode: str = "vmap",
+    generator: torch.Generator | None = None,
+) -> PrivateGrad:
+    """``(Σ_b clip_C(g_b) + N(0, σ²C²)) / denominator`` on the physical parameters.
+
+    Args:
+        model, loss_fn, x, y: as in :func:`per_example_grads`.
+        max_grad_norm: the clipping bound ``C``.
+        noise_multiplier: ``σ`` (noise std is ``σ·C``); 0 gives clipping only.
+        denominator: what the sum is divided by; the *expected* batch size under
+            Poisson sampling (default: the actual batch size).
+        mode: ``"vmap"`` (any model) or ``"ghost"`` (Linear/Embedding models, faster).
+        generator: a ``torch.Generator`` for the noise.
+
+    Returns:
+        A :class:`PrivateGrad`.
+
+    Raises:
+        ValueError: unknown ``mode``, negative ``noise_multiplier``, non-positive
+            ``max_grad_norm``, or a model that ``mode`` cannot handle.
+
+    Example:
+        >>> import torch
+        >>> from tying.train import private_grad
+        >>> model = torch.nn.Linear(4, 2)
+        >>> x, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
+        >>> ce = lambda out, y: torch.nn.functional.cross_entropy(out, y, reduction="none")
+        >>> pg = private_grad(model, ce, x, y, max_grad_norm=1.0, noise_multiplier=0.0)
+        >>> bool(pg.grads["weight"].norm() <= 1.0 + 1e-6)   # a mean of vectors of norm <= C
+        True
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if noise_multiplier < 0:
+        raise ValueError(f"noise_multiplier must be >= 0, got {noise_multiplier}")
+    ghost = GhostClipping(model) if mode == "ghost" else None
+    res = _clipped_sum(model, ghost, loss_fn, x, y, max_grad_norm)
+    return _noisy(res, noise_multiplier, max_grad_norm, denominator, generator)
+
+
+def _clipped_sum(model, ghost, loss_fn, x, y, max_grad_norm):
+    if ghost is not None:
+        res = ghost.clip(loss_fn, x, y, max_grad_norm)
+        return PrivateGrad(res.grads, res.norms, res.losses)
+    grads, losses = _vmap_grads(model, loss_fn, x, y)
+    norms = per_example_norms(grads)
+    c = clip_factors(norms, max_grad_norm)
+    summed = {n: torch.tensordot(c, g, dims=1) for n, g in grads.items()}  # Σ_b c_b g_b
+    return PrivateGrad(summed, norms, losses)
+
+
+class DPSGD:
+    """Differentially private training steps for any optimizer, with an accountant.
+
+    Args:
+        model: the model (tied or not).
+        optimizer: any ``torch.optim`` optimizer over ``model.parameters()``.
+        noise_multiplier: ``σ``.
+        max_grad_norm: the clipping bound ``C``.
+        sample_rate: the Poisson sampling rate ``q`` (batch size / data set size);
+            needed for the privacy accounting and the averaging denominator.
+        mode: ``"vmap"`` or ``"ghost"`` (see :func:`private_grad`).
+        accountant: ``"rdp"`` or ``"prv"`` (Opacus' accountants).
+        generator: a ``torch.Generator`` for the noise.
+
+    Raises:
+        ValueError: a ``sample_rate`` outside (0, 1], a negative ``noise_multiplier``,
+            a non-positive ``max_grad_norm``, or an unknown mode/accountant.
+
+    Example:
+        >>> import torch
+        >>> from tying.train import DPSGD, poisson_batches
+        >>> X, Y = torch.randn(100, 4), torch.randint(0, 2, (100,))
+        >>> model = torch.nn.Linear(4, 2)
+        >>> dp = DPSGD(model, torch.optim.SGD(model.parameters(), lr=0.1), noise_multiplier=1.0,
+        ...            max_grad_norm=1.0, sample_rate=0.1, generator=torch.Generator().manual_seed(0))
+        >>> ce = lambda out, y: torch.nn.functional.cross_entropy(out, y, reduction="none")
+        >>> for idx in poisson_batches(100, 0.1, steps=5, generator=torch.Generator().manual_seed(1)):
+        ...     _ = dp.step(ce, X[idx], Y[idx])
+        >>> dp.steps, 0 < dp.epsilon(1e-5) < 10
+        (5, True)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        noise_multiplier: float,
+        max_grad_norm: float,
+        sample_rate: float,
+        mode: str = "vmap",
+        accountant: str = "rdp",
+        generator: torch.Generator | None = None,
+    ):
+        from tying.train.accounting import ACCOUNTANTS
+
+        if not 0 < sample_rate <= 1:
+            raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if accountant not in ACCOUNTANTS:
+            raise ValueError(f"accountant must be one of {ACCOUNTANTS}, got {accountant!r}")
+        if noise_multiplier < 0:
+            raise ValueError(f"noise_multiplier must be >= 0, got {noise_multiplier}")
+        if not max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm}")
+        self.model = model
+        self.optimizer = optimizer
+        self.noise_multiplier = noise_multiplier
+        self.max_grad_norm = max_grad_norm
+        self.sample_rate = sample_rate
+        self.mode = mode
+        self.accountant = accountant
+        self.generator = generator
+        self.steps = 0
+        self._n_data: float | None = None
+        self._ghost = GhostClipping(model) if mode == "ghost" else None
+
+    def step(self, loss_fn: LossFn, x, y, *, n_data: int | None = None) -> PrivateGrad:
+        """One DP step on a (Poisson-sampled) batch; returns the :class:`PrivateGrad`.
+
+        Args:
+            loss_fn: ``(output, target) -> per-example losses (B,)``.
+            x, y: the batch (may be empty under Poisson sampling).
+            n_data: the data set size; with ``sample_rate`` it gives the expected
+                batch size used as the averaging denominator (default: actual size).
+        """
+        denom = None if n_data is None else self.sample_rate * n_data
+        if len(y) > 0:
+            res = _clipped_sum(self.model, self._ghost, loss_fn, x, y, self.max_grad_norm)
+        else:  # an empty Poisson batch still releases noise
+            zero = {
+                n: torch.zeros_like(p) for n, p in self.model.named_parameters() if p.requires_grad
+            }
+            res = PrivateGrad(zero, torch.zeros(0), torch.zeros(0))
+        pg = _noisy(res, self.noise_multiplier, self.max_grad_norm, denom, self.generator)
+        params = dict(self.model.named_parameters())
+        for name, g in pg.grads.items():
+            params[name].grad = g
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.steps += 1
+        return pg
+
+    def epsilon(self, delta: float) -> float:
+        """ε spent so far at ``delta`` by the chosen accountant (see :func:`tying.train.epsilon`)."""
+        from tying.train.accounting import epsilon
+
+        if self.steps == 0:
+            return 0.0
+        return epsilon(
+            self.sample_rate, self.noise_multiplier, self.steps, delta, accountant=self.accountant
+        )
+
+
+def _noisy(res: PrivateGrad, sigma: float, C: float, denom, generator) -> PrivateGrad:
+    """Add ``N(0, σ²C²)`` to each summed gradient and divide by ``denom`` (default: batch size)."""
+    if sigma < 0:
+        raise ValueError(f"noise_multiplier must be >= 0, got {sigma}")
+    B = res.norms.shape[0]
+    d = float(denom) if denom is not None else float(max(B, 1))
+    out = {}
+    for name, s in res.grads.items():
+        if sigma > 0:
+            s = s + torch.normal(
+                0.0, sigma * C, size=s.shape, generator=generator, dtype=s.dtype, device=s.device
+            )
+        out[name] = s / d
+    return PrivateGrad(out, res.norms, res.losses)
+
+
+def poisson_batches(
+    n: int, sample_rate: float, steps: int, generator: torch.Generator | None = None
+) -> Iterator[torch.Tensor]:
+    """Index batches where each example joins each batch independently with probability ``q``.
+
+    This is the sampling the RDP/PRV accountants analyse; fixed-size shuffled
+    batches are a different mechanism.
+
+    Args:
+        n: data set size.
+        sample_rate: ``q`` in (0, 1].
+        steps: how many batches.
+        generator: a ``torch.Generator``.
+
+    Yields:
+        1-D int64 index tensors (possibly empty).
+
+    Raises:
+        ValueError: ``sample_rate`` outside (0, 1].
+
+    Example:
+        >>> import torch
+        >>> from tying.train import poisson_batches
+        >>> sizes = [len(b) for b in poisson_batches(1000, 0.05, 3, torch.Generator().manual_seed(0))]
+        >>> all(20 < s < 80 for s in sizes)
+        True
+    """
+    if not 0 < sample_rate <= 1:
+        raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
+    for _ in range(steps):
+        mask = torch.rand(n, generator=generator) < sample_rate
+        yield mask.nonzero().squeeze(1)

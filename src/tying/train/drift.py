@@ -1,0 +1,227 @@
+"""Concept drift: detect a sustained jump in a loss stream, then adapt (claim D9).
+
+A model deployed on a stream sees its validation (or prequential: "test on the
+next batch, then train on it") loss. When the world changes, that loss jumps
+and stays up. Two classic sequential change detectors watch for it:
+
+- :class:`PageHinkley` (Page 1954, Hinkley 1971): the cumulative deviation of the
+  loss from its running mean, minus a tolerance ``delta``; alarm when it rises
+  more than ``threshold`` above its running minimum. Needs no reference period.
+- :class:`CUSUM` (Page 1954): after a warm-up that estimates the loss's mean and
+  spread, the one-sided cumulative sum of standardised excesses ``(x−μ)/σ − k``;
+  alarm when it exceeds ``h`` (in standard deviations).
+
+:class:`DriftMonitor` feeds a detector and calls back on an alarm, e.g.
+:func:`reset_optimizer` (fresh moments and the initial learning rate: a model
+whose learning rate has decayed cannot follow a new concept) or a retrain.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+
+class PageHinkley:
+    """Page-Hinkley test for an increase in the mean of a stream.
+
+    Args:
+        delta: tolerated increase per sample (same units as the stream).
+        threshold: alarm when the cumulative excess rises this far above its minimum.
+        min_samples: no alarm before this many samples since the last reset.
+
+    Raises:
+        ValueError: a negative ``delta``, a non-positive ``threshold`` or ``min_samples`` < 1.
+
+    Example:
+        >>> from tying.train import PageHinkley
+        >>> ph = PageHinkley(delta=0.1, threshold=5.0, min_samples=10)
+        >>> stream = [1.0] * 50 + [3.0] * 50
+        >>> next(t for t, x in enumerate(stream) if ph.update(x))
+        52
+    """
+
+    def __init__(self, delta: float = 0.005, threshold: float = 50.0, min_samples: int = 30):
+        if delta < 0 or not threshold > 0 or min_samples < 1:
+            raise ValueError(
+                f"PageHinkley needs delta >= 0, threshold > 0, min_samples >= 1; got "
+                f"delta={delta}, threshold={threshold}, min_samples={min_samples}"
+            )
+        self.delta = delta
+        self.threshold = threshold
+        self.min_samples = min_samples
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the stream so far (call after adapting to a drift)."""
+        self.n_ = 0
+        self.mean_ = 0.0
+        self.cum_ = 0.0
+        self.min_ = 0.0
+
+    @property
+    def statistic(self) -> float:
+        """The current test statistic ``m_t − min_s m_s``."""
+        return self.cum_ - self.min_
+
+    def update(self, x: float) -> bool:
+        """Add one value; True when a drift (an increase) is detected.
+
+        Raises:
+            ValueError: a value that is not finite.
+        """
+        x = float(x)
+        if not math.isfinite(x):
+            raise ValueError(f"PageHinkley.update: got a non-finite value {x}")
+        self.n_ += 1
+        self.mean_ += (x - self.mean_) / self.n_
+        self.cum_ += x - self.mean_ - self.delta
+        self.min_ = min(self.min_, self.cum_)
+        return self.n_ >= self.min_samples and self.statistic > self.threshold
+
+
+class CUSUM:
+    """One-sided CUSUM for an increase, standardised by a warm-up window.
+
+    Args:
+        k: allowance, in standard deviations (half the shift to detect, classically).
+        h: decision threshold, in standard deviations.
+        warmup: samples used to estimate the reference mean and standard deviation.
+        burn_in: samples ignored (after construction and after each reset) before the
+            warm-up starts: e.g. while a model is still learning, whose loss is no
+            reference for "normal".
+
+    Raises:
+        ValueError: ``k`` < 0, ``h`` <= 0, ``warmup`` < 2 or ``burn_in`` < 0.
+
+    Example:
+        >>> from tying.train import CUSUM
+        >>> cs = CUSUM(k=0.5, h=5.0, warmup=20)
+        >>> stream = [1.0, 1.2] * 25 + [3.0] * 20
+        >>> next(t for t, x in enumerate(stream) if cs.update(x))
+        50
+    """
+
+    def __init__(self, k: float = 0.5, h: float = 5.0, warmup: int = 30, burn_in: int = 0):
+        if k < 0 or not h > 0 or warmup < 2 or burn_in < 0:
+            raise ValueError(
+                f"CUSUM needs k >= 0, h > 0, warmup >= 2, burn_in >= 0; got k={k}, h={h}, "
+                f"warmup={warmup}, burn_in={burn_in}"
+            )
+        self.k = k
+        self.h = h
+        self.warmup = warmup
+        self.burn_in = burn_in
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the stream so far; the next ``warmup`` values set a new reference."""
+        self.n_ = 0
+        self._sum = 0.0
+        self._sumsq = 0.0
+        self.mu_ = math.nan
+        self.sigma_ = math.nan
+        self.statistic = 0.0
+
+    def update(self, x: float) -> bool:
+        """Add one value; True when a drift (an increase) is detected.
+
+        Raises:
+            ValueError: a value that is not finite.
+        """
+        x = float(x)
+        if not math.isfinite(x):
+            raise ValueError(f"CUSUM.update: got a non-finite value {x}")
+        self.n_ += 1
+        if self.n_ <= self.burn_in:
+            return False
+        if self.n_ <= self.burn_in + self.warmup:
+            self._sum += x
+            self._sumsq += x * x
+            if self.n_ == self.burn_in + self.warmup:
+                self.mu_ = self._sum / self.warmup
+                var = (self._sumsq - self.warmup * self.mu_**2) / (self.warmup - 1)
+                # a constant warm-up would make every later wiggle infinite: floor σ
+                self.sigma_ = max(math.sqrt(max(var, 0.0)), 1e-8 + 1e-3 * abs(self.mu_))
+            return False
+        z = (x - self.mu_) / self.sigma_
+        self.statistic = max(0.0, self.statistic + z - self.k)
+        return self.statistic > self.h
+
+
+class DriftMonitor:
+    """Feed a loss stream to a detector; on an alarm call ``on_drift(t)`` and reset the detector.
+
+    Args:
+        detector: a :class:`PageHinkley` or :class:`CUSUM` (anything with ``update``/``reset``).
+        on_drift: called with the step index at each alarm (e.g. reset the optimizer).
+
+    Example:
+        >>> from tying.train import DriftMonitor, PageHinkley
+        >>> alarms = []
+        >>> mon = DriftMonitor(PageHinkley(delta=0.1, threshold=5.0, min_samples=10), alarms.append)
+        >>> for x in [1.0] * 50 + [3.0] * 50:
+        ...     _ = mon.update(x)
+        >>> alarms, mon.detections
+        ([52], [52])
+    """
+
+    def __init__(self, detector, on_drift: Callable[[int], object] | None = None):
+        self.detector = detector
+        self.on_drift = on_drift
+        self.t = 0
+        self.detections: list[int] = []
+
+    def update(self, loss: float) -> bool:
+        """Add one loss value; True (after calling back) when a drift is detected."""
+        alarm = self.detector.update(loss)
+        if alarm:
+            self.detections.append(self.t)
+            if self.on_drift is not None:
+                self.on_drift(self.t)
+            self.detector.reset()
+        self.t += 1
+        return alarm
+
+
+def reset_optimizer(
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+) -> None:
+    """Forget an optimizer's state (moments, step counts) and restart its schedule.
+
+    After a drift the old moments point the wrong way and a decayed learning rate
+    is too small to follow the new concept.
+
+    Args:
+        optimizer: any ``torch.optim`` optimizer.
+        scheduler: its learning-rate scheduler, restarted at its first step (the
+            learning rates go back to each group's ``initial_lr``).
+
+    Example:
+        >>> import torch
+        >>> from tying.train import reset_optimizer
+        >>> w = torch.nn.Parameter(torch.ones(2))
+        >>> opt = torch.optim.Adam([w], lr=0.1)
+        >>> sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1 / (1 + t))
+        >>> for _ in range(3):
+        ...     w.sum().backward(); opt.step(); sched.step()
+        >>> reset_optimizer(opt, sched)
+        >>> len(opt.state), opt.param_groups[0]["lr"]
+        (0, 0.1)
+    """
+    optimizer.state.clear()
+    if scheduler is not None:
+        for group in optimizer.param_groups:
+            if "initial_lr" in group:
+                group["lr"] = group["initial_lr"]
+        scheduler.last_epoch = 0
+        # LambdaLR and friends compute lr from last_epoch; one recomputation at step 0
+        if hasattr(scheduler, "lr_lambdas"):
+            for group, fn, base in zip(
+                optimizer.param_groups, scheduler.lr_lambdas, scheduler.base_lrs
+            ):
+                group["lr"] = base * fn(0)
+        scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]

@@ -1,0 +1,392 @@
+"""Ghost clipping for linear layers whose weights are tied (claim D10).
+
+DP-SGD needs every example's gradient norm. For a linear layer the per-example
+gradient is a sum of outer products, so its norm can be had from two small Gram
+matrices without ever building the gradient ("ghost clipping", Li et al. 2022;
+Opacus' ``grad_sample_mode="ghost"``). Opacus refuses it when a weight is used
+more than once (``NotImplementedError: Parameter tying is not supported with
+Ghost Clipping``), because the norm of a *sum* of per-use gradients is not the
+sum of their norms. This module does the tied case.
+
+Derivation. Let a physical matrix ``W`` (shape ``(m, n)``) be read by uses
+``u = 1..U`` in one forward pass (a Linear layer called twice, a decoder tied
+with ``Transposed``, an embedding tied to the output layer). In every use the
+gradient of example ``b`` is a sum over its positions ``t`` of outer products,
+oriented like ``W``::
+
+    G_u,b = Σ_t  L_u[b,t] ⊗ R_u[b,t]          L_u[b] : (T_u, m),  R_u[b] : (T_u, n)
+
+- ``Same`` Linear use, ``y = x Wᵀ``: ``L = ∂ℓ/∂y`` (the output grad), ``R = x``;
+- ``Transposed`` Linear use, ``y = x W``: the roles swap, ``L = x``, ``R = ∂ℓ/∂y``;
+- Embedding use, ``y_t = W[i_t]``: ``L = onehot(i_t)`` (kept as indices), ``R = ∂ℓ/∂y``;
+- a bias ``β`` read as ``y = … + β``: ``L = ∂ℓ/∂y``, ``R = 1`` (``n = 1``).
+
+The example's gradient on ``W`` is the sum over uses, ``G_b = Σ_u G_u,b = L̄_bᵀ R̄_b``
+with ``L̄_b``, ``R̄_b`` the uses' rows stacked (``Σ_u T_u`` rows). Hence::
+
+    ‖G_b‖²_F = tr(R̄_bᵀ L̄_b L̄_bᵀ R̄_b) = ⟨L̄_b L̄_bᵀ, R̄_b R̄_bᵀ⟩_F
+             = Σ_u Σ_v ⟨L_u[b] L_v[b]ᵀ, R_u[b] R_v[b]ᵀ⟩_F
+
+The ``u = v`` terms are what per-layer ghost clipping sums; the ``u ≠ v`` terms
+are the cross terms between uses. They can have either sign, so dropping them
+(``cross_terms=False``) gives a norm that is neither an upper nor a lower bound,
+and clipping to it is not DP. Each Gram matrix ``L_u L_vᵀ`` is ``(T_u, T_v)``;
+for one-hot rows it is ``[i_t == i'_s]`` and against a dense row a gather. When
+``B·(ΣT)²·(m+n)`` exceeds ``B·ΣT·m·n`` the per-example matrix ``L̄ᵀR̄`` is
+cheaper and is built instead (as Opacus does per layer).
+
+The clipped sum ``Σ_b c_b G_b`` (``c_b = min(1, C/‖g_b‖)``) is then
+``Σ_u L_uᵀ diag(c) R_u``: one weighted matrix product per use, with no second
+backward pass (the "book-keeping" trick of Bu et al. 2023).
+
+Limits: inputs are batch-first; every trainable parameter must be read only by
+``nn.Linear``/``nn.Embedding`` modules as their ``weight``/``bias`` (plain, or
+tied with ``Same`` / ``Transposed``); a weight read by other code (``x @ lin.weight``)
+is invisible to the hooks: pass ``check=True`` once to compare with autograd.
+Use :func:`tying.train.per_example_grads` (``mode="vmap"``) for anything else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from tying.core.inventory import Inventory
+from tying.core.relations import Same, Transposed
+from tying.core.slots import base_class, slots_of
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+_SUPPORTED = (nn.Linear, nn.Embedding)
+STRATEGIES = ("auto", "gram", "materialize")
+
+
+@dataclasses.dataclass
+class _Index:
+    """One-hot rows kept as indices: ``idx`` (B, T) into a dimension of size ``size``."""
+
+    idx: torch.Tensor
+    size: int
+
+
+@dataclasses.dataclass
+class GhostResult:
+    """What :meth:`GhostClipping.clip` returns.
+
+    Attributes:
+        grads: clipped, summed gradient per physical parameter name (no noise, not averaged).
+        norms: per-example gradient norms before clipping, shape (B,).
+        losses: per-example losses, shape (B,).
+    """
+
+    grads: dict[str, torch.Tensor]
+    norms: torch.Tensor
+    losses: torch.Tensor
+
+
+def _physical_use(module: nn.Module, name: str, where: str) -> tuple[nn.Parameter, bool] | None:
+    """The physical parameter behind ``module.<name>`` and whether it is read transposed."""
+    p = module._parameters.get(name)
+    if p is not None:
+        return p, False
+    slot = slots_of(module).get(name)
+    if slot is None:
+        return None  # e.g. bias=None
+    rel = slot.relation
+    if "source" in slot.storage or type(rel) not in (Same, Transposed):
+        raise ValueError(
+            f"ghost clipping: {where}.{name} is tied with {rel!r}; ghost clipping handles "
+            f"Same and Transposed ties of Linear/Embedding weights; use mode='vmap' "
+            f"(per-example gradients with torch.func) for this model"
+        )
+    inner = _physical_use(slot.source_module, slot.source_name, f"{where}<-source")
+    if inner is None:
+        return None
+    param, flipped = inner
+    return param, flipped ^ (type(rel) is Transposed)
+
+
+class GhostClipping:
+    """Per-example gradient norms and clipped sums for Linear/Embedding models, ties included.
+
+    Args:
+        model: a model whose trainable parameters are all ``weight``/``bias`` of
+            ``nn.Linear`` or ``nn.Embedding`` modules, plain or tied (``Same``,
+            ``Transposed``; several uses per forward are fine).
+        strategy: ``"auto"`` (per tensor, the cheaper of the two below), ``"gram"``
+            (norms from the Gram matrices) or ``"materialize"`` (build each example's
+            gradient of that tensor, as Opacus' hook mode does).
+
+    Raises:
+        ValueError: an unknown ``strategy``; naming each trainable parameter ghost clipping cannot see (read by
+            another kind of module, or tied through another relation), with the fix.
+
+    Example:
+        >>> import torch, tying
+        >>> from tying.train import GhostClipping
+        >>> ae = torch.nn.ModuleDict({"enc": torch.nn.Linear(6, 3), "dec": torch.nn.Linear(3, 6)})
+        >>> _ = tying.Plan([tying.share("dec.weight", like="enc.weight",
+        ...                             relation=tying.Transposed())]).apply(ae)
+        >>> model = torch.nn.Sequential(ae.enc, torch.nn.Tanh(), ae.dec)
+        >>> x = torch.randn(4, 6)
+        >>> loss = lambda out, y: (out - y).pow(2).sum(-1)
+        >>> GhostClipping(model).norms(loss, x, x).shape
+        torch.Size([4])
+    """
+
+    def __init__(self, model: nn.Module, strategy: str = "auto"):
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        self.model = model
+        self.strategy = strategy
+        self._names = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
+        self._params = {id(p): p for _, p in model.named_parameters() if p.requires_grad}
+        self._uses: dict[nn.Module, dict[str, tuple[nn.Parameter, bool]]] = {}
+        covered: set[int] = set()
+        for mpath, mod in model.named_modules():
+            if not isinstance(mod, _SUPPORTED):
+                continue
+            if isinstance(mod, nn.Embedding):
+                _check_embedding(mod, mpath)
+            uses = {}
+            for name in ("weight", "bias"):
+                use = _physical_use(mod, name, mpath or "<root>")
+                if use is not None and id(use[0]) in self._names:
+                    uses[name] = use
+                    covered.add(id(use[0]))
+            self._uses[mod] = uses
+        bad = [
+            f"{n} (not the weight/bias of an nn.Linear or nn.Embedding)"
+            for i, n in self._names.items()
+            if i not in covered
+        ]
+        inv = Inventory(model)
+        for path, info in inv.slots.items():
+            if isinstance(info.module, _SUPPORTED) and info.name in ("weight", "bias"):
+                continue
+            root = inv.tensor(inv.root_of(path))
+            if id(root) in covered:
+                bad.append(
+                    f"{self._names[id(root)]} (also read by {path}, a {base_class(info.module).__name__})"
+                )
+        if bad:
+            raise ValueError(
+                "ghost clipping cannot see every use of these trainable parameters: "
+                + "; ".join(bad)
+                + ". Use mode='vmap' (per-example gradients with torch.func), or freeze them "
+                "(requires_grad=False)"
+            )
+
+    # -- the forward/backward tape ---------------------------------------------------
+
+    def _record(self, loss_fn: LossFn, x, y):
+        calls: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
+
+        def hook(module, args, out):
+            if not torch.is_grad_enabled() or not self._uses.get(module):
+                return None
+            # Adding a zero leaf gives us d(loss)/d(out) from autograd.grad without
+            # computing any weight gradient, and stays right under later in-place ops.
+            anchor = torch.zeros_like(out, requires_grad=True)
+            calls.append((module, args[0].detach(), anchor))
+            return out + anchor
+
+        handles = [m.register_forward_hook(hook) for m in self._uses]
+        try:
+            out = self.model(*x) if isinstance(x, tuple) else self.model(x)
+        finally:
+            for h in handles:
+                h.remove()
+        losses = loss_fn(out, y)
+        if losses.dim() != 1:
+            raise ValueError(
+                f"loss_fn must return one loss per example, shape (B,), got shape "
+                f"{tuple(losses.shape)}; use reduction='none' (and .sum(-1) over extra dims)"
+            )
+        anchors = [c[2] for c in calls]
+        grads = torch.autograd.grad(losses.sum(), anchors, allow_unused=True) if anchors else []
+        B = losses.shape[0]
+        uses: dict[int, list[tuple[object, object]]] = {}
+        for (module, inp, _), g in zip(calls, grads):
+            if g is None:
+                continue
+            if g.dim() < 2 or g.shape[0] != B:
+                raise ValueError(
+                    f"ghost clipping: {type(module).__name__} output has shape {tuple(g.shape)} "
+                    f"but the batch has {B} examples; inputs must be batch-first (B, ..., d)"
+                )
+            g = g.reshape(B, -1, g.shape[-1])  # (B, T, d_out)
+            if isinstance(module, nn.Embedding):
+                idx = inp.reshape(B, -1)  # (B, T)
+                if module.padding_idx is not None:
+                    g = g * (idx != module.padding_idx).unsqueeze(-1).to(g.dtype)
+                a: object = _Index(idx, module.num_embeddings)
+            else:
+                a = inp.reshape(B, -1, inp.shape[-1])  # (B, T, d_in)
+            for name, (param, transposed) in self._uses[module].items():
+                if name == "bias":
+                    pair = (g, torch.ones_like(g[..., :1]))
+                elif isinstance(module, nn.Embedding):  # y_t = W[i_t]: G = onehot(i)ᵀ g
+                    pair = (g, a) if transposed else (a, g)
+                else:  # y = x Wᵀ: G = gᵀ x
+                    pair = (a, g) if transposed else (g, a)
+                uses.setdefault(id(param), []).append(pair)
+        return losses.detach(), uses
+
+    # -- norms and clipped sums ------------------------------------------------------
+
+    def norms(self, loss_fn: LossFn, x, y, *, cross_terms: bool = True) -> torch.Tensor:
+        """Per-example gradient norms over all physical parameters, shape (B,).
+
+        Args:
+            loss_fn: ``(output, target) -> per-example losses (B,)``.
+            x, y: a batch (batch-first).
+            cross_terms: keep the terms between uses of a tied weight (True, the
+                right norm). False reproduces per-layer ghost norms, which are wrong
+                for tied weights; it exists to show that.
+
+        Returns:
+            A (B,) tensor.
+        """
+        losses, uses = self._record(loss_fn, x, y)
+        return _norms(uses, losses.shape[0], losses.dtype, cross_terms, self.strategy)
+
+    def clip(self, loss_fn: LossFn, x, y, max_grad_norm: float) -> GhostResult:
+        """Per-example norms, and ``Σ_b min(1, C/‖g_b‖) g_b`` per physical parameter.
+
+        Args:
+            loss_fn: ``(output, target) -> per-example losses (B,)``.
+            x, y: a batch (batch-first).
+            max_grad_norm: the clipping bound ``C`` (> 0).
+
+        Returns:
+            A :class:`GhostResult` (grads keyed by ``model.named_parameters()`` names).
+
+        Raises:
+            ValueError: ``max_grad_norm`` not positive.
+        """
+        if not max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm}")
+        losses, uses = self._record(loss_fn, x, y)
+        B = losses.shape[0]
+        norms = _norms(uses, B, losses.dtype, True, self.strategy)
+        c = (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)  # same rule as Opacus
+        grads = {}
+        for pid, name in self._names.items():
+            p = self._params[pid]
+            m, n = _matrix_shape(p)
+            total = torch.zeros(m, n, dtype=p.dtype, device=p.device)
+            for L, R in uses.get(pid, []):
+                total += _weighted_outer(L, R, c, m, n)
+            grads[name] = total.reshape(p.shape)
+        return GhostResult(grads, norms, losses)
+
+
+def _check_embedding(mod: nn.Embedding, path: str) -> None:
+    if mod.max_norm is not None or mod.scale_grad_by_freq or mod.sparse:
+        raise ValueError(
+            f"ghost clipping: embedding {path or '<root>'} uses max_norm/scale_grad_by_freq/"
+            f"sparse, expected none of them; use mode='vmap'"
+        )
+
+
+def _matrix_shape(p: torch.Tensor) -> tuple[int, int]:
+    return (p.shape[0], 1) if p.dim() == 1 else (p.shape[0], p.shape[1])
+
+
+def _dim(a) -> int:
+    return 1 if isinstance(a, _Index) else a.shape[-1]
+
+
+def _gram(a, b, dtype) -> torch.Tensor:
+    """``a[b] a'[b]ᵀ`` per example: (B, Ta, Tb); either side may be one-hot indices."""
+    if isinstance(a, _Index) and isinstance(b, _Index):
+        return (a.idx.unsqueeze(2) == b.idx.unsqueeze(1)).to(dtype)
+    if isinstance(a, _Index):  # <onehot(i_t), b_s> = b[s, i_t]
+        index = a.idx.unsqueeze(2).expand(-1, -1, b.shape[1])  # (B, Ta, Tb)
+        return torch.gather(b.transpose(1, 2), 1, index)
+    if isinstance(b, _Index):
+        return _gram(b, a, dtype).transpose(1, 2)
+    return torch.bmm(a, b.transpose(1, 2))
+
+
+def _outer(L, R, B: int, m: int, n: int) -> torch.Tensor:
+    """Per-example ``Lᵀ R``: (B, m, n)."""
+    if isinstance(L, _Index):
+        out = R.new_zeros(B, m, n)
+        return out.scatter_add_(1, L.idx.unsqueeze(2).expand(-1, -1, n), R)
+    if isinstance(R, _Index):
+        out = L.new_zeros(B, n, m)
+        return out.scatter_add_(1, R.idx.unsqueeze(2).expand(-1, -1, m), L).transpose(1, 2)
+    return torch.bmm(L.transpose(1, 2), R)
+
+
+def _weighted_outer(L, R, c: torch.Tensor, m: int, n: int) -> torch.Tensor:
+    """``Σ_b c_b L[b]ᵀ R[b]``: (m, n)."""
+    if isinstance(L, _Index):
+        Rc = (R * c[:, None, None]).reshape(-1, n)
+        return Rc.new_zeros(m, n).index_add_(0, L.idx.reshape(-1), Rc)
+    if isinstance(R, _Index):
+        Lc = (L * c[:, None, None]).reshape(-1, m)
+        return Lc.new_zeros(n, m).index_add_(0, R.idx.reshape(-1), Lc).t()
+    Lc = (L * c[:, None, None]).reshape(-1, m)
+    return Lc.t() @ R.reshape(-1, n)
+
+
+def _norms(uses, B: int, dtype, cross_terms: bool, strategy: str) -> torch.Tensor:
+    sq = torch.zeros(B, dtype=dtype)
+    for pairs in uses.values():
+        for group in [pairs] if cross_terms else [[p] for p in pairs]:
+            sq = sq + _sq_norm(group, B, dtype, strategy)
+    return sq.clamp_min(0).sqrt()
+
+
+def _sq_norm(pairs, B: int, dtype, strategy: str) -> torch.Tensor:
+    """``‖Σ_u L_uᵀ R_u‖²`` per example, by Gram matrices or by building it, whichever is cheaper."""
+    m = max(p[0].size if isinstance(p[0], _Index) else p[0].shape[-1] for p in pairs)
+    n = max(p[1].size if isinstance(p[1], _Index) else p[1].shape[-1] for p in pairs)
+    T = sum((p[0].idx if isinstance(p[0], _Index) else p[0]).shape[1] for p in pairs)
+    gram_cost = T * T * (_dim(pairs[0][0]) + _dim(pairs[0][1]))
+    both_index = any(isinstance(L, _Index) and isinstance(R, _Index) for L, R in pairs)
+    use_gram = gram_cost <= T * m * n if strategy == "auto" else strategy == "gram"
+    if use_gram or both_index:
+        sq = torch.zeros(B, dtype=dtype)
+        for u, (Lu, Ru) in enumerate(pairs):
+            for v in range(u, len(pairs)):
+                Lv, Rv = pairs[v]
+                term = (_gram(Lu, Lv, dtype) * _gram(Ru, Rv, dtype)).sum((1, 2))
+                sq = sq + (term if u == v else 2 * term)
+        return sq
+    G = sum(_outer(L, R, B, m, n) for L, R in pairs)  # (B, m, n)
+    return G.pow(2).sum((1, 2))
+
+
+def ghost_norms(model: nn.Module, loss_fn: LossFn, x, y, *, cross_terms: bool = True):
+    """Per-example gradient norms of ``model`` by ghost clipping, tied weights included.
+
+    Args:
+        model: see :class:`GhostClipping`.
+        loss_fn: ``(output, target) -> per-example losses (B,)``.
+        x, y: a batch (batch-first).
+        cross_terms: False drops the terms between uses of a tied weight (wrong; for comparison).
+
+    Returns:
+        A (B,) tensor of norms.
+
+    Raises:
+        ValueError: see :class:`GhostClipping`.
+
+    Example:
+        >>> import torch, tying
+        >>> from tying.train import ghost_norms
+        >>> lin = torch.nn.Linear(3, 3)
+        >>> model = torch.nn.Sequential(lin, torch.nn.Tanh(), lin)   # one weight, two uses
+        >>> x = torch.randn(5, 3)
+        >>> mse = lambda out, y: (out - y).pow(2).sum(-1)
+        >>> bool((ghost_norms(model, mse, x, x) != ghost_norms(model, mse, x, x,
+        ...                                                     cross_terms=False)).all())
+        True
+    """
+    return GhostClipping(model).norms(loss_fn, x, y, cross_terms=cross_terms)

@@ -1,0 +1,178 @@
+"""DP-SGD: per-example gradients on physical (tied) parameters, clipping, noise, steps."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import tying
+from tests.train.models import TinyLM, cases, ce, loop_grads, seq_ce
+from tying.train import (
+    DPSGD,
+    clip_factors,
+    per_example_grads,
+    per_example_norms,
+    poisson_batches,
+    private_grad,
+)
+
+CASES = cases()
+IDS = [c[0] for c in CASES]
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_per_example_grads_equal_a_per_example_loop(case):
+    name, model, loss_fn, x, y = case
+    want = loop_grads(model, loss_fn, x, y)
+    got = per_example_grads(model, loss_fn, x, y)
+    assert list(got) == list(want)  # physical parameters, each once
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], rtol=1e-6, atol=1e-12)
+
+
+def test_tied_gradient_is_the_sum_over_uses_and_clipped_as_one_vector():
+    model = TinyLM()
+    tok = torch.randint(0, 7, (4, 5), generator=torch.Generator().manual_seed(0))
+    g = per_example_grads(model, seq_ce, tok, tok)
+    assert "lm_head.weight" not in g  # the tied slot is not a second tensor
+    # the embedding's per-example gradient has both the lookup rows and the output layer's part
+    untied = TinyLM()
+    tying.untie(untied)
+    gu = per_example_grads(untied, seq_ce, tok, tok)
+    torch.testing.assert_close(g["embed.weight"], gu["embed.weight"] + gu["lm_head.weight"])
+    # clipping the tied tensor as one vector bounds each example's step by C
+    pg = private_grad(
+        model, seq_ce, tok, tok, max_grad_norm=0.1, noise_multiplier=0.0, denominator=1
+    )
+    assert float(pg.norms.min()) > 0.1
+    total = torch.cat([v.flatten() for v in pg.grads.values()]).norm()
+    assert float(total) <= 4 * 0.1 + 1e-9
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[0] != "mlp"], ids=IDS[1:])
+def test_vmap_and_ghost_modes_agree(case):
+    name, model, loss_fn, x, y = case
+    kw = dict(max_grad_norm=0.5, noise_multiplier=0.0)
+    a = private_grad(model, loss_fn, x, y, mode="vmap", **kw)
+    b = private_grad(model, loss_fn, x, y, mode="ghost", **kw)
+    torch.testing.assert_close(a.norms, b.norms, rtol=1e-6, atol=0)
+    for n in a.grads:
+        torch.testing.assert_close(a.grads[n], b.grads[n], rtol=1e-6, atol=1e-12)
+    torch.testing.assert_close(a.losses, b.losses)
+
+
+def test_noise_has_std_sigma_c_over_denominator():
+    model = nn.Linear(200, 50, bias=False)
+    x, y = torch.zeros(2, 200), torch.zeros(2, dtype=torch.long)  # zero gradients: pure noise
+    pg = private_grad(
+        model,
+        ce,
+        x,
+        y,
+        max_grad_norm=2.0,
+        noise_multiplier=1.5,
+        denominator=4.0,
+        generator=torch.Generator().manual_seed(0),
+    )
+    std = float(pg.grads["weight"].std())
+    assert abs(std - 1.5 * 2.0 / 4.0) < 0.02
+
+
+def test_clip_factors_follow_opacus_rule():
+    torch.testing.assert_close(
+        clip_factors(torch.tensor([0.0, 1.0, 3.0]), 1.5),
+        torch.tensor([1.0, 1.0, 1.5 / (3.0 + 1e-6)]),
+    )
+    with pytest.raises(ValueError, match="max_grad_norm must be > 0, got 0"):
+        clip_factors(torch.ones(2), 0)
+
+
+def test_per_example_norms_of_a_whole_model():
+    _, model, loss_fn, x, y = CASES[1]
+    g = loop_grads(model, loss_fn, x, y)
+    flat = torch.cat([v.reshape(v.shape[0], -1) for v in g.values()], 1)
+    torch.testing.assert_close(per_example_norms(g), flat.norm(dim=1))
+
+
+def test_batchnorm_in_training_mode_is_refused():
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    with pytest.raises(ValueError, match=r"1 is a BatchNorm1d in training mode.*GroupNorm"):
+        per_example_grads(model, ce, torch.randn(5, 3), torch.zeros(5, dtype=torch.long))
+
+
+def test_bad_arguments_are_named():
+    model = nn.Linear(3, 2)
+    x, y = torch.randn(4, 3), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"mode must be one of \('vmap', 'ghost'\), got 'fast'"):
+        private_grad(model, ce, x, y, max_grad_norm=1, noise_multiplier=1, mode="fast")
+    with pytest.raises(ValueError, match="noise_multiplier must be >= 0, got -1"):
+        private_grad(model, ce, x, y, max_grad_norm=1, noise_multiplier=-1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=r"sample_rate must be in \(0, 1\], got 1.5"):
+        DPSGD(model, opt, noise_multiplier=1, max_grad_norm=1, sample_rate=1.5)
+    with pytest.raises(ValueError, match=r"accountant must be one of \('rdp', 'prv'\)"):
+        DPSGD(
+            model, opt, noise_multiplier=1, max_grad_norm=1, sample_rate=0.1, accountant="moments"
+        )
+
+
+def test_poisson_batches_sample_each_example_with_rate_q():
+    sizes = [len(b) for b in poisson_batches(2000, 0.03, 200, torch.Generator().manual_seed(0))]
+    mean = sum(sizes) / len(sizes)
+    assert abs(mean - 60) < 2.0
+    assert min(sizes) < 50 < 70 < max(sizes)  # the batch size varies, as Poisson sampling must
+
+
+@pytest.mark.parametrize("mode", ["vmap", "ghost"])
+def test_dpsgd_steps_keep_the_tie_and_account(mode):
+    model = TinyLM().float()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    dp = DPSGD(
+        model,
+        opt,
+        noise_multiplier=0.8,
+        max_grad_norm=1.0,
+        sample_rate=0.2,
+        mode=mode,
+        generator=torch.Generator().manual_seed(0),
+    )
+    tok = torch.randint(0, 7, (50, 6), generator=torch.Generator().manual_seed(1))
+    before = model.embed.weight.detach().clone()
+    for idx in poisson_batches(50, 0.2, 4, torch.Generator().manual_seed(2)):
+        dp.step(seq_ce, tok[idx], tok[idx], n_data=50)
+    dp.step(seq_ce, tok[:0], tok[:0], n_data=50)  # an empty Poisson batch: noise only
+    assert dp.steps == 5
+    assert not torch.equal(before, model.embed.weight)
+    assert model.lm_head.weight is model.embed.weight
+    tying.verify(model)
+    pytest.importorskip("opacus", reason="the privacy extra: pip install 'tying[privacy]'")
+    from tying.train import epsilon
+
+    assert dp.epsilon(1e-5) == pytest.approx(epsilon(0.2, 0.8, 5, 1e-5))
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 2), nn.Linear(4, 2)
+        self.b.weight = nn.Parameter(torch.randn(2, 4))
+
+    def forward(self, u, v):
+        return self.a(u) + self.b(v)
+
+
+def test_tuple_inputs_in_both_modes():
+    torch.manual_seed(0)
+    model = TwoInputs().double()
+    u, v = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64)
+    y = torch.randint(0, 2, (5,))
+    want = []
+    for i in range(5):
+        model.zero_grad()
+        ce(model(u[i : i + 1], v[i : i + 1]), y[i : i + 1]).sum().backward()
+        want.append(torch.cat([p.grad.flatten() for p in model.parameters()]).norm())
+    kw = dict(max_grad_norm=1.0, noise_multiplier=0.0)
+    for mode in ("vmap", "ghost"):
+        pg = private_grad(model, ce, (u, v), y, mode=mode, **kw)
+        torch.testing.assert_close(pg.norms, torch.stack(want), rtol=1e-6, atol=0)

@@ -1,0 +1,163 @@
+"""Ghost clipping with tied weights: norms and clipped sums equal the explicit per-example ones."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import tying
+from tests.train.models import BagTied, TinyLM, cases, loop_grads, mse
+from tying.train import GhostClipping, ghost_norms, per_example_norms
+
+CASES = cases()
+IDS = [c[0] for c in CASES]
+TIED = {"albert", "tied_ae", "tiny_lm", "tiny_lm_pad", "bag_tied", "embed_from_linear", "twice"}
+
+
+@pytest.mark.parametrize("strategy", ["gram", "materialize", "auto"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_ghost_norms_equal_explicit_norms(case, strategy):
+    name, model, loss_fn, x, y = case
+    want = per_example_norms(loop_grads(model, loss_fn, x, y))
+    got = GhostClipping(model, strategy=strategy).norms(loss_fn, x, y)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_ghost_clipped_sum_equals_explicit(case):
+    name, model, loss_fn, x, y = case
+    grads = loop_grads(model, loss_fn, x, y)
+    norms = per_example_norms(grads)
+    C = float(norms.median())  # about half the examples get clipped
+    c = (C / (norms + 1e-6)).clamp(max=1.0)
+    res = GhostClipping(model).clip(loss_fn, x, y, C)
+    assert set(res.grads) == set(grads)
+    for n, g in grads.items():
+        torch.testing.assert_close(
+            res.grads[n], torch.tensordot(c, g, dims=1), rtol=1e-6, atol=1e-12
+        )
+    torch.testing.assert_close(res.losses, loss_fn(model(x), y).detach())
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c[0] in TIED], ids=sorted(TIED, key=IDS.index)
+)
+def test_dropping_cross_terms_is_wrong_for_tied_weights(case):
+    name, model, loss_fn, x, y = case
+    want = per_example_norms(loop_grads(model, loss_fn, x, y))
+    naive = ghost_norms(model, loss_fn, x, y, cross_terms=False)
+    assert ((naive - want).abs() / want).max() > 1e-3
+
+
+def test_dropping_cross_terms_is_harmless_without_ties():
+    name, model, loss_fn, x, y = CASES[0]
+    torch.testing.assert_close(
+        ghost_norms(model, loss_fn, x, y, cross_terms=False), ghost_norms(model, loss_fn, x, y)
+    )
+
+
+def test_cross_terms_can_make_the_norm_smaller_or_larger():
+    # Not a bound either way: per-layer ghost norms are simply a different number.
+    _, model, loss_fn, x, y = CASES[IDS.index("twice")]
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(64, 5, generator=g, dtype=torch.float64)
+    right = ghost_norms(model, loss_fn, x, x)
+    naive = ghost_norms(model, loss_fn, x, x, cross_terms=False)
+    assert (naive > right * (1 + 1e-6)).any() and (naive < right * (1 - 1e-6)).any()
+
+
+def test_in_place_op_after_a_linear_layer_is_still_right():
+    torch.manual_seed(0)
+    lin = nn.Linear(4, 4)
+    model = nn.Sequential(lin, nn.ReLU(inplace=True), lin).double()
+    x = torch.randn(6, 4, dtype=torch.float64)
+    want = per_example_norms(loop_grads(model, mse, x, x))
+    torch.testing.assert_close(ghost_norms(model, mse, x, x), want, rtol=1e-6, atol=0)
+
+
+def test_refuses_a_parameter_it_cannot_see():
+    model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 2))
+    with pytest.raises(ValueError, match=r"1\.weight \(not the weight/bias.*mode='vmap'"):
+        GhostClipping(model)
+
+
+def test_refuses_a_relation_it_does_not_handle():
+    m = nn.ModuleDict({"a": nn.Linear(4, 4), "b": nn.Linear(4, 4)})
+    tying.Plan([tying.share("b.weight", like="a.weight", relation=tying.Flipped())]).apply(m)
+    with pytest.raises(ValueError, match=r"b\.weight is tied with Flipped.*Same and Transposed"):
+        GhostClipping(m)
+
+
+class Gate(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(3, 3))
+
+    def forward(self, x):
+        return x @ self.weight
+
+
+def test_refuses_a_linear_weight_also_read_by_another_module():
+    m = nn.ModuleDict({"lin": nn.Linear(3, 3), "gate": Gate()})
+    tying.Plan([tying.share("gate.weight", like="lin.weight")]).apply(m)
+    with pytest.raises(ValueError, match=r"lin\.weight \(also read by gate\.weight, a Gate\)"):
+        GhostClipping(m)
+
+
+def test_refuses_losses_that_are_not_per_example():
+    model = nn.Linear(3, 2)
+    with pytest.raises(ValueError, match=r"one loss per example, shape \(B,\).*reduction='none'"):
+        ghost_norms(
+            model, lambda out, y: (out - y).pow(2).mean(), torch.randn(4, 3), torch.randn(4, 2)
+        )
+
+
+def test_refuses_batch_second_inputs():
+    model = nn.Linear(3, 2)
+
+    def loss(out, y):  # out (T=5, B=4, 2): the layer saw the batch second
+        return (out - y).pow(2).sum((0, 2))
+
+    with pytest.raises(ValueError, match="batch-first"):
+        ghost_norms(model, loss, torch.randn(5, 4, 3), torch.randn(5, 4, 2))
+
+
+def test_strategy_is_checked():
+    with pytest.raises(
+        ValueError, match=r"strategy must be one of \('auto', 'gram', 'materialize'\)"
+    ):
+        GhostClipping(nn.Linear(2, 2), strategy="fast")
+
+
+def test_frozen_parameters_are_left_out():
+    model = TinyLM()
+    model.mix.weight.requires_grad_(False)
+    tok = torch.randint(0, 7, (3, 4))
+    res = GhostClipping(model).clip(
+        lambda o, y: torch.nn.functional.cross_entropy(o.transpose(1, 2), y, reduction="none").sum(
+            1
+        ),
+        tok,
+        tok,
+        1.0,
+    )
+    assert "mix.weight" not in res.grads and "embed.weight" in res.grads
+
+
+def test_ghost_step_keeps_the_tie():
+    model = BagTied()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    tok = torch.randint(0, 7, (4, 5))
+    res = GhostClipping(model).clip(
+        lambda o, y: torch.nn.functional.cross_entropy(o, y, reduction="none"),
+        tok,
+        tok[:, 0] % 3,
+        1.0,
+    )
+    params = dict(model.named_parameters())
+    for n, g in res.grads.items():
+        params[n].grad = g
+    opt.step()
+    tying.verify(model)
+    torch.testing.assert_close(model.bag.weight, model.embed.weight.t())

@@ -1,0 +1,93 @@
+"""Fast/slow weights: the inner loop adapts only the fast weights; the outer loop trains the slow."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from tying.train import FastSlow
+
+
+def mse(out, y):
+    return ((out - y) ** 2).mean()
+
+
+def _net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(1, 16), nn.Tanh(), nn.Linear(16, 1))
+
+
+def _tasks(g, n=8, k=5):
+    a = 0.5 + torch.rand(n, 1, 1, generator=g)
+    x = torch.rand(n, 2 * k, 1, generator=g) * 4 - 2
+    y = a * torch.sin(x)
+    return x[:, :k], y[:, :k], x[:, k:], y[:, k:]
+
+
+def test_split_by_module_and_by_glob():
+    fs = FastSlow(_net(), fast=["*.bias"])
+    assert fs.fast_names == ["0.bias", "2.bias"] and fs.slow_names == ["0.weight", "2.weight"]
+    with pytest.raises(ValueError, match=r"fast pattern 'head' matches no trainable parameter"):
+        FastSlow(_net(), fast=["head"])
+
+
+def test_adapt_changes_only_fast_weights_and_matches_a_hand_written_step():
+    net = _net()
+    fs = FastSlow(net, fast=["2"], inner_lr=0.3, inner_steps=1)
+    x = torch.linspace(-1, 1, 6)[:, None]
+    y = 2 * x
+    fast = fs.adapt(mse, x, y)
+    assert set(fast) == {"2.weight", "2.bias"}
+    w, b = net[2].weight, net[2].bias
+    gw, gb = torch.autograd.grad(mse(net(x), y), [w, b])
+    torch.testing.assert_close(fast["2.weight"], w - 0.3 * gw)
+    torch.testing.assert_close(fast["2.bias"], b - 0.3 * gb)
+
+
+def test_outer_gradient_reaches_slow_weights_through_the_inner_loop():
+    net = _net()
+    fs = FastSlow(net, fast=["2"], inner_lr=0.3, inner_steps=2)
+    xs, ys, xq, yq = _tasks(torch.Generator().manual_seed(0))
+    fs.meta_loss(mse, xs, ys, xq, yq).backward()
+    second = net[0].weight.grad.clone()
+    net.zero_grad()
+    FastSlow(net, fast=["2"], inner_lr=0.3, inner_steps=2, first_order=True).meta_loss(
+        mse, xs, ys, xq, yq
+    ).backward()
+    assert second.abs().sum() > 0
+    assert not torch.allclose(second, net[0].weight.grad)  # second-order terms matter
+
+
+def test_meta_loss_batches_tasks_like_a_loop():
+    net = _net()
+    fs = FastSlow(net, fast=["2"], inner_lr=0.2, inner_steps=3)
+    xs, ys, xq, yq = _tasks(torch.Generator().manual_seed(1))
+    batched = fs.meta_loss(mse, xs, ys, xq, yq)
+    looped = sum(mse(fs.predict(fs.adapt(mse, xs[i], ys[i]), xq[i]), yq[i]) for i in range(8)) / 8
+    torch.testing.assert_close(batched, looped)
+
+
+def test_meta_training_lowers_the_few_shot_loss():
+    net = _net()
+    fs = FastSlow(net, fast=["2"], inner_lr=0.3, inner_steps=1)
+    history = fs.meta_fit(
+        _tasks, mse, meta_steps=150, lr=1e-2, generator=torch.Generator().manual_seed(2)
+    )
+    assert all(math.isfinite(h) for h in history)
+    assert sum(history[-20:]) / 20 < 0.5 * sum(history[:20]) / 20
+
+
+def test_learned_inner_rates_are_trained_and_used():
+    net = _net()
+    fs = FastSlow(net, fast=["2"], inner_lr=0.1, learn_inner_lr=True)
+    assert set(fs.inner_lrs) == {"2.weight", "2.bias"}
+    assert torch.equal(fs.inner_lrs["2.bias"], torch.full((1,), 0.1))
+    fs.meta_fit(_tasks, mse, meta_steps=20, lr=1e-2, generator=torch.Generator().manual_seed(3))
+    assert not torch.allclose(fs.inner_lrs["2.weight"], torch.full((1, 16), 0.1))
+    x, y = torch.linspace(-1, 1, 6)[:, None], torch.zeros(6, 1)
+    w = net[2].weight
+    gw = torch.autograd.grad(mse(net(x), y), w)[0]
+    torch.testing.assert_close(fs.adapt(mse, x, y)["2.weight"], w - fs.inner_lrs["2.weight"] * gw)

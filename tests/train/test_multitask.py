@@ -1,0 +1,94 @@
+"""Multi-task sharing: hard sharing is a Plan, soft sharing a Laplacian, and λ joins them."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import tying
+from tying.train import MultiTaskNet, components, fit_multitask
+
+
+def _data(seed=0, K=4, n=30, d=5):
+    g = torch.Generator().manual_seed(seed)
+    mu = torch.randn(d, generator=g)
+    out = []
+    for _ in range(K):
+        th = mu + 0.3 * torch.randn(d, generator=g)
+        X = torch.randn(n, d, generator=g)
+        out.append((X, (X @ th)[:, None] + 0.5 * torch.randn(n, 1, generator=g)))
+    return out
+
+
+def _net(K=4, d=5):
+    torch.manual_seed(0)
+    return MultiTaskNet(nn.Linear(d, 1, bias=False), nn.Linear(1, 1), n_tasks=K)
+
+
+def test_components_of_a_task_graph():
+    assert components(6, [(0, 1), (2, 1), (4, 5)]) == [[0, 1, 2], [3], [4, 5]]
+    with pytest.raises(ValueError, match=r"edge \(0, 7\) names task 7, expected 0 <= task < 6"):
+        components(6, [(0, 7)])
+
+
+def test_tasks_start_from_one_value_and_stay_independent_copies():
+    net = _net()
+    assert torch.equal(net.trunks[0].weight, net.trunks[3].weight)
+    assert net.trunks[0].weight is not net.trunks[3].weight
+    assert tying.count(net).ratio == 1.0
+
+
+def test_hard_sharing_is_a_plan_and_survives_training():
+    net = _net()
+    report = net.share_hard([[0, 1], [2, 3]])
+    assert report.physical == 2 * 5 + 4 * 2
+    assert tying.count(net).logical == 4 * 5 + 4 * 2
+    fit_multitask(net, _data(), steps=20)
+    assert net.trunks[1].weight is net.trunks[0].weight
+    assert not torch.equal(net.trunks[0].weight, net.trunks[2].weight)
+    tying.verify(net)
+
+
+def test_share_hard_rejects_overlapping_groups():
+    with pytest.raises(ValueError, match=r"task 1 is out of range 0..3 or in two groups"):
+        _net().share_hard([[0, 1], [1, 2]])
+
+
+def test_soft_penalty_is_the_laplacian_over_trunk_parameters():
+    net = _net()
+    with torch.no_grad():
+        for k, t in enumerate(net.trunks):
+            t.weight.fill_(float(k))
+    # edges (0,1), (1,3): ‖0-1‖² + ‖1-3‖² = 5·1 + 5·4 = 25
+    assert net.soft_penalty([(0, 1), (1, 3)], lam=2.0).item() == pytest.approx(25.0)
+
+
+def test_the_dial_runs_from_independent_to_hard_sharing():
+    data, edges = _data(), [(0, 1), (1, 2), (2, 3)]
+    base = _net()
+
+    def predictions(lam=None, hard=False):
+        net = copy.deepcopy(base)
+        if hard:
+            net.share_hard()
+        fit_multitask(net, data, edges=edges, lam=lam or 0.0, steps=300, lr=1.0, method="lbfgs")
+        with torch.no_grad():  # trunk and head are identified only up to a scale: compare outputs
+            return torch.stack([net(X, k) for k, (X, _) in enumerate(data)])
+
+    indep, hard = predictions(), predictions(hard=True)
+    small, large = predictions(1e-6), predictions(1e3)
+    torch.testing.assert_close(small, indep, atol=1e-3, rtol=0)
+    torch.testing.assert_close(large, hard, atol=2e-2, rtol=0)
+    assert (indep - hard).abs().max() > 0.3  # the two ends really differ
+
+
+def test_fit_checks_its_inputs():
+    with pytest.raises(ValueError, match="got data for 2 tasks, the net has 4"):
+        fit_multitask(_net(), _data(K=2))
+    with pytest.raises(ValueError, match="method must be 'adam' or 'lbfgs', got 'sgd'"):
+        fit_multitask(_net(), _data(), method="sgd")
+    with pytest.raises(ValueError, match="n_tasks must be >= 1, got 0"):
+        MultiTaskNet(nn.Linear(2, 1), nn.Linear(1, 1), n_tasks=0)
