@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from tests.fit.helpers import INIT, gauss, gauss_torch, peaks
+from tying.fit import GlobalFit
 from tying.fit.datasets import stack
 from tying.fit.model import ModelEvaluator
 from tying.fit.roles import ParameterMap
@@ -72,6 +73,10 @@ def test_model_that_mixes_points_falls_back_to_the_loop():
     assert "differ from a call on that data set alone" in ev.why_not_vectorized
     with pytest.raises(ValueError, match=r"vectorized=True, but model_fn cannot be evaluated"):
         evaluator(centred, datasets, vectorized=True)
+    res = GlobalFit(
+        centred, datasets, shared=["center", "width"], local=["amplitude"], init=INIT
+    ).run()
+    assert not res.vectorized and "differ from a call" in res.why_not_vectorized
 
 
 def test_wrong_shape_names_the_data_set():

@@ -286,6 +286,7 @@ class GlobalFit:
             solver=self.solver,
             backend=ev.backend,
             vectorized=ev.vectorized,
+            why_not_vectorized=ev.why_not_vectorized,
             dataset_names=list(data.names),
             _pmap=pmap,
             _data=data,

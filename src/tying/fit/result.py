@@ -53,6 +53,8 @@ class FitResult:
             evaluations, solver iterations.
         success, message: whether the convergence tests were met, and which.
         solver, backend, vectorized: how the fit was computed.
+        why_not_vectorized: when ``vectorized`` is False, the reason the
+            all-data-sets call was not used ("" otherwise).
         dataset_names: one name per data set.
     """
 
@@ -77,6 +79,7 @@ class FitResult:
     solver: str
     backend: str
     vectorized: bool
+    why_not_vectorized: str
     dataset_names: list[str]
     _pmap: ParameterMap = dataclasses.field(repr=False)
     _data: StackedData = dataclasses.field(repr=False)
