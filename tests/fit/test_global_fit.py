@@ -7,7 +7,7 @@ from matplotlib.figure import Figure
 
 import tying
 from tests.fit.helpers import INIT, gauss, gauss_torch, peaks
-from tying.fit import ConvergenceWarning, GlobalFit
+from tying.fit import ConvergenceWarning, FitWarning, GlobalFit
 
 
 def gaussian_fit(datasets, model=gauss, **kw):
@@ -133,6 +133,24 @@ def test_singular_jacobian_gives_no_error_bars_and_says_why():
     assert res.success and not res.errorbars
     assert np.isnan(res.stderr["center"]) and res.covariance is None
     assert "the Jacobian is singular" in res.message
+
+
+def test_degenerate_parameters_are_named():
+    datasets, _ = peaks(k=4, n=40)
+    for i, (x, y, s) in enumerate(datasets):
+        datasets[i] = (x, y, s, {"inst": "ab"[i % 2]})
+
+    def shifted(x, center, width, amplitude, zero):  # center + zero: one is redundant
+        return gauss(x - zero, center, width, amplitude)
+
+    fit = gaussian_fit(
+        datasets, model=shifted, per_group={"zero": "inst"}, init={**INIT, "zero": 0.0}
+    )
+    with pytest.warns(
+        FitWarning, match=r"parameters 'center' and 'zero\[[ab]\]' are fully correlated"
+    ):
+        res = fit.run()
+    assert "the data cannot tell them apart" in res.message
 
 
 def test_scale_covar_follows_lmfit_convention():

@@ -22,6 +22,6 @@ from tying.fit.datasets import Dataset
 from tying.fit.global_fit import GlobalFit
 from tying.fit.result import FitResult
 from tying.fit.roles import ParameterMap
-from tying.fit.solvers import ConvergenceWarning
+from tying.fit.solvers import ConvergenceWarning, FitWarning
 
-__all__ = ["ConvergenceWarning", "Dataset", "FitResult", "GlobalFit", "ParameterMap"]
+__all__ = ["ConvergenceWarning", "Dataset", "FitResult", "FitWarning", "GlobalFit", "ParameterMap"]

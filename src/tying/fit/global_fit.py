@@ -49,7 +49,10 @@ from tying.fit.datasets import StackedData, stack
 from tying.fit.model import ModelEvaluator
 from tying.fit.result import FitResult, build_values
 from tying.fit.roles import ParameterMap
-from tying.fit.solvers import SOLVERS, ConvergenceWarning, Tolerances, run_solver
+from tying.fit.solvers import SOLVERS, ConvergenceWarning, FitWarning, Tolerances, run_solver
+
+#: |correlation| above this marks two parameters the data cannot tell apart
+DEGENERATE_CORRELATION = 1 - 1e-8
 
 
 def _signature(model_fn: Callable[..., Any]) -> tuple[list[str] | None, dict[str, Any]]:
@@ -73,6 +76,21 @@ def _signature(model_fn: Callable[..., Any]) -> tuple[list[str] | None, dict[str
     names = [p.name for p in rest if p.kind is not inspect.Parameter.VAR_POSITIONAL]
     defaults = {p.name: p.default for p in rest if p.default is not inspect.Parameter.empty}
     return names, defaults
+
+
+def _degenerate_pair(cov_logical: np.ndarray, pmap: ParameterMap) -> str:
+    """Name two fitted parameters whose estimates are (almost) perfectly correlated, or ""."""
+    d = np.sqrt(np.abs(np.diagonal(cov_logical, axis1=1, axis2=2)))  # (K, P)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.abs(cov_logical / (d[:, :, None] * d[:, None, :]))
+    p = corr.shape[1]
+    corr[:, np.arange(p), np.arange(p)] = 0.0
+    corr = np.nan_to_num(corr)
+    k, i, j = np.unravel_index(int(np.argmax(corr)), corr.shape)
+    if corr[k, i, j] <= DEGENERATE_CORRELATION:
+        return ""
+    a, b = (pmap.physical_names[pmap.index[k, c]] for c in (i, j))
+    return f"parameters {a!r} and {b!r} are fully correlated (|corr| = {corr[k, i, j]:.10f})"
 
 
 class GlobalFit:
@@ -222,6 +240,8 @@ class GlobalFit:
         Warns:
             ConvergenceWarning: when the solver stopped before converging
                 (``result_.success`` is then False).
+            FitWarning: when two fitted parameters are fully correlated (the
+                data cannot tell them apart; ``result_.message`` names them).
         """
         data, pmap, ev = self._prepare()
         ev.nfev = ev.njev = 0
@@ -257,6 +277,13 @@ class GlobalFit:
             var = np.zeros(pmap.n_physical)
             var[pmap.index.ravel()] = np.diagonal(cov_logical, axis1=1, axis2=2).ravel()
             stderr_x = np.sqrt(np.maximum(var, 0.0))
+            pair = _degenerate_pair(cov_logical, pmap)
+            if pair:
+                message += (
+                    f"; {pair}: the data cannot tell them apart, so their standard errors are "
+                    f"meaningless; fix one of them or change their roles"
+                )
+                warnings.warn(f"global fit: {pair}", FitWarning, stacklevel=3)
         except np.linalg.LinAlgError:
             cov_global = cov_logical = None
             stderr_x = np.full(pmap.n_physical, np.nan)

@@ -39,7 +39,11 @@ from tying.fit.roles import ParameterMap
 SOLVERS = ("lm", "trf")
 
 
-class ConvergenceWarning(UserWarning):
+class FitWarning(UserWarning):
+    """Something about a fit's result that must not pass unnoticed (see ``FitResult.message``)."""
+
+
+class ConvergenceWarning(FitWarning):
     """A fit stopped before its convergence tests were met (see ``FitResult.message``)."""
 
 
