@@ -5,8 +5,8 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 TORCH   := torch==2.13.0
-EXTRAS  ?= dev
-STAMP   := $(VENV)/.installed-$(EXTRAS)
+EXTRAS  ?= dev,experiments,bench,chem,privacy
+STAMP   := $(VENV)/.installed
 JOBS    ?= 2
 PYTEST_ARGS ?=
 
@@ -14,7 +14,6 @@ PYTEST_ARGS ?=
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
 
 $(STAMP): $(BIN)/python pyproject.toml
@@ -30,7 +29,6 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python -m pip install -q $(TORCH) -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks
 
 lint: $(STAMP)

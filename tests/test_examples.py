@@ -7,6 +7,8 @@ import importlib
 import pathlib
 import pkgutil
 import re
+import sys
+import types
 
 import pytest
 
@@ -36,5 +38,16 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert blocks, "README has no python example"
-    for block in blocks:
-        exec(compile(block, str(README), "exec"), {"__name__": "readme"})
+    from tying.experiments.registry import REGISTRY
+
+    before = dict(REGISTRY)
+    for i, block in enumerate(blocks):
+        # a real module, so that dataclasses defined in an example can resolve it
+        module = types.ModuleType(f"readme_example_{i}")
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+        try:
+            exec(compile(block, str(README), "exec"), module.__dict__)
+        finally:
+            # an example may register an experiment: keep it out of the real registry
+            REGISTRY.clear()
+            REGISTRY.update(before)

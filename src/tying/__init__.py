@@ -1,5 +1,9 @@
 """tying: parameter tying / weight sharing as a declared, checked, first-class thing.
 
+The public names are those of :mod:`tying.core` (the tie engine) plus
+:mod:`tying.soft`; domain packages (``tying.nn``, ``tying.hmm``, ``tying.fit``,
+``tying.chem``, ``tying.train``, ``tying.distributed``) are imported by name.
+
 Example:
     >>> import torch, tying
     >>> model = torch.nn.ModuleDict({"embed": torch.nn.Embedding(100, 16),
@@ -10,67 +14,9 @@ Example:
 """
 
 from tying import soft
-from tying.core import (
-    AccidentalTie,
-    ApplyReport,
-    Count,
-    Flipped,
-    Group,
-    Hashed,
-    Mirrored,
-    Plan,
-    Relation,
-    Rotated,
-    Rule,
-    Same,
-    Scaled,
-    TieError,
-    TieInfo,
-    Transposed,
-    count,
-    fan_in,
-    find_accidental_ties,
-    free,
-    load,
-    relation_from_spec,
-    retie,
-    save,
-    share,
-    ties,
-    untie,
-    verify,
-)
+from tying.core import *  # noqa: F403 - the engine's public names, listed in tying.core.__all__
+from tying.core import __all__ as _core_all
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AccidentalTie",
-    "ApplyReport",
-    "Count",
-    "Flipped",
-    "Group",
-    "Hashed",
-    "Mirrored",
-    "Plan",
-    "Relation",
-    "Rotated",
-    "Rule",
-    "Same",
-    "Scaled",
-    "TieError",
-    "TieInfo",
-    "Transposed",
-    "count",
-    "fan_in",
-    "find_accidental_ties",
-    "free",
-    "load",
-    "relation_from_spec",
-    "retie",
-    "save",
-    "share",
-    "soft",
-    "ties",
-    "untie",
-    "verify",
-]
+__all__ = [*_core_all, "soft"]

@@ -39,3 +39,15 @@ def test_relation_storage_and_extras_count_as_physical():
     ).apply(m)
     c = tying.count(m)
     assert (c.logical, c.physical) == (20, 5 + 1)
+
+
+def test_count_defers_to_estimators_and_rejects_other_objects():
+    import pytest
+
+    class Fit:
+        def n_parameters(self):
+            return tying.Count(10, 4, 80, 32, [])
+
+    assert tying.count(Fit()).ratio == 2.5
+    with pytest.raises(TypeError, match="expected an nn.Module or an object with n_parameters"):
+        tying.count(object())

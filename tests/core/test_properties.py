@@ -3,6 +3,8 @@ or a TieError with the model bit-identical to before."""
 
 from __future__ import annotations
 
+import os
+
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -51,7 +53,12 @@ def cases(draw):
     return dims, rules
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("TYING_HYPOTHESIS_EXAMPLES", "200")),
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(cases())
 def test_apply_is_correct_or_changes_nothing(case):
     dims, rules = case

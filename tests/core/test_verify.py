@@ -66,3 +66,13 @@ def test_untie_breaks_hand_made_ties_too():
     assert tying.count(m).ratio > 1
     assert tying.untie(m) == 1
     assert m.lm_head.weight is not m.embed.weight and tying.count(m).ratio == 1.0
+
+
+def test_same_tie_to_a_computed_view_verifies():
+    # found by the property test: l1 reads l0, which is itself a Flipped view
+    m = nn.ModuleDict({"l0": nn.Linear(2, 2), "l1": nn.Linear(2, 2)})
+    tying.Plan(
+        [tying.share("l0", relation=tying.Flipped((0,))), tying.share("l1", like="l0")]
+    ).apply(m)
+    assert tying.verify(m) == 4
+    assert torch.equal(m["l1"].weight, m["l0"].weight)

@@ -81,24 +81,39 @@ def save(
         >>> fresh["b"].weight is fresh["a"].weight, torch.equal(fresh["a"].weight, m["a"].weight)
         (True, True)
     """
+    tensors, aliases = _physical_state(model)
+    return save_state(tensors, ties(model), path, metadata, aliases)
+
+
+def save_state(
+    tensors: dict[str, torch.Tensor],
+    tie_list,
+    path: str | os.PathLike,
+    metadata: dict[str, str] | None = None,
+    aliases: dict[str, str] | None = None,
+) -> pathlib.Path:
+    """Write ``tensors`` (each physical tensor once) and ``tie_list`` atomically.
+
+    The file format behind :func:`save`; :mod:`tying.distributed` uses it to
+    write a gathered state from rank 0.
+    """
     from safetensors.torch import save_file
 
     meta = dict(metadata or {})
     for k, v in meta.items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise TypeError(f"save: metadata must map str to str, got {k!r}: {v!r}")
-    tensors, aliases = _physical_state(model)
-    tensors = {k: t.to("cpu").contiguous() for k, t in tensors.items()}
+    tensors = {k: t.detach().to("cpu").contiguous() for k, t in tensors.items()}
     meta.update(
         {
             "tying.format": FORMAT,
             "tying.ties": json.dumps(
                 [
                     {"target": t.target, "like": t.source, "relation": t.relation.spec()}
-                    for t in ties(model)
+                    for t in tie_list
                 ]
             ),
-            "tying.aliases": json.dumps(aliases),
+            "tying.aliases": json.dumps(aliases or {}),
             "tying.sha256": _digest(tensors),
         }
     )

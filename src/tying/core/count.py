@@ -79,7 +79,8 @@ def count(model: nn.Module) -> Count:
     physical. Hand-made ties (one ``nn.Parameter`` in two modules) are seen too.
 
     Args:
-        model: any ``nn.Module``.
+        model: any ``nn.Module``, or an estimator with ``n_parameters()``
+            returning a :class:`Count` (``tying.hmm`` models, ``tying.fit`` fits).
 
     Returns:
         A :class:`Count`.
@@ -92,6 +93,14 @@ def count(model: nn.Module) -> Count:
         >>> c.logical, c.physical, c.ratio
         (60, 20, 3.0)
     """
+    if not isinstance(model, nn.Module):
+        counter = getattr(model, "n_parameters", None)
+        if callable(counter):  # estimators with ties of their own (HMMs, global fits)
+            return counter()
+        raise TypeError(
+            f"count: expected an nn.Module or an object with n_parameters() (a tying HMM or "
+            f"global fit), got {type(model).__name__}"
+        )
     inv = Inventory(model)
     groups: dict[int, Group] = {}
     logical = bytes_logical = 0

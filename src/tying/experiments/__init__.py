@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import traceback
 
 from tying.experiments.registry import (
     REGISTRY,
@@ -21,11 +22,15 @@ from tying.experiments.registry import (
 )
 
 IMPORT_ERRORS: dict[str, str] = {}
-_NOT_EXPERIMENTS = {"registry", "runner", "common"}
+_NOT_EXPERIMENTS = {"registry", "runner", "common", "claims"}
+_LOADED: list[bool] = []
 
 
 def load_all() -> dict[str, ExperimentSpec]:
-    """Import every experiment module of this package and return the registry."""
+    """Import every experiment module of this package (once) and return the registry."""
+    if _LOADED:
+        return REGISTRY
+    _LOADED.append(True)
     for info in pkgutil.iter_modules(__path__):
         if info.name in _NOT_EXPERIMENTS or info.name.startswith("_"):
             continue
@@ -34,6 +39,8 @@ def load_all() -> dict[str, ExperimentSpec]:
             importlib.import_module(name)
         except ImportError as exc:  # an optional extra is missing
             IMPORT_ERRORS[info.name] = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # a broken module must not take the whole report down
+            IMPORT_ERRORS[info.name] = "".join(traceback.format_exception(exc)).rstrip()
     return REGISTRY
 
 

@@ -129,10 +129,10 @@ def get(id: str) -> ExperimentSpec:
     """Return the spec registered under ``id``.
 
     Raises:
-        KeyError: naming the closest valid id.
+        KeyError: naming the closest valid id (however far it is).
     """
     if id not in REGISTRY:
-        close = difflib.get_close_matches(id, list(REGISTRY), n=1)
+        close = difflib.get_close_matches(id, list(REGISTRY), n=1, cutoff=0.0)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise KeyError(f"unknown experiment id {id!r}{hint} (`tying list` shows them all)")
     return REGISTRY[id]

@@ -1,0 +1,469 @@
+"""SMIRNOFF parameter assignment: SMIRKS matching in file order, the last match wins (claim C9).
+
+For each section (bonds, angles, proper and improper torsions, vdW) every
+parameter's SMIRKS is matched against the molecule; each match's *tagged*
+atoms name a term, and a term takes the parameter of the **last** pattern that
+matched it — the resolution rule of ``tying.core``'s plans, here in
+:func:`last_match_wins` (kept local: ``tying.core`` resolves module paths and
+imports torch, which chemistry does not need).
+
+Terms are keyed as the OpenFF toolkit keys them, so that a match and its
+reverse are one term:
+
+- bonds, angles, proper torsions: the tuple, reversed when it would start with
+  the larger index (``(2, 1, 0)`` is ``(0, 1, 2)``);
+- impropers: the central atom (tag 2) stays second and the three others are
+  sorted. The energy applies such an improper in three orderings, the
+  *trefoil* (:func:`trefoil`), each with ``k / 3`` (``idivf="auto"``).
+
+Results are cached per unique molecule (canonical SMILES), remapped to the
+caller's atom order when the same molecule comes back written differently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+from tying.chem._rdkit import Chem
+from tying.chem.errors import UnassignedParameterError
+from tying.chem.molecules import canonical_order, molecule_from_smiles, prepare_molecule
+from tying.chem.offxml import ForceField, Parameter, load_force_field
+from tying.chem.smirks import CompiledSmirks, Prefilter, compile_section
+
+SECTIONS = ("Bonds", "Angles", "ProperTorsions", "ImproperTorsions", "vdW")
+# RDKit stops at 1000 matches by default; OpenFF asks for all of them.
+_MAX_MATCHES = 2**32 - 1
+
+R = TypeVar("R")
+K = TypeVar("K", bound=Hashable)
+
+
+def last_match_wins(rules: Iterable[R], keys_of: Callable[[R], Iterable[K]]) -> dict[K, R]:
+    """Resolve ordered rules: each key gets the last rule whose matches include it.
+
+    Args:
+        rules: the rules, most general first.
+        keys_of: the keys a rule matches.
+
+    Returns:
+        ``{key: winning rule}``.
+
+    Example:
+        >>> rules = [("generic", {1, 2, 3}), ("specific", {2})]
+        >>> won = last_match_wins(rules, lambda r: r[1])
+        >>> {k: r[0] for k, r in sorted(won.items())}
+        {1: 'generic', 2: 'specific', 3: 'generic'}
+    """
+    resolved: dict[K, R] = {}
+    for rule in rules:
+        for key in keys_of(rule):
+            resolved[key] = rule
+    return resolved
+
+
+def valence_key(atoms: Sequence[int]) -> tuple[int, ...]:
+    """Canonical key of a bond, angle or proper torsion: a tuple and its reverse are one term.
+
+    Example:
+        >>> valence_key((3, 1, 0)), valence_key((0, 1, 3))
+        ((0, 1, 3), (0, 1, 3))
+    """
+    t = tuple(atoms)
+    return t[::-1] if t[0] > t[-1] else t
+
+
+def improper_key(atoms: Sequence[int]) -> tuple[int, int, int, int]:
+    """Canonical key of an improper: central atom (tag 2) second, the other three sorted.
+
+    Example:
+        >>> improper_key((5, 1, 0, 3))
+        (0, 1, 3, 5)
+    """
+    a, c, d = sorted((atoms[0], atoms[2], atoms[3]))
+    return (a, atoms[1], c, d)
+
+
+def trefoil(key: Sequence[int]) -> tuple[tuple[int, int, int, int], ...]:
+    """The three orderings in which an improper ``(i, j, k, l)`` (center ``j``) is applied.
+
+    Example:
+        >>> trefoil((0, 1, 2, 3))
+        ((0, 1, 2, 3), (2, 1, 3, 0), (3, 1, 0, 2))
+    """
+    i, j, k, m = key
+    return ((i, j, k, m), (k, j, m, i), (m, j, i, k))
+
+
+def _atom_key(atoms: Sequence[int]) -> tuple[int, ...]:
+    return tuple(atoms)
+
+
+KEYS: dict[str, Callable[[Sequence[int]], tuple[int, ...]]] = {
+    "Bonds": valence_key,
+    "Angles": valence_key,
+    "ProperTorsions": valence_key,
+    "ImproperTorsions": improper_key,
+    "vdW": _atom_key,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Assignment:
+    """The parameters assigned to one molecule.
+
+    Args:
+        smiles: canonical SMILES (explicit hydrogens) of the molecule.
+        name: the caller's name for it, if any.
+        force_field: the force field's name.
+        elements: element symbol of each atom, by index.
+        terms: section -> {term key: winning :class:`~tying.chem.offxml.Parameter`}.
+
+    Example:
+        >>> a = SmirksAssigner("openff-2.3.0").assign("CCO")
+        >>> a.bonds[(0, 1)].id, a.bonds[(1, 2)].id, a.bonds[(2, 8)].id
+        ('b1', 'b14', 'b88')
+        >>> a.count_unique()["Bonds"]
+        4
+    """
+
+    smiles: str
+    name: str | None
+    force_field: str
+    elements: tuple[str, ...]
+    terms: Mapping[str, Mapping[tuple[int, ...], Parameter]]
+
+    @property
+    def bonds(self) -> Mapping[tuple[int, ...], Parameter]:
+        return self.terms.get("Bonds", {})
+
+    @property
+    def angles(self) -> Mapping[tuple[int, ...], Parameter]:
+        return self.terms.get("Angles", {})
+
+    @property
+    def propers(self) -> Mapping[tuple[int, ...], Parameter]:
+        return self.terms.get("ProperTorsions", {})
+
+    @property
+    def impropers(self) -> Mapping[tuple[int, ...], Parameter]:
+        return self.terms.get("ImproperTorsions", {})
+
+    @property
+    def vdw(self) -> Mapping[tuple[int, ...], Parameter]:
+        return self.terms.get("vdW", {})
+
+    def ids(self, section: str) -> dict[tuple[int, ...], str]:
+        """``{term key: parameter id}`` of one section (what ``label_molecules`` compares to)."""
+        return {k: p.id for k, p in self.terms[section].items()}
+
+    def used(self) -> dict[str, frozenset[str]]:
+        """The parameter ids used, per section."""
+        return {s: frozenset(p.id for p in t.values()) for s, t in self.terms.items()}
+
+    def count_unique(self) -> dict[str, int]:
+        """How many distinct parameters each section uses for this molecule."""
+        return {s: len(ids) for s, ids in self.used().items()}
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        """One row per term: section, atoms, elements, parameter id and SMIRKS (for tables)."""
+        for section, terms in self.terms.items():
+            for key, p in sorted(terms.items()):
+                yield {
+                    "section": section,
+                    "atoms": key,
+                    "elements": "-".join(self.elements[i] for i in key),
+                    "id": p.id,
+                    "smirks": p.smirks,
+                }
+
+
+def count_unique_parameters(assignments: Iterable[Assignment]) -> dict[str, int]:
+    """Distinct parameters used over a set of molecules, per section and in total.
+
+    Example:
+        >>> assigner = SmirksAssigner("openff-2.3.0")
+        >>> counts = count_unique_parameters(assigner.assign_many(["CCO", "CCC"]))
+        >>> counts["Bonds"], counts["total"] == sum(v for k, v in counts.items() if k != "total")
+        (4, True)
+    """
+    used: dict[str, set[str]] = {}
+    for a in assignments:
+        for section, ids in a.used().items():
+            used.setdefault(section, set()).update(ids)
+    out = {s: len(ids) for s, ids in used.items()}
+    out["total"] = sum(out.values())
+    return out
+
+
+class SmirksAssigner:
+    """Assigns a SMIRNOFF force field's parameters to molecules, caching per unique molecule.
+
+    Args:
+        force_field: a :class:`~tying.chem.offxml.ForceField` or an installed name.
+        sections: which sections to assign; by default every one of :data:`SECTIONS`
+            (bonds, angles, propers, impropers, vdW) that the force field has.
+        strict: raise :class:`~tying.chem.errors.UnassignedParameterError` when an atom,
+            bond, angle or proper torsion gets no parameter (a force field cannot be
+            applied to such a molecule).
+        cache: reuse the result for a molecule seen before (same canonical SMILES).
+
+    Raises:
+        ValueError: on an unsupported section name (lists the supported ones).
+        KeyError: on a section the force field does not have (lists the ones it has).
+        SmirksError: when a pattern of the force field is malformed (names its id).
+
+    Example:
+        >>> assigner = SmirksAssigner("openff-2.3.0")
+        >>> a = assigner.assign("c1ccccc1O", name="phenol")
+        >>> sorted(a.used()["ImproperTorsions"])
+        ['i1']
+        >>> assigner.assign("Oc1ccccc1").smiles == a.smiles, assigner.hits
+        (True, 1)
+    """
+
+    def __init__(
+        self,
+        force_field: ForceField | str = "openff-2.3.0",
+        *,
+        sections: Sequence[str] | None = None,
+        strict: bool = True,
+        cache: bool = True,
+    ):
+        self.force_field = (
+            force_field if isinstance(force_field, ForceField) else load_force_field(force_field)
+        )
+        if sections is None:
+            sections = [s for s in SECTIONS if s in self.force_field.sections]
+        unknown = [s for s in sections if s not in KEYS]
+        if unknown:
+            raise ValueError(f"cannot assign sections {unknown}; supported: {', '.join(KEYS)}")
+        self.sections = tuple(sections)
+        self.strict = strict
+        self.cache = cache
+        self._compiled = {s: compile_section(self.force_field, s) for s in self.sections}
+        self._flat = [c for s in self.sections for c in self._compiled[s]]
+        bounds, start = {}, 0
+        for s in self.sections:
+            bounds[s] = (start, start + len(self._compiled[s]))
+            start += len(self._compiled[s])
+        self._bounds = bounds
+        self._prefilter = Prefilter(self._flat)
+        self._match_params = Chem.SubstructMatchParameters()
+        self._match_params.uniquify = False  # every ordering, as the OpenFF toolkit asks
+        self._match_params.maxMatches = _MAX_MATCHES
+        self._match_params.useChirality = True
+        self._by_text: dict[str, Assignment] = {}
+        self._by_canonical: dict[str, tuple[tuple[int, ...], Assignment]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def clear_cache(self) -> None:
+        """Forget every cached molecule (the compiled SMIRKS stay)."""
+        self._by_text.clear()
+        self._by_canonical.clear()
+        self.hits = self.misses = 0
+
+    def assign_many(self, molecules: Iterable[Any]) -> list[Assignment]:
+        """:meth:`assign` each molecule (SMILES, ``(smiles, name)`` or RDKit Mol)."""
+        out = []
+        for m in molecules:
+            if isinstance(m, tuple):
+                out.append(self.assign(m[0], name=m[1]))
+            else:
+                out.append(self.assign(m))
+        return out
+
+    def assign(self, molecule: Any, *, name: str | None = None) -> Assignment:
+        """Assign parameters to one molecule.
+
+        Args:
+            molecule: a SMILES string or an ``rdkit.Chem.Mol`` (hydrogens are added
+                after the existing atoms, so its atom indices are kept).
+            name: a name to carry along (and to show in errors).
+
+        Returns:
+            An :class:`Assignment` whose term keys are atom indices of the molecule
+            (for a SMILES: heavy atoms in SMILES order, then the hydrogens).
+
+        Raises:
+            SmilesError: on an unparsable SMILES (names it).
+            UnassignedParameterError: with ``strict``, for an atom without vdW
+                parameter or a bond/angle/torsion without parameter.
+        """
+        text = molecule if isinstance(molecule, str) else None
+        if text is not None and self.cache and text in self._by_text:
+            self.hits += 1
+            return self._named(self._by_text[text], name)
+        if text is not None:
+            mol = molecule_from_smiles(
+                text, name=name, aromaticity_model=self.force_field.aromaticity_model
+            )
+        else:
+            mol = prepare_molecule(molecule, aromaticity_model=self.force_field.aromaticity_model)
+        smiles, order = canonical_order(mol)
+        cached = self._by_canonical.get(smiles) if self.cache else None
+        if cached is not None:
+            self.hits += 1
+            result = _remap(cached[1], cached[0], order)
+        else:
+            self.misses += 1
+            result = self._assign_prepared(mol, smiles, name or text)
+            if self.cache:
+                self._by_canonical[smiles] = (order, result)
+        if text is not None and self.cache:
+            self._by_text[text] = result
+        return self._named(result, name)
+
+    @staticmethod
+    def _named(a: Assignment, name: str | None) -> Assignment:
+        return a if name is None or name == a.name else dataclasses.replace(a, name=name)
+
+    def _assign_prepared(self, mol: Any, smiles: str, name: str | None) -> Assignment:
+        candidates = self._prefilter.candidates(mol)
+        params = self._match_params
+        flat = self._flat
+        terms: dict[str, dict[tuple[int, ...], Parameter]] = {}
+        for section in self.sections:
+            lo, hi = self._bounds[section]
+            canonical = _CANONICAL[section]
+
+            def keys_of(compiled: CompiledSmirks, canonical=canonical) -> set:
+                matches = mol.GetSubstructMatches(compiled.query, params)
+                if not matches:
+                    return _NONE
+                tagged = compiled.tagged
+                n = len(tagged)
+                if tagged == _PREFIX[n]:  # tags on the first atoms: slice in C
+                    raw = {m[:n] for m in matches}
+                else:
+                    raw = {tuple(m[i] for i in tagged) for m in matches}
+                return canonical(raw)
+
+            rules = (flat[i] for i in candidates if lo <= i < hi)
+            won = last_match_wins(rules, keys_of)
+            terms[section] = {k: c.parameter for k, c in won.items()}
+        elements = tuple(a.GetSymbol() for a in mol.GetAtoms())
+        result = Assignment(smiles, name, self.force_field.name, elements, terms)
+        if self.strict:
+            _check_complete(mol, result, name or smiles)
+        return result
+
+
+_NONE: frozenset = frozenset()
+_PREFIX = {n: tuple(range(n)) for n in range(1, 9)}
+
+
+def _canonical_valence(raw: set) -> set:
+    return {t if t[0] < t[-1] else t[::-1] for t in raw}
+
+
+def _canonical_improper(raw: set) -> set:
+    return {improper_key(t) for t in raw}
+
+
+_CANONICAL = {
+    "Bonds": _canonical_valence,
+    "Angles": _canonical_valence,
+    "ProperTorsions": _canonical_valence,
+    "ImproperTorsions": _canonical_improper,
+    "vdW": lambda raw: raw,
+}
+
+
+def _remap(base: Assignment, base_order: tuple[int, ...], order: tuple[int, ...]) -> Assignment:
+    if order == base_order:
+        return base
+    perm = [0] * len(order)
+    for b, o in zip(base_order, order):
+        perm[b] = o
+    elements = [""] * len(order)
+    for b, o in enumerate(perm):
+        elements[o] = base.elements[b]
+    terms = {
+        s: {KEYS[s]([perm[i] for i in k]): p for k, p in t.items()} for s, t in base.terms.items()
+    }
+    return dataclasses.replace(base, elements=tuple(elements), terms=terms)
+
+
+def topology_terms(mol: Any) -> dict[str, set[tuple[int, ...]]]:
+    """Every bond, angle, proper torsion and atom of a molecule, as canonical keys.
+
+    Example:
+        >>> from tying.chem.molecules import molecule_from_smiles
+        >>> t = topology_terms(molecule_from_smiles("CO"))
+        >>> len(t["Bonds"]), len(t["Angles"]), len(t["ProperTorsions"])
+        (5, 7, 3)
+    """
+    nbrs = [[n.GetIdx() for n in a.GetNeighbors()] for a in mol.GetAtoms()]
+    bonds = {valence_key((b.GetBeginAtomIdx(), b.GetEndAtomIdx())) for b in mol.GetBonds()}
+    angles = {(i, j, k) for j, ns in enumerate(nbrs) for i in ns for k in ns if i < k}
+    propers = set()
+    for j, k in bonds:
+        for i in nbrs[j]:
+            for m in nbrs[k]:
+                if i != k and m != j and i != m:
+                    propers.add(valence_key((i, j, k, m)))
+    atoms = {(i,) for i in range(len(nbrs))}
+    return {"Bonds": bonds, "Angles": angles, "ProperTorsions": propers, "vdW": atoms}
+
+
+def _term_counts(mol: Any) -> dict[str, int] | None:
+    """How many atoms, bonds, angles and propers ``mol`` has; None if it has a 3-ring.
+
+    In a 3-ring two tuples of a torsion fold onto one atom, which counting by
+    degrees does not see; such molecules are checked term by term instead.
+    """
+    if any(len(r) == 3 for r in mol.GetRingInfo().AtomRings()):
+        return None
+    degree = [0] * mol.GetNumAtoms()
+    bonds = []
+    for i in range(mol.GetNumBonds()):
+        b = mol.GetBondWithIdx(i)
+        j, k = b.GetBeginAtomIdx(), b.GetEndAtomIdx()
+        degree[j] += 1
+        degree[k] += 1
+        bonds.append((j, k))
+    return {
+        "vdW": len(degree),
+        "Bonds": len(bonds),
+        "Angles": sum(d * (d - 1) // 2 for d in degree),
+        "ProperTorsions": sum((degree[j] - 1) * (degree[k] - 1) for j, k in bonds),
+    }
+
+
+def _check_complete(mol: Any, a: Assignment, label: str) -> None:
+    # Every assigned key is a real term: compile_smirks checked that the tagged
+    # atoms are bonded in each pattern. So a full count means a complete assignment.
+    counts = _term_counts(mol)
+    sections = [s for s in a.terms if s != "ImproperTorsions"]
+    if counts is not None and all(len(a.terms[s]) == counts[s] for s in sections):
+        return
+    topo = topology_terms(mol)
+    what = {"Bonds": "bond", "Angles": "angle", "ProperTorsions": "proper torsion", "vdW": "vdW"}
+    for section in sections:
+        missing = sorted(topo[section] - a.terms[section].keys())
+        if missing:
+            shown = ", ".join(
+                f"{'-'.join(map(str, k))} ({'-'.join(a.elements[i] for i in k)})"
+                for k in missing[:5]
+            )
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise UnassignedParameterError(
+                f"{a.force_field} has no {what[section]} parameter for "
+                f"{'atom' if section == 'vdW' else what[section]} {shown}{more} of {label!r}; "
+                f"use a force field that covers these atoms, or SmirksAssigner(strict=False)"
+            )
+
+
+def assign_parameters(
+    molecules: Iterable[Any], force_field: ForceField | str = "openff-2.3.0", **kwargs: Any
+) -> list[Assignment]:
+    """Assign parameters to several molecules with one :class:`SmirksAssigner`.
+
+    Example:
+        >>> [a.vdw[(0,)].id for a in assign_parameters(["C", "O"])]
+        ['n16', 'n-tip3p-O']
+    """
+    return SmirksAssigner(force_field, **kwargs).assign_many(molecules)

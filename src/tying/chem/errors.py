@@ -1,0 +1,42 @@
+"""Errors of :mod:`tying.chem`: each names the item at fault, what was expected, and the fix."""
+
+from __future__ import annotations
+
+
+class ForceFieldNotFoundError(FileNotFoundError):
+    """A force-field name that no installed ``.offxml`` file carries (lists the ones that exist)."""
+
+
+class SmirksError(ValueError):
+    """A SMIRKS pattern in a force-field file that RDKit cannot parse, or whose tags are wrong."""
+
+
+class SmilesError(ValueError):
+    """A SMILES string that RDKit cannot turn into a molecule (names the SMILES)."""
+
+
+class UnassignedParameterError(ValueError):
+    """An atom, bond, angle or torsion that no parameter of the force field covers."""
+
+
+class MissingExtraError(ImportError):
+    """An optional dependency of :mod:`tying.chem` is not installed."""
+
+
+def missing_extra(what: str, err: BaseException) -> MissingExtraError:
+    """Build the ImportError that names the extra to install.
+
+    Args:
+        what: the missing piece, e.g. ``"RDKit"``.
+        err: the original ImportError, kept as the cause.
+
+    Returns:
+        A :class:`MissingExtraError` whose message says ``pip install 'tying[chem]'``.
+
+    Example:
+        >>> str(missing_extra("RDKit", ImportError("No module named 'rdkit'")))
+        "tying.chem needs RDKit (No module named 'rdkit'); install it with: pip install 'tying[chem]'"
+    """
+    return MissingExtraError(
+        f"tying.chem needs {what} ({err}); install it with: pip install 'tying[chem]'"
+    )

@@ -1,0 +1,169 @@
+"""Molecules as the OpenFF toolkit sees them: explicit hydrogens, MDL aromaticity.
+
+SMIRKS matching depends on how the molecule graph is perceived. The OpenFF
+toolkit (RDKit backend) parses a SMILES without sanitising, sanitises everything
+except aromaticity and hydrogen adjustment, applies the **MDL aromaticity
+model** (``OEAroModel_MDL``: furan and thiophene are *not* aromatic, benzene
+and pyridine are), assigns stereochemistry, then adds every hydrogen as an
+explicit atom, appended after the heavy atoms. :func:`prepare_molecule` does the
+same, so atom indices and matches agree with ``ForceField.label_molecules``.
+
+The shipped molecule set (:func:`load_molecule_set`) is a hand-written list of
+real, well-known compounds: small organics, heterocycles, drugs, amino acids,
+charged groups, halogenated, sulfur and phosphorus compounds.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import pathlib
+from typing import Any
+
+from tying.chem._rdkit import Chem, quiet
+from tying.chem.errors import SmilesError
+
+SUPPORTED_AROMATICITY = ("OEAroModel_MDL",)
+_SANITIZE = Chem.SANITIZE_ALL ^ Chem.SANITIZE_ADJUSTHS ^ Chem.SANITIZE_SETAROMATICITY
+
+
+def molecule_from_smiles(
+    smiles: str, *, name: str | None = None, aromaticity_model: str = "OEAroModel_MDL"
+) -> Any:
+    """Parse a SMILES into an RDKit molecule with explicit hydrogens and MDL aromaticity.
+
+    Args:
+        smiles: the SMILES string.
+        name: a name for error messages (and the molecule's ``_Name``).
+        aromaticity_model: the force field's model; only ``"OEAroModel_MDL"``.
+
+    Returns:
+        An ``rdkit.Chem.Mol`` whose hydrogens are all explicit atoms after the heavy atoms.
+
+    Raises:
+        SmilesError: when RDKit cannot parse or sanitise the SMILES (names it).
+        ValueError: on an unsupported aromaticity model, or radicals.
+
+    Example:
+        >>> mol = molecule_from_smiles("c1ccoc1", name="furan")
+        >>> mol.GetNumAtoms(), any(a.GetIsAromatic() for a in mol.GetAtoms())
+        (9, False)
+    """
+    label = f"{smiles!r}" + (f" ({name})" if name else "")
+    if not isinstance(smiles, str):
+        raise TypeError(f"expected a SMILES string, got {type(smiles).__name__}: {smiles!r}")
+    with quiet():
+        mol = Chem.MolFromSmiles(smiles, sanitize=False)
+    if mol is None:
+        raise SmilesError(f"cannot parse SMILES {label}: RDKit rejected it; check its syntax")
+    if name:
+        mol.SetProp("_Name", name)
+    return _prepare(mol, label, aromaticity_model)
+
+
+def prepare_molecule(mol: Any, *, aromaticity_model: str = "OEAroModel_MDL") -> Any:
+    """Copy an RDKit molecule and perceive it the OpenFF way (MDL aromaticity, explicit H).
+
+    Atoms already in the graph keep their indices; missing hydrogens are appended.
+
+    Args:
+        mol: an ``rdkit.Chem.Mol``.
+        aromaticity_model: only ``"OEAroModel_MDL"``.
+
+    Returns:
+        A new ``rdkit.Chem.Mol``.
+
+    Raises:
+        TypeError: when ``mol`` is not an RDKit molecule.
+        SmilesError: when it cannot be sanitised.
+
+    Example:
+        >>> from rdkit import Chem
+        >>> prepare_molecule(Chem.MolFromSmiles("c1ccsc1")).GetAtomWithIdx(0).GetIsAromatic()
+        False
+    """
+    if not isinstance(mol, Chem.Mol):
+        raise TypeError(f"expected an rdkit.Chem.Mol, got {type(mol).__name__}")
+    label = Chem.MolToSmiles(mol)
+    mol = Chem.RWMol(mol)
+    # Drop the aromaticity that RDKit's own model may have set: MDL is perceived anew.
+    with quiet():
+        try:
+            Chem.Kekulize(mol, clearAromaticFlags=True)
+        except Exception as err:
+            raise SmilesError(f"molecule {label!r} cannot be kekulized: {err}") from err
+    return _prepare(mol.GetMol(), repr(label), aromaticity_model)
+
+
+def _prepare(mol: Any, label: str, aromaticity_model: str) -> Any:
+    if aromaticity_model not in SUPPORTED_AROMATICITY:
+        raise ValueError(
+            f"aromaticity model {aromaticity_model!r} is not supported; "
+            f"supported: {', '.join(SUPPORTED_AROMATICITY)}"
+        )
+    with quiet():
+        try:
+            Chem.SanitizeMol(mol, _SANITIZE)
+        except Exception as err:  # RDKit raises several sanitisation exception types
+            raise SmilesError(f"cannot sanitise SMILES {label}: {err}") from err
+    Chem.SetAromaticity(mol, Chem.AromaticityModel.AROMATICITY_MDL)
+    Chem.AssignStereochemistry(mol)
+    for atom in mol.GetAtoms():
+        if atom.GetNumRadicalElectrons():
+            raise ValueError(
+                f"molecule {label}: atom {atom.GetIdx()} ({atom.GetSymbol()}) is a radical; "
+                f"SMIRNOFF force fields (and the OpenFF toolkit) need closed-shell molecules"
+            )
+    mol = Chem.AddHs(mol)
+    Chem.SetHybridization(mol)
+    return mol
+
+
+def canonical_order(mol: Any) -> tuple[str, tuple[int, ...]]:
+    """The canonical SMILES of a prepared molecule and its atoms in canonical order.
+
+    Two inputs of the same molecule give the same SMILES, and ``order[k]`` is the
+    index of the k-th canonical atom in each: that is the map between them.
+
+    Example:
+        >>> a = canonical_order(molecule_from_smiles("OCC"))
+        >>> b = canonical_order(molecule_from_smiles("CCO"))
+        >>> a[0] == b[0], len(a[1])
+        (True, 9)
+    """
+    smiles = Chem.MolToSmiles(mol)
+    order = tuple(mol.GetProp("_smilesAtomOutputOrder").strip("[],").split(","))
+    return smiles, tuple(int(i) for i in order)
+
+
+def data_path(filename: str = "molecules.smi") -> pathlib.Path:
+    """Path of a file shipped in ``tying/chem/data``."""
+    return pathlib.Path(str(importlib.resources.files("tying.chem") / "data" / filename))
+
+
+def load_molecule_set(path: str | pathlib.Path | None = None) -> list[tuple[str, str]]:
+    """Read a SMILES list: one ``SMILES<TAB>name`` a line, ``#`` comments.
+
+    Args:
+        path: a file; by default the shipped set of real molecules.
+
+    Returns:
+        ``[(smiles, name), ...]`` in file order.
+
+    Raises:
+        ValueError: on a line without a tab-separated name (names the line).
+
+    Example:
+        >>> mols = load_molecule_set()
+        >>> len(mols) >= 200, mols[1]
+        (True, ('CC', 'ethane'))
+    """
+    path = data_path() if path is None else pathlib.Path(path)
+    out = []
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        smiles, tab, name = line.partition("\t")
+        if not tab or not smiles.strip() or not name.strip():
+            raise ValueError(f"{path.name}:{lineno}: expected 'SMILES<TAB>name', got {line!r}")
+        out.append((smiles.strip(), name.strip()))
+    return out

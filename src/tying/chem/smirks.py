@@ -1,0 +1,489 @@
+"""Compiled SMIRKS: each pattern of a force field parsed by RDKit once, with a cheap pre-filter.
+
+A SMIRKS is a SMARTS pattern whose tagged atoms (``[#6X4:1]``) say which atoms
+form the matched term. :func:`compile_section` parses every pattern of a
+section once per force field (the result is kept on the
+:class:`~tying.chem.offxml.ForceField`), checks the tags, and keeps each query
+atom's and query bond's SMARTS for a *pre-filter*: a molecule none of whose
+atoms (bonds) can satisfy some query atom (bond) cannot match the pattern, so
+the RDKit search is skipped. Atoms are judged on a signature (element,
+connections, H count, charge, aromaticity, ring membership) in three-valued
+logic, where anything the signature cannot decide (recursive SMARTS, ring
+sizes) counts as "maybe": the filter never drops a real match, and
+``tests/chem/test_smirks.py`` checks that exhaustively on the shipped molecules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from tying.chem._rdkit import Chem, quiet
+from tying.chem.errors import SmirksError
+from tying.chem.offxml import ForceField, Parameter
+
+# Number of tagged atoms that each section's patterns must have.
+VALENCE = {
+    "Constraints": 2,
+    "Bonds": 2,
+    "Angles": 3,
+    "ProperTorsions": 4,
+    "ImproperTorsions": 4,
+    "vdW": 1,
+}
+# Tags that must be bonded in the pattern itself, so that every match is a real term.
+_CHAIN = {2: ((1, 2),), 3: ((1, 2), (2, 3)), 4: ((1, 2), (2, 3), (3, 4))}
+_IMPROPER = ((1, 2), (2, 3), (2, 4))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CompiledSmirks:
+    """One parameter's SMIRKS, parsed.
+
+    Args:
+        parameter: the force-field parameter.
+        query: the RDKit query molecule.
+        tagged: the query-atom index of tag 1, tag 2, ... (the matched term's order).
+        atoms: each query atom's SMARTS, tag removed (for the pre-filter).
+        bonds: each query bond as (atom SMARTS, bond SMARTS, atom SMARTS).
+    """
+
+    parameter: Parameter
+    query: Any
+    tagged: tuple[int, ...]
+    atoms: tuple[str, ...]
+    bonds: tuple[tuple[str, str, str], ...]
+
+
+def compile_section(force_field: ForceField, section: str) -> tuple[CompiledSmirks, ...]:
+    """Compile every SMIRKS of ``section`` once per force field (later calls reuse it).
+
+    Args:
+        force_field: a loaded force field.
+        section: e.g. ``"Bonds"``.
+
+    Returns:
+        One :class:`CompiledSmirks` per parameter, in file order.
+
+    Raises:
+        SmirksError: naming the force field, section and parameter id of a pattern
+            that RDKit cannot parse or whose tags are wrong.
+        KeyError: when the force field has no such section.
+
+    Example:
+        >>> from tying.chem.offxml import load_force_field
+        >>> compiled = compile_section(load_force_field("openff-2.3.0"), "Bonds")
+        >>> compiled[0].parameter.id, compiled[0].tagged
+        ('b1', (0, 1))
+    """
+    cache = force_field._compiled
+    if section not in cache:
+        sec = force_field[section]
+        valence = VALENCE.get(section)
+        cache[section] = tuple(
+            compile_smirks(p, valence=valence, force_field=force_field.name) for p in sec
+        )
+    return cache[section]
+
+
+def compile_smirks(
+    parameter: Parameter, *, valence: int | None = None, force_field: str = "?"
+) -> CompiledSmirks:
+    """Parse one parameter's SMIRKS with RDKit and check its tags.
+
+    Args:
+        parameter: the parameter whose ``smirks`` to compile.
+        valence: the number of tags the section needs (2 for bonds, ...), or None.
+        force_field: the force field's name, for error messages.
+
+    Returns:
+        The :class:`CompiledSmirks`.
+
+    Raises:
+        SmirksError: when RDKit cannot parse the pattern, or its tags are not
+            ``1..valence`` (the message names the parameter id).
+
+    Example:
+        >>> from tying.chem.offxml import Parameter
+        >>> c = compile_smirks(Parameter("Bonds", "x1", "[#6X4:1]-[#8:2]", 0, {}), valence=2)
+        >>> c.tagged, c.atoms, c.bonds
+        ((0, 1), ('[#6&X4]', '[#8]'), (('[#6&X4]', '-', '[#8]'),))
+    """
+    where = f"{force_field} {parameter.section} parameter {parameter.id!r}"
+    with quiet():
+        query = Chem.MolFromSmarts(parameter.smirks)
+    if query is None:
+        raise SmirksError(
+            f"{where}: RDKit cannot parse its SMIRKS {parameter.smirks!r}; "
+            f"fix the pattern in the .offxml file"
+        )
+    tags = {}
+    for atom in query.GetAtoms():
+        n = atom.GetAtomMapNum()
+        if n:
+            if n in tags:
+                raise SmirksError(f"{where}: tag :{n} appears twice in {parameter.smirks!r}")
+            tags[n] = atom.GetIdx()
+    expected = list(range(1, (valence or len(tags)) + 1))
+    if sorted(tags) != expected:
+        raise SmirksError(
+            f"{where}: SMIRKS {parameter.smirks!r} has tags {sorted(tags)}, expected "
+            f"{expected} for a {parameter.section} parameter; renumber its tagged atoms"
+        )
+    pairs = _IMPROPER if parameter.section == "ImproperTorsions" else _CHAIN.get(len(expected), ())
+    for a, b in pairs:
+        if query.GetBondBetweenAtoms(tags[a], tags[b]) is None:
+            raise SmirksError(
+                f"{where}: in SMIRKS {parameter.smirks!r} tags :{a} and :{b} are not bonded, so "
+                f"a match would not be a {parameter.section} term; fix the pattern"
+            )
+    atoms = tuple(re.sub(r":\d+\]$", "]", a.GetSmarts()) for a in query.GetAtoms())
+    bonds = tuple(
+        (atoms[b.GetBeginAtomIdx()], b.GetSmarts(), atoms[b.GetEndAtomIdx()])
+        for b in query.GetBonds()
+    )
+    return CompiledSmirks(parameter, query, tuple(tags[n] for n in expected), atoms, bonds)
+
+
+# -- the pre-filter: can any atom (bond) of a molecule satisfy a query atom (bond)? ----------
+#
+# Atoms are summarised by a signature and bonds by their two atoms' signatures plus
+# type and ring membership. A query atom's SMARTS is evaluated on a signature in
+# three-valued logic: True, False, or None ("cannot tell from the signature", e.g.
+# recursive SMARTS or ring sizes). Only a definite False rules a pattern out, so
+# the filter is sound by construction.
+
+Signature = tuple[
+    int, int, int, int, bool, bool
+]  # Z, X (connections), H count, charge, aromatic, in ring
+_BOND_CODES = {
+    Chem.BondType.SINGLE: 1,
+    Chem.BondType.DOUBLE: 2,
+    Chem.BondType.TRIPLE: 3,
+    Chem.BondType.AROMATIC: 4,
+}
+_AROMATIC_SYMBOLS = {"c": 6, "n": 7, "o": 8, "s": 16, "p": 15, "se": 34, "as": 33, "b": 5, "te": 52}
+_CHUNK = re.compile(
+    r"(#\d+|X\d*|H\d*|[+-]\d*|\+\++|-+|a|A|R0?|r0?|x0|\*|[A-Z][a-z]?|se|as|te|[cnospb])$"
+)
+
+
+def atom_signature(atom: Any) -> Signature:
+    """The properties of an atom that the pre-filter reads.
+
+    Example:
+        >>> from tying.chem.molecules import molecule_from_smiles
+        >>> atom_signature(molecule_from_smiles("C[NH3+]").GetAtomWithIdx(1))
+        (7, 4, 3, 1, False, False)
+    """
+    return (
+        atom.GetAtomicNum(),
+        atom.GetTotalDegree(),
+        atom.GetTotalNumHs(includeNeighbors=True),
+        atom.GetFormalCharge(),
+        atom.GetIsAromatic(),
+        atom.IsInRing(),
+    )
+
+
+def _split(expr: str, ops: str) -> tuple[list[str], list[str]]:
+    """Split at top level (outside ``$(...)``) on any of ``ops``; return chunks and operators."""
+    chunks, found, depth, cur = [], [], 0, []
+    for ch in expr:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if depth == 0 and ch in ops:
+            chunks.append("".join(cur))
+            found.append(ch)
+            cur = []
+        else:
+            cur.append(ch)
+    chunks.append("".join(cur))
+    return chunks, found
+
+
+def parse_atom_query(smarts: str) -> tuple:
+    """Parse one query atom's SMARTS (``"[#6&X4:1]"``, ``"C"``, ``"*"``) into a predicate tree.
+
+    The tree is ``("and"|"or", [subtrees])``, ``("not", subtree)`` or ``("prim", kind, value)``;
+    ``("unknown",)`` stands for anything the signature cannot decide.
+
+    Example:
+        >>> parse_atom_query("[#6&X4:1]")
+        ('and', [('prim', 'Z', 6), ('prim', 'X', 4)])
+    """
+    body = smarts[1:-1] if smarts.startswith("[") else smarts
+    body = re.sub(r":\d+$", "", body)
+    return _parse_low(body, first=True)
+
+
+def _parse_low(expr: str, first: bool) -> tuple:
+    parts, _ = _split(expr, ";")
+    if len(parts) > 1:
+        return ("and", [_parse_or(p, first and i == 0) for i, p in enumerate(parts)])
+    return _parse_or(expr, first)
+
+
+def _parse_or(expr: str, first: bool) -> tuple:
+    parts, _ = _split(expr, ",")
+    if len(parts) > 1:
+        return ("or", [_parse_and(p, first and i == 0) for i, p in enumerate(parts)])
+    return _parse_and(expr, first)
+
+
+def _parse_and(expr: str, first: bool) -> tuple:
+    parts, _ = _split(expr, "&")
+    if len(parts) > 1:
+        return ("and", [_parse_not(p, first and i == 0) for i, p in enumerate(parts)])
+    return _parse_not(expr, first)
+
+
+def _parse_not(expr: str, first: bool) -> tuple:
+    if expr.startswith("!"):
+        return ("not", _parse_not(expr[1:], False))
+    return _parse_primitive(expr, first)
+
+
+def _parse_primitive(tok: str, first: bool) -> tuple:
+    if tok == "*":
+        return ("unknown",)
+    if not _CHUNK.match(tok):
+        return ("unknown",)  # recursive SMARTS, ring sizes, isotopes, ...: not decided here
+    if tok.startswith("#"):
+        return ("prim", "Z", int(tok[1:]))
+    if tok.startswith("X") and len(tok) > 1:
+        return ("prim", "X", int(tok[1:]))
+    if tok.startswith("H") and not first and tok != "He" and tok != "Hg":
+        return ("prim", "H", int(tok[1:]) if len(tok) > 1 else 1)
+    if tok[0] in "+-":
+        sign = 1 if tok[0] == "+" else -1
+        if len(tok) > 1 and tok[1:].isdigit():
+            return ("prim", "charge", sign * int(tok[1:]))
+        return ("prim", "charge", sign * len(tok))
+    if tok == "a":
+        return ("prim", "aromatic", True)
+    if tok == "A":
+        return ("prim", "aromatic", False)
+    if tok in ("R", "r"):
+        return ("prim", "ring", True)
+    if tok in ("R0", "r0", "x0"):
+        return ("prim", "ring", False)
+    if tok in _AROMATIC_SYMBOLS:
+        return ("and", [("prim", "Z", _AROMATIC_SYMBOLS[tok]), ("prim", "aromatic", True)])
+    if tok[0].isupper() and not (tok.startswith("H") or tok.startswith("X")):
+        z = Chem.GetPeriodicTable().GetAtomicNumber(tok) if _is_element(tok) else 0
+        if z:
+            return ("and", [("prim", "Z", z), ("prim", "aromatic", False)])
+    return ("unknown",)
+
+
+def _is_element(sym: str) -> bool:
+    try:
+        return Chem.GetPeriodicTable().GetAtomicNumber(sym) > 0
+    except RuntimeError:
+        return False
+
+
+_FIELD = {"Z": 0, "X": 1, "H": 2, "charge": 3, "aromatic": 4, "ring": 5}
+
+
+def evaluate(tree: tuple, sig: tuple) -> bool | None:
+    """Three-valued truth of a predicate tree on a signature: True, False, or None (unknown).
+
+    Example:
+        >>> evaluate(parse_atom_query("[#6&X4:1]"), (6, 3, 0, 0, True, True))
+        False
+        >>> evaluate(parse_atom_query("[#6&$(*~[#8]):1]"), (6, 4, 3, 0, False, False)) is None
+        True
+    """
+    kind = tree[0]
+    if kind == "prim":
+        return sig[_FIELD[tree[1]]] == tree[2]
+    if kind == "unknown":
+        return None
+    if kind == "not":
+        v = evaluate(tree[1], sig)
+        return None if v is None else not v
+    values = [evaluate(t, sig) for t in tree[1]]
+    if kind == "and":
+        if False in values:
+            return False
+        return True if all(v is True for v in values) else None
+    if True in values:  # "or"
+        return True
+    return False if all(v is False for v in values) else None
+
+
+def parse_bond_query(smarts: str) -> tuple:
+    """Parse one query bond's SMARTS (``"-"``, ``"=,:"``, ``"-&!@"``, ``""``) into a predicate tree.
+
+    Bond signatures are ``(type, in ring)`` with type 1, 2, 3 or 4 (aromatic).
+
+    Example:
+        >>> evaluate(parse_bond_query("-&!@"), (1, True)), evaluate(parse_bond_query(""), (4, False))
+        (False, True)
+    """
+    if smarts == "":  # SMARTS default: single or aromatic
+        return ("or", [("prim", "Z", 1), ("prim", "Z", 4)])
+    return _parse_bond_low(smarts)
+
+
+def _parse_bond_low(expr: str) -> tuple:
+    for ops, kind in ((";", "and"), (",", "or"), ("&", "and")):
+        parts, _ = _split(expr, ops)
+        if len(parts) > 1:
+            return (kind, [_parse_bond_low(p) for p in parts])
+    if expr.startswith("!"):
+        return ("not", _parse_bond_low(expr[1:]))
+    # Bond signatures reuse fields 0 (type) and 1 (ring) of the atom evaluator: Z and X.
+    table = {"-": ("prim", "Z", 1), "=": ("prim", "Z", 2), "#": ("prim", "Z", 3),
+             ":": ("prim", "Z", 4), "@": ("prim", "X", True)}  # fmt: skip
+    if expr == "~":
+        return ("unknown",)
+    return table.get(expr, ("unknown",))
+
+
+def can_be_false(tree: tuple) -> bool:
+    """Whether a predicate tree can ever rule anything out (it reads a known primitive).
+
+    Example:
+        >>> can_be_false(parse_atom_query("[*:1]")), can_be_false(parse_atom_query("[#1:1]"))
+        (False, True)
+    """
+    if tree[0] == "prim":
+        return True
+    if tree[0] == "unknown":
+        return False
+    if tree[0] == "not":
+        return can_be_false(tree[1])
+    return any(can_be_false(t) for t in tree[1])
+
+
+def bond_signature_code(bond: Any) -> int:
+    """The type code of a molecule bond for the pre-filter: 1, 2, 3, 4 (aromatic) or 0."""
+    return _BOND_CODES.get(bond.GetBondType(), 0)
+
+
+class Prefilter:
+    """Decides, per molecule, which compiled patterns cannot match and may be skipped.
+
+    Each distinct query atom (bond) that can rule anything out gets one bit. A
+    molecule's atoms and bonds are reduced to signatures; the bits a signature
+    satisfies are computed once and cached. A pattern stays a candidate when the
+    molecule satisfies all of its bits; the candidates come out of a few integer
+    operations per missing bit, not a Python loop over every pattern.
+
+    Args:
+        patterns: the compiled patterns, in one sequence (indices are positions in it).
+
+    Example:
+        >>> from tying.chem.offxml import load_force_field
+        >>> from tying.chem.molecules import molecule_from_smiles
+        >>> bonds = compile_section(load_force_field("openff-2.3.0"), "Bonds")
+        >>> pf = Prefilter(bonds)
+        >>> [bonds[i].parameter.id for i in pf.candidates(molecule_from_smiles("CCO"))]
+        ['b1', 'b14', 'b84', 'b88']
+    """
+
+    def __init__(self, patterns: Sequence[CompiledSmirks]):
+        atom_bits: dict[str, int] = {}
+        bond_bits: dict[tuple[str, str, str], int] = {}
+        trees: dict[str, tuple] = {}
+        needs: list[tuple[list[int], list[int]]] = []
+        for c in patterns:
+            a_bits, b_bits = [], []
+            for smarts in c.atoms:
+                tree = trees.setdefault(smarts, parse_atom_query(smarts))
+                if can_be_false(tree):
+                    a_bits.append(atom_bits.setdefault(smarts, len(atom_bits)))
+            for a, b, z in c.bonds:
+                ta = trees.setdefault(a, parse_atom_query(a))
+                tz = trees.setdefault(z, parse_atom_query(z))
+                if can_be_false(ta) or can_be_false(tz) or can_be_false(parse_bond_query(b)):
+                    b_bits.append(bond_bits.setdefault((a, b, z), len(bond_bits)))
+            needs.append((a_bits, b_bits))
+        self.n_patterns = len(needs)
+        self._n_atom_bits = len(atom_bits)
+        n_bits = len(atom_bits) + len(bond_bits)
+        # One row of 64-bit words per pattern: the bits it needs (atom bits, then bond bits).
+        self._n_words = max(1, (n_bits + 63) // 64)
+        self._needs = np.zeros((len(needs), self._n_words), dtype=np.uint64)
+        for i, (a_bits, b_bits) in enumerate(needs):
+            for bit in [*a_bits, *(len(atom_bits) + b for b in b_bits)]:
+                self._needs[i, bit // 64] |= np.uint64(1 << (bit % 64))
+        # Distinct atom and bond trees, and each bit as indices into them.
+        atom_index = {smarts: i for i, smarts in enumerate(trees)}
+        self._trees = list(trees.values())
+        self._atom_bit_tree = [atom_index[smarts] for smarts in atom_bits]
+        bond_smarts = sorted({b for _, b, _ in bond_bits})
+        self._bond_trees = [parse_bond_query(b) for b in bond_smarts]
+        bond_index = {b: i for i, b in enumerate(bond_smarts)}
+        self._bond_bit_trees = [
+            (atom_index[a], bond_index[b], atom_index[z]) for a, b, z in bond_bits
+        ]
+        self._possible: dict[Signature, list[bool]] = {}  # signature -> may satisfy tree i
+        self._atom_cache: dict[Signature, int] = {}
+        self._bond_cache: dict[tuple, int] = {}
+
+    def candidates(self, mol: Any) -> list[int]:
+        """Indices (ascending) of the patterns that may match a prepared molecule."""
+        has = np.frombuffer(
+            self.satisfied(mol).to_bytes(8 * self._n_words, "little"), dtype=np.uint64
+        )
+        lacking = (self._needs & ~has).any(axis=1)  # needs a bit the molecule lacks
+        return np.flatnonzero(~lacking).tolist()
+
+    def satisfied(self, mol: Any) -> int:
+        """The bits (atom bits, then bond bits) that some atom or bond of ``mol`` may satisfy."""
+        atom = mol.GetAtomWithIdx
+        sigs = [atom_signature(atom(i)) for i in range(mol.GetNumAtoms())]
+        has = 0
+        for sig in set(sigs):
+            mask = self._atom_cache.get(sig)
+            if mask is None:
+                mask = self._atom_cache[sig] = self._atom_mask(sig)
+            has |= mask
+        bond_keys = set()
+        bond = mol.GetBondWithIdx
+        for i in range(mol.GetNumBonds()):
+            b = bond(i)
+            u, v = sigs[b.GetBeginAtomIdx()], sigs[b.GetEndAtomIdx()]
+            if v < u:
+                u, v = v, u
+            bond_keys.add((u, v, bond_signature_code(b), b.IsInRing()))
+        for key in bond_keys:
+            mask = self._bond_cache.get(key)
+            if mask is None:
+                mask = self._bond_cache[key] = self._bond_mask(key) << self._n_atom_bits
+            has |= mask
+        return has
+
+    def _possible_trees(self, sig: Signature) -> list[bool]:
+        ok = self._possible.get(sig)
+        if ok is None:
+            ok = self._possible[sig] = [evaluate(t, sig) is not False for t in self._trees]
+        return ok
+
+    def _atom_mask(self, sig: Signature) -> int:
+        ok = self._possible_trees(sig)
+        mask = 0
+        for bit, tree in enumerate(self._atom_bit_tree):
+            if ok[tree]:
+                mask |= 1 << bit
+        return mask
+
+    def _bond_mask(self, key: tuple) -> int:
+        u, v, code, ring = key
+        ok_u, ok_v = self._possible_trees(u), self._possible_trees(v)
+        ok_bond = [evaluate(t, (code, ring)) is not False for t in self._bond_trees]
+        mask = 0
+        for bit, (ta, tb, tz) in enumerate(self._bond_bit_trees):
+            if ok_bond[tb] and ((ok_u[ta] and ok_v[tz]) or (ok_v[ta] and ok_u[tz])):
+                mask |= 1 << bit
+        return mask

@@ -1,0 +1,246 @@
+"""Units of SMIRNOFF values: ``"1.526 * angstrom ** 1"`` parsed into a value and a unit, and kept.
+
+An ``.offxml`` file writes every physical value as ``number * unit expression``
+(``angstrom``, ``kilocalorie_per_mole ** 1 * angstrom ** -2``, older files
+``angstrom**-2 * mole**-1 * kilocalorie``). :func:`parse_quantity` turns one into a
+:class:`Quantity`; two spellings of the same unit compare equal, and
+:meth:`Quantity.to` converts between units of the same dimension (Å/nm,
+kcal/kJ, degree/radian). No unit library is needed for that handful of units.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Mapping
+
+# Each base unit: its dimension and its size in the reference unit of that dimension.
+_BASE: dict[str, tuple[str, float]] = {
+    "angstrom": ("length", 1.0),
+    "nanometer": ("length", 10.0),
+    "kilocalorie": ("energy", 1.0),
+    "kilojoule": ("energy", 1.0 / 4.184),
+    "mole": ("amount", 1.0),
+    "radian": ("angle", 1.0),
+    "degree": ("angle", math.pi / 180.0),
+    "elementary_charge": ("charge", 1.0),
+}
+# Compound names the OpenFF files use, written out in base units.
+_ALIASES: dict[str, dict[str, int]] = {
+    "kilocalorie_per_mole": {"kilocalorie": 1, "mole": -1},
+    "kilocalories_per_mole": {"kilocalorie": 1, "mole": -1},
+    "kilojoule_per_mole": {"kilojoule": 1, "mole": -1},
+    "kilojoules_per_mole": {"kilojoule": 1, "mole": -1},
+    "angstroms": {"angstrom": 1},
+    "nanometers": {"nanometer": 1},
+    "degrees": {"degree": 1},
+    "radians": {"radian": 1},
+    "dimensionless": {},
+}
+_ORDER = (
+    "kilocalorie",
+    "kilojoule",
+    "elementary_charge",
+    "mole",
+    "angstrom",
+    "nanometer",
+    "degree",
+    "radian",
+)
+_TOKEN = re.compile(r"\s*(\*\*|\*|/|\(|\)|[A-Za-z_]+|[-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)")
+_NUMBER = re.compile(r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    """A product of base units with integer exponents, e.g. ``kilocalorie / mole / angstrom ** 2``.
+
+    Args:
+        powers: base-unit name -> exponent, zero exponents left out.
+
+    Example:
+        >>> parse_unit("kilocalorie_per_mole ** 1 * angstrom ** -2") == parse_unit(
+        ...     "angstrom**-2 * mole**-1 * kilocalorie")
+        True
+        >>> str(parse_unit("mole ** -1 * kilocalorie ** 1"))
+        'kilocalorie / mole'
+    """
+
+    powers: tuple[tuple[str, int], ...]
+
+    @staticmethod
+    def of(powers: Mapping[str, int]) -> Unit:
+        """Build a unit from ``{base: exponent}`` (order-free, zeros dropped)."""
+        kept = {k: v for k, v in powers.items() if v != 0}
+        return Unit(tuple(sorted(kept.items(), key=lambda kv: _ORDER.index(kv[0]))))
+
+    @property
+    def dimension(self) -> tuple[tuple[str, int], ...]:
+        """The unit's dimension, e.g. ``(("energy", 1), ("amount", -1))``."""
+        dims: dict[str, int] = {}
+        for name, power in self.powers:
+            dim = _BASE[name][0]
+            dims[dim] = dims.get(dim, 0) + power
+        return tuple(sorted((d, p) for d, p in dims.items() if p != 0))
+
+    @property
+    def scale(self) -> float:
+        """Size of this unit in the reference units (Å, kcal, mol, rad, e)."""
+        out = 1.0
+        for name, power in self.powers:
+            out *= _BASE[name][1] ** power
+        return out
+
+    def __str__(self) -> str:
+        def term(name: str, power: int) -> str:
+            return name if power == 1 else f"{name} ** {power}"
+
+        num = [term(n, p) for n, p in self.powers if p > 0]
+        den = [term(n, -p) for n, p in self.powers if p < 0]
+        text = " * ".join(num) if num else ("1" if den else "dimensionless")
+        return " / ".join([text, *den])
+
+
+@dataclasses.dataclass(frozen=True)
+class Quantity:
+    """A value with its unit, as written in the force-field file.
+
+    Example:
+        >>> q = parse_quantity("1.525970013793 * angstrom ** 1")
+        >>> q.value, str(q.unit)
+        (1.525970013793, 'angstrom')
+        >>> round(q.to("nanometer").value, 6)
+        0.152597
+    """
+
+    value: float
+    unit: Unit
+
+    def to(self, unit: str | Unit) -> Quantity:
+        """Convert to ``unit`` (a unit expression or :class:`Unit`) of the same dimension.
+
+        Raises:
+            ValueError: when the dimensions differ (names both units).
+        """
+        target = parse_unit(unit) if isinstance(unit, str) else unit
+        if target.dimension != self.unit.dimension:
+            raise ValueError(
+                f"cannot convert {self.unit} to {target}: dimensions differ "
+                f"({_dim_text(self.unit)} vs {_dim_text(target)})"
+            )
+        return Quantity(self.value * self.unit.scale / target.scale, target)
+
+    def __str__(self) -> str:
+        return f"{self.value:g} {self.unit}"
+
+
+def _dim_text(unit: Unit) -> str:
+    return " ".join(f"{d}^{p}" for d, p in unit.dimension) or "dimensionless"
+
+
+def parse_unit(text: str) -> Unit:
+    """Parse a unit expression: names joined by ``*`` and ``/``, each with an optional ``** n``.
+
+    Args:
+        text: e.g. ``"kilocalorie_per_mole ** 1 * angstrom ** -2"``.
+
+    Returns:
+        The :class:`Unit`.
+
+    Raises:
+        ValueError: on an unknown unit name or a malformed expression (names both).
+
+    Example:
+        >>> str(parse_unit("kilojoule_per_mole / nanometer ** 2"))
+        'kilojoule / mole / nanometer ** 2'
+    """
+    tokens = _tokens(text)
+    powers: dict[str, int] = {}
+    sign, i = 1, 0
+    expect_name = True
+    while i < len(tokens):
+        tok = tokens[i]
+        if expect_name:
+            if tok not in _BASE and tok not in _ALIASES:
+                raise ValueError(
+                    f"unknown unit {tok!r} in {text!r}; known: {', '.join(sorted({*_BASE, *_ALIASES}))}"
+                )
+            exp = 1
+            if i + 1 < len(tokens) and tokens[i + 1] == "**":
+                if i + 2 >= len(tokens) or not re.fullmatch(r"[-+]?\d+", tokens[i + 2]):
+                    raise ValueError(
+                        f"unit expression {text!r}: '**' must be followed by an integer"
+                    )
+                exp = int(tokens[i + 2])
+                i += 2
+            base = _ALIASES.get(tok, {tok: 1})
+            for name, p in base.items():
+                powers[name] = powers.get(name, 0) + sign * exp * p
+            expect_name = False
+        else:
+            if tok not in ("*", "/"):
+                raise ValueError(f"unit expression {text!r}: expected '*' or '/', got {tok!r}")
+            sign = 1 if tok == "*" else -1
+            expect_name = True
+        i += 1
+    if expect_name and tokens:
+        raise ValueError(f"unit expression {text!r} ends with an operator")
+    return Unit.of(powers)
+
+
+def _tokens(text: str) -> list[str]:
+    pos, out = 0, []
+    text = text.strip()
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m:
+            raise ValueError(f"cannot read unit expression {text!r} at {text[pos:]!r}")
+        out.append(m.group(1))
+        pos = m.end()
+    return out
+
+
+def parse_quantity(text: str) -> Quantity:
+    """Parse ``"<number> * <unit expression>"`` (the SMIRNOFF way of writing a value).
+
+    Args:
+        text: e.g. ``"180.0 * degree ** 1"``.
+
+    Returns:
+        The :class:`Quantity`.
+
+    Raises:
+        ValueError: when ``text`` is not a number times a unit expression.
+
+    Example:
+        >>> parse_quantity("180.0 * degree ** 1").to("radian").value
+        3.141592653589793
+    """
+    number, star, rest = text.partition("*")
+    if not star or not _NUMBER.match(number):
+        raise ValueError(f"expected '<number> * <unit>', got {text!r}")
+    try:
+        unit = parse_unit(rest.strip())
+    except ValueError as err:
+        raise ValueError(f"in quantity {text!r}: {err}") from err
+    return Quantity(float(number), unit)
+
+
+def parse_value(text: str) -> Quantity | int | float | str:
+    """Read one attribute of a force-field file: a quantity, an int, a float, or the text itself.
+
+    Example:
+        >>> parse_value("3"), parse_value("1.0"), parse_value("auto")
+        (3, 1.0, 'auto')
+    """
+    stripped = text.strip()
+    if "*" in stripped:
+        number = stripped.partition("*")[0]
+        if _NUMBER.match(number):
+            return parse_quantity(stripped)
+    if re.fullmatch(r"[-+]?\d+", stripped):
+        return int(stripped)
+    if _NUMBER.match(stripped):
+        return float(stripped)
+    return text

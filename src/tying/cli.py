@@ -1,0 +1,302 @@
+"""The ``tying`` command: list, run and report the experiments.
+
+``tying list`` shows every claim and whether it has an experiment;
+``tying run ID`` runs one and prints its tables; ``tying report`` runs many and
+writes ``report/index.html``.
+
+Exit codes: ``run``: 0 the claim's check passed, 1 it failed or the experiment
+raised (or an extra it needs is missing), 2 usage error (an unknown id names the
+closest valid one). ``report``: 0 when the page was written, 2 on usage errors.
+``list``: 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import pathlib
+import sys
+import time
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table as RichTable
+from rich.text import Text
+
+from tying.experiments import SIZES, get, load_all
+from tying.experiments.claims import CLAIMS, claim_for, in_claim_order
+from tying.experiments.runner import RunRecord, import_errors, run_experiment, run_many
+from tying.report.format import format_runtime, format_value
+
+__all__ = ["main"]
+
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+_STYLE = {
+    "pass": "bold green",
+    "fail": "bold red",
+    "error": "bold red",
+    "missing-extra": "bold yellow",
+}
+
+
+class _UsageError(Exception):
+    """A bad argument found after parsing (an unknown id); exits with code 2."""
+
+
+def _check_ids(ids: Sequence[str]) -> list[str]:
+    load_all()
+    for exp_id in ids:
+        try:
+            get(exp_id)
+        except KeyError as exc:  # its message names the closest valid id
+            raise _UsageError(exc.args[0]) from None
+    return list(ids)
+
+
+def _print_record(console: Console, rec: RunRecord) -> None:
+    claim = claim_for(rec.id)
+    code = f"{claim.code} " if claim else ""
+    console.rule(f"[bold]{code}{rec.id}[/] — {rec.title}")
+    console.print(rec.claim)
+    for table in rec.tables:
+        rt = RichTable(title=table.title, title_justify="left", show_lines=False)
+        for col in table.columns:
+            values = [row.get(col) for row in table.rows if row.get(col) is not None]
+            numeric = values and all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in values
+            )
+            rt.add_column(col, overflow="fold", justify="right" if numeric else "left")
+        for row in table.rows:
+            rt.add_row(*(format_value(row.get(c)) for c in table.columns))
+        console.print(rt)
+    if rec.measured:
+        rt = RichTable(title="Measured (decides the check)", title_justify="left")
+        rt.add_column("quantity")
+        rt.add_column("value", justify="right")
+        for k, v in rec.measured.items():
+            rt.add_row(k, format_value(v))
+        console.print(rt)
+    if rec.figures:
+        console.print("figures: " + ", ".join(rec.figures))
+    if rec.error:
+        console.print(f"[red]{rec.error}[/]", markup=True, highlight=False)
+    console.print(
+        f"[{_STYLE[rec.status]}]{rec.status.upper()}[/]  {rec.key_figure}  "
+        f"({format_runtime(rec.runtime_s)}, size {rec.size}, seed {rec.seed})"
+    )
+
+
+def _cmd_list(args: argparse.Namespace, console: Console) -> int:
+    registry = load_all()
+    table = RichTable(title="Claims and their experiments", title_justify="left")
+    for col in ("claim", "id", "title", "status"):
+        table.add_column(col)
+    known = {c.id for c in CLAIMS}
+    for claim in CLAIMS:
+        spec = registry.get(claim.id)
+        status = _spec_status(spec)
+        title = spec.title if spec else _shorten(claim.claim)
+        table.add_row(claim.code, claim.id, title, status)
+    for exp_id, spec in registry.items():
+        if exp_id not in known:
+            table.add_row("", exp_id, spec.title, _spec_status(spec))
+    console.print(table)
+    for module, err in import_errors().items():
+        console.print(
+            f"[red]experiment module {module} failed to import:[/] {err.splitlines()[-1]}"
+        )
+    return EXIT_PASS
+
+
+def _shorten(text: str, width: int = 70) -> str:
+    return text if len(text) <= width else text[: width - 1].rsplit(" ", 1)[0] + " …"
+
+
+def _spec_status(spec) -> str:
+    if spec is None:
+        return "[dim]not yet implemented[/]"
+    missing = [m for m in spec.requires if importlib.util.find_spec(m) is None]
+    if missing:
+        return f"[yellow]needs {', '.join(missing)}[/]"
+    return "[green]ready[/]"
+
+
+def _cmd_run(args: argparse.Namespace, console: Console) -> int:
+    (exp_id,) = _check_ids([args.id])
+    rec = run_experiment(exp_id, size=args.size, seed=args.seed, out_dir=args.out)
+    _print_record(console, rec)
+    if args.out is None:
+        console.print("[dim](figures not saved; pass --out DIR to keep them as PNG)[/]")
+    return EXIT_PASS if rec.passed else EXIT_FAIL
+
+
+def _split_ids(values: Sequence[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+class _RunningColumn(ProgressColumn):
+    """The experiments running now, each with its own elapsed time (redrawn live)."""
+
+    def __init__(self, running: dict[str, float]) -> None:
+        super().__init__()
+        self.running = running
+
+    def render(self, task) -> Text:
+        now = time.perf_counter()
+        return Text(", ".join(f"{i} {now - t:.0f}s" for i, t in list(self.running.items())))
+
+
+def _cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from tying.report import prepare_output, write_report
+
+    only = _split_ids(args.only)
+    ids = _check_ids(only) if only else in_claim_order(list(load_all()))
+    if args.jobs < 1:
+        raise _UsageError(f"--jobs must be >= 1, got {args.jobs}")
+    out = pathlib.Path(args.out)
+    prepare_output(out)
+    t0 = time.perf_counter()
+    running: dict[str, float] = {}
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        _RunningColumn(running),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task(f"report ({args.size})", total=len(ids))
+
+        def on_start(exp_id: str) -> None:
+            running[exp_id] = time.perf_counter()
+
+        def on_done(rec: RunRecord) -> None:
+            running.pop(rec.id, None)
+            progress.console.print(
+                f"  [{_STYLE[rec.status]}]{rec.status.upper():>5}[/] {rec.id}  "
+                f"[dim]{format_runtime(rec.runtime_s)}[/]  {rec.key_figure}",
+                highlight=False,
+            )
+            progress.update(task, advance=1)
+
+        records = run_many(
+            ids,
+            size=args.size,
+            seed=args.seed,
+            out_dir=out,
+            jobs=args.jobs,
+            on_start=on_start,
+            on_done=on_done,
+        )
+    runtime = time.perf_counter() - t0
+    paths = write_report(
+        records, out, size=args.size, seed=args.seed, jobs=args.jobs, runtime_s=runtime
+    )
+    n_pass = sum(r.passed for r in records)
+    console.print(
+        f"[bold]{n_pass} of {len(records)} claims passed[/] in {format_runtime(runtime)} "
+        f"(size {args.size}, {args.jobs} job(s)); report: {paths['html']}",
+        highlight=False,
+    )
+    for rec in records:
+        if not rec.passed:
+            console.print(f"  [{_STYLE[rec.status]}]{rec.status}[/]: {rec.id}", highlight=False)
+    return EXIT_PASS
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tying",
+        description="Run the experiments that check the claims of CLAIMS.md.",
+        epilog="exit codes: 0 pass / page written, 1 claim failed or raised, 2 usage error",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log progress (-v) or everything (-vv)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help="list claims, experiment ids and their status")
+    p.set_defaults(fn=_cmd_list)
+
+    p = sub.add_parser("run", help="run one experiment and print its tables")
+    p.add_argument("id", help="experiment id, e.g. param-counts")
+    p.add_argument(
+        "--size",
+        choices=SIZES,
+        default="quick",
+        help="quick: seconds; report: the report's size (default: quick)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    p.add_argument(
+        "--out",
+        type=pathlib.Path,
+        default=None,
+        help="folder to save its figures in (under figures/)",
+    )
+    p.set_defaults(fn=_cmd_run)
+
+    p = sub.add_parser("report", help="run experiments and write the HTML report")
+    p.add_argument(
+        "--size", choices=SIZES, default="report", help="experiment size (default: report)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    p.add_argument(
+        "--only",
+        action="append",
+        metavar="IDS",
+        help="comma-separated ids to run (repeatable); default: all",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="worker processes; each uses one torch thread (default: 1)",
+    )
+    p.add_argument("--out", default="report", help="report folder (default: report)")
+    p.set_defaults(fn=_cmd_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tying`` console script.
+
+    Args:
+        argv: arguments without the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code (see the module docstring).
+    """
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+        return int(exc.code or 0)
+    console = Console(highlight=False)
+    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
+    )
+    try:
+        return args.fn(args, console)
+    except _UsageError as exc:
+        print(f"tying {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

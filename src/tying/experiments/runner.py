@@ -1,0 +1,352 @@
+"""Run experiments: seeding, timing, figures saved as PNG, failures captured.
+
+:func:`run_experiment` runs one registered experiment and always returns a
+:class:`RunRecord`, whether the claim's check passed, failed, the experiment
+raised, or an optional extra it needs is missing. :func:`run_many` runs several,
+in this process or in worker processes (``jobs > 1``), and reports progress
+through callbacks so that the CLI can draw a progress bar.
+
+Example:
+    >>> from tying.experiments.runner import run_experiment
+    >>> record = run_experiment("param-counts", size="quick", seed=0)
+    >>> record.status, record.passed
+    ('pass', True)
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import importlib.util
+import logging
+import multiprocessing
+import pathlib
+import random
+import re
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from tying.experiments import IMPORT_ERRORS, load_all
+from tying.experiments.registry import Result, Table, check_size, get
+
+__all__ = ["EXTRAS", "RunRecord", "jsonable", "run_experiment", "run_many"]
+
+log = logging.getLogger(__name__)
+
+#: Import name -> the pyproject extra that installs it (for "missing extra" messages).
+EXTRAS: dict[str, str] = {
+    "rdkit": "chem",
+    "openff": "chem",
+    "opacus": "privacy",
+    "hmmlearn": "bench",
+    "lmfit": "bench",
+    "pomegranate": "bench",
+    "e2cnn": "bench",
+}
+
+FIGURES_DIR = "figures"
+
+
+@dataclasses.dataclass
+class RunRecord:
+    """What one run of one experiment produced; plain data, safe to pickle and to JSON.
+
+    Attributes:
+        id, title, claim, seed_file: from the experiment's registration.
+        size, seed: how it was run.
+        status: ``"pass"``, ``"fail"``, ``"error"`` (it raised) or ``"missing-extra"``.
+        measured: the numbers that decided the check.
+        key_figure: one line for the summary table.
+        notes: what the check means.
+        tables: the result tables.
+        figures: PNG paths relative to the output folder (``figures/<id>--<stem>.png``).
+        runtime_s: wall time of the experiment function (figure saving excluded).
+        error: the traceback (or the missing-extra message) when it did not finish.
+        missing: import names of optional extras that are not installed.
+        threads: torch intra-op threads of the process that ran it.
+    """
+
+    id: str
+    title: str
+    claim: str
+    seed_file: str
+    size: str
+    seed: int
+    status: str
+    measured: dict[str, Any] = dataclasses.field(default_factory=dict)
+    key_figure: str = ""
+    notes: str = ""
+    tables: list[Table] = dataclasses.field(default_factory=list)
+    figures: list[str] = dataclasses.field(default_factory=list)
+    runtime_s: float = 0.0
+    error: str | None = None
+    missing: list[str] = dataclasses.field(default_factory=list)
+    threads: int = 1
+
+    @property
+    def passed(self) -> bool:
+        """True only when the experiment ran and its check passed."""
+        return self.status == "pass"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tables as ``{"title", "columns", "rows"}``)."""
+        out = dataclasses.asdict(self)
+        out["passed"] = self.passed
+        out["tables"] = [
+            {"title": t.title, "columns": t.columns, "rows": jsonable(t.rows)} for t in self.tables
+        ]
+        out["measured"] = jsonable(self.measured)
+        return out
+
+
+def jsonable(value: Any) -> Any:
+    """Convert numpy/torch scalars and arrays (nested in dicts/lists) to plain Python.
+
+    Non-finite floats become the strings ``"nan"``, ``"inf"``, ``"-inf"`` so the
+    output is strict JSON.
+
+    Example:
+        >>> jsonable({"a": np.float32(0.5), "b": [torch.tensor(3)], "c": float("inf")})
+        {'a': 0.5, 'b': [3], 'c': 'inf'}
+    """
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return "nan" if np.isnan(value) else ("inf" if value > 0 else "-inf")
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def _missing_message(missing: Sequence[str]) -> str:
+    extras = sorted({EXTRAS[m] for m in missing if m in EXTRAS})
+    hint = (
+        f"pip install -e '.[{','.join(extras)}]'"
+        if extras
+        else "install the package(s) that provide them"
+    )
+    return f"needs the optional package(s) {', '.join(missing)}, not installed here; {hint}"
+
+
+def _seed_everything(seed: int) -> None:
+    # Experiments seed their own generators explicitly; this also pins anything that
+    # reaches for a global RNG (module initialisers, say), so a run is repeatable.
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _save_figures(figures: dict[str, Any], exp_id: str, out_dir: pathlib.Path | None) -> list[str]:
+    paths: list[str] = []
+    for stem, fig in figures.items():
+        if out_dir is not None:
+            safe = re.sub(r"[^A-Za-z0-9_-]+", "-", str(stem)).strip("-") or "figure"
+            rel = f"{FIGURES_DIR}/{exp_id}--{safe}.png"
+            (out_dir / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
+            fig.savefig(out_dir / rel, dpi=100, bbox_inches="tight")
+            paths.append(rel)
+        if "matplotlib.pyplot" in sys.modules:  # a pyplot figure stays registered until closed
+            sys.modules["matplotlib.pyplot"].close(fig)
+    return paths
+
+
+def run_experiment(
+    id: str,
+    size: str = "quick",
+    seed: int = 0,
+    out_dir: str | pathlib.Path | None = None,
+) -> RunRecord:
+    """Run the experiment registered as ``id`` and capture everything it produced.
+
+    Args:
+        id: a registered experiment id.
+        size: ``"quick"`` or ``"report"``.
+        seed: the seed passed to the experiment (and to the global RNGs).
+        out_dir: folder to save figures in (under ``figures/``); None to discard them.
+
+    Returns:
+        A :class:`RunRecord`; an exception raised by the experiment is captured in
+        ``error`` with status ``"error"``, never propagated.
+
+    Raises:
+        KeyError: when ``id`` is not registered (naming the closest id).
+        ValueError: when ``size`` is not one of the sizes.
+    """
+    check_size(size)
+    load_all()
+    spec = get(id)
+    out = pathlib.Path(out_dir) if out_dir is not None else None
+    record = RunRecord(
+        id=spec.id,
+        title=spec.title,
+        claim=spec.claim,
+        seed_file=spec.seed_file,
+        size=size,
+        seed=seed,
+        status="error",
+        threads=torch.get_num_threads(),
+    )
+    missing = [name for name in spec.requires if importlib.util.find_spec(name) is None]
+    if missing:
+        record.status, record.missing = "missing-extra", missing
+        record.error = _missing_message(missing)
+        log.warning("%s: %s", id, record.error)
+        return record
+
+    _seed_everything(seed)
+    log.info("%s: running at size %s, seed %d", id, size, seed)
+    t0 = time.perf_counter()
+    try:
+        result = spec.fn(size, seed)
+        if not isinstance(result, Result):
+            raise TypeError(
+                f"experiment {id!r} returned {type(result).__name__}, expected a Result"
+            )
+    except ModuleNotFoundError as exc:
+        record.error = traceback.format_exc()
+        if (exc.name or "").split(".")[0] != "tying":  # ours missing is a bug, not an extra
+            record.status, record.missing = "missing-extra", [exc.name or str(exc)]
+            record.error = _missing_message(record.missing) + "\n\n" + record.error
+    except Exception:
+        record.error = traceback.format_exc()
+    record.runtime_s = time.perf_counter() - t0
+    if record.error is not None:
+        log.error("%s did not finish:\n%s", id, record.error)
+        return record
+
+    record.measured = jsonable(result.measured)
+    record.key_figure = result.key_figure
+    record.notes = result.notes
+    record.tables = [Table(t.title, jsonable(t.rows)) for t in result.tables]
+    try:
+        record.figures = _save_figures(result.figures, spec.id, out)
+    except Exception:
+        record.error = "saving a figure failed:\n" + traceback.format_exc()
+        log.error("%s: %s", id, record.error)
+        return record
+    record.status = "pass" if bool(result.passed) else "fail"
+    log.info("%s: %s in %.2f s", id, record.status.upper(), record.runtime_s)
+    return record
+
+
+def _init_worker() -> None:
+    # One intra-op thread per worker: `--jobs N` processes share the machine's cores.
+    torch.set_num_threads(1)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    load_all()
+
+
+def _crashed_record(id: str, size: str, seed: int, exc: BaseException) -> RunRecord:
+    spec = get(id)
+    return RunRecord(
+        id=spec.id,
+        title=spec.title,
+        claim=spec.claim,
+        seed_file=spec.seed_file,
+        size=size,
+        seed=seed,
+        status="error",
+        error="the worker process running it failed:\n" + "".join(traceback.format_exception(exc)),
+    )
+
+
+def _mp_context() -> multiprocessing.context.BaseContext:
+    # Never fork: torch's thread pools do not survive a fork of a process that used them.
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def run_many(
+    ids: Iterable[str],
+    size: str = "quick",
+    seed: int = 0,
+    out_dir: str | pathlib.Path | None = None,
+    jobs: int = 1,
+    on_start: Callable[[str], None] | None = None,
+    on_done: Callable[[RunRecord], None] | None = None,
+) -> list[RunRecord]:
+    """Run several experiments, in this process or in ``jobs`` worker processes.
+
+    Args:
+        ids: registered experiment ids (validated before anything runs).
+        size, seed, out_dir: as for :func:`run_experiment`.
+        jobs: number of worker processes; 1 runs everything in this process.
+        on_start: called with an id when its experiment starts.
+        on_done: called with each record as it finishes.
+
+    Returns:
+        The records, in the order of ``ids``.
+
+    Raises:
+        KeyError: for an unknown id; ValueError: for a bad size or ``jobs < 1``.
+    """
+    check_size(size)
+    load_all()
+    ids = list(ids)
+    for id in ids:
+        get(id)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
+    on_start = on_start or (lambda _id: None)
+    on_done = on_done or (lambda _rec: None)
+    records: dict[str, RunRecord] = {}
+
+    if jobs == 1 or len(ids) <= 1:
+        for id in ids:
+            on_start(id)
+            records[id] = run_experiment(id, size, seed, out_dir)
+            on_done(records[id])
+        return [records[id] for id in ids]
+
+    queue = list(ids)
+    pool = cf.ProcessPoolExecutor(jobs, mp_context=_mp_context(), initializer=_init_worker)
+    running: dict[cf.Future, str] = {}
+    broken = False
+    try:
+        while queue or running:
+            if broken and not running:
+                # A dead worker breaks the whole pool; the rest of the queue gets a new one.
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = cf.ProcessPoolExecutor(
+                    jobs, mp_context=_mp_context(), initializer=_init_worker
+                )
+                broken = False
+            # Keep at most `jobs` in flight, so "started" means "running", not "queued".
+            while queue and not broken and len(running) < jobs:
+                id = queue.pop(0)
+                running[pool.submit(run_experiment, id, size, seed, out_dir)] = id
+                on_start(id)
+            done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            for fut in done:
+                id = running.pop(fut)
+                try:
+                    records[id] = fut.result()
+                except Exception as exc:  # the worker died (out of memory, a crash)
+                    records[id] = _crashed_record(id, size, seed, exc)
+                    broken = broken or isinstance(exc, cf.process.BrokenProcessPool)
+                on_done(records[id])
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return [records[id] for id in ids]
+
+
+def import_errors() -> dict[str, str]:
+    """Experiment modules that failed to import, by module name (after :func:`load_all`)."""
+    load_all()
+    return dict(IMPORT_ERRORS)

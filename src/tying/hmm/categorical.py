@@ -1,0 +1,168 @@
+"""Categorical (discrete-symbol) HMM whose emission distributions can be tied across states.
+
+Tied states share one row of emission probabilities; the M-step pools their
+expected symbol counts (claim C3 for discrete observations, e.g. the several
+states of a coding region that emit codon positions alike).
+
+Example:
+    >>> import numpy as np
+    >>> from tying.hmm import CategoricalHMM
+    >>> X = np.array([0, 0, 1, 2, 2, 2, 1, 0]).reshape(-1, 1)
+    >>> m = CategoricalHMM(3, ties={"emissions": [[0, 1]]}, random_state=0).fit(X)
+    >>> np.array_equal(m.emissionprob_[0], m.emissionprob_[1])
+    True
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tying.hmm.base import BaseHMM, _stochastic
+from tying.hmm.sequences import check_observations
+from tying.hmm.ties import StateTies
+
+__all__ = ["CategoricalHMM"]
+
+
+class CategoricalHMM(BaseHMM):
+    """HMM over symbols ``0..n_symbols-1`` with tie-able emission rows.
+
+    Args:
+        n_components: number of states K.
+        n_symbols: alphabet size M; None takes ``max(X) + 1`` at the first fit.
+        ties: tie spec over ``"emissions"`` and ``"transitions"``.
+        emissionprob_init: ``(K, M)`` (equal within tie groups) or ``(n_groups, M)``.
+        **kwargs: see :class:`~tying.hmm.base.BaseHMM`.
+
+    Attributes:
+        emissionprob_: ``(K, M)`` emission probabilities (tied states have equal rows).
+        n_symbols_: the alphabet size used.
+    """
+
+    _emission_kinds = ("emissions",)
+    _emission_params = ("emissions",)
+
+    def __init__(
+        self,
+        n_components: int = 1,
+        *,
+        n_symbols: int | None = None,
+        ties=None,
+        emissionprob_init: np.ndarray | None = None,
+        **kwargs,
+    ):
+        super().__init__(n_components, ties=ties, **kwargs)
+        self.n_symbols = n_symbols
+        self.emissionprob_init = emissionprob_init
+
+    @classmethod
+    def from_params(cls, startprob, transmat, emissionprob, *, ties=None, **kwargs):
+        """A fitted model with the given parameters.
+
+        Args:
+            startprob: ``(K,)``. transmat: ``(K, K)``. emissionprob: ``(K, M)``.
+            ties, **kwargs: as in the constructor.
+
+        Returns:
+            A CategoricalHMM ready to score, decode and sample.
+
+        Raises:
+            ValueError: on shapes, non-stochastic rows, or tied states with different rows.
+
+        Example:
+            >>> m = CategoricalHMM.from_params([1.0], [[1.0]], [[0.25, 0.75]])
+            >>> round(m.score([[1], [1]]), 6)    # 2 log 0.75
+            -0.575364
+        """
+        emission = np.asarray(emissionprob, dtype=np.float64)
+        model = cls(
+            len(np.asarray(startprob)),
+            n_symbols=emission.shape[-1],
+            ties=ties,
+            startprob_init=startprob,
+            transmat_init=transmat,
+            emissionprob_init=emission,
+            **kwargs,
+        )
+        model._check_settings()
+        model.ties_ = StateTies.resolve(ties, n_states=model.n_components, kinds=model.tie_kinds)
+        model.n_symbols_ = emission.shape[-1]
+        model._initialise(np.zeros(1, dtype=np.int64), np.random.default_rng(0))
+        return model
+
+    @property
+    def emissionprob_(self) -> np.ndarray:
+        """``(K, M)`` emission probabilities (a copy)."""
+        self._check_fitted()
+        return self.ties_.spread("emissions", self._emissions)
+
+    def _check_settings(self) -> None:
+        super()._check_settings()
+        M = self.n_symbols
+        if M is not None and (isinstance(M, bool) or not isinstance(M, (int, np.integer)) or M < 1):
+            raise ValueError(f"n_symbols must be a positive integer or None, got {M!r}")
+
+    def _check_X(self, X, lengths, fitting):
+        X = check_observations(X, lengths, ndim=1)
+        if fitting:
+            if self.n_symbols is not None:
+                self.n_symbols_ = int(self.n_symbols)
+            elif self.emissionprob_init is not None:
+                self.n_symbols_ = np.asarray(self.emissionprob_init).shape[-1]
+            else:
+                self.n_symbols_ = int(X.max()) + 1
+        bad = np.flatnonzero((X < 0) | (X >= self.n_symbols_))
+        if bad.size:
+            row = int(bad[0])
+            ends = np.cumsum(lengths)
+            seq = int(np.searchsorted(ends, row, side="right"))
+            pos = row - (int(ends[seq - 1]) if seq else 0)
+            raise ValueError(
+                f"X[{row}] = {X[row]} (sequence {seq}, position {pos}) is not a symbol of this "
+                f"model (0..{self.n_symbols_ - 1}); raise n_symbols or recode X"
+            )
+        return X
+
+    def _log_emission(self, X):
+        with np.errstate(divide="ignore"):
+            log_e = np.log(self.emissionprob_)  # (K, M)
+        return np.ascontiguousarray(log_e.T[X])  # (N, K)
+
+    def _emission_init(self, X, rng) -> None:
+        G, M = self.ties_.n_groups("emissions"), self.n_symbols_
+        if self.emissionprob_init is None:
+            self._emissions = rng.dirichlet(np.ones(M), size=G)
+            return
+        arr = np.asarray(self.emissionprob_init, dtype=np.float64)
+        K = self.n_components
+        if arr.ndim != 2 or arr.shape[1] != M or arr.shape[0] not in (K, G):
+            raise ValueError(
+                f"emissionprob_init must have shape {(K, M)} (one row per state) or "
+                f"{(G, M)} (one per tie group), got {arr.shape}"
+            )
+        arr = _stochastic("emissionprob_init", arr, arr.shape)
+        self._emissions = (
+            self._to_groups("emissions", "emissionprob_init", arr) if arr.shape[0] == K else arr
+        )
+
+    def _emission_mstep(self, X, gamma, learn) -> None:
+        if "emissions" not in learn:
+            return
+        counts = np.stack(  # (K, M) expected symbol counts
+            [
+                np.bincount(X, weights=gamma[:, k], minlength=self.n_symbols_)
+                for k in range(self.n_components)
+            ]
+        )
+        pooled = self.ties_.pool("emissions", counts)  # (G, M)
+        total = pooled.sum(1)
+        ok = total > 0
+        self._emissions[ok] = pooled[ok] / total[ok, None]
+
+    def _emission_sizes(self) -> dict:
+        return {"emissions": self.n_symbols_}
+
+    def _sample_emissions(self, states, rng) -> np.ndarray:
+        cdf = np.cumsum(self.emissionprob_, axis=1)[states]  # (n, M)
+        u = rng.random(len(states))[:, None]
+        return np.minimum((cdf <= u).sum(1), self.n_symbols_ - 1).reshape(-1, 1)

@@ -1,0 +1,635 @@
+"""The pair HMM for alignment, with insert-X and insert-Y tied by default (claim C4).
+
+Three states (Durbin et al., *Biological Sequence Analysis*, ch. 4): match M
+emits an aligned pair (a, b) with p(a, b); insert-X emits a symbol of x
+against a gap with q(a); insert-Y likewise for y. Gap open δ (M -> X, M -> Y),
+gap extend ε (X -> X, Y -> Y), end τ from every state; begin behaves like M.
+
+With ``tied=True`` (the default) X and Y share one δ, one ε and one insert
+distribution q, and the match distribution is symmetric, p(a, b) = p(b, a):
+the model then cannot tell which sequence is called x, so it scores (x, y)
+and (y, x) alike, and Baum-Welch pools the X and Y counts. ``tied=False``
+gives X and Y their own δ, ε, q and an unconstrained p.
+
+Example:
+    >>> from tying.hmm import PairHMM
+    >>> hmm = PairHMM.from_params(alphabet="ACGT")
+    >>> a, b = hmm.score_pairs([("GATTACA", "GATACA"), ("GATACA", "GATTACA")])
+    >>> bool(a == b)
+    True
+    >>> print(hmm.format_alignment("GATTACA", "GATACA"))
+    GATTACA
+    GA-TACA
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tying.core.count import Count, Group
+from tying.hmm.base import NotFittedError, _threads
+from tying.hmm.pair_dp import (
+    NEG,
+    M,
+    PairChunk,
+    PairParams,
+    X,
+    Y,
+    forward,
+    posterior_counts,
+    viterbi,
+)
+
+__all__ = ["PairHMM", "mirror"]
+
+
+def mirror(states) -> np.ndarray:
+    """An alignment's states with x and y exchanged (insert-X <-> insert-Y).
+
+    Example:
+        >>> mirror([0, 1, 2]).tolist()
+        [0, 2, 1]
+    """
+    s = np.asarray(states).copy()
+    s[np.asarray(states) == X], s[np.asarray(states) == Y] = Y, X
+    return s
+
+
+class PairHMM:
+    """Three-state pair HMM (M, insert-X, insert-Y) with X and Y tied by default.
+
+    Args:
+        alphabet: a string of symbols (``"ACGT"``), so sequences may be strings;
+            or None, with ``n_symbols`` giving integer symbols ``0..n_symbols-1``.
+        n_symbols: alphabet size when ``alphabet`` is None.
+        tied: share δ, ε and q between X and Y and keep p symmetric (claim C4).
+        delta, epsilon, tau: starting gap-open, gap-extend and end probabilities
+            (scalars; with ``tied=False`` also ``(x, y)`` pairs for δ and ε).
+        match_probs: starting ``(S, S)`` match distribution (None: 0.8 of the mass
+            on identities). insert_probs: ``(S,)`` or, untied, ``(2, S)`` (None: uniform).
+        n_iter, tol: Baum-Welch iterations and log-likelihood tolerance.
+        pseudocount: added to every expected emission count (0 = maximum likelihood).
+        chunk_size: pairs per vectorised block for scoring and Viterbi (small
+            blocks stay in cache); posteriors and ``fit`` use smaller blocks so
+            their full tables stay under ``table_memory`` bytes.
+        table_memory: bytes the full DP tables of one block may take (posteriors, fit).
+        n_threads: BLAS threads (None leaves them alone).
+
+    Attributes:
+        delta_, epsilon_: floats when tied, ``(2,)`` arrays ``[x, y]`` when untied.
+        tau_: float. match_probs_: ``(S, S)``. insert_probs_: ``(S,)`` tied,
+        ``(2, S)`` untied. history_, log_likelihood_, n_iter_, converged_ after ``fit``.
+    """
+
+    def __init__(
+        self,
+        alphabet: str | None = None,
+        *,
+        n_symbols: int | None = None,
+        tied: bool = True,
+        delta=0.05,
+        epsilon=0.3,
+        tau=0.01,
+        match_probs=None,
+        insert_probs=None,
+        n_iter: int = 50,
+        tol: float = 1e-6,
+        pseudocount: float = 0.0,
+        chunk_size: int = 128,
+        table_memory: int = 2**28,
+        n_threads: int | None = 1,
+    ):
+        self.alphabet = alphabet
+        self.n_symbols = n_symbols
+        self.tied = tied
+        self.delta = delta
+        self.epsilon = epsilon
+        self.tau = tau
+        self.match_probs = match_probs
+        self.insert_probs = insert_probs
+        self.n_iter = n_iter
+        self.tol = tol
+        self.pseudocount = pseudocount
+        self.chunk_size = chunk_size
+        self.table_memory = table_memory
+        self.n_threads = n_threads
+
+    @classmethod
+    def from_params(cls, alphabet=None, **kwargs) -> PairHMM:
+        """A ready-to-use model with the given (or default) parameters, without fitting.
+
+        Args:
+            alphabet, **kwargs: as in the constructor.
+
+        Returns:
+            A PairHMM with the fitted attributes set from the starting values.
+
+        Raises:
+            ValueError: on invalid probabilities, or an asymmetric model when tied.
+
+        Example:
+            >>> hmm = PairHMM.from_params("AB", delta=0.1, epsilon=0.2, tau=0.1)
+            >>> round(hmm.delta_, 3), hmm.match_probs_.shape
+            (0.1, (2, 2))
+        """
+        model = cls(alphabet, **kwargs)
+        model._set_start()
+        return model
+
+    # ------------------------------------------------------------ parameters
+    @property
+    def n_symbols_(self) -> int:
+        if self.alphabet is not None:
+            return len(self.alphabet)
+        if self.n_symbols is None:
+            raise ValueError("give alphabet='ACGT' (or any string) or n_symbols=<int>")
+        return int(self.n_symbols)
+
+    def _set_start(self) -> None:
+        S = self.n_symbols_
+        if self.alphabet is not None and len(set(self.alphabet)) != len(self.alphabet):
+            raise ValueError(f"alphabet {self.alphabet!r} repeats a symbol")
+        if isinstance(self.tied, (bool, np.bool_)) is False:
+            raise TypeError(f"tied must be True or False, got {self.tied!r}")
+        for name in ("n_iter", "chunk_size", "table_memory"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if not (np.isfinite(self.pseudocount) and self.pseudocount >= 0):
+            raise ValueError(f"pseudocount must be >= 0, got {self.pseudocount!r}")
+        side = () if self.tied else (2,)
+        delta = _prob("delta", self.delta, side)
+        epsilon = _prob("epsilon", self.epsilon, side)
+        tau = _prob("tau", self.tau, ())
+        if self.match_probs is None:
+            match = np.full((S, S), 0.2 / max(S * S - S, 1)) if S > 1 else np.ones((1, 1))
+            if S > 1:
+                np.fill_diagonal(match, 0.8 / S)
+        else:
+            match = _distribution("match_probs", self.match_probs, (S, S))
+        if self.insert_probs is None:
+            insert = np.full((2, S) if side else (S,), 1.0 / S)
+        else:
+            insert = _distribution("insert_probs", self.insert_probs, side + (S,))
+        if self.tied and not np.allclose(match, match.T, rtol=0, atol=1e-12):
+            worst = np.unravel_index(np.abs(match - match.T).argmax(), match.shape)
+            raise ValueError(
+                f"tied=True needs a symmetric match distribution p(a, b) = p(b, a) so that "
+                f"(x, y) and (y, x) score alike; match_probs{tuple(int(w) for w in worst)} = "
+                f"{match[worst]:.6g} but its transpose is {match.T[worst]:.6g}; pass "
+                f"(p + p.T) / 2 or use tied=False"
+            )
+        self.delta_, self.epsilon_, self.tau_ = delta, epsilon, float(tau)
+        self.match_probs_ = (match + match.T) / 2 if self.tied else match
+        self.insert_probs_ = insert
+        self._check_rows()
+
+    def _check_rows(self) -> None:
+        dx, dy = np.broadcast_to(self.delta_, (2,))
+        ex, ey = np.broadcast_to(self.epsilon_, (2,))
+        if dx + dy + self.tau_ >= 1:
+            raise ValueError(
+                f"gap open and end leave no room to match: 2·delta + tau = "
+                f"{dx + dy + self.tau_:.4g} must be < 1; lower delta or tau"
+            )
+        if max(ex, ey) + self.tau_ >= 1:
+            raise ValueError(
+                f"epsilon + tau = {max(ex, ey) + self.tau_:.4g} must be < 1 (a gap must be "
+                f"able to close); lower epsilon or tau"
+            )
+
+    def log_params(self) -> PairParams:
+        """The model's parameters in the log-space form the DP kernels take."""
+        self._check_fitted()
+        qx, qy = (
+            (self.insert_probs_, None)
+            if self.tied
+            else (self.insert_probs_[0], self.insert_probs_[1])
+        )
+        return PairParams.from_probs(
+            delta=self.delta_,
+            epsilon=self.epsilon_,
+            tau=self.tau_,
+            match=self.match_probs_,
+            insert_x=qx,
+            insert_y=qy,
+        )
+
+    def n_parameters(self) -> Count:
+        """Logical vs physical parameter entries (tied X/Y store δ, ε, q once).
+
+        Example:
+            >>> c = PairHMM.from_params("ACGT").n_parameters()
+            >>> c.logical, c.physical
+            (29, 17)
+        """
+        self._check_fitted()
+        S = self.n_symbols_
+        sizes = {"delta": 1, "epsilon": 1, "insert_probs": S}
+        logical = 1 + S * S + 2 * sum(sizes.values())  # tau, match, then X and Y copies
+        if not self.tied:
+            return Count(logical, logical, 8 * logical, 8 * logical, [])
+        sym = S * (S - 1) // 2  # the symmetric match matrix stores its upper triangle once
+        physical = logical - sum(sizes.values()) - sym
+        groups = [
+            Group(f"{k}.X", n, 8 * n, [f"{k}.X", f"{k}.Y"], 2 * n, 16 * n) for k, n in sizes.items()
+        ]
+        groups.append(
+            Group(
+                "match_probs.upper",
+                S * (S + 1) // 2,
+                4 * S * (S + 1),
+                ["match_probs.upper", "match_probs.lower"],
+                S * S,
+                8 * S * S,
+            )
+        )
+        return Count(logical, physical, 8 * logical, 8 * physical, groups)
+
+    # ----------------------------------------------------------------- input
+    def _encode(self, pairs) -> list[tuple[np.ndarray, np.ndarray]]:
+        if isinstance(pairs, tuple) and len(pairs) == 2 and not isinstance(pairs[0], tuple):
+            raise TypeError("pass a list of (x, y) pairs, e.g. [(x, y)], not one pair")
+        S = self.n_symbols_
+        lut = None if self.alphabet is None else {ch: k for k, ch in enumerate(self.alphabet)}
+        out = []
+        for p, pair in enumerate(pairs):
+            if len(pair) != 2:
+                raise ValueError(f"pair {p}: expected (x, y), got {len(pair)} items")
+            enc = []
+            for side, seq in zip("xy", pair):
+                if isinstance(seq, str):
+                    if lut is None:
+                        raise TypeError(
+                            f"pair {p}, {side}: a string needs alphabet=...; this model has "
+                            f"integer symbols 0..{S - 1}"
+                        )
+                    bad = [k for k, ch in enumerate(seq) if ch not in lut]
+                    if bad:
+                        raise ValueError(
+                            f"pair {p}, {side}[{bad[0]}] = {seq[bad[0]]!r} is not in the "
+                            f"alphabet {self.alphabet!r}"
+                        )
+                    arr = np.array([lut[ch] for ch in seq], dtype=np.int64)
+                else:
+                    arr = np.asarray(seq)
+                    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+                        raise ValueError(f"pair {p}, {side}: expected a 1-d integer sequence")
+                    arr = arr.astype(np.int64)
+                    bad = np.flatnonzero((arr < 0) | (arr >= S))
+                    if bad.size:
+                        raise ValueError(
+                            f"pair {p}, {side}[{bad[0]}] = {arr[bad[0]]} is not a symbol "
+                            f"(0..{S - 1})"
+                        )
+                enc.append(arr)
+            out.append((enc[0], enc[1]))
+        if not out:
+            raise ValueError("no pairs given")
+        return out
+
+    def _chunks(self, enc, tables: bool = False):
+        """Pairs grouped by size, in chunks; yields (indices, chunk).
+
+        Pairs are sorted by length and a chunk closes when padding would more
+        than double its work, so mixed lengths cost little. With ``tables``
+        (full forward tables) a chunk also stays within ``table_memory``.
+        """
+        n = np.array([len(x) for x, _ in enc])
+        m = np.array([len(y) for _, y in enc])
+        order = np.lexsort((n, n + m))
+        area = (n + 2) * (n + m + 2)  # diagonal-layout cells of one pair's table
+        start = 0
+        while start < len(order):
+            stop, real, n_max, m_max = start, 0, 0, 0
+            while stop < len(order) and stop - start < self.chunk_size:
+                k = order[stop]
+                nm, mm = max(n_max, n[k]), max(m_max, m[k])
+                padded = (stop - start + 1) * (nm + 2) * (nm + mm + 2)
+                if stop > start and padded > 2 * (real + area[k]) + 4096:
+                    break
+                if tables and stop > start and 8 * 3 * 2 * padded > self.table_memory:
+                    break
+                real, n_max, m_max, stop = real + area[k], nm, mm, stop + 1
+            idx = order[start:stop]
+            yield idx, PairChunk.pack([enc[i] for i in idx])
+            start = stop
+
+    # ----------------------------------------------------------------- score
+    def score_pairs(self, pairs) -> np.ndarray:
+        """log P(x, y) of every pair, summed over all alignments (forward algorithm).
+
+        Args:
+            pairs: list of ``(x, y)``: strings over ``alphabet`` or integer arrays.
+
+        Returns:
+            ``(n_pairs,)`` log-likelihoods.
+
+        Raises:
+            ValueError: on a symbol outside the alphabet (named by pair and position).
+            NotFittedError: without parameters.
+
+        Example:
+            >>> hmm = PairHMM.from_params("AC")
+            >>> ll = hmm.score_pairs([("AC", "AC"), ("AC", "CA")])
+            >>> bool(ll[0] > ll[1])
+            True
+        """
+        self._check_fitted()
+        enc = self._encode(pairs)
+        p = self.log_params()
+        out = np.empty(len(enc))
+        with _threads(self.n_threads):
+            for idx, chunk in self._chunks(enc):
+                out[idx] = forward(p, chunk)
+        return out
+
+    def score(self, pairs) -> float:
+        """Total log-likelihood of all pairs (the sum of :meth:`score_pairs`).
+
+        Example:
+            >>> hmm = PairHMM.from_params("AC")
+            >>> bool(hmm.score([("A", "A")]) == hmm.score_pairs([("A", "A")])[0])
+            True
+        """
+        return float(self.score_pairs(pairs).sum())
+
+    def viterbi(self, pairs) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Best alignment of every pair.
+
+        Args:
+            pairs: list of ``(x, y)``.
+
+        Returns:
+            ``(log_p, paths)``: the best path's log-probability per pair and its
+            states per column (0 = match, 1 = insert-X, 2 = insert-Y).
+
+        Example:
+            >>> hmm = PairHMM.from_params("ACGT")
+            >>> _, (path,) = hmm.viterbi([("GATTACA", "GATACA")])
+            >>> path.tolist()
+            [0, 0, 1, 0, 0, 0, 0]
+        """
+        self._check_fitted()
+        enc = self._encode(pairs)
+        p = self.log_params()
+        log_p, paths = np.empty(len(enc)), [None] * len(enc)
+        for idx, chunk in self._chunks(enc, tables=True):
+            lp, ps = viterbi(p, chunk)
+            log_p[idx] = lp
+            for k, i in enumerate(idx):
+                paths[i] = ps[k]
+        return log_p, paths
+
+    def sample(self, n_pairs: int = 1, random_state=None, *, max_length: int = 10_000):
+        """Draw pairs (and their true alignments) from the model.
+
+        Args:
+            n_pairs: how many pairs. random_state: seed or Generator.
+            max_length: stop a pair (and raise) if it grows past this many columns.
+
+        Returns:
+            ``(pairs, paths)``: pairs as strings when the model has an alphabet
+            (integer arrays otherwise), and each pair's state path.
+
+        Example:
+            >>> pairs, paths = PairHMM.from_params("ACGT").sample(2, random_state=0)
+            >>> len(pairs), all(len(p) == 2 for p in pairs)
+            (2, True)
+        """
+        self._check_fitted()
+        rng = np.random.default_rng(random_state)
+        p = self.log_params()
+        trans = np.exp(p.trans)
+        stop = np.exp(p.end)
+        qx, qy, pm = np.exp(p.insert_x), np.exp(p.insert_y), np.exp(p.match).ravel()
+        S = self.n_symbols_
+        pairs, paths = [], []
+        for _ in range(n_pairs):
+            x, y, path, k = [], [], [], M
+            while True:
+                probs = np.append(trans[k], stop[k])
+                k = int(rng.choice(4, p=probs / probs.sum()))
+                if k == 3:
+                    break
+                path.append(k)
+                if k == M:
+                    a = int(rng.choice(S * S, p=pm / pm.sum()))
+                    x.append(a // S)
+                    y.append(a % S)
+                elif k == X:
+                    x.append(int(rng.choice(S, p=qx / qx.sum())))
+                else:
+                    y.append(int(rng.choice(S, p=qy / qy.sum())))
+                if len(path) > max_length:
+                    raise ValueError(f"a sampled pair passed max_length={max_length}; raise tau")
+            if self.alphabet is not None:
+                pairs.append(
+                    ("".join(self.alphabet[v] for v in x), "".join(self.alphabet[v] for v in y))
+                )
+            else:
+                pairs.append((np.array(x, dtype=np.int64), np.array(y, dtype=np.int64)))
+            paths.append(np.array(path, dtype=np.int8))
+        return pairs, paths
+
+    def path_log_prob(self, x, y, states) -> float:
+        """Log-probability of one given alignment (state path) of ``x`` and ``y``.
+
+        Args:
+            x, y: the sequences.
+            states: one state per column (0 = match, 1 = insert-X, 2 = insert-Y).
+
+        Returns:
+            log P(x, y, alignment), the end transition included.
+
+        Raises:
+            ValueError: when the states do not consume x and y exactly.
+
+        Example:
+            >>> hmm = PairHMM.from_params("AC")
+            >>> bool(hmm.path_log_prob("A", "A", [0]) > hmm.path_log_prob("A", "A", [1, 2]))
+            True
+        """
+        self._check_fitted()
+        ((xe, ye),) = self._encode([(x, y)])
+        p = self.log_params()
+        states = np.asarray(states)
+        if np.sum(states != Y) != len(xe) or np.sum(states != X) != len(ye):
+            raise ValueError("states do not consume x and y exactly")
+        total, prev, i, j = 0.0, M, 0, 0
+        for k in states:
+            total += p.trans[prev, k]
+            if k == M:
+                total += p.match[xe[i], ye[j]]
+                i, j = i + 1, j + 1
+            elif k == X:
+                total += p.insert_x[xe[i]]
+                i += 1
+            else:
+                total += p.insert_y[ye[j]]
+                j += 1
+            prev = k
+        total += p.end[prev]
+        return -np.inf if total < NEG / 2 else float(total)
+
+    def format_alignment(self, x, y) -> str:
+        """The Viterbi alignment of one pair as two lines with ``-`` for gaps.
+
+        Example:
+            >>> print(PairHMM.from_params("ACGT").format_alignment("ACGT", "AGT"))
+            ACGT
+            A-GT
+        """
+        _, (path,) = self.viterbi([(x, y)])
+        sx = x if isinstance(x, str) else [str(v) for v in x]
+        sy = y if isinstance(y, str) else [str(v) for v in y]
+        top, bottom, i, j = [], [], 0, 0
+        for k in path:
+            top.append(sx[i] if k != Y else "-")
+            bottom.append(sy[j] if k != X else "-")
+            i, j = i + (k != Y), j + (k != X)
+        return "".join(top) + "\n" + "".join(bottom)
+
+    def match_posteriors(self, x, y) -> np.ndarray:
+        """P(x_i is aligned to y_j | x, y) for one pair.
+
+        Args:
+            x, y: the sequences.
+
+        Returns:
+            ``(len(x), len(y))`` posterior match probabilities.
+
+        Example:
+            >>> post = PairHMM.from_params("ACGT").match_posteriors("ACGT", "ACGT")
+            >>> bool(post.diagonal().min() > 0.9)
+            True
+        """
+        self._check_fitted()
+        enc = self._encode([(x, y)])
+        chunk = PairChunk.pack(enc)
+        post = posterior_counts(self.log_params(), chunk, keep_posteriors=True).posteriors[M, :, 0]
+        n, m = int(chunk.n[0]), int(chunk.m[0])
+        i, j = np.meshgrid(np.arange(1, n + 1), np.arange(1, m + 1), indexing="ij")
+        return post[i + j, i]
+
+    # ------------------------------------------------------------------- fit
+    def fit(self, pairs) -> PairHMM:
+        """Baum-Welch re-estimation of δ, ε, τ and the emissions from unaligned pairs.
+
+        Tied: X and Y counts are pooled (one δ, ε, q) and the match counts
+        symmetrised. The log-likelihood never decreases (``history_``).
+
+        Args:
+            pairs: list of ``(x, y)``.
+
+        Returns:
+            self.
+
+        Raises:
+            ValueError: on invalid symbols or settings, or a pair of probability 0.
+
+        Example:
+            >>> pairs, _ = PairHMM.from_params("ACGT", tau=0.1).sample(10, random_state=0)
+            >>> fit = PairHMM("ACGT", n_iter=3).fit(pairs)
+            >>> fit.n_iter_, bool(fit.history_[-1] >= fit.history_[0])
+            (3, True)
+        """
+        self._set_start()
+        enc = self._encode(pairs)
+        history, converged = [], False
+        with _threads(self.n_threads):
+            for it in range(self.n_iter):
+                counts, ll = self._expected_counts(enc)
+                history.append(ll)
+                self._mstep(counts)
+                if it > 0 and history[-1] - history[-2] < self.tol:
+                    converged = True
+                    break
+        self.history_, self.log_likelihood_ = history, history[-1]
+        self.n_iter_, self.converged_ = len(history), converged
+        return self
+
+    def _expected_counts(self, enc):
+        p = self.log_params()
+        S = self.n_symbols_
+        trans, end = np.zeros((3, 3)), np.zeros(3)
+        match, ins = np.zeros((S, S)), np.zeros((2, S))
+        total = 0.0
+        for _idx, c in self._chunks(enc, tables=True):
+            counts = posterior_counts(p, c)
+            if not np.all(np.isfinite(counts.log_p)):
+                bad = int(np.flatnonzero(~np.isfinite(counts.log_p))[0])
+                raise ValueError(
+                    f"a pair has probability 0 under the current parameters (pair of lengths "
+                    f"{c.n[bad]}, {c.m[bad]}); use pseudocount > 0 or positive start values"
+                )
+            total += float(counts.log_p.sum())
+            trans += counts.trans
+            end += counts.end
+            match += counts.match
+            ins += counts.insert
+        return (trans, end, match, ins), total
+
+    def _mstep(self, counts) -> None:
+        trans, end, match, ins = counts
+        tau = end.sum() / (end.sum() + trans.sum())
+        m_out = trans[M].sum()
+        if self.tied:
+            gaps = trans[M, X] + trans[M, Y]
+            if m_out > 0:
+                self.delta_ = float(gaps * (1 - tau) / (2 * m_out))
+            ext, closes = trans[X, X] + trans[Y, Y], trans[X, M] + trans[Y, M]
+            if ext + closes > 0:
+                self.epsilon_ = float(ext * (1 - tau) / (ext + closes))
+            match = match + match.T  # pool (a, b) with (b, a): p stays symmetric
+            ins = ins.sum(0)
+        else:
+            delta, eps = np.array(self.delta_, dtype=float), np.array(self.epsilon_, dtype=float)
+            if m_out > 0:
+                delta = np.array([trans[M, X], trans[M, Y]]) * (1 - tau) / m_out
+            for s, k in ((0, X), (1, Y)):
+                if trans[k, k] + trans[k, M] > 0:
+                    eps[s] = trans[k, k] * (1 - tau) / (trans[k, k] + trans[k, M])
+            self.delta_, self.epsilon_ = delta, eps
+        self.tau_ = float(tau)
+        match = match + self.pseudocount
+        if match.sum() > 0:
+            self.match_probs_ = match / match.sum()
+        ins = ins + self.pseudocount
+        tot = ins.sum(-1, keepdims=True)
+        if np.all(tot > 0):
+            self.insert_probs_ = ins / tot
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "delta_"):
+            raise NotFittedError(
+                "this PairHMM has no parameters yet; call fit(pairs) or PairHMM.from_params(...)"
+            )
+
+    def __repr__(self) -> str:
+        return f"PairHMM(alphabet={self.alphabet!r}, tied={self.tied})"
+
+
+def _prob(name, value, shape) -> np.ndarray | float:
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.shape != shape and not (shape and arr.shape == ()):
+        raise ValueError(
+            f"{name} must be a probability{' or an (x, y) pair' if shape else ''}, got {value!r}"
+        )
+    arr = np.broadcast_to(arr, shape).copy() if shape else arr
+    if not np.all((arr > 0) & (arr < 1)):
+        raise ValueError(f"{name} must lie strictly between 0 and 1, got {value!r}")
+    return arr if shape else float(arr)
+
+
+def _distribution(name, value, shape) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise ValueError(f"{name} must hold non-negative probabilities")
+    axes = tuple(range(len(shape) - (2 if name == "match_probs" else 1), len(shape)))
+    sums = arr.sum(axis=axes)
+    if not np.allclose(sums, 1.0, rtol=0, atol=1e-8):
+        raise ValueError(f"{name} must sum to 1 (got {np.round(sums, 6)}); normalise it")
+    return arr

@@ -1,0 +1,215 @@
+"""Many sequences of different lengths as one batch: validation and padded layout.
+
+Observations arrive the scikit-learn/hmmlearn way: all sequences concatenated
+in ``X`` with their ``lengths``. The recursions run over time, vectorised over
+sequences and states, so they want a **time-major padded** layout
+``(T_max, n_sequences, ...)``. Sequences are sorted by length, longest first:
+at time ``t`` the sequences still running are then a prefix ``[:n_active[t]]``
+of the batch, and the recursions slice that prefix instead of masking, so
+padding costs memory but no arithmetic.
+
+Example:
+    >>> import numpy as np
+    >>> b = SequenceBatch.from_lengths([2, 3])
+    >>> b.order.tolist(), b.n_active.tolist()
+    ([1, 0], [2, 2, 1])
+    >>> b.pad(np.arange(5.0)).tolist()   # (T_max, n_sequences)
+    [[2.0, 0.0], [3.0, 1.0], [4.0, 0.0]]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["SequenceBatch", "check_lengths", "check_observations"]
+
+
+def check_lengths(lengths: object, n_samples: int) -> np.ndarray:
+    """Validate ``lengths`` against ``n_samples`` rows of ``X``.
+
+    Args:
+        lengths: positive integers summing to ``n_samples``, or None (one sequence).
+        n_samples: number of rows of ``X``.
+
+    Returns:
+        An int64 array of lengths.
+
+    Raises:
+        ValueError: on a non-positive length, or lengths not summing to ``n_samples``.
+        TypeError: on non-integer lengths.
+
+    Example:
+        >>> check_lengths([3, 2], 5).tolist()
+        [3, 2]
+    """
+    if lengths is None:
+        if n_samples == 0:
+            raise ValueError("X has no rows; give at least one observation")
+        return np.array([n_samples], dtype=np.int64)
+    arr = np.asarray(lengths)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"lengths must be a 1-d list of sequence lengths, got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.integer):
+        if not (np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr))):
+            raise TypeError(f"lengths must be integers, got {arr.dtype} values {arr[:5]}")
+    arr = arr.astype(np.int64)
+    bad = np.flatnonzero(arr <= 0)
+    if bad.size:
+        raise ValueError(
+            f"lengths[{bad[0]}] = {arr[bad[0]]}: every sequence needs at least one "
+            f"observation; drop empty sequences"
+        )
+    if int(arr.sum()) != n_samples:
+        raise ValueError(
+            f"lengths sum to {int(arr.sum())} but X has {n_samples} rows; "
+            f"lengths must partition X (one entry per sequence)"
+        )
+    return arr
+
+
+def check_observations(X: object, lengths: np.ndarray | None = None, *, ndim: int = 2):
+    """Validate an observation array: its shape, and that it is finite.
+
+    Args:
+        X: array-like of shape ``(n_samples, n_features)`` (``ndim=2``) or
+            ``(n_samples,)`` / ``(n_samples, 1)`` symbols (``ndim=1``).
+        lengths: validated lengths, used to name the sequence of a bad value.
+        ndim: 2 for feature vectors, 1 for symbols.
+
+    Returns:
+        ``X`` as a float64 (``ndim=2``) or int64 (``ndim=1``) array.
+
+    Raises:
+        ValueError: on the wrong shape, or a NaN/inf, naming the sequence and position.
+
+    Example:
+        >>> check_observations([[0.0], [float("nan")]], np.array([1, 1]))
+        Traceback (most recent call last):
+        ...
+        ValueError: X contains nan at sequence 1, position 0 (row 1 of X); remove or impute non-finite values before fitting
+    """
+    arr = np.asarray(X)
+    if ndim == 1:
+        if arr.ndim == 2 and arr.shape[1] == 1:
+            arr = arr[:, 0]
+        if arr.ndim != 1:
+            raise ValueError(
+                f"X must hold one symbol per row, shape (n_samples,) or (n_samples, 1); "
+                f"got shape {arr.shape}"
+            )
+    else:
+        if arr.ndim == 1:
+            raise ValueError(
+                f"X must be 2-d (n_samples, n_features), got shape {arr.shape}; "
+                f"use X.reshape(-1, 1) for one feature"
+            )
+        if arr.ndim != 2:
+            raise ValueError(f"X must be 2-d (n_samples, n_features), got shape {arr.shape}")
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"X must be numeric, got dtype {arr.dtype}")
+    if arr.dtype.kind == "f":
+        finite = np.isfinite(arr)
+        if not finite.all():
+            row = int(np.flatnonzero(~finite.reshape(len(arr), -1).all(axis=1))[0])
+            value = arr[row] if arr.ndim == 1 else arr[row][~finite[row]][0]
+            seq, pos = _locate(row, lengths)
+            raise ValueError(
+                f"X contains {value} at sequence {seq}, position {pos} (row {row} of X); "
+                f"remove or impute non-finite values before fitting"
+            )
+    if ndim == 1:
+        if arr.dtype.kind == "f":
+            if not np.all(arr == np.round(arr)):
+                row = int(np.flatnonzero(arr != np.round(arr))[0])
+                seq, pos = _locate(row, lengths)
+                raise ValueError(
+                    f"X holds symbols (integers 0..n_symbols-1), got {arr[row]} at sequence "
+                    f"{seq}, position {pos} (row {row} of X)"
+                )
+        return arr.astype(np.int64)
+    return np.ascontiguousarray(arr, dtype=np.float64)
+
+
+def _locate(row: int, lengths: np.ndarray | None) -> tuple[int, int]:
+    if lengths is None:
+        return 0, row
+    ends = np.cumsum(lengths)
+    seq = int(np.searchsorted(ends, row, side="right"))
+    return seq, row - (int(ends[seq - 1]) if seq else 0)
+
+
+class SequenceBatch:
+    """The padded, time-major, longest-first layout of a set of sequences.
+
+    Args:
+        lengths: validated sequence lengths (in the caller's order).
+
+    Attributes:
+        lengths: lengths in the caller's order.
+        order: batch slot -> caller's sequence index (longest first).
+        sorted_lengths: ``lengths[order]``.
+        n_active: ``(T_max,)``; at time ``t`` slots ``[:n_active[t]]`` are running.
+        starts: offset of each sequence (caller's order) in the concatenated ``X``.
+        t_index, b_index: for every row of ``X``, its (time, slot) in the padded layout.
+    """
+
+    def __init__(self, lengths: np.ndarray):
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.order = np.argsort(-self.lengths, kind="stable")
+        self.sorted_lengths = self.lengths[self.order]
+        self.t_max = int(self.sorted_lengths[0])
+        self.n_sequences = len(self.lengths)
+        # n_active[t] = #sequences longer than t; a prefix because of the sort
+        self.n_active = np.searchsorted(-self.sorted_lengths, -np.arange(self.t_max), side="left")
+        self.starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]])
+        slot_of = np.empty(self.n_sequences, dtype=np.int64)
+        slot_of[self.order] = np.arange(self.n_sequences)
+        seq = np.repeat(np.arange(self.n_sequences), self.lengths)
+        self.t_index = np.arange(len(seq)) - self.starts[seq]
+        self.b_index = slot_of[seq]
+        self.n_samples = len(seq)
+
+    @classmethod
+    def from_lengths(cls, lengths: object, n_samples: int | None = None) -> SequenceBatch:
+        """Validate ``lengths`` (against ``n_samples`` when given) and build the layout.
+
+        Example:
+            >>> SequenceBatch.from_lengths([4, 1]).n_active.tolist()
+            [2, 1, 1, 1]
+        """
+        arr = np.asarray(lengths)
+        total = int(arr.sum()) if n_samples is None else n_samples
+        return cls(check_lengths(arr, total))
+
+    @property
+    def padding_fraction(self) -> float:
+        """Share of the padded layout that is padding (0 for equal lengths)."""
+        return 1.0 - self.n_samples / (self.t_max * self.n_sequences)
+
+    @property
+    def rectangular(self) -> bool:
+        """Equal lengths (no padding): pad and unpad are transposes, not scatters."""
+        return bool(np.all(self.lengths == self.t_max))
+
+    def pad(self, flat: np.ndarray, fill: float = 0.0) -> np.ndarray:
+        """Scatter per-row values ``(n_samples, ...)`` into ``(T_max, n_sequences, ...)``."""
+        flat = np.asarray(flat)
+        if self.rectangular:  # the stable sort keeps equal lengths in the caller's order
+            # equal lengths in the caller's order: a transpose, no scatter
+            out = flat.reshape((self.n_sequences, self.t_max) + flat.shape[1:])
+            return np.ascontiguousarray(np.swapaxes(out, 0, 1))
+        out = np.full((self.t_max, self.n_sequences) + flat.shape[1:], fill, dtype=flat.dtype)
+        out[self.t_index, self.b_index] = flat
+        return out
+
+    def unpad(self, padded: np.ndarray) -> np.ndarray:
+        """Gather ``(T_max, n_sequences, ...)`` back to per-row ``(n_samples, ...)``."""
+        if self.rectangular:
+            return np.swapaxes(padded, 0, 1).reshape((self.n_samples,) + padded.shape[2:])
+        return padded[self.t_index, self.b_index]
+
+    def per_sequence(self, values: np.ndarray) -> np.ndarray:
+        """Reorder per-slot values ``(n_sequences, ...)`` to the caller's sequence order."""
+        out = np.empty_like(values)
+        out[self.order] = values
+        return out

@@ -1,0 +1,349 @@
+"""State ties: which HMM states share one physical copy of each parameter.
+
+A tie spec names a parameter kind and groups states, e.g.
+``{"means": [[0, 1, 2], [3, 4]], "covars": "all"}``: states 0, 1, 2 read one
+mean vector, states 3 and 4 another, and every state reads one covariance.
+States a spec does not name are singleton groups (untied), so "untied" is just
+the special case where every group has one state.
+
+The same ties can be written in the core vocabulary, as ordered
+:func:`tying.share` / :func:`tying.free` rules over slots named
+``"<kind>.<state>"``; for each slot the last matching rule wins:
+
+    >>> import tying
+    >>> rules = [tying.share("means.*", like="means.0"), tying.free("means.4")]
+    >>> StateTies.resolve(rules, n_states=5, kinds=("means", "covars")).groups("means")
+    [[0, 1, 2, 3], [4]]
+
+:class:`StateTies` is the resolved mapping state -> physical group for every
+kind. The M-step pools sufficient statistics with it; :meth:`StateTies.count`
+reports logical vs physical parameter counts as a :class:`tying.Count`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from tying.core.count import Count, Group
+from tying.core.errors import TieError
+from tying.core.patterns import Pattern
+from tying.core.relations import Same
+from tying.core.rules import Rule
+
+__all__ = ["StateTies"]
+
+_ITEMSIZE = 8  # parameters are float64
+
+
+class StateTies:
+    """The resolved ties of an HMM: for each parameter kind, each state's group.
+
+    Build it with :meth:`StateTies.resolve`. Groups are numbered in order of
+    their smallest state, so group 0 always contains state 0.
+
+    Attributes:
+        n_states: number of states.
+        group_of: ``{kind: int array (n_states,)}``, the physical group each
+            state reads for that kind.
+
+    Example:
+        >>> t = StateTies.resolve({"means": [[0, 2]]}, n_states=3, kinds=("means",))
+        >>> t.group_of["means"].tolist(), t.n_groups("means")
+        ([0, 1, 0], 2)
+    """
+
+    def __init__(self, n_states: int, group_of: Mapping[str, np.ndarray]):
+        self.n_states = int(n_states)
+        self.group_of = {k: np.asarray(v, dtype=np.intp) for k, v in group_of.items()}
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def resolve(
+        cls,
+        spec: Mapping[str, object] | Sequence[Rule] | StateTies | None,
+        *,
+        n_states: int,
+        kinds: Sequence[str],
+    ) -> StateTies:
+        """Resolve a tie spec into a :class:`StateTies`.
+
+        Args:
+            spec: None (no ties); a mapping ``{kind: groups}`` where ``groups`` is
+                ``"all"``, ``None``/``"none"``, or a list of lists of state
+                indices; or a sequence of :func:`tying.share` / :func:`tying.free`
+                rules over slots ``"<kind>.<state>"`` (last matching rule wins).
+            n_states: number of states.
+            kinds: the parameter kinds the model has, e.g. ``("means", "covars")``.
+
+        Returns:
+            A :class:`StateTies` with an entry for every kind in ``kinds``.
+
+        Raises:
+            TieError: on an unknown kind, a state that does not exist, a state
+                in two groups, an empty group, a rule that matches nothing, a
+                relation other than ``Same``, or a cycle of rules.
+            TypeError: when the spec or a group has the wrong type.
+
+        Example:
+            >>> t = StateTies.resolve({"covars": "all"}, n_states=3, kinds=("means", "covars"))
+            >>> t.groups("covars"), t.groups("means")
+            ([[0, 1, 2]], [[0], [1], [2]])
+        """
+        if isinstance(spec, StateTies):
+            if spec.n_states != n_states or set(spec.group_of) != set(kinds):
+                raise TieError(
+                    f"ties: a StateTies for {spec.n_states} states and kinds "
+                    f"{sorted(spec.group_of)} cannot serve a model with {n_states} states and "
+                    f"kinds {sorted(kinds)}; resolve the spec again for this model"
+                )
+            return spec
+        group_of = {k: np.arange(n_states) for k in kinds}
+        if spec is None:
+            return cls(n_states, group_of)
+        if isinstance(spec, Mapping):
+            for kind, groups in spec.items():
+                _check_kind(kind, kinds)
+                group_of[kind] = _groups_to_labels(kind, groups, n_states)
+            return cls(n_states, group_of)
+        if isinstance(spec, (list, tuple)) and all(isinstance(r, Rule) for r in spec):
+            return cls(n_states, _resolve_rules(list(spec), n_states, kinds))
+        raise TypeError(
+            f"ties must be a dict like {{'means': [[0, 1], [2, 3]], 'covars': 'all'}} or a "
+            f"list of tying.share/tying.free rules, got {spec!r}"
+        )
+
+    # ---------------------------------------------------------------- queries
+    def n_groups(self, kind: str) -> int:
+        """Number of physical copies of ``kind`` (groups)."""
+        return int(self.group_of[kind].max()) + 1 if self.n_states else 0
+
+    def groups(self, kind: str) -> list[list[int]]:
+        """The groups of ``kind`` as lists of states, in group order."""
+        labels = self.group_of[kind]
+        return [np.flatnonzero(labels == g).tolist() for g in range(self.n_groups(kind))]
+
+    def is_tied(self, kind: str) -> bool:
+        """True when some group of ``kind`` holds more than one state."""
+        return self.n_groups(kind) < self.n_states
+
+    def pool(self, kind: str, per_state: np.ndarray) -> np.ndarray:
+        """Sum per-state statistics over each group: ``(n_states, ...) -> (n_groups, ...)``.
+
+        This is the whole of what tying changes in the M-step: tied states pool
+        their sufficient statistics (soft counts, Σγx, Σγxxᵀ) before the update.
+
+        Example:
+            >>> t = StateTies.resolve({"means": [[0, 2]]}, n_states=3, kinds=("means",))
+            >>> t.pool("means", np.array([1.0, 10.0, 100.0])).tolist()
+            [101.0, 10.0]
+        """
+        per_state = np.asarray(per_state)
+        out = np.zeros((self.n_groups(kind),) + per_state.shape[1:], dtype=per_state.dtype)
+        np.add.at(out, self.group_of[kind], per_state)
+        return out
+
+    def spread(self, kind: str, per_group: np.ndarray) -> np.ndarray:
+        """Each state's copy of a per-group array: ``(n_groups, ...) -> (n_states, ...)``."""
+        return np.asarray(per_group)[self.group_of[kind]]
+
+    def to_spec(self) -> dict[str, list[list[int]]]:
+        """The ties as a plain dict of the groups with more than one state."""
+        return {
+            k: [g for g in self.groups(k) if len(g) > 1] for k in self.group_of if self.is_tied(k)
+        }
+
+    def count(self, sizes: Mapping[str, int]) -> Count:
+        """Logical vs physical parameter entries, as a :class:`tying.Count`.
+
+        Args:
+            sizes: entries one state reads for each kind, e.g. ``{"means": D}``.
+                Kinds not in this StateTies (``startprob``) count as untied.
+
+        Returns:
+            A :class:`tying.Count`; ``groups`` lists the tie groups (more than one state).
+
+        Example:
+            >>> t = StateTies.resolve({"means": "all"}, n_states=4, kinds=("means",))
+            >>> c = t.count({"means": 3, "startprob": 1})
+            >>> c.logical, c.physical, c.ratio
+            (16, 7, ...)
+        """
+        logical = physical = 0
+        groups: list[Group] = []
+        for kind, size in sizes.items():
+            labels = self.group_of.get(kind, np.arange(self.n_states))
+            n_groups = int(labels.max()) + 1 if labels.size else 0
+            logical += self.n_states * size
+            physical += n_groups * size
+            for g in range(n_groups):
+                members = np.flatnonzero(labels == g).tolist()
+                if len(members) > 1:
+                    groups.append(
+                        Group(
+                            physical_path=f"{kind}.{members[0]}",
+                            physical=size,
+                            bytes_physical=size * _ITEMSIZE,
+                            slots=[f"{kind}.{s}" for s in members],
+                            logical=size * len(members),
+                            bytes_logical=size * len(members) * _ITEMSIZE,
+                        )
+                    )
+        return Count(logical, physical, logical * _ITEMSIZE, physical * _ITEMSIZE, groups)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, StateTies):
+            return NotImplemented
+        return self.n_states == other.n_states and all(
+            k in other.group_of and np.array_equal(v, other.group_of[k])
+            for k, v in self.group_of.items()
+        )
+
+    def __repr__(self) -> str:
+        return f"StateTies(n_states={self.n_states}, ties={self.to_spec()})"
+
+
+# ---------------------------------------------------------------- helpers
+def _check_kind(kind: object, kinds: Sequence[str]) -> None:
+    if kind not in kinds:
+        close = difflib.get_close_matches(str(kind), list(kinds), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise TieError(f"ties: unknown parameter {kind!r}; this model can tie {list(kinds)}{hint}")
+
+
+def _check_state(kind: str, where: str, state: object, n_states: int) -> int:
+    if isinstance(state, (bool, np.bool_)) or not isinstance(state, (int, np.integer)):
+        raise TypeError(
+            f"ties[{kind!r}] {where}: states are integers, got {state!r} ({type(state).__name__})"
+        )
+    if not 0 <= int(state) < n_states:
+        raise TieError(
+            f"ties[{kind!r}] {where}: state {int(state)} does not exist "
+            f"(n_components={n_states}, states are 0..{n_states - 1}); "
+            f"fix the group or raise n_components"
+        )
+    return int(state)
+
+
+def _relabel(labels: np.ndarray) -> np.ndarray:
+    """Number groups by their smallest state: group 0 holds state 0, and so on."""
+    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
+    order = np.argsort(np.argsort(first))
+    return order[inverse.ravel()]
+
+
+def _groups_to_labels(kind: str, groups: object, n_states: int) -> np.ndarray:
+    if groups is None or (isinstance(groups, str) and groups == "none"):
+        return np.arange(n_states)
+    if isinstance(groups, str):
+        if groups == "all":
+            return np.zeros(n_states, dtype=np.intp)
+        raise TieError(
+            f"ties[{kind!r}]: {groups!r} is not a tie; use 'all', 'none', or a list of "
+            f"groups of states like [[0, 1], [2, 3]]"
+        )
+    if not isinstance(groups, Iterable) or isinstance(groups, Mapping):
+        raise TypeError(
+            f"ties[{kind!r}] must be 'all', 'none' or a list of groups of states like "
+            f"[[0, 1], [2, 3]], got {groups!r}"
+        )
+    labels = np.arange(n_states)
+    owner: dict[int, tuple[int, list]] = {}
+    for gi, group in enumerate(groups):
+        if isinstance(group, (str, bytes)) or not isinstance(group, Iterable):
+            raise TypeError(
+                f"ties[{kind!r}] group {gi}: a group is a list of states like [0, 1], got {group!r}"
+            )
+        members = list(group)
+        if not members:
+            raise TieError(f"ties[{kind!r}] group {gi} is empty; remove it or name its states")
+        where = f"group {gi} {members}"
+        for s in members:
+            s = _check_state(kind, where, s, n_states)
+            if s in owner:
+                oi, og = owner[s]
+                same = "twice in" if oi == gi else "in"
+                detail = (
+                    f"group {gi} {members}"
+                    if oi == gi
+                    else f"group {oi} {og} and group {gi} {members}"
+                )
+                raise TieError(
+                    f"ties[{kind!r}]: state {s} is {same} {detail}; a state belongs to one "
+                    f"group only: merge the groups or remove the duplicate"
+                )
+            owner[s] = (gi, members)
+            labels[s] = n_states + gi  # out of the singleton range until relabelled
+    return _relabel(labels)
+
+
+def _resolve_rules(rules: list[Rule], n_states: int, kinds: Sequence[str]) -> dict:
+    slots = [f"{k}.{s}" for k in kinds for s in range(n_states)]
+    source: dict[str, str] = {}
+    for ri, rule in enumerate(rules):
+        where = f"rule {ri} {rule!r}"
+        if type(rule.relation) is not Same:
+            raise TieError(
+                f"{where}: HMM states share parameters as they are; relation "
+                f"{rule.relation!r} is not supported; drop relation= (Same)"
+            )
+        pattern = Pattern(rule.target)
+        matched = [(s, pattern.match(s)) for s in slots]
+        matched = [(s, caps) for s, caps in matched if caps is not None]
+        if not matched:
+            close = difflib.get_close_matches(rule.target, slots, n=1)
+            hint = f"; closest: {close[0]}" if close else ""
+            raise TieError(
+                f"{where}: pattern {rule.target!r} matches no HMM slot (slots are "
+                f"'<kind>.<state>' for kinds {list(kinds)} and states 0..{n_states - 1}){hint}"
+            )
+        for slot, caps in matched:
+            if rule.kind == "free":
+                source.pop(slot, None)
+                continue
+            src = _rule_source(rule, slot, caps, where)
+            if src not in slots:
+                raise TieError(
+                    f"{where}: slot {slot!r} would read {src!r}, which is not a slot of this "
+                    f"model (states are 0..{n_states - 1}, kinds {list(kinds)})"
+                )
+            if src.split(".")[0] != slot.split(".")[0]:
+                raise TieError(
+                    f"{where}: slot {slot!r} cannot read {src!r}: a tie joins slots of one "
+                    f"parameter kind; pair {slot.split('.')[0]!r} with {slot.split('.')[0]!r}"
+                )
+            if src == slot:
+                source.pop(slot, None)
+            else:
+                source[slot] = src
+    group_of = {}
+    for kind in kinds:
+        root = np.arange(n_states)
+        for s in range(n_states):
+            slot, seen = f"{kind}.{s}", []
+            while slot in source:
+                seen.append(slot)
+                slot = source[slot]
+                if slot in seen:
+                    raise TieError(
+                        f"ties: rules make a cycle {' -> '.join(seen + [slot])}; "
+                        f"let one slot of the cycle keep its own value (tying.free)"
+                    )
+            root[s] = int(slot.split(".")[1])
+        group_of[kind] = _relabel(root)
+    return group_of
+
+
+def _rule_source(rule: Rule, slot: str, caps: tuple[str, ...], where: str) -> str:
+    like = rule.like
+    if isinstance(like, str):
+        return Pattern(like).substitute(caps) if "*" in like else like
+    if isinstance(like, Mapping):
+        if slot not in like:
+            raise TieError(f"{where}: slot {slot!r} matches the target but is not in like=")
+        return like[slot]
+    if callable(like):
+        return like(slot)
+    raise TieError(f"{where}: needs like= naming the slot to share with")

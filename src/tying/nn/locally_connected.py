@@ -1,0 +1,338 @@
+"""A locally connected 2-D layer: a convolution whose per-position filters are untied.
+
+``LocallyConnected2d`` slides a window over the input like :class:`torch.nn.Conv2d`,
+but every output position ``(i, j)`` has its own filter. It is the untied baseline
+of claim A2 (``conv-is-tied-lc``): a conv layer is this layer with all per-position
+filters tied to one. :meth:`LocallyConnected2d.from_conv` unties a conv into it,
+:meth:`LocallyConnected2d.to_conv` ties it back when all its filters are equal, and
+:meth:`LocallyConnected2d.tie_filters` ties the layer in place: one physical filter
+that every position reads.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+__all__ = ["LocallyConnected2d"]
+
+
+def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
+    if isinstance(value, bool) or not isinstance(value, int | tuple):
+        raise TypeError(f"{name}: expected an int or a pair of ints, got {value!r}")
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
+        raise TypeError(f"{name}: expected an int or a pair of ints, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+class _SharedAcrossPositions(nn.Module):
+    """Parametrization: one stored filter (or bias), read by every output position."""
+
+    def __init__(self, output_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, shared: torch.Tensor) -> torch.Tensor:
+        # (C_out, ...) -> (out_h, out_w, C_out, ...): a view, so autograd sums the
+        # per-position gradients into the one stored tensor (claim B5)
+        return shared.expand(*self.output_size, *shared.shape)
+
+    def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
+        return value[0, 0].clone()
+
+
+class LocallyConnected2d(nn.Module):
+    """2-D locally connected layer: one filter (and bias) per output position.
+
+    Args:
+        in_channels: channels of the input, ``C_in``.
+        out_channels: channels of the output, ``C_out``.
+        input_size: spatial size ``(H, W)`` of the input (an int for square inputs);
+            the layer needs it because it owns one filter per output position.
+        kernel_size: window size ``(kh, kw)``.
+        stride: window stride.
+        padding: zero padding added to both sides of each spatial dimension.
+        bias: whether each position and output channel has a bias.
+        device, dtype: where and how the parameters are created.
+
+    Attributes:
+        weight: ``(out_h, out_w, C_out, C_in, kh, kw)``, the filter of every position.
+        bias: ``(out_h, out_w, C_out)``, or ``None``.
+        output_size: ``(out_h, out_w)``.
+
+    Raises:
+        ValueError: on non-positive sizes, or a window that does not fit the
+            padded input.
+        TypeError: on sizes that are not ints or pairs of ints.
+
+    Example:
+        >>> layer = LocallyConnected2d(3, 16, input_size=32, kernel_size=3, padding=1)
+        >>> tuple(layer.weight.shape), layer.output_size
+        ((32, 32, 16, 3, 3, 3), (32, 32))
+        >>> layer(torch.zeros(2, 3, 32, 32)).shape
+        torch.Size([2, 16, 32, 32])
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        input_size: int | tuple[int, int],
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.input_size = _pair(input_size, "input_size")
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride = _pair(stride, "stride")
+        self.padding = _pair(padding, "padding")
+        for name, pair, low in (
+            ("input_size", self.input_size, 1),
+            ("kernel_size", self.kernel_size, 1),
+            ("stride", self.stride, 1),
+            ("padding", self.padding, 0),
+        ):
+            if min(pair) < low:
+                raise ValueError(f"{name} must be >= {low} in both dimensions, got {pair}")
+        out = []
+        for axis, (size, k, s, p) in enumerate(
+            zip(self.input_size, self.kernel_size, self.stride, self.padding)
+        ):
+            if size + 2 * p < k:
+                raise ValueError(
+                    f"kernel_size {self.kernel_size} does not fit the padded input "
+                    f"{self.input_size} with padding {self.padding} (axis {axis}: "
+                    f"{size} + 2*{p} < {k}); use a smaller kernel or more padding"
+                )
+            out.append((size + 2 * p - k) // s + 1)
+        self.output_size: tuple[int, int] = (out[0], out[1])
+        factory = {"device": device, "dtype": dtype}
+        kh, kw = self.kernel_size
+        self.weight = nn.Parameter(
+            torch.empty(*self.output_size, out_channels, in_channels, kh, kw, **factory)
+        )
+        if bias:
+            self.bias = nn.Parameter(torch.empty(*self.output_size, out_channels, **factory))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def fan_in(self) -> int:
+        """Inputs of one output unit: ``C_in * kh * kw`` (as for the conv it unties).
+
+        ``tying.fan_in(layer)`` calls this; it is not multiplied by the number of
+        positions (claim B15).
+
+        Example:
+            >>> LocallyConnected2d(4, 8, input_size=6, kernel_size=3).fan_in()
+            36
+        """
+        return self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+
+    def reset_parameters(self) -> None:
+        """Initialise like :class:`torch.nn.Conv2d`: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+        ``nn.init.kaiming_uniform_`` would read a fan-in of ``C_out * C_in * kh * kw``
+        off the 6-D weight; one output unit only sees ``C_in * kh * kw`` inputs
+        (claim B15), so the bound is computed from :meth:`fan_in`.
+        """
+        bound = 1.0 / math.sqrt(self.fan_in())
+        with torch.no_grad():
+            for name in ("weight", "bias"):
+                if getattr(self, name) is None:
+                    continue
+                if parametrize.is_parametrized(self, name):  # tied: draw the one filter
+                    getattr(self.parametrizations, name).original.uniform_(-bound, bound)
+                else:
+                    getattr(self, name).uniform_(-bound, bound)
+
+    @property
+    def is_tied(self) -> bool:
+        """True after :meth:`tie_filters`: all positions read one stored filter."""
+        return parametrize.is_parametrized(self, "weight")
+
+    def tie_filters(self) -> LocallyConnected2d:
+        """Tie every position's filter and bias to position (0, 0)'s, in place.
+
+        Afterwards the layer stores one ``(C_out, C_in, kh, kw)`` filter (and one
+        ``(C_out,)`` bias); ``weight`` is a view that repeats it over positions, so
+        the layer computes exactly the convolution with that filter, and its
+        gradient is the sum of the per-position gradients. Tying again is a no-op.
+
+        Returns:
+            ``self``.
+
+        Example:
+            >>> lc = LocallyConnected2d(3, 4, input_size=8, kernel_size=3).tie_filters()
+            >>> sum(p.numel() for p in lc.parameters()) == 4 * (3 * 3 * 3 + 1)
+            True
+        """
+        if self.is_tied:
+            return self
+        for name in ("weight", "bias"):
+            if getattr(self, name) is not None:
+                parametrize.register_parametrization(
+                    self, name, _SharedAcrossPositions(self.output_size)
+                )
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply every position's filter to its window.
+
+        Args:
+            x: ``(B, C_in, H, W)`` or unbatched ``(C_in, H, W)``.
+
+        Returns:
+            ``(B, C_out, out_h, out_w)`` (or ``(C_out, out_h, out_w)``).
+
+        Raises:
+            ValueError: when ``x`` does not have the channels and spatial size the
+                layer was built for.
+        """
+        unbatched = x.dim() == 3
+        if unbatched:
+            x = x.unsqueeze(0)
+        expected = (self.in_channels, *self.input_size)
+        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(
+                f"LocallyConnected2d: expected input (B, {expected[0]}, {expected[1]}, "
+                f"{expected[2]}) or ({expected[0]}, {expected[1]}, {expected[2]}), got "
+                f"{tuple(x.shape) if not unbatched else tuple(x.shape[1:])}; the layer owns "
+                f"one filter per position, so build it with the input_size you feed it"
+            )
+        out_h, out_w = self.output_size
+        patches = F.unfold(x, self.kernel_size, padding=self.padding, stride=self.stride)
+        # (B, C_in*kh*kw, L) with L = out_h*out_w; unfold orders channels as (C_in, kh, kw)
+        patches = patches.transpose(1, 2)  # (B, L, K)
+        weight = self.weight.reshape(out_h * out_w, self.out_channels, -1)  # (L, C_out, K)
+        out = torch.einsum("blk,lok->blo", patches, weight)  # (B, L, C_out)
+        if self.bias is not None:
+            out = out + self.bias.reshape(out_h * out_w, self.out_channels)
+        out = out.transpose(1, 2).reshape(x.shape[0], self.out_channels, out_h, out_w)
+        return out.squeeze(0) if unbatched else out
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, input_size: int | tuple[int, int]) -> LocallyConnected2d:
+        """Untie a conv: a layer whose every position holds a copy of ``conv``'s filter.
+
+        Args:
+            conv: a ``Conv2d`` with ``groups=1``, ``dilation=1``, zero padding given
+                as numbers.
+            input_size: spatial size ``(H, W)`` of the inputs the layer will see.
+
+        Returns:
+            A ``LocallyConnected2d`` computing the same function as ``conv`` on inputs
+            of that size, with independent (untied) per-position copies of the filter.
+
+        Raises:
+            TypeError: when ``conv`` is not a ``Conv2d``.
+            ValueError: for grouped, dilated, non-zero-padded or string-padded convs.
+
+        Example:
+            >>> conv = nn.Conv2d(3, 4, 3, padding=1)
+            >>> lc = LocallyConnected2d.from_conv(conv, input_size=8)
+            >>> x = torch.randn(2, 3, 8, 8)
+            >>> torch.allclose(lc(x), conv(x), atol=1e-6)
+            True
+        """
+        if not isinstance(conv, nn.Conv2d):
+            raise TypeError(f"from_conv: expected an nn.Conv2d, got {type(conv).__name__}")
+        problems = []
+        if conv.groups != 1:
+            problems.append(f"groups={conv.groups} (need 1)")
+        if tuple(conv.dilation) != (1, 1):
+            problems.append(f"dilation={tuple(conv.dilation)} (need (1, 1))")
+        if isinstance(conv.padding, str):
+            problems.append(f"padding={conv.padding!r} (need explicit numbers)")
+        if conv.padding_mode != "zeros":
+            problems.append(f"padding_mode={conv.padding_mode!r} (need 'zeros')")
+        if problems:
+            raise ValueError("from_conv: unsupported conv: " + ", ".join(problems))
+        w = conv.weight
+        lc = cls(
+            conv.in_channels,
+            conv.out_channels,
+            input_size,
+            tuple(conv.kernel_size),
+            stride=tuple(conv.stride),
+            padding=tuple(conv.padding),
+            bias=conv.bias is not None,
+            device=w.device,
+            dtype=w.dtype,
+        )
+        with torch.no_grad():
+            lc.weight.copy_(w.detach().expand_as(lc.weight))
+            if conv.bias is not None:
+                lc.bias.copy_(conv.bias.detach().expand_as(lc.bias))
+        return lc
+
+    def to_conv(self, atol: float = 0.0) -> nn.Conv2d:
+        """Tie back: the ``Conv2d`` with the one filter all positions share.
+
+        Args:
+            atol: largest absolute difference allowed between any position's filter
+                (or bias) and position (0, 0)'s.
+
+        Returns:
+            A ``Conv2d`` with position (0, 0)'s filter and bias.
+
+        Raises:
+            ValueError: when some position's filter or bias differs from position
+                (0, 0)'s by more than ``atol``, naming the position and the difference.
+
+        Example:
+            >>> lc = LocallyConnected2d.from_conv(nn.Conv2d(1, 2, 3), input_size=5)
+            >>> lc.to_conv().weight.shape
+            torch.Size([2, 1, 3, 3])
+        """
+        checks = [("weight", self.weight)]
+        if self.bias is not None:
+            checks.append(("bias", self.bias))
+        for name, tensor in checks:
+            t = tensor.detach()
+            diff = (t - t[0, 0]).abs().flatten(2).amax(dim=2)  # (out_h, out_w)
+            worst = float(diff.max())
+            if worst > atol:
+                flat = int(diff.argmax())
+                pos = divmod(flat, self.output_size[1])
+                raise ValueError(
+                    f"to_conv: the {name} of position {pos} differs from position (0, 0)'s "
+                    f"by {worst:.3g} > atol={atol:g}; the filters are not tied, so this "
+                    f"layer is not a convolution (raise atol to tie them anyway)"
+                )
+        conv = nn.Conv2d(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            bias=self.bias is not None,
+            device=self.weight.device,
+            dtype=self.weight.dtype,
+        )
+        with torch.no_grad():
+            conv.weight.copy_(self.weight[0, 0])
+            if self.bias is not None:
+                conv.bias.copy_(self.bias[0, 0])
+        return conv
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, input_size={self.input_size}, "
+            f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+            f"bias={self.bias is not None}"
+        )

@@ -1,0 +1,145 @@
+"""Assignment: last match wins, OpenFF term keys, impropers, coverage errors, the cache."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("rdkit")
+pytest.importorskip("openforcefields")
+
+from rdkit import Chem  # noqa: E402
+
+from tying.chem import (  # noqa: E402
+    SmirksAssigner,
+    UnassignedParameterError,
+    count_unique_parameters,
+    load_molecule_set,
+    topology_terms,
+    trefoil,
+)
+from tying.chem.molecules import molecule_from_smiles  # noqa: E402
+
+from .helpers import bond, write_offxml  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def sage():
+    return SmirksAssigner("openff-2.3.0")
+
+
+def test_ethanol_known_parameters(sage):
+    a = sage.assign("CCO")
+    assert a.ids("Bonds") == {
+        (0, 1): "b1", (0, 3): "b84", (0, 4): "b84", (0, 5): "b84",
+        (1, 2): "b14", (1, 6): "b84", (1, 7): "b84", (2, 8): "b88",
+    }  # fmt: skip
+    assert a.count_unique()["Bonds"] == 4
+    length = a.bonds[(0, 1)]["length"]
+    assert str(length.unit) == "angstrom" and length.value == pytest.approx(1.525970013793)
+
+
+def test_last_matching_pattern_wins(tmp_path):
+    generic, specific = bond("[#6:1]-[#6:2]", "generic"), bond("[#6X4:1]-[#6X4:2]", "specific")
+    general_first = SmirksAssigner(
+        write_offxml(tmp_path, [generic, specific], name="a"), strict=False
+    )
+    specific_first = SmirksAssigner(
+        write_offxml(tmp_path, [specific, generic], name="b"), strict=False
+    )
+    # propene: C0 (sp3) - C1 (sp2) = C2
+    assert general_first.assign("CC=C").bonds[(0, 1)].id == "generic"  # only the generic matches
+    assert general_first.assign("CC").bonds[(0, 1)].id == "specific"  # both match: last wins
+    assert (
+        specific_first.assign("CC").bonds[(0, 1)].id == "generic"
+    )  # order decides, not specificity
+
+
+def test_a_match_and_its_reverse_are_one_term(sage):
+    a = sage.assign("OCC(=O)N")
+    for section in ("Bonds", "Angles", "ProperTorsions"):
+        keys = a.terms[section].keys()
+        assert all(k[0] < k[-1] for k in keys)
+        assert keys == topology_terms(molecule_from_smiles("OCC(=O)N"))[section]
+
+
+def test_impropers_center_second_and_trefoil(sage):
+    a = sage.assign("CC(C)=O", name="acetone")
+    assert list(a.impropers) == [(0, 1, 2, 3)]  # carbonyl carbon 1 in the middle
+    assert a.impropers[(0, 1, 2, 3)].id == "i1"  # generic trivalent carbon
+    acetate = sage.assign("CC(=O)[O-]")
+    assert acetate.impropers[(0, 1, 2, 3)].id == "i2"  # the later, carboxylate pattern wins
+    orderings = trefoil((0, 1, 2, 3))
+    assert {o[1] for o in orderings} == {1}
+    assert sorted(tuple(sorted((o[0], o[2], o[3]))) for o in orderings) == [(0, 2, 3)] * 3
+    assert len(set(orderings)) == 3
+    benzene = sage.assign("c1ccccc1")
+    assert len(benzene.impropers) == 6 and {k[1] for k in benzene.impropers} == set(range(6))
+
+
+def test_atom_without_vdw_parameter(tmp_path):
+    path = write_offxml(tmp_path, [bond("[*:1]~[*:2]", "any")], name="no-cl")
+    assigner = SmirksAssigner(path, sections=("Bonds", "vdW"))
+    assert assigner.assign("CO").vdw[(1,)].id == "n-o"
+    with pytest.raises(
+        UnassignedParameterError, match=r"no-cl has no vdW parameter for atom 1 \(Cl\) of 'CCl'"
+    ):
+        assigner.assign("CCl")
+    loose = SmirksAssigner(path, sections=("Bonds", "vdW"), strict=False).assign("CCl")
+    assert (1,) not in loose.vdw and len(loose.vdw) == 4
+
+
+def test_bond_without_parameter_is_named(tmp_path):
+    path = write_offxml(tmp_path, [bond("[#6:1]-[#1:2]", "ch")], name="ch-only")
+    with pytest.raises(
+        UnassignedParameterError,
+        match=r"ch-only has no bond parameter for bond 0-1 \(C-C\) of 'ethane'",
+    ):
+        SmirksAssigner(path, sections=("Bonds",)).assign("CC", name="ethane")
+
+
+def test_three_membered_rings_are_counted_right(sage):
+    for smiles in ("C1CC1", "C1CO1", "C12C3C4C1C5C2C3C45"):  # cyclopropane, oxirane, cubane
+        a = sage.assign(smiles)
+        topo = topology_terms(molecule_from_smiles(smiles))
+        assert a.terms["ProperTorsions"].keys() == topo["ProperTorsions"]
+
+
+def test_cache_per_unique_molecule_and_remapping(sage):
+    assigner = SmirksAssigner(sage.force_field)
+    first = assigner.assign("OCC(=O)N")
+    again = assigner.assign("NC(=O)CO")  # same molecule, atoms in another order
+    assert (assigner.hits, assigner.misses) == (1, 1)
+    fresh = SmirksAssigner(sage.force_field, cache=False).assign("NC(=O)CO")
+    for section in fresh.terms:
+        assert again.ids(section) == fresh.ids(section)
+    assert again.elements == fresh.elements and again.smiles == first.smiles
+    assigner.assign("OCC(=O)N", name="glycolamide")
+    assert assigner.hits == 2
+    assigner.clear_cache()
+    assigner.assign("OCC(=O)N")
+    assert (assigner.hits, assigner.misses) == (0, 1)
+
+
+def test_rdkit_molecule_keeps_its_indices(sage):
+    rd = Chem.AddHs(Chem.MolFromSmiles("OC(C)=O"))
+    a = sage.assign(rd)
+    assert a.elements[:4] == ("O", "C", "C", "O")
+    assert a.bonds[(1, 3)].smirks.count("=") == 1  # C=O
+
+
+def test_unsupported_section():
+    with pytest.raises(
+        ValueError, match=r"cannot assign sections \['Electrostatics'\]; supported: Bonds"
+    ):
+        SmirksAssigner("openff-2.3.0", sections=("Bonds", "Electrostatics"))
+
+
+def test_unique_parameters_over_a_set(sage):
+    assignments = sage.assign_many(load_molecule_set()[:40])
+    counts = count_unique_parameters(assignments)
+    assert counts["total"] == sum(v for k, v in counts.items() if k != "total")
+    for section, n in counts.items():
+        if section != "total":
+            assert 0 < n <= len(sage.force_field[section])
+    rows = list(assignments[2].rows())
+    assert {"section", "atoms", "elements", "id", "smirks"} <= rows[0].keys()

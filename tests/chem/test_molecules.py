@@ -1,0 +1,104 @@
+"""Molecules as the OpenFF toolkit perceives them, and the shipped set of real molecules."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("rdkit")
+pytest.importorskip("openforcefields")
+
+from rdkit import Chem  # noqa: E402
+
+from tying.chem import (  # noqa: E402
+    SmilesError,
+    canonical_order,
+    load_molecule_set,
+    molecule_from_smiles,
+    prepare_molecule,
+)
+
+
+def test_explicit_hydrogens_after_heavy_atoms():
+    mol = molecule_from_smiles("CCO")
+    assert [a.GetSymbol() for a in mol.GetAtoms()] == ["C", "C", "O"] + ["H"] * 6
+    assert all(a.GetNumImplicitHs() == 0 for a in mol.GetAtoms())
+
+
+@pytest.mark.parametrize(
+    ("smiles", "aromatic"),
+    [
+        ("c1ccccc1", True),
+        ("c1ccncc1", True),
+        ("c1ccoc1", False),
+        ("c1ccsc1", False),
+        ("c1cc[nH]c1", False),
+        ("c1c[nH]cn1", False),
+    ],
+)
+def test_mdl_aromaticity(smiles, aromatic):
+    # MDL aromaticity (OEAroModel_MDL): five-membered heteroaromatics are not aromatic.
+    mol = molecule_from_smiles(smiles)
+    assert mol.GetAtomWithIdx(0).GetIsAromatic() is aromatic
+
+
+def test_prepare_molecule_resets_rdkit_aromaticity_and_keeps_indices():
+    rd = Chem.MolFromSmiles("Oc1ccoc1")  # RDKit's own model calls furan aromatic
+    assert rd.GetAtomWithIdx(1).GetIsAromatic()
+    mol = prepare_molecule(rd)
+    assert not mol.GetAtomWithIdx(1).GetIsAromatic()
+    assert [a.GetSymbol() for a in mol.GetAtoms()][:6] == ["O", "C", "C", "C", "O", "C"]
+    with pytest.raises(TypeError, match="expected an rdkit.Chem.Mol, got str"):
+        prepare_molecule("CCO")
+
+
+@pytest.mark.parametrize(
+    ("smiles", "message"),
+    [
+        ("C1CC", r"cannot parse SMILES 'C1CC' \(broken\)"),
+        ("CC(C)(C)(C)(C)C", r"cannot sanitise SMILES 'CC\(C\)\(C\)\(C\)\(C\)C' \(broken\)"),
+    ],
+)
+def test_unparsable_smiles_is_named(smiles, message):
+    with pytest.raises(SmilesError, match=message):
+        molecule_from_smiles(smiles, name="broken")
+
+
+def test_radicals_and_other_models_are_refused():
+    with pytest.raises(ValueError, match="atom 0 \\(C\\) is a radical"):
+        molecule_from_smiles("[CH3]")
+    with pytest.raises(ValueError, match="aromaticity model 'OEAroModel_MMFF' is not supported"):
+        molecule_from_smiles("CCO", aromaticity_model="OEAroModel_MMFF")
+
+
+def test_canonical_order_maps_two_writings_of_one_molecule():
+    a, b = molecule_from_smiles("OCC"), molecule_from_smiles("CCO")
+    (sa, oa), (sb, ob) = canonical_order(a), canonical_order(b)
+    assert sa == sb
+    for i, j in zip(oa, ob):
+        assert a.GetAtomWithIdx(i).GetSymbol() == b.GetAtomWithIdx(j).GetSymbol()
+        assert a.GetAtomWithIdx(i).GetDegree() == b.GetAtomWithIdx(j).GetDegree()
+
+
+def test_shipped_set_is_large_unique_and_diverse():
+    mols = load_molecule_set()
+    assert len(mols) >= 200
+    canon = {Chem.MolToSmiles(Chem.MolFromSmiles(s)) for s, _ in mols}
+    assert len(canon) == len(mols), "duplicate molecules in the shipped set"
+    assert len({n for _, n in mols}) == len(mols), "duplicate names in the shipped set"
+    elements, charged, aromatic_n = set(), 0, 0
+    for smiles, _ in mols:
+        mol = molecule_from_smiles(smiles)
+        elements |= {a.GetSymbol() for a in mol.GetAtoms()}
+        charged += any(a.GetFormalCharge() for a in mol.GetAtoms())
+        aromatic_n += any(a.GetIsAromatic() and a.GetSymbol() == "N" for a in mol.GetAtoms())
+    assert {"C", "H", "N", "O", "S", "P", "F", "Cl", "Br", "I"} <= elements
+    assert charged >= 40 and aromatic_n >= 30
+
+
+def test_malformed_list_line(tmp_path):
+    path = tmp_path / "mols.smi"
+    path.write_text("# comment\nCCO\tethanol\nCCC propane\n")
+    with pytest.raises(
+        ValueError, match=r"mols.smi:3: expected 'SMILES<TAB>name', got 'CCC propane'"
+    ):
+        load_molecule_set(path)

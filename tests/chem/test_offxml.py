@@ -1,0 +1,102 @@
+"""Reading real OpenFF force fields: sections, order, units, torsion terms, errors."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("rdkit")
+pytest.importorskip("openforcefields")
+
+from tying.chem import (  # noqa: E402
+    ForceFieldNotFoundError,
+    available_force_fields,
+    find_force_field,
+    load_force_field,
+)
+from tying.chem.units import parse_unit  # noqa: E402
+
+from .helpers import bond, write_offxml  # noqa: E402
+
+ENERGY = parse_unit("kilocalorie_per_mole").dimension
+
+
+def test_installed_force_fields_are_found_through_the_entry_point():
+    names = available_force_fields()
+    for expected in ("openff-1.0.0", "openff-2.0.0", "openff-2.3.0", "openff_unconstrained-2.3.0"):
+        assert expected in names
+    assert find_force_field("openff-2.3.0.offxml") == find_force_field("openff-2.3.0")
+
+
+def test_unknown_name_lists_the_installed_ones():
+    with pytest.raises(ForceFieldNotFoundError, match=r"'openff-2.3.1' not found") as err:
+        find_force_field("openff-2.3.1")
+    message = str(err.value)
+    assert "Did you mean 'openff-2.3.0'?" in message
+    assert "openff-1.0.0" in message and "openff-2.2.1" in message
+
+
+@pytest.mark.parametrize("name", ["openff-1.0.0", "openff-2.3.0"])
+def test_sections_units_and_order(name):
+    ff = load_force_field(name)
+    assert ff.aromaticity_model == "OEAroModel_MDL"
+    for section in ("Bonds", "Angles", "ProperTorsions", "ImproperTorsions", "vdW"):
+        params = ff[section].parameters
+        assert len(params) > 0
+        assert [p.index for p in params] == list(range(len(params)))
+    b1 = ff["Bonds"]["b1"]
+    assert b1.smirks == "[#6X4:1]-[#6X4:2]"
+    assert str(b1["length"].unit) == "angstrom"
+    assert str(b1["k"].unit) == "kilocalorie / mole / angstrom ** 2"
+    assert str(ff["Angles"].parameters[0]["angle"].unit) == "degree"
+    assert (
+        ff["Angles"].parameters[0]["k"].unit.dimension
+        == parse_unit("kilocalorie_per_mole / radian ** 2").dimension
+    )
+    n1 = ff["vdW"].parameters[0]
+    assert n1["epsilon"].unit.dimension == ENERGY
+
+
+def test_torsion_terms_with_several_periodicities():
+    ff = load_force_field("openff-2.3.0")
+    t2 = ff["ProperTorsions"]["t2"]
+    terms = t2.terms
+    assert [t.periodicity for t in terms] == [3, 2, 1]
+    assert [t.phase.value for t in terms] == [0.0, 180.0, 180.0]
+    assert all(t.k.unit.dimension == ENERGY for t in terms)
+    assert [ff.idivf("ProperTorsions", t) for t in terms] == [1.0, 1.0, 1.0]
+    improper = ff["ImproperTorsions"]["i1"].terms[0]
+    assert improper.idivf is None and ff.idivf("ImproperTorsions", improper) == 3.0
+
+
+def test_missing_section_and_id_are_named():
+    ff = load_force_field("openff-2.3.0")
+    with pytest.raises(KeyError, match="has no section 'Bends'"):
+        ff["Bends"]
+    with pytest.raises(KeyError, match=r"section Bonds has no parameter 'b1000'"):
+        ff["Bonds"]["b1000"]
+    with pytest.raises(KeyError, match=r"parameter 'b1' \(Bonds\) has no attribute 'kk'"):
+        ff["Bonds"]["b1"]["kk"]
+
+
+def test_load_by_path(tmp_path):
+    path = write_offxml(tmp_path, [bond("[#6:1]-[#6:2]", "cc", 1.53)])
+    ff = load_force_field(path)
+    assert ff.name == "tiny-1.0.0"
+    assert ff["Bonds"]["cc"]["length"].value == 1.53
+
+
+def test_a_file_that_is_not_smirnoff(tmp_path):
+    bad = tmp_path / "bad.offxml"
+    bad.write_text("<Other></Other>")
+    with pytest.raises(ValueError, match="expected a <SMIRNOFF> document, got <Other>"):
+        load_force_field(bad)
+
+
+def test_an_unreadable_value_names_the_parameter(tmp_path):
+    path = write_offxml(
+        tmp_path, [bond("[#6:1]-[#6:2]", "cc").replace("angstrom ** 1", "furlong")], name="badunit"
+    )
+    with pytest.raises(
+        ValueError, match=r"badunit.offxml Bonds:cc: attribute length=.*unknown unit 'furlong'"
+    ):
+        load_force_field(path)

@@ -1,0 +1,143 @@
+"""Compiling SMIRKS (once per force field, clear errors) and the soundness of the pre-filter."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("rdkit")
+pytest.importorskip("openforcefields")
+
+from tying.chem import (  # noqa: E402
+    SmirksAssigner,
+    SmirksError,
+    compile_section,
+    load_force_field,
+    load_molecule_set,
+    molecule_from_smiles,
+)
+from tying.chem.offxml import Parameter  # noqa: E402
+from tying.chem.smirks import (  # noqa: E402
+    Prefilter,
+    compile_smirks,
+    evaluate,
+    parse_atom_query,
+    parse_bond_query,
+)
+
+from .helpers import bond, write_offxml  # noqa: E402
+
+C_SP3 = (6, 4, 3, 0, False, False)  # methyl carbon
+C_AR = (6, 3, 1, 0, True, True)  # benzene carbon
+H = (1, 1, 0, 0, False, False)
+O_MINUS = (8, 1, 0, -1, False, False)
+
+
+def test_each_pattern_is_compiled_once_per_force_field():
+    ff = load_force_field("openff-2.3.0")
+    assert compile_section(ff, "Bonds") is compile_section(ff, "Bonds")
+    assert SmirksAssigner(ff)._compiled["Bonds"] is SmirksAssigner(ff)._compiled["Bonds"]
+
+
+def test_malformed_smirks_names_its_id():
+    p = Parameter("Bonds", "b-broken", "[#6X4:1]-[#6X4:2", 0, {})
+    with pytest.raises(
+        SmirksError, match=r"Bonds parameter 'b-broken': RDKit cannot parse its SMIRKS"
+    ):
+        compile_smirks(p, valence=2, force_field="my-ff")
+
+
+def test_malformed_smirks_in_a_force_field_file(tmp_path):
+    path = write_offxml(
+        tmp_path, [bond("[#6:1]-[#6:2]", "b1"), bond("[#6:1]-[#8:2", "b-typo")], name="typo-ff"
+    )
+    with pytest.raises(SmirksError, match=r"typo-ff Bonds parameter 'b-typo'.*\[#6:1\]-\[#8:2"):
+        SmirksAssigner(path)
+
+
+def test_wrong_tags_are_refused():
+    three = Parameter("Bonds", "b-3", "[#6:1]-[#6:2]-[#6:3]", 0, {})
+    with pytest.raises(SmirksError, match=r"has tags \[1, 2, 3\], expected \[1, 2\]"):
+        compile_smirks(three, valence=2)
+    apart = Parameter("Angles", "a-apart", "[#6:1]-[#6:3]-[#6:2]", 0, {})
+    with pytest.raises(SmirksError, match="tags :1 and :2 are not bonded"):
+        compile_smirks(apart, valence=3)
+    improper = Parameter("ImproperTorsions", "i-x", "[*:1]~[*:2]~[*:3]~[*:4]", 0, {})
+    with pytest.raises(SmirksError, match="tags :2 and :4 are not bonded"):
+        compile_smirks(improper, valence=4)
+
+
+@pytest.mark.parametrize(
+    ("smarts", "sig", "expected"),
+    [
+        ("[#6&X4:1]", C_SP3, True),
+        ("[#6&X4:1]", C_AR, False),
+        ("[!#1:1]", H, False),
+        ("[!#1:1]", C_AR, True),
+        ("[#6&X3,#7:2]", C_AR, True),
+        ("[#6&a:3]", C_SP3, False),
+        ("[#8&X1&-:2]", O_MINUS, True),
+        ("[#8&X1&+0]", O_MINUS, False),
+        ("[#6&X4&H3]", C_SP3, True),
+        ("[#6&R]", C_SP3, False),
+        ("[#6&$(*~[#8]):1]", C_SP3, None),  # recursive SMARTS: undecided, so never excluded
+        ("[#6&$(*~[#8]):1]", H, False),  # ... unless another primitive decides
+        ("[#6&r6]", C_SP3, None),
+        ("*", H, None),
+        ("c", C_AR, True),
+        ("C", C_AR, False),
+    ],
+)
+def test_three_valued_atom_predicates(smarts, sig, expected):
+    assert evaluate(parse_atom_query(smarts), sig) is expected
+
+
+@pytest.mark.parametrize(
+    ("smarts", "sig", "expected"),
+    [
+        ("-", (1, False), True),
+        ("-", (4, True), False),
+        ("", (4, True), True),
+        ("", (2, False), False),
+        ("=,:", (2, True), True),
+        ("-&!@", (1, True), False),
+        ("@", (1, False), False),
+        ("~", (3, False), None),
+    ],
+)
+def test_three_valued_bond_predicates(smarts, sig, expected):
+    assert evaluate(parse_bond_query(smarts), sig) is expected
+
+
+def _unsound(force_field: str, molecules) -> tuple[int, int, list[str]]:
+    """Patterns the pre-filter skipped although RDKit finds a match (must be none)."""
+    assigner = SmirksAssigner(force_field, strict=False)
+    flat, params = assigner._flat, assigner._match_params
+    prefilter = Prefilter(flat)
+    skipped = total = 0
+    wrong = []
+    for smiles, name in molecules:
+        mol = molecule_from_smiles(smiles)
+        keep = set(prefilter.candidates(mol))
+        for i, compiled in enumerate(flat):
+            total += 1
+            if i not in keep:
+                skipped += 1
+                if mol.GetSubstructMatches(compiled.query, params):
+                    wrong.append(f"{name}: {compiled.parameter.id}")
+    return skipped, total, wrong
+
+
+@pytest.mark.parametrize("force_field", ["openff-2.3.0", "openff-1.0.0"])
+def test_prefilter_never_drops_a_match_subset(force_field):
+    skipped, total, wrong = _unsound(force_field, load_molecule_set()[::6])
+    assert wrong == []
+    assert skipped > 0.6 * total  # and it does skip most searches
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "force_field", ["openff-2.3.0", "openff-2.0.0", "openff-1.3.0", "openff-1.0.0"]
+)
+def test_prefilter_never_drops_a_match_full_set(force_field):
+    skipped, total, wrong = _unsound(force_field, load_molecule_set())
+    assert wrong == []

@@ -1,0 +1,158 @@
+"""The runner: seeding, timing, PNG figures, captured failures, parallel runs."""
+
+from __future__ import annotations
+
+import doctest
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import tying.experiments.common as common_module
+import tying.experiments.runner as runner_module
+from tying.experiments import Result, Table
+from tying.experiments.common import new_figure
+from tying.experiments.runner import jsonable, run_experiment, run_many
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _with_figure(size, seed):
+    fig, (ax,) = new_figure()
+    ax.plot([0, 1], [0, 1])
+    g = torch.Generator().manual_seed(seed)
+    value = float(torch.randn(1, generator=g))
+    glob = float(torch.randn(1))  # the runner seeds the global RNG too
+    return Result(
+        tables=[Table("t", [{"x": np.float32(1.5), "n": np.int64(3)}])],
+        figures={"my figure/1": fig},
+        passed=True,
+        measured={"value": value, "global": glob, "arr": np.arange(2)},
+        key_figure="k",
+    )
+
+
+def test_pass_with_figure_saved_as_png(temp_experiment, tmp_path):
+    temp_experiment("runner-figure", _with_figure)
+    rec = run_experiment("runner-figure", size="quick", seed=3, out_dir=tmp_path)
+    assert rec.status == "pass" and rec.passed and rec.error is None
+    assert rec.figures == ["figures/runner-figure--my-figure-1.png"]
+    assert (tmp_path / rec.figures[0]).read_bytes()[:8] == PNG_MAGIC
+    assert rec.seed == 3 and rec.size == "quick" and rec.runtime_s >= 0
+    # numpy values became plain Python, so the record is JSON as it stands
+    assert rec.tables[0].rows == [{"x": 1.5, "n": 3}]
+    assert rec.measured["arr"] == [0, 1]
+    json.dumps(rec.to_dict())
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(temp_experiment):
+    temp_experiment("runner-seed", _with_figure)
+    a, b = (run_experiment("runner-seed", seed=5) for _ in range(2))
+    c = run_experiment("runner-seed", seed=6)
+    assert a.measured == b.measured
+    assert a.measured["value"] != c.measured["value"]
+    assert a.measured["global"] != c.measured["global"]
+    assert a.figures == []  # no out_dir: figures are closed, not saved
+
+
+def test_failed_check_is_fail(temp_experiment):
+    temp_experiment("runner-fail", lambda size, seed: Result(passed=False, measured={"x": 1}))
+    rec = run_experiment("runner-fail")
+    assert rec.status == "fail" and not rec.passed and rec.measured == {"x": 1}
+
+
+def test_exception_is_captured_with_traceback(temp_experiment):
+    def boom(size, seed):
+        raise RuntimeError("the experiment blew up")
+
+    temp_experiment("runner-raise", boom)
+    rec = run_experiment("runner-raise")
+    assert rec.status == "error" and not rec.passed
+    assert "RuntimeError: the experiment blew up" in rec.error
+    assert "Traceback" in rec.error and "in boom" in rec.error
+
+
+def test_wrong_return_type_is_an_error(temp_experiment):
+    temp_experiment("runner-type", lambda size, seed: {"passed": True})
+    rec = run_experiment("runner-type")
+    assert rec.status == "error" and "returned dict, expected a Result" in rec.error
+
+
+def test_missing_extra_is_reported_by_name(temp_experiment):
+    temp_experiment(
+        "runner-extra", lambda size, seed: Result(passed=True), requires=("rdkit_not_here_xyz",)
+    )
+    rec = run_experiment("runner-extra")
+    assert rec.status == "missing-extra" and rec.missing == ["rdkit_not_here_xyz"]
+    assert "needs the optional package(s) rdkit_not_here_xyz" in rec.error
+
+
+def test_import_inside_the_experiment_that_fails_is_a_missing_extra(temp_experiment):
+    def needs_opacus(size, seed):
+        import opacus_not_installed_xyz  # noqa: F401
+
+    temp_experiment("runner-import", needs_opacus)
+    rec = run_experiment("runner-import")
+    assert rec.status == "missing-extra" and rec.missing == ["opacus_not_installed_xyz"]
+
+
+def test_missing_module_of_our_own_is_an_error_not_an_extra(temp_experiment):
+    def buggy(size, seed):
+        import tying.no_such_module  # noqa: F401
+
+    temp_experiment("runner-own-import", buggy)
+    rec = run_experiment("runner-own-import")
+    assert rec.status == "error" and rec.missing == [] and "tying.no_such_module" in rec.error
+
+
+def test_extra_named_in_the_hint(temp_experiment, monkeypatch):
+    monkeypatch.setitem(runner_module.EXTRAS, "fake_chem_mod", "chem")
+    temp_experiment(
+        "runner-hint", lambda size, seed: Result(passed=True), requires=("fake_chem_mod",)
+    )
+    assert "pip install -e '.[chem]'" in run_experiment("runner-hint").error
+
+
+def test_unknown_id_and_bad_size_raise():
+    with pytest.raises(KeyError, match="did you mean 'bptt-sum'"):
+        run_experiment("bptt-summ")
+    with pytest.raises(ValueError, match="size must be one of"):
+        run_experiment("param-counts", size="huge")
+    with pytest.raises(ValueError, match="jobs must be an int >= 1"):
+        run_many(["param-counts"], jobs=0)
+
+
+def test_run_many_in_process_keeps_order_and_calls_back(temp_experiment):
+    temp_experiment("runner-a", lambda size, seed: Result(passed=True))
+    temp_experiment("runner-b", lambda size, seed: Result(passed=False))
+    started, done = [], []
+    recs = run_many(
+        ["runner-b", "runner-a"], on_start=started.append, on_done=lambda r: done.append(r.id)
+    )
+    assert [r.id for r in recs] == ["runner-b", "runner-a"]
+    assert started == done == ["runner-b", "runner-a"]
+    assert [r.status for r in recs] == ["fail", "pass"]
+
+
+def test_run_many_parallel_workers_use_one_thread(tmp_path):
+    ids = ["param-counts", "rnn-unrolled", "bptt-sum"]
+    started = []
+    recs = run_many(ids, size="quick", out_dir=tmp_path, jobs=2, on_start=started.append)
+    assert [r.id for r in recs] == ids and sorted(started) == sorted(ids)
+    assert all(r.status == "pass" for r in recs), [r.error for r in recs]
+    assert all(r.threads == 1 for r in recs)
+    for r in recs:
+        assert (tmp_path / r.figures[0]).read_bytes()[:8] == PNG_MAGIC
+
+
+def test_jsonable():
+    assert jsonable({"a": (np.float64(1.0), torch.tensor([1, 2]))}) == {"a": [1.0, [1, 2]]}
+    assert jsonable([float("nan"), float("-inf")]) == ["nan", "-inf"]
+    assert jsonable(object).startswith("<class")
+
+
+@pytest.mark.parametrize("module", [runner_module, common_module])
+def test_doctests(module):
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0

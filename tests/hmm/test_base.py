@@ -1,0 +1,89 @@
+"""The estimator contract: validation in fit, restarts, convergence, fixed parameters, sampling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tying.hmm import GaussianHMM, NotFittedError
+
+from .helpers import random_params
+
+
+def _data(seed=0):
+    return random_params(np.random.default_rng(seed), 3, 2, lengths=(100, 60))
+
+
+def test_init_stores_arguments_only_and_unfitted_use_is_an_error():
+    m = GaussianHMM(3, ties={"means": "all"}, n_iter=7)
+    assert m.ties == {"means": "all"} and m.n_iter == 7 and not hasattr(m, "ties_")
+    with pytest.raises(NotFittedError, match=r"not fitted yet; call fit\(X, lengths\)"):
+        m.score(np.zeros((3, 2)))
+    with pytest.raises(AttributeError):
+        _ = m.means_
+
+
+def test_fit_returns_self_and_fitted_attributes_end_in_underscore():
+    *_, X, lengths = _data()
+    m = GaussianHMM(3, n_iter=3, random_state=0)
+    assert m.fit(X, lengths) is m
+    for name in ("startprob_", "transmat_", "means_", "covars_", "ties_", "history_", "n_iter_"):
+        assert hasattr(m, name)
+
+
+def test_restarts_keep_the_best_and_are_reproducible():
+    *_, X, lengths = _data(1)
+    single = [
+        GaussianHMM(3, n_iter=15, random_state=s).fit(X, lengths).log_likelihood_ for s in range(3)
+    ]
+    best = GaussianHMM(3, n_iter=15, n_init=4, random_state=0).fit(X, lengths)
+    again = GaussianHMM(3, n_iter=15, n_init=4, random_state=0).fit(X, lengths)
+    assert best.log_likelihood_ == again.log_likelihood_
+    assert np.array_equal(best.means_, again.means_)
+    assert best.log_likelihood_ >= min(single)
+    assert best.log_likelihood_ == max(best.history_)
+
+
+def test_convergence_tolerance_stops_early():
+    *_, X, lengths = _data(2)
+    m = GaussianHMM(3, n_iter=500, tol=1e-2, random_state=0).fit(X, lengths)
+    assert m.converged_ and m.n_iter_ < 500
+    assert m.history_[-1] - m.history_[-2] < 1e-2
+
+
+def test_parameters_not_listed_in_params_keep_their_start_values():
+    start, A, means, var, X, lengths = _data(3)
+    m = GaussianHMM(
+        3,
+        startprob_init=start,
+        transmat_init=A,
+        means_init=means,
+        covars_init=var,
+        params=["means", "covars"],
+        n_iter=5,
+    ).fit(X, lengths)
+    assert np.array_equal(m.transmat_, A) and np.array_equal(m.startprob_, start)
+    assert not np.allclose(m.means_, means)
+
+
+def test_sample_is_reproducible_and_follows_the_model():
+    m = GaussianHMM.from_params(
+        [1.0, 0.0], [[0.0, 1.0], [1.0, 0.0]], [[-5.0], [5.0]], [[0.01], [0.01]]
+    )
+    X1, s1 = m.sample(50, random_state=3)
+    X2, s2 = m.sample(50, random_state=3)
+    assert np.array_equal(X1, X2) and np.array_equal(s1, s2)
+    assert s1.tolist() == [0, 1] * 25  # the transition matrix alternates deterministically
+    assert np.all(np.sign(X1[:, 0]) == np.where(s1 == 0, -1, 1))
+
+
+def test_lengths_and_data_errors_come_from_fit():
+    *_, X, lengths = _data(4)
+    X = X.copy()
+    X[130, 0] = np.nan
+    with pytest.raises(
+        ValueError, match=r"X contains nan at sequence 1, position 30 \(row 130 of X\)"
+    ):
+        GaussianHMM(3).fit(X, lengths)
+    with pytest.raises(ValueError, match="lengths sum to 150 but X has 160 rows"):
+        GaussianHMM(3).fit(X, [100, 50])

@@ -1,0 +1,200 @@
+"""GaussianHMM: tied groups pool statistics, EM is monotone, one Cholesky per tied covariance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tying
+import tying.hmm.gaussian as gaussian_module
+from tying.hmm import GaussianHMM
+
+from .helpers import random_params
+
+
+def _data(seed=0, K=4, D=2, lengths=(120, 80, 50)):
+    return random_params(np.random.default_rng(seed), K, D, lengths=lengths)
+
+
+@pytest.mark.parametrize("ctype", ["diag", "full", "tied"])
+@pytest.mark.parametrize(
+    "ties",
+    [None, {"means": [[0, 1]], "transitions": [[2, 3]]}, {"means": "all", "covars": [[1, 2, 3]]}],
+)
+def test_em_log_likelihood_never_decreases(ctype, ties):
+    *_, X, lengths = _data()
+    if ctype == "tied" and ties and "covars" in ties:
+        ties = {k: v for k, v in ties.items() if k != "covars"}
+    m = GaussianHMM(4, ctype, ties=ties, n_iter=25, tol=-np.inf, random_state=0).fit(X, lengths)
+    h = np.array(m.history_)
+    assert len(h) == 25
+    assert np.all(np.diff(h) >= -1e-9 * np.abs(h[1:]))
+    assert h[-1] > h[0]
+
+
+def test_tied_parameters_are_one_value_and_pool_the_statistics():
+    *_, X, lengths = _data(1)
+    ties = {"means": [[0, 1, 2]], "covars": [[1, 3]], "transitions": [[0, 3]]}
+    m = GaussianHMM(4, "diag", ties=ties, n_iter=1, random_state=0)
+    m.fit(X, lengths)
+    assert np.array_equal(m.means_[0], m.means_[2]) and np.array_equal(m.covars_[1], m.covars_[3])
+    assert np.array_equal(m.transmat_[0], m.transmat_[3])
+    assert m.group_params("means").shape == (2, 2)
+    # one more M-step by hand from the posteriors of the current model: the pooled estimate
+    start = GaussianHMM.from_params(m.startprob_, m.transmat_, m.means_, m.covars_, ties=ties)
+    gamma = start.predict_proba(X, lengths)
+    g = gamma[:, :3].sum(1)
+    pooled_mean = (g[:, None] * X).sum(0) / g.sum()
+    again = GaussianHMM(
+        4,
+        "diag",
+        ties=ties,
+        n_iter=1,
+        startprob_init=m.startprob_,
+        transmat_init=m.transmat_,
+        means_init=m.means_,
+        covars_init=m.covars_,
+    ).fit(X, lengths)
+    np.testing.assert_allclose(again.means_[1], pooled_mean, rtol=1e-10)
+    w = gamma[:, [1, 3]]
+    mu = again.means_[[1, 3]]
+    pooled_var = sum((w[:, k, None] * (X - mu[k]) ** 2).sum(0) for k in range(2)) / w.sum()
+    np.testing.assert_allclose(again.covars_[1], pooled_var, rtol=1e-10)
+
+
+def test_matches_hmmlearn_after_ten_em_iterations():
+    hmm = pytest.importorskip(
+        "hmmlearn.hmm", reason="hmmlearn not installed: pip install 'tying[bench]'"
+    )
+    start, A, means, var, X, lengths = _data(2, K=3, D=3)
+    for ctype in ("diag", "full", "tied"):
+        cov = {"diag": var, "full": np.array([np.diag(v) for v in var]), "tied": np.diag(var[0])}[
+            ctype
+        ]
+        ref = hmm.GaussianHMM(3, ctype, init_params="", n_iter=10, tol=-np.inf, covars_prior=0)
+        ref.startprob_, ref.transmat_, ref.means_, ref.covars_ = start, A, means, cov
+        ref.fit(X, lengths)
+        ours = GaussianHMM(
+            3,
+            ctype,
+            startprob_init=start,
+            transmat_init=A,
+            means_init=means,
+            covars_init=cov,
+            n_iter=10,
+            tol=-np.inf,
+        ).fit(X, lengths)
+        np.testing.assert_allclose(ours.score(X, lengths), ref.score(X, lengths), rtol=1e-6)
+        np.testing.assert_allclose(ours.means_, ref.means_, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(ours.transmat_, ref.transmat_, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(ours.history_, ref.monitor_.history, rtol=1e-9)
+
+
+def test_tied_covariance_log_density_uses_one_cholesky(monkeypatch):
+    calls = []
+    real = gaussian_module.cho_factor
+    monkeypatch.setattr(
+        gaussian_module, "cho_factor", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    start, A, means, var, X, lengths = _data(3, K=4, D=3)
+    tied = GaussianHMM.from_params(start, A, means, np.eye(3), covariance_type="tied")
+    full = GaussianHMM.from_params(
+        start, A, means, np.repeat(np.eye(3)[None], 4, 0), covariance_type="full"
+    )
+    calls.clear()
+    ll_tied = tied.score(X, lengths)
+    assert len(calls) == 1
+    calls.clear()
+    np.testing.assert_allclose(full.score(X, lengths), ll_tied, rtol=1e-12)
+    assert len(calls) == 4
+
+
+def test_empty_state_and_constant_feature_give_no_nan():
+    rng = np.random.default_rng(4)
+    X = np.column_stack([rng.normal(size=300), np.full(300, 2.0)])  # feature 1 has zero variance
+    # state 2 can never be reached: its statistics are empty at every iteration
+    start = np.array([0.5, 0.5, 0.0])
+    A = np.array([[0.9, 0.1, 0.0], [0.1, 0.9, 0.0], [0.3, 0.3, 0.4]])
+    for ctype in ("diag", "full"):
+        m = GaussianHMM(
+            3,
+            ctype,
+            startprob_init=start,
+            transmat_init=A,
+            n_iter=10,
+            random_state=0,
+            min_covar=1e-3,
+        )
+        m.fit(X)
+        assert np.all(np.isfinite(m.means_)) and np.all(np.isfinite(m.covars_))
+        var = m.covars_[:2, 1] if ctype == "diag" else m.covars_[:2, 1, 1]
+        np.testing.assert_allclose(var, 1e-3, rtol=1e-6)  # floored, not zero
+        assert np.all(np.diff(m.history_) >= -1e-9 * np.abs(np.array(m.history_[1:])))
+
+
+def test_covariance_type_tied_is_full_with_covars_all():
+    *_, X, lengths = _data(5)
+    a = GaussianHMM(4, "tied", n_iter=5, random_state=1).fit(X, lengths)
+    b = GaussianHMM(4, "full", ties={"covars": "all"}, n_iter=5, random_state=1).fit(X, lengths)
+    np.testing.assert_allclose(a.covars_, b.covars_, rtol=1e-12)
+    assert a.ties_.groups("covars") == [[0, 1, 2, 3]]
+    with pytest.raises(ValueError, match="covariance_type='tied' shares one covariance"):
+        GaussianHMM(4, "tied", ties={"covars": [[0, 1]]}).fit(X, lengths)
+
+
+def test_parameter_counts():
+    *_, X, lengths = _data(6, K=5, D=3)
+    m = GaussianHMM(5, "diag", ties={"means": [[0, 1, 2], [3, 4]], "covars": "all"}, n_iter=1).fit(
+        X, lengths
+    )
+    c = m.n_parameters()
+    assert c.logical == 5 + 25 + 15 + 15
+    assert c.physical == 5 + 25 + 6 + 3
+    assert (
+        GaussianHMM(5, "full", n_iter=1).fit(X, lengths).n_parameters().physical == 5 + 25 + 15 + 45
+    )
+
+
+def test_tied_initial_values_must_agree_within_a_group():
+    *_, X, lengths = _data(7)
+    means = np.arange(8.0).reshape(4, 2)
+    with pytest.raises(
+        ValueError, match=r"means_init: states 0 and 1 are tied .* their values differ"
+    ):
+        GaussianHMM(4, ties={"means": [[0, 1]]}, means_init=means).fit(X, lengths)
+    # one row per group is accepted
+    m = GaussianHMM(4, ties={"means": [[0, 1]]}, means_init=means[:3], n_iter=1).fit(X, lengths)
+    assert m.ties_.n_groups("means") == 3
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (
+            {"covariance_type": "spherical"},
+            r"covariance_type must be one of \('diag', 'full', 'tied'\)",
+        ),
+        ({"min_covar": 0.0}, "min_covar must be a positive number"),
+        ({"covars_init": -np.ones((4, 2))}, "variances must be positive"),
+        ({"means_init": np.zeros((4, 3))}, r"means_init must have shape \(4, 2\)"),
+        ({"ties": {"means": [[0, 9]]}}, r"state 9 does not exist"),
+        (
+            {"transmat_init": np.ones((4, 4))},
+            r"transmat_init must sum to 1 .* row\(s\) \[0, 1, 2, 3\]",
+        ),
+        ({"params": ["means", "variances"]}, r"params: unknown name\(s\) \['variances'\]"),
+        ({"n_iter": 0}, "n_iter must be a positive integer"),
+    ],
+)
+def test_settings_are_validated_in_fit(kwargs, match):
+    *_, X, lengths = _data(8)
+    model = GaussianHMM(4, **kwargs)  # __init__ only stores
+    with pytest.raises((ValueError, tying.TieError), match=match):
+        model.fit(X, lengths)
+
+
+def test_wrong_number_of_features_at_score():
+    *_, X, lengths = _data(9)
+    m = GaussianHMM(4, n_iter=1).fit(X, lengths)
+    with pytest.raises(ValueError, match="X has 3 features but this model was fitted with 2"):
+        m.score(np.zeros((5, 3)))

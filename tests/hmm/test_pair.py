@@ -1,0 +1,180 @@
+"""Pair HMM: forward = brute force over all alignments; tied X/Y makes (x, y) and (y, x) score alike."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tying.hmm import NotFittedError, PairHMM, mirror
+from tying.hmm.pair_dp import M, X, Y
+
+S = 3
+
+
+def _model(rng, tied=True, **kw):
+    if tied:
+        p = rng.random((S, S))
+        p = (p + p.T) / (p + p.T).sum()
+        return PairHMM.from_params(
+            n_symbols=S,
+            tied=True,
+            delta=0.15,
+            epsilon=0.35,
+            tau=0.07,
+            match_probs=p,
+            insert_probs=rng.dirichlet(np.ones(S)),
+            **kw,
+        )
+    return PairHMM.from_params(
+        n_symbols=S,
+        tied=False,
+        delta=(0.1, 0.2),
+        epsilon=(0.3, 0.45),
+        tau=0.07,
+        match_probs=rng.dirichlet(np.ones(S * S)).reshape(S, S),
+        insert_probs=rng.dirichlet(np.ones(S), size=2),
+        **kw,
+    )
+
+
+def _alignments(n, m):
+    """Every state path that consumes x (length n) and y (length m)."""
+    if n == 0 and m == 0:
+        yield []
+        return
+    if n and m:
+        for rest in _alignments(n - 1, m - 1):
+            yield [M] + rest
+    if n:
+        for rest in _alignments(n - 1, m):
+            yield [X] + rest
+    if m:
+        for rest in _alignments(n, m - 1):
+            yield [Y] + rest
+
+
+def _brute_force(model, x, y):
+    """log Σ over all alignments of P(alignment, x, y), in plain probabilities."""
+    return np.log(
+        sum(np.exp(model.path_log_prob(x, y, path)) for path in _alignments(len(x), len(y)))
+    )
+
+
+def _pairs(rng, k=25, max_len=5):
+    out = [
+        (
+            rng.integers(0, S, rng.integers(0, max_len + 1)),
+            rng.integers(0, S, rng.integers(0, max_len + 1)),
+        )
+        for _ in range(k)
+    ]
+    return [p for p in out if len(p[0]) + len(p[1]) > 0] + [(np.array([], int), np.array([], int))]
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_forward_equals_brute_force_enumeration(tied):
+    rng = np.random.default_rng(0 if tied else 1)
+    model = _model(rng, tied, chunk_size=7)  # several chunks of mixed lengths
+    pairs = _pairs(rng)
+    ll = model.score_pairs(pairs)
+    brute = np.array([_brute_force(model, x, y) for x, y in pairs])
+    np.testing.assert_allclose(ll, brute, rtol=1e-12)
+    assert np.isclose(ll[-1], np.log(0.07))  # two empty sequences: begin -> end
+
+
+def test_swapping_x_and_y_gives_the_same_log_likelihood_when_tied():
+    rng = np.random.default_rng(2)
+    pairs = [
+        (rng.integers(0, S, rng.integers(1, 30)), rng.integers(0, S, rng.integers(1, 30)))
+        for _ in range(40)
+    ]
+    swapped = [(y, x) for x, y in pairs]
+    tied = _model(rng, tied=True)
+    assert np.array_equal(tied.score_pairs(pairs), tied.score_pairs(swapped))  # bit for bit
+    untied = _model(rng, tied=False)
+    assert np.abs(untied.score_pairs(pairs) - untied.score_pairs(swapped)).max() > 1e-3
+
+
+def test_viterbi_is_the_best_enumerated_alignment_and_mirrors_under_swap():
+    rng = np.random.default_rng(3)
+    model = _model(rng, tied=True)
+    pairs = [p for p in _pairs(rng, k=12) if len(p[0]) and len(p[1])]
+    log_p, paths = model.viterbi(pairs)
+    log_p_sw, paths_sw = model.viterbi([(y, x) for x, y in pairs])
+    for (x, y), lp, path, lp_sw, path_sw in zip(pairs, log_p, paths, log_p_sw, paths_sw):
+        best = max(model.path_log_prob(x, y, a) for a in _alignments(len(x), len(y)))
+        np.testing.assert_allclose(lp, best, rtol=1e-12)
+        np.testing.assert_allclose(model.path_log_prob(x, y, path), lp, rtol=1e-12)
+        assert lp_sw == lp
+        # the mirrored alignment is a best alignment of the swapped pair
+        np.testing.assert_allclose(model.path_log_prob(y, x, mirror(path)), lp_sw, rtol=1e-12)
+        assert len(path_sw) == len(path)
+
+
+def test_match_posteriors_are_probabilities_that_sum_with_gaps_to_one():
+    rng = np.random.default_rng(4)
+    model = _model(rng, tied=False)
+    x, y = rng.integers(0, S, 6), rng.integers(0, S, 4)
+    post = model.match_posteriors(x, y)
+    assert post.shape == (6, 4) and np.all((post >= 0) & (post <= 1 + 1e-12))
+    # P(x_i matched) by enumeration
+    logz = _brute_force(model, x, y)
+    want = np.zeros((6, 4))
+    for a in _alignments(6, 4):
+        w = np.exp(model.path_log_prob(x, y, a) - logz)
+        i = j = 0
+        for k in a:
+            if k == M:
+                want[i, j] += w
+            i, j = i + (k != Y), j + (k != X)
+    np.testing.assert_allclose(post, want, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_baum_welch_is_monotone_and_keeps_the_tie(tied):
+    rng = np.random.default_rng(5)
+    truth = _model(rng, tied)
+    pairs, _ = truth.sample(40, random_state=6)
+    fit = PairHMM(n_symbols=S, tied=tied, n_iter=12, tol=-np.inf, chunk_size=16).fit(pairs)
+    h = np.array(fit.history_)
+    assert np.all(np.diff(h) >= -1e-9 * np.abs(h[1:])) and h[-1] > h[0] + 1.0
+    if tied:
+        assert np.array_equal(fit.match_probs_, fit.match_probs_.T)
+        assert np.ndim(fit.delta_) == 0 and fit.insert_probs_.shape == (S,)
+        assert np.array_equal(fit.score_pairs(pairs), fit.score_pairs([(y, x) for x, y in pairs]))
+    else:
+        assert fit.delta_.shape == (2,) and fit.insert_probs_.shape == (2, S)
+
+
+def test_alphabet_strings_and_alignment_text():
+    hmm = PairHMM.from_params("ACGT")
+    assert hmm.format_alignment("GATTACA", "GATACA").splitlines()[1].count("-") == 1
+    with pytest.raises(ValueError, match=r"pair 0, y\[2\] = 'N' is not in the alphabet 'ACGT'"):
+        hmm.score_pairs([("ACGT", "ACNT")])
+    c = hmm.n_parameters()
+    assert (c.logical, c.physical) == (1 + 16 + 2 * 6, 1 + 10 + 6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (
+            {"match_probs": np.array([[0.5, 0.3], [0.1, 0.1]])},
+            r"tied=True needs a symmetric match distribution",
+        ),
+        ({"delta": 0.5, "tau": 0.1}, r"2·delta \+ tau = 1.1 must be < 1"),
+        ({"epsilon": 0.95, "tau": 0.1}, r"epsilon \+ tau = 1.05 must be < 1"),
+        ({"delta": 0.0}, "delta must lie strictly between 0 and 1"),
+        ({"insert_probs": [0.2, 0.2]}, r"insert_probs must sum to 1"),
+    ],
+)
+def test_bad_parameters(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PairHMM.from_params("AB", **kwargs)
+
+
+def test_unfitted_pair_hmm_and_bad_symbols():
+    with pytest.raises(NotFittedError, match=r"call fit\(pairs\) or PairHMM.from_params"):
+        PairHMM("AB").score_pairs([("A", "B")])
+    with pytest.raises(ValueError, match=r"pair 0, x\[1\] = 5 is not a symbol \(0..2\)"):
+        PairHMM.from_params(n_symbols=3).score_pairs([([0, 5], [1])])

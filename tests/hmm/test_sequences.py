@@ -1,0 +1,51 @@
+"""Validation names the bad sequence and position; the padded layout round-trips."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tying.hmm import SequenceBatch, check_lengths, check_observations
+
+
+def test_lengths_must_partition_x():
+    with pytest.raises(ValueError, match=r"lengths sum to 9 but X has 10 rows"):
+        check_lengths([4, 5], 10)
+    with pytest.raises(ValueError, match=r"lengths\[1\] = 0: every sequence needs"):
+        check_lengths([10, 0], 10)
+    with pytest.raises(TypeError, match="lengths must be integers"):
+        check_lengths([4.5, 5.5], 10)
+    assert check_lengths(None, 7).tolist() == [7]
+
+
+@pytest.mark.parametrize("bad, word", [(np.nan, "nan"), (np.inf, "inf"), (-np.inf, "-inf")])
+def test_non_finite_values_name_sequence_and_position(bad, word):
+    X = np.zeros((10, 2))
+    X[7, 1] = bad
+    with pytest.raises(
+        ValueError, match=rf"X contains {word} at sequence 1, position 3 \(row 7 of X\)"
+    ):
+        check_observations(X, np.array([4, 6]))
+
+
+def test_shape_errors():
+    with pytest.raises(ValueError, match=r"X must be 2-d .* use X.reshape\(-1, 1\)"):
+        check_observations(np.zeros(5))
+    with pytest.raises(ValueError, match="one symbol per row"):
+        check_observations(np.zeros((5, 2)), ndim=1)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(1, 9), min_size=1, max_size=6))
+def test_pad_unpad_round_trip_and_prefix_property(lengths):
+    b = SequenceBatch.from_lengths(lengths)
+    flat = np.arange(sum(lengths), dtype=float)
+    padded = b.pad(flat, fill=-1.0)
+    assert np.array_equal(b.unpad(padded), flat)
+    # at time t the running sequences are exactly the first n_active[t] slots
+    running = padded != -1.0
+    for t in range(b.t_max):
+        assert running[t, : b.n_active[t]].all() and not running[t, b.n_active[t] :].any()
+    assert np.array_equal(b.per_sequence(b.sorted_lengths), np.asarray(lengths))
