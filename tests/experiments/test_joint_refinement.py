@@ -53,10 +53,7 @@ def test_joint_refinement_check_holds_at_quick_size():
     # the reported errors are honest: the spread of a over seeds matches the stderr
     joint = result.tables[0].rows[0]
     assert joint["refinement"] == "joint" and 0.6 < joint["RMS of (a − true)/σ"] < 1.5
-    assert set(result.figures) == {
-        "joint_refinement_patterns",
-        "joint_refinement_lattice_constant",
-    }
+    assert set(result.figures) == {"patterns", "lattice_constant"}
     assert all(isinstance(f, Figure) for f in result.figures.values())
     # the covariance is reported: stderr of a in the covariance table equals the fit's
     cov_rows = {r["parameter"]: r for r in result.tables[2].rows}

@@ -22,7 +22,8 @@ Example:
     ...                           local=["amplitude"],
     ...                           init={"center": 0.0, "width": 1.0, "amplitude": 1.0},
     ...                           bounds={"width": (0, None)})
-    >>> fit.n_parameters()
+    >>> c = fit.n_parameters()
+    >>> c.logical, c.physical
     (60, 22)
     >>> result = fit.run()
     >>> result.success, round(result.values["center"], 2), round(result.values["width"], 2)
@@ -196,22 +197,22 @@ class GlobalFit:
         """The roles → physical map (checks the declaration on first use)."""
         return self._prepare()[1]
 
-    def n_parameters(self) -> tuple[int, int]:
-        """``(logical, physical)``: parameter slots read by the data sets vs values fitted.
+    def n_parameters(self) -> Count:
+        """Logical vs physical parameters as a :class:`tying.Count` (``tying.count(fit)`` too).
+
+        ``logical`` counts the parameter slots the data sets read, ``physical``
+        the values the fit varies; fixed parameters count in neither.
 
         Example:
-            >>> import numpy as np
+            >>> import numpy as np, tying
             >>> x = np.arange(5.0)
             >>> fit = GlobalFit(lambda x, a, b: a * x + b, [(x, x)] * 4, shared=["a"],
             ...                 local=["b"], init={"a": 1.0, "b": 0.0})
-            >>> fit.n_parameters()
-            (8, 5)
+            >>> c = fit.n_parameters()
+            >>> c.logical, c.physical, tying.count(fit).ratio
+            (8, 5, 1.6)
         """
         return self.parameter_map.n_parameters()
-
-    def count(self) -> Count:
-        """Logical vs physical counts as a :class:`tying.Count`, one group per tied value."""
-        return self.parameter_map.count()
 
     def jacobian_sparsity(self) -> sp.csr_matrix:
         """The non-zero pattern ``(N points, n_physical)`` of the global Jacobian."""

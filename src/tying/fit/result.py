@@ -166,7 +166,7 @@ class FitResult:
         pm = self._pmap
         head = [
             f"global fit: {len(self.dataset_names)} data sets, {self.ndata} points, "
-            f"{self.nvarys} varied parameters ({pm.n_parameters()[0]} logical)",
+            f"{self.nvarys} varied parameters ({pm.n_parameters().logical} logical)",
             f"chi2 = {self.chi2:.6g}   reduced chi2 = {self.redchi:.6g}   "
             f"nfev = {self.nfev}   solver = {self.solver}",
             f"{'converged' if self.success else 'NOT CONVERGED'}: {self.message}",

@@ -12,7 +12,7 @@ how many *physical* parameters (what the solver varies) serve them:
 
 This is the ``tying`` vocabulary of logical slots and physical parameters
 (``dataset 17.center`` is a slot tied to the physical ``center``), and
-:meth:`ParameterMap.count` reports it as a :class:`tying.Count`.
+:meth:`ParameterMap.n_parameters` reports it as a :class:`tying.Count`.
 
 The physical vector is laid out ``[shared | groups | locals]``: the *global*
 part (shared and group parameters, ``n_global`` entries) first, then
@@ -30,7 +30,8 @@ Example:
     ['center', 'zero[a]', 'zero[b]', 'amplitude[0]', 'amplitude[1]', 'amplitude[2]']
     >>> pmap.index.tolist()
     [[0, 1, 3], [0, 2, 4], [0, 1, 5]]
-    >>> pmap.n_parameters()
+    >>> c = pmap.n_parameters()      # a tying.Count
+    >>> c.logical, c.physical
     (9, 6)
 """
 
@@ -326,24 +327,22 @@ class ParameterMap:
         out.update({n: self.fixed_values[:, j] for j, n in enumerate(self.fixed_names)})
         return {n: out[n] for n in self.names}
 
-    def n_parameters(self) -> tuple[int, int]:
-        """``(logical, physical)``: slots the data sets read vs values the fit varies.
+    def n_parameters(self) -> Count:
+        """Logical vs physical parameters as a :class:`tying.Count` (float64 bytes).
 
-        Fixed parameters are constants and count in neither.
-        """
-        return self.n_datasets * len(self.free_names), self.n_physical
-
-    def count(self) -> Count:
-        """The counts as a :class:`tying.Count` (float64 bytes), one group per tied value.
+        ``logical``: the slots the data sets read (K × fitted names);
+        ``physical``: the values the fit varies. Fixed parameters are constants
+        and count in neither. One group per physical value read by two or more
+        data sets (shared and per-group parameters).
 
         Example:
             >>> pmap = ParameterMap(None, [{}, {}, {}], shared=["c"], local=["a"],
             ...                     init={"c": 0.0, "a": 1.0})
-            >>> c = pmap.count()
+            >>> c = pmap.n_parameters()
             >>> c.logical, c.physical, c.ratio, c.groups[0].slots
             (6, 4, 1.5, ['dataset 0.c', 'dataset 1.c', 'dataset 2.c'])
         """
-        logical, physical = self.n_parameters()
+        logical, physical = self.n_datasets * len(self.free_names), self.n_physical
         groups = []
         for p in range(self.n_global):
             users = np.flatnonzero((self.index == p).any(axis=1))
