@@ -1,0 +1,233 @@
+"""Data sets of a global fit: what one measurement is, checked once, stored padded.
+
+A global fit reads many data sets of possibly different lengths. Each is a
+:class:`Dataset` (x, y, optional σ, a metadata dict, a name). :func:`stack`
+checks them all (finite values, matching lengths, positive σ) and stores them
+as padded ``(K, n_max)`` arrays with a mask, so that every later step (model
+evaluation, Jacobian, normal equations) is one array operation over all data
+sets instead of a Python loop.
+
+Example:
+    >>> import numpy as np
+    >>> from tying.fit.datasets import Dataset, stack
+    >>> data = stack([(np.arange(3.0), np.ones(3)),
+    ...               Dataset(np.arange(2.0), np.ones(2), sigma=0.5,
+    ...                       metadata={"instrument": "xray"}, name="short")])
+    >>> data.names, data.lengths.tolist(), data.weight[1].tolist()
+    (['dataset 0', 'short'], [3, 2], [2.0, 2.0, 0.0])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class Dataset:
+    """One measured data set.
+
+    Args:
+        x: the independent variable, one entry per point along the first axis
+            (a 1-D array lets the model be evaluated on all data sets at once).
+        y: the measured values, shape ``(n,)``.
+        sigma: the standard deviation of each ``y`` (scalar or ``(n,)``); the
+            residual is ``(model - y) / sigma``. None means 1.
+        metadata: facts about the measurement, e.g. ``{"instrument": "xray"}``;
+            ``per_group`` roles group data sets by these keys.
+        name: used in messages and tables; defaults to ``"dataset <i>"``.
+
+    Example:
+        >>> import numpy as np
+        >>> Dataset(np.linspace(0, 1, 5), np.zeros(5), metadata={"T": 300}).metadata
+        {'T': 300}
+    """
+
+    x: Any
+    y: Any
+    sigma: Any = None
+    metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    name: str | None = None
+
+
+@dataclasses.dataclass
+class StackedData:
+    """All data sets, checked and padded to ``n_max`` points.
+
+    Attributes:
+        names: one name per data set.
+        metadata: one metadata dict per data set.
+        xs: the x of each data set as given (converted to float arrays).
+        x_padded: ``(K, n_max)`` x, padded with each data set's last x, or None
+            when some x is not 1-D (then the model is called per data set).
+        y: ``(K, n_max)`` measured values, 0 where padded.
+        weight: ``(K, n_max)`` 1/σ, 0 where padded (so padded points add nothing).
+        mask: ``(K, n_max)`` True on real points.
+        lengths: ``(K,)`` number of points per data set.
+    """
+
+    names: list[str]
+    metadata: list[dict[str, Any]]
+    xs: list[np.ndarray]
+    x_padded: np.ndarray | None
+    y: np.ndarray
+    weight: np.ndarray
+    mask: np.ndarray
+    lengths: np.ndarray
+
+    @property
+    def n_datasets(self) -> int:
+        return len(self.names)
+
+    @property
+    def n_points(self) -> int:
+        """Total number of data points (the ``ndata`` of χ² statistics)."""
+        return int(self.lengths.sum())
+
+    @property
+    def equal_lengths(self) -> bool:
+        return bool(np.all(self.lengths == self.lengths[0]))
+
+
+def as_dataset(item: Any, index: int) -> Dataset:
+    """Turn one entry of the user's list into a :class:`Dataset`.
+
+    Accepted forms: a :class:`Dataset`; a dict with keys ``x``, ``y`` and
+    optionally ``sigma``, ``metadata``, ``name``; a tuple ``(x, y)``,
+    ``(x, y, sigma)``, ``(x, y, metadata)`` or ``(x, y, sigma, metadata)``.
+
+    Raises:
+        TypeError: for any other form, naming the data set.
+
+    Example:
+        >>> as_dataset(([0.0, 1.0], [1.0, 2.0], {"run": 3}), 0).metadata
+        {'run': 3}
+    """
+    if isinstance(item, Dataset):
+        return item
+    if isinstance(item, Mapping):
+        unknown = set(item) - {"x", "y", "sigma", "metadata", "name"}
+        if unknown or "x" not in item or "y" not in item:
+            raise TypeError(
+                f"dataset {index}: a dict data set needs keys 'x' and 'y' (optional 'sigma', "
+                f"'metadata', 'name'), got keys {sorted(item)}"
+            )
+        return Dataset(
+            item["x"], item["y"], item.get("sigma"), item.get("metadata") or {}, item.get("name")
+        )
+    if isinstance(item, tuple) and 2 <= len(item) <= 4:
+        x, y, *rest = item
+        metadata: Mapping[str, Any] = {}
+        if rest and isinstance(rest[-1], Mapping):
+            metadata = rest.pop()
+        if len(rest) > 1:
+            raise TypeError(
+                f"dataset {index}: a tuple data set is (x, y), (x, y, sigma), (x, y, metadata) "
+                f"or (x, y, sigma, metadata); got {len(item)} items with no metadata dict last"
+            )
+        return Dataset(x, y, rest[0] if rest else None, metadata)
+    raise TypeError(
+        f"dataset {index}: expected a tying.fit.Dataset, a dict with 'x' and 'y', or a tuple "
+        f"(x, y[, sigma][, metadata]); got {type(item).__name__}"
+    )
+
+
+def _bad_values(values: np.ndarray) -> str | None:
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return None
+    first = np.flatnonzero(bad.reshape(len(values), -1).any(axis=1))[0]
+    return f"{int(bad.sum())} NaN/inf value(s), the first at point {first}"
+
+
+def stack(datasets: Sequence[Any]) -> StackedData:
+    """Check every data set and store them padded.
+
+    Args:
+        datasets: a non-empty sequence of data sets in any form
+            :func:`as_dataset` accepts.
+
+    Returns:
+        A :class:`StackedData`.
+
+    Raises:
+        TypeError: a data set of an unknown form, or a metadata that is not a dict.
+        ValueError: no data sets; NaN/inf in x, y or σ (naming the data set and
+            the first bad point); σ ≤ 0; x and y of different lengths; an empty
+            data set; two data sets with the same name.
+
+    Example:
+        >>> import numpy as np
+        >>> stack([(np.zeros(2), np.array([1.0, np.nan]))])
+        Traceback (most recent call last):
+        ...
+        ValueError: dataset 'dataset 0' (index 0): y has 1 NaN/inf value(s), the first at point 1; drop or mask those points before fitting
+    """
+    if isinstance(datasets, (Dataset, Mapping)) or not isinstance(datasets, Sequence):
+        raise TypeError(
+            f"datasets must be a list of data sets, got {type(datasets).__name__}; "
+            f"wrap a single data set in a list"
+        )
+    if len(datasets) == 0:
+        raise ValueError("datasets is empty; a global fit needs at least one data set")
+    items = [as_dataset(item, i) for i, item in enumerate(datasets)]
+    names, metas, xs, ys, ws = [], [], [], [], []
+    for i, ds in enumerate(items):
+        name = ds.name if ds.name is not None else f"dataset {i}"
+        where = f"dataset {name!r} (index {i})"
+        if not isinstance(ds.metadata, Mapping):
+            raise TypeError(f"{where}: metadata must be a dict, got {type(ds.metadata).__name__}")
+        x = np.asarray(ds.x, dtype=float)
+        y = np.asarray(ds.y, dtype=float)
+        if y.ndim != 1:
+            raise ValueError(f"{where}: y must be 1-D, got shape {y.shape}; flatten it")
+        if len(y) == 0:
+            raise ValueError(f"{where}: has no points")
+        if x.ndim == 0 or len(x) != len(y):
+            raise ValueError(
+                f"{where}: x has {x.shape[0] if x.ndim else 0} point(s) along its first axis "
+                f"but y has {len(y)}; they must match"
+            )
+        sigma = np.ones_like(y) if ds.sigma is None else np.asarray(ds.sigma, dtype=float)
+        if sigma.ndim == 0:
+            sigma = np.full_like(y, float(sigma))
+        if sigma.shape != y.shape:
+            raise ValueError(f"{where}: sigma has shape {sigma.shape}, expected {y.shape} or ()")
+        for label, values in (("x", x), ("y", y), ("sigma", sigma)):
+            problem = _bad_values(values)
+            if problem:
+                raise ValueError(
+                    f"{where}: {label} has {problem}; drop or mask those points before fitting"
+                )
+        if np.any(sigma <= 0):
+            first = int(np.flatnonzero(sigma <= 0)[0])
+            raise ValueError(
+                f"{where}: sigma must be > 0, got {sigma[first]} at point {first}; "
+                f"drop the point or give it a positive uncertainty"
+            )
+        names.append(name)
+        metas.append(dict(ds.metadata))
+        xs.append(x)
+        ys.append(y)
+        ws.append(1.0 / sigma)
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise ValueError(f"two data sets are named {dup!r}; names must be unique")
+    lengths = np.array([len(y) for y in ys])
+    k, n_max = len(ys), int(lengths.max())
+    y_pad = np.zeros((k, n_max))
+    w_pad = np.zeros((k, n_max))
+    mask = np.arange(n_max)[None, :] < lengths[:, None]
+    x_pad = np.zeros((k, n_max)) if all(x.ndim == 1 for x in xs) else None
+    for i in range(k):
+        n = lengths[i]
+        y_pad[i, :n] = ys[i]
+        w_pad[i, :n] = ws[i]
+        if x_pad is not None:
+            # Pad with the last x so that a model stays finite on padded points.
+            x_pad[i, :n] = xs[i]
+            x_pad[i, n:] = xs[i][-1]
+    return StackedData(names, metas, xs, x_pad, y_pad, w_pad, mask, lengths)

@@ -1,0 +1,324 @@
+"""GlobalFit: fit many data sets at once, parameters declared by role.
+
+One model function, many data sets; each parameter is declared once as
+``shared`` (one value for all), ``per_group`` (one per value of a metadata
+key, e.g. per instrument), ``local`` (one per data set) or ``fixed``. The
+library builds the physical vector (:mod:`tying.fit.roles`), evaluates the
+model on all data sets at once when it can (:mod:`tying.fit.model`), keeps
+the Jacobian sparse (:mod:`tying.fit.jacobian`) and solves the normal
+equations by the Schur complement (:mod:`tying.fit.schur`), so one fit
+costs O(K) in the number of data sets K.
+
+Example:
+    >>> import numpy as np
+    >>> import tying.fit
+    >>> rng = np.random.default_rng(1)
+    >>> x = np.linspace(-3, 3, 100)
+    >>> def gauss(x, center, width, amplitude):
+    ...     return amplitude * np.exp(-0.5 * ((x - center) / width) ** 2)
+    >>> datasets = [(x, gauss(x, 0.3, 0.8, a) + rng.normal(0, 0.05, x.size), 0.05)
+    ...             for a in rng.uniform(1, 3, size=20)]
+    >>> fit = tying.fit.GlobalFit(gauss, datasets, shared=["center", "width"],
+    ...                           local=["amplitude"],
+    ...                           init={"center": 0.0, "width": 1.0, "amplitude": 1.0},
+    ...                           bounds={"width": (0, None)})
+    >>> c = fit.n_parameters()
+    >>> c.logical, c.physical
+    (60, 22)
+    >>> result = fit.run()
+    >>> result.success, round(result.values["center"], 2), round(result.values["width"], 2)
+    (True, 0.3, 0.8)
+    >>> bool(result.stderr["center"] < 0.01), result.covariance.shape
+    (True, (2, 2))
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from tying.core import Count
+from tying.fit import jacobian as jac_mod
+from tying.fit import schur
+from tying.fit.datasets import StackedData, stack
+from tying.fit.model import ModelEvaluator
+from tying.fit.result import FitResult, build_values
+from tying.fit.roles import ParameterMap
+from tying.fit.solvers import SOLVERS, ConvergenceWarning, FitWarning, Tolerances, run_solver
+
+#: |correlation| above this marks two parameters the data cannot tell apart
+DEGENERATE_CORRELATION = 1 - 1e-8
+
+
+def _signature(model_fn: Callable[..., Any]) -> tuple[list[str] | None, dict[str, Any]]:
+    """The model's parameter names after x (None if it takes **kwargs) and their defaults."""
+    try:
+        sig = inspect.signature(model_fn)
+    except (TypeError, ValueError):
+        return None, {}
+    params = list(sig.parameters.values())
+    if not params or params[0].kind not in (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    ):
+        raise TypeError(
+            f"model_fn must take x as its first positional argument, then the parameters by "
+            f"name: model_fn(x, center, width, ...); got {sig}"
+        )
+    rest = params[1:]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in rest):
+        return None, {}
+    names = [p.name for p in rest if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    defaults = {p.name: p.default for p in rest if p.default is not inspect.Parameter.empty}
+    return names, defaults
+
+
+def _degenerate_pair(cov_logical: np.ndarray, pmap: ParameterMap) -> str:
+    """Name two fitted parameters whose estimates are (almost) perfectly correlated, or ""."""
+    d = np.sqrt(np.abs(np.diagonal(cov_logical, axis1=1, axis2=2)))  # (K, P)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.abs(cov_logical / (d[:, :, None] * d[:, None, :]))
+    p = corr.shape[1]
+    corr[:, np.arange(p), np.arange(p)] = 0.0
+    corr = np.nan_to_num(corr)
+    k, i, j = np.unravel_index(int(np.argmax(corr)), corr.shape)
+    if corr[k, i, j] <= DEGENERATE_CORRELATION:
+        return ""
+    a, b = (pmap.physical_names[pmap.index[k, c]] for c in (i, j))
+    return f"parameters {a!r} and {b!r} are fully correlated (|corr| = {corr[k, i, j]:.10f})"
+
+
+class GlobalFit:
+    """A global least-squares fit of one model to many data sets.
+
+    ``__init__`` only stores its arguments; everything is checked when the fit
+    is prepared (:meth:`fit`, :meth:`run`, :meth:`n_parameters`, ...).
+
+    Args:
+        model_fn: ``model_fn(x, **params) -> y`` for one data set, with NumPy
+            (Jacobian by central finite differences) or torch (exact Jacobian by
+            autograd). Written with broadcasting operations it is
+            called once for all data sets (x ``(K, n)``, parameters ``(K, 1)``).
+        datasets: a list of data sets: :class:`~tying.fit.Dataset`, dicts with
+            ``x``, ``y`` (``sigma``, ``metadata``, ``name``), or tuples
+            ``(x, y[, sigma][, metadata])``.
+        shared: names of parameters with one value for all data sets.
+        per_group: ``{name: metadata_key}``: one value per distinct ``metadata[key]``.
+        local: names of parameters with one value per data set.
+        fixed: ``{name: value}``: constants (a number, or one per data set).
+        init: starting values ``{name: value}`` (see :class:`~tying.fit.roles.ParameterMap`);
+            model signature defaults are used for names it lacks.
+        bounds: ``{name: (lower, upper)}``; None for an open side.
+        backend: ``"auto"``, ``"numpy"`` or ``"torch"``.
+        vectorized: ``"auto"``, True or False: evaluate all data sets in one call.
+        solver: ``"lm"`` (Schur-complement Levenberg-Marquardt, default) or
+            ``"trf"`` (``scipy.optimize.least_squares``, trf + lsmr, sparse Jacobian).
+        scale_covar: multiply the covariance by the reduced χ² (lmfit's default).
+        ftol, xtol, gtol, max_iter: stopping tests (see :class:`~tying.fit.solvers.Tolerances`).
+
+    Attributes:
+        result_: the :class:`~tying.fit.FitResult` after :meth:`fit`.
+    """
+
+    def __init__(
+        self,
+        model_fn: Callable[..., Any],
+        datasets: Sequence[Any],
+        *,
+        shared: Sequence[str] = (),
+        per_group: Mapping[str, str] | None = None,
+        local: Sequence[str] = (),
+        fixed: Mapping[str, Any] | None = None,
+        init: Mapping[str, Any] | None = None,
+        bounds: Mapping[str, Any] | None = None,
+        backend: str = "auto",
+        vectorized: bool | str = "auto",
+        solver: str = "lm",
+        scale_covar: bool = True,
+        ftol: float = 1e-10,
+        xtol: float = 1e-10,
+        gtol: float = 1e-10,
+        max_iter: int = 200,
+    ):
+        self.model_fn = model_fn
+        self.datasets = datasets
+        self.shared = shared
+        self.per_group = per_group
+        self.local = local
+        self.fixed = fixed
+        self.init = init
+        self.bounds = bounds
+        self.backend = backend
+        self.vectorized = vectorized
+        self.solver = solver
+        self.scale_covar = scale_covar
+        self.ftol = ftol
+        self.xtol = xtol
+        self.gtol = gtol
+        self.max_iter = max_iter
+        self._prepared: tuple[StackedData, ParameterMap, ModelEvaluator] | None = None
+
+    # -- preparation ----------------------------------------------------------
+
+    def _prepare(self) -> tuple[StackedData, ParameterMap, ModelEvaluator]:
+        if self._prepared is None:
+            if not callable(self.model_fn):
+                raise TypeError(f"model_fn must be callable, got {type(self.model_fn).__name__}")
+            if self.solver not in SOLVERS:
+                raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+            if not (isinstance(self.max_iter, int) and self.max_iter > 0):
+                raise ValueError(f"max_iter must be a positive int, got {self.max_iter!r}")
+            data = stack(self.datasets)
+            names, defaults = _signature(self.model_fn)
+            pmap = ParameterMap(
+                names,
+                data.metadata,
+                shared=self.shared,
+                per_group=self.per_group,
+                local=self.local,
+                fixed=self.fixed,
+                init=self.init,
+                bounds=self.bounds,
+                defaults=defaults,
+                dataset_names=data.names,
+            )
+            ev = ModelEvaluator(self.model_fn, data, pmap, self.backend, self.vectorized)
+            self._prepared = (data, pmap, ev)
+        return self._prepared
+
+    @property
+    def parameter_map(self) -> ParameterMap:
+        """The roles → physical map (checks the declaration on first use)."""
+        return self._prepare()[1]
+
+    def n_parameters(self) -> Count:
+        """Logical vs physical parameters as a :class:`tying.Count` (``tying.count(fit)`` too).
+
+        ``logical`` counts the parameter slots the data sets read, ``physical``
+        the values the fit varies; fixed parameters count in neither.
+
+        Example:
+            >>> import numpy as np, tying
+            >>> x = np.arange(5.0)
+            >>> fit = GlobalFit(lambda x, a, b: a * x + b, [(x, x)] * 4, shared=["a"],
+            ...                 local=["b"], init={"a": 1.0, "b": 0.0})
+            >>> c = fit.n_parameters()
+            >>> c.logical, c.physical, tying.count(fit).ratio
+            (8, 5, 1.6)
+        """
+        return self.parameter_map.n_parameters()
+
+    def jacobian_sparsity(self) -> sp.csr_matrix:
+        """The non-zero pattern ``(N points, n_physical)`` of the global Jacobian."""
+        data, pmap, _ = self._prepare()
+        return jac_mod.sparsity(data, pmap)
+
+    def jacobian(self, theta: np.ndarray | None = None) -> sp.csr_matrix:
+        """The global residual Jacobian (sparse CSR) at ``theta`` (default: the start)."""
+        data, pmap, ev = self._prepare()
+        theta = pmap.x0 if theta is None else np.asarray(theta, dtype=float)
+        return jac_mod.assemble(jac_mod.weighted(ev.jacobian(theta), data), data, pmap)
+
+    # -- fitting --------------------------------------------------------------
+
+    def fit(self) -> GlobalFit:
+        """Run the fit; the result is in ``self.result_``.
+
+        Returns:
+            self.
+
+        Raises:
+            ValueError / TypeError / tying.TieError: any problem with the
+                declaration or the data (see :class:`~tying.fit.roles.ParameterMap`,
+                :func:`~tying.fit.datasets.stack`, :class:`~tying.fit.model.ModelEvaluator`).
+
+        Warns:
+            ConvergenceWarning: when the solver stopped before converging
+                (``result_.success`` is then False).
+            FitWarning: when two fitted parameters are fully correlated (the
+                data cannot tell them apart; ``result_.message`` names them).
+        """
+        data, pmap, ev = self._prepare()
+        ev.nfev = ev.njev = 0
+        tol = Tolerances(self.ftol, self.xtol, self.gtol, self.max_iter)
+        t0 = time.perf_counter()
+        out = run_solver(self.solver, ev, data, pmap, tol)
+        self.result_ = self._result(out, data, pmap, ev)
+        self.result_.time = time.perf_counter() - t0
+        if not out.success:
+            warnings.warn(
+                f"global fit did not converge: {out.message}", ConvergenceWarning, stacklevel=2
+            )
+        return self
+
+    def run(self) -> FitResult:
+        """Run the fit and return its :class:`~tying.fit.FitResult` (``fit().result_``)."""
+        return self.fit().result_
+
+    def _result(self, out, data: StackedData, pmap: ParameterMap, ev: ModelEvaluator) -> FitResult:
+        r = jac_mod.residuals(out.model, data)
+        chi2 = float(np.sum(r * r))
+        ndata, nvarys = data.n_points, pmap.n_physical
+        nfree = ndata - nvarys
+        redchi = chi2 / max(1, nfree)
+        neg2ll = ndata * np.log(max(chi2, 1e-250 * ndata) / ndata)
+        jw = jac_mod.weighted(ev.jacobian(out.theta), data)
+        h, _ = jac_mod.normal_blocks(jw, r)
+        scale = redchi if self.scale_covar else 1.0
+        message = out.message
+        try:
+            cov_global, cov_logical = schur.covariance(h, pmap.index, pmap.n_global)
+            cov_global, cov_logical = cov_global * scale, cov_logical * scale
+            var = np.zeros(pmap.n_physical)
+            var[pmap.index.ravel()] = np.diagonal(cov_logical, axis1=1, axis2=2).ravel()
+            stderr_x = np.sqrt(np.maximum(var, 0.0))
+            pair = _degenerate_pair(cov_logical, pmap)
+            if pair:
+                message += (
+                    f"; {pair}: the data cannot tell them apart, so their standard errors are "
+                    f"meaningless; fix one of them or change their roles"
+                )
+                warnings.warn(f"global fit: {pair}", FitWarning, stacklevel=3)
+        except np.linalg.LinAlgError:
+            cov_global = cov_logical = None
+            stderr_x = np.full(pmap.n_physical, np.nan)
+            message += (
+                "; standard errors could not be estimated: the Jacobian is singular "
+                "(a parameter does not change the model, or two change it the same way)"
+            )
+        return FitResult(
+            values=build_values(pmap, out.theta, None),
+            stderr=build_values(pmap, stderr_x, 0.0),
+            x=out.theta.copy(),
+            physical_names=list(pmap.physical_names),
+            covariance=cov_global,
+            covariance_names=pmap.physical_names[: pmap.n_global],
+            chi2=chi2,
+            redchi=redchi,
+            ndata=ndata,
+            nvarys=nvarys,
+            nfree=nfree,
+            aic=float(neg2ll + 2 * nvarys),
+            bic=float(neg2ll + np.log(ndata) * nvarys),
+            nfev=ev.nfev,
+            njev=ev.njev,
+            niter=out.niter,
+            success=out.success,
+            message=message,
+            solver=self.solver,
+            backend=ev.backend,
+            vectorized=ev.vectorized,
+            why_not_vectorized=ev.why_not_vectorized,
+            dataset_names=list(data.names),
+            _pmap=pmap,
+            _data=data,
+            _model=out.model,
+            _cov_logical=cov_logical,
+            _stderr_x=stderr_x,
+        )

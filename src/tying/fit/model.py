@@ -1,0 +1,342 @@
+"""The model function: evaluated on every data set, and differentiated, as fast as it allows.
+
+``model_fn(x, **params)`` returns the model at the points ``x`` of one data
+set. It may be written with NumPy (the Jacobian is then taken by central
+finite differences) or with torch (the Jacobian is exact, by autograd: one
+forward and P+1 backward passes per evaluation, P = number of fitted
+parameters per data set). ``backend="auto"`` tells them apart by calling it
+once with torch tensors.
+
+The fast path: a model written with elementwise, broadcasting operations
+can be called **once for all data sets**: ``x`` of shape ``(K, n_max)`` and
+every parameter of shape ``(K, 1)``. ``vectorized="auto"`` tries that call
+and checks it against per-data-set calls on a sample of data sets; when the
+shapes or the values disagree (a model that reduces over x, say) it falls
+back to a loop over data sets, and says why in :attr:`ModelEvaluator.why_not_vectorized`.
+Data sets of different lengths are padded with their last x, so they do not
+prevent the fast path.
+
+Example:
+    >>> import numpy as np
+    >>> from tying.fit.datasets import stack
+    >>> from tying.fit.roles import ParameterMap
+    >>> from tying.fit.model import ModelEvaluator
+    >>> data = stack([(np.arange(4.0), np.zeros(4)), (np.arange(3.0), np.zeros(3))])
+    >>> pmap = ParameterMap(["rate"], data.metadata, shared=["rate"], init={"rate": 0.0})
+    >>> ev = ModelEvaluator(lambda x, rate: np.exp(-rate * x), data, pmap)
+    >>> ev.backend, ev.vectorized        # np.exp rejects torch tensors: a NumPy model
+    ('numpy', True)
+    >>> ev.predict(pmap.x0)[1, :3].tolist()
+    [1.0, 1.0, 1.0]
+    >>> ev.jacobian(pmap.x0)[0, :, 0].round(6).tolist()    # d/drate exp(-rate x) = -x
+    [0.0, -1.0, -2.0, -3.0]
+    >>> ModelEvaluator(lambda x, rate: 1 / (1 + rate * x), data, pmap).backend
+    'torch'
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from tying.fit.datasets import StackedData
+from tying.fit.roles import ParameterMap
+
+BACKENDS = ("auto", "numpy", "torch")
+_FD_STEP = np.finfo(float).eps ** (1 / 3)  # the optimal relative step of central differences
+
+
+class ModelEvaluator:
+    """Evaluates ``model_fn`` on all data sets and takes its Jacobian.
+
+    Args:
+        model_fn: ``model_fn(x, **params)``, NumPy or torch.
+        data: the stacked data sets.
+        pmap: the parameter map (gives each data set's logical parameters).
+        backend: ``"auto"``, ``"numpy"`` (finite differences) or ``"torch"`` (autograd).
+        vectorized: ``"auto"``, True (require the all-data-sets call) or False (loop).
+
+    Raises:
+        ValueError: an unknown backend; a model that fails on a data set, returns
+            the wrong shape or NaN/inf at the starting values (naming the data set);
+            ``vectorized=True`` when the all-data-sets call does not match.
+    """
+
+    def __init__(
+        self,
+        model_fn: Callable[..., Any],
+        data: StackedData,
+        pmap: ParameterMap,
+        backend: str = "auto",
+        vectorized: bool | str = "auto",
+    ):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if vectorized not in ("auto", True, False):
+            raise ValueError(f"vectorized must be 'auto', True or False, got {vectorized!r}")
+        self.model_fn = model_fn
+        self.data = data
+        self.pmap = pmap
+        self.nfev = 0
+        self.njev = 0
+        free = [pmap.index[0, j] for j in range(len(pmap.free_names))]
+        self._lower = pmap.lower[free]  # (P,) bounds of each free logical parameter
+        self._upper = pmap.upper[free]
+        self._xt = None
+        theta0 = pmap.x0
+        self.backend = self._detect_backend(theta0) if backend == "auto" else backend
+        if self.backend == "torch":
+            self._xt = [torch.as_tensor(x, dtype=torch.float64) for x in data.xs]
+        self.why_not_vectorized = ""
+        self.vectorized = False
+        if vectorized is not False:
+            self.why_not_vectorized = self._check_vectorized(theta0)
+            self.vectorized = not self.why_not_vectorized
+            if vectorized is True and not self.vectorized:
+                raise ValueError(
+                    f"vectorized=True, but model_fn cannot be evaluated on all data sets at "
+                    f"once: {self.why_not_vectorized}; pass vectorized='auto' or False"
+                )
+        start = self.predict(theta0)
+        self._check_finite(start, "at the starting values")
+
+    # -- calling the model ----------------------------------------------------
+
+    def _where(self, i: int) -> str:
+        return f"dataset {self.data.names[i]!r} (index {i})"
+
+    def _call_one(self, i: int, params: dict[str, Any], torch_inputs: bool) -> Any:
+        x = self._xt[i] if torch_inputs and self._xt is not None else self.data.xs[i]
+        if torch_inputs and not isinstance(x, torch.Tensor):
+            x = torch.as_tensor(x, dtype=torch.float64)
+        with np.errstate(all="ignore"):  # non-finite values are checked, not warned about
+            return self.model_fn(x, **params)
+
+    def _params_one(self, values: dict[str, np.ndarray], i: int, torch_inputs: bool) -> dict:
+        if torch_inputs:
+            return {n: torch.tensor(float(v[i]), dtype=torch.float64) for n, v in values.items()}
+        return {n: float(v[i]) for n, v in values.items()}
+
+    def _as_array(self, out: Any, i: int | None) -> np.ndarray:
+        if isinstance(out, torch.Tensor):
+            out = out.detach().cpu().numpy()
+        arr = np.asarray(out, dtype=float)
+        if i is not None:
+            n = int(self.data.lengths[i])
+            if arr.shape != (n,):
+                raise ValueError(
+                    f"model_fn returned shape {arr.shape} for {self._where(i)}, expected "
+                    f"({n},): one value per point of x"
+                )
+        return arr
+
+    def _detect_backend(self, theta: np.ndarray) -> str:
+        values = self.pmap.logical(theta)
+        params = {
+            n: torch.tensor(float(v[0]), dtype=torch.float64, requires_grad=True)
+            for n, v in values.items()
+        }
+        try:
+            out = self._call_one(0, params, torch_inputs=True)
+            if isinstance(out, torch.Tensor) and out.requires_grad:
+                return "torch"
+            torch_error = f"returned {type(out).__name__} with no gradient"
+        except Exception as err:  # a NumPy model rejects torch tensors: try NumPy next
+            torch_error = f"{type(err).__name__}: {err}"
+        try:
+            self._call_one(0, self._params_one(values, 0, False), torch_inputs=False)
+        except Exception as err:
+            raise ValueError(
+                f"model_fn fails on {self._where(0)} at the starting values. With torch "
+                f"tensors: {torch_error}. With NumPy arrays: {type(err).__name__}: {err}"
+            ) from err
+        return "numpy"
+
+    def _batched_params(self, values: dict[str, np.ndarray]) -> dict[str, Any]:
+        if self.backend == "torch":
+            return {
+                n: torch.from_numpy(np.ascontiguousarray(v)[:, None]) for n, v in values.items()
+            }
+        return {n: v[:, None] for n, v in values.items()}
+
+    def _call_batched(self, params: dict[str, Any]) -> Any:
+        x = self.data.x_padded
+        if self.backend == "torch":
+            if getattr(self, "_xpad_t", None) is None:
+                self._xpad_t = torch.from_numpy(x)
+            x = self._xpad_t
+        with np.errstate(all="ignore"):
+            return self.model_fn(x, **params)  # (K, n_max)
+
+    def _check_vectorized(self, theta: np.ndarray) -> str:
+        """Why the all-data-sets call cannot be used ("" when it can)."""
+        if self.data.x_padded is None:
+            return "some x is not 1-D"
+        values = self.pmap.logical(theta)
+        try:
+            out = self._call_batched(self._batched_params(values))
+            batched = self._as_array(out, None)
+        except Exception as err:
+            return f"the call with x of shape (K, n) and parameters of shape (K, 1) raised {type(err).__name__}: {err}"
+        shape = self.data.y.shape
+        if batched.shape != shape:
+            return f"it returned shape {batched.shape} for x of shape {shape}"
+        k = self.data.n_datasets
+        for i in sorted(set(np.linspace(0, k - 1, min(k, 8)).astype(int).tolist())):
+            n = int(self.data.lengths[i])
+            one = self._as_array(
+                self._call_one(
+                    i, self._params_one(values, i, self.backend == "torch"), self.backend == "torch"
+                ),
+                i,
+            )
+            if not np.allclose(batched[i, :n], one, rtol=1e-9, atol=1e-12, equal_nan=True):
+                return f"its values for {self._where(i)} differ from a call on that data set alone"
+        return ""
+
+    def _check_finite(self, values: np.ndarray, when: str) -> None:
+        bad = ~np.isfinite(values) & self.data.mask
+        if bad.any():
+            i, j = (int(v[0]) for v in np.nonzero(bad))
+            raise ValueError(
+                f"model_fn returned NaN/inf for {self._where(i)} {when} (first at point {j}); "
+                f"check the starting values and bounds"
+            )
+
+    def predict(self, theta: np.ndarray) -> np.ndarray:
+        """Model values ``(K, n_max)`` at the physical parameters ``theta``.
+
+        Raises:
+            ValueError: a model returning the wrong shape for a data set.
+        """
+        self.nfev += 1
+        values = self.pmap.logical(theta)
+        if self.vectorized:
+            with torch.no_grad():
+                return self._as_array(self._call_batched(self._batched_params(values)), None)
+        out = np.zeros(self.data.y.shape)
+        use_torch = self.backend == "torch"
+        with torch.no_grad():
+            for i in range(self.data.n_datasets):
+                n = int(self.data.lengths[i])
+                out[i, :n] = self._as_array(
+                    self._call_one(i, self._params_one(values, i, use_torch), use_torch), i
+                )
+        return out
+
+    # -- the Jacobian ---------------------------------------------------------
+
+    def jacobian(self, theta: np.ndarray) -> np.ndarray:
+        """d model / d (free logical parameters): ``(K, n_max, P)``, P = ``len(pmap.free_names)``."""
+        self.njev += 1
+        values = self.pmap.logical(theta)
+        if self.backend == "torch":
+            return self._jac_torch(values)
+        return self._jac_fd(values)
+
+    def _jac_torch(self, values: dict[str, np.ndarray]) -> np.ndarray:
+        free = self.pmap.free_names
+        k, n_max = self.data.y.shape
+        jac = np.zeros((k, n_max, len(free)))
+        if self.vectorized:
+            params = self._batched_params(values)
+            jac[:] = _jvp_columns(self._call_batched, params, free)
+            return jac
+        for i in range(k):
+            n = int(self.data.lengths[i])
+            params = self._params_one(values, i, True)
+            cols = _jvp_columns(lambda p, i=i: self._call_one(i, p, True), params, free)
+            if cols.shape != (n, len(free)):
+                raise ValueError(
+                    f"model_fn returned shape {cols.shape[:-1]} for {self._where(i)}, "
+                    f"expected ({n},): one value per point of x"
+                )
+            jac[i, :n] = cols
+        return jac
+
+    def _jac_fd(self, values: dict[str, np.ndarray]) -> np.ndarray:
+        """Central differences, one-sided where a bound is within one step."""
+        free = self.pmap.free_names
+        k, n_max = self.data.y.shape
+        jac = np.zeros((k, n_max, len(free)))
+        for j, name in enumerate(free):
+            v = values[name]
+            h = _FD_STEP * np.maximum(np.abs(v), 1.0)
+            h_up = np.minimum(h, self._upper[j] - v)  # (K,) steps that stay inside the bounds
+            h_dn = np.minimum(h, v - self._lower[j])
+            up = dict(values)
+            up[name] = v + h_up
+            dn = dict(values)
+            dn[name] = v - h_dn
+            diff = self._predict_raw(up) - self._predict_raw(dn)
+            jac[:, :, j] = diff / (h_up + h_dn)[:, None]
+        return jac
+
+    def _predict_raw(self, values: dict[str, np.ndarray]) -> np.ndarray:
+        if self.vectorized:
+            return self._as_array(self._call_batched(self._batched_params(values)), None)
+        out = np.zeros(self.data.y.shape)
+        for i in range(self.data.n_datasets):
+            n = int(self.data.lengths[i])
+            out[i, :n] = self._as_array(
+                self._call_one(i, self._params_one(values, i, False), False), i
+            )
+        return out
+
+
+def _jvp_columns(
+    fn: Callable[[dict[str, Any]], Any], params: dict[str, Any], free: list[str]
+) -> np.ndarray:
+    """Derivative of ``fn(params)`` along each free parameter: ``(..., P)``.
+
+    Forward-mode products ``J·1`` by the double-backward trick: ``Jᵀu`` is
+    linear in a dummy cotangent ``u``, and its gradient with respect to ``u``
+    is ``J·1``. This uses plain reverse-mode autograd, which avoids the
+    seconds-long first call of ``torch.func.jvp`` (it scripts its
+    decompositions); ``torch.func.jvp`` is the fallback for models whose ops
+    have no double backward.
+    """
+    leaves = {n: p.detach().clone().requires_grad_(n in free) for n, p in params.items()}
+    try:
+        with torch.enable_grad():
+            out = fn(leaves)
+            if not isinstance(out, torch.Tensor):
+                raise TypeError(f"a torch model_fn must return a tensor, got {type(out).__name__}")
+            u = torch.zeros_like(out, requires_grad=True)
+            grads = torch.autograd.grad(
+                out, [leaves[n] for n in free], grad_outputs=u, create_graph=True, allow_unused=True
+            )
+            cols = []
+            for gr in grads:
+                if gr is None or not gr.requires_grad:
+                    cols.append(np.zeros(out.shape))
+                    continue
+                (col,) = torch.autograd.grad(
+                    gr, u, grad_outputs=torch.ones_like(gr), retain_graph=True, allow_unused=True
+                )
+                cols.append(np.zeros(out.shape) if col is None else col.detach().numpy())
+        return np.stack(cols, axis=-1)
+    except RuntimeError:
+        pass
+    names = list(params)
+    primals = tuple(params[n] for n in names)
+
+    def f(*args):
+        return fn(dict(zip(names, args)))
+
+    cols = []
+    for name in free:
+        tangents = tuple(
+            torch.ones_like(p) if n == name else torch.zeros_like(p) for n, p in zip(names, primals)
+        )
+        with warnings.catch_warnings():
+            # torch's first forward-mode call scripts its jvp decompositions with the
+            # deprecated torch.jit.script; that warning is torch's, not the user's.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            _, dout = torch.func.jvp(f, primals, tangents)
+        cols.append(dout.detach().numpy())
+    return np.stack(cols, axis=-1)

@@ -1,0 +1,276 @@
+"""The result of a global fit: values by role, standard errors, covariance, χ² statistics.
+
+Statistics follow lmfit's conventions, so numbers can be compared one to one:
+
+- ``chi2 = Σ ((model - y) / σ)²`` over all points of all data sets;
+- ``nfree = ndata - nvarys``, ``redchi = chi2 / max(1, nfree)``;
+- ``aic = ndata·ln(chi2/ndata) + 2·nvarys``, ``bic = ndata·ln(chi2/ndata) + ln(ndata)·nvarys``;
+- the covariance is ``(JᵀJ)⁻¹`` at the solution, **multiplied by redchi**
+  when ``scale_covar=True`` (lmfit's default), and the standard errors are the
+  square roots of its diagonal. Bounds do not enter the covariance (as in
+  lmfit's ``least_squares`` method and in ``scipy.optimize.curve_fit``).
+
+Example:
+    >>> import numpy as np
+    >>> from tying.fit import GlobalFit
+    >>> rng = np.random.default_rng(0)
+    >>> x = np.linspace(-1, 1, 50)
+    >>> data = [(x, a * x**2 + 0.5 + rng.normal(0, 0.01, 50), 0.01, {"lab": lab})
+    ...         for a, lab in [(1.0, "A"), (2.0, "A"), (3.0, "B")]]
+    >>> res = GlobalFit(lambda x, a, c: a * x**2 + c, data, per_group={"c": "lab"},
+    ...                 local=["a"], init={"a": 1.0, "c": 0.0}).run()
+    >>> res.values["a"].round(1).tolist(), sorted(res.values["c"])
+    ([1.0, 2.0, 3.0], ['A', 'B'])
+    >>> res.params(2)["a"].round(2), bool(0.5 < res.redchi < 2)
+    (np.float64(3.0), True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from tying.fit.datasets import StackedData
+from tying.fit.roles import ParameterMap
+
+
+@dataclasses.dataclass
+class FitResult:
+    """Everything a global fit found.
+
+    Attributes:
+        values: ``{name: value}`` by role: a float (shared), ``{group: float}``
+            (per group), a ``(K,)`` array (local) or the constant(s) (fixed).
+        stderr: the same structure with standard errors (0 for fixed; NaN when
+            the covariance could not be estimated).
+        x: the physical parameter vector; ``physical_names`` labels it.
+        covariance: covariance of the global (shared and per-group) physical
+            parameters, labelled by ``covariance_names``; None when singular.
+        chi2, redchi, ndata, nvarys, nfree, aic, bic: statistics (lmfit conventions).
+        nfev, njev, niter: model evaluations over all data sets, Jacobian
+            evaluations, solver iterations.
+        success, message: whether the convergence tests were met, and which.
+        solver, backend, vectorized: how the fit was computed.
+        why_not_vectorized: when ``vectorized`` is False, the reason the
+            all-data-sets call was not used ("" otherwise).
+        dataset_names: one name per data set.
+    """
+
+    values: dict[str, Any]
+    stderr: dict[str, Any]
+    x: np.ndarray
+    physical_names: list[str]
+    covariance: np.ndarray | None
+    covariance_names: list[str]
+    chi2: float
+    redchi: float
+    ndata: int
+    nvarys: int
+    nfree: int
+    aic: float
+    bic: float
+    nfev: int
+    njev: int
+    niter: int
+    success: bool
+    message: str
+    solver: str
+    backend: str
+    vectorized: bool
+    why_not_vectorized: str
+    dataset_names: list[str]
+    _pmap: ParameterMap = dataclasses.field(repr=False)
+    _data: StackedData = dataclasses.field(repr=False)
+    _model: np.ndarray = dataclasses.field(repr=False)
+    _cov_logical: np.ndarray | None = dataclasses.field(repr=False)
+    _stderr_x: np.ndarray = dataclasses.field(repr=False)
+    time: float = 0.0  # wall time of the solver, seconds
+
+    @property
+    def errorbars(self) -> bool:
+        """True when standard errors could be estimated (lmfit's ``errorbars``)."""
+        return self.covariance is not None or self._cov_logical is not None
+
+    @property
+    def correlation(self) -> np.ndarray | None:
+        """Correlation matrix of the global parameters (None without covariance)."""
+        if self.covariance is None:
+            return None
+        s = np.sqrt(np.diag(self.covariance))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.covariance / np.outer(s, s)
+
+    def _index(self, i: int | str) -> int:
+        if isinstance(i, str):
+            if i not in self.dataset_names:
+                raise KeyError(f"no data set named {i!r}; names: {self.dataset_names[:10]}")
+            return self.dataset_names.index(i)
+        k = len(self.dataset_names)
+        if not -k <= i < k:
+            raise IndexError(f"data set index {i} out of range for {k} data sets")
+        return i % k
+
+    def params(self, i: int | str) -> dict[str, float]:
+        """Data set ``i``'s logical parameters (by index or name), fixed ones included."""
+        i = self._index(i)
+        values = self._pmap.logical(self.x)
+        return {n: values[n][i] for n in self._pmap.names}
+
+    def stderrs(self, i: int | str) -> dict[str, float]:
+        """Standard errors of data set ``i``'s logical parameters (0 for fixed ones)."""
+        i = self._index(i)
+        out = dict.fromkeys(self._pmap.names, 0.0)
+        for j, n in enumerate(self._pmap.free_names):
+            out[n] = float(self._stderr_x[self._pmap.index[i, j]])
+        return out
+
+    def dataset_covariance(self, i: int | str) -> np.ndarray | None:
+        """Covariance ``(P, P)`` of data set ``i``'s fitted parameters, in ``free_names`` order.
+
+        It is read from the full covariance of the global fit, so a data set's
+        local parameters carry the uncertainty of the shared ones.
+        """
+        if self._cov_logical is None:
+            return None
+        return self._cov_logical[self._index(i)]
+
+    @property
+    def free_names(self) -> list[str]:
+        """Names of the fitted logical parameters (global roles first, then local)."""
+        return list(self._pmap.free_names)
+
+    def best_fit(self, i: int | str) -> np.ndarray:
+        """The fitted model on data set ``i``'s points."""
+        i = self._index(i)
+        return self._model[i, : self._data.lengths[i]].copy()
+
+    def residual(self, i: int | str) -> np.ndarray:
+        """Weighted residuals ``(model - y)/σ`` of data set ``i``."""
+        i = self._index(i)
+        n = self._data.lengths[i]
+        return (self._model[i, :n] - self._data.y[i, :n]) * self._data.weight[i, :n]
+
+    def chi2_of(self, i: int | str) -> float:
+        """χ² of data set ``i`` alone."""
+        return float(np.sum(self.residual(i) ** 2))
+
+    def table(self, max_local: int = 5) -> str:
+        """A plain-text table: statistics, then every parameter with its role and error.
+
+        Args:
+            max_local: how many data sets' local parameters to list (the rest
+                are summarised by their range).
+        """
+        pm = self._pmap
+        head = [
+            f"global fit: {len(self.dataset_names)} data sets, {self.ndata} points, "
+            f"{self.nvarys} varied parameters ({pm.n_parameters().logical} logical)",
+            f"chi2 = {self.chi2:.6g}   reduced chi2 = {self.redchi:.6g}   "
+            f"nfev = {self.nfev}   solver = {self.solver}",
+            f"{'converged' if self.success else 'NOT CONVERGED'}: {self.message}",
+        ]
+        rows: list[tuple[str, str, str, str]] = []
+        for name in pm.names:
+            role = pm.describe(name)
+            v, e = self.values[name], self.stderr[name]
+            if role == "shared":
+                rows.append((name, role, f"{v:.8g}", f"{e:.3g}"))
+            elif role.startswith("per group"):
+                rows += [(f"{name}[{g}]", role, f"{v[g]:.8g}", f"{e[g]:.3g}") for g in v]
+            elif role == "local":
+                for i in range(min(max_local, len(v))):
+                    rows.append(
+                        (f"{name}[{self.dataset_names[i]}]", role, f"{v[i]:.8g}", f"{e[i]:.3g}")
+                    )
+                if len(v) > max_local:
+                    rows.append(
+                        (
+                            f"{name}[...]",
+                            role,
+                            f"{v.min():.4g} .. {v.max():.4g}",
+                            f"({len(v)} values)",
+                        )
+                    )
+            else:
+                shown = (
+                    f"{float(np.ravel(v)[0]):.8g}"
+                    if np.ndim(v) == 0 or np.ptp(v) == 0
+                    else "(per data set)"
+                )
+                rows.append((name, "fixed", shown, "-"))
+        widths = [
+            max(len(r[c]) for r in rows + [("parameter", "role", "value", "stderr")])
+            for c in range(4)
+        ]
+        lines = head + [
+            "  ".join(h.ljust(w) for h, w in zip(("parameter", "role", "value", "stderr"), widths))
+        ]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def plot(self, i: int | str, ax=None):
+        """Data set ``i`` with its fit (top) and weighted residuals (bottom).
+
+        Args:
+            i: data set index or name.
+            ax: optional pair of matplotlib Axes (fit, residuals) to draw into.
+
+        Returns:
+            The matplotlib ``Figure``.
+        """
+        from matplotlib.figure import Figure
+
+        i = self._index(i)
+        n = self._data.lengths[i]
+        x = self._data.xs[i]
+        x = x if x.ndim == 1 else np.arange(n)
+        if ax is None:
+            fig = Figure(figsize=(6, 4.5), layout="constrained")
+            top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+        else:
+            top, bottom = ax
+            fig = top.figure
+        y = self._data.y[i, :n]
+        sigma = 1.0 / self._data.weight[i, :n]
+        top.errorbar(x, y, yerr=sigma, fmt=".", ms=3, lw=0.5, color="0.45", label="data")
+        top.plot(x, self.best_fit(i), color="C3", lw=1.5, label="global fit")
+        top.set_title(f"{self.dataset_names[i]}  (chi2 = {self.chi2_of(i):.4g}, {n} points)")
+        top.legend(loc="best", fontsize=8)
+        bottom.plot(x, self.residual(i), ".", ms=3, color="C0")
+        bottom.axhline(0.0, color="0.3", lw=0.8)
+        bottom.set_ylabel("(model - y)/σ")
+        return fig
+
+
+def build_values(pmap: ParameterMap, vec: np.ndarray, fixed_value: Any) -> dict[str, Any]:
+    """Arrange a physical vector (values or errors) by role, as ``FitResult.values``."""
+    out: dict[str, Any] = {}
+    for name in pmap.names:
+        role = pmap.roles[name]
+        if role == "fixed":
+            col = pmap.fixed_values[:, pmap.fixed_names.index(name)]
+            out[name] = (
+                fixed_value
+                if fixed_value is not None
+                else (float(col[0]) if np.ptp(col) == 0 else col.copy())
+            )
+            continue
+        j = pmap.free_names.index(name)
+        if role == "shared":
+            out[name] = float(vec[pmap.index[0, j]])
+        elif role == "per_group":
+            first = {}
+            for i, g in enumerate(pmap.group_index[name]):
+                first.setdefault(int(g), i)
+            out[name] = {
+                grp: float(vec[pmap.index[first[gi], j]])
+                for gi, grp in enumerate(pmap.groups[name])
+            }
+        else:
+            out[name] = vec[pmap.index[:, j]].copy()
+    return out

@@ -1,0 +1,359 @@
+"""Parameter roles: from ``shared`` / ``per_group`` / ``local`` / ``fixed`` to one physical vector.
+
+Every data set's model reads the same *logical* parameters (``center``,
+``width``, ``amplitude``): K data sets read K × P logical slots. A role says
+how many *physical* parameters (what the solver varies) serve them:
+
+- ``shared``: one physical value read by every data set;
+- ``per_group={"zero": "instrument"}``: one physical value per distinct
+  ``metadata["instrument"]``, read by the data sets of that group;
+- ``local``: one physical value per data set;
+- ``fixed``: a constant (scalar, or one per data set), not a parameter of the fit.
+
+This is the ``tying`` vocabulary of logical slots and physical parameters
+(``dataset 17.center`` is a slot tied to the physical ``center``), and
+:meth:`ParameterMap.n_parameters` reports it as a :class:`tying.Count`.
+
+The physical vector is laid out ``[shared | groups | locals]``: the *global*
+part (shared and group parameters, ``n_global`` entries) first, then
+``n_local`` entries per data set, data set by data set. ``index[k, j]`` is the
+physical index of data set ``k``'s ``j``-th free logical parameter, in the
+order :attr:`ParameterMap.free_names` (global-role names first, then local).
+
+Example:
+    >>> from tying.fit.roles import ParameterMap
+    >>> pmap = ParameterMap(
+    ...     ["center", "zero", "amplitude"], [{"inst": "a"}, {"inst": "b"}, {"inst": "a"}],
+    ...     shared=["center"], per_group={"zero": "inst"}, local=["amplitude"],
+    ...     init={"center": 0.0, "zero": 0.0, "amplitude": 1.0})
+    >>> pmap.physical_names
+    ['center', 'zero[a]', 'zero[b]', 'amplitude[0]', 'amplitude[1]', 'amplitude[2]']
+    >>> pmap.index.tolist()
+    [[0, 1, 3], [0, 2, 4], [0, 1, 5]]
+    >>> c = pmap.n_parameters()      # a tying.Count
+    >>> c.logical, c.physical
+    (9, 6)
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from tying.core import Count, Group, TieError
+
+ROLES = ("shared", "per_group", "local", "fixed")
+
+
+def _hint(name: str, valid: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, list(valid), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+class ParameterMap:
+    """Roles → physical parameter vector, and the map to each data set's logical parameters.
+
+    Args:
+        model_params: the model's parameter names (after x), or None when the
+            model takes ``**kwargs`` (then the roles define the names).
+        metadata: one metadata dict per data set.
+        shared, per_group, local, fixed: the roles (see the module docstring).
+        init: starting values: a scalar for every role; for a group parameter
+            also ``{group_value: value}``; for a local one also a sequence of
+            one value per data set.
+        bounds: ``{name: (lower, upper)}``, None for an open side; applies to
+            every physical parameter of that name.
+        defaults: model signature defaults, used when ``init`` has no entry.
+        dataset_names: names for messages (default ``"dataset <i>"``).
+
+    Raises:
+        tying.TieError: a parameter declared in two roles.
+        ValueError: an unknown name (with the closest valid one), a model
+            parameter with no role, a group key missing from a data set's
+            metadata (naming the data set), a missing or mis-sized start value,
+            reversed or equal bounds, or a start value outside its bounds.
+        TypeError: a role of the wrong type, or an unhashable group value.
+    """
+
+    def __init__(
+        self,
+        model_params: Sequence[str] | None,
+        metadata: Sequence[Mapping[str, Any]],
+        *,
+        shared: Sequence[str] = (),
+        per_group: Mapping[str, str] | None = None,
+        local: Sequence[str] = (),
+        fixed: Mapping[str, Any] | None = None,
+        init: Mapping[str, Any] | None = None,
+        bounds: Mapping[str, Any] | None = None,
+        defaults: Mapping[str, Any] | None = None,
+        dataset_names: Sequence[str] | None = None,
+    ):
+        self.n_datasets = k = len(metadata)
+        self.dataset_names = (
+            list(dataset_names) if dataset_names is not None else [f"dataset {i}" for i in range(k)]
+        )
+        per_group = dict(per_group or {})
+        fixed = dict(fixed or {})
+        init = dict(init or {})
+        bounds = dict(bounds or {})
+        defaults = dict(defaults or {})
+        for label, value in (("shared", shared), ("local", local)):
+            if isinstance(value, str) or not isinstance(value, Sequence):
+                raise TypeError(f"{label} must be a list of parameter names, got {value!r}")
+        roles: dict[str, str] = {}
+        for role, names in (
+            ("shared", list(shared)),
+            ("per_group", list(per_group)),
+            ("local", list(local)),
+            ("fixed", list(fixed)),
+        ):
+            for name in names:
+                if name in roles:
+                    other = roles[name]
+                    raise TieError(
+                        f"parameter {name!r} is declared in two roles: {other} and {role}; "
+                        f"a parameter has exactly one role ({', '.join(ROLES)}); remove it from one"
+                    )
+                roles[name] = role
+        if model_params is not None:
+            for name in roles:
+                if name not in model_params:
+                    raise ValueError(
+                        f"{roles[name]} names {name!r}, which model_fn does not take; its "
+                        f"parameters are {list(model_params)}{_hint(name, model_params)}"
+                    )
+            missing = [p for p in model_params if p not in roles and p not in defaults]
+            if missing:
+                raise ValueError(
+                    f"model_fn parameter(s) {missing} have no role; add each to shared=, "
+                    f"per_group=, local= or fixed="
+                )
+            self.names = [p for p in model_params if p in roles]
+        else:
+            self.names = list(roles)
+        if not any(roles[n] != "fixed" for n in self.names):
+            raise ValueError("no parameter to fit: every parameter is fixed or none was declared")
+        self.roles = {n: roles[n] for n in self.names}
+        self.group_key = {n: per_group[n] for n in self.names if roles[n] == "per_group"}
+        for name, key in self.group_key.items():
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"per_group[{name!r}] must be a metadata key (str), got {key!r}; "
+                    f"e.g. per_group={{{name!r}: 'instrument'}}"
+                )
+
+        # free logical order: global-role names (shared, then per-group) first, then local
+        shared_n = [n for n in self.names if roles[n] == "shared"]
+        group_n = [n for n in self.names if roles[n] == "per_group"]
+        self.local_names = [n for n in self.names if roles[n] == "local"]
+        self.global_names = shared_n + group_n
+        self.free_names = self.global_names + self.local_names
+        self.fixed_names = [n for n in self.names if roles[n] == "fixed"]
+
+        # group values (first-appearance order) and each data set's group index
+        self.groups: dict[str, list[Any]] = {}
+        self.group_index: dict[str, np.ndarray] = {}
+        for name in group_n:
+            key = self.group_key[name]
+            values: list[Any] = []
+            where: dict[Any, int] = {}
+            idx = np.empty(k, dtype=np.int64)
+            for i, meta in enumerate(metadata):
+                if key not in meta:
+                    raise ValueError(
+                        f"per_group[{name!r}] groups by metadata key {key!r}, but dataset "
+                        f"{self.dataset_names[i]!r} (index {i}) has no {key!r} in its metadata "
+                        f"(its keys: {sorted(meta)}); add metadata={{{key!r}: ...}} to it"
+                    )
+                value = meta[key]
+                try:
+                    j = where.setdefault(value, len(values))
+                except TypeError:
+                    raise TypeError(
+                        f"dataset {self.dataset_names[i]!r}: metadata[{key!r}] = {value!r} "
+                        f"cannot be a group label (unhashable); use a str or a number"
+                    ) from None
+                if j == len(values):
+                    values.append(value)
+                idx[i] = j
+            self.groups[name] = values
+            self.group_index[name] = idx
+
+        # physical layout [shared | groups | locals]
+        names: list[str] = list(shared_n)
+        owner: list[int] = list(range(len(shared_n)))  # free logical index behind each entry
+        offsets: dict[str, int] = {n: i for i, n in enumerate(shared_n)}
+        for name in group_n:
+            offsets[name] = len(names)
+            names += [f"{name}[{v}]" for v in self.groups[name]]
+            owner += [self.free_names.index(name)] * len(self.groups[name])
+        self.n_global = len(names)
+        self.n_local = len(self.local_names)
+        for i in range(k):
+            names += [f"{n}[{i}]" for n in self.local_names]
+        owner += list(range(len(self.global_names), len(self.free_names))) * k
+        self.physical_names = names
+        # which free logical parameter each physical entry serves
+        self.physical_param = np.array(owner, dtype=np.int64)
+        index = np.empty((k, len(self.free_names)), dtype=np.int64)
+        for j, name in enumerate(self.global_names):
+            index[:, j] = offsets[name] + (
+                self.group_index[name] if name in self.group_index else 0
+            )
+        for j in range(self.n_local):
+            index[:, len(self.global_names) + j] = self.n_global + np.arange(k) * self.n_local + j
+        self.index = index
+
+        self._check_names("bounds", bounds, self.free_names)
+        self._check_names("init", init, [n for n in self.names if roles[n] != "fixed"])
+        self.lower, self.upper = self._bounds(bounds)
+        self.x0 = self._init(init, defaults)
+        self.fixed_values = self._fixed(fixed)
+
+    # -- construction helpers -------------------------------------------------
+
+    def _check_names(self, label: str, given: Mapping[str, Any], valid: list[str]) -> None:
+        for name in given:
+            if name not in valid:
+                why = " (it is fixed)" if self.roles.get(name) == "fixed" else ""
+                raise ValueError(
+                    f"{label} names {name!r}{why}, which is not a fitted parameter; "
+                    f"the fitted parameters are {valid}{_hint(name, valid)}"
+                )
+
+    def _bounds(self, bounds: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        lo = np.full(len(self.free_names), -np.inf)
+        hi = np.full(len(self.free_names), np.inf)
+        for name, pair in bounds.items():
+            try:
+                low, high = pair
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"bounds[{name!r}] must be a pair (lower, upper), got {pair!r}"
+                ) from None
+            low = -np.inf if low is None else float(low)
+            high = np.inf if high is None else float(high)
+            if not low < high:
+                fix = (
+                    f"write ({high}, {low})"
+                    if low > high
+                    else f"to hold it constant use fixed={{{name!r}: {low}}}"
+                )
+                raise ValueError(
+                    f"bounds[{name!r}] = ({low}, {high}): lower must be < upper; {fix}"
+                )
+            j = self.free_names.index(name)
+            lo[j], hi[j] = low, high
+        return lo[self.physical_param], hi[self.physical_param]
+
+    def _init(self, init: Mapping[str, Any], defaults: Mapping[str, Any]) -> np.ndarray:
+        x0 = np.empty(len(self.physical_names))
+        for j, name in enumerate(self.free_names):
+            if name in init:
+                value = init[name]
+            elif name in defaults:
+                value = defaults[name]
+            else:
+                raise ValueError(
+                    f"init has no starting value for {name!r} and model_fn gives no default; "
+                    f"add init={{{name!r}: ...}}"
+                )
+            sel = self.physical_param == j
+            role = self.roles[name]
+            if role == "per_group" and isinstance(value, Mapping):
+                missing = [g for g in self.groups[name] if g not in value]
+                if missing:
+                    raise ValueError(
+                        f"init[{name!r}] has no value for group(s) {missing} of metadata key "
+                        f"{self.group_key[name]!r}; give one per group or a single number"
+                    )
+                value = [value[g] for g in self.groups[name]]
+            arr = np.asarray(value, dtype=float)
+            if arr.ndim == 0:
+                x0[sel] = float(arr)
+            elif arr.ndim == 1 and len(arr) == int(sel.sum()) and role != "shared":
+                x0[sel] = arr
+            else:
+                expected = {"shared": "a number", "per_group": "a number or {group: value}"}.get(
+                    role, f"a number or {self.n_datasets} values (one per data set)"
+                )
+                raise ValueError(
+                    f"init[{name!r}] ({role}) must be {expected}, got shape {arr.shape}"
+                )
+        bad = ~np.isfinite(x0) | (x0 < self.lower) | (x0 > self.upper)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"start value of {self.physical_names[i]} is {x0[i]}, outside its bounds "
+                f"[{self.lower[i]}, {self.upper[i]}] (or not finite); move init inside the bounds"
+            )
+        return x0
+
+    def _fixed(self, fixed: Mapping[str, Any]) -> np.ndarray:
+        out = np.empty((self.n_datasets, len(self.fixed_names)))
+        for j, name in enumerate(self.fixed_names):
+            arr = np.asarray(fixed[name], dtype=float)
+            if arr.ndim == 0 or arr.shape == (self.n_datasets,):
+                out[:, j] = arr
+            else:
+                raise ValueError(
+                    f"fixed[{name!r}] must be a number or {self.n_datasets} values (one per "
+                    f"data set), got shape {arr.shape}"
+                )
+        return out
+
+    # -- the map --------------------------------------------------------------
+
+    @property
+    def n_physical(self) -> int:
+        """Length of the physical (fitted) vector."""
+        return len(self.physical_names)
+
+    def logical(self, theta: np.ndarray) -> dict[str, np.ndarray]:
+        """Each data set's logical parameters: ``{name: (K,) array}``, fixed ones included.
+
+        Example:
+            >>> pmap = ParameterMap(None, [{}, {}], shared=["c"], local=["a"],
+            ...                     init={"c": 1.0, "a": [2.0, 3.0]})
+            >>> {k: v.tolist() for k, v in pmap.logical(pmap.x0).items()}
+            {'c': [1.0, 1.0], 'a': [2.0, 3.0]}
+        """
+        values = theta[self.index]  # (K, P_free)
+        out = {n: values[:, j] for j, n in enumerate(self.free_names)}
+        out.update({n: self.fixed_values[:, j] for j, n in enumerate(self.fixed_names)})
+        return {n: out[n] for n in self.names}
+
+    def n_parameters(self) -> Count:
+        """Logical vs physical parameters as a :class:`tying.Count` (float64 bytes).
+
+        ``logical``: the slots the data sets read (K × fitted names);
+        ``physical``: the values the fit varies. Fixed parameters are constants
+        and count in neither. One group per physical value read by two or more
+        data sets (shared and per-group parameters).
+
+        Example:
+            >>> pmap = ParameterMap(None, [{}, {}, {}], shared=["c"], local=["a"],
+            ...                     init={"c": 0.0, "a": 1.0})
+            >>> c = pmap.n_parameters()
+            >>> c.logical, c.physical, c.ratio, c.groups[0].slots
+            (6, 4, 1.5, ['dataset 0.c', 'dataset 1.c', 'dataset 2.c'])
+        """
+        logical, physical = self.n_datasets * len(self.free_names), self.n_physical
+        groups = []
+        for p in range(self.n_global):
+            users = np.flatnonzero((self.index == p).any(axis=1))
+            if len(users) < 2:
+                continue
+            name = self.free_names[self.physical_param[p]]
+            slots = [f"{self.dataset_names[i]}.{name}" for i in users]
+            groups.append(Group(self.physical_names[p], 1, 8, slots, len(slots), 8 * len(slots)))
+        return Count(logical, physical, 8 * logical, 8 * physical, groups)
+
+    def describe(self, name: str) -> str:
+        """The role of ``name`` in words, e.g. ``"per group (instrument)"``."""
+        role = self.roles[name]
+        return f"per group ({self.group_key[name]})" if role == "per_group" else role

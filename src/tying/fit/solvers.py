@@ -1,0 +1,206 @@
+"""The two solvers of a global fit: Schur-complement Levenberg–Marquardt, and SciPy's trf.
+
+- ``"lm"`` (default): Levenberg–Marquardt with Marquardt's diagonal scaling
+  (as in MINPACK), each step solved by the Schur complement
+  (:mod:`tying.fit.schur`) in O(K). Bounds are kept by a projected step:
+  parameters at a bound whose gradient points outward are held for that
+  step, and the step is clipped to the box.
+- ``"trf"``: ``scipy.optimize.least_squares(method="trf", tr_solver="lsmr")``
+  with the sparse Jacobian of :func:`tying.fit.jacobian.assemble`.
+
+Both stop on the tests of MINPACK/SciPy: ``ftol`` (relative reduction of χ²,
+actual and predicted), ``xtol`` (relative step), ``gtol`` (largest scaled
+gradient component). Running out of iterations is reported, not hidden:
+``success`` is False and ``message`` says which limit was hit.
+
+Example:
+    >>> import numpy as np
+    >>> from tying.fit import GlobalFit
+    >>> x = np.linspace(0, 1, 20)
+    >>> fit = GlobalFit(lambda x, a, b: a * x + b, [(x, 2 * x + 1), (x, 2 * x + 3)],
+    ...                 shared=["a"], local=["b"], init={"a": 0.0, "b": 0.0})
+    >>> res = fit.run()
+    >>> res.success, round(res.values["a"], 6), res.values["b"].round(6).tolist()
+    (True, 2.0, [1.0, 3.0])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from tying.fit import jacobian as jac_mod
+from tying.fit import schur
+from tying.fit.datasets import StackedData
+from tying.fit.model import ModelEvaluator
+from tying.fit.roles import ParameterMap
+
+SOLVERS = ("lm", "trf")
+
+
+class FitWarning(UserWarning):
+    """Something about a fit's result that must not pass unnoticed (see ``FitResult.message``)."""
+
+
+class ConvergenceWarning(FitWarning):
+    """A fit stopped before its convergence tests were met (see ``FitResult.message``)."""
+
+
+@dataclasses.dataclass
+class SolverOutput:
+    """What a solver hands back: the solution and how it got there."""
+
+    theta: np.ndarray
+    model: np.ndarray  # (K, n_max) model values at theta
+    cost: float  # ½ χ²
+    niter: int
+    success: bool
+    message: str
+
+
+@dataclasses.dataclass
+class Tolerances:
+    """Stopping tests, as in ``scipy.optimize.least_squares``.
+
+    Attributes:
+        ftol: stop when χ² drops by less than ``ftol`` relative (actual and predicted).
+        xtol: stop when the scaled step is below ``xtol`` × (scaled parameter norm).
+        gtol: stop when the largest scaled gradient component is below ``gtol``.
+        max_iter: the iteration limit of ``"lm"``; ``"trf"`` gets
+            ``max_nfev = max_iter`` function evaluations.
+    """
+
+    ftol: float = 1e-10
+    xtol: float = 1e-10
+    gtol: float = 1e-10
+    max_iter: int = 200
+
+
+def _state(ev: ModelEvaluator, data: StackedData, theta: np.ndarray):
+    model = ev.predict(theta)
+    r = jac_mod.residuals(model, data)
+    cost = 0.5 * float(np.sum(r * r))
+    return model, r, cost if np.isfinite(cost) else np.inf
+
+
+def levenberg_marquardt(
+    ev: ModelEvaluator, data: StackedData, pmap: ParameterMap, tol: Tolerances
+) -> SolverOutput:
+    """Levenberg–Marquardt on the block-arrowhead normal equations (see module docstring)."""
+    lo, hi = pmap.lower, pmap.upper
+    has_bounds = bool(np.isfinite(lo).any() or np.isfinite(hi).any())
+    theta = pmap.x0.copy()
+    model, r, cost = _state(ev, data, theta)
+    lam, nu = 1e-3, 2.0
+    scale = None
+    message, success = "", False
+    need_jac = True
+    niter = 0
+    for niter in range(1, tol.max_iter + 1):  # noqa: B007 (niter is reported after the loop)
+        if need_jac:
+            jw = jac_mod.weighted(ev.jacobian(theta), data)
+            h, g = jac_mod.normal_blocks(jw, r)
+            grad = jac_mod.gradient(g, pmap)
+            diag = schur.diagonal(h, pmap.index, pmap.n_physical)
+            # Marquardt scaling: the largest diagonal seen so far, never 0
+            scale = np.maximum(diag, 1e-30) if scale is None else np.maximum(scale, diag)
+            frozen = None
+            if has_bounds:
+                frozen = ((theta <= lo) & (grad > 0)) | ((theta >= hi) & (grad < 0))
+            gnorm = np.abs(grad) / np.sqrt(scale * max(2 * cost, 1e-300))
+            if frozen is not None:
+                gnorm = np.where(frozen, 0.0, gnorm)
+            if gnorm.max(initial=0.0) <= tol.gtol:
+                message, success = (
+                    f"gtol: largest scaled gradient {gnorm.max():.2e} <= {tol.gtol:g}",
+                    True,
+                )
+                break
+            need_jac = False
+        try:
+            step = schur.solve(h, g, pmap.index, pmap.n_global, lam * scale, frozen)
+        except np.linalg.LinAlgError:
+            lam, nu = lam * nu, nu * 2
+            continue
+        new = np.clip(theta + step, lo, hi)
+        step = new - theta
+        d = np.sqrt(scale)
+        if np.linalg.norm(d * step) <= tol.xtol * (tol.xtol + np.linalg.norm(d * theta)):
+            message, success = f"xtol: relative step <= {tol.xtol:g}", True
+            break
+        new_model, new_r, new_cost = _state(ev, data, new)
+        s_log = step[pmap.index]  # (K, P)
+        predicted = -(np.sum(g * s_log) + 0.5 * np.sum(s_log * (h @ s_log[:, :, None])[:, :, 0]))
+        actual = cost - new_cost
+        rho = actual / predicted if predicted > 0 else -1.0
+        small = abs(actual) <= tol.ftol * cost and 0 <= predicted <= tol.ftol * cost
+        if rho > 1e-4:
+            theta, model, r, cost = new, new_model, new_r, new_cost
+            lam *= max(1 / 3, 1 - (2 * rho - 1) ** 3)
+            nu = 2.0
+            need_jac = True
+        else:
+            lam, nu = lam * nu, nu * 2
+        if small and rho <= 2:
+            message, success = f"ftol: relative reduction of chi2 <= {tol.ftol:g}", True
+            break
+        if cost == 0.0:
+            message, success = "chi2 is zero", True
+            break
+    else:
+        message = (
+            f"max_iter={tol.max_iter} reached before ftol/xtol/gtol were met; raise max_iter, "
+            f"or check the starting values and bounds"
+        )
+    return SolverOutput(theta, model, cost, niter, success, message)
+
+
+def trust_region(
+    ev: ModelEvaluator, data: StackedData, pmap: ParameterMap, tol: Tolerances
+) -> SolverOutput:
+    """``scipy.optimize.least_squares(method="trf", tr_solver="lsmr")`` with a sparse Jacobian."""
+    from scipy.optimize import least_squares
+
+    cache: dict[str, np.ndarray] = {}
+
+    def fun(theta):
+        model = ev.predict(theta)
+        cache["theta"], cache["model"] = theta.copy(), model
+        r = jac_mod.residuals(model, data)[data.mask]
+        return np.where(np.isfinite(r), r, 1e150)
+
+    def jac(theta):
+        jw = jac_mod.weighted(ev.jacobian(theta), data)
+        return jac_mod.assemble(jw, data, pmap)
+
+    out = least_squares(
+        fun,
+        pmap.x0,
+        jac=jac,
+        bounds=(pmap.lower, pmap.upper),
+        method="trf",
+        tr_solver="lsmr",
+        x_scale="jac",
+        ftol=tol.ftol,
+        xtol=tol.xtol,
+        gtol=tol.gtol,
+        max_nfev=tol.max_iter,
+    )
+    model = cache["model"] if np.array_equal(cache.get("theta"), out.x) else ev.predict(out.x)
+    return SolverOutput(out.x, model, float(out.cost), int(out.nfev), out.status > 0, out.message)
+
+
+def run_solver(
+    name: str, ev: ModelEvaluator, data: StackedData, pmap: ParameterMap, tol: Tolerances
+) -> SolverOutput:
+    """Dispatch to ``"lm"`` or ``"trf"``.
+
+    Raises:
+        ValueError: an unknown solver name.
+    """
+    if name == "lm":
+        return levenberg_marquardt(ev, data, pmap, tol)
+    if name == "trf":
+        return trust_region(ev, data, pmap, tol)
+    raise ValueError(f"solver must be one of {SOLVERS}, got {name!r}")

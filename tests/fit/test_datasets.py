@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tying.fit.datasets import Dataset, as_dataset, stack
+
+
+def test_every_form_is_accepted_and_padded():
+    x = np.arange(3.0)
+    data = stack(
+        [
+            (x, x),
+            (x[:2], x[:2], 0.5),
+            (x, x, {"inst": "a"}),
+            (x, x, np.full(3, 2.0), {"inst": "b"}),
+            {"x": x, "y": x, "name": "dict"},
+            Dataset(x, x, metadata={"T": 3}, name="obj"),
+        ]
+    )
+    assert data.names == ["dataset 0", "dataset 1", "dataset 2", "dataset 3", "dict", "obj"]
+    assert data.lengths.tolist() == [3, 2, 3, 3, 3, 3]
+    assert data.metadata[2] == {"inst": "a"} and data.metadata[3] == {"inst": "b"}
+    assert data.weight[1].tolist() == [2.0, 2.0, 0.0]  # 1/sigma, 0 where padded
+    assert data.weight[3].tolist() == [0.5, 0.5, 0.5]
+    assert data.mask[1].tolist() == [True, True, False]
+    assert data.x_padded[1].tolist() == [0.0, 1.0, 1.0]  # padded with the last x
+    assert data.n_points == 17 and not data.equal_lengths
+
+
+def test_nan_is_named_with_its_data_set_and_point():
+    y = np.array([1.0, 2.0, np.inf, np.nan])
+    with pytest.raises(
+        ValueError,
+        match=r"dataset 'run7' \(index 1\): y has 2 NaN/inf value\(s\), the first at point 2",
+    ):
+        stack([(np.arange(4.0), np.ones(4)), Dataset(np.arange(4.0), y, name="run7")])
+    with pytest.raises(ValueError, match=r"dataset 0.*: x has 1 NaN/inf"):
+        stack([(np.array([0.0, np.nan]), np.ones(2))])
+
+
+def test_bad_sigma_lengths_and_names():
+    x = np.arange(3.0)
+    with pytest.raises(ValueError, match=r"sigma must be > 0, got 0.0 at point 1"):
+        stack([(x, x, np.array([1.0, 0.0, 1.0]))])
+    with pytest.raises(ValueError, match=r"sigma has shape \(2,\), expected \(3,\)"):
+        stack([(x, x, np.ones(2))])
+    with pytest.raises(ValueError, match=r"x has 2 point\(s\) along its first axis but y has 3"):
+        stack([(x[:2], x)])
+    with pytest.raises(ValueError, match=r"two data sets are named 'a'"):
+        stack([Dataset(x, x, name="a"), Dataset(x, x, name="a")])
+    with pytest.raises(ValueError, match=r"datasets is empty"):
+        stack([])
+    with pytest.raises(ValueError, match=r"has no points"):
+        stack([(np.zeros(0), np.zeros(0))])
+
+
+def test_bad_forms_are_type_errors():
+    with pytest.raises(TypeError, match=r"wrap a single data set in a list"):
+        stack(Dataset([0.0], [1.0]))
+    with pytest.raises(TypeError, match=r"dataset 0: a dict data set needs keys 'x' and 'y'"):
+        as_dataset({"x": [1.0]}, 0)
+    with pytest.raises(TypeError, match=r"dataset 3: expected a tying.fit.Dataset"):
+        as_dataset([1.0, 2.0], 3)
+    with pytest.raises(TypeError, match=r"metadata must be a dict"):
+        stack([Dataset([0.0], [1.0], metadata=["inst"])])
+
+
+def test_two_dimensional_x_disables_padding_of_x():
+    data = stack([(np.zeros((4, 2)), np.ones(4)), (np.zeros((3, 2)), np.ones(3))])
+    assert data.x_padded is None and data.lengths.tolist() == [4, 3]

@@ -1,0 +1,211 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.optimize
+from matplotlib.figure import Figure
+
+import tying
+from tests.fit.helpers import INIT, gauss, gauss_torch, peaks
+from tying.fit import ConvergenceWarning, FitWarning, GlobalFit
+
+
+def gaussian_fit(datasets, model=gauss, **kw):
+    args = dict(shared=["center", "width"], local=["amplitude"], init=INIT)
+    args.update(kw)
+    return GlobalFit(model, datasets, **args)
+
+
+def test_recovers_shared_and_local_parameters_with_honest_errors():
+    datasets, amps = peaks(k=8, n=60, seed=3)
+    res = gaussian_fit(datasets).run()
+    assert res.success, res.message
+    assert abs(res.values["center"] - 0.3) < 4 * res.stderr["center"]
+    assert abs(res.values["width"] - 0.7) < 4 * res.stderr["width"]
+    assert np.all(np.abs(res.values["amplitude"] - amps) < 4 * res.stderr["amplitude"])
+    assert 0.7 < res.redchi < 1.3
+    assert res.ndata == 480 and res.nvarys == 10 and res.nfree == 470
+    assert res.covariance.shape == (2, 2) and res.covariance_names == ["center", "width"]
+    np.testing.assert_allclose(
+        np.sqrt(np.diag(res.covariance)), [res.stderr["center"], res.stderr["width"]]
+    )
+    # each data set's covariance carries the shared uncertainty, consistent with the stderrs
+    cov3 = res.dataset_covariance(3)
+    np.testing.assert_allclose(np.sqrt(np.diag(cov3)), list(res.stderrs(3).values()), rtol=1e-12)
+    assert res.chi2 == pytest.approx(sum(res.chi2_of(i) for i in range(8)))
+    np.testing.assert_allclose(res.best_fit(2), gauss(datasets[2][0], **res.params(2)))
+
+
+def test_lm_trf_numpy_torch_and_loop_reach_the_same_minimum():
+    datasets, _ = peaks(k=5, n=40, seed=4, lengths=[40, 33, 40, 21, 38])
+    results = [
+        gaussian_fit(datasets).run(),
+        gaussian_fit(datasets, solver="trf").run(),
+        gaussian_fit(datasets, model=gauss_torch).run(),
+        gaussian_fit(datasets, vectorized=False).run(),
+    ]
+    assert [r.vectorized for r in results] == [True, True, True, False]
+    assert [r.backend for r in results] == ["numpy", "numpy", "torch", "numpy"]
+    ref = results[0]
+    for r in results[1:]:
+        assert r.chi2 == pytest.approx(ref.chi2, rel=1e-9)
+        np.testing.assert_allclose(r.x, ref.x, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(r.stderr["amplitude"], ref.stderr["amplitude"], rtol=1e-4)
+
+
+def test_per_group_parameters_stay_separate():
+    rng = np.random.default_rng(5)
+    x = np.linspace(-3, 3, 50)
+    zeros = {"a": 0.2, "b": -0.3}
+    datasets = []
+    for i in range(6):
+        inst = "ab"[i % 2]
+        y = gauss(x - zeros[inst], 0.0, 0.7, 2.0) + rng.normal(0, 0.01, 50)
+        datasets.append((x, y, 0.01, {"instrument": inst}))
+
+    def model(x, width, zero, amplitude):
+        return gauss(x - zero, 0.0, width, amplitude)
+
+    fit = GlobalFit(
+        model,
+        datasets,
+        shared=["width"],
+        per_group={"zero": "instrument"},
+        local=["amplitude"],
+        init={"width": 1.0, "zero": 0.0, "amplitude": 1.0},
+    )
+    c = fit.n_parameters()
+    assert (c.logical, c.physical) == (18, 1 + 2 + 6)
+    res = fit.run()
+    assert set(res.values["zero"]) == {"a", "b"}
+    for inst, true in zeros.items():
+        assert abs(res.values["zero"][inst] - true) < 4 * res.stderr["zero"][inst]
+    assert res.params(1)["zero"] == res.values["zero"]["b"]
+    assert "zero[a]" in res.covariance_names and "zero[b]" in res.covariance_names
+
+
+def test_active_bound_matches_scipy_and_fixed_parameter_is_held():
+    x = np.linspace(0, 1, 30)
+    datasets = [(x, 2 * x + 1.0), (x, 2 * x + 1.2)]
+    line = lambda x, a, b: a * x + b  # noqa: E731
+    res = GlobalFit(
+        line,
+        datasets,
+        shared=["b"],
+        local=["a"],
+        init={"a": 0.0, "b": 0.0},
+        bounds={"b": (None, 0.5)},
+    ).run()
+    assert res.values["b"] == 0.5
+    ref = scipy.optimize.least_squares(
+        lambda t: np.r_[t[1] * x + t[0] - datasets[0][1], t[2] * x + t[0] - datasets[1][1]],
+        [0.0, 0.0, 0.0],
+        bounds=([-np.inf, -np.inf, -np.inf], [0.5, np.inf, np.inf]),
+        ftol=1e-12,
+        xtol=1e-12,
+    )
+    np.testing.assert_allclose(res.values["a"], ref.x[1:], rtol=1e-7)
+    assert res.chi2 == pytest.approx(2 * ref.cost, rel=1e-9)
+
+    held = GlobalFit(line, datasets, local=["a"], fixed={"b": [1.0, 1.2]}, init={"a": 0.0}).run()
+    np.testing.assert_allclose(held.values["a"], [2.0, 2.0], rtol=1e-9)
+    assert held.params(1)["b"] == 1.2 and held.stderr["b"] == 0.0
+    assert held.nvarys == 2 and held.covariance.shape == (0, 0)
+
+
+def test_non_convergence_is_reported_not_hidden():
+    datasets, _ = peaks(k=3, n=40)
+    fit = gaussian_fit(datasets, max_iter=2)
+    with pytest.warns(ConvergenceWarning, match=r"did not converge: max_iter=2 reached"):
+        res = fit.run()
+    assert not res.success and "max_iter=2" in res.message
+    assert "NOT CONVERGED" in res.table()
+
+
+def test_singular_jacobian_gives_no_error_bars_and_says_why():
+    datasets, _ = peaks(k=3, n=30)
+
+    def ignores_offset(x, center, width, amplitude, offset):
+        return gauss(x, center, width, amplitude)
+
+    res = gaussian_fit(
+        datasets, model=ignores_offset, local=["amplitude", "offset"], init={**INIT, "offset": 0.0}
+    ).run()
+    assert res.success and not res.errorbars
+    assert np.isnan(res.stderr["center"]) and res.covariance is None
+    assert "the Jacobian is singular" in res.message
+
+
+def test_degenerate_parameters_are_named():
+    datasets, _ = peaks(k=4, n=40)
+    for i, (x, y, s) in enumerate(datasets):
+        datasets[i] = (x, y, s, {"inst": "ab"[i % 2]})
+
+    def shifted(x, center, width, amplitude, zero):  # center + zero: one is redundant
+        return gauss(x - zero, center, width, amplitude)
+
+    fit = gaussian_fit(
+        datasets, model=shifted, per_group={"zero": "inst"}, init={**INIT, "zero": 0.0}
+    )
+    with pytest.warns(
+        FitWarning, match=r"parameters 'center' and 'zero\[[ab]\]' are fully correlated"
+    ):
+        res = fit.run()
+    assert "the data cannot tell them apart" in res.message
+
+
+def test_scale_covar_follows_lmfit_convention():
+    datasets, _ = peaks(k=3, n=30, noise=0.05)
+    scaled = gaussian_fit(datasets).run()
+    raw = gaussian_fit(datasets, scale_covar=False).run()
+    ratio = scaled.stderr["width"] / raw.stderr["width"]
+    assert ratio == pytest.approx(np.sqrt(scaled.redchi), rel=1e-10)
+
+
+def test_counts_at_k_5000_are_10002_physical():
+    x = np.linspace(-3, 3, 10)
+    datasets = [(x, np.zeros(10))] * 5000
+
+    def model(x, center, width, amplitude, offset):
+        return amplitude * np.exp(-0.5 * ((x - center) / width) ** 2) + offset
+
+    fit = GlobalFit(
+        model,
+        datasets,
+        shared=["center", "width"],
+        local=["amplitude", "offset"],
+        init={**INIT, "offset": 0.0},
+    )
+    c = tying.count(fit)
+    assert isinstance(c, tying.Count)
+    assert (c.logical, c.physical) == (20000, 10002) and len(c.groups) == 2
+    assert fit.jacobian_sparsity().nnz == 5000 * 10 * 4
+
+
+def test_result_table_and_plot():
+    datasets, _ = peaks(k=7, n=30)
+    res = gaussian_fit(datasets).run()
+    text = res.table(max_local=2)
+    assert (
+        "center" in text and "shared" in text and "amplitude[...]" in text and "converged" in text
+    )
+    fig = res.plot(1)
+    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    with pytest.raises(IndexError, match=r"data set index 9 out of range for 7"):
+        res.params(9)
+    with pytest.raises(KeyError, match=r"no data set named 'x'"):
+        res.best_fit("x")
+
+
+def test_declaration_errors_surface_from_run():
+    datasets, _ = peaks(k=2, n=10)
+    with pytest.raises(
+        ValueError, match=r"bounds\['width'\] = \(2.0, 1.0\): lower must be < upper"
+    ):
+        gaussian_fit(datasets, bounds={"width": (2, 1)}).run()
+    with pytest.raises(tying.TieError, match=r"'width' is declared in two roles"):
+        gaussian_fit(datasets, local=["amplitude", "width"]).run()
+    with pytest.raises(ValueError, match=r"solver must be one of \('lm', 'trf'\)"):
+        gaussian_fit(datasets, solver="newton").run()
+    with pytest.raises(TypeError, match=r"model_fn must take x as its first positional argument"):
+        GlobalFit(lambda *, a: a, datasets, shared=["a"], init={"a": 0}).run()

@@ -1,0 +1,142 @@
+"""Correctness anchors: lmfit's concatenation recipe, and NIST certified results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.fit.helpers import INIT, gauss, peaks
+from tying.fit import GlobalFit
+
+# NIST StRD nonlinear regression, Misra1a (lower difficulty): y = b1 (1 - exp(-b2 x))
+MISRA1A_X = np.array(
+    [
+        77.6,
+        114.9,
+        141.1,
+        190.8,
+        239.9,
+        289.0,
+        332.8,
+        378.4,
+        434.8,
+        477.3,
+        536.8,
+        593.1,
+        689.1,
+        760.0,
+    ]
+)
+MISRA1A_Y = np.array(
+    [
+        10.07,
+        14.73,
+        17.94,
+        23.93,
+        29.61,
+        35.18,
+        40.02,
+        44.82,
+        50.76,
+        55.05,
+        61.01,
+        66.40,
+        75.47,
+        81.78,
+    ]
+)
+CERTIFIED = {"b1": (2.3894212918e02, 2.7070075241e00), "b2": (5.5015643181e-04, 7.2668688436e-06)}
+CERTIFIED_RSS = 1.2455138894e-01
+
+
+def misra1a(x, b1, b2):
+    return b1 * (1 - torch.exp(-b2 * x))
+
+
+@pytest.mark.parametrize("start", [{"b1": 500.0, "b2": 1e-4}, {"b1": 250.0, "b2": 5e-4}])
+def test_nist_misra1a_certified_values(start):
+    res = GlobalFit(misra1a, [(MISRA1A_X, MISRA1A_Y)], shared=["b1", "b2"], init=start).run()
+    assert res.success, res.message
+    assert res.chi2 == pytest.approx(CERTIFIED_RSS, rel=1e-9)
+    for name, (value, sd) in CERTIFIED.items():
+        assert res.values[name] == pytest.approx(value, rel=1e-8)
+        assert res.stderr[name] == pytest.approx(sd, rel=1e-7)  # NIST scales by s² like lmfit
+
+
+def test_nist_misra1a_repeated_as_a_global_fit():
+    # three copies with b2 shared and b1 local: every copy recovers the certified b1, and the
+    # shared b2's error shrinks as three data sets constrain it (nfree = 42 - 4)
+    k = 3
+    res = GlobalFit(
+        misra1a,
+        [(MISRA1A_X, MISRA1A_Y)] * k,
+        shared=["b2"],
+        local=["b1"],
+        init={"b1": 250.0, "b2": 5e-4},
+    ).run()
+    np.testing.assert_allclose(res.values["b1"], CERTIFIED["b1"][0], rtol=1e-8)
+    assert res.values["b2"] == pytest.approx(CERTIFIED["b2"][0], rel=1e-8)
+    assert res.chi2 == pytest.approx(k * CERTIFIED_RSS, rel=1e-9)
+    assert res.stderr["b2"] < CERTIFIED["b2"][1]
+
+
+def lmfit_concatenated(datasets, method):
+    """lmfit's documented multi-data-set recipe: one parameter set, ties by expression."""
+    lmfit = pytest.importorskip("lmfit", reason="lmfit is the anchor: pip install 'tying[bench]'")
+    params = lmfit.Parameters()
+    for i in range(len(datasets)):
+        params.add(f"center_{i}", value=INIT["center"])
+        params.add(f"width_{i}", value=INIT["width"])
+        params.add(f"amplitude_{i}", value=INIT["amplitude"])
+        if i:
+            params[f"center_{i}"].expr = "center_0"
+            params[f"width_{i}"].expr = "width_0"
+
+    def objective(p):
+        return np.concatenate(
+            [
+                (
+                    gauss(
+                        x, p[f"center_{i}"].value, p[f"width_{i}"].value, p[f"amplitude_{i}"].value
+                    )
+                    - y
+                )
+                / s
+                for i, (x, y, s) in enumerate(datasets)
+            ]
+        )
+
+    kws = (
+        {"ftol": 1e-12, "xtol": 1e-12}
+        if method == "leastsq"
+        else {"ftol": 1e-12, "xtol": 1e-12, "gtol": 1e-12}
+    )
+    return lmfit.minimize(objective, params, method=method, **kws)
+
+
+@pytest.mark.parametrize("method", ["least_squares", "leastsq"])
+def test_same_chi2_values_and_errors_as_lmfit(method):
+    datasets, _ = peaks(k=4, n=40, seed=11, noise=0.05, lengths=[40, 31, 40, 25])
+    ours = GlobalFit(
+        gauss, datasets, shared=["center", "width"], local=["amplitude"], init=INIT
+    ).run()
+    ref = lmfit_concatenated(datasets, method)
+    assert ref.success
+    assert ours.chi2 == pytest.approx(ref.chisqr, rel=1e-9)
+    assert ours.redchi == pytest.approx(ref.redchi, rel=1e-9)
+    assert (ours.ndata, ours.nvarys) == (ref.ndata, ref.nvarys)
+    assert ours.aic == pytest.approx(ref.aic, rel=1e-9)
+    p = ref.params
+    for name in ("center", "width"):
+        assert ours.values[name] == pytest.approx(p[f"{name}_0"].value, rel=1e-6)
+        assert ours.stderr[name] == pytest.approx(p[f"{name}_0"].stderr, rel=1e-3)
+    for i in range(4):
+        assert ours.values["amplitude"][i] == pytest.approx(p[f"amplitude_{i}"].value, rel=1e-6)
+        assert ours.stderr["amplitude"][i] == pytest.approx(p[f"amplitude_{i}"].stderr, rel=1e-3)
+    # the shared block of our covariance is lmfit's, read from the full matrix
+    names = ref.var_names
+    i_c, i_w = names.index("center_0"), names.index("width_0")
+    np.testing.assert_allclose(
+        ours.covariance, ref.covar[np.ix_([i_c, i_w], [i_c, i_w])], rtol=2e-3, atol=1e-9
+    )

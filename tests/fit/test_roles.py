@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tying
+from tying.fit.roles import ParameterMap
+
+META = [{"inst": "xray"}, {"inst": "neutron"}, {"inst": "xray"}]
+
+
+def pmap(**kw):
+    args = dict(
+        shared=["a"],
+        per_group={"zero": "inst"},
+        local=["scale"],
+        init={"a": 1.0, "zero": 0.0, "scale": 2.0},
+    )
+    args.update(kw)
+    return ParameterMap(["a", "zero", "scale"], META, **args)
+
+
+def test_layout_and_index():
+    pm = pmap()
+    assert pm.physical_names == [
+        "a",
+        "zero[xray]",
+        "zero[neutron]",
+        "scale[0]",
+        "scale[1]",
+        "scale[2]",
+    ]
+    assert pm.free_names == ["a", "zero", "scale"]
+    assert pm.index.tolist() == [[0, 1, 3], [0, 2, 4], [0, 1, 5]]
+    assert pm.n_global == 3 and pm.n_local == 1
+    c = pm.n_parameters()
+    assert (c.logical, c.physical) == (9, 6)
+    assert pm.groups["zero"] == ["xray", "neutron"]
+
+
+def test_logical_values_follow_the_map():
+    pm = pmap(init={"a": 4.0, "zero": {"xray": 0.1, "neutron": -0.2}, "scale": [1.0, 2.0, 3.0]})
+    values = pm.logical(pm.x0)
+    assert values["a"].tolist() == [4.0, 4.0, 4.0]
+    assert values["zero"].tolist() == [0.1, -0.2, 0.1]
+    assert values["scale"].tolist() == [1.0, 2.0, 3.0]
+
+
+def test_count_is_a_tying_count():
+    c = pmap().n_parameters()
+    assert isinstance(c, tying.Count)
+    assert (c.logical, c.physical) == (9, 6)
+    by_name = {g.physical_path: g.slots for g in c.groups}
+    assert by_name["a"] == ["dataset 0.a", "dataset 1.a", "dataset 2.a"]
+    assert by_name["zero[xray]"] == ["dataset 0.zero", "dataset 2.zero"]
+    assert "zero[neutron]" not in by_name  # read by one data set only: not a tie
+
+
+def test_parameter_in_two_roles_is_a_tie_error():
+    with pytest.raises(tying.TieError, match=r"'a' is declared in two roles: shared and local"):
+        pmap(local=["scale", "a"])
+    with pytest.raises(
+        tying.TieError, match=r"'zero' is declared in two roles: per_group and fixed"
+    ):
+        pmap(fixed={"zero": 0.0})
+
+
+def test_missing_group_key_names_the_data_set():
+    meta = [{"inst": "x"}, {"T": 300}]
+    with pytest.raises(
+        ValueError,
+        match=r"groups by metadata key 'inst', but dataset 'dataset 1' \(index 1\) has no 'inst'.*its keys: \['T'\]",
+    ):
+        ParameterMap(None, meta, per_group={"zero": "inst"}, init={"zero": 0.0})
+
+
+def test_bounds_errors():
+    with pytest.raises(
+        ValueError, match=r"bounds\['a'\] = \(5.0, 1.0\): lower must be < upper; write \(1.0, 5.0\)"
+    ):
+        pmap(bounds={"a": (5, 1)})
+    with pytest.raises(ValueError, match=r"use fixed=\{'a': 2.0\}"):
+        pmap(bounds={"a": (2, 2)})
+    with pytest.raises(
+        ValueError, match=r"start value of scale\[0\] is 2.0, outside its bounds \[3.0, inf\]"
+    ):
+        pmap(bounds={"scale": (3, None)})
+    with pytest.raises(ValueError, match=r"must be a pair"):
+        pmap(bounds={"a": 3})
+
+
+def test_name_errors_list_the_valid_names():
+    with pytest.raises(
+        ValueError,
+        match=r"shared names 'centre', which model_fn does not take.*did you mean 'center'",
+    ):
+        ParameterMap(["center"], [{}], shared=["centre"])
+    with pytest.raises(ValueError, match=r"model_fn parameter\(s\) \['width'\] have no role"):
+        ParameterMap(["center", "width"], [{}], shared=["center"], init={"center": 0.0})
+    with pytest.raises(ValueError, match=r"init names 'scal'.*did you mean 'scale'"):
+        pmap(init={"a": 1.0, "zero": 0.0, "scale": 1.0, "scal": 1.0})
+    with pytest.raises(ValueError, match=r"init has no starting value for 'scale'"):
+        pmap(init={"a": 1.0, "zero": 0.0})
+    with pytest.raises(
+        ValueError, match=r"init\['zero'\] has no value for group\(s\) \['neutron'\]"
+    ):
+        pmap(init={"a": 1.0, "zero": {"xray": 0.0}, "scale": 1.0})
+    with pytest.raises(ValueError, match=r"init\['scale'\] \(local\) must be a number or 3 values"):
+        pmap(init={"a": 1.0, "zero": 0.0, "scale": [1.0, 2.0]})
+    with pytest.raises(ValueError, match=r"no parameter to fit"):
+        ParameterMap(None, [{}], fixed={"a": 1.0})
+    with pytest.raises(TypeError, match=r"shared must be a list of parameter names"):
+        pmap(shared="a")
+
+
+def test_fixed_values_and_signature_defaults():
+    pm = ParameterMap(
+        ["a", "lam", "b"],
+        [{}, {}],
+        shared=["a"],
+        fixed={"lam": [1.5, 1.8]},
+        init={"a": 1.0},
+        defaults={"b": 7.0},
+    )
+    assert pm.names == ["a", "lam"]  # b has a default and no role: the model's default applies
+    assert pm.logical(pm.x0)["lam"].tolist() == [1.5, 1.8]
+    assert (pm.n_parameters().logical, pm.n_parameters().physical) == (2, 1)
+    with pytest.raises(ValueError, match=r"fixed\['lam'\] must be a number or 2 values"):
+        ParameterMap(
+            ["a", "lam"], [{}, {}], shared=["a"], fixed={"lam": [1.0, 2.0, 3.0]}, init={"a": 0}
+        )
+    with pytest.raises(ValueError, match=r"init names 'lam' \(it is fixed\)"):
+        ParameterMap(["a", "lam"], [{}], shared=["a"], fixed={"lam": 1.0}, init={"a": 0, "lam": 1})
+
+
+def test_unhashable_group_label():
+    with pytest.raises(TypeError, match=r"metadata\['inst'\] = \['x'\] cannot be a group label"):
+        ParameterMap(None, [{"inst": ["x"]}], per_group={"z": "inst"}, init={"z": 0.0})
+    assert np.all(pmap().lower == -np.inf)
