@@ -238,7 +238,11 @@ def ffl_zscore(adj: np.ndarray, rng: np.random.Generator, n_null: int) -> tuple[
     """(z, observed FFLs, mean FFLs of the degree-preserving null)."""
     observed = ffl_count(adj)
     null = null_ffl_counts(adj, rng, n_null)
-    return (observed - float(null.mean())) / (float(null.std()) + 1e-9), observed, float(null.mean())
+    return (
+        (observed - float(null.mean())) / (float(null.std()) + 1e-9),
+        observed,
+        float(null.mean()),
+    )
 
 
 def _wiring(rnn: nn.RNN, out: nn.Linear, density: float) -> np.ndarray:

@@ -220,6 +220,18 @@ class SharedBoundary(nn.Module):
             return self.values.expand(t.shape[0], -1)
         return self.g(t)
 
+    def ends(self, u: nn.Module, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``u`` (and its x-derivatives up to ``derivatives``) at ``x = 0`` and ``x = L``.
+
+        Args:
+            u: the network, coordinates ``(N, in_features)`` → ``(N, 1)``.
+            t: the other coordinates ``(N, in_features − 1)``.
+
+        Returns:
+            ``(left, right)``, each ``(N, derivatives + 1)``.
+        """
+        return self._at(u, t, 0.0), self._at(u, t, self.period)
+
     def _at(self, u: nn.Module, t: torch.Tensor, x_value: float) -> torch.Tensor:
         n = t.shape[0]
         x = torch.full((n, 1), x_value, dtype=t.dtype, device=t.device)
@@ -248,10 +260,10 @@ class SharedBoundary(nn.Module):
                 f"got {tuple(t.shape)}"
             )
         g = self.boundary(t)
-        left, right = self._at(u, t, 0.0), self._at(u, t, self.period)
+        left, right = self.ends(u, t)
         return ((left - g) ** 2 + (right - g) ** 2).sum(-1).mean()
 
     def mismatch(self, u: nn.Module, t: torch.Tensor) -> torch.Tensor:
         """``max |u(0,t) − u(L,t)|`` over ``t`` (values only): the periodicity error."""
-        left, right = self._at(u, t, 0.0), self._at(u, t, self.period)
+        left, right = self.ends(u, t)
         return (left[:, 0] - right[:, 0]).abs().max()
