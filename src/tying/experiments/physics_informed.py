@@ -205,7 +205,7 @@ class OptConfig:
 
 OPT = {
     "quick": OptConfig(),
-    "report": OptConfig(width=24, collocation=64, adam_steps=800, lbfgs_iters=300, seeds=3),
+    "report": OptConfig(width=24, collocation=64, adam_steps=600, lbfgs_iters=300, seeds=3),
 }
 SETTINGS = ("clean data", "noisy data", "noisy data + noisy gradients")
 

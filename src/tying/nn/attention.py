@@ -168,6 +168,15 @@ class Attention(nn.Module):
         b, s, _ = t.shape
         return t.view(b, s, heads, self.d_head).transpose(1, 2)  # (B, heads, S, d_head)
 
+    def _expand(self, t: torch.Tensor) -> torch.Tensor:
+        """``(B, heads, S, dh)`` → ``(B, n_heads, S, dh)``: head h reads group h // (n_heads/heads)."""
+        heads = t.shape[1]
+        if heads == self.n_heads:
+            return t
+        if heads == 1:  # a stride-0 view: one K or V read by every head, no copy
+            return t.expand(-1, self.n_heads, -1, -1)
+        return t.repeat_interleave(self.n_heads // heads, dim=1)
+
     def forward(
         self,
         x: torch.Tensor,
@@ -215,8 +224,7 @@ class Attention(nn.Module):
                 q, k, v, attn_mask=attn_mask, dropout_p=drop, is_causal=is_causal, enable_gqa=True
             )
         else:
-            k = k.repeat_interleave(self.n_heads // self.kv_heads, dim=1)  # (B, H, S, dh)
-            v = v.repeat_interleave(self.n_heads // self.v_heads, dim=1)
+            k, v = self._expand(k), self._expand(v)  # (B, H, S, dh)
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=attn_mask, dropout_p=drop, is_causal=is_causal
             )
