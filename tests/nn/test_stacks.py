@@ -112,3 +112,23 @@ def test_tied_stack_saves_and_loads(tmp_path):
     tying.load(other, tmp_path / "s.safetensors")
     x = torch.randn(1, 4, 8)
     torch.testing.assert_close(other(x), stack(x))
+
+
+def test_reset_parameters_of_a_tied_stack_keeps_the_tie():
+    torch.manual_seed(4)
+    stack = Stack(TransformerBlock(8, 2) for _ in range(3))
+    share_layers(stack)
+    before = stack.layers[0].mlp[0].weight.detach().clone()
+    for layer in stack.layers:
+        layer.reset_parameters()
+    assert stack.layers[2].mlp[0].weight is stack.layers[0].mlp[0].weight
+    assert not torch.equal(stack.layers[0].mlp[0].weight, before)
+    assert tying.verify(stack) > 0
+
+
+def test_block_reset_keeps_xavier_attention():
+    block = TransformerBlock(64, 4)
+    block.reset_parameters()
+    assert (
+        float(block.self_attn.q_proj.bias.detach().abs().max()) == 0.0
+    )  # Xavier scheme, zero bias

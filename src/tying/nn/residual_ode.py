@@ -73,6 +73,20 @@ class VectorField(nn.Module):
         self.act = _ACTIVATIONS[activation]()
         self.outer = nn.Linear(hidden, dim)
 
+    def fan_in(self) -> int:
+        """Inputs of one hidden unit: ``dim`` (a field reused at every step keeps it, claim B15)."""
+        return self.dim
+
+    def reset_parameters(self) -> None:
+        """U(±1/√fan_in) per linear map (``nn.Linear``'s rule): ``dim`` inside, ``hidden`` outside.
+
+        In a tied stack the one field is reused L times, but each use still sums the
+        same inputs, so the bound is the untied one; the ``h = t1/L`` step keeps the
+        stack's total update O(1) as L grows.
+        """
+        self.inner.reset_parameters()
+        self.outer.reset_parameters()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.dim:
             raise ValueError(

@@ -91,6 +91,10 @@ class TransformerBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Linear(d_ff, d_model))
         self.drop = nn.Dropout(dropout)
 
+    def reset_parameters(self) -> None:
+        """Attention: Xavier (see :meth:`Attention.reset_parameters`); MLP: U(±1/√fan_in); norms: 1, 0."""
+        _reset_children(self)
+
     def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
         """``x`` ``(B, T, d_model)`` (and ``memory`` ``(B, S, d_model)`` when ``cross``) → ``(B, T, d_model)``."""
         if self.cross and memory is None:
@@ -103,6 +107,15 @@ class TransformerBlock(nn.Module):
         if self.cross:
             x = x + self.drop(self.cross_attn(self.norm3(x), memory))
         return x + self.drop(self.mlp(self.norm2(x)))
+
+
+def _reset_children(module: nn.Module) -> None:
+    # a child with its own reset_parameters decides its scheme (Attention: Xavier)
+    for child in module.children():
+        if hasattr(child, "reset_parameters"):
+            child.reset_parameters()
+        else:
+            _reset_children(child)
 
 
 class Stack(nn.Module):
