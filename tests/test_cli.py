@@ -27,7 +27,11 @@ def temp_experiment():
         REGISTRY.pop(exp_id, None)
 
 
-def test_list_shows_ids_titles_and_status(capsys):
+def test_list_shows_ids_titles_and_status(capsys, monkeypatch):
+    from tying.experiments import REGISTRY, load_all
+
+    load_all()
+    monkeypatch.delitem(REGISTRY, "gan-clipping")  # as if that claim had no experiment yet
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "param-counts" in out and "ready" in out

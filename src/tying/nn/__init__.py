@@ -1,5 +1,8 @@
 """Layers whose sharing is the design (and their untied baselines)."""
 
+from tying.nn.attention import Attention, kv_sharing_plan
+from tying.nn.autoencoder import TiedAutoencoder
+from tying.nn.graph import MultiHopGraphConv, normalized_adjacency
 from tying.nn.group_conv import (
     GROUPS,
     GroupConv2d,
@@ -11,11 +14,17 @@ from tying.nn.group_conv import (
 from tying.nn.hashed import HashedEmbedding, HashedLinear
 from tying.nn.locally_connected import LocallyConnected2d
 from tying.nn.losses import SoftDiceLoss, SoftIoULoss, soft_dice, soft_iou
+from tying.nn.lstm import TiedGateLSTM
+from tying.nn.pinn import PeriodicFeatures, SharedBoundary, mlp, partial
+from tying.nn.residual_ode import NeuralODE, TiedResidualNet, VectorField, odeint
 from tying.nn.siamese import Siamese, contrastive_loss
+from tying.nn.stacks import EncoderDecoder, Stack, TransformerBlock, albert_plan, share_layers
 from tying.nn.symmetric import SymmetricConv1d
 from tying.nn.unet import TiedUNet
 
 __all__ = [
+    "Attention",
+    "EncoderDecoder",
     "GROUPS",
     "GroupConv2d",
     "GroupPool",
@@ -23,14 +32,31 @@ __all__ = [
     "HashedLinear",
     "LiftingConv2d",
     "LocallyConnected2d",
+    "MultiHopGraphConv",
+    "NeuralODE",
+    "PeriodicFeatures",
+    "SharedBoundary",
     "Siamese",
     "SoftDiceLoss",
     "SoftIoULoss",
+    "Stack",
     "SymmetricConv1d",
+    "TiedAutoencoder",
+    "TiedGateLSTM",
+    "TiedResidualNet",
     "TiedUNet",
+    "TransformerBlock",
+    "VectorField",
+    "albert_plan",
     "contrastive_loss",
     "group_act",
     "group_elements",
+    "kv_sharing_plan",
+    "mlp",
+    "normalized_adjacency",
+    "odeint",
+    "partial",
+    "share_layers",
     "soft_dice",
     "soft_iou",
 ]

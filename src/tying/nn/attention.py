@@ -1,0 +1,279 @@
+"""Attention whose key/value projections are shared across heads, layers and blocks.
+
+Claim B9 (``kv-sharing``): letting several query heads read one key and/or value
+projection cuts parameters. ``n_heads`` query heads read ``kv_heads`` key heads
+and ``v_heads`` value heads:
+
+- ``kv_heads == n_heads``: standard multi-head attention (MHA);
+- ``1 < kv_heads < n_heads``: grouped-query attention (GQA), head ``h`` reads
+  K/V head ``h // (n_heads // kv_heads)``;
+- ``kv_heads == 1``: multi-query attention (MQA);
+- ``v_heads == 1`` with ``kv_heads == n_heads``: one ``W_V`` shared by every head,
+  ``W_Q`` and ``W_K`` per head (the seed's example).
+
+Sharing *inside* one layer is structural (fewer rows in ``k_proj``/``v_proj``),
+so ``tying.count`` sees the smaller matrices. Sharing *across* layers or across
+encoder self-, decoder self- and cross-attention (claim B10) is a tie between
+modules and goes through a :class:`tying.Plan`; :func:`kv_sharing_plan` writes it.
+
+The attention itself is :func:`torch.nn.functional.scaled_dot_product_attention`.
+
+Example:
+    >>> import torch, tying
+    >>> mha = Attention(64, n_heads=8)
+    >>> gqa = Attention(64, n_heads=8, kv_heads=2)
+    >>> mqa = Attention(64, n_heads=8, kv_heads=1)
+    >>> x = torch.randn(2, 10, 64)
+    >>> [tuple(m(x).shape) for m in (mha, gqa, mqa)] == [(2, 10, 64)] * 3
+    True
+    >>> [tying.count(m).physical for m in (mha, gqa, mqa)]
+    [16640, 10400, 9360]
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tying.core import Plan, share
+
+__all__ = ["Attention", "kv_sharing_plan"]
+
+_SDPA_GQA = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 5)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with ``kv_heads`` key heads and ``v_heads`` value heads (claim B9).
+
+    Args:
+        d_model: width of the query input and of the output.
+        n_heads: number of query heads.
+        kv_heads: number of key heads (and value heads unless ``v_heads`` is given):
+            ``n_heads`` for MHA (default), ``1`` for MQA, a divisor of ``n_heads`` for GQA.
+        v_heads: number of value heads (default ``kv_heads``); ``1`` shares ``W_V``
+            across all heads.
+        d_head: width of one head (default ``d_model // n_heads``).
+        d_context: width of the key/value input (default ``d_model``); set it for
+            cross-attention from a memory of another width.
+        bias: whether the four projections have biases.
+        causal: mask future positions when no ``attn_mask`` is passed (decoder
+            self-attention).
+        dropout: attention-weight dropout, applied in training mode only.
+
+    Attributes:
+        q_proj: ``Linear(d_model, n_heads·d_head)``.
+        k_proj: ``Linear(d_context, kv_heads·d_head)``.
+        v_proj: ``Linear(d_context, v_heads·d_head)``.
+        out_proj: ``Linear(n_heads·d_head, d_model)``.
+
+    Raises:
+        ValueError: when a size is not positive, ``kv_heads``/``v_heads`` does not divide
+            ``n_heads``, or ``d_model`` is not divisible by ``n_heads`` and no ``d_head`` is given.
+
+    Example:
+        >>> attn = Attention(32, n_heads=4, v_heads=1)         # one W_V for all heads
+        >>> tuple(attn.v_proj.weight.shape), tuple(attn.k_proj.weight.shape)
+        ((8, 32), (32, 32))
+        >>> attn(torch.randn(3, 5, 32)).shape
+        torch.Size([3, 5, 32])
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        *,
+        kv_heads: int | None = None,
+        v_heads: int | None = None,
+        d_head: int | None = None,
+        d_context: int | None = None,
+        bias: bool = True,
+        causal: bool = False,
+        dropout: float = 0.0,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("d_model", d_model), ("n_heads", n_heads)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"Attention: {name} must be a positive int, got {value!r}")
+        kv_heads = n_heads if kv_heads is None else kv_heads
+        v_heads = kv_heads if v_heads is None else v_heads
+        for name, value in (("kv_heads", kv_heads), ("v_heads", v_heads)):
+            if not isinstance(value, int) or value < 1 or n_heads % value:
+                raise ValueError(
+                    f"Attention: {name} must divide n_heads={n_heads} (MHA: {n_heads}, MQA: 1, "
+                    f"GQA: a divisor in between), got {value!r}"
+                )
+        if d_head is None:
+            if d_model % n_heads:
+                raise ValueError(
+                    f"Attention: d_model={d_model} is not divisible by n_heads={n_heads}; "
+                    f"pass d_head= explicitly or change n_heads"
+                )
+            d_head = d_model // n_heads
+        d_context = d_model if d_context is None else d_context
+        if d_head < 1 or d_context < 1:
+            raise ValueError(
+                f"Attention: d_head and d_context must be positive, got {d_head}, {d_context}"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"Attention: dropout must be in [0, 1), got {dropout!r}")
+        self.d_model, self.n_heads, self.d_head, self.d_context = (
+            d_model,
+            n_heads,
+            d_head,
+            d_context,
+        )
+        self.kv_heads, self.v_heads = kv_heads, v_heads
+        self.causal, self.dropout = bool(causal), float(dropout)
+        kw = {"bias": bias, "device": device, "dtype": dtype}
+        self.q_proj = nn.Linear(d_model, n_heads * d_head, **kw)
+        self.k_proj = nn.Linear(d_context, kv_heads * d_head, **kw)
+        self.v_proj = nn.Linear(d_context, v_heads * d_head, **kw)
+        self.out_proj = nn.Linear(n_heads * d_head, d_model, **kw)
+        self.reset_parameters()
+
+    @property
+    def kind(self) -> str:
+        """``"MHA"``, ``"GQA"``, ``"MQA"`` or ``"shared-V"`` (a description for tables)."""
+        if self.kv_heads == self.n_heads:
+            return "MHA" if self.v_heads == self.n_heads else "shared-V"
+        return "MQA" if self.kv_heads == 1 else "GQA"
+
+    def fan_in(self) -> int:
+        """Inputs of one unit of the Q/K/V projections: ``d_model`` (``d_context`` for K/V).
+
+        Sharing a projection across heads or layers does not change how many inputs
+        one of its outputs sums over (claim B15), so the initialisation does not either.
+        """
+        return self.d_model
+
+    def reset_parameters(self) -> None:
+        """Xavier-uniform projections (fan-in = input width, fan-out = output rows), zero biases.
+
+        This is ``nn.MultiheadAttention``'s scheme. A projection shared by several
+        heads keeps its own fan-in and fan-out: one shared row still sums ``d_model``
+        inputs, so sharing changes nothing here.
+        """
+        for proj in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
+            weight = proj._parameters.get("weight")
+            if weight is not None:  # a tied slot is initialised through its owner
+                nn.init.xavier_uniform_(weight)
+            if proj._parameters.get("bias") is not None:
+                nn.init.zeros_(proj.bias)
+
+    def _heads(self, t: torch.Tensor, heads: int) -> torch.Tensor:
+        b, s, _ = t.shape
+        return t.view(b, s, heads, self.d_head).transpose(1, 2)  # (B, heads, S, d_head)
+
+    def _expand(self, t: torch.Tensor) -> torch.Tensor:
+        """``(B, heads, S, dh)`` → ``(B, n_heads, S, dh)``: head h reads group h // (n_heads/heads)."""
+        heads = t.shape[1]
+        if heads == self.n_heads:
+            return t
+        if heads == 1:  # a stride-0 view: one K or V read by every head, no copy
+            return t.expand(-1, self.n_heads, -1, -1)
+        return t.repeat_interleave(self.n_heads // heads, dim=1)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        *,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Attend from ``x`` to ``context`` (``x`` itself when None).
+
+        Args:
+            x: queries ``(B, T, d_model)``.
+            context: keys/values ``(B, S, d_context)``; None for self-attention.
+            attn_mask: boolean ``(T, S)`` or ``(B, 1 or n_heads, T, S)`` (True = may
+                attend) or an additive float mask; overrides ``causal``.
+
+        Returns:
+            ``(B, T, d_model)``.
+
+        Raises:
+            ValueError: on inputs of the wrong shape, naming expected and got.
+        """
+        if x.ndim != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(
+                f"Attention: expected x of shape (batch, seq, {self.d_model}), got {tuple(x.shape)}"
+            )
+        ctx = x if context is None else context
+        if ctx.ndim != 3 or ctx.shape[-1] != self.d_context or ctx.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"Attention: expected context of shape ({x.shape[0]}, seq, {self.d_context}), "
+                f"got {tuple(ctx.shape)}"
+            )
+        q = self._heads(self.q_proj(x), self.n_heads)  # (B, H, T, dh)
+        k = self._heads(self.k_proj(ctx), self.kv_heads)  # (B, Hk, S, dh)
+        v = self._heads(self.v_proj(ctx), self.v_heads)  # (B, Hv, S, dh)
+        is_causal = self.causal and attn_mask is None
+        if is_causal and context is not None and ctx.shape[1] != x.shape[1]:
+            raise ValueError(
+                f"Attention(causal=True): queries ({x.shape[1]}) and keys ({ctx.shape[1]}) differ "
+                f"in length; pass attn_mask= explicitly for a causal cross-attention"
+            )
+        drop = self.dropout if self.training else 0.0
+        if self.kv_heads == self.v_heads and self.kv_heads < self.n_heads and _SDPA_GQA:
+            # SDPA broadcasts K/V heads itself: no repeated copy of K and V in memory.
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, dropout_p=drop, is_causal=is_causal, enable_gqa=True
+            )
+        else:
+            k, v = self._expand(k), self._expand(v)  # (B, H, S, dh)
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, dropout_p=drop, is_causal=is_causal
+            )
+        b, _, t, _ = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, self.n_heads * self.d_head))
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.kind}: d_model={self.d_model}, n_heads={self.n_heads}, kv_heads={self.kv_heads}, "
+            f"v_heads={self.v_heads}, d_head={self.d_head}, causal={self.causal}"
+        )
+
+
+def kv_sharing_plan(
+    targets: str | list[str], like: str, *, parts: tuple[str, ...] = ("k_proj", "v_proj")
+) -> Plan:
+    """A plan tying the K/V projections of the attention modules ``targets`` to ``like``'s (claim B10).
+
+    Wildcards pair as in :func:`tying.share`: ``"decoder.layers.*.cross_attn"`` with
+    ``like="encoder.layers.*.self_attn"`` ties layer ``i`` to layer ``i``; a ``like``
+    without wildcards ties every match to one module (sharing across layers too).
+
+    Args:
+        targets: module path pattern(s) of :class:`Attention` modules whose K/V are tied.
+        like: the attention module (pattern) that owns the shared K/V projections.
+        parts: which projections to tie (default K and V; ``("v_proj",)`` for V only).
+
+    Returns:
+        A :class:`tying.Plan`; ``plan.apply(model)`` ties them (all or nothing).
+
+    Raises:
+        ValueError: for an empty target list or an unknown part name.
+
+    Example:
+        >>> import torch, tying
+        >>> model = torch.nn.ModuleDict({"enc": Attention(16, 2), "dec": Attention(16, 2),
+        ...                              "cross": Attention(16, 2)})
+        >>> _ = kv_sharing_plan(["dec", "cross"], like="enc").apply(model)
+        >>> model.cross.k_proj.weight is model.enc.k_proj.weight
+        True
+        >>> c = tying.count(model); (c.logical, c.physical)
+        (3264, 2176)
+    """
+    targets = [targets] if isinstance(targets, str) else list(targets)
+    if not targets:
+        raise ValueError("kv_sharing_plan: give at least one target attention path")
+    bad = [p for p in parts if p not in ("q_proj", "k_proj", "v_proj", "out_proj")]
+    if bad or not parts:
+        raise ValueError(
+            f"kv_sharing_plan: parts must be among ('q_proj', 'k_proj', 'v_proj', 'out_proj'), got {parts!r}"
+        )
+    return Plan([share(f"{t}.{p}", like=f"{like}.{p}") for t in targets for p in parts])

@@ -1,0 +1,217 @@
+"""Multi-hop graph convolution with one transform shared by every hop.
+
+Claim B12 (``gnn-hops``): a GNN that listens to its neighbours 0, 1, …, K hops
+away can learn one module per hop,
+
+    y = Σ_k  Â^k X W_kᵀ + b                      (per hop, as TAGConv),
+
+or one *shared* transform with a learned scalar per hop,
+
+    y = Σ_k  α_k Â^k X Wᵀ + b,   W_k = α_k W     (shared).
+
+The shared form is a tie the engine knows: ``hops.k.weight`` reads
+``hops.0.weight`` through :class:`tying.Scaled` (a learnable ``hops.k.weight_scale``;
+α₀ is absorbed into W). It stores ``K·in·out`` fewer parameters, ``tying.count``
+reports ``logical = (K+1)·physical`` (almost), and the forward pass projects once
+and then propagates in the output width: one dense matmul instead of K+1.
+
+Â is a sparse matrix (``torch.sparse_coo``); no dense N×N is ever built.
+
+Example:
+    >>> import torch, tying
+    >>> edges = torch.tensor([[0, 1, 1, 2, 2, 3], [1, 0, 2, 1, 3, 2]])   # a path 0-1-2-3
+    >>> adj = normalized_adjacency(edges, num_nodes=4)
+    >>> conv = MultiHopGraphConv(5, 3, hops=3)
+    >>> conv(torch.randn(4, 5), adj).shape
+    torch.Size([4, 3])
+    >>> c = tying.count(conv); (c.logical, c.physical)
+    (63, 21)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tying.core import Plan, Scaled, share
+
+__all__ = ["MultiHopGraphConv", "normalized_adjacency"]
+
+
+def normalized_adjacency(
+    edge_index: torch.Tensor,
+    num_nodes: int,
+    *,
+    self_loops: bool = True,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """The GCN-normalised sparse adjacency ``D^{-1/2} (A [+ I]) D^{-1/2}``.
+
+    Args:
+        edge_index: ``(2, E)`` integer tensor of directed edges ``src → dst``; give both
+            directions for an undirected graph. Repeated edges are summed.
+        num_nodes: N.
+        self_loops: add ``I`` before normalising (GCN); TAGConv uses False.
+        dtype: value dtype.
+
+    Returns:
+        A coalesced ``torch.sparse_coo`` tensor ``(N, N)``; row ``i`` gathers node ``i``'s
+        in-neighbours (``Â[dst, src]``).
+
+    Raises:
+        ValueError: on an ``edge_index`` that is not ``(2, E)`` integers or has node ids
+            outside ``[0, num_nodes)``.
+
+    Example:
+        >>> adj = normalized_adjacency(torch.tensor([[0, 1], [1, 0]]), 2, self_loops=False)
+        >>> adj.to_dense()
+        tensor([[0., 1.],
+                [1., 0.]])
+    """
+    if edge_index.ndim != 2 or edge_index.shape[0] != 2 or edge_index.is_floating_point():
+        raise ValueError(
+            f"normalized_adjacency: edge_index must be a (2, E) integer tensor, got "
+            f"{edge_index.dtype} of shape {tuple(edge_index.shape)}"
+        )
+    if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes):
+        raise ValueError(
+            f"normalized_adjacency: node ids must lie in [0, {num_nodes}), got "
+            f"[{int(edge_index.min())}, {int(edge_index.max())}]; check num_nodes"
+        )
+    src, dst = edge_index.long()
+    values = torch.ones(src.numel(), dtype=dtype, device=edge_index.device)
+    if self_loops:
+        loop = torch.arange(num_nodes, device=edge_index.device)
+        src, dst = torch.cat([src, loop]), torch.cat([dst, loop])
+        values = torch.cat([values, torch.ones(num_nodes, dtype=dtype, device=values.device)])
+    deg = torch.zeros(num_nodes, dtype=dtype, device=values.device).index_add_(0, dst, values)
+    inv_sqrt = deg.clamp_min(1e-12).rsqrt().masked_fill(deg == 0, 0.0)
+    values = inv_sqrt[dst] * values * inv_sqrt[src]
+    return torch.sparse_coo_tensor(
+        torch.stack([dst, src]), values, (num_nodes, num_nodes), check_invariants=True
+    ).coalesce()
+
+
+class MultiHopGraphConv(nn.Module):
+    """``y = Σ_{k=0..K} Â^k X W_kᵀ + b`` with ``W_k = α_k W`` when shared (claim B12).
+
+    Args:
+        in_features: node feature width.
+        out_features: output width.
+        hops: K, the farthest hop (K+1 terms, hop 0 is the node itself).
+        shared: True (default) ties every hop's transform to hop 0's through
+            :class:`tying.Scaled` (one matrix + K scalars); False keeps one matrix
+            per hop (TAGConv's form).
+        bias: add a bias (once, not per hop).
+
+    Attributes:
+        hops: ``ModuleList`` of K+1 ``Linear(in, out, bias=False)``; when shared,
+            ``hops.k.weight`` reads ``hops.0.weight`` times ``hops.k.weight_scale``.
+        bias: ``(out_features,)`` or None.
+
+    Raises:
+        ValueError: for non-positive sizes or negative ``hops``; on features or an
+            adjacency of the wrong shape or a dense adjacency.
+
+    Example:
+        >>> import tying
+        >>> per_hop = MultiHopGraphConv(16, 8, hops=4, shared=False)
+        >>> shared = MultiHopGraphConv(16, 8, hops=4)
+        >>> tying.count(per_hop).physical, tying.count(shared).physical
+        (648, 140)
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        hops: int = 2,
+        *,
+        shared: bool = True,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"MultiHopGraphConv: {name} must be a positive int, got {value!r}")
+        if not isinstance(hops, int) or hops < 0:
+            raise ValueError(f"MultiHopGraphConv: hops must be an int >= 0, got {hops!r}")
+        self.in_features, self.out_features, self.K = in_features, out_features, hops
+        self.shared = bool(shared)
+        self.hops = nn.ModuleList(
+            nn.Linear(in_features, out_features, bias=False) for _ in range(hops + 1)
+        )
+        self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+        if self.shared and hops > 0:
+            Plan(
+                [
+                    share(f"hops.{k}.weight", like="hops.0.weight", relation=Scaled(1.0))
+                    for k in range(1, hops + 1)
+                ]
+            ).apply(self)
+        self.reset_parameters()
+
+    def fan_in(self) -> int:
+        """Inputs of one output unit: ``(K+1)·in_features`` (one feature vector per hop).
+
+        Sharing W across hops does not change this (claim B15): each hop's
+        propagated features are different inputs even when one matrix reads them.
+        """
+        return (self.K + 1) * self.in_features
+
+    def reset_parameters(self) -> None:
+        """U(±1/√fan_in) on the stored matrices and bias; hop scales α_k start at 1.
+
+        With α_k = 1 the shared layer starts as the per-hop layer with equal
+        matrices, so both start at the same output scale.
+        """
+        bound = 1.0 / math.sqrt(self.fan_in())
+        with torch.no_grad():
+            for hop in self.hops:
+                weight = hop._parameters.get("weight")
+                if weight is not None:
+                    weight.uniform_(-bound, bound)
+                scale = hop._parameters.get("weight_scale")
+                if scale is not None:
+                    scale.fill_(1.0)
+            if self.bias is not None:
+                self.bias.uniform_(-bound, bound)
+
+    def _scales(self) -> list[torch.Tensor] | None:
+        if not self.shared:
+            return None
+        scales = [hop._parameters.get("weight_scale") for hop in self.hops[1:]]
+        return None if any(s is None for s in scales) else scales  # None once untied
+
+    def forward(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
+        """Node features ``(N, in)`` and sparse ``Â`` ``(N, N)`` → ``(N, out)``."""
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(
+                f"MultiHopGraphConv: expected node features (N, {self.in_features}), got {tuple(x.shape)}"
+            )
+        if not adj.is_sparse or tuple(adj.shape) != (x.shape[0], x.shape[0]):
+            raise ValueError(
+                f"MultiHopGraphConv: expected a sparse adjacency ({x.shape[0]}, {x.shape[0]}) "
+                f"(see normalized_adjacency), got {'sparse' if adj.is_sparse else 'dense'} "
+                f"{tuple(adj.shape)}"
+            )
+        scales = self._scales()
+        if scales is not None:
+            z = F.linear(x, self.hops[0].weight)  # (N, out): project once, propagate narrow
+            out = z
+            for scale in scales:
+                z = torch.sparse.mm(adj, z)
+                out = out + scale * z
+        else:
+            h = x
+            out = F.linear(h, self.hops[0].weight)
+            for hop in self.hops[1:]:
+                h = torch.sparse.mm(adj, h)  # (N, in)
+                out = out + F.linear(h, hop.weight)
+        return out if self.bias is None else out + self.bias
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, hops={self.K}, shared={self.shared}"

@@ -1,0 +1,269 @@
+"""Helpers for physics-informed networks (PINNs) on periodic domains.
+
+Claim B14 (``pinn-periodic``): a periodic boundary condition ties the solution
+at ``x = 0`` to the solution at ``x = L``. Two ways to impose the tie:
+
+- **hard**: feed the network ``sin(2πnx/L), cos(2πnx/L)`` instead of ``x``
+  (:class:`PeriodicFeatures`). Both ends produce the same features, so the
+  network's output (and every x-derivative) is periodic by construction: the
+  boundary mismatch is zero to float precision.
+- **soft**: a *shared* boundary sub-network ``g(t)`` (:class:`SharedBoundary`)
+  represents the unknown boundary value (and slope); the main network is
+  penalised for differing from ``g`` at either end. Both ends are tied to the
+  one sub-network, so the mismatch is small but not zero.
+
+:func:`partial` takes derivatives of a network's output for PDE residuals, and
+:func:`mlp` builds the usual tanh MLP.
+
+Example:
+    >>> import torch, math
+    >>> net = torch.nn.Sequential(PeriodicFeatures(2, period=2.0, periodic_dims=(0,)), mlp([3, 16, 1]))
+    >>> ends = torch.tensor([[0.0, 0.3], [2.0, 0.3]], dtype=torch.float64)
+    >>> u = net.double()(ends)
+    >>> float((u[0] - u[1]).abs().detach()) < 1e-12
+    True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["PeriodicFeatures", "SharedBoundary", "mlp", "partial"]
+
+
+class PeriodicFeatures(nn.Module):
+    """Replace periodic coordinates ``x`` by ``sin(2πnx/L), cos(2πnx/L)``, n = 1..harmonics.
+
+    Args:
+        in_features: width of the coordinate input (e.g. 2 for ``(x, t)``).
+        period: L, the period of every periodic coordinate (> 0).
+        harmonics: how many Fourier harmonics per periodic coordinate.
+        periodic_dims: which input columns are periodic (the others pass through,
+            after the periodic features).
+
+    Attributes:
+        out_features: ``in_features − len(periodic_dims) + 2·harmonics·len(periodic_dims)``.
+
+    Raises:
+        ValueError: for a non-positive period or harmonics, or a periodic dim out of
+            range; on an input whose last dim is not ``in_features``.
+
+    Example:
+        >>> feats = PeriodicFeatures(1, period=1.0, harmonics=2)
+        >>> feats.out_features, (feats(torch.tensor([[0.25]])).round(decimals=6) + 0.0).tolist()
+        (4, [[1.0, 0.0, 0.0, -1.0]])
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        period: float,
+        *,
+        harmonics: int = 1,
+        periodic_dims: Sequence[int] = (0,),
+    ) -> None:
+        super().__init__()
+        if not period > 0:
+            raise ValueError(f"PeriodicFeatures: period must be > 0, got {period!r}")
+        if not isinstance(harmonics, int) or harmonics < 1:
+            raise ValueError(f"PeriodicFeatures: harmonics must be an int >= 1, got {harmonics!r}")
+        dims = sorted({d % in_features for d in periodic_dims if -in_features <= d < in_features})
+        if len(dims) != len(set(periodic_dims)) or not dims:
+            raise ValueError(
+                f"PeriodicFeatures: periodic_dims {tuple(periodic_dims)} must be distinct columns "
+                f"of an input of width {in_features}"
+            )
+        self.in_features, self.period, self.harmonics = in_features, float(period), harmonics
+        self.periodic_dims = tuple(dims)
+        self.other_dims = tuple(d for d in range(in_features) if d not in dims)
+        self.out_features = len(self.other_dims) + 2 * harmonics * len(dims)
+        n = torch.arange(1, harmonics + 1, dtype=torch.float64)
+        self.register_buffer("omega", 2 * math.pi * n / self.period, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"PeriodicFeatures: expected coordinates (..., {self.in_features}), got {tuple(x.shape)}"
+            )
+        omega = self.omega.to(x.dtype)
+        feats = []
+        for d in self.periodic_dims:
+            phase = x[..., d : d + 1] * omega  # (..., harmonics)
+            feats += [torch.sin(phase), torch.cos(phase)]
+        feats += [x[..., d : d + 1] for d in self.other_dims]
+        return torch.cat(feats, dim=-1)
+
+
+def mlp(sizes: Sequence[int], activation: type[nn.Module] = nn.Tanh) -> nn.Sequential:
+    """``Linear → act → … → Linear`` through ``sizes`` (no activation after the last).
+
+    Args:
+        sizes: widths, input first, output last (at least two).
+        activation: the nonlinearity class (tanh: smooth, so PDE derivatives exist).
+
+    Returns:
+        An ``nn.Sequential``; Xavier-normal weights and zero biases (the usual PINN init).
+
+    Raises:
+        ValueError: for fewer than two sizes or a non-positive size.
+
+    Example:
+        >>> mlp([2, 8, 1])
+        Sequential(
+          (0): Linear(in_features=2, out_features=8, bias=True)
+          (1): Tanh()
+          (2): Linear(in_features=8, out_features=1, bias=True)
+        )
+    """
+    sizes = list(sizes)
+    if len(sizes) < 2 or any(not isinstance(s, int) or s < 1 for s in sizes):
+        raise ValueError(f"mlp: sizes must be at least two positive ints, got {sizes!r}")
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        lin = nn.Linear(a, b)
+        nn.init.xavier_normal_(lin.weight)
+        nn.init.zeros_(lin.bias)
+        layers.append(lin)
+        if i < len(sizes) - 2:
+            layers.append(activation())
+    return nn.Sequential(*layers)
+
+
+def partial(u: torch.Tensor, x: torch.Tensor, dim: int, order: int = 1) -> torch.Tensor:
+    """``∂^order u / ∂x_dim^order`` for a network output ``u (N, 1)`` of coordinates ``x (N, d)``.
+
+    Args:
+        u: outputs, computed from ``x`` (which must require grad).
+        x: the coordinates.
+        dim: which coordinate column to differentiate by.
+        order: how many times (≥ 1).
+
+    Returns:
+        ``(N, 1)``, with a graph so it can enter a loss.
+
+    Raises:
+        ValueError: when ``x`` does not require grad or ``order < 1``.
+
+    Example:
+        >>> x = torch.linspace(0, 1, 5).unsqueeze(1).requires_grad_()
+        >>> partial(x**3, x, 0, order=2).detach().squeeze().tolist()
+        [0.0, 1.5, 3.0, 4.5, 6.0]
+    """
+    if not x.requires_grad:
+        raise ValueError("partial: x must require grad (call x.requires_grad_() before the model)")
+    if order < 1:
+        raise ValueError(f"partial: order must be >= 1, got {order!r}")
+    out = u
+    for _ in range(order):
+        g = torch.autograd.grad(out.sum(), x, create_graph=True)[0]
+        out = g[:, dim : dim + 1]
+    return out
+
+
+class SharedBoundary(nn.Module):
+    """A sub-network ``g(t)`` shared by both ends of a periodic coordinate (claim B14, soft).
+
+    ``g`` maps the non-periodic coordinates ``t`` to the boundary value of ``u``
+    (and of ``∂u/∂x``, … up to ``derivatives``). :meth:`penalty` ties both ends to
+    it: ``mean Σ_j (∂ʲu(0,t) − g_j(t))² + (∂ʲu(L,t) − g_j(t))²``.
+
+    Args:
+        in_features: width of the full coordinate ``(x, t…)``.
+        period: L.
+        dim: the periodic column.
+        hidden: hidden width of ``g``.
+        derivatives: also tie ∂u/∂x … ∂ᵐu/∂xᵐ (1 for second-order PDEs).
+
+    Raises:
+        ValueError: for a bad ``dim`` or period; on coordinates of the wrong width.
+
+    Example:
+        >>> u = mlp([2, 16, 1])
+        >>> bc = SharedBoundary(2, period=1.0, dim=0, derivatives=1)
+        >>> t = torch.rand(10, 1)
+        >>> float(bc.penalty(u, t).detach()) >= 0.0
+        True
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        period: float,
+        *,
+        dim: int = 0,
+        hidden: int = 16,
+        derivatives: int = 0,
+    ) -> None:
+        super().__init__()
+        if not period > 0:
+            raise ValueError(f"SharedBoundary: period must be > 0, got {period!r}")
+        if not 0 <= dim < in_features:
+            raise ValueError(f"SharedBoundary: dim must be in [0, {in_features}), got {dim!r}")
+        if derivatives < 0:
+            raise ValueError(f"SharedBoundary: derivatives must be >= 0, got {derivatives!r}")
+        self.in_features, self.period, self.dim = in_features, float(period), dim
+        self.derivatives = derivatives
+        n_other = in_features - 1
+        if n_other:
+            self.g = mlp([n_other, hidden, derivatives + 1])
+        else:  # a stationary problem: the boundary values are plain learnable numbers
+            self.g = None
+            self.values = nn.Parameter(torch.zeros(derivatives + 1))
+
+    def boundary(self, t: torch.Tensor) -> torch.Tensor:
+        """``g(t)``: ``(N, derivatives+1)`` boundary value (and slopes)."""
+        if self.g is None:
+            return self.values.expand(t.shape[0], -1)
+        return self.g(t)
+
+    def ends(self, u: nn.Module, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``u`` (and its x-derivatives up to ``derivatives``) at ``x = 0`` and ``x = L``.
+
+        Args:
+            u: the network, coordinates ``(N, in_features)`` → ``(N, 1)``.
+            t: the other coordinates ``(N, in_features − 1)``.
+
+        Returns:
+            ``(left, right)``, each ``(N, derivatives + 1)``.
+        """
+        return self._at(u, t, 0.0), self._at(u, t, self.period)
+
+    def _at(self, u: nn.Module, t: torch.Tensor, x_value: float) -> torch.Tensor:
+        n = t.shape[0]
+        x = torch.full((n, 1), x_value, dtype=t.dtype, device=t.device)
+        cols = list(t.unbind(-1)) if t.shape[-1] else []
+        cols.insert(self.dim, x.squeeze(-1))
+        coords = torch.stack(cols, dim=-1).requires_grad_(True)  # (N, in_features)
+        out = u(coords)
+        values = [out]
+        for k in range(1, self.derivatives + 1):
+            values.append(partial(out, coords, self.dim, order=k))
+        return torch.cat(values, dim=-1)  # (N, derivatives+1)
+
+    def penalty(self, u: nn.Module, t: torch.Tensor) -> torch.Tensor:
+        """Soft periodicity: both ends of ``u`` pulled to the shared ``g(t)``.
+
+        Args:
+            u: the main network, coordinates ``(N, in_features)`` → ``(N, 1)``.
+            t: the other coordinates ``(N, in_features − 1)`` at which to tie the ends.
+
+        Returns:
+            A scalar penalty.
+        """
+        if t.ndim != 2 or t.shape[-1] != self.in_features - 1:
+            raise ValueError(
+                f"SharedBoundary.penalty: expected t of shape (N, {self.in_features - 1}), "
+                f"got {tuple(t.shape)}"
+            )
+        g = self.boundary(t)
+        left, right = self.ends(u, t)
+        return ((left - g) ** 2 + (right - g) ** 2).sum(-1).mean()
+
+    def mismatch(self, u: nn.Module, t: torch.Tensor) -> torch.Tensor:
+        """``max |u(0,t) − u(L,t)|`` over ``t`` (values only): the periodicity error."""
+        left, right = self.ends(u, t)
+        return (left[:, 0] - right[:, 0]).abs().max()

@@ -1,0 +1,167 @@
+"""Attention with K/V shared across heads (B9) and across modules (B10)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import tying
+from tying.nn import Attention, kv_sharing_plan
+
+
+def reference(attn: Attention, x, context=None, causal=None):
+    """Attention written out by hand: explicit per-head loop, softmax and causal mask."""
+    ctx = x if context is None else context
+    causal = attn.causal if causal is None else causal
+    q, k, v = attn.q_proj(x), attn.k_proj(ctx), attn.v_proj(ctx)
+    d = attn.d_head
+    outs = []
+    for h in range(attn.n_heads):
+        kh = h // (attn.n_heads // attn.kv_heads)  # GQA: query head h reads K/V group kh
+        vh = h // (attn.n_heads // attn.v_heads)
+        scores = q[..., h * d : (h + 1) * d] @ k[..., kh * d : (kh + 1) * d].transpose(-1, -2)
+        scores = scores / math.sqrt(d)  # (B, T, S)
+        if causal:
+            t, s = scores.shape[-2:]
+            scores = scores.masked_fill(~torch.ones(t, s, dtype=torch.bool).tril(), float("-inf"))
+        outs.append(scores.softmax(-1) @ v[..., vh * d : (vh + 1) * d])
+    return attn.out_proj(torch.cat(outs, dim=-1))
+
+
+CONFIGS = {  # name: (kwargs, Attention.kind)
+    "MHA": ({}, "MHA"),
+    "GQA": ({"kv_heads": 2}, "GQA"),
+    "MQA": ({"kv_heads": 1}, "MQA"),
+    "shared-V": ({"v_heads": 1}, "shared-V"),
+    "GQA K, MQA V": ({"kv_heads": 2, "v_heads": 1}, "GQA"),
+}
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("causal", [False, True])
+def test_matches_hand_written_reference(name, causal):
+    torch.manual_seed(0)
+    kwargs, kind = CONFIGS[name]
+    attn = Attention(24, n_heads=4, causal=causal, **kwargs).double()
+    assert attn.kind == kind
+    x = torch.randn(3, 7, 24, dtype=torch.float64)
+    torch.testing.assert_close(attn(x), reference(attn, x), rtol=1e-10, atol=1e-10)
+
+
+def test_gqa_cross_attention_with_other_width_and_length():
+    torch.manual_seed(1)
+    attn = Attention(16, n_heads=8, kv_heads=4, d_context=10, d_head=3).double()
+    x, mem = torch.randn(2, 5, 16).double(), torch.randn(2, 9, 10).double()
+    out = attn(x, mem)
+    assert out.shape == (2, 5, 16)
+    torch.testing.assert_close(out, reference(attn, x, mem), rtol=1e-10, atol=1e-10)
+
+
+def test_boolean_mask_is_honoured():
+    torch.manual_seed(2)
+    attn = Attention(8, n_heads=2, kv_heads=1).double()
+    x = torch.randn(1, 4, 8).double()
+    mask = torch.ones(4, 4, dtype=torch.bool).tril()
+    torch.testing.assert_close(
+        attn(x, attn_mask=mask), reference(attn, x, causal=True), rtol=1e-10, atol=1e-10
+    )
+
+
+def test_parameter_counts_follow_head_counts():
+    d, h, dh = 64, 8, 8
+    for kv, v, expected_kv_rows in [
+        (8, 8, 64 + 64),
+        (2, 2, 16 + 16),
+        (1, 1, 8 + 8),
+        (8, 1, 64 + 8),
+    ]:
+        attn = Attention(d, n_heads=h, kv_heads=kv, v_heads=v, bias=False)
+        assert tying.count(attn).physical == 2 * d * h * dh + d * expected_kv_rows
+
+
+def test_fan_in_and_init_do_not_depend_on_sharing():
+    mha, mqa = Attention(32, 4), Attention(32, 4, kv_heads=1)
+    assert tying.fan_in(mha) == tying.fan_in(mqa) == 32
+    assert float(mqa.v_proj.bias.detach().abs().max()) == 0.0
+    bound = math.sqrt(6 / (32 + 8))  # Xavier on the (8, 32) shared V projection
+    assert float(mqa.v_proj.weight.detach().abs().max()) <= bound
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"kv_heads": 3}, r"kv_heads must divide n_heads=4"),
+        ({"v_heads": 0}, r"v_heads must divide n_heads=4"),
+        ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
+    ],
+)
+def test_bad_configuration_is_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Attention(16, 4, **kwargs)
+
+
+def test_indivisible_width_needs_d_head():
+    with pytest.raises(ValueError, match=r"d_model=10 is not divisible by n_heads=4; pass d_head="):
+        Attention(10, 4)
+    assert Attention(10, 4, d_head=3)(torch.randn(1, 2, 10)).shape == (1, 2, 10)
+
+
+def test_bad_shapes_name_expected_and_got():
+    attn = Attention(16, 4)
+    with pytest.raises(
+        ValueError, match=r"expected x of shape \(batch, seq, 16\), got \(2, 5, 8\)"
+    ):
+        attn(torch.randn(2, 5, 8))
+    with pytest.raises(
+        ValueError, match=r"expected context of shape \(2, seq, 16\), got \(3, 5, 16\)"
+    ):
+        attn(torch.randn(2, 5, 16), torch.randn(3, 5, 16))
+    causal = Attention(16, 4, causal=True)
+    with pytest.raises(ValueError, match=r"queries \(5\) and keys \(6\) differ in length"):
+        causal(torch.randn(2, 5, 16), torch.randn(2, 6, 16))
+
+
+def test_kv_sharing_plan_ties_and_survives_a_step():
+    torch.manual_seed(3)
+    model = torch.nn.ModuleDict(
+        {
+            "enc": Attention(16, 4, kv_heads=2),
+            "dec": Attention(16, 4, kv_heads=2, causal=True),
+            "cross": Attention(16, 4, kv_heads=2),
+        }
+    )
+    before = tying.count(model)
+    kv_sharing_plan(["dec", "cross"], like="enc").apply(model)
+    after = tying.count(model)
+    kv = 2 * (16 * 8 + 8)  # one K and one V projection (GQA, 2 heads of 4)
+    assert before.physical - after.physical == 2 * kv
+    assert after.logical == before.logical
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x, m = torch.randn(2, 5, 16), torch.randn(2, 6, 16)
+    loss = model["enc"](x).sum() + model["dec"](x).sum() + model["cross"](x, m).sum()
+    loss.backward()
+    opt.step()
+    assert model["cross"].v_proj.weight is model["enc"].v_proj.weight
+    assert model["dec"].k_proj.bias is model["enc"].k_proj.bias
+    assert model["dec"].q_proj.weight is not model["enc"].q_proj.weight
+    assert tying.verify(model) > 0
+
+
+def test_kv_sharing_plan_errors():
+    with pytest.raises(ValueError, match=r"parts must be among"):
+        kv_sharing_plan("a", like="b", parts=("w_k",))
+    with pytest.raises(ValueError, match=r"at least one target"):
+        kv_sharing_plan([], like="b")
+    model = torch.nn.ModuleDict({"enc": Attention(16, 4), "dec": Attention(16, 4, kv_heads=1)})
+    with pytest.raises(tying.TieError, match=r"dec.k_proj.weight.*shape"):
+        kv_sharing_plan("dec", like="enc").apply(model)
+
+
+def test_compiles_with_aot_eager():
+    torch.manual_seed(4)
+    attn = Attention(16, 4, kv_heads=2, causal=True)
+    x = torch.randn(2, 5, 16)
+    compiled = torch.compile(attn, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), attn(x))

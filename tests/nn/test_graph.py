@@ -1,0 +1,122 @@
+"""Multi-hop graph convolution with one shared transform (B12)."""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+
+import pytest
+import torch
+
+import tying
+from tying.nn import MultiHopGraphConv, normalized_adjacency
+
+
+def _graph(n: int = 30, e: int = 80, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    src, dst = torch.randint(n, (e,), generator=g), torch.randint(n, (e,), generator=g)
+    keep = src != dst
+    return torch.stack([torch.cat([src[keep], dst[keep]]), torch.cat([dst[keep], src[keep]])])
+
+
+def _dense_reference(conv: MultiHopGraphConv, x, adj):
+    a = adj.to_dense()
+    out = sum(
+        torch.linalg.matrix_power(a, k) @ x @ conv.hops[k].weight.T for k in range(conv.K + 1)
+    )
+    return out + conv.bias
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_matches_dense_reference(shared):
+    torch.manual_seed(0)
+    edges = _graph()
+    adj = normalized_adjacency(edges, 30, dtype=torch.float64)
+    conv = MultiHopGraphConv(6, 4, hops=3, shared=shared).double()
+    if shared:
+        with torch.no_grad():  # scales away from 1 so the test sees them
+            for k, hop in enumerate(conv.hops[1:], start=1):
+                hop.weight_scale.fill_(0.5**k)
+    x = torch.randn(30, 6, dtype=torch.float64)
+    torch.testing.assert_close(conv(x, adj), _dense_reference(conv, x, adj))
+
+
+def test_shared_weights_are_scaled_copies_and_counted():
+    conv = MultiHopGraphConv(16, 8, hops=4)
+    c = tying.count(conv)
+    assert c.physical == 16 * 8 + 4 + 8  # one W, 4 hop scalars, bias
+    assert c.logical == 5 * 16 * 8 + 8
+    assert tying.count(MultiHopGraphConv(16, 8, hops=4, shared=False)).physical == c.logical
+    with torch.no_grad():
+        conv.hops[2].weight_scale.fill_(-3.0)
+    torch.testing.assert_close(conv.hops[2].weight, -3.0 * conv.hops[0].weight)
+
+
+def test_tie_survives_a_step_and_hop_scales_learn():
+    torch.manual_seed(1)
+    adj = normalized_adjacency(_graph(), 30)
+    conv = MultiHopGraphConv(5, 3, hops=2)
+    opt = torch.optim.SGD(conv.parameters(), lr=0.1)
+    conv(torch.randn(30, 5), adj).pow(2).sum().backward()
+    assert conv.hops[1].weight_scale.grad is not None
+    opt.step()
+    assert float(conv.hops[1].weight_scale.detach()) != 1.0
+    torch.testing.assert_close(conv.hops[1].weight, conv.hops[1].weight_scale * conv.hops[0].weight)
+
+
+def test_untie_keeps_outputs():
+    torch.manual_seed(2)
+    adj = normalized_adjacency(_graph(), 30)
+    conv = MultiHopGraphConv(5, 3, hops=2)
+    x = torch.randn(30, 5)
+    before = conv(x, adj)
+    tying.untie(conv)
+    assert tying.count(conv).physical == tying.count(conv).logical
+    torch.testing.assert_close(conv(x, adj), before)
+
+
+def test_normalized_adjacency():
+    edges = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])  # path 0-1-2
+    a = normalized_adjacency(edges, 3).to_dense()
+    torch.testing.assert_close(a, a.T)
+    deg = torch.tensor([2.0, 3.0, 2.0])  # with self loops
+    expected = (torch.eye(3) + torch.tensor([[0, 1, 0], [1, 0, 1], [0, 1, 0.0]])) / torch.outer(
+        deg.sqrt(), deg.sqrt()
+    )
+    torch.testing.assert_close(a, expected)
+    with pytest.raises(ValueError, match=r"node ids must lie in \[0, 2\), got \[0, 2\]"):
+        normalized_adjacency(edges, 2)
+    with pytest.raises(ValueError, match=r"must be a \(2, E\) integer tensor"):
+        normalized_adjacency(edges.float(), 3)
+
+
+def test_fan_in_and_errors():
+    conv = MultiHopGraphConv(6, 4, hops=2)
+    assert tying.fan_in(conv) == 18
+    adj = normalized_adjacency(_graph(), 30)
+    with pytest.raises(ValueError, match=r"expected a sparse adjacency \(30, 30\).*got dense"):
+        conv(torch.randn(30, 6), adj.to_dense())
+    with pytest.raises(ValueError, match=r"expected node features \(N, 6\), got \(30, 5\)"):
+        conv(torch.randn(30, 5), adj)
+    with pytest.raises(ValueError, match=r"hops must be an int >= 0, got -1"):
+        MultiHopGraphConv(6, 4, hops=-1)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("torch_geometric") is None, reason="torch_geometric not installed"
+)
+def test_per_hop_equals_torch_geometric_tagconv():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from torch_geometric.nn import TAGConv
+    torch.manual_seed(3)
+    edges = _graph()
+    tag = TAGConv(6, 4, K=3).double()
+    ours = MultiHopGraphConv(6, 4, hops=3, shared=False).double()
+    with torch.no_grad():
+        for hop, lin in zip(ours.hops, tag.lins):
+            hop.weight.copy_(lin.weight)
+        ours.bias.copy_(tag.bias)
+    x = torch.randn(30, 6, dtype=torch.float64)
+    adj = normalized_adjacency(edges, 30, self_loops=False, dtype=torch.float64)
+    torch.testing.assert_close(ours(x, adj), tag(x, edges))

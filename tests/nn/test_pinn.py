@@ -1,0 +1,92 @@
+"""PINN helpers: hard periodic features and a shared boundary sub-network (B14)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tying.nn import PeriodicFeatures, SharedBoundary, mlp, partial
+
+
+def test_periodic_features_make_value_and_slope_periodic():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(PeriodicFeatures(2, period=3.0, harmonics=2), mlp([5, 16, 16, 1]))
+    net = net.double()
+    t = torch.rand(20, 1, dtype=torch.float64)
+    left = torch.cat([torch.zeros_like(t), t], 1).requires_grad_()
+    right = torch.cat([torch.full_like(t, 3.0), t], 1).requires_grad_()
+    ul, ur = net(left), net(right)
+    assert float((ul - ur).abs().max().detach()) < 1e-12
+    dl, dr = partial(ul, left, 0), partial(ur, right, 0)
+    assert float((dl - dr).abs().max().detach()) < 1e-10
+    # an ordinary MLP on raw x is not periodic
+    raw = mlp([2, 16, 1]).double()
+    assert float((raw(left) - raw(right)).abs().max().detach()) > 1e-3
+
+
+def test_periodic_features_values_and_errors():
+    feats = PeriodicFeatures(2, period=2.0, periodic_dims=(1,))
+    out = feats(torch.tensor([[0.7, 0.5]]))
+    torch.testing.assert_close(
+        out, torch.tensor([[math.sin(math.pi / 2), 0.0, 0.7]]), atol=1e-6, rtol=0
+    )
+    assert feats.out_features == 3
+    with pytest.raises(ValueError, match=r"period must be > 0, got 0"):
+        PeriodicFeatures(1, period=0)
+    with pytest.raises(ValueError, match=r"periodic_dims \(2,\) must be distinct columns"):
+        PeriodicFeatures(2, period=1.0, periodic_dims=(2,))
+    with pytest.raises(ValueError, match=r"expected coordinates \(\.\.\., 2\), got \(4, 3\)"):
+        feats(torch.randn(4, 3))
+
+
+def test_partial_derivatives():
+    x = torch.linspace(0, 1, 7, dtype=torch.float64).unsqueeze(1).requires_grad_()
+    u = torch.sin(3 * x)
+    torch.testing.assert_close(partial(u, x, 0), 3 * torch.cos(3 * x).detach())
+    torch.testing.assert_close(partial(u, x, 0, order=2), -9 * torch.sin(3 * x).detach())
+    with pytest.raises(ValueError, match=r"x must require grad"):
+        partial(u, x.detach(), 0)
+
+
+def test_shared_boundary_penalty_is_the_stated_formula():
+    torch.manual_seed(1)
+    u = mlp([2, 8, 1]).double()
+    bc = SharedBoundary(2, period=2.0, dim=0, derivatives=1).double()
+    t = torch.rand(6, 1, dtype=torch.float64)
+    g = bc.boundary(t)
+    ends = []
+    for x0 in (0.0, 2.0):
+        xy = torch.cat([torch.full_like(t, x0), t], 1).requires_grad_()
+        val = u(xy)
+        ends.append(torch.cat([val, partial(val, xy, 0)], 1))
+    expected = ((ends[0] - g) ** 2 + (ends[1] - g) ** 2).sum(-1).mean()
+    torch.testing.assert_close(bc.penalty(u, t), expected)
+    assert float(bc.mismatch(u, t).detach()) == pytest.approx(
+        float((ends[0][:, 0] - ends[1][:, 0]).abs().max().detach())
+    )
+
+
+def test_shared_boundary_training_pulls_the_ends_together():
+    torch.manual_seed(2)
+    u = mlp([1, 16, 1])
+    bc = SharedBoundary(1, period=1.0)  # stationary: g is a learnable number
+    opt = torch.optim.Adam([*u.parameters(), *bc.parameters()], lr=0.01)
+    t = torch.zeros(1, 0)
+    first = float(bc.mismatch(u, t).detach())
+    for _ in range(200):
+        opt.zero_grad()
+        bc.penalty(u, t).backward()
+        opt.step()
+    assert float(bc.mismatch(u, t).detach()) < 0.05 * first
+
+
+def test_shared_boundary_errors():
+    with pytest.raises(ValueError, match=r"dim must be in \[0, 2\), got 2"):
+        SharedBoundary(2, period=1.0, dim=2)
+    bc = SharedBoundary(2, period=1.0)
+    with pytest.raises(ValueError, match=r"expected t of shape \(N, 1\), got \(3, 2\)"):
+        bc.penalty(mlp([2, 4, 1]), torch.zeros(3, 2))
+    with pytest.raises(ValueError, match=r"sizes must be at least two positive ints"):
+        mlp([3])

@@ -1,0 +1,98 @@
+"""Weight-tied residual net and its neural-ODE limit (B8)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+import tying
+from tying.nn import NeuralODE, TiedResidualNet, VectorField, odeint
+
+
+def _error(depth: int, seed: int = 0) -> float:
+    torch.manual_seed(seed)
+    net = TiedResidualNet(3, 16, depth).double()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(2.0)  # a field strong enough that Euler's error is well above round-off
+    x = torch.randn(32, 3, dtype=torch.float64)
+    with torch.no_grad():
+        exact = odeint(net.field, x, 1.0, method="rk4", steps=2000)
+        return float((net(x) - exact).abs().max())
+
+
+def test_tied_net_converges_to_the_ode_at_first_order():
+    errors = [_error(depth) for depth in (10, 20, 40, 80)]
+    ratios = [a / b for a, b in zip(errors, errors[1:])]
+    assert all(1.7 < r < 2.3 for r in ratios), ratios  # Euler: halving h halves the error
+    assert errors[-1] < 0.2 * errors[0]
+
+
+def test_untied_net_has_no_single_field():
+    torch.manual_seed(1)
+    untied = TiedResidualNet(3, 8, 50, tied=False)
+    x = torch.randn(16, 3)
+    with torch.no_grad():
+        gap = float((untied(x) - odeint(untied.field, x, 1.0, method="rk4")).abs().max())
+    assert gap > 1e-2  # its steps follow 50 different fields, not step 0's
+
+
+def test_counts():
+    tied, untied = TiedResidualNet(4, 8, 12), TiedResidualNet(4, 8, 12, tied=False)
+    per_step = 4 * 8 + 8 + 8 * 4 + 4
+    assert tying.count(tied).physical == per_step
+    assert tying.count(untied).physical == tying.count(tied).logical == 12 * per_step
+    assert tied.steps[7].inner.weight is tied.field.inner.weight
+
+
+def test_tie_survives_training_and_gradient_is_the_sum_over_steps():
+    torch.manual_seed(2)
+    net = TiedResidualNet(2, 4, 6).double()
+    x = torch.randn(5, 2, dtype=torch.float64)
+    net(x).pow(2).sum().backward()
+    total = net.field.outer.weight.grad.clone()
+    # the same computation with 6 independent copies: their gradients sum to the tied one
+    untied = TiedResidualNet(2, 4, 6, tied=False).double()
+    for step in untied.steps:
+        step.load_state_dict(net.field.state_dict())
+    untied(x).pow(2).sum().backward()
+    summed = sum(step.outer.weight.grad for step in untied.steps)
+    torch.testing.assert_close(total, summed)
+    torch.optim.SGD(net.parameters(), lr=0.1).step()
+    assert net.steps[5].outer.weight is net.field.outer.weight
+
+
+def test_solver_fallback_agrees_with_torchdiffeq(monkeypatch):
+    torch.manual_seed(3)
+    field = VectorField(3, 8).double()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    with torch.no_grad():
+        rk4 = odeint(field, x, 1.0, method="rk4", steps=400)
+        if importlib.util.find_spec("torchdiffeq") is not None:
+            torch.testing.assert_close(odeint(field, x, 1.0), rk4, rtol=1e-5, atol=1e-6)
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **k: None)
+        fallback = NeuralODE(field, method="dopri5", steps=400)(x)
+    torch.testing.assert_close(fallback, rk4)
+
+
+def test_errors():
+    with pytest.raises(ValueError, match=r"depth must be a positive int, got 0"):
+        TiedResidualNet(2, 4, 0)
+    with pytest.raises(ValueError, match=r"t1 must be > 0"):
+        TiedResidualNet(2, 4, 3, t1=0.0)
+    with pytest.raises(ValueError, match=r"activation must be one of .*'tanh'.*got 'sine'"):
+        VectorField(2, 4, activation="sine")
+    with pytest.raises(ValueError, match=r"expected input of shape \(\.\.\., 2\), got \(3, 5\)"):
+        TiedResidualNet(2, 4, 3)(torch.randn(3, 5))
+    with pytest.raises(ValueError, match=r"method must be 'dopri5' or 'rk4', got 'euler'"):
+        odeint(lambda x: -x, torch.ones(1), method="euler")
+
+
+def test_compiles_with_aot_eager():
+    torch.manual_seed(4)
+    net = TiedResidualNet(3, 8, 4)
+    x = torch.randn(2, 3)
+    compiled = torch.compile(net, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), net(x))
