@@ -20,7 +20,6 @@ Rows:
 
 from __future__ import annotations
 
-import statistics
 import time
 
 from benchmarks.common import compare, write
@@ -65,7 +64,7 @@ def main() -> None:
     t_theirs_cold = t_theirs
 
     # The machine may be shared: CPU time of this process is the steadier figure.
-    c_ours, c_theirs = _cpu_compare(ours_cold, theirs, repeat=3)
+    c_ours, c_theirs = compare(ours_cold, theirs, repeat=3, warmup=0, clock=time.process_time)
     rows.append(_row("cold, CPU time", len(molecules), c_ours, c_theirs))
 
     def ours_first():
@@ -92,20 +91,6 @@ def _timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
-
-
-def _cpu_compare(ours, anchor, *, repeat: int) -> tuple[float, float]:
-    """Like ``compare`` (interleaved, median), in CPU seconds of this process."""
-    t_ours, t_anchor = [], []
-    for _ in range(repeat):
-        t0 = time.process_time()
-        ours()
-        t1 = time.process_time()
-        anchor()
-        t2 = time.process_time()
-        t_ours.append(t1 - t0)
-        t_anchor.append(t2 - t1)
-    return statistics.median(t_ours), statistics.median(t_anchor)
 
 
 def _row(case: str, n: int, t_ours: float, t_theirs: float) -> dict:

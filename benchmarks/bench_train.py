@@ -15,7 +15,6 @@ Each case first checks that both sides compute the same clipped gradient (σ = 0
 from __future__ import annotations
 
 import copy
-import statistics
 import time
 
 import torch
@@ -35,16 +34,7 @@ def cpu_compare(ours, anchor, repeat: int = REPEAT) -> tuple[float, float]:
     On a machine shared with other jobs wall time swings with their load; the
     process's CPU time is the steadier figure, so both are reported.
     """
-    t_o, t_a = [], []
-    for _ in range(repeat):
-        t0 = time.process_time()
-        ours()
-        t1 = time.process_time()
-        anchor()
-        t2 = time.process_time()
-        t_o.append(t1 - t0)
-        t_a.append(t2 - t1)
-    return statistics.median(t_o), statistics.median(t_a)
+    return compare(ours, anchor, repeat=repeat, warmup=0, clock=time.process_time)
 
 
 def _ce(out, y):

@@ -21,19 +21,14 @@ import warnings
 import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib.figure import Figure
 from torch.func import functional_call, jacrev
 
 import tying
+from tying.experiments.common import new_figure
 from tying.experiments.registry import Result, Table, check_size, experiment
 from tying.nn import Attention, EncoderDecoder
 
 log = logging.getLogger(__name__)
-
-
-def _figure(ncols: int, width: float = 4.4, height: float = 3.3):
-    fig = Figure(figsize=(width * ncols, height), layout="constrained")
-    return fig, list(fig.subplots(1, ncols, squeeze=False)[0])
 
 
 # ---------------------------------------------------------------------------- B9
@@ -129,7 +124,7 @@ def kv_sharing(size: str, seed: int) -> Result:
         and all(a > b for a, b in zip(params, params[1:]))
         and outputs > max(params)
     )
-    fig, (ax1, ax2) = _figure(2)
+    fig, (ax1, ax2) = new_figure(2, height=3.3)
     idx = np.arange(len(rows))
     ax1.bar(idx - 0.2, params, 0.4, label="parameters")
     ax1.bar(idx + 0.2, ranks, 0.4, label="Jacobian rank")
@@ -253,7 +248,7 @@ def encdec_kv_sharing(size: str, seed: int) -> Result:
     learned = all(statistics.mean(a) > 5 * chance for a in acc.values())
     helps = all(d > 0 for d in diffs.values())
     passed = saved == 4 * proj and learned and helps
-    fig, (ax,) = _figure(1, width=5.0)
+    fig, (ax,) = new_figure(1, width=5.0, height=3.3)
     for tied, marker in ((False, "s"), (True, "o")):
         for n in cfg.train_sizes:
             ax.scatter(

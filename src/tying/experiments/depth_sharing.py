@@ -20,18 +20,13 @@ import statistics
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 
 import tying
+from tying.experiments.common import new_figure
 from tying.experiments.registry import Result, Table, check_size, experiment
 from tying.nn import TiedResidualNet, VectorField, odeint
 
 log = logging.getLogger(__name__)
-
-
-def _figure(ncols: int, width: float = 4.4, height: float = 3.3):
-    fig = Figure(figsize=(width * ncols, height), layout="constrained")
-    return fig, list(fig.subplots(1, ncols, squeeze=False)[0])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +154,7 @@ def cross_layer_sharing(size: str, seed: int) -> Result:
         for name in models
     ]
     ode_rows = [{"depth L": d, "max |stack − ODE|": e} for d, e in zip(cfg.ode_depths, ode_err)]
-    fig, (ax1, ax2) = _figure(2)
+    fig, (ax1, ax2) = new_figure(2, height=3.3)
     names = list(models)
     ax1.bar(range(3), [statistics.mean(errors[n]) for n in names], color=["C1", "0.6", "C0"])
     for i, n in enumerate(names):

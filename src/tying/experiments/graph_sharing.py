@@ -17,18 +17,13 @@ import statistics
 
 import torch
 import torch.nn.functional as F
-from matplotlib.figure import Figure
 
 import tying
+from tying.experiments.common import new_figure
 from tying.experiments.registry import Result, Table, check_size, experiment
 from tying.nn import MultiHopGraphConv, normalized_adjacency
 
 log = logging.getLogger(__name__)
-
-
-def _figure(ncols: int, width: float = 4.4, height: float = 3.3):
-    fig = Figure(figsize=(width * ncols, height), layout="constrained")
-    return fig, list(fig.subplots(1, ncols, squeeze=False)[0])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,7 +116,7 @@ def gnn_hops(size: str, seed: int) -> Result:
         }
         for k in cfg.hops
     ]
-    fig, (ax1, ax2) = _figure(2)
+    fig, (ax1, ax2) = new_figure(2, height=3.3)
     for shared, marker in ((True, "o"), (False, "s")):
         ax1.plot(
             cfg.hops,

@@ -18,18 +18,13 @@ import logging
 import numpy as np
 import scipy.linalg
 import torch
-from matplotlib.figure import Figure
 
 import tying
+from tying.experiments.common import new_figure
 from tying.experiments.registry import Result, Table, check_size, experiment
 from tying.nn import TiedAutoencoder
 
 log = logging.getLogger(__name__)
-
-
-def _figure(ncols: int, width: float = 4.4, height: float = 3.3):
-    fig = Figure(figsize=(width * ncols, height), layout="constrained")
-    return fig, list(fig.subplots(1, ncols, squeeze=False)[0])
 
 
 # ---------------------------------------------------------------------------- B6
@@ -160,7 +155,7 @@ def rnn_identifiability(size: str, seed: int) -> Result:
         and poor_err > 0.1
         and curve[-1]["tied W error"] < curve[0]["tied W error"] / 3
     )
-    fig, (ax,) = _figure(1, width=5.2)
+    fig, (ax,) = new_figure(1, width=5.2, height=3.3)
     ts = [r["T"] for r in curve]
     ax.loglog(ts, [r["tied W error"] for r in curve], "o-", label="tied W (least squares)")
     ax.loglog(ts, [r["untied W_t error"] for r in curve], "s--", label="untied W_t (min-norm)")
@@ -291,7 +286,7 @@ def tied_autoencoder_pca(size: str, seed: int) -> Result:
         and abs(err_tied - pca_err) / pca_err < 1e-3
         and c_tied.physical * 2 == c_untied.physical
     )
-    fig, (ax1, ax2) = _figure(2)
+    fig, (ax1, ax2) = new_figure(2, height=3.3)
     for name, curve in curves.items():
         ax1.semilogy(np.array(curve) - pca_err + 1e-12, label=name)
     ax1.set_xlabel("Adam step")

@@ -21,18 +21,13 @@ import statistics
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from torch import nn
 
+from tying.experiments.common import new_figure
 from tying.experiments.registry import Result, Table, check_size, experiment
 from tying.nn import PeriodicFeatures, SharedBoundary, mlp, partial
 
 log = logging.getLogger(__name__)
-
-
-def _figure(ncols: int, width: float = 4.4, height: float = 3.3):
-    fig = Figure(figsize=(width * ncols, height), layout="constrained")
-    return fig, list(fig.subplots(1, ncols, squeeze=False)[0])
 
 
 # ---------------------------------------------------------------------------- B14
@@ -152,7 +147,7 @@ def pinn_periodic(size: str, seed: int) -> Result:
         and measured["hard error"] < 0.05
         and measured["soft error"] < 0.2
     )
-    fig, (ax1, ax2) = _figure(2)
+    fig, (ax1, ax2) = new_figure(2, height=3.3)
     with torch.no_grad():
         gap_soft = (
             soft(torch.cat([torch.zeros_like(t), t], 1))
@@ -298,7 +293,7 @@ def pinn_optimizers(size: str, seed: int) -> Result:
         }
         for s in SETTINGS
     ]
-    fig, (ax,) = _figure(1, width=5.4)
+    fig, (ax,) = new_figure(1, width=5.4, height=3.3)
     idx = np.arange(len(SETTINGS))
     ax.bar(
         idx - 0.2, [err[("Adam", s)] for s in SETTINGS], 0.4, label=f"Adam ({cfg.adam_steps} steps)"

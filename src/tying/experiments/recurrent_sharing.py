@@ -20,19 +20,14 @@ import statistics
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from torch import nn
 
 import tying
+from tying.experiments.common import new_figure
 from tying.experiments.registry import Result, Table, check_size, experiment
 from tying.nn import TiedGateLSTM
 
 log = logging.getLogger(__name__)
-
-
-def _figure(ncols: int, width: float = 4.4, height: float = 3.3):
-    fig = Figure(figsize=(width * ncols, height), layout="constrained")
-    return fig, list(fig.subplots(1, ncols, squeeze=False)[0])
 
 
 # ---------------------------------------------------------------------------- B11
@@ -143,7 +138,7 @@ def lstm_tied_gates(size: str, seed: int) -> Result:
         }
         for tie in (False, True)
     ]
-    fig, (ax,) = _figure(1, width=5.0)
+    fig, (ax,) = new_figure(1, width=5.0, height=3.3)
     for tie, marker in ((False, "s"), (True, "o")):
         ax.scatter(
             [r["train"] for r in runs[tie]],
@@ -319,7 +314,7 @@ def network_motifs(size: str, seed: int) -> Result:
         control = [_motif_run(cfg, seed * 1000 + s, 0.0) for s in range(cfg.seeds // 2)]
     passed = abs(mean_before) < 1.5 and mean_after > 2.0 and mean_after - mean_before > 1.5
     log.info("D6: FFL z %.2f -> %.2f", mean_before, mean_after)
-    fig, (ax,) = _figure(1, width=5.0)
+    fig, (ax,) = new_figure(1, width=5.0, height=3.3)
     for b, a in zip(z_before, z_after):
         ax.plot([0, 1], [b, a], "o-", color="C0", alpha=0.5)
     for r in control:

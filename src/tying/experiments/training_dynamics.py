@@ -23,17 +23,12 @@ import statistics
 import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib.figure import Figure
 from torch import nn
 
+from tying.experiments.common import new_figure
 from tying.experiments.registry import Result, Table, check_size, experiment
 
 log = logging.getLogger(__name__)
-
-
-def _figure(ncols: int, width: float = 4.4, height: float = 3.3):
-    fig = Figure(figsize=(width * ncols, height), layout="constrained")
-    return fig, list(fig.subplots(1, ncols, squeeze=False)[0])
 
 
 # ---------------------------------------------------------------------------- D3
@@ -217,7 +212,7 @@ def ctc(size: str, seed: int) -> Result:
         and snapshot["greedy ≠ beam"] > 0.0
         and snapshot["beam ≥ greedy in P(labelling)"] >= 0.95
     )
-    fig, (ax1, ax2) = _figure(2)
+    fig, (ax1, ax2) = new_figure(2, height=3.3)
     steps = [h["step"] for h in history]
     ax1.plot(steps, blank, label="blank ratio (argmax = blank)")
     ax1.plot(steps, [h["greedy accuracy"] for h in history], label="greedy sequence accuracy")
@@ -351,7 +346,7 @@ def gan_clipping(size: str, seed: int) -> Result:
         and final(("bilinear", best))
         < final(("bilinear", None))  # bilinear: clipping only slows it
     )
-    fig, (ax1, ax2) = _figure(2)
+    fig, (ax1, ax2) = new_figure(2, height=3.3)
     for clip in (None, *cfg.clips):
         label = "no clipping" if clip is None else f"clip {clip}"
         ax1.semilogy(runs[("GAN", clip)].mean(1), label=label)
