@@ -14,8 +14,7 @@ from torch import nn
 
 from tying.experiments.common import by_size, new_figure, rngs
 
-generators = rngs  # the name the spatial experiments use
-__all__ = ["by_size", "generators", "n_params", "new_figure", "seeded", "train"]
+__all__ = ["by_size", "n_params", "new_figure", "rngs", "seeded", "train"]
 
 log = logging.getLogger("tying.experiments")
 

@@ -22,10 +22,10 @@ from torch import nn
 import tying
 from tying.experiments._spatial_common import (
     by_size,
-    generators,
     log,
     n_params,
     new_figure,
+    rngs,
     seeded,
     train,
 )
@@ -63,7 +63,7 @@ TRANSLATION = {
 )
 def translation_equivariance(size: str, seed: int) -> Result:
     cfg = by_size(TRANSLATION, size)
-    gen, _ = generators(seed)
+    gen, _ = rngs(seed)
     n, c = cfg.image, cfg.channels
     with seeded(seed):
 
@@ -183,7 +183,7 @@ def _letter_f(n: int) -> torch.Tensor:
 )
 def c4_equivariance(size: str, seed: int) -> Result:
     cfg = by_size(C4_EQUIV, size)
-    gen, _ = generators(seed)
+    gen, _ = rngs(seed)
     x = torch.randn(cfg.batch, 1, cfg.image, cfg.image, generator=gen, dtype=F64)
     rows, errors, counts = [], {}, {}
     with torch.no_grad():
@@ -351,7 +351,7 @@ def c4_sample_efficiency(size: str, seed: int) -> Result:
     acc = {name: np.zeros((len(cfg.per_class), cfg.seeds)) for name in models}
     sizes = {}
     for r in range(cfg.seeds):
-        gen, rng = generators(seed * 1000 + r)
+        gen, rng = rngs(seed * 1000 + r)
         pats = _patterns(cfg, rng)
         y_test = rng.integers(0, cfg.classes, cfg.test)
         x_test = _rotated_samples(cfg, pats, y_test, rng)
@@ -460,7 +460,7 @@ def _sequences(cfg: MotifConfig, rng, n: int, starts: tuple[int, int] | None) ->
 )
 def motif_scan(size: str, seed: int) -> Result:
     cfg = by_size(MOTIF, size)
-    gen, rng = generators(seed)
+    gen, rng = rngs(seed)
     m, L = len(cfg.motif), cfg.length
     seen, unseen = (0, L // 2 - m), (L // 2, L - m)
     x = torch.cat([_sequences(cfg, rng, cfg.train, seen), _sequences(cfg, rng, cfg.train, None)])

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import tying
-from tying.experiments._spatial_common import by_size, generators, log, new_figure, seeded
+from tying.experiments._spatial_common import by_size, log, new_figure, rngs, seeded
 from tying.experiments.registry import Result, Table, experiment
 from tying.nn import SymmetricConv1d
 
@@ -100,7 +100,7 @@ def symmetric_filter(size: str, seed: int) -> Result:
     deaf = {name: 0.0 for name in names}
     filters = {}
     for r in range(cfg.seeds):
-        gen, _ = generators(seed * 1000 + r)
+        gen, _ = rngs(seed * 1000 + r)
         x_test, a_test = _windows(cfg, cfg.test, gen)
         anti = torch.randn(256, 1, cfg.kernel, generator=gen, dtype=F64)
         anti = anti - anti.flip(-1)  # purely antisymmetric windows
@@ -206,7 +206,7 @@ PGM = {
 )
 def cnn_as_pgm(size: str, seed: int) -> Result:
     cfg = by_size(PGM, size)
-    gen, _ = generators(seed)
+    gen, _ = rngs(seed)
     k = cfg.kernel
     x = torch.randn(cfg.images, 1, cfg.side, cfg.side, generator=gen, dtype=F64)
     w_true = torch.randn(1, 1, k, k, generator=gen, dtype=F64) / k

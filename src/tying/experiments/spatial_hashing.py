@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import tying
-from tying.experiments._spatial_common import by_size, generators, log, new_figure, seeded
+from tying.experiments._spatial_common import by_size, log, new_figure, rngs, seeded
 from tying.experiments.registry import Result, Table, experiment
 from tying.nn import HashedEmbedding
 
@@ -89,7 +89,7 @@ class BigramLM(nn.Module):
 )
 def hashednets(size: str, seed: int) -> Result:
     cfg = by_size(HASH, size)
-    _, rng = generators(seed)
+    _, rng = rngs(seed)
     V = cfg.vocab
     trans = rng.dirichlet(np.full(V, cfg.concentration), size=V)
     train_counts = _bigram_counts(_corpus(cfg, cfg.tokens, trans, rng), V)

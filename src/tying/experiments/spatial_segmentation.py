@@ -20,10 +20,10 @@ from torch import nn
 import tying
 from tying.experiments._spatial_common import (
     by_size,
-    generators,
     log,
     n_params,
     new_figure,
+    rngs,
     seeded,
     train,
 )
@@ -127,7 +127,7 @@ def tied_unet(size: str, seed: int) -> Result:
     counts, example = {}, {}
     loss_fn = SoftIoULoss(from_logits=True)  # claim B13 names soft IoU: train on it too
     for r in range(cfg.seeds):
-        gen, rng = generators(seed * 1000 + r)
+        gen, rng = rngs(seed * 1000 + r)
         x, m = _scenes(cfg.side, cfg.train, rng)
         xt, mt = _scenes(cfg.side, cfg.test, rng)
         for name, kw in variants.items():
@@ -250,7 +250,7 @@ def _gradient_vs_size(cfg: SoftLossConfig) -> dict[str, np.ndarray]:
 )
 def soft_iou_dice(size: str, seed: int) -> Result:
     cfg = by_size(SOFT_LOSS, size)
-    gen, rng = generators(seed)
+    gen, rng = rngs(seed)
     x, m = _scenes(cfg.side, cfg.train, rng)
     xt, mt = _scenes(cfg.side, cfg.test, rng)
     trained = {}
@@ -412,7 +412,7 @@ def bn_vs_gn(size: str, seed: int) -> Result:
     dependence = {"BN": 0.0, "GN": 0.0}
     batch_means = running = None
     for r in range(cfg.seeds):
-        gen, rng = generators(seed * 1000 + r)
+        gen, rng = rngs(seed * 1000 + r)
         x, y = _two_colour(cfg, cfg.train, rng)
         xt, yt = _two_colour(cfg, cfg.test, rng)
         for kind in ("BN", "GN"):

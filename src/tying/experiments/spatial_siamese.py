@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import tying
-from tying.experiments._spatial_common import by_size, generators, log, new_figure, seeded
+from tying.experiments._spatial_common import by_size, log, new_figure, rngs, seeded
 from tying.experiments.registry import Result, Table, experiment
 from tying.nn import Siamese
 
@@ -90,7 +90,7 @@ def _verify(cfg, tied: bool, train, test, seed: int) -> float:
 
 def _gradient_is_sum_of_uses(seed: int, dim: int) -> float:
     """max |grad(shared) − (grad via left + grad via right)| for one contrastive loss."""
-    gen, _ = generators(seed)
+    gen, _ = rngs(seed)
     a, b = torch.randn(5, dim, generator=gen), torch.randn(5, dim, generator=gen)
     same = torch.tensor([1, 0, 1, 0, 0], dtype=torch.bool)
     with seeded(seed):
@@ -122,7 +122,7 @@ def siamese(size: str, seed: int) -> Result:
         "untied": np.zeros((len(cfg.writers), cfg.seeds)),
     }
     for r in range(cfg.seeds):
-        _, rng = generators(seed * 1000 + r)
+        _, rng = rngs(seed * 1000 + r)
         mix = rng.standard_normal((dim, dim)) / np.sqrt(dim)  # one "scanner" for all writers
         test = _signatures(cfg, cfg.test_writers, mix, rng)
         for k, w in enumerate(cfg.writers):
