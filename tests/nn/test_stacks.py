@@ -71,6 +71,18 @@ def test_block_memory_errors():
         Stack([])
 
 
+def test_encoder_decoder_kv_plan_can_tie_queries_too():
+    model = EncoderDecoder(vocab=11, d_model=16, n_heads=2, layers=1, max_len=8)
+    before = tying.count(model).physical
+    model.kv_plan(parts=("q_proj", "k_proj", "v_proj")).apply(model)
+    assert before - tying.count(model).physical == 3 * 2 * (16 * 16 + 16)  # Q, K, V of 2 modules
+    enc, cross = model.encoder.layers[0].self_attn, model.decoder.layers[0].cross_attn
+    assert cross.q_proj.weight is enc.q_proj.weight
+    assert cross.out_proj.weight is not enc.out_proj.weight
+    with pytest.raises(ValueError, match="parts must be among"):
+        model.kv_plan(parts=("w_proj",))
+
+
 @pytest.mark.parametrize("across_layers, ties", [(False, 2 * 2 * 2), (True, 2 * 5)])
 def test_encoder_decoder_kv_plan(across_layers, ties):
     torch.manual_seed(2)

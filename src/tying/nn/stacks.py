@@ -250,12 +250,16 @@ class EncoderDecoder(nn.Module):
         nn.init.normal_(self.embed.weight, std=d_model**-0.5)
         Plan([share("head.weight", like="embed.weight")]).apply(self)
 
-    def kv_plan(self, *, across_layers: bool = False) -> Plan:
+    def kv_plan(
+        self, *, across_layers: bool = False, parts: tuple[str, ...] = ("k_proj", "v_proj")
+    ) -> Plan:
         """The plan tying W_K, W_V of encoder self-, decoder self- and cross-attention.
 
         Args:
             across_layers: False ties layer ``i``'s three attentions to encoder layer
                 ``i``'s self-attention; True ties all of them to encoder layer 0's.
+            parts: which projections to tie (default K and V, the claim's; add
+                ``"q_proj"`` to tie the queries too).
 
         Returns:
             A :class:`tying.Plan` built by :func:`kv_sharing_plan`.
@@ -263,11 +267,14 @@ class EncoderDecoder(nn.Module):
         if across_layers:
             targets = ["encoder.layers.*.self_attn", "decoder.layers.*.self_attn"]
             return kv_sharing_plan(
-                targets + ["decoder.layers.*.cross_attn"], like="encoder.layers.0.self_attn"
+                targets + ["decoder.layers.*.cross_attn"],
+                like="encoder.layers.0.self_attn",
+                parts=parts,
             )
         return kv_sharing_plan(
             ["decoder.layers.*.self_attn", "decoder.layers.*.cross_attn"],
             like="encoder.layers.*.self_attn",
+            parts=parts,
         )
 
     def _embed(self, tokens: torch.Tensor, pos: nn.Embedding, name: str) -> torch.Tensor:
