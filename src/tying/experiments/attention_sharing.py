@@ -302,9 +302,8 @@ def _copy_ensemble(
     }
 
 
-def _paired(a: list[float], b: list[float]) -> tuple[float, float]:
-    """Mean and standard error of the paired differences ``a − b``."""
-    d = [x - y for x, y in zip(a, b)]
+def _mean_se(d: list[float]) -> tuple[float, float]:
+    """Mean and standard error of per-seed (paired) differences."""
     return statistics.mean(d), statistics.stdev(d) / len(d) ** 0.5
 
 
@@ -327,10 +326,16 @@ def encdec_kv_sharing(size: str, seed: int) -> Result:
         for task, n in cfg.tasks
         for v in cfg.variants
     }
+    per_seed = {  # shared − separate copy accuracy, seed by seed
+        (task, n, v): [
+            a - b for a, b in zip(r["copy accuracy"], runs[(task, n, "separate")]["copy accuracy"])
+        ]
+        for (task, n, v), r in runs.items()
+        if v != "separate"
+    }
     rows, diffs = [], {}
     for (task, n, v), r in runs.items():
-        base = runs[(task, n, "separate")]
-        diff, se = _paired(r["copy accuracy"], base["copy accuracy"]) if v != "separate" else (0, 0)
+        diff, se = _mean_se(per_seed[(task, n, v)]) if v != "separate" else (0, 0)
         if v == "shared K/V":
             diffs[(task, n)] = (diff, se)
         others = [x for x in r["other accuracy"] if x is not None]
@@ -363,11 +368,10 @@ def encdec_kv_sharing(size: str, seed: int) -> Result:
     shared = [v for v in cfg.variants if v != "separate"]
     for j, v in enumerate(shared):
         for i, (task, n) in enumerate(cfg.tasks):
-            r, base = runs[(task, n, v)], runs[(task, n, "separate")]
-            d = [a - b for a, b in zip(r["copy accuracy"], base["copy accuracy"])]
+            d = per_seed[(task, n, v)]
             x = i + (j - (len(shared) - 1) / 2) * 0.3
             ax.scatter([x] * len(d), d, s=9, alpha=0.45, color=f"C{j}")
-            m, se = _paired(r["copy accuracy"], base["copy accuracy"])
+            m, se = _mean_se(d)
             ax.errorbar(
                 x,
                 m,
