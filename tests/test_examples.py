@@ -51,3 +51,27 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
             # an example may register an experiment: keep it out of the real registry
             REGISTRY.clear()
             REGISTRY.update(before)
+
+
+@pytest.mark.parametrize(
+    "module", ["tying", "tying.chem", "tying.core.patterns", "tying.core.errors"]
+)
+def test_numpy_packages_import_without_torch(module):
+    """Issue 16: the NumPy-only packages do not pay for (or need) torch at import."""
+    import subprocess
+
+    code = f"import sys, {module}; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", f"import {module} imported torch"
+
+
+def test_lazy_engine_names_are_not_shadowed_by_submodules():
+    """`tying.core.count` is the function even after the module of that name is imported."""
+    import tying.core
+    import tying.core.count
+    import tying.core.verify
+
+    assert callable(tying.core.count) and not isinstance(tying.core.count, types.ModuleType)
+    assert tying.count is tying.core.count
+    assert tying.verify is tying.core.verify
+    assert set(tying.__all__) <= set(dir(tying))
