@@ -55,8 +55,10 @@ class GaussianHMM(BaseHMM):
             ``random_state``, ``n_threads``).
 
     Attributes:
-        means_: ``(K, D)``. covars_: ``(K, D)`` for diag, ``(K, D, D)`` otherwise.
-        startprob_, transmat_, ties_, history_, log_likelihood_, n_iter_, converged_.
+        means_: ``(K, D)``.
+        covars_: ``(K, D)`` for diag, ``(K, D, D)`` otherwise.
+        others: ``startprob_``, ``transmat_``, ``ties_``, ``history_``,
+            ``log_likelihood_``, ``n_iter_``, ``converged_``.
     """
 
     _emission_kinds = ("means", "covars")

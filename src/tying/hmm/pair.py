@@ -77,8 +77,10 @@ class PairHMM:
 
     Attributes:
         delta_, epsilon_: floats when tied, ``(2,)`` arrays ``[x, y]`` when untied.
-        tau_: float. match_probs_: ``(S, S)``. insert_probs_: ``(S,)`` tied,
-        ``(2, S)`` untied. history_, log_likelihood_, n_iter_, converged_ after ``fit``.
+        tau_: float.
+        match_probs_: ``(S, S)``.
+        insert_probs_: ``(S,)`` tied, ``(2, S)`` untied.
+        others: ``history_``, ``log_likelihood_``, ``n_iter_``, ``converged_`` after ``fit``.
     """
 
     def __init__(

@@ -41,8 +41,8 @@ class SymmetricConv1d(nn.Conv1d):
     """``nn.Conv1d`` whose every filter is a palindrome (claim B4).
 
     Args:
-        in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
-        bias, padding_mode, device, dtype: as for :class:`torch.nn.Conv1d`.
+        *args: ``in_channels, out_channels, kernel_size, stride, padding, dilation,
+            groups, bias, padding_mode, device, dtype``, as for :class:`torch.nn.Conv1d`.
         tied: False builds a plain ``Conv1d`` of the same shape (the untied baseline).
 
     Attributes:
