@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import tying
 from tying.nn import GROUPS, GroupConv2d, GroupPool, LiftingConv2d, group_act, group_elements
@@ -193,3 +194,50 @@ def test_errors_name_the_problem_and_the_fix():
     with pytest.raises(tying.TieError, match="tied slot"):
         conv = GroupConv2d(1, 1, 3)
         conv.kernels.r_e = torch.nn.Parameter(torch.zeros(1, 1, 3, 3))
+
+
+@pytest.mark.parametrize("group", ["C4", "D4"])
+@pytest.mark.parametrize("layer", ["lift", "conv"])
+def test_one_gather_bank_equals_the_slot_bank_and_its_gradient(group, layer):
+    """Issue 19: the bank is gathered from the physical kernel in one indexed op;
+    it must be bit-identical to reading every tied slot, and so must its values'
+    gradient (up to summation order)."""
+    lift, conv = _net(group)
+    m = lift if layer == "lift" else conv
+    fast, slow = m._fast_bank(), m._slot_bank()
+    assert torch.equal(fast, slow)
+    weights = torch.randn_like(fast)
+    physical = [getattr(m.kernels, key) for key in m._physical_keys()]
+    g_fast = torch.autograd.grad((m._fast_bank() * weights).sum(), physical)
+    g_slow = torch.autograd.grad((m._slot_bank() * weights).sum(), physical)
+    for a, b in zip(g_fast, g_slow):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    # after an optimizer step the gather still reads the tie
+    _sgd(m.parameters(), (m._fast_bank() * weights).sum())
+    assert torch.equal(m._fast_bank(), m._slot_bank())
+
+
+def test_untied_group_conv_does_not_use_the_gather():
+    _, conv = _net("C4")
+    tying.untie(conv)
+    with torch.no_grad():
+        conv.kernels.r_e.add_(1.0)  # an untied block now differs from the rotated physical one
+    assert not conv._tie_intact()
+    torch.testing.assert_close(conv.filter_bank(), conv._slot_bank(), rtol=0, atol=0)
+
+
+def test_eval_bank_cache_follows_in_place_updates():
+    _, conv = _net("D4")
+    conv.eval()
+    x = torch.randn(1, 3, 8, 6, 6, dtype=F64)
+    with torch.no_grad():
+        first = conv(x)
+        assert conv(x).equal(first)  # served from the cache
+        conv.kernels.e_e.mul_(2.0)  # the version counter moves: the cache must not be used
+        torch.testing.assert_close(
+            conv(x),
+            F.conv2d(x.flatten(1, 2), conv._slot_bank(), conv.bias_bank(), padding=1).unflatten(
+                1, (4, 8)
+            ),
+        )
+        assert not conv(x).equal(first)

@@ -227,7 +227,17 @@ class _GroupConvBase(nn.Module):
     in_orientations: int  # 1 for lifting, |G| for group conv
 
     def __init__(
-        self, in_channels, out_channels, kernel_size, group, padding, bias, tied, device, dtype
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        group,
+        padding,
+        bias,
+        tied,
+        device,
+        dtype,
+        probe=False,
     ):
         super().__init__()
         names = _check_group(group)
@@ -252,6 +262,8 @@ class _GroupConvBase(nn.Module):
         self.reset_parameters()
         if self.tied:
             Plan(self._rules()).apply(self)
+            if not probe:  # found once, here, so torch.compile never traces the search
+                self._gather_index()
 
     # -- what subclasses define -------------------------------------------------------
     def _block_keys(self) -> list[str]:
@@ -285,14 +297,6 @@ class _GroupConvBase(nn.Module):
         if self.biases is not None:
             _uniform_(self.biases._parameters.values(), bound)
 
-    def filter_bank(self) -> torch.Tensor:
-        """The full bank ``F.conv2d`` uses: ``(C_out·|G|, C_in·orientations_in, k, k)``.
-
-        Output channel ``c·|G| + g`` is orientation ``g`` of channel ``c``; input
-        channels are ordered the same way.
-        """
-        raise NotImplementedError
-
     def bias_bank(self) -> torch.Tensor | None:
         """The bias of every output channel ``c·|G| + g`` (None without bias)."""
         if self.biases is None:
@@ -306,6 +310,84 @@ class _GroupConvBase(nn.Module):
             f"group={self.group}, padding={self.padding}, bias={self.biases is not None}, "
             f"tied={self.tied}"
         )
+
+    # -- the expanded bank in one gather (issue 19) -------------------------------------
+    def _physical_keys(self) -> list[str]:
+        """The kernel blocks that stay physical when the layer is tied."""
+        raise NotImplementedError
+
+    def _tie_intact(self) -> bool:
+        # Tied slots are served from their owner and are not in ``_parameters``; after
+        # ``tying.untie`` every block is a parameter again and the gather would be wrong.
+        return self.tied and set(self.kernels._parameters) == set(self._physical_keys())
+
+    def _gather_index(self) -> torch.Tensor:
+        """For each entry of the logical bank, the flat index of the physical entry it reads.
+
+        Found once per layer by reading the tied slots of a probe whose physical
+        entries are their own flat indices, so the gather reproduces exactly what the
+        Plan's ``Rotated``/``Flipped`` ties compute (the slot path stays the reference).
+        """
+        index = getattr(self, "_bank_index", None)
+        if index is None:
+            probe = type(self)(
+                self.in_channels,
+                self.out_channels,
+                self.kernel_size,
+                group=self.group,
+                padding=self.padding,
+                bias=False,
+                tied=True,
+                device="cpu",
+                dtype=torch.float64,
+                _probe=True,
+            )
+            per_block = self.out_channels * self.in_channels * self.kernel_size**2
+            with torch.no_grad():
+                for i, key in enumerate(self._physical_keys()):
+                    block = getattr(probe.kernels, key)
+                    block.copy_(torch.arange(per_block, dtype=torch.float64).view_as(block))
+                    block.add_(i * per_block)
+                index = probe._slot_bank().round().long()
+            # a plain attribute, not a buffer: nothing to save, load or count
+            self._bank_index = index
+        return index
+
+    def _fast_bank(self) -> torch.Tensor:
+        physical = torch.stack(
+            [getattr(self.kernels, key) for key in self._physical_keys()]
+        )  # (n_physical, C_out, C_in, k, k)
+        index = self._gather_index().to(physical.device)
+        # one gather; its backward is one index_add into the physical kernel
+        # (index_select: about half the cost of advanced indexing, fwd+bwd, on CPU)
+        return torch.index_select(physical.reshape(-1), 0, index.reshape(-1)).view(index.shape)
+
+    def _slot_bank(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def filter_bank(self) -> torch.Tensor:
+        """The full bank ``F.conv2d`` uses: ``(C_out·|G|, C_in·orientations_in, k, k)``.
+
+        Output channel ``c·|G| + g`` is orientation ``g`` of channel ``c``; input
+        channels are ordered the same way. When tied it is one gather from the
+        physical kernel; in eval mode without autograd it is cached until the
+        kernel changes (its version counter moves).
+        """
+        if not self._tie_intact():
+            return self._slot_bank()
+        if torch.is_grad_enabled() or self.training or torch.compiler.is_compiling():
+            return self._fast_bank()
+        params = [getattr(self.kernels, key) for key in self._physical_keys()]
+        stamp = tuple((p.data_ptr(), p._version, p.device, p.dtype) for p in params)
+        cached = self.__dict__.get("_bank_cache")
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, self._fast_bank())
+            self.__dict__["_bank_cache"] = cached
+        return cached[1]
+
+    def train(self, mode: bool = True):
+        self.__dict__.pop("_bank_cache", None)
+        return super().train(mode)
 
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
         # x: (B, C_in·orientations_in, H, W) -> (B, C_out, |G|, H', W')
@@ -360,9 +442,19 @@ class LiftingConv2d(_GroupConvBase):
         tied: bool = True,
         device=None,
         dtype=None,
+        _probe: bool = False,
     ) -> None:
         super().__init__(
-            in_channels, out_channels, kernel_size, group, padding, bias, tied, device, dtype
+            in_channels,
+            out_channels,
+            kernel_size,
+            group,
+            padding,
+            bias,
+            tied,
+            device,
+            dtype,
+            _probe,
         )
 
     def _block_keys(self) -> list[str]:
@@ -379,7 +471,10 @@ class LiftingConv2d(_GroupConvBase):
                 rules.append(share(f"kernels.{g}", like=src, relation=Rotated(turns)))
         return rules
 
-    def filter_bank(self) -> torch.Tensor:
+    def _physical_keys(self) -> list[str]:
+        return ["e"]
+
+    def _slot_bank(self) -> torch.Tensor:
         blocks = [getattr(self.kernels, g) for g in self.elements]  # |G| × (C_out, C_in, k, k)
         return torch.stack(blocks, dim=1).flatten(0, 1)  # (C_out·|G|, C_in, k, k)
 
@@ -439,9 +534,19 @@ class GroupConv2d(_GroupConvBase):
         tied: bool = True,
         device=None,
         dtype=None,
+        _probe: bool = False,
     ) -> None:
         super().__init__(
-            in_channels, out_channels, kernel_size, group, padding, bias, tied, device, dtype
+            in_channels,
+            out_channels,
+            kernel_size,
+            group,
+            padding,
+            bias,
+            tied,
+            device,
+            dtype,
+            _probe,
         )
 
     @property
@@ -469,7 +574,10 @@ class GroupConv2d(_GroupConvBase):
                 rules.append(share(f"kernels.{g}_{h}", like=like, relation=rel))
         return rules
 
-    def filter_bank(self) -> torch.Tensor:
+    def _physical_keys(self) -> list[str]:
+        return [f"e_{h}" for h in self.elements]
+
+    def _slot_bank(self) -> torch.Tensor:
         k = self.kernels
         rows = [
             torch.stack([getattr(k, f"{g}_{h}") for h in self.elements], dim=2)
