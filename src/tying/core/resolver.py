@@ -1,0 +1,274 @@
+"""The one rule resolver: ordered rules over named slots, the last matching rule wins.
+
+Every package states its ties in the same vocabulary (DESIGN.md): ordered
+:func:`tying.share` / :func:`tying.free` rules whose glob targets match
+**slots** (``"decoder.3.k_proj.weight"``, ``"means.4"``, a SMIRKS match), each
+``share`` naming the slot it reads with ``like=`` (a pattern taking the
+target's captures, a mapping or a callable). This module resolves such rules
+and nothing else, so the same mistake gets the same :class:`~tying.TieError`,
+worded the same way, in :class:`tying.Plan` (module paths), HMM state ties and
+SMIRNOFF assignment:
+
+    rule <i> <rule>: <what is wrong, with the offending slot>; <the fix>
+
+It imports neither torch nor NumPy: the NumPy-only packages use it freely.
+Rules are read by duck typing (``target``, ``like``, ``kind``), so any object
+with those attributes works.
+
+Example:
+    >>> from tying.core.rules import share, free
+    >>> slots = ["means.0", "means.1", "means.2", "covars.0", "covars.1", "covars.2"]
+    >>> won = resolve([share("means.*", like="means.0"), free("means.2")], slots)
+    >>> {slot: source for slot, (_, source) in won.items()}
+    {'means.0': None, 'means.1': 'means.0', 'means.2': None}
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from tying.core.errors import TieError
+from tying.core.patterns import Pattern
+
+__all__ = [
+    "check_cycles",
+    "closest",
+    "last_match_wins",
+    "match",
+    "resolve",
+    "roots",
+    "rule_error",
+    "source_for",
+]
+
+R = TypeVar("R")
+K = TypeVar("K", bound=Hashable)
+
+
+def rule_error(index: int, rule: Any, message: str) -> TieError:
+    """The error of rule ``index``: ``rule <i> <rule>: <message>``.
+
+    Example:
+        >>> from tying.core.rules import share
+        >>> str(rule_error(2, share("a", like="b"), "no such slot 'b'; check the name"))
+        "rule 2 share('a', like='b'): no such slot 'b'; check the name"
+    """
+    return TieError(f"rule {index} {rule!r}: {message}")
+
+
+def closest(name: str, candidates: Iterable[str]) -> str:
+    """``"; closest: <name>"`` for the nearest candidate, or ``""`` when none is near.
+
+    Example:
+        >>> closest("means.9", ["means.0", "covars.0"])
+        '; closest: means.0'
+    """
+    near = difflib.get_close_matches(name, list(candidates), n=1)
+    return f"; closest: {near[0]}" if near else ""
+
+
+def source_for(index: int, rule: Any, slot: str, captures: Sequence[str]) -> str | None:
+    """The slot that ``slot`` reads under ``rule`` (None when the rule names no source).
+
+    Args:
+        index: the rule's position (for the error message).
+        rule: a rule with ``target`` and ``like``.
+        slot: the matched slot.
+        captures: what the target's wildcards captured from ``slot``.
+
+    Returns:
+        The source slot's name, or None for ``like=None``.
+
+    Raises:
+        TieError: when ``like`` has a different number of wildcards than the
+            target captured, a mapping lacks ``slot``, or a callable returns a non-str.
+
+    Example:
+        >>> from tying.core.rules import share
+        >>> source_for(0, share("dec.*.w", like="enc.*.w"), "dec.3.w", ("3",))
+        'enc.3.w'
+    """
+    like = rule.like
+    if like is None:
+        return None
+    if isinstance(like, str):
+        pattern = Pattern(like)
+        if not pattern.wildcards:
+            return like
+        if len(pattern.wildcards) != len(captures):
+            raise rule_error(
+                index,
+                rule,
+                f"ambiguous pairing: like={like!r} has {len(pattern.wildcards)} wildcard(s) but "
+                f"{rule.target!r} captured {len(captures)} from {slot!r}; give as many wildcards "
+                f"on both sides, or pass like= a mapping or a callable",
+            )
+        return pattern.substitute(tuple(captures))
+    if isinstance(like, Mapping):
+        if slot not in like:
+            raise rule_error(
+                index, rule, f"the like= mapping has no entry for matched path {slot!r}; add it"
+            )
+        source = like[slot]
+    else:
+        source = like(slot)
+    if not isinstance(source, str):
+        raise rule_error(
+            index, rule, f"like= returned {source!r} for {slot!r}; expected a path str"
+        )
+    return source
+
+
+def match(
+    index: int, rule: Any, slots: Iterable[str], *, what: str = "slot"
+) -> list[tuple[str, tuple[str, ...]]]:
+    """Every slot the rule's target matches, with its captures, in slot order.
+
+    Raises:
+        TieError: when the target matches nothing (naming the closest slot).
+
+    Example:
+        >>> from tying.core.rules import free
+        >>> match(0, free("means.*"), ["means.0", "covars.0"])
+        [('means.0', ('0',))]
+    """
+    slots = list(slots)
+    pattern = Pattern(rule.target)
+    found = []
+    for slot in slots:
+        caps = pattern.match(slot)
+        if caps is not None:
+            found.append((slot, caps))
+    if not found:
+        raise rule_error(
+            index,
+            rule,
+            f"pattern {rule.target!r} matches no {what}{closest(rule.target, slots)}",
+        )
+    return found
+
+
+def resolve(
+    rules: Sequence[Any],
+    slots: Sequence[str],
+    *,
+    what: str = "slot",
+    check: Callable[[int, Any, str, str], None] | None = None,
+) -> dict[str, tuple[int, str | None]]:
+    """Resolve ordered rules over ``slots``: the last matching rule wins for each slot.
+
+    Args:
+        rules: ``share``/``free`` rules (anything with ``target``, ``like``, ``kind``).
+        slots: every slot the model has, e.g. ``"means.3"``.
+        what: how the slots are called in messages (``"HMM slot"``, ``"parameter"``).
+        check: called as ``check(index, rule, slot, source)`` for every tie a rule
+            makes, to add a package's own constraints (raise :class:`TieError`).
+
+    Returns:
+        ``{slot: (index of the winning rule, source or None)}`` for every slot some
+        rule matched; ``None`` means the slot keeps its own value (``free``, or a
+        slot tied to itself). Slots no rule matched are absent.
+
+    Raises:
+        TieError: a rule that matches nothing, a source that is not a slot, or a
+            cycle of ties, each naming the rule, the slot and the fix.
+
+    Example:
+        >>> from tying.core.rules import share
+        >>> won = resolve([share("b", like="a")], ["a", "b"])
+        >>> won
+        {'b': (0, 'a')}
+    """
+    known = set(slots)
+    won: dict[str, tuple[int, str | None]] = {}
+    for index, rule in enumerate(rules):
+        for slot, caps in match(index, rule, slots, what=what):
+            if rule.kind == "free":
+                won[slot] = (index, None)
+                continue
+            source = source_for(index, rule, slot, caps)
+            if source is None:
+                won[slot] = (index, None)
+                continue
+            if source not in known:
+                raise rule_error(
+                    index,
+                    rule,
+                    f"{what} {slot!r} would read {source!r}, which is not a {what} of this "
+                    f"model{closest(source, slots)}",
+                )
+            if check is not None:
+                check(index, rule, slot, source)
+            won[slot] = (index, None if source == slot else source)
+    check_cycles({slot: source for slot, (_, source) in won.items()})
+    return won
+
+
+def check_cycles(source_of: Mapping[str, str | None]) -> None:
+    """Raise when following sources from some slot comes back to it.
+
+    Raises:
+        TieError: naming the cycle and the fix.
+
+    Example:
+        >>> check_cycles({"a": "b", "b": None})
+    """
+    done: set[str] = set()
+    for start in source_of:
+        chain: list[str] = []
+        slot: str | None = start
+        while slot is not None and slot not in done:
+            if slot in chain:
+                cycle = chain[chain.index(slot) :] + [slot]
+                raise TieError(
+                    f"ties: rules make a cycle {' -> '.join(cycle)}; let one slot of the cycle "
+                    f"keep its own value (tying.free)"
+                )
+            chain.append(slot)
+            slot = source_of.get(slot)
+        done.update(chain)
+
+
+def roots(source_of: Mapping[str, str | None], slots: Iterable[str]) -> dict[str, str]:
+    """The slot each slot finally reads (itself when it reads nothing).
+
+    Example:
+        >>> roots({"c": "b", "b": "a"}, ["a", "b", "c"])
+        {'a': 'a', 'b': 'a', 'c': 'a'}
+    """
+    check_cycles(source_of)
+    out = {}
+    for slot in slots:
+        root = slot
+        while source_of.get(root) is not None:
+            root = source_of[root]
+        out[slot] = root
+    return out
+
+
+def last_match_wins(rules: Iterable[R], keys_of: Callable[[R], Iterable[K]]) -> dict[K, R]:
+    """Resolve ordered rules: each key gets the last rule whose matches include it.
+
+    The form SMIRNOFF assignment uses: a parameter's SMIRKS matches atom tuples,
+    and the last parameter in the section that matches a tuple assigns it.
+
+    Args:
+        rules: the rules, most general first.
+        keys_of: the keys a rule matches.
+
+    Returns:
+        ``{key: winning rule}``.
+
+    Example:
+        >>> rules = [("generic", {1, 2, 3}), ("specific", {2})]
+        >>> won = last_match_wins(rules, lambda r: r[1])
+        >>> {k: r[0] for k, r in sorted(won.items())}
+        {1: 'generic', 2: 'specific', 3: 'generic'}
+    """
+    resolved: dict[K, R] = {}
+    for rule in rules:
+        for key in keys_of(rule):
+            resolved[key] = rule
+    return resolved
