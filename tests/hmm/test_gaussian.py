@@ -198,3 +198,50 @@ def test_wrong_number_of_features_at_score():
     m = GaussianHMM(4, n_iter=1).fit(X, lengths)
     with pytest.raises(ValueError, match="X has 3 features but this model has 2"):
         m.score(np.zeros((5, 3)))
+
+
+@pytest.mark.parametrize("ctype", ["spherical", "diag", "full", "tied"])
+@pytest.mark.parametrize("separation", [1e2, 1e5, 1e8, 1e12])
+def test_log_density_is_exact_for_far_apart_means(ctype, separation):
+    from scipy.stats import multivariate_normal
+
+    D = 2
+    means = np.array([[0.0, 0.0], [separation, -separation], [separation, 1.0]])
+    rng = np.random.default_rng(0)
+    if ctype == "spherical":
+        cov = np.array([1.0, 0.5, 2.0])
+        mats = cov[:, None, None] * np.eye(D)
+    elif ctype == "diag":
+        cov = np.array([[1.0, 0.5], [2.0, 0.3], [0.7, 1.1]])
+        mats = cov[:, :, None] * np.eye(D)
+    else:
+        B = rng.normal(size=(3, D, D))
+        mats = B @ B.transpose(0, 2, 1) + np.eye(D)
+        if ctype == "tied":
+            mats = np.repeat(mats[:1], 3, 0)
+        cov = mats[0] if ctype == "tied" else mats
+    m = GaussianHMM.from_params(
+        np.full(3, 1 / 3), np.full((3, 3), 1 / 3), means, cov, covariance_type=ctype
+    )
+    X = means[[0, 1, 2, 0]] + rng.normal(size=(4, D))
+    got = m.emission_log_prob(X)
+    want = np.column_stack([multivariate_normal(means[k], mats[k]).logpdf(X) for k in range(3)])
+    # the near state's density is O(1): it must be right to 1e-9 nats, not 0.36
+    near = np.abs(want) < 1e3
+    np.testing.assert_allclose(got[near], want[near], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_log_density_matches_hmmlearn_at_1e8_sigma():
+    hmm = pytest.importorskip("hmmlearn.hmm", reason="hmmlearn not installed")
+    means = np.array([[0.0], [1e8]])
+    ref = hmm.GaussianHMM(2, "diag", init_params="")
+    ref.startprob_, ref.transmat_, ref.means_, ref.covars_ = (
+        [0.5, 0.5],
+        [[0.9, 0.1], [0.1, 0.9]],
+        means,
+        np.ones((2, 1)),
+    )
+    ours = GaussianHMM.from_params(ref.startprob_, ref.transmat_, means, np.ones((2, 1)))
+    X = np.array([[0.3], [-0.2], [1e8 + 0.5]])
+    np.testing.assert_allclose(ours.score(X), ref.score(X), rtol=0, atol=1e-6)

@@ -325,6 +325,12 @@ class GaussianHMM(BaseHMM):
         ct = self.covariance_type
         cv = np.asarray(value, dtype=np.float64)
         K, G = self.n_components, self.ties_.n_groups("covars")
+        want = {"spherical": (K,), "diag": (K, "D"), "full": (K, "D", "D"), "tied": ("D", "D")}
+        ndims = {"spherical": (1, 3), "diag": (2, 3), "full": (3,), "tied": (2, 3)}[ct]
+        if cv.ndim not in ndims or 0 in cv.shape:
+            raise ValueError(
+                f"{name} must have shape {want[ct]} for {ct!r} covariances, got {cv.shape}"
+            )
         if not np.all(np.isfinite(cv)):
             raise ValueError(f"{name} must be finite, got {cv}")
         if ct in ("diag", "spherical") and cv.ndim == 3:  # hmmlearn's (K, D, D) form
@@ -366,7 +372,6 @@ class GaussianHMM(BaseHMM):
         if ct == "tied":
             rows += (1,)
         if cv.shape[1:] != shape or cv.shape[0] not in rows:
-            want = {"spherical": (K,), "diag": (K, "D"), "full": (K, "D", "D"), "tied": ("D", "D")}
             raise ValueError(
                 f"{name} must have shape {want[ct]} for {ct!r} covariances, got {np.shape(value)}"
             )
