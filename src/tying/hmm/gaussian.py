@@ -406,12 +406,15 @@ class GaussianHMM(BaseHMM):
         if not self._full():
             prec = 1.0 / self._variances()[self.ties_.group_of["covars"]]  # (K, D)
             const = -0.5 * (D * _LOG_2PI - np.log(prec).sum(1))  # (K,)
-            x2 = (Xc**2) @ prec.T  # (N, K) |x - c|² / σ²
+            sq = Xc**2  # (N, D)
             m2 = (Mc**2 * prec).sum(1)  # (K,)
-            out = x2 * -0.5  # in place from here: N·K is the big array
+            out = sq @ (-0.5 * prec).T  # (N, K); in place from here: N·K is the big array
             out += Xc @ (Mc * prec).T
             out += const - 0.5 * m2
-            risky = np.flatnonzero((x2 + m2).max(1) > _EXACT_BELOW)
+            # rounding bound of the expansion, |x - c|²/σ² + |mu - c|²/σ², over-estimated
+            # cheaply with the largest precision (an (N, D) mat-vec, not an (N, K) table)
+            bound = sq @ prec.max(0) + m2.max()
+            risky = np.flatnonzero(bound > _EXACT_BELOW)
             if risky.size:  # far from the centre: the direct form, as hmmlearn computes it
                 for rows in _blocks(risky, self.n_components * D):
                     diff = X[rows, None, :] - means[None]  # (n, K, D)
