@@ -265,12 +265,11 @@ def bench_hmmlearn_script(rows, n_seq=100, T=300, D=3):
         start, A = np.full(K, 1.0 / K), rng.dirichlet(np.ones(K) * 5, size=K)
         means = centres + rng.normal(scale=0.5, size=(K, D))
         covars = np.repeat(np.eye(D)[None], K, 0) if ctype == "full" else np.ones((K, D))
-        out = {}
+        out: dict = {}
+        args = (ctype, X, lengths, start, A, means, covars)
 
-        def run(module, key):
-            return lambda: out.__setitem__(
-                key, _user_script(module, ctype, X, lengths, start, A, means, covars)
-            )
+        def run(module, key, out=out, args=args):
+            return lambda: out.__setitem__(key, _user_script(module, *args))
 
         t_ours, t_ref = compare(run(ours, "ours"), run(hmm, "ref"), repeat=3, warmup=1)
         (m_o, ll_o, p_o), (m_r, ll_r, p_r) = out["ours"], out["ref"]
