@@ -140,3 +140,29 @@ def test_stationary_distribution_is_refused_when_it_is_not_unique():
     m = GaussianHMM.from_params([0.5, 0.5], np.eye(2), [[0.0], [1.0]], [[1.0], [1.0]])
     with pytest.raises(ValueError, match="2 eigenvalues equal to 1"):
         m.get_stationary_distribution()
+
+
+def test_n_iter_zero_only_initialises_like_hmmlearn():
+    *_, X, lengths = _data(7)
+    m = GaussianHMM(3, n_iter=0, random_state=0).fit(X, lengths)
+    assert m.n_iter_ == 0 and m.history_ == [] and not m.converged_
+    assert np.isfinite(m.score(X, lengths))
+
+
+def test_fitting_more_free_parameters_than_data_is_logged(caplog):
+    X = np.random.default_rng(0).normal(size=(5, 3))
+    with caplog.at_level("WARNING", logger="tying.hmm.base"):
+        GaussianHMM(3, "full", n_iter=1, random_state=0).fit(X)
+    assert any("will result in a degenerate solution" in r.getMessage() for r in caplog.records)
+
+
+def test_init_params_overwriting_an_assigned_attribute_is_logged(caplog):
+    *_, X, lengths = _data(8)
+    m = GaussianHMM(3, init_params="m", n_iter=1, random_state=0)
+    m.means_ = np.zeros((3, 2))
+    with caplog.at_level("WARNING", logger="tying.hmm.base"):
+        m.fit(X, lengths)
+    assert any(
+        "'means_' attribute is set, it will be overwritten" in r.getMessage()
+        for r in caplog.records
+    )

@@ -183,7 +183,7 @@ def test_tied_initial_values_must_agree_within_a_group():
             r"transmat_init must sum to 1 .* row\(s\) \[0, 1, 2, 3\]",
         ),
         ({"params": ["means", "variances"]}, r"params: unknown name\(s\) \['variances'\]"),
-        ({"n_iter": 0}, "n_iter must be a positive integer"),
+        ({"n_iter": -1}, "n_iter must be a non-negative integer"),
     ],
 )
 def test_settings_are_validated_in_fit(kwargs, match):

@@ -312,19 +312,21 @@ class BaseHMM:
             self.ties_ = StateTies.resolve(
                 self._tie_spec(), n_states=self.n_components, kinds=self.tie_kinds
             )
+            self._warn_degenerate(X)
             rng = np.random.default_rng(self.random_state)
             best = None
             for restart in range(self.n_init):
                 self._initialise(X, rng, kept)
                 monitor = ConvergenceMonitor(tol, n_iter, bool(self.verbose))
                 self._em(X, batch, monitor)
-                if best is None or monitor.history[-1] > best[0]:
-                    best = (monitor.history[-1], self._snapshot(), monitor, restart)
+                last = monitor.history[-1] if monitor.history else -np.inf  # n_iter=0
+                if best is None or last > best[0]:
+                    best = (last, self._snapshot(), monitor, restart)
             _, snap, monitor, restart = best
             self._restore(snap)
             self.monitor_ = monitor
             self.history_ = list(monitor.history)
-            self.log_likelihood_ = monitor.history[-1]
+            self.log_likelihood_ = monitor.history[-1] if monitor.history else np.nan
             self.n_iter_ = monitor.iter
             self.converged_ = monitor.converged
             self.best_restart_ = restart
@@ -338,12 +340,35 @@ class BaseHMM:
         else:  # hmmlearn: what init_params leaves out and is set
             fresh = self._param_names(self.init_params, "init_params")
             keep = [p for p in names if p not in fresh]
+            for p in fresh:
+                if p in self._assigned:  # hmmlearn's warning, word for word where it can be
+                    _log.warning(
+                        "Even though the %r attribute is set, it will be overwritten during "
+                        "initialization because 'init_params' contains %r",
+                        _public(p),
+                        next(c for c, n in self._letters.items() if n == p),
+                    )
         out = {}
         for p in keep:
             value = self._per_state_value(p)
             if value is not None:
                 out[p] = value
         return out
+
+    def _warn_degenerate(self, X) -> None:
+        """Log (as hmmlearn does) when EM fits more free scalars than there are data."""
+        learn = self._learn()
+        K = self.n_components
+        sizes = {"startprob": K - 1, "transmat": self.ties_.n_groups("transitions") * (K - 1)}
+        sizes |= {k: self.ties_.n_groups(k) * n for k, n in self._free_sizes().items()}
+        n_free = sum(n for p, n in sizes.items() if p in learn)
+        if X.size < n_free:
+            _log.warning(
+                "Fitting a model with %d free scalar parameters with only %d data points will "
+                "result in a degenerate solution.",
+                n_free,
+                X.size,
+            )
 
     def _per_state_value(self, param: str):
         """The current per-state value of ``param``, or None when it is not set."""
@@ -714,10 +739,14 @@ class BaseHMM:
 
     def _check_settings(self) -> None:
         self._checked_n_components()
-        for name in ("n_iter", "n_init"):
-            v = self._resolved(name) if name == "n_iter" else self.n_init
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        n_iter = self._resolved("n_iter")
+        if isinstance(n_iter, bool) or not isinstance(n_iter, (int, np.integer)) or n_iter < 0:
+            raise ValueError(
+                f"n_iter must be a non-negative integer (0 only initialises), got {n_iter!r}"
+            )
+        v = self.n_init
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"n_init must be a positive integer, got {v!r}")
         tol = self._resolved("tol")
         if not isinstance(tol, (int, float, np.number)) or np.isnan(tol) or tol == np.inf:
             raise ValueError(f"tol must be a number (-inf runs all n_iter iterations), got {tol!r}")
@@ -762,7 +791,7 @@ class BaseHMM:
     def _required(self) -> dict[str, str]:
         """Public attribute name -> private storage of every parameter a model needs."""
         out = {"startprob_": "_startprob", "transmat_": "_transitions"}
-        out.update({f"{k}_": f"_{k}" for k in self._emission_kinds})
+        out.update({_public(k): f"_{k}" for k in self._emission_kinds})
         return out
 
     def _check_set(self, public: str, private: str) -> None:
@@ -875,6 +904,12 @@ class BaseHMM:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(n_components={self.n_components}, ties={self.ties!r})"
+
+
+def _public(param: str) -> str:
+    return {"transmat": "transmat_", "startprob": "startprob_", "emissions": "emissionprob_"}.get(
+        param, f"{param}_"
+    )
 
 
 def _check_prior(name: str, value, *, nonneg: bool) -> None:

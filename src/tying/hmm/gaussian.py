@@ -36,7 +36,7 @@ from tying.hmm.base import BaseHMM, _check_prior
 from tying.hmm.sequences import check_observations
 from tying.hmm.ties import StateTies
 
-__all__ = ["GaussianHMM"]
+__all__ = ["GaussianHMM", "kmeans_centres"]
 
 _COVARIANCE_TYPES = ("spherical", "diag", "full", "tied")
 _LOG_2PI = np.log(2 * np.pi)
@@ -69,7 +69,8 @@ class GaussianHMM(BaseHMM):
         ties: tie spec over ``"means"``, ``"covars"``, ``"transitions"``, e.g.
             ``{"means": [[0, 1, 2], [3, 4]], "covars": "all"}``, or
             :func:`tying.share` rules over slots like ``"means.3"``.
-        means_init: ``(K, D)`` (equal within tie groups) or ``(n_groups, D)``.
+        means_init: ``(K, D)`` (equal within tie groups) or ``(n_groups, D)``;
+            None starts from k-means centres of ``X`` (one per tie group).
         covars_init: as ``covars_`` accepts (per type), or one row per tie group.
         **kwargs: ``startprob_init``, ``transmat_init``, ``n_init``, ``n_threads``.
 
@@ -237,10 +238,26 @@ class GaussianHMM(BaseHMM):
 
     @property
     def n_features(self) -> int:
-        """hmmlearn's name for ``n_features_``."""
+        """hmmlearn's name for ``n_features_`` (set by ``means_`` or ``fit``)."""
         if "n_features_" not in self.__dict__:
             raise AttributeError("n_features is known once means_ is assigned or fit has run")
         return self.n_features_
+
+    @n_features.setter
+    def n_features(self, value) -> None:
+        have = self._means.shape[1] if "_means" in self.__dict__ else None
+        if have is not None and value != have:
+            raise ValueError(f"n_features={value!r} but means_ has {have} features")
+        self.n_features_ = int(value)
+
+    @property
+    def _covars_(self) -> np.ndarray:
+        """hmmlearn's stored form: spherical ``(K,)``, diag ``(K, D)``, full ``(K, D, D)``, tied ``(D, D)``."""
+        self._check_set("covars_", "_covars")
+        if self.covariance_type == "tied":
+            return self._covars[0].copy()
+        cv = self.ties_.spread("covars", self._covars)
+        return cv[:, 0] if self.covariance_type == "spherical" else cv
 
     # ------------------------------------------------------------- settings
     def _check_type(self) -> None:
@@ -326,14 +343,15 @@ class GaussianHMM(BaseHMM):
         cv = np.asarray(value, dtype=np.float64)
         K, G = self.n_components, self.ties_.n_groups("covars")
         want = {"spherical": (K,), "diag": (K, "D"), "full": (K, "D", "D"), "tied": ("D", "D")}
-        ndims = {"spherical": (1, 3), "diag": (2, 3), "full": (3,), "tied": (2, 3)}[ct]
+        ndims = {"spherical": (1, 2, 3, 4), "diag": (2, 3), "full": (3,), "tied": (2, 3)}[ct]
         if cv.ndim not in ndims or 0 in cv.shape:
             raise ValueError(
                 f"{name} must have shape {want[ct]} for {ct!r} covariances, got {cv.shape}"
             )
         if not np.all(np.isfinite(cv)):
             raise ValueError(f"{name} must be finite, got {cv}")
-        if ct in ("diag", "spherical") and cv.ndim == 3:  # hmmlearn's (K, D, D) form
+        spherical_flat = ct == "spherical" and cv.size in (K, G) and cv.shape[0] == cv.size
+        if ct in ("diag", "spherical") and cv.ndim == 3 and not spherical_flat:  # (K, D, D) form
             D = cv.shape[-1]
             off = cv * (1 - np.eye(D))
             if cv.shape[1] != D or np.any(off != 0):
@@ -351,12 +369,12 @@ class GaussianHMM(BaseHMM):
                     )
                 cv = cv[:, :1]
         elif ct == "spherical":
-            if cv.ndim != 1:
+            if cv.size not in (K, G) or (cv.ndim > 1 and cv.shape[0] != cv.size):
                 raise ValueError(
-                    f"{name}: spherical covariances have shape (n_components={K},) (one "
-                    f"variance per state), got {cv.shape}"
+                    f"{name} must have shape ({K},) for 'spherical' covariances (one variance "
+                    f"per state), got {cv.shape}"
                 )
-            cv = cv[:, None]
+            cv = cv.reshape(-1, 1)  # hmmlearn accepts (K, 1) and the like: one value per state
         elif ct == "tied" and cv.ndim == 2:
             cv = cv[None]
         D = self._means.shape[1] if "_means" in self.__dict__ else None
@@ -504,8 +522,7 @@ class GaussianHMM(BaseHMM):
                 raise ValueError(f"means_ has {means.shape[1]} features but X has {D}")
             self._means = self._to_groups("means", "means_", means)
         elif self.means_init is None:
-            rows = rng.choice(len(X), size=Gm, replace=len(X) < Gm)
-            self._means = np.array(X[rows], dtype=np.float64)
+            self._means = kmeans_centres(X, Gm, rng)
         else:
             self._means = self._per_group("means", "means_init", self.means_init, (D,))
         if "covars" in kept:
@@ -564,6 +581,29 @@ class GaussianHMM(BaseHMM):
             return means[states] + z * np.sqrt(var[states])
         chol = np.linalg.cholesky(self.covars_)  # (K, D, D)
         return means[states] + np.einsum("nij,nj->ni", chol[states], z)
+
+
+def kmeans_centres(X: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """``(k, D)`` starting means: k-means++ then Lloyd (SciPy), as hmmlearn starts from k-means.
+
+    Falls back to random rows of ``X`` when there are fewer distinct rows than ``k``.
+
+    Example:
+        >>> X = np.concatenate([np.zeros((5, 1)), np.full((5, 1), 10.0)])
+        >>> sorted(kmeans_centres(X, 2, np.random.default_rng(0))[:, 0].tolist())
+        [0.0, 10.0]
+    """
+    import warnings
+
+    from scipy.cluster.vq import kmeans2
+
+    if len(np.unique(X, axis=0)) < k:
+        rows = rng.choice(len(X), size=k, replace=len(X) < k)
+        return np.array(X[rows], dtype=np.float64)
+    with warnings.catch_warnings():  # an empty cluster keeps its k-means++ seed; fine to start
+        warnings.simplefilter("ignore")
+        centres, _ = kmeans2(X, k, minit="++", seed=int(rng.integers(2**31)))
+    return np.asarray(centres, dtype=np.float64)
 
 
 def _blocks(rows: np.ndarray, width: int):

@@ -33,6 +33,7 @@ from scipy.linalg import cho_factor, solve_triangular
 from scipy.special import logsumexp
 
 from tying.hmm.base import BaseHMM, _stochastic
+from tying.hmm.gaussian import kmeans_centres
 from tying.hmm.sequences import check_observations
 from tying.hmm.ties import StateTies
 
@@ -437,9 +438,9 @@ class GMMHMM(BaseHMM):
             _stochastic("weights_init", self._weights, self._weights.shape)
         if "means" in kept:
             self._means = self._to_groups("means", "means_", kept["means"])
-        elif self.means_init is None:
-            rows = rng.choice(len(X), size=Gm * M, replace=len(X) < Gm * M)
-            self._means = np.array(X[rows], dtype=np.float64).reshape(Gm, M, D)
+        elif self.means_init is None:  # k-means centres, dealt out to the codebooks
+            centres = kmeans_centres(X, Gm * M, rng)
+            self._means = centres[rng.permutation(Gm * M)].reshape(Gm, M, D)
         else:
             self._means = self._per_group("means", "means_init", self.means_init, (M, D))
         if "covars" in kept:
