@@ -245,3 +245,42 @@ def test_log_density_matches_hmmlearn_at_1e8_sigma():
     ours = GaussianHMM.from_params(ref.startprob_, ref.transmat_, means, np.ones((2, 1)))
     X = np.array([[0.3], [-0.2], [1e8 + 0.5]])
     np.testing.assert_allclose(ours.score(X), ref.score(X), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_default_start_recovers_well_separated_means(seed):
+    # k-means starting means (as hmmlearn): random rows of X could start two states in
+    # one cluster and leave a cluster without a state
+    rng = np.random.default_rng(seed)
+    truth = np.array([[-10.0, 0.0], [0.0, 10.0], [10.0, 0.0], [0.0, -10.0]])
+    states = np.repeat(rng.permutation(np.tile(np.arange(4), 10)), 10)
+    X = truth[states] + rng.normal(size=(len(states), 2))
+    m = GaussianHMM(4, n_iter=30, random_state=seed).fit(X, [100, 150, 150])
+    dist = np.linalg.norm(m.means_[:, None] - truth[None], axis=2)  # (state, cluster)
+    assert sorted(dist.argmin(1).tolist()) == [0, 1, 2, 3]  # every cluster has its state
+    assert dist.min(1).max() < 0.5
+
+
+@pytest.mark.parametrize(
+    "ctype, stored",
+    [("spherical", (3,)), ("diag", (3, 2)), ("full", (3, 2, 2)), ("tied", (2, 2))],
+)
+def test_hmmlearn_stored_covariance_form(ctype, stored):
+    X = np.random.default_rng(0).normal(size=(60, 2))
+    m = GaussianHMM(3, ctype, n_iter=2, random_state=0).fit(X)
+    assert m._covars_.shape == stored
+    assert m.covars_.shape == (3, 2, 2)
+    assert m.n_features == 2
+
+
+def test_spherical_variances_accept_hmmlearn_column_shapes():
+    m = GaussianHMM(2, "spherical")
+    m.startprob_, m.transmat_ = [0.6, 0.4], [[0.4, 0.6], [0.9, 0.1]]
+    m.means_ = [[3.0], [5.0]]
+    m.covars_ = np.array([[[[4.0]]], [[[3.0]]]])  # hmmlearn's issue 385 shape: one value each
+    m.n_features = 1
+    assert m.covars_[:, 0, 0].tolist() == [4.0, 3.0]
+    X, states = m.sample(200, random_state=0)
+    assert X.shape == (200, 1) and set(states) <= {0, 1}
+    with pytest.raises(ValueError, match="n_features=2 but means_ has 1 features"):
+        m.n_features = 2
