@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tying.hmm import CategoricalHMM, GaussianHMM, NotFittedError
+from tying.hmm import GMMHMM, CategoricalHMM, GaussianHMM, NotFittedError
 
 
 def _model(ctype="diag", ties=None):
@@ -174,3 +174,42 @@ def test_any_assignment_is_either_valid_or_refused_without_change(name, value):
         return
     # accepted: the model is still a valid one and scores finite numbers
     assert np.isfinite(m.score(np.zeros((3, m.n_features_))))
+
+
+def _other_models():
+    cat = CategoricalHMM.from_params([0.5, 0.5], np.full((2, 2), 0.5), [[0.5, 0.5], [0.1, 0.9]])
+    gmm = GMMHMM.from_params(
+        [0.5, 0.5],
+        np.full((2, 2), 0.5),
+        np.full((2, 2), 0.5),
+        np.zeros((2, 2, 1)),
+        np.ones((2, 2, 1)),
+    )
+    return {"cat": (cat, np.zeros((3, 1), dtype=int)), "gmm": (gmm, np.zeros((3, 1)))}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    which=st.sampled_from(
+        [
+            ("cat", "startprob_"),
+            ("cat", "transmat_"),
+            ("cat", "emissionprob_"),
+            ("gmm", "weights_"),
+            ("gmm", "means_"),
+            ("gmm", "covars_"),
+            ("gmm", "transmat_"),
+        ]
+    ),
+    value=_bad,
+)
+def test_any_assignment_to_categorical_or_gmm_is_valid_or_refused(which, value):
+    kind, name = which
+    m, X = _other_models()[kind]
+    before = m.score(X)
+    try:
+        setattr(m, name, value)
+    except (ValueError, TypeError):
+        assert m.score(X) == before
+        return
+    assert not np.isnan(m.score(X))  # accepted: a valid model (a symbol may get probability 0)
