@@ -227,3 +227,18 @@ def test_bad_settings_and_assignments_are_named():
         m.means_ = np.arange(8.0).reshape(2, 2, 2)
     with pytest.raises(ValueError, match=r"covars_\[0, 1\]: variances must be positive"):
         m.covars_ = np.array([[[1.0], [-1.0]], [[1.0], [-1.0]]])
+
+
+def test_sample_draws_from_the_state_and_its_mixture_weights():
+    # state 0 uses only codebook entry 0 (at -10), state 1 only entry 1 (at +10)
+    m = GMMHMM.from_params(
+        [1.0, 0.0],
+        [[0.0, 1.0], [1.0, 0.0]],
+        [[1.0, 0.0], [0.0, 1.0]],
+        np.array([[[-10.0], [10.0]]] * 2),
+        np.full((2, 2, 1), 0.01),
+        ties=SEMI,
+    )
+    X, states = m.sample(40, random_state=0)
+    assert states.tolist() == [0, 1] * 20
+    assert np.all(np.sign(X[:, 0]) == np.where(states == 0, -1, 1))
