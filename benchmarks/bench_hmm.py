@@ -6,6 +6,13 @@
    pomegranate's ``DenseHMM`` (float64). Equality: total log-likelihood after the fit.
 2. Tied-covariance emission log-density, K=32, D=20, vs hmmlearn's ``tied``.
 3. Pair HMM forward on 1,000 pairs of length 200: time per pair and cells per second.
+5. The same hmmlearn user script (set parameters by attribute, ``fit`` with
+   ``init_params=""`` and hmmlearn's default priors, then ``score`` and
+   ``predict``) run with ``hmmlearn.hmm`` and with ``tying.hmm`` as the module:
+   only the import differs (issue 17, target >= 10x). Two shapes: the ratio
+   grows with the number of sequences (hmmlearn loops over them in Python;
+   we batch them), and shrinks for few long sequences, where our time is the
+   per-step Python loop of the recursion (issue 19's numba work).
 4. Why NumPy and not PyTorch: the scaled forward recursion written in both.
 
 Everything runs single-threaded (threadpoolctl and torch.set_num_threads(1)).
@@ -235,12 +242,60 @@ def bench_pair_forward(rows, n_pairs=1000, length=200):
     )
 
 
+def _user_script(module, ctype, X, lengths, start, A, means, covars):
+    """A hmmlearn user's script; ``module`` is ``hmmlearn.hmm`` or ``tying.hmm``."""
+    m = module.GaussianHMM(
+        n_components=len(start), covariance_type=ctype, init_params="", n_iter=10
+    )
+    m.startprob_, m.transmat_, m.means_, m.covars_ = start, A, means, covars
+    m.fit(X, lengths)
+    return m, m.score(X, lengths), m.predict(X, lengths)
+
+
+def bench_hmmlearn_script(rows, n_seq=100, T=300, D=3):
+    from hmmlearn import hmm
+
+    import tying.hmm as ours
+
+    for ctype, K in (("full", 5), ("diag", 8)):
+        rng = np.random.default_rng(4)
+        centres = rng.normal(scale=2.0, size=(K, D))
+        X = centres[rng.integers(0, K, n_seq * T)] + rng.normal(size=(n_seq * T, D))
+        lengths = np.full(n_seq, T)
+        start, A = np.full(K, 1.0 / K), rng.dirichlet(np.ones(K) * 5, size=K)
+        means = centres + rng.normal(scale=0.5, size=(K, D))
+        covars = np.repeat(np.eye(D)[None], K, 0) if ctype == "full" else np.ones((K, D))
+        out: dict = {}
+        args = (ctype, X, lengths, start, A, means, covars)
+
+        def run(module, key, out=out, args=args):
+            return lambda: out.__setitem__(key, _user_script(module, *args))
+
+        t_ours, t_ref = compare(run(ours, "ours"), run(hmm, "ref"), repeat=3, warmup=1)
+        (m_o, ll_o, p_o), (m_r, ll_r, p_r) = out["ours"], out["ref"]
+        rows.append(
+            {
+                "case": f"hmmlearn script, {ctype} K={K}, {n_seq}x{T}x{D}, fit+score+predict",
+                "anchor": "same script with hmmlearn 0.3 (only the import differs)",
+                "ours_s": t_ours,
+                "anchor_s": t_ref,
+                "speedup": t_ref / t_ours,
+                "target": ">= 10x",
+                "loglik_rel_diff": abs(ll_o - ll_r) / abs(ll_r),
+                "same_viterbi_path": bool(np.array_equal(p_o, p_r)),
+                "em_iterations": f"{m_o.monitor_.iter} vs {m_r.monitor_.iter}",
+            }
+        )
+
+
 def main() -> None:
     from threadpoolctl import threadpool_limits
 
     rows: list[dict] = []
     with threadpool_limits(limits=1):
         bench_diag_em(rows)
+        for n_seq, T in ((1000, 30), (100, 300)):  # many short sequences, then few long ones
+            bench_hmmlearn_script(rows, n_seq=n_seq, T=T)
         bench_backend(rows)
         bench_tied_density(rows)
         bench_pair_forward(rows)

@@ -87,3 +87,82 @@ def test_lengths_and_data_errors_come_from_fit():
         GaussianHMM(3).fit(X, lengths)
     with pytest.raises(ValueError, match="lengths sum to 150 but X has 160 rows"):
         GaussianHMM(3).fit(X, [100, 50])
+
+
+def test_a_failing_fit_leaves_the_fitted_model_unchanged():
+    *_, X, lengths = _data(5)
+    m = GaussianHMM(3, n_iter=3, random_state=0).fit(X, lengths)
+    before = {k: getattr(m, k) for k in ("startprob_", "transmat_", "means_", "covars_")}
+    bad = X.copy()
+    bad[3, 1] = np.inf
+    with pytest.raises(ValueError, match="X contains inf"):
+        m.fit(bad, lengths)
+    with pytest.raises(ValueError, match="n_components must be a positive integer"):
+        m.n_components = 0
+        m.fit(X, lengths)
+    m.n_components = 3
+    for k, v in before.items():
+        assert np.array_equal(getattr(m, k), v)
+    assert m.score(X, lengths) == pytest.approx(m.score(X, lengths))
+
+
+def test_hmmlearn_letters_and_our_names_select_the_same_parameters():
+    start, A, means, var, X, lengths = _data(6)
+    kw = dict(
+        startprob_init=start, transmat_init=A, means_init=means, covars_init=var, n_iter=4, tol=-1
+    )
+    # letters make the model hmmlearn-style: its covars_prior default (1e-2) applies ...
+    a = GaussianHMM(3, params="mc", **kw).fit(X, lengths)
+    b = GaussianHMM(3, params=["means", "covars"], **kw).fit(X, lengths)
+    assert not np.allclose(a.covars_, b.covars_, rtol=1e-9)
+    # ... and with the prior set to ours (0) the two spellings fit the same model
+    a0 = GaussianHMM(3, params="mc", covars_prior=0.0, **kw).fit(X, lengths)
+    np.testing.assert_allclose(a0.covars_, b.covars_, rtol=1e-12)
+    np.testing.assert_allclose(a0.means_, b.means_, rtol=1e-12)
+    assert np.array_equal(a.transmat_, A) and np.array_equal(b.transmat_, A)
+    with pytest.raises(ValueError, match=r"params='mx': unknown letter\(s\) \['x'\]"):
+        GaussianHMM(3, params="mx").fit(X, lengths)
+    with pytest.raises(ValueError, match=r"algorithm must be one of \('viterbi', 'map'\)"):
+        GaussianHMM(3, algorithm="beam").fit(X, lengths)
+
+
+def test_sample_continues_from_currstate_and_checks_it():
+    m = GaussianHMM.from_params(
+        [1.0, 0.0], [[0.0, 1.0], [1.0, 0.0]], [[-5.0], [5.0]], [[0.01], [0.01]]
+    )
+    _, s = m.sample(4, random_state=0, currstate=1)
+    assert s.tolist() == [1, 0, 1, 0]
+    with pytest.raises(ValueError, match=r"currstate must be a state 0..1, got 2"):
+        m.sample(3, currstate=2)
+
+
+def test_stationary_distribution_is_refused_when_it_is_not_unique():
+    m = GaussianHMM.from_params([0.5, 0.5], np.eye(2), [[0.0], [1.0]], [[1.0], [1.0]])
+    with pytest.raises(ValueError, match="2 eigenvalues equal to 1"):
+        m.get_stationary_distribution()
+
+
+def test_n_iter_zero_only_initialises_like_hmmlearn():
+    *_, X, lengths = _data(7)
+    m = GaussianHMM(3, n_iter=0, random_state=0).fit(X, lengths)
+    assert m.n_iter_ == 0 and m.history_ == [] and not m.converged_
+    assert np.isfinite(m.score(X, lengths))
+
+
+def test_fitting_more_free_parameters_than_data_is_logged(caplog):
+    X = np.random.default_rng(0).normal(size=(5, 3))
+    with caplog.at_level("WARNING", logger="tying.hmm.base"):
+        GaussianHMM(3, "full", n_iter=1, random_state=0).fit(X)
+    assert any("will result in a degenerate solution" in r.getMessage() for r in caplog.records)
+
+
+def test_init_params_overwriting_an_assigned_attribute_is_logged(caplog):
+    *_, X, lengths = _data(8)
+    m = GaussianHMM(3, init_params="m", n_iter=1, random_state=0)
+    m.means_ = np.zeros((3, 2))
+    with caplog.at_level("WARNING", logger="tying.hmm.base"):
+        m.fit(X, lengths)
+    assert any(
+        "'means_' attribute is set, it will be overwritten" in r.getMessage()
+        for r in caplog.records
+    )

@@ -59,7 +59,7 @@ def test_tied_parameters_are_one_value_and_pool_the_statistics():
     w = gamma[:, [1, 3]]
     mu = again.means_[[1, 3]]
     pooled_var = sum((w[:, k, None] * (X - mu[k]) ** 2).sum(0) for k in range(2)) / w.sum()
-    np.testing.assert_allclose(again.covars_[1], pooled_var, rtol=1e-10)
+    np.testing.assert_allclose(np.diag(again.covars_[1]), pooled_var, rtol=1e-10)
 
 
 def test_matches_hmmlearn_after_ten_em_iterations():
@@ -127,7 +127,7 @@ def test_empty_state_and_constant_feature_give_no_nan():
         )
         m.fit(X)
         assert np.all(np.isfinite(m.means_)) and np.all(np.isfinite(m.covars_))
-        var = m.covars_[:2, 1] if ctype == "diag" else m.covars_[:2, 1, 1]
+        var = m.covars_[:2, 1, 1]
         np.testing.assert_allclose(var, 1e-3, rtol=1e-6)  # floored, not zero
         assert np.all(np.diff(m.history_) >= -1e-9 * np.abs(np.array(m.history_[1:])))
 
@@ -171,8 +171,8 @@ def test_tied_initial_values_must_agree_within_a_group():
     "kwargs, match",
     [
         (
-            {"covariance_type": "spherical"},
-            r"covariance_type must be one of \('diag', 'full', 'tied'\)",
+            {"covariance_type": "sphere"},
+            r"covariance_type must be one of \('spherical', 'diag', 'full', 'tied'\)",
         ),
         ({"min_covar": 0.0}, "min_covar must be a positive number"),
         ({"covars_init": -np.ones((4, 2))}, "variances must be positive"),
@@ -183,7 +183,7 @@ def test_tied_initial_values_must_agree_within_a_group():
             r"transmat_init must sum to 1 .* row\(s\) \[0, 1, 2, 3\]",
         ),
         ({"params": ["means", "variances"]}, r"params: unknown name\(s\) \['variances'\]"),
-        ({"n_iter": 0}, "n_iter must be a positive integer"),
+        ({"n_iter": -1}, "n_iter must be a non-negative integer"),
     ],
 )
 def test_settings_are_validated_in_fit(kwargs, match):
@@ -196,5 +196,91 @@ def test_settings_are_validated_in_fit(kwargs, match):
 def test_wrong_number_of_features_at_score():
     *_, X, lengths = _data(9)
     m = GaussianHMM(4, n_iter=1).fit(X, lengths)
-    with pytest.raises(ValueError, match="X has 3 features but this model was fitted with 2"):
+    with pytest.raises(ValueError, match="X has 3 features but this model has 2"):
         m.score(np.zeros((5, 3)))
+
+
+@pytest.mark.parametrize("ctype", ["spherical", "diag", "full", "tied"])
+@pytest.mark.parametrize("separation", [1e2, 1e5, 1e8, 1e12])
+def test_log_density_is_exact_for_far_apart_means(ctype, separation):
+    from scipy.stats import multivariate_normal
+
+    D = 2
+    means = np.array([[0.0, 0.0], [separation, -separation], [separation, 1.0]])
+    rng = np.random.default_rng(0)
+    if ctype == "spherical":
+        cov = np.array([1.0, 0.5, 2.0])
+        mats = cov[:, None, None] * np.eye(D)
+    elif ctype == "diag":
+        cov = np.array([[1.0, 0.5], [2.0, 0.3], [0.7, 1.1]])
+        mats = cov[:, :, None] * np.eye(D)
+    else:
+        B = rng.normal(size=(3, D, D))
+        mats = B @ B.transpose(0, 2, 1) + np.eye(D)
+        if ctype == "tied":
+            mats = np.repeat(mats[:1], 3, 0)
+        cov = mats[0] if ctype == "tied" else mats
+    m = GaussianHMM.from_params(
+        np.full(3, 1 / 3), np.full((3, 3), 1 / 3), means, cov, covariance_type=ctype
+    )
+    X = means[[0, 1, 2, 0]] + rng.normal(size=(4, D))
+    got = m.emission_log_prob(X)
+    want = np.column_stack([multivariate_normal(means[k], mats[k]).logpdf(X) for k in range(3)])
+    # the near state's density is O(1): it must be right to 1e-9 nats, not 0.36
+    near = np.abs(want) < 1e3
+    np.testing.assert_allclose(got[near], want[near], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_log_density_matches_hmmlearn_at_1e8_sigma():
+    hmm = pytest.importorskip("hmmlearn.hmm", reason="hmmlearn not installed")
+    means = np.array([[0.0], [1e8]])
+    ref = hmm.GaussianHMM(2, "diag", init_params="")
+    ref.startprob_, ref.transmat_, ref.means_, ref.covars_ = (
+        [0.5, 0.5],
+        [[0.9, 0.1], [0.1, 0.9]],
+        means,
+        np.ones((2, 1)),
+    )
+    ours = GaussianHMM.from_params(ref.startprob_, ref.transmat_, means, np.ones((2, 1)))
+    X = np.array([[0.3], [-0.2], [1e8 + 0.5]])
+    np.testing.assert_allclose(ours.score(X), ref.score(X), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_default_start_recovers_well_separated_means(seed):
+    # k-means starting means (as hmmlearn): random rows of X could start two states in
+    # one cluster and leave a cluster without a state
+    rng = np.random.default_rng(seed)
+    truth = np.array([[-10.0, 0.0], [0.0, 10.0], [10.0, 0.0], [0.0, -10.0]])
+    states = np.repeat(rng.permutation(np.tile(np.arange(4), 10)), 10)
+    X = truth[states] + rng.normal(size=(len(states), 2))
+    m = GaussianHMM(4, n_iter=30, random_state=seed).fit(X, [100, 150, 150])
+    dist = np.linalg.norm(m.means_[:, None] - truth[None], axis=2)  # (state, cluster)
+    assert sorted(dist.argmin(1).tolist()) == [0, 1, 2, 3]  # every cluster has its state
+    assert dist.min(1).max() < 0.5
+
+
+@pytest.mark.parametrize(
+    "ctype, stored",
+    [("spherical", (3,)), ("diag", (3, 2)), ("full", (3, 2, 2)), ("tied", (2, 2))],
+)
+def test_hmmlearn_stored_covariance_form(ctype, stored):
+    X = np.random.default_rng(0).normal(size=(60, 2))
+    m = GaussianHMM(3, ctype, n_iter=2, random_state=0).fit(X)
+    assert m._covars_.shape == stored
+    assert m.covars_.shape == (3, 2, 2)
+    assert m.n_features == 2
+
+
+def test_spherical_variances_accept_hmmlearn_column_shapes():
+    m = GaussianHMM(2, "spherical")
+    m.startprob_, m.transmat_ = [0.6, 0.4], [[0.4, 0.6], [0.9, 0.1]]
+    m.means_ = [[3.0], [5.0]]
+    m.covars_ = np.array([[[[4.0]]], [[[3.0]]]])  # hmmlearn's issue 385 shape: one value each
+    m.n_features = 1
+    assert m.covars_[:, 0, 0].tolist() == [4.0, 3.0]
+    X, states = m.sample(200, random_state=0)
+    assert X.shape == (200, 1) and set(states) <= {0, 1}
+    with pytest.raises(ValueError, match="n_features=2 but means_ has 1 features"):
+        m.n_features = 2

@@ -178,3 +178,61 @@ def test_unfitted_pair_hmm_and_bad_symbols():
         PairHMM("AB").score_pairs([("A", "B")])
     with pytest.raises(ValueError, match=r"pair 0, x\[1\] = 5 is not a symbol \(0..2\)"):
         PairHMM.from_params(n_symbols=3).score_pairs([([0, 5], [1])])
+
+
+def test_fit_on_pairs_that_are_all_empty_is_refused_and_changes_nothing():
+    model = PairHMM.from_params("ACGT", tau=0.05)
+    before = (model.tau_, model.delta_, model.match_probs_)
+    with pytest.raises(ValueError, match="all 3 pairs are empty: there is nothing to learn tau"):
+        model.fit([("", "")] * 3)
+    assert (model.tau_, model.delta_) == before[:2]
+    assert np.array_equal(model.match_probs_, before[2])
+    assert np.isfinite(model.score([("ACG", "AG")]))
+
+
+def test_fit_whose_update_breaks_the_model_constraints_is_refused():
+    # one symbol per pair: the EM update would give 2·delta + tau = 1 (no room to match)
+    with pytest.raises(ValueError, match=r"cannot support a valid model.*2·delta \+ tau = 1"):
+        PairHMM("AC", n_iter=3).fit([("A", "")] * 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"alphabet": ""}, "alphabet must be a non-empty string"),
+        ({"n_symbols": 0}, "n_symbols must be a positive integer, got 0"),
+    ],
+)
+def test_from_params_with_an_empty_alphabet_is_a_clear_error(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PairHMM.from_params(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "name, value, match",
+    [
+        ("tau_", 1.0, "tau_ must lie strictly between 0 and 1"),
+        ("tau_", 0.95, r"2·delta \+ tau = 1.05 must be < 1"),
+        ("delta_", (0.1, 0.2), "delta_ must be a probability"),
+        ("match_probs_", np.full((4, 4), 1 / 8), "match_probs_ must sum to 1"),
+        (
+            "match_probs_",
+            np.triu(np.ones((4, 4))) / 10,
+            "match_probs_: tied=True needs a symmetric",
+        ),
+        ("insert_probs_", [0.5, 0.6, -0.1, 0.0], "insert_probs_ must hold non-negative"),
+    ],
+)
+def test_assigned_fitted_attributes_are_validated_and_a_refusal_changes_nothing(name, value, match):
+    model = PairHMM.from_params("ACGT")
+    before = model.score([("GATTACA", "GATACA")])
+    with pytest.raises(ValueError, match=match):
+        setattr(model, name, value)
+    assert model.score([("GATTACA", "GATACA")]) == before
+
+
+def test_a_valid_assignment_takes_effect():
+    model = PairHMM.from_params("ACGT")
+    model.tau_ = 0.2
+    assert model.tau_ == 0.2
+    assert model.score([("GA", "GA")]) == PairHMM.from_params("ACGT", tau=0.2).score([("GA", "GA")])

@@ -27,6 +27,7 @@ import numpy as np
 
 from tying.core.count import Count
 from tying.hmm.forward_backward import Posteriors, forward_backward, forward_log_likelihood
+from tying.hmm.monitor import ConvergenceMonitor
 from tying.hmm.sequences import SequenceBatch, check_lengths
 from tying.hmm.ties import StateTies
 from tying.hmm.viterbi import viterbi
@@ -64,8 +65,17 @@ def _threads(n_threads: int | None):
     return _CONTROLLER[0].limit(limits=int(n_threads))
 
 
+_HMMLEARN_DEFAULTS = {"n_iter": 10, "tol": 1e-2}
+_OUR_DEFAULTS = {"n_iter": 100, "tol": 1e-4}
+_ALGORITHMS = ("viterbi", "map")
+_IMPLEMENTATIONS = ("log", "scaling")
+
+
 class BaseHMM:
     """Shared machinery of the HMM estimators; use a subclass.
+
+    Our own names come first; hmmlearn's arguments are accepted too, so a
+    hmmlearn script runs with only its import changed (see ``docs/hmm.md``).
 
     Args:
         n_components: number of hidden states K.
@@ -73,17 +83,39 @@ class BaseHMM:
             "covars": "all", "transitions": [[3, 4]]}`` (see
             :class:`~tying.hmm.StateTies`); tied transitions share a whole row.
         startprob_init, transmat_init: starting values; None draws them from
-            ``random_state``.
-        params: which parameters EM updates; the others keep their start values.
-        n_iter: maximum EM iterations per restart.
-        tol: stop when the total log-likelihood gains less than this.
+            ``random_state`` (or takes a value assigned to ``startprob_`` /
+            ``transmat_`` before ``fit``).
+        params: which parameters EM updates, as names (``["means", "covars"]``)
+            or hmmlearn letters (``"mc"``); the others keep their start values.
+        init_params: hmmlearn's switch, names or letters: the parameters
+            ``fit`` initialises afresh; the others are taken from the assigned
+            attributes. None (ours): initialise what was not given or assigned.
+        n_iter: maximum EM iterations per restart; None: 100, or hmmlearn's 10
+            when the model is built hmmlearn-style (any of ``init_params``,
+            ``implementation``, a prior, or letter ``params`` given).
+        tol: stop when the total log-likelihood gains less than this; None:
+            1e-4, or hmmlearn's 1e-2 when built hmmlearn-style.
         n_init: restarts from different random starts; the best is kept.
         random_state: seed or ``numpy.random.Generator``.
         n_threads: BLAS threads while fitting/scoring (None leaves them alone).
+        startprob_prior, transmat_prior: Dirichlet concentrations of hmmlearn's
+            MAP M-step (None: 1.0, plain maximum likelihood).
+        algorithm: default decoder, ``"viterbi"`` or ``"map"``.
+        implementation: hmmlearn's ``"log"``/``"scaling"``, accepted for
+            compatibility; both give the same numbers here (a scaled recursion
+            with an exact log-space fallback).
+        verbose: print the log-likelihood of every EM iteration to stderr.
     """
 
     _emission_kinds: tuple[str, ...] = ()
     _emission_params: tuple[str, ...] = ()
+    _letters: dict[str, str] = {"s": "startprob", "t": "transmat"}
+    _hmmlearn_only: tuple[str, ...] = (
+        "init_params",
+        "implementation",
+        "startprob_prior",
+        "transmat_prior",
+    )
 
     def __init__(
         self,
@@ -92,30 +124,67 @@ class BaseHMM:
         ties: Mapping | Sequence | StateTies | None = None,
         startprob_init: np.ndarray | None = None,
         transmat_init: np.ndarray | None = None,
-        params: Sequence[str] | None = None,
-        n_iter: int = 100,
-        tol: float = 1e-4,
+        params: Sequence[str] | str | None = None,
+        init_params: Sequence[str] | str | None = None,
+        n_iter: int | None = None,
+        tol: float | None = None,
         n_init: int = 1,
         random_state: int | np.random.Generator | None = None,
         n_threads: int | None = 1,
+        startprob_prior=None,
+        transmat_prior=None,
+        algorithm: str = "viterbi",
+        implementation: str | None = None,
+        verbose: bool = False,
     ):
         self.n_components = n_components
         self.ties = ties
         self.startprob_init = startprob_init
         self.transmat_init = transmat_init
         self.params = params
+        self.init_params = init_params
         self.n_iter = n_iter
         self.tol = tol
         self.n_init = n_init
         self.random_state = random_state
         self.n_threads = n_threads
+        self.startprob_prior = startprob_prior
+        self.transmat_prior = transmat_prior
+        self.algorithm = algorithm
+        self.implementation = implementation
+        self.verbose = verbose
 
     # ------------------------------------------------------------ attributes
     @property
+    def startprob_(self) -> np.ndarray:
+        """``(K,)`` initial state distribution; assignable (validated)."""
+        self._check_set("startprob_", "_startprob")
+        return self._startprob.copy()
+
+    @startprob_.setter
+    def startprob_(self, value) -> None:
+        K = self._checked_n_components()
+        self._startprob = _stochastic("startprob_", value, (K,))
+        self._assigned.add("startprob")
+
+    @property
     def transmat_(self) -> np.ndarray:
-        """``(K, K)`` transition matrix (tied states read the same row)."""
-        self._check_fitted()
+        """``(K, K)`` transition matrix (tied states read the same row); assignable."""
+        self._check_set("transmat_", "_transitions")
         return self.ties_.spread("transitions", self._transitions)
+
+    @transmat_.setter
+    def transmat_(self, value) -> None:
+        K = self._checked_n_components()
+        full = _stochastic("transmat_", value, (K, K))
+        self._ensure_ties()
+        self._transitions = self._to_groups("transitions", "transmat_", full)
+        self._assigned.add("transmat")
+
+    @property
+    def _assigned(self) -> set:
+        """Parameters the user assigned since the last fit (used as start values)."""
+        return self.__dict__.setdefault("_assigned_names", set())
 
     @property
     def tie_kinds(self) -> tuple[str, ...]:
@@ -169,9 +238,35 @@ class BaseHMM:
         sizes = {"startprob": 1, "transitions": K, **self._emission_sizes()}
         return self.ties_.count(sizes)
 
+    def n_free_parameters(self) -> int:
+        """Free scalars the model estimates, counting each tie group once (for aic/bic).
+
+        Untied, this is hmmlearn's count (``K-1`` start, ``K(K-1)`` transitions,
+        plus the emissions); ties lower it, which is what aic/bic should see.
+
+        Example:
+            >>> import numpy as np
+            >>> from tying.hmm import GaussianHMM
+            >>> m = GaussianHMM.from_params(np.full(3, 1 / 3), np.full((3, 3), 1 / 3),
+            ...                             np.zeros((3, 2)), np.ones((3, 2)),
+            ...                             ties={"means": "all"})
+            >>> m.n_free_parameters()      # 2 + 6 + 1·2 means + 3·2 variances
+            16
+        """
+        self._check_fitted()
+        K = self.n_components
+        n = (K - 1) + self.ties_.n_groups("transitions") * (K - 1)
+        for kind, size in self._free_sizes().items():
+            n += self.ties_.n_groups(kind) * size
+        return int(n)
+
     # ------------------------------------------------------------------ fit
     def fit(self, X, lengths=None) -> BaseHMM:
         """Estimate the parameters by Baum-Welch (EM), with ``n_init`` restarts.
+
+        Start values: ``*_init`` arguments, else attributes assigned before
+        ``fit`` (``m.means_ = ...``), else random draws; with hmmlearn's
+        ``init_params`` the parameters it names are always drawn afresh.
 
         Args:
             X: observations of all sequences, concatenated.
@@ -180,11 +275,12 @@ class BaseHMM:
         Returns:
             self, with ``startprob_``, ``transmat_``, emission parameters,
             ``ties_``, ``history_`` (total log-likelihood at every E-step of the
-            best restart), ``log_likelihood_``, ``n_iter_``, ``converged_``.
+            best restart), ``log_likelihood_``, ``n_iter_``, ``converged_``,
+            ``monitor_``.
 
         Raises:
             ValueError: on bad data (named by sequence and position), lengths
-                that do not partition X, or bad settings.
+                that do not partition X, or bad settings; the model is unchanged.
             tying.TieError: on a bad tie spec.
 
         Example:
@@ -195,33 +291,101 @@ class BaseHMM:
             >>> m.n_iter_, bool(np.all(np.diff(m.history_) >= 0))
             (5, True)
         """
+        saved = {
+            k: (v.copy() if isinstance(v, (np.ndarray, set)) else v)
+            for k, v in self.__dict__.items()
+        }
+        try:
+            self._fit(X, lengths)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+        return self
+
+    def _fit(self, X, lengths) -> None:
         self._check_settings()
+        n_iter, tol = self._resolved("n_iter"), self._resolved("tol")
         with _threads(self.n_threads):
+            kept = self._kept_start_values()  # per-state values, before ties are re-resolved
             X, batch = self._prepare(X, lengths, fitting=True)
             self.ties_ = StateTies.resolve(
                 self._tie_spec(), n_states=self.n_components, kinds=self.tie_kinds
             )
+            self._warn_degenerate(X)
             rng = np.random.default_rng(self.random_state)
             best = None
             for restart in range(self.n_init):
-                self._initialise(X, rng)
-                history, converged = self._em(X, batch)
-                if best is None or history[-1] > best[0]:
-                    best = (history[-1], self._snapshot(), history, converged, restart)
-            _, snap, history, converged, restart = best
+                self._initialise(X, rng, kept)
+                monitor = ConvergenceMonitor(tol, n_iter, bool(self.verbose))
+                self._em(X, batch, monitor)
+                last = monitor.history[-1] if monitor.history else -np.inf  # n_iter=0
+                if best is None or last > best[0]:
+                    best = (last, self._snapshot(), monitor, restart)
+            _, snap, monitor, restart = best
             self._restore(snap)
-            self.history_ = history
-            self.log_likelihood_ = history[-1]
-            self.n_iter_ = len(history)
-            self.converged_ = converged
+            self.monitor_ = monitor
+            self.history_ = list(monitor.history)
+            self.log_likelihood_ = monitor.history[-1] if monitor.history else np.nan
+            self.n_iter_ = monitor.iter
+            self.converged_ = monitor.converged
             self.best_restart_ = restart
-        return self
+            self._assigned.clear()
 
-    def _em(self, X, batch) -> tuple[list[float], bool]:
-        history: list[float] = []
-        for it in range(self.n_iter):
+    def _kept_start_values(self) -> dict:
+        """Per-state start values taken from attributes instead of being initialised."""
+        names = ("startprob", "transmat") + self._emission_params
+        if self.init_params is None:  # ours: what the user assigned since the last fit
+            keep = [p for p in names if p in self._assigned]
+        else:  # hmmlearn: what init_params leaves out and is set
+            fresh = self._param_names(self.init_params, "init_params")
+            keep = [p for p in names if p not in fresh]
+            for p in fresh:
+                if p in self._assigned:  # hmmlearn's warning, word for word where it can be
+                    _log.warning(
+                        "Even though the %r attribute is set, it will be overwritten during "
+                        "initialization because 'init_params' contains %r",
+                        _public(p),
+                        next(c for c, n in self._letters.items() if n == p),
+                    )
+        out = {}
+        for p in keep:
+            value = self._per_state_value(p)
+            if value is not None:
+                out[p] = value
+        return out
+
+    def _warn_degenerate(self, X) -> None:
+        """Log (as hmmlearn does) when EM fits more free scalars than there are data."""
+        learn = self._learn()
+        K = self.n_components
+        sizes = {"startprob": K - 1, "transmat": self.ties_.n_groups("transitions") * (K - 1)}
+        sizes |= {k: self.ties_.n_groups(k) * n for k, n in self._free_sizes().items()}
+        n_free = sum(n for p, n in sizes.items() if p in learn)
+        if X.size < n_free:
+            _log.warning(
+                "Fitting a model with %d free scalar parameters with only %d data points will "
+                "result in a degenerate solution.",
+                n_free,
+                X.size,
+            )
+
+    def _per_state_value(self, param: str):
+        """The current per-state value of ``param``, or None when it is not set."""
+        if param == "startprob":
+            return self.__dict__.get("_startprob")
+        kind = "transitions" if param == "transmat" else self._param_kind(param)
+        if f"_{kind}" not in self.__dict__ or "ties_" not in self.__dict__:
+            return None
+        return self.ties_.spread(kind, getattr(self, f"_{kind}"))
+
+    def _param_kind(self, param: str) -> str:
+        return param
+
+    def _em(self, X, batch, monitor: ConvergenceMonitor) -> None:
+        for it in range(monitor.n_iter):
             log_b = self._log_emission(X)
-            post = forward_backward(self.startprob_, self.transmat_, log_b, batch)
+            post = forward_backward(self._startprob, self.transmat_, log_b, batch)
             if not np.all(np.isfinite(post.log_likelihood)):
                 s = int(np.flatnonzero(~np.isfinite(post.log_likelihood))[0])
                 raise ValueError(
@@ -229,18 +393,27 @@ class BaseHMM:
                     f"(a symbol or transition no state allows); give it non-zero probability "
                     f"in the start values or drop the sequence"
                 )
-            history.append(float(post.log_likelihood.sum()))
+            monitor.report(float(post.log_likelihood.sum()))
             self._mstep(X, post)
-            if it > 0 and history[-1] - history[-2] < self.tol:
-                return history, True
-        return history, False
+            if monitor.converged:
+                return
 
     def _mstep(self, X, post: Posteriors) -> None:
         learn = self._learn()
-        if "startprob" in learn and post.start.sum() > 0:
-            self.startprob_ = post.start / post.start.sum()
+        if "startprob" in learn:
+            prior = self._prior("startprob_prior", 1.0)
+            sp = np.maximum(prior - 1.0 + post.start, 0.0)
+            sp = np.where(self._startprob == 0, 0.0, sp)  # a forbidden start stays forbidden
+            if sp.sum() > 0:
+                self._startprob = sp / sp.sum()
         if "transmat" in learn:
             counts = self.ties_.pool("transitions", post.xi_sum)  # tied rows pool their counts
+            prior = np.broadcast_to(
+                self._prior("transmat_prior", 1.0), (self.n_components, self.n_components)
+            )
+            first = [g[0] for g in self.ties_.groups("transitions")]
+            counts = np.maximum(prior[first] - 1.0 + counts, 0.0)
+            counts = np.where(self._transitions == 0, 0.0, counts)  # left-right stays so
             total = counts.sum(1, keepdims=True)
             seen = total[:, 0] > 0  # a row never left keeps its old value
             self._transitions[seen] = counts[seen] / total[seen]
@@ -291,8 +464,36 @@ class BaseHMM:
         with _threads(self.n_threads):
             X, batch = self._prepare(X, lengths)
             return forward_log_likelihood(
-                self.startprob_, self.transmat_, self._log_emission(X), batch
+                self._startprob, self.transmat_, self._log_emission(X), batch
             )
+
+    def score_samples(self, X, lengths=None) -> tuple[float, np.ndarray]:
+        """Total log-likelihood and state posteriors (hmmlearn's ``score_samples``).
+
+        Args:
+            X: observations, concatenated.
+            lengths: per-sequence lengths (None: one sequence).
+
+        Returns:
+            ``(log_prob, posteriors)``: the sum of log p(x) over sequences and
+            the ``(n_samples, K)`` posteriors p(z_t = k | x).
+
+        Raises:
+            ValueError: on bad data or lengths. NotFittedError: before ``fit``.
+
+        Example:
+            >>> from tying.hmm import GaussianHMM
+            >>> m = GaussianHMM.from_params([0.5, 0.5], [[0.9, 0.1], [0.1, 0.9]],
+            ...                             [[-3.0], [3.0]], [[1.0], [1.0]])
+            >>> ll, post = m.score_samples([[-3.0], [3.0]])
+            >>> post.round(3).tolist()
+            [[1.0, 0.0], [0.0, 1.0]]
+        """
+        self._check_fitted()
+        with _threads(self.n_threads):
+            X, batch = self._prepare(X, lengths)
+            post = forward_backward(self._startprob, self.transmat_, self._log_emission(X), batch)
+        return float(post.log_likelihood.sum()), post.gamma
 
     def emission_log_prob(self, X, lengths=None) -> np.ndarray:
         """log p(x_t | state k) for every row of ``X`` and every state, ``(n_samples, K)``.
@@ -333,26 +534,26 @@ class BaseHMM:
             >>> m.predict_proba([[-3.0], [3.0]]).round(3).tolist()
             [[1.0, 0.0], [0.0, 1.0]]
         """
-        self._check_fitted()
-        with _threads(self.n_threads):
-            X, batch = self._prepare(X, lengths)
-            return forward_backward(
-                self.startprob_, self.transmat_, self._log_emission(X), batch
-            ).gamma
+        return self.score_samples(X, lengths)[1]
 
-    def decode(self, X, lengths=None) -> tuple[float, np.ndarray]:
-        """Viterbi decoding of every sequence.
+    def decode(self, X, lengths=None, algorithm: str | None = None) -> tuple[float, np.ndarray]:
+        """Most probable states of every sequence: Viterbi path or per-step posterior maxima.
 
         Args:
             X: observations, concatenated.
             lengths: per-sequence lengths (None: one sequence).
+            algorithm: ``"viterbi"`` (the best joint path) or ``"map"`` (each
+                step's most probable state); None uses the constructor's
+                ``algorithm``.
 
         Returns:
-            ``(log_prob, states)``: the best paths' log-probability summed over
-            sequences, and the state of every row of ``X``.
+            ``(log_prob, states)``. Viterbi: the best paths' log-probability
+            summed over sequences. MAP: the sum of log max-posteriors (hmmlearn
+            returns the sum of the posteriors themselves there, which is not a
+            log-probability).
 
         Raises:
-            ValueError: on bad data or lengths. NotFittedError: before ``fit``.
+            ValueError: on bad data, lengths or algorithm. NotFittedError: before ``fit``.
 
         Example:
             >>> from tying.hmm import GaussianHMM
@@ -361,14 +562,21 @@ class BaseHMM:
             >>> m.decode([[-3.0], [-2.5], [3.0]])[1].tolist()
             [0, 0, 1]
         """
+        algorithm = self.algorithm if algorithm is None else algorithm
+        if algorithm not in _ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {_ALGORITHMS}, got {algorithm!r}")
         self._check_fitted()
+        if algorithm == "map":
+            _, post = self.score_samples(X, lengths)
+            with np.errstate(divide="ignore"):
+                return float(np.log(post.max(1)).sum()), post.argmax(1)
         with _threads(self.n_threads):
             X, batch = self._prepare(X, lengths)
-            log_p, states = viterbi(self.startprob_, self.transmat_, self._log_emission(X), batch)
+            log_p, states = viterbi(self._startprob, self.transmat_, self._log_emission(X), batch)
         return float(log_p.sum()), states
 
     def predict(self, X, lengths=None) -> np.ndarray:
-        """Most probable state path (Viterbi) of every sequence, one state per row of ``X``.
+        """Most probable states of every sequence (``decode`` with the default algorithm).
 
         Args:
             X: observations, concatenated.
@@ -386,77 +594,231 @@ class BaseHMM:
         """
         return self.decode(X, lengths)[1]
 
-    def sample(self, n_samples: int = 1, random_state=None) -> tuple[np.ndarray, np.ndarray]:
+    def aic(self, X, lengths=None) -> float:
+        """Akaike information criterion, ``-2 log L + 2 p``, with p from :meth:`n_free_parameters`.
+
+        Untied models give hmmlearn's value; a tie group counts once.
+
+        Example:
+            >>> from tying.hmm import GaussianHMM
+            >>> m = GaussianHMM.from_params([1.0], [[1.0]], [[0.0]], [[1.0]])
+            >>> round(m.aic([[0.0]]), 6)            # 2·0.918939 + 2·2 parameters
+            5.837877
+        """
+        return -2.0 * self.score(X, lengths) + 2.0 * self.n_free_parameters()
+
+    def bic(self, X, lengths=None) -> float:
+        """Bayesian information criterion, ``-2 log L + p log n_samples``.
+
+        Example:
+            >>> from tying.hmm import GaussianHMM
+            >>> m = GaussianHMM.from_params([1.0], [[1.0]], [[0.0]], [[1.0]])
+            >>> round(m.bic([[0.0]]), 6)            # log 1 = 0: no penalty
+            1.837877
+        """
+        n = len(np.asarray(X))
+        return float(-2.0 * self.score(X, lengths) + self.n_free_parameters() * np.log(n))
+
+    def get_stationary_distribution(self) -> np.ndarray:
+        """The stationary distribution π = π A of the transition matrix.
+
+        Returns:
+            ``(K,)`` probabilities.
+
+        Raises:
+            ValueError: when the chain has more than one stationary
+                distribution (it splits into closed classes), naming them.
+
+        Example:
+            >>> from tying.hmm import GaussianHMM
+            >>> m = GaussianHMM.from_params([1.0, 0.0], [[0.9, 0.1], [0.2, 0.8]],
+            ...                             [[0.0], [1.0]], [[1.0], [1.0]])
+            >>> m.get_stationary_distribution().round(6).tolist()
+            [0.666667, 0.333333]
+        """
+        A = self.transmat_
+        w, V = np.linalg.eig(A.T)
+        ones = np.flatnonzero(np.abs(w - 1.0) < 1e-10)
+        if ones.size != 1:
+            raise ValueError(
+                f"transmat_ has {ones.size} eigenvalues equal to 1: the chain splits into "
+                f"closed classes and has no unique stationary distribution; start it from "
+                f"startprob_ instead or make the classes communicate"
+            )
+        v = np.real(V[:, ones[0]])
+        v = v / v.sum()
+        return np.clip(v, 0.0, None) / np.clip(v, 0.0, None).sum()
+
+    def sample(
+        self, n_samples: int = 1, random_state=None, currstate: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Draw one sequence of ``n_samples`` observations and its states.
 
         Args:
             n_samples: length of the sequence.
-            random_state: seed or ``numpy.random.Generator``.
+            random_state: seed or ``numpy.random.Generator``; None uses the
+                constructor's ``random_state`` (as hmmlearn does).
+            currstate: the first state (continue a sequence: ``currstate=Z[-1]``
+                makes the next draw start there); None draws it from ``startprob_``.
 
         Returns:
             ``(X, states)``.
 
         Raises:
-            ValueError: when ``n_samples`` is not a positive integer.
+            ValueError: when ``n_samples`` is not a positive integer or
+                ``currstate`` is not a state.
 
         Example:
             >>> from tying.hmm import GaussianHMM
             >>> m = GaussianHMM.from_params([1.0, 0.0], [[0.0, 1.0], [1.0, 0.0]],
             ...                             [[0.0], [5.0]], [[1.0], [1.0]])
             >>> X, states = m.sample(4, random_state=0)
-            >>> X.shape, states.tolist()
-            ((4, 1), [0, 1, 0, 1])
+            >>> X.shape, states.tolist(), m.sample(3, currstate=1)[1].tolist()
+            ((4, 1), [0, 1, 0, 1], [1, 0, 1])
         """
         self._check_fitted()
-        if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+        if (
+            isinstance(n_samples, bool)
+            or not isinstance(n_samples, (int, np.integer))
+            or n_samples < 1
+        ):
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
-        rng = np.random.default_rng(random_state)
+        K = self.n_components
+        if currstate is not None and (
+            isinstance(currstate, bool)
+            or not isinstance(currstate, (int, np.integer))
+            or not 0 <= currstate < K
+        ):
+            raise ValueError(f"currstate must be a state 0..{K - 1}, got {currstate!r}")
+        rng = np.random.default_rng(self.random_state if random_state is None else random_state)
         A_cdf = np.cumsum(self.transmat_, axis=1)
         states = np.empty(n_samples, dtype=np.int64)
         u = rng.random(n_samples)
-        states[0] = min(
-            np.searchsorted(np.cumsum(self.startprob_), u[0], side="right"), self.n_components - 1
-        )
+        if currstate is None:
+            states[0] = min(np.searchsorted(np.cumsum(self._startprob), u[0], side="right"), K - 1)
+        else:
+            states[0] = currstate
         for t in range(1, n_samples):
             row = A_cdf[states[t - 1]]
-            states[t] = min(np.searchsorted(row, u[t], side="right"), self.n_components - 1)
+            states[t] = min(np.searchsorted(row, u[t], side="right"), K - 1)
         return self._sample_emissions(states, rng), states
 
     # ------------------------------------------------------------- internals
-    def _check_settings(self) -> None:
+    def _hmmlearn_style(self) -> bool:
+        """True when any hmmlearn-only argument was given: hmmlearn's defaults apply."""
+        if isinstance(self.params, str):
+            return True
+        return any(getattr(self, name, None) is not None for name in self._hmmlearn_only)
+
+    def _resolved(self, name: str):
+        value = getattr(self, name)
+        if value is not None:
+            return value
+        return (_HMMLEARN_DEFAULTS if self._hmmlearn_style() else _OUR_DEFAULTS)[name]
+
+    def _prior(self, name: str, ours, hmmlearn=None):
+        value = getattr(self, name)
+        if value is not None:
+            return np.asarray(value, dtype=np.float64)
+        default = hmmlearn if (hmmlearn is not None and self._hmmlearn_style()) else ours
+        return np.asarray(default, dtype=np.float64)
+
+    def _checked_n_components(self) -> int:
         K = self.n_components
         if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or K < 1:
             raise ValueError(f"n_components must be a positive integer, got {K!r}")
-        for name in ("n_iter", "n_init"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if np.isnan(self.tol) or self.tol == np.inf:
-            raise ValueError(
-                f"tol must be a number (-inf runs all n_iter iterations), got {self.tol!r}"
+        return int(K)
+
+    def _ensure_ties(self) -> StateTies:
+        """The resolved ties; resolved from ``ties`` when a parameter is assigned before fit."""
+        if "ties_" not in self.__dict__:
+            self.ties_ = StateTies.resolve(
+                self._tie_spec(), n_states=self._checked_n_components(), kinds=self.tie_kinds
             )
+        return self.ties_
+
+    def _check_settings(self) -> None:
+        self._checked_n_components()
+        n_iter = self._resolved("n_iter")
+        if isinstance(n_iter, bool) or not isinstance(n_iter, (int, np.integer)) or n_iter < 0:
+            raise ValueError(
+                f"n_iter must be a non-negative integer (0 only initialises), got {n_iter!r}"
+            )
+        v = self.n_init
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"n_init must be a positive integer, got {v!r}")
+        tol = self._resolved("tol")
+        if not isinstance(tol, (int, float, np.number)) or np.isnan(tol) or tol == np.inf:
+            raise ValueError(f"tol must be a number (-inf runs all n_iter iterations), got {tol!r}")
+        if self.algorithm not in _ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {_ALGORITHMS}, got {self.algorithm!r}")
+        if self.implementation is not None and self.implementation not in _IMPLEMENTATIONS:
+            raise ValueError(
+                f"implementation must be one of {_IMPLEMENTATIONS} (accepted for hmmlearn "
+                f"compatibility; both give the same numbers here), got {self.implementation!r}"
+            )
+        for name in ("startprob_prior", "transmat_prior"):
+            _check_prior(name, getattr(self, name), nonneg=True)
         self._learn()
+        if self.init_params is not None:
+            self._param_names(self.init_params, "init_params")
+
+    def _param_names(self, value, arg: str) -> tuple[str, ...]:
+        valid = ("startprob", "transmat") + self._emission_params
+        if isinstance(value, str):
+            bad = [c for c in value if c not in self._letters]
+            if bad:
+                raise ValueError(
+                    f"{arg}={value!r}: unknown letter(s) {bad}; this model's hmmlearn letters "
+                    f"are {self._letters}; or pass names like {list(valid)}"
+                )
+            return tuple(dict.fromkeys(self._letters[c] for c in value))
+        if isinstance(value, (bytes, Mapping)) or not isinstance(value, (list, tuple, set)):
+            raise TypeError(
+                f"{arg} is a list of names like {list(valid)} or hmmlearn letters like "
+                f"{''.join(self._letters)!r}, got {value!r}"
+            )
+        unknown = [p for p in value if p not in valid]
+        if unknown:
+            raise ValueError(f"{arg}: unknown name(s) {unknown}; choose from {list(valid)}")
+        return tuple(value)
 
     def _learn(self) -> tuple[str, ...]:
-        valid = ("startprob", "transmat") + self._emission_params
         if self.params is None:
-            return valid
-        if isinstance(self.params, str):
-            raise TypeError(
-                f"params is a list of names like {list(valid)}, got the string {self.params!r}"
+            return ("startprob", "transmat") + self._emission_params
+        return self._param_names(self.params, "params")
+
+    def _required(self) -> dict[str, str]:
+        """Public attribute name -> private storage of every parameter a model needs."""
+        out = {"startprob_": "_startprob", "transmat_": "_transitions"}
+        out.update({_public(k): f"_{k}" for k in self._emission_kinds})
+        return out
+
+    def _check_set(self, public: str, private: str) -> None:
+        if private not in self.__dict__:
+            name = type(self).__name__
+            raise NotFittedError(
+                f"this {name} has no {public} yet; call fit(X, lengths), assign "
+                f"m.{public} = ..., or build one with {name}.from_params(...)"
             )
-        unknown = [p for p in self.params if p not in valid]
-        if unknown:
-            raise ValueError(f"params: unknown name(s) {unknown}; choose from {list(valid)}")
-        return tuple(self.params)
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "ties_"):
-            name = type(self).__name__
+        missing = [pub for pub, priv in self._required().items() if priv not in self.__dict__]
+        name = type(self).__name__
+        if len(missing) == len(self._required()):
             raise NotFittedError(
                 f"this {name} is not fitted yet; call fit(X, lengths) first or build one "
                 f"with {name}.from_params(...)"
             )
+        if missing:
+            raise NotFittedError(
+                f"this {name} has no {', '.join(missing)} yet; assign "
+                f"{' and '.join('m.' + m + ' = ...' for m in missing)} or call fit(X, lengths)"
+            )
+        self._check_consistent()
+
+    def _check_consistent(self) -> None:
+        """Subclass hook: assigned parameters agree with each other (e.g. feature counts)."""
 
     def _prepare(self, X, lengths, fitting=False):
         X0 = np.asarray(X)
@@ -465,20 +827,24 @@ class BaseHMM:
         X = self._check_X(X0, lengths, fitting=fitting)
         return X, SequenceBatch(lengths)
 
-    def _initialise(self, X, rng) -> None:
+    def _initialise(self, X, rng, kept=None) -> None:
+        kept = {} if kept is None else kept
         K = self.n_components
-        self.startprob_ = (
-            np.full(K, 1.0 / K)
-            if self.startprob_init is None
-            else _stochastic("startprob_init", self.startprob_init, (K,))
-        )
-        if self.transmat_init is None:
+        if "startprob" in kept:
+            self._startprob = np.array(kept["startprob"], dtype=np.float64)
+        elif self.startprob_init is None:
+            self._startprob = np.full(K, 1.0 / K)
+        else:
+            self._startprob = _stochastic("startprob_init", self.startprob_init, (K,))
+        if "transmat" in kept:
+            self._transitions = self._to_groups("transitions", "transmat_", kept["transmat"])
+        elif self.transmat_init is None:
             G = self.ties_.n_groups("transitions")
             self._transitions = rng.dirichlet(np.ones(K), size=G)
         else:
             full = _stochastic("transmat_init", self.transmat_init, (K, K))
             self._transitions = self._to_groups("transitions", "transmat_init", full)
-        self._emission_init(X, rng)
+        self._emission_init(X, rng, kept)
 
     def _to_groups(self, kind: str, name: str, values: np.ndarray) -> np.ndarray:
         """Per-group values from per-state ``values`` that agree within each group."""
@@ -504,7 +870,7 @@ class BaseHMM:
             setattr(self, k, v)
 
     def _state_arrays(self) -> dict:
-        return {"startprob_": self.startprob_, "_transitions": self._transitions} | {
+        return {"_startprob": self._startprob, "_transitions": self._transitions} | {
             f"_{k}": getattr(self, f"_{k}") for k in self._emission_kinds
         }
 
@@ -521,7 +887,7 @@ class BaseHMM:
     def _log_emission(self, X):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _emission_init(self, X, rng):  # pragma: no cover - abstract
+    def _emission_init(self, X, rng, kept):  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _emission_mstep(self, X, gamma, learn):  # pragma: no cover - abstract
@@ -530,11 +896,33 @@ class BaseHMM:
     def _emission_sizes(self) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _free_sizes(self) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
     def _sample_emissions(self, states, rng):  # pragma: no cover - abstract
         raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(n_components={self.n_components}, ties={self.ties!r})"
+
+
+def _public(param: str) -> str:
+    return {"transmat": "transmat_", "startprob": "startprob_", "emissions": "emissionprob_"}.get(
+        param, f"{param}_"
+    )
+
+
+def _check_prior(name: str, value, *, nonneg: bool) -> None:
+    """A prior is None (default) or finite numbers (non-negative where required)."""
+    if value is None:
+        return
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number or an array of numbers, got {value!r}") from None
+    if not np.all(np.isfinite(arr)) or (nonneg and np.any(arr < 0)):
+        need = "finite non-negative" if nonneg else "finite"
+        raise ValueError(f"{name} must hold {need} numbers, got {value!r}")
 
 
 def _stochastic(name: str, value, shape: tuple[int, ...]) -> np.ndarray:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tying.hmm.base import BaseHMM, _stochastic
+from tying.hmm.base import BaseHMM, _check_prior, _stochastic
 from tying.hmm.sequences import check_observations
 from tying.hmm.ties import StateTies
 
@@ -41,17 +41,31 @@ class CategoricalHMM(BaseHMM):
 
     _emission_kinds = ("emissions",)
     _emission_params = ("emissions",)
+    _letters = {"s": "startprob", "t": "transmat", "e": "emissions"}
+    _hmmlearn_only = BaseHMM._hmmlearn_only + ("emissionprob_prior", "n_features")
 
     def __init__(
         self,
         n_components: int = 1,
+        startprob_prior=None,
+        transmat_prior=None,
         *,
+        emissionprob_prior=None,
+        n_features: int | None = None,
         n_symbols: int | None = None,
         ties=None,
         emissionprob_init: np.ndarray | None = None,
         **kwargs,
     ):
-        super().__init__(n_components, ties=ties, **kwargs)
+        super().__init__(
+            n_components,
+            ties=ties,
+            startprob_prior=startprob_prior,
+            transmat_prior=transmat_prior,
+            **kwargs,
+        )
+        self.emissionprob_prior = emissionprob_prior
+        self.n_features = n_features
         self.n_symbols = n_symbols
         self.emissionprob_init = emissionprob_init
 
@@ -87,26 +101,59 @@ class CategoricalHMM(BaseHMM):
         model._check_settings()
         model.ties_ = StateTies.resolve(ties, n_states=model.n_components, kinds=model.tie_kinds)
         model.n_symbols_ = emission.shape[-1]
-        model._initialise(np.zeros(1, dtype=np.int64), np.random.default_rng(0))
+        model._initialise(np.zeros(1, dtype=np.int64), np.random.default_rng(0), {})
         return model
 
     @property
     def emissionprob_(self) -> np.ndarray:
-        """``(K, M)`` emission probabilities (a copy)."""
-        self._check_fitted()
+        """``(K, M)`` emission probabilities (a copy); assignable (validated)."""
+        self._check_set("emissionprob_", "_emissions")
         return self.ties_.spread("emissions", self._emissions)
+
+    @emissionprob_.setter
+    def emissionprob_(self, value) -> None:
+        K = self._checked_n_components()
+        arr = np.asarray(value, dtype=np.float64)
+        M = self._alphabet_size()
+        if arr.ndim != 2 or arr.shape[0] != K or (M is not None and arr.shape[1] != M):
+            want = f"({K}, {M})" if M is not None else f"({K}, n_symbols)"
+            raise ValueError(f"emissionprob_ must have shape {want}, got {arr.shape}")
+        arr = _stochastic("emissionprob_", arr, arr.shape)
+        self._ensure_ties()
+        self._emissions = self._to_groups("emissions", "emissionprob_", arr)
+        self.n_symbols_ = arr.shape[1]
+        self._assigned.add("emissions")
+
+    def _alphabet_size(self) -> int | None:
+        """The alphabet size the user fixed (n_symbols, hmmlearn's n_features), if any."""
+        for name in ("n_symbols", "n_features"):
+            M = getattr(self, name)
+            if M is not None:
+                return int(M)
+        return None
 
     def _check_settings(self) -> None:
         super()._check_settings()
-        M = self.n_symbols
-        if M is not None and (isinstance(M, bool) or not isinstance(M, (int, np.integer)) or M < 1):
-            raise ValueError(f"n_symbols must be a positive integer or None, got {M!r}")
+        for name in ("n_symbols", "n_features"):
+            M = getattr(self, name)
+            if M is not None and (
+                isinstance(M, bool) or not isinstance(M, (int, np.integer)) or M < 1
+            ):
+                raise ValueError(f"{name} must be a positive integer or None, got {M!r}")
+        if None not in (self.n_symbols, self.n_features) and self.n_symbols != self.n_features:
+            raise ValueError(
+                f"n_symbols={self.n_symbols} and n_features={self.n_features} name the same "
+                f"alphabet size (n_features is hmmlearn's name); give one of them"
+            )
+        _check_prior("emissionprob_prior", self.emissionprob_prior, nonneg=True)
 
     def _check_X(self, X, lengths, fitting):
         X = check_observations(X, lengths, ndim=1)
         if fitting:
-            if self.n_symbols is not None:
-                self.n_symbols_ = int(self.n_symbols)
+            if self._alphabet_size() is not None:
+                self.n_symbols_ = self._alphabet_size()
+            elif "_emissions" in self.__dict__ and "emissions" in self._kept_start_values():
+                self.n_symbols_ = self._emissions.shape[1]
             elif self.emissionprob_init is not None:
                 self.n_symbols_ = np.asarray(self.emissionprob_init).shape[-1]
             else:
@@ -128,8 +175,17 @@ class CategoricalHMM(BaseHMM):
             log_e = np.log(self.emissionprob_)  # (K, M)
         return np.ascontiguousarray(log_e.T[X])  # (N, K)
 
-    def _emission_init(self, X, rng) -> None:
+    def _emission_init(self, X, rng, kept) -> None:
         G, M = self.ties_.n_groups("emissions"), self.n_symbols_
+        if "emissions" in kept:
+            arr = np.asarray(kept["emissions"])
+            if arr.shape[1] != M:
+                raise ValueError(
+                    f"emissionprob_ has {arr.shape[1]} symbols but this fit needs {M}; assign "
+                    f"an emissionprob_ of shape ({self.n_components}, {M})"
+                )
+            self._emissions = self._to_groups("emissions", "emissionprob_", arr)
+            return
         if self.emissionprob_init is None:
             self._emissions = rng.dirichlet(np.ones(M), size=G)
             return
@@ -155,12 +211,20 @@ class CategoricalHMM(BaseHMM):
             ]
         )
         pooled = self.ties_.pool("emissions", counts)  # (G, M)
+        prior = np.broadcast_to(
+            self._prior("emissionprob_prior", 1.0), (self.n_components, self.n_symbols_)
+        )
+        first = [g[0] for g in self.ties_.groups("emissions")]
+        pooled = np.maximum(prior[first] - 1.0 + pooled, 0.0)
         total = pooled.sum(1)
         ok = total > 0
         self._emissions[ok] = pooled[ok] / total[ok, None]
 
     def _emission_sizes(self) -> dict:
         return {"emissions": self.n_symbols_}
+
+    def _free_sizes(self) -> dict:
+        return {"emissions": self.n_symbols_ - 1}
 
     def _sample_emissions(self, states, rng) -> np.ndarray:
         cdf = np.cumsum(self.emissionprob_, axis=1)[states]  # (n, M)

@@ -1,10 +1,19 @@
-"""Gaussian HMM with tied means and covariances (diagonal, full, or one tied covariance).
+"""Gaussian HMM with tied means and covariances (spherical, diagonal, full, or one tied covariance).
 
 Tie groups pool the Baum-Welch sufficient statistics (N = Σγ, Σγx, Σγxxᵀ)
 before the update, so a tied group is estimated from the evidence of all its
 states (claim C3). A tied covariance is evaluated with **one Cholesky per
 group**, not one per state: ``covariance_type="tied"`` costs one
 factorisation and one triangular solve of the data, whatever K is.
+
+The log-density is exact however far apart the means are: the fast path
+expands the quadratic form, and any row where that expansion could lose more
+than ~1e-10 nats (a point hundreds of standard deviations from the centre of
+the means) is recomputed from ``x - mu`` directly.
+
+The M-step is hmmlearn's MAP update (``means_prior``, ``means_weight``,
+``covars_prior``, ``covars_weight``); with the default priors it is maximum
+likelihood, and hmmlearn's defaults apply when the model is built hmmlearn-style.
 
 Example:
     >>> import numpy as np
@@ -23,63 +32,115 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import cho_factor, solve_triangular
 
-from tying.hmm.base import BaseHMM
+from tying.hmm.base import BaseHMM, _check_prior
 from tying.hmm.sequences import check_observations
 from tying.hmm.ties import StateTies
 
-__all__ = ["GaussianHMM"]
+__all__ = ["GaussianHMM", "kmeans_centres"]
 
-_COVARIANCE_TYPES = ("diag", "full", "tied")
+_COVARIANCE_TYPES = ("spherical", "diag", "full", "tied")
 _LOG_2PI = np.log(2 * np.pi)
 _EMPTY = 1e-10  # a group with less posterior mass than this keeps its old value
+# the expanded quadratic form loses about eps·(|x-c|²/σ² + |mu-c|²/σ²) nats; rows where
+# that bound passes _EXACT_BELOW are recomputed from x - mu (hmmlearn's exact form)
+_EXACT_BELOW = 1e-10 / (8 * np.finfo(float).eps)
+_CHUNK = 1 << 20  # entries of an (n, K, D) difference array per block
 
 
 class GaussianHMM(BaseHMM):
     """HMM with Gaussian emissions whose means and covariances can be tied across states.
 
+    The positional order is hmmlearn's, so a hmmlearn script runs unchanged.
+
     Args:
         n_components: number of states K.
-        covariance_type: ``"diag"`` (per-group diagonal), ``"full"`` (per-group
-            full), or ``"tied"`` (one full covariance for all states; the same
-            as ``"full"`` with ``ties={"covars": "all"}``).
+        covariance_type: ``"spherical"`` (one variance per state), ``"diag"``,
+            ``"full"``, or ``"tied"`` (one full covariance for all states; the
+            same as ``"full"`` with ``ties={"covars": "all"}``).
+        min_covar: floor on variances (eigenvalues for full covariances) after
+            every M-step, so a state that loses its data never yields a
+            singular covariance (hmmlearn uses it only at initialisation).
+        startprob_prior, transmat_prior: Dirichlet concentrations (None: 1.0).
+        means_prior, means_weight: normal prior on the means (None: 0, 0).
+        covars_prior, covars_weight: prior on the covariances (None: 0 and 1,
+            maximum likelihood; hmmlearn-style builds get hmmlearn's 1e-2 and 1).
+        algorithm, random_state, n_iter, tol, verbose, params, init_params,
+            implementation: see :class:`~tying.hmm.base.BaseHMM`.
         ties: tie spec over ``"means"``, ``"covars"``, ``"transitions"``, e.g.
             ``{"means": [[0, 1, 2], [3, 4]], "covars": "all"}``, or
             :func:`tying.share` rules over slots like ``"means.3"``.
-        means_init: ``(K, D)`` (equal within tie groups) or ``(n_groups, D)``.
-        covars_init: diag ``(K, D)``/``(n_groups, D)``; full ``(K, D, D)``/
-            ``(n_groups, D, D)``; tied also ``(D, D)``.
-        min_covar: floor on variances (eigenvalues for full covariances) so a
-            state that loses all its data never yields a singular covariance.
-        **kwargs: see :class:`~tying.hmm.base.BaseHMM` (``startprob_init``,
-            ``transmat_init``, ``params``, ``n_iter``, ``tol``, ``n_init``,
-            ``random_state``, ``n_threads``).
+        means_init: ``(K, D)`` (equal within tie groups) or ``(n_groups, D)``;
+            None starts from k-means centres of ``X`` (one per tie group).
+        covars_init: as ``covars_`` accepts (per type), or one row per tie group.
+        **kwargs: ``startprob_init``, ``transmat_init``, ``n_init``, ``n_threads``.
 
     Attributes:
-        means_: ``(K, D)``.
-        covars_: ``(K, D)`` for diag, ``(K, D, D)`` otherwise.
-        others: ``startprob_``, ``transmat_``, ``ties_``, ``history_``,
-            ``log_likelihood_``, ``n_iter_``, ``converged_``.
+        means_: ``(K, D)``, assignable.
+        covars_: ``(K, D, D)`` for every type (hmmlearn's convention); assign
+            hmmlearn's per-type shapes: spherical ``(K,)``, diag ``(K, D)``,
+            full ``(K, D, D)``, tied ``(D, D)`` (or the ``(K, D, D)`` form).
+        others: ``startprob_``, ``transmat_``, ``ties_``, ``history_``, ``monitor_``,
+            ``log_likelihood_``, ``n_iter_``, ``converged_``, ``n_features_``.
     """
 
     _emission_kinds = ("means", "covars")
     _emission_params = ("means", "covars")
+    _letters = {"s": "startprob", "t": "transmat", "m": "means", "c": "covars"}
+    _hmmlearn_only = BaseHMM._hmmlearn_only + (
+        "means_prior",
+        "means_weight",
+        "covars_prior",
+        "covars_weight",
+    )
 
     def __init__(
         self,
         n_components: int = 1,
         covariance_type: str = "diag",
+        min_covar: float = 1e-3,
+        startprob_prior=None,
+        transmat_prior=None,
+        means_prior=None,
+        means_weight=None,
+        covars_prior=None,
+        covars_weight=None,
+        algorithm: str = "viterbi",
+        random_state=None,
+        n_iter: int | None = None,
+        tol: float | None = None,
+        verbose: bool = False,
+        params=None,
+        init_params=None,
+        implementation: str | None = None,
         *,
         ties=None,
         means_init: np.ndarray | None = None,
         covars_init: np.ndarray | None = None,
-        min_covar: float = 1e-3,
         **kwargs,
     ):
-        super().__init__(n_components, ties=ties, **kwargs)
+        super().__init__(
+            n_components,
+            ties=ties,
+            params=params,
+            init_params=init_params,
+            n_iter=n_iter,
+            tol=tol,
+            random_state=random_state,
+            startprob_prior=startprob_prior,
+            transmat_prior=transmat_prior,
+            algorithm=algorithm,
+            implementation=implementation,
+            verbose=verbose,
+            **kwargs,
+        )
         self.covariance_type = covariance_type
+        self.min_covar = min_covar
+        self.means_prior = means_prior
+        self.means_weight = means_weight
+        self.covars_prior = covars_prior
+        self.covars_weight = covars_weight
         self.means_init = means_init
         self.covars_init = covars_init
-        self.min_covar = min_covar
 
     @classmethod
     def from_params(
@@ -134,25 +195,98 @@ class GaussianHMM(BaseHMM):
     # ------------------------------------------------------------ attributes
     @property
     def means_(self) -> np.ndarray:
-        """``(K, D)`` state means (a copy; tied states have equal rows)."""
-        self._check_fitted()
+        """``(K, D)`` state means (a copy; tied states have equal rows); assignable."""
+        self._check_set("means_", "_means")
         return self.ties_.spread("means", self._means)
+
+    @means_.setter
+    def means_(self, value) -> None:
+        self._check_type()
+        arr = np.asarray(value, dtype=np.float64)
+        K = self._checked_n_components()
+        if arr.ndim != 2 or arr.shape[0] != K:
+            raise ValueError(
+                f"means_ must have shape (n_components={K}, n_features), got {arr.shape}"
+            )
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"means_ must be finite, got {arr}")
+        self._check_features("means_", arr.shape[1])
+        self._ensure_ties()
+        groups = self._to_groups("means", "means_", arr)
+        self.n_features_ = arr.shape[1]
+        self._means = groups
+        self._assigned.add("means")
 
     @property
     def covars_(self) -> np.ndarray:
-        """State covariances: ``(K, D)`` variances for diag, ``(K, D, D)`` otherwise."""
-        self._check_fitted()
-        return self.ties_.spread("covars", self._covars)
+        """``(K, D, D)`` covariance of every state, for every type (hmmlearn's convention)."""
+        self._check_set("covars_", "_covars")
+        cv = self.ties_.spread("covars", self._covars)
+        if self._full():
+            return cv
+        D = self.__dict__.get("n_features_", cv.shape[1])
+        var = np.broadcast_to(cv, (self.n_components, D))
+        return var[:, :, None] * np.eye(D)[None]
+
+    @covars_.setter
+    def covars_(self, value) -> None:
+        self._check_type()
+        self._checked_n_components()
+        self._ensure_ties()
+        self._covars = self._covars_groups("covars_", value, per_state_only=True)
+        self._assigned.add("covars")
+
+    @property
+    def n_features(self) -> int:
+        """hmmlearn's name for ``n_features_`` (set by ``means_`` or ``fit``)."""
+        if "n_features_" not in self.__dict__:
+            raise AttributeError("n_features is known once means_ is assigned or fit has run")
+        return self.n_features_
+
+    @n_features.setter
+    def n_features(self, value) -> None:
+        have = self._means.shape[1] if "_means" in self.__dict__ else None
+        if have is not None and value != have:
+            raise ValueError(f"n_features={value!r} but means_ has {have} features")
+        self.n_features_ = int(value)
+
+    @property
+    def _covars_(self) -> np.ndarray:
+        """hmmlearn's stored form: spherical ``(K,)``, diag ``(K, D)``, full ``(K, D, D)``, tied ``(D, D)``."""
+        self._check_set("covars_", "_covars")
+        if self.covariance_type == "tied":
+            return self._covars[0].copy()
+        cv = self.ties_.spread("covars", self._covars)
+        return cv[:, 0] if self.covariance_type == "spherical" else cv
 
     # ------------------------------------------------------------- settings
-    def _check_settings(self) -> None:
-        super()._check_settings()
+    def _check_type(self) -> None:
         if self.covariance_type not in _COVARIANCE_TYPES:
             raise ValueError(
                 f"covariance_type must be one of {_COVARIANCE_TYPES}, got {self.covariance_type!r}"
             )
-        if not (np.isfinite(self.min_covar) and self.min_covar > 0):
+
+    def _check_settings(self) -> None:
+        super()._check_settings()
+        self._check_type()
+        if not (
+            isinstance(self.min_covar, (int, float, np.number))
+            and np.isfinite(self.min_covar)
+            and self.min_covar > 0
+        ):
             raise ValueError(f"min_covar must be a positive number, got {self.min_covar!r}")
+        _check_prior("means_prior", self.means_prior, nonneg=False)
+        for name in ("means_weight", "covars_prior", "covars_weight"):
+            _check_prior(name, getattr(self, name), nonneg=name != "covars_prior")
+
+    def _check_features(self, name: str, D: int) -> None:
+        if "_covars" in self.__dict__ and self.covariance_type != "spherical":
+            have = self._covars.shape[1]
+            if have != D:
+                raise ValueError(
+                    f"{name} has {D} features but covars_ has {have}; assign matching "
+                    f"shapes (or build a new model for a new number of features)"
+                )
 
     def _tie_spec(self):
         if self.covariance_type != "tied":
@@ -182,9 +316,104 @@ class GaussianHMM(BaseHMM):
             self.n_features_ = X.shape[1]
         elif X.shape[1] != self.n_features_:
             raise ValueError(
-                f"X has {X.shape[1]} features but this model was fitted with {self.n_features_}"
+                f"X has {X.shape[1]} features but this model has {self.n_features_} "
+                f"(from fit or means_)"
             )
         return X
+
+    def _check_consistent(self) -> None:
+        D = self._means.shape[1]
+        if (
+            self._full()
+            and self._covars.shape[1] != D
+            or (self.covariance_type == "diag" and self._covars.shape[1] != D)
+        ):
+            raise ValueError(
+                f"means_ has {D} features but covars_ has {self._covars.shape[1]}; assign "
+                f"matching shapes"
+            )
+
+    # ------------------------------------------------------------ covariances
+    def _covars_groups(self, name: str, value, *, per_state_only: bool) -> np.ndarray:
+        """Per-group compact covariances from any accepted form, validated.
+
+        Compact storage: spherical ``(G, 1)``, diag ``(G, D)``, full/tied ``(G, D, D)``.
+        """
+        ct = self.covariance_type
+        cv = np.asarray(value, dtype=np.float64)
+        K, G = self.n_components, self.ties_.n_groups("covars")
+        want = {"spherical": (K,), "diag": (K, "D"), "full": (K, "D", "D"), "tied": ("D", "D")}
+        ndims = {"spherical": (1, 2, 3, 4), "diag": (2, 3), "full": (3,), "tied": (2, 3)}[ct]
+        if cv.ndim not in ndims or 0 in cv.shape:
+            raise ValueError(
+                f"{name} must have shape {want[ct]} for {ct!r} covariances, got {cv.shape}"
+            )
+        if not np.all(np.isfinite(cv)):
+            raise ValueError(f"{name} must be finite, got {cv}")
+        spherical_flat = ct == "spherical" and cv.size in (K, G) and cv.shape[0] == cv.size
+        if ct in ("diag", "spherical") and cv.ndim == 3 and not spherical_flat:  # (K, D, D) form
+            D = cv.shape[-1]
+            off = cv * (1 - np.eye(D))
+            if cv.shape[1] != D or np.any(off != 0):
+                raise ValueError(
+                    f"{name}: a {ct!r} covariance given as matrices must be diagonal "
+                    f"(n, D, D); got shape {cv.shape} with off-diagonal entries; use "
+                    f"covariance_type='full' for correlated features"
+                )
+            cv = np.diagonal(cv, axis1=1, axis2=2).copy()
+            if ct == "spherical":
+                if not np.allclose(cv, cv[:, :1], rtol=1e-12, atol=0):
+                    raise ValueError(
+                        f"{name}: a spherical covariance has one variance per state, but the "
+                        f"diagonal entries differ; use covariance_type='diag'"
+                    )
+                cv = cv[:, :1]
+        elif ct == "spherical":
+            if cv.size not in (K, G) or (cv.ndim > 1 and cv.shape[0] != cv.size):
+                raise ValueError(
+                    f"{name} must have shape ({K},) for 'spherical' covariances (one variance "
+                    f"per state), got {cv.shape}"
+                )
+            cv = cv.reshape(-1, 1)  # hmmlearn accepts (K, 1) and the like: one value per state
+        elif ct == "tied" and cv.ndim == 2:
+            cv = cv[None]
+        D = self._means.shape[1] if "_means" in self.__dict__ else None
+        if per_state_only is False:
+            D = self.n_features_
+        shape = {"spherical": (1,), "diag": (cv.shape[-1],)}.get(ct, cv.shape[-1:] * 2)
+        if ct != "spherical" and D is not None and cv.shape[-1] != D:
+            want = {"diag": (K, D), "full": (K, D, D), "tied": (D, D)}[ct]
+            raise ValueError(
+                f"{name} must have shape {want} for {ct!r} covariances, got {np.shape(value)}"
+            )
+        rows = (K,) if per_state_only else (K, G)
+        if ct == "tied":
+            rows += (1,)
+        if cv.shape[1:] != shape or cv.shape[0] not in rows:
+            raise ValueError(
+                f"{name} must have shape {want[ct]} for {ct!r} covariances, got {np.shape(value)}"
+            )
+        for i, c in enumerate(cv):
+            who = f"{name}[{i}]" if ct != "tied" or len(cv) > 1 else name
+            if not self._full():
+                if np.any(c <= 0):
+                    raise ValueError(f"{who}: variances must be positive, got {c}")
+                continue
+            if not np.allclose(c, c.T, rtol=1e-10, atol=1e-12):
+                raise ValueError(f"{who} must be symmetric, got {c}")
+            low = np.linalg.eigvalsh(c).min()
+            if low <= 0:
+                raise ValueError(
+                    f"{who} must be positive definite (smallest eigenvalue {low:.3g}); add a "
+                    f"multiple of the identity or fix the matrix"
+                )
+        if cv.shape[0] == K:
+            return self._to_groups("covars", name, cv)
+        return cv.copy()
+
+    def _variances(self) -> np.ndarray:
+        """``(G, D)`` variances per covariance group (diag and spherical)."""
+        return np.broadcast_to(self._covars, (len(self._covars), self.n_features_))
 
     # ------------------------------------------------------------- emission
     def _log_emission(self, X: np.ndarray) -> np.ndarray:
@@ -193,11 +422,21 @@ class GaussianHMM(BaseHMM):
         Xc, Mc = X - center, means - center  # (N, D), (K, D)
         D = X.shape[1]
         if not self._full():
-            prec = 1.0 / self._covars[self.ties_.group_of["covars"]]  # (K, D)
-            const = -0.5 * (D * _LOG_2PI - np.log(prec).sum(1) + (Mc**2 * prec).sum(1))  # (K,)
-            out = (Xc**2) @ (-0.5 * prec).T  # (N, K); in place from here: N·K is the big array
+            prec = 1.0 / self._variances()[self.ties_.group_of["covars"]]  # (K, D)
+            const = -0.5 * (D * _LOG_2PI - np.log(prec).sum(1))  # (K,)
+            sq = Xc**2  # (N, D)
+            m2 = (Mc**2 * prec).sum(1)  # (K,)
+            out = sq @ (-0.5 * prec).T  # (N, K); in place from here: N·K is the big array
             out += Xc @ (Mc * prec).T
-            out += const
+            out += const - 0.5 * m2
+            # rounding bound of the expansion, |x - c|²/σ² + |mu - c|²/σ², over-estimated
+            # cheaply with the largest precision (an (N, D) mat-vec, not an (N, K) table)
+            bound = sq @ prec.max(0) + m2.max()
+            risky = np.flatnonzero(bound > _EXACT_BELOW)
+            if risky.size:  # far from the centre: the direct form, as hmmlearn computes it
+                for rows in _blocks(risky, self.n_components * D):
+                    diff = X[rows, None, :] - means[None]  # (n, K, D)
+                    out[rows] = const - 0.5 * np.einsum("nkd,kd->nk", diff**2, prec)
             return out
         groups = self.ties_.groups("covars")
         out = None if len(groups) == 1 else np.empty((len(X), self.n_components))
@@ -207,72 +446,105 @@ class GaussianHMM(BaseHMM):
             Z = solve_triangular(L, Xc.T, lower=True, check_finite=False)  # (D, N)
             Zm = solve_triangular(L, Mc[states].T, lower=True, check_finite=False)  # (D, S)
             log_det = 2.0 * np.log(np.diag(L)).sum()
+            z2 = np.einsum("dn,dn->n", Z, Z)
+            zm2 = np.einsum("ds,ds->s", Zm, Zm)
+            const = -0.5 * (D * _LOG_2PI + log_det)
             # -0.5 |z - zm|^2 = z·zm - 0.5 |z|^2 - 0.5 |zm|^2, without an (N, S, D) array
             block = Z.T @ Zm  # (N, S)
-            block += (-0.5 * np.einsum("dn,dn->n", Z, Z))[:, None]
-            block += -0.5 * (D * _LOG_2PI + log_det + np.einsum("ds,ds->s", Zm, Zm))
+            block += (-0.5 * z2)[:, None]
+            block += const - 0.5 * zm2
+            risky = np.flatnonzero(z2 + zm2.max() > _EXACT_BELOW)
+            for rows in _blocks(risky, len(states) * D):  # solve x - mu itself, per state
+                for j, s in enumerate(states):
+                    r = solve_triangular(L, (X[rows] - means[s]).T, lower=True, check_finite=False)
+                    block[rows, j] = const - 0.5 * np.einsum("dn,dn->n", r, r)
             if out is None:  # one covariance for all states: the block is the answer
                 return block
             out[:, states] = block
         return out
 
     def _emission_mstep(self, X, gamma, learn) -> None:
-        ties = self.ties_
+        ties, K, D = self.ties_, self.n_components, X.shape[1]
         center = X.mean(0)
         Xc = X - center  # centred statistics: no cancellation for data far from 0
         N = np.ones(len(X)) @ gamma  # (K,) soft counts; a mat-vec beats .sum(0) here
         Sx = gamma.T @ Xc  # (K, D)
+        w = np.broadcast_to(self._prior("means_weight", 0.0), (K, D))
+        mu0 = np.broadcast_to(self._prior("means_prior", 0.0), (K, D))
         if "means" in learn:
+            first = [g[0] for g in ties.groups("means")]
             Ng, Sg = ties.pool("means", N), ties.pool("means", Sx)
-            ok = Ng > _EMPTY
-            self._means[ok] = Sg[ok] / Ng[ok, None] + center
+            wg, pg = w[first], mu0[first] - center
+            denom = wg + Ng[:, None]
+            ok = np.all(denom > _EMPTY, axis=1)
+            self._means[ok] = (wg[ok] * pg[ok] + Sg[ok]) / denom[ok] + center
         if "covars" not in learn:
             return
         m = self._means[ties.group_of["means"]] - center  # (K, D), each state's (tied) mean
+        md = m + center - mu0  # distance from the prior mean
         Nc = ties.pool("covars", N)
         ok = Nc > _EMPTY
+        first = [g[0] for g in ties.groups("covars")]
+        cw = self._prior("covars_weight", 1.0)
         if not self._full():
+            cp = np.broadcast_to(self._prior("covars_prior", 0.0, 1e-2), (K, D))[first]
+            cw = np.broadcast_to(cw, (K, D))[first]
             Sxx = gamma.T @ (Xc**2)  # (K, D)
-            c = ties.pool("covars", Sxx - 2.0 * m * Sx + N[:, None] * m**2)
-            var = c[ok] / Nc[ok, None]
-            self._covars[ok] = np.maximum(var, self.min_covar)
+            c = ties.pool("covars", w * md**2 + Sxx - 2.0 * m * Sx + N[:, None] * m**2)
+            denom = np.maximum(np.maximum(cw - 1.0, 0.0) + Nc[:, None], 1e-5)
+            var = (cp + c) / denom
+            if self.covariance_type == "spherical":
+                var = var.mean(1, keepdims=True)
+            self._covars[ok] = np.maximum(var[ok], self.min_covar)
             return
+        cp = np.broadcast_to(self._prior("covars_prior", 0.0, 1e-2), (K, D, D))[first]
+        cw = np.broadcast_to(cw, (K,))[first] if np.ndim(cw) <= 1 else np.asarray(cw)[first]
         # pooled Σγxxᵀ per covariance group: one matmul per group, not per state
-        member = np.zeros((self.n_components, ties.n_groups("covars")))
-        member[np.arange(self.n_components), ties.group_of["covars"]] = 1.0
+        member = np.zeros((K, ties.n_groups("covars")))
+        member[np.arange(K), ties.group_of["covars"]] = 1.0
         W = gamma @ member  # (N, G)
         cross = Sx[:, :, None] * m[:, None, :]  # (K, D, D): Σγx mᵀ
         corr = -cross - cross.transpose(0, 2, 1) + N[:, None, None] * m[:, :, None] * m[:, None, :]
+        corr += w[:, :, None] * md[:, :, None] * md[:, None, :]  # hmmlearn's means_weight term
         corr = ties.pool("covars", corr)  # (G, D, D)
         for g in np.flatnonzero(ok):
-            S = (Xc * W[:, g, None]).T @ Xc + corr[g]
-            S = 0.5 * (S + S.T) / Nc[g]
+            S = (Xc * W[:, g, None]).T @ Xc + corr[g] + cp[g]
+            S = 0.5 * (S + S.T) / (np.maximum(cw[g] - D, 0.0) + Nc[g])
             self._covars[g] = _floor_eigenvalues(S, self.min_covar)
 
-    def _emission_init(self, X, rng) -> None:
+    def _emission_init(self, X, rng, kept) -> None:
         ties = self.ties_
         D = self.n_features_
         Gm, Gc = ties.n_groups("means"), ties.n_groups("covars")
-        if self.means_init is None:
-            rows = rng.choice(len(X), size=Gm, replace=len(X) < Gm)
-            self._means = np.array(X[rows], dtype=np.float64)
+        if "means" in kept:
+            means = np.asarray(kept["means"])
+            if means.shape[1] != D:
+                raise ValueError(f"means_ has {means.shape[1]} features but X has {D}")
+            self._means = self._to_groups("means", "means_", means)
+        elif self.means_init is None:
+            self._means = kmeans_centres(X, Gm, rng)
         else:
             self._means = self._per_group("means", "means_init", self.means_init, (D,))
-        if self.covars_init is None:
+        if "covars" in kept:
+            cv = np.asarray(kept["covars"])
+            if self.covariance_type != "spherical" and cv.shape[1] != D:
+                raise ValueError(f"covars_ has {cv.shape[1]} features but X has {D}")
+            self._covars = self._to_groups("covars", "covars_", cv)
+        elif self.covars_init is None:
             if self._full():
                 cov = np.atleast_2d(np.cov(X.T)) if len(X) > 1 else np.eye(D)
                 cov = cov + self.min_covar * np.eye(D)
                 self._covars = np.repeat(cov[None], Gc, axis=0)
             else:
                 var = X.var(0) if len(X) > 1 else np.ones(D)
-                self._covars = np.repeat(np.maximum(var, self.min_covar)[None], Gc, axis=0)
+                var = np.maximum(var, self.min_covar)
+                if self.covariance_type == "spherical":
+                    var = var.mean(keepdims=True)
+                self._covars = np.repeat(var[None], Gc, axis=0)
         else:
-            cv = np.asarray(self.covars_init, dtype=np.float64)
-            if self.covariance_type == "tied" and cv.shape == (D, D):
-                cv = cv[None]
-            shape = (D, D) if self._full() else (D,)
-            self._covars = self._per_group("covars", "covars_init", cv, shape)
-            self._check_covars(self._covars)
+            self._covars = self._covars_groups(
+                "covars_init", self.covars_init, per_state_only=False
+            )
 
     def _per_group(self, kind, name, values, shape) -> np.ndarray:
         arr = np.asarray(values, dtype=np.float64)
@@ -286,33 +558,59 @@ class GaussianHMM(BaseHMM):
             f"(one per tie group of {kind!r}), got {arr.shape}"
         )
 
-    def _check_covars(self, cv: np.ndarray) -> None:
-        if not np.all(np.isfinite(cv)):
-            raise ValueError("covars_init must be finite")
-        if not self._full():
-            if np.any(cv <= 0):
-                raise ValueError(f"covars_init: variances must be positive, got min {cv.min()}")
-            return
-        for g, c in enumerate(cv):
-            if not np.allclose(c, c.T, rtol=1e-10, atol=1e-12):
-                raise ValueError(f"covars_init[{g}] must be symmetric")
-            if np.linalg.eigvalsh(c).min() <= 0:
-                raise ValueError(
-                    f"covars_init[{g}] must be positive definite (smallest eigenvalue "
-                    f"{np.linalg.eigvalsh(c).min():.3g})"
-                )
+    def _covar_size(self, stored: bool) -> int:
+        D = self.n_features_
+        return {
+            "spherical": 1,
+            "diag": D,
+            "full": D * D if stored else D * (D + 1) // 2,
+            "tied": D * D if stored else D * (D + 1) // 2,
+        }[self.covariance_type]
 
     def _emission_sizes(self) -> dict:
-        D = self.n_features_
-        return {"means": D, "covars": D * D if self._full() else D}
+        return {"means": self.n_features_, "covars": self._covar_size(stored=True)}
+
+    def _free_sizes(self) -> dict:
+        return {"means": self.n_features_, "covars": self._covar_size(stored=False)}
 
     def _sample_emissions(self, states, rng) -> np.ndarray:
-        means, covars = self.means_, self.covars_
+        means = self.means_
         z = rng.standard_normal((len(states), self.n_features_))
         if not self._full():
-            return means[states] + z * np.sqrt(covars[states])
-        chol = np.linalg.cholesky(covars)  # (K, D, D)
+            var = self._variances()[self.ties_.group_of["covars"]]
+            return means[states] + z * np.sqrt(var[states])
+        chol = np.linalg.cholesky(self.covars_)  # (K, D, D)
         return means[states] + np.einsum("nij,nj->ni", chol[states], z)
+
+
+def kmeans_centres(X: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """``(k, D)`` starting means: k-means++ then Lloyd (SciPy), as hmmlearn starts from k-means.
+
+    Falls back to random rows of ``X`` when there are fewer distinct rows than ``k``.
+
+    Example:
+        >>> X = np.concatenate([np.zeros((5, 1)), np.full((5, 1), 10.0)])
+        >>> sorted(kmeans_centres(X, 2, np.random.default_rng(0))[:, 0].tolist())
+        [0.0, 10.0]
+    """
+    import warnings
+
+    from scipy.cluster.vq import kmeans2
+
+    if len(np.unique(X, axis=0)) < k:
+        rows = rng.choice(len(X), size=k, replace=len(X) < k)
+        return np.array(X[rows], dtype=np.float64)
+    with warnings.catch_warnings():  # an empty cluster keeps its k-means++ seed; fine to start
+        warnings.simplefilter("ignore")
+        centres, _ = kmeans2(X, k, minit="++", seed=int(rng.integers(2**31)))
+    return np.asarray(centres, dtype=np.float64)
+
+
+def _blocks(rows: np.ndarray, width: int):
+    """Split row indices into blocks whose (n, width) work arrays stay small."""
+    step = max(1, _CHUNK // max(width, 1))
+    for i in range(0, len(rows), step):
+        yield rows[i : i + step]
 
 
 def _floor_eigenvalues(S: np.ndarray, floor: float) -> np.ndarray:

@@ -43,6 +43,42 @@ from tying.hmm.pair_dp import (
 __all__ = ["PairHMM", "mirror"]
 
 
+_FITTED = ("delta", "epsilon", "tau", "match_probs", "insert_probs")
+
+
+def _fitted_attribute(name: str, doc: str) -> property:
+    """A fitted attribute that is validated (alone and with the others) when assigned."""
+
+    def get(self):
+        self._check_fitted()
+        value = self.__dict__[f"_{name}"]
+        return value.copy() if isinstance(value, np.ndarray) else value
+
+    def set_(self, value):
+        if "_delta" not in self.__dict__:
+            self._set_start()  # the other values start from the constructor's
+        self._store(**{name: self._validated(name, value)})
+
+    return property(get, set_, doc=doc)
+
+
+def _check_rows(delta, epsilon, tau) -> None:
+    dx, dy = np.broadcast_to(delta, (2,))
+    ex, ey = np.broadcast_to(epsilon, (2,))
+    if not 0 < tau < 1:
+        raise ValueError(f"tau = {tau:.4g} must lie strictly between 0 and 1")
+    if dx + dy + tau >= 1:
+        raise ValueError(
+            f"gap open and end leave no room to match: 2·delta + tau = "
+            f"{dx + dy + tau:.4g} must be < 1; lower delta or tau"
+        )
+    if max(ex, ey) + tau >= 1:
+        raise ValueError(
+            f"epsilon + tau = {max(ex, ey) + tau:.4g} must be < 1 (a gap must be "
+            f"able to close); lower epsilon or tau"
+        )
+
+
 def mirror(states) -> np.ndarray:
     """An alignment's states with x and y exchanged (insert-X <-> insert-Y).
 
@@ -148,6 +184,22 @@ class PairHMM:
         return int(self.n_symbols)
 
     def _set_start(self) -> None:
+        if self.alphabet is not None and (
+            not isinstance(self.alphabet, str) or len(self.alphabet) == 0
+        ):
+            raise ValueError(
+                f"alphabet must be a non-empty string of symbols like 'ACGT', got {self.alphabet!r}"
+            )
+        if (
+            self.alphabet is None
+            and self.n_symbols is not None
+            and (
+                isinstance(self.n_symbols, bool)
+                or not isinstance(self.n_symbols, (int, np.integer))
+                or self.n_symbols < 1
+            )
+        ):
+            raise ValueError(f"n_symbols must be a positive integer, got {self.n_symbols!r}")
         S = self.n_symbols_
         if self.alphabet is not None and len(set(self.alphabet)) != len(self.alphabet):
             raise ValueError(f"alphabet {self.alphabet!r} repeats a symbol")
@@ -181,24 +233,41 @@ class PairHMM:
                 f"{match[worst]:.6g} but its transpose is {match.T[worst]:.6g}; pass "
                 f"(p + p.T) / 2 or use tied=False"
             )
-        self.delta_, self.epsilon_, self.tau_ = delta, epsilon, float(tau)
-        self.match_probs_ = (match + match.T) / 2 if self.tied else match
-        self.insert_probs_ = insert
-        self._check_rows()
+        for name in _FITTED:  # a new start replaces every fitted value at once
+            self.__dict__.pop(f"_{name}", None)
+        self._store(
+            delta=delta,
+            epsilon=epsilon,
+            tau=float(tau),
+            match_probs=(match + match.T) / 2 if self.tied else match,
+            insert_probs=insert,
+        )
 
-    def _check_rows(self) -> None:
-        dx, dy = np.broadcast_to(self.delta_, (2,))
-        ex, ey = np.broadcast_to(self.epsilon_, (2,))
-        if dx + dy + self.tau_ >= 1:
-            raise ValueError(
-                f"gap open and end leave no room to match: 2·delta + tau = "
-                f"{dx + dy + self.tau_:.4g} must be < 1; lower delta or tau"
-            )
-        if max(ex, ey) + self.tau_ >= 1:
-            raise ValueError(
-                f"epsilon + tau = {max(ex, ey) + self.tau_:.4g} must be < 1 (a gap must be "
-                f"able to close); lower epsilon or tau"
-            )
+    def _store(self, **values) -> None:
+        """Set fitted values after checking them together; on error nothing changes."""
+        merged = {k: self.__dict__.get(f"_{k}") for k in _FITTED} | values
+        if all(merged[k] is not None for k in ("delta", "epsilon", "tau")):
+            _check_rows(merged["delta"], merged["epsilon"], merged["tau"])
+        for k, v in values.items():
+            self.__dict__[f"_{k}"] = v
+
+    def _validated(self, name: str, value):
+        """A fitted attribute assigned by the user, checked like a start value."""
+        side = () if self.tied else (2,)
+        S = self.n_symbols_
+        if name in ("delta", "epsilon"):
+            return _prob(f"{name}_", value, side)
+        if name == "tau":
+            return _prob("tau_", value, ())
+        if name == "match_probs":
+            match = _distribution("match_probs_", value, (S, S))
+            if self.tied and not np.allclose(match, match.T, rtol=0, atol=1e-12):
+                raise ValueError(
+                    "match_probs_: tied=True needs a symmetric match distribution "
+                    "p(a, b) = p(b, a); assign (p + p.T) / 2 or use tied=False"
+                )
+            return match
+        return _distribution("insert_probs_", value, side + (S,))
 
     def log_params(self) -> PairParams:
         """The model's parameters in the log-space form the DP kernels take."""
@@ -536,8 +605,22 @@ class PairHMM:
             >>> fit.n_iter_, bool(fit.history_[-1] >= fit.history_[0])
             (3, True)
         """
+        saved = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in vars(self).items()}
+        try:
+            return self._fit(pairs)
+        except BaseException:
+            vars(self).clear()
+            vars(self).update(saved)
+            raise
+
+    def _fit(self, pairs) -> PairHMM:
         self._set_start()
         enc = self._encode(pairs)
+        if all(len(x) + len(y) == 0 for x, y in enc):
+            raise ValueError(
+                f"all {len(enc)} pairs are empty: there is nothing to learn tau, delta, "
+                f"epsilon or the emissions from; fit on pairs with symbols"
+            )
         history, converged = [], False
         with _threads(self.n_threads):
             for it in range(self.n_iter):
@@ -574,42 +657,60 @@ class PairHMM:
 
     def _mstep(self, counts) -> None:
         trans, end, match, ins = counts
+        if trans.sum() == 0:
+            raise ValueError(
+                "the pairs hold no transitions to learn from, so the end probability tau "
+                "cannot be estimated; fit on pairs with symbols"
+            )
         tau = end.sum() / (end.sum() + trans.sum())
         m_out = trans[M].sum()
+        delta, eps = self._delta, self._epsilon
         if self.tied:
             gaps = trans[M, X] + trans[M, Y]
             if m_out > 0:
-                self.delta_ = float(gaps * (1 - tau) / (2 * m_out))
+                delta = float(gaps * (1 - tau) / (2 * m_out))
             ext, closes = trans[X, X] + trans[Y, Y], trans[X, M] + trans[Y, M]
             if ext + closes > 0:
-                self.epsilon_ = float(ext * (1 - tau) / (ext + closes))
+                eps = float(ext * (1 - tau) / (ext + closes))
             match = match + match.T  # pool (a, b) with (b, a): p stays symmetric
             ins = ins.sum(0)
         else:
-            delta, eps = np.array(self.delta_, dtype=float), np.array(self.epsilon_, dtype=float)
+            delta, eps = np.array(delta, dtype=float), np.array(eps, dtype=float)
             if m_out > 0:
                 delta = np.array([trans[M, X], trans[M, Y]]) * (1 - tau) / m_out
             for s, k in ((0, X), (1, Y)):
                 if trans[k, k] + trans[k, M] > 0:
                     eps[s] = trans[k, k] * (1 - tau) / (trans[k, k] + trans[k, M])
-            self.delta_, self.epsilon_ = delta, eps
-        self.tau_ = float(tau)
+        new = {"delta": delta, "epsilon": eps, "tau": float(tau)}
         match = match + self.pseudocount
         if match.sum() > 0:
-            self.match_probs_ = match / match.sum()
+            new["match_probs"] = match / match.sum()
         ins = ins + self.pseudocount
         tot = ins.sum(-1, keepdims=True)
         if np.all(tot > 0):
-            self.insert_probs_ = ins / tot
+            new["insert_probs"] = ins / tot
+        try:
+            self._store(**new)
+        except ValueError as err:
+            raise ValueError(
+                f"the pairs cannot support a valid model: the EM update gives {err}; fit on "
+                f"more (or longer) pairs"
+            ) from None
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "delta_"):
+        if "_delta" not in self.__dict__:
             raise NotFittedError(
                 "this PairHMM has no parameters yet; call fit(pairs) or PairHMM.from_params(...)"
             )
 
     def __repr__(self) -> str:
         return f"PairHMM(alphabet={self.alphabet!r}, tied={self.tied})"
+
+    delta_ = _fitted_attribute("delta", "gap-open probability (float tied, (2,) untied)")
+    epsilon_ = _fitted_attribute("epsilon", "gap-extend probability (float tied, (2,) untied)")
+    tau_ = _fitted_attribute("tau", "end probability")
+    match_probs_ = _fitted_attribute("match_probs", "(S, S) match distribution")
+    insert_probs_ = _fitted_attribute("insert_probs", "(S,) tied or (2, S) insert distribution")
 
 
 def _prob(name, value, shape) -> np.ndarray | float:
@@ -630,7 +731,7 @@ def _distribution(name, value, shape) -> np.ndarray:
         raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
     if not np.all(np.isfinite(arr)) or np.any(arr < 0):
         raise ValueError(f"{name} must hold non-negative probabilities")
-    axes = tuple(range(len(shape) - (2 if name == "match_probs" else 1), len(shape)))
+    axes = tuple(range(len(shape) - (2 if name.rstrip("_") == "match_probs" else 1), len(shape)))
     sums = arr.sum(axis=axes)
     if not np.allclose(sums, 1.0, rtol=0, atol=1e-8):
         raise ValueError(f"{name} must sum to 1 (got {np.round(sums, 6)}); normalise it")
