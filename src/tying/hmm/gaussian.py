@@ -64,8 +64,9 @@ class GaussianHMM(BaseHMM):
         means_prior, means_weight: normal prior on the means (None: 0, 0).
         covars_prior, covars_weight: prior on the covariances (None: 0 and 1,
             maximum likelihood; hmmlearn-style builds get hmmlearn's 1e-2 and 1).
-        algorithm, random_state, n_iter, tol, verbose, params, init_params,
-            implementation: see :class:`~tying.hmm.base.BaseHMM`.
+        others: ``algorithm``, ``random_state``, ``n_iter``, ``tol``, ``verbose``,
+            ``params``, ``init_params``, ``implementation``: see
+            :class:`~tying.hmm.base.BaseHMM`.
         ties: tie spec over ``"means"``, ``"covars"``, ``"transitions"``, e.g.
             ``{"means": [[0, 1, 2], [3, 4]], "covars": "all"}``, or
             :func:`tying.share` rules over slots like ``"means.3"``.

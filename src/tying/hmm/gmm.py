@@ -68,9 +68,10 @@ class GMMHMM(BaseHMM):
             ``random_state``, ``algorithm``, ``verbose``).
 
     Attributes:
-        weights_: ``(K, M)``. means_: ``(K, M, D)``. covars_: ``(K, M, D)``
-        (diag) or ``(K, M, D, D)`` (full), hmmlearn's shapes; all assignable
-        and validated. startprob_, transmat_, ties_, monitor_, history_, ...
+        weights_: ``(K, M)``, assignable and validated (as are the others).
+        means_: ``(K, M, D)``.
+        covars_: ``(K, M, D)`` (diag) or ``(K, M, D, D)`` (full), hmmlearn's shapes.
+        others: ``startprob_``, ``transmat_``, ``ties_``, ``monitor_``, ``history_``, ...
     """
 
     _emission_kinds = ("weights", "means", "covars")
@@ -148,9 +149,11 @@ class GMMHMM(BaseHMM):
         """A ready model with the given parameters (for scoring, decoding, sampling).
 
         Args:
-            startprob: ``(K,)``. transmat: ``(K, K)``. weights: ``(K, M)``.
-            means: ``(K, M, D)``. covars: ``(K, M, D)`` diag or ``(K, M, D, D)`` full;
-            each also one row per tie group.
+            startprob: ``(K,)``.
+            transmat: ``(K, K)``.
+            weights: ``(K, M)`` or one row per tie group.
+            means: ``(K, M, D)`` or one row per tie group.
+            covars: ``(K, M, D)`` diag or ``(K, M, D, D)`` full, or one per tie group.
             covariance_type, ties, **kwargs: as in the constructor.
 
         Returns:
