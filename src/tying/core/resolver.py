@@ -122,7 +122,7 @@ def source_for(index: int, rule: Any, slot: str, captures: Sequence[str]) -> str
 
 
 def match(
-    index: int, rule: Any, slots: Iterable[str], *, what: str = "slot"
+    index: int, rule: Any, slots: Iterable[str], *, what: str = "slot", hint: str = ""
 ) -> list[tuple[str, tuple[str, ...]]]:
     """Every slot the rule's target matches, with its captures, in slot order.
 
@@ -145,7 +145,7 @@ def match(
         raise rule_error(
             index,
             rule,
-            f"pattern {rule.target!r} matches no {what}{closest(rule.target, slots)}",
+            f"pattern {rule.target!r} matches no {what}{hint}{closest(rule.target, slots)}",
         )
     return found
 
@@ -155,6 +155,7 @@ def resolve(
     slots: Sequence[str],
     *,
     what: str = "slot",
+    hint: str = "",
     check: Callable[[int, Any, str, str], None] | None = None,
 ) -> dict[str, tuple[int, str | None]]:
     """Resolve ordered rules over ``slots``: the last matching rule wins for each slot.
@@ -163,6 +164,7 @@ def resolve(
         rules: ``share``/``free`` rules (anything with ``target``, ``like``, ``kind``).
         slots: every slot the model has, e.g. ``"means.3"``.
         what: how the slots are called in messages (``"HMM slot"``, ``"parameter"``).
+        hint: appended after ``what`` where a message names it, e.g. how slots are named.
         check: called as ``check(index, rule, slot, source)`` for every tie a rule
             makes, to add a package's own constraints (raise :class:`TieError`).
 
@@ -184,7 +186,7 @@ def resolve(
     known = set(slots)
     won: dict[str, tuple[int, str | None]] = {}
     for index, rule in enumerate(rules):
-        for slot, caps in match(index, rule, slots, what=what):
+        for slot, caps in match(index, rule, slots, what=what, hint=hint):
             if rule.kind == "free":
                 won[slot] = (index, None)
                 continue
@@ -196,8 +198,8 @@ def resolve(
                 raise rule_error(
                     index,
                     rule,
-                    f"{what} {slot!r} would read {source!r}, which is not a {what} of this "
-                    f"model{closest(source, slots)}",
+                    f"{slot!r} would read {source!r}, which is not a {what} of this "
+                    f"model{hint}{closest(source, slots)}",
                 )
             if check is not None:
                 check(index, rule, slot, source)

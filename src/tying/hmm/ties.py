@@ -29,8 +29,7 @@ import numpy as np
 
 from tying.core.count import Count, Group
 from tying.core.errors import TieError
-from tying.core.patterns import Pattern
-from tying.core.relations import Same
+from tying.core.resolver import resolve, roots, rule_error
 from tying.core.rules import Rule
 
 __all__ = ["StateTies"]
@@ -280,70 +279,40 @@ def _groups_to_labels(kind: str, groups: object, n_states: int) -> np.ndarray:
 
 
 def _resolve_rules(rules: list[Rule], n_states: int, kinds: Sequence[str]) -> dict:
+    """Resolve share/free rules over ``"<kind>.<state>"`` slots with the core resolver.
+
+    Only the HMM's own constraints are added here (a tie keeps values as they are,
+    and joins slots of one parameter kind); matching, last-match-wins, sources,
+    cycles and the wording of every error are :mod:`tying.core.resolver`'s.
+    """
     slots = [f"{k}.{s}" for k in kinds for s in range(n_states)]
-    source: dict[str, str] = {}
-    for ri, rule in enumerate(rules):
-        where = f"rule {ri} {rule!r}"
-        if type(rule.relation) is not Same:
-            raise TieError(
-                f"{where}: HMM states share parameters as they are; relation "
-                f"{rule.relation!r} is not supported; drop relation= (Same)"
+    for index, rule in enumerate(rules):
+        if rule.kind != "free" and not _is_same(rule.relation):
+            raise rule_error(
+                index,
+                rule,
+                f"HMM states share parameters as they are; relation {rule.relation!r} is not "
+                f"supported; drop relation= (Same)",
             )
-        pattern = Pattern(rule.target)
-        matched = [(s, pattern.match(s)) for s in slots]
-        matched = [(s, caps) for s, caps in matched if caps is not None]
-        if not matched:
-            close = difflib.get_close_matches(rule.target, slots, n=1)
-            hint = f"; closest: {close[0]}" if close else ""
-            raise TieError(
-                f"{where}: pattern {rule.target!r} matches no HMM slot (slots are "
-                f"'<kind>.<state>' for kinds {list(kinds)} and states 0..{n_states - 1}){hint}"
+
+    def same_kind(index: int, rule: Rule, slot: str, source: str) -> None:
+        kind, source_kind = slot.split(".")[0], source.split(".")[0]
+        if kind != source_kind:
+            raise rule_error(
+                index,
+                rule,
+                f"slot {slot!r} cannot read {source!r}: a tie joins slots of one parameter "
+                f"kind; pair {kind!r} with {kind!r}",
             )
-        for slot, caps in matched:
-            if rule.kind == "free":
-                source.pop(slot, None)
-                continue
-            src = _rule_source(rule, slot, caps, where)
-            if src not in slots:
-                raise TieError(
-                    f"{where}: slot {slot!r} would read {src!r}, which is not a slot of this "
-                    f"model (states are 0..{n_states - 1}, kinds {list(kinds)})"
-                )
-            if src.split(".")[0] != slot.split(".")[0]:
-                raise TieError(
-                    f"{where}: slot {slot!r} cannot read {src!r}: a tie joins slots of one "
-                    f"parameter kind; pair {slot.split('.')[0]!r} with {slot.split('.')[0]!r}"
-                )
-            if src == slot:
-                source.pop(slot, None)
-            else:
-                source[slot] = src
-    group_of = {}
-    for kind in kinds:
-        root = np.arange(n_states)
-        for s in range(n_states):
-            slot, seen = f"{kind}.{s}", []
-            while slot in source:
-                seen.append(slot)
-                slot = source[slot]
-                if slot in seen:
-                    raise TieError(
-                        f"ties: rules make a cycle {' -> '.join(seen + [slot])}; "
-                        f"let one slot of the cycle keep its own value (tying.free)"
-                    )
-            root[s] = int(slot.split(".")[1])
-        group_of[kind] = _relabel(root)
-    return group_of
+
+    hint = f" (slots are '<kind>.<state>' for kinds {list(kinds)}, states 0..{n_states - 1})"
+    won = resolve(rules, slots, what="slot", hint=hint, check=same_kind)
+    root = roots({slot: source for slot, (_, source) in won.items()}, slots)
+    return {
+        kind: _relabel(np.array([int(root[f"{kind}.{s}"].split(".")[1]) for s in range(n_states)]))
+        for kind in kinds
+    }
 
 
-def _rule_source(rule: Rule, slot: str, caps: tuple[str, ...], where: str) -> str:
-    like = rule.like
-    if isinstance(like, str):
-        return Pattern(like).substitute(caps) if "*" in like else like
-    if isinstance(like, Mapping):
-        if slot not in like:
-            raise TieError(f"{where}: slot {slot!r} matches the target but is not in like=")
-        return like[slot]
-    if callable(like):
-        return like(slot)
-    raise TieError(f"{where}: needs like= naming the slot to share with")
+def _is_same(relation: object) -> bool:
+    return type(relation).__name__ == "Same" and type(relation).__module__.startswith("tying.")
