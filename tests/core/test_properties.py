@@ -92,3 +92,88 @@ def _logical_shapes(m):
     for layer in m.values():
         yield layer.weight.shape
         yield layer.bias.shape
+
+
+# -- any relation with any arguments: valid everywhere, or refused up front -----------
+
+_ARG = st.one_of(
+    st.integers(-4, 40),
+    st.booleans(),
+    st.sampled_from([0.0, 0.5, -2.0, float("nan"), float("inf"), 1e300]),
+    st.none(),
+    st.sampled_from(["", "1", "dims"]),
+    st.lists(st.one_of(st.integers(-4, 4), st.booleans()), max_size=3),
+    st.lists(st.integers(-4, 4), max_size=3).map(tuple),
+)
+
+
+def _two_modules(src_shape, dst_shape):
+    return nn.ModuleDict(
+        {
+            "s": nn.ParameterDict({"w": nn.Parameter(torch.randn(src_shape))}),
+            "t": nn.ParameterDict({"w": nn.Parameter(torch.randn(dst_shape))}),
+        }
+    )
+
+
+@settings(
+    max_examples=int(os.environ.get("TYING_HYPOTHESIS_EXAMPLES", "200")),
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(st.data())
+def test_any_relation_is_valid_everywhere_or_refused_up_front(data):
+    import dataclasses
+    import tempfile
+
+    from tying.core.relations import RELATIONS
+
+    cls = data.draw(st.sampled_from(sorted(RELATIONS.values(), key=lambda c: c.kind)))
+    fields = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {name: data.draw(_ARG) for name in fields if data.draw(st.booleans())}
+    try:
+        rel = cls(**kwargs)
+    except tying.TieError:
+        return  # refused at construction, with the library's error type
+    shape = tuple(data.draw(st.lists(st.integers(1, 4), max_size=3)))
+    own = type(rel) is not tying.Same and data.draw(st.booleans())
+    try:
+        src_shape = rel.source_shape(shape)
+    except tying.TieError:
+        src_shape = shape
+    torch.manual_seed(0)
+    m = _two_modules(src_shape, shape)
+    before = state_bytes(m)
+    rule = tying.share("t.w", relation=rel) if own else tying.share("t.w", like="s.w", relation=rel)
+    try:
+        tying.Plan([rule]).apply(m)
+    except tying.TieError:
+        assert state_bytes(m) == before and tying.ties(m) == []
+        return  # refused at apply, model untouched
+    # valid: the slot has its shape and the relation's value, verify/step/save/retie/untie work
+    value = m["t"].w
+    assert tuple(value.shape) == shape and torch.isfinite(value).all()
+    if not own:
+        assert torch.equal(value, rel(m["s"].w, shape=shape, **_extras(m["t"])))
+    assert tying.verify(m) == 1
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    (m["t"].w.square().sum() + m["s"].w.sum()).backward()
+    opt.step()
+    tying.verify(m)
+    with tempfile.TemporaryDirectory() as tmp:
+        tying.save(m, f"{tmp}/m.safetensors")
+        fresh = _two_modules(src_shape, shape)
+        tying.load(fresh, f"{tmp}/m.safetensors")
+    assert torch.equal(fresh["t"].w, m["t"].w) and tying.ties(fresh) == tying.ties(m)
+    m["t"] = nn.ParameterDict({"w": nn.Parameter(torch.randn(shape))})  # a tool rebuilt it
+    tying.retie(m)
+    assert tying.verify(m) == 1
+    value = m["t"].w.detach().clone()
+    tying.untie(m)
+    assert tying.ties(m) == [] and torch.equal(m["t"].w, value)
+
+
+def _extras(mod):
+    slot = tying.core.slots.slots_of(mod)["w"]
+    return {r: getattr(mod, n) for r, n in slot.storage.items() if r != "source"}

@@ -319,12 +319,10 @@ def _check_tie(target: str, tie: Tie, rules: list[Rule], inv: Inventory) -> None
             tie.relation.source_shape(info.shape)
         except ValueError as err:
             raise _fail(tie.rule, rule, f"{target!r} of shape {info.shape}: {err}") from None
-        if type(tie.relation).right_inverse is Relation.right_inverse:
-            raise _fail(
-                tie.rule,
-                rule,
-                f"{tie.relation!r} cannot re-parametrise {target!r} by itself; give like=",
-            )
+        try:
+            tie.relation.check_reparam()
+        except ValueError as err:
+            raise _fail(tie.rule, rule, f"{target!r}: {err}") from None
         taken = _storage_names(info.name, tie.relation, info.shape)
     else:
         src = inv.slots[tie.source]
