@@ -231,3 +231,10 @@ def test_scaled_zero_cannot_reparametrise_a_slot_by_itself():
 def test_relation_from_spec_refuses_crafted_specs(spec, match):
     with pytest.raises(tying.TieError, match=match):
         relation_from_spec(spec)
+
+
+def test_scaled_init_that_does_not_fit_the_dtype_is_refused_not_overflowed():
+    m = _two((3,), (3,))
+    with pytest.raises(tying.TieError, match=r"init 1e\+300 does not fit torch.float32"):
+        tying.Plan([tying.share("b", like="a", relation=tying.Scaled(1e300))]).apply(m)
+    assert tying.ties(m) == []

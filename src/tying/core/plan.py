@@ -323,7 +323,7 @@ def _check_tie(target: str, tie: Tie, rules: list[Rule], inv: Inventory) -> None
             tie.relation.check_reparam()
         except ValueError as err:
             raise _fail(tie.rule, rule, f"{target!r}: {err}") from None
-        taken = _storage_names(info.name, tie.relation, info.shape)
+        taken = _storage_names(tie, info, inv, rules)
     else:
         src = inv.slots[tie.source]
         try:
@@ -348,7 +348,7 @@ def _check_tie(target: str, tie: Tie, rules: list[Rule], inv: Inventory) -> None
                 rule,
                 f"{target!r} is on {tdev} but its source {tie.source!r} is on {sdev}; move them to one device first",
             )
-        taken = _storage_names(info.name, tie.relation, info.shape, own=False)
+        taken = _storage_names(tie, info, inv, rules)
     mod = info.module
     own_old = set(info.tie.storage.values()) if info.tie is not None else set()
     for name in taken:
@@ -367,9 +367,15 @@ def _check_tie(target: str, tie: Tie, rules: list[Rule], inv: Inventory) -> None
             )
 
 
-def _storage_names(name: str, relation: Relation, shape, own: bool = True) -> list[str]:
-    names = [f"{name}_{role}" for role in relation.extras(shape, torch.empty(0)).keys()]
-    return ([f"{name}_physical"] if own else []) + names
+def _storage_names(tie: Tie, info, inv: Inventory, rules: list[Rule]) -> list[str]:
+    """Names of the parameters the tie will own on the target's module."""
+    dtype, device = _meta(inv, info.path)
+    try:
+        extras = tie.relation.extras(info.shape, torch.empty(0, dtype=dtype, device=device))
+    except ValueError as err:
+        raise _fail(tie.rule, rules[tie.rule], f"{info.path!r}: {err}") from None
+    names = [f"{info.name}_{role}" for role in extras]
+    return ([f"{info.name}_physical"] if tie.source is None else []) + names
 
 
 def _mutate(model: nn.Module, inv: Inventory, changes: list[Change]) -> None:

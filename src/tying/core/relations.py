@@ -284,7 +284,14 @@ class Scaled(Relation):
         return tuple(logical)
 
     def extras(self, logical, like):
-        return {"scale": torch.full((), float(self.init), dtype=like.dtype, device=like.device)}
+        if like.dtype.is_floating_point:
+            fi = torch.finfo(like.dtype)
+            if abs(self.init) > fi.max or (self.init != 0 and abs(self.init) < fi.tiny):
+                raise TieError(
+                    f"{self!r}: init {self.init:g} does not fit {like.dtype} (magnitudes "
+                    f"{fi.tiny:g}..{fi.max:g}); choose an init in that range"
+                )
+        return {"scale": torch.full((), self.init, dtype=like.dtype, device=like.device)}
 
     def check_reparam(self) -> None:
         if self.init == 0:
