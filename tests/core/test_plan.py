@@ -227,7 +227,11 @@ def test_rule_constructors_validate():
 def test_assigning_to_a_tied_slot_is_refused_with_the_fix():
     m = AE()
     tying.Plan([tying.share("dec.weight", like="enc.weight", relation=tying.Transposed())]).apply(m)
-    with pytest.raises(tying.TieError, match="is a tied slot .* untie first"):
+    with pytest.raises(
+        tying.TieError,
+        match=r"dec.weight \(TiedLinear.weight\) is a tied slot, served from enc.weight via "
+        r"Transposed.* untie first",
+    ):
         m.dec.weight = nn.Parameter(torch.zeros(6, 3))
 
 
@@ -238,3 +242,98 @@ def test_report_str_lists_ties():
     ).apply(m)
     assert "dec.weight <- enc.weight" in str(report)
     assert (report.logical, report.physical) == (45, 27)
+
+
+# -- hand-made ties (one nn.Parameter under two paths) -------------------------------
+
+
+def _hand_tied():
+    m = Stack()
+    m.lm_head.weight = m.embed.weight  # the usual hand tie
+    m.other = nn.Embedding(11, 8)
+    return m
+
+
+def test_retying_one_end_of_a_hand_tie_is_refused_naming_both_ends():
+    m = _hand_tied()
+    snap = state_bytes(m)
+    for rule, moved, other in [
+        (tying.share("embed.weight", like="other.weight"), "embed.weight", "lm_head.weight"),
+        (tying.share("lm_head.weight", like="other.weight"), "lm_head.weight", "embed.weight"),
+        (
+            tying.share("lm_head.weight", like="embed.weight", relation=tying.Scaled(2.0)),
+            "lm_head.weight",
+            "embed.weight",
+        ),
+    ]:
+        with pytest.raises(
+            tying.TieError,
+            match=rf"'{moved}' and '{other}' are one nn.Parameter .*would silently split them; "
+            rf"declare both ends: add tying.share\('{other}', like='{moved}'\).* or "
+            rf"tying.free\('{other}'\)",
+        ):
+            tying.Plan([rule]).apply(m)
+        assert state_bytes(m) == snap and m.lm_head.weight is m.embed.weight
+
+
+def test_retying_both_ends_of_a_hand_tie_keeps_them_together():
+    m = _hand_tied()
+    tying.Plan(
+        [
+            tying.share("embed.weight", like="other.weight"),
+            tying.share("lm_head.weight", like="embed.weight"),
+        ]
+    ).apply(m)
+    assert m.lm_head.weight is m.other.weight and m.embed.weight is m.other.weight
+    sgd_step(m, m(torch.randint(0, 11, (2, 5))).pow(2).mean())
+    assert m.lm_head.weight is m.embed.weight
+    tying.verify(m)
+
+
+def test_free_one_end_of_a_hand_tie_gives_it_its_own_copy():
+    m = _hand_tied()
+    value = m.embed.weight.detach().clone()
+    report = tying.Plan([tying.free("lm_head.weight")]).apply(m)
+    assert report.freed == ["lm_head.weight"]
+    assert m.lm_head.weight is not m.embed.weight and torch.equal(m.lm_head.weight, value)
+    assert tying.ties(m) == [] and tying.count(m).ratio == 1.0
+    tying.verify(m)
+
+
+def test_declaring_an_existing_hand_tie_adopts_it_and_verify_then_watches_it():
+    m = _hand_tied()
+    report = tying.Plan([tying.share("lm_head.weight", like="embed.weight")]).apply(m)
+    assert not report.changed and "weight" in m.lm_head._parameters  # kept as it is
+    assert tying.verify(m) == 1
+    m.lm_head.weight = nn.Parameter(m.embed.weight.detach().clone())  # breaks it silently
+    with pytest.raises(
+        tying.TieError,
+        match=r"lm_head.weight: is no longer the same nn.Parameter as embed.weight",
+    ):
+        tying.verify(m)
+    tying.retie(m)
+    assert m.lm_head.weight is m.embed.weight and tying.verify(m) == 1
+
+
+def test_a_plan_on_other_slots_of_a_hand_tied_model_keeps_the_hand_tie():
+    m = _hand_tied()
+    tying.Plan([tying.share("layers.*", like="layers.0")]).apply(m)
+    assert m.lm_head.weight is m.embed.weight
+    assert tying.ties(m)[-1] == tying.TieInfo("lm_head.weight", "embed.weight", tying.Same(), True)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_a_torchscript_target_is_refused_up_front_naming_the_module():
+    m = nn.ModuleDict({"a": nn.Linear(3, 3), "b": torch.jit.script(nn.Linear(3, 3))})
+    snap = state_bytes(m)
+    with pytest.raises(
+        tying.TieError,
+        match=r"'b.weight' lives in a TorchScript module \('b', RecursiveScriptModule\).*"
+        r"before torch.jit.script",
+    ):
+        tying.Plan([tying.share("b.weight", like="a.weight")]).apply(m)
+    assert state_bytes(m) == snap
+    # a scripted module may still be a source
+    m2 = nn.ModuleDict({"a": torch.jit.script(nn.Linear(3, 3)), "b": nn.Linear(3, 3)})
+    tying.Plan([tying.share("b.weight", like="a.weight")]).apply(m2)
+    assert m2["b"].weight is m2["a"].weight

@@ -32,6 +32,8 @@ class Tie:
     source: str | None
     relation: Relation
     rule: int = -1
+    # a hand tie: the target registers the source's very Parameter object (no slot)
+    hand: bool = False
 
     def same_as(self, other: Tie | None) -> bool:
         return other is not None and (self.source, self.relation) == (other.source, other.relation)
@@ -202,6 +204,7 @@ def _resolve(rules: list[Rule], inv: Inventory) -> tuple[list[Change], int]:
             current[path] = Tie(None if own else info.source, info.tie.relation)
     desired: dict[str, Tie | None] = dict(current)
     touched: set[str] = set()
+    freed: set[str] = set()
 
     for i, rule in enumerate(rules):
         pat = Pattern(rule.target)
@@ -253,6 +256,7 @@ def _resolve(rules: list[Rule], inv: Inventory) -> tuple[list[Change], int]:
             if rule.kind == "free":
                 desired[target] = None
                 touched.add(target)
+                freed.add(target)
                 continue
             if source is not None and source not in inv.slots:
                 what = "a buffer" if source in inv.buffers else "no parameter"
@@ -267,20 +271,83 @@ def _resolve(rules: list[Rule], inv: Inventory) -> tuple[list[Change], int]:
                 )
             desired[target] = Tie(source, rule.relation, i)
             touched.add(target)
+            freed.discard(target)
 
     _check_cycles(desired, rules)
+    _check_hand_ties(inv, desired, touched, rules)
+    hand = set(inv.hand) | set(inv.hand.values())
     changes = []
     for path in inv.slots:
         new, old = desired[path], current[path]
         if new is None and old is None:
+            if path in freed and path in hand:
+                changes.append(Change(path, None, None))  # free one end of a hand tie: a copy
             continue
         if new is not None and new.same_as(old):
             continue
+        if new is not None and old is None and _holds_by_hand(inv, path, new, desired, freed):
+            continue  # declares a hand tie that already holds: adopted as it is
         changes.append(Change(path, old, new))
     for ch in changes:
+        info = inv.slots[ch.path]
+        if isinstance(info.module, torch.jit.ScriptModule):
+            raise TieError(
+                f"{ch.path!r} lives in a TorchScript module ({info.module_path or 'the model'!r}, "
+                f"{type(info.module).__name__}) whose parameters tying cannot re-tie; apply the "
+                f"plan to the eager module before torch.jit.script, or leave it out of the plan"
+            )
         if ch.new is not None:
             _check_tie(ch.path, ch.new, rules, inv)
     return changes, len(touched) - len(changes)
+
+
+def _holds_by_hand(
+    inv: Inventory, path: str, new: Tie, desired: dict[str, Tie | None], freed: set[str]
+) -> bool:
+    """True when ``path`` already registers the very Parameter ``new`` asks for, and keeps it."""
+    src = new.source
+    if type(new.relation) is not Same or src is None or src not in inv.slots:
+        return False
+    if desired.get(src) is not None or src in freed or inv.slots[src].is_tied:
+        return False
+    info, src_info = inv.slots[path], inv.slots[src]
+    return info.module._parameters[info.name] is src_info.module._parameters[src_info.name]
+
+
+def _check_hand_ties(
+    inv: Inventory, desired: dict[str, Tie | None], touched: set[str], rules: list[Rule]
+) -> None:
+    """Refuse a plan that would split a hand tie by re-tying only some of its ends.
+
+    A hand tie (one Parameter registered under several paths) holds because every end
+    registers the same object. A rule that ties one end elsewhere leaves the other ends
+    holding the old object: the two drift apart with no error. Re-tying is fine when
+    the plan also says what every other end does (share or free); ``free`` of one end
+    is an explicit split.
+    """
+    for group in inv.hand_groups():
+
+        def unit(p):  # a module reachable from two paths: its ends cannot part
+            return (id(inv.slots[p].module), inv.slots[p].name)
+
+        said = {unit(p) for p in group if p in touched}
+        for p in group:
+            new = desired[p]
+            if p not in touched or new is None:
+                continue
+            if type(new.relation) is Same and new.source in group:
+                continue
+            silent = [q for q in group if unit(q) not in said]
+            if silent:
+                q = silent[0]
+                raise _fail(
+                    new.rule,
+                    rules[new.rule],
+                    f"{p!r} and {q!r} are one nn.Parameter (a hand-made tie, as in "
+                    f"`model.{q} = model.{p}`); re-tying {p!r} alone would silently split "
+                    f"them; declare both ends: add tying.share({q!r}, like={p!r}) after this "
+                    f"rule to keep them tied, or tying.free({q!r}) to let them part",
+                )
 
 
 def _check_cycles(desired: dict[str, Tie | None], rules: list[Rule]) -> None:
@@ -379,8 +446,6 @@ def _storage_names(tie: Tie, info, inv: Inventory, rules: list[Rule]) -> list[st
 
 
 def _mutate(model: nn.Module, inv: Inventory, changes: list[Change]) -> None:
-    if not changes:
-        return
     # Everything that reads the current values happens before the first mutation.
     prepared = []
     with torch.no_grad():
@@ -413,7 +478,9 @@ def _mutate(model: nn.Module, inv: Inventory, changes: list[Change]) -> None:
         for key, m in touched.items()
     }
     try:
-        declared = dict(model.__dict__.get(DECLARED_ATTR, {}))
+        old_declared = model.__dict__.get(DECLARED_ATTR)
+        declared = dict(old_declared or {})
+        by_hand = []
         for ch, info, value, storage in prepared:
             mod, name = info.module, info.name
             if name in slots_of(mod):
@@ -422,6 +489,9 @@ def _mutate(model: nn.Module, inv: Inventory, changes: list[Change]) -> None:
                 mod._parameters[name] = value
             if ch.new is None:
                 declared.pop(ch.path, None)
+                continue
+            if ch.new.hand:
+                by_hand.append(ch)
                 continue
             for sname, p in storage.items():
                 mod._parameters[sname] = p
@@ -438,7 +508,15 @@ def _mutate(model: nn.Module, inv: Inventory, changes: list[Change]) -> None:
             paths = (info.module_path, ch.new.source)
             install(mod, name, Slot(src_mod, src_name, ch.new.relation, info.shape, roles, paths))
             declared[ch.path] = {"like": ch.new.source, "relation": ch.new.relation.spec()}
-        model.__dict__[DECLARED_ATTR] = declared
+        for ch in by_hand:  # after the rest, so each source is in its final place
+            info, src = inv.slots[ch.path], inv.slots[ch.new.source]
+            info.module._parameters[info.name] = src.module._parameters[src.name]
+        # Hand ties become declared ties too, so verify() notices when one is broken.
+        declared = {k: v for k, v in declared.items() if not v.get("hand")}
+        for target, source in Inventory(model).hand.items():
+            declared[target] = {"like": source, "relation": Same().spec(), "hand": True}
+        if declared != (old_declared or {}):
+            model.__dict__[DECLARED_ATTR] = declared
     except BaseException:
         for key, (cls, params, slots, decl) in snapshot.items():
             m = touched[key]

@@ -88,7 +88,14 @@ def tied_class(base: type, names) -> type:
             __reduce_ex__=_reduce_ex,
             __setattr__=_guarded_setattr,
             _load_from_state_dict=_load_from_state_dict,
-            __module__=base.__module__,
+            # The class lives here, not in the base's module (where no such name exists);
+            # its name and docstring say what it wraps.
+            __module__=__name__,
+            __qualname__=f"Tied{base.__name__}",
+            __doc__=(
+                f"{base.__module__}.{base.__qualname__} whose slot(s) "
+                f"{', '.join(sorted(key[1]))} are served by tying (see tying.core.slots)."
+            ),
         )
         cls = type(f"Tied{base.__name__}", (base,), namespace)
         _CLASSES[key] = cls
@@ -106,12 +113,21 @@ def _slot_property(name: str) -> property:
 def _guarded_setattr(self, name, value):
     slots = self.__dict__.get(SLOTS_ATTR)
     if slots and name in slots:
+        slot = slots[name]
+        if type(slot.relation) is Same and value is slot.value(self):
+            # Assigning the very Parameter the slot already serves changes nothing:
+            # Hugging Face's tie_weights()/init_weights() do exactly this.
+            return
+        mod_path, src_path = slot.paths
+        target = f"{mod_path}.{name}" if mod_path else name
+        source = src_path or f"{target}'s own storage"
         raise TieError(
-            f"{type(self).__name__}.{name} is a tied slot (served from "
-            f"{slots[name].source_name!r} via {slots[name].relation!r}); assign to the source "
-            f"parameter instead, or untie first with tying.untie(model)"
+            f"{target} ({type(self).__name__}.{name}) is a tied slot, served from {source} via "
+            f"{slot.relation!r}; assigning another value would break the tie: assign to "
+            f"{source} instead, or untie first with tying.untie(model) (or "
+            f"tying.Plan([tying.free({target!r})]).apply(model))"
         )
-    super(type(self), self).__setattr__(name, value)
+    type(self)._tying_base.__setattr__(self, name, value)
 
 
 def _load_from_state_dict(
