@@ -120,12 +120,16 @@ def _guarded_setattr(self, name, value):
             return
         mod_path, src_path = slot.paths
         target = f"{mod_path}.{name}" if mod_path else name
-        source = src_path or f"{target}'s own storage"
+        if src_path:
+            source = src_path
+        else:
+            own = slot.storage.get("source", name)
+            source = f"its own storage {mod_path + '.' + own if mod_path else own}"
         raise TieError(
-            f"{target} ({type(self).__name__}.{name}) is a tied slot, served from {source} via "
-            f"{slot.relation!r}; assigning another value would break the tie: assign to "
-            f"{source} instead, or untie first with tying.untie(model) (or "
-            f"tying.Plan([tying.free({target!r})]).apply(model))"
+            f"{target} is a tied slot of {type(self).__name__}, served from {source} via "
+            f"{slot.relation!r}; assigning another value would break the tie: change "
+            f"{source.removeprefix('its own storage ')} instead, or untie first with "
+            f"tying.untie(model) (or tying.Plan([tying.free({target!r})]).apply(model))"
         )
     type(self)._tying_base.__setattr__(self, name, value)
 
