@@ -337,3 +337,69 @@ def test_a_torchscript_target_is_refused_up_front_naming_the_module():
     m2 = nn.ModuleDict({"a": torch.jit.script(nn.Linear(3, 3)), "b": nn.Linear(3, 3)})
     tying.Plan([tying.share("b.weight", like="a.weight")]).apply(m2)
     assert m2["b"].weight is m2["a"].weight
+
+
+# -- the rollback path itself: a failure halfway through the mutation -----------------
+
+
+def _deep_snapshot(model):
+    """Class, __dict__ keys, and the identity of every value (dict values item by item)."""
+    snap = []
+    for path, mod in model.named_modules(remove_duplicate=False):
+        entries = {}
+        for key, value in mod.__dict__.items():
+            if isinstance(value, dict):
+                entries[key] = (id(value), {k: id(v) for k, v in value.items()})
+            else:
+                entries[key] = id(value)
+        snap.append((path, type(mod), entries))
+    return snap
+
+
+@pytest.mark.parametrize("fail_at", [1, 2, 3, 5])
+def test_a_failure_halfway_through_the_mutation_leaves_the_model_bit_identical(
+    monkeypatch, fail_at
+):
+    import tying.core.plan as plan_module
+
+    m = Stack(n=4)
+    m.extra = nn.Linear(8, 11, bias=False)
+    m.extra.weight = m.lm_head.weight  # a hand tie the plan adopts
+    tying.Plan(
+        [
+            tying.share("layers.3", like="layers.0"),
+            tying.share("layers.2.fc.bias", relation=tying.Mirrored()),
+        ]
+    ).apply(m)
+    plan = tying.Plan(
+        [
+            tying.share("layers.*", like="layers.0"),
+            tying.free("layers.3.norm"),
+            tying.share(
+                "layers.1.norm.weight", like="layers.0.norm.weight", relation=tying.Scaled()
+            ),
+            tying.share("lm_head.weight", like="embed.weight"),
+            tying.share("extra.weight", like="embed.weight"),
+        ]
+    )
+    before_bytes, before = state_bytes(m), _deep_snapshot(m)
+    before_ties = tying.ties(m)
+    real, calls = plan_module.install, []
+
+    def failing_install(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == fail_at:
+            raise RuntimeError("injected failure in install")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(plan_module, "install", failing_install)
+    with pytest.raises(RuntimeError, match="injected failure in install"):
+        plan.apply(m)
+    assert len(calls) == fail_at  # it did fail halfway: earlier installs had happened
+    assert _deep_snapshot(m) == before
+    assert state_bytes(m) == before_bytes and tying.ties(m) == before_ties
+    tying.verify(m)
+    monkeypatch.setattr(plan_module, "install", real)
+    plan.apply(m)  # and the same plan still applies cleanly afterwards
+    assert m.layers[3]["fc"].weight is m.layers[0]["fc"].weight
+    assert m.extra.weight is m.embed.weight and tying.verify(m) > 0
