@@ -403,3 +403,25 @@ def test_a_failure_halfway_through_the_mutation_leaves_the_model_bit_identical(
     plan.apply(m)  # and the same plan still applies cleanly afterwards
     assert m.layers[3]["fc"].weight is m.layers[0]["fc"].weight
     assert m.extra.weight is m.embed.weight and tying.verify(m) > 0
+
+
+def test_resolve_changes_nothing_and_commit_applies_exactly_its_changes():
+    m = Stack()
+    before, before_bytes = _deep_snapshot(m), state_bytes(m)
+    res = tying.Plan([tying.share("lm_head.weight", like="embed.weight")]).resolve(m)
+    assert [c.path for c in res.changes] == ["lm_head.weight"]
+    assert _deep_snapshot(m) == before and state_bytes(m) == before_bytes
+    res.commit()
+    assert m.lm_head.weight is m.embed.weight
+    with pytest.raises(tying.TieError, match="already committed; resolve the plan again"):
+        res.commit()
+
+
+def test_commit_refuses_a_model_that_changed_since_resolve():
+    m = Stack()
+    res = tying.Plan([tying.share("layers.*", like="layers.0")]).resolve(m)
+    m.layers[1]["fc"] = nn.Linear(8, 8)  # replaced between the phases
+    snap = state_bytes(m)
+    with pytest.raises(tying.TieError, match="model changed between Plan.resolve and"):
+        res.commit()
+    assert state_bytes(m) == snap and tying.ties(m) == []

@@ -30,7 +30,7 @@ from torch import nn
 
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory
-from tying.core.plan import Change, Plan, Tie, _mutate, _resolve
+from tying.core.plan import Change, Plan, Tie
 from tying.core.relations import Same, relation_from_spec
 from tying.core.rules import share
 from tying.core.verify import ties
@@ -383,11 +383,11 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
     rules, aliases = _parse(path, meta)
     plan = Plan(rules)
     _refuse_meta_device(model)
-    inv = Inventory(model)
     try:
-        changes, _ = _resolve(plan.rules, inv)
+        res = plan.resolve(model)  # phase 1: changes nothing
     except TieError as err:
         raise TieError(f"load: the ties in {str(path)!r} do not fit this model: {err}") from None
+    inv, changes = res.inventory, res.changes
 
     final: dict[str, Tie | None] = {}
     for p, info in inv.slots.items():
@@ -475,7 +475,7 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
             f"load: {str(path)!r} does not fit this model ({'; '.join(parts)}); "
             f"build the model with the architecture and dtype the file was saved from"
         )
-    _mutate(model, inv, changes)
+    res.commit()  # phase 2: all or nothing, with the file's hand ties among the changes
     with torch.no_grad():
         model.load_state_dict(full, strict=True)
     return plan

@@ -5,6 +5,20 @@ matching rule wins), validates all of them (existence, pairing, shapes, dtypes,
 devices, cycles, buffers), and only then changes the model. Applying the same
 plan again is a no-op, so it can be re-applied after anything that rebuilds
 modules (quantization, adapters, sharding wrappers).
+
+Applying is two phases, and both are available on their own (``tying.load``
+uses them to add the checks of a file between the two):
+
+1. **resolve** (:meth:`Plan.resolve` → :class:`Resolution`): reads the model
+   through one :class:`~tying.core.inventory.Inventory` snapshot and computes the
+   slot :class:`Change` list. It raises :class:`~tying.TieError` for anything
+   that cannot be done and **changes nothing**: no attribute, class, parameter or
+   value of the model is touched.
+2. **commit** (:meth:`Resolution.commit`): performs exactly those changes. Every
+   value it needs is computed before the first mutation; the classes, parameter
+   dicts and tie bookkeeping of every module it touches are snapshotted, and any
+   exception during the mutation restores them, so the model is bit-identical to
+   before. It refuses a model that changed since it was resolved.
 """
 
 from __future__ import annotations
@@ -115,14 +129,30 @@ class Plan:
 
     # -- resolution -----------------------------------------------------------------
 
-    def resolve(self, model: nn.Module) -> list[Change]:
-        """Validate the plan against ``model`` and return the slot changes, changing nothing.
+    def resolve(self, model: nn.Module) -> Resolution:
+        """Phase 1: validate the plan against ``model`` and compute its changes, changing nothing.
+
+        Args:
+            model: the model to tie.
+
+        Returns:
+            A :class:`Resolution`; its :meth:`~Resolution.commit` performs the changes.
 
         Raises:
             TieError: naming the rule, the path(s), expected vs found, and the fix.
+
+        Example:
+            >>> import torch, tying
+            >>> m = torch.nn.ModuleDict({"a": torch.nn.Linear(2, 2), "b": torch.nn.Linear(2, 2)})
+            >>> res = tying.Plan([tying.share("b", like="a")]).resolve(m)
+            >>> [c.path for c in res.changes], m["b"].weight is m["a"].weight
+            (['b.weight', 'b.bias'], False)
+            >>> res.commit(); m["b"].weight is m["a"].weight
+            True
         """
         inv = Inventory(model)
-        return _resolve(self.rules, inv)[0]
+        changes, unchanged = _resolve_rules(self.rules, inv)
+        return Resolution(model, inv, changes, unchanged)
 
     def apply(self, model: nn.Module) -> ApplyReport:
         """Tie ``model`` as declared. All or nothing: on error the model is unchanged.
@@ -134,9 +164,9 @@ class Plan:
             TieError: a pattern that matches nothing, an ambiguous pairing, a source
                 that does not exist, a shape/dtype/device mismatch, a cycle, a buffer.
         """
-        inv = Inventory(model)
-        changes, unchanged = _resolve(self.rules, inv)
-        _mutate(model, inv, changes)
+        res = self.resolve(model)
+        res.commit()
+        changes, unchanged = res.changes, res.unchanged
         from tying.core.count import count
 
         c = count(model)
@@ -159,6 +189,61 @@ class Plan:
                     share(join(prefix, target), like, relation_from_spec(spec["relation"]))
                 )
         return cls(rules)
+
+
+def _fingerprint(inv: Inventory) -> tuple:
+    """What commit relies on being as resolved: each module's class and parameter objects."""
+    return tuple(
+        (path, type(m), tuple((k, id(v)) for k, v in m._parameters.items()))
+        for path, m in inv.modules.items()
+    )
+
+
+class Resolution:
+    """A resolved plan: the changes committing will make to one model (phase 1's result).
+
+    Invariants: built from an :class:`~tying.core.inventory.Inventory` snapshot of
+    ``model``; resolving changed nothing; :meth:`commit` changes only the slots in
+    ``changes`` (plus the model's tie bookkeeping) and is all or nothing.
+
+    Attributes:
+        model: the model it was resolved against.
+        inventory: the snapshot the changes refer to.
+        changes: one :class:`Change` per slot whose state changes (``new=None``: freed).
+        unchanged: slots a rule matched that already were as declared.
+    """
+
+    def __init__(
+        self, model: nn.Module, inventory: Inventory, changes: list[Change], unchanged: int
+    ):
+        self.model = model
+        self.inventory = inventory
+        self.changes = changes
+        self.unchanged = unchanged
+        self._fingerprint = _fingerprint(inventory)
+        self._committed = False
+
+    def commit(self) -> None:
+        """Phase 2: make the changes, all or nothing.
+
+        Raises:
+            TieError: when the model changed since it was resolved (resolve again),
+                or this resolution was already committed.
+            Exception: whatever failed during the mutation, after the model was
+                restored bit-identically.
+        """
+        if self._committed:
+            raise TieError("this Resolution was already committed; resolve the plan again")
+        if _fingerprint(Inventory(self.model)) != self._fingerprint:
+            raise TieError(
+                "the model changed between Plan.resolve and Resolution.commit (a module or "
+                "parameter was replaced); resolve the plan again, then commit"
+            )
+        _commit(self.model, self.inventory, self.changes)
+        self._committed = True
+
+    def __repr__(self) -> str:
+        return f"Resolution({len(self.changes)} change(s), {self.unchanged} unchanged)"
 
 
 def _fail(rule_index: int, rule: Rule, msg: str) -> TieError:
@@ -194,7 +279,15 @@ def _source_for(i: int, rule: Rule, inv: Inventory, path: str, captures) -> str 
     return source
 
 
-def _resolve(rules: list[Rule], inv: Inventory) -> tuple[list[Change], int]:
+def _resolve_rules(rules: list[Rule], inv: Inventory) -> tuple[list[Change], int]:
+    """Phase 1's work: rules → the slot changes (last match wins), validated; reads only.
+
+    Steps: the current state of every slot; each rule in order overrides the desired
+    state of the slots it matches (module matches expand to their parameters);
+    then cycles, hand ties that a rule would split, and every new tie (shapes,
+    dtypes, devices, storage names, TorchScript) are checked. Returns the changes
+    and the number of matched slots already as declared.
+    """
     current: dict[str, Tie | None] = {}
     for path, info in inv.slots.items():
         if info.tie is None:
@@ -445,7 +538,8 @@ def _storage_names(tie: Tie, info, inv: Inventory, rules: list[Rule]) -> list[st
     return ([f"{info.name}_physical"] if tie.source is None else []) + names
 
 
-def _mutate(model: nn.Module, inv: Inventory, changes: list[Change]) -> None:
+def _commit(model: nn.Module, inv: Inventory, changes: list[Change]) -> None:
+    """Phase 2's work: perform ``changes`` on ``model``; on any exception restore it."""
     # Everything that reads the current values happens before the first mutation.
     prepared = []
     with torch.no_grad():

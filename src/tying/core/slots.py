@@ -14,6 +14,22 @@ reads the source (``getattr(embed, "weight")``) and applies the relation. So:
 ``torch.nn.utils.parametrize`` works the same way (a per-class property) but
 stores its ``original`` inside the tied module, which is a second owner; here
 the owner stays where the user put it.
+
+Why the class is swapped (STYLE.md advises against it, so the reason is here):
+``nn.Module`` keeps parameters in ``_parameters`` and answers ``module.weight``
+through ``__getattr__``, which only runs when normal lookup fails. To compute a
+value *at every read* for one instance, Python needs a data descriptor (a
+property) on the instance's *class*; putting one on ``nn.Linear`` itself would
+change every Linear in the process. So each tied module gets a small subclass
+(``TiedLinear``, in this module, one per base class and set of slot names,
+cached in ``_CLASSES`` so that ``type(a) is type(b)`` for equally tied modules and
+compiled graphs are reused). The alternatives were weighed: parametrize (a second
+owner of the physical tensor, and ``parametrizations.weight.original`` keys in
+every state dict), or forward hooks that write ``module.weight`` before each call
+(a stale value outside ``forward``, and they break ``torch.func.functional_call``).
+The subclass keeps ``isinstance`` true, pickles and deep-copies through
+``__reduce_ex__`` (rebuilt from the base class and slot names), and refuses
+assignments that would silently break a tie.
 """
 
 from __future__ import annotations
