@@ -268,7 +268,8 @@ def test_retying_one_end_of_a_hand_tie_is_refused_naming_both_ends():
     ]:
         with pytest.raises(
             tying.TieError,
-            match=rf"'{moved}' and '{other}' are one nn.Parameter .*would silently split them; "
+            match=rf"'{moved}' and '{other}' are one nn.Parameter \(a hand-made tie, as in "
+            rf"`model.lm_head.weight = model.embed.weight`\).*would silently split them; "
             rf"declare both ends: add tying.share\('{other}', like='{moved}'\).* or "
             rf"tying.free\('{other}'\)",
         ):

@@ -433,11 +433,12 @@ def _check_hand_ties(
             silent = [q for q in group if unit(q) not in said]
             if silent:
                 q = silent[0]
+                first, later = sorted((p, q), key=group.index)
                 raise _fail(
                     new.rule,
                     rules[new.rule],
                     f"{p!r} and {q!r} are one nn.Parameter (a hand-made tie, as in "
-                    f"`model.{q} = model.{p}`); re-tying {p!r} alone would silently split "
+                    f"`model.{later} = model.{first}`); re-tying {p!r} alone would silently split "
                     f"them; declare both ends: add tying.share({q!r}, like={p!r}) after this "
                     f"rule to keep them tied, or tying.free({q!r}) to let them part",
                 )
