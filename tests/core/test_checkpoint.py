@@ -442,3 +442,11 @@ def test_the_next_save_removes_stale_temporary_files_of_its_own_naming_only(tmp_
     assert not stale.exists()
     assert all((tmp_path / name).read_text() == "user data" for name in lookalikes)
     assert live.exists()
+
+
+def test_saving_a_meta_device_model_is_refused_and_writes_nothing(tmp_path):
+    with torch.device("meta"):
+        m = Stack()
+    with pytest.raises(tying.TieError, match=r"save: embed.weight is on the meta device"):
+        tying.save(m, tmp_path / "meta.safetensors")
+    assert list(tmp_path.iterdir()) == []

@@ -139,6 +139,8 @@ def save(
 
     Raises:
         TypeError: when ``metadata`` is not str → str.
+        ValueError: when a ``metadata`` key starts with ``tying.`` (reserved).
+        TieError: when a tensor is on the meta device (it has no values).
 
     Example:
         >>> import torch, tying, tempfile, os
@@ -181,6 +183,7 @@ def save_state(
     Raises:
         TypeError: when ``metadata`` is not str → str.
         ValueError: when a ``metadata`` key starts with ``tying.``.
+        TieError: when a tensor is on the meta device (it has no values).
     """
     from safetensors.torch import save_file
 
@@ -202,6 +205,12 @@ def save_state(
             tensors.pop(t.target, None)
         else:
             plan_ties.append(t)
+    for k, t in tensors.items():
+        if t.device.type == "meta":
+            raise TieError(
+                f"save: {k} is on the meta device and has no values to write; materialise "
+                f"the model (model.to_empty(device=...) and initialise or load it) first"
+            )
     tensors = {k: t.detach().to("cpu").contiguous() for k, t in tensors.items()}
     meta.update(
         {
