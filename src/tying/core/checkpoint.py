@@ -64,7 +64,7 @@ def _digest(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> str:
         h.update(key.encode())
         h.update(str(t.dtype).encode())
         h.update(repr(tuple(t.shape)).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())  # the buffer itself, no copy
     return h.hexdigest()
 
 
