@@ -13,6 +13,7 @@ import time
 import pytest
 import torch
 from safetensors import safe_open
+from torch import nn
 
 import tying
 
@@ -185,3 +186,267 @@ def test_a_save_killed_mid_write_leaves_the_previous_file_readable(tmp_path):
 def test_metadata_must_be_strings(tmp_path):
     with pytest.raises(TypeError, match="metadata must map str to str"):
         tying.save(AE(), tmp_path / "x.safetensors", metadata={"epoch": 3})
+
+
+# -- hand-made ties are saved and re-created -------------------------------------------
+
+
+def _lm():
+    return nn.ModuleDict({"embed": nn.Embedding(10, 4), "lm_head": nn.Linear(4, 10, bias=False)})
+
+
+def test_hand_tie_is_recreated_by_load_into_a_fresh_untied_model(tmp_path):
+    torch.manual_seed(0)
+    m = _lm()
+    m["lm_head"].weight = m["embed"].weight
+    path = tying.save(m, tmp_path / "hand.safetensors")
+    fresh = _lm()
+    tying.load(fresh, path)
+    assert fresh["lm_head"].weight is fresh["embed"].weight
+    assert tying.count(fresh).physical == 40  # was 80: two independent copies
+    assert tying.ties(fresh) == tying.ties(m) and tying.verify(fresh) == 1
+    opt = torch.optim.SGD(fresh.parameters(), lr=0.5)
+    fresh["lm_head"](fresh["embed"](torch.tensor([1, 2]))).pow(2).sum().backward()
+    opt.step()
+    assert fresh["lm_head"].weight is fresh["embed"].weight  # no drift after a step
+    assert not torch.equal(fresh["embed"].weight, m["embed"].weight)
+
+
+def test_hand_tie_loads_into_a_model_that_declares_it_as_a_plan_tie(tmp_path):
+    m = _lm()
+    m["lm_head"].weight = m["embed"].weight
+    path = tying.save(m, tmp_path / "hand.safetensors")
+    planned = _lm()
+    tying.Plan([tying.share("lm_head.weight", like="embed.weight")]).apply(planned)
+    tying.load(planned, path)
+    assert torch.equal(planned["lm_head"].weight, m["embed"].weight)
+    assert planned["lm_head"].weight is planned["embed"].weight
+
+
+def test_a_tie_the_model_has_but_the_file_does_not_is_named_not_called_missing(tmp_path):
+    path = tying.save(AE(), tmp_path / "plain.safetensors")
+    m = AE()
+    tying.Plan([tying.share("dec.bias", relation=tying.Mirrored())]).apply(m)
+    snap = state_bytes(m)
+    with pytest.raises(
+        tying.TieError,
+        match=r"load: dec.bias is tied in this model \(to its own storage via Mirrored.*\) but "
+        r".* stores it as its own tensor .*tying.free\('dec.bias'\)",
+    ):
+        tying.load(m, path)
+    assert state_bytes(m) == snap
+
+
+def test_a_hand_tie_the_model_has_but_the_file_does_not_is_refused(tmp_path):
+    path = tying.save(_lm(), tmp_path / "untied.safetensors")
+    m = _lm()
+    m["lm_head"].weight = m["embed"].weight
+    snap = state_bytes(m)
+    with pytest.raises(
+        tying.TieError,
+        match=r"lm_head.weight is the same nn.Parameter as embed.weight in this model .*"
+        r"stores it as its own tensor",
+    ):
+        tying.load(m, path)
+    assert state_bytes(m) == snap and m["lm_head"].weight is m["embed"].weight
+
+
+def test_load_into_a_meta_device_model_is_refused_with_the_fix(tmp_path):
+    _, path = _saved(tmp_path)
+    with torch.device("meta"):
+        m = Stack()
+    with pytest.raises(
+        tying.TieError, match=r"embed.weight is on the meta device.*model.to_empty\(device="
+    ):
+        tying.load(m, path)
+    assert m.embed.weight.is_meta and tying.ties(m) == []
+    m.to_empty(device="cpu")
+    tying.load(m, path)
+    assert m.layers[1]["fc"].weight is m.layers[0]["fc"].weight
+
+
+# -- integrity: the hash covers the ties and the tensors ---------------------------------
+
+
+def _rewrite(path, meta_edit=None, tensor_edit=None):
+    """Rewrite a saved file with edited metadata/tensors, keeping the stored hash."""
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), "pt") as f:
+        meta = dict(f.metadata())
+    tensors = load_file(str(path))
+    if meta_edit:
+        meta_edit(meta)
+    if tensor_edit:
+        tensor_edit(tensors)
+    save_file(tensors, str(path), metadata=meta)
+
+
+def _ae_file(tmp_path):
+    torch.manual_seed(0)
+    m = AE()
+    tying.Plan([tying.share("dec.weight", like="enc.weight", relation=tying.Transposed())]).apply(m)
+    return m, tying.save(m, tmp_path / "ae.safetensors")
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda meta: meta.update({"tying.ties": meta["tying.ties"].replace("Transposed", "Same")}),
+        lambda meta: meta.update({"tying.ties": meta["tying.ties"].replace("[0, 1]", "[1, 0]")}),
+        lambda meta: meta.update({"tying.aliases": '{"dec.bias": "enc.bias"}'}),
+        lambda meta: meta.update({"note": "added later"}),
+    ],
+    ids=["relation-renamed", "dims-changed", "alias-added", "entry-added"],
+)
+def test_the_hash_covers_the_tie_metadata(tmp_path, edit):
+    _, path = _ae_file(tmp_path)
+    _rewrite(path, meta_edit=edit)
+    fresh = AE()
+    snap = state_bytes(fresh)
+    with pytest.raises(tying.TieError, match="fails its SHA-256 check.*tie metadata"):
+        tying.load(fresh, path)
+    assert state_bytes(fresh) == snap
+
+
+def test_a_file_with_tie_metadata_but_no_hash_is_refused(tmp_path):
+    _, path = _ae_file(tmp_path)
+
+    def flip(tensors):
+        tensors["enc.bias"][0] += 1.0
+
+    _rewrite(path, meta_edit=lambda meta: meta.pop("tying.sha256"), tensor_edit=flip)
+    with pytest.raises(tying.TieError, match=r"carries tying metadata but no 'tying.sha256'"):
+        tying.load(AE(), path)
+    tying.load(AE(), path, verify_hash=False)  # the explicit opt-out still works
+
+
+def test_a_plain_safetensors_file_needs_the_explicit_opt_out(tmp_path):
+    from safetensors.torch import save_file
+
+    m = AE()
+    save_file(m.state_dict(), str(tmp_path / "plain.safetensors"))
+    with pytest.raises(tying.TieError, match="carries no tying metadata and no SHA-256"):
+        tying.load(AE(), tmp_path / "plain.safetensors")
+    fresh = AE()
+    tying.load(fresh, tmp_path / "plain.safetensors", verify_hash=False)
+    assert state_bytes(fresh) == state_bytes(m)
+
+
+def test_an_older_format_file_is_refused_unless_unchecked(tmp_path):
+    _, path = _ae_file(tmp_path)
+    _rewrite(path, meta_edit=lambda meta: meta.update({"tying.format": "tying/1"}))
+    with pytest.raises(tying.TieError, match=r"field 'tying.format' is 'tying/1', expected"):
+        tying.load(AE(), path)
+
+
+CRAFTED = [
+    ({"tying.ties": "{}"}, r"field 'tying.ties': expected a JSON list, got dict"),
+    ({"tying.ties": "[1"}, r"field 'tying.ties': not valid JSON"),
+    ({"tying.ties": "[3]"}, r"field 'tying.ties'\[0\]: expected an object with target"),
+    (
+        {"tying.ties": '[{"target": 3, "like": null, "relation": {"type": "Same"}}]'},
+        r"field 'tying.ties'\[0\].target: expected a parameter path, got 3",
+    ),
+    (
+        {"tying.ties": '[{"target": "*", "like": "enc.weight", "relation": {"type": "Same"}}]'},
+        r"field 'tying.ties'\[0\].target: expected a parameter path, got '\*'",
+    ),
+    (
+        {"tying.ties": '[{"target": "dec.weight", "like": [1], "relation": {"type": "Same"}}]'},
+        r"field 'tying.ties'\[0\].like: expected a parameter path or null, got \[1\]",
+    ),
+    (
+        {
+            "tying.ties": '[{"target": "dec.weight", "like": "enc.weight", '
+            '"relation": {"type": "Transposed", "dims": [0, "x"]}}]'
+        },
+        r"field 'tying.ties'\[0\].relation: Transposed: each of dims must be an int, got 'x'",
+    ),
+    (
+        {
+            "tying.ties": '[{"target": "dec.weight", "like": "enc.weight", '
+            '"relation": {"type": "Transposed", "dims": [0, 0]}}]'
+        },
+        r"field 'tying.ties'\[0\].relation: Transposed: dims \(0, 0\) repeats a dim",
+    ),
+    (
+        {"tying.ties": '[{"target": "dec.weight", "like": null, "relation": {"type": "Same"}}]'},
+        r"field 'tying.ties'\[0\].relation: share\('dec.weight'\) needs a source",
+    ),
+    ({"tying.aliases": "[]"}, r"field 'tying.aliases': expected a JSON dict, got list"),
+    ({"tying.aliases": '{"a": 1}'}, r"field 'tying.aliases'\['a'\]: expected a non-empty key"),
+    ({"tying.format": "tying/9"}, r"field 'tying.format': unknown format 'tying/9'"),
+]
+
+
+@pytest.mark.parametrize("fields,match", CRAFTED, ids=[m[:40] for _, m in CRAFTED])
+def test_crafted_metadata_of_wrong_types_names_the_file_and_field(tmp_path, fields, match):
+    _, path = _ae_file(tmp_path)
+    _rewrite(path, meta_edit=lambda meta: meta.update(fields))
+    fresh = AE()
+    snap = state_bytes(fresh)
+    with pytest.raises(
+        tying.TieError, match=r"load: '.*ae.safetensors' has malformed tie metadata: " + match
+    ):
+        tying.load(fresh, path, verify_hash=False)  # past the hash: the parser must hold too
+    assert state_bytes(fresh) == snap
+
+
+def test_reserved_metadata_keys_are_refused():
+    with pytest.raises(ValueError, match=r"metadata key 'tying.ties' is reserved"):
+        tying.save(AE(), "/nonexistent/never-written.safetensors", metadata={"tying.ties": "[]"})
+
+
+# -- temporary files of killed saves -----------------------------------------------------
+
+
+def _kill_mid_save(path):
+    script = textwrap.dedent(
+        f"""
+        import os, time, torch, tying, safetensors.torch as st
+        real = st.save_file
+        def slow(tensors, filename, metadata=None):
+            real(tensors, filename, metadata=metadata)
+            print("writing", flush=True)
+            time.sleep(60)
+        st.save_file = slow
+        tying.save(torch.nn.Linear(64, 64), {str(path)!r})
+        """
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout.readline().strip() == "writing"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+def test_the_next_save_removes_stale_temporary_files_of_its_own_naming_only(tmp_path):
+    path = tmp_path / "m.safetensors"
+    _kill_mid_save(path)
+    (stale,) = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert stale.name.startswith(".m.safetensors.tying-")
+    lookalikes = [
+        ".m.safetensors.abcd1234.tmp",  # what tempfile.mkstemp would name
+        ".m.safetensors.tying-notes.tmp",
+        stale.name.replace(".tmp", ".tmp.bak"),
+        stale.name[:-20] + "-" + "0" * 15 + "g.tmp",  # not 16 hex digits
+        "m.safetensors.tying-host-1-0123456789abcdef.tmp",  # no leading dot
+    ]
+    for name in lookalikes:
+        (tmp_path / name).write_text("user data")
+    live = tmp_path / stale.name.replace(stale.name.split("-")[-2], str(os.getpid()))
+    live.write_text("a save running in this process")  # never removed from under a writer
+    tying.save(AE(), tmp_path / "other.safetensors")
+    assert not stale.exists()
+    assert all((tmp_path / name).read_text() == "user data" for name in lookalikes)
+    assert live.exists()
+
+
+def test_saving_a_meta_device_model_is_refused_and_writes_nothing(tmp_path):
+    with torch.device("meta"):
+        m = Stack()
+    with pytest.raises(tying.TieError, match=r"save: embed.weight is on the meta device"):
+        tying.save(m, tmp_path / "meta.safetensors")
+    assert list(tmp_path.iterdir()) == []

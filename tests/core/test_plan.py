@@ -227,7 +227,11 @@ def test_rule_constructors_validate():
 def test_assigning_to_a_tied_slot_is_refused_with_the_fix():
     m = AE()
     tying.Plan([tying.share("dec.weight", like="enc.weight", relation=tying.Transposed())]).apply(m)
-    with pytest.raises(tying.TieError, match="is a tied slot .* untie first"):
+    with pytest.raises(
+        tying.TieError,
+        match=r"dec.weight is a tied slot of TiedLinear, served from enc.weight via "
+        r"Transposed.* untie first",
+    ):
         m.dec.weight = nn.Parameter(torch.zeros(6, 3))
 
 
@@ -238,3 +242,187 @@ def test_report_str_lists_ties():
     ).apply(m)
     assert "dec.weight <- enc.weight" in str(report)
     assert (report.logical, report.physical) == (45, 27)
+
+
+# -- hand-made ties (one nn.Parameter under two paths) -------------------------------
+
+
+def _hand_tied():
+    m = Stack()
+    m.lm_head.weight = m.embed.weight  # the usual hand tie
+    m.other = nn.Embedding(11, 8)
+    return m
+
+
+def test_retying_one_end_of_a_hand_tie_is_refused_naming_both_ends():
+    m = _hand_tied()
+    snap = state_bytes(m)
+    for rule, moved, other in [
+        (tying.share("embed.weight", like="other.weight"), "embed.weight", "lm_head.weight"),
+        (tying.share("lm_head.weight", like="other.weight"), "lm_head.weight", "embed.weight"),
+        (
+            tying.share("lm_head.weight", like="embed.weight", relation=tying.Scaled(2.0)),
+            "lm_head.weight",
+            "embed.weight",
+        ),
+    ]:
+        with pytest.raises(
+            tying.TieError,
+            match=rf"'{moved}' and '{other}' are one nn.Parameter \(a hand-made tie, as in "
+            rf"`model.lm_head.weight = model.embed.weight`\).*would silently split them; "
+            rf"declare both ends: add tying.share\('{other}', like='{moved}'\).* or "
+            rf"tying.free\('{other}'\)",
+        ):
+            tying.Plan([rule]).apply(m)
+        assert state_bytes(m) == snap and m.lm_head.weight is m.embed.weight
+
+
+def test_retying_both_ends_of_a_hand_tie_keeps_them_together():
+    m = _hand_tied()
+    tying.Plan(
+        [
+            tying.share("embed.weight", like="other.weight"),
+            tying.share("lm_head.weight", like="embed.weight"),
+        ]
+    ).apply(m)
+    assert m.lm_head.weight is m.other.weight and m.embed.weight is m.other.weight
+    sgd_step(m, m(torch.randint(0, 11, (2, 5))).pow(2).mean())
+    assert m.lm_head.weight is m.embed.weight
+    tying.verify(m)
+
+
+def test_free_one_end_of_a_hand_tie_gives_it_its_own_copy():
+    m = _hand_tied()
+    value = m.embed.weight.detach().clone()
+    report = tying.Plan([tying.free("lm_head.weight")]).apply(m)
+    assert report.freed == ["lm_head.weight"]
+    assert m.lm_head.weight is not m.embed.weight and torch.equal(m.lm_head.weight, value)
+    assert tying.ties(m) == [] and tying.count(m).ratio == 1.0
+    tying.verify(m)
+
+
+def test_declaring_an_existing_hand_tie_adopts_it_and_verify_then_watches_it():
+    m = _hand_tied()
+    report = tying.Plan([tying.share("lm_head.weight", like="embed.weight")]).apply(m)
+    assert not report.changed and "weight" in m.lm_head._parameters  # kept as it is
+    assert tying.verify(m) == 1
+    m.lm_head.weight = nn.Parameter(m.embed.weight.detach().clone())  # breaks it silently
+    with pytest.raises(
+        tying.TieError,
+        match=r"lm_head.weight: is no longer the same nn.Parameter as embed.weight",
+    ):
+        tying.verify(m)
+    tying.retie(m)
+    assert m.lm_head.weight is m.embed.weight and tying.verify(m) == 1
+
+
+def test_a_plan_on_other_slots_of_a_hand_tied_model_keeps_the_hand_tie():
+    m = _hand_tied()
+    tying.Plan([tying.share("layers.*", like="layers.0")]).apply(m)
+    assert m.lm_head.weight is m.embed.weight
+    assert tying.ties(m)[-1] == tying.TieInfo("lm_head.weight", "embed.weight", tying.Same(), True)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_a_torchscript_target_is_refused_up_front_naming_the_module():
+    m = nn.ModuleDict({"a": nn.Linear(3, 3), "b": torch.jit.script(nn.Linear(3, 3))})
+    snap = state_bytes(m)
+    with pytest.raises(
+        tying.TieError,
+        match=r"'b.weight' lives in a TorchScript module \('b', RecursiveScriptModule\).*"
+        r"before torch.jit.script",
+    ):
+        tying.Plan([tying.share("b.weight", like="a.weight")]).apply(m)
+    assert state_bytes(m) == snap
+    # a scripted module may still be a source
+    m2 = nn.ModuleDict({"a": torch.jit.script(nn.Linear(3, 3)), "b": nn.Linear(3, 3)})
+    tying.Plan([tying.share("b.weight", like="a.weight")]).apply(m2)
+    assert m2["b"].weight is m2["a"].weight
+
+
+# -- the rollback path itself: a failure halfway through the mutation -----------------
+
+
+def _deep_snapshot(model):
+    """Class, __dict__ keys, and the identity of every value (dict values item by item)."""
+    snap = []
+    for path, mod in model.named_modules(remove_duplicate=False):
+        entries = {}
+        for key, value in mod.__dict__.items():
+            if isinstance(value, dict):
+                entries[key] = (id(value), {k: id(v) for k, v in value.items()})
+            else:
+                entries[key] = id(value)
+        snap.append((path, type(mod), entries))
+    return snap
+
+
+@pytest.mark.parametrize("fail_at", [1, 2, 3, 5])
+def test_a_failure_halfway_through_the_mutation_leaves_the_model_bit_identical(
+    monkeypatch, fail_at
+):
+    import tying.core.plan as plan_module
+
+    m = Stack(n=4)
+    m.extra = nn.Linear(8, 11, bias=False)
+    m.extra.weight = m.lm_head.weight  # a hand tie the plan adopts
+    tying.Plan(
+        [
+            tying.share("layers.3", like="layers.0"),
+            tying.share("layers.2.fc.bias", relation=tying.Mirrored()),
+        ]
+    ).apply(m)
+    plan = tying.Plan(
+        [
+            tying.share("layers.*", like="layers.0"),
+            tying.free("layers.3.norm"),
+            tying.share(
+                "layers.1.norm.weight", like="layers.0.norm.weight", relation=tying.Scaled()
+            ),
+            tying.share("lm_head.weight", like="embed.weight"),
+            tying.share("extra.weight", like="embed.weight"),
+        ]
+    )
+    before_bytes, before = state_bytes(m), _deep_snapshot(m)
+    before_ties = tying.ties(m)
+    real, calls = plan_module.install, []
+
+    def failing_install(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == fail_at:
+            raise RuntimeError("injected failure in install")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(plan_module, "install", failing_install)
+    with pytest.raises(RuntimeError, match="injected failure in install"):
+        plan.apply(m)
+    assert len(calls) == fail_at  # it did fail halfway: earlier installs had happened
+    assert _deep_snapshot(m) == before
+    assert state_bytes(m) == before_bytes and tying.ties(m) == before_ties
+    tying.verify(m)
+    monkeypatch.setattr(plan_module, "install", real)
+    plan.apply(m)  # and the same plan still applies cleanly afterwards
+    assert m.layers[3]["fc"].weight is m.layers[0]["fc"].weight
+    assert m.extra.weight is m.embed.weight and tying.verify(m) > 0
+
+
+def test_resolve_changes_nothing_and_commit_applies_exactly_its_changes():
+    m = Stack()
+    before, before_bytes = _deep_snapshot(m), state_bytes(m)
+    res = tying.Plan([tying.share("lm_head.weight", like="embed.weight")]).resolve(m)
+    assert [c.path for c in res.changes] == ["lm_head.weight"]
+    assert _deep_snapshot(m) == before and state_bytes(m) == before_bytes
+    res.commit()
+    assert m.lm_head.weight is m.embed.weight
+    with pytest.raises(tying.TieError, match="already committed; resolve the plan again"):
+        res.commit()
+
+
+def test_commit_refuses_a_model_that_changed_since_resolve():
+    m = Stack()
+    res = tying.Plan([tying.share("layers.*", like="layers.0")]).resolve(m)
+    m.layers[1]["fc"] = nn.Linear(8, 8)  # replaced between the phases
+    snap = state_bytes(m)
+    with pytest.raises(tying.TieError, match="model changed between Plan.resolve and"):
+        res.commit()
+    assert state_bytes(m) == snap and tying.ties(m) == []

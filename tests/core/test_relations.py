@@ -145,3 +145,96 @@ def test_unknown_relation_spec_names_the_known_ones():
 def test_hashed_rejects_bad_bucket_count():
     with pytest.raises(ValueError, match="positive int, got 0"):
         tying.Hashed(0)
+
+
+BAD_ARGUMENTS = [
+    (lambda: tying.Rotated(dims=(0, 0)), r"Rotated: dims \(0, 0\) repeats a dim"),
+    (lambda: tying.Rotated(k=1.5), r"Rotated: k must be an int, got 1.5 \(float\)"),
+    (lambda: tying.Rotated(k=True), r"Rotated: k must be an int, got True \(bool\)"),
+    (lambda: tying.Flipped((0, 0)), r"Flipped: dims \(0, 0\) repeats a dim"),
+    (lambda: tying.Flipped(()), r"Flipped: dims needs at least one dim"),
+    (lambda: tying.Flipped(0), r"Flipped: dims must be a tuple of ints, got 0 \(int\)"),
+    (lambda: tying.Flipped((False,)), r"Flipped: each of dims must be an int, got False"),
+    (lambda: tying.Transposed((0, 0)), r"Transposed: dims \(0, 0\) repeats a dim"),
+    (lambda: tying.Transposed((0, 1, 2)), r"Transposed: dims needs exactly 2 dim"),
+    (lambda: tying.Transposed(("a", 1)), r"Transposed: each of dims must be an int, got 'a'"),
+    (lambda: tying.Mirrored(dim=0.0), r"Mirrored: dim must be an int, got 0.0"),
+    (lambda: tying.Scaled(float("nan")), r"Scaled: init must be a finite real number, got nan"),
+    (lambda: tying.Scaled(float("inf")), r"Scaled: init must be a finite real number, got inf"),
+    (lambda: tying.Scaled(True), r"Scaled: init must be a finite real number, got True"),
+    (lambda: tying.Scaled("2"), r"Scaled: init must be a finite real number, got '2'"),
+    (lambda: tying.Hashed(seed=-1), r"Hashed\(seed=...\) must be an int >= 0, got -1"),
+    (lambda: tying.Hashed(True), r"Hashed: buckets must be an int, got True \(bool\)"),
+    (lambda: tying.Hashed(8, signed=1), r"Hashed: signed must be True or False, got 1"),
+    (lambda: tying.Hashed(8, seed=1.0), r"Hashed: seed must be an int, got 1.0"),
+]
+
+
+@pytest.mark.parametrize("build,match", BAD_ARGUMENTS, ids=[m for _, m in BAD_ARGUMENTS])
+def test_relations_refuse_bad_arguments_when_built(build, match):
+    with pytest.raises(tying.TieError, match=match):
+        build()
+
+
+def test_relation_arguments_of_numpy_types_are_plain_python_in_the_spec():
+    import json
+
+    import numpy as np
+
+    rel = tying.Scaled(np.float32(0.5))
+    assert rel == tying.Scaled(0.5) and json.dumps(rel.spec())
+    assert tying.Rotated(np.int64(3), [0, 1]) == tying.Rotated(3, (0, 1))
+
+
+SHAPE_ERRORS = [
+    (
+        tying.Transposed((0, 2)),
+        (3, 4),
+        (3, 4),
+        r"Transposed\(dims=\(0, 2\)\): dim 2 is out of range",
+    ),
+    (tying.Transposed((0, -2)), (3, 4), (3, 4), r"name the same dim of a slot of shape \(3, 4\)"),
+    (tying.Rotated(1, (0, 5)), (3, 3), (3, 3), r"dim 5 is out of range for a slot of shape"),
+    (tying.Rotated(2, (1, -1)), (3, 3), (3, 3), r"name the same dim"),
+    (tying.Flipped((3,)), (3, 3), (3, 3), r"Flipped\(dims=\(3,\)\): dim 3 is out of range"),
+    (tying.Flipped((0, -2)), (3, 3), (3, 3), r"name the same dim"),
+    (tying.Mirrored(2), (3, 2), (3, 3), r"Mirrored\(dim=2\): dim 2 is out of range"),
+    (tying.Hashed(30), (30,), (4, 5), r"30 buckets for a slot of shape \(4, 5\) with only 20"),
+]
+
+
+@pytest.mark.parametrize("rel,sa,sb,match", SHAPE_ERRORS, ids=[m for *_, m in SHAPE_ERRORS])
+def test_relations_refuse_dims_that_do_not_fit_the_slot_when_applied(rel, sa, sb, match):
+    m = _two(sa, sb)
+    before = {k: v.detach().clone() for k, v in m.items()}
+    with pytest.raises(tying.TieError, match=r"rule 0 share\('b', like='a'.*" + match):
+        tying.Plan([tying.share("b", like="a", relation=rel)]).apply(m)
+    assert tying.ties(m) == [] and all(torch.equal(m[k], v) for k, v in before.items())
+
+
+def test_scaled_zero_cannot_reparametrise_a_slot_by_itself():
+    m = nn.ParameterDict({"w": nn.Parameter(torch.randn(3))})
+    with pytest.raises(tying.TieError, match=r"rule 0 .*'w': Scaled\(init=0.0\) cannot"):
+        tying.Plan([tying.share("w", relation=tying.Scaled(0))]).apply(m)
+
+
+@pytest.mark.parametrize(
+    "spec,match",
+    [
+        ({"type": "Rotated", "k": 1, "dims": [0, 0]}, r"repeats a dim"),
+        ({"type": "Rotated", "k": "1"}, r"k must be an int, got '1'"),
+        ({"type": "Same", "dims": [0, 1]}, r"relation Same has no field\(s\) 'dims'"),
+        ({"type": "Hashed", "buckets": 4, "seed": -3}, r"must be an int >= 0, got -3"),
+        (["Same"], r"a relation spec must be a dict"),
+    ],
+)
+def test_relation_from_spec_refuses_crafted_specs(spec, match):
+    with pytest.raises(tying.TieError, match=match):
+        relation_from_spec(spec)
+
+
+def test_scaled_init_that_does_not_fit_the_dtype_is_refused_not_overflowed():
+    m = _two((3,), (3,))
+    with pytest.raises(tying.TieError, match=r"init 1e\+300 does not fit torch.float32"):
+        tying.Plan([tying.share("b", like="a", relation=tying.Scaled(1e300))]).apply(m)
+    assert tying.ties(m) == []

@@ -7,6 +7,7 @@ import pickle
 
 import pytest
 import torch
+from torch import nn
 from torch.func import functional_call, grad, vmap
 
 import tying
@@ -152,3 +153,49 @@ def test_loading_a_state_dict_that_contradicts_a_tie_is_refused():
     tied = _ae()
     with pytest.raises(RuntimeError, match=r"dec.weight is tied \(to enc.weight via Transposed"):
         tied.load_state_dict(untied.state_dict())
+
+
+def test_assigning_the_parameter_a_slot_already_serves_is_a_no_op():
+    # Hugging Face's tie_weights()/init_weights() do `lm_head.weight = embed.weight`
+    m = Stack()
+    S_PLAN.apply(m)
+    snap = dict(m.lm_head.__dict__)
+    m.lm_head.weight = m.embed.weight
+    assert m.lm_head.weight is m.embed.weight and "weight" not in m.lm_head._parameters
+    assert dict(m.lm_head.__dict__) == snap
+    tying.verify(m)
+
+
+def test_assigning_anything_else_to_a_tied_slot_names_the_full_path():
+    m = nn.ModuleDict({"outer": Stack()})
+    S_PLAN.apply(m["outer"])
+    wrapper = nn.ModuleDict({"model": m})
+    with pytest.raises(
+        tying.TieError,
+        match=r"^lm_head.weight is a tied slot of TiedLinear, served from embed.weight "
+        r"via Same\(\); .*change embed.weight instead",
+    ):
+        wrapper["model"]["outer"].lm_head.weight = nn.Parameter(torch.zeros(11, 8))
+    with pytest.raises(tying.TieError, match=r"^lm_head.weight is a tied slot"):
+        m["outer"].lm_head.weight = nn.Parameter(m["outer"].embed.weight.detach().clone())
+    assert m["outer"].lm_head.weight is m["outer"].embed.weight
+    # a relation's view is a new tensor at every read: assigning it is not a no-op
+    ae = _ae()
+    with pytest.raises(tying.TieError, match=r"dec.weight .*served from enc.weight via Transposed"):
+        ae.dec.weight = ae.dec.weight
+
+
+def test_swapped_classes_report_a_module_that_exists_and_what_they_wrap():
+    import importlib
+
+    m = _ae()
+    cls = type(m.dec)
+    assert (cls.__module__, cls.__qualname__, cls.__name__) == (
+        "tying.core.slots",
+        "TiedLinear",
+        "TiedLinear",
+    )
+    importlib.import_module(cls.__module__)
+    assert "torch.nn.modules.linear.Linear" in cls.__doc__ and "weight" in cls.__doc__
+    assert isinstance(m.dec, nn.Linear) and cls.__mro__[1] is nn.Linear
+    assert type(copy.deepcopy(m).dec) is cls and type(pickle.loads(pickle.dumps(m)).dec) is cls

@@ -76,3 +76,24 @@ def test_same_tie_to_a_computed_view_verifies():
     ).apply(m)
     assert tying.verify(m) == 4
     assert torch.equal(m["l1"].weight, m["l0"].weight)
+
+
+def test_hand_made_ties_are_listed_and_verified():
+    m = Stack()
+    m.lm_head.weight = m.embed.weight
+    hand = tying.TieInfo("lm_head.weight", "embed.weight", tying.Same(), hand=True)
+    assert tying.ties(m) == [hand] and "hand=True" in repr(hand)
+    assert tying.verify(m) == 1
+    c = tying.count(m)  # count already saw it; ties/verify agree with it
+    assert c.logical - c.physical == m.embed.weight.numel()
+    assert [g.slots for g in c.groups] == [["embed.weight", "lm_head.weight"]]
+
+
+def test_a_module_reachable_from_two_paths_is_a_hand_tie_of_each_parameter():
+    shared = nn.Linear(3, 3)
+    m = nn.ModuleDict({"a": shared, "b": shared})
+    assert [(t.target, t.source, t.hand) for t in tying.ties(m)] == [
+        ("b.weight", "a.weight", True),
+        ("b.bias", "a.bias", True),
+    ]
+    assert tying.verify(m) == 2

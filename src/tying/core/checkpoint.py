@@ -1,11 +1,18 @@
 """Files: ``save``/``load`` tied models as safetensors, ties in the metadata, no pickle.
 
 Only physical tensors are written (each once); the ties go into the file's
-metadata, so loading into a fresh, untied model re-creates them. Writing is
-atomic (temporary file, fsync, rename): a crash mid-save leaves the previous
-file intact. A SHA-256 of the tensor bytes is stored and checked on load, so a
-truncated or altered file is refused with a clear error, before the model is
-touched.
+metadata, so loading into a fresh, untied model re-creates them, hand-made ties
+(one ``nn.Parameter`` under two paths) included. Writing is atomic (temporary
+file, fsync, rename): a crash mid-save leaves the previous file intact, and the
+next save into the folder removes temporary files that a killed save of this
+library left behind (only those: their names carry this library's mark, the
+host and the writer's process id, and the process must be gone).
+
+Integrity: a SHA-256 over the tie metadata (every header entry) *and* the tensor
+bytes is stored in the file and checked on load, before the model is touched.
+A truncated or altered file, a file with ``tying`` metadata but no hash, and
+metadata of the wrong types are all refused with a :class:`~tying.TieError`
+naming the file (and the field).
 """
 
 from __future__ import annotations
@@ -14,19 +21,23 @@ import hashlib
 import json
 import os
 import pathlib
-import tempfile
+import re
+import secrets
+import socket
 
 import torch
 from torch import nn
 
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory
-from tying.core.plan import Plan, _mutate, _resolve
-from tying.core.relations import relation_from_spec
+from tying.core.plan import Change, Plan, Tie
+from tying.core.relations import Same, relation_from_spec
 from tying.core.rules import share
 from tying.core.verify import ties
 
-FORMAT = "tying/1"
+FORMAT = "tying/2"  # tying/1: the hash covered the tensors only
+HASH_KEY = "tying.sha256"
+_KEYS = ("tying.format", "tying.ties", "tying.aliases", HASH_KEY)
 
 
 def _physical_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -43,15 +54,74 @@ def _physical_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str
     return tensors, aliases
 
 
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
+def _digest(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> str:
+    """SHA-256 over every metadata entry but the hash itself, then every tensor."""
     h = hashlib.sha256()
+    entries = sorted((k, v) for k, v in meta.items() if k != HASH_KEY)
+    h.update(json.dumps(entries).encode())
     for key in sorted(tensors):
         t = tensors[key].detach().to("cpu").contiguous()
         h.update(key.encode())
         h.update(str(t.dtype).encode())
         h.update(repr(tuple(t.shape)).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())  # the buffer itself, no copy
     return h.hexdigest()
+
+
+# -- temporary files ------------------------------------------------------------------
+
+_TMP = re.compile(
+    r"\A\..+\.tying-(?P<host>[A-Za-z0-9_-]+)-(?P<pid>[0-9]{1,10})-[0-9a-f]{16}\.tmp\Z", re.S
+)
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+
+
+def _temp_name(target: pathlib.Path) -> pathlib.Path:
+    """``.<name>.tying-<host>-<pid>-<16 hex>.tmp`` beside ``target``: ours, and whose."""
+    name = f".{target.name}.tying-{_host()}-{os.getpid()}-{secrets.token_hex(8)}.tmp"
+    return target.parent / name
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except (OverflowError, ValueError):
+        return False
+    return True
+
+
+def _remove_stale_temps(folder: pathlib.Path) -> list[pathlib.Path]:
+    """Delete temporary files a killed :func:`save` on this host left in ``folder``.
+
+    Only regular files named by :func:`_temp_name` whose writer process no longer
+    exists are removed; anything else (a user's file of a similar name, a save
+    still running in another process, another host's file) is left alone.
+    """
+    removed = []
+    host, me = _host(), os.getpid()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TMP.match(entry.name)
+        if m is None or m["host"] != host or int(m["pid"]) == me:
+            continue
+        if not entry.is_file(follow_symlinks=False) or _alive(int(m["pid"])):
+            continue
+        try:
+            os.unlink(entry.path)
+            removed.append(pathlib.Path(entry.path))
+        except OSError:
+            pass
+    return removed
 
 
 def save(
@@ -69,6 +139,8 @@ def save(
 
     Raises:
         TypeError: when ``metadata`` is not str → str.
+        ValueError: when a ``metadata`` key starts with ``tying.`` (reserved).
+        TieError: when a tensor is on the meta device (it has no values).
 
     Example:
         >>> import torch, tying, tempfile, os
@@ -95,7 +167,23 @@ def save_state(
     """Write ``tensors`` (each physical tensor once) and ``tie_list`` atomically.
 
     The file format behind :func:`save`; :mod:`tying.distributed` uses it to
-    write a gathered state from rank 0.
+    write a gathered state from rank 0. Hand-made ties in ``tie_list``
+    (``TieInfo.hand``) are written as aliases: their target's tensor is not stored.
+
+    Args:
+        tensors: state dict entries, by key.
+        tie_list: :class:`~tying.TieInfo` entries (``tying.ties(model)``).
+        path: the file to write.
+        metadata: extra str → str header entries (keys may not start with ``tying.``).
+        aliases: ``{duplicate key: stored key}`` for tensors stored once.
+
+    Returns:
+        The path written.
+
+    Raises:
+        TypeError: when ``metadata`` is not str → str.
+        ValueError: when a ``metadata`` key starts with ``tying.``.
+        TieError: when a tensor is on the meta device (it has no values).
     """
     from safetensors.torch import save_file
 
@@ -103,6 +191,26 @@ def save_state(
     for k, v in meta.items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise TypeError(f"save: metadata must map str to str, got {k!r}: {v!r}")
+        if k.startswith("tying."):
+            raise ValueError(
+                f"save: metadata key {k!r} is reserved (keys starting with 'tying.' hold the "
+                f"ties and the hash); rename it"
+            )
+    aliases = dict(aliases or {})
+    tensors = dict(tensors)
+    plan_ties = []
+    for t in tie_list:
+        if getattr(t, "hand", False):
+            aliases[t.target] = t.source
+            tensors.pop(t.target, None)
+        else:
+            plan_ties.append(t)
+    for k, t in tensors.items():
+        if t.device.type == "meta":
+            raise TieError(
+                f"save: {k} is on the meta device and has no values to write; materialise "
+                f"the model (model.to_empty(device=...) and initialise or load it) first"
+            )
     tensors = {k: t.detach().to("cpu").contiguous() for k, t in tensors.items()}
     meta.update(
         {
@@ -110,24 +218,24 @@ def save_state(
             "tying.ties": json.dumps(
                 [
                     {"target": t.target, "like": t.source, "relation": t.relation.spec()}
-                    for t in tie_list
+                    for t in plan_ties
                 ]
             ),
-            "tying.aliases": json.dumps(aliases or {}),
-            "tying.sha256": _digest(tensors),
+            "tying.aliases": json.dumps(aliases),
         }
     )
+    meta[HASH_KEY] = _digest(tensors, meta)
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    _remove_stale_temps(path.parent)
+    tmp = _temp_name(path)
     try:
-        save_file(tensors, tmp, metadata=meta)
+        save_file(tensors, str(tmp), metadata=meta)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
@@ -138,7 +246,6 @@ def save_state(
 
 
 def _read(path: pathlib.Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors import SafetensorError
     from safetensors.torch import safe_open
 
     if not path.exists():
@@ -147,57 +254,198 @@ def _read(path: pathlib.Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as err:
+    except (KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except BaseException as err:  # SafetensorError, OSError, a Rust panic on a mangled header
         raise TieError(
-            f"load: {str(path)!r} is truncated or not a safetensors file ({err}); "
-            f"restore it from a good copy"
+            f"load: {str(path)!r} is truncated or not a safetensors file "
+            f"({type(err).__name__}: {err}); restore it from a good copy"
         ) from None
     return tensors, meta
+
+
+def _check_integrity(path: pathlib.Path, tensors, meta: dict[str, str], verify_hash: bool):
+    where = f"load: {str(path)!r}"
+    if not verify_hash:
+        return
+    if HASH_KEY not in meta:
+        if any(k.startswith("tying.") for k in meta):
+            raise TieError(
+                f"{where} carries tying metadata but no {HASH_KEY!r}: its ties cannot be "
+                f"trusted (the hash was removed or the file was edited); restore it from a "
+                f"good copy, or pass verify_hash=False to load it unchecked"
+            )
+        raise TieError(
+            f"{where} carries no tying metadata and no SHA-256: it was not written by "
+            f"tying.save (or its metadata was stripped); pass verify_hash=False to load its "
+            f"tensors unchecked"
+        )
+    if meta.get("tying.format") != FORMAT:
+        raise TieError(
+            f"{where}: field 'tying.format' is {meta.get('tying.format')!r}, expected "
+            f"{FORMAT!r} (a tying/1 file's hash does not cover its ties); re-save it with "
+            f"this version, or pass verify_hash=False to load it unchecked"
+        )
+    if _digest(tensors, meta) != meta[HASH_KEY]:
+        raise TieError(
+            f"{where} fails its SHA-256 check: its tensor bytes or its tie metadata were "
+            f"altered or corrupted after saving; restore it from a good copy (or pass "
+            f"verify_hash=False)"
+        )
+
+
+def _parse(path: pathlib.Path, meta: dict[str, str]) -> tuple[list, dict[str, str]]:
+    """The file's plan rules and aliases; TieError naming the file and field otherwise."""
+
+    def bad(field: str, msg: str) -> TieError:
+        return TieError(
+            f"load: {str(path)!r} has malformed tie metadata: field {field}: {msg}; "
+            f"restore the file from a good copy"
+        )
+
+    def decode(key: str, default: str, kind: type):
+        try:
+            value = json.loads(meta.get(key, default))
+        except (TypeError, ValueError) as err:
+            raise bad(repr(key), f"not valid JSON ({err})") from None
+        if not isinstance(value, kind):
+            raise bad(repr(key), f"expected a JSON {kind.__name__}, got {type(value).__name__}")
+        return value
+
+    fmt = meta.get("tying.format", FORMAT)
+    if fmt not in (FORMAT, "tying/1"):
+        raise bad("'tying.format'", f"unknown format {fmt!r}, expected {FORMAT!r}")
+    specs = decode("tying.ties", "[]", list)
+    aliases = decode("tying.aliases", "{}", dict)
+    for k, v in aliases.items():
+        if not isinstance(v, str) or not k:
+            raise bad(f"'tying.aliases'[{k!r}]", f"expected a non-empty key and a str, got {v!r}")
+    rules = []
+    for i, s in enumerate(specs):
+        field = f"'tying.ties'[{i}]"
+        if not isinstance(s, dict) or set(s) != {"target", "like", "relation"}:
+            raise bad(field, f"expected an object with target, like, relation; got {s!r}")
+        target, like = s["target"], s["like"]
+        if not isinstance(target, str) or not target or "*" in target:
+            raise bad(f"{field}.target", f"expected a parameter path, got {target!r}")
+        if like is not None and (not isinstance(like, str) or not like or "*" in like):
+            raise bad(f"{field}.like", f"expected a parameter path or null, got {like!r}")
+        try:
+            relation = relation_from_spec(s["relation"])
+            rules.append(share(target, like, relation))
+        except (TypeError, ValueError) as err:
+            raise bad(f"{field}.relation", str(err)) from None
+    return rules, aliases
+
+
+def _refuse_meta_device(model: nn.Module) -> None:
+    for key, t in model.state_dict(keep_vars=True).items():
+        if t.device.type == "meta":
+            raise TieError(
+                f"load: {key} is on the meta device, so no value can be loaded into it (the "
+                f"load would report success and load nothing); materialise the model first "
+                f"with model.to_empty(device='cpu') (or your device), then load"
+            )
 
 
 def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) -> Plan:
     """Load a file written by :func:`save` into ``model``, re-creating its ties.
 
-    All or nothing: the file is read and checked (hash, ties, names, shapes,
-    dtypes) before the model is changed; on any mismatch the model is unchanged.
+    All or nothing: the file is read and checked (hash, metadata, ties, names,
+    shapes, dtypes) before the model is changed; on any mismatch the model is
+    unchanged. Ties in the file that the model lacks are created, hand-made ties
+    (one ``nn.Parameter`` under two paths) as hand-made ties. A tie the model has
+    but the file does not (the file stores that slot as its own tensor) is
+    refused, never dropped: free it first if the file is what you want.
 
     Args:
-        model: a model of the same architecture, tied or not.
+        model: a model of the same architecture, untied or tied as the file, on a
+            real device (not ``meta``: call ``model.to_empty(device=...)`` first).
         path: the file.
-        verify_hash: check the stored SHA-256 of the tensor bytes (default True).
+        verify_hash: check the stored SHA-256 of the metadata and tensor bytes
+            (default True); False also accepts plain safetensors files.
 
     Returns:
         The :class:`~tying.Plan` of the file's ties (applied to ``model``).
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        TieError: truncated or altered file, ties that do not fit the model,
-            missing/unexpected tensors, shape or dtype mismatches.
+        TieError: truncated or altered file, missing hash, malformed metadata,
+            ties that do not fit the model, missing/unexpected tensors, shape or
+            dtype mismatches, a model on the meta device.
+
+    Example:
+        >>> import torch, tying, tempfile, os
+        >>> m = torch.nn.ModuleDict({"embed": torch.nn.Embedding(5, 3),
+        ...                          "head": torch.nn.Linear(3, 5, bias=False)})
+        >>> m["head"].weight = m["embed"].weight          # a hand-made tie
+        >>> path = tying.save(m, os.path.join(tempfile.mkdtemp(), "m.safetensors"))
+        >>> fresh = torch.nn.ModuleDict({"embed": torch.nn.Embedding(5, 3),
+        ...                              "head": torch.nn.Linear(3, 5, bias=False)})
+        >>> _ = tying.load(fresh, path)
+        >>> fresh["head"].weight is fresh["embed"].weight, tying.count(fresh).physical
+        (True, 15)
     """
     path = pathlib.Path(path)
     tensors, meta = _read(path)
-    if verify_hash and "tying.sha256" in meta and _digest(tensors) != meta["tying.sha256"]:
-        raise TieError(
-            f"load: {str(path)!r} fails its SHA-256 check: the tensor bytes were altered or "
-            f"corrupted after saving; restore it from a good copy (or pass verify_hash=False)"
-        )
+    _check_integrity(path, tensors, meta, verify_hash)
+    rules, aliases = _parse(path, meta)
+    plan = Plan(rules)
+    _refuse_meta_device(model)
     try:
-        specs = json.loads(meta.get("tying.ties", "[]"))
-        aliases = json.loads(meta.get("tying.aliases", "{}"))
-        plan = Plan(
-            [share(s["target"], s["like"], relation_from_spec(s["relation"])) for s in specs]
-        )
-    except (ValueError, KeyError, TypeError) as err:
-        raise TieError(f"load: {str(path)!r} has malformed tie metadata ({err})") from None
-    inv = Inventory(model)
-    try:
-        changes, _ = _resolve(plan.rules, inv)
+        res = plan.resolve(model)  # phase 1: changes nothing
     except TieError as err:
         raise TieError(f"load: the ties in {str(path)!r} do not fit this model: {err}") from None
+    inv, changes = res.inventory, res.changes
+
+    final: dict[str, Tie | None] = {}
+    for p, info in inv.slots.items():
+        if info.tie is not None:
+            own = "source" in info.tie.storage
+            final[p] = Tie(None if own else info.source, info.tie.relation)
+        else:
+            final[p] = None
+    for ch in changes:
+        final[ch.path] = ch.new
+
+    def tied_here(key: str, what: str) -> TieError:
+        t = final[key]
+        src = t.source or "its own storage"
+        return TieError(
+            f"load: {key} is tied in this model (to {src} via {t.relation!r}) but {str(path)!r} "
+            f"{what}; untie it first with tying.Plan([tying.free({key!r})]).apply(model), or "
+            f"load into a model without that tie"
+        )
+
+    full = dict(tensors)
+    for alias, key in aliases.items():
+        if alias in inv.slots and key in inv.slots:  # a hand-made tie between parameters
+            if final[key] is not None:
+                raise tied_here(key, "stores it as its own tensor")
+            t = final[alias]
+            if t is not None:
+                if t.source == key and type(t.relation) is Same:
+                    continue  # the model ties it as a declared tie: the same thing
+                raise tied_here(alias, f"stores it as the same tensor as {key} (a hand-made tie)")
+            a, k = inv.slots[alias], inv.slots[key]
+            if a.module._parameters[a.name] is not k.module._parameters[k.name]:
+                changes.append(Change(alias, None, Tie(key, Same(), hand=True)))
+        if key in full:
+            full[alias] = full[key]
+    for target, source in inv.hand.items():
+        if aliases.get(target) != source and final[target] is None:
+            raise TieError(
+                f"load: {target} is the same nn.Parameter as {source} in this model (a "
+                f"hand-made tie) but {str(path)!r} stores it as its own tensor; let them part "
+                f"first with tying.Plan([tying.free({target!r})]).apply(model), or load into a "
+                f"model without that tie"
+            )
 
     expected = {k: (tuple(t.shape), t.dtype) for k, t in model.state_dict(keep_vars=True).items()}
     for ch in changes:
         info = inv.slots[ch.path]
+        if ch.new is not None and ch.new.hand:
+            continue  # stays a physical entry of the state dict
         if ch.old is not None:
             for sname in info.tie.storage.values():
                 expected.pop(f"{info.module_path}.{sname}" if info.module_path else sname, None)
@@ -214,12 +462,11 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
             )
         for role, t in ch.new.relation.extras(info.shape, torch.empty(0, dtype=dt)).items():
             expected[f"{prefix}{info.name}_{role}"] = (tuple(t.shape), dt)
-    full = dict(tensors)
-    for alias, key in aliases.items():
-        if key in full:
-            full[alias] = full[key]
     missing = sorted(set(expected) - set(full))
     unexpected = sorted(set(full) - set(expected))
+    for key in unexpected:
+        if key in final and final[key] is not None:
+            raise tied_here(key, "stores it as its own tensor (the saved model did not tie it)")
     bad = [
         f"{k}: file {tuple(full[k].shape)} {full[k].dtype}, model {expected[k][0]} {expected[k][1]}"
         for k in sorted(set(full) & set(expected))
@@ -237,7 +484,7 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
             f"load: {str(path)!r} does not fit this model ({'; '.join(parts)}); "
             f"build the model with the architecture and dtype the file was saved from"
         )
-    _mutate(model, inv, changes)
+    res.commit()  # phase 2: all or nothing, with the file's hand ties among the changes
     with torch.no_grad():
         model.load_state_dict(full, strict=True)
     return plan

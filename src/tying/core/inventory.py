@@ -7,7 +7,12 @@ the model through this one inventory, so they agree on what a slot is:
 - it is *physical* when its module stores it, *tied* when a :class:`~tying.core.slots.Slot`
   serves it from a source;
 - parameters that exist only to serve a tie (``conv.weight_physical``,
-  ``lm_head.weight_scale``) are *storage*, not slots.
+  ``lm_head.weight_scale``) are *storage*, not slots;
+- a *hand tie* is one ``nn.Parameter`` object registered as a physical slot under
+  several paths (``lm_head.weight = embed.weight``, Hugging Face's
+  ``tie_word_embeddings``, a module reachable from two paths). The first path in
+  module order (the key ``state_dict`` keeps) is its source; :attr:`Inventory.hand`
+  maps every other path to it.
 """
 
 from __future__ import annotations
@@ -78,6 +83,22 @@ class Inventory:
             for name, b in mod._buffers.items():
                 if b is not None:
                     self.buffers.add(join(mpath, name))
+        # hand ties: the same Parameter object as a physical slot under several paths
+        self.hand: dict[str, str] = {}
+        first: dict[int, str] = {}
+        for path, info in self.slots.items():
+            if info.tie is None:
+                p = info.module._parameters[info.name]
+                src = first.setdefault(id(p), path)
+                if src != path:
+                    self.hand[path] = src
+
+    def hand_groups(self) -> list[list[str]]:
+        """Paths that hold one Parameter object, source first (groups of 2 or more)."""
+        groups: dict[str, list[str]] = {}
+        for target, source in self.hand.items():
+            groups.setdefault(source, [source]).append(target)
+        return list(groups.values())
 
     def path_of(self, module: nn.Module) -> str | None:
         return self._path_of.get(id(module))

@@ -5,6 +5,20 @@ matching rule wins), validates all of them (existence, pairing, shapes, dtypes,
 devices, cycles, buffers), and only then changes the model. Applying the same
 plan again is a no-op, so it can be re-applied after anything that rebuilds
 modules (quantization, adapters, sharding wrappers).
+
+Applying is two phases, and both are available on their own (``tying.load``
+uses them to add the checks of a file between the two):
+
+1. **resolve** (:meth:`Plan.resolve` → :class:`Resolution`): reads the model
+   through one :class:`~tying.core.inventory.Inventory` snapshot and computes the
+   slot :class:`Change` list. It raises :class:`~tying.TieError` for anything
+   that cannot be done and **changes nothing**: no attribute, class, parameter or
+   value of the model is touched.
+2. **commit** (:meth:`Resolution.commit`): performs exactly those changes. Every
+   value it needs is computed before the first mutation; the classes, parameter
+   dicts and tie bookkeeping of every module it touches are snapshotted, and any
+   exception during the mutation restores them, so the model is bit-identical to
+   before. It refuses a model that changed since it was resolved.
 """
 
 from __future__ import annotations
@@ -32,6 +46,8 @@ class Tie:
     source: str | None
     relation: Relation
     rule: int = -1
+    # a hand tie: the target registers the source's very Parameter object (no slot)
+    hand: bool = False
 
     def same_as(self, other: Tie | None) -> bool:
         return other is not None and (self.source, self.relation) == (other.source, other.relation)
@@ -113,14 +129,30 @@ class Plan:
 
     # -- resolution -----------------------------------------------------------------
 
-    def resolve(self, model: nn.Module) -> list[Change]:
-        """Validate the plan against ``model`` and return the slot changes, changing nothing.
+    def resolve(self, model: nn.Module) -> Resolution:
+        """Phase 1: validate the plan against ``model`` and compute its changes, changing nothing.
+
+        Args:
+            model: the model to tie.
+
+        Returns:
+            A :class:`Resolution`; its :meth:`~Resolution.commit` performs the changes.
 
         Raises:
             TieError: naming the rule, the path(s), expected vs found, and the fix.
+
+        Example:
+            >>> import torch, tying
+            >>> m = torch.nn.ModuleDict({"a": torch.nn.Linear(2, 2), "b": torch.nn.Linear(2, 2)})
+            >>> res = tying.Plan([tying.share("b", like="a")]).resolve(m)
+            >>> [c.path for c in res.changes], m["b"].weight is m["a"].weight
+            (['b.weight', 'b.bias'], False)
+            >>> res.commit(); m["b"].weight is m["a"].weight
+            True
         """
         inv = Inventory(model)
-        return _resolve(self.rules, inv)[0]
+        changes, unchanged = _resolve_rules(self.rules, inv)
+        return Resolution(model, inv, changes, unchanged)
 
     def apply(self, model: nn.Module) -> ApplyReport:
         """Tie ``model`` as declared. All or nothing: on error the model is unchanged.
@@ -132,9 +164,9 @@ class Plan:
             TieError: a pattern that matches nothing, an ambiguous pairing, a source
                 that does not exist, a shape/dtype/device mismatch, a cycle, a buffer.
         """
-        inv = Inventory(model)
-        changes, unchanged = _resolve(self.rules, inv)
-        _mutate(model, inv, changes)
+        res = self.resolve(model)
+        res.commit()
+        changes, unchanged = res.changes, res.unchanged
         from tying.core.count import count
 
         c = count(model)
@@ -157,6 +189,61 @@ class Plan:
                     share(join(prefix, target), like, relation_from_spec(spec["relation"]))
                 )
         return cls(rules)
+
+
+def _fingerprint(inv: Inventory) -> tuple:
+    """What commit relies on being as resolved: each module's class and parameter objects."""
+    return tuple(
+        (path, type(m), tuple((k, id(v)) for k, v in m._parameters.items()))
+        for path, m in inv.modules.items()
+    )
+
+
+class Resolution:
+    """A resolved plan: the changes committing will make to one model (phase 1's result).
+
+    Invariants: built from an :class:`~tying.core.inventory.Inventory` snapshot of
+    ``model``; resolving changed nothing; :meth:`commit` changes only the slots in
+    ``changes`` (plus the model's tie bookkeeping) and is all or nothing.
+
+    Attributes:
+        model: the model it was resolved against.
+        inventory: the snapshot the changes refer to.
+        changes: one :class:`Change` per slot whose state changes (``new=None``: freed).
+        unchanged: slots a rule matched that already were as declared.
+    """
+
+    def __init__(
+        self, model: nn.Module, inventory: Inventory, changes: list[Change], unchanged: int
+    ):
+        self.model = model
+        self.inventory = inventory
+        self.changes = changes
+        self.unchanged = unchanged
+        self._fingerprint = _fingerprint(inventory)
+        self._committed = False
+
+    def commit(self) -> None:
+        """Phase 2: make the changes, all or nothing.
+
+        Raises:
+            TieError: when the model changed since it was resolved (resolve again),
+                or this resolution was already committed.
+            Exception: whatever failed during the mutation, after the model was
+                restored bit-identically.
+        """
+        if self._committed:
+            raise TieError("this Resolution was already committed; resolve the plan again")
+        if _fingerprint(Inventory(self.model)) != self._fingerprint:
+            raise TieError(
+                "the model changed between Plan.resolve and Resolution.commit (a module or "
+                "parameter was replaced); resolve the plan again, then commit"
+            )
+        _commit(self.model, self.inventory, self.changes)
+        self._committed = True
+
+    def __repr__(self) -> str:
+        return f"Resolution({len(self.changes)} change(s), {self.unchanged} unchanged)"
 
 
 def _fail(rule_index: int, rule: Rule, msg: str) -> TieError:
@@ -192,7 +279,15 @@ def _source_for(i: int, rule: Rule, inv: Inventory, path: str, captures) -> str 
     return source
 
 
-def _resolve(rules: list[Rule], inv: Inventory) -> tuple[list[Change], int]:
+def _resolve_rules(rules: list[Rule], inv: Inventory) -> tuple[list[Change], int]:
+    """Phase 1's work: rules → the slot changes (last match wins), validated; reads only.
+
+    Steps: the current state of every slot; each rule in order overrides the desired
+    state of the slots it matches (module matches expand to their parameters);
+    then cycles, hand ties that a rule would split, and every new tie (shapes,
+    dtypes, devices, storage names, TorchScript) are checked. Returns the changes
+    and the number of matched slots already as declared.
+    """
     current: dict[str, Tie | None] = {}
     for path, info in inv.slots.items():
         if info.tie is None:
@@ -202,6 +297,7 @@ def _resolve(rules: list[Rule], inv: Inventory) -> tuple[list[Change], int]:
             current[path] = Tie(None if own else info.source, info.tie.relation)
     desired: dict[str, Tie | None] = dict(current)
     touched: set[str] = set()
+    freed: set[str] = set()
 
     for i, rule in enumerate(rules):
         pat = Pattern(rule.target)
@@ -253,6 +349,7 @@ def _resolve(rules: list[Rule], inv: Inventory) -> tuple[list[Change], int]:
             if rule.kind == "free":
                 desired[target] = None
                 touched.add(target)
+                freed.add(target)
                 continue
             if source is not None and source not in inv.slots:
                 what = "a buffer" if source in inv.buffers else "no parameter"
@@ -267,20 +364,84 @@ def _resolve(rules: list[Rule], inv: Inventory) -> tuple[list[Change], int]:
                 )
             desired[target] = Tie(source, rule.relation, i)
             touched.add(target)
+            freed.discard(target)
 
     _check_cycles(desired, rules)
+    _check_hand_ties(inv, desired, touched, rules)
+    hand = set(inv.hand) | set(inv.hand.values())
     changes = []
     for path in inv.slots:
         new, old = desired[path], current[path]
         if new is None and old is None:
+            if path in freed and path in hand:
+                changes.append(Change(path, None, None))  # free one end of a hand tie: a copy
             continue
         if new is not None and new.same_as(old):
             continue
+        if new is not None and old is None and _holds_by_hand(inv, path, new, desired, freed):
+            continue  # declares a hand tie that already holds: adopted as it is
         changes.append(Change(path, old, new))
     for ch in changes:
+        info = inv.slots[ch.path]
+        if isinstance(info.module, torch.jit.ScriptModule):
+            raise TieError(
+                f"{ch.path!r} lives in a TorchScript module ({info.module_path or 'the model'!r}, "
+                f"{type(info.module).__name__}) whose parameters tying cannot re-tie; apply the "
+                f"plan to the eager module before torch.jit.script, or leave it out of the plan"
+            )
         if ch.new is not None:
             _check_tie(ch.path, ch.new, rules, inv)
     return changes, len(touched) - len(changes)
+
+
+def _holds_by_hand(
+    inv: Inventory, path: str, new: Tie, desired: dict[str, Tie | None], freed: set[str]
+) -> bool:
+    """True when ``path`` already registers the very Parameter ``new`` asks for, and keeps it."""
+    src = new.source
+    if type(new.relation) is not Same or src is None or src not in inv.slots:
+        return False
+    if desired.get(src) is not None or src in freed or inv.slots[src].is_tied:
+        return False
+    info, src_info = inv.slots[path], inv.slots[src]
+    return info.module._parameters[info.name] is src_info.module._parameters[src_info.name]
+
+
+def _check_hand_ties(
+    inv: Inventory, desired: dict[str, Tie | None], touched: set[str], rules: list[Rule]
+) -> None:
+    """Refuse a plan that would split a hand tie by re-tying only some of its ends.
+
+    A hand tie (one Parameter registered under several paths) holds because every end
+    registers the same object. A rule that ties one end elsewhere leaves the other ends
+    holding the old object: the two drift apart with no error. Re-tying is fine when
+    the plan also says what every other end does (share or free); ``free`` of one end
+    is an explicit split.
+    """
+    for group in inv.hand_groups():
+
+        def unit(p):  # a module reachable from two paths: its ends cannot part
+            return (id(inv.slots[p].module), inv.slots[p].name)
+
+        said = {unit(p) for p in group if p in touched}
+        for p in group:
+            new = desired[p]
+            if p not in touched or new is None:
+                continue
+            if type(new.relation) is Same and new.source in group:
+                continue
+            silent = [q for q in group if unit(q) not in said]
+            if silent:
+                q = silent[0]
+                first, later = sorted((p, q), key=group.index)
+                raise _fail(
+                    new.rule,
+                    rules[new.rule],
+                    f"{p!r} and {q!r} are one nn.Parameter (a hand-made tie, as in "
+                    f"`model.{later} = model.{first}`); re-tying {p!r} alone would silently split "
+                    f"them; declare both ends: add tying.share({q!r}, like={p!r}) after this "
+                    f"rule to keep them tied, or tying.free({q!r}) to let them part",
+                )
 
 
 def _check_cycles(desired: dict[str, Tie | None], rules: list[Rule]) -> None:
@@ -319,13 +480,11 @@ def _check_tie(target: str, tie: Tie, rules: list[Rule], inv: Inventory) -> None
             tie.relation.source_shape(info.shape)
         except ValueError as err:
             raise _fail(tie.rule, rule, f"{target!r} of shape {info.shape}: {err}") from None
-        if type(tie.relation).right_inverse is Relation.right_inverse:
-            raise _fail(
-                tie.rule,
-                rule,
-                f"{tie.relation!r} cannot re-parametrise {target!r} by itself; give like=",
-            )
-        taken = _storage_names(info.name, tie.relation, info.shape)
+        try:
+            tie.relation.check_reparam()
+        except ValueError as err:
+            raise _fail(tie.rule, rule, f"{target!r}: {err}") from None
+        taken = _storage_names(tie, info, inv, rules)
     else:
         src = inv.slots[tie.source]
         try:
@@ -350,7 +509,7 @@ def _check_tie(target: str, tie: Tie, rules: list[Rule], inv: Inventory) -> None
                 rule,
                 f"{target!r} is on {tdev} but its source {tie.source!r} is on {sdev}; move them to one device first",
             )
-        taken = _storage_names(info.name, tie.relation, info.shape, own=False)
+        taken = _storage_names(tie, info, inv, rules)
     mod = info.module
     own_old = set(info.tie.storage.values()) if info.tie is not None else set()
     for name in taken:
@@ -369,14 +528,19 @@ def _check_tie(target: str, tie: Tie, rules: list[Rule], inv: Inventory) -> None
             )
 
 
-def _storage_names(name: str, relation: Relation, shape, own: bool = True) -> list[str]:
-    names = [f"{name}_{role}" for role in relation.extras(shape, torch.empty(0)).keys()]
-    return ([f"{name}_physical"] if own else []) + names
+def _storage_names(tie: Tie, info, inv: Inventory, rules: list[Rule]) -> list[str]:
+    """Names of the parameters the tie will own on the target's module."""
+    dtype, device = _meta(inv, info.path)
+    try:
+        extras = tie.relation.extras(info.shape, torch.empty(0, dtype=dtype, device=device))
+    except ValueError as err:
+        raise _fail(tie.rule, rules[tie.rule], f"{info.path!r}: {err}") from None
+    names = [f"{info.name}_{role}" for role in extras]
+    return ([f"{info.name}_physical"] if tie.source is None else []) + names
 
 
-def _mutate(model: nn.Module, inv: Inventory, changes: list[Change]) -> None:
-    if not changes:
-        return
+def _commit(model: nn.Module, inv: Inventory, changes: list[Change]) -> None:
+    """Phase 2's work: perform ``changes`` on ``model``; on any exception restore it."""
     # Everything that reads the current values happens before the first mutation.
     prepared = []
     with torch.no_grad():
@@ -409,7 +573,9 @@ def _mutate(model: nn.Module, inv: Inventory, changes: list[Change]) -> None:
         for key, m in touched.items()
     }
     try:
-        declared = dict(model.__dict__.get(DECLARED_ATTR, {}))
+        old_declared = model.__dict__.get(DECLARED_ATTR)
+        declared = dict(old_declared or {})
+        by_hand = []
         for ch, info, value, storage in prepared:
             mod, name = info.module, info.name
             if name in slots_of(mod):
@@ -418,6 +584,9 @@ def _mutate(model: nn.Module, inv: Inventory, changes: list[Change]) -> None:
                 mod._parameters[name] = value
             if ch.new is None:
                 declared.pop(ch.path, None)
+                continue
+            if ch.new.hand:
+                by_hand.append(ch)
                 continue
             for sname, p in storage.items():
                 mod._parameters[sname] = p
@@ -434,7 +603,15 @@ def _mutate(model: nn.Module, inv: Inventory, changes: list[Change]) -> None:
             paths = (info.module_path, ch.new.source)
             install(mod, name, Slot(src_mod, src_name, ch.new.relation, info.shape, roles, paths))
             declared[ch.path] = {"like": ch.new.source, "relation": ch.new.relation.spec()}
-        model.__dict__[DECLARED_ATTR] = declared
+        for ch in by_hand:  # after the rest, so each source is in its final place
+            info, src = inv.slots[ch.path], inv.slots[ch.new.source]
+            info.module._parameters[info.name] = src.module._parameters[src.name]
+        # Hand ties become declared ties too, so verify() notices when one is broken.
+        declared = {k: v for k, v in declared.items() if not v.get("hand")}
+        for target, source in Inventory(model).hand.items():
+            declared[target] = {"like": source, "relation": Same().spec(), "hand": True}
+        if declared != (old_declared or {}):
+            model.__dict__[DECLARED_ATTR] = declared
     except BaseException:
         for key, (cls, params, slots, decl) in snapshot.items():
             m = touched[key]

@@ -22,16 +22,68 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
+
+from tying.core.errors import TieError
 
 Shape = tuple[int, ...]
 
 
 def _norm_dim(dim: int, ndim: int) -> int:
     return dim + ndim if dim < 0 else dim
+
+
+# -- argument checks ------------------------------------------------------------------
+# Every relation validates its arguments when it is built (types, values) and against
+# the slot's shape when it is applied (dims in range, distinct after normalising), so a
+# relation that would compute something else than declared never reaches a model.
+
+
+def _as_int(rel: str, field: str, value: Any, fix: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TieError(
+            f"{rel}: {field} must be an int, got {value!r} ({type(value).__name__}); {fix}"
+        )
+    return int(value)
+
+
+def _as_dims(rel: str, value: Any, n: int | None, fix: str) -> tuple[int, ...]:
+    """A tuple of distinct ints (exactly ``n`` of them, or at least one when ``n`` is None)."""
+    if not isinstance(value, (tuple, list)):
+        raise TieError(
+            f"{rel}: dims must be a tuple of ints, got {value!r} ({type(value).__name__}); {fix}"
+        )
+    dims = tuple(_as_int(rel, "each of dims", d, fix) for d in value)
+    if (n is not None and len(dims) != n) or not dims:
+        want = f"exactly {n}" if n is not None else "at least one"
+        raise TieError(f"{rel}: dims needs {want} dim(s), got {tuple(value)!r}; {fix}")
+    if len(set(dims)) != len(dims):
+        raise TieError(
+            f"{rel}: dims {dims} repeats a dim, so the relation would not do what it says; {fix}"
+        )
+    return dims
+
+
+def _dims_for(rel: Relation, dims: tuple[int, ...], logical: Shape) -> tuple[int, ...]:
+    """``dims`` normalised against a slot of shape ``logical``: in range and distinct."""
+    ndim = len(logical)
+    for d in dims:
+        if not -ndim <= d < ndim:
+            raise TieError(
+                f"{rel!r}: dim {d} is out of range for a slot of shape {tuple(logical)} "
+                f"({ndim} dims, valid dims {-ndim}..{ndim - 1}); choose dims that exist"
+            )
+    out = tuple(_norm_dim(d, ndim) for d in dims)
+    if len(set(out)) != len(out):
+        raise TieError(
+            f"{rel!r}: dims {dims} name the same dim of a slot of shape {tuple(logical)} "
+            f"(normalised {out}); choose distinct dims"
+        )
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,15 +96,15 @@ class Relation:
         """The source shape this relation needs to produce a ``logical``-shaped value.
 
         Raises:
-            ValueError: when no source shape can produce ``logical``.
+            TieError: when no source shape can produce ``logical`` (a ValueError).
         """
         raise NotImplementedError
 
     def check(self, source: Shape, logical: Shape) -> None:
-        """Raise ValueError unless ``source`` maps to ``logical`` under this relation."""
+        """Raise TieError unless ``source`` maps to ``logical`` under this relation."""
         need = self.source_shape(logical)
         if tuple(source) != tuple(need):
-            raise ValueError(
+            raise TieError(
                 f"{self!r} maps a source of shape {tuple(need)} to {tuple(logical)}, "
                 f"got a source of shape {tuple(source)}"
             )
@@ -60,6 +112,11 @@ class Relation:
     def extras(self, logical: Shape, like: torch.Tensor) -> dict[str, torch.Tensor]:
         """Learnable parameters this relation owns (e.g. ``Scaled``'s scale)."""
         return {}
+
+    def check_reparam(self) -> None:
+        """Raise TieError when this relation cannot re-parametrise a slot by itself."""
+        if type(self).right_inverse is Relation.right_inverse:
+            raise TieError(f"{self!r} cannot re-parametrise a slot by itself; give like=")
 
     def right_inverse(self, logical: torch.Tensor) -> torch.Tensor:
         """A source value that reproduces ``logical`` as closely as this relation can."""
@@ -100,12 +157,16 @@ class Transposed(Relation):
     kind: ClassVar[str] = "Transposed"
     dims: tuple[int, int] = (0, 1)
 
+    def __post_init__(self):
+        fix = "e.g. Transposed(dims=(0, 1))"
+        object.__setattr__(self, "dims", _as_dims("Transposed", self.dims, 2, fix))
+
     def source_shape(self, logical: Shape) -> Shape:
         if len(logical) < 2:
-            raise ValueError(
+            raise TieError(
                 f"Transposed needs a tensor of at least 2 dims, got shape {tuple(logical)}"
             )
-        a, b = (_norm_dim(d, len(logical)) for d in self.dims)
+        a, b = _dims_for(self, self.dims, logical)
         out = list(logical)
         out[a], out[b] = out[b], out[a]
         return tuple(out)
@@ -125,14 +186,17 @@ class Rotated(Relation):
     k: int = 1
     dims: tuple[int, int] = (-2, -1)
 
+    def __post_init__(self):
+        fix = "e.g. Rotated(k=1, dims=(-2, -1)) (k counts quarter turns)"
+        object.__setattr__(self, "k", _as_int("Rotated", "k", self.k, fix))
+        object.__setattr__(self, "dims", _as_dims("Rotated", self.dims, 2, fix))
+
     def source_shape(self, logical: Shape) -> Shape:
         if len(logical) < 2:
-            raise ValueError(
-                f"Rotated needs a tensor of at least 2 dims, got shape {tuple(logical)}"
-            )
+            raise TieError(f"Rotated needs a tensor of at least 2 dims, got shape {tuple(logical)}")
+        a, b = _dims_for(self, self.dims, logical)
         if self.k % 2 == 0:
             return tuple(logical)
-        a, b = (_norm_dim(d, len(logical)) for d in self.dims)
         out = list(logical)
         out[a], out[b] = out[b], out[a]
         return tuple(out)
@@ -151,12 +215,12 @@ class Flipped(Relation):
     kind: ClassVar[str] = "Flipped"
     dims: tuple[int, ...] = (-1,)
 
+    def __post_init__(self):
+        fix = "e.g. Flipped(dims=(0,)) or Flipped(dims=(-2, -1))"
+        object.__setattr__(self, "dims", _as_dims("Flipped", self.dims, None, fix))
+
     def source_shape(self, logical: Shape) -> Shape:
-        for d in self.dims:
-            if not -len(logical) <= d < len(logical):
-                raise ValueError(
-                    f"Flipped dims {self.dims} out of range for shape {tuple(logical)}"
-                )
+        _dims_for(self, self.dims, logical)
         return tuple(logical)
 
     def right_inverse(self, logical):
@@ -173,10 +237,15 @@ class Mirrored(Relation):
     kind: ClassVar[str] = "Mirrored"
     dim: int = -1
 
+    def __post_init__(self):
+        object.__setattr__(
+            self, "dim", _as_int("Mirrored", "dim", self.dim, "e.g. Mirrored(dim=-1)")
+        )
+
     def source_shape(self, logical: Shape) -> Shape:
         if not logical:
-            raise ValueError("Mirrored needs a tensor of at least 1 dim, got a scalar")
-        d = _norm_dim(self.dim, len(logical))
+            raise TieError("Mirrored needs a tensor of at least 1 dim, got a scalar")
+        (d,) = _dims_for(self, (self.dim,), logical)
         out = list(logical)
         out[d] = math.ceil(logical[d] / 2)
         return tuple(out)
@@ -202,15 +271,37 @@ class Scaled(Relation):
     kind: ClassVar[str] = "Scaled"
     init: float = 1.0
 
+    def __post_init__(self):
+        v = self.init
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+            raise TieError(
+                f"Scaled: init must be a finite real number, got {v!r} ({type(v).__name__}); "
+                f"e.g. Scaled(init=1.0)"
+            )
+        object.__setattr__(self, "init", float(v))
+
     def source_shape(self, logical: Shape) -> Shape:
         return tuple(logical)
 
     def extras(self, logical, like):
-        return {"scale": torch.full((), float(self.init), dtype=like.dtype, device=like.device)}
+        if like.dtype.is_floating_point:
+            fi = torch.finfo(like.dtype)
+            if abs(self.init) > fi.max or (self.init != 0 and abs(self.init) < fi.tiny):
+                raise TieError(
+                    f"{self!r}: init {self.init:g} does not fit {like.dtype} (magnitudes "
+                    f"{fi.tiny:g}..{fi.max:g}); choose an init in that range"
+                )
+        return {"scale": torch.full((), self.init, dtype=like.dtype, device=like.device)}
+
+    def check_reparam(self) -> None:
+        if self.init == 0:
+            raise TieError(
+                f"{self!r} cannot re-parametrise a slot by itself: the source would be "
+                "inf; give like=, or an init other than 0"
+            )
 
     def right_inverse(self, logical):
-        if self.init == 0:
-            raise ValueError("Scaled(init=0) cannot re-parametrise a slot: the source would be inf")
+        self.check_reparam()
         return logical / self.init
 
     def __call__(self, source, *, shape, scale, **extras):
@@ -234,16 +325,35 @@ class Hashed(Relation):
     signed: bool = True
 
     def __post_init__(self):
-        if not isinstance(self.buckets, int) or self.buckets < 1:
-            raise ValueError(f"Hashed(buckets=...) must be a positive int, got {self.buckets!r}")
+        fix = "e.g. Hashed(buckets=1024, seed=0, signed=True)"
+        buckets = _as_int("Hashed", "buckets", self.buckets, fix)
+        if buckets < 1:
+            raise TieError(f"Hashed(buckets=...) must be a positive int, got {buckets!r}; {fix}")
+        seed = _as_int("Hashed", "seed", self.seed, fix)
+        if seed < 0:
+            raise TieError(f"Hashed(seed=...) must be an int >= 0, got {seed!r}; {fix}")
+        if not isinstance(self.signed, bool):
+            raise TieError(
+                f"Hashed: signed must be True or False, got {self.signed!r} "
+                f"({type(self.signed).__name__}); {fix}"
+            )
+        object.__setattr__(self, "buckets", buckets)
+        object.__setattr__(self, "seed", seed)
         # drawn once, so that the forward pass is pure torch (torch.compile fullgraph)
         rng = np.random.default_rng(self.seed)
         object.__setattr__(self, "_coeffs", tuple(int(v) for v in rng.integers(1, _P, size=4)))
 
     def source_shape(self, logical: Shape) -> Shape:
-        if math.prod(logical) >= _P:
-            raise ValueError(
+        n = math.prod(logical)
+        if n >= _P:
+            raise TieError(
                 f"Hashed supports fewer than 2**31-1 entries, got shape {tuple(logical)}"
+            )
+        if self.buckets > n:
+            raise TieError(
+                f"{self!r}: {self.buckets} buckets for a slot of shape {tuple(logical)} with only "
+                f"{n} entries: at least {self.buckets - n} bucket(s) would never be read; "
+                f"use buckets <= {n}"
             )
         return (self.buckets,)
 
@@ -295,12 +405,26 @@ def relation_from_spec(spec: dict[str, Any]) -> Relation:
     """Rebuild a relation from :meth:`Relation.spec`.
 
     Raises:
-        ValueError: for an unknown relation type, naming the known ones.
+        TieError: for an unknown relation type (naming the known ones), an unknown
+            field, or arguments the relation refuses.
+
+    Example:
+        >>> import tying
+        >>> relation_from_spec({"type": "Rotated", "k": 1, "dims": [0, 1]})
+        Rotated(k=1, dims=(0, 1))
     """
+    if not isinstance(spec, dict):
+        raise TieError(f"a relation spec must be a dict with a 'type', got {spec!r}")
     spec = dict(spec)
     kind = spec.pop("type", None)
     if kind not in RELATIONS:
-        raise ValueError(f"unknown relation type {kind!r}; known: {sorted(RELATIONS)}")
-    fields = {f.name: f for f in dataclasses.fields(RELATIONS[kind])}
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items() if k in fields}
+        raise TieError(f"unknown relation type {kind!r}; known: {sorted(RELATIONS)}")
+    fields = {f.name for f in dataclasses.fields(RELATIONS[kind])}
+    extra = sorted(str(k) for k in spec if k not in fields)
+    if extra:
+        raise TieError(
+            f"relation {kind} has no field(s) {', '.join(map(repr, extra))}; "
+            f"its fields are {sorted(fields)}"
+        )
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}
     return RELATIONS[kind](**kwargs)

@@ -14,6 +14,22 @@ reads the source (``getattr(embed, "weight")``) and applies the relation. So:
 ``torch.nn.utils.parametrize`` works the same way (a per-class property) but
 stores its ``original`` inside the tied module, which is a second owner; here
 the owner stays where the user put it.
+
+Why the class is swapped (STYLE.md advises against it, so the reason is here):
+``nn.Module`` keeps parameters in ``_parameters`` and answers ``module.weight``
+through ``__getattr__``, which only runs when normal lookup fails. To compute a
+value *at every read* for one instance, Python needs a data descriptor (a
+property) on the instance's *class*; putting one on ``nn.Linear`` itself would
+change every Linear in the process. So each tied module gets a small subclass
+(``TiedLinear``, in this module, one per base class and set of slot names,
+cached in ``_CLASSES`` so that ``type(a) is type(b)`` for equally tied modules and
+compiled graphs are reused). The alternatives were weighed: parametrize (a second
+owner of the physical tensor, and ``parametrizations.weight.original`` keys in
+every state dict), or forward hooks that write ``module.weight`` before each call
+(a stale value outside ``forward``, and they break ``torch.func.functional_call``).
+The subclass keeps ``isinstance`` true, pickles and deep-copies through
+``__reduce_ex__`` (rebuilt from the base class and slot names), and refuses
+assignments that would silently break a tie.
 """
 
 from __future__ import annotations
@@ -88,7 +104,14 @@ def tied_class(base: type, names) -> type:
             __reduce_ex__=_reduce_ex,
             __setattr__=_guarded_setattr,
             _load_from_state_dict=_load_from_state_dict,
-            __module__=base.__module__,
+            # The class lives here, not in the base's module (where no such name exists);
+            # its name and docstring say what it wraps.
+            __module__=__name__,
+            __qualname__=f"Tied{base.__name__}",
+            __doc__=(
+                f"{base.__module__}.{base.__qualname__} whose slot(s) "
+                f"{', '.join(sorted(key[1]))} are served by tying (see tying.core.slots)."
+            ),
         )
         cls = type(f"Tied{base.__name__}", (base,), namespace)
         _CLASSES[key] = cls
@@ -106,12 +129,25 @@ def _slot_property(name: str) -> property:
 def _guarded_setattr(self, name, value):
     slots = self.__dict__.get(SLOTS_ATTR)
     if slots and name in slots:
+        slot = slots[name]
+        if type(slot.relation) is Same and value is slot.value(self):
+            # Assigning the very Parameter the slot already serves changes nothing:
+            # Hugging Face's tie_weights()/init_weights() do exactly this.
+            return
+        mod_path, src_path = slot.paths
+        target = f"{mod_path}.{name}" if mod_path else name
+        if src_path:
+            source = src_path
+        else:
+            own = slot.storage.get("source", name)
+            source = f"its own storage {mod_path + '.' + own if mod_path else own}"
         raise TieError(
-            f"{type(self).__name__}.{name} is a tied slot (served from "
-            f"{slots[name].source_name!r} via {slots[name].relation!r}); assign to the source "
-            f"parameter instead, or untie first with tying.untie(model)"
+            f"{target} is a tied slot of {type(self).__name__}, served from {source} via "
+            f"{slot.relation!r}; assigning another value would break the tie: change "
+            f"{source.removeprefix('its own storage ')} instead, or untie first with "
+            f"tying.untie(model) (or tying.Plan([tying.free({target!r})]).apply(model))"
         )
-    super(type(self), self).__setattr__(name, value)
+    type(self)._tying_base.__setattr__(self, name, value)
 
 
 def _load_from_state_dict(

@@ -16,15 +16,34 @@ from tying.core.slots import uninstall
 
 @dataclasses.dataclass(frozen=True)
 class TieInfo:
-    """One tie in a model: ``target`` reads ``source`` (None: its own storage) via ``relation``."""
+    """One tie in a model: ``target`` reads ``source`` (None: its own storage) via ``relation``.
+
+    ``hand`` is True for a hand-made tie: ``target`` registers the very
+    ``nn.Parameter`` of ``source`` (``lm_head.weight = embed.weight``, Hugging
+    Face's ``tie_word_embeddings``); its relation is always :class:`~tying.Same`.
+    """
 
     target: str
     source: str | None
     relation: Relation
+    hand: bool = False
+
+    def __repr__(self) -> str:
+        hand = ", hand=True" if self.hand else ""
+        return (
+            f"TieInfo(target={self.target!r}, source={self.source!r}, "
+            f"relation={self.relation!r}{hand})"
+        )
 
 
 def ties(model: nn.Module) -> list[TieInfo]:
-    """Every tied slot of ``model``, in module order.
+    """Every tied slot of ``model``, in module order, hand-made ties included.
+
+    Args:
+        model: any module.
+
+    Returns:
+        One :class:`TieInfo` per tied slot.
 
     Example:
         >>> import torch, tying
@@ -32,6 +51,9 @@ def ties(model: nn.Module) -> list[TieInfo]:
         >>> _ = tying.Plan([tying.share("b.weight", like="a.weight")]).apply(m)
         >>> tying.ties(m)
         [TieInfo(target='b.weight', source='a.weight', relation=Same())]
+        >>> m["b"].bias = m["a"].bias                  # a hand-made tie is a tie too
+        >>> [t for t in tying.ties(m) if t.hand]
+        [TieInfo(target='b.bias', source='a.bias', relation=Same(), hand=True)]
     """
     inv = Inventory(model)
     out = []
@@ -39,6 +61,8 @@ def ties(model: nn.Module) -> list[TieInfo]:
         if info.tie is not None:
             own = "source" in info.tie.storage
             out.append(TieInfo(path, None if own else info.source, info.tie.relation))
+        elif path in inv.hand:
+            out.append(TieInfo(path, inv.hand[path], Same(), hand=True))
     return out
 
 
@@ -49,6 +73,10 @@ def verify(model: nn.Module) -> int:
     adapters (LoRA), quantization, sharding. A tie holds when the target slot is
     served from the declared source module and name with the declared relation
     (for ``Same``: ``target is source``) and no stray parameter shadows it.
+    Hand-made ties (one ``nn.Parameter`` under two paths) are checked too: every
+    one found holds by identity and counts; one that a plan or :func:`tying.load`
+    saw and that no longer holds (``lm_head.weight`` replaced by a new Parameter)
+    is reported broken.
 
     Args:
         model: a model a plan was applied to (or any parent of it).
@@ -73,16 +101,22 @@ def verify(model: nn.Module) -> int:
     """
     inv = Inventory(model)
     broken: list[str] = []
-    n = 0
+    checked: set[str] = set()
     for prefix, mod in model.named_modules():
         for target, spec in mod.__dict__.get(DECLARED_ATTR, {}).items():
-            n += 1
             tpath = join(prefix, target)
+            checked.add(tpath)
             source = None if spec["like"] is None else join(prefix, spec["like"])
             relation = relation_from_spec(spec["relation"])
             info = inv.slots.get(tpath)
             if info is None:
                 broken.append(f"{tpath}: no such parameter any more")
+            elif spec.get("hand"):
+                if not _same_object(inv, tpath, source):
+                    broken.append(
+                        f"{tpath}: is no longer the same nn.Parameter as {source} (a hand-made "
+                        f"tie: something assigned a new Parameter to one end)"
+                    )
             elif info.tie is None:
                 broken.append(
                     f"{tpath}: is an independent parameter, expected tied to {source or 'its own storage'}"
@@ -105,7 +139,14 @@ def verify(model: nn.Module) -> int:
             + "; ".join(broken)
             + ". Re-create them with tying.retie(model) (or re-apply your plan)."
         )
-    return n
+    return len(checked | set(inv.hand))
+
+
+def _same_object(inv: Inventory, a: str, b: str | None) -> bool:
+    if b is None or a not in inv.slots or b not in inv.slots:
+        return False
+    ia, ib = inv.slots[a], inv.slots[b]
+    return getattr(ia.module, ia.name) is getattr(ib.module, ib.name)
 
 
 def retie(model: nn.Module) -> ApplyReport:
