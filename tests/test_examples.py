@@ -55,7 +55,14 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(
     "module",
-    ["tying", "tying.chem", "tying.core.patterns", "tying.core.errors", "tying.core.resolver"],
+    [
+        "tying",
+        "tying.chem",
+        "tying.hmm",
+        "tying.core.patterns",
+        "tying.core.errors",
+        "tying.core.resolver",
+    ],
 )
 def test_numpy_packages_import_without_torch(module):
     """Issue 16: the NumPy-only packages do not pay for (or need) torch at import."""

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
-from torch import nn
-
-from tying.core.inventory import Inventory
+if TYPE_CHECKING:  # torch is imported when a module is counted, not when Count is
+    from torch import nn
 
 
 @dataclasses.dataclass
@@ -93,6 +93,10 @@ def count(model: nn.Module) -> Count:
         >>> c.logical, c.physical, c.ratio
         (60, 20, 3.0)
     """
+    from torch import nn
+
+    from tying.core.inventory import Inventory
+
     if not isinstance(model, nn.Module):
         counter = getattr(model, "n_parameters", None)
         if callable(counter):  # estimators with ties of their own (HMMs, global fits)

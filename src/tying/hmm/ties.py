@@ -24,13 +24,16 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tying.core.count import Count, Group
 from tying.core.errors import TieError
 from tying.core.resolver import resolve, roots, rule_error
-from tying.core.rules import Rule
+
+if TYPE_CHECKING:  # rules come from tying.share, which has imported torch already
+    from tying.core.rules import Rule
 
 __all__ = ["StateTies"]
 
@@ -107,7 +110,7 @@ class StateTies:
                 _check_kind(kind, kinds)
                 group_of[kind] = _groups_to_labels(kind, groups, n_states)
             return cls(n_states, group_of)
-        if isinstance(spec, (list, tuple)) and all(isinstance(r, Rule) for r in spec):
+        if isinstance(spec, (list, tuple)) and all(_is_rule(r) for r in spec):
             return cls(n_states, _resolve_rules(list(spec), n_states, kinds))
         raise TypeError(
             f"ties must be a dict like {{'means': [[0, 1], [2, 3]], 'covars': 'all'}} or a "
@@ -312,6 +315,11 @@ def _resolve_rules(rules: list[Rule], n_states: int, kinds: Sequence[str]) -> di
         kind: _relabel(np.array([int(root[f"{kind}.{s}"].split(".")[1]) for s in range(n_states)]))
         for kind in kinds
     }
+
+
+def _is_rule(obj: object) -> bool:
+    # duck-typed so that `import tying.hmm` does not import torch (tying.core.rules does)
+    return all(hasattr(obj, a) for a in ("target", "like", "kind", "relation"))
 
 
 def _is_same(relation: object) -> bool:
