@@ -99,7 +99,7 @@ def test_bad_named_specs(spec, err, match):
         ([tying.share("means.1", like="covars.1")], r"a tie joins slots of one parameter kind"),
         (
             [tying.share("means.1", like="means.2"), tying.share("means.2", like="means.1")],
-            r"cycle means.1 -> means.2 -> means.1",
+            r"cycle of ties means.1 -> means.2 -> means.1",
         ),
         (
             [tying.share("means.1", like="means.0", relation=tying.Scaled())],

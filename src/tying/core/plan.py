@@ -24,11 +24,12 @@ uses them to add the checks of a file between the two):
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from tying.core import resolver
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory, join
 from tying.core.patterns import Pattern
@@ -247,36 +248,11 @@ class Resolution:
 
 
 def _fail(rule_index: int, rule: Rule, msg: str) -> TieError:
-    return TieError(f"rule {rule_index} {rule!r}: {msg}")
+    return resolver.rule_error(rule_index, rule, msg)
 
 
 def _source_for(i: int, rule: Rule, inv: Inventory, path: str, captures) -> str | None:
-    like = rule.like
-    if like is None:
-        return None
-    if isinstance(like, str):
-        lp = Pattern(like)
-        if lp.wildcards and len(lp.wildcards) != len(captures):
-            raise _fail(
-                i,
-                rule,
-                f"ambiguous pairing: like={like!r} has {len(lp.wildcards)} wildcard(s) but "
-                f"{rule.target!r} captured {len(captures)} from {path!r}; give as many wildcards "
-                f"on both sides, or pass like= a mapping or a callable",
-            )
-        return lp.substitute(tuple(captures)) if lp.wildcards else like
-    if isinstance(like, Mapping):
-        if path not in like:
-            raise _fail(
-                i, rule, f"the like= mapping has no entry for matched path {path!r}; add it"
-            )
-        return like[path]
-    source = like(path)
-    if not isinstance(source, str):
-        raise _fail(
-            i, rule, f"like= callable returned {source!r} for {path!r}; expected a path str"
-        )
-    return source
+    return resolver.source_for(i, rule, path, captures)
 
 
 def _resolve_rules(rules: list[Rule], inv: Inventory) -> tuple[list[Change], int]:
@@ -445,26 +421,14 @@ def _check_hand_ties(
 
 
 def _check_cycles(desired: dict[str, Tie | None], rules: list[Rule]) -> None:
-    state: dict[str, int] = {}
-    for start in desired:
-        chain = []
-        path: str | None = start
-        while path is not None and path in desired and state.get(path, 0) == 0:
-            state[path] = 1
-            chain.append(path)
-            tie = desired[path]
-            path = None if tie is None else tie.source
-        if path is not None and state.get(path) == 1:
-            loop = chain[chain.index(path) :] + [path]
-            tie = desired[chain[-1]]
-            rule = rules[tie.rule] if tie is not None and tie.rule >= 0 else None
-            where = f"rule {tie.rule} {rule!r}: " if rule is not None else ""
-            raise TieError(
-                f"{where}cycle of ties {' -> '.join(loop)}: every tie needs a source that is "
-                f"not tied back to it; drop one of these rules"
-            )
-        for p in chain:
-            state[p] = 2
+    resolver.check_cycles(
+        {path: None if tie is None else tie.source for path, tie in desired.items()},
+        {
+            path: (tie.rule, rules[tie.rule])
+            for path, tie in desired.items()
+            if tie is not None and tie.rule >= 0
+        },
+    )
 
 
 def _meta(inv: Inventory, path: str) -> tuple[torch.dtype, torch.device]:

@@ -204,15 +204,26 @@ def resolve(
             if check is not None:
                 check(index, rule, slot, source)
             won[slot] = (index, None if source == slot else source)
-    check_cycles({slot: source for slot, (_, source) in won.items()})
+    check_cycles(
+        {slot: source for slot, (_, source) in won.items()},
+        {slot: (index, rules[index]) for slot, (index, _) in won.items()},
+    )
     return won
 
 
-def check_cycles(source_of: Mapping[str, str | None]) -> None:
+def check_cycles(
+    source_of: Mapping[str, str | None],
+    rule_of: Mapping[str, tuple[int, Any]] | None = None,
+) -> None:
     """Raise when following sources from some slot comes back to it.
 
+    Args:
+        source_of: ``{slot: the slot it reads, or None}``.
+        rule_of: ``{slot: (index, rule)}`` of the rule that made each tie, so the
+            message can name the rule that closes the cycle.
+
     Raises:
-        TieError: naming the cycle and the fix.
+        TieError: ``[rule <i> <rule>: ]cycle of ties a -> b -> a: ...`` with the fix.
 
     Example:
         >>> check_cycles({"a": "b", "b": None})
@@ -224,9 +235,14 @@ def check_cycles(source_of: Mapping[str, str | None]) -> None:
         while slot is not None and slot not in done:
             if slot in chain:
                 cycle = chain[chain.index(slot) :] + [slot]
+                where = ""
+                if rule_of is not None and chain[-1] in rule_of:
+                    index, rule = rule_of[chain[-1]]
+                    where = f"rule {index} {rule!r}: "
                 raise TieError(
-                    f"ties: rules make a cycle {' -> '.join(cycle)}; let one slot of the cycle "
-                    f"keep its own value (tying.free)"
+                    f"{where}cycle of ties {' -> '.join(cycle)}: every tie needs a source that "
+                    f"is not tied back to it; let one slot of the cycle keep its own value "
+                    f"(tying.free) or drop one of these rules"
                 )
             chain.append(slot)
             slot = source_of.get(slot)
