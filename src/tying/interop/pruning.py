@@ -87,7 +87,7 @@ def source_value(module: nn.Module, name: str) -> torch.Tensor:
         >>> lin = torch.nn.Linear(2, 2)
         >>> _ = prune.l1_unstructured(lin, "weight", amount=0.5)
         >>> with torch.no_grad():
-        ...     lin.weight_orig.add_(1.0)      # an optimizer step; lin has not run since
+        ...     _ = lin.weight_orig.add_(1.0)  # an optimizer step; lin has not run since
         >>> torch.equal(source_value(lin, "weight"), lin.weight_orig * lin.weight_mask)
         True
     """
@@ -137,7 +137,7 @@ def prune(model: nn.Module, path: str, method: Callable[..., nn.Module], **kwarg
         >>> prune(m, "2.weight", torch_prune.random_unstructured, amount=0.25)
         '0.weight'
         >>> torch_prune.remove(m[0], "weight") is m[0], tying.verify(m)
-        (True, 6)
+        (True, 4)
     """
     inv = Inventory(model)
     if path not in inv.slots:
