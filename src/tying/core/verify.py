@@ -80,6 +80,10 @@ def verify(model: nn.Module) -> int:
             tpath = join(prefix, target)
             source = None if spec["like"] is None else join(prefix, spec["like"])
             relation = relation_from_spec(spec["relation"])
+            adapted = _through_adapters(inv, tpath, source)  # peft wrappers (base_layer)
+            if adapted is not None:
+                broken.extend([adapted] if adapted else [])
+                continue
             info = inv.slots.get(tpath)
             if info is None:
                 broken.append(f"{tpath}: no such parameter any more")
@@ -106,6 +110,12 @@ def verify(model: nn.Module) -> int:
             + ". Re-create them with tying.retie(model) (or re-apply your plan)."
         )
     return n
+
+
+def _through_adapters(inv: Inventory, target: str, source: str | None) -> str | None:
+    from tying.interop.lora import declared_through_adapters  # lazy: logic lives with the interop
+
+    return declared_through_adapters(inv, target, source)
 
 
 def retie(model: nn.Module) -> ApplyReport:

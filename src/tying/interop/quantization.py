@@ -45,36 +45,8 @@ from torch import nn
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory, join
 from tying.core.plan import DECLARED_ATTR
-from tying.core.relations import Same
 from tying.core.slots import base_class
-
-
-def _whole_ties(inv: Inventory) -> dict[str, str]:
-    """``{tied module path: source module path}`` for modules tied whole with ``Same``."""
-    out = {}
-    for mpath, mod in inv.modules.items():
-        own = [i for i in inv.slots.values() if i.module_path == mpath]
-        if not own or not all(i.is_tied for i in own):
-            continue
-        sources = {
-            i.source.rsplit(".", 1)[0] if i.source and "." in i.source else None for i in own
-        }
-        if len(sources) != 1 or None in sources:
-            continue
-        src = sources.pop()
-        src_mod = inv.modules.get(src)
-        if src_mod is None or base_class(src_mod) is not base_class(mod):
-            continue
-        src_own = {i.name for i in inv.slots.values() if i.module_path == src}
-        if all(
-            type(i.tie.relation) is Same
-            and not i.tie.storage
-            and i.source == join(src, i.name)
-            and not inv.slots[i.source].is_tied
-            for i in own
-        ) and src_own == {i.name for i in own}:
-            out[mpath] = src
-    return out
+from tying.interop.groups import whole_module_ties
 
 
 def _ties_touching(inv: Inventory, selected: set[str]):
@@ -89,7 +61,7 @@ def _ties_touching(inv: Inventory, selected: set[str]):
 
 
 def _check(inv: Inventory, selected: set[str], what: str) -> dict[str, str]:
-    whole = _whole_ties(inv)
+    whole = whole_module_ties(inv)
     for info, src_mod in _ties_touching(inv, selected):
         group = whole.get(info.module_path)
         if group is not None and (group in selected) == (info.module_path in selected):
