@@ -171,7 +171,7 @@ def logical_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
         model: any module.
 
     Returns:
-        A dict of detached, contiguous tensors that share no memory.
+        A dict of detached tensors; each tied slot's value is a new tensor of its own.
 
     Example:
         >>> import torch, tying
@@ -184,7 +184,7 @@ def logical_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for key, t in model.state_dict().items():
-            out[key] = t.detach().clone().contiguous()
+            out[key] = t.detach()  # HF writes these as they are; only the tied values are new
         for path, info in Inventory(model).slots.items():
             if info.is_tied:
                 out[path] = getattr(info.module, info.name).detach().clone().contiguous()
@@ -250,7 +250,10 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike, **kwargs: Any) ->
         setattr(config, CONFIG_KEY, recorded)
         if tie_embed:
             config.tie_word_embeddings = True
-        model.save_pretrained(path, state_dict=logical_state_dict(model), **kwargs)
+        state = logical_state_dict(model)
+        if tie_embed:  # HF re-ties it from tie_word_embeddings; a copy would be 154 MB in GPT-2
+            state.pop(f"{Inventory(model).path_of(model.get_output_embeddings())}.weight", None)
+        model.save_pretrained(path, state_dict=state, **kwargs)
     finally:
         if had_key:
             setattr(config, CONFIG_KEY, old_plan)
@@ -279,13 +282,32 @@ def _checkpoint_files(folder: pathlib.Path) -> list[pathlib.Path]:
     )
 
 
-def _read_checkpoint(folder: pathlib.Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+def _file_keys(folder: pathlib.Path) -> set[str]:
+    from safetensors import safe_open
+
+    keys: set[str] = set()
+    for f in _checkpoint_files(folder):
+        with safe_open(str(f), framework="pt") as handle:
+            keys.update(handle.keys())
+    return keys
+
+
+def _read_checkpoint(folder: pathlib.Path, keep) -> dict[str, torch.Tensor]:
+    """The tensors of the folder's safetensors files whose key satisfies ``keep`` (read lazily)."""
+    from safetensors import safe_open
 
     out: dict[str, torch.Tensor] = {}
     for f in _checkpoint_files(folder):
-        out.update(load_file(str(f)))
+        with safe_open(str(f), framework="pt") as handle:
+            for key in handle.keys():
+                if keep(key):
+                    out[key] = handle.get_tensor(key)
     return out
+
+
+def _missing(folder: pathlib.Path, expected: set[str], model: nn.Module) -> list[str]:
+    """Keys the tied model needs that the file lacks and HF does not tie by itself."""
+    return sorted(expected - _file_keys(folder) - _hf_tied_targets(model))
 
 
 @contextlib.contextmanager
@@ -348,7 +370,7 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
             f"tying.hf.from_pretrained: {folder} is not a local folder; download it first "
             f"(tying reads local safetensors folders)"
         )
-    tensors = _read_checkpoint(folder)
+    _checkpoint_files(folder)  # no safetensors: refuse before building anything
     config = kwargs.pop("config", None)
     if config is None:
         config = transformers.AutoConfig.from_pretrained(folder)
@@ -359,19 +381,22 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
         raise TypeError(f"from_pretrained: plan must be a tying.Plan, got {type(plan).__name__}")
     with _quiet():
         model = cls.from_pretrained(folder, config=config, **kwargs)
+    loaded_by_hf = set(model.state_dict())
     if plan is not None:
         plan.apply(model)
-    # Second pass through the tied model: storage tensors (relations' physical/extra
-    # parameters) load, and each tied slot present in the file is checked against its tie.
+    # HF loaded every tensor the untied model has. Left: the storage of relation ties
+    # (weight_physical, weight_scale), which HF does not know, and each tied slot's value
+    # in the file, which must agree with its tie. Storage first, then the tied values
+    # alone: torch hands each module only its own keys, so a tie is checked against its
+    # already-loaded source.
     expected = set(model.state_dict())
     tied = {p for p, i in Inventory(model).slots.items() if i.is_tied}
-    # Physical and storage tensors first, then the tied values alone: torch hands each
-    # module only its own keys, so a tie is checked against its already-loaded source.
-    result = model.load_state_dict(
-        {k: v for k, v in tensors.items() if k in expected}, strict=False
+    tensors = _read_checkpoint(
+        folder, lambda k: k in tied or (k in expected and k not in loaded_by_hf)
     )
+    model.load_state_dict({k: v for k, v in tensors.items() if k in expected}, strict=False)
     model.load_state_dict({k: v for k, v in tensors.items() if k in tied}, strict=False)
-    missing = sorted(set(result.missing_keys) - _hf_tied_targets(model))
+    missing = _missing(folder, expected, model)
     if missing:
         hint = (
             "pass plan= (the plan the model was saved with)"
