@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import re
+import warnings
 from typing import Any
 
 from torch import nn
@@ -164,7 +165,11 @@ def get_peft_model(model: nn.Module, peft_config, **kwargs: Any):
         else:
             config.exclude_modules = sorted(set(old or []) | set(shared))
     originals = {p: inv.modules[p] for p in shared}
-    pm = peft.get_peft_model(model, config, **kwargs)
+    with warnings.catch_warnings():  # peft asks transformers a deprecated question; not the user's
+        warnings.filterwarnings(
+            "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
+        )
+        pm = peft.get_peft_model(model, config, **kwargs)
     base = pm.base_model.model
     for path, src in shared.items():
         _set(base, path, base.get_submodule(src))
