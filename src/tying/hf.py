@@ -9,6 +9,7 @@ Example:
 from tying.interop.hf import (
     CONFIG_KEY,
     from_pretrained,
+    hf_ties_plan,
     logical_state_dict,
     plan_from_json,
     plan_to_json,
@@ -19,6 +20,7 @@ from tying.interop.hf import (
 __all__ = [
     "CONFIG_KEY",
     "from_pretrained",
+    "hf_ties_plan",
     "logical_state_dict",
     "plan_from_json",
     "plan_to_json",

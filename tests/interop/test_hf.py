@@ -309,3 +309,28 @@ def test_hf_own_embedding_tie_is_listed_and_verified():
 def test_swapped_class_reports_its_real_module():
     model, _, _, _ = _tied("gpt2")
     assert type(model.lm_head).__module__ != "torch.nn.modules.linear"
+
+
+# -- HF's own ties adopted as a Plan ---------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_hf_own_embedding_tie_adopted_as_a_plan_survives_tying_save_and_load(name, tmp_path):
+    build, _, _, vocab = CASES[name]
+    model = build(tie_word_embeddings=True)
+    hf.hf_ties_plan(model).apply(model)
+    out, emb = model.get_output_embeddings(), model.get_input_embeddings()
+    assert out.weight is emb.weight and len(tying.ties(model)) == 1
+    tying.verify(model)
+    tying.save(model, tmp_path / "m.safetensors")
+    fresh = build(tie_word_embeddings=False, seed=5)  # an untied model
+    tying.load(fresh, tmp_path / "m.safetensors")
+    assert fresh.get_output_embeddings().weight is fresh.get_input_embeddings().weight
+    x = M.ids(vocab)
+    assert torch.equal(M.logits(fresh, x), M.logits(model, x))
+    _step(fresh, x)  # still one tensor after a step (today: copies 0.014 apart)
+    assert fresh.get_output_embeddings().weight is fresh.get_input_embeddings().weight
+
+
+def test_hf_ties_plan_is_empty_when_the_config_does_not_tie():
+    assert hf.hf_ties_plan(M.gpt2(tie_word_embeddings=False)).rules == []

@@ -139,6 +139,41 @@ def plan_from_json(data: Any, where: str = "plan") -> Plan:
     return Plan(rules)
 
 
+def hf_ties_plan(model: nn.Module) -> Plan:
+    """HF's own declared ties (``_tied_weights_keys`` under ``tie_word_embeddings``) as a Plan.
+
+    Applying it makes HF's hand tie a declared ``tying`` tie: listed by
+    ``tying.ties``, checked by ``tying.verify``, recorded by ``tying.save`` and
+    re-created by ``tying.load`` into an untied model.
+
+    Args:
+        model: a ``transformers.PreTrainedModel``.
+
+    Returns:
+        A plan with one ``share(target, like=source)`` per tie HF declares (empty
+        when the config does not tie).
+
+    Example:
+        >>> import tying, tying.hf
+        >>> from transformers import GPT2Config, GPT2LMHeadModel
+        >>> cfg = GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64, n_positions=16,
+        ...                  bos_token_id=0, eos_token_id=0, tie_word_embeddings=True)
+        >>> model = GPT2LMHeadModel(cfg)
+        >>> plan = tying.hf.hf_ties_plan(model)
+        >>> plan
+        Plan([share('lm_head.weight', like='transformer.wte.weight')])
+        >>> _ = plan.apply(model)
+        >>> [(t.target, t.source) for t in tying.ties(model)]
+        [('lm_head.weight', 'transformer.wte.weight')]
+    """
+    expand = getattr(model, "get_expanded_tied_weights_keys", None)
+    if expand is None:
+        raise TypeError(
+            f"hf_ties_plan: expected a transformers PreTrainedModel (5.x), got {type(model).__name__}"
+        )
+    return Plan([share(t, like=s) for t, s in sorted(expand(all_submodels=True).items())])
+
+
 # -- saving -----------------------------------------------------------------------------
 
 
