@@ -129,7 +129,7 @@ def train_speed(hf_tied, plan_tied, batch: int = 1, seq: int = 32, repeat: int =
     with torch.no_grad():
         same = torch.equal(hf_tied(x).logits, plan_tied(x).logits)
     t_plan, t_hf = compare(
-        _step(plan_tied, x), _step(hf_tied, x), repeat=repeat, warmup=1, clock=time.process_time
+        _step(plan_tied, x), _step(hf_tied, x), repeat=repeat, warmup=2, clock=time.process_time
     )
     return {
         "case": f"GPT-2 small (124M) fwd+bwd, batch {batch}x{seq}: Plan-tied vs HF-tied",

@@ -125,3 +125,27 @@ def test_a_shared_adapter_is_one_set_of_lora_weights_for_the_whole_group():
     assert h[2].attn.c_attn is h[1].attn.c_attn is h[0].attn.c_attn
     trainable = sum(p.numel() for p in pm.parameters() if p.requires_grad)
     assert trainable == 4 * (32 + 96)  # r * (in + out) once, not once per layer
+
+
+def test_all_linear_targets_are_expanded_before_the_check():
+    model = M.llama()
+    M.LLAMA_PLAN.apply(model)
+    # all-linear leaves lm_head out (peft's rule), and covers the shared MLP projections
+    pm = get_peft_model(model, peft.LoraConfig(r=2, target_modules="all-linear"))
+    layers = pm.base_model.model.model.layers
+    assert layers[2].mlp.up_proj is layers[0].mlp.up_proj and is_adapter(layers[0].mlp.up_proj)
+    tying.verify(pm)
+
+
+def test_modules_to_save_copying_a_tied_module_is_undone_and_refused():
+    model = M.gpt2()
+    M.GPT2_PLAN.apply(model)
+    config = peft.LoraConfig(
+        r=2, target_modules=["c_fc"], fan_in_fan_out=True, modules_to_save=["lm_head"]
+    )
+    with pytest.raises(tying.TieError, match=r"wrapping broke a tie, undone: .*lm_head\.weight"):
+        get_peft_model(model, config)
+    assert not any(is_adapter(m) for m in model.modules())
+    assert type(model.lm_head).__name__ == "TiedLinear"
+    assert all(p.requires_grad for p in model.parameters())  # peft's freezing undone too
+    tying.verify(model)

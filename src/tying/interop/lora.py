@@ -101,9 +101,15 @@ def declared_through_adapters(inv: Inventory, target: str, source: str | None) -
     )
 
 
-def _targets(config, inv: Inventory) -> set[str]:
+def _targets(config, model: nn.Module, inv: Inventory) -> set[str]:
     from peft.tuners.tuners_utils import check_target_module_exists
 
+    try:  # "all-linear" is expanded by peft at injection time; expand it here the same way
+        from peft.tuners.tuners_utils import _maybe_include_all_linear_layers
+
+        config = _maybe_include_all_linear_layers(copy.deepcopy(config), model)
+    except (ImportError, AttributeError, ValueError):
+        pass  # the check after wrapping still catches what this misses
     return {p for p in inv.modules if p and check_target_module_exists(config, p)}
 
 
@@ -135,7 +141,7 @@ def get_peft_model(model: nn.Module, peft_config, **kwargs: Any):
     """
     peft = _peft()
     inv = Inventory(model)
-    targets = _targets(peft_config, inv)
+    targets = _targets(peft_config, model, inv)
     whole = whole_module_ties(inv)
     shared = {}
     for info in inv.slots.values():
@@ -165,15 +171,35 @@ def get_peft_model(model: nn.Module, peft_config, **kwargs: Any):
         else:
             config.exclude_modules = sorted(set(old or []) | set(shared))
     originals = {p: inv.modules[p] for p in shared}
-    with warnings.catch_warnings():  # peft asks transformers a deprecated question; not the user's
-        warnings.filterwarnings(
-            "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
-        )
-        pm = peft.get_peft_model(model, config, **kwargs)
-    base = pm.base_model.model
-    for path, src in shared.items():
-        _set(base, path, base.get_submodule(src))
-    pm.__dict__[SHARED_ATTR] = originals
+    # peft changes the model in place; keep what undoing it needs
+    tree = [(p, m) for p, m in model.named_modules(remove_duplicate=False) if p]
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+
+    def undo() -> None:
+        for path, mod in tree:  # parents first: every path gets its original module back
+            _set(model, path, mod)
+        for param, flag in grads:
+            param.requires_grad_(flag)
+
+    from tying.core.verify import verify
+
+    try:
+        with warnings.catch_warnings():  # peft asks transformers a deprecated question
+            warnings.filterwarnings(
+                "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
+            )
+            pm = peft.get_peft_model(model, config, **kwargs)
+        base = pm.base_model.model
+        for path, src in shared.items():
+            _set(base, path, base.get_submodule(src))
+        pm.__dict__[SHARED_ATTR] = originals
+        verify(pm)  # a safety net for what the check above cannot foresee
+    except TieError as err:
+        undo()
+        raise TieError(f"get_peft_model: wrapping broke a tie, undone: {err}") from None
+    except BaseException:
+        undo()
+        raise
     return pm
 
 
