@@ -334,3 +334,40 @@ def test_hf_own_embedding_tie_adopted_as_a_plan_survives_tying_save_and_load(nam
 
 def test_hf_ties_plan_is_empty_when_the_config_does_not_tie():
     assert hf.hf_ties_plan(M.gpt2(tie_word_embeddings=False)).rules == []
+
+
+# -- bad input -------------------------------------------------------------------------
+
+
+def test_from_pretrained_refuses_a_missing_folder_and_a_folder_without_safetensors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not a local folder"):
+        hf.from_pretrained(transformers.GPT2LMHeadModel, tmp_path / "nope")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"holds no model\.safetensors .*no pickle"):
+        hf.from_pretrained(transformers.GPT2LMHeadModel, tmp_path)
+
+
+def test_from_pretrained_refuses_a_plan_that_is_not_a_plan(tmp_path):
+    model, _, cls, _ = _tied("gpt2")
+    hf.save_pretrained(model, tmp_path)
+    with pytest.raises(TypeError, match="plan must be a tying.Plan, got list"):
+        hf.from_pretrained(cls, tmp_path, plan=[tying.share("a", like="b")])
+
+
+def test_save_pretrained_refuses_a_non_hf_module_and_a_state_dict(tmp_path):
+    with pytest.raises(
+        TypeError, match=r"expected a transformers PreTrainedModel, got Linear; use tying\.save"
+    ):
+        hf.save_pretrained(torch.nn.Linear(2, 2), tmp_path)
+    model, _, _, _ = _tied("gpt2")
+    with pytest.raises(TypeError, match="drop state_dict="):
+        hf.save_pretrained(model, tmp_path, state_dict={})
+    assert not any(tmp_path.iterdir())
+
+
+def test_save_pretrained_refuses_a_model_whose_tie_is_broken(tmp_path):
+    model, _, _, _ = _tied("gpt2")
+    model.transformer.h[2].mlp = type(model.transformer.h[0].mlp)(128, model.config)
+    with pytest.raises(tying.TieError, match=r"transformer\.h\.2\.mlp\.c_fc\.weight"):
+        hf.save_pretrained(model, tmp_path)
+    assert not any(tmp_path.iterdir())
