@@ -169,3 +169,29 @@ def test_torchao_refuses_a_partial_tie_before_any_change():
     with pytest.raises(tying.TieError, match=r"quantize_: the tie head\.weight <- emb\.weight"):
         quantize_(m, config)
     assert type(m["mlp"].weight) is nn.Parameter and _same_state(before, m.state_dict())
+
+
+def test_excluding_the_tied_head_quantizes_the_rest_and_keeps_the_tie():
+    M = pytest.importorskip("tests.interop.models")
+    model = M.llama()
+    M.LLAMA_PLAN.apply(model)
+    q = quantize_dynamic(model, {nn.Linear}, exclude={"lm_head"})
+    layers = q.model.layers
+    assert _quantized(layers[0].self_attn.q_proj) and layers[2].mlp.up_proj is layers[0].mlp.up_proj
+    assert isinstance(q.lm_head, nn.Linear) and q.lm_head.weight is q.model.embed_tokens.weight
+    tying.verify(q)
+    x = M.ids(70)
+    ref = copy.deepcopy(model)
+    tying.untie(ref)
+    ref = quantize_dynamic(ref, {nn.Linear}, exclude={"lm_head"})  # untied: the plain path
+    with torch.no_grad():
+        torch.testing.assert_close(q(x).logits, ref(x).logits, rtol=0, atol=0)
+
+
+def test_an_unknown_exclude_path_is_refused_naming_the_closest():
+    with pytest.raises(
+        tying.TieError, match=r"exclude='lm_haed' is not a module path.*closest: lm_head"
+    ):
+        quantize_dynamic(
+            nn.ModuleDict({"lm_head": nn.Linear(2, 2)}), {nn.Linear}, exclude={"lm_haed"}
+        )

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -71,11 +71,13 @@ def _check(inv: Inventory, selected: set[str], what: str) -> dict[str, str]:
                 f"{what}: {info.module_path!r} is tied whole to {group!r} but only one of them is "
                 f"selected for quantization; select both or neither (their one weight is quantized once)"
             )
+        touched = info.module_path if info.module_path in selected else src_mod
         raise TieError(
             f"{what}: the tie {info.path} <- {info.source or 'its own storage'} "
-            f"({info.tie.relation!r}) touches {info.module_path if info.module_path in selected else src_mod!r} "
+            f"({info.tie.relation!r}) touches {touched!r} "
             f"which would be quantized; only a module tied whole (every parameter, Same) to another "
-            f"of its class can share one quantized module. Exclude it from quantization, or untie "
+            f"of its class can share one quantized module. Exclude it from quantization "
+            f"(quantize_dynamic(..., exclude={{{touched!r}}}) or a filter_fn), or untie "
             f"it first (tying.Plan([tying.free({info.path!r})]).apply(model))"
         )
     return {t: s for t, s in whole.items() if t in selected}
@@ -101,6 +103,7 @@ def quantize_dynamic(
     qconfig_spec: set | dict | None = None,
     dtype: torch.dtype = torch.qint8,
     inplace: bool = False,
+    exclude: Iterable[str] = (),
 ) -> nn.Module:
     """``torch.ao.quantization.quantize_dynamic`` that keeps ties right or refuses.
 
@@ -109,6 +112,8 @@ def quantize_dynamic(
         qconfig_spec: module classes (a set) to quantize; default ``{nn.Linear}``.
         dtype: ``torch.qint8`` or ``torch.float16``.
         inplace: change ``model`` itself (default: a deep copy).
+        exclude: module paths left in float, with everything inside them
+            (e.g. ``{"lm_head"}`` when the head is tied to the embedding).
 
     Returns:
         The quantized model: a module tied whole to another is the very same
@@ -119,6 +124,8 @@ def quantize_dynamic(
             whole-module ``Same`` tie between two selected modules (named, with
             the fix). Raised before anything changes.
         TypeError: when ``qconfig_spec`` is not a set of module classes.
+        TieError: when an ``exclude`` path is not a module of ``model`` (naming
+            the closest).
 
     Example:
         >>> import torch, tying
@@ -140,15 +147,35 @@ def quantize_dynamic(
             f"got {qconfig_spec!r}"
         )
     inv = Inventory(model)
-    selected = {p for p, m in inv.modules.items() if p and base_class(m) in classes}
+    if isinstance(exclude, str):
+        exclude = [exclude]
+    exclude = list(exclude)
+    for path in exclude:
+        if path not in inv.modules or not path:
+            raise TieError(
+                f"quantize_dynamic: exclude={path!r} is not a module path of the model"
+                f"{inv.closest(path)}"
+            )
+
+    def excluded(p: str) -> bool:
+        return any(p == e or p.startswith(e + ".") for e in exclude)
+
+    selected = {
+        p for p, m in inv.modules.items() if p and base_class(m) in classes and not excluded(p)
+    }
     groups = _check(inv, selected, "quantize_dynamic")
     target = model if inplace else copy.deepcopy(model)
-    for path in groups:  # the tied module leaves; it comes back as the quantized source
+    # the tied modules leave (they come back as their quantized source), and so do the
+    # excluded ones (they come back untouched)
+    kept = {p: target.get_submodule(p) for p in exclude}
+    for path in [*groups, *exclude]:
         _set(target, path, nn.Identity())
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
         out = ao_quantize_dynamic(target, set(classes), dtype=dtype, inplace=True)
+    for path, module in kept.items():
+        _set(out, path, module)
     for path, src in groups.items():
         _set(out, path, out.get_submodule(src))
     _drop_declared(out, set(groups))
