@@ -150,6 +150,23 @@ def test_relation_ties_survive_the_round_trip(relation, tmp_path):
     assert torch.equal(M.logits(plain, x), M.logits(model, x))
 
 
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_relation_ties_load_exactly_under_a_dtype_cast(dtype, tmp_path):
+    model = M.gpt2()
+    rule = tying.share(
+        "transformer.h.2.attn.c_proj.weight",
+        like="transformer.h.1.attn.c_proj.weight",
+        relation=tying.Scaled(0.37),  # 0.37 * w rounds differently in bf16 than cast(0.37 * w)
+    )
+    tying.Plan([rule]).apply(model)
+    hf.save_pretrained(model, tmp_path)
+    kwargs = {} if dtype is None else {"dtype": dtype}
+    again = hf.from_pretrained(transformers.GPT2LMHeadModel, tmp_path, **kwargs)
+    assert _tie_set(again) == _tie_set(model)
+    if dtype is not None:
+        assert again.transformer.h[2].attn.c_proj.weight.dtype == dtype
+
+
 def test_a_file_whose_tied_value_disagrees_with_the_tie_is_refused(tmp_path):
     model, _, cls, _ = _tied("gpt2")
     hf.save_pretrained(model, tmp_path)
@@ -157,7 +174,10 @@ def test_a_file_whose_tied_value_disagrees_with_the_tie_is_refused(tmp_path):
     tensors = load_file(str(f))
     tensors["transformer.h.2.mlp.c_fc.weight"] = tensors["transformer.h.2.mlp.c_fc.weight"] + 1.0
     save_file(tensors, str(f), metadata={"format": "pt"})
-    with pytest.raises(RuntimeError, match=r"transformer\.h\.2\.mlp\.c_fc\.weight is tied"):
+    with pytest.raises(
+        tying.TieError,
+        match=r"disagree with the tie: transformer\.h\.2\.mlp\.c_fc\.weight \(tied to transformer\.h\.0",
+    ):
         hf.from_pretrained(cls, tmp_path)
 
 

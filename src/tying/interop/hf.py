@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from tying.core.errors import TieError
-from tying.core.inventory import Inventory
+from tying.core.inventory import Inventory, join
 from tying.core.plan import Plan
 from tying.core.relations import Same, relation_from_spec
 from tying.core.rules import share
@@ -340,6 +340,57 @@ def _read_checkpoint(folder: pathlib.Path, keep) -> dict[str, torch.Tensor]:
     return out
 
 
+def _tie_checks(inv: Inventory, present: set[str]) -> dict[str, list[str]]:
+    """For each tied slot stored in the file: the file keys its check reads (itself first)."""
+    out = {}
+    for path, info in inv.slots.items():
+        if not info.is_tied or path not in present:
+            continue
+        slot = info.tie
+        src = (
+            join(info.module_path, slot.storage["source"])
+            if "source" in slot.storage
+            else info.source
+        )
+        extras = [join(info.module_path, n) for r, n in slot.storage.items() if r != "source"]
+        out[path] = [path, *(k for k in [src, *extras] if k and k in present)]
+    return out
+
+
+def _check_tied_values(inv: Inventory, checks, tensors, folder: pathlib.Path) -> None:
+    bad = []
+    with torch.no_grad():
+        for path in checks:
+            info = inv.slots[path]
+            slot, incoming = info.tie, tensors[path]
+            src = (
+                join(info.module_path, slot.storage["source"])
+                if "source" in slot.storage
+                else info.source
+            )
+            extras = {
+                r: tensors.get(join(info.module_path, n))
+                for r, n in slot.storage.items()
+                if r != "source"
+            }
+            if src in tensors and all(v is not None for v in extras.values()):
+                want = slot.relation(tensors[src], shape=slot.shape, **extras)
+            else:  # the source is not in the file: compare with the model's value
+                want = getattr(info.module, info.name).detach().to(incoming.dtype)
+            if tuple(incoming.shape) != tuple(slot.shape) or not torch.equal(
+                incoming, want.to(incoming.dtype)
+            ):
+                bad.append(
+                    f"{path} (tied to {info.source or 'its own storage'} via {slot.relation!r})"
+                )
+    if bad:
+        raise TieError(
+            f"{folder}: the file holds value(s) for tied slot(s) that disagree with the tie: "
+            f"{'; '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}. The file was edited or saved "
+            f"from another model; load it untied (cls.from_pretrained) to inspect it"
+        )
+
+
 def _missing(folder: pathlib.Path, expected: set[str], model: nn.Module) -> list[str]:
     """Keys the tied model needs that the file lacks and HF does not tie by itself."""
     return sorted(expected - _file_keys(folder) - _hf_tied_targets(model))
@@ -421,16 +472,17 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
         plan.apply(model)
     # HF loaded every tensor the untied model has. Left: the storage of relation ties
     # (weight_physical, weight_scale), which HF does not know, and each tied slot's value
-    # in the file, which must agree with its tie. Storage first, then the tied values
-    # alone: torch hands each module only its own keys, so a tie is checked against its
-    # already-loaded source.
+    # in the file, which must agree with its tie, compared in the file's own dtype (a
+    # dtype= cast would round the two sides differently).
+    inv = Inventory(model)
     expected = set(model.state_dict())
-    tied = {p for p, i in Inventory(model).slots.items() if i.is_tied}
-    tensors = _read_checkpoint(
-        folder, lambda k: k in tied or (k in expected and k not in loaded_by_hf)
-    )
-    model.load_state_dict({k: v for k, v in tensors.items() if k in expected}, strict=False)
-    model.load_state_dict({k: v for k, v in tensors.items() if k in tied}, strict=False)
+    present = _file_keys(folder)
+    storage = {k for k in expected - loaded_by_hf if k in present}
+    checks = _tie_checks(inv, present)
+    wanted = storage | {k for keys in checks.values() for k in keys}
+    tensors = _read_checkpoint(folder, lambda k: k in wanted)
+    model.load_state_dict({k: tensors[k] for k in storage}, strict=False)
+    _check_tied_values(inv, checks, tensors, folder)
     missing = _missing(folder, expected, model)
     if missing:
         hint = (
