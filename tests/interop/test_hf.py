@@ -391,3 +391,13 @@ def test_save_pretrained_refuses_a_model_whose_tie_is_broken(tmp_path):
     with pytest.raises(tying.TieError, match=r"transformer\.h\.2\.mlp\.c_fc\.weight"):
         hf.save_pretrained(model, tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_sharded_save_round_trips_exactly(tmp_path):
+    model, _, cls, vocab = _tied("t5-kv")
+    hf.save_pretrained(model, tmp_path, max_shard_size="40KB")
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    again = hf.from_pretrained(cls, tmp_path).eval()
+    x = M.ids(vocab)
+    assert torch.equal(M.logits(again, x), M.logits(model, x))
+    assert _tie_set(again) == _tie_set(model)

@@ -149,3 +149,14 @@ def test_modules_to_save_copying_a_tied_module_is_undone_and_refused():
     assert type(model.lm_head).__name__ == "TiedLinear"
     assert all(p.requires_grad for p in model.parameters())  # peft's freezing undone too
     tying.verify(model)
+
+
+def test_plain_peft_on_the_tie_source_only_is_reported_by_verify():
+    model = M.gpt2()
+    M.GPT2_PLAN.apply(model)
+    pm = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["wte"]))
+    with pytest.raises(
+        tying.TieError,
+        match=r"adapter at 'base_model\.model\.transformer\.wte' sits on the tie base_model\.model\.lm_head\.weight",
+    ):
+        tying.verify(pm)
