@@ -160,3 +160,25 @@ def test_plain_peft_on_the_tie_source_only_is_reported_by_verify():
         match=r"adapter at 'base_model\.model\.transformer\.wte' sits on the tie base_model\.model\.lm_head\.weight",
     ):
         tying.verify(pm)
+
+
+def test_a_saved_shared_adapter_loads_shared_again_and_gives_the_same_outputs(tmp_path):
+    from tying.interop.lora import from_pretrained
+
+    model = M.gpt2()
+    M.GPT2_PLAN.apply(model)
+    pm = get_peft_model(model, _lora(["c_attn"], conv1d=True))
+    x = M.ids(97)
+    _train_step(pm, x)
+    with torch.no_grad():
+        want = _out(pm, x)
+    pm.save_pretrained(tmp_path)
+    # the same seed gives the same base weights; training touched only the adapter (peft froze the rest)
+    again_base = M.gpt2()
+    M.GPT2_PLAN.apply(again_base)
+    loaded = from_pretrained(again_base, tmp_path)
+    h = loaded.base_model.model.transformer.h
+    assert h[2].attn.c_attn is h[0].attn.c_attn
+    tying.verify(loaded)
+    with torch.no_grad():
+        torch.testing.assert_close(_out(loaded, x), want, atol=1e-6, rtol=0)

@@ -170,7 +170,63 @@ def get_peft_model(model: nn.Module, peft_config, **kwargs: Any):
             config.exclude_modules = f"(?:{old})|" + "|".join(re.escape(p) for p in shared)
         else:
             config.exclude_modules = sorted(set(old or []) | set(shared))
-    originals = {p: inv.modules[p] for p in shared}
+    return _wrap(
+        model, lambda: peft.get_peft_model(model, config, **kwargs), shared, "get_peft_model"
+    )
+
+
+def from_pretrained(model: nn.Module, adapter_path: str, **kwargs: Any):
+    """``peft.PeftModel.from_pretrained`` for a tied model: shared adapters are shared again.
+
+    An adapter saved from :func:`get_peft_model` holds one set of LoRA weights
+    per whole-module tie group (peft saves the shared wrapper once, and its
+    config excludes the tied paths). Plain peft loading wraps the source only,
+    so the tied uses would miss the delta (``tying.verify`` reports it); this
+    puts the source's wrapper at every tied path again.
+
+    Args:
+        model: the tied base model (the plan applied, as when the adapter was made).
+        adapter_path: a folder written by ``PeftModel.save_pretrained``.
+        **kwargs: passed to ``peft.PeftModel.from_pretrained``.
+
+    Returns:
+        The ``PeftModel``; ``tying.verify`` passes.
+
+    Raises:
+        TieError: when the loaded adapter sits on a tie it cannot serve (named);
+            the model is put back as it was.
+
+    Example:
+        >>> import tempfile, torch, tying, peft
+        >>> from tying.interop.lora import get_peft_model, from_pretrained
+        >>> def tied():
+        ...     m = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8))
+        ...     _ = tying.Plan([tying.share("2", like="0")]).apply(m)
+        ...     return m
+        >>> folder = tempfile.mkdtemp()
+        >>> get_peft_model(tied(), peft.LoraConfig(r=2, target_modules=["0", "2"])).save_pretrained(folder)
+        >>> pm = from_pretrained(tied(), folder)
+        >>> pm.base_model.model[2] is pm.base_model.model[0], tying.verify(pm)
+        (True, 2)
+    """
+    peft = _peft()
+    whole = whole_module_ties(Inventory(model))
+
+    def load():
+        pm = peft.PeftModel.from_pretrained(model, adapter_path, **kwargs)
+        base = pm.base_model.model
+        for path, src in whole.items():
+            if is_adapter(base.get_submodule(src)) and not is_adapter(base.get_submodule(path)):
+                shared[path] = src
+        return pm
+
+    shared: dict[str, str] = {}
+    return _wrap(model, load, shared, "from_pretrained")
+
+
+def _wrap(model: nn.Module, make, shared: dict[str, str], what: str):
+    """Run peft's ``make()``, put each shared wrapper at its tied paths, verify; undo on error."""
+    inv = Inventory(model)
     # peft changes the model in place; keep what undoing it needs
     tree = [(p, m) for p, m in model.named_modules(remove_duplicate=False) if p]
     grads = [(p, p.requires_grad) for p in model.parameters()]
@@ -188,15 +244,15 @@ def get_peft_model(model: nn.Module, peft_config, **kwargs: Any):
             warnings.filterwarnings(
                 "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
             )
-            pm = peft.get_peft_model(model, config, **kwargs)
+            pm = make()
         base = pm.base_model.model
         for path, src in shared.items():
             _set(base, path, base.get_submodule(src))
-        pm.__dict__[SHARED_ATTR] = originals
-        verify(pm)  # a safety net for what the check above cannot foresee
+        pm.__dict__[SHARED_ATTR] = {p: inv.modules[p] for p in shared}
+        verify(pm)  # a safety net for what the checks before cannot foresee
     except TieError as err:
         undo()
-        raise TieError(f"get_peft_model: wrapping broke a tie, undone: {err}") from None
+        raise TieError(f"{what}: wrapping broke a tie, undone: {err}") from None
     except BaseException:
         undo()
         raise
