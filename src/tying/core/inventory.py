@@ -49,6 +49,12 @@ class SlotInfo:
         return math.prod(self.shape)
 
 
+def _pruned_names(module: nn.Module) -> dict[str, str]:
+    from tying.interop.pruning import pruned_names  # lazy: the logic lives with the interop
+
+    return pruned_names(module)
+
+
 def join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
@@ -67,9 +73,11 @@ class Inventory:
         self.buffers: set[str] = set()
         for mpath, mod in self.modules.items():
             stores = storage_names(mod)
+            pruned = _pruned_names(mod)  # torch.nn.utils.prune: weight_orig stores weight
             for name, p in mod._parameters.items():
                 if p is None:
                     continue
+                name = pruned.get(name, name)
                 path = join(mpath, name)
                 if name in stores:
                     self.storage[path] = p
@@ -133,7 +141,8 @@ class Inventory:
         if path in self.storage:
             return self.storage[path]
         info = self.slots[path]
-        return info.module._parameters[info.name]
+        params = info.module._parameters
+        return params[info.name] if info.name in params else params[info.name + "_orig"]
 
     def relation_of(self, path: str) -> Relation | None:
         info = self.slots[path]

@@ -66,12 +66,30 @@ class Slot:
 
     def value(self, module: nn.Module) -> torch.Tensor:
         src = getattr(self.source_module, self.source_name)
+        if (
+            not isinstance(src, nn.Parameter)
+            and self.source_name + "_orig" in self.source_module._parameters
+        ):
+            src = _source_value(self.source_module, self.source_name)  # pruned: orig * mask now
         if type(self.relation) is Same:
             return src
         extras = {
             role: getattr(module, name) for role, name in self.storage.items() if role != "source"
         }
         return self.relation(src, shape=self.shape, **extras)
+
+
+def _source_value(module: nn.Module, name: str) -> torch.Tensor:
+    from tying.interop.pruning import source_value  # lazy: the logic lives with the interop
+
+    return source_value(module, name)
+
+
+def _guarded_register_parameter(self, name, param):
+    from tying.interop.pruning import check_register  # refuses prune on a tied slot, unchanged
+
+    check_register(self, name, self.__dict__.get(SLOTS_ATTR, {}))
+    super(type(self), self).register_parameter(name, param)
 
 
 def slots_of(module: nn.Module) -> dict[str, Slot]:
@@ -103,6 +121,7 @@ def tied_class(base: type, names) -> type:
             _tying_names=key[1],
             __reduce_ex__=_reduce_ex,
             __setattr__=_guarded_setattr,
+            register_parameter=_guarded_register_parameter,
             _load_from_state_dict=_load_from_state_dict,
             # The class lives here, not in the base's module (where no such name exists);
             # its name and docstring say what it wraps.

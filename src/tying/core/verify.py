@@ -108,6 +108,10 @@ def verify(model: nn.Module) -> int:
             checked.add(tpath)
             source = None if spec["like"] is None else join(prefix, spec["like"])
             relation = relation_from_spec(spec["relation"])
+            adapted = _through_adapters(inv, tpath, source)  # peft wrappers (base_layer)
+            if adapted is not None:
+                broken.extend([adapted] if adapted else [])
+                continue
             info = inv.slots.get(tpath)
             if info is None:
                 broken.append(f"{tpath}: no such parameter any more")
@@ -147,6 +151,12 @@ def _same_object(inv: Inventory, a: str, b: str | None) -> bool:
         return False
     ia, ib = inv.slots[a], inv.slots[b]
     return getattr(ia.module, ia.name) is getattr(ib.module, ib.name)
+
+
+def _through_adapters(inv: Inventory, target: str, source: str | None) -> str | None:
+    from tying.interop.lora import declared_through_adapters  # lazy: logic lives with the interop
+
+    return declared_through_adapters(inv, target, source)
 
 
 def retie(model: nn.Module) -> ApplyReport:

@@ -1,0 +1,55 @@
+"""Which ties can share one wrapped module: whole-module ``Same`` ties.
+
+Tools that replace modules (quantizers, adapters) can keep a tie right only
+when the tied module can become the very same object as its source.
+"""
+
+from __future__ import annotations
+
+from tying.core.inventory import Inventory, join
+from tying.core.relations import Same
+from tying.core.slots import base_class
+
+
+def whole_module_ties(inv: Inventory) -> dict[str, str]:
+    """``{tied module path: source module path}`` for modules tied whole with ``Same``.
+
+    A module is tied whole when every parameter it reads is tied, with ``Same``
+    and no storage of its own, to the same-named parameter of one source module
+    of the same class (which is itself untied). Such a pair can share one
+    wrapped or quantized module object; any other tie cannot.
+
+    Example:
+        >>> import torch, tying
+        >>> from tying.core.inventory import Inventory
+        >>> from tying.interop.groups import whole_module_ties
+        >>> m = torch.nn.ModuleDict({"a": torch.nn.Linear(3, 3), "b": torch.nn.Linear(3, 3),
+        ...                          "c": torch.nn.Linear(3, 3)})
+        >>> _ = tying.Plan([tying.share("b", like="a"), tying.share("c.weight", like="a.weight")]).apply(m)
+        >>> whole_module_ties(Inventory(m))
+        {'b': 'a'}
+    """
+    out = {}
+    for mpath, mod in inv.modules.items():
+        own = [i for i in inv.slots.values() if i.module_path == mpath]
+        if not own or not all(i.is_tied for i in own):
+            continue
+        sources = {
+            i.source.rsplit(".", 1)[0] if i.source and "." in i.source else None for i in own
+        }
+        if len(sources) != 1 or None in sources:
+            continue
+        src = sources.pop()
+        src_mod = inv.modules.get(src)
+        if src_mod is None or base_class(src_mod) is not base_class(mod):
+            continue
+        src_own = {i.name for i in inv.slots.values() if i.module_path == src}
+        if all(
+            type(i.tie.relation) is Same
+            and not i.tie.storage
+            and i.source == join(src, i.name)
+            and not inv.slots[i.source].is_tied
+            for i in own
+        ) and src_own == {i.name for i in own}:
+            out[mpath] = src
+    return out

@@ -1,0 +1,597 @@
+"""Ties through Hugging Face transformers: ``save_pretrained``, ``from_pretrained``, resizing.
+
+HF's ``save_pretrained`` writes ``model.state_dict()``; a ``tying`` tie holds its
+value once, so a tied slot (``lm_head.weight``, layer 7 of an ALBERT-style
+stack) is not in the file, and HF's own ``from_pretrained`` re-initialises it
+at random. This module closes that gap in both directions:
+
+- :func:`save_pretrained` records the model's declared ties in ``config.json``
+  (key ``"tying"``), keeps ``config.tie_word_embeddings`` true when the plan ties
+  the output embedding to the input embedding (so HF re-ties it by itself), and
+  writes every tied slot's logical value as well, so that **plain**
+  ``transformers`` loading of the folder gives a model with the same outputs
+  (untied copies, except the embedding tie HF makes itself).
+- :func:`from_pretrained` loads such a folder, or one written by HF's own
+  ``save_pretrained`` from a Plan-tied model (pass ``plan=`` when its config has
+  no recorded plan), re-applies the plan before the weights load, and refuses a
+  file whose tied values disagree with the tie.
+- :func:`resize_token_embeddings` resizes a Plan-tied model's vocabulary and
+  re-creates every tie on the embeddings, all or nothing.
+
+Needs the ``interop`` extra (``pip install 'tying[interop]'``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import pathlib
+from typing import Any
+
+import torch
+from torch import nn
+
+from tying.core.errors import TieError
+from tying.core.inventory import Inventory, join
+from tying.core.plan import Plan
+from tying.core.relations import Same, relation_from_spec
+from tying.core.rules import share
+from tying.core.verify import verify
+
+CONFIG_KEY = "tying"
+PLAN_FORMAT = "tying.plan/1"
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError as err:  # pragma: no cover - exercised only without the extra
+        raise ImportError(
+            "tying.hf needs Hugging Face transformers; install the extra: pip install 'tying[interop]'"
+        ) from err
+    return transformers
+
+
+# -- the plan as JSON -------------------------------------------------------------------
+
+
+def plan_to_json(model: nn.Module) -> dict[str, Any]:
+    """The ties declared on ``model`` (by any :class:`~tying.Plan` applied to it) as JSON data.
+
+    Every tie is written resolved, one entry per slot, so mappings and callables
+    in the original rules need not be serialisable.
+
+    Args:
+        model: a model a plan was applied to.
+
+    Returns:
+        ``{"format": "tying.plan/1", "ties": [{"target", "like", "relation"}, ...]}``.
+
+    Example:
+        >>> import torch, tying
+        >>> from tying.interop.hf import plan_to_json, plan_from_json
+        >>> m = torch.nn.ModuleDict({"a": torch.nn.Linear(3, 3), "b": torch.nn.Linear(3, 3)})
+        >>> _ = tying.Plan([tying.share("b.weight", like="a.weight")]).apply(m)
+        >>> plan_to_json(m)["ties"]
+        [{'target': 'b.weight', 'like': 'a.weight', 'relation': {'type': 'Same'}}]
+        >>> plan_from_json(plan_to_json(m))
+        Plan([share('b.weight', like='a.weight')])
+    """
+    ties = []
+    for rule in Plan.declared(model).rules:
+        ties.append({"target": rule.target, "like": rule.like, "relation": rule.relation.spec()})
+    return {"format": PLAN_FORMAT, "ties": ties}
+
+
+def plan_from_json(data: Any, where: str = "plan") -> Plan:
+    """Rebuild the :class:`~tying.Plan` written by :func:`plan_to_json`.
+
+    Args:
+        data: the JSON data (a dict, or a JSON string).
+        where: names the origin in error messages (e.g. the config file).
+
+    Returns:
+        A plan with one ``share`` rule per recorded tie.
+
+    Raises:
+        TieError: naming the field when the data is not a recorded plan.
+
+    Example:
+        >>> from tying.interop.hf import plan_from_json
+        >>> plan_from_json({"format": "tying.plan/1", "ties": [
+        ...     {"target": "b", "like": "a", "relation": {"type": "Transposed", "dims": [0, 1]}}]})
+        Plan([share('b', like='a', relation=Transposed(dims=(0, 1)))])
+    """
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as err:
+            raise TieError(
+                f"{where}: not JSON ({err}); expected the output of plan_to_json"
+            ) from None
+    if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
+        got = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise TieError(
+            f"{where}: expected a dict with format {PLAN_FORMAT!r}, got {got!r}; "
+            f"write it with tying.hf.plan_to_json(model)"
+        )
+    entries = data.get("ties")
+    if not isinstance(entries, list):
+        raise TieError(f"{where}: field 'ties' must be a list, got {type(entries).__name__}")
+    rules = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise TieError(f"{where}: ties[{i}] must be a dict, got {type(entry).__name__}")
+        target, like, rel = entry.get("target"), entry.get("like"), entry.get("relation")
+        if not isinstance(target, str) or not target:
+            raise TieError(f"{where}: ties[{i}].target must be a path str, got {target!r}")
+        if like is not None and not isinstance(like, str):
+            raise TieError(f"{where}: ties[{i}].like must be a path str or null, got {like!r}")
+        if not isinstance(rel, dict):
+            raise TieError(f"{where}: ties[{i}].relation must be a dict, got {rel!r}")
+        try:
+            relation = relation_from_spec(rel)
+            rules.append(share(target, like, relation))
+        except (TypeError, ValueError) as err:
+            raise TieError(f"{where}: ties[{i}] ({target!r}): {err}") from None
+    return Plan(rules)
+
+
+def hf_ties_plan(model: nn.Module) -> Plan:
+    """HF's own declared ties (``_tied_weights_keys`` under ``tie_word_embeddings``) as a Plan.
+
+    Applying it makes HF's hand tie a declared ``tying`` tie: listed by
+    ``tying.ties``, checked by ``tying.verify``, recorded by ``tying.save`` and
+    re-created by ``tying.load`` into an untied model.
+
+    Args:
+        model: a ``transformers.PreTrainedModel``.
+
+    Returns:
+        A plan with one ``share(target, like=source)`` per tie HF declares (empty
+        when the config does not tie).
+
+    Example:
+        >>> import tying, tying.hf
+        >>> from transformers import GPT2Config, GPT2LMHeadModel
+        >>> cfg = GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64, n_positions=16,
+        ...                  bos_token_id=0, eos_token_id=0, tie_word_embeddings=True)
+        >>> model = GPT2LMHeadModel(cfg)
+        >>> plan = tying.hf.hf_ties_plan(model)
+        >>> plan
+        Plan([share('lm_head.weight', like='transformer.wte.weight')])
+        >>> _ = plan.apply(model)
+        >>> [(t.target, t.source) for t in tying.ties(model)]
+        [('lm_head.weight', 'transformer.wte.weight')]
+    """
+    expand = getattr(model, "get_expanded_tied_weights_keys", None)
+    if expand is None:
+        raise TypeError(
+            f"hf_ties_plan: expected a transformers PreTrainedModel (5.x), got {type(model).__name__}"
+        )
+    return Plan([share(t, like=s) for t, s in sorted(expand(all_submodels=True).items())])
+
+
+# -- saving -----------------------------------------------------------------------------
+
+
+def _embedding_tie(model: nn.Module) -> bool:
+    """True when the declared ties include output-embedding weight <- input-embedding weight."""
+    get_in = getattr(model, "get_input_embeddings", None)
+    get_out = getattr(model, "get_output_embeddings", None)
+    if get_in is None or get_out is None:
+        return False
+    emb_in, emb_out = get_in(), get_out()
+    if emb_in is None or emb_out is None:
+        return False
+    inv = Inventory(model)
+    tin, tout = inv.path_of(emb_in), inv.path_of(emb_out)
+    want = (f"{tout}.weight", f"{tin}.weight")
+    return any(
+        (r.target, r.like) == want and type(r.relation) is Same for r in Plan.declared(model).rules
+    )
+
+
+def logical_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model.state_dict()`` plus every tied slot's logical value, each an independent tensor.
+
+    This is what a model that does not know ``tying`` needs to reproduce the
+    outputs: the tied slots as ordinary weights. Relation storage
+    (``weight_physical``, ``weight_scale``) is kept so ``tying`` can rebuild the
+    tie exactly.
+
+    Args:
+        model: any module.
+
+    Returns:
+        A dict of detached tensors; each tied slot's value is a new tensor of its own.
+
+    Example:
+        >>> import torch, tying
+        >>> from tying.interop.hf import logical_state_dict
+        >>> m = torch.nn.ModuleDict({"a": torch.nn.Linear(3, 3), "b": torch.nn.Linear(3, 3)})
+        >>> _ = tying.Plan([tying.share("b.weight", like="a.weight")]).apply(m)
+        >>> "b.weight" in logical_state_dict(m), "b.weight" in m.state_dict()
+        (True, False)
+    """
+    out: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for key, t in model.state_dict().items():
+            out[key] = t.detach()  # HF writes these as they are; only the tied values are new
+        for path, info in Inventory(model).slots.items():
+            if info.is_tied:
+                out[path] = getattr(info.module, info.name).detach().clone().contiguous()
+    return out
+
+
+def save_pretrained(model: nn.Module, path: str | os.PathLike, **kwargs: Any) -> pathlib.Path:
+    """Save a Plan-tied HF model so that both ``tying`` and plain ``transformers`` load it right.
+
+    Writes with the model's own ``save_pretrained``, after recording the declared
+    ties in the config (``config.tying``) and passing the logical state dict
+    (:func:`logical_state_dict`): every tied slot's value is in the file, so
+    plain ``from_pretrained`` reproduces the outputs, and :func:`from_pretrained`
+    re-creates the ties. When the plan ties the output embedding to the input
+    embedding, ``config.tie_word_embeddings`` is written true so HF re-ties it by
+    itself. The model's in-memory config is left as it was.
+
+    Args:
+        model: a ``transformers.PreTrainedModel`` (ties from :class:`~tying.Plan`).
+        path: the output folder.
+        **kwargs: passed to ``model.save_pretrained`` (not ``state_dict``).
+
+    Returns:
+        The folder.
+
+    Raises:
+        TypeError: when ``model`` has no ``save_pretrained``/``config`` or
+            ``state_dict=`` is passed.
+        TieError: when a declared tie is broken (run ``tying.retie`` first).
+
+    Example:
+        >>> import tempfile, torch, tying, tying.hf
+        >>> from transformers import GPT2Config, GPT2LMHeadModel
+        >>> cfg = GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=64, n_positions=16,
+        ...                  bos_token_id=0, eos_token_id=0, tie_word_embeddings=False)
+        >>> model = GPT2LMHeadModel(cfg).eval()
+        >>> _ = tying.Plan([tying.share("transformer.h.*", like="transformer.h.0"),
+        ...                 tying.share("lm_head.weight", like="transformer.wte.weight")]).apply(model)
+        >>> folder = tying.hf.save_pretrained(model, tempfile.mkdtemp())
+        >>> again = tying.hf.from_pretrained(GPT2LMHeadModel, folder).eval()
+        >>> x = torch.arange(8)[None]
+        >>> torch.equal(again(x).logits, model(x).logits), tying.count(again).physical == tying.count(model).physical
+        (True, True)
+    """
+    _transformers()
+    config = getattr(model, "config", None)
+    if config is None or not callable(getattr(model, "save_pretrained", None)):
+        raise TypeError(
+            f"tying.hf.save_pretrained: expected a transformers PreTrainedModel, got "
+            f"{type(model).__name__}; use tying.save(model, path) for other modules"
+        )
+    if "state_dict" in kwargs:
+        raise TypeError(
+            "tying.hf.save_pretrained writes the logical state dict itself; drop state_dict= "
+            "(or call model.save_pretrained directly, and load with tying.hf.from_pretrained(plan=...))"
+        )
+    verify(model)
+    recorded = plan_to_json(model)
+    tie_embed = _embedding_tie(model)
+    had_key, old_plan = hasattr(config, CONFIG_KEY), getattr(config, CONFIG_KEY, None)
+    old_tie = getattr(config, "tie_word_embeddings", None)
+    try:
+        setattr(config, CONFIG_KEY, recorded)
+        if tie_embed:
+            config.tie_word_embeddings = True
+        state = logical_state_dict(model)
+        if tie_embed:  # HF re-ties it from tie_word_embeddings; a copy would be 154 MB in GPT-2
+            state.pop(f"{Inventory(model).path_of(model.get_output_embeddings())}.weight", None)
+        model.save_pretrained(path, state_dict=state, **kwargs)
+    finally:
+        if had_key:
+            setattr(config, CONFIG_KEY, old_plan)
+        else:
+            with contextlib.suppress(AttributeError):
+                delattr(config, CONFIG_KEY)
+        if old_tie is not None:
+            config.tie_word_embeddings = old_tie
+    return pathlib.Path(path)
+
+
+# -- loading ----------------------------------------------------------------------------
+
+
+def _checkpoint_files(folder: pathlib.Path) -> list[pathlib.Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [folder / n for n in names]
+    single = folder / "model.safetensors"
+    if single.is_file():
+        return [single]
+    raise FileNotFoundError(
+        f"tying.hf.from_pretrained: {folder} holds no model.safetensors (or its index); "
+        f"tying reads safetensors only (no pickle): re-save with save_pretrained(safe_serialization=True)"
+    )
+
+
+def _file_keys(folder: pathlib.Path) -> set[str]:
+    from safetensors import safe_open
+
+    keys: set[str] = set()
+    for f in _checkpoint_files(folder):
+        with safe_open(str(f), framework="pt") as handle:
+            keys.update(handle.keys())
+    return keys
+
+
+def _read_checkpoint(folder: pathlib.Path, keep) -> dict[str, torch.Tensor]:
+    """The tensors of the folder's safetensors files whose key satisfies ``keep`` (read lazily)."""
+    from safetensors import safe_open
+
+    out: dict[str, torch.Tensor] = {}
+    for f in _checkpoint_files(folder):
+        with safe_open(str(f), framework="pt") as handle:
+            for key in handle.keys():
+                if keep(key):
+                    out[key] = handle.get_tensor(key)
+    return out
+
+
+def _tie_checks(inv: Inventory, present: set[str]) -> dict[str, list[str]]:
+    """For each tied slot stored in the file: the file keys its check reads (itself first)."""
+    out = {}
+    for path, info in inv.slots.items():
+        if not info.is_tied or path not in present:
+            continue
+        slot = info.tie
+        src = (
+            join(info.module_path, slot.storage["source"])
+            if "source" in slot.storage
+            else info.source
+        )
+        extras = [join(info.module_path, n) for r, n in slot.storage.items() if r != "source"]
+        out[path] = [path, *(k for k in [src, *extras] if k and k in present)]
+    return out
+
+
+def _check_tied_values(inv: Inventory, checks, tensors, folder: pathlib.Path) -> None:
+    bad = []
+    with torch.no_grad():
+        for path in checks:
+            info = inv.slots[path]
+            slot, incoming = info.tie, tensors[path]
+            src = (
+                join(info.module_path, slot.storage["source"])
+                if "source" in slot.storage
+                else info.source
+            )
+            extras = {
+                r: tensors.get(join(info.module_path, n))
+                for r, n in slot.storage.items()
+                if r != "source"
+            }
+            if src in tensors and all(v is not None for v in extras.values()):
+                want = slot.relation(tensors[src], shape=slot.shape, **extras)
+            else:  # the source is not in the file: compare with the model's value
+                want = getattr(info.module, info.name).detach().to(incoming.dtype)
+            if tuple(incoming.shape) != tuple(slot.shape) or not torch.equal(
+                incoming, want.to(incoming.dtype)
+            ):
+                bad.append(
+                    f"{path} (tied to {info.source or 'its own storage'} via {slot.relation!r})"
+                )
+    if bad:
+        raise TieError(
+            f"{folder}: the file holds value(s) for tied slot(s) that disagree with the tie: "
+            f"{'; '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}. The file was edited or saved "
+            f"from another model; load it untied (cls.from_pretrained) to inspect it"
+        )
+
+
+def _missing(folder: pathlib.Path, expected: set[str], model: nn.Module) -> list[str]:
+    """Keys the tied model needs that the file lacks and HF does not tie by itself."""
+    return sorted(expected - _file_keys(folder) - _hf_tied_targets(model))
+
+
+@contextlib.contextmanager
+def _quiet(name: str = "transformers"):
+    # HF logs a LOAD REPORT naming the tied slots as MISSING; they are not (the plan
+    # re-creates them), and a real gap is reported by from_pretrained itself.
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = None, **kwargs: Any):
+    """Load a folder saved from a Plan-tied model and re-create every tie, exactly.
+
+    The plan is read from ``config.json`` (written by :func:`save_pretrained`) or
+    given as ``plan=`` (for a folder written by HF's own ``save_pretrained``,
+    which records no plan and omits the tied slots). The model is built and
+    loaded by ``cls.from_pretrained``, the plan is applied, and the file's
+    tensors are loaded once more through the tied model: a tied slot's value in
+    the file must equal the value the tie computes, else the load is refused.
+
+    Args:
+        cls: a ``transformers`` model class (``GPT2LMHeadModel``, an ``AutoModel...``).
+        path: a local folder (safetensors weights).
+        plan: the plan to re-apply; default: the one recorded in the config.
+        **kwargs: passed to ``cls.from_pretrained`` (``dtype``, ``config``, ...).
+
+    Returns:
+        The loaded model, tied as saved (``tying.verify`` passes).
+
+    Raises:
+        TieError: when the folder's tied values disagree with the plan, when the
+            file lacks weights that no tie explains (e.g. a Plan-tied folder
+            without its plan: pass ``plan=``), or the recorded plan is malformed.
+        FileNotFoundError: when the folder holds no safetensors weights.
+
+    Example:
+        >>> import tempfile, torch, tying, tying.hf
+        >>> from transformers import BertConfig, BertModel
+        >>> cfg = BertConfig(num_hidden_layers=3, hidden_size=16, num_attention_heads=2,
+        ...                  intermediate_size=32, vocab_size=50, max_position_embeddings=16)
+        >>> bert = BertModel(cfg).eval()
+        >>> _ = tying.Plan([tying.share("encoder.layer.*", like="encoder.layer.0")]).apply(bert)
+        >>> folder = tempfile.mkdtemp()
+        >>> bert.save_pretrained(folder)          # HF's own save: tied layers not in the file
+        >>> again = tying.hf.from_pretrained(BertModel, folder,
+        ...     plan=tying.Plan([tying.share("encoder.layer.*", like="encoder.layer.0")])).eval()
+        >>> x = torch.arange(6)[None]
+        >>> torch.equal(again(x).last_hidden_state, bert(x).last_hidden_state)
+        True
+    """
+    transformers = _transformers()
+    folder = pathlib.Path(path)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"tying.hf.from_pretrained: {folder} is not a local folder; download it first "
+            f"(tying reads local safetensors folders)"
+        )
+    _checkpoint_files(folder)  # no safetensors: refuse before building anything
+    config = kwargs.pop("config", None)
+    if config is None:
+        config = transformers.AutoConfig.from_pretrained(folder)
+    recorded = getattr(config, CONFIG_KEY, None)
+    if plan is None and recorded is not None:
+        plan = plan_from_json(recorded, where=f"{folder / 'config.json'}: key {CONFIG_KEY!r}")
+    if plan is not None and not isinstance(plan, Plan):
+        raise TypeError(f"from_pretrained: plan must be a tying.Plan, got {type(plan).__name__}")
+    with _quiet():
+        model = cls.from_pretrained(folder, config=config, **kwargs)
+    loaded_by_hf = set(model.state_dict())
+    if plan is not None:
+        plan.apply(model)
+    # HF loaded every tensor the untied model has. Left: the storage of relation ties
+    # (weight_physical, weight_scale), which HF does not know, and each tied slot's value
+    # in the file, which must agree with its tie, compared in the file's own dtype (a
+    # dtype= cast would round the two sides differently).
+    inv = Inventory(model)
+    expected = set(model.state_dict())
+    present = _file_keys(folder)
+    storage = {k for k in expected - loaded_by_hf if k in present}
+    checks = _tie_checks(inv, present)
+    wanted = storage | {k for keys in checks.values() for k in keys}
+    tensors = _read_checkpoint(folder, lambda k: k in wanted)
+    model.load_state_dict({k: tensors[k] for k in storage}, strict=False)
+    _check_tied_values(inv, checks, tensors, folder)
+    missing = _missing(folder, expected, model)
+    if missing:
+        hint = (
+            "pass plan= (the plan the model was saved with)"
+            if plan is None
+            else "the plan does not match the model that was saved"
+        )
+        raise TieError(
+            f"{folder}: {len(missing)} weight(s) the model needs are not in the file and no tie "
+            f"explains them: {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}; {hint}"
+        )
+    verify(model)
+    return model
+
+
+def _hf_tied_targets(model: nn.Module) -> set[str]:
+    """Keys HF itself ties on load (e.g. ``lm_head.weight`` with ``tie_word_embeddings``)."""
+    keys = getattr(model, "all_tied_weights_keys", None) or {}
+    return set(keys)
+
+
+# -- resizing ---------------------------------------------------------------------------
+
+
+def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None, **kwargs: Any):
+    """``model.resize_token_embeddings`` for a Plan-tied model: every tie on the embeddings follows.
+
+    The ties whose target or source is a parameter of the input or output
+    embedding are freed, HF resizes (and re-ties ``tie_word_embeddings`` itself),
+    and the ties are re-applied: a tied output embedding then reads the resized
+    source (new rows included), and ``tying.count`` and ``load_state_dict`` see
+    the new shape. All or nothing: on error the model is restored.
+
+    Args:
+        model: a ``transformers.PreTrainedModel``.
+        new_num_tokens: the new vocabulary size (see HF's ``resize_token_embeddings``).
+        **kwargs: ``pad_to_multiple_of``, ``mean_resizing``, passed on.
+
+    Returns:
+        The input embedding module, as HF returns it.
+
+    Raises:
+        TieError: when a tie joins an embedding parameter to a parameter outside
+            the embeddings (its shape would no longer fit), naming the tie.
+        TypeError: when ``new_num_tokens`` is not a positive int or None.
+
+    Example:
+        >>> import torch, tying, tying.hf
+        >>> from transformers import GPT2Config, GPT2LMHeadModel
+        >>> cfg = GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64, n_positions=16,
+        ...                  bos_token_id=0, eos_token_id=0, tie_word_embeddings=False)
+        >>> model = GPT2LMHeadModel(cfg)
+        >>> _ = tying.Plan([tying.share("lm_head.weight", like="transformer.wte.weight")]).apply(model)
+        >>> _ = tying.hf.resize_token_embeddings(model, 80, mean_resizing=False)
+        >>> model.lm_head.weight is model.transformer.wte.weight, tuple(model.lm_head.weight.shape)
+        (True, (80, 16))
+        >>> tying.count(model).logical - tying.count(model).physical
+        1280
+    """
+    if new_num_tokens is not None and (
+        isinstance(new_num_tokens, bool)
+        or not isinstance(new_num_tokens, int)
+        or new_num_tokens <= 0
+    ):
+        raise TypeError(
+            f"resize_token_embeddings: new_num_tokens must be a positive int or None, got {new_num_tokens!r}"
+        )
+    emb_in, emb_out = model.get_input_embeddings(), model.get_output_embeddings()
+    inv = Inventory(model)
+    embed_slots = set()
+    for mod in (emb_in, emb_out):
+        path = None if mod is None else inv.path_of(mod)
+        if path is not None:
+            embed_slots.update(p for p, i in inv.slots.items() if i.module_path == path)
+    rules = Plan.declared(model).rules
+    involved = [r for r in rules if r.target in embed_slots or r.like in embed_slots]
+    for r in involved:
+        if r.target not in embed_slots or (r.like is not None and r.like not in embed_slots):
+            raise TieError(
+                f"resize_token_embeddings: the tie {r.target} <- {r.like} ({r.relation!r}) joins an "
+                f"embedding parameter to one outside the embeddings, whose shape would no longer fit; "
+                f"untie it first (tying.Plan([tying.free({r.target!r})]).apply(model))"
+            )
+    # What HF changes in place, for the rollback.
+    old_in_data = emb_in.weight.data
+    old_in = (emb_in.num_embeddings, getattr(emb_in, "padding_idx", None))
+    text_config = model.config.get_text_config()
+    old_vocab = text_config.vocab_size
+    had_attr, old_attr = hasattr(model, "vocab_size"), getattr(model, "vocab_size", None)
+    from tying.core.rules import free
+
+    if involved:
+        Plan([free(r.target) for r in involved]).apply(model)
+    try:
+        out = model.resize_token_embeddings(new_num_tokens, **kwargs)
+        if involved:
+            Plan(involved).apply(model)
+        verify(model)
+        return out
+    except BaseException:
+        with torch.no_grad():
+            emb_in.weight.data = old_in_data
+        emb_in.num_embeddings, emb_in.padding_idx = old_in
+        model.set_input_embeddings(emb_in)
+        if emb_out is not None:
+            model.set_output_embeddings(emb_out)
+        text_config.vocab_size = old_vocab
+        if had_attr:
+            model.vocab_size = old_attr
+        if involved:
+            Plan(involved).apply(model)
+        raise

@@ -1,0 +1,316 @@
+"""peft adapters (LoRA) on tied weights: one adapter per tied group, merged once, or refused.
+
+A LoRA adapter adds ``ΔW = B·A`` to one module's weight. On a tied weight this
+goes wrong with plain peft (measured, peft 0.21): the adapter on ``lm_head``
+changes only that use (the embedding reads the weight without ``ΔW`` while
+training), and ``merge_and_unload`` writes ``ΔW`` into the one shared tensor,
+so every use gets it (merged logits 2.8 away from the adapter model's). With
+an ALBERT-style stack each layer gets its own adapter, and merging sums all
+of them into the shared weight.
+
+The policy here:
+
+- **A module tied whole** to another of its class (every parameter, ``Same``)
+  gets **one adapter shared by every use**: :func:`get_peft_model` lets peft wrap
+  the source only and puts the same wrapper at every tied path, so ``ΔW``
+  reaches every use; :func:`merge_and_unload` merges it once and puts the tied
+  modules back.
+- **Any other adapter on a tied weight** (a partial tie such as ``lm_head`` <-
+  embedding, a relation, an adapter on one end only) is refused with a
+  ``TieError`` naming the tie, before peft changes anything.
+- ``tying.verify`` sees through adapter wrappers (``base_layer``): a shared
+  adapter passes; plain peft's adapter on a tied weight is reported, naming the
+  tie, so it is never silently wrong.
+
+Needs the ``interop`` extra (peft).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import warnings
+from typing import Any
+
+from torch import nn
+
+from tying.core.errors import TieError
+from tying.core.inventory import Inventory
+from tying.interop.groups import whole_module_ties
+
+SHARED_ATTR = "_tying_shared_adapters"
+
+
+def _peft():
+    try:
+        import peft
+    except ImportError as err:  # pragma: no cover - exercised only without the extra
+        raise ImportError(
+            "tying.interop.lora needs peft; install the extra: pip install 'tying[interop]'"
+        ) from err
+    return peft
+
+
+def is_adapter(module: nn.Module) -> bool:
+    """True for a peft tuner layer (a wrapper with a ``base_layer``), without importing peft."""
+    return "base_layer" in module._modules and hasattr(type(module), "adapter_layer_names")
+
+
+def _wrapper(inv: Inventory, path: str | None) -> tuple[str, nn.Module] | None:
+    if not path:
+        return None
+    mpath = path.rpartition(".")[0]
+    while mpath:
+        mod = inv.modules.get(mpath)
+        if mod is not None and is_adapter(mod):
+            return mpath, mod
+        mpath = mpath.rpartition(".")[0]
+    return None
+
+
+def declared_through_adapters(inv: Inventory, target: str, source: str | None) -> str | None:
+    """How a declared tie ``target <- source`` stands when an adapter wraps either end.
+
+    Called by ``tying.verify`` for each declared tie.
+
+    Returns:
+        None when no adapter wraps either end (verify checks the tie as usual);
+        ``""`` when one adapter module serves both ends (the tie holds, with the
+        delta on every use); else a message naming the tie and the fix.
+
+    Example:
+        >>> import torch, tying
+        >>> from tying.core.inventory import Inventory
+        >>> from tying.interop.lora import declared_through_adapters
+        >>> m = torch.nn.ModuleDict({"a": torch.nn.Linear(3, 3), "b": torch.nn.Linear(3, 3)})
+        >>> _ = tying.Plan([tying.share("b", like="a")]).apply(m)
+        >>> declared_through_adapters(Inventory(m), "b.weight", "a.weight") is None
+        True
+    """
+    tw, sw = _wrapper(inv, target), _wrapper(inv, source)
+    if tw is None and sw is None:
+        return None
+    if tw is not None and sw is not None and tw[1] is sw[1]:
+        return ""
+    where = (tw or sw)[0]
+    return (
+        f"{target}: the peft adapter at {where!r} sits on the tie {target} <- {source}; its delta "
+        f"does not reach the other use(s), and merging would write it into the one shared tensor "
+        f"for every use. Use tying.interop.lora.get_peft_model (one adapter shared by a module "
+        f"tied whole) or leave {where!r} out of target_modules"
+    )
+
+
+def _targets(config, model: nn.Module, inv: Inventory) -> set[str]:
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    try:  # "all-linear" is expanded by peft at injection time; expand it here the same way
+        from peft.tuners.tuners_utils import _maybe_include_all_linear_layers
+
+        config = _maybe_include_all_linear_layers(copy.deepcopy(config), model)
+    except (ImportError, AttributeError, ValueError):
+        pass  # the check after wrapping still catches what this misses
+    return {p for p in inv.modules if p and check_target_module_exists(config, p)}
+
+
+def get_peft_model(model: nn.Module, peft_config, **kwargs: Any):
+    """``peft.get_peft_model`` that keeps ties right: one adapter per whole-module tie group.
+
+    Args:
+        model: a (possibly Plan-tied) model.
+        peft_config: a peft config (``LoraConfig(target_modules=[...])``).
+        **kwargs: passed to ``peft.get_peft_model``.
+
+    Returns:
+        The ``PeftModel``. Every module tied whole to a targeted source holds the
+        source's very adapter wrapper, so the delta reaches every use.
+
+    Raises:
+        TieError: when a targeted module takes part in any other tie (a partial
+            or relation tie, or its source/tied partner is not targeted too),
+            naming the tie; raised before peft changes the model.
+
+    Example:
+        >>> import torch, tying, peft
+        >>> from tying.interop.lora import get_peft_model
+        >>> m = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8))
+        >>> _ = tying.Plan([tying.share("2", like="0")]).apply(m)
+        >>> pm = get_peft_model(m, peft.LoraConfig(r=2, target_modules=["0", "2"]))
+        >>> pm.base_model.model[2] is pm.base_model.model[0], tying.verify(pm)
+        (True, 2)
+    """
+    peft = _peft()
+    inv = Inventory(model)
+    targets = _targets(peft_config, model, inv)
+    whole = whole_module_ties(inv)
+    shared = {}
+    for info in inv.slots.values():
+        if not info.is_tied:
+            continue
+        src_mod = info.source.rpartition(".")[0] if info.source else info.module_path
+        ends = {info.module_path, src_mod}
+        hit = {p for p in targets if any(e == p or e.startswith(p + ".") for e in ends)}
+        if not hit:
+            continue
+        group = whole.get(info.module_path)
+        if group is not None and info.module_path in targets and group in targets:
+            shared[info.module_path] = group
+            continue
+        raise TieError(
+            f"get_peft_model: target module {sorted(hit)[0]!r} takes part in the tie {info.path} <- "
+            f"{info.source or 'its own storage'} ({info.tie.relation!r}); an adapter there would "
+            f"change one use of the tied tensor and merging would write its delta into every use. "
+            f"Only modules tied whole (every parameter, Same) can share one adapter, with their "
+            f"source targeted too; leave {sorted(hit)[0]!r} out of target_modules, or untie it first"
+        )
+    config = copy.deepcopy(peft_config)
+    if shared:
+        old = getattr(config, "exclude_modules", None)
+        if isinstance(old, str):
+            config.exclude_modules = f"(?:{old})|" + "|".join(re.escape(p) for p in shared)
+        else:
+            config.exclude_modules = sorted(set(old or []) | set(shared))
+    return _wrap(
+        model, lambda: peft.get_peft_model(model, config, **kwargs), shared, "get_peft_model"
+    )
+
+
+def from_pretrained(model: nn.Module, adapter_path: str, **kwargs: Any):
+    """``peft.PeftModel.from_pretrained`` for a tied model: shared adapters are shared again.
+
+    An adapter saved from :func:`get_peft_model` holds one set of LoRA weights
+    per whole-module tie group (peft saves the shared wrapper once, and its
+    config excludes the tied paths). Plain peft loading wraps the source only,
+    so the tied uses would miss the delta (``tying.verify`` reports it); this
+    puts the source's wrapper at every tied path again.
+
+    Args:
+        model: the tied base model (the plan applied, as when the adapter was made).
+        adapter_path: a folder written by ``PeftModel.save_pretrained``.
+        **kwargs: passed to ``peft.PeftModel.from_pretrained``.
+
+    Returns:
+        The ``PeftModel``; ``tying.verify`` passes.
+
+    Raises:
+        TieError: when the loaded adapter sits on a tie it cannot serve (named);
+            the model is put back as it was.
+
+    Example:
+        >>> import tempfile, torch, tying, peft
+        >>> from tying.interop.lora import get_peft_model, from_pretrained
+        >>> def tied():
+        ...     m = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8))
+        ...     _ = tying.Plan([tying.share("2", like="0")]).apply(m)
+        ...     return m
+        >>> folder = tempfile.mkdtemp()
+        >>> get_peft_model(tied(), peft.LoraConfig(r=2, target_modules=["0", "2"])).save_pretrained(folder)
+        >>> pm = from_pretrained(tied(), folder)
+        >>> pm.base_model.model[2] is pm.base_model.model[0], tying.verify(pm)
+        (True, 2)
+    """
+    peft = _peft()
+    whole = whole_module_ties(Inventory(model))
+
+    def load():
+        pm = peft.PeftModel.from_pretrained(model, adapter_path, **kwargs)
+        base = pm.base_model.model
+        for path, src in whole.items():
+            if is_adapter(base.get_submodule(src)) and not is_adapter(base.get_submodule(path)):
+                shared[path] = src
+        return pm
+
+    shared: dict[str, str] = {}
+    return _wrap(model, load, shared, "from_pretrained")
+
+
+def _wrap(model: nn.Module, make, shared: dict[str, str], what: str):
+    """Run peft's ``make()``, put each shared wrapper at its tied paths, verify; undo on error."""
+    inv = Inventory(model)
+    # peft changes the model in place; keep what undoing it needs
+    tree = [(p, m) for p, m in model.named_modules(remove_duplicate=False) if p]
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+
+    def undo() -> None:
+        for path, mod in tree:  # parents first: every path gets its original module back
+            _set(model, path, mod)
+        for param, flag in grads:
+            param.requires_grad_(flag)
+
+    from tying.core.verify import verify
+
+    try:
+        with warnings.catch_warnings():  # peft asks transformers a deprecated question
+            warnings.filterwarnings(
+                "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
+            )
+            pm = make()
+        base = pm.base_model.model
+        for path, src in shared.items():
+            _set(base, path, base.get_submodule(src))
+        pm.__dict__[SHARED_ATTR] = {p: inv.modules[p] for p in shared}
+        verify(pm)  # a safety net for what the checks before cannot foresee
+    except TieError as err:
+        undo()
+        raise TieError(f"{what}: wrapping broke a tie, undone: {err}") from None
+    except BaseException:
+        undo()
+        raise
+    return pm
+
+
+def _set(model: nn.Module, path: str, value: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, name, value)
+
+
+def merge_and_unload(peft_model, **kwargs: Any) -> nn.Module:
+    """Merge every adapter exactly once per physical tensor and give back the tied base model.
+
+    Args:
+        peft_model: a ``PeftModel`` from :func:`get_peft_model`.
+        **kwargs: passed to peft's ``merge_and_unload``.
+
+    Returns:
+        The base model with the deltas merged; its ties are as before the
+        adapters (``tying.verify`` passes) and its outputs equal the adapter
+        model's (to float rounding).
+
+    Raises:
+        TieError: when an adapter sits on a tied weight in a way one merge cannot
+            serve (e.g. plain ``peft.get_peft_model`` on a tied ``lm_head``),
+            naming the tie, before anything is merged.
+
+    Example:
+        >>> import torch, tying, peft
+        >>> from tying.interop.lora import get_peft_model, merge_and_unload
+        >>> m = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8))
+        >>> _ = tying.Plan([tying.share("2", like="0")]).apply(m)
+        >>> pm = get_peft_model(m, peft.LoraConfig(r=2, target_modules=["0", "2"], init_lora_weights=False))
+        >>> x = torch.randn(3, 8)
+        >>> with torch.no_grad():
+        ...     y = pm(x)
+        >>> merged = merge_and_unload(pm)
+        >>> torch.allclose(merged(x), y, atol=1e-5), merged[2].weight is merged[0].weight
+        (True, True)
+    """
+    from tying.core.verify import verify
+
+    verify(peft_model)  # refuses an adapter on a tied weight, naming the tie
+    originals = peft_model.__dict__.pop(SHARED_ATTR, {})
+    base_inv = Inventory(peft_model.base_model.model)
+    sources = {}
+    for path in originals:
+        wrapper = base_inv.modules[path]
+        sources[path] = next(
+            p for p, m in base_inv.modules.items() if m is wrapper and p not in originals
+        )
+    merged = peft_model.merge_and_unload(**kwargs)
+    for path, original in originals.items():
+        src = sources[path]
+        at_src = merged.get_submodule(src)
+        if is_adapter(at_src):  # peft replaced the wrapper under one path only
+            _set(merged, src, at_src.get_base_layer())
+        _set(merged, path, original)
+    verify(merged)
+    return merged

@@ -1,0 +1,233 @@
+"""Quantizing tied models: the one physical tensor is quantized once and every use reads it.
+
+Plain quantizers walk modules one at a time, so a tie goes wrong in two ways
+(measured with torch 2.13):
+
+- ``torch.ao.quantization.quantize_dynamic`` swaps modules by exact class: a
+  tied ``TiedLinear`` is silently left in float even when ``nn.Linear`` is
+  listed, and when its source is quantized, the tied module keeps reading a
+  float weight that is no longer in ``parameters()`` or the state dict (a
+  stale copy; ``tying.verify`` reports it, nothing else does).
+- torchao's ``quantize_`` quantizes the source's weight in place, then tries to
+  quantize the tied module's (the same, already-int8) weight again and fails
+  half-way with ``NotImplementedError`` (``aten.view``), the source quantized.
+
+:func:`quantize_dynamic` and :func:`quantize_` here decide per tie, before
+anything changes:
+
+- a module tied *whole* to another of the same class (every parameter, with
+  ``Same``: ALBERT-style layers, shared K/V projections) is quantized once; the
+  tied path then holds the very same quantized module (torch.ao) or reads the
+  quantized weight through the tie (torchao);
+- any other tie that touches a module to be quantized (a partial tie, a
+  relation, an ``Embedding`` tied to a ``Linear``) is refused with a
+  ``TieError`` naming the tie and the fix (exclude the module, or untie).
+
+Example:
+    >>> import torch, tying
+    >>> from tying.interop.quantization import quantize_dynamic
+    >>> m = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8))
+    >>> _ = tying.Plan([tying.share("2", like="0")]).apply(m)
+    >>> q = quantize_dynamic(m, {torch.nn.Linear})
+    >>> q[2] is q[0], q[0]._get_name()
+    (True, 'DynamicQuantizedLinear')
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+from tying.core.errors import TieError
+from tying.core.inventory import Inventory, join
+from tying.core.plan import DECLARED_ATTR
+from tying.core.slots import base_class
+from tying.interop.groups import whole_module_ties
+
+
+def _ties_touching(inv: Inventory, selected: set[str]):
+    """Every (target, source, relation) tie whose target or root source module is in ``selected``."""
+    for info in inv.slots.values():
+        if not info.is_tied:
+            continue
+        root = inv.root_of(info.path)
+        src_mod = inv.slots[root].module_path if root in inv.slots else root.rsplit(".", 1)[0]
+        if info.module_path in selected or src_mod in selected:
+            yield info, src_mod
+
+
+def _check(inv: Inventory, selected: set[str], what: str) -> dict[str, str]:
+    whole = whole_module_ties(inv)
+    for info, src_mod in _ties_touching(inv, selected):
+        group = whole.get(info.module_path)
+        if group is not None and (group in selected) == (info.module_path in selected):
+            continue
+        if group is not None:
+            raise TieError(
+                f"{what}: {info.module_path!r} is tied whole to {group!r} but only one of them is "
+                f"selected for quantization; select both or neither (their one weight is quantized once)"
+            )
+        touched = info.module_path if info.module_path in selected else src_mod
+        raise TieError(
+            f"{what}: the tie {info.path} <- {info.source or 'its own storage'} "
+            f"({info.tie.relation!r}) touches {touched!r} "
+            f"which would be quantized; only a module tied whole (every parameter, Same) to another "
+            f"of its class can share one quantized module. Exclude it from quantization "
+            f"(quantize_dynamic(..., exclude={{{touched!r}}}) or a filter_fn), or untie "
+            f"it first (tying.Plan([tying.free({info.path!r})]).apply(model))"
+        )
+    return {t: s for t, s in whole.items() if t in selected}
+
+
+def _drop_declared(model: nn.Module, paths: set[str]) -> None:
+    # the ties of a module that now *is* its source are structural; nothing to re-apply
+    for prefix, mod in model.named_modules():
+        declared = mod.__dict__.get(DECLARED_ATTR)
+        if declared:
+            mod.__dict__[DECLARED_ATTR] = {
+                k: v for k, v in declared.items() if join(prefix, k).rsplit(".", 1)[0] not in paths
+            }
+
+
+def _set(model: nn.Module, path: str, value: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, name, value)
+
+
+def quantize_dynamic(
+    model: nn.Module,
+    qconfig_spec: set | dict | None = None,
+    dtype: torch.dtype = torch.qint8,
+    inplace: bool = False,
+    exclude: Iterable[str] = (),
+) -> nn.Module:
+    """``torch.ao.quantization.quantize_dynamic`` that keeps ties right or refuses.
+
+    Args:
+        model: a (possibly tied) float model.
+        qconfig_spec: module classes (a set) to quantize; default ``{nn.Linear}``.
+        dtype: ``torch.qint8`` or ``torch.float16``.
+        inplace: change ``model`` itself (default: a deep copy).
+        exclude: module paths left in float, with everything inside them
+            (e.g. ``{"lm_head"}`` when the head is tied to the embedding).
+
+    Returns:
+        The quantized model: a module tied whole to another is the very same
+        quantized module object; ``tying.verify`` passes.
+
+    Raises:
+        TieError: a tie that touches a module to be quantized and is not a
+            whole-module ``Same`` tie between two selected modules (named, with
+            the fix). Raised before anything changes.
+        TypeError: when ``qconfig_spec`` is not a set of module classes.
+        TieError: when an ``exclude`` path is not a module of ``model`` (naming
+            the closest).
+
+    Example:
+        >>> import torch, tying
+        >>> from tying.interop.quantization import quantize_dynamic
+        >>> m = torch.nn.ModuleDict({"emb": torch.nn.Embedding(10, 4),
+        ...                          "head": torch.nn.Linear(4, 10, bias=False)})
+        >>> _ = tying.Plan([tying.share("head.weight", like="emb.weight")]).apply(m)
+        >>> quantize_dynamic(m, {torch.nn.Linear})
+        Traceback (most recent call last):
+        ...
+        tying.core.errors.TieError: quantize_dynamic: the tie head.weight <- emb.weight (Same()) ...
+    """
+    from torch.ao.quantization import quantize_dynamic as ao_quantize_dynamic
+
+    classes = {nn.Linear} if qconfig_spec is None else qconfig_spec
+    if not isinstance(classes, (set, frozenset)) or not all(isinstance(c, type) for c in classes):
+        raise TypeError(
+            f"quantize_dynamic: qconfig_spec must be a set of module classes (e.g. {{nn.Linear}}), "
+            f"got {qconfig_spec!r}"
+        )
+    inv = Inventory(model)
+    if isinstance(exclude, str):
+        exclude = [exclude]
+    exclude = list(exclude)
+    for path in exclude:
+        if path not in inv.modules or not path:
+            raise TieError(
+                f"quantize_dynamic: exclude={path!r} is not a module path of the model"
+                f"{inv.closest(path)}"
+            )
+
+    def excluded(p: str) -> bool:
+        return any(p == e or p.startswith(e + ".") for e in exclude)
+
+    selected = {
+        p for p, m in inv.modules.items() if p and base_class(m) in classes and not excluded(p)
+    }
+    groups = _check(inv, selected, "quantize_dynamic")
+    target = model if inplace else copy.deepcopy(model)
+    # the tied modules leave (they come back as their quantized source), and so do the
+    # excluded ones (they come back untouched)
+    kept = {p: target.get_submodule(p) for p in exclude}
+    for path in [*groups, *exclude]:
+        _set(target, path, nn.Identity())
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
+        out = ao_quantize_dynamic(target, set(classes), dtype=dtype, inplace=True)
+    for path, module in kept.items():
+        _set(out, path, module)
+    for path, src in groups.items():
+        _set(out, path, out.get_submodule(src))
+    _drop_declared(out, set(groups))
+    return out
+
+
+def quantize_(
+    model: nn.Module,
+    config,
+    filter_fn: Callable[[nn.Module, str], bool] | None = None,
+) -> nn.Module:
+    """torchao's ``quantize_`` (e.g. ``Int8WeightOnlyConfig()``) that keeps ties right or refuses.
+
+    A module tied whole to a selected module of its class is skipped: it reads
+    the source's quantized weight through the tie (one int8 tensor, every use).
+
+    Args:
+        model: a (possibly tied) float model, changed in place.
+        config: a torchao config (``Int8WeightOnlyConfig()``, ...).
+        filter_fn: ``(module, fqn) -> bool``; default: every ``nn.Linear``.
+
+    Returns:
+        ``model``, quantized; ``tying.verify`` passes.
+
+    Raises:
+        TieError: a tie that touches a selected module other than a whole-module
+            ``Same`` tie between two selected modules; raised before any change.
+
+    Example:
+        >>> import torch, tying
+        >>> from torchao.quantization import Int8WeightOnlyConfig
+        >>> from tying.interop.quantization import quantize_
+        >>> m = torch.nn.Sequential(torch.nn.Linear(32, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32))
+        >>> _ = tying.Plan([tying.share("2", like="0")]).apply(m)
+        >>> q = quantize_(m, Int8WeightOnlyConfig())
+        >>> q[2].weight is q[0].weight, type(q[0].weight).__name__
+        (True, 'Int8Tensor')
+    """
+    try:
+        from torchao.quantization import quantize_ as ao_quantize_
+    except ImportError as err:  # pragma: no cover - exercised only without torchao
+        raise ImportError(
+            "tying.interop.quantization.quantize_ needs torchao: pip install torchao"
+        ) from err
+
+    def default(mod, fqn):
+        return isinstance(mod, nn.Linear)
+
+    choose = filter_fn or default
+    inv = Inventory(model)
+    selected = {p for p, m in inv.modules.items() if p and choose(m, p)}
+    groups = _check(inv, selected, "quantize_")
+    skip = {id(inv.modules[p]) for p in groups}
+    ao_quantize_(model, config, filter_fn=lambda m, fqn: id(m) not in skip and choose(m, fqn))
+    return model

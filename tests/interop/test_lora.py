@@ -1,0 +1,184 @@
+"""peft LoRA on tied weights: one shared adapter per whole-module tie, merged once, or refused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import tying
+from tests.interop import models as M
+
+peft = pytest.importorskip("peft", reason="the interop extra (peft) is not installed")
+from tying.interop.lora import get_peft_model, is_adapter, merge_and_unload  # noqa: E402
+
+# peft asks transformers a deprecated question while wrapping; not ours
+pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated")
+
+
+def _lora(targets, conv1d=False):
+    return peft.LoraConfig(
+        r=4, lora_alpha=8, target_modules=targets, init_lora_weights=False, fan_in_fan_out=conv1d
+    )
+
+
+def _out(model, x):
+    out = model(input_ids=x)
+    return out.logits if hasattr(out, "logits") else out.last_hidden_state
+
+
+def _train_step(pm, x):
+    opt = torch.optim.SGD([p for p in pm.parameters() if p.requires_grad], lr=0.05)
+    _out(pm, x).pow(2).mean().backward()
+    opt.step()
+
+
+def _ties(model):
+    return {(t.target, t.source, t.relation) for t in tying.ties(model)}
+
+
+def test_plain_peft_on_a_tied_lm_head_is_reported_by_verify_naming_the_tie():
+    model = M.gpt2()
+    M.GPT2_PLAN.apply(model)
+    pm = peft.get_peft_model(model, _lora(["lm_head"]))
+    base = pm.base_model.model
+    assert base.lm_head.base_layer.weight is base.transformer.wte.weight  # the tie itself holds
+    with pytest.raises(
+        tying.TieError,
+        match=r"adapter at 'base_model\.model\.lm_head' sits on the tie base_model\.model\.lm_head\.weight "
+        r"<- base_model\.model\.transformer\.wte\.weight; its delta does not reach",
+    ):
+        tying.verify(pm)
+    with pytest.raises(tying.TieError, match="sits on the tie"):
+        merge_and_unload(pm)  # refused before merging
+    assert is_adapter(base.lm_head)
+
+
+def test_plain_peft_merge_on_a_tied_lm_head_is_the_silent_error_we_refuse():
+    # the issue's row, measured: merging writes the delta into the embedding as well
+    model = M.gpt2()
+    M.GPT2_PLAN.apply(model)
+    pm = peft.get_peft_model(model, _lora(["lm_head"]))
+    x = M.ids(97)
+    with torch.no_grad():
+        adapted = _out(pm, x)
+    merged = pm.merge_and_unload()
+    with torch.no_grad():
+        assert (_out(merged, x) - adapted).abs().max() > 0.1
+
+
+def test_get_peft_model_refuses_an_adapter_on_a_partial_tie_before_any_change():
+    model = M.gpt2()
+    M.GPT2_PLAN.apply(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(
+        tying.TieError,
+        match=r"target module 'lm_head' takes part in the tie lm_head\.weight <- transformer\.wte\.weight",
+    ):
+        get_peft_model(model, _lora(["lm_head"]))
+    assert not any(is_adapter(m) for m in model.modules())
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    tying.verify(model)
+
+
+def test_get_peft_model_refuses_an_adapter_on_one_end_of_a_whole_module_tie():
+    model = M.gpt2()
+    M.GPT2_PLAN.apply(model)
+    with pytest.raises(tying.TieError, match=r"target module 'transformer\.h\.0\.attn\.c_attn'"):
+        get_peft_model(model, _lora(["transformer.h.0.attn.c_attn"], conv1d=True))
+    assert not any(is_adapter(m) for m in model.modules())
+
+
+CASES = {
+    "gpt2-albert": (M.gpt2, M.GPT2_PLAN, ["c_attn", "c_fc"], True, 97),
+    "bert-albert": (M.bert, M.BERT_PLAN, ["query", "value"], False, 90),
+    "llama-shared-mlp": (M.llama, M.LLAMA_PLAN, ["gate_proj", "up_proj", "q_proj"], False, 70),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_one_adapter_serves_every_use_of_a_module_tied_whole_and_merges_once(name):
+    build, plan, targets, conv1d, vocab = CASES[name]
+    model = build()
+    plan.apply(model)
+    ties_before = _ties(model)
+    physical_before = tying.count(model).physical
+    pm = get_peft_model(model, _lora(targets, conv1d))
+    tying.verify(pm)
+    x = M.ids(vocab)
+    _train_step(pm, x)  # the shared adapter trains; the tie still holds after the step
+    tying.verify(pm)
+    with torch.no_grad():
+        adapted = _out(pm, x)
+    merged = merge_and_unload(pm)
+    with torch.no_grad():
+        torch.testing.assert_close(_out(merged, x), adapted, atol=1e-5, rtol=0)
+    assert _ties(merged) == ties_before
+    assert tying.count(merged).physical == physical_before
+
+
+def test_a_shared_adapter_is_one_set_of_lora_weights_for_the_whole_group():
+    model = M.gpt2()
+    M.GPT2_PLAN.apply(model)
+    pm = get_peft_model(model, _lora(["c_attn"], conv1d=True))
+    h = pm.base_model.model.transformer.h
+    assert h[2].attn.c_attn is h[1].attn.c_attn is h[0].attn.c_attn
+    trainable = sum(p.numel() for p in pm.parameters() if p.requires_grad)
+    assert trainable == 4 * (32 + 96)  # r * (in + out) once, not once per layer
+
+
+def test_all_linear_targets_are_expanded_before_the_check():
+    model = M.llama()
+    M.LLAMA_PLAN.apply(model)
+    # all-linear leaves lm_head out (peft's rule), and covers the shared MLP projections
+    pm = get_peft_model(model, peft.LoraConfig(r=2, target_modules="all-linear"))
+    layers = pm.base_model.model.model.layers
+    assert layers[2].mlp.up_proj is layers[0].mlp.up_proj and is_adapter(layers[0].mlp.up_proj)
+    tying.verify(pm)
+
+
+def test_modules_to_save_copying_a_tied_module_is_undone_and_refused():
+    model = M.gpt2()
+    M.GPT2_PLAN.apply(model)
+    config = peft.LoraConfig(
+        r=2, target_modules=["c_fc"], fan_in_fan_out=True, modules_to_save=["lm_head"]
+    )
+    with pytest.raises(tying.TieError, match=r"wrapping broke a tie, undone: .*lm_head\.weight"):
+        get_peft_model(model, config)
+    assert not any(is_adapter(m) for m in model.modules())
+    assert type(model.lm_head).__name__ == "TiedLinear"
+    assert all(p.requires_grad for p in model.parameters())  # peft's freezing undone too
+    tying.verify(model)
+
+
+def test_plain_peft_on_the_tie_source_only_is_reported_by_verify():
+    model = M.gpt2()
+    M.GPT2_PLAN.apply(model)
+    pm = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["wte"]))
+    with pytest.raises(
+        tying.TieError,
+        match=r"adapter at 'base_model\.model\.transformer\.wte' sits on the tie base_model\.model\.lm_head\.weight",
+    ):
+        tying.verify(pm)
+
+
+def test_a_saved_shared_adapter_loads_shared_again_and_gives_the_same_outputs(tmp_path):
+    from tying.interop.lora import from_pretrained
+
+    model = M.gpt2()
+    M.GPT2_PLAN.apply(model)
+    pm = get_peft_model(model, _lora(["c_attn"], conv1d=True))
+    x = M.ids(97)
+    _train_step(pm, x)
+    with torch.no_grad():
+        want = _out(pm, x)
+    pm.save_pretrained(tmp_path)
+    # the same seed gives the same base weights; training touched only the adapter (peft froze the rest)
+    again_base = M.gpt2()
+    M.GPT2_PLAN.apply(again_base)
+    loaded = from_pretrained(again_base, tmp_path)
+    h = loaded.base_model.model.transformer.h
+    assert h[2].attn.c_attn is h[0].attn.c_attn
+    tying.verify(loaded)
+    with torch.no_grad():
+        torch.testing.assert_close(_out(loaded, x), want, atol=1e-6, rtol=0)

@@ -1,0 +1,197 @@
+"""Quantizing tied models: quantized once and read by every use, or refused before any change."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import tying
+from tying.interop.quantization import quantize_, quantize_dynamic
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::DeprecationWarning", "ignore:.*quantize_per_tensor"
+)
+
+
+def _stack(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    m = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 32))
+    tying.Plan([tying.share("2", like="0")]).apply(m)
+    return m
+
+
+def _untied(m):
+    ref = copy.deepcopy(m)
+    tying.untie(ref)
+    return ref
+
+
+def _plain_ao(m):
+    from torch.ao.quantization import quantize_dynamic as ao
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ao(m, {nn.Linear}, dtype=torch.qint8)
+
+
+def _quantized(mod) -> bool:
+    return type(mod).__module__.startswith("torch.ao.nn.quantized.dynamic")
+
+
+def _state(m):
+    return {k: v.clone() for k, v in m.state_dict().items()}
+
+
+def _same_state(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_module_tied_whole_is_quantized_once_and_every_use_reads_it():
+    m = _stack()
+    x = torch.randn(4, 32)
+    q = quantize_dynamic(m, {nn.Linear})
+    assert q[2] is q[0] and _quantized(q[0])
+    assert list(q.parameters()) == []  # no float copy left anywhere
+    tying.verify(q)
+    # anchor: the untied model quantized by torch.ao itself gives the same outputs
+    torch.testing.assert_close(q(x), _plain_ao(_untied(m))(x), rtol=0, atol=0)
+    assert tying.verify(m) == 2 and isinstance(m[0], nn.Linear)  # the float model is untouched
+
+
+def test_plain_torch_ao_leaves_a_tied_module_in_float_reading_a_weight_outside_the_model():
+    # the issue's row, measured: torch.ao swaps by exact class, TiedLinear is skipped
+    q = _plain_ao(_stack())
+    assert _quantized(q[0]) and isinstance(q[2], nn.Linear)
+    with pytest.raises(tying.TieError, match=r"2\.weight: reads <a module outside the model>"):
+        tying.verify(q)
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_a_partial_tie_on_a_module_to_quantize_is_refused_and_nothing_changes(inplace):
+    torch.manual_seed(0)
+    m = nn.ModuleDict({"emb": nn.Embedding(10, 8), "head": nn.Linear(8, 10, bias=False)})
+    tying.Plan([tying.share("head.weight", like="emb.weight")]).apply(m)
+    before = _state(m)
+    with pytest.raises(
+        tying.TieError,
+        match=r"the tie head\.weight <- emb\.weight \(Same\(\)\) touches 'head' .*Exclude it",
+    ):
+        quantize_dynamic(m, {nn.Linear}, inplace=inplace)
+    assert isinstance(m["head"], nn.Linear) and _same_state(before, m.state_dict())
+    tying.verify(m)
+
+
+def test_a_relation_tie_on_a_module_to_quantize_is_refused():
+    m = nn.ModuleDict({"enc": nn.Linear(4, 6, bias=False), "dec": nn.Linear(6, 4, bias=False)})
+    tying.Plan([tying.share("dec.weight", like="enc.weight", relation=tying.Transposed())]).apply(m)
+    with pytest.raises(tying.TieError, match=r"dec\.weight <- enc\.weight \(Transposed"):
+        quantize_dynamic(m, {nn.Linear}, inplace=True)
+    assert isinstance(m["enc"], nn.Linear)
+
+
+def test_quantize_dynamic_refuses_a_spec_it_cannot_check():
+    with pytest.raises(TypeError, match=r"qconfig_spec must be a set of module classes.*got \{'0'"):
+        quantize_dynamic(_stack(), {"0": None})
+
+
+def test_albert_style_bert_quantizes_to_the_same_outputs_as_the_untied_model():
+    M = pytest.importorskip("tests.interop.models")
+    model = M.bert()
+    M.BERT_PLAN.apply(model)
+    q = quantize_dynamic(model, {nn.Linear})
+    layer = q.encoder.layer
+    assert layer[3].attention.self.query is layer[0].attention.self.query
+    tying.verify(q)
+    x = M.ids(90)
+    ref = _plain_ao(_untied(model))
+    with torch.no_grad():
+        torch.testing.assert_close(q(x).last_hidden_state, ref(x).last_hidden_state, rtol=0, atol=0)
+
+
+def test_a_gpt2_with_its_lm_head_tied_to_the_embedding_is_refused_naming_the_tie():
+    M = pytest.importorskip("tests.interop.models")
+    model = M.gpt2()
+    M.GPT2_PLAN.apply(model)
+    with pytest.raises(tying.TieError, match=r"lm_head\.weight <- transformer\.wte\.weight"):
+        quantize_dynamic(model, {nn.Linear})
+
+
+# -- torchao ---------------------------------------------------------------------------
+
+
+def _int8():
+    ao = pytest.importorskip("torchao.quantization", reason="torchao is not installed")
+    return ao.Int8WeightOnlyConfig()
+
+
+def test_torchao_int8_weight_only_quantizes_the_shared_weight_once():
+    config = _int8()
+    m = _stack()
+    ref = _untied(m)
+    x = torch.randn(4, 32)
+    quantize_(m, config)
+    assert type(m[0].weight).__name__ == "Int8Tensor" and m[2].weight is m[0].weight
+    tying.verify(m)
+    from torchao.quantization import quantize_ as ao_quantize_
+
+    ao_quantize_(ref, _int8())
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), ref(x), rtol=0, atol=0)
+
+
+def test_plain_torchao_on_a_tied_model_fails_half_way():
+    # the row, measured: the source is quantized, then re-quantizing the tied use fails
+    config = _int8()
+    from torchao.quantization import quantize_ as ao_quantize_
+
+    m = _stack()
+    with pytest.raises(NotImplementedError, match="aten.view"):
+        ao_quantize_(m, config)
+    assert type(m[0].weight).__name__ == "Int8Tensor"
+
+
+def test_torchao_refuses_a_partial_tie_before_any_change():
+    config = _int8()
+    torch.manual_seed(0)
+    m = nn.ModuleDict(
+        {
+            "emb": nn.Embedding(10, 32),
+            "head": nn.Linear(32, 10, bias=False),
+            "mlp": nn.Linear(32, 32),
+        }
+    )
+    tying.Plan([tying.share("head.weight", like="emb.weight")]).apply(m)
+    before = _state(m)
+    with pytest.raises(tying.TieError, match=r"quantize_: the tie head\.weight <- emb\.weight"):
+        quantize_(m, config)
+    assert type(m["mlp"].weight) is nn.Parameter and _same_state(before, m.state_dict())
+
+
+def test_excluding_the_tied_head_quantizes_the_rest_and_keeps_the_tie():
+    M = pytest.importorskip("tests.interop.models")
+    model = M.llama()
+    M.LLAMA_PLAN.apply(model)
+    q = quantize_dynamic(model, {nn.Linear}, exclude={"lm_head"})
+    layers = q.model.layers
+    assert _quantized(layers[0].self_attn.q_proj) and layers[2].mlp.up_proj is layers[0].mlp.up_proj
+    assert isinstance(q.lm_head, nn.Linear) and q.lm_head.weight is q.model.embed_tokens.weight
+    tying.verify(q)
+    x = M.ids(70)
+    ref = copy.deepcopy(model)
+    tying.untie(ref)
+    ref = quantize_dynamic(ref, {nn.Linear}, exclude={"lm_head"})  # untied: the plain path
+    with torch.no_grad():
+        torch.testing.assert_close(q(x).logits, ref(x).logits, rtol=0, atol=0)
+
+
+def test_an_unknown_exclude_path_is_refused_naming_the_closest():
+    with pytest.raises(
+        tying.TieError, match=r"exclude='lm_haed' is not a module path.*closest: lm_head"
+    ):
+        quantize_dynamic(
+            nn.ModuleDict({"lm_head": nn.Linear(2, 2)}), {nn.Linear}, exclude={"lm_haed"}
+        )
