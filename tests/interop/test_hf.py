@@ -230,10 +230,13 @@ def test_resize_moves_the_tied_output_embedding_with_its_source(name, config_tie
     assert model.get_output_embeddings().weight is emb.weight
     assert tuple(model.get_output_embeddings().weight.shape) == (vocab + 13, emb.weight.shape[1])
     c = tying.count(model)
-    logical = sum(p.numel() for p in model.parameters()) + sum(
-        getattr(i.module, i.name).numel()
-        for i in tying.core.inventory.Inventory(model).slots.values()
-        if i.is_tied
+    inv = tying.core.inventory.Inventory(model)
+    # every slot the model reads: unique parameters, Plan-tied slots, and the extra
+    # ends of hand ties (HF's tie_weights re-ties a config-tied head by assignment)
+    logical = (
+        sum(p.numel() for p in model.parameters())
+        + sum(getattr(i.module, i.name).numel() for i in inv.slots.values() if i.is_tied)
+        + sum(getattr(inv.slots[t].module, inv.slots[t].name).numel() for t in inv.hand)
     )
     assert c.logical == logical
     model.load_state_dict(model.state_dict())  # a matching state dict is accepted
@@ -303,12 +306,10 @@ def test_resize_refuses_a_bad_size_naming_it(bad):
         hf.resize_token_embeddings(model, bad)
 
 
-# -- waiting on core (hand ties first-class, no-op assignment) -------------------------
-
-CORE = pytest.mark.xfail(strict=False, reason="needs core A7/no-op assignment")
+# -- core enablers: hand ties first-class, no-op assignment, real class names ------------
 
 
-@CORE
+
 def test_hf_tie_weights_on_a_plan_tied_model_whose_config_says_tied_is_a_no_op():
     model = M.gpt2(tie_word_embeddings=True)
     M.GPT2_PLAN.apply(model)
@@ -317,7 +318,6 @@ def test_hf_tie_weights_on_a_plan_tied_model_whose_config_says_tied_is_a_no_op()
     tying.verify(model)
 
 
-@CORE
 def test_hf_own_embedding_tie_is_listed_and_verified():
     model = M.gpt2(tie_word_embeddings=True)
     assert ("lm_head.weight", "transformer.wte.weight") in {
@@ -325,7 +325,6 @@ def test_hf_own_embedding_tie_is_listed_and_verified():
     }
 
 
-@CORE
 def test_swapped_class_reports_its_real_module():
     model, _, _, _ = _tied("gpt2")
     assert type(model.lm_head).__module__ != "torch.nn.modules.linear"

@@ -71,6 +71,7 @@ class Inventory:
         self.slots: dict[str, SlotInfo] = {}
         self.storage: dict[str, nn.Parameter] = {}
         self.buffers: set[str] = set()
+        own: dict[str, nn.Parameter] = {}  # slot path -> the Parameter it holds (pruned: *_orig)
         for mpath, mod in self.modules.items():
             stores = storage_names(mod)
             pruned = _pruned_names(mod)  # torch.nn.utils.prune: weight_orig stores weight
@@ -83,6 +84,7 @@ class Inventory:
                     self.storage[path] = p
                 else:
                     self.slots[path] = SlotInfo(path, mpath, name, mod, tuple(p.shape), None)
+                    own[path] = p
             for name, slot in slots_of(mod).items():
                 path = join(mpath, name)
                 src_mod = self._path_of.get(id(slot.source_module))
@@ -95,8 +97,8 @@ class Inventory:
         self.hand: dict[str, str] = {}
         first: dict[int, str] = {}
         for path, info in self.slots.items():
-            if info.tie is None:
-                p = info.module._parameters[info.name]
+            if info.tie is None and path in own:
+                p = own[path]
                 src = first.setdefault(id(p), path)
                 if src != path:
                     self.hand[path] = src
