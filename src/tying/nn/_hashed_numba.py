@@ -54,19 +54,38 @@ def rows(ids, coef, r1, r2):
 
 
 @_jit
-def entry_fwd(w, ids, coef, c1, c2, signed, fac, bags, out, acc):
+def entry_fwd(w, ids, coef, c1, c2, signed, fac, bags, out, acc, code):
+    # code (n, D) int32, when it has rows: ±(bucket + 1) of each entry, for entry_bwd_code
     B = w.shape[0]
     inv = 1.0 / B
+    keep = code.shape[0] > 0
     for k in range(ids.shape[0]):
         a, a2, f = _row(ids[k], coef, 0), _row(ids[k], coef, 5), fac[k]
         dst = out[bags[k]]
         for j in range(c1.shape[0]):
             b = _mod(_pair(a, c1[j]), B, inv)
-            s = f if not signed or _pair(a2, c2[j]) & 1 else -f
+            pos = not signed or _pair(a2, c2[j]) & 1
+            s = f if pos else -f
+            if keep:
+                code[k, j] = b + 1 if pos else -(b + 1)
             if acc:
                 dst[j] += s * w[b]
             else:
                 dst[j] = s * w[b]
+
+
+@_jit
+def entry_bwd_code(code, g, gw):
+    """The backward of a plain lookup: a scatter of ``g`` by the forward's codes."""
+    for k in range(code.shape[0]):
+        src = g[k]
+        row = code[k]
+        for j in range(code.shape[1]):
+            c = row[j]
+            if c > 0:
+                gw[c - 1] += src[j]
+            else:
+                gw[-c - 1] -= src[j]
 
 
 @_jit
