@@ -235,13 +235,22 @@ def test_same_seed_same_table_other_seed_other_table():
     assert not torch.equal(a(ids), c(ids))
 
 
-def test_block_offsets_spread_evenly_over_the_buckets():
-    # a universal hash: every bucket is used about equally often (chi-square-ish bound)
-    emb = _numbered(HashedEmbedding(10**7, 64, 97, mode="block", block=64, signed=False))
-    first = emb(torch.arange(0, 10**7, 1013))[:, 0].long() - 1  # each row's one offset
+@pytest.mark.parametrize(
+    "mode, D, block", [("block", 64, 64), ("entry", 64, None), ("entry", 128, None)]
+)
+def test_buckets_are_used_evenly_by_big_tables(mode, D, block, path):
+    # a universal hash: every bucket is read about equally often (a chi-square bound at
+    # ~6 standard deviations), also where V·D >= 2**31-1 and the pair hash takes over
+    V = 10**8
+    emb = _numbered(HashedEmbedding(V, D, 97, mode=mode, block=block, signed=False))
+    first = emb(torch.arange(0, V, V // 20_011))[:, 0].long() - 1  # column 0 of each row
     counts = torch.bincount(first, minlength=97).float()
     expected = first.numel() / 97
     assert ((counts - expected).square() / expected).sum() < 97 + 6 * (2 * 97) ** 0.5
+    # D = 128: 2**24·D = 2**31 ≡ 1 mod P, so a hash of r·D + c alone would read row
+    # r + 2**24 as row r shifted by one column
+    rows = emb(torch.tensor([12_345, 12_345 + 2**24])).long()
+    assert not torch.equal(rows[0, 1:], rows[1, :-1])  # no shifted copies of a row
 
 
 def test_bad_input_is_refused_naming_the_argument():
