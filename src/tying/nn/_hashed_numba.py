@@ -54,17 +54,37 @@ def rows(ids, coef, r1, r2):
 
 
 @_jit
+def _bucket(a, a_mod, c, c_mod, p_mod, B):
+    """``((a + c) mod P) mod B`` from ``a mod B`` and ``c mod B``: no division per entry.
+
+    ``a + c`` wraps past ``P`` at most once, which subtracts ``P mod B``.
+    """
+    v = a_mod + c_mod - p_mod * np.int64(a + c >= P)  # in (-B, 2B)
+    # branch-free fix-up: the wrap is a coin flip per entry, a branch would mispredict
+    return v + B * np.int64(v < 0) - B * np.int64(v >= B)
+
+
+@_jit
+def _odd(a, c):
+    """Whether ``(a + c) mod P`` is odd: subtracting the odd ``P`` flips the parity."""
+    t = a + c
+    return (t + np.int64(t >= P)) & 1
+
+
+@_jit
 def entry_fwd(w, ids, coef, c1, c2, signed, fac, bags, out, acc, code):
     # code (n, D) int32, when it has rows: ±(bucket + 1) of each entry, for entry_bwd_code
     B = w.shape[0]
-    inv = 1.0 / B
+    c1_mod = c1 % B
+    p_mod = P % B
     keep = code.shape[0] > 0
     for k in range(ids.shape[0]):
         a, a2, f = _row(ids[k], coef, 0), _row(ids[k], coef, 5), fac[k]
+        a_mod = a % B  # one division per row
         dst = out[bags[k]]
         for j in range(c1.shape[0]):
-            b = _mod(_pair(a, c1[j]), B, inv)
-            pos = not signed or _pair(a2, c2[j]) & 1
+            b = _bucket(a, a_mod, c1[j], c1_mod[j], p_mod, B)
+            pos = not signed or _odd(a2, c2[j])
             s = f if pos else -f
             if keep:
                 code[k, j] = b + 1 if pos else -(b + 1)
@@ -91,13 +111,15 @@ def entry_bwd_code(code, g, gw):
 @_jit
 def entry_bwd(ids, coef, c1, c2, signed, fac, bags, g, gw):
     B = gw.shape[0]
-    inv = 1.0 / B
+    c1_mod = c1 % B
+    p_mod = P % B
     for k in range(ids.shape[0]):
         a, a2, f = _row(ids[k], coef, 0), _row(ids[k], coef, 5), fac[k]
+        a_mod = a % B
         src = g[bags[k]]
         for j in range(c1.shape[0]):
-            b = _mod(_pair(a, c1[j]), B, inv)
-            s = f if not signed or _pair(a2, c2[j]) & 1 else -f
+            b = _bucket(a, a_mod, c1[j], c1_mod[j], p_mod, B)
+            s = f if not signed or _odd(a2, c2[j]) else -f
             gw[b] += s * src[j]
 
 
