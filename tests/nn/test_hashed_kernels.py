@@ -43,3 +43,11 @@ def test_row_terms_of_the_kernels_equal_the_torch_ones(ids, seed, compat):
     K.rows(x.numpy(), h.row_coef.numpy(), k1.numpy(), k2.numpy())
     assert torch.equal(r1, k1) and torch.equal(r2, k2)
     assert (r1 >= 0).all() and (r1 < P).all()
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=st.integers(0, P - 1), c=st.integers(0, P - 1), B=st.integers(1, P - 1))
+def test_bucket_and_parity_without_division_are_exact(a, c, B):
+    u = (a + c) % P
+    assert K._bucket(a, a % B, c, c % B, P % B, B) == u % B
+    assert K._odd(a, c) == u & 1
