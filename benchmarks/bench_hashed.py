@@ -10,8 +10,9 @@
    Ratios are ``anchor time / ours``: above 1 means ours is faster. Times are CPU time of
    this process (``time.process_time``), interleaved, median of the repeats: the
    steadier figure on a machine shared with other jobs.
-2. TorchRec's ``EmbeddingBagCollection`` when it imports (on this machine
-   ``fbgemm-gpu-cpu`` 1.9 fails to load against torch 2.13: reported, not compared).
+2. TorchRec's ``EmbeddingBagCollection``: not compared. It is not installed here and its
+   CPU kernels (``fbgemm-gpu-cpu`` 1.9) fail to load against torch 2.13; the benchmark
+   reports the import error.
 3. V = 10^8, D = 128 (51 GB dense) in 64 MB of buckets: a few SGD steps in a fresh
    subprocess, with its peak resident memory (``VmHWM``: ``ru_maxrss`` would carry the
    parent's peak over ``fork``) and step time.
@@ -139,7 +140,8 @@ def torchrec() -> dict:
         return {
             "case": "TorchRec EmbeddingBagCollection",
             "skipped": f"{type(err).__name__}: {str(err)[:160]}",
-            "note": "fbgemm-gpu-cpu 1.9 does not load against torch 2.13 here",
+            "note": "not compared: torchrec is not installed here, and its CPU kernels "
+            "(fbgemm-gpu-cpu 1.9) do not load against torch 2.13 (issue 18)",
         }
     return {"case": "TorchRec EmbeddingBagCollection", "skipped": "imports, not compared yet"}
 
