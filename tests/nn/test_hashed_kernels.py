@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -48,6 +49,9 @@ def test_row_terms_of_the_kernels_equal_the_torch_ones(ids, seed, compat):
 @settings(max_examples=300, deadline=None)
 @given(a=st.integers(0, P - 1), c=st.integers(0, P - 1), B=st.integers(1, P - 1))
 def test_bucket_and_parity_without_division_are_exact(a, c, B):
-    u = (a + c) % P
-    assert K._bucket(a, a % B, c, c % B, P % B, B) == u % B
-    assert K._odd(a, c) == u & 1
+    u, u2 = (a + c) % P, (c + a // 3) % P
+    idx, sg = np.empty(2, np.int64), np.empty(2, np.float32)
+    cols = np.array([c, 0], dtype=np.int64)
+    K._row_hash(a, a // 3, cols, cols % B, cols, P % B, B, True, 2.0, idx, sg)
+    assert idx.tolist() == [u % B, a % P % B]
+    assert sg.tolist() == [2.0 if u2 & 1 else -2.0, 2.0 if (a // 3) & 1 else -2.0]

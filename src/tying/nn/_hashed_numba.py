@@ -54,73 +54,56 @@ def rows(ids, coef, r1, r2):
 
 
 @_jit
-def _bucket(a, a_mod, c, c_mod, p_mod, B):
-    """``((a + c) mod P) mod B`` from ``a mod B`` and ``c mod B``: no division per entry.
+def _row_hash(a, a2, c1, c1_mod, c2, p_mod, B, signed, f, idx, sg):
+    """Bucket and signed weight of every entry of one row, into ``idx`` and ``sg`` (D,).
 
-    ``a + c`` wraps past ``P`` at most once, which subtracts ``P mod B``.
+    ``((a + c) mod P) mod B`` from ``a mod B`` and ``c mod B``: ``a + c`` wraps past ``P``
+    at most once, which subtracts ``P mod B``; and subtracting the odd ``P`` flips the
+    parity of the sign hash. No division and no gather: LLVM vectorises this loop (the
+    gather is a second loop), twice as fast as one fused loop.
     """
-    v = a_mod + c_mod - p_mod * np.int64(a + c >= P)  # in (-B, 2B)
-    # branch-free fix-up: the wrap is a coin flip per entry, a branch would mispredict
-    return v + B * np.int64(v < 0) - B * np.int64(v >= B)
+    a_mod = a % B
+    for j in range(c1.shape[0]):
+        v = a_mod + c1_mod[j]
+        v = v - p_mod if a + c1[j] >= P else v
+        v = v + B if v < 0 else v
+        v = v - B if v >= B else v
+        idx[j] = v
+        t = a2 + c2[j]
+        t = t + 1 if t >= P else t
+        sg[j] = f if (t & 1) or not signed else -f
 
 
 @_jit
-def _odd(a, c):
-    """Whether ``(a + c) mod P`` is odd: subtracting the odd ``P`` flips the parity."""
-    t = a + c
-    return (t + np.int64(t >= P)) & 1
-
-
-@_jit
-def entry_fwd(w, ids, coef, c1, c2, signed, fac, bags, out, acc, code):
-    # code (n, D) int32, when it has rows: ±(bucket + 1) of each entry, for entry_bwd_code
-    B = w.shape[0]
-    c1_mod = c1 % B
-    p_mod = P % B
-    keep = code.shape[0] > 0
+def entry_fwd(w, ids, coef, c1, c2, signed, fac, bags, out, acc):
+    B, D = w.shape[0], c1.shape[0]
+    c1_mod, p_mod = c1 % B, P % B
+    idx = np.empty(D, np.int64)
+    sg = np.empty(D, w.dtype)
     for k in range(ids.shape[0]):
-        a, a2, f = _row(ids[k], coef, 0), _row(ids[k], coef, 5), fac[k]
-        a_mod = a % B  # one division per row
+        a, a2 = _row(ids[k], coef, 0), _row(ids[k], coef, 5)
+        _row_hash(a, a2, c1, c1_mod, c2, p_mod, B, signed, fac[k], idx, sg)
         dst = out[bags[k]]
-        for j in range(c1.shape[0]):
-            b = _bucket(a, a_mod, c1[j], c1_mod[j], p_mod, B)
-            pos = not signed or _odd(a2, c2[j])
-            s = f if pos else -f
-            if keep:
-                code[k, j] = b + 1 if pos else -(b + 1)
-            if acc:
-                dst[j] += s * w[b]
-            else:
-                dst[j] = s * w[b]
-
-
-@_jit
-def entry_bwd_code(code, g, gw):
-    """The backward of a plain lookup: a scatter of ``g`` by the forward's codes."""
-    for k in range(code.shape[0]):
-        src = g[k]
-        row = code[k]
-        for j in range(code.shape[1]):
-            c = row[j]
-            if c > 0:
-                gw[c - 1] += src[j]
-            else:
-                gw[-c - 1] -= src[j]
+        if acc:
+            for j in range(D):
+                dst[j] += sg[j] * w[idx[j]]
+        else:
+            for j in range(D):
+                dst[j] = sg[j] * w[idx[j]]
 
 
 @_jit
 def entry_bwd(ids, coef, c1, c2, signed, fac, bags, g, gw):
-    B = gw.shape[0]
-    c1_mod = c1 % B
-    p_mod = P % B
+    B, D = gw.shape[0], c1.shape[0]
+    c1_mod, p_mod = c1 % B, P % B
+    idx = np.empty(D, np.int64)
+    sg = np.empty(D, gw.dtype)
     for k in range(ids.shape[0]):
-        a, a2, f = _row(ids[k], coef, 0), _row(ids[k], coef, 5), fac[k]
-        a_mod = a % B
+        a, a2 = _row(ids[k], coef, 0), _row(ids[k], coef, 5)
+        _row_hash(a, a2, c1, c1_mod, c2, p_mod, B, signed, fac[k], idx, sg)
         src = g[bags[k]]
-        for j in range(c1.shape[0]):
-            b = _bucket(a, a_mod, c1[j], c1_mod[j], p_mod, B)
-            s = f if not signed or _odd(a2, c2[j]) else -f
-            gw[b] += s * src[j]
+        for j in range(D):
+            gw[idx[j]] += sg[j] * src[j]
 
 
 @_jit

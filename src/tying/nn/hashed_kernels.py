@@ -83,10 +83,9 @@ class FusedLookup(torch.autograd.Function):
         out = torch.zeros(nbags, D, dtype=w.dtype) if pooled else torch.empty(n, D, dtype=w.dtype)
         hashes = (ids.numpy(), coef.numpy(), c1.numpy(), c2.numpy(), bool(signed))
         wn = w.detach().numpy()
-        if Z == 0:  # entry mode; a plain lookup keeps ±(bucket+1) per entry for the backward
-            code = torch.empty((0, 0) if pooled else (n, D), dtype=torch.int32)
-            k.entry_fwd(wn, *hashes, f, rows, out.numpy(), pooled, code.numpy())
-            off, sf = code, None
+        if Z == 0:  # entry mode: the backward re-hashes (as cheap as reading saved codes)
+            k.entry_fwd(wn, *hashes, f, rows, out.numpy(), pooled)
+            off = sf = None
         else:  # one hash per block; the offsets are kept for the backward (n·D/Z values)
             off = torch.empty(n, c1.shape[0], dtype=torch.int64)
             sf = torch.empty(n, c1.shape[0], dtype=w.dtype)
@@ -105,9 +104,7 @@ class FusedLookup(torch.autograd.Function):
         gw = torch.zeros(B, dtype=dtype)
         hashes = (ids.numpy(), coef.numpy(), c1.numpy(), c2.numpy(), bool(signed))
         g = g.contiguous().to(dtype).numpy()
-        if Z == 0 and bags is None:
-            k.entry_bwd_code(off.numpy(), g, gw.numpy())
-        elif Z == 0:
+        if Z == 0:
             k.entry_bwd(*hashes, f, rows, g, gw.numpy())
         else:
             k.block_bwd(off.numpy(), sf.numpy(), Z, rows, g, gw.numpy())
