@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -209,6 +211,11 @@ def test_save_load_verify_and_tie_after_a_step(mode, tmp_path):
     assert torch.equal(fresh(ids), emb(ids))
     c = tying.count(fresh)
     assert c.logical == V * 16 and c.physical == emb.weight_physical.numel()
+    twin = copy.deepcopy(emb)  # deepcopy and state dicts keep the tie and the hash too
+    assert tying.verify(twin) == 1 and torch.equal(twin(ids), emb(ids))
+    other = HashedEmbedding(V, 16, 120_000, mode=mode, seed=3, **kw)
+    other.load_state_dict(emb.state_dict())
+    assert list(emb.state_dict()) == ["weight_physical"] and torch.equal(other(ids), emb(ids))
 
 
 @pytest.mark.parametrize("mode", ["entry", "block", "qr"])
