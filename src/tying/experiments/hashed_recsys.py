@@ -220,10 +220,16 @@ def hashed_recsys(size: str, seed: int) -> Result:
         pts = sorted((v, a) for (k, _), (v, a, _) in res.items() if k == kind)
         if pts:
             ax.plot(*zip(*pts), "o-", color=color, label=kind)
+    ax.plot([dense_values], [dense_auc], "ks")
     ax.axhline(dense_auc, color="k", ls="--", label=f"dense ({dense_values:,} values)")
     ax.axhline(bayes_auc, color="#c44e52", ls=":", label="true model (Bayes)")
     ax.set_xscale("log")
-    ax.set_xlabel("stored embedding values (memory)")
+    ax.minorticks_off()
+    fracs = [1, *cfg.compression]
+    ax.set_xticks(
+        [dense_values / c for c in fracs], ["dense" if c == 1 else f"1/{c}" for c in fracs]
+    )
+    ax.set_xlabel("stored embedding values (fraction of the dense tables)")
     ax.set_ylabel("held-out AUC")
     ax.legend(fontsize=7)
     ax.set_title(f"{len(cfg.vocab)} fields, {sum(cfg.vocab):,} IDs, D = {cfg.dim}")
