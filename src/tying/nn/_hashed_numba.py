@@ -155,3 +155,10 @@ def block_bwd(off, sf, Z, bags, g, gw):
                 head[t] += s * gs[t]
             for t in range(Z - n1):
                 tail[t] += s * gs[n1 + t]
+
+
+@_jit
+def block_hash_fwd(w, ids, coef, c1, c2, signed, fac, Z, bags, out, acc, off, sf):
+    """``block_hash`` then ``block_fwd``: one call from Python instead of two."""
+    block_hash(ids, coef, c1, c2, signed, fac, w.shape[0], off, sf)
+    block_fwd(w, off, sf, Z, bags, out, acc)

@@ -202,7 +202,7 @@ class HashedEmbedding(nn.Module):
         if input.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"{name} expects int64/int32 {what}, got {input.dtype}")
         if not torch.compiler.is_compiling() and input.numel():
-            lo, hi = int(input.min()), int(input.max())
+            lo, hi = (int(v) for v in torch.aminmax(input))  # one pass
             if lo < 0 or hi >= self.num_embeddings:
                 raise IndexError(
                     f"{name}: {what} must be in [0, {self.num_embeddings}), got min {lo}, max "

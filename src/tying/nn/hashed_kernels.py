@@ -89,8 +89,7 @@ class FusedLookup(torch.autograd.Function):
         else:  # one hash per block; the offsets are kept for the backward (n·D/Z values)
             off = torch.empty(n, c1.shape[0], dtype=torch.int64)
             sf = torch.empty(n, c1.shape[0], dtype=w.dtype)
-            k.block_hash(*hashes, f, w.shape[0], off.numpy(), sf.numpy())
-            k.block_fwd(wn, off.numpy(), sf.numpy(), Z, rows, out.numpy(), pooled)
+            k.block_hash_fwd(wn, *hashes, f, Z, rows, out.numpy(), pooled, off.numpy(), sf.numpy())
         ctx.save_for_backward(ids, coef, c1, c2, off, sf)
         ctx.args = (signed, Z, w.shape[0], w.dtype, bags, fac)
         return out
