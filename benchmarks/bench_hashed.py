@@ -34,6 +34,7 @@ import tying
 from benchmarks.bench_nn_spatial import _steady_allocator
 from benchmarks.common import compare, write
 from tying.nn import HashedEmbedding
+from tying.nn.hashed_kernels import fused_available
 
 V, D, N = 10**6, 128, 8192
 
@@ -151,6 +152,7 @@ import json, time
 import torch
 torch.set_num_threads(1)
 from tying.nn import HashedEmbedding
+from tying.nn.hashed_kernels import fused_available
 import tying
 
 def hwm_mb():  # peak resident set of this process (VmHWM): exec resets it, fork does not
@@ -203,7 +205,15 @@ def big_table() -> dict:
 def main() -> None:
     torch.set_num_threads(1)
     steady = _steady_allocator()
-    rows = [{"case": "setup", "threads": 1, "glibc_mmap_threshold_pinned": steady}]
+    fused = fused_available(torch.zeros(1))  # numba kernels; without them the torch path
+    rows = [
+        {
+            "case": "setup",
+            "threads": 1,
+            "glibc_mmap_threshold_pinned": steady,
+            "fused_numba_kernels": fused,
+        }
+    ]
     rows += throughput()
     rows.append(torchrec())
     rows.append(big_table())
