@@ -11,7 +11,7 @@ from tying.nn.group_conv import (
     group_act,
     group_elements,
 )
-from tying.nn.hashed import HashedEmbedding, HashedLinear
+from tying.nn.hashed import HashedEmbedding, HashedEmbeddingBag, HashedLinear
 from tying.nn.locally_connected import LocallyConnected2d
 from tying.nn.losses import SoftDiceLoss, SoftIoULoss, soft_dice, soft_iou
 from tying.nn.lstm import TiedGateLSTM
@@ -29,6 +29,7 @@ __all__ = [
     "GroupConv2d",
     "GroupPool",
     "HashedEmbedding",
+    "HashedEmbeddingBag",
     "HashedLinear",
     "LiftingConv2d",
     "LocallyConnected2d",

@@ -1,0 +1,371 @@
+"""Hashed embedding tables: ``V × D`` logical rows in ``B`` stored values, up to ``V·D = 2**62``.
+
+:class:`HashedEmbedding` (lookups) and :class:`HashedEmbeddingBag` (pooled lookups,
+the recommender's layer) share one table in three modes (claim C8, ``hashed-recsys``):
+
+======== ============================================ ============================
+mode     row ``r`` reads                              hashes per looked-up row
+======== ============================================ ============================
+entry    ``sign·w[h(r, j)]`` for each column ``j``    ``D`` (HashedNets; C8's table)
+block    ``D/Z`` blocks of ``Z`` contiguous values,   ``D/Z`` (ROBE-Z)
+         each at a hashed offset of a circular ``w``
+qr       ``Q[r // m] * R[r % m]``                     none (quotient-remainder)
+======== ============================================ ============================
+
+The ``weight`` slot is a declared tie (``tying.Hashed`` for C8-size entry tables,
+:class:`tying.nn.hashing.HashedTable` otherwise), so :func:`tying.count` reports the
+logical ``V·D`` against the physical ``B``, and ``save``/``load``/``verify`` keep it.
+Nothing of size ``V·D`` is ever allocated: the logical weight lives on the ``meta``
+device, a lookup hashes only the rows it reads, and the backward is a scatter-add
+into the ``B`` stored values. Reading ``layer.weight`` materialises the logical
+table (for inspection) and is refused above ``2**31-1`` entries.
+
+Example:
+    >>> import torch, tying
+    >>> emb = HashedEmbedding(10**8, 128, buckets=1 << 20, mode="block", block=32)
+    >>> emb(torch.tensor([[3, 99_999_999]])).shape
+    torch.Size([1, 2, 128])
+    >>> c = tying.count(emb); (c.logical, c.physical)
+    (12800000000, 1048576)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tying.core import Hashed, Plan, share
+from tying.nn.hashed_kernels import FusedLookup, fused_available
+from tying.nn.hashing import MAX_LOGICAL, MODES, HashedTable, P, combine, qr_split
+
+__all__ = ["HashedEmbedding", "HashedEmbeddingBag"]
+
+
+def _positive_int(name: str, value) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def _hash_weight(module: nn.Module, shape: tuple[int, int], relation, device, dtype):
+    """Tie ``module.weight`` (logical ``shape``) to the relation's stored values.
+
+    The logical weight only ever exists on the meta device, so no ``V × D`` storage
+    is allocated; the physical values are then created for real.
+    """
+    if isinstance(relation, Hashed) and math.prod(shape) >= P:
+        raise ValueError(
+            f"{type(module).__name__}: the logical weight {shape} has {math.prod(shape):,} "
+            f"entries; tying.Hashed supports fewer than 2**31-1; split the layer"
+        )
+    # expanded from one meta element: torch refuses meta storage of >= 2**63 bytes
+    logical = torch.empty((1, 1), device="meta", dtype=dtype).expand(*shape)
+    module.weight = nn.Parameter(logical)
+    Plan([share("weight", relation=relation)]).apply(module)
+    module._parameters["weight_physical"] = nn.Parameter(
+        torch.empty(relation.source_shape(shape), device=device, dtype=dtype)
+    )
+
+
+def _default_block(D: int) -> int:
+    """The largest divisor of ``D`` up to 32 (ROBE-Z's blocks are tens of values)."""
+    return max(z for z in range(1, min(D, 32) + 1) if D % z == 0)
+
+
+class HashedEmbedding(nn.Module):
+    """An embedding table of ``V × D`` logical entries stored in ``buckets`` values.
+
+    Args:
+        num_embeddings: logical rows ``V`` (``V·D ≤ 2**62``).
+        embedding_dim: columns ``D``.
+        buckets: stored values ``B`` (``"entry"``/``"block"``: below ``2**31-1``;
+            ``"qr"``: the budget its two tables must fit in).
+        mode: ``"entry"`` (HashedNets, default: C8's table), ``"block"`` (ROBE-Z) or
+            ``"qr"`` (quotient-remainder).
+        block: ``Z`` values per block, a divisor of ``D`` no larger than ``B``
+            (``"block"`` only; default the largest divisor of ``D`` up to 32).
+        seed: picks the hash functions (a non-negative int).
+        signed: multiply by a ±1 sign hash (per entry, or per block); ignored by ``"qr"``.
+        device, dtype: of the stored values.
+
+    Shape:
+        integer ids of any shape ``(*)`` → ``(*, D)``.
+
+    Raises:
+        ValueError: for a non-positive size, ``V·D > 2**62``, an unknown mode, a
+            ``block`` that does not divide ``D``, or a ``"qr"`` budget too small.
+        TypeError: for non-integer ids.
+        IndexError: for an id outside ``[0, V)``.
+
+    Example:
+        >>> emb = HashedEmbedding(10, 4, buckets=8)
+        >>> idx = torch.tensor([3, 7])
+        >>> torch.equal(emb(idx), emb.weight[idx])   # the lookup equals the logical table's rows
+        True
+    """
+
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        buckets: int,
+        *,
+        mode: str = "entry",
+        block: int | None = None,
+        seed: int = 0,
+        signed: bool = True,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        name = getattr(type(self), "_tying_base", type(self)).__name__  # not Tied…
+        V = self.num_embeddings = _positive_int("num_embeddings", num_embeddings)
+        D = self.embedding_dim = _positive_int("embedding_dim", embedding_dim)
+        B = _positive_int("buckets", buckets)
+        if V * D > MAX_LOGICAL:
+            raise ValueError(
+                f"{name}: num_embeddings × embedding_dim = {V:,} × {D} = {V * D:,} exceeds "
+                f"2**62; lower num_embeddings or split the table"
+            )
+        if mode not in MODES:
+            raise ValueError(f"{name}: mode must be one of {MODES}, got {mode!r}")
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ValueError(f"{name}: seed must be a non-negative int, got {seed!r}")
+        if not isinstance(signed, bool):
+            raise TypeError(f"{name}: signed must be True or False, got {signed!r}")
+        if mode != "qr" and B >= P:
+            raise ValueError(
+                f"{name}: buckets must be below 2**31-1 = {P:,} (the hash's range) in "
+                f"mode={mode!r}, got {B:,}; use fewer buckets or mode='qr'"
+            )
+        if mode == "block":
+            Z = _default_block(D) if block is None else _positive_int("block", block)
+            if D % Z:
+                divisors = [z for z in range(1, min(D, 64) + 1) if D % z == 0]
+                raise ValueError(
+                    f"{name}: block={Z} must divide embedding_dim={D} (each row is D/Z whole "
+                    f"blocks); use one of {divisors}"
+                )
+            if Z > B:
+                raise ValueError(
+                    f"{name}: block={Z} is larger than buckets={B}: a block would read its "
+                    f"own values twice; use block <= buckets"
+                )
+        elif block is not None:
+            raise ValueError(f"{name}: block= applies to mode='block' only, got mode={mode!r}")
+        else:
+            Z = 1
+        self.mode, self.block = mode, Z
+        if mode == "qr":
+            self._qr = qr_split(V, D, B)  # raises when the budget is too small
+        if mode == "entry" and V * D < P:  # claim C8's relation, values and files unchanged
+            self.relation = Hashed(B, seed, signed)
+        else:
+            self.relation = HashedTable(mode=mode, buckets=B, block=Z, seed=seed, signed=signed)
+        self.seed, self.signed = seed, signed
+        _hash_weight(self, (V, D), self.relation, device, dtype)
+        if mode != "qr":
+            rel = HashedTable(mode=mode, buckets=B, block=Z, seed=seed, signed=signed)
+            self._hash = rel.pair_hash((V, D))
+            c1, c2 = self._hash.cols(D // Z, device)
+            self.register_buffer("hash_cols", torch.stack([c1, c2]), persistent=False)
+        self.reset_parameters()
+
+    @property
+    def buckets(self) -> int:
+        """Stored values ``B`` (for ``"qr"``: the budget; see ``weight_physical`` for the use)."""
+        return self.relation.buckets
+
+    def fan_in(self) -> int:
+        """1: each output entry reads one stored value (claim B15)."""
+        return 1
+
+    def memory_ratio(self) -> float:
+        """Stored / logical entries: ``weight_physical.numel() / (V·D)``."""
+        return self.weight_physical.numel() / (self.num_embeddings * self.embedding_dim)
+
+    def reset_parameters(self) -> None:
+        """Stored values ~ N(0, 1), like ``nn.Embedding``: every logical entry then has variance 1."""
+        with torch.no_grad():
+            self.weight_physical.normal_()
+
+    def _ids(self, input: torch.Tensor, what: str = "indices") -> torch.Tensor:
+        """``input`` checked (integer, in range) and flattened to int64."""
+        name = getattr(type(self), "_tying_base", type(self)).__name__  # not Tied…
+        if not isinstance(input, torch.Tensor):
+            raise TypeError(
+                f"{name} expects a tensor of int64/int32 {what}, got {type(input).__name__}"
+            )
+        if input.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"{name} expects int64/int32 {what}, got {input.dtype}")
+        if not torch.compiler.is_compiling() and input.numel():
+            lo, hi = (int(v) for v in torch.aminmax(input))  # one pass
+            if lo < 0 or hi >= self.num_embeddings:
+                raise IndexError(
+                    f"{name}: {what} must be in [0, {self.num_embeddings}), got min {lo}, max "
+                    f"{hi}; map out-of-vocabulary ids into range (e.g. id % num_embeddings) first"
+                )
+        return input.reshape(-1).to(torch.int64)
+
+    def _lookup(self, ids, nbags=0, bags=None, fac=None) -> torch.Tensor:
+        """Rows of ``ids`` ``(n, D)``, or their weighted sums into ``nbags`` bags ``(nbags, D)``."""
+        w = self.weight_physical
+        if self.mode == "qr":
+            q, m = self._qr
+            out = F.embedding(ids // m, w) * F.embedding(q + ids % m, w)  # (n, D)
+        else:
+            c1, c2 = self.hash_cols
+            if fused_available(w):
+                Z = 0 if self.mode == "entry" else self.block
+                args = (self._hash.row_coef, c1, c2, self.signed, Z, nbags, bags, fac)
+                return FusedLookup.apply(w, ids, *args)
+            r1, r2 = self._hash.rows(ids)  # (n,) each: one row term per looked-up id
+            if self.mode == "entry":
+                out = w[combine(r1, c1) % self.buckets]  # (n, D)
+                if self.signed:
+                    out = out * ((combine(r2, c2) & 1) * 2 - 1).to(out.dtype)
+            else:
+                off, sgn = self._blocks(r1, r2, c1, c2)  # (n, D/Z) each
+                Z = self.block
+                idx = (off.unsqueeze(-1) + torch.arange(Z, device=off.device)) % self.buckets
+                out = w[idx] * sgn.unsqueeze(-1).to(w.dtype)  # (n, D/Z, Z); backward: into B
+                out = out.flatten(-2)
+        if bags is None:
+            return out
+        out = out * fac.unsqueeze(-1).to(out.dtype)
+        pooled = torch.zeros(nbags, out.shape[-1], dtype=out.dtype, device=out.device)
+        return pooled.index_add(0, bags, out)
+
+    def _blocks(self, r1, r2, c1, c2) -> tuple[torch.Tensor, torch.Tensor]:
+        """Offsets ``(n, D/Z)`` of each block in the circular array, and their ±1 signs (int8)."""
+        off = combine(r1, c1) % self.buckets
+        if not self.signed:
+            return off, torch.ones_like(off, dtype=torch.int8)
+        return off, ((combine(r2, c2) & 1) * 2 - 1).to(torch.int8)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        ids = self._ids(input)
+        return self._lookup(ids).reshape(*input.shape, self.embedding_dim)
+
+    def extra_repr(self) -> str:
+        block = f", block={self.block}" if self.mode == "block" else ""
+        return (
+            f"{self.num_embeddings}, {self.embedding_dim}, buckets={self.buckets}, "
+            f"mode={self.mode!r}{block}, seed={self.seed}, signed={self.signed}"
+        )
+
+
+class HashedEmbeddingBag(HashedEmbedding):
+    """Sums or means of bags of hashed rows: the hashed twin of :class:`torch.nn.EmbeddingBag`.
+
+    With the fused CPU kernels the pooled ``(bags, D)`` output is accumulated
+    directly: the ``(n, D)`` rows of the items are never materialised, forward or
+    backward. Arguments as :class:`HashedEmbedding`, plus:
+
+    Args:
+        pooling: ``"sum"`` or ``"mean"`` (as ``nn.EmbeddingBag(mode=...)``; ``"max"`` is
+            not supported).
+
+    Shape:
+        ``input`` ``(bags, L)`` (fixed-length bags), or 1-D ``(n,)`` with ``offsets``
+        ``(bags,)`` (start of each bag, first 0, non-decreasing) → ``(bags, D)``.
+        ``per_sample_weights`` (same shape as ``input``; ``pooling="sum"`` only) scales
+        each item; they are data, not trained (no gradient flows to them).
+
+    Raises:
+        ValueError: for a bad ``pooling``, ``offsets`` or ``per_sample_weights``.
+        TypeError / IndexError: for bad ids, as :class:`HashedEmbedding`.
+
+    Example:
+        >>> bag = HashedEmbeddingBag(1000, 8, buckets=256, mode="block", block=4)
+        >>> ids = torch.tensor([[1, 2, 3], [4, 5, 6]])
+        >>> torch.allclose(bag(ids), bag.weight[ids].mean(1), atol=1e-6)
+        True
+    """
+
+    def __init__(self, num_embeddings, embedding_dim, buckets, *, pooling="mean", **kwargs):
+        if pooling not in ("sum", "mean"):
+            raise ValueError(
+                f"HashedEmbeddingBag: pooling must be 'sum' or 'mean', got {pooling!r}"
+            )
+        super().__init__(num_embeddings, embedding_dim, buckets, **kwargs)
+        self.pooling = pooling
+
+    def forward(
+        self,
+        input: torch.Tensor,
+        offsets: torch.Tensor | None = None,
+        per_sample_weights: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        name = getattr(type(self), "_tying_base", type(self)).__name__  # not Tied…
+        ids = self._ids(input)
+        if input.ndim == 2:
+            if offsets is not None:
+                raise ValueError(f"{name}: offsets must be None for 2-D input (one bag per row)")
+            nbags, length = input.shape
+            bags = torch.arange(nbags, device=ids.device).repeat_interleave(length)
+            counts = torch.full((nbags,), length, device=ids.device)
+        elif input.ndim == 1:
+            if offsets is None:
+                raise ValueError(f"{name}: 1-D input needs offsets (the start of each bag)")
+            if (
+                not isinstance(offsets, torch.Tensor)
+                or offsets.ndim != 1
+                or offsets.dtype not in (torch.int64, torch.int32)
+            ):
+                raise ValueError(
+                    f"{name}: offsets must be a 1-D int64/int32 tensor, got {offsets!r}"
+                )
+            nbags = offsets.numel()
+            ends = torch.cat([offsets[1:].long(), offsets.new_tensor([ids.numel()]).long()])
+            if not torch.compiler.is_compiling() and nbags:
+                starts = offsets.long()
+                if (
+                    int(starts[0]) != 0
+                    or bool((ends < starts).any())
+                    or int(starts[-1]) > ids.numel()
+                ):
+                    raise ValueError(
+                        f"{name}: offsets must start at 0, not decrease and stay <= len(input) = "
+                        f"{ids.numel()}, got {offsets.tolist()[:8]}"
+                    )
+            counts = ends - offsets.long()
+            bags = torch.repeat_interleave(
+                torch.arange(nbags, device=ids.device), counts, output_size=ids.numel()
+            )
+        else:
+            raise ValueError(
+                f"{name}: input must be 1-D (with offsets) or 2-D, got shape {tuple(input.shape)}"
+            )
+        if per_sample_weights is not None:
+            if self.pooling != "sum":
+                raise ValueError(
+                    f"{name}: per_sample_weights need pooling='sum', got {self.pooling!r}"
+                )
+            if (
+                per_sample_weights.shape != input.shape
+                or not per_sample_weights.is_floating_point()
+            ):
+                raise ValueError(
+                    f"{name}: per_sample_weights must be a float tensor of the input's shape "
+                    f"{tuple(input.shape)}, got {per_sample_weights.dtype} {tuple(per_sample_weights.shape)}"
+                )
+            if per_sample_weights.requires_grad:
+                raise ValueError(
+                    f"{name}: per_sample_weights that require grad are not supported (no "
+                    f"gradient would reach them); pass per_sample_weights.detach()"
+                )
+            per_sample_weights = per_sample_weights.reshape(-1)
+        # one weight per item: its per-sample weight, over its bag's size for "mean"
+        fac = torch.ones(ids.numel(), dtype=torch.float64, device=ids.device)
+        if per_sample_weights is not None:
+            fac = per_sample_weights.double()
+        if self.pooling == "mean":
+            fac = fac / counts.clamp_min(1).double()[bags]
+        return self._lookup(ids, nbags, bags, fac)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", pooling={self.pooling!r}"

@@ -1,0 +1,110 @@
+"""Lookup kernels of the hashed embeddings: a fused CPU path (numba) and a pure-torch path.
+
+Both compute the same numbers (tests compare them); they differ in cost:
+
+- the torch path builds the ``(n, D)`` bucket index and sign tensors and gathers
+  through autograd; it runs anywhere (GPU, ``torch.compile(fullgraph=True)``);
+- the fused path (when ``numba`` is importable, the tensors are on the CPU and not
+  under ``torch.compile``) hashes, gathers and pools in one loop, and its backward is
+  one scatter-add into the ``B`` stored values: no ``(n, D)`` index is ever stored and
+  the pooled ``EmbeddingBag`` never materialises its ``(n, D)`` rows.
+
+Set ``TYING_NO_NUMBA=1`` to force the torch path.
+
+Example:
+    >>> import torch
+    >>> from tying.nn import HashedEmbedding
+    >>> emb = HashedEmbedding(1000, 8, buckets=64, mode="block", block=4)
+    >>> ids = torch.tensor([1, 999])
+    >>> fused = emb(ids)                     # fused kernels when numba is installed
+    >>> import unittest.mock
+    >>> with unittest.mock.patch("tying.nn.hashed_embedding.fused_available", lambda w: False):
+    ...     plain = emb(ids)                 # the torch path
+    >>> torch.equal(fused, plain)
+    True
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+P = 2**31 - 1
+
+
+@functools.cache
+def _nb():
+    """The numba kernels module (compiled on first use), or None when numba is unavailable."""
+    if os.environ.get("TYING_NO_NUMBA"):
+        return None
+    try:
+        from tying.nn import _hashed_numba
+    except ImportError:
+        return None
+    return _hashed_numba
+
+
+def fused_available(w: torch.Tensor) -> bool:
+    """Whether the fused CPU kernels serve this stored tensor (else the torch path)."""
+    return (
+        w.device.type == "cpu"
+        and w.dtype in (torch.float32, torch.float64)
+        and not torch.compiler.is_compiling()
+        and _nb() is not None
+    )
+
+
+def _items(n: int, bags, fac, dtype):
+    """Per-item output row and weight (numpy) for the kernels; ``bags=None``: one row each."""
+    import numpy as np
+
+    rows = np.arange(n, dtype=np.int64) if bags is None else bags.numpy()
+    f = np.ones(n, dtype=np.float32 if dtype == torch.float32 else np.float64)
+    return rows, f if fac is None else fac.to(dtype).numpy()
+
+
+class FusedLookup(torch.autograd.Function):
+    """Hashed lookup (entry or block mode), optionally pooled into bags, in one fused loop.
+
+    ``fac`` weighs each item (per-sample weight × 1/bag size); it is data, not trained.
+    The backward recomputes the hashes (one per entry or block) and scatter-adds
+    straight into the ``B`` stored values.
+    """
+
+    @staticmethod
+    def forward(ctx, w, ids, coef, c1, c2, signed, Z, nbags, bags, fac):
+        k = _nb()
+        n = ids.shape[0]
+        D = c1.shape[0] * max(Z, 1)  # Z = 0: entry mode, one term per column
+        rows, f = _items(n, bags, fac, w.dtype)
+        pooled = bags is not None
+        out = torch.zeros(nbags, D, dtype=w.dtype) if pooled else torch.empty(n, D, dtype=w.dtype)
+        hashes = (ids.numpy(), coef.numpy(), c1.numpy(), c2.numpy(), bool(signed))
+        wn = w.detach().numpy()
+        if Z == 0:  # entry mode: the backward re-hashes (as cheap as reading saved codes)
+            k.entry_fwd(wn, *hashes, f, rows, out.numpy(), pooled)
+            off = sf = None
+        else:  # one hash per block; the offsets are kept for the backward (n·D/Z values)
+            off = torch.empty(n, c1.shape[0], dtype=torch.int64)
+            sf = torch.empty(n, c1.shape[0], dtype=w.dtype)
+            k.block_hash_fwd(wn, *hashes, f, Z, rows, out.numpy(), pooled, off.numpy(), sf.numpy())
+        ctx.save_for_backward(ids, coef, c1, c2, off, sf)
+        ctx.args = (signed, Z, w.shape[0], w.dtype, bags, fac)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        k = _nb()
+        ids, coef, c1, c2, off, sf = ctx.saved_tensors
+        signed, Z, B, dtype, bags, fac = ctx.args
+        rows, f = _items(ids.shape[0], bags, fac, dtype)
+        gw = torch.zeros(B, dtype=dtype)
+        hashes = (ids.numpy(), coef.numpy(), c1.numpy(), c2.numpy(), bool(signed))
+        g = g.contiguous().to(dtype).numpy()
+        if Z == 0:
+            k.entry_bwd(*hashes, f, rows, g, gw.numpy())
+        else:
+            k.block_bwd(off.numpy(), sf.numpy(), Z, rows, g, gw.numpy())
+        return gw, None, None, None, None, None, None, None, None, None

@@ -1,0 +1,309 @@
+"""Hashed embedding tables at recommender scale (issue 18): modes, limits, fused kernels, ties."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tying
+from tying.nn import HashedEmbedding, HashedEmbeddingBag
+from tying.nn import hashed_embedding as he_mod
+from tying.nn.hashing import HashedTable, P
+
+# Recorded from the HashedEmbedding of commit 7deabd0 (before issue 18), buckets set to
+# 1..B so each output names its bucket and sign: C8's tables must read exactly these.
+C8_SNAPSHOT = {
+    (30, 6, 17, 3): [
+        [13, -15, 9, -3, 14, 8],
+        [-10, 4, -15, 9, 3, -14],
+        [-15, 9, -11, 5, 16, -10],
+    ],
+    (1000, 16, 1000, 0): [
+        [-808, -775, 742, 709, -676, -290, 257, 224, -191, -158, 125, 739, -706, -673, 640, 607],
+        [-574, -541, 155, 122, -89, 56, 23, -990, -957, 571, 538, -505, -472, 439, 406, -373],
+        [-725, -339, 306, 273, -240, -207, 174, 788, -755, -722, 689, 656, -623, -590, 204, 171],
+    ],
+}
+
+
+def _numbered(emb):
+    with torch.no_grad():
+        emb.weight_physical.copy_(torch.arange(1, emb.weight_physical.numel() + 1).float())
+    return emb
+
+
+@pytest.fixture(params=["fused", "torch"])
+def path(request, monkeypatch):
+    """Run a test on the fused numba kernels and on the pure-torch path."""
+    if request.param == "torch":
+        monkeypatch.setattr(he_mod, "fused_available", lambda w: False)
+    elif not tying.nn.hashed_kernels.fused_available(torch.zeros(1)):
+        pytest.skip("numba is not installed: no fused kernels")
+    return request.param
+
+
+def test_c8_tables_read_the_same_buckets_and_signs_as_before(path):
+    for (V, D, B, seed), want in C8_SNAPSHOT.items():
+        emb = _numbered(HashedEmbedding(V, D, B, seed=seed))
+        assert emb(torch.tensor([0, 1, V - 1])).long().tolist() == want
+        assert isinstance(emb.relation, tying.Hashed)  # same relation, same files
+    emb = _numbered(HashedEmbedding(1_000_000, 512, 1 << 16, seed=7, signed=False))
+    assert emb(torch.tensor([999_999]))[0, :4].long().tolist() == [43227, 20000, 62308, 39081]
+    # and the definition itself: entry (i, j) reads bucket h(i·D + j) of tying.Hashed
+    emb = _numbered(HashedEmbedding(700, 9, 501, seed=11))
+    ids = torch.randint(0, 700, (64,))
+    b, s = tying.Hashed(501, seed=11).hash(ids.unsqueeze(-1) * 9 + torch.arange(9))
+    assert torch.equal(emb(ids), ((b + 1) * s).float())
+
+
+def test_tables_beyond_2_31_entries_store_only_their_buckets(path):
+    for mode in ("entry", "block"):
+        emb = HashedEmbedding(10**8, 128, 1 << 20, mode=mode)
+        c = tying.count(emb)
+        assert (c.logical, c.physical) == (12_800_000_000, 1 << 20)
+        out = emb(torch.tensor([0, 5, 10**8 - 1]))
+        out.square().sum().backward()
+        assert out.shape == (3, 128) and emb.weight_physical.grad.shape == (1 << 20,)
+        assert [n for n, _ in emb.named_parameters()] == ["weight_physical"]
+    with pytest.raises(ValueError, match=r"12,800,000,000 entries .* layer\(ids\) instead"):
+        emb.weight  # noqa: B018 - reading it would need 51 GB
+
+
+def _limb_sum(x: int, coef) -> int:
+    return sum(((x >> (21 * k)) & ((1 << 21) - 1)) * c for k, c in enumerate(coef))
+
+
+def test_v_times_d_near_2_62_hashes_without_overflow(path):
+    # the pair hash, evaluated with Python integers (no overflow possible) as the reference
+    V, D, B = 2**55, 128, 1000
+    emb = _numbered(HashedEmbedding(V, D, B, mode="entry", seed=5))
+    rows = [0, 2**31 + 7, V - 1]
+    h = emb._hash
+    cols = range(D)
+    for r, got in zip(rows, emb(torch.tensor(rows)).long().tolist()):
+        c = h._row
+        u1 = [(_limb_sum(r, c[1:4]) % P + c[4] + _limb_sum(j, h.col1) % P) % P for j in cols]
+        u2 = [(_limb_sum(r, c[6:9]) % P + c[9] + _limb_sum(j, h.col2) % P) % P for j in cols]
+        assert got == [(u % B + 1) * (1 if v & 1 else -1) for u, v in zip(u1, u2)]
+    big = HashedEmbedding(2**40, 2**22, 4096, mode="block", block=64)  # V·D = 2**62
+    assert big(torch.tensor([2**40 - 1])).isfinite().all()
+    with pytest.raises(ValueError, match=r"exceeds 2\*\*62; lower num_embeddings"):
+        HashedEmbedding(2**41, 2**22, 4096, mode="block")
+
+
+def test_block_rows_are_signed_contiguous_runs_of_the_circular_array(path):
+    B, Z = 40, 8
+    emb = _numbered(HashedEmbedding(500, 32, B, mode="block", block=Z, seed=2))
+    rows = emb(torch.arange(500)).long().view(500, 32 // Z, Z)  # (V, blocks, Z)
+    pos = rows.abs() - 1
+    assert torch.equal((pos[..., 1:] - pos[..., :-1]) % B, torch.ones_like(pos[..., 1:]))
+    assert (rows.sign() == rows[..., :1].sign()).all()  # one sign per block
+    assert ((pos[..., 0] + Z) > B).any()  # some blocks wrap round, and were read right
+    assert torch.equal(emb(torch.arange(500)), emb.weight)  # the lookup is the logical table
+
+
+def test_qr_rows_are_quotient_times_remainder(path):
+    V, D = 1000, 4
+    emb = HashedEmbedding(V, D, 400, mode="qr")
+    q, m = emb._qr
+    W = emb.weight_physical
+    assert (q + m) * D <= 400 and W.shape == (q + m, D)
+    r = torch.arange(V)
+    torch.testing.assert_close(emb(r), W[r // m] * W[q + r % m], rtol=0, atol=0)
+    assert len({(i // m, i % m) for i in range(V)}) == V  # no two ids share both rows
+    with pytest.raises(ValueError, match=r"mode='qr': buckets=100 .* raise buckets to 256"):
+        HashedEmbedding(V, D, 100, mode="qr")
+
+
+@pytest.mark.parametrize("mode", ["entry", "block", "qr"])
+def test_gradient_equals_autograd_through_the_logical_table(mode, path):
+    torch.manual_seed(0)
+    emb = HashedEmbedding(300, 16, 640, mode=mode, block=4 if mode == "block" else None)
+    ids = torch.randint(0, 300, (50,))
+    target = torch.randn(50, 16)
+    (emb(ids) - target).square().sum().backward()
+    got = emb.weight_physical.grad.clone()
+    emb.weight_physical.grad = None
+    (F.embedding(ids, emb.weight) - target).square().sum().backward()
+    torch.testing.assert_close(got, emb.weight_physical.grad, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["entry", "block", "qr"])
+@pytest.mark.parametrize("pooling", ["sum", "mean"])
+def test_bag_matches_torch_embedding_bag_on_the_logical_table(mode, pooling, path):
+    torch.manual_seed(1)
+    kw = {"block": 4} if mode == "block" else {}
+    bag = HashedEmbeddingBag(400, 8, 512, mode=mode, pooling=pooling, **kw)
+    ids = torch.randint(0, 400, (30,))
+    offsets = torch.tensor([0, 3, 3, 10, 29])  # an empty bag and a one-item bag included
+    w = bag.weight.detach().requires_grad_()
+    psw = torch.rand(30) if pooling == "sum" else None
+    want = F.embedding_bag(ids, w, offsets, mode=pooling, per_sample_weights=psw)
+    got = bag(ids, offsets, per_sample_weights=psw)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    g = torch.randn_like(want)
+    got.backward(g)
+    (grad_logical,) = torch.autograd.grad(
+        F.embedding_bag(ids, bag.weight, offsets, mode=pooling, per_sample_weights=psw),
+        bag.weight_physical,
+        g,
+    )
+    torch.testing.assert_close(bag.weight_physical.grad, grad_logical, rtol=1e-4, atol=1e-5)
+    two_d = torch.randint(0, 400, (6, 5))
+    torch.testing.assert_close(
+        bag(two_d), F.embedding_bag(two_d, w, mode=pooling), rtol=1e-5, atol=1e-6
+    )
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    V=st.integers(1, 5000),
+    D=st.sampled_from([1, 3, 8, 12]),
+    B=st.integers(1, 3000),
+    seed=st.integers(0, 2**32),
+    mode=st.sampled_from(["entry", "block"]),
+    signed=st.booleans(),
+)
+def test_fused_kernels_equal_the_torch_path(V, D, B, seed, mode, signed):
+    """Property: for any sizes, the fused kernels read and scatter exactly what torch does."""
+    if not tying.nn.hashed_kernels.fused_available(torch.zeros(1)):
+        pytest.skip("numba is not installed: no fused kernels")
+    Z = max(z for z in range(1, min(D, B) + 1) if D % z == 0) if mode == "block" else None
+    emb = HashedEmbedding(V, D, B, mode=mode, block=Z, seed=seed, signed=signed)
+    ids = torch.randint(0, V, (40,), generator=torch.Generator().manual_seed(seed % 1000))
+    g = torch.randn(40, D)
+    out = emb(ids)
+    out.backward(g)
+    fused_grad = emb.weight_physical.grad
+    emb.weight_physical.grad = None
+    orig = he_mod.fused_available
+    he_mod.fused_available = lambda w: False
+    try:
+        ref = emb(ids)
+        ref.backward(g)
+    finally:
+        he_mod.fused_available = orig
+    assert torch.equal(out, ref)
+    torch.testing.assert_close(fused_grad, emb.weight_physical.grad, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["entry", "block", "qr"])
+def test_save_load_verify_and_tie_after_a_step(mode, tmp_path):
+    kw = {"block": 8} if mode == "block" else {}
+    V = 10**7 if mode != "entry" else 10**8  # block / qr / big entry: the HashedTable relation
+    emb = HashedEmbedding(V, 16, 120_000, mode=mode, seed=3, **kw)
+    ids = torch.tensor([0, 17, V - 1])
+    opt = torch.optim.SGD(emb.parameters(), lr=0.5)
+    emb(ids).square().sum().backward()
+    opt.step()
+    assert tying.verify(emb) == 1
+    assert [t.relation for t in tying.ties(emb)] == [emb.relation]
+    path = tmp_path / "e.safetensors"
+    tying.save(emb, path)
+    fresh = HashedEmbedding(V, 16, 120_000, mode=mode, seed=3, **kw)
+    tying.load(fresh, path)
+    assert tying.verify(fresh) == 1
+    assert torch.equal(fresh(ids), emb(ids))
+    c = tying.count(fresh)
+    assert c.logical == V * 16 and c.physical == emb.weight_physical.numel()
+    twin = copy.deepcopy(emb)  # deepcopy and state dicts keep the tie and the hash too
+    assert tying.verify(twin) == 1 and torch.equal(twin(ids), emb(ids))
+    other = HashedEmbedding(V, 16, 120_000, mode=mode, seed=3, **kw)
+    other.load_state_dict(emb.state_dict())
+    assert list(emb.state_dict()) == ["weight_physical"] and torch.equal(other(ids), emb(ids))
+
+
+@pytest.mark.parametrize("mode", ["entry", "block", "qr"])
+def test_torch_compile_fullgraph(mode):
+    kw = {"block": 4} if mode == "block" else {}
+    emb = HashedEmbedding(5000, 8, 2048, mode=mode, **kw)
+    bag = HashedEmbeddingBag(5000, 8, 2048, mode=mode, pooling="sum", **kw)
+    ids = torch.randint(0, 5000, (6, 5))
+    compiled = torch.compile(emb, fullgraph=True, backend="aot_eager")
+    out = compiled(ids)
+    torch.testing.assert_close(out, emb(ids), rtol=0, atol=0)
+    out.sum().backward()
+    assert emb.weight_physical.grad.shape == emb.weight_physical.shape
+    cbag = torch.compile(bag, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(cbag(ids), bag(ids), rtol=1e-6, atol=1e-6)
+
+
+def test_same_seed_same_table_other_seed_other_table():
+    a = _numbered(HashedEmbedding(10**6, 32, 1000, mode="block", block=8, seed=4))
+    b = _numbered(HashedEmbedding(10**6, 32, 1000, mode="block", block=8, seed=4))
+    c = _numbered(HashedEmbedding(10**6, 32, 1000, mode="block", block=8, seed=5))
+    ids = torch.arange(0, 10**6, 9973)
+    assert torch.equal(a(ids), b(ids))
+    assert not torch.equal(a(ids), c(ids))
+
+
+@pytest.mark.parametrize(
+    "mode, D, block", [("block", 64, 64), ("entry", 64, None), ("entry", 128, None)]
+)
+def test_buckets_are_used_evenly_by_big_tables(mode, D, block, path):
+    # a universal hash: every bucket is read about equally often (a chi-square bound at
+    # ~6 standard deviations), also where V·D >= 2**31-1 and the pair hash takes over
+    V = 10**8
+    emb = _numbered(HashedEmbedding(V, D, 97, mode=mode, block=block, signed=False))
+    first = emb(torch.arange(0, V, V // 20_011))[:, 0].long() - 1  # column 0 of each row
+    counts = torch.bincount(first, minlength=97).float()
+    expected = first.numel() / 97
+    assert ((counts - expected).square() / expected).sum() < 97 + 6 * (2 * 97) ** 0.5
+    # D = 128: 2**24·D = 2**31 ≡ 1 mod P, so a hash of r·D + c alone would read row
+    # r + 2**24 as row r shifted by one column
+    rows = emb(torch.tensor([12_345, 12_345 + 2**24])).long()
+    assert not torch.equal(rows[0, 1:], rows[1, :-1])  # no shifted copies of a row
+
+
+def test_bad_input_is_refused_naming_the_argument():
+    with pytest.raises(ValueError, match="buckets must be a positive int, got 0"):
+        HashedEmbedding(10, 4, buckets=0)
+    with pytest.raises(ValueError, match=r"mode must be one of \('entry', 'block', 'qr'\)"):
+        HashedEmbedding(10, 4, 8, mode="robe")
+    with pytest.raises(ValueError, match=r"block=5 must divide embedding_dim=16 .* \[1, 2, 4"):
+        HashedEmbedding(10, 16, 64, mode="block", block=5)
+    with pytest.raises(ValueError, match="block=32 is larger than buckets=16"):
+        HashedEmbedding(10, 32, 16, mode="block", block=32)
+    with pytest.raises(ValueError, match="block= applies to mode='block' only"):
+        HashedEmbedding(10, 16, 64, block=4)
+    with pytest.raises(ValueError, match=r"buckets must be below 2\*\*31-1"):
+        HashedEmbedding(10**9, 4, 2**31, mode="block", block=4)
+    with pytest.raises(ValueError, match="seed must be a non-negative int, got -1"):
+        HashedEmbedding(10, 4, 8, seed=-1)
+    with pytest.raises(TypeError, match="signed must be True or False, got 1"):
+        HashedEmbedding(10, 4, 8, signed=1)
+    emb = HashedEmbedding(10, 4, 8, mode="block", block=2)
+    before = emb.weight_physical.detach().clone()
+    with pytest.raises(IndexError, match=r"indices must be in \[0, 10\), got min -1, max 3"):
+        emb(torch.tensor([-1, 3]))
+    with pytest.raises(IndexError, match=r"got min 0, max 10; map out-of-vocabulary ids"):
+        emb(torch.tensor([0, 10]))
+    with pytest.raises(TypeError, match="expects int64/int32 indices, got torch.float32"):
+        emb(torch.tensor([1.0]))
+    assert torch.equal(emb.weight_physical, before)
+    bag = HashedEmbeddingBag(10, 4, 8, pooling="mean")
+    with pytest.raises(ValueError, match="pooling must be 'sum' or 'mean', got 'max'"):
+        HashedEmbeddingBag(10, 4, 8, pooling="max")
+    with pytest.raises(ValueError, match="1-D input needs offsets"):
+        bag(torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match=r"offsets must start at 0, not decrease .* got \[1, 0\]"):
+        bag(torch.tensor([1, 2, 3]), torch.tensor([1, 0]))
+    with pytest.raises(ValueError, match="per_sample_weights need pooling='sum'"):
+        bag(torch.tensor([[1, 2]]), per_sample_weights=torch.ones(1, 2))
+    sbag = HashedEmbeddingBag(10, 4, 8, pooling="sum")
+    with pytest.raises(ValueError, match=r"require grad are not supported .*\.detach\(\)"):
+        sbag(torch.tensor([[1, 2]]), per_sample_weights=torch.ones(1, 2, requires_grad=True))
+    with pytest.raises(ValueError, match=r"float tensor of the input's shape \(1, 2\)"):
+        sbag(torch.tensor([[1, 2]]), per_sample_weights=torch.ones(2))
+
+
+def test_relation_spec_round_trips_and_rejects_bad_fields():
+    rel = HashedTable(mode="block", buckets=64, block=4, seed=9, signed=False)
+    assert tying.relation_from_spec(rel.spec()) == rel
+    with pytest.raises(ValueError, match=r"HashedTable\(buckets=...\) must be a positive int"):
+        HashedTable(mode="entry", buckets=0)
