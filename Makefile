@@ -5,7 +5,7 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 TORCH   := torch==2.13.0
-EXTRAS  ?= dev,experiments,bench,chem,privacy,interop
+EXTRAS  ?= dev,experiments,bench,chem,privacy,interop,fast
 STAMP   := $(VENV)/.installed
 JOBS    ?= 2
 PYTEST_ARGS ?=
