@@ -94,6 +94,25 @@ def _degenerate_pair(cov_logical: np.ndarray, pmap: ParameterMap) -> str:
     return f"parameters {a!r} and {b!r} are fully correlated (|corr| = {corr[k, i, j]:.10f})"
 
 
+def _check_determined(data: StackedData, pmap: ParameterMap) -> None:
+    """Refuse a fit with fewer data points than the parameters they must determine."""
+    if data.n_points < pmap.n_physical:
+        raise ValueError(
+            f"{data.n_points} data point(s) cannot determine {pmap.n_physical} fitted "
+            f"parameters ({', '.join(pmap.physical_names[:8])}"
+            f"{', ...' if pmap.n_physical > 8 else ''}): the fit is underdetermined; add data, "
+            f"move parameters to fixed=, or share them across data sets"
+        )
+    short = np.flatnonzero(data.lengths < pmap.n_local)
+    if short.size:
+        i = int(short[0])
+        raise ValueError(
+            f"dataset {data.names[i]!r} (index {i}) has {int(data.lengths[i])} point(s) but "
+            f"{pmap.n_local} local parameters ({', '.join(pmap.local_names)}) to determine: "
+            f"its block is underdetermined; add points, or make some of them shared or fixed"
+        )
+
+
 class GlobalFit:
     """A global least-squares fit of one model to many data sets.
 
@@ -121,6 +140,9 @@ class GlobalFit:
             ``"trf"`` (``scipy.optimize.least_squares``, trf + lsmr, sparse Jacobian).
         scale_covar: multiply the covariance by the reduced χ² (lmfit's default).
         ftol, xtol, gtol, max_iter: stopping tests (see :class:`~tying.fit.solvers.Tolerances`).
+            The default budget of 2,000 iterations lets the hard NIST problems
+            (Bennett5, MGH17) converge without raising it; a fit stopped by its
+            budget is reported with ``success=False``, never as converged.
 
     Attributes:
         result_: the :class:`~tying.fit.FitResult` after :meth:`fit`.
@@ -144,7 +166,7 @@ class GlobalFit:
         ftol: float = 1e-10,
         xtol: float = 1e-10,
         gtol: float = 1e-10,
-        max_iter: int = 200,
+        max_iter: int = 2000,
     ):
         self.model_fn = model_fn
         self.datasets = datasets
@@ -236,7 +258,13 @@ class GlobalFit:
         Raises:
             ValueError / TypeError / tying.TieError: any problem with the
                 declaration or the data (see :class:`~tying.fit.roles.ParameterMap`,
-                :func:`~tying.fit.datasets.stack`, :class:`~tying.fit.model.ModelEvaluator`).
+                :func:`~tying.fit.datasets.stack`, :class:`~tying.fit.model.ModelEvaluator`);
+                an underdetermined fit (fewer points than fitted parameters, or a
+                data set with fewer points than its local parameters); with
+                ``vectorized=True``, a batched model that disagrees with the
+                per-data-set model at the solution.
+            tying.fit.ModelError: ``model_fn`` raised during the fit (the
+                message names the data set and the parameter values).
 
         Warns:
             ConvergenceWarning: when the solver stopped before converging
@@ -245,10 +273,24 @@ class GlobalFit:
                 data cannot tell them apart; ``result_.message`` names them).
         """
         data, pmap, ev = self._prepare()
+        _check_determined(data, pmap)
         ev.nfev = ev.njev = 0
         tol = Tolerances(self.ftol, self.xtol, self.gtol, self.max_iter)
         t0 = time.perf_counter()
         out = run_solver(self.solver, ev, data, pmap, tol)
+        if ev.vectorized and data.n_datasets > 1:
+            # the check before the fit saw only the start; the solution is what is reported
+            mismatch = ev.loop_mismatch(out.theta, out.model)
+            if mismatch and self.vectorized is True:
+                raise ValueError(
+                    f"vectorized=True, but the all-data-sets call of model_fn disagrees with "
+                    f"per-data-set calls: {mismatch}; pass vectorized='auto' or False"
+                )
+            if mismatch:
+                ev.vectorized = False
+                ev.why_not_vectorized = f"{mismatch} (refitted with a loop over data sets)"
+                ev.nfev = ev.njev = 0
+                out = run_solver(self.solver, ev, data, pmap, tol)
         self.result_ = self._result(out, data, pmap, ev)
         self.result_.time = time.perf_counter() - t0
         if not out.success:
@@ -291,6 +333,15 @@ class GlobalFit:
             message += (
                 "; standard errors could not be estimated: the Jacobian is singular "
                 "(a parameter does not change the model, or two change it the same way)"
+            )
+        if self.scale_covar and nfree <= 0 and cov_global is not None:
+            # redchi = chi2 / 0 is undefined: scaled errors would read 0, not "unknown"
+            cov_global = cov_logical = None
+            stderr_x = np.full(pmap.n_physical, np.nan)
+            message += (
+                "; standard errors are NaN: as many points as fitted parameters leaves no "
+                "degree of freedom to scale them by; add data, or pass scale_covar=False "
+                "with known sigma"
             )
         return FitResult(
             values=build_values(pmap, out.theta, None),

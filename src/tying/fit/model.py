@@ -10,11 +10,18 @@ once with torch tensors.
 The fast path: a model written with elementwise, broadcasting operations
 can be called **once for all data sets**: ``x`` of shape ``(K, n_max)`` and
 every parameter of shape ``(K, 1)``. ``vectorized="auto"`` tries that call
-and checks it against per-data-set calls on a sample of data sets; when the
-shapes or the values disagree (a model that reduces over x, say) it falls
-back to a loop over data sets, and says why in :attr:`ModelEvaluator.why_not_vectorized`.
-Data sets of different lengths are padded with their last x, so they do not
-prevent the fast path.
+and checks it against per-data-set calls: one data set of every distinct
+length (padding is the one thing a batched call sees that a single call does
+not) and a sample of the others. When the shapes or the values disagree (a
+model that reduces over x, say) it falls back to a loop over data sets, and
+says why in :attr:`ModelEvaluator.why_not_vectorized`. Data sets of different
+lengths are padded with their last x, so they do not prevent the fast path.
+After a vectorised fit, :meth:`ModelEvaluator.loop_mismatch` compares the
+batched model with per-data-set calls on every data set at the solution.
+
+Finite differences take a relative step ``eps^(1/3)·|v|`` per parameter
+(``eps^(1/3)`` times the start value's magnitude, or 1, for a parameter at 0),
+so a parameter of 2e-6 is differenced as accurately as one of 2e6.
 
 Example:
     >>> import numpy as np
@@ -48,6 +55,15 @@ from tying.fit.roles import ParameterMap
 
 BACKENDS = ("auto", "numpy", "torch")
 _FD_STEP = np.finfo(float).eps ** (1 / 3)  # the optimal relative step of central differences
+_N_SAMPLED = 8  # data sets of the most common length checked against single calls
+
+
+class ModelError(RuntimeError):
+    """``model_fn`` raised during a fit; the message names the data set and the parameter values."""
+
+
+class _ShapeError(ValueError):
+    """A model output of the wrong shape (already names the data set)."""
 
 
 class ModelEvaluator:
@@ -64,6 +80,8 @@ class ModelEvaluator:
         ValueError: an unknown backend; a model that fails on a data set, returns
             the wrong shape or NaN/inf at the starting values (naming the data set);
             ``vectorized=True`` when the all-data-sets call does not match.
+        ModelError: (from :meth:`predict` and :meth:`jacobian`) a model that
+            raises during the fit, naming the data set and the parameter values.
     """
 
     def __init__(
@@ -86,6 +104,10 @@ class ModelEvaluator:
         free = [pmap.index[0, j] for j in range(len(pmap.free_names))]
         self._lower = pmap.lower[free]  # (P,) bounds of each free logical parameter
         self._upper = pmap.upper[free]
+        # (K, P) finite-difference scale of a parameter whose value is exactly 0:
+        # the magnitude of its start value, or 1 when it starts at 0 too
+        start = np.abs(pmap.x0[pmap.index])
+        self._fd_zero_scale = np.where(start > 0, start, 1.0)
         self._xt = None
         theta0 = pmap.x0
         self.backend = self._detect_backend(theta0) if backend == "auto" else backend
@@ -128,7 +150,7 @@ class ModelEvaluator:
         if i is not None:
             n = int(self.data.lengths[i])
             if arr.shape != (n,):
-                raise ValueError(
+                raise _ShapeError(
                     f"model_fn returned shape {arr.shape} for {self._where(i)}, expected "
                     f"({n},): one value per point of x"
                 )
@@ -186,17 +208,80 @@ class ModelEvaluator:
         if batched.shape != shape:
             return f"it returned shape {batched.shape} for x of shape {shape}"
         k = self.data.n_datasets
-        for i in sorted(set(np.linspace(0, k - 1, min(k, 8)).astype(int).tolist())):
-            n = int(self.data.lengths[i])
-            one = self._as_array(
-                self._call_one(
-                    i, self._params_one(values, i, self.backend == "torch"), self.backend == "torch"
-                ),
-                i,
-            )
-            if not np.allclose(batched[i, :n], one, rtol=1e-9, atol=1e-12, equal_nan=True):
+        # one data set of every distinct length: a batched call sees padding only in
+        # the shorter rows, and a model that reduces over x (a row mean) differs there
+        _, first_of_length = np.unique(self.data.lengths, return_index=True)
+        sample = np.linspace(0, k - 1, min(k, _N_SAMPLED)).astype(int)
+        for i in sorted(set(first_of_length.tolist()) | set(sample.tolist())):
+            if not self._agrees_with_single_call(batched, values, i, rtol=1e-9):
                 return f"its values for {self._where(i)} differ from a call on that data set alone"
         return ""
+
+    def _agrees_with_single_call(
+        self, batched: np.ndarray, values: dict[str, np.ndarray], i: int, rtol: float
+    ) -> bool:
+        use_torch = self.backend == "torch"
+        n = int(self.data.lengths[i])
+        with torch.no_grad():
+            one = self._as_array(
+                self._call_one(i, self._params_one(values, i, use_torch), use_torch), i
+            )
+        finite = np.abs(one[np.isfinite(one)])
+        atol = rtol * float(np.max(finite, initial=0.0)) + 1e-300
+        return bool(np.allclose(batched[i, :n], one, rtol=rtol, atol=atol, equal_nan=True))
+
+    def loop_mismatch(self, theta: np.ndarray, batched: np.ndarray) -> str:
+        """Compare a batched model ``(K, n_max)`` with per-data-set calls on every data set.
+
+        Args:
+            theta: the physical parameters ``batched`` was computed at.
+            batched: the all-data-sets model values.
+
+        Returns:
+            "" when every data set agrees (to 1e-7 relative), else which one
+            differs and by how much in its χ².
+        """
+        values = self.pmap.logical(theta)
+        data = self.data
+        for i in range(data.n_datasets):
+            if self._agrees_with_single_call(batched, values, i, rtol=1e-7):
+                continue
+            n = int(data.lengths[i])
+            use_torch = self.backend == "torch"
+            with torch.no_grad():
+                one = self._as_array(
+                    self._call_one(i, self._params_one(values, i, use_torch), use_torch), i
+                )
+            w, y = data.weight[i, :n], data.y[i, :n]
+            chi2_b = float(np.sum(((batched[i, :n] - y) * w) ** 2))
+            chi2_l = float(np.sum(((one - y) * w) ** 2))
+            return (
+                f"at the solution the all-data-sets call gives {self._where(i)} chi2 "
+                f"{chi2_b:.6g}, a call on that data set alone {chi2_l:.6g}"
+            )
+        return ""
+
+    def _failure(self, err: Exception, values: dict[str, np.ndarray]) -> ModelError:
+        """A ModelError naming the data set on which ``model_fn`` raises, and its parameters."""
+        use_torch = self.backend == "torch"
+        culprit = None
+        for i in range(self.data.n_datasets):
+            try:
+                with torch.no_grad():
+                    self._call_one(i, self._params_one(values, i, use_torch), use_torch)
+            except Exception as single:
+                culprit, err = i, single
+                break
+        if culprit is None:
+            where, culprit = "the call on all data sets at once (each data set alone works)", 0
+        else:
+            where = self._where(culprit)
+        shown = ", ".join(f"{n}={float(v[culprit]):.10g}" for n, v in values.items())
+        return ModelError(
+            f"model_fn raised {type(err).__name__}: {err} during the fit, on {where}, at "
+            f"{shown}; make model_fn defined wherever the fit may go, or keep it there "
+            f"with bounds="
+        )
 
     def _check_finite(self, values: np.ndarray, when: str) -> None:
         bad = ~np.isfinite(values) & self.data.mask
@@ -215,6 +300,14 @@ class ModelEvaluator:
         """
         self.nfev += 1
         values = self.pmap.logical(theta)
+        try:
+            return self._predict_values(values)
+        except (_ShapeError, ModelError):
+            raise
+        except Exception as err:
+            raise self._failure(err, values) from err
+
+    def _predict_values(self, values: dict[str, np.ndarray]) -> np.ndarray:
         if self.vectorized:
             with torch.no_grad():
                 return self._as_array(self._call_batched(self._batched_params(values)), None)
@@ -234,9 +327,14 @@ class ModelEvaluator:
         """d model / d (free logical parameters): ``(K, n_max, P)``, P = ``len(pmap.free_names)``."""
         self.njev += 1
         values = self.pmap.logical(theta)
-        if self.backend == "torch":
-            return self._jac_torch(values)
-        return self._jac_fd(values)
+        try:
+            if self.backend == "torch":
+                return self._jac_torch(values)
+            return self._jac_fd(values)
+        except (_ShapeError, ModelError):
+            raise
+        except Exception as err:
+            raise self._failure(err, values) from err
 
     def _jac_torch(self, values: dict[str, np.ndarray]) -> np.ndarray:
         free = self.pmap.free_names
@@ -251,7 +349,7 @@ class ModelEvaluator:
             params = self._params_one(values, i, True)
             cols = _jvp_columns(lambda p, i=i: self._call_one(i, p, True), params, free)
             if cols.shape != (n, len(free)):
-                raise ValueError(
+                raise _ShapeError(
                     f"model_fn returned shape {cols.shape[:-1]} for {self._where(i)}, "
                     f"expected ({n},): one value per point of x"
                 )
@@ -265,7 +363,7 @@ class ModelEvaluator:
         jac = np.zeros((k, n_max, len(free)))
         for j, name in enumerate(free):
             v = values[name]
-            h = _FD_STEP * np.maximum(np.abs(v), 1.0)
+            h = fd_step(v, self._fd_zero_scale[:, j])
             h_up = np.minimum(h, self._upper[j] - v)  # (K,) steps that stay inside the bounds
             h_dn = np.minimum(h, v - self._lower[j])
             up = dict(values)
@@ -286,6 +384,33 @@ class ModelEvaluator:
                 self._call_one(i, self._params_one(values, i, False), False), i
             )
         return out
+
+
+def fd_step(v: np.ndarray, zero_scale: np.ndarray | float = 1.0) -> np.ndarray:
+    """Central-difference step for parameter values ``v``: relative, ``eps^(1/3)·|v|``.
+
+    A step relative to the value keeps the truncation and rounding errors
+    balanced at any magnitude (a floor of 1, as in ``max(|v|, 1)``, makes the
+    step of a 2e-6 parameter three times the parameter). A value of exactly 0
+    uses ``zero_scale`` instead of ``|v|``. The step is rounded so that
+    ``v + h`` is exactly representable.
+
+    Args:
+        v: parameter values.
+        zero_scale: the scale for a value of 0 (e.g. the start value's magnitude).
+
+    Returns:
+        Positive steps, the shape of ``v``.
+
+    Example:
+        >>> import numpy as np
+        >>> (fd_step(np.array([2e-6, 2e6, 0.0])) / [2e-6, 2e6, 1.0]).round(8).tolist()
+        [6.06e-06, 6.06e-06, 6.06e-06]
+    """
+    v = np.asarray(v, dtype=float)
+    scale = np.where(np.abs(v) > 0, np.abs(v), zero_scale)
+    h = _FD_STEP * np.maximum(scale, 1e-290)
+    return np.maximum((v + h) - v, h * 0.5)
 
 
 def _jvp_columns(

@@ -74,7 +74,7 @@ class ParameterMap:
         ValueError: an unknown name (with the closest valid one), a model
             parameter with no role, a group key missing from a data set's
             metadata (naming the data set), a missing or mis-sized start value,
-            reversed or equal bounds, or a start value outside its bounds.
+            reversed, equal or NaN bounds, or a start value outside its bounds.
         TypeError: a role of the wrong type, or an unhashable group value.
     """
 
@@ -237,6 +237,11 @@ class ParameterMap:
                 ) from None
             low = -np.inf if low is None else float(low)
             high = np.inf if high is None else float(high)
+            if np.isnan(low) or np.isnan(high):
+                raise ValueError(
+                    f"bounds[{name!r}] = ({low}, {high}): a bound must be a number, not NaN; "
+                    f"use None for an open side, e.g. bounds={{{name!r}: (None, 3.0)}}"
+                )
             if not low < high:
                 fix = (
                     f"write ({high}, {low})"
