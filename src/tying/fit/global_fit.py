@@ -54,6 +54,8 @@ from tying.fit.solvers import SOLVERS, ConvergenceWarning, FitWarning, Tolerance
 
 #: |correlation| above this marks two parameters the data cannot tell apart
 DEGENERATE_CORRELATION = 1 - 1e-8
+#: a parameter whose 100 % change moves the model by less than this (relative) has no effect
+PLATEAU_SENSITIVITY = 1e-8
 
 
 def _signature(model_fn: Callable[..., Any]) -> tuple[list[str] | None, dict[str, Any]]:
@@ -111,6 +113,60 @@ def _check_determined(data: StackedData, pmap: ParameterMap) -> None:
             f"{pmap.n_local} local parameters ({', '.join(pmap.local_names)}) to determine: "
             f"its block is underdetermined; add points, or make some of them shared or fixed"
         )
+
+
+def _sensitivity(
+    h: np.ndarray, model_w: np.ndarray, theta: np.ndarray, pmap: ParameterMap
+) -> np.ndarray:
+    """How much a 100 % change of each physical parameter moves the model, relative.
+
+    ``‖∂model/∂p‖·max(|p|, |p_start|) / ‖model‖`` (weighted, over the data
+    sets that read p; ``|p_start|`` is taken as 1 for a parameter started at 0).
+    """
+    diag = schur.diagonal(h, pmap.index, pmap.n_physical)  # (n_physical,) Σ ‖J column‖²
+    ds_norm2 = np.sum(model_w * model_w, axis=1)  # (K,)
+    reach = np.bincount(
+        pmap.index.ravel(),
+        weights=np.repeat(ds_norm2, pmap.index.shape[1]),
+        minlength=pmap.n_physical,
+    )
+    # the parameter's own scale: its value or start, whichever is larger (at least 1 when it
+    # started at 0), so that a parameter converging to 0 is not taken for one without effect
+    start = np.abs(pmap.x0)
+    scale = np.maximum(np.abs(theta), np.where(start > 0, start, 1.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.sqrt(diag) * scale / np.sqrt(np.maximum(reach, 1e-300))
+
+
+def _plateau(ev: ModelEvaluator, data: StackedData, pmap: ParameterMap, out, h: np.ndarray) -> str:
+    """Name a parameter that moved the model at the start but does not at the solution, or "".
+
+    Such a stationary point (BoxBOD from start 1: ``exp(-b2·x)`` underflows,
+    so b2 stops mattering) is a plateau the solver drifted onto, not a minimum
+    the data locate. A parameter that never changes the model is another case
+    (a singular Jacobian, reported with the standard errors).
+    """
+    sens = _sensitivity(h, out.model * data.weight, out.theta, pmap)
+    flat = ~(sens >= PLATEAU_SENSITIVITY)
+    if not flat.any():
+        return ""
+    # only now (rarely) pay for the Jacobian at the start
+    nfev, njev = ev.nfev, ev.njev
+    model0 = ev.predict(pmap.x0)
+    jw0 = jac_mod.weighted(ev.jacobian(pmap.x0), data)
+    ev.nfev, ev.njev = nfev, njev
+    h0, _ = jac_mod.normal_blocks(jw0, jac_mod.residuals(model0, data))
+    sens0 = _sensitivity(h0, model0 * data.weight, pmap.x0, pmap)
+    drifted = np.flatnonzero(flat & (sens0 >= PLATEAU_SENSITIVITY))
+    if not drifted.size:
+        return ""
+    i = int(drifted[0])
+    return (
+        f"parameter {pmap.physical_names[i]!r} = {out.theta[i]:.6g} changed the model at the "
+        f"start but does not at the solution (a 100% change moves it by {sens[i]:.2g} "
+        f"relative): the fit stopped on a plateau, not at a minimum the data locate; try "
+        f"other starting values, bounds, or solver='trf'"
+    )
 
 
 class GlobalFit:
@@ -293,9 +349,11 @@ class GlobalFit:
                 out = run_solver(self.solver, ev, data, pmap, tol)
         self.result_ = self._result(out, data, pmap, ev)
         self.result_.time = time.perf_counter() - t0
-        if not out.success:
+        if not self.result_.success:
             warnings.warn(
-                f"global fit did not converge: {out.message}", ConvergenceWarning, stacklevel=2
+                f"global fit did not converge: {self.result_.message}",
+                ConvergenceWarning,
+                stacklevel=2,
             )
         return self
 
@@ -313,7 +371,10 @@ class GlobalFit:
         jw = jac_mod.weighted(ev.jacobian(out.theta), data)
         h, _ = jac_mod.normal_blocks(jw, r)
         scale = redchi if self.scale_covar else 1.0
-        message = out.message
+        message, success = out.message, out.success
+        plateau = _plateau(ev, data, pmap, out, h)
+        if plateau and success:
+            message, success = f"{message}; but {plateau}", False
         try:
             cov_global, cov_logical = schur.covariance(h, pmap.index, pmap.n_global)
             cov_global, cov_logical = cov_global * scale, cov_logical * scale
@@ -360,7 +421,7 @@ class GlobalFit:
             nfev=ev.nfev,
             njev=ev.njev,
             niter=out.niter,
-            success=out.success,
+            success=success,
             message=message,
             solver=self.solver,
             backend=ev.backend,
