@@ -27,7 +27,7 @@ Example:
     >>> p.starts[1], float(p.certified[0]), p.x.tolist()
     ((250.0, 0.0005), 238.94212918, [77.6, 114.9, 141.1])
     >>> round(float(p.model("numpy")(p.x, b1=238.94212918, b2=5.5015643181e-4)[0]), 4)
-    9.9778
+    9.9863
     >>> nist.lre(1.0001, 1.0) > 3.9
     True
 """
