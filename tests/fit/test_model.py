@@ -285,3 +285,36 @@ def test_model_raising_mid_fit_names_the_dataset_and_the_parameters():
         r"dataset 'run-7' \(index 1\), at a=[0-9.e+-]+, b=[0-9.e+-]+; .*bounds=",
     ):
         fit.run()
+
+
+# -- the stacked finite-difference call (issue 17 part 3) ---------------------
+
+
+def test_stacked_finite_differences_equal_one_call_per_step():
+    datasets, _ = peaks(k=4, n=30, lengths=[30, 25, 30, 12])
+    ev, pm = evaluator(gauss, datasets, backend="numpy")
+    theta = pm.x0 + np.linspace(0.1, 0.5, pm.n_physical)
+    first = ev.jacobian(theta)  # checked against the per-step version once
+    assert ev._stacked_ok is True
+    ev._stacked_ok = False  # force the per-step version
+    np.testing.assert_allclose(ev.jacobian(theta), first, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("misbehaves", ["raises", "differs"])
+def test_model_that_cannot_take_stacked_copies_falls_back_to_one_call_per_step(misbehaves):
+    datasets, _ = peaks(k=3, n=20)
+
+    def three_rows_only(x, center, width, amplitude):
+        # e.g. a model that reads a per-data-set table by row: fine for K rows, not for more
+        if x.ndim == 2 and x.shape[0] > 3:
+            if misbehaves == "raises":
+                raise IndexError("table has 3 rows")
+            return gauss(x, center, width, amplitude) * 1.01
+        return gauss(x, center, width, amplitude)
+
+    ev, pm = evaluator(three_rows_only, datasets, backend="numpy")
+    assert ev.vectorized
+    jac = ev.jacobian(pm.x0)
+    assert ev._stacked_ok is False
+    ev_loop, _ = evaluator(gauss, datasets, backend="numpy", vectorized=False)
+    np.testing.assert_allclose(jac, ev_loop.jacobian(pm.x0), rtol=1e-9, atol=1e-12)

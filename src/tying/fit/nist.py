@@ -269,7 +269,9 @@ def fit(problem: Problem, start: int, backend: str = "numpy", **kwargs: Any):
     Args:
         problem: the :class:`Problem`.
         start: 1 or 2.
-        backend: ``"numpy"`` (finite differences) or ``"torch"`` (autograd).
+        backend: ``"numpy"`` (the NumPy model, finite differences; also passed
+            as ``GlobalFit(backend=...)`` so that an arithmetic-only model is not
+            taken for a torch one) or ``"torch"`` (the torch model, autograd).
         **kwargs: passed to :class:`~tying.fit.GlobalFit` (defaults otherwise).
 
     Returns:
@@ -284,6 +286,7 @@ def fit(problem: Problem, start: int, backend: str = "numpy", **kwargs: Any):
         [(problem.x, problem.y)],
         shared=names,
         init=problem.init(start),
+        backend=backend,
         **kwargs,
     ).run()
     values = [result.values[n] for n in names]
