@@ -318,3 +318,47 @@ def test_model_that_cannot_take_stacked_copies_falls_back_to_one_call_per_step(m
     assert ev._stacked_ok is False
     ev_loop, _ = evaluator(gauss, datasets, backend="numpy", vectorized=False)
     np.testing.assert_allclose(jac, ev_loop.jacobian(pm.x0), rtol=1e-9, atol=1e-12)
+
+
+# -- torch Jacobian by the complex step, checked against autograd -------------
+
+
+def test_complex_step_jacobian_of_a_torch_model_equals_autograd():
+    datasets, _ = peaks(k=3, n=25)
+    ev, pm = evaluator(gauss_torch, datasets)
+    theta = pm.x0 + np.linspace(0.1, 0.5, pm.n_physical)
+    first = ev.jacobian(theta)  # autograd, and the complex step checked against it
+    assert ev._complex_ok is True
+    again = ev.jacobian(theta)  # the complex step alone
+    np.testing.assert_allclose(again, first, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # abs() of a complex number loses the derivative: the check catches it
+        lambda x, center, width, amplitude: (
+            torch.abs(amplitude - 2.0) * torch.exp(-0.5 * ((x - center) / width) ** 2)
+        ),
+        # a comparison of complex parameters raises: autograd is kept
+        lambda x, center, width, amplitude: (
+            torch.where(amplitude > 0, amplitude, -amplitude)
+            * torch.exp(-0.5 * ((x - center) / width) ** 2)
+        ),
+    ],
+    ids=["abs", "comparison"],
+)
+def test_non_analytic_torch_model_keeps_the_autograd_jacobian(body):
+    datasets, _ = peaks(k=3, n=25)
+
+    def model(x, center, width, amplitude):
+        return body(x, center, width, amplitude)
+
+    ev, pm = evaluator(model, datasets)
+    assert ev.backend == "torch"
+    theta = pm.x0 + np.linspace(0.1, 0.5, pm.n_physical)
+    first = ev.jacobian(theta)
+    assert ev._complex_ok is False
+    ev_loop, _ = evaluator(model, datasets, vectorized=False)
+    np.testing.assert_allclose(first, ev_loop.jacobian(theta), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(ev.jacobian(theta), first, rtol=1e-12, atol=1e-14)

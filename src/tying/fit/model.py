@@ -115,6 +115,8 @@ class ModelEvaluator:
         self._tiled: dict[tuple[int, bool], Any] = {}
         # whether one stacked call gives the whole Jacobian (None: not yet checked)
         self._stacked_ok: bool | None = None
+        # whether the complex step gives a torch model's Jacobian (None: not yet checked)
+        self._complex_ok: bool | None = None
         theta0 = pmap.x0
         self.backend = self._detect_backend(theta0) if backend == "auto" else backend
         if self.backend == "torch":
@@ -359,10 +361,17 @@ class ModelEvaluator:
         k, n_max = self.data.y.shape
         jac = np.zeros((k, n_max, len(free)))
         if self.vectorized:
-            # (stacking the P columns into one call, as _jac_fd does, measured slower here:
-            # torch's per-operation cost grows with the stacked graph)
+            small = len(free) * self.data.y.size <= _STACK_MAX_VALUES
+            fast = None
+            if small and self._complex_ok is not False:
+                fast = self._jac_complex_step(values, free)
+                if self._complex_ok and fast is not None:
+                    return fast
             params = self._batched_params(values)
             jac[:] = _jvp_columns(self._call_batched, params, free)
+            if self._complex_ok is None and small:
+                # used from now on only if it matches autograd (to 1e-9 of each column)
+                self._complex_ok = fast is not None and _same_jacobian(fast, jac, rtol=1e-9)
             return jac
         for i in range(k):
             n = int(self.data.lengths[i])
@@ -390,8 +399,42 @@ class ModelEvaluator:
         free = self.pmap.free_names
         out = {n: table[:, :, j].reshape(reps * k, 1) for j, n in enumerate(free)}
         for n in self.pmap.fixed_names:
-            out[n] = np.broadcast_to(values[n], (reps, k)).reshape(reps * k, 1)
+            out[n] = np.tile(values[n], reps)[:, None]
         return out
+
+    def _jac_complex_step(self, values: dict[str, np.ndarray], free: list[str]):
+        """All P columns of a torch Jacobian by the complex step, in one call.
+
+        Copy j of the data sets carries parameter j + i·h: for a model built
+        of analytic operations, ``Im f(p + i·h) / h`` is the derivative to
+        machine precision (no difference is taken, so h can be 1e-30·|p|).
+        One forward call instead of autograd's forward and P + 1 backward
+        passes: 3-6x cheaper on the NIST models. The first Jacobian is also
+        computed by autograd and the complex step is kept only if they agree;
+        a model with a non-analytic operation (abs, a comparison of parameters)
+        raises or disagrees there, and keeps autograd. None when the call fails.
+        """
+        p = len(free)
+        k, n_max = self.data.y.shape
+        v = np.stack([values[n] for n in free], axis=1)  # (K, P)
+        scale = np.where(np.abs(v) > 0, np.abs(v), self._fd_zero_scale)
+        h = 1e-30 * scale  # (K, P)
+        table = np.empty((p, k, p), dtype=complex)  # (copy, data set, parameter)
+        table[:] = v
+        ar = np.arange(p)
+        table[ar, :, ar] += 1j * h.T
+        params = {n: torch.from_numpy(t) for n, t in self._stacked_params(values, table).items()}
+        try:
+            with torch.no_grad(), np.errstate(all="ignore"):
+                out = self.model_fn(self._stacked(p, True), **params)
+            if not isinstance(out, torch.Tensor) or tuple(out.shape) != (p * k, n_max):
+                return None
+            if not out.is_complex():
+                return np.zeros((k, n_max, p))
+            cols = out.imag.numpy().reshape(p, k, n_max) / h.T[:, :, None]
+        except Exception:
+            return None
+        return np.ascontiguousarray(cols.transpose(1, 2, 0))
 
     def _jac_fd(self, values: dict[str, np.ndarray]) -> np.ndarray:
         """Central differences, one-sided where a bound is within one step.
@@ -478,12 +521,12 @@ class ModelEvaluator:
         return out
 
 
-def _same_jacobian(a: np.ndarray, b: np.ndarray) -> bool:
-    """Two Jacobians ``(K, n, P)`` agree to 1e-6 of each column's largest entry."""
+def _same_jacobian(a: np.ndarray, b: np.ndarray, rtol: float = 1e-6) -> bool:
+    """Two Jacobians ``(K, n, P)`` agree to ``rtol`` of each column's largest entry."""
     scale = np.max(np.abs(b), axis=(0, 1), keepdims=True)
     with np.errstate(invalid="ignore"):
         return bool(
-            np.all(np.abs(a - b) <= 1e-6 * scale + 1e-300) or np.array_equal(a, b, equal_nan=True)
+            np.all(np.abs(a - b) <= rtol * scale + 1e-300) or np.array_equal(a, b, equal_nan=True)
         )
 
 
