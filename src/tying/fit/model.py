@@ -1,11 +1,14 @@
 """The model function: evaluated on every data set, and differentiated, as fast as it allows.
 
 ``model_fn(x, **params)`` returns the model at the points ``x`` of one data
-set. It may be written with NumPy (the Jacobian is then taken by central
-finite differences) or with torch (the Jacobian is exact, by autograd: one
-forward and P+1 backward passes per evaluation, P = number of fitted
-parameters per data set). ``backend="auto"`` tells them apart by calling it
-once with torch tensors.
+set. It may be written with NumPy or with torch. The Jacobian is exact by
+the **complex step** (one call with parameter j + i·h on copy j of the data
+sets) wherever that is verified, once, to agree with the reference way:
+central finite differences for a NumPy model, autograd for a torch one
+(one forward and P+1 backward passes, P = fitted parameters per data set),
+which is used otherwise. ``backend="auto"`` tells them apart by calling the
+model once with NumPy arrays: a model that only uses arithmetic works either
+way and is evaluated in NumPy, the cheaper per call.
 
 The fast path: a model written with elementwise, broadcasting operations
 can be called **once for all data sets**: ``x`` of shape ``(K, n_max)`` and
@@ -38,6 +41,8 @@ Example:
     >>> ev.jacobian(pmap.x0)[0, :, 0].round(6).tolist()    # d/drate exp(-rate x) = -x
     [0.0, -1.0, -2.0, -3.0]
     >>> ModelEvaluator(lambda x, rate: 1 / (1 + rate * x), data, pmap).backend
+    'numpy'
+    >>> ModelEvaluator(lambda x, rate: torch.exp(-rate * x), data, pmap).backend
     'torch'
 """
 
@@ -165,7 +170,24 @@ class ModelEvaluator:
         return arr
 
     def _detect_backend(self, theta: np.ndarray) -> str:
+        """ "numpy" for a model that computes with NumPy arrays, else "torch".
+
+        NumPy is tried first: a model written with NumPy (or with plain
+        arithmetic, which works either way) is evaluated in NumPy, cheaper per
+        call, and still gets exact derivatives by the complex step where its
+        operations allow (see :meth:`_jac_fd`). A model written with torch
+        rejects NumPy arrays (or returns a tensor) and gets autograd.
+        """
         values = self.pmap.logical(theta)
+        numpy_exc: Exception | None = None
+        try:
+            out = self._call_one(0, self._params_one(values, 0, False), torch_inputs=False)
+            if not isinstance(out, torch.Tensor):
+                return "numpy"
+            numpy_error = "returned a torch tensor"
+        except Exception as err:  # a torch model rejects NumPy arrays: try torch next
+            numpy_error = f"{type(err).__name__}: {err}"
+            numpy_exc = err
         params = {
             n: torch.tensor(float(v[0]), dtype=torch.float64, requires_grad=True)
             for n, v in values.items()
@@ -175,16 +197,12 @@ class ModelEvaluator:
             if isinstance(out, torch.Tensor) and out.requires_grad:
                 return "torch"
             torch_error = f"returned {type(out).__name__} with no gradient"
-        except Exception as err:  # a NumPy model rejects torch tensors: try NumPy next
-            torch_error = f"{type(err).__name__}: {err}"
-        try:
-            self._call_one(0, self._params_one(values, 0, False), torch_inputs=False)
         except Exception as err:
-            raise ValueError(
-                f"model_fn fails on {self._where(0)} at the starting values. With torch "
-                f"tensors: {torch_error}. With NumPy arrays: {type(err).__name__}: {err}"
-            ) from err
-        return "numpy"
+            torch_error = f"{type(err).__name__}: {err}"
+        raise ValueError(
+            f"model_fn fails on {self._where(0)} at the starting values. With torch "
+            f"tensors: {torch_error}. With NumPy arrays: {numpy_error}"
+        ) from numpy_exc
 
     def _batched_params(self, values: dict[str, np.ndarray]) -> dict[str, Any]:
         if self.backend == "torch":
@@ -403,16 +421,18 @@ class ModelEvaluator:
         return out
 
     def _jac_complex_step(self, values: dict[str, np.ndarray], free: list[str]):
-        """All P columns of a torch Jacobian by the complex step, in one call.
+        """All P columns of the Jacobian by the complex step, in one call (NumPy or torch).
 
         Copy j of the data sets carries parameter j + i·h: for a model built
         of analytic operations, ``Im f(p + i·h) / h`` is the derivative to
         machine precision (no difference is taken, so h can be 1e-30·|p|).
         One forward call instead of autograd's forward and P + 1 backward
-        passes: 3-6x cheaper on the NIST models. The first Jacobian is also
-        computed by autograd and the complex step is kept only if they agree;
-        a model with a non-analytic operation (abs, a comparison of parameters)
-        raises or disagrees there, and keeps autograd. None when the call fails.
+        passes (3-6x cheaper on the NIST models), and exact where central
+        differences are not. The first Jacobian is also computed by autograd
+        (torch) or central differences (NumPy) and the complex step is kept
+        only if they agree; a model with a non-analytic operation (abs, a
+        comparison of parameters) raises or disagrees there, and keeps the
+        other way. None when the call fails.
         """
         p = len(free)
         k, n_max = self.data.y.shape
@@ -423,23 +443,34 @@ class ModelEvaluator:
         table[:] = v
         ar = np.arange(p)
         table[ar, :, ar] += 1j * h.T
-        params = {n: torch.from_numpy(t) for n, t in self._stacked_params(values, table).items()}
+        params = self._stacked_params(values, table)
+        use_torch = self.backend == "torch"
         try:
-            with torch.no_grad(), np.errstate(all="ignore"):
-                out = self.model_fn(self._stacked(p, True), **params)
-            if not isinstance(out, torch.Tensor) or tuple(out.shape) != (p * k, n_max):
+            with torch.no_grad(), np.errstate(all="ignore"), warnings.catch_warnings():
+                # a model that casts to float drops the imaginary part (NumPy's ComplexWarning,
+                # torch's UserWarning): any warning here means "not usable", never the user's
+                warnings.simplefilter("error")
+                if use_torch:
+                    params = {n: torch.from_numpy(t) for n, t in params.items()}
+                out = self.model_fn(self._stacked(p, use_torch), **params)
+            if use_torch:
+                if not isinstance(out, torch.Tensor):
+                    return None
+                out = out.resolve_conj().numpy()
+            out = np.asarray(out)
+            if out.shape != (p * k, n_max) or not np.iscomplexobj(out):
                 return None
-            if not out.is_complex():
-                return np.zeros((k, n_max, p))
-            cols = out.imag.numpy().reshape(p, k, n_max) / h.T[:, :, None]
+            cols = out.imag.reshape(p, k, n_max) / h.T[:, :, None]
         except Exception:
             return None
         return np.ascontiguousarray(cols.transpose(1, 2, 0))
 
     def _jac_fd(self, values: dict[str, np.ndarray]) -> np.ndarray:
-        """Central differences, one-sided where a bound is within one step.
+        """The Jacobian of a NumPy model: complex step where it is verified, else differences.
 
-        A small vectorised problem (2P·K·n_max values at most
+        A small vectorised problem first tries the complex step (exact, one
+        call; kept only if the first Jacobian agrees with central differences).
+        Central differences are one-sided where a bound is within one step. A small vectorised problem (2P·K·n_max values at most
         ``_STACK_MAX_VALUES``) is called once on 2P stacked copies of the data
         sets (copy 2j with parameter j stepped up, copy 2j+1 stepped down)
         instead of 2P times; the first such Jacobian is checked against the
@@ -453,6 +484,20 @@ class ModelEvaluator:
         h_up = np.minimum(h, self._upper - v)  # (K, P) steps that stay inside the bounds
         h_dn = np.minimum(h, v - self._lower)
         small = 2 * p * self.data.y.size <= _STACK_MAX_VALUES
+        exact = None
+        if self.vectorized and small and self._complex_ok is not False:
+            exact = self._jac_complex_step(values, free)
+            if self._complex_ok and exact is not None:
+                return exact
+        jac = self._jac_central(values, v, h_up, h_dn, small)
+        if self.vectorized and small and self._complex_ok is None:
+            # central differences are good to ~1e-10 relative: agreement to 1e-6 is a match
+            self._complex_ok = exact is not None and _same_jacobian(exact, jac, rtol=1e-6)
+        return jac
+
+    def _jac_central(self, values, v, h_up, h_dn, small: bool) -> np.ndarray:
+        """Central differences: one stacked call when small and verified, else 2P calls."""
+        p = v.shape[1]
         if self.vectorized and small and self._stacked_ok is not False:
             stacked = self._jac_fd_stacked(values, v, h_up, h_dn)
             if self._stacked_ok:
