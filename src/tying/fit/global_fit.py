@@ -177,9 +177,11 @@ class GlobalFit:
 
     Args:
         model_fn: ``model_fn(x, **params) -> y`` for one data set, with NumPy
-            (Jacobian by central finite differences) or torch (exact Jacobian by
-            autograd). Written with broadcasting operations it is
-            called once for all data sets (x ``(K, n)``, parameters ``(K, 1)``).
+            or torch. The Jacobian is exact by the complex step where that is
+            verified (small problems), else central finite differences (NumPy)
+            or autograd (torch); see :mod:`tying.fit.model`. Written with
+            broadcasting operations it is called once for all data sets
+            (x ``(K, n)``, parameters ``(K, 1)``).
         datasets: a list of data sets: :class:`~tying.fit.Dataset`, dicts with
             ``x``, ``y`` (``sigma``, ``metadata``, ``name``), or tuples
             ``(x, y[, sigma][, metadata])``.
@@ -190,10 +192,13 @@ class GlobalFit:
         init: starting values ``{name: value}`` (see :class:`~tying.fit.roles.ParameterMap`);
             model signature defaults are used for names it lacks.
         bounds: ``{name: (lower, upper)}``; None for an open side.
-        backend: ``"auto"``, ``"numpy"`` or ``"torch"``.
+        backend: ``"auto"`` (NumPy if the model computes with NumPy arrays, else
+            torch), ``"numpy"`` or ``"torch"``.
         vectorized: ``"auto"``, True or False: evaluate all data sets in one call.
-        solver: ``"lm"`` (Schur-complement Levenberg-Marquardt, default) or
-            ``"trf"`` (``scipy.optimize.least_squares``, trf + lsmr, sparse Jacobian).
+        solver: ``"lm"`` (default: MINPACK ``lmder`` for a small unbounded
+            problem, else Schur-complement Levenberg-Marquardt; see
+            :mod:`tying.fit.solvers`) or ``"trf"``
+            (``scipy.optimize.least_squares``, trf + lsmr, sparse Jacobian).
         scale_covar: multiply the covariance by the reduced χ² (lmfit's default).
         ftol, xtol, gtol, max_iter: stopping tests (see :class:`~tying.fit.solvers.Tolerances`).
             The default budget of 2,000 iterations lets the hard NIST problems

@@ -48,6 +48,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -346,12 +347,13 @@ class ModelEvaluator:
             raise self._failure(err, values) from err
 
     def _predict_values(self, values: dict[str, np.ndarray]) -> np.ndarray:
+        use_torch = self.backend == "torch"
+        grad_off = torch.no_grad() if use_torch else contextlib.nullcontext()
         if self.vectorized:
-            with torch.no_grad():
+            with grad_off:
                 return self._as_array(self._call_batched(self._batched_params(values)), None)
         out = np.zeros(self.data.y.shape)
-        use_torch = self.backend == "torch"
-        with torch.no_grad():
+        with grad_off:
             for i in range(self.data.n_datasets):
                 n = int(self.data.lengths[i])
                 out[i, :n] = self._as_array(
@@ -446,7 +448,8 @@ class ModelEvaluator:
         params = self._stacked_params(values, table)
         use_torch = self.backend == "torch"
         try:
-            with torch.no_grad(), np.errstate(all="ignore"), warnings.catch_warnings():
+            grad_off = torch.no_grad() if use_torch else contextlib.nullcontext()
+            with grad_off, np.errstate(all="ignore"), warnings.catch_warnings():
                 # a model that casts to float drops the imaginary part (NumPy's ComplexWarning,
                 # torch's UserWarning): any warning here means "not usable", never the user's
                 warnings.simplefilter("error")
@@ -479,16 +482,16 @@ class ModelEvaluator:
         """
         free = self.pmap.free_names
         p = len(free)
-        v = np.stack([values[n] for n in free], axis=1)  # (K, P)
-        h = fd_step(v, self._fd_zero_scale)
-        h_up = np.minimum(h, self._upper - v)  # (K, P) steps that stay inside the bounds
-        h_dn = np.minimum(h, v - self._lower)
         small = 2 * p * self.data.y.size <= _STACK_MAX_VALUES
         exact = None
         if self.vectorized and small and self._complex_ok is not False:
             exact = self._jac_complex_step(values, free)
             if self._complex_ok and exact is not None:
                 return exact
+        v = np.stack([values[n] for n in free], axis=1)  # (K, P)
+        h = fd_step(v, self._fd_zero_scale)
+        h_up = np.minimum(h, self._upper - v)  # (K, P) steps that stay inside the bounds
+        h_dn = np.minimum(h, v - self._lower)
         jac = self._jac_central(values, v, h_up, h_dn, small)
         if self.vectorized and small and self._complex_ok is None:
             # central differences are good to ~1e-10 relative: agreement to 1e-6 is a match
