@@ -253,10 +253,14 @@ def test_exactly_determined_fit_has_nan_errors_not_zero():
     assert "no degree of freedom" in res.message and not res.errorbars
 
 
-@pytest.mark.parametrize("solver", ["lm", "trf"])
-def test_budget_stopped_fit_is_never_reported_converged(solver):
+@pytest.mark.parametrize(
+    "solver, bounds",
+    [("lm", None), ("lm", {"width": (0.0, None)}), ("trf", None)],
+    ids=["lm-minpack", "lm-schur-bounded", "trf"],
+)
+def test_budget_stopped_fit_is_never_reported_converged(solver, bounds):
     datasets, _ = peaks(k=3, n=40)
-    fit = gaussian_fit(datasets, max_iter=3, solver=solver)
+    fit = gaussian_fit(datasets, max_iter=3, solver=solver, bounds=bounds)
     with pytest.warns(ConvergenceWarning, match=r"did not converge"):
         res = fit.run()
     assert not res.success
