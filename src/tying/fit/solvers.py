@@ -1,8 +1,8 @@
 """The two solvers of a global fit: Schur-complement Levenberg–Marquardt, and SciPy's trf.
 
 - ``"lm"`` (default): Levenberg–Marquardt. A small problem without bounds
-  (at most :data:`DENSE_MAX_PARAMETERS` fitted parameters: one data set, or a
-  few) goes to MINPACK's ``lmder`` (``scipy.optimize.leastsq``, the code
+  (one data set, or shared parameters only; at most
+  :data:`DENSE_MAX_PARAMETERS` fitted parameters) goes to MINPACK's ``lmder`` (``scipy.optimize.leastsq``, the code
   behind lmfit's default) with our exact or finite-difference Jacobian: its
   trust-region control solves NIST problems (MGH10 from start 1) that a
   plain damping schedule does not. Larger problems, and bounded ones, use our
@@ -266,7 +266,10 @@ def run_solver(
     """
     if name == "lm":
         bounded = bool(np.isfinite(pmap.lower).any() or np.isfinite(pmap.upper).any())
-        if not bounded and pmap.n_physical <= DENSE_MAX_PARAMETERS:
+        # MINPACK's unblocked QR of the dense Jacobian costs N·P² per iteration: worth it for
+        # one data set (or shared parameters only), not for K data sets with local ones
+        dense = data.n_datasets == 1 or pmap.n_local == 0
+        if not bounded and dense and pmap.n_physical <= DENSE_MAX_PARAMETERS:
             return minpack(ev, data, pmap, tol)
         return levenberg_marquardt(ev, data, pmap, tol)
     if name == "trf":
