@@ -16,12 +16,27 @@ ratio, and whether χ² agrees within 1e-6 relative; then GlobalFit alone at
 K = 5,000 and the time ratio K=5000 / K=200 (linear scaling ≈ 25).
 
 lmfit at K = 200 takes minutes per fit, so it is timed once (repeat=1).
-Run: ``python -m benchmarks fit``.
+
+One fit (issue 17 part 3): the NIST StRD suite (27 problems x 2 starts, one
+data set each), CPU time of all 54 fits with default settings, against lmfit's
+default ``leastsq`` on the same NumPy models, interleaved in the same run:
+GlobalFit with the NumPy models (``backend="numpy"``, finite differences; and
+with the default ``backend="auto"``, which takes an arithmetic-only model for
+a torch one) and with the torch models (autograd). Goal: NumPy <= 1x lmfit,
+torch <= 2x.
+
+Run: ``python -m benchmarks fit`` (``TYING_BENCH_FIT=k1`` for the K = 1 rows only).
 """
 
 from __future__ import annotations
 
+import os
+import pathlib
+import time
+import warnings
+
 import numpy as np
+import torch
 
 from benchmarks.common import compare, timeit, write
 from tying.fit import GlobalFit
@@ -88,11 +103,110 @@ def lmfit_recipe(x: np.ndarray, y: np.ndarray, method: str):
     return run
 
 
+NIST_DIR = pathlib.Path(__file__).resolve().parents[1] / "tests" / "fit" / "data" / "nist-strd"
+
+
+def nist_suite(backend: str, force: bool = True):
+    """All 54 NIST fits with GlobalFit defaults; ``force`` passes ``backend`` to GlobalFit."""
+    import tying.fit.nist as nist
+
+    problems = nist.problems(NIST_DIR)
+    models = {p.name: p.model(backend) for p in problems}
+    kw = {"backend": backend} if force else {}
+
+    def run():
+        passed = 0
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")  # the expected non-converged case warns
+            for p in problems:
+                for start in (1, 2):
+                    res = GlobalFit(
+                        models[p.name], [(p.x, p.y)], shared=p.param_names, init=p.init(start), **kw
+                    ).run()
+                    values = [res.values[n] for n in p.param_names]
+                    passed += bool(nist.lre(values, p.certified).min() >= 4)
+        return passed
+
+    return run
+
+
+def nist_lmfit():
+    """The same 54 fits with lmfit's default ``leastsq`` on the NumPy models."""
+    import lmfit
+
+    import tying.fit.nist as nist
+
+    problems = nist.problems(NIST_DIR)
+    models = {p.name: p.model("numpy") for p in problems}
+
+    def run():
+        passed = 0
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            for p in problems:
+                model = models[p.name]
+                for start in (1, 2):
+                    params = lmfit.Parameters()
+                    for name, value in p.init(start).items():
+                        params.add(name, value=value)
+
+                    def residual(params, model=model, p=p):
+                        return model(p.x, **params.valuesdict()) - p.y
+
+                    try:
+                        out = lmfit.minimize(residual, params)
+                    except ValueError:  # lmfit refuses a NaN model value
+                        continue
+                    values = [out.params[n].value for n in p.param_names]
+                    passed += bool(nist.lre(values, p.certified).min() >= 4)
+        return passed
+
+    return run
+
+
+def k1_rows(repeat: int = 5) -> list[dict]:
+    """CPU time of the 54 NIST fits: GlobalFit vs lmfit leastsq, interleaved, same run."""
+    rows = []
+    anchor = nist_lmfit()
+    anchor_passed = anchor()
+    for label, backend, force in (
+        ("GlobalFit, NumPy models (backend='numpy')", "numpy", True),
+        ("GlobalFit, NumPy models (backend='auto')", "numpy", False),
+        ("GlobalFit, torch models", "torch", True),
+    ):
+        mine = nist_suite(backend, force)
+        passed = mine()
+        ratios = []
+        for _ in range(3):  # three interleaved measurements: the spread is reported
+            t_ours, t_anchor = compare(
+                mine, anchor, repeat=repeat, warmup=1, clock=time.process_time
+            )
+            ratios.append(t_ours / t_anchor)
+        rows.append(
+            {
+                "K": 1,
+                "problem": "NIST StRD, 54 fits",
+                "ours": label,
+                "anchor": "lmfit leastsq (default)",
+                "ours_cpu_s": t_ours,
+                "anchor_cpu_s": t_anchor,
+                "ours_over_anchor": float(np.median(ratios)),
+                "ratio_min": min(ratios),
+                "ratio_max": max(ratios),
+                "cases_lre4_ours": passed,
+                "cases_lre4_anchor": anchor_passed,
+            }
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
 def _rel(a: float, b: float) -> float:
     return abs(a - b) / abs(b)
 
 
 def main() -> None:
+    torch.set_num_threads(1)
     rows: list[dict] = []
     try:
         import lmfit  # noqa: F401
@@ -101,6 +215,12 @@ def main() -> None:
     except ImportError:
         print("lmfit is not installed (pip install 'tying[bench]'): only GlobalFit is timed")
         have_lmfit = False
+
+    if have_lmfit:
+        rows += k1_rows()
+    if os.environ.get("TYING_BENCH_FIT") == "k1":
+        write("fit", rows)
+        return
 
     for k, repeat in ((20, 3), (50, 1), (200, 1)):
         x, y = problem(k)

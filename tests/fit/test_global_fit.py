@@ -209,3 +209,59 @@ def test_declaration_errors_surface_from_run():
         gaussian_fit(datasets, solver="newton").run()
     with pytest.raises(TypeError, match=r"model_fn must take x as its first positional argument"):
         GlobalFit(lambda *, a: a, datasets, shared=["a"], init={"a": 0}).run()
+
+
+# -- underdetermined fits are refused (issue 14 A9) ----------------------------
+
+
+def test_fewer_points_than_parameters_is_refused():
+    x = np.array([0.0, 1.0])
+    fit = GlobalFit(
+        lambda x, a, b, c: a + b * x + c * x**2,
+        [(x, 1 + x)],
+        shared=["a", "b", "c"],
+        init={"a": 0.0, "b": 0.0, "c": 0.0},
+    )
+    with pytest.raises(
+        ValueError, match=r"2 data point\(s\) cannot determine 3 fitted parameters \(a, b, c\)"
+    ):
+        fit.run()
+    assert not hasattr(fit, "result_")
+
+
+def test_dataset_with_fewer_points_than_its_local_parameters_is_refused():
+    datasets, _ = peaks(k=4, n=30, lengths=[30, 30, 1, 30])
+    fit = gaussian_fit(datasets, shared=["center"], local=["width", "amplitude"])
+    with pytest.raises(
+        ValueError,
+        match=r"dataset 'dataset 2' \(index 2\) has 1 point\(s\) but 2 local parameters "
+        r"\(width, amplitude\)",
+    ):
+        fit.run()
+
+
+def test_exactly_determined_fit_has_nan_errors_not_zero():
+    x = np.array([0.0, 1.0, 2.0])
+    res = GlobalFit(
+        lambda x, a, b, c: a + b * x + c * x**2,
+        [(x, 1 + x)],
+        shared=["a", "b", "c"],
+        init={"a": 0.0, "b": 0.0, "c": 0.0},
+    ).run()
+    assert res.nfree == 0
+    assert all(np.isnan(res.stderr[n]) for n in "abc")
+    assert "no degree of freedom" in res.message and not res.errorbars
+
+
+@pytest.mark.parametrize(
+    "solver, bounds",
+    [("lm", None), ("lm", {"width": (0.0, None)}), ("trf", None)],
+    ids=["lm-minpack", "lm-schur-bounded", "trf"],
+)
+def test_budget_stopped_fit_is_never_reported_converged(solver, bounds):
+    datasets, _ = peaks(k=3, n=40)
+    fit = gaussian_fit(datasets, max_iter=3, solver=solver, bounds=bounds)
+    with pytest.warns(ConvergenceWarning, match=r"did not converge"):
+        res = fit.run()
+    assert not res.success
+    assert "NOT CONVERGED" in res.table()

@@ -3,6 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.fit.helpers import INIT, gauss, gauss_torch, peaks
 from tying.fit import GlobalFit
@@ -125,3 +127,308 @@ def test_two_dimensional_x_uses_the_loop():
         assert not ev.vectorized and ev.why_not_vectorized == "some x is not 1-D"
         jac = ev.jacobian(pm.x0)
         np.testing.assert_allclose(jac[1, :, 0], xs[1][:, 0], rtol=1e-8)
+
+
+# -- finite differences: a relative step (issue 14 A5) ------------------------
+
+
+def _decay_np(x, a, b):
+    return a * np.exp(-b * x)
+
+
+def _decay_torch(x, a, b):
+    return a * torch.exp(-b * x)
+
+
+def _column_error(j: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Largest error of each Jacobian column relative to that column's largest entry."""
+    return np.abs(j - ref).max(axis=0) / np.abs(ref).max(axis=0)
+
+
+def _decay_evaluator(model, b, x):
+    data = stack([(x, np.zeros_like(x))])
+    pm = ParameterMap(["a", "b"], data.metadata, shared=["a", "b"], init={"a": 1.5, "b": b})
+    return ModelEvaluator(model, data, pm), pm
+
+
+@pytest.mark.parametrize("b", [2e-6, 2e6, 3.7, -4e-9])
+def test_finite_difference_jacobian_is_accurate_at_any_parameter_magnitude(b):
+    # x scaled so that b·x is O(1): the model is equally curved in b at every magnitude
+    x = np.linspace(0.0, 2.0, 30) / abs(b)
+    ev_np, pm = _decay_evaluator(_decay_np, b, x)
+    ev_t, _ = _decay_evaluator(_decay_torch, b, x)
+    assert (ev_np.backend, ev_t.backend) == ("numpy", "torch")
+    j_np, j_t = ev_np.jacobian(pm.x0)[0], ev_t.jacobian(pm.x0)[0]
+    assert _column_error(j_np, j_t).max() < 1e-7
+
+
+def test_finite_difference_step_for_a_parameter_at_zero_uses_its_start_scale():
+    from tying.fit.model import fd_step
+
+    assert fd_step(np.array([0.0]), 1e-6)[0] == pytest.approx(6.055e-12, rel=1e-3)
+    assert fd_step(np.array([0.0]))[0] == pytest.approx(6.055e-6, rel=1e-3)
+    assert fd_step(np.array([-2e-6]))[0] == pytest.approx(6.055e-6 * 2e-6, rel=1e-3)
+
+
+@settings(max_examples=40, deadline=None)
+@given(exponent=st.floats(-9, 9), sign=st.sampled_from([-1.0, 1.0]))
+def test_finite_difference_jacobian_matches_autograd_property(exponent, sign):
+    b = sign * 10.0**exponent
+    x = np.linspace(0.0, 1.5, 12) / abs(b)
+    ev_np, pm = _decay_evaluator(_decay_np, b, x)
+    ev_t, _ = _decay_evaluator(_decay_torch, b, x)
+    j_np, j_t = ev_np.jacobian(pm.x0)[0], ev_t.jacobian(pm.x0)[0]
+    assert _column_error(j_np, j_t).max() < 1e-6
+
+
+@pytest.mark.parametrize("b", [2e-6, 2e6])
+def test_numpy_fit_of_a_small_or_large_rate_reaches_the_autograd_answer(b):
+    x = np.linspace(0.0, 3.0, 40) / b
+    y = 1.1 * np.exp(-b * x) + 0.01 * np.cos(7 * x * b)  # deterministic "noise"
+    fits = {}
+    for name, model in (("numpy", _decay_np), ("torch", _decay_torch)):
+        res = GlobalFit(model, [(x, y)], shared=["a", "b"], init={"a": 1.0, "b": 0.7 * b}).run()
+        assert res.success, res.message
+        fits[name] = res.values["b"]
+    assert fits["numpy"] == pytest.approx(fits["torch"], rel=1e-8)
+    assert fits["numpy"] == pytest.approx(b, rel=0.02)
+
+
+# -- vectorised evaluation must never miss a padded data set (issue 14 A4) ----
+
+
+def _row_mean_model(x, amplitude):
+    # normalises x by its own row mean: a batched call sees the padding of short rows
+    return amplitude * x / np.mean(x, axis=-1, keepdims=True)
+
+
+def test_vectorized_auto_checks_every_distinct_length():
+    x = np.linspace(1.0, 10.0, 50)
+    lengths = [50] * 20
+    lengths[3] = 30  # index 3 is not among the 8 evenly spaced samples
+    datasets = [(x[:n], 1.10 * x[:n] / x[:n].mean()) for n in lengths]
+    fit = GlobalFit(_row_mean_model, datasets, local=["amplitude"], init={"amplitude": 1.0})
+    res = fit.run()
+    assert not res.vectorized
+    assert "dataset 'dataset 3' (index 3)" in res.why_not_vectorized
+    np.testing.assert_allclose(res.values["amplitude"], 1.10, rtol=1e-8)
+    assert res.chi2 < 1e-16
+
+
+def _row_mean_power_model(x, amplitude, power):
+    # identical batched and alone while power = 0 (the start); not at the solution
+    return amplitude * x / np.mean(x, axis=-1, keepdims=True) ** power
+
+
+def _row_mean_power_data():
+    lengths = [50] * 12
+    lengths[5] = 20
+    scales = np.linspace(0.5, 3.0, 12)  # different row means make power identifiable
+    out = []
+    for n, s in zip(lengths, scales):
+        x = s * np.linspace(1.0, 10.0, 50)[:n]
+        out.append((x, 1.3 * x / x.mean()))
+    return out
+
+
+def test_vectorized_fit_that_disagrees_with_the_loop_at_the_solution_is_refitted():
+    datasets = _row_mean_power_data()
+    fit = GlobalFit(
+        _row_mean_power_model,
+        datasets,
+        shared=["amplitude", "power"],
+        init={"amplitude": 1.0, "power": 0.0},
+    )
+    res = fit.run()
+    assert not res.vectorized
+    assert "dataset 'dataset 5' (index 5) chi2" in res.why_not_vectorized
+    assert "refitted with a loop" in res.why_not_vectorized
+    assert res.values["power"] == pytest.approx(1.0, rel=1e-8)
+    assert res.values["amplitude"] == pytest.approx(1.3, rel=1e-8)
+    # the per-data-set chi2 of the result is the looped model's
+    assert max(res.chi2_of(i) for i in range(len(datasets))) < 1e-16
+
+
+def test_vectorized_true_refuses_a_batched_model_that_disagrees_at_the_solution():
+    datasets = _row_mean_power_data()
+    fit = GlobalFit(
+        _row_mean_power_model,
+        datasets,
+        shared=["amplitude", "power"],
+        init={"amplitude": 1.0, "power": 0.0},
+        vectorized=True,
+    )
+    with pytest.raises(ValueError, match=r"disagrees with per-data-set calls: .*'dataset 5'"):
+        fit.run()
+
+
+# -- a model that raises mid-fit is named (issue 14 B) -------------------------
+
+
+def test_model_raising_mid_fit_names_the_dataset_and_the_parameters():
+    from tying.fit import ModelError
+
+    def model(x, a, b):
+        if np.any(a > 2.0):
+            raise ValueError("a out of the tabulated range")
+        return a * x + b
+
+    x = np.linspace(0, 1, 10)
+    datasets = [
+        {"x": x, "y": 1.0 * x, "name": "run-6"},
+        {"x": x, "y": 3.0 * x + 1, "name": "run-7"},
+    ]
+    fit = GlobalFit(model, datasets, local=["a", "b"], init={"a": 1.0, "b": 0.0})
+    with pytest.raises(
+        ModelError,
+        match=r"model_fn raised ValueError: a out of the tabulated range during the fit, on "
+        r"dataset 'run-7' \(index 1\), at a=[0-9.e+-]+, b=[0-9.e+-]+; .*bounds=",
+    ):
+        fit.run()
+
+
+# -- the stacked finite-difference call (issue 17 part 3) ---------------------
+
+
+def test_stacked_finite_differences_equal_one_call_per_step():
+    datasets, _ = peaks(k=4, n=30, lengths=[30, 25, 30, 12])
+    ev, pm = evaluator(gauss, datasets, backend="numpy")
+    ev._complex_ok = False  # central differences only
+    theta = pm.x0 + np.linspace(0.1, 0.5, pm.n_physical)
+    first = ev.jacobian(theta)  # checked against the per-step version once
+    assert ev._stacked_ok is True
+    ev._stacked_ok = False  # force the per-step version
+    np.testing.assert_allclose(ev.jacobian(theta), first, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("misbehaves", ["raises", "differs"])
+def test_model_that_cannot_take_stacked_copies_falls_back_to_one_call_per_step(misbehaves):
+    datasets, _ = peaks(k=3, n=20)
+
+    def three_rows_only(x, center, width, amplitude):
+        # e.g. a model that reads a per-data-set table by row: fine for K rows, not for more
+        if x.ndim == 2 and x.shape[0] > 3:
+            if misbehaves == "raises":
+                raise IndexError("table has 3 rows")
+            return gauss(x, center, width, amplitude) * 1.01
+        return gauss(x, center, width, amplitude)
+
+    ev, pm = evaluator(three_rows_only, datasets, backend="numpy")
+    assert ev.vectorized
+    jac = ev.jacobian(pm.x0)
+    assert ev._stacked_ok is False
+    ev_loop, _ = evaluator(gauss, datasets, backend="numpy", vectorized=False)
+    np.testing.assert_allclose(jac, ev_loop.jacobian(pm.x0), rtol=1e-9, atol=1e-12)
+
+
+# -- torch Jacobian by the complex step, checked against autograd -------------
+
+
+def test_complex_step_jacobian_of_a_torch_model_equals_autograd():
+    datasets, _ = peaks(k=3, n=25)
+    ev, pm = evaluator(gauss_torch, datasets)
+    theta = pm.x0 + np.linspace(0.1, 0.5, pm.n_physical)
+    first = ev.jacobian(theta)  # autograd, and the complex step checked against it
+    assert ev._complex_ok is True
+    again = ev.jacobian(theta)  # the complex step alone
+    np.testing.assert_allclose(again, first, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # abs() of a complex number loses the derivative: the check catches it
+        lambda x, center, width, amplitude: (
+            torch.abs(amplitude - 2.0) * torch.exp(-0.5 * ((x - center) / width) ** 2)
+        ),
+        # a comparison of complex parameters raises: autograd is kept
+        lambda x, center, width, amplitude: (
+            torch.where(amplitude > 0, amplitude, -amplitude)
+            * torch.exp(-0.5 * ((x - center) / width) ** 2)
+        ),
+        # a cast to real drops the imaginary part (torch warns; the warning is not the user's)
+        lambda x, center, width, amplitude: (
+            torch.as_tensor(amplitude, dtype=torch.float64)
+            * torch.exp(-0.5 * ((x - center) / width) ** 2)
+        ),
+    ],
+    ids=["abs", "comparison", "cast-to-real"],
+)
+def test_non_analytic_torch_model_keeps_the_autograd_jacobian(body):
+    datasets, _ = peaks(k=3, n=25)
+
+    def model(x, center, width, amplitude):
+        return body(x, center, width, amplitude)
+
+    ev, pm = evaluator(model, datasets)
+    assert ev.backend == "torch"
+    theta = pm.x0 + np.linspace(0.1, 0.5, pm.n_physical)
+    first = ev.jacobian(theta)
+    assert ev._complex_ok is False
+    ev_loop, _ = evaluator(model, datasets, vectorized=False)
+    np.testing.assert_allclose(first, ev_loop.jacobian(theta), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(ev.jacobian(theta), first, rtol=1e-12, atol=1e-14)
+
+
+def test_numpy_model_gets_the_exact_jacobian_by_the_complex_step():
+    datasets, _ = peaks(k=3, n=25, lengths=[25, 20, 25])
+    ev_np, pm = evaluator(gauss, datasets)
+    ev_t, _ = evaluator(gauss_torch, datasets)
+    assert (ev_np.backend, ev_t.backend) == ("numpy", "torch")
+    theta = pm.x0 + np.linspace(0.1, 0.5, pm.n_physical)
+    central = ev_np.jacobian(theta)  # the reference; the complex step is checked against it
+    assert ev_np._complex_ok is True
+    exact = ev_np.jacobian(theta)
+    mask = ev_np.data.mask
+    reference = ev_t.jacobian(theta)
+    assert _column_error(exact[mask], reference[mask]).max() < 1e-13
+    assert _column_error(central[mask], reference[mask]).max() < 1e-7
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        lambda x, c, w, a: np.abs(a - 2.0) * np.exp(-0.5 * ((x - c) / w) ** 2),
+        lambda x, c, w, a: np.asarray(a, dtype=float) * np.exp(-0.5 * ((x - c) / w) ** 2),
+    ],
+    ids=["abs", "cast-to-float"],
+)
+def test_non_analytic_numpy_model_keeps_central_differences(body):
+    datasets, _ = peaks(k=3, n=25)
+
+    def model(x, center, width, amplitude):
+        return body(x, center, width, amplitude)
+
+    ev, pm = evaluator(model, datasets)
+    theta = pm.x0 + np.linspace(0.1, 0.5, pm.n_physical)
+    first = ev.jacobian(theta)
+    assert ev._complex_ok is False
+    np.testing.assert_allclose(ev.jacobian(theta), first, rtol=1e-12, atol=1e-14)
+
+
+@st.composite
+def _lengths(draw):
+    """Mostly full-length data sets and a few short ones anywhere (the hard case)."""
+    k = draw(st.integers(2, 30))
+    n = draw(st.integers(6, 40))
+    lengths = [n] * k
+    for i in draw(st.lists(st.integers(0, k - 1), min_size=0, max_size=3)):
+        lengths[i] = draw(st.integers(3, n))
+    return lengths
+
+
+@settings(max_examples=25, deadline=None)
+@given(lengths=_lengths(), power=st.sampled_from([0.0, 1.0]))
+def test_vectorized_auto_result_always_matches_the_looped_fit_property(lengths, power):
+    # a model that reads its own row (mean of x): padding changes it in any shorter row
+    def model(x, amplitude):
+        return amplitude * x / np.mean(x, axis=-1, keepdims=True) ** power
+
+    x = np.linspace(1.0, 10.0, max(lengths))
+    datasets = [(x[:n], 1.1 * x[:n] / x[:n].mean() ** power) for n in lengths]
+    kw = dict(local=["amplitude"], init={"amplitude": 1.0})
+    auto = GlobalFit(model, datasets, **kw).run()
+    loop = GlobalFit(model, datasets, vectorized=False, **kw).run()
+    np.testing.assert_allclose(auto.values["amplitude"], loop.values["amplitude"], rtol=1e-8)
+    for i in range(len(lengths)):
+        assert auto.chi2_of(i) == pytest.approx(loop.chi2_of(i), rel=1e-6, abs=1e-20)

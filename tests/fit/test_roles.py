@@ -137,3 +137,13 @@ def test_unhashable_group_label():
     with pytest.raises(TypeError, match=r"metadata\['inst'\] = \['x'\] cannot be a group label"):
         ParameterMap(None, [{"inst": ["x"]}], per_group={"z": "inst"}, init={"z": 0.0})
     assert np.all(pmap().lower == -np.inf)
+
+
+@pytest.mark.parametrize("pair", [(float("nan"), 3), (0, float("nan")), (np.nan, None)])
+def test_nan_bound_is_refused_not_taken_for_a_fixed_value(pair):
+    with pytest.raises(
+        ValueError,
+        match=r"bounds\['a'\] = \(.*nan.*\): a bound must be a number, not NaN; use None for "
+        r"an open side, e\.g\. bounds=\{'a': \(None, 3\.0\)\}",
+    ):
+        pmap(bounds={"a": pair})

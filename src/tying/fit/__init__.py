@@ -20,8 +20,17 @@ Example:
 
 from tying.fit.datasets import Dataset
 from tying.fit.global_fit import GlobalFit
+from tying.fit.model import ModelError
 from tying.fit.result import FitResult
 from tying.fit.roles import ParameterMap
 from tying.fit.solvers import ConvergenceWarning, FitWarning
 
-__all__ = ["ConvergenceWarning", "Dataset", "FitResult", "FitWarning", "GlobalFit", "ParameterMap"]
+__all__ = [
+    "ConvergenceWarning",
+    "Dataset",
+    "FitResult",
+    "FitWarning",
+    "GlobalFit",
+    "ModelError",
+    "ParameterMap",
+]

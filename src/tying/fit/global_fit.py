@@ -54,6 +54,8 @@ from tying.fit.solvers import SOLVERS, ConvergenceWarning, FitWarning, Tolerance
 
 #: |correlation| above this marks two parameters the data cannot tell apart
 DEGENERATE_CORRELATION = 1 - 1e-8
+#: a parameter whose 100 % change moves the model by less than this (relative) has no effect
+PLATEAU_SENSITIVITY = 1e-8
 
 
 def _signature(model_fn: Callable[..., Any]) -> tuple[list[str] | None, dict[str, Any]]:
@@ -94,6 +96,79 @@ def _degenerate_pair(cov_logical: np.ndarray, pmap: ParameterMap) -> str:
     return f"parameters {a!r} and {b!r} are fully correlated (|corr| = {corr[k, i, j]:.10f})"
 
 
+def _check_determined(data: StackedData, pmap: ParameterMap) -> None:
+    """Refuse a fit with fewer data points than the parameters they must determine."""
+    if data.n_points < pmap.n_physical:
+        raise ValueError(
+            f"{data.n_points} data point(s) cannot determine {pmap.n_physical} fitted "
+            f"parameters ({', '.join(pmap.physical_names[:8])}"
+            f"{', ...' if pmap.n_physical > 8 else ''}): the fit is underdetermined; add data, "
+            f"move parameters to fixed=, or share them across data sets"
+        )
+    short = np.flatnonzero(data.lengths < pmap.n_local)
+    if short.size:
+        i = int(short[0])
+        raise ValueError(
+            f"dataset {data.names[i]!r} (index {i}) has {int(data.lengths[i])} point(s) but "
+            f"{pmap.n_local} local parameters ({', '.join(pmap.local_names)}) to determine: "
+            f"its block is underdetermined; add points, or make some of them shared or fixed"
+        )
+
+
+def _sensitivity(
+    h: np.ndarray, model_w: np.ndarray, theta: np.ndarray, pmap: ParameterMap
+) -> np.ndarray:
+    """How much a 100 % change of each physical parameter moves the model, relative.
+
+    ``‖∂model/∂p‖·max(|p|, |p_start|) / ‖model‖`` (weighted, over the data
+    sets that read p; ``|p_start|`` is taken as 1 for a parameter started at 0).
+    """
+    diag = schur.diagonal(h, pmap.index, pmap.n_physical)  # (n_physical,) Σ ‖J column‖²
+    ds_norm2 = np.sum(model_w * model_w, axis=1)  # (K,)
+    reach = np.bincount(
+        pmap.index.ravel(),
+        weights=np.repeat(ds_norm2, pmap.index.shape[1]),
+        minlength=pmap.n_physical,
+    )
+    # the parameter's own scale: its value or start, whichever is larger (at least 1 when it
+    # started at 0), so that a parameter converging to 0 is not taken for one without effect
+    start = np.abs(pmap.x0)
+    scale = np.maximum(np.abs(theta), np.where(start > 0, start, 1.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.sqrt(diag) * scale / np.sqrt(np.maximum(reach, 1e-300))
+
+
+def _plateau(ev: ModelEvaluator, data: StackedData, pmap: ParameterMap, out, h: np.ndarray) -> str:
+    """Name a parameter that moved the model at the start but does not at the solution, or "".
+
+    Such a stationary point (BoxBOD from start 1: ``exp(-b2·x)`` underflows,
+    so b2 stops mattering) is a plateau the solver drifted onto, not a minimum
+    the data locate. A parameter that never changes the model is another case
+    (a singular Jacobian, reported with the standard errors).
+    """
+    sens = _sensitivity(h, out.model * data.weight, out.theta, pmap)
+    flat = ~(sens >= PLATEAU_SENSITIVITY)
+    if not flat.any():
+        return ""
+    # only now (rarely) pay for the Jacobian at the start
+    nfev, njev = ev.nfev, ev.njev
+    model0 = ev.predict(pmap.x0)
+    jw0 = jac_mod.weighted(ev.jacobian(pmap.x0), data)
+    ev.nfev, ev.njev = nfev, njev
+    h0, _ = jac_mod.normal_blocks(jw0, jac_mod.residuals(model0, data))
+    sens0 = _sensitivity(h0, model0 * data.weight, pmap.x0, pmap)
+    drifted = np.flatnonzero(flat & (sens0 >= PLATEAU_SENSITIVITY))
+    if not drifted.size:
+        return ""
+    i = int(drifted[0])
+    return (
+        f"parameter {pmap.physical_names[i]!r} = {out.theta[i]:.6g} changed the model at the "
+        f"start but does not at the solution (a 100% change moves it by {sens[i]:.2g} "
+        f"relative): the fit stopped on a plateau, not at a minimum the data locate; try "
+        f"other starting values, bounds, or solver='trf'"
+    )
+
+
 class GlobalFit:
     """A global least-squares fit of one model to many data sets.
 
@@ -102,9 +177,11 @@ class GlobalFit:
 
     Args:
         model_fn: ``model_fn(x, **params) -> y`` for one data set, with NumPy
-            (Jacobian by central finite differences) or torch (exact Jacobian by
-            autograd). Written with broadcasting operations it is
-            called once for all data sets (x ``(K, n)``, parameters ``(K, 1)``).
+            or torch. The Jacobian is exact by the complex step where that is
+            verified (small problems), else central finite differences (NumPy)
+            or autograd (torch); see :mod:`tying.fit.model`. Written with
+            broadcasting operations it is called once for all data sets
+            (x ``(K, n)``, parameters ``(K, 1)``).
         datasets: a list of data sets: :class:`~tying.fit.Dataset`, dicts with
             ``x``, ``y`` (``sigma``, ``metadata``, ``name``), or tuples
             ``(x, y[, sigma][, metadata])``.
@@ -115,12 +192,18 @@ class GlobalFit:
         init: starting values ``{name: value}`` (see :class:`~tying.fit.roles.ParameterMap`);
             model signature defaults are used for names it lacks.
         bounds: ``{name: (lower, upper)}``; None for an open side.
-        backend: ``"auto"``, ``"numpy"`` or ``"torch"``.
+        backend: ``"auto"`` (NumPy if the model computes with NumPy arrays, else
+            torch), ``"numpy"`` or ``"torch"``.
         vectorized: ``"auto"``, True or False: evaluate all data sets in one call.
-        solver: ``"lm"`` (Schur-complement Levenberg-Marquardt, default) or
-            ``"trf"`` (``scipy.optimize.least_squares``, trf + lsmr, sparse Jacobian).
+        solver: ``"lm"`` (default: MINPACK ``lmder`` for a small unbounded
+            problem, else Schur-complement Levenberg-Marquardt; see
+            :mod:`tying.fit.solvers`) or ``"trf"``
+            (``scipy.optimize.least_squares``, trf + lsmr, sparse Jacobian).
         scale_covar: multiply the covariance by the reduced χ² (lmfit's default).
         ftol, xtol, gtol, max_iter: stopping tests (see :class:`~tying.fit.solvers.Tolerances`).
+            The default budget of 2,000 iterations lets the hard NIST problems
+            (Bennett5, MGH17) converge without raising it; a fit stopped by its
+            budget is reported with ``success=False``, never as converged.
 
     Attributes:
         result_: the :class:`~tying.fit.FitResult` after :meth:`fit`.
@@ -144,7 +227,7 @@ class GlobalFit:
         ftol: float = 1e-10,
         xtol: float = 1e-10,
         gtol: float = 1e-10,
-        max_iter: int = 200,
+        max_iter: int = 2000,
     ):
         self.model_fn = model_fn
         self.datasets = datasets
@@ -236,7 +319,13 @@ class GlobalFit:
         Raises:
             ValueError / TypeError / tying.TieError: any problem with the
                 declaration or the data (see :class:`~tying.fit.roles.ParameterMap`,
-                :func:`~tying.fit.datasets.stack`, :class:`~tying.fit.model.ModelEvaluator`).
+                :func:`~tying.fit.datasets.stack`, :class:`~tying.fit.model.ModelEvaluator`);
+                an underdetermined fit (fewer points than fitted parameters, or a
+                data set with fewer points than its local parameters); with
+                ``vectorized=True``, a batched model that disagrees with the
+                per-data-set model at the solution.
+            tying.fit.ModelError: ``model_fn`` raised during the fit (the
+                message names the data set and the parameter values).
 
         Warns:
             ConvergenceWarning: when the solver stopped before converging
@@ -245,15 +334,31 @@ class GlobalFit:
                 data cannot tell them apart; ``result_.message`` names them).
         """
         data, pmap, ev = self._prepare()
+        _check_determined(data, pmap)
         ev.nfev = ev.njev = 0
         tol = Tolerances(self.ftol, self.xtol, self.gtol, self.max_iter)
         t0 = time.perf_counter()
         out = run_solver(self.solver, ev, data, pmap, tol)
+        if ev.vectorized and data.n_datasets > 1:
+            # the check before the fit saw only the start; the solution is what is reported
+            mismatch = ev.loop_mismatch(out.theta, out.model)
+            if mismatch and self.vectorized is True:
+                raise ValueError(
+                    f"vectorized=True, but the all-data-sets call of model_fn disagrees with "
+                    f"per-data-set calls: {mismatch}; pass vectorized='auto' or False"
+                )
+            if mismatch:
+                ev.vectorized = False
+                ev.why_not_vectorized = f"{mismatch} (refitted with a loop over data sets)"
+                ev.nfev = ev.njev = 0
+                out = run_solver(self.solver, ev, data, pmap, tol)
         self.result_ = self._result(out, data, pmap, ev)
         self.result_.time = time.perf_counter() - t0
-        if not out.success:
+        if not self.result_.success:
             warnings.warn(
-                f"global fit did not converge: {out.message}", ConvergenceWarning, stacklevel=2
+                f"global fit did not converge: {self.result_.message}",
+                ConvergenceWarning,
+                stacklevel=2,
             )
         return self
 
@@ -271,7 +376,10 @@ class GlobalFit:
         jw = jac_mod.weighted(ev.jacobian(out.theta), data)
         h, _ = jac_mod.normal_blocks(jw, r)
         scale = redchi if self.scale_covar else 1.0
-        message = out.message
+        message, success = out.message, out.success
+        plateau = _plateau(ev, data, pmap, out, h)
+        if plateau and success:
+            message, success = f"{message}; but {plateau}", False
         try:
             cov_global, cov_logical = schur.covariance(h, pmap.index, pmap.n_global)
             cov_global, cov_logical = cov_global * scale, cov_logical * scale
@@ -292,6 +400,15 @@ class GlobalFit:
                 "; standard errors could not be estimated: the Jacobian is singular "
                 "(a parameter does not change the model, or two change it the same way)"
             )
+        if self.scale_covar and nfree <= 0 and cov_global is not None:
+            # redchi = chi2 / 0 is undefined: scaled errors would read 0, not "unknown"
+            cov_global = cov_logical = None
+            stderr_x = np.full(pmap.n_physical, np.nan)
+            message += (
+                "; standard errors are NaN: as many points as fitted parameters leaves no "
+                "degree of freedom to scale them by; add data, or pass scale_covar=False "
+                "with known sigma"
+            )
         return FitResult(
             values=build_values(pmap, out.theta, None),
             stderr=build_values(pmap, stderr_x, 0.0),
@@ -309,7 +426,7 @@ class GlobalFit:
             nfev=ev.nfev,
             njev=ev.njev,
             niter=out.niter,
-            success=out.success,
+            success=success,
             message=message,
             solver=self.solver,
             backend=ev.backend,

@@ -74,7 +74,7 @@ class ParameterMap:
         ValueError: an unknown name (with the closest valid one), a model
             parameter with no role, a group key missing from a data set's
             metadata (naming the data set), a missing or mis-sized start value,
-            reversed or equal bounds, or a start value outside its bounds.
+            reversed, equal or NaN bounds, or a start value outside its bounds.
         TypeError: a role of the wrong type, or an unhashable group value.
     """
 
@@ -101,6 +101,28 @@ class ParameterMap:
         init = dict(init or {})
         bounds = dict(bounds or {})
         defaults = dict(defaults or {})
+        self._assign_roles(model_params, shared, per_group, local, fixed, defaults)
+        self._order_names()
+        self._group_datasets(metadata)
+        self._lay_out()
+        self._check_names("bounds", bounds, self.free_names)
+        self._check_names("init", init, [n for n in self.names if self.roles[n] != "fixed"])
+        self.lower, self.upper = self._bounds(bounds)
+        self.x0 = self._init(init, defaults)
+        self.fixed_values = self._fixed(fixed)
+
+    # -- the four phases of construction --------------------------------------
+
+    def _assign_roles(
+        self,
+        model_params: Sequence[str] | None,
+        shared: Sequence[str],
+        per_group: dict[str, str],
+        local: Sequence[str],
+        fixed: dict[str, Any],
+        defaults: dict[str, Any],
+    ) -> None:
+        """Phase 1: one role per name, checked against the model's parameters."""
         for label, value in (("shared", shared), ("local", local)):
             if isinstance(value, str) or not isinstance(value, Sequence):
                 raise TypeError(f"{label} must be a list of parameter names, got {value!r}")
@@ -146,18 +168,22 @@ class ParameterMap:
                     f"e.g. per_group={{{name!r}: 'instrument'}}"
                 )
 
-        # free logical order: global-role names (shared, then per-group) first, then local
-        shared_n = [n for n in self.names if roles[n] == "shared"]
-        group_n = [n for n in self.names if roles[n] == "per_group"]
+    def _order_names(self) -> None:
+        """Phase 2: free logical order, global-role names (shared, then per-group) first."""
+        roles = self.roles
+        self._shared_names = [n for n in self.names if roles[n] == "shared"]
+        self._group_names = [n for n in self.names if roles[n] == "per_group"]
         self.local_names = [n for n in self.names if roles[n] == "local"]
-        self.global_names = shared_n + group_n
+        self.global_names = self._shared_names + self._group_names
         self.free_names = self.global_names + self.local_names
         self.fixed_names = [n for n in self.names if roles[n] == "fixed"]
 
-        # group values (first-appearance order) and each data set's group index
+    def _group_datasets(self, metadata: Sequence[Mapping[str, Any]]) -> None:
+        """Phase 3: each group parameter's values (first-appearance order) and data sets' groups."""
+        k = self.n_datasets
         self.groups: dict[str, list[Any]] = {}
         self.group_index: dict[str, np.ndarray] = {}
-        for name in group_n:
+        for name in self._group_names:
             key = self.group_key[name]
             values: list[Any] = []
             where: dict[Any, int] = {}
@@ -183,11 +209,14 @@ class ParameterMap:
             self.groups[name] = values
             self.group_index[name] = idx
 
-        # physical layout [shared | groups | locals]
+    def _lay_out(self) -> None:
+        """Phase 4: the physical layout ``[shared | groups | locals]`` and ``index``."""
+        k = self.n_datasets
+        shared_n = self._shared_names
         names: list[str] = list(shared_n)
         owner: list[int] = list(range(len(shared_n)))  # free logical index behind each entry
         offsets: dict[str, int] = {n: i for i, n in enumerate(shared_n)}
-        for name in group_n:
+        for name in self._group_names:
             offsets[name] = len(names)
             names += [f"{name}[{v}]" for v in self.groups[name]]
             owner += [self.free_names.index(name)] * len(self.groups[name])
@@ -207,12 +236,6 @@ class ParameterMap:
         for j in range(self.n_local):
             index[:, len(self.global_names) + j] = self.n_global + np.arange(k) * self.n_local + j
         self.index = index
-
-        self._check_names("bounds", bounds, self.free_names)
-        self._check_names("init", init, [n for n in self.names if roles[n] != "fixed"])
-        self.lower, self.upper = self._bounds(bounds)
-        self.x0 = self._init(init, defaults)
-        self.fixed_values = self._fixed(fixed)
 
     # -- construction helpers -------------------------------------------------
 
@@ -237,6 +260,11 @@ class ParameterMap:
                 ) from None
             low = -np.inf if low is None else float(low)
             high = np.inf if high is None else float(high)
+            if np.isnan(low) or np.isnan(high):
+                raise ValueError(
+                    f"bounds[{name!r}] = ({low}, {high}): a bound must be a number, not NaN; "
+                    f"use None for an open side, e.g. bounds={{{name!r}: (None, 3.0)}}"
+                )
             if not low < high:
                 fix = (
                     f"write ({high}, {low})"

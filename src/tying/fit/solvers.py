@@ -1,10 +1,15 @@
 """The two solvers of a global fit: Schur-complement Levenberg–Marquardt, and SciPy's trf.
 
-- ``"lm"`` (default): Levenberg–Marquardt with Marquardt's diagonal scaling
-  (as in MINPACK), each step solved by the Schur complement
-  (:mod:`tying.fit.schur`) in O(K). Bounds are kept by a projected step:
-  parameters at a bound whose gradient points outward are held for that
-  step, and the step is clipped to the box.
+- ``"lm"`` (default): Levenberg–Marquardt. A small problem without bounds
+  (one data set, or shared parameters only; at most
+  :data:`DENSE_MAX_PARAMETERS` fitted parameters) goes to MINPACK's ``lmder`` (``scipy.optimize.leastsq``, the code
+  behind lmfit's default) with our exact or finite-difference Jacobian: its
+  trust-region control solves NIST problems (MGH10 from start 1) that a
+  plain damping schedule does not. Larger problems, and bounded ones, use our
+  Levenberg–Marquardt with Marquardt's diagonal scaling (as in MINPACK), each
+  step solved by the Schur complement (:mod:`tying.fit.schur`) in O(K).
+  Bounds are kept by a projected step: parameters at a bound whose gradient
+  points outward are held for that step, and the step is clipped to the box.
 - ``"trf"``: ``scipy.optimize.least_squares(method="trf", tr_solver="lsmr")``
   with the sparse Jacobian of :func:`tying.fit.jacobian.assemble`.
 
@@ -37,6 +42,18 @@ from tying.fit.model import ModelEvaluator
 from tying.fit.roles import ParameterMap
 
 SOLVERS = ("lm", "trf")
+#: "lm" hands an unbounded problem with at most this many fitted parameters to MINPACK
+DENSE_MAX_PARAMETERS = 50
+_MINPACK_SUCCESS = {
+    1: "ftol: relative reduction of chi2 <= ftol",
+    2: "xtol: relative step <= xtol",
+    3: "ftol and xtol both met",
+    4: "gtol: the residuals are orthogonal to the Jacobian columns to within gtol",
+    # 6-8: the tolerance cannot be met in floating point: converged to machine precision
+    6: "converged to machine precision (no further reduction of chi2 is possible)",
+    7: "converged to machine precision (no further improvement of the parameters is possible)",
+    8: "converged to machine precision (residuals orthogonal to the Jacobian columns)",
+}
 
 
 class FitWarning(UserWarning):
@@ -67,14 +84,15 @@ class Tolerances:
         ftol: stop when χ² drops by less than ``ftol`` relative (actual and predicted).
         xtol: stop when the scaled step is below ``xtol`` × (scaled parameter norm).
         gtol: stop when the largest scaled gradient component is below ``gtol``.
-        max_iter: the iteration limit of ``"lm"``; ``"trf"`` gets
-            ``max_nfev = max_iter`` function evaluations.
+        max_iter: the iteration limit of ``"lm"`` (model evaluations when
+            MINPACK solves it); ``"trf"`` gets ``max_nfev = max_iter``
+            function evaluations.
     """
 
     ftol: float = 1e-10
     xtol: float = 1e-10
     gtol: float = 1e-10
-    max_iter: int = 200
+    max_iter: int = 2000
 
 
 def _state(ev: ModelEvaluator, data: StackedData, theta: np.ndarray):
@@ -156,6 +174,53 @@ def levenberg_marquardt(
     return SolverOutput(theta, model, cost, niter, success, message)
 
 
+def minpack(
+    ev: ModelEvaluator, data: StackedData, pmap: ParameterMap, tol: Tolerances
+) -> SolverOutput:
+    """MINPACK ``lmder`` (``scipy.optimize.leastsq``) on the dense Jacobian: small unbounded fits."""
+    from scipy.optimize import leastsq
+
+    mask = data.mask
+    cache: dict[str, np.ndarray] = {}
+
+    def fun(theta):
+        model = ev.predict(theta)
+        cache["theta"], cache["model"] = theta.copy(), model
+        r = jac_mod.residuals(model, data)[mask]
+        return np.where(np.isfinite(r), r, 1e150)
+
+    def jac(theta):
+        jw = jac_mod.weighted(ev.jacobian(theta), data)  # (K, n_max, P)
+        if data.n_datasets == 1:
+            return jw[0, : data.lengths[0]]
+        return jac_mod.assemble(jw, data, pmap).toarray()
+
+    theta, _, info, _, ier = leastsq(
+        fun,
+        pmap.x0.copy(),
+        Dfun=jac,
+        full_output=True,
+        ftol=tol.ftol,
+        xtol=tol.xtol,
+        gtol=tol.gtol,
+        maxfev=tol.max_iter,
+    )
+    model = cache["model"] if np.array_equal(cache.get("theta"), theta) else ev.predict(theta)
+    r = jac_mod.residuals(model, data)
+    cost = 0.5 * float(np.sum(r * r))
+    if ier in _MINPACK_SUCCESS:
+        message, success = f"MINPACK lmder: {_MINPACK_SUCCESS[ier]}", True
+    else:
+        message, success = (
+            f"max_iter={tol.max_iter} reached before ftol/xtol/gtol were met (MINPACK lmder "
+            f"counts model evaluations; info={ier}); raise max_iter, or check the starting values",
+            False,
+        )
+    return SolverOutput(
+        theta, model, cost if np.isfinite(cost) else np.inf, int(info["nfev"]), success, message
+    )
+
+
 def trust_region(
     ev: ModelEvaluator, data: StackedData, pmap: ParameterMap, tol: Tolerances
 ) -> SolverOutput:
@@ -200,6 +265,12 @@ def run_solver(
         ValueError: an unknown solver name.
     """
     if name == "lm":
+        bounded = bool(np.isfinite(pmap.lower).any() or np.isfinite(pmap.upper).any())
+        # MINPACK's unblocked QR of the dense Jacobian costs N·P² per iteration: worth it for
+        # one data set (or shared parameters only), not for K data sets with local ones
+        dense = data.n_datasets == 1 or pmap.n_local == 0
+        if not bounded and dense and pmap.n_physical <= DENSE_MAX_PARAMETERS:
+            return minpack(ev, data, pmap, tol)
         return levenberg_marquardt(ev, data, pmap, tol)
     if name == "trf":
         return trust_region(ev, data, pmap, tol)
