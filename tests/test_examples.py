@@ -83,3 +83,19 @@ def test_lazy_engine_names_are_not_shadowed_by_submodules():
     assert tying.count is tying.core.count
     assert tying.verify is tying.core.verify
     assert set(tying.__all__) <= set(dir(tying))
+
+
+def test_a_numpy_global_fit_runs_without_importing_torch():
+    """Issue 16: fitting (and counting) a NumPy model never loads torch."""
+    import subprocess
+
+    code = (
+        "import sys, numpy as np, tying, tying.fit\n"
+        "x = np.linspace(0, 1, 20)\n"
+        "fit = tying.fit.GlobalFit(lambda x, a, b: a * np.exp(-b * x), [(x, 2 * np.exp(-3 * x))],"
+        " shared=['a', 'b'], init={'a': 1.0, 'b': 1.0})\n"
+        "assert fit.run().success and tying.count(fit).physical == 2\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

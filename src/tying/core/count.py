@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch is imported when a module is counted, not when Count is
@@ -93,11 +94,8 @@ def count(model: nn.Module) -> Count:
         >>> c.logical, c.physical, c.ratio
         (60, 20, 3.0)
     """
-    from torch import nn
-
-    from tying.core.inventory import Inventory
-
-    if not isinstance(model, nn.Module):
+    torch = sys.modules.get("torch")  # an nn.Module implies torch is imported
+    if torch is None or not isinstance(model, torch.nn.Module):
         counter = getattr(model, "n_parameters", None)
         if callable(counter):  # estimators with ties of their own (HMMs, global fits)
             return counter()
@@ -105,6 +103,8 @@ def count(model: nn.Module) -> Count:
             f"count: expected an nn.Module or an object with n_parameters() (a tying HMM or "
             f"global fit), got {type(model).__name__}"
         )
+    from tying.core.inventory import Inventory
+
     inv = Inventory(model)
     groups: dict[int, Group] = {}
     logical = bytes_logical = 0

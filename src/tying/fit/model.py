@@ -49,15 +49,39 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import sys
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import torch
 
 from tying.fit.datasets import StackedData
 from tying.fit.roles import ParameterMap
+
+
+class _LazyTorch:
+    """torch, imported on first use: a NumPy model's fit never imports it (DESIGN.md)."""
+
+    def __getattr__(self, name: str) -> Any:
+        import torch as real
+
+        return getattr(real, name)
+
+
+torch = _LazyTorch()
+
+
+def _no_grad() -> contextlib.AbstractContextManager:
+    """``torch.no_grad()`` when torch is loaded; nothing to switch off otherwise."""
+    real = sys.modules.get("torch")
+    return contextlib.nullcontext() if real is None else real.no_grad()
+
+
+def _is_tensor(x: object) -> bool:
+    real = sys.modules.get("torch")  # a torch tensor implies torch is imported
+    return real is not None and isinstance(x, real.Tensor)
+
 
 BACKENDS = ("auto", "numpy", "torch")
 _FD_STEP = np.finfo(float).eps ** (1 / 3)  # the optimal relative step of central differences
@@ -148,7 +172,7 @@ class ModelEvaluator:
 
     def _call_one(self, i: int, params: dict[str, Any], torch_inputs: bool) -> Any:
         x = self._xt[i] if torch_inputs and self._xt is not None else self.data.xs[i]
-        if torch_inputs and not isinstance(x, torch.Tensor):
+        if torch_inputs and not _is_tensor(x):
             x = torch.as_tensor(x, dtype=torch.float64)
         with np.errstate(all="ignore"):  # non-finite values are checked, not warned about
             return self.model_fn(x, **params)
@@ -159,7 +183,7 @@ class ModelEvaluator:
         return {n: float(v[i]) for n, v in values.items()}
 
     def _as_array(self, out: Any, i: int | None) -> np.ndarray:
-        if isinstance(out, torch.Tensor):
+        if _is_tensor(out):
             out = out.detach().cpu().numpy()
         arr = np.asarray(out, dtype=float)
         if i is not None:
@@ -184,7 +208,7 @@ class ModelEvaluator:
         numpy_exc: Exception | None = None
         try:
             out = self._call_one(0, self._params_one(values, 0, False), torch_inputs=False)
-            if not isinstance(out, torch.Tensor):
+            if not _is_tensor(out):
                 return "numpy"
             numpy_error = "returned a torch tensor"
         except Exception as err:  # a torch model rejects NumPy arrays: try torch next
@@ -196,7 +220,7 @@ class ModelEvaluator:
         }
         try:
             out = self._call_one(0, params, torch_inputs=True)
-            if isinstance(out, torch.Tensor) and out.requires_grad:
+            if _is_tensor(out) and out.requires_grad:
                 return "torch"
             torch_error = f"returned {type(out).__name__} with no gradient"
         except Exception as err:
@@ -258,7 +282,7 @@ class ModelEvaluator:
     ) -> bool:
         use_torch = self.backend == "torch"
         n = int(self.data.lengths[i])
-        with torch.no_grad():
+        with _no_grad():
             one = self._as_array(
                 self._call_one(i, self._params_one(values, i, use_torch), use_torch), i
             )
@@ -288,7 +312,7 @@ class ModelEvaluator:
                 continue
             n = int(data.lengths[i])
             use_torch = self.backend == "torch"
-            with torch.no_grad():
+            with _no_grad():
                 one = self._as_array(
                     self._call_one(i, self._params_one(values, i, use_torch), use_torch), i
                 )
@@ -307,7 +331,7 @@ class ModelEvaluator:
         culprit = None
         for i in range(self.data.n_datasets):
             try:
-                with torch.no_grad():
+                with _no_grad():
                     self._call_one(i, self._params_one(values, i, use_torch), use_torch)
             except Exception as single:
                 culprit, err = i, single
@@ -458,7 +482,7 @@ class ModelEvaluator:
                     params = {n: torch.from_numpy(t) for n, t in params.items()}
                 out = self.model_fn(self._stacked(p, use_torch), **params)
             if use_torch:
-                if not isinstance(out, torch.Tensor):
+                if not _is_tensor(out):
                     return None
                 out = out.resolve_conj().numpy()
             out = np.asarray(out)
@@ -622,7 +646,7 @@ def _jvp_columns(
     try:
         with torch.enable_grad():
             out = fn(leaves)
-            if not isinstance(out, torch.Tensor):
+            if not _is_tensor(out):
                 raise TypeError(f"a torch model_fn must return a tensor, got {type(out).__name__}")
             u = torch.zeros_like(out, requires_grad=True)
             grads = torch.autograd.grad(

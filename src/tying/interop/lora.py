@@ -137,7 +137,7 @@ def get_peft_model(model: nn.Module, peft_config, **kwargs: Any):
         >>> _ = tying.Plan([tying.share("2", like="0")]).apply(m)
         >>> pm = get_peft_model(m, peft.LoraConfig(r=2, target_modules=["0", "2"]))
         >>> pm.base_model.model[2] is pm.base_model.model[0], tying.verify(pm)
-        (True, 2)
+        (True, 6)
     """
     peft = _peft()
     inv = Inventory(model)
@@ -207,7 +207,7 @@ def from_pretrained(model: nn.Module, adapter_path: str, **kwargs: Any):
         >>> get_peft_model(tied(), peft.LoraConfig(r=2, target_modules=["0", "2"])).save_pretrained(folder)
         >>> pm = from_pretrained(tied(), folder)
         >>> pm.base_model.model[2] is pm.base_model.model[0], tying.verify(pm)
-        (True, 2)
+        (True, 6)
     """
     peft = _peft()
     whole = whole_module_ties(Inventory(model))
