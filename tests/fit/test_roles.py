@@ -147,3 +147,28 @@ def test_nan_bound_is_refused_not_taken_for_a_fixed_value(pair):
         r"an open side, e\.g\. bounds=\{'a': \(None, 3\.0\)\}",
     ):
         pmap(bounds={"a": pair})
+
+
+def test_roles_compile_into_core_rules_that_resolve_to_the_same_layout():
+    """Issue 16: roles are the core vocabulary; resolving their rules gives this map's ties."""
+    from tying.core.resolver import resolve, roots
+    from tying.fit.roles import ParameterMap
+
+    meta = [{"inst": g} for g in ("A", "B", "A", "C", "B", "A")]
+    pmap = ParameterMap(
+        ["center", "width", "amp"],
+        meta,
+        shared=["center"],
+        per_group={"width": "inst"},
+        local=["amp"],
+        init={"center": 0.0, "width": 1.0, "amp": 1.0},
+    )
+    names = pmap.free_names
+    slots = [f"{n}.{i}" for n in names for i in range(len(meta))]
+    root = roots({s: src for s, (_, src) in resolve(pmap.tie_rules(), slots).items()}, slots)
+    # two slots read one physical value exactly when the map sends them to one entry
+    for j, n in enumerate(names):
+        for i in range(len(meta)):
+            for i2 in range(len(meta)):
+                same_root = root[f"{n}.{i}"] == root[f"{n}.{i2}"]
+                assert same_root == (pmap.index[i, j] == pmap.index[i2, j]), (n, i, i2)

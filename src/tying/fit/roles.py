@@ -381,6 +381,36 @@ class ParameterMap:
             groups.append(Group(self.physical_names[p], 1, 8, slots, len(slots), 8 * len(slots)))
         return Count(logical, physical, 8 * logical, 8 * physical, groups)
 
+    def tie_rules(self) -> list:
+        """The roles as the core vocabulary: ``share`` rules over ``"<name>.<dataset>"`` slots.
+
+        ``shared`` is every data set's slot read like data set 0's; ``per_group``
+        is each data set's slot read like the first data set of its group; local
+        and fixed parameters have no rule. Resolving these rules with
+        :func:`tying.core.resolver.resolve` gives exactly this map's physical
+        layout (tested), so roles are one more way to write the ties every
+        package shares.
+
+        Returns:
+            A list of :func:`tying.share` rules.
+
+        Example:
+            >>> pmap = ParameterMap(["c", "w", "a"], [{"i": "A"}, {"i": "A"}, {"i": "B"}],
+            ...                     shared=["c"], per_group={"w": "i"}, local=["a"],
+            ...                     init={"c": 0.0, "w": 1.0, "a": 1.0})
+            >>> pmap.tie_rules()
+            [share('c.*', like='c.0'), share('w.*', like=<dict>)]
+        """
+        from tying.core.rules import share
+
+        rules = [share(f"{name}.*", like=f"{name}.0") for name in self._shared_names]
+        for name in self._group_names:
+            index = self.group_index[name]
+            first = {g: int(np.flatnonzero(index == g)[0]) for g in np.unique(index)}
+            like = {f"{name}.{i}": f"{name}.{first[g]}" for i, g in enumerate(index.tolist())}
+            rules.append(share(f"{name}.*", like=like))
+        return rules
+
     def describe(self, name: str) -> str:
         """The role of ``name`` in words, e.g. ``"per group (instrument)"``."""
         role = self.roles[name]
