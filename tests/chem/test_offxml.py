@@ -97,6 +97,6 @@ def test_an_unreadable_value_names_the_parameter(tmp_path):
         tmp_path, [bond("[#6:1]-[#6:2]", "cc").replace("angstrom ** 1", "furlong")], name="badunit"
     )
     with pytest.raises(
-        ValueError, match=r"badunit.offxml Bonds:cc: attribute length=.*unknown unit 'furlong'"
+        ValueError, match=r"badunit.offxml Bonds id 'cc': attribute length=.*unknown unit 'furlong'"
     ):
         load_force_field(path)

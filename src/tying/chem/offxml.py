@@ -24,12 +24,11 @@ from collections.abc import Iterator, Mapping
 from importlib import metadata
 from typing import Any
 
-from tying.chem.errors import ForceFieldNotFoundError
-from tying.chem.units import Quantity, parse_value
+from tying.chem.errors import ForceFieldNotFoundError, OffxmlError
+from tying.chem.schema import read_header, read_parameter
+from tying.chem.units import Quantity
 
 ENTRY_POINT_GROUP = "openforcefield.smirnoff_forcefield_directory"
-# Attributes kept as written (a version "0.10" is not the number 0.1).
-_TEXT_ATTRIBUTES = frozenset({"version", "name", "model_file", "model_file_hash", "parent_id"})
 
 # Section tag -> tag of its parameters. Sections not listed are kept with their
 # header only (Electrostatics, NAGLCharges, ...).
@@ -280,7 +279,10 @@ def load_force_field(name: str | pathlib.Path = "openff-2.3.0") -> ForceField:
 
     Raises:
         ForceFieldNotFoundError: when no such force field is installed.
-        ValueError: when the file is not a SMIRNOFF document or a value cannot be read.
+        OffxmlError: (a ValueError) when the file is not a SMIRNOFF document, or a
+            parameter is malformed: a value that is not a number with a unit of the
+            right dimension, an unknown or missing attribute, two parameters with one
+            id, a parameter without SMIRKS. The message names file, section and id.
 
     Example:
         >>> load_force_field("openff-1.0.0")["ProperTorsions"]["t1"].terms[0].k.value
@@ -296,13 +298,19 @@ def _load(path: pathlib.Path) -> ForceField:
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as err:
-        raise ValueError(f"{path}: not a readable XML file ({err})") from err
+        raise OffxmlError(f"{path}: not a readable XML file ({err})") from err
     if root.tag != "SMIRNOFF":
-        raise ValueError(f"{path}: expected a <SMIRNOFF> document, got <{root.tag}>")
+        raise OffxmlError(f"{path}: expected a <SMIRNOFF> document, got <{root.tag}>")
     sections: dict[str, Section] = {}
     for elem in root:
         if not isinstance(elem.tag, str) or elem.tag in ("Author", "Date"):
             continue
+        if elem.tag in sections:
+            # Two blocks of one section would need a merge rule the file does not state.
+            raise OffxmlError(
+                f"{path.name}: section <{elem.tag}> appears twice; merge its parameters "
+                f"into one <{elem.tag}> block (in the order they should win)"
+            )
         sections[elem.tag] = _read_section(path, elem)
     return ForceField(
         name=path.stem,
@@ -313,24 +321,39 @@ def _load(path: pathlib.Path) -> ForceField:
 
 
 def _read_section(path: pathlib.Path, elem: ET.Element) -> Section:
-    attributes = {k: _parse(path, elem.tag, k, v) for k, v in elem.attrib.items()}
+    attributes = read_header(f"{path.name} {elem.tag}", elem.attrib)
     child_tag = PARAMETER_TAGS.get(elem.tag)
-    params = []
+    params: list[Parameter] = []
+    seen: dict[str, int] = {}
     for child in elem:
-        if child.tag != child_tag or "smirks" not in child.attrib:
-            continue
+        if not isinstance(child.tag, str):
+            continue  # comments
+        position = f"{path.name} {elem.tag} parameter {len(params) + 1}"
+        if child.tag != child_tag:
+            expected = f"<{child_tag}>" if child_tag else "no parameters"
+            raise OffxmlError(
+                f"{position}: unexpected element <{child.tag}> in <{elem.tag}>; expected "
+                f"{expected}; fix the tag or move it to its section"
+            )
         attrib = dict(child.attrib)
-        smirks = attrib.pop("smirks")
-        pid = attrib.pop("id", f"{elem.tag}[{len(params)}]")
-        values = {k: _parse(path, f"{elem.tag}:{pid}", k, v) for k, v in attrib.items()}
+        pid = attrib.pop("id", None)
+        where = f"{path.name} {elem.tag} id {pid!r}" if pid is not None else position
+        smirks = attrib.pop("smirks", None)
+        if not smirks or not smirks.strip():
+            raise OffxmlError(f"{where}: missing or empty smirks attribute; add its SMIRKS pattern")
+        if pid is None:
+            pid = f"{elem.tag}[{len(params)}]"  # the toolkit allows parameters without id
+        elif not pid.strip():
+            raise OffxmlError(
+                f"{where}: empty id; give the parameter an id or remove the attribute"
+            )
+        if pid in seen:
+            # Two parameters under one id: lookups by id and assignment would disagree.
+            raise OffxmlError(
+                f"{where}: duplicate id {pid!r} (parameters {seen[pid] + 1} and "
+                f"{len(params) + 1} of <{elem.tag}>); give each parameter its own id"
+            )
+        seen[pid] = len(params)
+        values = read_parameter(where, elem.tag, attrib)
         params.append(Parameter(elem.tag, pid, smirks, len(params), values))
     return Section(elem.tag, attributes, tuple(params))
-
-
-def _parse(path: pathlib.Path, where: str, key: str, text: str) -> Any:
-    if key in _TEXT_ATTRIBUTES:
-        return text
-    try:
-        return parse_value(text)
-    except ValueError as err:
-        raise ValueError(f"{path.name} {where}: attribute {key}={text!r}: {err}") from err
