@@ -211,6 +211,7 @@ class SmirksAssigner:
 
     Raises:
         ValueError: on an unsupported section name (lists the supported ones).
+        TypeError: when ``sections`` is a single string instead of a list.
         KeyError: on a section the force field does not have (lists the ones it has).
         SmirksError: when a pattern of the force field is malformed (names its id).
 
@@ -236,6 +237,11 @@ class SmirksAssigner:
         )
         if sections is None:
             sections = [s for s in SECTIONS if s in self.force_field.sections]
+        elif isinstance(sections, str):
+            raise TypeError(
+                f"sections must be a list of section names, got the string {sections!r}; "
+                f"write sections=[{sections!r}]"
+            )
         unknown = [s for s in sections if s not in KEYS]
         if unknown:
             raise ValueError(f"cannot assign sections {unknown}; supported: {', '.join(KEYS)}")
@@ -288,10 +294,20 @@ class SmirksAssigner:
             (for a SMILES: heavy atoms in SMILES order, then the hydrogens).
 
         Raises:
-            SmilesError: on an unparsable SMILES (names it).
+            TypeError: when ``molecule`` is neither a ``str`` nor an RDKit molecule.
+            SmilesError: on an empty SMILES, one with whitespace, an unparsable one,
+                a radical or a dummy atom (names the SMILES and the atom).
             UnassignedParameterError: with ``strict``, for an atom without vdW
                 parameter or a bond/angle/torsion without parameter.
         """
+        if not isinstance(molecule, (str, Chem.Mol)):
+            raise TypeError(
+                f"assign: expected a SMILES string or an rdkit.Chem.Mol, got "
+                f"{type(molecule).__name__}: {molecule!r:.80}"
+                + ("; decode bytes first (smiles.decode())" if isinstance(molecule, bytes) else "")
+            )
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"assign: name must be a string or None, got {type(name).__name__}")
         text = molecule if isinstance(molecule, str) else None
         if text is not None and self.cache and text in self._by_text:
             self.hits += 1

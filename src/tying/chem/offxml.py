@@ -240,31 +240,52 @@ def find_force_field(name: str | pathlib.Path) -> pathlib.Path:
         The file's path.
 
     Raises:
-        ForceFieldNotFoundError: naming every installed force field (and the closest).
+        TypeError: when ``name`` is neither a str nor a path.
+        ForceFieldNotFoundError: for a path that does not exist (says so), or a name
+            no installed force field carries (suggests the closest names only).
 
     Example:
         >>> find_force_field("openff-2.3.0").name
         'openff-2.3.0.offxml'
     """
+    if not isinstance(name, (str, pathlib.Path)):
+        raise TypeError(
+            f"force field: expected an installed name (e.g. 'openff-2.3.0') or a path, "
+            f"got {type(name).__name__}: {name!r}"
+        )
     path = pathlib.Path(name)
-    if path.suffix == ".offxml" and path.is_file():
+    if not str(name).strip():
+        raise ForceFieldNotFoundError(
+            "force field '': empty name; give an installed name such as 'openff-2.3.0' or a path"
+        )
+    if path.is_file():
         return path
+    # A name with a directory part (or a Path) is a file the user pointed at: say that
+    # it is missing, not that no installed force field has that name.
+    if len(path.parts) > 1:
+        what = "is a directory, not a file" if path.is_dir() else "does not exist"
+        raise ForceFieldNotFoundError(
+            f"force field file {str(name)!r} {what}; check the path, or pass an installed "
+            f"name such as 'openff-2.3.0' (tying.chem.available_force_fields() lists them)"
+        )
     stem = path.name[: -len(".offxml")] if path.name.endswith(".offxml") else path.name
     dirs = force_field_directories()
     for d in dirs:
         candidate = d / f"{stem}.offxml"
         if candidate.is_file():
             return candidate
-    names = available_force_fields()
     if not dirs:
         raise ForceFieldNotFoundError(
             f"force field {str(name)!r} not found: no OpenFF force fields are installed "
             f"(entry point {ENTRY_POINT_GROUP!r}); install them with: pip install 'tying[chem]'"
         )
-    close = difflib.get_close_matches(stem, names, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
+    names = available_force_fields()
+    close = difflib.get_close_matches(stem, names, n=3, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
     raise ForceFieldNotFoundError(
-        f"force field {str(name)!r} not found.{hint} Installed force fields: {', '.join(names)}"
+        f"force field {str(name)!r} not found: no file of that name here and no installed "
+        f"force field called {stem!r}.{hint} tying.chem.available_force_fields() lists the "
+        f"{len(names)} installed ones."
     )
 
 
