@@ -91,9 +91,7 @@ def assign_many(
         ff = assigner.force_field
         sections = {s: ff[s].parameters for s in assigner.sections}
         config = (str(ff.path), assigner.sections, assigner.strict)
-        context = multiprocessing.get_context(
-            "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-        )
+        context = _context()
         with cf.ProcessPoolExecutor(
             max_workers=min(n, len(chunks)),
             mp_context=context,
@@ -119,6 +117,17 @@ def assign_many(
             if i not in results:  # a repeat of a SMILES labelled in this call
                 results[i] = assigner._named(results[first[molecule]], name)
         return [results[i] for i in range(len(items))]
+
+
+def _context() -> Any:
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    # The fork server imports RDKit and tying.chem once (``import tying`` also pulls in
+    # torch, seconds on a busy machine); every worker forked from it starts with them.
+    # Ignored when the server already runs (then it was started with its own list).
+    context.set_forkserver_preload(["tying.chem.assign", "tying.chem.parallel"])
+    return context
 
 
 def _split_item(i: int, m: Any) -> tuple[int, Any, str | None]:
