@@ -126,3 +126,19 @@ def test_dask_recipe_on_a_local_two_worker_cluster(tmp_path, sage):
             s: {"-".join(map(str, k)): p.id for k, p in sorted(t.items())}
             for s, t in a.terms.items()
         }
+
+
+def test_an_unguarded_script_gets_the_main_guard_advice(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from tying.chem import SmirksAssigner\n"
+        "SmirksAssigner().assign_many(['C', 'CC', 'CCC', 'CCCC'], n_jobs=2, chunksize=1)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert out.returncode != 0
+    assert "put the call under `if __name__ == '__main__':`" in out.stderr

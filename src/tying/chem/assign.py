@@ -307,6 +307,8 @@ class SmirksAssigner:
 
         Raises:
             ValueError: on a bad ``n_jobs`` or ``chunksize``.
+            RuntimeError: when a worker process dies (e.g. an unguarded script: call
+                ``assign_many(n_jobs>1)`` under ``if __name__ == "__main__":``).
             SmilesError, UnassignedParameterError, TypeError: for the first molecule
                 (lowest index) that fails, naming its index, SMILES and name.
 

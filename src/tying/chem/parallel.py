@@ -106,6 +106,13 @@ def assign_many(
                             raise error
                         results[i] = _rebuild(compact, sections, ff.name)
                         advance(1)
+            except cf.process.BrokenProcessPool as err:
+                raise RuntimeError(
+                    "assign_many: a worker process died before returning its molecules. "
+                    "Workers start fresh and re-import the main script: when calling from a "
+                    "script, put the call under `if __name__ == '__main__':`; otherwise the "
+                    "machine may be out of memory (use fewer n_jobs)"
+                ) from err
             except BaseException:
                 for f in futures:
                     f.cancel()
