@@ -137,8 +137,19 @@ def test_an_unguarded_script_gets_the_main_guard_advice(tmp_path):
         "from tying.chem import SmirksAssigner\n"
         "SmirksAssigner().assign_many(['C', 'CC', 'CCC', 'CCCC'], n_jobs=2, chunksize=1)\n"
     )
+    import os
+    import pathlib
+
+    import tying
+
+    env = {**os.environ, "PYTHONPATH": str(pathlib.Path(tying.__file__).parents[1])}
     out = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
     )
     assert out.returncode != 0
     assert "put the call under `if __name__ == '__main__':`" in out.stderr

@@ -377,7 +377,8 @@ class SmirksAssigner:
         return a if name is None or name == a.name else dataclasses.replace(a, name=name)
 
     def _assign_prepared(self, mol: Any, smiles: str, name: str | None) -> Assignment:
-        candidates = self._prefilter.candidates(mol)
+        sigs = self._prefilter.signatures(mol)
+        candidates = self._prefilter.candidates(mol, sigs)
         plan, flat = self._plan, self._flat
         match = mol.GetSubstructMatches
 

@@ -437,23 +437,29 @@ class Prefilter:
         self._atom_cache: dict[Signature, int] = {}
         self._bond_cache: dict[tuple, int] = {}
 
-    def candidates(self, mol: Any) -> list[int]:
+    def candidates(self, mol: Any, sigs: list[tuple] | None = None) -> list[int]:
         """Indices (ascending) of the patterns that may match a prepared molecule."""
         has = np.frombuffer(
-            self.satisfied(mol).to_bytes(8 * self._n_words, "little"), dtype=np.uint64
+            self.satisfied(mol, sigs).to_bytes(8 * self._n_words, "little"), dtype=np.uint64
         )
         lacking = (self._needs & ~has).any(axis=1)  # needs a bit the molecule lacks
         return np.flatnonzero(~lacking).tolist()
 
-    def satisfied(self, mol: Any) -> int:
-        """The bits (atom bits, then bond bits) that some atom or bond of ``mol`` may satisfy."""
+    @staticmethod
+    def signatures(mol: Any) -> list[tuple]:
+        """Each atom's :func:`atom_signature` plus the sizes of the SSSR rings holding it."""
         atom = mol.GetAtomWithIdx
         n = mol.GetNumAtoms()
         sizes: list[set[int]] = [set() for _ in range(n)]
         for ring in mol.GetRingInfo().AtomRings():
             for i in ring:
                 sizes[i].add(len(ring))
-        sigs = [(*atom_signature(atom(i)), tuple(sorted(sizes[i]))) for i in range(n)]
+        return [(*atom_signature(atom(i)), tuple(sorted(sizes[i]))) for i in range(n)]
+
+    def satisfied(self, mol: Any, sigs: list[tuple] | None = None) -> int:
+        """The bits (atom bits, then bond bits) that some atom or bond of ``mol`` may satisfy."""
+        if sigs is None:
+            sigs = self.signatures(mol)
         has = 0
         for sig in set(sigs):
             mask = self._atom_cache.get(sig)
