@@ -153,3 +153,16 @@ def test_an_unguarded_script_gets_the_main_guard_advice(tmp_path):
     )
     assert out.returncode != 0
     assert "put the call under `if __name__ == '__main__':`" in out.stderr
+
+
+def test_unnamed_repeats_written_differently_are_named_as_in_one_process(sage):
+    # Each worker caches only what it saw; names must not depend on which worker ran what.
+    molecules = ["CCO", "c1ccccc1O", "OCC", "Oc1ccccc1", "C(O)C", ("OCC", "named")]
+    sage.clear_cache()
+    serial = sage.assign_many(molecules)
+    for chunksize in (1, 2, 4):
+        sage.clear_cache()
+        out = sage.assign_many(molecules, n_jobs=2, chunksize=chunksize)
+        assert [a.name for a in out] == [a.name for a in serial], chunksize
+        assert _ids(out) == _ids(serial)
+    assert [a.name for a in serial] == ["CCO", "c1ccccc1O", "CCO", "c1ccccc1O", "CCO", "named"]

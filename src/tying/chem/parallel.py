@@ -19,6 +19,7 @@ engine, no home-made one.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import functools
 import multiprocessing
 import os
@@ -117,6 +118,7 @@ def assign_many(
                 for f in futures:
                     f.cancel()
                 raise
+        _names_as_in_one_process(assigner, items, results, first)
         for molecule, i in first.items():
             if assigner.cache:
                 assigner._by_text[molecule] = results[i]
@@ -124,6 +126,31 @@ def assign_many(
             if i not in results:  # a repeat of a SMILES labelled in this call
                 results[i] = assigner._named(results[first[molecule]], name)
         return [results[i] for i in range(len(items))]
+
+
+def _names_as_in_one_process(assigner, items, results, first) -> None:
+    """Give unnamed molecules the names one process would, whatever worker labelled them.
+
+    In one process an unnamed molecule is named by its SMILES, unless the same
+    molecule (canonical SMILES) came earlier: then it is that one's result, name
+    included. A worker only knows the molecules it saw, so the names are settled
+    here, in input order.
+    """
+    seen: dict[str, Any] = {}
+    for i, molecule, name in items:
+        if i not in results or (isinstance(molecule, str) and first.get(molecule) != i):
+            continue  # text-cache hits and repeats are named from their first occurrence
+        a = results[i]
+        if name is None:
+            if a.smiles in seen:
+                wanted = seen[a.smiles]
+            elif assigner.cache and a.smiles in assigner._by_canonical:
+                wanted = assigner._by_canonical[a.smiles][1].name
+            else:
+                wanted = molecule if isinstance(molecule, str) else None
+            if a.name != wanted:
+                results[i] = dataclasses.replace(a, name=wanted)
+        seen.setdefault(a.smiles, results[i].name)
 
 
 def _context() -> Any:
