@@ -23,7 +23,7 @@ CPU); then all ``N`` are labelled cold by ``assign_many`` on 1 and on 2 processe
 (molecules per second, worker start-up included).
 
     python -m benchmarks chem                                   # N = 100,000
-    python -m benchmarks.bench_chem --n 2000 --anchor 200 --quick   # < 1 minute
+    python -m benchmarks.bench_chem --n 2000 --anchor 100 --quick   # < 1 minute
 """
 
 from __future__ import annotations
