@@ -15,11 +15,20 @@ Rows:
 - ``warm``: the same set again with our cache kept (what repeated molecules
   cost), against the toolkit's cold figure (it has no such cache).
 
-    python -m benchmarks chem
+Drug-like rows (issue 19): ``N`` distinct drug-like SMILES enumerated from the
+shipped set's scaffolds and side chains (:func:`tying.chem.generate.drug_like_smiles`,
+deterministic). First the labels of a prefix are compared with the toolkit's;
+then a prefix is labelled cold by both sides, interleaved (ms/molecule, wall and
+CPU); then all ``N`` are labelled cold by ``assign_many`` on 1 and on 2 processes
+(molecules per second, worker start-up included).
+
+    python -m benchmarks chem                                   # N = 100,000
+    python -m benchmarks.bench_chem --n 2000 --anchor 100 --quick   # < 1 minute
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 
 from benchmarks.common import compare, write
@@ -27,7 +36,142 @@ from benchmarks.common import compare, write
 FORCE_FIELD = "openff-2.3.0"
 
 
-def main() -> None:
+def main(n: int = 100_000, anchor: int = 1000, quick: bool = False) -> None:
+    """All rows; ``n`` drug-like molecules, ``anchor`` of them also labelled by the toolkit."""
+    rows = [] if quick else _shipped_set_rows()
+    rows += _drug_like_rows(n, anchor)
+    write("chem", rows)
+
+
+def _drug_like_rows(n: int, anchor: int) -> list[dict]:
+    from openff.toolkit import Molecule
+
+    from tying.chem import SmirksAssigner
+    from tying.chem.generate import drug_like_smiles
+    from tying.chem.validate import compare_set, openff_force_field
+
+    t0 = time.perf_counter()
+    smiles = drug_like_smiles(n)
+    generated_s = time.perf_counter() - t0
+    anchor = min(anchor, n)
+    prefix = smiles[:anchor]
+    checked = prefix[: min(200, anchor)]
+    compared, mismatches = compare_set([(s, s) for s in checked], FORCE_FIELD)
+    rows: list[dict] = [
+        {
+            "case": "drug-like: agreement with label_molecules",
+            "molecules": len(checked),
+            "terms_compared": compared,
+            "mismatches": len(mismatches),
+            "generated": n,
+            "generate_s": generated_s,
+        }
+    ]
+    assigner = SmirksAssigner(FORCE_FIELD)
+    theirs_ff = openff_force_field(FORCE_FIELD)
+
+    def ours():
+        assigner.clear_cache()
+        assigner.assign_many(prefix)
+
+    def theirs():
+        for s in prefix:
+            theirs_ff.label_molecules(
+                Molecule.from_smiles(s, allow_undefined_stereo=True).to_topology()
+            )
+
+    for clock, label in ((time.perf_counter, "wall"), (time.process_time, "CPU")):
+        t_ours, t_theirs = compare(
+            ours, theirs, repeat=3, warmup=1 if label == "wall" else 0, clock=clock
+        )
+        rows.append(_row(f"drug-like cold, 1 process ({label} time)", anchor, t_ours, t_theirs))
+
+    # Throughput on all n: fresh workers each time (their start-up is part of the cost).
+    times: dict[int, list[float]] = {1: [], 2: []}
+    for _ in range(2):
+        for jobs in (1, 2):
+            assigner.clear_cache()
+            t0 = time.perf_counter()
+            assigner.assign_many(smiles, n_jobs=jobs)
+            times[jobs].append(time.perf_counter() - t0)
+    for jobs in (1, 2):
+        best = min(times[jobs])
+        rows.append(
+            {
+                "case": f"drug-like throughput, {jobs} process{'es' if jobs > 1 else ''}",
+                "molecules": n,
+                "s": best,
+                "s_all_runs": [round(t, 2) for t in times[jobs]],
+                "molecules_per_s": n / best,
+                "ms_per_molecule": 1e3 * best / n,
+                "scaling_vs_1": min(times[1]) / best,
+                "spread_of_ratio": [round(a / b, 2) for a in times[1] for b in times[jobs]]
+                if jobs > 1
+                else None,
+            }
+        )
+    rows.append(_worker_cpu_row(assigner, smiles))
+    return rows
+
+
+def _worker_cpu_row(assigner, smiles: list[str]) -> dict:
+    """CPU seconds the 2 workers spend vs one process on the same molecules.
+
+    On a machine shared with other jobs, wall-clock scaling says more about the
+    neighbours than about us; the CPU the workers burn shows the overhead that
+    spreading adds (start-up, pickling) whatever the load.
+    """
+    import concurrent.futures as cf
+
+    from tying.chem import parallel
+
+    assigner.clear_cache()
+    t0 = time.process_time()
+    assigner.assign_many(smiles)
+    serial_cpu = time.process_time() - t0
+    items = [(i, s, None) for i, s in enumerate(smiles)]
+    size = max(1, min(200, len(items) // 16))
+    chunks = [items[k : k + size] for k in range(0, len(items), size)]
+    config = (str(assigner.force_field.path), assigner.sections, assigner.strict)
+    t0 = time.perf_counter()
+    with cf.ProcessPoolExecutor(
+        2, mp_context=parallel._context(), initializer=_timed_init, initargs=config
+    ) as pool:
+        spent = [f.result() for f in [pool.submit(_timed_chunk, c) for c in chunks]]
+    wall = time.perf_counter() - t0
+    worker_cpu = sum(spent)
+    return {
+        "case": "drug-like: CPU of 2 workers vs 1 process (same molecules)",
+        "molecules": len(smiles),
+        "serial_cpu_s": serial_cpu,
+        "workers_cpu_s": worker_cpu,
+        "overhead": worker_cpu / serial_cpu - 1,
+        "scaling_if_2_idle_cores": 2 * serial_cpu / worker_cpu,
+        "wall_s_under_current_load": wall,
+    }
+
+
+_INIT_CPU: list[float] = []
+
+
+def _timed_init(*config) -> None:
+    from tying.chem import parallel
+
+    t0 = time.process_time()
+    parallel._init_worker(*config)
+    _INIT_CPU.append(time.process_time() - t0)
+
+
+def _timed_chunk(chunk) -> float:
+    from tying.chem import parallel
+
+    t0 = time.process_time()
+    parallel._label_chunk(chunk)
+    start_up = _INIT_CPU.pop() if _INIT_CPU else 0.0  # counted once, with a worker's first chunk
+    return time.process_time() - t0 + start_up
+
+
+def _shipped_set_rows() -> list[dict]:
     from tying.chem import SmirksAssigner, load_molecule_set, offxml
     from tying.chem.validate import compare_set, openff_force_field
 
@@ -84,7 +228,7 @@ def main() -> None:
     rows.append(
         _row("warm: the same set again (our cache kept)", len(molecules), t_ours, t_theirs_cold)
     )
-    write("chem", rows)
+    return rows
 
 
 def _timed(fn) -> float:
@@ -105,4 +249,9 @@ def _row(case: str, n: int, t_ours: float, t_theirs: float) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100_000, help="drug-like molecules to label")
+    parser.add_argument("--anchor", type=int, default=1000, help="of them, labelled by OpenFF too")
+    parser.add_argument("--quick", action="store_true", help="skip the shipped-set rows")
+    args = parser.parse_args()
+    main(args.n, args.anchor, args.quick)

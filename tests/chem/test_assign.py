@@ -10,6 +10,7 @@ pytest.importorskip("openforcefields")
 from rdkit import Chem  # noqa: E402
 
 from tying.chem import (  # noqa: E402
+    SmilesError,
     SmirksAssigner,
     UnassignedParameterError,
     count_unique_parameters,
@@ -143,3 +144,47 @@ def test_unique_parameters_over_a_set(sage):
             assert 0 < n <= len(sage.force_field[section])
     rows = list(assignments[2].rows())
     assert {"section", "atoms", "elements", "id", "smirks"} <= rows[0].keys()
+
+
+@pytest.mark.parametrize(
+    ("molecule", "error", "match"),
+    [
+        ("", SmilesError, r"empty SMILES ''"),
+        ("   ", SmilesError, r"empty SMILES"),
+        # RDKit would read "CC" and take "O" as a title: ethane instead of an error.
+        (
+            "CC O",
+            SmilesError,
+            r"'CC O' contains whitespace at position 2; RDKit would read only 'CC'",
+        ),
+        ("CCO\n", SmilesError, r"leading or trailing whitespace; pass smiles.strip\(\)"),
+        ("C1CC", SmilesError, r"cannot parse SMILES 'C1CC'"),
+        ("c1cccc1", SmilesError, r"cannot sanitise SMILES 'c1cccc1'"),
+        ("[CH3]", SmilesError, r"atom 0 \(C\) is a radical"),
+        ("CC[O]", SmilesError, r"atom 2 \(O\) is a radical"),
+        ("C*", SmilesError, r"atom 1 is a wildcard/dummy atom"),
+        (None, TypeError, r"expected a SMILES string or an rdkit.Chem.Mol, got NoneType"),
+        (42, TypeError, r"got int: 42"),
+        (b"CCO", TypeError, r"got bytes: b'CCO'; decode bytes first"),
+        (Chem.Mol(), SmilesError, r"the molecule has no atoms"),
+    ],
+)
+def test_bad_input_to_assign_is_named(sage, molecule, error, match):
+    before = (sage.hits, sage.misses, len(sage._by_text), len(sage._by_canonical))
+    with pytest.raises(error, match=match):
+        sage.assign(molecule, name=None)
+    assert (sage.hits, sage.misses, len(sage._by_text), len(sage._by_canonical)) == before
+
+
+def test_charged_species_and_mixtures_are_assigned(sage):
+    # Supported by SMIRNOFF (and the toolkit): ions, zwitterions, salts as one molecule.
+    for smiles in ("C[NH3+]", "CC(=O)[O-]", "[NH3+]CC(=O)[O-]", "C[N+](C)(C)C.[Cl-]"):
+        a = sage.assign(smiles)
+        assert len(a.vdw) == len(a.elements)
+
+
+def test_name_and_sections_of_the_wrong_type(sage):
+    with pytest.raises(TypeError, match="name must be a string or None, got int"):
+        sage.assign("CCO", name=3)
+    with pytest.raises(TypeError, match=r"got the string 'Bonds'; write sections=\['Bonds'\]"):
+        SmirksAssigner("openff-2.3.0", sections="Bonds")

@@ -64,7 +64,7 @@ def test_unparsable_smiles_is_named(smiles, message):
 
 
 def test_radicals_and_other_models_are_refused():
-    with pytest.raises(ValueError, match="atom 0 \\(C\\) is a radical"):
+    with pytest.raises(SmilesError, match="atom 0 \\(C\\) is a radical"):
         molecule_from_smiles("[CH3]")
     with pytest.raises(ValueError, match="aromaticity model 'OEAroModel_MMFF' is not supported"):
         molecule_from_smiles("CCO", aromaticity_model="OEAroModel_MMFF")

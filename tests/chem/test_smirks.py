@@ -82,6 +82,13 @@ def test_wrong_tags_are_refused():
         ("[#6&$(*~[#8]):1]", C_SP3, None),  # recursive SMARTS: undecided, so never excluded
         ("[#6&$(*~[#8]):1]", H, False),  # ... unless another primitive decides
         ("[#6&r6]", C_SP3, None),
+        # Ring sizes (7th field: sizes of the SSSR rings holding the atom) rule r<n> out
+        # only when the atom is in no ring of that size; otherwise undecided.
+        ("[*;r3:2]", (*C_SP3, ()), False),
+        ("[*;r3:2]", (*C_SP3, (5, 6)), False),
+        ("[*;r3:2]", (*C_SP3, (3,)), None),
+        ("[#6;!r3:2]", (*C_SP3, (6,)), True),
+        ("[#6;r5]", (*C_AR, (5, 6)), None),
         ("*", H, None),
         ("c", C_AR, True),
         ("C", C_AR, False),

@@ -25,6 +25,7 @@ from tying.chem.assign import (
 from tying.chem.errors import (
     ForceFieldNotFoundError,
     MissingExtraError,
+    OffxmlError,
     SmilesError,
     SmirksError,
     UnassignedParameterError,
@@ -55,6 +56,7 @@ __all__ = [
     "ForceField",
     "ForceFieldNotFoundError",
     "MissingExtraError",
+    "OffxmlError",
     "Parameter",
     "Quantity",
     "Section",

@@ -7,6 +7,14 @@ class ForceFieldNotFoundError(FileNotFoundError):
     """A force-field name that no installed ``.offxml`` file carries (lists the ones that exist)."""
 
 
+class OffxmlError(ValueError):
+    """An ``.offxml`` file whose content is not a valid SMIRNOFF force field.
+
+    The message names the file, the section, the parameter id and the attribute,
+    what was expected, and how to fix it.
+    """
+
+
 class SmirksError(ValueError):
     """A SMIRKS pattern in a force-field file that RDKit cannot parse, or whose tags are wrong."""
 

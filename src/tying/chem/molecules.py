@@ -40,17 +40,35 @@ def molecule_from_smiles(
         An ``rdkit.Chem.Mol`` whose hydrogens are all explicit atoms after the heavy atoms.
 
     Raises:
-        SmilesError: when RDKit cannot parse or sanitise the SMILES (names it).
-        ValueError: on an unsupported aromaticity model, or radicals.
+        TypeError: when ``smiles`` is not a ``str`` (or ``name`` not a str or None).
+        SmilesError: when the SMILES is empty, contains whitespace (RDKit would
+            silently drop what follows), cannot be parsed or sanitised, or has a
+            radical or a dummy atom ``*`` (names it and the atom).
+        ValueError: on an unsupported aromaticity model.
 
     Example:
         >>> mol = molecule_from_smiles("c1ccoc1", name="furan")
         >>> mol.GetNumAtoms(), any(a.GetIsAromatic() for a in mol.GetAtoms())
         (9, False)
     """
-    label = f"{smiles!r}" + (f" ({name})" if name else "")
     if not isinstance(smiles, str):
-        raise TypeError(f"expected a SMILES string, got {type(smiles).__name__}: {smiles!r}")
+        hint = "; decode it first (smiles.decode())" if isinstance(smiles, bytes) else ""
+        raise TypeError(f"expected a SMILES string, got {type(smiles).__name__}: {smiles!r}{hint}")
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a string or None, got {type(name).__name__}: {name!r}")
+    label = f"{smiles!r}" + (f" ({name})" if name else "")
+    if not smiles.strip():
+        raise SmilesError(f"empty SMILES {label}: a molecule needs at least one atom")
+    space = next((i for i, ch in enumerate(smiles) if ch.isspace()), None)
+    if space is not None and smiles.strip() == smiles.strip().split()[0]:
+        raise SmilesError(f"SMILES {label} has leading or trailing whitespace; pass smiles.strip()")
+    if space is not None:
+        # RDKit reads up to the first blank and takes the rest as a title: "CC O" would be ethane.
+        raise SmilesError(
+            f"SMILES {label} contains whitespace at position {space}; RDKit would read only "
+            f"{smiles[:space]!r} and drop the rest; remove the whitespace (strip() a line read "
+            f"from a file, and join components with '.')"
+        )
     with quiet():
         mol = Chem.MolFromSmiles(smiles, sanitize=False)
     if mol is None:
@@ -74,7 +92,8 @@ def prepare_molecule(mol: Any, *, aromaticity_model: str = "OEAroModel_MDL") -> 
 
     Raises:
         TypeError: when ``mol`` is not an RDKit molecule.
-        SmilesError: when it cannot be sanitised.
+        SmilesError: when it has no atoms, cannot be sanitised, or has a radical or
+            a dummy atom.
 
     Example:
         >>> from rdkit import Chem
@@ -83,6 +102,8 @@ def prepare_molecule(mol: Any, *, aromaticity_model: str = "OEAroModel_MDL") -> 
     """
     if not isinstance(mol, Chem.Mol):
         raise TypeError(f"expected an rdkit.Chem.Mol, got {type(mol).__name__}")
+    if mol.GetNumAtoms() == 0:
+        raise SmilesError("the molecule has no atoms; pass a molecule with at least one atom")
     label = Chem.MolToSmiles(mol)
     mol = Chem.RWMol(mol)
     # Drop the aromaticity that RDKit's own model may have set: MDL is perceived anew.
@@ -105,14 +126,21 @@ def _prepare(mol: Any, label: str, aromaticity_model: str) -> Any:
             Chem.SanitizeMol(mol, _SANITIZE)
         except Exception as err:  # RDKit raises several sanitisation exception types
             raise SmilesError(f"cannot sanitise SMILES {label}: {err}") from err
+    for atom in mol.GetAtoms():
+        if atom.GetAtomicNum() == 0:
+            raise SmilesError(
+                f"molecule {label}: atom {atom.GetIdx()} is a wildcard/dummy atom "
+                f"({atom.GetSmarts()}); force fields parameterise real elements only; "
+                f"replace it with an element (e.g. a capping hydrogen or methyl)"
+            )
+        if atom.GetNumRadicalElectrons():
+            raise SmilesError(
+                f"molecule {label}: atom {atom.GetIdx()} ({atom.GetSymbol()}) is a radical; "
+                f"SMIRNOFF force fields (and the OpenFF toolkit) need closed-shell molecules; "
+                f"add the missing hydrogens (e.g. [CH3] -> C) or charges"
+            )
     Chem.SetAromaticity(mol, Chem.AromaticityModel.AROMATICITY_MDL)
     Chem.AssignStereochemistry(mol)
-    for atom in mol.GetAtoms():
-        if atom.GetNumRadicalElectrons():
-            raise ValueError(
-                f"molecule {label}: atom {atom.GetIdx()} ({atom.GetSymbol()}) is a radical; "
-                f"SMIRNOFF force fields (and the OpenFF toolkit) need closed-shell molecules"
-            )
     mol = Chem.AddHs(mol)
     Chem.SetHybridization(mol)
     return mol

@@ -24,12 +24,11 @@ from collections.abc import Iterator, Mapping
 from importlib import metadata
 from typing import Any
 
-from tying.chem.errors import ForceFieldNotFoundError
-from tying.chem.units import Quantity, parse_value
+from tying.chem.errors import ForceFieldNotFoundError, OffxmlError
+from tying.chem.schema import read_header, read_parameter
+from tying.chem.units import Quantity
 
 ENTRY_POINT_GROUP = "openforcefield.smirnoff_forcefield_directory"
-# Attributes kept as written (a version "0.10" is not the number 0.1).
-_TEXT_ATTRIBUTES = frozenset({"version", "name", "model_file", "model_file_hash", "parent_id"})
 
 # Section tag -> tag of its parameters. Sections not listed are kept with their
 # header only (Electrostatics, NAGLCharges, ...).
@@ -241,31 +240,52 @@ def find_force_field(name: str | pathlib.Path) -> pathlib.Path:
         The file's path.
 
     Raises:
-        ForceFieldNotFoundError: naming every installed force field (and the closest).
+        TypeError: when ``name`` is neither a str nor a path.
+        ForceFieldNotFoundError: for a path that does not exist (says so), or a name
+            no installed force field carries (suggests the closest names only).
 
     Example:
         >>> find_force_field("openff-2.3.0").name
         'openff-2.3.0.offxml'
     """
+    if not isinstance(name, (str, pathlib.Path)):
+        raise TypeError(
+            f"force field: expected an installed name (e.g. 'openff-2.3.0') or a path, "
+            f"got {type(name).__name__}: {name!r}"
+        )
     path = pathlib.Path(name)
-    if path.suffix == ".offxml" and path.is_file():
+    if not str(name).strip():
+        raise ForceFieldNotFoundError(
+            "force field '': empty name; give an installed name such as 'openff-2.3.0' or a path"
+        )
+    if path.is_file():
         return path
+    # A name with a directory part (or a Path) is a file the user pointed at: say that
+    # it is missing, not that no installed force field has that name.
+    if len(path.parts) > 1:
+        what = "is a directory, not a file" if path.is_dir() else "does not exist"
+        raise ForceFieldNotFoundError(
+            f"force field file {str(name)!r} {what}; check the path, or pass an installed "
+            f"name such as 'openff-2.3.0' (tying.chem.available_force_fields() lists them)"
+        )
     stem = path.name[: -len(".offxml")] if path.name.endswith(".offxml") else path.name
     dirs = force_field_directories()
     for d in dirs:
         candidate = d / f"{stem}.offxml"
         if candidate.is_file():
             return candidate
-    names = available_force_fields()
     if not dirs:
         raise ForceFieldNotFoundError(
             f"force field {str(name)!r} not found: no OpenFF force fields are installed "
             f"(entry point {ENTRY_POINT_GROUP!r}); install them with: pip install 'tying[chem]'"
         )
-    close = difflib.get_close_matches(stem, names, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
+    names = available_force_fields()
+    close = difflib.get_close_matches(stem, names, n=3, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
     raise ForceFieldNotFoundError(
-        f"force field {str(name)!r} not found.{hint} Installed force fields: {', '.join(names)}"
+        f"force field {str(name)!r} not found: no file of that name here and no installed "
+        f"force field called {stem!r}.{hint} tying.chem.available_force_fields() lists the "
+        f"{len(names)} installed ones."
     )
 
 
@@ -280,7 +300,10 @@ def load_force_field(name: str | pathlib.Path = "openff-2.3.0") -> ForceField:
 
     Raises:
         ForceFieldNotFoundError: when no such force field is installed.
-        ValueError: when the file is not a SMIRNOFF document or a value cannot be read.
+        OffxmlError: (a ValueError) when the file is not a SMIRNOFF document, or a
+            parameter is malformed: a value that is not a number with a unit of the
+            right dimension, an unknown or missing attribute, two parameters with one
+            id, a parameter without SMIRKS. The message names file, section and id.
 
     Example:
         >>> load_force_field("openff-1.0.0")["ProperTorsions"]["t1"].terms[0].k.value
@@ -296,13 +319,19 @@ def _load(path: pathlib.Path) -> ForceField:
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as err:
-        raise ValueError(f"{path}: not a readable XML file ({err})") from err
+        raise OffxmlError(f"{path}: not a readable XML file ({err})") from err
     if root.tag != "SMIRNOFF":
-        raise ValueError(f"{path}: expected a <SMIRNOFF> document, got <{root.tag}>")
+        raise OffxmlError(f"{path}: expected a <SMIRNOFF> document, got <{root.tag}>")
     sections: dict[str, Section] = {}
     for elem in root:
         if not isinstance(elem.tag, str) or elem.tag in ("Author", "Date"):
             continue
+        if elem.tag in sections:
+            # Two blocks of one section would need a merge rule the file does not state.
+            raise OffxmlError(
+                f"{path.name}: section <{elem.tag}> appears twice; merge its parameters "
+                f"into one <{elem.tag}> block (in the order they should win)"
+            )
         sections[elem.tag] = _read_section(path, elem)
     return ForceField(
         name=path.stem,
@@ -313,24 +342,39 @@ def _load(path: pathlib.Path) -> ForceField:
 
 
 def _read_section(path: pathlib.Path, elem: ET.Element) -> Section:
-    attributes = {k: _parse(path, elem.tag, k, v) for k, v in elem.attrib.items()}
+    attributes = read_header(f"{path.name} {elem.tag}", elem.attrib)
     child_tag = PARAMETER_TAGS.get(elem.tag)
-    params = []
+    params: list[Parameter] = []
+    seen: dict[str, int] = {}
     for child in elem:
-        if child.tag != child_tag or "smirks" not in child.attrib:
-            continue
+        if not isinstance(child.tag, str):
+            continue  # comments
+        position = f"{path.name} {elem.tag} parameter {len(params) + 1}"
+        if child.tag != child_tag:
+            expected = f"<{child_tag}>" if child_tag else "no parameters"
+            raise OffxmlError(
+                f"{position}: unexpected element <{child.tag}> in <{elem.tag}>; expected "
+                f"{expected}; fix the tag or move it to its section"
+            )
         attrib = dict(child.attrib)
-        smirks = attrib.pop("smirks")
-        pid = attrib.pop("id", f"{elem.tag}[{len(params)}]")
-        values = {k: _parse(path, f"{elem.tag}:{pid}", k, v) for k, v in attrib.items()}
+        pid = attrib.pop("id", None)
+        where = f"{path.name} {elem.tag} id {pid!r}" if pid is not None else position
+        smirks = attrib.pop("smirks", None)
+        if not smirks or not smirks.strip():
+            raise OffxmlError(f"{where}: missing or empty smirks attribute; add its SMIRKS pattern")
+        if pid is None:
+            pid = f"{elem.tag}[{len(params)}]"  # the toolkit allows parameters without id
+        elif not pid.strip():
+            raise OffxmlError(
+                f"{where}: empty id; give the parameter an id or remove the attribute"
+            )
+        if pid in seen:
+            # Two parameters under one id: lookups by id and assignment would disagree.
+            raise OffxmlError(
+                f"{where}: duplicate id {pid!r} (parameters {seen[pid] + 1} and "
+                f"{len(params) + 1} of <{elem.tag}>); give each parameter its own id"
+            )
+        seen[pid] = len(params)
+        values = read_parameter(where, elem.tag, attrib)
         params.append(Parameter(elem.tag, pid, smirks, len(params), values))
     return Section(elem.tag, attributes, tuple(params))
-
-
-def _parse(path: pathlib.Path, where: str, key: str, text: str) -> Any:
-    if key in _TEXT_ATTRIBUTES:
-        return text
-    try:
-        return parse_value(text)
-    except ValueError as err:
-        raise ValueError(f"{path.name} {where}: attribute {key}={text!r}: {err}") from err

@@ -168,7 +168,7 @@ _BOND_CODES = {
 }
 _AROMATIC_SYMBOLS = {"c": 6, "n": 7, "o": 8, "s": 16, "p": 15, "se": 34, "as": 33, "b": 5, "te": 52}
 _CHUNK = re.compile(
-    r"(#\d+|X\d*|H\d*|[+-]\d*|\+\++|-+|a|A|R0?|r0?|x0|\*|[A-Z][a-z]?|se|as|te|[cnospb])$"
+    r"(#\d+|X\d*|H\d*|[+-]\d*|\+\++|-+|a|A|R0?|r\d*|x0|\*|[A-Z][a-z]?|se|as|te|[cnospb])$"
 )
 
 
@@ -274,6 +274,10 @@ def _parse_primitive(tok: str, first: bool) -> tuple:
         return ("prim", "ring", True)
     if tok in ("R0", "r0", "x0"):
         return ("prim", "ring", False)
+    if tok.startswith("r"):
+        # r<n>: in a (smallest) SSSR ring of size n. Only "no ring of that size at
+        # all" is decided here; whichever reading RDKit uses, that rules it out.
+        return ("rsize", int(tok[1:]))
     if tok in _AROMATIC_SYMBOLS:
         return ("and", [("prim", "Z", _AROMATIC_SYMBOLS[tok]), ("prim", "aromatic", True)])
     if tok[0].isupper() and not (tok.startswith("H") or tok.startswith("X")):
@@ -305,6 +309,8 @@ def evaluate(tree: tuple, sig: tuple) -> bool | None:
     kind = tree[0]
     if kind == "prim":
         return sig[_FIELD[tree[1]]] == tree[2]
+    if kind == "rsize":  # sig[6]: sizes of the SSSR rings holding the atom, if known
+        return None if len(sig) < 7 or tree[1] in sig[6] else False
     if kind == "unknown":
         return None
     if kind == "not":
@@ -356,7 +362,7 @@ def can_be_false(tree: tuple) -> bool:
         >>> can_be_false(parse_atom_query("[*:1]")), can_be_false(parse_atom_query("[#1:1]"))
         (False, True)
     """
-    if tree[0] == "prim":
+    if tree[0] in ("prim", "rsize"):
         return True
     if tree[0] == "unknown":
         return False
@@ -431,18 +437,29 @@ class Prefilter:
         self._atom_cache: dict[Signature, int] = {}
         self._bond_cache: dict[tuple, int] = {}
 
-    def candidates(self, mol: Any) -> list[int]:
+    def candidates(self, mol: Any, sigs: list[tuple] | None = None) -> list[int]:
         """Indices (ascending) of the patterns that may match a prepared molecule."""
         has = np.frombuffer(
-            self.satisfied(mol).to_bytes(8 * self._n_words, "little"), dtype=np.uint64
+            self.satisfied(mol, sigs).to_bytes(8 * self._n_words, "little"), dtype=np.uint64
         )
         lacking = (self._needs & ~has).any(axis=1)  # needs a bit the molecule lacks
         return np.flatnonzero(~lacking).tolist()
 
-    def satisfied(self, mol: Any) -> int:
-        """The bits (atom bits, then bond bits) that some atom or bond of ``mol`` may satisfy."""
+    @staticmethod
+    def signatures(mol: Any) -> list[tuple]:
+        """Each atom's :func:`atom_signature` plus the sizes of the SSSR rings holding it."""
         atom = mol.GetAtomWithIdx
-        sigs = [atom_signature(atom(i)) for i in range(mol.GetNumAtoms())]
+        n = mol.GetNumAtoms()
+        sizes: list[set[int]] = [set() for _ in range(n)]
+        for ring in mol.GetRingInfo().AtomRings():
+            for i in ring:
+                sizes[i].add(len(ring))
+        return [(*atom_signature(atom(i)), tuple(sorted(sizes[i]))) for i in range(n)]
+
+    def satisfied(self, mol: Any, sigs: list[tuple] | None = None) -> int:
+        """The bits (atom bits, then bond bits) that some atom or bond of ``mol`` may satisfy."""
+        if sigs is None:
+            sigs = self.signatures(mol)
         has = 0
         for sig in set(sigs):
             mask = self._atom_cache.get(sig)

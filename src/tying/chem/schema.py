@@ -1,0 +1,349 @@
+"""What each SMIRNOFF section's parameters must carry: attribute names, kinds and units.
+
+:mod:`tying.chem.offxml` reads every parameter through :func:`read_parameter`, so a
+value is either what the file means or the file is refused (issue 14-A11): a
+length written ``"abc * angstrom"``, a unit of the wrong dimension, a missing
+``k``, a torsion term without its phase, a periodicity of ``1.5``, an attribute
+the section does not know (a typo such as ``lenght``), a non-finite number. The
+error is an :class:`~tying.chem.errors.OffxmlError` naming the file, the section,
+the parameter id and the attribute, with what was expected and how to fix it.
+
+The attributes follow the SMIRNOFF specification as the OpenFF toolkit
+implements it (``BondHandler.BondType`` and its siblings); the toolkit refuses
+the same unknown attributes unless told they are cosmetic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from tying.chem.errors import OffxmlError
+from tying.chem.units import Unit, parse_quantity, parse_unit
+
+_NUMBER = re.compile(r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$")
+_INTEGER = re.compile(r"^\s*[-+]?\d+\s*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """What one attribute holds: a quantity of a unit's dimension, a number, an int, or text.
+
+    Args:
+        kind: ``"quantity"``, ``"number"``, ``"int"`` (a positive integer) or ``"text"``.
+        unit: for a quantity, a unit of the required dimension (shown in errors).
+        words: text values also allowed (``"auto"`` for ``idivf``, ``"None"`` for an
+            unused virtual-site angle).
+    """
+
+    kind: str
+    unit: str = ""
+    words: tuple[str, ...] = ()
+
+    @property
+    def dimension(self) -> tuple:
+        return parse_unit(self.unit).dimension
+
+
+LENGTH = Kind("quantity", "angstrom")
+ANGLE = Kind("quantity", "degree")
+ENERGY = Kind("quantity", "kilocalorie_per_mole")
+CHARGE = Kind("quantity", "elementary_charge")
+NUMBER = Kind("number")
+PERIODICITY = Kind("int")
+TEXT = Kind("text")
+IDIVF = Kind("number", words=("auto",))
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """The attributes of one section's parameters.
+
+    Args:
+        fixed: attribute -> kind, for attributes written once (``length``).
+        indexed: prefix -> kind, for numbered attributes (``k1``, ``k2``, ...), each
+            run starting at 1 without gaps.
+        required: groups of attributes of which at least one must be present
+            (``("length", "length_bondorder")``); an indexed prefix stands for its run.
+        terms: indexed prefixes that must all have the same count (a torsion term
+            needs its periodicity, phase and k).
+        one_of: groups of which at most one may be present (``sigma`` or ``rmin_half``).
+    """
+
+    fixed: Mapping[str, Kind]
+    indexed: Mapping[str, Kind] = dataclasses.field(default_factory=dict)
+    required: tuple[tuple[str, ...], ...] = ()
+    terms: tuple[str, ...] = ()
+    one_of: tuple[tuple[str, ...], ...] = ()
+
+
+def _k(unit: str) -> Kind:
+    return Kind("quantity", unit)
+
+
+_TORSION = Spec(
+    fixed={},
+    indexed={
+        "periodicity": PERIODICITY,
+        "phase": ANGLE,
+        "k": ENERGY,
+        "k_bondorder": ENERGY,
+        "idivf": NUMBER,  # "auto" is a section default only; the toolkit refuses it per term
+    },
+    required=(("periodicity",), ("phase",), ("k", "k_bondorder")),
+    terms=("periodicity", "phase"),
+)
+
+SPECS: dict[str, Spec] = {
+    "Constraints": Spec(fixed={"distance": LENGTH}),
+    "Bonds": Spec(
+        fixed={
+            "length": LENGTH,
+            "k": _k("kilocalorie_per_mole / angstrom ** 2"),
+        },
+        indexed={
+            "length_bondorder": LENGTH,
+            "k_bondorder": _k("kilocalorie_per_mole / angstrom ** 2"),
+        },
+        required=(("length", "length_bondorder"), ("k", "k_bondorder")),
+    ),
+    "Angles": Spec(
+        fixed={"angle": ANGLE, "k": _k("kilocalorie_per_mole / radian ** 2")},
+        required=(("angle",), ("k",)),
+    ),
+    "ProperTorsions": _TORSION,
+    "ImproperTorsions": _TORSION,
+    "vdW": Spec(
+        fixed={"epsilon": ENERGY, "sigma": LENGTH, "rmin_half": LENGTH},
+        required=(("epsilon",), ("sigma", "rmin_half")),
+        one_of=(("sigma", "rmin_half"),),
+    ),
+    "LibraryCharges": Spec(
+        fixed={"name": TEXT}, indexed={"charge": CHARGE}, required=(("charge",),)
+    ),
+    "ChargeIncrementModel": Spec(
+        fixed={}, indexed={"charge_increment": CHARGE}, required=(("charge_increment",),)
+    ),
+    "GBSA": Spec(fixed={"radius": LENGTH, "scale": NUMBER}, required=(("radius",), ("scale",))),
+    "VirtualSites": Spec(
+        fixed={
+            "type": TEXT,
+            "name": TEXT,
+            "match": TEXT,
+            "distance": LENGTH,
+            # "None": the toolkit's spelling for an angle a site type does not use
+            "outOfPlaneAngle": Kind("quantity", "degree", words=("None",)),
+            "inPlaneAngle": Kind("quantity", "degree", words=("None",)),
+            "epsilon": ENERGY,
+            "sigma": LENGTH,
+            "rmin_half": LENGTH,
+        },
+        indexed={"charge_increment": CHARGE},
+        required=(("type",), ("match",), ("distance",), ("charge_increment",)),
+        one_of=(("sigma", "rmin_half"),),
+    ),
+}
+
+# Section headers: attributes whose kind is known; every other one is kept as text.
+HEADER_KINDS: dict[str, Kind] = {
+    "cutoff": LENGTH,
+    "switch_width": LENGTH,
+    "scale12": NUMBER,
+    "scale13": NUMBER,
+    "scale14": NUMBER,
+    "scale15": NUMBER,
+    "default_idivf": IDIVF,
+}
+
+
+def read_value(where: str, key: str, text: str, kind: Kind) -> Any:
+    """Read one attribute as ``kind``; refuse anything else, naming ``where`` and ``key``.
+
+    Args:
+        where: the file, section and parameter id, for the message.
+        key: the attribute's name.
+        text: its value as written.
+        kind: what it must hold.
+
+    Returns:
+        A :class:`~tying.chem.units.Quantity` (in the unit written), a float, an int or the text.
+
+    Raises:
+        OffxmlError: on a value that is not of its kind (names the place, the value,
+            what was expected, and an example of a valid value).
+
+    Example:
+        >>> read_value("f.offxml Bonds id 'b1'", "length", "1.5 * angstrom", LENGTH).value
+        1.5
+        >>> read_value("f.offxml Bonds id 'b1'", "length", "1.5 * degree", LENGTH)
+        Traceback (most recent call last):
+        ...
+        tying.chem.errors.OffxmlError: f.offxml Bonds id 'b1': attribute length='1.5 * degree' has the wrong unit: expected a length (e.g. '1.5 * angstrom'), got degree (angle^1); fix the value in the file
+    """
+    if kind.kind == "text":
+        return text
+    if text.strip() in kind.words:
+        return text.strip()
+    if kind.kind == "number":
+        if not _NUMBER.match(text):
+            also = f" or {' / '.join(map(repr, kind.words))}" if kind.words else ""
+            raise _bad(where, key, text, f"expected a plain number (e.g. '1.0'){also}")
+        return _finite(where, key, text, float(text))
+    if kind.kind == "int":
+        if not _INTEGER.match(text) or int(text) < 1:
+            raise _bad(where, key, text, "expected a positive integer (e.g. '3')")
+        return int(text)
+    try:
+        q = parse_quantity(text)
+    except ValueError as err:
+        raise _bad(
+            where, key, text, f"{err}; expected {_dimension_name(kind)} such as {_example(kind)}"
+        ) from None
+    _finite(where, key, text, q.value)
+    if q.unit.dimension != kind.dimension:
+        raise OffxmlError(
+            f"{where}: attribute {key}={text!r} has the wrong unit: expected "
+            f"{_dimension_name(kind)} (e.g. {_example(kind)}), got {q.unit} "
+            f"({_dim_text(q.unit)}); fix the value in the file"
+        )
+    return q
+
+
+def read_parameter(where: str, section: str, attributes: Mapping[str, str]) -> dict[str, Any]:
+    """Read every attribute of one parameter (``smirks`` and ``id`` already removed).
+
+    Sections without a :data:`SPECS` entry keep their attributes as text.
+
+    Args:
+        where: the file, section and parameter id, for the message.
+        section: the section's tag, e.g. ``"Bonds"``.
+        attributes: attribute -> text, as written.
+
+    Returns:
+        attribute -> value (see :func:`read_value`).
+
+    Raises:
+        OffxmlError: on an unknown attribute, a missing required one, a numbered
+            run with a gap, torsion terms of unequal counts, or a bad value.
+
+    Example:
+        >>> v = read_parameter("f Angles id 'a1'", "Angles",
+        ...                    {"angle": "109.5 * degree", "k": "100 * kilocalorie_per_mole / radian ** 2"})
+        >>> v["angle"].value, str(v["k"].unit)
+        (109.5, 'kilocalorie / mole / radian ** 2')
+        >>> read_parameter("f Angles id 'a1'", "Angles", {"angle": "109.5 * degree"})
+        Traceback (most recent call last):
+        ...
+        tying.chem.errors.OffxmlError: f Angles id 'a1': missing attribute k (a quantity in kilocalorie_per_mole / radian ** 2); add it to the parameter
+    """
+    spec = SPECS.get(section)
+    if spec is None:
+        return dict(attributes)
+    values: dict[str, Any] = {}
+    runs: dict[str, list[int]] = {}
+    for key, text in attributes.items():
+        if key in spec.fixed:
+            values[key] = read_value(where, key, text, spec.fixed[key])
+            continue
+        m = re.fullmatch(r"([A-Za-z_]+?)(\d+)", key)
+        if m and m.group(1) in spec.indexed:
+            values[key] = read_value(where, key, text, spec.indexed[m.group(1)])
+            runs.setdefault(m.group(1), []).append(int(m.group(2)))
+            continue
+        known = [*spec.fixed, *(f"{p}1, {p}2, ..." for p in spec.indexed)]
+        raise OffxmlError(
+            f"{where}: unknown attribute {key}={text!r}; a {section} parameter has: "
+            f"{', '.join(known)}; fix its name or remove it"
+        )
+    for prefix, numbers in runs.items():
+        if sorted(numbers) != list(range(1, len(numbers) + 1)):
+            raise OffxmlError(
+                f"{where}: {prefix} attributes are numbered {sorted(numbers)}, expected "
+                f"{list(range(1, len(numbers) + 1))} (from 1, without gaps); renumber them"
+            )
+    for group in spec.required:
+        if not any(g in values or g in runs for g in group):
+            what = " or ".join(f"{g}1" if g in spec.indexed else g for g in group)
+            kind = spec.fixed.get(group[0]) or spec.indexed[group[0]]
+            raise OffxmlError(
+                f"{where}: missing attribute {what} ({_kind_text(kind)}); add it to the parameter"
+            )
+    for group in spec.one_of:
+        present = [g for g in group if g in values]
+        if len(present) > 1:
+            raise OffxmlError(
+                f"{where}: both {' and '.join(present)} are given; a parameter takes only one "
+                f"of them; remove one"
+            )
+    if spec.terms:
+        counts = {p: len(runs.get(p, ())) for p in spec.indexed if p in runs}
+        n = len(runs.get(spec.terms[0], ()))
+        for prefix, count in counts.items():
+            if count != n:  # as the toolkit: every numbered attribute covers every term
+                raise OffxmlError(
+                    f"{where}: {n} periodicity terms but {count} {prefix} terms; every term "
+                    f"needs periodicityN, phaseN and kN (and idivfN if any term has it); "
+                    f"complete or remove the term"
+                )
+        for i in range(1, n + 1):
+            if f"k{i}" not in values and f"k_bondorder{i}" not in values:
+                raise OffxmlError(
+                    f"{where}: term {i} has no k{i}; every term needs periodicityN, phaseN "
+                    f"and kN; add k{i}"
+                )
+    return values
+
+
+def read_header(where: str, attributes: Mapping[str, str]) -> dict[str, Any]:
+    """Read a section's own attributes: the kinds of :data:`HEADER_KINDS`, others as text.
+
+    Example:
+        >>> read_header("f vdW", {"cutoff": "9.0 * angstrom", "method": "cutoff"})["cutoff"].value
+        9.0
+    """
+    return {
+        k: read_value(where, k, v, HEADER_KINDS[k]) if k in HEADER_KINDS else v
+        for k, v in attributes.items()
+    }
+
+
+def _finite(where: str, key: str, text: str, value: float) -> float:
+    if not math.isfinite(value):
+        raise _bad(where, key, text, "expected a finite number")
+    return value
+
+
+def _bad(where: str, key: str, text: str, expected: str) -> OffxmlError:
+    return OffxmlError(f"{where}: attribute {key}={text!r}: {expected}; fix the value in the file")
+
+
+def _example(kind: Kind) -> str:
+    return repr(f"1.5 * {kind.unit}")
+
+
+def _kind_text(kind: Kind) -> str:
+    if kind.kind == "quantity":
+        return f"a quantity in {kind.unit}"
+    return {"number": "a number", "int": "a positive integer", "text": "text"}[kind.kind]
+
+
+_DIM_NAMES = {
+    (("length", 1),): "a length",
+    (("angle", 1),): "an angle",
+    (("amount", -1), ("energy", 1)): "an energy per mole",
+    (("charge", 1),): "a charge",
+}
+
+
+def _dimension_name(kind: Kind) -> str:
+    return _DIM_NAMES.get(kind.dimension, f"a quantity in {kind.unit}")
+
+
+def _dim_text(unit: Unit) -> str:
+    return " ".join(f"{d}^{p}" for d, p in unit.dimension) or "dimensionless"
+
+
+__all__ = ["SPECS", "Kind", "Spec", "read_header", "read_parameter", "read_value"]

@@ -1,0 +1,168 @@
+"""assign_many over processes, and the Dask recipe on a local 2-worker cluster (issue 19)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("rdkit")
+pytest.importorskip("openforcefields")
+
+from tying.chem import SmilesError, SmirksAssigner, load_molecule_set  # noqa: E402
+from tying.chem.generate import building_blocks, drug_like_smiles  # noqa: E402
+from tying.chem.parallel import check_n_jobs, label_lines, parse_smiles_line  # noqa: E402
+
+SUBSET = load_molecule_set()[::7]
+
+
+@pytest.fixture(scope="module")
+def sage():
+    return SmirksAssigner("openff-2.3.0")
+
+
+def _ids(assignments):
+    return [{s: a.ids(s) for s in a.terms} for a in assignments]
+
+
+def test_processes_give_the_same_labels_in_input_order(sage):
+    molecules = [*SUBSET, *drug_like_smiles(40)]
+    sage.clear_cache()
+    serial = sage.assign_many(molecules)
+    sage.clear_cache()
+    parallel = sage.assign_many(molecules, n_jobs=2, chunksize=7)
+    assert _ids(parallel) == _ids(serial)
+    assert [a.name for a in parallel] == [a.name for a in serial]
+    assert [a.smiles for a in parallel] == [a.smiles for a in serial]
+    # Rebuilt against this force field: one Parameter object per parameter, not copies.
+    b1 = sage.force_field["Bonds"]["b1"]
+    used = [p for a in parallel for p in a.bonds.values() if p.id == "b1"]
+    assert used and all(p is b1 for p in used)
+
+
+def test_repeats_and_names_survive_the_pool(sage):
+    molecules = [("CCO", "ethanol"), "CCO", ("OCC", "ethanol again"), ("CCO", "third"), "CC"]
+    sage.clear_cache()
+    serial = sage.assign_many(molecules)
+    sage.clear_cache()
+    out = sage.assign_many(molecules, n_jobs=2, chunksize=1)
+    assert [a.name for a in out] == [a.name for a in serial]
+    assert [a.name for a in out] == ["ethanol", "ethanol", "ethanol again", "third", "CC"]
+    assert _ids(out) == _ids(serial) and out[0].ids("Bonds") == out[1].ids("Bonds")
+    assert out[2].bonds[(0, 1)].id == "b14"  # O-C in "OCC": its own atom order
+
+
+def test_the_first_failing_molecule_is_named_with_its_index(sage):
+    bad = ["CC", "C1CC", "CCO", "[CH3]", "CCC"]
+    for n_jobs in (1, 2):
+        with pytest.raises(SmilesError, match=r"molecule 1 \('C1CC'\): cannot parse SMILES"):
+            sage.assign_many(bad, n_jobs=n_jobs, chunksize=1)
+    with pytest.raises(SmilesError, match=r"molecule 3 \('\[CH3\]', 'methyl'\): .* radical"):
+        sage.assign_many(["CC", "CO", "CN", ("[CH3]", "methyl")], n_jobs=2, chunksize=1)
+
+
+@pytest.mark.parametrize("n_jobs", [0, -2, True, 1.5, "2"])
+def test_bad_n_jobs_is_refused(sage, n_jobs):
+    with pytest.raises(ValueError, match="n_jobs must be a positive int or -1"):
+        sage.assign_many(["C"], n_jobs=n_jobs)
+    assert check_n_jobs(-1) >= 1
+
+
+def test_bad_chunksize_and_items_are_refused(sage):
+    with pytest.raises(ValueError, match="chunksize must be a positive int, got 0"):
+        sage.assign_many(["C"], chunksize=0)
+    with pytest.raises(ValueError, match=r"molecule 1: expected .* got a tuple of 3 items"):
+        sage.assign_many(["C", ("C", "a", "b")])
+
+
+def test_progress_bar_counts_every_molecule(sage, capsys):
+    sage.clear_cache()
+    sage.assign_many(["C", "CC", "CCC"], progress=True)
+    out = capsys.readouterr().out
+    assert "labelling (1 process)" in out and "3/3" in out
+
+
+def test_generated_drug_like_set_is_deterministic_and_distinct():
+    first = drug_like_smiles(300)
+    assert first == drug_like_smiles(300) and len(set(first)) == 300
+    assert first[:50] == drug_like_smiles(50)  # a quick run labels a prefix of the long one
+    assert drug_like_smiles(300, seed=1) != first
+    scaffolds, substituents = building_blocks()
+    assert len(scaffolds) > 100 and len(substituents) > 50
+    with pytest.raises(ValueError, match="n must be a positive int, got 0"):
+        drug_like_smiles(0)
+
+
+def test_label_lines_reads_a_smiles_file_partition():
+    records = label_lines(["# library", "CCO ethanol", "", "c1ccccc1\tbenzene ring"])
+    assert [r["name"] for r in records] == ["ethanol", "benzene ring"]
+    assert records[0]["ids"]["Bonds"]["0-1"] == "b1"
+    assert parse_smiles_line("  ") is None
+    with pytest.raises(SmilesError, match=r"line 'C1CC broken': cannot parse SMILES 'C1CC'"):
+        label_lines(["C1CC broken"])
+
+
+def test_dask_recipe_on_a_local_two_worker_cluster(tmp_path, sage):
+    pytest.importorskip("dask.bag")
+    distributed = pytest.importorskip("distributed")
+    import dask.bag as db
+
+    molecules = SUBSET[:24]
+    for k in range(3):  # a library split over several files
+        part = molecules[k * 8 : (k + 1) * 8]
+        (tmp_path / f"library-{k}.smi").write_text("".join(f"{s}\t{n}\n" for s, n in part))
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        bag = db.read_text(str(tmp_path / "library-*.smi"))
+        records = bag.map_partitions(label_lines, "openff-2.3.0").compute()
+        workers = {w for w in client.run(lambda: __import__("os").getpid()).values()}
+    assert len(workers) == 2
+    assert [r["name"] for r in records] == [n for _, n in molecules]
+    for record, (smiles, _) in zip(records, molecules):
+        a = sage.assign(smiles)
+        assert record["ids"] == {
+            s: {"-".join(map(str, k)): p.id for k, p in sorted(t.items())}
+            for s, t in a.terms.items()
+        }
+
+
+def test_an_unguarded_script_gets_the_main_guard_advice(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from tying.chem import SmirksAssigner\n"
+        "SmirksAssigner().assign_many(['C', 'CC', 'CCC', 'CCCC'], n_jobs=2, chunksize=1)\n"
+    )
+    import os
+    import pathlib
+
+    import tying
+
+    env = {**os.environ, "PYTHONPATH": str(pathlib.Path(tying.__file__).parents[1])}
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert out.returncode != 0
+    assert "put the call under `if __name__ == '__main__':`" in out.stderr
+
+
+def test_unnamed_repeats_written_differently_are_named_as_in_one_process(sage):
+    # Each worker caches only what it saw; names must not depend on which worker ran what.
+    molecules = ["CCO", "c1ccccc1O", "OCC", "Oc1ccccc1", "C(O)C", ("OCC", "named")]
+    sage.clear_cache()
+    serial = sage.assign_many(molecules)
+    for chunksize in (1, 2, 4):
+        sage.clear_cache()
+        out = sage.assign_many(molecules, n_jobs=2, chunksize=chunksize)
+        assert [a.name for a in out] == [a.name for a in serial], chunksize
+        assert _ids(out) == _ids(serial)
+    assert [a.name for a in serial] == ["CCO", "c1ccccc1O", "CCO", "c1ccccc1O", "CCO", "named"]
