@@ -3,9 +3,9 @@
 For each section (bonds, angles, proper and improper torsions, vdW) every
 parameter's SMIRKS is matched against the molecule; each match's *tagged*
 atoms name a term, and a term takes the parameter of the **last** pattern that
-matched it — the resolution rule of ``tying.core``'s plans, here in
-:func:`last_match_wins` (kept local: ``tying.core`` resolves module paths and
-imports torch, which chemistry does not need).
+matched it — the resolution rule of every tie in ``tying``, by
+:func:`tying.core.resolver.last_match_wins`, the torch-free resolver that
+``tying.Plan`` and HMM state ties use too.
 
 Terms are keyed as the OpenFF toolkit keys them, so that a match and its
 reverse are one term:
@@ -32,6 +32,7 @@ from tying.chem.errors import UnassignedParameterError
 from tying.chem.molecules import canonical_order, molecule_from_smiles, prepare_molecule
 from tying.chem.offxml import ForceField, Parameter, load_force_field
 from tying.chem.smirks import CompiledSmirks, Prefilter, compile_section
+from tying.core.resolver import last_match_wins
 
 SECTIONS = ("Bonds", "Angles", "ProperTorsions", "ImproperTorsions", "vdW")
 # RDKit stops at 1000 matches by default; OpenFF asks for all of them.
@@ -39,29 +40,6 @@ _MAX_MATCHES = 2**32 - 1
 
 R = TypeVar("R")
 K = TypeVar("K", bound=Hashable)
-
-
-def last_match_wins(rules: Iterable[R], keys_of: Callable[[R], Iterable[K]]) -> dict[K, R]:
-    """Resolve ordered rules: each key gets the last rule whose matches include it.
-
-    Args:
-        rules: the rules, most general first.
-        keys_of: the keys a rule matches.
-
-    Returns:
-        ``{key: winning rule}``.
-
-    Example:
-        >>> rules = [("generic", {1, 2, 3}), ("specific", {2})]
-        >>> won = last_match_wins(rules, lambda r: r[1])
-        >>> {k: r[0] for k, r in sorted(won.items())}
-        {1: 'generic', 2: 'specific', 3: 'generic'}
-    """
-    resolved: dict[K, R] = {}
-    for rule in rules:
-        for key in keys_of(rule):
-            resolved[key] = rule
-    return resolved
 
 
 def valence_key(atoms: Sequence[int]) -> tuple[int, ...]:
