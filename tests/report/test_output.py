@@ -1,0 +1,144 @@
+"""The output folder: tying overwrites and removes only files it wrote (issue 14, A1)."""
+
+from __future__ import annotations
+
+import doctest
+import json
+import os
+import sys
+
+import pytest
+
+import tying.report.output as output_module
+from tying.report.output import MANIFEST, OutputFolderError, claim_folder, record_files
+
+
+def _write(path, text="x"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def _ours(out, rels):
+    claim_folder(out, ["demo"], fresh=True)
+    for rel in rels:
+        _write(out / rel, f"tying wrote {rel}")
+    record_files(out, rels)
+
+
+def test_users_figure_survives_and_the_folder_is_refused(tmp_path):
+    thesis = _write(tmp_path / "figures" / "thesis.png", "my figure")
+    with pytest.raises(
+        OutputFolderError, match=r"figures/thesis.png, which was not written by tying"
+    ):
+        claim_folder(tmp_path, ["demo"], fresh=True)
+    assert thesis.read_text() == "my figure"
+    assert not (tmp_path / MANIFEST).exists()  # refused: nothing written either
+
+
+def test_users_index_html_is_refused_not_overwritten(tmp_path):
+    page = _write(tmp_path / "index.html", "<p>my page</p>")
+    with pytest.raises(OutputFolderError, match=r"index.html, which was not written by tying"):
+        claim_folder(tmp_path, ["demo"], fresh=True)
+    assert page.read_text() == "<p>my page</p>"
+
+
+def test_rerun_into_own_output_removes_only_its_stale_files(tmp_path):
+    _ours(tmp_path, ["index.html", "results.json", "figures/demo--old.png"])
+    claim_folder(tmp_path, ["demo"], fresh=True)
+    assert not (tmp_path / "figures" / "demo--old.png").exists()  # stale figure of ours: gone
+    assert not (tmp_path / "index.html").exists()
+    assert (tmp_path / "figures").is_dir()
+
+
+def test_a_file_changed_after_tying_wrote_it_is_the_users(tmp_path):
+    _ours(tmp_path, ["index.html"])
+    (tmp_path / "index.html").write_text("edited by hand")
+    with pytest.raises(OutputFolderError, match="index.html, which was changed since tying wrote"):
+        claim_folder(tmp_path, ["demo"], fresh=True)
+    assert (tmp_path / "index.html").read_text() == "edited by hand"
+
+
+def test_run_mode_keeps_earlier_figures(tmp_path):
+    _ours(tmp_path, ["figures/other--a.png"])
+    claim_folder(tmp_path, ["demo"], fresh=False)
+    assert (tmp_path / "figures" / "other--a.png").exists()
+
+
+def test_interrupted_run_figures_count_as_ours(tmp_path):
+    claim_folder(tmp_path, ["demo"], fresh=True)
+    _write(tmp_path / "figures" / "demo--half.png")  # the run died before record_files
+    claim_folder(tmp_path, ["other"], fresh=True)
+    assert not (tmp_path / "figures" / "demo--half.png").exists()
+
+
+def test_count_of_foreign_files_is_given(tmp_path):
+    for name in ("a.txt", "b.txt", "c.txt"):
+        _write(tmp_path / name)
+    with pytest.raises(
+        OutputFolderError, match=r"a.txt, which was not written by tying \(and 2 more\)"
+    ):
+        claim_folder(tmp_path, [], fresh=True)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "not json",
+        json.dumps([1, 2]),
+        json.dumps({"files": {"../../etc/passwd": "0"}, "pending": []}),
+        json.dumps({"files": {"/etc/passwd": "0"}, "pending": []}),
+        json.dumps({"files": {}, "pending": ["../*"]}),
+    ],
+)
+def test_a_manifest_tying_did_not_write_is_refused(tmp_path, content):
+    _write(tmp_path / MANIFEST, content)
+    with pytest.raises(OutputFolderError, match="is not a manifest written by tying"):
+        claim_folder(tmp_path, [], fresh=True)
+    assert (tmp_path / MANIFEST).read_text() == content
+
+
+def test_a_symlink_is_never_followed_or_removed(tmp_path):
+    target = _write(tmp_path.parent / f"{tmp_path.name}-target" / "keep.png", "keep")
+    out = tmp_path / "out"
+    out.mkdir()
+    os.symlink(target.parent, out / "figures")
+    with pytest.raises(OutputFolderError, match="figures, which is not a regular file"):
+        claim_folder(out, [], fresh=True)
+    assert target.read_text() == "keep"
+
+
+def test_out_is_a_file(tmp_path):
+    f = _write(tmp_path / "report.txt", "data")
+    with pytest.raises(OutputFolderError, match=r"report.txt is a file, not a folder"):
+        claim_folder(f, [], fresh=True)
+    assert f.read_text() == "data"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="uses /proc, where nothing can be created")
+def test_folder_that_cannot_be_created(tmp_path):
+    with pytest.raises(OutputFolderError, match="cannot write there"):
+        claim_folder("/proc/self/no-such/report", [], fresh=True)
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write anywhere"
+)
+def test_read_only_folder(tmp_path):
+    tmp_path.chmod(0o555)
+    try:
+        with pytest.raises(OutputFolderError, match="cannot write there"):
+            claim_folder(tmp_path, [], fresh=True)
+    finally:
+        tmp_path.chmod(0o755)
+
+
+def test_record_files_refuses_paths_outside(tmp_path):
+    claim_folder(tmp_path, [], fresh=True)
+    with pytest.raises(OutputFolderError, match="not a file inside"):
+        record_files(tmp_path, ["../x"])
+
+
+def test_output_doctest():
+    result = doctest.testmod(output_module)
+    assert result.attempted > 0 and result.failed == 0
