@@ -8,18 +8,22 @@ import sys
 
 import pytest
 
+import tying.experiments.claims as claims_module
 from tying.cli import main
 from tying.experiments import REGISTRY, Result, load_all
+from tying.experiments.claims import Claim
 from tying.experiments.registry import experiment
 
 
 @pytest.fixture
-def temp_experiment():
+def temp_experiment(monkeypatch):
     load_all()
     added = []
 
     def register(exp_id, fn):
-        experiment(exp_id, title=exp_id, claim=f"{exp_id} claims.", seed_file="004")(fn)
+        row = Claim("", exp_id, "test", ("004",), "004", exp_id, f"{exp_id} claims.", "")
+        monkeypatch.setitem(claims_module._BY_ID, exp_id, row)
+        experiment(exp_id)(fn)
         added.append(exp_id)
 
     yield register
@@ -28,6 +32,7 @@ def temp_experiment():
 
 
 def test_list_shows_ids_titles_and_status(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")
     from tying.experiments import REGISTRY, load_all
 
     load_all()
@@ -36,6 +41,20 @@ def test_list_shows_ids_titles_and_status(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "param-counts" in out and "ready" in out
     assert "not yet implemented" in out  # claims without an experiment are listed too
+
+
+def test_list_shows_where_each_experiment_lives(capsys, monkeypatch):
+    import inspect
+
+    monkeypatch.setenv("COLUMNS", "300")  # one row per line: no folded paths
+
+    from tying.experiments.principles import param_counts
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    line = inspect.getsourcelines(param_counts)[1]  # the decorator's line
+    row = next(r for r in out.splitlines() if " param-counts " in r)
+    assert f"tying/experiments/principles.py:{line}" in row
 
 
 def test_run_prints_the_table_and_exits_0(capsys, tmp_path):

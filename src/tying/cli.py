@@ -71,6 +71,8 @@ def _print_record(console: Console, rec: RunRecord) -> None:
     code = f"{claim.code} " if claim else ""
     console.rule(f"[bold]{code}{rec.id}[/] — {rec.title}")
     console.print(rec.claim)
+    if rec.source:
+        console.print(f"[dim]code: {rec.source} · chapter {rec.chapter}[/]", highlight=False)
     for table in rec.tables:
         rt = RichTable(title=table.title, title_justify="left", show_lines=False)
         for col in table.columns:
@@ -102,27 +104,26 @@ def _print_record(console: Console, rec: RunRecord) -> None:
 def _cmd_list(args: argparse.Namespace, console: Console) -> int:
     registry = load_all()
     table = RichTable(title="Claims and their experiments", title_justify="left")
-    for col in ("claim", "id", "title", "status"):
-        table.add_column(col)
+    table.add_column("claim", no_wrap=True)
+    table.add_column("id", no_wrap=True)
+    table.add_column("title", overflow="fold", ratio=1)
+    table.add_column("status", no_wrap=True)
+    table.add_column("code (file:line)", no_wrap=True)
     known = {c.id for c in CLAIMS}
     for claim in CLAIMS:
         spec = registry.get(claim.id)
-        status = _spec_status(spec)
-        title = spec.title if spec else _shorten(claim.claim)
-        table.add_row(claim.code, claim.id, title, status)
+        table.add_row(
+            claim.code, claim.id, claim.title, _spec_status(spec), spec.source if spec else ""
+        )
     for exp_id, spec in registry.items():
         if exp_id not in known:
-            table.add_row("", exp_id, spec.title, _spec_status(spec))
+            table.add_row("", exp_id, spec.title, _spec_status(spec), spec.source)
     console.print(table)
     for module, err in import_errors().items():
         console.print(
             f"[red]experiment module {module} failed to import:[/] {err.splitlines()[-1]}"
         )
     return EXIT_PASS
-
-
-def _shorten(text: str, width: int = 70) -> str:
-    return text if len(text) <= width else text[: width - 1].rsplit(" ", 1)[0] + " …"
 
 
 def _spec_status(spec) -> str:

@@ -80,15 +80,7 @@ def _jacobian_rank(attn: Attention, x: torch.Tensor) -> tuple[int, torch.Tensor]
     return int((sv > tol).sum()), sv
 
 
-@experiment(
-    "kv-sharing",
-    title="K/V sharing across heads: parameters and reachable outputs",
-    claim=(
-        "Sharing W_V across heads (and K/V across heads: MQA/GQA) cuts parameters; the rank of the "
-        "map from parameters to outputs measures what expressiveness is lost."
-    ),
-    seed_file="002",
-)
+@experiment("kv-sharing")
 def kv_sharing(size: str, seed: int) -> Result:
     check_size(size)
     cfg = KV[size]
@@ -307,15 +299,7 @@ def _mean_se(d: list[float]) -> tuple[float, float]:
     return statistics.mean(d), statistics.stdev(d) / len(d) ** 0.5
 
 
-@experiment(
-    "encdec-kv-sharing",
-    title="One K/V geometry for encoder, decoder and cross-attention",
-    claim=(
-        "Sharing W_K, W_V across encoder self-attention, decoder self-attention and cross-attention "
-        "makes one feature geometry that helps copying (names, dates) at some cost in expressiveness."
-    ),
-    seed_file="002",
-)
+@experiment("encdec-kv-sharing")
 def encdec_kv_sharing(size: str, seed: int) -> Result:
     check_size(size)
     cfg = COPY[size]

@@ -86,15 +86,7 @@ def _fit(
     return net, rel
 
 
-@experiment(
-    "cross-layer-sharing",
-    title="Tied layers: a wider layer for the same budget, and an ODE in the limit",
-    claim=(
-        "Tying all layers (ALBERT-style) lets the same parameter budget buy a wider layer; in the "
-        "limit of many tiny shared steps the net is a neural ODE whose vector field is the shared layer."
-    ),
-    seed_file="001",
-)
+@experiment("cross-layer-sharing")
 def cross_layer_sharing(size: str, seed: int) -> Result:
     check_size(size)
     cfg = DEPTH[size]

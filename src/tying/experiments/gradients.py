@@ -122,15 +122,7 @@ def _compare(untied: nn.Module, tied: nn.Module, uses: list[str], loss_fn) -> di
     }
 
 
-@experiment(
-    "bptt-sum",
-    title="The gradient of a shared weight is the sum over its uses",
-    claim=(
-        "The gradient of a weight shared over time steps, Siamese towers or layers is "
-        "the sum of its per-use gradients."
-    ),
-    seed_file="001",
-)
+@experiment("bptt-sum")
 def bptt_sum(size: str, seed: int) -> Result:
     cfg = by_size(BPTT, size)
     gen, _ = rngs(seed)
@@ -312,15 +304,7 @@ def _rnn_variances(cfg: InitConfig, fan: tuple[int, int], gen: torch.Generator) 
     return (total / cfg.inits).tolist()
 
 
-@experiment(
-    "tied-init",
-    title="Initialising shared weights: fan-in is per output unit",
-    claim=(
-        "Xavier/He fan-in counts the inputs of one output unit (kernel area × in-channels; "
-        "input + hidden for an RNN) and is not multiplied by how often a weight is reused."
-    ),
-    seed_file="002",
-)
+@experiment("tied-init")
 def tied_init(size: str, seed: int) -> Result:
     cfg = by_size(INIT, size)
     gen, _ = rngs(seed)

@@ -80,15 +80,7 @@ def _untied_design(xs: np.ndarray, inputs: np.ndarray) -> np.ndarray:
     return a
 
 
-@experiment(
-    "rnn-identifiability",
-    title="One tied W is identified; a W per step is not",
-    claim=(
-        "For x[t+1] = W x[t] + U u[t], a separate W_t per step is underdetermined; one tied W is "
-        "identified exactly when the stacked state matrix has full rank."
-    ),
-    seed_file="002",
-)
+@experiment("rnn-identifiability")
 def rnn_identifiability(size: str, seed: int) -> Result:
     check_size(size)
     cfg = IDENT[size]
@@ -242,15 +234,7 @@ def _train_ae(model, x, steps, lr):
     return curve
 
 
-@experiment(
-    "tied-autoencoder-pca",
-    title="A tied linear autoencoder is PCA",
-    claim=(
-        "A linear autoencoder with W_dec = W_encᵀ learns the top-k principal subspace; with isotropic "
-        "noise its best error equals the untied one."
-    ),
-    seed_file="002",
-)
+@experiment("tied-autoencoder-pca")
 def tied_autoencoder_pca(size: str, seed: int) -> Result:
     check_size(size)
     cfg = PCA[size]

@@ -58,7 +58,8 @@ class RunRecord:
     """What one run of one experiment produced; plain data, safe to pickle and to JSON.
 
     Attributes:
-        id, title, claim, seed_file: from the experiment's registration.
+        id, title, claim, chapter: from the claim's row (via the registration).
+        source: ``file:line`` of the experiment function.
         size, seed: how it was run.
         status: ``"pass"``, ``"fail"``, ``"error"`` (it raised) or ``"missing-extra"``.
         measured: the numbers that decided the check.
@@ -75,7 +76,7 @@ class RunRecord:
     id: str
     title: str
     claim: str
-    seed_file: str
+    chapter: str
     size: str
     seed: int
     status: str
@@ -88,6 +89,7 @@ class RunRecord:
     error: str | None = None
     missing: list[str] = dataclasses.field(default_factory=list)
     threads: int = 1
+    source: str = ""
 
     @property
     def passed(self) -> bool:
@@ -194,11 +196,12 @@ def run_experiment(
         id=spec.id,
         title=spec.title,
         claim=spec.claim,
-        seed_file=spec.seed_file,
+        chapter=spec.chapter,
         size=size,
         seed=seed,
         status="error",
         threads=torch.get_num_threads(),
+        source=spec.source,
     )
     missing = [name for name in spec.requires if importlib.util.find_spec(name) is None]
     if missing:
@@ -258,10 +261,11 @@ def _crashed_record(id: str, size: str, seed: int, exc: BaseException) -> RunRec
         id=spec.id,
         title=spec.title,
         claim=spec.claim,
-        seed_file=spec.seed_file,
+        chapter=spec.chapter,
         size=size,
         seed=seed,
         status="error",
+        source=spec.source,
         error="the worker process running it failed:\n" + "".join(traceback.format_exception(exc)),
     )
 

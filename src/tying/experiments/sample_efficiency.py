@@ -117,16 +117,7 @@ def _images_needed(images: list[int], errors: list[float], target: float) -> flo
     return math.nan
 
 
-@experiment(
-    "sample-efficiency",
-    title="Sharing pools evidence: images needed, shared vs unshared",
-    claim=(
-        "Sharing pools every position's evidence: to estimate a filter to the same error "
-        "an unshared layer needs about as many times more images as there are positions "
-        "(the seed's ~7,600 vs ~10)."
-    ),
-    seed_file="003",
-)
+@experiment("sample-efficiency")
 def sample_efficiency(size: str, seed: int) -> Result:
     cfg = by_size(SIZES, size)
     gen, _ = rngs(seed)

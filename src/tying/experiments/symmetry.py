@@ -114,16 +114,7 @@ def _flat_directions(shared: bool, cfg: LandscapeConfig, seed: int) -> tuple[int
     return null, theta.numel(), sorted(eig.tolist(), reverse=True)
 
 
-@experiment(
-    "landscape-symmetry",
-    title="Sharing prunes the symmetries of the loss landscape",
-    claim=(
-        "A hidden layer of K neurons has K! equivalent minima (48! for 48), a conv layer's "
-        "symmetry unit is the filter (3! = 6 for 3 filters), and sharing also removes "
-        "continuous flat directions."
-    ),
-    seed_file="003",
-)
+@experiment("landscape-symmetry")
 def landscape_symmetry(size: str, seed: int) -> Result:
     cfg = by_size(LANDSCAPE, size)
     gen, rng = rngs(seed)
@@ -307,16 +298,7 @@ def _spread(net: nn.Sequential) -> float:
     return float((w - w[0]).abs().max())
 
 
-@experiment(
-    "symmetry-breaking",
-    title="Identical initial weights are an accidental tie",
-    claim=(
-        "Neurons that start with identical weights get identical gradients and stay "
-        "identical forever (an accidental tie the library can detect); random "
-        "initialisation breaks the symmetry."
-    ),
-    seed_file="004",
-)
+@experiment("symmetry-breaking")
 def symmetry_breaking(size: str, seed: int) -> Result:
     cfg = by_size(BREAKING, size)
     gen, _ = rngs(seed)
