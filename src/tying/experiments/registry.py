@@ -150,7 +150,7 @@ def experiment(
         )
     row = claim_for(id)
     if row is None:
-        close = difflib.get_close_matches(id, [c.id for c in CLAIMS], n=1, cutoff=0.0)
+        close = difflib.get_close_matches(id, [c.id for c in CLAIMS], n=1, cutoff=0.6)
         hint = f" (closest: {close[0]!r})" if close else ""
         raise KeyError(
             f"experiment id {id!r} is not a claim id in tying/experiments/claims.py{hint}; "
