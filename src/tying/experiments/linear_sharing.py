@@ -147,14 +147,6 @@ def rnn_identifiability(size: str, seed: int) -> Result:
         and poor_err > 0.1
         and curve[-1]["tied W error"] < curve[0]["tied W error"] / 3
     )
-    fig, (ax,) = new_figure(1, width=5.2, height=3.3)
-    ts = [r["T"] for r in curve]
-    ax.loglog(ts, [r["tied W error"] for r in curve], "o-", label="tied W (least squares)")
-    ax.loglog(ts, [r["untied W_t error"] for r in curve], "s--", label="untied W_t (min-norm)")
-    ax.set_xlabel("trajectory length T")
-    ax.set_ylabel("relative error of W")
-    ax.set_title(f"process noise σ={cfg.noise}, n={cfg.n}, m={cfg.m}")
-    ax.legend()
     rows = [
         {
             "model": "tied W, rich input",
@@ -178,6 +170,7 @@ def rnn_identifiability(size: str, seed: int) -> Result:
             "W error": poor_err,
         },
     ]
+    fig = _identifiability_figure(curve, cfg)
     return Result(
         tables=[
             Table(f"noise-free, T={cfg.steps}", rows),
@@ -200,6 +193,18 @@ def rnn_identifiability(size: str, seed: int) -> Result:
             "the tied problem has T equations per row for n+m unknowns."
         ),
     )
+
+
+def _identifiability_figure(curve, cfg):
+    fig, (ax,) = new_figure(1, width=5.2, height=3.3)
+    ts = [r["T"] for r in curve]
+    ax.loglog(ts, [r["tied W error"] for r in curve], "o-", label="tied W (least squares)")
+    ax.loglog(ts, [r["untied W_t error"] for r in curve], "s--", label="untied W_t (min-norm)")
+    ax.set_xlabel("trajectory length T")
+    ax.set_ylabel("relative error of W")
+    ax.set_title(f"process noise σ={cfg.noise}, n={cfg.n}, m={cfg.m}")
+    ax.legend()
+    return fig
 
 
 # ---------------------------------------------------------------------------- C2
