@@ -132,7 +132,7 @@ def test_report_rerun_into_its_own_output_clears_stale_figures(tmp_path):
     assert main(argv) == 0
     stale = tmp_path / "figures" / "old--gone.png"  # as if an earlier report had written it
     stale.write_bytes(b"x")
-    from tying.report.output import record_files
+    from tying.experiments.output import record_files
 
     record_files(tmp_path, ["figures/old--gone.png"])
     assert main(argv) == 0

@@ -10,7 +10,7 @@ closest valid one; a bad ``--seed``; ``--out`` that is a file, cannot be written
 or holds files tying did not write). ``report``: 0 when the page was written, 2 on
 usage errors (also ``--only`` with an empty id, ``--jobs 0``), all checked before
 any experiment runs. ``list``: 0, 2 on usage errors. The output-folder policy is
-in :mod:`tying.report.output`.
+in :mod:`tying.experiments.output`.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def _spec_status(spec) -> str:
 
 
 def _claim(out: pathlib.Path, ids: Sequence[str], *, fresh: bool) -> None:
-    from tying.report.output import OutputFolderError, claim_folder
+    from tying.experiments.output import OutputFolderError, claim_folder
 
     try:
         claim_folder(out, ids, fresh=fresh)
@@ -149,10 +149,6 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     if args.out is not None:  # checked before the experiment runs
         _claim(args.out, [exp_id], fresh=False)
     rec = run_experiment(exp_id, size=args.size, seed=args.seed, out_dir=args.out)
-    if args.out is not None:
-        from tying.report.output import record_files
-
-        record_files(args.out, [f for f in rec.figures if (args.out / f).is_file()])
     _print_record(console, rec)
     if args.out is None:
         console.print("[dim](figures not saved; pass --out DIR to keep them as PNG)[/]")

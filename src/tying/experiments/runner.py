@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from tying.experiments import IMPORT_ERRORS, load_all
+from tying.experiments.output import claim_folder, record_files
 from tying.experiments.registry import Result, Table, check_size, get
 
 __all__ = ["EXTRAS", "RunRecord", "jsonable", "run_experiment", "run_many"]
@@ -179,6 +180,8 @@ def run_experiment(
         size: ``"quick"`` or ``"report"``.
         seed: the seed passed to the experiment (and to the global RNGs).
         out_dir: folder to save figures in (under ``figures/``); None to discard them.
+            It is checked first (:func:`tying.experiments.output.claim_folder`): a
+            folder holding files tying did not write is refused before anything runs.
 
     Returns:
         A :class:`RunRecord`; an exception raised by the experiment is captured in
@@ -187,7 +190,26 @@ def run_experiment(
     Raises:
         KeyError: when ``id`` is not registered (naming the closest id).
         ValueError: when ``size`` is not one of the sizes.
+        OutputFolderError: when ``out_dir`` cannot be used (see above).
     """
+    check_size(size)
+    load_all()
+    get(id)
+    if out_dir is not None:
+        claim_folder(out_dir, [id], fresh=False)
+    record = _run(id, size, seed, out_dir)
+    if out_dir is not None:
+        record_files(out_dir, record.figures)
+    return record
+
+
+def _run(
+    id: str,
+    size: str = "quick",
+    seed: int = 0,
+    out_dir: str | pathlib.Path | None = None,
+) -> RunRecord:
+    """:func:`run_experiment` without the folder check (done once by the caller)."""
     check_size(size)
     load_all()
     spec = get(id)
@@ -298,7 +320,9 @@ def run_many(
         The records, in the order of ``ids``.
 
     Raises:
-        KeyError: for an unknown id; ValueError: for a bad size or ``jobs < 1``.
+        KeyError: for an unknown id; ValueError: for a bad size or ``jobs < 1``;
+        OutputFolderError: when ``out_dir`` holds files tying did not write (checked
+        before anything runs; see :mod:`tying.experiments.output`).
     """
     check_size(size)
     load_all()
@@ -307,6 +331,15 @@ def run_many(
         get(id)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
+    if out_dir is not None:  # once, here: workers only write figures the claim covers
+        claim_folder(out_dir, ids, fresh=False)
+    records = _run_all(ids, size, seed, out_dir, jobs, on_start, on_done)
+    if out_dir is not None:
+        record_files(out_dir, [f for r in records for f in r.figures])
+    return records
+
+
+def _run_all(ids, size, seed, out_dir, jobs, on_start, on_done) -> list[RunRecord]:
     on_start = on_start or (lambda _id: None)
     on_done = on_done or (lambda _rec: None)
     records: dict[str, RunRecord] = {}
@@ -314,7 +347,7 @@ def run_many(
     if jobs == 1 or len(ids) <= 1:
         for id in ids:
             on_start(id)
-            records[id] = run_experiment(id, size, seed, out_dir)
+            records[id] = _run(id, size, seed, out_dir)
             on_done(records[id])
         return [records[id] for id in ids]
 
@@ -334,7 +367,7 @@ def run_many(
             # Keep at most `jobs` in flight, so "started" means "running", not "queued".
             while queue and not broken and len(running) < jobs:
                 id = queue.pop(0)
-                running[pool.submit(run_experiment, id, size, seed, out_dir)] = id
+                running[pool.submit(_run, id, size, seed, out_dir)] = id
                 on_start(id)
             done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
             for fut in done:

@@ -20,10 +20,10 @@ from collections.abc import Sequence
 
 from tying.experiments import REGISTRY, load_all
 from tying.experiments.claims import claim_for
+from tying.experiments.output import MANIFEST, OutputFolderError, claim_folder, record_files
 from tying.experiments.runner import RunRecord, import_errors
 from tying.report.environment import collect_environment
 from tying.report.html import render_page, summary_rows
-from tying.report.output import MANIFEST, OutputFolderError, claim_folder, record_files
 
 _PAGE = ("index.html", "results.json")
 
@@ -79,7 +79,7 @@ def write_report(
         records: what :func:`tying.experiments.runner.run_many` returned (figures
             already saved under ``out_dir/figures``).
         out_dir: the report folder, checked with
-            :func:`~tying.report.output.claim_folder` before the experiments ran.
+            :func:`~tying.experiments.output.claim_folder` before the experiments ran.
         size, seed, jobs: how the experiments were run (shown in the environment).
         runtime_s: wall time of the whole run.
 

@@ -16,7 +16,7 @@ removed with ``rmtree``: only listed files, one by one.
 
 Example:
     >>> import pathlib, tempfile
-    >>> from tying.report.output import OutputFolderError, claim_folder, record_files
+    >>> from tying.experiments.output import OutputFolderError, claim_folder, record_files
     >>> out = pathlib.Path(tempfile.mkdtemp())
     >>> claim_folder(out, ["param-counts"], fresh=True)
     >>> _ = (out / "index.html").write_text("<html></html>")

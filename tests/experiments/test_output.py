@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-import tying.report.output as output_module
-from tying.report.output import MANIFEST, OutputFolderError, claim_folder, record_files
+import tying.experiments.output as output_module
+from tying.experiments.output import MANIFEST, OutputFolderError, claim_folder, record_files
 
 
 def _write(path, text="x"):
@@ -142,3 +142,18 @@ def test_record_files_refuses_paths_outside(tmp_path):
 def test_output_doctest():
     result = doctest.testmod(output_module)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_library_runs_refuse_a_folder_with_a_users_figure(tmp_path):
+    """run_experiment / run_many(out_dir=...) keep the CLI's promise too."""
+    from tying.experiments.runner import run_experiment, run_many
+
+    mine = _write(tmp_path / "figures" / "param-counts--counts.png", "my own figure")
+    with pytest.raises(OutputFolderError, match="param-counts--counts.png, which was not written"):
+        run_experiment("param-counts", out_dir=tmp_path)
+    with pytest.raises(OutputFolderError, match="param-counts--counts.png, which was not written"):
+        run_many(["param-counts"], out_dir=tmp_path)
+    assert mine.read_text() == "my own figure"
+    mine.unlink()
+    assert run_experiment("param-counts", out_dir=tmp_path).passed
+    assert run_many(["param-counts"], out_dir=tmp_path)[0].passed  # its own figure: fine
