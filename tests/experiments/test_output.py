@@ -8,6 +8,8 @@ import os
 import sys
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import tying.experiments.output as output_module
 from tying.experiments.output import MANIFEST, OutputFolderError, claim_folder, record_files
@@ -157,3 +159,55 @@ def test_library_runs_refuse_a_folder_with_a_users_figure(tmp_path):
     mine.unlink()
     assert run_experiment("param-counts", out_dir=tmp_path).passed
     assert run_many(["param-counts"], out_dir=tmp_path)[0].passed  # its own figure: fine
+
+
+_NAMES = ["index.html", "results.json", "notes.txt", ".tying-report.json.tmp", "figures"]
+_FIG_NAMES = ["demo--a.png", "demo--b.png", "thesis.png", "other--x.png"]
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    ours=st.lists(
+        st.sampled_from(["index.html", "results.json", "figures/demo--a.png"]), unique=True
+    ),
+    users=st.lists(
+        st.one_of(
+            st.sampled_from(_NAMES[:4]), st.sampled_from(_FIG_NAMES).map("figures/{}".format)
+        ),
+        unique=True,
+        max_size=3,
+    ),
+    edit_one=st.booleans(),
+    fresh=st.booleans(),
+)
+def test_no_file_tying_did_not_write_is_ever_changed(
+    tmp_path_factory, ours, users, edit_one, fresh
+):
+    """Property: whatever the folder holds, claim_folder + writing leaves every file that
+    tying did not write (or that was edited since) byte-identical, or refuses."""
+    out = tmp_path_factory.mktemp("out")
+    if ours:
+        _ours(out, ours)
+    foreign = {}
+    for rel in users:
+        if rel in ours or (rel == "figures" and any(o.startswith("figures/") for o in ours)):
+            continue
+        if rel == "figures" or any(u.startswith(rel + "/") for u in users):
+            continue
+        foreign[rel] = _write(out / rel, f"user's {rel}").read_bytes()
+    if edit_one and ours:
+        (out / ours[0]).write_text("edited by the user")
+        foreign[ours[0]] = (out / ours[0]).read_bytes()
+    try:
+        claim_folder(out, ["demo"], fresh=fresh)
+    except OutputFolderError:
+        assert foreign, "refused a folder holding only tying's own files"
+    else:
+        assert not foreign, f"accepted a folder holding {sorted(foreign)}"
+        for rel in ("index.html", "results.json", "figures/demo--a.png"):  # a run writes these
+            _write(out / rel, "new output")
+        record_files(out, ["index.html", "results.json", "figures/demo--a.png"])
+    for rel, data in foreign.items():
+        assert (out / rel).read_bytes() == data

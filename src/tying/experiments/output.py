@@ -37,6 +37,7 @@ import hashlib
 import json
 import os
 import pathlib
+import tempfile
 from collections.abc import Iterable, Sequence
 
 __all__ = ["MANIFEST", "OutputFolderError", "claim_folder", "record_files"]
@@ -99,9 +100,15 @@ def _write_manifest(out: pathlib.Path, files: dict[str, str], pending: Sequence[
         "files": dict(sorted(files.items())),
         "pending": list(pending),
     }
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, out / MANIFEST)
+    # a fresh temporary name, never one a user's file could already have
+    fd, tmp = tempfile.mkstemp(prefix=MANIFEST + ".", suffix=".tmp", dir=out)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(data, indent=1) + "\n")
+        os.replace(tmp, out / MANIFEST)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _entries(out: pathlib.Path) -> list[str]:
@@ -124,7 +131,7 @@ def _owned(out: pathlib.Path, manifest: dict) -> tuple[list[str], list[tuple[str
     """(files of ours, [(foreign file, why)]) among the entries of ``out``."""
     ours, foreign = [], []
     for rel in _entries(out):
-        if rel in (MANIFEST, MANIFEST + ".tmp"):
+        if rel == MANIFEST:
             continue
         path = out / rel
         if path.is_symlink() or not path.is_file():
