@@ -190,12 +190,11 @@ class EncDecConfig:
     copy_steps: int = 100  # both variants fit the training strings by then
     copy_block: int = 16  # paired seeds added per round until the interval is resolved
     copy_max_seeds: int = 16  # the cap: an interval still wider is reported as unresolved
-    # (2) the cost task: `geo_length` tokens, each a (colour, symbol); colours come in
-    # complementary pairs (2c, 2c+1), both of a pair in a string; the answer at position
-    # i is the symbol of the token whose colour complements token i's
+    # (2) the cost task: `geo_length` coloured tokens; colours come in complementary
+    # pairs (2c, 2c+1), both of a pair in a string; the answer at position i is the
+    # position of the token whose colour complements token i's
     geo_colours: int = 8
-    geo_symbols: int = 4
-    geo_length: int = 4
+    geo_length: int = 4  # longer strings are not learned within the step budget
     geo_train: int = 2000  # enough strings that the rule, not the strings, is learned
     geo_steps: int = 200
     geo_seeds: int = 4
@@ -223,11 +222,13 @@ def _copy_data(cfg: EncDecConfig, n: int, seed: int):
 def _geometry_data(cfg: EncDecConfig, n: int, seed: int):
     """The cost task: ``(src, tgt, vocab)``.
 
-    Source token = ``colour · symbols + symbol``; the colours of a string are
-    ``geo_length / 2`` complementary pairs (2c, 2c+1), shuffled. Target at position i
-    (its own token range) = the symbol of the token whose colour is token i's
-    complement. The encoder must match colours (content); cross-attention must read
-    position i (the source and target share one positional table).
+    Source token = a colour; the colours of a string are ``geo_length / 2``
+    complementary pairs (2c, 2c+1) of ``geo_colours``, shuffled. Target at position i
+    (its own token range) = the position of the token whose colour is token i's
+    complement. One decoder layer cannot find it alone (its cross-attention query at
+    i knows only i), so the encoder must look tokens up by colour (content) and
+    cross-attention must read memory position i (source and target share one
+    positional table): two attentions, two geometries.
     """
     gen = torch.Generator().manual_seed(seed)
     pairs, length = cfg.geo_colours // 2, cfg.geo_length
@@ -235,12 +236,9 @@ def _geometry_data(cfg: EncDecConfig, n: int, seed: int):
     colours = torch.cat([2 * chosen, 2 * chosen + 1], dim=1)  # (n, L): pair k at k and k+L/2
     order = torch.argsort(torch.rand(n, length, generator=gen), dim=1)
     colours = torch.gather(colours, 1, order)
-    symbols = torch.randint(cfg.geo_symbols, (n, length), generator=gen)
     # partner[k, i] = the position j whose colour complements token i's: colours[k, j] == c ^ 1
     partner = (colours[:, None, :] == (colours ^ 1)[:, :, None]).int().argmax(-1)
-    src = colours * cfg.geo_symbols + symbols
-    tgt = cfg.geo_colours * cfg.geo_symbols + torch.gather(symbols, 1, partner)
-    return src, tgt, cfg.geo_colours * cfg.geo_symbols + cfg.geo_symbols
+    return colours, cfg.geo_colours + partner, cfg.geo_colours + length
 
 
 def _model(cfg: EncDecConfig, vocab: int, length: int, variant: str, seed: int) -> EncoderDecoder:
@@ -436,7 +434,7 @@ def encdec_kv_sharing(size: str, seed: int) -> Result:
     low, high = copy_mean - 2 * copy_se, copy_mean + 2 * copy_se
     verdict = _copy_verdict(low, high) if resolved else "unresolved: interval wider than ±0.05"
     learned = {  # a comparison means something only if separate models beat chance clearly
-        "geometry": statistics.mean(geo["separate"]["test accuracy"]) > 2 / cfg.geo_symbols,
+        "geometry": statistics.mean(geo["separate"]["test accuracy"]) > 2 / cfg.geo_length,
         "copy": statistics.mean(copy["separate"]["test accuracy"]) > 2 / cfg.copy_vocab,
     }
     passed = removed == expected and cost_shown and resolved and all(learned.values())
@@ -491,8 +489,8 @@ def encdec_kv_sharing(size: str, seed: int) -> Result:
             "Teacher-forced per-token accuracy on held-out strings; each seed fixes the data and the "
             "initial weights of both variants, so differences are taken seed by seed. Shared K/V "
             "ties the K and V projections of all three attentions to the encoder's (4 of 6 "
-            "removed). Cost task: every token carries a colour and a symbol; the answer at "
-            "position i is the symbol of the token whose colour complements token i's, so the "
+            "removed). Cost task: every token has a colour; the answer at position i is the "
+            "position of the token whose colour complements token i's, so the "
             "encoder must look tokens up by colour and cross-attention by position. The check "
             "passes iff (1) the count is exact, (2) shared is worse on the cost task by more than "
             "2 paired s.e., and (3) the copying interval is resolved to ±0.05, whatever its sign."
