@@ -156,3 +156,25 @@ def test_jsonable():
 def test_doctests(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_run_many_starts_no_more_workers_than_experiments(monkeypatch):
+    """--jobs 1000 with two ids must not start 1000 processes."""
+    import concurrent.futures as cf
+
+    import tying.experiments.runner as runner_module
+
+    sizes = []
+
+    class Inline(cf.Executor):  # runs each job at once, records the pool size asked for
+        def __init__(self, max_workers, **kwargs):
+            sizes.append(max_workers)
+
+        def submit(self, fn, *args):
+            fut = cf.Future()
+            fut.set_result(fn(*args))
+            return fut
+
+    monkeypatch.setattr(runner_module.cf, "ProcessPoolExecutor", Inline)
+    records = runner_module.run_many(["param-counts", "rnn-unrolled"], jobs=1000)
+    assert [r.status for r in records] == ["pass", "pass"] and sizes == [2]

@@ -352,6 +352,7 @@ def _run_all(ids, size, seed, out_dir, jobs, on_start, on_done) -> list[RunRecor
         return [records[id] for id in ids]
 
     queue = list(ids)
+    jobs = min(jobs, len(ids))  # never more worker processes than experiments
     pool = cf.ProcessPoolExecutor(jobs, mp_context=_mp_context(), initializer=_init_worker)
     running: dict[cf.Future, str] = {}
     broken = False
