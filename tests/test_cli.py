@@ -8,18 +8,22 @@ import sys
 
 import pytest
 
+import tying.experiments.claims as claims_module
 from tying.cli import main
 from tying.experiments import REGISTRY, Result, load_all
+from tying.experiments.claims import Claim
 from tying.experiments.registry import experiment
 
 
 @pytest.fixture
-def temp_experiment():
+def temp_experiment(monkeypatch):
     load_all()
     added = []
 
     def register(exp_id, fn):
-        experiment(exp_id, title=exp_id, claim=f"{exp_id} claims.", seed_file="004")(fn)
+        row = Claim("", exp_id, "test", ("004",), "004", exp_id, f"{exp_id} claims.", "")
+        monkeypatch.setitem(claims_module._BY_ID, exp_id, row)
+        experiment(exp_id)(fn)
         added.append(exp_id)
 
     yield register
@@ -28,6 +32,7 @@ def temp_experiment():
 
 
 def test_list_shows_ids_titles_and_status(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")
     from tying.experiments import REGISTRY, load_all
 
     load_all()
@@ -36,6 +41,20 @@ def test_list_shows_ids_titles_and_status(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "param-counts" in out and "ready" in out
     assert "not yet implemented" in out  # claims without an experiment are listed too
+
+
+def test_list_shows_where_each_experiment_lives(capsys, monkeypatch):
+    import inspect
+
+    monkeypatch.setenv("COLUMNS", "300")  # one row per line: no folded paths
+
+    from tying.experiments.principles import param_counts
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    line = inspect.getsourcelines(param_counts)[1]  # the decorator's line
+    row = next(r for r in out.splitlines() if " param-counts " in r)
+    assert f"tying/experiments/principles.py:{line}" in row
 
 
 def test_run_prints_the_table_and_exits_0(capsys, tmp_path):
@@ -108,15 +127,100 @@ def test_report_writes_the_page_and_counts_passes(capsys, tmp_path, temp_experim
     assert (out_dir / "index.html").is_file()
 
 
-def test_report_clears_stale_figures(tmp_path):
-    stale = tmp_path / "figures" / "old--gone.png"
-    stale.parent.mkdir(parents=True)
+def test_report_rerun_into_its_own_output_clears_stale_figures(tmp_path):
+    argv = ["report", "--size", "quick", "--only", "param-counts", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    stale = tmp_path / "figures" / "old--gone.png"  # as if an earlier report had written it
     stale.write_bytes(b"x")
-    assert (
-        main(["report", "--size", "quick", "--only", "param-counts", "--out", str(tmp_path)]) == 0
-    )
+    from tying.experiments.output import record_files
+
+    record_files(tmp_path, ["figures/old--gone.png"])
+    assert main(argv) == 0
     assert not stale.exists()
     assert (tmp_path / "figures" / "param-counts--counts.png").exists()
+
+
+@pytest.fixture
+def never_runs(temp_experiment):
+    """An experiment that records being run: usage errors must come before any run."""
+    calls = []
+
+    def fn(size, seed):
+        calls.append(seed)
+        return Result(passed=True)
+
+    temp_experiment("cli-never-runs", fn)
+    return calls
+
+
+def test_report_leaves_a_users_figure_alone_and_exits_2(tmp_path, capsys, never_runs):
+    thesis = tmp_path / "figures" / "thesis.png"
+    thesis.parent.mkdir()
+    thesis.write_bytes(b"my thesis figure")
+    argv = ["report", "--size", "quick", "--only", "cli-never-runs", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "figures/thesis.png, which was not written by tying" in capsys.readouterr().err
+    assert thesis.read_bytes() == b"my thesis figure"
+    assert never_runs == [] and sorted(p.name for p in tmp_path.rglob("*")) == [
+        "figures",
+        "thesis.png",
+    ]
+
+
+def test_report_refuses_to_overwrite_a_users_index_html(tmp_path, capsys, never_runs):
+    page = tmp_path / "index.html"
+    page.write_text("<h1>my page</h1>")
+    argv = ["report", "--size", "quick", "--only", "cli-never-runs", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "index.html, which was not written by tying" in capsys.readouterr().err
+    assert page.read_text() == "<h1>my page</h1>" and never_runs == []
+
+
+def test_run_out_keeps_a_users_file_and_earlier_figures(tmp_path, capsys):
+    assert main(["run", "param-counts", "--out", str(tmp_path)]) == 0
+    assert main(["run", "param-counts", "--out", str(tmp_path)]) == 0  # its own figure again
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["run", "param-counts", "--out", str(tmp_path)]) == 2
+    assert "notes.txt, which was not written by tying" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["report", "--only", ",,,"], "--only ',,,' has an empty id"),
+        (["report", "--only", "cli-never-runs,,param-counts"], "has an empty id"),
+        (
+            ["report", "--only", "cli-never-runs", "--seed", str(2**70)],
+            "--seed: expected an integer in 0..4294967295",
+        ),
+        (["report", "--only", "cli-never-runs", "--seed", "-1"], "--seed: expected an integer"),
+        (["run", "cli-never-runs", "--seed", str(2**70)], "--seed: expected an integer"),
+        (
+            ["report", "--only", "cli-never-runs", "--jobs", "0"],
+            "--jobs: expected a whole number >= 1",
+        ),
+        (["report", "--only", "cli-never-runs", "--out", "{file}"], "is a file, not a folder"),
+        (["run", "cli-never-runs", "--out", "{file}"], "is a file, not a folder"),
+        (
+            ["report", "--only", "cli-never-runs", "--out", "/proc/self/no/such"],
+            "cannot write there",
+        ),
+        (["run", "cli-never-runs", "--out", "/proc/self/no/such"], "cannot write there"),
+    ],
+)
+def test_bad_arguments_exit_2_before_any_experiment_runs(
+    argv, message, tmp_path, capsys, never_runs
+):
+    a_file = tmp_path / "report.html"
+    a_file.write_text("not a folder")
+    argv = [a.replace("{file}", str(a_file)) for a in argv]
+    if argv[0] == "report" and "--out" not in argv:
+        argv += ["--out", str(tmp_path / "rep")]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert never_runs == []
+    assert a_file.read_text() == "not a folder"
 
 
 def test_python_dash_m_tying_works():

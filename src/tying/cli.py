@@ -6,8 +6,11 @@ writes ``report/index.html``.
 
 Exit codes: ``run``: 0 the claim's check passed, 1 it failed or the experiment
 raised (or an extra it needs is missing), 2 usage error (an unknown id names the
-closest valid one). ``report``: 0 when the page was written, 2 on usage errors.
-``list``: 0.
+closest valid one; a bad ``--seed``; ``--out`` that is a file, cannot be written,
+or holds files tying did not write). ``report``: 0 when the page was written, 2 on
+usage errors (also ``--only`` with an empty id, ``--jobs 0``), all checked before
+any experiment runs. ``list``: 0, 2 on usage errors. The output-folder policy is
+in :mod:`tying.experiments.output`.
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ def _print_record(console: Console, rec: RunRecord) -> None:
     code = f"{claim.code} " if claim else ""
     console.rule(f"[bold]{code}{rec.id}[/] — {rec.title}")
     console.print(rec.claim)
+    if rec.source:
+        console.print(f"[dim]code: {rec.source} · chapter {rec.chapter}[/]", highlight=False)
     for table in rec.tables:
         rt = RichTable(title=table.title, title_justify="left", show_lines=False)
         for col in table.columns:
@@ -99,27 +104,26 @@ def _print_record(console: Console, rec: RunRecord) -> None:
 def _cmd_list(args: argparse.Namespace, console: Console) -> int:
     registry = load_all()
     table = RichTable(title="Claims and their experiments", title_justify="left")
-    for col in ("claim", "id", "title", "status"):
-        table.add_column(col)
+    table.add_column("claim", no_wrap=True)
+    table.add_column("id", no_wrap=True)
+    table.add_column("title", overflow="fold", ratio=1)
+    table.add_column("status", no_wrap=True)
+    table.add_column("code (file:line)", no_wrap=True)
     known = {c.id for c in CLAIMS}
     for claim in CLAIMS:
         spec = registry.get(claim.id)
-        status = _spec_status(spec)
-        title = spec.title if spec else _shorten(claim.claim)
-        table.add_row(claim.code, claim.id, title, status)
+        table.add_row(
+            claim.code, claim.id, claim.title, _spec_status(spec), spec.source if spec else ""
+        )
     for exp_id, spec in registry.items():
         if exp_id not in known:
-            table.add_row("", exp_id, spec.title, _spec_status(spec))
+            table.add_row("", exp_id, spec.title, _spec_status(spec), spec.source)
     console.print(table)
     for module, err in import_errors().items():
         console.print(
             f"[red]experiment module {module} failed to import:[/] {err.splitlines()[-1]}"
         )
     return EXIT_PASS
-
-
-def _shorten(text: str, width: int = 70) -> str:
-    return text if len(text) <= width else text[: width - 1].rsplit(" ", 1)[0] + " …"
 
 
 def _spec_status(spec) -> str:
@@ -131,8 +135,19 @@ def _spec_status(spec) -> str:
     return "[green]ready[/]"
 
 
+def _claim(out: pathlib.Path, ids: Sequence[str], *, fresh: bool) -> None:
+    from tying.experiments.output import OutputFolderError, claim_folder
+
+    try:
+        claim_folder(out, ids, fresh=fresh)
+    except OutputFolderError as exc:
+        raise _UsageError(str(exc)) from None
+
+
 def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     (exp_id,) = _check_ids([args.id])
+    if args.out is not None:  # checked before the experiment runs
+        _claim(args.out, [exp_id], fresh=False)
     rec = run_experiment(exp_id, size=args.size, seed=args.seed, out_dir=args.out)
     _print_record(console, rec)
     if args.out is None:
@@ -141,9 +156,19 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 
 def _split_ids(values: Sequence[str] | None) -> list[str] | None:
-    if not values:
+    """The ids of every ``--only`` value, in order, once each; an empty id is a usage error."""
+    if values is None:
         return None
-    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+    ids = []
+    for value in values:
+        parts = [v.strip() for v in value.split(",")]
+        if not all(parts):
+            raise _UsageError(
+                f"--only {value!r} has an empty id (nothing between commas); give "
+                "comma-separated ids such as --only param-counts,bptt-sum (`tying list` shows them)"
+            )
+        ids += parts
+    return list(dict.fromkeys(ids))
 
 
 class _RunningColumn(ProgressColumn):
@@ -159,14 +184,13 @@ class _RunningColumn(ProgressColumn):
 
 
 def _cmd_report(args: argparse.Namespace, console: Console) -> int:
-    from tying.report import prepare_output, write_report
+    from tying.report import write_report
 
+    # every argument is checked, and the folder claimed, before any experiment runs
     only = _split_ids(args.only)
-    ids = _check_ids(only) if only else in_claim_order(list(load_all()))
-    if args.jobs < 1:
-        raise _UsageError(f"--jobs must be >= 1, got {args.jobs}")
+    ids = _check_ids(only) if only is not None else in_claim_order(list(load_all()))
     out = pathlib.Path(args.out)
-    prepare_output(out)
+    _claim(out, ids, fresh=True)
     t0 = time.perf_counter()
     running: dict[str, float] = {}
     with Progress(
@@ -217,6 +241,39 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
     return EXIT_PASS
 
 
+#: Seeds reach numpy (which takes 0 .. 2**32 - 1 for its global RNG) and torch
+#: generators, after experiments derive more seeds from them (``seed * 1000 + i``).
+MAX_SEED = 2**32 - 1
+_SEED_HELP = f"seed, an integer in 0..{MAX_SEED} (default: 0)"
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer in 0..{MAX_SEED}, got {text!r}"
+        ) from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer in 0..{MAX_SEED}, got {text}; pick a smaller seed"
+        )
+    return value
+
+
+def _jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number >= 1 (worker processes), got {value}; use --jobs 1 to run "
+            "in this process"
+        )
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tying",
@@ -239,7 +296,7 @@ def _parser() -> argparse.ArgumentParser:
         default="quick",
         help="quick: seconds; report: the report's size (default: quick)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    p.add_argument("--seed", type=_seed, default=0, help=_SEED_HELP)
     p.add_argument(
         "--out",
         type=pathlib.Path,
@@ -252,7 +309,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--size", choices=SIZES, default="report", help="experiment size (default: report)"
     )
-    p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    p.add_argument("--seed", type=_seed, default=0, help=_SEED_HELP)
     p.add_argument(
         "--only",
         action="append",
@@ -261,7 +318,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--jobs",
-        type=int,
+        type=_jobs,
         default=1,
         help="worker processes; each uses one torch thread (default: 1)",
     )

@@ -4,21 +4,31 @@ from __future__ import annotations
 
 import pytest
 
+import tying.experiments.claims as claims_module
 from tying.experiments import REGISTRY, load_all
+from tying.experiments.claims import Claim
 
 
 @pytest.fixture
-def temp_experiment():
-    """Register throw-away experiments; they leave the registry when the test ends."""
+def temp_experiment(monkeypatch):
+    """Register throw-away experiments under a temporary claim row; both go when the test ends."""
     load_all()
     added: list[str] = []
 
     def register(exp_id: str, fn, **kwargs):
         from tying.experiments.registry import experiment
 
-        kwargs.setdefault("title", exp_id)
-        kwargs.setdefault("claim", f"{exp_id} claims something.")
-        kwargs.setdefault("seed_file", "003")
+        row = Claim(
+            code="",
+            id=exp_id,
+            section="test",
+            chapters=("003",),
+            chapter="003",
+            title=exp_id,
+            claim=f"{exp_id} claims something.",
+            shows="",
+        )
+        monkeypatch.setitem(claims_module._BY_ID, exp_id, row)
         experiment(exp_id, **kwargs)(fn)
         added.append(exp_id)
         return fn

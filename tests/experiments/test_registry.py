@@ -8,7 +8,7 @@ import pytest
 
 import tying.experiments.registry as registry_module
 from tying.experiments import IMPORT_ERRORS, REGISTRY, SIZES, Result, Table, get, load_all
-from tying.experiments.claims import SEED_FILES, claim_for
+from tying.experiments.claims import CHAPTER_FILES, claim_for
 from tying.experiments.registry import check_size, experiment
 
 OURS = {
@@ -33,11 +33,27 @@ def test_load_all_registers_the_first_eight_and_no_import_errors():
     }
 
 
-def test_every_registered_experiment_names_a_claim_and_a_seed_file():
+def test_every_registered_experiment_names_a_claim_and_a_chapter():
     for exp_id, spec in load_all().items():
         assert claim_for(exp_id) is not None, f"{exp_id} is not a claim id of CLAIMS.md"
-        assert spec.seed_file in SEED_FILES, f"{exp_id}: unknown seed file {spec.seed_file!r}"
+        assert spec.chapter in CHAPTER_FILES, f"{exp_id}: unknown chapter {spec.chapter!r}"
         assert spec.claim.strip() and spec.title.strip()
+
+
+def test_an_id_missing_from_the_claims_table_is_a_clear_error():
+    with pytest.raises(
+        KeyError,
+        match=r"'hashed-clicks' is not a claim id in tying/experiments/claims.py.*add a Claim row",
+    ):
+        experiment("hashed-clicks")
+    assert "hashed-clicks" not in REGISTRY
+
+
+def test_old_style_keywords_say_where_the_text_lives():
+    with pytest.raises(
+        TypeError, match=r"takes the claim id only, got claim, seed_file, title=.*claims.py"
+    ):
+        experiment("param-counts", title="t", claim="c", seed_file="003")
 
 
 def test_get_unknown_id_names_the_closest():
@@ -55,16 +71,18 @@ def test_duplicate_id_is_an_error(temp_experiment):
 
     temp_experiment("dup-test", one)
     with pytest.raises(ValueError, match="registered twice"):
-        experiment("dup-test", title="t", claim="c", seed_file="003")(two)
+        experiment("dup-test")(two)
     assert REGISTRY["dup-test"].fn is one
 
 
 def test_register_false_leaves_the_registry_alone():
-    @experiment("not-registered", title="t", claim="c", seed_file="003", register=False)
+    REGISTRY_before = dict(REGISTRY)
+
+    @experiment("param-counts", register=False)
     def fn(size, seed):
         return Result(passed=True)
 
-    assert fn.spec.id == "not-registered" and "not-registered" not in REGISTRY
+    assert fn.spec.id == "param-counts" and REGISTRY == REGISTRY_before
 
 
 def test_check_size():

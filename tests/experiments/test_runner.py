@@ -156,3 +156,48 @@ def test_jsonable():
 def test_doctests(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_run_many_starts_no_more_workers_than_experiments(monkeypatch):
+    """--jobs 1000 with two ids must not start 1000 processes."""
+    import concurrent.futures as cf
+
+    import tying.experiments.runner as runner_module
+
+    sizes = []
+
+    class Inline(cf.Executor):  # runs each job at once, records the pool size asked for
+        def __init__(self, max_workers, **kwargs):
+            sizes.append(max_workers)
+
+        def submit(self, fn, *args):
+            fut = cf.Future()
+            fut.set_result(fn(*args))
+            return fut
+
+    monkeypatch.setattr(runner_module.cf, "ProcessPoolExecutor", Inline)
+    records = runner_module.run_many(["param-counts", "rnn-unrolled"], jobs=1000)
+    assert [r.status for r in records] == ["pass", "pass"] and sizes == [2]
+
+
+def test_experiments_run_on_one_thread_and_the_callers_count_is_restored(temp_experiment):
+    """Same threads in-process as in workers (same numbers whatever --jobs is)."""
+    import torch
+
+    from tying.experiments.runner import THREADS_PER_EXPERIMENT, run_experiment
+
+    seen = []
+
+    def probe(size, seed):
+        seen.append(torch.get_num_threads())
+        return Result(passed=True)
+
+    temp_experiment("threads-probe", probe)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        record = run_experiment("threads-probe")
+        assert seen == [THREADS_PER_EXPERIMENT] == [1] and record.threads == 1
+        assert torch.get_num_threads() == 2  # the caller's setting is back
+    finally:
+        torch.set_num_threads(before)

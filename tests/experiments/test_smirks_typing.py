@@ -13,7 +13,7 @@ from tying.experiments.smirks_typing import smirks_typing  # noqa: E402
 
 def test_registered():
     spec = REGISTRY["smirks-typing"]
-    assert spec.fn is smirks_typing and spec.seed_file == "003"
+    assert spec.fn is smirks_typing and spec.chapter == "002"
     assert "rdkit" in spec.requires
 
 

@@ -24,7 +24,8 @@ def _rec(exp_id: str, status: str, **kw) -> RunRecord:
         id=exp_id,
         title=spec.title,
         claim=spec.claim,
-        seed_file=spec.seed_file,
+        chapter=spec.chapter,
+        source=spec.source,
         size="quick",
         seed=0,
         status=status,
@@ -148,3 +149,15 @@ def test_doctests(module, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_each_section_names_its_chapter_and_links_its_code(records):
+    page = render_page(records, REGISTRY, {"size": "quick"}, 1.0)
+    spec = REGISTRY["param-counts"]
+    section = page[
+        page.index('id="param-counts"') : page.index("</section>", page.index('id="param-counts"'))
+    ]
+    assert f"code: <code>{spec.source}</code>" in section
+    assert spec.source.startswith("tying/experiments/principles.py:")
+    assert 'href="file://' in section and "principles.py" in section  # linked in a checkout
+    assert "chapter 003 (003_b6d2e640cf93b843.txt)" in section and "seed 003" not in section

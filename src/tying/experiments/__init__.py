@@ -22,7 +22,7 @@ from tying.experiments.registry import (
 )
 
 IMPORT_ERRORS: dict[str, str] = {}
-_NOT_EXPERIMENTS = {"registry", "runner", "common", "claims"}
+_NOT_EXPERIMENTS = {"registry", "runner", "common", "claims", "output"}
 _LOADED: list[bool] = []
 
 

@@ -86,15 +86,7 @@ def _fit(
     return net, rel
 
 
-@experiment(
-    "cross-layer-sharing",
-    title="Tied layers: a wider layer for the same budget, and an ODE in the limit",
-    claim=(
-        "Tying all layers (ALBERT-style) lets the same parameter budget buy a wider layer; in the "
-        "limit of many tiny shared steps the net is a neural ODE whose vector field is the shared layer."
-    ),
-    seed_file="001",
-)
+@experiment("cross-layer-sharing")
 def cross_layer_sharing(size: str, seed: int) -> Result:
     check_size(size)
     cfg = DEPTH[size]
@@ -154,25 +146,7 @@ def cross_layer_sharing(size: str, seed: int) -> Result:
         for name in models
     ]
     ode_rows = [{"depth L": d, "max |stack − ODE|": e} for d, e in zip(cfg.ode_depths, ode_err)]
-    fig, (ax1, ax2) = new_figure(2, height=3.3)
-    names = list(models)
-    ax1.bar(range(3), [statistics.mean(errors[n]) for n in names], color=["C1", "0.6", "C0"])
-    for i, n in enumerate(names):
-        ax1.scatter([i] * len(errors[n]), errors[n], color="k", s=10, zorder=3)
-    ax1.set_xticks(
-        range(3),
-        [f"{n.split(',')[0]}\nh={models[n][0]}\n{counts[n].physical} params" for n in names],
-        fontsize=8,
-    )
-    ax1.set_ylabel("test error (relative MSE)")
-    ax1.set_title("fit the flow map of a wide field")
-    ax2.loglog(cfg.ode_depths, ode_err, "o-", label="trained tied stack")
-    ref = ode_err[0] * cfg.ode_depths[0] / np.array(cfg.ode_depths)
-    ax2.loglog(cfg.ode_depths, ref, "k:", label="slope −1 (Euler)")
-    ax2.set_xlabel("depth L (step 1/L)")
-    ax2.set_ylabel("max |stack(x) − x(1)|")
-    ax2.set_title("same field, more layers → the ODE")
-    ax2.legend()
+    fig = _cross_layer_figure(models, errors, counts, ode_err, cfg)
     return Result(
         tables=[
             Table("equal budget", rows),
@@ -197,3 +171,26 @@ def cross_layer_sharing(size: str, seed: int) -> Result:
             f"{cfg.teacher_hidden}. The ODE limit uses the trained tied field in stacks of growing depth."
         ),
     )
+
+
+def _cross_layer_figure(models, errors, counts, ode_err, cfg):
+    fig, (ax1, ax2) = new_figure(2, height=3.3)
+    names = list(models)
+    ax1.bar(range(3), [statistics.mean(errors[n]) for n in names], color=["C1", "0.6", "C0"])
+    for i, n in enumerate(names):
+        ax1.scatter([i] * len(errors[n]), errors[n], color="k", s=10, zorder=3)
+    ax1.set_xticks(
+        range(3),
+        [f"{n.split(',')[0]}\nh={models[n][0]}\n{counts[n].physical} params" for n in names],
+        fontsize=8,
+    )
+    ax1.set_ylabel("test error (relative MSE)")
+    ax1.set_title("fit the flow map of a wide field")
+    ax2.loglog(cfg.ode_depths, ode_err, "o-", label="trained tied stack")
+    ref = ode_err[0] * cfg.ode_depths[0] / np.array(cfg.ode_depths)
+    ax2.loglog(cfg.ode_depths, ref, "k:", label="slope −1 (Euler)")
+    ax2.set_xlabel("depth L (step 1/L)")
+    ax2.set_ylabel("max |stack(x) − x(1)|")
+    ax2.set_title("same field, more layers → the ODE")
+    ax2.legend()
+    return fig

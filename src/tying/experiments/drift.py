@@ -129,14 +129,7 @@ def _figure(cfg, example, delays_ph, delays_cu) -> Figure:
     return fig
 
 
-@experiment(
-    "concept-drift",
-    title="Concept drift: detect the jump in validation loss, then reset",
-    claim=(
-        "A sustained jump in validation loss signals drift; then retrain or reset the optimizer."
-    ),
-    seed_file="004",
-)
+@experiment("concept-drift")
 def concept_drift(size: str, seed: int) -> Result:
     check_size(size)
     cfg = CONFIGS[size]

@@ -122,15 +122,7 @@ def _compare(untied: nn.Module, tied: nn.Module, uses: list[str], loss_fn) -> di
     }
 
 
-@experiment(
-    "bptt-sum",
-    title="The gradient of a shared weight is the sum over its uses",
-    claim=(
-        "The gradient of a weight shared over time steps, Siamese towers or layers is "
-        "the sum of its per-use gradients."
-    ),
-    seed_file="001",
-)
+@experiment("bptt-sum")
 def bptt_sum(size: str, seed: int) -> Result:
     cfg = by_size(BPTT, size)
     gen, _ = rngs(seed)
@@ -209,6 +201,25 @@ def bptt_sum(size: str, seed: int) -> Result:
         }
     )
 
+    worst = max(c["rel error"] for c in cases.values())
+    fig = _bptt_sum_figure(rnn_case, cases, cfg)
+    return Result(
+        tables=[Table("Tied gradient vs the sum of per-use gradients (float64)", rows)],
+        figures={"gradient-sum": fig},
+        passed=passed,
+        measured={
+            **{f"{n}: relative error": c["rel error"] for n, c in cases.items()},
+            "nn.RNN vs tied": torch_rel,
+            **{f"{n}: closest single use": c["closest single use"] for n, c in cases.items()},
+        },
+        key_figure=f"tied grad = Σ per-use grads to {worst:.1e} (3 kinds of sharing)",
+        notes="Each tied model is an untied model with equal starting values, tied with "
+        "tying.Plan([share(...)]) so one tensor serves every use; per-use gradients come "
+        "from the untied copy. The check also requires nn.RNN's own BPTT gradient to agree.",
+    )
+
+
+def _bptt_sum_figure(rnn_case, cases, cfg):
     fig, (ax1, ax2) = new_figure(2, width=4.4, height=3.4)
     norms = rnn_case["per-use norms"]
     ax1.bar(range(1, len(norms) + 1), norms, color="#4c72b0")
@@ -227,21 +238,7 @@ def bptt_sum(size: str, seed: int) -> Result:
     ax2.set_xlabel("relative difference (log)")
     ax2.set_title("autograd gradient of the tied weight")
     ax2.legend(fontsize=7, loc="lower right")
-    worst = max(c["rel error"] for c in cases.values())
-    return Result(
-        tables=[Table("Tied gradient vs the sum of per-use gradients (float64)", rows)],
-        figures={"gradient-sum": fig},
-        passed=passed,
-        measured={
-            **{f"{n}: relative error": c["rel error"] for n, c in cases.items()},
-            "nn.RNN vs tied": torch_rel,
-            **{f"{n}: closest single use": c["closest single use"] for n, c in cases.items()},
-        },
-        key_figure=f"tied grad = Σ per-use grads to {worst:.1e} (3 kinds of sharing)",
-        notes="Each tied model is an untied model with equal starting values, tied with "
-        "tying.Plan([share(...)]) so one tensor serves every use; per-use gradients come "
-        "from the untied copy. The check also requires nn.RNN's own BPTT gradient to agree.",
-    )
+    return fig
 
 
 # ---------------------------------------------------------------------------- B15
@@ -312,15 +309,7 @@ def _rnn_variances(cfg: InitConfig, fan: tuple[int, int], gen: torch.Generator) 
     return (total / cfg.inits).tolist()
 
 
-@experiment(
-    "tied-init",
-    title="Initialising shared weights: fan-in is per output unit",
-    claim=(
-        "Xavier/He fan-in counts the inputs of one output unit (kernel area × in-channels; "
-        "input + hidden for an RNN) and is not multiplied by how often a weight is reused."
-    ),
-    seed_file="002",
-)
+@experiment("tied-init")
 def tied_init(size: str, seed: int) -> Result:
     cfg = by_size(INIT, size)
     gen, _ = rngs(seed)
@@ -411,19 +400,7 @@ def tied_init(size: str, seed: int) -> Result:
         for k, v in runs.items()
     ]
 
-    fig, (ax1, ax2) = new_figure(2, width=4.4, height=3.4)
-    for (name, v), style in zip(conv_runs.items(), ("o-", "s-", "^-")):
-        ax1.semilogy(v, style, ms=3, label=name)
-    for (name, v), style in zip(rnn_runs.items(), ("o-", "s-", "^-")):
-        ax2.semilogy(v, style, ms=2, label=name)
-    for ax in (ax1, ax2):
-        ax.axhspan(lo, hi, color="#55a868", alpha=0.15, lw=0)
-        ax.legend(fontsize=7)
-        ax.set_ylabel("activation mean square")
-    ax1.set_xlabel("conv layer (He init)")
-    ax1.set_title(f"conv: each weight reused at {positions} positions")
-    ax2.set_xlabel("time step (linear RNN)")
-    ax2.set_title(f"RNN: weights reused over {cfg.rnn_steps} steps")
+    fig = _tied_init_figure(conv_runs, rnn_runs, lo, hi, positions, cfg)
     return Result(
         tables=[
             Table("tying.fan_in of shared layers", fan_rows),
@@ -444,3 +421,20 @@ def tied_init(size: str, seed: int) -> Result:
         f"step's mean square within [{lo:g}, {hi:g}] with it, and a collapse when fan-in is "
         "multiplied by the number of reuses.",
     )
+
+
+def _tied_init_figure(conv_runs, rnn_runs, lo, hi, positions, cfg):
+    fig, (ax1, ax2) = new_figure(2, width=4.4, height=3.4)
+    for (name, v), style in zip(conv_runs.items(), ("o-", "s-", "^-")):
+        ax1.semilogy(v, style, ms=3, label=name)
+    for (name, v), style in zip(rnn_runs.items(), ("o-", "s-", "^-")):
+        ax2.semilogy(v, style, ms=2, label=name)
+    for ax in (ax1, ax2):
+        ax.axhspan(lo, hi, color="#55a868", alpha=0.15, lw=0)
+        ax.legend(fontsize=7)
+        ax.set_ylabel("activation mean square")
+    ax1.set_xlabel("conv layer (He init)")
+    ax1.set_title(f"conv: each weight reused at {positions} positions")
+    ax2.set_xlabel("time step (linear RNN)")
+    ax2.set_title(f"RNN: weights reused over {cfg.rnn_steps} steps")
+    return fig

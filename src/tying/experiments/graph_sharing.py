@@ -76,15 +76,7 @@ def _train(cfg: HopsConfig, data, hops: int, shared: bool, seed: int) -> tuple[f
     return acc, tying.count(conv).physical
 
 
-@experiment(
-    "gnn-hops",
-    title="One transform for every hop",
-    claim=(
-        "A multi-hop GNN can use one shared transform with a learned scalar per hop instead of one "
-        "module per hop."
-    ),
-    seed_file="001",
-)
+@experiment("gnn-hops")
 def gnn_hops(size: str, seed: int) -> Result:
     check_size(size)
     cfg = HOPS[size]

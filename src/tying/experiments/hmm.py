@@ -96,15 +96,7 @@ def _monotone(history) -> float:
     return float((np.diff(h) / np.abs(h[1:])).min())
 
 
-@experiment(
-    "hmm-tied-emissions",
-    title="Tied HMM emissions pool Baum-Welch statistics",
-    claim=(
-        "Tying emission parameters of HMM states that behave alike (allophones; coding-region "
-        "states) pools their Baum-Welch statistics; transition updates are unchanged."
-    ),
-    seed_file="002",
-)
+@experiment("hmm-tied-emissions")
 def hmm_tied_emissions(size: str, seed: int) -> Result:
     check_size(size)
     cfg = TIED_EMISSION[size]
@@ -235,15 +227,7 @@ def _generator(cfg: PairSymmetryConfig) -> PairHMM:
     )
 
 
-@experiment(
-    "pair-hmm-symmetry",
-    title="A pair HMM with tied insert states is symmetric in x and y",
-    claim=(
-        "A pair HMM with tied insert-X / insert-Y states scores an alignment of (x, y) the same "
-        "as of (y, x)."
-    ),
-    seed_file="001",
-)
+@experiment("pair-hmm-symmetry")
 def pair_hmm_symmetry(size: str, seed: int) -> Result:
     check_size(size)
     cfg = PAIR_SYMMETRY[size]

@@ -191,16 +191,7 @@ def refine(cfg: Config, datasets: list[dict]):
     return fit.run()
 
 
-@experiment(
-    "joint-refinement",
-    title="Joint refinement of two diffraction patterns (Rietveld)",
-    claim=(
-        "Refining two diffraction data sets from two instruments jointly, with the crystal's "
-        "parameters tied and each instrument's own (zero shift, peak width) free, is the "
-        "physically right fit (Rietveld)."
-    ),
-    seed_file="000",
-)
+@experiment("joint-refinement")
 def joint_refinement(size: str, seed: int) -> Result:
     check_size(size)
     cfg = CONFIGS[size]

@@ -80,15 +80,7 @@ def _untied_design(xs: np.ndarray, inputs: np.ndarray) -> np.ndarray:
     return a
 
 
-@experiment(
-    "rnn-identifiability",
-    title="One tied W is identified; a W per step is not",
-    claim=(
-        "For x[t+1] = W x[t] + U u[t], a separate W_t per step is underdetermined; one tied W is "
-        "identified exactly when the stacked state matrix has full rank."
-    ),
-    seed_file="002",
-)
+@experiment("rnn-identifiability")
 def rnn_identifiability(size: str, seed: int) -> Result:
     check_size(size)
     cfg = IDENT[size]
@@ -155,14 +147,6 @@ def rnn_identifiability(size: str, seed: int) -> Result:
         and poor_err > 0.1
         and curve[-1]["tied W error"] < curve[0]["tied W error"] / 3
     )
-    fig, (ax,) = new_figure(1, width=5.2, height=3.3)
-    ts = [r["T"] for r in curve]
-    ax.loglog(ts, [r["tied W error"] for r in curve], "o-", label="tied W (least squares)")
-    ax.loglog(ts, [r["untied W_t error"] for r in curve], "s--", label="untied W_t (min-norm)")
-    ax.set_xlabel("trajectory length T")
-    ax.set_ylabel("relative error of W")
-    ax.set_title(f"process noise σ={cfg.noise}, n={cfg.n}, m={cfg.m}")
-    ax.legend()
     rows = [
         {
             "model": "tied W, rich input",
@@ -186,6 +170,7 @@ def rnn_identifiability(size: str, seed: int) -> Result:
             "W error": poor_err,
         },
     ]
+    fig = _identifiability_figure(curve, cfg)
     return Result(
         tables=[
             Table(f"noise-free, T={cfg.steps}", rows),
@@ -208,6 +193,18 @@ def rnn_identifiability(size: str, seed: int) -> Result:
             "the tied problem has T equations per row for n+m unknowns."
         ),
     )
+
+
+def _identifiability_figure(curve, cfg):
+    fig, (ax,) = new_figure(1, width=5.2, height=3.3)
+    ts = [r["T"] for r in curve]
+    ax.loglog(ts, [r["tied W error"] for r in curve], "o-", label="tied W (least squares)")
+    ax.loglog(ts, [r["untied W_t error"] for r in curve], "s--", label="untied W_t (min-norm)")
+    ax.set_xlabel("trajectory length T")
+    ax.set_ylabel("relative error of W")
+    ax.set_title(f"process noise σ={cfg.noise}, n={cfg.n}, m={cfg.m}")
+    ax.legend()
+    return fig
 
 
 # ---------------------------------------------------------------------------- C2
@@ -242,15 +239,7 @@ def _train_ae(model, x, steps, lr):
     return curve
 
 
-@experiment(
-    "tied-autoencoder-pca",
-    title="A tied linear autoencoder is PCA",
-    claim=(
-        "A linear autoencoder with W_dec = W_encᵀ learns the top-k principal subspace; with isotropic "
-        "noise its best error equals the untied one."
-    ),
-    seed_file="002",
-)
+@experiment("tied-autoencoder-pca")
 def tied_autoencoder_pca(size: str, seed: int) -> Result:
     check_size(size)
     cfg = PCA[size]

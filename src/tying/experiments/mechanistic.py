@@ -185,15 +185,7 @@ def _figure(example) -> Figure:
     return fig
 
 
-@experiment(
-    "mechanistic-vs-deep",
-    title="Mechanistic (thermodynamic) vs deep model of promoter strength",
-    claim=(
-        "A deep model wins in distribution but can collapse out of distribution, where a "
-        "mechanistic (thermodynamic) model with the right causal structure generalises."
-    ),
-    seed_file="004",
-)
+@experiment("mechanistic-vs-deep")
 def mechanistic_vs_deep(size: str, seed: int) -> Result:
     check_size(size)
     cfg = CONFIGS[size]

@@ -142,15 +142,7 @@ def _figure(xs, ys, xq, yq, preds: dict[str, torch.Tensor], history) -> Figure:
     return fig
 
 
-@experiment(
-    "meta-fast-slow",
-    title="Meta-learning: slow shared weights, fast per-task weights",
-    claim=(
-        "Slow weights shared across tasks plus a few fast weights adapted per task give "
-        "few-shot learning."
-    ),
-    seed_file="002",
-)
+@experiment("meta-fast-slow")
 def meta_fast_slow(size: str, seed: int) -> Result:
     check_size(size)
     cfg = CONFIGS[size]

@@ -143,15 +143,7 @@ def _figure(cfg, soft_all: np.ndarray, base_mean: dict[str, float]) -> Figure:
     return fig
 
 
-@experiment(
-    "multitask",
-    title="Multi-task learning: hard and soft sharing on one dial",
-    claim=(
-        "Hard sharing (shared trunk, own heads) and soft sharing via a task-graph Laplacian "
-        "penalty λ/2 Σ‖θi−θj‖² sit at the two ends of one dial."
-    ),
-    seed_file="002",
-)
+@experiment("multitask")
 def multitask(size: str, seed: int) -> Result:
     check_size(size)
     cfg = CONFIGS[size]

@@ -87,15 +87,7 @@ def _train_heat(
     return history
 
 
-@experiment(
-    "pinn-periodic",
-    title="Periodic PINN: hard features vs a shared boundary network",
-    claim=(
-        "A PINN fed sin(2πx/L), cos(2πx/L) is exactly periodic (hard constraint); a shared boundary "
-        "sub-network enforces it softly."
-    ),
-    seed_file="000",
-)
+@experiment("pinn-periodic")
 def pinn_periodic(size: str, seed: int) -> Result:
     check_size(size)
     cfg = PERIODIC[size]
@@ -259,12 +251,7 @@ def _poisson_run(cfg: OptConfig, optimizer: str, setting: str, seed: int) -> flo
         return float((net(x_test) - torch.sin(math.pi * x_test)).pow(2).mean().sqrt())
 
 
-@experiment(
-    "pinn-optimizers",
-    title="PINN optimisers: Adam is robust, L-BFGS is sharp",
-    claim="For PINNs, Adam is robust, L-BFGS is sharper but sensitive to noise.",
-    seed_file="004",
-)
+@experiment("pinn-optimizers")
 def pinn_optimizers(size: str, seed: int) -> Result:
     check_size(size)
     cfg = OPT[size]

@@ -41,16 +41,7 @@ class CountsConfig:
 COUNTS = {"quick": CountsConfig(), "report": CountsConfig()}
 
 
-@experiment(
-    "param-counts",
-    title="What sharing saves: parameter counts",
-    claim=(
-        "A dense layer from a 32×32×3 image to a same-size output needs (32·32·3)² ≈ 9.4 M "
-        "weights (H²W²cc'), a locally connected 3×3 layer one filter per position, and a "
-        "3×3 conv 3→16 only 16·(3·3·3+1) = 448 parameters."
-    ),
-    seed_file="003",
-)
+@experiment("param-counts")
 def param_counts(size: str, seed: int) -> Result:
     cfg = by_size(COUNTS, size)
     H, W, c, k = cfg.height, cfg.width, cfg.channels, cfg.kernel
@@ -145,15 +136,7 @@ CONV_LC = {
 }
 
 
-@experiment(
-    "conv-is-tied-lc",
-    title="A conv layer is a tied locally connected layer",
-    claim=(
-        "A conv layer is a locally connected layer with all per-position filters tied: "
-        "same outputs, same gradients."
-    ),
-    seed_file="003",
-)
+@experiment("conv-is-tied-lc")
 def conv_is_tied_lc(size: str, seed: int) -> Result:
     cfg = by_size(CONV_LC, size)
     gen, _ = rngs(seed)
@@ -264,14 +247,7 @@ def _tie_steps(net: UnrolledRNN) -> None:
     tying.Plan([tying.share("steps.*", like="steps.0")]).apply(net)
 
 
-@experiment(
-    "rnn-unrolled",
-    title="An RNN is a deep net with one shared weight set",
-    claim=(
-        "An RNN unrolled in time is a deep feed-forward net whose layers all share one weight set."
-    ),
-    seed_file="003",
-)
+@experiment("rnn-unrolled")
 def rnn_unrolled(size: str, seed: int) -> Result:
     cfg = by_size(UNROLLED, size)
     gen, _ = rngs(seed)

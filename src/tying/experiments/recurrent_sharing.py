@@ -97,15 +97,7 @@ def _fit_lstm(cfg: GateConfig, tie: bool, seed: int) -> dict:
     }
 
 
-@experiment(
-    "lstm-tied-gates",
-    title="LSTM with W_f = W_i = W_o",
-    claim=(
-        "Tying the input weights of the forget, input and output gates (W_f = W_i = W_o) is a "
-        "regulariser that costs expressiveness."
-    ),
-    seed_file="002",
-)
+@experiment("lstm-tied-gates")
 def lstm_tied_gates(size: str, seed: int) -> Result:
     check_size(size)
     cfg = GATE[size]
@@ -291,15 +283,7 @@ def _motif_run(cfg: MotifConfig, seed: int, l1: float) -> dict:
     }
 
 
-@experiment(
-    "network-motifs",
-    title="Training selects feed-forward loops",
-    claim=(
-        "Motif analysis of a trained RNN's connectivity (feed-forward loops) against degree-preserving "
-        "random graphs shows which circuits training selected."
-    ),
-    seed_file="004",
-)
+@experiment("network-motifs")
 def network_motifs(size: str, seed: int) -> Result:
     check_size(size)
     cfg = MOTIF[size]

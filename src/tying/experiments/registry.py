@@ -1,14 +1,17 @@
 """The experiment registry: one registered function per claim id in CLAIMS.md.
 
 An experiment is a plain function ``fn(size: str, seed: int) -> Result``
-registered with :func:`experiment`. ``size`` is ``"quick"`` (seconds; tests and
-CI) or ``"report"`` (at most about a minute on a 2-core machine). The function
-builds its own data from ``seed`` and must be deterministic for a given seed.
+registered with :func:`experiment` under its claim id, and nothing else: its
+title, claim sentence and chapter come from the one table in
+:mod:`tying.experiments.claims`. ``size`` is ``"quick"`` (seconds; tests and CI)
+or ``"report"`` (the report's size; under a minute each on a 2-core machine).
+The function builds its own data from ``seed`` and must be deterministic for a
+given seed. The registry also records where the function lives (``file:line``),
+which ``tying list`` and the report show.
 
 Example:
     >>> from tying.experiments.registry import experiment, Result, Table, REGISTRY
-    >>> @experiment("demo-claim", title="Demo", claim="1 + 1 is 2.", seed_file="003",
-    ...             register=False)
+    >>> @experiment("param-counts", register=False)
     ... def demo(size: str, seed: int) -> Result:
     ...     value = 1 + 1
     ...     return Result(
@@ -17,16 +20,21 @@ Example:
     ...         measured={"a+b": value},
     ...         key_figure=f"a+b = {value}",
     ...     )
-    >>> demo.spec.id, demo("quick", 0).passed
-    ('demo-claim', True)
+    >>> demo.spec.id, demo.spec.chapter, demo("quick", 0).passed
+    ('param-counts', '003', True)
+    >>> demo.spec.source.startswith("<doctest")  # where it was defined: here, a doctest
+    True
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import pathlib
 from collections.abc import Callable
 from typing import Any
+
+from tying.experiments.claims import CLAIMS, claim_for
 
 SIZES = ("quick", "report")
 
@@ -73,35 +81,53 @@ class Result:
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentSpec:
-    """Registration data of one experiment."""
+    """Registration data of one experiment: its claim's row, its function, where it lives.
+
+    Attributes:
+        id, title, claim, chapter: from the claim's row in :data:`~tying.experiments.claims.CLAIMS`.
+        fn: the experiment function.
+        requires: import names of optional extras it needs.
+        source: ``file:line`` of the function's definition, the file relative to the
+            folder holding the ``tying`` package (``tying/experiments/principles.py:45``).
+    """
 
     id: str
     title: str
     claim: str
-    seed_file: str
+    chapter: str
     fn: Callable[[str, int], Result]
     requires: tuple[str, ...] = ()
+    source: str = ""
 
 
 REGISTRY: dict[str, ExperimentSpec] = {}
 
 
+def _source(fn: Callable) -> str:
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return "<unknown>"
+    path = pathlib.Path(code.co_filename)
+    root = pathlib.Path(__file__).resolve().parents[2]  # the folder holding tying/
+    try:
+        path = path.resolve().relative_to(root)
+    except (OSError, ValueError):  # defined elsewhere (a test, a doctest)
+        pass
+    return f"{path.as_posix()}:{code.co_firstlineno}"
+
+
 def experiment(
     id: str,
     *,
-    title: str,
-    claim: str,
-    seed_file: str,
     requires: tuple[str, ...] = (),
     register: bool = True,
+    **legacy: Any,
 ) -> Callable[[Callable[[str, int], Result]], Callable[[str, int], Result]]:
     """Register ``fn(size, seed) -> Result`` under the claim id ``id``.
 
     Args:
-        id: the claim id from CLAIMS.md, e.g. ``"param-counts"``.
-        title: a short title.
-        claim: the claim, in one sentence.
-        seed_file: which seed chapter states it (``"000"`` … ``"004"``).
+        id: the claim id from CLAIMS.md, e.g. ``"param-counts"``; its title, sentence
+            and chapter are read from :data:`tying.experiments.claims.CLAIMS`.
         requires: optional import names the experiment needs (e.g. ``("rdkit",)``);
             the runner reports a clear error naming the extra when one is missing.
         register: False to build the spec without adding it to the registry.
@@ -110,14 +136,37 @@ def experiment(
         A decorator that returns the function unchanged, with ``fn.spec`` set.
 
     Raises:
-        ValueError: when ``id`` is already registered.
+        KeyError: when ``id`` has no row in the claims table (naming the closest id
+            and where to add the row).
+        TypeError: when given ``title=``, ``claim=`` or ``seed_file=`` (they live in the table).
+        ValueError: when ``id`` is already registered by another function.
     """
+    if legacy:
+        raise TypeError(
+            f"@experiment({id!r}) takes the claim id only, got {', '.join(sorted(legacy))}=: "
+            "the title, claim sentence and chapter live in one table, "
+            "tying/experiments/claims.py (a Claim row kept in step with CLAIMS.md); "
+            f"write @experiment({id!r}) and add or edit that row"
+        )
+    row = claim_for(id)
+    if row is None:
+        close = difflib.get_close_matches(id, [c.id for c in CLAIMS], n=1, cutoff=0.6)
+        hint = f" (closest: {close[0]!r})" if close else ""
+        raise KeyError(
+            f"experiment id {id!r} is not a claim id in tying/experiments/claims.py{hint}; "
+            "add a Claim row for it there (and to CLAIMS.md), or fix the id"
+        )
 
     def deco(fn: Callable[[str, int], Result]) -> Callable[[str, int], Result]:
-        spec = ExperimentSpec(id, title, claim, seed_file, fn, tuple(requires))
+        spec = ExperimentSpec(
+            row.id, row.title, row.claim, row.chapter, fn, tuple(requires), _source(fn)
+        )
         if register:
             if id in REGISTRY and REGISTRY[id].fn is not fn:
-                raise ValueError(f"experiment id {id!r} is registered twice")
+                raise ValueError(
+                    f"experiment id {id!r} is registered twice: {REGISTRY[id].source} and "
+                    f"{spec.source}; one claim, one experiment"
+                )
             REGISTRY[id] = spec
         fn.spec = spec  # type: ignore[attr-defined]
         return fn

@@ -33,9 +33,17 @@ import numpy as np
 import torch
 
 from tying.experiments import IMPORT_ERRORS, load_all
+from tying.experiments.output import claim_folder, record_files
 from tying.experiments.registry import Result, Table, check_size, get
 
-__all__ = ["EXTRAS", "RunRecord", "jsonable", "run_experiment", "run_many"]
+__all__ = [
+    "EXTRAS",
+    "THREADS_PER_EXPERIMENT",
+    "RunRecord",
+    "jsonable",
+    "run_experiment",
+    "run_many",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +60,20 @@ EXTRAS: dict[str, str] = {
 
 FIGURES_DIR = "figures"
 
+#: torch intra-op threads an experiment runs on, in this process and in every worker:
+#: the same numbers whatever ``jobs`` is (thread count changes float reduction order),
+#: and no oversubscription (2 threads on tiny ops on a busy 2-core machine made B10
+#: run 10x slower: 106 s CPU instead of 12 s).
+THREADS_PER_EXPERIMENT = 1
+
 
 @dataclasses.dataclass
 class RunRecord:
     """What one run of one experiment produced; plain data, safe to pickle and to JSON.
 
     Attributes:
-        id, title, claim, seed_file: from the experiment's registration.
+        id, title, claim, chapter: from the claim's row (via the registration).
+        source: ``file:line`` of the experiment function.
         size, seed: how it was run.
         status: ``"pass"``, ``"fail"``, ``"error"`` (it raised) or ``"missing-extra"``.
         measured: the numbers that decided the check.
@@ -75,7 +90,7 @@ class RunRecord:
     id: str
     title: str
     claim: str
-    seed_file: str
+    chapter: str
     size: str
     seed: int
     status: str
@@ -88,6 +103,7 @@ class RunRecord:
     error: str | None = None
     missing: list[str] = dataclasses.field(default_factory=list)
     threads: int = 1
+    source: str = ""
 
     @property
     def passed(self) -> bool:
@@ -177,6 +193,8 @@ def run_experiment(
         size: ``"quick"`` or ``"report"``.
         seed: the seed passed to the experiment (and to the global RNGs).
         out_dir: folder to save figures in (under ``figures/``); None to discard them.
+            It is checked first (:func:`tying.experiments.output.claim_folder`): a
+            folder holding files tying did not write is refused before anything runs.
 
     Returns:
         A :class:`RunRecord`; an exception raised by the experiment is captured in
@@ -185,7 +203,36 @@ def run_experiment(
     Raises:
         KeyError: when ``id`` is not registered (naming the closest id).
         ValueError: when ``size`` is not one of the sizes.
+        OutputFolderError: when ``out_dir`` cannot be used (see above).
     """
+    check_size(size)
+    load_all()
+    get(id)
+    if out_dir is not None:
+        claim_folder(out_dir, [id], fresh=False)
+    record = _run(id, size, seed, out_dir)
+    if out_dir is not None:
+        record_files(out_dir, record.figures)
+    return record
+
+
+def _run(
+    id: str,
+    size: str = "quick",
+    seed: int = 0,
+    out_dir: str | pathlib.Path | None = None,
+) -> RunRecord:
+    """:func:`run_experiment` without the folder check, on :data:`THREADS_PER_EXPERIMENT`
+    torch threads; the caller's thread count is restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(THREADS_PER_EXPERIMENT)
+    try:
+        return _run_here(id, size, seed, out_dir)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_here(id: str, size: str, seed: int, out_dir: str | pathlib.Path | None) -> RunRecord:
     check_size(size)
     load_all()
     spec = get(id)
@@ -194,11 +241,12 @@ def run_experiment(
         id=spec.id,
         title=spec.title,
         claim=spec.claim,
-        seed_file=spec.seed_file,
+        chapter=spec.chapter,
         size=size,
         seed=seed,
         status="error",
         threads=torch.get_num_threads(),
+        source=spec.source,
     )
     missing = [name for name in spec.requires if importlib.util.find_spec(name) is None]
     if missing:
@@ -245,7 +293,7 @@ def run_experiment(
 
 def _init_worker() -> None:
     # One intra-op thread per worker: `--jobs N` processes share the machine's cores.
-    torch.set_num_threads(1)
+    torch.set_num_threads(THREADS_PER_EXPERIMENT)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -258,10 +306,11 @@ def _crashed_record(id: str, size: str, seed: int, exc: BaseException) -> RunRec
         id=spec.id,
         title=spec.title,
         claim=spec.claim,
-        seed_file=spec.seed_file,
+        chapter=spec.chapter,
         size=size,
         seed=seed,
         status="error",
+        source=spec.source,
         error="the worker process running it failed:\n" + "".join(traceback.format_exception(exc)),
     )
 
@@ -294,7 +343,9 @@ def run_many(
         The records, in the order of ``ids``.
 
     Raises:
-        KeyError: for an unknown id; ValueError: for a bad size or ``jobs < 1``.
+        KeyError: for an unknown id; ValueError: for a bad size or ``jobs < 1``;
+        OutputFolderError: when ``out_dir`` holds files tying did not write (checked
+        before anything runs; see :mod:`tying.experiments.output`).
     """
     check_size(size)
     load_all()
@@ -303,6 +354,15 @@ def run_many(
         get(id)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
+    if out_dir is not None:  # once, here: workers only write figures the claim covers
+        claim_folder(out_dir, ids, fresh=False)
+    records = _run_all(ids, size, seed, out_dir, jobs, on_start, on_done)
+    if out_dir is not None:
+        record_files(out_dir, [f for r in records for f in r.figures])
+    return records
+
+
+def _run_all(ids, size, seed, out_dir, jobs, on_start, on_done) -> list[RunRecord]:
     on_start = on_start or (lambda _id: None)
     on_done = on_done or (lambda _rec: None)
     records: dict[str, RunRecord] = {}
@@ -310,11 +370,12 @@ def run_many(
     if jobs == 1 or len(ids) <= 1:
         for id in ids:
             on_start(id)
-            records[id] = run_experiment(id, size, seed, out_dir)
+            records[id] = _run(id, size, seed, out_dir)
             on_done(records[id])
         return [records[id] for id in ids]
 
     queue = list(ids)
+    jobs = min(jobs, len(ids))  # never more worker processes than experiments
     pool = cf.ProcessPoolExecutor(jobs, mp_context=_mp_context(), initializer=_init_worker)
     running: dict[cf.Future, str] = {}
     broken = False
@@ -330,7 +391,7 @@ def run_many(
             # Keep at most `jobs` in flight, so "started" means "running", not "queued".
             while queue and not broken and len(running) < jobs:
                 id = queue.pop(0)
-                running[pool.submit(run_experiment, id, size, seed, out_dir)] = id
+                running[pool.submit(_run, id, size, seed, out_dir)] = id
                 on_start(id)
             done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
             for fut in done:

@@ -117,16 +117,7 @@ def _images_needed(images: list[int], errors: list[float], target: float) -> flo
     return math.nan
 
 
-@experiment(
-    "sample-efficiency",
-    title="Sharing pools evidence: images needed, shared vs unshared",
-    claim=(
-        "Sharing pools every position's evidence: to estimate a filter to the same error "
-        "an unshared layer needs about as many times more images as there are positions "
-        "(the seed's ~7,600 vs ~10)."
-    ),
-    seed_file="003",
-)
+@experiment("sample-efficiency")
 def sample_efficiency(size: str, seed: int) -> Result:
     cfg = by_size(SIZES, size)
     gen, _ = rngs(seed)
@@ -187,6 +178,34 @@ def sample_efficiency(size: str, seed: int) -> Result:
     curve_rows = [{"images": n, "shared error": e} for n, e in zip(short_grid, shared_err)]
     curve_rows += [{"images": n, "unshared error": e} for n, e in zip(long_grid, unshared_err)]
 
+    fig = _sample_efficiency_figure(
+        short_grid, shared_err, cfg, long_grid, unshared_err, positions, n_shared, n_unshared, ratio
+    )
+    return Result(
+        tables=[
+            Table("Images needed to reach the target filter error", rows),
+            Table("Error curves", curve_rows),
+        ],
+        figures={"error-vs-images": fig},
+        passed=passed,
+        measured={
+            "images needed, shared": n_shared,
+            "images needed, unshared": n_unshared,
+            "ratio": ratio,
+            "positions": positions,
+            "ratio / positions": ratio / positions,
+        },
+        key_figure=f"{n_unshared:,.0f} vs {n_shared:,.1f} images (ratio {ratio:,.0f}, "
+        f"{positions} positions)",
+        notes=f"The check requires the ratio of images needed to be within a factor "
+        f"{cfg.band} of the number of positions. Both layers see the same kind of images "
+        f"and noise (σ = {cfg.noise}); only pooling differs.",
+    )
+
+
+def _sample_efficiency_figure(
+    short_grid, shared_err, cfg, long_grid, unshared_err, positions, n_shared, n_unshared, ratio
+):
     fig, (ax,) = new_figure(width=6.4, height=4.0)
     ax.loglog(
         short_grid,
@@ -215,23 +234,4 @@ def sample_efficiency(size: str, seed: int) -> Result:
     ax.set_ylabel("‖ŵ − w‖² (relative)")
     ax.set_title(f"3×3 filter from noisy images: {positions} positions, ratio {ratio:,.0f}")
     ax.legend(fontsize=8)
-    return Result(
-        tables=[
-            Table("Images needed to reach the target filter error", rows),
-            Table("Error curves", curve_rows),
-        ],
-        figures={"error-vs-images": fig},
-        passed=passed,
-        measured={
-            "images needed, shared": n_shared,
-            "images needed, unshared": n_unshared,
-            "ratio": ratio,
-            "positions": positions,
-            "ratio / positions": ratio / positions,
-        },
-        key_figure=f"{n_unshared:,.0f} vs {n_shared:,.1f} images (ratio {ratio:,.0f}, "
-        f"{positions} positions)",
-        notes=f"The check requires the ratio of images needed to be within a factor "
-        f"{cfg.band} of the number of positions. Both layers see the same kind of images "
-        f"and noise (σ = {cfg.noise}); only pooling differs.",
-    )
+    return fig

@@ -60,16 +60,7 @@ def _growth(per_molecule: list[dict[str, set]], order: np.ndarray) -> np.ndarray
     return out
 
 
-@experiment(
-    "smirks-typing",
-    title="SMIRKS typing: the last match wins, with far fewer parameters",
-    claim=(
-        "Atom types explode combinatorially; SMIRKS patterns where the last (most specific) "
-        "match wins assign bond, angle and torsion parameters with far fewer parameters."
-    ),
-    seed_file="003",
-    requires=("rdkit", "openforcefields"),
-)
+@experiment("smirks-typing", requires=("rdkit", "openforcefields"))
 def smirks_typing(size: str, seed: int) -> Result:
     check_size(size)
     cfg = SIZES[size]

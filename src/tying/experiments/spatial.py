@@ -55,12 +55,7 @@ TRANSLATION = {
 }
 
 
-@experiment(
-    "translation-equivariance",
-    title="Conv layers commute with shifts",
-    claim="Conv layers are translation equivariant: shifting the input shifts the output.",
-    seed_file="003",
-)
+@experiment("translation-equivariance")
 def translation_equivariance(size: str, seed: int) -> Result:
     cfg = by_size(TRANSLATION, size)
     gen, _ = rngs(seed)
@@ -171,16 +166,7 @@ def _letter_f(n: int) -> torch.Tensor:
     return img
 
 
-@experiment(
-    "c4-equivariance",
-    title="Rotated copies of one kernel make a rotation-equivariant conv",
-    claim=(
-        "A group conv whose 4 kernels are rotated copies of one learned kernel (C4) is "
-        "rotation equivariant: rotating the input rotates and cyclically permutes the "
-        "orientation channels; independent kernels lose this."
-    ),
-    seed_file="000",
-)
+@experiment("c4-equivariance")
 def c4_equivariance(size: str, seed: int) -> Result:
     cfg = by_size(C4_EQUIV, size)
     gen, _ = rngs(seed)
@@ -333,15 +319,7 @@ class PlainClassifier(nn.Module):
         return self.fc(self.b(self.a(x).relu()).relu().amax(dim=(-2, -1)))
 
 
-@experiment(
-    "c4-sample-efficiency",
-    title="Rotation tying saves samples on rotation-symmetric data",
-    claim=(
-        "On rotation-symmetric data a C4-tied model learns with far fewer samples than an "
-        "unconstrained one."
-    ),
-    seed_file="001",
-)
+@experiment("c4-sample-efficiency")
 def c4_sample_efficiency(size: str, seed: int) -> Result:
     cfg = by_size(SAMPLE_EFF, size)
     models = {
@@ -449,15 +427,7 @@ def _sequences(cfg: MotifConfig, rng, n: int, starts: tuple[int, int] | None) ->
     return F.one_hot(torch.from_numpy(s), 4).float().transpose(1, 2)
 
 
-@experiment(
-    "motif-scan",
-    title="A conv + global max pool finds a motif anywhere",
-    claim=(
-        "A 1-D conv + global max pool finds a DNA motif (e.g. GATTACA) wherever it sits "
-        "(translation invariance)."
-    ),
-    seed_file="003",
-)
+@experiment("motif-scan")
 def motif_scan(size: str, seed: int) -> Result:
     cfg = by_size(MOTIF, size)
     gen, rng = rngs(seed)

@@ -84,15 +84,7 @@ def _windows(cfg: SymFilterConfig, n: int, gen: torch.Generator):
     return x.unsqueeze(1), amp  # (n, 1, k), (n,)
 
 
-@experiment(
-    "symmetric-filter",
-    title="A palindromic filter is deaf to antisymmetric noise",
-    claim=(
-        "A palindromic 1-D filter (w[i] = w[-i]) passes symmetric signals and is deaf to "
-        "antisymmetric noise."
-    ),
-    seed_file="001",
-)
+@experiment("symmetric-filter")
 def symmetric_filter(size: str, seed: int) -> Result:
     cfg = by_size(SYM_FILTER, size)
     names = ("palindromic (tied)", "untied")
@@ -195,15 +187,7 @@ PGM = {
 }
 
 
-@experiment(
-    "cnn-as-pgm",
-    title="A trained conv filter is the least-squares filter over all patches",
-    claim=(
-        "A conv layer is a PGM whose local factors share w; under a linear-Gaussian model "
-        "the ML estimate of w is least squares over all patches."
-    ),
-    seed_file="002",
-)
+@experiment("cnn-as-pgm")
 def cnn_as_pgm(size: str, seed: int) -> Result:
     cfg = by_size(PGM, size)
     gen, _ = rngs(seed)

@@ -78,15 +78,7 @@ class BigramLM(nn.Module):
         return self.table(prev) + self.bias
 
 
-@experiment(
-    "hashednets",
-    title="HashedNets: perplexity as the bucket count shrinks",
-    claim=(
-        "HashedNets: a V×V matrix stored in B ≪ V² buckets, h(i,j) = (i·V + j) mod B (or a "
-        "real hash); perplexity degrades as B shrinks."
-    ),
-    seed_file="002",
-)
+@experiment("hashednets")
 def hashednets(size: str, seed: int) -> Result:
     cfg = by_size(HASH, size)
     _, rng = rngs(seed)

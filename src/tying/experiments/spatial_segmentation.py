@@ -104,15 +104,7 @@ def _equal_budget_widths(widths: tuple[int, ...], budget: int) -> tuple[int, ...
     return best
 
 
-@experiment(
-    "tied-unet",
-    title="A U-Net with decoder filters tied to the encoder's",
-    claim=(
-        "A U-Net whose decoder filters are tied to the encoder's (transposed) keeps "
-        "segmentation quality with fewer parameters."
-    ),
-    seed_file="001",
-)
+@experiment("tied-unet")
 def tied_unet(size: str, seed: int) -> Result:
     cfg = by_size(UNET, size)
     tied_physical = tying.count(TiedUNet(1, 1, cfg.widths)).physical
@@ -239,15 +231,7 @@ def _gradient_vs_size(cfg: SoftLossConfig) -> dict[str, np.ndarray]:
     return {k: np.array(v) for k, v in out.items()}
 
 
-@experiment(
-    "soft-iou-dice",
-    title="Soft IoU and soft Dice: both train, their gradients differ for small objects",
-    claim=(
-        "Soft IoU and soft Dice are differentiable stand-ins for IoU; their gradients "
-        "differ, most for small objects."
-    ),
-    seed_file="004",
-)
+@experiment("soft-iou-dice")
 def soft_iou_dice(size: str, seed: int) -> Result:
     cfg = by_size(SOFT_LOSS, size)
     gen, rng = rngs(seed)
@@ -397,15 +381,7 @@ def _norm_net(cfg: NormConfig, kind: str) -> nn.Module:
     )
 
 
-@experiment(
-    "bn-vs-gn",
-    title="BatchNorm vs GroupNorm at batch size 2",
-    claim=(
-        "BatchNorm with batch size 2 has noisy statistics and a train/eval gap; GroupNorm "
-        "does not depend on the batch."
-    ),
-    seed_file="004",
-)
+@experiment("bn-vs-gn")
 def bn_vs_gn(size: str, seed: int) -> Result:
     cfg = by_size(NORM, size)
     acc = {"BN (eval mode)": [], "BN (batch stats, pairs)": [], "GN": []}

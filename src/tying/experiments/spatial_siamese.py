@@ -105,15 +105,7 @@ def _gradient_is_sum_of_uses(seed: int, dim: int) -> float:
     return float((w.grad - (wl.grad + wr.grad)).abs().max())
 
 
-@experiment(
-    "siamese",
-    title="Siamese towers: one function for both inputs",
-    claim=(
-        "Two towers with tied parameters map both inputs into one space, so distances "
-        "compare like with like (signature-style verification)."
-    ),
-    seed_file="000",
-)
+@experiment("siamese")
 def siamese(size: str, seed: int) -> Result:
     cfg = by_size(SIAMESE, size)
     dim = cfg.identity_dim + cfg.nuisance_dim

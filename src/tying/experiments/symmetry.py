@@ -114,16 +114,7 @@ def _flat_directions(shared: bool, cfg: LandscapeConfig, seed: int) -> tuple[int
     return null, theta.numel(), sorted(eig.tolist(), reverse=True)
 
 
-@experiment(
-    "landscape-symmetry",
-    title="Sharing prunes the symmetries of the loss landscape",
-    claim=(
-        "A hidden layer of K neurons has K! equivalent minima (48! for 48), a conv layer's "
-        "symmetry unit is the filter (3! = 6 for 3 filters), and sharing also removes "
-        "continuous flat directions."
-    ),
-    seed_file="003",
-)
+@experiment("landscape-symmetry")
 def landscape_symmetry(size: str, seed: int) -> Result:
     cfg = by_size(LANDSCAPE, size)
     gen, rng = rngs(seed)
@@ -213,6 +204,34 @@ def landscape_symmetry(size: str, seed: int) -> Result:
         },
     ]
 
+    fig = _landscape_figure(
+        K, F, enum, cfg, n_filter_perms, eig_untied, null_untied, eig_shared, null_shared
+    )
+    return Result(
+        tables=[
+            Table("Permutation symmetries", sym_rows),
+            Table("Continuous symmetries: Hessian null space at a zero-loss minimum", hess_rows),
+        ],
+        figures={"symmetries": fig},
+        passed=passed,
+        measured={
+            "max |Δf| over neuron permutations": perm_err,
+            "min |Δf| when only inputs are permuted (control)": control_err,
+            "max |Δf| over filter permutations": filter_err,
+            "brute-force conv-keeping permutations": enum["keep the conv"],
+            "null space shared": null_shared,
+            "null space untied": null_untied,
+        },
+        key_figure=f"{K}! vs {F}! minima; flat directions {null_untied} → {null_shared}",
+        notes="Function invariance is checked numerically in float64; the brute force "
+        "enumerates every permutation of a small conv's hidden units and counts those that "
+        "stay convolutional; the Hessian is exact (autograd) at a teacher = student minimum.",
+    )
+
+
+def _landscape_figure(
+    K, F, enum, cfg, n_filter_perms, eig_untied, null_untied, eig_shared, null_shared
+):
     fig, (ax1, ax2) = new_figure(2, width=4.4, height=3.4)
     labels = [
         f"dense\n{K}!",
@@ -245,26 +264,7 @@ def landscape_symmetry(size: str, seed: int) -> Result:
     ax2.set_ylabel("Hessian eigenvalue at a minimum")
     ax2.set_title("flat directions (tiny ReLU net)")
     ax2.legend(fontsize=8)
-    return Result(
-        tables=[
-            Table("Permutation symmetries", sym_rows),
-            Table("Continuous symmetries: Hessian null space at a zero-loss minimum", hess_rows),
-        ],
-        figures={"symmetries": fig},
-        passed=passed,
-        measured={
-            "max |Δf| over neuron permutations": perm_err,
-            "min |Δf| when only inputs are permuted (control)": control_err,
-            "max |Δf| over filter permutations": filter_err,
-            "brute-force conv-keeping permutations": enum["keep the conv"],
-            "null space shared": null_shared,
-            "null space untied": null_untied,
-        },
-        key_figure=f"{K}! vs {F}! minima; flat directions {null_untied} → {null_shared}",
-        notes="Function invariance is checked numerically in float64; the brute force "
-        "enumerates every permutation of a small conv's hidden units and counts those that "
-        "stay convolutional; the Hessian is exact (autograd) at a teacher = student minimum.",
-    )
+    return fig
 
 
 # ---------------------------------------------------------------------------- D7
@@ -307,16 +307,7 @@ def _spread(net: nn.Sequential) -> float:
     return float((w - w[0]).abs().max())
 
 
-@experiment(
-    "symmetry-breaking",
-    title="Identical initial weights are an accidental tie",
-    claim=(
-        "Neurons that start with identical weights get identical gradients and stay "
-        "identical forever (an accidental tie the library can detect); random "
-        "initialisation breaks the symmetry."
-    ),
-    seed_file="004",
-)
+@experiment("symmetry-breaking")
 def symmetry_breaking(size: str, seed: int) -> Result:
     cfg = by_size(BREAKING, size)
     gen, _ = rngs(seed)
@@ -386,19 +377,7 @@ def symmetry_breaking(size: str, seed: int) -> Result:
         for name, r in runs.items()
     ]
 
-    fig, (ax1, ax2) = new_figure(2, width=4.4, height=3.4)
-    for name, r in runs.items():
-        ax1.semilogy(np.maximum(r["spreads"], 1e-18), label=name)
-        ax2.semilogy(r["losses"], label=name)
-    ax1.axhline(cfg.atol, color="k", ls="--", lw=1, label=f"detector atol {cfg.atol:g}")
-    ax1.set_xlabel("SGD step")
-    ax1.set_ylabel("max |neuron_i − neuron_0| weights")
-    ax1.set_title(f"do the {cfg.hidden} hidden neurons stay identical?")
-    ax1.legend(fontsize=8)
-    ax2.set_xlabel("SGD step")
-    ax2.set_ylabel("training MSE")
-    ax2.set_title("a tied layer acts like one neuron")
-    ax2.legend(fontsize=8)
+    fig = _symmetry_breaking_figure(runs, cfg)
     return Result(
         tables=[Table("Training from three initialisations", rows)],
         figures={"symmetry-breaking": fig},
@@ -417,3 +396,20 @@ def symmetry_breaking(size: str, seed: int) -> Result:
         f"{cfg.atol:g} through training and be reported by tying.find_accidental_ties as "
         "one group, the random init to have no such group, and a tiny nudge to grow.",
     )
+
+
+def _symmetry_breaking_figure(runs, cfg):
+    fig, (ax1, ax2) = new_figure(2, width=4.4, height=3.4)
+    for name, r in runs.items():
+        ax1.semilogy(np.maximum(r["spreads"], 1e-18), label=name)
+        ax2.semilogy(r["losses"], label=name)
+    ax1.axhline(cfg.atol, color="k", ls="--", lw=1, label=f"detector atol {cfg.atol:g}")
+    ax1.set_xlabel("SGD step")
+    ax1.set_ylabel("max |neuron_i − neuron_0| weights")
+    ax1.set_title(f"do the {cfg.hidden} hidden neurons stay identical?")
+    ax1.legend(fontsize=8)
+    ax2.set_xlabel("SGD step")
+    ax2.set_ylabel("training MSE")
+    ax2.set_title("a tied layer acts like one neuron")
+    ax2.legend(fontsize=8)
+    return fig

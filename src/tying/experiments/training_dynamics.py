@@ -155,15 +155,7 @@ def _decode_stats(cfg: CTCConfig, model: nn.Module, x, labels) -> dict:
     }
 
 
-@experiment(
-    "ctc",
-    title="CTC: the blank phase, and greedy vs beam decoding",
-    claim=(
-        "CTC sums over all alignments with a blank symbol by dynamic programming; early training can "
-        "collapse to blanks; beam search at inference differs from the training loss."
-    ),
-    seed_file="004",
-)
+@experiment("ctc")
 def ctc(size: str, seed: int) -> Result:
     check_size(size)
     cfg = CTC[size]
@@ -305,12 +297,7 @@ def _dirac_gan(
     return np.array(dist)
 
 
-@experiment(
-    "gan-clipping",
-    title="Gradient clipping turns a rotating GAN flow toward convergence",
-    claim="Gradient clipping turns the rotating min-max flow of a GAN toward convergence.",
-    seed_file="004",
-)
+@experiment("gan-clipping")
 def gan_clipping(size: str, seed: int) -> Result:
     check_size(size)
     cfg = GAN[size]

@@ -3,9 +3,9 @@
 Example:
     >>> import tempfile, pathlib
     >>> from tying.experiments.runner import run_many
-    >>> from tying.report import prepare_output, write_report
+    >>> from tying.report import claim_folder, write_report
     >>> out = pathlib.Path(tempfile.mkdtemp())
-    >>> prepare_output(out)
+    >>> claim_folder(out, ["param-counts"], fresh=True)
     >>> records = run_many(["param-counts"], size="quick", out_dir=out)
     >>> paths = write_report(records, out, size="quick", seed=0, jobs=1, runtime_s=1.0)
     >>> sorted(p.name for p in paths.values())
@@ -16,27 +16,25 @@ from __future__ import annotations
 
 import json
 import pathlib
-import shutil
 from collections.abc import Sequence
 
 from tying.experiments import REGISTRY, load_all
 from tying.experiments.claims import claim_for
-from tying.experiments.runner import FIGURES_DIR, RunRecord, import_errors
+from tying.experiments.output import MANIFEST, OutputFolderError, claim_folder, record_files
+from tying.experiments.runner import RunRecord, import_errors
 from tying.report.environment import collect_environment
 from tying.report.html import render_page, summary_rows
 
-__all__ = ["prepare_output", "results_dict", "write_report"]
+_PAGE = ("index.html", "results.json")
 
-
-def prepare_output(out_dir: str | pathlib.Path) -> None:
-    """Create ``out_dir`` and empty its ``figures/`` folder (stale PNGs of older runs).
-
-    Only ``figures/`` is cleared, and only because the report owns it.
-    """
-    out = pathlib.Path(out_dir)
-    if (out / FIGURES_DIR).is_dir():
-        shutil.rmtree(out / FIGURES_DIR)
-    (out / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
+__all__ = [
+    "MANIFEST",
+    "OutputFolderError",
+    "claim_folder",
+    "record_files",
+    "results_dict",
+    "write_report",
+]
 
 
 def results_dict(records: Sequence[RunRecord], environment: dict, runtime_s: float) -> dict:
@@ -75,21 +73,27 @@ def write_report(
     jobs: int,
     runtime_s: float,
 ) -> dict[str, pathlib.Path]:
-    """Write ``index.html`` and ``results.json`` into ``out_dir``.
+    """Write ``index.html`` and ``results.json`` into ``out_dir`` and list them in its manifest.
 
     Args:
         records: what :func:`tying.experiments.runner.run_many` returned (figures
             already saved under ``out_dir/figures``).
-        out_dir: the report folder.
+        out_dir: the report folder, checked with
+            :func:`~tying.experiments.output.claim_folder` before the experiments ran.
         size, seed, jobs: how the experiments were run (shown in the environment).
         runtime_s: wall time of the whole run.
 
     Returns:
         ``{"html": path, "json": path}``.
+
+    Raises:
+        OutputFolderError: ``out_dir`` holds a file tying did not write (a user's
+            ``index.html``, say) or cannot be written; nothing is written then.
     """
     load_all()
     out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    # refuses to overwrite a page the user made; the records' own figures are ours
+    claim_folder(out, [r.id for r in records], fresh=False)
     threads = sorted({r.threads for r in records})
     env = collect_environment(
         size=size, seed=seed, jobs=jobs, **{"torch threads per experiment": threads}
@@ -99,4 +103,6 @@ def write_report(
     html_path.write_text(page, encoding="utf-8")
     results = results_dict(records, env, runtime_s)
     json_path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    figures = [f for r in records for f in r.figures if (out / f).is_file()]
+    record_files(out, [*_PAGE, *figures])
     return {"html": html_path, "json": json_path}

@@ -9,10 +9,11 @@ experiments left out with ``--only`` as "not run".
 from __future__ import annotations
 
 import html
+import pathlib
 from collections.abc import Sequence
 from typing import Any
 
-from tying.experiments.claims import CLAIMS, SEED_FILES, Claim, claim_for
+from tying.experiments.claims import CHAPTER_FILES, CLAIMS, Claim, claim_for
 from tying.experiments.runner import RunRecord
 from tying.report.format import format_runtime, format_value
 
@@ -99,9 +100,22 @@ def _badge(status: str) -> str:
     return f'<span class="badge {css}">{text}</span>'
 
 
-def _seed_label(code: str) -> str:
-    name = SEED_FILES.get(code)
-    return f"seed {code} ({name})" if name else f"seed {code}"
+def _chapter_label(code: str) -> str:
+    name = CHAPTER_FILES.get(code)
+    return f"chapter {code} ({name})" if name else f"chapter {code}"
+
+
+def _source_link(source: str) -> str:
+    """``file:line`` of the experiment's code, linked to the file when it exists here."""
+    if not source:
+        return ""
+    path = source.rsplit(":", 1)[0]
+    root = pathlib.Path(__file__).resolve().parents[2]  # the folder holding tying/
+    target = root / path
+    text = f"code: <code>{_e(source)}</code>"
+    if target.is_file():
+        return f'<a class="source" href="{_e(target.as_uri())}">{text}</a>'
+    return f'<span class="source">{text}</span>'
 
 
 def summary_rows(records: Sequence[RunRecord], registered: dict[str, Any]) -> list[dict[str, Any]]:
@@ -195,8 +209,9 @@ def _section(rec: RunRecord) -> str:
     parts = [
         f'<section class="claim" id="{_e(rec.id)}" data-status="{rec.status}">',
         f"<h2>{_e(code)}{_e(rec.id)} — {_e(rec.title)} {_badge(rec.status)}</h2>",
-        f'<div class="meta">{_e(_seed_label(rec.seed_file))} · size {_e(rec.size)} · '
-        f"seed {rec.seed} · {format_runtime(rec.runtime_s)} · {rec.threads} thread(s)</div>",
+        f'<div class="meta">{_e(_chapter_label(rec.chapter))} · size {_e(rec.size)} · '
+        f"seed {rec.seed} · {format_runtime(rec.runtime_s)} · {rec.threads} thread(s)"
+        f"{' · ' + _source_link(rec.source) if rec.source else ''}</div>",
         f'<p class="sentence">{_e(rec.claim)}</p>',
     ]
     if claim:
