@@ -10,7 +10,7 @@ import pytest
 
 import tying.experiments.claims as claims_module
 from tying.experiments import load_all
-from tying.experiments.claims import CHAPTER_FILES, CLAIMS, claim_for, in_claim_order
+from tying.experiments.claims import CHAPTER_FILES, CLAIMS, EXTRA_CLAIMS, claim_for, in_claim_order
 
 SHARED = pathlib.Path(__file__).resolve().parents[3] / "shared"
 CLAIMS_MD = SHARED / "CLAIMS.md"
@@ -34,7 +34,14 @@ def _claims_md() -> list[tuple[str, str, str, tuple[str, ...], str, str]]:
 
 
 def test_ids_and_codes_are_unique():
-    assert len({c.id for c in CLAIMS}) == len(CLAIMS) == len({c.code for c in CLAIMS})
+    rows = (*CLAIMS, *EXTRA_CLAIMS)
+    assert len({c.id for c in rows}) == len(rows) == len({c.code for c in rows})
+
+
+def test_extensions_sit_beside_the_claim_they_extend():
+    order = in_claim_order([c.id for c in (*EXTRA_CLAIMS, *CLAIMS)])
+    assert order.index("hashed-recsys") == order.index("hashednets") + 1
+    assert all(c.claim.startswith("Beyond CLAIMS.md") for c in EXTRA_CLAIMS)
 
 
 def test_first_claims():
@@ -70,7 +77,8 @@ def test_chapter_files_exist():
 def test_registry_reads_the_table():
     """A registered experiment's title, claim and chapter are its claim row's, exactly."""
     registry = load_all()
-    assert set(registry) == {c.id for c in CLAIMS}  # every claim has its experiment
+    # every claim has its experiment, and so has every extension the issues asked for
+    assert set(registry) == {c.id for c in (*CLAIMS, *EXTRA_CLAIMS)}
     for exp_id, spec in registry.items():
         row = claim_for(exp_id)
         assert (spec.title, spec.claim, spec.chapter) == (row.title, row.claim, row.chapter)

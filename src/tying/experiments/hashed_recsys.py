@@ -23,14 +23,7 @@ from tying.experiments._spatial_common import by_size, log, new_figure, rngs, se
 from tying.experiments.registry import Result, Table, experiment
 from tying.nn import HashedEmbedding
 
-# The claim, its id and its chapter in one place (the registry is moving to one claims table).
-CLAIM_ID = "hashed-recsys"
-CLAIM_CHAPTER = "C. Statistical models"  # C8 hashednets' chapter
-CLAIM_SEED_FILE = "002"  # C8's seed chapter
-CLAIM = (
-    "Block hashing (ROBE-Z) keeps a click-through model's held-out AUC within 0.02 of dense "
-    "embedding tables at 1/100 of their memory."
-)
+# The claim's words live in experiments/claims.py (EXTRA_CLAIMS, id "hashed-recsys").
 AUC_MARGIN = 0.02  # block at 1/100 memory must be within this of dense
 
 
@@ -171,12 +164,7 @@ def _train_eval(cfg, model, ids, y, seed) -> tuple[float, float, float]:
     return auc(logit.numpy(), y[n:].numpy()), ll, speed
 
 
-@experiment(
-    CLAIM_ID,
-    title="Hashed embeddings at recommender scale: AUC vs memory",
-    claim=CLAIM,
-    seed_file=CLAIM_SEED_FILE,
-)
+@experiment("hashed-recsys")
 def hashed_recsys(size: str, seed: int) -> Result:
     cfg = by_size(RECSYS, size)
     _, rng = rngs(seed)
