@@ -211,3 +211,46 @@ def test_no_file_tying_did_not_write_is_ever_changed(
         record_files(out, ["index.html", "results.json", "figures/demo--a.png"])
     for rel, data in foreign.items():
         assert (out / rel).read_bytes() == data
+
+
+def _old_report(out):
+    """A report folder as tying wrote it before the manifest existed."""
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "param-counts--counts.png").write_bytes(b"\x89PNG old")
+    (out / "index.html").write_text("<html><title>tying — experiment report</title></html>")
+    results = {
+        "passed": 1,
+        "total": 1,
+        "runtime_s": 1.0,
+        "environment": {},
+        "experiments": [{"id": "param-counts", "figures": ["figures/param-counts--counts.png"]}],
+    }
+    (out / "results.json").write_text(json.dumps(results))
+
+
+def test_a_report_folder_from_before_the_manifest_is_adopted(tmp_path):
+    """`make report` over last version's report/ works: that folder is recognisably ours."""
+    out = tmp_path / "report"
+    _old_report(out)
+    claim_folder(out, ["param-counts"], fresh=True)
+    assert not (out / "figures" / "param-counts--counts.png").exists()  # stale, ours, removed
+    assert not (out / "index.html").exists() and (out / MANIFEST).exists()
+
+
+@pytest.mark.parametrize("extra", ["notes.txt", "figures/thesis.png"])
+def test_an_old_report_folder_holding_a_users_file_is_refused_whole(tmp_path, extra):
+    out = tmp_path / "report"
+    _old_report(out)
+    (out / extra).write_text("mine")
+    with pytest.raises(OutputFolderError, match="was not written by tying"):
+        claim_folder(out, ["param-counts"], fresh=True)
+    assert (out / extra).read_text() == "mine" and (out / "index.html").exists()
+
+
+def test_an_index_html_without_tyings_title_is_not_adopted(tmp_path):
+    out = tmp_path / "report"
+    _old_report(out)
+    (out / "index.html").write_text("<html><title>My thesis</title></html>")
+    with pytest.raises(OutputFolderError):
+        claim_folder(out, ["param-counts"], fresh=True)
+    assert "My thesis" in (out / "index.html").read_text()

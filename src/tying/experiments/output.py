@@ -68,10 +68,44 @@ def _safe_rel(rel: object) -> bool:
     return not rel.startswith("/") and ".." not in parts and "." not in parts
 
 
+_LEGACY_TITLE = "<title>tying — experiment report</title>"
+
+
+def _legacy_report(out: pathlib.Path) -> dict[str, str]:
+    """The files of a report folder written by a tying from before the manifest, or {}.
+
+    Such a folder is recognised only when it is nothing else: an ``index.html`` with
+    tying's title, a ``results.json`` with tying's keys, and exactly the figures that
+    results.json lists. Anything more (a user's file) and it is not adopted, so the
+    folder is refused as any other.
+    """
+    try:
+        entries = _entries(out)
+        page = (out / "index.html").read_text(encoding="utf-8", errors="replace")
+        results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if _LEGACY_TITLE not in page or not isinstance(results, dict):
+        return {}
+    if not {"passed", "total", "environment", "experiments"} <= set(results):
+        return {}
+    figures = set()
+    for record in results.get("experiments") or []:
+        for rel in record.get("figures", []) if isinstance(record, dict) else []:
+            if not (isinstance(rel, str) and _safe_rel(rel) and rel.startswith(f"{_FIGURES}/")):
+                return {}
+            figures.add(rel)
+    expected = {"index.html", "results.json", *figures}
+    if set(entries) != expected or any((out / rel).is_symlink() for rel in entries):
+        return {}
+    return {rel: _sha256(out / rel) for rel in entries}
+
+
 def _read_manifest(out: pathlib.Path) -> dict:
     path = out / MANIFEST
     if not path.exists() and not path.is_symlink():
-        return {"files": {}, "pending": []}
+        # a report written before the manifest existed is adopted as tying's own
+        return {"files": _legacy_report(out), "pending": []}
     bad = (
         f"{path} is not a manifest written by tying (it lists the files a report wrote); "
         "remove it, or choose another folder with --out"
