@@ -41,6 +41,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from tying.core.errors import TieError
 from tying.core.relations import RELATIONS, Relation
 
 __all__ = ["HashedTable", "MODES", "PairHash", "qr_split"]
@@ -145,7 +146,10 @@ class HashedTable(Relation):
         signed: multiply by a ±1 sign hash (per entry, or per block).
 
     Raises:
-        ValueError: for an unknown mode or a non-positive size.
+        TieError: (a ValueError) for an unknown mode, a size that is not a positive
+            int, a seed that is not a non-negative int, or a ``signed`` that is not a
+            bool; when applied, for a slot that is not ``(V, D)`` or a block that does
+            not divide ``D`` or exceeds the buckets.
     """
 
     kind: ClassVar[str] = "HashedTable"
@@ -156,17 +160,34 @@ class HashedTable(Relation):
     signed: bool = True
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"HashedTable(mode=...) must be one of {MODES}, got {self.mode!r}")
+        if not isinstance(self.mode, str) or self.mode not in MODES:
+            raise TieError(f"HashedTable(mode=...) must be one of {MODES}, got {self.mode!r}")
         for name in ("buckets", "block"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"HashedTable({name}=...) must be a positive int, got {v!r}")
+                raise TieError(f"HashedTable({name}=...) must be a positive int, got {v!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise TieError(f"HashedTable(seed=...) must be a non-negative int, got {self.seed!r}")
+        if not isinstance(self.signed, bool):
+            raise TieError(f"HashedTable(signed=...) must be True or False, got {self.signed!r}")
+        if self.mode != "block" and self.block != 1:
+            raise TieError(
+                f"HashedTable(block={self.block}) is for mode='block' only; drop block= or use "
+                f"mode='block'"
+            )
 
     def source_shape(self, logical) -> tuple[int, ...]:
         if len(logical) != 2:
-            raise ValueError(f"HashedTable ties a (V, D) table, got shape {tuple(logical)}")
+            raise TieError(
+                f"HashedTable ties a (V, D) table, got a slot of shape {tuple(logical)}; "
+                f"use it on an embedding's 2-D weight"
+            )
         V, D = logical
+        if self.mode == "block" and (D % self.block or self.block > self.buckets):
+            raise TieError(
+                f"HashedTable(block={self.block}) must divide D={D} and be at most "
+                f"buckets={self.buckets}; choose a block size that divides the row"
+            )
         if self.mode == "qr":
             q, m = qr_split(V, D, self.buckets)
             return (q + m, D)
