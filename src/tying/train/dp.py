@@ -27,6 +27,8 @@ Poisson sampling (:func:`poisson_batches`) is what the accountants assume.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from collections.abc import Callable, Iterator
 
 import torch
@@ -37,6 +39,78 @@ from tying.train.ghost import GhostClipping
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 MODES = ("vmap", "ghost")
+
+
+def _real(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+def _check_noise_multiplier(value) -> None:
+    # NaN would add no noise at all (normal(0, nan) is refused by torch only sometimes,
+    # and a NaN σ compares False to 0), inf makes every parameter NaN: neither is DP.
+    v = _real("noise_multiplier", value)
+    if not (math.isfinite(v) and v >= 0):
+        raise ValueError(
+            f"noise_multiplier must be a finite number >= 0 (the noise std over the clipping "
+            f"bound), got {value}"
+        )
+
+
+def _check_max_grad_norm(value) -> None:
+    # inf: nothing is clipped and the noise σ·C is infinite, so every parameter turns NaN.
+    v = _real("max_grad_norm", value)
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(
+            f"max_grad_norm must be a finite number > 0 (the per-example clipping bound C), "
+            f"got {value}"
+        )
+
+
+def _check_sample_rate(value) -> None:
+    v = _real("sample_rate", value)
+    if not 0 < v <= 1:  # NaN fails the comparison too
+        raise ValueError(f"sample_rate must be in (0, 1] (batch size / data set size), got {value}")
+
+
+def _check_denominator(value) -> None:
+    v = _real("denominator", value)
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(
+            f"denominator must be a finite number > 0 (the expected batch size), got {value}"
+        )
+
+
+def _check_batch(x, y) -> None:
+    """x (a tensor or a tuple of tensors) and y must have the same number of rows."""
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"y must be a tensor with the batch first, got {type(y).__name__}")
+    if y.dim() == 0:
+        raise ValueError("y must have the batch as its first dimension, got a 0-d tensor")
+    xs = x if isinstance(x, tuple) else (x,)
+    for i, t in enumerate(xs):
+        where = "x" if not isinstance(x, tuple) else f"x[{i}]"
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(
+                f"{where} must be a tensor with the batch first, got {type(t).__name__}"
+            )
+        if t.dim() == 0 or t.shape[0] != y.shape[0]:
+            got = "a 0-d tensor" if t.dim() == 0 else f"{t.shape[0]} rows"
+            raise ValueError(
+                f"{where} has {got} but y has {y.shape[0]}: every input and the targets must "
+                f"hold the same examples, batch first"
+            )
+
+
+def _check_finite_norms(norms: torch.Tensor) -> None:
+    bad = (~torch.isfinite(norms)).nonzero().flatten()
+    if len(bad):
+        raise ValueError(
+            f"the per-example gradients of examples {bad[:5].tolist()} are not finite "
+            f"(norms {norms[bad[:5]].tolist()}): clipping cannot bound them, so the step is "
+            f"refused and the model left unchanged; check the loss and the inputs"
+        )
 
 
 def _check_no_batchnorm(model: nn.Module) -> None:
@@ -118,8 +192,7 @@ def clip_factors(norms: torch.Tensor, max_grad_norm: float) -> torch.Tensor:
         >>> clip_factors(torch.tensor([0.5, 4.0]), 1.0)
         tensor([1.0000, 0.2500])
     """
-    if not max_grad_norm > 0:
-        raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm}")
+    _check_max_grad_norm(max_grad_norm)
     return (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
 
 
@@ -165,8 +238,11 @@ def private_grad(
         A :class:`PrivateGrad`.
 
     Raises:
-        ValueError: unknown ``mode``, negative ``noise_multiplier``, non-positive
-            ``max_grad_norm``, or a model that ``mode`` cannot handle.
+        ValueError: unknown ``mode``; ``noise_multiplier`` negative or not finite;
+            ``max_grad_norm`` or ``denominator`` not a finite number > 0; ``x`` and
+            ``y`` with different numbers of rows; a per-example gradient that is not
+            finite; or a model that ``mode`` cannot handle.
+        TypeError: an argument of the wrong type.
 
     Example:
         >>> import torch
@@ -180,8 +256,11 @@ def private_grad(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if noise_multiplier < 0:
-        raise ValueError(f"noise_multiplier must be >= 0, got {noise_multiplier}")
+    _check_noise_multiplier(noise_multiplier)
+    _check_max_grad_norm(max_grad_norm)
+    if denominator is not None:
+        _check_denominator(denominator)
+    _check_batch(x, y)
     ghost = GhostClipping(model) if mode == "ghost" else None
     res = _clipped_sum(model, ghost, loss_fn, x, y, max_grad_norm)
     return _noisy(res, noise_multiplier, max_grad_norm, denominator, generator)
@@ -190,12 +269,27 @@ def private_grad(
 def _clipped_sum(model, ghost, loss_fn, x, y, max_grad_norm):
     if ghost is not None:
         res = ghost.clip(loss_fn, x, y, max_grad_norm)
+        _check_finite_norms(res.norms)
         return PrivateGrad(res.grads, res.norms, res.losses)
     grads, losses = _vmap_grads(model, loss_fn, x, y)
     norms = per_example_norms(grads)
+    _check_finite_norms(norms)
     c = clip_factors(norms, max_grad_norm)
     summed = {n: torch.tensordot(c, g, dims=1) for n, g in grads.items()}  # Σ_b c_b g_b
     return PrivateGrad(summed, norms, losses)
+
+
+def _check_learning_rates(optimizer) -> None:
+    for i, group in enumerate(getattr(optimizer, "param_groups", [])):
+        lr = group.get("lr")
+        if lr is None:
+            continue
+        lr = float(lr)
+        if not (math.isfinite(lr) and lr >= 0):
+            raise ValueError(
+                f"optimizer.param_groups[{i}]['lr'] must be a finite number >= 0, got {lr}: "
+                f"a NaN rate makes every parameter NaN, a negative one ascends the loss"
+            )
 
 
 class DPSGD:
@@ -213,8 +307,11 @@ class DPSGD:
         generator: a ``torch.Generator`` for the noise.
 
     Raises:
-        ValueError: a ``sample_rate`` outside (0, 1], a negative ``noise_multiplier``,
-            a non-positive ``max_grad_norm``, or an unknown mode/accountant.
+        ValueError: a ``sample_rate`` outside (0, 1], a ``noise_multiplier`` that is
+            negative or not finite, a ``max_grad_norm`` that is not a finite number > 0,
+            an optimizer learning rate that is negative or not finite, or an unknown
+            mode/accountant. Nothing is changed by a refused call.
+        TypeError: an argument of the wrong type.
 
     Example:
         >>> import torch
@@ -244,16 +341,14 @@ class DPSGD:
     ):
         from tying.train.accounting import ACCOUNTANTS
 
-        if not 0 < sample_rate <= 1:
-            raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
+        _check_sample_rate(sample_rate)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if accountant not in ACCOUNTANTS:
             raise ValueError(f"accountant must be one of {ACCOUNTANTS}, got {accountant!r}")
-        if noise_multiplier < 0:
-            raise ValueError(f"noise_multiplier must be >= 0, got {noise_multiplier}")
-        if not max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm}")
+        _check_noise_multiplier(noise_multiplier)
+        _check_max_grad_norm(max_grad_norm)
+        _check_learning_rates(optimizer)
         self.model = model
         self.optimizer = optimizer
         self.noise_multiplier = noise_multiplier
@@ -274,8 +369,23 @@ class DPSGD:
             x, y: the batch (may be empty under Poisson sampling).
             n_data: the data set size; with ``sample_rate`` it gives the expected
                 batch size used as the averaging denominator (default: actual size).
+
+        Returns:
+            The :class:`PrivateGrad` that was applied.
+
+        Raises:
+            ValueError: ``x`` and ``y`` with different numbers of rows, ``n_data`` not an
+                int > 0, a learning rate that is negative or not finite, or a per-example
+                gradient that is not finite. A refused step changes nothing (parameters,
+                optimizer state, step count).
         """
-        denom = None if n_data is None else self.sample_rate * n_data
+        _check_batch(x, y)
+        if n_data is not None:
+            if isinstance(n_data, bool) or not isinstance(n_data, numbers.Integral) or n_data <= 0:
+                # 0 divides by zero (NaN parameters); a negative size turns descent into ascent.
+                raise ValueError(f"n_data must be an int > 0 (the data set size), got {n_data!r}")
+        _check_learning_rates(self.optimizer)
+        denom = None if n_data is None else self.sample_rate * int(n_data)
         if len(y) > 0:
             res = _clipped_sum(self.model, self._ghost, loss_fn, x, y, self.max_grad_norm)
         else:  # an empty Poisson batch still releases noise
@@ -296,6 +406,8 @@ class DPSGD:
         """ε spent so far at ``delta`` by the chosen accountant (see :func:`tying.train.epsilon`)."""
         from tying.train.accounting import epsilon
 
+        if not 0 < delta < 1:  # checked here too, so that 0 steps do not hide a bad delta
+            raise ValueError(f"delta must be in (0, 1), got {delta}")
         if self.steps == 0:
             return 0.0
         return epsilon(
@@ -305,8 +417,7 @@ class DPSGD:
 
 def _noisy(res: PrivateGrad, sigma: float, C: float, denom, generator) -> PrivateGrad:
     """Add ``N(0, σ²C²)`` to each summed gradient and divide by ``denom`` (default: batch size)."""
-    if sigma < 0:
-        raise ValueError(f"noise_multiplier must be >= 0, got {sigma}")
+    _check_noise_multiplier(sigma)
     B = res.norms.shape[0]
     d = float(denom) if denom is not None else float(max(B, 1))
     out = {}
