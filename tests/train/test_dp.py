@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import tying
-from tests.train.models import TinyLM, cases, ce, loop_grads, seq_ce
+from tests.train.models import TinyLM, cases, ce, loop_grads, mse, seq_ce, twice
 from tying.train import (
     DPSGD,
     clip_factors,
@@ -321,3 +321,77 @@ def test_dpsgd_epsilon_after_one_step_of_large_noise_is_positive():
     dp = _dp(noise_multiplier=10.0)
     dp.step(ce, torch.randn(4, 3), torch.zeros(4, dtype=torch.long), n_data=40)
     assert dp.epsilon(1e-5) > 0  # was -0.095
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("chunk_elements", [1, 200, 2**30], ids=["1-per-chunk", "uneven", "whole"])
+def test_chunked_clipped_sum_equals_clipping_the_whole_batch(case, chunk_elements, monkeypatch):
+    # The DP step makes per-example gradients a chunk of examples at a time (issue 19);
+    # the result must be the whole-batch one: Σ_b min(1, C/‖g_b‖) g_b over per-example loops.
+    import tying.train.dp as dp
+
+    name, model, loss_fn, x, y = case
+    want = loop_grads(model, loss_fn, x, y)
+    norms = per_example_norms(want)
+    c = clip_factors(norms, 0.3)
+    monkeypatch.setattr(dp, "CHUNK_ELEMENTS", chunk_elements)
+    got = private_grad(
+        model, loss_fn, x, y, max_grad_norm=0.3, noise_multiplier=0.0, denominator=1.0
+    )
+    torch.testing.assert_close(got.norms, norms, rtol=1e-6, atol=1e-12)
+    assert got.losses.shape == (len(y),)
+    for n, g in want.items():
+        torch.testing.assert_close(
+            got.grads[n], torch.tensordot(c, g, dims=1), rtol=1e-6, atol=1e-12
+        )
+
+
+def test_per_example_norms_equal_the_flattened_norm_without_a_squared_copy():
+    g = torch.Generator().manual_seed(0)
+    grads = {
+        "w": torch.randn(6, 5, 4, generator=g, dtype=torch.float64) * 1e3,
+        "b": torch.randn(6, 5, generator=g, dtype=torch.float64) * 1e-3,
+    }
+    flat = torch.cat([v.reshape(6, -1) for v in grads.values()], 1)
+    torch.testing.assert_close(per_example_norms(grads), flat.norm(dim=1), rtol=1e-12, atol=0)
+
+
+def test_private_grad_on_an_empty_batch_is_noise_only():
+    model = nn.Linear(3, 2)
+    pg = private_grad(
+        model,
+        ce,
+        torch.zeros(0, 3),
+        torch.zeros(0, dtype=torch.long),
+        max_grad_norm=1.0,
+        noise_multiplier=0.0,
+        denominator=4.0,
+    )
+    assert pg.norms.shape == (0,)
+    assert all(float(v.abs().max()) == 0.0 for v in pg.grads.values())
+
+
+@pytest.mark.parametrize("mode", ["vmap", "ghost"])
+def test_a_module_called_twice_keeps_its_parameters_after_per_example_gradients(mode):
+    # functional_call(tie_weights=True) swapped the twice-reached module twice and left
+    # the substituted (functorch) tensor in it: the model silently stopped training.
+    model, x = twice(), torch.randn(4, 5, dtype=torch.float64)
+    before = [id(p) for p in model[0].parameters()]
+    per_example_grads(model, mse, x, x)
+    private_grad(model, mse, x, x, max_grad_norm=1.0, noise_multiplier=0.0, mode=mode)
+    assert [id(p) for p in model[0].parameters()] == before
+    assert model[0].weight is model[2].weight
+    assert isinstance(model[0].weight, nn.Parameter) and model(x).requires_grad
+
+
+def test_hand_tie_across_two_modules_counts_both_uses():
+    torch.manual_seed(0)
+    emb = nn.Embedding(7, 4).double()
+    head = nn.Linear(4, 7, bias=False).double()
+    head.weight = emb.weight  # a hand tie: one Parameter in two modules
+    model = nn.Sequential(emb, head)
+    tok = torch.randint(0, 7, (3, 5), generator=torch.Generator().manual_seed(1))
+    got = per_example_grads(model, seq_ce, tok, tok)
+    assert list(got) == ["0.weight"]
+    torch.testing.assert_close(got["0.weight"], loop_grads(model, seq_ce, tok, tok)["0.weight"])
+    assert model[1].weight is model[0].weight and isinstance(model[0].weight, nn.Parameter)

@@ -155,19 +155,88 @@ def per_example_grads(model: nn.Module, loss_fn: LossFn, x, y) -> dict[str, torc
     return _vmap_grads(model, loss_fn, x, y)[0]
 
 
-def _vmap_grads(model: nn.Module, loss_fn: LossFn, x, y):
+def _slots(model: nn.Module, kind: str, physical: dict[int, str]) -> dict[str, str]:
+    """``{path: physical name}`` with one path per distinct (module, attribute) pair.
+
+    ``functional_call(tie_weights=True)`` swaps every path of a tied tensor, and
+    swaps a module reached twice (``Sequential(lin, act, lin)``) twice: its restore
+    then leaves the substituted tensor in the model, so the model no longer trains
+    (found in issue 19's work). Listing each (module, attribute) once and calling
+    with ``tie_weights=False`` swaps everything exactly once.
+    """
+    out, seen = {}, set()
+    for path, mod in model.named_modules(remove_duplicate=False):
+        for name, t in getattr(mod, kind).items():
+            if t is None or id(t) not in physical or (id(mod), name) in seen:
+                continue
+            seen.add((id(mod), name))
+            out[f"{path}.{name}" if path else name] = physical[id(t)]
+    return out
+
+
+def _vmap_fn(model: nn.Module, loss_fn: LossFn):
+    """``(params, fn)``: ``fn(params, xs, y)`` gives every example's gradients and losses."""
     _check_no_batchnorm(model)
     params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
     buffers = {n: b.detach() for n, b in model.named_buffers()}
-    xs = x if isinstance(x, tuple) else (x,)
+    p_paths = _slots(
+        model, "_parameters", {id(p): n for n, p in model.named_parameters() if p.requires_grad}
+    )
+    b_paths = _slots(model, "_buffers", {id(b): n for n, b in model.named_buffers()})
+    bufs = {path: buffers[n] for path, n in b_paths.items()}
 
     def loss_one(p, xb, yb):
-        out = functional_call(model, (p, buffers), tuple(t.unsqueeze(0) for t in xb))
+        subst = {path: p[n] for path, n in p_paths.items()}  # every use reads the one tensor
+        subst.update(bufs)
+        out = functional_call(
+            model, subst, tuple(t.unsqueeze(0) for t in xb), tie_weights=False, strict=False
+        )
         loss = loss_fn(out, yb.unsqueeze(0)).sum()
         return loss, loss.detach()
 
     fn = vmap(grad(loss_one, has_aux=True), in_dims=(None, 0, 0), randomness="different")
+    return params, fn
+
+
+def _vmap_grads(model: nn.Module, loss_fn: LossFn, x, y):
+    params, fn = _vmap_fn(model, loss_fn)
+    xs = x if isinstance(x, tuple) else (x,)
     return fn(params, xs, y)  # ({name: (B, *shape)}, losses (B,))
+
+
+# The DP step makes per-example gradients of at most this many elements (floats) at a
+# time: 1 GiB in float32 whatever the batch size, where the whole batch at once holds B
+# copies of the model. Not smaller: on the MLP of issue 19 (B x 400k = 102M elements)
+# 4 chunks ran at 0.9-1.1x Opacus' speed with 2 threads, one chunk at 1.4-1.5x.
+CHUNK_ELEMENTS = 2**28
+
+
+def _vmap_clipped_sum(model: nn.Module, loss_fn: LossFn, x, y, max_grad_norm: float):
+    """Σ_b clip_C(g_b), per-example norms and losses, one chunk of examples at a time.
+
+    An example's clipping factor depends on its own gradient only, so each chunk is
+    clipped and summed as soon as its gradients exist; the result equals clipping
+    the whole batch at once (up to the order of the float additions).
+    """
+    params, fn = _vmap_fn(model, loss_fn)
+    xs = x if isinstance(x, tuple) else (x,)
+    B = y.shape[0]
+    size = sum(p.numel() for p in params.values())
+    chunk = max(1, min(B, CHUNK_ELEMENTS // max(size, 1)))
+    summed = {n: torch.zeros_like(p) for n, p in params.items()}
+    norms, losses = [], []
+    for start in range(0, B, chunk):
+        part = slice(start, start + chunk)
+        grads, loss = fn(params, tuple(t[part] for t in xs), y[part])
+        n_b = per_example_norms(grads)
+        c = clip_factors(n_b, max_grad_norm).to(next(iter(grads.values())).dtype)
+        for name, g in grads.items():
+            summed[name].add_(torch.tensordot(c, g, dims=1))  # Σ_b c_b g_b
+        norms.append(n_b)
+        losses.append(loss)
+    if not norms:  # an empty batch: nothing to clip
+        return PrivateGrad(summed, torch.zeros(0), torch.zeros(0))
+    return PrivateGrad(summed, torch.cat(norms), torch.cat(losses))
 
 
 def per_example_norms(grads: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -179,7 +248,11 @@ def per_example_norms(grads: dict[str, torch.Tensor]) -> torch.Tensor:
         >>> per_example_norms({"a": torch.tensor([[3.0], [0.0]]), "b": torch.tensor([[4.0], [1.0]])})
         tensor([5., 1.])
     """
-    sq = sum(g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads.values())
+    # vector_norm reduces in one pass; pow(2).sum(1) first wrote a squared copy of every
+    # per-example gradient (B copies of the model), which cost more than making them.
+    sq = sum(
+        torch.linalg.vector_norm(g.reshape(g.shape[0], -1), dim=1).square() for g in grads.values()
+    )
     return torch.as_tensor(sq).sqrt()
 
 
@@ -271,12 +344,9 @@ def _clipped_sum(model, ghost, loss_fn, x, y, max_grad_norm):
         res = ghost.clip(loss_fn, x, y, max_grad_norm)
         _check_finite_norms(res.norms)
         return PrivateGrad(res.grads, res.norms, res.losses)
-    grads, losses = _vmap_grads(model, loss_fn, x, y)
-    norms = per_example_norms(grads)
-    _check_finite_norms(norms)
-    c = clip_factors(norms, max_grad_norm)
-    summed = {n: torch.tensordot(c, g, dims=1) for n, g in grads.items()}  # Σ_b c_b g_b
-    return PrivateGrad(summed, norms, losses)
+    res = _vmap_clipped_sum(model, loss_fn, x, y, max_grad_norm)
+    _check_finite_norms(res.norms)  # before anything is applied: a refused step changes nothing
+    return res
 
 
 def _check_learning_rates(optimizer) -> None:
