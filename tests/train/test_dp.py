@@ -395,3 +395,17 @@ def test_hand_tie_across_two_modules_counts_both_uses():
     assert list(got) == ["0.weight"]
     torch.testing.assert_close(got["0.weight"], loop_grads(model, seq_ce, tok, tok)["0.weight"])
     assert model[1].weight is model[0].weight and isinstance(model[0].weight, nn.Parameter)
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        ((100, 0.1, -3), r"steps must be an int >= 0, got -3"),  # used to yield nothing
+        ((100, 0.1, 2.5), r"steps must be an int >= 0, got 2.5"),
+        ((-5, 0.1, 3), r"n must be an int >= 0, got -5"),
+        ((100, float("nan"), 3), r"sample_rate must be in \(0, 1\]"),
+    ],
+)
+def test_poisson_batches_refuses_bad_sizes(args, match):
+    with pytest.raises(ValueError, match=match):
+        next(iter(poisson_batches(*args)))

@@ -518,7 +518,7 @@ def poisson_batches(
         1-D int64 index tensors (possibly empty).
 
     Raises:
-        ValueError: ``sample_rate`` outside (0, 1].
+        ValueError: ``sample_rate`` outside (0, 1]; ``n`` or ``steps`` not an int >= 0.
 
     Example:
         >>> import torch
@@ -527,8 +527,10 @@ def poisson_batches(
         >>> all(20 < s < 80 for s in sizes)
         True
     """
-    if not 0 < sample_rate <= 1:
-        raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
+    _check_sample_rate(sample_rate)
+    for name, value in (("n", n), ("steps", steps)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+            raise ValueError(f"{name} must be an int >= 0, got {value!r}")
     for _ in range(steps):
         mask = torch.rand(n, generator=generator) < sample_rate
         yield mask.nonzero().squeeze(1)
