@@ -198,8 +198,8 @@ def tied_lm() -> list[dict]:
         blind = (
             f"no error, max rel diff {_same_clipped_grad(model, x, y, _seq_ce, 1.0, 'ghost'):.3g}"
         )
-    except tying.TieError as err:
-        blind = f"TieError: {str(err)[:90]}..."
+    except tying.TieError as refusal:  # not `err`: that name holds the figure above
+        blind = f"TieError: {str(refusal)[:90]}..."
     bridged = _same_clipped_grad(model, x, y, _seq_ce, 1.0, "ghost", wrap=grad_sample_module)
     ours = _ours_step(model, x, y, _seq_ce, 1.0, 1.0, 0.01, "ghost")
 
