@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import tying
-from tests.train.models import TinyLM, cases, ce, loop_grads, seq_ce
+from tests.train.models import TinyLM, cases, ce, loop_grads, mse, seq_ce, twice
 from tying.train import (
     DPSGD,
     clip_factors,
@@ -84,7 +84,7 @@ def test_clip_factors_follow_opacus_rule():
         clip_factors(torch.tensor([0.0, 1.0, 3.0]), 1.5),
         torch.tensor([1.0, 1.0, 1.5 / (3.0 + 1e-6)]),
     )
-    with pytest.raises(ValueError, match="max_grad_norm must be > 0, got 0"):
+    with pytest.raises(ValueError, match=r"max_grad_norm must be a finite number > 0 .*got 0"):
         clip_factors(torch.ones(2), 0)
 
 
@@ -106,10 +106,10 @@ def test_bad_arguments_are_named():
     x, y = torch.randn(4, 3), torch.zeros(4, dtype=torch.long)
     with pytest.raises(ValueError, match=r"mode must be one of \('vmap', 'ghost'\), got 'fast'"):
         private_grad(model, ce, x, y, max_grad_norm=1, noise_multiplier=1, mode="fast")
-    with pytest.raises(ValueError, match="noise_multiplier must be >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"noise_multiplier must be a finite number >= 0 .*got -1"):
         private_grad(model, ce, x, y, max_grad_norm=1, noise_multiplier=-1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with pytest.raises(ValueError, match=r"sample_rate must be in \(0, 1\], got 1.5"):
+    with pytest.raises(ValueError, match=r"sample_rate must be in \(0, 1\] .*got 1.5"):
         DPSGD(model, opt, noise_multiplier=1, max_grad_norm=1, sample_rate=1.5)
     with pytest.raises(ValueError, match=r"accountant must be one of \('rdp', 'prv'\)"):
         DPSGD(
@@ -176,3 +176,236 @@ def test_tuple_inputs_in_both_modes():
     for mode in ("vmap", "ghost"):
         pg = private_grad(model, ce, (u, v), y, mode=mode, **kw)
         torch.testing.assert_close(pg.norms, torch.stack(want), rtol=1e-6, atol=0)
+
+
+def _dp(model=None, **kw):
+    model = model or nn.Linear(3, 2)
+    args = dict(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.1)
+    args.update(kw)
+    return DPSGD(model, torch.optim.SGD(model.parameters(), lr=0.1), **args)
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        # NaN noise added no noise at all; inf noise makes every parameter NaN
+        ({"noise_multiplier": float("nan")}, r"noise_multiplier must be a finite number >= 0"),
+        ({"noise_multiplier": float("inf")}, r"noise_multiplier must be a finite number >= 0"),
+        ({"noise_multiplier": -0.5}, r"noise_multiplier must be a finite number >= 0.*got -0.5"),
+        # inf clipping bound: parameters NaN while epsilon() still answered
+        ({"max_grad_norm": float("inf")}, r"max_grad_norm must be a finite number > 0.*got inf"),
+        ({"max_grad_norm": 0.0}, r"max_grad_norm must be a finite number > 0.*got 0.0"),
+        ({"max_grad_norm": -1.0}, r"max_grad_norm must be a finite number > 0.*got -1.0"),
+        ({"max_grad_norm": float("nan")}, r"max_grad_norm must be a finite number > 0.*got nan"),
+        ({"sample_rate": 0.0}, r"sample_rate must be in \(0, 1\].*got 0.0"),
+        ({"sample_rate": 1.5}, r"sample_rate must be in \(0, 1\].*got 1.5"),
+        ({"sample_rate": float("nan")}, r"sample_rate must be in \(0, 1\].*got nan"),
+    ],
+)
+def test_dpsgd_refuses_numbers_that_break_training_or_privacy(kw, match):
+    with pytest.raises(ValueError, match=match):
+        _dp(**kw)
+
+
+@pytest.mark.parametrize("kw", [{"noise_multiplier": "1.0"}, {"max_grad_norm": True}])
+def test_dpsgd_refuses_non_numbers(kw):
+    with pytest.raises(TypeError, match=rf"{next(iter(kw))} must be a real number"):
+        _dp(**kw)
+
+
+@pytest.mark.parametrize("lr", [float("nan"), -0.1, float("inf")])
+def test_dpsgd_refuses_a_bad_learning_rate_at_construction_and_at_step(lr):
+    model = nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    opt.param_groups[0]["lr"] = lr  # torch refuses lr < 0 itself, but not NaN or a later change
+    kw = dict(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.1)
+    with pytest.raises(ValueError, match=r"optimizer.param_groups\[0\]\['lr'\] must be a finite"):
+        DPSGD(model, opt, **kw)
+    opt.param_groups[0]["lr"] = 0.1
+    dp = DPSGD(model, opt, **kw)
+    opt.param_groups[0]["lr"] = lr
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"\['lr'\] must be a finite number >= 0"):
+        dp.step(ce, torch.randn(4, 3), torch.zeros(4, dtype=torch.long))
+    assert dp.steps == 0
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def _state(dp):
+    return [p.detach().clone() for p in dp.model.parameters()], dp.steps
+
+
+def _unchanged(dp, state):
+    params, steps = state
+    assert dp.steps == steps
+    assert all(torch.equal(a, b) for a, b in zip(params, dp.model.parameters()))
+    assert all(p.grad is None for p in dp.model.parameters())
+
+
+@pytest.mark.parametrize(
+    "n_data,match",
+    [
+        (0, r"n_data must be an int > 0 \(the data set size\), got 0"),  # NaN parameters
+        (-128, r"n_data must be an int > 0.*got -128"),  # descent turned into ascent
+        (12.5, r"n_data must be an int > 0.*got 12.5"),
+        (True, r"n_data must be an int > 0.*got True"),
+    ],
+)
+def test_dpsgd_step_refuses_a_bad_data_set_size_and_changes_nothing(n_data, match):
+    dp = _dp()
+    state = _state(dp)
+    with pytest.raises(ValueError, match=match):
+        dp.step(ce, torch.randn(4, 3), torch.zeros(4, dtype=torch.long), n_data=n_data)
+    _unchanged(dp, state)
+
+
+@pytest.mark.parametrize("mode", ["vmap", "ghost"])
+def test_dpsgd_step_refuses_x_and_y_with_different_row_counts(mode):
+    dp = _dp(mode=mode)
+    state = _state(dp)
+    # 8 rows of x and 0 of y used to be taken for an empty Poisson batch
+    with pytest.raises(ValueError, match=r"x has 8 rows but y has 0: every input and the targets"):
+        dp.step(ce, torch.randn(8, 3), torch.zeros(0, dtype=torch.long), n_data=80)
+    with pytest.raises(ValueError, match=r"x has 3 rows but y has 4"):
+        dp.step(ce, torch.randn(3, 3), torch.zeros(4, dtype=torch.long))
+    _unchanged(dp, state)
+
+
+def test_tuple_inputs_are_checked_row_by_row():
+    model = TwoInputs().double()
+    u, v = torch.randn(5, 3, dtype=torch.float64), torch.randn(4, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"x\[1\] has 4 rows but y has 5"):
+        private_grad(
+            model,
+            ce,
+            (u, v),
+            torch.zeros(5, dtype=torch.long),
+            max_grad_norm=1.0,
+            noise_multiplier=0.0,
+        )
+
+
+def test_private_grad_refuses_the_same_bad_numbers():
+    model = nn.Linear(3, 2)
+    x, y = torch.randn(4, 3), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(ValueError, match="noise_multiplier must be a finite number >= 0.*got nan"):
+        private_grad(model, ce, x, y, max_grad_norm=1.0, noise_multiplier=float("nan"))
+    with pytest.raises(ValueError, match="max_grad_norm must be a finite number > 0.*got inf"):
+        private_grad(model, ce, x, y, max_grad_norm=float("inf"), noise_multiplier=1.0)
+    for d in (0, -4.0, float("nan")):
+        with pytest.raises(ValueError, match="denominator must be a finite number > 0"):
+            private_grad(model, ce, x, y, max_grad_norm=1.0, noise_multiplier=1.0, denominator=d)
+
+
+@pytest.mark.parametrize("mode", ["vmap", "ghost"])
+def test_non_finite_per_example_gradients_refuse_the_step(mode):
+    model = nn.Linear(3, 2)
+    dp = _dp(model, mode=mode)
+    state = _state(dp)
+    x = torch.randn(4, 3)
+    x[2, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"per-example gradients of examples \[2\] are not finite"):
+        dp.step(ce, x, torch.zeros(4, dtype=torch.long))
+    _unchanged(dp, state)
+
+
+@pytest.mark.parametrize("delta", [0.0, 1.0, float("nan")])
+def test_dpsgd_epsilon_refuses_a_bad_delta_even_before_any_step(delta):
+    dp = _dp()
+    with pytest.raises(ValueError, match=r"delta must be in \(0, 1\)"):
+        dp.epsilon(delta)
+
+
+def test_dpsgd_epsilon_after_one_step_of_large_noise_is_positive():
+    pytest.importorskip("opacus", reason="the privacy extra: pip install 'tying[privacy]'")
+    dp = _dp(noise_multiplier=10.0)
+    dp.step(ce, torch.randn(4, 3), torch.zeros(4, dtype=torch.long), n_data=40)
+    assert dp.epsilon(1e-5) > 0  # was -0.095
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("chunk_elements", [1, 200, 2**30], ids=["1-per-chunk", "uneven", "whole"])
+def test_chunked_clipped_sum_equals_clipping_the_whole_batch(case, chunk_elements, monkeypatch):
+    # The DP step makes per-example gradients a chunk of examples at a time (issue 19);
+    # the result must be the whole-batch one: Σ_b min(1, C/‖g_b‖) g_b over per-example loops.
+    import tying.train.dp as dp
+
+    name, model, loss_fn, x, y = case
+    want = loop_grads(model, loss_fn, x, y)
+    norms = per_example_norms(want)
+    c = clip_factors(norms, 0.3)
+    monkeypatch.setattr(dp, "CHUNK_ELEMENTS", chunk_elements)
+    got = private_grad(
+        model, loss_fn, x, y, max_grad_norm=0.3, noise_multiplier=0.0, denominator=1.0
+    )
+    torch.testing.assert_close(got.norms, norms, rtol=1e-6, atol=1e-12)
+    assert got.losses.shape == (len(y),)
+    for n, g in want.items():
+        torch.testing.assert_close(
+            got.grads[n], torch.tensordot(c, g, dims=1), rtol=1e-6, atol=1e-12
+        )
+
+
+def test_per_example_norms_equal_the_flattened_norm_without_a_squared_copy():
+    g = torch.Generator().manual_seed(0)
+    grads = {
+        "w": torch.randn(6, 5, 4, generator=g, dtype=torch.float64) * 1e3,
+        "b": torch.randn(6, 5, generator=g, dtype=torch.float64) * 1e-3,
+    }
+    flat = torch.cat([v.reshape(6, -1) for v in grads.values()], 1)
+    torch.testing.assert_close(per_example_norms(grads), flat.norm(dim=1), rtol=1e-12, atol=0)
+
+
+def test_private_grad_on_an_empty_batch_is_noise_only():
+    model = nn.Linear(3, 2)
+    pg = private_grad(
+        model,
+        ce,
+        torch.zeros(0, 3),
+        torch.zeros(0, dtype=torch.long),
+        max_grad_norm=1.0,
+        noise_multiplier=0.0,
+        denominator=4.0,
+    )
+    assert pg.norms.shape == (0,)
+    assert all(float(v.abs().max()) == 0.0 for v in pg.grads.values())
+
+
+@pytest.mark.parametrize("mode", ["vmap", "ghost"])
+def test_a_module_called_twice_keeps_its_parameters_after_per_example_gradients(mode):
+    # functional_call(tie_weights=True) swapped the twice-reached module twice and left
+    # the substituted (functorch) tensor in it: the model silently stopped training.
+    model, x = twice(), torch.randn(4, 5, dtype=torch.float64)
+    before = [id(p) for p in model[0].parameters()]
+    per_example_grads(model, mse, x, x)
+    private_grad(model, mse, x, x, max_grad_norm=1.0, noise_multiplier=0.0, mode=mode)
+    assert [id(p) for p in model[0].parameters()] == before
+    assert model[0].weight is model[2].weight
+    assert isinstance(model[0].weight, nn.Parameter) and model(x).requires_grad
+
+
+def test_hand_tie_across_two_modules_counts_both_uses():
+    torch.manual_seed(0)
+    emb = nn.Embedding(7, 4).double()
+    head = nn.Linear(4, 7, bias=False).double()
+    head.weight = emb.weight  # a hand tie: one Parameter in two modules
+    model = nn.Sequential(emb, head)
+    tok = torch.randint(0, 7, (3, 5), generator=torch.Generator().manual_seed(1))
+    got = per_example_grads(model, seq_ce, tok, tok)
+    assert list(got) == ["0.weight"]
+    torch.testing.assert_close(got["0.weight"], loop_grads(model, seq_ce, tok, tok)["0.weight"])
+    assert model[1].weight is model[0].weight and isinstance(model[0].weight, nn.Parameter)
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        ((100, 0.1, -3), r"steps must be an int >= 0, got -3"),  # used to yield nothing
+        ((100, 0.1, 2.5), r"steps must be an int >= 0, got 2.5"),
+        ((-5, 0.1, 3), r"n must be an int >= 0, got -5"),
+        ((100, float("nan"), 3), r"sample_rate must be in \(0, 1\]"),
+    ],
+)
+def test_poisson_batches_refuses_bad_sizes(args, match):
+    with pytest.raises(ValueError, match=match):
+        next(iter(poisson_batches(*args)))

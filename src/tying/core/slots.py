@@ -66,6 +66,18 @@ class Slot:
 
     def value(self, module: nn.Module) -> torch.Tensor:
         src = getattr(self.source_module, self.source_name)
+        # Opacus' GradSampleModule hooks modules by their own parameters and never sees this use (issue 15).
+        if (
+            not torch.compiler.is_compiling()
+            and hasattr(src, "_forward_counter")
+            and "_tying_grad_sample_hooked" not in module.__dict__
+        ):
+            raise TieError(
+                f"{self.paths[0] or type(module).__name__} reads {self.paths[1] or self.source_name} "
+                f"through a tie that Opacus' GradSampleModule cannot see, so its per-sample "
+                f"gradients would miss this use; wrap with tying.train.grad_sample_module(model) "
+                f"or train with tying.train.DPSGD"
+            )
         if (
             not isinstance(src, nn.Parameter)
             and self.source_name + "_orig" in self.source_module._parameters

@@ -7,6 +7,8 @@
 - :mod:`~tying.train.dp`, :mod:`~tying.train.ghost`, :mod:`~tying.train.accounting`:
   DP-SGD whose per-example gradients are those of the physical (tied) tensors, ghost
   clipping with the cross terms between uses, Opacus' accountants (claim D10).
+- :mod:`~tying.train.opacus_hooks`: Opacus' own ``GradSampleModule`` made to count every
+  use of a tied tensor (plain Opacus on a Plan-tied model is refused with a ``TieError``).
 - :mod:`~tying.train.drift`: Page-Hinkley and CUSUM detectors on a loss stream, with a
   callback that resets the optimizer (claim D9).
 """
@@ -25,6 +27,7 @@ from tying.train.drift import CUSUM, DriftMonitor, PageHinkley, reset_optimizer
 from tying.train.ghost import GhostClipping, GhostResult, ghost_norms
 from tying.train.meta import FastSlow
 from tying.train.multitask import MultiTaskNet, components, fit_multitask
+from tying.train.opacus_hooks import grad_sample_module
 
 __all__ = [
     "ACCOUNTANTS",
@@ -42,6 +45,7 @@ __all__ = [
     "epsilon",
     "fit_multitask",
     "ghost_norms",
+    "grad_sample_module",
     "naive_epsilon",
     "noise_for_epsilon",
     "per_example_grads",

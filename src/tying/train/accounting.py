@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import warnings
+
+import numpy as np
 
 # GDP is left out: Opacus marks it experimental and able to underestimate ε.
 ACCOUNTANTS = ("rdp", "prv")
@@ -39,16 +42,87 @@ def _opacus_accountant(name: str):
 
 
 def _check(sample_rate: float, noise_multiplier: float, steps: int, delta: float) -> None:
-    if not 0 < sample_rate <= 1:
+    if not 0 < sample_rate <= 1:  # NaN fails every comparison, so it lands here too
         raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
-    if not noise_multiplier > 0:
+    if not (noise_multiplier > 0 and math.isfinite(noise_multiplier)):
+        # σ = inf would hang inside Opacus' series for minutes; σ = NaN would answer NaN.
         raise ValueError(
-            f"noise_multiplier must be > 0 for a finite epsilon, got {noise_multiplier}"
+            f"noise_multiplier must be a finite number > 0 for a finite epsilon, "
+            f"got {noise_multiplier}"
         )
-    if not isinstance(steps, int) or steps < 0:
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
         raise ValueError(f"steps must be an int >= 0, got {steps!r}")
     if not 0 < delta < 1:
         raise ValueError(f"delta must be in (0, 1), got {delta}")
+
+
+# Opacus evaluates an integer order α with a sum of α + 1 binomial terms: exact in
+# float64 up to α ≈ 1029, where binom(α, α/2) overflows and the RDP comes back NaN.
+# Its fractional-order series cancels catastrophically at large α (RDP < 0 from
+# α ≈ 300 at σ = 30), so orders beyond Opacus' defaults are integers up to this cap.
+MAX_RDP_ORDER = 1024
+
+
+def _valid_rdp(sample_rate: float, noise_multiplier: float, steps: int, orders):
+    """``(orders, rdp)`` restricted to the orders whose RDP value can be trusted.
+
+    Rényi divergence is >= 0 and non-decreasing in the order, so a value that is
+    NaN, infinite, negative, or below a trusted value at a smaller order is a
+    numerical failure of the series, not a bound: it is left out. Leaving an order
+    out can only make ε larger (the minimum runs over fewer orders), never smaller.
+    """
+    from opacus.accountants.analysis.rdp import compute_rdp
+
+    kept_orders, kept_rdp, floor = [], [], 0.0
+    for alpha in orders:
+        try:
+            with np.errstate(all="ignore"):
+                value = float(
+                    compute_rdp(
+                        q=sample_rate,
+                        noise_multiplier=noise_multiplier,
+                        steps=steps,
+                        orders=[alpha],
+                    )[0]
+                )
+        except (ValueError, OverflowError, ZeroDivisionError):  # Opacus' _log_sub refuses
+            continue
+        if not math.isfinite(value) or value < floor:
+            continue
+        floor = value
+        kept_orders.append(alpha)
+        kept_rdp.append(value)
+    return kept_orders, kept_rdp
+
+
+def _rdp_epsilon(sample_rate: float, noise_multiplier: float, steps: int, delta: float):
+    from opacus.accountants import RDPAccountant
+    from opacus.accountants.analysis.rdp import get_privacy_spent
+
+    orders, values = _valid_rdp(
+        sample_rate, noise_multiplier, steps, list(RDPAccountant.DEFAULT_ALPHAS)
+    )
+    top = int(RDPAccountant.DEFAULT_ALPHAS[-1])
+    while True:
+        if not orders:  # pragma: no cover - every order failed: nothing to bound with
+            raise ValueError(
+                f"no RDP order gives a finite, valid value for sample_rate={sample_rate}, "
+                f"noise_multiplier={noise_multiplier}, steps={steps}; use accountant='prv'"
+            )
+        with warnings.catch_warnings():
+            # Opacus warns when the best order is at an end of the list: we widen below.
+            warnings.filterwarnings("ignore", message="Optimal order is the")
+            eps, best = get_privacy_spent(orders=orders, rdp=values, delta=delta)
+        if best < orders[-1] or top >= MAX_RDP_ORDER:
+            return float(eps)
+        # The best order is the largest one tried: try larger integer orders.
+        more = sorted({min(MAX_RDP_ORDER, round(top * 2 ** (k / 4))) for k in range(1, 9)})
+        top = more[-1]
+        more_orders, more_values = _valid_rdp(sample_rate, noise_multiplier, steps, more)
+        for alpha, value in zip(more_orders, more_values):
+            if value >= values[-1]:  # still non-decreasing across the two lists
+                orders.append(alpha)
+                values.append(value)
 
 
 def epsilon(
@@ -89,21 +163,16 @@ def epsilon(
     _check(sample_rate, noise_multiplier, steps, delta)
     if steps == 0:
         return 0.0
+    if accountant == "rdp":
+        _opacus_accountant("rdp")  # names the extra to install when Opacus is missing
+        return _rdp_epsilon(float(sample_rate), float(noise_multiplier), int(steps), delta)
     acc = _opacus_accountant(accountant)
     acc.history = [(float(noise_multiplier), float(sample_rate), int(steps))]
     with warnings.catch_warnings():
-        # Opacus warns when the best RDP order is at the end of its default list (the
-        # PRV accountant sizes its domain with RDP, so it warns too). Any set of orders
-        # gives a valid bound: for RDP we widen the list and take the best.
+        # The PRV accountant sizes its domain with Opacus' RDP at its default orders,
+        # which warns when the best is the largest; that only widens the domain.
         warnings.filterwarnings("ignore", message="Optimal order is the (largest|smallest) alpha")
-        if accountant != "rdp":
-            return float(acc.get_epsilon(delta=delta))
-        alphas = list(acc.DEFAULT_ALPHAS)
-        while True:
-            eps, best = acc.get_privacy_spent(delta=delta, alphas=alphas)
-            if best < alphas[-1] or alphas[-1] >= 2**14:
-                return float(eps)
-            alphas += [alphas[-1] * 2 ** (k / 4) for k in range(1, 9)]
+        return float(acc.get_epsilon(delta=delta))
 
 
 def naive_epsilon(
@@ -163,6 +232,12 @@ def noise_for_epsilon(
 ) -> float:
     """The smallest noise multiplier ``σ`` (to 0.1 %) that spends at most ``target_epsilon``.
 
+    The returned ``σ`` meets the budget under the accountant named **and** under
+    PRV (the tight one): ``epsilon(..., accountant=accountant) <= target_epsilon``
+    and ``epsilon(..., accountant="prv") <= target_epsilon``. PRV's figure is an
+    upper bound that carries Opacus' error margin (``eps_error=0.01``), so budgets
+    near 0.01 need much noise and budgets below it cannot be certified.
+
     Args:
         target_epsilon: the ε budget (> 0).
         delta, sample_rate, steps: as in :func:`epsilon`.
@@ -180,6 +255,8 @@ def noise_for_epsilon(
         >>> sigma = noise_for_epsilon(3.0, 1e-5, 0.01, 1000)
         >>> abs(epsilon(0.01, sigma, 1000, 1e-5) - 3.0) < 0.05
         True
+        >>> epsilon(0.01, sigma, 1000, 1e-5, accountant="prv") <= 3.0
+        True
     """
     if accountant not in ACCOUNTANTS:
         raise ValueError(f"accountant must be one of {ACCOUNTANTS}, got {accountant!r}")
@@ -188,22 +265,34 @@ def noise_for_epsilon(
     _check(sample_rate, 1.0, steps, delta)
     if steps == 0:
         raise ValueError("steps must be >= 1 to find a noise multiplier, got 0")
-    # Bisection on log σ over our `epsilon` (Opacus' own search warns at its first
-    # probe, σ = 10, where the best RDP order is beyond Opacus' default orders).
+
+    def within(sigma: float) -> bool:
+        # The named accountant first: when it already fails, PRV is not asked (and a
+        # small σ, whose PRV domain can be huge, is never handed to it).
+        for name in dict.fromkeys((accountant, "prv")):
+            if epsilon(sample_rate, sigma, steps, delta, accountant=name) > target_epsilon:
+                return False
+        return True
+
+    # Bisection on log σ; `hi` only ever holds a σ that meets the budget.
     lo, hi = 0.05, 1.0
-    while epsilon(sample_rate, hi, steps, delta, accountant=accountant) > target_epsilon:
+    while not within(hi):
         lo, hi = hi, hi * 2
         if hi > 1e4:
+            named = epsilon(sample_rate, 1e4, steps, delta, accountant=accountant)
+            prv = epsilon(sample_rate, 1e4, steps, delta, accountant="prv")
             raise ValueError(
-                f"no noise multiplier up to 1e4 reaches epsilon={target_epsilon} at delta={delta} "
-                f"in {steps} steps of rate {sample_rate}; raise the budget or lower the rate"
+                f"no noise multiplier up to 1e4 reaches epsilon={target_epsilon} at "
+                f"delta={delta} in {steps} steps of rate {sample_rate}: at sigma=1e4 "
+                f"{accountant!r} gives {named:.4g} and 'prv' (with its 0.01 error margin) "
+                f"gives {prv:.4g}; raise the budget or lower the rate"
             )
     for _ in range(40):
         mid = math.sqrt(lo * hi)
-        if epsilon(sample_rate, mid, steps, delta, accountant=accountant) > target_epsilon:
-            lo = mid
-        else:
+        if within(mid):
             hi = mid
+        else:
+            lo = mid
         if hi / lo < 1 + 1e-3:
             break
     return hi

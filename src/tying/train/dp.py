@@ -27,6 +27,8 @@ Poisson sampling (:func:`poisson_batches`) is what the accountants assume.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from collections.abc import Callable, Iterator
 
 import torch
@@ -37,6 +39,78 @@ from tying.train.ghost import GhostClipping
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 MODES = ("vmap", "ghost")
+
+
+def _real(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+def _check_noise_multiplier(value) -> None:
+    # NaN would add no noise at all (normal(0, nan) is refused by torch only sometimes,
+    # and a NaN σ compares False to 0), inf makes every parameter NaN: neither is DP.
+    v = _real("noise_multiplier", value)
+    if not (math.isfinite(v) and v >= 0):
+        raise ValueError(
+            f"noise_multiplier must be a finite number >= 0 (the noise std over the clipping "
+            f"bound), got {value}"
+        )
+
+
+def _check_max_grad_norm(value) -> None:
+    # inf: nothing is clipped and the noise σ·C is infinite, so every parameter turns NaN.
+    v = _real("max_grad_norm", value)
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(
+            f"max_grad_norm must be a finite number > 0 (the per-example clipping bound C), "
+            f"got {value}"
+        )
+
+
+def _check_sample_rate(value) -> None:
+    v = _real("sample_rate", value)
+    if not 0 < v <= 1:  # NaN fails the comparison too
+        raise ValueError(f"sample_rate must be in (0, 1] (batch size / data set size), got {value}")
+
+
+def _check_denominator(value) -> None:
+    v = _real("denominator", value)
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(
+            f"denominator must be a finite number > 0 (the expected batch size), got {value}"
+        )
+
+
+def _check_batch(x, y) -> None:
+    """x (a tensor or a tuple of tensors) and y must have the same number of rows."""
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"y must be a tensor with the batch first, got {type(y).__name__}")
+    if y.dim() == 0:
+        raise ValueError("y must have the batch as its first dimension, got a 0-d tensor")
+    xs = x if isinstance(x, tuple) else (x,)
+    for i, t in enumerate(xs):
+        where = "x" if not isinstance(x, tuple) else f"x[{i}]"
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(
+                f"{where} must be a tensor with the batch first, got {type(t).__name__}"
+            )
+        if t.dim() == 0 or t.shape[0] != y.shape[0]:
+            got = "a 0-d tensor" if t.dim() == 0 else f"{t.shape[0]} rows"
+            raise ValueError(
+                f"{where} has {got} but y has {y.shape[0]}: every input and the targets must "
+                f"hold the same examples, batch first"
+            )
+
+
+def _check_finite_norms(norms: torch.Tensor) -> None:
+    bad = (~torch.isfinite(norms)).nonzero().flatten()
+    if len(bad):
+        raise ValueError(
+            f"the per-example gradients of examples {bad[:5].tolist()} are not finite "
+            f"(norms {norms[bad[:5]].tolist()}): clipping cannot bound them, so the step is "
+            f"refused and the model left unchanged; check the loss and the inputs"
+        )
 
 
 def _check_no_batchnorm(model: nn.Module) -> None:
@@ -81,19 +155,88 @@ def per_example_grads(model: nn.Module, loss_fn: LossFn, x, y) -> dict[str, torc
     return _vmap_grads(model, loss_fn, x, y)[0]
 
 
-def _vmap_grads(model: nn.Module, loss_fn: LossFn, x, y):
+def _slots(model: nn.Module, kind: str, physical: dict[int, str]) -> dict[str, str]:
+    """``{path: physical name}`` with one path per distinct (module, attribute) pair.
+
+    ``functional_call(tie_weights=True)`` swaps every path of a tied tensor, and
+    swaps a module reached twice (``Sequential(lin, act, lin)``) twice: its restore
+    then leaves the substituted tensor in the model, so the model no longer trains
+    (found in issue 19's work). Listing each (module, attribute) once and calling
+    with ``tie_weights=False`` swaps everything exactly once.
+    """
+    out, seen = {}, set()
+    for path, mod in model.named_modules(remove_duplicate=False):
+        for name, t in getattr(mod, kind).items():
+            if t is None or id(t) not in physical or (id(mod), name) in seen:
+                continue
+            seen.add((id(mod), name))
+            out[f"{path}.{name}" if path else name] = physical[id(t)]
+    return out
+
+
+def _vmap_fn(model: nn.Module, loss_fn: LossFn):
+    """``(params, fn)``: ``fn(params, xs, y)`` gives every example's gradients and losses."""
     _check_no_batchnorm(model)
     params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
     buffers = {n: b.detach() for n, b in model.named_buffers()}
-    xs = x if isinstance(x, tuple) else (x,)
+    p_paths = _slots(
+        model, "_parameters", {id(p): n for n, p in model.named_parameters() if p.requires_grad}
+    )
+    b_paths = _slots(model, "_buffers", {id(b): n for n, b in model.named_buffers()})
+    bufs = {path: buffers[n] for path, n in b_paths.items()}
 
     def loss_one(p, xb, yb):
-        out = functional_call(model, (p, buffers), tuple(t.unsqueeze(0) for t in xb))
+        subst = {path: p[n] for path, n in p_paths.items()}  # every use reads the one tensor
+        subst.update(bufs)
+        out = functional_call(
+            model, subst, tuple(t.unsqueeze(0) for t in xb), tie_weights=False, strict=False
+        )
         loss = loss_fn(out, yb.unsqueeze(0)).sum()
         return loss, loss.detach()
 
     fn = vmap(grad(loss_one, has_aux=True), in_dims=(None, 0, 0), randomness="different")
+    return params, fn
+
+
+def _vmap_grads(model: nn.Module, loss_fn: LossFn, x, y):
+    params, fn = _vmap_fn(model, loss_fn)
+    xs = x if isinstance(x, tuple) else (x,)
     return fn(params, xs, y)  # ({name: (B, *shape)}, losses (B,))
+
+
+# The DP step makes per-example gradients of at most this many elements (floats) at a
+# time: 1 GiB in float32 whatever the batch size, where the whole batch at once holds B
+# copies of the model. Not smaller: on the MLP of issue 19 (B x 400k = 102M elements)
+# 4 chunks ran at 0.9-1.1x Opacus' speed with 2 threads, one chunk at 1.4-1.5x.
+CHUNK_ELEMENTS = 2**28
+
+
+def _vmap_clipped_sum(model: nn.Module, loss_fn: LossFn, x, y, max_grad_norm: float):
+    """Σ_b clip_C(g_b), per-example norms and losses, one chunk of examples at a time.
+
+    An example's clipping factor depends on its own gradient only, so each chunk is
+    clipped and summed as soon as its gradients exist; the result equals clipping
+    the whole batch at once (up to the order of the float additions).
+    """
+    params, fn = _vmap_fn(model, loss_fn)
+    xs = x if isinstance(x, tuple) else (x,)
+    B = y.shape[0]
+    size = sum(p.numel() for p in params.values())
+    chunk = max(1, min(B, CHUNK_ELEMENTS // max(size, 1)))
+    summed = {n: torch.zeros_like(p) for n, p in params.items()}
+    norms, losses = [], []
+    for start in range(0, B, chunk):
+        part = slice(start, start + chunk)
+        grads, loss = fn(params, tuple(t[part] for t in xs), y[part])
+        n_b = per_example_norms(grads)
+        c = clip_factors(n_b, max_grad_norm).to(next(iter(grads.values())).dtype)
+        for name, g in grads.items():
+            summed[name].add_(torch.tensordot(c, g, dims=1))  # Σ_b c_b g_b
+        norms.append(n_b)
+        losses.append(loss)
+    if not norms:  # an empty batch: nothing to clip
+        return PrivateGrad(summed, torch.zeros(0), torch.zeros(0))
+    return PrivateGrad(summed, torch.cat(norms), torch.cat(losses))
 
 
 def per_example_norms(grads: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -105,7 +248,11 @@ def per_example_norms(grads: dict[str, torch.Tensor]) -> torch.Tensor:
         >>> per_example_norms({"a": torch.tensor([[3.0], [0.0]]), "b": torch.tensor([[4.0], [1.0]])})
         tensor([5., 1.])
     """
-    sq = sum(g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads.values())
+    # vector_norm reduces in one pass; pow(2).sum(1) first wrote a squared copy of every
+    # per-example gradient (B copies of the model), which cost more than making them.
+    sq = sum(
+        torch.linalg.vector_norm(g.reshape(g.shape[0], -1), dim=1).square() for g in grads.values()
+    )
     return torch.as_tensor(sq).sqrt()
 
 
@@ -118,8 +265,7 @@ def clip_factors(norms: torch.Tensor, max_grad_norm: float) -> torch.Tensor:
         >>> clip_factors(torch.tensor([0.5, 4.0]), 1.0)
         tensor([1.0000, 0.2500])
     """
-    if not max_grad_norm > 0:
-        raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm}")
+    _check_max_grad_norm(max_grad_norm)
     return (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
 
 
@@ -165,8 +311,11 @@ def private_grad(
         A :class:`PrivateGrad`.
 
     Raises:
-        ValueError: unknown ``mode``, negative ``noise_multiplier``, non-positive
-            ``max_grad_norm``, or a model that ``mode`` cannot handle.
+        ValueError: unknown ``mode``; ``noise_multiplier`` negative or not finite;
+            ``max_grad_norm`` or ``denominator`` not a finite number > 0; ``x`` and
+            ``y`` with different numbers of rows; a per-example gradient that is not
+            finite; or a model that ``mode`` cannot handle.
+        TypeError: an argument of the wrong type.
 
     Example:
         >>> import torch
@@ -180,8 +329,11 @@ def private_grad(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if noise_multiplier < 0:
-        raise ValueError(f"noise_multiplier must be >= 0, got {noise_multiplier}")
+    _check_noise_multiplier(noise_multiplier)
+    _check_max_grad_norm(max_grad_norm)
+    if denominator is not None:
+        _check_denominator(denominator)
+    _check_batch(x, y)
     ghost = GhostClipping(model) if mode == "ghost" else None
     res = _clipped_sum(model, ghost, loss_fn, x, y, max_grad_norm)
     return _noisy(res, noise_multiplier, max_grad_norm, denominator, generator)
@@ -190,12 +342,24 @@ def private_grad(
 def _clipped_sum(model, ghost, loss_fn, x, y, max_grad_norm):
     if ghost is not None:
         res = ghost.clip(loss_fn, x, y, max_grad_norm)
+        _check_finite_norms(res.norms)
         return PrivateGrad(res.grads, res.norms, res.losses)
-    grads, losses = _vmap_grads(model, loss_fn, x, y)
-    norms = per_example_norms(grads)
-    c = clip_factors(norms, max_grad_norm)
-    summed = {n: torch.tensordot(c, g, dims=1) for n, g in grads.items()}  # Σ_b c_b g_b
-    return PrivateGrad(summed, norms, losses)
+    res = _vmap_clipped_sum(model, loss_fn, x, y, max_grad_norm)
+    _check_finite_norms(res.norms)  # before anything is applied: a refused step changes nothing
+    return res
+
+
+def _check_learning_rates(optimizer) -> None:
+    for i, group in enumerate(getattr(optimizer, "param_groups", [])):
+        lr = group.get("lr")
+        if lr is None:
+            continue
+        lr = float(lr)
+        if not (math.isfinite(lr) and lr >= 0):
+            raise ValueError(
+                f"optimizer.param_groups[{i}]['lr'] must be a finite number >= 0, got {lr}: "
+                f"a NaN rate makes every parameter NaN, a negative one ascends the loss"
+            )
 
 
 class DPSGD:
@@ -213,8 +377,11 @@ class DPSGD:
         generator: a ``torch.Generator`` for the noise.
 
     Raises:
-        ValueError: a ``sample_rate`` outside (0, 1], a negative ``noise_multiplier``,
-            a non-positive ``max_grad_norm``, or an unknown mode/accountant.
+        ValueError: a ``sample_rate`` outside (0, 1], a ``noise_multiplier`` that is
+            negative or not finite, a ``max_grad_norm`` that is not a finite number > 0,
+            an optimizer learning rate that is negative or not finite, or an unknown
+            mode/accountant. Nothing is changed by a refused call.
+        TypeError: an argument of the wrong type.
 
     Example:
         >>> import torch
@@ -244,16 +411,14 @@ class DPSGD:
     ):
         from tying.train.accounting import ACCOUNTANTS
 
-        if not 0 < sample_rate <= 1:
-            raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
+        _check_sample_rate(sample_rate)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if accountant not in ACCOUNTANTS:
             raise ValueError(f"accountant must be one of {ACCOUNTANTS}, got {accountant!r}")
-        if noise_multiplier < 0:
-            raise ValueError(f"noise_multiplier must be >= 0, got {noise_multiplier}")
-        if not max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm}")
+        _check_noise_multiplier(noise_multiplier)
+        _check_max_grad_norm(max_grad_norm)
+        _check_learning_rates(optimizer)
         self.model = model
         self.optimizer = optimizer
         self.noise_multiplier = noise_multiplier
@@ -274,8 +439,23 @@ class DPSGD:
             x, y: the batch (may be empty under Poisson sampling).
             n_data: the data set size; with ``sample_rate`` it gives the expected
                 batch size used as the averaging denominator (default: actual size).
+
+        Returns:
+            The :class:`PrivateGrad` that was applied.
+
+        Raises:
+            ValueError: ``x`` and ``y`` with different numbers of rows, ``n_data`` not an
+                int > 0, a learning rate that is negative or not finite, or a per-example
+                gradient that is not finite. A refused step changes nothing (parameters,
+                optimizer state, step count).
         """
-        denom = None if n_data is None else self.sample_rate * n_data
+        _check_batch(x, y)
+        if n_data is not None:
+            if isinstance(n_data, bool) or not isinstance(n_data, numbers.Integral) or n_data <= 0:
+                # 0 divides by zero (NaN parameters); a negative size turns descent into ascent.
+                raise ValueError(f"n_data must be an int > 0 (the data set size), got {n_data!r}")
+        _check_learning_rates(self.optimizer)
+        denom = None if n_data is None else self.sample_rate * int(n_data)
         if len(y) > 0:
             res = _clipped_sum(self.model, self._ghost, loss_fn, x, y, self.max_grad_norm)
         else:  # an empty Poisson batch still releases noise
@@ -296,6 +476,8 @@ class DPSGD:
         """ε spent so far at ``delta`` by the chosen accountant (see :func:`tying.train.epsilon`)."""
         from tying.train.accounting import epsilon
 
+        if not 0 < delta < 1:  # checked here too, so that 0 steps do not hide a bad delta
+            raise ValueError(f"delta must be in (0, 1), got {delta}")
         if self.steps == 0:
             return 0.0
         return epsilon(
@@ -305,8 +487,7 @@ class DPSGD:
 
 def _noisy(res: PrivateGrad, sigma: float, C: float, denom, generator) -> PrivateGrad:
     """Add ``N(0, σ²C²)`` to each summed gradient and divide by ``denom`` (default: batch size)."""
-    if sigma < 0:
-        raise ValueError(f"noise_multiplier must be >= 0, got {sigma}")
+    _check_noise_multiplier(sigma)
     B = res.norms.shape[0]
     d = float(denom) if denom is not None else float(max(B, 1))
     out = {}
@@ -337,7 +518,7 @@ def poisson_batches(
         1-D int64 index tensors (possibly empty).
 
     Raises:
-        ValueError: ``sample_rate`` outside (0, 1].
+        ValueError: ``sample_rate`` outside (0, 1]; ``n`` or ``steps`` not an int >= 0.
 
     Example:
         >>> import torch
@@ -346,8 +527,10 @@ def poisson_batches(
         >>> all(20 < s < 80 for s in sizes)
         True
     """
-    if not 0 < sample_rate <= 1:
-        raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
+    _check_sample_rate(sample_rate)
+    for name, value in (("n", n), ("steps", steps)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+            raise ValueError(f"{name} must be an int >= 0, got {value!r}")
     for _ in range(steps):
         mask = torch.rand(n, generator=generator) < sample_rate
         yield mask.nonzero().squeeze(1)

@@ -1,0 +1,212 @@
+"""Opacus' GradSampleModule on tying-tied models: every use counted, or refused."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import tying
+from tests.train.models import Albert, BagTied, EmbedFromLinear, TiedAE, TinyLM, ce, mse, seq_ce
+from tying.train import grad_sample_module, private_grad
+
+opacus = pytest.importorskip("opacus", reason="the privacy extra: pip install 'tying[privacy]'")
+
+# Opacus hooks every first layer (an embedding, a layer fed raw data) with a full
+# backward hook, and torch warns when no input of the hooked module needs a gradient.
+pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
+
+
+def T(g):  # per-example (B, m, n) -> (B, n, m)
+    return g.transpose(1, 2)
+
+
+# (name, model factory, loss, inputs, targets, {physical: [(untied param, map to physical)]})
+def _cases():
+    g = torch.Generator().manual_seed(3)
+    x6 = torch.randn(9, 6, generator=g, dtype=torch.float64)
+    y3 = torch.randint(0, 3, (9,), generator=g)
+    tok = torch.randint(0, 7, (5, 6), generator=g)
+    tgt = torch.randint(0, 7, (5, 6), generator=g)
+    same = lambda v: v  # noqa: E731
+    return [
+        (
+            "tiny_lm_same",
+            TinyLM,
+            seq_ce,
+            tok,
+            tgt,
+            {"embed.weight": [("embed.weight", same), ("lm_head.weight", same)]},
+        ),
+        (
+            "tied_ae_transposed",
+            TiedAE,
+            mse,
+            x6,
+            x6,
+            {"enc.weight": [("enc.weight", same), ("dec.weight", T)]},
+        ),
+        (
+            "albert_whole_modules",
+            Albert,
+            ce,
+            x6,
+            y3,
+            {
+                f"layers.0.{n}": [(f"layers.{i}.{n}", same) for i in range(3)]
+                for n in ("weight", "bias")
+            },
+        ),
+        (
+            "bag_tied_linear_reads_embedding",
+            BagTied,
+            ce,
+            tok,
+            tgt[:, 0] % 3,
+            {"embed.weight": [("embed.weight", same), ("bag.weight", T)]},
+        ),
+        (
+            "embedding_reads_linear_used_first",
+            EmbedFromLinear,
+            ce,
+            tok,
+            tgt[:, 0] % 3,
+            {"bag.weight": [("bag.weight", same), ("embed.weight", T)]},
+        ),
+    ]
+
+
+CASES = _cases()
+
+
+def _opacus_grad_samples(model, loss_fn, x, y):
+    gsm = opacus.GradSampleModule(model, loss_reduction="sum")
+    loss_fn(gsm(x), y).sum().backward()
+    out = {n: p.grad_sample for n, p in model.named_parameters()}
+    gsm._close()
+    return out
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_grad_samples_equal_opacus_on_the_untied_equivalent_model(case):
+    name, make, loss_fn, x, y, groups = case
+    model = make()
+    untied = copy.deepcopy(model)
+    tying.untie(untied)  # independent copies with the same values: Opacus' home ground
+    want_untied = _opacus_grad_samples(untied, loss_fn, x, y)
+
+    gsm = grad_sample_module(model, loss_reduction="sum")
+    loss_fn(gsm(x), y).sum().backward()
+    params = dict(model.named_parameters())
+    for pname, p in params.items():
+        uses = groups.get(pname, [(pname, lambda v: v)])
+        want = sum(f(want_untied[u]) for u, f in uses)
+        torch.testing.assert_close(p.grad_sample, want, rtol=1e-9, atol=1e-12)
+        # every use counted: the per-example gradients add up to the batch gradient
+        torch.testing.assert_close(p.grad_sample.sum(0), p.grad, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_opacus_clipped_gradient_equals_tying_train(case):
+    from opacus.optimizers import DPOptimizer
+
+    name, make, loss_fn, x, y, _ = case
+    model = make()
+    ours = private_grad(
+        model, loss_fn, x, y, max_grad_norm=0.05, noise_multiplier=0.0, denominator=1.0
+    )
+    gsm = grad_sample_module(model, loss_reduction="sum")
+    opt = DPOptimizer(
+        torch.optim.SGD(gsm.parameters(), lr=0.0),
+        noise_multiplier=0.0,
+        max_grad_norm=0.05,
+        expected_batch_size=len(y),
+        loss_reduction="sum",
+    )
+    loss_fn(gsm(x), y).sum().backward()
+    opt.pre_step()  # clip, sum, (zero) noise, no update
+    for pname, p in model.named_parameters():
+        torch.testing.assert_close(
+            p.grad, ours.grads[pname], rtol=1e-7, atol=1e-12
+        )  # "sum": no division
+
+
+def test_dp_training_with_opacus_keeps_the_tie_and_stays_right_after_steps():
+    from opacus.optimizers import DPOptimizer
+
+    model = TinyLM()
+    gsm = grad_sample_module(model)  # loss_reduction="mean", Opacus' default
+    opt = DPOptimizer(
+        torch.optim.SGD(gsm.parameters(), lr=0.5),
+        noise_multiplier=0.0,
+        max_grad_norm=1.0,
+        expected_batch_size=5,
+    )
+    tok = torch.randint(0, 7, (5, 6), generator=torch.Generator().manual_seed(0))
+    for _ in range(3):
+        opt.zero_grad(set_to_none=True)
+        seq_ce(gsm(tok), tok).mean().backward()
+        g = model.embed.weight.grad_sample
+        opt.step()
+    assert model.lm_head.weight is model.embed.weight
+    tying.verify(model)
+    # after the steps, Opacus' per-example gradients are still tying.train's (both uses)
+    ref = TinyLM()
+    ref.load_state_dict(model.state_dict())  # the trained weights, without Opacus' hooks
+    want = tying.train.per_example_grads(ref, seq_ce, tok, tok)[
+        "embed.weight"
+    ]  # Opacus undoes the mean
+    opt.zero_grad(set_to_none=True)
+    seq_ce(gsm(tok), tok).mean().backward()
+    torch.testing.assert_close(model.embed.weight.grad_sample, want, rtol=1e-9, atol=1e-12)
+    assert g.shape == want.shape
+
+
+@pytest.mark.parametrize("make", [TinyLM, TiedAE], ids=["same", "transposed"])
+def test_plain_opacus_on_a_plan_tied_model_is_refused(make):
+    model = make()
+    gsm = opacus.GradSampleModule(model)
+    x = torch.randint(0, 7, (2, 3)) if make is TinyLM else torch.randn(2, 6, dtype=torch.float64)
+    with pytest.raises(
+        tying.TieError,
+        match=r"(lm_head reads embed.weight|dec reads enc.weight) through a tie that Opacus' "
+        r"GradSampleModule cannot see.*tying.train.grad_sample_module\(model\)",
+    ):
+        gsm(x)
+    gsm._close()  # once Opacus lets go, the model works again
+    model(x)
+
+
+def test_unsupported_tied_module_is_refused_before_wrapping():
+    model = nn.Sequential(nn.Conv1d(2, 2, 3), nn.Conv1d(2, 2, 3))
+    tying.Plan([tying.share("1.weight", like="0.weight")]).apply(model)
+    with pytest.raises(tying.TieError, match=r"1.weight: .*nn.Linear .* only, got Conv1d.weight"):
+        grad_sample_module(model)
+    assert not hasattr(model[0].weight, "_forward_counter")  # not wrapped
+    model(torch.randn(1, 2, 8))
+
+
+def test_hand_tie_needs_no_help_and_gets_the_same_result():
+    plan_tied = TinyLM()
+    hand = TinyLM()
+    tying.untie(hand)
+    hand.lm_head.weight = hand.embed.weight  # one nn.Parameter in two modules
+    tok = torch.randint(0, 7, (4, 5), generator=torch.Generator().manual_seed(1))
+    want = _opacus_grad_samples(hand, seq_ce, tok, tok)["embed.weight"]
+    gsm = grad_sample_module(plan_tied, loss_reduction="sum")
+    seq_ce(gsm(tok), tok).sum().backward()
+    torch.testing.assert_close(plan_tied.embed.weight.grad_sample, want, rtol=1e-9, atol=1e-12)
+
+
+def test_bias_beside_a_tied_weight_is_sampled_without_a_deep_copy():
+    # TiedAE.dec owns its bias; Opacus' functorch fallback would deep-copy dec (and the
+    # encoder it reads) to the meta device. The registered sampler gives the bias exactly.
+    model = TiedAE()
+    x = torch.randn(4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    gsm = grad_sample_module(model, loss_reduction="sum")
+    mse(gsm(x), x).sum().backward()
+    want = tying.train.per_example_grads(TiedAE(), mse, x, x)["dec.bias"]
+    torch.testing.assert_close(model.dec.bias.grad_sample, want, rtol=1e-9, atol=1e-12)
+    _ = nn  # keep the import for the conv case above
