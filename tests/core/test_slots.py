@@ -199,3 +199,30 @@ def test_swapped_classes_report_a_module_that_exists_and_what_they_wrap():
     assert "torch.nn.modules.linear.Linear" in cls.__doc__ and "weight" in cls.__doc__
     assert isinstance(m.dec, nn.Linear) and cls.__mro__[1] is nn.Linear
     assert type(copy.deepcopy(m).dec) is cls and type(pickle.loads(pickle.dumps(m)).dec) is cls
+
+
+def test_a_tie_whose_source_module_was_swapped_out_is_refused_not_stale():
+    """Issue 15: a tool that replaces the source module (torch.ao's quantize_dynamic, an
+    adapter, plain assignment) must not leave the tied slot reading the old weight."""
+    import copy
+    import pickle
+    import warnings
+
+    def build():
+        m = nn.ModuleDict({"embed": nn.Linear(4, 4), "head": nn.Linear(4, 4)})
+        tying.Plan([tying.share("head.weight", like="embed.weight")]).apply(m)
+        return m
+
+    x = torch.randn(2, 4)
+    m = build()
+    for clone in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):  # copies keep their tie
+        clone["head"](x)
+        assert clone["head"].weight is clone["embed"].weight
+    m["embed"] = nn.Linear(4, 4)  # swapped out by assignment
+    with pytest.raises(tying.TieError, match=r"head reads embed\.weight, but the module .* replaced"):
+        m["head"](x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao's deprecation notices
+        q = torch.ao.quantization.quantize_dynamic(build(), {nn.Linear})
+    with pytest.raises(tying.TieError, match=r"replaced in the model \(by torch\.ao\."):
+        q["head"](x)

@@ -565,7 +565,12 @@ def _commit(model: nn.Module, inv: Inventory, changes: list[Change]) -> None:
                 if sname != f"{name}_physical":
                     roles[sname[len(name) + 1 :]] = sname
             paths = (info.module_path, ch.new.source)
-            install(mod, name, Slot(src_mod, src_name, ch.new.relation, info.shape, roles, paths))
+            anchor = None
+            if ch.new.source is not None and src.module_path:
+                parent, _, child = src.module_path.rpartition(".")
+                anchor = (inv.modules[parent], child)
+            slot = Slot(src_mod, src_name, ch.new.relation, info.shape, roles, paths, anchor)
+            install(mod, name, slot)
             declared[ch.path] = {"like": ch.new.source, "relation": ch.new.relation.spec()}
         for ch in by_hand:  # after the rest, so each source is in its final place
             info, src = inv.slots[ch.path], inv.slots[ch.new.source]

@@ -63,8 +63,26 @@ class Slot:
     # (target module path, source slot path) relative to the module the plan was
     # applied to; used to find the source's entry when a state dict is loaded.
     paths: tuple[str, str | None] = ("", None)
+    # (parent module, child name) under which the source module sat when the tie was
+    # made: a tool that swaps the source module out (torch.ao's quantize_dynamic, an
+    # adapter, ``model.embed = ...``) leaves this slot reading a stale copy, so a read
+    # checks the parent still holds it (one dict look-up) and refuses otherwise.
+    anchor: tuple[nn.Module, str] | None = dataclasses.field(default=None, repr=False)
 
     def value(self, module: nn.Module) -> torch.Tensor:
+        if self.anchor is not None and not torch.compiler.is_compiling():
+            parent, child = self.anchor
+            now = parent._modules.get(child)
+            if now is not self.source_module:
+                raise TieError(
+                    f"{self.paths[0] or type(module).__name__} reads "
+                    f"{self.paths[1] or self.source_name}, but the module that held it was "
+                    f"replaced in the model (by {type(now).__module__}.{type(now).__qualname__}: "
+                    f"a quantizer, an adapter or "
+                    f"an assignment swapped it out), so the tie would read a stale copy; apply "
+                    f"the tool through tying.interop (quantize_dynamic, get_peft_model), or "
+                    f"re-apply the plan to the new module"
+                )
         src = getattr(self.source_module, self.source_name)
         # Opacus' GradSampleModule hooks modules by their own parameters and never sees this use (issue 15).
         if (
