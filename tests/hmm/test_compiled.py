@@ -171,3 +171,51 @@ def test_property_compiled_equals_numpy_on_any_model(K, lengths, scale, seed):
     np.testing.assert_allclose(new.gamma, ref.gamma, rtol=1e-12, atol=1e-250)
     np.testing.assert_allclose(new.xi_sum, ref.xi_sum, rtol=1e-12, atol=1e-250)
     assert new.n_log_space == ref.n_log_space
+
+
+@needs_numba
+def test_strided_emissions_give_the_same_posteriors():
+    rng = np.random.default_rng(8)
+    start, A, log_b, batch = _model(rng, 4, [20, 3, 9])
+    wide = np.zeros((log_b.shape[0], 2 * log_b.shape[1]))
+    wide[:, ::2] = log_b  # a strided view, as a column slice of a bigger array is
+    a = fb.forward_backward(start, A, wide[:, ::2], batch)
+    b = fb.forward_backward(start, A, np.asfortranarray(log_b), batch)
+    c = fb.forward_backward(start, A, log_b, batch)
+    for name in FIELDS:
+        assert np.array_equal(getattr(a, name), getattr(c, name))
+        assert np.array_equal(getattr(b, name), getattr(c, name))
+
+
+@needs_numba
+def test_em_fit_with_compiled_kernels_follows_the_numpy_fit(monkeypatch):
+    from tying.hmm import GaussianHMM
+
+    rng = np.random.default_rng(9)
+    start, A, means, var = (
+        np.full(3, 1 / 3),
+        rng.dirichlet(np.ones(3) * 4, 3),
+        rng.normal(size=(3, 2)),
+        np.ones((3, 2)),
+    )
+    X = rng.normal(size=(300, 2)) + means[rng.integers(0, 3, 300)]
+    lengths = [100, 1, 150, 49]
+
+    def fit():
+        return GaussianHMM(
+            3,
+            "diag",
+            startprob_init=start,
+            transmat_init=A,
+            means_init=means,
+            covars_init=var,
+            n_iter=8,
+            tol=-np.inf,
+        ).fit(X, lengths)
+
+    fast = fit()
+    monkeypatch.setitem(compiled._STATE, "kernels", False)  # as if numba were missing
+    slow = fit()
+    np.testing.assert_allclose(fast.monitor_.history, slow.monitor_.history, rtol=1e-12)
+    np.testing.assert_allclose(fast.means_, slow.means_, rtol=1e-10)
+    np.testing.assert_allclose(fast.transmat_, slow.transmat_, rtol=1e-10)

@@ -1,15 +1,19 @@
 """Compiled (numba) kernels for the HMM recursions, and how many threads they use.
 
-The NumPy recursions in :mod:`tying.hmm.forward_backward` and
-:mod:`tying.hmm.pair_dp` loop over time steps (or anti-diagonals) in Python and
-vectorise over sequences; for a few hundred sequences of 8 states each step is
-a few microseconds of arithmetic under tens of microseconds of interpreter and
-NumPy call overhead. The kernels here run one sequence (one pair) at a time
-entirely in compiled code, so that overhead is gone, and each sequence writes
-only its own rows of the outputs: sequences can be spread over threads
-(``nogil`` kernels on a thread pool) and the per-sequence sums reduced
-afterwards in sequence order, so the results are bit-identical whatever the
-number of threads.
+The NumPy forward-backward in :mod:`tying.hmm.forward_backward` loops over
+time steps in Python and vectorises over sequences; for a few hundred
+sequences of 8 states each step is a few microseconds of arithmetic under
+tens of microseconds of interpreter and NumPy call overhead. The kernels here
+run one sequence at a time entirely in compiled code, so that overhead is
+gone, and each sequence writes only its own rows of the outputs: sequences
+are spread over threads (``nogil`` kernels on a thread pool) and the
+per-sequence sums reduced afterwards in sequence order, so the results are
+bit-identical whatever the number of threads.
+
+The pair HMM's anti-diagonal DP (:mod:`tying.hmm.pair_dp`) stays NumPy: its
+cost is four log-sum-exps per cell, which NumPy evaluates with SIMD over a
+whole anti-diagonal, and the same recursion compiled per cell measured 3x
+slower (``benchmarks/bench_hmm.py``, ``bench_pair_compiled``).
 
 numba is optional. Without it (or with ``TYING_DISABLE_NUMBA=1`` in the
 environment) every caller runs the NumPy code it had before, which gives the
