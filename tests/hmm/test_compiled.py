@@ -219,3 +219,20 @@ def test_em_fit_with_compiled_kernels_follows_the_numpy_fit(monkeypatch):
     np.testing.assert_allclose(fast.monitor_.history, slow.monitor_.history, rtol=1e-12)
     np.testing.assert_allclose(fast.means_, slow.means_, rtol=1e-10)
     np.testing.assert_allclose(fast.transmat_, slow.transmat_, rtol=1e-10)
+
+
+def test_kernels_that_cannot_be_built_fall_back_to_numpy(monkeypatch, caplog):
+    import sys
+
+    monkeypatch.delenv("TYING_DISABLE_NUMBA", raising=False)
+    monkeypatch.setitem(sys.modules, "tying.hmm._numba_kernels", None)  # import fails
+    monkeypatch.delattr(importlib.import_module("tying.hmm"), "_numba_kernels", raising=False)
+    monkeypatch.setitem(compiled._STATE, "kernels", None)
+    monkeypatch.setitem(compiled._STATE, "told", False)
+    start, A, log_b, batch = _model(np.random.default_rng(4), 3, [6, 2])
+    with caplog.at_level(logging.INFO, logger="tying.hmm.compiled"):
+        post = fb.forward_backward(start, A, log_b, batch)
+    ref = fb._forward_backward_numpy(start, A, log_b, batch)
+    assert np.array_equal(post.gamma, ref.gamma)
+    if "numba" in sys.modules:  # without numba the message names the missing package instead
+        assert any("NUMBA_CACHE_DIR" in r.getMessage() for r in caplog.records)

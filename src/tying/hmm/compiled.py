@@ -147,9 +147,19 @@ def _kernels():
                 _STATE["told"] = True
                 log.info("tying.hmm: %s; the HMM recursions run the NumPy code", reason)
         else:
-            from tying.hmm import _numba_kernels
-
-            _STATE["kernels"] = _numba_kernels
+            try:
+                from tying.hmm import _numba_kernels
+            except (ImportError, RuntimeError) as err:  # e.g. no writable cache directory
+                _STATE["kernels"] = False
+                if not _STATE["told"]:
+                    _STATE["told"] = True
+                    log.info(
+                        "tying.hmm: numba cannot build the kernels (%s); the HMM recursions "
+                        "run the NumPy code (set NUMBA_CACHE_DIR to a writable directory)",
+                        err,
+                    )
+            else:
+                _STATE["kernels"] = _numba_kernels
     return _STATE["kernels"] or None
 
 
