@@ -15,6 +15,17 @@
    per-step Python loop of the recursion (issue 19's numba work).
 4. Why NumPy and not PyTorch: the scaled forward recursion written in both.
 
+Issue 19 (compiled recursions, ``tying.hmm.compiled``):
+
+6. EM on diag, full and tied covariances vs hmmlearn "scaling" and "log"
+   (CPU time), with the log-likelihood history of every iteration compared.
+7. Where an EM iteration's time goes (recursion, emission density, M-step).
+8. The E-step alone: compiled vs the NumPy path and hmmlearn's C++ kernels.
+9. ``n_jobs=2`` vs ``n_jobs=1`` for the E-step and the whole EM (wall time,
+   three measurements; the load average is recorded with them).
+10. First-call compile cost, cold and from numba's on-disk cache.
+11. Why the pair DP stays NumPy: the same recursion compiled per cell.
+
 Everything runs single-threaded (threadpoolctl and torch.set_num_threads(1)).
 
     python -m benchmarks hmm

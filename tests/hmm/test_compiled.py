@@ -15,7 +15,8 @@ from tying.hmm import SequenceBatch, compiled
 fb = importlib.import_module("tying.hmm.forward_backward")  # the module, not the function
 
 needs_numba = pytest.mark.skipif(
-    not compiled.available(), reason="numba not installed: pip install 'tying[fast]'"
+    not compiled.available(),
+    reason="compiled kernels unavailable: numba not installed (pip install numba) or TYING_DISABLE_NUMBA set",
 )
 FIELDS = ("log_likelihood", "gamma", "xi_sum", "start")
 
