@@ -236,6 +236,34 @@ def bench_em_threads(rows, repeat=5):
     def e_step():
         forward_backward(start, A, log_b, batch)
 
+    def control():  # GIL-free work on 2 threads: how much a second core gives right now
+        import threading
+
+        x = np.random.default_rng(0).random((600, 600))
+        threads = [threading.Thread(target=lambda: [x @ x for _ in range(10)]) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    def control_serial():
+        x = np.random.default_rng(0).random((600, 600))
+        for _ in range(20):
+            x @ x
+
+    ratios = []
+    for _ in range(3):
+        t2, t1 = compare(control, control_serial, repeat=repeat, warmup=1)
+        ratios.append(t1 / t2)
+    rows.append(
+        {
+            "case": "control: 2 x 10 matmuls 600x600 on 2 threads vs 20 on 1 (wall)",
+            "anchor": "the machine's free parallelism at this moment",
+            "speedup": float(np.median(ratios)),
+            "speedup_spread": f"{min(ratios):.2f}-{max(ratios):.2f}",
+            "load_average_1min": os.getloadavg()[0],
+        }
+    )
     for name, fn in (("diag HMM EM, K=8, 200x500x4, 10 iter", em), ("forward_backward", e_step)):
         ratios = []
         for _ in range(3):  # three interleaved measurements: their spread is the noise
