@@ -106,6 +106,19 @@ def fb_scaled(startprob, transmat, b, m, r0, starts, lengths, lo, hi, gamma, ll,
 
 
 @numba.njit(**_JIT)
+def shift_rows(lb, b, m):
+    """``m[i] = max(lb[i])`` and ``b[i] = lb[i] - m[i]`` in one pass (NumPy then takes ``exp``)."""
+    K = lb.shape[1]
+    for i in range(lb.shape[0]):
+        mx = lb[i, 0]
+        for k in range(1, K):
+            mx = max(mx, lb[i, k])
+        m[i] = mx
+        for k in range(K):
+            b[i, k] = lb[i, k] - mx
+
+
+@numba.njit(**_JIT)
 def forward_scaled(startprob, transmat, logb, starts, lengths, lo, hi, ll):
     """Scaled forward pass only: ``ll[s]`` for sequences lo..hi-1 (non-finite: recompute)."""
     K = transmat.shape[0]

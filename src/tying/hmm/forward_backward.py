@@ -179,7 +179,7 @@ def forward_backward(
 
     def work(lo, hi):  # sequences lo..hi-1 are rows r0..r1-1 of X
         r0, r1 = starts[lo], starts[hi - 1] + lengths[hi - 1]
-        b, m = _shifted_exp(logb[r0:r1])
+        b, m = _shifted_exp(logb[r0:r1], kernels)
         kernels.fb_scaled(start, A, b, m, r0, starts, lengths, lo, hi, gamma, ll, xi_seq, bad)
 
     compiled.run_chunks(work, n_seq, n_jobs)
@@ -196,19 +196,18 @@ def forward_backward(
     )
 
 
-def _shifted_exp(lb):
+def _shifted_exp(lb, kernels):
     """``(exp(lb - m), m)`` with ``m`` the row maxima: emission probabilities / their max.
 
-    Vectorised NumPy on purpose (SIMD ``exp``; it also releases the GIL, so
-    chunks on different threads overlap). A row with no finite entry gives NaN,
-    which the kernel reports as a failed (log-space) sequence.
+    The maxima and the shift are one compiled pass; the ``exp`` is NumPy's,
+    vectorised (SIMD), which beats a compiled scalar ``exp``; both release the
+    GIL, so chunks on different threads overlap. A row with no finite entry
+    gives NaN, which the kernel reports as a failed (log-space) sequence.
     """
-    m = lb[:, 0].copy()
-    for k in range(1, lb.shape[1]):  # K strided maxima beat one reduction over a short axis
-        np.maximum(m, lb[:, k], out=m)
-    with np.errstate(invalid="ignore"):
-        b = lb - m[:, None]
-    np.exp(b, out=b)
+    b, m = np.empty_like(lb), np.empty(lb.shape[0])
+    kernels.shift_rows(lb, b, m)
+    with np.errstate(invalid="ignore"):  # NaN from -inf - -inf: flagged by the kernel
+        np.exp(b, out=b)
     return b, m
 
 
