@@ -163,7 +163,7 @@ def _kernels():
     return _STATE["kernels"] or None
 
 
-def chunks(n_items: int, n_jobs: int) -> list[tuple[int, int]]:
+def _chunks(n_items: int, n_jobs: int) -> list[tuple[int, int]]:
     """Contiguous ``[lo, hi)`` ranges of items, a few per thread for load balance."""
     if n_jobs <= 1 or n_items <= 1:
         return [(0, n_items)]
@@ -172,13 +172,13 @@ def chunks(n_items: int, n_jobs: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
 
 
-def run_chunks(fn, n_items: int, n_jobs: int) -> None:
-    """Call ``fn(lo, hi)`` over the ranges of :func:`chunks`, on ``n_jobs`` threads.
+def _run_chunks(fn, n_items: int, n_jobs: int) -> None:
+    """Call ``fn(lo, hi)`` over the ranges of :func:`_chunks`, on ``n_jobs`` threads.
 
     ``fn`` writes only the outputs of items ``lo..hi-1``, so the order in which
     chunks finish does not matter.
     """
-    ranges = chunks(n_items, n_jobs)
+    ranges = _chunks(n_items, n_jobs)
     if len(ranges) == 1:
         fn(*ranges[0])
         return

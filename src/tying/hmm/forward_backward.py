@@ -104,7 +104,7 @@ def forward_log_likelihood(
         return _forward_log_likelihood_numpy(startprob, transmat, log_emission, batch)
     start, A, logb = _as_f64(startprob, transmat, log_emission)
     ll = np.empty(batch.n_sequences)
-    compiled.run_chunks(
+    compiled._run_chunks(
         lambda lo, hi: kernels.forward_scaled(
             start, A, logb, batch.starts, batch.lengths, lo, hi, ll
         ),
@@ -182,7 +182,7 @@ def forward_backward(
         b, m = _shifted_exp(logb[r0:r1], kernels)
         kernels.fb_scaled(start, A, b, m, r0, starts, lengths, lo, hi, gamma, ll, xi_seq, bad)
 
-    compiled.run_chunks(work, n_seq, n_jobs)
+    compiled._run_chunks(work, n_seq, n_jobs)
     xi_sum = np.empty((K, K))
     kernels.sum_first_axis(xi_seq, xi_sum)
     bad = np.flatnonzero(bad)
