@@ -1,0 +1,187 @@
+"""Compiled (numba) kernels for the HMM recursions, and how many threads they use.
+
+The NumPy forward-backward in :mod:`tying.hmm.forward_backward` loops over
+time steps in Python and vectorises over sequences; for a few hundred
+sequences of 8 states each step is a few microseconds of arithmetic under
+tens of microseconds of interpreter and NumPy call overhead. The kernels here
+run one sequence at a time entirely in compiled code, so that overhead is
+gone, and each sequence writes only its own rows of the outputs: sequences
+are spread over threads (``nogil`` kernels on a thread pool) and the
+per-sequence sums reduced afterwards in sequence order, so the results are
+bit-identical whatever the number of threads.
+
+The pair HMM's anti-diagonal DP (:mod:`tying.hmm.pair_dp`) stays NumPy: its
+cost is four log-sum-exps per cell, which NumPy evaluates with SIMD over a
+whole anti-diagonal, and the same recursion compiled per cell measured 3x
+slower (``benchmarks/bench_hmm.py``, ``bench_pair_compiled``).
+
+numba is optional. Without it (or with ``TYING_DISABLE_NUMBA=1`` in the
+environment) every caller runs the NumPy code it had before, which gives the
+same results to 1e-12 relative; a single INFO log message says so.
+
+Example:
+    >>> from tying.hmm import compiled
+    >>> compiled.set_n_jobs(2)
+    >>> compiled.get_n_jobs()
+    2
+    >>> compiled.set_n_jobs(1)
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+
+import numpy as np
+
+__all__ = ["available", "get_n_jobs", "resolve_n_jobs", "set_n_jobs"]
+
+log = logging.getLogger(__name__)
+
+_STATE: dict = {"n_jobs": 1, "kernels": None, "told": False}
+
+
+def available() -> bool:
+    """Whether the compiled kernels can be used (numba importable and not disabled).
+
+    Returns:
+        True when numba imports and ``TYING_DISABLE_NUMBA`` is not set to a true value.
+
+    Example:
+        >>> isinstance(available(), bool)
+        True
+    """
+    return _kernels() is not None
+
+
+def set_n_jobs(n_jobs: int) -> None:
+    """Set the default number of threads the compiled recursions spread sequences over.
+
+    Results do not depend on it (per-sequence work is independent and sums are
+    reduced in sequence order). ``-1`` means every core this process may use.
+
+    Args:
+        n_jobs: a positive number of threads, or -1.
+
+    Raises:
+        ValueError: when ``n_jobs`` is 0, below -1 or not an integer.
+
+    Example:
+        >>> set_n_jobs(1)
+    """
+    _STATE["n_jobs"] = resolve_n_jobs(n_jobs)
+
+
+def get_n_jobs() -> int:
+    """The default number of threads (1 unless :func:`set_n_jobs` changed it).
+
+    Returns:
+        The positive thread count.
+
+    Example:
+        >>> get_n_jobs() >= 1
+        True
+    """
+    return _STATE["n_jobs"]
+
+
+def resolve_n_jobs(n_jobs: int | None) -> int:
+    """Validate an ``n_jobs`` argument; None means the module default.
+
+    Args:
+        n_jobs: a positive integer, -1 (all cores) or None.
+
+    Returns:
+        A positive thread count.
+
+    Raises:
+        ValueError: for 0, values below -1 and non-integers.
+
+    Example:
+        >>> resolve_n_jobs(None) == get_n_jobs()
+        True
+        >>> resolve_n_jobs(0)
+        Traceback (most recent call last):
+        ...
+        ValueError: n_jobs must be a positive number of threads or -1 (all cores), got 0; use n_jobs=1 for one thread
+    """
+    if n_jobs is None:
+        return _STATE["n_jobs"]
+    if (
+        isinstance(n_jobs, bool)
+        or not isinstance(n_jobs, int | np.integer)
+        or n_jobs == 0
+        or n_jobs < -1
+    ):
+        raise ValueError(
+            f"n_jobs must be a positive number of threads or -1 (all cores), got {n_jobs!r}; "
+            f"use n_jobs=1 for one thread"
+        )
+    if n_jobs == -1:
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not on Linux
+            return max(1, os.cpu_count() or 1)
+    return int(n_jobs)
+
+
+def _disabled_by_env() -> bool:
+    return os.environ.get("TYING_DISABLE_NUMBA", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _kernels():
+    """The compiled kernels (built on first use), or None when numba is unavailable."""
+    if _STATE["kernels"] is None:
+        reason = None
+        if _disabled_by_env():
+            reason = "TYING_DISABLE_NUMBA is set"
+        else:
+            try:
+                import numba  # noqa: F401
+            except ImportError:
+                reason = "numba is not installed (pip install 'tying[fast]')"
+        if reason is not None:
+            _STATE["kernels"] = False
+            if not _STATE["told"]:
+                _STATE["told"] = True
+                log.info("tying.hmm: %s; the HMM recursions run the NumPy code", reason)
+        else:
+            try:
+                from tying.hmm import _numba_kernels
+            except (ImportError, RuntimeError) as err:  # e.g. no writable cache directory
+                _STATE["kernels"] = False
+                if not _STATE["told"]:
+                    _STATE["told"] = True
+                    log.info(
+                        "tying.hmm: numba cannot build the kernels (%s); the HMM recursions "
+                        "run the NumPy code (set NUMBA_CACHE_DIR to a writable directory)",
+                        err,
+                    )
+            else:
+                _STATE["kernels"] = _numba_kernels
+    return _STATE["kernels"] or None
+
+
+def _chunks(n_items: int, n_jobs: int) -> list[tuple[int, int]]:
+    """Contiguous ``[lo, hi)`` ranges of items, a few per thread for load balance."""
+    if n_jobs <= 1 or n_items <= 1:
+        return [(0, n_items)]
+    n_chunks = min(n_items, 4 * n_jobs)
+    edges = np.linspace(0, n_items, n_chunks + 1).round().astype(np.int64)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+
+
+def _run_chunks(fn, n_items: int, n_jobs: int) -> None:
+    """Call ``fn(lo, hi)`` over the ranges of :func:`_chunks`, on ``n_jobs`` threads.
+
+    ``fn`` writes only the outputs of items ``lo..hi-1``, so the order in which
+    chunks finish does not matter.
+    """
+    ranges = _chunks(n_items, n_jobs)
+    if len(ranges) == 1:
+        fn(*ranges[0])
+        return
+    with concurrent.futures.ThreadPoolExecutor(max_workers=n_jobs) as pool:
+        for f in [pool.submit(fn, lo, hi) for lo, hi in ranges]:
+            f.result()  # re-raises a worker's exception here

@@ -1,0 +1,239 @@
+"""The compiled recursions equal the NumPy ones, whatever the thread count, with or without numba."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tying.hmm import SequenceBatch, compiled
+
+fb = importlib.import_module("tying.hmm.forward_backward")  # the module, not the function
+
+needs_numba = pytest.mark.skipif(
+    not compiled.available(),
+    reason="compiled kernels unavailable: numba not installed (pip install numba) or TYING_DISABLE_NUMBA set",
+)
+FIELDS = ("log_likelihood", "gamma", "xi_sum", "start")
+
+
+def _model(rng, K, lengths, *, scale=3.0):
+    start = rng.dirichlet(np.ones(K))
+    A = rng.dirichlet(np.ones(K), size=K)
+    log_b = rng.normal(scale=scale, size=(int(np.sum(lengths)), K))
+    return start, A, log_b, SequenceBatch.from_lengths(lengths)
+
+
+def _assert_close(new, ref, rtol=1e-12):
+    np.testing.assert_allclose(new.log_likelihood, ref.log_likelihood, rtol=rtol, atol=0)
+    # posteriors and counts are sums of positive terms: relative agreement,
+    # plus an absolute floor for entries that are themselves rounding noise
+    for name in ("gamma", "xi_sum", "start"):
+        np.testing.assert_allclose(getattr(new, name), getattr(ref, name), rtol=rtol, atol=1e-300)
+    assert new.n_log_space == ref.n_log_space
+
+
+def _underflowing(K):
+    """A model and batch where sequence 1 needs the log-space fallback (scaling gives 0)."""
+    start = np.zeros(K)
+    start[0] = 1.0
+    A = np.full((K, K), 1.0 / K)
+    if K > 1:
+        A[0] = 0.0
+        A[0, 0] = 1.0  # state 0 never leaves, so states 1.. are unreachable
+    log_b = np.zeros((9, K))
+    log_b[4, 0] = -2000.0  # sequence 1, step 1: the only reachable state emits exp(-2000)
+    return start, A, log_b, SequenceBatch.from_lengths([3, 4, 1, 1])
+
+
+@needs_numba
+@pytest.mark.parametrize("K", [1, 2, 8])
+def test_compiled_forward_backward_matches_numpy_reference(K):
+    rng = np.random.default_rng(K)
+    lengths = [1, 37, 5, 120, 1, 64, 2]
+    start, A, log_b, batch = _model(rng, K, lengths)
+    new = fb.forward_backward(start, A, log_b, batch)
+    ref = fb._forward_backward_numpy(start, A, log_b, batch)
+    _assert_close(new, ref)
+    ll = fb.forward_log_likelihood(start, A, log_b, batch)
+    np.testing.assert_allclose(ll, ref.log_likelihood, rtol=1e-12, atol=0)
+
+
+@needs_numba
+@pytest.mark.parametrize("K", [1, 3])
+def test_compiled_log_space_fallback_matches_numpy_reference(K):
+    start, A, log_b, batch = _underflowing(K)
+    ref = fb._forward_backward_numpy(start, A, log_b, batch)
+    new = fb.forward_backward(start, A, log_b, batch)
+    assert ref.n_log_space == (1 if K > 1 else 0)  # K=1 just scales by exp(-2000)
+    _assert_close(new, ref)
+    np.testing.assert_allclose(new.log_likelihood[1], -2000.0, rtol=1e-12)
+    ll = fb.forward_log_likelihood(start, A, log_b, batch)
+    np.testing.assert_allclose(ll, ref.log_likelihood, rtol=1e-12, atol=0)
+
+
+@needs_numba
+def test_compiled_impossible_sequence_gives_minus_inf_like_numpy():
+    start, A = np.array([1.0, 0.0]), np.array([[1.0, 0.0], [0.0, 1.0]])
+    log_b = np.array([[0.0, 0.0], [-np.inf, 0.0], [0.0, 0.0]])  # state 0 cannot emit step 1
+    batch = SequenceBatch.from_lengths([2, 1])
+    new, ref = (
+        fb.forward_backward(start, A, log_b, batch),
+        fb._forward_backward_numpy(start, A, log_b, batch),
+    )
+    assert new.log_likelihood[0] == -np.inf == ref.log_likelihood[0]
+    np.testing.assert_array_equal(new.xi_sum, ref.xi_sum)
+    np.testing.assert_array_equal(new.gamma, ref.gamma)  # NaN rows where p(x) = 0, as before
+
+
+@needs_numba
+@pytest.mark.parametrize("n_jobs", [2, 3, 7, -1])
+def test_thread_count_does_not_change_a_single_bit(n_jobs):
+    rng = np.random.default_rng(11)
+    lengths = rng.integers(1, 80, size=41)
+    start, A, log_b, batch = _model(rng, 5, lengths)
+    log_b[int(np.sum(lengths[:7])) + 1] = -3000.0  # one log-space sequence among them
+    log_b[int(np.sum(lengths[:7])) + 1, 0] = 0.0
+    one = fb.forward_backward(start, A, log_b, batch, n_jobs=1)
+    many = fb.forward_backward(start, A, log_b, batch, n_jobs=n_jobs)
+    for name in FIELDS:
+        assert np.array_equal(getattr(one, name), getattr(many, name)), name
+    assert np.array_equal(
+        fb.forward_log_likelihood(start, A, log_b, batch, n_jobs=1),
+        fb.forward_log_likelihood(start, A, log_b, batch, n_jobs=n_jobs),
+    )
+
+
+@needs_numba
+def test_module_default_n_jobs_is_used_and_restorable():
+    rng = np.random.default_rng(5)
+    start, A, log_b, batch = _model(rng, 4, [30] * 9)
+    one = fb.forward_backward(start, A, log_b, batch)
+    compiled.set_n_jobs(2)
+    try:
+        assert compiled.get_n_jobs() == 2
+        two = fb.forward_backward(start, A, log_b, batch)
+    finally:
+        compiled.set_n_jobs(1)
+    assert np.array_equal(one.gamma, two.gamma) and np.array_equal(one.xi_sum, two.xi_sum)
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True, "2"])
+def test_bad_n_jobs_is_refused_and_default_unchanged(bad):
+    start, A, log_b, batch = _model(np.random.default_rng(0), 2, [3])
+    with pytest.raises(ValueError, match=r"n_jobs must be a positive number of threads or -1"):
+        fb.forward_backward(start, A, log_b, batch, n_jobs=bad)
+    with pytest.raises(ValueError, match=r"got .*; use n_jobs=1 for one thread"):
+        compiled.set_n_jobs(bad)
+    assert compiled.get_n_jobs() == 1
+
+
+def test_without_numba_the_numpy_path_runs_and_says_so_once(monkeypatch, caplog):
+    monkeypatch.setenv("TYING_DISABLE_NUMBA", "1")
+    monkeypatch.setitem(compiled._STATE, "kernels", None)
+    monkeypatch.setitem(compiled._STATE, "told", False)
+    rng = np.random.default_rng(2)
+    start, A, log_b, batch = _model(rng, 3, [10, 1, 4])
+    with caplog.at_level(logging.INFO, logger="tying.hmm.compiled"):
+        post = fb.forward_backward(start, A, log_b, batch, n_jobs=2)
+        ll = fb.forward_log_likelihood(start, A, log_b, batch)
+    assert not compiled.available()
+    ref = fb._forward_backward_numpy(start, A, log_b, batch)
+    for name in FIELDS:  # the very same code: equal to the bit
+        assert np.array_equal(getattr(post, name), getattr(ref, name)), name
+    assert np.array_equal(ll, ref.log_likelihood)
+    told = [r for r in caplog.records if "NumPy code" in r.getMessage()]
+    assert len(told) == 1 and "TYING_DISABLE_NUMBA" in told[0].getMessage()
+
+
+@needs_numba
+@settings(max_examples=40, deadline=None)
+@given(
+    K=st.integers(1, 6),
+    lengths=st.lists(st.integers(1, 25), min_size=1, max_size=6),
+    scale=st.sampled_from([0.1, 3.0, 300.0]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_property_compiled_equals_numpy_on_any_model(K, lengths, scale, seed):
+    rng = np.random.default_rng(seed)
+    start, A, log_b, batch = _model(rng, K, lengths, scale=scale)
+    if rng.random() < 0.3:  # zeros in the transition matrix, as left-right models have
+        A = A * (rng.random((K, K)) < 0.6)
+        A[np.arange(K), np.arange(K)] += 0.1
+        A /= A.sum(1, keepdims=True)
+    new = fb.forward_backward(start, A, log_b, batch, n_jobs=2)
+    ref = fb._forward_backward_numpy(start, A, log_b, batch)
+    # atol only below 1e-250: entries that small are products near underflow
+    np.testing.assert_allclose(new.log_likelihood, ref.log_likelihood, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(new.gamma, ref.gamma, rtol=1e-12, atol=1e-250)
+    np.testing.assert_allclose(new.xi_sum, ref.xi_sum, rtol=1e-12, atol=1e-250)
+    assert new.n_log_space == ref.n_log_space
+
+
+@needs_numba
+def test_strided_emissions_give_the_same_posteriors():
+    rng = np.random.default_rng(8)
+    start, A, log_b, batch = _model(rng, 4, [20, 3, 9])
+    wide = np.zeros((log_b.shape[0], 2 * log_b.shape[1]))
+    wide[:, ::2] = log_b  # a strided view, as a column slice of a bigger array is
+    a = fb.forward_backward(start, A, wide[:, ::2], batch)
+    b = fb.forward_backward(start, A, np.asfortranarray(log_b), batch)
+    c = fb.forward_backward(start, A, log_b, batch)
+    for name in FIELDS:
+        assert np.array_equal(getattr(a, name), getattr(c, name))
+        assert np.array_equal(getattr(b, name), getattr(c, name))
+
+
+@needs_numba
+def test_em_fit_with_compiled_kernels_follows_the_numpy_fit(monkeypatch):
+    from tying.hmm import GaussianHMM
+
+    rng = np.random.default_rng(9)
+    start, A, means, var = (
+        np.full(3, 1 / 3),
+        rng.dirichlet(np.ones(3) * 4, 3),
+        rng.normal(size=(3, 2)),
+        np.ones((3, 2)),
+    )
+    X = rng.normal(size=(300, 2)) + means[rng.integers(0, 3, 300)]
+    lengths = [100, 1, 150, 49]
+
+    def fit():
+        return GaussianHMM(
+            3,
+            "diag",
+            startprob_init=start,
+            transmat_init=A,
+            means_init=means,
+            covars_init=var,
+            n_iter=8,
+            tol=-np.inf,
+        ).fit(X, lengths)
+
+    fast = fit()
+    monkeypatch.setitem(compiled._STATE, "kernels", False)  # as if numba were missing
+    slow = fit()
+    np.testing.assert_allclose(fast.monitor_.history, slow.monitor_.history, rtol=1e-12)
+    np.testing.assert_allclose(fast.means_, slow.means_, rtol=1e-10)
+    np.testing.assert_allclose(fast.transmat_, slow.transmat_, rtol=1e-10)
+
+
+def test_kernels_that_cannot_be_built_fall_back_to_numpy(monkeypatch, caplog):
+    import sys
+
+    monkeypatch.delenv("TYING_DISABLE_NUMBA", raising=False)
+    monkeypatch.setitem(sys.modules, "tying.hmm._numba_kernels", None)  # import fails
+    monkeypatch.delattr(importlib.import_module("tying.hmm"), "_numba_kernels", raising=False)
+    monkeypatch.setitem(compiled._STATE, "kernels", None)
+    monkeypatch.setitem(compiled._STATE, "told", False)
+    start, A, log_b, batch = _model(np.random.default_rng(4), 3, [6, 2])
+    with caplog.at_level(logging.INFO, logger="tying.hmm.compiled"):
+        post = fb.forward_backward(start, A, log_b, batch)
+    ref = fb._forward_backward_numpy(start, A, log_b, batch)
+    assert np.array_equal(post.gamma, ref.gamma)
+    if "numba" in sys.modules:  # without numba the message names the missing package instead
+        assert any("NUMBA_CACHE_DIR" in r.getMessage() for r in caplog.records)
