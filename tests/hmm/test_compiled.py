@@ -237,3 +237,19 @@ def test_kernels_that_cannot_be_built_fall_back_to_numpy(monkeypatch, caplog):
     assert np.array_equal(post.gamma, ref.gamma)
     if "numba" in sys.modules:  # without numba the message names the missing package instead
         assert any("NUMBA_CACHE_DIR" in r.getMessage() for r in caplog.records)
+
+
+def test_estimator_n_jobs_gives_bit_identical_fits():
+    """The estimators pass n_jobs to the compiled recursion; the count never changes a result."""
+    from tying.hmm import GaussianHMM
+
+    rng = np.random.default_rng(3)
+    lengths = [40, 7, 25, 1, 33]
+    X = rng.normal(size=(sum(lengths), 2)) + np.repeat(rng.integers(0, 3, sum(lengths)), 2).reshape(
+        -1, 2
+    )
+    fits = [GaussianHMM(3, n_iter=5, random_state=0, n_jobs=n).fit(X, lengths) for n in (1, 2, -1)]
+    for other in fits[1:]:
+        assert other.history_ == fits[0].history_
+        assert np.array_equal(other.means_, fits[0].means_)
+        assert other.score(X, lengths) == fits[0].score(X, lengths)

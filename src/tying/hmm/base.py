@@ -98,6 +98,9 @@ class BaseHMM:
         n_init: restarts from different random starts; the best is kept.
         random_state: seed or ``numpy.random.Generator``.
         n_threads: BLAS threads while fitting/scoring (None leaves them alone).
+        n_jobs: threads the compiled forward-backward spreads sequences over
+            (None: ``tying.hmm.compiled.get_n_jobs()``, 1 unless set; -1: every
+            core). Results are bit-identical for any count.
         startprob_prior, transmat_prior: Dirichlet concentrations of hmmlearn's
             MAP M-step (None: 1.0, plain maximum likelihood).
         algorithm: default decoder, ``"viterbi"`` or ``"map"``.
@@ -131,6 +134,7 @@ class BaseHMM:
         n_init: int = 1,
         random_state: int | np.random.Generator | None = None,
         n_threads: int | None = 1,
+        n_jobs: int | None = None,
         startprob_prior=None,
         transmat_prior=None,
         algorithm: str = "viterbi",
@@ -148,6 +152,7 @@ class BaseHMM:
         self.n_init = n_init
         self.random_state = random_state
         self.n_threads = n_threads
+        self.n_jobs = n_jobs
         self.startprob_prior = startprob_prior
         self.transmat_prior = transmat_prior
         self.algorithm = algorithm
@@ -385,7 +390,9 @@ class BaseHMM:
     def _em(self, X, batch, monitor: ConvergenceMonitor) -> None:
         for it in range(monitor.n_iter):
             log_b = self._log_emission(X)
-            post = forward_backward(self._startprob, self.transmat_, log_b, batch)
+            post = forward_backward(
+                self._startprob, self.transmat_, log_b, batch, n_jobs=self.n_jobs
+            )
             if not np.all(np.isfinite(post.log_likelihood)):
                 s = int(np.flatnonzero(~np.isfinite(post.log_likelihood))[0])
                 raise ValueError(
@@ -464,7 +471,7 @@ class BaseHMM:
         with _threads(self.n_threads):
             X, batch = self._prepare(X, lengths)
             return forward_log_likelihood(
-                self._startprob, self.transmat_, self._log_emission(X), batch
+                self._startprob, self.transmat_, self._log_emission(X), batch, n_jobs=self.n_jobs
             )
 
     def score_samples(self, X, lengths=None) -> tuple[float, np.ndarray]:
@@ -492,7 +499,13 @@ class BaseHMM:
         self._check_fitted()
         with _threads(self.n_threads):
             X, batch = self._prepare(X, lengths)
-            post = forward_backward(self._startprob, self.transmat_, self._log_emission(X), batch)
+            post = forward_backward(
+                self._startprob,
+                self.transmat_,
+                self._log_emission(X),
+                batch,
+                n_jobs=self.n_jobs,
+            )
         return float(post.log_likelihood.sum()), post.gamma
 
     def emission_log_prob(self, X, lengths=None) -> np.ndarray:
