@@ -141,6 +141,11 @@ class HashedEmbedding(nn.Module):
                 f"{name}: buckets must be below 2**31-1 = {P:,} (the hash's range) in "
                 f"mode={mode!r}, got {B:,}; use fewer buckets or mode='qr'"
             )
+        if mode == "entry" and B > V * D:
+            raise ValueError(
+                f"{name}: buckets={B:,} is more than the table's {V:,} × {D} = {V * D:,} "
+                f"entries, so some buckets would never be read; use buckets <= {V * D:,}"
+            )
         if mode == "block":
             Z = _default_block(D) if block is None else _positive_int("block", block)
             if D % Z:
