@@ -219,7 +219,9 @@ def test_a_tie_whose_source_module_was_swapped_out_is_refused_not_stale():
         clone["head"](x)
         assert clone["head"].weight is clone["embed"].weight
     m["embed"] = nn.Linear(4, 4)  # swapped out by assignment
-    with pytest.raises(tying.TieError, match=r"head reads embed\.weight, but the module .* replaced"):
+    with pytest.raises(
+        tying.TieError, match=r"head reads embed\.weight, but the module .* replaced"
+    ):
         m["head"](x)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao's deprecation notices

@@ -309,7 +309,6 @@ def test_resize_refuses_a_bad_size_naming_it(bad):
 # -- core enablers: hand ties first-class, no-op assignment, real class names ------------
 
 
-
 def test_hf_tie_weights_on_a_plan_tied_model_whose_config_says_tied_is_a_no_op():
     model = M.gpt2(tie_word_embeddings=True)
     M.GPT2_PLAN.apply(model)
