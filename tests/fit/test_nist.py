@@ -53,31 +53,18 @@ def _ours(problems, backend, monkeypatch=None):
 
 
 def _lmfit(problems):
-    lmfit = pytest.importorskip("lmfit")
+    pytest.importorskip("lmfit")
     rows = {}
     for p in problems:
-        model = p.model("numpy")
         for start in (1, 2):
-            params = lmfit.Parameters()
-            for name, value in p.init(start).items():
-                params.add(name, value=value)
-
-            def residual(params, model=model, p=p):
-                return model(p.x, **params.valuesdict()) - p.y
-
-            with warnings.catch_warnings(), np.errstate(all="ignore"):
-                warnings.simplefilter("ignore")
-                try:
-                    out = lmfit.minimize(residual, params)  # lmfit's default: leastsq
-                except ValueError as err:  # lmfit refuses a step where the model is NaN
-                    rows[p.name, start] = (False, 0.0, 0.0, str(err))
-                    continue
-            values = [out.params[n].value for n in p.param_names]
-            errors = [out.params[n].stderr or np.nan for n in p.param_names]
+            out, value_lre, stderr_lre = nist.fit_lmfit(p, start)
+            if out is None:
+                rows[p.name, start] = (False, 0.0, 0.0, "lmfit refused a NaN model value")
+                continue
             rows[p.name, start] = (
                 bool(out.success),
-                float(nist.lre(values, p.certified).min()),
-                float(nist.lre(errors, p.certified_stderr).min()),
+                float(value_lre.min()),
+                float(stderr_lre.min()),
                 out.message,
             )
     return rows

@@ -294,6 +294,46 @@ def fit(problem: Problem, start: int, backend: str = "numpy", **kwargs: Any):
     return result, lre(values, problem.certified), lre(errors, problem.certified_stderr)
 
 
+def fit_lmfit(problem: Problem, start: int, model: Any = None):
+    """The same fit with lmfit's default (``leastsq``): the anchor of the NIST comparison.
+
+    Args:
+        problem: the :class:`Problem`.
+        start: 1 or 2.
+        model: the NumPy model to use (default ``problem.model("numpy")``; pass one
+            built once when timing many fits).
+
+    Returns:
+        ``(result, value_lre, stderr_lre)`` as :func:`fit` does, with lmfit's
+        ``MinimizerResult``; ``(None, 0, 0)`` when lmfit refuses a step where the
+        model is NaN (a failed case).
+
+    Raises:
+        ImportError: when lmfit is not installed.
+    """
+    import warnings
+
+    import lmfit
+
+    model = problem.model("numpy") if model is None else model
+    params = lmfit.Parameters()
+    for name, value in problem.init(start).items():
+        params.add(name, value=value)
+
+    def residual(params):
+        return model(problem.x, **params.valuesdict()) - problem.y
+
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        try:
+            out = lmfit.minimize(residual, params)
+        except ValueError:  # lmfit refuses a step where the model is NaN
+            return None, 0.0, 0.0
+    values = [out.params[n].value for n in problem.param_names]
+    errors = [out.params[n].stderr or np.nan for n in problem.param_names]
+    return out, lre(values, problem.certified), lre(errors, problem.certified_stderr)
+
+
 def lre(estimate: Any, certified: Any) -> np.ndarray | float:
     """Log relative error ``-log10(|estimate - certified| / |certified|)``, capped at 15.
 

@@ -228,17 +228,18 @@ class _GroupConvBase(nn.Module):
 
     def __init__(
         self,
-        in_channels,
-        out_channels,
-        kernel_size,
-        group,
-        padding,
-        bias,
-        tied,
-        device,
-        dtype,
-        probe=False,
-    ):
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        *,
+        group: str = "C4",
+        padding: int | str = "same",
+        bias: bool = True,
+        tied: bool = True,
+        device=None,
+        dtype=None,
+        _probe: bool = False,
+    ) -> None:
         super().__init__()
         names = _check_group(group)
         self.padding = _check_args(in_channels, out_channels, kernel_size, padding)
@@ -262,7 +263,7 @@ class _GroupConvBase(nn.Module):
         self.reset_parameters()
         if self.tied:
             Plan(self._rules()).apply(self)
-            if not probe:  # found once, here, so torch.compile never traces the search
+            if not _probe:  # found once, here, so torch.compile never traces the search
                 self._gather_index()
 
     # -- what subclasses define -------------------------------------------------------
@@ -430,33 +431,6 @@ class LiftingConv2d(_GroupConvBase):
 
     in_orientations = 1
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        *,
-        group: str = "C4",
-        padding: int | str = "same",
-        bias: bool = True,
-        tied: bool = True,
-        device=None,
-        dtype=None,
-        _probe: bool = False,
-    ) -> None:
-        super().__init__(
-            in_channels,
-            out_channels,
-            kernel_size,
-            group,
-            padding,
-            bias,
-            tied,
-            device,
-            dtype,
-            _probe,
-        )
-
     def _block_keys(self) -> list[str]:
         return list(self.elements)
 
@@ -521,33 +495,6 @@ class GroupConv2d(_GroupConvBase):
         >>> c = tying.count(layer); (c.logical, c.physical, c.ratio)
         (3480, 870, 4.0)
     """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        *,
-        group: str = "C4",
-        padding: int | str = "same",
-        bias: bool = True,
-        tied: bool = True,
-        device=None,
-        dtype=None,
-        _probe: bool = False,
-    ) -> None:
-        super().__init__(
-            in_channels,
-            out_channels,
-            kernel_size,
-            group,
-            padding,
-            bias,
-            tied,
-            device,
-            dtype,
-            _probe,
-        )
 
     @property
     def in_orientations(self) -> int:
