@@ -253,3 +253,26 @@ def test_estimator_n_jobs_gives_bit_identical_fits():
         assert other.history_ == fits[0].history_
         assert np.array_equal(other.means_, fits[0].means_)
         assert other.score(X, lengths) == fits[0].score(X, lengths)
+
+
+@pytest.mark.parametrize("path", ["compiled", "numpy"])
+def test_a_subnormal_scaling_factor_is_recomputed_in_log_space(path, monkeypatch):
+    """Found by the property test: a reachable state that emits e^-740 times the best
+    (unreachable) one gives a subnormal scaling factor whose inverse overflows; the
+    posteriors came out NaN/inf (or raised). Such a sequence is recomputed exactly."""
+    from tying.hmm.sequences import SequenceBatch
+
+    if path == "numpy":
+        monkeypatch.setenv("TYING_DISABLE_NUMBA", "1")
+    elif not compiled.available():
+        pytest.skip("numba is not installed")
+    start, A = np.array([1.0, 0.0]), np.eye(2)  # state 1 is never reachable
+    log_b = np.tile([-740.0, 0.0], (3, 1))  # ... but it is the best emitter
+    batch = SequenceBatch.from_lengths([3, 1])
+    log_b = np.vstack([log_b, [[0.0, -1.0]]])
+    post = fb.forward_backward(start, A, log_b, batch)
+    assert post.n_log_space == 1
+    np.testing.assert_allclose(post.log_likelihood, [-2220.0, 0.0], rtol=1e-12)
+    np.testing.assert_allclose(post.gamma, [[1, 0]] * 4, atol=1e-12)
+    ll = fb.forward_log_likelihood(start, A, log_b, batch)
+    np.testing.assert_allclose(ll, [-2220.0, 0.0], rtol=1e-12)

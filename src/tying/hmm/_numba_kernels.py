@@ -12,6 +12,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from tying.hmm.forward_backward import TINY  # the same threshold on both paths
+
 _JIT = {
     "nogil": True,
     "cache": True,
@@ -49,6 +51,7 @@ def fb_scaled(startprob, transmat, b, m, r0, starts, lengths, lo, hi, gamma, ll,
         o, L = starts[s], lengths[s]
         ob = o - r0  # the sequence's first row in b and m
         log_c = 0.0
+        min_c = 1.0
         m_sum = 0.0
         for t in range(L):
             m_sum += m[ob + t]
@@ -68,9 +71,12 @@ def fb_scaled(startprob, transmat, b, m, r0, starts, lengths, lo, hi, gamma, ll,
                 alpha[t, k] /= c
             inv_c[t] = 1.0 / c
             log_c += np.log(c)
+            min_c = min(min_c, c)
         total = log_c + m_sum
         ll[s] = total
-        if not np.isfinite(total):
+        # a factor below TINY has lost precision (subnormal) and its inverse overflows:
+        # recompute the sequence in log space, as for one that underflowed completely
+        if not np.isfinite(total) or min_c < TINY:
             bad[s] = True
             for t in range(L):
                 for k in range(K):
@@ -129,6 +135,7 @@ def forward_scaled(startprob, transmat, logb, starts, lengths, lo, hi, ll):
     for s in range(lo, hi):
         o, L = starts[s], lengths[s]
         log_c = 0.0
+        min_c = 1.0
         m_sum = 0.0
         for t in range(L):
             row = logb[o + t]
@@ -153,7 +160,9 @@ def forward_scaled(startprob, transmat, logb, starts, lengths, lo, hi, ll):
             for k in range(K):
                 alpha[k] = nxt[k] / c
             log_c += np.log(c)
-        ll[s] = log_c + m_sum
+            min_c = min(min_c, c)
+        # a subnormal factor has lost precision: NaN asks the caller for log space
+        ll[s] = log_c + m_sum if min_c >= TINY else np.nan
 
 
 @numba.njit(**_JIT)

@@ -27,6 +27,10 @@ log-sum-exp), so the result is right either way.
 Example:
     >>> import numpy as np
     >>> from tying.hmm.sequences import SequenceBatch
+
+#: Smallest scaling factor trusted: below it a factor is subnormal (it has lost
+#: precision) and its inverse overflows, so the sequence is recomputed in log space.
+TINY = 1e-290
     >>> A = np.array([[0.9, 0.1], [0.2, 0.8]])
     >>> logB = np.log([[0.5, 0.1], [0.5, 0.1], [0.1, 0.7]])     # 3 steps, 2 states
     >>> post = forward_backward(np.array([0.5, 0.5]), A, logB, SequenceBatch.from_lengths([3]))
@@ -45,6 +49,10 @@ from tying.hmm import compiled
 from tying.hmm.sequences import SequenceBatch
 
 __all__ = ["Posteriors", "forward_backward", "forward_log_likelihood"]
+
+#: Smallest scaling factor trusted: below it a factor is subnormal (it has lost
+#: precision) and its inverse overflows, so the sequence is recomputed in log space.
+TINY = 1e-290
 
 
 @dataclasses.dataclass
@@ -123,7 +131,7 @@ def _forward_log_likelihood_numpy(startprob, transmat, log_emission, batch):
     alpha, c, m = _forward_scaled(startprob, transmat, lb, batch.n_active)
     with np.errstate(divide="ignore", invalid="ignore"):
         ll = np.log(c).sum(0) + m.sum(0)  # (B,)
-    bad = np.flatnonzero(~np.isfinite(ll))
+    bad = np.flatnonzero(~np.isfinite(ll) | (c < TINY).any(0))  # subnormal factors too
     if bad.size:
         sub_lb, sub_active = _subset(lb, batch, bad)
         la = _forward_log(startprob, transmat, sub_lb, sub_active)
@@ -248,7 +256,7 @@ def _forward_backward_numpy(startprob, transmat, log_emission, batch):
     T, B, K = lb.shape
     with np.errstate(divide="ignore", invalid="ignore"):
         ll = np.log(c).sum(0) + m.sum(0)  # (B,)
-    bad = np.flatnonzero(~np.isfinite(ll))
+    bad = np.flatnonzero(~np.isfinite(ll) | (c < TINY).any(0))  # subnormal factors too
     if bad.size:  # keep their junk out of the sums; recomputed in log space below
         alpha[:, bad] = 0.0
         c[:, bad] = 1.0
@@ -259,23 +267,27 @@ def _forward_backward_numpy(startprob, transmat, log_emission, batch):
     beta[T - 1, : n_active[T - 1]] = 1.0
     At = np.ascontiguousarray(transmat.T)
     inv_c = 1.0 / c  # (T, B); multiplying beats dividing inside the loop
-    for t in range(T - 2, -1, -1):
-        n1, n0 = n_active[t + 1], n_active[t]
-        qt = q[t + 1, :n1]
-        np.multiply(b[t + 1, :n1], beta[t + 1, :n1], out=qt)
-        qt *= inv_c[t + 1, :n1, None]
-        np.matmul(qt, At, out=beta[t, :n1])
-        beta[t, n1:n0] = 1.0  # sequences whose last step is t
+    # an underflowing ("bad") sequence may overflow here; its values are discarded below
+    # and recomputed in log space, so the overflow is not the caller's business
+    with np.errstate(over="ignore", invalid="ignore"):
+        for t in range(T - 2, -1, -1):
+            n1, n0 = n_active[t + 1], n_active[t]
+            qt = q[t + 1, :n1]
+            np.multiply(b[t + 1, :n1], beta[t + 1, :n1], out=qt)
+            qt *= inv_c[t + 1, :n1, None]
+            np.matmul(qt, At, out=beta[t, :n1])
+            beta[t, n1:n0] = 1.0  # sequences whose last step is t
     if bad.size:
         beta[:, bad] = 0.0
         q[:, bad] = 0.0
-    gamma_pad = alpha * beta  # (T, B, K)
-    xi_sum = transmat * (alpha[:-1].reshape(-1, K).T @ q[1:].reshape(-1, K))  # (K, K)
+    with np.errstate(over="ignore", invalid="ignore"):
+        gamma_pad = alpha * beta  # (T, B, K)
+        xi_sum = transmat * (alpha[:-1].reshape(-1, K).T @ q[1:].reshape(-1, K))  # (K, K)
     if bad.size:
         sub_lb, sub_active = _subset(lb, batch, bad)
         ll_bad, g_bad, xi_bad = _forward_backward_log(startprob, transmat, sub_lb, sub_active)
         ll[bad] = ll_bad
-        gamma_pad[:, bad] = g_bad
+        gamma_pad[: g_bad.shape[0], bad] = g_bad  # the subset is as long as its longest
         xi_sum = xi_sum + xi_bad
     gamma = batch.unpad(gamma_pad)
     return Posteriors(
