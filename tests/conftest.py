@@ -10,6 +10,15 @@ import os
 
 import pytest
 import torch
+from hypothesis import settings
+
+# CI runs every property test on the same derandomised examples, so a run cannot fail
+# (or pass) by the luck of the draw; locally each run draws fresh examples, which is
+# how the property tests keep finding new cases (set HYPOTHESIS_PROFILE=ci to repeat CI).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("dev", print_blob=True)
+_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if _CI else "dev"))
 
 torch.set_num_threads(int(os.environ.get("TYING_TEST_THREADS", "1")))
 
