@@ -512,8 +512,11 @@ class GaussianHMM(BaseHMM):
         corr = -cross - cross.transpose(0, 2, 1) + N[:, None, None] * m[:, :, None] * m[:, None, :]
         corr += w[:, :, None] * md[:, :, None] * md[:, None, :]  # hmmlearn's means_weight term
         corr = ties.pool("covars", corr)  # (G, D, D)
+        # Σγ x xᵀ of every group in one mat-mul over the rows: (G, N) @ (N, D·D)
+        outer = (Xc[:, :, None] * Xc[:, None, :]).reshape(len(Xc), D * D)
+        Sxx = (W.T @ outer).reshape(-1, D, D)  # (G, D, D)
         for g in np.flatnonzero(ok):
-            S = (Xc * W[:, g, None]).T @ Xc + corr[g] + cp[g]
+            S = Sxx[g] + corr[g] + cp[g]
             S = 0.5 * (S + S.T) / (np.maximum(cw[g] - D, 0.0) + Nc[g])
             self._covars[g] = _floor_eigenvalues(S, self.min_covar)
 
