@@ -470,7 +470,9 @@ class GaussianHMM(BaseHMM):
 
     def _emission_mstep(self, X, gamma, learn) -> None:
         ties, K, D = self.ties_, self.n_components, X.shape[1]
-        center = X.mean(0)
+        # the column means as a mat-vec: NumPy's strided .mean(0) over 3 columns took
+        # ~25x longer here (365 vs 15 µs for 30,000 rows)
+        center = (np.ones(len(X)) @ X) / len(X)
         Xc = X - center  # centred statistics: no cancellation for data far from 0
         N = np.ones(len(X)) @ gamma  # (K,) soft counts; a mat-vec beats .sum(0) here
         Sx = gamma.T @ Xc  # (K, D)
