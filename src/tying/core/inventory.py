@@ -24,6 +24,7 @@ import math
 import torch
 from torch import nn
 
+from tying.core.outside import pruned_names
 from tying.core.relations import Relation
 from tying.core.slots import Slot, slots_of, storage_names
 
@@ -49,12 +50,6 @@ class SlotInfo:
         return math.prod(self.shape)
 
 
-def _pruned_names(module: nn.Module) -> dict[str, str]:
-    from tying.interop.pruning import pruned_names  # lazy: the logic lives with the interop
-
-    return pruned_names(module)
-
-
 def join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
@@ -74,7 +69,7 @@ class Inventory:
         own: dict[str, nn.Parameter] = {}  # slot path -> the Parameter it holds (pruned: *_orig)
         for mpath, mod in self.modules.items():
             stores = storage_names(mod)
-            pruned = _pruned_names(mod)  # torch.nn.utils.prune: weight_orig stores weight
+            pruned = pruned_names(mod)  # torch.nn.utils.prune: weight_orig stores weight
             for name, p in mod._parameters.items():
                 if p is None:
                     continue

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from tying.core.errors import TieError
+from tying.core.outside import check_register, source_value
 from tying.core.relations import Relation, Same
 
 SLOTS_ATTR = "_tying_slots"
@@ -100,7 +101,7 @@ class Slot:
             not isinstance(src, nn.Parameter)
             and self.source_name + "_orig" in self.source_module._parameters
         ):
-            src = _source_value(self.source_module, self.source_name)  # pruned: orig * mask now
+            src = source_value(self.source_module, self.source_name)  # pruned: orig * mask now
         if type(self.relation) is Same:
             return src
         extras = {
@@ -109,15 +110,7 @@ class Slot:
         return self.relation(src, shape=self.shape, **extras)
 
 
-def _source_value(module: nn.Module, name: str) -> torch.Tensor:
-    from tying.interop.pruning import source_value  # lazy: the logic lives with the interop
-
-    return source_value(module, name)
-
-
 def _guarded_register_parameter(self, name, param):
-    from tying.interop.pruning import check_register  # refuses prune on a tied slot, unchanged
-
     check_register(self, name, self.__dict__.get(SLOTS_ATTR, {}))
     super(type(self), self).register_parameter(name, param)
 

@@ -9,6 +9,7 @@ from torch import nn
 
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory, join
+from tying.core.outside import declared_through_adapters
 from tying.core.plan import DECLARED_ATTR, ApplyReport, Plan
 from tying.core.relations import Relation, Same, relation_from_spec
 from tying.core.slots import uninstall
@@ -108,7 +109,7 @@ def verify(model: nn.Module) -> int:
             checked.add(tpath)
             source = None if spec["like"] is None else join(prefix, spec["like"])
             relation = relation_from_spec(spec["relation"])
-            adapted = _through_adapters(inv, tpath, source)  # peft wrappers (base_layer)
+            adapted = declared_through_adapters(inv, tpath, source)  # peft wrappers (base_layer)
             if adapted is not None:
                 broken.extend([adapted] if adapted else [])
                 continue
@@ -151,12 +152,6 @@ def _same_object(inv: Inventory, a: str, b: str | None) -> bool:
         return False
     ia, ib = inv.slots[a], inv.slots[b]
     return getattr(ia.module, ia.name) is getattr(ib.module, ib.name)
-
-
-def _through_adapters(inv: Inventory, target: str, source: str | None) -> str | None:
-    from tying.interop.lora import declared_through_adapters  # lazy: logic lives with the interop
-
-    return declared_through_adapters(inv, target, source)
 
 
 def retie(model: nn.Module) -> ApplyReport:

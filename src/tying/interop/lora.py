@@ -36,6 +36,9 @@ from torch import nn
 
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory
+from tying.core.outside import (
+    is_adapter,
+)
 from tying.interop.groups import whole_module_ties
 
 SHARED_ATTR = "_tying_shared_adapters"
@@ -49,56 +52,6 @@ def _peft():
             "tying.interop.lora needs peft; install the extra: pip install 'tying[interop]'"
         ) from err
     return peft
-
-
-def is_adapter(module: nn.Module) -> bool:
-    """True for a peft tuner layer (a wrapper with a ``base_layer``), without importing peft."""
-    return "base_layer" in module._modules and hasattr(type(module), "adapter_layer_names")
-
-
-def _wrapper(inv: Inventory, path: str | None) -> tuple[str, nn.Module] | None:
-    if not path:
-        return None
-    mpath = path.rpartition(".")[0]
-    while mpath:
-        mod = inv.modules.get(mpath)
-        if mod is not None and is_adapter(mod):
-            return mpath, mod
-        mpath = mpath.rpartition(".")[0]
-    return None
-
-
-def declared_through_adapters(inv: Inventory, target: str, source: str | None) -> str | None:
-    """How a declared tie ``target <- source`` stands when an adapter wraps either end.
-
-    Called by ``tying.verify`` for each declared tie.
-
-    Returns:
-        None when no adapter wraps either end (verify checks the tie as usual);
-        ``""`` when one adapter module serves both ends (the tie holds, with the
-        delta on every use); else a message naming the tie and the fix.
-
-    Example:
-        >>> import torch, tying
-        >>> from tying.core.inventory import Inventory
-        >>> from tying.interop.lora import declared_through_adapters
-        >>> m = torch.nn.ModuleDict({"a": torch.nn.Linear(3, 3), "b": torch.nn.Linear(3, 3)})
-        >>> _ = tying.Plan([tying.share("b", like="a")]).apply(m)
-        >>> declared_through_adapters(Inventory(m), "b.weight", "a.weight") is None
-        True
-    """
-    tw, sw = _wrapper(inv, target), _wrapper(inv, source)
-    if tw is None and sw is None:
-        return None
-    if tw is not None and sw is not None and tw[1] is sw[1]:
-        return ""
-    where = (tw or sw)[0]
-    return (
-        f"{target}: the peft adapter at {where!r} sits on the tie {target} <- {source}; its delta "
-        f"does not reach the other use(s), and merging would write it into the one shared tensor "
-        f"for every use. Use tying.interop.lora.get_peft_model (one adapter shared by a module "
-        f"tied whole) or leave {where!r} out of target_modules"
-    )
 
 
 def _targets(config, model: nn.Module, inv: Inventory) -> set[str]:

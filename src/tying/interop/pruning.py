@@ -33,82 +33,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
 from torch import nn
 
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory
 from tying.core.relations import Same
-
-ORIG = "_orig"
-
-
-def _pruning_hook(module: nn.Module, name: str):
-    from torch.nn.utils.prune import BasePruningMethod
-
-    for hook in module._forward_pre_hooks.values():
-        if isinstance(hook, BasePruningMethod) and getattr(hook, "_tensor_name", None) == name:
-            return hook
-    return None
-
-
-def pruned_names(module: nn.Module) -> dict[str, str]:
-    """``{"weight_orig": "weight"}`` for every tensor of ``module`` pruned by ``torch.nn.utils.prune``.
-
-    Example:
-        >>> import torch
-        >>> from torch.nn.utils import prune
-        >>> from tying.interop.pruning import pruned_names
-        >>> lin = torch.nn.Linear(3, 3)
-        >>> _ = prune.random_unstructured(lin, "weight", amount=0.5)
-        >>> pruned_names(lin)
-        {'weight_orig': 'weight'}
-    """
-    if not module._forward_pre_hooks:
-        return {}
-    out = {}
-    for pname in module._parameters:
-        if pname.endswith(ORIG) and _pruning_hook(module, pname[: -len(ORIG)]) is not None:
-            out[pname] = pname[: -len(ORIG)]
-    return out
-
-
-def source_value(module: nn.Module, name: str) -> torch.Tensor:
-    """The current value of ``module.<name>``, recomputed when ``name`` is pruned.
-
-    A pruned module's attribute is written by its forward pre-hook; a tied use
-    that runs before (or without) that module would read a stale tensor from an
-    old graph. This reads ``<name>_orig * <name>_mask`` now.
-
-    Example:
-        >>> import torch
-        >>> from torch.nn.utils import prune
-        >>> from tying.interop.pruning import source_value
-        >>> lin = torch.nn.Linear(2, 2)
-        >>> _ = prune.l1_unstructured(lin, "weight", amount=0.5)
-        >>> with torch.no_grad():
-        ...     _ = lin.weight_orig.add_(1.0)  # an optimizer step; lin has not run since
-        >>> torch.equal(source_value(lin, "weight"), lin.weight_orig * lin.weight_mask)
-        True
-    """
-    if name + ORIG in module._parameters:
-        hook = _pruning_hook(module, name)
-        if hook is not None:
-            return hook.apply_mask(module)
-    return getattr(module, name)
-
-
-def check_register(module: nn.Module, name: str, slots: dict) -> None:
-    """Refuse ``torch.nn.utils.prune`` registering ``<slot>_orig`` on a tied slot (no change yet)."""
-    if name.endswith(ORIG) and name[: -len(ORIG)] in slots:
-        slot = slots[name[: -len(ORIG)]]
-        src = slot.paths[1] or "its own storage"
-        where = ".".join(p for p in (slot.paths[0], name[: -len(ORIG)]) if p)
-        raise TieError(
-            f"torch.nn.utils.prune on the tied slot {where!r} (reads {src} via {slot.relation!r}) "
-            f"would give it a private copy and break the tie; prune the physical tensor so every "
-            f"use sees the mask: tying.interop.pruning.prune(model, {where!r}, method, amount=...)"
-        )
 
 
 def prune(model: nn.Module, path: str, method: Callable[..., nn.Module], **kwargs) -> str:

@@ -1,0 +1,153 @@
+"""What outside tools do to modules, seen from the tie engine: pruning and adapters.
+
+Two tools change a tied model's modules in ways the engine must see through:
+``torch.nn.utils.prune`` stores ``weight`` as ``weight_orig`` and recomputes
+``weight`` in a forward pre-hook, and adapters (peft's tuner layers) wrap a
+module in one with a ``base_layer``. The engine (inventory, slot reads,
+``verify``) needs to recognise both; this module does it with torch alone and
+duck typing, so ``tying.core`` imports no package above it (DESIGN.md layers).
+The user-facing entry points stay in :mod:`tying.interop` (``prune``,
+``get_peft_model``), which re-export these helpers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from tying.core.errors import TieError
+
+if TYPE_CHECKING:
+    from tying.core.inventory import Inventory
+
+__all__ = [
+    "ORIG",
+    "adapter_wrapper",
+    "check_register",
+    "declared_through_adapters",
+    "is_adapter",
+    "pruned_names",
+    "source_value",
+]
+
+ORIG = "_orig"
+
+
+def _pruning_hook(module: nn.Module, name: str):
+    from torch.nn.utils.prune import BasePruningMethod
+
+    for hook in module._forward_pre_hooks.values():
+        if isinstance(hook, BasePruningMethod) and getattr(hook, "_tensor_name", None) == name:
+            return hook
+    return None
+
+
+def pruned_names(module: nn.Module) -> dict[str, str]:
+    """``{"weight_orig": "weight"}`` for every tensor of ``module`` pruned by ``torch.nn.utils.prune``.
+
+    Example:
+        >>> import torch
+        >>> from torch.nn.utils import prune
+        >>> from tying.core.outside import pruned_names
+        >>> lin = torch.nn.Linear(3, 3)
+        >>> _ = prune.random_unstructured(lin, "weight", amount=0.5)
+        >>> pruned_names(lin)
+        {'weight_orig': 'weight'}
+    """
+    if not module._forward_pre_hooks:
+        return {}
+    out = {}
+    for pname in module._parameters:
+        if pname.endswith(ORIG) and _pruning_hook(module, pname[: -len(ORIG)]) is not None:
+            out[pname] = pname[: -len(ORIG)]
+    return out
+
+
+def source_value(module: nn.Module, name: str) -> torch.Tensor:
+    """The current value of ``module.<name>``, recomputed when ``name`` is pruned.
+
+    A pruned module's attribute is written by its forward pre-hook; a tied use
+    that runs before (or without) that module would read a stale tensor from an
+    old graph. This reads ``<name>_orig * <name>_mask`` now.
+
+    Example:
+        >>> import torch
+        >>> from torch.nn.utils import prune
+        >>> from tying.core.outside import source_value
+        >>> lin = torch.nn.Linear(2, 2)
+        >>> _ = prune.l1_unstructured(lin, "weight", amount=0.5)
+        >>> with torch.no_grad():
+        ...     _ = lin.weight_orig.add_(1.0)  # an optimizer step; lin has not run since
+        >>> torch.equal(source_value(lin, "weight"), lin.weight_orig * lin.weight_mask)
+        True
+    """
+    if name + ORIG in module._parameters:
+        hook = _pruning_hook(module, name)
+        if hook is not None:
+            return hook.apply_mask(module)
+    return getattr(module, name)
+
+
+def check_register(module: nn.Module, name: str, slots: dict) -> None:
+    """Refuse ``torch.nn.utils.prune`` registering ``<slot>_orig`` on a tied slot (no change yet)."""
+    if name.endswith(ORIG) and name[: -len(ORIG)] in slots:
+        slot = slots[name[: -len(ORIG)]]
+        src = slot.paths[1] or "its own storage"
+        where = ".".join(p for p in (slot.paths[0], name[: -len(ORIG)]) if p)
+        raise TieError(
+            f"torch.nn.utils.prune on the tied slot {where!r} (reads {src} via {slot.relation!r}) "
+            f"would give it a private copy and break the tie; prune the physical tensor so every "
+            f"use sees the mask: tying.interop.pruning.prune(model, {where!r}, method, amount=...)"
+        )
+
+
+def is_adapter(module: nn.Module) -> bool:
+    """True for a peft tuner layer (a wrapper with a ``base_layer``), without importing peft."""
+    return "base_layer" in module._modules and hasattr(type(module), "adapter_layer_names")
+
+
+def adapter_wrapper(inv: Inventory, path: str | None) -> tuple[str, nn.Module] | None:
+    if not path:
+        return None
+    mpath = path.rpartition(".")[0]
+    while mpath:
+        mod = inv.modules.get(mpath)
+        if mod is not None and is_adapter(mod):
+            return mpath, mod
+        mpath = mpath.rpartition(".")[0]
+    return None
+
+
+def declared_through_adapters(inv: Inventory, target: str, source: str | None) -> str | None:
+    """How a declared tie ``target <- source`` stands when an adapter wraps either end.
+
+    Called by ``tying.verify`` for each declared tie.
+
+    Returns:
+        None when no adapter wraps either end (verify checks the tie as usual);
+        ``""`` when one adapter module serves both ends (the tie holds, with the
+        delta on every use); else a message naming the tie and the fix.
+
+    Example:
+        >>> import torch, tying
+        >>> from tying.core.inventory import Inventory
+        >>> from tying.core.outside import declared_through_adapters
+        >>> m = torch.nn.ModuleDict({"a": torch.nn.Linear(3, 3), "b": torch.nn.Linear(3, 3)})
+        >>> _ = tying.Plan([tying.share("b", like="a")]).apply(m)
+        >>> declared_through_adapters(Inventory(m), "b.weight", "a.weight") is None
+        True
+    """
+    tw, sw = adapter_wrapper(inv, target), adapter_wrapper(inv, source)
+    if tw is None and sw is None:
+        return None
+    if tw is not None and sw is not None and tw[1] is sw[1]:
+        return ""
+    where = (tw or sw)[0]
+    return (
+        f"{target}: the peft adapter at {where!r} sits on the tie {target} <- {source}; its delta "
+        f"does not reach the other use(s), and merging would write it into the one shared tensor "
+        f"for every use. Use tying.interop.lora.get_peft_model (one adapter shared by a module "
+        f"tied whole) or leave {where!r} out of target_modules"
+    )
