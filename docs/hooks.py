@@ -1,6 +1,7 @@
 """mkdocs hook: measured benchmark figures are rendered from ``bench-results/*.json``.
 
-A page writes ``<!-- bench: NAME -->`` where a benchmark's table belongs; the hook
+The front page is the README itself (``<!-- readme -->`` in ``docs/index.md``),
+so the two cannot drift apart. A page writes ``<!-- bench: NAME -->`` where a benchmark's table belongs; the hook
 replaces it with the rows of ``bench-results/NAME.json`` (written by
 ``python -m benchmarks NAME``), so no measured number is typed into the docs by hand.
 Without that file the page says how to produce it.
@@ -48,5 +49,16 @@ def all_tables(benchmarks: pathlib.Path = pathlib.Path("benchmarks")) -> str:
     return "\n\n".join(f"### `{name}`\n\n{table(name)}" for name in names)
 
 
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+README_MARK = "<!-- readme -->"
+
+
+def readme() -> str:
+    """The README as the site's front page: one text, its ``docs/`` links made relative."""
+    return re.sub(r"\]\(docs/", "](", README.read_text(encoding="utf-8"))
+
+
 def on_page_markdown(markdown: str, **_: object) -> str:
+    if README_MARK in markdown:
+        markdown = markdown.replace(README_MARK, readme())
     return MARK.sub(lambda m: all_tables() if m.group(1) == "all" else table(m.group(1)), markdown)
