@@ -33,7 +33,8 @@ C8_SNAPSHOT = {
 
 def _numbered(emb):
     with torch.no_grad():
-        emb.weight_physical.copy_(torch.arange(1, emb.weight_physical.numel() + 1).float())
+        w = emb.weight_physical
+        w.copy_(torch.arange(1, w.numel() + 1).float().reshape(w.shape))
     return emb
 
 
@@ -314,3 +315,237 @@ def test_relation_spec_round_trips_and_rejects_bad_fields():
 def test_more_buckets_than_entries_is_refused_in_entry_mode():
     with pytest.raises(ValueError, match=r"buckets=2 is more than the table's 1 × 1 = 1 entries"):
         HashedEmbedding(1, 1, 2)
+
+
+# ---- aligned blocks and sparse gradients (issue 18's throughput goals)
+
+# Recorded from the HashedEmbedding of commit ec36b79 (before aligned/sparse): the
+# default block mode (ROBE-Z) must keep reading exactly these values.
+BLOCK_SNAPSHOT = {
+    (1000, 8, 37, 4, 2): [
+        [-8, -9, -10, -11, 9, 10, 11, 12],
+        [30, 31, 32, 33, -10, -11, -12, -13],
+        [31, 32, 33, 34, -11, -12, -13, -14],
+    ],
+    (10**9, 16, 1000, 8, 5): [
+        [-445, -446, -447, -448, -449, -450, -451, -452, 903, 904, 905, 906, 907, 908, 909, 910],
+        [-197, -198, -199, -200, -201, -202, -203, -204, 655, 656, 657, 658, 659, 660, 661, 662],
+        [-250, -251, -252, -253, -254, -255, -256, -257, 708, 709, 710, 711, 712, 713, 714, 715],
+    ],
+}
+
+# (mode, options) of every sparse-gradient table
+SPARSE_KINDS = [
+    ("entry", {}),
+    ("block", {"block": 4, "aligned": True}),
+    ("qr", {}),
+]
+
+
+def test_default_block_mode_reads_the_same_values_as_before(path):
+    for (V, D, B, Z, seed), want in BLOCK_SNAPSHOT.items():
+        emb = _numbered(HashedEmbedding(V, D, B, mode="block", block=Z, seed=seed))
+        assert emb(torch.tensor([0, 1, V - 1])).long().tolist() == want
+        assert emb.weight_physical.shape == (B,) and not emb.relation.aligned
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_aligned_blocks_are_signed_rows_of_a_b_over_z_table(signed, path):
+    V, D, B, Z = 10**7, 24, 96, 8
+    emb = _numbered(HashedEmbedding(V, D, B, mode="block", block=Z, aligned=True, signed=signed))
+    assert emb.weight_physical.shape == (B // Z, Z)
+    rows = emb(torch.tensor([0, 5, 777, V - 1])).long().reshape(4, D // Z, Z)
+    start = rows[..., :1].abs()  # every block: Z consecutive values from a multiple of Z, + 1
+    assert torch.equal(rows.abs(), start + torch.arange(Z))
+    assert ((start - 1) % Z == 0).all()
+    signs = rows.sign()
+    assert (signs == signs[..., :1]).all()  # one sign per block
+    assert (signs > 0).all() if not signed else (signs < 0).any()
+    # and the definition: block k of row r is table row h(r, k) mod (B/Z), its sign h2's parity
+    h = emb._hash
+    r1, r2 = h.rows(torch.tensor([777]))
+    c1, c2 = h.cols(D // Z)
+    want = ((r1.unsqueeze(-1) + c1) % P) % (B // Z) * Z + 1
+    assert torch.equal(start[2, :, 0], want[0])
+    if signed:
+        assert torch.equal(signs[2, :, 0], ((r2.unsqueeze(-1) + c2) % P & 1)[0] * 2 - 1)
+
+
+@pytest.mark.parametrize("mode, kw", SPARSE_KINDS)
+@pytest.mark.parametrize("bag", [None, "sum", "mean"])
+def test_sparse_gradient_equals_the_dense_one(mode, kw, bag, path):
+    torch.manual_seed(2)
+    make = (
+        (lambda **o: HashedEmbedding(500, 16, 960, mode=mode, seed=4, dtype=torch.float64, **o))
+        if bag is None
+        else (
+            lambda **o: HashedEmbeddingBag(
+                500, 16, 960, mode=mode, pooling=bag, seed=4, dtype=torch.float64, **o
+            )
+        )
+    )
+    sparse, dense = make(sparse=True, **kw), make(**kw)
+    dense.load_state_dict(sparse.state_dict())
+    ids = torch.randint(0, 500, (40,))
+    args = (ids, torch.tensor([0, 3, 3, 17, 39])) if bag else (ids,)
+    extra = {"per_sample_weights": torch.rand(40, dtype=torch.float64)} if bag == "sum" else {}
+    out = sparse(*args, **extra)
+    assert torch.equal(out, dense(*args, **extra))
+    g = torch.randn_like(out)
+    out.backward(g)
+    dense(*args, **extra).backward(g)
+    grad = sparse.weight_physical.grad
+    assert grad.layout == torch.sparse_coo and grad.shape == sparse.weight_physical.shape
+    torch.testing.assert_close(grad.to_dense(), dense.weight_physical.grad, rtol=1e-12, atol=1e-12)
+    # and both equal autograd through the logical table
+    (logical,) = torch.autograd.grad(
+        F.embedding_bag(ids, dense.weight, args[1], mode=bag, **extra)
+        if bag
+        else F.embedding(ids, dense.weight),
+        dense.weight_physical,
+        g,
+    )
+    torch.testing.assert_close(grad.to_dense(), logical, rtol=1e-12, atol=1e-12)
+
+
+# torch 2.13's Adagrad builds its sparse state without choosing invariant checks and
+# warns about it, for nn.Embedding(sparse=True) as for us
+@pytest.mark.filterwarnings("ignore:Sparse invariant checks are implicitly disabled")
+@pytest.mark.parametrize("mode, kw", SPARSE_KINDS)
+@pytest.mark.parametrize(
+    "make_opt",
+    [
+        lambda p: torch.optim.SGD(p, lr=0.1),
+        lambda p: torch.optim.Adagrad(p, lr=0.1),
+        lambda p: torch.optim.SparseAdam(p, lr=0.1),
+    ],
+    ids=["SGD", "Adagrad", "SparseAdam"],
+)
+def test_sparse_tables_train_with_sparse_optimizers_and_keep_the_tie(mode, kw, make_opt, path):
+    torch.manual_seed(3)
+    emb = HashedEmbedding(10**5, 16, 12_800, mode=mode, sparse=True, seed=1, **kw)
+    ref = HashedEmbedding(10**5, 16, 12_800, mode=mode, seed=1, **kw)
+    ref.load_state_dict(emb.state_dict())
+    ids, target = torch.randint(0, 10**5, (64,)), torch.randn(64, 16)
+    opt = make_opt(list(emb.parameters()))
+    loss = (emb(ids) - target).square().sum()
+    loss.backward()
+    opt.step()
+    after = (emb(ids) - target).square().sum()
+    assert after < loss  # the step moved the looked-up values the right way
+    assert tying.verify(emb) == 1
+    if not isinstance(opt, torch.optim.SparseAdam):  # dense twin: the same step
+        ref_opt = type(opt)(ref.parameters(), lr=0.1)
+        (ref(ids) - target).square().sum().backward()
+        ref_opt.step()
+        torch.testing.assert_close(emb.weight_physical, ref.weight_physical)
+
+
+def test_aligned_tables_save_load_and_count_like_any_tie(tmp_path):
+    kw = {"mode": "block", "block": 8, "aligned": True, "seed": 3}
+    emb = HashedEmbedding(10**9, 16, 120_000, sparse=True, **kw)
+    ids = torch.tensor([0, 17, 10**9 - 1])
+    assert tying.count(emb).physical == 120_000 and tying.count(emb).logical == 16 * 10**9
+    assert [t.relation for t in tying.ties(emb)] == [emb.relation]
+    tying.save(emb, tmp_path / "a.safetensors")
+    fresh = HashedEmbedding(10**9, 16, 120_000, **kw)  # dense gradient, same table
+    tying.load(fresh, tmp_path / "a.safetensors")
+    assert tying.verify(fresh) == 1 and torch.equal(fresh(ids), emb(ids))
+    rel = tying.relation_from_spec(emb.relation.spec())
+    assert rel == emb.relation and rel.aligned
+
+
+def test_aligned_and_sparse_read_on_the_whole_logical_table(path):
+    emb = HashedEmbedding(300, 8, 64, mode="block", block=4, aligned=True, sparse=True)
+    ids = torch.arange(300)
+    assert torch.equal(emb(ids), emb.weight)  # the relation materialises the same table
+
+
+@pytest.mark.parametrize("mode, kw", SPARSE_KINDS)
+def test_sparse_under_torch_compile(mode, kw):
+    emb = HashedEmbedding(5000, 8, 2048, mode=mode, sparse=True, **kw)
+    ids = torch.randint(0, 5000, (6, 5))
+    if mode == "entry":  # the 1-D bucket array's sparse gradient does not trace
+        with pytest.raises(Exception, match="sparse=True in mode='entry' does not compile"):
+            torch.compile(emb, fullgraph=True, backend="aot_eager")(ids)
+        torch._dynamo.reset()
+        compiled = torch.compile(emb, backend="aot_eager")  # graph break: runs eagerly
+    else:
+        compiled = torch.compile(emb, fullgraph=True, backend="aot_eager")
+    out = compiled(ids)
+    torch.testing.assert_close(out, emb(ids), rtol=0, atol=0)
+    out.sum().backward()
+    assert emb.weight_physical.grad.layout == torch.sparse_coo
+
+
+def test_torch_compile_fullgraph_aligned_dense():
+    emb = HashedEmbedding(5000, 8, 2048, mode="block", block=4, aligned=True)
+    ids = torch.randint(0, 5000, (6, 5))
+    out = torch.compile(emb, fullgraph=True, backend="aot_eager")(ids)
+    torch.testing.assert_close(out, emb(ids), rtol=0, atol=0)
+    out.sum().backward()
+    assert emb.weight_physical.grad.shape == (512, 4)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    V=st.integers(1, 5000),
+    D=st.sampled_from([1, 3, 8, 12]),
+    rows=st.integers(1, 300),
+    seed=st.integers(0, 2**32),
+    kind=st.sampled_from(["entry-sparse", "aligned", "aligned-sparse"]),
+    signed=st.booleans(),
+)
+def test_fused_keep_kernels_equal_the_torch_path(V, D, rows, seed, kind, signed):
+    """Property: aligned and sparse kernels read and return what the torch path does."""
+    if not tying.nn.hashed_kernels.fused_available(torch.zeros(1)):
+        pytest.skip("numba is not installed: no fused kernels")
+    sparse = kind.endswith("sparse")
+    if kind == "entry-sparse":
+        kw = {"mode": "entry", "buckets": min(rows, V * D)}
+    else:
+        Z = max(z for z in range(1, D + 1) if D % z == 0 and z <= 4)
+        kw = {"mode": "block", "block": Z, "aligned": True, "buckets": rows * Z}
+    emb = HashedEmbedding(V, D, seed=seed, signed=signed, sparse=sparse, **kw)
+    ids = torch.randint(0, V, (40,), generator=torch.Generator().manual_seed(seed % 1000))
+    g = torch.randn(40, D)
+    out = emb(ids)
+    out.backward(g)
+    fused_grad = emb.weight_physical.grad
+    emb.weight_physical.grad = None
+    orig = he_mod.fused_available
+    he_mod.fused_available = lambda w: False
+    try:
+        ref = emb(ids)
+        ref.backward(g)
+    finally:
+        he_mod.fused_available = orig
+    assert torch.equal(out, ref)
+    ref_grad = emb.weight_physical.grad
+    assert fused_grad.layout == ref_grad.layout
+    if sparse:
+        fused_grad, ref_grad = fused_grad.to_dense(), ref_grad.to_dense()
+    torch.testing.assert_close(fused_grad, ref_grad, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_aligned_and_sparse_options_are_refused_naming_the_fix():
+    with pytest.raises(ValueError, match=r"sparse=True in mode='block' needs aligned=True"):
+        HashedEmbedding(100, 8, 64, mode="block", block=4, sparse=True)
+    with pytest.raises(
+        ValueError, match=r"aligned=True applies to mode='block' only, got mode='entry'"
+    ):
+        HashedEmbedding(100, 8, 64, aligned=True)
+    with pytest.raises(
+        ValueError, match=r"aligned=True needs block=4 to divide buckets=66 .* use buckets=64 or 68"
+    ):
+        HashedEmbedding(100, 8, 66, mode="block", block=4, aligned=True)
+    with pytest.raises(TypeError, match="sparse must be True or False, got 1"):
+        HashedEmbedding(100, 8, 64, sparse=1)
+    with pytest.raises(TypeError, match="aligned must be True or False, got 'yes'"):
+        HashedEmbedding(100, 8, 64, mode="block", aligned="yes")
+    with pytest.raises(ValueError, match=r"HashedTable\(aligned=True\) is for mode='block' only"):
+        HashedTable(mode="entry", buckets=8, aligned=True)
+    with pytest.raises(
+        ValueError, match=r"HashedTable\(aligned=True, block=4\) must divide buckets=10"
+    ):
+        HashedTable(mode="block", buckets=10, block=4, aligned=True).source_shape((100, 8))

@@ -162,3 +162,65 @@ def block_hash_fwd(w, ids, coef, c1, c2, signed, fac, Z, bags, out, acc, off, sf
     """``block_hash`` then ``block_fwd``: one call from Python instead of two."""
     block_hash(ids, coef, c1, c2, signed, fac, w.shape[0], off, sf)
     block_fwd(w, off, sf, Z, bags, out, acc)
+
+
+# ---- sparse-gradient kernels (sparse=True): the forward keeps the indices it read, the
+# backward only signs and weighs the incoming gradient (the optimizer does the scatter)
+
+
+@_jit
+def entry_keep_fwd(w, ids, coef, c1, c2, signed, fac, bags, out, acc, idx, sg):
+    """``entry_fwd`` that also keeps every entry's bucket ``idx`` and signed weight ``sg`` (n, D)."""
+    B, D = w.shape[0], c1.shape[0]
+    c1_mod, p_mod = c1 % B, P % B
+    for k in range(ids.shape[0]):
+        a, a2 = _row(ids[k], coef, 0), _row(ids[k], coef, 5)
+        ik, sk = idx[k], sg[k]
+        _row_hash(a, a2, c1, c1_mod, c2, p_mod, B, signed, fac[k], ik, sk)
+        dst = out[bags[k]]
+        if acc:
+            for j in range(D):
+                dst[j] += sk[j] * w[ik[j]]
+        else:
+            for j in range(D):
+                dst[j] = sk[j] * w[ik[j]]
+
+
+@_jit
+def aligned_fwd(w, ids, coef, c1, c2, signed, fac, bags, out, acc, bid, sf):
+    """Aligned blocks: block ``k`` of row ``r`` is row ``h(r, k) mod (B/Z)`` of ``w`` (B/Z, Z).
+
+    Keeps the block rows ``bid`` and sign × item weight ``sf`` (n, D/Z) for the backward.
+    """
+    R, Z = w.shape
+    inv = 1.0 / R
+    for k in range(ids.shape[0]):
+        a, a2, f = _row(ids[k], coef, 0), _row(ids[k], coef, 5), fac[k]
+        dst = out[bags[k]]
+        for blk in range(c1.shape[0]):
+            b = _mod(_pair(a, c1[blk]), R, inv)
+            s = f if not signed or _pair(a2, c2[blk]) & 1 else -f
+            bid[k, blk], sf[k, blk] = b, s
+            src, d = w[b], dst[blk * Z : (blk + 1) * Z]
+            if acc:
+                for t in range(Z):
+                    d[t] += s * src[t]
+            else:
+                for t in range(Z):
+                    d[t] = s * src[t]
+
+
+@_jit
+def sparse_values(sf, bags, g, vals):
+    """Gradient values of a sparse gradient: ``vals[k, i] = sf[k, i] · g[bags[k], i·W:(i+1)·W]``.
+
+    ``sf`` (n, C) the sign × weight of each of an item's ``C`` reads of ``W`` values
+    (entry mode: C = D, W = 1; aligned blocks: C = D/Z, W = Z); ``vals`` (n, C, W).
+    """
+    W = vals.shape[2]
+    for k in range(sf.shape[0]):
+        src = g[bags[k]]
+        for i in range(sf.shape[1]):
+            s, v = sf[k, i], vals[k, i]
+            for t in range(W):
+                v[t] = s * src[i * W + t]

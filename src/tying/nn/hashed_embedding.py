@@ -20,6 +20,12 @@ device, a lookup hashes only the rows it reads, and the backward is a scatter-ad
 into the ``B`` stored values. Reading ``layer.weight`` materialises the logical
 table (for inspection) and is refused above ``2**31-1`` entries.
 
+``sparse=True`` mirrors ``nn.Embedding(sparse=True)``: the stored values get a sparse
+COO gradient (the looked-up indices and the incoming gradient, signed), which
+``torch.optim.SGD``, ``Adagrad`` and ``SparseAdam`` take; the scatter moves into the
+optimizer step. Block mode needs ``aligned=True`` for it (blocks at multiples of ``Z``;
+ROBE-Z's blocks start anywhere and wrap, which whole-row sparse gradients cannot name).
+
 Example:
     >>> import torch, tying
     >>> emb = HashedEmbedding(10**8, 128, buckets=1 << 20, mode="block", block=32)
@@ -38,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tying.core import Hashed, Plan, share
-from tying.nn.hashed_kernels import FusedLookup, fused_available
+from tying.nn.hashed_kernels import FusedKeepLookup, FusedLookup, SparseGather, fused_available
 from tying.nn.hashing import MAX_LOGICAL, MODES, HashedTable, P, combine, qr_split
 
 __all__ = ["HashedEmbedding", "HashedEmbeddingBag"]
@@ -89,6 +95,13 @@ class HashedEmbedding(nn.Module):
             (``"block"`` only; default the largest divisor of ``D`` up to 32).
         seed: picks the hash functions (a non-negative int).
         signed: multiply by a ±1 sign hash (per entry, or per block); ignored by ``"qr"``.
+        aligned: ``"block"`` only: blocks start at multiples of ``block`` (the values are
+            a ``(buckets / block, block)`` table; ``block`` must divide ``buckets``)
+            instead of ROBE-Z's any offset of a circular array. A different table from
+            the default block mode, needed by ``sparse=True``.
+        sparse: the stored values get a sparse COO gradient, as
+            ``nn.Embedding(sparse=True)`` (use SGD, Adagrad or SparseAdam); in block
+            mode only with ``aligned=True``.
         device, dtype: of the stored values.
 
     Shape:
@@ -96,8 +109,11 @@ class HashedEmbedding(nn.Module):
 
     Raises:
         ValueError: for a non-positive size, ``V·D > 2**62``, an unknown mode, a
-            ``block`` that does not divide ``D``, or a ``"qr"`` budget too small.
-        TypeError: for non-integer ids.
+            ``block`` that does not divide ``D``, or a ``"qr"`` budget too small;
+            ``aligned`` outside block mode or with a ``block`` that does not divide
+            ``buckets``; ``sparse=True`` in block mode without ``aligned=True``.
+        TypeError: for non-integer ids, or a ``signed``/``aligned``/``sparse`` that is
+            not a bool.
         IndexError: for an id outside ``[0, V)``.
 
     Example:
@@ -117,6 +133,8 @@ class HashedEmbedding(nn.Module):
         block: int | None = None,
         seed: int = 0,
         signed: bool = True,
+        aligned: bool = False,
+        sparse: bool = False,
         device=None,
         dtype=None,
     ) -> None:
@@ -136,6 +154,21 @@ class HashedEmbedding(nn.Module):
             raise ValueError(f"{name}: seed must be a non-negative int, got {seed!r}")
         if not isinstance(signed, bool):
             raise TypeError(f"{name}: signed must be True or False, got {signed!r}")
+        for flag, value in (("aligned", aligned), ("sparse", sparse)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name}: {flag} must be True or False, got {value!r}")
+        if aligned and mode != "block":
+            raise ValueError(
+                f"{name}: aligned=True applies to mode='block' only, got mode={mode!r}; drop "
+                f"aligned= or use mode='block'"
+            )
+        if sparse and mode == "block" and not aligned:
+            raise ValueError(
+                f"{name}: sparse=True in mode='block' needs aligned=True: ROBE-Z's blocks "
+                f"start at any offset and wrap around the circular array, which a sparse "
+                f"gradient of whole blocks cannot name; pass aligned=True (blocks at "
+                f"multiples of block, a different table) or sparse=False"
+            )
         if mode != "qr" and B >= P:
             raise ValueError(
                 f"{name}: buckets must be below 2**31-1 = {P:,} (the hash's range) in "
@@ -159,17 +192,25 @@ class HashedEmbedding(nn.Module):
                     f"{name}: block={Z} is larger than buckets={B}: a block would read its "
                     f"own values twice; use block <= buckets"
                 )
+            if aligned and B % Z:
+                raise ValueError(
+                    f"{name}: aligned=True needs block={Z} to divide buckets={B:,} (the values "
+                    f"are a (buckets / block, block) table); use buckets={B - B % Z:,} or "
+                    f"{B - B % Z + Z:,}"
+                )
         elif block is not None:
             raise ValueError(f"{name}: block= applies to mode='block' only, got mode={mode!r}")
         else:
             Z = 1
-        self.mode, self.block = mode, Z
+        self.mode, self.block, self.aligned, self.sparse = mode, Z, aligned, sparse
         if mode == "qr":
             self._qr = qr_split(V, D, B)  # raises when the budget is too small
         if mode == "entry" and V * D < P:  # claim C8's relation, values and files unchanged
             self.relation = Hashed(B, seed, signed)
         else:
-            self.relation = HashedTable(mode=mode, buckets=B, block=Z, seed=seed, signed=signed)
+            self.relation = HashedTable(
+                mode=mode, buckets=B, block=Z, seed=seed, signed=signed, aligned=aligned
+            )
         self.seed, self.signed = seed, signed
         _hash_weight(self, (V, D), self.relation, device, dtype)
         if mode != "qr":
@@ -220,20 +261,38 @@ class HashedEmbedding(nn.Module):
         w = self.weight_physical
         if self.mode == "qr":
             q, m = self._qr
-            out = F.embedding(ids // m, w) * F.embedding(q + ids % m, w)  # (n, D)
+            sp = self.sparse
+            out = F.embedding(ids // m, w, sparse=sp) * F.embedding(q + ids % m, w, sparse=sp)
         else:
             c1, c2 = self.hash_cols
+            keep = self.aligned or (self.sparse and self.mode == "entry")
+            if keep and fused_available(w):  # the kernels that keep what they read
+                Z = 0 if self.mode == "entry" else self.block
+                args = (self._hash.row_coef, c1, c2, self.signed, Z, nbags, bags, fac)
+                return FusedKeepLookup.apply(w, ids, *args, self.sparse)
             if fused_available(w):
                 Z = 0 if self.mode == "entry" else self.block
                 args = (self._hash.row_coef, c1, c2, self.signed, Z, nbags, bags, fac)
                 return FusedLookup.apply(w, ids, *args)
             r1, r2 = self._hash.rows(ids)  # (n,) each: one row term per looked-up id
             if self.mode == "entry":
-                out = w[combine(r1, c1) % self.buckets]  # (n, D)
+                idx = combine(r1, c1) % self.buckets  # (n, D)
+                if self.sparse and torch.compiler.is_compiling():
+                    raise ValueError(
+                        f"{type(self).__name__}: sparse=True in mode='entry' does not compile "
+                        f"(torch cannot trace a sparse gradient of the 1-D bucket array); use "
+                        f"torch.compile without fullgraph=True (this lookup then runs eagerly), "
+                        f"sparse=False, or mode='block' with aligned=True"
+                    )
+                out = SparseGather.apply(w, idx) if self.sparse else w[idx]
                 if self.signed:
                     out = out * ((combine(r2, c2) & 1) * 2 - 1).to(out.dtype)
+            elif self.aligned:  # block rows of the (B/Z, Z) table
+                off, sgn = self._blocks(r1, r2, c1, c2, self.buckets // self.block)
+                out = F.embedding(off, w, sparse=self.sparse) * sgn.unsqueeze(-1).to(w.dtype)
+                out = out.flatten(-2)  # (n, D/Z, Z) -> (n, D)
             else:
-                off, sgn = self._blocks(r1, r2, c1, c2)  # (n, D/Z) each
+                off, sgn = self._blocks(r1, r2, c1, c2, self.buckets)  # (n, D/Z) each
                 Z = self.block
                 idx = (off.unsqueeze(-1) + torch.arange(Z, device=off.device)) % self.buckets
                 out = w[idx] * sgn.unsqueeze(-1).to(w.dtype)  # (n, D/Z, Z); backward: into B
@@ -244,9 +303,12 @@ class HashedEmbedding(nn.Module):
         pooled = torch.zeros(nbags, out.shape[-1], dtype=out.dtype, device=out.device)
         return pooled.index_add(0, bags, out)
 
-    def _blocks(self, r1, r2, c1, c2) -> tuple[torch.Tensor, torch.Tensor]:
-        """Offsets ``(n, D/Z)`` of each block in the circular array, and their ±1 signs (int8)."""
-        off = combine(r1, c1) % self.buckets
+    def _blocks(self, r1, r2, c1, c2, R) -> tuple[torch.Tensor, torch.Tensor]:
+        """Offsets ``(n, D/Z)`` of each block (``u mod R``), and their ±1 signs (int8).
+
+        ``R = B``: offsets in the circular array; ``R = B/Z``: rows of the aligned table.
+        """
+        off = combine(r1, c1) % R
         if not self.signed:
             return off, torch.ones_like(off, dtype=torch.int8)
         return off, ((combine(r2, c2) & 1) * 2 - 1).to(torch.int8)
@@ -260,6 +322,8 @@ class HashedEmbedding(nn.Module):
         return (
             f"{self.num_embeddings}, {self.embedding_dim}, buckets={self.buckets}, "
             f"mode={self.mode!r}{block}, seed={self.seed}, signed={self.signed}"
+            + (", aligned=True" if self.aligned else "")
+            + (", sparse=True" if self.sparse else "")
         )
 
 

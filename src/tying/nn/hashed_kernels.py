@@ -9,6 +9,13 @@ Both compute the same numbers (tests compare them); they differ in cost:
   one scatter-add into the ``B`` stored values: no ``(n, D)`` index is ever stored and
   the pooled ``EmbeddingBag`` never materialises its ``(n, D)`` rows.
 
+With ``sparse=True`` (:class:`FusedKeepLookup`, :class:`SparseGather`) the forward
+keeps the indices it read and the backward returns a sparse COO gradient of the
+stored values, as ``nn.Embedding(sparse=True)`` does: the scatter then happens in the
+optimizer step. Aligned blocks (``aligned=True``) are rows of a ``(B/Z, Z)`` table, so
+their sparse gradient is ``n·D/Z`` rows of ``Z`` values; per-entry tables give ``n·D``
+single values.
+
 Set ``TYING_NO_NUMBA=1`` to force the torch path.
 
 Example:
@@ -108,3 +115,73 @@ class FusedLookup(torch.autograd.Function):
         else:
             k.block_bwd(off.numpy(), sf.numpy(), Z, rows, g, gw.numpy())
         return gw, None, None, None, None, None, None, None, None, None
+
+
+def _sparse(idx: torch.Tensor, values: torch.Tensor, shape) -> torch.Tensor:
+    """An uncoalesced sparse COO gradient, as ``nn.Embedding(sparse=True)`` returns."""
+    return torch.sparse_coo_tensor(
+        idx.reshape(1, -1), values, tuple(shape), check_invariants=False, is_coalesced=False
+    )
+
+
+class SparseGather(torch.autograd.Function):
+    """``w[idx]`` whose gradient is sparse: ``idx`` and the incoming values, nothing scattered.
+
+    The torch path of per-entry ``sparse=True`` (``F.embedding`` serves 2-D tables).
+    """
+
+    @staticmethod
+    def forward(ctx, w, idx):
+        ctx.save_for_backward(idx)
+        ctx.shape = w.shape
+        return w[idx]
+
+    @staticmethod
+    def backward(ctx, g):
+        (idx,) = ctx.saved_tensors
+        shape = ctx.shape
+        return _sparse(idx, g.reshape(-1, *shape[1:]), shape), None
+
+
+class FusedKeepLookup(torch.autograd.Function):
+    """Fused lookup that keeps the indices it read: per-entry ``sparse=True`` and aligned blocks.
+
+    ``Z = 0``: per-entry mode, ``w`` (B,), keeps ``(n, D)`` buckets and signed weights.
+    ``Z > 0``: aligned blocks, ``w`` (B/Z, Z), keeps ``(n, D/Z)`` block rows and signed
+    weights. The backward is a sparse COO gradient when ``sparse`` (the signed, weighed
+    incoming gradient, one pass), else the dense scatter-add into ``B`` values.
+    """
+
+    @staticmethod
+    def forward(ctx, w, ids, coef, c1, c2, signed, Z, nbags, bags, fac, sparse):
+        k = _nb()
+        n, C = ids.shape[0], c1.shape[0]
+        D = C * max(Z, 1)
+        rows, f = _items(n, bags, fac, w.dtype)
+        pooled = bags is not None
+        out = torch.zeros(nbags, D, dtype=w.dtype) if pooled else torch.empty(n, D, dtype=w.dtype)
+        idx = torch.empty(n, C, dtype=torch.int64)
+        sf = torch.empty(n, C, dtype=w.dtype)
+        args = (ids.numpy(), coef.numpy(), c1.numpy(), c2.numpy(), bool(signed), f, rows)
+        kernel = k.entry_keep_fwd if Z == 0 else k.aligned_fwd
+        kernel(w.detach().numpy(), *args, out.numpy(), pooled, idx.numpy(), sf.numpy())
+        ctx.save_for_backward(idx, sf)
+        ctx.args = (Z, w.shape, bags, sparse)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        k = _nb()
+        idx, sf = ctx.saved_tensors
+        Z, shape, bags, sparse = ctx.args
+        n, C = idx.shape
+        rows = torch.arange(n).numpy() if bags is None else bags.numpy()
+        g = g.contiguous().to(sf.dtype).numpy()
+        if sparse:
+            vals = torch.empty(n, C, max(Z, 1), dtype=sf.dtype)
+            k.sparse_values(sf.numpy(), rows, g, vals.numpy())
+            gw = _sparse(idx, vals.reshape(n * C, *shape[1:]), shape)
+        else:  # aligned blocks, dense gradient: the scatter-add of the circular kernel
+            gw = torch.zeros(shape, dtype=sf.dtype)
+            k.block_bwd((idx * Z).numpy(), sf.numpy(), Z, rows, g, gw.view(-1).numpy())
+        return gw, None, None, None, None, None, None, None, None, None, None

@@ -9,6 +9,9 @@ Three ways to store a ``V × D`` table in far fewer values (claim C8 and ``hashe
 - ``"block"`` (ROBE-Z, Desai et al. 2022): row ``r`` is ``D / Z`` contiguous blocks of
   ``Z`` values, block ``k`` read at a hashed offset ``h(r, k)`` of one circular array
   of ``B`` values (times a ±1 sign per block). One hash per ``Z`` values.
+  ``aligned=True`` (a variant, not ROBE-Z): offsets are multiples of ``Z``, so the
+  values are a ``(B/Z, Z)`` table and block ``k`` of row ``r`` is its row
+  ``h(r, k) mod (B/Z)``: what lets a sparse gradient name whole blocks (``sparse=True``).
 - ``"qr"`` (quotient-remainder, Shi et al. 2020): row ``r`` is
   ``Q[r // m] * R[r % m]`` (elementwise), two small dense tables stored as one.
 
@@ -144,12 +147,15 @@ class HashedTable(Relation):
         block: ``Z``, values per block (``"block"`` only; 1 otherwise).
         seed: picks the hash functions.
         signed: multiply by a ±1 sign hash (per entry, or per block).
+        aligned: ``"block"`` only: blocks start at multiples of ``block`` (stored as a
+            ``(buckets / block, block)`` table) instead of ROBE-Z's any offset.
 
     Raises:
         TieError: (a ValueError) for an unknown mode, a size that is not a positive
             int, a seed that is not a non-negative int, or a ``signed`` that is not a
-            bool; when applied, for a slot that is not ``(V, D)`` or a block that does
-            not divide ``D`` or exceeds the buckets.
+            bool, or an ``aligned`` outside block mode; when applied, for a slot that is not ``(V, D)`` or a block that does
+            not divide ``D`` or exceeds the buckets, or aligned blocks that do not
+            divide the buckets.
     """
 
     kind: ClassVar[str] = "HashedTable"
@@ -158,6 +164,7 @@ class HashedTable(Relation):
     block: int = 1
     seed: int = 0
     signed: bool = True
+    aligned: bool = False
 
     def __post_init__(self):
         if not isinstance(self.mode, str) or self.mode not in MODES:
@@ -170,6 +177,13 @@ class HashedTable(Relation):
             raise TieError(f"HashedTable(seed=...) must be a non-negative int, got {self.seed!r}")
         if not isinstance(self.signed, bool):
             raise TieError(f"HashedTable(signed=...) must be True or False, got {self.signed!r}")
+        if not isinstance(self.aligned, bool):
+            raise TieError(f"HashedTable(aligned=...) must be True or False, got {self.aligned!r}")
+        if self.aligned and self.mode != "block":
+            raise TieError(
+                f"HashedTable(aligned=True) is for mode='block' only, got mode={self.mode!r}; "
+                f"drop aligned= or use mode='block'"
+            )
         if self.mode != "block" and self.block != 1:
             raise TieError(
                 f"HashedTable(block={self.block}) is for mode='block' only; drop block= or use "
@@ -188,9 +202,17 @@ class HashedTable(Relation):
                 f"HashedTable(block={self.block}) must divide D={D} and be at most "
                 f"buckets={self.buckets}; choose a block size that divides the row"
             )
+        if self.aligned and self.buckets % self.block:
+            raise TieError(
+                f"HashedTable(aligned=True, block={self.block}) must divide buckets="
+                f"{self.buckets} (the values are a (buckets / block, block) table); use "
+                f"buckets={self.buckets - self.buckets % self.block:,}"
+            )
         if self.mode == "qr":
             q, m = qr_split(V, D, self.buckets)
             return (q + m, D)
+        if self.aligned:
+            return (self.buckets // self.block, self.block)
         return (self.buckets,)
 
     def right_inverse(self, logical: torch.Tensor) -> torch.Tensor:
@@ -210,7 +232,7 @@ class HashedTable(Relation):
         count = torch.zeros(self.buckets, dtype=flat.dtype).index_add_(
             0, idx.reshape(-1), torch.ones_like(flat)
         )
-        return total / count.clamp_min(1)
+        return (total / count.clamp_min(1)).reshape(shape)
 
     def pair_hash(self, shape) -> PairHash:
         """The hash of this relation for a ``(V, D)`` table."""
@@ -231,7 +253,10 @@ class HashedTable(Relation):
             return idx, sign * 2 - 1 if self.signed else sign
         nb = D // self.block
         c1, c2 = h.cols(nb, rows.device)
-        off = combine(r1, c1) % self.buckets  # (n, nb)
+        if self.aligned:  # offsets Z·(u mod B/Z): a block never wraps
+            off = combine(r1, c1) % (self.buckets // self.block) * self.block  # (n, nb)
+        else:
+            off = combine(r1, c1) % self.buckets  # (n, nb)
         idx = (off.unsqueeze(-1) + torch.arange(self.block)) % self.buckets
         sign = (combine(r2, c2) & 1) * 2 - 1 if self.signed else torch.ones_like(off)
         return idx.flatten(-2), sign.repeat_interleave(self.block, -1)
@@ -249,7 +274,7 @@ class HashedTable(Relation):
             q, m = qr_split(V, D, self.buckets)
             return source[rows // m] * source[q + rows % m]
         idx, sign = self.flat_index(rows, shape)
-        out = source[idx]
+        out = source.reshape(-1)[idx]
         return out * sign.to(out.dtype) if self.signed else out
 
 
