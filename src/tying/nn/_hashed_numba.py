@@ -169,39 +169,94 @@ def block_hash_fwd(w, ids, coef, c1, c2, signed, fac, Z, bags, out, acc, off, sf
 
 
 @_jit
-def entry_keep_fwd(w, ids, coef, c1, c2, signed, fac, bags, out, acc, idx, sg):
-    """``entry_fwd`` that also keeps every entry's bucket ``idx`` and signed weight ``sg`` (n, D)."""
+def entry_keep_fwd(w, ids, coef, c1, c2, signed, fac, bags, out, acc, idx):
+    """``entry_fwd`` that also keeps every entry's bucket in ``idx`` (n, D)."""
     B, D = w.shape[0], c1.shape[0]
     c1_mod, p_mod = c1 % B, P % B
+    sg = np.empty(D, w.dtype)
     for k in range(ids.shape[0]):
         a, a2 = _row(ids[k], coef, 0), _row(ids[k], coef, 5)
-        ik, sk = idx[k], sg[k]
-        _row_hash(a, a2, c1, c1_mod, c2, p_mod, B, signed, fac[k], ik, sk)
+        ik = idx[k]
+        _row_hash(a, a2, c1, c1_mod, c2, p_mod, B, signed, fac[k], ik, sg)
         dst = out[bags[k]]
         if acc:
             for j in range(D):
-                dst[j] += sk[j] * w[ik[j]]
+                dst[j] += sg[j] * w[ik[j]]
         else:
             for j in range(D):
-                dst[j] = sk[j] * w[ik[j]]
+                dst[j] = sg[j] * w[ik[j]]
 
 
 @_jit
-def aligned_fwd(w, ids, coef, c1, c2, signed, fac, bags, out, acc, bid, sf):
-    """Aligned blocks: block ``k`` of row ``r`` is row ``h(r, k) mod (B/Z)`` of ``w`` (B/Z, Z).
+def entry_sparse_values(ids, coef, c2, signed, fac, bags, g, vals):
+    """Per-entry sparse gradient values ``vals[k, j] = ±fac[k] · g[bags[k], j]`` (n, D).
 
-    Keeps the block rows ``bid`` and sign × item weight ``sf`` (n, D/Z) for the backward.
+    The sign is re-hashed (one add and a parity per entry, as in ``_row_hash``): cheaper
+    than writing it in the forward and reading it back.
     """
-    R, Z = w.shape
-    inv = 1.0 / R
     for k in range(ids.shape[0]):
-        a, a2, f = _row(ids[k], coef, 0), _row(ids[k], coef, 5), fac[k]
+        a2, f, src, v = _row(ids[k], coef, 5), fac[k], g[bags[k]], vals[k]
+        for j in range(c2.shape[0]):
+            t = a2 + c2[j]
+            t = t + 1 if t >= P else t
+            v[j] = f * src[j] if (t & 1) or not signed else -f * src[j]
+
+
+@_jit
+def _fold(v):  # v mod P for 0 <= v < 2**62 (P = 2**31 - 1): shifts and adds, vectorises
+    v = (v & P) + (v >> 31)  # < 2**32
+    v = (v & P) + (v >> 31)  # <= P + 1
+    return v - P if v >= P else v
+
+
+@_jit
+def _row_fold(x, coef, o):  # _row without the two int64 divisions: the same value
+    y = x * coef[o]
+    v = (
+        (y & 0x1FFFFF) * coef[o + 1]
+        + ((y >> 21) & 0x1FFFFF) * coef[o + 2]
+        + (y >> 42) * coef[o + 3]
+    )  # < 3 * 2**52
+    u = _fold(v) + coef[o + 4]
+    return u - P if u >= P else u
+
+
+@_jit
+def aligned_hash(ids, coef, c1, c2, signed, fac, R, bid, sf):
+    """Aligned blocks: table row ``bid`` and sign × item weight ``sf`` of every block, (D/Z, n).
+
+    Block-major so that every loop runs over the items, without division or branches:
+    LLVM vectorises them (the item-major loop over the 4 blocks of a row did not).
+    """
+    n = ids.shape[0]
+    r1, r2 = np.empty(n, np.int64), np.empty(n, np.int64)
+    for k in range(n):
+        r1[k] = _row_fold(ids[k], coef, 0)
+        r2[k] = _row_fold(ids[k], coef, 5)
+    inv = 1.0 / R
+    for blk in range(c1.shape[0]):
+        cb, cs, b_out, s_out = c1[blk], c2[blk], bid[blk], sf[blk]
+        for k in range(n):
+            u = r1[k] + cb
+            u = u - P if u >= P else u
+            q = np.int64(u * inv)  # u mod R: a float quotient, then an exact fix-up
+            b = u - q * R
+            b = b + R if b < 0 else b
+            b_out[k] = b - R if b >= R else b
+            t = r2[k] + cs
+            t = t + 1 if t >= P else t  # (t - P) has the parity of t + 1 (P is odd)
+            s_out[k] = fac[k] if (t & 1) or not signed else -fac[k]
+
+
+@_jit
+def aligned_copy(w, bid, sf, bags, out, acc):
+    """Rows of the aligned ``(B/Z, Z)`` table into ``out``: block ``i`` of item ``k`` is
+    ``sf[i, k] · w[bid[i, k]]``, accumulated into ``out[bags[k]]`` when ``acc``."""
+    Z = w.shape[1]
+    for k in range(bid.shape[1]):
         dst = out[bags[k]]
-        for blk in range(c1.shape[0]):
-            b = _mod(_pair(a, c1[blk]), R, inv)
-            s = f if not signed or _pair(a2, c2[blk]) & 1 else -f
-            bid[k, blk], sf[k, blk] = b, s
-            src, d = w[b], dst[blk * Z : (blk + 1) * Z]
+        for i in range(bid.shape[0]):
+            s, src, d = sf[i, k], w[bid[i, k]], dst[i * Z : (i + 1) * Z]
             if acc:
                 for t in range(Z):
                     d[t] += s * src[t]
@@ -211,16 +266,21 @@ def aligned_fwd(w, ids, coef, c1, c2, signed, fac, bags, out, acc, bid, sf):
 
 
 @_jit
-def sparse_values(sf, bags, g, vals):
-    """Gradient values of a sparse gradient: ``vals[k, i] = sf[k, i] · g[bags[k], i·W:(i+1)·W]``.
+def aligned_fwd(w, ids, coef, c1, c2, signed, fac, bags, out, acc, bid, sf):
+    """``aligned_hash`` then ``aligned_copy`` (``w`` the (B/Z, Z) table; ``bid``, ``sf`` (D/Z, n))."""
+    aligned_hash(ids, coef, c1, c2, signed, fac, w.shape[0], bid, sf)
+    aligned_copy(w, bid, sf, bags, out, acc)
 
-    ``sf`` (n, C) the sign × weight of each of an item's ``C`` reads of ``W`` values
-    (entry mode: C = D, W = 1; aligned blocks: C = D/Z, W = Z); ``vals`` (n, C, W).
+
+@_jit
+def sparse_values(sf, Z, bags, g, vals):
+    """Aligned blocks' sparse gradient values ``vals[k, i] = sf[i, k] · g[bags[k], i·Z:(i+1)·Z]``.
+
+    ``sf`` (D/Z, n) the sign × item weight of each block; ``vals`` (n, D/Z, Z).
     """
-    W = vals.shape[2]
-    for k in range(sf.shape[0]):
+    for k in range(sf.shape[1]):
         src = g[bags[k]]
-        for i in range(sf.shape[1]):
-            s, v = sf[k, i], vals[k, i]
-            for t in range(W):
-                v[t] = s * src[i * W + t]
+        for i in range(sf.shape[0]):
+            s, v = sf[i, k], vals[k, i]
+            for t in range(Z):
+                v[t] = s * src[i * Z + t]

@@ -264,7 +264,7 @@ class HashedEmbedding(nn.Module):
             sp = self.sparse
             out = F.embedding(ids // m, w, sparse=sp) * F.embedding(q + ids % m, w, sparse=sp)
         else:
-            c1, c2 = self.hash_cols
+            c1, c2 = self.hash_cols.unbind()
             keep = self.aligned or (self.sparse and self.mode == "entry")
             if keep and fused_available(w):  # the kernels that keep what they read
                 Z = 0 if self.mode == "entry" else self.block

@@ -146,10 +146,13 @@ class SparseGather(torch.autograd.Function):
 class FusedKeepLookup(torch.autograd.Function):
     """Fused lookup that keeps the indices it read: per-entry ``sparse=True`` and aligned blocks.
 
-    ``Z = 0``: per-entry mode, ``w`` (B,), keeps ``(n, D)`` buckets and signed weights.
-    ``Z > 0``: aligned blocks, ``w`` (B/Z, Z), keeps ``(n, D/Z)`` block rows and signed
-    weights. The backward is a sparse COO gradient when ``sparse`` (the signed, weighed
-    incoming gradient, one pass), else the dense scatter-add into ``B`` values.
+    ``Z = 0``: per-entry mode, ``w`` (B,), keeps the ``(n, D)`` buckets (the backward
+    re-hashes the signs). ``Z > 0``: aligned blocks, ``w`` (B/Z, Z), keeps the
+    ``(D/Z, n)`` block rows and their sign × item weight (block-major: see
+    ``aligned_hash``). The backward is a sparse COO
+    gradient when ``sparse``: the incoming gradient signed and weighed (one pass), or
+    the incoming gradient itself for an unsigned, unpooled lookup (no pass, as
+    ``nn.Embedding(sparse=True)``); else (aligned blocks only) the dense scatter-add.
     """
 
     @staticmethod
@@ -160,28 +163,42 @@ class FusedKeepLookup(torch.autograd.Function):
         rows, f = _items(n, bags, fac, w.dtype)
         pooled = bags is not None
         out = torch.zeros(nbags, D, dtype=w.dtype) if pooled else torch.empty(n, D, dtype=w.dtype)
-        idx = torch.empty(n, C, dtype=torch.int64)
-        sf = torch.empty(n, C, dtype=w.dtype)
         args = (ids.numpy(), coef.numpy(), c1.numpy(), c2.numpy(), bool(signed), f, rows)
-        kernel = k.entry_keep_fwd if Z == 0 else k.aligned_fwd
-        kernel(w.detach().numpy(), *args, out.numpy(), pooled, idx.numpy(), sf.numpy())
-        ctx.save_for_backward(idx, sf)
-        ctx.args = (Z, w.shape, bags, sparse)
+        if Z == 0:
+            idx = torch.empty(n, C, dtype=torch.int64)
+            k.entry_keep_fwd(w.detach().numpy(), *args, out.numpy(), pooled, idx.numpy())
+            sf = None
+        else:
+            idx = torch.empty(C, n, dtype=torch.int64)
+            sf = torch.empty(C, n, dtype=w.dtype)
+            k.aligned_fwd(w.detach().numpy(), *args, out.numpy(), pooled, idx.numpy(), sf.numpy())
+        ctx.save_for_backward(idx, sf, ids, coef, c2)
+        ctx.args = (Z, w.shape, w.dtype, bags, fac, signed, sparse)
         return out
 
     @staticmethod
     def backward(ctx, g):
         k = _nb()
-        idx, sf = ctx.saved_tensors
-        Z, shape, bags, sparse = ctx.args
+        idx, sf, ids, coef, c2 = ctx.saved_tensors
+        Z, shape, dtype, bags, fac, signed, sparse = ctx.args
+        if Z:  # item-major, the order of the gradient's values
+            idx = idx.t().contiguous()
         n, C = idx.shape
-        rows = torch.arange(n).numpy() if bags is None else bags.numpy()
-        g = g.contiguous().to(sf.dtype).numpy()
+        g = g.to(dtype)
+        if sparse and not signed and bags is None and fac is None:  # the gradient as it is
+            return _sparse(idx, g.reshape(n * C, *shape[1:]), shape), *(None,) * 10
+        rows, f = _items(n, bags, fac, dtype)
+        g = g.contiguous().numpy()
         if sparse:
-            vals = torch.empty(n, C, max(Z, 1), dtype=sf.dtype)
-            k.sparse_values(sf.numpy(), rows, g, vals.numpy())
+            vals = torch.empty(n, C, max(Z, 1), dtype=dtype)
+            if Z == 0:
+                hashes = (ids.numpy(), coef.numpy(), c2.numpy(), bool(signed), f, rows)
+                k.entry_sparse_values(*hashes, g, vals.view(n, C).numpy())
+            else:
+                k.sparse_values(sf.numpy(), Z, rows, g, vals.numpy())
             gw = _sparse(idx, vals.reshape(n * C, *shape[1:]), shape)
         else:  # aligned blocks, dense gradient: the scatter-add of the circular kernel
-            gw = torch.zeros(shape, dtype=sf.dtype)
+            gw = torch.zeros(shape, dtype=dtype)
+            sf = sf.t().contiguous()
             k.block_bwd((idx * Z).numpy(), sf.numpy(), Z, rows, g, gw.view(-1).numpy())
-        return gw, None, None, None, None, None, None, None, None, None, None
+        return gw, *(None,) * 10
