@@ -249,14 +249,19 @@ def aligned_hash(ids, coef, c1, c2, signed, fac, R, bid, sf):
 
 
 @_jit
-def aligned_copy(w, bid, sf, bags, out, acc):
+def aligned_copy(w, bid, sf, bags, out, acc, idx):
     """Rows of the aligned ``(B/Z, Z)`` table into ``out``: block ``i`` of item ``k`` is
-    ``sf[i, k] · w[bid[i, k]]``, accumulated into ``out[bags[k]]`` when ``acc``."""
+    ``sf[i, k] · w[bid[i, k]]``, accumulated into ``out[bags[k]]`` when ``acc``.
+
+    Also writes ``idx[k, i] = bid[i, k]``: the item-major order of a sparse gradient.
+    """
     Z = w.shape[1]
     for k in range(bid.shape[1]):
         dst = out[bags[k]]
         for i in range(bid.shape[0]):
-            s, src, d = sf[i, k], w[bid[i, k]], dst[i * Z : (i + 1) * Z]
+            b = bid[i, k]
+            idx[k, i] = b
+            s, src, d = sf[i, k], w[b], dst[i * Z : (i + 1) * Z]
             if acc:
                 for t in range(Z):
                     d[t] += s * src[t]
@@ -266,10 +271,12 @@ def aligned_copy(w, bid, sf, bags, out, acc):
 
 
 @_jit
-def aligned_fwd(w, ids, coef, c1, c2, signed, fac, bags, out, acc, bid, sf):
-    """``aligned_hash`` then ``aligned_copy`` (``w`` the (B/Z, Z) table; ``bid``, ``sf`` (D/Z, n))."""
+def aligned_fwd(w, ids, coef, c1, c2, signed, fac, bags, out, acc, idx, sf):
+    """``aligned_hash`` then ``aligned_copy``: ``w`` the (B/Z, Z) table, ``idx`` (n, D/Z) the
+    block rows read, ``sf`` (D/Z, n) their sign × item weight."""
+    bid = np.empty((idx.shape[1], idx.shape[0]), np.int64)
     aligned_hash(ids, coef, c1, c2, signed, fac, w.shape[0], bid, sf)
-    aligned_copy(w, bid, sf, bags, out, acc)
+    aligned_copy(w, bid, sf, bags, out, acc, idx)
 
 
 @_jit

@@ -148,8 +148,8 @@ class FusedKeepLookup(torch.autograd.Function):
 
     ``Z = 0``: per-entry mode, ``w`` (B,), keeps the ``(n, D)`` buckets (the backward
     re-hashes the signs). ``Z > 0``: aligned blocks, ``w`` (B/Z, Z), keeps the
-    ``(D/Z, n)`` block rows and their sign × item weight (block-major: see
-    ``aligned_hash``). The backward is a sparse COO
+    ``(n, D/Z)`` block rows and their ``(D/Z, n)`` sign × item weight (block-major:
+    see ``aligned_hash``). The backward is a sparse COO
     gradient when ``sparse``: the incoming gradient signed and weighed (one pass), or
     the incoming gradient itself for an unsigned, unpooled lookup (no pass, as
     ``nn.Embedding(sparse=True)``); else (aligned blocks only) the dense scatter-add.
@@ -164,12 +164,11 @@ class FusedKeepLookup(torch.autograd.Function):
         pooled = bags is not None
         out = torch.zeros(nbags, D, dtype=w.dtype) if pooled else torch.empty(n, D, dtype=w.dtype)
         args = (ids.numpy(), coef.numpy(), c1.numpy(), c2.numpy(), bool(signed), f, rows)
+        idx = torch.empty(n, C, dtype=torch.int64)
         if Z == 0:
-            idx = torch.empty(n, C, dtype=torch.int64)
             k.entry_keep_fwd(w.detach().numpy(), *args, out.numpy(), pooled, idx.numpy())
             sf = None
         else:
-            idx = torch.empty(C, n, dtype=torch.int64)
             sf = torch.empty(C, n, dtype=w.dtype)
             k.aligned_fwd(w.detach().numpy(), *args, out.numpy(), pooled, idx.numpy(), sf.numpy())
         ctx.save_for_backward(idx, sf, ids, coef, c2)
@@ -181,8 +180,6 @@ class FusedKeepLookup(torch.autograd.Function):
         k = _nb()
         idx, sf, ids, coef, c2 = ctx.saved_tensors
         Z, shape, dtype, bags, fac, signed, sparse = ctx.args
-        if Z:  # item-major, the order of the gradient's values
-            idx = idx.t().contiguous()
         n, C = idx.shape
         g = g.to(dtype)
         if sparse and not signed and bags is None and fac is None:  # the gradient as it is
