@@ -278,8 +278,9 @@ class HashedEmbedding(nn.Module):
             if self.mode == "entry":
                 idx = combine(r1, c1) % self.buckets  # (n, D)
                 if self.sparse and torch.compiler.is_compiling():
+                    name = getattr(type(self), "_tying_base", type(self)).__name__
                     raise ValueError(
-                        f"{type(self).__name__}: sparse=True in mode='entry' does not compile "
+                        f"{name}: sparse=True in mode='entry' does not compile "
                         f"(torch cannot trace a sparse gradient of the 1-D bucket array); use "
                         f"torch.compile without fullgraph=True (this lookup then runs eagerly), "
                         f"sparse=False, or mode='block' with aligned=True"
