@@ -549,3 +549,29 @@ def test_bad_aligned_and_sparse_options_are_refused_naming_the_fix():
         ValueError, match=r"HashedTable\(aligned=True, block=4\) must divide buckets=10"
     ):
         HashedTable(mode="block", buckets=10, block=4, aligned=True).source_shape((100, 8))
+
+
+@pytest.mark.parametrize("signed", [True, False])
+@pytest.mark.parametrize("mode, kw", SPARSE_KINDS[:2])
+def test_sparse_gradients_accumulate_and_leave_the_incoming_gradient_alone(mode, kw, signed, path):
+    """An unsigned lookup hands the incoming gradient over as it is: accumulating must not
+    write into it, and two backward passes must give twice the dense gradient."""
+    V = 10**9  # V·D > 2**31: the pair hash (HashedTable), not C8's tying.Hashed
+    sparse = HashedEmbedding(
+        V, 16, 960, mode=mode, sparse=True, signed=signed, dtype=torch.float64, **kw
+    )
+    dense = HashedEmbedding(V, 16, 960, mode=mode, signed=signed, dtype=torch.float64, **kw)
+    assert isinstance(sparse.relation, HashedTable)
+    dense.load_state_dict(sparse.state_dict())
+    ids = torch.randint(0, V, (30,))
+    g = torch.randn(30, 16, dtype=torch.float64)
+    before = g.clone()
+    for _ in range(2):
+        sparse(ids).backward(g)
+        dense(ids).backward(g)
+    assert torch.equal(g, before)
+    torch.testing.assert_close(
+        sparse.weight_physical.grad.to_dense(), dense.weight_physical.grad, rtol=1e-12, atol=1e-12
+    )
+    torch.optim.SGD(sparse.parameters(), lr=0.1).step()  # the step reads, never writes, g
+    assert torch.equal(g, before)
