@@ -575,3 +575,19 @@ def test_sparse_gradients_accumulate_and_leave_the_incoming_gradient_alone(mode,
     )
     torch.optim.SGD(sparse.parameters(), lr=0.1).step()  # the step reads, never writes, g
     assert torch.equal(g, before)
+
+
+def test_aligned_relation_ties_a_plain_embedding():
+    """HashedTable(aligned=True) in a Plan: stored as (B/Z, Z), a projection (idempotent)."""
+    rel = HashedTable(mode="block", buckets=64, block=4, aligned=True, seed=1)
+    x = torch.randn(100, 8, dtype=torch.float64)
+    src = rel.right_inverse(x)
+    assert src.shape == (16, 4)
+    torch.testing.assert_close(rel.right_inverse(rel(src, shape=(100, 8))), src)
+    m = torch.nn.Embedding(100, 8)
+    tying.Plan([tying.share("weight", relation=rel)]).apply(m)
+    assert tying.count(m).physical == 64 and tying.verify(m) == 1
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    m(torch.tensor([3, 4])).sum().backward()
+    opt.step()
+    assert tying.verify(m) == 1
