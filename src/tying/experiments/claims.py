@@ -471,7 +471,10 @@ EXTRA_CLAIMS: tuple[Claim, ...] = (
             "memory (synthetic task; the margin and the task's Zipf exponent were set after "
             "a first failing run, see docs/hashed.md)."
         ),
-        shows="AUC vs memory for dense, per-entry, block and QR embeddings; training throughput",
+        shows=(
+            "AUC vs memory for dense, per-entry, block (ROBE-Z and aligned sparse, signed and "
+            "unsigned) and QR embeddings; training throughput"
+        ),
     ),
 )
 
