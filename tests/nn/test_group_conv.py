@@ -241,3 +241,55 @@ def test_eval_bank_cache_follows_in_place_updates():
             ),
         )
         assert not conv(x).equal(first)
+
+
+def test_eval_bias_cache_follows_in_place_updates_and_train_mode():
+    """The eval-mode cache covers the bias too (issue 19); it must never serve a stale bias."""
+    _, conv = _net("C4")
+    conv.eval()
+    x = torch.randn(1, 3, 4, 6, 6, dtype=F64)
+
+    def reference():
+        bias = torch.stack([conv.biases.e] * 4, dim=1).reshape(-1)
+        return F.conv2d(x.flatten(1, 2), conv._slot_bank(), bias, padding=1).unflatten(1, (4, 4))
+
+    with torch.no_grad():
+        first = conv(x)
+        assert conv.bias_bank() is conv.bias_bank()  # served from the cache
+        conv.biases.e.add_(1.0)  # the version counter moves
+        torch.testing.assert_close(conv(x), reference(), rtol=0, atol=0)
+        assert not conv(x).equal(first)
+    conv.train()  # training rebuilds every call and keeps the graph
+    assert conv.bias_bank() is not conv.bias_bank()
+    assert conv.bias_bank().requires_grad
+    conv.load_state_dict({k: v + 1.0 for k, v in conv.state_dict().items()})
+    conv.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(conv(x), reference(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("layer", ["lift", "conv"])
+def test_layers_follow_a_channels_last_input(layer):
+    """The layer never converts memory format: a channels-last input gives a channels-last
+    output (free for the next layer) with the same values, and equivariance holds."""
+    lift, conv = _net("C4")
+    m = lift if layer == "lift" else conv
+    x = (
+        torch.randn(2, 2, 9, 9, dtype=F64)
+        if layer == "lift"
+        else torch.randn(2, 3, 4, 9, 9, dtype=F64)
+    )
+    flat = x if layer == "lift" else x.flatten(1, 2)
+    x_cl = flat.contiguous(memory_format=torch.channels_last)
+    x_cl = x_cl if layer == "lift" else x_cl.unflatten(1, (3, 4))
+    y, y_cl = m(x), m(x_cl)
+    assert y_cl.flatten(1, 2).is_contiguous(memory_format=torch.channels_last)
+    assert y.is_contiguous()
+    torch.testing.assert_close(y_cl, y, rtol=1e-12, atol=1e-12)
+    # equivariance holds in that layout too
+    torch.testing.assert_close(
+        m(group_act(x_cl, "r", "C4")), group_act(y_cl, "r", "C4"), atol=1e-12, rtol=0
+    )
+    if layer == "conv":  # the next group conv reads the output without a copy
+        nxt = GroupConv2d(4, 2, 3, dtype=F64)
+        assert nxt(y_cl).flatten(1, 2).is_contiguous(memory_format=torch.channels_last)

@@ -299,11 +299,18 @@ class _GroupConvBase(nn.Module):
             _uniform_(self.biases._parameters.values(), bound)
 
     def bias_bank(self) -> torch.Tensor | None:
-        """The bias of every output channel ``c·|G| + g`` (None without bias)."""
+        """The bias of every output channel ``c·|G| + g`` (None without bias).
+
+        In eval mode without autograd it is cached like :meth:`filter_bank`.
+        """
         if self.biases is None:
             return None
-        b = torch.stack([getattr(self.biases, g) for g in self.elements], dim=1)  # (C_out, |G|)
-        return b.reshape(-1)
+        slots = [getattr(self.biases, g) for g in self.elements]
+
+        def build() -> torch.Tensor:
+            return torch.stack(slots, dim=1).reshape(-1)  # (C_out, |G|) -> (C_out·|G|,)
+
+        return self._eval_cached("_bias_cache", slots, build)
 
     def extra_repr(self) -> str:
         return (
@@ -376,18 +383,28 @@ class _GroupConvBase(nn.Module):
         """
         if not self._tie_intact():
             return self._slot_bank()
-        if torch.is_grad_enabled() or self.training or torch.compiler.is_compiling():
-            return self._fast_bank()
         params = [getattr(self.kernels, key) for key in self._physical_keys()]
+        return self._eval_cached("_bank_cache", params, self._fast_bank)
+
+    def _eval_cached(self, name: str, params: list, build) -> torch.Tensor:
+        """``build()``, kept in eval mode without autograd until a parameter moves.
+
+        Training, autograd and ``torch.compile`` always rebuild (the result must carry
+        the graph). The stamp is each parameter's storage, version counter, device and
+        dtype, so an in-place update, ``load_state_dict`` or ``.to()`` rebuilds.
+        """
+        if torch.is_grad_enabled() or self.training or torch.compiler.is_compiling():
+            return build()
         stamp = tuple((p.data_ptr(), p._version, p.device, p.dtype) for p in params)
-        cached = self.__dict__.get("_bank_cache")
+        cached = self.__dict__.get(name)
         if cached is None or cached[0] != stamp:
-            cached = (stamp, self._fast_bank())
-            self.__dict__["_bank_cache"] = cached
+            cached = (stamp, build())
+            self.__dict__[name] = cached
         return cached[1]
 
     def train(self, mode: bool = True):
         self.__dict__.pop("_bank_cache", None)
+        self.__dict__.pop("_bias_cache", None)
         return super().train(mode)
 
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
