@@ -293,3 +293,16 @@ def test_layers_follow_a_channels_last_input(layer):
     if layer == "conv":  # the next group conv reads the output without a copy
         nxt = GroupConv2d(4, 2, 3, dtype=F64)
         assert nxt(y_cl).flatten(1, 2).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_bias_bank_reads_every_slot_once_the_tie_is_gone():
+    """The Same-tied bias is read from ``biases.e`` alone; after ``untie`` every slot counts."""
+    _, conv = _net("C4")
+    tied = conv.bias_bank().view(-1, 4)
+    assert all(torch.equal(tied[:, g], conv.biases.e) for g in range(4))
+    tying.untie(conv)
+    with torch.no_grad():
+        conv.biases.r.add_(1.0)
+    untied = conv.bias_bank().view(-1, 4)
+    torch.testing.assert_close(untied[:, 1], conv.biases.e + 1.0, rtol=0, atol=0)
+    torch.testing.assert_close(untied[:, 0], conv.biases.e, rtol=0, atol=0)

@@ -305,7 +305,12 @@ class _GroupConvBase(nn.Module):
         """
         if self.biases is None:
             return None
-        slots = [getattr(self.biases, g) for g in self.elements]
+        if self.tied and self.biases._parameters.keys() == {"e"}:
+            # the Same tie intact: every orientation's slot is served as ``biases.e``
+            # (read straight from ``_parameters``: a tied slot's getattr costs more)
+            slots = [self.biases._parameters["e"]] * len(self.elements)
+        else:
+            slots = [getattr(self.biases, g) for g in self.elements]
 
         def build() -> torch.Tensor:
             return torch.stack(slots, dim=1).reshape(-1)  # (C_out, |G|) -> (C_out·|G|,)
@@ -327,7 +332,10 @@ class _GroupConvBase(nn.Module):
     def _tie_intact(self) -> bool:
         # Tied slots are served from their owner and are not in ``_parameters``; after
         # ``tying.untie`` every block is a parameter again and the gather would be wrong.
-        return self.tied and set(self.kernels._parameters) == set(self._physical_keys())
+        keys = self.__dict__.get("_physical_set")
+        if keys is None:
+            keys = self.__dict__["_physical_set"] = frozenset(self._physical_keys())
+        return self.tied and self.kernels._parameters.keys() == keys
 
     def _gather_index(self) -> torch.Tensor:
         """For each entry of the logical bank, the flat index of the physical entry it reads.
@@ -362,13 +370,25 @@ class _GroupConvBase(nn.Module):
         return index
 
     def _fast_bank(self) -> torch.Tensor:
-        physical = torch.stack(
-            [getattr(self.kernels, key) for key in self._physical_keys()]
-        )  # (n_physical, C_out, C_in, k, k)
-        index = self._gather_index().to(physical.device)
+        # The tie is intact here, so the physical blocks are plain entries of
+        # ``_parameters`` (read directly: per-call Python shows up in a training step).
+        params = self.kernels._parameters
+        physical = torch.stack([params[key] for key in self._physical_keys()])
+        # (n_physical, C_out, C_in, k, k)
+        index = self._flat_index_on(physical.device)
         # one gather; its backward is one index_add into the physical kernel
-        # (index_select: about half the cost of advanced indexing, fwd+bwd, on CPU)
-        return torch.index_select(physical.reshape(-1), 0, index.reshape(-1)).view(index.shape)
+        # (index_select: about half the cost of advanced indexing, fwd+bwd, on CPU;
+        # a custom autograd.Function whose backward gathers and sums, a 0/1 matmul,
+        # a row gather with permutes, and numba loops all measured slower or no faster)
+        return torch.index_select(physical.view(-1), 0, index).view(self._gather_index().shape)
+
+    def _flat_index_on(self, device: torch.device) -> torch.Tensor:
+        """The gather index, flat, moved to ``device`` once (not on every call)."""
+        moved = self.__dict__.setdefault("_bank_index_on", {})
+        index = moved.get(device)
+        if index is None:
+            index = moved[device] = self._gather_index().reshape(-1).to(device)
+        return index
 
     def _slot_bank(self) -> torch.Tensor:
         raise NotImplementedError
@@ -383,8 +403,9 @@ class _GroupConvBase(nn.Module):
         """
         if not self._tie_intact():
             return self._slot_bank()
-        params = [getattr(self.kernels, key) for key in self._physical_keys()]
-        return self._eval_cached("_bank_cache", params, self._fast_bank)
+        params = self.kernels._parameters
+        physical = [params[key] for key in self._physical_keys()]
+        return self._eval_cached("_bank_cache", physical, self._fast_bank)
 
     def _eval_cached(self, name: str, params: list, build) -> torch.Tensor:
         """``build()``, kept in eval mode without autograd until a parameter moves.
