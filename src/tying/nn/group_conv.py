@@ -29,8 +29,12 @@ through ``Rotated(k)`` and ``Flipped`` (the ``r^k m`` blocks read the ``m`` bloc
 rotated). So ``tying.count`` reports the logical bank (|G| blocks per lifting
 layer, |G|² per group layer) against the physical kernel, ``tying.save`` and
 ``tying.untie`` work, and ``tied=False`` builds the same layer with independent
-blocks (the untied baseline of claim B2). The forward pass reads the slots, stacks
-them into the full filter bank and calls ``F.conv2d`` once.
+blocks (the untied baseline of claim B2). The forward pass builds the full filter
+bank from the physical kernel in one ``index_select`` (its index is found once by
+reading the tied slots, which stay the reference) and calls ``F.conv2d`` once; in
+eval mode without autograd the bank and bias are cached until a parameter moves.
+The layers follow their input's memory format (a channels-last input gives a
+channels-last output) and never convert it.
 
 Requirements for exact equivariance: the transform must map the sampling grid onto
 itself, so padding must be symmetric (an int, or ``"same"`` with an odd kernel) and
