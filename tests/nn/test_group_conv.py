@@ -8,6 +8,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tying
 from tying.nn import GROUPS, GroupConv2d, GroupPool, LiftingConv2d, group_act, group_elements
@@ -306,3 +308,38 @@ def test_bias_bank_reads_every_slot_once_the_tie_is_gone():
     untied = conv.bias_bank().view(-1, 4)
     torch.testing.assert_close(untied[:, 1], conv.biases.e + 1.0, rtol=0, atol=0)
     torch.testing.assert_close(untied[:, 0], conv.biases.e, rtol=0, atol=0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    group=st.sampled_from(["C4", "D4"]),
+    layer=st.sampled_from(["lift", "conv"]),
+    cin=st.integers(1, 3),
+    cout=st.integers(1, 3),
+    k=st.integers(1, 5),
+)
+def test_gathered_bank_and_gradient_equal_the_slot_path_for_any_size(group, layer, cin, cout, k):
+    """Property (issue 19): for any sizes the one-gather bank (int32 index, moved once)
+    equals the bank read slot by slot, its gradient equals the slot path's, and the
+    forward equals ``F.conv2d`` on the slot bank; also after an optimizer step."""
+    cls = LiftingConv2d if layer == "lift" else GroupConv2d
+    torch.manual_seed(cin * 100 + cout * 10 + k)
+    m = cls(cin, cout, k, group=group, padding=k // 2, dtype=F64)
+    n = len(GROUPS[group])
+    x = (
+        torch.randn(2, cin, 7, 7, dtype=F64)
+        if layer == "lift"
+        else torch.randn(2, cin, n, 7, 7, dtype=F64)
+    )
+    flat = x if layer == "lift" else x.flatten(1, 2)
+    physical = [getattr(m.kernels, key) for key in m._physical_keys()]
+    for _ in range(2):
+        assert torch.equal(m.filter_bank(), m._slot_bank())
+        want = F.conv2d(flat, m._slot_bank(), m.bias_bank(), padding=k // 2)
+        torch.testing.assert_close(m(x).flatten(1, 2), want, rtol=0, atol=0)
+        w = torch.randn_like(m._slot_bank())
+        g_fast = torch.autograd.grad((m.filter_bank() * w).sum(), physical)
+        g_slow = torch.autograd.grad((m._slot_bank() * w).sum(), physical)
+        for a, b in zip(g_fast, g_slow):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+        _sgd(m.parameters(), m(x).square().mean())

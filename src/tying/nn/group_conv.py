@@ -391,7 +391,18 @@ class _GroupConvBase(nn.Module):
         moved = self.__dict__.setdefault("_bank_index_on", {})
         index = moved.get(device)
         if index is None:
-            index = moved[device] = self._gather_index().reshape(-1).to(device)
+            index = self._gather_index().reshape(-1)
+            n_physical = (
+                self.out_channels
+                * self.in_channels
+                * self.kernel_size**2
+                * len(self._physical_keys())
+            )  # every index is below this (static: no data-dependent branch under compile)
+            if n_physical < 2**31:
+                # int32 halves the index's memory traffic: a 256-channel C4 step measured
+                # 3.5-5 % faster, a 64-channel one unchanged (issue 19)
+                index = index.to(torch.int32)
+            index = moved[device] = index.to(device)
         return index
 
     def _slot_bank(self) -> torch.Tensor:
