@@ -343,3 +343,38 @@ def test_gathered_bank_and_gradient_equal_the_slot_path_for_any_size(group, laye
         for a, b in zip(g_fast, g_slow):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
         _sgd(m.parameters(), m(x).square().mean())
+
+
+def test_torch_func_first_call_leaves_no_transform_tensor_behind():
+    """Regression: an index cached lazily inside ``torch.func.grad`` was a transform
+    wrapper; ``deepcopy`` of the layer then failed ("Cannot access storage of
+    TensorWrapper"). Everything the layer keeps is made eagerly."""
+    from torch.func import functional_call, grad, vmap
+
+    _, conv = _net("C4")
+    x = torch.randn(3, 3, 4, 7, 7, dtype=F64)
+    params = {k: v.detach() for k, v in conv.named_parameters()}
+
+    def loss(p, xb):
+        return functional_call(conv, p, (xb,)).square().mean()
+
+    g = grad(loss)(params, x)  # the layer's first forward runs under the transform
+    per_sample = vmap(grad(loss), in_dims=(None, 0))(params, x.unsqueeze(1))
+    conv.zero_grad()
+    loss(dict(conv.named_parameters()), x).backward()
+    for name, p in conv.named_parameters():
+        torch.testing.assert_close(g[name], p.grad)
+        torch.testing.assert_close(per_sample[name].mean(0), p.grad)
+    twin = copy.deepcopy(conv)
+    torch.testing.assert_close(twin(x), conv(x), rtol=0, atol=0)
+
+
+def test_gather_index_follows_the_parameters_device_and_dtype():
+    _, conv = _net("D4")
+    conv.float()  # _apply: the cached index is re-made on the parameters' device
+    assert conv.__dict__["_bank_flat_index"].dtype == torch.int32
+    assert conv.__dict__["_bank_flat_index"].device == conv.kernels.e_e.device
+    assert torch.equal(conv.filter_bank(), conv._slot_bank())
+    conv.to("meta")
+    assert conv.__dict__["_bank_flat_index"].device.type == "meta"
+    assert conv.filter_bank().device.type == "meta"

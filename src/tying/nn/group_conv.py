@@ -269,6 +269,7 @@ class _GroupConvBase(nn.Module):
             Plan(self._rules()).apply(self)
             if not _probe:  # found once, here, so torch.compile never traces the search
                 self._gather_index()
+                self._make_flat_index()
 
     # -- what subclasses define -------------------------------------------------------
     def _block_keys(self) -> list[str]:
@@ -387,23 +388,38 @@ class _GroupConvBase(nn.Module):
         return torch.index_select(physical.view(-1), 0, index).view(self._gather_index().shape)
 
     def _flat_index_on(self, device: torch.device) -> torch.Tensor:
-        """The gather index, flat, moved to ``device`` once (not on every call)."""
-        moved = self.__dict__.setdefault("_bank_index_on", {})
-        index = moved.get(device)
-        if index is None:
-            index = self._gather_index().reshape(-1)
-            n_physical = (
-                self.out_channels
-                * self.in_channels
-                * self.kernel_size**2
-                * len(self._physical_keys())
-            )  # every index is below this (static: no data-dependent branch under compile)
-            if n_physical < 2**31:
-                # int32 halves the index's memory traffic: a 256-channel C4 step measured
-                # 3.5-5 % faster, a 64-channel one unchanged (issue 19)
-                index = index.to(torch.int32)
-            index = moved[device] = index.to(device)
+        """The gather index, flat, on ``device``.
+
+        It is made eagerly (at construction and in ``_apply``, i.e. ``.to()``/``.cuda()``),
+        never inside a forward: a tensor first made under a ``torch.func`` transform
+        is a transform wrapper and must not be kept. Parameters swapped onto another
+        device without ``_apply`` (``functional_call``, ``assign=True``) get a copy per call.
+        """
+        index = self.__dict__.get("_bank_flat_index")
+        if index is None:  # a layer built before this attribute existed (unpickled)
+            index = self._make_flat_index()
+        return index if index.device == device else index.to(device)
+
+    def _make_flat_index(self) -> torch.Tensor:
+        index = self._gather_index().reshape(-1)
+        n_physical = (
+            self.out_channels * self.in_channels * self.kernel_size**2 * len(self._physical_keys())
+        )  # every index is below this (static: no data-dependent branch under compile)
+        if n_physical < 2**31:
+            # int32 halves the index's memory traffic: a 256-channel C4 step measured
+            # 3.5-5 % faster, a 64-channel one unchanged (issue 19)
+            index = index.to(torch.int32)
+        physical = self.kernels._parameters.get(self._physical_keys()[0])
+        if physical is not None:
+            index = index.to(physical.device)
+        self.__dict__["_bank_flat_index"] = index
         return index
+
+    def _apply(self, fn, recurse: bool = True):
+        module = super()._apply(fn, recurse)
+        if "_bank_flat_index" in self.__dict__:
+            self._make_flat_index()  # follow the parameters' device
+        return module
 
     def _slot_bank(self) -> torch.Tensor:
         raise NotImplementedError
