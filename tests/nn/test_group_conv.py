@@ -378,3 +378,21 @@ def test_gather_index_follows_the_parameters_device_and_dtype():
     conv.to("meta")
     assert conv.__dict__["_bank_flat_index"].device.type == "meta"
     assert conv.filter_bank().device.type == "meta"
+
+
+def test_eval_ensemble_under_vmap_is_not_cached_and_matches_each_model():
+    """Regression: in eval mode without autograd the bank cache stamped each
+    parameter's data pointer, which vmap's batched tensors do not have, so model
+    ensembling (``stack_module_state`` + ``vmap(functional_call)``) raised."""
+    from torch.func import functional_call, stack_module_state, vmap
+
+    torch.manual_seed(0)
+    models = [GroupConv2d(2, 3, 3, dtype=F64).eval() for _ in range(3)]
+    params, buffers = stack_module_state(models)
+    x = torch.randn(2, 2, 4, 7, 7, dtype=F64)
+    with torch.no_grad():
+        out = vmap(lambda p, b: functional_call(models[0], (p, b), (x,)))(params, buffers)
+        want = torch.stack([m(x) for m in models])
+    torch.testing.assert_close(out, want)
+    with torch.no_grad():  # the plain eval path afterwards is not served a transform's bank
+        torch.testing.assert_close(models[0](x), want[0], rtol=0, atol=0)

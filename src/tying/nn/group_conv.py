@@ -447,7 +447,12 @@ class _GroupConvBase(nn.Module):
         """
         if torch.is_grad_enabled() or self.training or torch.compiler.is_compiling():
             return build()
-        stamp = tuple((p.data_ptr(), p._version, p.device, p.dtype) for p in params)
+        try:
+            stamp = tuple((p.data_ptr(), p._version, p.device, p.dtype) for p in params)
+        except (RuntimeError, NotImplementedError):
+            # no storage to stamp (torch.func transforms: vmap over an ensemble's
+            # stacked parameters): build, and never cache a transform's tensor
+            return build()
         cached = self.__dict__.get(name)
         if cached is None or cached[0] != stamp:
             cached = (stamp, build())
