@@ -1,22 +1,40 @@
-"""Spatial layers of ``tying.nn``, as ratios against anchors in the same run (issue 4).
+"""Spatial layers of ``tying.nn``, as ratios against anchors in the same run (issues 4, 19).
 
-1. C4 (and D4) group conv forward+backward vs ``F.conv2d`` with the already-expanded
-   filter bank of the same size (target ≤ 1.15: rotating a kernel is cheap next to
-   the convolution). The gradient lands on the one physical kernel in ours, on the
-   full bank in the anchor.
-2. The same C4 group conv vs e2cnn's ``R2Conv`` with the regular representation of
-   C4 and the same channels: time ratio (target: faster) and the equivariance error
-   of each under a 90° rotation, each in its own convention (target: same order).
-3. ``HashedEmbedding`` forward+backward vs a dense ``nn.Embedding`` of the same
-   logical size: throughput ratio and the memory ratio (target B/(V·D)).
+Two entries, so each can be run alone:
 
-Run: ``python -m benchmarks nn_spatial`` (needs ``pip install 'tying[bench]'`` for e2cnn).
+- ``python -m benchmarks gconv``: the group convolutions (issue 19's rows), written to
+  ``bench-results/gconv.json``. Every ratio is measured three times, interleaved
+  with its anchor (CPU time of this process, the steadier clock on a shared
+  machine), and reported as min/median/max, next to an A/A row (the anchor against
+  itself) that shows the noise floor of such a ratio.
+
+  1. C4 ``GroupConv2d`` 16→16 fields, 8×32², 3×3, fwd+bwd vs ``F.conv2d`` with the
+     already-expanded bank of the same size (goal ≤ 1.05; D4 ≤ 1.08). The
+     gradient lands on the one physical kernel in ours, on the full bank in the
+     anchor.
+  2. The tie's own cost: building the bank and the bias from the physical
+     parameters and their backward, alone, as a share of the anchor's step.
+  3. The same layer fed a channels-last input against ``F.conv2d`` fed the same
+     channels-last input: the layer follows its input's memory format (it never
+     converts; converting was measured slower on this CPU), so this is the
+     comparison in the layout the layer then uses.
+  4. eval mode without autograd (the bank is cached): vs ``F.conv2d``.
+  5. vs e2cnn's ``R2Conv`` in train mode, same fields (goal: ≥ 1.2× faster, i.e.
+     ratio ≤ 0.83), with the equivariance error of each under a 90° rotation.
+  6. Other shapes (small and large banks, batch 1, 5×5), so the cost is seen where
+     it is largest, not only at the goal shape.
+
+- ``python -m benchmarks nn_spatial``: ``HashedEmbedding`` forward+backward vs a dense
+  ``nn.Embedding`` of the same logical size: throughput and memory ratio (target B/(V·D)).
+
+Both run on one thread (see ``main``) and need ``pip install 'tying[bench]'`` for e2cnn.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import statistics
 import time
 import warnings
 
@@ -27,6 +45,8 @@ from torch import nn
 import tying
 from benchmarks.common import compare, write
 from tying.nn import GroupConv2d, HashedEmbedding, group_act
+
+ROUNDS = 3  # each ratio is measured this many times; the row gives min/median/max
 
 
 def _e2cnn():
@@ -42,15 +62,48 @@ def _e2cnn():
     return gspaces, enn
 
 
-def group_conv_vs_bank(
-    group: str = "C4", channels: int = 16, batch: int = 8, side: int = 32, k: int = 3
-) -> dict:
+def _spread(ours, anchor, *, repeat: int, warmup: int = 2, key: str = "ratio") -> dict:
+    """``ROUNDS`` interleaved CPU-time ratios (min/median/max) and one wall-time ratio."""
+    ratios, t_ours, t_anchor = [], [], []
+    for _ in range(ROUNDS):
+        a, b = compare(ours, anchor, repeat=repeat, warmup=warmup, clock=time.process_time)
+        ratios.append(a / b)
+        t_ours.append(a)
+        t_anchor.append(b)
+    w_ours, w_anchor = compare(ours, anchor, repeat=repeat, warmup=1)
+    return {
+        "ours_ms": 1e3 * statistics.median(t_ours),
+        "anchor_ms": 1e3 * statistics.median(t_anchor),
+        f"{key}_median": statistics.median(ratios),
+        f"{key}_min": min(ratios),
+        f"{key}_max": max(ratios),
+        f"wall_{key}": w_ours / w_anchor,
+    }
+
+
+def _cpu_time(fn, *, repeat: int, warmup: int = 2) -> float:
+    """Median CPU time of ``fn()`` (s): steadier than wall time on a shared machine."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.process_time()
+        fn()
+        times.append(time.process_time() - t0)
+    return statistics.median(times)
+
+
+def _layer_and_bank(group: str, channels: int, k: int):
+    """Our layer, and the anchor's parameters: its expanded bank and bias, as leaves."""
     torch.manual_seed(0)
-    n = 4 if group == "C4" else 8
     ours = GroupConv2d(channels, channels, k, group=group)
     bank = nn.Parameter(ours.filter_bank().detach().clone())  # (C·|G|, C·|G|, k, k)
     bias = nn.Parameter(ours.bias_bank().detach().clone())
-    x = torch.randn(batch, channels, n, side, side)
+    return ours, bank, bias
+
+
+def _steps(ours, bank, bias, x, k):
+    """fwd+bwd of ours and of ``F.conv2d`` on the expanded bank, on the same input."""
 
     def run_ours():
         ours.zero_grad(set_to_none=True)
@@ -61,20 +114,112 @@ def group_conv_vs_bank(
         F.conv2d(x.flatten(1, 2), bank, bias, padding=k // 2).square().mean().backward()
 
     torch.testing.assert_close(
-        ours(x).flatten(1, 2), F.conv2d(x.flatten(1, 2), bank, bias, padding=1)
+        ours(x).flatten(1, 2), F.conv2d(x.flatten(1, 2), bank, bias, padding=k // 2)
     )
-    t_ours, t_bank = compare(run_ours, run_bank, repeat=31, warmup=3)
-    cpu_ours, cpu_bank = compare(run_ours, run_bank, repeat=31, warmup=1, clock=time.process_time)
+    return run_ours, run_bank
+
+
+def group_conv_vs_bank(
+    group: str = "C4",
+    channels: int = 16,
+    batch: int = 8,
+    side: int = 32,
+    k: int = 3,
+    target: str | None = None,
+    repeat: int = 31,
+) -> dict:
+    n = 4 if group == "C4" else 8
+    ours, bank, bias = _layer_and_bank(group, channels, k)
+    x = torch.randn(batch, channels, n, side, side)
+    run_ours, run_bank = _steps(ours, bank, bias, x, k)
     c = tying.count(ours)
-    return {
-        "case": f"{group} GroupConv2d {channels}->{channels} ({channels * n} ch), {batch}x{side}², fwd+bwd",
-        "ours_ms": 1e3 * t_ours,
-        "expanded_bank_ms": 1e3 * t_bank,
-        "ratio_vs_bank": t_ours / t_bank,
-        "cpu_ratio_vs_bank": cpu_ours / cpu_bank,
-        "target": "<= 1.05" if group == "C4" else "<= 1.08",
+    row = {
+        "case": f"{group} GroupConv2d {channels}->{channels} ({channels * n} ch), "
+        f"{batch}x{side}², {k}x{k}, fwd+bwd, vs F.conv2d on the expanded bank",
+        **_spread(run_ours, run_bank, repeat=repeat, key="ratio"),
         "params_physical": c.physical,
         "params_logical": c.logical,
+    }
+    if target is not None:
+        row["target"] = target
+    return row
+
+
+def noise_floor(channels: int = 16, batch: int = 8, side: int = 32) -> dict:
+    """The anchor against itself: how far a ratio of two equal things strays here."""
+    ours, bank, bias = _layer_and_bank("C4", channels, 3)
+    x = torch.randn(batch, channels, 4, side, side)
+    _, run_bank = _steps(ours, bank, bias, x, 3)
+    bank2, bias2 = nn.Parameter(bank.detach().clone()), nn.Parameter(bias.detach().clone())
+
+    def run_bank2():
+        bank2.grad = bias2.grad = None
+        F.conv2d(x.flatten(1, 2), bank2, bias2, padding=1).square().mean().backward()
+
+    return {
+        "case": f"A/A noise floor: F.conv2d vs itself, C4 {channels}->{channels}, {batch}x{side}²",
+        **_spread(run_bank2, run_bank, repeat=31, key="ratio"),
+        "target": "1.0 (any spread here is noise)",
+    }
+
+
+def tie_cost(group: str = "C4", channels: int = 16, batch: int = 8, side: int = 32) -> dict:
+    """Building the bank and bias from the physical parameters, fwd+bwd, alone."""
+    n = 4 if group == "C4" else 8
+    ours, bank, bias = _layer_and_bank(group, channels, 3)
+    x = torch.randn(batch, channels, n, side, side)
+    _, run_bank = _steps(ours, bank, bias, x, 3)
+    g_bank, g_bias = torch.randn_like(bank), torch.randn_like(bias)
+
+    def run_tie():
+        ours.zero_grad(set_to_none=True)
+        torch.autograd.backward([ours.filter_bank(), ours.bias_bank()], [g_bank, g_bias])
+
+    t_tie = _cpu_time(run_tie, repeat=201, warmup=10)
+    t_step = _cpu_time(run_bank, repeat=31, warmup=2)
+    return {
+        "case": f"the tie alone: {group} bank {tuple(bank.shape)} + bias from the physical "
+        f"kernel, fwd+bwd (in isolation: warm caches)",
+        "tie_us": 1e6 * t_tie,
+        "anchor_step_ms": 1e3 * t_step,
+        "tie_share_of_anchor_step": t_tie / t_step,
+    }
+
+
+def channels_last(channels: int = 16, batch: int = 8, side: int = 32) -> dict:
+    """The layer fed a channels-last field, against ``F.conv2d`` fed the same input."""
+    ours, bank, bias = _layer_and_bank("C4", channels, 3)
+    x = torch.randn(batch, channels, 4, side, side)
+    x_cl = x.flatten(1, 2).contiguous(memory_format=torch.channels_last).unflatten(1, (channels, 4))
+    run_ours, run_bank = _steps(ours, bank, bias, x_cl, 3)
+    _, run_bank_default = _steps(ours, bank, bias, x, 3)
+    row = {
+        "case": f"C4 {channels}->{channels}, {batch}x{side}², channels-last input, vs F.conv2d "
+        f"on the same channels-last input",
+        **_spread(run_ours, run_bank, repeat=31, key="ratio"),
+    }
+    cl, default = compare(run_bank, run_bank_default, repeat=31, clock=time.process_time)
+    row["anchor_channels_last_vs_default_layout"] = cl / default
+    return row
+
+
+def eval_mode(channels: int = 16, batch: int = 8, side: int = 32) -> dict:
+    """Inference: in eval mode without autograd the bank is cached until the kernel moves."""
+    ours, bank, bias = _layer_and_bank("C4", channels, 3)
+    ours.eval()
+    x = torch.randn(batch, channels, 4, side, side)
+
+    def run_ours():
+        with torch.no_grad():
+            ours(x)
+
+    def run_bank():
+        with torch.no_grad():
+            F.conv2d(x.flatten(1, 2), bank, bias, padding=1)
+
+    return {
+        "case": f"C4 {channels}->{channels}, {batch}x{side}², eval forward (no grad), vs F.conv2d",
+        **_spread(run_ours, run_bank, repeat=31, key="ratio"),
     }
 
 
@@ -89,6 +234,7 @@ def group_conv_vs_e2cnn(channels: int = 16, batch: int = 8, side: int = 33, k: i
         theirs = enn.R2Conv(ftype, ftype, k, padding=k // 2)
     x = torch.randn(batch, channels, 4, side, side)  # odd side: rotation maps the grid to itself
     gx = enn.GeometricTensor(x.flatten(1, 2), ftype)
+    bank = theirs.expand_parameters()[0].detach()
 
     def run_ours():
         ours.zero_grad(set_to_none=True)
@@ -98,12 +244,15 @@ def group_conv_vs_e2cnn(channels: int = 16, batch: int = 8, side: int = 33, k: i
         theirs.zero_grad(set_to_none=True)
         theirs(gx).tensor.square().mean().backward()
 
+    def run_their_expansion():  # the part of e2cnn's step that is not the convolution
+        theirs.zero_grad(set_to_none=True)
+        w, b = theirs.expand_parameters()
+        torch.autograd.backward([w, b], [torch.ones_like(w), torch.ones_like(b)])
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        t_ours, t_theirs = compare(run_ours, run_theirs, repeat=31, warmup=3)
-        cpu_ours, cpu_theirs = compare(
-            run_ours, run_theirs, repeat=31, warmup=1, clock=time.process_time
-        )
+        row = _spread(run_ours, run_theirs, repeat=31, key="ratio_vs_e2cnn")
+        t_expand = _cpu_time(run_their_expansion, repeat=51, warmup=3)
         with torch.no_grad():
             y = ours(x)
             err_ours = float(
@@ -115,18 +264,17 @@ def group_conv_vs_e2cnn(channels: int = 16, batch: int = 8, side: int = 33, k: i
                 (theirs(gx.transform(1)).tensor - z.transform(1).tensor).norm() / z.tensor.norm()
             )
             theirs.train()
-    n_theirs = sum(p.numel() for p in theirs.parameters())
     return {
-        "case": f"C4 regular {channels}->{channels} fields, {batch}x{side}², fwd+bwd (train mode)",
-        "ours_ms": 1e3 * t_ours,
-        "e2cnn_R2Conv_ms": 1e3 * t_theirs,
-        "ratio_vs_e2cnn": t_ours / t_theirs,
-        "cpu_ratio_vs_e2cnn": cpu_ours / cpu_theirs,
-        "target": "<= 0.83 (>= 1.2x faster)",
+        "case": f"C4 regular {channels}->{channels} fields, {batch}x{side}², fwd+bwd, vs e2cnn "
+        f"R2Conv (train mode)",
+        **row,
+        "e2cnn_expansion_ms": 1e3 * t_expand,
+        "target": "ratio <= 0.83 (>= 1.2x faster)",
         "equiv_err_ours": err_ours,
         "equiv_err_e2cnn": err_theirs,
         "params_ours": tying.count(ours).physical,
-        "params_e2cnn": n_theirs,
+        "params_e2cnn": sum(p.numel() for p in theirs.parameters()),
+        "bank_shape": tuple(bank.shape),
     }
 
 
@@ -181,17 +329,38 @@ def _steady_allocator() -> bool:
         return False
 
 
-def main() -> None:
+def _setup() -> dict:
     # One thread: on a shared 2-core machine two-thread convs time erratically (the
     # ratios swung 0.5–1.4 between runs); the overhead measured here is per call anyway.
     torch.set_num_threads(1)
     steady = _steady_allocator()
-    rows = [{"case": "setup", "threads": 1, "glibc_mmap_threshold_pinned": steady}]
-    rows += [group_conv_vs_bank("C4"), group_conv_vs_bank("D4", channels=8)]
+    return {"case": "setup", "threads": 1, "glibc_mmap_threshold_pinned": steady, "rounds": ROUNDS}
+
+
+def gconv_main() -> None:
+    """The group conv rows (issue 19), goal rows first: ``python -m benchmarks gconv``."""
+    rows = [_setup()]
+    rows.append(group_conv_vs_bank("C4", target="<= 1.05"))
+    rows.append(group_conv_vs_bank("D4", channels=8, target="<= 1.08"))
     try:
         rows.append(group_conv_vs_e2cnn())
     except ImportError as err:
         rows.append({"case": "e2cnn comparison skipped", "reason": str(err)})
+    rows.append(noise_floor())
+    rows.append(tie_cost("C4"))
+    rows.append(tie_cost("D4", channels=8))
+    rows.append(channels_last())
+    rows.append(eval_mode())
+    # other shapes: a tiny layer (the per-call cost shows), batch 1, 5×5, a large bank
+    rows.append(group_conv_vs_bank("C4", channels=4, batch=1, side=16, repeat=61))
+    rows.append(group_conv_vs_bank("C4", channels=16, batch=1, side=32, repeat=61))
+    rows.append(group_conv_vs_bank("C4", channels=16, batch=8, side=33, k=5, repeat=11))
+    rows.append(group_conv_vs_bank("C4", channels=64, batch=2, side=16, repeat=15))
+    write("gconv", rows)
+
+
+def main() -> None:
+    rows = [_setup()]
     rows.append(hashed_embedding())
     write("nn_spatial", rows)
 

@@ -8,6 +8,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tying
 from tying.nn import GROUPS, GroupConv2d, GroupPool, LiftingConv2d, group_act, group_elements
@@ -241,3 +243,156 @@ def test_eval_bank_cache_follows_in_place_updates():
             ),
         )
         assert not conv(x).equal(first)
+
+
+def test_eval_bias_cache_follows_in_place_updates_and_train_mode():
+    """The eval-mode cache covers the bias too (issue 19); it must never serve a stale bias."""
+    _, conv = _net("C4")
+    conv.eval()
+    x = torch.randn(1, 3, 4, 6, 6, dtype=F64)
+
+    def reference():
+        bias = torch.stack([conv.biases.e] * 4, dim=1).reshape(-1)
+        return F.conv2d(x.flatten(1, 2), conv._slot_bank(), bias, padding=1).unflatten(1, (4, 4))
+
+    with torch.no_grad():
+        first = conv(x)
+        assert conv.bias_bank() is conv.bias_bank()  # served from the cache
+        conv.biases.e.add_(1.0)  # the version counter moves
+        torch.testing.assert_close(conv(x), reference(), rtol=0, atol=0)
+        assert not conv(x).equal(first)
+    conv.train()  # training rebuilds every call and keeps the graph
+    assert conv.bias_bank() is not conv.bias_bank()
+    assert conv.bias_bank().requires_grad
+    conv.load_state_dict({k: v + 1.0 for k, v in conv.state_dict().items()})
+    conv.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(conv(x), reference(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("layer", ["lift", "conv"])
+def test_layers_follow_a_channels_last_input(layer):
+    """The layer never converts memory format: a channels-last input gives a channels-last
+    output (free for the next layer) with the same values, and equivariance holds."""
+    lift, conv = _net("C4")
+    m = lift if layer == "lift" else conv
+    x = (
+        torch.randn(2, 2, 9, 9, dtype=F64)
+        if layer == "lift"
+        else torch.randn(2, 3, 4, 9, 9, dtype=F64)
+    )
+    flat = x if layer == "lift" else x.flatten(1, 2)
+    x_cl = flat.contiguous(memory_format=torch.channels_last)
+    x_cl = x_cl if layer == "lift" else x_cl.unflatten(1, (3, 4))
+    y, y_cl = m(x), m(x_cl)
+    assert y_cl.flatten(1, 2).is_contiguous(memory_format=torch.channels_last)
+    assert y.is_contiguous()
+    torch.testing.assert_close(y_cl, y, rtol=1e-12, atol=1e-12)
+    # equivariance holds in that layout too
+    torch.testing.assert_close(
+        m(group_act(x_cl, "r", "C4")), group_act(y_cl, "r", "C4"), atol=1e-12, rtol=0
+    )
+    if layer == "conv":  # the next group conv reads the output without a copy
+        nxt = GroupConv2d(4, 2, 3, dtype=F64)
+        assert nxt(y_cl).flatten(1, 2).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_bias_bank_reads_every_slot_once_the_tie_is_gone():
+    """The Same-tied bias is read from ``biases.e`` alone; after ``untie`` every slot counts."""
+    _, conv = _net("C4")
+    tied = conv.bias_bank().view(-1, 4)
+    assert all(torch.equal(tied[:, g], conv.biases.e) for g in range(4))
+    tying.untie(conv)
+    with torch.no_grad():
+        conv.biases.r.add_(1.0)
+    untied = conv.bias_bank().view(-1, 4)
+    torch.testing.assert_close(untied[:, 1], conv.biases.e + 1.0, rtol=0, atol=0)
+    torch.testing.assert_close(untied[:, 0], conv.biases.e, rtol=0, atol=0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    group=st.sampled_from(["C4", "D4"]),
+    layer=st.sampled_from(["lift", "conv"]),
+    cin=st.integers(1, 3),
+    cout=st.integers(1, 3),
+    k=st.integers(1, 5),
+)
+def test_gathered_bank_and_gradient_equal_the_slot_path_for_any_size(group, layer, cin, cout, k):
+    """Property (issue 19): for any sizes the one-gather bank (int32 index, moved once)
+    equals the bank read slot by slot, its gradient equals the slot path's, and the
+    forward equals ``F.conv2d`` on the slot bank; also after an optimizer step."""
+    cls = LiftingConv2d if layer == "lift" else GroupConv2d
+    torch.manual_seed(cin * 100 + cout * 10 + k)
+    m = cls(cin, cout, k, group=group, padding=k // 2, dtype=F64)
+    n = len(GROUPS[group])
+    x = (
+        torch.randn(2, cin, 7, 7, dtype=F64)
+        if layer == "lift"
+        else torch.randn(2, cin, n, 7, 7, dtype=F64)
+    )
+    flat = x if layer == "lift" else x.flatten(1, 2)
+    physical = [getattr(m.kernels, key) for key in m._physical_keys()]
+    for _ in range(2):
+        assert torch.equal(m.filter_bank(), m._slot_bank())
+        want = F.conv2d(flat, m._slot_bank(), m.bias_bank(), padding=k // 2)
+        torch.testing.assert_close(m(x).flatten(1, 2), want, rtol=0, atol=0)
+        w = torch.randn_like(m._slot_bank())
+        g_fast = torch.autograd.grad((m.filter_bank() * w).sum(), physical)
+        g_slow = torch.autograd.grad((m._slot_bank() * w).sum(), physical)
+        for a, b in zip(g_fast, g_slow):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+        _sgd(m.parameters(), m(x).square().mean())
+
+
+def test_torch_func_first_call_leaves_no_transform_tensor_behind():
+    """Regression: an index cached lazily inside ``torch.func.grad`` was a transform
+    wrapper; ``deepcopy`` of the layer then failed ("Cannot access storage of
+    TensorWrapper"). Everything the layer keeps is made eagerly."""
+    from torch.func import functional_call, grad, vmap
+
+    _, conv = _net("C4")
+    x = torch.randn(3, 3, 4, 7, 7, dtype=F64)
+    params = {k: v.detach() for k, v in conv.named_parameters()}
+
+    def loss(p, xb):
+        return functional_call(conv, p, (xb,)).square().mean()
+
+    g = grad(loss)(params, x)  # the layer's first forward runs under the transform
+    per_sample = vmap(grad(loss), in_dims=(None, 0))(params, x.unsqueeze(1))
+    conv.zero_grad()
+    loss(dict(conv.named_parameters()), x).backward()
+    for name, p in conv.named_parameters():
+        torch.testing.assert_close(g[name], p.grad)
+        torch.testing.assert_close(per_sample[name].mean(0), p.grad)
+    twin = copy.deepcopy(conv)
+    torch.testing.assert_close(twin(x), conv(x), rtol=0, atol=0)
+
+
+def test_gather_index_follows_the_parameters_device_and_dtype():
+    _, conv = _net("D4")
+    conv.float()  # _apply: the cached index is re-made on the parameters' device
+    assert conv.__dict__["_bank_flat_index"].dtype == torch.int32
+    assert conv.__dict__["_bank_flat_index"].device == conv.kernels.e_e.device
+    assert torch.equal(conv.filter_bank(), conv._slot_bank())
+    conv.to("meta")
+    assert conv.__dict__["_bank_flat_index"].device.type == "meta"
+    assert conv.filter_bank().device.type == "meta"
+
+
+def test_eval_ensemble_under_vmap_is_not_cached_and_matches_each_model():
+    """Regression: in eval mode without autograd the bank cache stamped each
+    parameter's data pointer, which vmap's batched tensors do not have, so model
+    ensembling (``stack_module_state`` + ``vmap(functional_call)``) raised."""
+    from torch.func import functional_call, stack_module_state, vmap
+
+    torch.manual_seed(0)
+    models = [GroupConv2d(2, 3, 3, dtype=F64).eval() for _ in range(3)]
+    params, buffers = stack_module_state(models)
+    x = torch.randn(2, 2, 4, 7, 7, dtype=F64)
+    with torch.no_grad():
+        out = vmap(lambda p, b: functional_call(models[0], (p, b), (x,)))(params, buffers)
+        want = torch.stack([m(x) for m in models])
+    torch.testing.assert_close(out, want)
+    with torch.no_grad():  # the plain eval path afterwards is not served a transform's bank
+        torch.testing.assert_close(models[0](x), want[0], rtol=0, atol=0)
