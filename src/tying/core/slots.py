@@ -69,9 +69,29 @@ class Slot:
     # adapter, ``model.embed = ...``) leaves this slot reading a stale copy, so a read
     # checks the parent still holds it (one dict look-up) and refuses otherwise.
     anchor: tuple[nn.Module, str] | None = dataclasses.field(default=None, repr=False)
+    # What a computed slot last handed out: (the tensor, its version counter and data
+    # pointer then, what it was computed from). A computed value is a fresh tensor, so an
+    # in-place write to it (nn.init.*, .fill_, .copy_, .data = ...) would be dropped
+    # silently by the next read, which recomputes from the source: reads compare the
+    # version and pointer (a few integer reads), verify/save also the values (see
+    # check_writes). Holding the tensor keeps one logical-sized value alive until the next
+    # read (its autograd graph's saved tensors are freed by backward as usual). Not a
+    # dataclass field: it is per-process state, left out of pickles and deep copies.
+    _handed = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_handed", None)
+        return state
 
     def value(self, module: nn.Module) -> torch.Tensor:
-        if self.anchor is not None and not torch.compiler.is_compiling():
+        compiling = torch.compiler.is_compiling()
+        handed = self._handed
+        if handed is not None and not compiling:
+            held, version, ptr, _ = handed
+            if (version is not None and held._version != version) or held.data_ptr() != ptr:
+                self.check_written(module)
+        if self.anchor is not None and not compiling:
             parent, child = self.anchor
             now = parent._modules.get(child)
             if now is not self.source_module:
@@ -87,7 +107,7 @@ class Slot:
         src = getattr(self.source_module, self.source_name)
         # Opacus' GradSampleModule hooks modules by their own parameters and never sees this use (issue 15).
         if (
-            not torch.compiler.is_compiling()
+            not compiling
             and hasattr(src, "_forward_counter")
             and "_tying_grad_sample_hooked" not in module.__dict__
         ):
@@ -103,11 +123,133 @@ class Slot:
         ):
             src = source_value(self.source_module, self.source_name)  # pruned: orig * mask now
         if type(self.relation) is Same:
-            return src
-        extras = {
-            role: getattr(module, name) for role, name in self.storage.items() if role != "source"
-        }
-        return self.relation(src, shape=self.shape, **extras)
+            out, extras = src, {}
+        else:
+            extras = {
+                role: getattr(module, name)
+                for role, name in self.storage.items()
+                if role != "source"
+            }
+            out = self.relation(src, shape=self.shape, **extras)
+        if not compiling:
+            if type(out) is not torch.Tensor or _is_functorch(out):
+                # the Parameter itself (writes reach it), a tensor subclass (DTensor, ...),
+                # or inside torch.func transforms (no storage to check)
+                self._handed = None
+            else:
+                # A view of the Parameter (Transposed): in-place writes reach the source and
+                # are fine; only replacing its .data (vector_to_parameters) would be lost.
+                base = out._base  # (nn.Parameter's isinstance is slow: only on views)
+                version = (
+                    None if base is not None and isinstance(base, nn.Parameter) else out._version
+                )
+                key = [(src, src._version, src.data_ptr())]
+                if extras:
+                    key += [(t, t._version, t.data_ptr()) for t in extras.values()]
+                self._handed = (out, version, out.data_ptr(), key)
+        return out
+
+    def check_written(self, module: nn.Module, *, values: bool = False) -> None:
+        """Refuse when the tensor this computed slot last handed out was written to.
+
+        The version counter catches in-place ops (``nn.init.normal_``, ``.fill_``,
+        ``.copy_``, ``embedding_renorm_``). With ``values=True`` (``verify``,
+        ``save``) a write through ``.data`` (which has its own counter) is caught too,
+        by recomputing the value, when the source has not changed since.
+
+        Raises:
+            TieError: naming the slot, its source and the fix; the stale record is
+                dropped, so the tie reads on unchanged afterwards.
+        """
+        if self._handed is None:
+            return
+        held, version, ptr, key = self._handed
+        if version is not None and held._version != version:
+            how = "in place"
+        elif held.data_ptr() != ptr:
+            how = "by replacing its .data"
+        elif values and not held.is_meta and _equal_now(self, module, held, key) is False:
+            how = "through .data"
+        else:
+            return
+        self._handed = None
+        mod_path, src_path = self.paths
+        name = next((n for n, s in slots_of(module).items() if s is self), self.source_name)
+        target = f"{mod_path}.{name}" if mod_path else name
+        if src_path:
+            source = src_path
+        else:
+            own = self.storage.get("source", name)
+            source = f"{mod_path}.{own}" if mod_path else own
+        raise TieError(
+            f"{target} was written {how} (by nn.init.*, .fill_, .copy_ or .data): it is computed "
+            f"from {source} via {self.relation!r}, so the value handed out was a temporary "
+            f"copy and the write was lost (the tie is unchanged; the next read recomputes "
+            f"from {source}); write to {source} instead, or untie first with "
+            f"tying.untie(model) (or tying.Plan([tying.free({target!r})]).apply(model))"
+        )
+
+
+_is_functorch = torch._C._functorch.is_functorch_wrapped_tensor
+
+
+def _equal_now(slot: Slot, module: nn.Module, held: torch.Tensor, key: tuple) -> bool | None:
+    """Whether ``held`` still equals the relation of the inputs it came from; None: unknown.
+
+    Unknown when an input changed since (an optimizer step, a new Parameter): then the
+    recomputed value differs for a good reason. A computed source (a chain, a pruned
+    weight) is the very tensor used then, held in ``key``.
+    """
+    for t, version, ptr in key:
+        if t._version != version or t.data_ptr() != ptr:
+            return None
+    src = key[0][0]
+    if isinstance(src, nn.Parameter) and _own_source(slot) is not src:
+        return None
+    extras = {
+        r: t
+        for (r, _), (t, _, _) in zip(
+            ((r, n) for r, n in slot.storage.items() if r != "source"), key[1:]
+        )
+    }
+    with torch.no_grad():
+        now = slot.relation(src, shape=slot.shape, **extras)
+    return now.dtype == held.dtype and torch.equal(now, held)
+
+
+def _own_source(slot: Slot):
+    return slot.source_module._parameters.get(slot.source_name)
+
+
+def check_writes(model: nn.Module) -> None:
+    """Refuse when a computed slot of ``model`` was written to since it was last read.
+
+    Called by ``tying.verify`` and ``tying.save`` before they read any slot.
+
+    Raises:
+        TieError: naming every such slot (see :meth:`Slot.check_written`).
+
+    Example:
+        >>> import torch, tying
+        >>> from tying.core.slots import check_writes
+        >>> ae = torch.nn.ModuleDict({"enc": torch.nn.Linear(3, 2), "dec": torch.nn.Linear(2, 3)})
+        >>> _ = tying.Plan([tying.share("dec.weight", like="enc.weight",
+        ...                             relation=tying.Rotated())]).apply(ae)
+        >>> _ = ae["dec"].weight.data.fill_(0.0)      # lost: the slot is computed
+        >>> check_writes(ae)
+        Traceback (most recent call last):
+        ...
+        tying.core.errors.TieError: dec.weight was written through .data ...
+    """
+    lost = []
+    for mod in model.modules():
+        for slot in slots_of(mod).values():
+            try:
+                slot.check_written(mod, values=True)
+            except TieError as err:
+                lost.append(str(err))
+    if lost:
+        raise TieError("; ".join(lost))
 
 
 def _guarded_register_parameter(self, name, param):
