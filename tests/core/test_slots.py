@@ -151,11 +151,30 @@ def test_parameters_yield_each_physical_tensor_once_for_the_optimizer():
     assert sum(p.numel() for p in params) == tying.count(m).physical
 
 
-def test_loading_a_state_dict_that_contradicts_a_tie_is_refused():
+def test_loading_a_state_dict_that_contradicts_a_tie_is_refused_before_anything_loads():
     untied = AE()  # dec.weight is NOT enc.weight.t()
     tied = _ae()
-    with pytest.raises(RuntimeError, match=r"dec.weight is tied \(to enc.weight via Transposed"):
+    before = state_bytes(tied)
+    with pytest.raises(
+        RuntimeError,
+        match=r"nothing was loaded\):\n\tdec.weight is tied \(to enc.weight via Transposed",
+    ):
         tied.load_state_dict(untied.state_dict())
+    assert state_bytes(tied) == before  # enc.weight and the biases came before: not loaded
+
+
+def test_the_load_guard_survives_deepcopy_and_is_registered_once():
+    tied = _ae()
+    tying.Plan([tying.share("dec.weight", like="enc.weight", relation=tying.Transposed())]).apply(
+        tied
+    )
+    clone = copy.deepcopy(tied)
+    assert len(clone._load_state_dict_pre_hooks) == len(tied._load_state_dict_pre_hooks) == 1
+    before = state_bytes(clone)
+    with pytest.raises(RuntimeError, match="nothing was loaded"):
+        clone.load_state_dict(AE().state_dict())
+    assert state_bytes(clone) == before
+    clone.load_state_dict(tied.state_dict())  # a consistent one still loads
 
 
 def test_assigning_the_parameter_a_slot_already_serves_is_a_no_op():
@@ -285,7 +304,14 @@ def _write_load_state_dict(m, w):
     m.load_state_dict({**m.state_dict(), "dst.weight": torch.full(w.shape, 0.5)})
 
 
+def _write_load_state_dict_with_source(m, w):
+    # the source's key comes first in the state dict, the contradicting slot after it
+    sd = {k: torch.zeros_like(v) for k, v in m.state_dict().items()}
+    m.load_state_dict({**sd, "dst.weight": torch.full(w.shape, 0.5)})
+
+
 WRITES = [
+    _write_load_state_dict_with_source,
     _write_normal,
     _write_zeros,
     _write_data_fill,

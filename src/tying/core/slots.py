@@ -340,23 +340,59 @@ def _load_from_state_dict(
     # A state dict of an untied model (or a hand-tied one) carries the tied slot as
     # its own entry. Accept it when it agrees with the tie, refuse it when it does
     # not: dropping a differing tensor silently would lose data.
-    for name, slot in self.__dict__[SLOTS_ATTR].items():
-        key = prefix + name
-        if key not in state_dict:
-            continue
-        incoming = state_dict.pop(key)
-        expected = _expected_from(state_dict, prefix, self, name, slot)
-        if tuple(incoming.shape) != tuple(slot.shape) or (
-            expected is not None and not torch.equal(incoming.to(expected.dtype), expected)
-        ):
-            errors.append(
-                f"{key} is tied (to {slot.paths[1] or 'its own storage'} via {slot.relation!r}) but the "
-                f"state dict holds a different value for it; load it into an untied model "
-                f"(tying.untie) or drop the key"
-            )
+    # (Loading through a parent of the module the plan was applied to reaches here with
+    # the modules before this one already loaded; guard_loading's pre-hook refuses first.)
+    errors.extend(_contradictions(self, state_dict, prefix))
+    for name in self.__dict__[SLOTS_ATTR]:
+        state_dict.pop(prefix + name, None)
     type(self)._tying_base._load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
     )
+
+
+def _contradictions(module, state_dict, prefix) -> list[str]:
+    """Entries of ``state_dict`` (loaded into ``module`` at ``prefix``) that contradict a tie."""
+    out = []
+    for name, slot in slots_of(module).items():
+        key = prefix + name
+        if key not in state_dict:
+            continue
+        incoming = state_dict[key]
+        expected = _expected_from(state_dict, prefix, module, name, slot)
+        if tuple(incoming.shape) != tuple(slot.shape) or (
+            expected is not None and not torch.equal(incoming.to(expected.dtype), expected)
+        ):
+            out.append(
+                f"{key} is tied (to {slot.paths[1] or 'its own storage'} via {slot.relation!r}) "
+                f"but the state dict holds a different value for it; load it into an untied "
+                f"model (tying.untie) or drop the key"
+            )
+    return out
+
+
+def _check_before_load(
+    root, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+):
+    # load_state_dict copies module by module and reports errors only at the end, so a
+    # contradiction found at the tied module would leave every module loaded before it
+    # changed. This pre-hook on the module a plan was applied to checks them all first.
+    problems = []
+    for path, mod in root.named_modules():
+        if slots_of(mod):
+            problems += _contradictions(mod, state_dict, prefix + (path + "." if path else ""))
+    if problems:
+        raise RuntimeError(
+            f"Error(s) in loading state_dict for {type(root).__name__} (nothing was loaded):\n\t"
+            + "\n\t".join(problems)
+        )
+
+
+def guard_loading(model: nn.Module) -> None:
+    """Make ``model.load_state_dict`` refuse a contradicting state dict before it copies anything."""
+    for hook in model._load_state_dict_pre_hooks.values():
+        if getattr(hook, "hook", None) is _check_before_load:
+            return
+    model.register_load_state_dict_pre_hook(_check_before_load)
 
 
 def _expected_from(state_dict, prefix, module, name, slot):
