@@ -273,6 +273,27 @@ WRITE_RELATIONS = {
 }
 
 
+def _hashed_tables():
+    # tying.nn registers its HashedTable relation with the engine (tying.load rebuilds it)
+    from tying.nn.hashing import HashedTable
+
+    common = {"seed": st.integers(0, 3), "signed": st.booleans()}
+    return st.one_of(
+        st.builds(HashedTable, mode=st.just("entry"), buckets=st.integers(1, 12), **common),
+        st.builds(
+            HashedTable,
+            mode=st.just("block"),
+            buckets=st.integers(4, 12),
+            block=st.sampled_from([1, 2, 4]),
+            **common,
+        ),
+        st.builds(HashedTable, mode=st.just("qr"), buckets=st.sampled_from([16, 40]), **common),
+    )
+
+
+WRITE_RELATIONS["HashedTable"] = _hashed_tables()
+
+
 class Holder(nn.Module):
     def __init__(self, shape):
         super().__init__()
@@ -323,6 +344,7 @@ WRITES = [
 
 def test_every_relation_kind_has_a_write_case():
     # enumerated from the code: a new relation must join the property test below
+    import tying.nn  # noqa: F401  (every package that registers a relation)
     from tying.core.relations import RELATIONS
 
     assert set(WRITE_RELATIONS) == set(RELATIONS)

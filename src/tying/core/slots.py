@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from tying.core.errors import TieError
-from tying.core.outside import check_register, source_value
+from tying.core.outside import ORIG, check_prune_query, check_register, pruned_names, source_value
 from tying.core.relations import Relation, Same
 
 SLOTS_ATTR = "_tying_slots"
@@ -117,11 +117,8 @@ class Slot:
                 f"gradients would miss this use; wrap with tying.train.grad_sample_module(model) "
                 f"or train with tying.train.DPSGD"
             )
-        if (
-            not isinstance(src, nn.Parameter)
-            and self.source_name + "_orig" in self.source_module._parameters
-        ):
-            src = source_value(self.source_module, self.source_name)  # pruned: orig * mask now
+        if type(src) is not nn.Parameter and self.source_name not in self.source_module._parameters:
+            src = self._derived_source(module, src)
         if type(self.relation) is Same:
             out, extras = src, {}
         else:
@@ -149,6 +146,27 @@ class Slot:
                 self._handed = (out, version, out.data_ptr(), key)
         return out
 
+    def _derived_source(self, module: nn.Module, src):
+        """The source's value when its module no longer registers it as a parameter."""
+        smod, name = self.source_module, self.source_name
+        if name in slots_of(smod):
+            return src  # a chain of ties: computed at this read
+        if name + ORIG in pruned_names(smod):
+            return source_value(smod, name)  # pruned: orig * mask now
+        if compiling_or_functional(src):
+            return src
+        target = ".".join(p for p in (self.paths[0], _name_in(module, self)) if p)
+        holders = sorted(n for n in smod._parameters if n.startswith(name)) or ["none"]
+        raise TieError(
+            f"{target} reads {self.paths[1] or name}, which is no longer a parameter of its "
+            f"module (now a {type(src).__name__}; the module's parameters for it: "
+            f"{', '.join(holders)}): torch.nn.utils.parametrize, spectral_norm or weight_norm "
+            f"re-parametrised the tie's source after the tie was made, and the engine cannot "
+            f"follow it (verify, count and save would not see it; a hook-set value is stale "
+            f"until that module runs). Remove it (parametrize.remove_parametrizations, "
+            f"remove_spectral_norm, remove_weight_norm), or untie first (tying.untie(model))"
+        )
+
     def check_written(self, module: nn.Module, *, values: bool = False) -> None:
         """Refuse when the tensor this computed slot last handed out was written to.
 
@@ -174,7 +192,7 @@ class Slot:
             return
         self._handed = None
         mod_path, src_path = self.paths
-        name = next((n for n, s in slots_of(module).items() if s is self), self.source_name)
+        name = _name_in(module, self)
         target = f"{mod_path}.{name}" if mod_path else name
         if src_path:
             source = src_path
@@ -191,6 +209,14 @@ class Slot:
 
 
 _is_functorch = torch._C._functorch.is_functorch_wrapped_tensor
+
+
+def compiling_or_functional(t) -> bool:
+    return torch.compiler.is_compiling() or type(t) is not torch.Tensor or _is_functorch(t)
+
+
+def _name_in(module: nn.Module, slot: Slot) -> str:
+    return next((n for n, s in slots_of(module).items() if s is slot), slot.source_name)
 
 
 def _equal_now(slot: Slot, module: nn.Module, held: torch.Tensor, key: tuple) -> bool | None:
@@ -257,6 +283,24 @@ def _guarded_register_parameter(self, name, param):
     super(type(self), self).register_parameter(name, param)
 
 
+def _guarded_getattr(self, name):
+    # Only reached when normal lookup fails (e.g. ``weight_mask`` on an unpruned module):
+    # no cost to ordinary reads.
+    check_prune_query(self, name, self.__dict__.get(SLOTS_ATTR, {}))
+    return type(self)._tying_base.__getattr__(self, name)
+
+
+def _extra_repr(self):
+    # Printed models show their ties; torch's own errors that print the module
+    # (register_parametrization on a tied slot) then name the tie too.
+    base = type(self)._tying_base.extra_repr(self)
+    ties = [
+        f"{name} <- {slot.paths[1] or 'its own storage'} via {slot.relation!r}"
+        for name, slot in slots_of(self).items()
+    ]
+    return ", ".join([base, "tied: " + "; ".join(ties)] if base else ["tied: " + "; ".join(ties)])
+
+
 def slots_of(module: nn.Module) -> dict[str, Slot]:
     """The tied slots of one module (name → Slot); empty when none."""
     return module.__dict__.get(SLOTS_ATTR, {})
@@ -287,6 +331,8 @@ def tied_class(base: type, names) -> type:
             __reduce_ex__=_reduce_ex,
             __setattr__=_guarded_setattr,
             register_parameter=_guarded_register_parameter,
+            __getattr__=_guarded_getattr,
+            extra_repr=_extra_repr,
             _load_from_state_dict=_load_from_state_dict,
             # The class lives here, not in the base's module (where no such name exists);
             # its name and docstring say what it wraps.
