@@ -489,3 +489,12 @@ def test_reads_under_torch_func_and_deepcopy_do_not_carry_the_record():
     out = vmap(lambda x: functional_call(ae, params, (x,)))(torch.randn(3, 2, 6))
     assert out.shape == (3, 2, 6)
     assert tying.verify(ae) == 1 and tying.verify(clone) == 1
+
+
+def test_verify_does_not_mistake_nan_weights_for_a_lost_write():
+    ae = AE()
+    tying.Plan([tying.share("dec.weight", like="enc.weight", relation=tying.Rotated())]).apply(ae)
+    with torch.no_grad():
+        ae.enc.weight[0, 0] = float("nan")  # a diverged run: reported by the loss, not as a tie
+    ae(torch.randn(2, 6))
+    assert tying.verify(ae) == 1

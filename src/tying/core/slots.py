@@ -240,7 +240,9 @@ def _equal_now(slot: Slot, module: nn.Module, held: torch.Tensor, key: tuple) ->
     }
     with torch.no_grad():
         now = slot.relation(src, shape=slot.shape, **extras)
-    return now.dtype == held.dtype and torch.equal(now, held)
+    if now.dtype != held.dtype or now.shape != held.shape:
+        return None  # read under autocast or the like: not comparable
+    return bool(torch.eq(now, held).logical_or_(now.isnan() & held.isnan()).all())
 
 
 def _own_source(slot: Slot):

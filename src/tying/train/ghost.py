@@ -60,7 +60,8 @@ from tying.core.slots import base_class, slots_of
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 _SUPPORTED = (nn.Linear, nn.Embedding)
-# Output gradients below max|g| * 2**-60 are set to 0 before the Gram/outer products.
+# Output gradients below max|g| * 2**-60 are set to 0 as they arrive in the backward pass
+# (before the layer's own backward and the Gram/outer products).
 # A softmax over a wide vocabulary (a tied LM head reads the N(0, 1) embedding, so its
 # logits spread far) gives probabilities far below float32's normal range; their products
 # are subnormal, and x86 multiplies subnormals ~90x slower (the tied-LM step was 0.28x of
@@ -198,7 +199,10 @@ class GhostClipping:
             # computing any weight gradient, and stays right under later in-place ops.
             anchor = torch.zeros_like(out, requires_grad=True)
             calls.append((module, args[0].detach(), anchor))
-            return out + anchor
+            out = out + anchor
+            # flushed where it arrives, so the layer's own backward (g @ W) is spared too
+            out.register_hook(_flush_tiny)
+            return out
 
         handles = [m.register_forward_hook(hook) for m in self._uses]
         try:
@@ -224,7 +228,7 @@ class GhostClipping:
                     f"ghost clipping: {type(module).__name__} output has shape {tuple(g.shape)} "
                     f"but the batch has {B} examples; inputs must be batch-first (B, ..., d)"
                 )
-            g = _flush_tiny(g.reshape(B, -1, g.shape[-1]))  # (B, T, d_out)
+            g = g.reshape(B, -1, g.shape[-1])  # (B, T, d_out), flushed by the hook above
             if isinstance(module, nn.Embedding):
                 idx = inp.reshape(B, -1)  # (B, T)
                 if module.padding_idx is not None:
