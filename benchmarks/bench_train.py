@@ -16,10 +16,10 @@ reads the embedding, whose ``nn.Embedding`` init is N(0, 1), so the logits sprea
 ~100 nats and many softmax probabilities (hence output gradients) fall below float32's
 normal range. Products of subnormals take a slow microcode path on x86 (the Gram ``bmm``
 over the (B, T, V) gradient: 126 ms instead of 1.4 ms). Ghost clipping now sets output
-gradients below ``max|g|·2⁻⁶⁰`` to zero before its products (``tying.train.ghost.FLUSH_BELOW``;
-norms unchanged, sums to 1e-12 of their norm); the row "without the flush" times the old
-path in the same run. The loss's own backward still runs on subnormals (in both Opacus and
-ours): that is the data, not the tie.
+gradients below ``max|g|·2⁻⁶⁰`` to zero where they arrive in the backward pass
+(``tying.train.ghost.FLUSH_BELOW``; norms unchanged, sums to 1e-12 of their norm); the row
+"without the flush" times the old path in the same run. The softmax's own backward still
+produces the subnormals (in Opacus and in ours): that is the data, not the tie.
 """
 
 from __future__ import annotations
