@@ -111,6 +111,8 @@ def check_prune_query(module: nn.Module, name: str, slots: dict) -> None:
     ``global_unstructured`` reads every ``(module, name)``'s ``<name>_mask`` before it
     prunes the first one; a tied module answers that query (asked from torch's prune
     module only, so ``hasattr(m, "weight_mask")`` elsewhere stays False) with a refusal.
+    Called from the tied module's ``<slot>_mask`` property (three frames up: the
+    property, then the comprehension in torch's prune module).
     Pruning one module at a time is refused by :func:`check_register` instead.
     """
     if not name.endswith("_mask") or name[: -len("_mask")] not in slots:

@@ -285,11 +285,16 @@ def _guarded_register_parameter(self, name, param):
     super(type(self), self).register_parameter(name, param)
 
 
-def _guarded_getattr(self, name):
-    # Only reached when normal lookup fails (e.g. ``weight_mask`` on an unpruned module):
-    # no cost to ordinary reads.
-    check_prune_query(self, name, self.__dict__.get(SLOTS_ATTR, {}))
-    return type(self)._tying_base.__getattr__(self, name)
+def _mask_property(name: str) -> property:
+    # ``<slot>_mask`` is what torch's global_unstructured asks every module for before it
+    # prunes the first: the refusal goes here (a property of that one name, so no other
+    # attribute lookup pays for it). Asked from anywhere else it is missing, as before.
+    def fget(self):
+        check_prune_query(self, name + "_mask", self.__dict__.get(SLOTS_ATTR, {}))
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name + '_mask'!r}")
+
+    fget.__name__ = name + "_mask"
+    return property(fget)
 
 
 def _extra_repr(self):
@@ -327,13 +332,15 @@ def tied_class(base: type, names) -> type:
     cls = _CLASSES.get(key)
     if cls is None:
         namespace: dict[str, Any] = {name: _slot_property(name) for name in sorted(key[1])}
+        for name in key[1]:
+            if not hasattr(base, name + "_mask"):
+                namespace[name + "_mask"] = _mask_property(name)
         namespace.update(
             _tying_base=base,
             _tying_names=key[1],
             __reduce_ex__=_reduce_ex,
             __setattr__=_guarded_setattr,
             register_parameter=_guarded_register_parameter,
-            __getattr__=_guarded_getattr,
             extra_repr=_extra_repr,
             _load_from_state_dict=_load_from_state_dict,
             # The class lives here, not in the base's module (where no such name exists);
