@@ -200,3 +200,18 @@ def test_the_flush_is_relative_so_a_uniformly_tiny_gradient_survives():
     assert torch.equal(out, torch.tensor([[[3e-30, -1e-30, 0.0]]], dtype=torch.float64))
     for bad in (torch.zeros(1, 1, 3), torch.tensor([[[1.0, float("nan"), float("inf")]]])):
         assert torch.equal(_flush_tiny(bad).isnan(), bad.isnan())
+
+
+def test_the_flush_keeps_a_permuted_gradient_layout():
+    # the gradient of logits transposed for the loss arrives permuted; the products after
+    # the flush are only as fast as before when the layout is kept
+    from tying.train.ghost import _flush_tiny
+
+    base = torch.randn(4, 9, 5)
+    base[0, 0, 0], base[1, 2, 3] = 1e-30, -1e-25
+    g = base.transpose(1, 2)  # (4, 5, 9), strides (45, 1, 5)
+    out = _flush_tiny(g)
+    assert out.stride() == g.stride()
+    want = g.clone()
+    want[0, 0, 0] = want[1, 3, 2] = 0.0
+    assert torch.equal(out, want)

@@ -299,11 +299,19 @@ def _flush_tiny(g: torch.Tensor) -> torch.Tensor:
     """``g`` with entries below ``max|g| * FLUSH_BELOW`` set to 0 (see FLUSH_BELOW)."""
     if FLUSH_BELOW == 0.0 or not g.dtype.is_floating_point or g.numel() == 0:
         return g
-    lo, hi = torch.aminmax(g)
+    # reduce in memory order: the gradient of logits that were transposed for the loss
+    # is a permuted layout, where aminmax is ~7x slower than over a flat view
+    # (and the flushed copy keeps the layout, so the products after it stay as fast)
+    order = sorted(range(g.dim()), key=lambda i: -g.stride(i))
+    dense = g.permute(order)
+    if not dense.is_contiguous():
+        dense, order = g.contiguous(), list(range(g.dim()))
+    lo, hi = torch.aminmax(dense.view(-1))
     top = max(-float(lo), float(hi))
     if not top > 0 or top == float("inf"):
         return g  # all zero, or inf/nan: leave it for the norms to show
-    return torch.nn.functional.hardshrink(g, top * FLUSH_BELOW)
+    flushed = torch.nn.functional.hardshrink(dense, top * FLUSH_BELOW)
+    return flushed.permute([order.index(i) for i in range(g.dim())])
 
 
 def _check_embedding(mod: nn.Embedding, path: str) -> None:
