@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import copy
+import os
 import pickle
+import tempfile
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
 import tying
 
-from .helpers import AE, Stack, sgd_step
+from .helpers import AE, Stack, sgd_step, state_bytes
 
 T_PLAN = tying.Plan([tying.share("dec.weight", like="enc.weight", relation=tying.Transposed())])
 S_PLAN = tying.Plan(
@@ -148,11 +152,30 @@ def test_parameters_yield_each_physical_tensor_once_for_the_optimizer():
     assert sum(p.numel() for p in params) == tying.count(m).physical
 
 
-def test_loading_a_state_dict_that_contradicts_a_tie_is_refused():
+def test_loading_a_state_dict_that_contradicts_a_tie_is_refused_before_anything_loads():
     untied = AE()  # dec.weight is NOT enc.weight.t()
     tied = _ae()
-    with pytest.raises(RuntimeError, match=r"dec.weight is tied \(to enc.weight via Transposed"):
+    before = state_bytes(tied)
+    with pytest.raises(
+        RuntimeError,
+        match=r"nothing was loaded\):\n\tdec.weight is tied \(to enc.weight via Transposed",
+    ):
         tied.load_state_dict(untied.state_dict())
+    assert state_bytes(tied) == before  # enc.weight and the biases came before: not loaded
+
+
+def test_the_load_guard_survives_deepcopy_and_is_registered_once():
+    tied = _ae()
+    tying.Plan([tying.share("dec.weight", like="enc.weight", relation=tying.Transposed())]).apply(
+        tied
+    )
+    clone = copy.deepcopy(tied)
+    assert len(clone._load_state_dict_pre_hooks) == len(tied._load_state_dict_pre_hooks) == 1
+    before = state_bytes(clone)
+    with pytest.raises(RuntimeError, match="nothing was loaded"):
+        clone.load_state_dict(AE().state_dict())
+    assert state_bytes(clone) == before
+    clone.load_state_dict(tied.state_dict())  # a consistent one still loads
 
 
 def test_assigning_the_parameter_a_slot_already_serves_is_a_no_op():
@@ -228,3 +251,246 @@ def test_a_tie_whose_source_module_was_swapped_out_is_refused_not_stale():
         q = torch.ao.quantization.quantize_dynamic(build(), {nn.Linear})
     with pytest.raises(tying.TieError, match=r"replaced in the model \(by torch\.ao\."):
         q["head"](x)
+
+
+# -- in-place writes to a tied slot: reach the source, or are refused ---------------------
+# A computed slot (any relation but Same, or a chain through one) hands out a fresh tensor
+# at every read; a write to it used to be dropped silently by the next read.
+
+_LOGICAL = (3, 4)
+
+WRITE_RELATIONS = {
+    "Same": st.just(tying.Same()),
+    "Transposed": st.sampled_from([tying.Transposed(), tying.Transposed(dims=(-1, -2))]),
+    "Rotated": st.builds(
+        tying.Rotated, k=st.integers(-3, 5), dims=st.sampled_from([(0, 1), (-2, -1), (1, 0)])
+    ),
+    "Flipped": st.builds(tying.Flipped, dims=st.sampled_from([(0,), (1,), (0, 1), (-1,)])),
+    "Mirrored": st.builds(tying.Mirrored, dim=st.sampled_from([0, 1, -1])),
+    "Scaled": st.builds(tying.Scaled, init=st.sampled_from([0.5, 1.0, -2.0])),
+    "Hashed": st.builds(
+        tying.Hashed, buckets=st.integers(1, 12), seed=st.integers(0, 3), signed=st.booleans()
+    ),
+}
+
+
+def _hashed_tables():
+    # tying.nn registers its HashedTable relation with the engine (tying.load rebuilds it)
+    from tying.nn.hashing import HashedTable
+
+    common = {"seed": st.integers(0, 3), "signed": st.booleans()}
+    return st.one_of(
+        st.builds(HashedTable, mode=st.just("entry"), buckets=st.integers(1, 12), **common),
+        st.builds(
+            HashedTable,
+            mode=st.just("block"),
+            buckets=st.integers(4, 12),
+            block=st.sampled_from([1, 2, 4]),
+            **common,
+        ),
+        st.builds(HashedTable, mode=st.just("qr"), buckets=st.sampled_from([16, 40]), **common),
+    )
+
+
+WRITE_RELATIONS["HashedTable"] = _hashed_tables()
+
+
+class Holder(nn.Module):
+    def __init__(self, shape):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(shape))
+
+
+def _write_normal(m, w):
+    nn.init.normal_(w)
+
+
+def _write_zeros(m, w):
+    nn.init.zeros_(w)
+
+
+def _write_data_fill(m, w):
+    w.data.fill_(0.5)
+
+
+def _write_copy_no_grad(m, w):
+    with torch.no_grad():
+        w.copy_(torch.full(w.shape, 0.25))
+
+
+def _write_vector_to_parameters(m, w):
+    torch.nn.utils.vector_to_parameters(torch.full((w.numel(),), 0.75), [w])
+
+
+def _write_load_state_dict(m, w):
+    m.load_state_dict({**m.state_dict(), "dst.weight": torch.full(w.shape, 0.5)})
+
+
+def _write_load_state_dict_with_source(m, w):
+    # the source's key comes first in the state dict, the contradicting slot after it
+    sd = {k: torch.zeros_like(v) for k, v in m.state_dict().items()}
+    m.load_state_dict({**sd, "dst.weight": torch.full(w.shape, 0.5)})
+
+
+WRITES = [
+    _write_load_state_dict_with_source,
+    _write_normal,
+    _write_zeros,
+    _write_data_fill,
+    _write_copy_no_grad,
+    _write_vector_to_parameters,
+    _write_load_state_dict,
+]
+
+
+def test_every_relation_kind_has_a_write_case():
+    # enumerated from the code: a new relation must join the property test below
+    import tying.nn  # noqa: F401  (every package that registers a relation)
+    from tying.core.relations import RELATIONS
+
+    assert set(WRITE_RELATIONS) == set(RELATIONS)
+
+
+def _tied(rel, layout):
+    torch.manual_seed(0)
+    m = nn.ModuleDict()
+    if layout == "own":
+        m["dst"] = Holder(_LOGICAL)
+        rules = [tying.share("dst.weight", relation=rel)]
+    elif layout == "source":
+        m["src"] = Holder(rel.source_shape(_LOGICAL))
+        m["dst"] = Holder(_LOGICAL)
+        rules = [tying.share("dst.weight", like="src.weight", relation=rel)]
+    else:  # dst reads mid through rel; mid reads src flipped (a computed source)
+        mid = tying.Flipped((0,))
+        m["src"] = Holder(mid.source_shape(rel.source_shape(_LOGICAL)))
+        m["mid"] = Holder(rel.source_shape(_LOGICAL))
+        m["dst"] = Holder(_LOGICAL)
+        rules = [
+            tying.share("mid.weight", like="src.weight", relation=mid),
+            tying.share("dst.weight", like="mid.weight", relation=rel),
+        ]
+    tying.Plan(rules).apply(m)
+    return m
+
+
+@pytest.mark.parametrize("layout", ["source", "chain", "own"])
+@pytest.mark.parametrize("write", WRITES, ids=lambda w: w.__name__.removeprefix("_write_"))
+@pytest.mark.parametrize("kind", sorted(WRITE_RELATIONS))
+@settings(max_examples=4, deadline=None, derandomize=True)
+@given(data=st.data())
+def test_a_write_to_a_tied_slot_reaches_the_source_or_is_refused_with_nothing_changed(
+    kind, write, layout, data
+):
+    # every relation kind x every write x every layout; the relation's arguments and the
+    # observer drawn
+    rel = data.draw(WRITE_RELATIONS[kind], label="relation")
+    observe = data.draw(st.sampled_from(["verify", "save"]), label="observe")
+    if layout == "own" and kind == "Same":
+        layout = "source"  # Same cannot re-parametrise a slot by itself
+    m = _tied(rel, layout)
+    before = state_bytes(m)
+    w = m["dst"].weight
+    refused = None
+    try:
+        write(m, w)
+        if observe == "verify":
+            tying.verify(m)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                tying.save(m, os.path.join(tmp, "m.safetensors"))
+    except (tying.TieError, RuntimeError) as err:
+        refused = err
+    if refused is not None:
+        # a Same tie to a computed slot hands out that slot's value: named as that slot
+        named = ("dst.weight", "mid.weight") if layout == "chain" else ("dst.weight",)
+        assert any(n in str(refused) for n in named), str(refused)
+        assert "tying.untie" in str(refused) or "untied model" in str(refused), str(refused)
+        assert state_bytes(m) == before  # nothing changed
+        tying.verify(m)  # and the tie reads on
+        return
+    # not refused: the write reached the physical tensor, every read sees it
+    assert torch.equal(m["dst"].weight, w), (rel, layout, write.__name__)
+    assert tying.verify(m) >= 1
+
+
+@pytest.mark.parametrize("write", [_write_normal, _write_copy_no_grad, _write_vector_to_parameters])
+def test_the_next_read_refuses_a_lost_write_and_names_slot_source_and_fix(write):
+    ae = AE()
+    tying.Plan([tying.share("dec.weight", like="enc.weight", relation=tying.Rotated())]).apply(ae)
+    before = ae.enc.weight.detach().clone()
+    write(ae, ae.dec.weight)
+    with pytest.raises(
+        tying.TieError,
+        match=r"dec\.weight was written .* computed from enc\.weight via Rotated.*write to "
+        r"enc\.weight instead, or untie first",
+    ):
+        ae(torch.randn(2, 6))
+    assert torch.equal(ae.enc.weight, before)
+    ae(torch.randn(2, 6))  # refused once; the tie is unchanged and reads on
+    assert torch.equal(ae.dec.weight, torch.rot90(before, 1, (-2, -1)))
+
+
+def test_a_write_through_data_is_refused_by_verify_and_save(tmp_path):
+    ae = AE()
+    tying.Plan([tying.share("dec.weight", like="enc.weight", relation=tying.Rotated())]).apply(ae)
+    ae.dec.weight.data.fill_(0.0)
+    with pytest.raises(tying.TieError, match=r"dec\.weight was written through \.data"):
+        tying.save(ae, tmp_path / "m.safetensors")
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_same_slot_is_the_parameter_so_in_place_writes_keep_working():
+    m = Stack()
+    tying.Plan([tying.share("lm_head.weight", like="embed.weight")]).apply(m)
+    nn.init.normal_(m.lm_head.weight, std=0.02)
+    m.lm_head.weight.data.mul_(2.0)
+    with torch.no_grad():
+        m.lm_head.weight[0].fill_(3.0)
+    assert m.lm_head.weight is m.embed.weight
+    assert bool((m.embed.weight[0] == 3.0).all())
+    assert tying.verify(m) == 1
+    sgd_step(m, m(torch.randint(0, 11, (2, 5))).sum())
+    assert tying.verify(m) == 1
+
+
+def test_a_transposed_view_passes_in_place_writes_to_its_source():
+    ae = AE()
+    tying.Plan([tying.share("dec.weight", like="enc.weight", relation=tying.Transposed())]).apply(
+        ae
+    )
+    nn.init.constant_(ae.dec.weight, 0.5)
+    assert bool((ae.enc.weight == 0.5).all()) and tying.verify(ae) == 1
+
+
+def test_embedding_max_norm_renorm_of_a_computed_slot_is_refused():
+    # F.embedding(max_norm=...) renormalises the weight in place: on a computed slot
+    # that renorm would be lost at every forward
+    m = nn.ModuleDict({"src": nn.Embedding(6, 4), "emb": nn.Embedding(6, 4, max_norm=0.1)})
+    tying.Plan([tying.share("emb.weight", like="src.weight", relation=tying.Flipped((1,)))]).apply(
+        m
+    )
+    m["emb"](torch.tensor([0, 1]))
+    with pytest.raises(tying.TieError, match=r"emb\.weight was written in place"):
+        m["emb"](torch.tensor([0, 1]))
+
+
+def test_reads_under_torch_func_and_deepcopy_do_not_carry_the_record():
+    ae = AE()
+    tying.Plan([tying.share("dec.weight", like="enc.weight", relation=tying.Rotated())]).apply(ae)
+    ae(torch.randn(2, 6))
+    clone = copy.deepcopy(ae)
+    assert clone.dec.__dict__["_tying_slots"]["weight"]._handed is None
+    params = dict(ae.named_parameters())
+    out = vmap(lambda x: functional_call(ae, params, (x,)))(torch.randn(3, 2, 6))
+    assert out.shape == (3, 2, 6)
+    assert tying.verify(ae) == 1 and tying.verify(clone) == 1
+
+
+def test_verify_does_not_mistake_nan_weights_for_a_lost_write():
+    ae = AE()
+    tying.Plan([tying.share("dec.weight", like="enc.weight", relation=tying.Rotated())]).apply(ae)
+    with torch.no_grad():
+        ae.enc.weight[0, 0] = float("nan")  # a diverged run: reported by the loss, not as a tie
+    ae(torch.randn(2, 6))
+    assert tying.verify(ae) == 1

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import tying
-from tests.train.models import BagTied, TinyLM, cases, loop_grads, mse
+from tests.train.models import BagTied, TinyLM, cases, loop_grads, mse, seq_ce
 from tying.train import GhostClipping, ghost_norms, per_example_norms
 
 CASES = cases()
@@ -161,3 +161,57 @@ def test_ghost_step_keeps_the_tie():
     opt.step()
     tying.verify(model)
     torch.testing.assert_close(model.bag.weight, model.embed.weight.t())
+
+
+@pytest.mark.parametrize("strategy", ["gram", "materialize"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_flushing_subnormal_output_gradients_keeps_the_result(monkeypatch, strategy, dtype):
+    # A tied LM head over the N(0, 1) embedding: wide logits, softmax probabilities far
+    # below float32's normal range (subnormal products made the Gram 90x slower). The
+    # flushed path must give the reference's norms and clipped sum (FLUSH_BELOW = 0).
+    from tying.train import ghost
+
+    model = TinyLM(vocab=300, d=48, seed=3).to(dtype)
+    with torch.no_grad():
+        model.embed.weight.mul_(1.5)  # wider logits: a fifth of the probabilities subnormal
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randint(0, 300, (6, 5), generator=g), torch.randint(0, 300, (6, 5), generator=g)
+    logits = model(x)
+    tiny = torch.finfo(dtype).tiny
+    p = logits.softmax(-1)
+    if dtype is torch.float32:
+        assert bool(((p > 0) & (p < tiny)).any())  # the case this is about is present
+    flushed = GhostClipping(model, strategy=strategy).clip(seq_ce, x, y, 1.0)
+    monkeypatch.setattr(ghost, "FLUSH_BELOW", 0.0)
+    ref = GhostClipping(model, strategy=strategy).clip(seq_ce, x, y, 1.0)
+    torch.testing.assert_close(flushed.norms, ref.norms, rtol=1e-6, atol=0)
+    for name, want in ref.grads.items():
+        # entries made only of flushed terms (rows of tokens with p ~ 1e-40) become 0:
+        # relative to the tensor, far below float32 rounding
+        diff = float((flushed.grads[name] - want).norm() / want.norm())
+        assert diff <= 1e-12, (name, diff)
+
+
+def test_the_flush_is_relative_so_a_uniformly_tiny_gradient_survives():
+    from tying.train.ghost import _flush_tiny
+
+    g = torch.tensor([[[3e-30, -1e-30, 1e-50]]], dtype=torch.float64)
+    out = _flush_tiny(g)
+    assert torch.equal(out, torch.tensor([[[3e-30, -1e-30, 0.0]]], dtype=torch.float64))
+    for bad in (torch.zeros(1, 1, 3), torch.tensor([[[1.0, float("nan"), float("inf")]]])):
+        assert torch.equal(_flush_tiny(bad).isnan(), bad.isnan())
+
+
+def test_the_flush_keeps_a_permuted_gradient_layout():
+    # the gradient of logits transposed for the loss arrives permuted; the products after
+    # the flush are only as fast as before when the layout is kept
+    from tying.train.ghost import _flush_tiny
+
+    base = torch.randn(4, 9, 5)
+    base[0, 0, 0], base[1, 2, 3] = 1e-30, -1e-25
+    g = base.transpose(1, 2)  # (4, 5, 9), strides (45, 1, 5)
+    out = _flush_tiny(g)
+    assert out.stride() == g.stride()
+    want = g.clone()
+    want[0, 0, 0] = want[1, 3, 2] = 0.0
+    assert torch.equal(out, want)

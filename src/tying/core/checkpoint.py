@@ -33,6 +33,7 @@ from tying.core.inventory import Inventory
 from tying.core.plan import Change, Plan, Tie
 from tying.core.relations import Same, relation_from_spec
 from tying.core.rules import share
+from tying.core.slots import check_writes
 from tying.core.verify import ties
 
 FORMAT = "tying/2"  # tying/1: the hash covered the tensors only
@@ -140,7 +141,8 @@ def save(
     Raises:
         TypeError: when ``metadata`` is not str → str.
         ValueError: when a ``metadata`` key starts with ``tying.`` (reserved).
-        TieError: when a tensor is on the meta device (it has no values).
+        TieError: when a tensor is on the meta device (it has no values), or a
+            computed slot was written to since it was last read (the write was lost).
 
     Example:
         >>> import torch, tying, tempfile, os
@@ -153,6 +155,7 @@ def save(
         >>> fresh["b"].weight is fresh["a"].weight, torch.equal(fresh["a"].weight, m["a"].weight)
         (True, True)
     """
+    check_writes(model)  # before any read: a lost write to a computed slot is refused
     tensors, aliases = _physical_state(model)
     return save_state(tensors, ties(model), path, metadata, aliases)
 

@@ -12,6 +12,7 @@ The user-facing entry points stay in :mod:`tying.interop` (``prune``,
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 import torch
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ORIG",
     "adapter_wrapper",
+    "check_prune_query",
     "check_register",
     "declared_through_adapters",
     "is_adapter",
@@ -101,6 +103,39 @@ def check_register(module: nn.Module, name: str, slots: dict) -> None:
             f"would give it a private copy and break the tie; prune the physical tensor so every "
             f"use sees the mask: tying.interop.pruning.prune(model, {where!r}, method, amount=...)"
         )
+
+
+def check_prune_query(module: nn.Module, name: str, slots: dict) -> None:
+    """Refuse ``torch.nn.utils.prune.global_unstructured`` over a tied slot before it prunes anything.
+
+    ``global_unstructured`` reads every ``(module, name)``'s ``<name>_mask`` before it
+    prunes the first one; a tied module answers that query (asked from torch's prune
+    module only, so ``hasattr(m, "weight_mask")`` elsewhere stays False) with a refusal.
+    Called from the tied module's ``<slot>_mask`` property (three frames up: the
+    property, then the comprehension in torch's prune module).
+    Pruning one module at a time is refused by :func:`check_register` instead.
+    """
+    if not name.endswith("_mask") or name[: -len("_mask")] not in slots:
+        return
+    frame = sys._getframe(2)
+    for _ in range(3):  # the caller: a comprehension inside global_unstructured
+        if frame is None:
+            return
+        if frame.f_globals.get("__name__") == "torch.nn.utils.prune":
+            break
+        frame = frame.f_back
+    else:
+        return
+    tname = name[: -len("_mask")]
+    slot = slots[tname]
+    src = slot.paths[1] or "its own storage"
+    where = ".".join(p for p in (slot.paths[0], tname) if p)
+    raise TieError(
+        f"torch.nn.utils.prune.global_unstructured: {where!r} is a tied slot (reads {src} via "
+        f"{slot.relation!r}); pruning it would give it a private copy and break the tie, so "
+        f"nothing was pruned. List the physical tensor ({src}) once instead of {where!r}, or "
+        f"untie first (tying.untie(model))"
+    )
 
 
 def is_adapter(module: nn.Module) -> bool:

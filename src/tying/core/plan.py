@@ -35,7 +35,7 @@ from tying.core.inventory import Inventory, join
 from tying.core.patterns import Pattern
 from tying.core.relations import Relation, Same, relation_from_spec
 from tying.core.rules import Rule, share
-from tying.core.slots import SLOTS_ATTR, Slot, install, slots_of, uninstall
+from tying.core.slots import SLOTS_ATTR, Slot, guard_loading, install, slots_of, uninstall
 
 DECLARED_ATTR = "_tying_declared"
 
@@ -581,6 +581,7 @@ def _commit(model: nn.Module, inv: Inventory, changes: list[Change]) -> None:
             declared[target] = {"like": source, "relation": Same().spec(), "hand": True}
         if declared != (old_declared or {}):
             model.__dict__[DECLARED_ATTR] = declared
+        guard_loading(model)
     except BaseException:
         for key, (cls, params, slots, decl) in snapshot.items():
             m = touched[key]

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from tying.core.errors import TieError
-from tying.core.outside import check_register, source_value
+from tying.core.outside import ORIG, check_prune_query, check_register, pruned_names, source_value
 from tying.core.relations import Relation, Same
 
 SLOTS_ATTR = "_tying_slots"
@@ -69,9 +69,29 @@ class Slot:
     # adapter, ``model.embed = ...``) leaves this slot reading a stale copy, so a read
     # checks the parent still holds it (one dict look-up) and refuses otherwise.
     anchor: tuple[nn.Module, str] | None = dataclasses.field(default=None, repr=False)
+    # What a computed slot last handed out: (the tensor, its version counter and data
+    # pointer then, what it was computed from). A computed value is a fresh tensor, so an
+    # in-place write to it (nn.init.*, .fill_, .copy_, .data = ...) would be dropped
+    # silently by the next read, which recomputes from the source: reads compare the
+    # version and pointer (a few integer reads), verify/save also the values (see
+    # check_writes). Holding the tensor keeps one logical-sized value alive until the next
+    # read (its autograd graph's saved tensors are freed by backward as usual). Not a
+    # dataclass field: it is per-process state, left out of pickles and deep copies.
+    _handed = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_handed", None)
+        return state
 
     def value(self, module: nn.Module) -> torch.Tensor:
-        if self.anchor is not None and not torch.compiler.is_compiling():
+        compiling = torch.compiler.is_compiling()
+        handed = self._handed
+        if handed is not None and not compiling:
+            held, version, ptr, _ = handed
+            if (version is not None and held._version != version) or held.data_ptr() != ptr:
+                self.check_written(module)
+        if self.anchor is not None and not compiling:
             parent, child = self.anchor
             now = parent._modules.get(child)
             if now is not self.source_module:
@@ -87,7 +107,7 @@ class Slot:
         src = getattr(self.source_module, self.source_name)
         # Opacus' GradSampleModule hooks modules by their own parameters and never sees this use (issue 15).
         if (
-            not torch.compiler.is_compiling()
+            not compiling
             and hasattr(src, "_forward_counter")
             and "_tying_grad_sample_hooked" not in module.__dict__
         ):
@@ -97,22 +117,195 @@ class Slot:
                 f"gradients would miss this use; wrap with tying.train.grad_sample_module(model) "
                 f"or train with tying.train.DPSGD"
             )
-        if (
-            not isinstance(src, nn.Parameter)
-            and self.source_name + "_orig" in self.source_module._parameters
-        ):
-            src = source_value(self.source_module, self.source_name)  # pruned: orig * mask now
+        if type(src) is not nn.Parameter and self.source_name not in self.source_module._parameters:
+            src = self._derived_source(module, src)
         if type(self.relation) is Same:
+            out, extras = src, {}
+        else:
+            extras = {
+                role: getattr(module, name)
+                for role, name in self.storage.items()
+                if role != "source"
+            }
+            out = self.relation(src, shape=self.shape, **extras)
+        if not compiling:
+            if type(out) is not torch.Tensor or _is_functorch(out):
+                # the Parameter itself (writes reach it), a tensor subclass (DTensor, ...),
+                # or inside torch.func transforms (no storage to check)
+                self._handed = None
+            else:
+                # A view of the Parameter (Transposed): in-place writes reach the source and
+                # are fine; only replacing its .data (vector_to_parameters) would be lost.
+                base = out._base  # (nn.Parameter's isinstance is slow: only on views)
+                version = (
+                    None if base is not None and isinstance(base, nn.Parameter) else out._version
+                )
+                key = [(src, src._version, src.data_ptr())]
+                if extras:
+                    key += [(t, t._version, t.data_ptr()) for t in extras.values()]
+                self._handed = (out, version, out.data_ptr(), key)
+        return out
+
+    def _derived_source(self, module: nn.Module, src):
+        """The source's value when its module no longer registers it as a parameter."""
+        smod, name = self.source_module, self.source_name
+        if name in slots_of(smod):
+            return src  # a chain of ties: computed at this read
+        if name + ORIG in pruned_names(smod):
+            return source_value(smod, name)  # pruned: orig * mask now
+        if compiling_or_functional(src):
             return src
-        extras = {
-            role: getattr(module, name) for role, name in self.storage.items() if role != "source"
-        }
-        return self.relation(src, shape=self.shape, **extras)
+        target = ".".join(p for p in (self.paths[0], _name_in(module, self)) if p)
+        holders = sorted(n for n in smod._parameters if n.startswith(name)) or ["none"]
+        raise TieError(
+            f"{target} reads {self.paths[1] or name}, which is no longer a parameter of its "
+            f"module (now a {type(src).__name__}; the module's parameters for it: "
+            f"{', '.join(holders)}): torch.nn.utils.parametrize, spectral_norm or weight_norm "
+            f"re-parametrised the tie's source after the tie was made, and the engine cannot "
+            f"follow it (verify, count and save would not see it; a hook-set value is stale "
+            f"until that module runs). Remove it (parametrize.remove_parametrizations, "
+            f"remove_spectral_norm, remove_weight_norm), or untie first (tying.untie(model))"
+        )
+
+    def check_written(self, module: nn.Module, *, values: bool = False) -> None:
+        """Refuse when the tensor this computed slot last handed out was written to.
+
+        The version counter catches in-place ops (``nn.init.normal_``, ``.fill_``,
+        ``.copy_``, ``embedding_renorm_``). With ``values=True`` (``verify``,
+        ``save``) a write through ``.data`` (which has its own counter) is caught too,
+        by recomputing the value, when the source has not changed since.
+
+        Raises:
+            TieError: naming the slot, its source and the fix; the stale record is
+                dropped, so the tie reads on unchanged afterwards.
+        """
+        if self._handed is None:
+            return
+        held, version, ptr, key = self._handed
+        if version is not None and held._version != version:
+            how = "in place"
+        elif held.data_ptr() != ptr:
+            how = "by replacing its .data"
+        elif values and not held.is_meta and _equal_now(self, module, held, key) is False:
+            how = "through .data"
+        else:
+            return
+        self._handed = None
+        mod_path, src_path = self.paths
+        name = _name_in(module, self)
+        target = f"{mod_path}.{name}" if mod_path else name
+        if src_path:
+            source = src_path
+        else:
+            own = self.storage.get("source", name)
+            source = f"{mod_path}.{own}" if mod_path else own
+        raise TieError(
+            f"{target} was written {how} (by nn.init.*, .fill_, .copy_ or .data): it is computed "
+            f"from {source} via {self.relation!r}, so the value handed out was a temporary "
+            f"copy and the write was lost (the tie is unchanged; the next read recomputes "
+            f"from {source}); write to {source} instead, or untie first with "
+            f"tying.untie(model) (or tying.Plan([tying.free({target!r})]).apply(model))"
+        )
+
+
+_is_functorch = torch._C._functorch.is_functorch_wrapped_tensor
+
+
+def compiling_or_functional(t) -> bool:
+    return torch.compiler.is_compiling() or type(t) is not torch.Tensor or _is_functorch(t)
+
+
+def _name_in(module: nn.Module, slot: Slot) -> str:
+    return next((n for n, s in slots_of(module).items() if s is slot), slot.source_name)
+
+
+def _equal_now(slot: Slot, module: nn.Module, held: torch.Tensor, key: tuple) -> bool | None:
+    """Whether ``held`` still equals the relation of the inputs it came from; None: unknown.
+
+    Unknown when an input changed since (an optimizer step, a new Parameter): then the
+    recomputed value differs for a good reason. A computed source (a chain, a pruned
+    weight) is the very tensor used then, held in ``key``.
+    """
+    for t, version, ptr in key:
+        if t._version != version or t.data_ptr() != ptr:
+            return None
+    src = key[0][0]
+    if isinstance(src, nn.Parameter) and _own_source(slot) is not src:
+        return None
+    extras = {
+        r: t
+        for (r, _), (t, _, _) in zip(
+            ((r, n) for r, n in slot.storage.items() if r != "source"), key[1:]
+        )
+    }
+    with torch.no_grad():
+        now = slot.relation(src, shape=slot.shape, **extras)
+    if now.dtype != held.dtype or now.shape != held.shape:
+        return None  # read under autocast or the like: not comparable
+    return bool(torch.eq(now, held).logical_or_(now.isnan() & held.isnan()).all())
+
+
+def _own_source(slot: Slot):
+    return slot.source_module._parameters.get(slot.source_name)
+
+
+def check_writes(model: nn.Module) -> None:
+    """Refuse when a computed slot of ``model`` was written to since it was last read.
+
+    Called by ``tying.verify`` and ``tying.save`` before they read any slot.
+
+    Raises:
+        TieError: naming every such slot (see :meth:`Slot.check_written`).
+
+    Example:
+        >>> import torch, tying
+        >>> from tying.core.slots import check_writes
+        >>> ae = torch.nn.ModuleDict({"enc": torch.nn.Linear(3, 2), "dec": torch.nn.Linear(2, 3)})
+        >>> _ = tying.Plan([tying.share("dec.weight", like="enc.weight",
+        ...                             relation=tying.Rotated())]).apply(ae)
+        >>> _ = ae["dec"].weight.data.fill_(0.0)      # lost: the slot is computed
+        >>> check_writes(ae)
+        Traceback (most recent call last):
+        ...
+        tying.core.errors.TieError: dec.weight was written through .data ...
+    """
+    lost = []
+    for mod in model.modules():
+        for slot in slots_of(mod).values():
+            try:
+                slot.check_written(mod, values=True)
+            except TieError as err:
+                lost.append(str(err))
+    if lost:
+        raise TieError("; ".join(lost))
 
 
 def _guarded_register_parameter(self, name, param):
     check_register(self, name, self.__dict__.get(SLOTS_ATTR, {}))
     super(type(self), self).register_parameter(name, param)
+
+
+def _mask_property(name: str) -> property:
+    # ``<slot>_mask`` is what torch's global_unstructured asks every module for before it
+    # prunes the first: the refusal goes here (a property of that one name, so no other
+    # attribute lookup pays for it). Asked from anywhere else it is missing, as before.
+    def fget(self):
+        check_prune_query(self, name + "_mask", self.__dict__.get(SLOTS_ATTR, {}))
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name + '_mask'!r}")
+
+    fget.__name__ = name + "_mask"
+    return property(fget)
+
+
+def _extra_repr(self):
+    # Printed models show their ties; torch's own errors that print the module
+    # (register_parametrization on a tied slot) then name the tie too.
+    base = type(self)._tying_base.extra_repr(self)
+    ties = [
+        f"{name} <- {slot.paths[1] or 'its own storage'} via {slot.relation!r}"
+        for name, slot in slots_of(self).items()
+    ]
+    return ", ".join([base, "tied: " + "; ".join(ties)] if base else ["tied: " + "; ".join(ties)])
 
 
 def slots_of(module: nn.Module) -> dict[str, Slot]:
@@ -139,12 +332,16 @@ def tied_class(base: type, names) -> type:
     cls = _CLASSES.get(key)
     if cls is None:
         namespace: dict[str, Any] = {name: _slot_property(name) for name in sorted(key[1])}
+        for name in key[1]:
+            if not hasattr(base, name + "_mask"):
+                namespace[name + "_mask"] = _mask_property(name)
         namespace.update(
             _tying_base=base,
             _tying_names=key[1],
             __reduce_ex__=_reduce_ex,
             __setattr__=_guarded_setattr,
             register_parameter=_guarded_register_parameter,
+            extra_repr=_extra_repr,
             _load_from_state_dict=_load_from_state_dict,
             # The class lives here, not in the base's module (where no such name exists);
             # its name and docstring say what it wraps.
@@ -198,23 +395,59 @@ def _load_from_state_dict(
     # A state dict of an untied model (or a hand-tied one) carries the tied slot as
     # its own entry. Accept it when it agrees with the tie, refuse it when it does
     # not: dropping a differing tensor silently would lose data.
-    for name, slot in self.__dict__[SLOTS_ATTR].items():
-        key = prefix + name
-        if key not in state_dict:
-            continue
-        incoming = state_dict.pop(key)
-        expected = _expected_from(state_dict, prefix, self, name, slot)
-        if tuple(incoming.shape) != tuple(slot.shape) or (
-            expected is not None and not torch.equal(incoming.to(expected.dtype), expected)
-        ):
-            errors.append(
-                f"{key} is tied (to {slot.paths[1] or 'its own storage'} via {slot.relation!r}) but the "
-                f"state dict holds a different value for it; load it into an untied model "
-                f"(tying.untie) or drop the key"
-            )
+    # (Loading through a parent of the module the plan was applied to reaches here with
+    # the modules before this one already loaded; guard_loading's pre-hook refuses first.)
+    errors.extend(_contradictions(self, state_dict, prefix))
+    for name in self.__dict__[SLOTS_ATTR]:
+        state_dict.pop(prefix + name, None)
     type(self)._tying_base._load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
     )
+
+
+def _contradictions(module, state_dict, prefix) -> list[str]:
+    """Entries of ``state_dict`` (loaded into ``module`` at ``prefix``) that contradict a tie."""
+    out = []
+    for name, slot in slots_of(module).items():
+        key = prefix + name
+        if key not in state_dict:
+            continue
+        incoming = state_dict[key]
+        expected = _expected_from(state_dict, prefix, module, name, slot)
+        if tuple(incoming.shape) != tuple(slot.shape) or (
+            expected is not None and not torch.equal(incoming.to(expected.dtype), expected)
+        ):
+            out.append(
+                f"{key} is tied (to {slot.paths[1] or 'its own storage'} via {slot.relation!r}) "
+                f"but the state dict holds a different value for it; load it into an untied "
+                f"model (tying.untie) or drop the key"
+            )
+    return out
+
+
+def _check_before_load(
+    root, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+):
+    # load_state_dict copies module by module and reports errors only at the end, so a
+    # contradiction found at the tied module would leave every module loaded before it
+    # changed. This pre-hook on the module a plan was applied to checks them all first.
+    problems = []
+    for path, mod in root.named_modules():
+        if slots_of(mod):
+            problems += _contradictions(mod, state_dict, prefix + (path + "." if path else ""))
+    if problems:
+        raise RuntimeError(
+            f"Error(s) in loading state_dict for {type(root).__name__} (nothing was loaded):\n\t"
+            + "\n\t".join(problems)
+        )
+
+
+def guard_loading(model: nn.Module) -> None:
+    """Make ``model.load_state_dict`` refuse a contradicting state dict before it copies anything."""
+    for hook in model._load_state_dict_pre_hooks.values():
+        if getattr(hook, "hook", None) is _check_before_load:
+            return
+    model.register_load_state_dict_pre_hook(_check_before_load)
 
 
 def _expected_from(state_dict, prefix, module, name, slot):

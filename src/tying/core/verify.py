@@ -12,7 +12,7 @@ from tying.core.inventory import Inventory, join
 from tying.core.outside import declared_through_adapters
 from tying.core.plan import DECLARED_ATTR, ApplyReport, Plan
 from tying.core.relations import Relation, Same, relation_from_spec
-from tying.core.slots import uninstall
+from tying.core.slots import check_writes, uninstall
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +86,9 @@ def verify(model: nn.Module) -> int:
         The number of ties verified.
 
     Raises:
-        TieError: listing every broken tie and the fix.
+        TieError: listing every broken tie and the fix; or naming a computed slot
+            (a relation's view) written to since it was last read, whose write was
+            lost (``nn.init.normal_(dec.weight)``, ``dec.weight.data.fill_(0)``).
 
     Example:
         >>> import torch, tying
@@ -100,6 +102,7 @@ def verify(model: nn.Module) -> int:
         ...
         tying.core.errors.TieError: 2 declared tie(s) broken: ...
     """
+    check_writes(model)  # before any read below replaces what the slots handed out
     inv = Inventory(model)
     broken: list[str] = []
     checked: set[str] = set()

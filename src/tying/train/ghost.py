@@ -60,6 +60,14 @@ from tying.core.slots import base_class, slots_of
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 _SUPPORTED = (nn.Linear, nn.Embedding)
+# Output gradients below max|g| * 2**-60 are set to 0 as they arrive in the backward pass
+# (before the layer's own backward and the Gram/outer products).
+# A softmax over a wide vocabulary (a tied LM head reads the N(0, 1) embedding, so its
+# logits spread far) gives probabilities far below float32's normal range; their products
+# are subnormal, and x86 multiplies subnormals ~90x slower (the tied-LM step was 0.28x of
+# Opacus). Dropping them changes a norm by at most sqrt(n) * 2**-60 of its size (n the
+# entries): far below float32 rounding. 0.0 turns it off (the reference in the tests).
+FLUSH_BELOW = 2.0**-60
 STRATEGIES = ("auto", "gram", "materialize")
 
 
@@ -191,7 +199,10 @@ class GhostClipping:
             # computing any weight gradient, and stays right under later in-place ops.
             anchor = torch.zeros_like(out, requires_grad=True)
             calls.append((module, args[0].detach(), anchor))
-            return out + anchor
+            out = out + anchor
+            # flushed where it arrives, so the layer's own backward (g @ W) is spared too
+            out.register_hook(_flush_tiny)
+            return out
 
         handles = [m.register_forward_hook(hook) for m in self._uses]
         try:
@@ -217,7 +228,7 @@ class GhostClipping:
                     f"ghost clipping: {type(module).__name__} output has shape {tuple(g.shape)} "
                     f"but the batch has {B} examples; inputs must be batch-first (B, ..., d)"
                 )
-            g = g.reshape(B, -1, g.shape[-1])  # (B, T, d_out)
+            g = g.reshape(B, -1, g.shape[-1])  # (B, T, d_out), flushed by the hook above
             if isinstance(module, nn.Embedding):
                 idx = inp.reshape(B, -1)  # (B, T)
                 if module.padding_idx is not None:
@@ -282,6 +293,25 @@ class GhostClipping:
                 total += _weighted_outer(L, R, c, m, n)
             grads[name] = total.reshape(p.shape)
         return GhostResult(grads, norms, losses)
+
+
+def _flush_tiny(g: torch.Tensor) -> torch.Tensor:
+    """``g`` with entries below ``max|g| * FLUSH_BELOW`` set to 0 (see FLUSH_BELOW)."""
+    if FLUSH_BELOW == 0.0 or not g.dtype.is_floating_point or g.numel() == 0:
+        return g
+    # reduce in memory order: the gradient of logits that were transposed for the loss
+    # is a permuted layout, where aminmax is ~7x slower than over a flat view
+    # (and the flushed copy keeps the layout, so the products after it stay as fast)
+    order = sorted(range(g.dim()), key=lambda i: -g.stride(i))
+    dense = g.permute(order)
+    if not dense.is_contiguous():
+        dense, order = g.contiguous(), list(range(g.dim()))
+    lo, hi = torch.aminmax(dense.view(-1))
+    top = max(-float(lo), float(hi))
+    if not top > 0 or top == float("inf"):
+        return g  # all zero, or inf/nan: leave it for the norms to show
+    flushed = torch.nn.functional.hardshrink(dense, top * FLUSH_BELOW)
+    return flushed.permute([order.index(i) for i in range(g.dim())])
 
 
 def _check_embedding(mod: nn.Embedding, path: str) -> None:

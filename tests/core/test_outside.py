@@ -1,0 +1,216 @@
+"""Torch utilities that mutate modules in place, on tied models: each either keeps the
+tie right (verify passes, counts right) or is refused loudly with the model unchanged."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.utils.parametrizations as PZ
+from torch import nn
+from torch.nn.utils import parametrize, prune
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+import tying
+
+from .helpers import state_bytes
+
+SAME, ROTATED, SCALED = tying.Same(), tying.Rotated(), tying.Scaled(2.0)
+
+
+class Net(nn.Module):
+    """a -> b -> c, with c.weight tied to a.weight (4x4: every relation fits)."""
+
+    def __init__(self, relation):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b, self.c = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4)
+        tying.Plan([tying.share("c.weight", like="a.weight", relation=relation)]).apply(self)
+
+    def forward(self, x):
+        return self.c(torch.tanh(self.b(torch.tanh(self.a(x)))))
+
+
+class Sym(nn.Module):
+    def forward(self, X):
+        return (X + X.T) / 2
+
+
+def _x(m):
+    p = m.a.bias
+    return torch.randn(3, 4, dtype=p.dtype, device=p.device)
+
+
+@pytest.mark.parametrize("relation", [SAME, SCALED])
+def test_global_unstructured_over_a_tied_slot_is_refused_before_it_prunes_anything(relation):
+    m = Net(relation)
+    before = state_bytes(m)
+    pairs = [(m.a, "weight"), (m.b, "weight"), (m.c, "weight")]  # c comes last
+    with pytest.raises(
+        tying.TieError,
+        match=r"global_unstructured: 'c.weight' is a tied slot \(reads a.weight via .*nothing "
+        r"was pruned. List the physical tensor \(a.weight\) once",
+    ):
+        prune.global_unstructured(pairs, prune.L1Unstructured, amount=0.3)
+    assert state_bytes(m) == before
+    assert not prune.is_pruned(m.a) and not prune.is_pruned(m.b)
+    assert not hasattr(m.c, "weight_mask")  # outside torch's prune module: a plain False
+
+
+def test_global_unstructured_over_a_non_contiguous_view_fails_in_torch_before_any_change():
+    m = Net(ROTATED)
+    before = state_bytes(m)
+    with pytest.raises(RuntimeError, match="view size is not compatible"):
+        prune.global_unstructured(
+            [(m.a, "weight"), (m.c, "weight")], prune.L1Unstructured, amount=0.3
+        )
+    assert state_bytes(m) == before
+
+
+@pytest.mark.parametrize("relation", [SAME, ROTATED])
+def test_global_unstructured_over_the_physical_tensors_keeps_the_tie(relation):
+    m = Net(relation)
+    prune.global_unstructured([(m.a, "weight"), (m.b, "weight")], prune.L1Unstructured, amount=0.5)
+    want = relation(
+        m.a.weight_orig * m.a.weight_mask,
+        shape=(4, 4),
+        **({"scale": m.c.weight_scale} if relation is SCALED else {}),
+    )
+    assert torch.equal(m.c.weight, want)
+    assert tying.verify(m) == 1 and tying.count(m).physical == 3 * 4 + 2 * 16
+    m(_x(m)).sum().backward()  # the tie still trains
+
+
+@pytest.mark.parametrize(
+    "tool",
+    [
+        lambda mod: parametrize.register_parametrization(mod, "weight", Sym()),
+        PZ.spectral_norm,
+        PZ.weight_norm,
+    ],
+    ids=[
+        "register_parametrization",
+        "parametrizations.spectral_norm",
+        "parametrizations.weight_norm",
+    ],
+)
+@pytest.mark.parametrize("relation", [SAME, ROTATED])
+def test_parametrizing_a_tied_slot_is_refused_naming_the_tie(tool, relation):
+    m = Net(relation)
+    before = state_bytes(m)
+    with pytest.raises(ValueError, match=r"TiedLinear\(.*tied: weight <- a.weight via "):
+        tool(m.c)
+    assert state_bytes(m) == before and tying.verify(m) == 1
+
+
+@pytest.mark.parametrize(
+    "tool",
+    [torch.nn.utils.spectral_norm, torch.nn.utils.weight_norm],
+    ids=["spectral_norm", "weight_norm"],
+)
+def test_the_old_hook_based_norms_on_a_tied_slot_fail_in_torch_before_any_change(tool):
+    m = Net(SAME)
+    before = state_bytes(m)
+    with warnings.catch_warnings(), pytest.raises(KeyError, match="weight"):
+        warnings.simplefilter("ignore", FutureWarning)  # weight_norm is deprecated
+        tool(m.c)
+    assert state_bytes(m) == before
+
+
+@pytest.mark.parametrize(
+    "tool",
+    [
+        lambda mod: parametrize.register_parametrization(mod, "weight", Sym()),
+        lambda mod: torch.nn.utils.spectral_norm(mod),
+        PZ.weight_norm,
+    ],
+    ids=["register_parametrization", "spectral_norm", "parametrizations.weight_norm"],
+)
+def test_reparametrising_a_tie_source_is_refused_at_the_next_read(tool):
+    # The old spectral_norm sets a.weight in a.forward's pre-hook: a tied use read a
+    # stale tensor silently. Every such source is now refused, naming the tie and the fix.
+    m = Net(ROTATED)
+    tool(m.a)
+    with pytest.raises(
+        tying.TieError,
+        match=r"c.weight reads a.weight, which is no longer a parameter of its module.*"
+        r"parametrize.remove_parametrizations",
+    ):
+        m(_x(m))
+
+
+def test_fuse_conv_bn_eval_on_a_tied_conv_is_refused_and_leaves_the_model_alone():
+    m = nn.ModuleDict({"a": nn.Conv2d(2, 2, 3), "b": nn.Conv2d(2, 2, 3), "bn": nn.BatchNorm2d(2)})
+    m.eval()
+    tying.Plan([tying.share("b.weight", like="a.weight")]).apply(m)
+    before = state_bytes(m)
+    with pytest.raises(tying.TieError, match=r"b.weight is a tied slot .*served from a.weight"):
+        fuse_conv_bn_eval(m["b"], m["bn"])
+    assert state_bytes(m) == before and tying.verify(m) == 1
+
+
+@pytest.mark.parametrize("relation", [SAME, ROTATED, SCALED])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_to_dtype_keeps_every_tie(relation, dtype):
+    m = Net(relation).to(dtype)
+    assert m.c.weight.dtype == dtype and m(_x(m)).dtype == dtype
+    assert tying.verify(m) == 1 and tying.count(m).physical == 3 * 4 + 2 * 16 + (relation is SCALED)
+    m.half()
+    assert m.c.weight.dtype == torch.float16 and tying.verify(m) == 1
+
+
+@pytest.mark.parametrize("relation", [SAME, ROTATED])
+def test_to_meta_then_to_empty_keeps_the_tie(relation):
+    m = Net(relation).to("meta")
+    assert m.c.weight.is_meta and tying.verify(m) == 1
+    m.to_empty(device="cpu")
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_()
+    assert torch.equal(m.c.weight, relation(m.a.weight, shape=(4, 4)))
+    assert tying.verify(m) == 1
+
+
+def _xavier(mod):
+    if isinstance(mod, nn.Linear):
+        nn.init.xavier_uniform_(mod.weight)
+
+
+def test_apply_init_on_a_same_tie_initialises_the_one_parameter():
+    m = Net(SAME)
+    m.apply(_xavier)
+    assert m.c.weight is m.a.weight and tying.verify(m) == 1
+
+
+def test_apply_init_on_a_computed_tie_is_refused_at_the_next_read():
+    m = Net(ROTATED)
+    src = m.a.weight.detach().clone()
+    m.apply(_xavier)  # a and b are re-initialised; c's write goes to a temporary
+    with pytest.raises(tying.TieError, match=r"c.weight was written in place .*write to a.weight"):
+        m(_x(m))
+    assert not torch.equal(m.a.weight, src)  # a's own init stands (it is a's, not c's)
+    assert torch.equal(m.c.weight, torch.rot90(m.a.weight, 1, (-2, -1)))
+
+
+@pytest.mark.parametrize("relation", [SAME, ROTATED])
+def test_vector_to_parameters_writes_each_physical_tensor_once(relation):
+    m = Net(relation)
+    vec = torch.nn.utils.parameters_to_vector(m.parameters())
+    assert vec.numel() == tying.count(m).physical == 3 * 4 + 2 * 16
+    torch.nn.utils.vector_to_parameters(torch.arange(vec.numel(), dtype=vec.dtype), m.parameters())
+    assert torch.equal(m.c.weight, relation(m.a.weight, shape=(4, 4)))
+    assert tying.verify(m) == 1
+
+
+@pytest.mark.parametrize("relation", [SAME, ROTATED])
+def test_clip_grad_norm_counts_a_tied_gradient_once(relation):
+    m = Net(relation)
+    m(_x(m)).pow(2).sum().backward()
+    grads = [p.grad.detach().clone() for p in m.parameters()]
+    want = torch.cat([g.reshape(-1) for g in grads]).norm()
+    total = torch.nn.utils.clip_grad_norm_(m.parameters(), max_norm=1e-3)
+    torch.testing.assert_close(total, want)
+    for p, g in zip(m.parameters(), grads):
+        torch.testing.assert_close(p.grad, g * (1e-3 / (want + 1e-6)))
+    assert tying.verify(m) == 1
