@@ -22,6 +22,7 @@ from tying.chem.smirks import (  # noqa: E402
     evaluate,
     parse_atom_query,
     parse_bond_query,
+    scan_heavy,
 )
 
 from .helpers import bond, write_offxml  # noqa: E402
@@ -148,3 +149,40 @@ def test_prefilter_never_drops_a_match_subset(force_field):
 def test_prefilter_never_drops_a_match_full_set(force_field):
     skipped, total, wrong = _unsound(force_field, load_molecule_set())
     assert wrong == []
+
+
+def _fast_and_plain(force_field: str, molecules) -> int:
+    """Check that the scan's candidates and counts equal the plain per-atom ones."""
+    from tying.chem.assign import _term_counts
+    from tying.chem.molecules import parse_smiles
+
+    prefilter = Prefilter(SmirksAssigner(force_field, strict=False)._flat)
+    checked = 0
+    for smiles in molecules:
+        mol, n_written = parse_smiles(smiles)
+        if n_written is None:
+            continue
+        scan = scan_heavy(mol, n_written)
+        n_atoms = mol.GetNumAtoms()
+        assert prefilter.candidates_of(scan, n_atoms) == prefilter.candidates(mol), smiles
+        plain = Prefilter.signatures(mol)
+        assert scan.sigs == plain[:n_written], smiles
+        assert scan.symbols == [a.GetSymbol() for a in mol.GetAtoms()][:n_written]
+        counts = _term_counts(mol)
+        assert scan.three_ring == (counts is None), smiles
+        if counts is not None:
+            d = scan.degrees
+            assert sum(x * (x - 1) // 2 for x in d) == counts["Angles"], smiles
+            propers = sum((d[j] - 1) * (d[k] - 1) for j, k, _, _ in scan.bonds)
+            assert propers == counts["ProperTorsions"], smiles
+        checked += 1
+    return checked
+
+
+@pytest.mark.parametrize("force_field", ["openff-2.3.0", "openff-1.0.0"])
+def test_scan_gives_the_plain_candidates(force_field):
+    from tying.chem.generate import drug_like_smiles
+
+    molecules = [s for s, _ in load_molecule_set()] + drug_like_smiles(200, seed=3)
+    molecules += ["C1CC1", "[Na+].[Cl-]", "O", "C#N", "C[N+](C)(C)C.[Cl-]", "[O-][N+](=O)C"]
+    assert _fast_and_plain(force_field, molecules) > 0.9 * len(molecules)

@@ -190,6 +190,97 @@ def atom_signature(atom: Any) -> Signature:
     )
 
 
+# The signature (with its ring sizes, see Prefilter.signatures) of every hydrogen that
+# AddHs appends to a heavy atom: one connection, no H neighbour, neutral, not in a ring.
+HYDROGEN = (1, 1, 0, 0, False, False, ())
+
+
+@dataclasses.dataclass(frozen=True)
+class HeavyScan:
+    """What one pass over the atoms a SMILES wrote (none of them H) tells about a molecule.
+
+    Args:
+        sigs: each written atom's signature, ring sizes included (as
+            :meth:`Prefilter.signatures`).
+        bonds: each bond among them as ``(i, j, type code, in ring)``.
+        degrees: each written atom's number of bonded atoms (hydrogens included).
+        symbols: each written atom's element symbol.
+        three_ring: whether some atom is in a 3-membered ring.
+    """
+
+    sigs: list[tuple]
+    bonds: list[tuple[int, int, int, bool]]
+    degrees: list[int]
+    symbols: list[str]
+    three_ring: bool
+
+
+_SYMBOLS: dict[int, str] = {}
+
+
+def scan_heavy(mol: Any, n_written: int) -> HeavyScan:
+    """Visit only the first ``n_written`` atoms of a prepared molecule, and their bonds.
+
+    For a molecule from :func:`~tying.chem.molecules.parse_smiles` whose SMILES wrote no
+    hydrogen atom: every atom from ``n_written`` on is a hydrogen that ``AddHs``
+    appended (with its bond after the written bonds), and what the assigner needs
+    to know about those follows from their heavy neighbours. About half the atoms
+    of a drug-like molecule are such hydrogens, and each RDKit call from Python
+    costs a fixed ~0.2 µs.
+
+    Example:
+        >>> from tying.chem.molecules import parse_smiles
+        >>> mol, n = parse_smiles("C1CC1O")
+        >>> scan = scan_heavy(mol, n)
+        >>> scan.sigs[3], scan.bonds[2], scan.degrees, scan.three_ring
+        ((8, 2, 1, 0, False, False, ()), (2, 3, 1, False), [4, 4, 4, 2], True)
+    """
+    sizes: dict[int, set[int]] = {}
+    three_ring = False
+    for ring in mol.GetRingInfo().AtomRings():
+        n = len(ring)
+        three_ring = three_ring or n == 3
+        for i in ring:
+            sizes.setdefault(i, set()).add(n)
+    sigs, degrees, symbols = [], [], []
+    atom = mol.GetAtomWithIdx
+    for i in range(n_written):
+        a = atom(i)
+        z = a.GetAtomicNum()
+        ring = sizes.get(i)
+        sigs.append(
+            (
+                z,
+                a.GetTotalDegree(),
+                a.GetTotalNumHs(includeNeighbors=True),
+                a.GetFormalCharge(),
+                a.GetIsAromatic(),
+                ring is not None,
+                tuple(sorted(ring)) if ring else (),
+            )
+        )
+        degrees.append(a.GetDegree())
+        symbol = _SYMBOLS.get(z)
+        if symbol is None:
+            symbol = _SYMBOLS[z] = a.GetSymbol()
+        symbols.append(symbol)
+    # AddHs appends one bond per hydrogen after the written bonds.
+    n_written_bonds = mol.GetNumBonds() - (mol.GetNumAtoms() - n_written)
+    bond = mol.GetBondWithIdx
+    bonds = []
+    for i in range(n_written_bonds):
+        b = bond(i)
+        bonds.append(
+            (
+                b.GetBeginAtomIdx(),
+                b.GetEndAtomIdx(),
+                _BOND_CODES.get(b.GetBondType(), 0),
+                b.IsInRing(),
+            )
+        )
+    return HeavyScan(sigs, bonds, degrees, symbols, three_ring)
+
+
 def _split(expr: str, ops: str) -> tuple[list[str], list[str]]:
     """Split at top level (outside ``$(...)``) on any of ``ops``; return chunks and operators."""
     chunks, found, depth, cur = [], [], 0, []
@@ -439,9 +530,33 @@ class Prefilter:
 
     def candidates(self, mol: Any, sigs: list[tuple] | None = None) -> list[int]:
         """Indices (ascending) of the patterns that may match a prepared molecule."""
-        has = np.frombuffer(
-            self.satisfied(mol, sigs).to_bytes(8 * self._n_words, "little"), dtype=np.uint64
-        )
+        return self._candidates(self.satisfied(mol, sigs))
+
+    def candidates_of(self, scan: HeavyScan, n_atoms: int) -> list[int]:
+        """:meth:`candidates` from a :func:`scan_heavy` of a molecule with ``n_atoms`` atoms.
+
+        The hydrogens after the scanned atoms are the ones ``AddHs`` appended: each
+        has the signature :data:`HYDROGEN` and one single, non-ring bond to an
+        atom whose H count is not zero. So the molecule's atom signatures and bond
+        keys are known without visiting them, and the candidates are the same as
+        :meth:`candidates` gives (``tests/chem/test_smirks.py`` checks that).
+        """
+        atom_keys = set(scan.sigs)
+        bond_keys = set()
+        for j, k, code, ring in scan.bonds:
+            u, v = scan.sigs[j], scan.sigs[k]
+            bond_keys.add((u, v, code, ring) if u <= v else (v, u, code, ring))
+        if n_atoms > len(scan.sigs):
+            atom_keys.add(HYDROGEN)
+            for u in atom_keys:
+                if u[2] and u is not HYDROGEN:
+                    bond_keys.add(
+                        (u, HYDROGEN, 1, False) if u <= HYDROGEN else (HYDROGEN, u, 1, False)
+                    )
+        return self._candidates(self._has(atom_keys, bond_keys))
+
+    def _candidates(self, has_bits: int) -> list[int]:
+        has = np.frombuffer(has_bits.to_bytes(8 * self._n_words, "little"), dtype=np.uint64)
         lacking = (self._needs & ~has).any(axis=1)  # needs a bit the molecule lacks
         return np.flatnonzero(~lacking).tolist()
 
@@ -460,12 +575,6 @@ class Prefilter:
         """The bits (atom bits, then bond bits) that some atom or bond of ``mol`` may satisfy."""
         if sigs is None:
             sigs = self.signatures(mol)
-        has = 0
-        for sig in set(sigs):
-            mask = self._atom_cache.get(sig)
-            if mask is None:
-                mask = self._atom_cache[sig] = self._atom_mask(sig)
-            has |= mask
         bond_keys = set()
         bond = mol.GetBondWithIdx
         for i in range(mol.GetNumBonds()):
@@ -474,6 +583,15 @@ class Prefilter:
             if v < u:
                 u, v = v, u
             bond_keys.add((u, v, bond_signature_code(b), b.IsInRing()))
+        return self._has(set(sigs), bond_keys)
+
+    def _has(self, atom_keys: set, bond_keys: set) -> int:
+        has = 0
+        for sig in atom_keys:
+            mask = self._atom_cache.get(sig)
+            if mask is None:
+                mask = self._atom_cache[sig] = self._atom_mask(sig)
+            has |= mask
         for key in bond_keys:
             mask = self._bond_cache.get(key)
             if mask is None:
