@@ -375,6 +375,8 @@ class SmirksAssigner:
         molecules.
         """
         scan = scan_heavy(mol, n_written)
+        if scan is None:
+            return self._assign_reference(mol, smiles, name)
         n_atoms = mol.GetNumAtoms()
         candidates = self._prefilter.candidates_of(scan, n_atoms)
         plan, params = self._plan, self._params

@@ -62,7 +62,7 @@ def parse_smiles(
     The second value is the number of atoms the SMILES wrote (all heavy) when none of
     them is a hydrogen, so that atoms from that index on are exactly the hydrogens
     :func:`~rdkit.Chem.AddHs` appended; None when the SMILES wrote a hydrogen atom
-    (``[H]``, ``[2H]``). The assigner's fast path reads it.
+    (``[H]``, ``[2H]``) or a dative bond (``->``). The assigner's fast path reads it.
 
     Example:
         >>> mol, n = parse_smiles("CCO")
@@ -93,7 +93,10 @@ def parse_smiles(
         raise SmilesError(f"cannot parse SMILES {label}: RDKit rejected it; check its syntax")
     if name:
         mol.SetProp("_Name", name)
-    return _prepare(mol, label, aromaticity_model)
+    mol, n_written = _prepare(mol, label, aromaticity_model)
+    if "<" in smiles or ">" in smiles:  # a dative bond: of order 1 like a single bond
+        n_written = None
+    return mol, n_written
 
 
 def prepare_molecule(mol: Any, *, aromaticity_model: str = "OEAroModel_MDL") -> Any:
