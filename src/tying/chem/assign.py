@@ -276,10 +276,10 @@ class SmirksAssigner:
             molecules: SMILES strings, ``(smiles, name)`` pairs or RDKit molecules.
             n_jobs: processes to use; 1 labels here (with the cache), -1 uses every
                 core. Workers are fresh processes (forkserver/spawn), each building
-                the assigner once (about a second), so spreading pays from a few
-                thousand molecules on.
+                the assigner once (a fraction of a second once the fork server has
+                imported RDKit), so spreading pays from a few thousand molecules on.
             progress: show a progress bar (rich) with done/total, elapsed and remaining.
-            chunksize: molecules per task sent to a worker (default: about 8 tasks
+            chunksize: molecules per task sent to a worker (default: about 32 tasks
                 per worker, at most 200 molecules each).
 
         Returns:
