@@ -142,6 +142,29 @@ def test_prefilter_never_drops_a_match_subset(force_field):
     assert skipped > 0.6 * total  # and it does skip most searches
 
 
+@pytest.mark.parametrize("seed", [0, 7])
+def test_prefilter_never_drops_a_match_on_generated_molecules(seed):
+    from tying.chem.generate import drug_like_smiles
+
+    molecules = [(s, s) for s in drug_like_smiles(60, seed=seed)]
+    skipped, total, wrong = _unsound("openff-2.3.0", molecules)
+    assert wrong == []
+    assert skipped > 0.6 * total
+
+
+def test_neighbour_counts_rule_patterns_out():
+    # [#1:1]-[#6X3:2]-[#1:3] needs an sp2 carbon with two hydrogens (=CH2): benzene has
+    # sp2 carbons and C-H bonds, but no such carbon.
+    from tying.chem.smirks import possible_elements
+
+    c = compile_smirks(Parameter("Angles", "a", "[#1:1]-[#6X3:2]-[#1:3]", 0, {}), valence=3)
+    prefilter = Prefilter([c])
+    assert prefilter.candidates(molecule_from_smiles("c1ccccc1")) == []
+    assert prefilter.candidates(molecule_from_smiles("C=C")) == [0]
+    assert possible_elements(parse_atom_query("[#6&X4,#7&X3:1]")) == {6, 7}
+    assert possible_elements(parse_atom_query("[!#1:1]")) is None
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "force_field", ["openff-2.3.0", "openff-2.0.0", "openff-1.3.0", "openff-1.0.0"]

@@ -389,10 +389,8 @@ class SmirksAssigner:
             for i in candidates[start:end]:
                 query, match_params, keys = plan[i]
                 matches = match(query, match_params)
-                if matches:
-                    p = params[i]
-                    for key in keys(matches):
-                        resolved[key] = p
+                if matches:  # later patterns overwrite: the last match wins
+                    resolved.update(dict.fromkeys(keys(matches), params[i]))
             terms[section] = resolved
             start = end
         elements = (*scan.symbols, *("H",) * (n_atoms - n_written))

@@ -184,8 +184,8 @@ def canonical_order(mol: Any) -> tuple[str, tuple[int, ...]]:
         (True, 9)
     """
     smiles = Chem.MolToSmiles(mol)
-    order = tuple(mol.GetProp("_smilesAtomOutputOrder").strip("[],").split(","))
-    return smiles, tuple(int(i) for i in order)
+    order = mol.GetProp("_smilesAtomOutputOrder").strip("[],").split(",")
+    return smiles, tuple(map(int, order))
 
 
 def data_path(filename: str = "molecules.smi") -> pathlib.Path:

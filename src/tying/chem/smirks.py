@@ -468,6 +468,27 @@ def can_be_false(tree: tuple) -> bool:
     return any(can_be_false(t) for t in tree[1])
 
 
+def possible_elements(tree: tuple) -> set[int] | None:
+    """The atomic numbers an atom predicate tree allows, or None when it does not say.
+
+    Example:
+        >>> sorted(possible_elements(parse_atom_query("[#7,#8;X2]")))
+        [7, 8]
+        >>> possible_elements(parse_atom_query("*")) is None
+        True
+    """
+    kind = tree[0]
+    if kind == "prim":
+        return {tree[2]} if tree[1] == "Z" else None
+    if kind == "and":
+        known = [z for z in map(possible_elements, tree[1]) if z is not None]
+        return set.intersection(*known) if known else None
+    if kind == "or":
+        options = [possible_elements(t) for t in tree[1]]
+        return None if any(z is None for z in options) else set.union(*options)
+    return None  # "not", "unknown", ring sizes
+
+
 def bond_signature_code(bond: Any) -> int:
     """The type code of a molecule bond for the pre-filter: 1, 2, 3, 4 (aromatic) or 0."""
     return _BOND_CODES.get(bond.GetBondType(), 0)
@@ -495,16 +516,24 @@ class Prefilter:
     """
 
     def __init__(self, patterns: Sequence[CompiledSmirks]):
-        atom_bits: dict[str, int] = {}
+        atom_bits: dict[tuple[str, int, int], int] = {}
         bond_bits: dict[tuple[str, str, str], int] = {}
         trees: dict[str, tuple] = {}
         needs: list[tuple[list[int], list[int]]] = []
         for c in patterns:
             a_bits, b_bits = [], []
-            for smarts in c.atoms:
-                tree = trees.setdefault(smarts, parse_atom_query(smarts))
-                if can_be_false(tree):
-                    a_bits.append(atom_bits.setdefault(smarts, len(atom_bits)))
+            atom_trees = [trees.setdefault(a, parse_atom_query(a)) for a in c.atoms]
+            for i, smarts in enumerate(c.atoms):
+                # The pattern's neighbours of this atom that must be hydrogens, and those
+                # that must be heavy atoms, map to as many distinct neighbours in a match.
+                h_min = heavy_min = 0
+                for n in c.query.GetAtomWithIdx(i).GetNeighbors():
+                    z = possible_elements(atom_trees[n.GetIdx()])
+                    h_min += z == {1}
+                    heavy_min += z is not None and 1 not in z
+                if can_be_false(atom_trees[i]) or h_min or heavy_min:
+                    key = (smarts, h_min, heavy_min)
+                    a_bits.append(atom_bits.setdefault(key, len(atom_bits)))
             for a, b, z in c.bonds:
                 ta = trees.setdefault(a, parse_atom_query(a))
                 tz = trees.setdefault(z, parse_atom_query(z))
@@ -523,7 +552,7 @@ class Prefilter:
         # Distinct atom and bond trees, and each bit as indices into them.
         atom_index = {smarts: i for i, smarts in enumerate(trees)}
         self._trees = list(trees.values())
-        self._atom_bit_tree = [atom_index[smarts] for smarts in atom_bits]
+        self._atom_bit_tree = [(atom_index[a], h, heavy) for a, h, heavy in atom_bits]
         bond_smarts = sorted({b for _, b, _ in bond_bits})
         self._bond_trees = [parse_bond_query(b) for b in bond_smarts]
         bond_index = {b: i for i, b in enumerate(bond_smarts)}
@@ -614,8 +643,9 @@ class Prefilter:
     def _atom_mask(self, sig: Signature) -> int:
         ok = self._possible_trees(sig)
         mask = 0
-        for bit, tree in enumerate(self._atom_bit_tree):
-            if ok[tree]:
+        hydrogens, heavy = sig[2], sig[1] - sig[2]  # H neighbours, heavy neighbours
+        for bit, (tree, h_min, heavy_min) in enumerate(self._atom_bit_tree):
+            if ok[tree] and hydrogens >= h_min and heavy >= heavy_min:
                 mask |= 1 << bit
         return mask
 
