@@ -209,3 +209,21 @@ def test_scan_gives_the_plain_candidates(force_field):
     molecules = [s for s, _ in load_molecule_set()] + drug_like_smiles(200, seed=3)
     molecules += ["C1CC1", "[Na+].[Cl-]", "O", "C#N", "C[N+](C)(C)C.[Cl-]", "[O-][N+](=O)C"]
     assert _fast_and_plain(force_field, molecules) > 0.9 * len(molecules)
+
+
+def test_recursive_smarts_rule_out_only_when_required():
+    # A required $(...) needs its atoms and bonds somewhere in the molecule; one in a
+    # branch of an OR does not (regression: openff-1.0.0 t75 on DMAP).
+    required = compile_smirks(
+        Parameter("Bonds", "r", "[#7X3$(*~[#8X1]):1]-[#6:2]", 0, {}), valence=2
+    )
+    branch = compile_smirks(
+        Parameter("Bonds", "o", "[#7X2,#7X3$(*~[#8X1]):1]~[#6:2]", 1, {}), valence=2
+    )
+    prefilter = Prefilter([required, branch])
+    amine, pyridine = molecule_from_smiles("CN(C)C"), molecule_from_smiles("c1ccncc1")
+    assert prefilter.candidates(amine) == [1]  # no O X1 anywhere: only the OR one is kept
+    assert prefilter.candidates(pyridine) == [1]
+    assert pyridine.GetSubstructMatches(branch.query)  # and the kept one does match
+    nitro = molecule_from_smiles("C[N+](=O)[O-]")
+    assert prefilter.candidates(nitro) == [0, 1] and nitro.GetSubstructMatches(required.query)

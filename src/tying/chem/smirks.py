@@ -468,6 +468,49 @@ def can_be_false(tree: tuple) -> bool:
     return any(can_be_false(t) for t in tree[1])
 
 
+def _recursive_parts(atoms: Sequence[str]) -> list[str]:
+    """The recursive SMARTS ``$(...)`` that a query atom requires (joined by AND only).
+
+    A ``$(...)`` in one branch of an OR, or under a NOT, is not required: an atom
+    whose SMARTS has ``,`` or ``!`` outside its recursive parts gives none.
+
+    Example:
+        >>> _recursive_parts(["[#7&X3&$(*~[#7&X2]):2]", "[*:1]", "[#7&X2,#7&$(*~[#8]):3]"])
+        ['*~[#7&X2]']
+    """
+    parts = []
+    for smarts in atoms:
+        found, outside, start, end = [], [], smarts.find("$("), 0
+        while start >= 0:
+            outside.append(smarts[end:start])
+            depth, k = 0, start + 1
+            for k in range(start + 1, len(smarts)):
+                depth += {"(": 1, ")": -1}.get(smarts[k], 0)
+                if depth == 0:
+                    break
+            found.append(smarts[start + 2 : k])
+            end = k + 1
+            start = smarts.find("$(", end)
+        outside.append(smarts[end:])
+        if not any("," in text or "!" in text for text in outside):
+            parts += found
+    return parts
+
+
+def _atoms_and_bonds(smarts: str) -> tuple[list[str], list[tuple[str, str, str]]]:
+    """Each query atom's and bond's SMARTS of a pattern (none if RDKit cannot parse it)."""
+    with quiet():
+        query = Chem.MolFromSmarts(smarts)
+    if query is None:
+        return [], []
+    atoms = [a.GetSmarts() for a in query.GetAtoms()]
+    bonds = [
+        (atoms[b.GetBeginAtomIdx()], b.GetSmarts(), atoms[b.GetEndAtomIdx()])
+        for b in query.GetBonds()
+    ]
+    return atoms, bonds
+
+
 def possible_elements(tree: tuple) -> set[int] | None:
     """The atomic numbers an atom predicate tree allows, or None when it does not say.
 
@@ -539,6 +582,17 @@ class Prefilter:
                 tz = trees.setdefault(z, parse_atom_query(z))
                 if can_be_false(ta) or can_be_false(tz) or can_be_false(parse_bond_query(b)):
                     b_bits.append(bond_bits.setdefault((a, b, z), len(bond_bits)))
+            # A recursive SMARTS $(...) matches only where its own pattern does, so the
+            # molecule needs its atoms and bonds too (anywhere: not tied to this atom).
+            for inner_atoms, inner_bonds in map(_atoms_and_bonds, _recursive_parts(c.atoms)):
+                for smarts in inner_atoms:
+                    if can_be_false(trees.setdefault(smarts, parse_atom_query(smarts))):
+                        a_bits.append(atom_bits.setdefault((smarts, 0, 0), len(atom_bits)))
+                for a, b, z in inner_bonds:
+                    ta = trees.setdefault(a, parse_atom_query(a))
+                    tz = trees.setdefault(z, parse_atom_query(z))
+                    if can_be_false(ta) or can_be_false(tz) or can_be_false(parse_bond_query(b)):
+                        b_bits.append(bond_bits.setdefault((a, b, z), len(bond_bits)))
             needs.append((a_bits, b_bits))
         self.n_patterns = len(needs)
         self._n_atom_bits = len(atom_bits)
