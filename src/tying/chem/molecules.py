@@ -64,6 +64,16 @@ def parse_smiles(
     :func:`~rdkit.Chem.AddHs` appended; None when the SMILES wrote a hydrogen atom
     (``[H]``, ``[2H]``) or a dative bond (``->``). The assigner's fast path reads it.
 
+    Args:
+        smiles, name, aromaticity_model: as :func:`molecule_from_smiles`.
+
+    Returns:
+        ``(molecule, n_written)``: the molecule as :func:`molecule_from_smiles` gives
+        it, and the number of atoms the SMILES wrote, or None (see above).
+
+    Raises:
+        TypeError, SmilesError, ValueError: as :func:`molecule_from_smiles`.
+
     Example:
         >>> mol, n = parse_smiles("CCO")
         >>> mol.GetNumAtoms(), n, parse_smiles("[H]OC")[1]

@@ -229,7 +229,15 @@ def scan_heavy(mol: Any, n_written: int) -> HeavyScan | None:
     appended (with its bond after the written bonds), and what the assigner needs
     to know about those follows from their heavy neighbours. About half the atoms
     of a drug-like molecule are such hydrogens, and each RDKit call from Python
-    costs a fixed ~0.2 µs. None when a bond has order 0 (the plain path handles it).
+    costs a fixed ~0.2 µs.
+
+    Args:
+        mol: a molecule from :func:`~tying.chem.molecules.parse_smiles`.
+        n_written: the number of atoms its SMILES wrote (that function's second value).
+
+    Returns:
+        A :class:`HeavyScan`, or None when a bond has order 0 (then the plain path,
+        which visits every atom and bond, handles the molecule).
 
     Example:
         >>> from tying.chem.molecules import parse_smiles
@@ -629,6 +637,14 @@ class Prefilter:
         atom whose H count is not zero. So the molecule's atom signatures and bond
         keys are known without visiting them, and the candidates are the same as
         :meth:`candidates` gives (``tests/chem/test_smirks.py`` checks that).
+
+        Example:
+            >>> from tying.chem.offxml import load_force_field
+            >>> from tying.chem.molecules import parse_smiles
+            >>> pf = Prefilter(compile_section(load_force_field("openff-2.3.0"), "Bonds"))
+            >>> mol, n = parse_smiles("CCO")
+            >>> pf.candidates_of(scan_heavy(mol, n), mol.GetNumAtoms()) == pf.candidates(mol)
+            True
         """
         atom_keys = set(scan.sigs)
         bond_keys = set()
