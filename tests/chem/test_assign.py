@@ -188,3 +188,70 @@ def test_name_and_sections_of_the_wrong_type(sage):
         sage.assign("CCO", name=3)
     with pytest.raises(TypeError, match=r"got the string 'Bonds'; write sections=\['Bonds'\]"):
         SmirksAssigner("openff-2.3.0", sections="Bonds")
+
+
+# -- the fast path (SMILES without hydrogen atoms) against the reference path --------------
+
+EDGE_CASES = [
+    "C1CC1",  # 3-ring: the completeness check counts term by term
+    "C12C3C4C1C5C2C3C45",  # cubane
+    "C1CCC1",  # 4-ring
+    "[NH3+]CC(=O)[O-]",
+    "C[N+](C)(C)C.[Cl-]",  # two components
+    "[Na+].[Cl-]",  # atoms without hydrogens at all
+    "C/C=C/C",
+    "C[C@H](N)C(=O)O",
+    "O",
+    "[O-][N+](=O)c1ccccc1",
+    "C#N",
+    "c1ccc2c(c1)oc1ccccc12",
+    "CS(=O)(=O)N",
+    "OP(=O)(O)O",
+]
+
+
+def _both_paths(assigner, smiles):
+    from tying.chem.molecules import canonical_order, parse_smiles
+
+    mol, n_written = parse_smiles(smiles)
+    canonical, _ = canonical_order(mol)
+    outcomes = []
+    for path in ("reference", "scanned"):
+        try:
+            if path == "reference":
+                outcomes.append(assigner._assign_reference(mol, canonical, smiles))
+            else:
+                outcomes.append(assigner._assign_scanned(mol, canonical, smiles, n_written))
+        except UnassignedParameterError as err:
+            outcomes.append(str(err))
+    return n_written, outcomes
+
+
+@pytest.mark.parametrize("force_field", ["openff-2.3.0", "openff-1.0.0"])
+@pytest.mark.parametrize("strict", [True, False])
+def test_fast_path_equals_reference(force_field, strict):
+    from tying.chem.generate import drug_like_smiles
+
+    assigner = SmirksAssigner(force_field, strict=strict)
+    molecules = [s for s, _ in load_molecule_set()[:: 1 if strict else 3]]
+    molecules += drug_like_smiles(150, seed=1 if strict else 2) + EDGE_CASES
+    scanned = 0
+    for smiles in molecules:
+        n_written, (reference, fast) = _both_paths(assigner, smiles)
+        if n_written is None:
+            continue  # a SMILES that writes a hydrogen atom only takes the reference path
+        scanned += 1
+        assert fast == reference, smiles
+    assert scanned > 0.9 * len(molecules)
+
+
+def test_smiles_with_hydrogen_atoms_take_the_reference_path(sage):
+    # "[H]" atoms written in the SMILES are not where the fast path expects added ones.
+    from tying.chem.molecules import canonical_order
+
+    fresh = SmirksAssigner(sage.force_field, cache=False)
+    for smiles in ("[H]OC", "[2H]C([2H])([2H])O", "C([H])([H])=O", "[H]C#N"):
+        a = fresh.assign(smiles)
+        mol = molecule_from_smiles(smiles)
+        assert a == fresh._assign_reference(mol, canonical_order(mol)[0], smiles)
+        assert len(a.vdw) == mol.GetNumAtoms()

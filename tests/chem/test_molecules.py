@@ -102,3 +102,18 @@ def test_malformed_list_line(tmp_path):
         ValueError, match=r"mols.smi:3: expected 'SMILES<TAB>name', got 'CCC propane'"
     ):
         load_molecule_set(path)
+
+
+@pytest.mark.parametrize(
+    ("smiles", "n_written"),
+    [("CCO", 3), ("c1ccccc1", 6), ("[H]OC", None), ("[2H]C", None), ("C[NH3+]", 2),
+     ("[NH3]->[Cu+2]", None)],
+)  # fmt: skip
+def test_parse_smiles_counts_the_written_atoms(smiles, n_written):
+    from tying.chem.molecules import parse_smiles
+
+    mol, n = parse_smiles(smiles)
+    assert n == n_written
+    if n is not None:  # the atoms after them are the appended hydrogens
+        assert all(a.GetAtomicNum() > 1 for a in list(mol.GetAtoms())[:n])
+        assert all(a.GetAtomicNum() == 1 for a in list(mol.GetAtoms())[n:])

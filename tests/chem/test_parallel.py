@@ -166,3 +166,53 @@ def test_unnamed_repeats_written_differently_are_named_as_in_one_process(sage):
         assert [a.name for a in out] == [a.name for a in serial], chunksize
         assert _ids(out) == _ids(serial)
     assert [a.name for a in serial] == ["CCO", "c1ccccc1O", "CCO", "c1ccccc1O", "CCO", "named"]
+
+
+def test_worker_results_round_trip_to_the_parents_parameters(sage):
+    # A worker packs a chunk as arrays of atoms and parameter positions; the parent
+    # decodes them with its own objects: equal Assignments, shared Parameters.
+    import copy
+    import pickle
+
+    from tying.chem.parallel import _decode, _encode
+
+    ff = sage.force_field
+    other = SmirksAssigner(copy.deepcopy(ff))  # as in a worker: equal, not the same objects
+    parameters = {s: ff[s].parameters for s in sage.sections}
+    molecules = [s for s, _ in SUBSET] + drug_like_smiles(30, seed=5)
+    molecules += ["C", "[Na+].[Cl-]", "O", "C1CC1", "[H]C#N"]
+    theirs = [(10 + i, other.assign(m)) for i, m in enumerate(molecules)]
+    assert all(p is not ff["Bonds"][p.id] for p in theirs[0][1].bonds.values())
+    failure = ValueError("molecule 99: broken")
+    packed = pickle.loads(pickle.dumps(_encode(theirs, other.sections, failure)))
+    back, error = _decode(packed, parameters, ff.name)
+    assert str(error) == "molecule 99: broken" and sorted(back) == [i for i, _ in theirs]
+    for (i, a), m in zip(theirs, molecules):
+        b = back[i]
+        assert b == a == sage.assign(m)
+        for s, t in b.terms.items():
+            assert list(t) == list(a.terms[s])  # same keys, same order
+            assert all(p is ff[s].parameters[p.index] for p in t.values())
+
+
+def test_packed_terms_behave_as_the_dict_they_stand_for(sage):
+    import pickle
+
+    from tying.chem.parallel import _decode, _encode
+
+    ff = sage.force_field
+    parameters = {s: ff[s].parameters for s in sage.sections}
+    plain = sage.assign("CC(=O)Nc1ccc(O)cc1")
+    packed = _decode(_encode([(0, plain)], sage.sections, None), parameters, ff.name)[0][0]
+    for s, t in plain.terms.items():
+        lazy = packed.terms[s]
+        assert len(lazy) == len(t) and lazy == t and t == lazy and not (lazy != t)
+        assert lazy.keys() == t.keys() and list(lazy.items()) == list(t.items())
+        assert all(k in lazy for k in t) and (99, 98) not in lazy
+        assert repr(lazy) == repr(t)
+        assert type(pickle.loads(pickle.dumps(lazy))) is dict
+    assert packed.ids("Bonds") == plain.ids("Bonds") and packed.used() == plain.used()
+    assert list(packed.rows()) == list(plain.rows())
+    assert pickle.loads(pickle.dumps(packed)) == plain
+    with pytest.raises(TypeError, match="unhashable"):
+        hash(packed.terms["Bonds"])

@@ -22,6 +22,7 @@ from tying.chem.smirks import (  # noqa: E402
     evaluate,
     parse_atom_query,
     parse_bond_query,
+    scan_heavy,
 )
 
 from .helpers import bond, write_offxml  # noqa: E402
@@ -141,6 +142,29 @@ def test_prefilter_never_drops_a_match_subset(force_field):
     assert skipped > 0.6 * total  # and it does skip most searches
 
 
+@pytest.mark.parametrize("seed", [0, 7])
+def test_prefilter_never_drops_a_match_on_generated_molecules(seed):
+    from tying.chem.generate import drug_like_smiles
+
+    molecules = [(s, s) for s in drug_like_smiles(60, seed=seed)]
+    skipped, total, wrong = _unsound("openff-2.3.0", molecules)
+    assert wrong == []
+    assert skipped > 0.6 * total
+
+
+def test_neighbour_counts_rule_patterns_out():
+    # [#1:1]-[#6X3:2]-[#1:3] needs an sp2 carbon with two hydrogens (=CH2): benzene has
+    # sp2 carbons and C-H bonds, but no such carbon.
+    from tying.chem.smirks import possible_elements
+
+    c = compile_smirks(Parameter("Angles", "a", "[#1:1]-[#6X3:2]-[#1:3]", 0, {}), valence=3)
+    prefilter = Prefilter([c])
+    assert prefilter.candidates(molecule_from_smiles("c1ccccc1")) == []
+    assert prefilter.candidates(molecule_from_smiles("C=C")) == [0]
+    assert possible_elements(parse_atom_query("[#6&X4,#7&X3:1]")) == {6, 7}
+    assert possible_elements(parse_atom_query("[!#1:1]")) is None
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "force_field", ["openff-2.3.0", "openff-2.0.0", "openff-1.3.0", "openff-1.0.0"]
@@ -148,3 +172,58 @@ def test_prefilter_never_drops_a_match_subset(force_field):
 def test_prefilter_never_drops_a_match_full_set(force_field):
     skipped, total, wrong = _unsound(force_field, load_molecule_set())
     assert wrong == []
+
+
+def _fast_and_plain(force_field: str, molecules) -> int:
+    """Check that the scan's candidates and counts equal the plain per-atom ones."""
+    from tying.chem.assign import _term_counts
+    from tying.chem.molecules import parse_smiles
+
+    prefilter = Prefilter(SmirksAssigner(force_field, strict=False)._flat)
+    checked = 0
+    for smiles in molecules:
+        mol, n_written = parse_smiles(smiles)
+        if n_written is None:
+            continue
+        scan = scan_heavy(mol, n_written)
+        n_atoms = mol.GetNumAtoms()
+        assert prefilter.candidates_of(scan, n_atoms) == prefilter.candidates(mol), smiles
+        plain = Prefilter.signatures(mol)
+        assert scan.sigs == plain[:n_written], smiles
+        assert scan.symbols == [a.GetSymbol() for a in mol.GetAtoms()][:n_written]
+        counts = _term_counts(mol)
+        assert scan.three_ring == (counts is None), smiles
+        if counts is not None:
+            d = scan.degrees
+            assert sum(x * (x - 1) // 2 for x in d) == counts["Angles"], smiles
+            propers = sum((d[j] - 1) * (d[k] - 1) for j, k, _, _ in scan.bonds)
+            assert propers == counts["ProperTorsions"], smiles
+        checked += 1
+    return checked
+
+
+@pytest.mark.parametrize("force_field", ["openff-2.3.0", "openff-1.0.0"])
+def test_scan_gives_the_plain_candidates(force_field):
+    from tying.chem.generate import drug_like_smiles
+
+    molecules = [s for s, _ in load_molecule_set()] + drug_like_smiles(200, seed=3)
+    molecules += ["C1CC1", "[Na+].[Cl-]", "O", "C#N", "C[N+](C)(C)C.[Cl-]", "[O-][N+](=O)C"]
+    assert _fast_and_plain(force_field, molecules) > 0.9 * len(molecules)
+
+
+def test_recursive_smarts_rule_out_only_when_required():
+    # A required $(...) needs its atoms and bonds somewhere in the molecule; one in a
+    # branch of an OR does not (regression: openff-1.0.0 t75 on DMAP).
+    required = compile_smirks(
+        Parameter("Bonds", "r", "[#7X3$(*~[#8X1]):1]-[#6:2]", 0, {}), valence=2
+    )
+    branch = compile_smirks(
+        Parameter("Bonds", "o", "[#7X2,#7X3$(*~[#8X1]):1]~[#6:2]", 1, {}), valence=2
+    )
+    prefilter = Prefilter([required, branch])
+    amine, pyridine = molecule_from_smiles("CN(C)C"), molecule_from_smiles("c1ccncc1")
+    assert prefilter.candidates(amine) == [1]  # no O X1 anywhere: only the OR one is kept
+    assert prefilter.candidates(pyridine) == [1]
+    assert pyridine.GetSubstructMatches(branch.query)  # and the kept one does match
+    nitro = molecule_from_smiles("C[N+](=O)[O-]")
+    assert prefilter.candidates(nitro) == [0, 1] and nitro.GetSubstructMatches(required.query)

@@ -22,6 +22,7 @@ caller's atom order when the same molecule comes back written differently.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import operator
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
@@ -29,9 +30,9 @@ from typing import Any, TypeVar
 
 from tying.chem._rdkit import Chem
 from tying.chem.errors import UnassignedParameterError
-from tying.chem.molecules import canonical_order, molecule_from_smiles, prepare_molecule
+from tying.chem.molecules import canonical_order, parse_smiles, prepare_molecule
 from tying.chem.offxml import ForceField, Parameter, load_force_field
-from tying.chem.smirks import CompiledSmirks, Prefilter, compile_section
+from tying.chem.smirks import CompiledSmirks, Prefilter, compile_section, scan_heavy
 from tying.core.resolver import last_match_wins
 
 SECTIONS = ("Bonds", "Angles", "ProperTorsions", "ImproperTorsions", "vdW")
@@ -235,6 +236,9 @@ class SmirksAssigner:
             start += len(self._compiled[s])
         self._bounds = bounds
         self._prefilter = Prefilter(self._flat)
+        self._params = [c.parameter for c in self._flat]
+        # Each section's patterns end before this position in self._flat.
+        self._stops = [(s, bounds[s][1]) for s in self.sections]
         self._match_params = _match_parameters(chirality=True, recursion=True)
         # Per pattern, the cheapest search that gives the same matches: RDKit's
         # recursion and chirality bookkeeping cost ~25% of the search, and most
@@ -272,10 +276,10 @@ class SmirksAssigner:
             molecules: SMILES strings, ``(smiles, name)`` pairs or RDKit molecules.
             n_jobs: processes to use; 1 labels here (with the cache), -1 uses every
                 core. Workers are fresh processes (forkserver/spawn), each building
-                the assigner once (about a second), so spreading pays from a few
-                thousand molecules on.
+                the assigner once (a fraction of a second once the fork server has
+                imported RDKit), so spreading pays from a few thousand molecules on.
             progress: show a progress bar (rich) with done/total, elapsed and remaining.
-            chunksize: molecules per task sent to a worker (default: about 8 tasks
+            chunksize: molecules per task sent to a worker (default: about 32 tasks
                 per worker, at most 200 molecules each).
 
         Returns:
@@ -330,12 +334,11 @@ class SmirksAssigner:
         if text is not None and self.cache and text in self._by_text:
             self.hits += 1
             return self._named(self._by_text[text], name)
+        model = self.force_field.aromaticity_model
         if text is not None:
-            mol = molecule_from_smiles(
-                text, name=name, aromaticity_model=self.force_field.aromaticity_model
-            )
+            mol, n_written = parse_smiles(text, name=name, aromaticity_model=model)
         else:
-            mol = prepare_molecule(molecule, aromaticity_model=self.force_field.aromaticity_model)
+            mol, n_written = prepare_molecule(molecule, aromaticity_model=model), None
         smiles, order = canonical_order(mol)
         cached = self._by_canonical.get(smiles) if self.cache else None
         if cached is not None:
@@ -343,7 +346,10 @@ class SmirksAssigner:
             result = _remap(cached[1], cached[0], order)
         else:
             self.misses += 1
-            result = self._assign_prepared(mol, smiles, name or text)
+            if n_written is None:
+                result = self._assign_reference(mol, smiles, name or text)
+            else:
+                result = self._assign_scanned(mol, smiles, name or text, n_written)
             if self.cache:
                 self._by_canonical[smiles] = (order, result)
         if text is not None and self.cache:
@@ -354,7 +360,60 @@ class SmirksAssigner:
     def _named(a: Assignment, name: str | None) -> Assignment:
         return a if name is None or name == a.name else dataclasses.replace(a, name=name)
 
-    def _assign_prepared(self, mol: Any, smiles: str, name: str | None) -> Assignment:
+    def _assign_scanned(
+        self, mol: Any, smiles: str, name: str | None, n_written: int
+    ) -> Assignment:
+        """The fast path of :meth:`_assign_reference`, for a SMILES that wrote no hydrogen.
+
+        The same result, computed with fewer calls into RDKit: one pass over the
+        written atoms and bonds (:func:`~tying.chem.smirks.scan_heavy`) gives the
+        pre-filter's input, the element symbols and the term counts of the
+        completeness check; the appended hydrogens are never visited one by one.
+        The last match wins as in :func:`~tying.core.resolver.last_match_wins`,
+        written out so that a term maps straight to its parameter.
+        ``tests/chem/test_assign.py`` checks both paths agree on shipped and generated
+        molecules.
+        """
+        scan = scan_heavy(mol, n_written)
+        if scan is None:
+            return self._assign_reference(mol, smiles, name)
+        n_atoms = mol.GetNumAtoms()
+        candidates = self._prefilter.candidates_of(scan, n_atoms)
+        plan, params = self._plan, self._params
+        match = mol.GetSubstructMatches
+        terms: dict[str, dict[tuple[int, ...], Parameter]] = {}
+        start = 0
+        for section, stop in self._stops:
+            resolved: dict[tuple[int, ...], Parameter] = {}
+            end = bisect.bisect_left(candidates, stop, start)
+            for i in candidates[start:end]:
+                query, match_params, keys = plan[i]
+                matches = match(query, match_params)
+                if matches:  # later patterns overwrite: the last match wins
+                    resolved.update(dict.fromkeys(keys(matches), params[i]))
+            terms[section] = resolved
+            start = end
+        elements = (*scan.symbols, *("H",) * (n_atoms - n_written))
+        result = Assignment(smiles, name, self.force_field.name, elements, terms)
+        if self.strict:
+            counts = None
+            if not scan.three_ring:
+                d = scan.degrees
+                counts = {
+                    "vdW": n_atoms,
+                    "Bonds": mol.GetNumBonds(),
+                    "Angles": sum(x * (x - 1) // 2 for x in d),  # hydrogens: degree 1, none
+                    "ProperTorsions": sum((d[j] - 1) * (d[k] - 1) for j, k, _, _ in scan.bonds),
+                }
+            _check_complete(mol, result, name or smiles, counts)
+        return result
+
+    def _assign_reference(self, mol: Any, smiles: str, name: str | None) -> Assignment:
+        """Assign a prepared molecule the plain way: every atom and bond visited from Python.
+
+        Used for RDKit molecules and SMILES that write hydrogen atoms, and kept as the
+        reference the fast path (:meth:`_assign_scanned`) is tested against.
+        """
         sigs = self._prefilter.signatures(mol)
         candidates = self._prefilter.candidates(mol, sigs)
         plan, flat = self._plan, self._flat
@@ -373,7 +432,7 @@ class SmirksAssigner:
         elements = tuple(a.GetSymbol() for a in mol.GetAtoms())
         result = Assignment(smiles, name, self.force_field.name, elements, terms)
         if self.strict:
-            _check_complete(mol, result, name or smiles)
+            _check_complete(mol, result, name or smiles, _term_counts(mol))
         return result
 
 
@@ -495,10 +554,10 @@ def _term_counts(mol: Any) -> dict[str, int] | None:
     }
 
 
-def _check_complete(mol: Any, a: Assignment, label: str) -> None:
+def _check_complete(mol: Any, a: Assignment, label: str, counts: dict[str, int] | None) -> None:
     # Every assigned key is a real term: compile_smirks checked that the tagged
-    # atoms are bonded in each pattern. So a full count means a complete assignment.
-    counts = _term_counts(mol)
+    # atoms are bonded in each pattern. So a full count (``counts``: _term_counts) means
+    # a complete assignment; None (a 3-ring) checks term by term.
     sections = [s for s in a.terms if s != "ImproperTorsions"]
     if counts is not None and all(len(a.terms[s]) == counts[s] for s in sections):
         return

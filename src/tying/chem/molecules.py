@@ -51,6 +51,34 @@ def molecule_from_smiles(
         >>> mol.GetNumAtoms(), any(a.GetIsAromatic() for a in mol.GetAtoms())
         (9, False)
     """
+    return parse_smiles(smiles, name=name, aromaticity_model=aromaticity_model)[0]
+
+
+def parse_smiles(
+    smiles: str, *, name: str | None = None, aromaticity_model: str = "OEAroModel_MDL"
+) -> tuple[Any, int | None]:
+    """:func:`molecule_from_smiles`, plus how many atoms came before the added hydrogens.
+
+    The second value is the number of atoms the SMILES wrote (all heavy) when none of
+    them is a hydrogen, so that atoms from that index on are exactly the hydrogens
+    :func:`~rdkit.Chem.AddHs` appended; None when the SMILES wrote a hydrogen atom
+    (``[H]``, ``[2H]``) or a dative bond (``->``). The assigner's fast path reads it.
+
+    Args:
+        smiles, name, aromaticity_model: as :func:`molecule_from_smiles`.
+
+    Returns:
+        ``(molecule, n_written)``: the molecule as :func:`molecule_from_smiles` gives
+        it, and the number of atoms the SMILES wrote, or None (see above).
+
+    Raises:
+        TypeError, SmilesError, ValueError: as :func:`molecule_from_smiles`.
+
+    Example:
+        >>> mol, n = parse_smiles("CCO")
+        >>> mol.GetNumAtoms(), n, parse_smiles("[H]OC")[1]
+        (9, 3, None)
+    """
     if not isinstance(smiles, str):
         hint = "; decode it first (smiles.decode())" if isinstance(smiles, bytes) else ""
         raise TypeError(f"expected a SMILES string, got {type(smiles).__name__}: {smiles!r}{hint}")
@@ -75,7 +103,10 @@ def molecule_from_smiles(
         raise SmilesError(f"cannot parse SMILES {label}: RDKit rejected it; check its syntax")
     if name:
         mol.SetProp("_Name", name)
-    return _prepare(mol, label, aromaticity_model)
+    mol, n_written = _prepare(mol, label, aromaticity_model)
+    if "<" in smiles or ">" in smiles:  # a dative bond: of order 1 like a single bond
+        n_written = None
+    return mol, n_written
 
 
 def prepare_molecule(mol: Any, *, aromaticity_model: str = "OEAroModel_MDL") -> Any:
@@ -112,10 +143,10 @@ def prepare_molecule(mol: Any, *, aromaticity_model: str = "OEAroModel_MDL") -> 
             Chem.Kekulize(mol, clearAromaticFlags=True)
         except Exception as err:
             raise SmilesError(f"molecule {label!r} cannot be kekulized: {err}") from err
-    return _prepare(mol.GetMol(), repr(label), aromaticity_model)
+    return _prepare(mol.GetMol(), repr(label), aromaticity_model)[0]
 
 
-def _prepare(mol: Any, label: str, aromaticity_model: str) -> Any:
+def _prepare(mol: Any, label: str, aromaticity_model: str) -> tuple[Any, int | None]:
     if aromaticity_model not in SUPPORTED_AROMATICITY:
         raise ValueError(
             f"aromaticity model {aromaticity_model!r} is not supported; "
@@ -126,8 +157,12 @@ def _prepare(mol: Any, label: str, aromaticity_model: str) -> Any:
             Chem.SanitizeMol(mol, _SANITIZE)
         except Exception as err:  # RDKit raises several sanitisation exception types
             raise SmilesError(f"cannot sanitise SMILES {label}: {err}") from err
-    for atom in mol.GetAtoms():
-        if atom.GetAtomicNum() == 0:
+    n_written, has_h = mol.GetNumAtoms(), False
+    # By index: iterating mol.GetAtoms() goes through a slow Python sequence wrapper.
+    for atom in map(mol.GetAtomWithIdx, range(n_written)):
+        z = atom.GetAtomicNum()
+        has_h = has_h or z == 1
+        if z == 0:
             raise SmilesError(
                 f"molecule {label}: atom {atom.GetIdx()} is a wildcard/dummy atom "
                 f"({atom.GetSmarts()}); force fields parameterise real elements only; "
@@ -143,7 +178,7 @@ def _prepare(mol: Any, label: str, aromaticity_model: str) -> Any:
     Chem.AssignStereochemistry(mol)
     mol = Chem.AddHs(mol)
     Chem.SetHybridization(mol)
-    return mol
+    return mol, None if has_h else n_written
 
 
 def canonical_order(mol: Any) -> tuple[str, tuple[int, ...]]:
@@ -159,8 +194,8 @@ def canonical_order(mol: Any) -> tuple[str, tuple[int, ...]]:
         (True, 9)
     """
     smiles = Chem.MolToSmiles(mol)
-    order = tuple(mol.GetProp("_smilesAtomOutputOrder").strip("[],").split(","))
-    return smiles, tuple(int(i) for i in order)
+    order = mol.GetProp("_smilesAtomOutputOrder").strip("[],").split(",")
+    return smiles, tuple(map(int, order))
 
 
 def data_path(filename: str = "molecules.smi") -> pathlib.Path:

@@ -166,6 +166,9 @@ _BOND_CODES = {
     Chem.BondType.TRIPLE: 3,
     Chem.BondType.AROMATIC: 4,
 }
+# Bond orders as GetAdjacencyMatrix(useBO=True) writes them -> the same codes. A SMILES
+# writes no other bond of these orders (dative bonds, also 1.0, take the plain path).
+_ORDER_CODES = {1.0: 1, 2.0: 2, 3.0: 3, 1.5: 4}
 _AROMATIC_SYMBOLS = {"c": 6, "n": 7, "o": 8, "s": 16, "p": 15, "se": 34, "as": 33, "b": 5, "te": 52}
 _CHUNK = re.compile(
     r"(#\d+|X\d*|H\d*|[+-]\d*|\+\++|-+|a|A|R0?|r\d*|x0|\*|[A-Z][a-z]?|se|as|te|[cnospb])$"
@@ -188,6 +191,108 @@ def atom_signature(atom: Any) -> Signature:
         atom.GetIsAromatic(),
         atom.IsInRing(),
     )
+
+
+# The signature (with its ring sizes, see Prefilter.signatures) of every hydrogen that
+# AddHs appends to a heavy atom: one connection, no H neighbour, neutral, not in a ring.
+HYDROGEN = (1, 1, 0, 0, False, False, ())
+
+
+@dataclasses.dataclass(frozen=True)
+class HeavyScan:
+    """What one pass over the atoms a SMILES wrote (none of them H) tells about a molecule.
+
+    Args:
+        sigs: each written atom's signature, ring sizes included (as
+            :meth:`Prefilter.signatures`).
+        bonds: each bond among them as ``(i, j, type code, in ring)``.
+        degrees: each written atom's number of bonded atoms (hydrogens included).
+        symbols: each written atom's element symbol.
+        three_ring: whether some atom is in a 3-membered ring.
+    """
+
+    sigs: list[tuple]
+    bonds: list[tuple[int, int, int, bool]]
+    degrees: list[int]
+    symbols: list[str]
+    three_ring: bool
+
+
+_SYMBOLS: dict[int, str] = {}
+
+
+def scan_heavy(mol: Any, n_written: int) -> HeavyScan | None:
+    """Visit only the first ``n_written`` atoms of a prepared molecule, and their bonds.
+
+    For a molecule from :func:`~tying.chem.molecules.parse_smiles` whose SMILES wrote no
+    hydrogen atom: every atom from ``n_written`` on is a hydrogen that ``AddHs``
+    appended (with its bond after the written bonds), and what the assigner needs
+    to know about those follows from their heavy neighbours. About half the atoms
+    of a drug-like molecule are such hydrogens, and each RDKit call from Python
+    costs a fixed ~0.2 µs.
+
+    Args:
+        mol: a molecule from :func:`~tying.chem.molecules.parse_smiles`.
+        n_written: the number of atoms its SMILES wrote (that function's second value).
+
+    Returns:
+        A :class:`HeavyScan`, or None when a bond has order 0 (then the plain path,
+        which visits every atom and bond, handles the molecule).
+
+    Example:
+        >>> from tying.chem.molecules import parse_smiles
+        >>> mol, n = parse_smiles("C1CC1O")
+        >>> scan = scan_heavy(mol, n)
+        >>> scan.sigs[3], scan.bonds, scan.degrees, scan.three_ring
+        ((8, 2, 1, 0, False, False, ()), [(0, 1, 1, True), (0, 2, 1, True), (1, 2, 1, True), (2, 3, 1, False)], [4, 4, 4, 2], True)
+    """
+    sizes: dict[int, set[int]] = {}
+    ring_bonds = set()
+    three_ring = False
+    for ring in mol.GetRingInfo().AtomRings():  # each ring's atoms in ring order
+        n = len(ring)
+        three_ring = three_ring or n == 3
+        for i in ring:
+            sizes.setdefault(i, set()).add(n)
+        for a, b in zip(ring, ring[1:] + ring[:1]):
+            ring_bonds.add((a, b) if a < b else (b, a))
+    # One call for every bond: orders 1, 2, 3, 1.5 (aromatic); 0 where there is none.
+    adjacency = Chem.GetAdjacencyMatrix(mol, useBO=True)[:n_written]  # (n_written, n_atoms)
+    degrees = np.count_nonzero(adjacency, axis=1).tolist()
+    hydrogens = np.count_nonzero(adjacency[:, n_written:], axis=1).tolist()
+    j, k = np.nonzero(np.triu(adjacency[:, :n_written]))
+    bonds = [
+        (a, b, _ORDER_CODES.get(order, 0), (a, b) in ring_bonds)
+        for a, b, order in zip(j.tolist(), k.tolist(), adjacency[j, k].tolist())
+    ]
+    # AddHs appends one bond per hydrogen after the written bonds. A bond of order 0
+    # is missing from the matrix (and from the degrees): such a molecule is not scanned.
+    if len(bonds) != mol.GetNumBonds() - (mol.GetNumAtoms() - n_written):
+        return None
+    sigs, symbols = [], []
+    atom = mol.GetAtomWithIdx
+    for i in range(n_written):
+        a = atom(i)
+        z = a.GetAtomicNum()
+        ring = sizes.get(i)
+        # Every hydrogen is an atom now: total degree is the degree, and the H count
+        # is the number of hydrogen neighbours (all of them appended ones).
+        sigs.append(
+            (
+                z,
+                degrees[i],
+                hydrogens[i],
+                a.GetFormalCharge(),
+                a.GetIsAromatic(),
+                ring is not None,
+                tuple(sorted(ring)) if ring else (),
+            )
+        )
+        symbol = _SYMBOLS.get(z)
+        if symbol is None:
+            symbol = _SYMBOLS[z] = a.GetSymbol()
+        symbols.append(symbol)
+    return HeavyScan(sigs, bonds, degrees, symbols, three_ring)
 
 
 def _split(expr: str, ops: str) -> tuple[list[str], list[str]]:
@@ -371,6 +476,70 @@ def can_be_false(tree: tuple) -> bool:
     return any(can_be_false(t) for t in tree[1])
 
 
+def _recursive_parts(atoms: Sequence[str]) -> list[str]:
+    """The recursive SMARTS ``$(...)`` that a query atom requires (joined by AND only).
+
+    A ``$(...)`` in one branch of an OR, or under a NOT, is not required: an atom
+    whose SMARTS has ``,`` or ``!`` outside its recursive parts gives none.
+
+    Example:
+        >>> _recursive_parts(["[#7&X3&$(*~[#7&X2]):2]", "[*:1]", "[#7&X2,#7&$(*~[#8]):3]"])
+        ['*~[#7&X2]']
+    """
+    parts = []
+    for smarts in atoms:
+        found, outside, start, end = [], [], smarts.find("$("), 0
+        while start >= 0:
+            outside.append(smarts[end:start])
+            depth, k = 0, start + 1
+            for k in range(start + 1, len(smarts)):
+                depth += {"(": 1, ")": -1}.get(smarts[k], 0)
+                if depth == 0:
+                    break
+            found.append(smarts[start + 2 : k])
+            end = k + 1
+            start = smarts.find("$(", end)
+        outside.append(smarts[end:])
+        if not any("," in text or "!" in text for text in outside):
+            parts += found
+    return parts
+
+
+def _atoms_and_bonds(smarts: str) -> tuple[list[str], list[tuple[str, str, str]]]:
+    """Each query atom's and bond's SMARTS of a pattern (none if RDKit cannot parse it)."""
+    with quiet():
+        query = Chem.MolFromSmarts(smarts)
+    if query is None:
+        return [], []
+    atoms = [a.GetSmarts() for a in query.GetAtoms()]
+    bonds = [
+        (atoms[b.GetBeginAtomIdx()], b.GetSmarts(), atoms[b.GetEndAtomIdx()])
+        for b in query.GetBonds()
+    ]
+    return atoms, bonds
+
+
+def possible_elements(tree: tuple) -> set[int] | None:
+    """The atomic numbers an atom predicate tree allows, or None when it does not say.
+
+    Example:
+        >>> sorted(possible_elements(parse_atom_query("[#7,#8;X2]")))
+        [7, 8]
+        >>> possible_elements(parse_atom_query("*")) is None
+        True
+    """
+    kind = tree[0]
+    if kind == "prim":
+        return {tree[2]} if tree[1] == "Z" else None
+    if kind == "and":
+        known = [z for z in map(possible_elements, tree[1]) if z is not None]
+        return set.intersection(*known) if known else None
+    if kind == "or":
+        options = [possible_elements(t) for t in tree[1]]
+        return None if any(z is None for z in options) else set.union(*options)
+    return None  # "not", "unknown", ring sizes
+
+
 def bond_signature_code(bond: Any) -> int:
     """The type code of a molecule bond for the pre-filter: 1, 2, 3, 4 (aromatic) or 0."""
     return _BOND_CODES.get(bond.GetBondType(), 0)
@@ -398,21 +567,40 @@ class Prefilter:
     """
 
     def __init__(self, patterns: Sequence[CompiledSmirks]):
-        atom_bits: dict[str, int] = {}
+        atom_bits: dict[tuple[str, int, int], int] = {}
         bond_bits: dict[tuple[str, str, str], int] = {}
         trees: dict[str, tuple] = {}
         needs: list[tuple[list[int], list[int]]] = []
         for c in patterns:
             a_bits, b_bits = [], []
-            for smarts in c.atoms:
-                tree = trees.setdefault(smarts, parse_atom_query(smarts))
-                if can_be_false(tree):
-                    a_bits.append(atom_bits.setdefault(smarts, len(atom_bits)))
+            atom_trees = [trees.setdefault(a, parse_atom_query(a)) for a in c.atoms]
+            for i, smarts in enumerate(c.atoms):
+                # The pattern's neighbours of this atom that must be hydrogens, and those
+                # that must be heavy atoms, map to as many distinct neighbours in a match.
+                h_min = heavy_min = 0
+                for n in c.query.GetAtomWithIdx(i).GetNeighbors():
+                    z = possible_elements(atom_trees[n.GetIdx()])
+                    h_min += z == {1}
+                    heavy_min += z is not None and 1 not in z
+                if can_be_false(atom_trees[i]) or h_min or heavy_min:
+                    key = (smarts, h_min, heavy_min)
+                    a_bits.append(atom_bits.setdefault(key, len(atom_bits)))
             for a, b, z in c.bonds:
                 ta = trees.setdefault(a, parse_atom_query(a))
                 tz = trees.setdefault(z, parse_atom_query(z))
                 if can_be_false(ta) or can_be_false(tz) or can_be_false(parse_bond_query(b)):
                     b_bits.append(bond_bits.setdefault((a, b, z), len(bond_bits)))
+            # A recursive SMARTS $(...) matches only where its own pattern does, so the
+            # molecule needs its atoms and bonds too (anywhere: not tied to this atom).
+            for inner_atoms, inner_bonds in map(_atoms_and_bonds, _recursive_parts(c.atoms)):
+                for smarts in inner_atoms:
+                    if can_be_false(trees.setdefault(smarts, parse_atom_query(smarts))):
+                        a_bits.append(atom_bits.setdefault((smarts, 0, 0), len(atom_bits)))
+                for a, b, z in inner_bonds:
+                    ta = trees.setdefault(a, parse_atom_query(a))
+                    tz = trees.setdefault(z, parse_atom_query(z))
+                    if can_be_false(ta) or can_be_false(tz) or can_be_false(parse_bond_query(b)):
+                        b_bits.append(bond_bits.setdefault((a, b, z), len(bond_bits)))
             needs.append((a_bits, b_bits))
         self.n_patterns = len(needs)
         self._n_atom_bits = len(atom_bits)
@@ -426,7 +614,7 @@ class Prefilter:
         # Distinct atom and bond trees, and each bit as indices into them.
         atom_index = {smarts: i for i, smarts in enumerate(trees)}
         self._trees = list(trees.values())
-        self._atom_bit_tree = [atom_index[smarts] for smarts in atom_bits]
+        self._atom_bit_tree = [(atom_index[a], h, heavy) for a, h, heavy in atom_bits]
         bond_smarts = sorted({b for _, b, _ in bond_bits})
         self._bond_trees = [parse_bond_query(b) for b in bond_smarts]
         bond_index = {b: i for i, b in enumerate(bond_smarts)}
@@ -439,9 +627,41 @@ class Prefilter:
 
     def candidates(self, mol: Any, sigs: list[tuple] | None = None) -> list[int]:
         """Indices (ascending) of the patterns that may match a prepared molecule."""
-        has = np.frombuffer(
-            self.satisfied(mol, sigs).to_bytes(8 * self._n_words, "little"), dtype=np.uint64
-        )
+        return self._candidates(self.satisfied(mol, sigs))
+
+    def candidates_of(self, scan: HeavyScan, n_atoms: int) -> list[int]:
+        """:meth:`candidates` from a :func:`scan_heavy` of a molecule with ``n_atoms`` atoms.
+
+        The hydrogens after the scanned atoms are the ones ``AddHs`` appended: each
+        has the signature :data:`HYDROGEN` and one single, non-ring bond to an
+        atom whose H count is not zero. So the molecule's atom signatures and bond
+        keys are known without visiting them, and the candidates are the same as
+        :meth:`candidates` gives (``tests/chem/test_smirks.py`` checks that).
+
+        Example:
+            >>> from tying.chem.offxml import load_force_field
+            >>> from tying.chem.molecules import parse_smiles
+            >>> pf = Prefilter(compile_section(load_force_field("openff-2.3.0"), "Bonds"))
+            >>> mol, n = parse_smiles("CCO")
+            >>> pf.candidates_of(scan_heavy(mol, n), mol.GetNumAtoms()) == pf.candidates(mol)
+            True
+        """
+        atom_keys = set(scan.sigs)
+        bond_keys = set()
+        for j, k, code, ring in scan.bonds:
+            u, v = scan.sigs[j], scan.sigs[k]
+            bond_keys.add((u, v, code, ring) if u <= v else (v, u, code, ring))
+        if n_atoms > len(scan.sigs):
+            atom_keys.add(HYDROGEN)
+            for u in atom_keys:
+                if u[2] and u is not HYDROGEN:
+                    bond_keys.add(
+                        (u, HYDROGEN, 1, False) if u <= HYDROGEN else (HYDROGEN, u, 1, False)
+                    )
+        return self._candidates(self._has(atom_keys, bond_keys))
+
+    def _candidates(self, has_bits: int) -> list[int]:
+        has = np.frombuffer(has_bits.to_bytes(8 * self._n_words, "little"), dtype=np.uint64)
         lacking = (self._needs & ~has).any(axis=1)  # needs a bit the molecule lacks
         return np.flatnonzero(~lacking).tolist()
 
@@ -460,12 +680,6 @@ class Prefilter:
         """The bits (atom bits, then bond bits) that some atom or bond of ``mol`` may satisfy."""
         if sigs is None:
             sigs = self.signatures(mol)
-        has = 0
-        for sig in set(sigs):
-            mask = self._atom_cache.get(sig)
-            if mask is None:
-                mask = self._atom_cache[sig] = self._atom_mask(sig)
-            has |= mask
         bond_keys = set()
         bond = mol.GetBondWithIdx
         for i in range(mol.GetNumBonds()):
@@ -474,6 +688,15 @@ class Prefilter:
             if v < u:
                 u, v = v, u
             bond_keys.add((u, v, bond_signature_code(b), b.IsInRing()))
+        return self._has(set(sigs), bond_keys)
+
+    def _has(self, atom_keys: set, bond_keys: set) -> int:
+        has = 0
+        for sig in atom_keys:
+            mask = self._atom_cache.get(sig)
+            if mask is None:
+                mask = self._atom_cache[sig] = self._atom_mask(sig)
+            has |= mask
         for key in bond_keys:
             mask = self._bond_cache.get(key)
             if mask is None:
@@ -490,8 +713,9 @@ class Prefilter:
     def _atom_mask(self, sig: Signature) -> int:
         ok = self._possible_trees(sig)
         mask = 0
-        for bit, tree in enumerate(self._atom_bit_tree):
-            if ok[tree]:
+        hydrogens, heavy = sig[2], sig[1] - sig[2]  # H neighbours, heavy neighbours
+        for bit, (tree, h_min, heavy_min) in enumerate(self._atom_bit_tree):
+            if ok[tree] and hydrogens >= h_min and heavy >= heavy_min:
                 mask |= 1 << bit
         return mask
 
