@@ -91,6 +91,9 @@ class Slot:
             held, version, ptr, _ = handed
             if (version is not None and held._version != version) or held.data_ptr() != ptr:
                 self.check_written(module)
+            # Let the old value go before computing the new one: a read never holds two
+            # logical-sized copies at once (verify/save check values through _handed first).
+            self._handed = None
         if self.anchor is not None and not compiling:
             parent, child = self.anchor
             now = parent._modules.get(child)
