@@ -363,6 +363,8 @@ def lanes_fb_stats(
         for k in range(K):
             for s in range(nr):
                 alpha[t, k, s] = v[k, s] * ic[t, s]
+            for s in range(n, nr):  # exact zeros, even after a failed (NaN) lane
+                alpha[t, k, s] = 0.0
     for s in range(n_real):
         total = log_c[s] + np.log(prod[s]) + m_sum[s]
         ll[s] = total
