@@ -394,17 +394,15 @@ def lanes_fb_stats(
             for k in range(K):
                 for s in range(nr1):
                     q[k, s] = b[t + 1, k, s] * beta[k, s] * ic[t + 1, s]
-            for j in range(K):
+            for j in range(K):  # beta and the transition counts in one pass over q
                 for s in range(nr1):
                     nb[j, s] = 0.0
                 for k in range(K):
                     a = transmat[j, k]
                     for s in range(nr1):
-                        nb[j, s] += a * q[k, s]
-            for j in range(K):
-                for k in range(K):
-                    for s in range(nr1):
-                        acc[j, k, s] += alpha[t, j, s] * q[k, s]
+                        qs = q[k, s]
+                        nb[j, s] += a * qs
+                        acc[j, k, s] += alpha[t, j, s] * qs
             for k in range(K):
                 for s in range(nr1):
                     beta[k, s] = nb[k, s]
