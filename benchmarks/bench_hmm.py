@@ -304,10 +304,14 @@ def bench_em_threads(rows, repeat=3):
 
     fitted = model(1, n_iter=1).fit(X, lengths)
 
+    context = fitted._em_context(X, batch)
+
     def e_step(n_jobs):
-        fitted.n_jobs = n_jobs
-        context = fitted._em_context(X, batch)
-        return lambda: fitted._estep(X, batch, context)
+        def run():
+            fitted.n_jobs = n_jobs  # set at each call: the two runs share the model
+            fitted._estep(X, batch, context)
+
+        return run
 
     def control():
         import threading
@@ -679,6 +683,12 @@ def bench_hmmlearn_script(rows, n_seq=100, T=300, D=3):
 
 
 def main() -> None:
+    # load every BLAS before limiting threads: threadpoolctl limits only the libraries
+    # loaded when the limit is set, and a BLAS loaded later (SciPy's, via hmmlearn)
+    # would run multi-threaded, oversubscribing a loaded machine and slowing the anchor
+    import hmmlearn.hmm  # noqa: F401
+    import scipy.linalg  # noqa: F401
+    import torch  # noqa: F401
     from threadpoolctl import threadpool_limits
 
     rows: list[dict] = []
