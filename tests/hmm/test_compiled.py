@@ -365,7 +365,7 @@ def test_fused_em_recomputes_an_underflowing_sequence_in_log_space(ctype, monkey
 def test_fused_em_thread_count_does_not_change_a_single_bit(ctype):
     lengths = list(np.random.default_rng(4).integers(1, 900, size=60))
     X = _gauss_data(4, 5, 3, lengths)
-    assert len(compiled.units(np.array(lengths))) >= 8  # several units per thread
+    assert len(compiled.units(np.array(lengths))) >= 4  # more units than some thread counts
     fits = [_gauss_fit(ctype, X, lengths, 5, n_jobs=n) for n in (1, 2, 3, -1)]
     for other in fits[1:]:
         assert other.history_ == fits[0].history_
