@@ -319,6 +319,8 @@ def test_fused_em_follows_the_reference_path(ctype, ties, monkeypatch):
     X = _gauss_data(1, 4, 3, lengths)
     assert len(compiled.units(np.array(lengths))) > 1
     fast = _gauss_fit(ctype, X, lengths, 4, ties=ties)
+    layout = fast._em_context(X, SequenceBatch.from_lengths(lengths))["layout"]
+    assert {u["kind"] for u in layout.units} == {"rows", "lanes"}  # both unit kinds run
     monkeypatch.setitem(compiled._STATE, "kernels", False)  # the reference: no numba
     slow = _gauss_fit(ctype, X, lengths, 4, ties=ties)
     _assert_fits_agree(fast, slow)
@@ -326,7 +328,12 @@ def test_fused_em_follows_the_reference_path(ctype, ties, monkeypatch):
 
 @needs_numba
 @pytest.mark.parametrize("ctype", ["diag", "full"])
-def test_fused_em_recomputes_an_underflowing_sequence_in_log_space(ctype, monkeypatch):
+@pytest.mark.parametrize(
+    ("lengths", "kind"), [([50, 4, 30], "rows"), ([50, 4, 30, 20, 1, 7], "lanes")]
+)
+def test_fused_em_recomputes_an_underflowing_sequence_in_log_space(
+    ctype, lengths, kind, monkeypatch
+):
     """State 0 never leaves and cannot reach state 1; one observation of sequence 1 sits
     1e5 sigma from state 0 (emission ratio exp(-5e9): the scaled recursion gives 0).
     That sequence is recomputed exactly in log space, on both paths, in every iteration."""
@@ -334,7 +341,6 @@ def test_fused_em_recomputes_an_underflowing_sequence_in_log_space(ctype, monkey
 
     D = 2
     covars = np.ones((2, D)) if ctype == "diag" else np.repeat(np.eye(D)[None], 2, 0)
-    lengths = [50, 4, 30]
     X = _gauss_data(3, 1, D, lengths)
     X[51] = 1e5  # sequence 1, step 1
 
@@ -352,6 +358,7 @@ def test_fused_em_recomputes_an_underflowing_sequence_in_log_space(ctype, monkey
     context = start._em_context(X, batch)
     post = start._estep(X, batch, context)
     assert isinstance(context["layout"], LaneLayout) and post.gamma is None  # the fused path
+    assert {u["kind"] for u in context["layout"].units} == {kind}
     assert post.n_log_space == 1
     fast = fit()
     monkeypatch.setitem(compiled._STATE, "kernels", False)
@@ -392,7 +399,8 @@ def test_fused_em_with_a_large_full_model_uses_the_numpy_density(monkeypatch):
 @needs_numba
 @pytest.mark.parametrize("ctype", ["spherical", "diag", "full", "tied"])
 @pytest.mark.parametrize("separation", [1e2, 1e5, 1e8, 1e12])
-def test_fused_density_is_exact_for_far_apart_means(ctype, separation):
+@pytest.mark.parametrize(("lengths", "kind"), [([3, 2], "rows"), ([1] * 5, "lanes")])
+def test_fused_density_is_exact_for_far_apart_means(ctype, separation, lengths, kind):
     """The fused kernels evaluate (x - mu) on the raw data, never an expanded quadratic:
     the near state's log-density is right to 1e-9 nats at any separation."""
     from scipy.stats import multivariate_normal
@@ -417,11 +425,16 @@ def test_fused_density_is_exact_for_far_apart_means(ctype, separation):
         np.full(3, 1 / 3), np.full((3, 3), 1 / 3), means, cov, covariance_type=ctype
     )
     X = means[[0, 1, 2, 0, 2]] + rng.normal(size=(5, D))
-    lengths = [3, 2]
     layout = LaneLayout(X, X.mean(0), SequenceBatch.from_lengths(lengths))
+    assert {u["kind"] for u in layout.units} == {kind}
     density = m._density_kernel(np.ascontiguousarray(X), compiled._kernels())
     got = np.empty((5, 3))
     for unit in layout.units:
+        if unit["kind"] == "rows":
+            b, mx = np.empty((unit["r1"] - unit["r0"], 3)), np.empty(unit["r1"] - unit["r0"])
+            density(unit, b, mx)
+            got[unit["r0"] : unit["r1"]] = b + mx[:, None]
+            continue
         T, _, S = unit["XL"].shape
         b, mx = np.empty((T, 3, S)), np.empty((T, S))
         density(unit, b, mx)

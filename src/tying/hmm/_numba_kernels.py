@@ -472,3 +472,181 @@ def to_lanes(X, center, lane_start, n_act, XL, XcL):
                 else:
                     XL[t, d, s] = 0.0
                     XcL[t, d, s] = 0.0
+
+
+# --------------------------------- units of few, long sequences: one sequence at a time
+@numba.njit(**_JIT)
+def seq_density_diag(X, r0, r1, means, prec, const, b, m):
+    """:func:`lanes_density_diag` for rows r0..r1-1 of ``X`` (into rows 0.. of b, m)."""
+    K, D = means.shape
+    acc = np.empty(K)
+    for i in range(r0, r1):
+        mx = -np.inf
+        for k in range(K):
+            v = 0.0
+            for d in range(D):
+                z = X[i, d] - means[k, d]
+                v += z * z * prec[k, d]
+            v = const[k] - 0.5 * v
+            acc[k] = v
+            mx = max(mx, v)
+        m[i - r0] = mx
+        for k in range(K):
+            b[i - r0, k] = acc[k] - mx
+
+
+@numba.njit(**_JIT)
+def seq_density_full(X, r0, r1, means, linv, const, b, m):
+    """:func:`lanes_density_full` for rows r0..r1-1 of ``X`` (into rows 0.. of b, m)."""
+    K, D = means.shape
+    acc = np.empty(K)
+    diff = np.empty(D)
+    for i in range(r0, r1):
+        mx = -np.inf
+        for k in range(K):
+            for d in range(D):
+                diff[d] = X[i, d] - means[k, d]
+            v = 0.0
+            for d in range(D):
+                r = 0.0
+                for e in range(d + 1):
+                    r += linv[k, d, e] * diff[e]
+                v += r * r
+            v = const[k] - 0.5 * v
+            acc[k] = v
+            mx = max(mx, v)
+        m[i - r0] = mx
+        for k in range(K):
+            b[i - r0, k] = acc[k] - mx
+
+
+@numba.njit(**_JIT)
+def seq_shift(lb, r0, r1, b, m):
+    """:func:`lanes_shift` for rows r0..r1-1 of ``lb`` (into rows 0.. of b, m)."""
+    K = lb.shape[1]
+    for i in range(r0, r1):
+        mx = lb[i, 0]
+        for k in range(1, K):
+            mx = max(mx, lb[i, k])
+        m[i - r0] = mx
+        for k in range(K):
+            b[i - r0, k] = lb[i, k] - mx
+
+
+@numba.njit(**_JIT)
+def seq_fb_stats(
+    startprob, transmat, b, m, r0, X, center, starts, lengths, lo, hi, full,
+    ll, bad, xi, first, nsum, sx, sxx,
+):  # fmt: skip
+    """:func:`lanes_fb_stats` for a unit of one to a few (long) sequences, one at a time.
+
+    Lanes would pad such a unit to a whole lane block of mostly empty lanes;
+    here the loops run over the K states of one sequence instead. ``b``/``m``
+    hold rows ``r0..`` of the unit (``exp`` taken), ``X`` the raw data
+    (centred on ``center`` here). The outputs are those of
+    :func:`lanes_fb_stats`; a bad sequence adds nothing.
+    """
+    K = transmat.shape[0]
+    D = X.shape[1]
+    AT = np.ascontiguousarray(transmat.T)
+    t_max = 0
+    for s in range(lo, hi):
+        t_max = max(t_max, lengths[s])
+    alpha = np.empty((t_max, K))
+    inv_c = np.empty(t_max)
+    beta = np.empty(K)
+    bp = np.empty(K)
+    q = np.empty(K)
+    g = np.empty(K)
+    v = np.empty(K)
+    xc = np.empty(D)
+    acc = np.zeros((K, K))
+    xi[...] = 0.0
+    first[...] = 0.0
+    nsum[...] = 0.0
+    sx[...] = 0.0
+    sxx[...] = 0.0
+    for s in range(lo, hi):
+        o, L = starts[s], lengths[s]
+        ob = o - r0
+        log_c = 0.0
+        min_c = 1.0
+        m_sum = 0.0
+        prod = 1.0
+        for t in range(L):
+            m_sum += m[ob + t]
+            if t == 0:
+                for k in range(K):
+                    v[k] = startprob[k] * b[ob, k]
+            else:
+                for k in range(K):
+                    v[k] = 0.0
+                for j in range(K):
+                    a = alpha[t - 1, j]
+                    for k in range(K):
+                        v[k] += a * transmat[j, k]
+                for k in range(K):
+                    v[k] *= b[ob + t, k]
+            c = 0.0
+            for k in range(K):
+                c += v[k]
+            ic = 1.0 / c
+            for k in range(K):
+                alpha[t, k] = v[k] * ic
+            inv_c[t] = ic
+            min_c = min(min_c, c)
+            if prod < 1e-10:  # flush before multiplying: prod stays a normal number
+                log_c += np.log(prod)
+                prod = 1.0
+            prod *= c
+        log_c += np.log(prod)
+        total = log_c + m_sum
+        ll[s] = total
+        if not np.isfinite(total) or min_c < TINY:
+            bad[s] = True
+            continue
+        bad[s] = False
+        for k in range(K):
+            beta[k] = 1.0
+        for t in range(L - 1, -1, -1):
+            if t < L - 1:
+                ic = inv_c[t + 1]
+                for k in range(K):
+                    q[k] = b[ob + t + 1, k] * beta[k] * ic
+                    bp[k] = 0.0
+                for k in range(K):
+                    qk = q[k]
+                    for j in range(K):
+                        bp[j] += AT[k, j] * qk
+                for j in range(K):
+                    a = alpha[t, j]
+                    for k in range(K):
+                        acc[j, k] += a * q[k]
+                for k in range(K):
+                    beta[k] = bp[k]
+            for k in range(K):
+                g[k] = alpha[t, k] * beta[k]
+                nsum[k] += g[k]
+            for d in range(D):
+                xc[d] = X[o + t, d] - center[d]
+            if full:
+                for d in range(D):
+                    xd = xc[d]
+                    for k in range(K):
+                        sx[d, k] += g[k] * xd
+                    for e in range(d + 1):
+                        xde = xd * xc[e]
+                        for k in range(K):
+                            sxx[d, e, k] += g[k] * xde
+            else:
+                for d in range(D):
+                    xd = xc[d]
+                    xdd = xd * xd
+                    for k in range(K):
+                        sx[d, k] += g[k] * xd
+                        sxx[d, 0, k] += g[k] * xdd
+        for k in range(K):
+            first[k] += g[k]
+    for j in range(K):
+        for k in range(K):
+            xi[j, k] = transmat[j, k] * acc[j, k]

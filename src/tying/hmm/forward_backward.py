@@ -404,9 +404,12 @@ class LaneLayout:
     """The observations of a batch cut into work units, in the fused E-step's lane layout.
 
     Built once per fit (the data do not change between EM iterations). Unit
-    ``u`` holds sequences ``edges[u]..edges[u+1]-1``, sorted longest first into
-    lanes: ``XL (T, D, S)`` the raw rows, ``XcL`` the same minus ``center``,
-    ``n_act[t]`` the lanes still running at step t.
+    ``u`` holds sequences ``edges[u]..edges[u+1]-1``. A unit of four or more
+    (``kind="lanes"``) has them sorted longest first into lanes: ``XL (T, D, S)``
+    the raw rows, ``XcL`` the same minus ``center``, ``n_act[t]`` the lanes
+    still running at step t. A unit of fewer (a few long sequences; lanes would
+    be mostly padding) is ``kind="rows"``: rows ``r0..r1-1`` of ``X``, run one
+    sequence at a time.
 
     Args:
         X: ``(n_samples, D)`` observations.
@@ -416,12 +419,14 @@ class LaneLayout:
     Example:
         >>> from tying.hmm import compiled
         >>> if compiled.available():
-        ...     lay = LaneLayout(np.arange(5.0)[:, None], np.zeros(1),
-        ...                      SequenceBatch.from_lengths([2, 3]))
-        ...     print(lay.units[0]["seqs"].tolist(), lay.units[0]["XL"][:, 0, :2].tolist())
+        ...     lay = LaneLayout(np.arange(7.0)[:, None], np.zeros(1),
+        ...                      SequenceBatch.from_lengths([2, 3, 1, 1]))
+        ...     u = lay.units[0]
+        ...     print(u["kind"], u["seqs"].tolist(), u["XL"][:, 0, :4].tolist())
         ... else:
-        ...     print("[1, 0] [[2.0, 0.0], [3.0, 1.0], [4.0, 0.0]]")
-        [1, 0] [[2.0, 0.0], [3.0, 1.0], [4.0, 0.0]]
+        ...     print("lanes [1, 0, 2, 3] [[2.0, 0.0, 5.0, 6.0], [3.0, 1.0, 0.0, 0.0], "
+        ...           "[4.0, 0.0, 0.0, 0.0]]")
+        lanes [1, 0, 2, 3] [[2.0, 0.0, 5.0, 6.0], [3.0, 1.0, 0.0, 0.0], [4.0, 0.0, 0.0, 0.0]]
     """
 
     def __init__(self, X: np.ndarray, center: np.ndarray, batch: SequenceBatch):
@@ -435,6 +440,13 @@ class LaneLayout:
         self.units = []
         D = X.shape[1]
         for lo, hi in zip(self.edges[:-1], self.edges[1:], strict=True):
+            if hi - lo < LANE_BLOCK // 2:  # few (long) sequences: lanes would be mostly empty
+                r0, r1 = int(batch.starts[lo]), int(batch.starts[hi - 1] + batch.lengths[hi - 1])
+                self.units.append(
+                    {"kind": "rows", "lo": int(lo), "hi": int(hi), "r0": r0, "r1": r1,
+                     "seqs": np.arange(lo, hi), "m": np.empty(r1 - r0)}
+                )  # fmt: skip
+                continue
             seqs = lo + np.argsort(-batch.lengths[lo:hi], kind="stable")
             lens = batch.lengths[seqs]
             T = int(lens[0])
@@ -445,7 +457,7 @@ class LaneLayout:
             lane_start[: len(seqs)] = batch.starts[seqs]
             kernels.to_lanes(X, center, lane_start, n_act, XL, XcL)
             self.units.append(
-                {"seqs": seqs, "lens": lens, "n_act": n_act, "start": lane_start,
+                {"kind": "lanes", "seqs": seqs, "lens": lens, "n_act": n_act, "start": lane_start,
                  "XL": XL, "XcL": XcL, "ic": np.empty((T, S)), "m": np.empty((T, S))}
             )  # fmt: skip
 
@@ -457,8 +469,12 @@ class LaneLayout:
         """
         unit = self.units[u]
         if unit.get("K") != K:
-            T, _, S = unit["XL"].shape
-            unit["b"], unit["alpha"], unit["K"] = np.empty((T, K, S)), np.empty((T, K, S)), K
+            if unit["kind"] == "rows":
+                unit["b"], unit["alpha"] = np.empty((unit["r1"] - unit["r0"], K)), None
+            else:
+                T, _, S = unit["XL"].shape
+                unit["b"], unit["alpha"] = np.empty((T, K, S)), np.empty((T, K, S))
+            unit["K"] = K
         return unit["b"], unit["alpha"]
 
 
@@ -511,8 +527,8 @@ def forward_backward_stats(
     Example:
         >>> from tying.hmm import compiled
         >>> X = np.array([[0.0], [1.0], [5.0]])
-        >>> def density(unit, b, m):       # one state, N(0, 1)
-        ...     m[:] = -0.5 * unit["XL"][:, 0] ** 2 - 0.5 * np.log(2 * np.pi)
+        >>> def density(unit, b, m):  # one state, N(0, 1); two sequences: a "rows" unit
+        ...     m[:] = -0.5 * X[unit["r0"] : unit["r1"], 0] ** 2 - 0.5 * np.log(2 * np.pi)
         ...     b[:] = 0.0
         >>> logp = lambda x: -0.5 * x**2 - 0.5 * np.log(2 * np.pi)
         >>> batch = SequenceBatch.from_lengths([2, 1])
@@ -534,6 +550,8 @@ def forward_backward_stats(
         )
     start = np.ascontiguousarray(startprob, dtype=np.float64)
     A = np.ascontiguousarray(transmat, dtype=np.float64)
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    center = np.ascontiguousarray(center, dtype=np.float64)
     n_seq, K, D = batch.n_sequences, A.shape[0], X.shape[1]
     U = len(layout.units)
     ll = np.empty(n_seq)
@@ -553,6 +571,13 @@ def forward_backward_stats(
         density(unit, b, m)
         with np.errstate(invalid="ignore"):  # NaN rows: flagged by the kernel
             np.exp(b, out=b)
+        if unit["kind"] == "rows":  # one sequence at a time; writes ll, bad of its own
+            kernels.seq_fb_stats(
+                start, A, b, m, unit["r0"], X, center, batch.starts, batch.lengths, unit["lo"],
+                unit["hi"],
+                full, ll, bad, xi_u[u], first_u[u], n_u[u], sx_u[u], sxx_u[u],
+            )  # fmt: skip
+            return
         ll_u[u], bad_u[u] = np.empty(len(unit["seqs"])), np.empty(len(unit["seqs"]), np.bool_)
         kernels.lanes_fb_stats(
             start, A, b, m, unit["n_act"], unit["lens"], unit["XcL"], full, alpha, unit["ic"],
@@ -561,8 +586,9 @@ def forward_backward_stats(
 
     compiled._run_units(work, U, n_jobs)
     for u, unit in enumerate(layout.units):
-        ll[unit["seqs"]] = ll_u[u]
-        bad[unit["seqs"]] = bad_u[u]
+        if unit["kind"] == "lanes":
+            ll[unit["seqs"]] = ll_u[u]
+            bad[unit["seqs"]] = bad_u[u]
     xi_sum, first, n = xi_u.sum(0), first_u.sum(0), n_u.sum(0)
     sx = np.ascontiguousarray(sx_u.sum(0).T)  # (K, D)
     sxx_t = sxx_u.sum(0)  # (D, D|1, K)

@@ -514,36 +514,49 @@ class GaussianHMM(BaseHMM):
         )
 
     def _density_kernel(self, X, kernels):
-        """``density(unit, b, m)`` for the fused E-step: shifted log-densities in lanes.
+        """``density(unit, b, m)`` for the fused E-step: shifted log-densities of a unit.
 
         The exact form on the raw data (``x - mu`` per state; no expansion, so
         no cancellation however far a point lies from the means). Full
         covariances use each group's inverse Cholesky factor; where that costs
         more per row than the NumPy density (large K·D²), the NumPy density is
-        computed once per iteration and only shifted per unit.
+        computed once per iteration and only shifted per unit. Units of lanes
+        get the lane kernels, units of a few long sequences the row kernels.
         """
         K, D = self.n_components, X.shape[1]
         means = np.ascontiguousarray(self._means[self.ties_.group_of["means"]])  # (K, D)
         if not self._full():
             prec = np.ascontiguousarray(1.0 / self._variances()[self.ties_.group_of["covars"]])
             const = -0.5 * (D * _LOG_2PI - np.log(prec).sum(1))
-            return lambda u, b, m: kernels.lanes_density_diag(
-                u["XL"], u["n_act"], means, prec, const, b, m
-            )
-        if K * D * (D + 1) // 2 > _FUSED_FULL_MAX:
+            lanes, rows, args = kernels.lanes_density_diag, kernels.seq_density_diag, (prec,)
+        elif K * D * (D + 1) // 2 > _FUSED_FULL_MAX:
             lb = np.ascontiguousarray(self._log_emission(X))
-            return lambda u, b, m: kernels.lanes_shift(lb, u["start"], u["n_act"], b, m)
-        linv_g, logdet_g = [], []
-        for c in self._covars:
-            L = np.tril(cho_factor(c, lower=True, check_finite=False)[0])
-            linv_g.append(solve_triangular(L, np.eye(D), lower=True, check_finite=False))
-            logdet_g.append(2.0 * np.log(np.diag(L)).sum())
-        g = self.ties_.group_of["covars"]
-        linv = np.ascontiguousarray(np.array(linv_g)[g])  # (K, D, D)
-        const = -0.5 * (D * _LOG_2PI + np.array(logdet_g)[g])
-        return lambda u, b, m: kernels.lanes_density_full(
-            u["XL"], u["n_act"], means, linv, const, b, m
-        )
+
+            def shifted(u, b, m):
+                if u["kind"] == "lanes":
+                    kernels.lanes_shift(lb, u["start"], u["n_act"], b, m)
+                else:
+                    kernels.seq_shift(lb, u["r0"], u["r1"], b, m)
+
+            return shifted
+        else:
+            linv_g, logdet_g = [], []
+            for c in self._covars:
+                L = np.tril(cho_factor(c, lower=True, check_finite=False)[0])
+                linv_g.append(solve_triangular(L, np.eye(D), lower=True, check_finite=False))
+                logdet_g.append(2.0 * np.log(np.diag(L)).sum())
+            g = self.ties_.group_of["covars"]
+            linv = np.ascontiguousarray(np.array(linv_g)[g])  # (K, D, D)
+            const = -0.5 * (D * _LOG_2PI + np.array(logdet_g)[g])
+            lanes, rows, args = kernels.lanes_density_full, kernels.seq_density_full, (linv,)
+
+        def density(u, b, m):
+            if u["kind"] == "lanes":
+                lanes(u["XL"], u["n_act"], means, *args, const, b, m)
+            else:
+                rows(X, u["r0"], u["r1"], means, *args, const, b, m)
+
+        return density
 
     def _emission_update(self, X, post, learn, context) -> None:
         if post.stats is None:  # the generic E-step: statistics from gamma
