@@ -15,18 +15,22 @@
    per-step Python loop of the recursion (issue 19's numba work).
 4. Why NumPy and not PyTorch: the scaled forward recursion written in both.
 
-Issue 19 (compiled recursions, ``tying.hmm.compiled``):
+Issue 19 (compiled recursions, ``tying.hmm.compiled``; the Gaussian EM runs
+one fused compiled E-step per unit of sequences):
 
 6. EM on diag, full and tied covariances vs hmmlearn "scaling" and "log"
-   (CPU time), with the log-likelihood history of every iteration compared.
-7. Where an EM iteration's time goes (recursion, emission density, M-step).
+   (CPU time), with the log-likelihood history of every iteration compared;
+   the ratio of each interleaved pair of runs, median and spread.
+7. Where an EM iteration's time goes (fused E-step stages, M-step).
 8. The E-step alone: compiled vs the NumPy path and hmmlearn's C++ kernels.
 9. ``n_jobs=2`` vs ``n_jobs=1`` for the E-step and the whole EM (wall time,
    three measurements; the load average is recorded with them).
 10. First-call compile cost, cold and from numba's on-disk cache.
 11. Why the pair DP stays NumPy: the same recursion compiled per cell.
 
-Everything runs single-threaded (threadpoolctl and torch.set_num_threads(1)).
+Everything runs single-threaded (threadpoolctl and torch.set_num_threads(1)),
+except the n_jobs rows. The goal rows (issues 17 and 19) are printed last, as
+a summary with the 1-minute load average of the machine.
 
     python -m benchmarks hmm
 """
@@ -74,14 +78,42 @@ def _our_fit(X, lengths, start, A, means, covars, ctype, n_iter=10):
     ).fit(X, lengths)
 
 
-def bench_diag_em(rows):
+def _paired(ours, anchor, *, repeat=3, warmup=1, clock=None):
+    """Interleaved runs: median times and the ratio anchor/ours of every pair.
+
+    Returns ``(t_ours, t_anchor, ratios)``; the spread of ``ratios`` is the
+    noise of the measurement (load from other jobs hits both sides of a pair).
+    """
+    import statistics
+    import time
+
+    clock = clock or time.process_time
+    for _ in range(warmup):
+        ours()
+        anchor()
+    t_o, t_a = [], []
+    for _ in range(repeat):
+        t0 = clock()
+        ours()
+        t1 = clock()
+        anchor()
+        t2 = clock()
+        t_o.append(t1 - t0)
+        t_a.append(t2 - t1)
+    ratios = [a / o for a, o in zip(t_a, t_o, strict=True)]
+    return statistics.median(t_o), statistics.median(t_a), ratios
+
+
+def _spread(ratios) -> str:
+    return f"{min(ratios):.2f}-{max(ratios):.2f}"
+
+
+def bench_diag_em(rows, repeat=3):
     """EM on diag, full and tied covariances vs hmmlearn's two implementations (issue 19).
 
     CPU time of this process (``time.process_time``): the steadier figure on a
-    machine shared with other jobs; the recursions run on one thread here.
+    machine shared with other jobs; one thread (``n_jobs=1``, BLAS held to 1).
     """
-    import time
-
     from hmmlearn import hmm
 
     X, lengths, start, A, means, _ = _diag_case()
@@ -110,9 +142,7 @@ def bench_diag_em(rows):
             return run
 
         for impl in ("scaling", "log"):
-            t_ours, t_ref = compare(
-                ours, hmmlearn_fit(impl), repeat=3, warmup=1, clock=time.process_time
-            )
+            t_ours, t_ref, ratios = _paired(ours, hmmlearn_fit(impl), repeat=repeat)
             h_ours = np.array(fitted["ours"].monitor_.history)
             h_ref = np.array(fitted[impl].monitor_.history)
             rows.append(
@@ -121,8 +151,11 @@ def bench_diag_em(rows):
                     "anchor": f"hmmlearn 0.3 GaussianHMM(implementation='{impl}')",
                     "ours_s": t_ours,
                     "anchor_s": t_ref,
-                    "speedup": t_ref / t_ours,
+                    "speedup": float(np.median(ratios)),
+                    "speedup_spread": _spread(ratios),
                     "target": ">= 10x" if impl == "scaling" else ">= 30x",
+                    "goal": f"A {ctype} vs {impl}",
+                    "load_average_1min": os.getloadavg()[0],
                     "loglik_history_max_rel_diff": float(
                         np.max(np.abs(h_ours - h_ref) / np.abs(h_ref))
                     ),
@@ -132,15 +165,14 @@ def bench_diag_em(rows):
 
 
 def bench_em_profile(rows):
-    """Where one diag EM iteration's time goes once the recursion is compiled (CPU time)."""
+    """Where one diag EM iteration's CPU time goes: the fused E-step's stages, the M-step."""
     import time
 
-    from tying.hmm import SequenceBatch, forward_backward
+    from tying.hmm import SequenceBatch, compiled
 
     X, lengths, start, A, means, covars = _diag_case()
     model = _our_fit(X, lengths, start, A, means, covars, "diag", n_iter=1)
     batch = SequenceBatch.from_lengths(lengths)
-    log_b = model._log_emission(X)
 
     def cpu(fn, n=5):
         fn()
@@ -150,18 +182,56 @@ def bench_em_profile(rows):
         return (time.process_time() - t0) / n
 
     t_iter = cpu(lambda: _our_fit(X, lengths, start, A, means, covars, "diag"), n=2) / 10
-    t_density = cpu(lambda: model._log_emission(X))
-    t_fb = cpu(lambda: forward_backward(start, A, log_b, batch))
-    rows.append(
-        {
-            "case": "one diag EM iteration, K=8, 200x500x4: where the CPU time goes",
-            "anchor": "none (profile)",
-            "iteration_s": t_iter,
-            "emission_log_density_s": t_density,
-            "forward_backward_s": t_fb,
-            "m_step_and_rest_s": t_iter - t_density - t_fb,
+    t_context = cpu(lambda: model._em_context(X, batch))
+    context = model._em_context(X, batch)
+    row = {
+        "case": "one diag EM iteration, K=8, 200x500x4: where the CPU time goes",
+        "anchor": "none (profile)",
+        "iteration_s": t_iter,
+        "lane_layout_once_per_fit_s": t_context,
+    }
+    kernels = compiled._kernels()
+    if kernels is not None:
+        layout = context["layout"]
+        density = model._density_kernel(context["X"], kernels)
+        K, D = len(start), X.shape[1]
+        bufs = [layout.scratch(u, K) for u in range(len(layout.units))]
+
+        def dens():
+            for unit, (b, _) in zip(layout.units, bufs, strict=True):
+                density(unit, b, unit["m"])
+
+        dens()
+        shifted = [b.copy() for b, _ in bufs]
+
+        def exp():
+            for (b, _), b0 in zip(bufs, shifted, strict=True):
+                np.exp(b0, out=b)
+
+        def recursion():  # b is left as it is (only failed lanes would be overwritten)
+            for unit, (b, alpha) in zip(layout.units, bufs, strict=True):
+                n = len(unit["seqs"])
+                kernels.lanes_fb_stats(
+                    start, A, b, unit["m"], unit["n_act"], unit["lens"], unit["XcL"], False,
+                    alpha, unit["ic"], np.empty(n), np.empty(n, np.bool_), np.empty((K, K)),
+                    np.empty(K), np.empty(K), np.empty((D, K)), np.empty((D, 1, K)),
+                )  # fmt: skip
+
+        t_dens = cpu(dens)
+        t_exp = cpu(exp)
+        t_rec = cpu(recursion)
+        t_estep = cpu(lambda: model._estep(X, batch, context))
+        post = model._estep(X, batch, context)
+        t_m = cpu(lambda: model._mstep(X, post, context))
+        row |= {
+            "density_s": t_dens,
+            "exp_s": t_exp,
+            "forward_backward_stats_s": t_rec,
+            "fused_estep_total_s": t_estep,
+            "m_step_s": t_m,
+            "rest_s": t_iter - t_estep - t_m,
         }
-    )
+    rows.append(row)
 
 
 def bench_estep_kernels(rows, K=8, n_seq=200, T=500):
@@ -212,31 +282,38 @@ def bench_estep_kernels(rows, K=8, n_seq=200, T=500):
         )
 
 
-def bench_em_threads(rows, repeat=5):
-    """The same diag EM with sequences spread over 2 threads vs 1 (wall time)."""
-    from tying.hmm import SequenceBatch, compiled, forward_backward
+def bench_em_threads(rows, repeat=3):
+    """The same diag EM with sequences spread over 2 threads vs 1 (wall time), and a control.
+
+    The control runs GIL-free NumPy matrix products on 2 threads vs 1: how much
+    of a second core the machine gives at that moment (other jobs may hold it).
+    """
+    from tying.hmm import GaussianHMM, SequenceBatch
 
     X, lengths, start, A, means, covars = _diag_case()
     batch = SequenceBatch.from_lengths(lengths)
-    log_b = _our_fit(X, lengths, start, A, means, covars, "diag", n_iter=1)._log_emission(X)
 
-    def with_jobs(n, fn):
+    def model(n_jobs, n_iter=10):
+        return GaussianHMM(
+            len(start), "diag", startprob_init=start, transmat_init=A, means_init=means,
+            covars_init=covars, n_iter=n_iter, tol=-np.inf, n_jobs=n_jobs,
+        )  # fmt: skip
+
+    def em(n_jobs):
+        return lambda: model(n_jobs).fit(X, lengths)
+
+    fitted = model(1, n_iter=1).fit(X, lengths)
+
+    context = fitted._em_context(X, batch)
+
+    def e_step(n_jobs):
         def run():
-            compiled.set_n_jobs(n)
-            try:
-                fn()
-            finally:
-                compiled.set_n_jobs(1)
+            fitted.n_jobs = n_jobs  # set at each call: the two runs share the model
+            fitted._estep(X, batch, context)
 
         return run
 
-    def em():
-        _our_fit(X, lengths, start, A, means, covars, "diag")
-
-    def e_step():
-        forward_backward(start, A, log_b, batch)
-
-    def control():  # GIL-free work on 2 threads: how much a second core gives right now
+    def control():
         import threading
 
         x = np.random.default_rng(0).random((600, 600))
@@ -251,31 +328,34 @@ def bench_em_threads(rows, repeat=5):
         for _ in range(20):
             x @ x
 
-    ratios = []
-    for _ in range(3):
-        t2, t1 = compare(control, control_serial, repeat=repeat, warmup=1)
-        ratios.append(t1 / t2)
+    import time
+
+    _, _, ratios = _paired(control, control_serial, repeat=3 * repeat, clock=time.perf_counter)
     rows.append(
         {
             "case": "control: 2 x 10 matmuls 600x600 on 2 threads vs 20 on 1 (wall)",
             "anchor": "the machine's free parallelism at this moment",
             "speedup": float(np.median(ratios)),
-            "speedup_spread": f"{min(ratios):.2f}-{max(ratios):.2f}",
+            "speedup_spread": _spread(ratios),
             "load_average_1min": os.getloadavg()[0],
         }
     )
-    for name, fn in (("diag HMM EM, K=8, 200x500x4, 10 iter", em), ("forward_backward", e_step)):
-        ratios = []
-        for _ in range(3):  # three interleaved measurements: their spread is the noise
-            t2, t1 = compare(with_jobs(2, fn), with_jobs(1, fn), repeat=repeat, warmup=1)
-            ratios.append(t1 / t2)
+    two, one = model(2).fit(X, lengths), model(1).fit(X, lengths)
+    identical = two.history_ == one.history_ and np.array_equal(two.means_, one.means_)
+    for name, fn, goal in (
+        ("diag HMM EM, K=8, 200x500x4, 10 iter", em, "B"),
+        ("fused E-step alone", e_step, ""),
+    ):
+        _, _, ratios = _paired(fn(2), fn(1), repeat=3 * repeat, clock=time.perf_counter)
         rows.append(
             {
                 "case": f"{name}, n_jobs=2 vs n_jobs=1 (wall)",
                 "anchor": "itself on 1 thread (BLAS held to 1 thread)",
                 "speedup": float(np.median(ratios)),
-                "speedup_spread": f"{min(ratios):.2f}-{max(ratios):.2f}",
-                "target": ">= 1.8x",
+                "speedup_spread": _spread(ratios),
+                "target": ">= 1.8x" if goal else "",
+                "goal": goal,
+                "bit_identical": bool(identical),
                 "load_average_1min": os.getloadavg()[0],
                 "cores": os.cpu_count(),
             }
@@ -288,12 +368,13 @@ def bench_jit_cost(rows):
     import sys
     import tempfile
 
-    code = (
+    code = (  # one tiny diag and one full fit: every fused kernel, plus score's forward
         "import time, numpy as np;"
-        "from tying.hmm import SequenceBatch, forward_backward;"
+        "from tying.hmm import GaussianHMM;"
+        "X = np.random.default_rng(0).normal(size=(20, 2));"
         "t0 = time.perf_counter();"
-        "forward_backward(np.ones(2) / 2, np.full((2, 2), 0.5), np.zeros((3, 2)),"
-        " SequenceBatch.from_lengths([3]));"
+        "[GaussianHMM(2, c, n_iter=2, random_state=0).fit(X, [12, 8]).score(X) "
+        " for c in ('diag', 'full')];"
         "print(time.perf_counter() - t0)"
     )
     with tempfile.TemporaryDirectory() as cache:
@@ -318,7 +399,7 @@ def bench_jit_cost(rows):
         )
     rows.append(
         {
-            "case": "first forward_backward call in a fresh process (numba import + compile or cache load)",
+            "case": "first fit+score (diag, full) in a fresh process (numba import + compile or cache load)",
             "anchor": "the same without numba (TYING_DISABLE_NUMBA=1)",
             "cold_cache_s": times[0],
             "warm_cache_s": times[1],
@@ -581,7 +662,7 @@ def bench_hmmlearn_script(rows, n_seq=100, T=300, D=3):
         def run(module, key, out=out, args=args):
             return lambda: out.__setitem__(key, _user_script(module, *args))
 
-        t_ours, t_ref = compare(run(ours, "ours"), run(hmm, "ref"), repeat=3, warmup=1)
+        t_ours, t_ref, ratios = _paired(run(ours, "ours"), run(hmm, "ref"), repeat=3)
         (m_o, ll_o, p_o), (m_r, ll_r, p_r) = out["ours"], out["ref"]
         rows.append(
             {
@@ -589,8 +670,11 @@ def bench_hmmlearn_script(rows, n_seq=100, T=300, D=3):
                 "anchor": "same script with hmmlearn 0.3 (only the import differs)",
                 "ours_s": t_ours,
                 "anchor_s": t_ref,
-                "speedup": t_ref / t_ours,
+                "speedup": float(np.median(ratios)),
+                "speedup_spread": _spread(ratios),
                 "target": ">= 10x",
+                "goal": f"C {ctype} {n_seq}x{T}",
+                "load_average_1min": os.getloadavg()[0],
                 "loglik_rel_diff": abs(ll_o - ll_r) / abs(ll_r),
                 "same_viterbi_path": bool(np.array_equal(p_o, p_r)),
                 "em_iterations": f"{m_o.monitor_.iter} vs {m_r.monitor_.iter}",
@@ -599,6 +683,12 @@ def bench_hmmlearn_script(rows, n_seq=100, T=300, D=3):
 
 
 def main() -> None:
+    # load every BLAS before limiting threads: threadpoolctl limits only the libraries
+    # loaded when the limit is set, and a BLAS loaded later (SciPy's, via hmmlearn)
+    # would run multi-threaded, oversubscribing a loaded machine and slowing the anchor
+    import hmmlearn.hmm  # noqa: F401
+    import scipy.linalg  # noqa: F401
+    import torch  # noqa: F401
     from threadpoolctl import threadpool_limits
 
     rows: list[dict] = []
@@ -615,6 +705,29 @@ def main() -> None:
         bench_pair_forward(rows)
         bench_pair_compiled(rows)
     write("hmm", rows)
+    summary(rows)
+
+
+def summary(rows) -> None:
+    """The goal rows of issues 17 and 19, one line each: ratio, spread, target, met or not."""
+    print("\n== hmm goal rows (ratios of interleaved runs: median and spread)")
+    for row in rows:
+        if not row.get("goal"):
+            continue
+        want = float(row["target"].strip(">= x"))
+        met = "met" if row["speedup"] >= want else f"MISSED by {want / row['speedup']:.2f}x"
+        print(
+            f"  {row['goal']:<22} {row['speedup']:7.2f}x ({row['speedup_spread']})  "
+            f"target {row['target']:<7} {met:<16} load {row['load_average_1min']:.1f}"
+        )
+    for row in rows:
+        if row.get("case", "").startswith("control"):
+            print(f"  control (2 threads, GIL-free matmuls): {row['speedup']:.2f}x "
+                  f"({row['speedup_spread']}): what a second core gave during B")  # fmt: skip
+        if row.get("case", "").startswith("one diag EM iteration"):
+            parts = {k: v for k, v in row.items() if k.endswith("_s")}
+            print("  diag EM iteration, ms: " + ", ".join(
+                f"{k[:-2]} {1e3 * v:.2f}" for k, v in parts.items()))  # fmt: skip
 
 
 if __name__ == "__main__":

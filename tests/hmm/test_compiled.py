@@ -276,3 +276,224 @@ def test_a_subnormal_scaling_factor_is_recomputed_in_log_space(path, monkeypatch
     np.testing.assert_allclose(post.gamma, [[1, 0]] * 4, atol=1e-12)
     ll = fb.forward_log_likelihood(start, A, log_b, batch)
     np.testing.assert_allclose(ll, [-2220.0, 0.0], rtol=1e-12)
+
+
+# ------------------------------------------- fused Gaussian E-step (issue 19)
+def _gauss_fit(ctype, X, lengths, K, *, ties=None, n_iter=6, n_jobs=None, **kw):
+    from tying.hmm import GaussianHMM
+
+    return GaussianHMM(
+        K, ctype, ties=ties, n_iter=n_iter, tol=-np.inf, random_state=0, n_jobs=n_jobs, **kw
+    ).fit(X, lengths)
+
+
+def _gauss_data(seed, K, D, lengths, offset=0.0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=2.0, size=(K, D)) + offset
+    n = int(np.sum(lengths))
+    return centres[rng.integers(0, K, n)] + rng.normal(size=(n, D))
+
+
+def _assert_fits_agree(fast, slow, rtol=1e-10):
+    np.testing.assert_allclose(fast.history_, slow.history_, rtol=rtol, atol=0)
+    for name in ("startprob_", "transmat_", "means_", "covars_"):
+        a, b = getattr(fast, name), getattr(slow, name)
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * np.abs(b).max(), err_msg=name)
+
+
+@needs_numba
+@pytest.mark.parametrize("ctype", ["spherical", "diag", "full", "tied"])
+@pytest.mark.parametrize(
+    "ties",
+    [None, {"means": [[0, 2]]}, {"covars": [[1, 2]], "transitions": [[0, 3]]}],
+    ids=["untied", "tied-means", "tied-covars-rows"],
+)
+def test_fused_em_follows_the_reference_path(ctype, ties, monkeypatch):
+    """The fused compiled E-step (density + forward-backward + statistics in one pass)
+    gives the reference path's EM (NumPy density, NumPy forward-backward, statistics
+    from gamma) to 1e-10: every iteration's log-likelihood and every fitted parameter;
+    lengths mixed, with sequences of length 1, and more than one work unit."""
+    if ctype == "tied" and ties is not None and "covars" in ties:
+        ties = {"transitions": [[0, 3]]}  # 'tied' already shares one covariance
+    lengths = [1, 300, 7, 1, 2500, 45, 1, 1900, 13]
+    X = _gauss_data(1, 4, 3, lengths)
+    assert len(compiled.units(np.array(lengths))) > 1
+    fast = _gauss_fit(ctype, X, lengths, 4, ties=ties)
+    layout = fast._em_context(X, SequenceBatch.from_lengths(lengths))["layout"]
+    assert {u["kind"] for u in layout.units} == {"rows", "lanes"}  # both unit kinds run
+    monkeypatch.setitem(compiled._STATE, "kernels", False)  # the reference: no numba
+    slow = _gauss_fit(ctype, X, lengths, 4, ties=ties)
+    _assert_fits_agree(fast, slow)
+
+
+@needs_numba
+@pytest.mark.parametrize("ctype", ["diag", "full"])
+@pytest.mark.parametrize(
+    ("lengths", "kind"), [([50, 4, 30], "rows"), ([50, 4, 30, 20, 1, 7], "lanes")]
+)
+def test_fused_em_recomputes_an_underflowing_sequence_in_log_space(
+    ctype, lengths, kind, monkeypatch
+):
+    """State 0 never leaves and cannot reach state 1; one observation of sequence 1 sits
+    1e5 sigma from state 0 (emission ratio exp(-5e9): the scaled recursion gives 0).
+    That sequence is recomputed exactly in log space, on both paths, in every iteration."""
+    from tying.hmm import GaussianHMM
+
+    D = 2
+    covars = np.ones((2, D)) if ctype == "diag" else np.repeat(np.eye(D)[None], 2, 0)
+    X = _gauss_data(3, 1, D, lengths)
+    X[51] = 1e5  # sequence 1, step 1
+
+    def fit(n_iter=4):
+        return GaussianHMM(
+            2, ctype, startprob_init=[1.0, 0.0], transmat_init=np.eye(2),
+            means_init=[[0.0, 0.0], [1e5, 1e5]], covars_init=covars, n_iter=n_iter,
+            tol=-np.inf,
+        ).fit(X, lengths)  # fmt: skip
+
+    from tying.hmm.forward_backward import LaneLayout
+
+    start = fit(n_iter=0)  # the start values, where the first E-step runs
+    batch = SequenceBatch.from_lengths(lengths)
+    context = start._em_context(X, batch)
+    post = start._estep(X, batch, context)
+    assert isinstance(context["layout"], LaneLayout) and post.gamma is None  # the fused path
+    assert {u["kind"] for u in context["layout"].units} == {kind}
+    assert post.n_log_space == 1
+    fast = fit()
+    monkeypatch.setitem(compiled._STATE, "kernels", False)
+    slow = fit()
+    _assert_fits_agree(fast, slow)
+    assert np.isfinite(fast.history_).all()
+
+
+@needs_numba
+@pytest.mark.parametrize("ctype", ["diag", "full", "tied", "spherical"])
+def test_fused_em_thread_count_does_not_change_a_single_bit(ctype):
+    lengths = list(np.random.default_rng(4).integers(1, 900, size=60))
+    X = _gauss_data(4, 5, 3, lengths)
+    assert len(compiled.units(np.array(lengths))) >= 4  # more units than some thread counts
+    fits = [_gauss_fit(ctype, X, lengths, 5, n_jobs=n) for n in (1, 2, 3, -1)]
+    for other in fits[1:]:
+        assert other.history_ == fits[0].history_
+        for name in ("startprob_", "transmat_", "means_", "covars_"):
+            assert np.array_equal(getattr(other, name), getattr(fits[0], name)), name
+
+
+@needs_numba
+def test_fused_em_with_a_large_full_model_uses_the_numpy_density(monkeypatch):
+    """Above K·D(D+1)/2 = 1024 the fused E-step takes the NumPy density (one factor per
+    group, BLAS) and only shifts it into lanes; the fit still follows the reference."""
+    from tying.hmm import gaussian
+
+    K, D = 12, 13  # 12 * 91 = 1092 > 1024
+    assert K * D * (D + 1) // 2 > gaussian._FUSED_FULL_MAX
+    lengths = [40, 1, 25]
+    X = _gauss_data(5, K, D, lengths)
+    fast = _gauss_fit("full", X, lengths, K, n_iter=3)
+    monkeypatch.setitem(compiled._STATE, "kernels", False)
+    slow = _gauss_fit("full", X, lengths, K, n_iter=3)
+    _assert_fits_agree(fast, slow)
+
+
+@needs_numba
+@pytest.mark.parametrize("ctype", ["spherical", "diag", "full", "tied"])
+@pytest.mark.parametrize("separation", [1e2, 1e5, 1e8, 1e12])
+@pytest.mark.parametrize(("lengths", "kind"), [([3, 2], "rows"), ([1] * 5, "lanes")])
+def test_fused_density_is_exact_for_far_apart_means(ctype, separation, lengths, kind):
+    """The fused kernels evaluate (x - mu) on the raw data, never an expanded quadratic:
+    the near state's log-density is right to 1e-9 nats at any separation."""
+    from scipy.stats import multivariate_normal
+
+    from tying.hmm import GaussianHMM
+    from tying.hmm.forward_backward import LaneLayout
+
+    D = 2
+    means = np.array([[0.0, 0.0], [separation, -separation], [separation, 1.0]])
+    rng = np.random.default_rng(0)
+    B = rng.normal(size=(3, D, D))
+    mats = {
+        "spherical": np.array([1.0, 0.5, 2.0])[:, None, None] * np.eye(D),
+        "diag": np.array([[1.0, 0.5], [2.0, 0.3], [0.7, 1.1]])[:, :, None] * np.eye(D),
+        "full": B @ B.transpose(0, 2, 1) + np.eye(D),
+        "tied": np.repeat((B @ B.transpose(0, 2, 1) + np.eye(D))[:1], 3, 0),
+    }[ctype]
+    cov = {"spherical": mats[:, 0, 0], "diag": np.diagonal(mats, axis1=1, axis2=2)}.get(
+        ctype, mats[0] if ctype == "tied" else mats
+    )
+    m = GaussianHMM.from_params(
+        np.full(3, 1 / 3), np.full((3, 3), 1 / 3), means, cov, covariance_type=ctype
+    )
+    X = means[[0, 1, 2, 0, 2]] + rng.normal(size=(5, D))
+    layout = LaneLayout(X, X.mean(0), SequenceBatch.from_lengths(lengths))
+    assert {u["kind"] for u in layout.units} == {kind}
+    density = m._density_kernel(np.ascontiguousarray(X), compiled._kernels())
+    got = np.empty((5, 3))
+    for unit in layout.units:
+        if unit["kind"] == "rows":
+            b, mx = np.empty((unit["r1"] - unit["r0"], 3)), np.empty(unit["r1"] - unit["r0"])
+            density(unit, b, mx)
+            got[unit["r0"] : unit["r1"]] = b + mx[:, None]
+            continue
+        T, _, S = unit["XL"].shape
+        b, mx = np.empty((T, 3, S)), np.empty((T, S))
+        density(unit, b, mx)
+        for lane, s in enumerate(unit["seqs"]):
+            o = int(np.sum(lengths[:s]))
+            for t in range(lengths[s]):
+                got[o + t] = b[t, :, lane] + mx[t, lane]
+    want = np.column_stack([multivariate_normal(means[k], mats[k]).logpdf(X) for k in range(3)])
+    near = np.abs(want) < 1e3
+    np.testing.assert_allclose(got[near], want[near], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+@needs_numba
+@settings(max_examples=30, deadline=None)
+@given(
+    ctype=st.sampled_from(["spherical", "diag", "full", "tied"]),
+    K=st.integers(1, 5),
+    D=st.integers(1, 4),
+    lengths=st.lists(st.integers(1, 40), min_size=1, max_size=12),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_property_fused_estep_equals_the_reference_statistics(ctype, K, D, lengths, seed):
+    """One E-step on any model: log-likelihoods, expected transitions, start posteriors
+    and the per-state statistics (sum gamma, sum gamma x, sum gamma x x^T) equal what the
+    reference forward-backward's gamma gives, to 1e-10."""
+    from tying.hmm import GaussianHMM
+
+    rng = np.random.default_rng(seed)
+    X = _gauss_data(seed % 1000, K, D, lengths)
+    m = GaussianHMM(K, ctype, n_iter=0, random_state=int(rng.integers(1000)))
+    m.fit(X, lengths)  # initial values only
+    batch = SequenceBatch.from_lengths(lengths)
+    context = m._em_context(X, batch)
+    post = m._estep(X, batch, context)
+    ref = fb._forward_backward_numpy(m.startprob_, m.transmat_, m._log_emission(X), batch)
+    xc = X - context["center"]
+    np.testing.assert_allclose(post.log_likelihood, ref.log_likelihood, rtol=1e-10)
+    for got, want in (
+        (post.xi_sum, ref.xi_sum),
+        (post.start, ref.start),
+        (post.stats.n, ref.gamma.sum(0)),
+        (post.stats.sx, ref.gamma.T @ xc),
+        (
+            post.stats.sxx,
+            np.einsum("nk,nd,ne->kde", ref.gamma, xc, xc)
+            if ctype in ("full", "tied")
+            else ref.gamma.T @ xc**2,
+        ),
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * max(1.0, np.abs(want).max()))
+
+
+def test_units_depend_on_lengths_only_and_cover_every_sequence():
+    rng = np.random.default_rng(0)
+    for lengths in ([1], [5] * 3, list(rng.integers(1, 3000, 200)), [1] * 5000):
+        lengths = np.array(lengths)
+        edges = compiled.units(lengths)
+        assert edges[0] == 0 and edges[-1] == len(lengths)
+        assert np.all(np.diff(edges) >= 1)
+        assert np.all(np.diff(edges) <= compiled.MAX_LANES)
+        assert np.array_equal(edges, compiled.units(lengths.copy()))

@@ -174,3 +174,479 @@ def sum_first_axis(values, out):
         flat_in = values[i].reshape(-1)
         for k in range(flat_out.shape[0]):
             flat_out[k] += flat_in[k]
+
+
+# ------------------------------------------------- fused Gaussian E-step (issue 19)
+# A work unit's sequences are laid out as "lanes": arrays (T, ..., S) with the
+# sequences (sorted longest first) innermost, so that every step of the
+# recursion is a loop over lanes, which the compiler vectorises (SIMD); a
+# loop over K = 8 states per sequence does not vectorise and ran 3x slower.
+# At step t the running lanes are the first n_act[t]. The lane count S is a
+# multiple of LANE_BLOCK and loops run over whole blocks of lanes (``_up``):
+# the compiler's vector loop then covers every lane, with no scalar remainder;
+# lanes past their sequence's end carry zeros and add nothing.
+LANE_BLOCK = 8
+
+
+@numba.njit(**_JIT)
+def _up(n):
+    """``n`` rounded up to a whole number of lane blocks."""
+    return (n + LANE_BLOCK - 1) // LANE_BLOCK * LANE_BLOCK
+
+
+@numba.njit(**_JIT)
+def lanes_density_diag(XL, n_act, means, prec, const, b, m):
+    """Shifted log-densities under diagonal Gaussians, in lane layout.
+
+    ``XL (T, D, S)`` raw observations; ``means``/``prec`` ``(K, D)``; ``const[k]``
+    the state's normalising constant. The exact form ``(x - mu)^2 / sigma^2`` on
+    the raw data: no cancellation however far a point is from the means.
+    Writes ``m[t, s] = max_k log p`` and ``b[t, k, s] = log p - m`` (padding: 0);
+    the caller takes ``exp`` with NumPy's SIMD loop.
+    """
+    T, D, S = XL.shape
+    K = means.shape[0]
+    for t in range(T):
+        n = n_act[t]
+        nr = _up(n)
+        for k in range(K):
+            for s in range(nr):
+                b[t, k, s] = 0.0
+            for d in range(D):
+                mu = means[k, d]
+                p = prec[k, d]
+                for s in range(nr):
+                    z = XL[t, d, s] - mu
+                    b[t, k, s] += z * z * p
+        _shift_lanes(b, m, t, n, const)
+
+
+@numba.njit(**_JIT)
+def lanes_density_full(XL, n_act, means, linv, const, b, m):
+    """As :func:`lanes_density_diag` for full covariances: ``linv[k]`` is the inverse of
+    the lower Cholesky factor of state k's covariance, applied to ``x - mu_k`` itself."""
+    T, D, S = XL.shape
+    K = means.shape[0]
+    diff = np.empty((D, S))
+    r = np.empty(S)
+    for t in range(T):
+        nr = _up(n_act[t])
+        for k in range(K):
+            for d in range(D):
+                mu = means[k, d]
+                for s in range(nr):
+                    diff[d, s] = XL[t, d, s] - mu
+            for s in range(nr):
+                b[t, k, s] = 0.0
+            for d in range(D):
+                for s in range(nr):
+                    r[s] = 0.0
+                for e in range(d + 1):
+                    w = linv[k, d, e]
+                    for s in range(nr):
+                        r[s] += w * diff[e, s]
+                for s in range(nr):
+                    b[t, k, s] += r[s] * r[s]
+        _shift_lanes(b, m, t, n_act[t], const)
+
+
+@numba.njit(**_JIT)
+def lanes_shift(lb, lane_start, n_act, b, m):
+    """Precomputed log-densities ``lb (n_samples, K)`` into lane layout, shifted by the row max."""
+    T, K, S = b.shape
+    for t in range(T):
+        n = n_act[t]
+        for s in range(n):
+            r = lane_start[s] + t
+            mx = lb[r, 0]
+            for k in range(1, K):
+                mx = max(mx, lb[r, k])
+            m[t, s] = mx
+            for k in range(K):
+                b[t, k, s] = lb[r, k] - mx
+        for s in range(n, S):
+            m[t, s] = 0.0
+            for k in range(K):
+                b[t, k, s] = 0.0
+
+
+@numba.njit(**_JIT)
+def _shift_lanes(b, m, t, n, const):
+    """``b[t, k] = const[k] - b[t, k] / 2`` (the log-density), then minus its max over k."""
+    K, S = b.shape[1], b.shape[2]
+    nr = _up(n)
+    for s in range(nr):
+        m[t, s] = -np.inf
+    for k in range(K):
+        c = const[k]
+        for s in range(nr):
+            v = c - 0.5 * b[t, k, s]
+            b[t, k, s] = v
+            m[t, s] = max(m[t, s], v)
+    for k in range(K):
+        for s in range(nr):
+            b[t, k, s] -= m[t, s]
+    for s in range(n, S):  # lanes past their end: exp(0) = 1, multiplied by 0
+        m[t, s] = 0.0
+        for k in range(K):
+            b[t, k, s] = 0.0
+
+
+@numba.njit(**_JIT)
+def lanes_fb_stats(
+    startprob, transmat, b, m, n_act, lens, XcL, full, alpha, ic,
+    ll, bad, xi, first, nsum, sx, sxx,
+):  # fmt: skip
+    """Scaled forward-backward of one unit's lanes, fused with the Gaussian statistics.
+
+    ``b (T, K, S)`` emission probabilities over their row max, ``m (T, S)`` the
+    maxima (:func:`lanes_density_diag`), ``lens`` the lengths of the real lanes
+    (descending; the rest of the S lanes are padding), ``XcL (T, D, S)`` the
+    centred observations (0 on padding). The posteriors are used as the
+    backward pass makes them and added into this unit's sums: ``xi (K, K)``
+    expected transitions, ``first (K,)`` posteriors at t=0, ``nsum (K,)`` sum
+    of gamma, ``sx (D, K)`` sum of gamma * xc, and ``sxx`` ``(D, 1, K)`` sum of
+    gamma * xc^2 (``full`` false) or ``(D, D, K)`` the lower triangle of sum of
+    gamma * xc xc^T. Writes ``ll[s]`` and ``bad[s]`` of the real lanes (scaling
+    failed: the lane adds nothing; the caller recomputes it in log space).
+
+    ``b`` is overwritten for bad lanes; ``alpha (T, K, S)`` and ``ic (T, S)`` are
+    scratch (kept by the caller: fresh large arrays cost page faults every call).
+    Sums are kept per lane (no horizontal reductions in the loop over time)
+    and reduced over the lanes at the end, in lane order.
+    """
+    T, K, S = b.shape
+    D = XcL.shape[1]
+    n_real = lens.shape[0]
+    v = np.empty((K, S))
+    log_c = np.zeros(S)
+    prod = np.ones(S)
+    min_c = np.ones(S)
+    m_sum = np.zeros(S)
+    # ---- forward, normalised at every step
+    for t in range(T):
+        n = n_act[t]
+        nr = _up(n)
+        if t == 0:
+            for k in range(K):
+                p = startprob[k]
+                for s in range(nr):
+                    v[k, s] = p * b[0, k, s]
+        else:
+            for k in range(K):
+                for s in range(nr):
+                    v[k, s] = 0.0
+            for j in range(K):
+                for k in range(K):
+                    a = transmat[j, k]
+                    for s in range(nr):
+                        v[k, s] += alpha[t - 1, j, s] * a
+            for k in range(K):
+                for s in range(nr):
+                    v[k, s] *= b[t, k, s]
+        for s in range(nr):
+            ic[t, s] = 0.0
+        for k in range(K):
+            for s in range(nr):
+                ic[t, s] += v[k, s]
+        for s in range(n):
+            c = ic[t, s]
+            min_c[s] = min(min_c[s], c)
+            m_sum[s] += m[t, s]
+            if prod[s] < 1e-10:  # log of a product of factors: one log per few steps
+                log_c[s] += np.log(prod[s])
+                prod[s] = 1.0
+            prod[s] *= c
+            ic[t, s] = 1.0 / c
+        for s in range(n, nr):  # lanes past their end: nothing flows on
+            ic[t, s] = 0.0
+        for k in range(K):
+            for s in range(nr):
+                alpha[t, k, s] = v[k, s] * ic[t, s]
+            for s in range(n, nr):  # exact zeros, even after a failed (NaN) lane
+                alpha[t, k, s] = 0.0
+    for s in range(n_real):
+        total = log_c[s] + np.log(prod[s]) + m_sum[s]
+        ll[s] = total
+        # a factor below TINY has lost precision (subnormal) and its inverse overflows
+        bad[s] = not np.isfinite(total) or not min_c[s] >= TINY
+        if bad[s]:  # zero the lane: it then adds exactly nothing below
+            for t in range(lens[s]):
+                ic[t, s] = 0.0
+                for k in range(K):
+                    alpha[t, k, s] = 0.0
+                    b[t, k, s] = 0.0
+    # ---- backward, adding each step's posteriors into per-lane sums
+    E = D if full else 1
+    beta = np.zeros((K, S))
+    nb = np.empty((K, S))
+    q = np.empty((K, S))
+    acc = np.zeros((K, K, S))
+    n_l = np.zeros((K, S))
+    sx_l = np.zeros((D, K, S))
+    sxx_l = np.zeros((D, E, K, S))
+    for t in range(T - 1, -1, -1):
+        n0 = n_act[t]
+        nr0 = _up(n0)
+        n1 = n_act[t + 1] if t + 1 < T else 0
+        nr1 = _up(n1)
+        if n1 > 0:  # lanes that go on past t: beta[t] = A (b[t+1] beta[t+1] / c[t+1])
+            for k in range(K):
+                for s in range(nr1):
+                    q[k, s] = b[t + 1, k, s] * beta[k, s] * ic[t + 1, s]
+            for j in range(K):  # beta and the transition counts in one pass over q
+                for s in range(nr1):
+                    nb[j, s] = 0.0
+                for k in range(K):
+                    a = transmat[j, k]
+                    for s in range(nr1):
+                        qs = q[k, s]
+                        nb[j, s] += a * qs
+                        acc[j, k, s] += alpha[t, j, s] * qs
+            for k in range(K):
+                for s in range(nr1):
+                    beta[k, s] = nb[k, s]
+        for k in range(K):  # lanes whose last step is t
+            for s in range(n1, n0):
+                beta[k, s] = 1.0
+        for k in range(K):  # the posteriors, kept in alpha[t]
+            for s in range(nr0):
+                gk = alpha[t, k, s] * beta[k, s]
+                alpha[t, k, s] = gk
+                n_l[k, s] += gk
+        for d in range(D):
+            for k in range(K):
+                for s in range(nr0):
+                    sx_l[d, k, s] += alpha[t, k, s] * XcL[t, d, s]
+            if full:
+                for e in range(d + 1):
+                    for k in range(K):
+                        for s in range(nr0):
+                            sxx_l[d, e, k, s] += alpha[t, k, s] * (XcL[t, d, s] * XcL[t, e, s])
+            else:
+                for k in range(K):
+                    for s in range(nr0):
+                        x = XcL[t, d, s]
+                        sxx_l[d, 0, k, s] += alpha[t, k, s] * (x * x)
+    # ---- lane sums, in lane order
+    for j in range(K):
+        for k in range(K):
+            tot = 0.0
+            for s in range(S):
+                tot += acc[j, k, s]
+            xi[j, k] = transmat[j, k] * tot
+    for k in range(K):
+        tot = 0.0
+        tf = 0.0
+        for s in range(S):
+            tot += n_l[k, s]
+            tf += alpha[0, k, s]
+        nsum[k] = tot
+        first[k] = tf
+    for d in range(D):
+        for k in range(K):
+            tot = 0.0
+            for s in range(S):
+                tot += sx_l[d, k, s]
+            sx[d, k] = tot
+        for e in range(E):
+            for k in range(K):
+                tot = 0.0
+                for s in range(S):
+                    tot += sxx_l[d, e, k, s]
+                sxx[d, e, k] = tot
+
+
+@numba.njit(**_JIT)
+def to_lanes(X, center, lane_start, n_act, XL, XcL):
+    """Rows of ``X`` into lane layout ``(T, D, S)``: raw (``XL``) and centred (``XcL``)."""
+    T, D, S = XL.shape
+    for t in range(T):
+        n = n_act[t]
+        for d in range(D):
+            for s in range(S):
+                if s < n:
+                    x = X[lane_start[s] + t, d]
+                    XL[t, d, s] = x
+                    XcL[t, d, s] = x - center[d]
+                else:
+                    XL[t, d, s] = 0.0
+                    XcL[t, d, s] = 0.0
+
+
+# --------------------------------- units of few, long sequences: one sequence at a time
+@numba.njit(**_JIT)
+def seq_density_diag(X, r0, r1, means, prec, const, b, m):
+    """:func:`lanes_density_diag` for rows r0..r1-1 of ``X`` (into rows 0.. of b, m)."""
+    K, D = means.shape
+    acc = np.empty(K)
+    for i in range(r0, r1):
+        mx = -np.inf
+        for k in range(K):
+            v = 0.0
+            for d in range(D):
+                z = X[i, d] - means[k, d]
+                v += z * z * prec[k, d]
+            v = const[k] - 0.5 * v
+            acc[k] = v
+            mx = max(mx, v)
+        m[i - r0] = mx
+        for k in range(K):
+            b[i - r0, k] = acc[k] - mx
+
+
+@numba.njit(**_JIT)
+def seq_density_full(X, r0, r1, means, linv, const, b, m):
+    """:func:`lanes_density_full` for rows r0..r1-1 of ``X`` (into rows 0.. of b, m)."""
+    K, D = means.shape
+    acc = np.empty(K)
+    diff = np.empty(D)
+    for i in range(r0, r1):
+        mx = -np.inf
+        for k in range(K):
+            for d in range(D):
+                diff[d] = X[i, d] - means[k, d]
+            v = 0.0
+            for d in range(D):
+                r = 0.0
+                for e in range(d + 1):
+                    r += linv[k, d, e] * diff[e]
+                v += r * r
+            v = const[k] - 0.5 * v
+            acc[k] = v
+            mx = max(mx, v)
+        m[i - r0] = mx
+        for k in range(K):
+            b[i - r0, k] = acc[k] - mx
+
+
+@numba.njit(**_JIT)
+def seq_shift(lb, r0, r1, b, m):
+    """:func:`lanes_shift` for rows r0..r1-1 of ``lb`` (into rows 0.. of b, m)."""
+    K = lb.shape[1]
+    for i in range(r0, r1):
+        mx = lb[i, 0]
+        for k in range(1, K):
+            mx = max(mx, lb[i, k])
+        m[i - r0] = mx
+        for k in range(K):
+            b[i - r0, k] = lb[i, k] - mx
+
+
+@numba.njit(**_JIT)
+def seq_fb_stats(
+    startprob, transmat, b, m, r0, X, center, starts, lengths, lo, hi, full,
+    ll, bad, xi, first, nsum, sx, sxx,
+):  # fmt: skip
+    """:func:`lanes_fb_stats` for a unit of one to a few (long) sequences, one at a time.
+
+    Lanes would pad such a unit to a whole lane block of mostly empty lanes;
+    here the loops run over the K states of one sequence instead. ``b``/``m``
+    hold rows ``r0..`` of the unit (``exp`` taken), ``X`` the raw data
+    (centred on ``center`` here). The outputs are those of
+    :func:`lanes_fb_stats`; a bad sequence adds nothing.
+    """
+    K = transmat.shape[0]
+    D = X.shape[1]
+    AT = np.ascontiguousarray(transmat.T)
+    t_max = 0
+    for s in range(lo, hi):
+        t_max = max(t_max, lengths[s])
+    alpha = np.empty((t_max, K))
+    inv_c = np.empty(t_max)
+    beta = np.empty(K)
+    bp = np.empty(K)
+    q = np.empty(K)
+    g = np.empty(K)
+    v = np.empty(K)
+    xc = np.empty(D)
+    acc = np.zeros((K, K))
+    xi[...] = 0.0
+    first[...] = 0.0
+    nsum[...] = 0.0
+    sx[...] = 0.0
+    sxx[...] = 0.0
+    for s in range(lo, hi):
+        o, L = starts[s], lengths[s]
+        ob = o - r0
+        log_c = 0.0
+        min_c = 1.0
+        m_sum = 0.0
+        prod = 1.0
+        for t in range(L):
+            m_sum += m[ob + t]
+            if t == 0:
+                for k in range(K):
+                    v[k] = startprob[k] * b[ob, k]
+            else:
+                for k in range(K):
+                    v[k] = 0.0
+                for j in range(K):
+                    a = alpha[t - 1, j]
+                    for k in range(K):
+                        v[k] += a * transmat[j, k]
+                for k in range(K):
+                    v[k] *= b[ob + t, k]
+            c = 0.0
+            for k in range(K):
+                c += v[k]
+            ic = 1.0 / c
+            for k in range(K):
+                alpha[t, k] = v[k] * ic
+            inv_c[t] = ic
+            min_c = min(min_c, c)
+            if prod < 1e-10:  # flush before multiplying: prod stays a normal number
+                log_c += np.log(prod)
+                prod = 1.0
+            prod *= c
+        log_c += np.log(prod)
+        total = log_c + m_sum
+        ll[s] = total
+        if not np.isfinite(total) or min_c < TINY:
+            bad[s] = True
+            continue
+        bad[s] = False
+        for k in range(K):
+            beta[k] = 1.0
+        for t in range(L - 1, -1, -1):
+            if t < L - 1:
+                ic = inv_c[t + 1]
+                for k in range(K):
+                    q[k] = b[ob + t + 1, k] * beta[k] * ic
+                    bp[k] = 0.0
+                for k in range(K):
+                    qk = q[k]
+                    for j in range(K):
+                        bp[j] += AT[k, j] * qk
+                for j in range(K):
+                    a = alpha[t, j]
+                    for k in range(K):
+                        acc[j, k] += a * q[k]
+                for k in range(K):
+                    beta[k] = bp[k]
+            for k in range(K):
+                g[k] = alpha[t, k] * beta[k]
+                nsum[k] += g[k]
+            for d in range(D):
+                xc[d] = X[o + t, d] - center[d]
+            if full:
+                for d in range(D):
+                    xd = xc[d]
+                    for k in range(K):
+                        sx[d, k] += g[k] * xd
+                    for e in range(d + 1):
+                        xde = xd * xc[e]
+                        for k in range(K):
+                            sxx[d, e, k] += g[k] * xde
+            else:
+                for d in range(D):
+                    xd = xc[d]
+                    xdd = xd * xd
+                    for k in range(K):
+                        sx[d, k] += g[k] * xd
+                        sxx[d, 0, k] += g[k] * xdd
+        for k in range(K):
+            first[k] += g[k]
+    for j in range(K):
+        for k in range(K):
+            xi[j, k] = transmat[j, k] * acc[j, k]

@@ -388,11 +388,9 @@ class BaseHMM:
         return param
 
     def _em(self, X, batch, monitor: ConvergenceMonitor) -> None:
+        context = self._em_context(X, batch)
         for it in range(monitor.n_iter):
-            log_b = self._log_emission(X)
-            post = forward_backward(
-                self._startprob, self.transmat_, log_b, batch, n_jobs=self.n_jobs
-            )
+            post = self._estep(X, batch, context)
             if not np.all(np.isfinite(post.log_likelihood)):
                 s = int(np.flatnonzero(~np.isfinite(post.log_likelihood))[0])
                 raise ValueError(
@@ -401,11 +399,24 @@ class BaseHMM:
                     f"in the start values or drop the sequence"
                 )
             monitor.report(float(post.log_likelihood.sum()))
-            self._mstep(X, post)
+            self._mstep(X, post, context)
             if monitor.converged:
                 return
 
-    def _mstep(self, X, post: Posteriors) -> None:
+    def _em_context(self, X, batch):
+        """Subclass hook: what every EM iteration re-uses (computed once per fit)."""
+        return None
+
+    def _estep(self, X, batch, context) -> Posteriors:
+        """The E-step: emission log-densities, then the batched forward-backward.
+
+        Subclasses may fuse it (see :meth:`GaussianHMM._estep`); the result's
+        ``gamma`` is then None and ``stats`` holds the emission statistics.
+        """
+        log_b = self._log_emission(X)
+        return forward_backward(self._startprob, self.transmat_, log_b, batch, n_jobs=self.n_jobs)
+
+    def _mstep(self, X, post: Posteriors, context=None) -> None:
         learn = self._learn()
         if "startprob" in learn:
             prior = self._prior("startprob_prior", 1.0)
@@ -424,6 +435,10 @@ class BaseHMM:
             total = counts.sum(1, keepdims=True)
             seen = total[:, 0] > 0  # a row never left keeps its old value
             self._transitions[seen] = counts[seen] / total[seen]
+        self._emission_update(X, post, learn, context)
+
+    def _emission_update(self, X, post: Posteriors, learn, context) -> None:
+        """Subclass hook: the emission M-step from the E-step's result."""
         self._emission_mstep(X, post.gamma, learn)
 
     # --------------------------------------------------------------- predict

@@ -48,7 +48,14 @@ from scipy.special import logsumexp
 from tying.hmm import compiled
 from tying.hmm.sequences import SequenceBatch
 
-__all__ = ["Posteriors", "forward_backward", "forward_log_likelihood"]
+__all__ = [
+    "GaussianStats",
+    "LaneLayout",
+    "Posteriors",
+    "forward_backward",
+    "forward_backward_stats",
+    "forward_log_likelihood",
+]
 
 #: Smallest scaling factor trusted: below it a factor is subnormal (it has lost
 #: precision) and its inverse overflows, so the sequence is recomputed in log space.
@@ -65,6 +72,8 @@ class Posteriors:
         xi_sum: ``(K, K)`` expected transition counts summed over all sequences.
         start: ``(K,)`` posteriors at time 0 summed over sequences.
         n_log_space: how many sequences needed the log-space fallback.
+        stats: emission sufficient statistics when the E-step computed them
+            itself (:func:`forward_backward_stats`; ``gamma`` is None then).
     """
 
     log_likelihood: np.ndarray
@@ -72,6 +81,7 @@ class Posteriors:
     xi_sum: np.ndarray
     start: np.ndarray
     n_log_space: int = 0
+    stats: object = None
 
 
 def forward_log_likelihood(
@@ -371,3 +381,241 @@ def _forward_backward_log(startprob, transmat, lb, n_active):
     with np.errstate(invalid="ignore"):  # p(x) = 0: posteriors are undefined (NaN)
         gamma = np.exp(la + lbeta - ll[None, :, None])
     return ll, gamma, np.nan_to_num(xi)
+
+
+# ------------------------------------------------- fused E-step with statistics
+@dataclasses.dataclass
+class GaussianStats:
+    """Per-state sufficient statistics of a Gaussian E-step (data centred on ``center``).
+
+    Attributes:
+        n: ``(K,)`` sum of the posteriors.
+        sx: ``(K, D)`` sum of gamma * (x - center).
+        sxx: ``(K, D)`` sum of gamma * (x - center)^2 (diagonal), or ``(K, D, D)``
+            sum of gamma * (x - center)(x - center)^T (full).
+    """
+
+    n: np.ndarray
+    sx: np.ndarray
+    sxx: np.ndarray
+
+
+class LaneLayout:
+    """The observations of a batch cut into work units, in the fused E-step's lane layout.
+
+    Built once per fit (the data do not change between EM iterations). Unit
+    ``u`` holds sequences ``edges[u]..edges[u+1]-1``. A unit of four or more
+    (``kind="lanes"``) has them sorted longest first into lanes: ``XL (T, D, S)``
+    the raw rows, ``XcL`` the same minus ``center``, ``n_act[t]`` the lanes
+    still running at step t. A unit of fewer (a few long sequences; lanes would
+    be mostly padding) is ``kind="rows"``: rows ``r0..r1-1`` of ``X``, run one
+    sequence at a time.
+
+    Args:
+        X: ``(n_samples, D)`` observations.
+        center: ``(D,)`` centre of the statistics.
+        batch: the sequences of ``X``.
+
+    Example:
+        >>> from tying.hmm import compiled
+        >>> if compiled.available():
+        ...     lay = LaneLayout(np.arange(7.0)[:, None], np.zeros(1),
+        ...                      SequenceBatch.from_lengths([2, 3, 1, 1]))
+        ...     u = lay.units[0]
+        ...     print(u["kind"], u["seqs"].tolist(), u["XL"][:, 0, :4].tolist())
+        ... else:
+        ...     print("lanes [1, 0, 2, 3] [[2.0, 0.0, 5.0, 6.0], [3.0, 1.0, 0.0, 0.0], "
+        ...           "[4.0, 0.0, 0.0, 0.0]]")
+        lanes [1, 0, 2, 3] [[2.0, 0.0, 5.0, 6.0], [3.0, 1.0, 0.0, 0.0], [4.0, 0.0, 0.0, 0.0]]
+    """
+
+    def __init__(self, X: np.ndarray, center: np.ndarray, batch: SequenceBatch):
+        kernels = compiled._kernels()
+        if kernels is None:
+            raise RuntimeError("LaneLayout needs the compiled kernels (numba)")
+        LANE_BLOCK = kernels.LANE_BLOCK
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        center = np.ascontiguousarray(center, dtype=np.float64)
+        self.edges = compiled.units(batch.lengths)
+        self.units = []
+        D = X.shape[1]
+        for lo, hi in zip(self.edges[:-1], self.edges[1:], strict=True):
+            if hi - lo < LANE_BLOCK // 2:  # few (long) sequences: lanes would be mostly empty
+                r0, r1 = int(batch.starts[lo]), int(batch.starts[hi - 1] + batch.lengths[hi - 1])
+                self.units.append(
+                    {"kind": "rows", "lo": int(lo), "hi": int(hi), "r0": r0, "r1": r1,
+                     "seqs": np.arange(lo, hi), "m": np.empty(r1 - r0)}
+                )  # fmt: skip
+                continue
+            seqs = lo + np.argsort(-batch.lengths[lo:hi], kind="stable")
+            lens = batch.lengths[seqs]
+            T = int(lens[0])
+            S = -(-len(seqs) // LANE_BLOCK) * LANE_BLOCK  # whole lane blocks (padding lanes)
+            n_act = np.searchsorted(-lens, -np.arange(T), side="left").astype(np.int64)
+            XL, XcL = np.empty((T, D, S)), np.empty((T, D, S))
+            lane_start = np.zeros(S, dtype=np.int64)
+            lane_start[: len(seqs)] = batch.starts[seqs]
+            kernels.to_lanes(X, center, lane_start, n_act, XL, XcL)
+            self.units.append(
+                {"kind": "lanes", "seqs": seqs, "lens": lens, "n_act": n_act, "start": lane_start,
+                 "XL": XL, "XcL": XcL, "ic": np.empty((T, S)), "m": np.empty((T, S))}
+            )  # fmt: skip
+
+    def scratch(self, u: int, K: int) -> tuple[np.ndarray, np.ndarray]:
+        """Unit ``u``'s ``(T, K, S)`` buffers for the emissions and the forward pass.
+
+        Kept between EM iterations: fresh arrays of this size cost a page fault
+        per 4 KiB on every call (as much as the ``exp`` itself).
+        """
+        unit = self.units[u]
+        if unit.get("K") != K:
+            if unit["kind"] == "rows":
+                unit["b"], unit["alpha"] = np.empty((unit["r1"] - unit["r0"], K)), None
+            else:
+                T, _, S = unit["XL"].shape
+                unit["b"], unit["alpha"] = np.empty((T, K, S)), np.empty((T, K, S))
+            unit["K"] = K
+        return unit["b"], unit["alpha"]
+
+
+def forward_backward_stats(
+    startprob: np.ndarray,
+    transmat: np.ndarray,
+    X: np.ndarray,
+    center: np.ndarray,
+    batch: SequenceBatch,
+    layout: LaneLayout,
+    density,
+    log_emission,
+    *,
+    full: bool,
+    n_jobs: int | None = None,
+) -> Posteriors:
+    """Forward-backward fused with the Gaussian sufficient statistics (compiled only).
+
+    One pass per work unit of sequences (``layout``): ``density(unit, b, m)``
+    writes the unit's shifted log-densities in lane layout, NumPy takes their
+    ``exp`` (SIMD), and one compiled kernel runs the scaled forward-backward
+    over the unit's sequences at once (vectorised across them) and adds each
+    posterior straight into the unit's sums; no ``(n_samples, K)`` posterior
+    array is written. Units run on ``n_jobs`` threads and their sums are added
+    in unit order: bit-identical results for every thread count. Sequences
+    whose scaling fails are recomputed exactly in log space from
+    ``log_emission(X_rows)``, as in :func:`forward_backward`.
+
+    Args:
+        startprob, transmat: as in :func:`forward_backward`.
+        X: ``(n_samples, D)`` observations (for the log-space fallback).
+        center: ``(D,)`` the statistics are of ``X - center`` (as in ``layout``).
+        batch: the layout of the sequences in ``X``.
+        layout: :class:`LaneLayout` of ``X``, ``center`` and ``batch``.
+        density: ``density(unit, b, m)`` fills ``m[t, s] = max_k log p`` and
+            ``b[t, k, s] = log p - m[t, s]`` for the unit's lanes (padding 0).
+        log_emission: ``log_emission(rows_of_X) -> (n, K)`` log-densities, for
+            the log-space fallback.
+        full: full ``(D, D)`` second moments (else diagonal ``(D,)``).
+        n_jobs: threads (None: the module default); results do not depend on it.
+
+    Returns:
+        :class:`Posteriors` with ``gamma=None`` and ``stats``, a :class:`GaussianStats`.
+
+    Raises:
+        RuntimeError: when the compiled kernels are unavailable (use
+            :func:`forward_backward` and the NumPy statistics then).
+        ValueError: for a bad ``n_jobs``.
+
+    Example:
+        >>> from tying.hmm import compiled
+        >>> X = np.array([[0.0], [1.0], [5.0]])
+        >>> def density(unit, b, m):  # one state, N(0, 1); two sequences: a "rows" unit
+        ...     m[:] = -0.5 * X[unit["r0"] : unit["r1"], 0] ** 2 - 0.5 * np.log(2 * np.pi)
+        ...     b[:] = 0.0
+        >>> logp = lambda x: -0.5 * x**2 - 0.5 * np.log(2 * np.pi)
+        >>> batch = SequenceBatch.from_lengths([2, 1])
+        >>> if compiled.available():
+        ...     lay = LaneLayout(X, np.zeros(1), batch)
+        ...     post = forward_backward_stats(np.ones(1), np.ones((1, 1)), X, np.zeros(1),
+        ...         batch, lay, density, logp, full=False)
+        ...     print(post.stats.n.tolist(), post.stats.sx.tolist(), post.stats.sxx.tolist())
+        ... else:
+        ...     print("[3.0] [[6.0]] [[26.0]]")
+        [3.0] [[6.0]] [[26.0]]
+    """
+    n_jobs = compiled.resolve_n_jobs(n_jobs)
+    kernels = compiled._kernels()
+    if kernels is None:
+        raise RuntimeError(
+            "forward_backward_stats needs the compiled kernels (numba); use forward_backward "
+            "and compute the statistics from its gamma instead"
+        )
+    start = np.ascontiguousarray(startprob, dtype=np.float64)
+    A = np.ascontiguousarray(transmat, dtype=np.float64)
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    center = np.ascontiguousarray(center, dtype=np.float64)
+    n_seq, K, D = batch.n_sequences, A.shape[0], X.shape[1]
+    U = len(layout.units)
+    ll = np.empty(n_seq)
+    bad = np.zeros(n_seq, dtype=np.bool_)
+    ll_u = [None] * U
+    bad_u = [None] * U
+    xi_u = np.empty((U, K, K))
+    first_u = np.empty((U, K))
+    n_u = np.empty((U, K))
+    sx_u = np.empty((U, D, K))
+    sxx_u = np.empty((U, D, D if full else 1, K))
+
+    def work(u):
+        unit = layout.units[u]
+        b, alpha = layout.scratch(u, K)
+        m = unit["m"]
+        density(unit, b, m)
+        with np.errstate(invalid="ignore"):  # NaN rows: flagged by the kernel
+            np.exp(b, out=b)
+        if unit["kind"] == "rows":  # one sequence at a time; writes ll, bad of its own
+            kernels.seq_fb_stats(
+                start, A, b, m, unit["r0"], X, center, batch.starts, batch.lengths, unit["lo"],
+                unit["hi"],
+                full, ll, bad, xi_u[u], first_u[u], n_u[u], sx_u[u], sxx_u[u],
+            )  # fmt: skip
+            return
+        ll_u[u], bad_u[u] = np.empty(len(unit["seqs"])), np.empty(len(unit["seqs"]), np.bool_)
+        kernels.lanes_fb_stats(
+            start, A, b, m, unit["n_act"], unit["lens"], unit["XcL"], full, alpha, unit["ic"],
+            ll_u[u], bad_u[u], xi_u[u], first_u[u], n_u[u], sx_u[u], sxx_u[u],
+        )  # fmt: skip
+
+    compiled._run_units(work, U, n_jobs)
+    for u, unit in enumerate(layout.units):
+        if unit["kind"] == "lanes":
+            ll[unit["seqs"]] = ll_u[u]
+            bad[unit["seqs"]] = bad_u[u]
+    xi_sum, first, n = xi_u.sum(0), first_u.sum(0), n_u.sum(0)
+    sx = np.ascontiguousarray(sx_u.sum(0).T)  # (K, D)
+    sxx_t = sxx_u.sum(0)  # (D, D|1, K)
+    if full:
+        sxx = np.ascontiguousarray(np.moveaxis(sxx_t, 2, 0))  # (K, D, D), lower triangle
+        iu = np.triu_indices(D, 1)
+        sxx[:, iu[0], iu[1]] = sxx[:, iu[1], iu[0]]
+    else:
+        sxx = np.ascontiguousarray(sxx_t[:, 0, :].T)  # (K, D)
+    seqs = np.flatnonzero(bad)
+    if seqs.size:
+        rows = np.concatenate(
+            [np.arange(batch.starts[s], batch.starts[s] + batch.lengths[s]) for s in seqs]
+        )
+        sub = SequenceBatch(batch.lengths[seqs])
+        lb = np.ascontiguousarray(log_emission(X[rows]), dtype=np.float64)
+        ll_bad, g_pad, xi_bad = _forward_backward_log(start, A, sub.pad(lb), sub.n_active)
+        ll[seqs] = sub.per_sequence(ll_bad)
+        g = sub.unpad(g_pad)
+        xc = X[rows] - center
+        xi_sum = xi_sum + xi_bad
+        first = first + g[sub.starts].sum(0)
+        n = n + g.sum(0)
+        sx = sx + g.T @ xc
+        sxx = sxx + (np.einsum("nk,nd,ne->kde", g, xc, xc) if full else g.T @ xc**2)
+    post = Posteriors(
+        log_likelihood=ll, gamma=None, xi_sum=xi_sum, start=first, n_log_space=int(seqs.size)
+    )
+    post.stats = GaussianStats(n=n, sx=sx, sxx=sxx)
+    return post

@@ -45,6 +45,9 @@ _EMPTY = 1e-10  # a group with less posterior mass than this keeps its old value
 # that bound passes _EXACT_BELOW are recomputed from x - mu (hmmlearn's exact form)
 _EXACT_BELOW = 1e-10 / (8 * np.finfo(float).eps)
 _CHUNK = 1 << 20  # entries of an (n, K, D) difference array per block
+# the fused E-step evaluates full covariances per state and row (K·D(D+1)/2 multiply-adds);
+# above this the NumPy density (one triangular inverse per group, BLAS) is cheaper
+_FUSED_FULL_MAX = 1024
 
 
 class GaussianHMM(BaseHMM):
@@ -468,7 +471,105 @@ class GaussianHMM(BaseHMM):
             out[:, states] = block
         return out
 
+    # ------------------------------------------------------------- fused EM
+    def _em_context(self, X, batch):
+        """What every EM iteration re-uses: the data's centre, and its lane layout."""
+        from tying.hmm import compiled
+        from tying.hmm.forward_backward import LaneLayout
+
+        # the column means as a mat-vec: NumPy's strided .mean(0) over 3 columns took
+        # ~25x longer here (365 vs 15 µs for 30,000 rows)
+        center = (np.ones(len(X)) @ X) / len(X)
+        context = {"center": center, "X": np.ascontiguousarray(X, dtype=np.float64)}
+        if compiled._kernels() is not None:
+            context["layout"] = LaneLayout(context["X"], center, batch)
+        return context
+
+    def _estep(self, X, batch, context):
+        """Fused compiled E-step (density, forward-backward, statistics) when numba is here.
+
+        Without the kernels this is the generic E-step (NumPy density, then
+        :func:`~tying.hmm.forward_backward`), and the M-step computes the
+        statistics from ``gamma``: the reference path the fused one is tested
+        against.
+        """
+        from tying.hmm import compiled
+        from tying.hmm.forward_backward import forward_backward_stats
+
+        kernels = compiled._kernels()
+        if kernels is None or "layout" not in context:
+            return super()._estep(X, batch, context)
+        Xf = context["X"]
+        return forward_backward_stats(
+            self._startprob,
+            self.transmat_,
+            Xf,
+            context["center"],
+            batch,
+            context["layout"],
+            self._density_kernel(Xf, kernels),
+            self._log_emission,
+            full=self._full(),
+            n_jobs=self.n_jobs,
+        )
+
+    def _density_kernel(self, X, kernels):
+        """``density(unit, b, m)`` for the fused E-step: shifted log-densities of a unit.
+
+        The exact form on the raw data (``x - mu`` per state; no expansion, so
+        no cancellation however far a point lies from the means). Full
+        covariances use each group's inverse Cholesky factor; where that costs
+        more per row than the NumPy density (large K·D²), the NumPy density is
+        computed once per iteration and only shifted per unit. Units of lanes
+        get the lane kernels, units of a few long sequences the row kernels.
+        """
+        K, D = self.n_components, X.shape[1]
+        means = np.ascontiguousarray(self._means[self.ties_.group_of["means"]])  # (K, D)
+        if not self._full():
+            prec = np.ascontiguousarray(1.0 / self._variances()[self.ties_.group_of["covars"]])
+            const = -0.5 * (D * _LOG_2PI - np.log(prec).sum(1))
+            lanes, rows, args = kernels.lanes_density_diag, kernels.seq_density_diag, (prec,)
+        elif K * D * (D + 1) // 2 > _FUSED_FULL_MAX:
+            lb = np.ascontiguousarray(self._log_emission(X))
+
+            def shifted(u, b, m):
+                if u["kind"] == "lanes":
+                    kernels.lanes_shift(lb, u["start"], u["n_act"], b, m)
+                else:
+                    kernels.seq_shift(lb, u["r0"], u["r1"], b, m)
+
+            return shifted
+        else:
+            linv_g, logdet_g = [], []
+            for c in self._covars:
+                L = np.tril(cho_factor(c, lower=True, check_finite=False)[0])
+                linv_g.append(solve_triangular(L, np.eye(D), lower=True, check_finite=False))
+                logdet_g.append(2.0 * np.log(np.diag(L)).sum())
+            g = self.ties_.group_of["covars"]
+            linv = np.ascontiguousarray(np.array(linv_g)[g])  # (K, D, D)
+            const = -0.5 * (D * _LOG_2PI + np.array(logdet_g)[g])
+            lanes, rows, args = kernels.lanes_density_full, kernels.seq_density_full, (linv,)
+
+        def density(u, b, m):
+            if u["kind"] == "lanes":
+                lanes(u["XL"], u["n_act"], means, *args, const, b, m)
+            else:
+                rows(X, u["r0"], u["r1"], means, *args, const, b, m)
+
+        return density
+
+    def _emission_update(self, X, post, learn, context) -> None:
+        if post.stats is None:  # the generic E-step: statistics from gamma
+            self._emission_mstep(X, post.gamma, learn)
+            return
+        st = post.stats
+        sxx = st.sxx
+        if self._full() and "covars" in learn:
+            sxx = self.ties_.pool("covars", sxx)  # per covariance group
+        self._update_emissions(context["center"], st.n, st.sx, sxx, learn)
+
     def _emission_mstep(self, X, gamma, learn) -> None:
+        """The M-step from posteriors ``gamma`` (the generic path; also the reference)."""
         ties, K, D = self.ties_, self.n_components, X.shape[1]
         # the column means as a mat-vec: NumPy's strided .mean(0) over 3 columns took
         # ~25x longer here (365 vs 15 µs for 30,000 rows)
@@ -476,6 +577,27 @@ class GaussianHMM(BaseHMM):
         Xc = X - center  # centred statistics: no cancellation for data far from 0
         N = np.ones(len(X)) @ gamma  # (K,) soft counts; a mat-vec beats .sum(0) here
         Sx = gamma.T @ Xc  # (K, D)
+        Sxx = None
+        if "covars" in learn:
+            if not self._full():
+                Sxx = gamma.T @ (Xc**2)  # (K, D)
+            else:
+                # pooled Σγxxᵀ per covariance group: one matmul per group, not per state
+                member = np.zeros((K, ties.n_groups("covars")))
+                member[np.arange(K), ties.group_of["covars"]] = 1.0
+                W = gamma @ member  # (N, G)
+                # Σγ x xᵀ of every group in one mat-mul over the rows: (G, N) @ (N, D·D)
+                outer = (Xc[:, :, None] * Xc[:, None, :]).reshape(len(Xc), D * D)
+                Sxx = (W.T @ outer).reshape(-1, D, D)  # (G, D, D)
+        self._update_emissions(center, N, Sx, Sxx, learn)
+
+    def _update_emissions(self, center, N, Sx, Sxx, learn) -> None:
+        """hmmlearn's MAP update from centred statistics.
+
+        ``N (K,)``, ``Sx (K, D)`` per state; ``Sxx`` per state ``(K, D)`` for
+        diagonal types, per covariance group ``(G, D, D)`` for full ones.
+        """
+        ties, K, D = self.ties_, self.n_components, Sx.shape[1]
         w = np.broadcast_to(self._prior("means_weight", 0.0), (K, D))
         mu0 = np.broadcast_to(self._prior("means_prior", 0.0), (K, D))
         if "means" in learn:
@@ -496,7 +618,6 @@ class GaussianHMM(BaseHMM):
         if not self._full():
             cp = np.broadcast_to(self._prior("covars_prior", 0.0, 1e-2), (K, D))[first]
             cw = np.broadcast_to(cw, (K, D))[first]
-            Sxx = gamma.T @ (Xc**2)  # (K, D)
             c = ties.pool("covars", w * md**2 + Sxx - 2.0 * m * Sx + N[:, None] * m**2)
             denom = np.maximum(np.maximum(cw - 1.0, 0.0) + Nc[:, None], 1e-5)
             var = (cp + c) / denom
@@ -506,17 +627,10 @@ class GaussianHMM(BaseHMM):
             return
         cp = np.broadcast_to(self._prior("covars_prior", 0.0, 1e-2), (K, D, D))[first]
         cw = np.broadcast_to(cw, (K,))[first] if np.ndim(cw) <= 1 else np.asarray(cw)[first]
-        # pooled Σγxxᵀ per covariance group: one matmul per group, not per state
-        member = np.zeros((K, ties.n_groups("covars")))
-        member[np.arange(K), ties.group_of["covars"]] = 1.0
-        W = gamma @ member  # (N, G)
         cross = Sx[:, :, None] * m[:, None, :]  # (K, D, D): Σγx mᵀ
         corr = -cross - cross.transpose(0, 2, 1) + N[:, None, None] * m[:, :, None] * m[:, None, :]
         corr += w[:, :, None] * md[:, :, None] * md[:, None, :]  # hmmlearn's means_weight term
         corr = ties.pool("covars", corr)  # (G, D, D)
-        # Σγ x xᵀ of every group in one mat-mul over the rows: (G, N) @ (N, D·D)
-        outer = (Xc[:, :, None] * Xc[:, None, :]).reshape(len(Xc), D * D)
-        Sxx = (W.T @ outer).reshape(-1, D, D)  # (G, D, D)
         for g in np.flatnonzero(ok):
             S = Sxx[g] + corr[g] + cp[g]
             S = 0.5 * (S + S.T) / (np.maximum(cw[g] - D, 0.0) + Nc[g])
