@@ -255,3 +255,29 @@ def test_smiles_with_hydrogen_atoms_take_the_reference_path(sage):
         mol = molecule_from_smiles(smiles)
         assert a == fresh._assign_reference(mol, canonical_order(mol)[0], smiles)
         assert len(a.vdw) == mol.GetNumAtoms()
+
+
+@pytest.mark.parametrize("force_field", ["openff-2.3.0", "openff-1.0.0"])
+def test_fast_term_dicts_equal_the_canonical_keys_on_every_pattern(force_field):
+    # The fast path's per-pattern shortcut (a match is its own key, no slice) against
+    # KEYS on the tagged atoms, for every pattern that matches real molecules.
+    from tying.chem.assign import KEYS
+    from tying.chem.generate import drug_like_smiles
+
+    assigner = SmirksAssigner(force_field)
+    sections = [s for s in assigner.sections for _ in assigner._compiled[s]]
+    molecules = [s for s, _ in load_molecule_set()[::4]] + drug_like_smiles(40, seed=3)
+    molecules += EDGE_CASES
+    checked = set()
+    for smiles in molecules:
+        mol = molecule_from_smiles(smiles)
+        for (query, params, term_dict, parameter), c, section in zip(
+            assigner._fast_plan, assigner._flat, sections
+        ):
+            matches = mol.GetSubstructMatches(query, params)
+            if not matches:
+                continue
+            expected = {KEYS[section]([m[t] for t in c.tagged]): parameter for m in matches}
+            assert term_dict(matches, parameter) == expected, (smiles, parameter.id)
+            checked.add(parameter.id)
+    assert len(checked) > 100

@@ -251,6 +251,13 @@ class SmirksAssigner:
             recursion = "$(" in compiled.parameter.smirks
             keys = _term_keys(section, compiled.tagged)
             self._plan.append((compiled.query, kinds[(chirality, recursion)], keys))
+        # The fast path's per-pattern step: raw matches straight to {term key: parameter}.
+        self._fast_plan = [
+            (query, match_params, _term_dict(s, c.tagged, c.query.GetNumAtoms()), c.parameter)
+            for (query, match_params, _), c, s in zip(
+                self._plan, self._flat, (s for s in self.sections for _ in self._compiled[s])
+            )
+        ]
         self._by_text: dict[str, Assignment] = {}
         self._by_canonical: dict[str, tuple[tuple[int, ...], Assignment]] = {}
         self.hits = 0
@@ -379,18 +386,19 @@ class SmirksAssigner:
             return self._assign_reference(mol, smiles, name)
         n_atoms = mol.GetNumAtoms()
         candidates = self._prefilter.candidates_of(scan, n_atoms)
-        plan, params = self._plan, self._params
+        plan = self._fast_plan
         match = mol.GetSubstructMatches
         terms: dict[str, dict[tuple[int, ...], Parameter]] = {}
         start = 0
         for section, stop in self._stops:
             resolved: dict[tuple[int, ...], Parameter] = {}
+            update = resolved.update
             end = bisect.bisect_left(candidates, stop, start)
             for i in candidates[start:end]:
-                query, match_params, keys = plan[i]
+                query, match_params, term_dict, parameter = plan[i]
                 matches = match(query, match_params)
                 if matches:  # later patterns overwrite: the last match wins
-                    resolved.update(dict.fromkeys(keys(matches), params[i]))
+                    update(term_dict(matches, parameter))
             terms[section] = resolved
             start = end
         elements = (*scan.symbols, *("H",) * (n_atoms - n_written))
@@ -491,6 +499,36 @@ def _term_keys(section: str, tagged: tuple[int, ...]) -> Callable[[Any], set]:
         return lambda matches: {m[:n] if m[0] < m[last] else m[last::-1] for m in matches}
     pick = operator.itemgetter(*tagged)
     return lambda matches: {t if t[0] < t[-1] else t[::-1] for t in map(pick, matches)}
+
+
+def _term_dict(section: str, tagged: tuple[int, ...], n_query: int) -> Callable[[Any, Any], dict]:
+    """A function ``(raw matches, parameter) -> {canonical term key: parameter}`` for one pattern.
+
+    What :func:`_term_keys` gives, with the parameter attached, in one dict comprehension
+    (one hash per match instead of three: set, dict, update). Where the tagged atoms are
+    the whole pattern in tag order, a match is its own key (or its reverse), with no
+    slice. ``tests/chem/test_assign.py`` checks it against :data:`KEYS` on every pattern.
+    """
+    n = len(tagged)
+    if section == "vdW":
+        (t,) = tagged
+        if n_query == 1:  # a one-atom pattern: each match is already the key (i,)
+            return dict.fromkeys
+        return lambda matches, p: {(m[t],): p for m in matches}
+    if section == "ImproperTorsions":
+        keys = _term_keys(section, tagged)
+        return lambda matches, p: dict.fromkeys(keys(matches), p)
+    if tagged == _PREFIX[n]:
+        last = n - 1
+        if n == 2:
+            if n_query == 2:
+                return lambda matches, p: {(m if m[0] < m[1] else (m[1], m[0])): p for m in matches}
+            return lambda matches, p: {(m[:2] if m[0] < m[1] else (m[1], m[0])): p for m in matches}
+        if n_query == n:
+            return lambda matches, p: {(m if m[0] < m[last] else m[::-1]): p for m in matches}
+        return lambda matches, p: {(m[:n] if m[0] < m[last] else m[last::-1]): p for m in matches}
+    pick = operator.itemgetter(*tagged)
+    return lambda matches, p: {(t if t[0] < t[-1] else t[::-1]): p for t in map(pick, matches)}
 
 
 def _remap(base: Assignment, base_order: tuple[int, ...], order: tuple[int, ...]) -> Assignment:
