@@ -475,25 +475,28 @@ def label_lines(
         (['ethanol', 'methane'], 'b1')
     """
     assigner = worker_assigner(force_field, strict)
-    out = []
+    todo = []  # (line, smiles, name)
     for line in lines:
         parsed = parse_smiles_line(line)
-        if parsed is None:
-            continue
-        smiles, name = parsed
-        try:
-            a = assigner.assign(smiles, name=name)
-        except Exception as err:
-            raise _named_error(err, f"line {line.strip()!r}") from err
-        out.append(
-            {
-                "smiles": smiles,
-                "name": name,
-                "force_field": a.force_field,
-                "ids": {
-                    s: {"-".join(map(str, k)): p.id for k, p in sorted(t.items())}
-                    for s, t in a.terms.items()
-                },
-            }
-        )
+        if parsed is not None:
+            todo.append((line, *parsed))
+    out = []
+    for k in range(0, len(todo), _BATCH):  # stage by stage, as assign_many
+        batch = todo[k : k + _BATCH]
+        done, failure = assigner._assign_batch([(smiles, name) for _, smiles, name in batch])
+        if failure is not None:
+            err = failure[1]
+            raise _named_error(err, f"line {batch[failure[0]][0].strip()!r}") from err
+        for (_, smiles, name), a in zip(batch, done):
+            out.append(
+                {
+                    "smiles": smiles,
+                    "name": name,
+                    "force_field": a.force_field,
+                    "ids": {
+                        s: {"-".join(map(str, key)): p.id for key, p in sorted(t.items())}
+                        for s, t in a.terms.items()
+                    },
+                }
+            )
     return out
