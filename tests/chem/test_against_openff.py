@@ -86,3 +86,22 @@ def test_zero_mismatches_on_full_set(sage_openff, force_field):
     compared, mismatches = validate.compare_set(molecules, force_field)
     assert len(molecules) >= 200 and compared > 60000
     assert mismatches == []
+
+
+def test_assign_many_in_batches_agrees_with_openff(sage_openff):
+    # assign_many labels stage by stage over batches (SmirksAssigner._assign_batch):
+    # compared with the toolkit directly, not only with assign.
+    from tying.chem import SmirksAssigner
+    from tying.chem.generate import drug_like_smiles
+
+    molecules = [s for s, _ in SUBSET] + drug_like_smiles(70, seed=5)
+    molecules += molecules[:5]  # repeats: text-cache hits inside a batch
+    ours = SmirksAssigner("openff-2.3.0", strict=False).assign_many(molecules)
+    assert len(molecules) > 64  # more than one batch
+    mismatches, compared = [], 0
+    for smiles, a in zip(molecules, ours):
+        theirs = validate.openff_labels(smiles, sage_openff)
+        compared += sum(map(len, theirs.values()))
+        mismatches += validate.compare(a, theirs, smiles)
+    assert compared > 15000
+    assert mismatches == []

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 pytest.importorskip("rdkit")
 pytest.importorskip("openforcefields")
 
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 from rdkit import Chem  # noqa: E402
 
 from tying.chem import (  # noqa: E402
@@ -255,3 +259,133 @@ def test_smiles_with_hydrogen_atoms_take_the_reference_path(sage):
         mol = molecule_from_smiles(smiles)
         assert a == fresh._assign_reference(mol, canonical_order(mol)[0], smiles)
         assert len(a.vdw) == mol.GetNumAtoms()
+
+
+@pytest.mark.parametrize("force_field", ["openff-2.3.0", "openff-1.0.0"])
+def test_fast_term_dicts_equal_the_canonical_keys_on_every_pattern(force_field):
+    # The fast path's per-pattern shortcut (a match is its own key, no slice) against
+    # KEYS on the tagged atoms, for every pattern that matches real molecules.
+    from tying.chem.assign import KEYS
+    from tying.chem.generate import drug_like_smiles
+
+    assigner = SmirksAssigner(force_field)
+    sections = [s for s in assigner.sections for _ in assigner._compiled[s]]
+    molecules = [s for s, _ in load_molecule_set()[::4]] + drug_like_smiles(40, seed=3)
+    molecules += EDGE_CASES
+    checked = set()
+    for smiles in molecules:
+        mol = molecule_from_smiles(smiles)
+        for (query, params, term_dict, parameter), c, section in zip(
+            assigner._fast_plan, assigner._flat, sections
+        ):
+            matches = mol.GetSubstructMatches(query, params)
+            if not matches:
+                continue
+            expected = {KEYS[section]([m[t] for t in c.tagged]): parameter for m in matches}
+            assert term_dict(matches, parameter) == expected, (smiles, parameter.id)
+            checked.add(parameter.id)
+    assert len(checked) > 100
+
+
+# -- _assign_batch (assign_many's stage-by-stage labelling) against assign one by one ---------
+
+# Repeats, the same molecule written differently, names, hydrogens written, RDKit
+# molecules, a 3-ring, and items that fail at each stage (type, name, parse, strict check).
+_BATCH_POOL = [
+    "CCO",
+    "OCC",
+    ("CCO", "ethanol"),
+    "c1ccccc1O",
+    "Oc1ccccc1",
+    "[H]OC",
+    "CO",
+    "C1CC1",
+    "C[C@H](N)C(=O)O",
+    "[NH3+]CC(=O)[O-]",
+    "CC(=O)Nc1ccc(O)cc1",
+    ("CC(=O)Nc1ccc(O)cc1", "paracetamol"),
+    "not a smiles",  # whitespace: SmilesError at parsing
+    "C1CC",  # unclosed ring: SmilesError at parsing
+    b"CCO",  # TypeError before parsing
+    ("CC", 3),  # TypeError on the name
+    "[Xe]",  # no vdW parameter: UnassignedParameterError in the last stage
+]
+
+
+def _outcome(fn):
+    try:
+        return ("ok", fn())
+    except Exception as err:
+        return (type(err).__name__, str(err))
+
+
+def _state(assigner):
+    return (
+        assigner.hits,
+        assigner.misses,
+        dict(assigner._by_text),
+        {k: v for k, v in assigner._by_canonical.items()},
+    )
+
+
+def _one_by_one(assigner, items):
+    results = []
+    for k, (molecule, name) in enumerate(items):
+        kind, value = _outcome(functools.partial(assigner.assign, molecule, name=name))
+        if kind != "ok":
+            return results, (k, kind, value)
+        results.append(value)
+    return results, None
+
+
+def _batched(assigner, items):
+    results, failure = assigner._assign_batch(items)
+    if failure is None:
+        return results, None
+    k, err = failure
+    return results, (k, type(err).__name__, str(err))
+
+
+def _pool_items(picks):
+    items = []
+    for p in picks:
+        entry = _BATCH_POOL[p]
+        if entry == "[H]OC" and len(items) % 2:
+            entry = Chem.MolFromSmiles("OC")  # an RDKit molecule: the reference path
+        items.append(entry if isinstance(entry, tuple) else (entry, None))
+    return items
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    picks=st.lists(st.integers(0, len(_BATCH_POOL) - 1), max_size=12),
+    cache=st.booleans(),
+    strict=st.booleans(),
+    warm=st.integers(0, 3),
+)
+def test_batch_equals_assign_one_by_one(sage, picks, cache, strict, warm):
+    # Same results, same first error (position, type, text), same cache and counters.
+    items = _pool_items(picks)
+    one = SmirksAssigner(sage.force_field, cache=cache, strict=strict)
+    batch = SmirksAssigner(sage.force_field, cache=cache, strict=strict)
+    for a in (one, batch):  # some molecules cached beforehand
+        for smiles in ("CO", "OCC", "c1ccccc1O")[:warm]:
+            a.assign(smiles)
+    expected = _one_by_one(one, items)
+    got = _batched(batch, items)
+    assert got == expected
+    assert [r.name for r in got[0]] == [r.name for r in expected[0]]
+    assert _state(batch) == _state(one)
+
+
+def test_batch_equals_assign_on_drug_like_molecules(sage):
+    from tying.chem.generate import drug_like_smiles
+
+    smiles = drug_like_smiles(150, seed=4)
+    items = [(s, None) for s in smiles + smiles[:10]] + [(s, "again") for s in smiles[5:15]]
+    one = SmirksAssigner(sage.force_field)
+    batch = SmirksAssigner(sage.force_field)
+    expected = _one_by_one(one, items)
+    got = _batched(batch, items)
+    assert got == expected and got[1] is None
+    assert _state(batch) == _state(one)

@@ -216,3 +216,22 @@ def test_packed_terms_behave_as_the_dict_they_stand_for(sage):
     assert pickle.loads(pickle.dumps(packed)) == plain
     with pytest.raises(TypeError, match="unhashable"):
         hash(packed.terms["Bonds"])
+
+
+def test_label_lines_over_several_batches_equals_assign_line_by_line():
+    smiles = drug_like_smiles(80, seed=6)
+    lines = [f"{s} m{k}" for k, s in enumerate(smiles)] + ["# end", smiles[0]]
+    records = label_lines(lines)
+    assigner = SmirksAssigner("openff-2.3.0")
+    assert len(records) == 81
+    for record, s in zip(records, smiles + smiles[:1]):
+        a = assigner.assign(s)
+        assert record["smiles"] == s
+        assert record["ids"]["ProperTorsions"] == {
+            "-".join(map(str, k)): p.id for k, p in sorted(a.propers.items())
+        }
+        assert record["ids"]["vdW"] == {str(k[0]): p.id for k, p in sorted(a.vdw.items())}
+    # The first failing line is named, in a later batch, with a bad line after it too.
+    bad = [f"{s} m{k}" for k, s in enumerate(smiles)] + ["C1CC first", "[Xe] second"]
+    with pytest.raises(SmilesError, match=r"line 'C1CC first'"):
+        label_lines(bad)

@@ -251,6 +251,13 @@ class SmirksAssigner:
             recursion = "$(" in compiled.parameter.smirks
             keys = _term_keys(section, compiled.tagged)
             self._plan.append((compiled.query, kinds[(chirality, recursion)], keys))
+        # The fast path's per-pattern step: raw matches straight to {term key: parameter}.
+        self._fast_plan = [
+            (query, match_params, _term_dict(s, c.tagged, c.query.GetNumAtoms()), c.parameter)
+            for (query, match_params, _), c, s in zip(
+                self._plan, self._flat, (s for s in self.sections for _ in self._compiled[s])
+            )
+        ]
         self._by_text: dict[str, Assignment] = {}
         self._by_canonical: dict[str, tuple[tuple[int, ...], Assignment]] = {}
         self.hits = 0
@@ -285,7 +292,9 @@ class SmirksAssigner:
         Returns:
             One :class:`Assignment` per molecule, in input order, whatever ``n_jobs``;
             equal to what :meth:`assign` gives, and sharing this force field's
-            parameter objects.
+            parameter objects. Molecules are labelled 64 at a time, stage by stage
+            (parse, canonical SMILES, scan, search): the same results and cache
+            state as :meth:`assign` one by one, for about a fifth less CPU.
 
         Raises:
             ValueError: on a bad ``n_jobs`` or ``chunksize``.
@@ -322,14 +331,7 @@ class SmirksAssigner:
             UnassignedParameterError: with ``strict``, for an atom without vdW
                 parameter or a bond/angle/torsion without parameter.
         """
-        if not isinstance(molecule, (str, Chem.Mol)):
-            raise TypeError(
-                f"assign: expected a SMILES string or an rdkit.Chem.Mol, got "
-                f"{type(molecule).__name__}: {molecule!r:.80}"
-                + ("; decode bytes first (smiles.decode())" if isinstance(molecule, bytes) else "")
-            )
-        if name is not None and not isinstance(name, str):
-            raise TypeError(f"assign: name must be a string or None, got {type(name).__name__}")
+        _check_input(molecule, name)
         text = molecule if isinstance(molecule, str) else None
         if text is not None and self.cache and text in self._by_text:
             self.hits += 1
@@ -356,12 +358,108 @@ class SmirksAssigner:
             self._by_text[text] = result
         return self._named(result, name)
 
+    def _assign_batch(
+        self, items: Sequence[tuple[Any, str | None]]
+    ) -> tuple[list[Assignment], tuple[int, Exception] | None]:
+        """:meth:`assign` on each ``(molecule, name)`` in order, one stage at a time.
+
+        The results, the cache, the counters and the first error are those of calling
+        :meth:`assign` on each item in turn (``tests/chem/test_assign.py`` checks it),
+        but every molecule of the batch is parsed first, then all get their canonical
+        SMILES, then the new ones are scanned and pre-filtered, and only then searched:
+        each stage runs its own RDKit and Python code over and over while it is hot in
+        the CPU's caches, instead of going through all of it for every molecule
+        (1.20-1.25x less CPU than one by one on batches of 64, measured 2026-12-01;
+        ``python -m benchmarks.bench_chem`` prints that row).
+
+        Returns:
+            ``(results, failure)``: the results of the items before the first one that
+            fails, and ``(its position, the exception assign would raise)`` or None.
+        """
+        cache, model = self.cache, self.force_field.aromaticity_model
+        failure: tuple[int, Exception] | None = None
+        # Stage 1: checks, text-cache hits (a repeat within the batch is one too), parsing.
+        parsed: list[tuple[str | None, Any, int | None]] = []
+        texts: set[str] = set()
+        for k, (molecule, name) in enumerate(items):
+            try:
+                _check_input(molecule, name)
+                text = molecule if isinstance(molecule, str) else None
+                if text is not None and cache and (text in self._by_text or text in texts):
+                    parsed.append((text, None, None))
+                    continue
+                if text is not None:
+                    mol, n_written = parse_smiles(text, name=name, aromaticity_model=model)
+                    if cache:
+                        texts.add(text)
+                else:
+                    mol, n_written = prepare_molecule(molecule, aromaticity_model=model), None
+            except Exception as err:
+                failure = (k, err)
+                break
+            parsed.append((text, mol, n_written))
+        # Stage 2: canonical SMILES. Stage 3: scan and pre-filter the molecules that will
+        # be searched (not cached, and not a repeat of an earlier one in the batch).
+        canonical = [None if mol is None else canonical_order(mol) for _, mol, _ in parsed]
+        seen: set[str] = set()
+        scans: dict[int, Any] = {}
+        for k, (_, mol, n_written) in enumerate(parsed):
+            if mol is None or n_written is None:
+                continue
+            smiles = canonical[k][0]
+            if cache:
+                if smiles in self._by_canonical or smiles in seen:
+                    continue
+                seen.add(smiles)
+            scans[k] = scan_heavy(mol, n_written)
+        candidates_of = self._prefilter.candidates_of
+        prepared = {
+            k: (scan, candidates_of(scan, parsed[k][1].GetNumAtoms()))
+            for k, scan in scans.items()
+            if scan is not None
+        }
+        # Stage 4: in order, exactly what assign does after parsing.
+        results: list[Assignment] = []
+        for k, (text, mol, n_written) in enumerate(parsed):
+            name = items[k][1]
+            try:
+                if mol is None:
+                    self.hits += 1
+                    results.append(self._named(self._by_text[text], name))
+                    continue
+                smiles, order = canonical[k]
+                cached = self._by_canonical.get(smiles) if cache else None
+                if cached is not None:
+                    self.hits += 1
+                    result = _remap(cached[1], cached[0], order)
+                else:
+                    self.misses += 1
+                    if k in prepared:
+                        result = self._assign_scanned(
+                            mol, smiles, name or text, n_written, prepared[k]
+                        )
+                    else:
+                        result = self._assign_reference(mol, smiles, name or text)
+                    if cache:
+                        self._by_canonical[smiles] = (order, result)
+                if text is not None and cache:
+                    self._by_text[text] = result
+                results.append(self._named(result, name))
+            except Exception as err:
+                return results, (k, err)
+        return results, failure
+
     @staticmethod
     def _named(a: Assignment, name: str | None) -> Assignment:
         return a if name is None or name == a.name else dataclasses.replace(a, name=name)
 
     def _assign_scanned(
-        self, mol: Any, smiles: str, name: str | None, n_written: int
+        self,
+        mol: Any,
+        smiles: str,
+        name: str | None,
+        n_written: int,
+        prepared: tuple[Any, list[int]] | None = None,
     ) -> Assignment:
         """The fast path of :meth:`_assign_reference`, for a SMILES that wrote no hydrogen.
 
@@ -374,23 +472,27 @@ class SmirksAssigner:
         ``tests/chem/test_assign.py`` checks both paths agree on shipped and generated
         molecules.
         """
-        scan = scan_heavy(mol, n_written)
-        if scan is None:
-            return self._assign_reference(mol, smiles, name)
         n_atoms = mol.GetNumAtoms()
-        candidates = self._prefilter.candidates_of(scan, n_atoms)
-        plan, params = self._plan, self._params
+        if prepared is None:
+            scan = scan_heavy(mol, n_written)
+            if scan is None:
+                return self._assign_reference(mol, smiles, name)
+            candidates = self._prefilter.candidates_of(scan, n_atoms)
+        else:  # (scan, candidates) computed beforehand (_assign_batch)
+            scan, candidates = prepared
+        plan = self._fast_plan
         match = mol.GetSubstructMatches
         terms: dict[str, dict[tuple[int, ...], Parameter]] = {}
         start = 0
         for section, stop in self._stops:
             resolved: dict[tuple[int, ...], Parameter] = {}
+            update = resolved.update
             end = bisect.bisect_left(candidates, stop, start)
             for i in candidates[start:end]:
-                query, match_params, keys = plan[i]
+                query, match_params, term_dict, parameter = plan[i]
                 matches = match(query, match_params)
                 if matches:  # later patterns overwrite: the last match wins
-                    resolved.update(dict.fromkeys(keys(matches), params[i]))
+                    update(term_dict(matches, parameter))
             terms[section] = resolved
             start = end
         elements = (*scan.symbols, *("H",) * (n_atoms - n_written))
@@ -434,6 +536,18 @@ class SmirksAssigner:
         if self.strict:
             _check_complete(mol, result, name or smiles, _term_counts(mol))
         return result
+
+
+def _check_input(molecule: Any, name: Any) -> None:
+    """Raise :meth:`SmirksAssigner.assign`'s TypeError on a molecule or name of the wrong type."""
+    if not isinstance(molecule, (str, Chem.Mol)):
+        raise TypeError(
+            f"assign: expected a SMILES string or an rdkit.Chem.Mol, got "
+            f"{type(molecule).__name__}: {molecule!r:.80}"
+            + ("; decode bytes first (smiles.decode())" if isinstance(molecule, bytes) else "")
+        )
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"assign: name must be a string or None, got {type(name).__name__}")
 
 
 def _match_parameters(chirality: bool, recursion: bool) -> Any:
@@ -491,6 +605,36 @@ def _term_keys(section: str, tagged: tuple[int, ...]) -> Callable[[Any], set]:
         return lambda matches: {m[:n] if m[0] < m[last] else m[last::-1] for m in matches}
     pick = operator.itemgetter(*tagged)
     return lambda matches: {t if t[0] < t[-1] else t[::-1] for t in map(pick, matches)}
+
+
+def _term_dict(section: str, tagged: tuple[int, ...], n_query: int) -> Callable[[Any, Any], dict]:
+    """A function ``(raw matches, parameter) -> {canonical term key: parameter}`` for one pattern.
+
+    What :func:`_term_keys` gives, with the parameter attached, in one dict comprehension
+    (one hash per match instead of three: set, dict, update). Where the tagged atoms are
+    the whole pattern in tag order, a match is its own key (or its reverse), with no
+    slice. ``tests/chem/test_assign.py`` checks it against :data:`KEYS` on every pattern.
+    """
+    n = len(tagged)
+    if section == "vdW":
+        (t,) = tagged
+        if n_query == 1:  # a one-atom pattern: each match is already the key (i,)
+            return dict.fromkeys
+        return lambda matches, p: {(m[t],): p for m in matches}
+    if section == "ImproperTorsions":
+        keys = _term_keys(section, tagged)
+        return lambda matches, p: dict.fromkeys(keys(matches), p)
+    if tagged == _PREFIX[n]:
+        last = n - 1
+        if n == 2:
+            if n_query == 2:
+                return lambda matches, p: {(m if m[0] < m[1] else (m[1], m[0])): p for m in matches}
+            return lambda matches, p: {(m[:2] if m[0] < m[1] else (m[1], m[0])): p for m in matches}
+        if n_query == n:
+            return lambda matches, p: {(m if m[0] < m[last] else m[::-1]): p for m in matches}
+        return lambda matches, p: {(m[:n] if m[0] < m[last] else m[last::-1]): p for m in matches}
+    pick = operator.itemgetter(*tagged)
+    return lambda matches, p: {(t if t[0] < t[-1] else t[::-1]): p for t in map(pick, matches)}
 
 
 def _remap(base: Assignment, base_order: tuple[int, ...], order: tuple[int, ...]) -> Assignment:

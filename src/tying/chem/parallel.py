@@ -74,9 +74,14 @@ def assign_many(
     with _progress(progress, len(items), n) as advance:
         if n == 1 or len(items) <= chunksize:
             out = []
-            for i, molecule, name in items:
-                out.append(_call(assigner.assign, i, molecule, name))
-                advance(1)
+            for k in range(0, len(items), _BATCH):
+                batch = items[k : k + _BATCH]
+                done, failure = assigner._assign_batch([(m, name) for _, m, name in batch])
+                out += done
+                advance(len(done))
+                if failure is not None:
+                    i, molecule, name = batch[failure[0]]
+                    raise _named_error(failure[1], _label(i, molecule, name)) from failure[1]
             return out
         # Repeated SMILES strings are labelled once (the assigner's cache would too).
         results: dict[int, Assignment] = {}
@@ -178,11 +183,9 @@ def _split_item(i: int, m: Any) -> tuple[int, Any, str | None]:
     return i, m, None
 
 
-def _call(assign, i: int, molecule: Any, name: str | None):
-    try:
-        return assign(molecule, name=name)
-    except Exception as err:
-        raise _named_error(err, _label(i, molecule, name)) from err
+# Molecules labelled stage by stage at a time (SmirksAssigner._assign_batch): enough for
+# each stage's code to stay hot in the CPU caches, few enough to hold their RDKit molecules.
+_BATCH = 64
 
 
 def _label(i: int, molecule: Any, name: str | None) -> str:
@@ -355,11 +358,13 @@ def _init_worker(path: str, sections: Sequence[str], strict: bool) -> None:
 def _label_chunk(chunk: list[tuple[int, Any, str | None]]) -> Packed:
     assigner = _WORKER["assigner"]
     out, error = [], None
-    for i, molecule, name in chunk:
-        try:
-            out.append((i, assigner.assign(molecule, name=name)))
-        except Exception as err:
-            error = _named_error(err, _label(i, molecule, name))
+    for k in range(0, len(chunk), _BATCH):
+        batch = chunk[k : k + _BATCH]
+        done, failure = assigner._assign_batch([(m, name) for _, m, name in batch])
+        out += [(i, a) for (i, _, _), a in zip(batch, done)]
+        if failure is not None:
+            i, molecule, name = batch[failure[0]]
+            error = _named_error(failure[1], _label(i, molecule, name))
             break  # the parent raises the first failure; the rest of the chunk is moot
     # The parent caches what it gets back; a worker's own cache would only grow (a
     # chunk's repeats are already merged by the parent).
@@ -470,25 +475,28 @@ def label_lines(
         (['ethanol', 'methane'], 'b1')
     """
     assigner = worker_assigner(force_field, strict)
-    out = []
+    todo = []  # (line, smiles, name)
     for line in lines:
         parsed = parse_smiles_line(line)
-        if parsed is None:
-            continue
-        smiles, name = parsed
-        try:
-            a = assigner.assign(smiles, name=name)
-        except Exception as err:
-            raise _named_error(err, f"line {line.strip()!r}") from err
-        out.append(
-            {
-                "smiles": smiles,
-                "name": name,
-                "force_field": a.force_field,
-                "ids": {
-                    s: {"-".join(map(str, k)): p.id for k, p in sorted(t.items())}
-                    for s, t in a.terms.items()
-                },
-            }
-        )
+        if parsed is not None:
+            todo.append((line, *parsed))
+    out = []
+    for k in range(0, len(todo), _BATCH):  # stage by stage, as assign_many
+        batch = todo[k : k + _BATCH]
+        done, failure = assigner._assign_batch([(smiles, name) for _, smiles, name in batch])
+        if failure is not None:
+            err = failure[1]
+            raise _named_error(err, f"line {batch[failure[0]][0].strip()!r}") from err
+        for (_, smiles, name), a in zip(batch, done):
+            out.append(
+                {
+                    "smiles": smiles,
+                    "name": name,
+                    "force_field": a.force_field,
+                    "ids": {
+                        s: {"-".join(map(str, key)): p.id for key, p in sorted(t.items())}
+                        for s, t in a.terms.items()
+                    },
+                }
+            )
     return out
