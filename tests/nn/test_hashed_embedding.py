@@ -31,6 +31,25 @@ C8_SNAPSHOT = {
 }
 
 
+def _fused_and_torch(emb, V, D, seed):
+    """Outputs of the fused kernels and of the torch path on the same lookups, and the
+    fused gradient (the torch path's is left in ``emb.weight_physical.grad``)."""
+    ids = torch.randint(0, V, (40,), generator=torch.Generator().manual_seed(seed % 1000))
+    g = torch.randn(40, D)
+    out = emb(ids)
+    out.backward(g)
+    fused_grad = emb.weight_physical.grad
+    emb.weight_physical.grad = None
+    orig = he_mod.fused_available
+    he_mod.fused_available = lambda w: False
+    try:
+        ref = emb(ids)
+        ref.backward(g)
+    finally:
+        he_mod.fused_available = orig
+    return out, ref, fused_grad
+
+
 def _numbered(emb):
     with torch.no_grad():
         w = emb.weight_physical
@@ -178,19 +197,7 @@ def test_fused_kernels_equal_the_torch_path(V, D, B, seed, mode, signed):
         B = min(B, V * D)  # more buckets than entries is refused (some would never be read)
     Z = max(z for z in range(1, min(D, B) + 1) if D % z == 0) if mode == "block" else None
     emb = HashedEmbedding(V, D, B, mode=mode, block=Z, seed=seed, signed=signed)
-    ids = torch.randint(0, V, (40,), generator=torch.Generator().manual_seed(seed % 1000))
-    g = torch.randn(40, D)
-    out = emb(ids)
-    out.backward(g)
-    fused_grad = emb.weight_physical.grad
-    emb.weight_physical.grad = None
-    orig = he_mod.fused_available
-    he_mod.fused_available = lambda w: False
-    try:
-        ref = emb(ids)
-        ref.backward(g)
-    finally:
-        he_mod.fused_available = orig
+    out, ref, fused_grad = _fused_and_torch(emb, V, D, seed)
     assert torch.equal(out, ref)
     torch.testing.assert_close(fused_grad, emb.weight_physical.grad, rtol=1e-5, atol=1e-5)
 
@@ -507,19 +514,7 @@ def test_fused_keep_kernels_equal_the_torch_path(V, D, rows, seed, kind, signed)
         Z = max(z for z in range(1, D + 1) if D % z == 0 and z <= 4)
         kw = {"mode": "block", "block": Z, "aligned": True, "buckets": rows * Z}
     emb = HashedEmbedding(V, D, seed=seed, signed=signed, sparse=sparse, **kw)
-    ids = torch.randint(0, V, (40,), generator=torch.Generator().manual_seed(seed % 1000))
-    g = torch.randn(40, D)
-    out = emb(ids)
-    out.backward(g)
-    fused_grad = emb.weight_physical.grad
-    emb.weight_physical.grad = None
-    orig = he_mod.fused_available
-    he_mod.fused_available = lambda w: False
-    try:
-        ref = emb(ids)
-        ref.backward(g)
-    finally:
-        he_mod.fused_available = orig
+    out, ref, fused_grad = _fused_and_torch(emb, V, D, seed)
     assert torch.equal(out, ref)
     ref_grad = emb.weight_physical.grad
     assert fused_grad.layout == ref_grad.layout
