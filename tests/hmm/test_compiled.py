@@ -497,3 +497,61 @@ def test_units_depend_on_lengths_only_and_cover_every_sequence():
         assert np.all(np.diff(edges) >= 1)
         assert np.all(np.diff(edges) <= compiled.MAX_LANES)
         assert np.array_equal(edges, compiled.units(lengths.copy()))
+
+
+def _lanes_unit(seed, K, D, lengths, full, *, fail=()):
+    """Kernel inputs for one lanes unit of random emissions; lanes in ``fail`` underflow."""
+    from tying.hmm.forward_backward import LaneLayout
+
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(int(np.sum(lengths)), D))
+    lay = LaneLayout(X, X.mean(0), SequenceBatch.from_lengths(lengths))
+    (unit,) = lay.units
+    T, _, S = unit["XL"].shape
+    logb = rng.normal(scale=3.0, size=(T, K, S))
+    m = np.zeros((T, S))
+    b = np.zeros((T, K, S))
+    for t in range(T):
+        n = unit["n_act"][t]
+        m[t, :n] = logb[t, :, :n].max(0)
+        b[t, :, :n] = np.exp(logb[t, :, :n] - m[t, :n])
+    for lane in fail:  # a subnormal scaling factor at one step: the lane fails
+        b[min(3, unit["lens"][lane] - 1), :, lane] = 1e-300
+    start, A = rng.dirichlet(np.ones(K)), rng.dirichlet(np.ones(K), size=K)
+    E = D if full else 1
+    args = (start, A, b, m, unit["n_act"], unit["lens"], unit["XcL"], full)
+    n = len(unit["lens"])
+
+    def run(kernel):
+        outs = (np.empty(n), np.empty(n, np.bool_), np.empty((K, K)), np.empty(K),
+                np.empty(K), np.empty((D, K)), np.empty((D, E, K)))  # fmt: skip
+        kernel(*(a.copy() if isinstance(a, np.ndarray) else a for a in args),
+               np.empty((T, K, S)), np.empty((T, S)), *outs)  # fmt: skip
+        return outs
+
+    return run
+
+
+@needs_numba
+@settings(max_examples=25, deadline=None)
+@given(
+    K=st.integers(1, 9),
+    D=st.integers(1, 4),
+    full=st.booleans(),
+    lengths=st.lists(st.integers(1, 60), min_size=4, max_size=30),
+    seed=st.integers(0, 2**32 - 1),
+    fail=st.sets(st.integers(0, 3), max_size=2),
+)
+def test_property_lane_kernel_equals_the_first_fused_kernel(K, D, full, lengths, seed, fail):
+    """The lane kernel (sums over the lanes at every step) gives what the first fused
+    kernel (per-lane sums, kept as ``lanes_fb_stats_v1``) gives, to 1e-12: log-likelihoods
+    and failed lanes exactly, and every statistic; lanes of any lengths (padding, lanes
+    ending at every step) and lanes whose scaling fails."""
+    kernels = compiled._kernels()
+    run = _lanes_unit(seed, K, D, lengths, full, fail=fail)
+    new, ref = run(kernels.lanes_fb_stats), run(kernels.lanes_fb_stats_v1)
+    assert np.array_equal(new[1], ref[1])  # the same lanes fail
+    assert ref[1].sum() == len(fail)
+    np.testing.assert_array_equal(new[0], ref[0])  # the forward pass is unchanged
+    for got, want in zip(new[2:], ref[2:], strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * max(1.0, np.abs(want).max()))
