@@ -333,10 +333,11 @@ def lanes_fb_stats(
                 for s in range(nr):
                     v[k, s] = p * b[0, k, s]
         else:
-            for k in range(K):
+            for k in range(K):  # the first term sets v (no zeroing pass)
+                a = transmat[0, k]
                 for s in range(nr):
-                    v[k, s] = 0.0
-            for j in range(K):
+                    v[k, s] = alpha[t - 1, 0, s] * a
+            for j in range(1, K):
                 for k in range(K):
                     a = transmat[j, k]
                     for s in range(nr):
@@ -345,8 +346,8 @@ def lanes_fb_stats(
                 for s in range(nr):
                     v[k, s] *= b[t, k, s]
         for s in range(nr):
-            ic[t, s] = 0.0
-        for k in range(K):
+            ic[t, s] = v[0, s]
+        for k in range(1, K):
             for s in range(nr):
                 ic[t, s] += v[k, s]
         for s in range(n):
@@ -425,25 +426,29 @@ def lanes_fb_stats(
                 tot += gk
             nsum[k] += tot
         for d in range(D):
+            if not full:  # sum gamma x and sum gamma x^2 in one pass
+                for k in range(K):
+                    tot = 0.0
+                    tot2 = 0.0
+                    for s in range(nr0):
+                        x = XcL[t, d, s]
+                        gx = alpha[t, k, s] * x
+                        tot += gx
+                        tot2 += gx * x
+                    sx[d, k] += tot
+                    sxx[d, 0, k] += tot2
+                continue
             for k in range(K):
                 tot = 0.0
                 for s in range(nr0):
                     tot += alpha[t, k, s] * XcL[t, d, s]
                 sx[d, k] += tot
-            if full:
-                for e in range(d + 1):
-                    for k in range(K):
-                        tot = 0.0
-                        for s in range(nr0):
-                            tot += alpha[t, k, s] * (XcL[t, d, s] * XcL[t, e, s])
-                        sxx[d, e, k] += tot
-            else:
+            for e in range(d + 1):
                 for k in range(K):
                     tot = 0.0
                     for s in range(nr0):
-                        x = XcL[t, d, s]
-                        tot += alpha[t, k, s] * (x * x)
-                    sxx[d, 0, k] += tot
+                        tot += alpha[t, k, s] * (XcL[t, d, s] * XcL[t, e, s])
+                    sxx[d, e, k] += tot
     for j in range(K):
         first[j] = 0.0
         for s in range(S):
