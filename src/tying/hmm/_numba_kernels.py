@@ -337,7 +337,16 @@ def lanes_fb_stats(
                 a = transmat[0, k]
                 for s in range(nr):
                     v[k, s] = alpha[t - 1, 0, s] * a
-            for j in range(1, K):
+            j = 1
+            while j + 1 < K:  # two terms per pass: v is loaded and stored half as often
+                for k in range(K):
+                    a0 = transmat[j, k]
+                    a1 = transmat[j + 1, k]
+                    for s in range(nr):
+                        w = v[k, s] + alpha[t - 1, j, s] * a0
+                        v[k, s] = w + alpha[t - 1, j + 1, s] * a1
+                j += 2
+            if j < K:
                 for k in range(K):
                     a = transmat[j, k]
                     for s in range(nr):
@@ -402,12 +411,34 @@ def lanes_fb_stats(
                 for s in range(nr1):
                     q[k, s] = b[t + 1, k, s] * beta[k, s] * ic[t + 1, s]
             for j in range(K):
-                for s in range(nr1):
-                    nb[j, s] = 0.0
-                for k in range(K):
+                a = transmat[j, 0]
+                tot = 0.0
+                for s in range(nr1):  # the first term sets nb; xi's term: a dot product
+                    qs = q[0, s]
+                    nb[j, s] = a * qs
+                    tot += alpha[t, j, s] * qs
+                acc[j, 0] += tot
+                k = 1
+                while k + 1 < K:  # two states per pass: nb is loaded and stored half as often
+                    a0 = transmat[j, k]
+                    a1 = transmat[j, k + 1]
+                    tot0 = 0.0
+                    tot1 = 0.0
+                    for s in range(nr1):
+                        q0 = q[k, s]
+                        q1 = q[k + 1, s]
+                        al = alpha[t, j, s]
+                        w = nb[j, s] + a0 * q0
+                        nb[j, s] = w + a1 * q1
+                        tot0 += al * q0
+                        tot1 += al * q1
+                    acc[j, k] += tot0
+                    acc[j, k + 1] += tot1
+                    k += 2
+                if k < K:
                     a = transmat[j, k]
                     tot = 0.0
-                    for s in range(nr1):  # a dot product over the lanes: no stores
+                    for s in range(nr1):
                         qs = q[k, s]
                         nb[j, s] += a * qs
                         tot += alpha[t, j, s] * qs
