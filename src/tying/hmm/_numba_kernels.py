@@ -202,23 +202,53 @@ def lanes_density_diag(XL, n_act, means, prec, const, b, m):
     the state's normalising constant. The exact form ``(x - mu)^2 / sigma^2`` on
     the raw data: no cancellation however far a point is from the means.
     Writes ``m[t, s] = max_k log p`` and ``b[t, k, s] = log p - m`` (padding: 0);
-    the caller takes ``exp`` with NumPy's SIMD loop.
+    the caller takes ``exp`` with NumPy's SIMD loop. Two features per pass over
+    the lanes, the first pass setting the sum (no zeroing pass), and the row
+    maximum taken as the sums are finished.
     """
     T, D, S = XL.shape
     K = means.shape[0]
     for t in range(T):
         n = n_act[t]
         nr = _up(n)
+        for s in range(nr):
+            m[t, s] = -np.inf
         for k in range(K):
+            mu = means[k, 0]
+            p = prec[k, 0]
             for s in range(nr):
-                b[t, k, s] = 0.0
-            for d in range(D):
+                z = XL[t, 0, s] - mu
+                b[t, k, s] = z * z * p
+            d = 1
+            while d + 1 < D:
+                mu0 = means[k, d]
+                p0 = prec[k, d]
+                mu1 = means[k, d + 1]
+                p1 = prec[k, d + 1]
+                for s in range(nr):
+                    z0 = XL[t, d, s] - mu0
+                    z1 = XL[t, d + 1, s] - mu1
+                    w = b[t, k, s] + z0 * z0 * p0
+                    b[t, k, s] = w + z1 * z1 * p1
+                d += 2
+            if d < D:
                 mu = means[k, d]
                 p = prec[k, d]
                 for s in range(nr):
                     z = XL[t, d, s] - mu
                     b[t, k, s] += z * z * p
-        _shift_lanes(b, m, t, n, const)
+            c = const[k]
+            for s in range(nr):
+                v = c - 0.5 * b[t, k, s]
+                b[t, k, s] = v
+                m[t, s] = max(m[t, s], v)
+        for k in range(K):
+            for s in range(nr):
+                b[t, k, s] -= m[t, s]
+        for s in range(n, S):  # lanes past their end: exp(0) = 1, multiplied by 0
+            m[t, s] = 0.0
+            for k in range(K):
+                b[t, k, s] = 0.0
 
 
 @numba.njit(**_JIT)
