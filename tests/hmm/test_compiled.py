@@ -315,9 +315,10 @@ def test_fused_em_follows_the_reference_path(ctype, ties, monkeypatch):
     lengths mixed, with sequences of length 1, and more than one work unit."""
     if ctype == "tied" and ties is not None and "covars" in ties:
         ties = {"transitions": [[0, 3]]}  # 'tied' already shares one covariance
+    monkeypatch.setattr(compiled, "MIN_ROWS", 1024)  # several units on small data
     lengths = [1, 300, 7, 1, 2500, 45, 1, 1900, 13]
     X = _gauss_data(1, 4, 3, lengths)
-    assert len(compiled.units(np.array(lengths))) > 1
+    assert len(compiled.units(np.array(lengths))) - 1 > 1
     fast = _gauss_fit(ctype, X, lengths, 4, ties=ties)
     layout = fast._em_context(X, SequenceBatch.from_lengths(lengths))["layout"]
     assert {u["kind"] for u in layout.units} == {"rows", "lanes"}  # both unit kinds run
@@ -369,10 +370,11 @@ def test_fused_em_recomputes_an_underflowing_sequence_in_log_space(
 
 @needs_numba
 @pytest.mark.parametrize("ctype", ["diag", "full", "tied", "spherical"])
-def test_fused_em_thread_count_does_not_change_a_single_bit(ctype):
+def test_fused_em_thread_count_does_not_change_a_single_bit(ctype, monkeypatch):
+    monkeypatch.setattr(compiled, "MIN_ROWS", 2048)  # several units on small data
     lengths = list(np.random.default_rng(4).integers(1, 900, size=60))
     X = _gauss_data(4, 5, 3, lengths)
-    assert len(compiled.units(np.array(lengths))) >= 4  # more units than some thread counts
+    assert len(compiled.units(np.array(lengths))) - 1 >= 4  # more units than some thread counts
     fits = [_gauss_fit(ctype, X, lengths, 5, n_jobs=n) for n in (1, 2, 3, -1)]
     for other in fits[1:]:
         assert other.history_ == fits[0].history_
@@ -555,3 +557,18 @@ def test_property_lane_kernel_equals_the_first_fused_kernel(K, D, full, lengths,
     np.testing.assert_array_equal(new[0], ref[0])  # the forward pass is unchanged
     for got, want in zip(new[2:], ref[2:], strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * max(1.0, np.abs(want).max()))
+
+
+@pytest.mark.parametrize(("n_seq", "T"), [(200, 500), (7, 30_000), (2000, 500), (3, 10)])
+def test_units_are_few_wide_and_of_equal_rows(n_seq, T):
+    """``total // MIN_ROWS`` units (1 to UNITS) of equal rows, before the MAX_LANES split:
+    wide units (long loops over lanes) and threads that finish together."""
+    lengths = np.full(n_seq, T)
+    edges = compiled.units(lengths)
+    want = min(compiled.UNITS, max(1, n_seq * T // compiled.MIN_ROWS))
+    rows = np.diff(np.concatenate([[0], np.cumsum(lengths)])[edges])
+    blocks = -(-rows.sum() // want)
+    per_block = np.bincount((np.cumsum(rows) - 1) // blocks, weights=rows)
+    assert len(per_block) == want
+    assert per_block.max() - per_block.min() <= T  # equal up to one sequence
+    assert np.diff(edges).max() <= compiled.MAX_LANES
