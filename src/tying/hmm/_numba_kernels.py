@@ -403,7 +403,8 @@ def lanes_fb_stats(
         for k in range(K):
             for s in range(nr):
                 alpha[t, k, s] = v[k, s] * ic[t, s]
-            for s in range(n, nr):  # exact zeros, even after a failed (NaN) lane
+        for s in range(n, nr):  # exact zeros, even after a failed (NaN) lane
+            for k in range(K):
                 alpha[t, k, s] = 0.0
     for s in range(n_real):
         total = log_c[s] + np.log(prod[s]) + m_sum[s]
@@ -419,7 +420,6 @@ def lanes_fb_stats(
     # ---- backward: each step's posteriors are summed over the lanes at once
     E = D if full else 1
     beta = np.zeros((K, S))
-    nb = np.empty((K, S))
     q = np.empty((K, S))
     acc = np.zeros((K, K))
     for j in range(K):
@@ -443,13 +443,15 @@ def lanes_fb_stats(
             for j in range(K):
                 a = transmat[j, 0]
                 tot = 0.0
-                for s in range(nr1):  # the first term sets nb; xi's term: a dot product
+                for s in range(
+                    nr1
+                ):  # the first term sets beta (q holds what it needs); xi's term: a dot product
                     qs = q[0, s]
-                    nb[j, s] = a * qs
+                    beta[j, s] = a * qs
                     tot += alpha[t, j, s] * qs
                 acc[j, 0] += tot
                 k = 1
-                while k + 1 < K:  # two states per pass: nb is loaded and stored half as often
+                while k + 1 < K:  # two states per pass: beta is loaded and stored half as often
                     a0 = transmat[j, k]
                     a1 = transmat[j, k + 1]
                     tot0 = 0.0
@@ -458,8 +460,8 @@ def lanes_fb_stats(
                         q0 = q[k, s]
                         q1 = q[k + 1, s]
                         al = alpha[t, j, s]
-                        w = nb[j, s] + a0 * q0
-                        nb[j, s] = w + a1 * q1
+                        w = beta[j, s] + a0 * q0
+                        beta[j, s] = w + a1 * q1
                         tot0 += al * q0
                         tot1 += al * q1
                     acc[j, k] += tot0
@@ -470,14 +472,11 @@ def lanes_fb_stats(
                     tot = 0.0
                     for s in range(nr1):
                         qs = q[k, s]
-                        nb[j, s] += a * qs
+                        beta[j, s] += a * qs
                         tot += alpha[t, j, s] * qs
                     acc[j, k] += tot
+        for s in range(n1, n0):  # lanes whose last step is t
             for k in range(K):
-                for s in range(nr1):
-                    beta[k, s] = nb[k, s]
-        for k in range(K):  # lanes whose last step is t
-            for s in range(n1, n0):
                 beta[k, s] = 1.0
         for k in range(K):  # the posteriors, kept in alpha[t]
             tot = 0.0
