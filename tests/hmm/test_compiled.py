@@ -546,15 +546,15 @@ def _lanes_unit(seed, K, D, lengths, full, *, fail=()):
 )
 def test_property_lane_kernel_equals_the_first_fused_kernel(K, D, full, lengths, seed, fail):
     """The lane kernel (sums over the lanes at every step) gives what the first fused
-    kernel (per-lane sums, kept as ``lanes_fb_stats_v1``) gives, to 1e-12: log-likelihoods
-    and failed lanes exactly, and every statistic; lanes of any lengths (padding, lanes
+    kernel (per-lane sums, kept as ``lanes_fb_stats_v1``) gives, to 1e-12: failed lanes
+    exactly, log-likelihoods to 1e-13, and every statistic; lanes of any lengths (padding, lanes
     ending at every step) and lanes whose scaling fails."""
     kernels = compiled._kernels()
     run = _lanes_unit(seed, K, D, lengths, full, fail=fail)
     new, ref = run(kernels.lanes_fb_stats), run(kernels.lanes_fb_stats_v1)
     assert np.array_equal(new[1], ref[1])  # the same lanes fail
     assert ref[1].sum() == len(fail)
-    np.testing.assert_array_equal(new[0], ref[0])  # the forward pass is unchanged
+    np.testing.assert_allclose(new[0], ref[0], rtol=1e-13)  # log-likelihoods
     for got, want in zip(new[2:], ref[2:], strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * max(1.0, np.abs(want).max()))
 

@@ -9,6 +9,8 @@ caller detects the sequence and recomputes it in log space) instead of raising.
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 
@@ -186,6 +188,7 @@ def sum_first_axis(values, out):
 # the compiler's vector loop then covers every lane, with no scalar remainder;
 # lanes past their sequence's end carry zeros and add nothing.
 LANE_BLOCK = 8
+_LN2 = math.log(2.0)
 
 
 @numba.njit(**_JIT)
@@ -349,7 +352,7 @@ def lanes_fb_stats(
     D = XcL.shape[1]
     n_real = lens.shape[0]
     v = np.empty((K, S))
-    log_c = np.zeros(S)
+    two_exp = np.zeros(S, dtype=np.int64)
     prod = np.ones(S)
     min_c = np.ones(S)
     m_sum = np.zeros(S)
@@ -393,9 +396,10 @@ def lanes_fb_stats(
             c = ic[t, s]
             min_c[s] = min(min_c[s], c)
             m_sum[s] += m[t, s]
-            if prod[s] < 1e-10:  # log of a product of factors: one log per few steps
-                log_c[s] += np.log(prod[s])
-                prod[s] = 1.0
+            if prod[s] < 1e-10:  # the product of factors as mantissa and power of two:
+                mant, ex = math.frexp(prod[s])  # exact, and no log in the loop
+                prod[s] = mant
+                two_exp[s] += ex
             prod[s] *= c
             ic[t, s] = 1.0 / c
         for s in range(n, nr):  # lanes past their end: nothing flows on
@@ -407,7 +411,7 @@ def lanes_fb_stats(
             for k in range(K):
                 alpha[t, k, s] = 0.0
     for s in range(n_real):
-        total = log_c[s] + np.log(prod[s]) + m_sum[s]
+        total = two_exp[s] * _LN2 + np.log(prod[s]) + m_sum[s]
         ll[s] = total
         # a factor below TINY has lost precision (subnormal) and its inverse overflows
         bad[s] = not np.isfinite(total) or not min_c[s] >= TINY
