@@ -501,7 +501,7 @@ def test_units_depend_on_lengths_only_and_cover_every_sequence():
         assert np.array_equal(edges, compiled.units(lengths.copy()))
 
 
-def _lanes_unit(seed, K, D, lengths, full, *, fail=()):
+def _lanes_unit(seed, K, D, lengths, full, *, fail=(), drift=()):
     """Kernel inputs for one lanes unit of random emissions; lanes in ``fail`` underflow."""
     from tying.hmm.forward_backward import LaneLayout
 
@@ -519,6 +519,8 @@ def _lanes_unit(seed, K, D, lengths, full, *, fail=()):
         b[t, :, :n] = np.exp(logb[t, :, :n] - m[t, :n])
     for lane in fail:  # a subnormal scaling factor at one step: the lane fails
         b[min(3, unit["lens"][lane] - 1), :, lane] = 1e-300
+    for lane in drift:  # factors of 1e-200 (normal) whose product goes far below 1e-308
+        b[: unit["lens"][lane], :, lane] = 1e-200
     start, A = rng.dirichlet(np.ones(K)), rng.dirichlet(np.ones(K), size=K)
     E = D if full else 1
     args = (start, A, b, m, unit["n_act"], unit["lens"], unit["XcL"], full)
@@ -572,3 +574,17 @@ def test_units_are_few_wide_and_of_equal_rows(n_seq, T):
     assert len(per_block) == want
     assert per_block.max() - per_block.min() <= T  # equal up to one sequence
     assert np.diff(edges).max() <= compiled.MAX_LANES
+
+
+@needs_numba
+def test_lane_kernel_flags_a_product_of_factors_that_would_go_subnormal():
+    """Factors of 1e-200 each (above TINY): the product, kept as mantissa and power of
+    two, is rescaled once per step and would drift into the subnormal range (silently
+    imprecise); the lane is flagged for the exact log-space path instead, and the
+    other lanes are what the first kernel gives."""
+    kernels = compiled._kernels()
+    run = _lanes_unit(3, 3, 2, [12, 10, 9, 8, 8], False, drift=[1])
+    new, ref = run(kernels.lanes_fb_stats), run(kernels.lanes_fb_stats_v1)
+    assert new[1].tolist() == [False, True, False, False, False]
+    ok = ~new[1]
+    np.testing.assert_allclose(new[0][ok], ref[0][ok], rtol=1e-13)

@@ -189,6 +189,8 @@ def sum_first_axis(values, out):
 # lanes past their sequence's end carry zeros and add nothing.
 LANE_BLOCK = 8
 _LN2 = math.log(2.0)
+_TWO_64, _TWO_M64 = 2.0**64, 2.0**-64
+_P_FLOOR = 2.0**-1000  # products of factors stay above this, far from subnormal
 
 
 @numba.njit(**_JIT)
@@ -345,15 +347,20 @@ def lanes_fb_stats(
 
     ``b`` is overwritten for bad lanes; ``alpha (T, K, S)`` and ``ic (T, S)`` are
     scratch (kept by the caller: fresh large arrays cost page faults every call).
-    Sums are kept per lane (no horizontal reductions in the loop over time)
-    and reduced over the lanes at the end, in lane order.
+    Each step's sums are taken over the lanes at once (dot products over
+    the lanes, in lane order, then added into the unit's sums in time order):
+    per-lane accumulator arrays (:func:`lanes_fb_stats_v1`) pushed the inner
+    loops' operands out of the L1 cache. The product of the scaling factors is
+    kept as ``prod * 2**two_exp``, rescaled by 2**64 (exact) when it falls
+    below 2**-64, with no log and no branch in the loop over lanes.
     """
     T, K, S = b.shape
     D = XcL.shape[1]
     n_real = lens.shape[0]
     v = np.empty((K, S))
-    two_exp = np.zeros(S, dtype=np.int64)
+    two_exp = np.zeros(S)  # the product of factors is prod * 2**two_exp
     prod = np.ones(S)
+    min_p = np.ones(S)
     min_c = np.ones(S)
     m_sum = np.zeros(S)
     # ---- forward, normalised at every step
@@ -392,15 +399,15 @@ def lanes_fb_stats(
         for k in range(1, K):
             for s in range(nr):
                 ic[t, s] += v[k, s]
-        for s in range(n):
+        for s in range(n):  # no branch and no call: the compiler vectorises this loop
             c = ic[t, s]
             min_c[s] = min(min_c[s], c)
             m_sum[s] += m[t, s]
-            if prod[s] < 1e-10:  # the product of factors as mantissa and power of two:
-                mant, ex = math.frexp(prod[s])  # exact, and no log in the loop
-                prod[s] = mant
-                two_exp[s] += ex
-            prod[s] *= c
+            p = prod[s] * c
+            min_p[s] = min(min_p[s], p)  # below _P_FLOOR: a product went subnormal
+            small = p < _TWO_M64
+            prod[s] = p * _TWO_64 if small else p  # exact: a power of two
+            two_exp[s] -= 64.0 if small else 0.0
             ic[t, s] = 1.0 / c
         for s in range(n, nr):  # lanes past their end: nothing flows on
             ic[t, s] = 0.0
@@ -413,8 +420,9 @@ def lanes_fb_stats(
     for s in range(n_real):
         total = two_exp[s] * _LN2 + np.log(prod[s]) + m_sum[s]
         ll[s] = total
-        # a factor below TINY has lost precision (subnormal) and its inverse overflows
-        bad[s] = not np.isfinite(total) or not min_c[s] >= TINY
+        # a factor below TINY has lost precision (subnormal) and its inverse overflows;
+        # a product below _P_FLOOR may have gone subnormal between two rescalings
+        bad[s] = not np.isfinite(total) or not min_c[s] >= TINY or not min_p[s] >= _P_FLOOR
         if bad[s]:  # zero the lane: it then adds exactly nothing below
             for t in range(lens[s]):
                 ic[t, s] = 0.0
