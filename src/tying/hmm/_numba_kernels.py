@@ -455,9 +455,8 @@ def lanes_fb_stats(
             for j in range(K):
                 a = transmat[j, 0]
                 tot = 0.0
-                for s in range(
-                    nr1
-                ):  # the first term sets beta (q holds what it needs); xi's term: a dot product
+                # the first term sets beta (q holds all it needs); xi's term: a dot product
+                for s in range(nr1):
                     qs = q[0, s]
                     beta[j, s] = a * qs
                     tot += alpha[t, j, s] * qs
