@@ -315,9 +315,10 @@ def test_fused_em_follows_the_reference_path(ctype, ties, monkeypatch):
     lengths mixed, with sequences of length 1, and more than one work unit."""
     if ctype == "tied" and ties is not None and "covars" in ties:
         ties = {"transitions": [[0, 3]]}  # 'tied' already shares one covariance
+    monkeypatch.setattr(compiled, "MIN_ROWS", 1024)  # several units on small data
     lengths = [1, 300, 7, 1, 2500, 45, 1, 1900, 13]
     X = _gauss_data(1, 4, 3, lengths)
-    assert len(compiled.units(np.array(lengths))) > 1
+    assert len(compiled.units(np.array(lengths))) - 1 > 1
     fast = _gauss_fit(ctype, X, lengths, 4, ties=ties)
     layout = fast._em_context(X, SequenceBatch.from_lengths(lengths))["layout"]
     assert {u["kind"] for u in layout.units} == {"rows", "lanes"}  # both unit kinds run
@@ -369,10 +370,11 @@ def test_fused_em_recomputes_an_underflowing_sequence_in_log_space(
 
 @needs_numba
 @pytest.mark.parametrize("ctype", ["diag", "full", "tied", "spherical"])
-def test_fused_em_thread_count_does_not_change_a_single_bit(ctype):
+def test_fused_em_thread_count_does_not_change_a_single_bit(ctype, monkeypatch):
+    monkeypatch.setattr(compiled, "MIN_ROWS", 2048)  # several units on small data
     lengths = list(np.random.default_rng(4).integers(1, 900, size=60))
     X = _gauss_data(4, 5, 3, lengths)
-    assert len(compiled.units(np.array(lengths))) >= 4  # more units than some thread counts
+    assert len(compiled.units(np.array(lengths))) - 1 >= 4  # more units than some thread counts
     fits = [_gauss_fit(ctype, X, lengths, 5, n_jobs=n) for n in (1, 2, 3, -1)]
     for other in fits[1:]:
         assert other.history_ == fits[0].history_
@@ -497,3 +499,92 @@ def test_units_depend_on_lengths_only_and_cover_every_sequence():
         assert np.all(np.diff(edges) >= 1)
         assert np.all(np.diff(edges) <= compiled.MAX_LANES)
         assert np.array_equal(edges, compiled.units(lengths.copy()))
+
+
+def _lanes_unit(seed, K, D, lengths, full, *, fail=(), drift=()):
+    """Kernel inputs for one lanes unit of random emissions; lanes in ``fail`` underflow."""
+    from tying.hmm.forward_backward import LaneLayout
+
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(int(np.sum(lengths)), D))
+    lay = LaneLayout(X, X.mean(0), SequenceBatch.from_lengths(lengths))
+    (unit,) = lay.units
+    T, _, S = unit["XL"].shape
+    logb = rng.normal(scale=3.0, size=(T, K, S))
+    m = np.zeros((T, S))
+    b = np.zeros((T, K, S))
+    for t in range(T):
+        n = unit["n_act"][t]
+        m[t, :n] = logb[t, :, :n].max(0)
+        b[t, :, :n] = np.exp(logb[t, :, :n] - m[t, :n])
+    for lane in fail:  # a subnormal scaling factor at one step: the lane fails
+        b[min(3, unit["lens"][lane] - 1), :, lane] = 1e-300
+    for lane in drift:  # factors of 1e-200 (normal) whose product goes far below 1e-308
+        b[: unit["lens"][lane], :, lane] = 1e-200
+    start, A = rng.dirichlet(np.ones(K)), rng.dirichlet(np.ones(K), size=K)
+    E = D if full else 1
+    args = (start, A, b, m, unit["n_act"], unit["lens"], unit["XcL"], full)
+    n = len(unit["lens"])
+
+    def run(kernel):
+        outs = (np.empty(n), np.empty(n, np.bool_), np.empty((K, K)), np.empty(K),
+                np.empty(K), np.empty((D, K)), np.empty((D, E, K)))  # fmt: skip
+        kernel(*(a.copy() if isinstance(a, np.ndarray) else a for a in args),
+               np.empty((T, K, S)), np.empty((T, S)), *outs)  # fmt: skip
+        return outs
+
+    return run
+
+
+@needs_numba
+@settings(max_examples=25, deadline=None)
+@given(
+    K=st.integers(1, 9),
+    D=st.integers(1, 4),
+    full=st.booleans(),
+    lengths=st.lists(st.integers(1, 60), min_size=4, max_size=30),
+    seed=st.integers(0, 2**32 - 1),
+    fail=st.sets(st.integers(0, 3), max_size=2),
+)
+def test_property_lane_kernel_equals_the_first_fused_kernel(K, D, full, lengths, seed, fail):
+    """The lane kernel (sums over the lanes at every step) gives what the first fused
+    kernel (per-lane sums, kept as ``lanes_fb_stats_v1``) gives, to 1e-12: failed lanes
+    exactly, log-likelihoods to 1e-13, and every statistic; lanes of any lengths (padding, lanes
+    ending at every step) and lanes whose scaling fails."""
+    kernels = compiled._kernels()
+    run = _lanes_unit(seed, K, D, lengths, full, fail=fail)
+    new, ref = run(kernels.lanes_fb_stats), run(kernels.lanes_fb_stats_v1)
+    assert np.array_equal(new[1], ref[1])  # the same lanes fail
+    assert ref[1].sum() == len(fail)
+    np.testing.assert_allclose(new[0], ref[0], rtol=1e-13)  # log-likelihoods
+    for got, want in zip(new[2:], ref[2:], strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * max(1.0, np.abs(want).max()))
+
+
+@pytest.mark.parametrize(("n_seq", "T"), [(200, 500), (7, 30_000), (2000, 500), (3, 10)])
+def test_units_are_few_wide_and_of_equal_rows(n_seq, T):
+    """``total // MIN_ROWS`` units (1 to UNITS) of equal rows, before the MAX_LANES split:
+    wide units (long loops over lanes) and threads that finish together."""
+    lengths = np.full(n_seq, T)
+    edges = compiled.units(lengths)
+    want = min(compiled.UNITS, max(1, n_seq * T // compiled.MIN_ROWS))
+    rows = np.diff(np.concatenate([[0], np.cumsum(lengths)])[edges])
+    blocks = -(-rows.sum() // want)
+    per_block = np.bincount((np.cumsum(rows) - 1) // blocks, weights=rows)
+    assert len(per_block) == want
+    assert per_block.max() - per_block.min() <= T  # equal up to one sequence
+    assert np.diff(edges).max() <= compiled.MAX_LANES
+
+
+@needs_numba
+def test_lane_kernel_flags_a_product_of_factors_that_would_go_subnormal():
+    """Factors of 1e-200 each (above TINY): the product, kept as mantissa and power of
+    two, is rescaled once per step and would drift into the subnormal range (silently
+    imprecise); the lane is flagged for the exact log-space path instead, and the
+    other lanes are what the first kernel gives."""
+    kernels = compiled._kernels()
+    run = _lanes_unit(3, 3, 2, [12, 10, 9, 8, 8], False, drift=[1])
+    new, ref = run(kernels.lanes_fb_stats), run(kernels.lanes_fb_stats_v1)
+    assert new[1].tolist() == [False, True, False, False, False]
+    ok = ~new[1]
+    np.testing.assert_allclose(new[0][ok], ref[0][ok], rtol=1e-13)

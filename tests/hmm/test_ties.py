@@ -131,3 +131,17 @@ def test_a_resolved_ties_object_must_fit_the_model():
     assert StateTies.resolve(t, n_states=5, kinds=KINDS) is t
     with pytest.raises(tying.TieError, match="cannot serve a model with 4 states"):
         StateTies.resolve(t, n_states=4, kinds=KINDS)
+
+
+def test_groups_memo_follows_changed_labels_and_hands_out_fresh_lists():
+    """``groups`` is remembered between calls; a changed ``group_of`` is seen at once and
+    a caller that edits the returned lists cannot change the next answer."""
+    t = StateTies(4, {"means": [0, 0, 1, 2]})
+    first = t.groups("means")
+    assert first == [[0, 1], [2], [3]]
+    first[0].append(99)
+    assert t.groups("means") == [[0, 1], [2], [3]]
+    t.group_of["means"] = np.array([0, 1, 1, 1])
+    assert t.groups("means") == [[0], [1, 2, 3]]
+    t.group_of["means"][3] = 2  # edited in place: the same array object
+    assert t.groups("means") == [[0], [1, 2], [3]]

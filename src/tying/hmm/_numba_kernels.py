@@ -9,6 +9,8 @@ caller detects the sequence and recomputes it in log space) instead of raising.
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 
@@ -186,6 +188,9 @@ def sum_first_axis(values, out):
 # the compiler's vector loop then covers every lane, with no scalar remainder;
 # lanes past their sequence's end carry zeros and add nothing.
 LANE_BLOCK = 8
+_LN2 = math.log(2.0)
+_TWO_64, _TWO_M64 = 2.0**64, 2.0**-64
+_P_FLOOR = 2.0**-1000  # products of factors stay above this, far from subnormal
 
 
 @numba.njit(**_JIT)
@@ -202,23 +207,53 @@ def lanes_density_diag(XL, n_act, means, prec, const, b, m):
     the state's normalising constant. The exact form ``(x - mu)^2 / sigma^2`` on
     the raw data: no cancellation however far a point is from the means.
     Writes ``m[t, s] = max_k log p`` and ``b[t, k, s] = log p - m`` (padding: 0);
-    the caller takes ``exp`` with NumPy's SIMD loop.
+    the caller takes ``exp`` with NumPy's SIMD loop. Two features per pass over
+    the lanes, the first pass setting the sum (no zeroing pass), and the row
+    maximum taken as the sums are finished.
     """
     T, D, S = XL.shape
     K = means.shape[0]
     for t in range(T):
         n = n_act[t]
         nr = _up(n)
+        for s in range(nr):
+            m[t, s] = -np.inf
         for k in range(K):
+            mu = means[k, 0]
+            p = prec[k, 0]
             for s in range(nr):
-                b[t, k, s] = 0.0
-            for d in range(D):
+                z = XL[t, 0, s] - mu
+                b[t, k, s] = z * z * p
+            d = 1
+            while d + 1 < D:
+                mu0 = means[k, d]
+                p0 = prec[k, d]
+                mu1 = means[k, d + 1]
+                p1 = prec[k, d + 1]
+                for s in range(nr):
+                    z0 = XL[t, d, s] - mu0
+                    z1 = XL[t, d + 1, s] - mu1
+                    w = b[t, k, s] + z0 * z0 * p0
+                    b[t, k, s] = w + z1 * z1 * p1
+                d += 2
+            if d < D:
                 mu = means[k, d]
                 p = prec[k, d]
                 for s in range(nr):
                     z = XL[t, d, s] - mu
                     b[t, k, s] += z * z * p
-        _shift_lanes(b, m, t, n, const)
+            c = const[k]
+            for s in range(nr):
+                v = c - 0.5 * b[t, k, s]
+                b[t, k, s] = v
+                m[t, s] = max(m[t, s], v)
+        for k in range(K):
+            for s in range(nr):
+                b[t, k, s] -= m[t, s]
+        for s in range(n, S):  # lanes past their end: exp(0) = 1, multiplied by 0
+            m[t, s] = 0.0
+            for k in range(K):
+                b[t, k, s] = 0.0
 
 
 @numba.njit(**_JIT)
@@ -298,6 +333,210 @@ def lanes_fb_stats(
     ll, bad, xi, first, nsum, sx, sxx,
 ):  # fmt: skip
     """Scaled forward-backward of one unit's lanes, fused with the Gaussian statistics.
+
+    ``b (T, K, S)`` emission probabilities over their row max, ``m (T, S)`` the
+    maxima (:func:`lanes_density_diag`), ``lens`` the lengths of the real lanes
+    (descending; the rest of the S lanes are padding), ``XcL (T, D, S)`` the
+    centred observations (0 on padding). The posteriors are used as the
+    backward pass makes them and added into this unit's sums: ``xi (K, K)``
+    expected transitions, ``first (K,)`` posteriors at t=0, ``nsum (K,)`` sum
+    of gamma, ``sx (D, K)`` sum of gamma * xc, and ``sxx`` ``(D, 1, K)`` sum of
+    gamma * xc^2 (``full`` false) or ``(D, D, K)`` the lower triangle of sum of
+    gamma * xc xc^T. Writes ``ll[s]`` and ``bad[s]`` of the real lanes (scaling
+    failed: the lane adds nothing; the caller recomputes it in log space).
+
+    ``b`` is overwritten for bad lanes; ``alpha (T, K, S)`` and ``ic (T, S)`` are
+    scratch (kept by the caller: fresh large arrays cost page faults every call).
+    Each step's sums are taken over the lanes at once (dot products over
+    the lanes, in lane order, then added into the unit's sums in time order):
+    per-lane accumulator arrays (:func:`lanes_fb_stats_v1`) pushed the inner
+    loops' operands out of the L1 cache. The product of the scaling factors is
+    kept as ``prod * 2**two_exp``, rescaled by 2**64 (exact) when it falls
+    below 2**-64, with no log and no branch in the loop over lanes.
+    """
+    T, K, S = b.shape
+    D = XcL.shape[1]
+    n_real = lens.shape[0]
+    v = np.empty((K, S))
+    two_exp = np.zeros(S)  # the product of factors is prod * 2**two_exp
+    prod = np.ones(S)
+    min_p = np.ones(S)
+    min_c = np.ones(S)
+    m_sum = np.zeros(S)
+    # ---- forward, normalised at every step
+    for t in range(T):
+        n = n_act[t]
+        nr = _up(n)
+        if t == 0:
+            for k in range(K):
+                p = startprob[k]
+                for s in range(nr):
+                    v[k, s] = p * b[0, k, s]
+        else:
+            for k in range(K):  # the first term sets v (no zeroing pass)
+                a = transmat[0, k]
+                for s in range(nr):
+                    v[k, s] = alpha[t - 1, 0, s] * a
+            j = 1
+            while j + 1 < K:  # two terms per pass: v is loaded and stored half as often
+                for k in range(K):
+                    a0 = transmat[j, k]
+                    a1 = transmat[j + 1, k]
+                    for s in range(nr):
+                        w = v[k, s] + alpha[t - 1, j, s] * a0
+                        v[k, s] = w + alpha[t - 1, j + 1, s] * a1
+                j += 2
+            if j < K:
+                for k in range(K):
+                    a = transmat[j, k]
+                    for s in range(nr):
+                        v[k, s] += alpha[t - 1, j, s] * a
+            for k in range(K):
+                for s in range(nr):
+                    v[k, s] *= b[t, k, s]
+        for s in range(nr):
+            ic[t, s] = v[0, s]
+        for k in range(1, K):
+            for s in range(nr):
+                ic[t, s] += v[k, s]
+        for s in range(n):  # no branch and no call: the compiler vectorises this loop
+            c = ic[t, s]
+            min_c[s] = min(min_c[s], c)
+            m_sum[s] += m[t, s]
+            p = prod[s] * c
+            min_p[s] = min(min_p[s], p)  # below _P_FLOOR: a product went subnormal
+            small = p < _TWO_M64
+            prod[s] = p * _TWO_64 if small else p  # exact: a power of two
+            two_exp[s] -= 64.0 if small else 0.0
+            ic[t, s] = 1.0 / c
+        for s in range(n, nr):  # lanes past their end: nothing flows on
+            ic[t, s] = 0.0
+        for k in range(K):
+            for s in range(nr):
+                alpha[t, k, s] = v[k, s] * ic[t, s]
+        for s in range(n, nr):  # exact zeros, even after a failed (NaN) lane
+            for k in range(K):
+                alpha[t, k, s] = 0.0
+    for s in range(n_real):
+        total = two_exp[s] * _LN2 + np.log(prod[s]) + m_sum[s]
+        ll[s] = total
+        # a factor below TINY has lost precision (subnormal) and its inverse overflows;
+        # a product below _P_FLOOR may have gone subnormal between two rescalings
+        bad[s] = not np.isfinite(total) or not min_c[s] >= TINY or not min_p[s] >= _P_FLOOR
+        if bad[s]:  # zero the lane: it then adds exactly nothing below
+            for t in range(lens[s]):
+                ic[t, s] = 0.0
+                for k in range(K):
+                    alpha[t, k, s] = 0.0
+                    b[t, k, s] = 0.0
+    # ---- backward: each step's posteriors are summed over the lanes at once
+    E = D if full else 1
+    beta = np.zeros((K, S))
+    q = np.empty((K, S))
+    acc = np.zeros((K, K))
+    for j in range(K):
+        nsum[j] = 0.0
+        for k in range(K):
+            xi[j, k] = 0.0
+    for d in range(D):
+        for k in range(K):
+            sx[d, k] = 0.0
+            for e in range(E):
+                sxx[d, e, k] = 0.0
+    for t in range(T - 1, -1, -1):
+        n0 = n_act[t]
+        nr0 = _up(n0)
+        n1 = n_act[t + 1] if t + 1 < T else 0
+        nr1 = _up(n1)
+        if n1 > 0:  # lanes that go on past t: beta[t] = A (b[t+1] beta[t+1] / c[t+1])
+            for k in range(K):
+                for s in range(nr1):
+                    q[k, s] = b[t + 1, k, s] * beta[k, s] * ic[t + 1, s]
+            for j in range(K):
+                a = transmat[j, 0]
+                tot = 0.0
+                # the first term sets beta (q holds all it needs); xi's term: a dot product
+                for s in range(nr1):
+                    qs = q[0, s]
+                    beta[j, s] = a * qs
+                    tot += alpha[t, j, s] * qs
+                acc[j, 0] += tot
+                k = 1
+                while k + 1 < K:  # two states per pass: beta is loaded and stored half as often
+                    a0 = transmat[j, k]
+                    a1 = transmat[j, k + 1]
+                    tot0 = 0.0
+                    tot1 = 0.0
+                    for s in range(nr1):
+                        q0 = q[k, s]
+                        q1 = q[k + 1, s]
+                        al = alpha[t, j, s]
+                        w = beta[j, s] + a0 * q0
+                        beta[j, s] = w + a1 * q1
+                        tot0 += al * q0
+                        tot1 += al * q1
+                    acc[j, k] += tot0
+                    acc[j, k + 1] += tot1
+                    k += 2
+                if k < K:
+                    a = transmat[j, k]
+                    tot = 0.0
+                    for s in range(nr1):
+                        qs = q[k, s]
+                        beta[j, s] += a * qs
+                        tot += alpha[t, j, s] * qs
+                    acc[j, k] += tot
+        for s in range(n1, n0):  # lanes whose last step is t
+            for k in range(K):
+                beta[k, s] = 1.0
+        for k in range(K):  # the posteriors, kept in alpha[t]
+            tot = 0.0
+            for s in range(nr0):
+                gk = alpha[t, k, s] * beta[k, s]
+                alpha[t, k, s] = gk
+                tot += gk
+            nsum[k] += tot
+        for d in range(D):
+            if not full:  # sum gamma x and sum gamma x^2 in one pass
+                for k in range(K):
+                    tot = 0.0
+                    tot2 = 0.0
+                    for s in range(nr0):
+                        x = XcL[t, d, s]
+                        gx = alpha[t, k, s] * x
+                        tot += gx
+                        tot2 += gx * x
+                    sx[d, k] += tot
+                    sxx[d, 0, k] += tot2
+                continue
+            for k in range(K):
+                tot = 0.0
+                for s in range(nr0):
+                    tot += alpha[t, k, s] * XcL[t, d, s]
+                sx[d, k] += tot
+            for e in range(d + 1):
+                for k in range(K):
+                    tot = 0.0
+                    for s in range(nr0):
+                        tot += alpha[t, k, s] * (XcL[t, d, s] * XcL[t, e, s])
+                    sxx[d, e, k] += tot
+    for j in range(K):
+        first[j] = 0.0
+        for s in range(S):
+            first[j] += alpha[0, j, s]
+        for k in range(K):
+            xi[j, k] = transmat[j, k] * acc[j, k]
+
+
+@numba.njit(**_JIT)
+def lanes_fb_stats_v1(
+    startprob, transmat, b, m, n_act, lens, XcL, full, alpha, ic,
+    ll, bad, xi, first, nsum, sx, sxx,
+):  # fmt: skip
+    """The first fused kernel (stop 13), kept as a reference for :func:`lanes_fb_stats`:
+    its sums are per lane, added over the lanes at the end.
+
+    Scaled forward-backward of one unit's lanes, fused with the Gaussian statistics.
 
     ``b (T, K, S)`` emission probabilities over their row max, ``m (T, S)`` the
     maxima (:func:`lanes_density_diag`), ``lens`` the lengths of the real lanes

@@ -190,13 +190,15 @@ def _run_chunks(fn, n_items: int, n_jobs: int) -> None:
 
 #: Work units of the fused E-step are cut from the sequence lengths alone
 #: (never from ``n_jobs``), and their partial sums are added in unit order, so
-#: results are bit-identical for every thread count. About ``UNITS`` units of
-#: equal rows, at least ``MIN_ROWS`` rows each (per-unit overhead), at most
-#: ``MAX_LANES`` sequences each (the lane arrays' padding). Few, wide units are
-#: faster (the recursion's loops run over more lanes: 4 units instead of 16 cut
-#: a diag EM's CPU time by 14% and a full one's by 19%), but they cap the
-#: threads a fit can use at about ``UNITS``.
-UNITS, MIN_ROWS, MAX_LANES = 4, 2048, 256
+#: results are bit-identical for every thread count. ``total // MIN_ROWS``
+#: units of equal rows, at least 1 and at most ``UNITS``, each of at most
+#: ``MAX_LANES`` sequences (the lane arrays' padding). Few, wide units are
+#: faster: the recursion's loops run over more lanes, so their fixed cost per
+#: loop is spread over more work (diag, K=8, 200 x 500 steps: 2 units instead
+#: of 4 cut the recursion from 4.3 to 3.2 ms per iteration, 4 instead of 16
+#: had cut 14% of the EM). But they cap the threads a fit can use at the
+#: number of units: 2 up to 120,000 rows, 4 from 160,000.
+UNITS, MIN_ROWS, MAX_LANES = 4, 40_000, 256
 
 _POOLS: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
 
@@ -208,8 +210,8 @@ def units(lengths: np.ndarray) -> np.ndarray:
     the lengths only, so the partial sums do not depend on the thread count.
 
     Example:
-        >>> units(np.full(4, 3000)).tolist()
-        [0, 1, 2, 3, 4]
+        >>> units(np.full(4, 25_000)).tolist()
+        [0, 2, 4]
         >>> units(np.full(10, 5)).tolist()
         [0, 10]
     """
@@ -217,7 +219,8 @@ def units(lengths: np.ndarray) -> np.ndarray:
     if lengths.size == 0:
         return np.zeros(1, dtype=np.int64)
     ends = np.cumsum(lengths)
-    rows = max(MIN_ROWS, -(-int(ends[-1]) // UNITS))
+    n_units = min(UNITS, max(1, int(ends[-1]) // MIN_ROWS))
+    rows = -(-int(ends[-1]) // n_units)  # equal rows per unit: threads finish together
     key = (ends - 1) // rows  # the row block holding a sequence's last row
     first = np.concatenate([[0], np.flatnonzero(np.diff(key)) + 1])
     group_start = np.repeat(first, np.diff(np.concatenate([first, [len(lengths)]])))

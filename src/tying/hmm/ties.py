@@ -123,9 +123,20 @@ class StateTies:
         return int(self.group_of[kind].max()) + 1 if self.n_states else 0
 
     def groups(self, kind: str) -> list[list[int]]:
-        """The groups of ``kind`` as lists of states, in group order."""
+        """The groups of ``kind`` as lists of states, in group order.
+
+        Remembered per kind while the labels stay the same (an EM iteration
+        asks several times; the labels are compared, so a changed
+        ``group_of`` is never answered from the memo); a fresh list each call.
+        """
         labels = self.group_of[kind]
-        return [np.flatnonzero(labels == g).tolist() for g in range(self.n_groups(kind))]
+        key = (labels.dtype.str, labels.shape, labels.tobytes())
+        memo = self.__dict__.setdefault("_groups_memo", {})
+        hit = memo.get(kind)
+        if hit is None or hit[0] != key:
+            n = int(labels.max()) + 1 if self.n_states else 0
+            hit = memo[kind] = (key, [np.flatnonzero(labels == g).tolist() for g in range(n)])
+        return [list(g) for g in hit[1]]
 
     def is_tied(self, kind: str) -> bool:
         """True when some group of ``kind`` holds more than one state."""
