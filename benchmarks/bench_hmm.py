@@ -41,7 +41,7 @@ import os
 
 import numpy as np
 
-from benchmarks.common import compare, timeit, write
+from benchmarks.common import compare, pairs, timeit, write
 
 
 def _diag_case(seed=0, K=8, n_seq=200, T=500, D=4):
@@ -79,29 +79,10 @@ def _our_fit(X, lengths, start, A, means, covars, ctype, n_iter=10):
 
 
 def _paired(ours, anchor, *, repeat=3, warmup=1, clock=None):
-    """Interleaved runs: median times and the ratio anchor/ours of every pair.
-
-    Returns ``(t_ours, t_anchor, ratios)``; the spread of ``ratios`` is the
-    noise of the measurement (load from other jobs hits both sides of a pair).
-    """
-    import statistics
+    """Interleaved runs (CPU time unless ``clock`` says otherwise): ``(t_ours, t_anchor, ratios)``."""
     import time
 
-    clock = clock or time.process_time
-    for _ in range(warmup):
-        ours()
-        anchor()
-    t_o, t_a = [], []
-    for _ in range(repeat):
-        t0 = clock()
-        ours()
-        t1 = clock()
-        anchor()
-        t2 = clock()
-        t_o.append(t1 - t0)
-        t_a.append(t2 - t1)
-    ratios = [a / o for a, o in zip(t_a, t_o, strict=True)]
-    return statistics.median(t_o), statistics.median(t_a), ratios
+    return pairs(ours, anchor, repeat=repeat, warmup=warmup, clock=clock or time.process_time)
 
 
 def _spread(ratios) -> str:

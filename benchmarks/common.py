@@ -41,6 +41,23 @@ def compare(
     ``clock=time.process_time`` measures this process's CPU time instead of wall
     time: the steadier figure on a machine shared with other jobs.
     """
+    t_ours, t_anchor, _ = pairs(ours, anchor, repeat=repeat, warmup=warmup, clock=clock)
+    return t_ours, t_anchor
+
+
+def pairs(
+    ours: Callable[[], object],
+    anchor: Callable[[], object],
+    *,
+    repeat: int = 7,
+    warmup: int = 2,
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[float, float, list[float]]:
+    """Like :func:`compare`, plus the ratio anchor/ours of every interleaved pair.
+
+    The spread of the ratios is the noise of the measurement: load from other jobs
+    hits both sides of a pair alike.
+    """
     for _ in range(warmup):
         ours()
         anchor()
@@ -53,7 +70,8 @@ def compare(
         t2 = clock()
         t_ours.append(t1 - t0)
         t_anchor.append(t2 - t1)
-    return statistics.median(t_ours), statistics.median(t_anchor)
+    ratios = [a / o for a, o in zip(t_anchor, t_ours, strict=True)]
+    return statistics.median(t_ours), statistics.median(t_anchor), ratios
 
 
 def write(name: str, rows: list[dict]) -> pathlib.Path:
