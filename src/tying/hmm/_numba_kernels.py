@@ -200,6 +200,21 @@ def _up(n):
 
 
 @numba.njit(**_JIT)
+def _minus_max(b, m, t, n):
+    """``b[t, k, s] -= m[t, s]`` on the ``n`` live lanes (and their vector padding); lanes
+    past their end get 0 in both (``exp(0) = 1``, multiplied by 0 downstream)."""
+    K, S = b.shape[1], b.shape[2]
+    nr = _up(n)
+    for k in range(K):
+        for s in range(nr):
+            b[t, k, s] -= m[t, s]
+    for s in range(n, S):
+        m[t, s] = 0.0
+        for k in range(K):
+            b[t, k, s] = 0.0
+
+
+@numba.njit(**_JIT)
 def lanes_density_diag(XL, n_act, means, prec, const, b, m):
     """Shifted log-densities under diagonal Gaussians, in lane layout.
 
@@ -247,13 +262,7 @@ def lanes_density_diag(XL, n_act, means, prec, const, b, m):
                 v = c - 0.5 * b[t, k, s]
                 b[t, k, s] = v
                 m[t, s] = max(m[t, s], v)
-        for k in range(K):
-            for s in range(nr):
-                b[t, k, s] -= m[t, s]
-        for s in range(n, S):  # lanes past their end: exp(0) = 1, multiplied by 0
-            m[t, s] = 0.0
-            for k in range(K):
-                b[t, k, s] = 0.0
+        _minus_max(b, m, t, n)
 
 
 @numba.njit(**_JIT)
@@ -308,7 +317,7 @@ def lanes_shift(lb, lane_start, n_act, b, m):
 @numba.njit(**_JIT)
 def _shift_lanes(b, m, t, n, const):
     """``b[t, k] = const[k] - b[t, k] / 2`` (the log-density), then minus its max over k."""
-    K, S = b.shape[1], b.shape[2]
+    K = b.shape[1]
     nr = _up(n)
     for s in range(nr):
         m[t, s] = -np.inf
@@ -318,13 +327,7 @@ def _shift_lanes(b, m, t, n, const):
             v = c - 0.5 * b[t, k, s]
             b[t, k, s] = v
             m[t, s] = max(m[t, s], v)
-    for k in range(K):
-        for s in range(nr):
-            b[t, k, s] -= m[t, s]
-    for s in range(n, S):  # lanes past their end: exp(0) = 1, multiplied by 0
-        m[t, s] = 0.0
-        for k in range(K):
-            b[t, k, s] = 0.0
+    _minus_max(b, m, t, n)
 
 
 @numba.njit(**_JIT)
