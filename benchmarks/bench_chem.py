@@ -37,7 +37,7 @@ import argparse
 import os
 import time
 
-from benchmarks.common import compare, write
+from benchmarks.common import compare, pairs, write
 
 FORCE_FIELD = "openff-2.3.0"
 
@@ -185,19 +185,14 @@ def _batch_row(assigner, smiles: list[str]) -> dict:
         for s in smiles:
             assigner.assign(s)
 
-    runs = [
-        compare(batched, one_by_one, repeat=1, warmup=0, clock=time.process_time) for _ in range(5)
-    ]
-    ratios = sorted(b / a for a, b in runs)
-    t_batch = sorted(a for a, _ in runs)[len(runs) // 2]
-    t_one = sorted(b for _, b in runs)[len(runs) // 2]
+    t_batch, t_one, ratios = pairs(batched, one_by_one, repeat=5, warmup=0, clock=time.process_time)
     return {
         "case": "drug-like: assign_many in batches vs assign one by one (CPU)",
         "molecules": len(smiles),
         "batched_ms_per_molecule": 1e3 * t_batch / len(smiles),
         "one_by_one_ms_per_molecule": 1e3 * t_one / len(smiles),
         "speedup": t_one / t_batch,
-        "spread_of_ratio": [round(r, 3) for r in ratios],
+        "spread_of_ratio": [round(r, 3) for r in sorted(ratios)],
     }
 
 
