@@ -237,7 +237,7 @@ def _worker_cpu_row(assigner, smiles: list[str]) -> dict:
     assigner.assign_many(smiles)
     serial_cpu = time.process_time() - t0
     items = [(i, s, None) for i, s in enumerate(smiles)]
-    size = max(1, min(200, len(items) // 64))  # as assign_many chunks for 2 processes
+    size = parallel.default_chunksize(len(items), 2)  # as assign_many chunks for 2 processes
     chunks = [items[k : k + size] for k in range(0, len(items), size)]
     config = (str(assigner.force_field.path), assigner.sections, assigner.strict)
     ff = assigner.force_field

@@ -49,6 +49,19 @@ def check_n_jobs(n_jobs: Any) -> int:
     return (os.cpu_count() or 1) if n_jobs == -1 else n_jobs
 
 
+def default_chunksize(n_items: int, n_jobs: int) -> int:
+    """Molecules per worker task when ``chunksize`` is not given: ~32 tasks a worker, <= 200 each.
+
+    Many small tasks: a worker that finishes early takes another, so the last task
+    (at most ~0.2 s of labelling) is all the imbalance at the end.
+
+    Example:
+        >>> default_chunksize(100_000, 2), default_chunksize(1_000, 2), default_chunksize(10, 4)
+        (200, 15, 1)
+    """
+    return max(1, min(200, n_items // (32 * n_jobs) or 1))
+
+
 def assign_many(
     assigner: SmirksAssigner,
     molecules: Iterable[Any],
@@ -66,9 +79,7 @@ def assign_many(
     n = check_n_jobs(n_jobs)
     items = [_split_item(i, m) for i, m in enumerate(molecules)]
     if chunksize is None:
-        # Many small tasks: a worker that finishes early takes another, so the
-        # last task (at most ~0.2 s of labelling) is all the imbalance at the end.
-        chunksize = max(1, min(200, len(items) // (32 * n) or 1))
+        chunksize = default_chunksize(len(items), n)
     elif isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
         raise ValueError(f"chunksize must be a positive int, got {chunksize!r}")
     with _progress(progress, len(items), n) as advance:
