@@ -27,7 +27,7 @@ import itertools
 import multiprocessing
 import operator
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -85,9 +85,7 @@ def assign_many(
     with _progress(progress, len(items), n) as advance:
         if n == 1 or len(items) <= chunksize:
             out = []
-            for k in range(0, len(items), _BATCH):
-                batch = items[k : k + _BATCH]
-                done, failure = assigner._assign_batch([(m, name) for _, m, name in batch])
+            for batch, done, failure in _in_batches(assigner, items):
                 out += done
                 advance(len(done))
                 if failure is not None:
@@ -197,6 +195,22 @@ def _split_item(i: int, m: Any) -> tuple[int, Any, str | None]:
 # Molecules labelled stage by stage at a time (SmirksAssigner._assign_batch): enough for
 # each stage's code to stay hot in the CPU caches, few enough to hold their RDKit molecules.
 _BATCH = 64
+
+
+def _in_batches(
+    assigner: SmirksAssigner, items: Sequence[tuple[Any, Any, str | None]]
+) -> Iterator[tuple[Sequence[tuple[Any, Any, str | None]], list[Assignment], Any]]:
+    """``(batch, results, failure)`` for each ``_BATCH`` of ``(tag, molecule, name)`` items.
+
+    ``results`` and ``failure`` are :meth:`SmirksAssigner._assign_batch`'s on that batch
+    (``failure[0]`` indexes into ``batch``); nothing more is labelled after a failure.
+    """
+    for k in range(0, len(items), _BATCH):
+        batch = items[k : k + _BATCH]
+        done, failure = assigner._assign_batch([(m, name) for _, m, name in batch])
+        yield batch, done, failure
+        if failure is not None:
+            return
 
 
 def _label(i: int, molecule: Any, name: str | None) -> str:
@@ -369,9 +383,7 @@ def _init_worker(path: str, sections: Sequence[str], strict: bool) -> None:
 def _label_chunk(chunk: list[tuple[int, Any, str | None]]) -> Packed:
     assigner = _WORKER["assigner"]
     out, error = [], None
-    for k in range(0, len(chunk), _BATCH):
-        batch = chunk[k : k + _BATCH]
-        done, failure = assigner._assign_batch([(m, name) for _, m, name in batch])
+    for batch, done, failure in _in_batches(assigner, chunk):
         out += [(i, a) for (i, _, _), a in zip(batch, done)]
         if failure is not None:
             i, molecule, name = batch[failure[0]]
@@ -492,9 +504,7 @@ def label_lines(
         if parsed is not None:
             todo.append((line, *parsed))
     out = []
-    for k in range(0, len(todo), _BATCH):  # stage by stage, as assign_many
-        batch = todo[k : k + _BATCH]
-        done, failure = assigner._assign_batch([(smiles, name) for _, smiles, name in batch])
+    for batch, done, failure in _in_batches(assigner, todo):  # stage by stage, as assign_many
         if failure is not None:
             err = failure[1]
             raise _named_error(err, f"line {batch[failure[0]][0].strip()!r}") from err
