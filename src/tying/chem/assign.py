@@ -236,7 +236,6 @@ class SmirksAssigner:
             start += len(self._compiled[s])
         self._bounds = bounds
         self._prefilter = Prefilter(self._flat)
-        self._params = [c.parameter for c in self._flat]
         # Each section's patterns end before this position in self._flat.
         self._stops = [(s, bounds[s][1]) for s in self.sections]
         self._match_params = _match_parameters(chirality=True, recursion=True)
@@ -244,9 +243,9 @@ class SmirksAssigner:
         # recursion and chirality bookkeeping cost ~25% of the search, and most
         # patterns have neither a recursive SMARTS nor a stereo query (claim C9 speed).
         kinds = {(c, r): _match_parameters(c, r) for c in (False, True) for r in (False, True)}
+        section_of = [s for s in self.sections for _ in self._compiled[s]]  # per pattern
         self._plan = []
-        for i, compiled in enumerate(self._flat):
-            section = next(s for s, (lo, hi) in self._bounds.items() if lo <= i < hi)
+        for compiled, section in zip(self._flat, section_of, strict=True):
             chirality = _needs_chirality(compiled)
             recursion = "$(" in compiled.parameter.smirks
             keys = _term_keys(section, compiled.tagged)
@@ -255,7 +254,7 @@ class SmirksAssigner:
         self._fast_plan = [
             (query, match_params, _term_dict(s, c.tagged, c.query.GetNumAtoms()), c.parameter)
             for (query, match_params, _), c, s in zip(
-                self._plan, self._flat, (s for s in self.sections for _ in self._compiled[s])
+                self._plan, self._flat, section_of, strict=True
             )
         ]
         self._by_text: dict[str, Assignment] = {}
