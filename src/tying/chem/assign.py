@@ -515,8 +515,7 @@ class SmirksAssigner:
         Used for RDKit molecules and SMILES that write hydrogen atoms, and kept as the
         reference the fast path (:meth:`_assign_scanned`) is tested against.
         """
-        sigs = self._prefilter.signatures(mol)
-        candidates = self._prefilter.candidates(mol, sigs)
+        candidates = self._prefilter.candidates(mol)
         plan, flat = self._plan, self._flat
         match = mol.GetSubstructMatches
 

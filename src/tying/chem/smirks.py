@@ -625,9 +625,9 @@ class Prefilter:
         self._atom_cache: dict[Signature, int] = {}
         self._bond_cache: dict[tuple, int] = {}
 
-    def candidates(self, mol: Any, sigs: list[tuple] | None = None) -> list[int]:
+    def candidates(self, mol: Any) -> list[int]:
         """Indices (ascending) of the patterns that may match a prepared molecule."""
-        return self._candidates(self.satisfied(mol, sigs))
+        return self._candidates(self.satisfied(mol))
 
     def candidates_of(self, scan: HeavyScan, n_atoms: int) -> list[int]:
         """:meth:`candidates` from a :func:`scan_heavy` of a molecule with ``n_atoms`` atoms.
@@ -676,10 +676,9 @@ class Prefilter:
                 sizes[i].add(len(ring))
         return [(*atom_signature(atom(i)), tuple(sorted(sizes[i]))) for i in range(n)]
 
-    def satisfied(self, mol: Any, sigs: list[tuple] | None = None) -> int:
+    def satisfied(self, mol: Any) -> int:
         """The bits (atom bits, then bond bits) that some atom or bond of ``mol`` may satisfy."""
-        if sigs is None:
-            sigs = self.signatures(mol)
+        sigs = self.signatures(mol)
         bond_keys = set()
         bond = mol.GetBondWithIdx
         for i in range(mol.GetNumBonds()):
