@@ -91,6 +91,20 @@ def test_generated_drug_like_set_is_deterministic_and_distinct():
         drug_like_smiles(0)
 
 
+def test_used_up_building_blocks_are_an_error_not_a_hang(monkeypatch):
+    from tying.chem import generate
+
+    # benzene with methyl groups: every product is below the drug-like size, none is kept
+    monkeypatch.setattr(generate, "building_blocks", lambda: (("c1ccccc1",), ("C",)))
+    monkeypatch.setattr(generate, "_MAX_STALE_DRAWS", 200)
+    with pytest.raises(ValueError, match="only 0 distinct drug-like molecules can be built"):
+        drug_like_smiles(1)
+    # no scaffold atom carries a hydrogen: nothing can be attached anywhere
+    monkeypatch.setattr(generate, "building_blocks", lambda: (("FC(F)(F)C(F)(F)F",), ("C",)))
+    with pytest.raises(ValueError, match="only 0 distinct drug-like molecules can be built"):
+        drug_like_smiles(1)
+
+
 def test_label_lines_reads_a_smiles_file_partition():
     records = label_lines(["# library", "CCO ethanol", "", "c1ccccc1\tbenzene ring"])
     assert [r["name"] for r in records] == ["ethanol", "benzene ring"]

@@ -22,6 +22,9 @@ from tying.chem.molecules import load_molecule_set
 # Drug-like size: small fragments say little about a labeller's speed, and very
 # large molecules are not what "drug-like" means (Lipinski: MW <= 500, ~35 heavy atoms).
 MIN_HEAVY, MAX_HEAVY = 12, 36
+# Draws in a row without a new molecule after which the building blocks count as used
+# up: the enumeration itself never ends, and 100,000 molecules use a few percent of them.
+_MAX_STALE_DRAWS = 50_000
 
 
 @functools.lru_cache(maxsize=1)
@@ -85,23 +88,32 @@ def drug_like_smiles(n: int, *, seed: int = 0) -> list[str]:
         raise ValueError(f"n must be a positive int, got {n!r}")
     out: list[str] = []
     seen: set[str] = set()
+    stale = 0
     for smiles in _enumerate(seed):
-        if smiles not in seen:
-            seen.add(smiles)
-            out.append(smiles)
-            if len(out) == n:
-                return out
+        if smiles is None or smiles in seen:
+            stale += 1
+            if stale >= _MAX_STALE_DRAWS:
+                break
+            continue
+        stale = 0
+        seen.add(smiles)
+        out.append(smiles)
+        if len(out) == n:
+            return out
     raise ValueError(
         f"only {len(out)} distinct drug-like molecules can be built from the shipped set; "
         f"asked for {n}"
     )
 
 
-def _enumerate(seed: int) -> Iterator[str]:
+def _enumerate(seed: int) -> Iterator[str | None]:
+    """Drawn molecules, endless; None for a draw that makes no drug-like molecule."""
     scaffolds, substituents = building_blocks()
     cores = [Chem.MolFromSmiles(s) for s in scaffolds]
     groups = [Chem.MolFromSmiles(s) for s in substituents]
     sites = [[a.GetIdx() for a in c.GetAtoms() if a.GetTotalNumHs() > 0] for c in cores]
+    if not any(sites):
+        return
     rng = np.random.default_rng(seed)
     # Rounds of (scaffold, site, group[, site, group]) draws: deterministic for a seed,
     # spread over all scaffolds so that a short prefix is as varied as a long run.
@@ -112,9 +124,7 @@ def _enumerate(seed: int) -> Iterator[str]:
             k = 1 + int(rng.integers(2))
             picked = rng.choice(len(sites[c]), size=min(k, len(sites[c])), replace=False)
             chosen = [(sites[c][int(p)], groups[int(rng.integers(len(groups)))]) for p in picked]
-            smiles = _attach(cores[c], chosen)
-            if smiles is not None:
-                yield smiles
+            yield _attach(cores[c], chosen)
 
 
 def _attach(core, chosen) -> str | None:
