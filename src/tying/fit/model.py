@@ -92,6 +92,16 @@ _N_SAMPLED = 8  # data sets of the most common length checked against single cal
 _STACK_MAX_VALUES = 8_192
 
 
+def _agrees(batched: np.ndarray, one: np.ndarray, rtol: float) -> bool:
+    """Whether a data set's batched values match its single-call values ``one``, to ``rtol``.
+
+    The absolute floor is ``rtol`` times the largest finite single-call value.
+    """
+    finite = np.abs(one[np.isfinite(one)])
+    atol = rtol * float(np.max(finite, initial=0.0)) + 1e-300
+    return bool(np.allclose(batched, one, rtol=rtol, atol=atol, equal_nan=True))
+
+
 class ModelError(RuntimeError):
     """``model_fn`` raised during a fit; the message names the data set and the parameter values."""
 
@@ -260,7 +270,8 @@ class ModelEvaluator:
         if batched.shape != shape:
             return f"it returned shape {batched.shape} for x of shape {shape}"
         for i in self._checked_datasets():
-            if not self._agrees_with_single_call(batched, values, i, rtol=1e-9):
+            n = int(self.data.lengths[i])
+            if not _agrees(batched[i, :n], self._call_alone(values, i), rtol=1e-9):
                 return f"its values for {self._where(i)} differ from a call on that data set alone"
         return ""
 
@@ -277,18 +288,13 @@ class ModelEvaluator:
         sample = np.linspace(0, k - 1, min(k, _N_SAMPLED)).astype(int)
         return sorted(set(padded.tolist()) | set(sample.tolist()))
 
-    def _agrees_with_single_call(
-        self, batched: np.ndarray, values: dict[str, np.ndarray], i: int, rtol: float
-    ) -> bool:
+    def _call_alone(self, values: dict[str, np.ndarray], i: int) -> np.ndarray:
+        """``model_fn`` on data set ``i`` alone: its ``(lengths[i],)`` values, no autograd."""
         use_torch = self.backend == "torch"
-        n = int(self.data.lengths[i])
         with _no_grad():
-            one = self._as_array(
+            return self._as_array(
                 self._call_one(i, self._params_one(values, i, use_torch), use_torch), i
             )
-        finite = np.abs(one[np.isfinite(one)])
-        atol = rtol * float(np.max(finite, initial=0.0)) + 1e-300
-        return bool(np.allclose(batched[i, :n], one, rtol=rtol, atol=atol, equal_nan=True))
 
     def loop_mismatch(self, theta: np.ndarray, batched: np.ndarray) -> str:
         """Compare a batched model ``(K, n_max)`` with per-data-set calls.
@@ -308,14 +314,10 @@ class ModelEvaluator:
         values = self.pmap.logical(theta)
         data = self.data
         for i in self._checked_datasets():
-            if self._agrees_with_single_call(batched, values, i, rtol=1e-7):
-                continue
             n = int(data.lengths[i])
-            use_torch = self.backend == "torch"
-            with _no_grad():
-                one = self._as_array(
-                    self._call_one(i, self._params_one(values, i, use_torch), use_torch), i
-                )
+            one = self._call_alone(values, i)
+            if _agrees(batched[i, :n], one, rtol=1e-7):
+                continue
             w, y = data.weight[i, :n], data.y[i, :n]
             chi2_b = float(np.sum(((batched[i, :n] - y) * w) ** 2))
             chi2_l = float(np.sum(((one - y) * w) ** 2))
