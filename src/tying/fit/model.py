@@ -555,7 +555,7 @@ class ModelEvaluator:
             up[free[j]] = v[:, j] + h_up[:, j]
             dn = dict(values)
             dn[free[j]] = v[:, j] - h_dn[:, j]
-            diff = self._predict_raw(up) - self._predict_raw(dn)
+            diff = self._predict_values(up) - self._predict_values(dn)  # NumPy backend
             jac[:, :, c] = diff / (h_up[:, j] + h_dn[:, j])[:, None]
         return jac
 
@@ -583,17 +583,6 @@ class ModelEvaluator:
         width = (h_up + h_dn).T  # (P, K)
         cols = (arr[:, 0] - arr[:, 1]) / width[:, :, None]  # (P, K, n_max)
         return np.ascontiguousarray(cols.transpose(1, 2, 0))
-
-    def _predict_raw(self, values: dict[str, np.ndarray]) -> np.ndarray:
-        if self.vectorized:
-            return self._as_array(self._call_batched(self._batched_params(values)), None)
-        out = np.zeros(self.data.y.shape)
-        for i in range(self.data.n_datasets):
-            n = int(self.data.lengths[i])
-            out[i, :n] = self._as_array(
-                self._call_one(i, self._params_one(values, i, False), False), i
-            )
-        return out
 
 
 def _same_jacobian(a: np.ndarray, b: np.ndarray, rtol: float = 1e-6) -> bool:
