@@ -146,3 +146,13 @@ def test_nist_files_parse_to_their_certified_shapes(problems):
         model = p.model("numpy")
         rss = float(np.sum((model(p.x, **dict(zip(p.param_names, p.certified))) - p.y) ** 2))
         assert rss == pytest.approx(p.certified_rss, rel=1e-6, abs=1e-20), p.name
+
+
+def test_a_truncated_or_gapped_nist_file_is_refused():
+    text = (DATA / "Misra1a.dat").read_text()
+    lines = text.splitlines()
+    with pytest.raises(ValueError, match=r"'Number of Observations: 14' but the data block has 13"):
+        nist.parse("Misra1a", "\n".join(lines[:-1]))
+    gapped = "\n".join(line.replace("b2 =", "b3 =", 1) for line in lines)
+    with pytest.raises(ValueError, match=r"numbered \[1, 3\] do not run b1 to b2"):
+        nist.parse("Misra1a", gapped)

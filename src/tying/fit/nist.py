@@ -126,6 +126,7 @@ MODELS: dict[str, Callable[..., Any]] = {
 
 _PARAM = re.compile(r"^\s*b(\d+)\s*=\s*(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s*$")
 _RSS = re.compile(r"Residual Sum of Squares:\s*(\S+)")
+_N_OBS = re.compile(r"^Number of Observations:\s*(\d+)")
 
 
 @dataclasses.dataclass
@@ -196,13 +197,14 @@ def parse(name: str, text: str) -> Problem:
         The :class:`Problem`.
 
     Raises:
-        ValueError: an unknown problem name, or a file without parameters,
-            residual sum of squares or data.
+        ValueError: an unknown problem name, a file without parameters,
+            residual sum of squares or data, a data block whose row count differs
+            from its "Number of Observations", or parameter lines with a gap.
     """
     if name not in MODELS:
         raise ValueError(f"unknown NIST problem {name!r}; known: {sorted(MODELS)}")
     params: dict[int, tuple[float, ...]] = {}
-    rss = None
+    rss = n_obs = None
     rows: list[list[float]] = []
     in_data = False
     for line in text.splitlines():
@@ -214,12 +216,25 @@ def parse(name: str, text: str) -> Problem:
             params[int(match.group(1))] = tuple(float(match.group(i)) for i in range(2, 6))
         elif (match := _RSS.search(line)) is not None:
             rss = float(match.group(1))
+        elif (match := _N_OBS.match(line)) is not None:
+            n_obs = int(match.group(1))
         elif re.match(r"^Data:\s+y\b", line):
             in_data = True
     if not params or rss is None or not rows:
         raise ValueError(
             f"NIST file for {name!r}: expected parameter lines 'b1 = start1 start2 value "
             f"stderr', a 'Residual Sum of Squares' line and a 'Data:  y  x' block"
+        )
+    if n_obs is not None and len(rows) != n_obs:
+        # a truncated or padded data block would fit other data against the certified values
+        raise ValueError(
+            f"NIST file for {name!r}: 'Number of Observations: {n_obs}' but the data block "
+            f"has {len(rows)} row(s); restore the file from NIST StRD"
+        )
+    if sorted(params) != list(range(1, len(params) + 1)):
+        raise ValueError(
+            f"NIST file for {name!r}: parameter lines numbered {sorted(params)} do not run "
+            f"b1 to b{len(params)} without gaps; restore the file from NIST StRD"
         )
     table = np.array(rows)
     values = np.array([params[i] for i in sorted(params)])  # (p, 4)
