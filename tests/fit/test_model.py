@@ -231,15 +231,19 @@ def _row_mean_power_data():
     return out
 
 
-def test_vectorized_fit_that_disagrees_with_the_loop_at_the_solution_is_refitted():
-    datasets = _row_mean_power_data()
-    fit = GlobalFit(
+def _row_mean_power_fit(datasets, **kwargs):
+    return GlobalFit(
         _row_mean_power_model,
         datasets,
         shared=["amplitude", "power"],
         init={"amplitude": 1.0, "power": 0.0},
+        **kwargs,
     )
-    res = fit.run()
+
+
+def test_vectorized_fit_that_disagrees_with_the_loop_at_the_solution_is_refitted():
+    datasets = _row_mean_power_data()
+    res = _row_mean_power_fit(datasets).run()
     assert not res.vectorized
     assert "dataset 'dataset 5' (index 5) chi2" in res.why_not_vectorized
     assert "refitted with a loop" in res.why_not_vectorized
@@ -250,14 +254,7 @@ def test_vectorized_fit_that_disagrees_with_the_loop_at_the_solution_is_refitted
 
 
 def test_vectorized_true_refuses_a_batched_model_that_disagrees_at_the_solution():
-    datasets = _row_mean_power_data()
-    fit = GlobalFit(
-        _row_mean_power_model,
-        datasets,
-        shared=["amplitude", "power"],
-        init={"amplitude": 1.0, "power": 0.0},
-        vectorized=True,
-    )
+    fit = _row_mean_power_fit(_row_mean_power_data(), vectorized=True)
     with pytest.raises(ValueError, match=r"disagrees with per-data-set calls: .*'dataset 5'"):
         fit.run()
 
