@@ -265,14 +265,11 @@ class HashedEmbedding(nn.Module):
             out = F.embedding(ids // m, w, sparse=sp) * F.embedding(q + ids % m, w, sparse=sp)
         else:
             c1, c2 = self.hash_cols.unbind()
-            keep = self.aligned or (self.sparse and self.mode == "entry")
-            if keep and fused_available(w):  # the kernels that keep what they read
-                Z = 0 if self.mode == "entry" else self.block
-                args = (self._hash.row_coef, c1, c2, self.signed, Z, nbags, bags, fac)
-                return FusedKeepLookup.apply(w, ids, *args, self.sparse)
             if fused_available(w):
                 Z = 0 if self.mode == "entry" else self.block
                 args = (self._hash.row_coef, c1, c2, self.signed, Z, nbags, bags, fac)
+                if self.aligned or (self.sparse and self.mode == "entry"):
+                    return FusedKeepLookup.apply(w, ids, *args, self.sparse)  # keeps what it read
                 return FusedLookup.apply(w, ids, *args)
             r1, r2 = self._hash.rows(ids)  # (n,) each: one row term per looked-up id
             if self.mode == "entry":
