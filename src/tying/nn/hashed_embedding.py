@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tying.core import Hashed, Plan, share
+from tying.core.slots import base_class
 from tying.nn.hashed_kernels import FusedKeepLookup, FusedLookup, SparseGather, fused_available
 from tying.nn.hashing import MAX_LOGICAL, MODES, HashedTable, P, combine, qr_split
 
@@ -139,7 +140,7 @@ class HashedEmbedding(nn.Module):
         dtype=None,
     ) -> None:
         super().__init__()
-        name = getattr(type(self), "_tying_base", type(self)).__name__  # not Tied…
+        name = base_class(self).__name__  # not Tied…
         V = self.num_embeddings = _positive_int("num_embeddings", num_embeddings)
         D = self.embedding_dim = _positive_int("embedding_dim", embedding_dim)
         B = _positive_int("buckets", buckets)
@@ -240,7 +241,7 @@ class HashedEmbedding(nn.Module):
 
     def _ids(self, input: torch.Tensor, what: str = "indices") -> torch.Tensor:
         """``input`` checked (integer, in range) and flattened to int64."""
-        name = getattr(type(self), "_tying_base", type(self)).__name__  # not Tied…
+        name = base_class(self).__name__  # not Tied…
         if not isinstance(input, torch.Tensor):
             raise TypeError(
                 f"{name} expects a tensor of int64/int32 {what}, got {type(input).__name__}"
@@ -275,7 +276,7 @@ class HashedEmbedding(nn.Module):
             if self.mode == "entry":
                 idx = combine(r1, c1) % self.buckets  # (n, D)
                 if self.sparse and torch.compiler.is_compiling():
-                    name = getattr(type(self), "_tying_base", type(self)).__name__
+                    name = base_class(self).__name__
                     raise ValueError(
                         f"{name}: sparse=True in mode='entry' does not compile "
                         f"(torch cannot trace a sparse gradient of the 1-D bucket array); use "
@@ -367,7 +368,7 @@ class HashedEmbeddingBag(HashedEmbedding):
         offsets: torch.Tensor | None = None,
         per_sample_weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        name = getattr(type(self), "_tying_base", type(self)).__name__  # not Tied…
+        name = base_class(self).__name__  # not Tied…
         ids = self._ids(input)
         if input.ndim == 2:
             if offsets is not None:
