@@ -155,24 +155,23 @@ def _optimizers(model: FM, lr: float) -> list[torch.optim.Optimizer]:
 def _train_eval(cfg, model, ids, y, seed) -> tuple[float, float, float]:
     """Train; return held-out AUC, log-loss and training impressions per second."""
     opts = _optimizers(model, cfg.lr)
-    # the dense tables' sparse gradients: torch warns unless the invariant checks are chosen
-    checks = torch.sparse.check_sparse_tensor_invariants(enable=False)
-    checks.__enter__()
     loss_fn = nn.BCEWithLogitsLoss()
     g = torch.Generator().manual_seed(seed)
     n = cfg.train
-    t0 = time.process_time()  # CPU time: the steadier figure on a shared machine
-    for _ in range(cfg.epochs):
-        perm = torch.randperm(n, generator=g)
-        for s in range(0, n, cfg.batch):
-            b = perm[s : s + cfg.batch]
-            for o in opts:
-                o.zero_grad()
-            loss_fn(model(ids[b]), y[b]).backward()
-            for o in opts:
-                o.step()
-    speed = cfg.epochs * n / (time.process_time() - t0)
-    checks.__exit__(None, None, None)
+    # the dense tables' sparse gradients: torch warns unless the invariant checks are chosen;
+    # a context, so a failed run does not leave the process-wide setting switched off
+    with torch.sparse.check_sparse_tensor_invariants(enable=False):
+        t0 = time.process_time()  # CPU time: the steadier figure on a shared machine
+        for _ in range(cfg.epochs):
+            perm = torch.randperm(n, generator=g)
+            for s in range(0, n, cfg.batch):
+                b = perm[s : s + cfg.batch]
+                for o in opts:
+                    o.zero_grad()
+                loss_fn(model(ids[b]), y[b]).backward()
+                for o in opts:
+                    o.step()
+        speed = cfg.epochs * n / (time.process_time() - t0)
     with torch.no_grad():
         logit = model(ids[n:])
         ll = float(loss_fn(logit, y[n:]))
