@@ -145,16 +145,16 @@ def _model(cfg: RecsysConfig, kind: str, budget_ratio: int | None, seed: int) ->
     return FM(tables, biases)
 
 
-def _optimizers(model: FM, lr: float) -> list[torch.optim.Optimizer]:
+def _optimizer(model: FM, lr: float) -> torch.optim.Optimizer:
     # Adagrad, the classic click-through optimiser, takes the dense tables' sparse gradients
     # and the buckets' dense ones alike, and leaves values with a zero gradient untouched in
     # both: the same update rule for every model (Adam would keep moving every bucket).
-    return [torch.optim.Adagrad(model.parameters(), lr=lr)]
+    return torch.optim.Adagrad(model.parameters(), lr=lr)
 
 
 def _train_eval(cfg, model, ids, y, seed) -> tuple[float, float, float]:
     """Train; return held-out AUC, log-loss and training impressions per second."""
-    opts = _optimizers(model, cfg.lr)
+    opt = _optimizer(model, cfg.lr)
     loss_fn = nn.BCEWithLogitsLoss()
     g = torch.Generator().manual_seed(seed)
     n = cfg.train
@@ -166,11 +166,9 @@ def _train_eval(cfg, model, ids, y, seed) -> tuple[float, float, float]:
             perm = torch.randperm(n, generator=g)
             for s in range(0, n, cfg.batch):
                 b = perm[s : s + cfg.batch]
-                for o in opts:
-                    o.zero_grad()
+                opt.zero_grad()
                 loss_fn(model(ids[b]), y[b]).backward()
-                for o in opts:
-                    o.step()
+                opt.step()
         speed = cfg.epochs * n / (time.process_time() - t0)
     with torch.no_grad():
         logit = model(ids[n:])
