@@ -89,10 +89,19 @@ def _data(cfg: RecsysConfig, rng) -> tuple[torch.Tensor, torch.Tensor, np.ndarra
 
 
 def auc(score: np.ndarray, y: np.ndarray) -> float:
-    """Area under the ROC curve (Mann–Whitney, ties averaged)."""
+    """Area under the ROC curve (Mann–Whitney, ties averaged).
+
+    Raises:
+        ValueError: when ``y`` holds one class only (the AUC is undefined, not 0/0 = nan).
+    """
     r = rankdata(score)
     pos = y > 0.5
     n1, n0 = pos.sum(), (~pos).sum()
+    if n1 == 0 or n0 == 0:
+        raise ValueError(
+            f"auc: labels must hold both classes, got {n1} positives and {n0} negatives; "
+            f"use a larger held-out set"
+        )
     return float((r[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
