@@ -32,8 +32,6 @@ Both run on one thread (see ``main``) and need ``pip install 'tying[bench]'`` fo
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import statistics
 import time
 import warnings
@@ -43,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import tying
-from benchmarks.common import compare, timeit, write
+from benchmarks.common import compare, steady_allocator, timeit, write
 from tying.nn import GroupConv2d, HashedEmbedding, group_act
 
 ROUNDS = 3  # each ratio is measured this many times; the row gives min/median/max
@@ -295,33 +293,11 @@ def hashed_embedding(
     }
 
 
-def _steady_allocator() -> bool:
-    """Keep glibc from returning freed MB-sized buffers to the OS between iterations.
-
-    With glibc's default dynamic mmap threshold, whether a 2 MB conv output is served
-    from fresh (page-faulting) pages depends on the allocation history of the process:
-    the same C4 step measured 1.05× or 1.3× the anchor depending on what ran before.
-    Pinning the thresholds makes both sides allocate from a warm heap. Returns whether
-    it applied (glibc only).
-    """
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
-        return bool(libc.mallopt(m_mmap_threshold, 1 << 28)) and bool(
-            libc.mallopt(m_trim_threshold, 1 << 30)
-        )
-    except (OSError, AttributeError):
-        return False
-
-
 def _setup() -> dict:
     # One thread: on a shared 2-core machine two-thread convs time erratically (the
     # ratios swung 0.5–1.4 between runs); the overhead measured here is per call anyway.
     torch.set_num_threads(1)
-    steady = _steady_allocator()
+    steady = steady_allocator()
     return {"case": "setup", "threads": 1, "glibc_mmap_threshold_pinned": steady, "rounds": ROUNDS}
 
 
