@@ -205,7 +205,6 @@ import json, time
 import torch
 torch.set_num_threads(1)
 from tying.nn import HashedEmbedding
-from tying.nn.hashed_kernels import fused_available
 import tying
 
 def hwm_mb():  # peak resident set of this process (VmHWM): exec resets it, fork does not
