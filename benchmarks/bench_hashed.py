@@ -37,8 +37,7 @@ import torch
 from torch import nn
 
 import tying
-from benchmarks.bench_nn_spatial import _steady_allocator
-from benchmarks.common import compare, write
+from benchmarks.common import compare, steady_allocator, write
 from tying.nn import HashedEmbedding
 from tying.nn.hashed_kernels import fused_available
 
@@ -206,7 +205,6 @@ import json, time
 import torch
 torch.set_num_threads(1)
 from tying.nn import HashedEmbedding
-from tying.nn.hashed_kernels import fused_available
 import tying
 
 def hwm_mb():  # peak resident set of this process (VmHWM): exec resets it, fork does not
@@ -258,7 +256,7 @@ def big_table() -> dict:
 
 def main() -> None:
     torch.set_num_threads(1)
-    steady = _steady_allocator()
+    steady = steady_allocator()
     fused = fused_available(torch.zeros(1))  # numba kernels; without them the torch path
     rows = [
         {

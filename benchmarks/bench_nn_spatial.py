@@ -32,8 +32,6 @@ Both run on one thread (see ``main``) and need ``pip install 'tying[bench]'`` fo
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import statistics
 import time
 import warnings
@@ -43,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import tying
-from benchmarks.common import compare, write
+from benchmarks.common import compare, steady_allocator, timeit, write
 from tying.nn import GroupConv2d, HashedEmbedding, group_act
 
 ROUNDS = 3  # each ratio is measured this many times; the row gives min/median/max
@@ -79,18 +77,6 @@ def _spread(ours, anchor, *, repeat: int, warmup: int = 2, key: str = "ratio") -
         f"{key}_max": max(ratios),
         f"wall_{key}": w_ours / w_anchor,
     }
-
-
-def _cpu_time(fn, *, repeat: int, warmup: int = 2) -> float:
-    """Median CPU time of ``fn()`` (s): steadier than wall time on a shared machine."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.process_time()
-        fn()
-        times.append(time.process_time() - t0)
-    return statistics.median(times)
 
 
 def _layer_and_bank(group: str, channels: int, k: int):
@@ -175,8 +161,8 @@ def tie_cost(group: str = "C4", channels: int = 16, batch: int = 8, side: int = 
         ours.zero_grad(set_to_none=True)
         torch.autograd.backward([ours.filter_bank(), ours.bias_bank()], [g_bank, g_bias])
 
-    t_tie = _cpu_time(run_tie, repeat=201, warmup=10)
-    t_step = _cpu_time(run_bank, repeat=31, warmup=2)
+    t_tie = timeit(run_tie, repeat=201, warmup=10, clock=time.process_time)
+    t_step = timeit(run_bank, repeat=31, warmup=2, clock=time.process_time)
     return {
         "case": f"the tie alone: {group} bank {tuple(bank.shape)} + bias from the physical "
         f"kernel, fwd+bwd (in isolation: warm caches)",
@@ -252,7 +238,7 @@ def group_conv_vs_e2cnn(channels: int = 16, batch: int = 8, side: int = 33, k: i
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         row = _spread(run_ours, run_theirs, repeat=31, key="ratio_vs_e2cnn")
-        t_expand = _cpu_time(run_their_expansion, repeat=51, warmup=3)
+        t_expand = timeit(run_their_expansion, repeat=51, warmup=3, clock=time.process_time)
         with torch.no_grad():
             y = ours(x)
             err_ours = float(
@@ -307,33 +293,11 @@ def hashed_embedding(
     }
 
 
-def _steady_allocator() -> bool:
-    """Keep glibc from returning freed MB-sized buffers to the OS between iterations.
-
-    With glibc's default dynamic mmap threshold, whether a 2 MB conv output is served
-    from fresh (page-faulting) pages depends on the allocation history of the process:
-    the same C4 step measured 1.05× or 1.3× the anchor depending on what ran before.
-    Pinning the thresholds makes both sides allocate from a warm heap. Returns whether
-    it applied (glibc only).
-    """
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
-        return bool(libc.mallopt(m_mmap_threshold, 1 << 28)) and bool(
-            libc.mallopt(m_trim_threshold, 1 << 30)
-        )
-    except (OSError, AttributeError):
-        return False
-
-
 def _setup() -> dict:
     # One thread: on a shared 2-core machine two-thread convs time erratically (the
     # ratios swung 0.5–1.4 between runs); the overhead measured here is per call anyway.
     torch.set_num_threads(1)
-    steady = _steady_allocator()
+    steady = steady_allocator()
     return {"case": "setup", "threads": 1, "glibc_mmap_threshold_pinned": steady, "rounds": ROUNDS}
 
 

@@ -6,6 +6,8 @@ interleaved, so that machine noise hits both sides alike.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import pathlib
@@ -16,15 +18,24 @@ from collections.abc import Callable
 RESULTS_DIR = pathlib.Path(os.environ.get("TYING_BENCH_OUT", "bench-results"))
 
 
-def timeit(fn: Callable[[], object], *, repeat: int = 7, warmup: int = 2) -> float:
-    """Median wall time of ``fn()`` in seconds over ``repeat`` runs after ``warmup``."""
+def timeit(
+    fn: Callable[[], object],
+    *,
+    repeat: int = 7,
+    warmup: int = 2,
+    clock: Callable[[], float] = time.perf_counter,
+) -> float:
+    """Median time of ``fn()`` in seconds over ``repeat`` runs after ``warmup``.
+
+    Wall time by default; ``clock=time.process_time`` as for :func:`compare`.
+    """
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return statistics.median(times)
 
 
@@ -89,3 +100,25 @@ def _fmt(v: object) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
+
+
+def steady_allocator() -> bool:
+    """Keep glibc from returning freed MB-sized buffers to the OS between iterations.
+
+    With glibc's default dynamic mmap threshold, whether a 2 MB conv output is served
+    from fresh (page-faulting) pages depends on the allocation history of the process:
+    the same C4 step measured 1.05× or 1.3× the anchor depending on what ran before.
+    Pinning the thresholds makes both sides allocate from a warm heap. Returns whether
+    it applied (glibc only).
+    """
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
+        return bool(libc.mallopt(m_mmap_threshold, 1 << 28)) and bool(
+            libc.mallopt(m_trim_threshold, 1 << 30)
+        )
+    except (OSError, AttributeError):
+        return False

@@ -18,6 +18,11 @@ def test_auc_matches_scikit_learn_with_ties():
     assert mod.auc(score, y.astype(float)) == pytest.approx(metrics.roc_auc_score(y, score))
 
 
+def test_auc_of_one_class_is_refused_not_nan():
+    with pytest.raises(ValueError, match="both classes, got 0 positives and 4 negatives"):
+        mod.auc(np.arange(4.0), np.zeros(4))
+
+
 def test_zipf_ids_are_skewed_scattered_and_in_range():
     rng = np.random.default_rng(1)
     ids = mod._zipf_ids(rng, 200_000, 50_000, 1.2)

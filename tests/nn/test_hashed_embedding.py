@@ -586,3 +586,13 @@ def test_aligned_relation_ties_a_plain_embedding():
     m(torch.tensor([3, 4])).sum().backward()
     opt.step()
     assert tying.verify(m) == 1
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+def test_block_index_is_made_on_the_rows_device(aligned):
+    """flat_index's block offsets follow the rows' device (meta here, CUDA in use): the
+    in-block arange once defaulted to the CPU and failed on a device mismatch."""
+    rel = HashedTable(mode="block", buckets=64, block=4, aligned=aligned)
+    idx, sign = rel.flat_index(torch.arange(10, device="meta"), (10, 8))
+    assert idx.device.type == sign.device.type == "meta"
+    assert idx.shape == sign.shape == (10, 8)

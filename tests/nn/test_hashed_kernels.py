@@ -76,7 +76,7 @@ def test_mersenne_fold_is_v_mod_p(v):
     compat=st.sampled_from([None, 1, 7, 128]),
 )
 def test_division_free_row_terms_equal_the_reference(ids, seed, compat):
-    """``_row_fold`` (shifts and adds) is ``_row`` (int64 %) exactly, up to V·D = 2**62."""
+    """``_row_fold`` (shifts and adds) is the torch row term (int64 %) exactly, up to V·D = 2**62."""
     h = PairHash(seed, 1, compat)
     if compat is not None:
         ids = [i % (P // compat) for i in ids]

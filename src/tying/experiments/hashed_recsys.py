@@ -89,10 +89,19 @@ def _data(cfg: RecsysConfig, rng) -> tuple[torch.Tensor, torch.Tensor, np.ndarra
 
 
 def auc(score: np.ndarray, y: np.ndarray) -> float:
-    """Area under the ROC curve (Mann–Whitney, ties averaged)."""
+    """Area under the ROC curve (Mann–Whitney, ties averaged).
+
+    Raises:
+        ValueError: when ``y`` holds one class only (the AUC is undefined, not 0/0 = nan).
+    """
     r = rankdata(score)
     pos = y > 0.5
     n1, n0 = pos.sum(), (~pos).sum()
+    if n1 == 0 or n0 == 0:
+        raise ValueError(
+            f"auc: labels must hold both classes, got {n1} positives and {n0} negatives; "
+            f"use a larger held-out set"
+        )
     return float((r[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
@@ -145,34 +154,31 @@ def _model(cfg: RecsysConfig, kind: str, budget_ratio: int | None, seed: int) ->
     return FM(tables, biases)
 
 
-def _optimizers(model: FM, lr: float) -> list[torch.optim.Optimizer]:
+def _optimizer(model: FM, lr: float) -> torch.optim.Optimizer:
     # Adagrad, the classic click-through optimiser, takes the dense tables' sparse gradients
     # and the buckets' dense ones alike, and leaves values with a zero gradient untouched in
     # both: the same update rule for every model (Adam would keep moving every bucket).
-    return [torch.optim.Adagrad(model.parameters(), lr=lr)]
+    return torch.optim.Adagrad(model.parameters(), lr=lr)
 
 
 def _train_eval(cfg, model, ids, y, seed) -> tuple[float, float, float]:
     """Train; return held-out AUC, log-loss and training impressions per second."""
-    opts = _optimizers(model, cfg.lr)
-    # the dense tables' sparse gradients: torch warns unless the invariant checks are chosen
-    checks = torch.sparse.check_sparse_tensor_invariants(enable=False)
-    checks.__enter__()
+    opt = _optimizer(model, cfg.lr)
     loss_fn = nn.BCEWithLogitsLoss()
     g = torch.Generator().manual_seed(seed)
     n = cfg.train
-    t0 = time.process_time()  # CPU time: the steadier figure on a shared machine
-    for _ in range(cfg.epochs):
-        perm = torch.randperm(n, generator=g)
-        for s in range(0, n, cfg.batch):
-            b = perm[s : s + cfg.batch]
-            for o in opts:
-                o.zero_grad()
-            loss_fn(model(ids[b]), y[b]).backward()
-            for o in opts:
-                o.step()
-    speed = cfg.epochs * n / (time.process_time() - t0)
-    checks.__exit__(None, None, None)
+    # the dense tables' sparse gradients: torch warns unless the invariant checks are chosen;
+    # a context, so a failed run does not leave the process-wide setting switched off
+    with torch.sparse.check_sparse_tensor_invariants(enable=False):
+        t0 = time.process_time()  # CPU time: the steadier figure on a shared machine
+        for _ in range(cfg.epochs):
+            perm = torch.randperm(n, generator=g)
+            for s in range(0, n, cfg.batch):
+                b = perm[s : s + cfg.batch]
+                opt.zero_grad()
+                loss_fn(model(ids[b]), y[b]).backward()
+                opt.step()
+        speed = cfg.epochs * n / (time.process_time() - t0)
     with torch.no_grad():
         logit = model(ids[n:])
         ll = float(loss_fn(logit, y[n:]))

@@ -36,21 +36,31 @@ def _mod(u, B, inv):  # u mod B for 0 <= u < 2**31: a float quotient, then an ex
 
 
 @_jit
-def _row(x, coef, o):  # ρ(x) = (Σ_k coef_k · limb_k(x·width) + b) mod P, coef = coef[o : o+5]
+def _fold(v):  # v mod P for 0 <= v < 2**62 (P = 2**31 - 1): shifts and adds, vectorises
+    v = (v & P) + (v >> 31)  # < 2**32
+    v = (v & P) + (v >> 31)  # <= P + 1
+    return v - P if v >= P else v
+
+
+@_jit
+def _row_fold(x, coef, o):
+    """ρ(x) = (Σ_k coef_k · limb_k(x·width) + b) mod P, coef = coef[o : o+5]: the row term
+    (:meth:`~tying.nn.hashing.PairHash.rows`), reduced by Mersenne folds, not int64 divisions."""
     y = x * coef[o]
     v = (
         (y & 0x1FFFFF) * coef[o + 1]
         + ((y >> 21) & 0x1FFFFF) * coef[o + 2]
         + (y >> 42) * coef[o + 3]
-    )
-    return (v % P + coef[o + 4]) % P
+    )  # < 3 * 2**52
+    u = _fold(v) + coef[o + 4]
+    return u - P if u >= P else u
 
 
 @_jit
 def rows(ids, coef, r1, r2):
     for k in range(ids.shape[0]):
-        r1[k] = _row(ids[k], coef, 0)
-        r2[k] = _row(ids[k], coef, 5)
+        r1[k] = _row_fold(ids[k], coef, 0)
+        r2[k] = _row_fold(ids[k], coef, 5)
 
 
 @_jit
@@ -75,21 +85,26 @@ def _row_hash(a, a2, c1, c1_mod, c2, p_mod, B, signed, f, idx, sg):
 
 
 @_jit
+def _gather(w, idx, sg, dst, acc):
+    """One row's signed values ``sg[j] · w[idx[j]]`` into ``dst``: added when ``acc``, else set."""
+    if acc:
+        for j in range(idx.shape[0]):
+            dst[j] += sg[j] * w[idx[j]]
+    else:
+        for j in range(idx.shape[0]):
+            dst[j] = sg[j] * w[idx[j]]
+
+
+@_jit
 def entry_fwd(w, ids, coef, c1, c2, signed, fac, bags, out, acc):
     B, D = w.shape[0], c1.shape[0]
     c1_mod, p_mod = c1 % B, P % B
     idx = np.empty(D, np.int64)
     sg = np.empty(D, w.dtype)
     for k in range(ids.shape[0]):
-        a, a2 = _row(ids[k], coef, 0), _row(ids[k], coef, 5)
+        a, a2 = _row_fold(ids[k], coef, 0), _row_fold(ids[k], coef, 5)
         _row_hash(a, a2, c1, c1_mod, c2, p_mod, B, signed, fac[k], idx, sg)
-        dst = out[bags[k]]
-        if acc:
-            for j in range(D):
-                dst[j] += sg[j] * w[idx[j]]
-        else:
-            for j in range(D):
-                dst[j] = sg[j] * w[idx[j]]
+        _gather(w, idx, sg, out[bags[k]], acc)
 
 
 @_jit
@@ -99,7 +114,7 @@ def entry_bwd(ids, coef, c1, c2, signed, fac, bags, g, gw):
     idx = np.empty(D, np.int64)
     sg = np.empty(D, gw.dtype)
     for k in range(ids.shape[0]):
-        a, a2 = _row(ids[k], coef, 0), _row(ids[k], coef, 5)
+        a, a2 = _row_fold(ids[k], coef, 0), _row_fold(ids[k], coef, 5)
         _row_hash(a, a2, c1, c1_mod, c2, p_mod, B, signed, fac[k], idx, sg)
         src = g[bags[k]]
         for j in range(D):
@@ -111,7 +126,7 @@ def block_hash(ids, coef, c1, c2, signed, fac, B, off, sf):
     """Offset in the circular array and sign × item weight of every (item, block)."""
     inv = 1.0 / B
     for k in range(ids.shape[0]):
-        a, a2, f = _row(ids[k], coef, 0), _row(ids[k], coef, 5), fac[k]
+        a, a2, f = _row_fold(ids[k], coef, 0), _row_fold(ids[k], coef, 5), fac[k]
         for blk in range(c1.shape[0]):
             off[k, blk] = _mod(_pair(a, c1[blk]), B, inv)
             sf[k, blk] = f if not signed or _pair(a2, c2[blk]) & 1 else -f
@@ -175,16 +190,10 @@ def entry_keep_fwd(w, ids, coef, c1, c2, signed, fac, bags, out, acc, idx):
     c1_mod, p_mod = c1 % B, P % B
     sg = np.empty(D, w.dtype)
     for k in range(ids.shape[0]):
-        a, a2 = _row(ids[k], coef, 0), _row(ids[k], coef, 5)
+        a, a2 = _row_fold(ids[k], coef, 0), _row_fold(ids[k], coef, 5)
         ik = idx[k]
         _row_hash(a, a2, c1, c1_mod, c2, p_mod, B, signed, fac[k], ik, sg)
-        dst = out[bags[k]]
-        if acc:
-            for j in range(D):
-                dst[j] += sg[j] * w[ik[j]]
-        else:
-            for j in range(D):
-                dst[j] = sg[j] * w[ik[j]]
+        _gather(w, ik, sg, out[bags[k]], acc)
 
 
 @_jit
@@ -195,30 +204,11 @@ def entry_sparse_values(ids, coef, c2, signed, fac, bags, g, vals):
     than writing it in the forward and reading it back.
     """
     for k in range(ids.shape[0]):
-        a2, f, src, v = _row(ids[k], coef, 5), fac[k], g[bags[k]], vals[k]
+        a2, f, src, v = _row_fold(ids[k], coef, 5), fac[k], g[bags[k]], vals[k]
         for j in range(c2.shape[0]):
             t = a2 + c2[j]
             t = t + 1 if t >= P else t
             v[j] = f * src[j] if (t & 1) or not signed else -f * src[j]
-
-
-@_jit
-def _fold(v):  # v mod P for 0 <= v < 2**62 (P = 2**31 - 1): shifts and adds, vectorises
-    v = (v & P) + (v >> 31)  # < 2**32
-    v = (v & P) + (v >> 31)  # <= P + 1
-    return v - P if v >= P else v
-
-
-@_jit
-def _row_fold(x, coef, o):  # _row without the two int64 divisions: the same value
-    y = x * coef[o]
-    v = (
-        (y & 0x1FFFFF) * coef[o + 1]
-        + ((y >> 21) & 0x1FFFFF) * coef[o + 2]
-        + (y >> 42) * coef[o + 3]
-    )  # < 3 * 2**52
-    u = _fold(v) + coef[o + 4]
-    return u - P if u >= P else u
 
 
 @_jit

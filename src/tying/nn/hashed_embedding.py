@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tying.core import Hashed, Plan, share
+from tying.core.slots import base_class
 from tying.nn.hashed_kernels import FusedKeepLookup, FusedLookup, SparseGather, fused_available
 from tying.nn.hashing import MAX_LOGICAL, MODES, HashedTable, P, combine, qr_split
 
@@ -139,7 +140,7 @@ class HashedEmbedding(nn.Module):
         dtype=None,
     ) -> None:
         super().__init__()
-        name = getattr(type(self), "_tying_base", type(self)).__name__  # not Tied…
+        name = base_class(self).__name__  # not Tied…
         V = self.num_embeddings = _positive_int("num_embeddings", num_embeddings)
         D = self.embedding_dim = _positive_int("embedding_dim", embedding_dim)
         B = _positive_int("buckets", buckets)
@@ -240,7 +241,7 @@ class HashedEmbedding(nn.Module):
 
     def _ids(self, input: torch.Tensor, what: str = "indices") -> torch.Tensor:
         """``input`` checked (integer, in range) and flattened to int64."""
-        name = getattr(type(self), "_tying_base", type(self)).__name__  # not Tied…
+        name = base_class(self).__name__  # not Tied…
         if not isinstance(input, torch.Tensor):
             raise TypeError(
                 f"{name} expects a tensor of int64/int32 {what}, got {type(input).__name__}"
@@ -265,20 +266,17 @@ class HashedEmbedding(nn.Module):
             out = F.embedding(ids // m, w, sparse=sp) * F.embedding(q + ids % m, w, sparse=sp)
         else:
             c1, c2 = self.hash_cols.unbind()
-            keep = self.aligned or (self.sparse and self.mode == "entry")
-            if keep and fused_available(w):  # the kernels that keep what they read
-                Z = 0 if self.mode == "entry" else self.block
-                args = (self._hash.row_coef, c1, c2, self.signed, Z, nbags, bags, fac)
-                return FusedKeepLookup.apply(w, ids, *args, self.sparse)
             if fused_available(w):
                 Z = 0 if self.mode == "entry" else self.block
                 args = (self._hash.row_coef, c1, c2, self.signed, Z, nbags, bags, fac)
+                if self.aligned or (self.sparse and self.mode == "entry"):
+                    return FusedKeepLookup.apply(w, ids, *args, self.sparse)  # keeps what it read
                 return FusedLookup.apply(w, ids, *args)
             r1, r2 = self._hash.rows(ids)  # (n,) each: one row term per looked-up id
             if self.mode == "entry":
                 idx = combine(r1, c1) % self.buckets  # (n, D)
                 if self.sparse and torch.compiler.is_compiling():
-                    name = getattr(type(self), "_tying_base", type(self)).__name__
+                    name = base_class(self).__name__
                     raise ValueError(
                         f"{name}: sparse=True in mode='entry' does not compile "
                         f"(torch cannot trace a sparse gradient of the 1-D bucket array); use "
@@ -370,7 +368,7 @@ class HashedEmbeddingBag(HashedEmbedding):
         offsets: torch.Tensor | None = None,
         per_sample_weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        name = getattr(type(self), "_tying_base", type(self)).__name__  # not Tied…
+        name = base_class(self).__name__  # not Tied…
         ids = self._ids(input)
         if input.ndim == 2:
             if offsets is not None:

@@ -38,8 +38,6 @@ import os
 
 import torch
 
-P = 2**31 - 1
-
 
 @functools.cache
 def _nb():

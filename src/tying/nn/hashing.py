@@ -224,14 +224,12 @@ class HashedTable(Relation):
             q, m = qr_split(V, D, self.buckets)
             pad = torch.zeros(q * m, D, dtype=logical.dtype, device=logical.device)
             pad[:V] = logical
-            return torch.cat([pad.view(q, m, D).mean(1), torch.ones(m, D, dtype=logical.dtype)])
+            return torch.cat([pad.view(q, m, D).mean(1), torch.ones_like(pad[:m])])
         # the least-squares source: every bucket the mean of the (signed) entries it serves
         idx, sign = self.flat_index(torch.arange(V, device=logical.device), (V, D))
         flat = logical.reshape(-1) * sign.reshape(-1).to(logical.dtype)
-        total = torch.zeros(self.buckets, dtype=flat.dtype).index_add_(0, idx.reshape(-1), flat)
-        count = torch.zeros(self.buckets, dtype=flat.dtype).index_add_(
-            0, idx.reshape(-1), torch.ones_like(flat)
-        )
+        total = flat.new_zeros(self.buckets).index_add_(0, idx.reshape(-1), flat)
+        count = flat.new_zeros(self.buckets).index_add_(0, idx.reshape(-1), torch.ones_like(flat))
         return (total / count.clamp_min(1)).reshape(shape)
 
     def pair_hash(self, shape) -> PairHash:
@@ -257,7 +255,7 @@ class HashedTable(Relation):
             off = combine(r1, c1) % (self.buckets // self.block) * self.block  # (n, nb)
         else:
             off = combine(r1, c1) % self.buckets  # (n, nb)
-        idx = (off.unsqueeze(-1) + torch.arange(self.block)) % self.buckets
+        idx = (off.unsqueeze(-1) + torch.arange(self.block, device=off.device)) % self.buckets
         sign = (combine(r2, c2) & 1) * 2 - 1 if self.signed else torch.ones_like(off)
         return idx.flatten(-2), sign.repeat_interleave(self.block, -1)
 
