@@ -170,6 +170,19 @@ class Slot:
             f"remove_spectral_norm, remove_weight_norm), or untie first (tying.untie(model))"
         )
 
+    def target_and_source(self, name: str) -> tuple[str, str]:
+        """The full paths of this slot (``name`` on its module) and of what it reads.
+
+        The source is the tied-to path, or the slot's own storage parameter
+        (``weight_physical``) when the tie has no other source.
+        """
+        mod_path, src_path = self.paths
+        target = f"{mod_path}.{name}" if mod_path else name
+        if src_path:
+            return target, src_path
+        own = self.storage.get("source", name)
+        return target, f"{mod_path}.{own}" if mod_path else own
+
     def check_written(self, module: nn.Module, *, values: bool = False) -> None:
         """Refuse when the tensor this computed slot last handed out was written to.
 
@@ -194,14 +207,7 @@ class Slot:
         else:
             return
         self._handed = None
-        mod_path, src_path = self.paths
-        name = _name_in(module, self)
-        target = f"{mod_path}.{name}" if mod_path else name
-        if src_path:
-            source = src_path
-        else:
-            own = self.storage.get("source", name)
-            source = f"{mod_path}.{own}" if mod_path else own
+        target, source = self.target_and_source(_name_in(module, self))
         raise TieError(
             f"{target} was written {how} (by nn.init.*, .fill_, .copy_ or .data): it is computed "
             f"from {source} via {self.relation!r}, so the value handed out was a temporary "
@@ -376,17 +382,12 @@ def _guarded_setattr(self, name, value):
             # Assigning the very Parameter the slot already serves changes nothing:
             # Hugging Face's tie_weights()/init_weights() do exactly this.
             return
-        mod_path, src_path = slot.paths
-        target = f"{mod_path}.{name}" if mod_path else name
-        if src_path:
-            source = src_path
-        else:
-            own = slot.storage.get("source", name)
-            source = f"its own storage {mod_path + '.' + own if mod_path else own}"
+        target, source = slot.target_and_source(name)
+        served = source if slot.paths[1] else f"its own storage {source}"
         raise TieError(
-            f"{target} is a tied slot of {type(self).__name__}, served from {source} via "
+            f"{target} is a tied slot of {type(self).__name__}, served from {served} via "
             f"{slot.relation!r}; assigning another value would break the tie: change "
-            f"{source.removeprefix('its own storage ')} instead, or untie first with "
+            f"{source} instead, or untie first with "
             f"tying.untie(model) (or tying.Plan([tying.free({target!r})]).apply(model))"
         )
     type(self)._tying_base.__setattr__(self, name, value)
