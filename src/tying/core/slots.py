@@ -241,12 +241,8 @@ def _equal_now(slot: Slot, module: nn.Module, held: torch.Tensor, key: tuple) ->
     src = key[0][0]
     if isinstance(src, nn.Parameter) and _own_source(slot) is not src:
         return None
-    extras = {
-        r: t
-        for (r, _), (t, _, _) in zip(
-            ((r, n) for r, n in slot.storage.items() if r != "source"), key[1:]
-        )
-    }
+    roles = [r for r in slot.storage if r != "source"]  # the order value() recorded them in
+    extras = {r: t for r, (t, _, _) in zip(roles, key[1:])}
     with torch.no_grad():
         now = slot.relation(src, shape=slot.shape, **extras)
     if now.dtype != held.dtype or now.shape != held.shape:
