@@ -29,9 +29,12 @@ def whole_module_ties(inv: Inventory) -> dict[str, str]:
         >>> whole_module_ties(Inventory(m))
         {'b': 'a'}
     """
+    by_module: dict[str, list] = {}  # module path -> its slots, grouped once (not per module)
+    for i in inv.slots.values():
+        by_module.setdefault(i.module_path, []).append(i)
     out = {}
     for mpath, mod in inv.modules.items():
-        own = [i for i in inv.slots.values() if i.module_path == mpath]
+        own = by_module.get(mpath, [])
         if not own or not all(i.is_tied for i in own):
             continue
         sources = {
@@ -43,7 +46,7 @@ def whole_module_ties(inv: Inventory) -> dict[str, str]:
         src_mod = inv.modules.get(src)
         if src_mod is None or base_class(src_mod) is not base_class(mod):
             continue
-        src_own = {i.name for i in inv.slots.values() if i.module_path == src}
+        src_own = {i.name for i in by_module.get(src, [])}
         if all(
             type(i.tie.relation) is Same
             and not i.tie.storage
