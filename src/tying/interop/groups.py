@@ -6,6 +6,8 @@ when the tied module can become the very same object as its source.
 
 from __future__ import annotations
 
+from torch import nn
+
 from tying.core.inventory import Inventory, join
 from tying.core.relations import Same
 from tying.core.slots import base_class
@@ -56,3 +58,17 @@ def whole_module_ties(inv: Inventory) -> dict[str, str]:
         ) and src_own == {i.name for i in own}:
             out[mpath] = src
     return out
+
+
+def set_module(model: nn.Module, path: str, value: nn.Module) -> None:
+    """Put ``value`` at module path ``path`` of ``model`` (how the tools here re-seat a tie).
+
+    Example:
+        >>> import torch
+        >>> from tying.interop.groups import set_module
+        >>> m = torch.nn.Sequential(torch.nn.Linear(2, 2))
+        >>> set_module(m, "0", torch.nn.Identity()); type(m[0]).__name__
+        'Identity'
+    """
+    parent, _, name = path.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, name, value)
