@@ -45,6 +45,9 @@ from tying.core.outside import ORIG, check_prune_query, check_register, pruned_n
 from tying.core.relations import Relation, Same
 
 SLOTS_ATTR = "_tying_slots"
+# Set on a tied module by tying.train.grad_sample_module, whose hooks count the tied use in
+# Opacus' per-sample gradients; a read through a tie that Opacus hooks without it is refused.
+GRAD_SAMPLE_HOOKED_ATTR = "_tying_grad_sample_hooked"
 
 
 @dataclasses.dataclass
@@ -112,7 +115,7 @@ class Slot:
         if (
             not compiling
             and hasattr(src, "_forward_counter")
-            and "_tying_grad_sample_hooked" not in module.__dict__
+            and GRAD_SAMPLE_HOOKED_ATTR not in module.__dict__
         ):
             raise TieError(
                 f"{self.paths[0] or type(module).__name__} reads {self.paths[1] or self.source_name} "
