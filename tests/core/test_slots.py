@@ -440,6 +440,18 @@ def test_a_write_through_data_is_refused_by_verify_and_save(tmp_path):
     assert not (tmp_path / "m.safetensors").exists()
 
 
+def test_a_write_through_data_to_a_slot_with_extras_is_refused_by_verify():
+    # Scaled recomputes from the source *and* its own scale: the value check must
+    # rebuild both from what the read recorded, and must not flag an untouched read
+    ae = AE(d_in=3, d_hid=3)
+    tying.Plan([tying.share("dec.weight", like="enc.weight", relation=tying.Scaled(2.0))]).apply(ae)
+    _ = ae.dec.weight
+    assert tying.verify(ae) == 1
+    ae.dec.weight.data.fill_(0.0)
+    with pytest.raises(tying.TieError, match=r"dec\.weight was written through \.data"):
+        tying.verify(ae)
+
+
 def test_same_slot_is_the_parameter_so_in_place_writes_keep_working():
     m = Stack()
     tying.Plan([tying.share("lm_head.weight", like="embed.weight")]).apply(m)

@@ -24,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-from tying.core.outside import pruned_names
+from tying.core.outside import ORIG, pruned_names
 from tying.core.relations import Relation
 from tying.core.slots import Slot, slots_of, storage_names
 
@@ -139,7 +139,7 @@ class Inventory:
             return self.storage[path]
         info = self.slots[path]
         params = info.module._parameters
-        return params[info.name] if info.name in params else params[info.name + "_orig"]
+        return params[info.name] if info.name in params else params[info.name + ORIG]
 
     def relation_of(self, path: str) -> Relation | None:
         info = self.slots[path]

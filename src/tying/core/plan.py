@@ -251,10 +251,6 @@ def _fail(rule_index: int, rule: Rule, msg: str) -> TieError:
     return resolver.rule_error(rule_index, rule, msg)
 
 
-def _source_for(i: int, rule: Rule, inv: Inventory, path: str, captures) -> str | None:
-    return resolver.source_for(i, rule, path, captures)
-
-
 def _resolve_rules(rules: list[Rule], inv: Inventory) -> tuple[list[Change], int]:
     """Phase 1's work: rules → the slot changes (last match wins), validated; reads only.
 
@@ -284,7 +280,7 @@ def _resolve_rules(rules: list[Rule], inv: Inventory) -> tuple[list[Change], int
             if caps is None:
                 continue
             hits += 1
-            src_mod = _source_for(i, rule, inv, mpath, caps)
+            src_mod = resolver.source_for(i, rule, mpath, caps)
             if src_mod is not None and src_mod not in inv.modules:
                 raise _fail(
                     i,
@@ -306,7 +302,7 @@ def _resolve_rules(rules: list[Rule], inv: Inventory) -> tuple[list[Change], int
             caps = pat.match(spath)
             if caps is not None:
                 hits += 1
-                matched[spath] = _source_for(i, rule, inv, spath, caps)
+                matched[spath] = resolver.source_for(i, rule, spath, caps)
         for bpath in sorted(inv.buffers):
             if pat.match(bpath) is not None:
                 raise _fail(

@@ -45,6 +45,9 @@ from tying.core.outside import ORIG, check_prune_query, check_register, pruned_n
 from tying.core.relations import Relation, Same
 
 SLOTS_ATTR = "_tying_slots"
+# Set on a tied module by tying.train.grad_sample_module, whose hooks count the tied use in
+# Opacus' per-sample gradients; a read through a tie that Opacus hooks without it is refused.
+GRAD_SAMPLE_HOOKED_ATTR = "_tying_grad_sample_hooked"
 
 
 @dataclasses.dataclass
@@ -112,7 +115,7 @@ class Slot:
         if (
             not compiling
             and hasattr(src, "_forward_counter")
-            and "_tying_grad_sample_hooked" not in module.__dict__
+            and GRAD_SAMPLE_HOOKED_ATTR not in module.__dict__
         ):
             raise TieError(
                 f"{self.paths[0] or type(module).__name__} reads {self.paths[1] or self.source_name} "
@@ -170,6 +173,19 @@ class Slot:
             f"remove_spectral_norm, remove_weight_norm), or untie first (tying.untie(model))"
         )
 
+    def target_and_source(self, name: str) -> tuple[str, str]:
+        """The full paths of this slot (``name`` on its module) and of what it reads.
+
+        The source is the tied-to path, or the slot's own storage parameter
+        (``weight_physical``) when the tie has no other source.
+        """
+        mod_path, src_path = self.paths
+        target = f"{mod_path}.{name}" if mod_path else name
+        if src_path:
+            return target, src_path
+        own = self.storage.get("source", name)
+        return target, f"{mod_path}.{own}" if mod_path else own
+
     def check_written(self, module: nn.Module, *, values: bool = False) -> None:
         """Refuse when the tensor this computed slot last handed out was written to.
 
@@ -194,14 +210,7 @@ class Slot:
         else:
             return
         self._handed = None
-        mod_path, src_path = self.paths
-        name = _name_in(module, self)
-        target = f"{mod_path}.{name}" if mod_path else name
-        if src_path:
-            source = src_path
-        else:
-            own = self.storage.get("source", name)
-            source = f"{mod_path}.{own}" if mod_path else own
+        target, source = self.target_and_source(_name_in(module, self))
         raise TieError(
             f"{target} was written {how} (by nn.init.*, .fill_, .copy_ or .data): it is computed "
             f"from {source} via {self.relation!r}, so the value handed out was a temporary "
@@ -235,12 +244,8 @@ def _equal_now(slot: Slot, module: nn.Module, held: torch.Tensor, key: tuple) ->
     src = key[0][0]
     if isinstance(src, nn.Parameter) and _own_source(slot) is not src:
         return None
-    extras = {
-        r: t
-        for (r, _), (t, _, _) in zip(
-            ((r, n) for r, n in slot.storage.items() if r != "source"), key[1:]
-        )
-    }
+    roles = [r for r in slot.storage if r != "source"]  # the order value() recorded them in
+    extras = {r: t for r, (t, _, _) in zip(roles, key[1:])}
     with torch.no_grad():
         now = slot.relation(src, shape=slot.shape, **extras)
     if now.dtype != held.dtype or now.shape != held.shape:
@@ -376,17 +381,12 @@ def _guarded_setattr(self, name, value):
             # Assigning the very Parameter the slot already serves changes nothing:
             # Hugging Face's tie_weights()/init_weights() do exactly this.
             return
-        mod_path, src_path = slot.paths
-        target = f"{mod_path}.{name}" if mod_path else name
-        if src_path:
-            source = src_path
-        else:
-            own = slot.storage.get("source", name)
-            source = f"its own storage {mod_path + '.' + own if mod_path else own}"
+        target, source = slot.target_and_source(name)
+        served = source if slot.paths[1] else f"its own storage {source}"
         raise TieError(
-            f"{target} is a tied slot of {type(self).__name__}, served from {source} via "
+            f"{target} is a tied slot of {type(self).__name__}, served from {served} via "
             f"{slot.relation!r}; assigning another value would break the tie: change "
-            f"{source.removeprefix('its own storage ')} instead, or untie first with "
+            f"{source} instead, or untie first with "
             f"tying.untie(model) (or tying.Plan([tying.free({target!r})]).apply(model))"
         )
     type(self)._tying_base.__setattr__(self, name, value)

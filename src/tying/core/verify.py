@@ -113,8 +113,9 @@ def verify(model: nn.Module) -> int:
             source = None if spec["like"] is None else join(prefix, spec["like"])
             relation = relation_from_spec(spec["relation"])
             adapted = declared_through_adapters(inv, tpath, source)  # peft wrappers (base_layer)
-            if adapted is not None:
-                broken.extend([adapted] if adapted else [])
+            if adapted is not None:  # "": one adapter serves both ends, the tie holds
+                if adapted:
+                    broken.append(adapted)
                 continue
             info = inv.slots.get(tpath)
             if info is None:

@@ -6,6 +6,8 @@ when the tied module can become the very same object as its source.
 
 from __future__ import annotations
 
+from torch import nn
+
 from tying.core.inventory import Inventory, join
 from tying.core.relations import Same
 from tying.core.slots import base_class
@@ -29,9 +31,12 @@ def whole_module_ties(inv: Inventory) -> dict[str, str]:
         >>> whole_module_ties(Inventory(m))
         {'b': 'a'}
     """
+    by_module: dict[str, list] = {}  # module path -> its slots, grouped once (not per module)
+    for i in inv.slots.values():
+        by_module.setdefault(i.module_path, []).append(i)
     out = {}
     for mpath, mod in inv.modules.items():
-        own = [i for i in inv.slots.values() if i.module_path == mpath]
+        own = by_module.get(mpath, [])
         if not own or not all(i.is_tied for i in own):
             continue
         sources = {
@@ -43,7 +48,7 @@ def whole_module_ties(inv: Inventory) -> dict[str, str]:
         src_mod = inv.modules.get(src)
         if src_mod is None or base_class(src_mod) is not base_class(mod):
             continue
-        src_own = {i.name for i in inv.slots.values() if i.module_path == src}
+        src_own = {i.name for i in by_module.get(src, [])}
         if all(
             type(i.tie.relation) is Same
             and not i.tie.storage
@@ -53,3 +58,17 @@ def whole_module_ties(inv: Inventory) -> dict[str, str]:
         ) and src_own == {i.name for i in own}:
             out[mpath] = src
     return out
+
+
+def set_module(model: nn.Module, path: str, value: nn.Module) -> None:
+    """Put ``value`` at module path ``path`` of ``model`` (how the tools here re-seat a tie).
+
+    Example:
+        >>> import torch
+        >>> from tying.interop.groups import set_module
+        >>> m = torch.nn.Sequential(torch.nn.Linear(2, 2))
+        >>> set_module(m, "0", torch.nn.Identity()); type(m[0]).__name__
+        'Identity'
+    """
+    parent, _, name = path.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, name, value)

@@ -346,15 +346,16 @@ def _tie_checks(inv: Inventory, present: set[str]) -> dict[str, list[str]]:
     for path, info in inv.slots.items():
         if not info.is_tied or path not in present:
             continue
-        slot = info.tie
-        src = (
-            join(info.module_path, slot.storage["source"])
-            if "source" in slot.storage
-            else info.source
-        )
-        extras = [join(info.module_path, n) for r, n in slot.storage.items() if r != "source"]
-        out[path] = [path, *(k for k in [src, *extras] if k and k in present)]
+        src, extras = _computed_from(info)
+        out[path] = [path, *(k for k in [src, *extras.values()] if k and k in present)]
     return out
+
+
+def _computed_from(info) -> tuple[str | None, dict[str, str]]:
+    """The keys a tied slot's value is computed from: its source, and its extras by role."""
+    storage = info.tie.storage
+    src = join(info.module_path, storage["source"]) if "source" in storage else info.source
+    return src, {r: join(info.module_path, n) for r, n in storage.items() if r != "source"}
 
 
 def _check_tied_values(inv: Inventory, checks, tensors, folder: pathlib.Path) -> None:
@@ -363,16 +364,8 @@ def _check_tied_values(inv: Inventory, checks, tensors, folder: pathlib.Path) ->
         for path in checks:
             info = inv.slots[path]
             slot, incoming = info.tie, tensors[path]
-            src = (
-                join(info.module_path, slot.storage["source"])
-                if "source" in slot.storage
-                else info.source
-            )
-            extras = {
-                r: tensors.get(join(info.module_path, n))
-                for r, n in slot.storage.items()
-                if r != "source"
-            }
+            src, keys = _computed_from(info)
+            extras = {r: tensors.get(k) for r, k in keys.items()}
             if src in tensors and all(v is not None for v in extras.values()):
                 want = slot.relation(tensors[src], shape=slot.shape, **extras)
             else:  # the source is not in the file: compare with the model's value

@@ -36,10 +36,8 @@ from torch import nn
 
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory
-from tying.core.outside import (
-    is_adapter,
-)
-from tying.interop.groups import whole_module_ties
+from tying.core.outside import is_adapter
+from tying.interop.groups import set_module, whole_module_ties
 
 SHARED_ATTR = "_tying_shared_adapters"
 
@@ -186,7 +184,7 @@ def _wrap(model: nn.Module, make, shared: dict[str, str], what: str):
 
     def undo() -> None:
         for path, mod in tree:  # parents first: every path gets its original module back
-            _set(model, path, mod)
+            set_module(model, path, mod)
         for param, flag in grads:
             param.requires_grad_(flag)
 
@@ -200,7 +198,7 @@ def _wrap(model: nn.Module, make, shared: dict[str, str], what: str):
             pm = make()
         base = pm.base_model.model
         for path, src in shared.items():
-            _set(base, path, base.get_submodule(src))
+            set_module(base, path, base.get_submodule(src))
         pm.__dict__[SHARED_ATTR] = {p: inv.modules[p] for p in shared}
         verify(pm)  # a safety net for what the checks before cannot foresee
     except TieError as err:
@@ -210,11 +208,6 @@ def _wrap(model: nn.Module, make, shared: dict[str, str], what: str):
         undo()
         raise
     return pm
-
-
-def _set(model: nn.Module, path: str, value: nn.Module) -> None:
-    parent, _, name = path.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, name, value)
 
 
 def merge_and_unload(peft_model, **kwargs: Any) -> nn.Module:
@@ -263,7 +256,7 @@ def merge_and_unload(peft_model, **kwargs: Any) -> nn.Module:
         src = sources[path]
         at_src = merged.get_submodule(src)
         if is_adapter(at_src):  # peft replaced the wrapper under one path only
-            _set(merged, src, at_src.get_base_layer())
-        _set(merged, path, original)
+            set_module(merged, src, at_src.get_base_layer())
+        set_module(merged, path, original)
     verify(merged)
     return merged

@@ -46,7 +46,7 @@ from tying.core.errors import TieError
 from tying.core.inventory import Inventory, join
 from tying.core.plan import DECLARED_ATTR
 from tying.core.slots import base_class
-from tying.interop.groups import whole_module_ties
+from tying.interop.groups import set_module, whole_module_ties
 
 
 def _ties_touching(inv: Inventory, selected: set[str]):
@@ -91,11 +91,6 @@ def _drop_declared(model: nn.Module, paths: set[str]) -> None:
             mod.__dict__[DECLARED_ATTR] = {
                 k: v for k, v in declared.items() if join(prefix, k).rsplit(".", 1)[0] not in paths
             }
-
-
-def _set(model: nn.Module, path: str, value: nn.Module) -> None:
-    parent, _, name = path.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, name, value)
 
 
 def quantize_dynamic(
@@ -169,15 +164,15 @@ def quantize_dynamic(
     # excluded ones (they come back untouched)
     kept = {p: target.get_submodule(p) for p in exclude}
     for path in [*groups, *exclude]:
-        _set(target, path, nn.Identity())
+        set_module(target, path, nn.Identity())
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
         out = ao_quantize_dynamic(target, set(classes), dtype=dtype, inplace=True)
     for path, module in kept.items():
-        _set(out, path, module)
+        set_module(out, path, module)
     for path, src in groups.items():
-        _set(out, path, out.get_submodule(src))
+        set_module(out, path, out.get_submodule(src))
     _drop_declared(out, set(groups))
     return out
 

@@ -38,10 +38,10 @@ from torch.func import vjp, vmap
 
 from tying.core.errors import TieError
 from tying.core.relations import Same
-from tying.core.slots import base_class, slots_of
+from tying.core.slots import GRAD_SAMPLE_HOOKED_ATTR, base_class, slots_of
 
 # The key that tells tying.core.slots this module's tied uses are counted.
-HOOKED_ATTR = "_tying_grad_sample_hooked"
+HOOKED_ATTR = GRAD_SAMPLE_HOOKED_ATTR  # the mark core.slots checks at every read
 _SUPPORTED = (nn.Linear, nn.Embedding)
 
 
