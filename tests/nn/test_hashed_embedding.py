@@ -243,6 +243,16 @@ def test_torch_compile_fullgraph(mode):
     torch.testing.assert_close(cbag(ids), bag(ids), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("bad", [5000, -1])
+def test_compiled_lookup_refuses_an_out_of_range_id(bad):
+    # every id hashes to some bucket: without the check a compiled graph read a row quietly
+    emb = HashedEmbedding(5000, 8, 2048)
+    compiled = torch.compile(emb, fullgraph=True, backend="aot_eager")
+    compiled(torch.tensor([0, 4999]))
+    with pytest.raises(RuntimeError, match=r"indices must be in \[0, 5000\).*id % num_embeddings"):
+        compiled(torch.tensor([3, bad]))
+
+
 def test_same_seed_same_table_other_seed_other_table():
     a = _numbered(HashedEmbedding(10**6, 32, 1000, mode="block", block=8, seed=4))
     b = _numbered(HashedEmbedding(10**6, 32, 1000, mode="block", block=8, seed=4))

@@ -248,12 +248,21 @@ class HashedEmbedding(nn.Module):
             )
         if input.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"{name} expects int64/int32 {what}, got {input.dtype}")
-        if not torch.compiler.is_compiling() and input.numel():
+        fix = "map out-of-vocabulary ids into range (e.g. id % num_embeddings) first"
+        if torch.compiler.is_compiling() and input.numel():
+            # Any id hashes to some bucket, so an out-of-range id would read a row quietly:
+            # a compiled graph cannot raise IndexError on a value, but it can assert one.
+            lo, hi = torch.aminmax(input)
+            torch._assert_async(
+                (lo >= 0) & (hi < self.num_embeddings),
+                f"{name}: {what} must be in [0, {self.num_embeddings}); {fix}",
+            )
+        elif input.numel():
             lo, hi = (int(v) for v in torch.aminmax(input))  # one pass
             if lo < 0 or hi >= self.num_embeddings:
                 raise IndexError(
                     f"{name}: {what} must be in [0, {self.num_embeddings}), got min {lo}, max "
-                    f"{hi}; map out-of-vocabulary ids into range (e.g. id % num_embeddings) first"
+                    f"{hi}; {fix}"
                 )
         return input.reshape(-1).to(torch.int64)
 
