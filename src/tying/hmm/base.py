@@ -890,6 +890,19 @@ class BaseHMM:
             out.append(first)
         return np.array(out)
 
+    def _per_group(self, kind: str, name: str, values, shape: tuple[int, ...]) -> np.ndarray:
+        """Per-group values from ``values`` given one per state or one per tie group."""
+        arr = np.asarray(values, dtype=np.float64)
+        K, G = self.n_components, self.ties_.n_groups(kind)
+        if arr.shape == (K,) + shape:
+            return self._to_groups(kind, name, arr)
+        if arr.shape == (G,) + shape:
+            return arr.copy()
+        raise ValueError(
+            f"{name} must have shape {(K,) + shape} (one per state) or {(G,) + shape} "
+            f"(one per tie group of {kind!r}), got {arr.shape}"
+        )
+
     def _snapshot(self) -> dict:
         return {k: np.array(v) for k, v in self._state_arrays().items()}
 

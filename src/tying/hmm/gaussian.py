@@ -670,18 +670,6 @@ class GaussianHMM(BaseHMM):
                 "covars_init", self.covars_init, per_state_only=False
             )
 
-    def _per_group(self, kind, name, values, shape) -> np.ndarray:
-        arr = np.asarray(values, dtype=np.float64)
-        K, G = self.n_components, self.ties_.n_groups(kind)
-        if arr.shape == (K,) + shape:
-            return self._to_groups(kind, name, arr)
-        if arr.shape == (G,) + shape:
-            return arr.copy()
-        raise ValueError(
-            f"{name} must have shape {(K,) + shape} (one per state) or {(G,) + shape} "
-            f"(one per tie group of {kind!r}), got {arr.shape}"
-        )
-
     def _covar_size(self, stored: bool) -> int:
         D = self.n_features_
         return {

@@ -33,7 +33,7 @@ from scipy.linalg import cho_factor, solve_triangular
 from scipy.special import logsumexp
 
 from tying.hmm.base import BaseHMM, _stochastic
-from tying.hmm.gaussian import kmeans_centres
+from tying.hmm.gaussian import _floor_eigenvalues, kmeans_centres
 from tying.hmm.sequences import check_observations
 from tying.hmm.ties import StateTies
 
@@ -461,18 +461,6 @@ class GMMHMM(BaseHMM):
             shape = arr.shape[1:]
             self._covars = self._per_group("covars", "covars_init", arr, shape)
 
-    def _per_group(self, kind, name, values, shape) -> np.ndarray:
-        arr = np.asarray(values, dtype=np.float64)
-        K, G = self.n_components, self.ties_.n_groups(kind)
-        if arr.shape == (K,) + shape:
-            return self._to_groups(kind, name, arr)
-        if arr.shape == (G,) + shape:
-            return arr.copy()
-        raise ValueError(
-            f"{name} must have shape {(K,) + shape} (one per state) or {(G,) + shape} "
-            f"(one per tie group of {kind!r}), got {arr.shape}"
-        )
-
     def _emission_sizes(self) -> dict:
         M, D = self.n_mix, self.n_features_
         cov = M * D * D if self.covariance_type == "full" else M * D
@@ -493,10 +481,3 @@ class GMMHMM(BaseHMM):
             return mu + z * np.sqrt(covars[states, mix])
         chol = np.linalg.cholesky(covars[states, mix])  # (n, D, D)
         return mu + np.einsum("nij,nj->ni", chol, z)
-
-
-def _floor_eigenvalues(S: np.ndarray, floor: float) -> np.ndarray:
-    w, V = np.linalg.eigh(S)
-    if w.min() >= floor:
-        return S
-    return (V * np.maximum(w, floor)) @ V.T
