@@ -379,8 +379,7 @@ class GMMHMM(BaseHMM):
 
     def _emission_mstep(self, X, gamma, learn) -> None:
         ties, K, M = self.ties_, self.n_components, self.n_mix
-        log_b, tables, log_w, _ = self._log_parts(X)
-        center = X.mean(0)
+        log_b, tables, log_w, center = self._log_parts(X)
         Xc = X - center
         D = X.shape[1]
         full = self.covariance_type == "full"
