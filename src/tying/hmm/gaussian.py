@@ -273,12 +273,7 @@ class GaussianHMM(BaseHMM):
     def _check_settings(self) -> None:
         super()._check_settings()
         self._check_type()
-        if not (
-            isinstance(self.min_covar, (int, float, np.number))
-            and np.isfinite(self.min_covar)
-            and self.min_covar > 0
-        ):
-            raise ValueError(f"min_covar must be a positive number, got {self.min_covar!r}")
+        _check_min_covar(self.min_covar)
         _check_prior("means_prior", self.means_prior, nonneg=False)
         for name in ("means_weight", "covars_prior", "covars_weight"):
             _check_prior(name, getattr(self, name), nonneg=name != "covars_prior")
@@ -399,18 +394,7 @@ class GaussianHMM(BaseHMM):
             )
         for i, c in enumerate(cv):
             who = f"{name}[{i}]" if ct != "tied" or len(cv) > 1 else name
-            if not self._full():
-                if np.any(c <= 0):
-                    raise ValueError(f"{who}: variances must be positive, got {c}")
-                continue
-            if not np.allclose(c, c.T, rtol=1e-10, atol=1e-12):
-                raise ValueError(f"{who} must be symmetric, got {c}")
-            low = np.linalg.eigvalsh(c).min()
-            if low <= 0:
-                raise ValueError(
-                    f"{who} must be positive definite (smallest eigenvalue {low:.3g}); add a "
-                    f"multiple of the identity or fix the matrix"
-                )
+            _check_covariance(who, c, full=self._full())
         if cv.shape[0] == K:
             return self._to_groups("covars", name, cv)
         return cv.copy()
@@ -723,6 +707,30 @@ def _blocks(rows: np.ndarray, width: int):
     step = max(1, _CHUNK // max(width, 1))
     for i in range(0, len(rows), step):
         yield rows[i : i + step]
+
+
+def _check_min_covar(min_covar) -> None:
+    """Refuse a ``min_covar`` that is not a positive finite number."""
+    if not (
+        isinstance(min_covar, (int, float, np.number)) and np.isfinite(min_covar) and min_covar > 0
+    ):
+        raise ValueError(f"min_covar must be a positive number, got {min_covar!r}")
+
+
+def _check_covariance(who: str, c: np.ndarray, *, full: bool) -> None:
+    """Refuse non-positive variances, or a full matrix that is not symmetric positive definite."""
+    if not full:
+        if np.any(c <= 0):
+            raise ValueError(f"{who}: variances must be positive, got {c}")
+        return
+    if not np.allclose(c, c.T, rtol=1e-10, atol=1e-12):
+        raise ValueError(f"{who} must be symmetric, got {c}")
+    low = np.linalg.eigvalsh(c).min()
+    if low <= 0:
+        raise ValueError(
+            f"{who} must be positive definite (smallest eigenvalue {low:.3g}); add a "
+            f"multiple of the identity or fix the matrix"
+        )
 
 
 def _floor_eigenvalues(S: np.ndarray, floor: float) -> np.ndarray:

@@ -33,7 +33,12 @@ from scipy.linalg import cho_factor, solve_triangular
 from scipy.special import logsumexp
 
 from tying.hmm.base import BaseHMM, _stochastic
-from tying.hmm.gaussian import _floor_eigenvalues, kmeans_centres
+from tying.hmm.gaussian import (
+    _check_covariance,
+    _check_min_covar,
+    _floor_eigenvalues,
+    kmeans_centres,
+)
 from tying.hmm.sequences import check_observations
 from tying.hmm.ties import StateTies
 
@@ -280,12 +285,7 @@ class GMMHMM(BaseHMM):
                 f"(hmmlearn's default priors for GMMHMM), so leave {name} unset"
             )
         self._check_type()
-        if not (
-            isinstance(self.min_covar, (int, float, np.number))
-            and np.isfinite(self.min_covar)
-            and self.min_covar > 0
-        ):
-            raise ValueError(f"min_covar must be a positive number, got {self.min_covar!r}")
+        _check_min_covar(self.min_covar)
 
     def _checked_covars(self, name, value, *, per_group_ok) -> np.ndarray:
         K, M = self.n_components, self.n_mix
@@ -304,17 +304,7 @@ class GMMHMM(BaseHMM):
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"{name} must be finite")
         for idx in np.ndindex(arr.shape[:2]):
-            c = arr[idx]
-            who = f"{name}[{idx[0]}, {idx[1]}]"
-            if not full:
-                if np.any(c <= 0):
-                    raise ValueError(f"{who}: variances must be positive, got {c}")
-                continue
-            if not np.allclose(c, c.T, rtol=1e-10, atol=1e-12):
-                raise ValueError(f"{who} must be symmetric")
-            low = np.linalg.eigvalsh(c).min()
-            if low <= 0:
-                raise ValueError(f"{who} must be positive definite (smallest eigenvalue {low:.3g})")
+            _check_covariance(f"{name}[{idx[0]}, {idx[1]}]", arr[idx], full=full)
         return arr
 
     def _check_X(self, X, lengths, fitting):
