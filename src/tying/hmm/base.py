@@ -259,11 +259,14 @@ class BaseHMM:
             16
         """
         self._check_fitted()
+        return int(sum(self._free_per_param().values()))
+
+    def _free_per_param(self) -> dict[str, int]:
+        """Free scalars of each parameter, counting each tie group once."""
         K = self.n_components
-        n = (K - 1) + self.ties_.n_groups("transitions") * (K - 1)
-        for kind, size in self._free_sizes().items():
-            n += self.ties_.n_groups(kind) * size
-        return int(n)
+        sizes = {"startprob": K - 1, "transmat": self.ties_.n_groups("transitions") * (K - 1)}
+        sizes |= {k: self.ties_.n_groups(k) * n for k, n in self._free_sizes().items()}
+        return sizes
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, lengths=None) -> BaseHMM:
@@ -363,10 +366,7 @@ class BaseHMM:
     def _warn_degenerate(self, X) -> None:
         """Log (as hmmlearn does) when EM fits more free scalars than there are data."""
         learn = self._learn()
-        K = self.n_components
-        sizes = {"startprob": K - 1, "transmat": self.ties_.n_groups("transitions") * (K - 1)}
-        sizes |= {k: self.ties_.n_groups(k) * n for k, n in self._free_sizes().items()}
-        n_free = sum(n for p, n in sizes.items() if p in learn)
+        n_free = sum(n for p, n in self._free_per_param().items() if p in learn)
         if X.size < n_free:
             _log.warning(
                 "Fitting a model with %d free scalar parameters with only %d data points will "
