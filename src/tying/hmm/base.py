@@ -65,6 +65,21 @@ def _threads(n_threads: int | None):
     return _CONTROLLER[0].limit(limits=int(n_threads))
 
 
+@contextlib.contextmanager
+def _unchanged_on_error(obj):
+    """Put ``obj``'s attributes back as they were (arrays and sets copied) if the block raises.
+
+    ``fit`` is all or nothing: a refused fit leaves a fitted model as it was.
+    """
+    saved = {k: (v.copy() if isinstance(v, (np.ndarray, set)) else v) for k, v in vars(obj).items()}
+    try:
+        yield
+    except BaseException:
+        vars(obj).clear()
+        vars(obj).update(saved)
+        raise
+
+
 _HMMLEARN_DEFAULTS = {"n_iter": 10, "tol": 1e-2}
 _OUR_DEFAULTS = {"n_iter": 100, "tol": 1e-4}
 _ALGORITHMS = ("viterbi", "map")
@@ -299,16 +314,8 @@ class BaseHMM:
             >>> m.n_iter_, bool(np.all(np.diff(m.history_) >= 0))
             (5, True)
         """
-        saved = {
-            k: (v.copy() if isinstance(v, (np.ndarray, set)) else v)
-            for k, v in self.__dict__.items()
-        }
-        try:
+        with _unchanged_on_error(self):
             self._fit(X, lengths)
-        except BaseException:
-            self.__dict__.clear()
-            self.__dict__.update(saved)
-            raise
         return self
 
     def _fit(self, X, lengths) -> None:

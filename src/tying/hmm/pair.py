@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from tying.core.count import Count, Group
-from tying.hmm.base import NotFittedError, _threads
+from tying.hmm.base import NotFittedError, _threads, _unchanged_on_error
 from tying.hmm.pair_dp import (
     NEG,
     M,
@@ -605,13 +605,8 @@ class PairHMM:
             >>> fit.n_iter_, bool(fit.history_[-1] >= fit.history_[0])
             (3, True)
         """
-        saved = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in vars(self).items()}
-        try:
+        with _unchanged_on_error(self):
             return self._fit(pairs)
-        except BaseException:
-            vars(self).clear()
-            vars(self).update(saved)
-            raise
 
     def _fit(self, pairs) -> PairHMM:
         self._set_start()
