@@ -550,14 +550,12 @@ class GaussianHMM(BaseHMM):
             sxx = self.ties_.pool("covars", sxx)  # per covariance group
         self._update_emissions(context["center"], st.n, st.sx, sxx, learn)
 
-    def _emission_mstep(self, X, gamma, learn, center=None) -> None:
+    def _emission_mstep(self, X, gamma, learn, center) -> None:
         """The M-step from posteriors ``gamma`` (the generic path; also the reference).
 
-        ``center``: the column means of ``X`` when the caller has them (once per fit).
+        ``center``: the column means of ``X``, computed once per fit by ``_em_context``.
         """
         ties, K, D = self.ties_, self.n_components, X.shape[1]
-        if center is None:
-            center = _column_means(X)
         Xc = X - center  # centred statistics: no cancellation for data far from 0
         N = np.ones(len(X)) @ gamma  # (K,) soft counts; a mat-vec beats .sum(0) here
         Sx = gamma.T @ Xc  # (K, D)
