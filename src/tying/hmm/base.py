@@ -759,10 +759,7 @@ class BaseHMM:
         return np.asarray(default, dtype=np.float64)
 
     def _checked_n_components(self) -> int:
-        K = self.n_components
-        if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or K < 1:
-            raise ValueError(f"n_components must be a positive integer, got {K!r}")
-        return int(K)
+        return _positive_int("n_components", self.n_components)
 
     def _ensure_ties(self) -> StateTies:
         """The resolved ties; resolved from ``ties`` when a parameter is assigned before fit."""
@@ -779,9 +776,7 @@ class BaseHMM:
             raise ValueError(
                 f"n_iter must be a non-negative integer (0 only initialises), got {n_iter!r}"
             )
-        v = self.n_init
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"n_init must be a positive integer, got {v!r}")
+        _positive_int("n_init", self.n_init)
         tol = self._resolved("tol")
         if not isinstance(tol, (int, float, np.number)) or np.isnan(tol) or tol == np.inf:
             raise ValueError(f"tol must be a number (-inf runs all n_iter iterations), got {tol!r}")
@@ -958,6 +953,13 @@ def _public(param: str) -> str:
     return {"transmat": "transmat_", "startprob": "startprob_", "emissions": "emissionprob_"}.get(
         param, f"{param}_"
     )
+
+
+def _positive_int(name: str, value) -> int:
+    """``value`` as an int; a ValueError naming ``name`` unless it is an integer >= 1 (not bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def _check_prior(name: str, value, *, nonneg: bool) -> None:

@@ -32,7 +32,7 @@ import numpy as np
 from scipy.linalg import cho_factor, solve_triangular
 from scipy.special import logsumexp
 
-from tying.hmm.base import BaseHMM, _stochastic
+from tying.hmm.base import BaseHMM, _positive_int, _stochastic
 from tying.hmm.gaussian import (
     _check_covariance,
     _check_min_covar,
@@ -252,10 +252,7 @@ class GMMHMM(BaseHMM):
 
     # ------------------------------------------------------------- settings
     def _checked_n_mix(self) -> int:
-        M = self.n_mix
-        if isinstance(M, bool) or not isinstance(M, (int, np.integer)) or M < 1:
-            raise ValueError(f"n_mix must be a positive integer, got {M!r}")
-        return int(M)
+        return _positive_int("n_mix", self.n_mix)
 
     def _check_type(self) -> None:
         if self.covariance_type not in _COVARIANCE_TYPES:
