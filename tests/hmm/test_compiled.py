@@ -563,13 +563,16 @@ def test_property_lane_kernel_equals_the_first_fused_kernel(K, D, full, lengths,
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * max(1.0, np.abs(want).max()))
 
 
-@pytest.mark.parametrize(("n_seq", "T"), [(200, 500), (7, 30_000), (2000, 500), (3, 10)])
-def test_units_are_few_wide_and_of_equal_rows(n_seq, T):
+@pytest.mark.parametrize(
+    ("n_seq", "T", "want"),
+    # written out, not re-derived from the formula under test: 2 up to 120,000 rows, 4 from 160,000
+    [(200, 500, 2), (7, 30_000, 4), (2000, 500, 4), (3, 10, 1)],
+)
+def test_units_are_few_wide_and_of_equal_rows(n_seq, T, want):
     """``total // MIN_ROWS`` units (1 to UNITS) of equal rows, before the MAX_LANES split:
     wide units (long loops over lanes) and threads that finish together."""
     lengths = np.full(n_seq, T)
     edges = compiled.units(lengths)
-    want = min(compiled.UNITS, max(1, n_seq * T // compiled.MIN_ROWS))
     rows = np.diff(np.concatenate([[0], np.cumsum(lengths)])[edges])
     blocks = -(-rows.sum() // want)
     per_block = np.bincount((np.cumsum(rows) - 1) // blocks, weights=rows)
