@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import cho_factor, solve_triangular
 
-from tying.hmm.base import BaseHMM, _check_prior
+from tying.hmm.base import BaseHMM, _check_prior, _positive_int
 from tying.hmm.sequences import check_observations
 from tying.hmm.ties import StateTies
 
@@ -249,10 +249,11 @@ class GaussianHMM(BaseHMM):
 
     @n_features.setter
     def n_features(self, value) -> None:
+        value = _positive_int("n_features", value)  # 2.5 must not become 2
         have = self._means.shape[1] if "_means" in self.__dict__ else None
         if have is not None and value != have:
             raise ValueError(f"n_features={value!r} but means_ has {have} features")
-        self.n_features_ = int(value)
+        self.n_features_ = value
 
     @property
     def _covars_(self) -> np.ndarray:
