@@ -323,11 +323,8 @@ class GaussianHMM(BaseHMM):
 
     def _check_consistent(self) -> None:
         D = self._means.shape[1]
-        if (
-            self._full()
-            and self._covars.shape[1] != D
-            or (self.covariance_type == "diag" and self._covars.shape[1] != D)
-        ):
+        # spherical stores one variance per group; every other type stores D columns
+        if self.covariance_type != "spherical" and self._covars.shape[1] != D:
             raise ValueError(
                 f"means_ has {D} features but covars_ has {self._covars.shape[1]}; assign "
                 f"matching shapes"
