@@ -548,12 +548,14 @@ def _lanes_unit(seed, K, D, lengths, full, *, fail=(), drift=()):
 )
 def test_property_lane_kernel_equals_the_first_fused_kernel(K, D, full, lengths, seed, fail):
     """The lane kernel (sums over the lanes at every step) gives what the first fused
-    kernel (per-lane sums, kept as ``lanes_fb_stats_v1``) gives, to 1e-12: failed lanes
+    kernel (per-lane sums, kept as ``tests/hmm/reference_kernels.py``) gives, to 1e-12: failed lanes
     exactly, log-likelihoods to 1e-13, and every statistic; lanes of any lengths (padding, lanes
     ending at every step) and lanes whose scaling fails."""
     kernels = compiled._kernels()
     run = _lanes_unit(seed, K, D, lengths, full, fail=fail)
-    new, ref = run(kernels.lanes_fb_stats), run(kernels.lanes_fb_stats_v1)
+    from .reference_kernels import lanes_fb_stats_v1  # imports numba
+
+    new, ref = run(kernels.lanes_fb_stats), run(lanes_fb_stats_v1)
     assert np.array_equal(new[1], ref[1])  # the same lanes fail
     assert ref[1].sum() == len(fail)
     np.testing.assert_allclose(new[0], ref[0], rtol=1e-13)  # log-likelihoods
@@ -561,13 +563,16 @@ def test_property_lane_kernel_equals_the_first_fused_kernel(K, D, full, lengths,
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * max(1.0, np.abs(want).max()))
 
 
-@pytest.mark.parametrize(("n_seq", "T"), [(200, 500), (7, 30_000), (2000, 500), (3, 10)])
-def test_units_are_few_wide_and_of_equal_rows(n_seq, T):
+@pytest.mark.parametrize(
+    ("n_seq", "T", "want"),
+    # written out, not re-derived from the formula under test: 2 up to 120,000 rows, 4 from 160,000
+    [(200, 500, 2), (7, 30_000, 4), (2000, 500, 4), (3, 10, 1)],
+)
+def test_units_are_few_wide_and_of_equal_rows(n_seq, T, want):
     """``total // MIN_ROWS`` units (1 to UNITS) of equal rows, before the MAX_LANES split:
     wide units (long loops over lanes) and threads that finish together."""
     lengths = np.full(n_seq, T)
     edges = compiled.units(lengths)
-    want = min(compiled.UNITS, max(1, n_seq * T // compiled.MIN_ROWS))
     rows = np.diff(np.concatenate([[0], np.cumsum(lengths)])[edges])
     blocks = -(-rows.sum() // want)
     per_block = np.bincount((np.cumsum(rows) - 1) // blocks, weights=rows)
@@ -584,7 +589,9 @@ def test_lane_kernel_flags_a_product_of_factors_that_would_go_subnormal():
     other lanes are what the first kernel gives."""
     kernels = compiled._kernels()
     run = _lanes_unit(3, 3, 2, [12, 10, 9, 8, 8], False, drift=[1])
-    new, ref = run(kernels.lanes_fb_stats), run(kernels.lanes_fb_stats_v1)
+    from .reference_kernels import lanes_fb_stats_v1  # imports numba
+
+    new, ref = run(kernels.lanes_fb_stats), run(lanes_fb_stats_v1)
     assert new[1].tolist() == [False, True, False, False, False]
     ok = ~new[1]
     np.testing.assert_allclose(new[0][ok], ref[0][ok], rtol=1e-13)

@@ -284,3 +284,11 @@ def test_spherical_variances_accept_hmmlearn_column_shapes():
     assert X.shape == (200, 1) and set(states) <= {0, 1}
     with pytest.raises(ValueError, match="n_features=2 but means_ has 1 features"):
         m.n_features = 2
+
+
+@pytest.mark.parametrize("bad", [2.5, 0, True, "2"])
+def test_n_features_that_is_not_a_positive_integer_is_refused(bad):
+    m = GaussianHMM(2)
+    with pytest.raises(ValueError, match="n_features must be a positive integer"):
+        m.n_features = bad  # 2.5 used to be stored as 2 without a word
+    assert "n_features_" not in vars(m)

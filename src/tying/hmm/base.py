@@ -65,6 +65,21 @@ def _threads(n_threads: int | None):
     return _CONTROLLER[0].limit(limits=int(n_threads))
 
 
+@contextlib.contextmanager
+def _unchanged_on_error(obj):
+    """Put ``obj``'s attributes back as they were (arrays and sets copied) if the block raises.
+
+    ``fit`` is all or nothing: a refused fit leaves a fitted model as it was.
+    """
+    saved = {k: (v.copy() if isinstance(v, (np.ndarray, set)) else v) for k, v in vars(obj).items()}
+    try:
+        yield
+    except BaseException:
+        vars(obj).clear()
+        vars(obj).update(saved)
+        raise
+
+
 _HMMLEARN_DEFAULTS = {"n_iter": 10, "tol": 1e-2}
 _OUR_DEFAULTS = {"n_iter": 100, "tol": 1e-4}
 _ALGORITHMS = ("viterbi", "map")
@@ -259,11 +274,14 @@ class BaseHMM:
             16
         """
         self._check_fitted()
+        return int(sum(self._free_per_param().values()))
+
+    def _free_per_param(self) -> dict[str, int]:
+        """Free scalars of each parameter, counting each tie group once."""
         K = self.n_components
-        n = (K - 1) + self.ties_.n_groups("transitions") * (K - 1)
-        for kind, size in self._free_sizes().items():
-            n += self.ties_.n_groups(kind) * size
-        return int(n)
+        sizes = {"startprob": K - 1, "transmat": self.ties_.n_groups("transitions") * (K - 1)}
+        sizes |= {k: self.ties_.n_groups(k) * n for k, n in self._free_sizes().items()}
+        return sizes
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, lengths=None) -> BaseHMM:
@@ -296,16 +314,8 @@ class BaseHMM:
             >>> m.n_iter_, bool(np.all(np.diff(m.history_) >= 0))
             (5, True)
         """
-        saved = {
-            k: (v.copy() if isinstance(v, (np.ndarray, set)) else v)
-            for k, v in self.__dict__.items()
-        }
-        try:
+        with _unchanged_on_error(self):
             self._fit(X, lengths)
-        except BaseException:
-            self.__dict__.clear()
-            self.__dict__.update(saved)
-            raise
         return self
 
     def _fit(self, X, lengths) -> None:
@@ -363,10 +373,7 @@ class BaseHMM:
     def _warn_degenerate(self, X) -> None:
         """Log (as hmmlearn does) when EM fits more free scalars than there are data."""
         learn = self._learn()
-        K = self.n_components
-        sizes = {"startprob": K - 1, "transmat": self.ties_.n_groups("transitions") * (K - 1)}
-        sizes |= {k: self.ties_.n_groups(k) * n for k, n in self._free_sizes().items()}
-        n_free = sum(n for p, n in sizes.items() if p in learn)
+        n_free = sum(n for p, n in self._free_per_param().items() if p in learn)
         if X.size < n_free:
             _log.warning(
                 "Fitting a model with %d free scalar parameters with only %d data points will "
@@ -752,10 +759,7 @@ class BaseHMM:
         return np.asarray(default, dtype=np.float64)
 
     def _checked_n_components(self) -> int:
-        K = self.n_components
-        if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or K < 1:
-            raise ValueError(f"n_components must be a positive integer, got {K!r}")
-        return int(K)
+        return _positive_int("n_components", self.n_components)
 
     def _ensure_ties(self) -> StateTies:
         """The resolved ties; resolved from ``ties`` when a parameter is assigned before fit."""
@@ -772,9 +776,7 @@ class BaseHMM:
             raise ValueError(
                 f"n_iter must be a non-negative integer (0 only initialises), got {n_iter!r}"
             )
-        v = self.n_init
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"n_init must be a positive integer, got {v!r}")
+        _positive_int("n_init", self.n_init)
         tol = self._resolved("tol")
         if not isinstance(tol, (int, float, np.number)) or np.isnan(tol) or tol == np.inf:
             raise ValueError(f"tol must be a number (-inf runs all n_iter iterations), got {tol!r}")
@@ -890,6 +892,19 @@ class BaseHMM:
             out.append(first)
         return np.array(out)
 
+    def _per_group(self, kind: str, name: str, values, shape: tuple[int, ...]) -> np.ndarray:
+        """Per-group values from ``values`` given one per state or one per tie group."""
+        arr = np.asarray(values, dtype=np.float64)
+        K, G = self.n_components, self.ties_.n_groups(kind)
+        if arr.shape == (K,) + shape:
+            return self._to_groups(kind, name, arr)
+        if arr.shape == (G,) + shape:
+            return arr.copy()
+        raise ValueError(
+            f"{name} must have shape {(K,) + shape} (one per state) or {(G,) + shape} "
+            f"(one per tie group of {kind!r}), got {arr.shape}"
+        )
+
     def _snapshot(self) -> dict:
         return {k: np.array(v) for k, v in self._state_arrays().items()}
 
@@ -938,6 +953,13 @@ def _public(param: str) -> str:
     return {"transmat": "transmat_", "startprob": "startprob_", "emissions": "emissionprob_"}.get(
         param, f"{param}_"
     )
+
+
+def _positive_int(name: str, value) -> int:
+    """``value`` as an int; a ValueError naming ``name`` unless it is an integer >= 1 (not bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def _check_prior(name: str, value, *, nonneg: bool) -> None:

@@ -183,9 +183,9 @@ def _run_chunks(fn, n_items: int, n_jobs: int) -> None:
     if len(ranges) == 1:
         fn(*ranges[0])
         return
-    with concurrent.futures.ThreadPoolExecutor(max_workers=n_jobs) as pool:
-        for f in [pool.submit(fn, lo, hi) for lo, hi in ranges]:
-            f.result()  # re-raises a worker's exception here
+    pool = _pool(n_jobs)
+    for f in [pool.submit(fn, lo, hi) for lo, hi in ranges]:
+        f.result()  # re-raises a worker's exception here
 
 
 #: Work units of the fused E-step are cut from the sequence lengths alone
@@ -201,6 +201,17 @@ def _run_chunks(fn, n_items: int, n_jobs: int) -> None:
 UNITS, MIN_ROWS, MAX_LANES = 4, 40_000, 256
 
 _POOLS: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
+
+
+def _pool(n_jobs: int) -> concurrent.futures.ThreadPoolExecutor:
+    """The kept pool of ``n_jobs`` threads: starting threads on every E-step costs more
+    than a small E-step (one pool per thread count, for the life of the process)."""
+    pool = _POOLS.get(n_jobs)
+    if pool is None:
+        pool = _POOLS[n_jobs] = concurrent.futures.ThreadPoolExecutor(
+            max_workers=n_jobs, thread_name_prefix="tying-hmm"
+        )
+    return pool
 
 
 def units(lengths: np.ndarray) -> np.ndarray:
@@ -240,11 +251,7 @@ def _run_units(fn, n_units: int, n_jobs: int) -> None:
         for u in range(n_units):
             fn(u)
         return
-    pool = _POOLS.get(n_jobs)
-    if pool is None:
-        pool = _POOLS[n_jobs] = concurrent.futures.ThreadPoolExecutor(
-            max_workers=n_jobs, thread_name_prefix="tying-hmm"
-        )
+    pool = _pool(n_jobs)
     counter = iter(range(n_units))
     lock = threading.Lock()
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import cho_factor, solve_triangular
 
-from tying.hmm.base import BaseHMM, _check_prior
+from tying.hmm.base import BaseHMM, _check_prior, _positive_int
 from tying.hmm.sequences import check_observations
 from tying.hmm.ties import StateTies
 
@@ -249,10 +249,11 @@ class GaussianHMM(BaseHMM):
 
     @n_features.setter
     def n_features(self, value) -> None:
+        value = _positive_int("n_features", value)  # 2.5 must not become 2
         have = self._means.shape[1] if "_means" in self.__dict__ else None
         if have is not None and value != have:
             raise ValueError(f"n_features={value!r} but means_ has {have} features")
-        self.n_features_ = int(value)
+        self.n_features_ = value
 
     @property
     def _covars_(self) -> np.ndarray:
@@ -273,12 +274,7 @@ class GaussianHMM(BaseHMM):
     def _check_settings(self) -> None:
         super()._check_settings()
         self._check_type()
-        if not (
-            isinstance(self.min_covar, (int, float, np.number))
-            and np.isfinite(self.min_covar)
-            and self.min_covar > 0
-        ):
-            raise ValueError(f"min_covar must be a positive number, got {self.min_covar!r}")
+        _check_min_covar(self.min_covar)
         _check_prior("means_prior", self.means_prior, nonneg=False)
         for name in ("means_weight", "covars_prior", "covars_weight"):
             _check_prior(name, getattr(self, name), nonneg=name != "covars_prior")
@@ -327,11 +323,8 @@ class GaussianHMM(BaseHMM):
 
     def _check_consistent(self) -> None:
         D = self._means.shape[1]
-        if (
-            self._full()
-            and self._covars.shape[1] != D
-            or (self.covariance_type == "diag" and self._covars.shape[1] != D)
-        ):
+        # spherical stores one variance per group; every other type stores D columns
+        if self.covariance_type != "spherical" and self._covars.shape[1] != D:
             raise ValueError(
                 f"means_ has {D} features but covars_ has {self._covars.shape[1]}; assign "
                 f"matching shapes"
@@ -399,18 +392,7 @@ class GaussianHMM(BaseHMM):
             )
         for i, c in enumerate(cv):
             who = f"{name}[{i}]" if ct != "tied" or len(cv) > 1 else name
-            if not self._full():
-                if np.any(c <= 0):
-                    raise ValueError(f"{who}: variances must be positive, got {c}")
-                continue
-            if not np.allclose(c, c.T, rtol=1e-10, atol=1e-12):
-                raise ValueError(f"{who} must be symmetric, got {c}")
-            low = np.linalg.eigvalsh(c).min()
-            if low <= 0:
-                raise ValueError(
-                    f"{who} must be positive definite (smallest eigenvalue {low:.3g}); add a "
-                    f"multiple of the identity or fix the matrix"
-                )
+            _check_covariance(who, c, full=self._full())
         if cv.shape[0] == K:
             return self._to_groups("covars", name, cv)
         return cv.copy()
@@ -477,9 +459,7 @@ class GaussianHMM(BaseHMM):
         from tying.hmm import compiled
         from tying.hmm.forward_backward import LaneLayout
 
-        # the column means as a mat-vec: NumPy's strided .mean(0) over 3 columns took
-        # ~25x longer here (365 vs 15 µs for 30,000 rows)
-        center = (np.ones(len(X)) @ X) / len(X)
+        center = _column_means(X)
         context = {"center": center, "X": np.ascontiguousarray(X, dtype=np.float64)}
         if compiled._kernels() is not None:
             context["layout"] = LaneLayout(context["X"], center, batch)
@@ -560,7 +540,7 @@ class GaussianHMM(BaseHMM):
 
     def _emission_update(self, X, post, learn, context) -> None:
         if post.stats is None:  # the generic E-step: statistics from gamma
-            self._emission_mstep(X, post.gamma, learn)
+            self._emission_mstep(X, post.gamma, learn, context["center"])
             return
         st = post.stats
         sxx = st.sxx
@@ -568,12 +548,12 @@ class GaussianHMM(BaseHMM):
             sxx = self.ties_.pool("covars", sxx)  # per covariance group
         self._update_emissions(context["center"], st.n, st.sx, sxx, learn)
 
-    def _emission_mstep(self, X, gamma, learn) -> None:
-        """The M-step from posteriors ``gamma`` (the generic path; also the reference)."""
+    def _emission_mstep(self, X, gamma, learn, center) -> None:
+        """The M-step from posteriors ``gamma`` (the generic path; also the reference).
+
+        ``center``: the column means of ``X``, computed once per fit by ``_em_context``.
+        """
         ties, K, D = self.ties_, self.n_components, X.shape[1]
-        # the column means as a mat-vec: NumPy's strided .mean(0) over 3 columns took
-        # ~25x longer here (365 vs 15 µs for 30,000 rows)
-        center = (np.ones(len(X)) @ X) / len(X)
         Xc = X - center  # centred statistics: no cancellation for data far from 0
         N = np.ones(len(X)) @ gamma  # (K,) soft counts; a mat-vec beats .sum(0) here
         Sx = gamma.T @ Xc  # (K, D)
@@ -670,18 +650,6 @@ class GaussianHMM(BaseHMM):
                 "covars_init", self.covars_init, per_state_only=False
             )
 
-    def _per_group(self, kind, name, values, shape) -> np.ndarray:
-        arr = np.asarray(values, dtype=np.float64)
-        K, G = self.n_components, self.ties_.n_groups(kind)
-        if arr.shape == (K,) + shape:
-            return self._to_groups(kind, name, arr)
-        if arr.shape == (G,) + shape:
-            return arr.copy()
-        raise ValueError(
-            f"{name} must have shape {(K,) + shape} (one per state) or {(G,) + shape} "
-            f"(one per tie group of {kind!r}), got {arr.shape}"
-        )
-
     def _covar_size(self, stored: bool) -> int:
         D = self.n_features_
         return {
@@ -735,6 +703,36 @@ def _blocks(rows: np.ndarray, width: int):
     step = max(1, _CHUNK // max(width, 1))
     for i in range(0, len(rows), step):
         yield rows[i : i + step]
+
+
+def _column_means(X: np.ndarray) -> np.ndarray:
+    """``X.mean(0)`` as a mat-vec: NumPy's strided ``.mean(0)`` over 3 columns took
+    ~25x longer (365 vs 15 µs for 30,000 rows)."""
+    return (np.ones(len(X)) @ X) / len(X)
+
+
+def _check_min_covar(min_covar) -> None:
+    """Refuse a ``min_covar`` that is not a positive finite number."""
+    if not (
+        isinstance(min_covar, (int, float, np.number)) and np.isfinite(min_covar) and min_covar > 0
+    ):
+        raise ValueError(f"min_covar must be a positive number, got {min_covar!r}")
+
+
+def _check_covariance(who: str, c: np.ndarray, *, full: bool) -> None:
+    """Refuse non-positive variances, or a full matrix that is not symmetric positive definite."""
+    if not full:
+        if np.any(c <= 0):
+            raise ValueError(f"{who}: variances must be positive, got {c}")
+        return
+    if not np.allclose(c, c.T, rtol=1e-10, atol=1e-12):
+        raise ValueError(f"{who} must be symmetric, got {c}")
+    low = np.linalg.eigvalsh(c).min()
+    if low <= 0:
+        raise ValueError(
+            f"{who} must be positive definite (smallest eigenvalue {low:.3g}); add a "
+            f"multiple of the identity or fix the matrix"
+        )
 
 
 def _floor_eigenvalues(S: np.ndarray, floor: float) -> np.ndarray:

@@ -32,8 +32,13 @@ import numpy as np
 from scipy.linalg import cho_factor, solve_triangular
 from scipy.special import logsumexp
 
-from tying.hmm.base import BaseHMM, _stochastic
-from tying.hmm.gaussian import kmeans_centres
+from tying.hmm.base import BaseHMM, _positive_int, _stochastic
+from tying.hmm.gaussian import (
+    _check_covariance,
+    _check_min_covar,
+    _floor_eigenvalues,
+    kmeans_centres,
+)
 from tying.hmm.sequences import check_observations
 from tying.hmm.ties import StateTies
 
@@ -247,10 +252,7 @@ class GMMHMM(BaseHMM):
 
     # ------------------------------------------------------------- settings
     def _checked_n_mix(self) -> int:
-        M = self.n_mix
-        if isinstance(M, bool) or not isinstance(M, (int, np.integer)) or M < 1:
-            raise ValueError(f"n_mix must be a positive integer, got {M!r}")
-        return int(M)
+        return _positive_int("n_mix", self.n_mix)
 
     def _check_type(self) -> None:
         if self.covariance_type not in _COVARIANCE_TYPES:
@@ -280,12 +282,7 @@ class GMMHMM(BaseHMM):
                 f"(hmmlearn's default priors for GMMHMM), so leave {name} unset"
             )
         self._check_type()
-        if not (
-            isinstance(self.min_covar, (int, float, np.number))
-            and np.isfinite(self.min_covar)
-            and self.min_covar > 0
-        ):
-            raise ValueError(f"min_covar must be a positive number, got {self.min_covar!r}")
+        _check_min_covar(self.min_covar)
 
     def _checked_covars(self, name, value, *, per_group_ok) -> np.ndarray:
         K, M = self.n_components, self.n_mix
@@ -304,17 +301,7 @@ class GMMHMM(BaseHMM):
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"{name} must be finite")
         for idx in np.ndindex(arr.shape[:2]):
-            c = arr[idx]
-            who = f"{name}[{idx[0]}, {idx[1]}]"
-            if not full:
-                if np.any(c <= 0):
-                    raise ValueError(f"{who}: variances must be positive, got {c}")
-                continue
-            if not np.allclose(c, c.T, rtol=1e-10, atol=1e-12):
-                raise ValueError(f"{who} must be symmetric")
-            low = np.linalg.eigvalsh(c).min()
-            if low <= 0:
-                raise ValueError(f"{who} must be positive definite (smallest eigenvalue {low:.3g})")
+            _check_covariance(f"{name}[{idx[0]}, {idx[1]}]", arr[idx], full=full)
         return arr
 
     def _check_X(self, X, lengths, fitting):
@@ -379,8 +366,7 @@ class GMMHMM(BaseHMM):
 
     def _emission_mstep(self, X, gamma, learn) -> None:
         ties, K, M = self.ties_, self.n_components, self.n_mix
-        log_b, tables, log_w, _ = self._log_parts(X)
-        center = X.mean(0)
+        log_b, tables, log_w, center = self._log_parts(X)
         Xc = X - center
         D = X.shape[1]
         full = self.covariance_type == "full"
@@ -461,18 +447,6 @@ class GMMHMM(BaseHMM):
             shape = arr.shape[1:]
             self._covars = self._per_group("covars", "covars_init", arr, shape)
 
-    def _per_group(self, kind, name, values, shape) -> np.ndarray:
-        arr = np.asarray(values, dtype=np.float64)
-        K, G = self.n_components, self.ties_.n_groups(kind)
-        if arr.shape == (K,) + shape:
-            return self._to_groups(kind, name, arr)
-        if arr.shape == (G,) + shape:
-            return arr.copy()
-        raise ValueError(
-            f"{name} must have shape {(K,) + shape} (one per state) or {(G,) + shape} "
-            f"(one per tie group of {kind!r}), got {arr.shape}"
-        )
-
     def _emission_sizes(self) -> dict:
         M, D = self.n_mix, self.n_features_
         cov = M * D * D if self.covariance_type == "full" else M * D
@@ -493,10 +467,3 @@ class GMMHMM(BaseHMM):
             return mu + z * np.sqrt(covars[states, mix])
         chol = np.linalg.cholesky(covars[states, mix])  # (n, D, D)
         return mu + np.einsum("nij,nj->ni", chol, z)
-
-
-def _floor_eigenvalues(S: np.ndarray, floor: float) -> np.ndarray:
-    w, V = np.linalg.eigh(S)
-    if w.min() >= floor:
-        return S
-    return (V * np.maximum(w, floor)) @ V.T

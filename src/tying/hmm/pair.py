@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from tying.core.count import Count, Group
-from tying.hmm.base import NotFittedError, _threads
+from tying.hmm.base import NotFittedError, _positive_int, _threads, _unchanged_on_error
 from tying.hmm.pair_dp import (
     NEG,
     M,
@@ -190,25 +190,15 @@ class PairHMM:
             raise ValueError(
                 f"alphabet must be a non-empty string of symbols like 'ACGT', got {self.alphabet!r}"
             )
-        if (
-            self.alphabet is None
-            and self.n_symbols is not None
-            and (
-                isinstance(self.n_symbols, bool)
-                or not isinstance(self.n_symbols, (int, np.integer))
-                or self.n_symbols < 1
-            )
-        ):
-            raise ValueError(f"n_symbols must be a positive integer, got {self.n_symbols!r}")
+        if self.alphabet is None and self.n_symbols is not None:
+            _positive_int("n_symbols", self.n_symbols)
         S = self.n_symbols_
         if self.alphabet is not None and len(set(self.alphabet)) != len(self.alphabet):
             raise ValueError(f"alphabet {self.alphabet!r} repeats a symbol")
         if isinstance(self.tied, (bool, np.bool_)) is False:
             raise TypeError(f"tied must be True or False, got {self.tied!r}")
         for name in ("n_iter", "chunk_size", "table_memory"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+            _positive_int(name, getattr(self, name))
         if not (np.isfinite(self.pseudocount) and self.pseudocount >= 0):
             raise ValueError(f"pseudocount must be >= 0, got {self.pseudocount!r}")
         side = () if self.tied else (2,)
@@ -605,13 +595,8 @@ class PairHMM:
             >>> fit.n_iter_, bool(fit.history_[-1] >= fit.history_[0])
             (3, True)
         """
-        saved = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in vars(self).items()}
-        try:
+        with _unchanged_on_error(self):
             return self._fit(pairs)
-        except BaseException:
-            vars(self).clear()
-            vars(self).update(saved)
-            raise
 
     def _fit(self, pairs) -> PairHMM:
         self._set_start()

@@ -134,7 +134,7 @@ class StateTies:
         memo = self.__dict__.setdefault("_groups_memo", {})
         hit = memo.get(kind)
         if hit is None or hit[0] != key:
-            n = int(labels.max()) + 1 if self.n_states else 0
+            n = self.n_groups(kind)
             hit = memo[kind] = (key, [np.flatnonzero(labels == g).tolist() for g in range(n)])
         return [list(g) for g in hit[1]]
 
