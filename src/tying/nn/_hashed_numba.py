@@ -85,17 +85,6 @@ def _row_hash(a, a2, c1, c1_mod, c2, p_mod, B, signed, f, idx, sg):
 
 
 @_jit
-def _gather(w, idx, sg, dst, acc):
-    """One row's signed values ``sg[j] · w[idx[j]]`` into ``dst``: added when ``acc``, else set."""
-    if acc:
-        for j in range(idx.shape[0]):
-            dst[j] += sg[j] * w[idx[j]]
-    else:
-        for j in range(idx.shape[0]):
-            dst[j] = sg[j] * w[idx[j]]
-
-
-@_jit
 def entry_fwd(w, ids, coef, c1, c2, signed, fac, bags, out, acc):
     B, D = w.shape[0], c1.shape[0]
     c1_mod, p_mod = c1 % B, P % B
@@ -104,7 +93,13 @@ def entry_fwd(w, ids, coef, c1, c2, signed, fac, bags, out, acc):
     for k in range(ids.shape[0]):
         a, a2 = _row_fold(ids[k], coef, 0), _row_fold(ids[k], coef, 5)
         _row_hash(a, a2, c1, c1_mod, c2, p_mod, B, signed, fac[k], idx, sg)
-        _gather(w, idx, sg, out[bags[k]], acc)
+        dst = out[bags[k]]
+        if acc:
+            for j in range(D):
+                dst[j] += sg[j] * w[idx[j]]
+        else:
+            for j in range(D):
+                dst[j] = sg[j] * w[idx[j]]
 
 
 @_jit
@@ -193,7 +188,13 @@ def entry_keep_fwd(w, ids, coef, c1, c2, signed, fac, bags, out, acc, idx):
         a, a2 = _row_fold(ids[k], coef, 0), _row_fold(ids[k], coef, 5)
         ik = idx[k]
         _row_hash(a, a2, c1, c1_mod, c2, p_mod, B, signed, fac[k], ik, sg)
-        _gather(w, ik, sg, out[bags[k]], acc)
+        dst = out[bags[k]]
+        if acc:
+            for j in range(D):
+                dst[j] += sg[j] * w[ik[j]]
+        else:
+            for j in range(D):
+                dst[j] = sg[j] * w[ik[j]]
 
 
 @_jit
