@@ -352,6 +352,14 @@ class GlobalFit:
                 ev.why_not_vectorized = f"{mismatch} (refitted with a loop over data sets)"
                 ev.nfev = ev.njev = 0
                 out = run_solver(self.solver, ev, data, pmap, tol)
+        # the complex step was checked on the first Jacobian only; the standard errors
+        # come from the one at the solution, so it is checked there too
+        mismatch = ev.complex_step_mismatch(out.theta)
+        if mismatch:
+            ev._complex_ok = False
+            ev.why_not_complex_step = f"{mismatch} (refitted without the complex step)"
+            ev.nfev = ev.njev = 0
+            out = run_solver(self.solver, ev, data, pmap, tol)
         self.result_ = self._result(out, data, pmap, ev)
         self.result_.time = time.perf_counter() - t0
         if not self.result_.success:
@@ -432,6 +440,7 @@ class GlobalFit:
             backend=ev.backend,
             vectorized=ev.vectorized,
             why_not_vectorized=ev.why_not_vectorized,
+            why_not_complex_step=ev.why_not_complex_step,
             dataset_names=list(data.names),
             _pmap=pmap,
             _data=data,

@@ -158,6 +158,7 @@ class ModelEvaluator:
         self._stacked_ok: bool | None = None
         # whether the complex step gives a torch model's Jacobian (None: not yet checked)
         self._complex_ok: bool | None = None
+        self.why_not_complex_step = ""
         theta0 = pmap.x0
         self.backend = self._detect_backend(theta0) if backend == "auto" else backend
         if self.backend == "torch":
@@ -326,6 +327,55 @@ class ModelEvaluator:
                 f"{chi2_b:.6g}, a call on that data set alone {chi2_l:.6g}"
             )
         return ""
+
+    def complex_step_mismatch(self, theta: np.ndarray) -> str:
+        """Check the complex-step Jacobian at the solution against the other way.
+
+        The complex step is verified once, on the first Jacobian; a model can be
+        analytic there and not where the fit ends (a branch taken only past some
+        value that calls ``abs``, ``conj`` or ``real`` on a parameter). A wrong
+        Jacobian at the solution gives wrong standard errors without any other
+        sign, so the fit checks again here, against autograd (torch) or central
+        differences (NumPy), to the same tolerance as the first check.
+
+        Args:
+            theta: the physical parameters at the solution.
+
+        Returns:
+            "" when the complex step is not in use or agrees; else which
+            parameter's column differs, and by how much.
+        """
+        if not (self._complex_ok and self.vectorized):
+            return ""
+        values = self.pmap.logical(theta)
+        free = self.pmap.free_names
+        fast = self._jac_complex_step(values, free)
+        self._complex_ok = False  # the other way alone, for the reference
+        try:
+            reference = self._jac_torch(values) if self.backend == "torch" else self._jac_fd(values)
+        finally:
+            self._complex_ok = True
+        rtol = 1e-9 if self.backend == "torch" else 1e-6
+        if fast is not None and _same_jacobian(fast, reference, rtol=rtol):
+            return ""
+        if fast is not None and self.backend != "torch":
+            # central differences are the weak witness near 0 (a step relative to 1e-16 is
+            # lost in rounding): a second one, with steps no smaller than at the start
+            reference = self._fd_floored(values, free)
+            if _same_jacobian(fast, reference, rtol=rtol):
+                return ""
+        if fast is None:
+            return "at the solution the complex-step call of model_fn failed"
+        scale = np.max(np.abs(reference), axis=(0, 1))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            err = np.nan_to_num(np.max(np.abs(fast - reference), axis=(0, 1)) / scale, nan=np.inf)
+        j = int(np.argmax(err))
+        way = "autograd" if self.backend == "torch" else "central differences"
+        return (
+            f"at the solution the complex-step derivative for {free[j]!r} differs from "
+            f"{way} by {err[j]:.3g} of the column's largest entry (model_fn is not analytic "
+            f"there: abs, conj or real of a parameter?)"
+        )
 
     def _failure(self, err: Exception, values: dict[str, np.ndarray]) -> ModelError:
         """A ModelError naming the data set on which ``model_fn`` raises, and its parameters."""
@@ -524,6 +574,15 @@ class ModelEvaluator:
             # central differences are good to ~1e-10 relative: agreement to 1e-6 is a match
             self._complex_ok = exact is not None and _same_jacobian(exact, jac, rtol=1e-6)
         return jac
+
+    def _fd_floored(self, values: dict[str, np.ndarray], free: list[str]) -> np.ndarray:
+        """Central differences with steps relative to ``max(|v|, |start|)``, one column at a time."""
+        v = np.stack([values[n] for n in free], axis=1)  # (K, P)
+        h = _FD_STEP * np.maximum(np.abs(v), self._fd_zero_scale)
+        h = np.maximum((v + h) - v, h * 0.5)
+        h_up = np.minimum(h, self._upper - v)
+        h_dn = np.minimum(h, v - self._lower)
+        return self._fd_columns(values, v, h_up, h_dn, range(len(free)))
 
     def _jac_central(self, values, v, h_up, h_dn, small: bool) -> np.ndarray:
         """Central differences: one stacked call when small and verified, else 2P calls."""

@@ -55,6 +55,9 @@ class FitResult:
         solver, backend, vectorized: how the fit was computed.
         why_not_vectorized: when ``vectorized`` is False, the reason the
             all-data-sets call was not used ("" otherwise).
+        why_not_complex_step: when the complex-step Jacobian (verified on the
+            first Jacobian) disagreed at the solution, which parameter's
+            derivative differed; the fit was then redone without it ("" otherwise).
         dataset_names: one name per data set.
     """
 
@@ -80,6 +83,7 @@ class FitResult:
     backend: str
     vectorized: bool
     why_not_vectorized: str
+    why_not_complex_step: str
     dataset_names: list[str]
     _pmap: ParameterMap = dataclasses.field(repr=False)
     _data: StackedData = dataclasses.field(repr=False)
