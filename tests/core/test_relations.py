@@ -238,3 +238,20 @@ def test_scaled_init_that_does_not_fit_the_dtype_is_refused_not_overflowed():
     with pytest.raises(tying.TieError, match=r"init 1e\+300 does not fit torch.float32"):
         tying.Plan([tying.share("b", like="a", relation=tying.Scaled(1e300))]).apply(m)
     assert tying.ties(m) == []
+
+
+def test_register_relation_refuses_a_second_class_under_a_known_kind():
+    import dataclasses
+
+    from tying.core.relations import RELATIONS, register_relation
+
+    @dataclasses.dataclass(frozen=True)
+    class Impostor(tying.Same):
+        kind = "Same"
+
+    before = dict(RELATIONS)
+    with pytest.raises(ValueError, match=r"'Same' is already registered to tying\.core"):
+        register_relation(Impostor)
+    assert RELATIONS == before  # nothing replaced
+    assert register_relation(tying.Same) is tying.Same  # the same class again: a no-op
+    assert RELATIONS == before

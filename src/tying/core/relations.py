@@ -401,6 +401,37 @@ RELATIONS: dict[str, type[Relation]] = {
 }
 
 
+def register_relation(cls: type[Relation]) -> type[Relation]:
+    """Make a relation defined outside the core rebuildable from its spec.
+
+    :func:`relation_from_spec` (and so :func:`tying.load` and plan files) finds
+    relations by their ``kind``; a layer package registers its own when it is
+    imported. Registering the same class again is a no-op.
+
+    Args:
+        cls: a :class:`Relation` subclass (a dataclass) with a unique ``kind``.
+
+    Returns:
+        ``cls``, so it can be used as a class decorator.
+
+    Raises:
+        TieError: another class is already registered under ``cls.kind``.
+
+    Example:
+        >>> register_relation(Same) is Same
+        True
+    """
+    known = RELATIONS.get(cls.kind)
+    if known is not None and known is not cls:
+        raise TieError(
+            f"relation kind {cls.kind!r} is already registered to "
+            f"{known.__module__}.{known.__qualname__}; give "
+            f"{cls.__module__}.{cls.__qualname__} another kind"
+        )
+    RELATIONS[cls.kind] = cls
+    return cls
+
+
 def relation_from_spec(spec: dict[str, Any]) -> Relation:
     """Rebuild a relation from :meth:`Relation.spec`.
 
@@ -418,7 +449,11 @@ def relation_from_spec(spec: dict[str, Any]) -> Relation:
     spec = dict(spec)
     kind = spec.pop("type", None)
     if kind not in RELATIONS:
-        raise TieError(f"unknown relation type {kind!r}; known: {sorted(RELATIONS)}")
+        raise TieError(
+            f"unknown relation type {kind!r}; known: {sorted(RELATIONS)} (a relation from a "
+            f"layer package is known once that package is imported: HashedTable needs "
+            f"import tying.nn)"
+        )
     fields = {f.name for f in dataclasses.fields(RELATIONS[kind])}
     extra = sorted(str(k) for k in spec if k not in fields)
     if extra:

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from tying.core.errors import TieError
-from tying.core.relations import RELATIONS, Relation
+from tying.core.relations import Relation, register_relation
 
 __all__ = ["HashedTable", "MODES", "PairHash", "qr_split"]
 
@@ -276,4 +276,4 @@ class HashedTable(Relation):
         return out * sign.to(out.dtype) if self.signed else out
 
 
-RELATIONS.setdefault(HashedTable.kind, HashedTable)  # so tying.load / tying.verify rebuild it
+register_relation(HashedTable)  # so tying.load / tying.verify rebuild it
