@@ -440,6 +440,42 @@ def test_a_write_through_data_is_refused_by_verify_and_save(tmp_path):
     assert not (tmp_path / "m.safetensors").exists()
 
 
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda w: w.data.copy_(torch.randn_like(w)),
+        lambda w: w.data.fill_(0.25),
+        lambda w: nn.init.normal_(w.data),
+        lambda w: w.data.mul_(-1.0),
+    ],
+    ids=["copy", "fill", "init", "negate"],
+)
+@pytest.mark.parametrize("relation", [tying.Rotated(), tying.Scaled(2.0), tying.Flipped((1,))])
+def test_a_whole_tensor_write_through_data_is_refused_by_the_next_forward(write, relation):
+    # the usual way to set weights by hand: no counter moves, so the next read compares a
+    # probe of the values it handed out; before, the forward silently dropped the write
+    ae = AE(d_in=6, d_hid=6)
+    tying.Plan([tying.share("dec.weight", like="enc.weight", relation=relation)]).apply(ae)
+    before = ae.enc.weight.detach().clone()
+    write(ae.dec.weight)
+    with pytest.raises(tying.TieError, match=r"dec\.weight was written through \.data"):
+        ae(torch.randn(2, 6))
+    assert torch.equal(ae.enc.weight, before)
+    ae(torch.randn(2, 6))  # refused once; the tie reads on
+    assert tying.verify(ae) == 1
+
+
+def test_reads_that_write_nothing_are_never_refused_even_with_nan():
+    ae = AE(d_in=6, d_hid=6)
+    tying.Plan([tying.share("dec.weight", like="enc.weight", relation=tying.Rotated())]).apply(ae)
+    with torch.no_grad():
+        ae.enc.weight[0, 0] = float("nan")
+    for _ in range(3):
+        ae(torch.randn(2, 6))
+        _ = ae.dec.weight
+    assert tying.verify(ae) == 1
+
+
 def test_a_write_through_data_to_a_slot_with_extras_is_refused_by_verify():
     # Scaled recomputes from the source *and* its own scale: the value check must
     # rebuild both from what the read recorded, and must not flag an untouched read

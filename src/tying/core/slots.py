@@ -89,11 +89,8 @@ class Slot:
 
     def value(self, module: nn.Module) -> torch.Tensor:
         compiling = torch.compiler.is_compiling()
-        handed = self._handed
-        if handed is not None and not compiling:
-            held, version, ptr, _ = handed
-            if (version is not None and held._version != version) or held.data_ptr() != ptr:
-                self.check_written(module)
+        if self._handed is not None and not compiling:
+            self.check_written(module)  # version, pointer and a probe of the values
             # Let the old value go before computing the new one: a read never holds two
             # logical-sized copies at once (verify/save check values through _handed first).
             self._handed = None
@@ -149,7 +146,10 @@ class Slot:
                 key = [(src, src._version, src.data_ptr())]
                 if extras:
                     key += [(t, t._version, t.data_ptr()) for t in extras.values()]
-                self._handed = (out, version, out.data_ptr(), key)
+                # a fresh tensor: a write through .data bumps no counter, so keep a few of
+                # its values to compare at the next read (a view writes through to the source)
+                probe = None if version is None or out.is_meta else _probe(out)
+                self._handed = (out, version, out.data_ptr(), key, probe)
         return out
 
     def _derived_source(self, module: nn.Module, src):
@@ -190,9 +190,12 @@ class Slot:
         """Refuse when the tensor this computed slot last handed out was written to.
 
         The version counter catches in-place ops (``nn.init.normal_``, ``.fill_``,
-        ``.copy_``, ``embedding_renorm_``). With ``values=True`` (``verify``,
-        ``save``) a write through ``.data`` (which has its own counter) is caught too,
-        by recomputing the value, when the source has not changed since.
+        ``.copy_``, ``embedding_renorm_``). A write through ``.data`` (which has its
+        own counter) is caught at the next read when it changed one of
+        ``PROBE_SIZE`` evenly spaced values kept when the value was handed out (any
+        whole-tensor write: ``.data.copy_``, ``.data.fill_``, an init through
+        ``.data``); with ``values=True`` (``verify``, ``save``) every value is
+        compared, by recomputing it, when the source has not changed since.
 
         Raises:
             TieError: naming the slot, its source and the fix; the stale record is
@@ -200,11 +203,13 @@ class Slot:
         """
         if self._handed is None:
             return
-        held, version, ptr, key = self._handed
+        held, version, ptr, key, probe = self._handed
         if version is not None and held._version != version:
             how = "in place"
         elif held.data_ptr() != ptr:
             how = "by replacing its .data"
+        elif probe is not None and not _same_values(probe[1], _probe(held, probe[0])[1]):
+            how = "through .data"
         elif values and not held.is_meta and _equal_now(self, module, held, key) is False:
             how = "through .data"
         else:
@@ -250,7 +255,24 @@ def _equal_now(slot: Slot, module: nn.Module, held: torch.Tensor, key: tuple) ->
         now = slot.relation(src, shape=slot.shape, **extras)
     if now.dtype != held.dtype or now.shape != held.shape:
         return None  # read under autocast or the like: not comparable
-    return bool(torch.eq(now, held).logical_or_(now.isnan() & held.isnan()).all())
+    return _same_values(now, held)
+
+
+PROBE_SIZE = 64  # values of a handed-out computed tensor kept to catch .data writes
+
+
+def _probe(t: torch.Tensor, where=None):
+    """``(where, values)``: up to ``PROBE_SIZE`` evenly spaced entries of ``t``, copied."""
+    with torch.no_grad():
+        if where is None:
+            n = t.numel()
+            flat = torch.linspace(0, max(n - 1, 0), min(n, PROBE_SIZE), device=t.device)
+            where = torch.unravel_index(flat.long(), t.shape) if t.dim() else ()
+        return where, t.detach()[where].clone()
+
+
+def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return bool(torch.eq(a, b).logical_or_(a.isnan() & b.isnan()).all())
 
 
 def _own_source(slot: Slot):
