@@ -146,8 +146,9 @@ def _same_clipped_grad(model, x, y, loss_fn, C, mode, opacus_model=None, *, wrap
 
 def untied(kind: str, mode: str) -> dict:
     torch.manual_seed(0)
-    if kind == "mlp":
-        B, sizes = 256, (256, 512, 512, 10)
+    if kind in ("mlp", "mlp-small"):
+        # the goal's wide MLP, and a tiny one where the per-step fixed cost shows
+        B, sizes = (256, (256, 512, 512, 10)) if kind == "mlp" else (64, (32, 64, 10))
         layers = []
         for i in range(len(sizes) - 1):
             layers += [nn.Linear(sizes[i], sizes[i + 1]), nn.ReLU()]
@@ -266,6 +267,8 @@ def main() -> None:
         untied("mlp", "vmap"),
         untied("tokens", "ghost"),
         untied("tokens", "vmap"),
+        untied("mlp-small", "vmap"),
+        untied("mlp-small", "ghost"),
         *tied_lm(),
     ]
     write("train", rows)
