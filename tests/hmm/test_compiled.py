@@ -595,3 +595,36 @@ def test_lane_kernel_flags_a_product_of_factors_that_would_go_subnormal():
     assert new[1].tolist() == [False, True, False, False, False]
     ok = ~new[1]
     np.testing.assert_allclose(new[0][ok], ref[0][ok], rtol=1e-13)
+
+
+def test_threads_asking_for_a_pool_at_once_share_one(monkeypatch):
+    """Two fits on two threads ask for the kept pool of the same size at once: one pool
+    is created and both get it (without the lock each created its own, and one of them
+    was dropped with its threads still alive)."""
+    import threading
+
+    made = []
+    barrier = threading.Barrier(2)
+
+    class SlowPool:  # stands in for ThreadPoolExecutor; the barrier widens the race window
+        def __init__(self, **kwargs):
+            made.append(self)
+            try:
+                barrier.wait(timeout=0.5)  # both callers inside creation: the old race
+            except threading.BrokenBarrierError:
+                pass  # the other caller waits on the lock: creation is not shared
+
+    monkeypatch.setattr(compiled, "_POOLS", {})
+    monkeypatch.setattr(compiled.concurrent.futures, "ThreadPoolExecutor", SlowPool)
+    got = [None, None]
+
+    def ask(i):
+        got[i] = compiled._pool(3)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(made) == 1, f"{len(made)} pools created for one thread count"
+    assert got[0] is got[1] is made[0] is compiled._POOLS[3]
