@@ -628,3 +628,40 @@ def test_threads_asking_for_a_pool_at_once_share_one(monkeypatch):
         t.join()
     assert len(made) == 1, f"{len(made)} pools created for one thread count"
     assert got[0] is got[1] is made[0] is compiled._POOLS[3]
+
+
+@needs_numba
+@settings(max_examples=25, deadline=None)
+@given(
+    K=st.integers(1, 6),
+    D=st.integers(1, 9),
+    lengths=st.lists(st.integers(1, 12), min_size=4, max_size=20),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_property_lane_density_diag_equals_the_numpy_log_density(K, D, lengths, seed):
+    """The diagonal lane density (features taken two per pass, the last pass adding the
+    constant and the row maximum) gives every row's log-density to 1e-12 for any number
+    of features (one pass, first pair + last, middle pairs, a last single feature), with
+    padding lanes at exactly 0 in both b and m."""
+    from tying.hmm.forward_backward import LaneLayout
+
+    rng = np.random.default_rng(seed)
+    X = rng.normal(scale=3.0, size=(int(np.sum(lengths)), D))
+    means, var = rng.normal(size=(K, D)), rng.uniform(0.2, 3.0, size=(K, D))
+    prec = 1.0 / var
+    const = -0.5 * (D * np.log(2 * np.pi) + np.log(var).sum(1))
+    want = const - 0.5 * (((X[:, None, :] - means) ** 2) * prec).sum(2)  # (N, K)
+    (unit,) = LaneLayout(X, X.mean(0), SequenceBatch.from_lengths(lengths)).units
+    T, _, S = unit["XL"].shape
+    b, m = np.full((T, K, S), np.nan), np.full((T, S), np.nan)
+    compiled._kernels().lanes_density_diag(unit["XL"], unit["n_act"], means, prec, const, b, m)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    for lane, s in enumerate(unit["seqs"]):
+        rows = want[starts[s] : starts[s] + lengths[s]]  # (L, K)
+        got = b[: lengths[s], :, lane] + m[: lengths[s], lane, None]
+        np.testing.assert_allclose(got, rows, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(m[: lengths[s], lane], rows.max(1), rtol=1e-12, atol=1e-12)
+        assert np.all(b[: lengths[s], :, lane].max(1) == 0.0)  # m is the maximum of the row
+    for t in range(T):
+        n = unit["n_act"][t]
+        assert np.all(b[t, :, n:] == 0.0) and np.all(m[t, n:] == 0.0)

@@ -222,9 +222,12 @@ def lanes_density_diag(XL, n_act, means, prec, const, b, m):
     the state's normalising constant. The exact form ``(x - mu)^2 / sigma^2`` on
     the raw data: no cancellation however far a point is from the means.
     Writes ``m[t, s] = max_k log p`` and ``b[t, k, s] = log p - m`` (padding: 0);
-    the caller takes ``exp`` with NumPy's SIMD loop. Two features per pass over
-    the lanes, the first pass setting the sum (no zeroing pass), and the row
-    maximum taken as the sums are finished.
+    the caller takes ``exp`` with NumPy's SIMD loop.
+
+    Few passes over the lanes per state (each pass loads and stores ``b``):
+    the first pass sets the sum from two features, the middle ones add two
+    more each, and the last one adds its features, the constant and the row
+    maximum at once; D = 4 is two passes per state (the first kernel took five).
     """
     T, D, S = XL.shape
     K = means.shape[0]
@@ -234,13 +237,32 @@ def lanes_density_diag(XL, n_act, means, prec, const, b, m):
         for s in range(nr):
             m[t, s] = -np.inf
         for k in range(K):
-            mu = means[k, 0]
-            p = prec[k, 0]
-            for s in range(nr):
-                z = XL[t, 0, s] - mu
-                b[t, k, s] = z * z * p
-            d = 1
-            while d + 1 < D:
+            c = const[k]
+            mu0 = means[k, 0]
+            p0 = prec[k, 0]
+            if D == 1:
+                for s in range(nr):
+                    z0 = XL[t, 0, s] - mu0
+                    v = c - 0.5 * (z0 * z0 * p0)
+                    b[t, k, s] = v
+                    m[t, s] = max(m[t, s], v)
+                continue
+            mu1 = means[k, 1]
+            p1 = prec[k, 1]
+            if D == 2:
+                for s in range(nr):
+                    z0 = XL[t, 0, s] - mu0
+                    z1 = XL[t, 1, s] - mu1
+                    v = c - 0.5 * (z0 * z0 * p0 + z1 * z1 * p1)
+                    b[t, k, s] = v
+                    m[t, s] = max(m[t, s], v)
+                continue
+            for s in range(nr):  # features 0 and 1 set the sum
+                z0 = XL[t, 0, s] - mu0
+                z1 = XL[t, 1, s] - mu1
+                b[t, k, s] = z0 * z0 * p0 + z1 * z1 * p1
+            d = 2
+            while D - d > 2:  # middle pairs
                 mu0 = means[k, d]
                 p0 = prec[k, d]
                 mu1 = means[k, d + 1]
@@ -248,20 +270,25 @@ def lanes_density_diag(XL, n_act, means, prec, const, b, m):
                 for s in range(nr):
                     z0 = XL[t, d, s] - mu0
                     z1 = XL[t, d + 1, s] - mu1
-                    w = b[t, k, s] + z0 * z0 * p0
-                    b[t, k, s] = w + z1 * z1 * p1
+                    b[t, k, s] = b[t, k, s] + z0 * z0 * p0 + z1 * z1 * p1
                 d += 2
-            if d < D:
-                mu = means[k, d]
-                p = prec[k, d]
+            mu0 = means[k, d]
+            p0 = prec[k, d]
+            if D - d == 2:  # the last pair, the constant and the maximum
+                mu1 = means[k, d + 1]
+                p1 = prec[k, d + 1]
                 for s in range(nr):
-                    z = XL[t, d, s] - mu
-                    b[t, k, s] += z * z * p
-            c = const[k]
-            for s in range(nr):
-                v = c - 0.5 * b[t, k, s]
-                b[t, k, s] = v
-                m[t, s] = max(m[t, s], v)
+                    z0 = XL[t, d, s] - mu0
+                    z1 = XL[t, d + 1, s] - mu1
+                    v = c - 0.5 * (b[t, k, s] + z0 * z0 * p0 + z1 * z1 * p1)
+                    b[t, k, s] = v
+                    m[t, s] = max(m[t, s], v)
+            else:  # the last feature, the constant and the maximum
+                for s in range(nr):
+                    z0 = XL[t, d, s] - mu0
+                    v = c - 0.5 * (b[t, k, s] + z0 * z0 * p0)
+                    b[t, k, s] = v
+                    m[t, s] = max(m[t, s], v)
         _minus_max(b, m, t, n)
 
 
@@ -331,6 +358,24 @@ def _shift_lanes(b, m, t, n, const):
 
 
 @numba.njit(**_JIT)
+def _times_b_sum(v, b, t, nr, ic):
+    """``v[k] *= b[t, k]`` (t >= 0) and ``ic[t'] = sum_k v[k]`` in one pass per state,
+    where t' = t, or 0 when t = -1 (no product: step 0's v holds b already)."""
+    K = v.shape[0]
+    u = max(t, 0)
+    for k in range(K):
+        if t >= 0:
+            for s in range(nr):
+                v[k, s] *= b[t, k, s]
+        if k == 0:
+            for s in range(nr):
+                ic[u, s] = v[0, s]
+        else:
+            for s in range(nr):
+                ic[u, s] += v[k, s]
+
+
+@numba.njit(**_JIT)
 def lanes_fb_stats(
     startprob, transmat, b, m, n_act, lens, XcL, full, alpha, ic,
     ll, bad, xi, first, nsum, sx, sxx,
@@ -389,19 +434,22 @@ def lanes_fb_stats(
                         w = v[k, s] + alpha[t - 1, j, s] * a0
                         v[k, s] = w + alpha[t - 1, j + 1, s] * a1
                 j += 2
-            if j < K:
-                for k in range(K):
+            if j < K:  # the last term, times b, and the sum over states: one pass
+                a = transmat[j, 0]
+                for s in range(nr):
+                    w = (v[0, s] + alpha[t - 1, j, s] * a) * b[t, 0, s]
+                    v[0, s] = w
+                    ic[t, s] = w
+                for k in range(1, K):
                     a = transmat[j, k]
                     for s in range(nr):
-                        v[k, s] += alpha[t - 1, j, s] * a
-            for k in range(K):
-                for s in range(nr):
-                    v[k, s] *= b[t, k, s]
-        for s in range(nr):
-            ic[t, s] = v[0, s]
-        for k in range(1, K):
-            for s in range(nr):
-                ic[t, s] += v[k, s]
+                        w = (v[k, s] + alpha[t - 1, j, s] * a) * b[t, k, s]
+                        v[k, s] = w
+                        ic[t, s] += w
+            else:  # times b and the sum over states: one pass
+                _times_b_sum(v, b, t, nr, ic)
+        if t == 0:
+            _times_b_sum(v, b, -1, nr, ic)  # -1: v has b already; only the sum
         for s in range(n):  # no branch and no call: the compiler vectorises this loop
             c = ic[t, s]
             min_c[s] = min(min_c[s], c)
