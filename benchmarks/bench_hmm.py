@@ -176,6 +176,7 @@ def bench_em_profile(rows):
         layout = context["layout"]
         density = model._density_kernel(context["X"], kernels)
         K, D = len(start), X.shape[1]
+        layout.prepare(K)
         bufs = [layout.scratch(u, K) for u in range(len(layout.units))]
 
         def dens():

@@ -665,3 +665,32 @@ def test_property_lane_density_diag_equals_the_numpy_log_density(K, D, lengths, 
     for t in range(T):
         n = unit["n_act"][t]
         assert np.all(b[t, :, n:] == 0.0) and np.all(m[t, n:] == 0.0)
+
+
+@needs_numba
+def test_lane_layout_arrays_share_one_block_without_overlapping(monkeypatch):
+    """Every unit's arrays (data lanes, scaling, maxima, emissions, forward) are carved
+    from one allocation: pairwise disjoint, 64-byte aligned, kept while K stays, made
+    again for another K, and refused before ``prepare`` says which K."""
+    from tying.hmm.forward_backward import LaneLayout
+
+    monkeypatch.setattr(compiled, "MIN_ROWS", 64)  # several units, of both kinds
+    lengths = [3, 200, 9, 1, 7, 40, 5, 33, 2, 8, 11, 300]
+    X = np.random.default_rng(0).normal(size=(sum(lengths), 3))
+    lay = LaneLayout(X, X.mean(0), SequenceBatch.from_lengths(lengths))
+    assert len(lay.units) > 2 and {u["kind"] for u in lay.units} == {"rows", "lanes"}
+    with pytest.raises(RuntimeError, match=r"call prepare\(K=4\) first"):
+        lay.scratch(0, 4)
+    lay.prepare(4)
+    names = ("XL", "XcL", "ic", "m", "b", "alpha")
+    arrays = [u[k] for u in lay.units for k in names if u.get(k) is not None]
+    for i, a in enumerate(arrays):
+        assert a.ctypes.data % 64 == 0 and a.flags.c_contiguous
+        for other in arrays[i + 1 :]:
+            assert not np.shares_memory(a, other)
+    kept = [lay.scratch(u, 4) for u in range(len(lay.units))]
+    lay.prepare(4)
+    assert all(lay.scratch(u, 4)[0] is kept[u][0] for u in range(len(lay.units)))
+    lay.prepare(2)
+    assert all(lay.scratch(u, 2)[0].shape[-1 if u_["kind"] == "rows" else 1] == 2
+               for u, u_ in enumerate(lay.units))  # fmt: skip
