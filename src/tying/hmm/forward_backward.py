@@ -415,6 +415,7 @@ class LaneLayout:
         X: ``(n_samples, D)`` observations.
         center: ``(D,)`` centre of the statistics.
         batch: the sequences of ``X``.
+        n_jobs: threads that copy the units' lanes (None: the module default).
 
     Example:
         >>> from tying.hmm import compiled
@@ -429,7 +430,9 @@ class LaneLayout:
         lanes [1, 0, 2, 3] [[2.0, 0.0, 5.0, 6.0], [3.0, 1.0, 0.0, 0.0], [4.0, 0.0, 0.0, 0.0]]
     """
 
-    def __init__(self, X: np.ndarray, center: np.ndarray, batch: SequenceBatch):
+    def __init__(
+        self, X: np.ndarray, center: np.ndarray, batch: SequenceBatch, n_jobs: int | None = None
+    ):
         kernels = compiled._kernels()
         if kernels is None:
             raise RuntimeError("LaneLayout needs the compiled kernels (numba)")
@@ -459,9 +462,14 @@ class LaneLayout:
             plans.append((unit, {"XL": (T, D, S), "XcL": (T, D, S), "ic": (T, S), "m": (T, S)}))
         for unit, arrays in zip((u for u, _ in plans), _arena([a for _, a in plans]), strict=True):
             unit.update(arrays)
+            self.units.append(unit)
+
+        def fill(u):  # each unit writes only its own lanes
+            unit = self.units[u]
             if unit["kind"] == "lanes":
                 kernels.to_lanes(X, center, unit["start"], unit["n_act"], unit["XL"], unit["XcL"])
-            self.units.append(unit)
+
+        compiled._run_units(fill, len(self.units), compiled.resolve_n_jobs(n_jobs))
         self._K = None
 
     def scratch(self, u: int, K: int) -> tuple[np.ndarray, np.ndarray]:
