@@ -537,10 +537,10 @@ def _lanes_unit(seed, K, D, lengths, full, *, fail=(), drift=()):
 
 
 @needs_numba
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
-    K=st.integers(1, 9),
-    D=st.integers(1, 4),
+    K=st.integers(1, 13),  # 1..13: every mix of the kernel's 1-, 2- and 4-term passes
+    D=st.integers(1, 6),  # 1..6: the diag statistics' first pass, pairs and a last single
     full=st.booleans(),
     lengths=st.lists(st.integers(1, 60), min_size=4, max_size=30),
     seed=st.integers(0, 2**32 - 1),

@@ -420,13 +420,32 @@ def lanes_fb_stats(
                 p = startprob[k]
                 for s in range(nr):
                     v[k, s] = p * b[0, k, s]
-        else:
-            for k in range(K):  # the first term sets v (no zeroing pass)
-                a = transmat[0, k]
+        else:  # v = alpha[t-1] A, a few terms per pass over the lanes (v loaded less often)
+            if K == 1:
+                a = transmat[0, 0]
                 for s in range(nr):
-                    v[k, s] = alpha[t - 1, 0, s] * a
-            j = 1
-            while j + 1 < K:  # two terms per pass: v is loaded and stored half as often
+                    v[0, s] = alpha[t - 1, 0, s] * a
+                j = 1
+            else:  # the first two terms set v (no zeroing pass)
+                for k in range(K):
+                    a0 = transmat[0, k]
+                    a1 = transmat[1, k]
+                    for s in range(nr):
+                        v[k, s] = alpha[t - 1, 0, s] * a0 + alpha[t - 1, 1, s] * a1
+                j = 2
+            while K - j >= 5:  # four terms per pass, leaving at least one for the last pass
+                for k in range(K):
+                    a0 = transmat[j, k]
+                    a1 = transmat[j + 1, k]
+                    a2 = transmat[j + 2, k]
+                    a3 = transmat[j + 3, k]
+                    for s in range(nr):
+                        w = v[k, s] + alpha[t - 1, j, s] * a0
+                        w = w + alpha[t - 1, j + 1, s] * a1
+                        w = w + alpha[t - 1, j + 2, s] * a2
+                        v[k, s] = w + alpha[t - 1, j + 3, s] * a3
+                j += 4
+            while K - j >= 3:
                 for k in range(K):
                     a0 = transmat[j, k]
                     a1 = transmat[j + 1, k]
@@ -434,18 +453,24 @@ def lanes_fb_stats(
                         w = v[k, s] + alpha[t - 1, j, s] * a0
                         v[k, s] = w + alpha[t - 1, j + 1, s] * a1
                 j += 2
-            if j < K:  # the last term, times b, and the sum over states: one pass
-                a = transmat[j, 0]
-                for s in range(nr):
-                    w = (v[0, s] + alpha[t - 1, j, s] * a) * b[t, 0, s]
-                    v[0, s] = w
-                    ic[t, s] = w
-                for k in range(1, K):
-                    a = transmat[j, k]
-                    for s in range(nr):
-                        w = (v[k, s] + alpha[t - 1, j, s] * a) * b[t, k, s]
-                        v[k, s] = w
-                        ic[t, s] += w
+            if j < K:  # the last one or two terms, times b, and the sum over states: one pass
+                two = K - j == 2
+                for k in range(K):
+                    a0 = transmat[j, k]
+                    a1 = transmat[j + 1, k] if two else 0.0
+                    if two:
+                        for s in range(nr):
+                            w = v[k, s] + alpha[t - 1, j, s] * a0
+                            v[k, s] = (w + alpha[t - 1, j + 1, s] * a1) * b[t, k, s]
+                    else:
+                        for s in range(nr):
+                            v[k, s] = (v[k, s] + alpha[t - 1, j, s] * a0) * b[t, k, s]
+                    if k == 0:
+                        for s in range(nr):
+                            ic[t, s] = v[0, s]
+                    else:
+                        for s in range(nr):
+                            ic[t, s] += v[k, s]
             else:  # times b and the sum over states: one pass
                 _times_b_sum(v, b, t, nr, ic)
         if t == 0:
@@ -504,16 +529,80 @@ def lanes_fb_stats(
                 for s in range(nr1):
                     q[k, s] = b[t + 1, k, s] * beta[k, s] * ic[t + 1, s]
             for j in range(K):
-                a = transmat[j, 0]
-                tot = 0.0
-                # the first term sets beta (q holds all it needs); xi's term: a dot product
-                for s in range(nr1):
-                    qs = q[0, s]
-                    beta[j, s] = a * qs
-                    tot += alpha[t, j, s] * qs
-                acc[j, 0] += tot
-                k = 1
-                while k + 1 < K:  # two states per pass: beta is loaded and stored half as often
+                # beta[t, j] = sum_k A[j, k] q[k], a few terms per pass (beta loaded less
+                # often), the first pass setting it; xi's terms: dot products over the lanes
+                al = alpha[t, j]
+                a0 = transmat[j, 0]
+                tot0 = 0.0
+                if K == 1:
+                    for s in range(nr1):
+                        q0 = q[0, s]
+                        beta[j, s] = a0 * q0
+                        tot0 += al[s] * q0
+                    acc[j, 0] += tot0
+                    continue
+                a1 = transmat[j, 1]
+                tot1 = 0.0
+                if K >= 4:  # the first four terms set beta
+                    a2 = transmat[j, 2]
+                    a3 = transmat[j, 3]
+                    tot2 = 0.0
+                    tot3 = 0.0
+                    for s in range(nr1):
+                        q0 = q[0, s]
+                        q1 = q[1, s]
+                        q2 = q[2, s]
+                        q3 = q[3, s]
+                        beta[j, s] = a0 * q0 + a1 * q1 + a2 * q2 + a3 * q3
+                        x = al[s]
+                        tot0 += x * q0
+                        tot1 += x * q1
+                        tot2 += x * q2
+                        tot3 += x * q3
+                    acc[j, 0] += tot0
+                    acc[j, 1] += tot1
+                    acc[j, 2] += tot2
+                    acc[j, 3] += tot3
+                    k = 4
+                else:
+                    for s in range(nr1):
+                        q0 = q[0, s]
+                        q1 = q[1, s]
+                        beta[j, s] = a0 * q0 + a1 * q1
+                        tot0 += al[s] * q0
+                        tot1 += al[s] * q1
+                    acc[j, 0] += tot0
+                    acc[j, 1] += tot1
+                    k = 2
+                while K - k >= 4:
+                    a0 = transmat[j, k]
+                    a1 = transmat[j, k + 1]
+                    a2 = transmat[j, k + 2]
+                    a3 = transmat[j, k + 3]
+                    tot0 = 0.0
+                    tot1 = 0.0
+                    tot2 = 0.0
+                    tot3 = 0.0
+                    for s in range(nr1):
+                        q0 = q[k, s]
+                        q1 = q[k + 1, s]
+                        q2 = q[k + 2, s]
+                        q3 = q[k + 3, s]
+                        w = beta[j, s] + a0 * q0
+                        w = w + a1 * q1
+                        w = w + a2 * q2
+                        beta[j, s] = w + a3 * q3
+                        x = al[s]
+                        tot0 += x * q0
+                        tot1 += x * q1
+                        tot2 += x * q2
+                        tot3 += x * q3
+                    acc[j, k] += tot0
+                    acc[j, k + 1] += tot1
+                    acc[j, k + 2] += tot2
+                    acc[j, k + 3] += tot3
+                    k += 4
+                while k + 1 < K:
                     a0 = transmat[j, k]
                     a1 = transmat[j, k + 1]
                     tot0 = 0.0
@@ -521,25 +610,27 @@ def lanes_fb_stats(
                     for s in range(nr1):
                         q0 = q[k, s]
                         q1 = q[k + 1, s]
-                        al = alpha[t, j, s]
                         w = beta[j, s] + a0 * q0
                         beta[j, s] = w + a1 * q1
-                        tot0 += al * q0
-                        tot1 += al * q1
+                        tot0 += al[s] * q0
+                        tot1 += al[s] * q1
                     acc[j, k] += tot0
                     acc[j, k + 1] += tot1
                     k += 2
                 if k < K:
-                    a = transmat[j, k]
-                    tot = 0.0
+                    a0 = transmat[j, k]
+                    tot0 = 0.0
                     for s in range(nr1):
-                        qs = q[k, s]
-                        beta[j, s] += a * qs
-                        tot += alpha[t, j, s] * qs
-                    acc[j, k] += tot
+                        q0 = q[k, s]
+                        beta[j, s] += a0 * q0
+                        tot0 += al[s] * q0
+                    acc[j, k] += tot0
         for s in range(n1, n0):  # lanes whose last step is t
             for k in range(K):
                 beta[k, s] = 1.0
+        if not full:  # diagonal statistics: _gamma_diag_stats
+            _gamma_diag_stats(alpha, beta, XcL, t, nr0, nsum, sx, sxx)
+            continue
         for k in range(K):  # the posteriors, kept in alpha[t]
             tot = 0.0
             for s in range(nr0):
@@ -548,18 +639,6 @@ def lanes_fb_stats(
                 tot += gk
             nsum[k] += tot
         for d in range(D):
-            if not full:  # sum gamma x and sum gamma x^2 in one pass
-                for k in range(K):
-                    tot = 0.0
-                    tot2 = 0.0
-                    for s in range(nr0):
-                        x = XcL[t, d, s]
-                        gx = alpha[t, k, s] * x
-                        tot += gx
-                        tot2 += gx * x
-                    sx[d, k] += tot
-                    sxx[d, 0, k] += tot2
-                continue
             for k in range(K):
                 tot = 0.0
                 for s in range(nr0):
@@ -577,6 +656,84 @@ def lanes_fb_stats(
             first[j] += alpha[0, j, s]
         for k in range(K):
             xi[j, k] = transmat[j, k] * acc[j, k]
+
+
+@numba.njit(**_JIT)
+def _gamma_diag_stats(alpha, beta, XcL, t, nr, nsum, sx, sxx):
+    """Step t's posteriors ``alpha[t] *= beta`` (kept in alpha) and their diagonal sums:
+    ``nsum[k]``, ``sx[d, k]`` (gamma x) and ``sxx[d, 0, k]`` (gamma x^2), each a dot
+    product over the lanes. Per state, the first pass makes the posteriors and takes
+    features 0 and 1, the next ones two features each: D = 4 is two passes per state
+    (separate posterior and per-feature passes took five)."""
+    K = alpha.shape[1]
+    D = XcL.shape[1]
+    for k in range(K):
+        tot = 0.0
+        t0 = 0.0
+        t0x = 0.0
+        if D == 1:
+            for s in range(nr):
+                g = alpha[t, k, s] * beta[k, s]
+                alpha[t, k, s] = g
+                tot += g
+                x0 = XcL[t, 0, s]
+                g0 = g * x0
+                t0 += g0
+                t0x += g0 * x0
+            nsum[k] += tot
+            sx[0, k] += t0
+            sxx[0, 0, k] += t0x
+            continue
+        t1 = 0.0
+        t1x = 0.0
+        for s in range(nr):
+            g = alpha[t, k, s] * beta[k, s]
+            alpha[t, k, s] = g
+            tot += g
+            x0 = XcL[t, 0, s]
+            x1 = XcL[t, 1, s]
+            g0 = g * x0
+            g1 = g * x1
+            t0 += g0
+            t0x += g0 * x0
+            t1 += g1
+            t1x += g1 * x1
+        nsum[k] += tot
+        sx[0, k] += t0
+        sxx[0, 0, k] += t0x
+        sx[1, k] += t1
+        sxx[1, 0, k] += t1x
+        d = 2
+        while d + 1 < D:
+            t0 = 0.0
+            t0x = 0.0
+            t1 = 0.0
+            t1x = 0.0
+            for s in range(nr):
+                g = alpha[t, k, s]
+                x0 = XcL[t, d, s]
+                x1 = XcL[t, d + 1, s]
+                g0 = g * x0
+                g1 = g * x1
+                t0 += g0
+                t0x += g0 * x0
+                t1 += g1
+                t1x += g1 * x1
+            sx[d, k] += t0
+            sxx[d, 0, k] += t0x
+            sx[d + 1, k] += t1
+            sxx[d + 1, 0, k] += t1x
+            d += 2
+        if d < D:
+            t0 = 0.0
+            t0x = 0.0
+            for s in range(nr):
+                x0 = XcL[t, d, s]
+                g0 = alpha[t, k, s] * x0
+                t0 += g0
+                t0x += g0 * x0
+            sx[d, k] += t0
+            sxx[d, 0, k] += t0x
 
 
 @numba.njit(**_JIT)
