@@ -524,11 +524,8 @@ def lanes_fb_stats(
         nr0 = _up(n0)
         n1 = n_act[t + 1] if t + 1 < T else 0
         nr1 = _up(n1)
-        if n1 > 0:  # lanes that go on past t: beta[t] = A (b[t+1] beta[t+1] / c[t+1])
-            for k in range(K):
-                for s in range(nr1):
-                    q[k, s] = b[t + 1, k, s] * beta[k, s] * ic[t + 1, s]
-            for j in range(K):
+        if n1 > 0:  # lanes that go on past t: beta[t] = A q, q = b[t+1] beta[t+1] / c[t+1]
+            for j in range(K):  # (q was made by step t+1's posterior pass)
                 # beta[t, j] = sum_k A[j, k] q[k], a few terms per pass (beta loaded less
                 # often), the first pass setting it; xi's terms: dot products over the lanes
                 al = alpha[t, j]
@@ -628,15 +625,19 @@ def lanes_fb_stats(
         for s in range(n1, n0):  # lanes whose last step is t
             for k in range(K):
                 beta[k, s] = 1.0
+        # the posteriors (kept in alpha[t]) and, from the same loads of beta, step t-1's
+        # q = b[t] beta[t] / c[t] (on the lanes running at t: those that go on past t-1)
         if not full:  # diagonal statistics: _gamma_diag_stats
-            _gamma_diag_stats(alpha, beta, XcL, t, nr0, nsum, sx, sxx)
+            _gamma_diag_stats(alpha, beta, XcL, t, nr0, nsum, sx, sxx, b, ic, q)
             continue
-        for k in range(K):  # the posteriors, kept in alpha[t]
+        for k in range(K):
             tot = 0.0
             for s in range(nr0):
-                gk = alpha[t, k, s] * beta[k, s]
+                be = beta[k, s]
+                gk = alpha[t, k, s] * be
                 alpha[t, k, s] = gk
                 tot += gk
+                q[k, s] = b[t, k, s] * be * ic[t, s]
             nsum[k] += tot
         for d in range(D):
             for k in range(K):
@@ -659,12 +660,13 @@ def lanes_fb_stats(
 
 
 @numba.njit(**_JIT)
-def _gamma_diag_stats(alpha, beta, XcL, t, nr, nsum, sx, sxx):
+def _gamma_diag_stats(alpha, beta, XcL, t, nr, nsum, sx, sxx, b, ic, q):
     """Step t's posteriors ``alpha[t] *= beta`` (kept in alpha) and their diagonal sums:
     ``nsum[k]``, ``sx[d, k]`` (gamma x) and ``sxx[d, 0, k]`` (gamma x^2), each a dot
-    product over the lanes. Per state, the first pass makes the posteriors and takes
-    features 0 and 1, the next ones two features each: D = 4 is two passes per state
-    (separate posterior and per-feature passes took five)."""
+    product over the lanes; and step t-1's ``q = b[t] beta / c[t]`` from the same loads.
+    Per state, the first pass makes the posteriors and q and takes features 0 and 1, the
+    next ones two features each: D = 4 is two passes per state (separate posterior,
+    q and per-feature passes took six)."""
     K = alpha.shape[1]
     D = XcL.shape[1]
     for k in range(K):
@@ -673,9 +675,11 @@ def _gamma_diag_stats(alpha, beta, XcL, t, nr, nsum, sx, sxx):
         t0x = 0.0
         if D == 1:
             for s in range(nr):
-                g = alpha[t, k, s] * beta[k, s]
+                be = beta[k, s]
+                g = alpha[t, k, s] * be
                 alpha[t, k, s] = g
                 tot += g
+                q[k, s] = b[t, k, s] * be * ic[t, s]
                 x0 = XcL[t, 0, s]
                 g0 = g * x0
                 t0 += g0
@@ -687,9 +691,11 @@ def _gamma_diag_stats(alpha, beta, XcL, t, nr, nsum, sx, sxx):
         t1 = 0.0
         t1x = 0.0
         for s in range(nr):
-            g = alpha[t, k, s] * beta[k, s]
+            be = beta[k, s]
+            g = alpha[t, k, s] * be
             alpha[t, k, s] = g
             tot += g
+            q[k, s] = b[t, k, s] * be * ic[t, s]
             x0 = XcL[t, 0, s]
             x1 = XcL[t, 1, s]
             g0 = g * x0
