@@ -24,7 +24,9 @@ one fused compiled E-step per unit of sequences):
 7. Where an EM iteration's time goes (fused E-step stages, M-step).
 8. The E-step alone: compiled vs the NumPy path and hmmlearn's C++ kernels.
 9. ``n_jobs=2`` vs ``n_jobs=1`` for the E-step and the whole EM (wall time,
-   three measurements; the load average is recorded with them).
+   three measurements; the load average is recorded with them), with what
+   bounds it measured in the same run: a GIL-free control on 2 threads, and
+   the share of the 1-thread fit spent outside the threaded units (Amdahl).
 10. First-call compile cost, cold and from numba's on-disk cache.
 11. Why the pair DP stays NumPy: the same recursion compiled per cell.
 
@@ -176,6 +178,7 @@ def bench_em_profile(rows):
         layout = context["layout"]
         density = model._density_kernel(context["X"], kernels)
         K, D = len(start), X.shape[1]
+        layout.prepare(K)
         bufs = [layout.scratch(u, K) for u in range(len(layout.units))]
 
         def dens():
@@ -323,6 +326,7 @@ def bench_em_threads(rows, repeat=3):
     )
     two, one = model(2).fit(X, lengths), model(1).fit(X, lengths)
     identical = two.history_ == one.history_ and np.array_equal(two.means_, one.means_)
+    rows.append(_serial_share(em, repeat=3 * repeat))
     for name, fn, goal in (
         ("diag HMM EM, K=8, 200x500x4, 10 iter", em, "B"),
         ("fused E-step alone", e_step, ""),
@@ -341,6 +345,52 @@ def bench_em_threads(rows, repeat=3):
                 "cores": os.cpu_count(),
             }
         )
+
+
+def _serial_share(em, repeat):
+    """What bounds the n_jobs row: the share of a 1-thread fit spent outside the threaded
+    units (validation, lane layout, M-step, Python), and Amdahl's bound it sets on 2 threads.
+
+    Wall time of the whole fit vs wall time inside ``compiled._run_units`` (the work
+    that the threads share), in the same runs; median over ``repeat`` fits.
+    """
+    import time
+
+    from tying.hmm import compiled
+
+    inside = [0.0]
+    run_units = compiled._run_units
+
+    def timed(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return run_units(*args, **kwargs)
+        finally:
+            inside[0] += time.perf_counter() - t0
+
+    shares, fits = [], []
+    compiled._run_units = timed
+    try:
+        em(1)()
+        for _ in range(repeat):
+            inside[0] = 0.0
+            t0 = time.perf_counter()
+            em(1)()
+            total = time.perf_counter() - t0
+            shares.append(1.0 - inside[0] / total)
+            fits.append(total)
+    finally:
+        compiled._run_units = run_units
+    share = float(np.median(shares))
+    return {
+        "case": "diag HMM EM, K=8, 200x500x4, 10 iter, n_jobs=1: share outside the threaded units",
+        "anchor": "none (bounds the n_jobs row)",
+        "fit_s": float(np.median(fits)),
+        "serial_share": share,
+        "serial_share_spread": f"{min(shares):.3f}-{max(shares):.3f}",
+        "amdahl_bound_2_threads": 1.0 / (share + (1.0 - share) / 2.0),
+        "load_average_1min": os.getloadavg()[0],
+    }
 
 
 def bench_jit_cost(rows):
@@ -705,6 +755,10 @@ def summary(rows) -> None:
         if row.get("case", "").startswith("control"):
             print(f"  control (2 threads, GIL-free matmuls): {row['speedup']:.2f}x "
                   f"({row['speedup_spread']}): what a second core gave during B")  # fmt: skip
+        if "share outside the threaded units" in row.get("case", ""):
+            print(f"  serial share of the 1-thread fit: {100 * row['serial_share']:.1f}% "
+                  f"({row['serial_share_spread']}): bound on 2 threads "
+                  f"{row['amdahl_bound_2_threads']:.2f}x with perfectly parallel units")  # fmt: skip
         if row.get("case", "").startswith("one diag EM iteration"):
             parts = {k: v for k, v in row.items() if k.endswith("_s")}
             print("  diag EM iteration, ms: " + ", ".join(

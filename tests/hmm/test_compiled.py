@@ -537,10 +537,10 @@ def _lanes_unit(seed, K, D, lengths, full, *, fail=(), drift=()):
 
 
 @needs_numba
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
-    K=st.integers(1, 9),
-    D=st.integers(1, 4),
+    K=st.integers(1, 13),  # 1..13: every mix of the kernel's 1-, 2- and 4-term passes
+    D=st.integers(1, 6),  # 1..6: the diag statistics' first pass, pairs and a last single
     full=st.booleans(),
     lengths=st.lists(st.integers(1, 60), min_size=4, max_size=30),
     seed=st.integers(0, 2**32 - 1),
@@ -595,3 +595,102 @@ def test_lane_kernel_flags_a_product_of_factors_that_would_go_subnormal():
     assert new[1].tolist() == [False, True, False, False, False]
     ok = ~new[1]
     np.testing.assert_allclose(new[0][ok], ref[0][ok], rtol=1e-13)
+
+
+def test_threads_asking_for_a_pool_at_once_share_one(monkeypatch):
+    """Two fits on two threads ask for the kept pool of the same size at once: one pool
+    is created and both get it (without the lock each created its own, and one of them
+    was dropped with its threads still alive)."""
+    import threading
+
+    made = []
+    barrier = threading.Barrier(2)
+
+    class SlowPool:  # stands in for ThreadPoolExecutor; the barrier widens the race window
+        def __init__(self, **kwargs):
+            made.append(self)
+            try:
+                barrier.wait(timeout=0.5)  # both callers inside creation: the old race
+            except threading.BrokenBarrierError:
+                pass  # the other caller waits on the lock: creation is not shared
+
+    monkeypatch.setattr(compiled, "_POOLS", {})
+    monkeypatch.setattr(compiled.concurrent.futures, "ThreadPoolExecutor", SlowPool)
+    got = [None, None]
+
+    def ask(i):
+        got[i] = compiled._pool(3)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(made) == 1, f"{len(made)} pools created for one thread count"
+    assert got[0] is got[1] is made[0] is compiled._POOLS[3]
+
+
+@needs_numba
+@settings(max_examples=25, deadline=None)
+@given(
+    K=st.integers(1, 6),
+    D=st.integers(1, 9),
+    lengths=st.lists(st.integers(1, 12), min_size=4, max_size=20),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_property_lane_density_diag_equals_the_numpy_log_density(K, D, lengths, seed):
+    """The diagonal lane density (features taken two per pass, the last pass adding the
+    constant and the row maximum) gives every row's log-density to 1e-12 for any number
+    of features (one pass, first pair + last, middle pairs, a last single feature), with
+    padding lanes at exactly 0 in both b and m."""
+    from tying.hmm.forward_backward import LaneLayout
+
+    rng = np.random.default_rng(seed)
+    X = rng.normal(scale=3.0, size=(int(np.sum(lengths)), D))
+    means, var = rng.normal(size=(K, D)), rng.uniform(0.2, 3.0, size=(K, D))
+    prec = 1.0 / var
+    const = -0.5 * (D * np.log(2 * np.pi) + np.log(var).sum(1))
+    want = const - 0.5 * (((X[:, None, :] - means) ** 2) * prec).sum(2)  # (N, K)
+    (unit,) = LaneLayout(X, X.mean(0), SequenceBatch.from_lengths(lengths)).units
+    T, _, S = unit["XL"].shape
+    b, m = np.full((T, K, S), np.nan), np.full((T, S), np.nan)
+    compiled._kernels().lanes_density_diag(unit["XL"], unit["n_act"], means, prec, const, b, m)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    for lane, s in enumerate(unit["seqs"]):
+        rows = want[starts[s] : starts[s] + lengths[s]]  # (L, K)
+        got = b[: lengths[s], :, lane] + m[: lengths[s], lane, None]
+        np.testing.assert_allclose(got, rows, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(m[: lengths[s], lane], rows.max(1), rtol=1e-12, atol=1e-12)
+        assert np.all(b[: lengths[s], :, lane].max(1) == 0.0)  # m is the maximum of the row
+    for t in range(T):
+        n = unit["n_act"][t]
+        assert np.all(b[t, :, n:] == 0.0) and np.all(m[t, n:] == 0.0)
+
+
+@needs_numba
+def test_lane_layout_arrays_share_one_block_without_overlapping(monkeypatch):
+    """Every unit's arrays (data lanes, scaling, maxima, emissions, forward) are carved
+    from one allocation: pairwise disjoint, 64-byte aligned, kept while K stays, made
+    again for another K, and refused before ``prepare`` says which K."""
+    from tying.hmm.forward_backward import LaneLayout
+
+    monkeypatch.setattr(compiled, "MIN_ROWS", 64)  # several units, of both kinds
+    lengths = [3, 200, 9, 1, 7, 40, 5, 33, 2, 8, 11, 300]
+    X = np.random.default_rng(0).normal(size=(sum(lengths), 3))
+    lay = LaneLayout(X, X.mean(0), SequenceBatch.from_lengths(lengths))
+    assert len(lay.units) > 2 and {u["kind"] for u in lay.units} == {"rows", "lanes"}
+    with pytest.raises(RuntimeError, match=r"call prepare\(K=4\) first"):
+        lay.scratch(0, 4)
+    lay.prepare(4)
+    names = ("XL", "XcL", "ic", "m", "b", "alpha")
+    arrays = [u[k] for u in lay.units for k in names if u.get(k) is not None]
+    for i, a in enumerate(arrays):
+        assert a.ctypes.data % 64 == 0 and a.flags.c_contiguous
+        for other in arrays[i + 1 :]:
+            assert not np.shares_memory(a, other)
+    kept = [lay.scratch(u, 4) for u in range(len(lay.units))]
+    lay.prepare(4)
+    assert all(lay.scratch(u, 4)[0] is kept[u][0] for u in range(len(lay.units)))
+    lay.prepare(2)
+    assert all(lay.scratch(u, 2)[0].shape[-1 if u_["kind"] == "rows" else 1] == 2
+               for u, u_ in enumerate(lay.units))  # fmt: skip

@@ -49,3 +49,29 @@ def test_pad_unpad_round_trip_and_prefix_property(lengths):
     for t in range(b.t_max):
         assert running[t, : b.n_active[t]].all() and not running[t, b.n_active[t] :].any()
     assert np.array_equal(b.per_sequence(b.sorted_lengths), np.asarray(lengths))
+
+
+def test_finite_values_whose_sum_overflows_are_accepted_and_bad_ones_still_found():
+    """The finiteness check adds X up first (one pass); a sum that overflows on finite
+    values must not refuse them, and inf and -inf that cancel to NaN are still named."""
+    X = np.full((6, 2), 1e308)
+    assert check_observations(X, np.array([6])) is not None
+    X[4, 0] = np.inf
+    X[5, 1] = -np.inf
+    with pytest.raises(ValueError, match=r"X contains inf at sequence 0, position 4"):
+        check_observations(X, np.array([6]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(lengths=st.lists(st.integers(1, 9), min_size=1, max_size=12))
+def test_row_indices_of_the_padded_layout_follow_each_row(lengths):
+    """t_index/b_index (made on first use) put row ``r`` of sequence ``s`` at step ``r -
+    start[s]`` and at the sequence's slot in the longest-first order."""
+    batch = SequenceBatch.from_lengths(lengths)
+    slot = {int(s): i for i, s in enumerate(batch.order)}
+    want_t, want_b = [], []
+    for s, n in enumerate(lengths):
+        want_t += list(range(n))
+        want_b += [slot[s]] * n
+    assert batch.t_index.tolist() == want_t and batch.b_index.tolist() == want_b
+    assert batch.n_samples == sum(lengths)

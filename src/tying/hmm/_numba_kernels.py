@@ -222,9 +222,12 @@ def lanes_density_diag(XL, n_act, means, prec, const, b, m):
     the state's normalising constant. The exact form ``(x - mu)^2 / sigma^2`` on
     the raw data: no cancellation however far a point is from the means.
     Writes ``m[t, s] = max_k log p`` and ``b[t, k, s] = log p - m`` (padding: 0);
-    the caller takes ``exp`` with NumPy's SIMD loop. Two features per pass over
-    the lanes, the first pass setting the sum (no zeroing pass), and the row
-    maximum taken as the sums are finished.
+    the caller takes ``exp`` with NumPy's SIMD loop.
+
+    Few passes over the lanes per state (each pass loads and stores ``b``):
+    the first pass sets the sum from two features, the middle ones add two
+    more each, and the last one adds its features, the constant and the row
+    maximum at once; D = 4 is two passes per state (the first kernel took five).
     """
     T, D, S = XL.shape
     K = means.shape[0]
@@ -234,13 +237,32 @@ def lanes_density_diag(XL, n_act, means, prec, const, b, m):
         for s in range(nr):
             m[t, s] = -np.inf
         for k in range(K):
-            mu = means[k, 0]
-            p = prec[k, 0]
-            for s in range(nr):
-                z = XL[t, 0, s] - mu
-                b[t, k, s] = z * z * p
-            d = 1
-            while d + 1 < D:
+            c = const[k]
+            mu0 = means[k, 0]
+            p0 = prec[k, 0]
+            if D == 1:
+                for s in range(nr):
+                    z0 = XL[t, 0, s] - mu0
+                    v = c - 0.5 * (z0 * z0 * p0)
+                    b[t, k, s] = v
+                    m[t, s] = max(m[t, s], v)
+                continue
+            mu1 = means[k, 1]
+            p1 = prec[k, 1]
+            if D == 2:
+                for s in range(nr):
+                    z0 = XL[t, 0, s] - mu0
+                    z1 = XL[t, 1, s] - mu1
+                    v = c - 0.5 * (z0 * z0 * p0 + z1 * z1 * p1)
+                    b[t, k, s] = v
+                    m[t, s] = max(m[t, s], v)
+                continue
+            for s in range(nr):  # features 0 and 1 set the sum
+                z0 = XL[t, 0, s] - mu0
+                z1 = XL[t, 1, s] - mu1
+                b[t, k, s] = z0 * z0 * p0 + z1 * z1 * p1
+            d = 2
+            while D - d > 2:  # middle pairs
                 mu0 = means[k, d]
                 p0 = prec[k, d]
                 mu1 = means[k, d + 1]
@@ -248,20 +270,25 @@ def lanes_density_diag(XL, n_act, means, prec, const, b, m):
                 for s in range(nr):
                     z0 = XL[t, d, s] - mu0
                     z1 = XL[t, d + 1, s] - mu1
-                    w = b[t, k, s] + z0 * z0 * p0
-                    b[t, k, s] = w + z1 * z1 * p1
+                    b[t, k, s] = b[t, k, s] + z0 * z0 * p0 + z1 * z1 * p1
                 d += 2
-            if d < D:
-                mu = means[k, d]
-                p = prec[k, d]
+            mu0 = means[k, d]
+            p0 = prec[k, d]
+            if D - d == 2:  # the last pair, the constant and the maximum
+                mu1 = means[k, d + 1]
+                p1 = prec[k, d + 1]
                 for s in range(nr):
-                    z = XL[t, d, s] - mu
-                    b[t, k, s] += z * z * p
-            c = const[k]
-            for s in range(nr):
-                v = c - 0.5 * b[t, k, s]
-                b[t, k, s] = v
-                m[t, s] = max(m[t, s], v)
+                    z0 = XL[t, d, s] - mu0
+                    z1 = XL[t, d + 1, s] - mu1
+                    v = c - 0.5 * (b[t, k, s] + z0 * z0 * p0 + z1 * z1 * p1)
+                    b[t, k, s] = v
+                    m[t, s] = max(m[t, s], v)
+            else:  # the last feature, the constant and the maximum
+                for s in range(nr):
+                    z0 = XL[t, d, s] - mu0
+                    v = c - 0.5 * (b[t, k, s] + z0 * z0 * p0)
+                    b[t, k, s] = v
+                    m[t, s] = max(m[t, s], v)
         _minus_max(b, m, t, n)
 
 
@@ -331,6 +358,24 @@ def _shift_lanes(b, m, t, n, const):
 
 
 @numba.njit(**_JIT)
+def _times_b_sum(v, b, t, nr, ic):
+    """``v[k] *= b[t, k]`` (t >= 0) and ``ic[t'] = sum_k v[k]`` in one pass per state,
+    where t' = t, or 0 when t = -1 (no product: step 0's v holds b already)."""
+    K = v.shape[0]
+    u = max(t, 0)
+    for k in range(K):
+        if t >= 0:
+            for s in range(nr):
+                v[k, s] *= b[t, k, s]
+        if k == 0:
+            for s in range(nr):
+                ic[u, s] = v[0, s]
+        else:
+            for s in range(nr):
+                ic[u, s] += v[k, s]
+
+
+@numba.njit(**_JIT)
 def lanes_fb_stats(
     startprob, transmat, b, m, n_act, lens, XcL, full, alpha, ic,
     ll, bad, xi, first, nsum, sx, sxx,
@@ -375,13 +420,32 @@ def lanes_fb_stats(
                 p = startprob[k]
                 for s in range(nr):
                     v[k, s] = p * b[0, k, s]
-        else:
-            for k in range(K):  # the first term sets v (no zeroing pass)
-                a = transmat[0, k]
+        else:  # v = alpha[t-1] A, a few terms per pass over the lanes (v loaded less often)
+            if K == 1:
+                a = transmat[0, 0]
                 for s in range(nr):
-                    v[k, s] = alpha[t - 1, 0, s] * a
-            j = 1
-            while j + 1 < K:  # two terms per pass: v is loaded and stored half as often
+                    v[0, s] = alpha[t - 1, 0, s] * a
+                j = 1
+            else:  # the first two terms set v (no zeroing pass)
+                for k in range(K):
+                    a0 = transmat[0, k]
+                    a1 = transmat[1, k]
+                    for s in range(nr):
+                        v[k, s] = alpha[t - 1, 0, s] * a0 + alpha[t - 1, 1, s] * a1
+                j = 2
+            while K - j >= 5:  # four terms per pass, leaving at least one for the last pass
+                for k in range(K):
+                    a0 = transmat[j, k]
+                    a1 = transmat[j + 1, k]
+                    a2 = transmat[j + 2, k]
+                    a3 = transmat[j + 3, k]
+                    for s in range(nr):
+                        w = v[k, s] + alpha[t - 1, j, s] * a0
+                        w = w + alpha[t - 1, j + 1, s] * a1
+                        w = w + alpha[t - 1, j + 2, s] * a2
+                        v[k, s] = w + alpha[t - 1, j + 3, s] * a3
+                j += 4
+            while K - j >= 3:
                 for k in range(K):
                     a0 = transmat[j, k]
                     a1 = transmat[j + 1, k]
@@ -389,19 +453,28 @@ def lanes_fb_stats(
                         w = v[k, s] + alpha[t - 1, j, s] * a0
                         v[k, s] = w + alpha[t - 1, j + 1, s] * a1
                 j += 2
-            if j < K:
+            if j < K:  # the last one or two terms, times b, and the sum over states: one pass
+                two = K - j == 2
                 for k in range(K):
-                    a = transmat[j, k]
-                    for s in range(nr):
-                        v[k, s] += alpha[t - 1, j, s] * a
-            for k in range(K):
-                for s in range(nr):
-                    v[k, s] *= b[t, k, s]
-        for s in range(nr):
-            ic[t, s] = v[0, s]
-        for k in range(1, K):
-            for s in range(nr):
-                ic[t, s] += v[k, s]
+                    a0 = transmat[j, k]
+                    a1 = transmat[j + 1, k] if two else 0.0
+                    if two:
+                        for s in range(nr):
+                            w = v[k, s] + alpha[t - 1, j, s] * a0
+                            v[k, s] = (w + alpha[t - 1, j + 1, s] * a1) * b[t, k, s]
+                    else:
+                        for s in range(nr):
+                            v[k, s] = (v[k, s] + alpha[t - 1, j, s] * a0) * b[t, k, s]
+                    if k == 0:
+                        for s in range(nr):
+                            ic[t, s] = v[0, s]
+                    else:
+                        for s in range(nr):
+                            ic[t, s] += v[k, s]
+            else:  # times b and the sum over states: one pass
+                _times_b_sum(v, b, t, nr, ic)
+        if t == 0:
+            _times_b_sum(v, b, -1, nr, ic)  # -1: v has b already; only the sum
         for s in range(n):  # no branch and no call: the compiler vectorises this loop
             c = ic[t, s]
             min_c[s] = min(min_c[s], c)
@@ -451,21 +524,82 @@ def lanes_fb_stats(
         nr0 = _up(n0)
         n1 = n_act[t + 1] if t + 1 < T else 0
         nr1 = _up(n1)
-        if n1 > 0:  # lanes that go on past t: beta[t] = A (b[t+1] beta[t+1] / c[t+1])
-            for k in range(K):
-                for s in range(nr1):
-                    q[k, s] = b[t + 1, k, s] * beta[k, s] * ic[t + 1, s]
-            for j in range(K):
-                a = transmat[j, 0]
-                tot = 0.0
-                # the first term sets beta (q holds all it needs); xi's term: a dot product
-                for s in range(nr1):
-                    qs = q[0, s]
-                    beta[j, s] = a * qs
-                    tot += alpha[t, j, s] * qs
-                acc[j, 0] += tot
-                k = 1
-                while k + 1 < K:  # two states per pass: beta is loaded and stored half as often
+        if n1 > 0:  # lanes that go on past t: beta[t] = A q, q = b[t+1] beta[t+1] / c[t+1]
+            for j in range(K):  # (q was made by step t+1's posterior pass)
+                # beta[t, j] = sum_k A[j, k] q[k], a few terms per pass (beta loaded less
+                # often), the first pass setting it; xi's terms: dot products over the lanes
+                al = alpha[t, j]
+                a0 = transmat[j, 0]
+                tot0 = 0.0
+                if K == 1:
+                    for s in range(nr1):
+                        q0 = q[0, s]
+                        beta[j, s] = a0 * q0
+                        tot0 += al[s] * q0
+                    acc[j, 0] += tot0
+                    continue
+                a1 = transmat[j, 1]
+                tot1 = 0.0
+                if K >= 4:  # the first four terms set beta
+                    a2 = transmat[j, 2]
+                    a3 = transmat[j, 3]
+                    tot2 = 0.0
+                    tot3 = 0.0
+                    for s in range(nr1):
+                        q0 = q[0, s]
+                        q1 = q[1, s]
+                        q2 = q[2, s]
+                        q3 = q[3, s]
+                        beta[j, s] = a0 * q0 + a1 * q1 + a2 * q2 + a3 * q3
+                        x = al[s]
+                        tot0 += x * q0
+                        tot1 += x * q1
+                        tot2 += x * q2
+                        tot3 += x * q3
+                    acc[j, 0] += tot0
+                    acc[j, 1] += tot1
+                    acc[j, 2] += tot2
+                    acc[j, 3] += tot3
+                    k = 4
+                else:
+                    for s in range(nr1):
+                        q0 = q[0, s]
+                        q1 = q[1, s]
+                        beta[j, s] = a0 * q0 + a1 * q1
+                        tot0 += al[s] * q0
+                        tot1 += al[s] * q1
+                    acc[j, 0] += tot0
+                    acc[j, 1] += tot1
+                    k = 2
+                while K - k >= 4:
+                    a0 = transmat[j, k]
+                    a1 = transmat[j, k + 1]
+                    a2 = transmat[j, k + 2]
+                    a3 = transmat[j, k + 3]
+                    tot0 = 0.0
+                    tot1 = 0.0
+                    tot2 = 0.0
+                    tot3 = 0.0
+                    for s in range(nr1):
+                        q0 = q[k, s]
+                        q1 = q[k + 1, s]
+                        q2 = q[k + 2, s]
+                        q3 = q[k + 3, s]
+                        w = beta[j, s] + a0 * q0
+                        w = w + a1 * q1
+                        w = w + a2 * q2
+                        beta[j, s] = w + a3 * q3
+                        x = al[s]
+                        tot0 += x * q0
+                        tot1 += x * q1
+                        tot2 += x * q2
+                        tot3 += x * q3
+                    acc[j, k] += tot0
+                    acc[j, k + 1] += tot1
+                    acc[j, k + 2] += tot2
+                    acc[j, k + 3] += tot3
+                    k += 4
+                while k + 1 < K:
                     a0 = transmat[j, k]
                     a1 = transmat[j, k + 1]
                     tot0 = 0.0
@@ -473,45 +607,39 @@ def lanes_fb_stats(
                     for s in range(nr1):
                         q0 = q[k, s]
                         q1 = q[k + 1, s]
-                        al = alpha[t, j, s]
                         w = beta[j, s] + a0 * q0
                         beta[j, s] = w + a1 * q1
-                        tot0 += al * q0
-                        tot1 += al * q1
+                        tot0 += al[s] * q0
+                        tot1 += al[s] * q1
                     acc[j, k] += tot0
                     acc[j, k + 1] += tot1
                     k += 2
                 if k < K:
-                    a = transmat[j, k]
-                    tot = 0.0
+                    a0 = transmat[j, k]
+                    tot0 = 0.0
                     for s in range(nr1):
-                        qs = q[k, s]
-                        beta[j, s] += a * qs
-                        tot += alpha[t, j, s] * qs
-                    acc[j, k] += tot
+                        q0 = q[k, s]
+                        beta[j, s] += a0 * q0
+                        tot0 += al[s] * q0
+                    acc[j, k] += tot0
         for s in range(n1, n0):  # lanes whose last step is t
             for k in range(K):
                 beta[k, s] = 1.0
-        for k in range(K):  # the posteriors, kept in alpha[t]
+        # the posteriors (kept in alpha[t]) and, from the same loads of beta, step t-1's
+        # q = b[t] beta[t] / c[t] (on the lanes running at t: those that go on past t-1)
+        if not full:  # diagonal statistics: _gamma_diag_stats
+            _gamma_diag_stats(alpha, beta, XcL, t, nr0, nsum, sx, sxx, b, ic, q)
+            continue
+        for k in range(K):
             tot = 0.0
             for s in range(nr0):
-                gk = alpha[t, k, s] * beta[k, s]
+                be = beta[k, s]
+                gk = alpha[t, k, s] * be
                 alpha[t, k, s] = gk
                 tot += gk
+                q[k, s] = b[t, k, s] * be * ic[t, s]
             nsum[k] += tot
         for d in range(D):
-            if not full:  # sum gamma x and sum gamma x^2 in one pass
-                for k in range(K):
-                    tot = 0.0
-                    tot2 = 0.0
-                    for s in range(nr0):
-                        x = XcL[t, d, s]
-                        gx = alpha[t, k, s] * x
-                        tot += gx
-                        tot2 += gx * x
-                    sx[d, k] += tot
-                    sxx[d, 0, k] += tot2
-                continue
             for k in range(K):
                 tot = 0.0
                 for s in range(nr0):
@@ -529,6 +657,89 @@ def lanes_fb_stats(
             first[j] += alpha[0, j, s]
         for k in range(K):
             xi[j, k] = transmat[j, k] * acc[j, k]
+
+
+@numba.njit(**_JIT)
+def _gamma_diag_stats(alpha, beta, XcL, t, nr, nsum, sx, sxx, b, ic, q):
+    """Step t's posteriors ``alpha[t] *= beta`` (kept in alpha) and their diagonal sums:
+    ``nsum[k]``, ``sx[d, k]`` (gamma x) and ``sxx[d, 0, k]`` (gamma x^2), each a dot
+    product over the lanes; and step t-1's ``q = b[t] beta / c[t]`` from the same loads.
+    Per state, the first pass makes the posteriors and q and takes features 0 and 1, the
+    next ones two features each: D = 4 is two passes per state (separate posterior,
+    q and per-feature passes took six)."""
+    K = alpha.shape[1]
+    D = XcL.shape[1]
+    for k in range(K):
+        tot = 0.0
+        t0 = 0.0
+        t0x = 0.0
+        if D == 1:
+            for s in range(nr):
+                be = beta[k, s]
+                g = alpha[t, k, s] * be
+                alpha[t, k, s] = g
+                tot += g
+                q[k, s] = b[t, k, s] * be * ic[t, s]
+                x0 = XcL[t, 0, s]
+                g0 = g * x0
+                t0 += g0
+                t0x += g0 * x0
+            nsum[k] += tot
+            sx[0, k] += t0
+            sxx[0, 0, k] += t0x
+            continue
+        t1 = 0.0
+        t1x = 0.0
+        for s in range(nr):
+            be = beta[k, s]
+            g = alpha[t, k, s] * be
+            alpha[t, k, s] = g
+            tot += g
+            q[k, s] = b[t, k, s] * be * ic[t, s]
+            x0 = XcL[t, 0, s]
+            x1 = XcL[t, 1, s]
+            g0 = g * x0
+            g1 = g * x1
+            t0 += g0
+            t0x += g0 * x0
+            t1 += g1
+            t1x += g1 * x1
+        nsum[k] += tot
+        sx[0, k] += t0
+        sxx[0, 0, k] += t0x
+        sx[1, k] += t1
+        sxx[1, 0, k] += t1x
+        d = 2
+        while d + 1 < D:
+            t0 = 0.0
+            t0x = 0.0
+            t1 = 0.0
+            t1x = 0.0
+            for s in range(nr):
+                g = alpha[t, k, s]
+                x0 = XcL[t, d, s]
+                x1 = XcL[t, d + 1, s]
+                g0 = g * x0
+                g1 = g * x1
+                t0 += g0
+                t0x += g0 * x0
+                t1 += g1
+                t1x += g1 * x1
+            sx[d, k] += t0
+            sxx[d, 0, k] += t0x
+            sx[d + 1, k] += t1
+            sxx[d + 1, 0, k] += t1x
+            d += 2
+        if d < D:
+            t0 = 0.0
+            t0x = 0.0
+            for s in range(nr):
+                x0 = XcL[t, d, s]
+                g0 = alpha[t, k, s] * x0
+                t0 += g0
+                t0x += g0 * x0
+            sx[d, k] += t0
+            sxx[d, 0, k] += t0x
 
 
 @numba.njit(**_JIT)

@@ -201,16 +201,25 @@ def _run_chunks(fn, n_items: int, n_jobs: int) -> None:
 UNITS, MIN_ROWS, MAX_LANES = 4, 40_000, 256
 
 _POOLS: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
 
 
 def _pool(n_jobs: int) -> concurrent.futures.ThreadPoolExecutor:
     """The kept pool of ``n_jobs`` threads: starting threads on every E-step costs more
-    than a small E-step (one pool per thread count, for the life of the process)."""
-    pool = _POOLS.get(n_jobs)
+    than a small E-step (one pool per thread count, for the life of the process).
+
+    Safe to call from several threads at once (two fits on two threads): the lock
+    makes the first caller create the pool and every other caller get that one,
+    instead of each creating its own and all but one being dropped unclosed.
+    """
+    pool = _POOLS.get(n_jobs)  # the common case, without taking the lock
     if pool is None:
-        pool = _POOLS[n_jobs] = concurrent.futures.ThreadPoolExecutor(
-            max_workers=n_jobs, thread_name_prefix="tying-hmm"
-        )
+        with _POOLS_LOCK:
+            pool = _POOLS.get(n_jobs)
+            if pool is None:
+                pool = _POOLS[n_jobs] = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=n_jobs, thread_name_prefix="tying-hmm"
+                )
     return pool
 
 

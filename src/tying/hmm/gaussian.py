@@ -462,7 +462,7 @@ class GaussianHMM(BaseHMM):
         center = _column_means(X)
         context = {"center": center, "X": np.ascontiguousarray(X, dtype=np.float64)}
         if compiled._kernels() is not None:
-            context["layout"] = LaneLayout(context["X"], center, batch)
+            context["layout"] = LaneLayout(context["X"], center, batch, n_jobs=self.n_jobs)
         return context
 
     def _estep(self, X, batch, context):
