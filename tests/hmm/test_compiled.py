@@ -508,6 +508,35 @@ def test_property_fused_estep_equals_the_reference_statistics(ctype, K, D, lengt
     """One E-step on any model: log-likelihoods, expected transitions, start posteriors
     and the per-state statistics (sum gamma, sum gamma x, sum gamma x x^T) equal what the
     reference forward-backward's gamma gives, to 1e-10."""
+    _assert_estep_matches_reference(ctype, K, D, lengths, seed)
+
+
+@needs_numba
+@settings(max_examples=25, deadline=None)
+@given(
+    ctype=st.sampled_from(["spherical", "diag", "full", "tied"]),
+    K=st.integers(1, 13),
+    D=st.integers(1, 5),
+    lengths=st.lists(st.integers(1, 6000), min_size=1, max_size=3),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_property_fused_estep_on_a_few_long_sequences(ctype, K, D, lengths, seed):
+    """The same for units of one to three sequences of up to 6,000 steps (the rows
+    kernel; 8 or 64 lanes of dealt-out rows for the density, sequences starting
+    anywhere in a lane block), K past one vector of 8 states."""
+    layout_kinds = {u["kind"] for u in _layout_of(lengths).units}
+    assert layout_kinds == {"rows"}
+    _assert_estep_matches_reference(ctype, K, D, lengths, seed)
+
+
+def _layout_of(lengths):
+    from tying.hmm.forward_backward import LaneLayout
+
+    X = np.zeros((int(np.sum(lengths)), 1))
+    return LaneLayout(X, np.zeros(1), SequenceBatch.from_lengths(lengths))
+
+
+def _assert_estep_matches_reference(ctype, K, D, lengths, seed):
     from tying.hmm import GaussianHMM
 
     rng = np.random.default_rng(seed)
