@@ -506,10 +506,10 @@ class LaneLayout:
             >>> if compiled.available():
             ...     lay = LaneLayout(np.zeros((5, 1)), np.zeros(1), SequenceBatch.from_lengths([5]))
             ...     lay.prepare(3)
-            ...     print(lay.scratch(0, 3)[0].shape)
+            ...     print(lay.scratch(0, 3)[0].shape)  # (T, K, S): 5 rows dealt over 8 lanes
             ... else:
-            ...     print((5, 3))
-            (5, 3)
+            ...     print((1, 3, 8))
+            (1, 3, 8)
         """
         if self._K == K:
             return
@@ -611,8 +611,8 @@ def forward_backward_stats(
     Example:
         >>> from tying.hmm import compiled
         >>> X = np.array([[0.0], [1.0], [5.0]])
-        >>> def density(unit, b, m):  # one state, N(0, 1); two sequences: a "rows" unit
-        ...     m[:] = -0.5 * X[unit["r0"] : unit["r1"], 0] ** 2 - 0.5 * np.log(2 * np.pi)
+        >>> def density(unit, b, m):  # one state, N(0, 1), on the unit's rows in lanes
+        ...     m[:] = -0.5 * unit["XL"][:, 0, :] ** 2 - 0.5 * np.log(2 * np.pi)
         ...     b[:] = 0.0
         >>> logp = lambda x: -0.5 * x**2 - 0.5 * np.log(2 * np.pi)
         >>> batch = SequenceBatch.from_lengths([2, 1])
