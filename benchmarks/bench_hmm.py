@@ -20,7 +20,9 @@ one fused compiled E-step per unit of sequences):
 
 6. EM on diag, full and tied covariances vs hmmlearn "scaling" and "log"
    (CPU time), with the log-likelihood history of every iteration compared;
-   the ratio of each interleaved pair of runs, median and spread.
+   the ratio of each interleaved pair of runs, median and spread. The same on
+   a few long sequences (5 x 20,000 and 1 x 100,000 steps), which run the
+   one-sequence-at-a-time kernel (rows "long ...").
 7. Where an EM iteration's time goes (fused E-step stages, M-step).
 8. The E-step alone: compiled vs the NumPy path and hmmlearn's C++ kernels.
 9. ``n_jobs=2`` vs ``n_jobs=1`` for the E-step and the whole EM (wall time,
@@ -145,6 +147,67 @@ def bench_diag_em(rows, repeat=3):
                 }
             )
     bench_pomegranate(rows, X, lengths, start, A, means, np.ones((K, D)), n_iter, ours, fitted)
+
+
+def bench_long_em(rows, repeat=3, shapes=((5, 20_000), (1, 100_000))):
+    """EM on a few long sequences vs hmmlearn "scaling" and "log" (issue 19, other shapes).
+
+    K=8, D=4, 10 iterations, diag, full and tied, the same data generator and
+    start as row 6. A unit of fewer than 4 sequences runs the one-sequence-at-a-time
+    kernel (no lanes to vectorise across): this row measures that path.
+    """
+    for n_seq, T in shapes:
+        _long_case(rows, n_seq, T, repeat)
+
+
+def _long_case(rows, n_seq, T, repeat):
+    from hmmlearn import hmm
+
+    X, lengths, start, A, means, _ = _diag_case(n_seq=n_seq, T=T)
+    K, D, n_iter = len(start), X.shape[1], 10
+    fitted = {}
+    for ctype in ("diag", "full", "tied"):
+        covars = _start_covars(ctype, K, D)
+
+        def ours(covars=covars, ctype=ctype):
+            fitted["ours"] = _our_fit(X, lengths, start, A, means, covars, ctype, n_iter)
+
+        def hmmlearn_fit(impl, covars=covars, ctype=ctype):
+            def run():
+                m = hmm.GaussianHMM(
+                    K,
+                    ctype,
+                    init_params="",
+                    n_iter=n_iter,
+                    tol=-np.inf,
+                    covars_prior=0.0,
+                    implementation=impl,
+                )
+                m.startprob_, m.transmat_, m.means_, m.covars_ = start, A, means, covars
+                fitted[impl] = m.fit(X, lengths)
+
+            return run
+
+        for impl in ("scaling", "log"):
+            t_ours, t_ref, ratios = _paired(ours, hmmlearn_fit(impl), repeat=repeat)
+            h_ours = np.array(fitted["ours"].monitor_.history)
+            h_ref = np.array(fitted[impl].monitor_.history)
+            rows.append(
+                {
+                    "case": f"{ctype} HMM EM, K=8, {n_seq}x{T}x4, 10 iter (CPU time)",
+                    "anchor": f"hmmlearn 0.3 GaussianHMM(implementation='{impl}')",
+                    "ours_s": t_ours,
+                    "anchor_s": t_ref,
+                    "speedup": float(np.median(ratios)),
+                    "speedup_spread": _spread(ratios),
+                    "target": ">= 10x" if impl == "scaling" else ">= 30x",
+                    "goal": f"long {ctype} {n_seq}x{T} {impl}",
+                    "load_average_1min": os.getloadavg()[0],
+                    "loglik_history_max_rel_diff": float(
+                        np.max(np.abs(h_ours - h_ref) / np.abs(h_ref))
+                    ),
+                }
+            )
 
 
 def bench_em_profile(rows):
@@ -725,6 +788,7 @@ def main() -> None:
     rows: list[dict] = []
     with threadpool_limits(limits=1):
         bench_diag_em(rows)
+        bench_long_em(rows)
         bench_em_profile(rows)
         bench_estep_kernels(rows)
         bench_em_threads(rows)

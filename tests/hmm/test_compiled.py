@@ -330,7 +330,8 @@ def test_fused_em_follows_the_reference_path(ctype, ties, monkeypatch):
 @needs_numba
 @pytest.mark.parametrize("ctype", ["diag", "full"])
 @pytest.mark.parametrize(
-    ("lengths", "kind"), [([50, 4, 30], "rows"), ([50, 4, 30, 20, 1, 7], "lanes")]
+    ("lengths", "kind"),
+    [([50, 4, 30], "rows"), ([50, 4, 30, 20, 1, 7], "lanes"), ([5003, 4, 3001], "rows")],
 )
 def test_fused_em_recomputes_an_underflowing_sequence_in_log_space(
     ctype, lengths, kind, monkeypatch
@@ -343,7 +344,7 @@ def test_fused_em_recomputes_an_underflowing_sequence_in_log_space(
     D = 2
     covars = np.ones((2, D)) if ctype == "diag" else np.repeat(np.eye(D)[None], 2, 0)
     X = _gauss_data(3, 1, D, lengths)
-    X[51] = 1e5  # sequence 1, step 1
+    X[lengths[0] + 1] = 1e5  # sequence 1, step 1
 
     def fit(n_iter=4):
         return GaussianHMM(
@@ -366,6 +367,50 @@ def test_fused_em_recomputes_an_underflowing_sequence_in_log_space(
     slow = fit()
     _assert_fits_agree(fast, slow)
     assert np.isfinite(fast.history_).all()
+
+
+@needs_numba
+@pytest.mark.parametrize("ctype", ["spherical", "diag", "full", "tied"])
+@pytest.mark.parametrize(
+    ("lengths", "K", "min_rows"),
+    [
+        ([9001], 8, 40_000),  # one long sequence: 64 lanes of rows, the last block partial
+        ([5003, 3001, 17], 3, 40_000),  # a few, odd K, sequences starting mid lane block
+        ([4100, 1, 2, 700, 3, 5, 7, 9, 11, 8, 1, 6000, 2], 9, 4096),  # mixed: both kinds
+        ([4, 1, 2], 13, 40_000),  # short rows unit: 8 lanes, K past one vector of 8
+    ],
+    ids=["one-long", "few-long", "mixed", "short-rows"],
+)
+def test_fused_em_on_long_sequences_follows_the_reference_path(
+    ctype, lengths, K, min_rows, monkeypatch
+):
+    """Units of a few long sequences (the rows kernel, its density in lanes of dealt-out
+    rows) give the reference path's EM to 1e-10, alone and mixed with lane units."""
+    monkeypatch.setattr(compiled, "MIN_ROWS", min_rows)
+    X = _gauss_data(7, K, 3, lengths)
+    fast = _gauss_fit(ctype, X, lengths, K, n_iter=4)
+    kinds = {u["kind"] for u in fast._em_context(X, SequenceBatch.from_lengths(lengths))[
+        "layout"].units}  # fmt: skip
+    assert "rows" in kinds and (len(lengths) < 10 or kinds == {"rows", "lanes"})
+    monkeypatch.setitem(compiled._STATE, "kernels", False)
+    slow = _gauss_fit(ctype, X, lengths, K, n_iter=4)
+    _assert_fits_agree(fast, slow)
+
+
+@needs_numba
+@pytest.mark.parametrize("ctype", ["diag", "full"])
+def test_fused_em_on_long_sequences_is_bit_identical_for_any_thread_count(ctype, monkeypatch):
+    monkeypatch.setattr(compiled, "MIN_ROWS", 4000)  # several units of a few long sequences
+    lengths = [9000, 7001, 3, 8000, 5, 4500, 1, 2, 3, 4, 5, 6, 7, 8]
+    X = _gauss_data(8, 4, 2, lengths)
+    lay = _gauss_fit(ctype, X, lengths, 4, n_iter=0)._em_context(
+        X, SequenceBatch.from_lengths(lengths))["layout"]  # fmt: skip
+    assert sum(u["kind"] == "rows" for u in lay.units) >= 2
+    fits = [_gauss_fit(ctype, X, lengths, 4, n_iter=3, n_jobs=n) for n in (1, 2, 3, -1)]
+    for other in fits[1:]:
+        assert other.history_ == fits[0].history_
+        for name in ("startprob_", "transmat_", "means_", "covars_"):
+            assert np.array_equal(getattr(other, name), getattr(fits[0], name)), name
 
 
 @needs_numba
@@ -432,14 +477,14 @@ def test_fused_density_is_exact_for_far_apart_means(ctype, separation, lengths, 
     density = m._density_kernel(np.ascontiguousarray(X), compiled._kernels())
     got = np.empty((5, 3))
     for unit in layout.units:
-        if unit["kind"] == "rows":
-            b, mx = np.empty((unit["r1"] - unit["r0"], 3)), np.empty(unit["r1"] - unit["r0"])
-            density(unit, b, mx)
-            got[unit["r0"] : unit["r1"]] = b + mx[:, None]
-            continue
         T, _, S = unit["XL"].shape
         b, mx = np.empty((T, 3, S)), np.empty((T, S))
         density(unit, b, mx)
+        if unit["kind"] == "rows":  # rows dealt out over the lanes in turn
+            rows = np.arange(unit["r0"], unit["r1"])
+            t, lane = divmod(rows - unit["r0"], S)
+            got[rows] = b[t, :, lane] + mx[t, lane][:, None]
+            continue
         for lane, s in enumerate(unit["seqs"]):
             o = int(np.sum(lengths[:s]))
             for t in range(lengths[s]):
@@ -463,6 +508,35 @@ def test_property_fused_estep_equals_the_reference_statistics(ctype, K, D, lengt
     """One E-step on any model: log-likelihoods, expected transitions, start posteriors
     and the per-state statistics (sum gamma, sum gamma x, sum gamma x x^T) equal what the
     reference forward-backward's gamma gives, to 1e-10."""
+    _assert_estep_matches_reference(ctype, K, D, lengths, seed)
+
+
+@needs_numba
+@settings(max_examples=25, deadline=None)
+@given(
+    ctype=st.sampled_from(["spherical", "diag", "full", "tied"]),
+    K=st.integers(1, 13),
+    D=st.integers(1, 5),
+    lengths=st.lists(st.integers(1, 6000), min_size=1, max_size=3),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_property_fused_estep_on_a_few_long_sequences(ctype, K, D, lengths, seed):
+    """The same for units of one to three sequences of up to 6,000 steps (the rows
+    kernel; 8 or 64 lanes of dealt-out rows for the density, sequences starting
+    anywhere in a lane block), K past one vector of 8 states."""
+    layout_kinds = {u["kind"] for u in _layout_of(lengths).units}
+    assert layout_kinds == {"rows"}
+    _assert_estep_matches_reference(ctype, K, D, lengths, seed)
+
+
+def _layout_of(lengths):
+    from tying.hmm.forward_backward import LaneLayout
+
+    X = np.zeros((int(np.sum(lengths)), 1))
+    return LaneLayout(X, np.zeros(1), SequenceBatch.from_lengths(lengths))
+
+
+def _assert_estep_matches_reference(ctype, K, D, lengths, seed):
     from tying.hmm import GaussianHMM
 
     rng = np.random.default_rng(seed)
@@ -682,7 +756,7 @@ def test_lane_layout_arrays_share_one_block_without_overlapping(monkeypatch):
     with pytest.raises(RuntimeError, match=r"call prepare\(K=4\) first"):
         lay.scratch(0, 4)
     lay.prepare(4)
-    names = ("XL", "XcL", "ic", "m", "b", "alpha")
+    names = ("XL", "XcL", "ic", "m", "b", "alpha", "inv_c")
     arrays = [u[k] for u in lay.units for k in names if u.get(k) is not None]
     for i, a in enumerate(arrays):
         assert a.ctypes.data % 64 == 0 and a.flags.c_contiguous
@@ -692,5 +766,4 @@ def test_lane_layout_arrays_share_one_block_without_overlapping(monkeypatch):
     lay.prepare(4)
     assert all(lay.scratch(u, 4)[0] is kept[u][0] for u in range(len(lay.units)))
     lay.prepare(2)
-    assert all(lay.scratch(u, 2)[0].shape[-1 if u_["kind"] == "rows" else 1] == 2
-               for u, u_ in enumerate(lay.units))  # fmt: skip
+    assert all(lay.scratch(u, 2)[0].shape[1] == 2 for u in range(len(lay.units)))

@@ -342,6 +342,25 @@ def lanes_shift(lb, lane_start, n_act, b, m):
 
 
 @numba.njit(**_JIT)
+def lanes_shift_in_place(b, n_act, m):
+    """Log-densities already in lane layout ``b (T, K, S)``, shifted by their max over k."""
+    T, K, S = b.shape
+    for t in range(T):
+        n = n_act[t]
+        for s in range(n):
+            mx = b[t, 0, s]
+            for k in range(1, K):
+                mx = max(mx, b[t, k, s])
+            m[t, s] = mx
+            for k in range(K):
+                b[t, k, s] -= mx
+        for s in range(n, S):
+            m[t, s] = 0.0
+            for k in range(K):
+                b[t, k, s] = 0.0
+
+
+@numba.njit(**_JIT)
 def _shift_lanes(b, m, t, n, const):
     """``b[t, k] = const[k] - b[t, k] / 2`` (the log-density), then minus its max over k."""
     K = b.shape[1]
@@ -761,87 +780,31 @@ def to_lanes(X, center, lane_start, n_act, XL, XcL):
 
 # --------------------------------- units of few, long sequences: one sequence at a time
 @numba.njit(**_JIT)
-def seq_density_diag(X, r0, r1, means, prec, const, b, m):
-    """:func:`lanes_density_diag` for rows r0..r1-1 of ``X`` (into rows 0.. of b, m)."""
-    K, D = means.shape
-    acc = np.empty(K)
-    for i in range(r0, r1):
-        mx = -np.inf
-        for k in range(K):
-            v = 0.0
-            for d in range(D):
-                z = X[i, d] - means[k, d]
-                v += z * z * prec[k, d]
-            v = const[k] - 0.5 * v
-            acc[k] = v
-            mx = max(mx, v)
-        m[i - r0] = mx
-        for k in range(K):
-            b[i - r0, k] = acc[k] - mx
-
-
-@numba.njit(**_JIT)
-def seq_density_full(X, r0, r1, means, linv, const, b, m):
-    """:func:`lanes_density_full` for rows r0..r1-1 of ``X`` (into rows 0.. of b, m)."""
-    K, D = means.shape
-    acc = np.empty(K)
-    diff = np.empty(D)
-    for i in range(r0, r1):
-        mx = -np.inf
-        for k in range(K):
-            for d in range(D):
-                diff[d] = X[i, d] - means[k, d]
-            v = 0.0
-            for d in range(D):
-                r = 0.0
-                for e in range(d + 1):
-                    r += linv[k, d, e] * diff[e]
-                v += r * r
-            v = const[k] - 0.5 * v
-            acc[k] = v
-            mx = max(mx, v)
-        m[i - r0] = mx
-        for k in range(K):
-            b[i - r0, k] = acc[k] - mx
-
-
-@numba.njit(**_JIT)
-def seq_shift(lb, r0, r1, b, m):
-    """:func:`lanes_shift` for rows r0..r1-1 of ``lb`` (into rows 0.. of b, m)."""
-    K = lb.shape[1]
-    for i in range(r0, r1):
-        mx = lb[i, 0]
-        for k in range(1, K):
-            mx = max(mx, lb[i, k])
-        m[i - r0] = mx
-        for k in range(K):
-            b[i - r0, k] = lb[i, k] - mx
-
-
-@numba.njit(**_JIT)
-def seq_fb_stats(
-    startprob, transmat, b, m, r0, X, center, starts, lengths, lo, hi, full,
+def rows_fb_stats(
+    startprob, transmat, b, m, XcL, r0, starts, lengths, lo, hi, full, alpha, inv_c,
     ll, bad, xi, first, nsum, sx, sxx,
 ):  # fmt: skip
     """:func:`lanes_fb_stats` for a unit of one to a few (long) sequences, one at a time.
 
-    Lanes would pad such a unit to a whole lane block of mostly empty lanes;
-    here the loops run over the K states of one sequence instead. ``b``/``m``
-    hold rows ``r0..`` of the unit (``exp`` taken), ``X`` the raw data
-    (centred on ``center`` here). The outputs are those of
-    :func:`lanes_fb_stats`; a bad sequence adds nothing.
+    Lanes of sequences would pad such a unit to a whole lane block of mostly
+    empty lanes; here the recursion runs over the K states of one sequence.
+
+    The unit's rows are dealt out over S lanes in turn (row ``r0 + t S + s`` at
+    ``[t, :, s]``), so that the density and its ``exp`` run in the lane kernels;
+    ``b (Tp, K, S)``, ``m (Tp, S)``, ``XcL (Tp, D, S)`` (centred rows); a step
+    of the recursion reads its row's K values from the cache line its
+    neighbours use. The sums over states are dot products over contiguous
+    rows of ``transmat`` (forward: its transpose), which vectorise; the row's
+    place in the lanes is stepped, not divided out.
+    ``alpha (R, K)`` and ``inv_c (R,)`` are scratch. The outputs are those of
+    :func:`lanes_fb_stats` (``ll``, ``bad`` indexed by sequence); a bad sequence
+    adds nothing.
     """
     K = transmat.shape[0]
-    D = X.shape[1]
+    Tp, D, S = XcL.shape
     AT = np.ascontiguousarray(transmat.T)
-    t_max = 0
-    for s in range(lo, hi):
-        t_max = max(t_max, lengths[s])
-    alpha = np.empty((t_max, K))
-    inv_c = np.empty(t_max)
     beta = np.empty(K)
-    bp = np.empty(K)
-    q = np.empty(K)
+    bq = np.empty(K)
     g = np.empty(K)
     v = np.empty(K)
     xc = np.empty(D)
@@ -852,33 +815,38 @@ def seq_fb_stats(
     sx[...] = 0.0
     sxx[...] = 0.0
     for s in range(lo, hi):
-        o, L = starts[s], lengths[s]
-        ob = o - r0
+        o, L = starts[s] - r0, lengths[s]
         log_c = 0.0
         min_c = 1.0
         m_sum = 0.0
         prod = 1.0
+        tt, ss = o // S, o % S  # row i's place in the lanes, stepped without division
         for t in range(L):
-            m_sum += m[ob + t]
+            i = o + t
+            if t > 0:
+                ss += 1
+                if ss == S:
+                    ss = 0
+                    tt += 1
+            m_sum += m[tt, ss]
+            c = 0.0
             if t == 0:
                 for k in range(K):
-                    v[k] = startprob[k] * b[ob, k]
+                    w = startprob[k] * b[tt, k, ss]
+                    v[k] = w
+                    c += w
             else:
                 for k in range(K):
-                    v[k] = 0.0
-                for j in range(K):
-                    a = alpha[t - 1, j]
-                    for k in range(K):
-                        v[k] += a * transmat[j, k]
-                for k in range(K):
-                    v[k] *= b[ob + t, k]
-            c = 0.0
-            for k in range(K):
-                c += v[k]
+                    w = 0.0
+                    for j in range(K):
+                        w += alpha[i - 1, j] * AT[k, j]
+                    w *= b[tt, k, ss]
+                    v[k] = w
+                    c += w
             ic = 1.0 / c
             for k in range(K):
-                alpha[t, k] = v[k] * ic
-            inv_c[t] = ic
+                alpha[i, k] = v[k] * ic
+            inv_c[i] = ic
             min_c = min(min_c, c)
             if prod < 1e-10:  # flush before multiplying: prod stays a normal number
                 log_c += np.log(prod)
@@ -893,27 +861,31 @@ def seq_fb_stats(
         bad[s] = False
         for k in range(K):
             beta[k] = 1.0
+        t1, s1 = tt, ss  # the sequence's last row
         for t in range(L - 1, -1, -1):
+            i = o + t
+            tt, ss = t1, s1
             if t < L - 1:
-                ic = inv_c[t + 1]
+                ic = inv_c[i + 1]
                 for k in range(K):
-                    q[k] = b[ob + t + 1, k] * beta[k] * ic
-                    bp[k] = 0.0
-                for k in range(K):
-                    qk = q[k]
-                    for j in range(K):
-                        bp[j] += AT[k, j] * qk
+                    bq[k] = b[t1, k, s1] * beta[k] * ic  # q_{t+1}
+                ss -= 1
+                if ss < 0:
+                    ss = S - 1
+                    tt -= 1
                 for j in range(K):
-                    a = alpha[t, j]
+                    a = alpha[i, j]
+                    w = 0.0
                     for k in range(K):
-                        acc[j, k] += a * q[k]
-                for k in range(K):
-                    beta[k] = bp[k]
+                        acc[j, k] += a * bq[k]
+                        w += transmat[j, k] * bq[k]
+                    beta[j] = w
+            t1, s1 = tt, ss
             for k in range(K):
-                g[k] = alpha[t, k] * beta[k]
+                g[k] = alpha[i, k] * beta[k]
                 nsum[k] += g[k]
             for d in range(D):
-                xc[d] = X[o + t, d] - center[d]
+                xc[d] = XcL[tt, d, ss]
             if full:
                 for d in range(D):
                     xd = xc[d]

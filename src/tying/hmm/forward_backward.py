@@ -409,7 +409,10 @@ class LaneLayout:
     the raw rows, ``XcL`` the same minus ``center``, ``n_act[t]`` the lanes
     still running at step t. A unit of fewer (a few long sequences; lanes would
     be mostly padding) is ``kind="rows"``: rows ``r0..r1-1`` of ``X``, run one
-    sequence at a time.
+    sequence at a time; for the density their rows are dealt out over S lanes
+    in turn (row ``r0 + t S + s`` at ``[t, :, s]``), in the same arrays ``XL``,
+    ``XcL``, ``n_act``, so a step of the recursion reads a row's K values from
+    the cache line its neighbours use.
 
     Args:
         X: ``(n_samples, D)`` observations.
@@ -446,9 +449,16 @@ class LaneLayout:
         for lo, hi in zip(self.edges[:-1], self.edges[1:], strict=True):
             if hi - lo < LANE_BLOCK // 2:  # few (long) sequences: lanes would be mostly empty
                 r0, r1 = int(batch.starts[lo]), int(batch.starts[hi - 1] + batch.lengths[hi - 1])
+                # the density has no recursion: it runs on the rows dealt out over 64
+                # lanes (8 for short units), which the lane kernels vectorise
+                R = r1 - r0
+                S = LANE_BLOCK * (8 if R >= 4096 else 1)
+                Tp = -(-R // S)
+                n_act = np.full(Tp, S, dtype=np.int64)
+                n_act[-1] = R - (Tp - 1) * S
                 unit = {"kind": "rows", "lo": int(lo), "hi": int(hi), "r0": r0, "r1": r1,
-                        "seqs": np.arange(lo, hi)}  # fmt: skip
-                plans.append((unit, {"m": (r1 - r0,)}))
+                        "seqs": np.arange(lo, hi), "n_act": n_act}  # fmt: skip
+                plans.append((unit, {"XL": (Tp, D, S), "XcL": (Tp, D, S), "m": (Tp, S)}))
                 continue
             seqs = lo + np.argsort(-batch.lengths[lo:hi], kind="stable")
             lens = batch.lengths[seqs]
@@ -468,6 +478,9 @@ class LaneLayout:
             unit = self.units[u]
             if unit["kind"] == "lanes":
                 kernels.to_lanes(X, center, unit["start"], unit["n_act"], unit["XL"], unit["XcL"])
+            else:
+                _deal_rows(X[unit["r0"] : unit["r1"]], unit["XL"])
+                _deal_rows(X[unit["r0"] : unit["r1"]] - center, unit["XcL"])
 
         compiled._run_units(fill, len(self.units), compiled.resolve_n_jobs(n_jobs))
         self._K = None
@@ -493,23 +506,36 @@ class LaneLayout:
             >>> if compiled.available():
             ...     lay = LaneLayout(np.zeros((5, 1)), np.zeros(1), SequenceBatch.from_lengths([5]))
             ...     lay.prepare(3)
-            ...     print(lay.scratch(0, 3)[0].shape)
+            ...     print(lay.scratch(0, 3)[0].shape)  # (T, K, S): 5 rows dealt over 8 lanes
             ... else:
-            ...     print((5, 3))
-            (5, 3)
+            ...     print((1, 3, 8))
+            (1, 3, 8)
         """
         if self._K == K:
             return
         shapes = []
         for unit in self.units:
-            if unit["kind"] == "rows":
-                shapes.append({"b": (unit["r1"] - unit["r0"], K)})
+            T, _, S = unit["XL"].shape
+            if unit["kind"] == "rows":  # the recursion's own scratch, in row order
+                R = unit["r1"] - unit["r0"]
+                shapes.append({"b": (T, K, S), "alpha": (R, K), "inv_c": (R,)})
             else:
-                T, _, S = unit["XL"].shape
                 shapes.append({"b": (T, K, S), "alpha": (T, K, S)})
         for unit, arrays in zip(self.units, _arena(shapes), strict=True):
-            unit["b"], unit["alpha"] = arrays["b"], arrays.get("alpha")
+            unit["b"], unit["alpha"] = arrays["b"], arrays["alpha"]
+            if "inv_c" in arrays:
+                unit["inv_c"] = arrays["inv_c"]
         self._K = K
+
+
+def _deal_rows(rows: np.ndarray, out: np.ndarray) -> None:
+    """``out[t, :, s] = rows[t S + s]`` for ``out (Tp, width, S)``; 0 past the last row."""
+    Tp, width, S = out.shape
+    full = (Tp - 1) * S
+    out[:-1] = rows[:full].reshape(Tp - 1, S, width).transpose(0, 2, 1)
+    tail = np.zeros((S, width))
+    tail[: len(rows) - full] = rows[full:]
+    out[-1] = tail.T
 
 
 def _arena(shapes: list[dict]) -> list[dict]:
@@ -585,8 +611,8 @@ def forward_backward_stats(
     Example:
         >>> from tying.hmm import compiled
         >>> X = np.array([[0.0], [1.0], [5.0]])
-        >>> def density(unit, b, m):  # one state, N(0, 1); two sequences: a "rows" unit
-        ...     m[:] = -0.5 * X[unit["r0"] : unit["r1"], 0] ** 2 - 0.5 * np.log(2 * np.pi)
+        >>> def density(unit, b, m):  # one state, N(0, 1), on the unit's rows in lanes
+        ...     m[:] = -0.5 * unit["XL"][:, 0, :] ** 2 - 0.5 * np.log(2 * np.pi)
         ...     b[:] = 0.0
         >>> logp = lambda x: -0.5 * x**2 - 0.5 * np.log(2 * np.pi)
         >>> batch = SequenceBatch.from_lengths([2, 1])
@@ -632,10 +658,10 @@ def forward_backward_stats(
         with np.errstate(invalid="ignore"):  # NaN rows: flagged by the kernel
             np.exp(b, out=b)
         if unit["kind"] == "rows":  # one sequence at a time; writes ll, bad of its own
-            kernels.seq_fb_stats(
-                start, A, b, m, unit["r0"], X, center, batch.starts, batch.lengths, unit["lo"],
-                unit["hi"],
-                full, ll, bad, xi_u[u], first_u[u], n_u[u], sx_u[u], sxx_u[u],
+            kernels.rows_fb_stats(
+                start, A, b, m, unit["XcL"], unit["r0"], batch.starts, batch.lengths, unit["lo"],
+                unit["hi"], full, alpha, unit["inv_c"],
+                ll, bad, xi_u[u], first_u[u], n_u[u], sx_u[u], sxx_u[u],
             )  # fmt: skip
             return
         ll_u[u], bad_u[u] = np.empty(len(unit["seqs"])), np.empty(len(unit["seqs"]), np.bool_)

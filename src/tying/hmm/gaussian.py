@@ -500,23 +500,26 @@ class GaussianHMM(BaseHMM):
         no cancellation however far a point lies from the means). Full
         covariances use each group's inverse Cholesky factor; where that costs
         more per row than the NumPy density (large K·D²), the NumPy density is
-        computed once per iteration and only shifted per unit. Units of lanes
-        get the lane kernels, units of a few long sequences the row kernels.
+        computed once per iteration and only shifted per unit. Every unit has
+        its rows in lanes (a few long sequences: lanes of consecutive rows).
         """
         K, D = self.n_components, X.shape[1]
         means = np.ascontiguousarray(self._means[self.ties_.group_of["means"]])  # (K, D)
         if not self._full():
             prec = np.ascontiguousarray(1.0 / self._variances()[self.ties_.group_of["covars"]])
             const = -0.5 * (D * _LOG_2PI - np.log(prec).sum(1))
-            lanes, rows, args = kernels.lanes_density_diag, kernels.seq_density_diag, (prec,)
+            lanes, args = kernels.lanes_density_diag, (prec,)
         elif K * D * (D + 1) // 2 > _FUSED_FULL_MAX:
+            from tying.hmm.forward_backward import _deal_rows
+
             lb = np.ascontiguousarray(self._log_emission(X))
 
             def shifted(u, b, m):
                 if u["kind"] == "lanes":
                     kernels.lanes_shift(lb, u["start"], u["n_act"], b, m)
-                else:
-                    kernels.seq_shift(lb, u["r0"], u["r1"], b, m)
+                else:  # rows dealt out over the lanes in turn
+                    _deal_rows(lb[u["r0"] : u["r1"]], b)
+                    kernels.lanes_shift_in_place(b, u["n_act"], m)
 
             return shifted
         else:
@@ -528,13 +531,10 @@ class GaussianHMM(BaseHMM):
             g = self.ties_.group_of["covars"]
             linv = np.ascontiguousarray(np.array(linv_g)[g])  # (K, D, D)
             const = -0.5 * (D * _LOG_2PI + np.array(logdet_g)[g])
-            lanes, rows, args = kernels.lanes_density_full, kernels.seq_density_full, (linv,)
+            lanes, args = kernels.lanes_density_full, (linv,)
 
-        def density(u, b, m):
-            if u["kind"] == "lanes":
-                lanes(u["XL"], u["n_act"], means, *args, const, b, m)
-            else:
-                rows(X, u["r0"], u["r1"], means, *args, const, b, m)
+        def density(u, b, m):  # both kinds of unit have their rows in lanes
+            lanes(u["XL"], u["n_act"], means, *args, const, b, m)  # rows units: dealt rows
 
         return density
 
