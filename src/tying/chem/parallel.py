@@ -19,16 +19,15 @@ engine, no home-made one.
 
 from __future__ import annotations
 
-import array
 import concurrent.futures as cf
 import dataclasses
 import functools
-import itertools
 import multiprocessing
-import operator
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
+
+from tying.chem.packed import PackedTerms, columns
 
 if TYPE_CHECKING:
     from tying.chem.assign import Assignment, SmirksAssigner
@@ -198,7 +197,7 @@ _BATCH = 64
 
 
 def _in_batches(
-    assigner: SmirksAssigner, items: Sequence[tuple[Any, Any, str | None]]
+    assigner: SmirksAssigner, items: Sequence[tuple[Any, Any, str | None]], *, pack: bool = True
 ) -> Iterator[tuple[Sequence[tuple[Any, Any, str | None]], list[Assignment], Any]]:
     """``(batch, results, failure)`` for each ``_BATCH`` of ``(tag, molecule, name)`` items.
 
@@ -207,7 +206,7 @@ def _in_batches(
     """
     for k in range(0, len(items), _BATCH):
         batch = items[k : k + _BATCH]
-        done, failure = assigner._assign_batch([(m, name) for _, m, name in batch])
+        done, failure = assigner._assign_batch([(m, name) for _, m, name in batch], pack=pack)
         yield batch, done, failure
         if failure is not None:
             return
@@ -227,13 +226,13 @@ def _named_error(err: Exception, label: str) -> Exception:
 
 # A chunk's results, as a worker sends them back: per molecule (index, smiles, name,
 # elements, terms per section), and per section the key length, every key's atoms in
-# one int32 array and every key's parameter position in another, molecule after
-# molecule; or the first failure. Arrays pickle as one copy, not as thousands of
-# tuples, and the parent decodes them in C: it does little besides collecting, so
-# the workers keep the cores.
+# one buffer and every key's parameter position in another, molecule after molecule
+# (tying.chem.packed.columns); or the first failure. Buffers pickle as one copy, not
+# as thousands of tuples, and the parent only wraps them: it does little besides
+# collecting, so the workers keep the cores.
 Packed = tuple[
     list[tuple[int, str, Any, tuple[str, ...], tuple[int, ...]]],
-    dict[str, tuple[int, bytes, bytes]],
+    dict[str, tuple[int, Any, Any]],
     Exception | None,
 ]
 
@@ -241,34 +240,11 @@ Packed = tuple[
 def _encode(
     results: list[tuple[int, Assignment]], sections: Sequence[str], error: Exception | None
 ) -> Packed:
-    atoms: dict[str, list[int]] = {
-        s: [] for s in sections
-    }  # lists extend fastest; arrays at the end
-    positions: dict[str, list[int]] = {s: [] for s in sections}
-    arity = dict.fromkeys(sections, 1)
-    molecules = []
-    for i, a in results:
-        counts = []
-        for s in sections:
-            t = a.terms[s]
-            if t:
-                arity[s] = len(next(iter(t)))
-                atoms[s].extend(itertools.chain.from_iterable(t))
-                positions[s].extend(map(_POSITION, t.values()))
-            counts.append(len(t))
-        molecules.append((i, a.smiles, a.name, a.elements, tuple(counts)))
-    columns = {
-        s: (
-            arity[s],
-            array.array("i", atoms[s]).tobytes(),
-            array.array("i", positions[s]).tobytes(),
-        )
-        for s in sections
-    }
-    return molecules, columns, error
-
-
-_POSITION = operator.attrgetter("index")
+    counts, cols = columns([a for _, a in results], sections)
+    molecules = [
+        (i, a.smiles, a.name, a.elements, per) for (i, a), per in zip(results, counts, strict=True)
+    ]
+    return molecules, cols, error
 
 
 def _decode(
@@ -276,94 +252,23 @@ def _decode(
 ) -> tuple[dict[int, Assignment], Exception | None]:
     """The Assignments of a packed chunk, with this process's Parameter objects.
 
-    Each section's terms stay packed (:class:`PackedTerms`) until first read, so the
-    parent's work per molecule is a few object creations, whatever its size.
+    Each section's terms stay packed (:class:`~tying.chem.packed.PackedTerms`) until
+    first read, so the parent's work per molecule is a few object creations, whatever
+    its size.
     """
     from tying.chem.assign import Assignment
 
     molecules, columns, error = packed
-    sections = []
-    for s, (arity, atoms, positions) in columns.items():
-        flat, index = array.array("i"), array.array("i")
-        flat.frombytes(atoms)
-        index.frombytes(positions)
-        sections.append((s, arity, flat, index, parameters[s]))
+    sections = [(s, *column, parameters[s]) for s, column in columns.items()]
     out = {}
     start = [0] * len(sections)
     for i, smiles, name, elements, counts in molecules:
         terms = {}
-        for k, ((s, arity, flat, index, params), n) in enumerate(zip(sections, counts)):
-            terms[s] = PackedTerms(arity, flat, index, start[k], n, params)
+        for k, ((s, arity, atoms, positions, params), n) in enumerate(zip(sections, counts)):
+            terms[s] = PackedTerms(arity, atoms, positions, start[k], n, params)
             start[k] += n
         out[i] = Assignment(smiles, name, force_field, elements, terms)
     return out, error
-
-
-class PackedTerms(Mapping):
-    """One section's ``{term key: Parameter}`` of one molecule, decoded on first read.
-
-    A read-only mapping equal to the dict it stands for (``==`` either way, ``len``,
-    ``in``, ``keys()`` set operations); it pickles as that dict. Workers of
-    :func:`assign_many` send terms as arrays, and decoding them all as they arrive
-    would cost the collecting process about a twentieth of a worker's time per
-    molecule, time taken from the workers on a machine with as many cores as workers.
-
-    Args:
-        arity: atoms per key.
-        atoms: the keys' atoms, ``arity`` per key, for a whole chunk.
-        positions: each key's parameter position in ``parameters``, for a whole chunk.
-        start: this molecule's first key in the chunk.
-        count: how many keys it has.
-        parameters: the section's parameters, in file order.
-
-    Example:
-        >>> import array
-        >>> t = PackedTerms(2, array.array("i", [9, 9, 0, 1, 1, 2]), array.array("i", [0, 1, 1]),
-        ...                 1, 2, ("b1", "b2"))
-        >>> len(t), t[(0, 1)], t == {(0, 1): "b2", (1, 2): "b2"}
-        (2, 'b2', True)
-    """
-
-    __slots__ = ("_arity", "_atoms", "_positions", "_start", "_count", "_parameters", "_dict")
-
-    def __init__(self, arity, atoms, positions, start, count, parameters):
-        self._arity, self._atoms, self._positions = arity, atoms, positions
-        self._start, self._count, self._parameters = start, count, parameters
-        self._dict: dict | None = None
-
-    def _terms(self) -> dict:
-        if self._dict is None:
-            a, lo, n = self._arity, self._start, self._count
-            atoms = self._atoms[lo * a : (lo + n) * a].tolist()
-            keys = zip(*[iter(atoms)] * a)  # consecutive runs of `arity` atoms
-            params = map(self._parameters.__getitem__, self._positions[lo : lo + n])
-            self._dict = dict(zip(keys, params))
-        return self._dict
-
-    def __getitem__(self, key):
-        return self._terms()[key]
-
-    def __iter__(self):
-        return iter(self._terms())
-
-    def __len__(self) -> int:
-        return self._count
-
-    def __contains__(self, key) -> bool:
-        return key in self._terms()
-
-    def __eq__(self, other):
-        if isinstance(other, PackedTerms):
-            other = other._terms()
-        return self._terms() == other if isinstance(other, dict) else super().__eq__(other)
-
-    __hash__ = None
-
-    def __repr__(self) -> str:
-        return repr(self._terms())
-
-    def __reduce__(self):
-        return dict, (self._terms(),)
 
 
 # -- worker side ------------------------------------------------------------------------------
@@ -383,7 +288,7 @@ def _init_worker(path: str, sections: Sequence[str], strict: bool) -> None:
 def _label_chunk(chunk: list[tuple[int, Any, str | None]]) -> Packed:
     assigner = _WORKER["assigner"]
     out, error = [], None
-    for batch, done, failure in _in_batches(assigner, chunk):
+    for batch, done, failure in _in_batches(assigner, chunk, pack=False):
         out += [(i, a) for (i, _, _), a in zip(batch, done)]
         if failure is not None:
             i, molecule, name = batch[failure[0]]
@@ -504,7 +409,8 @@ def label_lines(
         if parsed is not None:
             todo.append((line, *parsed))
     out = []
-    for batch, done, failure in _in_batches(assigner, todo):  # stage by stage, as assign_many
+    # Records read every term: packing them first would only be undone.
+    for batch, done, failure in _in_batches(assigner, todo, pack=False):
         if failure is not None:
             err = failure[1]
             raise _named_error(err, f"line {batch[failure[0]][0].strip()!r}") from err
