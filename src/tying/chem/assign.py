@@ -295,7 +295,11 @@ class SmirksAssigner:
             equal to what :meth:`assign` gives, and sharing this force field's
             parameter objects. Molecules are labelled 64 at a time, stage by stage
             (parse, canonical SMILES, scan, search): the same results and cache
-            state as :meth:`assign` one by one, for about a fifth less CPU.
+            state as :meth:`assign` one by one, for about a fifth less CPU. The
+            cache and the ``hits``/``misses`` counters end as one process leaves them,
+            whatever ``n_jobs`` (a call that fails with ``n_jobs > 1`` caches and counts
+            nothing; one process keeps what it labelled before the failure). Results
+            are stored packed (:mod:`tying.chem.packed`): equal to dicts, a few KB each.
 
         Raises:
             ValueError: on a bad ``n_jobs`` or ``chunksize``.

@@ -105,6 +105,7 @@ def assign_many(
             todo.append((i, molecule, name))
         advance(len(items) - len(todo))
         chunks = [todo[k : k + chunksize] for k in range(0, len(todo), chunksize)]
+        orders: dict[int, tuple[int, ...]] = {}  # canonical atom order of worker cache misses
         ff = assigner.force_field
         sections = {s: ff[s].parameters for s in assigner.sections}
         config = (str(ff.path), assigner.sections, assigner.strict)
@@ -118,10 +119,12 @@ def assign_many(
             futures = [pool.submit(_label_chunk, chunk) for chunk in chunks]
             try:
                 for future in futures:  # in submission order: the lowest failing index wins
-                    done, error = _decode(future.result(), sections, ff.name)
+                    packed = future.result()
+                    done, error = _decode(packed, sections, ff.name)
                     if error is not None:
-                        raise error
+                        raise error  # nothing cached or counted (see _count_as_one_process)
                     results.update(done)
+                    orders.update(packed[3])
                     advance(len(done))
             except cf.process.BrokenProcessPool as err:
                 raise RuntimeError(
@@ -135,13 +138,47 @@ def assign_many(
                     f.cancel()
                 raise
         _names_as_in_one_process(assigner, items, results, first)
+        _count_as_one_process(assigner, items, results, orders, first)
         for molecule, i in first.items():
             if assigner.cache:
                 assigner._by_text[molecule] = results[i]
         for i, molecule, name in items:
             if i not in results:  # a repeat of a SMILES labelled in this call
-                results[i] = assigner._named(results[first[molecule]], name)
+                # Without the cache one process labels a repeat anew: named by its SMILES.
+                again = name if assigner.cache or name is not None else molecule
+                results[i] = assigner._named(results[first[molecule]], again)
         return [results[i] for i in range(len(items))]
+
+
+def _count_as_one_process(assigner, items, results, orders, first) -> None:
+    """Update the cache counters and the canonical cache as one process would have.
+
+    Replays, in input order, what :meth:`SmirksAssigner.assign
+    <tying.chem.assign.SmirksAssigner.assign>` does with its caches: a SMILES seen
+    before (in the text cache, or earlier in this call) is a hit; otherwise a molecule
+    whose canonical SMILES is cached (before this call, or from an earlier molecule of
+    it) is a hit, and any other a miss, whose result is cached with its canonical atom
+    order (sent by the worker that labelled it), so that a later call remaps it as one
+    process would. Without the cache every molecule is a miss, as in one process.
+    Called only when every molecule was labelled: a failing call caches and counts
+    nothing, where one process keeps what it labelled before the failure.
+    """
+    if not assigner.cache:
+        assigner.misses += len(items)
+        return
+    by_canonical = assigner._by_canonical
+    for i, molecule, _ in items:
+        if isinstance(molecule, str) and (molecule in assigner._by_text or first[molecule] != i):
+            assigner.hits += 1  # the text cache
+            continue
+        a = results[i]
+        if a.smiles in by_canonical:
+            assigner.hits += 1
+            continue
+        assigner.misses += 1
+        order = orders.get(i)
+        if order is not None:  # always, for a molecule first labelled here (a worker miss)
+            by_canonical[a.smiles] = (order, a)
 
 
 def _names_as_in_one_process(assigner, items, results, first) -> None:
@@ -158,7 +195,9 @@ def _names_as_in_one_process(assigner, items, results, first) -> None:
             continue  # text-cache hits and repeats are named from their first occurrence
         a = results[i]
         if name is None:
-            if a.smiles in seen:
+            if not assigner.cache:  # no molecule takes an earlier one's result
+                wanted = molecule if isinstance(molecule, str) else None
+            elif a.smiles in seen:
                 wanted = seen[a.smiles]
             elif assigner.cache and a.smiles in assigner._by_canonical:
                 wanted = assigner._by_canonical[a.smiles][1].name
@@ -225,26 +264,31 @@ def _named_error(err: Exception, label: str) -> Exception:
 
 
 # A chunk's results, as a worker sends them back: per molecule (index, smiles, name,
-# elements, terms per section), and per section the key length, every key's atoms in
-# one buffer and every key's parameter position in another, molecule after molecule
-# (tying.chem.packed.columns); or the first failure. Buffers pickle as one copy, not
-# as thousands of tuples, and the parent only wraps them: it does little besides
-# collecting, so the workers keep the cores.
+# elements, terms per section); per section the key length, every key's atoms in one
+# buffer and every key's parameter position in another, molecule after molecule
+# (tying.chem.packed.columns); the first failure or None; and the canonical atom order
+# of each molecule the worker labelled (not remapped), for the parent's cache. Buffers
+# pickle as one copy, not as thousands of tuples, and the parent only wraps them: it
+# does little besides collecting, so the workers keep the cores.
 Packed = tuple[
     list[tuple[int, str, Any, tuple[str, ...], tuple[int, ...]]],
     dict[str, tuple[int, Any, Any]],
     Exception | None,
+    dict[int, tuple[int, ...]],
 ]
 
 
 def _encode(
-    results: list[tuple[int, Assignment]], sections: Sequence[str], error: Exception | None
+    results: list[tuple[int, Assignment]],
+    sections: Sequence[str],
+    error: Exception | None,
+    orders: dict[int, tuple[int, ...]] | None = None,
 ) -> Packed:
     counts, cols = columns([a for _, a in results], sections)
     molecules = [
         (i, a.smiles, a.name, a.elements, per) for (i, a), per in zip(results, counts, strict=True)
     ]
-    return molecules, cols, error
+    return molecules, cols, error, orders or {}
 
 
 def _decode(
@@ -258,7 +302,7 @@ def _decode(
     """
     from tying.chem.assign import Assignment
 
-    molecules, columns, error = packed
+    molecules, columns, error, _ = packed
     sections = [(s, *column, parameters[s]) for s, column in columns.items()]
     out = {}
     start = [0] * len(sections)
@@ -288,8 +332,13 @@ def _init_worker(path: str, sections: Sequence[str], strict: bool) -> None:
 def _label_chunk(chunk: list[tuple[int, Any, str | None]]) -> Packed:
     assigner = _WORKER["assigner"]
     out, error = [], None
+    orders = {}
     for batch, done, failure in _in_batches(assigner, chunk, pack=False):
         out += [(i, a) for (i, _, _), a in zip(batch, done)]
+        for (i, _, _), a in zip(batch, done):
+            entry = assigner._by_canonical.get(a.smiles)
+            if entry is not None and entry[1].terms is a.terms:  # labelled, not remapped
+                orders[i] = entry[0]
         if failure is not None:
             i, molecule, name = batch[failure[0]]
             error = _named_error(failure[1], _label(i, molecule, name))
@@ -297,7 +346,7 @@ def _label_chunk(chunk: list[tuple[int, Any, str | None]]) -> Packed:
     # The parent caches what it gets back; a worker's own cache would only grow (a
     # chunk's repeats are already merged by the parent).
     assigner.clear_cache()
-    return _encode(out, assigner.sections, error)
+    return _encode(out, assigner.sections, error, orders)
 
 
 class _NoProgress:
