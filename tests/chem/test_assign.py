@@ -263,8 +263,9 @@ def test_smiles_with_hydrogen_atoms_take_the_reference_path(sage):
 
 @pytest.mark.parametrize("force_field", ["openff-2.3.0", "openff-1.0.0"])
 def test_fast_term_dicts_equal_the_canonical_keys_on_every_pattern(force_field):
-    # The fast path's per-pattern shortcut (a match is its own key, no slice) against
-    # KEYS on the tagged atoms, for every pattern that matches real molecules.
+    # The fast path's per-pattern shortcut (a match is its own key, no slice), on the
+    # query renumbered rarest atom first (search_order), against KEYS on the tagged atoms
+    # of the pattern as written, for every pattern that matches real molecules.
     from tying.chem.assign import KEYS
     from tying.chem.generate import drug_like_smiles
 
@@ -272,19 +273,22 @@ def test_fast_term_dicts_equal_the_canonical_keys_on_every_pattern(force_field):
     sections = [s for s in assigner.sections for _ in assigner._compiled[s]]
     molecules = [s for s, _ in load_molecule_set()[::4]] + drug_like_smiles(40, seed=3)
     molecules += EDGE_CASES
-    checked = set()
+    checked, reordered = set(), 0
     for smiles in molecules:
         mol = molecule_from_smiles(smiles)
         for (query, params, term_dict, parameter), c, section in zip(
             assigner._fast_plan, assigner._flat, sections
         ):
             matches = mol.GetSubstructMatches(query, params)
+            written = mol.GetSubstructMatches(c.query, params)
+            assert len(matches) == len(written), (smiles, parameter.id)
             if not matches:
                 continue
-            expected = {KEYS[section]([m[t] for t in c.tagged]): parameter for m in matches}
+            expected = {KEYS[section]([m[t] for t in c.tagged]): parameter for m in written}
             assert term_dict(matches, parameter) == expected, (smiles, parameter.id)
             checked.add(parameter.id)
-    assert len(checked) > 100
+            reordered += query is not c.query
+    assert len(checked) > 100 and reordered > 1000
 
 
 # -- _assign_batch (assign_many's stage-by-stage labelling) against assign one by one ---------

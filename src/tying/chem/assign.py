@@ -33,6 +33,7 @@ from tying.chem.errors import UnassignedParameterError
 from tying.chem.molecules import canonical_order, parse_smiles, prepare_molecule
 from tying.chem.offxml import ForceField, Parameter, load_force_field
 from tying.chem.packed import pack
+from tying.chem.search_order import reordered
 from tying.chem.smirks import CompiledSmirks, Prefilter, compile_section, scan_heavy
 from tying.core.resolver import last_match_wins
 
@@ -251,13 +252,14 @@ class SmirksAssigner:
             recursion = "$(" in compiled.parameter.smirks
             keys = _term_keys(section, compiled.tagged)
             self._plan.append((compiled.query, kinds[(chirality, recursion)], keys))
-        # The fast path's per-pattern step: raw matches straight to {term key: parameter}.
-        self._fast_plan = [
-            (query, match_params, _term_dict(s, c.tagged, c.query.GetNumAtoms()), c.parameter)
-            for (query, match_params, _), c, s in zip(
-                self._plan, self._flat, section_of, strict=True
-            )
-        ]
+        # The fast path's per-pattern step: raw matches straight to {term key: parameter},
+        # searched with the query's rarest atom first (search_order: the same matches, in
+        # the renumbered query's atom order, for about a fifth less search).
+        self._fast_plan = []
+        for (_, match_params, _), c, s in zip(self._plan, self._flat, section_of, strict=True):
+            query, tagged = reordered(c)
+            term_dict = _term_dict(s, tagged, query.GetNumAtoms())
+            self._fast_plan.append((query, match_params, term_dict, c.parameter))
         self._parameters = {s: self.force_field[s].parameters for s in self.sections}
         self._by_text: dict[str, Assignment] = {}
         self._by_canonical: dict[str, tuple[tuple[int, ...], Assignment]] = {}
