@@ -393,3 +393,30 @@ def test_batch_equals_assign_on_drug_like_molecules(sage):
     got = _batched(batch, items)
     assert got == expected and got[1] is None
     assert _state(batch) == _state(one)
+
+
+@pytest.mark.parametrize(
+    "smirks, expected",
+    [
+        ("[*:1]-[#6X4:2]-[#6X4:3]-[*:4]", True),
+        ("[#6X4:1]-[#6X4:2]", True),
+        ("[*:1]~[#6X4:2]-[#6X4:3]-[*:4]", False),  # ~ at one end, - at the other
+        ("[#1:1]-[#6X4:2]-[#8:3]", False),
+        ("[*:1]-[#6X4:2](-[#8])-[*:3]", False),  # an untagged atom
+        ("[#6:1]/[#6:2]=[#6:3]/[#6:4]", False),  # directional bonds
+        ("[#6:1]1-[#6:2]-[#6:3]-1", False),  # a ring, not a chain
+    ],
+)
+def test_reversible_patterns_are_chains_that_read_the_same_both_ways(smirks, expected):
+    # Such a pattern's term dict keeps only the matches that are their own key: sound
+    # only if the reverse of every match is a match too.
+    from tying.chem.assign import _reversible
+    from tying.chem.offxml import Parameter
+    from tying.chem.smirks import compile_smirks
+
+    c = compile_smirks(Parameter("X", "x", smirks, 0, {}))
+    assert _reversible(c) is expected
+    if expected:
+        mol = molecule_from_smiles("CC(C)CCO")
+        matches = set(mol.GetSubstructMatches(c.query, uniquify=False))
+        assert matches and {m[::-1] for m in matches} == matches

@@ -33,7 +33,7 @@ from tying.chem.errors import UnassignedParameterError
 from tying.chem.molecules import canonical_order, parse_smiles, prepare_molecule
 from tying.chem.offxml import ForceField, Parameter, load_force_field
 from tying.chem.packed import pack
-from tying.chem.search_order import reordered
+from tying.chem.search_order import has_stereo, reordered
 from tying.chem.smirks import CompiledSmirks, Prefilter, compile_section, scan_heavy
 from tying.core.resolver import last_match_wins
 
@@ -258,7 +258,8 @@ class SmirksAssigner:
         self._fast_plan = []
         for (_, match_params, _), c, s in zip(self._plan, self._flat, section_of, strict=True):
             query, tagged = reordered(c)
-            term_dict = _term_dict(s, tagged, query.GetNumAtoms())
+            symmetric = s != "ImproperTorsions" and _reversible(c)
+            term_dict = _term_dict(s, tagged, query.GetNumAtoms(), symmetric)
             self._fast_plan.append((query, match_params, term_dict, c.parameter))
         self._parameters = {s: self.force_field[s].parameters for s in self.sections}
         self._by_text: dict[str, Assignment] = {}
@@ -640,7 +641,9 @@ def _term_keys(section: str, tagged: tuple[int, ...]) -> Callable[[Any], set]:
     return lambda matches: {t if t[0] < t[-1] else t[::-1] for t in map(pick, matches)}
 
 
-def _term_dict(section: str, tagged: tuple[int, ...], n_query: int) -> Callable[[Any, Any], dict]:
+def _term_dict(
+    section: str, tagged: tuple[int, ...], n_query: int, symmetric: bool = False
+) -> Callable[[Any, Any], dict]:
     """A function ``(raw matches, parameter) -> {canonical term key: parameter}`` for one pattern.
 
     What :func:`_term_keys` gives, with the parameter attached, in one dict comprehension
@@ -659,6 +662,8 @@ def _term_dict(section: str, tagged: tuple[int, ...], n_query: int) -> Callable[
         return lambda matches, p: dict.fromkeys(keys(matches), p)
     if tagged == _PREFIX[n]:
         last = n - 1
+        if symmetric and n_query == n:  # see below
+            return lambda matches, p: {m: p for m in matches if m[0] < m[last]}
         if n == 2:
             if n_query == 2:
                 return lambda matches, p: {(m if m[0] < m[1] else (m[1], m[0])): p for m in matches}
@@ -667,7 +672,34 @@ def _term_dict(section: str, tagged: tuple[int, ...], n_query: int) -> Callable[
             return lambda matches, p: {(m if m[0] < m[last] else m[::-1]): p for m in matches}
         return lambda matches, p: {(m[:n] if m[0] < m[last] else m[last::-1]): p for m in matches}
     pick = operator.itemgetter(*tagged)
+    if symmetric and n_query == n:
+        # Every match comes with its reverse (:func:`_reversible`): keep the half that
+        # is already its own key, and pick only those.
+        first, last = tagged[0], tagged[-1]
+        return lambda matches, p: {pick(m): p for m in matches if m[first] < m[last]}
     return lambda matches, p: {(t if t[0] < t[-1] else t[::-1]): p for t in map(pick, matches)}
+
+
+def _reversible(compiled: CompiledSmirks) -> bool:
+    """Whether a pattern is a chain of its tagged atoms that reads the same both ways.
+
+    Then the reverse of every match is a match too (the pattern maps onto itself end to
+    end), so a term's two orderings both come back and one of them is enough.
+    """
+    query, n = compiled.query, len(compiled.tagged)
+    if compiled.tagged != _PREFIX.get(n) or query.GetNumAtoms() != n or n < 2:
+        return False
+    if has_stereo(compiled):  # directional bonds do not simply read backwards
+        return False
+    if query.GetNumBonds() != n - 1 or compiled.atoms != compiled.atoms[::-1]:
+        return False
+    bonds = []
+    for i in range(n - 1):
+        bond = query.GetBondBetweenAtoms(i, i + 1)
+        if bond is None:
+            return False
+        bonds.append(bond.GetSmarts())
+    return bonds == bonds[::-1]
 
 
 def _remap(base: Assignment, base_order: tuple[int, ...], order: tuple[int, ...]) -> Assignment:

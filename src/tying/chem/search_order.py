@@ -101,14 +101,22 @@ def reordered(compiled: CompiledSmirks) -> tuple[Any, tuple[int, ...]]:
         ('[#8&X2:2]', (1, 0, 2))
     """
     order = search_order(compiled)
-    if order == tuple(range(len(order))) or _has_stereo(compiled):
+    if order == tuple(range(len(order))) or has_stereo(compiled):
         return compiled.query, compiled.tagged
     position = {old: new for new, old in enumerate(order)}
     query = Chem.RenumberAtoms(compiled.query, list(order))
     return query, tuple(position[t] for t in compiled.tagged)
 
 
-def _has_stereo(compiled: CompiledSmirks) -> bool:
+def has_stereo(compiled: CompiledSmirks) -> bool:
+    """Whether a pattern has a stereo query: a chiral atom or a directional bond.
+
+    Example:
+        >>> from tying.chem.offxml import Parameter
+        >>> from tying.chem.smirks import compile_smirks
+        >>> has_stereo(compile_smirks(Parameter("X", "s", "[#6:1]/[#6]=[#6]/[#6]", 0, {})))
+        True
+    """
     smirks = compiled.parameter.smirks
     if "/" in smirks or "\\" in smirks:
         return True
