@@ -420,3 +420,40 @@ def test_reversible_patterns_are_chains_that_read_the_same_both_ways(smirks, exp
         mol = molecule_from_smiles("CC(C)CCO")
         matches = set(mol.GetSubstructMatches(c.query, uniquify=False))
         assert matches and {m[::-1] for m in matches} == matches
+
+
+@pytest.mark.parametrize(
+    "smirks, expected",
+    [
+        ("[*:1]~[#6X3:2](~[*:3])~[*:4]", True),
+        ("[*:1]~[#7X3$(*~[#6X3]):2](~[*:3])~[*:4]", True),
+        ("[*:1]~[#6X3:2](~[#8X1:3])~[#8:4]", False),  # the outer atoms differ
+        ("[*:1]~[#6X3:2](-[*:3])~[*:4]", False),  # so do their bonds
+        ("[*:1]~[#6X3:2](~[*:3])(~[*:4])-[#8]", False),  # an untagged atom
+    ],
+)
+def test_outer_symmetric_impropers_match_in_every_order(smirks, expected):
+    # Such a pattern's term dict keeps only the match with ascending outer atoms.
+    import itertools
+
+    from tying.chem.assign import _outer_symmetric
+    from tying.chem.offxml import Parameter
+    from tying.chem.smirks import compile_smirks
+
+    c = compile_smirks(Parameter("ImproperTorsions", "x", smirks, 0, {}), valence=4)
+    assert _outer_symmetric(c) is expected
+    if expected:
+        mol = molecule_from_smiles("CC(=O)Nc1ccccc1")
+        matches = set(mol.GetSubstructMatches(c.query, uniquify=False))
+        i, j, k, m = c.tagged
+        for match in matches:
+            outer = (match[i], match[k], match[m])
+            for o in itertools.permutations(outer):
+                assert tuple(_swap(match, (i, k, m), o)) in matches
+
+
+def _swap(match, positions, values):
+    out = list(match)
+    for p, v in zip(positions, values):
+        out[p] = v
+    return out

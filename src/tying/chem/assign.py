@@ -258,7 +258,7 @@ class SmirksAssigner:
         self._fast_plan = []
         for (_, match_params, _), c, s in zip(self._plan, self._flat, section_of, strict=True):
             query, tagged = reordered(c)
-            symmetric = s != "ImproperTorsions" and _reversible(c)
+            symmetric = _outer_symmetric(c) if s == "ImproperTorsions" else _reversible(c)
             term_dict = _term_dict(s, tagged, query.GetNumAtoms(), symmetric)
             self._fast_plan.append((query, match_params, term_dict, c.parameter))
         self._parameters = {s: self.force_field[s].parameters for s in self.sections}
@@ -658,6 +658,11 @@ def _term_dict(
             return dict.fromkeys
         return lambda matches, p: {(m[t],): p for m in matches}
     if section == "ImproperTorsions":
+        if symmetric and n_query == 4:  # every order of the three outer atoms matches
+            c, a, b, d = tagged
+            return lambda matches, p: {
+                (m[c], m[a], m[b], m[d]): p for m in matches if m[c] < m[b] < m[d]
+            }
         keys = _term_keys(section, tagged)
         return lambda matches, p: dict.fromkeys(keys(matches), p)
     if tagged == _PREFIX[n]:
@@ -677,7 +682,9 @@ def _term_dict(
         # is already its own key, and pick only those.
         first, last = tagged[0], tagged[-1]
         return lambda matches, p: {pick(m): p for m in matches if m[first] < m[last]}
-    return lambda matches, p: {(t if t[0] < t[-1] else t[::-1]): p for t in map(pick, matches)}
+    # The key, or its reverse, picked straight from the match (one tuple, not two).
+    first, last, back = tagged[0], tagged[-1], operator.itemgetter(*tagged[::-1])
+    return lambda matches, p: {(pick(m) if m[first] < m[last] else back(m)): p for m in matches}
 
 
 def _reversible(compiled: CompiledSmirks) -> bool:
@@ -700,6 +707,25 @@ def _reversible(compiled: CompiledSmirks) -> bool:
             return False
         bonds.append(bond.GetSmarts())
     return bonds == bonds[::-1]
+
+
+def _outer_symmetric(compiled: CompiledSmirks) -> bool:
+    """Whether an improper pattern is its four tagged atoms with three alike outer atoms.
+
+    The same SMARTS on tags 1, 3 and 4, bonded to the center (tag 2) by the same bond
+    SMARTS and not to each other: then each of the six orders of the outer atoms of a
+    match is a match too, and the one with them ascending is enough.
+    """
+    query, tagged = compiled.query, compiled.tagged
+    if len(tagged) != 4 or query.GetNumAtoms() != 4 or query.GetNumBonds() != 3:
+        return False
+    if has_stereo(compiled):
+        return False
+    center, outer = tagged[1], (tagged[0], tagged[2], tagged[3])
+    if len({compiled.atoms[i] for i in outer}) != 1:
+        return False
+    bonds = [query.GetBondBetweenAtoms(center, i) for i in outer]
+    return None not in bonds and len({b.GetSmarts() for b in bonds}) == 1
 
 
 def _remap(base: Assignment, base_order: tuple[int, ...], order: tuple[int, ...]) -> Assignment:
