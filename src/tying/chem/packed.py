@@ -14,7 +14,6 @@ a few objects per molecule whatever its size. Workers of
 from __future__ import annotations
 
 import array
-import dataclasses
 import itertools
 import operator
 from collections.abc import Iterable, Mapping, Sequence
@@ -118,7 +117,9 @@ def pack(
         b = done.get(id(a))
         if b is None:
             terms = new_terms.get(id(a.terms))
-            b = done[id(a)] = a if terms is None else dataclasses.replace(a, terms=terms)
+            # The constructor, not dataclasses.replace: 4x cheaper, once per molecule.
+            b = a if terms is None else type(a)(a.smiles, a.name, a.force_field, a.elements, terms)
+            done[id(a)] = b
         out.append(b)
     return out
 
