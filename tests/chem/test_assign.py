@@ -263,8 +263,9 @@ def test_smiles_with_hydrogen_atoms_take_the_reference_path(sage):
 
 @pytest.mark.parametrize("force_field", ["openff-2.3.0", "openff-1.0.0"])
 def test_fast_term_dicts_equal_the_canonical_keys_on_every_pattern(force_field):
-    # The fast path's per-pattern shortcut (a match is its own key, no slice) against
-    # KEYS on the tagged atoms, for every pattern that matches real molecules.
+    # The fast path's per-pattern shortcut (a match is its own key, no slice), on the
+    # query renumbered rarest atom first (search_order), against KEYS on the tagged atoms
+    # of the pattern as written, for every pattern that matches real molecules.
     from tying.chem.assign import KEYS
     from tying.chem.generate import drug_like_smiles
 
@@ -272,19 +273,22 @@ def test_fast_term_dicts_equal_the_canonical_keys_on_every_pattern(force_field):
     sections = [s for s in assigner.sections for _ in assigner._compiled[s]]
     molecules = [s for s, _ in load_molecule_set()[::4]] + drug_like_smiles(40, seed=3)
     molecules += EDGE_CASES
-    checked = set()
+    checked, reordered = set(), 0
     for smiles in molecules:
         mol = molecule_from_smiles(smiles)
         for (query, params, term_dict, parameter), c, section in zip(
             assigner._fast_plan, assigner._flat, sections
         ):
             matches = mol.GetSubstructMatches(query, params)
+            written = mol.GetSubstructMatches(c.query, params)
+            assert len(matches) == len(written), (smiles, parameter.id)
             if not matches:
                 continue
-            expected = {KEYS[section]([m[t] for t in c.tagged]): parameter for m in matches}
+            expected = {KEYS[section]([m[t] for t in c.tagged]): parameter for m in written}
             assert term_dict(matches, parameter) == expected, (smiles, parameter.id)
             checked.add(parameter.id)
-    assert len(checked) > 100
+            reordered += query is not c.query
+    assert len(checked) > 100 and reordered > 1000
 
 
 # -- _assign_batch (assign_many's stage-by-stage labelling) against assign one by one ---------
@@ -389,3 +393,67 @@ def test_batch_equals_assign_on_drug_like_molecules(sage):
     got = _batched(batch, items)
     assert got == expected and got[1] is None
     assert _state(batch) == _state(one)
+
+
+@pytest.mark.parametrize(
+    "smirks, expected",
+    [
+        ("[*:1]-[#6X4:2]-[#6X4:3]-[*:4]", True),
+        ("[#6X4:1]-[#6X4:2]", True),
+        ("[*:1]~[#6X4:2]-[#6X4:3]-[*:4]", False),  # ~ at one end, - at the other
+        ("[#1:1]-[#6X4:2]-[#8:3]", False),
+        ("[*:1]-[#6X4:2](-[#8])-[*:3]", False),  # an untagged atom
+        ("[#6:1]/[#6:2]=[#6:3]/[#6:4]", False),  # directional bonds
+        ("[#6:1]1-[#6:2]-[#6:3]-1", False),  # a ring, not a chain
+    ],
+)
+def test_reversible_patterns_are_chains_that_read_the_same_both_ways(smirks, expected):
+    # Such a pattern's term dict keeps only the matches that are their own key: sound
+    # only if the reverse of every match is a match too.
+    from tying.chem.assign import _reversible
+    from tying.chem.offxml import Parameter
+    from tying.chem.smirks import compile_smirks
+
+    c = compile_smirks(Parameter("X", "x", smirks, 0, {}))
+    assert _reversible(c) is expected
+    if expected:
+        mol = molecule_from_smiles("CC(C)CCO")
+        matches = set(mol.GetSubstructMatches(c.query, uniquify=False))
+        assert matches and {m[::-1] for m in matches} == matches
+
+
+@pytest.mark.parametrize(
+    "smirks, expected",
+    [
+        ("[*:1]~[#6X3:2](~[*:3])~[*:4]", True),
+        ("[*:1]~[#7X3$(*~[#6X3]):2](~[*:3])~[*:4]", True),
+        ("[*:1]~[#6X3:2](~[#8X1:3])~[#8:4]", False),  # the outer atoms differ
+        ("[*:1]~[#6X3:2](-[*:3])~[*:4]", False),  # so do their bonds
+        ("[*:1]~[#6X3:2](~[*:3])(~[*:4])-[#8]", False),  # an untagged atom
+    ],
+)
+def test_outer_symmetric_impropers_match_in_every_order(smirks, expected):
+    # Such a pattern's term dict keeps only the match with ascending outer atoms.
+    import itertools
+
+    from tying.chem.assign import _outer_symmetric
+    from tying.chem.offxml import Parameter
+    from tying.chem.smirks import compile_smirks
+
+    c = compile_smirks(Parameter("ImproperTorsions", "x", smirks, 0, {}), valence=4)
+    assert _outer_symmetric(c) is expected
+    if expected:
+        mol = molecule_from_smiles("CC(=O)Nc1ccccc1")
+        matches = set(mol.GetSubstructMatches(c.query, uniquify=False))
+        i, j, k, m = c.tagged
+        for match in matches:
+            outer = (match[i], match[k], match[m])
+            for o in itertools.permutations(outer):
+                assert tuple(_swap(match, (i, k, m), o)) in matches
+
+
+def _swap(match, positions, values):
+    out = list(match)
+    for p, v in zip(positions, values):
+        out[p] = v
+    return out

@@ -117,3 +117,25 @@ def test_parse_smiles_counts_the_written_atoms(smiles, n_written):
     if n is not None:  # the atoms after them are the appended hydrogens
         assert all(a.GetAtomicNum() > 1 for a in list(mol.GetAtoms())[:n])
         assert all(a.GetAtomicNum() == 1 for a in list(mol.GetAtoms())[n:])
+
+
+@pytest.mark.parametrize(
+    "smiles, message",
+    [
+        ("CC[CH]C*", r"atom 2 \(C\) is a radical"),  # the lowest index is named first
+        ("C*C[O]", r"atom 1 is a wildcard/dummy atom"),
+        ("[CH2]*", r"atom 0 \(C\) is a radical"),
+        ("*[CH2]", r"atom 0 is a wildcard/dummy atom"),
+    ],
+)
+def test_the_first_dummy_or_radical_atom_is_named(smiles, message):
+    # Found by RDKit atom queries (not a Python loop): the same atom, the same error.
+    with pytest.raises(SmilesError, match=message):
+        molecule_from_smiles(smiles)
+
+
+@pytest.mark.parametrize("smiles, written", [("[H]OC", None), ("[2H]C", None), ("OC", 2)])
+def test_written_hydrogens_send_a_smiles_to_the_reference_path(smiles, written):
+    from tying.chem.molecules import parse_smiles
+
+    assert parse_smiles(smiles)[1] == written

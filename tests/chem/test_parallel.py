@@ -249,3 +249,56 @@ def test_label_lines_over_several_batches_equals_assign_line_by_line():
     bad = [f"{s} m{k}" for k, s in enumerate(smiles)] + ["C1CC first", "[Xe] second"]
     with pytest.raises(SmilesError, match=r"line 'C1CC first'"):
         label_lines(bad)
+
+
+def _cache_state(assigner):
+    return (
+        assigner.hits,
+        assigner.misses,
+        dict(assigner._by_text),
+        dict(assigner._by_canonical),
+    )
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_counters_and_caches_are_those_of_one_process(sage, cache):
+    # Text repeats, the same molecule written differently (in one chunk and across
+    # chunks), molecules cached before the call, names, and an RDKit molecule.
+    from rdkit import Chem
+
+    warm = ["CCO", "c1ccccc1O"]
+    molecules = [
+        "OCC",  # ethanol, cached beforehand under another writing: a canonical hit
+        "CCO",  # the text cache
+        "CC(=O)Nc1ccc(O)cc1",
+        ("CC(=O)Nc1ccc(O)cc1", "paracetamol"),  # a text repeat, named
+        "c1cc(O)ccc1NC(C)=O",  # paracetamol written differently
+        Chem.MolFromSmiles("CCN"),
+        "NCC",
+        "CCN",
+        *drug_like_smiles(12, seed=9),
+        "C(O)C",
+    ]
+    states = []
+    for n_jobs, chunksize in ((1, None), (2, 1), (2, 3)):
+        assigner = SmirksAssigner(sage.force_field, cache=cache)
+        for s in warm:
+            assigner.assign(s)
+        out = assigner.assign_many(molecules, n_jobs=n_jobs, chunksize=chunksize)
+        # a later call remaps from what this one cached, as in one process
+        later = assigner.assign_many(["C(C)N", "c1ccc(NC(C)=O)cc1O"])
+        states.append((_ids(out), [a.name for a in out], _ids(later), _cache_state(assigner)))
+    assert states[1] == states[0]
+    assert states[2] == states[0]
+    hits, misses = states[0][3][:2]
+    assert hits + misses == len(warm) + len(molecules) + 2
+    assert (hits > 0) == cache
+
+
+def test_a_failing_call_over_processes_leaves_counters_and_caches_unchanged(sage):
+    assigner = SmirksAssigner(sage.force_field)
+    assigner.assign("CCO")
+    before = _cache_state(assigner)
+    with pytest.raises(SmilesError, match=r"molecule 3 \('C1CC'\)"):
+        assigner.assign_many(["CC", "CCC", "OCC", "C1CC", "CCCC"], n_jobs=2, chunksize=1)
+    assert _cache_state(assigner) == before

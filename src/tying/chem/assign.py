@@ -32,6 +32,8 @@ from tying.chem._rdkit import Chem
 from tying.chem.errors import UnassignedParameterError
 from tying.chem.molecules import canonical_order, parse_smiles, prepare_molecule
 from tying.chem.offxml import ForceField, Parameter, load_force_field
+from tying.chem.packed import pack
+from tying.chem.search_order import has_stereo, reordered
 from tying.chem.smirks import CompiledSmirks, Prefilter, compile_section, scan_heavy
 from tying.core.resolver import last_match_wins
 
@@ -250,13 +252,16 @@ class SmirksAssigner:
             recursion = "$(" in compiled.parameter.smirks
             keys = _term_keys(section, compiled.tagged)
             self._plan.append((compiled.query, kinds[(chirality, recursion)], keys))
-        # The fast path's per-pattern step: raw matches straight to {term key: parameter}.
-        self._fast_plan = [
-            (query, match_params, _term_dict(s, c.tagged, c.query.GetNumAtoms()), c.parameter)
-            for (query, match_params, _), c, s in zip(
-                self._plan, self._flat, section_of, strict=True
-            )
-        ]
+        # The fast path's per-pattern step: raw matches straight to {term key: parameter},
+        # searched with the query's rarest atom first (search_order: the same matches, in
+        # the renumbered query's atom order, for about a fifth less search).
+        self._fast_plan = []
+        for (_, match_params, _), c, s in zip(self._plan, self._flat, section_of, strict=True):
+            query, tagged = reordered(c)
+            symmetric = _outer_symmetric(c) if s == "ImproperTorsions" else _reversible(c)
+            term_dict = _term_dict(s, tagged, query.GetNumAtoms(), symmetric)
+            self._fast_plan.append((query, match_params, term_dict, c.parameter))
+        self._parameters = {s: self.force_field[s].parameters for s in self.sections}
         self._by_text: dict[str, Assignment] = {}
         self._by_canonical: dict[str, tuple[tuple[int, ...], Assignment]] = {}
         self.hits = 0
@@ -293,7 +298,11 @@ class SmirksAssigner:
             equal to what :meth:`assign` gives, and sharing this force field's
             parameter objects. Molecules are labelled 64 at a time, stage by stage
             (parse, canonical SMILES, scan, search): the same results and cache
-            state as :meth:`assign` one by one, for about a fifth less CPU.
+            state as :meth:`assign` one by one, for about a fifth less CPU. The
+            cache and the ``hits``/``misses`` counters end as one process leaves them,
+            whatever ``n_jobs`` (a call that fails with ``n_jobs > 1`` caches and counts
+            nothing; one process keeps what it labelled before the failure). Results
+            are stored packed (:mod:`tying.chem.packed`): equal to dicts, a few KB each.
 
         Raises:
             ValueError: on a bad ``n_jobs`` or ``chunksize``.
@@ -358,7 +367,7 @@ class SmirksAssigner:
         return self._named(result, name)
 
     def _assign_batch(
-        self, items: Sequence[tuple[Any, str | None]]
+        self, items: Sequence[tuple[Any, str | None]], *, pack: bool = True
     ) -> tuple[list[Assignment], tuple[int, Exception] | None]:
         """:meth:`assign` on each ``(molecule, name)`` in order, one stage at a time.
 
@@ -370,6 +379,12 @@ class SmirksAssigner:
         the CPU's caches, instead of going through all of it for every molecule
         (1.20-1.25x less CPU than one by one on batches of 64, measured 2026-12-01;
         ``python -m benchmarks.bench_chem`` prints that row).
+
+        With ``pack`` (the default), the batch's new results are stored packed
+        (:func:`~tying.chem.packed.pack`), in the cache as in what is returned: equal
+        Assignments whose terms are a few arrays per batch instead of a dict and a
+        tuple per term, so that 100,000 results cost as little per molecule as 1,000.
+        Workers, which send their results as arrays anyway, pass ``pack=False``.
 
         Returns:
             ``(results, failure)``: the results of the items before the first one that
@@ -419,6 +434,8 @@ class SmirksAssigner:
         }
         # Stage 4: in order, exactly what assign does after parsing.
         results: list[Assignment] = []
+        stored_text: list[str] = []  # cache entries made here, packed with the results
+        stored_canonical: list[str] = []
         for k, (text, mol, n_written) in enumerate(parsed):
             name = items[k][1]
             try:
@@ -441,12 +458,31 @@ class SmirksAssigner:
                         result = self._assign_reference(mol, smiles, name or text)
                     if cache:
                         self._by_canonical[smiles] = (order, result)
+                        stored_canonical.append(smiles)
                 if text is not None and cache:
                     self._by_text[text] = result
+                    stored_text.append(text)
                 results.append(self._named(result, name))
             except Exception as err:
-                return results, (k, err)
+                failure = (k, err)
+                break
+        if pack:
+            results = self._pack_stored(results, stored_text, stored_canonical)
         return results, failure
+
+    def _pack_stored(
+        self, results: list[Assignment], texts: list[str], canonical: list[str]
+    ) -> list[Assignment]:
+        """Pack ``results`` and the cache entries of ``texts`` and ``canonical`` SMILES at once."""
+        by_text, by_canonical = self._by_text, self._by_canonical
+        entries = [by_text[t] for t in texts] + [by_canonical[c][1] for c in canonical]
+        packed = pack(results + entries, self._parameters)
+        n = len(results)
+        for t, a in zip(texts, packed[n : n + len(texts)], strict=True):
+            by_text[t] = a
+        for c, a in zip(canonical, packed[n + len(texts) :], strict=True):
+            by_canonical[c] = (by_canonical[c][0], a)
+        return packed[:n]
 
     @staticmethod
     def _named(a: Assignment, name: str | None) -> Assignment:
@@ -605,7 +641,9 @@ def _term_keys(section: str, tagged: tuple[int, ...]) -> Callable[[Any], set]:
     return lambda matches: {t if t[0] < t[-1] else t[::-1] for t in map(pick, matches)}
 
 
-def _term_dict(section: str, tagged: tuple[int, ...], n_query: int) -> Callable[[Any, Any], dict]:
+def _term_dict(
+    section: str, tagged: tuple[int, ...], n_query: int, symmetric: bool = False
+) -> Callable[[Any, Any], dict]:
     """A function ``(raw matches, parameter) -> {canonical term key: parameter}`` for one pattern.
 
     What :func:`_term_keys` gives, with the parameter attached, in one dict comprehension
@@ -620,10 +658,17 @@ def _term_dict(section: str, tagged: tuple[int, ...], n_query: int) -> Callable[
             return dict.fromkeys
         return lambda matches, p: {(m[t],): p for m in matches}
     if section == "ImproperTorsions":
+        if symmetric and n_query == 4:  # every order of the three outer atoms matches
+            c, a, b, d = tagged
+            return lambda matches, p: {
+                (m[c], m[a], m[b], m[d]): p for m in matches if m[c] < m[b] < m[d]
+            }
         keys = _term_keys(section, tagged)
         return lambda matches, p: dict.fromkeys(keys(matches), p)
     if tagged == _PREFIX[n]:
         last = n - 1
+        if symmetric and n_query == n:  # see below
+            return lambda matches, p: {m: p for m in matches if m[0] < m[last]}
         if n == 2:
             if n_query == 2:
                 return lambda matches, p: {(m if m[0] < m[1] else (m[1], m[0])): p for m in matches}
@@ -632,7 +677,55 @@ def _term_dict(section: str, tagged: tuple[int, ...], n_query: int) -> Callable[
             return lambda matches, p: {(m if m[0] < m[last] else m[::-1]): p for m in matches}
         return lambda matches, p: {(m[:n] if m[0] < m[last] else m[last::-1]): p for m in matches}
     pick = operator.itemgetter(*tagged)
-    return lambda matches, p: {(t if t[0] < t[-1] else t[::-1]): p for t in map(pick, matches)}
+    if symmetric and n_query == n:
+        # Every match comes with its reverse (:func:`_reversible`): keep the half that
+        # is already its own key, and pick only those.
+        first, last = tagged[0], tagged[-1]
+        return lambda matches, p: {pick(m): p for m in matches if m[first] < m[last]}
+    # The key, or its reverse, picked straight from the match (one tuple, not two).
+    first, last, back = tagged[0], tagged[-1], operator.itemgetter(*tagged[::-1])
+    return lambda matches, p: {(pick(m) if m[first] < m[last] else back(m)): p for m in matches}
+
+
+def _reversible(compiled: CompiledSmirks) -> bool:
+    """Whether a pattern is a chain of its tagged atoms that reads the same both ways.
+
+    Then the reverse of every match is a match too (the pattern maps onto itself end to
+    end), so a term's two orderings both come back and one of them is enough.
+    """
+    query, n = compiled.query, len(compiled.tagged)
+    if compiled.tagged != _PREFIX.get(n) or query.GetNumAtoms() != n or n < 2:
+        return False
+    if has_stereo(compiled):  # directional bonds do not simply read backwards
+        return False
+    if query.GetNumBonds() != n - 1 or compiled.atoms != compiled.atoms[::-1]:
+        return False
+    bonds = []
+    for i in range(n - 1):
+        bond = query.GetBondBetweenAtoms(i, i + 1)
+        if bond is None:
+            return False
+        bonds.append(bond.GetSmarts())
+    return bonds == bonds[::-1]
+
+
+def _outer_symmetric(compiled: CompiledSmirks) -> bool:
+    """Whether an improper pattern is its four tagged atoms with three alike outer atoms.
+
+    The same SMARTS on tags 1, 3 and 4, bonded to the center (tag 2) by the same bond
+    SMARTS and not to each other: then each of the six orders of the outer atoms of a
+    match is a match too, and the one with them ascending is enough.
+    """
+    query, tagged = compiled.query, compiled.tagged
+    if len(tagged) != 4 or query.GetNumAtoms() != 4 or query.GetNumBonds() != 3:
+        return False
+    if has_stereo(compiled):
+        return False
+    center, outer = tagged[1], (tagged[0], tagged[2], tagged[3])
+    if len({compiled.atoms[i] for i in outer}) != 1:
+        return False
+    bonds = [query.GetBondBetweenAtoms(center, i) for i in outer]
+    return None not in bonds and len({b.GetSmarts() for b in bonds}) == 1
 
 
 def _remap(base: Assignment, base_order: tuple[int, ...], order: tuple[int, ...]) -> Assignment:

@@ -19,11 +19,19 @@ import importlib.resources
 import pathlib
 from typing import Any
 
+from rdkit.Chem import rdqueries
+
 from tying.chem._rdkit import Chem, quiet
 from tying.chem.errors import SmilesError
 
 SUPPORTED_AROMATICITY = ("OEAroModel_MDL",)
 _SANITIZE = Chem.SANITIZE_ALL ^ Chem.SANITIZE_ADJUSTHS ^ Chem.SANITIZE_SETAROMATICITY
+# Atom queries _prepare runs in C++: dummy atoms (*) or radicals, refused; hydrogens.
+_DUMMY_OR_RADICAL = rdqueries.AtomNumEqualsQueryAtom(0)
+_DUMMY_OR_RADICAL.ExpandQuery(
+    rdqueries.NumRadicalElectronsGreaterQueryAtom(0), Chem.CompositeQueryType.COMPOSITE_OR
+)
+_HYDROGEN = rdqueries.AtomNumEqualsQueryAtom(1)
 
 
 def molecule_from_smiles(
@@ -157,23 +165,22 @@ def _prepare(mol: Any, label: str, aromaticity_model: str) -> tuple[Any, int | N
             Chem.SanitizeMol(mol, _SANITIZE)
         except Exception as err:  # RDKit raises several sanitisation exception types
             raise SmilesError(f"cannot sanitise SMILES {label}: {err}") from err
-    n_written, has_h = mol.GetNumAtoms(), False
-    # By index: iterating mol.GetAtoms() goes through a slow Python sequence wrapper.
-    for atom in map(mol.GetAtomWithIdx, range(n_written)):
-        z = atom.GetAtomicNum()
-        has_h = has_h or z == 1
-        if z == 0:
+    n_written = mol.GetNumAtoms()
+    # Found by RDKit in C++ (two calls instead of a Python loop over every atom); the
+    # lowest-index offending atom is named, a dummy before a radical, as atom by atom.
+    for atom in mol.GetAtomsMatchingQuery(_DUMMY_OR_RADICAL):  # raises on the first
+        if atom.GetAtomicNum() == 0:
             raise SmilesError(
                 f"molecule {label}: atom {atom.GetIdx()} is a wildcard/dummy atom "
                 f"({atom.GetSmarts()}); force fields parameterise real elements only; "
                 f"replace it with an element (e.g. a capping hydrogen or methyl)"
             )
-        if atom.GetNumRadicalElectrons():
-            raise SmilesError(
-                f"molecule {label}: atom {atom.GetIdx()} ({atom.GetSymbol()}) is a radical; "
-                f"SMIRNOFF force fields (and the OpenFF toolkit) need closed-shell molecules; "
-                f"add the missing hydrogens (e.g. [CH3] -> C) or charges"
-            )
+        raise SmilesError(
+            f"molecule {label}: atom {atom.GetIdx()} ({atom.GetSymbol()}) is a radical; "
+            f"SMIRNOFF force fields (and the OpenFF toolkit) need closed-shell molecules; "
+            f"add the missing hydrogens (e.g. [CH3] -> C) or charges"
+        )
+    has_h = len(mol.GetAtomsMatchingQuery(_HYDROGEN)) > 0
     Chem.SetAromaticity(mol, Chem.AromaticityModel.AROMATICITY_MDL)
     Chem.AssignStereochemistry(mol)
     mol = Chem.AddHs(mol)

@@ -19,16 +19,15 @@ engine, no home-made one.
 
 from __future__ import annotations
 
-import array
 import concurrent.futures as cf
 import dataclasses
 import functools
-import itertools
 import multiprocessing
-import operator
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
+
+from tying.chem.packed import PackedTerms, columns
 
 if TYPE_CHECKING:
     from tying.chem.assign import Assignment, SmirksAssigner
@@ -106,6 +105,7 @@ def assign_many(
             todo.append((i, molecule, name))
         advance(len(items) - len(todo))
         chunks = [todo[k : k + chunksize] for k in range(0, len(todo), chunksize)]
+        orders: dict[int, tuple[int, ...]] = {}  # canonical atom order of worker cache misses
         ff = assigner.force_field
         sections = {s: ff[s].parameters for s in assigner.sections}
         config = (str(ff.path), assigner.sections, assigner.strict)
@@ -119,10 +119,12 @@ def assign_many(
             futures = [pool.submit(_label_chunk, chunk) for chunk in chunks]
             try:
                 for future in futures:  # in submission order: the lowest failing index wins
-                    done, error = _decode(future.result(), sections, ff.name)
+                    packed = future.result()
+                    done, error = _decode(packed, sections, ff.name)
                     if error is not None:
-                        raise error
+                        raise error  # nothing cached or counted (see _count_as_one_process)
                     results.update(done)
+                    orders.update(packed[3])
                     advance(len(done))
             except cf.process.BrokenProcessPool as err:
                 raise RuntimeError(
@@ -136,13 +138,47 @@ def assign_many(
                     f.cancel()
                 raise
         _names_as_in_one_process(assigner, items, results, first)
+        _count_as_one_process(assigner, items, results, orders, first)
         for molecule, i in first.items():
             if assigner.cache:
                 assigner._by_text[molecule] = results[i]
         for i, molecule, name in items:
             if i not in results:  # a repeat of a SMILES labelled in this call
-                results[i] = assigner._named(results[first[molecule]], name)
+                # Without the cache one process labels a repeat anew: named by its SMILES.
+                again = name if assigner.cache or name is not None else molecule
+                results[i] = assigner._named(results[first[molecule]], again)
         return [results[i] for i in range(len(items))]
+
+
+def _count_as_one_process(assigner, items, results, orders, first) -> None:
+    """Update the cache counters and the canonical cache as one process would have.
+
+    Replays, in input order, what :meth:`SmirksAssigner.assign
+    <tying.chem.assign.SmirksAssigner.assign>` does with its caches: a SMILES seen
+    before (in the text cache, or earlier in this call) is a hit; otherwise a molecule
+    whose canonical SMILES is cached (before this call, or from an earlier molecule of
+    it) is a hit, and any other a miss, whose result is cached with its canonical atom
+    order (sent by the worker that labelled it), so that a later call remaps it as one
+    process would. Without the cache every molecule is a miss, as in one process.
+    Called only when every molecule was labelled: a failing call caches and counts
+    nothing, where one process keeps what it labelled before the failure.
+    """
+    if not assigner.cache:
+        assigner.misses += len(items)
+        return
+    by_canonical = assigner._by_canonical
+    for i, molecule, _ in items:
+        if isinstance(molecule, str) and (molecule in assigner._by_text or first[molecule] != i):
+            assigner.hits += 1  # the text cache
+            continue
+        a = results[i]
+        if a.smiles in by_canonical:
+            assigner.hits += 1
+            continue
+        assigner.misses += 1
+        order = orders.get(i)
+        if order is not None:  # always, for a molecule first labelled here (a worker miss)
+            by_canonical[a.smiles] = (order, a)
 
 
 def _names_as_in_one_process(assigner, items, results, first) -> None:
@@ -159,7 +195,9 @@ def _names_as_in_one_process(assigner, items, results, first) -> None:
             continue  # text-cache hits and repeats are named from their first occurrence
         a = results[i]
         if name is None:
-            if a.smiles in seen:
+            if not assigner.cache:  # no molecule takes an earlier one's result
+                wanted = molecule if isinstance(molecule, str) else None
+            elif a.smiles in seen:
                 wanted = seen[a.smiles]
             elif assigner.cache and a.smiles in assigner._by_canonical:
                 wanted = assigner._by_canonical[a.smiles][1].name
@@ -198,7 +236,7 @@ _BATCH = 64
 
 
 def _in_batches(
-    assigner: SmirksAssigner, items: Sequence[tuple[Any, Any, str | None]]
+    assigner: SmirksAssigner, items: Sequence[tuple[Any, Any, str | None]], *, pack: bool = True
 ) -> Iterator[tuple[Sequence[tuple[Any, Any, str | None]], list[Assignment], Any]]:
     """``(batch, results, failure)`` for each ``_BATCH`` of ``(tag, molecule, name)`` items.
 
@@ -207,7 +245,7 @@ def _in_batches(
     """
     for k in range(0, len(items), _BATCH):
         batch = items[k : k + _BATCH]
-        done, failure = assigner._assign_batch([(m, name) for _, m, name in batch])
+        done, failure = assigner._assign_batch([(m, name) for _, m, name in batch], pack=pack)
         yield batch, done, failure
         if failure is not None:
             return
@@ -226,49 +264,31 @@ def _named_error(err: Exception, label: str) -> Exception:
 
 
 # A chunk's results, as a worker sends them back: per molecule (index, smiles, name,
-# elements, terms per section), and per section the key length, every key's atoms in
-# one int32 array and every key's parameter position in another, molecule after
-# molecule; or the first failure. Arrays pickle as one copy, not as thousands of
-# tuples, and the parent decodes them in C: it does little besides collecting, so
-# the workers keep the cores.
+# elements, terms per section); per section the key length, every key's atoms in one
+# buffer and every key's parameter position in another, molecule after molecule
+# (tying.chem.packed.columns); the first failure or None; and the canonical atom order
+# of each molecule the worker labelled (not remapped), for the parent's cache. Buffers
+# pickle as one copy, not as thousands of tuples, and the parent only wraps them: it
+# does little besides collecting, so the workers keep the cores.
 Packed = tuple[
     list[tuple[int, str, Any, tuple[str, ...], tuple[int, ...]]],
-    dict[str, tuple[int, bytes, bytes]],
+    dict[str, tuple[int, Any, Any]],
     Exception | None,
+    dict[int, tuple[int, ...]],
 ]
 
 
 def _encode(
-    results: list[tuple[int, Assignment]], sections: Sequence[str], error: Exception | None
+    results: list[tuple[int, Assignment]],
+    sections: Sequence[str],
+    error: Exception | None,
+    orders: dict[int, tuple[int, ...]] | None = None,
 ) -> Packed:
-    atoms: dict[str, list[int]] = {
-        s: [] for s in sections
-    }  # lists extend fastest; arrays at the end
-    positions: dict[str, list[int]] = {s: [] for s in sections}
-    arity = dict.fromkeys(sections, 1)
-    molecules = []
-    for i, a in results:
-        counts = []
-        for s in sections:
-            t = a.terms[s]
-            if t:
-                arity[s] = len(next(iter(t)))
-                atoms[s].extend(itertools.chain.from_iterable(t))
-                positions[s].extend(map(_POSITION, t.values()))
-            counts.append(len(t))
-        molecules.append((i, a.smiles, a.name, a.elements, tuple(counts)))
-    columns = {
-        s: (
-            arity[s],
-            array.array("i", atoms[s]).tobytes(),
-            array.array("i", positions[s]).tobytes(),
-        )
-        for s in sections
-    }
-    return molecules, columns, error
-
-
-_POSITION = operator.attrgetter("index")
+    counts, cols = columns([a for _, a in results], sections)
+    molecules = [
+        (i, a.smiles, a.name, a.elements, per) for (i, a), per in zip(results, counts, strict=True)
+    ]
+    return molecules, cols, error, orders or {}
 
 
 def _decode(
@@ -276,94 +296,23 @@ def _decode(
 ) -> tuple[dict[int, Assignment], Exception | None]:
     """The Assignments of a packed chunk, with this process's Parameter objects.
 
-    Each section's terms stay packed (:class:`PackedTerms`) until first read, so the
-    parent's work per molecule is a few object creations, whatever its size.
+    Each section's terms stay packed (:class:`~tying.chem.packed.PackedTerms`) until
+    first read, so the parent's work per molecule is a few object creations, whatever
+    its size.
     """
     from tying.chem.assign import Assignment
 
-    molecules, columns, error = packed
-    sections = []
-    for s, (arity, atoms, positions) in columns.items():
-        flat, index = array.array("i"), array.array("i")
-        flat.frombytes(atoms)
-        index.frombytes(positions)
-        sections.append((s, arity, flat, index, parameters[s]))
+    molecules, columns, error, _ = packed
+    sections = [(s, *column, parameters[s]) for s, column in columns.items()]
     out = {}
     start = [0] * len(sections)
     for i, smiles, name, elements, counts in molecules:
         terms = {}
-        for k, ((s, arity, flat, index, params), n) in enumerate(zip(sections, counts)):
-            terms[s] = PackedTerms(arity, flat, index, start[k], n, params)
+        for k, ((s, arity, atoms, positions, params), n) in enumerate(zip(sections, counts)):
+            terms[s] = PackedTerms(arity, atoms, positions, start[k], n, params)
             start[k] += n
         out[i] = Assignment(smiles, name, force_field, elements, terms)
     return out, error
-
-
-class PackedTerms(Mapping):
-    """One section's ``{term key: Parameter}`` of one molecule, decoded on first read.
-
-    A read-only mapping equal to the dict it stands for (``==`` either way, ``len``,
-    ``in``, ``keys()`` set operations); it pickles as that dict. Workers of
-    :func:`assign_many` send terms as arrays, and decoding them all as they arrive
-    would cost the collecting process about a twentieth of a worker's time per
-    molecule, time taken from the workers on a machine with as many cores as workers.
-
-    Args:
-        arity: atoms per key.
-        atoms: the keys' atoms, ``arity`` per key, for a whole chunk.
-        positions: each key's parameter position in ``parameters``, for a whole chunk.
-        start: this molecule's first key in the chunk.
-        count: how many keys it has.
-        parameters: the section's parameters, in file order.
-
-    Example:
-        >>> import array
-        >>> t = PackedTerms(2, array.array("i", [9, 9, 0, 1, 1, 2]), array.array("i", [0, 1, 1]),
-        ...                 1, 2, ("b1", "b2"))
-        >>> len(t), t[(0, 1)], t == {(0, 1): "b2", (1, 2): "b2"}
-        (2, 'b2', True)
-    """
-
-    __slots__ = ("_arity", "_atoms", "_positions", "_start", "_count", "_parameters", "_dict")
-
-    def __init__(self, arity, atoms, positions, start, count, parameters):
-        self._arity, self._atoms, self._positions = arity, atoms, positions
-        self._start, self._count, self._parameters = start, count, parameters
-        self._dict: dict | None = None
-
-    def _terms(self) -> dict:
-        if self._dict is None:
-            a, lo, n = self._arity, self._start, self._count
-            atoms = self._atoms[lo * a : (lo + n) * a].tolist()
-            keys = zip(*[iter(atoms)] * a)  # consecutive runs of `arity` atoms
-            params = map(self._parameters.__getitem__, self._positions[lo : lo + n])
-            self._dict = dict(zip(keys, params))
-        return self._dict
-
-    def __getitem__(self, key):
-        return self._terms()[key]
-
-    def __iter__(self):
-        return iter(self._terms())
-
-    def __len__(self) -> int:
-        return self._count
-
-    def __contains__(self, key) -> bool:
-        return key in self._terms()
-
-    def __eq__(self, other):
-        if isinstance(other, PackedTerms):
-            other = other._terms()
-        return self._terms() == other if isinstance(other, dict) else super().__eq__(other)
-
-    __hash__ = None
-
-    def __repr__(self) -> str:
-        return repr(self._terms())
-
-    def __reduce__(self):
-        return dict, (self._terms(),)
 
 
 # -- worker side ------------------------------------------------------------------------------
@@ -383,8 +332,13 @@ def _init_worker(path: str, sections: Sequence[str], strict: bool) -> None:
 def _label_chunk(chunk: list[tuple[int, Any, str | None]]) -> Packed:
     assigner = _WORKER["assigner"]
     out, error = [], None
-    for batch, done, failure in _in_batches(assigner, chunk):
+    orders = {}
+    for batch, done, failure in _in_batches(assigner, chunk, pack=False):
         out += [(i, a) for (i, _, _), a in zip(batch, done)]
+        for (i, _, _), a in zip(batch, done):
+            entry = assigner._by_canonical.get(a.smiles)
+            if entry is not None and entry[1].terms is a.terms:  # labelled, not remapped
+                orders[i] = entry[0]
         if failure is not None:
             i, molecule, name = batch[failure[0]]
             error = _named_error(failure[1], _label(i, molecule, name))
@@ -392,7 +346,7 @@ def _label_chunk(chunk: list[tuple[int, Any, str | None]]) -> Packed:
     # The parent caches what it gets back; a worker's own cache would only grow (a
     # chunk's repeats are already merged by the parent).
     assigner.clear_cache()
-    return _encode(out, assigner.sections, error)
+    return _encode(out, assigner.sections, error, orders)
 
 
 class _NoProgress:
@@ -504,7 +458,8 @@ def label_lines(
         if parsed is not None:
             todo.append((line, *parsed))
     out = []
-    for batch, done, failure in _in_batches(assigner, todo):  # stage by stage, as assign_many
+    # Records read every term: packing them first would only be undone.
+    for batch, done, failure in _in_batches(assigner, todo, pack=False):
         if failure is not None:
             err = failure[1]
             raise _named_error(err, f"line {batch[failure[0]][0].strip()!r}") from err

@@ -114,3 +114,47 @@ def compare_set(
         compared += sum(len(v) for v in theirs.values())
         mismatches += compare(assigner.assign(smiles, name=name), theirs, label=name)
     return compared, mismatches
+
+
+def toolkit_drug_like_smiles() -> list[tuple[str, str]]:
+    """The drug-like molecules of the OpenFF toolkit's own ``MiniDrugBank.sdf``, as SMILES.
+
+    A second drug-like set, not built by :mod:`tying.chem.generate`: every molecule of
+    the file that RDKit reads, in one piece, with as many heavy atoms as the generated
+    set allows (:data:`~tying.chem.generate.MIN_HEAVY` to
+    :data:`~tying.chem.generate.MAX_HEAVY`), written without hydrogens (stereo kept),
+    in file order. Nothing is left out for being hard to label.
+
+    Returns:
+        ``[(smiles, DrugBank name), ...]``.
+
+    Raises:
+        FileNotFoundError: when the installed toolkit does not ship the file.
+
+    Example:
+        >>> mols = toolkit_drug_like_smiles()
+        >>> len(mols) > 200, mols[0][1].startswith("DrugBank")
+        (True, True)
+    """
+    import pathlib
+
+    import openff.toolkit
+
+    from tying.chem._rdkit import Chem, quiet
+    from tying.chem.generate import MAX_HEAVY, MIN_HEAVY
+
+    path = pathlib.Path(openff.toolkit.__file__).parent / "data/molecules/MiniDrugBank.sdf"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is not in this OpenFF toolkit installation")
+    out = []
+    with quiet():
+        for mol in Chem.SDMolSupplier(str(path), removeHs=False):
+            if mol is None:  # a record RDKit cannot read (the file has a few)
+                continue
+            heavy = Chem.RemoveHs(mol)
+            if (
+                len(Chem.GetMolFrags(heavy)) == 1
+                and MIN_HEAVY <= heavy.GetNumHeavyAtoms() <= MAX_HEAVY
+            ):
+                out.append((Chem.MolToSmiles(heavy), mol.GetProp("_Name")))
+    return out

@@ -1,0 +1,89 @@
+"""Queries renumbered rarest atom first (tying.chem.search_order): the same matches (issue 19)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("rdkit")
+pytest.importorskip("openforcefields")
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from tying.chem import load_force_field, load_molecule_set, molecule_from_smiles  # noqa: E402
+from tying.chem.assign import SECTIONS, _match_parameters  # noqa: E402
+from tying.chem.generate import drug_like_smiles  # noqa: E402
+from tying.chem.offxml import Parameter  # noqa: E402
+from tying.chem.search_order import reordered, search_order  # noqa: E402
+from tying.chem.smirks import compile_section, compile_smirks  # noqa: E402
+
+from .test_assign import EDGE_CASES  # noqa: E402
+
+MOLECULES = [s for s, _ in load_molecule_set()[::6]] + drug_like_smiles(30, seed=8) + EDGE_CASES
+PARAMS = _match_parameters(chirality=True, recursion=True)
+
+
+def _patterns(force_field):
+    ff = load_force_field(force_field)
+    return [c for s in SECTIONS if s in ff.sections for c in compile_section(ff, s)]
+
+
+@pytest.fixture(scope="module", params=["openff-2.3.0", "openff-1.0.0"])
+def patterns(request):
+    return _patterns(request.param)
+
+
+@pytest.fixture(scope="module")
+def molecules():
+    return [molecule_from_smiles(s) for s in MOLECULES]
+
+
+def _back(matches, query_order):
+    """Matches of a renumbered query, written in the atom order of the pattern as written."""
+    return {tuple(m[query_order.index(i)] for i in range(len(query_order))) for m in matches}
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_a_renumbered_query_finds_the_same_matches(patterns, molecules, data):
+    c = data.draw(st.sampled_from(patterns))
+    picked = data.draw(st.lists(st.sampled_from(molecules), min_size=1, max_size=6))
+    query, tagged = reordered(c)
+    order = search_order(c) if query is not c.query else tuple(range(c.query.GetNumAtoms()))
+    assert [order[t] for t in tagged] == list(c.tagged)  # the same atoms carry the tags
+    for mol in picked:
+        written = set(mol.GetSubstructMatches(c.query, PARAMS))
+        assert _back(mol.GetSubstructMatches(query, PARAMS), order) == written
+
+
+def test_every_pattern_on_every_molecule_finds_the_same_matches(patterns, molecules):
+    renumbered = 0
+    for c in patterns:
+        query, _ = reordered(c)
+        if query is c.query:
+            continue
+        renumbered += 1
+        order = search_order(c)
+        for mol in molecules:
+            written = set(mol.GetSubstructMatches(c.query, PARAMS))
+            assert _back(mol.GetSubstructMatches(query, PARAMS), order) == written, c.parameter
+    assert renumbered > 0.5 * len(patterns)
+
+
+def test_the_rarest_atom_comes_first_and_the_order_stays_connected():
+    c = compile_smirks(
+        Parameter("ProperTorsions", "x", "[*:1]~[#6X4:2]-[#16X4:3]~[#1:4]", 0, {}), valence=4
+    )
+    order = search_order(c)
+    assert order[0] == 2  # sulfur, then the carbon bonded to it, then the rest
+    assert order[1] == 1
+    bonded = {frozenset((b.GetBeginAtomIdx(), b.GetEndAtomIdx())) for b in c.query.GetBonds()}
+    for k in range(1, len(order)):
+        assert any(frozenset((order[k], j)) in bonded for j in order[:k])
+
+
+def test_stereo_patterns_keep_their_query():
+    for smirks in ("[#6:1]/[#6:2]=[#6:3]/[#1:4]", "[#1:1]-[#6@:2](-[#8])(-[#7])-[#6]"):
+        valence = 4 if "/" in smirks else 2
+        c = compile_smirks(Parameter("X", "s", smirks, 0, {}), valence=valence)
+        assert reordered(c) == (c.query, c.tagged)
