@@ -99,16 +99,31 @@ def bench_diag_em(rows, repeat=3):
     CPU time of this process (``time.process_time``): the steadier figure on a
     machine shared with other jobs; one thread (``n_jobs=1``, BLAS held to 1).
     """
+    X, lengths, start, A, means, _ = _diag_case()
+    runners, fitted = _em_rows(rows, X, lengths, start, A, means, repeat, shape="200x500x4")
+    K, D = len(start), X.shape[1]
+    # pomegranate fits diag covariances: compared with our diag fit (the loop's last runner,
+    # tied, was passed here before)
+    diag = runners["diag"]
+    bench_pomegranate(rows, X, lengths, start, A, means, np.ones((K, D)), 10, diag, fitted)
+
+
+def _em_rows(rows, X, lengths, start, A, means, repeat, *, shape, goal=None):
+    """One row per covariance type and hmmlearn implementation: 10 EM iterations, paired.
+
+    Returns our runner per covariance type and the fitted models, for the rows after.
+    """
     from hmmlearn import hmm
 
-    X, lengths, start, A, means, _ = _diag_case()
-    K, D, n_iter = len(start), X.shape[1], 10
-    fitted = {}
+    K, n_iter = len(start), 10
+    fitted, runners = {}, {}
     for ctype in ("diag", "full", "tied"):
-        covars = _start_covars(ctype, K, D)
+        covars = _start_covars(ctype, K, X.shape[1])
 
         def ours(covars=covars, ctype=ctype):
             fitted["ours"] = _our_fit(X, lengths, start, A, means, covars, ctype, n_iter)
+
+        runners[ctype] = ours
 
         def hmmlearn_fit(impl, covars=covars, ctype=ctype):
             def run():
@@ -132,21 +147,21 @@ def bench_diag_em(rows, repeat=3):
             h_ref = np.array(fitted[impl].monitor_.history)
             rows.append(
                 {
-                    "case": f"{ctype} HMM EM, K=8, 200x500x4, 10 iter (CPU time)",
+                    "case": f"{ctype} HMM EM, K=8, {shape}, 10 iter (CPU time)",
                     "anchor": f"hmmlearn 0.3 GaussianHMM(implementation='{impl}')",
                     "ours_s": t_ours,
                     "anchor_s": t_ref,
                     "speedup": float(np.median(ratios)),
                     "speedup_spread": _spread(ratios),
                     "target": ">= 10x" if impl == "scaling" else ">= 30x",
-                    "goal": f"A {ctype} vs {impl}",
+                    "goal": (goal or "A {ctype} vs {impl}").format(ctype=ctype, impl=impl),
                     "load_average_1min": os.getloadavg()[0],
                     "loglik_history_max_rel_diff": float(
                         np.max(np.abs(h_ours - h_ref) / np.abs(h_ref))
                     ),
                 }
             )
-    bench_pomegranate(rows, X, lengths, start, A, means, np.ones((K, D)), n_iter, ours, fitted)
+    return runners, fitted
 
 
 def bench_long_em(rows, repeat=3, shapes=((5, 20_000), (1, 100_000))):
@@ -161,53 +176,9 @@ def bench_long_em(rows, repeat=3, shapes=((5, 20_000), (1, 100_000))):
 
 
 def _long_case(rows, n_seq, T, repeat):
-    from hmmlearn import hmm
-
     X, lengths, start, A, means, _ = _diag_case(n_seq=n_seq, T=T)
-    K, D, n_iter = len(start), X.shape[1], 10
-    fitted = {}
-    for ctype in ("diag", "full", "tied"):
-        covars = _start_covars(ctype, K, D)
-
-        def ours(covars=covars, ctype=ctype):
-            fitted["ours"] = _our_fit(X, lengths, start, A, means, covars, ctype, n_iter)
-
-        def hmmlearn_fit(impl, covars=covars, ctype=ctype):
-            def run():
-                m = hmm.GaussianHMM(
-                    K,
-                    ctype,
-                    init_params="",
-                    n_iter=n_iter,
-                    tol=-np.inf,
-                    covars_prior=0.0,
-                    implementation=impl,
-                )
-                m.startprob_, m.transmat_, m.means_, m.covars_ = start, A, means, covars
-                fitted[impl] = m.fit(X, lengths)
-
-            return run
-
-        for impl in ("scaling", "log"):
-            t_ours, t_ref, ratios = _paired(ours, hmmlearn_fit(impl), repeat=repeat)
-            h_ours = np.array(fitted["ours"].monitor_.history)
-            h_ref = np.array(fitted[impl].monitor_.history)
-            rows.append(
-                {
-                    "case": f"{ctype} HMM EM, K=8, {n_seq}x{T}x4, 10 iter (CPU time)",
-                    "anchor": f"hmmlearn 0.3 GaussianHMM(implementation='{impl}')",
-                    "ours_s": t_ours,
-                    "anchor_s": t_ref,
-                    "speedup": float(np.median(ratios)),
-                    "speedup_spread": _spread(ratios),
-                    "target": ">= 10x" if impl == "scaling" else ">= 30x",
-                    "goal": f"long {ctype} {n_seq}x{T} {impl}",
-                    "load_average_1min": os.getloadavg()[0],
-                    "loglik_history_max_rel_diff": float(
-                        np.max(np.abs(h_ours - h_ref) / np.abs(h_ref))
-                    ),
-                }
-            )
+    goal = f"long {{ctype}} {n_seq}x{T} {{impl}}"
+    _em_rows(rows, X, lengths, start, A, means, repeat, shape=f"{n_seq}x{T}x4", goal=goal)
 
 
 def bench_em_profile(rows):
