@@ -252,8 +252,9 @@ def units(lengths: np.ndarray) -> np.ndarray:
 def _run_units(fn, n_units: int, n_jobs: int) -> None:
     """Call ``fn(u)`` for every unit ``u``, on ``n_jobs`` threads of a kept pool.
 
-    Threads take the next unit as they free up (load balance); ``fn`` writes
-    only unit ``u``'s outputs, so the order they finish in does not matter.
+    The pool's queue hands each free thread the next unit (load balance);
+    ``fn`` writes only unit ``u``'s outputs, so the order they finish in does
+    not matter.
     """
     n_jobs = min(n_jobs, n_units)
     if n_jobs <= 1:
@@ -261,16 +262,5 @@ def _run_units(fn, n_units: int, n_jobs: int) -> None:
             fn(u)
         return
     pool = _pool(n_jobs)
-    counter = iter(range(n_units))
-    lock = threading.Lock()
-
-    def worker():
-        while True:
-            with lock:
-                u = next(counter, None)
-            if u is None:
-                return
-            fn(u)
-
-    for f in [pool.submit(worker) for _ in range(n_jobs)]:
+    for f in [pool.submit(fn, u) for u in range(n_units)]:
         f.result()  # re-raises a worker's exception here
