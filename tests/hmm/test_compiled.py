@@ -767,3 +767,27 @@ def test_lane_layout_arrays_share_one_block_without_overlapping(monkeypatch):
     assert all(lay.scratch(u, 4)[0] is kept[u][0] for u in range(len(lay.units)))
     lay.prepare(2)
     assert all(lay.scratch(u, 2)[0].shape[1] == 2 for u in range(len(lay.units)))
+
+
+@needs_numba
+def test_fused_estep_refuses_a_layout_made_for_other_data():
+    """A layout built for another centre or other sequences would give wrong sums with
+    no error: the E-step refuses it and names the fix."""
+    from tying.hmm.forward_backward import LaneLayout, forward_backward_stats
+
+    X = np.array([[0.0], [1.0], [5.0]])
+    batch = SequenceBatch.from_lengths([2, 1])
+    layout = LaneLayout(X, np.zeros(1), batch)
+
+    def density(unit, b, m):
+        m[:] = 0.0
+        b[:] = 0.0
+
+    args = (np.ones(1), np.ones((1, 1)), X)
+    with pytest.raises(ValueError, match="build the LaneLayout from the same X, center and batch"):
+        forward_backward_stats(*args, np.ones(1), batch, layout, density, None, full=False)
+    other = SequenceBatch.from_lengths([1, 2])
+    with pytest.raises(ValueError, match="build the LaneLayout from the same X, center and batch"):
+        forward_backward_stats(*args, np.zeros(1), other, layout, density, None, full=False)
+    post = forward_backward_stats(*args, np.zeros(1), batch, layout, density, None, full=False)
+    assert post.stats.n.tolist() == [3.0]

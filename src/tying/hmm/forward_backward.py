@@ -442,6 +442,7 @@ class LaneLayout:
         LANE_BLOCK = kernels.LANE_BLOCK
         X = np.ascontiguousarray(X, dtype=np.float64)
         center = np.ascontiguousarray(center, dtype=np.float64)
+        self.center, self.lengths = center, batch.lengths.copy()  # checked on every use
         self.edges = compiled.units(batch.lengths)
         self.units = []
         D = X.shape[1]
@@ -606,7 +607,8 @@ def forward_backward_stats(
     Raises:
         RuntimeError: when the compiled kernels are unavailable (use
             :func:`forward_backward` and the NumPy statistics then).
-        ValueError: for a bad ``n_jobs``.
+        ValueError: for a bad ``n_jobs``, or a ``layout`` made for another ``center``
+            or other sequence lengths (its statistics would be silently wrong).
 
     Example:
         >>> from tying.hmm import compiled
@@ -636,6 +638,15 @@ def forward_backward_stats(
     A = np.ascontiguousarray(transmat, dtype=np.float64)
     X = np.ascontiguousarray(X, dtype=np.float64)
     center = np.ascontiguousarray(center, dtype=np.float64)
+    if not np.array_equal(center, layout.center) or not np.array_equal(
+        batch.lengths, layout.lengths
+    ):
+        raise ValueError(
+            f"layout was made for center {layout.center} and {len(layout.lengths)} sequences "
+            f"of lengths {layout.lengths[:5]}..., got center {center} and "
+            f"{batch.n_sequences} sequences of lengths {batch.lengths[:5]}...; build the "
+            f"LaneLayout from the same X, center and batch"
+        )
     n_seq, K, D = batch.n_sequences, A.shape[0], X.shape[1]
     U = len(layout.units)
     ll = np.empty(n_seq)
