@@ -711,8 +711,11 @@ def forward_backward_stats(
         n = n + g.sum(0)
         sx = sx + g.T @ xc
         sxx = sxx + (np.einsum("nk,nd,ne->kde", g, xc, xc) if full else g.T @ xc**2)
-    post = Posteriors(
-        log_likelihood=ll, gamma=None, xi_sum=xi_sum, start=first, n_log_space=int(seqs.size)
+    return Posteriors(
+        log_likelihood=ll,
+        gamma=None,
+        xi_sum=xi_sum,
+        start=first,
+        n_log_space=int(seqs.size),
+        stats=GaussianStats(n=n, sx=sx, sxx=sxx),
     )
-    post.stats = GaussianStats(n=n, sx=sx, sxx=sxx)
-    return post
