@@ -191,12 +191,8 @@ def bench_em_profile(rows):
     model = _our_fit(X, lengths, start, A, means, covars, "diag", n_iter=1)
     batch = SequenceBatch.from_lengths(lengths)
 
-    def cpu(fn, n=5):
-        fn()
-        t0 = time.process_time()
-        for _ in range(n):
-            fn()
-        return (time.process_time() - t0) / n
+    def cpu(fn, n=5):  # CPU seconds of one call, after one warm-up call
+        return timeit(fn, repeat=n, warmup=1, clock=time.process_time)
 
     t_iter = cpu(lambda: _our_fit(X, lengths, start, A, means, covars, "diag"), n=2) / 10
     t_context = cpu(lambda: model._em_context(X, batch))
