@@ -242,3 +242,19 @@ def test_sample_draws_from_the_state_and_its_mixture_weights():
     X, states = m.sample(40, random_state=0)
     assert states.tolist() == [0, 1] * 20
     assert np.all(np.sign(X[:, 0]) == np.where(states == 0, -1, 1))
+
+
+def test_each_em_iteration_computes_the_mixture_densities_once(monkeypatch):
+    """The M-step re-uses the E-step's component tables (the parameters do not change in
+    between): one density pass per iteration, not two."""
+    X = np.random.default_rng(0).normal(size=(300, 2))
+    calls = []
+    log_parts = GMMHMM._log_parts
+
+    def spy(self, X):
+        calls.append(len(X))
+        return log_parts(self, X)
+
+    monkeypatch.setattr(GMMHMM, "_log_parts", spy)
+    GMMHMM(2, n_mix=2, n_iter=4, tol=-np.inf, random_state=0).fit(X)
+    assert len(calls) == 4

@@ -33,6 +33,7 @@ from scipy.linalg import cho_factor, solve_triangular
 from scipy.special import logsumexp
 
 from tying.hmm.base import BaseHMM, _positive_int, _stochastic
+from tying.hmm.forward_backward import Posteriors, forward_backward
 from tying.hmm.gaussian import (
     _check_covariance,
     _check_min_covar,
@@ -364,9 +365,25 @@ class GMMHMM(BaseHMM):
     def _log_emission(self, X):
         return self._log_parts(X)[0]
 
-    def _emission_mstep(self, X, gamma, learn) -> None:
+    def _em_context(self, X, batch) -> dict:
+        """Holds each iteration's emission parts from the E-step for its M-step."""
+        return {}
+
+    def _estep(self, X, batch, context) -> Posteriors:
+        """The generic E-step, keeping the component tables for this iteration's M-step:
+        the parameters do not change in between, so the densities are computed once."""
+        context["parts"] = parts = self._log_parts(X)
+        return forward_backward(
+            self._startprob, self.transmat_, parts[0], batch, n_jobs=self.n_jobs
+        )
+
+    def _emission_update(self, X, post, learn, context) -> None:
+        self._emission_mstep(X, post.gamma, learn, context.pop("parts"))
+
+    def _emission_mstep(self, X, gamma, learn, parts) -> None:
+        """The M-step from posteriors ``gamma`` and the E-step's ``_log_parts(X)``."""
         ties, K, M = self.ties_, self.n_components, self.n_mix
-        log_b, tables, log_w, center = self._log_parts(X)
+        log_b, tables, log_w, center = parts
         Xc = X - center
         D = X.shape[1]
         full = self.covariance_type == "full"
