@@ -32,7 +32,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import cho_factor, solve_triangular
 
+from tying.hmm import compiled
 from tying.hmm.base import BaseHMM, _check_prior, _positive_int
+from tying.hmm.forward_backward import LaneLayout, _deal_rows, forward_backward_stats
 from tying.hmm.sequences import check_observations
 from tying.hmm.ties import StateTies
 
@@ -456,9 +458,6 @@ class GaussianHMM(BaseHMM):
     # ------------------------------------------------------------- fused EM
     def _em_context(self, X, batch):
         """What every EM iteration re-uses: the data's centre, and its lane layout."""
-        from tying.hmm import compiled
-        from tying.hmm.forward_backward import LaneLayout
-
         center = _column_means(X)
         context = {"center": center, "X": np.ascontiguousarray(X, dtype=np.float64)}
         if compiled._kernels() is not None:
@@ -473,9 +472,6 @@ class GaussianHMM(BaseHMM):
         statistics from ``gamma``: the reference path the fused one is tested
         against.
         """
-        from tying.hmm import compiled
-        from tying.hmm.forward_backward import forward_backward_stats
-
         kernels = compiled._kernels()
         if kernels is None or "layout" not in context:
             return super()._estep(X, batch, context)
@@ -510,8 +506,6 @@ class GaussianHMM(BaseHMM):
             const = -0.5 * (D * _LOG_2PI - np.log(prec).sum(1))
             lanes, args = kernels.lanes_density_diag, (prec,)
         elif K * D * (D + 1) // 2 > _FUSED_FULL_MAX:
-            from tying.hmm.forward_backward import _deal_rows
-
             lb = np.ascontiguousarray(self._log_emission(X))
 
             def shifted(u, b, m):
