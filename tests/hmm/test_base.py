@@ -167,3 +167,19 @@ def test_init_params_overwriting_an_assigned_attribute_is_logged(caplog):
         "'means_' attribute is set, it will be overwritten" in r.getMessage()
         for r in caplog.records
     )
+
+
+def test_the_em_context_is_made_once_per_fit_not_per_restart(monkeypatch):
+    """What EM re-uses (the Gaussian lane layout: copies of X) depends on the data only,
+    so n_init restarts share one."""
+    *_, X, lengths = _data(5)
+    made = []
+    em_context = GaussianHMM._em_context
+
+    def spy(self, X, batch):
+        made.append(len(X))
+        return em_context(self, X, batch)
+
+    monkeypatch.setattr(GaussianHMM, "_em_context", spy)
+    GaussianHMM(3, n_iter=2, n_init=3, random_state=0).fit(X, lengths)
+    assert made == [len(X)]

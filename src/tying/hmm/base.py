@@ -330,10 +330,11 @@ class BaseHMM:
             self._warn_degenerate(X)
             rng = np.random.default_rng(self.random_state)
             best = None
+            context = self._em_context(X, batch)  # depends on the data only: once per fit
             for restart in range(self.n_init):
                 self._initialise(X, rng, kept)
                 monitor = ConvergenceMonitor(tol, n_iter, bool(self.verbose))
-                self._em(X, batch, monitor)
+                self._em(X, batch, monitor, context)
                 last = monitor.history[-1] if monitor.history else -np.inf  # n_iter=0
                 if best is None or last > best[0]:
                     best = (last, self._snapshot(), monitor, restart)
@@ -394,8 +395,7 @@ class BaseHMM:
     def _param_kind(self, param: str) -> str:
         return param
 
-    def _em(self, X, batch, monitor: ConvergenceMonitor) -> None:
-        context = self._em_context(X, batch)
+    def _em(self, X, batch, monitor: ConvergenceMonitor, context) -> None:
         for it in range(monitor.n_iter):
             post = self._estep(X, batch, context)
             if not np.all(np.isfinite(post.log_likelihood)):
@@ -411,7 +411,8 @@ class BaseHMM:
                 return
 
     def _em_context(self, X, batch):
-        """Subclass hook: what every EM iteration re-uses (computed once per fit)."""
+        """Subclass hook: what every EM iteration of every restart re-uses (made once per
+        fit, so it may depend on the data but not on the parameters)."""
         return None
 
     def _estep(self, X, batch, context) -> Posteriors:
