@@ -31,13 +31,12 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 
 import torch
 from torch import nn
 
 import tying
-from benchmarks.common import compare, steady_allocator, write
+from benchmarks.common import steady_allocator, timed_rounds, write
 from tying.nn import HashedEmbedding
 from tying.nn.hashed_kernels import fused_available
 
@@ -78,12 +77,8 @@ class _OldEntry(nn.Module):
 
 def _ratio(ours, anchor, repeat: int, rounds: int = ROUNDS) -> dict:
     """``anchor / ours`` time in ``rounds`` interleaved rounds: median, min, max; times in ms."""
-    r, t_o, t_a = [], [], []
-    for _ in range(rounds):
-        a, b = compare(ours, anchor, repeat=repeat, clock=time.process_time)
-        r.append(b / a)
-        t_o.append(a)
-        t_a.append(b)
+    t_o, t_a = timed_rounds(ours, anchor, n=rounds, repeat=repeat)
+    r = [b / a for a, b in zip(t_o, t_a, strict=True)]
     return {
         "ratio": statistics.median(r),
         "min": min(r),

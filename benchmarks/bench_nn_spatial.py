@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import tying
-from benchmarks.common import compare, steady_allocator, timeit, write
+from benchmarks.common import compare, steady_allocator, timed_rounds, timeit, write
 from tying.nn import GroupConv2d, HashedEmbedding, group_act
 
 ROUNDS = 3  # each ratio is measured this many times; the row gives min/median/max
@@ -62,12 +62,8 @@ def _e2cnn():
 
 def _spread(ours, anchor, *, repeat: int, warmup: int = 2, key: str = "ratio") -> dict:
     """``ROUNDS`` interleaved CPU-time ratios (min/median/max) and one wall-time ratio."""
-    ratios, t_ours, t_anchor = [], [], []
-    for _ in range(ROUNDS):
-        a, b = compare(ours, anchor, repeat=repeat, warmup=warmup, clock=time.process_time)
-        ratios.append(a / b)
-        t_ours.append(a)
-        t_anchor.append(b)
+    t_ours, t_anchor = timed_rounds(ours, anchor, n=ROUNDS, repeat=repeat, warmup=warmup)
+    ratios = [a / b for a, b in zip(t_ours, t_anchor, strict=True)]
     w_ours, w_anchor = compare(ours, anchor, repeat=repeat, warmup=1)
     return {
         "ours_ms": 1e3 * statistics.median(t_ours),

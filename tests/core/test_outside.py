@@ -58,6 +58,23 @@ def test_global_unstructured_over_a_tied_slot_is_refused_before_it_prunes_anythi
     assert not hasattr(m.c, "weight_mask")  # outside torch's prune module: a plain False
 
 
+def test_global_unstructured_over_a_slot_on_its_own_storage_names_that_storage():
+    # a tie with no source reads its own storage parameter: the refusal names it, since
+    # that is what to list instead (not the words "its own storage")
+    m = nn.Sequential(nn.Linear(4, 4))
+    tying.Plan([tying.share("0.weight", relation=tying.Mirrored())]).apply(m)
+    own = [n for n, _ in m.named_parameters() if n.startswith("0.weight")]
+    assert len(own) == 1 and own[0] != "0.weight"
+    with pytest.raises(
+        tying.TieError,
+        match=rf"'0.weight' is a tied slot \(reads {own[0]} via .*List the physical tensor "
+        rf"\({own[0]}\) once",
+    ):
+        prune.global_unstructured([(m[0], "weight")], prune.L1Unstructured, amount=0.3)
+    with pytest.raises(tying.TieError, match=rf"'0.weight' \(reads {own[0]} via Mirrored"):
+        prune.l1_unstructured(m[0], "weight", amount=0.3)
+
+
 def test_global_unstructured_over_a_non_contiguous_view_fails_in_torch_before_any_change():
     m = Net(ROTATED)
     before = state_bytes(m)

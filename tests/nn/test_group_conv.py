@@ -245,6 +245,22 @@ def test_eval_bank_cache_follows_in_place_updates():
         assert not conv(x).equal(first)
 
 
+def test_eval_cache_follows_a_write_through_data():
+    """A write through ``.data`` (an EMA update, hand-loaded weights) moves no version
+    counter: the eval-mode bank and bias must still follow it, not serve the old ones."""
+    _, conv = _net("C4")
+    conv.eval()
+    x = torch.randn(1, 3, 4, 6, 6, dtype=F64)
+    with torch.no_grad():
+        first = conv(x)
+        for p in conv.parameters():
+            p.data.mul_(2.0)
+        bias = torch.stack([conv.biases.e] * 4, dim=1).reshape(-1)
+        want = F.conv2d(x.flatten(1, 2), conv._slot_bank(), bias, padding=1).unflatten(1, (4, 4))
+        torch.testing.assert_close(conv(x), want, rtol=0, atol=0)
+        torch.testing.assert_close(conv(x), 2.0 * first, rtol=1e-12, atol=1e-12)
+
+
 def test_eval_bias_cache_follows_in_place_updates_and_train_mode():
     """The eval-mode cache covers the bias too (issue 19); it must never serve a stale bias."""
     _, conv = _net("C4")

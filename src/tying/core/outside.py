@@ -92,16 +92,11 @@ def source_value(module: nn.Module, name: str) -> torch.Tensor:
     return getattr(module, name)
 
 
-def _named(slot, name: str) -> tuple[str, str]:
-    """(the tied slot's full path, what it reads) as both prune refusals print them."""
-    return ".".join(p for p in (slot.paths[0], name) if p), slot.paths[1] or "its own storage"
-
-
 def check_register(module: nn.Module, name: str, slots: dict) -> None:
     """Refuse ``torch.nn.utils.prune`` registering ``<slot>_orig`` on a tied slot (no change yet)."""
     if name.endswith(ORIG) and name[: -len(ORIG)] in slots:
         slot = slots[name[: -len(ORIG)]]
-        where, src = _named(slot, name[: -len(ORIG)])
+        where, src = slot.target_and_source(name[: -len(ORIG)])
         raise TieError(
             f"torch.nn.utils.prune on the tied slot {where!r} (reads {src} via {slot.relation!r}) "
             f"would give it a private copy and break the tie; prune the physical tensor so every "
@@ -131,7 +126,7 @@ def check_prune_query(module: nn.Module, name: str, slots: dict) -> None:
     else:
         return
     slot = slots[name[: -len("_mask")]]
-    where, src = _named(slot, name[: -len("_mask")])
+    where, src = slot.target_and_source(name[: -len("_mask")])
     raise TieError(
         f"torch.nn.utils.prune.global_unstructured: {where!r} is a tied slot (reads {src} via "
         f"{slot.relation!r}); pruning it would give it a private copy and break the tie, so "

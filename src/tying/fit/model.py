@@ -566,9 +566,7 @@ class ModelEvaluator:
             if self._complex_ok and exact is not None:
                 return exact
         v = np.stack([values[n] for n in free], axis=1)  # (K, P)
-        h = fd_step(v, self._fd_zero_scale)
-        h_up = np.minimum(h, self._upper - v)  # (K, P) steps that stay inside the bounds
-        h_dn = np.minimum(h, v - self._lower)
+        h_up, h_dn = self._inside_bounds(v, fd_step(v, self._fd_zero_scale))
         jac = self._jac_central(values, v, h_up, h_dn, small)
         if self.vectorized and small and self._complex_ok is None:
             # central differences are good to ~1e-10 relative: agreement to 1e-6 is a match
@@ -578,11 +576,12 @@ class ModelEvaluator:
     def _fd_floored(self, values: dict[str, np.ndarray], free: list[str]) -> np.ndarray:
         """Central differences with steps relative to ``max(|v|, |start|)``, one column at a time."""
         v = np.stack([values[n] for n in free], axis=1)  # (K, P)
-        h = _FD_STEP * np.maximum(np.abs(v), self._fd_zero_scale)
-        h = np.maximum((v + h) - v, h * 0.5)
-        h_up = np.minimum(h, self._upper - v)
-        h_dn = np.minimum(h, v - self._lower)
-        return self._fd_columns(values, v, h_up, h_dn, range(len(free)))
+        h = _representable(v, _FD_STEP * np.maximum(np.abs(v), self._fd_zero_scale))
+        return self._fd_columns(values, v, *self._inside_bounds(v, h), range(len(free)))
+
+    def _inside_bounds(self, v: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(K, P)`` up and down steps no longer than ``h`` that stay inside the bounds."""
+        return np.minimum(h, self._upper - v), np.minimum(h, v - self._lower)
 
     def _jac_central(self, values, v, h_up, h_dn, small: bool) -> np.ndarray:
         """Central differences: one stacked call when small and verified, else 2P calls."""
@@ -676,7 +675,11 @@ def fd_step(v: np.ndarray, zero_scale: np.ndarray | float = 1.0) -> np.ndarray:
     """
     v = np.asarray(v, dtype=float)
     scale = np.where(np.abs(v) > 0, np.abs(v), zero_scale)
-    h = _FD_STEP * np.maximum(scale, 1e-290)
+    return _representable(v, _FD_STEP * np.maximum(scale, 1e-290))
+
+
+def _representable(v: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """``h`` rounded so that ``v + h`` is exactly representable (never below ``h / 2``)."""
     return np.maximum((v + h) - v, h * 0.5)
 
 

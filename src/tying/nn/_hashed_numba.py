@@ -221,9 +221,7 @@ def aligned_hash(ids, coef, c1, c2, signed, fac, R, bid, sf):
     """
     n = ids.shape[0]
     r1, r2 = np.empty(n, np.int64), np.empty(n, np.int64)
-    for k in range(n):
-        r1[k] = _row_fold(ids[k], coef, 0)
-        r2[k] = _row_fold(ids[k], coef, 5)
+    rows(ids, coef, r1, r2)
     inv = 1.0 / R
     for blk in range(c1.shape[0]):
         cb, cs, b_out, s_out = c1[blk], c2[blk], bid[blk], sf[blk]

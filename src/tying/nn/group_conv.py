@@ -443,7 +443,9 @@ class _GroupConvBase(nn.Module):
 
         Training, autograd and ``torch.compile`` always rebuild (the result must carry
         the graph). The stamp is each parameter's storage, version counter, device and
-        dtype, so an in-place update, ``load_state_dict`` or ``.to()`` rebuilds.
+        dtype, so an in-place update, ``load_state_dict`` or ``.to()`` rebuilds; a
+        copy of the parameters' values catches a write through ``.data`` (an EMA
+        update ``p.data.mul_(d)``, hand-loaded weights), which moves no counter.
         """
         if torch.is_grad_enabled() or self.training or torch.compiler.is_compiling():
             return build()
@@ -453,11 +455,17 @@ class _GroupConvBase(nn.Module):
             # no storage to stamp (torch.func transforms: vmap over an ensemble's
             # stacked parameters): build, and never cache a transform's tensor
             return build()
+        if any(p.is_meta for p in params):
+            return build()  # no values to compare
         cached = self.__dict__.get(name)
-        if cached is None or cached[0] != stamp:
-            cached = (stamp, build())
+        if (
+            cached is None
+            or cached[0] != stamp
+            or not all(torch.equal(a, p) for a, p in zip(cached[1], params, strict=True))
+        ):
+            cached = (stamp, [p.detach().clone() for p in params], build())
             self.__dict__[name] = cached
-        return cached[1]
+        return cached[2]
 
     def train(self, mode: bool = True):
         self.__dict__.pop("_bank_cache", None)
