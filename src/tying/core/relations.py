@@ -450,9 +450,9 @@ def relation_from_spec(spec: dict[str, Any]) -> Relation:
     kind = spec.pop("type", None)
     if kind not in RELATIONS:
         raise TieError(
-            f"unknown relation type {kind!r}; known: {sorted(RELATIONS)} (a relation from a "
-            f"layer package is known once that package is imported: HashedTable needs "
-            f"import tying.nn)"
+            f"unknown relation type {kind!r}; known: {sorted(RELATIONS)} (a relation "
+            f"defined outside tying.core is known once the package that defines it is "
+            f"imported)"
         )
     fields = {f.name for f in dataclasses.fields(RELATIONS[kind])}
     extra = sorted(str(k) for k in spec if k not in fields)
