@@ -123,7 +123,6 @@ def _print_goals(rows: list[dict]) -> None:
 
 
 def _drug_like_rows(n: int, anchor: int) -> list[dict]:
-    from openff.toolkit import Molecule
 
     from tying.chem import SmirksAssigner
     from tying.chem.generate import drug_like_smiles
@@ -149,16 +148,7 @@ def _drug_like_rows(n: int, anchor: int) -> list[dict]:
     assigner = SmirksAssigner(FORCE_FIELD)
     theirs_ff = openff_force_field(FORCE_FIELD)
 
-    def ours():
-        assigner.clear_cache()
-        assigner.assign_many(prefix)
-
-    def theirs():
-        for s in prefix:
-            theirs_ff.label_molecules(
-                Molecule.from_smiles(s, allow_undefined_stereo=True).to_topology()
-            )
-
+    ours, theirs = _cold_labellers(assigner, theirs_ff, prefix)
     for clock, label in ((time.perf_counter, "wall"), (time.process_time, "CPU")):
         t_ours, t_theirs = compare(
             ours, theirs, repeat=3, warmup=1 if label == "wall" else 0, clock=clock
@@ -244,13 +234,9 @@ def _memory_row(assigner, smiles: list[str]) -> dict:
     }
 
 
-def _other_set_rows(label: str, smiles: list[str], assigner, theirs_ff) -> list[dict]:
-    """Agreement with label_molecules and cold CPU time (interleaved) on one more set."""
+def _cold_labellers(assigner, theirs_ff, smiles: list[str]):
+    """``(ours, theirs)``: label ``smiles`` cold with assign_many, and with label_molecules."""
     from openff.toolkit import Molecule
-
-    from tying.chem.validate import compare_set
-
-    compared, mismatches = compare_set([(s, s) for s in smiles], FORCE_FIELD)
 
     def ours():
         assigner.clear_cache()
@@ -262,6 +248,17 @@ def _other_set_rows(label: str, smiles: list[str], assigner, theirs_ff) -> list[
                 Molecule.from_smiles(s, allow_undefined_stereo=True).to_topology()
             )
 
+    return ours, theirs
+
+
+def _other_set_rows(label: str, smiles: list[str], assigner, theirs_ff) -> list[dict]:
+    """Agreement with label_molecules and cold CPU time (interleaved) on one more set."""
+
+    from tying.chem.validate import compare_set
+
+    compared, mismatches = compare_set([(s, s) for s in smiles], FORCE_FIELD)
+
+    ours, theirs = _cold_labellers(assigner, theirs_ff, smiles)
     t_ours, t_theirs = compare(ours, theirs, repeat=3, warmup=0, clock=time.process_time)
     row = _row(f"{label}: cold, 1 process (CPU time)", len(smiles), t_ours, t_theirs)
     row.update(terms_compared=compared, mismatches=len(mismatches))

@@ -8,10 +8,11 @@ from tying.chem.errors import missing_extra
 
 try:
     from rdkit import Chem, rdBase
+    from rdkit.Chem import rdqueries
 except ImportError as _err:  # pragma: no cover - exercised only without the extra
     raise missing_extra("RDKit", _err) from _err
 
-__all__ = ["Chem", "quiet"]
+__all__ = ["Chem", "quiet", "rdqueries"]
 
 
 @contextlib.contextmanager

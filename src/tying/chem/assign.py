@@ -339,32 +339,12 @@ class SmirksAssigner:
             UnassignedParameterError: with ``strict``, for an atom without vdW
                 parameter or a bond/angle/torsion without parameter.
         """
-        _check_input(molecule, name)
-        text = molecule if isinstance(molecule, str) else None
-        if text is not None and self.cache and text in self._by_text:
-            self.hits += 1
-            return self._named(self._by_text[text], name)
-        model = self.force_field.aromaticity_model
-        if text is not None:
-            mol, n_written = parse_smiles(text, name=name, aromaticity_model=model)
-        else:
-            mol, n_written = prepare_molecule(molecule, aromaticity_model=model), None
-        smiles, order = canonical_order(mol)
-        cached = self._by_canonical.get(smiles) if self.cache else None
-        if cached is not None:
-            self.hits += 1
-            result = _remap(cached[1], cached[0], order)
-        else:
-            self.misses += 1
-            if n_written is None:
-                result = self._assign_reference(mol, smiles, name or text)
-            else:
-                result = self._assign_scanned(mol, smiles, name or text, n_written)
-            if self.cache:
-                self._by_canonical[smiles] = (order, result)
-        if text is not None and self.cache:
-            self._by_text[text] = result
-        return self._named(result, name)
+        # One copy of the cache logic: a batch of one is exactly assign (the batch's
+        # docstring says so), unpacked as assign's results always were.
+        results, failure = self._assign_batch([(molecule, name)], pack=False)
+        if failure is not None:
+            raise failure[1]
+        return results[0]
 
     def _assign_batch(
         self, items: Sequence[tuple[Any, str | None]], *, pack: bool = True

@@ -19,9 +19,7 @@ import importlib.resources
 import pathlib
 from typing import Any
 
-from rdkit.Chem import rdqueries
-
-from tying.chem._rdkit import Chem, quiet
+from tying.chem._rdkit import Chem, quiet, rdqueries
 from tying.chem.errors import SmilesError
 
 SUPPORTED_AROMATICITY = ("OEAroModel_MDL",)

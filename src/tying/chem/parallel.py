@@ -199,7 +199,7 @@ def _names_as_in_one_process(assigner, items, results, first) -> None:
                 wanted = molecule if isinstance(molecule, str) else None
             elif a.smiles in seen:
                 wanted = seen[a.smiles]
-            elif assigner.cache and a.smiles in assigner._by_canonical:
+            elif a.smiles in assigner._by_canonical:
                 wanted = assigner._by_canonical[a.smiles][1].name
             else:
                 wanted = molecule if isinstance(molecule, str) else None

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -571,9 +571,23 @@ class Prefilter:
         bond_bits: dict[tuple[str, str, str], int] = {}
         trees: dict[str, tuple] = {}
         needs: list[tuple[list[int], list[int]]] = []
+
+        def tree(smarts: str) -> tuple:  # parsed once per distinct atom SMARTS
+            t = trees.get(smarts)
+            if t is None:
+                t = trees[smarts] = parse_atom_query(smarts)
+            return t
+
+        def bond_bits_of(bonds: Iterable[tuple[str, str, str]], out: list[int]) -> None:
+            # A bond needs a bit unless its atoms and bond all match anything.
+            for a, b, z in bonds:
+                ta, tz = tree(a), tree(z)  # both registered: bond bits index into trees
+                if can_be_false(ta) or can_be_false(tz) or can_be_false(parse_bond_query(b)):
+                    out.append(bond_bits.setdefault((a, b, z), len(bond_bits)))
+
         for c in patterns:
             a_bits, b_bits = [], []
-            atom_trees = [trees.setdefault(a, parse_atom_query(a)) for a in c.atoms]
+            atom_trees = [tree(a) for a in c.atoms]
             for i, smarts in enumerate(c.atoms):
                 # The pattern's neighbours of this atom that must be hydrogens, and those
                 # that must be heavy atoms, map to as many distinct neighbours in a match.
@@ -585,22 +599,14 @@ class Prefilter:
                 if can_be_false(atom_trees[i]) or h_min or heavy_min:
                     key = (smarts, h_min, heavy_min)
                     a_bits.append(atom_bits.setdefault(key, len(atom_bits)))
-            for a, b, z in c.bonds:
-                ta = trees.setdefault(a, parse_atom_query(a))
-                tz = trees.setdefault(z, parse_atom_query(z))
-                if can_be_false(ta) or can_be_false(tz) or can_be_false(parse_bond_query(b)):
-                    b_bits.append(bond_bits.setdefault((a, b, z), len(bond_bits)))
+            bond_bits_of(c.bonds, b_bits)
             # A recursive SMARTS $(...) matches only where its own pattern does, so the
             # molecule needs its atoms and bonds too (anywhere: not tied to this atom).
             for inner_atoms, inner_bonds in map(_atoms_and_bonds, _recursive_parts(c.atoms)):
                 for smarts in inner_atoms:
-                    if can_be_false(trees.setdefault(smarts, parse_atom_query(smarts))):
+                    if can_be_false(tree(smarts)):
                         a_bits.append(atom_bits.setdefault((smarts, 0, 0), len(atom_bits)))
-                for a, b, z in inner_bonds:
-                    ta = trees.setdefault(a, parse_atom_query(a))
-                    tz = trees.setdefault(z, parse_atom_query(z))
-                    if can_be_false(ta) or can_be_false(tz) or can_be_false(parse_bond_query(b)):
-                        b_bits.append(bond_bits.setdefault((a, b, z), len(bond_bits)))
+                bond_bits_of(inner_bonds, b_bits)
             needs.append((a_bits, b_bits))
         self.n_patterns = len(needs)
         self._n_atom_bits = len(atom_bits)
