@@ -542,3 +542,37 @@ def test_verify_does_not_mistake_nan_weights_for_a_lost_write():
         ae.enc.weight[0, 0] = float("nan")  # a diverged run: reported by the loss, not as a tie
     ae(torch.randn(2, 6))
     assert tying.verify(ae) == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=st.lists(st.integers(0, 9), min_size=0, max_size=4),
+    perm_seed=st.integers(0, 10_000),
+    step=st.integers(1, 3),
+)
+def test_the_probe_reads_evenly_spaced_entries_whatever_the_strides(shape, perm_seed, step):
+    # _probe reads storage offsets through a flat view: on a transposed, sliced or
+    # offset tensor it must still read the entries at evenly spaced logical positions
+    from tying.core.slots import PROBE_SIZE, _probe
+
+    g = torch.Generator().manual_seed(perm_seed)
+    big = torch.randn([s * step + 1 for s in shape], generator=g)
+    t = big[tuple(slice(1, None, step) for _ in shape)] if shape else big
+    if t.dim() > 1:
+        t = t.permute(*torch.randperm(t.dim(), generator=g).tolist())
+    where, values = _probe(t)
+    n = t.numel()
+    expect_at = torch.linspace(0, max(n - 1, 0), min(n, PROBE_SIZE)).long()
+    assert torch.equal(values, t.reshape(-1)[expect_at])
+    assert torch.equal(_probe(t, where)[1], values)  # the check re-reads the same entries
+
+
+def test_replacing_data_by_a_slice_at_the_same_address_is_refused_by_the_next_forward():
+    ae = AE(d_in=6, d_hid=6)
+    tying.Plan([tying.share("dec.weight", like="enc.weight", relation=tying.Rotated())]).apply(ae)
+    w = ae.dec.weight
+    w.data = w.data[:, :3]  # same first address, other shape: the old check could not tell
+    with pytest.raises(tying.TieError, match=r"dec\.weight was written by replacing its \.data"):
+        ae(torch.randn(2, 6))
+    ae(torch.randn(2, 6))
+    assert tying.verify(ae) == 1

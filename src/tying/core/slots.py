@@ -148,7 +148,11 @@ class Slot:
                     key += [(t, t._version, t.data_ptr()) for t in extras.values()]
                 # a fresh tensor: a write through .data bumps no counter, so keep a few of
                 # its values to compare at the next read (a view writes through to the source)
-                probe = None if version is None or out.is_meta else _probe(out)
+                probe = (
+                    None
+                    if version is None or out.is_meta
+                    else (*_probe(out), (tuple(out.shape), out.stride()))
+                )
                 self._handed = (out, version, out.data_ptr(), key, probe)
         return out
 
@@ -206,7 +210,9 @@ class Slot:
         held, version, ptr, key, probe = self._handed
         if version is not None and held._version != version:
             how = "in place"
-        elif held.data_ptr() != ptr:
+        elif held.data_ptr() != ptr or (
+            probe is not None and (tuple(held.shape), held.stride()) != probe[2]
+        ):
             how = "by replacing its .data"
         elif probe is not None and not _same_values(probe[1], _probe(held, probe[0])[1]):
             how = "through .data"
@@ -260,18 +266,48 @@ def _equal_now(slot: Slot, module: nn.Module, held: torch.Tensor, key: tuple) ->
 
 PROBE_SIZE = 64  # values of a handed-out computed tensor kept to catch .data writes
 
+# (shape, strides, device) -> storage offsets of PROBE_SIZE evenly spaced entries.
+# Computing them costs linspace + unravel_index + stride arithmetic (~15 µs); a model
+# reads the same few shapes over and over, so they are computed once per layout.
+_PROBE_AT: dict[tuple, torch.Tensor] = {}
+
 
 def _probe(t: torch.Tensor, where=None):
-    """``(where, values)``: up to ``PROBE_SIZE`` evenly spaced entries of ``t``, copied."""
+    """``(where, values)``: up to ``PROBE_SIZE`` evenly spaced entries of ``t``, copied.
+
+    ``where`` are storage offsets relative to ``t``'s own offset, so one
+    ``index_select`` on a flat view of ``t``'s memory reads them, whatever its strides
+    (``rot90`` hands out a non-contiguous tensor).
+    """
     with torch.no_grad():
+        t = t.detach()
         if where is None:
-            n = t.numel()
-            flat = torch.linspace(0, max(n - 1, 0), min(n, PROBE_SIZE), device=t.device)
-            where = torch.unravel_index(flat.long(), t.shape) if t.dim() else ()
-        return where, t.detach()[where].clone()
+            layout = (tuple(t.shape), t.stride(), t.device)
+            where = _PROBE_AT.get(layout)
+            if where is None:
+                n = t.numel()
+                flat = torch.linspace(0, max(n - 1, 0), min(n, PROBE_SIZE)).long()
+                idx = torch.unravel_index(flat, t.shape) if t.dim() else ()
+                offs = torch.zeros_like(flat)
+                for i, stride in zip(idx, t.stride()):
+                    offs += i * stride
+                where = offs.to(t.device)
+                if len(_PROBE_AT) > 4096:  # a model that keeps changing shapes
+                    _PROBE_AT.clear()
+                _PROBE_AT[layout] = where
+        if where.numel() == 0:
+            return where, t.new_empty(0)
+        return where, t.as_strided((_span(t),), (1,)).index_select(0, where)
+
+
+def _span(t: torch.Tensor) -> int:
+    """Elements from ``t``'s first to its last entry in memory (no device read)."""
+    return 1 + sum((size - 1) * stride for size, stride in zip(t.shape, t.stride()))
 
 
 def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if torch.equal(a, b):  # one op; NaNs (never equal) take the slower path below
+        return True
     return bool(torch.eq(a, b).logical_or_(a.isnan() & b.isnan()).all())
 
 
