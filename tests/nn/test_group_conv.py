@@ -358,7 +358,36 @@ def test_gathered_bank_and_gradient_equal_the_slot_path_for_any_size(group, laye
         g_slow = torch.autograd.grad((m._slot_bank() * w).sum(), physical)
         for a, b in zip(g_fast, g_slow):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+        # eval mode without autograd serves bank and bias from one cache: the same values
+        m.eval()
+        with torch.no_grad():
+            for _ in range(2):  # built, then served from the cache
+                torch.testing.assert_close(m(x).flatten(1, 2), want, rtol=0, atol=0)
+        m.train()
         _sgd(m.parameters(), m(x).square().mean())
+
+
+def test_eval_cache_of_bank_and_bias_follows_a_write_to_either_alone():
+    """Bank and bias are cached together in eval mode (issue 19: one stamp, one
+    comparison per call); a ``.data`` write to the bias alone, or to one kernel block
+    alone, must still reach the next eval forward."""
+    _, conv = _net("C4")
+    conv.eval()
+    x = torch.randn(2, 3, 4, 7, 7, dtype=F64)
+
+    def reference():
+        bias = torch.stack([conv.biases.e] * 4, dim=1).reshape(-1)
+        return F.conv2d(x.flatten(1, 2), conv._slot_bank(), bias, padding=1).unflatten(1, (4, 4))
+
+    with torch.no_grad():
+        conv(x)
+        assert conv.filter_bank() is conv.filter_bank()  # served from the one cache
+        conv.biases.e.data.add_(0.5)  # moves no version counter
+        torch.testing.assert_close(conv(x), reference(), rtol=0, atol=0)
+        conv.kernels.e_r2.data.mul_(-1.0)
+        torch.testing.assert_close(conv(x), reference(), rtol=0, atol=0)
+        want_bias = torch.stack([conv.biases.e] * 4, dim=1).reshape(-1)
+        torch.testing.assert_close(conv.bias_bank(), want_bias, rtol=0, atol=0)
 
 
 def test_torch_func_first_call_leaves_no_transform_tensor_behind():
