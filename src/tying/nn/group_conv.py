@@ -342,7 +342,7 @@ class _GroupConvBase(nn.Module):
     def _fast_ready(self) -> bool:
         """The kernel tie and the bias's Same tie are intact: bank and bias come from
         the physical parameters alone (one gather, one stack)."""
-        biases = self._modules["biases"]
+        biases = self._modules.get("biases")
         return self._tie_intact() and (biases is None or biases._parameters.keys() == {"e"})
 
     def _banks(self) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -350,7 +350,7 @@ class _GroupConvBase(nn.Module):
         under autograd or ``torch.compile``; in eval mode without autograd cached
         together until a parameter moves (one stamp and one comparison for both)."""
         kernels = self._modules["kernels"]._parameters
-        biases = self._modules["biases"]
+        biases = self._modules.get("biases")
         physical = [kernels[key] for key in self._physical_tuple()]
         bias = None if biases is None else biases._parameters["e"]
 
