@@ -21,8 +21,10 @@ Two entries, so each can be run alone:
   4. eval mode without autograd (the bank is cached): vs ``F.conv2d``.
   5. vs e2cnn's ``R2Conv`` in train mode, same fields (goal: ≥ 1.2× faster, i.e.
      ratio ≤ 0.83), with the equivariance error of each under a 90° rotation.
-  6. Other shapes (small and large banks, batch 1, 5×5), so the cost is seen where
-     it is largest, not only at the goal shape.
+  6. Other shapes (small and large banks, batch 1, 5×5, D4 at 1×16², and eval mode
+     at 1×16²), so the cost is seen where it is largest, not only at the goal shape:
+     issue 19 part B's goals are ≤ 1.25 for the 4→4-field layer at 1×16² and ≤ 1.08
+     for 64→64 fields at 2×16².
 
 - ``python -m benchmarks nn_spatial``: ``HashedEmbedding`` forward+backward vs a dense
   ``nn.Embedding`` of the same logical size: throughput and memory ratio (target B/(V·D)).
@@ -185,7 +187,7 @@ def channels_last(channels: int = 16, batch: int = 8, side: int = 32) -> dict:
     return row
 
 
-def eval_mode(channels: int = 16, batch: int = 8, side: int = 32) -> dict:
+def eval_mode(channels: int = 16, batch: int = 8, side: int = 32, repeat: int = 31) -> dict:
     """Inference: in eval mode without autograd the bank is cached until the kernel moves."""
     ours, bank, bias = _layer_and_bank("C4", channels, 3)
     ours.eval()
@@ -201,7 +203,7 @@ def eval_mode(channels: int = 16, batch: int = 8, side: int = 32) -> dict:
 
     return {
         "case": f"C4 {channels}->{channels}, {batch}x{side}², eval forward (no grad), vs F.conv2d",
-        **_spread(run_ours, run_bank, repeat=31, key="ratio"),
+        **_spread(run_ours, run_bank, repeat=repeat, key="ratio"),
     }
 
 
@@ -316,6 +318,8 @@ def gconv_main() -> None:
     rows.append(group_conv_vs_bank("C4", channels=16, batch=1, side=32, repeat=61))
     rows.append(group_conv_vs_bank("C4", channels=16, batch=8, side=33, k=5, repeat=11))
     rows.append(group_conv_vs_bank("C4", channels=64, batch=2, side=16, repeat=15))
+    rows.append(group_conv_vs_bank("D4", channels=4, batch=1, side=16, repeat=61))
+    rows.append(eval_mode(channels=4, batch=1, side=16, repeat=201))  # per-call cost, no gather
     write("gconv", rows)
 
 

@@ -333,14 +333,18 @@ def test_bias_bank_reads_every_slot_once_the_tie_is_gone():
     cin=st.integers(1, 3),
     cout=st.integers(1, 3),
     k=st.integers(1, 5),
+    bias=st.booleans(),
 )
-def test_gathered_bank_and_gradient_equal_the_slot_path_for_any_size(group, layer, cin, cout, k):
-    """Property (issue 19): for any sizes the one-gather bank (int32 index, moved once)
-    equals the bank read slot by slot, its gradient equals the slot path's, and the
-    forward equals ``F.conv2d`` on the slot bank; also after an optimizer step."""
+def test_gathered_bank_and_gradient_equal_the_slot_path_for_any_size(
+    group, layer, cin, cout, k, bias
+):
+    """Property (issue 19): for any sizes, with or without bias, the one-gather bank
+    (int32 index, moved once) equals the bank read slot by slot, its gradient equals
+    the slot path's, and the forward (train and eval) equals ``F.conv2d`` on the slot
+    bank; also after an optimizer step."""
     cls = LiftingConv2d if layer == "lift" else GroupConv2d
     torch.manual_seed(cin * 100 + cout * 10 + k)
-    m = cls(cin, cout, k, group=group, padding=k // 2, dtype=F64)
+    m = cls(cin, cout, k, group=group, padding=k // 2, bias=bias, dtype=F64)
     n = len(GROUPS[group])
     x = (
         torch.randn(2, cin, 7, 7, dtype=F64)
@@ -351,14 +355,71 @@ def test_gathered_bank_and_gradient_equal_the_slot_path_for_any_size(group, laye
     physical = [getattr(m.kernels, key) for key in m._physical_keys()]
     for _ in range(2):
         assert torch.equal(m.filter_bank(), m._slot_bank())
-        want = F.conv2d(flat, m._slot_bank(), m.bias_bank(), padding=k // 2)
+        bias_ref = (  # read slot by slot, as the bank is
+            None
+            if m.biases is None
+            else torch.stack([getattr(m.biases, g) for g in GROUPS[group]], 1).reshape(-1)
+        )
+        want = F.conv2d(flat, m._slot_bank(), bias_ref, padding=k // 2)
         torch.testing.assert_close(m(x).flatten(1, 2), want, rtol=0, atol=0)
         w = torch.randn_like(m._slot_bank())
         g_fast = torch.autograd.grad((m.filter_bank() * w).sum(), physical)
         g_slow = torch.autograd.grad((m._slot_bank() * w).sum(), physical)
         for a, b in zip(g_fast, g_slow):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+        # eval mode without autograd serves bank and bias from one cache: the same values
+        m.eval()
+        with torch.no_grad():
+            for _ in range(2):  # built, then served from the cache
+                torch.testing.assert_close(m(x).flatten(1, 2), want, rtol=0, atol=0)
+        m.train()
         _sgd(m.parameters(), m(x).square().mean())
+
+
+@pytest.mark.parametrize("group", ["C4", "D4"])
+@pytest.mark.parametrize("layer", ["lift", "conv"])
+def test_layers_without_bias_run_in_train_and_eval_mode(group, layer):
+    """Regression: the one-check path read ``_modules["biases"]``, which a layer built
+    with ``bias=False`` does not have (its ``biases`` is a plain None): every forward
+    raised KeyError."""
+    cls = LiftingConv2d if layer == "lift" else GroupConv2d
+    m = cls(2, 3, 3, group=group, bias=False, dtype=F64)
+    n = len(GROUPS[group])
+    x = (
+        torch.randn(2, 2, 7, 7, dtype=F64)
+        if layer == "lift"
+        else torch.randn(2, 2, n, 7, 7, dtype=F64)
+    )
+    flat = x if layer == "lift" else x.flatten(1, 2)
+    want = F.conv2d(flat, m._slot_bank(), None, padding=1)
+    assert m.bias_bank() is None
+    torch.testing.assert_close(m(x).flatten(1, 2), want, rtol=0, atol=0)
+    m.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(m(x).flatten(1, 2), want, rtol=0, atol=0)
+
+
+def test_eval_cache_of_bank_and_bias_follows_a_write_to_either_alone():
+    """Bank and bias are cached together in eval mode (issue 19: one stamp, one
+    comparison per call); a ``.data`` write to the bias alone, or to one kernel block
+    alone, must still reach the next eval forward."""
+    _, conv = _net("C4")
+    conv.eval()
+    x = torch.randn(2, 3, 4, 7, 7, dtype=F64)
+
+    def reference():
+        bias = torch.stack([conv.biases.e] * 4, dim=1).reshape(-1)
+        return F.conv2d(x.flatten(1, 2), conv._slot_bank(), bias, padding=1).unflatten(1, (4, 4))
+
+    with torch.no_grad():
+        conv(x)
+        assert conv.filter_bank() is conv.filter_bank()  # served from the one cache
+        conv.biases.e.data.add_(0.5)  # moves no version counter
+        torch.testing.assert_close(conv(x), reference(), rtol=0, atol=0)
+        conv.kernels.e_r2.data.mul_(-1.0)
+        torch.testing.assert_close(conv(x), reference(), rtol=0, atol=0)
+        want_bias = torch.stack([conv.biases.e] * 4, dim=1).reshape(-1)
+        torch.testing.assert_close(conv.bias_bank(), want_bias, rtol=0, atol=0)
 
 
 def test_torch_func_first_call_leaves_no_transform_tensor_behind():

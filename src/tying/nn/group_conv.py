@@ -310,12 +310,9 @@ class _GroupConvBase(nn.Module):
         """
         if self.biases is None:
             return None
-        if self.tied and self.biases._parameters.keys() == {"e"}:
-            # the Same tie intact: every orientation's slot is served as ``biases.e``
-            # (read straight from ``_parameters``: a tied slot's getattr costs more)
-            slots = [self.biases._parameters["e"]] * len(self.elements)
-        else:
-            slots = [getattr(self.biases, g) for g in self.elements]
+        if self._fast_ready():
+            return self._banks()[1]
+        slots = [getattr(self.biases, g) for g in self.elements]
 
         def build() -> torch.Tensor:
             return torch.stack(slots, dim=1).reshape(-1)  # (C_out, |G|) -> (C_out·|G|,)
@@ -340,7 +337,37 @@ class _GroupConvBase(nn.Module):
         keys = self.__dict__.get("_physical_set")
         if keys is None:
             keys = self.__dict__["_physical_set"] = frozenset(self._physical_keys())
-        return self.tied and self.kernels._parameters.keys() == keys
+        return self.tied and self._modules["kernels"]._parameters.keys() == keys
+
+    def _fast_ready(self) -> bool:
+        """The kernel tie and the bias's Same tie are intact: bank and bias come from
+        the physical parameters alone (one gather, one stack)."""
+        biases = self._modules.get("biases")
+        return self._tie_intact() and (biases is None or biases._parameters.keys() == {"e"})
+
+    def _banks(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(filter_bank, bias_bank)`` of the intact tie: built per call when training,
+        under autograd or ``torch.compile``; in eval mode without autograd cached
+        together until a parameter moves (one stamp and one comparison for both)."""
+        kernels = self._modules["kernels"]._parameters
+        biases = self._modules.get("biases")
+        physical = [kernels[key] for key in self._physical_tuple()]
+        bias = None if biases is None else biases._parameters["e"]
+
+        def build() -> tuple[torch.Tensor, torch.Tensor | None]:
+            return self._fast_bank(physical), self._fast_bias(bias)
+
+        if torch.is_grad_enabled() or self.training or torch.compiler.is_compiling():
+            return build()  # the common training path: no stamp, no comparison
+        return self._eval_cached(
+            "_bank_cache", physical if bias is None else [*physical, bias], build
+        )
+
+    def _physical_tuple(self) -> tuple[str, ...]:
+        keys = self.__dict__.get("_physical_keys_cached")
+        if keys is None:
+            keys = self.__dict__["_physical_keys_cached"] = tuple(self._physical_keys())
+        return keys
 
     def _gather_index(self) -> torch.Tensor:
         """For each entry of the logical bank, the flat index of the physical entry it reads.
@@ -374,18 +401,27 @@ class _GroupConvBase(nn.Module):
             self._bank_index = index
         return index
 
-    def _fast_bank(self) -> torch.Tensor:
-        # The tie is intact here, so the physical blocks are plain entries of
-        # ``_parameters`` (read directly: per-call Python shows up in a training step).
-        params = self.kernels._parameters
-        physical = torch.stack([params[key] for key in self._physical_keys()])
-        # (n_physical, C_out, C_in, k, k)
-        index = self._flat_index_on(physical.device)
+    def _fast_bank(self, physical: list | None = None) -> torch.Tensor:
+        if physical is None:
+            params = self._modules["kernels"]._parameters
+            physical = [params[key] for key in self._physical_tuple()]
+        stacked = torch.stack(physical)  # (n_physical, C_out, C_in, k, k)
+        index = self._flat_index_on(stacked.device)
         # one gather; its backward is one index_add into the physical kernel
         # (index_select: about half the cost of advanced indexing, fwd+bwd, on CPU;
-        # a custom autograd.Function whose backward gathers and sums, a 0/1 matmul,
-        # a row gather with permutes, and numba loops all measured slower or no faster)
-        return torch.index_select(physical.view(-1), 0, index).view(self._gather_index().shape)
+        # a custom autograd.Function whose backward gathers and sums, or scatter_adds,
+        # a 0/1 matmul, a row gather with permutes, rot90/roll of the stacked kernel,
+        # and numba loops all measured slower or no faster)
+        shape = self.__dict__.get("_bank_shape")
+        if shape is None:
+            shape = self.__dict__["_bank_shape"] = tuple(self._gather_index().shape)
+        return torch.index_select(stacked.view(-1), 0, index).view(shape)
+
+    def _fast_bias(self, bias: torch.Tensor | None) -> torch.Tensor | None:
+        # the Same tie: every orientation of channel c reads biases.e[c]
+        if bias is None:
+            return None
+        return torch.stack([bias] * len(self.elements), dim=1).view(-1)  # (C_out·|G|,)
 
     def _flat_index_on(self, device: torch.device) -> torch.Tensor:
         """The gather index, flat, on ``device``.
@@ -429,14 +465,16 @@ class _GroupConvBase(nn.Module):
 
         Output channel ``c·|G| + g`` is orientation ``g`` of channel ``c``; input
         channels are ordered the same way. When tied it is one gather from the
-        physical kernel; in eval mode without autograd it is cached until the
-        kernel changes (its version counter moves).
+        physical kernel; in eval mode without autograd it is cached until a
+        parameter changes.
         """
+        if self._fast_ready():
+            return self._banks()[0]
         if not self._tie_intact():
             return self._slot_bank()
         params = self.kernels._parameters
         physical = [params[key] for key in self._physical_keys()]
-        return self._eval_cached("_bank_cache", physical, self._fast_bank)
+        return self._eval_cached("_bank_only_cache", physical, self._fast_bank)
 
     def _eval_cached(self, name: str, params: list, build) -> torch.Tensor:
         """``build()``, kept in eval mode without autograd until a parameter moves.
@@ -468,13 +506,17 @@ class _GroupConvBase(nn.Module):
         return cached[2]
 
     def train(self, mode: bool = True):
-        self.__dict__.pop("_bank_cache", None)
-        self.__dict__.pop("_bias_cache", None)
+        for name in ("_bank_cache", "_bank_only_cache", "_bias_cache"):
+            self.__dict__.pop(name, None)
         return super().train(mode)
 
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
         # x: (B, C_in·orientations_in, H, W) -> (B, C_out, |G|, H', W')
-        y = F.conv2d(x, self.filter_bank(), self.bias_bank(), padding=self.padding)
+        if self._fast_ready():
+            bank, bias = self._banks()  # both from one check (and one eval cache)
+        else:
+            bank, bias = self.filter_bank(), self.bias_bank()
+        y = F.conv2d(x, bank, bias, padding=self.padding)
         return y.unflatten(1, (self.out_channels, len(self.elements)))
 
 
