@@ -577,7 +577,7 @@ class GaussianHMM(BaseHMM):
         w = np.broadcast_to(self._prior("means_weight", 0.0), (K, D))
         mu0 = np.broadcast_to(self._prior("means_prior", 0.0), (K, D))
         if "means" in learn:
-            first = [g[0] for g in ties.groups("means")]
+            first = ties.firsts("means")
             Ng, Sg = ties.pool("means", N), ties.pool("means", Sx)
             wg, pg = w[first], mu0[first] - center
             denom = wg + Ng[:, None]
@@ -589,7 +589,7 @@ class GaussianHMM(BaseHMM):
         md = m + center - mu0  # distance from the prior mean
         Nc = ties.pool("covars", N)
         ok = Nc > _EMPTY
-        first = [g[0] for g in ties.groups("covars")]
+        first = ties.firsts("covars")
         cw = self._prior("covars_weight", 1.0)
         if not self._full():
             cp = np.broadcast_to(self._prior("covars_prior", 0.0, 1e-2), (K, D))[first]

@@ -138,6 +138,27 @@ class StateTies:
             hit = memo[kind] = (key, [np.flatnonzero(labels == g).tolist() for g in range(n)])
         return [list(g) for g in hit[1]]
 
+    def firsts(self, kind: str) -> np.ndarray:
+        """The first state of each group of ``kind``, in group order (the state whose
+        prior and start value a group takes); memoised like :meth:`groups`, a fresh
+        array each call.
+
+        Example:
+            >>> StateTies(4, {"means": [0, 0, 1, 2]}).firsts("means").tolist()
+            [0, 2, 3]
+        """
+        labels = self.group_of[kind]
+        key = (labels.dtype.str, labels.shape, labels.tobytes())
+        memo = self.__dict__.setdefault("_firsts_memo", {})
+        hit = memo.get(kind)
+        if hit is None or hit[0] != key:
+            n = self.n_groups(kind)
+            first = np.full(n, -1, dtype=np.int64)
+            for state in range(len(labels) - 1, -1, -1):  # the lowest state of each group wins
+                first[labels[state]] = state
+            hit = memo[kind] = (key, first)
+        return hit[1].copy()
+
     def is_tied(self, kind: str) -> bool:
         """True when some group of ``kind`` holds more than one state."""
         return self.n_groups(kind) < self.n_states
