@@ -450,9 +450,10 @@ def test_fused_em_of_the_goal_shape_is_bit_identical_for_every_thread_count(ctyp
 @pytest.mark.parametrize("n_jobs", [2, 3])
 @pytest.mark.parametrize("failing", [0, 3])
 def test_run_units_runs_each_unit_once_and_reraises_after_every_thread_stops(n_jobs, failing):
-    """Every unit runs exactly once, the costliest first; a unit's exception (on the
-    calling thread or a pool's) is raised only after the other threads have stopped
-    running units (their outputs are not written behind the caller's back)."""
+    """Every unit runs at most once, the costliest first; after a unit raises (on the
+    calling thread or a pool's) no thread starts another, and the exception reaches the
+    caller only after the other threads have stopped running units (their outputs are
+    not written behind the caller's back)."""
     import threading
 
     ran, running = [], [0]
@@ -474,6 +475,10 @@ def test_run_units_runs_each_unit_once_and_reraises_after_every_thread_stops(n_j
     with pytest.raises(RuntimeError, match=f"unit {failing} failed"):
         compiled._run_units(fn, 6, n_jobs, cost)
     assert running[0] == 0  # nothing still running when the error reaches the caller
+    assert len(ran) == len(set(ran)) and failing in ran
+    assert len(ran) <= ran.index(failing) + n_jobs  # then at most the units already started
+    ran.clear()
+    compiled._run_units(lambda u: ran.append(u), 6, n_jobs, cost)
     assert sorted(ran) == list(range(6))
     ran.clear()
     compiled._run_units(lambda u: ran.append(u), 6, 1, cost)

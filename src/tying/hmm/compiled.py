@@ -269,8 +269,8 @@ def _run_units(fn, n_units: int, n_jobs: int, cost=None) -> None:
     costliest unit and is rarely left waiting for the others at the end. ``fn``
     writes only unit ``u``'s outputs, so the order they finish in does not
     matter. The calling thread works too instead of waiting: one thread fewer to
-    wake on every E-step. A worker's exception is re-raised here, after every
-    thread has stopped writing.
+    wake on every E-step. After a unit raises, no thread starts another; the
+    exception is re-raised here, after every thread has stopped writing.
     """
     n_jobs = min(n_jobs, n_units)
     if n_jobs <= 1:
@@ -280,14 +280,19 @@ def _run_units(fn, n_units: int, n_jobs: int, cost=None) -> None:
     order = range(n_units) if cost is None else np.argsort(-np.asarray(cost), kind="stable")
     taken = iter([int(u) for u in order])
     lock = threading.Lock()
+    failed = []  # after a failure (or Ctrl-C on the caller) no thread starts another unit
 
     def take_units():
         while True:
             with lock:
-                u = next(taken, None)
+                u = None if failed else next(taken, None)
             if u is None:
                 return
-            fn(u)
+            try:
+                fn(u)
+            except BaseException:
+                failed.append(u)
+                raise
 
     futures = [_pool(n_jobs - 1).submit(take_units) for _ in range(n_jobs - 1)]
     try:
