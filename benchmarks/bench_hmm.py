@@ -25,10 +25,14 @@ one fused compiled E-step per unit of sequences):
    one-sequence-at-a-time kernel (rows "long ...").
 7. Where an EM iteration's time goes (fused E-step stages, M-step).
 8. The E-step alone: compiled vs the NumPy path and hmmlearn's C++ kernels.
-9. ``n_jobs=2`` vs ``n_jobs=1`` for the E-step and the whole EM (wall time,
-   three measurements; the load average is recorded with them), with what
-   bounds it measured in the same run: a GIL-free control on 2 threads, and
-   the share of the 1-thread fit spent outside the threaded units (Amdahl).
+9. ``n_jobs=2`` vs ``n_jobs=1`` for the whole EM (diag, full, tied) and the
+   E-step (wall time, nine interleaved pairs; the load average is recorded
+   with them), at both ends of the goal's range (150 x 400 and 200 x 500),
+   with what bounds it measured in the same run: before each shape, a
+   GIL-free compiled multiply-add loop on 2 threads vs 1 (what a free second
+   core gives), and the share of the 1-thread fit spent outside the threaded
+   units (Amdahl). ``python -m benchmarks.bench_hmm goal`` runs only the goal
+   rows (1 thread vs hmmlearn at both ends, and these), in about two minutes.
 10. First-call compile cost, cold and from numba's on-disk cache.
 11. Why the pair DP stays NumPy: the same recursion compiled per cell.
 
