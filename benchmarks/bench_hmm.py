@@ -25,10 +25,14 @@ one fused compiled E-step per unit of sequences):
    one-sequence-at-a-time kernel (rows "long ...").
 7. Where an EM iteration's time goes (fused E-step stages, M-step).
 8. The E-step alone: compiled vs the NumPy path and hmmlearn's C++ kernels.
-9. ``n_jobs=2`` vs ``n_jobs=1`` for the E-step and the whole EM (wall time,
-   three measurements; the load average is recorded with them), with what
-   bounds it measured in the same run: a GIL-free control on 2 threads, and
-   the share of the 1-thread fit spent outside the threaded units (Amdahl).
+9. ``n_jobs=2`` vs ``n_jobs=1`` for the whole EM (diag, full, tied) and the
+   E-step (wall time, nine interleaved pairs; the load average is recorded
+   with them), at both ends of the goal's range (150 x 400 and 200 x 500),
+   with what bounds it measured in the same run: before each shape, a
+   GIL-free compiled multiply-add loop on 2 threads vs 1 (what a free second
+   core gives), and the share of the 1-thread fit spent outside the threaded
+   units (Amdahl). ``python -m benchmarks.bench_hmm goal`` runs only the goal
+   rows (1 thread vs hmmlearn at both ends, and these), in about two minutes.
 10. First-call compile cost, cold and from numba's on-disk cache.
 11. Why the pair DP stays NumPy: the same recursion compiled per cell.
 
@@ -99,6 +103,9 @@ def bench_diag_em(rows, repeat=3):
     CPU time of this process (``time.process_time``): the steadier figure on a
     machine shared with other jobs; one thread (``n_jobs=1``, BLAS held to 1).
     """
+    X, lengths, start, A, means, _ = _diag_case(n_seq=150, T=400)  # the range's other end
+    goal = "A {ctype} vs {impl} 150x400"
+    _em_rows(rows, X, lengths, start, A, means, repeat, shape="150x400x4", goal=goal)
     X, lengths, start, A, means, _ = _diag_case()
     runners, fitted = _em_rows(rows, X, lengths, start, A, means, repeat, shape="200x500x4")
     K, D = len(start), X.shape[1]
@@ -296,75 +303,81 @@ def bench_estep_kernels(rows, K=8, n_seq=200, T=500):
         )
 
 
-def bench_em_threads(rows, repeat=3):
-    """The same diag EM with sequences spread over 2 threads vs 1 (wall time), and a control.
+def bench_em_threads(rows, repeat=3, shapes=((150, 400), (200, 500))):
+    """EM with sequences spread over 2 threads vs 1 (wall time), at both ends of the goal's
+    range, and what bounds it, measured in the same run.
 
-    The control runs GIL-free NumPy matrix products on 2 threads vs 1: how much
-    of a second core the machine gives at that moment (other jobs may hold it).
+    - control: a GIL-free compiled loop (register-only multiply-adds) on 2 threads vs 1:
+      how much of a second core the machine gives at that moment (other jobs may hold it);
+    - per shape, the share of the 1-thread fit spent outside the threaded units (Amdahl);
+    - per shape, diag (the goal rows), full and tied fits and the diag E-step alone;
+      every fit is checked bit-identical to its 1-thread twin.
     """
+    import time
+
+    for n_seq, T in shapes:  # the control just before each shape's rows: the same moment
+        _, _, ratios = _paired(_spin_2, _spin_1, repeat=3 * repeat, clock=time.perf_counter)
+        rows.append(
+            {
+                "case": f"control: compiled multiply-add loop, 2 threads vs 1 (wall), "
+                f"before the {n_seq}x{T} rows",
+                "anchor": "the machine's free parallelism at this moment",
+                "speedup": float(np.median(ratios)),
+                "speedup_spread": _spread(ratios),
+                "load_average_1min": os.getloadavg()[0],
+            }
+        )
+        _threads_case(rows, n_seq, T, repeat)
+
+
+def _threads_case(rows, n_seq, T, repeat):
+    """One shape of :func:`bench_em_threads`: serial share, then n_jobs=2 vs 1 rows."""
+    import time
+
     from tying.hmm import GaussianHMM, SequenceBatch
 
-    X, lengths, start, A, means, covars = _diag_case()
-    batch = SequenceBatch.from_lengths(lengths)
+    X, lengths, start, A, means, _ = _diag_case(n_seq=n_seq, T=T)
+    batch, shape = SequenceBatch.from_lengths(lengths), f"{n_seq}x{T}x4"
 
-    def model(n_jobs, n_iter=10):
+    def model(n_jobs, ctype="diag", n_iter=10):
         return GaussianHMM(
-            len(start), "diag", startprob_init=start, transmat_init=A, means_init=means,
-            covars_init=covars, n_iter=n_iter, tol=-np.inf, n_jobs=n_jobs,
+            len(start), ctype, startprob_init=start, transmat_init=A, means_init=means,
+            covars_init=_start_covars(ctype, len(start), X.shape[1]), n_iter=n_iter,
+            tol=-np.inf, n_jobs=n_jobs,
         )  # fmt: skip
 
-    def em(n_jobs):
-        return lambda: model(n_jobs).fit(X, lengths)
+    def em(n_jobs, ctype="diag"):
+        return lambda: model(n_jobs, ctype).fit(X, lengths)
 
+    rows.append(_serial_share(em, repeat=3 * repeat, shape=shape))
     fitted = model(1, n_iter=1).fit(X, lengths)
-
     context = fitted._em_context(X, batch)
 
-    def e_step(n_jobs):
+    def e_step(n_jobs, ctype="diag"):
         def run():
             fitted.n_jobs = n_jobs  # set at each call: the two runs share the model
             fitted._estep(X, batch, context)
 
         return run
 
-    def control():
-        import threading
-
-        x = np.random.default_rng(0).random((600, 600))
-        threads = [threading.Thread(target=lambda: [x @ x for _ in range(10)]) for _ in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-
-    def control_serial():
-        x = np.random.default_rng(0).random((600, 600))
-        for _ in range(20):
-            x @ x
-
-    import time
-
-    _, _, ratios = _paired(control, control_serial, repeat=3 * repeat, clock=time.perf_counter)
-    rows.append(
-        {
-            "case": "control: 2 x 10 matmuls 600x600 on 2 threads vs 20 on 1 (wall)",
-            "anchor": "the machine's free parallelism at this moment",
-            "speedup": float(np.median(ratios)),
-            "speedup_spread": _spread(ratios),
-            "load_average_1min": os.getloadavg()[0],
-        }
-    )
-    two, one = model(2).fit(X, lengths), model(1).fit(X, lengths)
-    identical = two.history_ == one.history_ and np.array_equal(two.means_, one.means_)
-    rows.append(_serial_share(em, repeat=3 * repeat))
-    for name, fn, goal in (
-        ("diag HMM EM, K=8, 200x500x4, 10 iter", em, "B"),
-        ("fused E-step alone", e_step, ""),
+    for ctype, fn, goal in (
+        ("diag", em, f"B diag {n_seq}x{T} n_jobs=2"),
+        ("full", em, ""),
+        ("tied", em, ""),
+        ("diag", e_step, ""),
     ):
-        _, _, ratios = _paired(fn(2), fn(1), repeat=3 * repeat, clock=time.perf_counter)
+        name = f"{ctype} HMM EM, K=8, {shape}, 10 iter" if fn is em else "fused E-step alone"
+        two, one = model(2, ctype).fit(X, lengths), model(1, ctype).fit(X, lengths)
+        identical = two.history_ == one.history_ and all(
+            np.array_equal(getattr(two, p), getattr(one, p))
+            for p in ("startprob_", "transmat_", "means_", "covars_")
+        )
+        _, _, ratios = _paired(
+            fn(2, ctype), fn(1, ctype), repeat=3 * repeat, clock=time.perf_counter
+        )
         rows.append(
             {
-                "case": f"{name}, n_jobs=2 vs n_jobs=1 (wall)",
+                "case": f"{name}, n_jobs=2 vs n_jobs=1 (wall)" + ("" if fn is em else f", {shape}"),
                 "anchor": "itself on 1 thread (BLAS held to 1 thread)",
                 "speedup": float(np.median(ratios)),
                 "speedup_spread": _spread(ratios),
@@ -377,7 +390,49 @@ def bench_em_threads(rows, repeat=3):
         )
 
 
-def _serial_share(em, repeat):
+def _spin_kernel():
+    """A GIL-free compiled loop of multiply-adds on 16 registers-resident values (the
+    control of the n_jobs rows: it needs nothing but a free core)."""
+    import numba
+
+    @numba.njit(nogil=True, fastmath=True, cache=False)
+    def spin(n):
+        a = np.ones(16)
+        b = np.full(16, 1.0000001)
+        for _ in range(n):
+            for j in range(16):
+                a[j] = a[j] * b[j] + 1e-9
+        return a.sum()
+
+    return spin
+
+
+_SPIN = []
+
+
+def _spin_n(n_threads, n=4_000_000):
+    import threading
+
+    if not _SPIN:
+        _SPIN.append(_spin_kernel())
+        _SPIN[0](10)
+    threads = [threading.Thread(target=_SPIN[0], args=(n,)) for _ in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def _spin_2():  # the same work per thread as _spin_1 does alone, twice over
+    _spin_n(2)
+
+
+def _spin_1():
+    _spin_n(1)
+    _spin_n(1)
+
+
+def _serial_share(em, repeat, shape):
     """What bounds the n_jobs row: the share of a 1-thread fit spent outside the threaded
     units (validation, lane layout, M-step, Python), and Amdahl's bound it sets on 2 threads.
 
@@ -413,7 +468,7 @@ def _serial_share(em, repeat):
         compiled._run_units = run_units
     share = float(np.median(shares))
     return {
-        "case": "diag HMM EM, K=8, 200x500x4, 10 iter, n_jobs=1: share outside the threaded units",
+        "case": f"diag HMM EM, K=8, {shape}, 10 iter, n_jobs=1: share outside the threaded units",
         "anchor": "none (bounds the n_jobs row)",
         "fit_s": float(np.median(fits)),
         "serial_share": share,
@@ -743,7 +798,11 @@ def bench_hmmlearn_script(rows, n_seq=100, T=300, D=3):
         )
 
 
-def main() -> None:
+def main(parts: list[str] | None = None) -> None:
+    """All rows (``python -m benchmarks hmm``, written to ``bench-results/hmm.json``), or
+    ``python -m benchmarks.bench_hmm goal``: only issue 19's goal rows at both ends of its
+    range (1 thread vs hmmlearn, and n_jobs=2 with its control and serial share), in
+    about a minute, written to ``bench-results/hmm-goal.json``."""
     # load every BLAS before limiting threads: threadpoolctl limits only the libraries
     # loaded when the limit is set, and a BLAS loaded later (SciPy's, via hmmlearn)
     # would run multi-threaded, oversubscribing a loaded machine and slowing the anchor
@@ -753,6 +812,13 @@ def main() -> None:
     from threadpoolctl import threadpool_limits
 
     rows: list[dict] = []
+    if parts == ["goal"]:
+        with threadpool_limits(limits=1):
+            bench_diag_em(rows)
+            bench_em_threads(rows)
+        write("hmm-goal", rows)
+        summary(rows)
+        return
     with threadpool_limits(limits=1):
         bench_diag_em(rows)
         bench_long_em(rows)
@@ -784,10 +850,14 @@ def summary(rows) -> None:
         )
     for row in rows:
         if row.get("case", "").startswith("control"):
-            print(f"  control (2 threads, GIL-free matmuls): {row['speedup']:.2f}x "
+            print(f"  control (2 threads, GIL-free compiled loop): {row['speedup']:.2f}x "
                   f"({row['speedup_spread']}): what a second core gave during B")  # fmt: skip
+        if "n_jobs=2 vs n_jobs=1" in row.get("case", "") and not row.get("goal"):
+            print(f"  {row['case']}: {row['speedup']:.2f}x ({row['speedup_spread']}), "
+                  f"bit-identical {row['bit_identical']}")  # fmt: skip
         if "share outside the threaded units" in row.get("case", ""):
-            print(f"  serial share of the 1-thread fit: {100 * row['serial_share']:.1f}% "
+            print(f"  {row['case'].split(', ')[1]}: serial share of the 1-thread fit: "
+                  f"{100 * row['serial_share']:.1f}% "
                   f"({row['serial_share_spread']}): bound on 2 threads "
                   f"{row['amdahl_bound_2_threads']:.2f}x with perfectly parallel units")  # fmt: skip
         if row.get("case", "").startswith("one diag EM iteration"):
@@ -797,4 +867,6 @@ def summary(rows) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])

@@ -428,6 +428,64 @@ def test_fused_em_thread_count_does_not_change_a_single_bit(ctype, monkeypatch):
 
 
 @needs_numba
+@pytest.mark.parametrize("ctype", ["diag", "full", "tied"])
+def test_fused_em_of_the_goal_shape_is_bit_identical_for_every_thread_count(ctype, monkeypatch):
+    """The issue's smaller goal shape (150 sequences of equal length, two units cut on a
+    lane block, 72 + 78 sequences), scaled down to 150 x 40 with the unit threshold
+    lowered to match: the calling thread and the pool's share the units, the costliest
+    first, and no thread count changes a bit."""
+    monkeypatch.setattr(compiled, "MIN_ROWS", 3_000)  # 6,000 rows: two units, as 150 x 400
+    lengths = [40] * 150
+    assert compiled.units(np.array(lengths)).tolist() == [0, 72, 150]
+    X = _gauss_data(6, 8, 4, lengths)
+    fits = [_gauss_fit(ctype, X, lengths, 8, n_iter=4, n_jobs=n) for n in (1, 2, 3, -1)]
+    for other in fits[1:]:
+        assert other.history_ == fits[0].history_
+        for name in ("startprob_", "transmat_", "means_", "covars_"):
+            assert np.array_equal(getattr(other, name), getattr(fits[0], name)), name
+    monkeypatch.setitem(compiled._STATE, "kernels", False)  # and the reference path agrees
+    _assert_fits_agree(fits[0], _gauss_fit(ctype, X, lengths, 8, n_iter=4))
+
+
+@pytest.mark.parametrize("n_jobs", [2, 3])
+@pytest.mark.parametrize("failing", [0, 3])
+def test_run_units_runs_each_unit_once_and_reraises_after_every_thread_stops(n_jobs, failing):
+    """Every unit runs at most once, the costliest first; after a unit raises (on the
+    calling thread or a pool's) no thread starts another, and the exception reaches the
+    caller only after the other threads have stopped running units (their outputs are
+    not written behind the caller's back)."""
+    import threading
+
+    ran, running = [], [0]
+    lock = threading.Lock()
+
+    def fn(u):
+        with lock:
+            running[0] += 1
+            ran.append(u)
+        try:
+            if u == failing:
+                raise RuntimeError(f"unit {u} failed")
+            threading.Event().wait(0.002)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    cost = [1, 5, 2, 9, 3, 4]
+    with pytest.raises(RuntimeError, match=f"unit {failing} failed"):
+        compiled._run_units(fn, 6, n_jobs, cost)
+    assert running[0] == 0  # nothing still running when the error reaches the caller
+    assert len(ran) == len(set(ran)) and failing in ran
+    assert len(ran) <= ran.index(failing) + n_jobs  # then at most the units already started
+    ran.clear()
+    compiled._run_units(lambda u: ran.append(u), 6, n_jobs, cost)
+    assert sorted(ran) == list(range(6))
+    ran.clear()
+    compiled._run_units(lambda u: ran.append(u), 6, 1, cost)
+    assert ran == [0, 1, 2, 3, 4, 5]  # one thread: unit order (costs only order threads)
+
+
+@needs_numba
 def test_fused_em_with_a_large_full_model_uses_the_numpy_density(monkeypatch):
     """Above K·D(D+1)/2 = 1024 the fused E-step takes the NumPy density (one factor per
     group, BLAS) and only shifts it into lanes; the fit still follows the reference."""
@@ -639,20 +697,37 @@ def test_property_lane_kernel_equals_the_first_fused_kernel(K, D, full, lengths,
 
 @pytest.mark.parametrize(
     ("n_seq", "T", "want"),
-    # written out, not re-derived from the formula under test: 2 up to 120,000 rows, 4 from 160,000
-    [(200, 500, 2), (7, 30_000, 4), (2000, 500, 4), (3, 10, 1)],
-)
+    # written out, not re-derived from the formula under test: 1 below 60,000 rows, 2 up to
+    # 119,999 (3 would leave one of 2 threads idle a third of the time), 4 from 120,000
+    [(150, 400, 2), (200, 500, 2), (149, 400, 1), (240, 500, 4), (7, 30_000, 4),
+     (2000, 500, 4), (3, 10, 1)],
+)  # fmt: skip
 def test_units_are_few_wide_and_of_equal_rows(n_seq, T, want):
-    """``total // MIN_ROWS`` units (1 to UNITS) of equal rows, before the MAX_LANES split:
-    wide units (long loops over lanes) and threads that finish together."""
+    """``total // MIN_ROWS`` rounded down to a power of two (1 to UNITS) units of equal
+    rows up to one block of lanes, before the MAX_LANES split: wide units (long loops over
+    lanes), and 2 or 4 threads that finish together."""
     lengths = np.full(n_seq, T)
     edges = compiled.units(lengths)
-    rows = np.diff(np.concatenate([[0], np.cumsum(lengths)])[edges])
-    blocks = -(-rows.sum() // want)
-    per_block = np.bincount((np.cumsum(rows) - 1) // blocks, weights=rows)
-    assert len(per_block) == want
-    assert per_block.max() - per_block.min() <= T  # equal up to one sequence
     assert np.diff(edges).max() <= compiled.MAX_LANES
+    if n_seq > want * compiled.MAX_LANES:  # each unit cut again into MAX_LANES sequences
+        assert len(edges) - 1 == want * -(-n_seq // (want * compiled.MAX_LANES))
+        return
+    rows = np.diff(edges) * T
+    assert len(rows) == want
+    assert rows.max() - rows.min() <= compiled.LANE_BLOCK * T
+
+
+@pytest.mark.parametrize("n_seq", [150, 151, 157, 200, 203, 1000, 5000])
+def test_units_of_lanes_are_cut_on_whole_lane_blocks(n_seq):
+    """Splitting a batch into units adds no padding lanes: every cut between units of
+    many sequences falls on a multiple of LANE_BLOCK (equal-row cuts had split 150
+    sequences 75/75, 160 lanes where one unit has 152: 5 % more work on one thread)."""
+    lengths = np.random.default_rng(n_seq).integers(400, 440, size=n_seq)
+    edges = compiled.units(lengths)
+    assert len(edges) > 2  # more than one unit
+    assert np.all(edges[1:-1] % compiled.LANE_BLOCK == 0)
+    padded = sum(-(-int(n) // compiled.LANE_BLOCK) for n in np.diff(edges))
+    assert padded == -(-n_seq // compiled.LANE_BLOCK)
 
 
 @needs_numba

@@ -145,3 +145,40 @@ def test_groups_memo_follows_changed_labels_and_hands_out_fresh_lists():
     assert t.groups("means") == [[0], [1, 2, 3]]
     t.group_of["means"][3] = 2  # edited in place: the same array object
     assert t.groups("means") == [[0], [1, 2], [3]]
+
+
+@pytest.mark.parametrize("shape", [(5,), (5, 3), (5, 3, 3)])
+def test_pool_of_an_untied_kind_is_what_the_scatter_sum_gives_bit_for_bit(shape):
+    """Untied kinds skip ``np.add.at`` (it took half of a full-covariance M-step), and
+    still give its exact result: a fresh array, -0.0 turned into 0.0, NaN kept; and
+    labels changed after a first call (now tied) are pooled again."""
+    t = resolve(None)
+    x = np.random.default_rng(0).normal(size=shape)
+    x.flat[0], x.flat[1] = -0.0, np.nan
+    want = np.zeros(shape)
+    np.add.at(want, np.arange(5), x)
+    got = t.pool("means", x)
+    assert got is not x and got.tobytes() == want.tobytes()
+    t.group_of["means"] = np.array([0, 0, 1, 2, 3])  # labels changed in place: seen
+    assert t.pool("means", x).shape == (4,) + shape[1:]
+
+
+def test_firsts_are_each_groups_first_state_and_follow_changed_labels():
+    """``firsts`` (what the M-steps index priors with, without building ``groups``' lists
+    every iteration) is ``[g[0] for g in groups(kind)]`` for any labelling, and sees
+    labels edited in place; the caller gets its own array."""
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 5, 9):
+        for _ in range(20):
+            raw = rng.integers(0, n, size=n)
+            labels = np.unique(raw, return_inverse=True)[1]  # groups numbered 0..G-1
+            order = np.unique(labels, return_index=True)[1].argsort()  # by first state
+            labels = np.argsort(order)[labels]
+            t = StateTies(n, {"means": labels})
+            assert t.firsts("means").tolist() == [g[0] for g in t.groups("means")]
+    t = StateTies(4, {"means": [0, 0, 1, 2]})
+    got = t.firsts("means")
+    got[0] = 99
+    assert t.firsts("means").tolist() == [0, 2, 3]
+    t.group_of["means"][1] = 1  # edited in place: [0, 1, 1, 2]
+    assert t.firsts("means").tolist() == [0, 1, 3]

@@ -437,7 +437,7 @@ class BaseHMM:
             prior = np.broadcast_to(
                 self._prior("transmat_prior", 1.0), (self.n_components, self.n_components)
             )
-            first = [g[0] for g in self.ties_.groups("transitions")]
+            first = self.ties_.firsts("transitions")
             counts = np.maximum(prior[first] - 1.0 + counts, 0.0)
             counts = np.where(self._transitions == 0, 0.0, counts)  # left-right stays so
             total = counts.sum(1, keepdims=True)

@@ -191,14 +191,17 @@ def _run_chunks(fn, n_items: int, n_jobs: int) -> None:
 #: Work units of the fused E-step are cut from the sequence lengths alone
 #: (never from ``n_jobs``), and their partial sums are added in unit order, so
 #: results are bit-identical for every thread count. ``total // MIN_ROWS``
-#: units of equal rows, at least 1 and at most ``UNITS``, each of at most
-#: ``MAX_LANES`` sequences (the lane arrays' padding). Few, wide units are
-#: faster: the recursion's loops run over more lanes, so their fixed cost per
-#: loop is spread over more work (diag, K=8, 200 x 500 steps: 2 units instead
-#: of 4 cut the recursion from 4.3 to 3.2 ms per iteration, 4 instead of 16
-#: had cut 14% of the EM). But they cap the threads a fit can use at the
-#: number of units: 2 up to 120,000 rows, 4 from 160,000.
-UNITS, MIN_ROWS, MAX_LANES = 4, 40_000, 256
+#: rounded down to a power of two, at least 1 and at most ``UNITS``, units of
+#: about equal rows, each of at most ``MAX_LANES`` sequences (the lane arrays'
+#: padding). A power of two, so that 2 or 4 threads get equal work (3 units on
+#: 2 threads cap them at 1.5x). Cuts between lane units fall on whole blocks of
+#: ``LANE_BLOCK`` sequences where units are wide enough, so splitting adds no
+#: padding lanes. Few, wide units are faster on one thread: every step of the
+#: recursion runs a few dozen loops over a unit's lanes, each with a fixed cost
+#: (about 3.6 ns, 2026-12-01), so one more unit costs about ``10 / lanes`` of
+#: the E-step (150 x 400 in two units: +6 %); 30,000 rows per unit is where
+#: a second thread gains far more than that.
+UNITS, MIN_ROWS, MAX_LANES, LANE_BLOCK = 4, 30_000, 256, 8
 
 _POOLS: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
@@ -234,33 +237,67 @@ def units(lengths: np.ndarray) -> np.ndarray:
         [0, 2, 4]
         >>> units(np.full(10, 5)).tolist()
         [0, 10]
+        >>> units(np.full(150, 400)).tolist()  # two units, cut on a block of 8 lanes
+        [0, 72, 150]
     """
     lengths = np.asarray(lengths, dtype=np.int64)
-    if lengths.size == 0:
+    n = len(lengths)
+    if n == 0:
         return np.zeros(1, dtype=np.int64)
     ends = np.cumsum(lengths)
-    n_units = min(UNITS, max(1, int(ends[-1]) // MIN_ROWS))
+    n_units = 1 << (min(UNITS, max(1, int(ends[-1]) // MIN_ROWS)).bit_length() - 1)
     rows = -(-int(ends[-1]) // n_units)  # equal rows per unit: threads finish together
     key = (ends - 1) // rows  # the row block holding a sequence's last row
-    first = np.concatenate([[0], np.flatnonzero(np.diff(key)) + 1])
-    group_start = np.repeat(first, np.diff(np.concatenate([first, [len(lengths)]])))
-    key = key * (len(lengths) + 1) + (np.arange(len(lengths)) - group_start) // MAX_LANES
-    cut = np.flatnonzero(np.diff(key)) + 1
-    return np.concatenate([[0], cut, [len(lengths)]]).astype(np.int64)
+    cuts = np.flatnonzero(np.diff(key)) + 1
+    if n >= 4 * LANE_BLOCK * n_units:  # lane units: cut on whole blocks of lanes
+        cuts = np.unique(
+            np.clip(np.rint(cuts / LANE_BLOCK).astype(np.int64) * LANE_BLOCK, 1, n - 1)
+        )
+    edges = []
+    for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [n]]), strict=True):
+        edges.extend(range(int(lo), int(hi), MAX_LANES))  # MAX_LANES: whole lane blocks
+    return np.array(edges + [n], dtype=np.int64)
 
 
-def _run_units(fn, n_units: int, n_jobs: int) -> None:
-    """Call ``fn(u)`` for every unit ``u``, on ``n_jobs`` threads of a kept pool.
+def _run_units(fn, n_units: int, n_jobs: int, cost=None) -> None:
+    """Call ``fn(u)`` for every unit ``u``, on the calling thread and ``n_jobs - 1``
+    threads of a kept pool.
 
-    The pool's queue hands each free thread the next unit (load balance);
-    ``fn`` writes only unit ``u``'s outputs, so the order they finish in does
-    not matter.
+    Each thread takes the next unit when it is free (load balance), the costliest
+    first when ``cost`` (one number per unit) is given; the calling thread starts
+    first (the pool's threads take tens of microseconds to wake), so it takes the
+    costliest unit and is rarely left waiting for the others at the end. ``fn``
+    writes only unit ``u``'s outputs, so the order they finish in does not
+    matter. The calling thread works too instead of waiting: one thread fewer to
+    wake on every E-step. After a unit raises, no thread starts another; the
+    exception is re-raised here, after every thread has stopped writing.
     """
     n_jobs = min(n_jobs, n_units)
     if n_jobs <= 1:
         for u in range(n_units):
             fn(u)
         return
-    pool = _pool(n_jobs)
-    for f in [pool.submit(fn, u) for u in range(n_units)]:
+    order = range(n_units) if cost is None else np.argsort(-np.asarray(cost), kind="stable")
+    taken = iter([int(u) for u in order])
+    lock = threading.Lock()
+    failed = []  # after a failure (or Ctrl-C on the caller) no thread starts another unit
+
+    def take_units():
+        while True:
+            with lock:
+                u = None if failed else next(taken, None)
+            if u is None:
+                return
+            try:
+                fn(u)
+            except BaseException:
+                failed.append(u)
+                raise
+
+    futures = [_pool(n_jobs - 1).submit(take_units) for _ in range(n_jobs - 1)]
+    try:
+        take_units()
+    finally:
+        concurrent.futures.wait(futures)  # nothing writes after this returns or raises
+    for f in futures:
         f.result()  # re-raises a worker's exception here

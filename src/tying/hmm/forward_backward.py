@@ -483,7 +483,9 @@ class LaneLayout:
                 _deal_rows(X[unit["r0"] : unit["r1"]], unit["XL"])
                 _deal_rows(X[unit["r0"] : unit["r1"]] - center, unit["XcL"])
 
-        compiled._run_units(fill, len(self.units), compiled.resolve_n_jobs(n_jobs))
+        # a unit's work: its lane-steps (padding lanes included: the loops run over them)
+        self.cost = [u["XL"].shape[0] * u["XL"].shape[2] for u in self.units]
+        compiled._run_units(fill, len(self.units), compiled.resolve_n_jobs(n_jobs), self.cost)
         self._K = None
 
     def scratch(self, u: int, K: int) -> tuple[np.ndarray, np.ndarray]:
@@ -681,7 +683,7 @@ def forward_backward_stats(
             ll_u[u], bad_u[u], xi_u[u], first_u[u], n_u[u], sx_u[u], sxx_u[u],
         )  # fmt: skip
 
-    compiled._run_units(work, U, n_jobs)
+    compiled._run_units(work, U, n_jobs, layout.cost)
     for u, unit in enumerate(layout.units):
         if unit["kind"] == "lanes":
             ll[unit["seqs"]] = ll_u[u]

@@ -138,6 +138,27 @@ class StateTies:
             hit = memo[kind] = (key, [np.flatnonzero(labels == g).tolist() for g in range(n)])
         return [list(g) for g in hit[1]]
 
+    def firsts(self, kind: str) -> np.ndarray:
+        """The first state of each group of ``kind``, in group order (the state whose
+        prior and start value a group takes); memoised like :meth:`groups`, a fresh
+        array each call.
+
+        Example:
+            >>> StateTies(4, {"means": [0, 0, 1, 2]}).firsts("means").tolist()
+            [0, 2, 3]
+        """
+        labels = self.group_of[kind]
+        key = (labels.dtype.str, labels.shape, labels.tobytes())
+        memo = self.__dict__.setdefault("_firsts_memo", {})
+        hit = memo.get(kind)
+        if hit is None or hit[0] != key:
+            n = self.n_groups(kind)
+            first = np.full(n, -1, dtype=np.int64)
+            for state in range(len(labels) - 1, -1, -1):  # the lowest state of each group wins
+                first[labels[state]] = state
+            hit = memo[kind] = (key, first)
+        return hit[1].copy()
+
     def is_tied(self, kind: str) -> bool:
         """True when some group of ``kind`` holds more than one state."""
         return self.n_groups(kind) < self.n_states
@@ -154,9 +175,25 @@ class StateTies:
             [101.0, 10.0]
         """
         per_state = np.asarray(per_state)
+        if self._untied(kind):  # one state per group, in order: 0 + x, as np.add.at gives
+            return per_state + np.zeros((), dtype=per_state.dtype)
         out = np.zeros((self.n_groups(kind),) + per_state.shape[1:], dtype=per_state.dtype)
         np.add.at(out, self.group_of[kind], per_state)
         return out
+
+    def _untied(self, kind: str) -> bool:
+        """Whether every state of ``kind`` is its own group, in state order (memoised on
+        the labels' bytes, like :meth:`groups`: a changed ``group_of`` is seen)."""
+        labels = self.group_of[kind]
+        key = labels.tobytes()
+        memo = self.__dict__.setdefault("_untied_memo", {})
+        hit = memo.get(kind)
+        if hit is None or hit[0] != key:
+            same = labels.shape == (self.n_states,) and np.array_equal(
+                labels, np.arange(self.n_states)
+            )
+            hit = memo[kind] = (key, bool(same))
+        return hit[1]
 
     def spread(self, kind: str, per_group: np.ndarray) -> np.ndarray:
         """Each state's copy of a per-group array: ``(n_groups, ...) -> (n_states, ...)``."""
