@@ -36,7 +36,7 @@ from tying.chem.errors import UnassignedParameterError
 from tying.chem.molecules import canonical_order, parse_smiles, prepare_molecule
 from tying.chem.offxml import ForceField, Parameter, load_force_field
 from tying.chem.packed import pack
-from tying.chem.search_order import has_stereo, reordered
+from tying.chem.search_order import anchored, has_stereo, reordered
 from tying.chem.smirks import CompiledSmirks, Prefilter, compile_section, scan_heavy
 from tying.core.resolver import last_match_wins
 
@@ -256,11 +256,12 @@ class SmirksAssigner:
             keys = _term_keys(section, compiled.tagged)
             self._plan.append((compiled.query, kinds[(chirality, recursion)], keys))
         # The fast path's per-pattern step: raw matches straight to {term key: parameter},
-        # searched with the query's rarest atom first (search_order: the same matches, in
-        # the renumbered query's atom order, for about a fifth less search).
+        # searched with the query's rarest atom first and each recursive SMARTS started
+        # from its carrier's primitives (search_order: the same matches, in the renumbered
+        # query's atom order, for about a fifth less search).
         self._fast_plan = []
         for (_, match_params, _), c, s in zip(self._plan, self._flat, section_of, strict=True):
-            query, tagged = reordered(c)
+            query, tagged = reordered(anchored(c))
             symmetric = _outer_symmetric(c) if s == "ImproperTorsions" else _reversible(c)
             term_dict = _term_dict(s, tagged, query.GetNumAtoms(), symmetric)
             self._fast_plan.append((query, match_params, term_dict, c.parameter))
