@@ -25,10 +25,11 @@ second, worker start-up included).
 The cold drug-like pairs run **each side in its own fresh process**
 (:func:`_isolated_cold_pairs`): the same molecules, each side timing its own pass
 in its own CPU time, five pairs with the first side alternating. In one process,
-whichever side runs second labels in a heap the other has grown: our cold pass
-read 10-15 % slower after the toolkit's rows than alone (measured 2026-12-01). So
-neither side pays for the other's residue; ours measured in this process after the
-toolkit is printed next to it, marked ``info``.
+whichever side runs second labels in a heap the other has shaped: our cold pass
+read 1.08-1.23x slower after the toolkit's rows than alone (measured 2026-12-01;
+glibc malloc's free lists after the toolkit's cached RDKit molecules, see
+:func:`_isolated_cold_pairs`). So neither side pays for the other's residue; ours
+measured in this process after the toolkit is printed next to it, marked ``info``.
 
 Two more drug-like sets are compared and timed cold the same way (isolated): another sample
 of the generated library (seed 1) and the drug-like molecules of the toolkit's own
@@ -318,13 +319,17 @@ def _isolated_cold_pairs(smiles: list[str], *, repeat: int) -> dict:
     alternates from pair to pair so that drift favours neither. Each side measures
     its pass in its own CPU time (``time.process_time``) and wall time.
 
-    Why separate processes: labelling in a process where the other side has run reads
-    slower than alone. Measured 2026-12-01 (1 thread): our cold pass over the same 1,000
-    molecules read 0.84 ms/molecule fresh, 0.89 after the toolkit compared the shipped
-    set, 0.94 after it also labelled it, with the garbage collector held off (its share
-    is gone since ``gc_paused``); the stages alone (parse, canonical SMILES, scan,
-    search) did not slow down, so what slows is Python-object work in a heap that
-    the toolkit's objects have grown. Neither side should pay for the other's residue.
+    Why separate processes: in one process, whichever side runs second labels in a
+    heap the other has shaped. Measured 2026-12-01 (1 thread, load 1.4-2): our cold
+    pass read 1.08-1.23x slower after the toolkit's rows than in its own process. Two
+    causes were found. Python's cyclic garbage collector walked the toolkit's objects
+    during our batches: ours, fixed (``tying.chem.assign.gc_paused``). And glibc's
+    malloc, once many RDKit molecules have been made and some kept (the toolkit
+    caches its molecules), spends longer finding free blocks for RDKit's own
+    allocations: ``_int_malloc`` went from 3.6 to 9.2 % of the samples. Keeping 400
+    of 4,000 RDKit molecules, without the toolkit, slowed the same pass from 0.85 to
+    1.01 ms/molecule; keeping 150,000 Python objects instead, 3 %. That second cause
+    is the process's C heap, not our code: neither side should pay for the other's.
     """
     import multiprocessing
 
