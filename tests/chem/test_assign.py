@@ -457,3 +457,77 @@ def _swap(match, positions, values):
     for p, v in zip(positions, values):
         out[p] = v
     return out
+
+
+# -- the garbage collector is held off while a batch is labelled (assign.gc_paused) --------
+
+
+def _gc_seen_during_batches(assigner, monkeypatch) -> list[bool]:
+    """Record gc.isenabled() from inside each batch (at its pre-filter stage)."""
+    import gc
+
+    seen: list[bool] = []
+    inner = assigner._prefilter.candidates_of
+
+    def spy(*args):
+        seen.append(gc.isenabled())
+        return inner(*args)
+
+    monkeypatch.setattr(assigner._prefilter, "candidates_of", spy)
+    return seen
+
+
+def test_gc_is_off_inside_a_batch_and_back_on_after(sage, monkeypatch):
+    import gc
+
+    assigner = SmirksAssigner(sage.force_field)
+    seen = _gc_seen_during_batches(assigner, monkeypatch)
+    assert gc.isenabled()
+    assigner.assign_many(["CCO", "c1ccccc1O"])
+    assigner.assign("CCN")
+    assert seen == [False, False, False] and gc.isenabled()
+    # A failing batch switches it back on too.
+    with pytest.raises(SmilesError, match="cannot parse SMILES"):
+        assigner.assign_many(["CCC", "C1CC"])
+    assert gc.isenabled()
+
+
+def test_gc_left_off_by_the_caller_stays_off(sage):
+    import gc
+
+    gc.disable()
+    try:
+        SmirksAssigner(sage.force_field).assign_many(["CCO"])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_gc_comes_back_only_when_the_last_thread_leaves_its_batch(sage, monkeypatch):
+    # Thread A is held inside a batch while thread B runs a whole one: B must not switch
+    # the collector back on under A, and A's end must.
+    import gc
+    import threading
+
+    from tying.chem import assign as assign_module
+
+    entered, release = threading.Event(), threading.Event()
+    held = SmirksAssigner(sage.force_field)
+    inner = held._prefilter.candidates_of
+
+    def wait_inside(*args):
+        entered.set()
+        assert release.wait(30)
+        return inner(*args)
+
+    monkeypatch.setattr(held._prefilter, "candidates_of", wait_inside)
+    thread = threading.Thread(target=held.assign_many, args=(["CCO"],))
+    thread.start()
+    try:
+        assert entered.wait(30)
+        SmirksAssigner(sage.force_field).assign_many(["CCN"])
+        assert not gc.isenabled()
+    finally:
+        release.set()
+        thread.join(30)
+    assert gc.isenabled() and assign_module._GC_DEPTH == 0

@@ -9,12 +9,13 @@ pytest.importorskip("openforcefields")
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from rdkit import Chem  # noqa: E402
 
 from tying.chem import load_force_field, load_molecule_set, molecule_from_smiles  # noqa: E402
 from tying.chem.assign import SECTIONS, _match_parameters  # noqa: E402
 from tying.chem.generate import drug_like_smiles  # noqa: E402
 from tying.chem.offxml import Parameter  # noqa: E402
-from tying.chem.search_order import reordered, search_order  # noqa: E402
+from tying.chem.search_order import anchored, anchored_smarts, reordered, search_order  # noqa: E402
 from tying.chem.smirks import compile_section, compile_smirks  # noqa: E402
 
 from .test_assign import EDGE_CASES  # noqa: E402
@@ -87,3 +88,81 @@ def test_stereo_patterns_keep_their_query():
         valence = 4 if "/" in smirks else 2
         c = compile_smirks(Parameter("X", "s", smirks, 0, {}), valence=valence)
         assert reordered(c) == (c.query, c.tagged)
+
+
+# -- recursive SMARTS started from their carrier atom's primitives (search_order.anchored) --
+
+
+def test_every_anchored_pattern_on_every_molecule_finds_the_same_matches(patterns, molecules):
+    rewritten = 0
+    for c in patterns:
+        a = anchored(c)
+        if a is c:
+            continue
+        rewritten += 1
+        assert a.parameter is c.parameter and a.tagged == c.tagged and a.atoms == c.atoms
+        for mol in molecules:
+            assert mol.GetSubstructMatches(a.query, PARAMS) == mol.GetSubstructMatches(
+                c.query, PARAMS
+            ), c.parameter
+        # and renumbered rarest atom first, as the assigner searches it
+        query, tagged = reordered(a)
+        order = search_order(a) if query is not a.query else tuple(range(a.query.GetNumAtoms()))
+        assert [order[t] for t in tagged] == list(c.tagged)
+        for mol in molecules:
+            written = set(mol.GetSubstructMatches(c.query, PARAMS))
+            assert _back(mol.GetSubstructMatches(query, PARAMS), order) == written, c.parameter
+    assert rewritten >= 10  # openff-2.3.0: 19 patterns, openff-1.0.0: 15
+
+
+@pytest.mark.parametrize(
+    "smarts, expected",
+    [
+        ("[#1:1]-[#6X3$(*=[#8]):2]", "[#1:1]-[#6X3$([#6X3]=[#8]):2]"),
+        ("[#7&X3&$(*~[#6])&$(*-[#1]):1]", "[#7&X3$([#7&X3]~[#6])$([#7&X3]-[#1]):1]"),
+        # only the outer level is rewritten; the inner recursion stays as written
+        ("[#7X3$(*~[#6X3$(*=O)])]", "[#7X3$([#7X3]~[#6X3$(*=O)])]"),
+        ("[#6X3,#7$(*=[#8]):1]", "[#6X3,#7$(*=[#8]):1]"),  # OR outside: unchanged
+        ("[#6;X3$(*=[#8]):1]", "[#6;X3$(*=[#8]):1]"),  # low-precedence AND: unchanged
+        ("[!#1$(*=[#8]):1]", "[!#1$(*=[#8]):1]"),  # NOT: unchanged
+        ("[$(*~[#8])H1:1]", "[$(*~[#8])H1:1]"),  # starts with the recursion: unchanged
+        ("[#6$([#6]=O):1]", "[#6$([#6]=O):1]"),  # recursion not starting with *: unchanged
+        ("[$(*~[#8]):1]", "[$(*~[#8]):1]"),  # nothing to anchor to
+        ("[#6:1]-[#8:2]", "[#6:1]-[#8:2]"),
+    ],
+)
+def test_anchored_smarts_rewrites_only_a_plain_conjunction(smarts, expected):
+    assert anchored_smarts(smarts) == expected
+
+
+_PRIMITIVES = ["#6", "#7", "#8", "#16", "X1", "X2", "X3", "X4", "H0", "H1", "H2", "+0", "-1", "a", "A", "R", "R0", "r5", "r6"]  # fmt: skip
+_RECURSIVE = ["*~[#8]", "*=[#8,#16]", "*-[#1]", "*@[#7]", "*~[#6X3]~[#8X1]", "*(~[#6])~[#6]", "*:[#7X2]", "*-[#6X4]-[#7]", "*@1-[*]=,:[*][*]=,:[*]@1"]  # fmt: skip
+_NEIGHBOURS = ["[*:2]", "[#1:2]", "[#6:2]", "[#6X3:2]", "[#7,#8:2]"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    prims=st.lists(st.sampled_from(_PRIMITIVES), min_size=1, max_size=3),
+    recursive=st.lists(st.sampled_from(_RECURSIVE), min_size=1, max_size=2),
+    joiner=st.sampled_from(["", "&"]),
+    bond=st.sampled_from(["-", "~", "=", ":", "@"]),
+    neighbour=st.sampled_from(_NEIGHBOURS),
+    picked=st.lists(st.integers(0, len(MOLECULES) - 1), min_size=1, max_size=5),
+)
+def test_anchoring_any_conjunction_never_changes_a_match_set(
+    molecules, prims, recursive, joiner, bond, neighbour, picked
+):
+    # The hypothesis property behind anchored: P & $(*R) matches exactly where
+    # P & $([P]R) does, for random primitives P and recursive patterns R, as the
+    # tagged atom of a two-atom pattern and on its own.
+    atom = "[" + joiner.join(prims) + "".join(f"&$({r})" for r in recursive) + ":1]"
+    for smarts in (atom, atom + bond + neighbour):
+        original = Chem.MolFromSmarts(smarts)
+        rewritten = Chem.MolFromSmarts(anchored_smarts(smarts))
+        assert rewritten is not None, anchored_smarts(smarts)
+        assert anchored_smarts(smarts) != smarts
+        for k in picked:
+            mol = molecules[k]
+            assert mol.GetSubstructMatches(rewritten, PARAMS) == mol.GetSubstructMatches(
+                original, PARAMS
+            ), (smarts, anchored_smarts(smarts))

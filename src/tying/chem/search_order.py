@@ -11,6 +11,16 @@ enumerates every match, whatever the order), with their atoms in the new order;
 :func:`reordered` gives the query and the new position of each tagged atom.
 On drug-like molecules the search costs about a fifth less (measured 2026-12-01).
 
+A recursive SMARTS is searched the same way: before each search RDKit matches the
+recursive pattern ``$(*~[#6X3])`` over the whole molecule, starting from every
+atom, because its first atom ``*`` allows any. When the atom that carries it
+requires more (``[#7X3$(*~[#6X3])]``: a nitrogen with three connections AND the
+recursive pattern), :func:`anchored` writes those requirements into the recursive
+pattern's first atom (``[#7X3$([#7X3]~[#6X3])]``): the same atoms satisfy the whole,
+and the recursive search starts only from atoms that can. 19 of the 452 patterns of
+``openff-2.3.0`` have such an atom; it takes about a tenth off the search
+(measured 2026-12-01).
+
 How rare an atom is comes from the signatures (:meth:`~tying.chem.smirks.Prefilter.signatures`)
 of the shipped molecule set, judged by the pre-filter's three-valued predicate
 (anything it cannot decide counts as a match): a general table of which atoms are
@@ -20,7 +30,9 @@ common, not fitted to any benchmark set.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
+import re
 from typing import Any
 
 from tying.chem._rdkit import Chem
@@ -124,3 +136,114 @@ def has_stereo(compiled: CompiledSmirks) -> bool:
     return any(a.GetChiralTag() != unspecified for a in compiled.query.GetAtoms()) or any(
         b.GetStereo() != Chem.BondStereo.STEREONONE for b in compiled.query.GetBonds()
     )
+
+
+def anchored(compiled: CompiledSmirks) -> CompiledSmirks:
+    """The pattern with each recursive SMARTS starting from its carrier atom's own primitives.
+
+    A query atom written as a conjunction of primitives and recursive SMARTS that each
+    start with ``*`` (``[#7X3$(*~[#6X3,#6X2]):2]``) gets those primitives as the
+    recursive patterns' first atom (``[#7X3$([#7X3]~[#6X3,#6X2]):2]``). The atom's
+    predicate is the same (``P and R`` where ``R`` is true only where ``P`` is too),
+    so every search finds the same matches; RDKit's pre-search of the recursive
+    pattern over the molecule then starts only at atoms satisfying ``P``. Atoms with
+    an OR (``,``), a low-precedence AND (``;``) or a NOT (``!``) outside their
+    recursive parts, atoms that begin with a recursive part, and recursive patterns
+    not starting with ``*``, are left as they are. The atoms, their order and their tags do not change.
+
+    Args:
+        compiled: a compiled pattern.
+
+    Returns:
+        ``compiled`` itself when no atom is rewritten, else a copy whose ``query`` is
+        the rewritten pattern (``parameter``, ``atoms`` and ``tagged`` unchanged).
+
+    Example:
+        >>> from tying.chem.offxml import Parameter
+        >>> from tying.chem.smirks import compile_smirks
+        >>> c = compile_smirks(Parameter("Angles", "a", "[*:1]~[#7X3$(*~[#6X3]):2]~[*:3]", 0, {}))
+        >>> Chem.MolToSmarts(anchored(c).query)
+        '[*:1]~[#7&X3&$([#7&X3]~[#6&X3]):2]~[*:3]'
+    """
+    smirks = anchored_smarts(compiled.parameter.smirks)
+    if smirks == compiled.parameter.smirks:
+        return compiled
+    query = Chem.MolFromSmarts(smirks)
+    old = compiled.query
+    if (
+        query is None
+        or query.GetNumAtoms() != old.GetNumAtoms()
+        or query.GetNumBonds() != old.GetNumBonds()
+        or [a.GetAtomMapNum() for a in query.GetAtoms()]
+        != [a.GetAtomMapNum() for a in old.GetAtoms()]
+    ):  # not expected; the pattern as written is always right
+        return compiled
+    return dataclasses.replace(compiled, query=query)
+
+
+_TAG = re.compile(r":\d+$")
+
+
+def anchored_smarts(smarts: str) -> str:
+    """:func:`anchored` on a SMARTS text: each eligible bracket atom rewritten.
+
+    Example:
+        >>> anchored_smarts("[#1:1]-[#6X3$(*=[#8]):2]")
+        '[#1:1]-[#6X3$([#6X3]=[#8]):2]'
+        >>> anchored_smarts("[#6X3,#7$(*=[#8]):1]")  # an OR outside: left as it is
+        '[#6X3,#7$(*=[#8]):1]'
+    """
+    out, i = [], 0
+    while i < len(smarts):
+        if smarts[i] != "[":
+            out.append(smarts[i])
+            i += 1
+            continue
+        end = _closing(smarts, i, "[", "]")
+        if end < 0:  # unbalanced: RDKit will say what is wrong with it
+            return smarts
+        out.append(_anchored_atom(smarts[i : end + 1]))
+        i = end + 1
+    return "".join(out)
+
+
+def _closing(text: str, start: int, opening: str, closing: str) -> int:
+    """Index of the bracket closing the one at ``start`` (-1 when there is none)."""
+    depth = 0
+    for k in range(start, len(text)):
+        if text[k] == opening:
+            depth += 1
+        elif text[k] == closing:
+            depth -= 1
+            if depth == 0:
+                return k
+    return -1
+
+
+def _anchored_atom(atom: str) -> str:
+    body = atom[1:-1]
+    tag = _TAG.search(body)
+    core = body[: tag.start()] if tag else body
+    if core.startswith("$("):  # primitives after it: "H1" would read differently up front
+        return atom
+    recursive, outside, k = [], [], 0
+    while k < len(core):
+        if core.startswith("$(", k):
+            end = _closing(core, k + 1, "(", ")")
+            if end < 0:
+                return atom
+            recursive.append(core[k + 2 : end])
+            k = end + 1
+        else:
+            outside.append(core[k])
+            k += 1
+    primitives = "&".join(p for p in "".join(outside).split("&") if p)
+    if (
+        not recursive
+        or not primitives
+        or any(ch in primitives for ch in ",;!$")
+        or not all(r.startswith("*") for r in recursive)
+    ):
+        return atom
+    parts = "".join(f"$([{primitives}]{r[1:]})" for r in recursive)
+    return f"[{primitives}{parts}{tag.group(0) if tag else ''}]"
