@@ -416,12 +416,12 @@ def test_poisson_batches_refuses_bad_sizes(args, match):
 
 def _cnn():
     torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(1, 3, 3, padding=1),
+    return nn.Sequential(  # (1, 8, 8) -> (4, 4, 4) -> (2, 2, 2) -> (2, 1, 1) -> 3
+        nn.Conv2d(1, 4, 3, padding=1),
         nn.ReLU(),
         nn.MaxPool2d(2),
         nn.Identity(),
-        nn.Conv2d(3, 2, 3),
+        nn.Conv2d(4, 2, 3, groups=2, bias=False),
         nn.GELU(),
         nn.AvgPool2d(2),
         nn.Flatten(),
@@ -627,3 +627,17 @@ def test_a_forward_that_raises_leaves_every_parameter_in_its_module():
         per_example_grads(model, ce, torch.randn(4, 3, dtype=torch.float64), torch.zeros(4).long())
     assert all(p is before[n] for n, p in model.named_parameters())
     assert isinstance(model.lin.weight, nn.Parameter)
+
+
+@pytest.mark.parametrize("limit", [0, 2**62], ids=["vmap-grad", "expanded"])
+def test_per_example_grads_under_no_grad(limit, monkeypatch):
+    # torch.func.grad turns gradients on by itself; the expanded way must too
+    import tying.train.dp as dp
+
+    monkeypatch.setattr(dp, "EXPAND_MAX_ELEMENTS", limit)
+    _, model, loss_fn, x, y = CASES[0]
+    want = loop_grads(model, loss_fn, x, y)
+    with torch.no_grad():
+        got = per_example_grads(model, loss_fn, x, y)
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], rtol=1e-6, atol=1e-12)

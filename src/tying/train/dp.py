@@ -12,11 +12,15 @@ to ``C`` times the number of uses: the sensitivity, and so the privacy, is wrong
 
 Two ways to the per-example norms, one result:
 
-- ``mode="vmap"``: ``torch.func.vmap(grad(functional_call))`` over
-  ``model.named_parameters()``, which yields each physical tensor once; a tied
-  slot reads its owner at access time, so the substituted tensor feeds every
-  use and the gradient is already the sum over uses. Works for any model
-  without batch-mixing layers (BatchNorm in training mode is refused).
+- ``mode="vmap"``: ``torch.func.vmap(grad(...))`` of the model with
+  ``model.named_parameters()`` swapped in (as ``functional_call`` does), which
+  yields each physical tensor once; a tied slot reads its owner at access time,
+  so the substituted tensor feeds every use and the gradient is already the sum
+  over uses. Works for any model without batch-mixing layers (BatchNorm in
+  training mode is refused). A :class:`DPSGD` builds this once and rebuilds it
+  only when the model's structure changed; small models of plain layers take
+  one vmapped forward over expanded parameters and one autograd pass instead
+  (same gradients, less fixed cost; see ``EXPAND_MAX_ELEMENTS``).
 - ``mode="ghost"``: :class:`tying.train.GhostClipping`, for models made of
   Linear/Embedding layers (tied or not): norms from Gram matrices with the
   cross terms between uses, and the clipped sum without per-example gradients.
