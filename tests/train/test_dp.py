@@ -641,3 +641,18 @@ def test_per_example_grads_under_no_grad(limit, monkeypatch):
         got = per_example_grads(model, loss_fn, x, y)
     for n in want:
         torch.testing.assert_close(got[n], want[n], rtol=1e-6, atol=1e-12)
+
+
+def test_the_noise_is_the_generators_normal_draws_added_then_divided():
+    # the noise is drawn per parameter in named_parameters() order, as before issue 19's
+    # in-place rewrite: a seeded run gives the same numbers bit for bit
+    _, model, loss_fn, x, y = CASES[1]
+    kw = dict(max_grad_norm=0.5, denominator=3.0)
+    clean = private_grad(model, loss_fn, x, y, noise_multiplier=0.0, **{**kw, "denominator": 1.0})
+    got = private_grad(
+        model, loss_fn, x, y, noise_multiplier=1.3, generator=torch.Generator().manual_seed(7), **kw
+    )
+    g = torch.Generator().manual_seed(7)
+    for name, s in clean.grads.items():
+        noise = torch.normal(0.0, 1.3 * 0.5, size=s.shape, generator=g, dtype=s.dtype)
+        assert torch.equal(got.grads[name], (s + noise) / 3.0)

@@ -673,8 +673,9 @@ def _noisy(res: PrivateGrad, sigma: float, C: float, denom, generator) -> Privat
             noise = torch.normal(
                 0.0, sigma * C, size=s.shape, generator=generator, dtype=s.dtype, device=s.device
             )
-            s = noise.add_(s)  # = s + noise, without a third tensor
-        out[name] = s / d
+            out[name] = noise.add_(s).div_(d)  # (s + noise) / d in the noise's own memory
+        else:
+            out[name] = s / d
     return PrivateGrad(out, res.norms, res.losses)
 
 
