@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import tying
-from benchmarks.common import compare, write
+from benchmarks.common import compare, pairs, write
 from tying.train import DPSGD, ghost, grad_sample_module, private_grad
 
 REPEAT = 21
@@ -144,9 +144,34 @@ def _same_clipped_grad(model, x, y, loss_fn, C, mode, opacus_model=None, *, wrap
     return worst
 
 
-def untied(kind: str, mode: str) -> dict:
+def _spread(ratios: list[float]) -> str:
+    r = sorted(ratios)
+    return f"{r[len(r) // 2]:.2f} ({r[len(r) // 10]:.2f}-{r[-1 - len(r) // 10]:.2f})"
+
+
+def untied(kind: str, mode: str, threads: int = 2) -> dict:
+    """One DP step, ours vs Opacus hooks, at ``threads`` torch threads.
+
+    ``speed_*_pairs``: median (10th-90th percentile) of the per-pair speed ratios.
+    """
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
-    if kind in ("mlp", "mlp-small"):
+    if kind == "cnn":
+        # a small CNN (MNIST-like): the per-step fixed cost shows here too
+        B = 64
+        model_a = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(16 * 7 * 7, 10),
+        )
+        x, y, loss_fn = torch.randn(B, 1, 28, 28), torch.randint(0, 10, (B,)), _ce
+        case = f"CNN conv 1-8-16 on 1x28x28 + Linear 784-10, B={B}"
+    elif kind in ("mlp", "mlp-small"):
         # the goal's wide MLP, and a tiny one where the per-step fixed cost shows
         B, sizes = (256, (256, 512, 512, 10)) if kind == "mlp" else (64, (32, 64, 10))
         layers = []
@@ -168,16 +193,20 @@ def untied(kind: str, mode: str) -> dict:
 
     _, _, theirs = _opacus_step(model_b, x, y, loss_sum, 1.0, 1.0, 0.01)
     ours = _ours_step(model_a, x, y, loss_fn, 1.0, 1.0, 0.01, mode)
-    t_ours, t_opacus = compare(ours, theirs, repeat=REPEAT, warmup=3)
-    c_ours, c_opacus = cpu_compare(ours, theirs)
+    repeat = REPEAT if kind in ("mlp", "tokens") else 4 * REPEAT  # small steps: more pairs
+    t_ours, t_opacus, wall = pairs(ours, theirs, repeat=repeat, warmup=3)
+    c_ours, c_opacus, cpu = pairs(ours, theirs, repeat=repeat, warmup=0, clock=time.process_time)
     return {
         "case": f"{case}, full DP step",
         "ours": f"DPSGD mode={mode}",
+        "threads": threads,
         "ours_ms": 1e3 * t_ours,
         "opacus_hooks_ms": 1e3 * t_opacus,
         "time_ratio_ours_over_opacus": t_ours / t_opacus,
         "speed_vs_opacus": t_opacus / t_ours,
         "cpu_speed_vs_opacus": c_opacus / c_ours,
+        "speed_wall_pairs": _spread(wall),
+        "speed_cpu_pairs": _spread(cpu),
         "target": "speed >= 1.0",
         "clipped_grad_max_rel_diff": err,
     }
@@ -261,17 +290,24 @@ def tied_lm() -> list[dict]:
 
 
 def main() -> None:
-    torch.set_num_threads(2)
     rows = [
         untied("mlp", "ghost"),
         untied("mlp", "vmap"),
         untied("tokens", "ghost"),
         untied("tokens", "vmap"),
-        untied("mlp-small", "vmap"),
         untied("mlp-small", "ghost"),
-        *tied_lm(),
     ]
+    # issue 19: mode="vmap" >= 1.0x Opacus hooks on small models too, 1 and 2 threads
+    small = [untied(kind, "vmap", t) for t in (1, 2) for kind in ("mlp-small", "cnn", "tokens")]
+    torch.set_num_threads(2)
+    rows += [*small, *tied_lm()]
     write("train", rows)
+    print("\n== issue 19 goal rows: mode=vmap vs Opacus hooks, speed median (10th-90th pct)")
+    for row in [rows[1], *small]:
+        print(
+            f"  {row['case'][:58]:58s} {row['threads']} thr: wall {row['speed_wall_pairs']:17s}"
+            f" CPU {row['speed_cpu_pairs']:17s} ours {row['ours_ms']:.3g} ms"
+        )
 
 
 if __name__ == "__main__":

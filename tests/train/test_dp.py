@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import tying
-from tests.train.models import TinyLM, cases, ce, loop_grads, mse, seq_ce, twice
+from tests.train.models import TinyLM, cases, ce, loop_grads, mlp, mse, seq_ce, twice
 from tying.train import (
     DPSGD,
     clip_factors,
@@ -409,3 +409,250 @@ def test_hand_tie_across_two_modules_counts_both_uses():
 def test_poisson_batches_refuses_bad_sizes(args, match):
     with pytest.raises(ValueError, match=match):
         next(iter(poisson_batches(*args)))
+
+
+# --- issue 19: the per-example function is built once per DPSGD and reused -------------
+
+
+def _cnn():
+    torch.manual_seed(0)
+    return nn.Sequential(  # (1, 8, 8) -> (4, 4, 4) -> (2, 2, 2) -> (2, 1, 1) -> 3
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Identity(),
+        nn.Conv2d(4, 2, 3, groups=2, bias=False),
+        nn.GELU(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(2, 3),
+    ).double()
+
+
+def _safe_models():
+    """Models made only of the module types the expanded way runs on (dp._EXPAND_SAFE)."""
+    g = torch.Generator().manual_seed(3)
+    torch.manual_seed(0)
+    ln = nn.Sequential(
+        nn.Linear(6, 8), nn.LayerNorm(8), nn.Sigmoid(), nn.Dropout(0.5), nn.Linear(8, 3)
+    ).double()
+    ln.eval()  # dropout off, so that a per-example loop is the reference
+    conv1d = nn.Sequential(nn.Conv1d(2, 3, 3), nn.Tanh(), nn.Flatten(), nn.Linear(12, 3)).double()
+    return [
+        ("mlp", mlp(), ce, *_xy(g, (9, 6))),
+        ("layernorm", ln, ce, *_xy(g, (9, 6))),
+        ("conv2d", _cnn(), ce, *_xy(g, (5, 1, 8, 8))),
+        ("conv1d", conv1d, ce, *_xy(g, (5, 2, 6))),
+        ("twice", twice(), mse, *(2 * (torch.randn(7, 5, generator=g, dtype=torch.float64),))),
+    ]
+
+
+def _xy(g, shape):
+    return torch.randn(*shape, generator=g, dtype=torch.float64), torch.randint(
+        0, 3, (shape[0],), generator=g
+    )
+
+
+@pytest.mark.parametrize("case", _safe_models(), ids=lambda c: c[0])
+@pytest.mark.parametrize("limit", [0, 2**62], ids=["vmap-grad", "expanded"])
+def test_both_ways_to_per_example_grads_equal_a_per_example_loop(case, limit, monkeypatch):
+    import tying.train.dp as dp
+
+    name, model, loss_fn, x, y = case
+    monkeypatch.setattr(dp, "EXPAND_MAX_ELEMENTS", limit)
+    assert dp._PerExample(model).expandable  # else this test would not test the expanded way
+    want = loop_grads(model, loss_fn, x, y)
+    got = per_example_grads(model, loss_fn, x, y)
+    assert list(got) == list(want)
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], rtol=1e-6, atol=1e-12)
+    pg = private_grad(model, loss_fn, x, y, max_grad_norm=0.3, noise_multiplier=0.0, denominator=1)
+    c = clip_factors(per_example_norms(want), 0.3)
+    for n, g in want.items():
+        torch.testing.assert_close(
+            pg.grads[n], torch.tensordot(c, g, dims=1), rtol=1e-6, atol=1e-12
+        )
+
+
+def test_the_expanded_way_is_not_used_where_torch_gets_it_wrong(monkeypatch):
+    # F.embedding with a batched weight and a padding_idx masks the padding row of the
+    # first example's copy only: forced, the expanded way gives wrong gradients, so a
+    # model outside the listed module types (here: an Embedding) never takes it.
+    import tying.train.dp as dp
+
+    _, model, loss_fn, x, y = next(c for c in CASES if c[0] == "tiny_lm_pad")
+    want = loop_grads(model, loss_fn, x, y)["embed.weight"]
+    pe = dp._PerExample(model)
+    assert not pe.expandable
+    monkeypatch.setattr(dp, "EXPAND_MAX_ELEMENTS", 2**62)
+    torch.testing.assert_close(per_example_grads(model, loss_fn, x, y)["embed.weight"], want)
+    pe.expandable = True  # what an unguarded size rule would do
+    forced = pe(loss_fn, (x,), y)[0][pe.names.index("embed.weight")]
+    assert not torch.allclose(forced, want)
+
+
+def _dp_pair(model, **kw):
+    """A DPSGD that changes nothing (lr 0, σ 0), so each step is a clipped mean to compare."""
+    dp = DPSGD(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.0),
+        noise_multiplier=0.0,
+        max_grad_norm=0.5,
+        sample_rate=0.1,
+        **kw,
+    )
+    return dp
+
+
+def _assert_fresh_result(dp, loss_fn, x, y):
+    got = dp.step(loss_fn, x, y)
+    want = private_grad(dp.model, loss_fn, x, y, max_grad_norm=0.5, noise_multiplier=0.0)
+    assert list(got.grads) == list(want.grads)
+    for n in want.grads:
+        torch.testing.assert_close(got.grads[n], want.grads[n], rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(got.norms, want.norms, rtol=1e-9, atol=0)
+    return got
+
+
+def _replace_parameter(model):
+    model[0].weight = nn.Parameter(torch.randn_like(model[0].weight))
+
+
+def _replace_data(model):
+    model[0].weight.data = torch.randn_like(model[0].weight)  # same Parameter, new storage
+
+
+def _freeze(model):
+    model[0].weight.requires_grad_(False)
+
+
+def _append(model):
+    model.append(nn.Tanh())
+    model.append(nn.Linear(3, 3).double())
+
+
+def _tie(model):
+    tying.Plan([tying.share("2.weight", like="0.weight")]).apply(model)
+
+
+def _untie(model):
+    tying.untie(model)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [_replace_parameter, _replace_data, _freeze, _append, _tie, _untie],
+    ids=[
+        "parameter-replaced",
+        "data-replaced",
+        "requires-grad-off",
+        "modules-added",
+        "tied",
+        "untied",
+    ],
+)
+@pytest.mark.parametrize("limit", [0, 2**62], ids=["vmap-grad", "expanded"])
+def test_a_dpsgd_step_after_the_model_changed_uses_the_changed_model(change, limit, monkeypatch):
+    # A stale per-example function would give gradients of the old structure: each
+    # change below fails this test if DPSGD reuses what it built at the first step.
+    import tying.train.dp as dp
+
+    monkeypatch.setattr(dp, "EXPAND_MAX_ELEMENTS", limit)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 3)).double()
+    if change is _untie:
+        _tie(model)
+    x, y = torch.randn(6, 3, dtype=torch.float64), torch.randint(0, 3, (6,))
+    dpsgd = _dp_pair(model)
+    _assert_fresh_result(dpsgd, ce, x, y)
+    change(model)
+    _assert_fresh_result(dpsgd, ce, x, y)
+
+
+def test_a_dpsgd_step_with_another_loss_uses_that_loss():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 3)).double()
+    x = torch.randn(6, 3, dtype=torch.float64)
+    dpsgd = _dp_pair(model)
+    a = _assert_fresh_result(dpsgd, mse, x, x)
+    b = _assert_fresh_result(dpsgd, lambda out, y: 3.0 * mse(out, y), x, x)
+    assert not torch.allclose(a.norms, b.norms)
+
+
+def test_a_dpsgd_step_after_batchnorm_went_back_to_training_is_refused():
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2)).double()
+    model[1].eval()
+    dpsgd = _dp_pair(model)
+    x, y = torch.randn(5, 3, dtype=torch.float64), torch.zeros(5, dtype=torch.long)
+    dpsgd.step(ce, x, y)
+    model.train()
+    state = _state(dpsgd)
+    with pytest.raises(ValueError, match=r"1 is a BatchNorm1d in training mode.*GroupNorm"):
+        dpsgd.step(ce, x, y)
+    _unchanged(dpsgd, state)
+
+
+def test_a_dpsgd_step_after_a_buffer_was_replaced_reads_the_new_buffer():
+    class Shift(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 3)
+            self.register_buffer("shift", torch.zeros(3))
+
+        def forward(self, x):
+            return torch.tanh(self.lin(x) + self.shift)
+
+    model = Shift().double()
+    x, y = torch.randn(6, 3, dtype=torch.float64), torch.randint(0, 3, (6,))
+    dpsgd = _dp_pair(model)
+    a = _assert_fresh_result(dpsgd, ce, x, y)
+    model.shift = torch.full((3,), 2.0, dtype=torch.float64)  # a new buffer object
+    b = _assert_fresh_result(dpsgd, ce, x, y)
+    assert not torch.allclose(a.norms, b.norms)
+
+
+def test_a_forward_that_raises_leaves_every_parameter_in_its_module():
+    class Fails(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 2)
+
+        def forward(self, x):
+            self.lin(x)
+            raise RuntimeError("boom")
+
+    model = Fails().double()
+    before = {n: p for n, p in model.named_parameters()}
+    with pytest.raises(RuntimeError, match="boom"):
+        per_example_grads(model, ce, torch.randn(4, 3, dtype=torch.float64), torch.zeros(4).long())
+    assert all(p is before[n] for n, p in model.named_parameters())
+    assert isinstance(model.lin.weight, nn.Parameter)
+
+
+@pytest.mark.parametrize("limit", [0, 2**62], ids=["vmap-grad", "expanded"])
+def test_per_example_grads_under_no_grad(limit, monkeypatch):
+    # torch.func.grad turns gradients on by itself; the expanded way must too
+    import tying.train.dp as dp
+
+    monkeypatch.setattr(dp, "EXPAND_MAX_ELEMENTS", limit)
+    _, model, loss_fn, x, y = CASES[0]
+    want = loop_grads(model, loss_fn, x, y)
+    with torch.no_grad():
+        got = per_example_grads(model, loss_fn, x, y)
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], rtol=1e-6, atol=1e-12)
+
+
+def test_the_noise_is_the_generators_normal_draws_added_then_divided():
+    # the noise is drawn per parameter in named_parameters() order, as before issue 19's
+    # in-place rewrite: a seeded run gives the same numbers bit for bit
+    _, model, loss_fn, x, y = CASES[1]
+    kw = dict(max_grad_norm=0.5, denominator=3.0)
+    clean = private_grad(model, loss_fn, x, y, noise_multiplier=0.0, **{**kw, "denominator": 1.0})
+    got = private_grad(
+        model, loss_fn, x, y, noise_multiplier=1.3, generator=torch.Generator().manual_seed(7), **kw
+    )
+    g = torch.Generator().manual_seed(7)
+    for name, s in clean.grads.items():
+        noise = torch.normal(0.0, 1.3 * 0.5, size=s.shape, generator=g, dtype=s.dtype)
+        assert torch.equal(got.grads[name], (s + noise) / 3.0)

@@ -12,11 +12,15 @@ to ``C`` times the number of uses: the sensitivity, and so the privacy, is wrong
 
 Two ways to the per-example norms, one result:
 
-- ``mode="vmap"``: ``torch.func.vmap(grad(functional_call))`` over
-  ``model.named_parameters()``, which yields each physical tensor once; a tied
-  slot reads its owner at access time, so the substituted tensor feeds every
-  use and the gradient is already the sum over uses. Works for any model
-  without batch-mixing layers (BatchNorm in training mode is refused).
+- ``mode="vmap"``: ``torch.func.vmap(grad(...))`` of the model with
+  ``model.named_parameters()`` swapped in (as ``functional_call`` does), which
+  yields each physical tensor once; a tied slot reads its owner at access time,
+  so the substituted tensor feeds every use and the gradient is already the sum
+  over uses. Works for any model without batch-mixing layers (BatchNorm in
+  training mode is refused). A :class:`DPSGD` builds this once and rebuilds it
+  only when the model's structure changed; small models of plain layers take
+  one vmapped forward over expanded parameters and one autograd pass instead
+  (same gradients, less fixed cost; see ``EXPAND_MAX_ELEMENTS``).
 - ``mode="ghost"``: :class:`tying.train.GhostClipping`, for models made of
   Linear/Embedding layers (tied or not): norms from Gram matrices with the
   cross terms between uses, and the clipped sum without per-example gradients.
@@ -33,7 +37,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import grad, vmap
 
 from tying.train.ghost import GhostClipping
 
@@ -104,6 +108,8 @@ def _check_batch(x, y) -> None:
 
 
 def _check_finite_norms(norms: torch.Tensor) -> None:
+    if bool(torch.isfinite(norms).all()):
+        return
     bad = (~torch.isfinite(norms)).nonzero().flatten()
     if len(bad):
         raise ValueError(
@@ -111,16 +117,6 @@ def _check_finite_norms(norms: torch.Tensor) -> None:
             f"(norms {norms[bad[:5]].tolist()}): clipping cannot bound them, so the step is "
             f"refused and the model left unchanged; check the loss and the inputs"
         )
-
-
-def _check_no_batchnorm(model: nn.Module) -> None:
-    for path, mod in model.named_modules():
-        if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.training:
-            raise ValueError(
-                f"{path or '<root>'} is a {type(mod).__name__} in training mode: it mixes the "
-                f"examples of a batch, so per-example gradients (and DP) do not exist; use "
-                f"GroupNorm/LayerNorm, or call .eval() on it"
-            )
 
 
 def per_example_grads(model: nn.Module, loss_fn: LossFn, x, y) -> dict[str, torch.Tensor]:
@@ -155,53 +151,188 @@ def per_example_grads(model: nn.Module, loss_fn: LossFn, x, y) -> dict[str, torc
     return _vmap_grads(model, loss_fn, x, y)[0]
 
 
-def _slots(model: nn.Module, kind: str, physical: dict[int, str]) -> dict[str, str]:
-    """``{path: physical name}`` with one path per distinct (module, attribute) pair.
+def _fingerprint(model: nn.Module) -> tuple[tuple, list]:
+    """Everything a :class:`_PerExample` is built from, and the objects it names.
 
-    ``functional_call(tie_weights=True)`` swaps every path of a tied tensor, and
-    swaps a module reached twice (``Sequential(lin, act, lin)``) twice: its restore
-    then leaves the substituted tensor in the model, so the model no longer trains
-    (found in issue 19's work). Listing each (module, attribute) once and calling
-    with ``tie_weights=False`` swaps everything exactly once.
+    One walk over ``named_modules(remove_duplicate=False)``: each module's path, identity
+    and class (a tie swaps the class), and the identity (and ``requires_grad``) of every
+    entry of its ``_parameters`` and ``_buffers``. Two equal fingerprints give the same
+    parameter names, order and swap slots. The second value holds the objects whose
+    ``id`` the fingerprint records: kept alive by the cache, no id can be reused by a new
+    module or tensor while the fingerprint is compared against. Refuses a BatchNorm in
+    training mode on the way (``.train()`` may have been called since the last step).
     """
-    out, seen = {}, set()
+    key, refs = [], []
+    # ``functional_call(tie_weights=True)`` swapped every path of a tied tensor, and a
+    # module reached twice (``Sequential(lin, act, lin)``) twice: its restore then left
+    # the substituted tensor in the model, which stopped training (found in issue 19's
+    # work). :class:`_PerExample` swaps each (module, attribute) pair exactly once.
     for path, mod in model.named_modules(remove_duplicate=False):
-        for name, t in getattr(mod, kind).items():
-            if t is None or id(t) not in physical or (id(mod), name) in seen:
-                continue
-            seen.add((id(mod), name))
-            out[f"{path}.{name}" if path else name] = physical[id(t)]
-    return out
-
-
-def _vmap_fn(model: nn.Module, loss_fn: LossFn):
-    """``(params, fn)``: ``fn(params, xs, y)`` gives every example's gradients and losses."""
-    _check_no_batchnorm(model)
-    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
-    buffers = {n: b.detach() for n, b in model.named_buffers()}
-    p_paths = _slots(
-        model, "_parameters", {id(p): n for n, p in model.named_parameters() if p.requires_grad}
-    )
-    b_paths = _slots(model, "_buffers", {id(b): n for n, b in model.named_buffers()})
-    bufs = {path: buffers[n] for path, n in b_paths.items()}
-
-    def loss_one(p, xb, yb):
-        subst = {path: p[n] for path, n in p_paths.items()}  # every use reads the one tensor
-        subst.update(bufs)
-        out = functional_call(
-            model, subst, tuple(t.unsqueeze(0) for t in xb), tie_weights=False, strict=False
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.training:
+            raise ValueError(
+                f"{path or '<root>'} is a {type(mod).__name__} in training mode: it mixes the "
+                f"examples of a batch, so per-example gradients (and DP) do not exist; use "
+                f"GroupNorm/LayerNorm, or call .eval() on it"
+            )
+        ps = tuple(
+            (n, id(t), t is not None and t.requires_grad) for n, t in mod._parameters.items()
         )
-        loss = loss_fn(out, yb.unsqueeze(0)).sum()
+        bs = tuple((n, id(t)) for n, t in mod._buffers.items())
+        key.append((path, id(mod), type(mod), ps, bs))
+        refs.append(mod)
+        refs.extend(mod._parameters.values())
+        refs.extend(mod._buffers.values())
+    return tuple(key), refs
+
+
+# Below this many per-example gradient elements (batch x trainable parameters) the
+# per-example gradients come from one vmapped forward over the parameters expanded to
+# (B, *shape) and one plain autograd pass (_PerExample._expanded); above it from
+# vmap(grad(...)). Both give every example's own gradient (tested equal to a per-example
+# loop on every test model, either way). The expanded way skips torch.func's grad level,
+# a fixed ~0.3-0.5 ms a call (the whole step of a small model), but its forward runs one
+# matrix-vector product per example where grad-in-vmap runs one matrix product for the
+# batch: +6 ms on the 256-512-512-10 MLP at B=256 (102M elements, 1 thread, 160 vs 154
+# ms, 2026-12-01), ~0.06 ns per element, so the two break even near 2^23 elements.
+EXPAND_MAX_ELEMENTS = 2**23
+
+# The expanded way relies on torch's batching rules for ops whose *parameters* are
+# batched, and one of them is wrong: F.embedding with a batched weight and a padding_idx
+# masks the padding row of the first example's copy only, so every other example's
+# padding row gets a gradient (found here; tests/train/test_dp.py shows it). So it runs
+# only on models built entirely of these module types, exact types (a subclass may
+# override forward, and a tied module is a subclass), each tested against a per-example
+# loop in float64. Any other model takes vmap(grad(...)) at any size.
+_EXPAND_SAFE = frozenset(
+    {
+        nn.Sequential,
+        nn.Linear,
+        nn.Conv1d,
+        nn.Conv2d,
+        nn.ReLU,
+        nn.Tanh,
+        nn.Sigmoid,
+        nn.GELU,
+        nn.Flatten,
+        nn.Identity,
+        nn.MaxPool2d,
+        nn.AvgPool2d,
+        nn.LayerNorm,
+        nn.Dropout,
+    }
+)
+
+
+class _PerExample:
+    """Per-example gradients over a model's trainable physical parameters, built once.
+
+    A DP step used to rebuild the parameter and buffer maps, and ``functional_call``
+    walked the model again, on every call: on a tiny model that walking cost as much
+    as the arithmetic (issue 19). This object lists the swaps once, as (module,
+    attribute, index) triples over a flat tuple of parameters, and writes each
+    substitute straight into the module's ``_parameters``/``_buffers`` dict, which is
+    the write ``functional_call`` makes (``torch.nn.utils._named_member_accessor.
+    swap_tensor``), restored in a ``finally``. :meth:`fresh` says whether the model
+    still has the structure it was built from (see :func:`_fingerprint`); the tensors'
+    values are read at every call (``p.detach()`` shares the storage that an optimizer
+    or a ``.data =`` assignment left), never cached. The loss function is handed in at
+    every call, so a new one needs no rebuild.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.key, self._refs = _fingerprint(model)
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.names = tuple(n for n, _ in named)
+        self.params = tuple(p for _, p in named)
+        index = {id(p): i for i, p in enumerate(self.params)}
+        buffers = [b for _, b in model.named_buffers()]
+        b_index = {id(b): i for i, b in enumerate(buffers)}
+        self.buffers = tuple(buffers)
+        self.p_slots, self.b_slots, seen = [], [], set()
+        for _, mod in model.named_modules(remove_duplicate=False):
+            for name, t in mod._parameters.items():
+                if t is not None and id(t) in index and (id(mod), name) not in seen:
+                    seen.add((id(mod), name))
+                    self.p_slots.append((mod, name, index[id(t)]))
+            for name, t in mod._buffers.items():
+                if t is not None and id(t) in b_index and (id(mod), name) not in seen:
+                    seen.add((id(mod), name))
+                    self.b_slots.append((mod, name, b_index[id(t)]))
+        self.size = sum(p.numel() for p in self.params)
+        self.expandable = all(type(m) in _EXPAND_SAFE for m in model.modules())
+        self.model = model
+        self._loss_fn: LossFn | None = None
+        self.fn = vmap(
+            grad(self._loss_one, has_aux=True), in_dims=(None, None, 0, 0), randomness="different"
+        )
+        # each example's loss under its own copy of the parameters (a stride-0 expansion),
+        # one vmapped function per number of inputs: flat tensor arguments, because vmap's
+        # pytree matching of nested in_dims cost 13 % of a tiny model's step
+        self._losses: dict[int, Callable] = {}
+
+    def fresh(self, model: nn.Module) -> bool:
+        """True if ``model`` is the one this was built from, with the same structure."""
+        return model is self.model and _fingerprint(model)[0] == self.key
+
+    def _loss_one(self, p, bufs, xb, yb):
+        loss = self._loss_value(p, bufs, xb, yb)
         return loss, loss.detach()
 
-    fn = vmap(grad(loss_one, has_aux=True), in_dims=(None, 0, 0), randomness="different")
-    return params, fn
+    def _loss_value(self, p, bufs, xb, yb):
+        """One example's loss with the parameters ``p`` and buffers ``bufs`` swapped in."""
+        saved = []
+        try:
+            for mod, name, i in self.p_slots:
+                saved.append((mod._parameters, name, mod._parameters[name]))
+                mod._parameters[name] = p[i]  # every use reads the one tensor
+            for mod, name, i in self.b_slots:
+                saved.append((mod._buffers, name, mod._buffers[name]))
+                mod._buffers[name] = bufs[i]
+            out = self.model(*(t.unsqueeze(0) for t in xb))
+        finally:
+            for where, name, orig in reversed(saved):
+                where[name] = orig
+        return self._loss_fn(out, yb.unsqueeze(0)).sum()
+
+    def __call__(self, loss_fn: LossFn, xs: tuple, y: torch.Tensor):
+        """``(grads, losses)``: a tuple of ``(B, *param.shape)`` in :attr:`names` order, ``(B,)``."""
+        bufs = tuple(b.detach() for b in self.buffers)
+        self._loss_fn = loss_fn
+        try:
+            if self.expandable and y.shape[0] * self.size <= EXPAND_MAX_ELEMENTS:
+                return self._expanded(bufs, xs, y)
+            return self.fn(tuple(p.detach() for p in self.params), bufs, xs, y)
+        finally:
+            self._loss_fn = None
+
+    def _expanded(self, bufs, xs, y):
+        """Example b's loss reads only row b of each expanded parameter, so the gradient
+        of the summed losses on that row is example b's own gradient."""
+        B = y.shape[0]
+        per = tuple(p.detach().expand(B, *p.shape).requires_grad_() for p in self.params)
+        fn = self._losses.get(len(xs))
+        if fn is None:
+            n_p, n_b = len(per), len(bufs)
+
+            def flat(*args):
+                p, b = args[:n_p], args[n_p : n_p + n_b]
+                return self._loss_value(p, b, args[n_p + n_b : -1], args[-1])
+
+            dims = (0,) * n_p + (None,) * n_b + (0,) * (len(xs) + 1)
+            fn = self._losses[len(xs)] = vmap(flat, in_dims=dims, randomness="different")
+        with torch.enable_grad():  # grad() enables it itself; autograd.grad needs it on
+            losses = fn(*per, *bufs, *xs, y)  # (B,)
+            grads = torch.autograd.grad(
+                losses.sum(), per, allow_unused=True, materialize_grads=True
+            )
+        return grads, losses.detach()
 
 
 def _vmap_grads(model: nn.Module, loss_fn: LossFn, x, y):
-    params, fn = _vmap_fn(model, loss_fn)
+    pe = _PerExample(model)
     xs = x if isinstance(x, tuple) else (x,)
-    return fn(params, xs, y)  # ({name: (B, *shape)}, losses (B,))
+    grads, losses = pe(loss_fn, xs, y)
+    return dict(zip(pe.names, grads)), losses  # ({name: (B, *shape)}, losses (B,))
 
 
 # The DP step makes per-example gradients of at most this many elements (floats) at a
@@ -211,32 +342,68 @@ def _vmap_grads(model: nn.Module, loss_fn: LossFn, x, y):
 CHUNK_ELEMENTS = 2**28
 
 
-def _vmap_clipped_sum(model: nn.Module, loss_fn: LossFn, x, y, max_grad_norm: float):
+def _rows(g: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """``g`` (B, *shape) as a (B, P) matrix in its memory order, and that order of dims 1...
+
+    Autograd hands a Linear's per-example weight gradients transposed in memory
+    ((B, out, in) with strides (out*in, 1, out)); ``g.reshape(B, -1)`` then copies the
+    whole tensor, once for the norms and once for the sum (a third of a tiny model's
+    clipping time). Read in memory order, the same entries form a (B, P) view.
+    """
+    order = sorted(range(1, g.dim()), key=lambda d: g.stride(d), reverse=True)
+    return g.permute(0, *order).reshape(g.shape[0], -1), order
+
+
+def _weighted_sum(c: torch.Tensor, rows: torch.Tensor, order: list[int], shape) -> torch.Tensor:
+    """``Σ_b c_b g_b`` from :func:`_rows`' view: one vector-matrix product, back in ``shape``."""
+    s = (c @ rows).view([shape[d - 1] for d in order])
+    return s.permute([order.index(d) for d in range(1, len(shape) + 1)])
+
+
+def _vmap_clipped_sum(
+    model: nn.Module, loss_fn: LossFn, x, y, max_grad_norm: float, pe: _PerExample | None = None
+):
     """Σ_b clip_C(g_b), per-example norms and losses, one chunk of examples at a time.
 
     An example's clipping factor depends on its own gradient only, so each chunk is
     clipped and summed as soon as its gradients exist; the result equals clipping
-    the whole batch at once (up to the order of the float additions).
+    the whole batch at once (up to the order of the float additions). ``pe``: a
+    :class:`_PerExample` of ``model`` that is known fresh (default: built here).
     """
-    params, fn = _vmap_fn(model, loss_fn)
+    pe = pe or _PerExample(model)
     xs = x if isinstance(x, tuple) else (x,)
     B = y.shape[0]
-    size = sum(p.numel() for p in params.values())
+    size = sum(p.numel() for p in pe.params)
     chunk = max(1, min(B, CHUNK_ELEMENTS // max(size, 1)))
-    summed = {n: torch.zeros_like(p) for n, p in params.items()}
-    norms, losses = [], []
+    if B == 0:  # an empty batch: nothing to clip
+        zero = {n: torch.zeros_like(p) for n, p in zip(pe.names, pe.params)}
+        return PrivateGrad(zero, torch.zeros(0), torch.zeros(0))
+    summed, norms, losses = None, [], []
     for start in range(0, B, chunk):
         part = slice(start, start + chunk)
-        grads, loss = fn(params, tuple(t[part] for t in xs), y[part])
-        n_b = per_example_norms(grads)
-        c = clip_factors(n_b, max_grad_norm).to(next(iter(grads.values())).dtype)
-        for name, g in grads.items():
-            summed[name].add_(torch.tensordot(c, g, dims=1))  # Σ_b c_b g_b
+        grads, loss = pe(loss_fn, tuple(t[part] for t in xs), y[part])
+        rows = [_rows(g) for g in grads]
+        n_b = _norms([r for r, _ in rows])
+        c = (max_grad_norm / (n_b + 1e-6)).clamp_(max=1.0)  # clip_factors, in fewer ops
+        parts = [_weighted_sum(c, r, o, p.shape) for (r, o), p in zip(rows, pe.params)]
+        if summed is None:  # one chunk covers most batches: no zeros and no add
+            summed = parts
+        else:
+            for s, part_sum in zip(summed, parts):
+                s.add_(part_sum)
         norms.append(n_b)
         losses.append(loss)
-    if not norms:  # an empty batch: nothing to clip
-        return PrivateGrad(summed, torch.zeros(0), torch.zeros(0))
-    return PrivateGrad(summed, torch.cat(norms), torch.cat(losses))
+    if len(norms) == 1:
+        return PrivateGrad(dict(zip(pe.names, summed)), norms[0], losses[0])
+    return PrivateGrad(dict(zip(pe.names, summed)), torch.cat(norms), torch.cat(losses))
+
+
+def _norms(rows: list[torch.Tensor]) -> torch.Tensor:
+    """Per-example norms of (B, P_k) matrices taken together as one (B, Σ P_k) matrix."""
+    if len(rows) == 1:
+        return torch.linalg.vector_norm(rows[0], dim=1)
+    per = torch.stack([torch.linalg.vector_norm(r, dim=1) for r in rows], 1)  # (B, k)
+    return torch.linalg.vector_norm(per, dim=1)  # sqrt(Σ_k ‖g_bk‖²)
 
 
 def per_example_norms(grads: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -339,12 +506,12 @@ def private_grad(
     return _noisy(res, noise_multiplier, max_grad_norm, denominator, generator)
 
 
-def _clipped_sum(model, ghost, loss_fn, x, y, max_grad_norm):
+def _clipped_sum(model, ghost, loss_fn, x, y, max_grad_norm, pe=None):
     if ghost is not None:
         res = ghost.clip(loss_fn, x, y, max_grad_norm)
         _check_finite_norms(res.norms)
         return PrivateGrad(res.grads, res.norms, res.losses)
-    res = _vmap_clipped_sum(model, loss_fn, x, y, max_grad_norm)
+    res = _vmap_clipped_sum(model, loss_fn, x, y, max_grad_norm, pe)
     _check_finite_norms(res.norms)  # before anything is applied: a refused step changes nothing
     return res
 
@@ -430,6 +597,15 @@ class DPSGD:
         self.steps = 0
         self._n_data: float | None = None
         self._ghost = GhostClipping(model) if mode == "ghost" else None
+        # mode="vmap": the per-example function, built at the first step and rebuilt
+        # whenever the model's structure changed since (_PerExample.fresh).
+        self._per_example: _PerExample | None = None
+
+    def _vmap_plan(self) -> _PerExample:
+        pe = self._per_example
+        if pe is None or not pe.fresh(self.model):
+            pe = self._per_example = _PerExample(self.model)
+        return pe
 
     def step(self, loss_fn: LossFn, x, y, *, n_data: int | None = None) -> PrivateGrad:
         """One DP step on a (Poisson-sampled) batch; returns the :class:`PrivateGrad`.
@@ -456,15 +632,16 @@ class DPSGD:
                 raise ValueError(f"n_data must be an int > 0 (the data set size), got {n_data!r}")
         _check_learning_rates(self.optimizer)
         denom = None if n_data is None else self.sample_rate * int(n_data)
+        pe = self._vmap_plan() if self._ghost is None else None
         if len(y) > 0:
-            res = _clipped_sum(self.model, self._ghost, loss_fn, x, y, self.max_grad_norm)
+            res = _clipped_sum(self.model, self._ghost, loss_fn, x, y, self.max_grad_norm, pe)
         else:  # an empty Poisson batch still releases noise
             zero = {
                 n: torch.zeros_like(p) for n, p in self.model.named_parameters() if p.requires_grad
             }
             res = PrivateGrad(zero, torch.zeros(0), torch.zeros(0))
         pg = _noisy(res, self.noise_multiplier, self.max_grad_norm, denom, self.generator)
-        params = dict(self.model.named_parameters())
+        params = dict(zip(pe.names, pe.params)) if pe else dict(self.model.named_parameters())
         for name, g in pg.grads.items():
             params[name].grad = g
         self.optimizer.step()
@@ -493,10 +670,12 @@ def _noisy(res: PrivateGrad, sigma: float, C: float, denom, generator) -> Privat
     out = {}
     for name, s in res.grads.items():
         if sigma > 0:
-            s = s + torch.normal(
+            noise = torch.normal(
                 0.0, sigma * C, size=s.shape, generator=generator, dtype=s.dtype, device=s.device
             )
-        out[name] = s / d
+            out[name] = noise.add_(s).div_(d)  # (s + noise) / d in the noise's own memory
+        else:
+            out[name] = s / d
     return PrivateGrad(out, res.norms, res.losses)
 
 
