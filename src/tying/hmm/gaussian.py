@@ -33,7 +33,7 @@ import numpy as np
 from scipy.linalg import cho_factor, solve_triangular
 
 from tying.hmm import compiled
-from tying.hmm.base import BaseHMM, _check_prior, _positive_int
+from tying.hmm.base import BaseHMM, _broadcast, _check_prior, _positive_int
 from tying.hmm.forward_backward import LaneLayout, _deal_rows, forward_backward_stats
 from tying.hmm.sequences import check_observations
 from tying.hmm.ties import StateTies
@@ -401,7 +401,7 @@ class GaussianHMM(BaseHMM):
 
     def _variances(self) -> np.ndarray:
         """``(G, D)`` variances per covariance group (diag and spherical)."""
-        return np.broadcast_to(self._covars, (len(self._covars), self.n_features_))
+        return _broadcast(self._covars, (len(self._covars), self.n_features_))
 
     # ------------------------------------------------------------- emission
     def _log_emission(self, X: np.ndarray) -> np.ndarray:
@@ -574,8 +574,8 @@ class GaussianHMM(BaseHMM):
         diagonal types, per covariance group ``(G, D, D)`` for full ones.
         """
         ties, K, D = self.ties_, self.n_components, Sx.shape[1]
-        w = np.broadcast_to(self._prior("means_weight", 0.0), (K, D))
-        mu0 = np.broadcast_to(self._prior("means_prior", 0.0), (K, D))
+        w = _broadcast(self._prior("means_weight", 0.0), (K, D))
+        mu0 = _broadcast(self._prior("means_prior", 0.0), (K, D))
         if "means" in learn:
             first = ties.firsts("means")
             Ng, Sg = ties.pool("means", N), ties.pool("means", Sx)
@@ -592,8 +592,8 @@ class GaussianHMM(BaseHMM):
         first = ties.firsts("covars")
         cw = self._prior("covars_weight", 1.0)
         if not self._full():
-            cp = np.broadcast_to(self._prior("covars_prior", 0.0, 1e-2), (K, D))[first]
-            cw = np.broadcast_to(cw, (K, D))[first]
+            cp = _broadcast(self._prior("covars_prior", 0.0, 1e-2), (K, D))[first]
+            cw = _broadcast(cw, (K, D))[first]
             c = ties.pool("covars", w * md**2 + Sxx - 2.0 * m * Sx + N[:, None] * m**2)
             denom = np.maximum(np.maximum(cw - 1.0, 0.0) + Nc[:, None], 1e-5)
             var = (cp + c) / denom
@@ -601,8 +601,8 @@ class GaussianHMM(BaseHMM):
                 var = var.mean(1, keepdims=True)
             self._covars[ok] = np.maximum(var[ok], self.min_covar)
             return
-        cp = np.broadcast_to(self._prior("covars_prior", 0.0, 1e-2), (K, D, D))[first]
-        cw = np.broadcast_to(cw, (K,))[first] if np.ndim(cw) <= 1 else np.asarray(cw)[first]
+        cp = _broadcast(self._prior("covars_prior", 0.0, 1e-2), (K, D, D))[first]
+        cw = _broadcast(cw, (K,))[first] if np.ndim(cw) <= 1 else np.asarray(cw)[first]
         cross = Sx[:, :, None] * m[:, None, :]  # (K, D, D): Σγx mᵀ
         corr = -cross - cross.transpose(0, 2, 1) + N[:, None, None] * m[:, :, None] * m[:, None, :]
         corr += w[:, :, None] * md[:, :, None] * md[:, None, :]  # hmmlearn's means_weight term
