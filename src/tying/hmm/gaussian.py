@@ -534,6 +534,56 @@ class GaussianHMM(BaseHMM):
 
         return density
 
+    def _mstep(self, X, post, context=None) -> None:
+        """The M-step; a diag model in which no state shares anything, after the fused
+        E-step, takes one compiled call with the NumPy M-step's bits (its dozens of small
+        NumPy calls ran on one thread between the threaded E-steps, 2026-12-01)."""
+        fast = self._mstep_fast(post, context)
+        if fast is None:
+            super()._mstep(X, post, context)
+            return
+        learn, sp_prior, tp_prior, w, mu0, cp, cw = fast
+        st = post.stats
+        startprob = self._startprob.copy()  # a new array, as the NumPy M-step makes one
+        arrays = (startprob, self._transitions, self._means, self._covars)
+        if not all(a.dtype == np.float64 and a.flags.c_contiguous for a in arrays):
+            super()._mstep(X, post, context)
+            return
+        compiled._kernels().mstep_diag_untied(
+            learn, startprob, sp_prior, np.ascontiguousarray(post.start, dtype=np.float64),
+            self._transitions, tp_prior, np.ascontiguousarray(post.xi_sum, dtype=np.float64),
+            self._means, w, mu0, context["center"], st.n, st.sx, st.sxx, self._covars, cp, cw,
+            float(self.min_covar), _EMPTY,
+        )  # fmt: skip
+        self._startprob = startprob
+
+    def _mstep_fast(self, post, context):
+        """The compiled M-step's fixed arguments (made on the fit's first M-step and kept in
+        its ``context``: settings, ties and priors do not change during a fit), or None
+        when the NumPy M-step runs (other covariance types, ties, no fused E-step)."""
+        if context is None or post.stats is None or compiled._kernels() is None:
+            return None
+        fast = context.get("mstep_fast")
+        if fast is None:
+            ties, K, D = self.ties_, self.n_components, self.n_features_
+            untied = all(ties._untied(k) for k in ("transitions", "means", "covars"))
+            if self.covariance_type != "diag" or not untied or K > 128:  # see _np_sum
+                fast = False
+            else:
+                learn = self._learn()
+                flags = np.array([p in learn for p in ("startprob", "transmat", "means", "covars")])
+                fast = (
+                    flags,
+                    _broadcast(self._prior("startprob_prior", 1.0), (K,)),
+                    _broadcast(self._prior("transmat_prior", 1.0), (K, K)),
+                    _broadcast(self._prior("means_weight", 0.0), (K, D)),
+                    _broadcast(self._prior("means_prior", 0.0), (K, D)),
+                    _broadcast(self._prior("covars_prior", 0.0, 1e-2), (K, D)),
+                    _broadcast(self._prior("covars_weight", 1.0), (K, D)),
+                )
+            context["mstep_fast"] = fast
+        return fast or None
+
     def _emission_update(self, X, post, learn, context) -> None:
         if post.stats is None:  # the generic E-step: statistics from gamma
             self._emission_mstep(X, post.gamma, learn, context["center"])
