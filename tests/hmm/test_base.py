@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tying.hmm import GaussianHMM, NotFittedError
+from tying.hmm.base import _broadcast
 
 from .helpers import random_params
 
@@ -183,3 +186,28 @@ def test_the_em_context_is_made_once_per_fit_not_per_restart(monkeypatch):
     monkeypatch.setattr(GaussianHMM, "_em_context", spy)
     GaussianHMM(3, n_iter=2, n_init=3, random_state=0).fit(X, lengths)
     assert made == [len(X)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 4), min_size=0, max_size=3),
+    keep=st.lists(st.booleans(), min_size=3, max_size=3),
+    n_lead=st.integers(0, 1),
+)
+def test_broadcast_gives_broadcast_tos_values_and_refusals(shape, keep, n_lead):
+    # the M-steps' fast broadcast of priors: the same values and dtype as np.broadcast_to,
+    # a fresh writable array, and the same refusal (ValueError) where broadcast_to refuses
+    src = tuple(n if k else 1 for n, k in zip(shape, keep[: len(shape)], strict=False))
+    src = (1,) * n_lead + src  # a leading 1 more than the target has: broadcast_to refuses
+    value = np.arange(float(np.prod(src))).reshape(src) + 0.5
+    try:
+        want = np.broadcast_to(value, tuple(shape))
+    except ValueError:
+        with pytest.raises(ValueError):
+            _broadcast(value, tuple(shape))
+        return
+    got = _broadcast(value, tuple(shape))
+    assert got.dtype == want.dtype and got.flags.writeable
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="broadcast"):
+        _broadcast(np.zeros(5), (2, 3))

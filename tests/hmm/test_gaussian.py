@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tying
 import tying.hmm.gaussian as gaussian_module
@@ -330,3 +334,58 @@ def test_full_density_factors_are_the_per_group_lapack_results_bit_for_bit():
         l_old = np.tril(cho_factor(c, lower=True, check_finite=False)[0])
         inv_old = solve_triangular(l_old, np.eye(5), lower=True, check_finite=False)
         assert l_new.tobytes() == l_old.tobytes() and inv_new.tobytes() == inv_old.tobytes()
+
+
+@pytest.mark.skipif(not tying.hmm.compiled.available(), reason="compiled kernels unavailable")
+@settings(max_examples=80, deadline=None)
+@given(
+    K=st.sampled_from([1, 2, 3, 7, 8, 9, 15, 16, 17, 33]),
+    D=st.integers(1, 5),
+    seed=st.integers(0, 2**31 - 1),
+    params=st.sampled_from(["stmc", "mc", "st", "tc", "s"]),
+    priors=st.booleans(),
+)
+def test_compiled_diag_mstep_has_the_numpy_mstep_bits(K, D, seed, params, priors):
+    # the compiled M-step of an untied diag model against the NumPy M-step it replaces
+    # (BaseHMM._mstep, then GaussianHMM._update_emissions): every parameter bit for bit,
+    # with forbidden starts and transitions, empty states, hmmlearn priors, and any params
+    from tying.hmm.base import BaseHMM
+    from tying.hmm.forward_backward import GaussianStats, Posteriors
+
+    rng = np.random.default_rng(seed)
+    kw = {"params": params}
+    if priors:
+        kw.update(
+            startprob_prior=rng.uniform(0.5, 3.0, K),
+            transmat_prior=rng.uniform(0.5, 3.0, (K, K)),
+            means_prior=rng.normal(size=(K, D)),
+            means_weight=rng.uniform(0.0, 2.0, (K, D)),
+            covars_prior=rng.uniform(0.0, 1.0, (K, D)),
+            covars_weight=rng.uniform(0.0, 3.0, (K, D)),
+        )
+    X = rng.normal(size=(60, D))
+    m = GaussianHMM(K, "diag", n_iter=1, random_state=0, init_params="", **kw)
+    p = np.where(rng.random(K) < 0.2, 0.0, rng.random(K)) + (np.arange(K) == 0)
+    m.startprob_ = p / p.sum()
+    A = np.where(rng.random((K, K)) < 0.2, 0.0, rng.random((K, K))) + np.eye(K)
+    m.transmat_ = A / A.sum(1, keepdims=True)
+    m.means_, m.covars_ = rng.normal(size=(K, D)), rng.uniform(0.5, 2.0, (K, D))
+    m.fit(X)  # resolves ties_ and the settings; the statistics below are random
+    empty = rng.random(K) < 0.2  # states without posterior mass keep their values
+    n = np.where(empty, 0.0, rng.uniform(0.0, 50.0, K))
+    sx = np.where(empty[:, None], 0.0, rng.normal(size=(K, D)) * n[:, None])
+    sxx = np.where(empty[:, None], 0.0, rng.uniform(0.1, 3.0, (K, D)) * n[:, None])
+    post = Posteriors(
+        log_likelihood=np.zeros(1),
+        gamma=None,
+        xi_sum=rng.uniform(0.0, 30.0, (K, K)),
+        start=rng.uniform(0.0, 5.0, K),
+        stats=GaussianStats(n=n, sx=sx, sxx=sxx),
+    )
+    center = rng.normal(size=D)
+    fast, slow = m, pickle.loads(pickle.dumps(m))
+    fast._mstep(X, post, {"center": center})
+    assert (fast._mstep_fast(post, {"center": center}) is not None) == (K <= 128)
+    BaseHMM._mstep(slow, X, post, {"center": center})
+    for name in ("_startprob", "_transitions", "_means", "_covars"):
+        np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name), err_msg=name)

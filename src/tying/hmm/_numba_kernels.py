@@ -907,3 +907,105 @@ def rows_fb_stats(
     for j in range(K):
         for k in range(K):
             xi[j, k] = transmat[j, k] * acc[j, k]
+
+
+# ---------------------------------------------------------------- diag M-step
+_NOFAST = {"nogil": True, "cache": True, "error_model": "numpy"}  # no fastmath: NumPy's bits
+
+
+@numba.njit(**_NOFAST)
+def _np_sum(a, lo, n):
+    """``a[lo:lo+n].sum()`` as NumPy adds a contiguous float64 run of ``n <= 128`` values
+    (8 partial sums; NumPy splits longer runs in halves, which this does not do: no
+    recursion, which numba's on-disk cache does not load safely), so the result has
+    NumPy's bits. The caller keeps ``n <= 128``."""
+    if n < 8:
+        res = 0.0
+        for i in range(n):
+            res += a[lo + i]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = 8
+    while i < n - n % 8:
+        r0 += a[lo + i]
+        r1 += a[lo + i + 1]
+        r2 += a[lo + i + 2]
+        r3 += a[lo + i + 3]
+        r4 += a[lo + i + 4]
+        r5 += a[lo + i + 5]
+        r6 += a[lo + i + 6]
+        r7 += a[lo + i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@numba.njit(**_NOFAST)
+def _np_max(x, y):
+    """``np.maximum(x, y)`` for scalars (NaN in ``x`` or ``y`` propagates, ties keep ``x``)."""
+    if x >= y or x != x:
+        return x
+    return y
+
+
+@numba.njit(**_NOFAST)
+def mstep_diag_untied(
+    learn, startprob, sp_prior, start, trans, tp_prior, xi,
+    means, w, mu0, center, N, Sx, Sxx, covars, cp, cw, min_covar, empty,
+):  # fmt: skip
+    """The diag Gaussian HMM's M-step when no state shares anything, in place, with the
+    bits of the NumPy M-step (``BaseHMM._mstep`` and ``GaussianHMM._update_emissions``):
+    the same operations in the same order, no fastmath, NumPy's pairwise sums.
+
+    ``learn``: 4 flags (startprob, transmat, means, covars). Priors come broadcast to
+    their full shapes: ``sp_prior (K,)``, ``tp_prior (K, K)``, ``w``, ``mu0``, ``cp``,
+    ``cw`` ``(K, D)``. ``start (K,)``, ``xi (K, K)``, ``N (K,)``, ``Sx``, ``Sxx (K, D)``
+    are the E-step's statistics (centred on ``center``)."""
+    K, D = means.shape
+    if learn[0]:
+        sp = np.empty(K)
+        for k in range(K):
+            v = _np_max((sp_prior[k] - 1.0) + start[k], 0.0)
+            sp[k] = 0.0 if startprob[k] == 0 else v
+        total = _np_sum(sp, 0, K)
+        if total > 0:
+            for k in range(K):
+                startprob[k] = sp[k] / total
+    if learn[1]:
+        counts = np.empty(K * K)
+        for j in range(K):
+            for k in range(K):
+                v = _np_max((tp_prior[j, k] - 1.0) + (xi[j, k] + 0.0), 0.0)
+                counts[j * K + k] = 0.0 if trans[j, k] == 0 else v
+        for j in range(K):
+            total = _np_sum(counts, j * K, K)
+            if total > 0:
+                for k in range(K):
+                    trans[j, k] = counts[j * K + k] / total
+    if learn[2]:
+        for k in range(K):
+            ok = True
+            for d in range(D):
+                if not (w[k, d] + (N[k] + 0.0)) > empty:
+                    ok = False
+            if ok:
+                for d in range(D):
+                    denom = w[k, d] + (N[k] + 0.0)
+                    pg = mu0[k, d] - center[d]
+                    means[k, d] = (w[k, d] * pg + (Sx[k, d] + 0.0)) / denom + center[d]
+    if learn[3]:
+        for k in range(K):
+            Nc = N[k] + 0.0
+            if not Nc > empty:
+                continue
+            for d in range(D):
+                m = means[k, d] - center[d]
+                md = (m + center[d]) - mu0[k, d]
+                c = (w[k, d] * (md * md) + Sxx[k, d]) - (2.0 * m) * Sx[k, d]
+                c = (c + N[k] * (m * m)) + 0.0
+                denom = _np_max(_np_max(cw[k, d] - 1.0, 0.0) + Nc, 1e-5)
+                covars[k, d] = _np_max((cp[k, d] + c) / denom, min_covar)

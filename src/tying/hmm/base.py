@@ -434,7 +434,7 @@ class BaseHMM:
                 self._startprob = sp / sp.sum()
         if "transmat" in learn:
             counts = self.ties_.pool("transitions", post.xi_sum)  # tied rows pool their counts
-            prior = np.broadcast_to(
+            prior = _broadcast(
                 self._prior("transmat_prior", 1.0), (self.n_components, self.n_components)
             )
             first = self.ties_.firsts("transitions")
@@ -948,6 +948,33 @@ class BaseHMM:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(n_components={self.n_components}, ties={self.ties!r})"
+
+
+def _broadcast(value: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``np.broadcast_to(value, shape)``'s values in a fresh array, without its per-call
+    cost (about 7 us, several times an M-step; 2026-12-01). Shapes that do not broadcast
+    raise NumPy's ValueError, as ``np.broadcast_to`` does.
+
+    Args:
+        value: an array (a prior or a parameter).
+        shape: the shape to broadcast it to.
+
+    Returns:
+        A new writable array of ``shape`` and ``value``'s dtype.
+
+    Raises:
+        ValueError: when ``value`` does not broadcast to ``shape``.
+
+    Example:
+        >>> _broadcast(np.asarray(2.0), (2, 3)).tolist()
+        [[2.0, 2.0, 2.0], [2.0, 2.0, 2.0]]
+    """
+    value = np.asarray(value)
+    if value.ndim > len(shape):  # assignment would drop leading 1s; broadcast_to refuses
+        return np.broadcast_to(value, shape).copy()
+    out = np.empty(shape, dtype=value.dtype)
+    out[...] = value
+    return out
 
 
 def _public(param: str) -> str:

@@ -33,7 +33,7 @@ import numpy as np
 from scipy.linalg import cho_factor, solve_triangular
 
 from tying.hmm import compiled
-from tying.hmm.base import BaseHMM, _check_prior, _positive_int
+from tying.hmm.base import BaseHMM, _broadcast, _check_prior, _positive_int
 from tying.hmm.forward_backward import LaneLayout, _deal_rows, forward_backward_stats
 from tying.hmm.sequences import check_observations
 from tying.hmm.ties import StateTies
@@ -401,7 +401,7 @@ class GaussianHMM(BaseHMM):
 
     def _variances(self) -> np.ndarray:
         """``(G, D)`` variances per covariance group (diag and spherical)."""
-        return np.broadcast_to(self._covars, (len(self._covars), self.n_features_))
+        return _broadcast(self._covars, (len(self._covars), self.n_features_))
 
     # ------------------------------------------------------------- emission
     def _log_emission(self, X: np.ndarray) -> np.ndarray:
@@ -534,6 +534,56 @@ class GaussianHMM(BaseHMM):
 
         return density
 
+    def _mstep(self, X, post, context=None) -> None:
+        """The M-step; a diag model in which no state shares anything, after the fused
+        E-step, takes one compiled call with the NumPy M-step's bits (its dozens of small
+        NumPy calls ran on one thread between the threaded E-steps, 2026-12-01)."""
+        fast = self._mstep_fast(post, context)
+        if fast is None:
+            super()._mstep(X, post, context)
+            return
+        learn, sp_prior, tp_prior, w, mu0, cp, cw = fast
+        st = post.stats
+        startprob = self._startprob.copy()  # a new array, as the NumPy M-step makes one
+        arrays = (startprob, self._transitions, self._means, self._covars)
+        if not all(a.dtype == np.float64 and a.flags.c_contiguous for a in arrays):
+            super()._mstep(X, post, context)
+            return
+        compiled._kernels().mstep_diag_untied(
+            learn, startprob, sp_prior, np.ascontiguousarray(post.start, dtype=np.float64),
+            self._transitions, tp_prior, np.ascontiguousarray(post.xi_sum, dtype=np.float64),
+            self._means, w, mu0, context["center"], st.n, st.sx, st.sxx, self._covars, cp, cw,
+            float(self.min_covar), _EMPTY,
+        )  # fmt: skip
+        self._startprob = startprob
+
+    def _mstep_fast(self, post, context):
+        """The compiled M-step's fixed arguments (made on the fit's first M-step and kept in
+        its ``context``: settings, ties and priors do not change during a fit), or None
+        when the NumPy M-step runs (other covariance types, ties, no fused E-step)."""
+        if context is None or post.stats is None or compiled._kernels() is None:
+            return None
+        fast = context.get("mstep_fast")
+        if fast is None:
+            ties, K, D = self.ties_, self.n_components, self.n_features_
+            untied = all(ties._untied(k) for k in ("transitions", "means", "covars"))
+            if self.covariance_type != "diag" or not untied or K > 128:  # see _np_sum
+                fast = False
+            else:
+                learn = self._learn()
+                flags = np.array([p in learn for p in ("startprob", "transmat", "means", "covars")])
+                fast = (
+                    flags,
+                    _broadcast(self._prior("startprob_prior", 1.0), (K,)),
+                    _broadcast(self._prior("transmat_prior", 1.0), (K, K)),
+                    _broadcast(self._prior("means_weight", 0.0), (K, D)),
+                    _broadcast(self._prior("means_prior", 0.0), (K, D)),
+                    _broadcast(self._prior("covars_prior", 0.0, 1e-2), (K, D)),
+                    _broadcast(self._prior("covars_weight", 1.0), (K, D)),
+                )
+            context["mstep_fast"] = fast
+        return fast or None
+
     def _emission_update(self, X, post, learn, context) -> None:
         if post.stats is None:  # the generic E-step: statistics from gamma
             self._emission_mstep(X, post.gamma, learn, context["center"])
@@ -574,8 +624,8 @@ class GaussianHMM(BaseHMM):
         diagonal types, per covariance group ``(G, D, D)`` for full ones.
         """
         ties, K, D = self.ties_, self.n_components, Sx.shape[1]
-        w = np.broadcast_to(self._prior("means_weight", 0.0), (K, D))
-        mu0 = np.broadcast_to(self._prior("means_prior", 0.0), (K, D))
+        w = _broadcast(self._prior("means_weight", 0.0), (K, D))
+        mu0 = _broadcast(self._prior("means_prior", 0.0), (K, D))
         if "means" in learn:
             first = ties.firsts("means")
             Ng, Sg = ties.pool("means", N), ties.pool("means", Sx)
@@ -592,8 +642,8 @@ class GaussianHMM(BaseHMM):
         first = ties.firsts("covars")
         cw = self._prior("covars_weight", 1.0)
         if not self._full():
-            cp = np.broadcast_to(self._prior("covars_prior", 0.0, 1e-2), (K, D))[first]
-            cw = np.broadcast_to(cw, (K, D))[first]
+            cp = _broadcast(self._prior("covars_prior", 0.0, 1e-2), (K, D))[first]
+            cw = _broadcast(cw, (K, D))[first]
             c = ties.pool("covars", w * md**2 + Sxx - 2.0 * m * Sx + N[:, None] * m**2)
             denom = np.maximum(np.maximum(cw - 1.0, 0.0) + Nc[:, None], 1e-5)
             var = (cp + c) / denom
@@ -601,8 +651,8 @@ class GaussianHMM(BaseHMM):
                 var = var.mean(1, keepdims=True)
             self._covars[ok] = np.maximum(var[ok], self.min_covar)
             return
-        cp = np.broadcast_to(self._prior("covars_prior", 0.0, 1e-2), (K, D, D))[first]
-        cw = np.broadcast_to(cw, (K,))[first] if np.ndim(cw) <= 1 else np.asarray(cw)[first]
+        cp = _broadcast(self._prior("covars_prior", 0.0, 1e-2), (K, D, D))[first]
+        cw = _broadcast(cw, (K,))[first] if np.ndim(cw) <= 1 else np.asarray(cw)[first]
         cross = Sx[:, :, None] * m[:, None, :]  # (K, D, D): Σγx mᵀ
         corr = -cross - cross.transpose(0, 2, 1) + N[:, None, None] * m[:, :, None] * m[:, None, :]
         corr += w[:, :, None] * md[:, :, None] * md[:, None, :]  # hmmlearn's means_weight term
