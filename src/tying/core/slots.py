@@ -136,6 +136,14 @@ class Slot:
                 # the Parameter itself (writes reach it), a tensor subclass (DTensor, ...),
                 # or inside torch.func transforms (no storage to check)
                 self._handed = None
+            elif out.is_inference():
+                # made under torch.inference_mode: it has no version counter, so any
+                # write to it, in place too, is caught by the probe alone
+                key = [(src, src._version, src.data_ptr())]
+                if extras:
+                    key += [(t, t._version, t.data_ptr()) for t in extras.values()]
+                probe = None if out.is_meta else (*_probe(out), (tuple(out.shape), out.stride()))
+                self._handed = (out, None, out.data_ptr(), key, probe)
             else:
                 # A view of the Parameter (Transposed): in-place writes reach the source and
                 # are fine; only replacing its .data (vector_to_parameters) would be lost.
