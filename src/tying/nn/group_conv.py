@@ -63,6 +63,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tying.core import Flipped, Plan, Rotated, share
+from tying.core.slots import slots_of
 
 __all__ = [
     "GROUPS",
@@ -267,6 +268,10 @@ class _GroupConvBase(nn.Module):
         self.reset_parameters()
         if self.tied:
             Plan(self._rules()).apply(self)
+            # the ties the one-gather path reproduces; another plan applied later (other
+            # relations under the same names) sends the layer down the slot path
+            self.__dict__["_own_ties"] = {m: self._ties_of(m) for m in ("kernels", "biases")}
+            self._fast_ready()  # records the check, for compiled calls
             if not _probe:  # found once, here, so torch.compile never traces the search
                 self._gather_index()
                 self._make_flat_index()
@@ -337,13 +342,63 @@ class _GroupConvBase(nn.Module):
         keys = self.__dict__.get("_physical_set")
         if keys is None:
             keys = self.__dict__["_physical_set"] = frozenset(self._physical_keys())
-        return self.tied and self._modules["kernels"]._parameters.keys() == keys
+        return (
+            self.tied
+            and self._modules["kernels"]._parameters.keys() == keys
+            and self._own_ties_hold("kernels")
+        )
 
     def _fast_ready(self) -> bool:
         """The kernel tie and the bias's Same tie are intact: bank and bias come from
         the physical parameters alone (one gather, one stack)."""
         biases = self._modules.get("biases")
-        return self._tie_intact() and (biases is None or biases._parameters.keys() == {"e"})
+        return self._tie_intact() and (
+            biases is None or (biases._parameters.keys() == {"e"} and self._own_ties_hold("biases"))
+        )
+
+    def _ties_of(self, name: str) -> dict | None:
+        """``{slot: (source module, source name, relation, extras)}`` of one bank."""
+        bank = self._modules.get(name)
+        if bank is None:
+            return None
+        owner = {id(m): n for n, m in self._modules.items()}
+        return {
+            slot: (owner.get(id(s.source_module)), s.source_name, s.relation, dict(s.storage))
+            for slot, s in slots_of(bank).items()
+        }
+
+    def _own_ties_hold(self, name: str) -> bool:
+        """Whether ``name``'s slots are still the ties this layer made itself.
+
+        The same names can be tied by another plan (``tying.untie`` then other
+        relations): the gather would then silently compute the layer's own relations.
+        Checked once per set of slots (installing or removing a slot makes a new dict).
+        """
+        seen = self.__dict__.get(f"_ties_seen_{name}")
+        if seen is not None and torch.compiler.is_compiling():
+            # dynamo cannot trace the identity test: a compiled call uses the record of
+            # the last eager call (or of construction)
+            return seen[1]
+        slots = slots_of(self._modules[name])
+        if seen is not None and seen[0] is slots:
+            return seen[1]
+        own = self.__dict__.get("_own_ties")
+        if own is None:  # a layer pickled before this record existed: ask a fresh one
+            fresh = type(self)(
+                self.in_channels,
+                self.out_channels,
+                self.kernel_size,
+                group=self.group,
+                padding=self.padding,
+                bias=self.biases is not None,
+                tied=True,
+                device="meta",
+                _probe=True,
+            )
+            own = self.__dict__["_own_ties"] = fresh.__dict__["_own_ties"]
+        ok = self._ties_of(name) == own[name]
+        self.__dict__[f"_ties_seen_{name}"] = (slots, ok)
+        return ok
 
     def _banks(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(filter_bank, bias_bank)`` of the intact tie: built per call when training,
