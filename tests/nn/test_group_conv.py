@@ -529,3 +529,29 @@ def test_a_layer_without_its_tie_record_rebuilds_it():
     assert conv._fast_ready()
     x = torch.randn(1, 2, 8, 5, 5)
     torch.testing.assert_close(conv(x), _slot_reference(conv, x))
+
+
+@pytest.mark.parametrize("group", ["C4", "D4"])
+def test_bias_bank_alone_builds_no_filter_bank_in_training(group, monkeypatch):
+    # bias_bank() on the fast path went through the shared (bank, bias) builder and
+    # gathered the whole filter bank too, per call, then dropped it (a repeat that also
+    # inflated the benchmark's "tie alone" row); and the reverse for filter_bank()
+    conv = GroupConv2d(2, 3, 3, group=group).double()
+    built = {"bank": 0, "bias": 0}
+    fast_bank, fast_bias = conv._fast_bank, conv._fast_bias
+
+    def count_bank(*args):
+        built["bank"] += 1
+        return fast_bank(*args)
+
+    def count_bias(*args):
+        built["bias"] += 1
+        return fast_bias(*args)
+
+    monkeypatch.setattr(conv, "_fast_bank", count_bank)
+    monkeypatch.setattr(conv, "_fast_bias", count_bias)
+    want_bias = torch.stack([conv.biases.e] * len(conv.elements), dim=1).reshape(-1)
+    torch.testing.assert_close(conv.bias_bank(), want_bias, rtol=0, atol=0)
+    assert built == {"bank": 0, "bias": 1}
+    torch.testing.assert_close(conv.filter_bank(), conv._slot_bank(), rtol=0, atol=0)
+    assert built == {"bank": 1, "bias": 1}

@@ -226,6 +226,11 @@ def _uniform_(params, bound: float) -> None:
             p.uniform_(-bound, bound)
 
 
+def _cacheable(layer: nn.Module) -> bool:
+    """Eval mode without autograd, outside ``torch.compile``: a bank may be kept."""
+    return not (torch.is_grad_enabled() or layer.training or torch.compiler.is_compiling())
+
+
 class _GroupConvBase(nn.Module):
     """Shared machinery: the banks, their plan, init, and the one ``F.conv2d`` call."""
 
@@ -316,6 +321,8 @@ class _GroupConvBase(nn.Module):
         if self.biases is None:
             return None
         if self._fast_ready():
+            if not _cacheable(self):  # build the bias alone, not the bank beside it
+                return self._fast_bias(self._modules["biases"]._parameters["e"])
             return self._banks()[1]
         slots = [getattr(self.biases, g) for g in self.elements]
 
@@ -412,7 +419,7 @@ class _GroupConvBase(nn.Module):
         def build() -> tuple[torch.Tensor, torch.Tensor | None]:
             return self._fast_bank(physical), self._fast_bias(bias)
 
-        if torch.is_grad_enabled() or self.training or torch.compiler.is_compiling():
+        if not _cacheable(self):
             return build()  # the common training path: no stamp, no comparison
         return self._eval_cached(
             "_bank_cache", physical if bias is None else [*physical, bias], build
@@ -524,7 +531,7 @@ class _GroupConvBase(nn.Module):
         parameter changes.
         """
         if self._fast_ready():
-            return self._banks()[0]
+            return self._fast_bank() if not _cacheable(self) else self._banks()[0]
         if not self._tie_intact():
             return self._slot_bank()
         params = self.kernels._parameters
@@ -540,7 +547,7 @@ class _GroupConvBase(nn.Module):
         copy of the parameters' values catches a write through ``.data`` (an EMA
         update ``p.data.mul_(d)``, hand-loaded weights), which moves no counter.
         """
-        if torch.is_grad_enabled() or self.training or torch.compiler.is_compiling():
+        if not _cacheable(self):
             return build()
         try:
             stamp = tuple((p.data_ptr(), p._version, p.device, p.dtype) for p in params)
