@@ -555,3 +555,17 @@ def test_bias_bank_alone_builds_no_filter_bank_in_training(group, monkeypatch):
     assert built == {"bank": 0, "bias": 1}
     torch.testing.assert_close(conv.filter_bank(), conv._slot_bank(), rtol=0, atol=0)
     assert built == {"bank": 1, "bias": 1}
+
+
+def test_a_compiled_layer_re_tied_by_another_plan_computes_that_plan():
+    # the compiled call must not keep the one-gather path once the slots are another plan's
+    conv = LiftingConv2d(2, 3, 3, group="C4").double()
+    x = torch.randn(1, 2, 6, 6, dtype=F64)
+    compiled = torch.compile(conv, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), _slot_reference(conv, x))
+    tying.untie(conv)
+    rules = [tying.share(f"kernels.{g}", like="kernels.e") for g in conv.elements[1:]]
+    rules += [r for r in conv._rules() if r.target.startswith("biases.")]  # the layer's own
+    tying.Plan(rules).apply(conv)
+    assert conv.kernels._parameters.keys() == {"e"} and conv.biases._parameters.keys() == {"e"}
+    torch.testing.assert_close(compiled(x), _slot_reference(conv, x), rtol=0, atol=1e-12)

@@ -63,7 +63,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tying.core import Flipped, Plan, Rotated, share
-from tying.core.slots import slots_of
+from tying.core.slots import SLOTS_GENERATION_ATTR, slots_of
 
 __all__ = [
     "GROUPS",
@@ -231,6 +231,11 @@ def _cacheable(layer: nn.Module) -> bool:
     return not (torch.is_grad_enabled() or layer.training or torch.compiler.is_compiling())
 
 
+@torch.compiler.assume_constant_result
+def _own_ties_now(layer: nn.Module, name: str) -> bool:
+    return layer._ties_of(name) == layer.__dict__["_own_ties"][name]
+
+
 class _GroupConvBase(nn.Module):
     """Shared machinery: the banks, their plan, init, and the one ``F.conv2d`` call."""
 
@@ -382,10 +387,13 @@ class _GroupConvBase(nn.Module):
         Checked once per set of slots (installing or removing a slot makes a new dict).
         """
         seen = self.__dict__.get(f"_ties_seen_{name}")
-        if seen is not None and torch.compiler.is_compiling():
-            # dynamo cannot trace the identity test: a compiled call uses the record of
-            # the last eager call (or of construction)
-            return seen[1]
+        if torch.compiler.is_compiling() and "_own_ties" in self.__dict__:
+            # dynamo traces neither the identity test nor the comparison: it runs the
+            # comparison as Python while tracing, a constant of that graph, guarded on
+            # the bank's slot generation (any re-tie changes it: the graph is re-traced)
+            if self._modules[name].__dict__.get(SLOTS_GENERATION_ATTR, 0) < 0:
+                return False  # never: the read is what installs the guard
+            return _own_ties_now(self, name)
         slots = slots_of(self._modules[name])
         if seen is not None and seen[0] is slots:
             return seen[1]
