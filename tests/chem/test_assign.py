@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import pytest
 
@@ -531,3 +532,44 @@ def test_gc_comes_back_only_when_the_last_thread_leaves_its_batch(sage, monkeypa
         release.set()
         thread.join(30)
     assert gc.isenabled() and assign_module._GC_DEPTH == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX fork only")
+def test_a_child_forked_during_a_batch_gets_the_collector_back(sage, monkeypatch):
+    # A process forked (a user's fork-started Pool) while another thread is inside a
+    # batch: in the child that batch never ends, so nothing would switch gc back on.
+    import gc
+    import threading
+
+    entered, release = threading.Event(), threading.Event()
+    held = SmirksAssigner(sage.force_field)
+    inner = held._prefilter.candidates_of
+
+    def wait_inside(*args):
+        entered.set()
+        assert release.wait(30)
+        return inner(*args)
+
+    monkeypatch.setattr(held._prefilter, "candidates_of", wait_inside)
+    thread = threading.Thread(target=held.assign_many, args=(["CCO"],))
+    thread.start()
+    try:
+        assert entered.wait(30)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report, then leave without running pytest's teardown
+            from tying.chem.assign import gc_paused
+
+            with gc_paused():
+                pass
+            os.write(write, b"1" if gc.isenabled() else b"0")
+            os._exit(0)
+        os.close(write)
+        child_gc = os.read(read, 1)
+        os.close(read)
+        os.waitpid(pid, 0)
+        assert not gc.isenabled()  # the parent's batch is still running
+    finally:
+        release.set()
+        thread.join(30)
+    assert child_gc == b"1" and gc.isenabled()

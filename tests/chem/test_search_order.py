@@ -166,3 +166,81 @@ def test_anchoring_any_conjunction_never_changes_a_match_set(
             assert mol.GetSubstructMatches(rewritten, PARAMS) == mol.GetSubstructMatches(
                 original, PARAMS
             ), (smarts, anchored_smarts(smarts))
+
+
+# Carriers whose primitives change meaning when moved or glued (review of stop 17):
+# text after a recursion glued onto the text before it ("+" and "+" became "++",
+# charge +2), a leading "H" ("one hydrogen" beside a recursion, a hydrogen atom alone),
+# and a chiral carrier (its "@" reads the neighbours in the order the recursion writes them).
+_MEANING_CHANGES = [
+    "[#7+$(*~[#8])+:1]",
+    "[+$(*~[#8])+:1]",
+    "[D$(*~[#8])3:1]",
+    "[R$(*~[#8])2:1]",
+    "[H$(*~[#8]):1]",
+    "[C@H$(*(F)(Cl)Br):1]",
+    "[#6@$(*(-F)(-Cl)-Br):1]",
+]
+_TRICKY = ["O=[N+]([O-])c1ccccc1", "[O-][N+]#N", "OC1CC1", "OO", "C=C[O-]", "OCC(=O)[O-]",
+           "F[C@H](Cl)Br", "F[C@@H](Cl)Br", "C[C@@](F)(Cl)Br"]  # fmt: skip
+
+
+@pytest.mark.parametrize("smarts", _MEANING_CHANGES)
+def test_anchoring_never_changes_what_a_carrier_means(smarts):
+    original = Chem.MolFromSmarts(smarts)
+    rewritten = Chem.MolFromSmarts(anchored_smarts(smarts))
+    assert rewritten is not None, anchored_smarts(smarts)
+    for smiles in _TRICKY:
+        mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+        assert mol.GetSubstructMatches(rewritten, PARAMS) == mol.GetSubstructMatches(
+            original, PARAMS
+        ), (smarts, anchored_smarts(smarts), smiles)
+
+
+@pytest.mark.parametrize(
+    "smarts, expected",
+    [
+        # a primitive after the recursion stays its own primitive
+        ("[#7+$(*~[#8])+:1]", "[#7+&+$([#7+&+]~[#8]):1]"),
+        ("[#6$(*~[#8])X3:1]", "[#6&X3$([#6&X3]~[#8]):1]"),
+        ("[H$(*~[#8]):1]", "[H$(*~[#8]):1]"),  # "H" up front alone is a hydrogen atom
+        ("[C@H$(*(F)(Cl)Br):1]", "[C@H$(*(F)(Cl)Br):1]"),  # chirality: unchanged
+    ],
+)
+def test_anchored_smarts_keeps_each_primitive_whole(smarts, expected):
+    assert anchored_smarts(smarts) == expected
+
+
+_AFTER = ["", "X3", "+", "-", "H1", "H", "D3", "R", "2", "+0", "@", "@@"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    prims=st.lists(
+        st.sampled_from(_PRIMITIVES + ["H", "+", "-", "D2", "@", "C", "c", "N"]),
+        min_size=1,
+        max_size=3,
+    ),  # fmt: skip
+    recursive=st.lists(
+        st.sampled_from(_RECURSIVE + ["*(F)(Cl)Br", "*(-[#1])(-[#6])-[#8]"]), min_size=1, max_size=2
+    ),  # fmt: skip
+    after=st.sampled_from(_AFTER),
+    picked=st.lists(st.integers(0, len(MOLECULES) + len(_TRICKY) - 1), min_size=1, max_size=5),
+)
+def test_anchoring_primitives_on_either_side_never_changes_a_match_set(
+    molecules, prims, recursive, after, picked
+):
+    # Primitives before and after the recursive parts, glued ("" between them) as
+    # SMARTS allows, leading "H", charges and chirality included.
+    atom = "[" + "".join(prims) + "".join(f"$({r})" for r in recursive) + after + ":1]"
+    original = Chem.MolFromSmarts(atom)
+    if original is None:  # not SMARTS; the assigner refuses it before anchoring
+        return
+    rewritten = Chem.MolFromSmarts(anchored_smarts(atom))
+    assert rewritten is not None, anchored_smarts(atom)
+    tricky = [Chem.AddHs(Chem.MolFromSmiles(s)) for s in _TRICKY]
+    for k in picked:
+        mol = (molecules + tricky)[k]
+        assert mol.GetSubstructMatches(rewritten, PARAMS) == mol.GetSubstructMatches(
+            original, PARAMS
+        ), (atom, anchored_smarts(atom))

@@ -576,3 +576,22 @@ def test_replacing_data_by_a_slice_at_the_same_address_is_refused_by_the_next_fo
         ae(torch.randn(2, 6))
     ae(torch.randn(2, 6))
     assert tying.verify(ae) == 1
+
+
+@pytest.mark.parametrize("relation", [tying.Rotated(), tying.Scaled(2.0), tying.Flipped((1,))])
+def test_computed_ties_read_under_inference_mode(relation):
+    # An inference tensor has no version counter: reading a computed tie under
+    # torch.inference_mode raised RuntimeError ("do not track version counter").
+    ae = AE(d_in=6, d_hid=6)
+    tying.Plan([tying.share("dec.weight", like="enc.weight", relation=relation)]).apply(ae)
+    x = torch.randn(2, 6)
+    expected = ae(x)
+    with torch.inference_mode():
+        assert torch.equal(ae(x), expected)
+        assert torch.equal(ae(x), expected)  # the second read checks the first
+        # a write to the handed-out value, in place (no counter to move), is still caught
+        ae.dec.weight.fill_(0.5)
+        with pytest.raises(tying.TieError, match=r"dec\.weight was written through \.data"):
+            ae(x)
+    assert torch.equal(ae(x), expected)
+    assert tying.verify(ae) == 1

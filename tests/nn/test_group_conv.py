@@ -473,3 +473,99 @@ def test_eval_ensemble_under_vmap_is_not_cached_and_matches_each_model():
     torch.testing.assert_close(out, want)
     with torch.no_grad():  # the plain eval path afterwards is not served a transform's bank
         torch.testing.assert_close(models[0](x), want[0], rtol=0, atol=0)
+
+
+def _slot_reference(layer, x):
+    """The layer's output computed slot by slot (no gather, no cache)."""
+    bias = None
+    if layer.biases is not None:
+        bias = torch.stack([getattr(layer.biases, g) for g in layer.elements], 1).reshape(-1)
+    x = x.flatten(1, 2) if x.ndim == 5 else x
+    y = F.conv2d(x, layer._slot_bank(), bias, padding=layer.padding)
+    return y.unflatten(1, (layer.out_channels, len(layer.elements)))
+
+
+@pytest.mark.parametrize("group", ["C4", "D4"])
+@pytest.mark.parametrize("layer", [LiftingConv2d, GroupConv2d])
+@pytest.mark.parametrize("train", [True, False])
+def test_a_layer_re_tied_by_another_plan_computes_that_plan(group, layer, train):
+    # untie, then tie the same names with other relations: the parameter names are the
+    # layer's own again, but the one-gather path (and the bias's Same-tie path) computed
+    # the layer's own rotations, silently ignoring the plan
+    conv = layer(2, 3, 3, group=group, bias=True).double().train(train)
+    n = len(conv.elements)
+    tying.untie(conv)
+    physical = set(conv._physical_keys())
+    plan = tying.Plan(
+        [
+            tying.share(f"kernels.{k}", like=f"kernels.{sorted(physical)[0]}")
+            for k in conv.kernels._parameters
+            if k not in physical
+        ]
+        + [
+            tying.share(f"biases.{g}", like="biases.e", relation=tying.Flipped((0,)))
+            for g in conv.elements[1:]
+        ]
+    )
+    plan.apply(conv)
+    assert set(conv.kernels._parameters) == physical and set(conv.biases._parameters) == {"e"}
+    x = torch.randn(2, 2, 6, 6, dtype=F64)
+    if layer is GroupConv2d:
+        x = torch.randn(2, 2, n, 6, 6, dtype=F64)
+    with torch.set_grad_enabled(train):
+        torch.testing.assert_close(conv(x), _slot_reference(conv, x), rtol=0, atol=0)
+    # applying the layer's own rules again brings the gather back, equal to the slots
+    tying.untie(conv)
+    tying.Plan(conv._rules()).apply(conv)
+    assert conv._fast_ready()
+    torch.testing.assert_close(conv(x), _slot_reference(conv, x), rtol=1e-12, atol=1e-12)
+
+
+def test_a_layer_without_its_tie_record_rebuilds_it():
+    # a layer pickled before the record existed asks a fresh layer for it
+    conv = GroupConv2d(2, 3, 3, group="D4")
+    for key in [k for k in conv.__dict__ if k == "_own_ties" or k.startswith("_ties_seen")]:
+        del conv.__dict__[key]
+    assert conv._fast_ready()
+    x = torch.randn(1, 2, 8, 5, 5)
+    torch.testing.assert_close(conv(x), _slot_reference(conv, x))
+
+
+@pytest.mark.parametrize("group", ["C4", "D4"])
+def test_bias_bank_alone_builds_no_filter_bank_in_training(group, monkeypatch):
+    # bias_bank() on the fast path went through the shared (bank, bias) builder and
+    # gathered the whole filter bank too, per call, then dropped it (a repeat that also
+    # inflated the benchmark's "tie alone" row); and the reverse for filter_bank()
+    conv = GroupConv2d(2, 3, 3, group=group).double()
+    built = {"bank": 0, "bias": 0}
+    fast_bank, fast_bias = conv._fast_bank, conv._fast_bias
+
+    def count_bank(*args):
+        built["bank"] += 1
+        return fast_bank(*args)
+
+    def count_bias(*args):
+        built["bias"] += 1
+        return fast_bias(*args)
+
+    monkeypatch.setattr(conv, "_fast_bank", count_bank)
+    monkeypatch.setattr(conv, "_fast_bias", count_bias)
+    want_bias = torch.stack([conv.biases.e] * len(conv.elements), dim=1).reshape(-1)
+    torch.testing.assert_close(conv.bias_bank(), want_bias, rtol=0, atol=0)
+    assert built == {"bank": 0, "bias": 1}
+    torch.testing.assert_close(conv.filter_bank(), conv._slot_bank(), rtol=0, atol=0)
+    assert built == {"bank": 1, "bias": 1}
+
+
+def test_a_compiled_layer_re_tied_by_another_plan_computes_that_plan():
+    # the compiled call must not keep the one-gather path once the slots are another plan's
+    conv = LiftingConv2d(2, 3, 3, group="C4").double()
+    x = torch.randn(1, 2, 6, 6, dtype=F64)
+    compiled = torch.compile(conv, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), _slot_reference(conv, x))
+    tying.untie(conv)
+    rules = [tying.share(f"kernels.{g}", like="kernels.e") for g in conv.elements[1:]]
+    rules += [r for r in conv._rules() if r.target.startswith("biases.")]  # the layer's own
+    tying.Plan(rules).apply(conv)
+    assert conv.kernels._parameters.keys() == {"e"} and conv.biases._parameters.keys() == {"e"}
+    torch.testing.assert_close(compiled(x), _slot_reference(conv, x), rtol=0, atol=1e-12)

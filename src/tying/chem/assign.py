@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import gc
 import operator
+import os
 import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
@@ -604,6 +605,24 @@ def gc_paused() -> Iterator[None]:
             if _GC_DEPTH == 0 and _GC_WE_DISABLED:
                 gc.enable()
                 _GC_WE_DISABLED = False
+
+
+def _gc_after_fork_in_child() -> None:
+    """A child forked while a batch ran in another thread: that batch never ends here.
+
+    The child would keep the collector off for its whole life (and a lock held at the
+    fork would never be released); it starts with no batch running and the collector
+    as the parent had it before its batches.
+    """
+    global _GC_LOCK, _GC_DEPTH, _GC_WE_DISABLED
+    _GC_LOCK = threading.Lock()
+    if _GC_DEPTH and _GC_WE_DISABLED:
+        gc.enable()
+    _GC_DEPTH, _GC_WE_DISABLED = 0, False
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_gc_after_fork_in_child)
 
 
 def _check_input(molecule: Any, name: Any) -> None:

@@ -35,7 +35,7 @@ import functools
 import re
 from typing import Any
 
-from tying.chem._rdkit import Chem
+from tying.chem._rdkit import Chem, quiet
 from tying.chem.smirks import CompiledSmirks, Prefilter, evaluate, parse_atom_query
 
 
@@ -147,9 +147,13 @@ def anchored(compiled: CompiledSmirks) -> CompiledSmirks:
     predicate is the same (``P and R`` where ``R`` is true only where ``P`` is too),
     so every search finds the same matches; RDKit's pre-search of the recursive
     pattern over the molecule then starts only at atoms satisfying ``P``. Atoms with
-    an OR (``,``), a low-precedence AND (``;``) or a NOT (``!``) outside their
-    recursive parts, atoms that begin with a recursive part, and recursive patterns
-    not starting with ``*``, are left as they are. The atoms, their order and their tags do not change.
+    an OR (``,``), a low-precedence AND (``;``), a NOT (``!``) or a chirality (``@``:
+    it reads the neighbours in the order a pattern writes them) outside their
+    recursive parts, atoms that begin with a recursive part, atoms whose primitives
+    RDKit reads differently on their own (``[H$(*~O)]`` is "one hydrogen", ``[H]`` a
+    hydrogen atom), and recursive patterns not starting with ``*``, are left as they
+    are. Primitives on both sides of a recursion are joined with ``&``, never glued
+    (``[+$(*~O)+]`` is charge +1 twice; ``++`` would be +2). The atoms, their order and their tags do not change.
 
     Args:
         compiled: a compiled pattern.
@@ -226,24 +230,54 @@ def _anchored_atom(atom: str) -> str:
     core = body[: tag.start()] if tag else body
     if core.startswith("$("):  # primitives after it: "H1" would read differently up front
         return atom
-    recursive, outside, k = [], [], 0
+    recursive, outside, k = [], [""], 0
     while k < len(core):
         if core.startswith("$(", k):
             end = _closing(core, k + 1, "(", ")")
             if end < 0:
                 return atom
             recursive.append(core[k + 2 : end])
+            outside.append("")  # text after a recursion is a new primitive: never glue it on
             k = end + 1
         else:
-            outside.append(core[k])
+            outside[-1] += core[k]
             k += 1
-    primitives = "&".join(p for p in "".join(outside).split("&") if p)
+    # "&" between the pieces: "[+$(*~O)+]" is charge +1 twice, "++" would be +2
+    primitives = "&".join(p for piece in outside for p in piece.split("&") if p)
     if (
         not recursive
         or not primitives
-        or any(ch in primitives for ch in ",;!$")
+        or any(ch in primitives for ch in ",;!$@")  # "@": chirality reads the pattern's bonds
         or not all(r.startswith("*") for r in recursive)
+        or (written := _without_recursion(f"[{core}]")) is None
+        or written != _without_recursion(f"[{primitives}]")
     ):
         return atom
     parts = "".join(f"$([{primitives}]{r[1:]})" for r in recursive)
     return f"[{primitives}{parts}{tag.group(0) if tag else ''}]"
+
+
+def _without_recursion(atom: str) -> str | None:
+    """RDKit's own writing of a bracket atom's query, its recursive parts left out.
+
+    The guard that the primitives, written on their own as the recursion's first atom,
+    mean what they meant beside the recursion (``[H$(*~O)]`` is "one hydrogen", but
+    ``[H]`` alone is a hydrogen atom); None when RDKit cannot read it.
+    """
+    with quiet():
+        mol = Chem.MolFromSmarts(atom)
+    if mol is None or mol.GetNumAtoms() != 1:
+        return None
+    text = mol.GetAtomWithIdx(0).GetSmarts()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    parts, depth, start = [], 0, 0
+    for k, ch in enumerate(text + "&"):
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+        elif ch == "&" and depth == 0:
+            parts.append(text[start:k])
+            start = k + 1
+    return "&".join(p for p in parts if not p.startswith("$("))

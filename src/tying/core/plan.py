@@ -35,7 +35,15 @@ from tying.core.inventory import Inventory, join
 from tying.core.patterns import Pattern
 from tying.core.relations import Relation, Same, relation_from_spec
 from tying.core.rules import Rule, share
-from tying.core.slots import SLOTS_ATTR, Slot, guard_loading, install, slots_of, uninstall
+from tying.core.slots import (
+    SLOTS_ATTR,
+    SLOTS_GENERATION_ATTR,
+    Slot,
+    guard_loading,
+    install,
+    slots_of,
+    uninstall,
+)
 
 DECLARED_ATTR = "_tying_declared"
 
@@ -529,6 +537,7 @@ def _commit(model: nn.Module, inv: Inventory, changes: list[Change]) -> None:
             dict(m._parameters),
             m.__dict__.get(SLOTS_ATTR),
             m.__dict__.get(DECLARED_ATTR),
+            m.__dict__.get(SLOTS_GENERATION_ATTR),
         )
         for key, m in touched.items()
     }
@@ -579,12 +588,17 @@ def _commit(model: nn.Module, inv: Inventory, changes: list[Change]) -> None:
             model.__dict__[DECLARED_ATTR] = declared
         guard_loading(model)
     except BaseException:
-        for key, (cls, params, slots, decl) in snapshot.items():
+        for key, (cls, params, slots, decl, generation) in snapshot.items():
             m = touched[key]
             m.__class__ = cls
             m._parameters.clear()
             m._parameters.update(params)
-            for attr, val in ((SLOTS_ATTR, slots), (DECLARED_ATTR, decl)):
+            restore = (
+                (SLOTS_ATTR, slots),
+                (DECLARED_ATTR, decl),
+                (SLOTS_GENERATION_ATTR, generation),
+            )
+            for attr, val in restore:
                 if val is None:
                     m.__dict__.pop(attr, None)
                 else:

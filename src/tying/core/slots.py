@@ -35,6 +35,7 @@ assignments that would silently break a tie.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Any
 
 import torch
@@ -45,6 +46,11 @@ from tying.core.outside import ORIG, check_prune_query, check_register, pruned_n
 from tying.core.relations import Relation, Same
 
 SLOTS_ATTR = "_tying_slots"
+# A number that changes whenever a module's slots are installed or removed: code that
+# specialises on the ties (a layer's fast path under torch.compile) reads it, so a
+# compiled graph is guarded on it and re-traced after any re-tie.
+SLOTS_GENERATION_ATTR = "_tying_slots_generation"
+_GENERATIONS = itertools.count(1)
 # Set on a tied module by tying.train.grad_sample_module, whose hooks count the tied use in
 # Opacus' per-sample gradients; a read through a tie that Opacus hooks without it is refused.
 GRAD_SAMPLE_HOOKED_ATTR = "_tying_grad_sample_hooked"
@@ -136,6 +142,14 @@ class Slot:
                 # the Parameter itself (writes reach it), a tensor subclass (DTensor, ...),
                 # or inside torch.func transforms (no storage to check)
                 self._handed = None
+            elif out.is_inference():
+                # made under torch.inference_mode: it has no version counter, so any
+                # write to it, in place too, is caught by the probe alone
+                key = [(src, src._version, src.data_ptr())]
+                if extras:
+                    key += [(t, t._version, t.data_ptr()) for t in extras.values()]
+                probe = None if out.is_meta else (*_probe(out), (tuple(out.shape), out.stride()))
+                self._handed = (out, None, out.data_ptr(), key, probe)
             else:
                 # A view of the Parameter (Transposed): in-place writes reach the source and
                 # are fine; only replacing its .data (vector_to_parameters) would be lost.
@@ -550,6 +564,7 @@ def install(module: nn.Module, name: str, slot: Slot) -> None:
     slots = dict(slots_of(module))
     slots[name] = slot
     module.__dict__[SLOTS_ATTR] = slots
+    module.__dict__[SLOTS_GENERATION_ATTR] = next(_GENERATIONS)
     module.__class__ = tied_class(base_class(module), slots)
 
 
@@ -557,6 +572,7 @@ def uninstall(module: nn.Module, name: str, value: torch.Tensor | None) -> None:
     """Stop serving ``module.<name>``; register ``value`` (if given) as its own parameter."""
     slots = dict(slots_of(module))
     slot = slots.pop(name)
+    module.__dict__[SLOTS_GENERATION_ATTR] = next(_GENERATIONS)
     for storage in slot.storage.values():
         module._parameters.pop(storage, None)
     if slots:
@@ -564,6 +580,7 @@ def uninstall(module: nn.Module, name: str, value: torch.Tensor | None) -> None:
         module.__class__ = tied_class(base_class(module), slots)
     else:
         module.__dict__.pop(SLOTS_ATTR, None)
+        module.__dict__.pop(SLOTS_GENERATION_ATTR, None)  # back to the plain module
         module.__class__ = base_class(module)
     if value is not None:
         module._parameters[name] = value

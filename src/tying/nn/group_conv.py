@@ -63,6 +63,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tying.core import Flipped, Plan, Rotated, share
+from tying.core.slots import SLOTS_GENERATION_ATTR, slots_of
 
 __all__ = [
     "GROUPS",
@@ -225,6 +226,16 @@ def _uniform_(params, bound: float) -> None:
             p.uniform_(-bound, bound)
 
 
+def _cacheable(layer: nn.Module) -> bool:
+    """Eval mode without autograd, outside ``torch.compile``: a bank may be kept."""
+    return not (torch.is_grad_enabled() or layer.training or torch.compiler.is_compiling())
+
+
+@torch.compiler.assume_constant_result
+def _own_ties_now(layer: nn.Module, name: str) -> bool:
+    return layer._ties_of(name) == layer.__dict__["_own_ties"][name]
+
+
 class _GroupConvBase(nn.Module):
     """Shared machinery: the banks, their plan, init, and the one ``F.conv2d`` call."""
 
@@ -267,6 +278,10 @@ class _GroupConvBase(nn.Module):
         self.reset_parameters()
         if self.tied:
             Plan(self._rules()).apply(self)
+            # the ties the one-gather path reproduces; another plan applied later (other
+            # relations under the same names) sends the layer down the slot path
+            self.__dict__["_own_ties"] = {m: self._ties_of(m) for m in ("kernels", "biases")}
+            self._fast_ready()  # records the check, for compiled calls
             if not _probe:  # found once, here, so torch.compile never traces the search
                 self._gather_index()
                 self._make_flat_index()
@@ -311,6 +326,8 @@ class _GroupConvBase(nn.Module):
         if self.biases is None:
             return None
         if self._fast_ready():
+            if not _cacheable(self):  # build the bias alone, not the bank beside it
+                return self._fast_bias(self._modules["biases"]._parameters["e"])
             return self._banks()[1]
         slots = [getattr(self.biases, g) for g in self.elements]
 
@@ -337,13 +354,66 @@ class _GroupConvBase(nn.Module):
         keys = self.__dict__.get("_physical_set")
         if keys is None:
             keys = self.__dict__["_physical_set"] = frozenset(self._physical_keys())
-        return self.tied and self._modules["kernels"]._parameters.keys() == keys
+        return (
+            self.tied
+            and self._modules["kernels"]._parameters.keys() == keys
+            and self._own_ties_hold("kernels")
+        )
 
     def _fast_ready(self) -> bool:
         """The kernel tie and the bias's Same tie are intact: bank and bias come from
         the physical parameters alone (one gather, one stack)."""
         biases = self._modules.get("biases")
-        return self._tie_intact() and (biases is None or biases._parameters.keys() == {"e"})
+        return self._tie_intact() and (
+            biases is None or (biases._parameters.keys() == {"e"} and self._own_ties_hold("biases"))
+        )
+
+    def _ties_of(self, name: str) -> dict | None:
+        """``{slot: (source module, source name, relation, extras)}`` of one bank."""
+        bank = self._modules.get(name)
+        if bank is None:
+            return None
+        owner = {id(m): n for n, m in self._modules.items()}
+        return {
+            slot: (owner.get(id(s.source_module)), s.source_name, s.relation, dict(s.storage))
+            for slot, s in slots_of(bank).items()
+        }
+
+    def _own_ties_hold(self, name: str) -> bool:
+        """Whether ``name``'s slots are still the ties this layer made itself.
+
+        The same names can be tied by another plan (``tying.untie`` then other
+        relations): the gather would then silently compute the layer's own relations.
+        Checked once per set of slots (installing or removing a slot makes a new dict).
+        """
+        seen = self.__dict__.get(f"_ties_seen_{name}")
+        if torch.compiler.is_compiling() and "_own_ties" in self.__dict__:
+            # dynamo traces neither the identity test nor the comparison: it runs the
+            # comparison as Python while tracing, a constant of that graph, guarded on
+            # the bank's slot generation (any re-tie changes it: the graph is re-traced)
+            if self._modules[name].__dict__.get(SLOTS_GENERATION_ATTR, 0) < 0:
+                return False  # never: the read is what installs the guard
+            return _own_ties_now(self, name)
+        slots = slots_of(self._modules[name])
+        if seen is not None and seen[0] is slots:
+            return seen[1]
+        own = self.__dict__.get("_own_ties")
+        if own is None:  # a layer pickled before this record existed: ask a fresh one
+            fresh = type(self)(
+                self.in_channels,
+                self.out_channels,
+                self.kernel_size,
+                group=self.group,
+                padding=self.padding,
+                bias=self.biases is not None,
+                tied=True,
+                device="meta",
+                _probe=True,
+            )
+            own = self.__dict__["_own_ties"] = fresh.__dict__["_own_ties"]
+        ok = self._ties_of(name) == own[name]
+        self.__dict__[f"_ties_seen_{name}"] = (slots, ok)
+        return ok
 
     def _banks(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(filter_bank, bias_bank)`` of the intact tie: built per call when training,
@@ -357,7 +427,7 @@ class _GroupConvBase(nn.Module):
         def build() -> tuple[torch.Tensor, torch.Tensor | None]:
             return self._fast_bank(physical), self._fast_bias(bias)
 
-        if torch.is_grad_enabled() or self.training or torch.compiler.is_compiling():
+        if not _cacheable(self):
             return build()  # the common training path: no stamp, no comparison
         return self._eval_cached(
             "_bank_cache", physical if bias is None else [*physical, bias], build
@@ -469,7 +539,7 @@ class _GroupConvBase(nn.Module):
         parameter changes.
         """
         if self._fast_ready():
-            return self._banks()[0]
+            return self._fast_bank() if not _cacheable(self) else self._banks()[0]
         if not self._tie_intact():
             return self._slot_bank()
         params = self.kernels._parameters
@@ -485,7 +555,7 @@ class _GroupConvBase(nn.Module):
         copy of the parameters' values catches a write through ``.data`` (an EMA
         update ``p.data.mul_(d)``, hand-loaded weights), which moves no counter.
         """
-        if torch.is_grad_enabled() or self.training or torch.compiler.is_compiling():
+        if not _cacheable(self):
             return build()
         try:
             stamp = tuple((p.data_ptr(), p._version, p.device, p.dtype) for p in params)
