@@ -504,13 +504,9 @@ def test_gc_left_off_by_the_caller_stays_off(sage):
         gc.enable()
 
 
-def test_gc_comes_back_only_when_the_last_thread_leaves_its_batch(sage, monkeypatch):
-    # Thread A is held inside a batch while thread B runs a whole one: B must not switch
-    # the collector back on under A, and A's end must.
-    import gc
+def _thread_held_inside_a_batch(sage, monkeypatch):
+    """A started thread labelling "CCO", held inside its batch until ``release`` is set."""
     import threading
-
-    from tying.chem import assign as assign_module
 
     entered, release = threading.Event(), threading.Event()
     held = SmirksAssigner(sage.force_field)
@@ -524,6 +520,17 @@ def test_gc_comes_back_only_when_the_last_thread_leaves_its_batch(sage, monkeypa
     monkeypatch.setattr(held._prefilter, "candidates_of", wait_inside)
     thread = threading.Thread(target=held.assign_many, args=(["CCO"],))
     thread.start()
+    return thread, entered, release
+
+
+def test_gc_comes_back_only_when_the_last_thread_leaves_its_batch(sage, monkeypatch):
+    # Thread A is held inside a batch while thread B runs a whole one: B must not switch
+    # the collector back on under A, and A's end must.
+    import gc
+
+    from tying.chem import assign as assign_module
+
+    thread, entered, release = _thread_held_inside_a_batch(sage, monkeypatch)
     try:
         assert entered.wait(30)
         SmirksAssigner(sage.force_field).assign_many(["CCN"])
@@ -539,20 +546,8 @@ def test_a_child_forked_during_a_batch_gets_the_collector_back(sage, monkeypatch
     # A process forked (a user's fork-started Pool) while another thread is inside a
     # batch: in the child that batch never ends, so nothing would switch gc back on.
     import gc
-    import threading
 
-    entered, release = threading.Event(), threading.Event()
-    held = SmirksAssigner(sage.force_field)
-    inner = held._prefilter.candidates_of
-
-    def wait_inside(*args):
-        entered.set()
-        assert release.wait(30)
-        return inner(*args)
-
-    monkeypatch.setattr(held._prefilter, "candidates_of", wait_inside)
-    thread = threading.Thread(target=held.assign_many, args=(["CCO"],))
-    thread.start()
+    thread, entered, release = _thread_held_inside_a_batch(sage, monkeypatch)
     try:
         assert entered.wait(30)
         read, write = os.pipe()

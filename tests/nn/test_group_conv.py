@@ -261,6 +261,12 @@ def test_eval_cache_follows_a_write_through_data():
         torch.testing.assert_close(conv(x), 2.0 * first, rtol=1e-12, atol=1e-12)
 
 
+def _c4_reference(conv, x):
+    """The C4 layer's output from its bank and bias read slot by slot (no cache)."""
+    bias = torch.stack([conv.biases.e] * 4, dim=1).reshape(-1)
+    return F.conv2d(x.flatten(1, 2), conv._slot_bank(), bias, padding=1).unflatten(1, (4, 4))
+
+
 def test_eval_bias_cache_follows_in_place_updates_and_train_mode():
     """The eval-mode cache covers the bias too (issue 19); it must never serve a stale bias."""
     _, conv = _net("C4")
@@ -268,8 +274,7 @@ def test_eval_bias_cache_follows_in_place_updates_and_train_mode():
     x = torch.randn(1, 3, 4, 6, 6, dtype=F64)
 
     def reference():
-        bias = torch.stack([conv.biases.e] * 4, dim=1).reshape(-1)
-        return F.conv2d(x.flatten(1, 2), conv._slot_bank(), bias, padding=1).unflatten(1, (4, 4))
+        return _c4_reference(conv, x)
 
     with torch.no_grad():
         first = conv(x)
@@ -408,8 +413,7 @@ def test_eval_cache_of_bank_and_bias_follows_a_write_to_either_alone():
     x = torch.randn(2, 3, 4, 7, 7, dtype=F64)
 
     def reference():
-        bias = torch.stack([conv.biases.e] * 4, dim=1).reshape(-1)
-        return F.conv2d(x.flatten(1, 2), conv._slot_bank(), bias, padding=1).unflatten(1, (4, 4))
+        return _c4_reference(conv, x)
 
     with torch.no_grad():
         conv(x)
