@@ -129,14 +129,14 @@ class StateTies:
         asks several times; the labels are compared, so a changed
         ``group_of`` is never answered from the memo); a fresh list each call.
         """
-        labels = self.group_of[kind]
-        key = (labels.dtype.str, labels.shape, labels.tobytes())
-        memo = self.__dict__.setdefault("_groups_memo", {})
-        hit = memo.get(kind)
-        if hit is None or hit[0] != key:
-            n = self.n_groups(kind)
-            hit = memo[kind] = (key, [np.flatnonzero(labels == g).tolist() for g in range(n)])
-        return [list(g) for g in hit[1]]
+        groups = self._memo(
+            "groups",
+            kind,
+            lambda labels: [
+                np.flatnonzero(labels == g).tolist() for g in range(self.n_groups(kind))
+            ],
+        )
+        return [list(g) for g in groups]
 
     def firsts(self, kind: str) -> np.ndarray:
         """The first state of each group of ``kind``, in group order (the state whose
@@ -147,17 +147,14 @@ class StateTies:
             >>> StateTies(4, {"means": [0, 0, 1, 2]}).firsts("means").tolist()
             [0, 2, 3]
         """
-        labels = self.group_of[kind]
-        key = (labels.dtype.str, labels.shape, labels.tobytes())
-        memo = self.__dict__.setdefault("_firsts_memo", {})
-        hit = memo.get(kind)
-        if hit is None or hit[0] != key:
-            n = self.n_groups(kind)
-            first = np.full(n, -1, dtype=np.int64)
+
+        def make(labels):
+            first = np.full(self.n_groups(kind), -1, dtype=np.int64)
             for state in range(len(labels) - 1, -1, -1):  # the lowest state of each group wins
                 first[labels[state]] = state
-            hit = memo[kind] = (key, first)
-        return hit[1].copy()
+            return first
+
+        return self._memo("firsts", kind, make).copy()
 
     def is_tied(self, kind: str) -> bool:
         """True when some group of ``kind`` holds more than one state."""
@@ -182,17 +179,28 @@ class StateTies:
         return out
 
     def _untied(self, kind: str) -> bool:
-        """Whether every state of ``kind`` is its own group, in state order (memoised on
-        the labels' bytes, like :meth:`groups`: a changed ``group_of`` is seen)."""
+        """Whether every state of ``kind`` is its own group, in state order (memoised
+        like :meth:`groups`: a changed ``group_of`` is seen)."""
+        return self._memo(
+            "untied",
+            kind,
+            lambda labels: bool(
+                labels.shape == (self.n_states,)
+                and np.array_equal(labels, np.arange(self.n_states))
+            ),
+        )
+
+    def _memo(self, query: str, kind: str, make):
+        """``make(labels)`` for ``kind``'s labels, remembered per query and kind while the
+        labels stay the same: they are compared by dtype, shape and bytes on every call,
+        so labels edited in place or replaced are never answered from the memo. Callers
+        copy what is mutable before handing it out."""
         labels = self.group_of[kind]
-        key = labels.tobytes()
-        memo = self.__dict__.setdefault("_untied_memo", {})
-        hit = memo.get(kind)
+        key = (labels.dtype.str, labels.shape, labels.tobytes())
+        memo = self.__dict__.setdefault("_memos", {})
+        hit = memo.get((query, kind))
         if hit is None or hit[0] != key:
-            same = labels.shape == (self.n_states,) and np.array_equal(
-                labels, np.arange(self.n_states)
-            )
-            hit = memo[kind] = (key, bool(same))
+            hit = memo[(query, kind)] = (key, make(labels))
         return hit[1]
 
     def spread(self, kind: str, per_group: np.ndarray) -> np.ndarray:
