@@ -421,8 +421,13 @@ class BaseHMM:
         Subclasses may fuse it (see :meth:`GaussianHMM._estep`); the result's
         ``gamma`` is then None and ``stats`` holds the emission statistics.
         """
-        log_b = self._log_emission(X)
+        log_b = self._em_log_emission(X, context)
         return forward_backward(self._startprob, self.transmat_, log_b, batch, n_jobs=self.n_jobs)
+
+    def _em_log_emission(self, X, context) -> np.ndarray:
+        """Subclass hook: the E-step's emission log-densities; a subclass may keep what
+        it computed on the way in ``context`` for this iteration's M-step."""
+        return self._log_emission(X)
 
     def _mstep(self, X, post: Posteriors, context=None) -> None:
         learn = self._learn()

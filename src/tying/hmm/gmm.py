@@ -33,7 +33,6 @@ from scipy.linalg import cho_factor, solve_triangular
 from scipy.special import logsumexp
 
 from tying.hmm.base import BaseHMM, _positive_int, _stochastic
-from tying.hmm.forward_backward import Posteriors, forward_backward
 from tying.hmm.gaussian import (
     _check_covariance,
     _check_min_covar,
@@ -369,13 +368,12 @@ class GMMHMM(BaseHMM):
         """Holds each iteration's emission parts from the E-step for its M-step."""
         return {}
 
-    def _estep(self, X, batch, context) -> Posteriors:
-        """The generic E-step, keeping the component tables for this iteration's M-step:
-        the parameters do not change in between, so the densities are computed once."""
+    def _em_log_emission(self, X, context) -> np.ndarray:
+        """The generic E-step's densities, keeping the component tables for this
+        iteration's M-step: the parameters do not change in between, so the densities
+        are computed once."""
         context["parts"] = parts = self._log_parts(X)
-        return forward_backward(
-            self._startprob, self.transmat_, parts[0], batch, n_jobs=self.n_jobs
-        )
+        return parts[0]
 
     def _emission_update(self, X, post, learn, context) -> None:
         self._emission_mstep(X, post.gamma, learn, context.pop("parts"))
