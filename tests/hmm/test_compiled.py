@@ -864,5 +864,11 @@ def test_fused_estep_refuses_a_layout_made_for_other_data():
     other = SequenceBatch.from_lengths([1, 2])
     with pytest.raises(ValueError, match="build the LaneLayout from the same X, center and batch"):
         forward_backward_stats(*args, np.zeros(1), other, layout, density, None, full=False)
+    moved = (np.ones(1), np.ones((1, 1)), X + 1.0)  # other values, same shape and lengths
+    with pytest.raises(ValueError, match=r"layout was made for another X \(shape \(3, 1\)\)"):
+        forward_backward_stats(*moved, np.zeros(1), batch, layout, density, None, full=False)
     post = forward_backward_stats(*args, np.zeros(1), batch, layout, density, None, full=False)
     assert post.stats.n.tolist() == [3.0]
+    copy = (np.ones(1), np.ones((1, 1)), X.copy())  # equal values, another array: accepted
+    post = forward_backward_stats(*copy, np.zeros(1), batch, layout, density, None, full=False)
+    assert post.stats.sx.tolist() == [[6.0]]

@@ -443,6 +443,7 @@ class LaneLayout:
         X = np.ascontiguousarray(X, dtype=np.float64)
         center = np.ascontiguousarray(center, dtype=np.float64)
         self.center, self.lengths = center, batch.lengths.copy()  # checked on every use
+        self.X = X  # a reference, not a copy: checked on every use (by identity first)
         self.edges = compiled.units(batch.lengths)
         self.units = []
         D = X.shape[1]
@@ -609,8 +610,8 @@ def forward_backward_stats(
     Raises:
         RuntimeError: when the compiled kernels are unavailable (use
             :func:`forward_backward` and the NumPy statistics then).
-        ValueError: for a bad ``n_jobs``, or a ``layout`` made for another ``center``
-            or other sequence lengths (its statistics would be silently wrong).
+        ValueError: for a bad ``n_jobs``, or a ``layout`` made for another ``X``,
+            ``center`` or other sequence lengths (its statistics would be silently wrong).
 
     Example:
         >>> from tying.hmm import compiled
@@ -648,6 +649,13 @@ def forward_backward_stats(
             f"of lengths {layout.lengths[:5]}..., got center {center} and "
             f"{batch.n_sequences} sequences of lengths {batch.lengths[:5]}...; build the "
             f"LaneLayout from the same X, center and batch"
+        )
+    if X is not layout.X and not np.array_equal(X, layout.X):  # the model passes layout.X
+        raise ValueError(
+            f"layout was made for another X (shape {layout.X.shape}), got X of shape "
+            f"{X.shape} with other values: its lanes hold copies of the X it was made for, so "
+            f"the statistics would be of that data; build the LaneLayout from the same X, "
+            f"center and batch"
         )
     n_seq, K, D = batch.n_sequences, A.shape[0], X.shape[1]
     U = len(layout.units)
