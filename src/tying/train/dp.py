@@ -110,13 +110,12 @@ def _check_batch(x, y) -> None:
 def _check_finite_norms(norms: torch.Tensor) -> None:
     if bool(torch.isfinite(norms).all()):
         return
-    bad = (~torch.isfinite(norms)).nonzero().flatten()
-    if len(bad):
-        raise ValueError(
-            f"the per-example gradients of examples {bad[:5].tolist()} are not finite "
-            f"(norms {norms[bad[:5]].tolist()}): clipping cannot bound them, so the step is "
-            f"refused and the model left unchanged; check the loss and the inputs"
-        )
+    bad = (~torch.isfinite(norms)).nonzero().flatten()  # not empty: some norm is not finite
+    raise ValueError(
+        f"the per-example gradients of examples {bad[:5].tolist()} are not finite "
+        f"(norms {norms[bad[:5]].tolist()}): clipping cannot bound them, so the step is "
+        f"refused and the model left unchanged; check the loss and the inputs"
+    )
 
 
 def per_example_grads(model: nn.Module, loss_fn: LossFn, x, y) -> dict[str, torch.Tensor]:
