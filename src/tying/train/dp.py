@@ -257,7 +257,6 @@ class _PerExample:
                 if t is not None and id(t) in b_index and (id(mod), name) not in seen:
                     seen.add((id(mod), name))
                     self.b_slots.append((mod, name, b_index[id(t)]))
-        self.size = sum(p.numel() for p in self.params)
         self.expandable = all(type(m) in _EXPAND_SAFE for m in model.modules())
         self.model = model
         self._loss_fn: LossFn | None = None
@@ -268,6 +267,11 @@ class _PerExample:
         # one vmapped function per number of inputs: flat tensor arguments, because vmap's
         # pytree matching of nested in_dims cost 13 % of a tiny model's step
         self._losses: dict[int, Callable] = {}
+
+    @property
+    def size(self) -> int:
+        """Trainable elements now: read at every call, as ``.data =`` may change a shape."""
+        return sum(p.numel() for p in self.params)
 
     def fresh(self, model: nn.Module) -> bool:
         """True if ``model`` is the one this was built from, with the same structure."""
@@ -372,8 +376,7 @@ def _vmap_clipped_sum(
     pe = pe or _PerExample(model)
     xs = x if isinstance(x, tuple) else (x,)
     B = y.shape[0]
-    size = sum(p.numel() for p in pe.params)
-    chunk = max(1, min(B, CHUNK_ELEMENTS // max(size, 1)))
+    chunk = max(1, min(B, CHUNK_ELEMENTS // max(pe.size, 1)))
     if B == 0:  # an empty batch: nothing to clip
         zero = {n: torch.zeros_like(p) for n, p in zip(pe.names, pe.params)}
         return PrivateGrad(zero, torch.zeros(0), torch.zeros(0))
