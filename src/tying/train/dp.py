@@ -386,7 +386,7 @@ def _vmap_clipped_sum(
         grads, loss = pe(loss_fn, tuple(t[part] for t in xs), y[part])
         rows = [_rows(g) for g in grads]
         n_b = _norms([r for r, _ in rows])
-        c = (max_grad_norm / (n_b + 1e-6)).clamp_(max=1.0)  # clip_factors, in fewer ops
+        c = _clip_factors(n_b, max_grad_norm)
         parts = [_weighted_sum(c, r, o, p.shape) for (r, o), p in zip(rows, pe.params)]
         if summed is None:  # one chunk covers most batches: no zeros and no add
             summed = parts
@@ -435,7 +435,12 @@ def clip_factors(norms: torch.Tensor, max_grad_norm: float) -> torch.Tensor:
         tensor([1.0000, 0.2500])
     """
     _check_max_grad_norm(max_grad_norm)
-    return (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
+    return _clip_factors(norms, max_grad_norm)
+
+
+def _clip_factors(norms: torch.Tensor, max_grad_norm: float) -> torch.Tensor:
+    """:func:`clip_factors` without the check (a DP step checked ``C`` once, up front)."""
+    return (max_grad_norm / (norms + 1e-6)).clamp_(max=1.0)
 
 
 @dataclasses.dataclass
