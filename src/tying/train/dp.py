@@ -133,7 +133,8 @@ def per_example_grads(model: nn.Module, loss_fn: LossFn, x, y) -> dict[str, torc
         a tied tensor appears once, holding the sum of its uses' gradients.
 
     Raises:
-        ValueError: a BatchNorm layer in training mode.
+        ValueError: a BatchNorm layer in training mode; a model with no trainable
+            parameter.
 
     Example:
         >>> import torch, tying
@@ -241,6 +242,12 @@ class _PerExample:
     def __init__(self, model: nn.Module):
         self.key, self._refs = _fingerprint(model)
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        if not named:  # torch.func.grad and autograd.grad fail on no inputs, unclearly
+            raise ValueError(
+                f"{type(model).__name__} has no trainable parameter (requires_grad is False "
+                f"on all {len(list(model.parameters()))}): there is no gradient to clip and "
+                f"noise; set requires_grad on the parameters to train"
+            )
         self.names = tuple(n for n, _ in named)
         self.params = tuple(p for _, p in named)
         index = {id(p): i for i, p in enumerate(self.params)}
