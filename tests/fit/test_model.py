@@ -469,6 +469,17 @@ def test_complex_step_wrong_only_at_the_solution_is_caught_and_refitted(model):
     assert ref.why_not_complex_step == ""
 
 
+def test_complex_step_mismatch_names_the_column_that_differs_not_an_all_zero_one():
+    # c's columns are zero both ways (0/0): the message named c, with "inf", not a
+    def model(x, c, a, b):
+        return _branchy_numpy(x, a, b) + 0.0 * c
+
+    kw = {"shared": ["c", "a"], "local": ["b"], "init": {"c": 1.0, "a": 1.0, "b": 0.0}}
+    res = GlobalFit(model, _line_data(), **kw).run()
+    assert "complex-step derivative for 'a' differs" in res.why_not_complex_step
+    assert "inf" not in res.why_not_complex_step
+
+
 def test_complex_step_that_agrees_at_the_solution_is_kept():
     datasets, _ = peaks(k=3, n=25)
     res = GlobalFit(

@@ -356,6 +356,22 @@ def test_per_example_norms_equal_the_flattened_norm_without_a_squared_copy():
     torch.testing.assert_close(per_example_norms(grads), flat.norm(dim=1), rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("limit", [0, 2**62], ids=["vmap-grad", "expanded"])
+def test_a_model_with_nothing_trainable_is_refused_by_name(limit, monkeypatch):
+    # torch's "`inputs` argument to `grad()` cannot be empty" (and, before, a StopIteration
+    # from private_grad) named neither the model nor the fix
+    import tying.train.dp as dp
+
+    monkeypatch.setattr(dp, "EXPAND_MAX_ELEMENTS", limit)
+    model = nn.Sequential(nn.Linear(4, 3)).requires_grad_(False)
+    x, y = torch.randn(5, 4), torch.randint(0, 3, (5,))
+    match = r"Sequential has no trainable parameter \(requires_grad is False on all 2\)"
+    with pytest.raises(ValueError, match=match):
+        per_example_grads(model, ce, x, y)
+    with pytest.raises(ValueError, match=match):
+        private_grad(model, ce, x, y, max_grad_norm=1.0, noise_multiplier=0.0)
+
+
 def test_private_grad_on_an_empty_batch_is_noise_only():
     model = nn.Linear(3, 2)
     pg = private_grad(

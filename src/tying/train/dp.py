@@ -110,13 +110,12 @@ def _check_batch(x, y) -> None:
 def _check_finite_norms(norms: torch.Tensor) -> None:
     if bool(torch.isfinite(norms).all()):
         return
-    bad = (~torch.isfinite(norms)).nonzero().flatten()
-    if len(bad):
-        raise ValueError(
-            f"the per-example gradients of examples {bad[:5].tolist()} are not finite "
-            f"(norms {norms[bad[:5]].tolist()}): clipping cannot bound them, so the step is "
-            f"refused and the model left unchanged; check the loss and the inputs"
-        )
+    bad = (~torch.isfinite(norms)).nonzero().flatten()  # not empty: some norm is not finite
+    raise ValueError(
+        f"the per-example gradients of examples {bad[:5].tolist()} are not finite "
+        f"(norms {norms[bad[:5]].tolist()}): clipping cannot bound them, so the step is "
+        f"refused and the model left unchanged; check the loss and the inputs"
+    )
 
 
 def per_example_grads(model: nn.Module, loss_fn: LossFn, x, y) -> dict[str, torch.Tensor]:
@@ -134,7 +133,8 @@ def per_example_grads(model: nn.Module, loss_fn: LossFn, x, y) -> dict[str, torc
         a tied tensor appears once, holding the sum of its uses' gradients.
 
     Raises:
-        ValueError: a BatchNorm layer in training mode.
+        ValueError: a BatchNorm layer in training mode; a model with no trainable
+            parameter.
 
     Example:
         >>> import torch, tying
@@ -242,6 +242,12 @@ class _PerExample:
     def __init__(self, model: nn.Module):
         self.key, self._refs = _fingerprint(model)
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        if not named:  # torch.func.grad and autograd.grad fail on no inputs, unclearly
+            raise ValueError(
+                f"{type(model).__name__} has no trainable parameter (requires_grad is False "
+                f"on all {len(list(model.parameters()))}): there is no gradient to clip and "
+                f"noise; set requires_grad on the parameters to train"
+            )
         self.names = tuple(n for n, _ in named)
         self.params = tuple(p for _, p in named)
         index = {id(p): i for i, p in enumerate(self.params)}
@@ -258,7 +264,6 @@ class _PerExample:
                 if t is not None and id(t) in b_index and (id(mod), name) not in seen:
                     seen.add((id(mod), name))
                     self.b_slots.append((mod, name, b_index[id(t)]))
-        self.size = sum(p.numel() for p in self.params)
         self.expandable = all(type(m) in _EXPAND_SAFE for m in model.modules())
         self.model = model
         self._loss_fn: LossFn | None = None
@@ -269,6 +274,11 @@ class _PerExample:
         # one vmapped function per number of inputs: flat tensor arguments, because vmap's
         # pytree matching of nested in_dims cost 13 % of a tiny model's step
         self._losses: dict[int, Callable] = {}
+
+    @property
+    def size(self) -> int:
+        """Trainable elements now: read at every call, as ``.data =`` may change a shape."""
+        return sum(p.numel() for p in self.params)
 
     def fresh(self, model: nn.Module) -> bool:
         """True if ``model`` is the one this was built from, with the same structure."""
@@ -373,8 +383,7 @@ def _vmap_clipped_sum(
     pe = pe or _PerExample(model)
     xs = x if isinstance(x, tuple) else (x,)
     B = y.shape[0]
-    size = sum(p.numel() for p in pe.params)
-    chunk = max(1, min(B, CHUNK_ELEMENTS // max(size, 1)))
+    chunk = max(1, min(B, CHUNK_ELEMENTS // max(pe.size, 1)))
     if B == 0:  # an empty batch: nothing to clip
         zero = {n: torch.zeros_like(p) for n, p in zip(pe.names, pe.params)}
         return PrivateGrad(zero, torch.zeros(0), torch.zeros(0))
@@ -384,7 +393,7 @@ def _vmap_clipped_sum(
         grads, loss = pe(loss_fn, tuple(t[part] for t in xs), y[part])
         rows = [_rows(g) for g in grads]
         n_b = _norms([r for r, _ in rows])
-        c = (max_grad_norm / (n_b + 1e-6)).clamp_(max=1.0)  # clip_factors, in fewer ops
+        c = _clip_factors(n_b, max_grad_norm)
         parts = [_weighted_sum(c, r, o, p.shape) for (r, o), p in zip(rows, pe.params)]
         if summed is None:  # one chunk covers most batches: no zeros and no add
             summed = parts
@@ -433,7 +442,12 @@ def clip_factors(norms: torch.Tensor, max_grad_norm: float) -> torch.Tensor:
         tensor([1.0000, 0.2500])
     """
     _check_max_grad_norm(max_grad_norm)
-    return (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
+    return _clip_factors(norms, max_grad_norm)
+
+
+def _clip_factors(norms: torch.Tensor, max_grad_norm: float) -> torch.Tensor:
+    """:func:`clip_factors` without the check (a DP step checked ``C`` once, up front)."""
+    return (max_grad_norm / (norms + 1e-6)).clamp_(max=1.0)
 
 
 @dataclasses.dataclass
