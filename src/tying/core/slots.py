@@ -142,30 +142,26 @@ class Slot:
                 # the Parameter itself (writes reach it), a tensor subclass (DTensor, ...),
                 # or inside torch.func transforms (no storage to check)
                 self._handed = None
-            elif out.is_inference():
-                # made under torch.inference_mode: it has no version counter, so any
-                # write to it, in place too, is caught by the probe alone
-                key = [(src, src._version, src.data_ptr())]
-                if extras:
-                    key += [(t, t._version, t.data_ptr()) for t in extras.values()]
-                probe = None if out.is_meta else (*_probe(out), (tuple(out.shape), out.stride()))
-                self._handed = (out, None, out.data_ptr(), key, probe)
             else:
-                # A view of the Parameter (Transposed): in-place writes reach the source and
-                # are fine; only replacing its .data (vector_to_parameters) would be lost.
-                base = out._base  # (nn.Parameter's isinstance is slow: only on views)
-                version = (
-                    None if base is not None and isinstance(base, nn.Parameter) else out._version
-                )
+                if out.is_inference():
+                    # made under torch.inference_mode: no version counter, so any write
+                    # to it, in place too, is caught by the probe alone
+                    version, probed = None, True
+                else:
+                    # A view of the Parameter (Transposed): in-place writes reach the
+                    # source and are fine; only replacing its .data would be lost.
+                    base = out._base  # (nn.Parameter's isinstance is slow: only on views)
+                    probed = not (base is not None and isinstance(base, nn.Parameter))
+                    version = out._version if probed else None
                 key = [(src, src._version, src.data_ptr())]
                 if extras:
                     key += [(t, t._version, t.data_ptr()) for t in extras.values()]
                 # a fresh tensor: a write through .data bumps no counter, so keep a few of
                 # its values to compare at the next read (a view writes through to the source)
                 probe = (
-                    None
-                    if version is None or out.is_meta
-                    else (*_probe(out), (tuple(out.shape), out.stride()))
+                    (*_probe(out), (tuple(out.shape), out.stride()))
+                    if probed and not out.is_meta
+                    else None
                 )
                 self._handed = (out, version, out.data_ptr(), key, probe)
         return out
