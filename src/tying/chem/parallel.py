@@ -27,7 +27,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from tying.chem.packed import PackedTerms, columns
+from tying.chem.packed import columns, views
 
 if TYPE_CHECKING:
     from tying.chem.assign import Assignment, SmirksAssigner
@@ -302,16 +302,14 @@ def _decode(
     """
     from tying.chem.assign import Assignment
 
-    molecules, columns, error, _ = packed
-    sections = [(s, *column, parameters[s]) for s, column in columns.items()]
-    out = {}
-    start = [0] * len(sections)
-    for i, smiles, name, elements, counts in molecules:
-        terms = {}
-        for k, ((s, arity, atoms, positions, params), n) in enumerate(zip(sections, counts)):
-            terms[s] = PackedTerms(arity, atoms, positions, start[k], n, params)
-            start[k] += n
-        out[i] = Assignment(smiles, name, force_field, elements, terms)
+    molecules, cols, error, _ = packed
+    counts = [m[4] for m in molecules]
+    out = {
+        i: Assignment(smiles, name, force_field, elements, terms)
+        for (i, smiles, name, elements, _), terms in zip(
+            molecules, views(counts, cols, parameters), strict=True
+        )
+    }
     return out, error
 
 
