@@ -332,8 +332,8 @@ def _label_chunk(chunk: list[tuple[int, Any, str | None]]) -> Packed:
     out, error = [], None
     orders = {}
     for batch, done, failure in _in_batches(assigner, chunk, pack=False):
-        out += [(i, a) for (i, _, _), a in zip(batch, done)]
         for (i, _, _), a in zip(batch, done):
+            out.append((i, a))
             entry = assigner._by_canonical.get(a.smiles)
             if entry is not None and entry[1].terms is a.terms:  # labelled, not remapped
                 orders[i] = entry[0]
