@@ -399,21 +399,26 @@ class _GroupConvBase(nn.Module):
             return seen[1]
         own = self.__dict__.get("_own_ties")
         if own is None:  # a layer pickled before this record existed: ask a fresh one
-            fresh = type(self)(
-                self.in_channels,
-                self.out_channels,
-                self.kernel_size,
-                group=self.group,
-                padding=self.padding,
-                bias=self.biases is not None,
-                tied=True,
-                device="meta",
-                _probe=True,
-            )
+            fresh = self._fresh_probe(bias=self.biases is not None, device="meta")
             own = self.__dict__["_own_ties"] = fresh.__dict__["_own_ties"]
         ok = self._ties_of(name) == own[name]
         self.__dict__[f"_ties_seen_{name}"] = (slots, ok)
         return ok
+
+    def _fresh_probe(self, *, bias: bool, device, dtype=None) -> _GroupConvBase:
+        """A fresh tied layer of this one's shape and group, without the gather search."""
+        return type(self)(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            group=self.group,
+            padding=self.padding,
+            bias=bias,
+            tied=True,
+            device=device,
+            dtype=dtype,
+            _probe=True,
+        )
 
     def _banks(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(filter_bank, bias_bank)`` of the intact tie: built per call when training,
@@ -448,18 +453,7 @@ class _GroupConvBase(nn.Module):
         """
         index = getattr(self, "_bank_index", None)
         if index is None:
-            probe = type(self)(
-                self.in_channels,
-                self.out_channels,
-                self.kernel_size,
-                group=self.group,
-                padding=self.padding,
-                bias=False,
-                tied=True,
-                device="cpu",
-                dtype=torch.float64,
-                _probe=True,
-            )
+            probe = self._fresh_probe(bias=False, device="cpu", dtype=torch.float64)
             per_block = self.out_channels * self.in_channels * self.kernel_size**2
             with torch.no_grad():
                 for i, key in enumerate(self._physical_keys()):
