@@ -107,7 +107,7 @@ def assign_many(
         chunks = [todo[k : k + chunksize] for k in range(0, len(todo), chunksize)]
         orders: dict[int, tuple[int, ...]] = {}  # canonical atom order of worker cache misses
         ff = assigner.force_field
-        sections = {s: ff[s].parameters for s in assigner.sections}
+        sections = assigner._parameters  # per section, its parameters in file order
         config = (str(ff.path), assigner.sections, assigner.strict)
         context = _context()
         with cf.ProcessPoolExecutor(
