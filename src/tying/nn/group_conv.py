@@ -424,9 +424,8 @@ class _GroupConvBase(nn.Module):
         """``(filter_bank, bias_bank)`` of the intact tie: built per call when training,
         under autograd or ``torch.compile``; in eval mode without autograd cached
         together until a parameter moves (one stamp and one comparison for both)."""
-        kernels = self._modules["kernels"]._parameters
         biases = self._modules.get("biases")
-        physical = [kernels[key] for key in self._physical_tuple()]
+        physical = self._physical_params()
         bias = None if biases is None else biases._parameters["e"]
 
         def build() -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -437,6 +436,11 @@ class _GroupConvBase(nn.Module):
         return self._eval_cached(
             "_bank_cache", physical if bias is None else [*physical, bias], build
         )
+
+    def _physical_params(self) -> list[torch.Tensor]:
+        """The physical kernel blocks (plain parameters while the tie is intact)."""
+        params = self._modules["kernels"]._parameters
+        return [params[key] for key in self._physical_tuple()]
 
     def _physical_tuple(self) -> tuple[str, ...]:
         keys = self.__dict__.get("_physical_keys_cached")
@@ -467,8 +471,7 @@ class _GroupConvBase(nn.Module):
 
     def _fast_bank(self, physical: list | None = None) -> torch.Tensor:
         if physical is None:
-            params = self._modules["kernels"]._parameters
-            physical = [params[key] for key in self._physical_tuple()]
+            physical = self._physical_params()
         stacked = torch.stack(physical)  # (n_physical, C_out, C_in, k, k)
         index = self._flat_index_on(stacked.device)
         # one gather; its backward is one index_add into the physical kernel
@@ -536,9 +539,7 @@ class _GroupConvBase(nn.Module):
             return self._fast_bank() if not _cacheable(self) else self._banks()[0]
         if not self._tie_intact():
             return self._slot_bank()
-        params = self.kernels._parameters
-        physical = [params[key] for key in self._physical_keys()]
-        return self._eval_cached("_bank_only_cache", physical, self._fast_bank)
+        return self._eval_cached("_bank_only_cache", self._physical_params(), self._fast_bank)
 
     def _eval_cached(self, name: str, params: list, build) -> torch.Tensor:
         """``build()``, kept in eval mode without autograd until a parameter moves.
