@@ -476,7 +476,7 @@ def _worker_cpu_row(assigner, smiles: list[str]) -> dict:
     chunks = [items[k : k + size] for k in range(0, len(items), size)]
     config = (str(assigner.force_field.path), assigner.sections, assigner.strict)
     ff = assigner.force_field
-    parameters = {s: ff[s].parameters for s in assigner.sections}
+    parameters = assigner._parameters  # as assign_many decodes
     t0, parent0 = time.perf_counter(), time.process_time()
     with cf.ProcessPoolExecutor(
         2, mp_context=parallel._context(), initializer=_timed_init, initargs=config

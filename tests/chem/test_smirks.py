@@ -227,3 +227,19 @@ def test_recursive_smarts_rule_out_only_when_required():
     assert pyridine.GetSubstructMatches(branch.query)  # and the kept one does match
     nitro = molecule_from_smiles("C[N+](=O)[O-]")
     assert prefilter.candidates(nitro) == [0, 1] and nitro.GetSubstructMatches(required.query)
+
+
+@pytest.mark.parametrize(
+    "smarts, expected",
+    [
+        ("#6X4", ([], ["#6X4"])),
+        ("#7$(*~[#6]($(*=O)))X3:2", (["*~[#6]($(*=O))"], ["#7", "X3:2"])),
+        ("$(*=O)$(*-N)", (["*=O", "*-N"], ["", "", ""])),
+        ("#7$(*~[#6]", None),  # never closed
+    ],
+)
+def test_split_recursive_cuts_at_the_top_level_parts_only(smarts, expected):
+    # The one splitter of the pre-filter (_recursive_parts) and of anchoring (search_order).
+    from tying.chem.smirks import split_recursive
+
+    assert split_recursive(smarts) == expected

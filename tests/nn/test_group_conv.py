@@ -273,14 +273,11 @@ def test_eval_bias_cache_follows_in_place_updates_and_train_mode():
     conv.eval()
     x = torch.randn(1, 3, 4, 6, 6, dtype=F64)
 
-    def reference():
-        return _c4_reference(conv, x)
-
     with torch.no_grad():
         first = conv(x)
         assert conv.bias_bank() is conv.bias_bank()  # served from the cache
         conv.biases.e.add_(1.0)  # the version counter moves
-        torch.testing.assert_close(conv(x), reference(), rtol=0, atol=0)
+        torch.testing.assert_close(conv(x), _c4_reference(conv, x), rtol=0, atol=0)
         assert not conv(x).equal(first)
     conv.train()  # training rebuilds every call and keeps the graph
     assert conv.bias_bank() is not conv.bias_bank()
@@ -288,7 +285,7 @@ def test_eval_bias_cache_follows_in_place_updates_and_train_mode():
     conv.load_state_dict({k: v + 1.0 for k, v in conv.state_dict().items()})
     conv.eval()
     with torch.no_grad():
-        torch.testing.assert_close(conv(x), reference(), rtol=0, atol=0)
+        torch.testing.assert_close(conv(x), _c4_reference(conv, x), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("layer", ["lift", "conv"])
@@ -412,16 +409,13 @@ def test_eval_cache_of_bank_and_bias_follows_a_write_to_either_alone():
     conv.eval()
     x = torch.randn(2, 3, 4, 7, 7, dtype=F64)
 
-    def reference():
-        return _c4_reference(conv, x)
-
     with torch.no_grad():
         conv(x)
         assert conv.filter_bank() is conv.filter_bank()  # served from the one cache
         conv.biases.e.data.add_(0.5)  # moves no version counter
-        torch.testing.assert_close(conv(x), reference(), rtol=0, atol=0)
+        torch.testing.assert_close(conv(x), _c4_reference(conv, x), rtol=0, atol=0)
         conv.kernels.e_r2.data.mul_(-1.0)
-        torch.testing.assert_close(conv(x), reference(), rtol=0, atol=0)
+        torch.testing.assert_close(conv(x), _c4_reference(conv, x), rtol=0, atol=0)
         want_bias = torch.stack([conv.biases.e] * 4, dim=1).reshape(-1)
         torch.testing.assert_close(conv.bias_bank(), want_bias, rtol=0, atol=0)
 

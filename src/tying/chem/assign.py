@@ -651,13 +651,7 @@ def _needs_chirality(compiled: CompiledSmirks) -> bool:
 
     Recursive SMARTS are searched with chirality on: their inner atoms are not visited here.
     """
-    smirks = compiled.parameter.smirks
-    if "$(" in smirks or "/" in smirks or "\\" in smirks:
-        return True
-    unspecified = Chem.ChiralType.CHI_UNSPECIFIED
-    return any(a.GetChiralTag() != unspecified for a in compiled.query.GetAtoms()) or any(
-        b.GetStereo() != Chem.BondStereo.STEREONONE for b in compiled.query.GetBonds()
-    )
+    return "$(" in compiled.parameter.smirks or has_stereo(compiled)
 
 
 _NONE: frozenset = frozenset()

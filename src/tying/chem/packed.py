@@ -16,7 +16,7 @@ from __future__ import annotations
 import array
 import itertools
 import operator
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -101,17 +101,8 @@ def pack(
             todo[id(a.terms)] = a
     if not todo:
         return list(assignments)
-    sections = list(parameters)
-    counts, cols = columns(todo.values(), sections)
-    start = dict.fromkeys(sections, 0)
-    new_terms: dict[int, dict[str, PackedTerms]] = {}
-    for key, per in zip(todo, counts):
-        terms = {}
-        for s, n in zip(sections, per):
-            arity, atoms, positions = cols[s]
-            terms[s] = PackedTerms(arity, atoms, positions, start[s], n, parameters[s])
-            start[s] += n
-        new_terms[key] = terms
+    counts, cols = columns(todo.values(), list(parameters))
+    new_terms = dict(zip(todo, views(counts, cols, parameters), strict=True))
     out, done = [], {}
     for a in assignments:
         b = done.get(id(a))
@@ -122,6 +113,43 @@ def pack(
             done[id(a)] = b
         out.append(b)
     return out
+
+
+def views(
+    counts: Sequence[tuple[int, ...]],
+    cols: Mapping[str, tuple[int, Any, Any]],
+    parameters: Mapping[str, Sequence[Any]],
+) -> Iterator[dict[str, PackedTerms]]:
+    """Per molecule, its ``{section: PackedTerms}`` over the shared :func:`columns`.
+
+    Args:
+        counts: each molecule's term count per section, in the order of ``cols``.
+        cols: per section ``(arity, atoms, positions)``, as :func:`columns` gives.
+        parameters: per section, the force field's parameters in file order.
+
+    Returns:
+        One terms mapping per molecule, in order.
+
+    Example:
+        >>> from tying.chem import SmirksAssigner
+        >>> assigner = SmirksAssigner()
+        >>> plain = assigner.assign("CO")
+        >>> counts, cols = columns([plain], ["Bonds"])
+        >>> ff = assigner.force_field
+        >>> (terms,) = views(counts, cols, {"Bonds": ff["Bonds"].parameters})
+        >>> terms["Bonds"] == plain.bonds
+        True
+    """
+    sections = [(s, *column, parameters[s]) for s, column in cols.items()]
+    start = [0] * len(sections)
+    for per in counts:
+        terms = {}
+        for k, ((s, arity, atoms, positions, params), n) in enumerate(
+            zip(sections, per, strict=True)
+        ):
+            terms[s] = PackedTerms(arity, atoms, positions, start[k], n, params)
+            start[k] += n
+        yield terms
 
 
 def is_packed(a: Assignment) -> bool:

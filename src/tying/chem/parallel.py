@@ -27,7 +27,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from tying.chem.packed import PackedTerms, columns
+from tying.chem.packed import columns, views
 
 if TYPE_CHECKING:
     from tying.chem.assign import Assignment, SmirksAssigner
@@ -107,7 +107,7 @@ def assign_many(
         chunks = [todo[k : k + chunksize] for k in range(0, len(todo), chunksize)]
         orders: dict[int, tuple[int, ...]] = {}  # canonical atom order of worker cache misses
         ff = assigner.force_field
-        sections = {s: ff[s].parameters for s in assigner.sections}
+        sections = assigner._parameters  # per section, its parameters in file order
         config = (str(ff.path), assigner.sections, assigner.strict)
         context = _context()
         with cf.ProcessPoolExecutor(
@@ -302,16 +302,14 @@ def _decode(
     """
     from tying.chem.assign import Assignment
 
-    molecules, columns, error, _ = packed
-    sections = [(s, *column, parameters[s]) for s, column in columns.items()]
-    out = {}
-    start = [0] * len(sections)
-    for i, smiles, name, elements, counts in molecules:
-        terms = {}
-        for k, ((s, arity, atoms, positions, params), n) in enumerate(zip(sections, counts)):
-            terms[s] = PackedTerms(arity, atoms, positions, start[k], n, params)
-            start[k] += n
-        out[i] = Assignment(smiles, name, force_field, elements, terms)
+    molecules, cols, error, _ = packed
+    counts = [m[4] for m in molecules]
+    out = {
+        i: Assignment(smiles, name, force_field, elements, terms)
+        for (i, smiles, name, elements, _), terms in zip(
+            molecules, views(counts, cols, parameters), strict=True
+        )
+    }
     return out, error
 
 
@@ -334,8 +332,8 @@ def _label_chunk(chunk: list[tuple[int, Any, str | None]]) -> Packed:
     out, error = [], None
     orders = {}
     for batch, done, failure in _in_batches(assigner, chunk, pack=False):
-        out += [(i, a) for (i, _, _), a in zip(batch, done)]
         for (i, _, _), a in zip(batch, done):
+            out.append((i, a))
             entry = assigner._by_canonical.get(a.smiles)
             if entry is not None and entry[1].terms is a.terms:  # labelled, not remapped
                 orders[i] = entry[0]

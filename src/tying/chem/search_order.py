@@ -36,7 +36,13 @@ import re
 from typing import Any
 
 from tying.chem._rdkit import Chem, quiet
-from tying.chem.smirks import CompiledSmirks, Prefilter, evaluate, parse_atom_query
+from tying.chem.smirks import (
+    CompiledSmirks,
+    Prefilter,
+    evaluate,
+    parse_atom_query,
+    split_recursive,
+)
 
 
 @functools.lru_cache(maxsize=1)
@@ -230,18 +236,11 @@ def _anchored_atom(atom: str) -> str:
     core = body[: tag.start()] if tag else body
     if core.startswith("$("):  # primitives after it: "H1" would read differently up front
         return atom
-    recursive, outside, k = [], [""], 0
-    while k < len(core):
-        if core.startswith("$(", k):
-            end = _closing(core, k + 1, "(", ")")
-            if end < 0:
-                return atom
-            recursive.append(core[k + 2 : end])
-            outside.append("")  # text after a recursion is a new primitive: never glue it on
-            k = end + 1
-        else:
-            outside[-1] += core[k]
-            k += 1
+    split = split_recursive(core)
+    if split is None:
+        return atom
+    # text after a recursion is a new primitive: never glued to the text before it
+    recursive, outside = split
     # "&" between the pieces: "[+$(*~O)+]" is charge +1 twice, "++" would be +2
     primitives = "&".join(p for piece in outside for p in piece.split("&") if p)
     if (

@@ -488,21 +488,47 @@ def _recursive_parts(atoms: Sequence[str]) -> list[str]:
     """
     parts = []
     for smarts in atoms:
-        found, outside, start, end = [], [], smarts.find("$("), 0
-        while start >= 0:
-            outside.append(smarts[end:start])
-            depth, k = 0, start + 1
-            for k in range(start + 1, len(smarts)):
-                depth += {"(": 1, ")": -1}.get(smarts[k], 0)
-                if depth == 0:
-                    break
-            found.append(smarts[start + 2 : k])
-            end = k + 1
-            start = smarts.find("$(", end)
-        outside.append(smarts[end:])
+        split = split_recursive(smarts)
+        if split is None:  # a "$(" never closed: RDKit writes none; require nothing
+            continue
+        found, outside = split
         if not any("," in text or "!" in text for text in outside):
             parts += found
     return parts
+
+
+def split_recursive(smarts: str) -> tuple[list[str], list[str]] | None:
+    """``(recursive, outside)``: the bodies of an atom SMARTS' ``$(...)`` parts, and the
+    text around them (one piece more than there are parts); None when a ``$(`` is never
+    closed.
+
+    Args:
+        smarts: the inside of one bracket atom (its tag may be left on).
+
+    Returns:
+        The recursive bodies, in order, and the text before, between and after them.
+
+    Example:
+        >>> split_recursive("#7X3$(*~[#6])H1$(*=O)")
+        (['*~[#6]', '*=O'], ['#7X3', 'H1', ''])
+    """
+    found, outside, end = [], [], 0
+    start = smarts.find("$(")
+    while start >= 0:
+        outside.append(smarts[end:start])
+        depth, close = 0, -1
+        for k in range(start + 1, len(smarts)):
+            depth += {"(": 1, ")": -1}.get(smarts[k], 0)
+            if depth == 0:
+                close = k
+                break
+        if close < 0:
+            return None
+        found.append(smarts[start + 2 : close])
+        end = close + 1
+        start = smarts.find("$(", end)
+    outside.append(smarts[end:])
+    return found, outside
 
 
 def _atoms_and_bonds(smarts: str) -> tuple[list[str], list[tuple[str, str, str]]]:

@@ -399,29 +399,33 @@ class _GroupConvBase(nn.Module):
             return seen[1]
         own = self.__dict__.get("_own_ties")
         if own is None:  # a layer pickled before this record existed: ask a fresh one
-            fresh = type(self)(
-                self.in_channels,
-                self.out_channels,
-                self.kernel_size,
-                group=self.group,
-                padding=self.padding,
-                bias=self.biases is not None,
-                tied=True,
-                device="meta",
-                _probe=True,
-            )
+            fresh = self._fresh_probe(bias=self.biases is not None, device="meta")
             own = self.__dict__["_own_ties"] = fresh.__dict__["_own_ties"]
         ok = self._ties_of(name) == own[name]
         self.__dict__[f"_ties_seen_{name}"] = (slots, ok)
         return ok
 
+    def _fresh_probe(self, *, bias: bool, device, dtype=None) -> _GroupConvBase:
+        """A fresh tied layer of this one's shape and group, without the gather search."""
+        return type(self)(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            group=self.group,
+            padding=self.padding,
+            bias=bias,
+            tied=True,
+            device=device,
+            dtype=dtype,
+            _probe=True,
+        )
+
     def _banks(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(filter_bank, bias_bank)`` of the intact tie: built per call when training,
         under autograd or ``torch.compile``; in eval mode without autograd cached
         together until a parameter moves (one stamp and one comparison for both)."""
-        kernels = self._modules["kernels"]._parameters
         biases = self._modules.get("biases")
-        physical = [kernels[key] for key in self._physical_tuple()]
+        physical = self._physical_params()
         bias = None if biases is None else biases._parameters["e"]
 
         def build() -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -432,6 +436,11 @@ class _GroupConvBase(nn.Module):
         return self._eval_cached(
             "_bank_cache", physical if bias is None else [*physical, bias], build
         )
+
+    def _physical_params(self) -> list[torch.Tensor]:
+        """The physical kernel blocks (plain parameters while the tie is intact)."""
+        params = self._modules["kernels"]._parameters
+        return [params[key] for key in self._physical_tuple()]
 
     def _physical_tuple(self) -> tuple[str, ...]:
         keys = self.__dict__.get("_physical_keys_cached")
@@ -448,18 +457,7 @@ class _GroupConvBase(nn.Module):
         """
         index = getattr(self, "_bank_index", None)
         if index is None:
-            probe = type(self)(
-                self.in_channels,
-                self.out_channels,
-                self.kernel_size,
-                group=self.group,
-                padding=self.padding,
-                bias=False,
-                tied=True,
-                device="cpu",
-                dtype=torch.float64,
-                _probe=True,
-            )
+            probe = self._fresh_probe(bias=False, device="cpu", dtype=torch.float64)
             per_block = self.out_channels * self.in_channels * self.kernel_size**2
             with torch.no_grad():
                 for i, key in enumerate(self._physical_keys()):
@@ -473,8 +471,7 @@ class _GroupConvBase(nn.Module):
 
     def _fast_bank(self, physical: list | None = None) -> torch.Tensor:
         if physical is None:
-            params = self._modules["kernels"]._parameters
-            physical = [params[key] for key in self._physical_tuple()]
+            physical = self._physical_params()
         stacked = torch.stack(physical)  # (n_physical, C_out, C_in, k, k)
         index = self._flat_index_on(stacked.device)
         # one gather; its backward is one index_add into the physical kernel
@@ -542,9 +539,7 @@ class _GroupConvBase(nn.Module):
             return self._fast_bank() if not _cacheable(self) else self._banks()[0]
         if not self._tie_intact():
             return self._slot_bank()
-        params = self.kernels._parameters
-        physical = [params[key] for key in self._physical_keys()]
-        return self._eval_cached("_bank_only_cache", physical, self._fast_bank)
+        return self._eval_cached("_bank_only_cache", self._physical_params(), self._fast_bank)
 
     def _eval_cached(self, name: str, params: list, build) -> torch.Tensor:
         """``build()``, kept in eval mode without autograd until a parameter moves.
