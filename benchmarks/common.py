@@ -17,6 +17,21 @@ from collections.abc import Callable
 
 RESULTS_DIR = pathlib.Path(os.environ.get("TYING_BENCH_OUT", "bench-results"))
 
+#: ``TYING_BENCH_SMOKE=1``: every timing loop runs once, without warm-up, and the
+#: benchmarks shrink their shapes (see :func:`smoke`). The figures are then
+#: meaningless; the point is that every benchmark still runs end to end, which
+#: tests/test_benchmarks.py checks in CI.
+SMOKE = os.environ.get("TYING_BENCH_SMOKE", "") not in ("", "0")
+
+
+def smoke(full: int, small: int) -> int:
+    """``small`` under ``TYING_BENCH_SMOKE=1``, else ``full`` (a size or a count)."""
+    return small if SMOKE else full
+
+
+def _loops(repeat: int, warmup: int) -> tuple[int, int]:
+    return (1, 0) if SMOKE else (repeat, warmup)
+
 
 def timeit(
     fn: Callable[[], object],
@@ -29,6 +44,7 @@ def timeit(
 
     Wall time by default; ``clock=time.process_time`` as for :func:`compare`.
     """
+    repeat, warmup = _loops(repeat, warmup)
     for _ in range(warmup):
         fn()
     times = []
@@ -69,6 +85,7 @@ def pairs(
     The spread of the ratios is the noise of the measurement: load from other jobs
     hits both sides of a pair alike.
     """
+    repeat, warmup = _loops(repeat, warmup)
     for _ in range(warmup):
         ours()
         anchor()
@@ -98,7 +115,7 @@ def timed_rounds(
     The rounds' spread is what a reported ratio's min–max shows.
     """
     t_ours, t_anchor = [], []
-    for _ in range(n):
+    for _ in range(smoke(n, 1)):
         a, b = compare(ours, anchor, repeat=repeat, warmup=warmup, clock=time.process_time)
         t_ours.append(a)
         t_anchor.append(b)
