@@ -22,9 +22,10 @@ Two entries, so each can be run alone:
   5. vs e2cnn's ``R2Conv`` in train mode, same fields (goal: ≥ 1.2× faster, i.e.
      ratio ≤ 0.83), with the equivariance error of each under a 90° rotation.
   6. Other shapes (small and large banks, batch 1, 5×5, D4 at 1×16², and eval mode
-     at 1×16²), so the cost is seen where it is largest, not only at the goal shape:
-     issue 19 part B's goals are ≤ 1.25 for the 4→4-field layer at 1×16² and ≤ 1.08
-     for 64→64 fields at 2×16².
+     at 1×16²), so the cost is seen where it is largest, not only at the goal shape.
+     Our own targets there (set at stop 17; issue 19's text names only the 8×32²
+     rows) are ≤ 1.25 for the 4→4-field layer at 1×16² and ≤ 1.08 for 64→64
+     fields at 2×16²; neither is met (docs/nn.md says why).
 
 - ``python -m benchmarks nn_spatial``: ``HashedEmbedding`` forward+backward vs a dense
   ``nn.Embedding`` of the same logical size: throughput and memory ratio (target B/(V·D)).
