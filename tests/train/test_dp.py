@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import tying
@@ -672,3 +673,139 @@ def test_the_noise_is_the_generators_normal_draws_added_then_divided():
     for name, s in clean.grads.items():
         noise = torch.normal(0.0, 1.3 * 0.5, size=s.shape, generator=g, dtype=s.dtype)
         assert torch.equal(got.grads[name], (s + noise) / 3.0)
+
+
+# --- hooks and instance overrides: vetted at every call, not only at the first ---------
+
+
+def _pad_hook(mod, inputs, out):
+    # an embedding lookup with a padding_idx on the module's batched weight: the op torch's
+    # batching rule gets wrong, so under the expanded way the padding row leaks (0.76 off)
+    return out + F.embedding(inputs[0].long(), mod.weight, padding_idx=0).sum(1)
+
+
+def _token_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 3)).double()
+    g = torch.Generator().manual_seed(2)
+    x = torch.randint(0, 4, (6, 4), generator=g).double()  # token ids, also read as features
+    return model, x, torch.randint(0, 3, (6,), generator=g)
+
+
+def _clipped_loop(model, x, y, c=0.5):
+    want = loop_grads(model, ce, x, y)
+    f = clip_factors(per_example_norms(want), c)
+    return {n: torch.tensordot(f, g, dims=1) / len(y) for n, g in want.items()}
+
+
+def test_a_hook_added_after_the_first_step_sends_the_step_to_vmap_grad():
+    # The fingerprint of a DPSGD's cached per-example function does not see hooks, so a
+    # hook added after step 1 ran under the expanded way: wrong gradients, no error.
+    model, x, y = _token_model()
+    dpsgd = _dp_pair(model)
+    ways = []
+    dpsgd.step(ce, x, y)
+    ways.append(getattr(dpsgd._per_example, "last_way", None))
+    handle = model[0].register_forward_hook(_pad_hook)
+    got = dpsgd.step(ce, x, y)
+    ways.append(getattr(dpsgd._per_example, "last_way", None))
+    for n, want in _clipped_loop(model, x, y).items():
+        torch.testing.assert_close(got.grads[n], want, rtol=1e-9, atol=1e-12)
+    handle.remove()
+    dpsgd.step(ce, x, y)
+    ways.append(dpsgd._per_example.last_way)
+    assert ways == ["expanded", "vmap-grad", "expanded"]
+
+
+def _instance_forward(model):
+    lin = model[0]
+    lin.forward = lambda t: _pad_hook(lin, (t,), F.linear(t, lin.weight, lin.bias))
+
+
+def _global_hook(model):
+    return torch.nn.modules.module.register_module_forward_hook(
+        lambda mod, i, o: _pad_hook(mod, i, o) if mod is model[0] else None
+    )
+
+
+@pytest.mark.parametrize(
+    "attach",
+    [
+        lambda m: m[0].register_forward_hook(_pad_hook),
+        lambda m: m[0].register_forward_hook(
+            lambda mod, a, kw, o: _pad_hook(mod, a, o), with_kwargs=True
+        ),
+        lambda m: m[0].register_forward_pre_hook(lambda mod, i: (i[0] * 2,)),
+        lambda m: m[2].register_backward_hook(lambda mod, gi, go: tuple(g * 2 for g in gi)),
+        _global_hook,
+        lambda m: torch.nn.modules.module.register_module_forward_pre_hook(lambda mod, i: None),
+        _instance_forward,
+    ],
+    ids=["forward", "forward-kwargs", "pre", "old-backward", "global", "global-pre", "instance"],
+)
+@pytest.mark.filterwarnings("ignore:Using a non-full backward hook")
+def test_per_example_grads_with_a_hook_equal_a_per_example_loop(attach):
+    import tying.train.dp as dp
+
+    model, x, y = _token_model()
+    handle = attach(model)
+    try:
+        want = loop_grads(model, ce, x, y)
+        pe = dp._PerExample(model)
+        got, _ = pe(ce, (x,), y)
+    finally:
+        if handle is not None:
+            handle.remove()
+    for n, g in zip(pe.names, got):
+        torch.testing.assert_close(g, want[n], rtol=1e-9, atol=1e-12)
+    assert pe.last_way == "vmap-grad"
+
+
+@pytest.mark.parametrize(
+    "attach,match",
+    [
+        (
+            lambda m: m[2].register_full_backward_hook(lambda mod, gi, go: None),
+            r"2 \(Linear\) has a full backward hook",
+        ),
+        (
+            lambda m: m[2].register_full_backward_pre_hook(lambda mod, go: None),
+            r"2 \(Linear\) has a full backward hook",
+        ),
+        (
+            lambda m: torch.nn.modules.module.register_module_full_backward_hook(
+                lambda mod, gi, go: None
+            ),
+            r"a global full backward hook is registered",
+        ),
+        (
+            lambda m: m[2].weight.register_hook(lambda g: 3 * g),
+            r"parameter 2.weight has a gradient hook \(Tensor.register_hook\)",
+        ),
+    ],
+    ids=["full-backward", "backward-pre", "global-full-backward", "parameter"],
+)
+@pytest.mark.parametrize("limit", [0, 2**62], ids=["vmap-grad", "expanded"])
+def test_a_hook_no_way_runs_right_is_refused_and_the_step_changes_nothing(
+    attach, match, limit, monkeypatch
+):
+    # Under the expanded way a full backward hook saw the whole batch's gradients (0.76 off
+    # a per-example loop, no error); vmap(grad) failed in torch without naming the module;
+    # a parameter's gradient hook never ran at all.
+    import tying.train.dp as dp
+
+    monkeypatch.setattr(dp, "EXPAND_MAX_ELEMENTS", limit)
+    model, x, y = _token_model()
+    dpsgd = _dp_pair(model)
+    dpsgd.step(ce, x, y)
+    handle = attach(model)
+    try:
+        state = _state(dpsgd)
+        with pytest.raises(ValueError, match=match):
+            dpsgd.step(ce, x, y)
+        _unchanged(dpsgd, state)
+        with pytest.raises(ValueError, match=match):
+            per_example_grads(model, ce, x, y)
+    finally:
+        handle.remove()
+    dpsgd.step(ce, x, y)  # removed: steps again
