@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from torch.func import grad, vmap
 
+from tying.train._vetting import callable_overrides, refuse_parameter_hooks
 from tying.train.ghost import GhostClipping
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -223,17 +224,6 @@ _EXPAND_SAFE = frozenset(
 )
 
 
-def _callable_overrides(mod: nn.Module) -> list[str]:
-    """Instance attributes of ``mod`` that shadow a method of its class (``mod.forward = f``,
-    ``mod._conv_forward = f``, ``mod.compile()``'s ``_compiled_call_impl``): code the module
-    types in :data:`_EXPAND_SAFE` were not tested with."""
-    cls = type(mod)
-    found = [k for k, v in vars(mod).items() if callable(v) and callable(getattr(cls, k, None))]
-    if mod.__dict__.get("_compiled_call_impl") is not None:
-        found.append("_compiled_call_impl")
-    return found
-
-
 def _refuse_backward_hooks(modules, names, params) -> None:
     """Refuse the hooks that no way to per-example gradients runs right (checked per call).
 
@@ -265,14 +255,7 @@ def _refuse_backward_hooks(modules, names, params) -> None:
                 f"batched backward would hand it the whole batch); remove it "
                 f"(handle.remove()) while taking DP steps"
             )
-    for name, p in zip(names, params):
-        if p._backward_hooks:
-            raise ValueError(
-                f"parameter {name} has a gradient hook (Tensor.register_hook): per-example "
-                f"gradients are taken on substitutes of the parameters, so the hook would "
-                f"not run and its change would be missing from every example's gradient; "
-                f"remove it (handle.remove()) and apply its change to the model instead"
-            )
+    refuse_parameter_hooks(names, params)
 
 
 def _expand_vetted(modules, keys) -> bool:
@@ -344,7 +327,7 @@ class _PerExample:
         self.modules = list(model.named_modules())
         self._keys = [mod.__dict__.keys() - set() for _, mod in self.modules]
         self.expandable = all(
-            type(m) in _EXPAND_SAFE and not _callable_overrides(m) for _, m in self.modules
+            type(m) in _EXPAND_SAFE and not callable_overrides(m) for _, m in self.modules
         )
         self.last_way: str | None = None  # "expanded" or "vmap-grad": which way ran last
         self.model = model

@@ -57,6 +57,7 @@ from torch import nn
 from tying.core.inventory import Inventory
 from tying.core.relations import Same, Transposed
 from tying.core.slots import base_class, slots_of
+from tying.train._vetting import callable_overrides, refuse_parameter_hooks
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 _SUPPORTED = (nn.Linear, nn.Embedding)
@@ -152,10 +153,20 @@ class GhostClipping:
         self._names = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
         self._params = {id(p): p for _, p in model.named_parameters() if p.requires_grad}
         self._uses: dict[nn.Module, dict[str, tuple[nn.Parameter, bool]]] = {}
+        self._paths: dict[nn.Module, str] = {}
         covered: set[int] = set()
+        own_forward = []
         for mpath, mod in model.named_modules():
             if not isinstance(mod, _SUPPORTED):
                 continue
+            base = nn.Linear if isinstance(mod, nn.Linear) else nn.Embedding
+            if type(mod).forward is not base.forward:  # a subclass computing something else
+                own_forward.append(
+                    f"{mpath or '<root>'} (a {base_class(mod).__name__} whose forward is not "
+                    f"nn.{base.__name__}'s, so y = x Wᵀ + b is not known to hold)"
+                )
+                continue
+            self._paths[mod] = mpath or "<root>"
             if isinstance(mod, nn.Embedding):
                 _check_embedding(mod, mpath)
             uses = {}
@@ -170,6 +181,7 @@ class GhostClipping:
             for i, n in self._names.items()
             if i not in covered
         ]
+        bad += own_forward
         inv = Inventory(model)
         for path, info in inv.slots.items():
             if isinstance(info.module, _SUPPORTED) and info.name in ("weight", "bias"):
@@ -189,7 +201,38 @@ class GhostClipping:
 
     # -- the forward/backward tape ---------------------------------------------------
 
+    def _refuse_unvetted(self) -> None:
+        """Refuse, at every call, what would make a use compute other than ``x Wᵀ + b``.
+
+        The norms are derived from each use's input and output gradient, assuming the
+        module's own forward made its output. A forward hook (module or global) may
+        return another output, and an instance attribute may replace ``forward``: both
+        gave norms 1.0 off a per-example loop with no error (stop 18). Forward
+        *pre*-hooks are fine (the recorded input is the one ``forward`` received), and
+        so are hooks on the other modules (autograd carries their effect).
+        """
+        refuse_parameter_hooks(self._names.values(), self._params.values())
+        if nn.modules.module._global_forward_hooks:
+            raise ValueError(
+                "ghost clipping: a global forward hook is registered "
+                "(torch.nn.modules.module.register_module_forward_hook); it may change the "
+                "output of the Linear/Embedding uses the norms are derived from; remove it "
+                "(handle.remove()) or use mode='vmap'"
+            )
+        for mod in self._uses:
+            what = [f"{n} set on the instance" for n in callable_overrides(mod)]
+            if mod._forward_hooks:
+                what.append("a forward hook")
+            if what:
+                raise ValueError(
+                    f"ghost clipping: {self._paths[mod]} ({base_class(mod).__name__}) has "
+                    f"{' and '.join(what)}, which may make its output other than x Wᵀ + b, "
+                    f"the form the norms are derived from; remove it (handle.remove(), "
+                    f"del module.forward) or use mode='vmap'"
+                )
+
     def _record(self, loss_fn: LossFn, x, y):
+        self._refuse_unvetted()
         calls: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
 
         def hook(module, args, out):
