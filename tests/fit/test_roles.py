@@ -172,3 +172,11 @@ def test_roles_compile_into_core_rules_that_resolve_to_the_same_layout():
             for i2 in range(len(meta)):
                 same_root = root[f"{n}.{i}"] == root[f"{n}.{i2}"]
                 assert same_root == (pmap.index[i, j] == pmap.index[i2, j]), (n, i, i2)
+
+
+@pytest.mark.parametrize("value", [float("nan"), [1.0, float("inf")]])
+def test_a_fixed_value_that_is_not_finite_is_named(value):
+    # it surfaced as "model_fn returned NaN/inf ... check the starting values", which
+    # names neither the parameter nor the fixed= argument
+    with pytest.raises(ValueError, match=r"fixed\['lam'\] must be finite, got \[?(nan|1.0, inf)"):
+        ParameterMap(["a", "lam"], [{}, {}], shared=["a"], fixed={"lam": value}, init={"a": 0})

@@ -326,6 +326,11 @@ class ParameterMap:
         for j, name in enumerate(self.fixed_names):
             arr = np.asarray(fixed[name], dtype=float)
             if arr.ndim == 0 or arr.shape == (self.n_datasets,):
+                if not np.all(np.isfinite(arr)):  # named here, not as a model returning NaN
+                    raise ValueError(
+                        f"fixed[{name!r}] must be finite, got {arr.tolist()}; give the value "
+                        f"the parameter is held at"
+                    )
                 out[:, j] = arr
             else:
                 raise ValueError(
