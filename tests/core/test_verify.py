@@ -97,3 +97,25 @@ def test_a_module_reachable_from_two_paths_is_a_hand_tie_of_each_parameter():
         ("b.bias", "a.bias", True),
     ]
     assert tying.verify(m) == 2
+
+
+@pytest.mark.parametrize("pruned", [0, 1])
+def test_a_hand_tie_with_one_end_pruned_by_torch_is_reported_broken(pruned):
+    # one Parameter under two paths, one module pruned by torch: that module reads
+    # weight_orig * weight_mask, the other the unmasked Parameter; verify said it held
+    from torch.nn.utils import prune as torch_prune
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    m[1].weight = m[0].weight
+    assert tying.verify(m) == 1
+    torch_prune.l1_unstructured(m[pruned], "weight", amount=0.5)
+    assert not torch.equal(m[0].weight, m[1].weight)  # the two uses read different values
+    with pytest.raises(
+        tying.TieError,
+        match=rf"1.weight: holds the same nn.Parameter as 0.weight but the two read different "
+        rf"values \({pruned}.weight pruned by torch.nn.utils.prune",
+    ):
+        tying.verify(m)
+    torch_prune.remove(m[pruned], "weight")  # back to one Parameter read by both
+    assert tying.verify(m) == 1

@@ -9,7 +9,7 @@ from torch import nn
 
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory, join
-from tying.core.outside import declared_through_adapters
+from tying.core.outside import ORIG, declared_through_adapters
 from tying.core.plan import DECLARED_ATTR, ApplyReport, Plan
 from tying.core.relations import Relation, Same, relation_from_spec
 from tying.core.slots import check_writes, uninstall
@@ -142,6 +142,30 @@ def verify(model: nn.Module) -> int:
                 # a source that is itself a computed view is a new tensor at every read
                 if isinstance(want, nn.Parameter) and got is not want:
                     broken.append(f"{tpath}: is not the same tensor object as {source}")
+    for group in inv.hand_groups():
+        # one Parameter under several paths holds by identity, unless a module reads
+        # something else in its place: torch.nn.utils.prune on one use re-registers the
+        # Parameter as weight_orig and reads weight_orig * weight_mask there, while the
+        # other uses read it unmasked (verify used to count this tie as holding)
+        first = _read(inv, group[0])
+        for path in group[1:]:
+            if path not in checked and _read(inv, path) is not first:
+                pruned = [
+                    p for p in group if inv.slots[p].name + ORIG in inv.slots[p].module._parameters
+                ]
+                why = (
+                    f"{', '.join(pruned)} pruned by torch.nn.utils.prune (reads "
+                    f"<name>_orig * <name>_mask, the other use(s) the unmasked Parameter)"
+                    if pruned
+                    else "a module reads another tensor in its place"
+                )
+                broken.append(
+                    f"{path}: holds the same nn.Parameter as {group[0]} but the two read "
+                    f"different values ({why}); undo the pruning (torch.nn.utils.prune."
+                    f"remove), make it a declared tie (tying.Plan([tying.free({path!r})]) then "
+                    f"tying.Plan([tying.share({path!r}, like={group[0]!r})])) and prune through "
+                    f"tying.interop.pruning.prune, which masks every use"
+                )
     if broken:
         raise TieError(
             f"{len(broken)} declared tie(s) broken: "
@@ -149,6 +173,11 @@ def verify(model: nn.Module) -> int:
             + ". Re-create them with tying.retie(model) (or re-apply your plan)."
         )
     return len(checked | set(inv.hand))
+
+
+def _read(inv: Inventory, path: str):
+    info = inv.slots[path]
+    return getattr(info.module, info.name)
 
 
 def _same_object(inv: Inventory, a: str, b: str | None) -> bool:
