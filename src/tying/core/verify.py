@@ -6,6 +6,7 @@ import dataclasses
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory, join
@@ -142,30 +143,7 @@ def verify(model: nn.Module) -> int:
                 # a source that is itself a computed view is a new tensor at every read
                 if isinstance(want, nn.Parameter) and got is not want:
                     broken.append(f"{tpath}: is not the same tensor object as {source}")
-    for group in inv.hand_groups():
-        # one Parameter under several paths holds by identity, unless a module reads
-        # something else in its place: torch.nn.utils.prune on one use re-registers the
-        # Parameter as weight_orig and reads weight_orig * weight_mask there, while the
-        # other uses read it unmasked (verify used to count this tie as holding)
-        first = _read(inv, group[0])
-        for path in group[1:]:
-            if path not in checked and _read(inv, path) is not first:
-                pruned = [
-                    p for p in group if inv.slots[p].name + ORIG in inv.slots[p].module._parameters
-                ]
-                why = (
-                    f"{', '.join(pruned)} pruned by torch.nn.utils.prune (reads "
-                    f"<name>_orig * <name>_mask, the other use(s) the unmasked Parameter)"
-                    if pruned
-                    else "a module reads another tensor in its place"
-                )
-                broken.append(
-                    f"{path}: holds the same nn.Parameter as {group[0]} but the two read "
-                    f"different values ({why}); undo the pruning (torch.nn.utils.prune."
-                    f"remove), make it a declared tie (tying.Plan([tying.free({path!r})]) then "
-                    f"tying.Plan([tying.share({path!r}, like={group[0]!r})])) and prune through "
-                    f"tying.interop.pruning.prune, which masks every use"
-                )
+    broken += _hand_tie_problems(inv, checked)
     if broken:
         raise TieError(
             f"{len(broken)} declared tie(s) broken: "
@@ -178,6 +156,54 @@ def verify(model: nn.Module) -> int:
 def _read(inv: Inventory, path: str):
     info = inv.slots[path]
     return getattr(info.module, info.name)
+
+
+def _how_read(inv: Inventory, path: str) -> str:
+    """How the module at ``path`` reads the Parameter stored there: plainly, or through
+    a parametrization or a pre-hook that recomputes it (prune, old-style spectral_norm)."""
+    info = inv.slots[path]
+    mod = info.module
+    if isinstance(mod, parametrize.ParametrizationList):
+        kinds = ", ".join(type(p).__name__ for p in mod)
+        return f"through the parametrization(s) {kinds} (torch.nn.utils.parametrize)"
+    for hook in mod._forward_pre_hooks.values():
+        name = getattr(hook, "_tensor_name", None) or getattr(hook, "name", None)
+        if isinstance(name, str) and info.name in (name, name + ORIG):
+            if name + ORIG in mod._parameters:
+                return f"as {name}, recomputed from {name}{ORIG} by a {type(hook).__name__} hook"
+    return "plainly"
+
+
+def _hand_tie_problems(inv: Inventory, checked: set[str]) -> list[str]:
+    """Hand ties whose uses read different values although they hold one Parameter.
+
+    One Parameter under several paths holds by identity, unless a module reads it
+    through something: ``torch.nn.utils.prune`` or an old-style ``spectral_norm`` on one
+    use re-registers it as ``weight_orig`` and recomputes ``weight`` there, a
+    ``parametrize`` on one use reads ``f(original)``, while the other uses read the
+    Parameter itself. ``verify`` used to count such a tie as holding (stop 18).
+    """
+    problems = []
+    for group in inv.hand_groups():
+        hows = [_how_read(inv, p) for p in group]
+        first = _read(inv, group[0])
+        for path, how in zip(group[1:], hows[1:]):
+            if path in checked:
+                continue  # a declared hand tie: checked by identity above
+            if how == hows[0]:
+                if how == "plainly" or how.startswith("through"):
+                    continue  # the Parameter itself, or the same parametrizations of it
+                if torch.equal(_read(inv, path), first):
+                    continue  # both ends recomputed by the same kind of hook, equal (masks)
+            problems.append(
+                f"{path}: holds the same nn.Parameter as {group[0]} but the two uses read "
+                f"different values ({group[0]} reads it {hows[0]}, {path} {how}); apply the "
+                f"same to every use or to none, or undo it and declare the tie "
+                f"(tying.Plan([tying.free({path!r})]) then tying.Plan([tying.share({path!r}, "
+                f"like={group[0]!r})])), then prune with tying.interop.pruning.prune, which "
+                f"masks every use"
+            )
+    return problems
 
 
 def _same_object(inv: Inventory, a: str, b: str | None) -> bool:
