@@ -568,10 +568,18 @@ def _untie(model):
         "untied",
     ],
 )
-@pytest.mark.parametrize("limit", [0, 2**62], ids=["vmap-grad", "expanded"])
-def test_a_dpsgd_step_after_the_model_changed_uses_the_changed_model(change, limit, monkeypatch):
+@pytest.mark.parametrize(
+    "mode,limit",
+    [("vmap", 0), ("vmap", 2**62), ("ghost", 0)],
+    ids=["vmap-grad", "expanded", "ghost"],
+)
+def test_a_dpsgd_step_after_the_model_changed_uses_the_changed_model(
+    change, mode, limit, monkeypatch
+):
     # A stale per-example function would give gradients of the old structure: each
     # change below fails this test if DPSGD reuses what it built at the first step.
+    # mode="ghost" kept its first GhostClipping: after an untie it summed the decoder's
+    # use into the encoder's weight and gave the new Parameter no gradient (stop 18).
     import tying.train.dp as dp
 
     monkeypatch.setattr(dp, "EXPAND_MAX_ELEMENTS", limit)
@@ -580,10 +588,32 @@ def test_a_dpsgd_step_after_the_model_changed_uses_the_changed_model(change, lim
     if change is _untie:
         _tie(model)
     x, y = torch.randn(6, 3, dtype=torch.float64), torch.randint(0, 3, (6,))
-    dpsgd = _dp_pair(model)
+    dpsgd = _dp_pair(model, mode=mode)
     _assert_fresh_result(dpsgd, ce, x, y)
     change(model)
+    dpsgd.optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # holds the new objects
     _assert_fresh_result(dpsgd, ce, x, y)
+
+
+@pytest.mark.parametrize("mode", ["vmap", "ghost"])
+@pytest.mark.parametrize("change", [_replace_parameter, _untie], ids=["replaced", "untied"])
+def test_a_step_whose_optimizer_misses_a_new_parameter_is_refused(change, mode):
+    # the optimizer built before the change holds the old Parameter objects: the new one
+    # got its private gradient and was never updated, with no error
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 3)).double()
+    _tie(model)
+    x, y = torch.randn(6, 3, dtype=torch.float64), torch.randint(0, 3, (6,))
+    dpsgd = _dp_pair(model, mode=mode)
+    dpsgd.step(ce, x, y)
+    change(model)
+    state = _state(dpsgd)
+    with pytest.raises(
+        ValueError,
+        match=r"the optimizer does not hold the trainable parameter\(s\) \['(0|2).weight'\]",
+    ):
+        dpsgd.step(ce, x, y)
+    _unchanged(dpsgd, state)
 
 
 def test_a_dpsgd_step_with_another_loss_uses_that_loss():

@@ -615,6 +615,27 @@ def _check_learning_rates(optimizer) -> None:
             )
 
 
+def _check_optimizer_holds(optimizer, names, params, model: nn.Module) -> None:
+    """Refuse a step whose optimizer does not hold every trainable parameter of the model.
+
+    An optimizer built before a tie, ``tying.untie`` or a replaced Parameter holds the old
+    objects: the new one got its private gradient and was never updated, with no error.
+    """
+    if names is None:
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        names, params = [n for n, _ in named], [p for _, p in named]
+    held = {id(p) for group in getattr(optimizer, "param_groups", []) for p in group["params"]}
+    missing = [n for n, p in zip(names, params) if id(p) not in held]
+    if missing:
+        raise ValueError(
+            f"the optimizer does not hold the trainable parameter(s) {missing[:5]}"
+            f"{' ...' if len(missing) > 5 else ''} of the model: they would get a private "
+            f"gradient and never be updated (an optimizer built before a tie, tying.untie or "
+            f"a replaced Parameter holds the old objects); set dp.optimizer to one built on "
+            f"model.parameters() now, or freeze them (requires_grad_(False))"
+        )
+
+
 class DPSGD:
     """Differentially private training steps for any optimizer, with an accountant.
 
@@ -682,10 +703,27 @@ class DPSGD:
         self.generator = generator
         self.steps = 0
         self._n_data: float | None = None
-        self._ghost = GhostClipping(model) if mode == "ghost" else None
+        self._ghost: GhostClipping | None = None
+        if mode == "ghost":  # built here, so that a model it cannot handle is refused now
+            self._ghost_plan()
         # mode="vmap": the per-example function, built at the first step and rebuilt
         # whenever the model's structure changed since (_PerExample.fresh).
         self._per_example: _PerExample | None = None
+
+    def _ghost_plan(self) -> GhostClipping:
+        """The :class:`GhostClipping` of the model as it is now.
+
+        It maps each Linear/Embedding use to the physical tensor it reads when built; a
+        tie applied or removed since (``tying.untie``) left it summing a use into a
+        tensor that no longer feeds it, and the new Parameter got no gradient: 0.08 off
+        ``mode="vmap"`` with no error (stop 18). Rebuilt whenever the fingerprint that
+        guards the vmap way's cache changed.
+        """
+        key, refs = _fingerprint(self.model)
+        if self._ghost is None or key != self._ghost_key:
+            self._ghost = GhostClipping(self.model)
+            self._ghost_key, self._ghost_refs = key, refs
+        return self._ghost
 
     def _vmap_plan(self) -> _PerExample:
         pe = self._per_example
@@ -718,9 +756,13 @@ class DPSGD:
                 raise ValueError(f"n_data must be an int > 0 (the data set size), got {n_data!r}")
         _check_learning_rates(self.optimizer)
         denom = None if n_data is None else self.sample_rate * int(n_data)
-        pe = self._vmap_plan() if self._ghost is None else None
+        ghost = self._ghost_plan() if self.mode == "ghost" else None
+        pe = self._vmap_plan() if ghost is None else None
+        _check_optimizer_holds(
+            self.optimizer, pe.names if pe else None, pe.params if pe else None, self.model
+        )
         if len(y) > 0:
-            res = _clipped_sum(self.model, self._ghost, loss_fn, x, y, self.max_grad_norm, pe)
+            res = _clipped_sum(self.model, ghost, loss_fn, x, y, self.max_grad_norm, pe)
         else:  # an empty Poisson batch still releases noise
             zero = {
                 n: torch.zeros_like(p) for n, p in self.model.named_parameters() if p.requires_grad
