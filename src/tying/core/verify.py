@@ -10,7 +10,7 @@ from torch.nn.utils import parametrize
 
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory, join
-from tying.core.outside import ORIG, declared_through_adapters
+from tying.core.outside import ORIG, adapter_wrapper, declared_through_adapters
 from tying.core.plan import DECLARED_ATTR, ApplyReport, Plan
 from tying.core.relations import Relation, Same, relation_from_spec
 from tying.core.slots import check_writes, uninstall
@@ -185,6 +185,21 @@ def _hand_tie_problems(inv: Inventory, checked: set[str]) -> list[str]:
     """
     problems = []
     for group in inv.hand_groups():
+        wrappers = [adapter_wrapper(inv, p) for p in group]
+        ids = {None if w is None else id(w[1]) for w in wrappers}
+        if len(ids) > 1:  # a peft adapter on some uses only (one module seated twice too)
+            ends = ", ".join(
+                f"{p} by {'the adapter at ' + repr(w[0]) if w else 'no adapter'}"
+                for p, w in zip(group, wrappers)
+            )
+            problems.append(
+                f"{group[1]}: holds the same nn.Parameter as {group[0]} but the uses are wrapped "
+                f"by different peft adapters ({ends}): a delta does not reach the other use(s), "
+                f"and merging would write each into the one tensor for every use. Use "
+                f"tying.interop.lora.get_peft_model (one adapter shared by a module tied whole "
+                f"or seated twice)"
+            )
+            continue
         hows = [_how_read(inv, p) for p in group]
         first = _read(inv, group[0])
         for path, how in zip(group[1:], hows[1:]):
