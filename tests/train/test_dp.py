@@ -839,3 +839,40 @@ def test_a_hook_no_way_runs_right_is_refused_and_the_step_changes_nothing(
     finally:
         handle.remove()
     dpsgd.step(ce, x, y)  # removed: steps again
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("limit", [0, 2**62], ids=["vmap-grad", "expanded"])
+def test_a_low_precision_model_is_clipped_to_the_bound(dtype, limit, monkeypatch):
+    # norms rounded to bfloat16 and a clip factor rounded again let a clipped example
+    # reach 1.0086 C (float16: 1.0012 C), over the bound the accountant assumes
+    import tying.train.dp as dp
+
+    monkeypatch.setattr(dp, "EXPAND_MAX_ELEMENTS", limit)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 128), nn.Tanh(), nn.Linear(128, 10)).to(dtype)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(256, 64, generator=g).to(dtype), torch.randint(0, 10, (256,), generator=g)
+
+    def loss(out, t):
+        return ce(out.float(), t)
+
+    C = 0.05
+    pg = private_grad(model, loss, x, y, max_grad_norm=C, noise_multiplier=0.0, denominator=1)
+    exact = {n: v.double() for n, v in per_example_grads(model, loss, x, y).items()}
+    n64 = per_example_norms(exact)
+    assert float(((pg.norms.double() - n64) / n64).abs().max()) < 1e-6
+    clipped = clip_factors(pg.norms, C).double() * n64  # each example's clipped norm
+    assert float(clipped.max()) <= C * (1 + 1e-6)
+    want = {n: torch.tensordot(clip_factors(n64, C), v, dims=1) for n, v in exact.items()}
+    for n, v in pg.grads.items():
+        assert v.dtype == dtype  # cast after the sum (and the noise), not before
+        torch.testing.assert_close(
+            v.double(), want[n], rtol=0, atol=float(want[n].abs().max()) * 2**-7
+        )
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    dpsgd = DPSGD(model, opt, noise_multiplier=1.0, max_grad_norm=C, sample_rate=0.1)
+    before = [p.detach().clone() for p in model.parameters()]
+    dpsgd.step(loss, x, y)
+    assert all(p.dtype == dtype for p in model.parameters())
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))

@@ -297,3 +297,28 @@ def test_hooks_autograd_carries_keep_the_norms_equal_a_per_example_loop(attach):
     attach(model)
     want = per_example_norms(loop_grads(model, _ce, x, y))
     torch.testing.assert_close(GhostClipping(model).norms(_ce, x, y), want, rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_low_precision_model_is_clipped_to_the_bound_in_float32(dtype):
+    # norms and clipped sums were computed in the parameters' dtype: bfloat16 norms 0.66 %
+    # off (a clipped example over C), and a float32 loss failed with a dtype error
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 5)).to(dtype)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(8, 16, generator=g).to(dtype), torch.randint(0, 5, (8,), generator=g)
+
+    def loss(out, t):
+        return nn.functional.cross_entropy(out.float(), t, reduction="none")
+
+    ghost = GhostClipping(model)
+    norms = ghost.norms(loss, x, y)
+    assert norms.dtype == torch.float32
+    want = per_example_norms({n: v.double() for n, v in loop_grads(model, loss, x, y).items()})
+    torch.testing.assert_close(norms.double(), want, rtol=2**-6, atol=0)  # bf16 gradients
+    C = 0.5 * float(norms.min())  # every example is clipped
+    for b in range(len(y)):  # one example: the clipped sum is that example, of norm C
+        res = ghost.clip(loss, x[b : b + 1], y[b : b + 1], C)
+        total = torch.cat([v.flatten() for v in res.grads.values()])
+        assert total.dtype == torch.float32
+        assert float(total.double().norm()) <= C * (1 + 1e-6)

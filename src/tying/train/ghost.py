@@ -271,14 +271,14 @@ class GhostClipping:
                     f"ghost clipping: {type(module).__name__} output has shape {tuple(g.shape)} "
                     f"but the batch has {B} examples; inputs must be batch-first (B, ..., d)"
                 )
-            g = g.reshape(B, -1, g.shape[-1])  # (B, T, d_out), flushed by the hook above
+            g = _wide(g).reshape(B, -1, g.shape[-1])  # (B, T, d_out), flushed by the hook above
             if isinstance(module, nn.Embedding):
                 idx = inp.reshape(B, -1)  # (B, T)
                 if module.padding_idx is not None:
                     g = g * (idx != module.padding_idx).unsqueeze(-1).to(g.dtype)
                 a: object = _Index(idx, module.num_embeddings)
             else:
-                a = inp.reshape(B, -1, inp.shape[-1])  # (B, T, d_in)
+                a = _wide(inp).reshape(B, -1, inp.shape[-1])  # (B, T, d_in)
             for name, (param, transposed) in self._uses[module].items():
                 if name == "bias":
                     pair = (g, torch.ones_like(g[..., :1]))
@@ -305,7 +305,7 @@ class GhostClipping:
             A (B,) tensor.
         """
         losses, uses = self._record(loss_fn, x, y)
-        return _norms(uses, losses.shape[0], losses.dtype, cross_terms, self.strategy)
+        return _norms(uses, losses.shape[0], _wide_dtype(losses.dtype), cross_terms, self.strategy)
 
     def clip(self, loss_fn: LossFn, x, y, max_grad_norm: float) -> GhostResult:
         """Per-example norms, and ``Σ_b min(1, C/‖g_b‖) g_b`` per physical parameter.
@@ -316,7 +316,9 @@ class GhostClipping:
             max_grad_norm: the clipping bound ``C`` (> 0).
 
         Returns:
-            A :class:`GhostResult` (grads keyed by ``model.named_parameters()`` names).
+            A :class:`GhostResult` (grads keyed by ``model.named_parameters()`` names;
+            float32 for float16/bfloat16 parameters, so that the noise is added before
+            any rounding to them).
 
         Raises:
             ValueError: ``max_grad_norm`` not positive.
@@ -325,17 +327,32 @@ class GhostClipping:
             raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm}")
         losses, uses = self._record(loss_fn, x, y)
         B = losses.shape[0]
-        norms = _norms(uses, B, losses.dtype, True, self.strategy)
+        norms = _norms(uses, B, _wide_dtype(losses.dtype), True, self.strategy)
         c = (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)  # same rule as Opacus
         grads = {}
         for pid, name in self._names.items():
             p = self._params[pid]
             m, n = _matrix_shape(p)
-            total = torch.zeros(m, n, dtype=p.dtype, device=p.device)
+            total = torch.zeros(m, n, dtype=_wide_dtype(p.dtype), device=p.device)
             for L, R in uses.get(pid, []):
                 total += _weighted_outer(L, R, c, m, n)
             grads[name] = total.reshape(p.shape)
         return GhostResult(grads, norms, losses)
+
+
+# float16/bfloat16 activations and output gradients are widened to float32 before the
+# Gram matrices, norms and clipped sums: norms in bfloat16 were 0.66 % off and a clipped
+# example could exceed the bound C (and a float32 loss failed with a dtype error, stop 18).
+# The clipped sums stay float32; private_grad and DPSGD cast them after the noise.
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _wide_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in _LOW_PRECISION else dtype
+
+
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    return t.float() if t.dtype in _LOW_PRECISION else t
 
 
 def _flush_tiny(g: torch.Tensor) -> torch.Tensor:
