@@ -136,7 +136,9 @@ def per_example_grads(model: nn.Module, loss_fn: LossFn, x, y) -> dict[str, torc
 
     Raises:
         ValueError: a BatchNorm layer in training mode; a model with no trainable
-            parameter.
+            parameter; a full backward hook (module or global) or a gradient hook on
+            a parameter, which no way to per-example gradients runs right (forward
+            hooks and pre-hooks are fine: they run per example).
 
     Example:
         >>> import torch, tying
@@ -585,7 +587,8 @@ def private_grad(
         ValueError: unknown ``mode``; ``noise_multiplier`` negative or not finite;
             ``max_grad_norm`` or ``denominator`` not a finite number > 0; ``x`` and
             ``y`` with different numbers of rows; a per-example gradient that is not
-            finite; or a model that ``mode`` cannot handle.
+            finite; or a model that ``mode`` cannot handle (see :func:`per_example_grads`
+            and :class:`GhostClipping` for the hooks each refuses).
         TypeError: an argument of the wrong type.
 
     Example:
@@ -764,8 +767,9 @@ class DPSGD:
 
         Raises:
             ValueError: ``x`` and ``y`` with different numbers of rows, ``n_data`` not an
-                int > 0, a learning rate that is negative or not finite, or a per-example
-                gradient that is not finite. A refused step changes nothing (parameters,
+                int > 0, a learning rate that is negative or not finite, a per-example
+                gradient that is not finite, an optimizer that does not hold every
+                trainable parameter, or a hook that per-example gradients cannot run. A refused step changes nothing (parameters,
                 optimizer state, step count).
         """
         _check_batch(x, y)
