@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import tying
@@ -876,3 +878,65 @@ def test_a_low_precision_model_is_clipped_to_the_bound(dtype, limit, monkeypatch
     dpsgd.step(loss, x, y)
     assert all(p.dtype == dtype for p in model.parameters())
     assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
+
+
+# --- a property: whatever forward hooks are attached, and whenever, a DP step equals the
+# clipped per-example loop (the kind of defect of stop 18, not only its instances) -------
+
+
+def _scale_output(factor):
+    return lambda mod, args, out: out * factor
+
+
+def _shift_input(shift):
+    return lambda mod, args: (args[0] + shift,)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    widths=st.lists(st.integers(1, 5), min_size=1, max_size=3),
+    hooks=st.lists(
+        st.tuples(st.integers(0, 10), st.sampled_from(["post", "pre"]), st.floats(0.5, 2.0)),
+        max_size=3,
+    ),
+    attach_after_step=st.booleans(),
+    batch=st.integers(1, 5),
+)
+def test_any_forward_hooks_at_any_time_give_the_clipped_loop(
+    widths, hooks, attach_after_step, batch
+):
+    torch.manual_seed(0)
+    layers, d = [], 3
+    for w in widths:
+        layers += [nn.Linear(d, w), nn.Tanh()]
+        d = w
+    model = nn.Sequential(*layers, nn.Linear(d, 2)).double()
+    g = torch.Generator().manual_seed(batch)
+    x, y = (
+        torch.randn(batch, 3, generator=g, dtype=torch.float64),
+        torch.randint(0, 2, (batch,), generator=g),
+    )
+    dpsgd = _dp_pair(model)
+    handles = []
+
+    def attach():
+        for where, kind, k in hooks:
+            mod = model[where % len(model)]
+            if kind == "post":
+                handles.append(mod.register_forward_hook(_scale_output(k)))
+            else:
+                handles.append(mod.register_forward_pre_hook(_shift_input(k - 1.0)))
+
+    if not attach_after_step:
+        attach()
+    dpsgd.step(ce, x, y)
+    if attach_after_step:
+        attach()
+    try:
+        got = dpsgd.step(ce, x, y)
+        for n, want in _clipped_loop(model, x, y).items():
+            torch.testing.assert_close(got.grads[n], want, rtol=1e-9, atol=1e-12)
+        assert dpsgd._per_example.last_way == ("vmap-grad" if handles else "expanded")
+    finally:
+        for h in handles:
+            h.remove()
