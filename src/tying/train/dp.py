@@ -643,10 +643,13 @@ def _check_optimizer_holds(optimizer, names, params, model: nn.Module) -> None:
     An optimizer built before a tie, ``tying.untie`` or a replaced Parameter holds the old
     objects: the new one got its private gradient and was never updated, with no error.
     """
+    groups = getattr(optimizer, "param_groups", None)
+    if groups is None:  # a duck-typed optimizer: nothing to compare against
+        return
     if names is None:
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         names, params = [n for n, _ in named], [p for _, p in named]
-    held = {id(p) for group in getattr(optimizer, "param_groups", []) for p in group["params"]}
+    held = {id(p) for group in groups for p in group["params"]}
     missing = [n for n, p in zip(names, params) if id(p) not in held]
     if missing:
         raise ValueError(
