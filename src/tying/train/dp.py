@@ -279,7 +279,7 @@ def _expand_vetted(modules, keys) -> bool:
             or mod._backward_hooks
             or mod._backward_pre_hooks
             or mod.__dict__.keys() != k
-            or mod._compiled_call_impl is not None
+            or mod.__dict__.get("_compiled_call_impl") is not None
         ):
             return False
     return True
