@@ -97,3 +97,78 @@ def test_a_module_reachable_from_two_paths_is_a_hand_tie_of_each_parameter():
         ("b.bias", "a.bias", True),
     ]
     assert tying.verify(m) == 2
+
+
+@pytest.mark.parametrize("pruned", [0, 1])
+def test_a_hand_tie_with_one_end_pruned_by_torch_is_reported_broken(pruned):
+    # one Parameter under two paths, one module pruned by torch: that module reads
+    # weight_orig * weight_mask, the other the unmasked Parameter; verify said it held
+    from torch.nn.utils import prune as torch_prune
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    m[1].weight = m[0].weight
+    assert tying.verify(m) == 1
+    torch_prune.l1_unstructured(m[pruned], "weight", amount=0.5)
+    assert not torch.equal(m[0].weight, m[1].weight)  # the two uses read different values
+    with pytest.raises(
+        tying.TieError,
+        match=r"1.weight: holds the same nn.Parameter as 0.weight but the two uses read "
+        r"different values \(.*recomputed from weight_orig by a L1Unstructured hook",
+    ):
+        tying.verify(m)
+    torch_prune.remove(m[pruned], "weight")  # back to one Parameter read by both
+    assert tying.verify(m) == 1
+
+
+class _Double(nn.Module):
+    def forward(self, w):
+        return 2 * w
+
+
+def _spectral_parametrization(m):
+    nn.utils.parametrizations.spectral_norm(m)
+
+
+def _double(m):
+    nn.utils.parametrize.register_parametrization(m, "weight", _Double())
+
+
+def _old_spectral_norm(m):
+    nn.utils.spectral_norm(m)
+
+
+@pytest.mark.parametrize(
+    "change,how",
+    [
+        (_double, r"through the parametrization\(s\) _Double"),
+        (_spectral_parametrization, r"through the parametrization\(s\) _SpectralNorm"),
+        (_old_spectral_norm, r"as weight, recomputed from weight_orig by a SpectralNorm hook"),
+    ],
+    ids=["parametrize", "spectral_norm", "old-spectral_norm"],
+)
+@pytest.mark.parametrize("end", [0, 1])
+def test_a_hand_tie_read_through_something_at_one_end_only_is_reported_broken(change, how, end):
+    # the module at one end reads f(Parameter), the other the Parameter: verify said it held
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    m[1].weight = m[0].weight
+    change(m[end])
+    m(torch.randn(2, 4))
+    assert not torch.equal(m[0].weight, m[1].weight)
+    with pytest.raises(
+        tying.TieError,
+        match=r"holds the same nn.Parameter as .* but the two uses "
+        r"read different values \(.*" + how,
+    ):
+        tying.verify(m)
+
+
+def test_a_hand_tie_parametrized_the_same_at_every_end_still_holds():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    m[1].weight = m[0].weight
+    _double(m[0])
+    _double(m[1])
+    assert torch.equal(m[0].weight, m[1].weight)
+    assert tying.verify(m) == 1

@@ -69,3 +69,36 @@ def test_bad_forms_are_type_errors():
 def test_two_dimensional_x_disables_padding_of_x():
     data = stack([(np.zeros((4, 2)), np.ones(4)), (np.zeros((3, 2)), np.ones(3))])
     assert data.x_padded is None and data.lengths.tolist() == [4, 3]
+
+
+def test_a_masked_array_with_masked_points_is_refused_not_read_under_its_mask():
+    # np.asarray(masked, dtype=float) reads the data under the mask: the fit used the very
+    # points the user had masked out, with no error (stop 18)
+    x = np.arange(4.0)
+    y = np.ma.masked_array([1.0, 2.0, 99.0, 4.0], mask=[False, False, True, False])
+    with pytest.raises(
+        ValueError, match=r"y is a masked array with 1 masked value\(s\), the first at point 2"
+    ):
+        stack([(x, y)])
+    with pytest.raises(ValueError, match=r"sigma is a masked array"):
+        stack([(x, y.data, np.ma.masked_array(np.ones(4), mask=[1, 0, 0, 0]))])
+    # a masked array with nothing masked is its data
+    data = stack([(np.ma.masked_array(x), np.ma.masked_array(y.data))])
+    assert data.y[0].tolist() == [1.0, 2.0, 99.0, 4.0]
+
+
+@pytest.mark.parametrize(
+    "label,value,match",
+    [
+        ("y", np.array([1, 2, 3]) + 1j, r"y is complex \(the imaginary part would be dropped\)"),
+        ("x", np.arange(3) + 0.5j, r"x is complex"),
+        ("y", np.array([True, False, True]), r"y is boolean"),
+        ("sigma", True, r"sigma is boolean"),
+        ("y", np.array(["1.0", "2.0", "3.0"]), r"y is not numeric \(<U3\)"),
+    ],
+)
+def test_values_a_cast_would_change_are_refused_by_name(label, value, match):
+    ds = {"x": np.arange(3.0), "y": np.ones(3), "name": "run-2"}
+    ds[label] = value
+    with pytest.raises(ValueError, match=r"dataset 'run-2' \(index 0\): " + match):
+        stack([ds])

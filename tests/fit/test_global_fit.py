@@ -88,15 +88,19 @@ def test_active_bound_matches_scipy_and_fixed_parameter_is_held():
     x = np.linspace(0, 1, 30)
     datasets = [(x, 2 * x + 1.0), (x, 2 * x + 1.2)]
     line = lambda x, a, b: a * x + b  # noqa: E731
-    res = GlobalFit(
-        line,
-        datasets,
-        shared=["b"],
-        local=["a"],
-        init={"a": 0.0, "b": 0.0},
-        bounds={"b": (None, 0.5)},
-    ).run()
-    assert res.values["b"] == 0.5
+    # the bound is active: flagged (before stop 18 the value and its free-parameter
+    # standard error came back as if b had been fitted)
+    with pytest.warns(FitWarning, match=r"b \(= 0.5, its upper bound\) ended at a bound"):
+        res = GlobalFit(
+            line,
+            datasets,
+            shared=["b"],
+            local=["a"],
+            init={"a": 0.0, "b": 0.0},
+            bounds={"b": (None, 0.5)},
+        ).run()
+    assert res.values["b"] == 0.5 and res.success
+    assert "b (= 0.5, its upper bound) ended at a bound" in res.message
     ref = scipy.optimize.least_squares(
         lambda t: np.r_[t[1] * x + t[0] - datasets[0][1], t[2] * x + t[0] - datasets[1][1]],
         [0.0, 0.0, 0.0],
@@ -265,3 +269,35 @@ def test_budget_stopped_fit_is_never_reported_converged(solver, bounds):
         res = fit.run()
     assert not res.success
     assert "NOT CONVERGED" in res.table()
+
+
+@pytest.mark.parametrize("solver", ["lm", "trf"])
+def test_a_parameter_inside_its_bounds_is_not_flagged(solver):
+    x = np.linspace(0, 1, 30)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no FitWarning: the bound is not reached
+        res = GlobalFit(
+            lambda x, a, b: a * x + b,
+            [(x, 2 * x + 1.0)],
+            shared=["a", "b"],
+            init={"a": 0.0, "b": 0.0},
+            bounds={"b": (None, 5.0)},
+            solver=solver,
+        ).run()
+    assert "ended at a bound" not in res.message
+
+
+def test_a_parameter_pinned_at_its_bound_is_flagged_with_trf_too():
+    x = np.linspace(0, 1, 30)
+    with pytest.warns(FitWarning, match=r"a \(= 1, its lower bound\) ended at a bound"):
+        res = GlobalFit(
+            lambda x, a, b: a * x + b,
+            [(x, -2 * x + 1.0)],
+            shared=["a", "b"],
+            init={"a": 2.0, "b": 0.0},
+            bounds={"a": (1.0, None)},
+            solver="trf",
+        ).run()
+    assert res.values["a"] == pytest.approx(1.0, abs=1e-8)

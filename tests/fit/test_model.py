@@ -486,3 +486,35 @@ def test_complex_step_that_agrees_at_the_solution_is_kept():
         gauss_torch, datasets, shared=["center", "width"], local=["amplitude"], init=INIT
     ).run()
     assert res.success and res.why_not_complex_step == ""
+
+
+@pytest.mark.parametrize("backend", ["auto", "numpy", "torch"])
+def test_a_model_with_complex_values_at_real_parameters_is_refused(backend):
+    # np.emath.sqrt past its real domain: the cast dropped the imaginary part with only a
+    # ComplexWarning and the fit reported success on the real parts (stop 18)
+    x = np.linspace(0.0, 4.0, 30)
+    y = np.sqrt(np.abs(x - 2.0))
+
+    def model(x, a, b):
+        if isinstance(x, torch.Tensor):
+            return b * torch.sqrt((x - a).to(torch.complex128))
+        return b * np.emath.sqrt(x - a)
+
+    fit = GlobalFit(model, [(x, y)], shared=["a", "b"], init={"a": 1.0, "b": 1.0}, backend=backend)
+    with pytest.raises(
+        ValueError, match=r"complex values with a non-zero imaginary part for dataset 'dataset 0'"
+    ):
+        fit.run()
+
+
+def test_a_model_with_zero_imaginary_parts_is_fitted_as_real():
+    x = np.linspace(0.0, 1.0, 20)
+    fit = GlobalFit(
+        lambda x, a, b: (a * x + b) + 0j,
+        [(x, 3 * x + 1)],
+        shared=["a", "b"],
+        init={"a": 1.0, "b": 0.0},
+    )
+    res = fit.run()
+    assert res.success
+    np.testing.assert_allclose([res.values["a"], res.values["b"]], [3.0, 1.0], rtol=1e-8)

@@ -172,3 +172,33 @@ def test_roles_compile_into_core_rules_that_resolve_to_the_same_layout():
             for i2 in range(len(meta)):
                 same_root = root[f"{n}.{i}"] == root[f"{n}.{i2}"]
                 assert same_root == (pmap.index[i, j] == pmap.index[i2, j]), (n, i, i2)
+
+
+@pytest.mark.parametrize("value", [float("nan"), [1.0, float("inf")]])
+def test_a_fixed_value_that_is_not_finite_is_named(value):
+    # it surfaced as "model_fn returned NaN/inf ... check the starting values", which
+    # names neither the parameter nor the fixed= argument
+    with pytest.raises(ValueError, match=r"fixed\['lam'\] must be finite, got \[?(nan|1.0, inf)"):
+        ParameterMap(["a", "lam"], [{}, {}], shared=["a"], fixed={"lam": value}, init={"a": 0})
+
+
+def test_a_nan_group_label_is_refused():
+    # NaN != NaN: two data sets labelled NaN got a group each (one when both held the same
+    # NaN object), with no error
+    with pytest.raises(
+        ValueError, match=r"metadata\['inst'\] is NaN, which cannot be a group label"
+    ):
+        ParameterMap(
+            None,
+            [{"inst": float("nan")}, {"inst": float("nan")}],
+            per_group={"z": "inst"},
+            init={"z": 0.0},
+        )
+
+
+def test_an_init_value_for_a_group_no_data_set_has_is_refused():
+    # a typo in a group label was ignored, and its start value with it
+    with pytest.raises(
+        ValueError, match=r"init\['zero'\] names group\(s\) \['neutrn'\] that no data set has"
+    ):
+        pmap(init={"a": 1.0, "zero": {"xray": 0.0, "neutron": 0.1, "neutrn": 0.5}, "scale": 2.0})

@@ -182,3 +182,79 @@ def test_a_saved_shared_adapter_loads_shared_again_and_gives_the_same_outputs(tm
     tying.verify(loaded)
     with torch.no_grad():
         torch.testing.assert_close(_out(loaded, x), want, atol=1e-6, rtol=0)
+
+
+# --- one module seated twice, and hand-made ties (stop 18) -----------------------------
+
+
+def _seated_twice():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(8, 8)
+    return torch.nn.Sequential(lin, torch.nn.ReLU(), lin)
+
+
+def _hand_tied():
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8))
+    m[2].weight = m[0].weight  # one Parameter in two modules
+    return m
+
+
+def test_a_module_seated_twice_shares_one_adapter_and_merges_to_the_adapter_outputs():
+    # peft lists modules without duplicates: it wrapped seat 0 only, seat 2 ran without
+    # the delta, and merging wrote it into the one module for both (outputs differed)
+    m = _seated_twice()
+    pm = get_peft_model(m, _lora(["0", "2"]))
+    base = pm.base_model.model
+    assert is_adapter(base[0]) and base[2] is base[0]
+    x = torch.randn(3, 8)
+    with torch.no_grad():
+        y = pm(x)
+        want = base[0](torch.relu(base[0](x)))
+    torch.testing.assert_close(y, want)
+    merged = merge_and_unload(pm)
+    assert merged[2] is merged[0] and not is_adapter(merged[0])
+    torch.testing.assert_close(merged(x), y, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "make,targets,match",
+    [
+        (
+            _seated_twice,
+            ["0"],
+            r"the module at '0' is also seated at '2' \(one module reached twice\)",
+        ),
+        (
+            _hand_tied,
+            ["0"],
+            r"target module '0' takes part in the hand-made tie 2.weight <- 0.weight",
+        ),
+        (_hand_tied, ["0", "2"], r"takes part in the hand-made tie 2.weight <- 0.weight"),
+    ],
+    ids=["one-seat-of-two", "hand-one-end", "hand-both-ends"],
+)
+def test_an_adapter_that_would_reach_some_uses_only_is_refused_before_any_change(
+    make, targets, match
+):
+    m = make()
+    before = [(p, mod) for p, mod in m.named_modules(remove_duplicate=False)]
+    with pytest.raises(tying.TieError, match=match):
+        get_peft_model(m, _lora(targets))
+    assert [(p, mod) for p, mod in m.named_modules(remove_duplicate=False)] == before
+    assert not any(is_adapter(mod) for mod in m.modules())
+
+
+@pytest.mark.parametrize(
+    "make,targets",
+    [(_seated_twice, ["0"]), (_hand_tied, ["0"]), (_hand_tied, ["0", "2"])],
+    ids=["seated-twice", "hand-one-end", "hand-both-ends"],
+)
+def test_verify_and_merge_refuse_plain_peft_adapters_on_some_uses_of_one_parameter(make, targets):
+    # plain peft: the adapter model and its merge differed with no error; verify passed
+    pm = peft.get_peft_model(make(), _lora(targets))
+    match = r"holds the same nn.Parameter as .* but the uses are wrapped by different peft adapters"
+    with pytest.raises(tying.TieError, match=match):
+        tying.verify(pm)
+    with pytest.raises(tying.TieError, match=match):
+        merge_and_unload(pm)

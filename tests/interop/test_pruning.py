@@ -135,3 +135,31 @@ def test_pruning_the_source_of_a_real_gpt2_keeps_the_lm_head_on_the_mask():
     with torch.no_grad():
         h = model.transformer(x).last_hidden_state
         torch.testing.assert_close(model(x).logits, h @ (wte.weight_orig * wte.weight_mask).T)
+
+
+def _hand_tied():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    m[1].weight = m[0].weight  # one Parameter under two paths
+    return m
+
+
+@pytest.mark.parametrize("path", ["0.weight", "1.weight"])
+def test_pruning_one_end_of_a_hand_tie_is_refused_with_plans_that_work(path):
+    # torch's prune re-registered the Parameter as weight_orig on one module only: the
+    # other read it unmasked, and verify still counted the tie as holding (stop 18)
+    m = _hand_tied()
+    with pytest.raises(
+        tying.TieError, match=r"is one nn.Parameter with '[01].weight' \(a hand-made tie\)"
+    ):
+        prune(m, path, torch_prune.l1_unstructured, amount=0.5)
+    assert not hasattr(m[0], "weight_orig") and not hasattr(m[1], "weight_orig")
+    assert m[1].weight is m[0].weight  # unchanged
+    # the fix the message gives: a declared tie, then every use sees the mask
+    tying.Plan([tying.free("1.weight")]).apply(m)
+    tying.Plan([tying.share("1.weight", like="0.weight")]).apply(m)
+    assert prune(m, path, torch_prune.l1_unstructured, amount=0.5) == "0.weight"
+    w = m[0].weight_orig * m[0].weight_mask
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(m(x), F.linear(F.linear(x, w, m[0].bias), w, m[1].bias))
+    assert tying.verify(m) == 1

@@ -195,3 +195,54 @@ def test_an_unknown_exclude_path_is_refused_naming_the_closest():
         quantize_dynamic(
             nn.ModuleDict({"lm_head": nn.Linear(2, 2)}), {nn.Linear}, exclude={"lm_haed"}
         )
+
+
+def _hand_tied(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    m = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 32))
+    m[2].weight = m[0].weight  # one Parameter in two modules
+    return m
+
+
+def _int8_quantize(m):
+    from torchao.quantization import Int8WeightOnlyConfig
+
+    return quantize_(m, Int8WeightOnlyConfig())
+
+
+@pytest.mark.parametrize(
+    "quantize",
+    [lambda m: quantize_dynamic(m, {nn.Linear}, inplace=True), _int8_quantize],
+    ids=["quantize_dynamic", "quantize_"],
+)
+def test_a_hand_tie_touching_a_quantized_module_is_refused_before_any_change(quantize):
+    # each module got its own quantized copy of the one Parameter: the tie was gone with
+    # no error (verify counted 0 ties afterwards)
+    pytest.importorskip("torchao")
+    m = _hand_tied()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    with pytest.raises(
+        tying.TieError,
+        match=r"the hand-made tie 2.weight <- 0.weight \(one nn.Parameter in two modules\) touches '2'",
+    ):
+        quantize(m)
+    assert type(m[0]) is nn.Linear and type(m[2]) is nn.Linear and m[2].weight is m[0].weight
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in before.items())
+    # the fix the message names: a tie of whole modules, quantized once
+    tying.Plan([tying.free("2.weight")]).apply(m)
+    tying.Plan([tying.share("2", like="0")]).apply(m)
+    q = quantize(m)
+    assert q[2] is q[0] or q[2].weight is q[0].weight
+
+
+def test_a_module_reached_twice_stays_one_quantized_module():
+    # torch's quantize_dynamic lists children without duplicates: the second reference
+    # stayed a float nn.Linear, so one model ran the layer quantized once and float once
+    torch.manual_seed(0)
+    lin = nn.Linear(32, 32)
+    m = nn.Sequential(lin, nn.ReLU(), lin)
+    q = quantize_dynamic(m, {nn.Linear})
+    assert q[2] is q[0] and q[0]._get_name() == "DynamicQuantizedLinear"
+    x = torch.randn(4, 32)
+    torch.testing.assert_close(q(x), q[0](q[1](q[0](x))), rtol=0, atol=0)
+    assert type(_plain_ao(copy.deepcopy(m))[2]) is nn.Linear  # what torch alone does

@@ -567,3 +567,28 @@ def test_a_compiled_layer_re_tied_by_another_plan_computes_that_plan():
     tying.Plan(rules).apply(conv)
     assert conv.kernels._parameters.keys() == {"e"} and conv.biases._parameters.keys() == {"e"}
     torch.testing.assert_close(compiled(x), _slot_reference(conv, x), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("group", ["C4", "D4"])
+@pytest.mark.parametrize("kind", ["lifting", "group"])
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_a_layer_moved_to_channels_last_computes_what_the_contiguous_one_does(group, kind, train):
+    # model.to(memory_format=torch.channels_last) made the stacked kernel blocks
+    # non-contiguous, and the bank gather's view(-1) raised in every forward
+    torch.manual_seed(0)
+    if kind == "lifting":
+        layer, x = LiftingConv2d(2, 3, 3, group=group), torch.randn(2, 2, 9, 9)
+    else:
+        n = 4 if group == "C4" else 8
+        layer, x = GroupConv2d(2, 3, 3, group=group), torch.randn(2, 2, n, 7, 7)
+    layer.train(train)
+    moved = copy.deepcopy(layer).to(memory_format=torch.channels_last)
+    assert any(not p.is_contiguous() for p in moved.parameters())  # else nothing is tested
+    out, ref = moved(x), layer(x)
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
+    out.square().sum().backward()
+    ref.square().sum().backward()
+    grads = dict(layer.named_parameters())
+    for name, p in moved.named_parameters():
+        torch.testing.assert_close(p.grad, grads[name].grad, rtol=1e-5, atol=1e-6)
+    assert tying.verify(moved) == tying.verify(layer)

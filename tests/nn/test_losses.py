@@ -46,3 +46,41 @@ def test_errors():
         SoftIoULoss(reduction="avg")
     with pytest.raises(ValueError, match="batch dim"):
         soft_dice(torch.zeros(4), torch.zeros(4))
+
+
+@pytest.mark.parametrize("fn", [soft_iou, soft_dice], ids=["iou", "dice"])
+def test_logits_passed_as_probabilities_are_refused_not_scored(fn):
+    # a score above 1 (a loss below 0) came back with no error when from_logits was forgotten
+    t = torch.zeros(2, 1, 4, 4)
+    t[..., :2, :2] = 1
+    logits = torch.full((2, 1, 4, 4), -3.0)
+    logits[..., :2, :2] = 4.0
+    with pytest.raises(
+        ValueError,
+        match=r"the prediction must hold values in \[0, 1\], got min -3, max 4; pass probabilities, or logits with from_logits=True",
+    ):
+        fn(logits, t)
+    assert 0 <= float(fn(logits, t, from_logits=True)) <= 1
+    with pytest.raises(
+        ValueError, match=r"the target must hold values in \[0, 1\], got min 0, max 2"
+    ):
+        fn(torch.sigmoid(logits), 2 * t)
+    with pytest.raises(ValueError, match=r"eps must be a finite number >= 0, got inf"):
+        fn(torch.sigmoid(logits), t, eps=float("inf"))
+
+
+def test_the_range_check_stays_out_of_torch_func_transforms():
+    # under vmap(grad) a value cannot be read back to Python: the check is skipped there,
+    # and the per-example gradients equal a loop
+    from torch.func import grad, vmap
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(3, 1, 4, 4, generator=g)
+    t = (torch.rand(3, 1, 4, 4, generator=g) > 0.5).float()
+
+    def one(zb, tb):
+        return 1 - soft_dice(zb[None], tb[None], from_logits=True)
+
+    got = vmap(grad(one))(z, t)
+    want = torch.stack([torch.func.grad(one)(z[i], t[i]) for i in range(3)])
+    torch.testing.assert_close(got, want)

@@ -220,3 +220,16 @@ def test_rdp_epsilon_is_positive_and_above_prv_lower_bound_over_the_grid(
     bounds = prv_bounds(q, sigma, steps, 1e-5)
     if bounds is not None:  # PRV's domain grows with ε; very large ε are left to RDP alone
         assert eps >= bounds[0], (q, sigma, steps, eps, bounds)
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        ((0.01, True, 10, 1e-5), r"noise_multiplier must be a real number, got bool True"),
+        ((True, 1.0, 10, 1e-5), r"sample_rate must be a real number, got bool True"),
+        ((0.01, 1.0, 10, "1e-5"), r"delta must be a real number, got str '1e-5'"),
+    ],
+)
+def test_a_bool_or_text_setting_is_refused_not_read_as_a_number(args, match):
+    with pytest.raises(ValueError, match=match):
+        epsilon(*args)

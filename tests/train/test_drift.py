@@ -81,3 +81,23 @@ def test_cusum_burn_in_skips_a_transient_before_its_reference():
     assert not any(plain.update(x) for x in stream)  # its reference was the transient
     hits = [t for t, x in enumerate(stream) if burnt.update(x)]
     assert hits and 250 <= hits[0] <= 255
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (
+            lambda: PageHinkley(delta=float("nan")),
+            r"PageHinkley: delta must be a finite number, got nan",
+        ),
+        (lambda: PageHinkley(min_samples=2.5), r"PageHinkley: min_samples must be an int, got 2.5"),
+        (lambda: CUSUM(k=float("nan")), r"CUSUM: k must be a finite number, got nan"),
+        (lambda: CUSUM(h=float("inf")), r"CUSUM: h must be a finite number, got inf"),
+        (lambda: CUSUM(warmup=10.5), r"CUSUM: warmup must be an int, got 10.5"),
+    ],
+)
+def test_settings_that_would_silence_a_detector_are_refused(make, match):
+    # before: each was accepted and no jump was ever detected (a NaN statistic, or a
+    # fractional warm-up that was never reached, so the reference stayed NaN)
+    with pytest.raises(ValueError, match=match):
+        make()

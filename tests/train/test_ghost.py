@@ -215,3 +215,110 @@ def test_the_flush_keeps_a_permuted_gradient_layout():
     want = g.clone()
     want[0, 0, 0] = want[1, 3, 2] = 0.0
     assert torch.equal(out, want)
+
+
+# --- what makes a use compute other than x Wᵀ + b (stop 18: norms 1.0 off, no error) ---
+
+
+class _Doubled(nn.Linear):
+    def forward(self, x):
+        return super().forward(x) * 2
+
+
+def _mlp_and_batch(first=nn.Linear):
+    torch.manual_seed(0)
+    model = nn.Sequential(first(6, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(5, 6, generator=g, dtype=torch.float64)
+    return model, x, torch.randint(0, 3, (5,), generator=g)
+
+
+def _ce(out, y):
+    return nn.functional.cross_entropy(out, y, reduction="none")
+
+
+def test_refuses_a_subclass_whose_forward_is_its_own():
+    model, x, y = _mlp_and_batch(_Doubled)
+    with pytest.raises(ValueError, match=r"0 \(a _Doubled whose forward is not nn.Linear's"):
+        GhostClipping(model).norms(_ce, x, y)
+
+
+def _instance_forward(model):
+    lin = model[0]
+    lin.forward = lambda t: nn.functional.linear(t, 2 * lin.weight, lin.bias)
+    return None
+
+
+@pytest.mark.parametrize(
+    "attach,match",
+    [
+        (_instance_forward, r"0 \(Linear\) has forward set on the instance"),
+        (
+            lambda m: m[0].register_forward_hook(lambda mod, i, o: 2 * o),
+            r"0 \(Linear\) has a forward hook",
+        ),
+        (
+            lambda m: torch.nn.modules.module.register_module_forward_hook(lambda mod, i, o: None),
+            r"a global forward hook is registered",
+        ),
+        (
+            lambda m: m[0].weight.register_hook(lambda g: 3 * g),
+            r"parameter 0.weight has a gradient hook \(Tensor.register_hook\)",
+        ),
+    ],
+    ids=["instance-forward", "forward-hook", "global-forward-hook", "parameter-hook"],
+)
+def test_refuses_what_is_attached_after_it_was_built(attach, match):
+    model, x, y = _mlp_and_batch()
+    ghost = GhostClipping(model)
+    ghost.norms(_ce, x, y)
+    handle = attach(model)
+    try:
+        with pytest.raises(ValueError, match=match):
+            ghost.norms(_ce, x, y)
+        with pytest.raises(ValueError, match=match):
+            ghost.clip(_ce, x, y, 1.0)
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
+@pytest.mark.parametrize(
+    "attach",
+    [
+        lambda m: m[0].register_forward_pre_hook(lambda mod, i: (2 * i[0],)),
+        lambda m: m[1].register_forward_hook(lambda mod, i, o: 2 * o),
+        lambda m: m[2].register_full_backward_hook(lambda mod, gi, go: (3 * gi[0],)),
+    ],
+    ids=["pre-hook", "hook-on-another-module", "backward-hook"],
+)
+def test_hooks_autograd_carries_keep_the_norms_equal_a_per_example_loop(attach):
+    model, x, y = _mlp_and_batch()
+    attach(model)
+    want = per_example_norms(loop_grads(model, _ce, x, y))
+    torch.testing.assert_close(GhostClipping(model).norms(_ce, x, y), want, rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_low_precision_model_is_clipped_to_the_bound_in_float32(dtype):
+    # norms and clipped sums were computed in the parameters' dtype: bfloat16 norms 0.66 %
+    # off (a clipped example over C), and a float32 loss failed with a dtype error
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 5)).to(dtype)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(8, 16, generator=g).to(dtype), torch.randint(0, 5, (8,), generator=g)
+
+    def loss(out, t):
+        return nn.functional.cross_entropy(out.float(), t, reduction="none")
+
+    ghost = GhostClipping(model)
+    norms = ghost.norms(loss, x, y)
+    assert norms.dtype == torch.float32
+    want = per_example_norms({n: v.double() for n, v in loop_grads(model, loss, x, y).items()})
+    torch.testing.assert_close(norms.double(), want, rtol=2**-6, atol=0)  # bf16 gradients
+    C = 0.5 * float(norms.min())  # every example is clipped
+    for b in range(len(y)):  # one example: the clipped sum is that example, of norm C
+        res = ghost.clip(loss, x[b : b + 1], y[b : b + 1], C)
+        total = torch.cat([v.flatten() for v in res.grads.values()])
+        assert total.dtype == torch.float32
+        assert float(total.double().norm()) <= C * (1 + 1e-6)

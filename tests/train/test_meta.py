@@ -91,3 +91,34 @@ def test_learned_inner_rates_are_trained_and_used():
     w = net[2].weight
     gw = torch.autograd.grad(mse(net(x), y), w)[0]
     torch.testing.assert_close(fs.adapt(mse, x, y)["2.weight"], w - fs.inner_lrs["2.weight"] * gw)
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(steps=-1), r"adapt: steps must be an int >= 0, got -1"),
+        (dict(steps=2.5), r"adapt: steps must be an int >= 0, got 2.5"),
+        (dict(lr=float("nan")), r"adapt: lr must be a finite number, got nan"),
+    ],
+)
+def test_adapt_refuses_settings_that_would_silently_not_adapt(kw, match):
+    # steps=-1 ran range(-1): no step, the init returned as the adapted weights
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(1, 4), nn.Tanh(), nn.Linear(4, 1))
+    fs = FastSlow(net, fast=["2"], inner_lr=0.1)
+    x = torch.linspace(-1, 1, 6)[:, None]
+    with pytest.raises(ValueError, match=match):
+        fs.adapt(lambda out, y: ((out - y) ** 2).mean(), x, x, **kw)
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(inner_lr=float("nan")), r"inner_lr must be a finite number, got nan"),
+        (dict(inner_steps=1.5), r"inner_steps must be an int >= 0, got 1.5"),
+    ],
+)
+def test_fast_slow_refuses_bad_inner_settings(kw, match):
+    net = nn.Sequential(nn.Linear(1, 4), nn.Tanh(), nn.Linear(4, 1))
+    with pytest.raises(ValueError, match=match):
+        FastSlow(net, fast=["2"], **kw)

@@ -92,3 +92,17 @@ def test_fit_checks_its_inputs():
         fit_multitask(_net(), _data(), method="sgd")
     with pytest.raises(ValueError, match="n_tasks must be >= 1, got 0"):
         MultiTaskNet(nn.Linear(2, 1), nn.Linear(1, 1), n_tasks=0)
+
+
+@pytest.mark.parametrize(
+    "task,err,match",
+    [
+        (-1, ValueError, r"task must be in 0..2, got -1"),  # was the last task's head, silently
+        (3, ValueError, r"task must be in 0..2, got 3"),
+        (True, TypeError, r"task must be an int, got bool True"),  # was task 1
+    ],
+)
+def test_forward_refuses_a_task_index_a_list_would_wrap(task, err, match):
+    net = MultiTaskNet(torch.nn.Linear(4, 3), torch.nn.Linear(3, 1), n_tasks=3)
+    with pytest.raises(err, match=match):
+        net(torch.randn(2, 4), task=task)

@@ -6,10 +6,11 @@ import dataclasses
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory, join
-from tying.core.outside import declared_through_adapters
+from tying.core.outside import ORIG, adapter_wrapper, declared_through_adapters
 from tying.core.plan import DECLARED_ATTR, ApplyReport, Plan
 from tying.core.relations import Relation, Same, relation_from_spec
 from tying.core.slots import check_writes, uninstall
@@ -142,6 +143,7 @@ def verify(model: nn.Module) -> int:
                 # a source that is itself a computed view is a new tensor at every read
                 if isinstance(want, nn.Parameter) and got is not want:
                     broken.append(f"{tpath}: is not the same tensor object as {source}")
+    broken += _hand_tie_problems(inv, checked)
     if broken:
         raise TieError(
             f"{len(broken)} declared tie(s) broken: "
@@ -149,6 +151,74 @@ def verify(model: nn.Module) -> int:
             + ". Re-create them with tying.retie(model) (or re-apply your plan)."
         )
     return len(checked | set(inv.hand))
+
+
+def _read(inv: Inventory, path: str):
+    info = inv.slots[path]
+    return getattr(info.module, info.name)
+
+
+def _how_read(inv: Inventory, path: str) -> str:
+    """How the module at ``path`` reads the Parameter stored there: plainly, or through
+    a parametrization or a pre-hook that recomputes it (prune, old-style spectral_norm)."""
+    info = inv.slots[path]
+    mod = info.module
+    if isinstance(mod, parametrize.ParametrizationList):
+        kinds = ", ".join(type(p).__name__ for p in mod)
+        return f"through the parametrization(s) {kinds} (torch.nn.utils.parametrize)"
+    for hook in mod._forward_pre_hooks.values():
+        name = getattr(hook, "_tensor_name", None) or getattr(hook, "name", None)
+        if isinstance(name, str) and info.name in (name, name + ORIG):
+            if name + ORIG in mod._parameters:
+                return f"as {name}, recomputed from {name}{ORIG} by a {type(hook).__name__} hook"
+    return "plainly"
+
+
+def _hand_tie_problems(inv: Inventory, checked: set[str]) -> list[str]:
+    """Hand ties whose uses read different values although they hold one Parameter.
+
+    One Parameter under several paths holds by identity, unless a module reads it
+    through something: ``torch.nn.utils.prune`` or an old-style ``spectral_norm`` on one
+    use re-registers it as ``weight_orig`` and recomputes ``weight`` there, a
+    ``parametrize`` on one use reads ``f(original)``, while the other uses read the
+    Parameter itself. ``verify`` used to count such a tie as holding (stop 18).
+    """
+    problems = []
+    for group in inv.hand_groups():
+        wrappers = [adapter_wrapper(inv, p) for p in group]
+        ids = {None if w is None else id(w[1]) for w in wrappers}
+        if len(ids) > 1:  # a peft adapter on some uses only (one module seated twice too)
+            ends = ", ".join(
+                f"{p} by {'the adapter at ' + repr(w[0]) if w else 'no adapter'}"
+                for p, w in zip(group, wrappers)
+            )
+            problems.append(
+                f"{group[1]}: holds the same nn.Parameter as {group[0]} but the uses are wrapped "
+                f"by different peft adapters ({ends}): a delta does not reach the other use(s), "
+                f"and merging would write each into the one tensor for every use. Use "
+                f"tying.interop.lora.get_peft_model (one adapter shared by a module tied whole "
+                f"or seated twice)"
+            )
+            continue
+        hows = [_how_read(inv, p) for p in group]
+        first = _read(inv, group[0])
+        for path, how in zip(group[1:], hows[1:]):
+            if path in checked:
+                continue  # a declared hand tie: checked by identity above
+            if how == hows[0]:
+                if how == "plainly" or how.startswith("through"):
+                    continue  # the Parameter itself, or the same parametrizations of it
+                if torch.equal(_read(inv, path), first):
+                    continue  # both ends recomputed by the same kind of hook, equal (masks)
+            problems.append(
+                f"{path}: holds the same nn.Parameter as {group[0]} but the two uses read "
+                f"different values ({group[0]} reads it {hows[0]}, {path} {how}); apply the "
+                f"same to every use or to none, or undo it and declare the tie "
+                f"(tying.Plan([tying.free({path!r})]) then tying.Plan([tying.share({path!r}, "
+                f"like={group[0]!r})])), then prune with tying.interop.pruning.prune, which "
+                f"masks every use"
+            )
+    return problems
 
 
 def _same_object(inv: Inventory, a: str, b: str | None) -> bool:

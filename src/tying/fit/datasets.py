@@ -135,6 +135,37 @@ def as_dataset(item: Any, index: int) -> Dataset:
     )
 
 
+def _as_float(where: str, label: str, value: Any) -> np.ndarray:
+    """``value`` as a float array, refusing what a cast would silently change.
+
+    ``np.asarray(..., dtype=float)`` reads a masked array's data *under* its mask (the
+    fit then used the very points the user masked out, with no error), drops a complex
+    value's imaginary part, turns booleans into 0/1 and parses strings.
+    """
+    if isinstance(value, np.ma.MaskedArray):
+        masked = np.ma.getmaskarray(value)
+        if masked.any():
+            first = int(np.flatnonzero(masked.reshape(len(masked), -1).any(axis=1))[0])
+            raise ValueError(
+                f"{where}: {label} is a masked array with {int(masked.sum())} masked "
+                f"value(s), the first at point {first}; a fit reads the values under a mask, "
+                f"so drop those points instead (keep = ~np.ma.getmaskarray({label}), then "
+                f"x[keep], y[keep].data, ...)"
+            )
+        value = value.data
+    arr = np.asarray(value)
+    kind = arr.dtype.kind
+    if kind == "c" or (kind == "b" and label != "x") or kind in "USV":
+        what = {"c": "complex (the imaginary part would be dropped)", "b": "boolean"}.get(
+            kind, f"not numeric ({arr.dtype})"
+        )
+        raise ValueError(
+            f"{where}: {label} is {what}, expected real numbers; convert it yourself "
+            f"(e.g. {label}.real or {label}.astype(float)) if that is what you mean"
+        )
+    return np.asarray(arr, dtype=float)
+
+
 def _bad_values(values: np.ndarray) -> str | None:
     bad = ~np.isfinite(values)
     if not bad.any():
@@ -156,7 +187,8 @@ def stack(datasets: Sequence[Any]) -> StackedData:
     Raises:
         TypeError: a data set of an unknown form, or a metadata that is not a dict.
         ValueError: no data sets; NaN/inf in x, y or σ (naming the data set and
-            the first bad point); σ ≤ 0; x and y of different lengths; an empty
+            the first bad point); a masked array with masked values; complex, boolean
+            (y, σ) or text values; σ ≤ 0; x and y of different lengths; an empty
             data set; two data sets with the same name.
 
     Example:
@@ -164,7 +196,7 @@ def stack(datasets: Sequence[Any]) -> StackedData:
         >>> stack([(np.zeros(2), np.array([1.0, np.nan]))])
         Traceback (most recent call last):
         ...
-        ValueError: dataset 'dataset 0' (index 0): y has 1 NaN/inf value(s), the first at point 1; drop or mask those points before fitting
+        ValueError: dataset 'dataset 0' (index 0): y has 1 NaN/inf value(s), the first at point 1; drop those points before fitting
     """
     if isinstance(datasets, (Dataset, Mapping)) or not isinstance(datasets, Sequence):
         raise TypeError(
@@ -180,8 +212,8 @@ def stack(datasets: Sequence[Any]) -> StackedData:
         where = f"dataset {name!r} (index {i})"
         if not isinstance(ds.metadata, Mapping):
             raise TypeError(f"{where}: metadata must be a dict, got {type(ds.metadata).__name__}")
-        x = np.asarray(ds.x, dtype=float)
-        y = np.asarray(ds.y, dtype=float)
+        x = _as_float(where, "x", ds.x)
+        y = _as_float(where, "y", ds.y)
         if y.ndim != 1:
             raise ValueError(f"{where}: y must be 1-D, got shape {y.shape}; flatten it")
         if len(y) == 0:
@@ -191,7 +223,7 @@ def stack(datasets: Sequence[Any]) -> StackedData:
                 f"{where}: x has {x.shape[0] if x.ndim else 0} point(s) along its first axis "
                 f"but y has {len(y)}; they must match"
             )
-        sigma = np.ones_like(y) if ds.sigma is None else np.asarray(ds.sigma, dtype=float)
+        sigma = np.ones_like(y) if ds.sigma is None else _as_float(where, "sigma", ds.sigma)
         if sigma.ndim == 0:
             sigma = np.full_like(y, float(sigma))
         if sigma.shape != y.shape:
@@ -200,7 +232,7 @@ def stack(datasets: Sequence[Any]) -> StackedData:
             problem = _bad_values(values)
             if problem:
                 raise ValueError(
-                    f"{where}: {label} has {problem}; drop or mask those points before fitting"
+                    f"{where}: {label} has {problem}; drop those points before fitting"
                 )
         if np.any(sigma <= 0):
             first = int(np.flatnonzero(sigma <= 0)[0])

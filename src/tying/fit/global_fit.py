@@ -81,6 +81,16 @@ def _signature(model_fn: Callable[..., Any]) -> tuple[list[str] | None, dict[str
     return names, defaults
 
 
+def _at_bounds(pmap: ParameterMap, theta: np.ndarray) -> str:
+    """The fitted parameters that ended on a finite bound (to 1e-8 relative), named."""
+    out = []
+    for i, v in enumerate(theta):
+        for side, b in (("lower", pmap.lower[i]), ("upper", pmap.upper[i])):
+            if np.isfinite(b) and abs(v - b) <= 1e-8 * max(1.0, abs(b)):
+                out.append(f"{pmap.physical_names[i]} (= {b:g}, its {side} bound)")
+    return ", ".join(out)
+
+
 def _degenerate_pair(cov_logical: np.ndarray, pmap: ParameterMap) -> str:
     """Name two fitted parameters whose estimates are (almost) perfectly correlated, or ""."""
     d = np.sqrt(np.abs(np.diagonal(cov_logical, axis1=1, axis2=2)))  # (K, P)
@@ -331,7 +341,8 @@ class GlobalFit:
             ConvergenceWarning: when the solver stopped before converging
                 (``result_.success`` is then False).
             FitWarning: when two fitted parameters are fully correlated (the
-                data cannot tell them apart; ``result_.message`` names them).
+                data cannot tell them apart; ``result_.message`` names them), or a
+                fitted parameter ended on a bound (its standard error assumes it free).
         """
         data, pmap, ev = self._prepare()
         _check_determined(data, pmap)
@@ -408,6 +419,17 @@ class GlobalFit:
                 "; standard errors could not be estimated: the Jacobian is singular "
                 "(a parameter does not change the model, or two change it the same way)"
             )
+        pinned = _at_bounds(pmap, out.theta)
+        if pinned:
+            # the fit's optimum lies past the bound: the value is the bound, and the
+            # standard error (computed as for a free parameter, as lmfit does) is not an
+            # uncertainty of it; both came back unflagged before stop 18
+            message += (
+                f"; {pinned} ended at a bound: the data pull past it, so the value is the "
+                f"bound and the standard error assumes a free parameter; widen the bound "
+                f"or fix the parameter"
+            )
+            warnings.warn(f"global fit: {pinned} ended at a bound", FitWarning, stacklevel=3)
         if self.scale_covar and nfree <= 0 and cov_global is not None:
             # redchi = chi2 / 0 is undefined: scaled errors would read 0, not "unknown"
             cov_global = cov_logical = None

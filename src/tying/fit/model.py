@@ -107,7 +107,7 @@ class ModelError(RuntimeError):
 
 
 class _ShapeError(ValueError):
-    """A model output of the wrong shape (already names the data set)."""
+    """A model output of the wrong shape or kind (already names the data set)."""
 
 
 class ModelEvaluator:
@@ -196,6 +196,24 @@ class ModelEvaluator:
     def _as_array(self, out: Any, i: int | None) -> np.ndarray:
         if _is_tensor(out):
             out = out.detach().cpu().numpy()
+        if np.iscomplexobj(out):
+            # at real parameters a complex value is a model outside its real domain
+            # (np.emath.sqrt of a negative): casting dropped the imaginary part with only a
+            # ComplexWarning, and the fit "converged" on the real parts (stop 18)
+            imag = np.imag(out)
+            if np.any(imag != 0):
+                row = (
+                    0
+                    if i is not None or np.ndim(imag) < 2
+                    else int(np.flatnonzero(np.any(imag != 0, axis=-1))[0])
+                )
+                where = self._where(i if i is not None else row)
+                raise _ShapeError(
+                    f"model_fn returned complex values with a non-zero imaginary part for "
+                    f"{where} at real parameters; a fit needs real model values: keep the "
+                    f"model in its real domain (bounds=, np.sqrt instead of np.emath.sqrt)"
+                )
+            out = np.real(out)
         arr = np.asarray(out, dtype=float)
         if i is not None:
             n = int(self.data.lengths[i])

@@ -196,6 +196,14 @@ class ParameterMap:
                         f"(its keys: {sorted(meta)}); add metadata={{{key!r}: ...}} to it"
                     )
                 value = meta[key]
+                if isinstance(value, (float, np.floating)) and np.isnan(value):
+                    # NaN != NaN: two data sets labelled NaN got two groups, or one when
+                    # both held the very same NaN object, with no error
+                    raise ValueError(
+                        f"dataset {self.dataset_names[i]!r}: metadata[{key!r}] is NaN, which "
+                        f"cannot be a group label (NaN equals nothing, not even NaN); give "
+                        f"the data sets that belong together one label, e.g. 'unknown'"
+                    )
                 try:
                     j = where.setdefault(value, len(values))
                 except TypeError:
@@ -299,6 +307,13 @@ class ParameterMap:
                         f"init[{name!r}] has no value for group(s) {missing} of metadata key "
                         f"{self.group_key[name]!r}; give one per group or a single number"
                     )
+                unknown = [g for g in value if g not in self.groups[name]]
+                if unknown:  # a typo in a group label was ignored, its start value lost
+                    raise ValueError(
+                        f"init[{name!r}] names group(s) {unknown} that no data set has under "
+                        f"metadata key {self.group_key[name]!r}; the groups are "
+                        f"{self.groups[name]}"
+                    )
                 value = [value[g] for g in self.groups[name]]
             arr = np.asarray(value, dtype=float)
             if arr.ndim == 0:
@@ -326,6 +341,11 @@ class ParameterMap:
         for j, name in enumerate(self.fixed_names):
             arr = np.asarray(fixed[name], dtype=float)
             if arr.ndim == 0 or arr.shape == (self.n_datasets,):
+                if not np.all(np.isfinite(arr)):  # named here, not as a model returning NaN
+                    raise ValueError(
+                        f"fixed[{name!r}] must be finite, got {arr.tolist()}; give the value "
+                        f"the parameter is held at"
+                    )
                 out[:, j] = arr
             else:
                 raise ValueError(

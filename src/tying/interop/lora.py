@@ -114,6 +114,7 @@ def get_peft_model(model: nn.Module, peft_config, **kwargs: Any):
             f"Only modules tied whole (every parameter, Same) can share one adapter, with their "
             f"source targeted too; leave {sorted(hit)[0]!r} out of target_modules, or untie it first"
         )
+    seated = _seats(model, inv, targets)  # peft does not list the later seats: no exclude
     config = copy.deepcopy(peft_config)
     if shared:
         old = getattr(config, "exclude_modules", None)
@@ -122,7 +123,10 @@ def get_peft_model(model: nn.Module, peft_config, **kwargs: Any):
         else:
             config.exclude_modules = sorted(set(old or []) | set(shared))
     return _wrap(
-        model, lambda: peft.get_peft_model(model, config, **kwargs), shared, "get_peft_model"
+        model,
+        lambda: peft.get_peft_model(model, config, **kwargs),
+        {**shared, **seated},
+        "get_peft_model",
     )
 
 
@@ -173,6 +177,58 @@ def from_pretrained(model: nn.Module, adapter_path: str, **kwargs: Any):
 
     shared: dict[str, str] = {}
     return _wrap(model, load, shared, "from_pretrained")
+
+
+def _seats(model: nn.Module, inv: Inventory, targets: set[str]) -> dict[str, str]:
+    """``{later path: first path}`` for a targeted module seated at several paths; refuses
+    a targeted module in a hand-made tie with another module.
+
+    peft lists modules without duplicates, so a module seated twice (``Sequential(lin,
+    act, lin)``) got its adapter at the first path only: the second use ran without the
+    delta, and merging wrote the delta into the one module for both (merged outputs
+    differed from the adapter model's, no error). Every seat of it must be targeted; the
+    later seats then hold the first one's wrapper, as for a module tied whole. A module
+    reached twice through one shared parent needs nothing: peft wraps it in that parent.
+    """
+    seats: dict[int, list[str]] = {}
+    taken: set[tuple[int, str]] = set()
+    for path, mod in inv.modules.items():
+        if not path:
+            continue
+        parent_path, _, name = path.rpartition(".")
+        seat = (id(inv.modules[parent_path]), name)
+        if seat not in taken:
+            taken.add(seat)
+            seats.setdefault(id(mod), []).append(path)
+    out = {}
+    for paths in seats.values():
+        hit = [p for p in paths if p in targets]
+        if len(paths) < 2 or not hit:
+            continue
+        if len(hit) != len(paths):
+            raise TieError(
+                f"get_peft_model: the module at {hit[0]!r} is also seated at "
+                f"{', '.join(repr(p) for p in paths if p not in hit)} (one module reached "
+                f"twice), which target_modules leaves out: peft would wrap one seat only, "
+                f"so one use would run without the adapter and merging would write it into "
+                f"both. Target every seat ({paths}), one adapter then serves them all, or none"
+            )
+        out.update({p: paths[0] for p in paths[1:]})
+    for target, source in inv.hand.items():
+        t, s = inv.slots[target], inv.slots[source]
+        if t.module is s.module:
+            continue
+        hit = [p for p in (t.module_path, s.module_path) if p in targets]
+        if hit:
+            raise TieError(
+                f"get_peft_model: target module {hit[0]!r} takes part in the hand-made tie "
+                f"{target} <- {source} (one nn.Parameter in two modules); an adapter there "
+                f"would change one use of the tensor and merging would write its delta into "
+                f"every use. Make it a tie of whole modules first (tying.Plan([tying.free("
+                f"{target!r})]) then tying.Plan([tying.share({t.module_path!r}, like="
+                f"{s.module_path!r})])) and target both, or leave it out of target_modules"
+            )
+    return out
 
 
 def _wrap(model: nn.Module, make, shared: dict[str, str], what: str):

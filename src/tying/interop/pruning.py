@@ -53,9 +53,11 @@ def prune(model: nn.Module, path: str, method: Callable[..., nn.Module], **kwarg
         The path of the physical tensor that was pruned.
 
     Raises:
-        TieError: when ``path`` is not a slot of ``model`` (naming the closest) or
+        TieError: when ``path`` is not a slot of ``model`` (naming the closest),
             reads its source through a relation other than ``Same`` (the mask
-            would be defined on a different layout than the one read).
+            would be defined on a different layout than the one read), or is one
+            ``nn.Parameter`` under several paths (a hand-made tie: the mask would
+            reach one module only), with the plans that make it a declared tie.
 
     Example:
         >>> import torch, tying
@@ -81,6 +83,22 @@ def prune(model: nn.Module, path: str, method: Callable[..., nn.Module], **kwarg
                 f"{path!r} reads; untie it first (tying.Plan([tying.free({path!r})]).apply(model))"
             )
         hops = info.source
+    group = next((g for g in inv.hand_groups() if hops in g), None)
+    if group is not None:
+        # one Parameter under several paths: torch's prune re-registers it as weight_orig
+        # on one module and masks only there; the others kept reading it unmasked, and
+        # verify still counted the tie as holding (stop 18)
+        others = [p for p in group if p != hops]
+        fix = "; ".join(
+            f"tying.Plan([tying.free({p!r})]).apply(model); "
+            f"tying.Plan([tying.share({p!r}, like={hops!r})]).apply(model)"
+            for p in others
+        )
+        raise TieError(
+            f"prune: {hops!r} is one nn.Parameter with {', '.join(map(repr, others))} (a "
+            f"hand-made tie), and a mask on one module would not reach the other use(s); make "
+            f"it a declared tie first, then prune: {fix}"
+        )
     info = inv.slots[hops]
     method(info.module, info.name, **kwargs)
     return hops

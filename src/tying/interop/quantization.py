@@ -60,7 +60,31 @@ def _ties_touching(inv: Inventory, selected: set[str]):
             yield info, src_mod
 
 
+def _check_hand(inv: Inventory, selected: set[str], what: str) -> None:
+    """Refuse a hand-made tie (one Parameter in two modules) that touches a selected module.
+
+    Both quantizers quantize each module on its own: the two modules came out with two
+    quantized copies, and the tie was gone with no error (``verify`` counted 0 ties).
+    One module object reached under two paths is no such tie (kept by the callers).
+    """
+    for target, source in inv.hand.items():
+        t, s = inv.slots[target], inv.slots[source]
+        if t.module is s.module:
+            continue
+        touched = [p for p in (t.module_path, s.module_path) if p in selected]
+        if touched:
+            raise TieError(
+                f"{what}: the hand-made tie {target} <- {source} (one nn.Parameter in two "
+                f"modules) touches {touched[0]!r}, which would be quantized: each module would "
+                f"get its own quantized copy and the tie would be lost. Declare it as a tie of "
+                f"whole modules (tying.Plan([tying.share({t.module_path!r}, like="
+                f"{s.module_path!r})]).apply(model), after tying.Plan([tying.free({target!r})])), "
+                f"exclude it from quantization, or untie it"
+            )
+
+
 def _check(inv: Inventory, selected: set[str], what: str) -> dict[str, str]:
+    _check_hand(inv, selected, what)
     whole = whole_module_ties(inv)
     for info, src_mod in _ties_touching(inv, selected):
         group = whole.get(info.module_path)
@@ -160,6 +184,16 @@ def quantize_dynamic(
     }
     groups = _check(inv, selected, "quantize_dynamic")
     target = model if inplace else copy.deepcopy(model)
+    # a selected module reached under two paths (Sequential(lin, act, lin)): torch swaps each
+    # reference for its own quantized module, two copies; re-seat the later paths below
+    first_path: dict[int, str] = {}
+    again: dict[str, str] = {}
+    for p, mod in target.named_modules(remove_duplicate=False):
+        if p in selected and not excluded(p):
+            if id(mod) in first_path:
+                again[p] = first_path[id(mod)]
+            else:
+                first_path[id(mod)] = p
     # the tied modules leave (they come back as their quantized source), and so do the
     # excluded ones (they come back untouched)
     kept = {p: target.get_submodule(p) for p in exclude}
@@ -172,6 +206,8 @@ def quantize_dynamic(
     for path, module in kept.items():
         set_module(out, path, module)
     for path, src in groups.items():
+        set_module(out, path, out.get_submodule(src))
+    for path, src in again.items():
         set_module(out, path, out.get_submodule(src))
     _drop_declared(out, set(groups))
     return out

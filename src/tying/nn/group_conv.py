@@ -482,7 +482,9 @@ class _GroupConvBase(nn.Module):
         shape = self.__dict__.get("_bank_shape")
         if shape is None:
             shape = self.__dict__["_bank_shape"] = tuple(self._gather_index().shape)
-        return torch.index_select(stacked.view(-1), 0, index).view(shape)
+        # reshape: no copy for the usual contiguous blocks; blocks moved to channels_last
+        # (model.to(memory_format=...)) stack non-contiguously, where view(-1) raised
+        return torch.index_select(stacked.reshape(-1), 0, index).view(shape)
 
     def _fast_bias(self, bias: torch.Tensor | None) -> torch.Tensor | None:
         # the Same tie: every orientation of channel c reads biases.e[c]

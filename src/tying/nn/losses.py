@@ -28,12 +28,33 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 __all__ = ["SoftDiceLoss", "SoftIoULoss", "soft_dice", "soft_iou"]
 
 _REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_unit_range(what: str, x: torch.Tensor, fix: str) -> None:
+    """Refuse values outside [0, 1]: logits passed without ``from_logits=True`` gave a
+    score above 1 or below 0 (a loss below 0), with no error.
+
+    Skipped inside ``torch.func`` transforms and ``torch.compile``, where reading a value
+    back to Python is not allowed (the same call outside them is checked).
+    """
+    if x.numel() == 0 or torch.compiler.is_compiling():
+        return
+    if torch._C._functorch.is_functorch_wrapped_tensor(x):
+        return
+    lo, hi = torch.aminmax(x.detach())
+    lo, hi = float(lo), float(hi)
+    if not (0.0 <= lo and hi <= 1.0):  # NaN fails too
+        raise ValueError(
+            f"the {what} must hold values in [0, 1], got min {lo:.4g}, max {hi:.4g}; {fix}"
+        )
 
 
 def _prepare(pred, target, from_logits, eps, reduction):
@@ -48,8 +69,11 @@ def _prepare(pred, target, from_logits, eps, reduction):
         )
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-    if not eps >= 0:
-        raise ValueError(f"eps must be >= 0, got {eps!r}")
+    if not (eps >= 0 and math.isfinite(eps)):
+        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+    if not from_logits:
+        _check_unit_range("prediction", pred, "pass probabilities, or logits with from_logits=True")
+    _check_unit_range("target", target, "a mask holds values in [0, 1] (one channel per class)")
     p = torch.sigmoid(pred) if from_logits else pred
     t = target.to(p.dtype)
     dims = tuple(range(1, p.ndim))
@@ -85,7 +109,8 @@ def soft_iou(
         The score (1 is perfect).
 
     Raises:
-        ValueError: on mismatched shapes, no batch dim, a bad reduction or eps.
+        ValueError: on mismatched shapes, no batch dim, a bad reduction or eps, or a
+            prediction (without ``from_logits``) or target with values outside [0, 1].
 
     Example:
         >>> t = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
@@ -119,7 +144,8 @@ def soft_dice(
         The score (1 is perfect).
 
     Raises:
-        ValueError: on mismatched shapes, no batch dim, a bad reduction or eps.
+        ValueError: on mismatched shapes, no batch dim, a bad reduction or eps, or a
+            prediction (without ``from_logits``) or target with values outside [0, 1].
 
     Example:
         >>> t = torch.tensor([[1.0, 1.0, 0.0, 0.0]])

@@ -42,6 +42,13 @@ def _opacus_accountant(name: str):
 
 
 def _check(sample_rate: float, noise_multiplier: float, steps: int, delta: float) -> None:
+    for name, v in (
+        ("sample_rate", sample_rate),
+        ("noise_multiplier", noise_multiplier),
+        ("delta", delta),
+    ):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):  # True was read as 1.0
+            raise ValueError(f"{name} must be a real number, got {type(v).__name__} {v!r}")
     if not 0 < sample_rate <= 1:  # NaN fails every comparison, so it lands here too
         raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
     if not (noise_multiplier > 0 and math.isfinite(noise_multiplier)):

@@ -31,6 +31,7 @@ Poisson sampling (:func:`poisson_batches`) is what the accountants assume.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
 from collections.abc import Callable, Iterator
@@ -39,6 +40,7 @@ import torch
 from torch import nn
 from torch.func import grad, vmap
 
+from tying.train._vetting import callable_overrides, refuse_parameter_hooks
 from tying.train.ghost import GhostClipping
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -134,7 +136,9 @@ def per_example_grads(model: nn.Module, loss_fn: LossFn, x, y) -> dict[str, torc
 
     Raises:
         ValueError: a BatchNorm layer in training mode; a model with no trainable
-            parameter.
+            parameter; a full backward hook (module or global) or a gradient hook on
+            a parameter, which no way to per-example gradients runs right (forward
+            hooks and pre-hooks are fine: they run per example).
 
     Example:
         >>> import torch, tying
@@ -223,6 +227,64 @@ _EXPAND_SAFE = frozenset(
 )
 
 
+def _refuse_backward_hooks(modules, names, params) -> None:
+    """Refuse the hooks that no way to per-example gradients runs right (checked per call).
+
+    A full backward hook (module or global, ``register_full_backward_hook`` and its
+    ``_pre_hook``) wraps the module's inputs and outputs in an autograd.Function:
+    ``vmap(grad(...))`` fails on it with torch's "must override the setup_context
+    staticmethod", and the expanded way runs it on the whole batch's gradients, which
+    gave wrong per-example gradients (0.76 off on a 6-8-3 MLP, found here). A gradient
+    hook on a parameter (``Tensor.register_hook``) never runs, because the parameters
+    are swapped for substitutes: whatever it changes would be missing from every example.
+    """
+    g = nn.modules.module
+    if g._global_backward_pre_hooks or (
+        g._global_backward_hooks and g._global_is_full_backward_hook
+    ):
+        raise ValueError(
+            "a global full backward hook is registered "
+            "(torch.nn.modules.module.register_module_full_backward_hook or ..._pre_hook): "
+            "per-example gradients cannot run it right (torch.func fails on it, a batched "
+            "backward would hand it the whole batch); remove it (handle.remove()) while "
+            "taking DP steps"
+        )
+    for path, mod in modules:
+        if mod._backward_pre_hooks or (mod._backward_hooks and mod._is_full_backward_hook):
+            raise ValueError(
+                f"{path or '<root>'} ({type(mod).__name__}) has a full backward hook "
+                f"(register_full_backward_hook or register_full_backward_pre_hook): "
+                f"per-example gradients cannot run it right (torch.func fails on it, a "
+                f"batched backward would hand it the whole batch); remove it "
+                f"(handle.remove()) while taking DP steps"
+            )
+    refuse_parameter_hooks(names, params)
+
+
+def _expand_vetted(modules, keys) -> bool:
+    """Whether the expanded way may run now: nothing it was not tested with is attached.
+
+    :attr:`_PerExample.expandable` vets the module *types* once; hooks and instance
+    attributes can be added at any time after, so this runs at every call (~1 µs a
+    module). A forward (pre-)hook, module or global, an old-style backward hook, or a new
+    instance attribute sends the call to ``vmap(grad(...))``, which runs them per example.
+    """
+    g = nn.modules.module
+    if g._global_forward_hooks or g._global_forward_pre_hooks or g._global_backward_hooks:
+        return False
+    for (_, mod), k in zip(modules, keys):
+        if (
+            mod._forward_hooks
+            or mod._forward_pre_hooks
+            or mod._backward_hooks
+            or mod._backward_pre_hooks
+            or mod.__dict__.keys() != k
+            or mod.__dict__.get("_compiled_call_impl") is not None
+        ):
+            return False
+    return True
+
+
 class _PerExample:
     """Per-example gradients over a model's trainable physical parameters, built once.
 
@@ -264,7 +326,13 @@ class _PerExample:
                 if t is not None and id(t) in b_index and (id(mod), name) not in seen:
                     seen.add((id(mod), name))
                     self.b_slots.append((mod, name, b_index[id(t)]))
-        self.expandable = all(type(m) in _EXPAND_SAFE for m in model.modules())
+        # the types once; hooks and instance attributes at every call (_expand_vetted)
+        self.modules = list(model.named_modules())
+        self._keys = [mod.__dict__.keys() - set() for _, mod in self.modules]
+        self.expandable = all(
+            type(m) in _EXPAND_SAFE and not callable_overrides(m) for _, m in self.modules
+        )
+        self.last_way: str | None = None  # "expanded" or "vmap-grad": which way ran last
         self.model = model
         self._loss_fn: LossFn | None = None
         self.fn = vmap(
@@ -306,11 +374,18 @@ class _PerExample:
 
     def __call__(self, loss_fn: LossFn, xs: tuple, y: torch.Tensor):
         """``(grads, losses)``: a tuple of ``(B, *param.shape)`` in :attr:`names` order, ``(B,)``."""
+        _refuse_backward_hooks(self.modules, self.names, self.params)
         bufs = tuple(b.detach() for b in self.buffers)
         self._loss_fn = loss_fn
         try:
-            if self.expandable and y.shape[0] * self.size <= EXPAND_MAX_ELEMENTS:
+            if (
+                self.expandable
+                and y.shape[0] * self.size <= EXPAND_MAX_ELEMENTS
+                and _expand_vetted(self.modules, self._keys)
+            ):
+                self.last_way = "expanded"
                 return self._expanded(bufs, xs, y)
+            self.last_way = "vmap-grad"
             return self.fn(tuple(p.detach() for p in self.params), bufs, xs, y)
         finally:
             self._loss_fn = None
@@ -366,6 +441,8 @@ def _rows(g: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
 
 def _weighted_sum(c: torch.Tensor, rows: torch.Tensor, order: list[int], shape) -> torch.Tensor:
     """``Σ_b c_b g_b`` from :func:`_rows`' view: one vector-matrix product, back in ``shape``."""
+    if rows.dtype != c.dtype:  # a float16/bfloat16 parameter: summed in the norms' dtype
+        rows = rows.to(c.dtype)
     s = (c @ rows).view([shape[d - 1] for d in order])
     return s.permute([order.index(d) for d in range(1, len(shape) + 1)])
 
@@ -407,11 +484,25 @@ def _vmap_clipped_sum(
     return PrivateGrad(dict(zip(pe.names, summed)), torch.cat(norms), torch.cat(losses))
 
 
+# Norms, clip factors, the clipped sum and its noise are kept in float32 for float16 and
+# bfloat16 models, and cast to the parameter's dtype only after the noise: norms rounded
+# to bfloat16 (8 bits) and a clip factor rounded again let a clipped example reach
+# 1.0086 C on a bfloat16 MLP (float16: 1.0012 C), over the bound the privacy accounting
+# assumes, with no error (stop 18). float32/float64 models are computed as before.
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _accumulate(t: torch.Tensor) -> torch.dtype | None:
+    return torch.float32 if t.dtype in _LOW_PRECISION else None
+
+
 def _norms(rows: list[torch.Tensor]) -> torch.Tensor:
     """Per-example norms of (B, P_k) matrices taken together as one (B, Σ P_k) matrix."""
     if len(rows) == 1:
-        return torch.linalg.vector_norm(rows[0], dim=1)
-    per = torch.stack([torch.linalg.vector_norm(r, dim=1) for r in rows], 1)  # (B, k)
+        return torch.linalg.vector_norm(rows[0], dim=1, dtype=_accumulate(rows[0]))
+    per = [torch.linalg.vector_norm(r, dim=1, dtype=_accumulate(r)) for r in rows]
+    dtype = functools.reduce(torch.promote_types, (n.dtype for n in per))
+    per = torch.stack([n.to(dtype) for n in per], 1)  # (B, k)
     return torch.linalg.vector_norm(per, dim=1)  # sqrt(Σ_k ‖g_bk‖²)
 
 
@@ -427,7 +518,8 @@ def per_example_norms(grads: dict[str, torch.Tensor]) -> torch.Tensor:
     # vector_norm reduces in one pass; pow(2).sum(1) first wrote a squared copy of every
     # per-example gradient (B copies of the model), which cost more than making them.
     sq = sum(
-        torch.linalg.vector_norm(g.reshape(g.shape[0], -1), dim=1).square() for g in grads.values()
+        torch.linalg.vector_norm(g.reshape(g.shape[0], -1), dim=1, dtype=_accumulate(g)).square()
+        for g in grads.values()
     )
     return torch.as_tensor(sq).sqrt()
 
@@ -495,7 +587,8 @@ def private_grad(
         ValueError: unknown ``mode``; ``noise_multiplier`` negative or not finite;
             ``max_grad_norm`` or ``denominator`` not a finite number > 0; ``x`` and
             ``y`` with different numbers of rows; a per-example gradient that is not
-            finite; or a model that ``mode`` cannot handle.
+            finite; or a model that ``mode`` cannot handle (see :func:`per_example_grads`
+            and :class:`GhostClipping` for the hooks each refuses).
         TypeError: an argument of the wrong type.
 
     Example:
@@ -517,7 +610,8 @@ def private_grad(
     _check_batch(x, y)
     ghost = GhostClipping(model) if mode == "ghost" else None
     res = _clipped_sum(model, ghost, loss_fn, x, y, max_grad_norm)
-    return _noisy(res, noise_multiplier, max_grad_norm, denominator, generator)
+    pg = _noisy(res, noise_multiplier, max_grad_norm, denominator, generator)
+    return _in_param_dtypes(pg, dict(model.named_parameters()))
 
 
 def _clipped_sum(model, ghost, loss_fn, x, y, max_grad_norm, pe=None):
@@ -541,6 +635,30 @@ def _check_learning_rates(optimizer) -> None:
                 f"optimizer.param_groups[{i}]['lr'] must be a finite number >= 0, got {lr}: "
                 f"a NaN rate makes every parameter NaN, a negative one ascends the loss"
             )
+
+
+def _check_optimizer_holds(optimizer, names, params, model: nn.Module) -> None:
+    """Refuse a step whose optimizer does not hold every trainable parameter of the model.
+
+    An optimizer built before a tie, ``tying.untie`` or a replaced Parameter holds the old
+    objects: the new one got its private gradient and was never updated, with no error.
+    """
+    groups = getattr(optimizer, "param_groups", None)
+    if groups is None:  # a duck-typed optimizer: nothing to compare against
+        return
+    if names is None:
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        names, params = [n for n, _ in named], [p for _, p in named]
+    held = {id(p) for group in groups for p in group["params"]}
+    missing = [n for n, p in zip(names, params) if id(p) not in held]
+    if missing:
+        raise ValueError(
+            f"the optimizer does not hold the trainable parameter(s) {missing[:5]}"
+            f"{' ...' if len(missing) > 5 else ''} of the model: they would get a private "
+            f"gradient and never be updated (an optimizer built before a tie, tying.untie or "
+            f"a replaced Parameter holds the old objects); set dp.optimizer to one built on "
+            f"model.parameters() now, or freeze them (requires_grad_(False))"
+        )
 
 
 class DPSGD:
@@ -610,10 +728,27 @@ class DPSGD:
         self.generator = generator
         self.steps = 0
         self._n_data: float | None = None
-        self._ghost = GhostClipping(model) if mode == "ghost" else None
+        self._ghost: GhostClipping | None = None
+        if mode == "ghost":  # built here, so that a model it cannot handle is refused now
+            self._ghost_plan()
         # mode="vmap": the per-example function, built at the first step and rebuilt
         # whenever the model's structure changed since (_PerExample.fresh).
         self._per_example: _PerExample | None = None
+
+    def _ghost_plan(self) -> GhostClipping:
+        """The :class:`GhostClipping` of the model as it is now.
+
+        It maps each Linear/Embedding use to the physical tensor it reads when built; a
+        tie applied or removed since (``tying.untie``) left it summing a use into a
+        tensor that no longer feeds it, and the new Parameter got no gradient: 0.08 off
+        ``mode="vmap"`` with no error (stop 18). Rebuilt whenever the fingerprint that
+        guards the vmap way's cache changed.
+        """
+        key, refs = _fingerprint(self.model)
+        if self._ghost is None or key != self._ghost_key:
+            self._ghost = GhostClipping(self.model)
+            self._ghost_key, self._ghost_refs = key, refs
+        return self._ghost
 
     def _vmap_plan(self) -> _PerExample:
         pe = self._per_example
@@ -635,8 +770,9 @@ class DPSGD:
 
         Raises:
             ValueError: ``x`` and ``y`` with different numbers of rows, ``n_data`` not an
-                int > 0, a learning rate that is negative or not finite, or a per-example
-                gradient that is not finite. A refused step changes nothing (parameters,
+                int > 0, a learning rate that is negative or not finite, a per-example
+                gradient that is not finite, an optimizer that does not hold every
+                trainable parameter, or a hook that per-example gradients cannot run. A refused step changes nothing (parameters,
                 optimizer state, step count).
         """
         _check_batch(x, y)
@@ -646,9 +782,13 @@ class DPSGD:
                 raise ValueError(f"n_data must be an int > 0 (the data set size), got {n_data!r}")
         _check_learning_rates(self.optimizer)
         denom = None if n_data is None else self.sample_rate * int(n_data)
-        pe = self._vmap_plan() if self._ghost is None else None
+        ghost = self._ghost_plan() if self.mode == "ghost" else None
+        pe = self._vmap_plan() if ghost is None else None
+        _check_optimizer_holds(
+            self.optimizer, pe.names if pe else None, pe.params if pe else None, self.model
+        )
         if len(y) > 0:
-            res = _clipped_sum(self.model, self._ghost, loss_fn, x, y, self.max_grad_norm, pe)
+            res = _clipped_sum(self.model, ghost, loss_fn, x, y, self.max_grad_norm, pe)
         else:  # an empty Poisson batch still releases noise
             zero = {
                 n: torch.zeros_like(p) for n, p in self.model.named_parameters() if p.requires_grad
@@ -656,6 +796,7 @@ class DPSGD:
             res = PrivateGrad(zero, torch.zeros(0), torch.zeros(0))
         pg = _noisy(res, self.noise_multiplier, self.max_grad_norm, denom, self.generator)
         params = dict(zip(pe.names, pe.params)) if pe else dict(self.model.named_parameters())
+        pg = _in_param_dtypes(pg, params)
         for name, g in pg.grads.items():
             params[name].grad = g
         self.optimizer.step()
@@ -674,6 +815,15 @@ class DPSGD:
         return epsilon(
             self.sample_rate, self.noise_multiplier, self.steps, delta, accountant=self.accountant
         )
+
+
+def _in_param_dtypes(pg: PrivateGrad, params: dict[str, torch.Tensor]) -> PrivateGrad:
+    """The noisy gradients cast to their parameters' dtypes (after the noise: see
+    ``_LOW_PRECISION``); a no-op for float32/float64 models."""
+    grads = {
+        n: g if g.dtype == params[n].dtype else g.to(params[n].dtype) for n, g in pg.grads.items()
+    }
+    return PrivateGrad(grads, pg.norms, pg.losses)
 
 
 def _noisy(res: PrivateGrad, sigma: float, C: float, denom, generator) -> PrivateGrad:

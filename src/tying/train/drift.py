@@ -19,9 +19,25 @@ whose learning rate has decayed cannot follow a new concept) or a retrain.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 
 import torch
+
+
+def _check(owner: str, reals: dict, ints: dict) -> None:
+    """Refuse parameters that would make a detector silent for ever.
+
+    A NaN ``delta``/``k`` passed the range checks (every comparison with NaN is False)
+    and made the statistic NaN, or ``max(0, NaN) = 0``, so no alarm ever came; a
+    fractional ``warmup`` was never reached exactly, so the reference stayed NaN.
+    """
+    for name, v in reals.items():
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+            raise ValueError(f"{owner}: {name} must be a finite number, got {v!r}")
+    for name, v in ints.items():
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise ValueError(f"{owner}: {name} must be an int, got {v!r}")
 
 
 class PageHinkley:
@@ -33,7 +49,8 @@ class PageHinkley:
         min_samples: no alarm before this many samples since the last reset.
 
     Raises:
-        ValueError: a negative ``delta``, a non-positive ``threshold`` or ``min_samples`` < 1.
+        ValueError: a negative ``delta``, a non-positive ``threshold`` or ``min_samples`` < 1;
+            a NaN/inf number or a non-integer count.
 
     Example:
         >>> from tying.train import PageHinkley
@@ -44,6 +61,9 @@ class PageHinkley:
     """
 
     def __init__(self, delta: float = 0.005, threshold: float = 50.0, min_samples: int = 30):
+        _check(
+            "PageHinkley", {"delta": delta, "threshold": threshold}, {"min_samples": min_samples}
+        )
         if delta < 0 or not threshold > 0 or min_samples < 1:
             raise ValueError(
                 f"PageHinkley needs delta >= 0, threshold > 0, min_samples >= 1; got "
@@ -94,7 +114,8 @@ class CUSUM:
             reference for "normal".
 
     Raises:
-        ValueError: ``k`` < 0, ``h`` <= 0, ``warmup`` < 2 or ``burn_in`` < 0.
+        ValueError: ``k`` < 0, ``h`` <= 0, ``warmup`` < 2 or ``burn_in`` < 0; a NaN/inf
+            number or a non-integer count.
 
     Example:
         >>> from tying.train import CUSUM
@@ -105,6 +126,7 @@ class CUSUM:
     """
 
     def __init__(self, k: float = 0.5, h: float = 5.0, warmup: int = 30, burn_in: int = 0):
+        _check("CUSUM", {"k": k, "h": h}, {"warmup": warmup, "burn_in": burn_in})
         if k < 0 or not h > 0 or warmup < 2 or burn_in < 0:
             raise ValueError(
                 f"CUSUM needs k >= 0, h > 0, warmup >= 2, burn_in >= 0; got k={k}, h={h}, "

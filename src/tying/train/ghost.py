@@ -57,6 +57,7 @@ from torch import nn
 from tying.core.inventory import Inventory
 from tying.core.relations import Same, Transposed
 from tying.core.slots import base_class, slots_of
+from tying.train._vetting import callable_overrides, refuse_parameter_hooks
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 _SUPPORTED = (nn.Linear, nn.Embedding)
@@ -152,10 +153,20 @@ class GhostClipping:
         self._names = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
         self._params = {id(p): p for _, p in model.named_parameters() if p.requires_grad}
         self._uses: dict[nn.Module, dict[str, tuple[nn.Parameter, bool]]] = {}
+        self._paths: dict[nn.Module, str] = {}
         covered: set[int] = set()
+        own_forward = []
         for mpath, mod in model.named_modules():
             if not isinstance(mod, _SUPPORTED):
                 continue
+            base = nn.Linear if isinstance(mod, nn.Linear) else nn.Embedding
+            if type(mod).forward is not base.forward:  # a subclass computing something else
+                own_forward.append(
+                    f"{mpath or '<root>'} (a {base_class(mod).__name__} whose forward is not "
+                    f"nn.{base.__name__}'s, so y = x Wᵀ + b is not known to hold)"
+                )
+                continue
+            self._paths[mod] = mpath or "<root>"
             if isinstance(mod, nn.Embedding):
                 _check_embedding(mod, mpath)
             uses = {}
@@ -170,6 +181,7 @@ class GhostClipping:
             for i, n in self._names.items()
             if i not in covered
         ]
+        bad += own_forward
         inv = Inventory(model)
         for path, info in inv.slots.items():
             if isinstance(info.module, _SUPPORTED) and info.name in ("weight", "bias"):
@@ -189,7 +201,38 @@ class GhostClipping:
 
     # -- the forward/backward tape ---------------------------------------------------
 
+    def _refuse_unvetted(self) -> None:
+        """Refuse, at every call, what would make a use compute other than ``x Wᵀ + b``.
+
+        The norms are derived from each use's input and output gradient, assuming the
+        module's own forward made its output. A forward hook (module or global) may
+        return another output, and an instance attribute may replace ``forward``: both
+        gave norms 1.0 off a per-example loop with no error (stop 18). Forward
+        *pre*-hooks are fine (the recorded input is the one ``forward`` received), and
+        so are hooks on the other modules (autograd carries their effect).
+        """
+        refuse_parameter_hooks(self._names.values(), self._params.values())
+        if nn.modules.module._global_forward_hooks:
+            raise ValueError(
+                "ghost clipping: a global forward hook is registered "
+                "(torch.nn.modules.module.register_module_forward_hook); it may change the "
+                "output of the Linear/Embedding uses the norms are derived from; remove it "
+                "(handle.remove()) or use mode='vmap'"
+            )
+        for mod in self._uses:
+            what = [f"{n} set on the instance" for n in callable_overrides(mod)]
+            if mod._forward_hooks:
+                what.append("a forward hook")
+            if what:
+                raise ValueError(
+                    f"ghost clipping: {self._paths[mod]} ({base_class(mod).__name__}) has "
+                    f"{' and '.join(what)}, which may make its output other than x Wᵀ + b, "
+                    f"the form the norms are derived from; remove it (handle.remove(), "
+                    f"del module.forward) or use mode='vmap'"
+                )
+
     def _record(self, loss_fn: LossFn, x, y):
+        self._refuse_unvetted()
         calls: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
 
         def hook(module, args, out):
@@ -228,14 +271,14 @@ class GhostClipping:
                     f"ghost clipping: {type(module).__name__} output has shape {tuple(g.shape)} "
                     f"but the batch has {B} examples; inputs must be batch-first (B, ..., d)"
                 )
-            g = g.reshape(B, -1, g.shape[-1])  # (B, T, d_out), flushed by the hook above
+            g = _wide(g).reshape(B, -1, g.shape[-1])  # (B, T, d_out), flushed by the hook above
             if isinstance(module, nn.Embedding):
                 idx = inp.reshape(B, -1)  # (B, T)
                 if module.padding_idx is not None:
                     g = g * (idx != module.padding_idx).unsqueeze(-1).to(g.dtype)
                 a: object = _Index(idx, module.num_embeddings)
             else:
-                a = inp.reshape(B, -1, inp.shape[-1])  # (B, T, d_in)
+                a = _wide(inp).reshape(B, -1, inp.shape[-1])  # (B, T, d_in)
             for name, (param, transposed) in self._uses[module].items():
                 if name == "bias":
                     pair = (g, torch.ones_like(g[..., :1]))
@@ -262,7 +305,7 @@ class GhostClipping:
             A (B,) tensor.
         """
         losses, uses = self._record(loss_fn, x, y)
-        return _norms(uses, losses.shape[0], losses.dtype, cross_terms, self.strategy)
+        return _norms(uses, losses.shape[0], _wide_dtype(losses.dtype), cross_terms, self.strategy)
 
     def clip(self, loss_fn: LossFn, x, y, max_grad_norm: float) -> GhostResult:
         """Per-example norms, and ``Σ_b min(1, C/‖g_b‖) g_b`` per physical parameter.
@@ -273,7 +316,9 @@ class GhostClipping:
             max_grad_norm: the clipping bound ``C`` (> 0).
 
         Returns:
-            A :class:`GhostResult` (grads keyed by ``model.named_parameters()`` names).
+            A :class:`GhostResult` (grads keyed by ``model.named_parameters()`` names;
+            float32 for float16/bfloat16 parameters, so that the noise is added before
+            any rounding to them).
 
         Raises:
             ValueError: ``max_grad_norm`` not positive.
@@ -282,17 +327,32 @@ class GhostClipping:
             raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm}")
         losses, uses = self._record(loss_fn, x, y)
         B = losses.shape[0]
-        norms = _norms(uses, B, losses.dtype, True, self.strategy)
+        norms = _norms(uses, B, _wide_dtype(losses.dtype), True, self.strategy)
         c = (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)  # same rule as Opacus
         grads = {}
         for pid, name in self._names.items():
             p = self._params[pid]
             m, n = _matrix_shape(p)
-            total = torch.zeros(m, n, dtype=p.dtype, device=p.device)
+            total = torch.zeros(m, n, dtype=_wide_dtype(p.dtype), device=p.device)
             for L, R in uses.get(pid, []):
                 total += _weighted_outer(L, R, c, m, n)
             grads[name] = total.reshape(p.shape)
         return GhostResult(grads, norms, losses)
+
+
+# float16/bfloat16 activations and output gradients are widened to float32 before the
+# Gram matrices, norms and clipped sums: norms in bfloat16 were 0.66 % off and a clipped
+# example could exceed the bound C (and a float32 loss failed with a dtype error, stop 18).
+# The clipped sums stay float32; private_grad and DPSGD cast them after the noise.
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _wide_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in _LOW_PRECISION else dtype
+
+
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    return t.float() if t.dtype in _LOW_PRECISION else t
 
 
 def _flush_tiny(g: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,8 @@ weights' initial value, through the inner steps (second order) unless
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Sequence
 
 import torch
@@ -85,8 +87,12 @@ class FastSlow:
                     f"fast pattern {pat.text!r} matches no trainable parameter; "
                     f"parameters are {names[:8]}{' …' if len(names) > 8 else ''}"
                 )
+        if isinstance(inner_steps, bool) or not isinstance(inner_steps, numbers.Integral):
+            raise ValueError(f"inner_steps must be an int >= 0, got {inner_steps!r}")
         if inner_steps < 0:
             raise ValueError(f"inner_steps must be >= 0, got {inner_steps}")
+        if not (isinstance(inner_lr, numbers.Real) and math.isfinite(inner_lr)):
+            raise ValueError(f"inner_lr must be a finite number, got {inner_lr!r}")
         self.model = model
         self.fast_names = [n for n in names if _matches(patterns, n)]
         self.slow_names = [n for n in names if n not in self.fast_names]
@@ -158,6 +164,11 @@ class FastSlow:
             True
         """
         steps = self.inner_steps if steps is None else steps
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
+            # range(-1) ran no step: the "adapted" weights were the init, with no error
+            raise ValueError(f"adapt: steps must be an int >= 0, got {steps!r}")
+        if lr is not None and not (isinstance(lr, numbers.Real) and math.isfinite(lr)):
+            raise ValueError(f"adapt: lr must be a finite number, got {lr!r}")
         rates = {
             n: self.inner_lrs.get(n, self.inner_lr) if lr is None else lr for n in self.fast_names
         }

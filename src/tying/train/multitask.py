@@ -18,6 +18,7 @@ from the same point.
 from __future__ import annotations
 
 import copy
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -97,6 +98,11 @@ class MultiTaskNet(nn.Module):
         return len(self.trunks)
 
     def forward(self, x: torch.Tensor, task: int) -> torch.Tensor:
+        # a list index would take task=-1 as the last task and task=True as task 1
+        if isinstance(task, bool) or not isinstance(task, numbers.Integral):
+            raise TypeError(f"task must be an int, got {type(task).__name__} {task!r}")
+        if not 0 <= task < self.n_tasks:
+            raise ValueError(f"task must be in 0..{self.n_tasks - 1}, got {task}")
         return self.heads[task](self.trunks[task](x))
 
     def share_hard(self, groups: Sequence[Sequence[int]] | None = None) -> tying.ApplyReport:
