@@ -33,6 +33,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Seq
 from typing import Any, TypeVar
 
 from tying.chem._rdkit import Chem
+from tying.chem.chain_table import ChainTable
 from tying.chem.errors import UnassignedParameterError
 from tying.chem.molecules import canonical_order, parse_smiles, prepare_molecule
 from tying.chem.offxml import ForceField, Parameter, load_force_field
@@ -267,6 +268,10 @@ class SmirksAssigner:
             term_dict = _term_dict(s, tagged, query.GetNumAtoms(), symmetric)
             self._fast_plan.append((query, match_params, term_dict, c.parameter))
         self._parameters = {s: self.force_field[s].parameters for s in self.sections}
+        # Chain patterns decided from truth tables instead of searched (chain_table).
+        self._chain = ChainTable(self._flat, section_of)
+        self._flat_parameters = [c.parameter for c in self._flat]
+        self._tabled = True  # False: every candidate searched by RDKit (the reference)
         self._by_text: dict[str, Assignment] = {}
         self._by_canonical: dict[str, tuple[tuple[int, ...], Assignment]] = {}
         self.hits = 0
@@ -509,17 +514,27 @@ class SmirksAssigner:
         plan = self._fast_plan
         match = mol.GetSubstructMatches
         terms: dict[str, dict[tuple[int, ...], Parameter]] = {}
+        labelled = self._chain.label(scan, n_atoms) if self._tabled else {}
+        decided = self._chain.decided
         start = 0
         for section, stop in self._stops:
-            resolved: dict[tuple[int, ...], Parameter] = {}
-            update = resolved.update
             end = bisect.bisect_left(candidates, stop, start)
-            for i in candidates[start:end]:
-                query, match_params, term_dict, parameter = plan[i]
-                matches = match(query, match_params)
-                if matches:  # later patterns overwrite: the last match wins
-                    update(term_dict(matches, parameter))
-            terms[section] = resolved
+            if section in labelled:
+                won, undecided = labelled[section]
+                searched = [i for i in candidates[start:end] if not decided[i]]
+                if undecided:  # candidates among them are searched too
+                    chosen = set(candidates[start:end])
+                    searched = sorted({*searched, *(i for i in undecided if i in chosen)})
+                terms[section] = _merge(won, searched, mol, plan, self._flat_parameters)
+            else:
+                resolved: dict[tuple[int, ...], Parameter] = {}
+                update = resolved.update
+                for i in candidates[start:end]:
+                    query, match_params, term_dict, parameter = plan[i]
+                    matches = match(query, match_params)
+                    if matches:  # later patterns overwrite: the last match wins
+                        update(term_dict(matches, parameter))
+                terms[section] = resolved
             start = end
         elements = (*scan.symbols, *("H",) * (n_atoms - n_written))
         result = Assignment(smiles, name, self.force_field.name, elements, terms)
@@ -561,6 +576,29 @@ class SmirksAssigner:
         if self.strict:
             _check_complete(mol, result, name or smiles, _term_counts(mol))
         return result
+
+
+def _merge(
+    won: dict[tuple[int, ...], int],
+    searched: list[int],
+    mol: Any,
+    plan: list,
+    parameters: list,
+) -> dict[tuple[int, ...], Any]:
+    """``{term key: Parameter}`` of one section from :meth:`ChainTable.label`'s winners and
+    RDKit's search of the ``searched`` patterns; the last match wins over both.
+
+    ``won`` (term key -> global pattern index) is updated in place.
+    """
+    match = mol.GetSubstructMatches
+    for i in searched:
+        query, match_params, term_dict, _ = plan[i]
+        matches = match(query, match_params)
+        if matches:
+            for key, j in term_dict(matches, i).items():
+                if j > won.get(key, -1):  # the later pattern wins
+                    won[key] = j
+    return dict(zip(won, map(parameters.__getitem__, won.values())))
 
 
 _GC_LOCK = threading.Lock()

@@ -1,0 +1,333 @@
+"""Chain patterns decided term by term from truth tables, not searched (claim C9 speed).
+
+Most SMIRKS of the valence sections are a *chain of their tagged atoms*:
+``[#6X4:1]-[#6X3:2]=[#8X1+0:3]`` has three atoms, all tagged, bonded 1-2-3 and
+nothing else. Such a pattern matches a term (a bond, angle or proper torsion of
+the molecule, or an atom for vdW) exactly when each atom of the term satisfies
+its query atom and each bond its query bond, read forwards or backwards. When
+every query atom and bond is a conjunction/disjunction/negation of primitives
+that an atom's or bond's signature decides (element, connections, hydrogens,
+charge, aromaticity, ring membership; bond order and ring membership), no graph
+search is needed: a table of which signature satisfies which query answers it.
+
+:class:`ChainTable` holds, per section, the chain patterns' atom and bond
+queries; :meth:`ChainTable.winners` takes one molecule's terms and returns, per
+term, the last chain pattern that matches it, as NumPy gathers over a
+``terms x patterns`` table. Everything else (patterns with untagged atoms,
+recursive SMARTS, stereo, impropers, and any pattern whose queries a molecule's
+atoms leave undecided, such as a ring size ``r6`` on an atom of a fused 5/6
+system) is still searched by RDKit, and the last match wins over both
+(:meth:`~tying.chem.assign.SmirksAssigner._assign_scanned`).
+``tests/chem/test_chain_table.py`` checks the result equals RDKit's search on
+every pattern of the installed force fields over shipped, generated and
+MiniDrugBank molecules.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from tying.chem.search_order import has_stereo
+from tying.chem.smirks import (
+    HYDROGEN,
+    CompiledSmirks,
+    evaluate,
+    parse_atom_query,
+    parse_bond_query,
+)
+
+# Atoms per term of each section decided here (impropers are left to RDKit).
+ARITY = {"Bonds": 2, "Angles": 3, "ProperTorsions": 4, "vdW": 1}
+_TAG = re.compile(r":\d+\]$")
+_ANY = ("any",)  # '*' and '~': true on every atom / bond
+
+
+def _decidable(tree: tuple) -> bool:
+    """Whether a predicate tree reads only primitives a signature decides (ring sizes per atom)."""
+    kind = tree[0]
+    if kind in ("prim", "rsize", "any"):
+        return True
+    if kind == "unknown":
+        return False
+    if kind == "not":
+        return _decidable(tree[1])
+    return all(_decidable(t) for t in tree[1])
+
+
+def atom_tree(smarts: str) -> tuple | None:
+    """A query atom's predicate tree, ``("any",)`` for ``*``; None when a signature cannot decide it.
+
+    Example:
+        >>> atom_tree("[*:1]"), atom_tree("[#6&X4:2]")
+        (('any',), ('and', [('prim', 'Z', 6), ('prim', 'X', 4)]))
+        >>> atom_tree("[#6&$(*~[#8]):1]") is None
+        True
+    """
+    body = _TAG.sub("]", smarts)
+    if body in ("*", "[*]"):
+        return _ANY
+    tree = parse_atom_query(smarts)
+    return tree if _decidable(tree) else None
+
+
+def bond_tree(smarts: str) -> tuple | None:
+    """A query bond's predicate tree, ``("any",)`` for ``~``; None when undecidable.
+
+    Example:
+        >>> bond_tree("~"), bond_tree("-&@")
+        (('any',), ('and', [('prim', 'Z', 1), ('prim', 'X', True)]))
+    """
+    if smarts == "~":
+        return _ANY
+    tree = parse_bond_query(smarts)
+    return tree if _decidable(tree) else None
+
+
+def truth(tree: tuple, sig: tuple) -> bool | None:
+    """:func:`~tying.chem.smirks.evaluate`, with ``("any",)`` true.
+
+    Example:
+        >>> truth(("any",), (6, 4, 3, 0, False, False, ())), truth(atom_tree("[#8:1]"), (6,) * 7)
+        (True, False)
+    """
+    return True if tree is _ANY or tree == _ANY else evaluate(tree, sig)
+
+
+def chain_queries(compiled: CompiledSmirks, arity: int) -> tuple[list[str], list[str]] | None:
+    """The atom and bond SMARTS, in tag order, of a pattern that is a chain of its tagged atoms.
+
+    None when the pattern has other atoms or bonds, fewer or more tagged atoms than
+    ``arity``, a tagged pair not bonded in tag order, a stereo query or a recursive SMARTS.
+
+    Example:
+        >>> from tying.chem.offxml import Parameter
+        >>> from tying.chem.smirks import compile_smirks
+        >>> chain_queries(compile_smirks(Parameter("Angles", "a", "[*:1]~[#8X2:2]-[#1:3]", 0, {})), 3)
+        (['[*:1]', '[#8&X2:2]', '[#1:3]'], ['~', '-'])
+        >>> chain_queries(compile_smirks(Parameter("Bonds", "b", "[#6:1]-[#8:2]-[#1]", 0, {})), 2)
+    """
+    query, tagged = compiled.query, compiled.tagged
+    if len(tagged) != arity or query.GetNumAtoms() != arity or query.GetNumBonds() != arity - 1:
+        return None
+    if "$(" in compiled.parameter.smirks or has_stereo(compiled):
+        return None
+    bonds = []
+    for a, b in zip(tagged, tagged[1:]):
+        bond = query.GetBondBetweenAtoms(a, b)
+        if bond is None:
+            return None
+        bonds.append(bond.GetSmarts())
+    return [compiled.atoms[t] for t in tagged], bonds
+
+
+class ChainTable:
+    """The chain patterns of a force field, decided per term from signature truth tables.
+
+    Args:
+        patterns: the assigner's compiled patterns of every section, in one sequence.
+        sections: each pattern's section name, in the same order.
+
+    Example:
+        >>> from tying.chem import SmirksAssigner
+        >>> assigner = SmirksAssigner()
+        >>> sections = [s for s in assigner.sections for _ in assigner._compiled[s]]
+        >>> table = ChainTable(assigner._flat, sections)
+        >>> bool(table.decided[0]), assigner._flat[0].parameter.smirks  # b1: a chain
+        (True, '[#6X4:1]-[#6X4:2]')
+    """
+
+    def __init__(self, patterns: Sequence[CompiledSmirks], sections: Sequence[str]):
+        n = len(patterns)
+        self.decided = np.zeros(n, dtype=bool)
+        atom_trees: dict[str, tuple[int, tuple]] = {}  # repr -> (id, tree)
+        bond_trees: dict[str, tuple[int, tuple]] = {}
+        columns: dict[str, list[tuple[int, tuple[int, ...], tuple[int, ...]]]] = {}
+        for i, (c, section) in enumerate(zip(patterns, sections, strict=True)):
+            arity = ARITY.get(section)
+            chain = None if arity is None else chain_queries(c, arity)
+            if chain is None:
+                continue
+            trees = [atom_tree(a) for a in chain[0]]
+            btrees = [bond_tree(b) for b in chain[1]]
+            if None in trees or None in btrees:
+                continue
+            self.decided[i] = True
+            a_ids = tuple(_intern(atom_trees, t) for t in trees)
+            b_ids = tuple(_intern(bond_trees, t) for t in btrees)
+            columns.setdefault(section, []).append((i, a_ids, b_ids))
+        self._atom_trees = [t for _, t in atom_trees.values()]
+        # Per section: the decided patterns' global indices, and their atom and bond
+        # query ids in tag order (one row per pattern).
+        self.sections: dict[str, tuple[Any, Any, Any]] = {}
+        for section, rows in columns.items():
+            arity = ARITY[section]
+            index = np.array([r[0] for r in rows], dtype=np.intp)
+            at = np.array([r[1] for r in rows], dtype=np.intp).reshape(len(rows), arity)
+            bt = np.array([r[2] for r in rows], dtype=np.intp).reshape(len(rows), arity - 1)
+            self.sections[section] = (index, at, bt)
+        # Bond masks per section and position: bit p set where pattern p's bond q
+        # accepts a bond of truth row code * 2 + in_ring (code 1, 2, 3, 4 = aromatic).
+        btrees = [t for _, t in bond_trees.values()]
+        bond_ok = [[truth(t, (r // 2, bool(r % 2))) is True for t in btrees] for r in range(10)]
+        self._bond_masks: dict[str, list[list[int]]] = {}
+        for section, (index, at, bt) in self.sections.items():
+            self._bond_masks[section] = [
+                [_bits(bond_ok[r][bt[p, q]] for p in range(len(index))) for r in range(10)]
+                for q in range(at.shape[1] - 1)
+            ]
+        # Atom masks per signature, cached: per section, per position q, bit p set where
+        # the signature satisfies pattern p's atom q; and the bits of the patterns with
+        # an atom the signature leaves undecided (a ring size on a fused atom).
+        self._masks: dict[tuple, dict[str, tuple[tuple[int, ...], int]]] = {}
+        # A mask's bit_length -> the global index of its last pattern (0: none, -1).
+        self._glob = {s: [-1, *index.tolist()] for s, (index, _, _) in self.sections.items()}
+
+    def masks(self, sig: tuple) -> dict[str, tuple[tuple[int, ...], int]]:
+        """Per section ``((mask of position 0, 1, ...), undecided)`` of one atom signature."""
+        found = self._masks.get(sig)
+        if found is None:
+            values = [truth(t, sig) for t in self._atom_trees]
+            found = {}
+            for section, (_, at, _) in self.sections.items():
+                n, arity = at.shape
+                per_q = tuple(
+                    _bits(values[at[p, q]] is True for p in range(n)) for q in range(arity)
+                )
+                undecided = _bits(
+                    any(values[at[p, q]] is None for q in range(arity)) for p in range(n)
+                )
+                found[section] = (per_q, undecided)
+            self._masks[sig] = found
+        return found
+
+    def label(self, scan: Any, n_atoms: int) -> dict[str, tuple[dict, list[int]]]:
+        """Each section's terms that decided patterns match, with the last one matching.
+
+        Args:
+            scan: a :func:`~tying.chem.smirks.scan_heavy` of the molecule; atoms from
+                ``len(scan.sigs)`` on are hydrogens bonded to ``scan.h_parents``.
+            n_atoms: the molecule's atom count.
+
+        Returns:
+            Per section ``(won, open)``: ``{canonical term key: global index of the last
+            decided pattern matching it}`` (bonds, angles, proper torsions as
+            :func:`~tying.chem.assign.valence_key`, atoms as ``(i,)``; terms no decided
+            pattern matches are left out), and the global indices of the section's
+            decided patterns that some atom of this molecule leaves undecided (search
+            those as the other candidates).
+
+        Example:
+            >>> from tying.chem import SmirksAssigner
+            >>> from tying.chem.molecules import parse_smiles
+            >>> from tying.chem.smirks import scan_heavy
+            >>> assigner = SmirksAssigner()
+            >>> mol, n = parse_smiles("CO")
+            >>> won, _ = assigner._chain.label(scan_heavy(mol, n), mol.GetNumAtoms())["Bonds"]
+            >>> assigner._flat[won[(0, 1)]].parameter.id
+            'b14'
+        """
+        n_written = len(scan.sigs)
+        # Each atom's row: one per distinct signature of the molecule (hydrogens share one).
+        row_of: dict[tuple, int] = {}
+        rows = [row_of.setdefault(sig, len(row_of)) for sig in scan.sigs]
+        if n_atoms > n_written:
+            rows += [row_of.setdefault(HYDROGEN, len(row_of))] * (n_atoms - n_written)
+        per_row = [self.masks(sig) for sig in row_of]
+        nbrs: list[list[tuple[int, int, int]]] = [[] for _ in range(n_atoms)]
+        bonds = []
+        for j, k, code, ring in scan.bonds:
+            c = 2 * code + ring
+            nbrs[j].append((k, c, rows[k]))
+            nbrs[k].append((j, c, rows[j]))
+            bonds.append((j, k, c))
+        heavy_bonds = bonds[:]
+        for h, parent in enumerate(scan.h_parents, n_written):
+            nbrs[parent].append((h, 2, rows[h]))  # single, not in a ring
+            nbrs[h].append((parent, 2, rows[parent]))
+            bonds.append((parent, h, 2))
+        out = {}
+        for section, (index, at, _) in self.sections.items():
+            glob = self._glob[section]
+            undecided = 0
+            for m in per_row:
+                undecided |= m[section][1]
+            decided = ~undecided
+            a = [[m[section][0][q] for m in per_row] for q in range(at.shape[1])]
+            b = self._bond_masks[section]
+            won: dict[tuple[int, ...], int] = {}
+            if section == "vdW":
+                (a0,) = a
+                by_row = [glob[(x & decided).bit_length()] for x in a0]
+                won = {(i,): by_row[r] for i, r in enumerate(rows) if by_row[r] >= 0}
+            elif section == "Bonds":
+                a0, a1 = a
+                (b0,) = b
+                for j, k, c in bonds:
+                    rj, rk = rows[j], rows[k]
+                    w = ((a0[rj] & a1[rk] | a0[rk] & a1[rj]) & b0[c] & decided).bit_length()
+                    if w:
+                        won[(j, k)] = glob[w]
+            elif section == "Angles":
+                a0, a1, a2 = a
+                b0, b1 = b
+                for j in range(n_written):
+                    center = a1[rows[j]] & decided
+                    if not center:
+                        continue
+                    ns = sorted(nbrs[j])
+                    left = [a0[r] & b0[c] for _, c, r in ns]
+                    right = [b1[c] & a2[r] for _, c, r in ns]
+                    for x in range(len(ns) - 1):
+                        i, lx, rx = ns[x][0], left[x], right[x]
+                        for y in range(x + 1, len(ns)):
+                            w = ((lx & right[y] | left[y] & rx) & center).bit_length()
+                            if w:
+                                won[(i, j, ns[y][0])] = glob[w]
+            else:  # ProperTorsions: around each bond between written atoms
+                a0, a1, a2, a3 = a
+                b0, b1, b2 = b
+                for j, k, c in heavy_bonds:
+                    rj, rk = rows[j], rows[k]
+                    mid_f = a1[rj] & b1[c] & a2[rk] & decided
+                    mid_b = a1[rk] & b1[c] & a2[rj] & decided
+                    if not (mid_f or mid_b):
+                        continue
+                    outer = [
+                        (m, b2[cm] & a3[rm], a0[rm] & b0[cm]) for m, cm, rm in nbrs[k] if m != j
+                    ]
+                    for i, ci, ri in nbrs[j]:
+                        if i == k:
+                            continue
+                        fi = mid_f & a0[ri] & b0[ci]
+                        bi = mid_b & b2[ci] & a3[ri]
+                        if not (fi or bi):
+                            continue
+                        for m, fm, bm in outer:
+                            w = (fi & fm | bi & bm).bit_length()
+                            if w and m != i:
+                                won[(i, j, k, m) if i < m else (m, k, j, i)] = glob[w]
+            out[section] = (won, index[_positions(undecided)].tolist() if undecided else [])
+        return out
+
+
+def _bits(flags: Any) -> int:
+    """An int with bit p set where the p-th flag is true."""
+    out = 0
+    for p, flag in enumerate(flags):
+        if flag:
+            out |= 1 << p
+    return out
+
+
+def _positions(mask: int) -> list[int]:
+    """The set bits of ``mask``, ascending."""
+    return [p for p in range(mask.bit_length()) if mask >> p & 1]
+
+
+def _intern(table: dict[str, tuple[int, tuple]], tree: tuple) -> int:
+    """The id of ``tree`` in ``table`` (repr -> (id, tree)), added when new."""
+    return table.setdefault(repr(tree), (len(table), tree))[0]
