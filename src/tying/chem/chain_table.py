@@ -25,6 +25,7 @@ MiniDrugBank molecules.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -40,8 +41,8 @@ from tying.chem.smirks import (
     parse_bond_query,
 )
 
-# Atoms per term of each section decided here (impropers are left to RDKit).
-ARITY = {"Bonds": 2, "Angles": 3, "ProperTorsions": 4, "vdW": 1}
+# Atoms per term of each section decided here.
+ARITY = {"Bonds": 2, "Angles": 3, "ProperTorsions": 4, "ImproperTorsions": 4, "vdW": 1}
 _TAG = re.compile(r":\d+\]$")
 _ANY = ("any",)  # '*' and '~': true on every atom / bond
 
@@ -124,6 +125,33 @@ def chain_queries(compiled: CompiledSmirks, arity: int) -> tuple[list[str], list
     return [compiled.atoms[t] for t in tagged], bonds
 
 
+def star_queries(compiled: CompiledSmirks) -> tuple[list[str], list[str]] | None:
+    """The atom SMARTS (tag order) and the bond SMARTS (center to tags 1, 3, 4) of an
+    improper pattern that is its center (tag 2) bonded to three tagged atoms and nothing else.
+
+    None for any other pattern, or one with a stereo query or a recursive SMARTS.
+
+    Example:
+        >>> from tying.chem.offxml import Parameter
+        >>> from tying.chem.smirks import compile_smirks
+        >>> star_queries(compile_smirks(Parameter("I", "i", "[*:1]~[#6X3:2](~[#8X1:3])~[#8:4]", 0, {})))
+        (['[*:1]', '[#6&X3:2]', '[#8&X1:3]', '[#8:4]'], ['~', '~', '~'])
+    """
+    query, tagged = compiled.query, compiled.tagged
+    if len(tagged) != 4 or query.GetNumAtoms() != 4 or query.GetNumBonds() != 3:
+        return None
+    if "$(" in compiled.parameter.smirks or has_stereo(compiled):
+        return None
+    center = tagged[1]
+    bonds = []
+    for outer in (tagged[0], tagged[2], tagged[3]):
+        bond = query.GetBondBetweenAtoms(center, outer)
+        if bond is None:
+            return None
+        bonds.append(bond.GetSmarts())
+    return [compiled.atoms[t] for t in tagged], bonds
+
+
 class ChainTable:
     """The chain patterns of a force field, decided per term from signature truth tables.
 
@@ -147,8 +175,11 @@ class ChainTable:
         bond_trees: dict[str, tuple[int, tuple]] = {}
         columns: dict[str, list[tuple[int, tuple[int, ...], tuple[int, ...]]]] = {}
         for i, (c, section) in enumerate(zip(patterns, sections, strict=True)):
-            arity = ARITY.get(section)
-            chain = None if arity is None else chain_queries(c, arity)
+            if section == "ImproperTorsions":
+                chain = star_queries(c)
+            else:
+                arity = ARITY.get(section)
+                chain = None if arity is None else chain_queries(c, arity)
             if chain is None:
                 continue
             trees = [atom_tree(a) for a in chain[0]]
@@ -287,6 +318,29 @@ class ChainTable:
                             w = ((lx & right[y] | left[y] & rx) & center).bit_length()
                             if w:
                                 won[(i, j, ns[y][0])] = glob[w]
+            elif section == "ImproperTorsions":  # each center and three of its neighbours
+                a0, a1, a2, a3 = a
+                b0, b1, b2 = b
+                for j in range(n_written):
+                    ns = nbrs[j]
+                    if len(ns) < 3:
+                        continue
+                    center = a1[rows[j]] & decided
+                    if not center:
+                        continue
+                    ns = sorted(ns)
+                    # Each neighbour as the pattern's tag 1, 3 or 4 (with its bond to the center).
+                    t1 = [a0[r] & b0[c] for _, c, r in ns]
+                    t3 = [a2[r] & b1[c] for _, c, r in ns]
+                    t4 = [a3[r] & b2[c] for _, c, r in ns]
+                    for x, y, z in itertools.combinations(range(len(ns)), 3):
+                        m = center & (
+                            t1[x] & (t3[y] & t4[z] | t3[z] & t4[y])
+                            | t1[y] & (t3[x] & t4[z] | t3[z] & t4[x])
+                            | t1[z] & (t3[x] & t4[y] | t3[y] & t4[x])
+                        )
+                        if m:
+                            won[(ns[x][0], j, ns[y][0], ns[z][0])] = glob[m.bit_length()]
             else:  # ProperTorsions: around each bond between written atoms
                 a0, a1, a2, a3 = a
                 b0, b1, b2 = b
