@@ -271,6 +271,7 @@ class SmirksAssigner:
         # Chain patterns decided from truth tables instead of searched (chain_table).
         self._chain = ChainTable(self._flat, section_of)
         self._flat_parameters = [c.parameter for c in self._flat]
+        self._decided = self._chain.decided.tolist()  # per pattern: decided, not searched
         self._tabled = True  # False: every candidate searched by RDKit (the reference)
         self._by_text: dict[str, Assignment] = {}
         self._by_canonical: dict[str, tuple[tuple[int, ...], Assignment]] = {}
@@ -515,7 +516,7 @@ class SmirksAssigner:
         match = mol.GetSubstructMatches
         terms: dict[str, dict[tuple[int, ...], Parameter]] = {}
         labelled = self._chain.label(scan, n_atoms) if self._tabled else {}
-        decided = self._chain.decided
+        decided = self._decided
         start = 0
         for section, stop in self._stops:
             end = bisect.bisect_left(candidates, stop, start)

@@ -268,6 +268,9 @@ class ChainTable:
         if n_atoms > n_written:
             rows += [row_of.setdefault(HYDROGEN, len(row_of))] * (n_atoms - n_written)
         per_row = [self.masks(sig) for sig in row_of]
+        # Each atom's neighbours (index, bond truth row, atom row), ascending by index:
+        # scan.bonds is sorted (j, then k > j), so a written atom gets its lower
+        # neighbours first, then its higher ones, then its hydrogens.
         nbrs: list[list[tuple[int, int, int]]] = [[] for _ in range(n_atoms)]
         bonds = []
         for j, k, code, ring in scan.bonds:
@@ -309,15 +312,16 @@ class ChainTable:
                     center = a1[rows[j]] & decided
                     if not center:
                         continue
-                    ns = sorted(nbrs[j])
-                    left = [a0[r] & b0[c] for _, c, r in ns]
+                    ns = nbrs[j]
+                    # The center's mask folded into each neighbour's as tag 1.
+                    left = [a0[r] & b0[c] & center for _, c, r in ns]
                     right = [b1[c] & a2[r] for _, c, r in ns]
                     for x in range(len(ns) - 1):
                         i, lx, rx = ns[x][0], left[x], right[x]
-                        for y in range(x + 1, len(ns)):
-                            w = ((lx & right[y] | left[y] & rx) & center).bit_length()
+                        for (k, _, _), ly, ry in zip(ns[x + 1 :], left[x + 1 :], right[x + 1 :]):
+                            w = (lx & ry | ly & rx).bit_length()
                             if w:
-                                won[(i, j, ns[y][0])] = glob[w]
+                                won[(i, j, k)] = glob[w]
             elif section == "ImproperTorsions":  # each center and three of its neighbours
                 a0, a1, a2, a3 = a
                 b0, b1, b2 = b
@@ -328,7 +332,6 @@ class ChainTable:
                     center = a1[rows[j]] & decided
                     if not center:
                         continue
-                    ns = sorted(ns)
                     # Each neighbour as the pattern's tag 1, 3 or 4 (with its bond to the center).
                     t1 = [a0[r] & b0[c] for _, c, r in ns]
                     t3 = [a2[r] & b1[c] for _, c, r in ns]
