@@ -89,13 +89,36 @@ def bond_tree(smarts: str) -> tuple | None:
 
 
 def truth(tree: tuple, sig: tuple) -> bool | None:
-    """:func:`~tying.chem.smirks.evaluate`, with ``("any",)`` true.
+    """:func:`~tying.chem.smirks.evaluate`, with ``("any",)`` true and ring sizes decided.
+
+    RDKit reads ``r<n>`` as "the smallest ring holding the atom has n atoms", from the
+    same ring set as the signature's sizes (``sig[6]``, sorted), so it is decided where
+    the pre-filter's three-valued reading leaves it open; bond signatures have no sizes.
 
     Example:
         >>> truth(("any",), (6, 4, 3, 0, False, False, ())), truth(atom_tree("[#8:1]"), (6,) * 7)
         (True, False)
+        >>> truth(atom_tree("[#6;r6:1]"), (6, 3, 0, 0, True, True, (5, 6)))  # indole's C3a
+        False
     """
-    return True if tree is _ANY or tree == _ANY else evaluate(tree, sig)
+    kind = tree[0]
+    if kind == "any":
+        return True
+    if kind == "rsize":
+        return None if len(sig) < 7 else bool(sig[6]) and sig[6][0] == tree[1]
+    if kind == "not":
+        v = truth(tree[1], sig)
+        return None if v is None else not v
+    if kind in ("and", "or"):
+        values = [truth(t, sig) for t in tree[1]]
+        if kind == "and":
+            if False in values:
+                return False
+            return True if all(v is True for v in values) else None
+        if True in values:
+            return True
+        return False if all(v is False for v in values) else None
+    return evaluate(tree, sig)
 
 
 def chain_queries(compiled: CompiledSmirks, arity: int) -> tuple[list[str], list[str]] | None:
