@@ -379,17 +379,24 @@ class ChainTable:
                     outer = [
                         (m, b2[cm] & a3[rm], a0[rm] & b0[cm]) for m, cm, rm in nbrs[k] if m != j
                     ]
+                    # Neighbours of j alike (the hydrogens: one row, one bond kind) match
+                    # alike: their winners against each m are computed once.
+                    alike: dict[tuple[int, int], list[tuple[int, int]]] = {}
                     for i, ci, ri in nbrs[j]:
                         if i == k:
                             continue
-                        fi = mid_f & a0[ri] & b0[ci]
-                        bi = mid_b & b2[ci] & a3[ri]
-                        if not (fi or bi):
-                            continue
-                        for m, fm, bm in outer:
-                            w = (fi & fm | bi & bm).bit_length()
-                            if w and m != i:
-                                won[(i, j, k, m) if i < m else (m, k, j, i)] = glob[w]
+                        found = alike.get((ci, ri))
+                        if found is None:
+                            fi = mid_f & a0[ri] & b0[ci]
+                            bi = mid_b & b2[ci] & a3[ri]
+                            found = alike[(ci, ri)] = [
+                                (m, glob[w])
+                                for m, fm, bm in outer
+                                if (w := (fi & fm | bi & bm).bit_length())
+                            ]
+                        for m, g in found:
+                            if m != i:
+                                won[(i, j, k, m) if i < m else (m, k, j, i)] = g
             out[section] = (won, index[_positions(undecided)].tolist() if undecided else [])
         return out
 
