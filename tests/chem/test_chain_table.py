@@ -76,7 +76,11 @@ def _tabled(table, patterns, sections, mol, n_written):
 ATOMS = ["*", "#6", "#6X4", "#6X3", "#6X2", "#7", "#7X3", "#7X2", "#8", "#8X2", "#8X1",
          "#1", "#9", "#17", "#16", "#15", "#6X3+0", "#7+1", "#8-1", "#6;a", "#7;a", "#6;A",
          "#6;R", "#6;!R", "#6;R0", "#6;r5", "#6;r6", "#7;r5", "*;r3", "#6X4,#7X3", "!#1",
-         "#6H1", "#6H2", "#6X4;H3", "#6x0", "#7,#8", "#6&!a", "!#6;!#1"]  # fmt: skip
+         "#6H1", "#6H2", "#6X4;H3", "#6x0", "#7,#8", "#6&!a", "!#6;!#1",
+         # recursive SMARTS of one bond: neighbour predicates (and ones left to RDKit)
+         "#7X3$(*~[#6X3,#6X2])", "#6X3$(*=[#8,#16,#7])", "*$(*-[#1])", "#6$(*@[#7;r5])",
+         "#8$([#8X2]-[#6;a])", "#6;$(*~[#8X1]);$(*~[#7])", "#7$(*~[#6]=[#8])",
+         "#6,$(*~[#8])", "!$(*~[#8])", "#6$(*~[#8;$(*~[#6])])"]  # fmt: skip
 BONDS = ["-", "=", ":", "~", "@", "!@", "-;!@", "-;@", "=,:", "#", "", "-,="]
 ARITY = {"vdW": 1, "Bonds": 2, "Angles": 3, "ProperTorsions": 4, "ImproperTorsions": 4}
 
@@ -90,13 +94,16 @@ def _smirks(section: str, atoms: list[str], bonds: list[str]) -> str:
 
 @st.composite
 def force_fields(draw):
-    """A few random chain / star patterns per section, in file order."""
+    """A few random chain / star patterns per section (and vdW atoms with one untagged
+    neighbour), in file order."""
     patterns, sections = [], []
     for section, arity in ARITY.items():
         for _ in range(draw(st.integers(1, 4))):
             atoms = draw(st.lists(st.sampled_from(ATOMS), min_size=arity, max_size=arity))
             bonds = draw(st.lists(st.sampled_from(BONDS), min_size=3, max_size=3))
             smirks = _smirks(section, atoms, bonds)
+            if section == "vdW" and draw(st.booleans()):  # [q:1]-[r]: a neighbour predicate
+                smirks += f"{bonds[1]}[{draw(st.sampled_from(ATOMS))}]"
             p = Parameter(section, f"p{len(patterns)}", smirks, len(patterns), {})
             patterns.append(compile_smirks(p, valence=arity))
             sections.append(section)
@@ -156,7 +163,7 @@ def test_an_undecided_atom_leaves_its_pattern_to_rdkit():
     [
         ("[#6X4:1]-[#6X3:2]=[#8X1+0:3]", "Angles", True),
         ("[#6X4:1]-[#6X3:2]=[#8X1+0]", "Bonds", False),  # an untagged atom
-        ("[#7X3$(*~[#6]):1]-[#6:2]", "Bonds", False),  # recursion
+        ("[#7X3$(*~[#6]):1]-[#6:2]", "Bonds", True),  # recursion: atom_tree reads it
         ("[#6:1]/[#6:2]=[#6:3]/[#6:4]", "ProperTorsions", False),  # stereo
         ("[*:1]~[#6:2]1~[*:3]~[*:4]1", "ProperTorsions", False),  # a ring closure: 4 bonds
         ("[*:1]~[#6:2]~[*:3]~[*:4]", "ProperTorsions", True),
@@ -175,9 +182,28 @@ def test_which_impropers_are_stars():
         return star_queries(compile_smirks(p, valence=4))
 
     assert star("[*:1]~[#6X3:2](~[*:3])~[*:4]") is not None
-    assert star("[*:1]~[#7X3$(*~[#6X3]):2](~[*:3])~[*:4]") is None  # recursion
+    assert star("[*:1]~[#7X3$(*~[#6X3]):2](~[*:3])~[*:4]") is not None  # atom_tree reads it
     assert star("[*:1]~[#6X3:2](~[*:3])~[*:4]~[#8]") is None  # an untagged atom
     assert star("[*:1]1~[#6X3:2](~[*:3])~[*:4]~1") is None  # tags 1 and 4 bonded too
+
+
+@pytest.mark.parametrize(
+    ("atom", "decided"),
+    [
+        ("[#7X3$(*~[#6X3,#6X2]):1]", True),  # one bond: a neighbour predicate
+        ("[#6;$(*=[#8]);$(*-[#7]):1]", True),  # two of them, joined by AND
+        ("[#7X3$([#7X3]-[#6;a]):1]", True),  # the recursion's own first atom may say more
+        ("[#7X3$(*@1-[*]=,:[*][*]=,:[*]@1):1]", False),  # a ring: RDKit searches it
+        ("[#6$(*~[#8]~[#6]):1]", False),  # two bonds deep
+        ("[#6,$(*~[#8]):1]", False),  # under an OR
+        ("[!$(*~[#8]);#6:1]", False),  # under a NOT
+        ("[#6$(*~[#8$(*~[#6])]):1]", False),  # nested
+    ],
+)
+def test_which_recursions_are_neighbour_predicates(atom, decided):
+    p = Parameter("Bonds", "b", f"{atom}-[*:2]", 0, {})
+    table = ChainTable([compile_smirks(p, valence=2)], ["Bonds"])
+    assert bool(table.decided[0]) is decided
 
 
 def _paths(assigner, smiles):

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from tying.chem._rdkit import Chem, quiet
 from tying.chem.search_order import has_stereo
 from tying.chem.smirks import (
     HYDROGEN,
@@ -39,6 +40,7 @@ from tying.chem.smirks import (
     evaluate,
     parse_atom_query,
     parse_bond_query,
+    split_recursive,
 )
 
 # Atoms per term of each section decided here.
@@ -50,7 +52,7 @@ _ANY = ("any",)  # '*' and '~': true on every atom / bond
 def _decidable(tree: tuple) -> bool:
     """Whether a predicate tree reads only primitives a signature decides (ring sizes per atom)."""
     kind = tree[0]
-    if kind in ("prim", "rsize", "any"):
+    if kind in ("prim", "rsize", "any", "nbr"):
         return True
     if kind == "unknown":
         return False
@@ -59,20 +61,59 @@ def _decidable(tree: tuple) -> bool:
     return all(_decidable(t) for t in tree[1])
 
 
-def atom_tree(smarts: str) -> tuple | None:
+def atom_tree(smarts: str, neighbours: dict | None = None) -> tuple | None:
     """A query atom's predicate tree, ``("any",)`` for ``*``; None when a signature cannot decide it.
+
+    With ``neighbours`` (a dict the caller keeps), a conjunction of primitives and
+    recursive SMARTS of one bond, ``$(*~[#6X3])``, is decided too: each such recursion
+    is a *neighbour predicate* ``("nbr", id)`` (the atom satisfies the recursion's first
+    atom and has a neighbour satisfying its second through its bond), interned in
+    ``neighbours`` as ``(first, bond, second)`` trees.
 
     Example:
         >>> atom_tree("[*:1]"), atom_tree("[#6&X4:2]")
         (('any',), ('and', [('prim', 'Z', 6), ('prim', 'X', 4)]))
         >>> atom_tree("[#6&$(*~[#8]):1]") is None
         True
+        >>> found = {}
+        >>> atom_tree("[#6&$(*~[#8]):1]", found), list(found.values())
+        (('and', [('prim', 'Z', 6), ('nbr', 0)]), [(0, (('any',), ('any',), ('prim', 'Z', 8)))])
     """
     body = _TAG.sub("]", smarts)
     if body in ("*", "[*]"):
         return _ANY
+    if "$(" in body and neighbours is not None:
+        return _with_neighbours(body[1:-1], neighbours)
     tree = parse_atom_query(smarts)
     return tree if _decidable(tree) else None
+
+
+def _with_neighbours(body: str, neighbours: dict) -> tuple | None:
+    """:func:`atom_tree` of a bracket atom's inside with recursive parts (see there)."""
+    split = split_recursive(body)
+    if split is None:
+        return None
+    recursive, outside = split
+    if any(ch in piece for piece in outside for ch in ",!"):  # an OR or NOT outside
+        return None
+    primitives = "&".join(p for piece in outside for p in re.split("[&;]", piece) if p)
+    parts = [atom_tree(f"[{primitives}]")] if primitives else []
+    for text in recursive:
+        if "$(" in text:
+            return None
+        with quiet():
+            query = Chem.MolFromSmarts(text)
+        if query is None or query.GetNumAtoms() != 2 or query.GetNumBonds() != 1:
+            return None
+        bond = query.GetBondWithIdx(0)
+        first, second = (atom_tree(query.GetAtomWithIdx(k).GetSmarts()) for k in (0, 1))
+        link = bond_tree(bond.GetSmarts())
+        if first is None or second is None or link is None or bond.GetStereo() != 0:
+            return None
+        parts.append(("nbr", _intern(neighbours, (first, link, second))))
+    if None in parts:
+        return None
+    return parts[0] if len(parts) == 1 else ("and", parts)
 
 
 def bond_tree(smarts: str) -> tuple | None:
@@ -88,7 +129,7 @@ def bond_tree(smarts: str) -> tuple | None:
     return tree if _decidable(tree) else None
 
 
-def truth(tree: tuple, sig: tuple) -> bool | None:
+def truth(tree: tuple, sig: tuple, near: int = 0, near_open: int = 0) -> bool | None:
     """:func:`~tying.chem.smirks.evaluate`, with ``("any",)`` true and ring sizes decided.
 
     RDKit reads ``r<n>`` as "the smallest ring holding the atom has n atoms", from the
@@ -104,13 +145,16 @@ def truth(tree: tuple, sig: tuple) -> bool | None:
     kind = tree[0]
     if kind == "any":
         return True
+    if kind == "nbr":  # the atom's neighbour predicates: bits true, bits undecided
+        bit = 1 << tree[1]
+        return None if near_open & bit else bool(near & bit)
     if kind == "rsize":
         return None if len(sig) < 7 else bool(sig[6]) and sig[6][0] == tree[1]
     if kind == "not":
-        v = truth(tree[1], sig)
+        v = truth(tree[1], sig, near, near_open)
         return None if v is None else not v
     if kind in ("and", "or"):
-        values = [truth(t, sig) for t in tree[1]]
+        values = [truth(t, sig, near, near_open) for t in tree[1]]
         if kind == "and":
             if False in values:
                 return False
@@ -125,7 +169,8 @@ def chain_queries(compiled: CompiledSmirks, arity: int) -> tuple[list[str], list
     """The atom and bond SMARTS, in tag order, of a pattern that is a chain of its tagged atoms.
 
     None when the pattern has other atoms or bonds, fewer or more tagged atoms than
-    ``arity``, a tagged pair not bonded in tag order, a stereo query or a recursive SMARTS.
+    ``arity``, a tagged pair not bonded in tag order, or a stereo query (a recursive SMARTS
+    is left to :func:`atom_tree`).
 
     Example:
         >>> from tying.chem.offxml import Parameter
@@ -137,7 +182,7 @@ def chain_queries(compiled: CompiledSmirks, arity: int) -> tuple[list[str], list
     query, tagged = compiled.query, compiled.tagged
     if len(tagged) != arity or query.GetNumAtoms() != arity or query.GetNumBonds() != arity - 1:
         return None
-    if "$(" in compiled.parameter.smirks or has_stereo(compiled):
+    if has_stereo(compiled):
         return None
     bonds = []
     for a, b in zip(tagged, tagged[1:]):
@@ -148,11 +193,34 @@ def chain_queries(compiled: CompiledSmirks, arity: int) -> tuple[list[str], list
     return [compiled.atoms[t] for t in tagged], bonds
 
 
+def neighbour_query(compiled: CompiledSmirks) -> tuple[str, str, str] | None:
+    """``(tagged atom, bond, other atom)`` SMARTS of a vdW pattern of two atoms, one tagged.
+
+    Such a pattern (``[#1:1]-[#6X4]``) matches an atom exactly when the atom satisfies
+    the tagged query and some neighbour the other through the bond: a neighbour
+    predicate of one atom. None for any other pattern, or one with stereo or recursion.
+
+    Example:
+        >>> from tying.chem.offxml import Parameter
+        >>> from tying.chem.smirks import compile_smirks
+        >>> neighbour_query(compile_smirks(Parameter("vdW", "n", "[#1:1]-[#6X4]", 0, {})))
+        ('[#1]', '-', '[#6&X4]')
+    """
+    query, tagged = compiled.query, compiled.tagged
+    if len(tagged) != 1 or query.GetNumAtoms() != 2 or query.GetNumBonds() != 1:
+        return None
+    if "$(" in compiled.parameter.smirks or has_stereo(compiled):
+        return None
+    other = 1 - tagged[0]
+    bond = query.GetBondWithIdx(0).GetSmarts()
+    return compiled.atoms[tagged[0]], bond, compiled.atoms[other]
+
+
 def star_queries(compiled: CompiledSmirks) -> tuple[list[str], list[str]] | None:
     """The atom SMARTS (tag order) and the bond SMARTS (center to tags 1, 3, 4) of an
     improper pattern that is its center (tag 2) bonded to three tagged atoms and nothing else.
 
-    None for any other pattern, or one with a stereo query or a recursive SMARTS.
+    None for any other pattern, or one with a stereo query.
 
     Example:
         >>> from tying.chem.offxml import Parameter
@@ -163,7 +231,7 @@ def star_queries(compiled: CompiledSmirks) -> tuple[list[str], list[str]] | None
     query, tagged = compiled.query, compiled.tagged
     if len(tagged) != 4 or query.GetNumAtoms() != 4 or query.GetNumBonds() != 3:
         return None
-    if "$(" in compiled.parameter.smirks or has_stereo(compiled):
+    if has_stereo(compiled):
         return None
     center = tagged[1]
     bonds = []
@@ -196,6 +264,8 @@ class ChainTable:
         self.decided = np.zeros(n, dtype=bool)
         atom_trees: dict[str, tuple[int, tuple]] = {}  # repr -> (id, tree)
         bond_trees: dict[str, tuple[int, tuple]] = {}
+        near: dict[str, tuple[int, tuple]] = {}  # neighbour predicates (atom_tree)
+        carriers: list[tuple[int, tuple]] = []  # (predicate id, the rest of its atom's tree)
         columns: dict[str, list[tuple[int, tuple[int, ...], tuple[int, ...]]]] = {}
         for i, (c, section) in enumerate(zip(patterns, sections, strict=True)):
             if section == "ImproperTorsions":
@@ -203,17 +273,32 @@ class ChainTable:
             else:
                 arity = ARITY.get(section)
                 chain = None if arity is None else chain_queries(c, arity)
-            if chain is None:
+            if chain is not None:
+                trees = [atom_tree(a, near) for a in chain[0]]
+                btrees = [bond_tree(b) for b in chain[1]]
+            elif section == "vdW" and (pair := neighbour_query(c)) is not None:
+                first, link, second = atom_tree(pair[0]), bond_tree(pair[1]), atom_tree(pair[2])
+                if first is None or link is None or second is None:
+                    continue
+                trees = [("and", [first, ("nbr", _intern(near, (_ANY, link, second)))])]
+                btrees = []
+            else:
                 continue
-            trees = [atom_tree(a) for a in chain[0]]
-            btrees = [bond_tree(b) for b in chain[1]]
             if None in trees or None in btrees:
                 continue
+            for t in trees:
+                carriers += _carried(t)
             self.decided[i] = True
             a_ids = tuple(_intern(atom_trees, t) for t in trees)
             b_ids = tuple(_intern(bond_trees, t) for t in btrees)
             columns.setdefault(section, []).append((i, a_ids, b_ids))
         self._atom_trees = [t for _, t in atom_trees.values()]
+        # Neighbour predicates: (first atom, bond, second atom) trees, and per predicate
+        # the rest of each atom tree holding it (where that is false, it is not read).
+        self._near = [t for _, t in near.values()]
+        self._carriers = carriers
+        self._near_self: dict[tuple, tuple[int, int]] = {}  # sig -> (bits true, undecided)
+        self._near_other: dict[tuple, tuple[int, int]] = {}  # (bond row, sig) -> the same
         # Per section: the decided patterns' global indices, and their atom and bond
         # query ids in tag order (one row per pattern).
         self.sections: dict[str, tuple[Any, Any, Any]] = {}
@@ -240,11 +325,14 @@ class ChainTable:
         # A mask's bit_length -> the global index of its last pattern (0: none, -1).
         self._glob = {s: [-1, *index.tolist()] for s, (index, _, _) in self.sections.items()}
 
-    def masks(self, sig: tuple) -> dict[str, tuple[tuple[int, ...], int]]:
-        """Per section ``((mask of position 0, 1, ...), undecided)`` of one atom signature."""
-        found = self._masks.get(sig)
+    def masks(self, key: tuple) -> dict[str, tuple[tuple[int, ...], int]]:
+        """Per section ``((mask of position 0, 1, ...), undecided)`` of one atom's key:
+        its signature, or ``(signature, neighbour bits true, undecided)`` when the force
+        field has neighbour predicates (:meth:`keys`)."""
+        found = self._masks.get(key)
         if found is None:
-            values = [truth(t, sig) for t in self._atom_trees]
+            sig, near, near_open = key if self._near else (key, 0, 0)
+            values = [truth(t, sig, near, near_open) for t in self._atom_trees]
             found = {}
             for section, (_, at, _) in self.sections.items():
                 n, arity = at.shape
@@ -255,8 +343,69 @@ class ChainTable:
                     any(values[at[p, q]] is None for q in range(arity)) for p in range(n)
                 )
                 found[section] = (per_q, undecided)
-            self._masks[sig] = found
+            self._masks[key] = found
         return found
+
+    def keys(self, sigs: list[tuple], adjacency: list[list[tuple[int, int]]]) -> list[tuple]:
+        """Each atom's :meth:`masks` key: its signature and, where some neighbour
+        predicate can matter, which ones its neighbours make true (or leave undecided).
+
+        Args:
+            sigs: every atom's signature.
+            adjacency: every atom's ``(neighbour, bond truth row)`` pairs.
+        """
+        if not self._near:
+            return sigs
+        out = []
+        for sig, bonded in zip(sigs, adjacency, strict=True):
+            own = self._near_self.get(sig)
+            if own is None:
+                own = self._near_self[sig] = self._own_bits(sig)
+            own_true, own_open = own
+            if not (own_true or own_open):
+                out.append((sig, 0, 0))
+                continue
+            some_true = some_open = 0
+            for n, c in bonded:
+                key = (c, sigs[n])
+                other = self._near_other.get(key)
+                if other is None:
+                    other = self._near_other[key] = self._other_bits(c, sigs[n])
+                some_true |= other[0]
+                some_open |= other[1]
+            # Three-valued: own AND (some neighbour); undecided where either part is.
+            near = own_true & some_true
+            near_open = (own_open & (some_true | some_open)) | (own_true & some_open & ~some_true)
+            out.append((sig, near, near_open))
+        return out
+
+    def _own_bits(self, sig: tuple) -> tuple[int, int]:
+        """Predicates whose first atom ``sig`` satisfies (or leaves open), where it matters:
+        some atom tree holding the predicate is not false on ``sig`` otherwise."""
+        matters = 0
+        for k, rest in self._carriers:
+            if truth(rest, sig, 0, -1) is not False:  # its other predicates: undecided
+                matters |= 1 << k
+        true = undecided = 0
+        for k, (first, _, _) in enumerate(self._near):
+            if matters >> k & 1:
+                v = truth(first, sig)
+                true |= (v is True) << k
+                undecided |= (v is None) << k
+        return true, undecided
+
+    def _other_bits(self, code: int, sig: tuple) -> tuple[int, int]:
+        """Predicates a neighbour of signature ``sig``, through a bond of truth row
+        ``code``, satisfies (or leaves open)."""
+        bond = (code // 2, bool(code % 2))
+        true = undecided = 0
+        for k, (_, link, second) in enumerate(self._near):
+            if truth(link, bond) is False:
+                continue
+            v = truth(second, sig)
+            true |= (v is True) << k
+            undecided |= (v is None) << k
+        return true, undecided
 
     def label(self, scan: Any, n_atoms: int) -> dict[str, tuple[dict, list[int]]]:
         """Each section's terms that decided patterns match, with the last one matching.
@@ -285,27 +434,29 @@ class ChainTable:
             'b14'
         """
         n_written = len(scan.sigs)
-        # Each atom's row: one per distinct signature of the molecule (hydrogens share one).
-        row_of: dict[tuple, int] = {}
-        rows = [row_of.setdefault(sig, len(row_of)) for sig in scan.sigs]
+        sigs = scan.sigs
         if n_atoms > n_written:
-            rows += [row_of.setdefault(HYDROGEN, len(row_of))] * (n_atoms - n_written)
-        per_row = [self.masks(sig) for sig in row_of]
-        # Each atom's neighbours (index, bond truth row, atom row), ascending by index:
-        # scan.bonds is sorted (j, then k > j), so a written atom gets its lower
-        # neighbours first, then its higher ones, then its hydrogens.
-        nbrs: list[list[tuple[int, int, int]]] = [[] for _ in range(n_atoms)]
+            sigs = [*sigs, *[HYDROGEN] * (n_atoms - n_written)]
+        # Each atom's neighbours (index, bond truth row), ascending by index: scan.bonds
+        # is sorted (j, then k > j), so a written atom gets its lower neighbours first,
+        # then its higher ones, then its hydrogens.
+        adjacency: list[list[tuple[int, int]]] = [[] for _ in range(n_atoms)]
         bonds = []
         for j, k, code, ring in scan.bonds:
             c = 2 * code + ring
-            nbrs[j].append((k, c, rows[k]))
-            nbrs[k].append((j, c, rows[j]))
+            adjacency[j].append((k, c))
+            adjacency[k].append((j, c))
             bonds.append((j, k, c))
         heavy_bonds = bonds[:]
         for h, parent in enumerate(scan.h_parents, n_written):
-            nbrs[parent].append((h, 2, rows[h]))  # single, not in a ring
-            nbrs[h].append((parent, 2, rows[parent]))
+            adjacency[parent].append((h, 2))  # single, not in a ring
+            adjacency[h].append((parent, 2))
             bonds.append((parent, h, 2))
+        # Each atom's row: one per distinct key of the molecule (hydrogens mostly share one).
+        row_of: dict[tuple, int] = {}
+        rows = [row_of.setdefault(key, len(row_of)) for key in self.keys(sigs, adjacency)]
+        per_row = [self.masks(key) for key in row_of]
+        nbrs = [[(n, c, rows[n]) for n, c in bonded] for bonded in adjacency]
         out = {}
         for section, (index, at, _) in self.sections.items():
             glob = self._glob[section]
@@ -399,6 +550,21 @@ class ChainTable:
                                 won[(i, j, k, m) if i < m else (m, k, j, i)] = g
             out[section] = (won, index[_positions(undecided)].tolist() if undecided else [])
         return out
+
+
+def _carried(tree: tuple) -> list[tuple[int, tuple]]:
+    """``(predicate id, the rest of the tree)`` for each neighbour predicate a top-level
+    conjunction holds (the only place atom_tree puts them)."""
+    if tree[0] == "nbr":
+        return [(tree[1], _ANY)]
+    if tree[0] != "and":
+        return []
+    out = []
+    for k, part in enumerate(tree[1]):
+        if part[0] == "nbr":
+            rest = [p for m, p in enumerate(tree[1]) if m != k]
+            out.append((part[1], rest[0] if len(rest) == 1 else ("and", rest)))
+    return out
 
 
 def _bits(flags: Any) -> int:
