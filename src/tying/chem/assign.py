@@ -272,6 +272,9 @@ class SmirksAssigner:
         self._chain = ChainTable(self._flat, section_of)
         self._flat_parameters = [c.parameter for c in self._flat]
         self._decided = self._chain.decided.tolist()  # per pattern: decided, not searched
+        # The pre-filter of the patterns left to RDKit: the decided ones need none.
+        self._searched = [i for i, d in enumerate(self._decided) if not d]
+        self._search_prefilter = Prefilter([self._flat[i] for i in self._searched])
         self._tabled = True  # False: every candidate searched by RDKit (the reference)
         self._by_text: dict[str, Assignment] = {}
         self._by_canonical: dict[str, tuple[tuple[int, ...], Assignment]] = {}
@@ -423,7 +426,7 @@ class SmirksAssigner:
                     continue
                 seen.add(smiles)
             scans[k] = scan_heavy(mol, n_written)
-        candidates_of = self._prefilter.candidates_of
+        candidates_of = self._candidates_of
         prepared = {
             k: (scan, candidates_of(scan, parsed[k][1].GetNumAtoms()))
             for k, scan in scans.items()
@@ -509,23 +512,21 @@ class SmirksAssigner:
             scan = scan_heavy(mol, n_written)
             if scan is None:
                 return self._assign_reference(mol, smiles, name)
-            candidates = self._prefilter.candidates_of(scan, n_atoms)
+            candidates = self._candidates_of(scan, n_atoms)
         else:  # (scan, candidates) computed beforehand (_assign_batch)
             scan, candidates = prepared
         plan = self._fast_plan
         match = mol.GetSubstructMatches
         terms: dict[str, dict[tuple[int, ...], Parameter]] = {}
         labelled = self._chain.label(scan, n_atoms) if self._tabled else {}
-        decided = self._decided
         start = 0
         for section, stop in self._stops:
             end = bisect.bisect_left(candidates, stop, start)
             if section in labelled:
                 won, undecided = labelled[section]
-                searched = [i for i in candidates[start:end] if not decided[i]]
-                if undecided:  # candidates among them are searched too
-                    chosen = set(candidates[start:end])
-                    searched = sorted({*searched, *(i for i in undecided if i in chosen)})
+                searched = candidates[start:end]  # only patterns not decided (_candidates_of)
+                if undecided:  # decided ones this molecule leaves open: searched too
+                    searched = sorted({*searched, *undecided})
                 terms[section] = _merge(won, searched, mol, plan, self._flat_parameters)
             else:
                 resolved: dict[tuple[int, ...], Parameter] = {}
@@ -551,6 +552,15 @@ class SmirksAssigner:
                 }
             _check_complete(mol, result, name or smiles, counts)
         return result
+
+    def _candidates_of(self, scan: Any, n_atoms: int) -> list[int]:
+        """The patterns to search for a scanned molecule (ascending indices into the
+        flat list): the pre-filter's candidates among those the chain table does not
+        decide, or among all patterns when it is switched off (``_tabled``)."""
+        if not self._tabled:
+            return self._prefilter.candidates_of(scan, n_atoms)
+        index = self._searched
+        return [index[k] for k in self._search_prefilter.candidates_of(scan, n_atoms)]
 
     def _assign_reference(self, mol: Any, smiles: str, name: str | None) -> Assignment:
         """Assign a prepared molecule the plain way: every atom and bond visited from Python.
