@@ -268,7 +268,7 @@ class SmirksAssigner:
             term_dict = _term_dict(s, tagged, query.GetNumAtoms(), symmetric)
             self._fast_plan.append((query, match_params, term_dict, c.parameter))
         self._parameters = {s: self.force_field[s].parameters for s in self.sections}
-        # Chain patterns decided from truth tables instead of searched (chain_table).
+        # Chain and star patterns decided from bit masks instead of searched (chain_table).
         self._chain = ChainTable(self._flat, section_of)
         self._flat_parameters = [c.parameter for c in self._flat]
         self._decided = self._chain.decided.tolist()  # per pattern: decided, not searched
@@ -503,9 +503,13 @@ class SmirksAssigner:
         pre-filter's input, the element symbols and the term counts of the
         completeness check; the appended hydrogens are never visited one by one.
         The last match wins as in :func:`~tying.core.resolver.last_match_wins`,
-        written out so that a term maps straight to its parameter.
+        written out so that a term maps straight to its parameter. Patterns that
+        :class:`~tying.chem.chain_table.ChainTable` decides (most of them) are not
+        searched: their last match per term comes from its bit masks, and only the
+        other candidates are searched by RDKit, the later pattern winning over both
+        (``_tabled = False`` searches every candidate instead: the reference).
         ``tests/chem/test_assign.py`` checks both paths agree on shipped and generated
-        molecules.
+        molecules, ``tests/chem/test_chain_table.py`` the decided and searched ones.
         """
         n_atoms = mol.GetNumAtoms()
         if prepared is None:

@@ -1,26 +1,29 @@
-"""Chain patterns decided term by term from truth tables, not searched (claim C9 speed).
+"""Chain and star patterns decided term by term from bit masks, not searched (claim C9 speed).
 
 Most SMIRKS of the valence sections are a *chain of their tagged atoms*:
 ``[#6X4:1]-[#6X3:2]=[#8X1+0:3]`` has three atoms, all tagged, bonded 1-2-3 and
 nothing else. Such a pattern matches a term (a bond, angle or proper torsion of
 the molecule, or an atom for vdW) exactly when each atom of the term satisfies
-its query atom and each bond its query bond, read forwards or backwards. When
-every query atom and bond is a conjunction/disjunction/negation of primitives
-that an atom's or bond's signature decides (element, connections, hydrogens,
-charge, aromaticity, ring membership; bond order and ring membership), no graph
-search is needed: a table of which signature satisfies which query answers it.
+its query atom and each bond its query bond, read forwards or backwards; an
+improper that is its center (tag 2) bonded to three tagged atoms matches a center
+and three of its neighbours taken in some order. When every query atom and bond
+is a conjunction/disjunction/negation of primitives that an atom's or bond's
+signature decides (element, connections, hydrogens, charge, aromaticity, ring
+membership, smallest ring size; bond order and ring membership), no graph search
+is needed. A recursive SMARTS of one bond (``$(*~[#6X3])``) and a vdW pattern of a
+tagged atom with one untagged neighbour (``[#1:1]-[#6X4]``) are read as
+*neighbour predicates* of the atom (:meth:`ChainTable.keys`).
 
-:class:`ChainTable` holds, per section, the chain patterns' atom and bond
-queries; :meth:`ChainTable.winners` takes one molecule's terms and returns, per
-term, the last chain pattern that matches it, as NumPy gathers over a
-``terms x patterns`` table. Everything else (patterns with untagged atoms,
-recursive SMARTS, stereo, impropers, and any pattern whose queries a molecule's
-atoms leave undecided, such as a ring size ``r6`` on an atom of a fused 5/6
-system) is still searched by RDKit, and the last match wins over both
+:class:`ChainTable` keeps, per signature (cached) and per query position, one
+Python int with a bit per pattern in file order; :meth:`ChainTable.label` ANDs a
+term's masks, and the highest bit set is the last pattern matching it. Everything
+else (untagged atoms beyond one neighbour, deeper or ring-shaped recursions,
+stereo, and any pattern whose queries a molecule's atoms leave undecided) is still
+searched by RDKit, and the last match wins over both
 (:meth:`~tying.chem.assign.SmirksAssigner._assign_scanned`).
-``tests/chem/test_chain_table.py`` checks the result equals RDKit's search on
-every pattern of the installed force fields over shipped, generated and
-MiniDrugBank molecules.
+``tests/chem/test_chain_table.py`` checks the result equals RDKit's search: random
+patterns of every primitive kind, and every pattern of four installed force fields
+over shipped, generated and MiniDrugBank molecules.
 """
 
 from __future__ import annotations
@@ -176,7 +179,7 @@ def chain_queries(compiled: CompiledSmirks, arity: int) -> tuple[list[str], list
         >>> from tying.chem.offxml import Parameter
         >>> from tying.chem.smirks import compile_smirks
         >>> chain_queries(compile_smirks(Parameter("Angles", "a", "[*:1]~[#8X2:2]-[#1:3]", 0, {})), 3)
-        (['[*:1]', '[#8&X2:2]', '[#1:3]'], ['~', '-'])
+        (['[*]', '[#8&X2]', '[#1]'], ['~', '-'])
         >>> chain_queries(compile_smirks(Parameter("Bonds", "b", "[#6:1]-[#8:2]-[#1]", 0, {})), 2)
     """
     query, tagged = compiled.query, compiled.tagged
@@ -225,8 +228,9 @@ def star_queries(compiled: CompiledSmirks) -> tuple[list[str], list[str]] | None
     Example:
         >>> from tying.chem.offxml import Parameter
         >>> from tying.chem.smirks import compile_smirks
-        >>> star_queries(compile_smirks(Parameter("I", "i", "[*:1]~[#6X3:2](~[#8X1:3])~[#8:4]", 0, {})))
-        (['[*:1]', '[#6&X3:2]', '[#8&X1:3]', '[#8:4]'], ['~', '~', '~'])
+        >>> p = Parameter("ImproperTorsions", "i", "[*:1]~[#6X3:2](~[#8X1:3])~[#8:4]", 0, {})
+        >>> star_queries(compile_smirks(p))
+        (['[*]', '[#6&X3]', '[#8&X1]', '[#8]'], ['~', '~', '~'])
     """
     query, tagged = compiled.query, compiled.tagged
     if len(tagged) != 4 or query.GetNumAtoms() != 4 or query.GetNumBonds() != 3:
@@ -244,7 +248,7 @@ def star_queries(compiled: CompiledSmirks) -> tuple[list[str], list[str]] | None
 
 
 class ChainTable:
-    """The chain patterns of a force field, decided per term from signature truth tables.
+    """The chain and star patterns of a force field, decided per term from signature bit masks.
 
     Args:
         patterns: the assigner's compiled patterns of every section, in one sequence.
