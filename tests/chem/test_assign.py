@@ -468,13 +468,13 @@ def _gc_seen_during_batches(assigner, monkeypatch) -> list[bool]:
     import gc
 
     seen: list[bool] = []
-    inner = assigner._prefilter.candidates_of
+    inner = assigner._candidates_of
 
     def spy(*args):
         seen.append(gc.isenabled())
         return inner(*args)
 
-    monkeypatch.setattr(assigner._prefilter, "candidates_of", spy)
+    monkeypatch.setattr(assigner, "_candidates_of", spy)
     return seen
 
 
@@ -510,14 +510,14 @@ def _thread_held_inside_a_batch(sage, monkeypatch):
 
     entered, release = threading.Event(), threading.Event()
     held = SmirksAssigner(sage.force_field)
-    inner = held._prefilter.candidates_of
+    inner = held._candidates_of
 
     def wait_inside(*args):
         entered.set()
         assert release.wait(30)
         return inner(*args)
 
-    monkeypatch.setattr(held._prefilter, "candidates_of", wait_inside)
+    monkeypatch.setattr(held, "_candidates_of", wait_inside)
     thread = threading.Thread(target=held.assign_many, args=(["CCO"],))
     thread.start()
     return thread, entered, release

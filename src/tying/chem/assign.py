@@ -33,6 +33,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Seq
 from typing import Any, TypeVar
 
 from tying.chem._rdkit import Chem
+from tying.chem.chain_table import ChainTable
 from tying.chem.errors import UnassignedParameterError
 from tying.chem.molecules import canonical_order, parse_smiles, prepare_molecule
 from tying.chem.offxml import ForceField, Parameter, load_force_field
@@ -267,6 +268,14 @@ class SmirksAssigner:
             term_dict = _term_dict(s, tagged, query.GetNumAtoms(), symmetric)
             self._fast_plan.append((query, match_params, term_dict, c.parameter))
         self._parameters = {s: self.force_field[s].parameters for s in self.sections}
+        # Chain and star patterns decided from bit masks instead of searched (chain_table).
+        self._chain = ChainTable(self._flat, section_of)
+        self._flat_parameters = [c.parameter for c in self._flat]
+        self._decided = self._chain.decided.tolist()  # per pattern: decided, not searched
+        # The pre-filter of the patterns left to RDKit: the decided ones need none.
+        self._searched = [i for i, d in enumerate(self._decided) if not d]
+        self._search_prefilter = Prefilter([self._flat[i] for i in self._searched])
+        self._tabled = True  # False: every candidate searched by RDKit (the reference)
         self._by_text: dict[str, Assignment] = {}
         self._by_canonical: dict[str, tuple[tuple[int, ...], Assignment]] = {}
         self.hits = 0
@@ -417,7 +426,7 @@ class SmirksAssigner:
                     continue
                 seen.add(smiles)
             scans[k] = scan_heavy(mol, n_written)
-        candidates_of = self._prefilter.candidates_of
+        candidates_of = self._candidates_of
         prepared = {
             k: (scan, candidates_of(scan, parsed[k][1].GetNumAtoms()))
             for k, scan in scans.items()
@@ -494,32 +503,44 @@ class SmirksAssigner:
         pre-filter's input, the element symbols and the term counts of the
         completeness check; the appended hydrogens are never visited one by one.
         The last match wins as in :func:`~tying.core.resolver.last_match_wins`,
-        written out so that a term maps straight to its parameter.
+        written out so that a term maps straight to its parameter. Patterns that
+        :class:`~tying.chem.chain_table.ChainTable` decides (most of them) are not
+        searched: their last match per term comes from its bit masks, and only the
+        other candidates are searched by RDKit, the later pattern winning over both
+        (``_tabled = False`` searches every candidate instead: the reference).
         ``tests/chem/test_assign.py`` checks both paths agree on shipped and generated
-        molecules.
+        molecules, ``tests/chem/test_chain_table.py`` the decided and searched ones.
         """
         n_atoms = mol.GetNumAtoms()
         if prepared is None:
             scan = scan_heavy(mol, n_written)
             if scan is None:
                 return self._assign_reference(mol, smiles, name)
-            candidates = self._prefilter.candidates_of(scan, n_atoms)
+            candidates = self._candidates_of(scan, n_atoms)
         else:  # (scan, candidates) computed beforehand (_assign_batch)
             scan, candidates = prepared
         plan = self._fast_plan
         match = mol.GetSubstructMatches
         terms: dict[str, dict[tuple[int, ...], Parameter]] = {}
+        labelled = self._chain.label(scan, n_atoms) if self._tabled else {}
         start = 0
         for section, stop in self._stops:
-            resolved: dict[tuple[int, ...], Parameter] = {}
-            update = resolved.update
             end = bisect.bisect_left(candidates, stop, start)
-            for i in candidates[start:end]:
-                query, match_params, term_dict, parameter = plan[i]
-                matches = match(query, match_params)
-                if matches:  # later patterns overwrite: the last match wins
-                    update(term_dict(matches, parameter))
-            terms[section] = resolved
+            if section in labelled:
+                won, undecided = labelled[section]
+                searched = candidates[start:end]  # only patterns not decided (_candidates_of)
+                if undecided:  # decided ones this molecule leaves open: searched too
+                    searched = sorted({*searched, *undecided})
+                terms[section] = _merge(won, searched, mol, plan, self._flat_parameters)
+            else:
+                resolved: dict[tuple[int, ...], Parameter] = {}
+                update = resolved.update
+                for i in candidates[start:end]:
+                    query, match_params, term_dict, parameter = plan[i]
+                    matches = match(query, match_params)
+                    if matches:  # later patterns overwrite: the last match wins
+                        update(term_dict(matches, parameter))
+                terms[section] = resolved
             start = end
         elements = (*scan.symbols, *("H",) * (n_atoms - n_written))
         result = Assignment(smiles, name, self.force_field.name, elements, terms)
@@ -535,6 +556,15 @@ class SmirksAssigner:
                 }
             _check_complete(mol, result, name or smiles, counts)
         return result
+
+    def _candidates_of(self, scan: Any, n_atoms: int) -> list[int]:
+        """The patterns to search for a scanned molecule (ascending indices into the
+        flat list): the pre-filter's candidates among those the chain table does not
+        decide, or among all patterns when it is switched off (``_tabled``)."""
+        if not self._tabled:
+            return self._prefilter.candidates_of(scan, n_atoms)
+        index = self._searched
+        return [index[k] for k in self._search_prefilter.candidates_of(scan, n_atoms)]
 
     def _assign_reference(self, mol: Any, smiles: str, name: str | None) -> Assignment:
         """Assign a prepared molecule the plain way: every atom and bond visited from Python.
@@ -561,6 +591,29 @@ class SmirksAssigner:
         if self.strict:
             _check_complete(mol, result, name or smiles, _term_counts(mol))
         return result
+
+
+def _merge(
+    won: dict[tuple[int, ...], int],
+    searched: list[int],
+    mol: Any,
+    plan: list,
+    parameters: list,
+) -> dict[tuple[int, ...], Any]:
+    """``{term key: Parameter}`` of one section from :meth:`ChainTable.label`'s winners and
+    RDKit's search of the ``searched`` patterns; the last match wins over both.
+
+    ``won`` (term key -> global pattern index) is updated in place.
+    """
+    match = mol.GetSubstructMatches
+    for i in searched:
+        query, match_params, term_dict, _ = plan[i]
+        matches = match(query, match_params)
+        if matches:
+            for key, j in term_dict(matches, i).items():
+                if j > won.get(key, -1):  # the later pattern wins
+                    won[key] = j
+    return dict(zip(won, map(parameters.__getitem__, won.values())))
 
 
 _GC_LOCK = threading.Lock()

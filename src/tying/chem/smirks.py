@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from tying.chem._rdkit import Chem, quiet
+from tying.chem._rdkit import Chem, quiet, rdqueries
 from tying.chem.errors import SmirksError
 from tying.chem.offxml import ForceField, Parameter
 
@@ -209,6 +209,8 @@ class HeavyScan:
         degrees: each written atom's number of bonded atoms (hydrogens included).
         symbols: each written atom's element symbol.
         three_ring: whether some atom is in a 3-membered ring.
+        h_parents: for each appended hydrogen (atom ``n_written + k``), the written atom
+            it is bonded to.
     """
 
     sigs: list[tuple]
@@ -216,9 +218,13 @@ class HeavyScan:
     degrees: list[int]
     symbols: list[str]
     three_ring: bool
+    h_parents: list[int] = dataclasses.field(default_factory=list)
 
 
 _SYMBOLS: dict[int, str] = {}
+# Atoms with a formal charge (scan_heavy reads only those charges).
+_CHARGED = rdqueries.FormalChargeGreaterQueryAtom(0)
+_CHARGED.ExpandQuery(rdqueries.FormalChargeLessQueryAtom(0), Chem.CompositeQueryType.COMPOSITE_OR)
 
 
 def scan_heavy(mol: Any, n_written: int) -> HeavyScan | None:
@@ -257,18 +263,30 @@ def scan_heavy(mol: Any, n_written: int) -> HeavyScan | None:
         for a, b in zip(ring, ring[1:] + ring[:1]):
             ring_bonds.add((a, b) if a < b else (b, a))
     # One call for every bond: orders 1, 2, 3, 1.5 (aromatic); 0 where there is none.
+    # Its nonzero entries, row by row, read in one Python pass (each NumPy call costs
+    # microseconds on arrays this small, as much as a dozen list steps).
     adjacency = Chem.GetAdjacencyMatrix(mol, useBO=True)[:n_written]  # (n_written, n_atoms)
-    degrees = np.count_nonzero(adjacency, axis=1).tolist()
-    hydrogens = np.count_nonzero(adjacency[:, n_written:], axis=1).tolist()
-    j, k = np.nonzero(np.triu(adjacency[:, :n_written]))
-    bonds = [
-        (a, b, _ORDER_CODES.get(order, 0), (a, b) in ring_bonds)
-        for a, b, order in zip(j.tolist(), k.tolist(), adjacency[j, k].tolist())
-    ]
+    rows, cols = np.nonzero(adjacency)
+    orders = adjacency[rows, cols].tolist()
+    degrees = [0] * n_written
+    hydrogens = [0] * n_written
+    h_parents = [-1] * (mol.GetNumAtoms() - n_written)
+    bonds = []
+    for j, k, order in zip(rows.tolist(), cols.tolist(), orders, strict=True):
+        degrees[j] += 1
+        if k >= n_written:  # an appended hydrogen: bonded to exactly one written atom
+            hydrogens[j] += 1
+            if h_parents[k - n_written] >= 0:
+                return None
+            h_parents[k - n_written] = j
+        elif j < k:
+            bonds.append((j, k, _ORDER_CODES.get(order, 0), (j, k) in ring_bonds))
     # AddHs appends one bond per hydrogen after the written bonds. A bond of order 0
     # is missing from the matrix (and from the degrees): such a molecule is not scanned.
-    if len(bonds) != mol.GetNumBonds() - (mol.GetNumAtoms() - n_written):
+    if -1 in h_parents or len(bonds) != mol.GetNumBonds() - len(h_parents):
         return None
+    # Charged atoms are few: one query finds them, instead of a call per atom.
+    charges = {a.GetIdx(): a.GetFormalCharge() for a in mol.GetAtomsMatchingQuery(_CHARGED)}
     sigs, symbols = [], []
     atom = mol.GetAtomWithIdx
     for i in range(n_written):
@@ -282,7 +300,7 @@ def scan_heavy(mol: Any, n_written: int) -> HeavyScan | None:
                 z,
                 degrees[i],
                 hydrogens[i],
-                a.GetFormalCharge(),
+                charges.get(i, 0),
                 a.GetIsAromatic(),
                 ring is not None,
                 tuple(sorted(ring)) if ring else (),
@@ -292,7 +310,7 @@ def scan_heavy(mol: Any, n_written: int) -> HeavyScan | None:
         if symbol is None:
             symbol = _SYMBOLS[z] = a.GetSymbol()
         symbols.append(symbol)
-    return HeavyScan(sigs, bonds, degrees, symbols, three_ring)
+    return HeavyScan(sigs, bonds, degrees, symbols, three_ring, h_parents)
 
 
 def _split(expr: str, ops: str) -> tuple[list[str], list[str]]:
