@@ -55,7 +55,7 @@ import os
 import statistics
 import time
 
-from benchmarks.common import compare, pairs, write
+from benchmarks.common import SMOKE, compare, pairs, smoke, write
 
 FORCE_FIELD = "openff-2.3.0"
 
@@ -67,8 +67,11 @@ def main(n: int | None = None, anchor: int | None = None, quick: bool | None = N
     ``TYING_BENCH_CHEM_ANCHOR`` (1000) and ``TYING_BENCH_CHEM_QUICK`` (0), so that
     ``python -m benchmarks chem`` can be sized without editing anything.
     """
-    n = int(os.environ.get("TYING_BENCH_CHEM_N", 100_000)) if n is None else n
-    anchor = int(os.environ.get("TYING_BENCH_CHEM_ANCHOR", 1000)) if anchor is None else anchor
+    n_default, anchor_default = smoke(100_000, 60), smoke(1000, 12)
+    n = int(os.environ.get("TYING_BENCH_CHEM_N", n_default)) if n is None else n
+    anchor = (
+        int(os.environ.get("TYING_BENCH_CHEM_ANCHOR", anchor_default)) if anchor is None else anchor
+    )
     if quick is None:
         quick = os.environ.get("TYING_BENCH_CHEM_QUICK", "0") not in ("", "0")
     rows = [] if quick else _shipped_set_rows()
@@ -170,12 +173,12 @@ def cold(anchor: int = 1000, toolkit: bool = True) -> list[dict]:
     sets = {
         "generated, seed 0": drug_like_smiles(anchor),
         "generated, seed 1": drug_like_smiles(anchor, seed=1),
-        "MiniDrugBank (toolkit)": [s for s, _ in toolkit_drug_like_smiles()],
+        "MiniDrugBank (toolkit)": _few([s for s, _ in toolkit_drug_like_smiles()]),
     }
     assigner = SmirksAssigner(FORCE_FIELD)
     rows = []
     for label, smiles in sets.items():
-        pair = _isolated_cold_pairs(smiles, repeat=5, toolkit=toolkit)
+        pair = _isolated_cold_pairs(smiles, repeat=smoke(5, 1), toolkit=toolkit)
         row = _row(
             f"{label}: cold, own process (CPU time)",
             len(smiles),
@@ -229,7 +232,7 @@ def _drug_like_rows(n: int, anchor: int) -> list[dict]:
         }
     ]
     assigner = SmirksAssigner(FORCE_FIELD)
-    cold = _isolated_cold_pairs(prefix, repeat=5)
+    cold = _isolated_cold_pairs(prefix, repeat=smoke(5, 1))
     for label in ("wall", "CPU"):
         row = _row(
             f"drug-like cold, 1 process ({label} time)",
@@ -254,7 +257,7 @@ def _drug_like_rows(n: int, anchor: int) -> list[dict]:
 
     others = {
         "generated, seed 1": drug_like_smiles(anchor, seed=1),
-        "MiniDrugBank (toolkit)": [s for s, _ in toolkit_drug_like_smiles()],
+        "MiniDrugBank (toolkit)": _few([s for s, _ in toolkit_drug_like_smiles()]),
     }
     for label, other in others.items():
         rows += _other_set_rows(label, other, assigner)
@@ -264,7 +267,7 @@ def _drug_like_rows(n: int, anchor: int) -> list[dict]:
     # first 1,000 molecules and on all n.
     sizes = sorted({min(1000, n), n})
     times: dict[tuple[int, int], list[float]] = {(k, j): [] for k in sizes for j in (1, 2)}
-    for _ in range(2):
+    for _ in range(smoke(2, 1)):
         for size in sizes:
             for jobs in (1, 2):
                 assigner.clear_cache()
@@ -332,7 +335,7 @@ def _other_set_rows(label: str, smiles: list[str], assigner) -> list[dict]:
 
     compared, mismatches = compare_set([(s, s) for s in smiles], FORCE_FIELD)
 
-    cold = _isolated_cold_pairs(smiles, repeat=5)
+    cold = _isolated_cold_pairs(smiles, repeat=smoke(5, 1))
     row = _row(
         f"{label}: cold, 1 process (CPU time)", len(smiles), cold["ours_CPU"], cold["theirs_CPU"]
     )
@@ -363,7 +366,7 @@ def _in_process_row(label: str, smiles: list[str], assigner, isolated_s: float) 
 
     ours()
     runs = []
-    for _ in range(5):
+    for _ in range(smoke(5, 1)):
         t0 = time.process_time()
         ours()
         runs.append(time.process_time() - t0)
@@ -624,7 +627,7 @@ def _shipped_set_rows() -> list[dict]:
     from tying.chem import SmirksAssigner, load_molecule_set, offxml
     from tying.chem.validate import compare_set, openff_force_field
 
-    molecules = load_molecule_set()
+    molecules = _few(load_molecule_set())
     compared, mismatches = compare_set(molecules, FORCE_FIELD)
     rows = [
         {
@@ -673,11 +676,16 @@ def _shipped_set_rows() -> list[dict]:
     )
 
     ours_warm()
-    t_ours = min(_timed(ours_warm) for _ in range(5))
+    t_ours = min(_timed(ours_warm) for _ in range(smoke(5, 1)))
     rows.append(
         _row("warm: the same set again (our cache kept)", len(molecules), t_ours, t_theirs_cold)
     )
     return rows
+
+
+def _few(molecules: list) -> list:
+    """All of ``molecules``, or a dozen under ``TYING_BENCH_SMOKE=1`` (the run is then a check)."""
+    return molecules[:12] if SMOKE else molecules
 
 
 def _timed(fn) -> float:
