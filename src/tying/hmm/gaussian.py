@@ -33,7 +33,7 @@ import numpy as np
 from scipy.linalg import cho_factor, solve_triangular
 
 from tying.hmm import compiled
-from tying.hmm.base import BaseHMM, _broadcast, _check_finite, _check_prior, _positive_int
+from tying.hmm.base import BaseHMM, _broadcast, _check_prior, _positive_int
 from tying.hmm.forward_backward import LaneLayout, _deal_rows, forward_backward_stats
 from tying.hmm.fused_em import FusedEM
 from tying.hmm.sequences import check_observations
@@ -472,13 +472,14 @@ class GaussianHMM(BaseHMM):
         if fused is None:
             super()._em(X, batch, monitor, context, start)
             return
+        it = start
         with fused:  # helper threads stop before anything else runs
-            for it in range(start, monitor.n_iter):
+            while it < monitor.n_iter:
                 ll = fused.step()  # E-step and M-step
-                if ll is None:  # a sequence's scaling failed: the general loop from here
-                    break
-                _check_finite(ll, it)
+                if ll is None:  # a sequence's scaling failed (or ll is not finite): the
+                    break  # general loop from here, which recomputes or refuses it
                 monitor.report(float(ll.sum()))
+                it += 1
                 if monitor.converged:
                     return
             else:
