@@ -65,8 +65,11 @@ def _assert_same_bits(a, b):
         (list(np.random.default_rng(1).integers(1, 300, 90)), 5, 7, 4_000),  # mixed, odd D
         ([30] * 600, 2, 2, 30_000),  # one unit past 256 lanes: split into lane units
         ([25] * 9, 4, 3, 30_000),  # a single small unit
+        ([20] * 50, 32, 20, 500),  # large K and D: NumPy's 8-way pairwise sum of log prec
+        ([10] * 40, 1, 2, 100),  # one state
     ],
-    ids=["goal-shape", "four-units", "mixed-lengths", "over-256-lanes", "one-unit"],
+    ids=["goal-shape", "four-units", "mixed-lengths", "over-256-lanes", "one-unit", "K32-D20",
+         "K1"],  # fmt: skip
 )
 def test_compiled_loop_gives_the_general_loops_bits_for_every_thread_count(
     lengths, K, D, min_rows, monkeypatch
