@@ -46,9 +46,11 @@ CTL_SIZE = 8
 U_COLS = 12
 # ``fns``: addresses of NumPy's exp/log loops (and their data) and of libc's sched_yield, usleep
 F_EXP, F_EXP_DATA, F_LOG, F_LOG_DATA, F_YIELD, F_SLEEP = range(6)
-# waiting: pause-spin for SPIN cycles, then yield the core between checks until YIELD
-# cycles, then sleep 100 us between checks (a thread never hangs on a core it spins on)
-SPIN, YIELD = 2_000_000, 20_000_000
+# waiting: pause-spin for SPIN cycles (about 20 us at 2.6 GHz), then yield the core
+# between checks until YIELD cycles (about 4 ms), then sleep 100 us between checks. The
+# yield matters when no core is free: a thread that spun for long took the time slices
+# of the thread it waited for (n_jobs=2 read 0.85x of n_jobs=1 with both cores busy)
+SPIN, YIELD = 50_000, 10_000_000
 
 
 # ---------------------------------------------------------------- intrinsics
