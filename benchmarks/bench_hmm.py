@@ -482,15 +482,16 @@ def _serial_share(em, repeat, shape):
     bound it sets on 2 threads.
 
     Wall time of the whole fit vs wall time inside ``compiled._run_units`` (the lane
-    copy) and the compiled iterations (``FusedEM.step``: the units, and a few
-    microseconds of sums and M-step), in the same runs; median over ``repeat`` fits.
+    copy) and the compiled iterations (``FusedEM.run``: the units, and a few
+    microseconds of sums and M-step per iteration), in the same runs; median over
+    ``repeat`` fits.
     """
     import time
 
     from tying.hmm import compiled, fused_em
 
     inside = [0.0]
-    run_units, step = compiled._run_units, fused_em.FusedEM.step
+    run_units, run = compiled._run_units, fused_em.FusedEM.run
 
     def timer(fn):
         def timed(*args, **kwargs):
@@ -503,7 +504,7 @@ def _serial_share(em, repeat, shape):
         return timed
 
     shares, fits = [], []
-    compiled._run_units, fused_em.FusedEM.step = timer(run_units), timer(step)
+    compiled._run_units, fused_em.FusedEM.run = timer(run_units), timer(run)
     try:
         em(1)()
         for _ in range(repeat):
@@ -514,7 +515,7 @@ def _serial_share(em, repeat, shape):
             shares.append(1.0 - inside[0] / total)
             fits.append(total)
     finally:
-        compiled._run_units, fused_em.FusedEM.step = run_units, step
+        compiled._run_units, fused_em.FusedEM.run = run_units, run
     share = float(np.median(shares))
     return {
         "case": f"diag HMM EM, K=8, {shape}, 10 iter, n_jobs=1: share outside the threaded work",

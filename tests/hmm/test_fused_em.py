@@ -37,15 +37,17 @@ def _general_loop(monkeypatch):
     monkeypatch.setattr(fused_em.FusedEM, "for_model", classmethod(lambda cls, *a: None))
 
 
-def _count_steps(monkeypatch) -> list:
+def _count_iterations(monkeypatch) -> list:
+    """Record what each compiled call did: (iterations run, whether it handed over)."""
     calls = []
-    step = fused_em.FusedEM.step
+    run = fused_em.FusedEM.run
 
-    def counted(self):
-        calls.append(1)
-        return step(self)
+    def counted(self, n_max, tol, prev):
+        history, failed = run(self, n_max, tol, prev)
+        calls.append((len(history), failed))
+        return history, failed
 
-    monkeypatch.setattr(fused_em.FusedEM, "step", counted)
+    monkeypatch.setattr(fused_em.FusedEM, "run", counted)
     return calls
 
 
@@ -68,8 +70,15 @@ def _assert_same_bits(a, b):
         ([20] * 50, 32, 20, 500),  # large K and D: NumPy's 8-way pairwise sum of log prec
         ([10] * 40, 1, 2, 100),  # one state
     ],
-    ids=["goal-shape", "four-units", "mixed-lengths", "over-256-lanes", "one-unit", "K32-D20",
-         "K1"],  # fmt: skip
+    ids=[
+        "goal-shape",
+        "four-units",
+        "mixed-lengths",
+        "over-256-lanes",
+        "one-unit",
+        "K32-D20",
+        "K1",
+    ],  # fmt: skip
 )
 def test_compiled_loop_gives_the_general_loops_bits_for_every_thread_count(
     lengths, K, D, min_rows, monkeypatch
@@ -78,9 +87,9 @@ def test_compiled_loop_gives_the_general_loops_bits_for_every_thread_count(
     1, 2, 3 and -1, against the general loop (one thread); and the compiled loop ran."""
     monkeypatch.setattr(compiled, "MIN_ROWS", min_rows)
     X = _data(0, K, D, lengths)
-    steps = _count_steps(monkeypatch)
+    calls = _count_iterations(monkeypatch)
     fits = [_fit(X, lengths, K, n_jobs=n) for n in (1, 2, 3, -1)]
-    assert len(steps) == 4 * 5  # every iteration of every fit ran compiled
+    assert calls == [(5, False)] * 4  # every iteration of every fit ran compiled, in one call
     _general_loop(monkeypatch)
     ref = _fit(X, lengths, K)
     for fit in fits:
@@ -115,10 +124,10 @@ def test_compiled_loop_converges_at_the_same_iteration(n_jobs, monkeypatch):
     ids=["full", "tied", "spherical", "tied-means", "tied-rows", "long-sequences"],
 )
 def test_what_needs_the_general_loop_runs_it(ctype, ties, lengths, monkeypatch):
-    steps = _count_steps(monkeypatch)
+    calls = _count_iterations(monkeypatch)
     X = _data(3, 3, 2, lengths)
     fit = _fit(X, lengths, 3, ctype=ctype, ties=ties, n_iter=2)
-    assert steps == [] and fit.n_iter_ == 2
+    assert calls == [] and fit.n_iter_ == 2
 
 
 @needs_numba
@@ -139,9 +148,9 @@ def test_a_sequence_that_needs_log_space_hands_the_fit_to_the_general_loop(n_job
             tol=-np.inf, n_jobs=n_jobs,
         ).fit(X, lengths)  # fmt: skip
 
-    steps = _count_steps(monkeypatch)
+    calls = _count_iterations(monkeypatch)
     fast = fit()
-    assert steps == [1]  # tried once, handed over
+    assert calls == [(0, True)]  # the first iteration failed: handed over before its M-step
     assert np.isfinite(fast.history_).all() and fast.n_iter_ == 4
     _general_loop(monkeypatch)
     _assert_same_bits(fast, fit())
@@ -153,18 +162,19 @@ def test_a_handover_mid_fit_continues_from_that_iteration(monkeypatch):
     untouched: the general loop takes over from there with the same bits."""
     lengths = [40] * 30
     X = _data(5, 3, 2, lengths)
-    step = fused_em.FusedEM.step
-    calls = []
+    run = fused_em.FusedEM.run
+    done = []
 
-    def fail_third(self):
-        calls.append(1)
-        if len(calls) == 3:  # as em_step returns when a lane failed: no M-step ran
-            return None
-        return step(self)
+    def fail_third(self, n_max, tol, prev):
+        if len(done) == 2:  # as em_run returns when a lane failed: no M-step ran
+            return [], True
+        history, failed = run(self, min(n_max, 2 - len(done)), tol, prev)
+        done.extend(history)
+        return history, failed
 
-    monkeypatch.setattr(fused_em.FusedEM, "step", fail_third)
+    monkeypatch.setattr(fused_em.FusedEM, "run", fail_third)
     fast = _fit(X, lengths, 3, n_iter=6, n_jobs=2)
-    assert len(calls) == 3 and fast.n_iter_ == 6
+    assert len(done) == 2 and fast.n_iter_ == 6
     _general_loop(monkeypatch)
     _assert_same_bits(fast, _fit(X, lengths, 3, n_iter=6))
 
@@ -272,12 +282,12 @@ def test_loops_that_disagree_with_numpy_turn_the_compiled_loop_off(monkeypatch, 
     monkeypatch.setitem(fused_em._STATE, "fns", None)
     real = fused_em._ufunc_loop
     monkeypatch.setattr(fused_em, "_ufunc_loop", lambda uf: real(np.log))  # exp -> log
-    steps = _count_steps(monkeypatch)
+    calls = _count_iterations(monkeypatch)
     lengths = [30] * 10
     X = _data(12, 2, 2, lengths)
     with caplog.at_level(logging.INFO, logger="tying.hmm.fused_em"):
         fit = _fit(X, lengths, 2, n_iter=3)
-    assert steps == [] and fit.n_iter_ == 3
+    assert calls == [] and fit.n_iter_ == 3
     assert "compiled EM loop is off" in caplog.text and "other bits" in caplog.text
     monkeypatch.setitem(fused_em._STATE, "fns", None)  # found and checked afresh later
 
@@ -313,3 +323,54 @@ def test_the_fit_layout_is_planned_once_per_fit(monkeypatch):
     a = fused_em.FusedEM.for_model(m, context, m._mstep_fast(context))
     b = fused_em.FusedEM.for_model(m, context, m._mstep_fast(context))
     assert a.plan is b.plan
+
+
+@needs_numba
+def test_compiled_total_log_likelihood_has_numpys_bits():
+    """The compiled loop sums each iteration's log-likelihoods as ``ll.sum()`` does
+    (NumPy's pairwise sum), at every length around its block and halving points."""
+    from tying.hmm import _numba_em
+
+    rng = np.random.default_rng(14)
+    sizes = list(range(1, 300)) + [383, 384, 385, 1023, 1024, 1031, 4096, 5000, 65_537]
+    for n in sizes:
+        a = rng.normal(scale=rng.uniform(1, 1e6), size=n) - 1e4
+        assert _numba_em.np_sum(a) == a.sum(), n
+
+
+@needs_numba
+def test_iterations_in_several_calls_give_the_same_bits(monkeypatch):
+    """A call runs iterations for a CPU-cycle budget (so Ctrl-C is seen between calls);
+    one iteration per call gives the same fit, and the convergence test still stops it
+    at the same iteration."""
+    monkeypatch.setattr(compiled, "MIN_ROWS", 2_000)
+    lengths = [60] * 80
+    X = _data(2, 4, 2, lengths)
+    whole = _fit(X, lengths, 4, n_iter=200, tol=1e-3, n_jobs=2)
+    monkeypatch.setattr(fused_em, "BATCH_CYCLES", 1)
+    calls = _count_iterations(monkeypatch)
+    pieces = _fit(X, lengths, 4, n_iter=200, tol=1e-3, n_jobs=2)
+    assert calls == [(1, False)] * pieces.n_iter_ and pieces.converged_
+    _assert_same_bits(pieces, whole)
+
+
+@needs_numba
+def test_verbose_prints_each_iteration_as_it_ends(monkeypatch, capsys):
+    calls = _count_iterations(monkeypatch)
+    lengths = [30] * 10
+    X = _data(16, 2, 2, lengths)
+    fit = _fit(X, lengths, 2, n_iter=4, verbose=True)
+    assert calls == [(1, False)] * 4
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 4 and lines[-1].split()[0] == "4"
+    assert float(lines[-1].split()[1]) == pytest.approx(fit.history_[-1])
+
+
+@needs_numba
+def test_an_integer_tol_converges_as_its_float(monkeypatch):
+    lengths = [60] * 20
+    X = _data(17, 3, 2, lengths)
+    a = _fit(X, lengths, 3, n_iter=100, tol=1)
+    b = _fit(X, lengths, 3, n_iter=100, tol=1.0)
+    assert a.converged_ and a.n_iter_ < 100
+    _assert_same_bits(a, b)

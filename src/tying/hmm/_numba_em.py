@@ -311,6 +311,84 @@ def em_step(ctl, order, ut, block_a, block_b, ints, start, trans, means, prec, c
 
 
 @numba.njit(**_JIT)
+def np_sum(a):
+    """``a.sum()`` of a contiguous float64 array with NumPy's bits: its pairwise sum
+    (8-way blocks of at most 128 values, longer runs halved on a multiple of 8), the
+    recursion unrolled onto a stack (numba's on-disk cache does not load recursion)."""
+    n = a.shape[0]
+    if n <= 128:
+        return _np_sum(a, 0, n)
+    lo = np.empty(64, np.int64)  # frames: a range, and its left half's sum once known
+    cnt = np.empty(64, np.int64)
+    stage = np.empty(64, np.int64)
+    left = np.empty(64)
+    sp = 0
+    lo[0], cnt[0], stage[0] = 0, n, 0
+    ret = 0.0
+    returned = False
+    while True:
+        if returned:  # a sum for frame sp's pending half
+            if sp < 0:
+                return ret
+            if stage[sp] == 1:  # its left half: now the right half
+                left[sp] = ret
+                stage[sp] = 2
+                half = cnt[sp] // 2
+                half -= half % 8
+                sp += 1
+                lo[sp], cnt[sp], stage[sp] = lo[sp - 1] + half, cnt[sp - 1] - half, 0
+                returned = False
+            else:  # both halves: this frame's sum goes to its parent
+                ret = left[sp] + ret
+                sp -= 1
+            continue
+        if cnt[sp] <= 128:
+            ret = _np_sum(a, lo[sp], cnt[sp])
+            sp -= 1
+            returned = True
+            continue
+        stage[sp] = 1
+        half = cnt[sp] // 2
+        half -= half % 8
+        sp += 1
+        lo[sp], cnt[sp], stage[sp] = lo[sp - 1], half, 0
+
+
+@numba.njit(**_JIT)
+def em_run(n_max, tol, prev, budget, history, ctl, order, ut, block_a, block_b, ints, start,
+           trans, means, prec, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u,
+           slot_seq, ll, xi, first, nsum, sx, sxx, learn, sp_prior, tp_prior, w, mu0, center,
+           covars, cp, cw, min_covar, empty, log2pi, logp):  # fmt: skip
+    """Up to ``n_max`` iterations of :func:`em_step`, each one's total log-likelihood
+    (``ll.sum()``, NumPy's bits) in ``history``; stops after the first whose gain over
+    the one before (``prev`` for the first; NaN: none) is below ``tol`` (the
+    convergence monitor's test), or once ``budget`` CPU cycles have passed, so that
+    the caller's thread sees Ctrl-C between batches.
+
+    Returns:
+        ``(count, status)``: iterations run (their M-steps included), and 0, or the
+        :func:`em_step` code that stopped the batch before iteration ``count``'s
+        M-step (lanes failed: > 0, a helper died: < 0).
+    """
+    t0 = cycles()
+    for i in range(n_max):
+        status = em_step(ctl, order, ut, block_a, block_b, ints, start, trans, means, prec,
+                         const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u, slot_seq,
+                         ll, xi, first, nsum, sx, sxx, learn, sp_prior, tp_prior, w, mu0,
+                         center, covars, cp, cw, min_covar, empty, log2pi, logp)  # fmt: skip
+        if status != 0:
+            return i, status
+        total = np_sum(ll)
+        history[i] = total
+        if prev == prev and total - prev < tol:  # converged (prev is NaN before the first)
+            return i + 1, 0
+        prev = total
+        if cycles() - t0 > budget:
+            return i + 1, 0
+    return n_max, 0
+
+
+@numba.njit(**_JIT)
 def density_constants(covars, prec, const, logp, fns, log2pi):
     """``prec = 1 / covars`` and ``const = -0.5 * (D * log2pi - np.log(prec).sum(1))``
     with NumPy's bits (its ``log`` loop, its pairwise sum); ``logp``: scratch like ``prec``."""

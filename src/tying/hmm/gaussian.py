@@ -475,11 +475,15 @@ class GaussianHMM(BaseHMM):
         it = start
         with fused:  # helper threads stop before anything else runs
             while it < monitor.n_iter:
-                ll = fused.step()  # E-step and M-step
-                if ll is None:  # a sequence's scaling failed (or ll is not finite): the
-                    break  # general loop from here, which recomputes or refuses it
-                monitor.report(float(ll.sum()))
-                it += 1
+                prev = monitor.history[-1] if monitor.history else np.nan
+                # verbose: one iteration per call, so each line prints when it is done
+                n_max = 1 if monitor.verbose else monitor.n_iter - it
+                history, failed = fused.run(n_max, monitor.tol, prev)  # E- and M-steps
+                for total in history:
+                    monitor.report(total)
+                it += len(history)
+                if failed:  # a sequence's scaling failed (or is not finite): the general
+                    break  # loop from here, which recomputes it in log space or refuses it
                 if monitor.converged:
                     return
             else:
