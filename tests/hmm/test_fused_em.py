@@ -374,3 +374,10 @@ def test_an_integer_tol_converges_as_its_float(monkeypatch):
     b = _fit(X, lengths, 3, n_iter=100, tol=1.0)
     assert a.converged_ and a.n_iter_ < 100
     _assert_same_bits(a, b)
+
+
+def test_a_ufunc_that_is_not_float64_unary_is_refused_before_any_pointer_is_followed():
+    with pytest.raises(RuntimeError, match="unexpected PyUFuncObject layout for np.add"):
+        fused_em._ufunc_loop(np.add)
+    with pytest.raises(RuntimeError, match="np.logical_not has no float64 loop"):
+        fused_em._ufunc_loop(np.logical_not)  # unary, but float64 -> bool

@@ -65,14 +65,17 @@ def _ufunc_loop(ufunc: np.ufunc) -> tuple[int, int]:
     """
     P = ctypes.c_void_p
     addr = id(ufunc)
-    head = ctypes.sizeof(ctypes.c_ssize_t) + ctypes.sizeof(P)  # PyObject_HEAD
+    head = object.__basicsize__  # PyObject_HEAD (larger on debug and free-threaded builds)
     nin, nout, nargs, _ = (ctypes.c_int * 4).from_address(addr + head)
+    if (nin, nout, nargs) != (ufunc.nin, ufunc.nout, ufunc.nargs) or ufunc.nargs != 2:
+        # checked before any pointer is followed
+        raise RuntimeError(f"unexpected PyUFuncObject layout for np.{ufunc.__name__}")
     functions = P.from_address(addr + head + 16).value
     data = P.from_address(addr + head + 24).value
     ntypes = ctypes.c_int.from_address(addr + head + 32).value
     name = ctypes.c_char_p.from_address(addr + head + 40).value
     types = P.from_address(addr + head + 48).value
-    if (nin, nout, nargs) != (1, 1, 2) or name != ufunc.__name__.encode() or not functions:
+    if ntypes != ufunc.ntypes or name != ufunc.__name__.encode() or not functions:
         raise RuntimeError(f"unexpected PyUFuncObject layout for np.{ufunc.__name__}")
     tys = ctypes.string_at(types, ntypes * nargs)
     for i in range(ntypes):
