@@ -183,11 +183,12 @@ def _spy_helpers(monkeypatch, fail=None) -> dict:
     """Wrap the helpers' compiled loop: record how many entered and left it."""
     from tying.hmm import _numba_em
 
-    seen = {"in": 0, "out": 0}
+    seen = {"in": 0, "out": 0, "ctl": []}
     real = _numba_em.worker
 
     def worker(*args):
         seen["in"] += 1
+        seen["ctl"].append(args[0])
         try:
             if fail is not None:
                 raise fail
@@ -208,7 +209,7 @@ def test_an_error_in_a_helper_thread_is_raised_and_the_model_is_unchanged(monkey
     m = GaussianHMM(3, "diag", n_iter=5, random_state=0, n_jobs=2)
     with pytest.raises(MemoryError, match="helper out of memory"):
         m.fit(X, lengths)
-    assert seen == {"in": 1, "out": 1}
+    assert (seen["in"], seen["out"]) == (1, 1)
     assert "_means" not in vars(m)
 
 
@@ -233,7 +234,17 @@ def test_an_interrupt_between_iterations_stops_every_helper_thread(monkeypatch):
     m = GaussianHMM(3, "diag", n_iter=5, random_state=0, n_jobs=3)
     with pytest.raises(KeyboardInterrupt):
         m.fit(X, lengths)
-    assert seen["in"] == seen["out"] >= 1  # every helper that started has left
+    from tying.hmm import _numba_em
+
+    # every helper that started had left its compiled loop before fit re-raised ...
+    ctl = seen["ctl"][0]  # one restart: its helpers share one control array
+    assert seen["in"] >= 1 and all(c is ctl for c in seen["ctl"])
+    assert ctl[_numba_em.LEFT] == seen["in"]
+    for _ in range(500):  # ... and its thread returns to the pool soon after
+        if seen["out"] == seen["in"]:
+            break
+        threading.Event().wait(0.01)
+    assert seen["out"] == seen["in"]
     assert "_means" not in vars(m)
 
 
@@ -254,7 +265,7 @@ def test_a_helper_whose_thread_never_starts_neither_hangs_the_fit_nor_changes_it
     finally:
         release.set()
         blocker.result(timeout=10)
-    assert seen == {"in": 0, "out": 0}  # the queued helper was cancelled, not run later
+    assert (seen["in"], seen["out"]) == (0, 0)  # the queued helper was cancelled, not run later
     _general_loop(monkeypatch)
     _assert_same_bits(fit, _fit(X, lengths, 4))
 

@@ -39,7 +39,7 @@ from tying.hmm._numba_kernels import (
 _JIT = {"nogil": True, "cache": True, "error_model": "numpy"}  # no fastmath: NumPy's bits
 
 # control words of the shared int64 array ``ctl``
-CLAIM, DONE, STOP, DEAD = 0, 1, 2, 3
+CLAIM, DONE, STOP, DEAD, LEFT = 0, 1, 2, 3, 4  # LEFT: helpers out of :func:`worker`
 CTL_SIZE = 8
 # the unit table's columns (one row per unit, int64)
 (U_T, U_S, U_NREAL, U_XL, U_XCL, U_IC, U_M, U_B, U_ALPHA, U_NACT, U_LENS, U_SLOT) = range(12)
@@ -253,6 +253,22 @@ def worker(ctl, order, ut, block_a, block_b, ints, start, trans, means, prec, co
     while _wait(ctl, CLAIM, U, True, fns):
         _take_units(ctl, order, ut, block_a, block_b, ints, start, trans, means, prec, const,
                     fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u)  # fmt: skip
+    atomic_add(ctl, LEFT, 1)  # the last write of this thread
+
+
+@numba.njit(**_JIT)
+def wait_left(ctl, n, fns):
+    """Wait (without the GIL) until ``n`` helpers have left :func:`worker` (the caller
+    has set ``ctl[STOP]``), or one died."""
+    t0 = cycles()
+    while atomic_load(ctl, LEFT) < n and atomic_load(ctl, DEAD) == 0:
+        waited = cycles() - t0
+        if waited < SPIN or waited < 0:
+            cpu_pause()
+        elif waited < YIELD:
+            call_int(fns[F_YIELD], 0)
+        else:
+            call_int(fns[F_SLEEP], 100)
 
 
 @numba.njit(**_JIT)

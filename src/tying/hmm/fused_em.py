@@ -280,7 +280,9 @@ class FusedEM:
         # a helper that never started (its pool busy) is cancelled, not waited for (a
         # cancelled future counts as done only once a pool thread has dequeued it)
         running = [f for f in self._futures if not f.cancel()]
-        concurrent.futures.wait(running)  # they return at their next check of ctl
+        # they leave their compiled loop at their next check of ctl; waiting for that in
+        # compiled code is quicker than for the futures (0.36 ms per fit, a thread wake-up)
+        self.plan["kernels"].wait_left(self.ctl, len(running), self.plan["fns"])
         self._futures = []
         if exc_type is None:
             self._raise_helper_error()
