@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -179,12 +180,28 @@ def test_a_handover_mid_fit_continues_from_that_iteration(monkeypatch):
     _assert_same_bits(fast, _fit(X, lengths, 3, n_iter=6))
 
 
-def _spy_helpers(monkeypatch, fail=None) -> dict:
-    """Wrap the helpers' compiled loop: record how many entered and left it."""
+def _spy_helpers(monkeypatch, fail=None, wait_for_helper=False) -> dict:
+    """Wrap the helpers' compiled loop: record how many entered and left it.
+
+    ``wait_for_helper``: the fitting thread enters its compiled loop only once a
+    helper has entered its own (up to 30 s). Without it, on a busy machine the
+    fitting thread may finish every unit before the pool starts the helper, which is
+    then cancelled: a correct fit, but not the case a test of helpers means to see.
+    """
     from tying.hmm import _numba_em
 
     seen = {"in": 0, "out": 0, "ctl": []}
     real = _numba_em.worker
+    if wait_for_helper:
+        real_run = _numba_em.em_run
+
+        def em_run(*args):
+            deadline = time.monotonic() + 30
+            while seen["in"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.001)
+            return real_run(*args)
+
+        monkeypatch.setattr(_numba_em, "em_run", em_run)
 
     def worker(*args):
         seen["in"] += 1
@@ -205,7 +222,7 @@ def test_an_error_in_a_helper_thread_is_raised_and_the_model_is_unchanged(monkey
     monkeypatch.setattr(compiled, "MIN_ROWS", 300)  # four units: three helpers could work
     lengths = [40] * 30
     X = _data(7, 3, 2, lengths)
-    seen = _spy_helpers(monkeypatch, fail=MemoryError("helper out of memory"))
+    seen = _spy_helpers(monkeypatch, fail=MemoryError("helper out of memory"), wait_for_helper=True)
     m = GaussianHMM(3, "diag", n_iter=5, random_state=0, n_jobs=2)
     with pytest.raises(MemoryError, match="helper out of memory"):
         m.fit(X, lengths)
@@ -222,7 +239,7 @@ def test_an_interrupt_between_iterations_stops_every_helper_thread(monkeypatch):
     monkeypatch.setattr(compiled, "MIN_ROWS", 300)
     lengths = [40] * 30
     X = _data(8, 3, 2, lengths)
-    seen = _spy_helpers(monkeypatch)
+    seen = _spy_helpers(monkeypatch, wait_for_helper=True)
     report = monitor.ConvergenceMonitor.report
 
     def interrupted(self, log_prob):
@@ -300,6 +317,24 @@ def test_loops_that_disagree_with_numpy_turn_the_compiled_loop_off(monkeypatch, 
         fit = _fit(X, lengths, 2, n_iter=3)
     assert calls == [] and fit.n_iter_ == 3
     assert "compiled EM loop is off" in caplog.text and "other bits" in caplog.text
+    monkeypatch.setitem(fused_em._STATE, "fns", None)  # found and checked afresh later
+
+
+@needs_numba
+def test_a_cpu_other_than_x86_runs_the_general_loop(monkeypatch, caplog):
+    """The spin limits read the cycle counter, which AArch64 user space may not read
+    (SIGILL): on any CPU but x86 the compiled loop stays off, with an INFO message."""
+    from tying.hmm import _numba_em
+
+    monkeypatch.setitem(fused_em._STATE, "fns", None)
+    monkeypatch.setattr(_numba_em, "_X86", False)
+    calls = _count_iterations(monkeypatch)
+    lengths = [30] * 10
+    X = _data(13, 2, 2, lengths)
+    with caplog.at_level(logging.INFO, logger="tying.hmm.fused_em"):
+        fit = _fit(X, lengths, 2, n_iter=3)
+    assert calls == [] and fit.n_iter_ == 3
+    assert "compiled EM loop is off" in caplog.text and "not an x86 CPU" in caplog.text
     monkeypatch.setitem(fused_em._STATE, "fns", None)  # found and checked afresh later
 
 

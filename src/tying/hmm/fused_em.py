@@ -16,7 +16,8 @@ and asks the convergence monitor, as the general loop does. Every result has
 the bits of the general loop, for any number of threads: the same kernels on
 the same units, sums in unit order, NumPy's own ``exp`` and ``log`` loops.
 
-It is used when nothing needs Python inside an iteration: numba present, a
+It is used when nothing needs Python inside an iteration: numba present on an
+x86 CPU (the spin limits read its cycle counter), a
 ``"diag"`` model with no ties, every work unit in lanes (not a few long
 sequences), K and D at most 128. When a sequence's scaling fails, the loop hands
 that iteration and the rest of the fit to the general loop (whose log-space
@@ -37,6 +38,7 @@ from __future__ import annotations
 import concurrent.futures
 import ctypes
 import logging
+import platform
 import threading
 
 import numpy as np
@@ -92,6 +94,10 @@ def _fns(kernels) -> np.ndarray | None:
     bits on awkward values. None (and one INFO message) when anything is off."""
     if _STATE["fns"] is None:
         try:
+            if not kernels._X86:
+                # llvm.readcyclecounter (the spin limits' clock) reads PMCCNTR_EL0 on
+                # AArch64, which user space may not read (SIGILL): x86 only, for now
+                raise RuntimeError(f"not an x86 CPU ({platform.machine()})")
             libc = ctypes.CDLL(None)
             exp, exp_data = _ufunc_loop(np.exp)
             lg, log_data = _ufunc_loop(np.log)
