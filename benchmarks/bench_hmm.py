@@ -349,6 +349,13 @@ def _threads_case(rows, n_seq, T, repeat):
     def em(n_jobs, ctype="diag"):
         return lambda: model(n_jobs, ctype).fit(X, lengths)
 
+    def em_general(n_jobs, ctype="diag"):  # the general EM loop (stop 17's), for reference
+        def run():
+            with _general_em_loop():
+                model(n_jobs, ctype).fit(X, lengths)
+
+        return run
+
     rows.append(_serial_share(em, repeat=3 * repeat, shape=shape))
     fitted = model(1, n_iter=1).fit(X, lengths)
     context = fitted._em_context(X, batch)
@@ -360,26 +367,43 @@ def _threads_case(rows, n_seq, T, repeat):
 
         return run
 
+    _, _, ratios = _paired(em(1), em_general(1), repeat=3 * repeat, clock=time.perf_counter)
+    rows.append(
+        {
+            "case": f"diag HMM EM, K=8, {shape}, 10 iter, n_jobs=1: compiled iteration vs "
+            "the general loop (wall)",
+            "anchor": "the general EM loop (stop 17), same thread count",
+            "speedup": float(np.median(ratios)),
+            "speedup_spread": _spread(ratios),
+            "load_average_1min": os.getloadavg()[0],
+        }
+    )
     identical = {}  # per covariance type: the E-step row re-uses the diag fits' check
     for ctype, fn, goal in (
         ("diag", em, f"B diag {n_seq}x{T} n_jobs=2"),
+        ("diag", em_general, ""),
         ("full", em, ""),
         ("tied", em, ""),
         ("diag", e_step, ""),
     ):
-        name = f"{ctype} HMM EM, K=8, {shape}, 10 iter" if fn is em else "fused E-step alone"
+        name = {
+            em: f"{ctype} HMM EM, K=8, {shape}, 10 iter",
+            em_general: f"{ctype} HMM EM, general loop (no compiled iteration), {shape}",
+            e_step: "fused E-step alone (general loop's)",
+        }[fn]
         if ctype not in identical:
             two, one = model(2, ctype).fit(X, lengths), model(1, ctype).fit(X, lengths)
             identical[ctype] = two.history_ == one.history_ and all(
                 np.array_equal(getattr(two, p), getattr(one, p))
                 for p in ("startprob_", "transmat_", "means_", "covars_")
             )
-        _, _, ratios = _paired(
+        _, t1, ratios = _paired(
             fn(2, ctype), fn(1, ctype), repeat=3 * repeat, clock=time.perf_counter
         )
         rows.append(
             {
                 "case": f"{name}, n_jobs=2 vs n_jobs=1 (wall)" + ("" if fn is em else f", {shape}"),
+                "fit_ms_1_thread": float(np.median(t1) * 1e3),
                 "anchor": "itself on 1 thread (BLAS held to 1 thread)",
                 "speedup": float(np.median(ratios)),
                 "speedup_spread": _spread(ratios),
@@ -434,29 +458,53 @@ def _spin_1():
     _spin_n(1)
 
 
+def _general_em_loop():
+    """Within it, fits run the general EM loop (no compiled iteration)."""
+    import contextlib
+
+    from tying.hmm import fused_em
+
+    @contextlib.contextmanager
+    def cm():
+        real = fused_em.FusedEM.for_model
+        fused_em.FusedEM.for_model = classmethod(lambda cls, *a: None)
+        try:
+            yield
+        finally:
+            fused_em.FusedEM.for_model = real
+
+    return cm()
+
+
 def _serial_share(em, repeat, shape):
     """What bounds the n_jobs row: the share of a 1-thread fit spent outside the threaded
-    units (validation, lane layout, M-step, Python), and Amdahl's bound it sets on 2 threads.
+    work (validation, planning, initialisation, Python between iterations), and Amdahl's
+    bound it sets on 2 threads.
 
-    Wall time of the whole fit vs wall time inside ``compiled._run_units`` (the work
-    that the threads share), in the same runs; median over ``repeat`` fits.
+    Wall time of the whole fit vs wall time inside ``compiled._run_units`` (the lane
+    copy) and the compiled iterations (``FusedEM.run``: the units, and a few
+    microseconds of sums and M-step per iteration), in the same runs; median over
+    ``repeat`` fits.
     """
     import time
 
-    from tying.hmm import compiled
+    from tying.hmm import compiled, fused_em
 
     inside = [0.0]
-    run_units = compiled._run_units
+    run_units, run = compiled._run_units, fused_em.FusedEM.run
 
-    def timed(*args, **kwargs):
-        t0 = time.perf_counter()
-        try:
-            return run_units(*args, **kwargs)
-        finally:
-            inside[0] += time.perf_counter() - t0
+    def timer(fn):
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                inside[0] += time.perf_counter() - t0
+
+        return timed
 
     shares, fits = [], []
-    compiled._run_units = timed
+    compiled._run_units, fused_em.FusedEM.run = timer(run_units), timer(run)
     try:
         em(1)()
         for _ in range(repeat):
@@ -467,10 +515,10 @@ def _serial_share(em, repeat, shape):
             shares.append(1.0 - inside[0] / total)
             fits.append(total)
     finally:
-        compiled._run_units = run_units
+        compiled._run_units, fused_em.FusedEM.run = run_units, run
     share = float(np.median(shares))
     return {
-        "case": f"diag HMM EM, K=8, {shape}, 10 iter, n_jobs=1: share outside the threaded units",
+        "case": f"diag HMM EM, K=8, {shape}, 10 iter, n_jobs=1: share outside the threaded work",
         "anchor": "none (bounds the n_jobs row)",
         "fit_s": float(np.median(fits)),
         "serial_share": share,

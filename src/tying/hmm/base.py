@@ -395,16 +395,12 @@ class BaseHMM:
     def _param_kind(self, param: str) -> str:
         return param
 
-    def _em(self, X, batch, monitor: ConvergenceMonitor, context) -> None:
-        for it in range(monitor.n_iter):
+    def _em(self, X, batch, monitor: ConvergenceMonitor, context, start: int = 0) -> None:
+        """EM iterations ``start..n_iter-1`` (a subclass's compiled loop may hand over
+        the rest of a fit at ``start``)."""
+        for it in range(start, monitor.n_iter):
             post = self._estep(X, batch, context)
-            if not np.all(np.isfinite(post.log_likelihood)):
-                s = int(np.flatnonzero(~np.isfinite(post.log_likelihood))[0])
-                raise ValueError(
-                    f"sequence {s} has probability 0 under the parameters of EM iteration {it} "
-                    f"(a symbol or transition no state allows); give it non-zero probability "
-                    f"in the start values or drop the sequence"
-                )
+            _check_finite(post.log_likelihood, it)
             monitor.report(float(post.log_likelihood.sum()))
             self._mstep(X, post, context)
             if monitor.converged:
@@ -953,6 +949,17 @@ class BaseHMM:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(n_components={self.n_components}, ties={self.ties!r})"
+
+
+def _check_finite(log_likelihood: np.ndarray, it: int) -> None:
+    """Refuse an E-step in which some sequence has probability 0 (naming it)."""
+    if not np.all(np.isfinite(log_likelihood)):
+        s = int(np.flatnonzero(~np.isfinite(log_likelihood))[0])
+        raise ValueError(
+            f"sequence {s} has probability 0 under the parameters of EM iteration {it} "
+            f"(a symbol or transition no state allows); give it non-zero probability "
+            f"in the start values or drop the sequence"
+        )
 
 
 def _broadcast(value: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

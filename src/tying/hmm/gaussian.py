@@ -35,6 +35,7 @@ from scipy.linalg import cho_factor, solve_triangular
 from tying.hmm import compiled
 from tying.hmm.base import BaseHMM, _broadcast, _check_prior, _positive_int
 from tying.hmm.forward_backward import LaneLayout, _deal_rows, forward_backward_stats
+from tying.hmm.fused_em import FusedEM
 from tying.hmm.sequences import check_observations
 from tying.hmm.ties import StateTies
 
@@ -464,6 +465,31 @@ class GaussianHMM(BaseHMM):
             context["layout"] = LaneLayout(context["X"], center, batch, n_jobs=self.n_jobs)
         return context
 
+    def _em(self, X, batch, monitor, context, start: int = 0) -> None:
+        """EM in one compiled call per iteration where nothing in it needs Python
+        (:mod:`tying.hmm.fused_em`), with the general loop's bits; else the general loop."""
+        fused = FusedEM.for_model(self, context, self._mstep_fast(context))
+        if fused is None:
+            super()._em(X, batch, monitor, context, start)
+            return
+        it = start
+        with fused:  # helper threads stop before anything else runs
+            while it < monitor.n_iter:
+                prev = monitor.history[-1] if monitor.history else np.nan
+                # verbose: one iteration per call, so each line prints when it is done
+                n_max = 1 if monitor.verbose else monitor.n_iter - it
+                history, failed = fused.run(n_max, monitor.tol, prev)  # E- and M-steps
+                for total in history:
+                    monitor.report(total)
+                it += len(history)
+                if failed:  # a sequence's scaling failed (or is not finite): the general
+                    break  # loop from here, which recomputes it in log space or refuses it
+                if monitor.converged:
+                    return
+            else:
+                return
+        super()._em(X, batch, monitor, context, it)
+
     def _estep(self, X, batch, context):
         """Fused compiled E-step (density, forward-backward, statistics) when numba is here.
 
@@ -538,7 +564,7 @@ class GaussianHMM(BaseHMM):
         """The M-step; a diag model in which no state shares anything, after the fused
         E-step, takes one compiled call with the NumPy M-step's bits (its dozens of small
         NumPy calls ran on one thread between the threaded E-steps, 2026-12-01)."""
-        fast = self._mstep_fast(post, context)
+        fast = self._mstep_fast(context) if post.stats is not None else None
         if fast is None:
             super()._mstep(X, post, context)
             return
@@ -557,11 +583,11 @@ class GaussianHMM(BaseHMM):
         )  # fmt: skip
         self._startprob = startprob
 
-    def _mstep_fast(self, post, context):
+    def _mstep_fast(self, context):
         """The compiled M-step's fixed arguments (made on the fit's first M-step and kept in
         its ``context``: settings, ties and priors do not change during a fit), or None
         when the NumPy M-step runs (other covariance types, ties, no fused E-step)."""
-        if context is None or post.stats is None or compiled._kernels() is None:
+        if context is None or compiled._kernels() is None:
             return None
         fast = context.get("mstep_fast")
         if fast is None:

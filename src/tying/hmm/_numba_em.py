@@ -1,0 +1,419 @@
+"""numba code of the compiled EM iteration (:mod:`tying.hmm.fused_em`); imported only
+when numba is.
+
+One call of :func:`em_step` runs a whole EM iteration of an untied diagonal
+Gaussian HMM: the E-step of every work unit (density, ``exp``, the lane
+forward-backward with its statistics), the units' sums added in unit order,
+and the compiled M-step, then the next iteration's precisions and constants.
+Helper threads stay inside :func:`worker` for the whole fit: between E-steps
+they spin on a shared counter instead of being woken by the pool (which made
+them start 70-94 us late on a ~1 ms E-step), and they take units by an
+atomic counter, so a thread that starts late (or never) only leaves its units
+to the others. Results do not depend on which thread ran a unit.
+
+``exp`` and ``log`` are NumPy's own inner loops, called through the function
+pointers of the ufuncs (``fused_em._ufunc_loop``): the same bits as
+``np.exp(b, out=b)`` on the old path, at NumPy's SIMD speed (numba's scalar
+``exp`` is 5x slower here and rounds differently).
+"""
+
+from __future__ import annotations
+
+import platform
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from tying.hmm._numba_kernels import (
+    _np_sum,
+    lanes_density_diag,
+    lanes_fb_stats,
+    mstep_diag_untied,
+    sum_first_axis,
+)
+
+_JIT = {"nogil": True, "cache": True, "error_model": "numpy"}  # no fastmath: NumPy's bits
+
+# control words of the shared int64 array ``ctl``
+CLAIM, DONE, STOP, DEAD, LEFT = 0, 1, 2, 3, 4  # LEFT: helpers out of :func:`worker`
+CTL_SIZE = 8
+# the unit table's columns (one row per unit, int64)
+(U_T, U_S, U_NREAL, U_XL, U_XCL, U_IC, U_M, U_B, U_ALPHA, U_NACT, U_LENS, U_SLOT) = range(12)
+U_COLS = 12
+# ``fns``: addresses of NumPy's exp/log loops (and their data) and of libc's sched_yield, usleep
+F_EXP, F_EXP_DATA, F_LOG, F_LOG_DATA, F_YIELD, F_SLEEP = range(6)
+# waiting: pause-spin for SPIN cycles (about 20 us at 2.6 GHz), then yield the core
+# between checks until YIELD cycles (about 4 ms), then sleep 100 us between checks. The
+# yield matters when no core is free: a thread that spun for long took the time slices
+# of the thread it waited for (n_jobs=2 read 0.85x of n_jobs=1 with both cores busy)
+SPIN, YIELD = 50_000, 10_000_000
+
+
+# ---------------------------------------------------------------- intrinsics
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+_PAUSE = "llvm.x86.sse2.pause"
+
+
+def _item_pointer(context, builder, sig, args):
+    aryty = sig.args[0]
+    ary = context.make_array(aryty)(context, builder, args[0])
+    idx = context.cast(builder, args[1], sig.args[1], types.intp)
+    return cgutils.get_item_pointer(context, builder, aryty, ary, [idx])
+
+
+@intrinsic
+def atomic_add(typingctx, arr, idx, val):
+    """``old = arr[idx]; arr[idx] += val`` as one atomic (sequentially consistent) step."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.int64):
+        return None
+    sig = types.int64(arr, idx, val)
+
+    def codegen(context, builder, sig, args):
+        ptr = _item_pointer(context, builder, sig, args)
+        value = context.cast(builder, args[2], sig.args[2], types.int64)
+        return builder.atomic_rmw("add", ptr, value, "seq_cst")
+
+    return sig, codegen
+
+
+@intrinsic
+def atomic_load(typingctx, arr, idx):
+    """``arr[idx]`` read from memory every time (acquire: later reads see what the
+    writer stored before its release); a plain read could be hoisted out of a spin loop."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.int64):
+        return None
+    sig = types.int64(arr, idx)
+
+    def codegen(context, builder, sig, args):
+        return builder.load_atomic(_item_pointer(context, builder, sig, args), "acquire", 8)
+
+    return sig, codegen
+
+
+@intrinsic
+def atomic_store(typingctx, arr, idx, val):
+    """``arr[idx] = val`` (release: everything written before it is seen with it)."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.int64):
+        return None
+    sig = types.void(arr, idx, val)
+
+    def codegen(context, builder, sig, args):
+        value = context.cast(builder, args[2], sig.args[2], types.int64)
+        builder.store_atomic(value, _item_pointer(context, builder, sig, args), "seq_cst", 8)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def cpu_pause(typingctx):
+    """x86 ``pause`` (spin-wait hint), or nothing on other CPUs."""
+    sig = types.void()
+
+    def codegen(context, builder, sig, args):
+        if _X86:  # LLVM's intrinsic: numba's JIT has no inline-assembly parser
+            fnty = ir.FunctionType(ir.VoidType(), [])
+            builder.call(cgutils.get_or_insert_function(builder.module, fnty, _PAUSE), [])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def cycles(typingctx):
+    """The CPU's cycle counter (``llvm.readcyclecounter``): a cheap clock for spin limits."""
+    sig = types.int64()
+
+    def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(ir.IntType(64), [])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.readcyclecounter")
+        return builder.call(fn, [])
+
+    return sig, codegen
+
+
+@intrinsic
+def call_loop(typingctx, fn, args, dims, steps, data):
+    """Call a NumPy ufunc inner loop ``void f(char **args, npy_intp *dims, npy_intp
+    *steps, void *data)`` at address ``fn``, the pointers given as integers."""
+    sig = types.void(fn, args, dims, steps, data)
+
+    def codegen(context, builder, sig, llargs):
+        vp = ir.IntType(8).as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [vp, vp, vp, vp])
+        ptrs = [
+            context.cast(builder, a, t, types.int64) for a, t in zip(llargs, sig.args, strict=True)
+        ]
+        f = builder.inttoptr(ptrs[0], fnty.as_pointer())
+        builder.call(f, [builder.inttoptr(p, vp) for p in ptrs[1:]])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def call_int(typingctx, fn, arg):
+    """Call ``int f(unsigned)`` at address ``fn`` (libc's ``usleep``, ``sched_yield``)."""
+    sig = types.void(fn, arg)
+
+    def codegen(context, builder, sig, llargs):
+        fnty = ir.FunctionType(ir.IntType(32), [ir.IntType(32)])
+        addr = context.cast(builder, llargs[0], sig.args[0], types.int64)
+        value = context.cast(builder, llargs[1], sig.args[1], types.int32)
+        builder.call(builder.inttoptr(addr, fnty.as_pointer()), [value])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+# ---------------------------------------------------------------- NumPy's loops
+@numba.njit(**_JIT)
+def ufunc_in_place(fn, data, a):
+    """``fn`` (a NumPy float64 unary inner loop) on contiguous ``a`` in place, in one call
+    of the loop over every element, as NumPy calls it for ``np.exp(a, out=a)``."""
+    flat = a.reshape(-1)
+    argv = np.empty(2, np.int64)
+    argv[0] = flat.ctypes.data
+    argv[1] = flat.ctypes.data
+    dims = np.empty(1, np.int64)
+    dims[0] = flat.shape[0]
+    steps = np.full(2, 8, np.int64)
+    call_loop(fn, argv.ctypes.data, dims.ctypes.data, steps.ctypes.data, data)
+
+
+# ---------------------------------------------------------------- waiting
+@numba.njit(**_JIT)
+def _wait(ctl, idx, target, below, fns):
+    """Wait until ``ctl[idx] < target`` (``below``) or ``>= target`` (else), or until
+    ``ctl[STOP]`` or ``ctl[DEAD]`` is set; returns False in the last two cases."""
+    t0 = cycles()
+    while True:
+        v = atomic_load(ctl, idx)
+        if (v < target) == below:
+            return True
+        if atomic_load(ctl, STOP) != 0 or atomic_load(ctl, DEAD) != 0:
+            return False
+        waited = cycles() - t0
+        if waited < SPIN or waited < 0:  # < 0: the counter jumped (another core's)
+            cpu_pause()
+        elif waited < YIELD:
+            call_int(fns[F_YIELD], 0)
+        else:
+            call_int(fns[F_SLEEP], 100)
+
+
+# ---------------------------------------------------------------- one unit
+@numba.njit(**_JIT)
+def _unit(u, ut, block_a, block_b, ints, start, trans, means, prec, const, fns, ll_u, bad_u,
+          xi_u, first_u, n_u, sx_u, sxx_u):  # fmt: skip
+    """Unit ``u``'s E-step, as ``forward_backward_stats.work`` runs it for a lane unit."""
+    T, S, n_real = ut[u, U_T], ut[u, U_S], ut[u, U_NREAL]
+    D, K = means.shape[1], means.shape[0]
+    XL = block_a[ut[u, U_XL] : ut[u, U_XL] + T * D * S].reshape((T, D, S))
+    XcL = block_a[ut[u, U_XCL] : ut[u, U_XCL] + T * D * S].reshape((T, D, S))
+    ic = block_a[ut[u, U_IC] : ut[u, U_IC] + T * S].reshape((T, S))
+    m = block_a[ut[u, U_M] : ut[u, U_M] + T * S].reshape((T, S))
+    b = block_b[ut[u, U_B] : ut[u, U_B] + T * K * S].reshape((T, K, S))
+    alpha = block_b[ut[u, U_ALPHA] : ut[u, U_ALPHA] + T * K * S].reshape((T, K, S))
+    n_act = ints[ut[u, U_NACT] : ut[u, U_NACT] + T]
+    lens = ints[ut[u, U_LENS] : ut[u, U_LENS] + n_real]
+    lo = ut[u, U_SLOT]  # the unit's real lanes' slots in ll_u, bad_u
+    lanes_density_diag(XL, n_act, means, prec, const, b, m)
+    ufunc_in_place(fns[F_EXP], fns[F_EXP_DATA], b)
+    lanes_fb_stats(
+        start, trans, b, m, n_act, lens, XcL, False, alpha, ic,
+        ll_u[lo : lo + n_real], bad_u[lo : lo + n_real],
+        xi_u[u], first_u[u], n_u[u], sx_u[u], sxx_u[u],
+    )  # fmt: skip
+
+
+@numba.njit(**_JIT)
+def _take_units(ctl, order, ut, block_a, block_b, ints, start, trans, means, prec, const, fns,
+                ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u):  # fmt: skip
+    """Run units while there are unclaimed ones (the costliest first)."""
+    U = order.shape[0]
+    while True:
+        c = atomic_add(ctl, CLAIM, 1)
+        if c >= U:
+            return
+        _unit(order[c], ut, block_a, block_b, ints, start, trans, means, prec, const, fns,
+              ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u)  # fmt: skip
+        atomic_add(ctl, DONE, 1)
+
+
+@numba.njit(**_JIT)
+def worker(ctl, order, ut, block_a, block_b, ints, start, trans, means, prec, const, fns,
+           ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u):  # fmt: skip
+    """A helper thread's whole fit: wait for units to claim, run them, until ``ctl[STOP]``."""
+    U = order.shape[0]
+    while _wait(ctl, CLAIM, U, True, fns):
+        _take_units(ctl, order, ut, block_a, block_b, ints, start, trans, means, prec, const,
+                    fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u)  # fmt: skip
+    atomic_add(ctl, LEFT, 1)  # the last write of this thread
+
+
+@numba.njit(**_JIT)
+def wait_left(ctl, n, fns):
+    """Wait (without the GIL) until ``n`` helpers have left :func:`worker` (the caller
+    has set ``ctl[STOP]``), or one died."""
+    t0 = cycles()
+    while atomic_load(ctl, LEFT) < n and atomic_load(ctl, DEAD) == 0:
+        waited = cycles() - t0
+        if waited < SPIN or waited < 0:
+            cpu_pause()
+        elif waited < YIELD:
+            call_int(fns[F_YIELD], 0)
+        else:
+            call_int(fns[F_SLEEP], 100)
+
+
+@numba.njit(**_JIT)
+def em_step(ctl, order, ut, block_a, block_b, ints, start, trans, means, prec, const, fns,
+            ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u,
+            slot_seq, ll, xi, first, nsum, sx, sxx,
+            learn, sp_prior, tp_prior, w, mu0, center, covars, cp, cw, min_covar, empty,
+            log2pi, logp):  # fmt: skip
+    """One EM iteration on the calling thread (and the helpers in :func:`worker`).
+
+    The E-step's units, then their sums in unit order (``xi``, ``first``, ``nsum``,
+    ``sx``, ``sxx``: ``(K, K)``, ``(K,)``, ``(K,)``, ``(K, D)``, ``(K, D)``) and each
+    sequence's log-likelihood in ``ll`` (sequence order). Then, unless a lane's scaling
+    failed, the M-step in place (:func:`mstep_diag_untied`) and the next E-step's
+    ``prec = 1 / covars`` and ``const = -(D log 2 pi - sum log prec) / 2`` (``logp``:
+    scratch ``(K, D)``).
+
+    Returns:
+        The number of lanes whose scaling failed (the M-step did not run then: the
+        caller redoes this E-step on the general path), or -1 when a helper thread
+        died (``ctl[DEAD]``).
+    """
+    U = order.shape[0]
+    K, D = means.shape
+    atomic_store(ctl, DONE, 0)
+    atomic_store(ctl, CLAIM, 0)  # the helpers may start: this iteration's parameters are set
+    _take_units(ctl, order, ut, block_a, block_b, ints, start, trans, means, prec, const, fns,
+                ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u)  # fmt: skip
+    if not _wait(ctl, DONE, U, False, fns):  # every claimed unit has been written
+        if atomic_load(ctl, DEAD) != 0:
+            return -1
+    n_bad = 0
+    for u in range(U):
+        lo, n_real = ut[u, U_SLOT], ut[u, U_NREAL]
+        for i in range(n_real):
+            ll[slot_seq[lo + i]] = ll_u[lo + i]
+            if bad_u[lo + i]:
+                n_bad += 1
+    sum_first_axis(xi_u, xi)
+    sum_first_axis(first_u, first)
+    sum_first_axis(n_u, nsum)
+    sxT = np.empty((D, K))
+    sum_first_axis(sx_u, sxT)
+    sxxT = np.empty((D, 1, K))
+    sum_first_axis(sxx_u, sxxT)
+    for k in range(K):
+        for d in range(D):
+            sx[k, d] = sxT[d, k]
+            sxx[k, d] = sxxT[d, 0, k]
+    if n_bad:
+        return n_bad
+    mstep_diag_untied(learn, start, sp_prior, first, trans, tp_prior, xi, means, w, mu0,
+                      center, nsum, sx, sxx, covars, cp, cw, min_covar, empty)  # fmt: skip
+    density_constants(covars, prec, const, logp, fns, log2pi)
+    return 0
+
+
+@numba.njit(**_JIT)
+def np_sum(a):
+    """``a.sum()`` of a contiguous float64 array with NumPy's bits: its pairwise sum
+    (8-way blocks of at most 128 values, longer runs halved on a multiple of 8), the
+    recursion unrolled onto a stack (numba's on-disk cache does not load recursion)."""
+    n = a.shape[0]
+    if n <= 128:
+        return _np_sum(a, 0, n)
+    lo = np.empty(64, np.int64)  # frames: a range, and its left half's sum once known
+    cnt = np.empty(64, np.int64)
+    stage = np.empty(64, np.int64)
+    left = np.empty(64)
+    sp = 0
+    lo[0], cnt[0], stage[0] = 0, n, 0
+    ret = 0.0
+    returned = False
+    while True:
+        if returned:  # a sum for frame sp's pending half
+            if sp < 0:
+                return ret
+            if stage[sp] == 1:  # its left half: now the right half
+                left[sp] = ret
+                stage[sp] = 2
+                half = cnt[sp] // 2
+                half -= half % 8
+                sp += 1
+                lo[sp], cnt[sp], stage[sp] = lo[sp - 1] + half, cnt[sp - 1] - half, 0
+                returned = False
+            else:  # both halves: this frame's sum goes to its parent
+                ret = left[sp] + ret
+                sp -= 1
+            continue
+        if cnt[sp] <= 128:
+            ret = _np_sum(a, lo[sp], cnt[sp])
+            sp -= 1
+            returned = True
+            continue
+        stage[sp] = 1
+        half = cnt[sp] // 2
+        half -= half % 8
+        sp += 1
+        lo[sp], cnt[sp], stage[sp] = lo[sp - 1], half, 0
+
+
+@numba.njit(**_JIT)
+def em_run(n_max, tol, prev, budget, history, ctl, order, ut, block_a, block_b, ints, start,
+           trans, means, prec, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u,
+           slot_seq, ll, xi, first, nsum, sx, sxx, learn, sp_prior, tp_prior, w, mu0, center,
+           covars, cp, cw, min_covar, empty, log2pi, logp):  # fmt: skip
+    """Up to ``n_max`` iterations of :func:`em_step`, each one's total log-likelihood
+    (``ll.sum()``, NumPy's bits) in ``history``; stops after the first whose gain over
+    the one before (``prev`` for the first; NaN: none) is below ``tol`` (the
+    convergence monitor's test), or once ``budget`` CPU cycles have passed, so that
+    the caller's thread sees Ctrl-C between batches.
+
+    Returns:
+        ``(count, status)``: iterations run (their M-steps included), and 0, or the
+        :func:`em_step` code that stopped the batch before iteration ``count``'s
+        M-step (lanes failed: > 0, a helper died: < 0).
+    """
+    t0 = cycles()
+    for i in range(n_max):
+        status = em_step(ctl, order, ut, block_a, block_b, ints, start, trans, means, prec,
+                         const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u, slot_seq,
+                         ll, xi, first, nsum, sx, sxx, learn, sp_prior, tp_prior, w, mu0,
+                         center, covars, cp, cw, min_covar, empty, log2pi, logp)  # fmt: skip
+        if status != 0:
+            return i, status
+        total = np_sum(ll)
+        history[i] = total
+        if prev == prev and total - prev < tol:  # converged (prev is NaN before the first)
+            return i + 1, 0
+        prev = total
+        if cycles() - t0 > budget:
+            return i + 1, 0
+    return n_max, 0
+
+
+@numba.njit(**_JIT)
+def density_constants(covars, prec, const, logp, fns, log2pi):
+    """``prec = 1 / covars`` and ``const = -0.5 * (D * log2pi - np.log(prec).sum(1))``
+    with NumPy's bits (its ``log`` loop, its pairwise sum); ``logp``: scratch like ``prec``."""
+    K, D = covars.shape
+    for k in range(K):
+        for d in range(D):
+            prec[k, d] = 1.0 / covars[k, d]
+            logp[k, d] = prec[k, d]
+    ufunc_in_place(fns[F_LOG], fns[F_LOG_DATA], logp)
+    flat = logp.reshape(-1)
+    for k in range(K):
+        const[k] = -0.5 * (D * log2pi - _np_sum(flat, k * D, D))

@@ -1,0 +1,323 @@
+"""The compiled EM loop of an untied diagonal Gaussian HMM, with threads that stay in it.
+
+The general EM loop (:meth:`BaseHMM._em`) runs every E-step through
+:func:`~tying.hmm.forward_backward.forward_backward_stats`, whose work units
+run on a kept thread pool, and between E-steps it runs Python: the statistics'
+reduction, checks, the M-step. On two threads that loop measured 1.49-1.56x
+(stop 17): about a tenth of a fit ran on one thread between the E-steps, and
+the pool's thread, woken for every E-step, started 70-94 us late.
+
+Here one compiled call (:func:`tying.hmm._numba_em.em_step`) runs a whole
+iteration (E-step units, their sums in unit order, the M-step, the next
+iteration's density constants), and helper threads stay inside compiled code
+for the whole fit, spinning (then yielding, then sleeping: never hanging) until
+the next iteration's units can be claimed. Python only sums the log-likelihood
+and asks the convergence monitor, as the general loop does. Every result has
+the bits of the general loop, for any number of threads: the same kernels on
+the same units, sums in unit order, NumPy's own ``exp`` and ``log`` loops.
+
+It is used when nothing needs Python inside an iteration: numba present on an
+x86 CPU (the spin limits read its cycle counter), a
+``"diag"`` model with no ties, every work unit in lanes (not a few long
+sequences), K and D at most 128. When a sequence's scaling fails, the loop hands
+that iteration and the rest of the fit to the general loop (whose log-space
+recomputation is exact), before the M-step runs.
+
+Example:
+    >>> import numpy as np
+    >>> from tying.hmm import GaussianHMM
+    >>> X = np.random.default_rng(0).normal(size=(400, 2))
+    >>> a = GaussianHMM(3, n_iter=5, random_state=0, n_jobs=1).fit(X, [50] * 8)
+    >>> b = GaussianHMM(3, n_iter=5, random_state=0, n_jobs=2).fit(X, [50] * 8)
+    >>> bool(np.array_equal(a.means_, b.means_)), a.history_ == b.history_
+    (True, True)
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ctypes
+import logging
+import platform
+import threading
+
+import numpy as np
+
+from tying.hmm import compiled
+
+__all__ = ["FusedEM"]
+
+log = logging.getLogger(__name__)
+
+_STATE: dict = {"fns": None}
+_POOLS: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+_NPY_DOUBLE = 12  # NumPy's type number of float64
+#: CPU cycles of compiled EM iterations per call (about 40 ms at 2.6 GHz): Ctrl-C is seen
+#: between calls, and a call costs about 20 us of dispatch and Python
+BATCH_CYCLES = 100_000_000
+
+
+def _ufunc_loop(ufunc: np.ufunc) -> tuple[int, int]:
+    """Address of ``ufunc``'s float64 -> float64 inner loop and of its data pointer.
+
+    Read from the ``PyUFuncObject`` struct of NumPy's public C API (``functions``,
+    ``data``, ``ntypes``, ``types``); the caller checks the loop's bits against the
+    ufunc itself before using it.
+    """
+    P = ctypes.c_void_p
+    addr = id(ufunc)
+    head = object.__basicsize__  # PyObject_HEAD (larger on debug and free-threaded builds)
+    nin, nout, nargs, _ = (ctypes.c_int * 4).from_address(addr + head)
+    if (nin, nout, nargs) != (ufunc.nin, ufunc.nout, ufunc.nargs) or ufunc.nargs != 2:
+        # checked before any pointer is followed
+        raise RuntimeError(f"unexpected PyUFuncObject layout for np.{ufunc.__name__}")
+    functions = P.from_address(addr + head + 16).value
+    data = P.from_address(addr + head + 24).value
+    ntypes = ctypes.c_int.from_address(addr + head + 32).value
+    name = ctypes.c_char_p.from_address(addr + head + 40).value
+    types = P.from_address(addr + head + 48).value
+    if ntypes != ufunc.ntypes or name != ufunc.__name__.encode() or not functions:
+        raise RuntimeError(f"unexpected PyUFuncObject layout for np.{ufunc.__name__}")
+    tys = ctypes.string_at(types, ntypes * nargs)
+    for i in range(ntypes):
+        if tys[2 * i : 2 * i + 2] == bytes([_NPY_DOUBLE, _NPY_DOUBLE]):
+            fn = P.from_address(functions + 8 * i).value
+            dat = P.from_address(data + 8 * i).value if data else None
+            return int(fn), int(dat or 0)
+    raise RuntimeError(f"np.{ufunc.__name__} has no float64 loop")
+
+
+def _fns(kernels) -> np.ndarray | None:
+    """The addresses the compiled loop calls (NumPy's exp and log loops, libc's
+    ``sched_yield`` and ``usleep``), checked once: each loop must give its ufunc's
+    bits on awkward values. None (and one INFO message) when anything is off."""
+    if _STATE["fns"] is None:
+        try:
+            if not kernels._X86:
+                # llvm.readcyclecounter (the spin limits' clock) reads PMCCNTR_EL0 on
+                # AArch64, which user space may not read (SIGILL): x86 only, for now
+                raise RuntimeError(f"not an x86 CPU ({platform.machine()})")
+            libc = ctypes.CDLL(None)
+            exp, exp_data = _ufunc_loop(np.exp)
+            lg, log_data = _ufunc_loop(np.log)
+            fns = np.array(
+                [exp, exp_data, lg, log_data,
+                 ctypes.cast(libc.sched_yield, ctypes.c_void_p).value,
+                 ctypes.cast(libc.usleep, ctypes.c_void_p).value],
+                dtype=np.int64,
+            )  # fmt: skip
+            rng = np.random.default_rng(0)
+            special = [0.0, -0.0, -1e-300, -745.2, -746.0, -np.inf, np.nan, 1e-320]
+            x = np.concatenate([rng.uniform(-800, 0, 4099), special])
+            y = x.copy()
+            kernels.ufunc_in_place(fns[0], fns[1], y)
+            with np.errstate(all="ignore"):
+                ok = np.array_equal(y, np.exp(x), equal_nan=True)
+                p = np.concatenate([np.exp(rng.uniform(-700, 700, 4099)), [1e-320, 1.0, 0.5]])
+                q = p.copy()
+                kernels.ufunc_in_place(fns[2], fns[3], q)
+                ok = ok and np.array_equal(q, np.log(p))
+            if not ok:
+                raise RuntimeError("NumPy's exp/log loops called directly gave other bits")
+        except (OSError, AttributeError, RuntimeError, ValueError) as err:
+            _STATE["fns"] = False
+            log.info("tying.hmm: the compiled EM loop is off (%s); EM runs the general loop", err)
+        else:
+            _STATE["fns"] = fns
+    return _STATE["fns"] if _STATE["fns"] is not False else None
+
+
+def _pool(n: int) -> concurrent.futures.ThreadPoolExecutor:
+    """A kept pool of ``n`` threads for the helpers (not the E-step's pool: a helper
+    holds its thread for a whole fit, which would make other fits' units wait)."""
+    with _POOLS_LOCK:
+        pool = _POOLS.get(n)
+        if pool is None:
+            pool = _POOLS[n] = concurrent.futures.ThreadPoolExecutor(
+                max_workers=n, thread_name_prefix="tying-hmm-em"
+            )
+    return pool
+
+
+def _root(a: np.ndarray) -> np.ndarray:
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
+def _offset(a: np.ndarray, block: np.ndarray) -> int:
+    """``a``'s first element as an index of ``block`` (which ``a`` is carved from)."""
+    if _root(a) is not block or not a.flags.c_contiguous:
+        raise ValueError("not carved from the block")
+    return (a.__array_interface__["data"][0] - block.__array_interface__["data"][0]) // 8
+
+
+class FusedEM:
+    """One restart's EM iterations in compiled code (see the module docstring).
+
+    Use :meth:`for_model`; then ``with fused: history, failed = fused.run(...)``. Not public: :class:`~tying.hmm.GaussianHMM` uses it by itself.
+
+    Args:
+        model: the :class:`~tying.hmm.GaussianHMM` being fitted (its parameter
+            arrays are updated in place).
+        plan: what :meth:`_plan` made for this fit's data.
+        fast: the compiled M-step's fixed arguments (``GaussianHMM._mstep_fast``).
+    """
+
+    def __init__(self, model, plan: dict, fast: tuple):
+        self.model, self.plan = model, plan
+        kernels = plan["kernels"]
+        K, D = model.n_components, model.n_features_
+        for name in ("_startprob", "_transitions", "_means", "_covars"):
+            setattr(model, name, np.array(getattr(model, name), dtype=np.float64, order="C"))
+        self.prec, self.const, self.logp = np.empty((K, D)), np.empty(K), np.empty((K, D))
+        kernels.density_constants(
+            model._covars, self.prec, self.const, self.logp, plan["fns"], plan["log2pi"]
+        )
+        learn, sp_prior, tp_prior, w, mu0, cp, cw = fast
+        self.ctl = np.zeros(kernels.CTL_SIZE, dtype=np.int64)
+        self.ctl[kernels.CLAIM] = len(plan["order"])  # nothing to claim yet
+        shared = (
+            self.ctl, plan["order"], plan["ut"], plan["block_a"], plan["block_b"], plan["ints"],
+            model._startprob, model._transitions, model._means, self.prec, self.const,
+            plan["fns"], plan["ll_u"], plan["bad_u"], plan["xi_u"], plan["first_u"],
+            plan["n_u"], plan["sx_u"], plan["sxx_u"],
+        )  # fmt: skip
+        self._worker_args = shared
+        self._step_args = shared + (
+            plan["slot_seq"], plan["ll"], plan["xi"], plan["first"], plan["nsum"],
+            plan["sx"], plan["sxx"], learn, sp_prior, tp_prior, w, mu0, plan["center"],
+            model._covars, cp, cw, float(model.min_covar), plan["empty"], plan["log2pi"],
+            self.logp,
+        )  # fmt: skip
+        self._futures: list = []
+        self._errors: list = []
+        self._history = np.empty(0)
+
+    @classmethod
+    def for_model(cls, model, context, fast) -> FusedEM | None:
+        """The compiled loop for this restart of ``model``, or None when the general
+        loop must run (see the module docstring for when)."""
+        kernels = compiled._kernels()
+        if kernels is None or fast is None or "layout" not in context:
+            return None
+        plan = context.get("fused_plan")
+        if plan is None:
+            plan = context["fused_plan"] = cls._plan(model, context, kernels) or False
+        if plan is False:
+            return None
+        return cls(model, plan, fast)
+
+    @staticmethod
+    def _plan(model, context, kernels) -> dict | None:
+        """The fit's unit table and per-unit outputs (data-dependent only: once per fit)."""
+        from tying.hmm import _numba_em
+        from tying.hmm.gaussian import _EMPTY, _LOG_2PI
+
+        fns = _fns(_numba_em)
+        layout = context["layout"]
+        K, D = model.n_components, model.n_features_
+        if fns is None or K > 128 or D > 128:
+            return None
+        if any(u["kind"] != "lanes" for u in layout.units):
+            return None
+        layout.prepare(K)
+        U = len(layout.units)
+        block_a = _root(layout.units[0]["XL"])
+        block_b = _root(layout.units[0]["b"])
+        ut = np.zeros((U, _numba_em.U_COLS), dtype=np.int64)
+        ints, slot_seq = [], []
+        n_int = slot = 0
+        try:
+            for u, unit in enumerate(layout.units):
+                T, _, S = unit["XL"].shape
+                n_real = len(unit["seqs"])
+                ut[u, :3] = T, S, n_real
+                for col, name, block in (
+                    (_numba_em.U_XL, "XL", block_a), (_numba_em.U_XCL, "XcL", block_a),
+                    (_numba_em.U_IC, "ic", block_a), (_numba_em.U_M, "m", block_a),
+                    (_numba_em.U_B, "b", block_b), (_numba_em.U_ALPHA, "alpha", block_b),
+                ):  # fmt: skip
+                    ut[u, col] = _offset(unit[name], block)
+                ut[u, _numba_em.U_NACT] = n_int
+                ut[u, _numba_em.U_LENS] = n_int + T
+                ut[u, _numba_em.U_SLOT] = slot
+                ints += [unit["n_act"], unit["lens"]]
+                n_int += T + n_real
+                slot_seq.append(unit["seqs"])
+                slot += n_real
+        except ValueError:  # a layout not carved from one block per kind
+            return None
+        n_seq = len(layout.lengths)
+        return {
+            "kernels": _numba_em, "fns": fns, "ut": ut, "block_a": block_a, "block_b": block_b,
+            "ints": np.ascontiguousarray(np.concatenate(ints), dtype=np.int64),
+            "slot_seq": np.ascontiguousarray(np.concatenate(slot_seq), dtype=np.int64),
+            "order": np.argsort(-np.asarray(layout.cost), kind="stable").astype(np.int64),
+            "ll_u": np.empty(n_seq), "bad_u": np.zeros(n_seq, dtype=np.bool_),
+            "xi_u": np.empty((U, K, K)), "first_u": np.empty((U, K)), "n_u": np.empty((U, K)),
+            "sx_u": np.empty((U, D, K)), "sxx_u": np.empty((U, D, 1, K)),
+            "ll": np.empty(n_seq), "xi": np.empty((K, K)), "first": np.empty(K),
+            "nsum": np.empty(K), "sx": np.empty((K, D)), "sxx": np.empty((K, D)),
+            "center": np.ascontiguousarray(context["center"], dtype=np.float64),
+            "empty": float(_EMPTY), "log2pi": float(_LOG_2PI),
+            "n_jobs": compiled.resolve_n_jobs(model.n_jobs),
+        }  # fmt: skip
+
+    # ------------------------------------------------------------ threads
+    def _work(self) -> None:
+        try:
+            self.plan["kernels"].worker(*self._worker_args)
+        except BaseException as err:  # the caller re-raises it
+            self._errors.append(err)
+            self.ctl[self.plan["kernels"].DEAD] = 1
+            raise
+
+    def __enter__(self) -> FusedEM:
+        n_help = min(self.plan["n_jobs"], len(self.plan["order"])) - 1
+        if n_help > 0:
+            pool = _pool(n_help)
+            self._futures = [pool.submit(self._work) for _ in range(n_help)]
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.ctl[self.plan["kernels"].STOP] = 1
+        # a helper that never started (its pool busy) is cancelled, not waited for (a
+        # cancelled future counts as done only once a pool thread has dequeued it)
+        running = [f for f in self._futures if not f.cancel()]
+        # they leave their compiled loop at their next check of ctl; waiting for that in
+        # compiled code is quicker than for the futures (0.36 ms per fit, a thread wake-up)
+        self.plan["kernels"].wait_left(self.ctl, len(running), self.plan["fns"])
+        self._futures = []
+        if exc_type is None:
+            self._raise_helper_error()
+
+    def _raise_helper_error(self) -> None:
+        if self._errors or self.ctl[self.plan["kernels"].DEAD]:
+            err = self._errors[0] if self._errors else RuntimeError("an EM helper thread died")
+            raise err
+
+    def run(self, n_max: int, tol: float, prev: float) -> tuple[list[float], bool]:
+        """Up to ``n_max`` EM iterations in one compiled call, until the gain of the
+        total log-likelihood over the one before (``prev``, NaN: none) falls below
+        ``tol``, or for about ``BATCH_CYCLES`` CPU cycles (so Ctrl-C is seen between
+        calls).
+
+        Returns:
+            Each iteration's total log-likelihood (its M-step has run), and whether the
+            next iteration must run elsewhere (a sequence's scaling failed: nothing of
+            that iteration changed the model).
+
+        Raises:
+            Exception: whatever a helper thread raised (the parameters may then be
+                half-updated: ``fit`` puts the model back).
+        """
+        history = self._history
+        if len(history) < n_max:
+            history = self._history = np.empty(n_max)
+        count, status = self.plan["kernels"].em_run(
+            n_max, float(tol), float(prev), BATCH_CYCLES, history, *self._step_args
+        )
+        self._raise_helper_error()  # also when the caller finished every unit itself
+        return history[:count].tolist(), status > 0

@@ -1,0 +1,429 @@
+"""The compiled EM loop (one call per iteration, helper threads that stay in compiled code)
+gives the general EM loop's bits, for any thread count, and never hangs."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from tying.hmm import GaussianHMM, SequenceBatch, compiled, fused_em
+
+needs_numba = pytest.mark.skipif(
+    not compiled.available(),
+    reason="compiled kernels unavailable: numba not installed (pip install numba) or TYING_DISABLE_NUMBA set",
+)
+PARAMS = ("_startprob", "_transitions", "_means", "_covars")
+
+
+def _data(seed, K, D, lengths):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=2.0, size=(K, D))
+    n = int(np.sum(lengths))
+    return centres[rng.integers(0, K, n)] + rng.normal(size=(n, D))
+
+
+def _fit(X, lengths, K, *, ctype="diag", n_iter=5, tol=-np.inf, n_jobs=1, **kw):
+    return GaussianHMM(K, ctype, n_iter=n_iter, tol=tol, random_state=0, n_jobs=n_jobs, **kw).fit(
+        X, lengths
+    )
+
+
+def _general_loop(monkeypatch):
+    """From here on, every fit runs the general EM loop (the reference)."""
+    monkeypatch.setattr(fused_em.FusedEM, "for_model", classmethod(lambda cls, *a: None))
+
+
+def _count_iterations(monkeypatch) -> list:
+    """Record what each compiled call did: (iterations run, whether it handed over)."""
+    calls = []
+    run = fused_em.FusedEM.run
+
+    def counted(self, n_max, tol, prev):
+        history, failed = run(self, n_max, tol, prev)
+        calls.append((len(history), failed))
+        return history, failed
+
+    monkeypatch.setattr(fused_em.FusedEM, "run", counted)
+    return calls
+
+
+def _assert_same_bits(a, b):
+    assert a.history_ == b.history_
+    assert (a.n_iter_, a.converged_) == (b.n_iter_, b.converged_)
+    for name in PARAMS:
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+
+
+@needs_numba
+@pytest.mark.parametrize(
+    ("lengths", "K", "D", "min_rows"),
+    [
+        ([40] * 150, 8, 4, 3_000),  # the goal shape scaled down: two units, 72 + 78 lanes
+        ([50] * 200, 3, 1, 2_000),  # four units, D = 1
+        (list(np.random.default_rng(1).integers(1, 300, 90)), 5, 7, 4_000),  # mixed, odd D
+        ([30] * 600, 2, 2, 30_000),  # one unit past 256 lanes: split into lane units
+        ([25] * 9, 4, 3, 30_000),  # a single small unit
+        ([20] * 50, 32, 20, 500),  # large K and D: NumPy's 8-way pairwise sum of log prec
+        ([10] * 40, 1, 2, 100),  # one state
+    ],
+    ids=[
+        "goal-shape",
+        "four-units",
+        "mixed-lengths",
+        "over-256-lanes",
+        "one-unit",
+        "K32-D20",
+        "K1",
+    ],  # fmt: skip
+)
+def test_compiled_loop_gives_the_general_loops_bits_for_every_thread_count(
+    lengths, K, D, min_rows, monkeypatch
+):
+    """Every iteration's log-likelihood and every parameter, bit for bit, for n_jobs
+    1, 2, 3 and -1, against the general loop (one thread); and the compiled loop ran."""
+    monkeypatch.setattr(compiled, "MIN_ROWS", min_rows)
+    X = _data(0, K, D, lengths)
+    calls = _count_iterations(monkeypatch)
+    fits = [_fit(X, lengths, K, n_jobs=n) for n in (1, 2, 3, -1)]
+    assert calls == [(5, False)] * 4  # every iteration of every fit ran compiled, in one call
+    _general_loop(monkeypatch)
+    ref = _fit(X, lengths, K)
+    for fit in fits:
+        _assert_same_bits(fit, ref)
+
+
+@needs_numba
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_compiled_loop_converges_at_the_same_iteration(n_jobs, monkeypatch):
+    """With a real tolerance both loops stop at the same iteration, with the same bits
+    (and with restarts: each restart gets its own helper threads)."""
+    monkeypatch.setattr(compiled, "MIN_ROWS", 2_000)
+    lengths = [60] * 80
+    X = _data(2, 4, 2, lengths)
+    fit = _fit(X, lengths, 4, n_iter=200, tol=1e-3, n_jobs=n_jobs, n_init=2)
+    assert fit.converged_ and 2 < fit.n_iter_ < 200
+    _general_loop(monkeypatch)
+    _assert_same_bits(fit, _fit(X, lengths, 4, n_iter=200, tol=1e-3, n_init=2))
+
+
+@needs_numba
+@pytest.mark.parametrize(
+    ("ctype", "ties", "lengths"),
+    [
+        ("full", None, [40] * 20),
+        ("tied", None, [40] * 20),
+        ("spherical", None, [40] * 20),
+        ("diag", {"means": [[0, 1]]}, [40] * 20),
+        ("diag", {"transitions": [[1, 2]]}, [40] * 20),
+        ("diag", None, [5000, 3]),  # units of a few long sequences (rows, not lanes)
+    ],
+    ids=["full", "tied", "spherical", "tied-means", "tied-rows", "long-sequences"],
+)
+def test_what_needs_the_general_loop_runs_it(ctype, ties, lengths, monkeypatch):
+    calls = _count_iterations(monkeypatch)
+    X = _data(3, 3, 2, lengths)
+    fit = _fit(X, lengths, 3, ctype=ctype, ties=ties, n_iter=2)
+    assert calls == [] and fit.n_iter_ == 2
+
+
+@needs_numba
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_a_sequence_that_needs_log_space_hands_the_fit_to_the_general_loop(n_jobs, monkeypatch):
+    """State 0 never leaves and cannot reach state 1; one observation of sequence 1 sits
+    1e5 sigma from state 0, so its scaled recursion fails in every E-step. The compiled
+    loop stops before its M-step and the general loop (exact log space) runs the whole
+    fit: the same bits as the general loop alone."""
+    lengths = [50, 4, 30, 20, 1, 7]
+    X = _data(3, 1, 2, lengths)
+    X[lengths[0] + 1] = 1e5
+
+    def fit():
+        return GaussianHMM(
+            2, "diag", startprob_init=[1.0, 0.0], transmat_init=np.eye(2),
+            means_init=[[0.0, 0.0], [1e5, 1e5]], covars_init=np.ones((2, 2)), n_iter=4,
+            tol=-np.inf, n_jobs=n_jobs,
+        ).fit(X, lengths)  # fmt: skip
+
+    calls = _count_iterations(monkeypatch)
+    fast = fit()
+    assert calls == [(0, True)]  # the first iteration failed: handed over before its M-step
+    assert np.isfinite(fast.history_).all() and fast.n_iter_ == 4
+    _general_loop(monkeypatch)
+    _assert_same_bits(fast, fit())
+
+
+@needs_numba
+def test_a_handover_mid_fit_continues_from_that_iteration(monkeypatch):
+    """A failure found at iteration 2 (forced here) leaves the parameters of iteration 2
+    untouched: the general loop takes over from there with the same bits."""
+    lengths = [40] * 30
+    X = _data(5, 3, 2, lengths)
+    run = fused_em.FusedEM.run
+    done = []
+
+    def fail_third(self, n_max, tol, prev):
+        if len(done) == 2:  # as em_run returns when a lane failed: no M-step ran
+            return [], True
+        history, failed = run(self, min(n_max, 2 - len(done)), tol, prev)
+        done.extend(history)
+        return history, failed
+
+    monkeypatch.setattr(fused_em.FusedEM, "run", fail_third)
+    fast = _fit(X, lengths, 3, n_iter=6, n_jobs=2)
+    assert len(done) == 2 and fast.n_iter_ == 6
+    _general_loop(monkeypatch)
+    _assert_same_bits(fast, _fit(X, lengths, 3, n_iter=6))
+
+
+def _spy_helpers(monkeypatch, fail=None, wait_for_helper=False) -> dict:
+    """Wrap the helpers' compiled loop: record how many entered and left it.
+
+    ``wait_for_helper``: the fitting thread enters its compiled loop only once a
+    helper has entered its own (up to 30 s). Without it, on a busy machine the
+    fitting thread may finish every unit before the pool starts the helper, which is
+    then cancelled: a correct fit, but not the case a test of helpers means to see.
+    """
+    from tying.hmm import _numba_em
+
+    seen = {"in": 0, "out": 0, "ctl": []}
+    real = _numba_em.worker
+    if wait_for_helper:
+        real_run = _numba_em.em_run
+
+        def em_run(*args):
+            deadline = time.monotonic() + 30
+            while seen["in"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.001)
+            return real_run(*args)
+
+        monkeypatch.setattr(_numba_em, "em_run", em_run)
+
+    def worker(*args):
+        seen["in"] += 1
+        seen["ctl"].append(args[0])
+        try:
+            if fail is not None:
+                raise fail
+            return real(*args)
+        finally:
+            seen["out"] += 1
+
+    monkeypatch.setattr(_numba_em, "worker", worker)
+    return seen
+
+
+@needs_numba
+def test_an_error_in_a_helper_thread_is_raised_and_the_model_is_unchanged(monkeypatch):
+    monkeypatch.setattr(compiled, "MIN_ROWS", 300)  # four units: three helpers could work
+    lengths = [40] * 30
+    X = _data(7, 3, 2, lengths)
+    seen = _spy_helpers(monkeypatch, fail=MemoryError("helper out of memory"), wait_for_helper=True)
+    m = GaussianHMM(3, "diag", n_iter=5, random_state=0, n_jobs=2)
+    with pytest.raises(MemoryError, match="helper out of memory"):
+        m.fit(X, lengths)
+    assert (seen["in"], seen["out"]) == (1, 1)
+    assert "_means" not in vars(m)
+
+
+@needs_numba
+def test_an_interrupt_between_iterations_stops_every_helper_thread(monkeypatch):
+    """Ctrl-C reaches the fitting thread between two compiled iterations: the helpers
+    leave their compiled loop before fit re-raises, and the model is unchanged."""
+    from tying.hmm import monitor
+
+    monkeypatch.setattr(compiled, "MIN_ROWS", 300)
+    lengths = [40] * 30
+    X = _data(8, 3, 2, lengths)
+    seen = _spy_helpers(monkeypatch, wait_for_helper=True)
+    report = monitor.ConvergenceMonitor.report
+
+    def interrupted(self, log_prob):
+        if len(self.history) == 2:
+            raise KeyboardInterrupt
+        report(self, log_prob)
+
+    monkeypatch.setattr(monitor.ConvergenceMonitor, "report", interrupted)
+    m = GaussianHMM(3, "diag", n_iter=5, random_state=0, n_jobs=3)
+    with pytest.raises(KeyboardInterrupt):
+        m.fit(X, lengths)
+    from tying.hmm import _numba_em
+
+    # every helper that started had left its compiled loop before fit re-raised ...
+    ctl = seen["ctl"][0]  # one restart: its helpers share one control array
+    assert seen["in"] >= 1 and all(c is ctl for c in seen["ctl"])
+    assert ctl[_numba_em.LEFT] == seen["in"]
+    for _ in range(500):  # ... and its thread returns to the pool soon after
+        if seen["out"] == seen["in"]:
+            break
+        threading.Event().wait(0.01)
+    assert seen["out"] == seen["in"]
+    assert "_means" not in vars(m)
+
+
+@needs_numba
+def test_a_helper_whose_thread_never_starts_neither_hangs_the_fit_nor_changes_it(monkeypatch):
+    """The helpers' pool thread is held by other work for the whole fit: the fitting
+    thread runs every unit itself, finishes, and leaves no helper queued behind."""
+    lengths = [40] * 150
+    monkeypatch.setattr(compiled, "MIN_ROWS", 3_000)
+    X = _data(9, 4, 3, lengths)
+    seen = _spy_helpers(monkeypatch)
+    busy, release = threading.Event(), threading.Event()
+    blocker = fused_em._pool(1).submit(lambda: (busy.set(), release.wait(60)))
+    assert busy.wait(10)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as ex:
+            fit = ex.submit(_fit, X, lengths, 4, n_jobs=2).result(timeout=120)
+    finally:
+        release.set()
+        blocker.result(timeout=10)
+    assert (seen["in"], seen["out"]) == (0, 0)  # the queued helper was cancelled, not run later
+    _general_loop(monkeypatch)
+    _assert_same_bits(fit, _fit(X, lengths, 4))
+
+
+@needs_numba
+def test_numpys_exp_and_log_loops_called_directly_give_numpys_bits():
+    from tying.hmm import _numba_em
+
+    fns = fused_em._fns(_numba_em)
+    assert fns is not None
+    rng = np.random.default_rng(11)
+    for fn, data, ufunc, x in (
+        (fns[0], fns[1], np.exp, rng.uniform(-750, 5, (37, 8, 16))),
+        (fns[2], fns[3], np.log, np.exp(rng.uniform(-700, 700, (5, 1001)))),
+    ):
+        y = x.copy()
+        _numba_em.ufunc_in_place(fn, data, y)
+        assert np.array_equal(y, ufunc(x))
+
+
+@needs_numba
+def test_loops_that_disagree_with_numpy_turn_the_compiled_loop_off(monkeypatch, caplog):
+    """If NumPy's loops cannot be found or give other bits (another NumPy layout), the
+    general loop runs, and an INFO message says why."""
+    monkeypatch.setitem(fused_em._STATE, "fns", None)
+    real = fused_em._ufunc_loop
+    monkeypatch.setattr(fused_em, "_ufunc_loop", lambda uf: real(np.log))  # exp -> log
+    calls = _count_iterations(monkeypatch)
+    lengths = [30] * 10
+    X = _data(12, 2, 2, lengths)
+    with caplog.at_level(logging.INFO, logger="tying.hmm.fused_em"):
+        fit = _fit(X, lengths, 2, n_iter=3)
+    assert calls == [] and fit.n_iter_ == 3
+    assert "compiled EM loop is off" in caplog.text and "other bits" in caplog.text
+    monkeypatch.setitem(fused_em._STATE, "fns", None)  # found and checked afresh later
+
+
+@needs_numba
+def test_a_cpu_other_than_x86_runs_the_general_loop(monkeypatch, caplog):
+    """The spin limits read the cycle counter, which AArch64 user space may not read
+    (SIGILL): on any CPU but x86 the compiled loop stays off, with an INFO message."""
+    from tying.hmm import _numba_em
+
+    monkeypatch.setitem(fused_em._STATE, "fns", None)
+    monkeypatch.setattr(_numba_em, "_X86", False)
+    calls = _count_iterations(monkeypatch)
+    lengths = [30] * 10
+    X = _data(13, 2, 2, lengths)
+    with caplog.at_level(logging.INFO, logger="tying.hmm.fused_em"):
+        fit = _fit(X, lengths, 2, n_iter=3)
+    assert calls == [] and fit.n_iter_ == 3
+    assert "compiled EM loop is off" in caplog.text and "not an x86 CPU" in caplog.text
+    monkeypatch.setitem(fused_em._STATE, "fns", None)  # found and checked afresh later
+
+
+@needs_numba
+def test_atomic_counter_counts_every_add_of_two_threads():
+    """The helpers claim units with an atomic add: no claim is lost or given twice."""
+    import numba
+
+    from tying.hmm import _numba_em
+
+    @numba.njit(nogil=True)
+    def claim(ctl, n, out):
+        for _ in range(n):
+            out[_numba_em.atomic_add(ctl, 0, 1)] += 1
+
+    ctl = np.zeros(1, dtype=np.int64)
+    out = np.zeros(400_000, dtype=np.int64)
+    threads = [threading.Thread(target=claim, args=(ctl, 200_000, out)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert ctl[0] == 400_000 and np.all(out == 1)
+
+
+@needs_numba
+def test_the_fit_layout_is_planned_once_per_fit(monkeypatch):
+    lengths = [40] * 20
+    X = _data(13, 3, 2, lengths)
+    m = _fit(X, lengths, 3, n_iter=1)
+    context = m._em_context(X, SequenceBatch.from_lengths(lengths))
+    a = fused_em.FusedEM.for_model(m, context, m._mstep_fast(context))
+    b = fused_em.FusedEM.for_model(m, context, m._mstep_fast(context))
+    assert a.plan is b.plan
+
+
+@needs_numba
+def test_compiled_total_log_likelihood_has_numpys_bits():
+    """The compiled loop sums each iteration's log-likelihoods as ``ll.sum()`` does
+    (NumPy's pairwise sum), at every length around its block and halving points."""
+    from tying.hmm import _numba_em
+
+    rng = np.random.default_rng(14)
+    sizes = list(range(1, 300)) + [383, 384, 385, 1023, 1024, 1031, 4096, 5000, 65_537]
+    for n in sizes:
+        a = rng.normal(scale=rng.uniform(1, 1e6), size=n) - 1e4
+        assert _numba_em.np_sum(a) == a.sum(), n
+
+
+@needs_numba
+def test_iterations_in_several_calls_give_the_same_bits(monkeypatch):
+    """A call runs iterations for a CPU-cycle budget (so Ctrl-C is seen between calls);
+    one iteration per call gives the same fit, and the convergence test still stops it
+    at the same iteration."""
+    monkeypatch.setattr(compiled, "MIN_ROWS", 2_000)
+    lengths = [60] * 80
+    X = _data(2, 4, 2, lengths)
+    whole = _fit(X, lengths, 4, n_iter=200, tol=1e-3, n_jobs=2)
+    monkeypatch.setattr(fused_em, "BATCH_CYCLES", 1)
+    calls = _count_iterations(monkeypatch)
+    pieces = _fit(X, lengths, 4, n_iter=200, tol=1e-3, n_jobs=2)
+    assert calls == [(1, False)] * pieces.n_iter_ and pieces.converged_
+    _assert_same_bits(pieces, whole)
+
+
+@needs_numba
+def test_verbose_prints_each_iteration_as_it_ends(monkeypatch, capsys):
+    calls = _count_iterations(monkeypatch)
+    lengths = [30] * 10
+    X = _data(16, 2, 2, lengths)
+    fit = _fit(X, lengths, 2, n_iter=4, verbose=True)
+    assert calls == [(1, False)] * 4
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 4 and lines[-1].split()[0] == "4"
+    assert float(lines[-1].split()[1]) == pytest.approx(fit.history_[-1])
+
+
+@needs_numba
+def test_an_integer_tol_converges_as_its_float(monkeypatch):
+    lengths = [60] * 20
+    X = _data(17, 3, 2, lengths)
+    a = _fit(X, lengths, 3, n_iter=100, tol=1)
+    b = _fit(X, lengths, 3, n_iter=100, tol=1.0)
+    assert a.converged_ and a.n_iter_ < 100
+    _assert_same_bits(a, b)
+
+
+def test_a_ufunc_that_is_not_float64_unary_is_refused_before_any_pointer_is_followed():
+    with pytest.raises(RuntimeError, match="unexpected PyUFuncObject layout for np.add"):
+        fused_em._ufunc_loop(np.add)
+    with pytest.raises(RuntimeError, match="np.logical_not has no float64 loop"):
+        fused_em._ufunc_loop(np.logical_not)  # unary, but float64 -> bool
