@@ -49,10 +49,12 @@ import os
 
 import numpy as np
 
-from benchmarks.common import compare, pairs, timeit, write
+from benchmarks.common import SMOKE, compare, pairs, smoke, timeit, write
 
 
 def _diag_case(seed=0, K=8, n_seq=200, T=500, D=4):
+    if SMOKE:  # TYING_BENCH_SMOKE=1: a check that every row runs, not a measurement
+        n_seq, T = max(1, n_seq // 10), max(20, T // 10)
     rng = np.random.default_rng(seed)
     truth_means = rng.normal(scale=2.0, size=(K, D))
     states = rng.integers(0, K, size=n_seq * T)
@@ -436,7 +438,10 @@ def _spin_kernel():
 _SPIN = []
 
 
-def _spin_n(n_threads, n=4_000_000):
+_SPIN_N = smoke(4_000_000, 100_000)
+
+
+def _spin_n(n_threads, n=_SPIN_N):
     import threading
 
     if not _SPIN:
@@ -873,15 +878,15 @@ def main(parts: list[str] | None = None) -> None:
         bench_diag_em(rows)
         bench_long_em(rows)
         bench_em_profile(rows)
-        bench_estep_kernels(rows)
+        bench_estep_kernels(rows, n_seq=smoke(200, 20), T=smoke(500, 50))
         bench_em_threads(rows)
         bench_jit_cost(rows)
         for n_seq, T in ((1000, 30), (100, 300)):  # many short sequences, then few long ones
-            bench_hmmlearn_script(rows, n_seq=n_seq, T=T)
-        bench_backend(rows)
-        bench_tied_density(rows)
-        bench_pair_forward(rows)
-        bench_pair_compiled(rows)
+            bench_hmmlearn_script(rows, n_seq=smoke(n_seq, 20), T=smoke(T, 30))
+        bench_backend(rows, B=smoke(200, 20), T=smoke(500, 50))
+        bench_tied_density(rows, n=smoke(20_000, 500))
+        bench_pair_forward(rows, n_pairs=smoke(1000, 10), length=smoke(200, 30))
+        bench_pair_compiled(rows, n_pairs=smoke(64, 4), length=smoke(200, 30))
     write("hmm", rows)
     summary(rows)
 
