@@ -776,7 +776,7 @@ def test_threads_asking_for_a_pool_at_once_share_one(monkeypatch):
     for t in threads:
         t.join()
     assert len(made) == 1, f"{len(made)} pools created for one thread count"
-    assert got[0] is got[1] is made[0] is compiled._POOLS[3]
+    assert got[0] is got[1] is made[0] is compiled._POOLS["tying-hmm", 3]
 
 
 @needs_numba

@@ -274,7 +274,7 @@ def test_a_helper_whose_thread_never_starts_neither_hangs_the_fit_nor_changes_it
     X = _data(9, 4, 3, lengths)
     seen = _spy_helpers(monkeypatch)
     busy, release = threading.Event(), threading.Event()
-    blocker = fused_em._pool(1).submit(lambda: (busy.set(), release.wait(60)))
+    blocker = compiled._pool(1, "tying-hmm-em").submit(lambda: (busy.set(), release.wait(60)))
     assert busy.wait(10)
     try:
         with concurrent.futures.ThreadPoolExecutor(1) as ex:

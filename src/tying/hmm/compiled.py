@@ -203,25 +203,27 @@ def _run_chunks(fn, n_items: int, n_jobs: int) -> None:
 #: a second thread gains far more than that.
 UNITS, MIN_ROWS, MAX_LANES, LANE_BLOCK = 4, 30_000, 256, 8
 
-_POOLS: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
+_POOLS: dict[tuple[str, int], concurrent.futures.ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
 
 
-def _pool(n_jobs: int) -> concurrent.futures.ThreadPoolExecutor:
+def _pool(n_jobs: int, kind: str = "tying-hmm") -> concurrent.futures.ThreadPoolExecutor:
     """The kept pool of ``n_jobs`` threads: starting threads on every E-step costs more
-    than a small E-step (one pool per thread count, for the life of the process).
+    than a small E-step (one pool per thread count and ``kind``, for the life of the
+    process; the compiled EM loop's helpers, which hold a thread for a whole fit, use a
+    pool of their own kind so that they never make another fit's E-step units wait).
 
     Safe to call from several threads at once (two fits on two threads): the lock
     makes the first caller create the pool and every other caller get that one,
     instead of each creating its own and all but one being dropped unclosed.
     """
-    pool = _POOLS.get(n_jobs)  # the common case, without taking the lock
+    pool = _POOLS.get((kind, n_jobs))  # the common case, without taking the lock
     if pool is None:
         with _POOLS_LOCK:
-            pool = _POOLS.get(n_jobs)
+            pool = _POOLS.get((kind, n_jobs))
             if pool is None:
-                pool = _POOLS[n_jobs] = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=n_jobs, thread_name_prefix="tying-hmm"
+                pool = _POOLS[kind, n_jobs] = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=n_jobs, thread_name_prefix=kind
                 )
     return pool
 

@@ -35,11 +35,9 @@ Example:
 
 from __future__ import annotations
 
-import concurrent.futures
 import ctypes
 import logging
 import platform
-import threading
 
 import numpy as np
 
@@ -50,8 +48,6 @@ __all__ = ["FusedEM"]
 log = logging.getLogger(__name__)
 
 _STATE: dict = {"fns": None}
-_POOLS: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
-_POOLS_LOCK = threading.Lock()
 _NPY_DOUBLE = 12  # NumPy's type number of float64
 #: CPU cycles of compiled EM iterations per call (about 40 ms at 2.6 GHz): Ctrl-C is seen
 #: between calls, and a call costs about 20 us of dispatch and Python
@@ -126,18 +122,6 @@ def _fns(kernels) -> np.ndarray | None:
         else:
             _STATE["fns"] = fns
     return _STATE["fns"] if _STATE["fns"] is not False else None
-
-
-def _pool(n: int) -> concurrent.futures.ThreadPoolExecutor:
-    """A kept pool of ``n`` threads for the helpers (not the E-step's pool: a helper
-    holds its thread for a whole fit, which would make other fits' units wait)."""
-    with _POOLS_LOCK:
-        pool = _POOLS.get(n)
-        if pool is None:
-            pool = _POOLS[n] = concurrent.futures.ThreadPoolExecutor(
-                max_workers=n, thread_name_prefix="tying-hmm-em"
-            )
-    return pool
 
 
 def _root(a: np.ndarray) -> np.ndarray:
@@ -277,7 +261,7 @@ class FusedEM:
     def __enter__(self) -> FusedEM:
         n_help = min(self.plan["n_jobs"], len(self.plan["order"])) - 1
         if n_help > 0:
-            pool = _pool(n_help)
+            pool = compiled._pool(n_help, "tying-hmm-em")
             self._futures = [pool.submit(self._work) for _ in range(n_help)]
         return self
 

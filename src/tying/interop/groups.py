@@ -6,6 +6,9 @@ when the tied module can become the very same object as its source.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from torch import nn
 
 from tying.core.inventory import Inventory, join
@@ -58,6 +61,24 @@ def whole_module_ties(inv: Inventory) -> dict[str, str]:
         ) and src_own == {i.name for i in own}:
             out[mpath] = src
     return out
+
+
+def hand_ties_touching(
+    inv: Inventory, selected: set[str]
+) -> Iterator[tuple[str, str, Any, Any, str]]:
+    """Each hand-made tie (one ``nn.Parameter`` in two modules) with a module in ``selected``.
+
+    Yields ``(target, source, target slot, source slot, path)``, ``path`` the first of
+    the two modules in ``selected``. One module object reached under two paths is no
+    such tie: it is skipped (the callers handle it).
+    """
+    for target, source in inv.hand.items():
+        t, s = inv.slots[target], inv.slots[source]
+        if t.module is s.module:
+            continue
+        touched = [p for p in (t.module_path, s.module_path) if p in selected]
+        if touched:
+            yield target, source, t, s, touched[0]
 
 
 def set_module(model: nn.Module, path: str, value: nn.Module) -> None:

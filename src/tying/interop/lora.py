@@ -37,7 +37,7 @@ from torch import nn
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory
 from tying.core.outside import is_adapter
-from tying.interop.groups import set_module, whole_module_ties
+from tying.interop.groups import hand_ties_touching, set_module, whole_module_ties
 
 SHARED_ATTR = "_tying_shared_adapters"
 
@@ -214,20 +214,15 @@ def _seats(model: nn.Module, inv: Inventory, targets: set[str]) -> dict[str, str
                 f"both. Target every seat ({paths}), one adapter then serves them all, or none"
             )
         out.update({p: paths[0] for p in paths[1:]})
-    for target, source in inv.hand.items():
-        t, s = inv.slots[target], inv.slots[source]
-        if t.module is s.module:
-            continue
-        hit = [p for p in (t.module_path, s.module_path) if p in targets]
-        if hit:
-            raise TieError(
-                f"get_peft_model: target module {hit[0]!r} takes part in the hand-made tie "
-                f"{target} <- {source} (one nn.Parameter in two modules); an adapter there "
-                f"would change one use of the tensor and merging would write its delta into "
-                f"every use. Make it a tie of whole modules first (tying.Plan([tying.free("
-                f"{target!r})]) then tying.Plan([tying.share({t.module_path!r}, like="
-                f"{s.module_path!r})])) and target both, or leave it out of target_modules"
-            )
+    for target, source, t, s, hit in hand_ties_touching(inv, targets):
+        raise TieError(
+            f"get_peft_model: target module {hit!r} takes part in the hand-made tie "
+            f"{target} <- {source} (one nn.Parameter in two modules); an adapter there "
+            f"would change one use of the tensor and merging would write its delta into "
+            f"every use. Make it a tie of whole modules first (tying.Plan([tying.free("
+            f"{target!r})]) then tying.Plan([tying.share({t.module_path!r}, like="
+            f"{s.module_path!r})])) and target both, or leave it out of target_modules"
+        )
     return out
 
 

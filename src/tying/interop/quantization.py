@@ -46,7 +46,7 @@ from tying.core.errors import TieError
 from tying.core.inventory import Inventory, join
 from tying.core.plan import DECLARED_ATTR
 from tying.core.slots import base_class
-from tying.interop.groups import set_module, whole_module_ties
+from tying.interop.groups import hand_ties_touching, set_module, whole_module_ties
 
 
 def _ties_touching(inv: Inventory, selected: set[str]):
@@ -67,20 +67,15 @@ def _check_hand(inv: Inventory, selected: set[str], what: str) -> None:
     quantized copies, and the tie was gone with no error (``verify`` counted 0 ties).
     One module object reached under two paths is no such tie (kept by the callers).
     """
-    for target, source in inv.hand.items():
-        t, s = inv.slots[target], inv.slots[source]
-        if t.module is s.module:
-            continue
-        touched = [p for p in (t.module_path, s.module_path) if p in selected]
-        if touched:
-            raise TieError(
-                f"{what}: the hand-made tie {target} <- {source} (one nn.Parameter in two "
-                f"modules) touches {touched[0]!r}, which would be quantized: each module would "
-                f"get its own quantized copy and the tie would be lost. Declare it as a tie of "
-                f"whole modules (tying.Plan([tying.share({t.module_path!r}, like="
-                f"{s.module_path!r})]).apply(model), after tying.Plan([tying.free({target!r})])), "
-                f"exclude it from quantization, or untie it"
-            )
+    for target, source, t, s, touched in hand_ties_touching(inv, selected):
+        raise TieError(
+            f"{what}: the hand-made tie {target} <- {source} (one nn.Parameter in two "
+            f"modules) touches {touched!r}, which would be quantized: each module would "
+            f"get its own quantized copy and the tie would be lost. Declare it as a tie of "
+            f"whole modules (tying.Plan([tying.share({t.module_path!r}, like="
+            f"{s.module_path!r})]).apply(model), after tying.Plan([tying.free({target!r})])), "
+            f"exclude it from quantization, or untie it"
+        )
 
 
 def _check(inv: Inventory, selected: set[str], what: str) -> dict[str, str]:
