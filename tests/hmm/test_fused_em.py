@@ -303,38 +303,41 @@ def test_numpys_exp_and_log_loops_called_directly_give_numpys_bits():
         assert np.array_equal(y, ufunc(x))
 
 
-@needs_numba
-def test_loops_that_disagree_with_numpy_turn_the_compiled_loop_off(monkeypatch, caplog):
-    """If NumPy's loops cannot be found or give other bits (another NumPy layout), the
-    general loop runs, and an INFO message says why."""
-    monkeypatch.setitem(fused_em._STATE, "fns", None)
+def _numpy_loops_disagree(monkeypatch):
     real = fused_em._ufunc_loop
     monkeypatch.setattr(fused_em, "_ufunc_loop", lambda uf: real(np.log))  # exp -> log
+
+
+def _not_x86(monkeypatch):
+    from tying.hmm import _numba_em
+
+    monkeypatch.setattr(_numba_em, "_X86", False)
+
+
+@needs_numba
+@pytest.mark.parametrize(
+    "make_it_so, why",
+    [
+        # NumPy's loops cannot be found or give other bits (another NumPy layout)
+        (_numpy_loops_disagree, "other bits"),
+        # the spin limits read the cycle counter, which AArch64 user space may not
+        # read (SIGILL): on any CPU but x86 the compiled loop stays off
+        (_not_x86, "not an x86 CPU"),
+    ],
+)
+def test_the_compiled_loop_turns_off_with_a_reason_when_it_cannot_run(
+    monkeypatch, caplog, make_it_so, why
+):
+    """The general loop runs instead, and an INFO message says why."""
+    monkeypatch.setitem(fused_em._STATE, "fns", None)
+    make_it_so(monkeypatch)
     calls = _count_iterations(monkeypatch)
     lengths = [30] * 10
     X = _data(12, 2, 2, lengths)
     with caplog.at_level(logging.INFO, logger="tying.hmm.fused_em"):
         fit = _fit(X, lengths, 2, n_iter=3)
     assert calls == [] and fit.n_iter_ == 3
-    assert "compiled EM loop is off" in caplog.text and "other bits" in caplog.text
-    monkeypatch.setitem(fused_em._STATE, "fns", None)  # found and checked afresh later
-
-
-@needs_numba
-def test_a_cpu_other_than_x86_runs_the_general_loop(monkeypatch, caplog):
-    """The spin limits read the cycle counter, which AArch64 user space may not read
-    (SIGILL): on any CPU but x86 the compiled loop stays off, with an INFO message."""
-    from tying.hmm import _numba_em
-
-    monkeypatch.setitem(fused_em._STATE, "fns", None)
-    monkeypatch.setattr(_numba_em, "_X86", False)
-    calls = _count_iterations(monkeypatch)
-    lengths = [30] * 10
-    X = _data(13, 2, 2, lengths)
-    with caplog.at_level(logging.INFO, logger="tying.hmm.fused_em"):
-        fit = _fit(X, lengths, 2, n_iter=3)
-    assert calls == [] and fit.n_iter_ == 3
-    assert "compiled EM loop is off" in caplog.text and "not an x86 CPU" in caplog.text
+    assert "compiled EM loop is off" in caplog.text and why in caplog.text
     monkeypatch.setitem(fused_em._STATE, "fns", None)  # found and checked afresh later
 
 
