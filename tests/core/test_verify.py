@@ -121,6 +121,29 @@ def test_a_hand_tie_with_one_end_pruned_by_torch_is_reported_broken(pruned):
     assert tying.verify(m) == 1
 
 
+@pytest.mark.parametrize("amount,holds", [(0.5, True), (0.25, False)])
+def test_a_hand_tie_pruned_at_both_ends_holds_only_while_the_masks_agree(amount, holds):
+    # both ends recomputed by the same kind of hook: the tie holds while they read the
+    # same values (equal masks), and is reported when the masks differ
+    from torch.nn.utils import prune as torch_prune
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    m[1].weight = m[0].weight
+    torch_prune.l1_unstructured(m[0], "weight", amount=0.5)
+    torch_prune.l1_unstructured(m[1], "weight", amount=amount)
+    assert torch.equal(m[0].weight, m[1].weight) == holds
+    if holds:
+        assert tying.verify(m) == 1
+        return
+    with pytest.raises(
+        tying.TieError,
+        match=r"1.weight: holds the same nn.Parameter as 0.weight but the two uses read "
+        r"different values",
+    ):
+        tying.verify(m)
+
+
 class _Double(nn.Module):
     def forward(self, w):
         return 2 * w
