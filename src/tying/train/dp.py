@@ -41,7 +41,7 @@ from torch import nn
 from torch.func import grad, vmap
 
 from tying.train._vetting import callable_overrides, refuse_parameter_hooks
-from tying.train.ghost import GhostClipping
+from tying.train.ghost import _LOW_PRECISION, GhostClipping
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 MODES = ("vmap", "ghost")
@@ -489,7 +489,7 @@ def _vmap_clipped_sum(
 # to bfloat16 (8 bits) and a clip factor rounded again let a clipped example reach
 # 1.0086 C on a bfloat16 MLP (float16: 1.0012 C), over the bound the privacy accounting
 # assumes, with no error (stop 18). float32/float64 models are computed as before.
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
+# (_LOW_PRECISION is ghost.py's: both modes widen the same dtypes.)
 
 
 def _accumulate(t: torch.Tensor) -> torch.dtype | None:
