@@ -82,6 +82,9 @@ def test_a_masked_array_with_masked_points_is_refused_not_read_under_its_mask():
         stack([(x, y)])
     with pytest.raises(ValueError, match=r"sigma is a masked array"):
         stack([(x, y.data, np.ma.masked_array(np.ones(4), mask=[1, 0, 0, 0]))])
+    # a masked scalar σ (it raised a bare "len() of unsized object" TypeError)
+    with pytest.raises(ValueError, match=r"sigma is a masked array with 1 masked value"):
+        stack([(x, y.data, np.ma.masked_array(1.0, mask=True))])
     # a masked array with nothing masked is its data
     data = stack([(np.ma.masked_array(x), np.ma.masked_array(y.data))])
     assert data.y[0].tolist() == [1.0, 2.0, 99.0, 4.0]

@@ -246,3 +246,18 @@ def test_a_module_reached_twice_stays_one_quantized_module():
     x = torch.randn(4, 32)
     torch.testing.assert_close(q(x), q[0](q[1](q[0](x))), rtol=0, atol=0)
     assert type(_plain_ao(copy.deepcopy(m))[2]) is nn.Linear  # what torch alone does
+
+
+@pytest.mark.parametrize("excluded", ["0", "2"])
+def test_excluding_one_seat_of_a_module_reached_twice_is_refused(excluded):
+    # it ran float at the excluded seat and quantized at the other, with no error
+    torch.manual_seed(0)
+    lin = nn.Linear(32, 32)
+    m = nn.Sequential(lin, nn.ReLU(), lin)
+    with pytest.raises(
+        tying.TieError, match=r"is also seated at '[02]' \(one module reached twice\)"
+    ):
+        quantize_dynamic(m, {nn.Linear}, exclude={excluded}, inplace=True)
+    assert m[0] is lin and m[2] is lin and type(lin) is nn.Linear
+    q = quantize_dynamic(m, {nn.Linear}, exclude={"0", "2"})  # every seat: kept float
+    assert q[0] is q[2] and type(q[0]) is nn.Linear

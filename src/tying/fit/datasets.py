@@ -143,7 +143,7 @@ def _as_float(where: str, label: str, value: Any) -> np.ndarray:
     value's imaginary part, turns booleans into 0/1 and parses strings.
     """
     if isinstance(value, np.ma.MaskedArray):
-        masked = np.ma.getmaskarray(value)
+        masked = np.atleast_1d(np.ma.getmaskarray(value))  # a masked scalar σ: point 0
         if masked.any():
             first = int(np.flatnonzero(masked.reshape(len(masked), -1).any(axis=1))[0])
             raise ValueError(

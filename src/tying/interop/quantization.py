@@ -139,7 +139,7 @@ def quantize_dynamic(
             the fix). Raised before anything changes.
         TypeError: when ``qconfig_spec`` is not a set of module classes.
         TieError: when an ``exclude`` path is not a module of ``model`` (naming
-            the closest).
+            the closest), or covers some paths only of a module reached under several.
 
     Example:
         >>> import torch, tying
@@ -178,17 +178,26 @@ def quantize_dynamic(
         p for p, m in inv.modules.items() if p and base_class(m) in classes and not excluded(p)
     }
     groups = _check(inv, selected, "quantize_dynamic")
-    target = model if inplace else copy.deepcopy(model)
-    # a selected module reached under two paths (Sequential(lin, act, lin)): torch swaps each
-    # reference for its own quantized module, two copies; re-seat the later paths below
-    first_path: dict[int, str] = {}
+    # one module reached under several paths (Sequential(lin, act, lin)): torch lists
+    # children without duplicates and quantizes the first reference only, the later ones
+    # stayed float; they are re-seated with the quantized module below. An exclude= that
+    # covers some of its paths only would leave it float at one use, quantized at another.
+    seats: dict[int, list[str]] = {}
+    for p, mod in inv.modules.items():
+        if p and base_class(mod) in classes:
+            seats.setdefault(id(mod), []).append(p)
     again: dict[str, str] = {}
-    for p, mod in target.named_modules(remove_duplicate=False):
-        if p in selected and not excluded(p):
-            if id(mod) in first_path:
-                again[p] = first_path[id(mod)]
-            else:
-                first_path[id(mod)] = p
+    for paths in seats.values():
+        chosen = [p for p in paths if p in selected]
+        if chosen and len(chosen) != len(paths):
+            raise TieError(
+                f"quantize_dynamic: the module at {chosen[0]!r} is also seated at "
+                f"{', '.join(repr(p) for p in paths if p not in selected)} (one module reached "
+                f"twice), which exclude= covers: it would run quantized at one use and float "
+                f"at the other. Exclude every seat ({paths}) or none"
+            )
+        again.update({p: chosen[0] for p in chosen[1:]})
+    target = model if inplace else copy.deepcopy(model)
     # the tied modules leave (they come back as their quantized source), and so do the
     # excluded ones (they come back untouched)
     kept = {p: target.get_submodule(p) for p in exclude}
