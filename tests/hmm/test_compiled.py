@@ -872,3 +872,14 @@ def test_fused_estep_refuses_a_layout_made_for_other_data():
     copy = (np.ones(1), np.ones((1, 1)), X.copy())  # equal values, another array: accepted
     post = forward_backward_stats(*copy, np.zeros(1), batch, layout, density, None, full=False)
     assert post.stats.sx.tolist() == [[6.0]]
+    center = np.zeros(1)
+    layout = LaneLayout(X, center, batch)
+    X[2, 0] = 7.0  # the arrays the layout was made from, edited in place
+    with pytest.raises(ValueError, match=r"layout was made for another X \(shape \(3, 1\)\)"):
+        forward_backward_stats(*args, center, batch, layout, density, None, full=False)
+    X[2, 0] = 5.0
+    center[0] = 1.0
+    with pytest.raises(ValueError, match="build the LaneLayout from the same X, center and batch"):
+        forward_backward_stats(*args, center, batch, layout, density, None, full=False)
+    with pytest.raises(ValueError, match="read-only"):  # the layout's own copy cannot drift
+        layout.X[0, 0] = 1.0

@@ -197,13 +197,20 @@ def _wait(ctl, idx, target, below, fns):
             return True
         if atomic_load(ctl, STOP) != 0 or atomic_load(ctl, DEAD) != 0:
             return False
-        waited = cycles() - t0
-        if waited < SPIN or waited < 0:  # < 0: the counter jumped (another core's)
-            cpu_pause()
-        elif waited < YIELD:
-            call_int(fns[F_YIELD], 0)
-        else:
-            call_int(fns[F_SLEEP], 100)
+        _back_off(t0, fns)
+
+
+@numba.njit(**_JIT)
+def _back_off(t0, fns):
+    """One pause of a wait that began at cycle ``t0``: pause-spin, then yield, then sleep
+    (see ``SPIN``, ``YIELD``)."""
+    waited = cycles() - t0
+    if waited < SPIN or waited < 0:  # < 0: the counter jumped (another core's)
+        cpu_pause()
+    elif waited < YIELD:
+        call_int(fns[F_YIELD], 0)
+    else:
+        call_int(fns[F_SLEEP], 100)
 
 
 # ---------------------------------------------------------------- one unit
@@ -262,13 +269,7 @@ def wait_left(ctl, n, fns):
     has set ``ctl[STOP]``), or one died."""
     t0 = cycles()
     while atomic_load(ctl, LEFT) < n and atomic_load(ctl, DEAD) == 0:
-        waited = cycles() - t0
-        if waited < SPIN or waited < 0:
-            cpu_pause()
-        elif waited < YIELD:
-            call_int(fns[F_YIELD], 0)
-        else:
-            call_int(fns[F_SLEEP], 100)
+        _back_off(t0, fns)
 
 
 @numba.njit(**_JIT)

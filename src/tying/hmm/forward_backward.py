@@ -442,8 +442,13 @@ class LaneLayout:
         LANE_BLOCK = kernels.LANE_BLOCK
         X = np.ascontiguousarray(X, dtype=np.float64)
         center = np.ascontiguousarray(center, dtype=np.float64)
-        self.center, self.lengths = center, batch.lengths.copy()  # checked on every use
-        self.X = X  # a reference, not a copy: checked on every use (by identity first)
+        # read-only copies, checked on every use: the caller's arrays edited in place
+        # after this would otherwise pass the check (a reference compares equal to itself)
+        self.center, self.lengths, self.X = (
+            _frozen_copy(center),
+            batch.lengths.copy(),
+            _frozen_copy(X),
+        )
         self.edges = compiled.units(batch.lengths)
         self.units = []
         D = X.shape[1]
@@ -566,6 +571,13 @@ def _arena(shapes: list[dict]) -> list[dict]:
     return out
 
 
+def _frozen_copy(a: np.ndarray) -> np.ndarray:
+    """A read-only C-contiguous float64 copy of ``a``."""
+    out = np.array(a, dtype=np.float64, order="C")
+    out.flags.writeable = False
+    return out
+
+
 def forward_backward_stats(
     startprob: np.ndarray,
     transmat: np.ndarray,
@@ -650,7 +662,7 @@ def forward_backward_stats(
             f"{batch.n_sequences} sequences of lengths {batch.lengths[:5]}...; build the "
             f"LaneLayout from the same X, center and batch"
         )
-    if X is not layout.X and not np.array_equal(X, layout.X):  # the model passes layout.X
+    if X is not layout.X and not np.array_equal(X, layout.X):  # a model passes layout.X
         raise ValueError(
             f"layout was made for another X (shape {layout.X.shape}), got X of shape "
             f"{X.shape} with other values: its lanes hold copies of the X it was made for, so "

@@ -462,7 +462,8 @@ class GaussianHMM(BaseHMM):
         center = _column_means(X)
         context = {"center": center, "X": np.ascontiguousarray(X, dtype=np.float64)}
         if compiled._kernels() is not None:
-            context["layout"] = LaneLayout(context["X"], center, batch, n_jobs=self.n_jobs)
+            context["layout"] = layout = LaneLayout(context["X"], center, batch, n_jobs=self.n_jobs)
+            context["X"] = layout.X  # its own copy: the E-step's check passes by identity
         return context
 
     def _em(self, X, batch, monitor, context, start: int = 0) -> None:
