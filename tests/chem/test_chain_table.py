@@ -17,7 +17,7 @@ from tying.chem.molecules import canonical_order, parse_smiles  # noqa: E402
 from tying.chem.offxml import Parameter  # noqa: E402
 from tying.chem.smirks import compile_smirks, scan_heavy  # noqa: E402
 
-# Rings of 3 to 7, fused 5/6 and 6/6 systems (ring sizes left open), charges, aromatic
+# Rings of 3 to 7, fused 5/6 and 6/6 systems (ring sizes the pre-filter leaves open), charges, aromatic
 # heteroatoms, triple bonds, halogens, sulfur and phosphorus, a lone ion.
 MOLECULES = [
     "C1CC1C(=O)O",

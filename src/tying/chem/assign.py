@@ -271,9 +271,8 @@ class SmirksAssigner:
         # Chain and star patterns decided from bit masks instead of searched (chain_table).
         self._chain = ChainTable(self._flat, section_of)
         self._flat_parameters = [c.parameter for c in self._flat]
-        self._decided = self._chain.decided.tolist()  # per pattern: decided, not searched
         # The pre-filter of the patterns left to RDKit: the decided ones need none.
-        self._searched = [i for i, d in enumerate(self._decided) if not d]
+        self._searched = [i for i, d in enumerate(self._chain.decided.tolist()) if not d]
         self._search_prefilter = Prefilter([self._flat[i] for i in self._searched])
         self._tabled = True  # False: every candidate searched by RDKit (the reference)
         self._by_text: dict[str, Assignment] = {}

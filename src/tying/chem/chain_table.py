@@ -324,7 +324,8 @@ class ChainTable:
             ]
         # Atom masks per signature, cached: per section, per position q, bit p set where
         # the signature satisfies pattern p's atom q; and the bits of the patterns with
-        # an atom the signature leaves undecided (a ring size on a fused atom).
+        # an atom the signature leaves undecided (only a signature without ring sizes:
+        # scan_heavy's always has them, and truth decides every other primitive).
         self._masks: dict[tuple, dict[str, tuple[tuple[int, ...], int]]] = {}
         # A mask's bit_length -> the global index of its last pattern (0: none, -1).
         self._glob = {s: [-1, *index.tolist()] for s, (index, _, _) in self.sections.items()}
