@@ -233,3 +233,38 @@ def test_rdp_epsilon_is_positive_and_above_prv_lower_bound_over_the_grid(
 def test_a_bool_or_text_setting_is_refused_not_read_as_a_number(args, match):
     with pytest.raises(ValueError, match=match):
         epsilon(*args)
+
+
+def test_prv_with_a_huge_grid_is_refused_at_once_not_left_to_run_for_minutes():
+    # σ=0.1, q=0.01, 1,000 steps: Opacus' PRV grid has 194 million points (> 10 min).
+    from tying.train.accounting import PRV_MAX_POINTS, _prv_grid_points
+
+    assert _prv_grid_points(0.01, 0.1, 1000, 1e-5) > PRV_MAX_POINTS
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=r"PRV accountant would discretise .* points.*'rdp'"):
+        epsilon(0.01, 0.1, 1000, 1e-5, accountant="prv")
+    assert time.perf_counter() - t0 < 5.0
+    assert math.isfinite(epsilon(0.01, 0.1, 1000, 1e-5))  # RDP answers the same case
+
+
+@pytest.mark.parametrize("q,sigma,steps", [(0.01, 1.0, 1000), (0.1, 2.0, 50), (1.0, 5.0, 3)])
+def test_prv_grid_estimate_is_opacus_own_domain(q, sigma, steps):
+    from opacus.accountants.analysis.prv import PoissonSubsampledGaussianPRV
+    from opacus.accountants.prv import PRVAccountant
+
+    from tying.train.accounting import _prv_grid_points
+
+    domain = PRVAccountant()._get_domain(
+        [PoissonSubsampledGaussianPRV(q, sigma)], [steps], eps_error=0.01, delta_error=1e-8
+    )
+    assert abs(_prv_grid_points(q, sigma, steps, 1e-5) - domain.size) <= 2
+
+
+def test_noise_for_epsilon_asks_rdp_alone_where_prv_cannot_grid(monkeypatch):
+    import tying.train.accounting as acc
+
+    monkeypatch.setattr(acc, "PRV_MAX_POINTS", 10)  # every PRV grid is now "too large"
+    sigma = noise_for_epsilon(3.0, 1e-5, 0.01, 1000)
+    assert epsilon(0.01, sigma, 1000, 1e-5) <= 3.0 < epsilon(0.01, sigma / 1.002, 1000, 1e-5)
+    with pytest.raises(ValueError, match="PRV accountant would discretise"):
+        noise_for_epsilon(3.0, 1e-5, 0.01, 1000, accountant="prv")

@@ -157,7 +157,9 @@ def epsilon(
         ε as a float (0.0 for zero steps).
 
     Raises:
-        ValueError: parameters out of range or an unknown accountant.
+        ValueError: parameters out of range, an unknown accountant, or (PRV) a case
+            whose grid would exceed ``PRV_MAX_POINTS`` points: small ``σ`` with many
+            steps, where PRV would run for minutes in gigabytes; RDP answers those.
         ImportError: Opacus is not installed (names the extra to install).
 
     Example:
@@ -179,7 +181,52 @@ def epsilon(
         # The PRV accountant sizes its domain with Opacus' RDP at its default orders,
         # which warns when the best is the largest; that only widens the domain.
         warnings.filterwarnings("ignore", message="Optimal order is the (largest|smallest) alpha")
+        points = _prv_grid_points(float(sample_rate), float(noise_multiplier), int(steps), delta)
+        if points > PRV_MAX_POINTS:
+            # 58 million points took 70 s and 9.6 GB here; 194 million (σ=0.1, q=0.01,
+            # 1,000 steps) ran for more than 10 minutes: refuse before Opacus starts.
+            raise _PRVGridTooLarge(
+                f"the PRV accountant would discretise its privacy loss over {points:,} "
+                f"points (about {points * _PRV_BYTES_PER_POINT / 2**30:.0f} GB and minutes "
+                f"of work; the limit is {PRV_MAX_POINTS:,}) for sample_rate={sample_rate}, "
+                f"noise_multiplier={noise_multiplier}, steps={steps}, delta={delta}: its grid "
+                f"grows with ε and with √steps; use accountant='rdp' (a valid upper bound) "
+                f"or a larger noise_multiplier"
+            )
         return float(acc.get_epsilon(delta=delta))
+
+
+class _PRVGridTooLarge(ValueError):
+    """PRV's grid would be too large to compute (a ``ValueError`` for the user)."""
+
+
+# The PRV grid's size limit: 12 million points took 11 s and 2.3 GB on a 2-core machine.
+PRV_MAX_POINTS = 2**24
+_PRV_BYTES_PER_POINT = 200  # peak memory per grid point, measured (2.3 GB / 12.1 M points)
+
+
+def _prv_grid_points(sample_rate: float, noise_multiplier: float, steps: int, delta: float) -> int:
+    """How many points Opacus' ``PRVAccountant.get_epsilon`` (its default errors) grids over.
+
+    The same rule as Opacus (Gopi et al. 2021, remark 5.6): a domain ``[-L, L]``
+    from RDP bounds and a mesh of ``eps_error / sqrt(steps * log(12 / delta_error) / 2)``.
+    """
+    from opacus.accountants.analysis.prv import PoissonSubsampledGaussianPRV
+    from opacus.accountants.analysis.prv.domain import compute_safe_domain_size
+
+    eps_error, delta_error = 0.01, delta / 1000  # PRVAccountant.get_epsilon's defaults
+    with warnings.catch_warnings():
+        # Opacus sizes the domain with RDP at its default orders and warns when the
+        # best order is at an end of them; that only widens the domain.
+        warnings.filterwarnings("ignore", message="Optimal order is the (largest|smallest) alpha")
+        half = compute_safe_domain_size(
+            prvs=[PoissonSubsampledGaussianPRV(sample_rate, noise_multiplier)],
+            max_self_compositions=[steps],
+            eps_error=eps_error,
+            delta_error=delta_error,
+        )
+    mesh = eps_error / math.sqrt(steps * math.log(12 / delta_error) / 2)
+    return int(math.ceil(2 * half / mesh)) + 1
 
 
 def naive_epsilon(
@@ -243,7 +290,9 @@ def noise_for_epsilon(
     PRV (the tight one): ``epsilon(..., accountant=accountant) <= target_epsilon``
     and ``epsilon(..., accountant="prv") <= target_epsilon``. PRV's figure is an
     upper bound that carries Opacus' error margin (``eps_error=0.01``), so budgets
-    near 0.01 need much noise and budgets below it cannot be certified.
+    near 0.01 need much noise and budgets below it cannot be certified. Where PRV's
+    grid would be too large (see :func:`epsilon`), only RDP is asked when it is the
+    accountant named; with ``accountant="prv"`` that case is refused.
 
     Args:
         target_epsilon: the ε budget (> 0).
@@ -277,8 +326,13 @@ def noise_for_epsilon(
         # The named accountant first: when it already fails, PRV is not asked (and a
         # small σ, whose PRV domain can be huge, is never handed to it).
         for name in dict.fromkeys((accountant, "prv")):
-            if epsilon(sample_rate, sigma, steps, delta, accountant=name) > target_epsilon:
-                return False
+            try:
+                if epsilon(sample_rate, sigma, steps, delta, accountant=name) > target_epsilon:
+                    return False
+            except _PRVGridTooLarge:
+                if name == accountant:
+                    raise
+                # PRV cannot be computed here; RDP's ε (a valid upper bound) met the budget.
         return True
 
     # Bisection on log σ; `hi` only ever holds a σ that meets the budget.
