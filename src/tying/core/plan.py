@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from tying.core import resolver
+from tying.core import resolver, stale
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory, join
 from tying.core.patterns import Pattern
@@ -511,15 +511,16 @@ def _commit(model: nn.Module, inv: Inventory, changes: list[Change]) -> None:
     """Phase 2's work: perform ``changes`` on ``model``; on any exception restore it."""
     # Everything that reads the current values happens before the first mutation.
     prepared = []
+    successors = []  # (the Parameter a slot read, the new one that replaces it, its path)
     with torch.no_grad():
         for ch in changes:
             info = inv.slots[ch.path]
             current = getattr(info.module, info.name)
             root = inv.tensor(inv.root_of(ch.path))
             if ch.new is None:
-                prepared.append(
-                    (ch, info, nn.Parameter(current.detach().clone(), root.requires_grad), {})
-                )
+                value = nn.Parameter(current.detach().clone(), root.requires_grad)
+                prepared.append((ch, info, value, {}))
+                successors.append((root, value, ch.path))
                 continue
             storage: dict[str, nn.Parameter] = {}
             if ch.new.source is None:
@@ -528,6 +529,7 @@ def _commit(model: nn.Module, inv: Inventory, changes: list[Change]) -> None:
             for role, t in ch.new.relation.extras(info.shape, current).items():
                 storage[f"{info.name}_{role}"] = nn.Parameter(t, root.requires_grad)
             prepared.append((ch, info, None, storage))
+            successors += [(root, p, join(info.module_path, k)) for k, p in storage.items()]
 
     touched = {id(info.module): info.module for _, info, _, _ in prepared}
     touched[id(model)] = model
@@ -604,3 +606,4 @@ def _commit(model: nn.Module, inv: Inventory, changes: list[Change]) -> None:
                 else:
                     m.__dict__[attr] = val
         raise
+    stale.record(successors)  # optimizers built before now must not step on (tying.core.stale)

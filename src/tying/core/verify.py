@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from tying.core import stale
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory, join
 from tying.core.outside import ORIG, adapter_wrapper, declared_through_adapters
@@ -263,23 +264,29 @@ def untie(model: nn.Module) -> int:
     """
     inv = Inventory(model)
     todo = []
+    successors = []  # (the Parameter a slot read, its own new copy, the slot's path)
     with torch.no_grad():
         for info in inv.slots.values():
             if info.tie is not None:
                 root = inv.tensor(inv.root_of(info.path))
-                value = getattr(info.module, info.name).detach().clone()
-                todo.append((info.module, info.name, nn.Parameter(value, root.requires_grad)))
+                value = nn.Parameter(
+                    getattr(info.module, info.name).detach().clone(), root.requires_grad
+                )
+                todo.append((info.module, info.name, value))
+                successors.append((root, value, info.path))
     for mod, name, value in todo:
         uninstall(mod, name, value)
     n = len(todo)
     seen: set[int] = set()
-    for mod in model.modules():
+    for prefix, mod in model.named_modules():
         for name, p in list(mod._parameters.items()):
             if p is None:
                 continue
             if id(p) in seen:
-                mod._parameters[name] = nn.Parameter(p.detach().clone(), p.requires_grad)
+                mod._parameters[name] = copy = nn.Parameter(p.detach().clone(), p.requires_grad)
+                successors.append((p, copy, join(prefix, name)))
                 n += 1
             seen.add(id(p))
         mod.__dict__.pop(DECLARED_ATTR, None)
+    stale.record(successors)  # optimizers built before now must not step on (tying.core.stale)
     return n

@@ -1,0 +1,87 @@
+"""Optimizers built before a re-tie: refuse their step instead of training a stale copy.
+
+When :meth:`tying.Plan.apply`, :func:`tying.untie` or :func:`tying.retie` gives a
+slot new storage (a tie with a relation, a freed slot, an untied copy), the new
+``nn.Parameter`` is not in any optimizer built before. Such an optimizer keeps
+stepping the Parameter the slot used to read, and the new one is never trained:
+no error, a silently wrong model.
+
+Each commit records, for every Parameter it creates, the Parameter that slot read
+before (its *predecessor*). A global optimizer step pre-hook
+(``torch.optim.optimizer.register_optimizer_step_pre_hook``, installed on the first
+such commit) refuses a step, before anything changes, when the optimizer holds a
+predecessor but not its successor. An optimizer that never held the predecessor
+(built afterwards, or over another part of the model) is left alone. Records go
+away with their predecessor Parameter (a ``weakref.finalize``), so a model that
+is rebuilt costs nothing, and a step costs one dictionary lookup per Parameter
+while any record lives.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+
+import torch
+from torch import nn
+
+from tying.core.errors import TieError
+
+#: id(predecessor Parameter) -> [(weakref to its successor, the successor's description)]
+_SUCCESSORS: dict[int, list[tuple[weakref.ref, str]]] = {}
+_LOCK = threading.Lock()
+_HOOK = None
+
+
+def record(pairs: list[tuple[torch.Tensor, nn.Parameter, str]]) -> None:
+    """Note that each ``(old, new, what)``: ``new`` now holds what ``old`` gave a slot."""
+    global _HOOK
+    pairs = [(old, new, what) for old, new, what in pairs if old is not new]
+    if not pairs:
+        return
+    with _LOCK:
+        for old, new, what in pairs:
+            key = id(old)
+            if key not in _SUCCESSORS:
+                _SUCCESSORS[key] = []
+                weakref.finalize(old, _forget, key)
+            _SUCCESSORS[key].append((weakref.ref(new), what))
+        if _HOOK is None:
+            from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+            _HOOK = register_optimizer_step_pre_hook(_refuse_stale_step)
+
+
+def _forget(key: int) -> None:
+    with _LOCK:
+        _SUCCESSORS.pop(key, None)
+
+
+def _refuse_stale_step(optimizer, args, kwargs) -> None:
+    if not _SUCCESSORS:
+        return None
+    held: set[int] | None = None
+    missing: list[str] = []
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            successors = _SUCCESSORS.get(id(p))
+            if not successors:
+                continue
+            if held is None:
+                held = {id(q) for g in optimizer.param_groups for q in g["params"]}
+            for ref, what in successors:
+                new = ref()
+                if new is not None and new.requires_grad and id(new) not in held:
+                    missing.append(what)
+    if missing:
+        raise TieError(
+            f"{type(optimizer).__name__}.step refused: this optimizer was built before the "
+            f"model was re-tied (Plan.apply, tying.untie or tying.retie gave "
+            f"{len(missing)} slot(s) new Parameters), so it still steps the Parameters those "
+            f"slots used to read and would never train {', '.join(missing[:5])}"
+            f"{' ...' if len(missing) > 5 else ''}; build the optimizer again on "
+            f"model.parameters() after tying (or add the new Parameters with "
+            f"optimizer.add_param_group, or set their requires_grad=False to leave them "
+            f"untrained); nothing was changed by this step"
+        )
+    return None

@@ -1,0 +1,131 @@
+"""Optimizers built before a re-tie are refused, not left to train a stale copy."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+import torch
+from torch import nn
+
+import tying
+from tying.core import stale
+
+
+def two_linears() -> nn.ModuleDict:
+    torch.manual_seed(0)
+    return nn.ModuleDict({"a": nn.Linear(3, 3), "b": nn.Linear(3, 3), "head": nn.Linear(3, 1)})
+
+
+def loss(m: nn.ModuleDict) -> torch.Tensor:
+    x = torch.ones(2, 3)
+    return m["head"](m["b"](m["a"](x))).sum()
+
+
+def snapshot(opt: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [p.detach().clone() for g in opt.param_groups for p in g["params"]]
+
+
+def relation(m):
+    tying.Plan([tying.share("b.weight", relation=tying.Transposed())]).apply(m)
+
+
+def free(m):
+    tying.Plan([tying.free("b.weight")]).apply(m)
+
+
+@pytest.mark.parametrize(
+    "tied_before,retie",
+    [
+        (False, relation),  # a relation gives b.weight its own storage, read from the old one
+        (True, free),  # a freed slot gets its own copy of the shared value
+        (True, tying.untie),  # untie gives every tied slot its own copy
+    ],
+    ids=["relation", "free", "untie"],
+)
+def test_a_step_of_an_optimizer_built_before_the_retie_is_refused_and_changes_nothing(
+    tied_before, retie
+):
+    m = two_linears()
+    if tied_before:
+        tying.Plan([tying.share("b", like="a")]).apply(m)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    retie(m)
+    loss(m).backward()
+    before = snapshot(opt)
+    with pytest.raises(tying.TieError, match=r"SGD.step refused.*never train b\.weight"):
+        opt.step()
+    assert all(torch.equal(x, y) for x, y in zip(before, snapshot(opt)))
+    # the fix named in the message: build the optimizer again
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    before = snapshot(opt)
+    opt.step()
+    assert not all(torch.equal(x, y) for x, y in zip(before, snapshot(opt)))
+
+
+def test_an_optimizer_built_after_the_tie_steps_and_trains_the_new_storage():
+    m = two_linears()
+    tying.Plan([tying.share("b.weight", relation=tying.Transposed())]).apply(m)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    w0 = m["b"].weight.detach().clone()
+    loss(m).backward()
+    opt.step()
+    assert not torch.equal(m["b"].weight, w0)
+
+
+def test_adding_the_new_parameters_or_freezing_them_is_accepted():
+    m = two_linears()
+    old = set(map(id, m.parameters()))
+    opt = torch.optim.Adam(m.parameters(), lr=0.1)
+    tying.Plan([tying.share("b.weight", relation=tying.Transposed())]).apply(m)
+    new = [p for p in m.parameters() if id(p) not in old]
+    assert new, "the relation tie created storage"
+    loss(m).backward()
+    with pytest.raises(tying.TieError, match="Adam.step refused"):
+        opt.step()
+    new[0].requires_grad_(False)
+    opt.step()  # left untrained on purpose: accepted
+    new[0].requires_grad_(True)
+    with pytest.raises(tying.TieError):
+        opt.step()
+    opt.add_param_group({"params": new})
+    opt.step()
+
+
+def test_an_optimizer_over_another_part_of_the_model_is_left_alone():
+    m = two_linears()
+    head_only = torch.optim.SGD(m["head"].parameters(), lr=0.1)
+    tying.Plan([tying.share("b.weight", relation=tying.Transposed())]).apply(m)
+    loss(m).backward()
+    head_only.step()  # it never held b's old weight: not stale
+
+
+def test_a_plain_share_creates_nothing_and_keeps_the_old_optimizer_working():
+    m = two_linears()
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    tying.Plan([tying.share("b", like="a")]).apply(m)
+    loss(m).backward()
+    a0 = m["a"].weight.detach().clone()
+    opt.step()  # b's old Parameters get no gradient; a's (which b reads now) are trained
+    assert not torch.equal(m["a"].weight, a0) and m["b"].weight is m["a"].weight
+
+
+def test_records_go_away_with_the_model():
+    m = two_linears()
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)  # holds b's old weight alive
+    tying.Plan([tying.share("b.weight", relation=tying.Transposed())]).apply(m)
+    keys = set(stale._SUCCESSORS)
+    assert keys
+    del m, opt
+    gc.collect()
+    assert not keys & set(stale._SUCCESSORS)
+
+
+def test_hand_tied_parameters_untied_get_recorded():
+    m = two_linears()
+    m["b"].weight = m["a"].weight  # a hand tie
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    tying.untie(m)
+    loss(m).backward()
+    with pytest.raises(tying.TieError, match=r"never train b\.weight"):
+        opt.step()
