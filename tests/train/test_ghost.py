@@ -322,3 +322,27 @@ def test_a_low_precision_model_is_clipped_to_the_bound_in_float32(dtype):
         total = torch.cat([v.flatten() for v in res.grads.values()])
         assert total.dtype == torch.float32
         assert float(total.double().norm()) <= C * (1 + 1e-6)
+
+
+def _broadcast_mse(out, y):  # out (B, 1) against y (B,): a (B, B) loss, row means mix examples
+    return (out - y).pow(2).mean(1)
+
+
+def _batch_centred(out, y):  # the target centred on the batch: every loss reads every target
+    return (out.squeeze(1) - (y - y.mean())).pow(2)
+
+
+@pytest.mark.parametrize("loss_fn", [_broadcast_mse, _batch_centred])
+def test_refuses_a_loss_that_mixes_examples(loss_fn):
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    x, y = torch.randn(6, 3), torch.randn(6)
+    with pytest.raises(ValueError, match=r"loss_fn mixes examples.*y\.view_as\(out\)"):
+        ghost_norms(model, loss_fn, x, y)
+    ok = ghost_norms(model, lambda out, t: (out - t.view_as(out)).pow(2).sum(1), x, y)
+    assert ok.shape == (6,)
+    # and the DP step refuses it before changing anything
+    w0 = model.weight.detach().clone()
+    with pytest.raises(ValueError, match="loss_fn mixes examples"):
+        GhostClipping(model).clip(loss_fn, x, y, 1.0)
+    assert torch.equal(model.weight, w0)

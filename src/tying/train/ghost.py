@@ -287,6 +287,7 @@ class GhostClipping:
                 else:  # y = x Wᵀ: G = gᵀ x
                     pair = (a, g) if transposed else (g, a)
                 uses.setdefault(id(param), []).append(pair)
+        _refuse_losses_that_mix_examples(loss_fn, out, y, losses)
         return losses.detach(), uses
 
     # -- norms and clipped sums ------------------------------------------------------
@@ -379,6 +380,48 @@ def _check_embedding(mod: nn.Embedding, path: str) -> None:
         raise ValueError(
             f"ghost clipping: embedding {path or '<root>'} uses max_norm/scale_grad_by_freq/"
             f"sparse, expected none of them; use mode='vmap'"
+        )
+
+
+def _refuse_losses_that_mix_examples(loss_fn: LossFn, out, y, losses: torch.Tensor) -> None:
+    """Refuse a ``loss_fn`` whose loss for one example reads another example's output or target.
+
+    Ghost clipping takes example ``i``'s gradient from ``d losses[i] / d out[i]``; a loss
+    that mixes examples (typically by broadcasting: an output ``(B, 1)`` against a
+    target ``(B,)`` gives a ``(B, B)`` loss whose row means read every target) spreads
+    one example over every gradient, so the clipping bound no longer bounds it, with
+    no error. The probe: example 0's output and target become another example's, the
+    loss is computed again without gradients, and every other loss must stay the same.
+    """
+    B = losses.shape[0]
+    if B < 2 or not isinstance(out, torch.Tensor) or out.dim() == 0 or out.shape[0] != B:
+        return
+    with torch.no_grad():
+        out0 = out.detach()
+        # the example least like example 0, so the probe changes as much as it can
+        j = 1 + int((out0[1:] - out0[:1]).abs().flatten(1).sum(1).argmax())
+        out2 = out0.clone()
+        out2[0] = out0[j]
+        y2 = y
+        if isinstance(y, torch.Tensor) and y.dim() >= 1 and y.shape[0] == B:
+            y2 = y.clone()
+            y2[0] = y[j]
+        again = loss_fn(out2, y2).detach()
+    before = losses.detach()[1:]
+    after = again[1:] if again.shape == losses.shape else None
+    finite = before[torch.isfinite(before)]
+    scale = float(finite.abs().max()) if finite.numel() else 0.0
+    if after is None or not torch.allclose(
+        after, before, rtol=1e-5, atol=1e-7 * scale, equal_nan=True
+    ):
+        change = "its shape" if after is None else f"{float((after - before).abs().max()):.3g}"
+        raise ValueError(
+            f"ghost clipping: loss_fn mixes examples: giving example 0 the output and target "
+            f"of example {j} changed the losses of other examples (largest change {change}), "
+            f"so no example's gradient is its own and clipping does not bound it. Common "
+            f"cause: broadcasting, e.g. an output of shape {tuple(out.shape)} against a target "
+            f"of another shape (output (B, 1) against target (B,) gives a (B, B) loss); give "
+            f"the target the output's shape (y.view_as(out)), or compute the loss per example"
         )
 
 
