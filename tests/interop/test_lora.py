@@ -217,6 +217,24 @@ def test_a_module_seated_twice_shares_one_adapter_and_merges_to_the_adapter_outp
     torch.testing.assert_close(merged(x), y, rtol=1e-5, atol=1e-6)
 
 
+def test_from_pretrained_puts_the_adapter_at_every_seat_of_a_module_seated_twice(tmp_path):
+    # plain peft loading wrapped seat 0 only; from_pretrained used to refuse (verify
+    # found seat 2 without the adapter) instead of serving both seats
+    from tying.interop.lora import from_pretrained
+
+    pm = get_peft_model(_seated_twice(), _lora(["0", "2"]))
+    x = torch.randn(3, 8)
+    with torch.no_grad():
+        want = pm(x)
+    pm.save_pretrained(tmp_path)
+    loaded = from_pretrained(_seated_twice(), tmp_path)
+    base = loaded.base_model.model
+    assert is_adapter(base[0]) and base[2] is base[0]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), want)
+    assert tying.verify(loaded) >= 0
+
+
 @pytest.mark.parametrize(
     "make,targets,match",
     [

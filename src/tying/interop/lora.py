@@ -137,7 +137,9 @@ def from_pretrained(model: nn.Module, adapter_path: str, **kwargs: Any):
     per whole-module tie group (peft saves the shared wrapper once, and its
     config excludes the tied paths). Plain peft loading wraps the source only,
     so the tied uses would miss the delta (``tying.verify`` reports it); this
-    puts the source's wrapper at every tied path again.
+    puts the source's wrapper at every tied path again. The same holds for one
+    module seated at several paths (``Sequential(lin, act, lin)``): its later
+    seats get the first seat's wrapper.
 
     Args:
         model: the tied base model (the plan applied, as when the adapter was made).
@@ -165,12 +167,17 @@ def from_pretrained(model: nn.Module, adapter_path: str, **kwargs: Any):
         (True, 6)
     """
     peft = _peft()
-    whole = whole_module_ties(Inventory(model))
+    inv = Inventory(model)
+    # {later path: first path}: modules tied whole, and one module seated at several paths
+    # (peft wraps the first seat only; the later ones ran without the delta)
+    pairs = dict(whole_module_ties(inv))
+    for paths in _seat_groups(inv):
+        pairs.update({p: paths[0] for p in paths[1:]})
 
     def load():
         pm = peft.PeftModel.from_pretrained(model, adapter_path, **kwargs)
         base = pm.base_model.model
-        for path, src in whole.items():
+        for path, src in pairs.items():
             if is_adapter(base.get_submodule(src)) and not is_adapter(base.get_submodule(path)):
                 shared[path] = src
         return pm
@@ -190,20 +197,10 @@ def _seats(model: nn.Module, inv: Inventory, targets: set[str]) -> dict[str, str
     later seats then hold the first one's wrapper, as for a module tied whole. A module
     reached twice through one shared parent needs nothing: peft wraps it in that parent.
     """
-    seats: dict[int, list[str]] = {}
-    taken: set[tuple[int, str]] = set()
-    for path, mod in inv.modules.items():
-        if not path:
-            continue
-        parent_path, _, name = path.rpartition(".")
-        seat = (id(inv.modules[parent_path]), name)
-        if seat not in taken:
-            taken.add(seat)
-            seats.setdefault(id(mod), []).append(path)
     out = {}
-    for paths in seats.values():
+    for paths in _seat_groups(inv):
         hit = [p for p in paths if p in targets]
-        if len(paths) < 2 or not hit:
+        if not hit:
             continue
         if len(hit) != len(paths):
             raise TieError(
@@ -224,6 +221,21 @@ def _seats(model: nn.Module, inv: Inventory, targets: set[str]) -> dict[str, str
             f"{s.module_path!r})])) and target both, or leave it out of target_modules"
         )
     return out
+
+
+def _seat_groups(inv: Inventory) -> list[list[str]]:
+    """The paths of each module seated at two or more places (distinct parent, name)."""
+    seats: dict[int, list[str]] = {}
+    taken: set[tuple[int, str]] = set()
+    for path, mod in inv.modules.items():
+        if not path:
+            continue
+        parent_path, _, name = path.rpartition(".")
+        seat = (id(inv.modules[parent_path]), name)
+        if seat not in taken:
+            taken.add(seat)
+            seats.setdefault(id(mod), []).append(path)
+    return [paths for paths in seats.values() if len(paths) > 1]
 
 
 def _wrap(model: nn.Module, make, shared: dict[str, str], what: str):
