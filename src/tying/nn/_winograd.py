@@ -178,7 +178,7 @@ def _forward_impl(
         # not finite somewhere: the direct convolution, so NaN and inf land where it puts them
         y = F.conv2d(
             x.detach(), weight.detach(), None if bias is None else bias.detach(), padding=padding
-        )
+        ).contiguous(memory_format=_memory_format(x))
     return y, v
 
 
@@ -207,7 +207,7 @@ def _backward_impl(
         nb.out_adj(dy.numpy(), th, tw, dm.numpy(), k)
         if need_w:
             du = torch.bmm(dm.transpose(1, 2), v)  # (36, C_out, C_in)
-            dw = (_kron_g(x.dtype).T @ du.view(36, -1)).T.reshape(weight.shape)
+            dw = (du.view(36, -1).T @ _kron_g(x.dtype)).view(weight.shape)  # contiguous
             ok = bool(torch.isfinite(dw).all())
         if need_x and ok:
             dv = torch.bmm(dm, _weight_transform(weight))  # (36, N, C_in)
@@ -218,8 +218,9 @@ def _backward_impl(
             dy, x, weight, None, [1, 1], [padding, padding], [1, 1], False, [0, 0], 1,
             [need_x, need_w, False],
         )  # fmt: skip
-        dx = empty if dx is None else dx
-        dw = empty if dw is None else dw
+        # the layouts the custom op's fake promises
+        dx = empty if dx is None else dx.contiguous(memory_format=_memory_format(x))
+        dw = empty if dw is None else dw.contiguous()
     if need_b:
         db = dy.sum((0, 2, 3))
     return dx, dw, db
@@ -330,8 +331,8 @@ def winograd_conv2d(
         >>> torch.allclose(y, F.conv2d(x, w, padding=1), rtol=1e-12, atol=1e-12)
         True
     """  # noqa: E501
-    require_numba()
     check_args(x, weight, bias, padding)
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling():  # the layer checked numba when it was built
         return _forward_op(x, weight, bias, padding)[0]
+    require_numba()
     return _WinogradFn.apply(x, weight, bias, padding)
