@@ -202,6 +202,20 @@ def test_refusals_name_the_setting_and_the_fix(monkeypatch):
         GroupConv2d(2, 2, 3, algorithm="winograd")
 
 
+def test_torch_func_transforms_are_refused_by_name():
+    m = GroupConv2d(2, 3, 3, algorithm="winograd")
+    x = torch.randn(5, 1, 2, 4, 8, 8)
+    with pytest.raises(ValueError, match="not run under torch.func transforms.*'direct' there"):
+        torch.func.vmap(m)(x)
+    params = {k: v.detach() for k, v in m.named_parameters()}
+    with pytest.raises(ValueError, match="not run under torch.func transforms"):
+        torch.func.grad(lambda p: torch.func.functional_call(m, p, (x[0],)).sum())(params)
+    direct = GroupConv2d(2, 3, 3)
+    direct.load_state_dict(params)
+    y = torch.func.functional_call(m, params, (x[0],))  # no transform: runs
+    assert _rel(y, direct(x[0])) <= REL32
+
+
 def test_double_backward_is_refused():
     x, w, b = _data(1, 2, 2, 5, 5)
     (gx,) = torch.autograd.grad(W.winograd_conv2d(x, w, b, 1).square().sum(), x, create_graph=True)

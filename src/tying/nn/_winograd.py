@@ -52,6 +52,7 @@ _G = (
     (0, 0, 1),
 )
 _DTYPES = (torch.float32, torch.float64)
+_is_functorch = torch._C._functorch.is_functorch_wrapped_tensor  # as tying.core.slots
 _FIX = "use algorithm='direct'"
 
 
@@ -321,7 +322,8 @@ def winograd_conv2d(
 
     Raises:
         ValueError: for another kernel size, a device other than the CPU, a dtype other
-            than float32/float64, mixed dtypes, or an input smaller than the kernel.
+            than float32/float64, mixed dtypes, an input smaller than the kernel, or a
+            call under a ``torch.func`` transform.
         ImportError: when numba is not installed (``pip install 'tying[fast]'``).
 
     Example:
@@ -334,5 +336,11 @@ def winograd_conv2d(
     check_args(x, weight, bias, padding)
     if torch.compiler.is_compiling():  # the layer checked numba when it was built
         return _forward_op(x, weight, bias, padding)[0]
+    if any(_is_functorch(t) for t in (x, weight, bias) if t is not None):
+        raise ValueError(
+            "algorithm='winograd' does not run under torch.func transforms (vmap, grad, "
+            "jacrev, ...): its tile transforms are compiled loops outside PyTorch; use "
+            "algorithm='direct' there"
+        )
     require_numba()
     return _WinogradFn.apply(x, weight, bias, padding)
