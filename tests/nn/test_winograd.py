@@ -331,3 +331,12 @@ def test_torch_compile_runs_the_winograd_path_as_an_opaque_op():
     y.square().mean().backward()
     direct(x).square().mean().backward()
     assert _rel(wino.kernels.e_e.grad, direct.kernels.e_e.grad) <= REL64
+
+
+def test_a_layer_pickled_before_the_algorithm_argument_runs_direct():
+    layer = GroupConv2d(2, 3, 3)
+    x = torch.randn(1, 2, 4, 6, 6)
+    expected = layer(x)
+    del layer.__dict__["algorithm"]  # what unpickling an older layer leaves
+    assert "algorithm" not in repr(layer)
+    torch.testing.assert_close(layer(x), expected, rtol=0, atol=0)
