@@ -333,6 +333,20 @@ def test_torch_compile_runs_the_winograd_path_as_an_opaque_op():
     assert _rel(wino.kernels.e_e.grad, direct.kernels.e_e.grad) <= REL64
 
 
+def test_torch_compile_with_dynamic_shapes_follows_the_input_size():
+    # the custom op's fake computes the output and tile shapes from symbolic sizes
+    direct, wino = _pair(GroupConv2d, "C4", 2, 3, padding=0)
+    compiled = torch.compile(wino, backend="aot_eager", fullgraph=True, dynamic=True)
+    for shape in [(2, 2, 4, 10, 10), (1, 2, 4, 7, 13), (3, 2, 4, 3, 5)]:
+        x = torch.randn(*shape, dtype=F64, requires_grad=True)
+        y = compiled(x)
+        assert y.shape == direct(x).shape
+        assert _rel(y, direct(x)) <= REL64
+        (gx,) = torch.autograd.grad(y.sum(), x)
+        (gx_ref,) = torch.autograd.grad(direct(x).sum(), x)
+        assert _rel(gx, gx_ref) <= REL64
+
+
 def test_a_layer_pickled_before_the_algorithm_argument_runs_direct():
     layer = GroupConv2d(2, 3, 3)
     x = torch.randn(1, 2, 4, 6, 6)
