@@ -132,6 +132,31 @@ def test_any_shape_matches_f_conv2d(b, ci, co, h, w, p, f32, bias, channels_last
         assert dx.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: torch.randn(0, 3, 8, 8, dtype=F64),  # an empty batch
+        lambda: torch.randn(2, 3, 16, 16, dtype=F64)[..., ::2, ::2],  # strided
+        lambda: torch.randn(2, 3, 1, 1, dtype=F64).expand(2, 3, 7, 9),  # zero strides
+        lambda: torch.randn(2, 3, 9, 9, dtype=F64).transpose(2, 3),  # W before H in memory
+    ],
+    ids=["empty-batch", "strided", "expanded", "transposed"],
+)
+def test_unusual_input_layouts_match_f_conv2d(make):
+    x = make().requires_grad_()
+    w = torch.randn(4, 3, 3, 3, dtype=F64, requires_grad=True)
+    b = torch.randn(4, dtype=F64, requires_grad=True)
+    y, ref = W.winograd_conv2d(x, w, b, 1), F.conv2d(x, w, b, padding=1)
+    assert y.shape == ref.shape
+    g = torch.randn(ref.shape, dtype=F64).expand(ref.shape)
+    for a, r in zip(
+        [y, *torch.autograd.grad(y, (x, w, b), g)],
+        [ref, *torch.autograd.grad(ref, (x, w, b), g)],
+        strict=True,
+    ):
+        torch.testing.assert_close(a, r, rtol=1e-12, atol=1e-12)
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     where=st.sampled_from(["input", "weight", "upstream"]),

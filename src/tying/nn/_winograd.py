@@ -196,7 +196,8 @@ def _backward_impl(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(dx, dweight, dbias)``; the ones not asked for are empty tensors."""
     nb = _nb()
-    dy, x, weight = dy.detach().contiguous(), x.detach(), weight.detach()
+    dy = dy.detach().contiguous(memory_format=_memory_format(dy))  # channels-last stays
+    x, weight = x.detach(), weight.detach()
     b, c, h, w = x.shape
     co = weight.shape[0]
     _, _, th, tw = _tiles(h, w, padding)
