@@ -208,10 +208,12 @@ def eval_mode(channels: int = 16, batch: int = 8, side: int = 32, repeat: int = 
     }
 
 
-def group_conv_vs_e2cnn(channels: int = 16, batch: int = 8, side: int = 33, k: int = 3) -> dict:
+def group_conv_vs_e2cnn(
+    channels: int = 16, batch: int = 8, side: int = 33, k: int = 3, algorithm: str = "direct"
+) -> dict:
     gspaces, enn = _e2cnn()
     torch.manual_seed(0)
-    ours = GroupConv2d(channels, channels, k, group="C4")
+    ours = GroupConv2d(channels, channels, k, group="C4", algorithm=algorithm)
     gspace = gspaces.Rot2dOnR2(N=4)
     ftype = enn.FieldType(gspace, channels * [gspace.regular_repr])
     with warnings.catch_warnings():
@@ -251,7 +253,8 @@ def group_conv_vs_e2cnn(channels: int = 16, batch: int = 8, side: int = 33, k: i
             theirs.train()
     return {
         "case": f"C4 regular {channels}->{channels} fields, {batch}x{side}², fwd+bwd, vs e2cnn "
-        f"R2Conv (train mode)",
+        f"R2Conv (train mode)"
+        + (f", ours algorithm={algorithm!r}" if algorithm != "direct" else ""),
         **row,
         "e2cnn_expansion_ms": 1e3 * t_expand,
         "target": "ratio <= 0.83 (>= 1.2x faster)",
@@ -260,6 +263,50 @@ def group_conv_vs_e2cnn(channels: int = 16, batch: int = 8, side: int = 33, k: i
         "params_ours": tying.count(ours).physical,
         "params_e2cnn": sum(p.numel() for p in theirs.parameters()),
         "bank_shape": tuple(bank.shape),
+    }
+
+
+def winograd_vs_bank(
+    channels: int = 16,
+    batch: int = 8,
+    side: int = 32,
+    group: str = "C4",
+    repeat: int = 31,
+    input_grad: bool = False,
+) -> dict:
+    """``GroupConv2d(algorithm="winograd")`` against ``F.conv2d`` on the same expanded bank.
+
+    Gradients to the parameters only (as the other rows), or to the input too.
+    """
+    n = 4 if group == "C4" else 8
+    torch.manual_seed(0)
+    ours = GroupConv2d(channels, channels, 3, group=group, algorithm="winograd")
+    bank = nn.Parameter(ours.filter_bank().detach().clone())
+    bias = nn.Parameter(ours.bias_bank().detach().clone())
+    x = torch.randn(batch, channels, n, side, side).requires_grad_(input_grad)
+
+    def run_ours():
+        ours.zero_grad(set_to_none=True)
+        x.grad = None
+        ours(x).square().mean().backward()
+
+    def run_bank():
+        bank.grad = bias.grad = x.grad = None
+        F.conv2d(x.flatten(1, 2), bank, bias, padding=1).square().mean().backward()
+
+    with torch.no_grad():
+        ref = F.conv2d(x.double().flatten(1, 2), bank.double(), bias.double(), padding=1)
+        err = float((ours(x).flatten(1, 2).double() - ref).norm() / ref.norm())
+        err_direct = float(
+            (F.conv2d(x.flatten(1, 2), bank, bias, padding=1).double() - ref).norm() / ref.norm()
+        )
+    grads = "params and input" if input_grad else "params"
+    return {
+        "case": f"{group} {channels}->{channels} fields, {batch}x{side}², fwd+bwd (grad to "
+        f"{grads}), algorithm='winograd' vs F.conv2d on the same bank",
+        **_spread(run_ours, run_bank, repeat=repeat, key="ratio"),
+        "rel_err_vs_fp64": err,
+        "rel_err_direct_vs_fp64": err_direct,
     }
 
 
@@ -309,6 +356,19 @@ def gconv_main() -> None:
         rows.append(group_conv_vs_e2cnn())
     except ImportError as err:
         rows.append({"case": "e2cnn comparison skipped", "reason": str(err)})
+    # the opt-in Winograd path (algorithm="winograd"): the e2cnn row at both sides, then
+    # against F.conv2d on the same bank, including the shapes where it loses
+    try:
+        rows.append(group_conv_vs_e2cnn(algorithm="winograd"))
+        rows.append(group_conv_vs_e2cnn(side=32, algorithm="winograd"))
+    except ImportError as err:
+        rows.append({"case": "e2cnn comparison (winograd) skipped", "reason": str(err)})
+    rows.append(winograd_vs_bank(side=32))
+    rows.append(winograd_vs_bank(side=33))
+    rows.append(winograd_vs_bank(side=32, input_grad=True))
+    rows.append(winograd_vs_bank(group="D4", channels=8, side=32))
+    rows.append(winograd_vs_bank(channels=64, batch=2, side=16, repeat=15))
+    rows.append(winograd_vs_bank(channels=4, batch=1, side=16, repeat=61))
     rows.append(noise_floor())
     rows.append(tie_cost("C4"))
     rows.append(tie_cost("D4", channels=8))
