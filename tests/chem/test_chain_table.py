@@ -128,6 +128,12 @@ def test_decided_patterns_give_rdkits_last_match(ff):
         got = _tabled(table, patterns, sections, mol, n_written)
         for section, won in got.items():
             assert won == expected.get(section, {}), (smiles, section)
+    # All molecules at once in NumPy (label_many) equal each molecule's label.
+    scans = [scan_heavy(mol, n_written) for mol, n_written in PREPARED]
+    sizes = [mol.GetNumAtoms() for mol, _ in PREPARED]
+    many = table.label_many(scans, sizes)
+    for smiles, scan, n, got in zip(MOLECULES, scans, sizes, many, strict=True):
+        assert got == table.label(scan, n), smiles
 
 
 def test_ring_sizes_are_the_smallest_ring():
@@ -254,3 +260,30 @@ def test_scan_names_each_hydrogens_parent():
         for h, parent in enumerate(scan.h_parents, n_written):
             (neighbour,) = mol.GetAtomWithIdx(h).GetNeighbors()
             assert neighbour.GetIdx() == parent, smiles
+
+
+@pytest.mark.parametrize(
+    "force_field", ["openff-2.3.0", "openff-2.0.0", "openff-1.3.0", "openff-1.0.0"]
+)
+def test_label_many_equals_label_and_the_batch_equals_searching(force_field):
+    # ChainTable.label_many (the batches of assign_many) against label molecule by
+    # molecule, and whole batches against RDKit's search of every candidate, on shipped,
+    # generated and the toolkit's drug-like molecules, in batches of odd sizes.
+    from tying.chem.generate import drug_like_smiles
+    from tying.chem.validate import toolkit_drug_like_smiles
+
+    assigner = SmirksAssigner(force_field, cache=False, strict=False)
+    molecules = [s for s, _ in load_molecule_set()[1::2]] + drug_like_smiles(150, seed=7)
+    molecules += [s for s, _ in toolkit_drug_like_smiles()[1::3]] + MOLECULES
+    prepared = [parse_smiles(s) for s in molecules]
+    prepared = [(m, n) for m, n in prepared if n is not None]
+    scans = [scan_heavy(m, n) for m, n in prepared]
+    sizes = [m.GetNumAtoms() for m, _ in prepared]
+    table = assigner._chain
+    for lo, hi in ((0, 1), (1, 38), (38, 102), (102, len(scans))):
+        many = table.label_many(scans[lo:hi], sizes[lo:hi])
+        assert many == [table.label(s, n) for s, n in zip(scans[lo:hi], sizes[lo:hi])]
+    tabled = assigner.assign_many(molecules)
+    assigner._tabled = False
+    searched = assigner.assign_many(molecules)
+    assert tabled == searched

@@ -431,6 +431,15 @@ class SmirksAssigner:
             for k, scan in scans.items()
             if scan is not None
         }
+        # The decided patterns' winners of every scanned molecule at once (ChainTable).
+        if self._tabled and prepared:
+            labelled = self._chain.label_many(
+                [scan for scan, _ in prepared.values()],
+                [parsed[k][1].GetNumAtoms() for k in prepared],
+            )
+            prepared = {
+                k: (*p, won) for (k, p), won in zip(prepared.items(), labelled, strict=True)
+            }
         # Stage 4: in order, exactly what assign does after parsing.
         results: list[Assignment] = []
         stored_text: list[str] = []  # cache entries made here, packed with the results
@@ -493,7 +502,7 @@ class SmirksAssigner:
         smiles: str,
         name: str | None,
         n_written: int,
-        prepared: tuple[Any, list[int]] | None = None,
+        prepared: tuple[Any, ...] | None = None,
     ) -> Assignment:
         """The fast path of :meth:`_assign_reference`, for a SMILES that wrote no hydrogen.
 
@@ -516,12 +525,17 @@ class SmirksAssigner:
             if scan is None:
                 return self._assign_reference(mol, smiles, name)
             candidates = self._candidates_of(scan, n_atoms)
-        else:  # (scan, candidates) computed beforehand (_assign_batch)
-            scan, candidates = prepared
+        else:  # (scan, candidates[, labelled]) computed beforehand (_assign_batch)
+            scan, candidates = prepared[:2]
         plan = self._fast_plan
         match = mol.GetSubstructMatches
         terms: dict[str, dict[tuple[int, ...], Parameter]] = {}
-        labelled = self._chain.label(scan, n_atoms) if self._tabled else {}
+        if not self._tabled:
+            labelled = {}
+        elif prepared is not None and len(prepared) == 3:  # ChainTable.label_many's
+            labelled = prepared[2]
+        else:
+            labelled = self._chain.label(scan, n_atoms)
         start = 0
         for section, stop in self._stops:
             end = bisect.bisect_left(candidates, stop, start)

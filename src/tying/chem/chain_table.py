@@ -329,6 +329,7 @@ class ChainTable:
         self._masks: dict[tuple, dict[str, tuple[tuple[int, ...], int]]] = {}
         # A mask's bit_length -> the global index of its last pattern (0: none, -1).
         self._glob = {s: [-1, *index.tolist()] for s, (index, _, _) in self.sections.items()}
+        self._words: _Words | None = None  # the masks as NumPy words (label_many), built once
 
     def masks(self, key: tuple) -> dict[str, tuple[tuple[int, ...], int]]:
         """Per section ``((mask of position 0, 1, ...), undecided)`` of one atom's key:
@@ -556,6 +557,38 @@ class ChainTable:
             out[section] = (won, index[_positions(undecided)].tolist() if undecided else [])
         return out
 
+    def label_many(
+        self, scans: Sequence[Any], n_atoms: Sequence[int]
+    ) -> list[dict[str, tuple[dict, list[int]]]]:
+        """:meth:`label` of each molecule, many at once: the same results, in NumPy.
+
+        Every term of every molecule (bonds, angles, propers, impropers, atoms) is
+        enumerated as arrays of atom indices, and its decided patterns' masks are
+        ANDed as 64-bit words, one array operation per step over all terms of a
+        section instead of Python per term. A molecule some of whose atoms leave a
+        pattern undecided (see :meth:`masks`) is labelled by :meth:`label`.
+        ``tests/chem/test_chain_table.py`` checks both agree, molecule by molecule.
+
+        Args:
+            scans: a :func:`~tying.chem.smirks.scan_heavy` of each molecule.
+            n_atoms: each molecule's atom count.
+
+        Returns:
+            One :meth:`label` result per molecule, in order.
+
+        Example:
+            >>> from tying.chem import SmirksAssigner
+            >>> from tying.chem.molecules import parse_smiles
+            >>> from tying.chem.smirks import scan_heavy
+            >>> table = SmirksAssigner()._chain
+            >>> mols = [parse_smiles(s) for s in ("CCO", "c1ccccc1N")]
+            >>> scans = [scan_heavy(m, n) for m, n in mols]
+            >>> sizes = [m.GetNumAtoms() for m, _ in mols]
+            >>> table.label_many(scans, sizes) == [table.label(s, k) for s, k in zip(scans, sizes)]
+            True
+        """
+        return _label_many(self, scans, n_atoms)
+
 
 def _carried(tree: tuple) -> list[tuple[int, tuple]]:
     """``(predicate id, the rest of the tree)`` for each neighbour predicate a top-level
@@ -589,3 +622,249 @@ def _positions(mask: int) -> list[int]:
 def _intern(table: dict[str, tuple[int, tuple]], tree: tuple) -> int:
     """The id of ``tree`` in ``table`` (repr -> (id, tree)), added when new."""
     return table.setdefault(repr(tree), (len(table), tree))[0]
+
+
+# -- many molecules at once: the same winners from NumPy word arrays -------------------------
+
+
+class _Words:
+    """Every atom key's masks as 64-bit words (per section and position), a row per key seen.
+
+    ``rows[section][q]``: shape ``(capacity, words)``; row ``r`` holds position ``q``'s
+    mask that :meth:`ChainTable.masks` gives for the ``r``-th key seen (bit ``p`` in
+    word ``p // 64``). ``undecided[r]``: whether that key leaves any pattern undecided.
+    ``bonds[section][q]``: shape ``(10, words)``, bond position ``q``'s mask per truth row.
+    ``glob[section]``: a mask's highest bit (1-based; 0: none) -> the global index of
+    that pattern (-1).
+    """
+
+    def __init__(self, table: ChainTable):
+        self.table = table
+        self.ids: dict[tuple, int] = {}
+        self.undecided: list[bool] = []
+        self.words = {s: max(1, (len(i) + 63) // 64) for s, (i, _, _) in table.sections.items()}
+        self.rows = {
+            s: [np.zeros((64, self.words[s]), dtype=np.uint64) for _ in range(at.shape[1])]
+            for s, (_, at, _) in table.sections.items()
+        }
+        self.bonds = {
+            s: [
+                np.array([_words(m, self.words[s]) for m in per_row], dtype=np.uint64)
+                for per_row in table._bond_masks[s]
+            ]
+            for s in table.sections
+        }
+        self.glob = {s: np.array(g, dtype=np.intp) for s, g in table._glob.items()}
+
+    def ids_of(self, keys: list[tuple]) -> list[int]:
+        """Each key's row, adding the keys not seen before."""
+        ids, out = self.ids, []
+        for key in keys:
+            r = ids.get(key)
+            if r is None:
+                r = ids[key] = len(ids)
+                self._add(r, self.table.masks(key))
+            out.append(r)
+        return out
+
+    def _add(self, r: int, masks: dict) -> None:
+        open_ = False
+        for s, (per_q, undecided) in masks.items():
+            rows = self.rows[s]
+            if r >= len(rows[0]):
+                rows[:] = [np.concatenate([x, np.zeros_like(x)]) for x in rows]
+            for q, mask in enumerate(per_q):
+                rows[q][r] = _words(mask, self.words[s])
+            open_ = open_ or bool(undecided)
+        self.undecided.append(open_)
+
+
+def _words(mask: int, n: int) -> list[int]:
+    """A Python int's ``n`` low 64-bit words, least significant first."""
+    return [(mask >> (64 * k)) & 0xFFFFFFFFFFFFFFFF for k in range(n)]
+
+
+_LOW32 = np.uint64(0xFFFFFFFF)
+_32 = np.uint64(32)
+
+
+def _highest(m: np.ndarray) -> np.ndarray:
+    """Per row of ``m`` (shape ``(n, words)``, uint64), its highest set bit, 1-based (0: none).
+
+    Exact: each 32-bit half is a float64 without rounding, and ``frexp``'s exponent
+    of a positive integer is its bit length.
+
+    Example:
+        >>> words = np.array([[0, 0], [1, 0], [2**63 + 5, 0], [7, 2**40]], dtype=np.uint64)
+        >>> _highest(words).tolist()
+        [0, 1, 64, 105]
+    """
+    n, w = m.shape
+    if w == 1:
+        word, base = m[:, 0], 0
+    else:
+        top = w - 1 - np.argmax(m[:, ::-1] != 0, axis=1)  # the highest word set (0 if none)
+        word, base = m[np.arange(n), top], 64 * top
+    hi = np.frexp((word >> _32).astype(np.float64))[1]
+    lo = np.frexp((word & _LOW32).astype(np.float64))[1]
+    bits = np.where(hi > 0, hi + 32, lo)
+    return np.where(bits > 0, bits + base, 0)
+
+
+def _label_many(
+    table: ChainTable, scans: Sequence[Any], n_atoms: Sequence[int]
+) -> list[dict[str, tuple[dict, list[int]]]]:
+    """:meth:`ChainTable.label` of many molecules at once (see :meth:`ChainTable.label_many`)."""
+    words = table._words
+    if words is None:
+        words = table._words = _Words(table)
+    out: list[Any] = [None] * len(scans)
+    rows_all: list[int] = []  # every atom's key row, molecule after molecule
+    offsets: list[int] = []  # each labelled molecule's first atom
+    heavy: list[tuple[int, int, int]] = []  # bonds among written atoms (j, k, truth row)
+    hbonds: list[tuple[int, int]] = []  # (parent, hydrogen)
+    batch: list[int] = []  # the molecules labelled here (the others: label)
+    start = 0
+    for m, (scan, n) in enumerate(zip(scans, n_atoms, strict=True)):
+        n_written = len(scan.sigs)
+        sigs = scan.sigs
+        if n > n_written:
+            sigs = [*sigs, *[HYDROGEN] * (n - n_written)]
+        if table._near:
+            adjacency: list[list[tuple[int, int]]] = [[] for _ in range(n)]
+            for j, k, code, ring in scan.bonds:
+                c = 2 * code + ring
+                adjacency[j].append((k, c))
+                adjacency[k].append((j, c))
+            for h, parent in enumerate(scan.h_parents, n_written):
+                adjacency[parent].append((h, 2))
+                adjacency[h].append((parent, 2))
+            keys = table.keys(sigs, adjacency)
+        else:
+            keys = sigs
+        ids = words.ids_of(keys)
+        undecided = words.undecided
+        if any(undecided[r] for r in set(ids)):
+            out[m] = table.label(scan, n)  # some pattern left open: the per-molecule path
+            continue
+        batch.append(m)
+        offsets.append(start)
+        rows_all += ids
+        heavy += [(start + j, start + k, 2 * code + ring) for j, k, code, ring in scan.bonds]
+        hbonds += [(start + p, h) for h, p in enumerate(scan.h_parents, start + n_written)]
+        start += n
+    if not batch:
+        return out
+    n_total = start
+    row = np.array(rows_all, dtype=np.intp)
+    off = np.array(offsets, dtype=np.intp)
+    mol_of = np.repeat(np.arange(len(batch)), np.diff([*offsets, n_total]))
+    hb = np.array(heavy, dtype=np.intp).reshape(-1, 3)
+    hh = np.array(hbonds, dtype=np.intp).reshape(-1, 2)
+    # Every bond once (j < k) with its truth row; a hydrogen's is single, not in a ring.
+    bj = np.concatenate([hb[:, 0], hh[:, 0]])
+    bk = np.concatenate([hb[:, 1], hh[:, 1]])
+    bc = np.concatenate([hb[:, 2], np.full(len(hh), 2, dtype=np.intp)])
+    # Directed edges (center -> neighbour) sorted by center, then neighbour: each
+    # atom's neighbours ascending, as label visits them.
+    src, dst, code = np.concatenate([bj, bk]), np.concatenate([bk, bj]), np.concatenate([bc, bc])
+    order = np.lexsort((dst, src))
+    src, dst, code = src[order], dst[order], code[order]
+    degree = np.bincount(src, minlength=n_total)
+    first = _starts(degree)  # each atom's first edge
+    found = {}
+    for section in table.sections:
+        a = [x[row] for x in words.rows[section]]  # per position: each atom's mask
+        b = words.bonds[section]
+        glob = words.glob[section]
+        if section == "vdW":
+            w, keys = a[0], np.arange(n_total)[:, None]
+        elif section == "Bonds":
+            w = (a[0][bj] & a[1][bk] | a[0][bk] & a[1][bj]) & b[0][bc]
+            keys = np.stack([bj, bk], axis=1)
+        elif section == "Angles":
+            # Each edge (j -> i) with each edge (j -> k) of the same center, i < k.
+            pl, pr = _pairs(degree, first, src)
+            keep = dst[pl] < dst[pr]
+            pl, pr = pl[keep], pr[keep]
+            arm_l = a[0][dst] & b[0][code]  # a neighbour as tag 1, through its bond
+            arm_r = b[1][code] & a[2][dst]  # as tag 3
+            w = a[1][src[pl]] & (arm_l[pl] & arm_r[pr] | arm_l[pr] & arm_r[pl])
+            keys = np.stack([dst[pl], src[pl], dst[pr]], axis=1)
+        elif section == "ImproperTorsions":
+            t1 = a[0][dst] & b[0][code]  # a neighbour as tag 1, 3 or 4, through its bond
+            t3 = a[2][dst] & b[1][code]
+            t4 = a[3][dst] & b[2][code]
+            w_parts, k_parts = [], []
+            for d in np.unique(degree[degree >= 3]).tolist():
+                centers = np.flatnonzero(degree == d)
+                combos = np.array(list(itertools.combinations(range(d), 3)), dtype=np.intp)
+                e = (first[centers][:, None, None] + combos[None]).reshape(-1, 3)
+                x, y, z = e[:, 0], e[:, 1], e[:, 2]
+                j = src[x]
+                w_parts.append(
+                    a[1][j]
+                    & (
+                        t1[x] & (t3[y] & t4[z] | t3[z] & t4[y])
+                        | t1[y] & (t3[x] & t4[z] | t3[z] & t4[x])
+                        | t1[z] & (t3[x] & t4[y] | t3[y] & t4[x])
+                    )
+                )
+                k_parts.append(np.stack([dst[x], j, dst[y], dst[z]], axis=1))
+            if not w_parts:
+                w_parts, k_parts = [a[1][:0]], [np.zeros((0, 4), dtype=np.intp)]
+            w, keys = np.concatenate(w_parts), np.concatenate(k_parts)
+        else:  # ProperTorsions: i-j-k-m around each bond j-k between written atoms
+            j, k, c = hb[:, 0], hb[:, 1], hb[:, 2]
+            mid_f = a[1][j] & b[1][c] & a[2][k]
+            mid_b = a[1][k] & b[1][c] & a[2][j]
+            end0 = a[0][dst] & b[0][code]  # a neighbour as tag 1 (or 4), through its bond
+            end3 = b[2][code] & a[3][dst]
+            per = degree[j] * degree[k]
+            t = np.repeat(np.arange(len(j)), per)  # the bond of each (left, right) pair
+            within = np.arange(len(t)) - np.repeat(_starts(per), per)
+            dk = degree[k][t]
+            el = first[j][t] + within // dk
+            er = first[k][t] + within % dk
+            i, m, jt, kt = dst[el], dst[er], j[t], k[t]
+            keep = (i != kt) & (m != jt) & (i != m)
+            t, el, er, i, m, jt, kt = (x[keep] for x in (t, el, er, i, m, jt, kt))
+            w = mid_f[t] & end0[el] & end3[er] | mid_b[t] & end3[el] & end0[er]
+            keys = np.where(
+                (i < m)[:, None], np.stack([i, jt, kt, m], axis=1), np.stack([m, kt, jt, i], axis=1)
+            )
+        g = glob[_highest(w)]
+        hit = np.flatnonzero(g >= 0)
+        g, keys = g[hit], keys[hit]
+        mols = mol_of[keys[:, 1 if section == "ImproperTorsions" else 0]]
+        if section in ("Bonds", "ImproperTorsions"):  # (hydrogens' bonds, degrees) last
+            by = np.argsort(mols, kind="stable")
+            g, keys, mols = g[by], keys[by], mols[by]
+        keys = keys - off[mols][:, None]
+        found[section] = (g, keys, np.searchsorted(mols, np.arange(len(batch) + 1)))
+    labelled: list[dict] = [{} for _ in batch]
+    for section, (g, keys, bounds) in found.items():
+        gl = g.tolist()
+        cols = [keys[:, q].tolist() for q in range(keys.shape[1])]
+        bl = bounds.tolist()
+        for x, result in enumerate(labelled):
+            lo, hi = bl[x], bl[x + 1]
+            result[section] = (dict(zip(zip(*(col[lo:hi] for col in cols)), gl[lo:hi])), [])
+    for m, result in zip(batch, labelled, strict=True):
+        out[m] = result
+    return out
+
+
+def _pairs(degree: np.ndarray, first: np.ndarray, src: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Every ordered pair of edges ``(e1, e2)`` with the same center (``e1 == e2`` too)."""
+    count = degree[src]
+    e1 = np.repeat(np.arange(len(src)), count)
+    e2 = first[src[e1]] + np.arange(len(e1)) - np.repeat(_starts(count), count)
+    return e1, e2
+
+
+def _starts(counts: np.ndarray) -> np.ndarray:
+    """Exclusive prefix sums: where each block of ``counts`` starts."""
+    out = np.zeros(len(counts), dtype=np.intp)
+    np.cumsum(counts[:-1], out=out[1:])
+    return out
