@@ -589,6 +589,32 @@ class ChainTable:
         """
         return _label_many(self, scans, n_atoms)
 
+    def label_arrays(
+        self, scans: Sequence[Any], n_atoms: Sequence[int]
+    ) -> tuple[list[Any], list[int], dict[str, tuple[np.ndarray, ...]]]:
+        """:meth:`label_many`'s winners as arrays, before any dict is made.
+
+        Returns:
+            ``(out, batch, found)``: ``out[m]`` is :meth:`label`'s result for each
+            molecule ``m`` labelled one by one (an atom leaves a pattern undecided) and
+            None for the others, ``batch``: the others' indices, ascending; ``found``:
+            per section ``(winners, keys, molecule, bounds)``: each term's global
+            pattern index, its canonical key (shape ``(terms, arity)``, atom indices of
+            its molecule), its molecule's position in ``batch``, and where each
+            molecule's terms start (``bounds[x]:bounds[x + 1]``, in ``batch`` order).
+
+        Example:
+            >>> from tying.chem import SmirksAssigner
+            >>> from tying.chem.molecules import parse_smiles
+            >>> from tying.chem.smirks import scan_heavy
+            >>> table = SmirksAssigner()._chain
+            >>> mol, n = parse_smiles("CO")
+            >>> out, batch, found = table.label_arrays([scan_heavy(mol, n)], [mol.GetNumAtoms()])
+            >>> batch, found["Bonds"][1].tolist()[0], found["Bonds"][3].tolist()
+            ([0], [0, 1], [0, 5])
+        """
+        return _label_arrays(self, scans, n_atoms)
+
 
 def _carried(tree: tuple) -> list[tuple[int, tuple]]:
     """``(predicate id, the rest of the tree)`` for each neighbour predicate a top-level
@@ -715,6 +741,24 @@ def _label_many(
     table: ChainTable, scans: Sequence[Any], n_atoms: Sequence[int]
 ) -> list[dict[str, tuple[dict, list[int]]]]:
     """:meth:`ChainTable.label` of many molecules at once (see :meth:`ChainTable.label_many`)."""
+    out, batch, found = _label_arrays(table, scans, n_atoms)
+    labelled: list[dict] = [{} for _ in batch]
+    for section, (g, keys, _, bounds) in found.items():
+        gl = g.tolist()
+        tuples = list(zip(*(keys[:, q].tolist() for q in range(keys.shape[1]))))
+        bl = bounds.tolist()
+        for x, result in enumerate(labelled):
+            lo, hi = bl[x], bl[x + 1]
+            result[section] = (dict(zip(tuples[lo:hi], gl[lo:hi])), [])
+    for m, result in zip(batch, labelled, strict=True):
+        out[m] = result
+    return out
+
+
+def _label_arrays(
+    table: ChainTable, scans: Sequence[Any], n_atoms: Sequence[int]
+) -> tuple[list[Any], list[int], dict[str, tuple[np.ndarray, ...]]]:
+    """:meth:`ChainTable.label_arrays` (see there)."""
     words = table._words
     if words is None:
         words = table._words = _Words(table)
@@ -754,7 +798,7 @@ def _label_many(
         hbonds += [(start + p, h) for h, p in enumerate(scan.h_parents, start + n_written)]
         start += n
     if not batch:
-        return out
+        return out, batch, {}
     n_total = start
     row = np.array(rows_all, dtype=np.intp)
     off = np.array(offsets, dtype=np.intp)
@@ -816,20 +860,25 @@ def _label_many(
             w, keys = np.concatenate(w_parts), np.concatenate(k_parts)
         else:  # ProperTorsions: i-j-k-m around each bond j-k between written atoms
             j, k, c = hb[:, 0], hb[:, 1], hb[:, 2]
-            mid_f = a[1][j] & b[1][c] & a[2][k]
-            mid_b = a[1][k] & b[1][c] & a[2][j]
             end0 = a[0][dst] & b[0][code]  # a neighbour as tag 1 (or 4), through its bond
             end3 = b[2][code] & a[3][dst]
-            per = degree[j] * degree[k]
-            t = np.repeat(np.arange(len(j)), per)  # the bond of each (left, right) pair
-            within = np.arange(len(t)) - np.repeat(_starts(per), per)
-            dk = degree[k][t]
-            el = first[j][t] + within // dk
-            er = first[k][t] + within % dk
-            i, m, jt, kt = dst[el], dst[er], j[t], k[t]
-            keep = (i != kt) & (m != jt) & (i != m)
-            t, el, er, i, m, jt, kt = (x[keep] for x in (t, el, er, i, m, jt, kt))
-            w = mid_f[t] & end0[el] & end3[er] | mid_b[t] & end3[el] & end0[er]
+            # Each bond with each edge (j -> i), i != k: the middle and one end, both ways.
+            dj = degree[j]
+            t = np.repeat(np.arange(len(j)), dj)
+            el = first[j][t] + np.arange(len(t)) - np.repeat(_starts(dj), dj)
+            keep = dst[el] != k[t]
+            t, el = t[keep], el[keep]
+            mid = b[1][c[t]]
+            left_f = a[1][j[t]] & mid & a[2][k[t]] & end0[el]
+            left_b = a[1][k[t]] & mid & a[2][j[t]] & end3[el]
+            # Each such (bond, i) with each edge (k -> m), m != j and m != i.
+            dk = degree[k[t]]
+            x = np.repeat(np.arange(len(t)), dk)
+            er = first[k[t]][x] + np.arange(len(x)) - np.repeat(_starts(dk), dk)
+            i, m, jt, kt = dst[el][x], dst[er], j[t][x], k[t][x]
+            keep = (m != jt) & (m != i)
+            x, er, i, m, jt, kt = x[keep], er[keep], i[keep], m[keep], jt[keep], kt[keep]
+            w = left_f[x] & end3[er] | left_b[x] & end0[er]
             keys = np.where(
                 (i < m)[:, None], np.stack([i, jt, kt, m], axis=1), np.stack([m, kt, jt, i], axis=1)
             )
@@ -841,18 +890,8 @@ def _label_many(
             by = np.argsort(mols, kind="stable")
             g, keys, mols = g[by], keys[by], mols[by]
         keys = keys - off[mols][:, None]
-        found[section] = (g, keys, np.searchsorted(mols, np.arange(len(batch) + 1)))
-    labelled: list[dict] = [{} for _ in batch]
-    for section, (g, keys, bounds) in found.items():
-        gl = g.tolist()
-        cols = [keys[:, q].tolist() for q in range(keys.shape[1])]
-        bl = bounds.tolist()
-        for x, result in enumerate(labelled):
-            lo, hi = bl[x], bl[x + 1]
-            result[section] = (dict(zip(zip(*(col[lo:hi] for col in cols)), gl[lo:hi])), [])
-    for m, result in zip(batch, labelled, strict=True):
-        out[m] = result
-    return out
+        found[section] = (g, keys, mols, np.searchsorted(mols, np.arange(len(batch) + 1)))
+    return out, batch, found
 
 
 def _pairs(degree: np.ndarray, first: np.ndarray, src: np.ndarray) -> tuple[np.ndarray, ...]:
