@@ -568,3 +568,36 @@ def test_a_child_forked_during_a_batch_gets_the_collector_back(sage, monkeypatch
         release.set()
         thread.join(30)
     assert child_gc == b"1" and gc.isenabled()
+
+
+def test_batch_too_large_for_term_codes_is_labelled_one_by_one(sage, monkeypatch):
+    # A batch whose term codes (molecule, then atoms, in base atoms + 1) would not fit
+    # an int64 takes _assign_scanned molecule by molecule: the same results and errors.
+    from tying.chem import assign as assign_module
+    from tying.chem.generate import drug_like_smiles
+
+    items = [(s, None) for s in drug_like_smiles(20, seed=9)] + [("[Xe]", None)]
+    expected = _one_by_one(SmirksAssigner(sage.force_field), items)
+    monkeypatch.setattr(assign_module, "_CODE_LIMIT", 1000)
+    calls = []
+    batch = SmirksAssigner(sage.force_field)
+    original = batch._assign_arrays_one_by_one
+    monkeypatch.setattr(
+        batch, "_assign_arrays_one_by_one", lambda *a: calls.append(1) or original(*a)
+    )
+    assert _batched(batch, items) == expected
+    assert calls
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 2**31 - 1) | st.integers(0, 300), max_size=20))
+def test_packed_buffers_from_arrays_are_the_columns_buffers(values):
+    # _assign_arrays' buffers: the type and contents packed.columns would choose.
+    import numpy as np
+
+    from tying.chem.assign import _buffer
+    from tying.chem.packed import _smallest
+
+    got, expected = _buffer(np.array(values, dtype=np.intp)), _smallest(values)
+    assert type(got) is type(expected) and list(got) == list(expected)
+    assert getattr(got, "typecode", None) == getattr(expected, "typecode", None)

@@ -382,7 +382,9 @@ class SmirksAssigner:
         (:func:`~tying.chem.packed.pack`), in the cache as in what is returned: equal
         Assignments whose terms are a few arrays per batch instead of a dict and a
         tuple per term, so that 100,000 results cost as little per molecule as 1,000.
-        Workers, which send their results as arrays anyway, pass ``pack=False``.
+        The molecules the fast path scans are then assembled as arrays from the start
+        (:meth:`_assign_arrays`), with no dict per molecule. :meth:`assign` passes
+        ``pack=False``: plain dicts, from the chain table's per-molecule dicts.
 
         Returns:
             ``(results, failure)``: the results of the items before the first one that
@@ -640,7 +642,7 @@ class SmirksAssigner:
         cols = {}
         for q, section in enumerate(self.sections):
             arity = ARITY[section]
-            if len(batch) * width**arity >= 2**62:  # codes would overflow: one by one
+            if len(batch) * width**arity >= _CODE_LIMIT:  # codes would overflow: one by one
                 return self._assign_arrays_one_by_one(todo, out, batch, ks)
             g, keys, where = _merged(found.get(section), hits[section], arity, width, len(batch))
             bounds = np.searchsorted(where, np.arange(len(batch) + 1)).tolist()
@@ -893,6 +895,8 @@ def _needs_chirality(compiled: CompiledSmirks) -> bool:
 
 
 _NONE: frozenset = frozenset()
+# _assign_arrays codes a term as one int64 (molecule, then atoms, in base atoms + 1).
+_CODE_LIMIT = 2**62
 _PREFIX = {n: tuple(range(n)) for n in range(1, 9)}
 
 
