@@ -677,17 +677,8 @@ class SmirksAssigner:
         return out
 
     def _check_scanned(self, mol: Any, result: Assignment, label: str, scan: Any, n: int) -> None:
-        """:func:`_check_complete` with the term counts a scan gives (None with a 3-ring)."""
-        counts = None
-        if not scan.three_ring:
-            d = scan.degrees
-            counts = {
-                "vdW": n,
-                "Bonds": mol.GetNumBonds(),
-                "Angles": sum(x * (x - 1) // 2 for x in d),  # hydrogens: degree 1, none
-                "ProperTorsions": sum((d[j] - 1) * (d[k] - 1) for j, k, _, _ in scan.bonds),
-            }
-        _check_complete(mol, result, label, counts)
+        """:func:`_check_complete` with the term counts a scan gives (:func:`scan_counts`)."""
+        _check_complete(mol, result, label, scan_counts(scan, n, mol.GetNumBonds()))
 
     def _candidates_of(self, scan: Any, n_atoms: int) -> list[int]:
         """The patterns to search for a scanned molecule (ascending indices into the
@@ -1075,6 +1066,42 @@ def _term_counts(mol: Any) -> dict[str, int] | None:
         "Bonds": len(bonds),
         "Angles": sum(d * (d - 1) // 2 for d in degree),
         "ProperTorsions": sum((degree[j] - 1) * (degree[k] - 1) for j, k in bonds),
+    }
+
+
+def scan_counts(scan: Any, n_atoms: int, n_bonds: int) -> dict[str, int]:
+    """How many atoms, bonds, angles and proper torsions a scanned molecule has.
+
+    Angles and propers from the degrees (hydrogens have degree 1: no angle, no
+    torsion around their bond). Around a bond ``j-k`` a torsion ``i-j-k-m`` needs
+    ``i != m``: an atom bonded to both (a 3-ring) would fold one, so each common
+    neighbour of ``j`` and ``k`` takes one off (hydrogens are never one).
+
+    Args:
+        scan: a :func:`~tying.chem.smirks.scan_heavy` of the molecule.
+        n_atoms: its atom count; n_bonds: its bond count.
+
+    Example:
+        >>> from tying.chem.molecules import parse_smiles
+        >>> from tying.chem.smirks import scan_heavy
+        >>> mol, n = parse_smiles("C1CC1O")
+        >>> counts = scan_counts(scan_heavy(mol, n), mol.GetNumAtoms(), mol.GetNumBonds())
+        >>> counts == {s: len(t) for s, t in topology_terms(mol).items()}
+        True
+    """
+    d = scan.degrees
+    propers = sum((d[j] - 1) * (d[k] - 1) for j, k, _, _ in scan.bonds)
+    if scan.three_ring:
+        nbrs: list[set[int]] = [set() for _ in d]
+        for j, k, _, _ in scan.bonds:
+            nbrs[j].add(k)
+            nbrs[k].add(j)
+        propers -= sum(len(nbrs[j] & nbrs[k]) for j, k, _, _ in scan.bonds)
+    return {
+        "vdW": n_atoms,
+        "Bonds": n_bonds,
+        "Angles": sum(x * (x - 1) // 2 for x in d),
+        "ProperTorsions": propers,
     }
 
 
