@@ -757,7 +757,7 @@ def _merged(
     last = np.ones(len(code), dtype=bool)
     last[:-1] = code[1:] != code[:-1]
     order = order[last]
-    return g[order], keys[order], where[order]
+    return g[order], keys.take(order, 0), where[order]
 
 
 def _buffer(values: np.ndarray) -> Any:

@@ -730,7 +730,7 @@ def _highest(m: np.ndarray) -> np.ndarray:
         word, base = m[:, 0], 0
     else:
         top = w - 1 - np.argmax(m[:, ::-1] != 0, axis=1)  # the highest word set (0 if none)
-        word, base = m[np.arange(n), top], 64 * top
+        word, base = m.take(np.arange(n) * w + top), 64 * top
     hi = np.frexp((word >> _32).astype(np.float64))[1]
     lo = np.frexp((word & _LOW32).astype(np.float64))[1]
     bits = np.where(hi > 0, hi + 32, lo)
@@ -817,28 +817,35 @@ def _label_arrays(
     degree = np.bincount(src, minlength=n_total)
     first = _starts(degree)  # each atom's first edge
     found = {}
+    # Rows of 2-D arrays are gathered with take (10x faster than fancy indexing there).
     for section in table.sections:
-        a = [x[row] for x in words.rows[section]]  # per position: each atom's mask
+        a = [x.take(row, 0) for x in words.rows[section]]  # per position: each atom's mask
         b = words.bonds[section]
         glob = words.glob[section]
         if section == "vdW":
             w, keys = a[0], np.arange(n_total)[:, None]
         elif section == "Bonds":
-            w = (a[0][bj] & a[1][bk] | a[0][bk] & a[1][bj]) & b[0][bc]
+            a0, a1 = a
+            w = (a0.take(bj, 0) & a1.take(bk, 0) | a0.take(bk, 0) & a1.take(bj, 0)) & b[0].take(
+                bc, 0
+            )
             keys = np.stack([bj, bk], axis=1)
         elif section == "Angles":
             # Each edge (j -> i) with each edge (j -> k) of the same center, i < k.
             pl, pr = _pairs(degree, first, src)
             keep = dst[pl] < dst[pr]
             pl, pr = pl[keep], pr[keep]
-            arm_l = a[0][dst] & b[0][code]  # a neighbour as tag 1, through its bond
-            arm_r = b[1][code] & a[2][dst]  # as tag 3
-            w = a[1][src[pl]] & (arm_l[pl] & arm_r[pr] | arm_l[pr] & arm_r[pl])
+            arm_l = a[0].take(dst, 0) & b[0].take(code, 0)  # a neighbour as tag 1, via its bond
+            arm_r = b[1].take(code, 0) & a[2].take(dst, 0)  # as tag 3
+            w = a[1].take(src[pl], 0) & (
+                arm_l.take(pl, 0) & arm_r.take(pr, 0) | arm_l.take(pr, 0) & arm_r.take(pl, 0)
+            )
             keys = np.stack([dst[pl], src[pl], dst[pr]], axis=1)
         elif section == "ImproperTorsions":
-            t1 = a[0][dst] & b[0][code]  # a neighbour as tag 1, 3 or 4, through its bond
-            t3 = a[2][dst] & b[1][code]
-            t4 = a[3][dst] & b[2][code]
+            # A neighbour as tag 1, 3 or 4, through its bond.
+            t1 = a[0].take(dst, 0) & b[0].take(code, 0)
+            t3 = a[2].take(dst, 0) & b[1].take(code, 0)
+            t4 = a[3].take(dst, 0) & b[2].take(code, 0)
             w_parts, k_parts = [], []
             for d in np.unique(degree[degree >= 3]).tolist():
                 centers = np.flatnonzero(degree == d)
@@ -846,12 +853,15 @@ def _label_arrays(
                 e = (first[centers][:, None, None] + combos[None]).reshape(-1, 3)
                 x, y, z = e[:, 0], e[:, 1], e[:, 2]
                 j = src[x]
+                t1x, t1y, t1z = t1.take(x, 0), t1.take(y, 0), t1.take(z, 0)
+                t3x, t3y, t3z = t3.take(x, 0), t3.take(y, 0), t3.take(z, 0)
+                t4x, t4y, t4z = t4.take(x, 0), t4.take(y, 0), t4.take(z, 0)
                 w_parts.append(
-                    a[1][j]
+                    a[1].take(j, 0)
                     & (
-                        t1[x] & (t3[y] & t4[z] | t3[z] & t4[y])
-                        | t1[y] & (t3[x] & t4[z] | t3[z] & t4[x])
-                        | t1[z] & (t3[x] & t4[y] | t3[y] & t4[x])
+                        t1x & (t3y & t4z | t3z & t4y)
+                        | t1y & (t3x & t4z | t3z & t4x)
+                        | t1z & (t3x & t4y | t3y & t4x)
                     )
                 )
                 k_parts.append(np.stack([dst[x], j, dst[y], dst[z]], axis=1))
@@ -860,35 +870,38 @@ def _label_arrays(
             w, keys = np.concatenate(w_parts), np.concatenate(k_parts)
         else:  # ProperTorsions: i-j-k-m around each bond j-k between written atoms
             j, k, c = hb[:, 0], hb[:, 1], hb[:, 2]
-            end0 = a[0][dst] & b[0][code]  # a neighbour as tag 1 (or 4), through its bond
-            end3 = b[2][code] & a[3][dst]
+            # A neighbour as tag 1 (or 4), through its bond.
+            end0 = a[0].take(dst, 0) & b[0].take(code, 0)
+            end3 = b[2].take(code, 0) & a[3].take(dst, 0)
             # Each bond with each edge (j -> i), i != k: the middle and one end, both ways.
             dj = degree[j]
             t = np.repeat(np.arange(len(j)), dj)
             el = first[j][t] + np.arange(len(t)) - np.repeat(_starts(dj), dj)
             keep = dst[el] != k[t]
             t, el = t[keep], el[keep]
-            mid = b[1][c[t]]
-            left_f = a[1][j[t]] & mid & a[2][k[t]] & end0[el]
-            left_b = a[1][k[t]] & mid & a[2][j[t]] & end3[el]
+            jt, kt = j[t], k[t]
+            mid = b[1].take(c[t], 0)
+            left_f = a[1].take(jt, 0) & mid & a[2].take(kt, 0) & end0.take(el, 0)
+            left_b = a[1].take(kt, 0) & mid & a[2].take(jt, 0) & end3.take(el, 0)
             # Each such (bond, i) with each edge (k -> m), m != j and m != i.
-            dk = degree[k[t]]
+            dk = degree[kt]
             x = np.repeat(np.arange(len(t)), dk)
-            er = first[k[t]][x] + np.arange(len(x)) - np.repeat(_starts(dk), dk)
-            i, m, jt, kt = dst[el][x], dst[er], j[t][x], k[t][x]
-            keep = (m != jt) & (m != i)
-            x, er, i, m, jt, kt = x[keep], er[keep], i[keep], m[keep], jt[keep], kt[keep]
-            w = left_f[x] & end3[er] | left_b[x] & end0[er]
-            keys = np.where(
-                (i < m)[:, None], np.stack([i, jt, kt, m], axis=1), np.stack([m, kt, jt, i], axis=1)
-            )
+            er = first[kt][x] + np.arange(len(x)) - np.repeat(_starts(dk), dk)
+            i, m, jx, kx = dst[el][x], dst[er], jt[x], kt[x]
+            keep = (m != jx) & (m != i)
+            x, er, i, m, jx, kx = x[keep], er[keep], i[keep], m[keep], jx[keep], kx[keep]
+            w = left_f.take(x, 0) & end3.take(er, 0) | left_b.take(x, 0) & end0.take(er, 0)
+            # The key (i, j, k, m), or its reverse when m < i.
+            forward = (i < m).astype(np.intp)
+            second = kx + (jx - kx) * forward
+            keys = np.stack([np.minimum(i, m), second, jx + kx - second, np.maximum(i, m)], axis=1)
         g = glob[_highest(w)]
         hit = np.flatnonzero(g >= 0)
-        g, keys = g[hit], keys[hit]
+        g, keys = g[hit], keys.take(hit, 0)
         mols = mol_of[keys[:, 1 if section == "ImproperTorsions" else 0]]
         if section in ("Bonds", "ImproperTorsions"):  # (hydrogens' bonds, degrees) last
             by = np.argsort(mols, kind="stable")
-            g, keys, mols = g[by], keys[by], mols[by]
+            g, keys, mols = g[by], keys.take(by, 0), mols[by]
         keys = keys - off[mols][:, None]
         found[section] = (g, keys, mols, np.searchsorted(mols, np.arange(len(batch) + 1)))
     return out, batch, found
