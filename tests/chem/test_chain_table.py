@@ -85,6 +85,19 @@ BONDS = ["-", "=", ":", "~", "@", "!@", "-;!@", "-;@", "=,:", "#", "", "-,="]
 ARITY = {"vdW": 1, "Bonds": 2, "Angles": 3, "ProperTorsions": 4, "ImproperTorsions": 4}
 
 
+def _sigs_and_adjacency(mol):
+    """Every atom's signature and (neighbour, bond truth row) pairs, read from RDKit."""
+    from tying.chem.smirks import Prefilter, bond_signature_code
+
+    adjacency = [[] for _ in range(mol.GetNumAtoms())]
+    for bond in mol.GetBonds():
+        j, k = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
+        c = 2 * bond_signature_code(bond) + bond.IsInRing()
+        adjacency[j].append((k, c))
+        adjacency[k].append((j, c))
+    return Prefilter.signatures(mol), adjacency
+
+
 def _smirks(section: str, atoms: list[str], bonds: list[str]) -> str:
     a = [f"[{q}:{n}]" for n, q in enumerate(atoms, 1)]
     if section == "ImproperTorsions":  # center tag 2 bonded to tags 1, 3 and 4
@@ -131,6 +144,8 @@ def test_decided_patterns_give_rdkits_last_match(ff):
     # All molecules at once in NumPy (label_many) equal each molecule's label.
     scans = [scan_heavy(mol, n_written) for mol, n_written in PREPARED]
     sizes = [mol.GetNumAtoms() for mol, _ in PREPARED]
+    for (mol, _), scan, n in zip(PREPARED, scans, sizes, strict=True):
+        assert table.keys_scanned(scan, n) == table.keys(*_sigs_and_adjacency(mol))
     many = table.label_many(scans, sizes)
     for smiles, scan, n, got in zip(MOLECULES, scans, sizes, many, strict=True):
         assert got == table.label(scan, n), smiles

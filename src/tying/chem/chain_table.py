@@ -385,6 +385,73 @@ class ChainTable:
             out.append((sig, near, near_open))
         return out
 
+    def keys_scanned(self, scan: Any, n_atoms: int) -> list[tuple]:
+        """:meth:`keys` of a scanned molecule's atoms, its hydrogens known from their parents.
+
+        The same keys as :meth:`keys` on the molecule's signatures and adjacency
+        (``tests/chem/test_chain_table.py`` checks it): a hydrogen's only neighbour is its
+        parent, through a single bond out of any ring, so its key follows from the
+        parent's signature (computed once per signature); and a heavy atom's hydrogens
+        are one neighbour signature however many there are (predicates OR over
+        neighbours).
+
+        Args:
+            scan: a :func:`~tying.chem.smirks.scan_heavy` of the molecule.
+            n_atoms: its atom count (hydrogens from ``len(scan.sigs)`` on).
+        """
+        sigs = scan.sigs
+        n_written = len(sigs)
+        if not self._near:
+            return [*sigs, *[HYDROGEN] * (n_atoms - n_written)]
+        near_self, near_other = self._near_self, self._near_other
+        heavy: list[list[tuple[int, tuple]]] = [[] for _ in range(n_written)]
+        for j, k, code, ring in scan.bonds:
+            c = 2 * code + ring
+            heavy[j].append((c, sigs[k]))
+            heavy[k].append((c, sigs[j]))
+        h_key = (2, HYDROGEN)  # a hydrogen seen from its parent
+        out = []
+        for sig, bonded in zip(sigs, heavy, strict=True):
+            own = near_self.get(sig)
+            if own is None:
+                own = near_self[sig] = self._own_bits(sig)
+            own_true, own_open = own
+            if not (own_true or own_open):
+                out.append((sig, 0, 0))
+                continue
+            some_true = some_open = 0
+            for key in (*bonded, h_key) if sig[2] else bonded:
+                other = near_other.get(key)
+                if other is None:
+                    other = near_other[key] = self._other_bits(*key)
+                some_true |= other[0]
+                some_open |= other[1]
+            near = own_true & some_true
+            near_open = (own_open & (some_true | some_open)) | (own_true & some_open & ~some_true)
+            out.append((sig, near, near_open))
+        if n_atoms > n_written:
+            own = near_self.get(HYDROGEN)
+            if own is None:
+                own = near_self[HYDROGEN] = self._own_bits(HYDROGEN)
+            if not (own[0] or own[1]):
+                return out + [(HYDROGEN, 0, 0)] * (n_atoms - n_written)
+            by_parent: dict[tuple, tuple] = {}
+            for parent in scan.h_parents:
+                psig = sigs[parent]
+                key = by_parent.get(psig)
+                if key is None:
+                    other = near_other.get((2, psig))
+                    if other is None:
+                        other = near_other[(2, psig)] = self._other_bits(2, psig)
+                    some_true, some_open = other
+                    near = own[0] & some_true
+                    near_open = (own[1] & (some_true | some_open)) | (
+                        own[0] & some_open & ~some_true
+                    )
+                    key = by_parent[psig] = (HYDROGEN, near, near_open)
+                out.append(key)
+        return out
+
     def _own_bits(self, sig: tuple) -> tuple[int, int]:
         """Predicates whose first atom ``sig`` satisfies (or leaves open), where it matters:
         some atom tree holding the predicate is not false on ``sig`` otherwise."""
@@ -771,22 +838,7 @@ def _label_arrays(
     start = 0
     for m, (scan, n) in enumerate(zip(scans, n_atoms, strict=True)):
         n_written = len(scan.sigs)
-        sigs = scan.sigs
-        if n > n_written:
-            sigs = [*sigs, *[HYDROGEN] * (n - n_written)]
-        if table._near:
-            adjacency: list[list[tuple[int, int]]] = [[] for _ in range(n)]
-            for j, k, code, ring in scan.bonds:
-                c = 2 * code + ring
-                adjacency[j].append((k, c))
-                adjacency[k].append((j, c))
-            for h, parent in enumerate(scan.h_parents, n_written):
-                adjacency[parent].append((h, 2))
-                adjacency[h].append((parent, 2))
-            keys = table.keys(sigs, adjacency)
-        else:
-            keys = sigs
-        ids = words.ids_of(keys)
+        ids = words.ids_of(table.keys_scanned(scan, n))
         undecided = words.undecided
         if any(undecided[r] for r in set(ids)):
             out[m] = table.label(scan, n)  # some pattern left open: the per-molecule path
