@@ -618,3 +618,18 @@ def test_scan_counts_equal_the_topology_with_three_rings(smiles):
     mol, n = parse_smiles(smiles)
     counts = scan_counts(scan_heavy(mol, n), mol.GetNumAtoms(), mol.GetNumBonds())
     assert counts == {s: len(t) for s, t in topology_terms(mol).items()}
+
+
+def test_batches_of_a_force_field_with_a_section_none_of_whose_patterns_is_decided(tmp_path):
+    # Bonds only of shapes the chain table leaves to RDKit (an untagged atom, a ring
+    # closure), and a vdW section it decides: assign_many's arrays (a section with no
+    # decided pattern, terms only from RDKit's matches) equal the reference search.
+    bonds = [bond("[#6:1]-[#6:2]-[#1]", "cc-h"), bond("[#6:1]-[#8:2]-[#1]", "co-h"),
+             bond("[#6:1]~[#6:2]~[*]", "any-cc"), bond("[#6:1]1~[#6:2]~[#6]~[#6]~[#6]~[#6]1", "ring")]  # fmt: skip
+    assigner = SmirksAssigner(write_offxml(tmp_path, bonds), strict=False)
+    assert not assigner._chain.decided[: len(bonds)].any()
+    molecules = ["CCO", "c1ccccc1CO", "C1CCCCC1", "OCC(O)CO", "C#CC", "O"]
+    packed = assigner.assign_many(molecules)
+    assigner._tabled = False
+    assert packed == assigner.assign_many(molecules)
+    assert packed[1].bonds[(0, 1)].id == "ring" and packed[0].bonds[(0, 1)].id == "any-cc"
