@@ -383,8 +383,9 @@ class SmirksAssigner:
         Assignments whose terms are a few arrays per batch instead of a dict and a
         tuple per term, so that 100,000 results cost as little per molecule as 1,000.
         The molecules the fast path scans are then assembled as arrays from the start
-        (:meth:`_assign_arrays`), with no dict per molecule. :meth:`assign` passes
-        ``pack=False``: plain dicts, from the chain table's per-molecule dicts.
+        (:meth:`_assign_arrays`, from :data:`_ARRAYS_FROM` of them in a batch on), with
+        no dict per molecule. :meth:`assign` passes ``pack=False``: plain dicts, from
+        :meth:`_assign_scanned` (the per-molecule path, the arrays' reference).
 
         Returns:
             ``(results, failure)``: the results of the items before the first one that
@@ -442,22 +443,13 @@ class SmirksAssigner:
         # from the chain table's arrays, merged with RDKit's search of the others, into
         # packed results (_assign_arrays); or, unpacked, from the table's dicts.
         computed: dict[int, Any] = {}
-        if self._tabled and prepared:
-            if pack:
-                computed = self._assign_arrays(
-                    {
-                        k: (*parsed[k][1:], canonical[k][0], items[k][1] or parsed[k][0], p)
-                        for k, p in prepared.items()
-                    }
-                )
-            else:
-                labelled = self._chain.label_many(
-                    [scan for scan, _ in prepared.values()],
-                    [parsed[k][1].GetNumAtoms() for k in prepared],
-                )
-                prepared = {
-                    k: (*p, won) for (k, p), won in zip(prepared.items(), labelled, strict=True)
+        if self._tabled and pack and len(prepared) >= _ARRAYS_FROM:
+            computed = self._assign_arrays(
+                {
+                    k: (*parsed[k][1:], canonical[k][0], items[k][1] or parsed[k][0], p)
+                    for k, p in prepared.items()
                 }
+            )
         # Stage 4: in order, exactly what assign does after parsing.
         results: list[Assignment] = []
         stored_text: list[str] = []  # cache entries made here, packed with the results
@@ -554,7 +546,7 @@ class SmirksAssigner:
         terms: dict[str, dict[tuple[int, ...], Parameter]] = {}
         if not self._tabled:
             labelled = {}
-        elif prepared is not None and len(prepared) == 3:  # ChainTable.label_many's
+        elif prepared is not None and len(prepared) == 3:  # label_arrays left it to label
             labelled = prepared[2]
         else:
             labelled = self._chain.label(scan, n_atoms)
@@ -888,6 +880,9 @@ def _needs_chirality(compiled: CompiledSmirks) -> bool:
 _NONE: frozenset = frozenset()
 # _assign_arrays codes a term as one int64 (molecule, then atoms, in base atoms + 1).
 _CODE_LIMIT = 2**62
+# Fewer scanned molecules than this in a batch take _assign_scanned one by one: the
+# arrays' fixed cost (some 60 NumPy calls a batch) is paid back from a few molecules on.
+_ARRAYS_FROM = 4
 _PREFIX = {n: tuple(range(n)) for n in range(1, 9)}
 
 
