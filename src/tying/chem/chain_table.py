@@ -16,7 +16,11 @@ tagged atom with one untagged neighbour (``[#1:1]-[#6X4]``) are read as
 
 :class:`ChainTable` keeps, per signature (cached) and per query position, one
 Python int with a bit per pattern in file order; :meth:`ChainTable.label` ANDs a
-term's masks, and the highest bit set is the last pattern matching it. Everything
+term's masks, and the highest bit set is the last pattern matching it.
+:meth:`ChainTable.label_arrays` does the same for a batch of molecules at once in
+NumPy (the masks as rows of 64-bit words, every term of a section in one pass per
+step), which ``assign_many`` uses; ``label`` is the per-molecule path and its
+reference. Everything
 else (untagged atoms beyond one neighbour, deeper or ring-shaped recursions,
 stereo, and any pattern whose queries a molecule's atoms leave undecided) is still
 searched by RDKit, and the last match wins over both
