@@ -46,6 +46,7 @@ printed are the issue's goal rows.
     python -m benchmarks.bench_chem --n 2000 --anchor 100 --quick   # < 1 minute
     python -m benchmarks.bench_chem --cold               # the three sets' cold rows only (~8 min)
     python -m benchmarks.bench_chem --cold --no-toolkit  # the same, ours only (~1 min)
+    python -m benchmarks.bench_chem --cold --no-toolkit --baseline ../old-checkout  # before/after
 """
 
 from __future__ import annotations
@@ -159,12 +160,18 @@ def _print_decided(rows: list[dict]) -> None:
             )
 
 
-def cold(anchor: int = 1000, toolkit: bool = True) -> list[dict]:
+def cold(anchor: int = 1000, toolkit: bool = True, baseline: str | None = None) -> list[dict]:
     """Only the cold rows of the three drug-like sets (the issue's ms goal): minutes, not 15.
 
     Per set: ours (and, with ``toolkit``, the toolkit's) each in its own fresh process,
     5 passes alternating as in :func:`main`; then decided vs searched, interleaved in this
     process. Writes ``bench-results/chem-cold.json`` (``<!-- bench: chem-cold -->``).
+
+    With ``baseline`` (another checkout of this repository, e.g. the code before a
+    change), a third fresh process labels the same molecules with ``tying`` imported
+    from ``baseline/src``, its passes interleaved with ours in the same minutes, so
+    that the machine's speed drift does not fake a gain: each row then carries the
+    baseline's ms/molecule and the ratio baseline / ours per pass pair.
     """
     from tying.chem import SmirksAssigner
     from tying.chem.generate import drug_like_smiles
@@ -178,7 +185,7 @@ def cold(anchor: int = 1000, toolkit: bool = True) -> list[dict]:
     assigner = SmirksAssigner(FORCE_FIELD)
     rows = []
     for label, smiles in sets.items():
-        pair = _isolated_cold_pairs(smiles, repeat=smoke(5, 1), toolkit=toolkit)
+        pair = _isolated_cold_pairs(smiles, repeat=smoke(5, 1), toolkit=toolkit, baseline=baseline)
         row = _row(
             f"{label}: cold, own process (CPU time)",
             len(smiles),
@@ -186,6 +193,13 @@ def cold(anchor: int = 1000, toolkit: bool = True) -> list[dict]:
             pair["theirs_CPU"],
         )
         row.update(ours_ms_all_runs=pair["ours_CPU_ms"], spread_of_ratio=pair["ratios_CPU"])
+        if baseline is not None:
+            row.update(
+                baseline=baseline,
+                baseline_ms_per_molecule=round(1e3 * pair["baseline_CPU"] / len(smiles), 4),
+                baseline_ms_all_runs=pair["baseline_CPU_ms"],
+                vs_baseline=pair["vs_baseline_CPU"],
+            )
         rows += [row, _decided_row(label, assigner, smiles)]
     write("chem-cold", rows)
     print(f"\n== chem cold labelling (issue 19; goal <= 1.0 ms/molecule), load {_load()}")
@@ -197,6 +211,14 @@ def cold(anchor: int = 1000, toolkit: bool = True) -> list[dict]:
                 f"{r['ours_ms_per_molecule']:.3f} ms/molecule CPU (runs "
                 f"{min(r['ours_ms_all_runs']):.3f}-{max(r['ours_ms_all_runs']):.3f}){vs}"
             )
+            if "baseline" in r:
+                print(
+                    f"    baseline {r['baseline']}: {r['baseline_ms_per_molecule']:.3f} ms/molecule "
+                    f"(runs {min(r['baseline_ms_all_runs']):.3f}-"
+                    f"{max(r['baseline_ms_all_runs']):.3f}); ours is "
+                    f"{1 - 1 / statistics.median(r['vs_baseline']):.0%} less CPU, pairs "
+                    f"{min(r['vs_baseline']):.2f}-{max(r['vs_baseline']):.2f}x"
+                )
     _print_decided(rows)
     return rows
 
@@ -380,7 +402,9 @@ def _in_process_row(label: str, smiles: list[str], assigner, isolated_s: float) 
     }
 
 
-def _isolated_cold_pairs(smiles: list[str], *, repeat: int, toolkit: bool = True) -> dict:
+def _isolated_cold_pairs(
+    smiles: list[str], *, repeat: int, toolkit: bool = True, baseline: str | None = None
+) -> dict:
     """Cold labelling of ``smiles``, ours and the toolkit's, each in its own fresh process.
 
     Two spawned processes, one per side, each builds its labeller and labels the set
@@ -409,9 +433,13 @@ def _isolated_cold_pairs(smiles: list[str], *, repeat: int, toolkit: bool = True
     context = multiprocessing.get_context("spawn")
     sides, conns = {}, {}
     names = ("ours", "theirs") if toolkit else ("ours",)
+    if baseline is not None:
+        names += ("baseline",)
     for side in names:
         parent, child = context.Pipe()
-        process = context.Process(target=_side_worker, args=(child, side, smiles), daemon=True)
+        process = context.Process(
+            target=_side_worker, args=(child, side, smiles, baseline), daemon=True
+        )
         process.start()
         child.close()
         sides[side], conns[side] = process, parent
@@ -441,11 +469,31 @@ def _isolated_cold_pairs(smiles: list[str], *, repeat: int, toolkit: bool = True
         out[f"theirs_{label}"] = statistics.median(theirs)
         out[f"ours_{label}_ms"] = [round(1e3 * t / n, 3) for t in ours]
         out[f"ratios_{label}"] = sorted(round(b / a, 2) for a, b in zip(ours, theirs, strict=True))
+        if baseline is not None:
+            base = [t[k] for t in times["baseline"]]
+            out[f"baseline_{label}"] = statistics.median(base)
+            out[f"baseline_{label}_ms"] = [round(1e3 * t / n, 3) for t in base]
+            out[f"vs_baseline_{label}"] = sorted(
+                round(b / a, 3) for a, b in zip(ours, base, strict=True)
+            )
     return out
 
 
-def _side_worker(conn, side: str, smiles: list[str]) -> None:
+def _side_worker(conn, side: str, smiles: list[str], baseline: str | None = None) -> None:
     """One side of :func:`_isolated_cold_pairs`: label ``smiles`` each time it is asked."""
+    if side == "baseline":  # tying from the other checkout: imported here first
+        import pathlib
+        import sys
+
+        src = pathlib.Path(baseline, "src").resolve()
+        if "tying" in sys.modules:
+            raise RuntimeError("baseline side: tying was imported before its path was set")
+        sys.path.insert(0, str(src))
+        import tying
+
+        if not pathlib.Path(tying.__file__).resolve().is_relative_to(src):
+            raise RuntimeError(f"baseline side imported {tying.__file__}, not from {src}")
+        side = "ours"
     if side == "ours":
         from tying.chem import SmirksAssigner
 
@@ -716,8 +764,14 @@ if __name__ == "__main__":
     parser.add_argument(
         "--no-toolkit", action="store_true", help="with --cold: ours only (about 1 minute)"
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="CHECKOUT",
+        help="with --cold: also time another checkout's code (e.g. before a change), "
+        "interleaved with ours in fresh processes",
+    )
     args = parser.parse_args()
     if args.cold:
-        cold(args.anchor or 1000, toolkit=not args.no_toolkit)
+        cold(args.anchor or 1000, toolkit=not args.no_toolkit, baseline=args.baseline)
     else:
         main(args.n, args.anchor, args.quick)

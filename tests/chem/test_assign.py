@@ -568,3 +568,68 @@ def test_a_child_forked_during_a_batch_gets_the_collector_back(sage, monkeypatch
         release.set()
         thread.join(30)
     assert child_gc == b"1" and gc.isenabled()
+
+
+def test_batch_too_large_for_term_codes_is_labelled_one_by_one(sage, monkeypatch):
+    # A batch whose term codes (molecule, then atoms, in base atoms + 1) would not fit
+    # an int64 takes _assign_scanned molecule by molecule: the same results and errors.
+    from tying.chem import assign as assign_module
+    from tying.chem.generate import drug_like_smiles
+
+    items = [(s, None) for s in drug_like_smiles(20, seed=9)] + [("[Xe]", None)]
+    expected = _one_by_one(SmirksAssigner(sage.force_field), items)
+    monkeypatch.setattr(assign_module, "_CODE_LIMIT", 1000)
+    calls = []
+    batch = SmirksAssigner(sage.force_field)
+    original = batch._assign_arrays_one_by_one
+    monkeypatch.setattr(
+        batch, "_assign_arrays_one_by_one", lambda *a: calls.append(1) or original(*a)
+    )
+    assert _batched(batch, items) == expected
+    assert calls
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 2**31 - 1) | st.integers(0, 300), max_size=20))
+def test_packed_buffers_from_arrays_are_the_columns_buffers(values):
+    # _assign_arrays' buffers: the type and contents packed.columns would choose.
+    import numpy as np
+
+    from tying.chem.assign import _buffer
+    from tying.chem.packed import _smallest
+
+    got, expected = _buffer(np.array(values, dtype=np.intp)), _smallest(values)
+    assert type(got) is type(expected) and list(got) == list(expected)
+    assert getattr(got, "typecode", None) == getattr(expected, "typecode", None)
+
+
+@pytest.mark.parametrize(
+    "smiles",
+    ["C1CC1", "C1CC1O", "C1OC1C", "C12CC1C2", "C12C3C1C23", "C1CC11CC1", "C12C3C4C1C5C2C3C45",
+     "C1CCC1", "c1ccccc1", "C1CC2CC1C2", "CC(C)(C)C", "[Na+].[Cl-]", "O", "C#C"],
+)  # fmt: skip
+def test_scan_counts_equal_the_topology_with_three_rings(smiles):
+    # The completeness check's counts, exact with 3-rings too (bicyclobutane, tetrahedrane,
+    # cubane: triangles the SSSR does not all list), so no molecule is checked term by term.
+    from tying.chem.assign import scan_counts, topology_terms
+    from tying.chem.molecules import parse_smiles
+    from tying.chem.smirks import scan_heavy
+
+    mol, n = parse_smiles(smiles)
+    counts = scan_counts(scan_heavy(mol, n), mol.GetNumAtoms(), mol.GetNumBonds())
+    assert counts == {s: len(t) for s, t in topology_terms(mol).items()}
+
+
+def test_batches_of_a_force_field_with_a_section_none_of_whose_patterns_is_decided(tmp_path):
+    # Bonds only of shapes the chain table leaves to RDKit (an untagged atom, a ring
+    # closure), and a vdW section it decides: assign_many's arrays (a section with no
+    # decided pattern, terms only from RDKit's matches) equal the reference search.
+    bonds = [bond("[#6:1]-[#6:2]-[#1]", "cc-h"), bond("[#6:1]-[#8:2]-[#1]", "co-h"),
+             bond("[#6:1]~[#6:2]~[*]", "any-cc"), bond("[#6:1]1~[#6:2]~[#6]~[#6]~[#6]~[#6]1", "ring")]  # fmt: skip
+    assigner = SmirksAssigner(write_offxml(tmp_path, bonds), strict=False)
+    assert not assigner._chain.decided[: len(bonds)].any()
+    molecules = ["CCO", "c1ccccc1CO", "C1CCCCC1", "OCC(O)CO", "C#CC", "O"]
+    packed = assigner.assign_many(molecules)
+    assigner._tabled = False
+    assert packed == assigner.assign_many(molecules)
+    assert packed[1].bonds[(0, 1)].id == "ring" and packed[0].bonds[(0, 1)].id == "any-cc"

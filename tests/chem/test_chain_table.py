@@ -85,6 +85,19 @@ BONDS = ["-", "=", ":", "~", "@", "!@", "-;!@", "-;@", "=,:", "#", "", "-,="]
 ARITY = {"vdW": 1, "Bonds": 2, "Angles": 3, "ProperTorsions": 4, "ImproperTorsions": 4}
 
 
+def _sigs_and_adjacency(mol):
+    """Every atom's signature and (neighbour, bond truth row) pairs, read from RDKit."""
+    from tying.chem.smirks import Prefilter, bond_signature_code
+
+    adjacency = [[] for _ in range(mol.GetNumAtoms())]
+    for bond in mol.GetBonds():
+        j, k = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
+        c = 2 * bond_signature_code(bond) + bond.IsInRing()
+        adjacency[j].append((k, c))
+        adjacency[k].append((j, c))
+    return Prefilter.signatures(mol), adjacency
+
+
 def _smirks(section: str, atoms: list[str], bonds: list[str]) -> str:
     a = [f"[{q}:{n}]" for n, q in enumerate(atoms, 1)]
     if section == "ImproperTorsions":  # center tag 2 bonded to tags 1, 3 and 4
@@ -128,6 +141,14 @@ def test_decided_patterns_give_rdkits_last_match(ff):
         got = _tabled(table, patterns, sections, mol, n_written)
         for section, won in got.items():
             assert won == expected.get(section, {}), (smiles, section)
+    # All molecules at once in NumPy (label_many) equal each molecule's label.
+    scans = [scan_heavy(mol, n_written) for mol, n_written in PREPARED]
+    sizes = [mol.GetNumAtoms() for mol, _ in PREPARED]
+    for (mol, _), scan, n in zip(PREPARED, scans, sizes, strict=True):
+        assert table.keys_scanned(scan, n) == table.keys(*_sigs_and_adjacency(mol))
+    many = table.label_many(scans, sizes)
+    for smiles, scan, n, got in zip(MOLECULES, scans, sizes, many, strict=True):
+        assert got == table.label(scan, n), smiles
 
 
 def test_ring_sizes_are_the_smallest_ring():
@@ -254,3 +275,49 @@ def test_scan_names_each_hydrogens_parent():
         for h, parent in enumerate(scan.h_parents, n_written):
             (neighbour,) = mol.GetAtomWithIdx(h).GetNeighbors()
             assert neighbour.GetIdx() == parent, smiles
+
+
+@pytest.mark.parametrize(
+    "force_field", ["openff-2.3.0", "openff-2.0.0", "openff-1.3.0", "openff-1.0.0"]
+)
+def test_label_many_equals_label_and_the_batch_equals_searching(force_field):
+    # ChainTable.label_many (the batches of assign_many) against label molecule by
+    # molecule, and whole batches against RDKit's search of every candidate, on shipped,
+    # generated and the toolkit's drug-like molecules, in batches of odd sizes.
+    from tying.chem.generate import drug_like_smiles
+    from tying.chem.validate import toolkit_drug_like_smiles
+
+    assigner = SmirksAssigner(force_field, cache=False, strict=False)
+    molecules = [s for s, _ in load_molecule_set()[1::2]] + drug_like_smiles(150, seed=7)
+    molecules += [s for s, _ in toolkit_drug_like_smiles()[1::3]] + MOLECULES
+    prepared = [parse_smiles(s) for s in molecules]
+    prepared = [(m, n) for m, n in prepared if n is not None]
+    scans = [scan_heavy(m, n) for m, n in prepared]
+    sizes = [m.GetNumAtoms() for m, _ in prepared]
+    table = assigner._chain
+    for lo, hi in ((0, 1), (1, 38), (38, 102), (102, len(scans))):
+        many = table.label_many(scans[lo:hi], sizes[lo:hi])
+        assert many == [table.label(s, n) for s, n in zip(scans[lo:hi], sizes[lo:hi])]
+    tabled = assigner.assign_many(molecules)
+    assigner._tabled = False
+    searched = assigner.assign_many(molecules)
+    assert tabled == searched
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.integers(0, 2**64 - 1) | st.sampled_from([0, 1, 2**32 - 1, 2**32, 2**63]),
+                 min_size=1, max_size=4),
+        min_size=1, max_size=6,
+    ).filter(lambda rows: len({len(r) for r in rows}) == 1)
+)  # fmt: skip
+def test_highest_bit_of_words_equals_the_ints_bit_length(rows):
+    # label_arrays reads a term's last matching pattern as the highest set bit of its
+    # mask words: exactly int.bit_length of the words joined (0 when none is set).
+    import numpy as np
+
+    from tying.chem.chain_table import _highest
+
+    got = _highest(np.array(rows, dtype=np.uint64)).tolist()
+    assert got == [sum(w << (64 * k) for k, w in enumerate(r)).bit_length() for r in rows]

@@ -139,3 +139,14 @@ def test_written_hydrogens_send_a_smiles_to_the_reference_path(smiles, written):
     from tying.chem.molecules import parse_smiles
 
     assert parse_smiles(smiles)[1] == written
+
+
+@pytest.mark.parametrize("space", [" ", "\t", "\n", "\x0b", "\x0c", "\r", "\x1c", "\x85", "\xa0",
+                                   "\u1680", "\u2003", "\u2028", "\u3000"])  # fmt: skip
+def test_every_whitespace_character_is_refused_at_its_position(space):
+    # The same characters as str.isspace (the check is one regular-expression search).
+    from tying.chem.molecules import parse_smiles
+
+    assert space.isspace()
+    with pytest.raises(SmilesError, match=r"contains whitespace at position 2; RDKit would read"):
+        parse_smiles(f"CC{space}O")

@@ -119,3 +119,24 @@ def test_packed_results_hold_a_fraction_of_the_memory_of_dicts(sage):
 
     as_dicts, as_arrays = _retained(lambda: run(False)), _retained(lambda: run(True))
     assert as_arrays < 0.4 * as_dicts, (as_arrays, as_dicts)
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(picks=st.lists(st.integers(0, len(POOL) - 1), min_size=1, max_size=8))
+def test_columns_of_packed_results_slice_their_buffers(sage, plain, picks):
+    # What workers send: columns of packed results (sliced from their buffers, batches of
+    # several sizes and buffer types mixed) equal the columns of the same dicts.
+    sage.clear_cache()
+    packed = sage.assign_many([POOL[p] for p in picks]) + sage.assign_many([LONG, POOL[0]])
+    dicts = [plain[p] for p in picks] + [plain[-1], plain[0]]
+    assert all(is_packed(a) for a in packed)
+    got, expected = columns(packed, sage.sections), columns(dicts, sage.sections)
+    assert got[0] == expected[0]
+    for s in sage.sections:
+        arity, atoms, positions = expected[1][s]
+        # the same terms per molecule (packed ones are sorted by key, dicts are not)
+        assert got[1][s][0] == arity and type(got[1][s][1]) is type(atoms)
+        assert sorted(zip(*[iter(got[1][s][1])] * arity)) == sorted(zip(*[iter(atoms)] * arity))
+        assert sorted(got[1][s][2]) == sorted(positions)

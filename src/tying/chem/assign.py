@@ -22,6 +22,7 @@ caller's atom order when the same molecule comes back written differently.
 
 from __future__ import annotations
 
+import array
 import bisect
 import contextlib
 import dataclasses
@@ -32,12 +33,14 @@ import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
+import numpy as np
+
 from tying.chem._rdkit import Chem
-from tying.chem.chain_table import ChainTable
+from tying.chem.chain_table import ARITY, ChainTable
 from tying.chem.errors import UnassignedParameterError
 from tying.chem.molecules import canonical_order, parse_smiles, prepare_molecule
 from tying.chem.offxml import ForceField, Parameter, load_force_field
-from tying.chem.packed import pack
+from tying.chem.packed import pack, views
 from tying.chem.search_order import anchored, has_stereo, reordered
 from tying.chem.smirks import CompiledSmirks, Prefilter, compile_section, scan_heavy
 from tying.core.resolver import last_match_wins
@@ -271,6 +274,8 @@ class SmirksAssigner:
         # Chain and star patterns decided from bit masks instead of searched (chain_table).
         self._chain = ChainTable(self._flat, section_of)
         self._flat_parameters = [c.parameter for c in self._flat]
+        # Each pattern's parameter position in its section (packed columns store those).
+        self._positions = np.array([p.index for p in self._flat_parameters], dtype=np.intp)
         # The pre-filter of the patterns left to RDKit: the decided ones need none.
         self._searched = [i for i, d in enumerate(self._chain.decided.tolist()) if not d]
         self._search_prefilter = Prefilter([self._flat[i] for i in self._searched])
@@ -377,7 +382,10 @@ class SmirksAssigner:
         (:func:`~tying.chem.packed.pack`), in the cache as in what is returned: equal
         Assignments whose terms are a few arrays per batch instead of a dict and a
         tuple per term, so that 100,000 results cost as little per molecule as 1,000.
-        Workers, which send their results as arrays anyway, pass ``pack=False``.
+        The molecules the fast path scans are then assembled as arrays from the start
+        (:meth:`_assign_arrays`, from :data:`_ARRAYS_FROM` of them in a batch on), with
+        no dict per molecule. :meth:`assign` passes ``pack=False``: plain dicts, from
+        :meth:`_assign_scanned` (the per-molecule path, the arrays' reference).
 
         Returns:
             ``(results, failure)``: the results of the items before the first one that
@@ -431,6 +439,17 @@ class SmirksAssigner:
             for k, scan in scans.items()
             if scan is not None
         }
+        # The scanned molecules labelled all at once: their decided patterns' winners
+        # from the chain table's arrays, merged with RDKit's search of the others, into
+        # packed results (_assign_arrays); or, unpacked, from the table's dicts.
+        computed: dict[int, Any] = {}
+        if self._tabled and pack and len(prepared) >= _ARRAYS_FROM:
+            computed = self._assign_arrays(
+                {
+                    k: (*parsed[k][1:], canonical[k][0], items[k][1] or parsed[k][0], p)
+                    for k, p in prepared.items()
+                }
+            )
         # Stage 4: in order, exactly what assign does after parsing.
         results: list[Assignment] = []
         stored_text: list[str] = []  # cache entries made here, packed with the results
@@ -449,7 +468,11 @@ class SmirksAssigner:
                     result = _remap(cached[1], cached[0], order)
                 else:
                     self.misses += 1
-                    if k in prepared:
+                    if k in computed:
+                        result = computed[k]
+                        if isinstance(result, Exception):
+                            raise result
+                    elif k in prepared:
                         result = self._assign_scanned(
                             mol, smiles, name or text, n_written, prepared[k]
                         )
@@ -493,7 +516,7 @@ class SmirksAssigner:
         smiles: str,
         name: str | None,
         n_written: int,
-        prepared: tuple[Any, list[int]] | None = None,
+        prepared: tuple[Any, ...] | None = None,
     ) -> Assignment:
         """The fast path of :meth:`_assign_reference`, for a SMILES that wrote no hydrogen.
 
@@ -516,12 +539,17 @@ class SmirksAssigner:
             if scan is None:
                 return self._assign_reference(mol, smiles, name)
             candidates = self._candidates_of(scan, n_atoms)
-        else:  # (scan, candidates) computed beforehand (_assign_batch)
-            scan, candidates = prepared
+        else:  # (scan, candidates[, labelled]) computed beforehand (_assign_batch)
+            scan, candidates = prepared[:2]
         plan = self._fast_plan
         match = mol.GetSubstructMatches
         terms: dict[str, dict[tuple[int, ...], Parameter]] = {}
-        labelled = self._chain.label(scan, n_atoms) if self._tabled else {}
+        if not self._tabled:
+            labelled = {}
+        elif prepared is not None and len(prepared) == 3:  # label_arrays left it to label
+            labelled = prepared[2]
+        else:
+            labelled = self._chain.label(scan, n_atoms)
         start = 0
         for section, stop in self._stops:
             end = bisect.bisect_left(candidates, stop, start)
@@ -544,17 +572,105 @@ class SmirksAssigner:
         elements = (*scan.symbols, *("H",) * (n_atoms - n_written))
         result = Assignment(smiles, name, self.force_field.name, elements, terms)
         if self.strict:
-            counts = None
-            if not scan.three_ring:
-                d = scan.degrees
-                counts = {
-                    "vdW": n_atoms,
-                    "Bonds": mol.GetNumBonds(),
-                    "Angles": sum(x * (x - 1) // 2 for x in d),  # hydrogens: degree 1, none
-                    "ProperTorsions": sum((d[j] - 1) * (d[k] - 1) for j, k, _, _ in scan.bonds),
-                }
-            _check_complete(mol, result, name or smiles, counts)
+            self._check_scanned(mol, result, name or smiles, scan, n_atoms)
         return result
+
+    def _assign_arrays(self, todo: dict[int, tuple]) -> dict[int, Any]:
+        """:meth:`_assign_scanned` of many molecules at once, packed (:mod:`~tying.chem.packed`).
+
+        The decided patterns' winners come as arrays (:meth:`ChainTable.label_arrays`),
+        RDKit's matches of each molecule's other candidates are merged into them (the
+        later pattern wins, as in :func:`_merge`), and each section's terms of the
+        whole batch become one pair of packed columns, sorted by molecule and key: no
+        dict or tuple per term is made. Equal results (``==``) and errors to
+        :meth:`_assign_scanned` (``tests/chem/test_assign.py`` checks it).
+
+        Args:
+            todo: ``{k: (mol, n_written, canonical SMILES, name, (scan, candidates))}``.
+
+        Returns:
+            ``{k: Assignment or the exception _assign_scanned raises}``; molecules the
+            table labels one by one (an undecided atom) come back unpacked.
+        """
+        ks = list(todo)
+        mols = [todo[k][0] for k in ks]
+        sizes = [m.GetNumAtoms() for m in mols]
+        scans = [todo[k][4][0] for k in ks]
+        single, batch, found = self._chain.label_arrays(scans, sizes)
+        out: dict[int, Any] = {}
+        for x, labelled in enumerate(single):
+            if labelled is not None:
+                mol, n_written, smiles, name, (scan, candidates) = todo[ks[x]]
+                try:
+                    out[ks[x]] = self._assign_scanned(
+                        mol, smiles, name, n_written, (scan, candidates, labelled)
+                    )
+                except Exception as err:  # raised in its turn by the caller
+                    out[ks[x]] = err
+        if not batch:
+            return out
+        width = max(sizes[x] for x in batch) + 1
+        plan, match = self._fast_plan, None
+        # RDKit's matches of the searched candidates, per section: key, molecule, pattern.
+        hits: dict[str, tuple[list, list, list]] = {s: ([], [], []) for s in self.sections}
+        for b, x in enumerate(batch):
+            candidates = todo[ks[x]][4][1]
+            match = mols[x].GetSubstructMatches
+            start = 0
+            for section, stop in self._stops:
+                end = bisect.bisect_left(candidates, stop, start)
+                if end > start:
+                    keys, where, which = hits[section]
+                    for i in candidates[start:end]:
+                        query, match_params, term_dict, _ = plan[i]
+                        matches = match(query, match_params)
+                        if matches:
+                            found_i = term_dict(matches, i)
+                            keys += found_i
+                            which += found_i.values()
+                            where += [b] * len(found_i)
+                start = end
+        counts = [[0] * len(self.sections) for _ in batch]
+        cols = {}
+        for q, section in enumerate(self.sections):
+            arity = ARITY[section]
+            if len(batch) * width**arity >= _CODE_LIMIT:  # codes would overflow: one by one
+                return self._assign_arrays_one_by_one(todo, out, batch, ks)
+            g, keys, where = _merged(found.get(section), hits[section], arity, width, len(batch))
+            bounds = np.searchsorted(where, np.arange(len(batch) + 1)).tolist()
+            for b in range(len(batch)):
+                counts[b][q] = bounds[b + 1] - bounds[b]
+            positions = self._positions[g]
+            cols[section] = (arity, _buffer(keys.reshape(-1)), _buffer(positions))
+        terms_of = views([tuple(c) for c in counts], cols, self._parameters)
+        ff = self.force_field.name
+        for x, terms in zip(batch, terms_of, strict=True):
+            mol, n_written, smiles, name, (scan, _) = todo[ks[x]]
+            n_atoms = sizes[x]
+            elements = (*scan.symbols, *("H",) * (n_atoms - n_written))
+            result = Assignment(smiles, name, ff, elements, terms)
+            if self.strict:
+                try:
+                    self._check_scanned(mol, result, name or smiles, scan, n_atoms)
+                except Exception as err:
+                    out[ks[x]] = err
+                    continue
+            out[ks[x]] = result
+        return out
+
+    def _assign_arrays_one_by_one(self, todo, out, batch, ks):
+        """:meth:`_assign_arrays`'s fallback for molecules too large for its int64 keys."""
+        for x in batch:
+            mol, n_written, smiles, name, prepared = todo[ks[x]]
+            try:
+                out[ks[x]] = self._assign_scanned(mol, smiles, name, n_written, prepared)
+            except Exception as err:
+                out[ks[x]] = err
+        return out
+
+    def _check_scanned(self, mol: Any, result: Assignment, label: str, scan: Any, n: int) -> None:
+        """:func:`_check_complete` with the term counts a scan gives (:func:`scan_counts`)."""
+        _check_complete(mol, result, label, scan_counts(scan, n, mol.GetNumBonds()))
 
     def _candidates_of(self, scan: Any, n_atoms: int) -> list[int]:
         """The patterns to search for a scanned molecule (ascending indices into the
@@ -590,6 +706,61 @@ class SmirksAssigner:
         if self.strict:
             _check_complete(mol, result, name or smiles, _term_counts(mol))
         return result
+
+
+def _merged(
+    decided: tuple[np.ndarray, ...] | None,
+    hits: tuple[list, list, list],
+    arity: int,
+    width: int,
+    n_molecules: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One section's winners of a batch: the chain table's, and RDKit's matches over them.
+
+    Each term is coded as one int64, its molecule then its atoms in base ``width`` (so
+    codes sort by molecule, then key); a term both sides match takes the later
+    pattern, as :func:`_merge` does.
+
+    Args:
+        decided: :meth:`ChainTable.label_arrays`'s ``(winners, keys, molecule, bounds)``
+            of the section, or None when it decides none of its patterns.
+        hits: RDKit's matches: lists of term keys, their molecules, their patterns.
+
+    Returns:
+        ``(winners, keys, molecule)`` of every term, sorted by molecule and key.
+    """
+    if decided is None:
+        g = np.zeros(0, dtype=np.intp)
+        keys = np.zeros((0, arity), dtype=np.intp)
+        where = np.zeros(0, dtype=np.intp)
+    else:
+        g, keys, where, _ = decided
+    found_keys, found_where, found_g = hits
+    if found_keys:
+        keys = np.concatenate([keys, np.array(found_keys, dtype=np.intp).reshape(-1, arity)])
+        where = np.concatenate([where, np.array(found_where, dtype=np.intp)])
+        g = np.concatenate([g, np.array(found_g, dtype=np.intp)])
+    code = where.astype(np.int64)
+    for q in range(arity):
+        code = code * width + keys[:, q]
+    # Sorted by code, then pattern: the last of each code is its latest pattern.
+    order = np.lexsort((g, code))
+    code = code[order]
+    last = np.ones(len(code), dtype=bool)
+    last[:-1] = code[1:] != code[:-1]
+    order = order[last]
+    return g[order], keys.take(order, 0), where[order]
+
+
+def _buffer(values: np.ndarray) -> Any:
+    """Non-negative ints as :func:`~tying.chem.packed.columns` stores them: a bytearray
+    when each fits a byte, else ``array('H')`` or ``array('i')``."""
+    top = int(values.max()) if len(values) else 0
+    if top < 256:
+        return bytearray(values.astype(np.uint8).tobytes())
+    out = array.array("H" if top < 65536 else "i")
+    out.frombytes(values.astype(np.uint16 if top < 65536 else np.int32).tobytes())
+    return out
 
 
 def _merge(
@@ -707,6 +878,11 @@ def _needs_chirality(compiled: CompiledSmirks) -> bool:
 
 
 _NONE: frozenset = frozenset()
+# _assign_arrays codes a term as one int64 (molecule, then atoms, in base atoms + 1).
+_CODE_LIMIT = 2**62
+# Fewer scanned molecules than this in a batch take _assign_scanned one by one: the
+# arrays' fixed cost (some 60 NumPy calls a batch) is paid back from a few molecules on.
+_ARRAYS_FROM = 4
 _PREFIX = {n: tuple(range(n)) for n in range(1, 9)}
 
 
@@ -885,6 +1061,42 @@ def _term_counts(mol: Any) -> dict[str, int] | None:
         "Bonds": len(bonds),
         "Angles": sum(d * (d - 1) // 2 for d in degree),
         "ProperTorsions": sum((degree[j] - 1) * (degree[k] - 1) for j, k in bonds),
+    }
+
+
+def scan_counts(scan: Any, n_atoms: int, n_bonds: int) -> dict[str, int]:
+    """How many atoms, bonds, angles and proper torsions a scanned molecule has.
+
+    Angles and propers from the degrees (hydrogens have degree 1: no angle, no
+    torsion around their bond). Around a bond ``j-k`` a torsion ``i-j-k-m`` needs
+    ``i != m``: an atom bonded to both (a 3-ring) would fold one, so each common
+    neighbour of ``j`` and ``k`` takes one off (hydrogens are never one).
+
+    Args:
+        scan: a :func:`~tying.chem.smirks.scan_heavy` of the molecule.
+        n_atoms: its atom count; n_bonds: its bond count.
+
+    Example:
+        >>> from tying.chem.molecules import parse_smiles
+        >>> from tying.chem.smirks import scan_heavy
+        >>> mol, n = parse_smiles("C1CC1O")
+        >>> counts = scan_counts(scan_heavy(mol, n), mol.GetNumAtoms(), mol.GetNumBonds())
+        >>> counts == {s: len(t) for s, t in topology_terms(mol).items()}
+        True
+    """
+    d = scan.degrees
+    propers = sum((d[j] - 1) * (d[k] - 1) for j, k, _, _ in scan.bonds)
+    if scan.three_ring:
+        nbrs: list[set[int]] = [set() for _ in d]
+        for j, k, _, _ in scan.bonds:
+            nbrs[j].add(k)
+            nbrs[k].add(j)
+        propers -= sum(len(nbrs[j] & nbrs[k]) for j, k, _, _ in scan.bonds)
+    return {
+        "vdW": n_atoms,
+        "Bonds": n_bonds,
+        "Angles": sum(x * (x - 1) // 2 for x in d),
+        "ProperTorsions": propers,
     }
 
 

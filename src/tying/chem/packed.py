@@ -49,11 +49,23 @@ def columns(
     cols = {}
     for s in sections:
         ts = [a.terms[s] for a in assignments]
-        arity = next((len(next(iter(t))) for t in ts if t), 1)
-        atoms = list(chain(chain(ts)))  # each mapping iterates its keys, each key its atoms
-        positions = list(map(_POSITION, chain([t.values() for t in ts])))
+        arity = next((_arity(t) for t in ts if t), 1)
+        if all(type(t) is PackedTerms for t in ts):  # slices of their buffers, not decoded
+            atoms, positions = [], []
+            for t in ts:
+                lo, n = t._start, t._count
+                atoms += t._atoms[lo * t._arity : (lo + n) * t._arity]
+                positions += t._positions[lo : lo + n]
+        else:
+            atoms = list(chain(chain(ts)))  # each mapping iterates its keys, each key its atoms
+            positions = list(map(_POSITION, chain([t.values() for t in ts])))
         cols[s] = (arity, _smallest(atoms), _smallest(positions))
     return counts, cols
+
+
+def _arity(terms: Mapping) -> int:
+    """Atoms per key of a non-empty section's terms."""
+    return terms._arity if type(terms) is PackedTerms else len(next(iter(terms)))
 
 
 def _smallest(values: list[int]) -> Any:

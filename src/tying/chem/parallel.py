@@ -331,7 +331,7 @@ def _label_chunk(chunk: list[tuple[int, Any, str | None]]) -> Packed:
     assigner = _WORKER["assigner"]
     out, error = [], None
     orders = {}
-    for batch, done, failure in _in_batches(assigner, chunk, pack=False):
+    for batch, done, failure in _in_batches(assigner, chunk):  # packed: columns slices them
         for (i, _, _), a in zip(batch, done):
             out.append((i, a))
             entry = assigner._by_canonical.get(a.smiles)
@@ -456,8 +456,9 @@ def label_lines(
         if parsed is not None:
             todo.append((line, *parsed))
     out = []
-    # Records read every term: packing them first would only be undone.
-    for batch, done, failure in _in_batches(assigner, todo, pack=False):
+    # Packed results come straight from the labelling's arrays (no dicts); each record
+    # then decodes its molecule's terms once.
+    for batch, done, failure in _in_batches(assigner, todo):
         if failure is not None:
             err = failure[1]
             raise _named_error(err, f"line {batch[failure[0]][0].strip()!r}") from err
