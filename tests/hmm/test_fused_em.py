@@ -430,3 +430,78 @@ def test_a_ufunc_that_is_not_float64_unary_is_refused_before_any_pointer_is_foll
         fused_em._ufunc_loop(np.add)
     with pytest.raises(RuntimeError, match="np.logical_not has no float64 loop"):
         fused_em._ufunc_loop(np.logical_not)  # unary, but float64 -> bool
+
+
+@needs_numba
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_the_compiled_loops_threads_copy_the_lanes_with_the_fits_bits(n_jobs, monkeypatch):
+    """A fit's layout is made without its lanes; the first compiled iteration's threads
+    copy each unit they take. The lanes then equal a layout copied up front, and the
+    fit has the general loop's bits."""
+    from tying.hmm.forward_backward import LaneLayout
+
+    monkeypatch.setattr(compiled, "MIN_ROWS", 300)  # four units
+    lengths = list(np.random.default_rng(3).integers(20, 60, 40))
+    X = _data(21, 3, 2, lengths)
+    batch = SequenceBatch.from_lengths(lengths)
+    m = _fit(X, lengths, 3, n_iter=1, n_jobs=n_jobs)
+    context = m._em_context(X, batch)
+    layout = context["layout"]
+    assert not layout.filled
+    fused = fused_em.FusedEM.for_model(m, context, m._mstep_fast(context))
+    with fused:
+        fused.run(1, -np.inf, np.nan)
+    assert layout.filled
+    ref = LaneLayout(X, context["center"], batch)
+    for got, want in zip(layout.units, ref.units, strict=True):
+        for name in ("XL", "XcL"):  # padding lanes included
+            assert np.array_equal(got[name], want[name]), name
+    fit = _fit(X, lengths, 3, n_jobs=n_jobs)
+    _general_loop(monkeypatch)
+    _assert_same_bits(fit, _fit(X, lengths, 3))
+
+
+@needs_numba
+def test_a_layout_copied_late_holds_the_data_it_was_made_from():
+    """The lanes of a layout made with fill=False come from its own read-only copy of X:
+    the caller's X edited in place before the copy does not reach them."""
+    from tying.hmm.forward_backward import LaneLayout
+
+    lengths = [30] * 40
+    X = _data(22, 3, 2, lengths)
+    batch = SequenceBatch.from_lengths(lengths)
+    want = LaneLayout(X, np.zeros(2), batch)
+    late = LaneLayout(X, np.zeros(2), batch, fill=False)
+    X += 1.0
+    late.fill()
+    for got, ref in zip(late.units, want.units, strict=True):
+        assert np.array_equal(got["XL"], ref["XL"]) and np.array_equal(got["XcL"], ref["XcL"])
+
+
+@needs_numba
+def test_a_first_iteration_handed_over_finds_its_lanes_copied(monkeypatch):
+    """The first compiled iteration hands over (a sequence needs log space, as in
+    ``test_a_sequence_that_needs_log_space_hands_the_fit_to_the_general_loop``): the
+    lanes its threads copied are marked copied, not copied again by the general loop."""
+    from tying.hmm.forward_backward import LaneLayout
+
+    lengths = [50, 4, 30, 20, 1, 7]
+    X = _data(3, 1, 2, lengths)
+    X[lengths[0] + 1] = 1e5
+    calls = _count_iterations(monkeypatch)
+    filled_before = []
+    real_fill = LaneLayout.fill
+
+    def fill(self, n_jobs=None):
+        filled_before.append(self.filled)
+        real_fill(self, n_jobs)
+
+    monkeypatch.setattr(LaneLayout, "fill", fill)
+    fast = GaussianHMM(
+        2, "diag", startprob_init=[1.0, 0.0], transmat_init=np.eye(2),
+        means_init=[[0.0, 0.0], [1e5, 1e5]], covars_init=np.ones((2, 2)), n_iter=2,
+        tol=-np.inf, n_jobs=2,
+    ).fit(X, lengths)  # fmt: skip
+    assert calls == [(0, True)]
+    assert filled_before == [True, True]  # both general E-steps found the lanes copied
+    assert np.isfinite(fast.history_).all()

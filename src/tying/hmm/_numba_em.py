@@ -34,16 +34,19 @@ from tying.hmm._numba_kernels import (
     lanes_fb_stats,
     mstep_diag_untied,
     sum_first_axis,
+    to_lanes,
 )
 
 _JIT = {"nogil": True, "cache": True, "error_model": "numpy"}  # no fastmath: NumPy's bits
 
 # control words of the shared int64 array ``ctl``
 CLAIM, DONE, STOP, DEAD, LEFT = 0, 1, 2, 3, 4  # LEFT: helpers out of :func:`worker`
+FILL = 5  # 1: a unit's thread copies its rows into its lanes before its E-step (first one)
 CTL_SIZE = 8
 # the unit table's columns (one row per unit, int64)
-(U_T, U_S, U_NREAL, U_XL, U_XCL, U_IC, U_M, U_B, U_ALPHA, U_NACT, U_LENS, U_SLOT) = range(12)
-U_COLS = 12
+(U_T, U_S, U_NREAL, U_XL, U_XCL, U_IC, U_M, U_B, U_ALPHA, U_NACT, U_LENS, U_SLOT,
+ U_START) = range(13)  # fmt: skip
+U_COLS = 13  # U_START: the unit's lanes' first rows of X (S values) in ``ints``
 # ``fns``: addresses of NumPy's exp/log loops (and their data) and of libc's sched_yield, usleep
 F_EXP, F_EXP_DATA, F_LOG, F_LOG_DATA, F_YIELD, F_SLEEP = range(6)
 # waiting: pause-spin for SPIN cycles (about 20 us at 2.6 GHz), then yield the core
@@ -215,9 +218,11 @@ def _back_off(t0, fns):
 
 # ---------------------------------------------------------------- one unit
 @numba.njit(**_JIT)
-def _unit(u, ut, block_a, block_b, ints, start, trans, means, prec, const, fns, ll_u, bad_u,
-          xi_u, first_u, n_u, sx_u, sxx_u):  # fmt: skip
-    """Unit ``u``'s E-step, as ``forward_backward_stats.work`` runs it for a lane unit."""
+def _unit(u, fill, X, center, ut, block_a, block_b, ints, start, trans, means, prec, const,
+          fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u):  # fmt: skip
+    """Unit ``u``'s E-step, as ``forward_backward_stats.work`` runs it for a lane unit;
+    first (``fill``) the copy of its rows of ``X`` into its lanes, as ``LaneLayout.fill``
+    makes it: the thread that computes a unit first touches its lanes."""
     T, S, n_real = ut[u, U_T], ut[u, U_S], ut[u, U_NREAL]
     D, K = means.shape[1], means.shape[0]
     XL = block_a[ut[u, U_XL] : ut[u, U_XL] + T * D * S].reshape((T, D, S))
@@ -229,6 +234,8 @@ def _unit(u, ut, block_a, block_b, ints, start, trans, means, prec, const, fns, 
     n_act = ints[ut[u, U_NACT] : ut[u, U_NACT] + T]
     lens = ints[ut[u, U_LENS] : ut[u, U_LENS] + n_real]
     lo = ut[u, U_SLOT]  # the unit's real lanes' slots in ll_u, bad_u
+    if fill:
+        to_lanes(X, center, ints[ut[u, U_START] : ut[u, U_START] + S], n_act, XL, XcL)
     lanes_density_diag(XL, n_act, means, prec, const, b, m)
     ufunc_in_place(fns[F_EXP], fns[F_EXP_DATA], b)
     lanes_fb_stats(
@@ -239,27 +246,28 @@ def _unit(u, ut, block_a, block_b, ints, start, trans, means, prec, const, fns, 
 
 
 @numba.njit(**_JIT)
-def _take_units(ctl, order, ut, block_a, block_b, ints, start, trans, means, prec, const, fns,
-                ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u):  # fmt: skip
+def _take_units(ctl, order, X, center, ut, block_a, block_b, ints, start, trans, means, prec,
+                const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u):  # fmt: skip
     """Run units while there are unclaimed ones (the costliest first)."""
     U = order.shape[0]
     while True:
         c = atomic_add(ctl, CLAIM, 1)
         if c >= U:
             return
-        _unit(order[c], ut, block_a, block_b, ints, start, trans, means, prec, const, fns,
-              ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u)  # fmt: skip
+        fill = atomic_load(ctl, FILL) != 0  # set before CLAIM was reset: seen with it
+        _unit(order[c], fill, X, center, ut, block_a, block_b, ints, start, trans, means,
+              prec, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u)  # fmt: skip
         atomic_add(ctl, DONE, 1)
 
 
 @numba.njit(**_JIT)
-def worker(ctl, order, ut, block_a, block_b, ints, start, trans, means, prec, const, fns,
-           ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u):  # fmt: skip
+def worker(ctl, order, X, center, ut, block_a, block_b, ints, start, trans, means, prec,
+           const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u):  # fmt: skip
     """A helper thread's whole fit: wait for units to claim, run them, until ``ctl[STOP]``."""
     U = order.shape[0]
     while _wait(ctl, CLAIM, U, True, fns):
-        _take_units(ctl, order, ut, block_a, block_b, ints, start, trans, means, prec, const,
-                    fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u)  # fmt: skip
+        _take_units(ctl, order, X, center, ut, block_a, block_b, ints, start, trans, means,
+                    prec, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u)  # fmt: skip
     atomic_add(ctl, LEFT, 1)  # the last write of this thread
 
 
@@ -273,8 +281,8 @@ def wait_left(ctl, n, fns):
 
 
 @numba.njit(**_JIT)
-def em_step(ctl, order, ut, block_a, block_b, ints, start, trans, means, prec, const, fns,
-            ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u,
+def em_step(ctl, order, X, center_x, ut, block_a, block_b, ints, start, trans, means, prec,
+            const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u,
             slot_seq, ll, xi, first, nsum, sx, sxx,
             learn, sp_prior, tp_prior, w, mu0, center, covars, cp, cw, min_covar, empty,
             log2pi, logp):  # fmt: skip
@@ -296,11 +304,12 @@ def em_step(ctl, order, ut, block_a, block_b, ints, start, trans, means, prec, c
     K, D = means.shape
     atomic_store(ctl, DONE, 0)
     atomic_store(ctl, CLAIM, 0)  # the helpers may start: this iteration's parameters are set
-    _take_units(ctl, order, ut, block_a, block_b, ints, start, trans, means, prec, const, fns,
-                ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u)  # fmt: skip
+    _take_units(ctl, order, X, center_x, ut, block_a, block_b, ints, start, trans, means, prec,
+                const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u)  # fmt: skip
     if not _wait(ctl, DONE, U, False, fns):  # every claimed unit has been written
         if atomic_load(ctl, DEAD) != 0:
             return -1
+    atomic_store(ctl, FILL, 0)  # every unit's lanes hold their rows
     n_bad = 0
     for u in range(U):
         lo, n_real = ut[u, U_SLOT], ut[u, U_NREAL]
@@ -372,8 +381,9 @@ def np_sum(a):
 
 
 @numba.njit(**_JIT)
-def em_run(n_max, tol, prev, budget, history, ctl, order, ut, block_a, block_b, ints, start,
-           trans, means, prec, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u,
+def em_run(n_max, tol, prev, budget, history, ctl, order, X, center_x, ut, block_a, block_b,
+           ints, start, trans, means, prec, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u,
+           sxx_u,
            slot_seq, ll, xi, first, nsum, sx, sxx, learn, sp_prior, tp_prior, w, mu0, center,
            covars, cp, cw, min_covar, empty, log2pi, logp):  # fmt: skip
     """Up to ``n_max`` iterations of :func:`em_step`, each one's total log-likelihood
@@ -389,10 +399,11 @@ def em_run(n_max, tol, prev, budget, history, ctl, order, ut, block_a, block_b, 
     """
     t0 = cycles()
     for i in range(n_max):
-        status = em_step(ctl, order, ut, block_a, block_b, ints, start, trans, means, prec,
-                         const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u, slot_seq,
-                         ll, xi, first, nsum, sx, sxx, learn, sp_prior, tp_prior, w, mu0,
-                         center, covars, cp, cw, min_covar, empty, log2pi, logp)  # fmt: skip
+        status = em_step(ctl, order, X, center_x, ut, block_a, block_b, ints, start, trans,
+                         means, prec, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u,
+                         sxx_u, slot_seq, ll, xi, first, nsum, sx, sxx, learn, sp_prior,
+                         tp_prior, w, mu0, center, covars, cp, cw, min_covar, empty, log2pi,
+                         logp)  # fmt: skip
         if status != 0:
             return i, status
         total = np_sum(ll)

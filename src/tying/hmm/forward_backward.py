@@ -419,6 +419,9 @@ class LaneLayout:
         center: ``(D,)`` centre of the statistics.
         batch: the sequences of ``X``.
         n_jobs: threads that copy the units' lanes (None: the module default).
+        fill: copy the rows into the lanes now; with False the lanes are copied by
+            :meth:`fill` (which :func:`forward_backward_stats` calls), or by the
+            compiled EM loop's threads, each copying the units it computes first.
 
     Example:
         >>> from tying.hmm import compiled
@@ -434,7 +437,13 @@ class LaneLayout:
     """
 
     def __init__(
-        self, X: np.ndarray, center: np.ndarray, batch: SequenceBatch, n_jobs: int | None = None
+        self,
+        X: np.ndarray,
+        center: np.ndarray,
+        batch: SequenceBatch,
+        n_jobs: int | None = None,
+        *,
+        fill: bool = True,
     ):
         kernels = compiled._kernels()
         if kernels is None:
@@ -481,6 +490,25 @@ class LaneLayout:
             unit.update(arrays)
             self.units.append(unit)
 
+        # a unit's work: its lane-steps (padding lanes included: the loops run over them)
+        self.cost = [u["XL"].shape[0] * u["XL"].shape[2] for u in self.units]
+        self._K = None
+        self.filled = False
+        if fill:
+            self.fill(n_jobs)
+
+    def fill(self, n_jobs: int | None = None) -> None:
+        """Copy the rows of ``X`` into every unit's lanes (a no-op once they hold them).
+
+        Args:
+            n_jobs: threads that copy (None: the module default); each unit writes
+                only its own lanes.
+        """
+        if self.filled:
+            return
+        kernels = compiled._kernels()
+        X, center = self.X, self.center
+
         def fill(u):  # each unit writes only its own lanes
             unit = self.units[u]
             if unit["kind"] == "lanes":
@@ -489,10 +517,8 @@ class LaneLayout:
                 _deal_rows(X[unit["r0"] : unit["r1"]], unit["XL"])
                 _deal_rows(X[unit["r0"] : unit["r1"]] - center, unit["XcL"])
 
-        # a unit's work: its lane-steps (padding lanes included: the loops run over them)
-        self.cost = [u["XL"].shape[0] * u["XL"].shape[2] for u in self.units]
         compiled._run_units(fill, len(self.units), compiled.resolve_n_jobs(n_jobs), self.cost)
-        self._K = None
+        self.filled = True
 
     def scratch(self, u: int, K: int) -> tuple[np.ndarray, np.ndarray]:
         """Unit ``u``'s ``(T, K, S)`` buffers for the emissions and the forward pass.
@@ -669,6 +695,7 @@ def forward_backward_stats(
             f"the statistics would be of that data; build the LaneLayout from the same X, "
             f"center and batch"
         )
+    layout.fill(n_jobs)  # a layout made with fill=False copies its lanes on first use
     n_seq, K, D = batch.n_sequences, A.shape[0], X.shape[1]
     U = len(layout.units)
     ll = np.empty(n_seq)

@@ -162,8 +162,11 @@ class FusedEM:
         learn, sp_prior, tp_prior, w, mu0, cp, cw = fast
         self.ctl = np.zeros(kernels.CTL_SIZE, dtype=np.int64)
         self.ctl[kernels.CLAIM] = len(plan["order"])  # nothing to claim yet
+        self.layout = plan["layout"]
+        # the lanes not yet copied: the first iteration's threads copy each unit they take
+        self.ctl[kernels.FILL] = 0 if self.layout.filled else 1
         shared = (
-            self.ctl, plan["order"], plan["ut"], plan["block_a"], plan["block_b"], plan["ints"],
+            self.ctl, plan["order"], self.layout.X, self.layout.center, plan["ut"], plan["block_a"], plan["block_b"], plan["ints"],
             model._startprob, model._transitions, model._means, self.prec, self.const,
             plan["fns"], plan["ll_u"], plan["bad_u"], plan["xi_u"], plan["first_u"],
             plan["n_u"], plan["sx_u"], plan["sxx_u"],
@@ -227,15 +230,16 @@ class FusedEM:
                 ut[u, _numba_em.U_NACT] = n_int
                 ut[u, _numba_em.U_LENS] = n_int + T
                 ut[u, _numba_em.U_SLOT] = slot
-                ints += [unit["n_act"], unit["lens"]]
-                n_int += T + n_real
+                ut[u, _numba_em.U_START] = n_int + T + n_real
+                ints += [unit["n_act"], unit["lens"], unit["start"]]
+                n_int += T + n_real + S
                 slot_seq.append(unit["seqs"])
                 slot += n_real
         except ValueError:  # a layout not carved from one block per kind
             return None
         n_seq = len(layout.lengths)
         return {
-            "kernels": _numba_em, "fns": fns, "ut": ut, "block_a": block_a, "block_b": block_b,
+            "kernels": _numba_em, "fns": fns, "ut": ut, "layout": layout, "block_a": block_a, "block_b": block_b,
             "ints": np.ascontiguousarray(np.concatenate(ints), dtype=np.int64),
             "slot_seq": np.ascontiguousarray(np.concatenate(slot_seq), dtype=np.int64),
             "order": np.argsort(-np.asarray(layout.cost), kind="stable").astype(np.int64),
@@ -304,4 +308,6 @@ class FusedEM:
             n_max, float(tol), float(prev), BATCH_CYCLES, history, *self._step_args
         )
         self._raise_helper_error()  # also when the caller finished every unit itself
+        if self.ctl[self.plan["kernels"].FILL] == 0:  # an E-step ran: every lane copied
+            self.layout.filled = True
         return history[:count].tolist(), status > 0

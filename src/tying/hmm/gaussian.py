@@ -462,7 +462,11 @@ class GaussianHMM(BaseHMM):
         center = _column_means(X)
         context = {"center": center, "X": np.ascontiguousarray(X, dtype=np.float64)}
         if compiled._kernels() is not None:
-            context["layout"] = layout = LaneLayout(context["X"], center, batch, n_jobs=self.n_jobs)
+            # lanes copied on first use: by the compiled loop's threads, each copying the
+            # units it computes, or by forward_backward_stats
+            context["layout"] = layout = LaneLayout(
+                context["X"], center, batch, n_jobs=self.n_jobs, fill=False
+            )
             context["X"] = layout.X  # its own copy: the E-step's check passes by identity
         return context
 
