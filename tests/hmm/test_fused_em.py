@@ -505,3 +505,54 @@ def test_a_first_iteration_handed_over_finds_its_lanes_copied(monkeypatch):
     assert calls == [(0, True)]
     assert filled_before == [True, True]  # both general E-steps found the lanes copied
     assert np.isfinite(fast.history_).all()
+
+
+@needs_numba
+def test_unit_plans_are_kept_by_the_lengths_values_not_by_an_arrays_identity(monkeypatch):
+    from tying.hmm.forward_backward import _unit_plans
+
+    lengths = np.array([30] * 20 + [7, 3])
+    a = _unit_plans(SequenceBatch.from_lengths(lengths.copy()), 2, 8)
+    b = _unit_plans(SequenceBatch.from_lengths(lengths.copy()), 2, 8)
+    assert a is not b and a[2] is b[2]  # equal values: the kept plan
+    lengths[-1] = 4  # edited in place: another key, another plan
+    c = _unit_plans(SequenceBatch.from_lengths(lengths), 2, 8)
+    assert c[2] is not a[2] and c[2][-1][0]["lens"].tolist() != a[2][-1][0]["lens"].tolist()
+    assert _unit_plans(SequenceBatch.from_lengths(lengths), 3, 8)[2] is not c[2]  # D
+    monkeypatch.setattr(compiled, "MIN_ROWS", 100)  # the unit constants are in the key
+    assert _unit_plans(SequenceBatch.from_lengths(lengths), 2, 8)[2] is not c[2]
+
+
+@needs_numba
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_a_refit_after_editing_x_in_place_fits_the_edited_data(n_jobs, monkeypatch):
+    """The kept plans and unit tables hold no data: a second fit of the same lengths, after
+    the caller's X was edited in place, equals a fit of the edited data with nothing kept."""
+    import importlib
+
+    forward_backward = importlib.import_module("tying.hmm.forward_backward")
+
+    monkeypatch.setattr(compiled, "MIN_ROWS", 1_000)
+    lengths = [40] * 60
+    X = _data(24, 3, 2, lengths)
+    first = _fit(X, lengths, 3, n_jobs=n_jobs)
+    X[::7] *= 3.0
+    X[5] += 100.0
+    again = _fit(X, lengths, 3, n_jobs=n_jobs)
+    monkeypatch.setattr(forward_backward, "_PLANS", type(forward_backward._PLANS)())
+    monkeypatch.setattr(fused_em, "_TABLES", type(fused_em._TABLES)())
+    fresh = _fit(X.copy(), lengths, 3, n_jobs=n_jobs)
+    _assert_same_bits(again, fresh)
+    assert again.history_ != first.history_
+    _general_loop(monkeypatch)
+    _assert_same_bits(again, _fit(X.copy(), lengths, 3))
+
+
+@needs_numba
+def test_fits_of_other_k_on_the_same_lengths_get_their_own_unit_tables(monkeypatch):
+    lengths = [30] * 40
+    X = _data(25, 3, 2, lengths)
+    fits = [(K, _fit(X, lengths, K, n_jobs=2)) for K in (2, 3, 2, 3)]
+    _general_loop(monkeypatch)
+    for K, fit in fits:
+        _assert_same_bits(fit, _fit(X, lengths, K))

@@ -35,9 +35,11 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import logging
 import platform
+import threading
 
 import numpy as np
 
@@ -137,6 +139,52 @@ def _offset(a: np.ndarray, block: np.ndarray) -> int:
     return (a.__array_interface__["data"][0] - block.__array_interface__["data"][0]) // 8
 
 
+#: the unit tables of the last few (lane layout, K): they depend on the lengths, D, K
+#: and the unit constants only (``LaneLayout.plan_key``), never on the data
+_TABLES: collections.OrderedDict = collections.OrderedDict()
+_TABLES_KEPT = 8
+_TABLES_LOCK = threading.Lock()
+
+
+def _unit_tables(layout, block_a, block_b, base_a, base_b):
+    """The compiled loop's unit table (offsets relative to the arenas' first arrays), the
+    units' integer arrays, each real lane's sequence, and the units' order (costliest
+    first); None when a unit's arrays are not carved from the arenas."""
+    from tying.hmm import _numba_em
+
+    U = len(layout.units)
+    ut = np.zeros((U, _numba_em.U_COLS), dtype=np.int64)
+    ints, slot_seq = [], []
+    n_int = slot = 0
+    try:
+        for u, unit in enumerate(layout.units):
+            T, _, S = unit["XL"].shape
+            n_real = len(unit["seqs"])
+            ut[u, :3] = T, S, n_real
+            for col, name, block, base in (
+                (_numba_em.U_XL, "XL", block_a, base_a), (_numba_em.U_XCL, "XcL", block_a, base_a),
+                (_numba_em.U_IC, "ic", block_a, base_a), (_numba_em.U_M, "m", block_a, base_a),
+                (_numba_em.U_B, "b", block_b, base_b), (_numba_em.U_ALPHA, "alpha", block_b, base_b),
+            ):  # fmt: skip
+                ut[u, col] = _offset(unit[name], block) - base
+            ut[u, _numba_em.U_NACT] = n_int
+            ut[u, _numba_em.U_LENS] = n_int + T
+            ut[u, _numba_em.U_SLOT] = slot
+            ut[u, _numba_em.U_START] = n_int + T + n_real
+            ints += [unit["n_act"], unit["lens"], unit["start"]]
+            n_int += T + n_real + S
+            slot_seq.append(unit["seqs"])
+            slot += n_real
+    except ValueError:  # a layout not carved from one block per kind
+        return None
+    ints = np.ascontiguousarray(np.concatenate(ints), dtype=np.int64)
+    slot_seq = np.ascontiguousarray(np.concatenate(slot_seq), dtype=np.int64)
+    order = np.argsort(-np.asarray(layout.cost), kind="stable").astype(np.int64)
+    for a in (ut, ints, slot_seq, order):
+        a.flags.writeable = False  # shared by every fit of this key
+    return ut, ints, slot_seq, order
+
+
 class FusedEM:
     """One restart's EM iterations in compiled code (see the module docstring).
 
@@ -210,39 +258,36 @@ class FusedEM:
         if any(u["kind"] != "lanes" for u in layout.units):
             return None
         layout.prepare(K)
-        U = len(layout.units)
         block_a = _root(layout.units[0]["XL"])
         block_b = _root(layout.units[0]["b"])
-        ut = np.zeros((U, _numba_em.U_COLS), dtype=np.int64)
-        ints, slot_seq = [], []
-        n_int = slot = 0
-        try:
-            for u, unit in enumerate(layout.units):
-                T, _, S = unit["XL"].shape
-                n_real = len(unit["seqs"])
-                ut[u, :3] = T, S, n_real
-                for col, name, block in (
-                    (_numba_em.U_XL, "XL", block_a), (_numba_em.U_XCL, "XcL", block_a),
-                    (_numba_em.U_IC, "ic", block_a), (_numba_em.U_M, "m", block_a),
-                    (_numba_em.U_B, "b", block_b), (_numba_em.U_ALPHA, "alpha", block_b),
-                ):  # fmt: skip
-                    ut[u, col] = _offset(unit[name], block)
-                ut[u, _numba_em.U_NACT] = n_int
-                ut[u, _numba_em.U_LENS] = n_int + T
-                ut[u, _numba_em.U_SLOT] = slot
-                ut[u, _numba_em.U_START] = n_int + T + n_real
-                ints += [unit["n_act"], unit["lens"], unit["start"]]
-                n_int += T + n_real + S
-                slot_seq.append(unit["seqs"])
-                slot += n_real
+        try:  # where the arenas' first arrays start (their alignment differs per allocation)
+            base_a = _offset(layout.units[0]["XL"], block_a)
+            base_b = _offset(layout.units[0]["b"], block_b)
         except ValueError:  # a layout not carved from one block per kind
             return None
+        key = (layout.plan_key, K)
+        with _TABLES_LOCK:
+            tables = _TABLES.get(key)
+            if tables is not None:
+                _TABLES.move_to_end(key)
+        if tables is None:
+            tables = _unit_tables(layout, block_a, block_b, base_a, base_b)
+            if tables is None:
+                return None
+            with _TABLES_LOCK:
+                _TABLES[key] = tables
+                while len(_TABLES) > _TABLES_KEPT:
+                    _TABLES.popitem(last=False)
+        rel_ut, ints, slot_seq, order = tables
+        ut = rel_ut.copy()
+        ut[:, [_numba_em.U_XL, _numba_em.U_XCL, _numba_em.U_IC, _numba_em.U_M]] += base_a
+        ut[:, [_numba_em.U_B, _numba_em.U_ALPHA]] += base_b
+        U = len(layout.units)
         n_seq = len(layout.lengths)
         return {
-            "kernels": _numba_em, "fns": fns, "ut": ut, "layout": layout, "block_a": block_a, "block_b": block_b,
-            "ints": np.ascontiguousarray(np.concatenate(ints), dtype=np.int64),
-            "slot_seq": np.ascontiguousarray(np.concatenate(slot_seq), dtype=np.int64),
-            "order": np.argsort(-np.asarray(layout.cost), kind="stable").astype(np.int64),
+            "kernels": _numba_em, "fns": fns, "ut": ut, "layout": layout,
+            "block_a": block_a, "block_b": block_b,
+            "ints": ints, "slot_seq": slot_seq, "order": order,
             "ll_u": np.empty(n_seq), "bad_u": np.zeros(n_seq, dtype=np.bool_),
             "xi_u": np.empty((U, K, K)), "first_u": np.empty((U, K)), "n_u": np.empty((U, K)),
             "sx_u": np.empty((U, D, K)), "sxx_u": np.empty((U, D, 1, K)),
