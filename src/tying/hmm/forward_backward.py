@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import math
 import threading
 
 import numpy as np
@@ -616,7 +617,7 @@ def _arena(shapes: list[dict]) -> list[dict]:
     faults and 3.2 ms of system time, about 6 % of a diag fit of 200 x 500,
     when each array was its own). Each array starts on a 64-byte boundary.
     """
-    sizes = [[int(np.prod(shape)) for shape in d.values()] for d in shapes]
+    sizes = [[math.prod(shape) for shape in d.values()] for d in shapes]
     step = 8  # float64s in 64 bytes
     total = sum(-(-n // step) * step for row in sizes for n in row)
     block = np.empty(total + step)
