@@ -556,3 +556,87 @@ def test_fits_of_other_k_on_the_same_lengths_get_their_own_unit_tables(monkeypat
     _general_loop(monkeypatch)
     for K, fit in fits:
         _assert_same_bits(fit, _fit(X, lengths, K))
+
+
+def _lanes_equal(layout, ref) -> bool:
+    return all(
+        np.array_equal(got[name], want[name])
+        for got, want in zip(layout.units, ref.units, strict=True)
+        for name in ("XL", "XcL")
+    )
+
+
+@needs_numba
+def test_a_copy_started_on_a_helper_and_finished_by_the_caller_gives_every_lane(monkeypatch):
+    """start_fill's helper and fill() on the calling thread share the copy by unit: every
+    unit copied once, the lanes equal a copy made up front; repeated, since which thread
+    copies which unit varies."""
+    from tying.hmm.forward_backward import LaneLayout
+
+    monkeypatch.setattr(compiled, "MIN_ROWS", 300)  # four units
+    lengths = list(np.random.default_rng(4).integers(20, 60, 60))
+    X = _data(26, 3, 2, lengths)
+    batch = SequenceBatch.from_lengths(lengths)
+    ref = LaneLayout(X, np.ones(2), batch)
+    for _ in range(20):
+        late = LaneLayout(X, np.ones(2), batch, fill=False)
+        late.start_fill(3)
+        assert late._copy is not None
+        late.fill()
+        assert late.filled and late.fill_state.tolist() == [2] * len(late.units) + [0]
+        assert _lanes_equal(late, ref)
+
+
+@needs_numba
+def test_a_helper_that_dies_holding_a_copy_neither_hangs_the_fit_nor_changes_it(monkeypatch):
+    """The helper's copy claims a unit, then raises: the fit's own threads copy that unit
+    (the dead flag), and the fit has the general loop's bits."""
+    from tying.hmm import _numba_em
+    from tying.hmm.forward_backward import LaneLayout
+
+    monkeypatch.setattr(compiled, "MIN_ROWS", 300)
+    lengths = [40] * 60
+    X = _data(27, 3, 2, lengths)
+    real, real_start = _numba_em.copy_unit, LaneLayout.start_fill
+    main = threading.main_thread()
+    died = []
+
+    def dying(fill, u, *args):
+        if threading.current_thread() is main:
+            return real(fill, u, *args)
+        fill[u] = 1  # claimed ...
+        died.append(u)
+        raise MemoryError("helper out of memory")  # ... and never copied
+
+    def start_and_wait(self, n_jobs=None):  # the fit goes on once the helper has died
+        n = len(died)
+        real_start(self, n_jobs)
+        deadline = time.monotonic() + 30
+        while self._copy is not None and len(died) == n and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    monkeypatch.setattr(LaneLayout, "start_fill", start_and_wait)
+    runs = [("diag", 2), ("diag", 3), ("full", 2), ("tied", 2)]  # full, tied: the general
+    fits = []  # loop's E-step waits for the copy too
+    for ctype, n_jobs in runs:
+        monkeypatch.setattr(_numba_em, "copy_unit", dying)
+        fits.append(_fit(X, lengths, 3, ctype=ctype, n_jobs=n_jobs))
+        monkeypatch.setattr(_numba_em, "copy_unit", real)
+    assert len(died) == len(runs)
+    _general_loop(monkeypatch)
+    for (ctype, _), fit in zip(runs, fits, strict=True):
+        _assert_same_bits(fit, _fit(X, lengths, 3, ctype=ctype))
+
+
+@needs_numba
+def test_a_layout_copy_stays_off_where_it_cannot_help():
+    from tying.hmm.forward_backward import LaneLayout
+
+    X = _data(28, 2, 2, [30] * 40)
+    one_unit = LaneLayout(X, np.zeros(2), SequenceBatch.from_lengths([30] * 40), fill=False)
+    one_unit.start_fill(2)  # one unit: nothing to share
+    long = LaneLayout(X, np.zeros(2), SequenceBatch.from_lengths([600, 600]), fill=False)
+    long.start_fill(2)  # units of few long sequences: the NumPy copy
+    single = LaneLayout(X, np.zeros(2), SequenceBatch.from_lengths([30] * 40), fill=False)
+    single.start_fill(1)
+    assert one_unit._copy is None and long._copy is None and single._copy is None

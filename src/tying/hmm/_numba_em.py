@@ -41,8 +41,11 @@ _JIT = {"nogil": True, "cache": True, "error_model": "numpy"}  # no fastmath: Nu
 
 # control words of the shared int64 array ``ctl``
 CLAIM, DONE, STOP, DEAD, LEFT = 0, 1, 2, 3, 4  # LEFT: helpers out of :func:`worker`
-FILL = 5  # 1: a unit's thread copies its rows into its lanes before its E-step (first one)
 CTL_SIZE = 8
+# a lane layout's copy state ``fill`` (``LaneLayout.fill_state``): per unit, its rows are
+# not yet copied into its lanes (0), being copied by a thread that claimed them (1), or
+# there (2); the last entry is set when a thread died while copying
+NOT_COPIED, COPYING, COPIED = 0, 1, 2
 # the unit table's columns (one row per unit, int64)
 (U_T, U_S, U_NREAL, U_XL, U_XCL, U_IC, U_M, U_B, U_ALPHA, U_NACT, U_LENS, U_SLOT,
  U_START) = range(13)  # fmt: skip
@@ -79,6 +82,23 @@ def atomic_add(typingctx, arr, idx, val):
         ptr = _item_pointer(context, builder, sig, args)
         value = context.cast(builder, args[2], sig.args[2], types.int64)
         return builder.atomic_rmw("add", ptr, value, "seq_cst")
+
+    return sig, codegen
+
+
+@intrinsic
+def atomic_cas(typingctx, arr, idx, expected, new):
+    """``old = arr[idx]; if old == expected: arr[idx] = new`` as one atomic step; ``old``."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.int64):
+        return None
+    sig = types.int64(arr, idx, expected, new)
+
+    def codegen(context, builder, sig, args):
+        ptr = _item_pointer(context, builder, sig, args)
+        cmp = context.cast(builder, args[2], sig.args[2], types.int64)
+        val = context.cast(builder, args[3], sig.args[3], types.int64)
+        pair = builder.cmpxchg(ptr, cmp, val, "seq_cst", "seq_cst")
+        return builder.extract_value(pair, 0)
 
     return sig, codegen
 
@@ -216,13 +236,31 @@ def _back_off(t0, fns):
         call_int(fns[F_SLEEP], 100)
 
 
+# ---------------------------------------------------------------- the lane copy
+@numba.njit(**_JIT)
+def copy_unit(fill, u, X, center, lane_start, n_act, XL, XcL, fns):
+    """Make unit ``u``'s lanes hold their rows (``to_lanes``), whichever thread asks first:
+    claim the copy (``fill[u]``: 0 -> 1), make it, mark it there (2); or, when another
+    thread holds the claim, wait for its mark (copy it here if that thread died)."""
+    if atomic_cas(fill, u, NOT_COPIED, COPYING) != NOT_COPIED:
+        t0 = cycles()
+        while True:
+            if atomic_load(fill, u) == COPIED:
+                return
+            if atomic_load(fill, fill.shape[0] - 1) != 0:  # its thread died: copy it here
+                break  # (the same values as that thread would have written)
+            _back_off(t0, fns)
+    to_lanes(X, center, lane_start, n_act, XL, XcL)
+    atomic_store(fill, u, COPIED)
+
+
 # ---------------------------------------------------------------- one unit
 @numba.njit(**_JIT)
 def _unit(u, fill, X, center, ut, block_a, block_b, ints, start, trans, means, prec, const,
           fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u):  # fmt: skip
     """Unit ``u``'s E-step, as ``forward_backward_stats.work`` runs it for a lane unit;
-    first (``fill``) the copy of its rows of ``X`` into its lanes, as ``LaneLayout.fill``
-    makes it: the thread that computes a unit first touches its lanes."""
+    first, unless ``fill[u]`` says they are there, the copy of its rows of ``X`` into
+    its lanes (:func:`copy_unit`), as ``LaneLayout.fill`` makes it."""
     T, S, n_real = ut[u, U_T], ut[u, U_S], ut[u, U_NREAL]
     D, K = means.shape[1], means.shape[0]
     XL = block_a[ut[u, U_XL] : ut[u, U_XL] + T * D * S].reshape((T, D, S))
@@ -234,8 +272,9 @@ def _unit(u, fill, X, center, ut, block_a, block_b, ints, start, trans, means, p
     n_act = ints[ut[u, U_NACT] : ut[u, U_NACT] + T]
     lens = ints[ut[u, U_LENS] : ut[u, U_LENS] + n_real]
     lo = ut[u, U_SLOT]  # the unit's real lanes' slots in ll_u, bad_u
-    if fill:
-        to_lanes(X, center, ints[ut[u, U_START] : ut[u, U_START] + S], n_act, XL, XcL)
+    if atomic_load(fill, u) != COPIED:
+        copy_unit(fill, u, X, center, ints[ut[u, U_START] : ut[u, U_START] + S], n_act, XL,
+                  XcL, fns)  # fmt: skip
     lanes_density_diag(XL, n_act, means, prec, const, b, m)
     ufunc_in_place(fns[F_EXP], fns[F_EXP_DATA], b)
     lanes_fb_stats(
@@ -246,28 +285,28 @@ def _unit(u, fill, X, center, ut, block_a, block_b, ints, start, trans, means, p
 
 
 @numba.njit(**_JIT)
-def _take_units(ctl, order, X, center, ut, block_a, block_b, ints, start, trans, means, prec,
-                const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u):  # fmt: skip
+def _take_units(ctl, order, fill, X, center, ut, block_a, block_b, ints, start, trans, means,
+                prec, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u):  # fmt: skip
     """Run units while there are unclaimed ones (the costliest first)."""
     U = order.shape[0]
     while True:
         c = atomic_add(ctl, CLAIM, 1)
         if c >= U:
             return
-        fill = atomic_load(ctl, FILL) != 0  # set before CLAIM was reset: seen with it
         _unit(order[c], fill, X, center, ut, block_a, block_b, ints, start, trans, means,
               prec, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u)  # fmt: skip
         atomic_add(ctl, DONE, 1)
 
 
 @numba.njit(**_JIT)
-def worker(ctl, order, X, center, ut, block_a, block_b, ints, start, trans, means, prec,
-           const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u):  # fmt: skip
+def worker(ctl, order, fill, X, center, ut, block_a, block_b, ints, start, trans, means,
+           prec, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u):  # fmt: skip
     """A helper thread's whole fit: wait for units to claim, run them, until ``ctl[STOP]``."""
     U = order.shape[0]
     while _wait(ctl, CLAIM, U, True, fns):
-        _take_units(ctl, order, X, center, ut, block_a, block_b, ints, start, trans, means,
-                    prec, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u)  # fmt: skip
+        _take_units(ctl, order, fill, X, center, ut, block_a, block_b, ints, start, trans,
+                    means, prec, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u,
+                    sxx_u)  # fmt: skip
     atomic_add(ctl, LEFT, 1)  # the last write of this thread
 
 
@@ -281,8 +320,8 @@ def wait_left(ctl, n, fns):
 
 
 @numba.njit(**_JIT)
-def em_step(ctl, order, X, center_x, ut, block_a, block_b, ints, start, trans, means, prec,
-            const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u,
+def em_step(ctl, order, fill, X, center_x, ut, block_a, block_b, ints, start, trans, means,
+            prec, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u,
             slot_seq, ll, xi, first, nsum, sx, sxx,
             learn, sp_prior, tp_prior, w, mu0, center, covars, cp, cw, min_covar, empty,
             log2pi, logp):  # fmt: skip
@@ -304,12 +343,11 @@ def em_step(ctl, order, X, center_x, ut, block_a, block_b, ints, start, trans, m
     K, D = means.shape
     atomic_store(ctl, DONE, 0)
     atomic_store(ctl, CLAIM, 0)  # the helpers may start: this iteration's parameters are set
-    _take_units(ctl, order, X, center_x, ut, block_a, block_b, ints, start, trans, means, prec,
-                const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u)  # fmt: skip
+    _take_units(ctl, order, fill, X, center_x, ut, block_a, block_b, ints, start, trans, means,
+                prec, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u)  # fmt: skip
     if not _wait(ctl, DONE, U, False, fns):  # every claimed unit has been written
         if atomic_load(ctl, DEAD) != 0:
             return -1
-    atomic_store(ctl, FILL, 0)  # every unit's lanes hold their rows
     n_bad = 0
     for u in range(U):
         lo, n_real = ut[u, U_SLOT], ut[u, U_NREAL]
@@ -381,11 +419,11 @@ def np_sum(a):
 
 
 @numba.njit(**_JIT)
-def em_run(n_max, tol, prev, budget, history, ctl, order, X, center_x, ut, block_a, block_b,
-           ints, start, trans, means, prec, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u,
-           sxx_u,
-           slot_seq, ll, xi, first, nsum, sx, sxx, learn, sp_prior, tp_prior, w, mu0, center,
-           covars, cp, cw, min_covar, empty, log2pi, logp):  # fmt: skip
+def em_run(n_max, tol, prev, budget, history, ctl, order, fill, X, center_x, ut, block_a,
+           block_b, ints, start, trans, means, prec, const, fns, ll_u, bad_u, xi_u, first_u,
+           n_u, sx_u, sxx_u, slot_seq, ll, xi, first, nsum, sx, sxx, learn, sp_prior,
+           tp_prior, w, mu0, center, covars, cp, cw, min_covar, empty, log2pi,
+           logp):  # fmt: skip
     """Up to ``n_max`` iterations of :func:`em_step`, each one's total log-likelihood
     (``ll.sum()``, NumPy's bits) in ``history``; stops after the first whose gain over
     the one before (``prev`` for the first; NaN: none) is below ``tol`` (the
@@ -399,7 +437,7 @@ def em_run(n_max, tol, prev, budget, history, ctl, order, X, center_x, ut, block
     """
     t0 = cycles()
     for i in range(n_max):
-        status = em_step(ctl, order, X, center_x, ut, block_a, block_b, ints, start, trans,
+        status = em_step(ctl, order, fill, X, center_x, ut, block_a, block_b, ints, start, trans,
                          means, prec, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u,
                          sxx_u, slot_seq, ll, xi, first, nsum, sx, sxx, learn, sp_prior,
                          tp_prior, w, mu0, center, covars, cp, cw, min_covar, empty, log2pi,

@@ -470,9 +470,63 @@ class LaneLayout:
         # a unit's work: its lane-steps (padding lanes included: the loops run over them)
         self.cost = [u["XL"].shape[0] * u["XL"].shape[2] for u in self.units]
         self._K = None
+        #: per unit: its lanes not copied yet (0), being copied (1), copied (2); the last
+        #: entry is set when a thread died while copying (``_numba_em.copy_unit``)
+        self.fill_state = np.zeros(len(self.units) + 1, dtype=np.int64)
         self.filled = False
+        self._copy = None  # the copy started on a helper thread (:meth:`start_fill`)
         if fill:
             self.fill(n_jobs)
+
+    def start_fill(self, n_jobs: int | None = None) -> None:
+        """Start copying the lanes on a helper thread while the calling thread goes on.
+
+        The copy is shared out by unit: whichever thread needs a unit's lanes first
+        (this helper, :meth:`fill`, or the compiled EM loop's E-step) claims that
+        unit's copy; a thread that finds it claimed waits for it. Nothing happens for
+        one thread, units of few long sequences, or when the compiled EM loop cannot
+        run here (its waits are its own).
+
+        Args:
+            n_jobs: the fit's threads (None: the module default).
+        """
+        n_jobs = compiled.resolve_n_jobs(n_jobs)
+        n_help = min(n_jobs, len(self.units)) - 1
+        if self.filled or self._copy is not None or n_help < 1:
+            return
+        if any(unit["kind"] != "lanes" for unit in self.units):
+            return
+        from tying.hmm import _numba_em, fused_em
+
+        fns = fused_em._fns(_numba_em)
+        if fns is None:
+            return
+        # the helper copies the cheapest units first: the calling thread's E-step takes
+        # the costliest first, and copies it itself if the helper has not reached it
+        order = np.argsort(np.asarray(self.cost), kind="stable")
+        self._copy = {"kernels": _numba_em, "fns": fns}
+        pool = compiled._pool(n_help, "tying-hmm-em")  # the compiled EM loop's helpers
+        self._copy["future"] = pool.submit(self._copy_units, order)
+
+    def _copy_units(self, order) -> None:
+        """Claim and copy each unit of ``order`` not claimed yet; wait for the others."""
+        kernels, fns = self._copy["kernels"], self._copy["fns"]
+        try:
+            for u in order:
+                unit = self.units[int(u)]
+                kernels.copy_unit(
+                    self.fill_state, int(u), self.X, self.center, unit["start"],
+                    unit["n_act"], unit["XL"], unit["XcL"], fns,
+                )  # fmt: skip
+        except BaseException:
+            self.fill_state[-1] = 1  # a thread waiting for a unit this one held copies it
+            raise
+
+    def stop_fill(self) -> None:
+        """Cancel the helper's copy if its thread has not started it (it would only find
+        the units copied)."""
+        if self._copy is not None:
+            self._copy["future"].cancel()
 
     def fill(self, n_jobs: int | None = None) -> None:
         """Copy the rows of ``X`` into every unit's lanes (a no-op once they hold them).
@@ -482,6 +536,11 @@ class LaneLayout:
                 only its own lanes.
         """
         if self.filled:
+            return
+        if self._copy is not None:  # shared with the helper of start_fill, by unit
+            self.stop_fill()
+            self._copy_units(np.argsort(-np.asarray(self.cost), kind="stable"))
+            self.filled = True
             return
         kernels = compiled._kernels()
         X, center = self.X, self.center
@@ -495,6 +554,7 @@ class LaneLayout:
                 _deal_rows(X[unit["r0"] : unit["r1"]] - center, unit["XcL"])
 
         compiled._run_units(fill, len(self.units), compiled.resolve_n_jobs(n_jobs), self.cost)
+        self.fill_state[:-1] = 2
         self.filled = True
 
     def scratch(self, u: int, K: int) -> tuple[np.ndarray, np.ndarray]:

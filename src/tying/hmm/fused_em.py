@@ -211,10 +211,9 @@ class FusedEM:
         self.ctl = np.zeros(kernels.CTL_SIZE, dtype=np.int64)
         self.ctl[kernels.CLAIM] = len(plan["order"])  # nothing to claim yet
         self.layout = plan["layout"]
-        # the lanes not yet copied: the first iteration's threads copy each unit they take
-        self.ctl[kernels.FILL] = 0 if self.layout.filled else 1
+        # lanes not copied yet are copied by the thread whose E-step needs them first
         shared = (
-            self.ctl, plan["order"], self.layout.X, self.layout.center, plan["ut"], plan["block_a"], plan["block_b"], plan["ints"],
+            self.ctl, plan["order"], self.layout.fill_state, self.layout.X, self.layout.center, plan["ut"], plan["block_a"], plan["block_b"], plan["ints"],
             model._startprob, model._transitions, model._means, self.prec, self.const,
             plan["fns"], plan["ll_u"], plan["bad_u"], plan["xi_u"], plan["first_u"],
             plan["n_u"], plan["sx_u"], plan["sxx_u"],
@@ -305,6 +304,7 @@ class FusedEM:
         except BaseException as err:  # the caller re-raises it
             self._errors.append(err)
             self.ctl[self.plan["kernels"].DEAD] = 1
+            self.layout.fill_state[-1] = 1  # no thread waits for a copy this one held
             raise
 
     def __enter__(self) -> FusedEM:
@@ -316,6 +316,7 @@ class FusedEM:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.ctl[self.plan["kernels"].STOP] = 1
+        self.layout.stop_fill()  # a copy queued behind busy pool threads: never needed now
         # a helper that never started (its pool busy) is cancelled, not waited for (a
         # cancelled future counts as done only once a pool thread has dequeued it)
         running = [f for f in self._futures if not f.cancel()]
@@ -353,6 +354,6 @@ class FusedEM:
             n_max, float(tol), float(prev), BATCH_CYCLES, history, *self._step_args
         )
         self._raise_helper_error()  # also when the caller finished every unit itself
-        if self.ctl[self.plan["kernels"].FILL] == 0:  # an E-step ran: every lane copied
-            self.layout.filled = True
+        if not self.layout.filled and (self.layout.fill_state[:-1] == 2).all():
+            self.layout.filled = True  # an E-step ran: every unit's lanes were copied
         return history[:count].tolist(), status > 0
