@@ -640,3 +640,42 @@ def test_a_layout_copy_stays_off_where_it_cannot_help():
     single = LaneLayout(X, np.zeros(2), SequenceBatch.from_lengths([30] * 40), fill=False)
     single.start_fill(1)
     assert one_unit._copy is None and long._copy is None and single._copy is None
+
+
+@needs_numba
+@pytest.mark.parametrize(
+    ("lengths", "min_rows"),
+    [
+        ([40] * 150, 3_000),  # the goal shape scaled down: 80 and 72 lanes
+        ([50] * 200, 5_000),  # 104 and 96 lanes
+        (list(np.random.default_rng(5).integers(1, 120, 150)), 4_000),  # mixed lengths
+    ],
+    ids=["80-72", "104-96", "mixed"],
+)
+def test_two_unequal_units_balance_by_a_tail_item_with_the_same_bits(
+    lengths, min_rows, monkeypatch
+):
+    """On two threads the costlier unit's last steps' densities are a separate item, made
+    first by the thread that then takes the cheaper unit; one thread has no such item.
+    Every fit has the general loop's bits (densities are elementwise)."""
+    from tying.hmm import _numba_em
+
+    monkeypatch.setattr(compiled, "MIN_ROWS", min_rows)
+    X = _data(29, 4, 3, lengths)
+    batch = SequenceBatch.from_lengths(lengths)
+    plans = {}
+    for n_jobs in (1, 2):
+        m = _fit(X, lengths, 4, n_iter=1, n_jobs=n_jobs)
+        context = m._em_context(X, batch)
+        plans[n_jobs] = fused_em.FusedEM.for_model(m, context, m._mstep_fast(context)).plan
+    ut, order = plans[2]["ut"], plans[2]["order"]
+    assert len(ut) == 2 and order[0] < 0  # two units, the tail item first
+    big = -1 - order[0]
+    assert order[1] == big and 0 < ut[big, _numba_em.U_TAIL] < ut[big, _numba_em.U_T]
+    assert (plans[1]["order"] >= 0).all()
+    assert (plans[1]["ut"][:, _numba_em.U_TAIL] == plans[1]["ut"][:, _numba_em.U_T]).all()
+    fits = [_fit(X, lengths, 4, n_jobs=n) for n in (1, 2, 3)]
+    _general_loop(monkeypatch)
+    ref = _fit(X, lengths, 4)
+    for fit in fits:
+        _assert_same_bits(fit, ref)

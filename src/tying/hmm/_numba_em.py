@@ -41,6 +41,7 @@ _JIT = {"nogil": True, "cache": True, "error_model": "numpy"}  # no fastmath: Nu
 
 # control words of the shared int64 array ``ctl``
 CLAIM, DONE, STOP, DEAD, LEFT = 0, 1, 2, 3, 4  # LEFT: helpers out of :func:`worker`
+TAIL = 5  # 1 once this iteration's tail item (see ``order``) is done
 CTL_SIZE = 8
 # a lane layout's copy state ``fill`` (``LaneLayout.fill_state``): per unit, its rows are
 # not yet copied into its lanes (0), being copied by a thread that claimed them (1), or
@@ -48,8 +49,14 @@ CTL_SIZE = 8
 NOT_COPIED, COPYING, COPIED = 0, 1, 2
 # the unit table's columns (one row per unit, int64)
 (U_T, U_S, U_NREAL, U_XL, U_XCL, U_IC, U_M, U_B, U_ALPHA, U_NACT, U_LENS, U_SLOT,
- U_START) = range(13)  # fmt: skip
-U_COLS = 13  # U_START: the unit's lanes' first rows of X (S values) in ``ints``
+ U_START, U_TAIL) = range(14)  # fmt: skip
+U_COLS = 14  # U_START: the unit's lanes' first rows of X (S values) in ``ints``
+# U_TAIL: the first step of the unit's tail, whose densities another thread may make
+# (the item ``-1 - u`` of ``order``, claimed before the unit): T when it has none
+# ``order``: the items threads claim in turn; ``u >= 0`` a unit's E-step, ``-1 - u`` the
+# densities (and their exp) of unit u's tail steps, which balance two unequal units: the
+# thread with the smaller unit makes them first, the other waits for them (``ctl[TAIL]``)
+# only after its own densities of the steps before
 # ``fns``: addresses of NumPy's exp/log loops (and their data) and of libc's sched_yield, usleep
 F_EXP, F_EXP_DATA, F_LOG, F_LOG_DATA, F_YIELD, F_SLEEP = range(6)
 # waiting: pause-spin for SPIN cycles (about 20 us at 2.6 GHz), then yield the core
@@ -256,11 +263,21 @@ def copy_unit(fill, u, X, center, lane_start, n_act, XL, XcL, fns):
 
 # ---------------------------------------------------------------- one unit
 @numba.njit(**_JIT)
-def _unit(u, fill, X, center, ut, block_a, block_b, ints, start, trans, means, prec, const,
-          fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u):  # fmt: skip
+def _densities(XL, n_act, means, prec, const, b, m, fns, t0, t1):
+    """Steps ``t0..t1-1`` of a unit: shifted log-densities, then NumPy's ``exp`` of them
+    (elementwise both: the same bits however the steps are cut)."""
+    if t1 > t0:
+        lanes_density_diag(XL[t0:t1], n_act[t0:t1], means, prec, const, b[t0:t1], m[t0:t1])
+        ufunc_in_place(fns[F_EXP], fns[F_EXP_DATA], b[t0:t1])
+
+
+@numba.njit(**_JIT)
+def _unit(u, tail, ctl, fill, X, center, ut, block_a, block_b, ints, start, trans, means, prec,
+          const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u):  # fmt: skip
     """Unit ``u``'s E-step, as ``forward_backward_stats.work`` runs it for a lane unit;
     first, unless ``fill[u]`` says they are there, the copy of its rows of ``X`` into
-    its lanes (:func:`copy_unit`), as ``LaneLayout.fill`` makes it."""
+    its lanes (:func:`copy_unit`), as ``LaneLayout.fill`` makes it. ``tail < 0``: only
+    the densities of the unit's tail steps (see ``order``), then ``ctl[TAIL] = 1``."""
     T, S, n_real = ut[u, U_T], ut[u, U_S], ut[u, U_NREAL]
     D, K = means.shape[1], means.shape[0]
     XL = block_a[ut[u, U_XL] : ut[u, U_XL] + T * D * S].reshape((T, D, S))
@@ -275,8 +292,13 @@ def _unit(u, fill, X, center, ut, block_a, block_b, ints, start, trans, means, p
     if atomic_load(fill, u) != COPIED:
         copy_unit(fill, u, X, center, ints[ut[u, U_START] : ut[u, U_START] + S], n_act, XL,
                   XcL, fns)  # fmt: skip
-    lanes_density_diag(XL, n_act, means, prec, const, b, m)
-    ufunc_in_place(fns[F_EXP], fns[F_EXP_DATA], b)
+    t1 = ut[u, U_TAIL]  # the steps before the tail (all T when it has none)
+    if tail < 0:  # the tail item: only the tail's densities
+        _densities(XL, n_act, means, prec, const, b, m, fns, t1, T)
+        return
+    _densities(XL, n_act, means, prec, const, b, m, fns, 0, t1)
+    if t1 < T and not _wait(ctl, TAIL, 1, False, fns):  # the tail's thread died: here then
+        _densities(XL, n_act, means, prec, const, b, m, fns, t1, T)  # (the same values)
     lanes_fb_stats(
         start, trans, b, m, n_act, lens, XcL, False, alpha, ic,
         ll_u[lo : lo + n_real], bad_u[lo : lo + n_real],
@@ -287,14 +309,18 @@ def _unit(u, fill, X, center, ut, block_a, block_b, ints, start, trans, means, p
 @numba.njit(**_JIT)
 def _take_units(ctl, order, fill, X, center, ut, block_a, block_b, ints, start, trans, means,
                 prec, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u):  # fmt: skip
-    """Run units while there are unclaimed ones (the costliest first)."""
+    """Run the items of ``order`` while there are unclaimed ones."""
     U = order.shape[0]
     while True:
         c = atomic_add(ctl, CLAIM, 1)
         if c >= U:
             return
-        _unit(order[c], fill, X, center, ut, block_a, block_b, ints, start, trans, means,
+        item = order[c]
+        u = item if item >= 0 else -1 - item
+        _unit(u, item, ctl, fill, X, center, ut, block_a, block_b, ints, start, trans, means,
               prec, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u)  # fmt: skip
+        if item < 0:
+            atomic_store(ctl, TAIL, 1)
         atomic_add(ctl, DONE, 1)
 
 
@@ -339,9 +365,10 @@ def em_step(ctl, order, fill, X, center_x, ut, block_a, block_b, ints, start, tr
         caller redoes this E-step on the general path), or -1 when a helper thread
         died (``ctl[DEAD]``).
     """
-    U = order.shape[0]
+    U = order.shape[0]  # items: the units, and a tail item
     K, D = means.shape
     atomic_store(ctl, DONE, 0)
+    atomic_store(ctl, TAIL, 0)
     atomic_store(ctl, CLAIM, 0)  # the helpers may start: this iteration's parameters are set
     _take_units(ctl, order, fill, X, center_x, ut, block_a, block_b, ints, start, trans, means,
                 prec, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u)  # fmt: skip
@@ -349,7 +376,7 @@ def em_step(ctl, order, fill, X, center_x, ut, block_a, block_b, ints, start, tr
         if atomic_load(ctl, DEAD) != 0:
             return -1
     n_bad = 0
-    for u in range(U):
+    for u in range(ut.shape[0]):
         lo, n_real = ut[u, U_SLOT], ut[u, U_NREAL]
         for i in range(n_real):
             ll[slot_seq[lo + i]] = ll_u[lo + i]
