@@ -679,3 +679,28 @@ def test_two_unequal_units_balance_by_a_tail_item_with_the_same_bits(
     ref = _fit(X, lengths, 4)
     for fit in fits:
         _assert_same_bits(fit, ref)
+
+
+@needs_numba
+@pytest.mark.parametrize(
+    ("head", "tail", "rest", "expected_steps"),
+    [
+        (1000, 100, 800, 13),  # 15 steps (10 cycles each) even them: halfway from 10
+        (1000, 100, 1100, 6),  # the cheaper unit is the costlier now: toward one step
+        (10**9, 100, 800, 30),  # one slow item: at most half the unit, halfway there
+        (0, 100, 800, 10),  # nothing measured: unchanged
+    ],
+)
+def test_the_tail_item_is_resized_halfway_to_even_the_threads(head, tail, rest, expected_steps):
+    """``_rebalance``: the tail of unit 1 (T=100 steps, 10 in the tail) from the items'
+    cycles: the steps that even the two threads at the tail's cycles per step, half
+    way from the current size, within [1, T/2]."""
+    from tying.hmm import _numba_em
+
+    order = np.array([-2, 1, 0], dtype=np.int64)
+    ut = np.zeros((2, _numba_em.U_COLS), dtype=np.int64)
+    ut[1, _numba_em.U_T], ut[1, _numba_em.U_TAIL] = 100, 90
+    ctl = np.zeros(_numba_em.CTL_SIZE + 3, dtype=np.int64)
+    ctl[_numba_em.CTL_SIZE :] = tail, head, rest
+    _numba_em._rebalance(ctl, order, ut)
+    assert ut[1, _numba_em.U_T] - ut[1, _numba_em.U_TAIL] == expected_steps

@@ -42,7 +42,7 @@ _JIT = {"nogil": True, "cache": True, "error_model": "numpy"}  # no fastmath: Nu
 # control words of the shared int64 array ``ctl``
 CLAIM, DONE, STOP, DEAD, LEFT = 0, 1, 2, 3, 4  # LEFT: helpers out of :func:`worker`
 TAIL = 5  # 1 once this iteration's tail item (see ``order``) is done
-CTL_SIZE = 8
+CTL_SIZE = 8  # then, per item of ``order``, the CPU cycles it took this iteration
 # a lane layout's copy state ``fill`` (``LaneLayout.fill_state``): per unit, its rows are
 # not yet copied into its lanes (0), being copied by a thread that claimed them (1), or
 # there (2); the last entry is set when a thread died while copying
@@ -317,8 +317,10 @@ def _take_units(ctl, order, fill, X, center, ut, block_a, block_b, ints, start, 
             return
         item = order[c]
         u = item if item >= 0 else -1 - item
+        t0 = cycles()
         _unit(u, item, ctl, fill, X, center, ut, block_a, block_b, ints, start, trans, means,
               prec, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u)  # fmt: skip
+        ctl[CTL_SIZE + c] = cycles() - t0  # seen by the caller with DONE (below)
         if item < 0:
             atomic_store(ctl, TAIL, 1)
         atomic_add(ctl, DONE, 1)
@@ -346,6 +348,27 @@ def wait_left(ctl, n, fns):
 
 
 @numba.njit(**_JIT)
+def _rebalance(ctl, order, ut):
+    """Resize the tail item (``order[0]``, of unit ``order[1]``) from this iteration's
+    item times (``ctl[CTL_SIZE:]``): move half the difference between the costlier
+    unit's thread and the other's, at the tail's measured cycles per step, halfway
+    there per iteration (one slow item moves it little). Where the tail ends changes
+    no bit: densities are elementwise."""
+    big = -1 - order[0]
+    T, t1 = ut[big, U_T], ut[big, U_TAIL]
+    steps = T - t1
+    tail, head = ctl[CTL_SIZE], ctl[CTL_SIZE + 1]
+    rest = 0
+    for c in range(2, order.shape[0]):
+        rest += ctl[CTL_SIZE + c]
+    if steps <= 0 or tail <= 0 or head <= 0 or rest <= 0:
+        return
+    want = 0.5 * (head + tail - rest) / (tail / steps)  # steps that even the two threads
+    new = (steps + min(max(int(want + 0.5), 1), T // 2) + 1) // 2
+    ut[big, U_TAIL] = T - new
+
+
+@numba.njit(**_JIT)
 def em_step(ctl, order, fill, X, center_x, ut, block_a, block_b, ints, start, trans, means,
             prec, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u,
             slot_seq, ll, xi, first, nsum, sx, sxx,
@@ -367,6 +390,9 @@ def em_step(ctl, order, fill, X, center_x, ut, block_a, block_b, ints, start, tr
     """
     U = order.shape[0]  # items: the units, and a tail item
     K, D = means.shape
+    copied = True  # every unit's lanes copied before this iteration (no copy in its times)
+    for u in range(ut.shape[0]):
+        copied = copied and atomic_load(fill, u) == COPIED
     atomic_store(ctl, DONE, 0)
     atomic_store(ctl, TAIL, 0)
     atomic_store(ctl, CLAIM, 0)  # the helpers may start: this iteration's parameters are set
@@ -375,6 +401,8 @@ def em_step(ctl, order, fill, X, center_x, ut, block_a, block_b, ints, start, tr
     if not _wait(ctl, DONE, U, False, fns):  # every claimed unit has been written
         if atomic_load(ctl, DEAD) != 0:
             return -1
+    if order[0] < 0 and copied:
+        _rebalance(ctl, order, ut)
     n_bad = 0
     for u in range(ut.shape[0]):
         lo, n_real = ut[u, U_SLOT], ut[u, U_NREAL]

@@ -146,7 +146,9 @@ _TABLES_KEPT = 8
 _TABLES_LOCK = threading.Lock()
 
 
-#: the densities' (and their exp's) share of a lane unit's E-step: sizes the tail item
+#: the densities' (and their exp's) share of a lane unit's E-step, measured at K=8, D=4:
+#: sizes the tail item for the first iteration; the compiled loop then resizes it from
+#: the items' measured times (``_numba_em._rebalance``)
 DENSITY_SHARE = 1 / 3
 
 
@@ -228,7 +230,7 @@ class FusedEM:
             model._covars, self.prec, self.const, self.logp, plan["fns"], plan["log2pi"]
         )
         learn, sp_prior, tp_prior, w, mu0, cp, cw = fast
-        self.ctl = np.zeros(kernels.CTL_SIZE, dtype=np.int64)
+        self.ctl = np.zeros(kernels.CTL_SIZE + len(plan["order"]), dtype=np.int64)
         self.ctl[kernels.CLAIM] = len(plan["order"])  # nothing to claim yet
         self.layout = plan["layout"]
         # lanes not copied yet are copied by the thread whose E-step needs them first
