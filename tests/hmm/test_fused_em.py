@@ -685,16 +685,16 @@ def test_two_unequal_units_balance_by_a_tail_item_with_the_same_bits(
 @pytest.mark.parametrize(
     ("head", "tail", "rest", "expected_steps"),
     [
-        (1000, 100, 800, 13),  # 15 steps (10 cycles each) even them: halfway from 10
-        (1000, 100, 1100, 6),  # the cheaper unit is the costlier now: toward one step
-        (10**9, 100, 800, 30),  # one slow item: at most half the unit, halfway there
+        (1000, 100, 800, 11),  # 15 steps (10 cycles each) even them: a quarter of the way
+        (1000, 100, 1100, 8),  # the cheaper unit is the costlier now: toward one step
+        (10**9, 100, 800, 20),  # one slow item: toward half the unit at most
         (0, 100, 800, 10),  # nothing measured: unchanged
     ],
 )
-def test_the_tail_item_is_resized_halfway_to_even_the_threads(head, tail, rest, expected_steps):
+def test_the_tail_item_is_resized_toward_even_threads(head, tail, rest, expected_steps):
     """``_rebalance``: the tail of unit 1 (T=100 steps, 10 in the tail) from the items'
-    cycles: the steps that even the two threads at the tail's cycles per step, half
-    way from the current size, within [1, T/2]."""
+    cycles: a quarter of the way toward the steps that even the two threads at the
+    tail's cycles per step, within [1, T/2]."""
     from tying.hmm import _numba_em
 
     order = np.array([-2, 1, 0], dtype=np.int64)
