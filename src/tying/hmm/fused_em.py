@@ -175,10 +175,13 @@ def _unit_tables(layout, block_a, block_b, base_a, base_b, balance):
             n_real = len(unit["seqs"])
             ut[u, :3] = T, S, n_real
             for col, name, block, base in (
-                (_numba_em.U_XL, "XL", block_a, base_a), (_numba_em.U_XCL, "XcL", block_a, base_a),
-                (_numba_em.U_IC, "ic", block_a, base_a), (_numba_em.U_M, "m", block_a, base_a),
-                (_numba_em.U_B, "b", block_b, base_b), (_numba_em.U_ALPHA, "alpha", block_b, base_b),
-            ):  # fmt: skip
+                (_numba_em.U_XL, "XL", block_a, base_a),
+                (_numba_em.U_XCL, "XcL", block_a, base_a),
+                (_numba_em.U_IC, "ic", block_a, base_a),
+                (_numba_em.U_M, "m", block_a, base_a),
+                (_numba_em.U_B, "b", block_b, base_b),
+                (_numba_em.U_ALPHA, "alpha", block_b, base_b),
+            ):
                 ut[u, col] = _offset(unit[name], block) - base
             ut[u, _numba_em.U_NACT] = n_int
             ut[u, _numba_em.U_LENS] = n_int + T
@@ -235,7 +238,8 @@ class FusedEM:
         self.layout = plan["layout"]
         # lanes not copied yet are copied by the thread whose E-step needs them first
         shared = (
-            self.ctl, plan["order"], self.layout.fill_state, self.layout.X, self.layout.center, plan["ut"], plan["block_a"], plan["block_b"], plan["ints"],
+            self.ctl, plan["order"], self.layout.fill_state, self.layout.X, self.layout.center,
+            plan["ut"], plan["block_a"], plan["block_b"], plan["ints"],
             model._startprob, model._transitions, model._means, self.prec, self.const,
             plan["fns"], plan["ll_u"], plan["bad_u"], plan["xi_u"], plan["first_u"],
             plan["n_u"], plan["sx_u"], plan["sxx_u"],
