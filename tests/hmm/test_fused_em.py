@@ -704,3 +704,22 @@ def test_the_tail_item_is_resized_toward_even_threads(head, tail, rest, expected
     ctl[_numba_em.CTL_SIZE :] = tail, head, rest
     _numba_em._rebalance(ctl, order, ut)
     assert ut[1, _numba_em.U_T] - ut[1, _numba_em.U_TAIL] == expected_steps
+
+
+@needs_numba
+def test_two_fits_on_two_threads_at_once_share_the_pools_and_plans_and_keep_their_bits(
+    monkeypatch,
+):
+    """Two n_jobs=2 fits of the same lengths from two threads at once: one helper pool
+    thread and one kept plan between them; neither hangs (each queues its lane copy and
+    its helper behind the other's), and each has its own data's general-loop bits."""
+    monkeypatch.setattr(compiled, "MIN_ROWS", 3_000)
+    lengths = [40] * 150
+    data = [_data(30 + i, 4, 3, lengths) for i in range(2)]
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        for _ in range(5):
+            futures = [ex.submit(_fit, X, lengths, 4, n_jobs=2) for X in data]
+            fits = [f.result(timeout=120) for f in futures]
+    _general_loop(monkeypatch)
+    for X, fit in zip(data, fits, strict=True):
+        _assert_same_bits(fit, _fit(X, lengths, 4))
