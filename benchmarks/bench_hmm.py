@@ -910,7 +910,7 @@ def summary(rows) -> None:
         if "n_jobs=2 vs n_jobs=1" in row.get("case", "") and not row.get("goal"):
             print(f"  {row['case']}: {row['speedup']:.2f}x ({row['speedup_spread']}), "
                   f"bit-identical {row['bit_identical']}")  # fmt: skip
-        if "share outside the threaded units" in row.get("case", ""):
+        if "share outside the threaded work" in row.get("case", ""):
             print(f"  {row['case'].split(', ')[1]}: serial share of the 1-thread fit: "
                   f"{100 * row['serial_share']:.1f}% "
                   f"({row['serial_share_spread']}): bound on 2 threads "

@@ -212,3 +212,21 @@ def test_broadcast_gives_broadcast_tos_values_and_refusals(shape, keep, n_lead):
     np.testing.assert_array_equal(got, want)
     with pytest.raises(ValueError, match="broadcast"):
         _broadcast(np.zeros(5), (2, 3))
+
+
+@pytest.mark.parametrize("ties", [None, {"means": [[0, 1], [2]]}])
+def test_per_group_values_of_an_untied_kind_are_a_copy_and_a_tie_still_checks_them(ties):
+    """Untied kinds skip the per-group comparison: the values come back equal, as a
+    fresh array; a tied kind still refuses tied states whose values differ."""
+    *_, X, lengths = _data()
+    m = GaussianHMM(3, ties=ties, n_iter=1, random_state=0).fit(X, lengths)
+    values = np.arange(6.0).reshape(3, 2)
+    out = m._to_groups("covars", "covars_", values)
+    assert np.array_equal(out, values) and out is not values and out.flags.c_contiguous
+    out[0, 0] = 99.0
+    assert values[0, 0] == 0.0
+    if ties:
+        with pytest.raises(ValueError, match=r"means_: states 0 and 1 are tied"):
+            m._to_groups("means", "means_", values)
+        assert np.array_equal(m._to_groups("means", "means_", [[1.0, 2], [1, 2], [3, 4]]),
+                              [[1.0, 2], [3, 4]])  # fmt: skip

@@ -430,3 +430,296 @@ def test_a_ufunc_that_is_not_float64_unary_is_refused_before_any_pointer_is_foll
         fused_em._ufunc_loop(np.add)
     with pytest.raises(RuntimeError, match="np.logical_not has no float64 loop"):
         fused_em._ufunc_loop(np.logical_not)  # unary, but float64 -> bool
+
+
+@needs_numba
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_the_compiled_loops_threads_copy_the_lanes_with_the_fits_bits(n_jobs, monkeypatch):
+    """A fit's layout is made without its lanes; the first compiled iteration's threads
+    copy each unit they take. The lanes then equal a layout copied up front, and the
+    fit has the general loop's bits."""
+    from tying.hmm.forward_backward import LaneLayout
+
+    monkeypatch.setattr(compiled, "MIN_ROWS", 300)  # four units
+    lengths = list(np.random.default_rng(3).integers(20, 60, 40))
+    X = _data(21, 3, 2, lengths)
+    batch = SequenceBatch.from_lengths(lengths)
+    m = _fit(X, lengths, 3, n_iter=1, n_jobs=n_jobs)
+    context = m._em_context(X, batch)
+    layout = context["layout"]
+    assert not layout.filled
+    fused = fused_em.FusedEM.for_model(m, context, m._mstep_fast(context))
+    with fused:
+        fused.run(1, -np.inf, np.nan)
+    assert layout.filled
+    ref = LaneLayout(X, context["center"], batch)
+    for got, want in zip(layout.units, ref.units, strict=True):
+        for name in ("XL", "XcL"):  # padding lanes included
+            assert np.array_equal(got[name], want[name]), name
+    fit = _fit(X, lengths, 3, n_jobs=n_jobs)
+    _general_loop(monkeypatch)
+    _assert_same_bits(fit, _fit(X, lengths, 3))
+
+
+@needs_numba
+def test_a_layout_copied_late_holds_the_data_it_was_made_from():
+    """The lanes of a layout made with fill=False come from its own read-only copy of X:
+    the caller's X edited in place before the copy does not reach them."""
+    from tying.hmm.forward_backward import LaneLayout
+
+    lengths = [30] * 40
+    X = _data(22, 3, 2, lengths)
+    batch = SequenceBatch.from_lengths(lengths)
+    want = LaneLayout(X, np.zeros(2), batch)
+    late = LaneLayout(X, np.zeros(2), batch, fill=False)
+    X += 1.0
+    late.fill()
+    for got, ref in zip(late.units, want.units, strict=True):
+        assert np.array_equal(got["XL"], ref["XL"]) and np.array_equal(got["XcL"], ref["XcL"])
+
+
+@needs_numba
+def test_a_first_iteration_handed_over_finds_its_lanes_copied(monkeypatch):
+    """The first compiled iteration hands over (a sequence needs log space, as in
+    ``test_a_sequence_that_needs_log_space_hands_the_fit_to_the_general_loop``): the
+    lanes its threads copied are marked copied, not copied again by the general loop."""
+    from tying.hmm.forward_backward import LaneLayout
+
+    lengths = [50, 4, 30, 20, 1, 7]
+    X = _data(3, 1, 2, lengths)
+    X[lengths[0] + 1] = 1e5
+    calls = _count_iterations(monkeypatch)
+    filled_before = []
+    real_fill = LaneLayout.fill
+
+    def fill(self, n_jobs=None):
+        filled_before.append(self.filled)
+        real_fill(self, n_jobs)
+
+    monkeypatch.setattr(LaneLayout, "fill", fill)
+    fast = GaussianHMM(
+        2, "diag", startprob_init=[1.0, 0.0], transmat_init=np.eye(2),
+        means_init=[[0.0, 0.0], [1e5, 1e5]], covars_init=np.ones((2, 2)), n_iter=2,
+        tol=-np.inf, n_jobs=2,
+    ).fit(X, lengths)  # fmt: skip
+    assert calls == [(0, True)]
+    assert filled_before == [True, True]  # both general E-steps found the lanes copied
+    assert np.isfinite(fast.history_).all()
+
+
+@needs_numba
+def test_unit_plans_are_kept_by_the_lengths_values_not_by_an_arrays_identity(monkeypatch):
+    from tying.hmm.forward_backward import _unit_plans
+
+    lengths = np.array([30] * 20 + [7, 3])
+    a = _unit_plans(SequenceBatch.from_lengths(lengths.copy()), 2, 8)
+    b = _unit_plans(SequenceBatch.from_lengths(lengths.copy()), 2, 8)
+    assert a is not b and a[2] is b[2]  # equal values: the kept plan
+    lengths[-1] = 4  # edited in place: another key, another plan
+    c = _unit_plans(SequenceBatch.from_lengths(lengths), 2, 8)
+    assert c[2] is not a[2] and c[2][-1][0]["lens"].tolist() != a[2][-1][0]["lens"].tolist()
+    assert _unit_plans(SequenceBatch.from_lengths(lengths), 3, 8)[2] is not c[2]  # D
+    monkeypatch.setattr(compiled, "MIN_ROWS", 100)  # the unit constants are in the key
+    assert _unit_plans(SequenceBatch.from_lengths(lengths), 2, 8)[2] is not c[2]
+
+
+@needs_numba
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_a_refit_after_editing_x_in_place_fits_the_edited_data(n_jobs, monkeypatch):
+    """The kept plans and unit tables hold no data: a second fit of the same lengths, after
+    the caller's X was edited in place, equals a fit of the edited data with nothing kept."""
+    import importlib
+
+    forward_backward = importlib.import_module("tying.hmm.forward_backward")
+
+    monkeypatch.setattr(compiled, "MIN_ROWS", 1_000)
+    lengths = [40] * 60
+    X = _data(24, 3, 2, lengths)
+    first = _fit(X, lengths, 3, n_jobs=n_jobs)
+    X[::7] *= 3.0
+    X[5] += 100.0
+    again = _fit(X, lengths, 3, n_jobs=n_jobs)
+    monkeypatch.setattr(forward_backward, "_PLANS", type(forward_backward._PLANS)())
+    monkeypatch.setattr(fused_em, "_TABLES", type(fused_em._TABLES)())
+    fresh = _fit(X.copy(), lengths, 3, n_jobs=n_jobs)
+    _assert_same_bits(again, fresh)
+    assert again.history_ != first.history_
+    _general_loop(monkeypatch)
+    _assert_same_bits(again, _fit(X.copy(), lengths, 3))
+
+
+@needs_numba
+def test_fits_of_other_k_on_the_same_lengths_get_their_own_unit_tables(monkeypatch):
+    lengths = [30] * 40
+    X = _data(25, 3, 2, lengths)
+    fits = [(K, _fit(X, lengths, K, n_jobs=2)) for K in (2, 3, 2, 3)]
+    _general_loop(monkeypatch)
+    for K, fit in fits:
+        _assert_same_bits(fit, _fit(X, lengths, K))
+
+
+def _lanes_equal(layout, ref) -> bool:
+    return all(
+        np.array_equal(got[name], want[name])
+        for got, want in zip(layout.units, ref.units, strict=True)
+        for name in ("XL", "XcL")
+    )
+
+
+@needs_numba
+def test_a_copy_started_on_a_helper_and_finished_by_the_caller_gives_every_lane(monkeypatch):
+    """start_fill's helper and fill() on the calling thread share the copy by unit: every
+    unit copied once, the lanes equal a copy made up front; repeated, since which thread
+    copies which unit varies."""
+    from tying.hmm.forward_backward import LaneLayout
+
+    monkeypatch.setattr(compiled, "MIN_ROWS", 300)  # four units
+    lengths = list(np.random.default_rng(4).integers(20, 60, 60))
+    X = _data(26, 3, 2, lengths)
+    batch = SequenceBatch.from_lengths(lengths)
+    ref = LaneLayout(X, np.ones(2), batch)
+    for _ in range(20):
+        late = LaneLayout(X, np.ones(2), batch, fill=False)
+        late.start_fill(3)
+        assert late._copy is not None
+        late.fill()
+        assert late.filled and late.fill_state.tolist() == [2] * len(late.units) + [0]
+        assert _lanes_equal(late, ref)
+
+
+@needs_numba
+def test_a_helper_that_dies_holding_a_copy_neither_hangs_the_fit_nor_changes_it(monkeypatch):
+    """The helper's copy claims a unit, then raises: the fit's own threads copy that unit
+    (the dead flag), and the fit has the general loop's bits."""
+    from tying.hmm import _numba_em
+    from tying.hmm.forward_backward import LaneLayout
+
+    monkeypatch.setattr(compiled, "MIN_ROWS", 300)
+    lengths = [40] * 60
+    X = _data(27, 3, 2, lengths)
+    real, real_start = _numba_em.copy_unit, LaneLayout.start_fill
+    main = threading.main_thread()
+    died = []
+
+    def dying(fill, u, *args):
+        if threading.current_thread() is main:
+            return real(fill, u, *args)
+        fill[u] = 1  # claimed ...
+        died.append(u)
+        raise MemoryError("helper out of memory")  # ... and never copied
+
+    def start_and_wait(self, n_jobs=None):  # the fit goes on once the helper has died
+        n = len(died)
+        real_start(self, n_jobs)
+        deadline = time.monotonic() + 30
+        while self._copy is not None and len(died) == n and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    monkeypatch.setattr(LaneLayout, "start_fill", start_and_wait)
+    runs = [("diag", 2), ("diag", 3), ("full", 2), ("tied", 2)]  # full, tied: the general
+    fits = []  # loop's E-step waits for the copy too
+    for ctype, n_jobs in runs:
+        monkeypatch.setattr(_numba_em, "copy_unit", dying)
+        fits.append(_fit(X, lengths, 3, ctype=ctype, n_jobs=n_jobs))
+        monkeypatch.setattr(_numba_em, "copy_unit", real)
+    assert len(died) == len(runs)
+    _general_loop(monkeypatch)
+    for (ctype, _), fit in zip(runs, fits, strict=True):
+        _assert_same_bits(fit, _fit(X, lengths, 3, ctype=ctype))
+
+
+@needs_numba
+def test_a_layout_copy_stays_off_where_it_cannot_help():
+    from tying.hmm.forward_backward import LaneLayout
+
+    X = _data(28, 2, 2, [30] * 40)
+    one_unit = LaneLayout(X, np.zeros(2), SequenceBatch.from_lengths([30] * 40), fill=False)
+    one_unit.start_fill(2)  # one unit: nothing to share
+    long = LaneLayout(X, np.zeros(2), SequenceBatch.from_lengths([600, 600]), fill=False)
+    long.start_fill(2)  # units of few long sequences: the NumPy copy
+    single = LaneLayout(X, np.zeros(2), SequenceBatch.from_lengths([30] * 40), fill=False)
+    single.start_fill(1)
+    assert one_unit._copy is None and long._copy is None and single._copy is None
+
+
+@needs_numba
+@pytest.mark.parametrize(
+    ("lengths", "min_rows"),
+    [
+        ([40] * 150, 3_000),  # the goal shape scaled down: 80 and 72 lanes
+        ([50] * 200, 5_000),  # 104 and 96 lanes
+        (list(np.random.default_rng(5).integers(1, 120, 150)), 4_000),  # mixed lengths
+    ],
+    ids=["80-72", "104-96", "mixed"],
+)
+def test_two_unequal_units_balance_by_a_tail_item_with_the_same_bits(
+    lengths, min_rows, monkeypatch
+):
+    """On two threads the costlier unit's last steps' densities are a separate item, made
+    first by the thread that then takes the cheaper unit; one thread has no such item.
+    Every fit has the general loop's bits (densities are elementwise)."""
+    from tying.hmm import _numba_em
+
+    monkeypatch.setattr(compiled, "MIN_ROWS", min_rows)
+    X = _data(29, 4, 3, lengths)
+    batch = SequenceBatch.from_lengths(lengths)
+    plans = {}
+    for n_jobs in (1, 2):
+        m = _fit(X, lengths, 4, n_iter=1, n_jobs=n_jobs)
+        context = m._em_context(X, batch)
+        plans[n_jobs] = fused_em.FusedEM.for_model(m, context, m._mstep_fast(context)).plan
+    ut, order = plans[2]["ut"], plans[2]["order"]
+    assert len(ut) == 2 and order[0] < 0  # two units, the tail item first
+    big = -1 - order[0]
+    assert order[1] == big and 0 < ut[big, _numba_em.U_TAIL] < ut[big, _numba_em.U_T]
+    assert (plans[1]["order"] >= 0).all()
+    assert (plans[1]["ut"][:, _numba_em.U_TAIL] == plans[1]["ut"][:, _numba_em.U_T]).all()
+    fits = [_fit(X, lengths, 4, n_jobs=n) for n in (1, 2, 3)]
+    _general_loop(monkeypatch)
+    ref = _fit(X, lengths, 4)
+    for fit in fits:
+        _assert_same_bits(fit, ref)
+
+
+@needs_numba
+@pytest.mark.parametrize(
+    ("head", "tail", "rest", "expected_steps"),
+    [
+        (1000, 100, 800, 11),  # 15 steps (10 cycles each) even them: a quarter of the way
+        (1000, 100, 1100, 8),  # the cheaper unit is the costlier now: toward one step
+        (10**9, 100, 800, 20),  # one slow item: toward half the unit at most
+        (0, 100, 800, 10),  # nothing measured: unchanged
+    ],
+)
+def test_the_tail_item_is_resized_toward_even_threads(head, tail, rest, expected_steps):
+    """``_rebalance``: the tail of unit 1 (T=100 steps, 10 in the tail) from the items'
+    cycles: a quarter of the way toward the steps that even the two threads at the
+    tail's cycles per step, within [1, T/2]."""
+    from tying.hmm import _numba_em
+
+    order = np.array([-2, 1, 0], dtype=np.int64)
+    ut = np.zeros((2, _numba_em.U_COLS), dtype=np.int64)
+    ut[1, _numba_em.U_T], ut[1, _numba_em.U_TAIL] = 100, 90
+    ctl = np.zeros(_numba_em.CTL_SIZE + 3, dtype=np.int64)
+    ctl[_numba_em.CTL_SIZE :] = tail, head, rest
+    _numba_em._rebalance(ctl, order, ut)
+    assert ut[1, _numba_em.U_T] - ut[1, _numba_em.U_TAIL] == expected_steps
+
+
+@needs_numba
+def test_two_fits_on_two_threads_at_once_share_the_pools_and_plans_and_keep_their_bits(
+    monkeypatch,
+):
+    """Two n_jobs=2 fits of the same lengths from two threads at once: one helper pool
+    thread and one kept plan between them; neither hangs (each queues its lane copy and
+    its helper behind the other's), and each has its own data's general-loop bits."""
+    monkeypatch.setattr(compiled, "MIN_ROWS", 3_000)
+    lengths = [40] * 150
+    data = [_data(30 + i, 4, 3, lengths) for i in range(2)]
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        for _ in range(5):
+            futures = [ex.submit(_fit, X, lengths, 4, n_jobs=2) for X in data]
+            fits = [f.result(timeout=120) for f in futures]
+    _general_loop(monkeypatch)
+    for X, fit in zip(data, fits, strict=True):
+        _assert_same_bits(fit, _fit(X, lengths, 4))

@@ -34,16 +34,29 @@ from tying.hmm._numba_kernels import (
     lanes_fb_stats,
     mstep_diag_untied,
     sum_first_axis,
+    to_lanes,
 )
 
 _JIT = {"nogil": True, "cache": True, "error_model": "numpy"}  # no fastmath: NumPy's bits
 
 # control words of the shared int64 array ``ctl``
 CLAIM, DONE, STOP, DEAD, LEFT = 0, 1, 2, 3, 4  # LEFT: helpers out of :func:`worker`
-CTL_SIZE = 8
+TAIL = 5  # 1 once this iteration's tail item (see ``order``) is done
+CTL_SIZE = 8  # then, per item of ``order``, the CPU cycles it took this iteration
+# a lane layout's copy state ``fill`` (``LaneLayout.fill_state``): per unit, its rows are
+# not yet copied into its lanes (0), being copied by a thread that claimed them (1), or
+# there (2); the last entry is set when a thread died while copying
+NOT_COPIED, COPYING, COPIED = 0, 1, 2
 # the unit table's columns (one row per unit, int64)
-(U_T, U_S, U_NREAL, U_XL, U_XCL, U_IC, U_M, U_B, U_ALPHA, U_NACT, U_LENS, U_SLOT) = range(12)
-U_COLS = 12
+(U_T, U_S, U_NREAL, U_XL, U_XCL, U_IC, U_M, U_B, U_ALPHA, U_NACT, U_LENS, U_SLOT,
+ U_START, U_TAIL) = range(14)  # fmt: skip
+U_COLS = 14  # U_START: the unit's lanes' first rows of X (S values) in ``ints``
+# U_TAIL: the first step of the unit's tail, whose densities another thread may make
+# (the item ``-1 - u`` of ``order``, claimed before the unit): T when it has none
+# ``order``: the items threads claim in turn; ``u >= 0`` a unit's E-step, ``-1 - u`` the
+# densities (and their exp) of unit u's tail steps, which balance two unequal units: the
+# thread with the smaller unit makes them first, the other waits for them (``ctl[TAIL]``)
+# only after its own densities of the steps before
 # ``fns``: addresses of NumPy's exp/log loops (and their data) and of libc's sched_yield, usleep
 F_EXP, F_EXP_DATA, F_LOG, F_LOG_DATA, F_YIELD, F_SLEEP = range(6)
 # waiting: pause-spin for SPIN cycles (about 20 us at 2.6 GHz), then yield the core
@@ -76,6 +89,23 @@ def atomic_add(typingctx, arr, idx, val):
         ptr = _item_pointer(context, builder, sig, args)
         value = context.cast(builder, args[2], sig.args[2], types.int64)
         return builder.atomic_rmw("add", ptr, value, "seq_cst")
+
+    return sig, codegen
+
+
+@intrinsic
+def atomic_cas(typingctx, arr, idx, expected, new):
+    """``old = arr[idx]; if old == expected: arr[idx] = new`` as one atomic step; ``old``."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.int64):
+        return None
+    sig = types.int64(arr, idx, expected, new)
+
+    def codegen(context, builder, sig, args):
+        ptr = _item_pointer(context, builder, sig, args)
+        cmp = context.cast(builder, args[2], sig.args[2], types.int64)
+        val = context.cast(builder, args[3], sig.args[3], types.int64)
+        pair = builder.cmpxchg(ptr, cmp, val, "seq_cst", "seq_cst")
+        return builder.extract_value(pair, 0)
 
     return sig, codegen
 
@@ -213,11 +243,41 @@ def _back_off(t0, fns):
         call_int(fns[F_SLEEP], 100)
 
 
+# ---------------------------------------------------------------- the lane copy
+@numba.njit(**_JIT)
+def copy_unit(fill, u, X, center, lane_start, n_act, XL, XcL, fns):
+    """Make unit ``u``'s lanes hold their rows (``to_lanes``), whichever thread asks first:
+    claim the copy (``fill[u]``: 0 -> 1), make it, mark it there (2); or, when another
+    thread holds the claim, wait for its mark (copy it here if that thread died)."""
+    if atomic_cas(fill, u, NOT_COPIED, COPYING) != NOT_COPIED:
+        t0 = cycles()
+        while True:
+            if atomic_load(fill, u) == COPIED:
+                return
+            if atomic_load(fill, fill.shape[0] - 1) != 0:  # its thread died: copy it here
+                break  # (the same values as that thread would have written)
+            _back_off(t0, fns)
+    to_lanes(X, center, lane_start, n_act, XL, XcL)
+    atomic_store(fill, u, COPIED)
+
+
 # ---------------------------------------------------------------- one unit
 @numba.njit(**_JIT)
-def _unit(u, ut, block_a, block_b, ints, start, trans, means, prec, const, fns, ll_u, bad_u,
-          xi_u, first_u, n_u, sx_u, sxx_u):  # fmt: skip
-    """Unit ``u``'s E-step, as ``forward_backward_stats.work`` runs it for a lane unit."""
+def _densities(XL, n_act, means, prec, const, b, m, fns, t0, t1):
+    """Steps ``t0..t1-1`` of a unit: shifted log-densities, then NumPy's ``exp`` of them
+    (elementwise both: the same bits however the steps are cut)."""
+    if t1 > t0:
+        lanes_density_diag(XL[t0:t1], n_act[t0:t1], means, prec, const, b[t0:t1], m[t0:t1])
+        ufunc_in_place(fns[F_EXP], fns[F_EXP_DATA], b[t0:t1])
+
+
+@numba.njit(**_JIT)
+def _unit(u, tail, ctl, fill, X, center, ut, block_a, block_b, ints, start, trans, means, prec,
+          const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u):  # fmt: skip
+    """Unit ``u``'s E-step, as ``forward_backward_stats.work`` runs it for a lane unit;
+    first, unless ``fill[u]`` says they are there, the copy of its rows of ``X`` into
+    its lanes (:func:`copy_unit`), as ``LaneLayout.fill`` makes it. ``tail < 0``: only
+    the densities of the unit's tail steps (see ``order``), then ``ctl[TAIL] = 1``."""
     T, S, n_real = ut[u, U_T], ut[u, U_S], ut[u, U_NREAL]
     D, K = means.shape[1], means.shape[0]
     XL = block_a[ut[u, U_XL] : ut[u, U_XL] + T * D * S].reshape((T, D, S))
@@ -229,8 +289,16 @@ def _unit(u, ut, block_a, block_b, ints, start, trans, means, prec, const, fns, 
     n_act = ints[ut[u, U_NACT] : ut[u, U_NACT] + T]
     lens = ints[ut[u, U_LENS] : ut[u, U_LENS] + n_real]
     lo = ut[u, U_SLOT]  # the unit's real lanes' slots in ll_u, bad_u
-    lanes_density_diag(XL, n_act, means, prec, const, b, m)
-    ufunc_in_place(fns[F_EXP], fns[F_EXP_DATA], b)
+    if atomic_load(fill, u) != COPIED:
+        copy_unit(fill, u, X, center, ints[ut[u, U_START] : ut[u, U_START] + S], n_act, XL,
+                  XcL, fns)  # fmt: skip
+    t1 = ut[u, U_TAIL]  # the steps before the tail (all T when it has none)
+    if tail < 0:  # the tail item: only the tail's densities
+        _densities(XL, n_act, means, prec, const, b, m, fns, t1, T)
+        return
+    _densities(XL, n_act, means, prec, const, b, m, fns, 0, t1)
+    if t1 < T and not _wait(ctl, TAIL, 1, False, fns):  # the tail's thread died: here then
+        _densities(XL, n_act, means, prec, const, b, m, fns, t1, T)  # (the same values)
     lanes_fb_stats(
         start, trans, b, m, n_act, lens, XcL, False, alpha, ic,
         ll_u[lo : lo + n_real], bad_u[lo : lo + n_real],
@@ -239,27 +307,34 @@ def _unit(u, ut, block_a, block_b, ints, start, trans, means, prec, const, fns, 
 
 
 @numba.njit(**_JIT)
-def _take_units(ctl, order, ut, block_a, block_b, ints, start, trans, means, prec, const, fns,
-                ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u):  # fmt: skip
-    """Run units while there are unclaimed ones (the costliest first)."""
+def _take_units(ctl, order, fill, X, center, ut, block_a, block_b, ints, start, trans, means,
+                prec, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u):  # fmt: skip
+    """Run the items of ``order`` while there are unclaimed ones."""
     U = order.shape[0]
     while True:
         c = atomic_add(ctl, CLAIM, 1)
         if c >= U:
             return
-        _unit(order[c], ut, block_a, block_b, ints, start, trans, means, prec, const, fns,
-              ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u)  # fmt: skip
+        item = order[c]
+        u = item if item >= 0 else -1 - item
+        t0 = cycles()
+        _unit(u, item, ctl, fill, X, center, ut, block_a, block_b, ints, start, trans, means,
+              prec, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u)  # fmt: skip
+        ctl[CTL_SIZE + c] = cycles() - t0  # seen by the caller with DONE (below)
+        if item < 0:
+            atomic_store(ctl, TAIL, 1)
         atomic_add(ctl, DONE, 1)
 
 
 @numba.njit(**_JIT)
-def worker(ctl, order, ut, block_a, block_b, ints, start, trans, means, prec, const, fns,
-           ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u):  # fmt: skip
+def worker(ctl, order, fill, X, center, ut, block_a, block_b, ints, start, trans, means,
+           prec, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u):  # fmt: skip
     """A helper thread's whole fit: wait for units to claim, run them, until ``ctl[STOP]``."""
     U = order.shape[0]
     while _wait(ctl, CLAIM, U, True, fns):
-        _take_units(ctl, order, ut, block_a, block_b, ints, start, trans, means, prec, const,
-                    fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u)  # fmt: skip
+        _take_units(ctl, order, fill, X, center, ut, block_a, block_b, ints, start, trans,
+                    means, prec, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u,
+                    sxx_u)  # fmt: skip
     atomic_add(ctl, LEFT, 1)  # the last write of this thread
 
 
@@ -273,8 +348,30 @@ def wait_left(ctl, n, fns):
 
 
 @numba.njit(**_JIT)
-def em_step(ctl, order, ut, block_a, block_b, ints, start, trans, means, prec, const, fns,
-            ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u,
+def _rebalance(ctl, order, ut):
+    """Resize the tail item (``order[0]``, of unit ``order[1]``) from this iteration's
+    item times (``ctl[CTL_SIZE:]``): move half the difference between the costlier
+    unit's thread and the other's, at the tail's measured cycles per step, a quarter
+    of the way there per iteration (item times vary by a few percent between
+    iterations; one slow item moves it little). Where the tail ends changes no bit:
+    densities are elementwise."""
+    big = -1 - order[0]
+    T, t1 = ut[big, U_T], ut[big, U_TAIL]
+    steps = T - t1
+    tail, head = ctl[CTL_SIZE], ctl[CTL_SIZE + 1]
+    rest = 0
+    for c in range(2, order.shape[0]):
+        rest += ctl[CTL_SIZE + c]
+    if steps <= 0 or tail <= 0 or head <= 0 or rest <= 0:
+        return
+    want = 0.5 * (head + tail - rest) / (tail / steps)  # steps that even the two threads
+    delta = min(max(int(want + 0.5), 1), T // 2) - steps
+    ut[big, U_TAIL] = T - (steps + (delta + 2) // 4)  # a quarter of the way (rounded)
+
+
+@numba.njit(**_JIT)
+def em_step(ctl, order, fill, X, center_x, ut, block_a, block_b, ints, start, trans, means,
+            prec, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u,
             slot_seq, ll, xi, first, nsum, sx, sxx,
             learn, sp_prior, tp_prior, w, mu0, center, covars, cp, cw, min_covar, empty,
             log2pi, logp):  # fmt: skip
@@ -292,17 +389,23 @@ def em_step(ctl, order, ut, block_a, block_b, ints, start, trans, means, prec, c
         caller redoes this E-step on the general path), or -1 when a helper thread
         died (``ctl[DEAD]``).
     """
-    U = order.shape[0]
+    U = order.shape[0]  # items: the units, and a tail item
     K, D = means.shape
+    copied = True  # every unit's lanes copied before this iteration (no copy in its times)
+    for u in range(ut.shape[0]):
+        copied = copied and atomic_load(fill, u) == COPIED
     atomic_store(ctl, DONE, 0)
+    atomic_store(ctl, TAIL, 0)
     atomic_store(ctl, CLAIM, 0)  # the helpers may start: this iteration's parameters are set
-    _take_units(ctl, order, ut, block_a, block_b, ints, start, trans, means, prec, const, fns,
-                ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u)  # fmt: skip
+    _take_units(ctl, order, fill, X, center_x, ut, block_a, block_b, ints, start, trans, means,
+                prec, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u)  # fmt: skip
     if not _wait(ctl, DONE, U, False, fns):  # every claimed unit has been written
         if atomic_load(ctl, DEAD) != 0:
             return -1
+    if order[0] < 0 and copied:
+        _rebalance(ctl, order, ut)
     n_bad = 0
-    for u in range(U):
+    for u in range(ut.shape[0]):
         lo, n_real = ut[u, U_SLOT], ut[u, U_NREAL]
         for i in range(n_real):
             ll[slot_seq[lo + i]] = ll_u[lo + i]
@@ -372,10 +475,11 @@ def np_sum(a):
 
 
 @numba.njit(**_JIT)
-def em_run(n_max, tol, prev, budget, history, ctl, order, ut, block_a, block_b, ints, start,
-           trans, means, prec, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u,
-           slot_seq, ll, xi, first, nsum, sx, sxx, learn, sp_prior, tp_prior, w, mu0, center,
-           covars, cp, cw, min_covar, empty, log2pi, logp):  # fmt: skip
+def em_run(n_max, tol, prev, budget, history, ctl, order, fill, X, center_x, ut, block_a,
+           block_b, ints, start, trans, means, prec, const, fns, ll_u, bad_u, xi_u, first_u,
+           n_u, sx_u, sxx_u, slot_seq, ll, xi, first, nsum, sx, sxx, learn, sp_prior,
+           tp_prior, w, mu0, center, covars, cp, cw, min_covar, empty, log2pi,
+           logp):  # fmt: skip
     """Up to ``n_max`` iterations of :func:`em_step`, each one's total log-likelihood
     (``ll.sum()``, NumPy's bits) in ``history``; stops after the first whose gain over
     the one before (``prev`` for the first; NaN: none) is below ``tol`` (the
@@ -389,10 +493,11 @@ def em_run(n_max, tol, prev, budget, history, ctl, order, ut, block_a, block_b, 
     """
     t0 = cycles()
     for i in range(n_max):
-        status = em_step(ctl, order, ut, block_a, block_b, ints, start, trans, means, prec,
-                         const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u, slot_seq,
-                         ll, xi, first, nsum, sx, sxx, learn, sp_prior, tp_prior, w, mu0,
-                         center, covars, cp, cw, min_covar, empty, log2pi, logp)  # fmt: skip
+        status = em_step(ctl, order, fill, X, center_x, ut, block_a, block_b, ints, start, trans,
+                         means, prec, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u,
+                         sxx_u, slot_seq, ll, xi, first, nsum, sx, sxx, learn, sp_prior,
+                         tp_prior, w, mu0, center, covars, cp, cw, min_covar, empty, log2pi,
+                         logp)  # fmt: skip
         if status != 0:
             return i, status
         total = np_sum(ll)

@@ -881,6 +881,8 @@ class BaseHMM:
     def _to_groups(self, kind: str, name: str, values: np.ndarray) -> np.ndarray:
         """Per-group values from per-state ``values`` that agree within each group."""
         values = np.asarray(values, dtype=np.float64)
+        if values.ndim and len(values) == self.n_components and self.ties_._untied(kind):
+            return values.copy()  # every state its own group, in order: nothing to compare
         out = []
         for group in self.ties_.groups(kind):
             first = values[group[0]]

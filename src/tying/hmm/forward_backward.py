@@ -40,7 +40,10 @@ TINY = 1e-290
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import math
+import threading
 
 import numpy as np
 from scipy.special import logsumexp
@@ -419,6 +422,9 @@ class LaneLayout:
         center: ``(D,)`` centre of the statistics.
         batch: the sequences of ``X``.
         n_jobs: threads that copy the units' lanes (None: the module default).
+        fill: copy the rows into the lanes now; with False the lanes are copied by
+            :meth:`fill` (which :func:`forward_backward_stats` calls), or by the
+            compiled EM loop's threads, each copying the units it computes first.
 
     Example:
         >>> from tying.hmm import compiled
@@ -434,12 +440,17 @@ class LaneLayout:
     """
 
     def __init__(
-        self, X: np.ndarray, center: np.ndarray, batch: SequenceBatch, n_jobs: int | None = None
+        self,
+        X: np.ndarray,
+        center: np.ndarray,
+        batch: SequenceBatch,
+        n_jobs: int | None = None,
+        *,
+        fill: bool = True,
     ):
         kernels = compiled._kernels()
         if kernels is None:
             raise RuntimeError("LaneLayout needs the compiled kernels (numba)")
-        LANE_BLOCK = kernels.LANE_BLOCK
         X = np.ascontiguousarray(X, dtype=np.float64)
         center = np.ascontiguousarray(center, dtype=np.float64)
         # read-only copies, checked on every use: the caller's arrays edited in place
@@ -449,37 +460,102 @@ class LaneLayout:
             batch.lengths.copy(),
             _frozen_copy(X),
         )
-        self.edges = compiled.units(batch.lengths)
+        #: what the units depend on (the lengths' values, D, the unit constants): a key
+        #: for what is planned from them, never from the data
+        self.plan_key, self.edges, plans = _unit_plans(batch, X.shape[1], kernels.LANE_BLOCK)
         self.units = []
-        D = X.shape[1]
-        plans = []  # (unit, its lane arrays' shapes) before anything is allocated
-        for lo, hi in zip(self.edges[:-1], self.edges[1:], strict=True):
-            if hi - lo < LANE_BLOCK // 2:  # few (long) sequences: lanes would be mostly empty
-                r0, r1 = int(batch.starts[lo]), int(batch.starts[hi - 1] + batch.lengths[hi - 1])
-                # the density has no recursion: it runs on the rows dealt out over 64
-                # lanes (8 for short units), which the lane kernels vectorise
-                R = r1 - r0
-                S = LANE_BLOCK * (8 if R >= 4096 else 1)
-                Tp = -(-R // S)
-                n_act = np.full(Tp, S, dtype=np.int64)
-                n_act[-1] = R - (Tp - 1) * S
-                unit = {"kind": "rows", "lo": int(lo), "hi": int(hi), "r0": r0, "r1": r1,
-                        "seqs": np.arange(lo, hi), "n_act": n_act}  # fmt: skip
-                plans.append((unit, {"XL": (Tp, D, S), "XcL": (Tp, D, S), "m": (Tp, S)}))
-                continue
-            seqs = lo + np.argsort(-batch.lengths[lo:hi], kind="stable")
-            lens = batch.lengths[seqs]
-            T = int(lens[0])
-            S = -(-len(seqs) // LANE_BLOCK) * LANE_BLOCK  # whole lane blocks (padding lanes)
-            n_act = np.searchsorted(-lens, -np.arange(T), side="left").astype(np.int64)
-            lane_start = np.zeros(S, dtype=np.int64)
-            lane_start[: len(seqs)] = batch.starts[seqs]
-            unit = {"kind": "lanes", "seqs": seqs, "lens": lens, "n_act": n_act,
-                    "start": lane_start}  # fmt: skip
-            plans.append((unit, {"XL": (T, D, S), "XcL": (T, D, S), "ic": (T, S), "m": (T, S)}))
-        for unit, arrays in zip((u for u, _ in plans), _arena([a for _, a in plans]), strict=True):
-            unit.update(arrays)
-            self.units.append(unit)
+        for (static, _), arrays in zip(plans, _arena([a for _, a in plans]), strict=True):
+            self.units.append(static | arrays)  # a fresh dict: the plan's is shared
+
+        # a unit's work: its lane-steps (padding lanes included: the loops run over them)
+        self.cost = [u["XL"].shape[0] * u["XL"].shape[2] for u in self.units]
+        self._K = None
+        #: per unit: its lanes not copied yet (0), being copied (1), copied (2); the last
+        #: entry is set when a thread died while copying (``_numba_em.copy_unit``)
+        self.fill_state = np.zeros(len(self.units) + 1, dtype=np.int64)
+        self.filled = False
+        self._copy = None  # the copy started on a helper thread (:meth:`start_fill`)
+        if fill:
+            self.fill(n_jobs)
+
+    def start_fill(self, n_jobs: int | None = None) -> None:
+        """Start copying the lanes on a helper thread while the calling thread goes on.
+
+        The copy is shared out by unit: whichever thread needs a unit's lanes first
+        (this helper, :meth:`fill`, or the compiled EM loop's E-step) claims that
+        unit's copy; a thread that finds it claimed waits for it. Nothing happens for
+        one thread, units of few long sequences, or when the compiled EM loop cannot
+        run here (its waits are its own).
+
+        Args:
+            n_jobs: the fit's threads (None: the module default).
+
+        Example:
+            >>> from tying.hmm import compiled
+            >>> if compiled.available():
+            ...     lay = LaneLayout(np.arange(40.0)[:, None], np.zeros(1),
+            ...                      SequenceBatch.from_lengths([1] * 40), fill=False)
+            ...     lay.start_fill(2)  # one unit of 40 lanes: nothing to share, no helper
+            ...     lay.fill()  # copies here (or waits for what a helper holds)
+            ...     print(lay.filled, lay.units[0]["XL"][0, 0, :3].tolist())
+            ... else:
+            ...     print(True, [0.0, 1.0, 2.0])
+            True [0.0, 1.0, 2.0]
+        """
+        n_jobs = compiled.resolve_n_jobs(n_jobs)
+        n_help = min(n_jobs, len(self.units)) - 1
+        if self.filled or self._copy is not None or n_help < 1:
+            return
+        if any(unit["kind"] != "lanes" for unit in self.units):
+            return
+        from tying.hmm import _numba_em, fused_em
+
+        fns = fused_em._fns(_numba_em)
+        if fns is None:
+            return
+        # the helper copies the cheapest units first: the calling thread's E-step takes
+        # the costliest first, and copies it itself if the helper has not reached it
+        order = np.argsort(np.asarray(self.cost), kind="stable")
+        self._copy = {"kernels": _numba_em, "fns": fns}
+        pool = compiled._pool(n_help, "tying-hmm-em")  # the compiled EM loop's helpers
+        self._copy["future"] = pool.submit(self._copy_units, order)
+
+    def _copy_units(self, order) -> None:
+        """Claim and copy each unit of ``order`` not claimed yet; wait for the others."""
+        kernels, fns = self._copy["kernels"], self._copy["fns"]
+        try:
+            for u in order:
+                unit = self.units[int(u)]
+                kernels.copy_unit(
+                    self.fill_state, int(u), self.X, self.center, unit["start"],
+                    unit["n_act"], unit["XL"], unit["XcL"], fns,
+                )  # fmt: skip
+        except BaseException:
+            self.fill_state[-1] = 1  # a thread waiting for a unit this one held copies it
+            raise
+
+    def stop_fill(self) -> None:
+        """Cancel the helper's copy if its thread has not started it (it would only find
+        the units copied)."""
+        if self._copy is not None:
+            self._copy["future"].cancel()
+
+    def fill(self, n_jobs: int | None = None) -> None:
+        """Copy the rows of ``X`` into every unit's lanes (a no-op once they hold them).
+
+        Args:
+            n_jobs: threads that copy (None: the module default); each unit writes
+                only its own lanes.
+        """
+        if self.filled:
+            return
+        if self._copy is not None:  # shared with the helper of start_fill, by unit
+            self.stop_fill()
+            self._copy_units(np.argsort(-np.asarray(self.cost), kind="stable"))
+            self.filled = True
+            return
+        kernels = compiled._kernels()
+        X, center = self.X, self.center
 
         def fill(u):  # each unit writes only its own lanes
             unit = self.units[u]
@@ -489,10 +565,9 @@ class LaneLayout:
                 _deal_rows(X[unit["r0"] : unit["r1"]], unit["XL"])
                 _deal_rows(X[unit["r0"] : unit["r1"]] - center, unit["XcL"])
 
-        # a unit's work: its lane-steps (padding lanes included: the loops run over them)
-        self.cost = [u["XL"].shape[0] * u["XL"].shape[2] for u in self.units]
         compiled._run_units(fill, len(self.units), compiled.resolve_n_jobs(n_jobs), self.cost)
-        self._K = None
+        self.fill_state[:-1] = 2
+        self.filled = True
 
     def scratch(self, u: int, K: int) -> tuple[np.ndarray, np.ndarray]:
         """Unit ``u``'s ``(T, K, S)`` buffers for the emissions and the forward pass.
@@ -537,6 +612,64 @@ class LaneLayout:
         self._K = K
 
 
+#: the unit plans of the last few sequence layouts (see :func:`_unit_plans`)
+_PLANS: collections.OrderedDict = collections.OrderedDict()
+_PLANS_KEPT = 8
+_PLANS_LOCK = threading.Lock()
+
+
+def _unit_plans(batch: SequenceBatch, D: int, LANE_BLOCK: int) -> tuple[tuple, np.ndarray, list]:
+    """The work units of ``batch`` and each one's lane arrays' shapes, before anything is
+    allocated: ``(key, edges, [(unit, shapes), ...])``.
+
+    They depend on the sequence lengths, ``D`` and the unit constants of
+    :mod:`~tying.hmm.compiled` only (never on the data), so the plans of the last
+    few keys are kept, keyed by the lengths' values (not an array's identity): a
+    refit of the same sequences skips the planning (0.2-0.4 ms at 150 x 400, run
+    cold after the previous fit). Callers must not write into the plans' arrays.
+    """
+    key = (
+        batch.lengths.dtype.str, batch.lengths.tobytes(), D, LANE_BLOCK,
+        compiled.UNITS, compiled.MIN_ROWS, compiled.MAX_LANES,
+    )  # fmt: skip
+    with _PLANS_LOCK:
+        hit = _PLANS.get(key)
+        if hit is not None:
+            _PLANS.move_to_end(key)
+            return (key, *hit)
+    edges = compiled.units(batch.lengths)
+    plans = []  # (unit, its lane arrays' shapes) before anything is allocated
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        if hi - lo < LANE_BLOCK // 2:  # few (long) sequences: lanes would be mostly empty
+            r0, r1 = int(batch.starts[lo]), int(batch.starts[hi - 1] + batch.lengths[hi - 1])
+            # the density has no recursion: it runs on the rows dealt out over 64
+            # lanes (8 for short units), which the lane kernels vectorise
+            R = r1 - r0
+            S = LANE_BLOCK * (8 if R >= 4096 else 1)
+            Tp = -(-R // S)
+            n_act = np.full(Tp, S, dtype=np.int64)
+            n_act[-1] = R - (Tp - 1) * S
+            unit = {"kind": "rows", "lo": int(lo), "hi": int(hi), "r0": r0, "r1": r1,
+                    "seqs": np.arange(lo, hi), "n_act": n_act}  # fmt: skip
+            plans.append((unit, {"XL": (Tp, D, S), "XcL": (Tp, D, S), "m": (Tp, S)}))
+            continue
+        seqs = lo + np.argsort(-batch.lengths[lo:hi], kind="stable")
+        lens = batch.lengths[seqs]
+        T = int(lens[0])
+        S = -(-len(seqs) // LANE_BLOCK) * LANE_BLOCK  # whole lane blocks (padding lanes)
+        n_act = np.searchsorted(-lens, -np.arange(T), side="left").astype(np.int64)
+        lane_start = np.zeros(S, dtype=np.int64)
+        lane_start[: len(seqs)] = batch.starts[seqs]
+        unit = {"kind": "lanes", "seqs": seqs, "lens": lens, "n_act": n_act,
+                "start": lane_start}  # fmt: skip
+        plans.append((unit, {"XL": (T, D, S), "XcL": (T, D, S), "ic": (T, S), "m": (T, S)}))
+    with _PLANS_LOCK:
+        _PLANS[key] = (edges, plans)
+        while len(_PLANS) > _PLANS_KEPT:
+            _PLANS.popitem(last=False)
+    return key, edges, plans
+
+
 def _deal_rows(rows: np.ndarray, out: np.ndarray) -> None:
     """``out[t, :, s] = rows[t S + s]`` for ``out (Tp, width, S)``; 0 past the last row."""
     Tp, width, S = out.shape
@@ -556,7 +689,7 @@ def _arena(shapes: list[dict]) -> list[dict]:
     faults and 3.2 ms of system time, about 6 % of a diag fit of 200 x 500,
     when each array was its own). Each array starts on a 64-byte boundary.
     """
-    sizes = [[int(np.prod(shape)) for shape in d.values()] for d in shapes]
+    sizes = [[math.prod(shape) for shape in d.values()] for d in shapes]
     step = 8  # float64s in 64 bytes
     total = sum(-(-n // step) * step for row in sizes for n in row)
     block = np.empty(total + step)
@@ -669,6 +802,7 @@ def forward_backward_stats(
             f"the statistics would be of that data; build the LaneLayout from the same X, "
             f"center and batch"
         )
+    layout.fill(n_jobs)  # a layout made with fill=False copies its lanes on first use
     n_seq, K, D = batch.n_sequences, A.shape[0], X.shape[1]
     U = len(layout.units)
     ll = np.empty(n_seq)

@@ -35,9 +35,11 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import logging
 import platform
+import threading
 
 import numpy as np
 
@@ -137,6 +139,77 @@ def _offset(a: np.ndarray, block: np.ndarray) -> int:
     return (a.__array_interface__["data"][0] - block.__array_interface__["data"][0]) // 8
 
 
+#: the unit tables of the last few (lane layout, K): they depend on the lengths, D, K
+#: and the unit constants only (``LaneLayout.plan_key``), never on the data
+_TABLES: collections.OrderedDict = collections.OrderedDict()
+_TABLES_KEPT = 8
+_TABLES_LOCK = threading.Lock()
+
+
+#: the densities' (and their exp's) share of a lane unit's E-step, measured at K=8, D=4:
+#: sizes the tail item for the first iteration; the compiled loop then resizes it from
+#: the items' measured times (``_numba_em._rebalance``)
+DENSITY_SHARE = 1 / 3
+
+
+def _unit_tables(layout, block_a, block_b, base_a, base_b, balance):
+    """The compiled loop's unit table (offsets relative to the arenas' first arrays), the
+    units' integer arrays, each real lane's sequence, and the items threads claim (the
+    units, costliest first; with ``balance`` and two units of unequal cost, first a tail
+    item: see ``_numba_em``); None when a unit's arrays are not carved from the arenas.
+
+    The tail item moves the densities of the costlier unit's last steps to the thread
+    of the cheaper one, about half their difference: two units of 80 and 72 lanes (150
+    sequences of 400 steps; lanes come in blocks of 8) scale at most 152/80 = 1.9x on
+    two threads, about 1.95x with it. Densities are elementwise, so the bits do not change.
+    """
+    from tying.hmm import _numba_em
+
+    U = len(layout.units)
+    ut = np.zeros((U, _numba_em.U_COLS), dtype=np.int64)
+    ints, slot_seq = [], []
+    n_int = slot = 0
+    try:
+        for u, unit in enumerate(layout.units):
+            T, _, S = unit["XL"].shape
+            n_real = len(unit["seqs"])
+            ut[u, :3] = T, S, n_real
+            for col, name, block, base in (
+                (_numba_em.U_XL, "XL", block_a, base_a),
+                (_numba_em.U_XCL, "XcL", block_a, base_a),
+                (_numba_em.U_IC, "ic", block_a, base_a),
+                (_numba_em.U_M, "m", block_a, base_a),
+                (_numba_em.U_B, "b", block_b, base_b),
+                (_numba_em.U_ALPHA, "alpha", block_b, base_b),
+            ):
+                ut[u, col] = _offset(unit[name], block) - base
+            ut[u, _numba_em.U_NACT] = n_int
+            ut[u, _numba_em.U_LENS] = n_int + T
+            ut[u, _numba_em.U_SLOT] = slot
+            ut[u, _numba_em.U_START] = n_int + T + n_real
+            ut[u, _numba_em.U_TAIL] = T
+            ints += [unit["n_act"], unit["lens"], unit["start"]]
+            n_int += T + n_real + S
+            slot_seq.append(unit["seqs"])
+            slot += n_real
+    except ValueError:  # a layout not carved from one block per kind
+        return None
+    ints = np.ascontiguousarray(np.concatenate(ints), dtype=np.int64)
+    slot_seq = np.ascontiguousarray(np.concatenate(slot_seq), dtype=np.int64)
+    order = np.argsort(-np.asarray(layout.cost), kind="stable").astype(np.int64)
+    if balance and U == 2:
+        big, small = (int(u) for u in order)
+        gap = layout.cost[big] - layout.cost[small]  # lane-steps
+        T, S = int(ut[big, _numba_em.U_T]), int(ut[big, _numba_em.U_S])
+        steps = min(T // 2, int(gap / (2 * S * DENSITY_SHARE)))
+        if steps > 0:
+            ut[big, _numba_em.U_TAIL] = T - steps
+            order = np.concatenate([[-1 - big], order]).astype(np.int64)
+    for a in (ut, ints, slot_seq, order):
+        a.flags.writeable = False  # shared by every fit of this key
+    return ut, ints, slot_seq, order
+
+
 class FusedEM:
     """One restart's EM iterations in compiled code (see the module docstring).
 
@@ -160,10 +233,13 @@ class FusedEM:
             model._covars, self.prec, self.const, self.logp, plan["fns"], plan["log2pi"]
         )
         learn, sp_prior, tp_prior, w, mu0, cp, cw = fast
-        self.ctl = np.zeros(kernels.CTL_SIZE, dtype=np.int64)
+        self.ctl = np.zeros(kernels.CTL_SIZE + len(plan["order"]), dtype=np.int64)
         self.ctl[kernels.CLAIM] = len(plan["order"])  # nothing to claim yet
+        self.layout = plan["layout"]
+        # lanes not copied yet are copied by the thread whose E-step needs them first
         shared = (
-            self.ctl, plan["order"], plan["ut"], plan["block_a"], plan["block_b"], plan["ints"],
+            self.ctl, plan["order"], self.layout.fill_state, self.layout.X, self.layout.center,
+            plan["ut"], plan["block_a"], plan["block_b"], plan["ints"],
             model._startprob, model._transitions, model._means, self.prec, self.const,
             plan["fns"], plan["ll_u"], plan["bad_u"], plan["xi_u"], plan["first_u"],
             plan["n_u"], plan["sx_u"], plan["sxx_u"],
@@ -207,38 +283,39 @@ class FusedEM:
         if any(u["kind"] != "lanes" for u in layout.units):
             return None
         layout.prepare(K)
-        U = len(layout.units)
         block_a = _root(layout.units[0]["XL"])
         block_b = _root(layout.units[0]["b"])
-        ut = np.zeros((U, _numba_em.U_COLS), dtype=np.int64)
-        ints, slot_seq = [], []
-        n_int = slot = 0
-        try:
-            for u, unit in enumerate(layout.units):
-                T, _, S = unit["XL"].shape
-                n_real = len(unit["seqs"])
-                ut[u, :3] = T, S, n_real
-                for col, name, block in (
-                    (_numba_em.U_XL, "XL", block_a), (_numba_em.U_XCL, "XcL", block_a),
-                    (_numba_em.U_IC, "ic", block_a), (_numba_em.U_M, "m", block_a),
-                    (_numba_em.U_B, "b", block_b), (_numba_em.U_ALPHA, "alpha", block_b),
-                ):  # fmt: skip
-                    ut[u, col] = _offset(unit[name], block)
-                ut[u, _numba_em.U_NACT] = n_int
-                ut[u, _numba_em.U_LENS] = n_int + T
-                ut[u, _numba_em.U_SLOT] = slot
-                ints += [unit["n_act"], unit["lens"]]
-                n_int += T + n_real
-                slot_seq.append(unit["seqs"])
-                slot += n_real
+        try:  # where the arenas' first arrays start (their alignment differs per allocation)
+            base_a = _offset(layout.units[0]["XL"], block_a)
+            base_b = _offset(layout.units[0]["b"], block_b)
         except ValueError:  # a layout not carved from one block per kind
             return None
+        # the tail item only where a second thread can take it (it adds a few loop
+        # starts: one thread runs without it)
+        balance = compiled.resolve_n_jobs(model.n_jobs) > 1
+        key = (layout.plan_key, K, balance)
+        with _TABLES_LOCK:
+            tables = _TABLES.get(key)
+            if tables is not None:
+                _TABLES.move_to_end(key)
+        if tables is None:
+            tables = _unit_tables(layout, block_a, block_b, base_a, base_b, balance)
+            if tables is None:
+                return None
+            with _TABLES_LOCK:
+                _TABLES[key] = tables
+                while len(_TABLES) > _TABLES_KEPT:
+                    _TABLES.popitem(last=False)
+        rel_ut, ints, slot_seq, order = tables
+        ut = rel_ut.copy()
+        ut[:, [_numba_em.U_XL, _numba_em.U_XCL, _numba_em.U_IC, _numba_em.U_M]] += base_a
+        ut[:, [_numba_em.U_B, _numba_em.U_ALPHA]] += base_b
+        U = len(layout.units)
         n_seq = len(layout.lengths)
         return {
-            "kernels": _numba_em, "fns": fns, "ut": ut, "block_a": block_a, "block_b": block_b,
-            "ints": np.ascontiguousarray(np.concatenate(ints), dtype=np.int64),
-            "slot_seq": np.ascontiguousarray(np.concatenate(slot_seq), dtype=np.int64),
-            "order": np.argsort(-np.asarray(layout.cost), kind="stable").astype(np.int64),
+            "kernels": _numba_em, "fns": fns, "ut": ut, "layout": layout,
+            "block_a": block_a, "block_b": block_b,
+            "ints": ints, "slot_seq": slot_seq, "order": order,
             "ll_u": np.empty(n_seq), "bad_u": np.zeros(n_seq, dtype=np.bool_),
             "xi_u": np.empty((U, K, K)), "first_u": np.empty((U, K)), "n_u": np.empty((U, K)),
             "sx_u": np.empty((U, D, K)), "sxx_u": np.empty((U, D, 1, K)),
@@ -256,10 +333,11 @@ class FusedEM:
         except BaseException as err:  # the caller re-raises it
             self._errors.append(err)
             self.ctl[self.plan["kernels"].DEAD] = 1
+            self.layout.fill_state[-1] = 1  # no thread waits for a copy this one held
             raise
 
     def __enter__(self) -> FusedEM:
-        n_help = min(self.plan["n_jobs"], len(self.plan["order"])) - 1
+        n_help = min(self.plan["n_jobs"], len(self.plan["ut"])) - 1  # units, not items
         if n_help > 0:
             pool = compiled._pool(n_help, "tying-hmm-em")
             self._futures = [pool.submit(self._work) for _ in range(n_help)]
@@ -267,6 +345,7 @@ class FusedEM:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.ctl[self.plan["kernels"].STOP] = 1
+        self.layout.stop_fill()  # a copy queued behind busy pool threads: never needed now
         # a helper that never started (its pool busy) is cancelled, not waited for (a
         # cancelled future counts as done only once a pool thread has dequeued it)
         running = [f for f in self._futures if not f.cancel()]
@@ -304,4 +383,6 @@ class FusedEM:
             n_max, float(tol), float(prev), BATCH_CYCLES, history, *self._step_args
         )
         self._raise_helper_error()  # also when the caller finished every unit itself
+        if not self.layout.filled and (self.layout.fill_state[:-1] == 2).all():
+            self.layout.filled = True  # an E-step ran: every unit's lanes were copied
         return history[:count].tolist(), status > 0

@@ -462,7 +462,13 @@ class GaussianHMM(BaseHMM):
         center = _column_means(X)
         context = {"center": center, "X": np.ascontiguousarray(X, dtype=np.float64)}
         if compiled._kernels() is not None:
-            context["layout"] = layout = LaneLayout(context["X"], center, batch, n_jobs=self.n_jobs)
+            # the lanes are copied by a helper thread from here on, while this thread
+            # initialises; what it has not reached, the first E-step copies (each unit
+            # by the thread that claims it first: see LaneLayout.start_fill)
+            context["layout"] = layout = LaneLayout(
+                context["X"], center, batch, n_jobs=self.n_jobs, fill=False
+            )
+            layout.start_fill(self.n_jobs)
             context["X"] = layout.X  # its own copy: the E-step's check passes by identity
         return context
 
