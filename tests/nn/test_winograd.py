@@ -379,3 +379,27 @@ def test_a_layer_pickled_before_the_algorithm_argument_runs_direct():
     del layer.__dict__["algorithm"]  # what unpickling an older layer leaves
     assert "algorithm" not in repr(layer)
     torch.testing.assert_close(layer(x), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("low", [torch.bfloat16, torch.float16])
+def test_under_cpu_autocast_it_runs_in_float32(low):
+    # it used to fail in the kernels (TypeError: unsupported ScalarType BFloat16), forward
+    # and backward: autocast turned its float32 products into bfloat16
+    x, w, b = _data(2, 3, 4, 9, 10, dtype=torch.float32)
+    y0 = W.winograd_conv2d(x, w, b, 1)
+    with torch.autocast("cpu", dtype=low):
+        y = W.winograd_conv2d(x, w, b, 1)
+        grads = torch.autograd.grad(y.square().sum(), (x, w, b))
+        xl = x.detach().to(low).requires_grad_()  # what an autocast layer before it gives
+        yl = W.winograd_conv2d(xl, w, b, 1)
+        (gxl,) = torch.autograd.grad(yl.sum(), xl)
+    assert y.dtype == torch.float32 and yl.dtype == torch.float32
+    torch.testing.assert_close(y, y0, rtol=0, atol=0)
+    for got, ref in zip(grads, torch.autograd.grad(y0.square().sum(), (x, w, b)), strict=True):
+        torch.testing.assert_close(got, ref, rtol=0, atol=0)
+    assert _rel(yl, F.conv2d(xl.double(), w.double(), b.double(), padding=1)) <= REL32
+    assert gxl.dtype == low and gxl.shape == xl.shape
+    # float64 is not autocast's to lower, here as in F.conv2d
+    x64, w64, _ = _data(1, 3, 4, 6, 6)
+    with torch.autocast("cpu", dtype=low):
+        assert W.winograd_conv2d(x64, w64, None, 1).dtype == F64
