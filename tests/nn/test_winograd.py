@@ -403,3 +403,37 @@ def test_under_cpu_autocast_it_runs_in_float32(low):
     x64, w64, _ = _data(1, 3, 4, 6, 6)
     with torch.autocast("cpu", dtype=low):
         assert W.winograd_conv2d(x64, w64, None, 1).dtype == F64
+
+
+def _tile_max(x: torch.Tensor, p: int) -> torch.Tensor:
+    """Per output, the largest |input| (over channels) in the 6×6 tile it is computed from."""
+    _, _, h, w = x.shape
+    ho, wo, th, tw = W._tiles(h, w, p)
+    a = F.pad(x.abs().amax(1, keepdim=True), (p, 4 * tw + 2 - w - p, p, 4 * th + 2 - h - p))
+    m = F.max_pool2d(a, 6, 4)
+    return m.repeat_interleave(4, 2).repeat_interleave(4, 3)[..., :ho, :wo]
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    ci=st.integers(1, 12),
+    h=st.integers(3, 19),
+    w=st.integers(3, 19),
+    p=st.integers(0, 2),
+    outlier=st.sampled_from([None, 1e3, 1e6, 1e9]),
+    seed=st.integers(0, 2**16),
+)
+def test_float32_round_off_is_bounded_per_tile(ci, h, w, p, outlier, seed):
+    # docs/nn.md: an output's error scales with the largest input of its 6×6 tile (not of
+    # its 3×3 window): |y - exact| <= 100 · 2⁻²⁴ · tile max · ‖w_co‖₁ (13.5 measured)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, ci, h, w, generator=gen)
+    wt = torch.randn(5, ci, 3, 3, generator=gen)
+    if outlier is not None:
+        x.view(-1)[torch.randint(0, x.numel(), (2,), generator=gen)] = outlier
+    y = W.winograd_conv2d(x, wt, None, p).double()
+    exact = F.conv2d(x.double(), wt.double(), padding=p)
+    bound = (
+        100 * 2.0**-24 * _tile_max(x, p).double() * wt.abs().sum((1, 2, 3)).double()[:, None, None]
+    )
+    assert ((y - exact).abs() <= bound).all()

@@ -634,7 +634,9 @@ class LiftingConv2d(_GroupConvBase):
         algorithm: ``"direct"`` (``F.conv2d``, the default) or ``"winograd"``: Winograd
             F(4×4, 3×3), 2.25× fewer multiplies, for 3×3 kernels on the CPU in
             float32/float64 (needs numba). Faster on some shapes only, with about ten
-            times the float32 round-off of ``"direct"``; see docs/nn.md.
+            times the float32 round-off of ``"direct"``, spread over each 6×6 tile: one
+            input value far above the rest spoils the outputs beside it too (use
+            ``"direct"`` for such inputs); see docs/nn.md.
         device, dtype: where and how the parameters are created.
 
     Shape:
