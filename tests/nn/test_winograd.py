@@ -379,3 +379,61 @@ def test_a_layer_pickled_before_the_algorithm_argument_runs_direct():
     del layer.__dict__["algorithm"]  # what unpickling an older layer leaves
     assert "algorithm" not in repr(layer)
     torch.testing.assert_close(layer(x), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("low", [torch.bfloat16, torch.float16])
+def test_under_cpu_autocast_it_runs_in_float32(low):
+    # it used to fail in the kernels (TypeError: unsupported ScalarType BFloat16), forward
+    # and backward: autocast turned its float32 products into bfloat16
+    x, w, b = _data(2, 3, 4, 9, 10, dtype=torch.float32)
+    y0 = W.winograd_conv2d(x, w, b, 1)
+    with torch.autocast("cpu", dtype=low):
+        y = W.winograd_conv2d(x, w, b, 1)
+        grads = torch.autograd.grad(y.square().sum(), (x, w, b))
+        xl = x.detach().to(low).requires_grad_()  # what an autocast layer before it gives
+        yl = W.winograd_conv2d(xl, w, b, 1)
+        (gxl,) = torch.autograd.grad(yl.sum(), xl)
+    assert y.dtype == torch.float32 and yl.dtype == torch.float32
+    torch.testing.assert_close(y, y0, rtol=0, atol=0)
+    for got, ref in zip(grads, torch.autograd.grad(y0.square().sum(), (x, w, b)), strict=True):
+        torch.testing.assert_close(got, ref, rtol=0, atol=0)
+    assert _rel(yl, F.conv2d(xl.double(), w.double(), b.double(), padding=1)) <= REL32
+    assert gxl.dtype == low and gxl.shape == xl.shape
+    # float64 is not autocast's to lower, here as in F.conv2d
+    x64, w64, _ = _data(1, 3, 4, 6, 6)
+    with torch.autocast("cpu", dtype=low):
+        assert W.winograd_conv2d(x64, w64, None, 1).dtype == F64
+
+
+def _tile_max(x: torch.Tensor, p: int) -> torch.Tensor:
+    """Per output, the largest |input| (over channels) in the 6×6 tile it is computed from."""
+    _, _, h, w = x.shape
+    ho, wo, th, tw = W._tiles(h, w, p)
+    a = F.pad(x.abs().amax(1, keepdim=True), (p, 4 * tw + 2 - w - p, p, 4 * th + 2 - h - p))
+    m = F.max_pool2d(a, 6, 4)
+    return m.repeat_interleave(4, 2).repeat_interleave(4, 3)[..., :ho, :wo]
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    ci=st.integers(1, 12),
+    h=st.integers(3, 19),
+    w=st.integers(3, 19),
+    p=st.integers(0, 2),
+    outlier=st.sampled_from([None, 1e3, 1e6, 1e9]),
+    seed=st.integers(0, 2**16),
+)
+def test_float32_round_off_is_bounded_per_tile(ci, h, w, p, outlier, seed):
+    # docs/nn.md: an output's error scales with the largest input of its 6×6 tile (not of
+    # its 3×3 window): |y - exact| <= 100 · 2⁻²⁴ · tile max · ‖w_co‖₁ (13.5 measured)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, ci, h, w, generator=gen)
+    wt = torch.randn(5, ci, 3, 3, generator=gen)
+    if outlier is not None:
+        x.view(-1)[torch.randint(0, x.numel(), (2,), generator=gen)] = outlier
+    y = W.winograd_conv2d(x, wt, None, p).double()
+    exact = F.conv2d(x.double(), wt.double(), padding=p)
+    bound = (
+        100 * 2.0**-24 * _tile_max(x, p).double() * wt.abs().sum((1, 2, 3)).double()[:, None, None]
+    )
+    assert ((y - exact).abs() <= bound).all()

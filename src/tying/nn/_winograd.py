@@ -18,7 +18,9 @@ through the transposed transforms. The forward keeps ``V`` for the weight gradie
 Round-off: the transforms' constants (up to 8 in ``A``, 5 in ``B``, 1/24 in ``G``) amplify
 rounding, so float32 results are about ten times further from an exact result than a
 direct convolution's (about 2e-6 against 2e-7 relative, norm-wise; see docs/nn.md).
-float64 is exact to about 1e-15.
+float64 is exact to about 1e-15. The round-off is per tile: an output's error scales with
+the largest input of its 6×6 tile, not of its 3×3 window, so one outlier spoils the
+outputs beside it (a 1e6 pixel among N(0, 1) values: 0.2 off; direct: 8e-5 relative).
 
 Non-finite values: a tile mixes all its 36 inputs, so an inf in one pixel would make
 NaN where a direct convolution gives inf or a finite value. Whenever an output value
@@ -53,6 +55,7 @@ _G = (
     (0, 0, 1),
 )
 _DTYPES = (torch.float32, torch.float64)
+_AUTOCAST_LOW = (torch.bfloat16, torch.float16)
 _is_functorch = torch._C._functorch.is_functorch_wrapped_tensor  # as tying.core.slots
 _FIX = "use algorithm='direct'"
 
@@ -162,6 +165,21 @@ def check_args(x: Tensor, weight: Tensor, bias: Tensor | None, padding: int) -> 
         )
 
 
+def _no_autocast(fn):
+    """Run ``fn`` with CPU autocast off: under it the products would come back in bfloat16,
+    which the tile kernels do not serve (the inputs were cast to float32 on the way in)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args):
+        if not torch.is_autocast_enabled("cpu"):
+            return fn(*args)
+        with torch.autocast("cpu", enabled=False):
+            return fn(*args)
+
+    return wrapper
+
+
+@_no_autocast
 def _forward_impl(
     x: Tensor, weight: Tensor, bias: Tensor | None, padding: int
 ) -> tuple[Tensor, Tensor]:
@@ -184,6 +202,7 @@ def _forward_impl(
     return y, v
 
 
+@_no_autocast
 def _backward_impl(
     dy: Tensor,
     x: Tensor,
@@ -313,7 +332,9 @@ def winograd_conv2d(
     """``F.conv2d(x, weight, bias, padding=padding)`` for 3×3 kernels, by Winograd F(4×4, 3×3).
 
     Stride 1, dilation 1, one group, on the CPU, float32 or float64; the output follows
-    the input's memory format (channels-last in, channels-last out).
+    the input's memory format (channels-last in, channels-last out). Under CPU
+    ``torch.autocast`` it runs in float32 (bfloat16/float16 inputs are cast up, as
+    ``torch.amp.custom_fwd(cast_inputs=torch.float32)`` does) and returns float32.
 
     Args:
         x: input ``(B, C_in, H, W)``.
@@ -337,6 +358,12 @@ def winograd_conv2d(
         >>> torch.allclose(y, F.conv2d(x, w, padding=1), rtol=1e-12, atol=1e-12)
         True
     """  # noqa: E501
+    if torch.is_autocast_enabled("cpu"):
+        # as torch.amp.custom_fwd(cast_inputs=torch.float32): autocast's low-precision
+        # inputs run in float32 (the kernels serve no bfloat16); float64 stays float64
+        x, weight, bias = (
+            t if t is None or t.dtype not in _AUTOCAST_LOW else t.float() for t in (x, weight, bias)
+        )
     check_args(x, weight, bias, padding)
     if torch.compiler.is_compiling():  # the layer checked numba when it was built
         return _forward_op(x, weight, bias, padding)[0]

@@ -260,6 +260,8 @@ class _GroupConvBase(nn.Module):
     """Shared machinery: the banks, their plan, init, and the one ``F.conv2d`` call."""
 
     in_orientations: int  # 1 for lifting, |G| for group conv
+    # the class default: a layer pickled before the argument existed ran the direct one
+    algorithm: str = "direct"
 
     def __init__(
         self,
@@ -363,7 +365,7 @@ class _GroupConvBase(nn.Module):
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
             f"group={self.group}, padding={self.padding}, bias={self.biases is not None}, "
             f"tied={self.tied}"
-            + (f", algorithm={self._algorithm()!r}" if self._algorithm() != "direct" else "")
+            + (f", algorithm={self.algorithm!r}" if self.algorithm != "direct" else "")
         )
 
     # -- the expanded bank in one gather (issue 19) -------------------------------------
@@ -600,17 +602,13 @@ class _GroupConvBase(nn.Module):
             self.__dict__.pop(name, None)
         return super().train(mode)
 
-    def _algorithm(self) -> str:
-        # a layer pickled before the argument existed ran the direct convolution
-        return self.__dict__.get("algorithm", "direct")
-
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
         # x: (B, C_in·orientations_in, H, W) -> (B, C_out, |G|, H', W')
         if self._fast_ready():
             bank, bias = self._banks()  # both from one check (and one eval cache)
         else:
             bank, bias = self.filter_bank(), self.bias_bank()
-        if self._algorithm() == "winograd":
+        if self.algorithm == "winograd":
             y = _winograd.winograd_conv2d(x, bank, bias, self.padding)
         else:
             y = F.conv2d(x, bank, bias, padding=self.padding)
@@ -636,7 +634,9 @@ class LiftingConv2d(_GroupConvBase):
         algorithm: ``"direct"`` (``F.conv2d``, the default) or ``"winograd"``: Winograd
             F(4×4, 3×3), 2.25× fewer multiplies, for 3×3 kernels on the CPU in
             float32/float64 (needs numba). Faster on some shapes only, with about ten
-            times the float32 round-off of ``"direct"``; see docs/nn.md.
+            times the float32 round-off of ``"direct"``, spread over each 6×6 tile: one
+            input value far above the rest spoils the outputs beside it too (use
+            ``"direct"`` for such inputs); see docs/nn.md.
         device, dtype: where and how the parameters are created.
 
     Shape:
