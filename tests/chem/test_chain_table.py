@@ -362,3 +362,36 @@ def test_label_arrays_from_two_threads_while_a_key_is_being_added():
     b.join(30)
     assert not errors
     assert got == {"a": expected, "b": expected}
+
+
+def test_a_child_forked_while_a_key_is_being_added_still_labels():
+    # A process forked (a user's fork-started Pool) while another thread held the lock
+    # that adds atom keys: in the child that thread never releases it, so labelling a
+    # molecule with a new key would hang there forever.
+    import os
+    import select
+    import signal
+
+    table = SmirksAssigner("openff-2.3.0", cache=False)._chain
+    mol, n = parse_smiles("CC")
+    table.label_many([scan_heavy(mol, n)], [mol.GetNumAtoms()])  # the words exist
+    mol, n = parse_smiles("CCO")  # an oxygen: a key not seen yet
+    scan, size = scan_heavy(mol, n), mol.GetNumAtoms()
+    expected = table.label(scan, size)
+    table._words.lock.acquire()  # another thread adding a key when the process forks
+    try:
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report, then leave without running pytest's teardown
+            os.write(write, b"1" if table.label_many([scan], [size]) == [expected] else b"0")
+            os._exit(0)
+        os.close(write)
+        ready, _, _ = select.select([read], [], [], 20)
+        got = os.read(read, 1) if ready else b"hung"
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(read)
+    finally:
+        table._words.lock.release()
+    assert got == b"1"
