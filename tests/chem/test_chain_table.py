@@ -321,3 +321,77 @@ def test_highest_bit_of_words_equals_the_ints_bit_length(rows):
 
     got = _highest(np.array(rows, dtype=np.uint64)).tolist()
     assert got == [sum(w << (64 * k) for k, w in enumerate(r)).bit_length() for r in rows]
+
+
+def test_label_arrays_from_two_threads_while_a_key_is_being_added():
+    # Thread A is held while it adds a new atom key's mask rows; thread B labels the same
+    # molecules meanwhile. B must neither read A's half-added row (an IndexError, or a
+    # zero row: a silently missing label) nor shift the rows' flags: both get label's.
+    import threading
+
+    table = SmirksAssigner("openff-2.3.0", cache=False)._chain
+    mols = [parse_smiles(s) for s in ("CCO", "c1ccccc1N", "CC(=O)[O-]", "C1CC1Cl")]
+    scans, sizes = [scan_heavy(m, n) for m, n in mols], [m.GetNumAtoms() for m, _ in mols]
+    expected = [table.label(s, n) for s, n in zip(scans, sizes, strict=True)]
+    entered, release = threading.Event(), threading.Event()
+    masks, holder = table.masks, []
+
+    def held_masks(key):
+        if threading.current_thread() is holder[0] and not entered.is_set():
+            entered.set()
+            release.wait(30)
+        return masks(key)
+
+    table.masks = held_masks
+    got, errors = {}, []
+
+    def run(name):
+        try:
+            got[name] = table.label_many(scans, sizes)
+        except Exception as err:  # reported below
+            errors.append(err)
+
+    a, b = threading.Thread(target=run, args=("a",)), threading.Thread(target=run, args=("b",))
+    holder.append(a)
+    a.start()
+    assert entered.wait(30)
+    b.start()
+    b.join(0.5)  # B runs now (before the fix) or waits for A's key (after it)
+    release.set()
+    a.join(30)
+    b.join(30)
+    assert not errors
+    assert got == {"a": expected, "b": expected}
+
+
+def test_a_child_forked_while_a_key_is_being_added_still_labels():
+    # A process forked (a user's fork-started Pool) while another thread held the lock
+    # that adds atom keys: in the child that thread never releases it, so labelling a
+    # molecule with a new key would hang there forever.
+    import os
+    import select
+    import signal
+
+    table = SmirksAssigner("openff-2.3.0", cache=False)._chain
+    mol, n = parse_smiles("CC")
+    table.label_many([scan_heavy(mol, n)], [mol.GetNumAtoms()])  # the words exist
+    mol, n = parse_smiles("CCO")  # an oxygen: a key not seen yet
+    scan, size = scan_heavy(mol, n), mol.GetNumAtoms()
+    expected = table.label(scan, size)
+    table._words.lock.acquire()  # another thread adding a key when the process forks
+    try:
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report, then leave without running pytest's teardown
+            os.write(write, b"1" if table.label_many([scan], [size]) == [expected] else b"0")
+            os._exit(0)
+        os.close(write)
+        ready, _, _ = select.select([read], [], [], 20)
+        got = os.read(read, 1) if ready else b"hung"
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(read)
+    finally:
+        table._words.lock.release()
+    assert got == b"1"

@@ -33,7 +33,9 @@ over shipped, generated and MiniDrugBank molecules.
 from __future__ import annotations
 
 import itertools
+import os
 import re
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -738,6 +740,8 @@ class _Words:
     def __init__(self, table: ChainTable):
         self.table = table
         self.ids: dict[tuple, int] = {}
+        self.lock = threading.Lock()  # adding keys (ids_of)
+        self.pid = os.getpid()  # a forked child makes its own lock
         self.undecided: list[bool] = []
         self.words = {s: max(1, (len(i) + 63) // 64) for s, (i, _, _) in table.sections.items()}
         self.rows = {
@@ -754,13 +758,24 @@ class _Words:
         self.glob = {s: np.array(g, dtype=np.intp) for s, g in table._glob.items()}
 
     def ids_of(self, keys: list[tuple]) -> list[int]:
-        """Each key's row, adding the keys not seen before."""
+        """Each key's row, adding the keys not seen before.
+
+        Safe from several threads labelling with one table: a key is added under a
+        lock and published in ``ids`` only once its rows and flag are written (a
+        child forked while another thread held the lock starts a new one).
+        """
         ids, out = self.ids, []
         for key in keys:
             r = ids.get(key)
             if r is None:
-                r = ids[key] = len(ids)
-                self._add(r, self.table.masks(key))
+                if self.pid != os.getpid():  # forked: the lock's holder is not here
+                    self.lock, self.pid = threading.Lock(), os.getpid()
+                with self.lock:
+                    r = ids.get(key)
+                    if r is None:
+                        r = len(self.undecided)
+                        self._add(r, self.table.masks(key))
+                        ids[key] = r
             out.append(r)
         return out
 
