@@ -87,6 +87,9 @@ def test_compiled_loop_gives_the_general_loops_bits_for_every_thread_count(
     """Every iteration's log-likelihood and every parameter, bit for bit, for n_jobs
     1, 2, 3 and -1, against the general loop (one thread); and the compiled loop ran."""
     monkeypatch.setattr(compiled, "MIN_ROWS", min_rows)
+    # one call per fit whatever the load: the loop returns to Python after BATCH_CYCLES
+    # (about 40 ms), which a loaded machine reached within 5 iterations (1 run in 30)
+    monkeypatch.setattr(fused_em, "BATCH_CYCLES", 2**62)
     X = _data(0, K, D, lengths)
     calls = _count_iterations(monkeypatch)
     fits = [_fit(X, lengths, K, n_jobs=n) for n in (1, 2, 3, -1)]
