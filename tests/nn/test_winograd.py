@@ -376,7 +376,7 @@ def test_a_layer_pickled_before_the_algorithm_argument_runs_direct():
     layer = GroupConv2d(2, 3, 3)
     x = torch.randn(1, 2, 4, 6, 6)
     expected = layer(x)
-    del layer.__dict__["algorithm"]  # what unpickling an older layer leaves
+    del layer.__dict__["_algorithm"]  # what unpickling an older layer leaves
     assert "algorithm" not in repr(layer)
     torch.testing.assert_close(layer(x), expected, rtol=0, atol=0)
 
@@ -437,3 +437,20 @@ def test_float32_round_off_is_bounded_per_tile(ci, h, w, p, outlier, seed):
         100 * 2.0**-24 * _tile_max(x, p).double() * wt.abs().sum((1, 2, 3)).double()[:, None, None]
     )
     assert ((y - exact).abs() <= bound).all()
+
+
+def test_assigning_the_algorithm_later_is_checked_as_the_argument_is():
+    # a misspelt name used to be stored and the layer ran "direct" without a word
+    layer = GroupConv2d(2, 3, 3, group="C4")
+    with pytest.raises(
+        ValueError, match=r"algorithm must be one of \('direct', 'winograd'\), got 'Winograd'"
+    ):
+        layer.algorithm = "Winograd"
+    assert layer.algorithm == "direct"  # unchanged by the refused assignment
+    with pytest.raises(ValueError, match="kernel_size=3 only, got kernel_size=5"):
+        GroupConv2d(2, 3, 5).algorithm = "winograd"
+    layer.algorithm = "winograd"
+    wino = GroupConv2d(2, 3, 3, group="C4", algorithm="winograd")
+    wino.load_state_dict(layer.state_dict())
+    x = torch.randn(1, 2, 4, 9, 9)
+    torch.testing.assert_close(layer(x), wino(x), rtol=0, atol=0)

@@ -260,8 +260,18 @@ class _GroupConvBase(nn.Module):
     """Shared machinery: the banks, their plan, init, and the one ``F.conv2d`` call."""
 
     in_orientations: int  # 1 for lifting, |G| for group conv
-    # the class default: a layer pickled before the argument existed ran the direct one
-    algorithm: str = "direct"
+
+    @property
+    def algorithm(self) -> str:
+        """``"direct"`` or ``"winograd"``; assigning it is checked as the argument is."""
+        # a layer pickled before the argument existed has neither key: it ran the direct one
+        d = self.__dict__
+        return d.get("_algorithm", d.get("algorithm", "direct"))
+
+    @algorithm.setter
+    def algorithm(self, value: str) -> None:
+        # checked like the argument: a misspelt name used to run "direct" without a word
+        self.__dict__["_algorithm"] = _check_algorithm(value, self.kernel_size)
 
     def __init__(
         self,
@@ -281,12 +291,12 @@ class _GroupConvBase(nn.Module):
         super().__init__()
         names = _check_group(group)
         self.padding = _check_args(in_channels, out_channels, kernel_size, padding)
-        self.algorithm = _check_algorithm(algorithm, kernel_size)
         self.in_channels, self.out_channels, self.kernel_size = (
             in_channels,
             out_channels,
             kernel_size,
         )
+        self.algorithm = algorithm  # checked by the property's setter
         self.group, self.tied = group, bool(tied)
         self.elements = names
         kw = {"device": device, "dtype": dtype}
