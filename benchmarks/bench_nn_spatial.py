@@ -216,10 +216,16 @@ def gap_decomposition(channels: int = 16, batch: int = 8, side: int = 32, pairs:
         b, bb = ours._banks()
         F.conv2d(xf, b, bb, padding=1).square().mean().backward()
 
+    def run_ours_list():  # the layer, its grads cleared as the anchor's are (no module walk)
+        for p in (*physical, bias_e):
+            p.grad = None
+        ours(x).square().mean().backward()
+
     variants = [
         ("A/A: the anchor against itself", run_bank),
         ("the anchor on bank.clone() (a fresh weight tensor every step)", run_clone),
         ("the tie's operations + F.conv2d, no module call", run_tie_ops),
+        ("the layer, grads cleared by a loop over its parameters, not zero_grad()", run_ours_list),
         ("the layer (the goal row)", run_ours),
     ]
     for _, f in variants:
