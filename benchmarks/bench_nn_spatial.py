@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import tying
-from benchmarks.common import compare, steady_allocator, timed_rounds, timeit, write
+from benchmarks.common import compare, smoke, steady_allocator, timed_rounds, timeit, write
 from tying.nn import GroupConv2d, HashedEmbedding, group_act
 
 ROUNDS = 3  # each ratio is measured this many times; the row gives min/median/max
@@ -169,6 +169,130 @@ def tie_cost(group: str = "C4", channels: int = 16, batch: int = 8, side: int = 
         "anchor_step_ms": 1e3 * t_step,
         "tie_share_of_anchor_step": t_tie / t_step,
     }
+
+
+def _pair_ratios(variant, anchor, n: int) -> list[float]:
+    """CPU time of ``variant`` over ``anchor``, one step each, alternating, ``n`` pairs."""
+    clock = time.process_time
+    ratios = []
+    for _ in range(smoke(n, 1)):
+        t0 = clock()
+        anchor()
+        t1 = clock()
+        variant()
+        t2 = clock()
+        ratios.append((t2 - t1) / max(t1 - t0, 1e-9))
+    return ratios
+
+
+def gap_decomposition(channels: int = 16, batch: int = 8, side: int = 32, pairs: int = 150) -> list:
+    """Where the C4 goal row's gap goes (stop 20), one row per measurement.
+
+    - Variants timed step by step against the anchor, alternating (median and
+      quartiles of the pair ratios): the anchor itself (A/A), the anchor on
+      ``bank.clone()`` (a fresh 147 KB weight every step: is it a memory effect?),
+      the layer's own tie operations and ``F.conv2d`` without the module around
+      them, and the layer.
+    - Minor page faults per step (``getrusage``), ours and the anchor.
+    - The tie's fwd+bwd alone, warm (back to back) and cold (right after an
+      anchor step, and right after an 8 MB copy that evicts the caches and does
+      nothing else).
+    """
+    import resource
+
+    ours, bank, bias = _layer_and_bank("C4", channels, 3)
+    x = torch.randn(batch, channels, 4, side, side)
+    run_ours, run_bank = _steps(ours, bank, bias, x, 3)
+    xf = x.flatten(1, 2)
+    physical, bias_e = ours._physical_params(), ours.biases.e
+
+    def run_clone():
+        bank.grad = bias.grad = None
+        F.conv2d(xf, bank.clone(), bias, padding=1).square().mean().backward()
+
+    def run_tie_ops():  # what the layer does, without its module call and 5-D view
+        for p in (*physical, bias_e):
+            p.grad = None
+        b, bb = ours._banks()
+        F.conv2d(xf, b, bb, padding=1).square().mean().backward()
+
+    def run_ours_list():  # the layer, its grads cleared as the anchor's are (no module walk)
+        for p in (*physical, bias_e):
+            p.grad = None
+        ours(x).square().mean().backward()
+
+    variants = [
+        ("A/A: the anchor against itself", run_bank),
+        ("the anchor on bank.clone() (a fresh weight tensor every step)", run_clone),
+        ("the tie's operations + F.conv2d, no module call", run_tie_ops),
+        ("the layer, grads cleared by a loop over its parameters, not zero_grad()", run_ours_list),
+        ("the layer (the goal row)", run_ours),
+    ]
+    for _, f in variants:
+        f()
+    res = {name: [] for name, _ in variants}
+    for _ in range(smoke(pairs // 30, 1)):  # rounds of 30 pairs per variant, interleaved
+        for name, f in variants:
+            res[name] += _pair_ratios(f, run_bank, 30)
+    rows = []
+    for name, r in res.items():
+        r = sorted(r)
+        rows.append(
+            {
+                "case": f"gap, C4 {channels}->{channels} {batch}x{side}²: {name}, vs the anchor, "
+                f"step by step",
+                "pair_ratio_median": statistics.median(r),
+                "pair_ratio_q1": r[len(r) // 4],
+                "pair_ratio_q3": r[(3 * len(r)) // 4],
+                "pairs": len(r),
+            }
+        )
+
+    def faults(f, n: int = 20) -> float:
+        f()
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(smoke(n, 1)):
+            f()
+        return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / smoke(n, 1)
+
+    rows.append(
+        {
+            "case": "minor page faults per step (getrusage), allocator pinned",
+            "ours": faults(run_ours),
+            "anchor": faults(run_bank),
+        }
+    )
+    g_bank, g_bias = torch.randn_like(bank), torch.randn_like(bias)
+    big = torch.randn(2 << 20)  # 8 MB: more than L2, most of this VM's share of L3
+    big2 = torch.empty_like(big)
+
+    def tie():
+        for p in (*physical, bias_e):
+            p.grad = None
+        torch.autograd.backward(list(ours._banks()), [g_bank, g_bias])
+
+    def nothing():
+        pass
+
+    times = {"warm": [], "after_anchor_step": [], "after_8MB_copy": []}
+    before = {
+        "warm": nothing,
+        "after_anchor_step": run_bank,
+        "after_8MB_copy": lambda: big2.copy_(big),
+    }
+    for _ in range(smoke(60, 1)):
+        for key, pre in before.items():
+            pre()
+            t0 = time.perf_counter()
+            tie()
+            times[key].append(time.perf_counter() - t0)
+    rows.append(
+        {
+            "case": "the tie alone (bank + bias fwd+bwd), median us: warm, and cold",
+            **{f"{k}_us": 1e6 * statistics.median(v) for k, v in times.items()},
+        }
+    )
+    return rows
 
 
 def channels_last(channels: int = 16, batch: int = 8, side: int = 32) -> dict:
@@ -372,6 +496,7 @@ def gconv_main() -> None:
     rows.append(noise_floor())
     rows.append(tie_cost("C4"))
     rows.append(tie_cost("D4", channels=8))
+    rows += gap_decomposition()  # where the C4 goal row's gap goes (stop 20)
     rows.append(channels_last())
     rows.append(eval_mode())
     # other shapes: a tiny layer (the per-call cost shows), batch 1, 5×5, a large bank
