@@ -123,3 +123,24 @@ def test_column_sums_that_overflow_on_finite_values_are_accepted():
     X[4, 0], X[5, 0] = np.inf, -np.inf  # cancel to NaN in column 0's sum
     with pytest.raises(ValueError, match=r"X contains inf at sequence 0, position 4"):
         check_observations(X, np.array([6]), column_sums=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n=st.one_of(st.integers(1, 70), st.integers(1, 300_000)),
+    D=st.integers(1, 9),
+    offset=st.integers(0, 3),
+    seed=st.integers(0, 2**16),
+)
+def test_column_sums_from_the_kept_ones_have_the_bits_of_fresh_ones(n, D, offset, seed):
+    """The kept vector of ones (sliced, read-only; a fresh one past ``_ONES_MAX`` rows)
+    gives BLAS's mat-vec the bits of ``np.ones(n) @ X``, for X starting at any offset
+    (the alignment BLAS sees) and any D."""
+    from tying.hmm import sequences
+
+    data = np.random.default_rng(seed).normal(scale=1e4, size=(n + 1) * D + offset)
+    X = data[offset : offset + n * D].reshape(n, D)
+    want = np.ones(n) @ X
+    assert np.array_equal(sequences._ones(n) @ X, want)
+    _, sums = check_observations(X, np.array([n]), column_sums=True)
+    assert np.array_equal(sums, want)

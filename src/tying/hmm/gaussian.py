@@ -398,9 +398,15 @@ class GaussianHMM(BaseHMM):
             raise ValueError(
                 f"{name} must have shape {want[ct]} for {ct!r} covariances, got {np.shape(value)}"
             )
-        for i, c in enumerate(cv):
-            who = f"{name}[{i}]" if ct != "tied" or len(cv) > 1 else name
-            _check_covariance(who, c, full=self._full())
+        if self._full():
+            for i, c in enumerate(cv):
+                who = f"{name}[{i}]" if ct != "tied" or len(cv) > 1 else name
+                _check_covariance(who, c, full=True)
+        else:  # one comparison for every variance, then the first bad state by name (a
+            # call per state cost most of a start's checks, 2026-12-02)
+            bad = np.flatnonzero((cv <= 0).any(axis=1))
+            if bad.size:
+                _check_covariance(f"{name}[{bad[0]}]", cv[bad[0]], full=False)
         if cv.shape[0] == K:
             return self._to_groups("covars", name, cv)
         return cv.copy()
