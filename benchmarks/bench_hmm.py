@@ -533,6 +533,83 @@ def _serial_share(em, repeat, shape):
     }
 
 
+#: K, D, sequences, length: the goal shape, then other K, D and sequence layouts (stop 20:
+#: the n_jobs rows and the hmmlearn rows are checked away from the goal shapes too)
+OTHER_SHAPES = (
+    (8, 4, 150, 400), (4, 4, 150, 400), (16, 4, 150, 400), (8, 1, 150, 400),
+    (8, 16, 150, 400), (8, 4, 50, 2000), (8, 4, 1000, 50), (8, 4, 20, 400),
+)  # fmt: skip
+
+
+def bench_shapes(rows, repeat=5, shapes=OTHER_SHAPES):
+    """Diag EM (10 iterations, explicit starts) at other shapes than the goal's: n_jobs=2
+    vs 1 (wall, interleaved, 3 x ``repeat`` pairs; the fits' bits compared), and our
+    1-thread fit vs hmmlearn ``implementation="scaling"`` (CPU time, ``repeat`` pairs)."""
+    for K, D, n_seq, T in shapes:
+        _shape_rows(rows, K, D, n_seq, T, repeat)
+
+
+def _shape_rows(rows, K, D, n_seq, T, repeat):
+    """The two rows of :func:`bench_shapes` at one shape."""
+    import time
+
+    from hmmlearn import hmm
+
+    from tying.hmm import GaussianHMM, compiled
+
+    X, lengths, start, A, means, _ = _diag_case(K=K, D=D, n_seq=n_seq, T=T)
+    covars = np.ones((K, D))
+    shape = f"K={K}, D={D}, {len(lengths)}x{lengths[0]}"
+    n_units = len(compiled.units(np.asarray(lengths))) - 1
+    fits = {}
+
+    def ours(n_jobs):
+        def run():
+            fits[n_jobs] = GaussianHMM(
+                K, "diag", startprob_init=start, transmat_init=A, means_init=means,
+                covars_init=covars, n_iter=10, tol=-np.inf, n_jobs=n_jobs,
+            ).fit(X, lengths)  # fmt: skip
+
+        return run
+
+    def anchor():
+        m = hmm.GaussianHMM(
+            K, "diag", init_params="", n_iter=10, tol=-np.inf, covars_prior=0.0,
+            implementation="scaling",
+        )  # fmt: skip
+        m.startprob_, m.transmat_, m.means_, m.covars_ = start, A, means, covars
+        m.fit(X, lengths)
+
+    _, _, ratios = _paired(ours(2), ours(1), repeat=3 * repeat, clock=time.perf_counter)
+    same = fits[1].history_ == fits[2].history_ and all(
+        np.array_equal(getattr(fits[1], k), getattr(fits[2], k))
+        for k in ("startprob_", "transmat_", "means_", "covars_")
+    )
+    rows.append(
+        {
+            "case": f"diag HMM EM, {shape}, 10 iter, n_jobs=2 vs n_jobs=1 (wall)",
+            "anchor": "itself on 1 thread",
+            "units": n_units,
+            "speedup": float(np.median(ratios)),
+            "speedup_spread": _spread(ratios),
+            "bit_identical": bool(same),
+            "load_average_1min": os.getloadavg()[0],
+        }
+    )
+    t_ours, t_ref, ratios = _paired(ours(1), anchor, repeat=repeat)
+    rows.append(
+        {
+            "case": f"diag HMM EM, {shape}, 10 iter, 1 thread (CPU time)",
+            "anchor": "hmmlearn 0.3 GaussianHMM(implementation='scaling')",
+            "ours_s": t_ours,
+            "anchor_s": t_ref,
+            "speedup": float(np.median(ratios)),
+            "speedup_spread": _spread(ratios),
+            "load_average_1min": os.getloadavg()[0],
+        }
+    )
+
+
 def bench_jit_cost(rows):
     """First-call compile time of the kernels: cold (empty numba cache) and from the cache."""
     import subprocess
@@ -857,7 +934,9 @@ def main(parts: list[str] | None = None) -> None:
     """All rows (``python -m benchmarks hmm``, written to ``bench-results/hmm.json``), or
     ``python -m benchmarks.bench_hmm goal``: only issue 19's goal rows at both ends of its
     range (1 thread vs hmmlearn, and n_jobs=2 with its control and serial share), in
-    about a minute, written to ``bench-results/hmm-goal.json``."""
+    about a minute, written to ``bench-results/hmm-goal.json``; ``... shapes``: only
+    :func:`bench_shapes` (the same two ratios at other K, D and sequence layouts, a few
+    minutes), written to ``bench-results/hmm-shapes.json``."""
     # load every BLAS before limiting threads: threadpoolctl limits only the libraries
     # loaded when the limit is set, and a BLAS loaded later (SciPy's, via hmmlearn)
     # would run multi-threaded, oversubscribing a loaded machine and slowing the anchor
@@ -867,6 +946,15 @@ def main(parts: list[str] | None = None) -> None:
     from threadpoolctl import threadpool_limits
 
     rows: list[dict] = []
+    if parts == ["shapes"]:  # python -m benchmarks.bench_hmm shapes: bench_shapes only
+        with threadpool_limits(limits=1):
+            bench_shapes(rows)
+        write("hmm-shapes", rows)
+        for row in rows:
+            print(f"  {row['case']}: {row['speedup']:.2f}x ({row['speedup_spread']})"
+                  f"{', units ' + str(row['units']) if 'units' in row else ''}, "
+                  f"load {row['load_average_1min']:.1f}")  # fmt: skip
+        return
     if parts == ["goal"]:
         with threadpool_limits(limits=1):
             bench_diag_em(rows)
@@ -887,6 +975,7 @@ def main(parts: list[str] | None = None) -> None:
         bench_tied_density(rows, n=smoke(20_000, 500))
         bench_pair_forward(rows, n_pairs=smoke(1000, 10), length=smoke(200, 30))
         bench_pair_compiled(rows, n_pairs=smoke(64, 4), length=smoke(200, 30))
+        bench_shapes(rows, repeat=smoke(5, 1))
     write("hmm", rows)
     summary(rows)
 

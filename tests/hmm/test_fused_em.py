@@ -11,6 +11,8 @@ import time
 import numpy as np
 import pytest
 
+import tying
+import tying.hmm.gaussian as gaussian_module
 from tying.hmm import GaussianHMM, SequenceBatch, compiled, fused_em
 
 needs_numba = pytest.mark.skipif(
@@ -726,3 +728,68 @@ def test_two_fits_on_two_threads_at_once_share_the_pools_and_plans_and_keep_thei
     _general_loop(monkeypatch)
     for X, fit in zip(data, fits, strict=True):
         _assert_same_bits(fit, _fit(X, lengths, 4))
+
+
+@needs_numba
+@pytest.mark.parametrize("n_jobs", [1, 2])
+@pytest.mark.parametrize("form", ["float64", "float32", "fortran"])
+def test_a_fit_centres_and_lays_out_its_checked_x_with_the_reference_bits(
+    form, n_jobs, monkeypatch
+):
+    """The fit's centre comes from the sums its finiteness check made, and its layout reads
+    the checked X without a copy: the same bits as the reference path (a second pass for
+    the centre, a read-only copy for the layout), for every form of X."""
+    from tying.hmm.forward_backward import LaneLayout
+
+    monkeypatch.setattr(compiled, "MIN_ROWS", 1_000)  # two or more units
+    lengths = [40] * 60
+    X = _data(26, 3, 2, lengths) * 10.0 + 1e3
+    X = {"float64": X, "float32": X.astype(np.float32), "fortran": np.asfortranarray(X)}[form]
+    layouts = []
+    real_init = LaneLayout.__init__
+
+    def spy(self, *args, **kw):
+        real_init(self, *args, **kw)
+        layouts.append(self)
+
+    monkeypatch.setattr(LaneLayout, "__init__", spy)
+    new = _fit(X, lengths, 3, n_jobs=n_jobs)
+    checked = np.ascontiguousarray(X, dtype=np.float64)
+    (layout,) = layouts
+    assert np.array_equal(layout.X, checked) and not layout.X.flags.writeable
+    assert np.shares_memory(layout.X, X) == (form == "float64")  # no copy of its own
+    assert np.array_equal(layout.center, gaussian_module._column_means(checked))
+    assert "_fit_sums" not in vars(new)
+
+    em_context = GaussianHMM._em_context
+
+    def reference(self, X, batch):  # the path before: no sums taken from the check
+        del self._fit_sums
+        return em_context(self, X, batch)
+
+    monkeypatch.setattr(GaussianHMM, "_em_context", reference)
+    ref = _fit(X, lengths, 3, n_jobs=n_jobs)
+    assert not np.shares_memory(layouts[-1].X, X)  # the reference copied
+    _assert_same_bits(new, ref)
+
+
+@needs_numba
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_a_fit_refused_after_its_check_keeps_nothing_of_it(n_jobs):
+    """A fit refused after X was checked (a bad start value, found after the lanes' copy
+    started; a bad tie spec, before) leaves the model as it was, with no sums kept, and
+    the next fit gives the bits of a fresh model's fit."""
+    lengths = [40] * 60
+    X = _data(27, 3, 2, lengths)
+    m = _fit(X, lengths, 3, n_jobs=n_jobs)
+    before = {k: np.array(getattr(m, k)) for k in PARAMS}
+    m.transmat_init = np.full((3, 3), 0.5)  # rows sum to 1.5
+    with pytest.raises(ValueError, match=r"transmat_init must sum to 1"):
+        m.fit(X, lengths)
+    m.transmat_init, m.ties = None, {"means": [[0, 7]]}
+    with pytest.raises(tying.TieError):
+        m.fit(X, lengths)
+    assert "_fit_sums" not in vars(m)
+    assert all(np.array_equal(getattr(m, k), v) for k, v in before.items())
+    m.ties = None
+    _assert_same_bits(m.fit(X, lengths), _fit(X, lengths, 3, n_jobs=n_jobs))

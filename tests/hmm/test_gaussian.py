@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -389,3 +390,24 @@ def test_compiled_diag_mstep_has_the_numpy_mstep_bits(K, D, seed, params, priors
     BaseHMM._mstep(slow, X, post, {"center": center})
     for name in ("_startprob", "_transitions", "_means", "_covars"):
         np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name), err_msg=name)
+
+
+@pytest.mark.parametrize("ctype", ["diag", "spherical"])
+@pytest.mark.parametrize("bad_rows", [[0], [2], [1, 3], [3]])
+def test_a_bad_variance_is_named_by_its_first_state_as_the_per_state_check_named_it(
+    ctype, bad_rows
+):
+    """The variances are compared in one pass, and the error still names the first state
+    with a non-positive variance and shows its row, as the check of one state at a time
+    did (``covars_init[i]: variances must be positive, got [...]``)."""
+    X = np.random.default_rng(0).normal(size=(40, 2))
+    cv = np.ones((4, 2)) if ctype == "diag" else np.ones(4)
+    for r in bad_rows:
+        cv[r] = 0.0 if r % 2 else -1.0
+    i = bad_rows[0]
+    row = np.atleast_1d(cv[i]).reshape(-1 if ctype == "diag" else 1)
+    want = re.escape(f"covars_init[{i}]: variances must be positive, got {row}")
+    m = GaussianHMM(4, ctype, covars_init=cv, n_iter=1, random_state=0)
+    with pytest.raises(ValueError, match=f"^{want}$"):
+        m.fit(X)
+    assert "_means" not in vars(m)  # refused before anything was kept

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -75,3 +77,70 @@ def test_row_indices_of_the_padded_layout_follow_each_row(lengths):
         want_b += [slot[s]] * n
     assert batch.t_index.tolist() == want_t and batch.b_index.tolist() == want_b
     assert batch.n_samples == sum(lengths)
+
+
+_BAD = st.sampled_from([np.nan, np.inf, -np.inf, 1e308, -1e308, 0.5])
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    n=st.integers(1, 40),
+    D=st.integers(1, 5),
+    dtype=st.sampled_from(["float64", "float32", "int64", "int16"]),
+    order=st.sampled_from(["C", "F"]),
+    bad=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 10**6), _BAD), max_size=3),
+)
+def test_column_sums_check_refuses_and_accepts_exactly_what_the_plain_check_does(
+    n, D, dtype, order, bad
+):
+    """``column_sums=True`` (a fit's one pass over X) takes its finiteness verdict from the
+    columns' sums: it refuses the same X with the same message (inf and -inf that cancel,
+    sums that overflow on finite values), accepts the same X, returns the same float64 X,
+    and its sums are ``np.ones(n) @ X``'s bits (``_column_means``' mat-vec)."""
+    X = np.random.default_rng(n * 7 + D).normal(scale=1e3, size=(n, D))
+    if dtype.startswith("float"):
+        for r, c, v in bad:
+            X[r % n, c % D] = v
+    with np.errstate(over="ignore"):  # 1e308 as float32 is inf: another bad value
+        X = np.asarray(X.astype(dtype), order=order)
+    lengths = np.array([n])
+    try:
+        want = check_observations(X, lengths)
+    except ValueError as err:
+        with pytest.raises(ValueError, match=rf"^{re.escape(str(err))}$"):
+            check_observations(X, lengths, column_sums=True)
+        return
+    got, sums = check_observations(X, lengths, column_sums=True)
+    assert got.dtype == np.float64 and got.flags.c_contiguous and np.array_equal(got, want)
+    with np.errstate(over="ignore"):
+        assert np.array_equal(sums, np.ones(n) @ want)
+
+
+def test_column_sums_that_overflow_on_finite_values_are_accepted():
+    X = np.full((6, 2), 1e308)
+    got, sums = check_observations(X, np.array([6]), column_sums=True)
+    assert np.isinf(sums).all() and np.array_equal(got, X)
+    X[4, 0], X[5, 0] = np.inf, -np.inf  # cancel to NaN in column 0's sum
+    with pytest.raises(ValueError, match=r"X contains inf at sequence 0, position 4"):
+        check_observations(X, np.array([6]), column_sums=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n=st.one_of(st.integers(1, 70), st.integers(1, 300_000)),
+    D=st.integers(1, 9),
+    offset=st.integers(0, 3),
+    seed=st.integers(0, 2**16),
+)
+def test_column_sums_from_the_kept_ones_have_the_bits_of_fresh_ones(n, D, offset, seed):
+    """The kept vector of ones (sliced, read-only; a fresh one past ``_ONES_MAX`` rows)
+    gives BLAS's mat-vec the bits of ``np.ones(n) @ X``, for X starting at any offset
+    (the alignment BLAS sees) and any D."""
+    from tying.hmm import sequences
+
+    data = np.random.default_rng(seed).normal(scale=1e4, size=(n + 1) * D + offset)
+    X = data[offset : offset + n * D].reshape(n, D)
+    want = np.ones(n) @ X
+    assert np.array_equal(sequences._ones(n) @ X, want)
+    _, sums = check_observations(X, np.array([n]), column_sums=True)
+    assert np.array_equal(sums, want)

@@ -425,6 +425,10 @@ class LaneLayout:
         fill: copy the rows into the lanes now; with False the lanes are copied by
             :meth:`fill` (which :func:`forward_backward_stats` calls), or by the
             compiled EM loop's threads, each copying the units it computes first.
+        copy: keep a read-only copy of ``X`` (the lanes copied late then hold the
+            values ``X`` had here, whatever the caller does to it). False (a fit, whose
+            ``X`` does not change while it runs): a read-only view of ``X`` itself, when
+            it is float64 and C-contiguous already.
 
     Example:
         >>> from tying.hmm import compiled
@@ -447,6 +451,7 @@ class LaneLayout:
         n_jobs: int | None = None,
         *,
         fill: bool = True,
+        copy: bool = True,
     ):
         kernels = compiled._kernels()
         if kernels is None:
@@ -458,7 +463,7 @@ class LaneLayout:
         self.center, self.lengths, self.X = (
             _frozen_copy(center),
             batch.lengths.copy(),
-            _frozen_copy(X),
+            _frozen_copy(X) if copy else _read_only_view(X),
         )
         #: what the units depend on (the lengths' values, D, the unit constants): a key
         #: for what is planned from them, never from the data
@@ -701,6 +706,13 @@ def _arena(shapes: list[dict]) -> list[dict]:
             arrays[name] = block[off : off + n].reshape(shape)
             off += -(-n // step) * step
         out.append(arrays)
+    return out
+
+
+def _read_only_view(a: np.ndarray) -> np.ndarray:
+    """A read-only view of ``a`` (the layout never writes into its ``X``)."""
+    out = a.view()
+    out.flags.writeable = False
     return out
 
 

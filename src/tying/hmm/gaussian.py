@@ -314,10 +314,15 @@ class GaussianHMM(BaseHMM):
         return self.covariance_type in ("full", "tied")
 
     def _check_X(self, X, lengths, fitting):
-        X = check_observations(X, lengths)
         if fitting:
+            # the finiteness check's pass over X also sums its columns: the fit's centre
+            # (_em_context takes them, for this very array, instead of a second pass)
+            X, sums = check_observations(X, lengths, column_sums=True)
+            self._fit_sums = (X, sums)
             self.n_features_ = X.shape[1]
-        elif X.shape[1] != self.n_features_:
+            return X
+        X = check_observations(X, lengths)
+        if X.shape[1] != self.n_features_:
             raise ValueError(
                 f"X has {X.shape[1]} features but this model has {self.n_features_} "
                 f"(from fit or means_)"
@@ -393,9 +398,15 @@ class GaussianHMM(BaseHMM):
             raise ValueError(
                 f"{name} must have shape {want[ct]} for {ct!r} covariances, got {np.shape(value)}"
             )
-        for i, c in enumerate(cv):
-            who = f"{name}[{i}]" if ct != "tied" or len(cv) > 1 else name
-            _check_covariance(who, c, full=self._full())
+        if self._full():
+            for i, c in enumerate(cv):
+                who = f"{name}[{i}]" if ct != "tied" or len(cv) > 1 else name
+                _check_covariance(who, c, full=True)
+        else:  # one comparison for every variance, then the first bad state by name (a
+            # call per state cost most of a start's checks, 2026-12-02)
+            bad = np.flatnonzero((cv <= 0).any(axis=1))
+            if bad.size:
+                _check_covariance(f"{name}[{bad[0]}]", cv[bad[0]], full=False)
         if cv.shape[0] == K:
             return self._to_groups("covars", name, cv)
         return cv.copy()
@@ -458,18 +469,25 @@ class GaussianHMM(BaseHMM):
 
     # ------------------------------------------------------------- fused EM
     def _em_context(self, X, batch):
-        """What every EM iteration re-uses: the data's centre, and its lane layout."""
-        center = _column_means(X)
+        """What every EM iteration re-uses: the data's centre, and its lane layout.
+
+        Inside ``fit`` (``X`` is the array ``_check_X`` checked and summed), the centre
+        comes from those sums (``_column_means``'s own operations, so its bits) and the
+        layout reads ``X`` itself, which the fit does not change, instead of a copy: two
+        passes over ``X`` fewer (0.3-0.4 ms of a 150 x 400 fit, 2026-12-02)."""
+        checked = self.__dict__.pop("_fit_sums", None)
+        in_fit = checked is not None and checked[0] is X
+        center = checked[1] / len(X) if in_fit else _column_means(X)
         context = {"center": center, "X": np.ascontiguousarray(X, dtype=np.float64)}
         if compiled._kernels() is not None:
             # the lanes are copied by a helper thread from here on, while this thread
             # initialises; what it has not reached, the first E-step copies (each unit
             # by the thread that claims it first: see LaneLayout.start_fill)
             context["layout"] = layout = LaneLayout(
-                context["X"], center, batch, n_jobs=self.n_jobs, fill=False
+                context["X"], center, batch, n_jobs=self.n_jobs, fill=False, copy=not in_fit
             )
             layout.start_fill(self.n_jobs)
-            context["X"] = layout.X  # its own copy: the E-step's check passes by identity
+            context["X"] = layout.X  # the layout's X: the E-step's check passes by identity
         return context
 
     def _em(self, X, batch, monitor, context, start: int = 0) -> None:
