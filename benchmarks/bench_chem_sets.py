@@ -260,7 +260,11 @@ def _scaling_rows(smiles: list[str], repeat: int) -> list[dict]:
             assigner.assign_many(smiles, n_jobs=jobs)
             times[jobs].append(time.perf_counter() - t0)
     one, two = statistics.median(times[1]), statistics.median(times[2])
-    return [
+    from benchmarks.bench_chem import _worker_cpu_row
+
+    cpu = _worker_cpu_row(assigner, smiles)  # the overhead of spreading, whatever the load
+    cpu["case"] = "WEHI: CPU of 2 workers (+ collecting parent) vs 1 process"
+    return [cpu] + [
         {
             "case": f"WEHI, assign_many n_jobs={jobs} (wall, fresh workers)",
             "molecules": len(smiles),
@@ -335,6 +339,12 @@ def main(
         n = smoke(10_000, 60)
         for row in _scaling_rows(molecules["WEHI"][:n], smoke(4, 1)):
             rows.append(row)
+            if "overhead" in row:
+                print(
+                    f"  {row['case']}: {100 * row['overhead']:+.1f}% CPU "
+                    f"(bound on 2 idle cores: {row['scaling_if_2_idle_cores']:.2f}x)"
+                )
+                continue
             print(
                 f"  {row['case']}, {row['molecules']} molecules: {row['molecules_per_s']:.0f}/s, "
                 f"{row['scaling_vs_1']:.2f}x"
