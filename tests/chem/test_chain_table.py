@@ -395,3 +395,39 @@ def test_a_child_forked_while_a_key_is_being_added_still_labels():
     finally:
         table._words.lock.release()
     assert got == b"1"
+
+
+def _every_key_masks_equal_the_reference(table) -> int:
+    for key, found in table._masks.items():
+        assert found == table._masks_reference(key), key
+    return len(table._masks)
+
+
+@given(force_fields())
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_packed_masks_equal_the_bit_by_bit_reference_on_random_patterns(ff):
+    # ChainTable.masks packs each key's bits with NumPy; _masks_reference sets them one
+    # by one in Python (the code before). Random patterns of every primitive kind, with
+    # neighbour predicates (keys with undecided bits), on every test molecule.
+    table = ChainTable(*ff)
+    for mol, n_written in PREPARED:
+        if n_written is not None:
+            table.label(scan_heavy(mol, n_written), mol.GetNumAtoms())
+    assert _every_key_masks_equal_the_reference(table) > 0
+
+
+@pytest.mark.parametrize(
+    "force_field", ["openff-2.3.0", "openff_unconstrained-2.2.1", "openff-1.3.0", "openff-1.0.0"]
+)
+def test_packed_masks_equal_the_bit_by_bit_reference_on_drug_like_keys(force_field):
+    # Every atom key of shipped, generated and MiniDrugBank molecules, both label paths.
+    from tying.chem.generate import drug_like_smiles
+    from tying.chem.validate import toolkit_drug_like_smiles
+
+    assigner = SmirksAssigner(force_field, cache=False, strict=False)
+    molecules = [s for s, _ in load_molecule_set()] + drug_like_smiles(100, seed=8)
+    molecules += [s for s, _ in toolkit_drug_like_smiles()] + MOLECULES
+    assigner.assign_many(molecules)
+    for smiles in molecules[::3]:
+        assigner.assign(smiles)
+    assert _every_key_masks_equal_the_reference(assigner._chain) > 100

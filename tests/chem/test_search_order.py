@@ -244,3 +244,30 @@ def test_anchoring_primitives_on_either_side_never_changes_a_match_set(
         assert mol.GetSubstructMatches(rewritten, PARAMS) == mol.GetSubstructMatches(
             original, PARAMS
         ), (atom, anchored_smarts(atom))
+
+
+def test_the_stored_atom_frequencies_equal_a_fresh_count_of_the_shipped_file():
+    import hashlib
+
+    from tying.chem import _atom_frequencies
+    from tying.chem.molecules import data_path
+    from tying.chem.search_order import atom_frequencies, count_atom_frequencies
+
+    digest = hashlib.sha256(data_path("molecules.smi").read_bytes()).hexdigest()
+    assert _atom_frequencies.SOURCE_SHA256 == digest  # else: re-count (see that module)
+    assert _atom_frequencies.FREQUENCIES == count_atom_frequencies()
+    assert atom_frequencies() is _atom_frequencies.FREQUENCIES
+
+
+def test_atom_frequencies_are_counted_when_the_shipped_file_is_not_the_stored_ones(monkeypatch):
+    from tying.chem import _atom_frequencies
+    from tying.chem.search_order import atom_frequencies, count_atom_frequencies
+
+    stale = (((6, 4, 3, 0, False, False, ()), 1),)  # a table that no longer fits its file
+    monkeypatch.setattr(_atom_frequencies, "FREQUENCIES", stale)
+    monkeypatch.setattr(_atom_frequencies, "SOURCE_SHA256", "0" * 64)
+    atom_frequencies.cache_clear()
+    try:
+        assert atom_frequencies() == count_atom_frequencies() != stale
+    finally:
+        atom_frequencies.cache_clear()
