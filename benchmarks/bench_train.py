@@ -299,8 +299,11 @@ def main() -> None:
     ]
     # issue 19: mode="vmap" >= 1.0x Opacus hooks on small models too, 1 and 2 threads
     small = [untied(kind, "vmap", t) for t in (1, 2) for kind in ("mlp-small", "cnn", "tokens")]
+    # the smallest models of benchmarks/bench_train_sweep.py (stop 20), where a step is
+    # mostly fixed cost: both modes, 1 thread
+    tiny = [_sweep_row(*spec, mode) for spec in _TINY for mode in ("vmap", "ghost")]
     torch.set_num_threads(2)
-    rows += [*small, *tied_lm()]
+    rows += [*small, *tied_lm(), *tiny]
     write("train", rows)
     print("\n== issue 19 goal rows: mode=vmap vs Opacus hooks, speed median (10th-90th pct)")
     for row in [rows[1], *small]:
@@ -308,6 +311,28 @@ def main() -> None:
             f"  {row['case'][:58]:58s} {row['threads']} thr: wall {row['speed_wall_pairs']:17s}"
             f" CPU {row['speed_cpu_pairs']:17s} ours {row['ours_ms']:.3g} ms"
         )
+    print("== tiny models (fixed cost per step), 1 thread, vs Opacus hooks")
+    for row in tiny:
+        print(
+            f"  {row['case'][:40]:40s} {row['mode']:5s}: wall {row['speed_wall_pairs']:17s}"
+            f" CPU {row['speed_cpu_pairs']:17s} ours {row['ours_ms']:.3g} ms"
+            f" Opacus {row['opacus_hooks_ms']:.3g} ms  load {row['loadavg']}"
+        )
+
+
+# (name, width, depth, B) of the sweep's smallest MLPs
+_TINY = [
+    ("MLP w=16 depth=1", 16, 1, 8),
+    ("MLP w=64 depth=1", 64, 1, 64),
+    ("MLP w=16 depth=2", 16, 2, 64),
+    ("MLP w=64 depth=2", 64, 2, 8),
+]
+
+
+def _sweep_row(name: str, width: int, depth: int, B: int, mode: str) -> dict:
+    from benchmarks.bench_train_sweep import mlp, one
+
+    return one(name, "mlp", lambda: mlp(width, depth), B, mode, 1)
 
 
 if __name__ == "__main__":

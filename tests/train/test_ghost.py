@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import tying
 from tests.train.models import BagTied, TinyLM, cases, loop_grads, mse, seq_ce
 from tying.train import GhostClipping, ghost_norms, per_example_norms
+from tying.train import ghost as ghost_module
 
 CASES = cases()
 IDS = [c[0] for c in CASES]
@@ -202,18 +205,25 @@ def test_the_flush_is_relative_so_a_uniformly_tiny_gradient_survives():
         assert torch.equal(_flush_tiny(bad).isnan(), bad.isnan())
 
 
-def test_the_flush_keeps_a_permuted_gradient_layout():
-    # the gradient of logits transposed for the loss arrives permuted; the products after
-    # the flush are only as fast as before when the layout is kept
+@pytest.mark.parametrize("layout", ["permuted", "row-major", "expanded"])
+def test_the_flush_writes_a_permuted_gradient_row_major_with_the_same_values(layout):
+    # the gradient of logits transposed for the loss arrives permuted; the flushed copy
+    # is written row-major (what the layer's backward and the clipped sum read), and
+    # holds exactly the values a layout-keeping flush held
     from tying.train.ghost import _flush_tiny
 
     base = torch.randn(4, 9, 5)
     base[0, 0, 0], base[1, 2, 3] = 1e-30, -1e-25
-    g = base.transpose(1, 2)  # (4, 5, 9), strides (45, 1, 5)
+    if layout == "permuted":
+        g = base.transpose(1, 2)  # (4, 5, 9), strides (45, 1, 5)
+    elif layout == "row-major":
+        g = base.transpose(1, 2).contiguous()
+    else:  # a loss summed over the last dim hands back a stride-0 gradient
+        g = torch.tensor(0.5).expand(4, 5, 9)
     out = _flush_tiny(g)
-    assert out.stride() == g.stride()
+    assert out.is_contiguous()
     want = g.clone()
-    want[0, 0, 0] = want[1, 3, 2] = 0.0
+    want[g.abs() < g.abs().max() * 2.0**-60] = 0.0
     assert torch.equal(out, want)
 
 
@@ -346,3 +356,47 @@ def test_refuses_a_loss_that_mixes_examples(loss_fn):
     with pytest.raises(ValueError, match="loss_fn mixes examples"):
         GhostClipping(model).clip(loss_fn, x, y, 1.0)
     assert torch.equal(model.weight, w0)
+
+
+# -- the clipped sum scales the smaller side (issue 19, token model) -------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    B=st.integers(1, 5),
+    T=st.integers(1, 4),
+    m=st.integers(1, 9),
+    n=st.integers(1, 9),
+    transposed_layout=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_weighted_outer_equals_the_reference(B, T, m, n, transposed_layout, seed):
+    # whichever side c scales, Σ_b c_b L[b]ᵀ R[b] is the old form's to 1e-12 (float64),
+    # also for an output gradient in the permuted layout a transposed loss leaves
+    g = torch.Generator().manual_seed(seed)
+    L = torch.randn(B, m, T, generator=g, dtype=torch.float64).transpose(1, 2)
+    L = L if transposed_layout else L.contiguous()
+    R = torch.randn(B, T, n, generator=g, dtype=torch.float64)
+    c = torch.rand(B, generator=g, dtype=torch.float64)
+    for a, b, rows, cols in ((L, R, m, n), (R, L, n, m)):  # both sides the smaller one
+        new = ghost_module._weighted_outer(a, b, c, rows, cols)
+        ref = ghost_module._weighted_outer_reference(a, b, c, rows, cols)
+        assert new.shape == ref.shape == (rows, cols)
+        assert float((new - ref).norm()) <= 1e-12 * max(float(ref.norm()), 1e-300)
+
+
+def test_ghost_clip_equals_the_explicit_clipped_sum_on_a_vocabulary_layer():
+    # the token model's shape class: an output layer much wider than its input, so the
+    # clipped sum scales the input side; checked against per-example gradients
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(50, 4), nn.Linear(4, 50))
+    model = model.double()
+    x, y = torch.randint(0, 50, (6, 5)), torch.randint(0, 50, (6, 5))
+    C = 0.5
+    res = GhostClipping(model).clip(seq_ce, x, y, C)
+    grads = loop_grads(model, seq_ce, x, y)
+    norms = per_example_norms(grads)
+    c = (C / (norms + 1e-6)).clamp(max=1.0)
+    for name, g in grads.items():
+        want = (c.view(-1, *[1] * (g.dim() - 1)) * g).sum(0)
+        assert torch.allclose(res.grads[name], want, rtol=1e-10, atol=1e-12), name

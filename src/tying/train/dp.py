@@ -222,6 +222,11 @@ _EXPAND_SAFE = frozenset(
         nn.MaxPool2d,
         nn.AvgPool2d,
         nn.LayerNorm,
+        # per example by definition (groups of one sample's channels); its batching rule
+        # with a batched weight and bias is tested against a per-example loop (2-D and
+        # 4-D inputs, 1, 2 and C groups). Stop 20: the sweep's CNN with GroupNorm took
+        # vmap(grad) at 1.10x Opacus; the expanded way runs its step 1.24x faster.
+        nn.GroupNorm,
         nn.Dropout,
     }
 )
