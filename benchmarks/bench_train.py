@@ -149,6 +149,24 @@ def _spread(ratios: list[float]) -> str:
     return f"{r[len(r) // 2]:.2f} ({r[len(r) // 10]:.2f}-{r[-1 - len(r) // 10]:.2f})"
 
 
+def cnn(groupnorm: bool) -> nn.Sequential:
+    """The small MNIST-like CNN of the CNN rows (and the sweep's), GroupNorm optional."""
+    norm = [nn.GroupNorm(2, 8)] if groupnorm else []
+    norm2 = [nn.GroupNorm(4, 16)] if groupnorm else []
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        *norm,
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        *norm2,
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 7 * 7, 10),
+    )
+
+
 def untied(kind: str, mode: str, threads: int = 2) -> dict:
     """One DP step, ours vs Opacus hooks, at ``threads`` torch threads.
 
@@ -159,16 +177,7 @@ def untied(kind: str, mode: str, threads: int = 2) -> dict:
     if kind == "cnn":
         # a small CNN (MNIST-like): the per-step fixed cost shows here too
         B = 64
-        model_a = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(8, 16, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Flatten(),
-            nn.Linear(16 * 7 * 7, 10),
-        )
+        model_a = cnn(groupnorm=False)
         x, y, loss_fn = torch.randn(B, 1, 28, 28), torch.randint(0, 10, (B,)), _ce
         case = f"CNN conv 1-8-16 on 1x28x28 + Linear 784-10, B={B}"
     elif kind in ("mlp", "mlp-small"):

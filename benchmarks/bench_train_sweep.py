@@ -26,7 +26,7 @@ import time
 import torch
 from torch import nn
 
-from benchmarks.bench_train import _ce, _opacus_step, _ours_step, _same_clipped_grad, _spread
+from benchmarks.bench_train import _ce, _opacus_step, _ours_step, _same_clipped_grad, _spread, cnn
 from benchmarks.common import SMOKE, pairs, write
 
 #: wall-clock seconds of timed steps per case and clock (both sides together)
@@ -47,23 +47,6 @@ def mlp(width: int, depth: int) -> nn.Sequential:
     for i in range(depth):
         layers += [nn.Linear(sizes[i], sizes[i + 1]), nn.ReLU()]
     return nn.Sequential(*layers[:-1])
-
-
-def cnn(groupnorm: bool) -> nn.Sequential:
-    norm = [nn.GroupNorm(2, 8)] if groupnorm else []
-    norm2 = [nn.GroupNorm(4, 16)] if groupnorm else []
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1),
-        *norm,
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1),
-        *norm2,
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(16 * 7 * 7, 10),
-    )
 
 
 def embed_linear(vocab: int, d: int, T: int) -> nn.Sequential:
