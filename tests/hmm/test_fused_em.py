@@ -554,6 +554,33 @@ def test_a_refit_after_editing_x_in_place_fits_the_edited_data(n_jobs, monkeypat
 
 
 @needs_numba
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_a_kept_unit_table_whose_offsets_no_longer_hold_is_rebuilt_not_used(n_jobs, monkeypatch):
+    """The compiled loop reads every unit's arrays at the kept table's offsets, unchecked:
+    a kept table whose offsets for a unit past the first are not where this fit's arrays
+    are (a layout carved another way) must be rebuilt, never read (it swapped the last
+    unit's densities and forward variables here: a silently wrong fit)."""
+    from tying.hmm import _numba_em
+
+    monkeypatch.setattr(compiled, "MIN_ROWS", 1_000)
+    monkeypatch.setattr(fused_em, "_TABLES", type(fused_em._TABLES)())
+    lengths = [40] * 60
+    X = _data(31, 3, 2, lengths)
+    first = _fit(X, lengths, 3, n_jobs=n_jobs)
+    assert len(fused_em._TABLES) == 1
+    ((key, (ut, *rest)),) = fused_em._TABLES.items()
+    assert ut.shape[0] >= 2  # several units: the first one's place alone proves nothing
+    bad = ut.copy()
+    bad[-1, [_numba_em.U_B, _numba_em.U_ALPHA]] = ut[-1, [_numba_em.U_ALPHA, _numba_em.U_B]]
+    bad.flags.writeable = False
+    fused_em._TABLES[key] = (bad, *rest)
+    again = _fit(X, lengths, 3, n_jobs=n_jobs)
+    _assert_same_bits(again, first)
+    kept = fused_em._TABLES[key][0]
+    assert np.array_equal(kept, ut)  # the rebuilt table replaced the bad one
+
+
+@needs_numba
 def test_fits_of_other_k_on_the_same_lengths_get_their_own_unit_tables(monkeypatch):
     lengths = [30] * 40
     X = _data(25, 3, 2, lengths)

@@ -139,6 +139,43 @@ def _offset(a: np.ndarray, block: np.ndarray) -> int:
     return (a.__array_interface__["data"][0] - block.__array_interface__["data"][0]) // 8
 
 
+def _offset_columns(kernels) -> tuple[tuple[int, str, str], ...]:
+    """The unit table's offset columns: ``(column, array name, block)``, the block ``"a"``
+    (the data side: lanes, their centred copy, scaling, maxima) or ``"b"`` (densities and
+    the forward variables), each array's offset relative to its block's first array."""
+    return (
+        (kernels.U_XL, "XL", "a"), (kernels.U_XCL, "XcL", "a"), (kernels.U_IC, "ic", "a"),
+        (kernels.U_M, "m", "a"), (kernels.U_B, "b", "b"), (kernels.U_ALPHA, "alpha", "b"),
+    )  # fmt: skip
+
+
+def _offsets_hold(rel_ut: np.ndarray, layout, block_a, block_b, base_a, base_b) -> bool:
+    """Whether a kept unit table's offsets are where this layout's arrays are, for every
+    unit and array (not only the first unit's, whose place gives the bases).
+
+    The compiled loop reads and writes every unit's arrays at these offsets with no
+    bounds check, so a table kept from a layout carved another way would touch other
+    arrays' memory without an error: the offsets are checked before a kept table is
+    used (a few microseconds a fit).
+    """
+    from tying.hmm import _numba_em
+
+    if rel_ut.shape[0] != len(layout.units):
+        return False
+    columns = _offset_columns(_numba_em)
+    # where each block's first array starts, in float64s from the block's own start
+    start = {"a": block_a.ctypes.data + 8 * base_a, "b": block_b.ctypes.data + 8 * base_b}
+    block = {"a": block_a, "b": block_b}
+    for u, unit in enumerate(layout.units):
+        for col, name, side in columns:
+            a = unit.get(name)
+            if a is None or _root(a) is not block[side] or not a.flags.c_contiguous:
+                return False
+            if a.ctypes.data - start[side] != 8 * rel_ut[u, col]:
+                return False
+    return True
+
+
 #: the unit tables of the last few (lane layout, K): they depend on the lengths, D, K
 #: and the unit constants only (``LaneLayout.plan_key``), never on the data
 _TABLES: collections.OrderedDict = collections.OrderedDict()
@@ -174,14 +211,8 @@ def _unit_tables(layout, block_a, block_b, base_a, base_b, balance):
             T, _, S = unit["XL"].shape
             n_real = len(unit["seqs"])
             ut[u, :3] = T, S, n_real
-            for col, name, block, base in (
-                (_numba_em.U_XL, "XL", block_a, base_a),
-                (_numba_em.U_XCL, "XcL", block_a, base_a),
-                (_numba_em.U_IC, "ic", block_a, base_a),
-                (_numba_em.U_M, "m", block_a, base_a),
-                (_numba_em.U_B, "b", block_b, base_b),
-                (_numba_em.U_ALPHA, "alpha", block_b, base_b),
-            ):
+            for col, name, side in _offset_columns(_numba_em):
+                block, base = (block_a, base_a) if side == "a" else (block_b, base_b)
                 ut[u, col] = _offset(unit[name], block) - base
             ut[u, _numba_em.U_NACT] = n_int
             ut[u, _numba_em.U_LENS] = n_int + T
@@ -298,6 +329,10 @@ class FusedEM:
             tables = _TABLES.get(key)
             if tables is not None:
                 _TABLES.move_to_end(key)
+        if tables is not None and not _offsets_hold(
+            tables[0], layout, block_a, block_b, base_a, base_b
+        ):
+            tables = None  # carved otherwise than when it was kept: never read by its offsets
         if tables is None:
             tables = _unit_tables(layout, block_a, block_b, base_a, base_b, balance)
             if tables is None:
