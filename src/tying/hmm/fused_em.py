@@ -132,21 +132,37 @@ def _root(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _offset(a: np.ndarray, block: np.ndarray) -> int:
-    """``a``'s first element as an index of ``block`` (which ``a`` is carved from)."""
+def _offset(a: np.ndarray, block: np.ndarray, block_address: int | None = None) -> int:
+    """``a``'s first element as an index of ``block`` (which ``a`` is carved from);
+    ``block_address``: the block's ``ctypes.data``, when the caller has it already."""
     if _root(a) is not block or not a.flags.c_contiguous:
         raise ValueError("not carved from the block")
-    return (a.__array_interface__["data"][0] - block.__array_interface__["data"][0]) // 8
+    if block_address is None:
+        block_address = block.ctypes.data
+    return (a.ctypes.data - block_address) // 8
 
 
-def _offset_columns(kernels) -> tuple[tuple[int, str, str], ...]:
-    """The unit table's offset columns: ``(column, array name, block)``, the block ``"a"``
-    (the data side: lanes, their centred copy, scaling, maxima) or ``"b"`` (densities and
-    the forward variables), each array's offset relative to its block's first array."""
-    return (
-        (kernels.U_XL, "XL", "a"), (kernels.U_XCL, "XcL", "a"), (kernels.U_IC, "ic", "a"),
-        (kernels.U_M, "m", "a"), (kernels.U_B, "b", "b"), (kernels.U_ALPHA, "alpha", "b"),
-    )  # fmt: skip
+def _offset_columns(kernels) -> list[int]:
+    """The unit table's offset columns, in the order :func:`_unit_offsets` gives them."""
+    return [kernels.U_XL, kernels.U_XCL, kernels.U_IC, kernels.U_M, kernels.U_B, kernels.U_ALPHA]
+
+
+def _unit_offsets(layout, block_a, block_b, base_a, base_b) -> np.ndarray:
+    """``(units, 6)``: each unit's lane arrays (XL, XcL, ic, m on the data block ``a``; b,
+    alpha on the recursion's block ``b``) as offsets from their block's first array.
+
+    Raises:
+        ValueError: a unit's array is not carved from its block.
+    """
+    at_a, at_b = block_a.ctypes.data, block_b.ctypes.data
+    return np.array(
+        [
+            [_offset(unit[name], block_a, at_a) - base_a for name in ("XL", "XcL", "ic", "m")]
+            + [_offset(unit[name], block_b, at_b) - base_b for name in ("b", "alpha")]
+            for unit in layout.units
+        ],
+        dtype=np.int64,
+    ).reshape(-1, 6)
 
 
 def _offsets_hold(rel_ut: np.ndarray, layout, block_a, block_b, base_a, base_b) -> bool:
@@ -162,18 +178,11 @@ def _offsets_hold(rel_ut: np.ndarray, layout, block_a, block_b, base_a, base_b) 
 
     if rel_ut.shape[0] != len(layout.units):
         return False
-    columns = _offset_columns(_numba_em)
-    # where each block's first array starts, in float64s from the block's own start
-    start = {"a": block_a.ctypes.data + 8 * base_a, "b": block_b.ctypes.data + 8 * base_b}
-    block = {"a": block_a, "b": block_b}
-    for u, unit in enumerate(layout.units):
-        for col, name, side in columns:
-            a = unit.get(name)
-            if a is None or _root(a) is not block[side] or not a.flags.c_contiguous:
-                return False
-            if a.ctypes.data - start[side] != 8 * rel_ut[u, col]:
-                return False
-    return True
+    try:
+        now = _unit_offsets(layout, block_a, block_b, base_a, base_b)
+    except ValueError:  # not carved from the blocks
+        return False
+    return np.array_equal(rel_ut[:, _offset_columns(_numba_em)], now)
 
 
 #: the unit tables of the last few (lane layout, K): they depend on the lengths, D, K
@@ -207,24 +216,22 @@ def _unit_tables(layout, block_a, block_b, base_a, base_b, balance):
     ints, slot_seq = [], []
     n_int = slot = 0
     try:
-        for u, unit in enumerate(layout.units):
-            T, _, S = unit["XL"].shape
-            n_real = len(unit["seqs"])
-            ut[u, :3] = T, S, n_real
-            for col, name, side in _offset_columns(_numba_em):
-                block, base = (block_a, base_a) if side == "a" else (block_b, base_b)
-                ut[u, col] = _offset(unit[name], block) - base
-            ut[u, _numba_em.U_NACT] = n_int
-            ut[u, _numba_em.U_LENS] = n_int + T
-            ut[u, _numba_em.U_SLOT] = slot
-            ut[u, _numba_em.U_START] = n_int + T + n_real
-            ut[u, _numba_em.U_TAIL] = T
-            ints += [unit["n_act"], unit["lens"], unit["start"]]
-            n_int += T + n_real + S
-            slot_seq.append(unit["seqs"])
-            slot += n_real
+        ut[:, _offset_columns(_numba_em)] = _unit_offsets(layout, block_a, block_b, base_a, base_b)
     except ValueError:  # a layout not carved from one block per kind
         return None
+    for u, unit in enumerate(layout.units):
+        T, _, S = unit["XL"].shape
+        n_real = len(unit["seqs"])
+        ut[u, :3] = T, S, n_real
+        ut[u, _numba_em.U_NACT] = n_int
+        ut[u, _numba_em.U_LENS] = n_int + T
+        ut[u, _numba_em.U_SLOT] = slot
+        ut[u, _numba_em.U_START] = n_int + T + n_real
+        ut[u, _numba_em.U_TAIL] = T
+        ints += [unit["n_act"], unit["lens"], unit["start"]]
+        n_int += T + n_real + S
+        slot_seq.append(unit["seqs"])
+        slot += n_real
     ints = np.ascontiguousarray(np.concatenate(ints), dtype=np.int64)
     slot_seq = np.ascontiguousarray(np.concatenate(slot_seq), dtype=np.int64)
     order = np.argsort(-np.asarray(layout.cost), kind="stable").astype(np.int64)
