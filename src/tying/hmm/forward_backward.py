@@ -42,13 +42,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import math
 import threading
 
 import numpy as np
 from scipy.special import logsumexp
 
-from tying.hmm import compiled
+from tying.hmm import arenas, compiled
 from tying.hmm.sequences import SequenceBatch
 
 __all__ = [
@@ -469,7 +468,7 @@ class LaneLayout:
         #: for what is planned from them, never from the data
         self.plan_key, self.edges, plans = _unit_plans(batch, X.shape[1], kernels.LANE_BLOCK)
         self.units = []
-        for (static, _), arrays in zip(plans, _arena([a for _, a in plans]), strict=True):
+        for (static, _), arrays in zip(plans, arenas.carve([a for _, a in plans]), strict=True):
             self.units.append(static | arrays)  # a fresh dict: the plan's is shared
 
         # a unit's work: its lane-steps (padding lanes included: the loops run over them)
@@ -588,7 +587,7 @@ class LaneLayout:
 
     def prepare(self, K: int) -> None:
         """Make every unit's emission and forward buffers for ``K`` states (a no-op when
-        they exist), in one allocation with the others' (see :func:`_arena`).
+        they exist), in one allocation with the others' (see :func:`~tying.hmm.arenas.carve`).
 
         Example:
             >>> from tying.hmm import compiled
@@ -610,7 +609,7 @@ class LaneLayout:
                 shapes.append({"b": (T, K, S), "alpha": (R, K), "inv_c": (R,)})
             else:
                 shapes.append({"b": (T, K, S), "alpha": (T, K, S)})
-        for unit, arrays in zip(self.units, _arena(shapes), strict=True):
+        for unit, arrays in zip(self.units, arenas.carve(shapes), strict=True):
             unit["b"], unit["alpha"] = arrays["b"], arrays["alpha"]
             if "inv_c" in arrays:
                 unit["inv_c"] = arrays["inv_c"]
@@ -683,30 +682,6 @@ def _deal_rows(rows: np.ndarray, out: np.ndarray) -> None:
     tail = np.zeros((S, width))
     tail[: len(rows) - full] = rows[full:]
     out[-1] = tail.T
-
-
-def _arena(shapes: list[dict]) -> list[dict]:
-    """Float64 arrays of the given shapes, carved from one allocation.
-
-    One block of several MB is backed by huge pages (NumPy asks for them above
-    4 MiB, and Linux grants them in ``madvise`` mode): a fit's lane arrays
-    (tens of MB) then cost tens of page faults instead of thousands (3,320
-    faults and 3.2 ms of system time, about 6 % of a diag fit of 200 x 500,
-    when each array was its own). Each array starts on a 64-byte boundary.
-    """
-    sizes = [[math.prod(shape) for shape in d.values()] for d in shapes]
-    step = 8  # float64s in 64 bytes
-    total = sum(-(-n // step) * step for row in sizes for n in row)
-    block = np.empty(total + step)
-    off = (-block.ctypes.data % 64) // 8  # the first 64-byte boundary
-    out = []
-    for d, row in zip(shapes, sizes, strict=True):
-        arrays = {}
-        for (name, shape), n in zip(d.items(), row, strict=True):
-            arrays[name] = block[off : off + n].reshape(shape)
-            off += -(-n // step) * step
-        out.append(arrays)
-    return out
 
 
 def _read_only_view(a: np.ndarray) -> np.ndarray:

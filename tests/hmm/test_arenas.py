@@ -1,0 +1,152 @@
+"""A fit's lane memory is kept for the next fit, handed out only when no one holds it,
+and a kept block's old values never reach a result."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from tying.hmm import GaussianHMM, arenas, compiled
+
+needs_numba = pytest.mark.skipif(
+    not compiled.available(),
+    reason="compiled kernels unavailable: numba not installed (pip install numba) or TYING_DISABLE_NUMBA set",
+)
+PARAMS = ("startprob_", "transmat_", "means_", "covars_")
+
+
+@pytest.fixture(autouse=True)
+def _nothing_kept():
+    arenas.release()
+    yield
+    arenas.release()
+
+
+def _kept_ids() -> set[int]:
+    return {id(b) for b in arenas._KEPT}
+
+
+def test_a_block_dropped_by_its_user_is_handed_out_again():
+    first = arenas.carve([{"a": (100, 3)}, {"b": (7,)}])
+    block = first[0]["a"].base
+    address = block.ctypes.data
+    del first, block
+    again = arenas.carve([{"a": (100, 3)}, {"b": (7,)}])
+    assert again[0]["a"].base.ctypes.data == address
+    assert len(arenas._KEPT) == 1
+
+
+def test_a_block_someone_still_holds_a_view_of_is_never_handed_out_twice():
+    held = arenas.carve([{"a": (50,)}])[0]["a"]  # a caller keeps one view, drops the rest
+    held[:] = 7.0
+    other = arenas.carve([{"a": (50,)}])[0]["a"]
+    assert other.base is not held.base
+    other[:] = -1.0
+    assert np.all(held == 7.0)
+
+
+def test_blocks_of_another_size_are_not_handed_out():
+    a = arenas.carve([{"a": (64,)}])[0]["a"].base.ctypes.data
+    b = arenas.carve([{"a": (72,)}])[0]["a"]
+    assert b.base.ctypes.data != a or b.base.size != 72  # a new block of its own size
+    assert sorted(x.size for x in arenas._KEPT) == sorted({64 + 8, 72 + 8})
+
+
+def test_every_array_starts_on_a_cache_line_and_none_overlaps():
+    shapes = [{"x": (3, 5), "y": (1,)}, {"x": (2, 2, 2), "z": (9,)}]
+    out = arenas.carve(shapes)
+    spans = []
+    for d in out:
+        for a in d.values():
+            assert a.ctypes.data % 64 == 0
+            spans.append((a.ctypes.data, a.ctypes.data + a.nbytes))
+    spans.sort()
+    assert all(end <= nxt for (_, end), (nxt, _) in zip(spans, spans[1:], strict=False))
+
+
+def test_what_is_kept_never_exceeds_the_limit_and_larger_blocks_are_not_kept(monkeypatch):
+    monkeypatch.setattr(arenas, "KEEP_BYTES", 10_000)
+    big = arenas.carve([{"a": (2_000,)}])  # 16 KB: over the limit, never kept
+    assert arenas.kept_bytes() == 0
+    held = [arenas.carve([{"a": (300,)}]) for _ in range(6)]  # 2.4 KB each, all in use
+    assert arenas.kept_bytes() <= 10_000
+    assert len(arenas._KEPT) == 4  # the oldest were forgotten (still their users')
+    for h in held:
+        h[0]["a"][:] = 1.0  # still valid memory
+    del big
+
+
+def test_release_forgets_every_block_and_says_how_much():
+    held = arenas.carve([{"a": (1000,)}])
+    n = arenas.kept_bytes()
+    assert n >= 8000
+    assert arenas.release() == n
+    assert arenas.kept_bytes() == 0
+    held[0]["a"][:] = 2.0  # the user's memory stays valid
+
+
+def test_threads_carving_at_once_never_share_a_block():
+    n_threads, rounds = 8, 50
+    start = threading.Barrier(n_threads)
+    clashes = []
+
+    def work(tag):
+        start.wait()
+        for _ in range(rounds):
+            a = arenas.carve([{"a": (512,)}])[0]["a"]
+            a[:] = tag
+            if not np.all(a == tag):  # another thread wrote into this one's block
+                clashes.append(tag)
+            if not np.all(a == tag):
+                clashes.append(tag)
+            del a
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert clashes == []
+
+
+def _data(seed, lengths, D=3, K=4):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=2.0, size=(K, D))
+    n = int(np.sum(lengths))
+    return centres[rng.integers(0, K, n)] + rng.normal(size=(n, D))
+
+
+@needs_numba
+@pytest.mark.parametrize(
+    ("ctype", "lengths", "n_jobs"),
+    [
+        ("diag", [60] * 70 + [33] * 30, 1),  # the compiled EM loop, lanes
+        ("diag", [200] * 150 + [57] * 90, 2),  # two units on two threads
+        ("full", [60] * 70 + [33] * 30, 1),  # the general loop on the lane layout
+        ("tied", [40] * 50, 2),
+        ("diag", [9_000, 7_000], 1),  # few long sequences: units of rows, not lanes
+    ],
+)
+def test_a_fit_in_reused_memory_full_of_nan_gives_the_bits_of_a_fit_in_fresh_memory(
+    ctype, lengths, n_jobs
+):
+    X = _data(0, lengths)
+
+    def fit():
+        m = GaussianHMM(4, ctype, n_iter=4, tol=-np.inf, random_state=1, n_jobs=n_jobs)
+        return m.fit(X, lengths)
+
+    fresh = fit()
+    kept = _kept_ids()
+    assert kept, "the fit kept no lane memory"
+    for block in arenas._KEPT:
+        block.fill(np.nan)  # what a reused block holds must never reach a result
+    del block  # (a reference held here would keep it from being reused)
+    reused = fit()
+    assert _kept_ids() == kept  # the same blocks served the second fit
+    assert reused.history_ == fresh.history_
+    for name in PARAMS:
+        assert np.array_equal(getattr(reused, name), getattr(fresh, name)), name
+    assert np.array_equal(reused.predict(X, lengths), fresh.predict(X, lengths))
