@@ -529,6 +529,30 @@ def test_unit_plans_are_kept_by_the_lengths_values_not_by_an_arrays_identity(mon
 
 
 @needs_numba
+def test_what_one_layout_writes_into_its_unit_arrays_never_reaches_the_next_of_those_lengths():
+    """The unit plans are kept per lengths and shared: each layout holds its own copies,
+    and the kept plan's arrays refuse writes."""
+    from tying.hmm.forward_backward import LaneLayout, _unit_plans
+
+    lengths = [30] * 20 + [7, 3]
+    X = np.arange(float(sum(lengths)))[:, None]
+
+    def layout():
+        return LaneLayout(X, np.zeros(1), SequenceBatch.from_lengths(lengths))
+
+    first = layout()
+    expected = {k: first.units[0][k].copy() for k in ("n_act", "lens", "start", "seqs")}
+    for k in expected:
+        first.units[0][k][:] = -1  # a kernel that wrote where it should not
+    second = layout()
+    for k, v in expected.items():
+        assert np.array_equal(second.units[0][k], v), k
+    _, _, plans = _unit_plans(SequenceBatch.from_lengths(lengths), 1, 8)
+    with pytest.raises(ValueError, match="read-only"):
+        plans[0][0]["n_act"][0] = 0
+
+
+@needs_numba
 @pytest.mark.parametrize("n_jobs", [1, 2])
 def test_a_refit_after_editing_x_in_place_fits_the_edited_data(n_jobs, monkeypatch):
     """The kept plans and unit tables hold no data: a second fit of the same lengths, after

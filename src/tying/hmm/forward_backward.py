@@ -469,7 +469,10 @@ class LaneLayout:
         self.plan_key, self.edges, plans = _unit_plans(batch, X.shape[1], kernels.LANE_BLOCK)
         self.units = []
         for (static, _), arrays in zip(plans, arenas.carve([a for _, a in plans]), strict=True):
-            self.units.append(static | arrays)  # a fresh dict: the plan's is shared
+            # the plan is shared by every layout of these lengths: each gets its own
+            # copies of its arrays (a few KB), so nothing a fit writes reaches the next
+            own = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in static.items()}
+            self.units.append(own | arrays)
 
         # a unit's work: its lane-steps (padding lanes included: the loops run over them)
         self.cost = [u["XL"].shape[0] * u["XL"].shape[2] for u in self.units]
@@ -667,6 +670,10 @@ def _unit_plans(batch: SequenceBatch, D: int, LANE_BLOCK: int) -> tuple[tuple, n
         unit = {"kind": "lanes", "seqs": seqs, "lens": lens, "n_act": n_act,
                 "start": lane_start}  # fmt: skip
         plans.append((unit, {"XL": (T, D, S), "XcL": (T, D, S), "ic": (T, S), "m": (T, S)}))
+    for unit, _ in plans:
+        for a in unit.values():
+            if isinstance(a, np.ndarray):
+                a.flags.writeable = False  # kept for later layouts: never written
     with _PLANS_LOCK:
         _PLANS[key] = (edges, plans)
         while len(_PLANS) > _PLANS_KEPT:
