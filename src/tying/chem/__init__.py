@@ -16,11 +16,7 @@ from tying.chem.assign import (
     SmirksAssigner,
     assign_parameters,
     count_unique_parameters,
-    improper_key,
     last_match_wins,
-    topology_terms,
-    trefoil,
-    valence_key,
 )
 from tying.chem.errors import (
     ForceFieldNotFoundError,
@@ -46,6 +42,7 @@ from tying.chem.offxml import (
     load_force_field,
 )
 from tying.chem.smirks import CompiledSmirks, compile_section, compile_smirks
+from tying.chem.terms import improper_key, topology_terms, trefoil, valence_key
 from tying.chem.typing_baseline import atom_types, count_type_tuples, type_tuples
 from tying.chem.units import Quantity, Unit, parse_quantity, parse_unit
 
