@@ -150,3 +150,32 @@ def test_a_fit_in_reused_memory_full_of_nan_gives_the_bits_of_a_fit_in_fresh_mem
     for name in PARAMS:
         assert np.array_equal(getattr(reused, name), getattr(fresh, name)), name
     assert np.array_equal(reused.predict(X, lengths), fresh.predict(X, lengths))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_a_forked_child_starts_with_nothing_kept_and_a_free_lock():
+    import os
+    import signal
+    import time
+    import warnings
+
+    arenas.carve([{"a": (100,)}])
+    arenas._LOCK.acquire()  # as if another thread held it at the fork
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+            pid = os.fork()
+        if pid == 0:  # the child: must not deadlock, must keep nothing of the parent's
+            ok = arenas.kept_bytes() == 0 and arenas.carve([{"a": (10,)}])[0]["a"].size == 10
+            os._exit(0 if ok else 1)
+    finally:
+        arenas._LOCK.release()
+    deadline = time.monotonic() + 20
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung on the lock it inherited")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    assert arenas.kept_bytes() > 0  # the parent's are still kept

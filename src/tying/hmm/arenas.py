@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import math
+import os
 import sys
 import threading
 
@@ -50,6 +51,17 @@ def _refs(blocks: list) -> list[int]:
     """Each block's reference count as seen from here (compared with :data:`_ALONE`)."""
     return [sys.getrefcount(b) for b in blocks]
 
+
+def _forget_in_child() -> None:
+    """A forked child starts with nothing kept and a fresh lock (the parent's may have
+    been held by another thread at the fork)."""
+    global _LOCK
+    _LOCK = threading.Lock()
+    _KEPT.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
 
 #: the count of a block that only the list passed to :func:`_refs` holds
 _ALONE = _refs([np.empty(0)])[0]
