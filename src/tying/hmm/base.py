@@ -30,6 +30,13 @@ from tying.hmm.forward_backward import Posteriors, forward_backward, forward_log
 from tying.hmm.monitor import ConvergenceMonitor
 from tying.hmm.sequences import SequenceBatch, check_lengths
 from tying.hmm.ties import StateTies
+from tying.hmm.validation import (
+    _broadcast,
+    _check_finite,
+    _check_prior,
+    _positive_int,
+    _stochastic,
+)
 from tying.hmm.viterbi import viterbi
 
 __all__ = ["BaseHMM", "NotFittedError"]
@@ -953,87 +960,7 @@ class BaseHMM:
         return f"{type(self).__name__}(n_components={self.n_components}, ties={self.ties!r})"
 
 
-def _check_finite(log_likelihood: np.ndarray, it: int) -> None:
-    """Refuse an E-step in which some sequence has probability 0 (naming it)."""
-    if not np.all(np.isfinite(log_likelihood)):
-        s = int(np.flatnonzero(~np.isfinite(log_likelihood))[0])
-        raise ValueError(
-            f"sequence {s} has probability 0 under the parameters of EM iteration {it} "
-            f"(a symbol or transition no state allows); give it non-zero probability "
-            f"in the start values or drop the sequence"
-        )
-
-
-def _broadcast(value: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """``np.broadcast_to(value, shape)``'s values in a fresh array, without its per-call
-    cost (about 7 us, several times an M-step; 2026-12-01). Shapes that do not broadcast
-    raise NumPy's ValueError, as ``np.broadcast_to`` does.
-
-    Args:
-        value: an array (a prior or a parameter).
-        shape: the shape to broadcast it to.
-
-    Returns:
-        A new writable array of ``shape`` and ``value``'s dtype.
-
-    Raises:
-        ValueError: when ``value`` does not broadcast to ``shape``.
-
-    Example:
-        >>> _broadcast(np.asarray(2.0), (2, 3)).tolist()
-        [[2.0, 2.0, 2.0], [2.0, 2.0, 2.0]]
-    """
-    value = np.asarray(value)
-    if value.ndim > len(shape):  # assignment would drop leading 1s; broadcast_to refuses
-        return np.broadcast_to(value, shape).copy()
-    out = np.empty(shape, dtype=value.dtype)
-    out[...] = value
-    return out
-
-
 def _public(param: str) -> str:
     return {"transmat": "transmat_", "startprob": "startprob_", "emissions": "emissionprob_"}.get(
         param, f"{param}_"
     )
-
-
-def _positive_int(name: str, value) -> int:
-    """``value`` as an int; a ValueError naming ``name`` unless it is an integer >= 1 (not bool)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _check_prior(name: str, value, *, nonneg: bool) -> None:
-    """A prior is None (default) or finite numbers (non-negative where required)."""
-    if value is None:
-        return
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number or an array of numbers, got {value!r}") from None
-    if not np.all(np.isfinite(arr)) or (nonneg and np.any(arr < 0)):
-        need = "finite non-negative" if nonneg else "finite"
-        raise ValueError(f"{name} must hold {need} numbers, got {value!r}")
-
-
-def _stochastic(name: str, value, shape: tuple[int, ...]) -> np.ndarray:
-    """Validate a probability vector / row-stochastic matrix."""
-    arr = np.asarray(value, dtype=np.float64)
-    if arr.shape != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
-    # the checks below in three comparisons (NaN fails >= 0; with no negatives an inf
-    # makes its sum inf): np.allclose's own checks cost more than the rest of a start
-    with np.errstate(over="ignore", invalid="ignore"):  # inf - inf: refused below
-        sums = arr.sum(-1)
-    if (arr >= 0).all() and (np.abs(sums - 1.0) <= 1e-8).all():
-        return arr
-    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
-        raise ValueError(f"{name} must hold finite non-negative probabilities, got {arr}")
-    if not np.allclose(sums, 1.0, rtol=0, atol=1e-8):
-        rows = np.flatnonzero(~np.isclose(np.atleast_1d(sums), 1.0, rtol=0, atol=1e-8))
-        raise ValueError(
-            f"{name} must sum to 1 along its last axis; row(s) {rows.tolist()} sum to "
-            f"{np.atleast_1d(sums)[rows].tolist()}; normalise it"
-        )
-    return arr

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from tying.hmm.base import BaseHMM, _check_prior, _stochastic
+from tying.hmm.base import BaseHMM
 from tying.hmm.sequences import check_observations
 from tying.hmm.ties import StateTies
+from tying.hmm.validation import _check_prior, _stochastic
 
 __all__ = ["CategoricalHMM"]
 

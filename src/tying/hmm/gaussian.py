@@ -33,11 +33,12 @@ import numpy as np
 from scipy.linalg import cho_factor, solve_triangular
 
 from tying.hmm import compiled
-from tying.hmm.base import BaseHMM, _broadcast, _check_prior, _positive_int
+from tying.hmm.base import BaseHMM
 from tying.hmm.forward_backward import LaneLayout, _deal_rows, forward_backward_stats
 from tying.hmm.fused_em import FusedEM
 from tying.hmm.sequences import check_observations
 from tying.hmm.ties import StateTies
+from tying.hmm.validation import _broadcast, _check_prior, _positive_int
 
 __all__ = ["GaussianHMM", "kmeans_centres"]
 

@@ -32,7 +32,7 @@ import numpy as np
 from scipy.linalg import cho_factor, solve_triangular
 from scipy.special import logsumexp
 
-from tying.hmm.base import BaseHMM, _positive_int, _stochastic
+from tying.hmm.base import BaseHMM
 from tying.hmm.gaussian import (
     _check_covariance,
     _check_min_covar,
@@ -41,6 +41,7 @@ from tying.hmm.gaussian import (
 )
 from tying.hmm.sequences import check_observations
 from tying.hmm.ties import StateTies
+from tying.hmm.validation import _positive_int, _stochastic
 
 __all__ = ["GMMHMM"]
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from tying.core.count import Count, Group
-from tying.hmm.base import NotFittedError, _positive_int, _threads, _unchanged_on_error
+from tying.hmm.base import NotFittedError, _threads, _unchanged_on_error
 from tying.hmm.pair_dp import (
     NEG,
     M,
@@ -39,6 +39,7 @@ from tying.hmm.pair_dp import (
     posterior_counts,
     viterbi,
 )
+from tying.hmm.validation import _positive_int
 
 __all__ = ["PairHMM", "mirror"]
 

@@ -1,0 +1,187 @@
+"""numba kernels of the scaled forward-backward on given emission log-densities.
+
+The recursions behind :func:`tying.hmm.forward_backward` and
+:func:`tying.hmm.forward_log_likelihood` when the compiled path is on: they
+take any HMM's ``(n_samples, K)`` log-densities and run one sequence at a time
+over its K states, for every emission model; ``sum_first_axis`` adds their
+per-sequence statistics in index order (the fused EM adds its units' with it
+too). They live apart from :mod:`tying.hmm._numba_kernels` (the fused Gaussian
+E-step in lane layout and the diag M-step), which re-exports them, so that
+:func:`tying.hmm.compiled._kernels` keeps handing out one module with every
+kernel. ``_JIT`` is defined here and imported there: every fastmath kernel of
+the two modules compiles with the same options.
+
+Each kernel handles the items ``lo..hi-1`` (sequences or pairs) one at a time
+and writes only their slots of the outputs, so that chunks can run on
+different threads (``nogil``) with results that do not depend on the split.
+``error_model="numpy"``: a division by zero gives inf/NaN as in NumPy (the
+caller detects the sequence and recomputes it in log space) instead of raising.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from tying.hmm.forward_backward import TINY  # the same threshold on both paths
+
+_JIT = {
+    "nogil": True,
+    "cache": True,
+    "error_model": "numpy",
+    "fastmath": {"reassoc", "contract", "arcp"},
+}
+
+
+# ---------------------------------------------------------------- forward-backward
+@numba.njit(**_JIT)
+def fb_scaled(startprob, transmat, b, m, r0, starts, lengths, lo, hi, gamma, ll, xi_seq, bad):
+    """Scaled forward-backward of sequences lo..hi-1.
+
+    ``b`` and ``m`` hold rows ``r0..`` of the concatenated emissions as
+    ``exp(log_b - m)`` and ``m`` (the row maxima); NumPy computes them before
+    the call because its vectorised ``exp`` is several times faster than a
+    compiled scalar one.
+
+    Writes ``gamma`` rows of those sequences, ``ll[s]``, ``xi_seq[s]`` (expected
+    transitions of sequence s) and ``bad[s]`` (scaling failed: recompute in log
+    space; its gamma/xi are then left at zero).
+    """
+    K = transmat.shape[0]
+    trans_t = np.ascontiguousarray(transmat.T)  # row k: the transitions into state k
+    t_max = 0
+    for s in range(lo, hi):
+        t_max = max(t_max, lengths[s])
+    alpha = np.empty((t_max, K))
+    inv_c = np.empty(t_max)
+    beta = np.empty(K)
+    beta_prev = np.empty(K)
+    q = np.empty(K)
+    acc = np.empty((K, K))
+    for s in range(lo, hi):
+        o, L = starts[s], lengths[s]
+        ob = o - r0  # the sequence's first row in b and m
+        log_c = 0.0
+        min_c = 1.0
+        m_sum = 0.0
+        for t in range(L):
+            m_sum += m[ob + t]
+            if t == 0:
+                for k in range(K):
+                    alpha[0, k] = startprob[k] * b[ob, k]
+            else:  # local accumulators: the compiler keeps them in registers
+                for k in range(K):
+                    v = 0.0
+                    for j in range(K):
+                        v += alpha[t - 1, j] * trans_t[k, j]
+                    alpha[t, k] = v * b[ob + t, k]
+            c = 0.0
+            for k in range(K):
+                c += alpha[t, k]
+            for k in range(K):
+                alpha[t, k] /= c
+            inv_c[t] = 1.0 / c
+            log_c += np.log(c)
+            min_c = min(min_c, c)
+        total = log_c + m_sum
+        ll[s] = total
+        # a factor below TINY has lost precision (subnormal) and its inverse overflows:
+        # recompute the sequence in log space, as for one that underflowed completely
+        if not np.isfinite(total) or min_c < TINY:
+            bad[s] = True
+            for t in range(L):
+                for k in range(K):
+                    gamma[o + t, k] = 0.0
+            for j in range(K):
+                for k in range(K):
+                    xi_seq[s, j, k] = 0.0
+            continue
+        bad[s] = False
+        # backward: q[t] = b[t] * beta[t] / c[t] feeds both beta[t-1] and xi
+        for j in range(K):
+            for k in range(K):
+                acc[j, k] = 0.0
+        for k in range(K):
+            beta[k] = 1.0
+            gamma[o + L - 1, k] = alpha[L - 1, k]
+        for t in range(L - 2, -1, -1):
+            for k in range(K):
+                q[k] = b[ob + t + 1, k] * beta[k] * inv_c[t + 1]
+            for j in range(K):
+                a = alpha[t, j]
+                v = 0.0
+                for k in range(K):
+                    acc[j, k] += a * q[k]
+                    v += q[k] * transmat[j, k]
+                beta_prev[j] = v
+            for k in range(K):
+                beta[k] = beta_prev[k]
+                gamma[o + t, k] = alpha[t, k] * beta[k]
+        for j in range(K):
+            for k in range(K):
+                xi_seq[s, j, k] = transmat[j, k] * acc[j, k]
+
+
+@numba.njit(**_JIT)
+def shift_rows(lb, b, m):
+    """``m[i] = max(lb[i])`` and ``b[i] = lb[i] - m[i]`` in one pass (NumPy then takes ``exp``)."""
+    K = lb.shape[1]
+    for i in range(lb.shape[0]):
+        mx = lb[i, 0]
+        for k in range(1, K):
+            mx = max(mx, lb[i, k])
+        m[i] = mx
+        for k in range(K):
+            b[i, k] = lb[i, k] - mx
+
+
+@numba.njit(**_JIT)
+def forward_scaled(startprob, transmat, logb, starts, lengths, lo, hi, ll):
+    """Scaled forward pass only: ``ll[s]`` for sequences lo..hi-1 (non-finite: recompute)."""
+    K = transmat.shape[0]
+    trans_t = np.ascontiguousarray(transmat.T)  # row k: the transitions into state k
+    alpha = np.empty(K)
+    nxt = np.empty(K)
+    b = np.empty(K)
+    for s in range(lo, hi):
+        o, L = starts[s], lengths[s]
+        log_c = 0.0
+        min_c = 1.0
+        m_sum = 0.0
+        for t in range(L):
+            row = logb[o + t]
+            mx = row[0]
+            for k in range(1, K):
+                mx = max(mx, row[k])
+            m_sum += mx
+            for k in range(K):
+                b[k] = np.exp(row[k] - mx)
+            if t == 0:
+                for k in range(K):
+                    nxt[k] = startprob[k] * b[k]
+            else:
+                for k in range(K):
+                    v = 0.0
+                    for j in range(K):
+                        v += alpha[j] * trans_t[k, j]
+                    nxt[k] = v * b[k]
+            c = 0.0
+            for k in range(K):
+                c += nxt[k]
+            for k in range(K):
+                alpha[k] = nxt[k] / c
+            log_c += np.log(c)
+            min_c = min(min_c, c)
+        # a subnormal factor has lost precision: NaN asks the caller for log space
+        ll[s] = log_c + m_sum if min_c >= TINY else np.nan
+
+
+@numba.njit(**_JIT)
+def sum_first_axis(values, out):
+    """``out = values.sum(0)`` added in index order (a fixed, thread-count-free order)."""
+    out[...] = 0.0
+    flat_out = out.reshape(-1)
+    for i in range(values.shape[0]):
+        flat_in = values[i].reshape(-1)
+        for k in range(flat_out.shape[0]):
+            flat_out[k] += flat_in[k]
