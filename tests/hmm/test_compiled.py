@@ -717,12 +717,18 @@ def test_units_are_few_wide_and_of_equal_rows(n_seq, T, want):
     assert rows.max() - rows.min() <= compiled.LANE_BLOCK * T
 
 
-@pytest.mark.parametrize("n_seq", [150, 151, 157, 200, 203, 1000, 5000])
-def test_units_of_lanes_are_cut_on_whole_lane_blocks(n_seq):
+@pytest.mark.parametrize(
+    ("n_seq", "T"),
+    # and fewer, longer sequences: units of two lane blocks or more (stop 21: 50 x 2000
+    # had been cut 25/25, 64 lanes where 24 + 26 make 56)
+    [(150, 400), (151, 400), (157, 400), (200, 400), (203, 400), (1000, 400), (5000, 400),
+     (32, 1900), (40, 1900), (50, 1900), (60, 1900)],
+)  # fmt: skip
+def test_units_of_lanes_are_cut_on_whole_lane_blocks(n_seq, T):
     """Splitting a batch into units adds no padding lanes: every cut between units of
     many sequences falls on a multiple of LANE_BLOCK (equal-row cuts had split 150
     sequences 75/75, 160 lanes where one unit has 152: 5 % more work on one thread)."""
-    lengths = np.random.default_rng(n_seq).integers(400, 440, size=n_seq)
+    lengths = np.random.default_rng(n_seq).integers(T, T + 40, size=n_seq)
     edges = compiled.units(lengths)
     assert len(edges) > 2  # more than one unit
     assert np.all(edges[1:-1] % compiled.LANE_BLOCK == 0)

@@ -241,6 +241,8 @@ def units(lengths: np.ndarray) -> np.ndarray:
         [0, 10]
         >>> units(np.full(150, 400)).tolist()  # two units, cut on a block of 8 lanes
         [0, 72, 150]
+        >>> units(np.full(50, 2000)).tolist()  # 24 + 32 lanes, not 32 + 32
+        [0, 24, 50]
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     n = len(lengths)
@@ -251,7 +253,9 @@ def units(lengths: np.ndarray) -> np.ndarray:
     rows = -(-int(ends[-1]) // n_units)  # equal rows per unit: threads finish together
     key = (ends - 1) // rows  # the row block holding a sequence's last row
     cuts = np.flatnonzero(np.diff(key)) + 1
-    if n >= 4 * LANE_BLOCK * n_units:  # lane units: cut on whole blocks of lanes
+    # lane units of two blocks or more: cut on whole blocks of lanes (50 sequences in
+    # two units: 24 + 26 make 24 + 32 lanes, where 25 + 25 padded them to 64)
+    if n >= 2 * LANE_BLOCK * n_units:
         cuts = np.unique(
             np.clip(np.rint(cuts / LANE_BLOCK).astype(np.int64) * LANE_BLOCK, 1, n - 1)
         )
