@@ -1,16 +1,24 @@
 """A fit's lane memory kept for the next fit (``tying.hmm.arenas``) against fresh memory.
 
-The same diag Gaussian HMM fit (K=8, 4 features, 10 EM iterations, explicit start
-values, as the goal rows of ``bench_hmm``) run again and again, as a user does
-when refitting, bootstrapping or comparing seeds: with the kept blocks (the
+Diag Gaussian HMM fits (K=8, 4 features, 10 EM iterations, explicit start values,
+as the goal rows of ``bench_hmm``) run one after another, as a user does when
+refitting, bootstrapping or comparing settings: with the kept blocks (the
 default) and with none kept (``arenas.KEEP_BYTES = 0``: every fit's blocks come
-from the allocator, as before stop 21). Each side runs its fits in a row in a
-fresh process (whether glibc hands a freed block back to the kernel depends on
-the process's allocation history, so interleaving the sides in one process
-would measure neither), the sides alternate over a few rounds; wall time, 1
-and 2 threads, both ends of the goal's range, with each side's minor page
-faults and system time per fit (``getrusage``), which is where fresh memory
-costs. The allocator is left as a user's process has it (glibc's defaults).
+from the allocator, as before stop 21).
+
+Whether glibc hands a freed block back to the kernel (so that the next fit
+page-faults it in again) depends on what the process allocated before, so each
+side runs in a fresh process, the sides alternate over a few rounds, and three
+sequences of fits are measured:
+
+- ``same``: the same fit (shape and ``n_jobs``) again and again;
+- ``threads``: fits alternating ``n_jobs=1`` and ``n_jobs=2`` (what the goal
+  benchmark's interleaved pairs do);
+- ``shapes``: fits alternating 150 x 400 and 200 x 500 sequences.
+
+Per fit in each sequence: wall time, minor page faults and system time
+(``getrusage``), which is where fresh memory costs. The allocator is left as a
+user's process has it (glibc's defaults).
 
     python -m benchmarks hmm_memory
 """
@@ -31,43 +39,57 @@ import numpy as np
 from benchmarks.bench_hmm import _diag_case, _start_covars
 from benchmarks.common import SMOKE, smoke, write
 
+#: per sequence, the fits it cycles through: (sequences, steps, n_jobs)
+SEQUENCES = {
+    "same": [(150, 400, 1)],
+    "threads": [(150, 400, 1), (150, 400, 2)],
+    "shapes": [(150, 400, 1), (200, 500, 1)],
+}
 
-def _side(n_seq: int, T: int, n_jobs: int, keep: bool, fits: int) -> dict:
-    """``fits`` fits in a row in this process, with the lane memory kept or not."""
+
+def _side(pattern: list, keep: bool, cycles: int) -> dict:
+    """``cycles`` turns of ``pattern``'s fits in this process, lane memory kept or not.
+
+    Returns, per fit of the pattern, its times, and the faults and system seconds
+    per fit."""
     import threadpoolctl
 
     from tying.hmm import GaussianHMM, arenas
 
-    X, lengths, start, A, means, _ = _diag_case(n_seq=n_seq, T=T)
     if not keep:
         arenas.KEEP_BYTES = 0  # every block from the allocator, as before stop 21
+    cases = [_diag_case(n_seq=n, T=T) for n, T, _ in pattern]
 
-    def fit():
+    def fit(i):
+        X, lengths, start, A, means, _ = cases[i]
         return GaussianHMM(
             8, "diag", startprob_init=start, transmat_init=A, means_init=means,
-            covars_init=_start_covars("diag", 8, 4), n_iter=10, tol=-np.inf, n_jobs=n_jobs,
+            covars_init=_start_covars("diag", 8, 4), n_iter=10, tol=-np.inf,
+            n_jobs=pattern[i][2],
         ).fit(X, lengths)  # fmt: skip
 
-    times, faults, system = [], 0, 0.0
+    out = [{"times": [], "faults": 0, "system": 0.0, "history": None} for _ in pattern]
     with threadpoolctl.threadpool_limits(1):
-        fit()  # compile and warm up
-        for _ in range(fits):
-            r0 = resource.getrusage(resource.RUSAGE_SELF)
-            t0 = time.perf_counter()
-            m = fit()
-            times.append(time.perf_counter() - t0)
-            r1 = resource.getrusage(resource.RUSAGE_SELF)
-            faults += r1.ru_minflt - r0.ru_minflt
-            system += r1.ru_stime - r0.ru_stime
-    return {"times": times, "faults": faults / fits, "system": system / fits,
-            "history": m.history_}  # fmt: skip
+        for i in range(len(pattern)):
+            fit(i)  # compile and warm up
+        for _ in range(cycles):
+            for i, o in enumerate(out):
+                r0 = resource.getrusage(resource.RUSAGE_SELF)
+                t0 = time.perf_counter()
+                m = fit(i)
+                o["times"].append(time.perf_counter() - t0)
+                r1 = resource.getrusage(resource.RUSAGE_SELF)
+                o["faults"] += (r1.ru_minflt - r0.ru_minflt) / cycles
+                o["system"] += (r1.ru_stime - r0.ru_stime) / cycles
+                o["history"] = m.history_
+    return {"fits": out}
 
 
-def _run_side(n_seq, T, n_jobs, keep, fits) -> dict:
-    """:func:`_side` in a fresh interpreter: what glibc does depends on the process's history."""
+def _run_side(pattern: list, keep: bool, cycles: int) -> dict:
+    """:func:`_side` in a fresh interpreter (its allocation history is the sequence's own)."""
     code = (
         "import json, sys; from benchmarks.bench_hmm_memory import _side; "
-        f"json.dump(_side({n_seq}, {T}, {n_jobs}, {keep}, {fits}), sys.stdout)"
+        f"json.dump(_side({pattern!r}, {keep}, {cycles}), sys.stdout)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -76,43 +98,42 @@ def _run_side(n_seq, T, n_jobs, keep, fits) -> dict:
     return json.loads(out.stdout)
 
 
-def _case(n_seq: int, T: int, n_jobs: int, rounds: int, fits: int) -> dict:
+def _rows(name: str, pattern: list, rounds: int, cycles: int) -> list[dict]:
     got = {True: [], False: []}
     for _ in range(rounds):  # alternate the sides, each in its own process
         for keep in (True, False):
-            got[keep].append(_run_side(n_seq, T, n_jobs, keep, fits))
-    kept = [t for r in got[True] for t in r["times"]]
-    fresh = [t for r in got[False] for t in r["times"]]
-    per_round = [
-        statistics.median(f["times"]) / statistics.median(k["times"])
-        for k, f in zip(got[True], got[False], strict=True)
-    ]
-    return {
-        "case": f"diag HMM EM, K=8, {n_seq}x{T}x4, 10 iter, n_jobs={n_jobs}: lane memory "
-        "kept for the next fit vs fresh memory (wall, fits in a row, one process a side)",
-        "kept_ms": 1e3 * statistics.median(kept),
-        "fresh_ms": 1e3 * statistics.median(fresh),
-        "speedup": statistics.median(fresh) / statistics.median(kept),
-        "speedup_rounds": f"{min(per_round):.2f}-{max(per_round):.2f}",
-        "faults_per_fit_kept": statistics.mean(r["faults"] for r in got[True]),
-        "faults_per_fit_fresh": statistics.mean(r["faults"] for r in got[False]),
-        "system_ms_per_fit_kept": 1e3 * statistics.mean(r["system"] for r in got[True]),
-        "system_ms_per_fit_fresh": 1e3 * statistics.mean(r["system"] for r in got[False]),
-        "same_history": all(
-            r["history"] == got[True][0]["history"] for r in got[True] + got[False]
-        ),
-        "rounds": rounds,
-        "fits_per_round": fits,
-        "load_average_1min": os.getloadavg()[0],
-    }
+            got[keep].append(_run_side(pattern, keep, cycles)["fits"])
+    rows = []
+    for i, (n_seq, T, n_jobs) in enumerate(pattern):
+        kept = [t for r in got[True] for t in r[i]["times"]]
+        fresh = [t for r in got[False] for t in r[i]["times"]]
+        histories = [r[i]["history"] for r in got[True] + got[False]]
+        rows.append(
+            {
+                "case": f"sequence '{name}' ({len(pattern)} fits a turn), its diag HMM EM fit "
+                f"K=8, {n_seq}x{T}x4, 10 iter, n_jobs={n_jobs}: lane memory kept vs fresh (wall)",
+                "kept_ms": 1e3 * statistics.median(kept),
+                "fresh_ms": 1e3 * statistics.median(fresh),
+                "speedup": statistics.median(fresh) / statistics.median(kept),
+                "faults_per_fit_kept": statistics.mean(r[i]["faults"] for r in got[True]),
+                "faults_per_fit_fresh": statistics.mean(r[i]["faults"] for r in got[False]),
+                "system_ms_per_fit_kept": 1e3 * statistics.mean(r[i]["system"] for r in got[True]),
+                "system_ms_per_fit_fresh": 1e3
+                * statistics.mean(r[i]["system"] for r in got[False]),
+                "same_history": all(h == histories[0] for h in histories),
+                "rounds": rounds,
+                "fits_per_round": cycles,
+                "load_average_1min": os.getloadavg()[0],
+            }
+        )
+    return rows
 
 
 def main() -> None:
     rows = []
-    shapes = ((150, 400), (200, 500)) if not SMOKE else ((150, 400),)  # (shrunk by _diag_case)
-    for n_seq, T in shapes:
-        for n_jobs in (1, 2):
-            rows.append(_case(n_seq, T, n_jobs, smoke(3, 1), smoke(12, 2)))
+    names = list(SEQUENCES) if not SMOKE else ["threads"]  # (shapes shrunk by _diag_case)
+    for name in names:
+        rows += _rows(name, SEQUENCES[name], smoke(3, 1), smoke(8, 1))
     write("hmm_memory", rows)
 
 
