@@ -41,7 +41,6 @@ import numpy as np
 
 from tying.chem._rdkit import Chem, quiet
 from tying.chem.chain_arrays import (
-    _highest,  # noqa: F401  (re-exported: tests import it from here)
     _label_arrays,
     _label_many,
     _Words,
