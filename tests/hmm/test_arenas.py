@@ -18,7 +18,8 @@ PARAMS = ("startprob_", "transmat_", "means_", "covars_")
 
 
 @pytest.fixture(autouse=True)
-def _nothing_kept():
+def _nothing_kept(monkeypatch):
+    monkeypatch.setattr(arenas, "MIN_KEEP_BYTES", 0)  # small blocks too, for small tests
     arenas.release()
     yield
     arenas.release()
@@ -179,3 +180,21 @@ def test_a_forked_child_starts_with_nothing_kept_and_a_free_lock():
         pytest.fail("the forked child hung on the lock it inherited")
     assert os.waitstatus_to_exitcode(done[1]) == 0
     assert arenas.kept_bytes() > 0  # the parent's are still kept
+
+
+def test_small_blocks_are_not_kept():
+    arenas.MIN_KEEP_BYTES = 64 << 10  # (the fixture's patch is undone after the test)
+    arenas.carve([{"a": (100,)}])
+    assert arenas.kept_bytes() == 0
+    arenas.carve([{"a": (10_000,)}])
+    assert arenas.kept_bytes() >= 80_000
+
+
+def test_arrays_of_different_units_never_share_a_cache_line():
+    """Threads write different units' arrays at every step: no line may hold two."""
+    shapes = [{"xi": (3, 3), "first": (3,), "n": (3,), "sx": (2, 3), "sxx": (2, 1, 3)}] * 4
+    lines = {}
+    for u, d in enumerate(arenas.carve(shapes)):
+        for name, a in d.items():
+            for line in range(a.ctypes.data // 64, (a.ctypes.data + a.nbytes - 1) // 64 + 1):
+                assert lines.setdefault(line, (u, name)) == (u, name), (u, name, lines[line])

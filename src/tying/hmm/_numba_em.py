@@ -272,6 +272,22 @@ def _densities(XL, n_act, means, prec, const, b, m, fns, t0, t1):
 
 
 @numba.njit(**_JIT)
+def private_scratch(n):
+    """``n`` float64s on cache lines of their own, which no other allocation shares.
+
+    A unit's sums are added to at every step of its E-step. Written into the shared
+    ``(units, ...)`` arrays, the end of one unit's row and the start of the next one's
+    shared a cache line whenever the array did not start on one, so the two cores
+    passed that line back and forth at every step: on two threads the units took 11 %
+    more cycles than on one (150 x 400, stop 21). Here the sums live on lines of
+    their own and are copied into the shared arrays once, at the end.
+    """
+    buf = np.empty((n + 7) // 8 * 8 + 8)  # whole lines, plus room to start on one
+    off = (64 - buf.ctypes.data % 64) % 64 // 8
+    return buf[off : off + n]
+
+
+@numba.njit(**_JIT)
 def _unit(u, tail, ctl, fill, X, center, ut, block_a, block_b, ints, start, trans, means, prec,
           const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u):  # fmt: skip
     """Unit ``u``'s E-step, as ``forward_backward_stats.work`` runs it for a lane unit;
@@ -299,11 +315,22 @@ def _unit(u, tail, ctl, fill, X, center, ut, block_a, block_b, ints, start, tran
     _densities(XL, n_act, means, prec, const, b, m, fns, 0, t1)
     if t1 < T and not _wait(ctl, TAIL, 1, False, fns):  # the tail's thread died: here then
         _densities(XL, n_act, means, prec, const, b, m, fns, t1, T)  # (the same values)
+    KK, DK = K * K, D * K  # the unit's sums, on cache lines of their own
+    sums = private_scratch(KK + 2 * K + 2 * DK)
+    xi = sums[:KK].reshape((K, K))
+    first = sums[KK : KK + K]
+    nsum = sums[KK + K : KK + 2 * K]
+    sx = sums[KK + 2 * K : KK + 2 * K + DK].reshape((D, K))
+    sxx = sums[KK + 2 * K + DK :].reshape((D, 1, K))
     lanes_fb_stats(
         start, trans, b, m, n_act, lens, XcL, False, alpha, ic,
-        ll_u[lo : lo + n_real], bad_u[lo : lo + n_real],
-        xi_u[u], first_u[u], n_u[u], sx_u[u], sxx_u[u],
+        ll_u[lo : lo + n_real], bad_u[lo : lo + n_real], xi, first, nsum, sx, sxx,
     )  # fmt: skip
+    xi_u[u] = xi
+    first_u[u] = first
+    n_u[u] = nsum
+    sx_u[u] = sx
+    sxx_u[u] = sxx
 
 
 @numba.njit(**_JIT)

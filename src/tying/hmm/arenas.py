@@ -42,6 +42,9 @@ __all__ = ["KEEP_BYTES", "carve", "kept_bytes", "release"]
 #: than this is never kept. 150 x 400 sequences of 4 features, K=8: 12.7 MB a fit
 KEEP_BYTES = 64 << 20
 
+#: blocks smaller than this are not kept: malloc serves them from memory it keeps
+MIN_KEEP_BYTES = 64 << 10
+
 _STEP = 8  # float64s in 64 bytes: every array starts on a cache line
 _KEPT: list[np.ndarray] = []  # oldest first
 _LOCK = threading.Lock()
@@ -71,7 +74,7 @@ _EXACT = getattr(sys, "_is_gil_enabled", lambda: True)()
 
 def _take(n: int) -> np.ndarray:
     """A block of ``n`` float64s: a kept one that nothing else holds, else a new one."""
-    if not _EXACT or n * 8 > KEEP_BYTES:
+    if not _EXACT or n * 8 > KEEP_BYTES or n * 8 < MIN_KEEP_BYTES:
         return np.empty(n)
     with _LOCK:
         for i, count in enumerate(_refs(_KEPT)):
@@ -88,8 +91,10 @@ def _take(n: int) -> np.ndarray:
 
 
 def carve(shapes: list[dict]) -> list[dict]:
-    """Float64 arrays of the given shapes, carved from one block, each starting on a
-    64-byte boundary. The values are whatever the block held: write before reading.
+    """Float64 arrays of the given shapes, carved from one block, each on whole cache
+    lines of its own (it starts on a 64-byte boundary and no other array shares its
+    last line), so that threads writing different arrays never share a line. The
+    values are whatever the block held: write before reading.
 
     One block of several MB is also backed by huge pages when it is new (NumPy
     asks for them above 4 MiB): tens of faults instead of thousands for
@@ -142,7 +147,7 @@ def release() -> int:
         The bytes forgotten.
 
     Example:
-        >>> _ = carve([{"a": (1000,)}]); release() > 0
+        >>> _ = carve([{"a": (10_000,)}]); release() > 0  # 80 KB: kept
         True
     """
     with _LOCK:

@@ -803,11 +803,12 @@ def forward_backward_stats(
     bad = np.zeros(n_seq, dtype=np.bool_)
     ll_u = [None] * U
     bad_u = [None] * U
-    xi_u = np.empty((U, K, K))
-    first_u = np.empty((U, K))
-    n_u = np.empty((U, K))
-    sx_u = np.empty((U, D, K))
-    sxx_u = np.empty((U, D, D if full else 1, K))
+    # each unit's sums on cache lines of their own: added to at every step, they shared a
+    # line with the next unit's on another core (see _numba_em.private_scratch)
+    sums = arenas.carve(
+        [{"xi": (K, K), "first": (K,), "n": (K,), "sx": (D, K), "sxx": (D, D if full else 1, K)}]
+        * U
+    )
 
     layout.prepare(K)  # here, not in the threads: one allocation for every unit
 
@@ -822,16 +823,17 @@ def forward_backward_stats(
             kernels.rows_fb_stats(
                 start, A, b, m, unit["XcL"], unit["r0"], batch.starts, batch.lengths, unit["lo"],
                 unit["hi"], full, alpha, unit["inv_c"],
-                ll, bad, xi_u[u], first_u[u], n_u[u], sx_u[u], sxx_u[u],
+                ll, bad, *sums[u].values(),
             )  # fmt: skip
             return
         ll_u[u], bad_u[u] = np.empty(len(unit["seqs"])), np.empty(len(unit["seqs"]), np.bool_)
         kernels.lanes_fb_stats(
             start, A, b, m, unit["n_act"], unit["lens"], unit["XcL"], full, alpha, unit["ic"],
-            ll_u[u], bad_u[u], xi_u[u], first_u[u], n_u[u], sx_u[u], sxx_u[u],
+            ll_u[u], bad_u[u], *sums[u].values(),
         )  # fmt: skip
 
     compiled._run_units(work, U, n_jobs, layout.cost)
+    xi_u, first_u, n_u, sx_u, sxx_u = (np.stack([d[k] for d in sums]) for k in sums[0])
     for u, unit in enumerate(layout.units):
         if unit["kind"] == "lanes":
             ll[unit["seqs"]] = ll_u[u]
