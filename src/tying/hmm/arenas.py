@@ -36,7 +36,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["KEEP_BYTES", "carve", "kept_bytes", "release"]
+__all__ = ["KEEP_BYTES", "MIN_KEEP_BYTES", "carve", "kept_bytes", "release"]
 
 #: most bytes of blocks kept for later fits (the oldest go first); a block larger
 #: than this is never kept. 150 x 400 sequences of 4 features, K=8: 12.7 MB a fit
