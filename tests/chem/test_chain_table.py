@@ -12,7 +12,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from tying.chem import SmirksAssigner, UnassignedParameterError, load_molecule_set  # noqa: E402
 from tying.chem.assign import KEYS, _match_parameters  # noqa: E402
-from tying.chem.chain_table import ChainTable, chain_queries, star_queries  # noqa: E402
+from tying.chem.chain_table import ChainTable, _bits, chain_queries, star_queries  # noqa: E402
 from tying.chem.molecules import canonical_order, parse_smiles  # noqa: E402
 from tying.chem.offxml import Parameter  # noqa: E402
 from tying.chem.smirks import compile_smirks, scan_heavy  # noqa: E402
@@ -378,16 +378,28 @@ def test_a_child_forked_while_a_key_is_being_added_still_labels():
     assert got == b"1"
 
 
+def _masks_bit_by_bit(table, key) -> dict:
+    """``ChainTable.masks`` as the code before its NumPy packing made it, bit by bit."""
+    values = table._values(key)
+    found = {}
+    for section, (_, at, _) in table.sections.items():
+        n, arity = at.shape
+        per_q = tuple(_bits(values[at[p, q]] is True for p in range(n)) for q in range(arity))
+        undecided = _bits(any(values[at[p, q]] is None for q in range(arity)) for p in range(n))
+        found[section] = (per_q, undecided)
+    return found
+
+
 def _every_key_masks_equal_the_reference(table) -> int:
     for key, found in table._masks.items():
-        assert found == table._masks_reference(key), key
+        assert found == _masks_bit_by_bit(table, key), key
     return len(table._masks)
 
 
 @given(force_fields())
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_packed_masks_equal_the_bit_by_bit_reference_on_random_patterns(ff):
-    # ChainTable.masks packs each key's bits with NumPy; _masks_reference sets them one
+    # ChainTable.masks packs each key's bits with NumPy; _masks_bit_by_bit sets them one
     # by one in Python (the code before). Random patterns of every primitive kind, with
     # neighbour predicates (keys with undecided bits), on every test molecule.
     table = ChainTable(*ff)

@@ -347,7 +347,7 @@ class ChainTable:
         found = self._masks.get(key)
         if found is None:
             # Each new key's masks: a gather and a bit-pack per section, in NumPy. Bit by
-            # bit in Python (_masks_reference) this was most of the extra CPU of a fresh
+            # bit in Python (the tests' reference) this was most of the extra CPU of a fresh
             # process's first molecules (about 0.5 ms per new key, ~140 keys in the first
             # 1,000 drug-like molecules).
             values = self._values(key)
@@ -364,17 +364,6 @@ class ChainTable:
         """Every atom tree's truth (True, False, None: undecided) on one :meth:`masks` key."""
         sig, near, near_open = key if self._near else (key, 0, 0)
         return [truth(t, sig, near, near_open) for t in self._atom_trees]
-
-    def _masks_reference(self, key: tuple) -> dict[str, tuple[tuple[int, ...], int]]:
-        """:meth:`masks` computed bit by bit in Python (uncached): the reference it is tested against."""
-        values = self._values(key)
-        found = {}
-        for section, (_, at, _) in self.sections.items():
-            n, arity = at.shape
-            per_q = tuple(_bits(values[at[p, q]] is True for p in range(n)) for q in range(arity))
-            undecided = _bits(any(values[at[p, q]] is None for q in range(arity)) for p in range(n))
-            found[section] = (per_q, undecided)
-        return found
 
     def keys(self, sigs: list[tuple], adjacency: list[list[tuple[int, int]]]) -> list[tuple]:
         """Each atom's :meth:`masks` key: its signature and, where some neighbour
