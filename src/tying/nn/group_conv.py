@@ -66,7 +66,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tying.core import Flipped, Plan, Rotated, share
-from tying.core.slots import SLOTS_GENERATION_ATTR, slots_of
+from tying.core.slots import SLOTS_ATTR, SLOTS_GENERATION_ATTR, slots_of
 from tying.nn import _winograd
 
 __all__ = [
@@ -522,10 +522,22 @@ class _GroupConvBase(nn.Module):
         return torch.index_select(stacked.reshape(-1), 0, index).view(shape)
 
     def _fast_bias(self, bias: torch.Tensor | None) -> torch.Tensor | None:
-        # the Same tie: every orientation of channel c reads biases.e[c]
+        # the Same tie: every orientation of channel c reads biases.e[c]; one gather (one
+        # autograd node; its backward adds the |G| gradients in the order the old
+        # |G|-way stack's did, so the bias gradient keeps its bits)
         if bias is None:
             return None
-        return torch.stack([bias] * len(self.elements), dim=1).view(-1)  # (C_out·|G|,)
+        return torch.index_select(bias, 0, self._bias_index_on(bias.device))  # (C_out·|G|,)
+
+    def _bias_index_on(self, device: torch.device) -> torch.Tensor:
+        """``[0]*|G| + [1]*|G| + …``: output channel ``c·|G| + g`` reads bias ``c``.
+
+        Made eagerly like the bank's index (see :meth:`_flat_index_on`).
+        """
+        index = self.__dict__.get("_bias_index")
+        if index is None:  # a layer built or pickled before this attribute existed
+            index = self._make_flat_index(bank=False)
+        return index if index.device == device else index.to(device)
 
     def _flat_index_on(self, device: torch.device) -> torch.Tensor:
         """The gather index, flat, on ``device``.
@@ -540,7 +552,17 @@ class _GroupConvBase(nn.Module):
             index = self._make_flat_index()
         return index if index.device == device else index.to(device)
 
-    def _make_flat_index(self) -> torch.Tensor:
+    def _make_flat_index(self, bank: bool = True) -> torch.Tensor:
+        """Make the bank's flat gather index and the bias's index on the parameters' device;
+        return the bank's (``bank=True``) or the bias's."""
+        first = self.kernels._parameters.get(self._physical_keys()[0])
+        device = first.device if first is not None else torch.device("cpu")
+        n = len(self.elements)
+        bias_index = torch.arange(self.out_channels, device=device).repeat_interleave(n)
+        self.__dict__["_bias_index"] = bias_index
+        if not bank:
+            return bias_index
+        self.__dict__["_bank_shape"] = tuple(self._gather_index().shape)
         index = self._gather_index().reshape(-1)
         n_physical = (
             self.out_channels * self.in_channels * self.kernel_size**2 * len(self._physical_keys())
@@ -612,9 +634,63 @@ class _GroupConvBase(nn.Module):
             self.__dict__.pop(name, None)
         return super().train(mode)
 
+    def _lean_pieces(self) -> tuple | None:
+        """``(physical blocks, bias, index, bank shape, bias index)`` for an eager step
+        with autograd or in training while the tie is intact; None sends the call down
+        the general path (compiled, eval without autograd, untied, re-tied, moved).
+
+        Whether the tie is the layer's own can change only when a bank's slots are
+        installed or removed (each installs a new slots dict) or its parameters are
+        added or removed, so the answer of :meth:`_fast_ready` is kept with those and
+        asked again only when one of them moved (issue 19: the Python and the small
+        operations between two convolutions cost several times their warm time in a
+        training step). The parameters themselves are read on every call.
+        """
+        if torch.compiler.is_compiling() or not (self.training or torch.is_grad_enabled()):
+            return None  # compiled: the guarded path; eval without autograd: the cache
+        modules = self._modules
+        kernels, biases = modules["kernels"], modules.get("biases")
+        kp = kernels._parameters
+        bp = None if biases is None else biases._parameters
+        k_slots = kernels.__dict__.get(SLOTS_ATTR)
+        b_slots = None if biases is None else biases.__dict__.get(SLOTS_ATTR)
+        seen = self.__dict__.get("_lean_seen")
+        if (
+            seen is None
+            or seen[0] is not k_slots
+            or seen[1] is not b_slots
+            or seen[2] != len(kp)
+            or (bp is not None and len(bp) != 1)
+        ):
+            seen = (k_slots, b_slots, len(kp), self._fast_ready())
+            self.__dict__["_lean_seen"] = seen
+        if not (seen[3] and self.tied):
+            return None
+        try:
+            physical = [kp[key] for key in self._physical_tuple()]
+            bias = None if bp is None else bp["e"]
+        except KeyError:  # a block renamed behind the same count: ask again
+            self.__dict__.pop("_lean_seen", None)
+            return None
+        index = self.__dict__.get("_bank_flat_index")
+        bias_index = self.__dict__.get("_bias_index")
+        shape = self.__dict__.get("_bank_shape")
+        if index is None or bias_index is None or shape is None:
+            return None  # unpickled from before these existed: the general path makes them
+        if index.device != physical[0].device:
+            return None  # swapped onto another device without _apply: copied per call there
+        return physical, bias, index, shape, bias_index
+
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
         # x: (B, C_in·orientations_in, H, W) -> (B, C_out, |G|, H', W')
-        if self._fast_ready():
+        lean = self._lean_pieces()
+        if lean is not None:
+            physical, bias, index, shape, bias_index = lean
+            # the same operations as _fast_bank / _fast_bias, without their look-ups
+            bank = torch.index_select(torch.stack(physical).reshape(-1), 0, index).view(shape)
+            if bias is not None:
+                bias = torch.index_select(bias, 0, bias_index)
+        elif self._fast_ready():
             bank, bias = self._banks()  # both from one check (and one eval cache)
         else:
             bank, bias = self.filter_bank(), self.bias_bank()
