@@ -555,6 +555,7 @@ class _GroupConvBase(nn.Module):
     def _make_flat_index(self, bank: bool = True) -> torch.Tensor:
         """Make the bank's flat gather index and the bias's index on the parameters' device;
         return the bank's (``bank=True``) or the bias's."""
+        self.__dict__.pop("_lean_seen", None)  # it holds the indices made here
         first = self.kernels._parameters.get(self._physical_keys()[0])
         device = first.device if first is not None else torch.device("cpu")
         n = len(self.elements)
@@ -646,40 +647,56 @@ class _GroupConvBase(nn.Module):
         operations between two convolutions cost several times their warm time in a
         training step). The parameters themselves are read on every call.
         """
-        if torch.compiler.is_compiling() or not (self.training or torch.is_grad_enabled()):
-            return None  # compiled: the guarded path; eval without autograd: the cache
-        modules = self._modules
-        kernels, biases = modules["kernels"], modules.get("biases")
+        if not (self.training or torch.is_grad_enabled()) or torch.compiler.is_compiling():
+            return None  # eval without autograd: the cache; compiled: the guarded path
+        kernels, biases = self._modules["kernels"], self._modules.get("biases")
         kp = kernels._parameters
-        bp = None if biases is None else biases._parameters
-        k_slots = kernels.__dict__.get(SLOTS_ATTR)
-        b_slots = None if biases is None else biases.__dict__.get(SLOTS_ATTR)
         seen = self.__dict__.get("_lean_seen")
         if (
             seen is None
-            or seen[0] is not k_slots
-            or seen[1] is not b_slots
+            or seen[0] is not kernels.__dict__.get(SLOTS_ATTR)
             or seen[2] != len(kp)
-            or (bp is not None and len(bp) != 1)
+            or (
+                biases is not None
+                and (seen[1] is not biases.__dict__.get(SLOTS_ATTR) or len(biases._parameters) != 1)
+            )
         ):
-            seen = (k_slots, b_slots, len(kp), self._fast_ready())
-            self.__dict__["_lean_seen"] = seen
-        if not (seen[3] and self.tied):
+            seen = self._lean_check(kernels, biases)
+        pieces = seen[3]
+        if pieces is None or not self.tied:
             return None
+        keys, index, shape, bias_index = pieces
         try:
-            physical = [kp[key] for key in self._physical_tuple()]
-            bias = None if bp is None else bp["e"]
-        except KeyError:  # a block renamed behind the same count: ask again
+            physical = [kp[key] for key in keys]
+            bias = None if biases is None else biases._parameters["e"]
+        except KeyError:  # a block renamed behind the same count: ask again next call
             self.__dict__.pop("_lean_seen", None)
             return None
-        index = self.__dict__.get("_bank_flat_index")
-        bias_index = self.__dict__.get("_bias_index")
-        shape = self.__dict__.get("_bank_shape")
-        if index is None or bias_index is None or shape is None:
-            return None  # unpickled from before these existed: the general path makes them
         if index.device != physical[0].device:
             return None  # swapped onto another device without _apply: copied per call there
         return physical, bias, index, shape, bias_index
+
+    def _lean_check(self, kernels: nn.Module, biases: nn.Module | None) -> tuple:
+        """Ask :meth:`_fast_ready` and keep its answer with what it depends on."""
+        pieces = None
+        d = self.__dict__
+        if self._fast_ready() and all(
+            d.get(k) is not None for k in ("_bank_flat_index", "_bias_index", "_bank_shape")
+        ):  # (a layer unpickled from before these existed: the general path makes them)
+            pieces = (
+                self._physical_tuple(),
+                d["_bank_flat_index"],
+                d["_bank_shape"],
+                d["_bias_index"],
+            )
+        seen = (
+            kernels.__dict__.get(SLOTS_ATTR),
+            None if biases is None else biases.__dict__.get(SLOTS_ATTR),
+            len(kernels._parameters),
+            pieces,
+        )
+        d["_lean_seen"] = seen
+        return seen
 
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
         # x: (B, C_in·orientations_in, H, W) -> (B, C_out, |G|, H', W')
