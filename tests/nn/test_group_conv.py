@@ -733,3 +733,35 @@ def test_a_trained_layer_with_one_bank_untied_reads_that_banks_slots(bank):
             if key not in keep:
                 p.add_(1.0)
     torch.testing.assert_close(conv(x), _slot_reference(conv, x), rtol=0, atol=0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    group=st.sampled_from(["C4", "D4"]),
+    layer=st.sampled_from([LiftingConv2d, GroupConv2d]),
+    cin=st.integers(1, 3),
+    cout=st.integers(1, 3),
+    k=st.integers(1, 4),
+    bias=st.booleans(),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    channels_last=st.booleans(),
+)
+def test_lean_step_equals_the_general_path_for_any_size(
+    group, layer, cin, cout, k, bias, dtype, channels_last
+):
+    """Property (stop 22): for any sizes, dtype and parameter layout, the lean eager
+    training step gives the general path's output and gradients bit for bit."""
+    torch.manual_seed(cin * 100 + cout * 10 + k)
+    conv = layer(cin, cout, k, group=group, padding=k // 2, bias=bias, dtype=dtype)
+    if channels_last:
+        conv = conv.to(memory_format=torch.channels_last)
+    n = len(conv.elements)
+    shape = (2, cin, 6, 6) if layer is LiftingConv2d else (2, cin, n, 6, 6)
+    x = torch.randn(shape, dtype=dtype)
+    assert conv._lean_pieces() is not None
+    y = conv(x)
+    grads = torch.autograd.grad(y.square().sum(), list(conv.parameters()))
+    want_y, want_grads = _general_path_step(conv, x)
+    assert torch.equal(y, want_y)
+    for a, b in zip(grads, want_grads, strict=True):
+        assert torch.equal(a, b)
