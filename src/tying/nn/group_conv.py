@@ -31,8 +31,11 @@ layer, |G|² per group layer) against the physical kernel, ``tying.save`` and
 ``tying.untie`` work, and ``tied=False`` builds the same layer with independent
 blocks (the untied baseline of claim B2). The forward pass builds the full filter
 bank from the physical kernel in one ``index_select`` (its index is found once by
-reading the tied slots, which stay the reference) and calls ``F.conv2d`` once; in
-eval mode without autograd the bank and bias are cached until a parameter moves.
+reading the tied slots, which stay the reference) and calls ``F.conv2d`` once; the
+bias is one gather too. An eager training step asks whether the tie is still the
+layer's own only when a bank's slots or parameter count change (the answer is kept
+with them); in eval mode without autograd the bank and bias are cached until a
+parameter moves.
 The layers follow their input's memory format (a channels-last input gives a
 channels-last output) and never convert it. ``algorithm="winograd"`` (opt-in, 3×3
 kernels on the CPU) replaces that one ``F.conv2d`` by a Winograd F(4×4, 3×3)
