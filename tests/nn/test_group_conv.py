@@ -765,3 +765,20 @@ def test_lean_step_equals_the_general_path_for_any_size(
     assert torch.equal(y, want_y)
     for a, b in zip(grads, want_grads, strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("group", ["C4", "D4"])
+def test_lifting_bank_from_its_one_block_equals_the_stacked_gather_bit_for_bit(group):
+    """Stop 22: a lifting layer gathers from its one physical block without stacking it
+    first; the bank and the block's gradient must equal the stacked gather's."""
+    torch.manual_seed(3)
+    lift = LiftingConv2d(2, 3, 3, group=group)
+    (block,) = lift._physical_params()
+    index, shape = lift._flat_index_on(block.device), lift.__dict__["_bank_shape"]
+    old = torch.index_select(torch.stack([block]).reshape(-1), 0, index).view(shape)
+    new = lift._fast_bank()
+    assert torch.equal(new, old)
+    g = torch.randn(shape)
+    (g_old,) = torch.autograd.grad(old, block, g)
+    (g_new,) = torch.autograd.grad(new, block, g)
+    assert torch.equal(g_new, g_old)

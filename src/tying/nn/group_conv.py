@@ -249,6 +249,12 @@ def _uniform_(params, bound: float) -> None:
             p.uniform_(-bound, bound)
 
 
+def _stacked(physical) -> torch.Tensor:
+    """The physical blocks stacked for one gather; a lifting layer's one block as it is
+    (a stack of one is a copy and two more autograd operations, for the same entries)."""
+    return physical[0] if len(physical) == 1 else torch.stack(physical)
+
+
 def _cacheable(layer: nn.Module) -> bool:
     """Eval mode without autograd, outside ``torch.compile``: a bank may be kept."""
     return not (torch.is_grad_enabled() or layer.training or torch.compiler.is_compiling())
@@ -510,7 +516,7 @@ class _GroupConvBase(nn.Module):
     def _fast_bank(self, physical: list | None = None) -> torch.Tensor:
         if physical is None:
             physical = self._physical_params()
-        stacked = torch.stack(physical)  # (n_physical, C_out, C_in, k, k)
+        stacked = _stacked(physical)  # (n_physical, C_out, C_in, k, k), or one block
         index = self._flat_index_on(stacked.device)
         # one gather; its backward is one index_add into the physical kernel
         # (index_select: about half the cost of advanced indexing, fwd+bwd, on CPU;
@@ -707,7 +713,7 @@ class _GroupConvBase(nn.Module):
         if lean is not None:
             physical, bias, index, shape, bias_index = lean
             # the same operations as _fast_bank / _fast_bias, without their look-ups
-            bank = torch.index_select(torch.stack(physical).reshape(-1), 0, index).view(shape)
+            bank = torch.index_select(_stacked(physical).reshape(-1), 0, index).view(shape)
             if bias is not None:
                 bias = torch.index_select(bias, 0, bias_index)
         elif self._fast_ready():
