@@ -592,3 +592,193 @@ def test_a_layer_moved_to_channels_last_computes_what_the_contiguous_one_does(gr
     for name, p in moved.named_parameters():
         torch.testing.assert_close(p.grad, grads[name].grad, rtol=1e-5, atol=1e-6)
     assert tying.verify(moved) == tying.verify(layer)
+
+
+def _stacked_bias_reference(bias, n):
+    """The bias bank as the layer built it before stop 22: a ``|G|``-way stack."""
+    return torch.stack([bias] * n, dim=1).view(-1)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    group=st.sampled_from(["C4", "D4"]),
+    cout=st.integers(1, 9),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_bias_gather_and_its_gradient_keep_the_bits_of_the_old_stack(group, cout, dtype, seed):
+    """Stop 22 (issue 19): the bias bank is one ``index_select`` instead of a ``|G|``-way
+    stack; its values and its gradient (the ``|G|`` orientation gradients added in
+    order) must equal the old stack's bit for bit, for any gradient."""
+    torch.manual_seed(seed)
+    conv = GroupConv2d(2, cout, 3, group=group, dtype=dtype)
+    n = len(GROUPS[group])
+    bias = conv.biases.e
+    g = torch.randn(cout * n, dtype=dtype) * 10.0 ** torch.randint(-6, 6, (cout * n,))
+    new = conv._fast_bias(bias)
+    old = _stacked_bias_reference(bias, n)
+    assert torch.equal(new, old)
+    (g_new,) = torch.autograd.grad(new, bias, g)
+    (g_old,) = torch.autograd.grad(old, bias, g)
+    assert torch.equal(g_new, g_old)
+
+
+def _general_path_step(layer, x):
+    """Output and gradients through the per-call-checked path (``_banks``), the
+    reference for the lean eager path."""
+    bank, bias = layer._banks()
+    flat = x.flatten(1, 2) if x.ndim == 5 else x
+    y = F.conv2d(flat, bank, bias, padding=layer.padding)
+    y = y.unflatten(1, (layer.out_channels, len(layer.elements)))
+    grads = torch.autograd.grad(y.square().sum(), list(layer.parameters()))
+    return y.detach(), grads
+
+
+@pytest.mark.parametrize("group", ["C4", "D4"])
+@pytest.mark.parametrize("layer", [LiftingConv2d, GroupConv2d])
+@pytest.mark.parametrize("bias", [True, False])
+def test_lean_training_step_equals_the_general_path_bit_for_bit(group, layer, bias):
+    """Stop 22: the eager training forward skips the per-call tie check; output and
+    every parameter's gradient must be the general path's, bit for bit, also after an
+    optimizer step."""
+    torch.manual_seed(0)
+    conv = layer(3, 4, 3, group=group, bias=bias)
+    n = len(conv.elements)
+    x = torch.randn(2, 3, 9, 9) if layer is LiftingConv2d else torch.randn(2, 3, n, 7, 7)
+    for _ in range(2):
+        assert conv._lean_pieces() is not None  # else this test checks nothing
+        y = conv(x)
+        grads = torch.autograd.grad(y.square().sum(), list(conv.parameters()))
+        want_y, want_grads = _general_path_step(conv, x)
+        assert torch.equal(y, want_y)
+        for a, b in zip(grads, want_grads, strict=True):
+            assert torch.equal(a, b)
+        _sgd(conv.parameters(), conv(x).square().mean())
+
+
+def test_lean_path_asks_whether_the_tie_holds_only_when_the_slots_move(monkeypatch):
+    conv = GroupConv2d(2, 3, 3, group="C4")
+    x = torch.randn(1, 2, 4, 5, 5)
+    calls = []
+    ready = conv._fast_ready
+    monkeypatch.setattr(conv, "_fast_ready", lambda: calls.append(1) or ready())
+    for _ in range(3):
+        conv(x).sum().backward()
+    assert len(calls) == 1  # asked once, then kept with the slots dicts
+    tying.untie(conv)
+    conv(x)
+    assert len(calls) >= 2  # the slots moved: asked again (and answered no)
+
+
+@pytest.mark.parametrize("group", ["C4", "D4"])
+@pytest.mark.parametrize("layer", [LiftingConv2d, GroupConv2d])
+def test_a_trained_layer_untied_re_tied_or_given_new_parameters_computes_its_slots(group, layer):
+    """Regression guard for the kept answer (stop 22): after training steps on the lean
+    path, untying, re-tying by another plan, assigning a new physical parameter or
+    moving the layer must each reach the next training forward."""
+    torch.manual_seed(1)
+    conv = layer(2, 3, 3, group=group).double()
+    n = len(conv.elements)
+    x = torch.randn(2, 2, 6, 6, dtype=F64)
+    if layer is GroupConv2d:
+        x = torch.randn(2, 2, n, 6, 6, dtype=F64)
+    for _ in range(2):
+        _sgd(conv.parameters(), conv(x).square().mean())
+    # a new physical parameter object behind the same name and count
+    key = conv._physical_keys()[0]
+    setattr(conv.kernels, key, torch.nn.Parameter(torch.randn_like(getattr(conv.kernels, key))))
+    conv.biases.e = torch.nn.Parameter(torch.randn_like(conv.biases.e))
+    torch.testing.assert_close(conv(x), _slot_reference(conv, x), rtol=0, atol=0)
+    # moved to another dtype: the indices follow, the forward still reads the slots
+    conv.float()
+    xf = x.float()
+    torch.testing.assert_close(conv(xf), _slot_reference(conv, xf), rtol=0, atol=0)
+    conv.double()
+    # untied, one block changed: the layer must read its slots
+    tying.untie(conv)
+    physical = sorted(conv._physical_keys())
+    with torch.no_grad():  # a block the gather would read from a physical one
+        next(p for k, p in conv.kernels._parameters.items() if k not in physical).add_(1.0)
+        for p in conv.biases._parameters.values():
+            p.add_(torch.rand(()))
+    torch.testing.assert_close(conv(x), _slot_reference(conv, x), rtol=0, atol=0)
+    # tied again by another plan under the same names and counts
+    rules = [
+        tying.share(f"kernels.{k}", like=f"kernels.{physical[0]}")
+        for k in conv.kernels._parameters
+        if k not in physical
+    ]
+    rules += [
+        tying.share(f"biases.{g}", like="biases.e", relation=tying.Flipped((0,)))
+        for g in conv.elements[1:]
+    ]
+    tying.Plan(rules).apply(conv)
+    assert set(conv.kernels._parameters) == set(physical)
+    torch.testing.assert_close(conv(x), _slot_reference(conv, x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bank", ["kernels", "biases"])
+def test_a_trained_layer_with_one_bank_untied_reads_that_banks_slots(bank):
+    """The kept answer (stop 22) is re-asked when either bank alone moves: untying the
+    kernels (or the biases) alone after training steps must reach the next forward."""
+    torch.manual_seed(2)
+    conv = GroupConv2d(2, 3, 3, group="C4").double()
+    x = torch.randn(2, 2, 4, 6, 6, dtype=F64)
+    for _ in range(2):
+        _sgd(conv.parameters(), conv(x).square().mean())
+    tying.untie(getattr(conv, bank))
+    keep = {"e_e", "e_r", "e_r2", "e_r3"} if bank == "kernels" else {"e"}
+    with torch.no_grad():
+        for key, p in getattr(conv, bank)._parameters.items():
+            if key not in keep:
+                p.add_(1.0)
+    torch.testing.assert_close(conv(x), _slot_reference(conv, x), rtol=0, atol=0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    group=st.sampled_from(["C4", "D4"]),
+    layer=st.sampled_from([LiftingConv2d, GroupConv2d]),
+    cin=st.integers(1, 3),
+    cout=st.integers(1, 3),
+    k=st.integers(1, 4),
+    bias=st.booleans(),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    channels_last=st.booleans(),
+)
+def test_lean_step_equals_the_general_path_for_any_size(
+    group, layer, cin, cout, k, bias, dtype, channels_last
+):
+    """Property (stop 22): for any sizes, dtype and parameter layout, the lean eager
+    training step gives the general path's output and gradients bit for bit."""
+    torch.manual_seed(cin * 100 + cout * 10 + k)
+    conv = layer(cin, cout, k, group=group, padding=k // 2, bias=bias, dtype=dtype)
+    if channels_last:
+        conv = conv.to(memory_format=torch.channels_last)
+    n = len(conv.elements)
+    shape = (2, cin, 6, 6) if layer is LiftingConv2d else (2, cin, n, 6, 6)
+    x = torch.randn(shape, dtype=dtype)
+    assert conv._lean_pieces() is not None
+    y = conv(x)
+    grads = torch.autograd.grad(y.square().sum(), list(conv.parameters()))
+    want_y, want_grads = _general_path_step(conv, x)
+    assert torch.equal(y, want_y)
+    for a, b in zip(grads, want_grads, strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("group", ["C4", "D4"])
+def test_lifting_bank_from_its_one_block_equals_the_stacked_gather_bit_for_bit(group):
+    """Stop 22: a lifting layer gathers from its one physical block without stacking it
+    first; the bank and the block's gradient must equal the stacked gather's."""
+    torch.manual_seed(3)
+    lift = LiftingConv2d(2, 3, 3, group=group)
+    (block,) = lift._physical_params()
+    index, shape = lift._flat_index_on(block.device), lift.__dict__["_bank_shape"]
+    old = torch.index_select(torch.stack([block]).reshape(-1), 0, index).view(shape)
+    new = lift._fast_bank()
+    assert torch.equal(new, old)
+    g = torch.randn(shape)
+    (g_old,) = torch.autograd.grad(old, block, g)
+    (g_new,) = torch.autograd.grad(new, block, g)
+    assert torch.equal(g_new, g_old)

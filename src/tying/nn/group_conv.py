@@ -31,8 +31,11 @@ layer, |G|² per group layer) against the physical kernel, ``tying.save`` and
 ``tying.untie`` work, and ``tied=False`` builds the same layer with independent
 blocks (the untied baseline of claim B2). The forward pass builds the full filter
 bank from the physical kernel in one ``index_select`` (its index is found once by
-reading the tied slots, which stay the reference) and calls ``F.conv2d`` once; in
-eval mode without autograd the bank and bias are cached until a parameter moves.
+reading the tied slots, which stay the reference) and calls ``F.conv2d`` once; the
+bias is one gather too. An eager training step asks whether the tie is still the
+layer's own only when a bank's slots or parameter count change (the answer is kept
+with them); in eval mode without autograd the bank and bias are cached until a
+parameter moves.
 The layers follow their input's memory format (a channels-last input gives a
 channels-last output) and never convert it. ``algorithm="winograd"`` (opt-in, 3×3
 kernels on the CPU) replaces that one ``F.conv2d`` by a Winograd F(4×4, 3×3)
@@ -66,7 +69,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tying.core import Flipped, Plan, Rotated, share
-from tying.core.slots import SLOTS_GENERATION_ATTR, slots_of
+from tying.core.slots import SLOTS_ATTR, SLOTS_GENERATION_ATTR, slots_of
 from tying.nn import _winograd
 
 __all__ = [
@@ -244,6 +247,12 @@ def _uniform_(params, bound: float) -> None:
     with torch.no_grad():
         for p in params:
             p.uniform_(-bound, bound)
+
+
+def _stacked(physical) -> torch.Tensor:
+    """The physical blocks stacked for one gather; a lifting layer's one block as it is
+    (a stack of one is a copy and two more autograd operations, for the same entries)."""
+    return physical[0] if len(physical) == 1 else torch.stack(physical)
 
 
 def _cacheable(layer: nn.Module) -> bool:
@@ -507,7 +516,7 @@ class _GroupConvBase(nn.Module):
     def _fast_bank(self, physical: list | None = None) -> torch.Tensor:
         if physical is None:
             physical = self._physical_params()
-        stacked = torch.stack(physical)  # (n_physical, C_out, C_in, k, k)
+        stacked = _stacked(physical)  # (n_physical, C_out, C_in, k, k), or one block
         index = self._flat_index_on(stacked.device)
         # one gather; its backward is one index_add into the physical kernel
         # (index_select: about half the cost of advanced indexing, fwd+bwd, on CPU;
@@ -522,10 +531,22 @@ class _GroupConvBase(nn.Module):
         return torch.index_select(stacked.reshape(-1), 0, index).view(shape)
 
     def _fast_bias(self, bias: torch.Tensor | None) -> torch.Tensor | None:
-        # the Same tie: every orientation of channel c reads biases.e[c]
+        # the Same tie: every orientation of channel c reads biases.e[c]; one gather (one
+        # autograd node; its backward adds the |G| gradients in the order the old
+        # |G|-way stack's did, so the bias gradient keeps its bits)
         if bias is None:
             return None
-        return torch.stack([bias] * len(self.elements), dim=1).view(-1)  # (C_out·|G|,)
+        return torch.index_select(bias, 0, self._bias_index_on(bias.device))  # (C_out·|G|,)
+
+    def _bias_index_on(self, device: torch.device) -> torch.Tensor:
+        """``[0]*|G| + [1]*|G| + …``: output channel ``c·|G| + g`` reads bias ``c``.
+
+        Made eagerly like the bank's index (see :meth:`_flat_index_on`).
+        """
+        index = self.__dict__.get("_bias_index")
+        if index is None:  # a layer built or pickled before this attribute existed
+            index = self._make_flat_index(bank=False)
+        return index if index.device == device else index.to(device)
 
     def _flat_index_on(self, device: torch.device) -> torch.Tensor:
         """The gather index, flat, on ``device``.
@@ -540,7 +561,18 @@ class _GroupConvBase(nn.Module):
             index = self._make_flat_index()
         return index if index.device == device else index.to(device)
 
-    def _make_flat_index(self) -> torch.Tensor:
+    def _make_flat_index(self, bank: bool = True) -> torch.Tensor:
+        """Make the bank's flat gather index and the bias's index on the parameters' device;
+        return the bank's (``bank=True``) or the bias's."""
+        self.__dict__.pop("_lean_seen", None)  # it holds the indices made here
+        first = self.kernels._parameters.get(self._physical_keys()[0])
+        device = first.device if first is not None else torch.device("cpu")
+        n = len(self.elements)
+        bias_index = torch.arange(self.out_channels, device=device).repeat_interleave(n)
+        self.__dict__["_bias_index"] = bias_index
+        if not bank:
+            return bias_index
+        self.__dict__["_bank_shape"] = tuple(self._gather_index().shape)
         index = self._gather_index().reshape(-1)
         n_physical = (
             self.out_channels * self.in_channels * self.kernel_size**2 * len(self._physical_keys())
@@ -612,9 +644,79 @@ class _GroupConvBase(nn.Module):
             self.__dict__.pop(name, None)
         return super().train(mode)
 
+    def _lean_pieces(self) -> tuple | None:
+        """``(physical blocks, bias, index, bank shape, bias index)`` for an eager step
+        with autograd or in training while the tie is intact; None sends the call down
+        the general path (compiled, eval without autograd, untied, re-tied, moved).
+
+        Whether the tie is the layer's own can change only when a bank's slots are
+        installed or removed (each installs a new slots dict) or its parameters are
+        added or removed, so the answer of :meth:`_fast_ready` is kept with those and
+        asked again only when one of them moved (issue 19: the Python and the small
+        operations between two convolutions cost several times their warm time in a
+        training step). The parameters themselves are read on every call.
+        """
+        if not (self.training or torch.is_grad_enabled()) or torch.compiler.is_compiling():
+            return None  # eval without autograd: the cache; compiled: the guarded path
+        kernels, biases = self._modules["kernels"], self._modules.get("biases")
+        kp = kernels._parameters
+        seen = self.__dict__.get("_lean_seen")
+        if (
+            seen is None
+            or seen[0] is not kernels.__dict__.get(SLOTS_ATTR)
+            or seen[2] != len(kp)
+            or (
+                biases is not None
+                and (seen[1] is not biases.__dict__.get(SLOTS_ATTR) or len(biases._parameters) != 1)
+            )
+        ):
+            seen = self._lean_check(kernels, biases)
+        pieces = seen[3]
+        if pieces is None or not self.tied:
+            return None
+        keys, index, shape, bias_index = pieces
+        try:
+            physical = [kp[key] for key in keys]
+            bias = None if biases is None else biases._parameters["e"]
+        except KeyError:  # a block renamed behind the same count: ask again next call
+            self.__dict__.pop("_lean_seen", None)
+            return None
+        if index.device != physical[0].device:
+            return None  # swapped onto another device without _apply: copied per call there
+        return physical, bias, index, shape, bias_index
+
+    def _lean_check(self, kernels: nn.Module, biases: nn.Module | None) -> tuple:
+        """Ask :meth:`_fast_ready` and keep its answer with what it depends on."""
+        pieces = None
+        d = self.__dict__
+        if self._fast_ready() and all(
+            d.get(k) is not None for k in ("_bank_flat_index", "_bias_index", "_bank_shape")
+        ):  # (a layer unpickled from before these existed: the general path makes them)
+            pieces = (
+                self._physical_tuple(),
+                d["_bank_flat_index"],
+                d["_bank_shape"],
+                d["_bias_index"],
+            )
+        seen = (
+            kernels.__dict__.get(SLOTS_ATTR),
+            None if biases is None else biases.__dict__.get(SLOTS_ATTR),
+            len(kernels._parameters),
+            pieces,
+        )
+        d["_lean_seen"] = seen
+        return seen
+
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
         # x: (B, C_in·orientations_in, H, W) -> (B, C_out, |G|, H', W')
-        if self._fast_ready():
+        lean = self._lean_pieces()
+        if lean is not None:
+            physical, bias, index, shape, bias_index = lean
+            # the same operations as _fast_bank / _fast_bias, without their look-ups
+            bank = torch.index_select(_stacked(physical).reshape(-1), 0, index).view(shape)
+            if bias is not None:
+                bias = torch.index_select(bias, 0, bias_index)
+        elif self._fast_ready():
             bank, bias = self._banks()  # both from one check (and one eval cache)
         else:
             bank, bias = self.filter_bank(), self.bias_bank()
