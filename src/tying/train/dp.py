@@ -37,6 +37,7 @@ import numbers
 from collections.abc import Callable, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import grad, vmap
 
@@ -339,6 +340,10 @@ class _PerExample:
             type(m) in _EXPAND_SAFE and not callable_overrides(m) for _, m in self.modules
         )
         self.last_way: str | None = None  # "expanded" or "vmap-grad": which way ran last
+        # a Sequential of Linear layers and pointwise activations: the expanded way's
+        # forward as batched matrix products, without vmap (see _direct_layers)
+        self._direct = _direct_layers(model, self.p_slots) if self.expandable else None
+        self.last_forward: str | None = None  # "direct" or "vmap" (the expanded way's)
         self.model = model
         self._loss_fn: LossFn | None = None
         self.fn = vmap(
@@ -397,7 +402,7 @@ class _PerExample:
         _refuse_backward_hooks(self.modules, self.names, self.params)
         bufs = tuple(b.detach() for b in self.buffers)
         self._loss_fn = loss_fn
-        self.last_loss = None
+        self.last_loss = self.last_forward = None
         try:
             if (
                 self.expandable
@@ -462,11 +467,23 @@ class _PerExample:
             dims = (0,) * n_p + (None,) * n_b + (0,) * len(xs)
             fwd = self._forwards[len(xs)] = vmap(flat, in_dims=dims, randomness="different")
         with torch.enable_grad():
-            try:
-                out = fwd(*per, *bufs, *xs)  # (B, *each example's output shape)
-            except _NotATensor:
-                self._outputs_are_tensors = False
-                return None
+            x0 = xs[0]
+            if (
+                self._direct is not None
+                and len(xs) == 1
+                and x0.dim() == 2
+                and x0.is_floating_point()
+                and not bufs
+            ):
+                self.last_forward = "direct"
+                out = self._direct_forward(per, x0).unsqueeze(1)  # (B, 1, out)
+            else:
+                self.last_forward = "vmap"
+                try:
+                    out = fwd(*per, *bufs, *xs)  # (B, *each example's output shape)
+                except _NotATensor:
+                    self._outputs_are_tensors = False
+                    return None
             losses = None
             if out.dim() >= 2 and out.shape[1] == 1:  # each example's output is (1, ...)
                 losses = self._known(self._loss_fn, out.select(1, 0), y)  # (B, ...) or None
@@ -483,6 +500,59 @@ class _PerExample:
                 losses.sum(), per, allow_unused=True, materialize_grads=True
             )
         return grads, losses.detach()
+
+    def _direct_forward(self, per, x):
+        """The expanded way's forward of a :func:`_direct_layers` model, as matrix products.
+
+        Row b of each Linear's output reads row b of its input and the b-th copy of its
+        weight and bias only (one ``bmm`` of (B, 1, in) by (B, in, out)); the pointwise
+        activations act per element. So example b's output reads example b's copy of the
+        parameters only, as under vmap, and the gradient on that copy is its own. vmap
+        over the same model costs ~85 µs a step of a Linear 16->10 (stop 20), this ~15.
+        """
+        h = x  # (B, in)
+        for mod, wi, bi in self._direct:
+            if type(mod) is not nn.Linear:
+                h = mod(h)  # a pointwise activation, on the batch
+                continue
+            if wi is not None:  # (B, 1, in) @ (B, in, out) -> (B, out)
+                z = torch.bmm(h.unsqueeze(1), per[wi].transpose(1, 2)).squeeze(1)
+            else:  # a frozen weight: the same for every example
+                z = F.linear(h, mod.weight)
+            if bi is not None:
+                z = z + per[bi]
+            elif mod.bias is not None:
+                z = z + mod.bias
+            h = z
+        return h
+
+
+# Pointwise activations: each output element reads the input element at its place only,
+# so on a (B, features) batch each row is its example's own (exact types only, as for
+# _EXPAND_SAFE: a subclass may override forward).
+_DIRECT_POINTWISE = frozenset({nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.Identity})
+
+
+def _direct_layers(model: nn.Module, p_slots) -> list | None:
+    """``[(module, weight index, bias index)]`` of an exact ``nn.Sequential`` of exact
+    ``nn.Linear`` and :data:`_DIRECT_POINTWISE` modules, else None.
+
+    The indices point into the trainable parameters (None: frozen or absent). A module
+    listed twice (``Sequential(lin, act, lin)``) or a Parameter shared by two Linears
+    maps to one index, so both uses add into that copy's gradient, as under vmap.
+    """
+    if type(model) is not nn.Sequential:
+        return None
+    slot = {(id(mod), name): i for mod, name, i in p_slots}
+    layers = []
+    for mod in model._modules.values():
+        if type(mod) is nn.Linear:
+            layers.append((mod, slot.get((id(mod), "weight")), slot.get((id(mod), "bias"))))
+        elif type(mod) in _DIRECT_POINTWISE:
+            layers.append((mod, None, None))
+        else:
+            return None
+    return layers
 
 
 class _NotATensor(Exception):
