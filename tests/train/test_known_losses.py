@@ -26,6 +26,11 @@ RECOGNISED = [
     ("F.cross_entropy", lambda o, t: F.cross_entropy(o, t, reduction="none"), IDX),
     ("nn.CrossEntropyLoss", nn.CrossEntropyLoss(reduction="none"), IDX),
     (
+        "cross_entropy, every option given by position",
+        lambda o, t: F.cross_entropy(o, t, None, None, -100, None, "none", 0.0),
+        IDX,
+    ),
+    (
         "cross_entropy with class weights and smoothing",
         nn.CrossEntropyLoss(
             weight=torch.rand(C, dtype=torch.float64), reduction="none", label_smoothing=0.1

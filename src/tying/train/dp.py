@@ -612,8 +612,11 @@ def _vmap_clipped_sum(
         return PrivateGrad(zero, torch.zeros(0), torch.zeros(0))
     summed, norms, losses = None, [], []
     for start in range(0, B, chunk):
-        part = slice(start, start + chunk)
-        grads, loss = pe(loss_fn, tuple(t[part] for t in xs), y[part])
+        if chunk >= B:  # the whole batch: no slicing (two ops on a tiny model's step)
+            grads, loss = pe(loss_fn, xs, y)
+        else:
+            part = slice(start, start + chunk)
+            grads, loss = pe(loss_fn, tuple(t[part] for t in xs), y[part])
         rows = [_rows(g) for g in grads]
         n_b = _norms([r for r, _ in rows])
         c = _clip_factors(n_b, max_grad_norm)
