@@ -77,7 +77,16 @@ def _swallowing(o, t):
     return F.cross_entropy(o, t, reduction="none")
 
 
+def _swallowing_all(o, t):
+    try:
+        o = o * 2
+    except BaseException:  # noqa: BLE001 - even this must not turn a stop into a verdict
+        pass
+    return F.cross_entropy(o, t, reduction="none")
+
+
 NOT_RECOGNISED = [
+    ("a stop swallowed by a bare except", _swallowing_all, IDX),
     ("reduction mean", lambda o, t: F.cross_entropy(o, t), IDX),
     ("reduction sum", nn.CrossEntropyLoss(reduction="sum"), IDX),
     ("a sum after the loss", lambda o, t: F.cross_entropy(o, t, reduction="none").sum(), IDX),

@@ -117,12 +117,20 @@ class _Watch(TorchFunctionMode):
         super().__init__()
         self.out, self.y = out, y
         self.result: torch.Tensor | None = None
+        # set at the first stop: a loss that catches the stop (a bare ``except:``) and
+        # goes on to a known call computed something other than its usual result
+        self.stopped = False
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if self.result is None and _per_example_by_definition(func, args, kwargs, self.out, self.y):
+        if (
+            not self.stopped
+            and self.result is None
+            and _per_example_by_definition(func, args, kwargs, self.out, self.y)
+        ):
             self.result = func(*args, **kwargs)
             return self.result
+        self.stopped = True
         raise _Unrecognised
 
 
@@ -174,7 +182,7 @@ class KnownLosses:
                 got = loss_fn(out, y)
         except _Unrecognised:
             got = None
-        if got is not None and got is watch.result:
+        if got is not None and got is watch.result and not watch.stopped:
             return got
         if len(self._unrecognised) >= _REMEMBER:
             self._unrecognised.clear()
