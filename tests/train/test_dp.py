@@ -363,7 +363,7 @@ def test_per_example_norms_equal_the_flattened_norm_without_a_squared_copy():
 def test_a_model_with_nothing_trainable_is_refused_by_name(limit, monkeypatch):
     # torch's "`inputs` argument to `grad()` cannot be empty" (and, before, a StopIteration
     # from private_grad) named neither the model nor the fix
-    import tying.train.dp as dp
+    import tying.train.per_example as dp
 
     monkeypatch.setattr(dp, "EXPAND_MAX_ELEMENTS", limit)
     model = nn.Sequential(nn.Linear(4, 3)).requires_grad_(False)
@@ -486,7 +486,7 @@ def test_every_module_type_of_the_expanded_way_is_checked_against_a_loop():
     # a type added to dp._EXPAND_SAFE runs under torch's batching rules for batched
     # parameters, one of which is wrong (F.embedding's padding_idx); so each type must
     # appear in a model of _safe_models, which the test below holds to a per-example loop
-    import tying.train.dp as dp
+    import tying.train.per_example as dp
 
     covered = {type(m) for case in _safe_models() for m in case[1].modules()}
     assert dp._EXPAND_SAFE <= covered, sorted(t.__name__ for t in dp._EXPAND_SAFE - covered)
@@ -501,7 +501,7 @@ def _xy(g, shape):
 @pytest.mark.parametrize("case", _safe_models(), ids=lambda c: c[0])
 @pytest.mark.parametrize("limit", [0, 2**62], ids=["vmap-grad", "expanded"])
 def test_both_ways_to_per_example_grads_equal_a_per_example_loop(case, limit, monkeypatch):
-    import tying.train.dp as dp
+    import tying.train.per_example as dp
 
     name, model, loss_fn, x, y = case
     monkeypatch.setattr(dp, "EXPAND_MAX_ELEMENTS", limit)
@@ -523,7 +523,7 @@ def test_the_expanded_way_is_not_used_where_torch_gets_it_wrong(monkeypatch):
     # F.embedding with a batched weight and a padding_idx masks the padding row of the
     # first example's copy only: forced, the expanded way gives wrong gradients, so a
     # model outside the listed module types (here: an Embedding) never takes it.
-    import tying.train.dp as dp
+    import tying.train.per_example as dp
 
     _, model, loss_fn, x, y = next(c for c in CASES if c[0] == "tiny_lm_pad")
     want = loop_grads(model, loss_fn, x, y)["embed.weight"]
@@ -608,7 +608,7 @@ def test_a_dpsgd_step_after_the_model_changed_uses_the_changed_model(
     # change below fails this test if DPSGD reuses what it built at the first step.
     # mode="ghost" kept its first GhostClipping: after an untie it summed the decoder's
     # use into the encoder's weight and gave the new Parameter no gradient (stop 18).
-    import tying.train.dp as dp
+    import tying.train.per_example as dp
 
     monkeypatch.setattr(dp, "EXPAND_MAX_ELEMENTS", limit)
     torch.manual_seed(0)
@@ -707,7 +707,7 @@ def test_a_forward_that_raises_leaves_every_parameter_in_its_module():
 @pytest.mark.parametrize("limit", [0, 2**62], ids=["vmap-grad", "expanded"])
 def test_per_example_grads_under_no_grad(limit, monkeypatch):
     # torch.func.grad turns gradients on by itself; the expanded way must too
-    import tying.train.dp as dp
+    import tying.train.per_example as dp
 
     monkeypatch.setattr(dp, "EXPAND_MAX_ELEMENTS", limit)
     _, model, loss_fn, x, y = CASES[0]
@@ -803,7 +803,7 @@ def _global_hook(model):
 )
 @pytest.mark.filterwarnings("ignore:Using a non-full backward hook")
 def test_per_example_grads_with_a_hook_equal_a_per_example_loop(attach):
-    import tying.train.dp as dp
+    import tying.train.per_example as dp
 
     model, x, y = _token_model()
     handle = attach(model)
@@ -850,7 +850,7 @@ def test_a_hook_no_way_runs_right_is_refused_and_the_step_changes_nothing(
     # Under the expanded way a full backward hook saw the whole batch's gradients (0.76 off
     # a per-example loop, no error); vmap(grad) failed in torch without naming the module;
     # a parameter's gradient hook never ran at all.
-    import tying.train.dp as dp
+    import tying.train.per_example as dp
 
     monkeypatch.setattr(dp, "EXPAND_MAX_ELEMENTS", limit)
     model, x, y = _token_model()
@@ -874,7 +874,7 @@ def test_a_hook_no_way_runs_right_is_refused_and_the_step_changes_nothing(
 def test_a_low_precision_model_is_clipped_to_the_bound(dtype, limit, monkeypatch):
     # norms rounded to bfloat16 and a clip factor rounded again let a clipped example
     # reach 1.0086 C (float16: 1.0012 C), over the bound the accountant assumes
-    import tying.train.dp as dp
+    import tying.train.per_example as dp
 
     monkeypatch.setattr(dp, "EXPAND_MAX_ELEMENTS", limit)
     torch.manual_seed(0)
@@ -997,7 +997,7 @@ def _direct_models():
 
 
 def test_every_pointwise_type_of_the_direct_forward_is_checked():
-    import tying.train.dp as dp
+    import tying.train.per_example as dp
 
     covered = {type(m) for _, model in _direct_models() for m in model.modules()}
     assert dp._DIRECT_POINTWISE <= covered
@@ -1006,7 +1006,7 @@ def test_every_pointwise_type_of_the_direct_forward_is_checked():
 @pytest.mark.parametrize("case", _direct_models(), ids=lambda c: c[0])
 @pytest.mark.parametrize("loss", ["known", "own"])
 def test_the_direct_forward_equals_vmap_and_a_per_example_loop(case, loss, monkeypatch):
-    import tying.train.dp as dp
+    import tying.train.per_example as dp
 
     name, model = case
     g = torch.Generator().manual_seed(5)
@@ -1032,7 +1032,7 @@ def test_the_direct_forward_equals_vmap_and_a_per_example_loop(case, loss, monke
     ["a Sequential subclass", "a nested Sequential", "a Linear subclass", "3-d input", "LayerNorm"],
 )
 def test_the_direct_forward_is_used_for_exact_plain_layers_on_2d_input_only(why):
-    import tying.train.dp as dp
+    import tying.train.per_example as dp
 
     class MySeq(nn.Sequential):
         pass
@@ -1071,7 +1071,7 @@ def test_the_direct_forward_is_used_for_exact_plain_layers_on_2d_input_only(why)
 )
 def test_property_the_direct_forward_equals_vmap(widths, act, B, bias, seed):
     """Any widths, depth, activation and batch: the same per-example gradients as vmap."""
-    import tying.train.dp as dp
+    import tying.train.per_example as dp
 
     torch.manual_seed(seed)
     layers = []

@@ -11,8 +11,8 @@ from torch import nn
 
 from tests.train.models import cases, ce, loop_grads, mse
 from tying.train import DPSGD, GhostClipping, per_example_grads, private_grad
-from tying.train import dp as dp_module
 from tying.train import ghost as ghost_module
+from tying.train import per_example as dp_module
 from tying.train.known_losses import KnownLosses
 
 G = torch.Generator().manual_seed(3)
