@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import grad, vmap
+from torch.overrides import TorchFunctionMode
 
 from tying.train._vetting import callable_overrides, refuse_parameter_hooks
 from tying.train.known_losses import KnownLosses
@@ -230,10 +231,11 @@ class _PerExample:
         self._losses: dict[int, Callable] = {}
         # the model alone under vmap, per number of inputs, and the loss outside it:
         # batched when known_losses recognises it, else per example under its own vmap
-        self._forwards: dict[int, Callable] = {}
+        self._forwards: dict[tuple[int, bool], Callable] = {}
         self._loss_each: Callable | None = None
         self._known = KnownLosses()
         self._outputs_are_tensors = True
+        self._unverified = False  # the watched way stopped once: vmap(grad(...)) from then on
         self.last_loss: str | None = None  # "batched", "per example" or None (the old way)
 
     @property
@@ -286,10 +288,43 @@ class _PerExample:
             ):
                 self.last_way = "expanded"
                 return self._expanded(bufs, xs, y)
+            if (
+                not self.expandable
+                and not self._unverified
+                and y.shape[0] * self.size <= EXPAND_MAX_ELEMENTS
+                and _expand_vetted(self.modules, self._keys)
+            ):
+                got = self._watched(bufs, xs, y)
+                if got is not None:
+                    self.last_way = "expanded-watched"
+                    return got
             self.last_way = "vmap-grad"
             return self.fn(tuple(p.detach() for p in self.params), bufs, xs, y)
         finally:
             self._loss_fn = None
+
+    def _watched(self, bufs, xs, y):
+        """The expanded way on a model of any types, every parameter use watched.
+
+        The expanded way's one hazard is a torch batching rule that is wrong for a
+        *batched parameter* (F.embedding's padding_idx, see :data:`_EXPAND_SAFE`); the
+        activations are batched in both ways, and vmap's rules for them are what
+        ``vmap(grad(...))`` trusts too. So a model outside :data:`_EXPAND_SAFE` (a user's
+        own ``nn.Module`` class around Linear layers, stop 22) may take it if every torch
+        call that reads a parameter, or a view of one, is one of the calls the listed
+        modules make (:data:`_PARAM_CALLS`), a view or a metadata read: a
+        :class:`_ParamWatch` checks each call as it is made. At the first other call the
+        forward is stopped, this model is sent to ``vmap(grad(...))`` from then on, and
+        None is returned. None too if the model's output is not one tensor.
+        """
+        B = y.shape[0]
+        per = tuple(p.detach().expand(B, *p.shape).requires_grad_() for p in self.params)
+        try:
+            return self._expanded_batched_loss(per, bufs, xs, y, watched=True)
+        except _Unverified:
+            self._unverified = True
+            self.last_forward = self.last_loss = None
+            return None
 
     def _expanded(self, bufs, xs, y):
         """Example b's loss reads only row b of each expanded parameter, so the gradient
@@ -317,7 +352,7 @@ class _PerExample:
             )
         return grads, losses.detach()
 
-    def _expanded_batched_loss(self, per, bufs, xs, y):
+    def _expanded_batched_loss(self, per, bufs, xs, y, watched=False):
         """The expanded way with the model alone under ``vmap`` and the loss outside.
 
         The outputs come from one vmapped forward (each example's output reads only its
@@ -329,18 +364,27 @@ class _PerExample:
         the loss whatever the model returns).
         """
         B = y.shape[0]
-        fwd = self._forwards.get(len(xs))
+        fwd = self._forwards.get((len(xs), watched))
         if fwd is None:
             n_p, n_b = len(per), len(bufs)
 
             def flat(*args):
-                out = self._output(args[:n_p], args[n_p : n_p + n_b], args[n_p + n_b :])
+                p, b, x = args[:n_p], args[n_p : n_p + n_b], args[n_p + n_b :]
+                if watched:
+                    watch = _ParamWatch(p)
+                    with watch:
+                        out = self._output(p, b, x)
+                    if watch.stopped:  # stopped, and the model caught it: still stopped
+                        raise _Unverified
+                else:
+                    out = self._output(p, b, x)
                 if not isinstance(out, torch.Tensor):
                     raise _NotATensor
                 return out
 
             dims = (0,) * n_p + (None,) * n_b + (0,) * len(xs)
-            fwd = self._forwards[len(xs)] = vmap(flat, in_dims=dims, randomness="different")
+            fwd = vmap(flat, in_dims=dims, randomness="different")
+            self._forwards[(len(xs), watched)] = fwd
         with torch.enable_grad():
             x0 = xs[0]
             if (
@@ -357,6 +401,8 @@ class _PerExample:
                 try:
                     out = fwd(*per, *bufs, *xs)  # (B, *each example's output shape)
                 except _NotATensor:
+                    if watched:  # the caller takes vmap(grad(...)), not the old way
+                        raise _Unverified from None
                     self._outputs_are_tensors = False
                     return None
             losses = None
@@ -432,3 +478,70 @@ def _direct_layers(model: nn.Module, p_slots) -> list | None:
 
 class _NotATensor(Exception):
     """The model's output is not one tensor: the loss gets it under the old way."""
+
+
+class _Unverified(BaseException):
+    """The watched way met a parameter use it does not know (a ``BaseException``, so that
+    a ``try/except Exception`` in the model cannot swallow it)."""
+
+
+# The calls the modules of _EXPAND_SAFE make with their parameters, each tested with
+# batched parameters against a per-example loop there (tests/train/test_dp.py).
+_PARAM_CALLS = frozenset({F.linear, F.conv1d, F.conv2d, F.layer_norm, F.group_norm})
+# Calls that only re-arrange a parameter (its result is watched in turn), or read its
+# metadata; vmap's rules for them move the batch dimension and nothing else.
+_T = torch.Tensor
+_VIEW_CALLS = frozenset(
+    {
+        _T.t, torch.t, _T.transpose, torch.transpose, _T.permute, torch.permute,
+        _T.view, _T.reshape, torch.reshape, _T.unsqueeze, torch.unsqueeze,
+        _T.squeeze, torch.squeeze, _T.flatten, torch.flatten,
+        _T.T.__get__, _T.mT.__get__,
+    }
+)  # fmt: skip
+_METADATA_CALLS = frozenset(
+    {
+        _T.dim, _T.size, _T.__len__, _T.shape.__get__, _T.ndim.__get__, _T.dtype.__get__,
+        _T.device.__get__, _T.requires_grad.__get__, _T.is_floating_point,
+    }
+)  # fmt: skip
+
+
+def _reads(args, tracked: set[int]) -> bool:
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            if id(a) in tracked:
+                return True
+        elif isinstance(a, (list, tuple)) and _reads(a, tracked):
+            return True
+        elif isinstance(a, dict) and _reads(a.values(), tracked):
+            return True
+    return False
+
+
+class _ParamWatch(TorchFunctionMode):
+    """Lets a forward read its parameters only through :data:`_PARAM_CALLS`, views and
+    metadata; stops it at any other call that reads one (``stopped``)."""
+
+    def __init__(self, params):
+        super().__init__()
+        self.tracked = {id(p) for p in params}
+        self._alive = list(params)  # no tracked id is reused while this watches
+        self.stopped = False
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.stopped:
+            raise _Unverified
+        if not (_reads(args, self.tracked) or _reads(kwargs.values(), self.tracked)):
+            return func(*args, **kwargs)
+        if func in _PARAM_CALLS or func in _METADATA_CALLS:
+            return func(*args, **kwargs)
+        if func in _VIEW_CALLS:
+            out = func(*args, **kwargs)
+            if isinstance(out, torch.Tensor):
+                self.tracked.add(id(out))
+                self._alive.append(out)
+            return out
+        self.stopped = True
+        raise _Unverified
