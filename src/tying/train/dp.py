@@ -532,9 +532,10 @@ class DPSGD:
         denom = None if n_data is None else self.sample_rate * int(n_data)
         ghost = self._ghost_plan() if self.mode == "ghost" else None
         pe = self._vmap_plan() if ghost is None else None
-        _check_optimizer_holds(
-            self.optimizer, pe.names if pe else None, pe.params if pe else None, self.model
-        )
+        # the plan's trainable tensors, listed when it was built (rebuilt on any change of
+        # the model's structure or requires_grad, see _fingerprint): no walk per step
+        names, tensors = (pe.names, pe.params) if pe is not None else ghost._trainable
+        _check_optimizer_holds(self.optimizer, names, tensors, self.model)
         if len(y) > 0:
             res = _clipped_sum(self.model, ghost, loss_fn, x, y, self.max_grad_norm, pe)
         else:  # an empty Poisson batch still releases noise
@@ -543,7 +544,7 @@ class DPSGD:
             }
             res = PrivateGrad(zero, torch.zeros(0), torch.zeros(0))
         pg = _noisy(res, self.noise_multiplier, self.max_grad_norm, denom, self.generator)
-        params = dict(zip(pe.names, pe.params)) if pe else dict(self.model.named_parameters())
+        params = dict(zip(names, tensors))
         pg = _in_param_dtypes(pg, params)
         for name, g in pg.grads.items():
             params[name].grad = g
