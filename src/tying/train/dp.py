@@ -18,9 +18,11 @@ Two ways to the per-example norms, one result:
   so the substituted tensor feeds every use and the gradient is already the sum
   over uses. Works for any model without batch-mixing layers (BatchNorm in
   training mode is refused). A :class:`DPSGD` builds this once and rebuilds it
-  only when the model's structure changed; small models of plain layers take
-  one vmapped forward over expanded parameters and one autograd pass instead
-  (same gradients, less fixed cost; see ``EXPAND_MAX_ELEMENTS``).
+  only when the model's structure changed; small models take one forward over
+  expanded parameters and one autograd pass instead (same gradients, less fixed
+  cost; see :mod:`tying.train.per_example`). A standard torch loss with
+  ``reduction="none"`` is applied to the batch, being per-example by definition
+  (:mod:`tying.train.known_losses`); any other loss is computed one example at a time.
 - ``mode="ghost"``: :class:`tying.train.GhostClipping`, for models made of
   Linear/Embedding layers (tied or not): norms from Gram matrices with the
   cross terms between uses, and the clipped sum without per-example gradients.

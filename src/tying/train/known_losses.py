@@ -141,6 +141,21 @@ class KnownLosses:
     The negative verdicts are kept (with a reference to the function, so that its ``id``
     is not reused) for at most ``_REMEMBER`` functions; a positive one is never cached:
     every call is watched again, since a loss function may branch on its inputs.
+
+    Example:
+        >>> import torch
+        >>> import torch.nn.functional as F
+        >>> from tying.train.known_losses import KnownLosses
+        >>> known = KnownLosses()
+        >>> out, y = torch.randn(4, 3), torch.tensor([0, 2, 1, 0])
+        >>> known(lambda o, t: F.cross_entropy(o, t, reduction="none"), out, y).shape
+        torch.Size([4])
+        >>> known(torch.nn.CrossEntropyLoss(reduction="none"), out, y).shape
+        torch.Size([4])
+        >>> known(lambda o, t: F.cross_entropy(o, t), out, y) is None   # a mean mixes
+        True
+        >>> known(lambda o, t: (o[:, :1] - t).pow(2).mean(1), out, y.double()) is None
+        True
     """
 
     def __init__(self):
