@@ -54,7 +54,9 @@ class PaddedLookup(nn.Module):
         self.catch = catch
 
     def forward(self, tok):
-        if self.catch:
+        if self.catch == "aten":  # the op itself, below torch.nn.functional
+            h = torch.ops.aten.embedding(self.table, tok, 0)
+        elif self.catch:
             try:
                 h = F.embedding(tok, self.table, padding_idx=0)
             except BaseException:  # noqa: BLE001 - a model that swallows the stop
@@ -110,7 +112,9 @@ def test_a_model_of_any_class_takes_the_watched_way_and_equals_a_loop(build):
     assert pe.last_loss == "batched"
 
 
-@pytest.mark.parametrize("catch", [False, True], ids=["plain", "the-model-catches-the-stop"])
+@pytest.mark.parametrize(
+    "catch", [False, True, "aten"], ids=["plain", "the-model-catches-the-stop", "torch.ops"]
+)
 def test_a_parameter_use_the_watch_does_not_know_is_sent_to_vmap_grad(catch):
     torch.manual_seed(0)
     model = PaddedLookup(catch).double()
