@@ -252,8 +252,24 @@ def test_the_dp_step_applies_a_known_loss_to_the_batch_and_any_other_per_example
         torch.testing.assert_close(got[n], want[n], rtol=1e-10, atol=1e-12)
     dp.step(mixing, x, yr)
     assert dp._per_example.last_loss == "per example"
-    dp.step(mixing, x, yr)  # remembered: the old way, loss and model under one vmap
-    assert dp._per_example.last_loss is None
+    calls = []
+    real = KnownLosses.__call__
+    KnownLosses.__call__ = lambda self, *a: calls.append(1) or real(self, *a)
+    try:
+        dp.step(mixing, x, yr)  # remembered: not called on the batch again
+    finally:
+        KnownLosses.__call__ = real
+    pe = dp._per_example
+    assert (pe.last_forward, pe.last_loss) == ("direct", "per example")
+    assert not pe._known(mixing, x, yr) and len(calls) == 1  # one call, answered at once
+    # a model whose forward needs vmap: the old way (model and loss under one vmap)
+    torch.manual_seed(0)
+    ln = nn.Sequential(nn.Linear(5, 4), nn.LayerNorm(4), nn.Linear(4, 3)).double()
+    pe2 = dp_module._PerExample(ln)
+    pe2(mixing, (x,), yr)
+    assert (pe2.last_forward, pe2.last_loss) == ("vmap", "per example")
+    pe2(mixing, (x,), yr)
+    assert (pe2.last_forward, pe2.last_loss) == (None, None)
 
 
 def test_private_grad_with_a_known_loss_equals_the_old_way_float64(monkeypatch):

@@ -331,7 +331,11 @@ class _PerExample:
         of the summed losses on that row is example b's own gradient."""
         B = y.shape[0]
         per = tuple(p.detach().expand(B, *p.shape).requires_grad_() for p in self.params)
-        if self._outputs_are_tensors and not self._known.known_not(self._loss_fn):
+        # the split way (forward, then the loss) when the forward can skip vmap or the
+        # loss may be a known one; else model and loss under one vmap, as before
+        if self._outputs_are_tensors and (
+            self._direct_applies(xs, bufs) or not self._known.known_not(self._loss_fn)
+        ):
             got = self._expanded_batched_loss(per, bufs, xs, y)
             if got is not None:
                 return got
@@ -386,16 +390,9 @@ class _PerExample:
             fwd = vmap(flat, in_dims=dims, randomness="different")
             self._forwards[(len(xs), watched)] = fwd
         with torch.enable_grad():
-            x0 = xs[0]
-            if (
-                self._direct is not None
-                and len(xs) == 1
-                and x0.dim() == 2
-                and x0.is_floating_point()
-                and not bufs
-            ):
+            if self._direct_applies(xs, bufs):
                 self.last_forward = "direct"
-                out = self._direct_forward(per, x0).unsqueeze(1)  # (B, 1, out)
+                out = self._direct_forward(per, xs[0]).unsqueeze(1)  # (B, 1, out)
             else:
                 self.last_forward = "vmap"
                 try:
@@ -408,6 +405,7 @@ class _PerExample:
             losses = None
             if out.dim() >= 2 and out.shape[1] == 1:  # each example's output is (1, ...)
                 losses = self._known(self._loss_fn, out.select(1, 0), y)  # (B, ...) or None
+                # (None at once for a loss found unknown before: it is not called again)
             if losses is None:
                 self.last_loss = "per example"
                 if self._loss_each is None:
@@ -421,6 +419,17 @@ class _PerExample:
                 losses.sum(), per, allow_unused=True, materialize_grads=True
             )
         return grads, losses.detach()
+
+    def _direct_applies(self, xs, bufs) -> bool:
+        """Whether :meth:`_direct_forward` runs this call: a :func:`_direct_layers` model
+        on one floating (B, features) input."""
+        return (
+            self._direct is not None
+            and len(xs) == 1
+            and xs[0].dim() == 2
+            and xs[0].is_floating_point()
+            and not bufs
+        )
 
     def _direct_forward(self, per, x):
         """The expanded way's forward of a :func:`_direct_layers` model, as matrix products.
