@@ -242,3 +242,51 @@ def test_a_parameter_passed_to_a_custom_autograd_function_is_sent_to_vmap_grad()
     model = UsesAFunction().double()
     x, y = _data()
     _check(model, x, y, ce, "vmap-grad")
+
+
+class TwoInputs(nn.Module):
+    """Two inputs, and a sequence dimension: (B, T, d) through Linear layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(6, 5)
+        self.b = nn.Linear(3, 5)
+        self.head = nn.Linear(5, 4)
+
+    def forward(self, x, z):  # (B, T, 6), (B, 3) -> (B, T, 4)
+        return self.head(torch.tanh(self.a(x) + self.b(z).unsqueeze(1)))
+
+
+@pytest.mark.parametrize("loss", ["sequence", "known-on-3d"])
+def test_two_inputs_and_a_sequence_dimension_on_the_watched_way(loss):
+    torch.manual_seed(0)
+    model = TwoInputs().double()
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(5, 7, 6, generator=g, dtype=torch.float64)
+    z = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    if loss == "sequence":  # transposes first: not a known call, so per example
+        y = torch.randint(0, 4, (5, 7), generator=g)
+
+        def loss_fn(o, t):
+            return F.cross_entropy(o.transpose(1, 2), t, reduction="none").sum(1)
+
+    else:  # a known loss on (B, T, 4): summed per example, as the old way did
+        y = torch.randn(5, 7, 4, generator=g, dtype=torch.float64)
+        loss_fn = nn.MSELoss(reduction="none")
+    pe = pex._PerExample(model)
+    got, losses = pe(loss_fn, (x, z), y)
+    assert pe.last_way == "expanded-watched"
+    assert pe.last_loss == ("per example" if loss == "sequence" else "batched")
+    names = pe.names
+    want = {n: [] for n in names}
+    want_losses = []
+    for b in range(5):
+        model.zero_grad(set_to_none=True)
+        lb = loss_fn(model(x[b : b + 1], z[b : b + 1]), y[b : b + 1]).sum()
+        lb.backward()
+        want_losses.append(lb.detach())
+        for n, p in model.named_parameters():
+            want[n].append(p.grad.clone())
+    for n, gr in zip(names, got):
+        torch.testing.assert_close(gr, torch.stack(want[n]), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(losses, torch.stack(want_losses), rtol=1e-12, atol=0)
