@@ -349,9 +349,14 @@ class GhostClipping:
         for pid, name in self._names.items():
             p = self._params[pid]
             m, n = _matrix_shape(p)
-            total = torch.zeros(m, n, dtype=_wide_dtype(p.dtype), device=p.device)
-            for L, R in uses.get(pid, []):
-                total += _weighted_outer(L, R, c, m, n)
+            pairs = uses.get(pid, [])
+            if len(pairs) == 1:  # one use (most tensors): its product is the sum, no zeros
+                # (in the accumulator's dtype, as the += below would have cast it)
+                total = _weighted_outer(*pairs[0], c, m, n).to(_wide_dtype(p.dtype))
+            else:
+                total = torch.zeros(m, n, dtype=_wide_dtype(p.dtype), device=p.device)
+                for L, R in pairs:
+                    total += _weighted_outer(L, R, c, m, n)
             grads[name] = total.reshape(p.shape)
         return GhostResult(grads, norms, losses)
 
