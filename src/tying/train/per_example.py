@@ -12,9 +12,13 @@ these ways (``last_way``):
   (:mod:`tying.train.known_losses`) is applied to the batch outside vmap, any other
   loss per example; an ``nn.Sequential`` of Linear layers and pointwise activations
   runs its forward as ``bmm`` without vmap (:func:`_direct_layers`).
+- ``"expanded-watched"``: the same for small models of any other types, with every
+  torch call that reads a parameter checked as it is made (:class:`_ParamWatch`); a
+  call it does not know sends the model to ``"vmap-grad"`` for good.
 - ``"vmap-grad"``: ``torch.func.vmap(grad(...))``, for any model, at any size.
 
-Split from ``dp.py`` at stop 22 (house rule 1: under 1,000 lines); the code moved as it was.
+Split from ``dp.py`` at stop 22 (house rule 1: under 1,000 lines), where the watched way,
+the ``bmm`` forward and the batched known losses were added.
 """
 
 from __future__ import annotations
