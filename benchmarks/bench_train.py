@@ -335,13 +335,19 @@ _TINY = [
     ("MLP w=64 depth=1", 64, 1, 64),
     ("MLP w=16 depth=2", 16, 2, 64),
     ("MLP w=64 depth=2", 64, 2, 8),
+    # stop 22: the smallest as a class of one's own, and with a hand-written loss
+    ("MLP class w=16 depth=1", 16, 1, 8),
+    ("MLP w=16 depth=1, own loss", 16, 1, 8),
 ]
 
 
 def _sweep_row(name: str, width: int, depth: int, B: int, mode: str) -> dict:
-    from benchmarks.bench_train_sweep import mlp, one
+    from benchmarks.bench_train_sweep import MLPNet, mlp, one
 
-    return one(name, "mlp", lambda: mlp(width, depth), B, mode, 1)
+    if "class" in name:
+        return one(name, "mlp", lambda: MLPNet(width, depth), B, mode, 1)
+    kind = "mlp-own" if "own loss" in name else "mlp"
+    return one(name, kind, lambda: mlp(width, depth), B, mode, 1)
 
 
 if __name__ == "__main__":

@@ -363,7 +363,7 @@ def test_per_example_norms_equal_the_flattened_norm_without_a_squared_copy():
 def test_a_model_with_nothing_trainable_is_refused_by_name(limit, monkeypatch):
     # torch's "`inputs` argument to `grad()` cannot be empty" (and, before, a StopIteration
     # from private_grad) named neither the model nor the fix
-    import tying.train.dp as dp
+    import tying.train.per_example as dp
 
     monkeypatch.setattr(dp, "EXPAND_MAX_ELEMENTS", limit)
     model = nn.Sequential(nn.Linear(4, 3)).requires_grad_(False)
@@ -486,7 +486,7 @@ def test_every_module_type_of_the_expanded_way_is_checked_against_a_loop():
     # a type added to dp._EXPAND_SAFE runs under torch's batching rules for batched
     # parameters, one of which is wrong (F.embedding's padding_idx); so each type must
     # appear in a model of _safe_models, which the test below holds to a per-example loop
-    import tying.train.dp as dp
+    import tying.train.per_example as dp
 
     covered = {type(m) for case in _safe_models() for m in case[1].modules()}
     assert dp._EXPAND_SAFE <= covered, sorted(t.__name__ for t in dp._EXPAND_SAFE - covered)
@@ -501,7 +501,7 @@ def _xy(g, shape):
 @pytest.mark.parametrize("case", _safe_models(), ids=lambda c: c[0])
 @pytest.mark.parametrize("limit", [0, 2**62], ids=["vmap-grad", "expanded"])
 def test_both_ways_to_per_example_grads_equal_a_per_example_loop(case, limit, monkeypatch):
-    import tying.train.dp as dp
+    import tying.train.per_example as dp
 
     name, model, loss_fn, x, y = case
     monkeypatch.setattr(dp, "EXPAND_MAX_ELEMENTS", limit)
@@ -523,7 +523,7 @@ def test_the_expanded_way_is_not_used_where_torch_gets_it_wrong(monkeypatch):
     # F.embedding with a batched weight and a padding_idx masks the padding row of the
     # first example's copy only: forced, the expanded way gives wrong gradients, so a
     # model outside the listed module types (here: an Embedding) never takes it.
-    import tying.train.dp as dp
+    import tying.train.per_example as dp
 
     _, model, loss_fn, x, y = next(c for c in CASES if c[0] == "tiny_lm_pad")
     want = loop_grads(model, loss_fn, x, y)["embed.weight"]
@@ -608,7 +608,7 @@ def test_a_dpsgd_step_after_the_model_changed_uses_the_changed_model(
     # change below fails this test if DPSGD reuses what it built at the first step.
     # mode="ghost" kept its first GhostClipping: after an untie it summed the decoder's
     # use into the encoder's weight and gave the new Parameter no gradient (stop 18).
-    import tying.train.dp as dp
+    import tying.train.per_example as dp
 
     monkeypatch.setattr(dp, "EXPAND_MAX_ELEMENTS", limit)
     torch.manual_seed(0)
@@ -707,7 +707,7 @@ def test_a_forward_that_raises_leaves_every_parameter_in_its_module():
 @pytest.mark.parametrize("limit", [0, 2**62], ids=["vmap-grad", "expanded"])
 def test_per_example_grads_under_no_grad(limit, monkeypatch):
     # torch.func.grad turns gradients on by itself; the expanded way must too
-    import tying.train.dp as dp
+    import tying.train.per_example as dp
 
     monkeypatch.setattr(dp, "EXPAND_MAX_ELEMENTS", limit)
     _, model, loss_fn, x, y = CASES[0]
@@ -803,7 +803,7 @@ def _global_hook(model):
 )
 @pytest.mark.filterwarnings("ignore:Using a non-full backward hook")
 def test_per_example_grads_with_a_hook_equal_a_per_example_loop(attach):
-    import tying.train.dp as dp
+    import tying.train.per_example as dp
 
     model, x, y = _token_model()
     handle = attach(model)
@@ -850,7 +850,7 @@ def test_a_hook_no_way_runs_right_is_refused_and_the_step_changes_nothing(
     # Under the expanded way a full backward hook saw the whole batch's gradients (0.76 off
     # a per-example loop, no error); vmap(grad) failed in torch without naming the module;
     # a parameter's gradient hook never ran at all.
-    import tying.train.dp as dp
+    import tying.train.per_example as dp
 
     monkeypatch.setattr(dp, "EXPAND_MAX_ELEMENTS", limit)
     model, x, y = _token_model()
@@ -874,7 +874,7 @@ def test_a_hook_no_way_runs_right_is_refused_and_the_step_changes_nothing(
 def test_a_low_precision_model_is_clipped_to_the_bound(dtype, limit, monkeypatch):
     # norms rounded to bfloat16 and a clip factor rounded again let a clipped example
     # reach 1.0086 C (float16: 1.0012 C), over the bound the accountant assumes
-    import tying.train.dp as dp
+    import tying.train.per_example as dp
 
     monkeypatch.setattr(dp, "EXPAND_MAX_ELEMENTS", limit)
     torch.manual_seed(0)
@@ -966,3 +966,125 @@ def test_any_forward_hooks_at_any_time_give_the_clipped_loop(
     finally:
         for h in handles:
             h.remove()
+
+
+# -- stop 22: the expanded way's forward as matrix products (dp._direct_layers) -----------
+
+
+def _direct_models():
+    """Sequentials of Linear layers and every pointwise activation of dp._DIRECT_POINTWISE,
+    with a hand tie, a Parameter shared by two Linears, a frozen weight and a frozen bias."""
+    torch.manual_seed(0)
+    plain = nn.Sequential(
+        nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 5), nn.Sigmoid(),
+        nn.Linear(5, 5, bias=False), nn.GELU(), nn.Identity(), nn.Linear(5, 3),
+    ).double()  # fmt: skip
+    lin = nn.Linear(5, 5)
+    hand = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), lin, nn.Tanh(), lin, nn.Linear(5, 3))
+    shared = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 5), nn.GELU("tanh"))
+    shared.append(nn.Linear(5, 5))
+    shared[4].weight = shared[2].weight  # one Parameter, two Linears
+    shared.append(nn.Linear(5, 3))
+    frozen = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    frozen[0].weight.requires_grad_(False)
+    frozen[2].bias.requires_grad_(False)
+    return [
+        ("plain", plain),
+        ("hand-tied", hand.double()),
+        ("shared-parameter", shared.double()),
+        ("frozen", frozen.double()),
+    ]
+
+
+def test_every_pointwise_type_of_the_direct_forward_is_checked():
+    import tying.train.per_example as dp
+
+    covered = {type(m) for _, model in _direct_models() for m in model.modules()}
+    assert dp._DIRECT_POINTWISE <= covered
+
+
+@pytest.mark.parametrize("case", _direct_models(), ids=lambda c: c[0])
+@pytest.mark.parametrize("loss", ["known", "own"])
+def test_the_direct_forward_equals_vmap_and_a_per_example_loop(case, loss, monkeypatch):
+    import tying.train.per_example as dp
+
+    name, model = case
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(7, 6, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (7,), generator=g)
+    loss_fn = ce if loss == "known" else (lambda o, t: torch.logsumexp(o, 1) - o[:, 0])
+    pe = dp._PerExample(model)
+    got, losses = pe(loss_fn, (x,), y)
+    assert (pe.last_way, pe.last_forward) == ("expanded", "direct")
+    assert pe.last_loss == ("batched" if loss == "known" else "per example")
+    pe._direct = None  # the reference: the same model under vmap
+    ref, ref_losses = pe(loss_fn, (x,), y)
+    assert pe.last_forward != "direct"  # vmap, or (an own loss, known by now) the old way
+    want = loop_grads(model, loss_fn, x, y)
+    for n, a, b in zip(pe.names, got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(a, want[n], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(losses, ref_losses, rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize(
+    "why",
+    ["a Sequential subclass", "a nested Sequential", "a Linear subclass", "3-d input", "LayerNorm"],
+)
+def test_the_direct_forward_is_used_for_exact_plain_layers_on_2d_input_only(why):
+    import tying.train.per_example as dp
+
+    class MySeq(nn.Sequential):
+        pass
+
+    class MyLin(nn.Linear):
+        pass
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 6, dtype=torch.float64)
+    model = {
+        "a Sequential subclass": lambda: MySeq(nn.Linear(6, 3)),
+        "a nested Sequential": lambda: nn.Sequential(nn.Sequential(nn.Linear(6, 3))),
+        "a Linear subclass": lambda: nn.Sequential(MyLin(6, 3)),
+        "3-d input": lambda: nn.Sequential(nn.Linear(6, 3)),
+        "LayerNorm": lambda: nn.Sequential(nn.Linear(6, 3), nn.LayerNorm(3)),
+    }[why]().double()
+    if why == "3-d input":
+        x = x.unsqueeze(1)  # (B, 1, 6): its output (B, 1, 3) needs another loss
+    y = torch.randint(0, 3, (4,) if why != "3-d input" else (4, 1))
+    loss_fn = ce if why != "3-d input" else seq_ce
+    pe = dp._PerExample(model)
+    got, _ = pe(loss_fn, (x,), y)
+    assert pe.last_forward != "direct"
+    want = loop_grads(model, loss_fn, x, y)
+    for n, a in zip(pe.names, got):
+        torch.testing.assert_close(a, want[n], rtol=1e-10, atol=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    widths=st.lists(st.integers(1, 9), min_size=2, max_size=4),
+    act=st.sampled_from(["ReLU", "Tanh", "Sigmoid", "GELU", "Identity"]),
+    B=st.integers(1, 9),
+    bias=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_property_the_direct_forward_equals_vmap(widths, act, B, bias, seed):
+    """Any widths, depth, activation and batch: the same per-example gradients as vmap."""
+    import tying.train.per_example as dp
+
+    torch.manual_seed(seed)
+    layers = []
+    for a, b in zip(widths[:-1], widths[1:]):
+        layers += [nn.Linear(a, b, bias=bias), getattr(nn, act)()]
+    model = nn.Sequential(*layers[:-1]).double()
+    x = torch.randn(B, widths[0], dtype=torch.float64)
+    y = torch.randn(B, widths[-1], dtype=torch.float64)
+    loss_fn = nn.MSELoss(reduction="none")
+    pe = dp._PerExample(model)
+    got, _ = pe(loss_fn, (x,), y)
+    assert pe.last_forward == "direct"
+    pe._direct = None
+    ref, _ = pe(loss_fn, (x,), y)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)

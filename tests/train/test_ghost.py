@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import tying
-from tests.train.models import BagTied, TinyLM, cases, loop_grads, mse, seq_ce
+from tests.train.models import BagTied, TinyLM, cases, ce, loop_grads, mse, seq_ce
 from tying.train import GhostClipping, ghost_norms, per_example_norms
 from tying.train import ghost as ghost_module
 
@@ -400,3 +400,26 @@ def test_ghost_clip_equals_the_explicit_clipped_sum_on_a_vocabulary_layer():
     for name, g in grads.items():
         want = (c.view(-1, *[1] * (g.dim() - 1)) * g).sum(0)
         assert torch.allclose(res.grads[name], want, rtol=1e-10, atol=1e-12), name
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_a_single_use_clipped_sum_equals_the_zero_filled_accumulator(dtype):
+    # stop 22: a tensor with one use takes its weighted product as the sum; the old form
+    # (zeros in the accumulator's dtype, += each use) is the reference, dtype included
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3)).to(dtype)
+    x = torch.randn(6, 5).to(dtype)
+    y = torch.randint(0, 3, (6,))
+    gc = GhostClipping(model)
+    got = gc.clip(ce, x, y, 0.5)
+    losses, uses = gc._record(ce, x, y)
+    norms = ghost_module._norms(uses, 6, ghost_module._wide_dtype(losses.dtype), True, "auto")
+    c = (0.5 / (norms + 1e-6)).clamp(max=1.0)
+    for pid, name in gc._names.items():
+        p = gc._params[pid]
+        m, n = ghost_module._matrix_shape(p)
+        total = torch.zeros(m, n, dtype=ghost_module._wide_dtype(p.dtype))
+        for L, R in uses[pid]:
+            total += ghost_module._weighted_outer(L, R, c, m, n)
+        assert got.grads[name].dtype == total.dtype
+        torch.testing.assert_close(got.grads[name], total.reshape(p.shape), rtol=0, atol=0)

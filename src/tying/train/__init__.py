@@ -6,7 +6,9 @@
   task in an inner loop (claim C7).
 - :mod:`~tying.train.dp`, :mod:`~tying.train.ghost`, :mod:`~tying.train.accounting`:
   DP-SGD whose per-example gradients are those of the physical (tied) tensors, ghost
-  clipping with the cross terms between uses, Opacus' accountants (claim D10).
+  clipping with the cross terms between uses, Opacus' accountants (claim D10);
+  :mod:`~tying.train.per_example` computes the per-example gradients, and
+  :mod:`~tying.train.known_losses` applies standard torch losses to the batch.
 - :mod:`~tying.train.opacus_hooks`: Opacus' own ``GradSampleModule`` made to count every
   use of a tied tensor (plain Opacus on a Plan-tied model is refused with a ``TieError``).
 - :mod:`~tying.train.drift`: Page-Hinkley and CUSUM detectors on a loss stream, with a

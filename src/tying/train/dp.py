@@ -18,9 +18,11 @@ Two ways to the per-example norms, one result:
   so the substituted tensor feeds every use and the gradient is already the sum
   over uses. Works for any model without batch-mixing layers (BatchNorm in
   training mode is refused). A :class:`DPSGD` builds this once and rebuilds it
-  only when the model's structure changed; small models of plain layers take
-  one vmapped forward over expanded parameters and one autograd pass instead
-  (same gradients, less fixed cost; see ``EXPAND_MAX_ELEMENTS``).
+  only when the model's structure changed; small models take one forward over
+  expanded parameters and one autograd pass instead (same gradients, less fixed
+  cost; see :mod:`tying.train.per_example`). A standard torch loss with
+  ``reduction="none"`` is applied to the batch, being per-example by definition
+  (:mod:`tying.train.known_losses`); any other loss is computed one example at a time.
 - ``mode="ghost"``: :class:`tying.train.GhostClipping`, for models made of
   Linear/Embedding layers (tied or not): norms from Gram matrices with the
   cross terms between uses, and the clipped sum without per-example gradients.
@@ -38,10 +40,13 @@ from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
-from torch.func import grad, vmap
 
-from tying.train._vetting import callable_overrides, refuse_parameter_hooks
 from tying.train.ghost import _LOW_PRECISION, GhostClipping
+from tying.train.per_example import (  # noqa: F401 - EXPAND_MAX_ELEMENTS: its old address
+    EXPAND_MAX_ELEMENTS,
+    _fingerprint,
+    _PerExample,
+)
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 MODES = ("vmap", "ghost")
@@ -155,269 +160,6 @@ def per_example_grads(model: nn.Module, loss_fn: LossFn, x, y) -> dict[str, torc
     return _vmap_grads(model, loss_fn, x, y)[0]
 
 
-def _fingerprint(model: nn.Module) -> tuple[tuple, list]:
-    """Everything a :class:`_PerExample` is built from, and the objects it names.
-
-    One walk over ``named_modules(remove_duplicate=False)``: each module's path, identity
-    and class (a tie swaps the class), and the identity (and ``requires_grad``) of every
-    entry of its ``_parameters`` and ``_buffers``. Two equal fingerprints give the same
-    parameter names, order and swap slots. The second value holds the objects whose
-    ``id`` the fingerprint records: kept alive by the cache, no id can be reused by a new
-    module or tensor while the fingerprint is compared against. Refuses a BatchNorm in
-    training mode on the way (``.train()`` may have been called since the last step).
-    """
-    key, refs = [], []
-    # ``functional_call(tie_weights=True)`` swapped every path of a tied tensor, and a
-    # module reached twice (``Sequential(lin, act, lin)``) twice: its restore then left
-    # the substituted tensor in the model, which stopped training (found in issue 19's
-    # work). :class:`_PerExample` swaps each (module, attribute) pair exactly once.
-    for path, mod in model.named_modules(remove_duplicate=False):
-        if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.training:
-            raise ValueError(
-                f"{path or '<root>'} is a {type(mod).__name__} in training mode: it mixes the "
-                f"examples of a batch, so per-example gradients (and DP) do not exist; use "
-                f"GroupNorm/LayerNorm, or call .eval() on it"
-            )
-        ps = tuple(
-            (n, id(t), t is not None and t.requires_grad) for n, t in mod._parameters.items()
-        )
-        bs = tuple((n, id(t)) for n, t in mod._buffers.items())
-        key.append((path, id(mod), type(mod), ps, bs))
-        refs.append(mod)
-        refs.extend(mod._parameters.values())
-        refs.extend(mod._buffers.values())
-    return tuple(key), refs
-
-
-# Below this many per-example gradient elements (batch x trainable parameters) the
-# per-example gradients come from one vmapped forward over the parameters expanded to
-# (B, *shape) and one plain autograd pass (_PerExample._expanded); above it from
-# vmap(grad(...)). Both give every example's own gradient (tested equal to a per-example
-# loop on every test model, either way). The expanded way skips torch.func's grad level,
-# a fixed ~0.3-0.5 ms a call (the whole step of a small model), but its forward runs one
-# matrix-vector product per example where grad-in-vmap runs one matrix product for the
-# batch: +6 ms on the 256-512-512-10 MLP at B=256 (102M elements, 1 thread, 160 vs 154
-# ms, 2026-12-01), ~0.06 ns per element, so the two break even near 2^23 elements.
-EXPAND_MAX_ELEMENTS = 2**23
-
-# The expanded way relies on torch's batching rules for ops whose *parameters* are
-# batched, and one of them is wrong: F.embedding with a batched weight and a padding_idx
-# masks the padding row of the first example's copy only, so every other example's
-# padding row gets a gradient (found here; tests/train/test_dp.py shows it). So it runs
-# only on models built entirely of these module types, exact types (a subclass may
-# override forward, and a tied module is a subclass), each tested against a per-example
-# loop in float64. Any other model takes vmap(grad(...)) at any size.
-_EXPAND_SAFE = frozenset(
-    {
-        nn.Sequential,
-        nn.Linear,
-        nn.Conv1d,
-        nn.Conv2d,
-        nn.ReLU,
-        nn.Tanh,
-        nn.Sigmoid,
-        nn.GELU,
-        nn.Flatten,
-        nn.Identity,
-        nn.MaxPool2d,
-        nn.AvgPool2d,
-        nn.LayerNorm,
-        # per example by definition (groups of one sample's channels); its batching rule
-        # with a batched weight and bias is tested against a per-example loop (2-D and
-        # 4-D inputs, 1, 2 and C groups). Stop 20: the sweep's CNN with GroupNorm took
-        # vmap(grad) at 1.10x Opacus; the expanded way runs its step 1.24x faster.
-        nn.GroupNorm,
-        nn.Dropout,
-    }
-)
-
-
-def _refuse_backward_hooks(modules, names, params) -> None:
-    """Refuse the hooks that no way to per-example gradients runs right (checked per call).
-
-    A full backward hook (module or global, ``register_full_backward_hook`` and its
-    ``_pre_hook``) wraps the module's inputs and outputs in an autograd.Function:
-    ``vmap(grad(...))`` fails on it with torch's "must override the setup_context
-    staticmethod", and the expanded way runs it on the whole batch's gradients, which
-    gave wrong per-example gradients (0.76 off on a 6-8-3 MLP, found here). A gradient
-    hook on a parameter (``Tensor.register_hook``) never runs, because the parameters
-    are swapped for substitutes: whatever it changes would be missing from every example.
-    """
-    g = nn.modules.module
-    if g._global_backward_pre_hooks or (
-        g._global_backward_hooks and g._global_is_full_backward_hook
-    ):
-        raise ValueError(
-            "a global full backward hook is registered "
-            "(torch.nn.modules.module.register_module_full_backward_hook or ..._pre_hook): "
-            "per-example gradients cannot run it right (torch.func fails on it, a batched "
-            "backward would hand it the whole batch); remove it (handle.remove()) while "
-            "taking DP steps"
-        )
-    for path, mod in modules:
-        if mod._backward_pre_hooks or (mod._backward_hooks and mod._is_full_backward_hook):
-            raise ValueError(
-                f"{path or '<root>'} ({type(mod).__name__}) has a full backward hook "
-                f"(register_full_backward_hook or register_full_backward_pre_hook): "
-                f"per-example gradients cannot run it right (torch.func fails on it, a "
-                f"batched backward would hand it the whole batch); remove it "
-                f"(handle.remove()) while taking DP steps"
-            )
-    refuse_parameter_hooks(names, params)
-
-
-def _expand_vetted(modules, keys) -> bool:
-    """Whether the expanded way may run now: nothing it was not tested with is attached.
-
-    :attr:`_PerExample.expandable` vets the module *types* once; hooks and instance
-    attributes can be added at any time after, so this runs at every call (~1 µs a
-    module). A forward (pre-)hook, module or global, an old-style backward hook, or a new
-    instance attribute sends the call to ``vmap(grad(...))``, which runs them per example.
-    """
-    g = nn.modules.module
-    if g._global_forward_hooks or g._global_forward_pre_hooks or g._global_backward_hooks:
-        return False
-    for (_, mod), k in zip(modules, keys):
-        if (
-            mod._forward_hooks
-            or mod._forward_pre_hooks
-            or mod._backward_hooks
-            or mod._backward_pre_hooks
-            or mod.__dict__.keys() != k
-            or mod.__dict__.get("_compiled_call_impl") is not None
-        ):
-            return False
-    return True
-
-
-class _PerExample:
-    """Per-example gradients over a model's trainable physical parameters, built once.
-
-    A DP step used to rebuild the parameter and buffer maps, and ``functional_call``
-    walked the model again, on every call: on a tiny model that walking cost as much
-    as the arithmetic (issue 19). This object lists the swaps once, as (module,
-    attribute, index) triples over a flat tuple of parameters, and writes each
-    substitute straight into the module's ``_parameters``/``_buffers`` dict, which is
-    the write ``functional_call`` makes (``torch.nn.utils._named_member_accessor.
-    swap_tensor``), restored in a ``finally``. :meth:`fresh` says whether the model
-    still has the structure it was built from (see :func:`_fingerprint`); the tensors'
-    values are read at every call (``p.detach()`` shares the storage that an optimizer
-    or a ``.data =`` assignment left), never cached. The loss function is handed in at
-    every call, so a new one needs no rebuild.
-    """
-
-    def __init__(self, model: nn.Module):
-        self.key, self._refs = _fingerprint(model)
-        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        if not named:  # torch.func.grad and autograd.grad fail on no inputs, unclearly
-            raise ValueError(
-                f"{type(model).__name__} has no trainable parameter (requires_grad is False "
-                f"on all {len(list(model.parameters()))}): there is no gradient to clip and "
-                f"noise; set requires_grad on the parameters to train"
-            )
-        self.names = tuple(n for n, _ in named)
-        self.params = tuple(p for _, p in named)
-        index = {id(p): i for i, p in enumerate(self.params)}
-        buffers = [b for _, b in model.named_buffers()]
-        b_index = {id(b): i for i, b in enumerate(buffers)}
-        self.buffers = tuple(buffers)
-        self.p_slots, self.b_slots, seen = [], [], set()
-        for _, mod in model.named_modules(remove_duplicate=False):
-            for name, t in mod._parameters.items():
-                if t is not None and id(t) in index and (id(mod), name) not in seen:
-                    seen.add((id(mod), name))
-                    self.p_slots.append((mod, name, index[id(t)]))
-            for name, t in mod._buffers.items():
-                if t is not None and id(t) in b_index and (id(mod), name) not in seen:
-                    seen.add((id(mod), name))
-                    self.b_slots.append((mod, name, b_index[id(t)]))
-        # the types once; hooks and instance attributes at every call (_expand_vetted)
-        self.modules = list(model.named_modules())
-        self._keys = [mod.__dict__.keys() - set() for _, mod in self.modules]
-        self.expandable = all(
-            type(m) in _EXPAND_SAFE and not callable_overrides(m) for _, m in self.modules
-        )
-        self.last_way: str | None = None  # "expanded" or "vmap-grad": which way ran last
-        self.model = model
-        self._loss_fn: LossFn | None = None
-        self.fn = vmap(
-            grad(self._loss_one, has_aux=True), in_dims=(None, None, 0, 0), randomness="different"
-        )
-        # each example's loss under its own copy of the parameters (a stride-0 expansion),
-        # one vmapped function per number of inputs: flat tensor arguments, because vmap's
-        # pytree matching of nested in_dims cost 13 % of a tiny model's step
-        self._losses: dict[int, Callable] = {}
-
-    @property
-    def size(self) -> int:
-        """Trainable elements now: read at every call, as ``.data =`` may change a shape."""
-        return sum(p.numel() for p in self.params)
-
-    def fresh(self, model: nn.Module) -> bool:
-        """True if ``model`` is the one this was built from, with the same structure."""
-        return model is self.model and _fingerprint(model)[0] == self.key
-
-    def _loss_one(self, p, bufs, xb, yb):
-        loss = self._loss_value(p, bufs, xb, yb)
-        return loss, loss.detach()
-
-    def _loss_value(self, p, bufs, xb, yb):
-        """One example's loss with the parameters ``p`` and buffers ``bufs`` swapped in."""
-        saved = []
-        try:
-            for mod, name, i in self.p_slots:
-                saved.append((mod._parameters, name, mod._parameters[name]))
-                mod._parameters[name] = p[i]  # every use reads the one tensor
-            for mod, name, i in self.b_slots:
-                saved.append((mod._buffers, name, mod._buffers[name]))
-                mod._buffers[name] = bufs[i]
-            out = self.model(*(t.unsqueeze(0) for t in xb))
-        finally:
-            for where, name, orig in reversed(saved):
-                where[name] = orig
-        return self._loss_fn(out, yb.unsqueeze(0)).sum()
-
-    def __call__(self, loss_fn: LossFn, xs: tuple, y: torch.Tensor):
-        """``(grads, losses)``: a tuple of ``(B, *param.shape)`` in :attr:`names` order, ``(B,)``."""
-        _refuse_backward_hooks(self.modules, self.names, self.params)
-        bufs = tuple(b.detach() for b in self.buffers)
-        self._loss_fn = loss_fn
-        try:
-            if (
-                self.expandable
-                and y.shape[0] * self.size <= EXPAND_MAX_ELEMENTS
-                and _expand_vetted(self.modules, self._keys)
-            ):
-                self.last_way = "expanded"
-                return self._expanded(bufs, xs, y)
-            self.last_way = "vmap-grad"
-            return self.fn(tuple(p.detach() for p in self.params), bufs, xs, y)
-        finally:
-            self._loss_fn = None
-
-    def _expanded(self, bufs, xs, y):
-        """Example b's loss reads only row b of each expanded parameter, so the gradient
-        of the summed losses on that row is example b's own gradient."""
-        B = y.shape[0]
-        per = tuple(p.detach().expand(B, *p.shape).requires_grad_() for p in self.params)
-        fn = self._losses.get(len(xs))
-        if fn is None:
-            n_p, n_b = len(per), len(bufs)
-
-            def flat(*args):
-                p, b = args[:n_p], args[n_p : n_p + n_b]
-                return self._loss_value(p, b, args[n_p + n_b : -1], args[-1])
-
-            dims = (0,) * n_p + (None,) * n_b + (0,) * (len(xs) + 1)
-            fn = self._losses[len(xs)] = vmap(flat, in_dims=dims, randomness="different")
-        with torch.enable_grad():  # grad() enables it itself; autograd.grad needs it on
-            losses = fn(*per, *bufs, *xs, y)  # (B,)
-            grads = torch.autograd.grad(
-                losses.sum(), per, allow_unused=True, materialize_grads=True
-            )
-        return grads, losses.detach()
-
-
 def _vmap_grads(model: nn.Module, loss_fn: LossFn, x, y):
     pe = _PerExample(model)
     xs = x if isinstance(x, tuple) else (x,)
@@ -471,8 +213,11 @@ def _vmap_clipped_sum(
         return PrivateGrad(zero, torch.zeros(0), torch.zeros(0))
     summed, norms, losses = None, [], []
     for start in range(0, B, chunk):
-        part = slice(start, start + chunk)
-        grads, loss = pe(loss_fn, tuple(t[part] for t in xs), y[part])
+        if chunk >= B:  # the whole batch: no slicing (two ops on a tiny model's step)
+            grads, loss = pe(loss_fn, xs, y)
+        else:
+            part = slice(start, start + chunk)
+            grads, loss = pe(loss_fn, tuple(t[part] for t in xs), y[part])
         rows = [_rows(g) for g in grads]
         n_b = _norms([r for r, _ in rows])
         c = _clip_factors(n_b, max_grad_norm)
@@ -789,9 +534,10 @@ class DPSGD:
         denom = None if n_data is None else self.sample_rate * int(n_data)
         ghost = self._ghost_plan() if self.mode == "ghost" else None
         pe = self._vmap_plan() if ghost is None else None
-        _check_optimizer_holds(
-            self.optimizer, pe.names if pe else None, pe.params if pe else None, self.model
-        )
+        # the plan's trainable tensors, listed when it was built (rebuilt on any change of
+        # the model's structure or requires_grad, see _fingerprint): no walk per step
+        names, tensors = (pe.names, pe.params) if pe is not None else ghost._trainable
+        _check_optimizer_holds(self.optimizer, names, tensors, self.model)
         if len(y) > 0:
             res = _clipped_sum(self.model, ghost, loss_fn, x, y, self.max_grad_norm, pe)
         else:  # an empty Poisson batch still releases noise
@@ -800,7 +546,7 @@ class DPSGD:
             }
             res = PrivateGrad(zero, torch.zeros(0), torch.zeros(0))
         pg = _noisy(res, self.noise_multiplier, self.max_grad_norm, denom, self.generator)
-        params = dict(zip(pe.names, pe.params)) if pe else dict(self.model.named_parameters())
+        params = dict(zip(names, tensors))
         pg = _in_param_dtypes(pg, params)
         for name, g in pg.grads.items():
             params[name].grad = g

@@ -1,0 +1,292 @@
+"""The watched expanded way (stop 22): any model, every parameter use checked as it is made."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import tying.train.per_example as pex
+from tests.train.models import ce, loop_grads
+from tying.train import private_grad
+
+
+class Net(nn.Module):
+    """What a reviewer writes: a class around Linear layers, activations as functions."""
+
+    def __init__(self, widths=(6, 8, 3), act=torch.tanh):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.act = act
+
+    def forward(self, x):
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = self.act(x)
+        return x
+
+
+class ReadsWeightTransposed(nn.Module):
+    """A decoder that reads the encoder's weight through .t() and F.linear (a hand tie)."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Linear(6, 4)
+        self.norm = nn.LayerNorm(4)
+
+    def forward(self, x):
+        h = torch.tanh(self.norm(self.enc(x)))
+        return F.linear(h, self.enc.weight.t())  # (B, 6)
+
+
+class PaddedLookup(nn.Module):
+    """F.embedding with a padding_idx on its own weight: torch's batching rule for a
+    batched weight masks the first example's padding row only (dp._EXPAND_SAFE)."""
+
+    def __init__(self, catch=False):
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(7, 4))
+        self.head = nn.Linear(4, 3)
+        self.catch = catch
+
+    def forward(self, tok):
+        if self.catch == "aten":  # the op itself, below torch.nn.functional
+            h = torch.ops.aten.embedding(self.table, tok, 0)
+        elif self.catch:
+            try:
+                h = F.embedding(tok, self.table, padding_idx=0)
+            except BaseException:  # noqa: BLE001 - a model that swallows the stop
+                h = F.embedding(tok, self.table.detach(), padding_idx=0)
+        else:
+            h = F.embedding(tok, self.table, padding_idx=0)
+        return self.head(h.mean(1))
+
+
+class IndexesAWeight(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(6, 5)
+
+    def forward(self, x):
+        return x @ self.lin.weight[:3].t()  # an indexing: not a call the watch knows
+
+
+def _data(seed=2, B=7, tokens=False):
+    g = torch.Generator().manual_seed(seed)
+    if tokens:
+        x = torch.randint(0, 7, (B, 5), generator=g)
+        x[:, 0] = 0  # every example reads the padding row
+    else:
+        x = torch.randn(B, 6, generator=g, dtype=torch.float64)
+    return x, torch.randint(0, 3, (B,), generator=g)
+
+
+def _check(model, x, y, loss_fn, way):
+    pe = pex._PerExample(model)
+    got, _ = pe(loss_fn, (x,), y)
+    assert pe.last_way == way
+    want = loop_grads(model, loss_fn, x, y)
+    for n, g in zip(pe.names, got):
+        torch.testing.assert_close(g, want[n], rtol=1e-10, atol=1e-12)
+    return pe
+
+
+@pytest.mark.parametrize(
+    "build",
+    [lambda: Net(), lambda: Net((6, 5, 5, 3), F.gelu), ReadsWeightTransposed],
+    ids=["net", "net-gelu", "reads-weight-transposed"],
+)
+def test_a_model_of_any_class_takes_the_watched_way_and_equals_a_loop(build):
+    torch.manual_seed(0)
+    model = build().double()
+    x, y = _data()
+    loss_fn = ce
+    if isinstance(model, ReadsWeightTransposed):
+        y = torch.randn(7, 6, dtype=torch.float64)
+        loss_fn = nn.MSELoss(reduction="none")
+    pe = _check(model, x, y, loss_fn, "expanded-watched")
+    assert pe.last_loss == "batched"
+
+
+@pytest.mark.parametrize(
+    "catch", [False, True, "aten"], ids=["plain", "the-model-catches-the-stop", "torch.ops"]
+)
+def test_a_parameter_use_the_watch_does_not_know_is_sent_to_vmap_grad(catch):
+    torch.manual_seed(0)
+    model = PaddedLookup(catch).double()
+    x, y = _data(tokens=True)
+    pe = _check(model, x, y, ce, "vmap-grad")
+    assert pe._unverified
+    pe(ce, (x,), y)  # remembered: no second stopped forward
+    assert pe.last_way == "vmap-grad"
+
+
+def test_the_watch_is_what_keeps_the_wrong_batching_rule_out(monkeypatch):
+    # the planted defect: with F.embedding let through, the padding row of every
+    # example but the first gets a gradient, so the watch is not decoration
+    torch.manual_seed(0)
+    model = PaddedLookup().double()
+    x, y = _data(tokens=True)
+    monkeypatch.setattr(pex, "_PARAM_CALLS", pex._PARAM_CALLS | {F.embedding})
+    pe = pex._PerExample(model)
+    got, _ = pe(ce, (x,), y)
+    assert pe.last_way == "expanded-watched"
+    want = loop_grads(model, ce, x, y)
+    assert not torch.allclose(got[pe.names.index("table")], want["table"])
+
+
+def test_an_indexed_parameter_is_sent_to_vmap_grad():
+    torch.manual_seed(0)
+    model = IndexesAWeight().double()
+    x, y = _data()
+    _check(model, x, y, ce, "vmap-grad")
+
+
+def test_every_parameter_call_is_one_the_listed_modules_make():
+    # _PARAM_CALLS may hold only calls whose batched-parameter rules the expanded way's
+    # module types exercise (each held to a loop in test_dp.py)
+    made = {
+        nn.Linear: F.linear,
+        nn.Conv1d: F.conv1d,
+        nn.Conv2d: F.conv2d,
+        nn.LayerNorm: F.layer_norm,
+        nn.GroupNorm: F.group_norm,
+    }
+    assert set(made) <= pex._EXPAND_SAFE
+    assert pex._PARAM_CALLS == set(made.values())
+
+
+def test_hooks_still_send_a_watched_model_to_vmap_grad():
+    torch.manual_seed(0)
+    model = Net().double()
+    h = model.layers[0].register_forward_hook(lambda m, a, o: o * 2)
+    x, y = _data()
+    try:
+        _check(model, x, y, ce, "vmap-grad")
+    finally:
+        h.remove()
+
+
+def test_private_grad_of_a_watched_model_equals_vmap_grad(monkeypatch):
+    torch.manual_seed(0)
+    model = Net((6, 9, 9, 3)).double()
+    x, y = _data(B=12)
+    kw = dict(max_grad_norm=0.1, noise_multiplier=0.0, denominator=1.0)
+    new = private_grad(model, ce, x, y, **kw)
+    monkeypatch.setattr(pex, "EXPAND_MAX_ELEMENTS", 0)  # the reference: vmap(grad(...))
+    old = private_grad(model, ce, x, y, **kw)
+    for n in old.grads:
+        torch.testing.assert_close(new.grads[n], old.grads[n], rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(new.norms, old.norms, rtol=1e-12, atol=0)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    widths=st.lists(st.integers(1, 7), min_size=2, max_size=4),
+    B=st.integers(1, 8),
+    act=st.sampled_from([torch.tanh, torch.relu, F.silu]),
+    seed=st.integers(0, 2**16),
+)
+def test_property_the_watched_way_equals_vmap_grad(widths, B, act, seed):
+    torch.manual_seed(seed)
+    model = Net(tuple(widths), act).double()
+    x = torch.randn(B, widths[0], dtype=torch.float64)
+    y = torch.randn(B, widths[-1], dtype=torch.float64)
+    loss_fn = nn.SmoothL1Loss(reduction="none")
+    pe = pex._PerExample(model)
+    got, losses = pe(loss_fn, (x,), y)
+    assert pe.last_way == "expanded-watched"
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(pex, "EXPAND_MAX_ELEMENTS", 0)  # the reference: vmap(grad(...))
+        ref, ref_losses = pe(loss_fn, (x,), y)
+    assert pe.last_way == "vmap-grad"
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(losses, ref_losses, rtol=1e-13, atol=0)
+
+
+class _LinearFn(torch.autograd.Function):
+    """A hand-written Linear as a custom autograd.Function, with a generated vmap rule."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, w):
+        return x @ w.t()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        return g @ w, g.t() @ x
+
+
+class UsesAFunction(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(3, 6))
+
+    def forward(self, x):
+        return _LinearFn.apply(x, self.w)
+
+
+def test_a_parameter_passed_to_a_custom_autograd_function_is_sent_to_vmap_grad():
+    torch.manual_seed(0)
+    model = UsesAFunction().double()
+    x, y = _data()
+    _check(model, x, y, ce, "vmap-grad")
+
+
+class TwoInputs(nn.Module):
+    """Two inputs, and a sequence dimension: (B, T, d) through Linear layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(6, 5)
+        self.b = nn.Linear(3, 5)
+        self.head = nn.Linear(5, 4)
+
+    def forward(self, x, z):  # (B, T, 6), (B, 3) -> (B, T, 4)
+        return self.head(torch.tanh(self.a(x) + self.b(z).unsqueeze(1)))
+
+
+@pytest.mark.parametrize("loss", ["sequence", "known-on-3d"])
+def test_two_inputs_and_a_sequence_dimension_on_the_watched_way(loss):
+    torch.manual_seed(0)
+    model = TwoInputs().double()
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(5, 7, 6, generator=g, dtype=torch.float64)
+    z = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    if loss == "sequence":  # transposes first: not a known call, so per example
+        y = torch.randint(0, 4, (5, 7), generator=g)
+
+        def loss_fn(o, t):
+            return F.cross_entropy(o.transpose(1, 2), t, reduction="none").sum(1)
+
+    else:  # a known loss on (B, T, 4): summed per example, as the old way did
+        y = torch.randn(5, 7, 4, generator=g, dtype=torch.float64)
+        loss_fn = nn.MSELoss(reduction="none")
+    pe = pex._PerExample(model)
+    got, losses = pe(loss_fn, (x, z), y)
+    assert pe.last_way == "expanded-watched"
+    assert pe.last_loss == ("per example" if loss == "sequence" else "batched")
+    names = pe.names
+    want = {n: [] for n in names}
+    want_losses = []
+    for b in range(5):
+        model.zero_grad(set_to_none=True)
+        lb = loss_fn(model(x[b : b + 1], z[b : b + 1]), y[b : b + 1]).sum()
+        lb.backward()
+        want_losses.append(lb.detach())
+        for n, p in model.named_parameters():
+            want[n].append(p.grad.clone())
+    for n, gr in zip(names, got):
+        torch.testing.assert_close(gr, torch.stack(want[n]), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(losses, torch.stack(want_losses), rtol=1e-12, atol=0)
