@@ -547,53 +547,6 @@ def bench_shapes(rows, repeat=5, shapes=OTHER_SHAPES):
     1-thread fit vs hmmlearn ``implementation="scaling"`` (CPU time, ``repeat`` pairs)."""
     for K, D, n_seq, T in shapes:
         _shape_rows(rows, K, D, n_seq, T, repeat)
-    for n_seq, T in ((150, 400), (200, 500)):
-        _copy_start_rows(rows, n_seq, T, repeat)
-
-
-def _copy_start_rows(rows, n_seq, T, repeat):
-    """Diag EM on 2 threads (K=8, D=4, 10 iterations): the lane copy's helper started during
-    the fit's setup (``LaneLayout.start_fill`` waits, without the GIL, until it has: stop
-    22) vs not waited for (``START_WAIT_S = 0``: the helper starts once the fitting thread
-    lets the GIL go, in the first E-step); interleaved wall-time pairs, bits compared."""
-    import importlib
-    import time
-
-    from tying.hmm import GaussianHMM
-
-    layouts = importlib.import_module("tying.hmm.forward_backward")
-    X, lengths, start, A, means, _ = _diag_case(n_seq=n_seq, T=T)
-    wait, fits = layouts.START_WAIT_S, {}
-
-    def fit(wait_s):
-        def run():
-            layouts.START_WAIT_S = wait_s
-            try:
-                fits[wait_s] = GaussianHMM(
-                    8, "diag", startprob_init=start, transmat_init=A, means_init=means,
-                    covars_init=np.ones((8, 4)), n_iter=10, tol=-np.inf, n_jobs=2,
-                ).fit(X, lengths)  # fmt: skip
-            finally:
-                layouts.START_WAIT_S = wait
-
-        return run
-
-    _, _, ratios = _paired(fit(wait), fit(0.0), repeat=4 * repeat, clock=time.perf_counter)
-    same = fits[wait].history_ == fits[0.0].history_ and all(
-        np.array_equal(getattr(fits[wait], k), getattr(fits[0.0], k))
-        for k in ("startprob_", "transmat_", "means_", "covars_")
-    )
-    rows.append(
-        {
-            "case": f"diag HMM EM, K=8, D=4, {n_seq}x{T}, 10 iter, n_jobs=2: lane copy started "
-            "during the setup vs in the first E-step (wall)",
-            "anchor": "the same fit with START_WAIT_S = 0",
-            "speedup": float(np.median(ratios)),
-            "speedup_spread": _spread(ratios),
-            "bit_identical": bool(same),
-            "load_average_1min": os.getloadavg()[0],
-        }
-    )
 
 
 def _shape_rows(rows, K, D, n_seq, T, repeat):
