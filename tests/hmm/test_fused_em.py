@@ -654,7 +654,6 @@ def test_a_helper_that_dies_holding_a_copy_neither_hangs_the_fit_nor_changes_it(
     lengths = [40] * 60
     X = _data(27, 3, 2, lengths)
     real, real_start = _numba_em.copy_unit, LaneLayout.start_fill
-    real_all = _numba_em.copy_units_claimed
     main = threading.main_thread()
     died = []
 
@@ -664,9 +663,6 @@ def test_a_helper_that_dies_holding_a_copy_neither_hangs_the_fit_nor_changes_it(
         fill[u] = 1  # claimed ...
         died.append(u)
         raise MemoryError("helper out of memory")  # ... and never copied
-
-    def dying_all(fill, order, *args):  # the helper's one-call copy, dying the same way
-        dying(fill, int(order[0]), *args)
 
     def start_and_wait(self, n_jobs=None):  # the fit goes on once the helper has died
         n = len(died)
@@ -680,47 +676,12 @@ def test_a_helper_that_dies_holding_a_copy_neither_hangs_the_fit_nor_changes_it(
     fits = []  # loop's E-step waits for the copy too
     for ctype, n_jobs in runs:
         monkeypatch.setattr(_numba_em, "copy_unit", dying)
-        monkeypatch.setattr(_numba_em, "copy_units_claimed", dying_all)
         fits.append(_fit(X, lengths, 3, ctype=ctype, n_jobs=n_jobs))
         monkeypatch.setattr(_numba_em, "copy_unit", real)
-        monkeypatch.setattr(_numba_em, "copy_units_claimed", real_all)
     assert len(died) == len(runs)
     _general_loop(monkeypatch)
     for (ctype, _), fit in zip(runs, fits, strict=True):
         _assert_same_bits(fit, _fit(X, lengths, 3, ctype=ctype))
-
-
-@needs_numba
-def test_the_helpers_copy_runs_while_the_fitting_thread_holds_the_gil(monkeypatch):
-    """start_fill returns once its helper has started, and the helper copies every unit
-    without the GIL, so the copy runs beside the fit's setup (Python, holding the GIL).
-    Before, the helper needed the GIL to start and between units, and the copy began only
-    once the first E-step let the GIL go."""
-    import sys
-
-    from tying.hmm.forward_backward import LaneLayout
-
-    monkeypatch.setattr(compiled, "MIN_ROWS", 300)  # four units
-    layouts = sys.modules[LaneLayout.__module__]  # (the package's forward_backward: a function)
-    monkeypatch.setattr(layouts, "START_WAIT_S", 60.0)  # whatever the load
-    lengths = list(np.random.default_rng(6).integers(20, 60, 60))
-    X = _data(30, 3, 2, lengths)
-    batch = SequenceBatch.from_lengths(lengths)
-    ref = LaneLayout(X, np.ones(2), batch)
-    late = LaneLayout(X, np.ones(2), batch, fill=False)
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(30.0)  # this thread keeps the GIL while it runs Python
-    try:
-        late.start_fill(2)
-        deadline = time.monotonic() + 10
-        while (late.fill_state[:-1] != 2).any() and time.monotonic() < deadline:
-            pass  # Python: the GIL is never let go here
-        copied = late.fill_state[:-1].tolist()
-    finally:
-        sys.setswitchinterval(interval)
-    late._copy["future"].result()
-    assert copied == [2] * len(late.units)
-    assert _lanes_equal(late, ref)
 
 
 @needs_numba

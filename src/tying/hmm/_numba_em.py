@@ -261,33 +261,6 @@ def copy_unit(fill, u, X, center, lane_start, n_act, XL, XcL, fns):
     atomic_store(fill, u, COPIED)
 
 
-@numba.njit(**_JIT)
-def copy_units_claimed(fill, order, X, center, block, table, ints):
-    """A helper's lane copy (``LaneLayout.start_fill``), in one call without the GIL: each
-    unit of ``order`` that no thread has claimed yet is claimed (``fill[u]``: 0 -> 1),
-    copied (``to_lanes``) and marked there (2); a unit another thread holds is skipped,
-    not waited for (that thread, or whichever needs it, finishes it). ``table`` per
-    unit: T, S, the offsets of its ``XL`` and ``XcL`` in ``block`` (``(T, D, S)`` each),
-    and of its lanes' first rows (S values) and ``n_act`` (T values) in ``ints``.
-
-    Called per unit from Python, the copy needed the GIL between units, which the
-    calling thread holds through the fit's setup: it copied one unit there at most."""
-    D = X.shape[1]
-    for i in range(order.shape[0]):
-        u = order[i]
-        if atomic_load(fill, fill.shape[0] - 1) != 0:  # a thread died: the others copy
-            return
-        if atomic_cas(fill, u, NOT_COPIED, COPYING) != NOT_COPIED:
-            continue
-        T, S = table[u, 0], table[u, 1]
-        XL = block[table[u, 2] : table[u, 2] + T * D * S].reshape((T, D, S))
-        XcL = block[table[u, 3] : table[u, 3] + T * D * S].reshape((T, D, S))
-        lane_start = ints[table[u, 4] : table[u, 4] + S]
-        n_act = ints[table[u, 5] : table[u, 5] + T]
-        to_lanes(X, center, lane_start, n_act, XL, XcL)
-        atomic_store(fill, u, COPIED)
-
-
 # ---------------------------------------------------------------- one unit
 @numba.njit(**_JIT)
 def _densities(XL, n_act, means, prec, const, b, m, fns, t0, t1):

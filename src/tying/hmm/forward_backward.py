@@ -402,12 +402,6 @@ class GaussianStats:
     sxx: np.ndarray
 
 
-#: the longest :meth:`LaneLayout.start_fill` waits (without the GIL) for its helper's copy
-#: to start (a pool thread wakes in tens of microseconds; one busy with another fit's work
-#: is not waited for longer than this)
-START_WAIT_S = 0.00025
-
-
 class LaneLayout:
     """The observations of a batch cut into work units, in the fused E-step's lane layout.
 
@@ -496,11 +490,9 @@ class LaneLayout:
 
         The copy is shared out by unit: whichever thread needs a unit's lanes first
         (this helper, :meth:`fill`, or the compiled EM loop's E-step) claims that
-        unit's copy; a thread that needs a unit another one holds waits for it (the
-        helper skips it instead). This returns once the helper has started (at most
-        :data:`START_WAIT_S`), and the helper copies without the GIL, so the copy runs
-        beside the caller's Python. Nothing happens for one thread, units of few long
-        sequences, or when the compiled EM loop cannot run here (its waits are its own).
+        unit's copy; a thread that finds it claimed waits for it. Nothing happens for
+        one thread, units of few long sequences, or when the compiled EM loop cannot
+        run here (its waits are its own).
 
         Args:
             n_jobs: the fit's threads (None: the module default).
@@ -531,58 +523,9 @@ class LaneLayout:
         # the helper copies the cheapest units first: the calling thread's E-step takes
         # the costliest first, and copies it itself if the helper has not reached it
         order = np.argsort(np.asarray(self.cost), kind="stable")
-        started = threading.Event()
-        self._copy = {"kernels": _numba_em, "fns": fns, "started": started}
+        self._copy = {"kernels": _numba_em, "fns": fns}
         pool = compiled._pool(n_help, "tying-hmm-em")  # the compiled EM loop's helpers
-        self._copy["future"] = pool.submit(self._copy_on_helper, order, started)
-        # the pool's thread needs the GIL to start its job, and this thread holds it through
-        # the fit's setup (Python): without this wait the copy began only once the first
-        # E-step let the GIL go (measured 2026-12-02, 150 x 400: the copy started a median
-        # 476 us after this call, the E-step at 415 us), so it ran beside the E-step
-        # instead of the setup. Once started, it copies in one compiled call without the
-        # GIL (_numba_em.copy_units_claimed), so it never needs the GIL again
-        started.wait(START_WAIT_S)
-
-    def _copy_on_helper(self, order, started: threading.Event) -> None:
-        """The helper's copy (:meth:`start_fill`): every unit of ``order`` that no other
-        thread has claimed, in one compiled call without the GIL, skipping (not waiting
-        for) the units another thread copies; :meth:`_copy_units` where the units are not
-        carved from one block."""
-        table = self._copy_table()
-        started.set()  # the caller goes on once this thread lets the GIL go (just below)
-        if table is None:
-            self._copy_units(order)
-            return
-        try:
-            self._copy["kernels"].copy_units_claimed(
-                self.fill_state, np.asarray(order, dtype=np.int64), self.X, self.center, *table
-            )
-        except BaseException:
-            self.fill_state[-1] = 1  # a thread waiting for a unit this one held copies it
-            raise
-
-    def _copy_table(self) -> tuple | None:
-        """``(block, table, ints)`` for :func:`~tying.hmm._numba_em.copy_units_claimed`: per
-        unit T, S, the places of its ``XL`` and ``XcL`` in their block, and of its lanes'
-        first rows (S values) and ``n_act`` (T values) in ``ints``; None when a unit's
-        arrays are not carved from one block (then the copy runs unit by unit)."""
-        from tying.hmm import fused_em
-
-        block = fused_em._root(self.units[0]["XL"])
-        at = block.ctypes.data
-        table = np.empty((len(self.units), 6), dtype=np.int64)
-        ints, n = [], 0
-        try:
-            for u, unit in enumerate(self.units):
-                T, _, S = unit["XL"].shape
-                xl = fused_em._offset(unit["XL"], block, at)
-                xcl = fused_em._offset(unit["XcL"], block, at)
-                table[u] = T, S, xl, xcl, n, n + S
-                ints += [unit["start"], unit["n_act"]]
-                n += S + T
-        except ValueError:  # not carved from one block
-            return None
-        return block, table, np.ascontiguousarray(np.concatenate(ints), dtype=np.int64)
+        self._copy["future"] = pool.submit(self._copy_units, order)
 
     def _copy_units(self, order) -> None:
         """Claim and copy each unit of ``order`` not claimed yet; wait for the others."""
