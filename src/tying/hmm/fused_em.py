@@ -174,15 +174,23 @@ def _offsets_hold(rel_ut: np.ndarray, layout, block_a, block_b, base_a, base_b) 
     arrays' memory without an error: the offsets are checked before a kept table is
     used (a few microseconds a fit).
     """
-    from tying.hmm import _numba_em
-
     if rel_ut.shape[0] != len(layout.units):
         return False
     try:
         now = _unit_offsets(layout, block_a, block_b, base_a, base_b)
     except ValueError:  # not carved from the blocks
         return False
-    return np.array_equal(rel_ut[:, _offset_columns(_numba_em)], now)
+    return _table_holds(rel_ut, now)
+
+
+def _table_holds(rel_ut: np.ndarray, rel: np.ndarray) -> bool:
+    """:func:`_offsets_hold` on offsets read already: ``rel`` ``(units, 6)``, each unit
+    array's offset from its block's first array (:func:`_unit_offsets`)."""
+    from tying.hmm import _numba_em
+
+    return rel_ut.shape[0] == rel.shape[0] and np.array_equal(
+        rel_ut[:, _offset_columns(_numba_em)], rel
+    )
 
 
 #: the unit tables of the last few (lane layout, K): they depend on the lengths, D, K
@@ -340,10 +348,8 @@ class FusedEM:
             if tables is not None:
                 _TABLES.move_to_end(key)
         # a kept table is read by its offsets only where they are this layout's, for every
-        # unit and array (as _offsets_hold checks, from the offsets read above)
-        if tables is not None and not (
-            tables[0].shape[0] == len(layout.units) and np.array_equal(tables[0][:, cols], rel)
-        ):
+        # unit and array (see _offsets_hold)
+        if tables is not None and not _table_holds(tables[0], rel):
             tables = None  # carved otherwise than when it was kept: never read by its offsets
         if tables is None:
             tables = _unit_tables(layout, block_a, block_b, base_a, base_b, balance)
