@@ -605,6 +605,26 @@ def test_a_kept_unit_table_whose_offsets_no_longer_hold_is_rebuilt_not_used(n_jo
 
 
 @needs_numba
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_a_refit_of_the_same_lengths_reads_the_kept_unit_table(n_jobs, monkeypatch):
+    """The kept table is checked against the fit's offsets and then used, not rebuilt: a
+    check that never held would rebuild it on every fit, silently (the same bits)."""
+    monkeypatch.setattr(compiled, "MIN_ROWS", 1_000)
+    monkeypatch.setattr(fused_em, "_TABLES", type(fused_em._TABLES)())
+    built = []
+    real = fused_em._unit_tables
+    monkeypatch.setattr(fused_em, "_unit_tables", lambda *a: built.append(1) or real(*a))
+    lengths = [40] * 60
+    X = _data(32, 3, 2, lengths)
+    fits = [_fit(X, lengths, 3, n_jobs=n_jobs) for _ in range(3)]
+    assert len(built) == 1 and len(fused_em._TABLES) == 1
+    ((ut, *_),) = fused_em._TABLES.values()
+    assert ut.shape[0] >= 2  # several units: every unit's offsets were compared
+    for fit in fits[1:]:
+        _assert_same_bits(fit, fits[0])
+
+
+@needs_numba
 def test_fits_of_other_k_on_the_same_lengths_get_their_own_unit_tables(monkeypatch):
     lengths = [30] * 40
     X = _data(25, 3, 2, lengths)

@@ -174,15 +174,23 @@ def _offsets_hold(rel_ut: np.ndarray, layout, block_a, block_b, base_a, base_b) 
     arrays' memory without an error: the offsets are checked before a kept table is
     used (a few microseconds a fit).
     """
-    from tying.hmm import _numba_em
-
     if rel_ut.shape[0] != len(layout.units):
         return False
     try:
         now = _unit_offsets(layout, block_a, block_b, base_a, base_b)
     except ValueError:  # not carved from the blocks
         return False
-    return np.array_equal(rel_ut[:, _offset_columns(_numba_em)], now)
+    return _table_holds(rel_ut, now)
+
+
+def _table_holds(rel_ut: np.ndarray, rel: np.ndarray) -> bool:
+    """:func:`_offsets_hold` on offsets read already: ``rel`` ``(units, 6)``, each unit
+    array's offset from its block's first array (:func:`_unit_offsets`)."""
+    from tying.hmm import _numba_em
+
+    return rel_ut.shape[0] == rel.shape[0] and np.array_equal(
+        rel_ut[:, _offset_columns(_numba_em)], rel
+    )
 
 
 #: the unit tables of the last few (lane layout, K): they depend on the lengths, D, K
@@ -323,11 +331,14 @@ class FusedEM:
         layout.prepare(K)
         block_a = _root(layout.units[0]["XL"])
         block_b = _root(layout.units[0]["b"])
-        try:  # where the arenas' first arrays start (their alignment differs per allocation)
-            base_a = _offset(layout.units[0]["XL"], block_a)
-            base_b = _offset(layout.units[0]["b"], block_b)
+        try:  # every unit array's place in its block, read once (each read is about 1.5 us)
+            now = _unit_offsets(layout, block_a, block_b, 0, 0)
         except ValueError:  # a layout not carved from one block per kind
             return None
+        # where the arenas' first arrays start (their alignment differs per allocation)
+        base_a, base_b = int(now[0, 0]), int(now[0, 4])
+        rel = now - np.array([base_a] * 4 + [base_b] * 2, dtype=np.int64)
+        cols = _offset_columns(_numba_em)
         # the tail item only where a second thread can take it (it adds a few loop
         # starts: one thread runs without it)
         balance = compiled.resolve_n_jobs(model.n_jobs) > 1
@@ -336,9 +347,9 @@ class FusedEM:
             tables = _TABLES.get(key)
             if tables is not None:
                 _TABLES.move_to_end(key)
-        if tables is not None and not _offsets_hold(
-            tables[0], layout, block_a, block_b, base_a, base_b
-        ):
+        # a kept table is read by its offsets only where they are this layout's, for every
+        # unit and array (see _offsets_hold)
+        if tables is not None and not _table_holds(tables[0], rel):
             tables = None  # carved otherwise than when it was kept: never read by its offsets
         if tables is None:
             tables = _unit_tables(layout, block_a, block_b, base_a, base_b, balance)
@@ -350,8 +361,7 @@ class FusedEM:
                     _TABLES.popitem(last=False)
         rel_ut, ints, slot_seq, order = tables
         ut = rel_ut.copy()
-        ut[:, [_numba_em.U_XL, _numba_em.U_XCL, _numba_em.U_IC, _numba_em.U_M]] += base_a
-        ut[:, [_numba_em.U_B, _numba_em.U_ALPHA]] += base_b
+        ut[:, cols] = now  # the same as the kept offsets plus the bases
         U = len(layout.units)
         n_seq = len(layout.lengths)
         return {
