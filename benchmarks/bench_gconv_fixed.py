@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.common import smoke, steady_allocator, write
+from benchmarks.common import load_average, smoke, steady_allocator, write
 from tying.nn import GroupConv2d
 
 SHAPES = [  # (group, fields, batch, side, pairs per variant)
@@ -128,14 +128,12 @@ def _line(row: dict) -> str:
 def main() -> None:
     torch.set_num_threads(1)
     rows = [{"case": "setup", "threads": 1, "allocator_pinned": steady_allocator()}]
-    with open("/proc/loadavg") as f:
-        rows[0]["loadavg_start"] = f.read().split()[:3]
+    rows[0]["loadavg_start"] = load_average()
     for shape in SHAPES if not smoke(0, 1) else SHAPES[-1:]:
         row = fixed_cost_row(*shape)
         print(_line(row), flush=True)
         rows.append(row)
-    with open("/proc/loadavg") as f:
-        rows[0]["loadavg_end"] = f.read().split()[:3]
+    rows[0]["loadavg_end"] = load_average()
     write("gconv_fixed", rows)
 
 

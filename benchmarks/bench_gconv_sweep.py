@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.bench_nn_spatial import _e2cnn, _setup
-from benchmarks.common import smoke, timed_rounds, write
+from benchmarks.common import load_average, smoke, timed_rounds, write
 from tying.nn import GroupConv2d
 
 ROUNDS = 3
@@ -138,14 +138,12 @@ def _line(row: dict) -> str:
 
 def main() -> None:
     rows = [_setup()]
-    with open("/proc/loadavg") as f:
-        rows[0]["loadavg_start"] = f.read().split()[:3]
+    rows[0]["loadavg_start"] = load_average()
     for shape in _shapes():
         row = sweep_row(*shape)
         print(_line(row), flush=True)
         rows.append(row)
-    with open("/proc/loadavg") as f:
-        rows[0]["loadavg_end"] = f.read().split()[:3]
+    rows[0]["loadavg_end"] = load_average()
     write("gconv_sweep", rows)
 
 

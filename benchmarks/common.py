@@ -122,6 +122,11 @@ def timed_rounds(
     return t_ours, t_anchor
 
 
+def load_average() -> list[str]:
+    """The machine's 1-, 5- and 15-minute load averages, as ``/proc/loadavg`` writes them."""
+    return [f"{x:.2f}" for x in os.getloadavg()]
+
+
 def write(name: str, rows: list[dict]) -> pathlib.Path:
     """Write ``rows`` to ``bench-results/<name>.json`` and print them as a table."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)

@@ -634,6 +634,17 @@ def _general_path_step(layer, x):
     return y.detach(), grads
 
 
+def _assert_lean_step_is_the_general_path(conv, x):
+    """The lean eager step's output and gradients equal the general path's, bit for bit."""
+    assert conv._lean_pieces() is not None  # else the comparison checks nothing
+    y = conv(x)
+    grads = torch.autograd.grad(y.square().sum(), list(conv.parameters()))
+    want_y, want_grads = _general_path_step(conv, x)
+    assert torch.equal(y, want_y)
+    for a, b in zip(grads, want_grads, strict=True):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("group", ["C4", "D4"])
 @pytest.mark.parametrize("layer", [LiftingConv2d, GroupConv2d])
 @pytest.mark.parametrize("bias", [True, False])
@@ -646,13 +657,7 @@ def test_lean_training_step_equals_the_general_path_bit_for_bit(group, layer, bi
     n = len(conv.elements)
     x = torch.randn(2, 3, 9, 9) if layer is LiftingConv2d else torch.randn(2, 3, n, 7, 7)
     for _ in range(2):
-        assert conv._lean_pieces() is not None  # else this test checks nothing
-        y = conv(x)
-        grads = torch.autograd.grad(y.square().sum(), list(conv.parameters()))
-        want_y, want_grads = _general_path_step(conv, x)
-        assert torch.equal(y, want_y)
-        for a, b in zip(grads, want_grads, strict=True):
-            assert torch.equal(a, b)
+        _assert_lean_step_is_the_general_path(conv, x)
         _sgd(conv.parameters(), conv(x).square().mean())
 
 
@@ -758,13 +763,7 @@ def test_lean_step_equals_the_general_path_for_any_size(
     n = len(conv.elements)
     shape = (2, cin, 6, 6) if layer is LiftingConv2d else (2, cin, n, 6, 6)
     x = torch.randn(shape, dtype=dtype)
-    assert conv._lean_pieces() is not None
-    y = conv(x)
-    grads = torch.autograd.grad(y.square().sum(), list(conv.parameters()))
-    want_y, want_grads = _general_path_step(conv, x)
-    assert torch.equal(y, want_y)
-    for a, b in zip(grads, want_grads, strict=True):
-        assert torch.equal(a, b)
+    _assert_lean_step_is_the_general_path(conv, x)
 
 
 @pytest.mark.parametrize("group", ["C4", "D4"])
