@@ -4,6 +4,8 @@ thread count, and hands over to the general loop where it must."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -286,14 +288,25 @@ def test_an_error_in_a_helper_thread_is_raised_and_the_model_is_unchanged(monkey
     lengths = [40] * 30
     X = _data(7, 3, 2, lengths)
 
+    entered = []
+    real_run = _numba_em_full.em_run
+
     def worker(*args):
+        entered.append(1)
         raise MemoryError("helper out of memory")
 
+    def em_run(*args):  # the helper runs first (else it may be cancelled before it starts)
+        deadline = time.monotonic() + 30
+        while not entered and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return real_run(*args)
+
     monkeypatch.setattr(_numba_em_full, "worker", worker)
+    monkeypatch.setattr(_numba_em_full, "em_run", em_run)
     m = GaussianHMM(3, "full", n_iter=5, random_state=0, n_jobs=2)
     with pytest.raises(MemoryError, match="helper out of memory"):
         m.fit(X, lengths)
-    assert "_means" not in vars(m)
+    assert entered == [1] and "_means" not in vars(m)
 
 
 # ---------------------------------------------------------------- the compiled pieces
