@@ -379,3 +379,41 @@ def test_the_eigenvalue_floor_agrees_with_the_general_loops(D, seed, floor):
     if np.linalg.eigvalsh(S).min() > floor * (1 + 1e-9):
         assert np.array_equal(got, S)
     np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
+
+
+@needs_numba
+def test_iterations_in_several_calls_give_the_same_bits(monkeypatch):
+    """Batches of iterations (a call returns after ``BATCH_CYCLES``) change no bit."""
+    lengths = [40] * 60
+    X = _data(6, 3, 3, lengths)
+    calls = _count_iterations(monkeypatch)
+    monkeypatch.setattr(fused_em, "BATCH_CYCLES", 2**62)
+    one_call = _fit(X, lengths, 3, "full", n_iter=6, n_jobs=2)
+    monkeypatch.setattr(fused_em, "BATCH_CYCLES", 1)  # one iteration per call
+    many_calls = _fit(X, lengths, 3, "full", n_iter=6, n_jobs=2)
+    assert calls == [(6, False)] + [(1, False)] * 6
+    _assert_same_bits(many_calls, one_call)
+
+
+@needs_numba
+@settings(max_examples=12, deadline=None)
+@given(
+    ctype=st.sampled_from(["full", "tied"]),
+    K=st.integers(1, 6),
+    D=st.integers(1, 5),
+    lengths=st.lists(st.integers(1, 120), min_size=1, max_size=60),
+    seed=st.integers(0, 2**31),
+)
+def test_any_shape_agrees_with_the_general_loop_and_across_thread_counts(
+    ctype, K, D, lengths, seed
+):
+    """Random shapes and sequence layouts: the same bits on 1 and 2 threads, and the
+    general loop's parameters to 1e-12 (a fit the compiled loop hands over, or does not
+    take, is compared the same way)."""
+    X = _data(seed, K, D, lengths)
+    fits = [_fit(X, lengths, K, ctype, n_iter=4, n_jobs=n) for n in (1, 2)]
+    _assert_same_bits(fits[1], fits[0])
+    with pytest.MonkeyPatch.context() as mp:
+        _general_loop(mp)
+        ref = _fit(X, lengths, K, ctype, n_iter=4)
+    _assert_close(fits[0], ref)
