@@ -67,6 +67,15 @@ def _assert_close(fast, ref):
         np.testing.assert_allclose(a, b, rtol=RTOL, atol=RTOL * np.abs(b).max(), err_msg=name)
 
 
+def _fns():
+    """The NumPy loop addresses the compiled code calls (checked once per process)."""
+    from tying.hmm import _numba_em
+
+    fns = fused_em._fns(_numba_em)
+    assert fns is not None, "the compiled EM loop is off here"
+    return fns
+
+
 def _assert_same_bits(a, b):
     assert a.history_ == b.history_
     for name in PARAMS:
@@ -328,7 +337,7 @@ def test_factors_agree_with_lapacks(D, G, seed, scale):
     covars = scale * (M @ M.transpose(0, 2, 1) + 0.1 * np.eye(D))
     gmap = rng.integers(0, G, 5).astype(np.int64)
     linv, const = np.empty((5, D, D)), np.empty(5)
-    fns = fused_em._fns(_numba_em_full)
+    fns = _fns()
     ok = _numba_em_full.density_constants_full(
         covars, gmap, linv, const, np.empty((G, D)), fns, float(gaussian_module._LOG_2PI)
     )
@@ -349,7 +358,7 @@ def test_factors_agree_with_lapacks(D, G, seed, scale):
 def test_a_covariance_with_no_cholesky_factor_is_reported_not_used(bad):
     from tying.hmm import _numba_em_full
 
-    fns = fused_em._fns(_numba_em_full)
+    fns = _fns()
     ok = _numba_em_full.density_constants_full(
         bad[None].copy(), np.zeros(2, np.int64), np.empty((2, 2, 2)), np.empty(2),
         np.empty((1, 2)), fns, 1.0,
