@@ -135,7 +135,6 @@ def test_compiled_loop_agrees_with_the_general_loop_for_every_thread_count(
         ("tied", {"covars_prior": np.eye(3) * 0.2, "covars_weight": 5.0, "means_weight": 1.0}),
         ("full", {"params": "tmc", "init_params": ""}),  # hmmlearn letters: start kept
         ("full", {"params": "stm", "init_params": ""}),  # covariances kept
-        ("full", {"ties": {"covars": [[0, 2], [1, 3]]}}),  # covariance groups of two
         ("full", {"implementation": "log"}),  # hmmlearn-style build: its covariance prior
     ],
     ids=[
@@ -144,11 +143,10 @@ def test_compiled_loop_agrees_with_the_general_loop_for_every_thread_count(
         "tied-priors",
         "no-start",
         "no-covars",
-        "covariance-groups",
         "hmmlearn-style",
     ],  # fmt: skip
 )
-def test_priors_params_and_covariance_groups_agree_with_the_general_loop(ctype, kw, monkeypatch):
+def test_priors_and_params_agree_with_the_general_loop(ctype, kw, monkeypatch):
     lengths = [40] * 50
     X = _data(4, 4, 3, lengths)
     K, D = 4, 3
@@ -204,10 +202,18 @@ def test_compiled_loop_converges_at_the_same_iteration(n_jobs, monkeypatch):
         ("full", {"ties": {"means": [[0, 1]]}}, [40] * 20),
         ("full", {"ties": {"transitions": [[1, 2]]}}, [40] * 20),
         ("tied", {"ties": {"means": [[0, 2]]}}, [40] * 20),
+        ("full", {"ties": {"covars": [[0, 2]]}}, [40] * 20),
         ("full", {}, [5000, 3]),  # units of a few long sequences (rows, not lanes)
         ("diag", {}, [40] * 20),  # the diag loop's, not this one's
     ],
-    ids=["tied-means", "tied-transitions", "tied-type-tied-means", "long-sequences", "diag"],
+    ids=[
+        "tied-means",
+        "tied-transitions",
+        "tied-type-tied-means",
+        "covariance-groups",
+        "long-sequences",
+        "diag",
+    ],  # fmt: skip
 )
 def test_what_needs_another_loop_does_not_run_this_one(ctype, kw, lengths, monkeypatch):
     calls = _count_iterations(monkeypatch)

@@ -13,10 +13,11 @@ Results: the E-step and the start, transition and mean updates are the general
 loop's operations; the Cholesky factor, its inverse and the eigenvalue floor are
 computed by hand instead of by LAPACK, so parameters and history agree with the
 general loop's to rounding (1e-12 relative, tested), and are bit-identical for every
-thread count. It runs where the diag loop's conditions hold and the model is
-``"full"`` or ``"tied"`` with untied means and transitions (covariance groups of any
-shape), ``covars_weight`` a scalar or one value per state, and ``K D (D + 1) / 2``
-small enough for the per-state density (``gaussian._FUSED_FULL_MAX``). A sequence
+thread count. It runs where the diag loop's conditions hold and the model is an
+untied ``"full"`` one, or ``"tied"`` with untied means and transitions (other ties
+keep the general loop), with ``covars_weight`` a scalar or one value per state and
+``K D (D + 1) / 2`` small enough for the per-state density
+(``gaussian._FUSED_FULL_MAX``). A sequence
 whose scaling fails hands the fit to the general loop before that M-step, as in the
 diag loop; a covariance with no Cholesky factor hands it over after it (the general
 loop then raises LAPACK's error, or finishes, as it would have).
@@ -54,6 +55,8 @@ def _fast_args(model) -> tuple | None:
         return None
     if not (ties._untied("transitions") and ties._untied("means")):
         return None
+    if model.covariance_type == "full" and not ties._untied("covars"):
+        return None  # tied states keep the general loop (only "tied" shares, all of them)
     cw = model._prior("covars_weight", 1.0)
     if np.ndim(cw) > 1:
         return None
