@@ -384,8 +384,9 @@ def _threads_case(rows, n_seq, T, repeat):
     for ctype, fn, goal in (
         ("diag", em, f"B diag {n_seq}x{T} n_jobs=2"),
         ("diag", em_general, ""),
-        ("full", em, ""),
-        ("tied", em, ""),
+        ("full", em, f"B full {n_seq}x{T} n_jobs=2"),  # the path a user gets (stop 22)
+        ("tied", em, f"B tied {n_seq}x{T} n_jobs=2"),
+        ("full", em_general, ""),
         ("diag", e_step, ""),
     ):
         name = {
@@ -467,16 +468,18 @@ def _general_em_loop():
     """Within it, fits run the general EM loop (no compiled iteration)."""
     import contextlib
 
-    from tying.hmm import fused_em
+    from tying.hmm import fused_em, fused_em_full
 
     @contextlib.contextmanager
     def cm():
-        real = fused_em.FusedEM.for_model
+        real, real_full = fused_em.FusedEM.for_model, fused_em_full.FusedEMFull.for_model
         fused_em.FusedEM.for_model = classmethod(lambda cls, *a: None)
+        fused_em_full.FusedEMFull.for_model = classmethod(lambda cls, *a: None)
         try:
             yield
         finally:
             fused_em.FusedEM.for_model = real
+            fused_em_full.FusedEMFull.for_model = real_full
 
     return cm()
 

@@ -36,6 +36,7 @@ from tying.hmm import compiled
 from tying.hmm.base import BaseHMM
 from tying.hmm.forward_backward import LaneLayout, _deal_rows, forward_backward_stats
 from tying.hmm.fused_em import FusedEM
+from tying.hmm.fused_em_full import FusedEMFull
 from tying.hmm.sequences import check_observations
 from tying.hmm.ties import StateTies
 from tying.hmm.validation import _broadcast, _check_prior, _positive_int
@@ -495,6 +496,8 @@ class GaussianHMM(BaseHMM):
         """EM in one compiled call per iteration where nothing in it needs Python
         (:mod:`tying.hmm.fused_em`), with the general loop's bits; else the general loop."""
         fused = FusedEM.for_model(self, context, self._mstep_fast(context))
+        if fused is None and self._full():  # full and tied: their own compiled loop
+            fused = FusedEMFull.for_model(self, context)
         if fused is None:
             super()._em(X, batch, monitor, context, start)
             return
@@ -508,10 +511,10 @@ class GaussianHMM(BaseHMM):
                 for total in history:
                     monitor.report(total)
                 it += len(history)
+                if monitor.converged:  # (a handover after a converged M-step: done too)
+                    return
                 if failed:  # a sequence's scaling failed (or is not finite): the general
                     break  # loop from here, which recomputes it in log space or refuses it
-                if monitor.converged:
-                    return
             else:
                 return
         super()._em(X, batch, monitor, context, it)
