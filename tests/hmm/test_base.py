@@ -305,3 +305,28 @@ def test_the_thread_limit_is_set_and_restored_only_when_it_changes_something(mon
         assert [lib.get_num_threads() for lib in controller.lib_controllers] == [1] * len(
             controller.lib_controllers
         )
+
+
+@pytest.mark.parametrize("ctype", ["spherical", "diag", "full", "tied"])
+@pytest.mark.parametrize("ties", [None, {"means": "all"}, {"transitions": [[0, 1]]}])
+@pytest.mark.parametrize("params", [None, "mc", "st"])
+def test_the_degenerate_fit_warning_is_logged_exactly_below_the_free_count(
+    ctype, ties, params, caplog
+):
+    """The cheap untied bound only skips fits that cannot warn: at the exact count of
+    free scalars EM fits (ties and fixed parameters lowering it) the warning flips."""
+    K, D = 3, 2
+    m = GaussianHMM(K, ctype, ties=ties, params=params, n_iter=0, random_state=0)
+    m.fit(np.random.default_rng(0).normal(size=(K + 1, D)))  # resolves the free count
+    learn = m._learn()
+    n_free = sum(n for p, n in m._free_per_param().items() if p in learn)
+    fewest = -(-n_free // D)  # rows whose X.size reaches n_free
+    assert fewest > 1
+    for rows in (fewest - 1, fewest):
+        logged = rows * D < n_free
+        caplog.clear()
+        X = np.random.default_rng(1).normal(size=(rows, D))
+        with caplog.at_level("WARNING", logger="tying.hmm.base"):
+            GaussianHMM(K, ctype, ties=ties, params=params, n_iter=0, random_state=0).fit(X)
+        got = any("degenerate solution" in r.getMessage() for r in caplog.records)
+        assert got == logged, (rows * D, n_free)

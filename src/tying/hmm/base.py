@@ -52,13 +52,10 @@ _CONTROLLER: list = []  # one threadpoolctl controller, made on first use
 
 
 def _threads(n_threads: int | None):
-    """Limit BLAS/OpenMP threads while fitting (no oversubscription on small machines).
-
-    The hot loops are small NumPy operations that gain nothing from threads;
-    the few large matrix products gain little on 2 cores shared with others.
+    """Limit BLAS/OpenMP threads while fitting (no oversubscription on small machines): the
+    hot loops are small NumPy operations, and large products gain little on 2 shared cores.
     The controller is built once (scanning loaded libraries costs milliseconds); when
-    every library already runs ``n_threads`` threads, its limiter (~10 us) is skipped.
-    """
+    every library already runs ``n_threads`` threads, its limiter (~10 us) is skipped."""
     if n_threads is None:
         return contextlib.nullcontext()
     if not _CONTROLLER:
@@ -409,6 +406,9 @@ class BaseHMM:
 
     def _warn_degenerate(self, X) -> None:
         """Log (as hmmlearn does) when EM fits more free scalars than there are data."""
+        K = self.n_components  # untied and all learnt, an upper bound: most fits stop here
+        if X.size >= K * (K + sum(self._free_sizes().values())):
+            return
         learn = self._learn()
         n_free = sum(n for p, n in self._free_per_param().items() if p in learn)
         if X.size < n_free:
