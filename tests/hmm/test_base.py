@@ -330,3 +330,59 @@ def test_the_degenerate_fit_warning_is_logged_exactly_below_the_free_count(
             GaussianHMM(K, ctype, ties=ties, params=params, n_iter=0, random_state=0).fit(X)
         got = any("degenerate solution" in r.getMessage() for r in caplog.records)
         assert got == logged, (rows * D, n_free)
+
+
+def _count_calls(monkeypatch, module, name) -> list:
+    calls = []
+    f = getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append(args[0] if args else None)
+        return f(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("ctype", ["diag", "full", "tied"])
+def test_restarts_check_the_given_start_values_once(ctype, monkeypatch):
+    """With n_init=3 each given start value is checked once per fit, not once per restart;
+    every restart still starts from its own copy: the fit's bits are those of checking
+    at every restart (the reference), with random means drawn afresh per restart."""
+    import tying.hmm.base as base
+    import tying.hmm.gaussian as gaussian
+
+    startprob, transmat, _, _, X, lengths = _data(3)
+    covars = {"diag": np.ones((3, 2)), "full": np.repeat(np.eye(2)[None], 3, 0)}
+    covars["tied"] = np.eye(2)
+
+    def fit():
+        return GaussianHMM(
+            3, ctype, startprob_init=startprob, transmat_init=transmat,
+            covars_init=covars[ctype], n_iter=3, n_init=3, random_state=4,
+        ).fit(X, lengths)  # fmt: skip
+
+    reference = GaussianHMM._checked_start
+    monkeypatch.setattr(GaussianHMM, "_checked_start", lambda self, name, check: check())
+    ref = fit()
+    monkeypatch.setattr(GaussianHMM, "_checked_start", reference)
+    stochastic = _count_calls(monkeypatch, base, "_stochastic")
+    groups = _count_calls(monkeypatch, GaussianHMM, "_covars_groups")
+    matrices = _count_calls(monkeypatch, gaussian, "_covariances_ok")
+    m = fit()
+    assert stochastic == ["startprob_init", "transmat_init"] and len(groups) == 1
+    assert len(matrices) == (ctype != "diag")  # the eigenvalues of the stack: once
+    _assert_same_fit(m, ref)
+    assert "_start_memo" not in vars(m)
+
+
+def test_a_bad_start_value_is_refused_with_restarts_too():
+    """The first restart checks a given value; its error is the one-restart error, and the
+    model is left as it was (no memo of checked values either)."""
+    startprob, transmat, *_, X, lengths = _data(3)
+    bad = transmat.copy()
+    bad[1] = [0.5, 0.6, -0.1]
+    m = GaussianHMM(3, startprob_init=startprob, transmat_init=bad, n_iter=2, n_init=3)
+    with pytest.raises(ValueError, match=r"transmat_init must hold finite non-negative"):
+        m.fit(X, lengths)
+    assert "_start_memo" not in vars(m) and "ties_" not in vars(m)

@@ -34,6 +34,7 @@ from tying.hmm.validation import (
     _broadcast,
     _check_finite,
     _check_prior,
+    _fit_rng,
     _positive_int,
     _stochastic,
 )
@@ -72,30 +73,6 @@ def _threads(n_threads: int | None):
     if all(lib.get_num_threads() == n for lib in controller.lib_controllers):
         return contextlib.nullcontext()
     return controller.limit(limits=n)
-
-
-class _LazyRng:
-    """``np.random.default_rng(seed)`` made on the first draw: a fit whose start values are
-    all given draws nothing, and ``default_rng(None)`` reads OS entropy (0.16 ms a fit on a
-    loaded machine, 2026-12-02). Same seed, same draws in the same order: the same streams.
-    Only seeds ``default_rng`` always accepts come here (``_fit_rng``): none goes unchecked."""
-
-    __slots__ = ("_seed", "_rng")
-
-    def __init__(self, seed):
-        self._seed, self._rng = seed, None
-
-    def __getattr__(self, name):
-        if self._rng is None:
-            self._rng = np.random.default_rng(self._seed)
-        return getattr(self._rng, name)
-
-
-def _fit_rng(seed):
-    """Lazy for None, a Generator or an int >= 0; any other seed is made (so checked) now."""
-    ok_int = isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0
-    lazy = seed is None or ok_int or isinstance(seed, np.random.Generator)
-    return _LazyRng(seed) if lazy else np.random.default_rng(seed)
 
 
 @contextlib.contextmanager
@@ -362,6 +339,8 @@ class BaseHMM:
             )
             self._warn_degenerate(X)
             rng = _fit_rng(self.random_state)  # made on the first draw, if any
+            if self.n_init > 1:  # restarts re-use the given start values' checked forms
+                self._start_memo = {}
             best = None
             context = self._em_context(X, batch)  # depends on the data only: once per fit
             for restart in range(self.n_init):
@@ -380,6 +359,17 @@ class BaseHMM:
             self.converged_ = monitor.converged
             self.best_restart_ = restart
             self._assigned.clear()
+            self.__dict__.pop("_start_memo", None)
+
+    def _checked_start(self, name: str, check) -> np.ndarray:
+        """``check()``: a given start value's checked form; within a fit of several
+        restarts, checked once and a fresh copy handed to each restart."""
+        memo = self.__dict__.get("_start_memo")
+        if memo is None:
+            return check()
+        if name not in memo:
+            memo[name] = check()
+        return np.array(memo[name])
 
     def _kept_start_values(self) -> dict:
         """Per-state start values taken from attributes instead of being initialised."""
@@ -903,15 +893,21 @@ class BaseHMM:
         elif self.startprob_init is None:
             self._startprob = np.full(K, 1.0 / K)
         else:
-            self._startprob = _stochastic("startprob_init", self.startprob_init, (K,))
+            self._startprob = self._checked_start(
+                "startprob_init", lambda: _stochastic("startprob_init", self.startprob_init, (K,))
+            )
         if "transmat" in kept:
             self._transitions = self._to_groups("transitions", "transmat_", kept["transmat"])
         elif self.transmat_init is None:
             G = self.ties_.n_groups("transitions")
             self._transitions = rng.dirichlet(np.ones(K), size=G)
         else:
-            full = _stochastic("transmat_init", self.transmat_init, (K, K))
-            self._transitions = self._to_groups("transitions", "transmat_init", full)
+
+            def check():
+                full = _stochastic("transmat_init", self.transmat_init, (K, K))
+                return self._to_groups("transitions", "transmat_init", full)
+
+            self._transitions = self._checked_start("transmat_init", check)
         self._emission_init(X, rng, kept)
 
     def _to_groups(self, kind: str, name: str, values: np.ndarray) -> np.ndarray:

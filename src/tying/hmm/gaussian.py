@@ -731,7 +731,9 @@ class GaussianHMM(BaseHMM):
         elif self.means_init is None:
             self._means = kmeans_centres(X, Gm, rng)
         else:
-            self._means = self._per_group("means", "means_init", self.means_init, (D,))
+            self._means = self._checked_start(
+                "means_init", lambda: self._per_group("means", "means_init", self.means_init, (D,))
+            )
         if "covars" in kept:
             cv = np.asarray(kept["covars"])
             if self.covariance_type != "spherical" and cv.shape[1] != D:
@@ -749,8 +751,9 @@ class GaussianHMM(BaseHMM):
                     var = var.mean(keepdims=True)
                 self._covars = np.repeat(var[None], Gc, axis=0)
         else:
-            self._covars = self._covars_groups(
-                "covars_init", self.covars_init, per_state_only=False
+            self._covars = self._checked_start(
+                "covars_init",
+                lambda: self._covars_groups("covars_init", self.covars_init, per_state_only=False),
             )
 
     def _covar_size(self, stored: bool) -> int:
