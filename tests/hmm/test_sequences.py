@@ -233,3 +233,14 @@ def test_a_batch_is_laid_out_as_before(lengths):
         got = getattr(b, name)
         assert got.dtype == value.dtype and np.array_equal(got, value), name
     assert (b.t_max, b.n_samples, b.n_sequences) == (sorted_lengths[0], ref_len.sum(), len(ref_len))
+
+
+def test_the_sorted_layout_is_made_only_when_read():
+    """The compiled E-step reads lengths and starts only: the sort, the search and the
+    padded layout are made on first use, and are then the old layout's."""
+    b = SequenceBatch(np.array([3, 5, 1, 5]))
+    assert b.starts.tolist() == [0, 3, 8, 9] and b.n_samples == 14
+    assert not {"order", "sorted_lengths", "t_max", "n_active"} & set(vars(b))
+    assert b.n_active.tolist() == [4, 3, 3, 2, 2] and b.order.tolist() == [1, 3, 0, 2]
+    assert b.sorted_lengths.tolist() == [5, 5, 3, 1] and b.t_max == 5
+    assert b.pad(np.arange(14.0))[:, 0].tolist() == [3.0, 4.0, 5.0, 6.0, 7.0]
