@@ -201,3 +201,188 @@ def test_per_group_values_of_an_untied_kind_are_a_copy_and_a_tie_still_checks_th
             m._to_groups("means", "means_", values)
         assert np.array_equal(m._to_groups("means", "means_", [[1.0, 2], [1, 2], [3, 4]]),
                               [[1.0, 2], [3, 4]])  # fmt: skip
+
+
+# ---------------------------------------------------------------- a fit's setup (stop 22)
+def _eager_rng(monkeypatch):
+    """From here on fits make their generator up front, as before stop 22 (the reference)."""
+    import tying.hmm.base as base
+
+    monkeypatch.setattr(base, "_fit_rng", np.random.default_rng)
+
+
+def _assert_same_fit(a, b):
+    assert a.history_ == b.history_
+    for name in ("_startprob", "_transitions", "_means", "_covars"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+
+
+@pytest.mark.parametrize("ctype", ["diag", "full", "tied", "spherical"])
+@pytest.mark.parametrize("seed", [0, 7, np.int64(3), "generator"])
+def test_a_random_start_draws_the_streams_of_an_eager_generator(ctype, seed, monkeypatch):
+    """The generator is made on the first draw: k-means means and Dirichlet rows, over
+    three restarts, are the draws an eager ``default_rng(seed)`` gives, to the bit; a
+    Generator given as the seed is left in the same state."""
+    *_, X, lengths = _data(1)
+
+    def fit():
+        rs = np.random.default_rng(11) if isinstance(seed, str) else seed
+        m = GaussianHMM(3, ctype, n_iter=2, n_init=3, random_state=rs).fit(X, lengths)
+        return m, (rs.bit_generator.state if isinstance(seed, str) else None)
+
+    lazy, lazy_state = fit()
+    _eager_rng(monkeypatch)
+    eager, eager_state = fit()
+    _assert_same_fit(lazy, eager)
+    assert lazy_state == eager_state
+
+
+def test_a_fit_with_every_start_given_makes_no_generator(monkeypatch):
+    """Nothing random is drawn, so no generator is made (``default_rng(None)`` reads OS
+    entropy); the fit is the eager one's, and a Generator seed is not advanced."""
+    startprob, transmat, means, covars, X, lengths = _data(2)
+
+    def fit(rs=None):
+        return GaussianHMM(
+            3, startprob_init=startprob, transmat_init=transmat, means_init=means,
+            covars_init=covars, n_iter=3, random_state=rs,
+        ).fit(X, lengths)  # fmt: skip
+
+    eager = fit()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a generator was made")
+
+    monkeypatch.setattr(np.random, "default_rng", refuse)
+    _assert_same_fit(fit(), eager)
+    monkeypatch.undo()
+    rs = np.random.default_rng(5)
+    before = rs.bit_generator.state
+    _assert_same_fit(fit(rs), eager)
+    assert rs.bit_generator.state == before
+
+
+@pytest.mark.parametrize(
+    ("seed", "error", "match"),
+    [
+        (-1, ValueError, "expected non-negative integer"),
+        ("abc", TypeError, "SeedSequence expects int or sequence of ints"),
+        (1.5, TypeError, "SeedSequence expects int or sequence of ints"),
+    ],
+)
+def test_a_bad_seed_is_refused_even_when_nothing_random_is_drawn(seed, error, match):
+    """A seed ``default_rng`` refuses is refused by ``fit`` (NumPy's own error), before
+    anything changes, although the fit itself would draw nothing."""
+    startprob, transmat, means, covars, X, lengths = _data(2)
+    m = GaussianHMM(3, startprob_init=startprob, transmat_init=transmat, means_init=means,
+                    covars_init=covars, n_iter=2, random_state=seed)  # fmt: skip
+    with pytest.raises(error, match=match):
+        m.fit(X, lengths)
+    assert not hasattr(m, "means_") and "ties_" not in vars(m)
+
+
+def test_the_thread_limit_is_set_and_restored_only_when_it_changes_something(monkeypatch):
+    """With every BLAS library already at the limit, no threadpoolctl limiter is made
+    (nothing to set or restore); otherwise one is, and the old count comes back after."""
+    import tying.hmm.base as base
+
+    base._threads(1)  # builds the kept controller
+    controller = base._CONTROLLER[0]
+    if controller is None or not controller.lib_controllers:
+        pytest.skip("threadpoolctl or a BLAS it controls is not here")
+    made = []
+    limit = controller.limit
+    monkeypatch.setattr(controller, "limit", lambda **kw: made.append(kw) or limit(**kw))
+    with limit(limits=1):
+        with base._threads(1):
+            assert [lib.get_num_threads() for lib in controller.lib_controllers] == [1] * len(
+                controller.lib_controllers
+            )
+        assert made == []
+        with base._threads(2):
+            assert made == [{"limits": 2}]
+            assert {lib.get_num_threads() for lib in controller.lib_controllers} == {2}
+        assert [lib.get_num_threads() for lib in controller.lib_controllers] == [1] * len(
+            controller.lib_controllers
+        )
+
+
+@pytest.mark.parametrize("ctype", ["spherical", "diag", "full", "tied"])
+@pytest.mark.parametrize("ties", [None, {"means": "all"}, {"transitions": [[0, 1]]}])
+@pytest.mark.parametrize("params", [None, "mc", "st"])
+def test_the_degenerate_fit_warning_is_logged_exactly_below_the_free_count(
+    ctype, ties, params, caplog
+):
+    """The cheap untied bound only skips fits that cannot warn: at the exact count of
+    free scalars EM fits (ties and fixed parameters lowering it) the warning flips."""
+    K, D = 3, 2
+    m = GaussianHMM(K, ctype, ties=ties, params=params, n_iter=0, random_state=0)
+    m.fit(np.random.default_rng(0).normal(size=(K + 1, D)))  # resolves the free count
+    learn = m._learn()
+    n_free = sum(n for p, n in m._free_per_param().items() if p in learn)
+    fewest = -(-n_free // D)  # rows whose X.size reaches n_free
+    assert fewest > 1
+    for rows in (fewest - 1, fewest):
+        logged = rows * D < n_free
+        caplog.clear()
+        X = np.random.default_rng(1).normal(size=(rows, D))
+        with caplog.at_level("WARNING", logger="tying.hmm.base"):
+            GaussianHMM(K, ctype, ties=ties, params=params, n_iter=0, random_state=0).fit(X)
+        got = any("degenerate solution" in r.getMessage() for r in caplog.records)
+        assert got == logged, (rows * D, n_free)
+
+
+def _count_calls(monkeypatch, module, name) -> list:
+    calls = []
+    f = getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append(args[0] if args else None)
+        return f(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("ctype", ["diag", "full", "tied"])
+def test_restarts_check_the_given_start_values_once(ctype, monkeypatch):
+    """With n_init=3 each given start value is checked once per fit, not once per restart;
+    every restart still starts from its own copy: the fit's bits are those of checking
+    at every restart (the reference), with random means drawn afresh per restart."""
+    import tying.hmm.base as base
+    import tying.hmm.gaussian as gaussian
+
+    startprob, transmat, _, _, X, lengths = _data(3)
+    covars = {"diag": np.ones((3, 2)), "full": np.repeat(np.eye(2)[None], 3, 0)}
+    covars["tied"] = np.eye(2)
+
+    def fit():
+        return GaussianHMM(
+            3, ctype, startprob_init=startprob, transmat_init=transmat,
+            covars_init=covars[ctype], n_iter=3, n_init=3, random_state=4,
+        ).fit(X, lengths)  # fmt: skip
+
+    reference = GaussianHMM._checked_start
+    monkeypatch.setattr(GaussianHMM, "_checked_start", lambda self, name, check: check())
+    ref = fit()
+    monkeypatch.setattr(GaussianHMM, "_checked_start", reference)
+    stochastic = _count_calls(monkeypatch, base, "_stochastic")
+    groups = _count_calls(monkeypatch, GaussianHMM, "_covars_groups")
+    matrices = _count_calls(monkeypatch, gaussian, "_covariances_ok")
+    m = fit()
+    assert stochastic == ["startprob_init", "transmat_init"] and len(groups) == 1
+    assert len(matrices) == (ctype != "diag")  # the eigenvalues of the stack: once
+    _assert_same_fit(m, ref)
+    assert "_start_memo" not in vars(m)
+
+
+def test_a_bad_start_value_is_refused_with_restarts_too():
+    """The first restart checks a given value; its error is the one-restart error, and the
+    model is left as it was (no memo of checked values either)."""
+    startprob, transmat, *_, X, lengths = _data(3)
+    bad = transmat.copy()
+    bad[1] = [0.5, 0.6, -0.1]
+    m = GaussianHMM(3, startprob_init=startprob, transmat_init=bad, n_iter=2, n_init=3)
+    with pytest.raises(ValueError, match=r"transmat_init must hold finite non-negative"):
+        m.fit(X, lengths)
+    assert "_start_memo" not in vars(m) and "ties_" not in vars(m)

@@ -116,24 +116,59 @@ def test_compiled_loop_converges_at_the_same_iteration(n_jobs, monkeypatch):
     _assert_same_bits(fit, _fit(X, lengths, 4, n_iter=200, tol=1e-3, n_init=2))
 
 
+def _count_both_loops(monkeypatch) -> dict:
+    """Record the iterations each compiled loop ran: the diag loop (``FusedEM.run``) and
+    the full/tied loop (``FusedEMFull.run``, which overrides it)."""
+    from tying.hmm import fused_em_full
+
+    calls = {"diag": [], "full": []}
+    for key, cls in (("diag", fused_em.FusedEM), ("full", fused_em_full.FusedEMFull)):
+        run = cls.__dict__["run"]
+
+        def counted(self, n_max, tol, prev, run=run, key=key):
+            history, failed = run(self, n_max, tol, prev)
+            calls[key].append((len(history), failed))
+            return history, failed
+
+        monkeypatch.setattr(cls, "run", counted)
+    return calls
+
+
 @needs_numba
 @pytest.mark.parametrize(
-    ("ctype", "ties", "lengths"),
+    ("ctype", "ties", "lengths", "loop"),
     [
-        ("full", None, [40] * 20),
-        ("tied", None, [40] * 20),
-        ("spherical", None, [40] * 20),
-        ("diag", {"means": [[0, 1]]}, [40] * 20),
-        ("diag", {"transitions": [[1, 2]]}, [40] * 20),
-        ("diag", None, [5000, 3]),  # units of a few long sequences (rows, not lanes)
+        ("full", None, [40] * 20, "full"),
+        ("tied", None, [40] * 20, "full"),
+        ("full", {"means": [[0, 1]]}, [40] * 20, None),  # tied full parameters: general
+        ("spherical", None, [40] * 20, None),
+        ("diag", {"means": [[0, 1]]}, [40] * 20, None),
+        ("diag", {"transitions": [[1, 2]]}, [40] * 20, None),
+        ("diag", None, [5000, 3], None),  # units of a few long sequences (rows, not lanes)
     ],
-    ids=["full", "tied", "spherical", "tied-means", "tied-rows", "long-sequences"],
+    ids=[
+        "full",
+        "tied",
+        "full-tied-means",
+        "spherical",
+        "tied-means",
+        "tied-rows",
+        "long-sequences",
+    ],  # fmt: skip
 )
-def test_what_needs_the_general_loop_runs_it(ctype, ties, lengths, monkeypatch):
-    calls = _count_iterations(monkeypatch)
+def test_each_fit_runs_the_loop_it_needs(ctype, ties, lengths, loop, monkeypatch):
+    """Untied full and tied fits run the full/tied compiled loop (every iteration, in one
+    call); what neither compiled loop covers (spherical, tied parameters other than
+    "tied"'s one covariance, units of long sequences) runs the general loop: no compiled
+    call at all."""
+    monkeypatch.setattr(fused_em, "BATCH_CYCLES", 2**62)  # one call whatever the load
+    calls = _count_both_loops(monkeypatch)
     X = _data(3, 3, 2, lengths)
     fit = _fit(X, lengths, 3, ctype=ctype, ties=ties, n_iter=2)
-    assert calls == [] and fit.n_iter_ == 2
+    want = {"diag": [], "full": []}
+    if loop is not None:
+        want[loop] = [(2, False)]
+    assert calls == want and fit.n_iter_ == 2
 
 
 @needs_numba

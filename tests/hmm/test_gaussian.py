@@ -411,3 +411,62 @@ def test_a_bad_variance_is_named_by_its_first_state_as_the_per_state_check_named
     with pytest.raises(ValueError, match=f"^{want}$"):
         m.fit(X)
     assert "_means" not in vars(m)  # refused before anything was kept
+
+
+def _accepted_one_by_one(stack):
+    """The reference: :func:`_check_covariance` on each matrix, as a fit's start ran it."""
+    ok = []
+    for c in stack:
+        try:
+            gaussian_module._check_covariance("c", c, full=True)
+        except ValueError:
+            ok.append(False)
+        else:
+            ok.append(True)
+    return ok
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 9),
+    D=st.integers(1, 5),
+    asym=st.sampled_from([0.0, 1e-13, 1e-11, 1e-9, 1e-3]),
+    shift=st.sampled_from([-1.0, -1e-12, 0.0, 1e-12, 1e-3, 1.0]),
+)
+def test_the_batched_covariance_check_accepts_what_the_one_by_one_check_does(
+    seed, n, D, asym, shift
+):
+    """Symmetry (allclose's own tolerances, at their edge) and positive definiteness
+    (eigenvalues near 0), over a stack, matrix by matrix as the per-matrix check."""
+    rng = np.random.default_rng(seed)
+    A = rng.normal(size=(n, D, D))
+    c = A @ A.transpose(0, 2, 1)
+    w = np.linalg.eigvalsh(c)[:, :1]
+    c = c - (w - shift)[:, :, None] * np.eye(D)  # smallest eigenvalue near `shift`
+    c = c * rng.choice([1e-6, 1.0, 1e6], size=(n, 1, 1))
+    E = rng.normal(size=(n, D, D)) * asym * np.abs(c).max()
+    c = c + E * rng.integers(0, 2, size=(n, 1, 1))  # some matrices made asymmetric
+    assert gaussian_module._covariances_ok(c).tolist() == _accepted_one_by_one(c)
+
+
+@pytest.mark.parametrize("ctype", ["full", "tied"])
+def test_the_first_bad_covariance_is_named_with_its_own_error(ctype):
+    """Checked all at once, the error is still the first bad matrix's (symmetry before
+    definiteness, as one by one), and the model is unchanged."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 2))
+    cv = np.repeat(np.eye(2)[None], 4, 0)
+    cv[1] = [[1.0, 2.0], [2.0, 1.0]]  # symmetric, not positive definite
+    cv[3] = [[1.0, 0.5], [0.0, 1.0]]  # not symmetric
+    if ctype == "tied":
+        cases = [(cv[1], "covars_init must be positive definite"),
+                 (cv[3], "covars_init must be symmetric")]  # fmt: skip
+    else:
+        cases = [(cv, r"covars_init\[1\] must be positive definite \(smallest eigenvalue -1\)"),
+                 (cv[[0, 3, 1, 2]], r"covars_init\[1\] must be symmetric")]  # fmt: skip
+    for value, match in cases:
+        m = GaussianHMM(4, ctype, covars_init=value, n_iter=1, random_state=0)
+        with pytest.raises(ValueError, match=match):
+            m.fit(X)
+        assert "_covars" not in vars(m)

@@ -144,3 +144,103 @@ def test_column_sums_from_the_kept_ones_have_the_bits_of_fresh_ones(n, D, offset
     assert np.array_equal(sequences._ones(n) @ X, want)
     _, sums = check_observations(X, np.array([n]), column_sums=True)
     assert np.array_equal(sums, want)
+
+
+# ---------------------------------------------------------------- stop 22: the old code
+def _check_lengths_before_stop22(lengths, n_samples):
+    """``check_lengths`` as it was (the reference for the cheaper checks)."""
+    if lengths is None:
+        if n_samples == 0:
+            raise ValueError("X has no rows; give at least one observation")
+        return np.array([n_samples], dtype=np.int64)
+    arr = np.asarray(lengths)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"lengths must be a 1-d list of sequence lengths, got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.integer):
+        if not (np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr))):
+            raise TypeError(f"lengths must be integers, got {arr.dtype} values {arr[:5]}")
+    arr = arr.astype(np.int64)
+    bad = np.flatnonzero(arr <= 0)
+    if bad.size:
+        raise ValueError(
+            f"lengths[{bad[0]}] = {arr[bad[0]]}: every sequence needs at least one "
+            f"observation; drop empty sequences"
+        )
+    if int(arr.sum()) != n_samples:
+        raise ValueError(
+            f"lengths sum to {int(arr.sum())} but X has {n_samples} rows; "
+            f"lengths must partition X (one entry per sequence)"
+        )
+    return arr
+
+
+def _outcome(f, *args):
+    try:
+        out = f(*args)
+    except (TypeError, ValueError) as err:
+        return type(err), str(err)
+    return out.dtype, out.tolist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(st.integers(-3, 50), min_size=0, max_size=12),
+    dtype=st.sampled_from(
+        [
+            "int64",
+            "int32",
+            "uint8",
+            "float64",
+            "float16",
+            "bool",
+            "timedelta64[s]",
+            "complex128",
+            "object",
+            "list",
+        ]
+    ),  # fmt: skip
+    half=st.booleans(),
+    n_delta=st.sampled_from([0, 0, 1, -1]),
+)
+def test_check_lengths_answers_as_before_on_any_input(values, dtype, half, n_delta):
+    """Every accepted input gives the same int64 lengths, every refused one the same
+    error type and text, as the checks before stop 22 (dtype kinds for issubdtype)."""
+    if dtype == "list":
+        lengths = values
+    else:
+        lengths = np.array(values).astype(dtype)
+        if half and dtype.startswith("float") and len(values):
+            lengths = lengths + 0.5
+    n = int(np.sum(np.asarray(values, dtype=np.int64))) + n_delta
+    assert _outcome(check_lengths, lengths, n) == _outcome(_check_lengths_before_stop22, lengths, n)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 30), min_size=1, max_size=40))
+def test_a_batch_is_laid_out_as_before(lengths):
+    """The cheaper constructor (one negation, no list concatenate) gives the old layout."""
+    ref_len = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(-ref_len, kind="stable")
+    sorted_lengths = ref_len[order]
+    want = {
+        "order": order,
+        "sorted_lengths": sorted_lengths,
+        "n_active": np.searchsorted(-sorted_lengths, -np.arange(sorted_lengths[0]), side="left"),
+        "starts": np.concatenate([[0], np.cumsum(ref_len)[:-1]]),
+    }
+    b = SequenceBatch(ref_len)
+    for name, value in want.items():
+        got = getattr(b, name)
+        assert got.dtype == value.dtype and np.array_equal(got, value), name
+    assert (b.t_max, b.n_samples, b.n_sequences) == (sorted_lengths[0], ref_len.sum(), len(ref_len))
+
+
+def test_the_sorted_layout_is_made_only_when_read():
+    """The compiled E-step reads lengths and starts only: the sort, the search and the
+    padded layout are made on first use, and are then the old layout's."""
+    b = SequenceBatch(np.array([3, 5, 1, 5]))
+    assert b.starts.tolist() == [0, 3, 8, 9] and b.n_samples == 14
+    assert not {"order", "sorted_lengths", "t_max", "n_active"} & set(vars(b))
+    assert b.n_active.tolist() == [4, 3, 3, 2, 2] and b.order.tolist() == [1, 3, 0, 2]
+    assert b.sorted_lengths.tolist() == [5, 5, 3, 1] and b.t_max == 5
+    assert b.pad(np.arange(14.0))[:, 0].tolist() == [3.0, 4.0, 5.0, 6.0, 7.0]

@@ -34,6 +34,7 @@ from tying.hmm.validation import (
     _broadcast,
     _check_finite,
     _check_prior,
+    _fit_rng,
     _positive_int,
     _stochastic,
 )
@@ -52,12 +53,10 @@ _CONTROLLER: list = []  # one threadpoolctl controller, made on first use
 
 
 def _threads(n_threads: int | None):
-    """Limit BLAS/OpenMP threads while fitting (no oversubscription on small machines).
-
-    The hot loops are small NumPy operations that gain nothing from threads;
-    the few large matrix products gain little on 2 cores shared with others.
-    The controller is built once (scanning loaded libraries costs milliseconds).
-    """
+    """Limit BLAS/OpenMP threads while fitting (no oversubscription on small machines): the
+    hot loops are small NumPy operations, and large products gain little on 2 shared cores.
+    The controller is built once (scanning loaded libraries costs milliseconds); when
+    every library already runs ``n_threads`` threads, its limiter (~10 us) is skipped."""
     if n_threads is None:
         return contextlib.nullcontext()
     if not _CONTROLLER:
@@ -67,9 +66,13 @@ def _threads(n_threads: int | None):
             _CONTROLLER.append(None)
         else:
             _CONTROLLER.append(ThreadpoolController())
-    if _CONTROLLER[0] is None:
+    controller = _CONTROLLER[0]
+    if controller is None:
         return contextlib.nullcontext()
-    return _CONTROLLER[0].limit(limits=int(n_threads))
+    n = int(n_threads)
+    if all(lib.get_num_threads() == n for lib in controller.lib_controllers):
+        return contextlib.nullcontext()
+    return controller.limit(limits=n)
 
 
 @contextlib.contextmanager
@@ -335,7 +338,9 @@ class BaseHMM:
                 self._tie_spec(), n_states=self.n_components, kinds=self.tie_kinds
             )
             self._warn_degenerate(X)
-            rng = np.random.default_rng(self.random_state)
+            rng = _fit_rng(self.random_state)  # made on the first draw, if any
+            if self.n_init > 1:  # restarts re-use the given start values' checked forms
+                self._start_memo = {}
             best = None
             context = self._em_context(X, batch)  # depends on the data only: once per fit
             for restart in range(self.n_init):
@@ -354,6 +359,17 @@ class BaseHMM:
             self.converged_ = monitor.converged
             self.best_restart_ = restart
             self._assigned.clear()
+            self.__dict__.pop("_start_memo", None)
+
+    def _checked_start(self, name: str, check) -> np.ndarray:
+        """``check()``: a given start value's checked form; within a fit of several
+        restarts, checked once and a fresh copy handed to each restart."""
+        memo = self.__dict__.get("_start_memo")
+        if memo is None:
+            return check()
+        if name not in memo:
+            memo[name] = check()
+        return np.array(memo[name])
 
     def _kept_start_values(self) -> dict:
         """Per-state start values taken from attributes instead of being initialised."""
@@ -380,6 +396,9 @@ class BaseHMM:
 
     def _warn_degenerate(self, X) -> None:
         """Log (as hmmlearn does) when EM fits more free scalars than there are data."""
+        K = self.n_components  # untied and all learnt, an upper bound: most fits stop here
+        if X.size >= K * (K + sum(self._free_sizes().values())):
+            return
         learn = self._learn()
         n_free = sum(n for p, n in self._free_per_param().items() if p in learn)
         if X.size < n_free:
@@ -874,15 +893,21 @@ class BaseHMM:
         elif self.startprob_init is None:
             self._startprob = np.full(K, 1.0 / K)
         else:
-            self._startprob = _stochastic("startprob_init", self.startprob_init, (K,))
+            self._startprob = self._checked_start(
+                "startprob_init", lambda: _stochastic("startprob_init", self.startprob_init, (K,))
+            )
         if "transmat" in kept:
             self._transitions = self._to_groups("transitions", "transmat_", kept["transmat"])
         elif self.transmat_init is None:
             G = self.ties_.n_groups("transitions")
             self._transitions = rng.dirichlet(np.ones(K), size=G)
         else:
-            full = _stochastic("transmat_init", self.transmat_init, (K, K))
-            self._transitions = self._to_groups("transitions", "transmat_init", full)
+
+            def check():
+                full = _stochastic("transmat_init", self.transmat_init, (K, K))
+                return self._to_groups("transitions", "transmat_init", full)
+
+            self._transitions = self._checked_start("transmat_init", check)
         self._emission_init(X, rng, kept)
 
     def _to_groups(self, kind: str, name: str, values: np.ndarray) -> np.ndarray:

@@ -400,10 +400,12 @@ class GaussianHMM(BaseHMM):
             raise ValueError(
                 f"{name} must have shape {want[ct]} for {ct!r} covariances, got {np.shape(value)}"
             )
-        if self._full():
-            for i, c in enumerate(cv):
+        if self._full():  # every matrix at once; the first bad one is refused by name
+            bad = np.flatnonzero(~_covariances_ok(cv))
+            if bad.size:
+                i = int(bad[0])
                 who = f"{name}[{i}]" if ct != "tied" or len(cv) > 1 else name
-                _check_covariance(who, c, full=True)
+                _check_covariance(who, cv[i], full=True)
         else:  # one comparison for every variance, then the first bad state by name (a
             # call per state cost most of a start's checks, 2026-12-02)
             bad = np.flatnonzero((cv <= 0).any(axis=1))
@@ -729,7 +731,9 @@ class GaussianHMM(BaseHMM):
         elif self.means_init is None:
             self._means = kmeans_centres(X, Gm, rng)
         else:
-            self._means = self._per_group("means", "means_init", self.means_init, (D,))
+            self._means = self._checked_start(
+                "means_init", lambda: self._per_group("means", "means_init", self.means_init, (D,))
+            )
         if "covars" in kept:
             cv = np.asarray(kept["covars"])
             if self.covariance_type != "spherical" and cv.shape[1] != D:
@@ -747,8 +751,9 @@ class GaussianHMM(BaseHMM):
                     var = var.mean(keepdims=True)
                 self._covars = np.repeat(var[None], Gc, axis=0)
         else:
-            self._covars = self._covars_groups(
-                "covars_init", self.covars_init, per_state_only=False
+            self._covars = self._checked_start(
+                "covars_init",
+                lambda: self._covars_groups("covars_init", self.covars_init, per_state_only=False),
             )
 
     def _covar_size(self, stored: bool) -> int:
@@ -834,6 +839,23 @@ def _check_covariance(who: str, c: np.ndarray, *, full: bool) -> None:
             f"{who} must be positive definite (smallest eigenvalue {low:.3g}); add a "
             f"multiple of the identity or fix the matrix"
         )
+
+
+def _covariances_ok(c: np.ndarray) -> np.ndarray:
+    """``(n,)``: which matrices of a stack ``(n, D, D)`` :func:`_check_covariance` accepts.
+
+    Its two tests, over the whole stack in one pass each (one LAPACK call per matrix, as
+    one ``eigvalsh`` a matrix makes): ``np.allclose(c, c.T, rtol=1e-10, atol=1e-12)`` on
+    finite values, and the smallest eigenvalue above 0. A call per matrix cost 0.16 ms
+    of a full fit's start, K=8 (2026-12-02).
+
+    Example:
+        >>> _covariances_ok(np.array([np.eye(2), -np.eye(2), [[1.0, 0.5], [0.0, 1.0]]])).tolist()
+        [True, False, False]
+    """
+    ct = np.swapaxes(c, -1, -2)
+    sym = (np.abs(c - ct) <= 1e-12 + 1e-10 * np.abs(ct)).all(axis=(-2, -1))
+    return sym & (np.linalg.eigvalsh(c).min(axis=-1) > 0)
 
 
 def _floor_eigenvalues(S: np.ndarray, floor: float) -> np.ndarray:

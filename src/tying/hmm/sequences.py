@@ -51,12 +51,13 @@ def check_lengths(lengths: object, n_samples: int) -> np.ndarray:
     arr = np.asarray(lengths)
     if arr.ndim != 1 or arr.size == 0:
         raise ValueError(f"lengths must be a 1-d list of sequence lengths, got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.integer):
-        if not (np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr))):
+    # dtype kinds: np.issubdtype's answers without its cost ("m": timedelta64 is an integer)
+    if arr.dtype.kind not in "ium":
+        if not (arr.dtype.kind == "f" and np.all(arr == np.round(arr))):
             raise TypeError(f"lengths must be integers, got {arr.dtype} values {arr[:5]}")
     arr = arr.astype(np.int64)
-    bad = np.flatnonzero(arr <= 0)
-    if bad.size:
+    if arr.min() <= 0:  # the position only for the error
+        bad = np.flatnonzero(arr <= 0)
         raise ValueError(
             f"lengths[{bad[0]}] = {arr[bad[0]]}: every sequence needs at least one "
             f"observation; drop empty sequences"
@@ -201,14 +202,38 @@ class SequenceBatch:
 
     def __init__(self, lengths: np.ndarray):
         self.lengths = np.asarray(lengths, dtype=np.int64)
-        self.order = np.argsort(-self.lengths, kind="stable")
-        self.sorted_lengths = self.lengths[self.order]
-        self.t_max = int(self.sorted_lengths[0])
         self.n_sequences = len(self.lengths)
-        # n_active[t] = #sequences longer than t; a prefix because of the sort
-        self.n_active = np.searchsorted(-self.sorted_lengths, -np.arange(self.t_max), side="left")
-        self.starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]])
-        self.n_samples = int(self.lengths.sum())
+        ends = np.cumsum(self.lengths)
+        self.starts = np.empty_like(ends)  # 0, then the running ends (no list concatenate)
+        self.starts[:1] = 0
+        self.starts[1:] = ends[:-1]
+        self.n_samples = int(ends[-1])
+
+    # the sorted layout, made on first use: the compiled E-step reads lengths and starts
+    # only, and the sort and search cost a fit's setup 0.03-0.07 ms (cold, 2026-12-02)
+    @functools.cached_property
+    def _neg_sorted(self) -> np.ndarray:
+        return -self.lengths[self.order]
+
+    @functools.cached_property
+    def order(self) -> np.ndarray:
+        """Batch slot -> caller's sequence index (longest first; ties in caller order)."""
+        return np.argsort(-self.lengths, kind="stable")
+
+    @functools.cached_property
+    def sorted_lengths(self) -> np.ndarray:
+        """``lengths[order]``."""
+        return -self._neg_sorted
+
+    @functools.cached_property
+    def t_max(self) -> int:
+        """The longest sequence's length."""
+        return int(-self._neg_sorted[0])
+
+    @functools.cached_property
+    def n_active(self) -> np.ndarray:
+        """``(t_max,)``: n_active[t] = #sequences longer than t (a prefix: sorted)."""
+        return self._neg_sorted.searchsorted(np.arange(0, -self.t_max, -1), side="left")
 
     @functools.cached_property
     def t_index(self) -> np.ndarray:
