@@ -279,27 +279,36 @@ class FusedEM:
             model._covars, self.prec, self.const, self.logp, plan["fns"], plan["log2pi"]
         )
         learn, sp_prior, tp_prior, w, mu0, cp, cw = fast
-        self.ctl = np.zeros(kernels.CTL_SIZE + len(plan["order"]), dtype=np.int64)
-        self.ctl[kernels.CLAIM] = len(plan["order"])  # nothing to claim yet
-        self.layout = plan["layout"]
-        # lanes not copied yet are copied by the thread whose E-step needs them first
-        shared = (
-            self.ctl, plan["order"], self.layout.fill_state, self.layout.X, self.layout.center,
-            plan["ut"], plan["block_a"], plan["block_b"], plan["ints"],
-            model._startprob, model._transitions, model._means, self.prec, self.const,
-            plan["fns"], plan["ll_u"], plan["bad_u"], plan["xi_u"], plan["first_u"],
-            plan["n_u"], plan["sx_u"], plan["sxx_u"],
-        )  # fmt: skip
-        self._worker_args = shared
-        self._step_args = shared + (
-            plan["slot_seq"], plan["ll"], plan["xi"], plan["first"], plan["nsum"],
-            plan["sx"], plan["sxx"], learn, sp_prior, tp_prior, w, mu0, plan["center"],
-            model._covars, cp, cw, float(model.min_covar), plan["empty"], plan["log2pi"],
-            self.logp,
+        self._set_args(
+            (self.prec, self.const),
+            (learn, sp_prior, tp_prior, w, mu0, plan["center"], model._covars, cp, cw,
+             float(model.min_covar), plan["empty"], plan["log2pi"], self.logp),
         )  # fmt: skip
         self._futures: list = []
         self._errors: list = []
         self._history = np.empty(0)
+
+    def _set_args(self, density: tuple, mstep: tuple) -> None:
+        """The control array, and the compiled calls' arguments: a worker's (the units'
+        data, the parameters and ``density``, the density's arrays) and an iteration's
+        (those, the sums, and ``mstep``, the M-step's settings and outputs)."""
+        plan, model = self.plan, self.model
+        kernels = plan["kernels"]
+        self.ctl = np.zeros(kernels.CTL_SIZE + len(plan["order"]), dtype=np.int64)
+        self.ctl[kernels.CLAIM] = len(plan["order"])  # nothing to claim yet
+        self.layout = plan["layout"]
+        # lanes not copied yet are copied by the thread whose E-step needs them first
+        self._worker_args = (
+            self.ctl, plan["order"], self.layout.fill_state, self.layout.X, self.layout.center,
+            plan["ut"], plan["block_a"], plan["block_b"], plan["ints"],
+            model._startprob, model._transitions, model._means, *density,
+            plan["fns"], plan["ll_u"], plan["bad_u"], plan["xi_u"], plan["first_u"],
+            plan["n_u"], plan["sx_u"], plan["sxx_u"],
+        )  # fmt: skip
+        self._step_args = self._worker_args + (
+            plan["slot_seq"], plan["ll"], plan["xi"], plan["first"], plan["nsum"],
+            plan["sx"], plan["sxx"], *mstep,
+        )  # fmt: skip
 
     @classmethod
     def for_model(cls, model, context, fast) -> FusedEM | None:

@@ -100,22 +100,11 @@ class FusedEMFull(FusedEM):
         self.ready = kernels.density_constants_full(
             model._covars, gmap, self.linv, self.const, logd, plan["fns"], plan["log2pi"]
         )
-        self.ctl = np.zeros(kernels.CTL_SIZE + len(plan["order"]), dtype=np.int64)
-        self.ctl[kernels.CLAIM] = len(plan["order"])  # nothing to claim yet
-        self.layout = plan["layout"]
-        shared = (
-            self.ctl, plan["order"], self.layout.fill_state, self.layout.X, self.layout.center,
-            plan["ut"], plan["block_a"], plan["block_b"], plan["ints"],
-            model._startprob, model._transitions, model._means, self.linv, self.const,
-            plan["fns"], plan["ll_u"], plan["bad_u"], plan["xi_u"], plan["first_u"],
-            plan["n_u"], plan["sx_u"], plan["sxx_u"],
-        )  # fmt: skip
-        self._worker_args = shared
-        self._step_args = shared + (
-            plan["slot_seq"], plan["ll"], plan["xi"], plan["first"], plan["nsum"],
-            plan["sx"], plan["sxx"], learn, sp_prior, tp_prior, w, mu0, plan["center"],
-            model._covars, cp, cw, float(model.min_covar), plan["empty"], plan["log2pi"],
-            gmap, firsts, logd, np.zeros((K, D)),
+        self._set_args(
+            (self.linv, self.const),
+            (learn, sp_prior, tp_prior, w, mu0, plan["center"], model._covars, cp, cw,
+             float(model.min_covar), plan["empty"], plan["log2pi"], gmap, firsts, logd,
+             np.zeros((K, D))),
         )  # fmt: skip
         self._futures: list = []
         self._errors: list = []
