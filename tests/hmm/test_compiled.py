@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tying.hmm import SequenceBatch, compiled
+from tying.hmm import GaussianHMM, SequenceBatch, compiled
 
 fb = importlib.import_module("tying.hmm.forward_backward")  # the module, not the function
 
@@ -889,3 +889,50 @@ def test_fused_estep_refuses_a_layout_made_for_other_data():
         forward_backward_stats(*args, center, batch, layout, density, None, full=False)
     with pytest.raises(ValueError, match="read-only"):  # the layout's own copy cannot drift
         layout.X[0, 0] = 1.0
+
+
+class _Dispatcher:
+    """A stand-in for a cache=True numba dispatcher: its signatures and cache index path."""
+
+    def __init__(self, signatures, index, where):
+        self.signatures = signatures
+        cache_file = type("CacheFile", (), {"_index_path": str(index)})()
+        self._cache = type("Cache", (), {"_cache_file": cache_file, "cache_path": str(where)})()
+
+
+def test_a_cold_compile_is_announced_once_with_where_it_is_cached(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(compiled, "_SEEN_COLD", set())
+    cold = _Dispatcher([], tmp_path / "loop.nbi", tmp_path)
+    with caplog.at_level(logging.WARNING, logger="tying.hmm.compiled"):
+        assert compiled.notice_cold_compile(cold, "the test loop")
+        assert not compiled.notice_cold_compile(cold, "the test loop")  # once
+    (record,) = caplog.records
+    assert "compiling the test loop" in record.getMessage()
+    assert str(tmp_path) in record.getMessage()
+
+
+@pytest.mark.parametrize("case", ["cache entry on disk", "compiled here", "not numba"])
+def test_no_notice_when_nothing_will_be_compiled_from_cold(case, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(compiled, "_SEEN_COLD", set())
+    index = tmp_path / "loop.nbi"
+    if case == "cache entry on disk":
+        index.write_bytes(b"")
+        d = _Dispatcher([], index, tmp_path)
+    elif case == "compiled here":
+        d = _Dispatcher([("float64",)], index, tmp_path)
+    else:
+        d = object()
+    with caplog.at_level(logging.WARNING, logger="tying.hmm.compiled"):
+        assert not compiled.notice_cold_compile(d, "the test loop")
+    assert caplog.records == []
+
+
+@needs_numba
+def test_a_fit_looks_at_its_loop_before_running_it(monkeypatch):
+    from tying.hmm import _numba_em
+
+    seen = []
+    monkeypatch.setattr(compiled, "notice_cold_compile", lambda d, what: seen.append(d))
+    X = np.random.default_rng(0).normal(size=(400, 2))
+    GaussianHMM(2, n_iter=2, random_state=0, n_jobs=1).fit(X, [50] * 8)
+    assert seen == [_numba_em.em_run]

@@ -41,6 +41,8 @@ __all__ = ["available", "get_n_jobs", "resolve_n_jobs", "set_n_jobs"]
 log = logging.getLogger(__name__)
 
 _STATE: dict = {"n_jobs": 1, "kernels": None, "told": False}
+#: the compiled functions :func:`notice_cold_compile` has looked at (each is looked at once)
+_SEEN_COLD: set = set()
 
 
 def available() -> bool:
@@ -162,6 +164,52 @@ def _kernels():
             else:
                 _STATE["kernels"] = _numba_kernels
     return _STATE["kernels"] or None
+
+
+def notice_cold_compile(dispatcher, what: str) -> bool:
+    """Say, once, that ``dispatcher`` (a numba function) is about to be compiled from cold.
+
+    A cache=True function with no signature compiled in this process and no index file
+    in numba's cache directory will be compiled on its next call: a fit then pauses for
+    tens of seconds with nothing on the screen (measured 2026-12-02: 26 s for the diag EM
+    loop, 16 s more for the full/tied one). This logs a WARNING naming the pause and
+    where the result is cached, so later processes load it instead. Only a hint: a stale
+    cache entry (the source changed) recompiles without it. Never raises.
+
+    Args:
+        dispatcher: the numba dispatcher about to be called.
+        what: what it is, for the message.
+
+    Returns:
+        Whether the message was logged.
+
+    Example:
+        >>> class Cold:  # a stand-in for a numba dispatcher with no cache entry
+        ...     signatures = []
+        >>> notice_cold_compile(Cold(), "an example loop")
+        False
+    """
+    key = id(dispatcher)
+    if key in _SEEN_COLD:
+        return False
+    _SEEN_COLD.add(key)
+    try:
+        if dispatcher.signatures:  # compiled (or loaded) in this process already
+            return False
+        cache = dispatcher._cache
+        index = cache._cache_file._index_path  # numba's FunctionCache internals
+        where = cache.cache_path
+    except Exception:  # not a cached numba dispatcher, or numba's internals moved
+        return False
+    if os.path.exists(index):
+        return False
+    log.warning(
+        "tying.hmm: compiling %s with numba; the first fit pauses for about 15-30 s. "
+        "This happens once: the result is cached in %s for later processes",
+        what,
+        where,
+    )
+    return True
 
 
 def _chunks(n_items: int, n_jobs: int) -> list[tuple[int, int]]:

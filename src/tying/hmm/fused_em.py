@@ -398,6 +398,8 @@ class FusedEM:
             raise
 
     def __enter__(self) -> FusedEM:
+        kernels = self.plan["kernels"]
+        compiled.notice_cold_compile(kernels.em_run, f"the EM loop ({kernels.__name__})")
         n_help = min(self.plan["n_jobs"], len(self.plan["ut"])) - 1  # units, not items
         if n_help > 0:
             pool = compiled._pool(n_help, "tying-hmm-em")
