@@ -269,11 +269,7 @@ class FusedEM:
     """
 
     def __init__(self, model, plan: dict, fast: tuple):
-        self.model, self.plan = model, plan
-        kernels = plan["kernels"]
-        K, D = model.n_components, model.n_features_
-        for name in ("_startprob", "_transitions", "_means", "_covars"):
-            setattr(model, name, np.array(getattr(model, name), dtype=np.float64, order="C"))
+        kernels, K, D = self._adopt(model, plan)
         self.prec, self.const, self.logp = np.empty((K, D)), np.empty(K), np.empty((K, D))
         kernels.density_constants(
             model._covars, self.prec, self.const, self.logp, plan["fns"], plan["log2pi"]
@@ -287,6 +283,14 @@ class FusedEM:
         self._futures: list = []
         self._errors: list = []
         self._history = np.empty(0)
+
+    def _adopt(self, model, plan: dict) -> tuple:
+        """Keep ``model`` and ``plan``; make the parameters the compiled loop updates in
+        place C-contiguous float64 arrays of the model's own. Returns (kernels, K, D)."""
+        self.model, self.plan = model, plan
+        for name in ("_startprob", "_transitions", "_means", "_covars"):
+            setattr(model, name, np.array(getattr(model, name), dtype=np.float64, order="C"))
+        return plan["kernels"], model.n_components, model.n_features_
 
     def _set_args(self, density: tuple, mstep: tuple) -> None:
         """The control array, and the compiled calls' arguments: a worker's (the units'

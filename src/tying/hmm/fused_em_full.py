@@ -89,11 +89,7 @@ class FusedEMFull(FusedEM):
     """
 
     def __init__(self, model, plan: dict, fast: tuple):
-        self.model, self.plan = model, plan
-        kernels = plan["kernels"]
-        K, D = model.n_components, model.n_features_
-        for name in ("_startprob", "_transitions", "_means", "_covars"):
-            setattr(model, name, np.array(getattr(model, name), dtype=np.float64, order="C"))
+        kernels, K, D = self._adopt(model, plan)
         learn, sp_prior, tp_prior, w, mu0, cp, cw, gmap, firsts = fast
         self.linv, self.const = np.empty((K, D, D)), np.empty(K)
         logd = np.empty((model._covars.shape[0], D))
