@@ -280,14 +280,14 @@ class FusedEM:
             (learn, sp_prior, tp_prior, w, mu0, plan["center"], model._covars, cp, cw,
              float(model.min_covar), plan["empty"], plan["log2pi"], self.logp),
         )  # fmt: skip
-        self._futures: list = []
-        self._errors: list = []
-        self._history = np.empty(0)
 
     def _adopt(self, model, plan: dict) -> tuple:
         """Keep ``model`` and ``plan``; make the parameters the compiled loop updates in
         place C-contiguous float64 arrays of the model's own. Returns (kernels, K, D)."""
         self.model, self.plan = model, plan
+        self._futures: list = []
+        self._errors: list = []
+        self._history = np.empty(0)
         for name in ("_startprob", "_transitions", "_means", "_covars"):
             setattr(model, name, np.array(getattr(model, name), dtype=np.float64, order="C"))
         return plan["kernels"], model.n_components, model.n_features_
@@ -314,6 +314,11 @@ class FusedEM:
             plan["sx"], plan["sxx"], *mstep,
         )  # fmt: skip
 
+    #: where a fit's context keeps this loop's plan (False: the loop cannot run this fit)
+    _PLAN_KEY = "fused_plan"
+    #: False when the start parameters cannot seed this loop (the general loop then runs)
+    ready = True
+
     @classmethod
     def for_model(cls, model, context, fast) -> FusedEM | None:
         """The compiled loop for this restart of ``model``, or None when the general
@@ -321,12 +326,13 @@ class FusedEM:
         kernels = compiled._kernels()
         if kernels is None or fast is None or "layout" not in context:
             return None
-        plan = context.get("fused_plan")
+        plan = context.get(cls._PLAN_KEY)
         if plan is None:
-            plan = context["fused_plan"] = cls._plan(model, context, kernels) or False
+            plan = context[cls._PLAN_KEY] = cls._plan(model, context, kernels) or False
         if plan is False:
             return None
-        return cls(model, plan, fast)
+        fused = cls(model, plan, fast)
+        return fused if fused.ready else None
 
     @staticmethod
     def _plan(model, context, kernels) -> dict | None:
@@ -436,8 +442,9 @@ class FusedEM:
 
         Returns:
             Each iteration's total log-likelihood (its M-step has run), and whether the
-            next iteration must run elsewhere (a sequence's scaling failed: nothing of
-            that iteration changed the model).
+            rest of the fit must run on the general loop: a sequence's scaling failed
+            (nothing of that iteration changed the model), or (full and tied loop) the
+            last M-step left a covariance with no Cholesky factor.
 
         Raises:
             Exception: whatever a helper thread raised (the parameters may then be
@@ -452,4 +459,5 @@ class FusedEM:
         self._raise_helper_error()  # also when the caller finished every unit itself
         if not self.layout.filled and (self.layout.fill_state[:-1] == 2).all():
             self.layout.filled = True  # an E-step ran: every unit's lanes were copied
-        return history[:count].tolist(), status > 0
+        # a helper's death (status -1) has raised above: any other code hands over
+        return history[:count].tolist(), status != 0

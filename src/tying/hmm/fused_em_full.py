@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from tying.hmm import compiled, fused_em
 from tying.hmm.fused_em import FusedEM
 from tying.hmm.validation import _broadcast
 
@@ -102,32 +101,19 @@ class FusedEMFull(FusedEM):
              float(model.min_covar), plan["empty"], plan["log2pi"], gmap, firsts, logd,
              np.zeros((K, D))),
         )  # fmt: skip
-        self._futures: list = []
-        self._errors: list = []
-        self._history = np.empty(0)
+
+    _PLAN_KEY = "fused_full_plan"
 
     @classmethod
     def for_model(cls, model, context, fast=None) -> FusedEMFull | None:
         """The compiled loop for this restart of a full or tied ``model``, or None when
-        the general loop must run (see the module docstring for when)."""
-        kernels = compiled._kernels()
-        if kernels is None or "layout" not in context:
-            return None
-        fast = _fast_args(model)
-        if fast is None:
-            return None
-        plan = context.get("fused_full_plan")
-        if plan is None:
-            plan = context["fused_full_plan"] = cls._full_plan(model, context, kernels) or False
-        if plan is False:
-            return None
-        fused = cls(model, plan, fast)
-        # initial covariances are checked positive definite; one that is not (a NaN
-        # slipped in) gets the general loop's own error
-        return fused if fused.ready else None
+        the general loop must run (see the module docstring for when). Initial
+        covariances were checked positive definite; one that is not (a NaN slipped in)
+        is not ``ready`` and gets the general loop's own error."""
+        return super().for_model(model, context, _fast_args(model))
 
     @staticmethod
-    def _full_plan(model, context, kernels) -> dict | None:
+    def _plan(model, context, kernels) -> dict | None:
         """:meth:`FusedEM._plan` with ``(D, D)`` second moments and this loop's kernels."""
         from tying.hmm import _numba_em_full
 
@@ -139,26 +125,3 @@ class FusedEMFull(FusedEM):
         plan["sxx_u"] = np.empty((U, D, D, K))
         plan["sxx"] = np.empty((K, D, D))
         return plan
-
-    def run(self, n_max: int, tol: float, prev: float) -> tuple[list[float], bool]:
-        """:meth:`FusedEM.run` for this loop.
-
-        Returns:
-            Each iteration's total log-likelihood (its M-step has run), and whether the
-            rest of the fit must run on the general loop: a sequence's scaling failed
-            (nothing of that iteration changed the model), or the last M-step left a
-            covariance with no Cholesky factor.
-
-        Raises:
-            Exception: whatever a helper thread raised.
-        """
-        history = self._history
-        if len(history) < n_max:
-            history = self._history = np.empty(n_max)
-        count, status = self.plan["kernels"].em_run(
-            n_max, float(tol), float(prev), fused_em.BATCH_CYCLES, history, *self._step_args
-        )
-        self._raise_helper_error()
-        if not self.layout.filled and (self.layout.fill_state[:-1] == 2).all():
-            self.layout.filled = True
-        return history[:count].tolist(), status != 0
