@@ -173,7 +173,7 @@ def _floor_eigenvalues(S, floor):
 
 
 @numba.njit(**_JIT)
-def mstep_full_covars(means, center, mu0, w, N, Sx, Sxx, gmap, firsts, cp, cw, covars,
+def mstep_full_covars(means, center, mu0, w, N, Sx, Sxx, gmap, cp, cw, covars,
                       min_covar, empty):  # fmt: skip
     """The covariance update of ``GaussianHMM._update_emissions`` for full covariances
     whose means are untied (each state its own mean), in place: the corrections
@@ -304,8 +304,7 @@ def worker(ctl, order, fill, X, center, ut, block_a, block_b, ints, start, trans
 def em_step(ctl, order, fill, X, center_x, ut, block_a, block_b, ints, start, trans, means,
             linv, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u, sxx_u,
             slot_seq, ll, xi, first, nsum, sx, sxx, learn, sp_prior, tp_prior, w, mu0,
-            center, covars, cp, cw, min_covar, empty, log2pi, gmap, firsts, logd,
-            spare):  # fmt: skip
+            center, covars, cp, cw, min_covar, empty, log2pi, gmap, logd, spare):  # fmt: skip
     """One EM iteration (``_numba_em.em_step`` for full covariances): the units' E-steps,
     their sums in unit order (``sxx (K, D, D)`` symmetric), then, unless a lane's
     scaling failed, the M-step in place (start, transitions and means by
@@ -368,7 +367,7 @@ def em_step(ctl, order, fill, X, center_x, ut, block_a, block_b, ints, start, tr
             for d in range(D):
                 for e in range(D):
                     pooled[g, d, e] += sxx[k, d, e]
-        mstep_full_covars(means, center, mu0, w, nsum, sx, pooled, gmap, firsts, cp, cw,
+        mstep_full_covars(means, center, mu0, w, nsum, sx, pooled, gmap, cp, cw,
                           covars, min_covar, empty)  # fmt: skip
     if not density_constants_full(covars, gmap, linv, const, logd, fns, log2pi):
         return NO_FACTOR
@@ -379,8 +378,8 @@ def em_step(ctl, order, fill, X, center_x, ut, block_a, block_b, ints, start, tr
 def em_run(n_max, tol, prev, budget, history, ctl, order, fill, X, center_x, ut, block_a,
            block_b, ints, start, trans, means, linv, const, fns, ll_u, bad_u, xi_u, first_u,
            n_u, sx_u, sxx_u, slot_seq, ll, xi, first, nsum, sx, sxx, learn, sp_prior,
-           tp_prior, w, mu0, center, covars, cp, cw, min_covar, empty, log2pi, gmap, firsts,
-           logd, spare):  # fmt: skip
+           tp_prior, w, mu0, center, covars, cp, cw, min_covar, empty, log2pi, gmap, logd,
+           spare):  # fmt: skip
     """Up to ``n_max`` iterations of :func:`em_step` (``_numba_em.em_run``'s contract).
 
     Returns:
@@ -394,7 +393,7 @@ def em_run(n_max, tol, prev, budget, history, ctl, order, fill, X, center_x, ut,
                          means, linv, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u,
                          sxx_u, slot_seq, ll, xi, first, nsum, sx, sxx, learn, sp_prior,
                          tp_prior, w, mu0, center, covars, cp, cw, min_covar, empty, log2pi,
-                         gmap, firsts, logd, spare)  # fmt: skip
+                         gmap, logd, spare)  # fmt: skip
         if status != 0 and status != NO_FACTOR:
             return i, status
         total = np_sum(ll)

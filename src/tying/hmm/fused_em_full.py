@@ -71,7 +71,6 @@ def _fast_args(model) -> tuple | None:
         np.ascontiguousarray(_broadcast(model._prior("covars_prior", 0.0, 1e-2), (K, D, D))[first]),
         np.ascontiguousarray(_broadcast(cw, (K,))[first], dtype=np.float64),
         np.ascontiguousarray(ties.group_of["covars"], dtype=np.int64),
-        np.ascontiguousarray(first, dtype=np.int64),
     )
 
 
@@ -89,7 +88,7 @@ class FusedEMFull(FusedEM):
 
     def __init__(self, model, plan: dict, fast: tuple):
         kernels, K, D = self._adopt(model, plan)
-        learn, sp_prior, tp_prior, w, mu0, cp, cw, gmap, firsts = fast
+        learn, sp_prior, tp_prior, w, mu0, cp, cw, gmap = fast
         self.linv, self.const = np.empty((K, D, D)), np.empty(K)
         logd = np.empty((model._covars.shape[0], D))
         self.ready = kernels.density_constants_full(
@@ -98,7 +97,7 @@ class FusedEMFull(FusedEM):
         self._set_args(
             (self.linv, self.const),
             (learn, sp_prior, tp_prior, w, mu0, plan["center"], model._covars, cp, cw,
-             float(model.min_covar), plan["empty"], plan["log2pi"], gmap, firsts, logd,
+             float(model.min_covar), plan["empty"], plan["log2pi"], gmap, logd,
              np.zeros((K, D))),
         )  # fmt: skip
 
