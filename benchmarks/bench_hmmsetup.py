@@ -19,10 +19,11 @@ fit; the saving is the median of the per-pair setup differences, with its IQR.
 
 from __future__ import annotations
 
+import atexit
 import io
-import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -58,6 +59,7 @@ def _before_package(root: pathlib.Path) -> pathlib.Path | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     where = pathlib.Path(tempfile.mkdtemp(prefix="tying-before-"))
+    atexit.register(shutil.rmtree, where, True)  # the copy lives as long as this process
     with tarfile.open(fileobj=io.BytesIO(tar)) as tf:
         tf.extractall(where, filter="data")
     pkg = where / "tying_before"
@@ -169,5 +171,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     main()

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tying
+from tying.core.slots import slots_of
 from tying.nn import GROUPS, GroupConv2d, GroupPool, LiftingConv2d, group_act, group_elements
 
 F64 = torch.float64
@@ -781,3 +782,29 @@ def test_lifting_bank_from_its_one_block_equals_the_stacked_gather_bit_for_bit(g
     (g_old,) = torch.autograd.grad(old, block, g)
     (g_new,) = torch.autograd.grad(new, block, g)
     assert torch.equal(g_new, g_old)
+
+
+@pytest.mark.parametrize("bank", ["kernels", "biases"])
+def test_a_layer_re_tied_in_place_by_another_relation_reads_the_new_slots(bank):
+    """Re-tied straight from the tied state, with no forward in between: the same names
+    and the same parameter counts, so only the new slots dict tells the kept answer
+    (stop 22) that the tie moved."""
+    torch.manual_seed(3)
+    conv = GroupConv2d(2, 3, 3, group="C4").double()
+    x = torch.randn(2, 2, 4, 6, 6, dtype=F64)
+    for _ in range(2):
+        _sgd(conv.parameters(), conv(x).square().mean())
+    counts = (len(conv.kernels._parameters), len(conv.biases._parameters))
+    if bank == "biases":
+        rules = [
+            tying.share(f"biases.{g}", like="biases.e", relation=tying.Flipped((0,)))
+            for g in conv.elements[1:]
+        ]
+    else:
+        rules = [
+            tying.share(f"kernels.{k}", like="kernels.e_e", relation=tying.Flipped((-1,)))
+            for k in slots_of(conv.kernels)
+        ]
+    tying.Plan(rules).apply(conv)
+    assert (len(conv.kernels._parameters), len(conv.biases._parameters)) == counts
+    torch.testing.assert_close(conv(x), _slot_reference(conv, x), rtol=0, atol=0)

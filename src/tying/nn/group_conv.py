@@ -658,6 +658,8 @@ class _GroupConvBase(nn.Module):
         """
         if not (self.training or torch.is_grad_enabled()) or torch.compiler.is_compiling():
             return None  # eval without autograd: the cache; compiled: the guarded path
+        if not self.tied:  # an untied layer (tied=False) has nothing to keep
+            return None
         kernels, biases = self._modules["kernels"], self._modules.get("biases")
         kp = kernels._parameters
         seen = self.__dict__.get("_lean_seen")
@@ -672,7 +674,7 @@ class _GroupConvBase(nn.Module):
         ):
             seen = self._lean_check(kernels, biases)
         pieces = seen[3]
-        if pieces is None or not self.tied:
+        if pieces is None:
             return None
         keys, index, shape, bias_index = pieces
         try:
