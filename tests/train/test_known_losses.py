@@ -336,6 +336,29 @@ def test_ghost_mode_probes_only_losses_it_does_not_know(monkeypatch):
         gc.clip(lambda o, t: (o[:, :1] - t).pow(2).mean(1), x, yr, 0.5)
 
 
-def test_the_known_losses_module_is_used_by_both_modes():
+def test_the_known_losses_module_is_used_by_both_modes(monkeypatch):
     # a guard against a mode silently losing the fast path (or gaining an unguarded one)
     assert dp_module.KnownLosses is KnownLosses and ghost_module.KnownLosses is KnownLosses
+    asked = []
+    real = KnownLosses.__call__
+
+    def counted(self, loss_fn, out, y):
+        asked.append(loss_fn)
+        return real(self, loss_fn, out, y)
+
+    monkeypatch.setattr(KnownLosses, "__call__", counted)
+    x = torch.randn(6, 5, dtype=torch.float64, generator=G)
+    y = torch.randint(0, 3, (6,), generator=G)
+    for mode in ("vmap", "ghost"):  # each DP step asks it about the user's loss
+        asked.clear()
+        model = _mlp()
+        dp = DPSGD(
+            model,
+            torch.optim.SGD(model.parameters(), lr=0.0),
+            noise_multiplier=0.0,
+            max_grad_norm=0.3,
+            sample_rate=0.1,
+            mode=mode,
+        )
+        dp.step(ce, x, y)
+        assert asked and asked[0] is ce, mode

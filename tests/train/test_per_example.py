@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 import tying.train.per_example as pex
 from tests.train.models import ce, loop_grads
@@ -158,6 +159,31 @@ def test_every_parameter_call_is_one_the_listed_modules_make():
     }
     assert set(made) <= pex._EXPAND_SAFE
     assert pex._PARAM_CALLS == set(made.values())
+    # and each module's forward reads its parameters through that call (views and
+    # metadata aside), as a torch function mode sees it
+    inputs = {
+        nn.Linear: (nn.Linear(3, 2), torch.randn(4, 3)),
+        nn.Conv1d: (nn.Conv1d(2, 2, 3), torch.randn(1, 2, 5)),
+        nn.Conv2d: (nn.Conv2d(2, 2, 3), torch.randn(1, 2, 5, 5)),
+        nn.LayerNorm: (nn.LayerNorm(3), torch.randn(4, 3)),
+        nn.GroupNorm: (nn.GroupNorm(2, 4), torch.randn(1, 4, 3)),
+    }
+
+    class Reads(TorchFunctionMode):
+        def __init__(self, params):
+            super().__init__()
+            self.ids, self.calls = {id(p) for p in params}, set()
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if pex._reads(args, self.ids) or pex._reads(kwargs.values(), self.ids):
+                self.calls.add(func)
+            return func(*args, **kwargs)
+
+    for kind, (module, x) in inputs.items():
+        with Reads(module.parameters()) as reads:
+            module(x)
+        assert reads.calls - pex._VIEW_CALLS - pex._METADATA_CALLS == {made[kind]}, kind
 
 
 def test_hooks_still_send_a_watched_model_to_vmap_grad():

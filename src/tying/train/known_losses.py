@@ -1,17 +1,18 @@
 """Losses whose per-example meaning is known from their definition, applied to a batch.
 
-``mode="vmap"`` computes each example's loss alone, under ``torch.func.vmap``, so that
-a loss that mixes examples (broadcasting an output ``(B, 1)`` against a target ``(B,)``)
-cannot leak one example into another's gradient; ``mode="ghost"`` applies the loss to
-the batch and probes it for mixing. Both cost a fixed amount a step that dominates a
-small model's step: cross-entropy under ``vmap`` runs through torch's Python
-decomposition of ``nll_loss`` (~140 µs against ~10 µs on the batch, stop 20), and the
-ghost probe calls the loss once more (~57 µs).
+For any other loss, ``mode="vmap"`` computes each example's loss alone, under
+``torch.func.vmap``, so that a loss that mixes examples (broadcasting an output
+``(B, 1)`` against a target ``(B,)``) cannot leak one example into another's gradient;
+``mode="ghost"`` applies the loss to the batch and probes it for mixing. Until stop 22
+every loss went that way, at a fixed cost a step that dominated a small model's step:
+cross-entropy under ``vmap`` runs through torch's Python decomposition of ``nll_loss``
+(~140 µs against ~10 µs on the batch, stop 20), and the ghost probe calls the loss
+once more (~57 µs).
 
 A handful of torch losses, called with ``reduction="none"``, are per-example *by
 definition*: row ``b`` of the result reads row ``b`` of the input and the target and
 nothing else (given the shape conditions below, which rule out broadcasting across the
-batch). :func:`batched_losses` calls the user's ``loss_fn`` on the whole batch under a
+batch). :class:`KnownLosses` calls the user's ``loss_fn`` on the whole batch under a
 ``TorchFunctionMode`` that watches every torch call it makes, and accepts the result
 only if the loss function made **exactly one** torch call, to one of these losses, on
 exactly the output and target it was handed, with options whose per-example meaning is

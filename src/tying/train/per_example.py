@@ -219,7 +219,7 @@ class _PerExample:
         self.expandable = all(
             type(m) in _EXPAND_SAFE and not callable_overrides(m) for _, m in self.modules
         )
-        self.last_way: str | None = None  # "expanded" or "vmap-grad": which way ran last
+        self.last_way: str | None = None  # "expanded", "expanded-watched" or "vmap-grad"
         # a Sequential of Linear layers and pointwise activations: the expanded way's
         # forward as batched matrix products, without vmap (see _direct_layers)
         self._direct = _direct_layers(model, self.p_slots) if self.expandable else None
