@@ -272,7 +272,7 @@ class _PerExample:
 
     def _loss_value(self, p, bufs, xb, yb):
         """One example's loss with the parameters ``p`` and buffers ``bufs`` swapped in."""
-        return self._loss_fn(self._output(p, bufs, xb), yb.unsqueeze(0)).sum()
+        return self._one_loss(self._output(p, bufs, xb), yb)
 
     def _one_loss(self, out, yb):
         """One example's loss from its output (the old way's loss, on a stored output)."""
@@ -286,18 +286,13 @@ class _PerExample:
         self.last_loss = self.last_forward = None
         try:
             if (
-                self.expandable
+                (self.expandable or not self._unverified)
                 and y.shape[0] * self.size <= EXPAND_MAX_ELEMENTS
                 and _expand_vetted(self.modules, self._keys)
             ):
-                self.last_way = "expanded"
-                return self._expanded(bufs, xs, y)
-            if (
-                not self.expandable
-                and not self._unverified
-                and y.shape[0] * self.size <= EXPAND_MAX_ELEMENTS
-                and _expand_vetted(self.modules, self._keys)
-            ):
+                if self.expandable:
+                    self.last_way = "expanded"
+                    return self._expanded(bufs, xs, y)
                 got = self._watched(bufs, xs, y)
                 if got is not None:
                     self.last_way = "expanded-watched"
@@ -306,6 +301,11 @@ class _PerExample:
             return self.fn(tuple(p.detach() for p in self.params), bufs, xs, y)
         finally:
             self._loss_fn = None
+
+    def _expanded_params(self, B: int) -> tuple:
+        """Each trainable tensor expanded to ``(B, *shape)`` (a view, one row per example)
+        as a leaf of its own: the expanded ways take their gradients on these."""
+        return tuple(p.detach().expand(B, *p.shape).requires_grad_() for p in self.params)
 
     def _watched(self, bufs, xs, y):
         """The expanded way on a model of any types, every parameter use watched.
@@ -321,8 +321,7 @@ class _PerExample:
         forward is stopped, this model is sent to ``vmap(grad(...))`` from then on, and
         None is returned. None too if the model's output is not one tensor.
         """
-        B = y.shape[0]
-        per = tuple(p.detach().expand(B, *p.shape).requires_grad_() for p in self.params)
+        per = self._expanded_params(y.shape[0])
         try:
             return self._expanded_batched_loss(per, bufs, xs, y, watched=True)
         except _Unverified:
@@ -333,8 +332,7 @@ class _PerExample:
     def _expanded(self, bufs, xs, y):
         """Example b's loss reads only row b of each expanded parameter, so the gradient
         of the summed losses on that row is example b's own gradient."""
-        B = y.shape[0]
-        per = tuple(p.detach().expand(B, *p.shape).requires_grad_() for p in self.params)
+        per = self._expanded_params(y.shape[0])
         # the split way (forward, then the loss) when the forward can skip vmap or the
         # loss may be a known one; else model and loss under one vmap, as before
         if self._outputs_are_tensors and (
