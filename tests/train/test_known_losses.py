@@ -226,17 +226,17 @@ def _mlp():
     return nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)).double()
 
 
+def _still_dp(model, **kw):
+    """A DPSGD whose steps change nothing (lr 0, no noise): a step to look into."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    return DPSGD(model, opt, noise_multiplier=0.0, max_grad_norm=0.3, sample_rate=0.1, **kw)
+
+
 def test_the_dp_step_applies_a_known_loss_to_the_batch_and_any_other_per_example():
     x = torch.randn(9, 5, dtype=torch.float64, generator=G)
     y = torch.randint(0, 3, (9,), generator=G)
     model = _mlp()
-    dp = DPSGD(
-        model,
-        torch.optim.SGD(model.parameters(), lr=0.0),
-        noise_multiplier=0.0,
-        max_grad_norm=0.3,
-        sample_rate=0.1,
-    )
+    dp = _still_dp(model)
     dp.step(ce, x, y)
     assert (dp._per_example.last_way, dp._per_example.last_loss) == ("expanded", "batched")
     # a loss that mixes examples by broadcasting stays per example: each example alone
@@ -351,14 +351,6 @@ def test_the_known_losses_module_is_used_by_both_modes(monkeypatch):
     y = torch.randint(0, 3, (6,), generator=G)
     for mode in ("vmap", "ghost"):  # each DP step asks it about the user's loss
         asked.clear()
-        model = _mlp()
-        dp = DPSGD(
-            model,
-            torch.optim.SGD(model.parameters(), lr=0.0),
-            noise_multiplier=0.0,
-            max_grad_norm=0.3,
-            sample_rate=0.1,
-            mode=mode,
-        )
+        dp = _still_dp(_mlp(), mode=mode)
         dp.step(ce, x, y)
         assert asked and asked[0] is ce, mode
