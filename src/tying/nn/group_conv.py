@@ -506,7 +506,10 @@ class _GroupConvBase(nn.Module):
             with torch.no_grad():
                 for i, key in enumerate(self._physical_keys()):
                     block = getattr(probe.kernels, key)
-                    block.copy_(torch.arange(per_block, dtype=torch.float64).view_as(block))
+                    # device="cpu" everywhere: under ``with torch.device("meta")`` a bare
+                    # arange is a meta tensor with no values to copy
+                    ramp = torch.arange(per_block, dtype=torch.float64, device="cpu")
+                    block.copy_(ramp.view_as(block))
                     block.add_(i * per_block)
                 index = probe._slot_bank().round().long()
             # a plain attribute, not a buffer: nothing to save, load or count
@@ -544,9 +547,15 @@ class _GroupConvBase(nn.Module):
         Made eagerly like the bank's index (see :meth:`_flat_index_on`).
         """
         index = self.__dict__.get("_bias_index")
-        if index is None:  # a layer built or pickled before this attribute existed
+        if index is None or (index.is_meta and device.type != "meta"):
+            # built before this attribute existed (unpickled), or made on the meta device
+            # and the parameters since given values without ``_apply`` (assign=True)
             index = self._make_flat_index(bank=False)
-        return index if index.device == device else index.to(device)
+        if index.device == device:
+            return index
+        if index.is_meta:  # the layer's own parameters are still meta: values from the CPU
+            index = torch.arange(self.out_channels).repeat_interleave(len(self.elements))
+        return index.to(device)
 
     def _flat_index_on(self, device: torch.device) -> torch.Tensor:
         """The gather index, flat, on ``device``.
@@ -557,9 +566,28 @@ class _GroupConvBase(nn.Module):
         device without ``_apply`` (``functional_call``, ``assign=True``) get a copy per call.
         """
         index = self.__dict__.get("_bank_flat_index")
-        if index is None:  # a layer built before this attribute existed (unpickled)
+        if index is None or (index.is_meta and device.type != "meta"):
+            # built before this attribute existed (unpickled), or made on the meta device
+            # and the parameters since given values without ``_apply``
+            # (``load_state_dict(..., assign=True)``): a meta index has no values to copy
             index = self._make_flat_index()
-        return index if index.device == device else index.to(device)
+        if index.device == device:
+            return index
+        if index.is_meta:  # the layer's own parameters are still meta: values from the CPU
+            index = self._cpu_flat_index()
+        return index.to(device)
+
+    def _cpu_flat_index(self) -> torch.Tensor:
+        """The flat gather index on the CPU, int32 where every entry fits."""
+        index = self._gather_index().reshape(-1)
+        n_physical = (
+            self.out_channels * self.in_channels * self.kernel_size**2 * len(self._physical_keys())
+        )  # every index is below this (static: no data-dependent branch under compile)
+        if n_physical < 2**31:
+            # int32 halves the index's memory traffic: a 256-channel C4 step measured
+            # 3.5-5 % faster, a 64-channel one unchanged (issue 19)
+            index = index.to(torch.int32)
+        return index
 
     def _make_flat_index(self, bank: bool = True) -> torch.Tensor:
         """Make the bank's flat gather index and the bias's index on the parameters' device;
@@ -573,14 +601,7 @@ class _GroupConvBase(nn.Module):
         if not bank:
             return bias_index
         self.__dict__["_bank_shape"] = tuple(self._gather_index().shape)
-        index = self._gather_index().reshape(-1)
-        n_physical = (
-            self.out_channels * self.in_channels * self.kernel_size**2 * len(self._physical_keys())
-        )  # every index is below this (static: no data-dependent branch under compile)
-        if n_physical < 2**31:
-            # int32 halves the index's memory traffic: a 256-channel C4 step measured
-            # 3.5-5 % faster, a 64-channel one unchanged (issue 19)
-            index = index.to(torch.int32)
+        index = self._cpu_flat_index()
         physical = self.kernels._parameters.get(self._physical_keys()[0])
         if physical is not None:
             index = index.to(physical.device)
@@ -684,7 +705,9 @@ class _GroupConvBase(nn.Module):
             self.__dict__.pop("_lean_seen", None)
             return None
         if index.device != physical[0].device:
-            return None  # swapped onto another device without _apply: copied per call there
+            # swapped onto another device without _apply: copied per call there (and a
+            # meta index, after assign=True, re-made there once)
+            return None
         return physical, bias, index, shape, bias_index
 
     def _lean_check(self, kernels: nn.Module, biases: nn.Module | None) -> tuple:
