@@ -70,7 +70,7 @@ from torch import nn
 
 from tying.core import Flipped, Plan, Rotated, share
 from tying.core.slots import SLOTS_ATTR, SLOTS_GENERATION_ATTR, slots_of
-from tying.nn import _winograd
+from tying.nn import _group_conv_tie, _winograd
 
 __all__ = [
     "GROUPS",
@@ -328,6 +328,7 @@ class _GroupConvBase(nn.Module):
             if not _probe:  # found once, here, so torch.compile never traces the search
                 self._gather_index()
                 self._make_flat_index()
+                self._tie_tables()
 
     # -- what subclasses define -------------------------------------------------------
     def _block_keys(self) -> list[str]:
@@ -554,7 +555,8 @@ class _GroupConvBase(nn.Module):
         if index.device == device:
             return index
         if index.is_meta:  # the layer's own parameters are still meta: values from the CPU
-            index = torch.arange(self.out_channels).repeat_interleave(len(self.elements))
+            n = len(self.elements)
+            index = torch.arange(self.out_channels, device="cpu").repeat_interleave(n)
         return index.to(device)
 
     def _flat_index_on(self, device: torch.device) -> torch.Tensor:
@@ -665,51 +667,6 @@ class _GroupConvBase(nn.Module):
             self.__dict__.pop(name, None)
         return super().train(mode)
 
-    def _lean_pieces(self) -> tuple | None:
-        """``(physical blocks, bias, index, bank shape, bias index)`` for an eager step
-        with autograd or in training while the tie is intact; None sends the call down
-        the general path (compiled, eval without autograd, untied, re-tied, moved).
-
-        Whether the tie is the layer's own can change only when a bank's slots are
-        installed or removed (each installs a new slots dict) or its parameters are
-        added or removed, so the answer of :meth:`_fast_ready` is kept with those and
-        asked again only when one of them moved (issue 19: the Python and the small
-        operations between two convolutions cost several times their warm time in a
-        training step). The parameters themselves are read on every call.
-        """
-        if not (self.training or torch.is_grad_enabled()) or torch.compiler.is_compiling():
-            return None  # eval without autograd: the cache; compiled: the guarded path
-        if not self.tied:  # an untied layer (tied=False) has nothing to keep
-            return None
-        kernels, biases = self._modules["kernels"], self._modules.get("biases")
-        kp = kernels._parameters
-        seen = self.__dict__.get("_lean_seen")
-        if (
-            seen is None
-            or seen[0] is not kernels.__dict__.get(SLOTS_ATTR)
-            or seen[2] != len(kp)
-            or (
-                biases is not None
-                and (seen[1] is not biases.__dict__.get(SLOTS_ATTR) or len(biases._parameters) != 1)
-            )
-        ):
-            seen = self._lean_check(kernels, biases)
-        pieces = seen[3]
-        if pieces is None:
-            return None
-        keys, index, shape, bias_index = pieces
-        try:
-            physical = [kp[key] for key in keys]
-            bias = None if biases is None else biases._parameters["e"]
-        except KeyError:  # a block renamed behind the same count: ask again next call
-            self.__dict__.pop("_lean_seen", None)
-            return None
-        if index.device != physical[0].device:
-            # swapped onto another device without _apply: copied per call there (and a
-            # meta index, after assign=True, re-made there once)
-            return None
-        return physical, bias, index, shape, bias_index
-
     def _lean_check(self, kernels: nn.Module, biases: nn.Module | None) -> tuple:
         """Ask :meth:`_fast_ready` and keep its answer with what it depends on."""
         pieces = None
@@ -722,6 +679,7 @@ class _GroupConvBase(nn.Module):
                 d["_bank_flat_index"],
                 d["_bank_shape"],
                 d["_bias_index"],
+                self._tie_tables(),
             )
         seen = (
             kernels.__dict__.get(SLOTS_ATTR),
@@ -732,24 +690,80 @@ class _GroupConvBase(nn.Module):
         d["_lean_seen"] = seen
         return seen
 
+    def _tie_tables(self) -> _group_conv_tie.Tables | None:
+        """The numba loops' tables for this layer's bank (None: the bank is too small or
+        has no per-channel pattern), found once from the gather index."""
+        d = self.__dict__
+        if "_tables_kept" not in d:
+            if torch._C._are_functorch_transforms_active():
+                return None  # made under a transform, its tensors would be wrappers
+            k, n_src = self.kernel_size, len(self._physical_keys())
+            index = self._gather_index()
+            d["_tables_kept"] = _group_conv_tie.tables_for(
+                index, self.out_channels, self.in_channels, k, n_src
+            )
+        return d["_tables_kept"]
+
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        """The bank, the bias and the one convolution.
+
+        An eager step with autograd or in training while the tie is intact takes the
+        lean path: whether the tie is the layer's own can change only when a bank's
+        slots are installed or removed (each installs a new slots dict) or its
+        parameters are added or removed, so the answer of :meth:`_fast_ready` is kept
+        with those (:meth:`_lean_check`) and asked again only when one of them moved.
+        The parameters themselves are read on every call. The path is written out
+        here, in one function: right after a convolution every Python line and call
+        runs cold, several times its warm cost (issue 19: stops 22 and 23 measured
+        20-50 µs of a small layer's step in the calls around these operations).
+        Everything else (compiled, eval without autograd, untied, re-tied, moved)
+        takes the general path.
+        """
         # x: (B, C_in·orientations_in, H, W) -> (B, C_out, |G|, H', W')
-        lean = self._lean_pieces()
-        if lean is not None:
-            physical, bias, index, shape, bias_index = lean
-            # the same operations as _fast_bank / _fast_bias, without their look-ups
-            bank = torch.index_select(_stacked(physical).reshape(-1), 0, index).view(shape)
-            if bias is not None:
-                bias = torch.index_select(bias, 0, bias_index)
-        elif self._fast_ready():
+        d = self.__dict__
+        bank = None
+        if not torch.compiler.is_compiling() and (d["training"] or torch.is_grad_enabled()):
+            kernels, biases = d["_modules"]["kernels"], d["_modules"].get("biases")
+            kp, seen = kernels._parameters, d.get("_lean_seen")
+            if d["tied"] and (
+                seen is None
+                or seen[0] is not kernels.__dict__.get(SLOTS_ATTR)
+                or seen[2] != len(kp)
+                or (
+                    biases is not None
+                    and (
+                        seen[1] is not biases.__dict__.get(SLOTS_ATTR)
+                        or len(biases._parameters) != 1
+                    )
+                )
+            ):
+                seen = self._lean_check(kernels, biases)
+            lean = seen[3] if d["tied"] else None
+            if lean is not None:
+                keys, index, shape, bias_index, tables = lean
+                physical = [kp[key] for key in keys if key in kp]
+                # a block renamed behind the same count, or parameters swapped onto another
+                # device without _apply (copied per call there): the general path
+                if len(physical) == len(keys) and index.device == physical[0].device:
+                    if tables is not None and _group_conv_tie.usable(physical):
+                        # a large bank: two vectorised loops, the same bits (stop 23)
+                        bank = _group_conv_tie.tie_bank(tables, physical)
+                    else:  # the same operations as _fast_bank, without its look-ups
+                        stacked = physical[0] if len(physical) == 1 else torch.stack(physical)
+                        bank = torch.index_select(stacked.reshape(-1), 0, index).view(shape)
+                    bias = None if biases is None else biases._parameters["e"]
+                    if bias is not None:
+                        bias = torch.index_select(bias, 0, bias_index)
+        if bank is None and self._fast_ready():
             bank, bias = self._banks()  # both from one check (and one eval cache)
-        else:
+        elif bank is None:
             bank, bias = self.filter_bank(), self.bias_bank()
         if self.algorithm == "winograd":
             y = _winograd.winograd_conv2d(x, bank, bias, self.padding)
         else:
-            y = F.conv2d(x, bank, bias, padding=self.padding)
-        return y.unflatten(1, (self.out_channels, len(self.elements)))
+            y = F.conv2d(x, bank, bias, padding=d["padding"])
+        s = y.shape  # a view, as unflatten (a Python wrapper) makes
+        return y.view(s[0], d["out_channels"], len(d["elements"]), s[2], s[3])
 
 
 class LiftingConv2d(_GroupConvBase):
