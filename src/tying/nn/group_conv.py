@@ -690,6 +690,23 @@ class _GroupConvBase(nn.Module):
         d["_lean_seen"] = seen
         return seen
 
+    def _kept_banks(self, physical: list, bias: torch.Tensor | None) -> tuple:
+        """:meth:`_banks`'s eval cache read without its checks (the caller's record holds
+        them): the kept pair when no parameter moved, else ``_banks()`` rebuilds it."""
+        cached = self.__dict__.get("_bank_cache")
+        params = physical if bias is None else [*physical, bias]
+        try:
+            if (
+                cached is not None
+                and cached[0]
+                == tuple((p.data_ptr(), p._version, p.device, p.dtype) for p in params)
+                and all(torch.equal(a, p) for a, p in zip(cached[1], params, strict=True))
+            ):
+                return cached[2]
+        except (RuntimeError, NotImplementedError):  # no storage (torch.func): _banks decides
+            pass
+        return self._banks()
+
     def _tie_tables(self) -> _group_conv_tie.Tables | None:
         """The numba loops' tables for this layer's bank (None: the bank is too small or
         has no per-channel pattern), found once from the gather index."""
@@ -716,16 +733,17 @@ class _GroupConvBase(nn.Module):
         here, in one function: right after a convolution every Python line and call
         runs cold, several times its warm cost (issue 19: stops 22 and 23 measured
         20-50 µs of a small layer's step in the calls around these operations).
-        Everything else (compiled, eval without autograd, untied, re-tied, moved)
-        takes the general path.
+        In eval mode without autograd the same record serves the kept bank
+        (:meth:`_kept_banks`). Everything else (compiled, untied, re-tied, moved) takes
+        the general path.
         """
         # x: (B, C_in·orientations_in, H, W) -> (B, C_out, |G|, H', W')
         d = self.__dict__
         bank = None
-        if not torch.compiler.is_compiling() and (d["training"] or torch.is_grad_enabled()):
+        if d["tied"] and not torch.compiler.is_compiling():
             kernels, biases = d["_modules"]["kernels"], d["_modules"].get("biases")
             kp, seen = kernels._parameters, d.get("_lean_seen")
-            if d["tied"] and (
+            if (
                 seen is None
                 or seen[0] is not kernels.__dict__.get(SLOTS_ATTR)
                 or seen[2] != len(kp)
@@ -738,22 +756,26 @@ class _GroupConvBase(nn.Module):
                 )
             ):
                 seen = self._lean_check(kernels, biases)
-            lean = seen[3] if d["tied"] else None
+            lean = seen[3]
             if lean is not None:
                 keys, index, shape, bias_index, tables = lean
                 physical = [kp[key] for key in keys if key in kp]
+                bias = None if biases is None else biases._parameters["e"]
                 # a block renamed behind the same count, or parameters swapped onto another
                 # device without _apply (copied per call there): the general path
-                if len(physical) == len(keys) and index.device == physical[0].device:
+                if len(physical) != len(keys) or index.device != physical[0].device:
+                    pass
+                elif d["training"] or torch.is_grad_enabled():
                     if tables is not None and _group_conv_tie.usable(physical):
                         # a large bank: two vectorised loops, the same bits (stop 23)
                         bank = _group_conv_tie.tie_bank(tables, physical)
                     else:  # the same operations as _fast_bank, without its look-ups
                         stacked = physical[0] if len(physical) == 1 else torch.stack(physical)
                         bank = torch.index_select(stacked.reshape(-1), 0, index).view(shape)
-                    bias = None if biases is None else biases._parameters["e"]
                     if bias is not None:
                         bias = torch.index_select(bias, 0, bias_index)
+                else:  # eval without autograd: the kept bank while its stamp and values hold
+                    bank, bias = self._kept_banks(physical, bias)
         if bank is None and self._fast_ready():
             bank, bias = self._banks()  # both from one check (and one eval cache)
         elif bank is None:
