@@ -32,7 +32,9 @@ layer, |G|² per group layer) against the physical kernel, ``tying.save`` and
 blocks (the untied baseline of claim B2). The forward pass builds the full filter
 bank from the physical kernel in one ``index_select`` (its index is found once by
 reading the tied slots, which stay the reference) and calls ``F.conv2d`` once; the
-bias is one gather too. An eager training step asks whether the tie is still the
+bias is one gather too. An eager step on a bank of 131,072 entries or more builds it,
+and sums its gradient, with two numba loops instead when numba is installed
+(:mod:`tying.nn._group_conv_tie`; the same bits). An eager training step asks whether the tie is still the
 layer's own only when a bank's slots or parameter count change (the answer is kept
 with them); in eval mode without autograd the bank and bias are cached until a
 parameter moves.
@@ -526,7 +528,8 @@ class _GroupConvBase(nn.Module):
         # (index_select: about half the cost of advanced indexing, fwd+bwd, on CPU;
         # a custom autograd.Function whose backward gathers and sums, or scatter_adds,
         # a 0/1 matmul, a row gather with permutes, rot90/roll of the stacked kernel,
-        # and numba loops all measured slower or no faster)
+        # and numba loops all measured slower or no faster in a small or mid-size
+        # step; from 131,072 entries an eager step takes _group_conv_tie's loops)
         shape = self.__dict__.get("_bank_shape")
         if shape is None:
             shape = self.__dict__["_bank_shape"] = tuple(self._gather_index().shape)
@@ -731,8 +734,8 @@ class _GroupConvBase(nn.Module):
         with those (:meth:`_lean_check`) and asked again only when one of them moved.
         The parameters themselves are read on every call. The path is written out
         here, in one function: right after a convolution every Python line and call
-        runs cold, several times its warm cost (issue 19: stops 22 and 23 measured
-        20-50 µs of a small layer's step in the calls around these operations).
+        runs cold, several times its warm cost (issue 19: in a small layer's step the
+        calls around these operations cost tens of µs, stops 22 and 23).
         In eval mode without autograd the same record serves the kept bank
         (:meth:`_kept_banks`). Everything else (compiled, untied, re-tied, moved) takes
         the general path.
