@@ -226,3 +226,16 @@ def test_the_bank_gradient_keeps_the_bits_of_index_add_with_signed_zeros_inf_and
     for a, b in zip(got, want, strict=True):
         _assert_same_bits(a, b)
     assert all((_bits(a[0]) == 0).all() for a in got)  # +0.0, not -0.0
+
+
+def test_numba_with_its_jit_disabled_leaves_the_bank_to_the_gather(monkeypatch):
+    import numba
+
+    monkeypatch.setattr(numba.config, "DISABLE_JIT", True)
+    _group_conv_tie.kernels.cache_clear()
+    try:
+        assert _group_conv_tie.kernels() is None  # pure-Python loops: seconds a call
+    finally:
+        monkeypatch.undo()
+        _group_conv_tie.kernels.cache_clear()
+    assert _group_conv_tie.kernels() is not None

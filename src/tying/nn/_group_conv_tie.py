@@ -41,12 +41,15 @@ _DTYPES = (torch.float32, torch.float64)
 
 @functools.cache
 def kernels():
-    """The numba kernels module (compiled on first use, cached on disk), or None."""
+    """The numba kernels module (compiled on first use, cached on disk), or None (no
+    numba, or ``NUMBA_DISABLE_JIT``: the loops in Python would take seconds a call)."""
     try:
         from tying.nn import _group_conv_kernels
     except ImportError:
         return None
-    return _group_conv_kernels
+    import numba
+
+    return None if numba.config.DISABLE_JIT else _group_conv_kernels
 
 
 class Tables(NamedTuple):
