@@ -33,7 +33,10 @@ import torch
 __all__ = ["Tables", "kernels", "tables_for", "tie_bank"]
 
 #: Below this many bank entries the call's own cost (an autograd.Function and two
-#: numba calls, about 10 µs) is more than the loops save (measured stop 23).
+#: numba calls: about 10 µs warm, but 60-90 µs inside a training step, where its Python
+#: runs cold after the convolution) is more than the loops save. Measured at stop 23,
+#: step minus anchor, gather -> loops: 36,864 entries +181-191 -> +242-282 µs, 147,456
+#: about even (+399 -> +364, +364 -> +358), 589,824 +1,507-1,876 -> +819-1,147 µs.
 MIN_BANK = 131072
 
 _DTYPES = (torch.float32, torch.float64)
