@@ -15,7 +15,9 @@ quartiles) and the median pair ratio:
 Both layer steps clear their gradients by a loop, as the anchor does, so only the
 forward's path differs. The shapes are fixed here, before any run: the goal shape (C4
 16 fields, 8×32²), the small cells of the stop 20 sweep (C4 and D4 4 fields, 8×32²;
-C4 16 fields, 8×16²) and the tiny layer of the ``gconv`` rows (C4 4 fields, 1×16²).
+C4 16 fields, 8×16²), the tiny layer of the ``gconv`` rows (C4 4 fields, 1×16²) and,
+since stop 23, the two banks where the numba loops start to serve (C4 32 fields,
+147,456 entries) and the large bank of the ``gconv`` rows (C4 64 fields, 590,000).
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ SHAPES = [  # (group, fields, batch, side, pairs per variant)
     ("D4", 4, 8, 32, 240),
     ("C4", 16, 8, 16, 240),
     ("C4", 4, 1, 16, 600),
+    # stop 23: banks at and above the numba loops' threshold (131,072 entries), where
+    # stop 21's path is also the general path the loops replace
+    ("C4", 32, 2, 16, 120),
+    ("C4", 64, 2, 16, 60),
 ]
 
 

@@ -637,7 +637,8 @@ def _general_path_step(layer, x):
 
 def _assert_lean_step_is_the_general_path(conv, x):
     """The lean eager step's output and gradients equal the general path's, bit for bit."""
-    assert conv._lean_pieces() is not None  # else the comparison checks nothing
+    conv(x)
+    assert conv.__dict__["_lean_seen"][3] is not None  # else the comparison checks nothing
     y = conv(x)
     grads = torch.autograd.grad(y.square().sum(), list(conv.parameters()))
     want_y, want_grads = _general_path_step(conv, x)

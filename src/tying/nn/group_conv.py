@@ -32,7 +32,9 @@ layer, |G|² per group layer) against the physical kernel, ``tying.save`` and
 blocks (the untied baseline of claim B2). The forward pass builds the full filter
 bank from the physical kernel in one ``index_select`` (its index is found once by
 reading the tied slots, which stay the reference) and calls ``F.conv2d`` once; the
-bias is one gather too. An eager training step asks whether the tie is still the
+bias is one gather too. An eager step on a bank of 131,072 entries or more builds it,
+and sums its gradient, with two numba loops instead when numba is installed
+(:mod:`tying.nn._group_conv_tie`; the same bits). An eager training step asks whether the tie is still the
 layer's own only when a bank's slots or parameter count change (the answer is kept
 with them); in eval mode without autograd the bank and bias are cached until a
 parameter moves.
@@ -70,7 +72,7 @@ from torch import nn
 
 from tying.core import Flipped, Plan, Rotated, share
 from tying.core.slots import SLOTS_ATTR, SLOTS_GENERATION_ATTR, slots_of
-from tying.nn import _winograd
+from tying.nn import _group_conv_tie, _winograd
 
 __all__ = [
     "GROUPS",
@@ -328,6 +330,7 @@ class _GroupConvBase(nn.Module):
             if not _probe:  # found once, here, so torch.compile never traces the search
                 self._gather_index()
                 self._make_flat_index()
+                self._tie_tables()
 
     # -- what subclasses define -------------------------------------------------------
     def _block_keys(self) -> list[str]:
@@ -506,7 +509,10 @@ class _GroupConvBase(nn.Module):
             with torch.no_grad():
                 for i, key in enumerate(self._physical_keys()):
                     block = getattr(probe.kernels, key)
-                    block.copy_(torch.arange(per_block, dtype=torch.float64).view_as(block))
+                    # device="cpu" everywhere: under ``with torch.device("meta")`` a bare
+                    # arange is a meta tensor with no values to copy
+                    ramp = torch.arange(per_block, dtype=torch.float64, device="cpu")
+                    block.copy_(ramp.view_as(block))
                     block.add_(i * per_block)
                 index = probe._slot_bank().round().long()
             # a plain attribute, not a buffer: nothing to save, load or count
@@ -522,7 +528,8 @@ class _GroupConvBase(nn.Module):
         # (index_select: about half the cost of advanced indexing, fwd+bwd, on CPU;
         # a custom autograd.Function whose backward gathers and sums, or scatter_adds,
         # a 0/1 matmul, a row gather with permutes, rot90/roll of the stacked kernel,
-        # and numba loops all measured slower or no faster)
+        # and numba loops all measured slower or no faster in a small or mid-size
+        # step; from 131,072 entries an eager step takes _group_conv_tie's loops)
         shape = self.__dict__.get("_bank_shape")
         if shape is None:
             shape = self.__dict__["_bank_shape"] = tuple(self._gather_index().shape)
@@ -544,9 +551,16 @@ class _GroupConvBase(nn.Module):
         Made eagerly like the bank's index (see :meth:`_flat_index_on`).
         """
         index = self.__dict__.get("_bias_index")
-        if index is None:  # a layer built or pickled before this attribute existed
+        if index is None or (index.is_meta and device.type != "meta"):
+            # built before this attribute existed (unpickled), or made on the meta device
+            # and the parameters since given values without ``_apply`` (assign=True)
             index = self._make_flat_index(bank=False)
-        return index if index.device == device else index.to(device)
+        if index.device == device:
+            return index
+        if index.is_meta:  # the layer's own parameters are still meta: values from the CPU
+            n = len(self.elements)
+            index = torch.arange(self.out_channels, device="cpu").repeat_interleave(n)
+        return index.to(device)
 
     def _flat_index_on(self, device: torch.device) -> torch.Tensor:
         """The gather index, flat, on ``device``.
@@ -557,9 +571,28 @@ class _GroupConvBase(nn.Module):
         device without ``_apply`` (``functional_call``, ``assign=True``) get a copy per call.
         """
         index = self.__dict__.get("_bank_flat_index")
-        if index is None:  # a layer built before this attribute existed (unpickled)
+        if index is None or (index.is_meta and device.type != "meta"):
+            # built before this attribute existed (unpickled), or made on the meta device
+            # and the parameters since given values without ``_apply``
+            # (``load_state_dict(..., assign=True)``): a meta index has no values to copy
             index = self._make_flat_index()
-        return index if index.device == device else index.to(device)
+        if index.device == device:
+            return index
+        if index.is_meta:  # the layer's own parameters are still meta: values from the CPU
+            index = self._cpu_flat_index()
+        return index.to(device)
+
+    def _cpu_flat_index(self) -> torch.Tensor:
+        """The flat gather index on the CPU, int32 where every entry fits."""
+        index = self._gather_index().reshape(-1)
+        n_physical = (
+            self.out_channels * self.in_channels * self.kernel_size**2 * len(self._physical_keys())
+        )  # every index is below this (static: no data-dependent branch under compile)
+        if n_physical < 2**31:
+            # int32 halves the index's memory traffic: a 256-channel C4 step measured
+            # 3.5-5 % faster, a 64-channel one unchanged (issue 19)
+            index = index.to(torch.int32)
+        return index
 
     def _make_flat_index(self, bank: bool = True) -> torch.Tensor:
         """Make the bank's flat gather index and the bias's index on the parameters' device;
@@ -573,14 +606,7 @@ class _GroupConvBase(nn.Module):
         if not bank:
             return bias_index
         self.__dict__["_bank_shape"] = tuple(self._gather_index().shape)
-        index = self._gather_index().reshape(-1)
-        n_physical = (
-            self.out_channels * self.in_channels * self.kernel_size**2 * len(self._physical_keys())
-        )  # every index is below this (static: no data-dependent branch under compile)
-        if n_physical < 2**31:
-            # int32 halves the index's memory traffic: a 256-channel C4 step measured
-            # 3.5-5 % faster, a 64-channel one unchanged (issue 19)
-            index = index.to(torch.int32)
+        index = self._cpu_flat_index()
         physical = self.kernels._parameters.get(self._physical_keys()[0])
         if physical is not None:
             index = index.to(physical.device)
@@ -644,49 +670,6 @@ class _GroupConvBase(nn.Module):
             self.__dict__.pop(name, None)
         return super().train(mode)
 
-    def _lean_pieces(self) -> tuple | None:
-        """``(physical blocks, bias, index, bank shape, bias index)`` for an eager step
-        with autograd or in training while the tie is intact; None sends the call down
-        the general path (compiled, eval without autograd, untied, re-tied, moved).
-
-        Whether the tie is the layer's own can change only when a bank's slots are
-        installed or removed (each installs a new slots dict) or its parameters are
-        added or removed, so the answer of :meth:`_fast_ready` is kept with those and
-        asked again only when one of them moved (issue 19: the Python and the small
-        operations between two convolutions cost several times their warm time in a
-        training step). The parameters themselves are read on every call.
-        """
-        if not (self.training or torch.is_grad_enabled()) or torch.compiler.is_compiling():
-            return None  # eval without autograd: the cache; compiled: the guarded path
-        if not self.tied:  # an untied layer (tied=False) has nothing to keep
-            return None
-        kernels, biases = self._modules["kernels"], self._modules.get("biases")
-        kp = kernels._parameters
-        seen = self.__dict__.get("_lean_seen")
-        if (
-            seen is None
-            or seen[0] is not kernels.__dict__.get(SLOTS_ATTR)
-            or seen[2] != len(kp)
-            or (
-                biases is not None
-                and (seen[1] is not biases.__dict__.get(SLOTS_ATTR) or len(biases._parameters) != 1)
-            )
-        ):
-            seen = self._lean_check(kernels, biases)
-        pieces = seen[3]
-        if pieces is None:
-            return None
-        keys, index, shape, bias_index = pieces
-        try:
-            physical = [kp[key] for key in keys]
-            bias = None if biases is None else biases._parameters["e"]
-        except KeyError:  # a block renamed behind the same count: ask again next call
-            self.__dict__.pop("_lean_seen", None)
-            return None
-        if index.device != physical[0].device:
-            return None  # swapped onto another device without _apply: copied per call there
-        return physical, bias, index, shape, bias_index
-
     def _lean_check(self, kernels: nn.Module, biases: nn.Module | None) -> tuple:
         """Ask :meth:`_fast_ready` and keep its answer with what it depends on."""
         pieces = None
@@ -699,6 +682,7 @@ class _GroupConvBase(nn.Module):
                 d["_bank_flat_index"],
                 d["_bank_shape"],
                 d["_bias_index"],
+                self._tie_tables(),
             )
         seen = (
             kernels.__dict__.get(SLOTS_ATTR),
@@ -709,24 +693,102 @@ class _GroupConvBase(nn.Module):
         d["_lean_seen"] = seen
         return seen
 
+    def _kept_banks(self, physical: list, bias: torch.Tensor | None) -> tuple:
+        """:meth:`_banks`'s eval cache read without its checks (the caller's record holds
+        them): the kept pair when no parameter moved, else ``_banks()`` rebuilds it."""
+        cached = self.__dict__.get("_bank_cache")
+        params = physical if bias is None else [*physical, bias]
+        try:
+            if (
+                cached is not None
+                and cached[0]
+                == tuple((p.data_ptr(), p._version, p.device, p.dtype) for p in params)
+                and all(torch.equal(a, p) for a, p in zip(cached[1], params, strict=True))
+            ):
+                return cached[2]
+        except (RuntimeError, NotImplementedError):  # no storage (torch.func): _banks decides
+            pass
+        return self._banks()
+
+    def _tie_tables(self) -> _group_conv_tie.Tables | None:
+        """The numba loops' tables for this layer's bank (None: the bank is too small or
+        has no per-channel pattern), found once from the gather index."""
+        d = self.__dict__
+        if "_tables_kept" not in d:
+            if torch._C._are_functorch_transforms_active():
+                return None  # made under a transform, its tensors would be wrappers
+            k, n_src = self.kernel_size, len(self._physical_keys())
+            index = self._gather_index()
+            d["_tables_kept"] = _group_conv_tie.tables_for(
+                index, self.out_channels, self.in_channels, k, n_src
+            )
+        return d["_tables_kept"]
+
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        """The bank, the bias and the one convolution.
+
+        An eager step with autograd or in training while the tie is intact takes the
+        lean path: whether the tie is the layer's own can change only when a bank's
+        slots are installed or removed (each installs a new slots dict) or its
+        parameters are added or removed, so the answer of :meth:`_fast_ready` is kept
+        with those (:meth:`_lean_check`) and asked again only when one of them moved.
+        The parameters themselves are read on every call. The path is written out
+        here, in one function: right after a convolution every Python line and call
+        runs cold, several times its warm cost (issue 19: in a small layer's step the
+        calls around these operations cost tens of µs, stops 22 and 23).
+        In eval mode without autograd the same record serves the kept bank
+        (:meth:`_kept_banks`). Everything else (compiled, untied, re-tied, moved) takes
+        the general path.
+        """
         # x: (B, C_in·orientations_in, H, W) -> (B, C_out, |G|, H', W')
-        lean = self._lean_pieces()
-        if lean is not None:
-            physical, bias, index, shape, bias_index = lean
-            # the same operations as _fast_bank / _fast_bias, without their look-ups
-            bank = torch.index_select(_stacked(physical).reshape(-1), 0, index).view(shape)
-            if bias is not None:
-                bias = torch.index_select(bias, 0, bias_index)
-        elif self._fast_ready():
+        d = self.__dict__
+        bank = None
+        if d["tied"] and not torch.compiler.is_compiling():
+            kernels, biases = d["_modules"]["kernels"], d["_modules"].get("biases")
+            kp, seen = kernels._parameters, d.get("_lean_seen")
+            if (
+                seen is None
+                or seen[0] is not kernels.__dict__.get(SLOTS_ATTR)
+                or seen[2] != len(kp)
+                or (
+                    biases is not None
+                    and (
+                        seen[1] is not biases.__dict__.get(SLOTS_ATTR)
+                        or len(biases._parameters) != 1
+                    )
+                )
+            ):
+                seen = self._lean_check(kernels, biases)
+            lean = seen[3]
+            if lean is not None:
+                keys, index, shape, bias_index, tables = lean
+                physical = [kp[key] for key in keys if key in kp]
+                bias = None if biases is None else biases._parameters["e"]
+                # a block renamed behind the same count, or parameters swapped onto another
+                # device without _apply (copied per call there): the general path
+                if len(physical) != len(keys) or index.device != physical[0].device:
+                    pass
+                elif d["training"] or torch.is_grad_enabled():
+                    if tables is not None and _group_conv_tie.usable(physical):
+                        # a large bank: two vectorised loops, the same bits (stop 23)
+                        bank = _group_conv_tie.tie_bank(tables, physical)
+                    else:  # the same operations as _fast_bank, without its look-ups
+                        stacked = physical[0] if len(physical) == 1 else torch.stack(physical)
+                        bank = torch.index_select(stacked.reshape(-1), 0, index).view(shape)
+                    if bias is not None:
+                        bias = torch.index_select(bias, 0, bias_index)
+                else:  # eval without autograd: the kept bank while its stamp and values hold
+                    bank, bias = self._kept_banks(physical, bias)
+        if bank is None and self._fast_ready():
             bank, bias = self._banks()  # both from one check (and one eval cache)
-        else:
+        elif bank is None:
             bank, bias = self.filter_bank(), self.bias_bank()
         if self.algorithm == "winograd":
             y = _winograd.winograd_conv2d(x, bank, bias, self.padding)
         else:
-            y = F.conv2d(x, bank, bias, padding=self.padding)
-        return y.unflatten(1, (self.out_channels, len(self.elements)))
+            y = F.conv2d(x, bank, bias, padding=d["padding"])
+        s = y.shape  # a view, as unflatten (a Python wrapper) makes
+        return y.view(s[0], d["out_channels"], len(d["elements"]), s[2], s[3])
 
 
 class LiftingConv2d(_GroupConvBase):
