@@ -996,6 +996,16 @@ def _direct_models():
     ]
 
 
+class _NoRowLosses:
+    """Stands in for RowLosses: every own loss per example (the way before stop 23)."""
+
+    def known_not(self, loss_fn):
+        return True
+
+    def __call__(self, loss_fn, out, y):
+        return None
+
+
 def test_every_pointwise_type_of_the_direct_forward_is_checked():
     import tying.train.per_example as dp
 
@@ -1016,8 +1026,10 @@ def test_the_direct_forward_equals_vmap_and_a_per_example_loop(case, loss, monke
     pe = dp._PerExample(model)
     got, losses = pe(loss_fn, (x,), y)
     assert (pe.last_way, pe.last_forward) == ("expanded", "direct")
-    assert pe.last_loss == ("batched" if loss == "known" else "per example")
+    # stop 23: this own loss keeps rows apart at every call, so it runs on the batch too
+    assert pe.last_loss == ("batched" if loss == "known" else "rows")
     pe._direct = None  # the reference: the same model under vmap
+    pe._row_losses = _NoRowLosses()  # ... and an own loss per example, the old way
     ref, ref_losses = pe(loss_fn, (x,), y)
     assert pe.last_forward != "direct"  # vmap, or (an own loss, known by now) the old way
     want = loop_grads(model, loss_fn, x, y)

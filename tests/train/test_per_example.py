@@ -290,7 +290,7 @@ def test_two_inputs_and_a_sequence_dimension_on_the_watched_way(loss):
     g = torch.Generator().manual_seed(4)
     x = torch.randn(5, 7, 6, generator=g, dtype=torch.float64)
     z = torch.randn(5, 3, generator=g, dtype=torch.float64)
-    if loss == "sequence":  # transposes first: not a known call, so per example
+    if loss == "sequence":  # transposes first: not a known call; rows kept apart (stop 23)
         y = torch.randint(0, 4, (5, 7), generator=g)
 
         def loss_fn(o, t):
@@ -302,7 +302,7 @@ def test_two_inputs_and_a_sequence_dimension_on_the_watched_way(loss):
     pe = pex._PerExample(model)
     got, losses = pe(loss_fn, (x, z), y)
     assert pe.last_way == "expanded-watched"
-    assert pe.last_loss == ("per example" if loss == "sequence" else "batched")
+    assert pe.last_loss == ("rows" if loss == "sequence" else "batched")
     names = pe.names
     want = {n: [] for n in names}
     want_losses = []

@@ -59,6 +59,7 @@ from tying.core.relations import Same, Transposed
 from tying.core.slots import base_class, slots_of
 from tying.train._vetting import callable_overrides, refuse_parameter_hooks
 from tying.train.known_losses import KnownLosses
+from tying.train.row_watch import RowLosses
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 _SUPPORTED = (nn.Linear, nn.Embedding)
@@ -153,6 +154,8 @@ class GhostClipping:
         self.strategy = strategy
         # a loss known to be per-example by definition needs no mixing probe (stop 22)
         self._known = KnownLosses()
+        # a user's own loss whose every call keeps rows apart needs none either (stop 23)
+        self._row_losses = RowLosses()
         self.last_probed: bool | None = None
         self._names = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
         self._params = {id(p): p for _, p in model.named_parameters() if p.requires_grad}
@@ -264,6 +267,8 @@ class GhostClipping:
             for h in handles:
                 h.remove()
         losses = self._known(loss_fn, out, y)
+        if losses is None:
+            losses = self._row_losses(loss_fn, out, y)
         probe = losses is None
         if probe:
             losses = loss_fn(out, y)
