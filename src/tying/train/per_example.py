@@ -149,6 +149,29 @@ def _refuse_backward_hooks(modules, names, params) -> None:
     refuse_parameter_hooks(names, params)
 
 
+def _refuse_recurrent_kernels(modules, err: RuntimeError) -> None:
+    """Name the recurrent layer when ``vmap(grad(...))`` failed inside torch's RNN kernels.
+
+    ``nn.LSTM``/``nn.GRU``/``nn.RNN`` run fused kernels that write into buffers of one
+    example's shape in place; with per-example weights under ``vmap`` most of them fail
+    with torch's "output with shape [1, 20] doesn't match the broadcast shape [6, 1, 20]"
+    (a float64 LSTM, every GRU and RNN tried at stop 23; a float32 LSTM runs, and its
+    gradients equal a per-example loop). Only a failure of a model holding one is turned
+    into this error; the original is chained.
+    """
+    rnns = [(path, m) for path, m in modules if isinstance(m, nn.RNNBase)]
+    if not rnns:
+        return
+    path, mod = rnns[0]
+    kind = type(mod).__name__
+    raise ValueError(
+        f"{path or '<root>'} ({kind}): per-example gradients through torch's fused "
+        f"recurrent kernel failed under torch.func.vmap ({str(err)[:120]}); replace it with "
+        f"opacus.layers.DP{kind.upper() if kind == 'RNN' else kind} (the same layer built "
+        f"from nn.Linear, which mode='vmap' handles), or freeze it (requires_grad_(False))"
+    ) from err
+
+
 def _expand_vetted(modules, keys) -> bool:
     """Whether the expanded way may run now: nothing it was not tested with is attached.
 
@@ -307,7 +330,11 @@ class _PerExample:
                     self.last_way = "expanded-watched"
                     return got
             self.last_way = "vmap-grad"
-            return self.fn(tuple(p.detach() for p in self.params), bufs, xs, y)
+            try:
+                return self.fn(tuple(p.detach() for p in self.params), bufs, xs, y)
+            except RuntimeError as err:
+                _refuse_recurrent_kernels(self.modules, err)
+                raise
         finally:
             self._loss_fn = None
 
