@@ -85,12 +85,21 @@ _METADATA = frozenset(
 _PARAM_METADATA = frozenset({_T.dtype.__get__, _T.device.__get__, _T.is_floating_point})
 
 
-def _tensors(args, kwargs):
-    for a in (*args, *kwargs.values()):
+def _tensor_args(args, kwargs) -> list:
+    """The tensors among a call's arguments (and one level into lists and tuples)."""
+    out = []
+    for a in args:
         if isinstance(a, torch.Tensor):
-            yield a
+            out.append(a)
         elif isinstance(a, (list, tuple)):
-            yield from (t for t in a if isinstance(t, torch.Tensor))
+            out.extend(t for t in a if isinstance(t, torch.Tensor))
+    if kwargs:
+        for a in kwargs.values():
+            if isinstance(a, torch.Tensor):
+                out.append(a)
+            elif isinstance(a, (list, tuple)):
+                out.extend(t for t in a if isinstance(t, torch.Tensor))
+    return out
 
 
 def _dims(dim, ndim: int) -> list[int] | None:
@@ -152,48 +161,54 @@ class RowWatch(TorchFunctionMode):
         """
         if self.stopped or not self.is_row(out):
             self._stop()
-        seen, todo = set(), [out.grad_fn]
+        seen, todo = set(self._given), [out.grad_fn]
         while todo:
             node = todo.pop()
-            if node is None or id(node) in seen or id(node) in self._given:
+            if node is None or id(node) in seen:
                 continue
             seen.add(id(node))
             if isinstance(node, BackwardCFunction):
                 self._stop()
-            todo.extend(n for n, _ in node.next_functions)
+            for nxt, _ in node.next_functions:
+                todo.append(nxt)
         return out
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
         if self.stopped:
             raise Stopped
-        if func is F.linear:
+        kind = _KIND.get(func)  # one look-up decides which rule applies, if any
+        if kind is None:
+            self._stop()  # before the call runs
+        kwargs = kwargs or {}
+        if kind is _LINEAR:
             return self._linear(args, kwargs)
-        tensors = list(_tensors(args, kwargs))
-        if any(id(t) in self._params for t in tensors):
-            if func in _PARAM_METADATA:
-                return func(*args, **kwargs)
+        tensors = _tensor_args(args, kwargs)
+        rows = []
+        for t in tensors:
+            if id(t) in self._params:
+                if func in _PARAM_METADATA:
+                    return func(*args, **kwargs)
+                self._stop()
+            if id(t) in self._rows:
+                rows.append(t)
+        if kwargs and "out" in kwargs:
             self._stop()
-        if "out" in kwargs:
-            self._stop()
-        rows = [t for t in tensors if id(t) in self._rows]
-        if func in _METADATA:
+        if kind is _ELEMENT:
+            return self._elementwise(func, args, kwargs, tensors, rows)
+        if kind is _META:
             return func(*args, **kwargs)
-        if func is _T.size:  # the batch size reads B here and 1 per example
+        if kind is _SIZE:  # the batch size reads B here and 1 per example
             d = _arg(args, kwargs, 1, "dim")
             if rows and (d is None or _dims(d, args[0].dim()) == [0]):
                 self._stop()
             return func(*args, **kwargs)
-        if func in _ELEMENTWISE:
-            return self._elementwise(func, args, kwargs, tensors, rows)
         if not rows:  # a call on constants only: fine if it is deterministic and listed
-            if func in _ALONG_DIM or func is _T.__getitem__:
+            if kind is _ALONG or func is _T.__getitem__:
                 return func(*args, **kwargs)
             self._stop()
-        if func in _ALONG_DIM:
+        if kind is _ALONG:
             return self._along_dim(func, args, kwargs, tensors)
-        check = _STRUCTURAL.get(func)
-        if check is None or not check(self, args, kwargs, tensors):
+        if not _STRUCTURAL[func](self, args, kwargs, tensors):
             self._stop()
         return self._row(func(*args, **kwargs))
 
@@ -375,6 +390,19 @@ def _make_known_loss(func):
 
 for _f in _KNOWN_LOSSES:
     _STRUCTURAL[_f] = _make_known_loss(_f)
+
+# which rule a call falls under (compared with `is`); a call not listed is stopped
+_LINEAR, _ELEMENT, _ALONG, _STRUCT, _META, _SIZE = (
+    "linear", "elementwise", "along", "structural", "metadata", "size",
+)  # fmt: skip
+_KIND = {
+    **{f: _STRUCT for f in _STRUCTURAL},
+    **{f: _ALONG for f in _ALONG_DIM},
+    **{f: _ELEMENT for f in _ELEMENTWISE},
+    **{f: _META for f in _METADATA},
+    _T.size: _SIZE,
+    F.linear: _LINEAR,
+}
 
 
 # A negative verdict is remembered for this many loss functions, so that a loss outside
