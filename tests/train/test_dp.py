@@ -1100,3 +1100,30 @@ def test_property_the_direct_forward_equals_vmap(widths, act, B, bias, seed):
     ref, _ = pe(loss_fn, (x,), y)
     for a, b in zip(got, ref):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_a_step_leaves_every_gradient_none_as_zero_grad_did():
+    """stop 23: DPSGD clears gradients itself for torch's own zero_grad; the result must
+    be what ``zero_grad(set_to_none=True)`` left: every optimizer parameter's ``.grad``
+    None, a stale one on a frozen parameter included, and a custom zero_grad still run."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2))
+    model[0].bias.requires_grad_(False)
+    model[0].bias.grad = torch.ones(3)  # stale, from the user's own code
+    x, y = torch.randn(6, 4), torch.randint(0, 2, (6,))
+    for momentum in (0.0, 0.9):
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=momentum)
+        dp = DPSGD(model, opt, noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.1)
+        dp.step(ce, x, y)
+        assert all(p.grad is None for p in model.parameters())
+    calls = []
+
+    class Custom(torch.optim.SGD):
+        def zero_grad(self, set_to_none=True):
+            calls.append(set_to_none)
+            super().zero_grad(set_to_none)
+
+    dp = DPSGD(model, Custom(model.parameters(), lr=0.1), noise_multiplier=1.0,
+               max_grad_norm=1.0, sample_rate=0.1)  # fmt: skip
+    dp.step(ce, x, y)
+    assert calls == [True] and all(p.grad is None for p in model.parameters())

@@ -551,7 +551,7 @@ class DPSGD:
         for name, g in pg.grads.items():
             params[name].grad = g
         self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        _clear_grads(self.optimizer)
         self.steps += 1
         return pg
 
@@ -566,6 +566,18 @@ class DPSGD:
         return epsilon(
             self.sample_rate, self.noise_multiplier, self.steps, delta, accountant=self.accountant
         )
+
+
+def _clear_grads(optimizer) -> None:
+    """``optimizer.zero_grad(set_to_none=True)``; for torch's own ``zero_grad``, its
+    set-to-None loop without the profiler range and dynamo guard around it (~10 µs, 2 % of
+    a tiny model's step, stop 23). An optimizer with a ``zero_grad`` of its own gets it."""
+    if type(optimizer).zero_grad is not torch.optim.Optimizer.zero_grad:
+        optimizer.zero_grad(set_to_none=True)
+        return
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            p.grad = None
 
 
 def _in_param_dtypes(pg: PrivateGrad, params: dict[str, torch.Tensor]) -> PrivateGrad:
