@@ -22,7 +22,9 @@ Two ways to the per-example norms, one result:
   expanded parameters and one autograd pass instead (same gradients, less fixed
   cost; see :mod:`tying.train.per_example`). A standard torch loss with
   ``reduction="none"`` is applied to the batch, being per-example by definition
-  (:mod:`tying.train.known_losses`); any other loss is computed one example at a time.
+  (:mod:`tying.train.known_losses`); any other loss, and the forward of a model of
+  one's own class, run on the batch only while every torch call they make keeps each
+  example's row its own (:mod:`tying.train.row_watch`), else one example at a time.
 - ``mode="ghost"``: :class:`tying.train.GhostClipping`, for models made of
   Linear/Embedding layers (tied or not): norms from Gram matrices with the
   cross terms between uses, and the clipped sum without per-example gradients.

@@ -14,7 +14,12 @@ these ways (``last_way``):
   runs its forward as ``bmm`` without vmap (:func:`_direct_layers`).
 - ``"expanded-watched"``: the same for small models of any other types, with every
   torch call that reads a parameter checked as it is made (:class:`_ParamWatch`); a
-  call it does not know sends the model to ``"vmap-grad"`` for good.
+  call it does not know sends the model to ``"vmap-grad"`` for good. Since stop 23 the
+  forward first runs on the batch without ``vmap`` (``last_forward == "rows"``) under a
+  :class:`~tying.train.row_watch.RowWatch`, which lets a call run only if row b of its
+  result reads example b alone; at the first other call it takes the vmapped forward.
+  A loss that is not a known torch loss gets the same watch on the batch
+  (``last_loss == "rows"``) before it is computed one example at a time.
 - ``"vmap-grad"``: ``torch.func.vmap(grad(...))``, for any model, at any size.
 
 Split from ``dp.py`` at stop 22 (house rule 1: under 1,000 lines), where the watched way,
