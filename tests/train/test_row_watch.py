@@ -420,3 +420,29 @@ def test_ghost_mode_does_not_probe_a_row_verified_loss(monkeypatch):
     with pytest.raises(ValueError, match="loss_fn mixes examples"):
         gc.clip(MIXING_LOSSES["batch-mean"], x, y, 0.5)
     assert probed == [1]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        lambda h, t: h[t],  # a tensor first index
+        lambda h, t: h[:, (t,)],  # a tensor one level down
+        lambda h, t: h[:, :, None][:, (0,)],  # a tuple inside the index
+        lambda h, t: h.view(t[0], -1),  # a tensor in the shape
+    ],
+    ids=["tensor-index", "tensor-in-tuple", "tuple-in-index", "tensor-in-view-shape"],
+)
+def test_tensor_valued_indices_and_shapes_are_stopped_not_crashed_on(body):
+    h = torch.randn(5, 3, dtype=torch.float64)
+    t = torch.tensor([1, 0, 2, 1, 0])
+    watch = RowWatch((h, t))
+    with pytest.raises(Stopped), watch:
+        body(h, t)
+
+
+def test_a_loss_with_a_custom_autograd_function_is_not_run_on_the_batch():
+    out = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 3, (5,))
+    rows = RowLosses()
+    assert rows(lambda o, t: own_ce(_MixingBackward.apply(o), t), out, y) is None
+    assert rows(lambda o, t: own_ce(o * 1.0, t), out, y) is not None  # the same, builtin

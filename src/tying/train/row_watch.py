@@ -266,7 +266,7 @@ def _getitem(watch, args, kwargs, tensors) -> bool:
     if len(tensors) != 1 or not watch.is_row(x):
         return False
     idx = idx if isinstance(idx, tuple) else (idx,)
-    if not idx or idx[0] != slice(None):
+    if not idx or type(idx[0]) is not slice or idx[0] != slice(None):
         return False
     for i in idx[1:]:
         if isinstance(i, slice):
@@ -313,6 +313,7 @@ def _reshape(watch, args, kwargs, tensors) -> bool:
     return (
         len(tensors) == 1
         and len(shape) >= 1
+        and type(shape[0]) is int
         and shape[0] == -1
         and all(type(s) is int and s >= 0 for s in shape[1:])
     )
