@@ -1127,3 +1127,20 @@ def test_a_step_leaves_every_gradient_none_as_zero_grad_did():
                max_grad_norm=1.0, sample_rate=0.1)  # fmt: skip
     dp.step(ce, x, y)
     assert calls == [True] and all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_the_finite_check_of_the_norms_finds_every_nan_and_inf(dtype):
+    """stop 23: one amax instead of isfinite().all(): NaN anywhere (amax propagates it) and
+    inf are refused by index, huge finite norms and an empty batch are not."""
+    import tying.train.dp as dp_module
+
+    big = torch.finfo(dtype).max
+    dp_module._check_finite_norms(torch.tensor([big, 0.0, big], dtype=dtype))
+    dp_module._check_finite_norms(torch.zeros(0, dtype=dtype))
+    for bad in (float("nan"), float("inf")):
+        for i in range(5):
+            norms = torch.rand(5).to(dtype)
+            norms[i] = bad
+            with pytest.raises(ValueError, match=rf"examples \[{i}\] are not finite"):
+                dp_module._check_finite_norms(norms)

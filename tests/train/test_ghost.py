@@ -423,3 +423,25 @@ def test_a_single_use_clipped_sum_equals_the_zero_filled_accumulator(dtype):
             total += ghost_module._weighted_outer(L, R, c, m, n)
         assert got.grads[name].dtype == total.dtype
         torch.testing.assert_close(got.grads[name], total.reshape(p.shape), rtol=0, atol=0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    B=st.integers(1, 6),
+    m=st.integers(1, 7),
+    n=st.integers(1, 7),
+    seed=st.integers(0, 2**16),
+)
+def test_property_a_single_row_use_takes_its_norm_from_the_two_vector_norms(B, m, n, seed):
+    """stop 23: one use with one row per example skips the Gram matrices; the norm equals
+    both the Gram path (T = 1 forced through it) and the materialised outer products."""
+    from tying.train import ghost as g
+
+    gen = torch.Generator().manual_seed(seed)
+    L = torch.randn(B, 1, m, generator=gen, dtype=torch.float64)
+    R = torch.randn(B, 1, n, generator=gen, dtype=torch.float64)
+    fast = g._sq_norm([(L, R)], B, torch.float64, "auto")
+    built = g._sq_norm([(L, R)], B, torch.float64, "materialize")
+    gram = (g._gram(L, L, torch.float64) * g._gram(R, R, torch.float64)).sum((1, 2))
+    torch.testing.assert_close(fast, gram, rtol=1e-13, atol=0)
+    torch.testing.assert_close(fast, built, rtol=1e-13, atol=0)

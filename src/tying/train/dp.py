@@ -117,7 +117,9 @@ def _check_batch(x, y) -> None:
 
 
 def _check_finite_norms(norms: torch.Tensor) -> None:
-    if bool(torch.isfinite(norms).all()):
+    # norms are >= 0, NaN or inf, and amax propagates NaN: one reduction and one read-back
+    # where isfinite(...).all() took two reductions (~3 µs a step, stop 23)
+    if norms.numel() == 0 or math.isfinite(float(norms.amax())):
         return
     bad = (~torch.isfinite(norms)).nonzero().flatten()  # not empty: some norm is not finite
     raise ValueError(
