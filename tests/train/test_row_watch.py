@@ -446,3 +446,34 @@ def test_a_loss_with_a_custom_autograd_function_is_not_run_on_the_batch():
     rows = RowLosses()
     assert rows(lambda o, t: own_ce(_MixingBackward.apply(o), t), out, y) is None
     assert rows(lambda o, t: own_ce(o * 1.0, t), out, y) is not None  # the same, builtin
+
+
+@pytest.mark.parametrize("case", ["flatten", "sequence", "layernorm"])
+def test_a_sequential_outside_the_bmm_forward_tries_the_rows_forward(case):
+    """A Sequential the bmm forward does not cover (a Flatten in front, a 3-d input) runs
+    on the batch under the watch too; one with a LayerNorm is stopped and takes vmap."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    if case == "flatten":
+        model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5), nn.ReLU(), nn.Linear(5, 3))
+        x = torch.randn(6, 3, 4, generator=g, dtype=torch.float64)
+    elif case == "sequence":
+        model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))
+        x = torch.randn(6, 2, 4, generator=g, dtype=torch.float64)
+    else:
+        model = nn.Sequential(nn.Linear(4, 5), nn.LayerNorm(5), nn.Linear(5, 3))
+        x = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    model = model.double()
+    y = torch.randint(0, 3, (6,), generator=g)
+
+    def loss_fn(o, t):
+        return own_ce(o if o.dim() == 2 else o.mean(1), t)
+
+    pe, got, _ = _grads(model, loss_fn, x, y)
+    assert pe.last_way == "expanded"
+    assert pe.last_forward == ("vmap" if case == "layernorm" else "rows")
+    _, old, _ = _grads(model, loss_fn, x, y, rows=False)
+    want = loop_grads(model, loss_fn, x, y)
+    for n in want:
+        torch.testing.assert_close(got[n], old[n], rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(got[n], want[n], rtol=1e-10, atol=1e-12)

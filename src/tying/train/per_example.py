@@ -402,6 +402,12 @@ class _PerExample:
         """Example b's loss reads only row b of each expanded parameter, so the gradient
         of the summed losses on that row is example b's own gradient."""
         per = self._expanded_params(y.shape[0])
+        # a model the bmm forward does not cover (a Flatten in front, a 3-d input): the
+        # forward on the batch under the row watch first (stop 23), as for any class
+        if not self._rows_stopped and not self._direct_applies(xs, bufs):
+            got = self._rows_forward(per, bufs, xs, y)
+            if got is not None:
+                return got
         # the split way (forward, then the loss) when the forward can skip vmap or the
         # loss may be a known one; else model and loss under one vmap, as before
         if self._outputs_are_tensors and (
