@@ -385,8 +385,8 @@ class _PerExample:
         call the forward is stopped before that call runs, this model takes the
         vmapped watched way from then on, and None is returned.
         """
-        watch = RowWatch(xs, per)
         try:
+            watch = RowWatch(xs, per)  # inputs of different lengths: Stopped here
             with torch.enable_grad():
                 with watch:
                     out = self._output(per, bufs, xs, batched=True)

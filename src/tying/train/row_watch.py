@@ -127,6 +127,26 @@ class RowWatch(TorchFunctionMode):
 
     Use ``with watch: out = fn(...)``, then :meth:`verified` on the result. A stopped
     run raises :class:`Stopped` out of the ``with``.
+
+    Raises:
+        Stopped: a call outside the rules (before it runs), an input without ``B`` rows,
+            or (from :meth:`verified`) a result that is not a row tensor made under the
+            watch or whose graph holds a custom ``autograd.Function``.
+
+    Example:
+        >>> import torch
+        >>> from tying.train.row_watch import RowWatch, Stopped
+        >>> x = torch.randn(4, 3)
+        >>> with RowWatch((x,)) as watch:
+        ...     h = torch.tanh(x).sum(1)              # along the features: row b is b's
+        >>> watch.verified(h).shape
+        torch.Size([4])
+        >>> try:
+        ...     with RowWatch((x,)):
+        ...         x - x.mean(0)                       # a mean over the batch mixes rows
+        ... except Stopped:
+        ...     print("stopped before it ran")
+        stopped before it ran
     """
 
     def __init__(self, rows, params=()):
@@ -151,6 +171,7 @@ class RowWatch(TorchFunctionMode):
         raise Stopped
 
     def is_row(self, t) -> bool:
+        """Whether ``t`` is one of the inputs or a result of an allowed call on them."""
         return isinstance(t, torch.Tensor) and id(t) in self._rows
 
     def verified(self, out) -> torch.Tensor:
