@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch.autograd.function import BackwardCFunction
 from torch.overrides import TorchFunctionMode
 
-from tying.train.known_losses import _per_example_by_definition
+from tying.train.known_losses import _per_example_by_definition, loss_key
 
 _T = torch.Tensor
 
@@ -454,17 +454,9 @@ class RowLosses:
     def __init__(self):
         self._not: dict[tuple[int, int], object] = {}
 
-    @staticmethod
-    def _key(loss_fn) -> tuple[int, int]:
-        owner = getattr(loss_fn, "__self__", None)  # a bound method is new at every access
-        func = getattr(loss_fn, "__func__", None)
-        if owner is not None and func is not None:
-            return id(owner), id(func)
-        return id(loss_fn), 0
-
     def known_not(self, loss_fn) -> bool:
         """True if ``loss_fn`` was already stopped (it is not tried again)."""
-        return self._key(loss_fn) in self._not
+        return loss_key(loss_fn) in self._not
 
     def __call__(self, loss_fn, out, y) -> torch.Tensor | None:
         """``loss_fn(out, y)`` on the batch, ``(B, ...)``, if every call kept rows apart.
@@ -479,7 +471,7 @@ class RowLosses:
             a call outside :class:`RowWatch`'s rules, stopped before it ran; the caller
             computes the loss per example instead.
         """
-        key = self._key(loss_fn)
+        key = loss_key(loss_fn)
         if key in self._not:
             return None
         ok = (
