@@ -82,6 +82,14 @@ MIXING_FORWARDS = {
     "size(0)": lambda m, x: m.layers[1](m.layers[0](x) * x.size(0)),
     "len": lambda m, x: m.layers[1](m.layers[0](x) * len(x)),
     "literal-view": lambda m, x: m.layers[1](m.layers[0](x).view(5, -1).view(-1, 5)),
+    # B = 5 = the features: each example's (1, 5) becomes (5, 1), the batch's stays (5, 5)
+    "literal-view-then-softmax": lambda m, x: m.layers[1](
+        m.layers[0](x).view(5, -1).softmax(-1).view(-1, 5)
+    ),
+    # B = 5 = the features: example 0's row as a column lines up with the batch
+    "first-example-as-column": lambda m, x: m.layers[1](
+        m.layers[0](x) + m.layers[0](x)[0].unsqueeze(1)
+    ),
     "transpose-batch": lambda m, x: m.layers[1](m.layers[0](x).t().tanh().t()),
     "roll": lambda m, x: m.layers[1](torch.roll(m.layers[0](x), 1, 0)),
     "cumsum": lambda m, x: m.layers[1](m.layers[0](x).cumsum(0)),
@@ -382,7 +390,7 @@ _STEPS = [
 ]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     steps=st.lists(st.integers(0, len(_STEPS) - 1), min_size=1, max_size=5),
     B=st.sampled_from([1, 2, 3, 5]),
@@ -476,3 +484,65 @@ def test_a_sequential_outside_the_bmm_forward_tries_the_rows_forward(case):
     assert pe.last_way == "expanded"
     assert pe.last_forward == ("vmap" if case == "layernorm" else "rows")
     _equal_to_the_old_way_and_a_loop(model, loss_fn, x, y, got)
+
+
+# Steps between a random own-class model's Linear layers, each (h, c) -> h with h (B, d)
+# and c a (d,) buffer: row-keeping ones first, then ones that mix examples or may.
+_FORWARD_STEPS = [
+    lambda h, c: torch.tanh(h),
+    lambda h, c: F.relu(h) * 2 - 1,
+    lambda h, c: h.softmax(-1),
+    lambda h, c: h - h.mean(1, keepdim=True),
+    lambda h, c: torch.cat([h, h.exp()], 1)[:, : h.size(1)],
+    lambda h, c: h.unsqueeze(1).sum(1) + c,
+    lambda h, c: h.reshape(-1, h.size(1)).contiguous(),
+    lambda h, c: h - h.mean(0),
+    lambda h, c: h + h.sum(),
+    lambda h, c: h + h[:, 0],  # (B, d) + (B,): broadcasts the batch along the features
+    lambda h, c: h.flip(0),
+    lambda h, c: torch.softmax(h, 0),
+    lambda h, c: h.t().reshape(-1, h.size(1)),
+    lambda h, c: h * len(h),
+]
+
+
+class _Chain(nn.Module):
+    def __init__(self, d: int, steps: list[int]):
+        super().__init__()
+        self.first, self.mid, self.last = nn.Linear(4, d), nn.Linear(d, d), nn.Linear(d, 3)
+        self.register_buffer("c", torch.linspace(-1, 1, d))
+        self.steps = steps
+
+    def forward(self, x):
+        h = self.first(x)
+        for i, s in enumerate(self.steps):
+            h = _FORWARD_STEPS[s](h, self.c)
+            if i == 0:
+                h = self.mid(h)
+        return self.last(h)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    steps=st.lists(st.integers(0, len(_FORWARD_STEPS) - 1), min_size=1, max_size=4),
+    B=st.sampled_from([1, 2, 3, 5]),
+    d=st.sampled_from([3, 5]),
+    own_loss=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_property_any_forward_gives_each_example_its_own_gradient(steps, B, d, own_loss, seed):
+    """Random own-class forwards, row-keeping and mixing steps drawn alike, B and d chosen
+    so that a batch-sized broadcast can line up: whichever way each takes (the rows
+    forward or, once stopped, the vmapped one), every gradient equals a per-example loop."""
+    torch.manual_seed(seed)
+    model = _Chain(d, steps).double()
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, 4, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (B,), generator=g)
+    loss_fn = own_ce if own_loss else ce
+    pe, got, _ = _grads(model, loss_fn, x, y)
+    want = loop_grads(model, loss_fn, x, y)
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], rtol=1e-9, atol=1e-11)
+    if all(s < 7 for s in steps):  # only row-keeping steps: the rows forward took it
+        assert pe.last_forward == "rows"
