@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch.autograd.function import BackwardCFunction
 from torch.overrides import TorchFunctionMode
 
-from tying.train.known_losses import _per_example_by_definition, loss_key
+from tying.train.known_losses import KNOWN, _per_example_by_definition, loss_key
 
 _T = torch.Tensor
 
@@ -68,12 +68,6 @@ _ALONG_DIM = {
     torch.softmax: 1, _T.softmax: 1, F.softmax: 1, torch.log_softmax: 1,
     _T.log_softmax: 1, F.log_softmax: 1,
 }  # fmt: skip
-_KNOWN_LOSSES = frozenset(
-    {
-        F.cross_entropy, F.nll_loss, F.mse_loss, F.l1_loss, F.smooth_l1_loss, F.huber_loss,
-        F.binary_cross_entropy, F.binary_cross_entropy_with_logits,
-    }
-)  # fmt: skip
 # metadata that is the same for a row tensor (B, ...) and one example's (1, ...)
 _METADATA = frozenset(
     {
@@ -410,7 +404,7 @@ def _make_known_loss(func):
     return check
 
 
-for _f in _KNOWN_LOSSES:
+for _f in KNOWN:  # the torch losses known_losses recognises, on its conditions
     _STRUCTURAL[_f] = _make_known_loss(_f)
 
 # which rule a call falls under (compared with `is`); a call not listed is stopped
