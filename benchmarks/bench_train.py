@@ -311,8 +311,12 @@ def main() -> None:
     # the smallest models of benchmarks/bench_train_sweep.py (stop 20), where a step is
     # mostly fixed cost: both modes, 1 thread
     tiny = [_sweep_row(*spec, mode) for spec in _TINY for mode in ("vmap", "ghost")]
+    # stop 23: the same models written as classes of one's own, at more shapes
+    from benchmarks import bench_train_own
+
+    own = bench_train_own.rows()
     torch.set_num_threads(2)
-    rows += [*small, *tied_lm(), *tiny]
+    rows += [*small, *tied_lm(), *tiny, *own]
     write("train", rows)
     print("\n== issue 19 goal rows: mode=vmap vs Opacus hooks, speed median (10th-90th pct)")
     for row in [rows[1], *small]:
@@ -327,6 +331,7 @@ def main() -> None:
             f" CPU {row['speed_cpu_pairs']:17s} ours {row['ours_ms']:.3g} ms"
             f" Opacus {row['opacus_hooks_ms']:.3g} ms  load {row['loadavg']}"
         )
+    bench_train_own.report(own)
 
 
 # (name, width, depth, B) of the sweep's smallest MLPs

@@ -24,6 +24,7 @@ import pathlib
 import time
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.bench_train import _ce, _opacus_step, _ours_step, _same_clipped_grad, _spread, cnn
@@ -56,9 +57,9 @@ class MLPNet(nn.Module):
     watched expanded way (``tying.train.per_example``).
     """
 
-    def __init__(self, width: int, depth: int):
+    def __init__(self, width: int, depth: int, sizes: tuple[int, ...] | None = None):
         super().__init__()
-        sizes = [width] * depth + [10]
+        sizes = list(sizes) if sizes else [width] * depth + [10]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
 
     def forward(self, x):
@@ -67,6 +68,22 @@ class MLPNet(nn.Module):
             if i < len(self.layers) - 1:
                 x = torch.relu(x)
         return x
+
+
+class CNNNet(nn.Module):
+    """The CNN rows' model (:func:`benchmarks.bench_train.cnn` without GroupNorm) as a class
+    of one's own, pooling and activations as functions (stop 23)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+        self.fc = nn.Linear(16 * 7 * 7, 10)
+
+    def forward(self, x):  # (B, 1, 28, 28) -> (B, 10)
+        x = F.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(torch.relu(self.conv2(x)), 2)
+        return self.fc(x.flatten(1))
 
 
 def own_ce(out, y):

@@ -996,6 +996,16 @@ def _direct_models():
     ]
 
 
+class _NoRowLosses:
+    """Stands in for RowLosses: every own loss per example (the way before stop 23)."""
+
+    def known_not(self, loss_fn):
+        return True
+
+    def __call__(self, loss_fn, out, y):
+        return None
+
+
 def test_every_pointwise_type_of_the_direct_forward_is_checked():
     import tying.train.per_example as dp
 
@@ -1016,8 +1026,10 @@ def test_the_direct_forward_equals_vmap_and_a_per_example_loop(case, loss, monke
     pe = dp._PerExample(model)
     got, losses = pe(loss_fn, (x,), y)
     assert (pe.last_way, pe.last_forward) == ("expanded", "direct")
-    assert pe.last_loss == ("batched" if loss == "known" else "per example")
+    # stop 23: this own loss keeps rows apart at every call, so it runs on the batch too
+    assert pe.last_loss == ("batched" if loss == "known" else "rows")
     pe._direct = None  # the reference: the same model under vmap
+    pe._row_losses = _NoRowLosses()  # ... and an own loss per example, the old way
     ref, ref_losses = pe(loss_fn, (x,), y)
     assert pe.last_forward != "direct"  # vmap, or (an own loss, known by now) the old way
     want = loop_grads(model, loss_fn, x, y)
@@ -1088,3 +1100,47 @@ def test_property_the_direct_forward_equals_vmap(widths, act, B, bias, seed):
     ref, _ = pe(loss_fn, (x,), y)
     for a, b in zip(got, ref):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_a_step_leaves_every_gradient_none_as_zero_grad_did():
+    """stop 23: DPSGD clears gradients itself for torch's own zero_grad; the result must
+    be what ``zero_grad(set_to_none=True)`` left: every optimizer parameter's ``.grad``
+    None, a stale one on a frozen parameter included, and a custom zero_grad still run."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2))
+    model[0].bias.requires_grad_(False)
+    model[0].bias.grad = torch.ones(3)  # stale, from the user's own code
+    x, y = torch.randn(6, 4), torch.randint(0, 2, (6,))
+    for momentum in (0.0, 0.9):
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=momentum)
+        dp = DPSGD(model, opt, noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.1)
+        dp.step(ce, x, y)
+        assert all(p.grad is None for p in model.parameters())
+    calls = []
+
+    class Custom(torch.optim.SGD):
+        def zero_grad(self, set_to_none=True):
+            calls.append(set_to_none)
+            super().zero_grad(set_to_none)
+
+    dp = DPSGD(model, Custom(model.parameters(), lr=0.1), noise_multiplier=1.0,
+               max_grad_norm=1.0, sample_rate=0.1)  # fmt: skip
+    dp.step(ce, x, y)
+    assert calls == [True] and all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_the_finite_check_of_the_norms_finds_every_nan_and_inf(dtype):
+    """stop 23: one amax instead of isfinite().all(): NaN anywhere (amax propagates it) and
+    inf are refused by index, huge finite norms and an empty batch are not."""
+    import tying.train.dp as dp_module
+
+    big = torch.finfo(dtype).max
+    dp_module._check_finite_norms(torch.tensor([big, 0.0, big], dtype=dtype))
+    dp_module._check_finite_norms(torch.zeros(0, dtype=dtype))
+    for bad in (float("nan"), float("inf")):
+        for i in range(5):
+            norms = torch.rand(5).to(dtype)
+            norms[i] = bad
+            with pytest.raises(ValueError, match=rf"examples \[{i}\] are not finite"):
+                dp_module._check_finite_norms(norms)

@@ -423,3 +423,70 @@ def test_a_single_use_clipped_sum_equals_the_zero_filled_accumulator(dtype):
             total += ghost_module._weighted_outer(L, R, c, m, n)
         assert got.grads[name].dtype == total.dtype
         torch.testing.assert_close(got.grads[name], total.reshape(p.shape), rtol=0, atol=0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    B=st.integers(1, 6),
+    m=st.integers(1, 7),
+    n=st.integers(1, 7),
+    seed=st.integers(0, 2**16),
+)
+def test_property_a_single_row_use_takes_its_norm_from_the_two_vector_norms(B, m, n, seed):
+    """stop 23: one use with one row per example skips the Gram matrices; the norm equals
+    both the Gram path (T = 1 forced through it) and the materialised outer products."""
+    from tying.train import ghost as g
+
+    gen = torch.Generator().manual_seed(seed)
+    L = torch.randn(B, 1, m, generator=gen, dtype=torch.float64)
+    R = torch.randn(B, 1, n, generator=gen, dtype=torch.float64)
+    fast = g._sq_norm([(L, R)], B, torch.float64, "auto")
+    built = g._sq_norm([(L, R)], B, torch.float64, "materialize")
+    gram = (g._gram(L, L, torch.float64) * g._gram(R, R, torch.float64)).sum((1, 2))
+    torch.testing.assert_close(fast, gram, rtol=1e-13, atol=0)
+    torch.testing.assert_close(fast, built, rtol=1e-13, atol=0)
+
+
+def _flush_tiny_before_stop_23(g):
+    """The flush as it was: max|g| from aminmax and two read-backs (the reference)."""
+    if ghost_module.FLUSH_BELOW == 0.0 or not g.dtype.is_floating_point or g.numel() == 0:
+        return g
+    order = sorted(range(g.dim()), key=lambda i: -g.stride(i))
+    dense = g.permute(order)
+    if not dense.is_contiguous():
+        dense = g.contiguous()
+    lo, hi = torch.aminmax(dense.view(-1))
+    top = max(-float(lo), float(hi))
+    if not top > 0 or top == float("inf"):
+        return g
+    return torch.hardshrink(
+        g, top * ghost_module.FLUSH_BELOW, out=torch.empty(g.shape, dtype=g.dtype)
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 6), min_size=1, max_size=3),
+    dtype=st.sampled_from([torch.float32, torch.float64, torch.bfloat16, torch.float16]),
+    special=st.sampled_from([None, "nan", "inf", "-inf", "tiny", "zeros"]),
+    permuted=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_property_the_flush_is_bit_equal_to_the_old_one(shape, dtype, special, permuted, seed):
+    gen = torch.Generator().manual_seed(seed)
+    g = torch.randn(*shape, generator=gen, dtype=torch.float64)
+    flat = g.view(-1)
+    pos = int(torch.randint(0, flat.numel(), (1,), generator=gen))
+    if special == "zeros":
+        g.zero_()
+    elif special == "tiny":
+        flat[pos] = 1e-300 if dtype == torch.float64 else 1e-40
+    elif special is not None:
+        flat[pos] = float(special)
+    g = g.to(dtype)
+    if permuted and g.dim() > 1:
+        g = g.transpose(0, -1)
+    got, want = ghost_module._flush_tiny(g), _flush_tiny_before_stop_23(g)
+    assert got.shape == want.shape
+    assert torch.equal(got.isnan(), want.isnan())
+    assert torch.equal(torch.nan_to_num(got), torch.nan_to_num(want))

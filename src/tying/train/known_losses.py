@@ -135,6 +135,18 @@ class _Watch(TorchFunctionMode):
         raise _Unrecognised
 
 
+def loss_key(loss_fn) -> tuple[int, int]:
+    """What a verdict on ``loss_fn`` is remembered under (also by ``row_watch.RowLosses``).
+
+    A bound method is a new object at every attribute access: it is keyed on its parts.
+    """
+    owner = getattr(loss_fn, "__self__", None)
+    func = getattr(loss_fn, "__func__", None)
+    if owner is not None and func is not None:
+        return id(owner), id(func)
+    return id(loss_fn), 0
+
+
 class KnownLosses:
     """Applies recognised losses to the batch; remembers the loss functions it did not.
 
@@ -164,12 +176,7 @@ class KnownLosses:
 
     @staticmethod
     def _key(loss_fn) -> tuple[int, int]:
-        # a bound method is a new object at every attribute access: key on its parts
-        owner = getattr(loss_fn, "__self__", None)
-        func = getattr(loss_fn, "__func__", None)
-        if owner is not None and func is not None:
-            return id(owner), id(func)
-        return id(loss_fn), 0
+        return loss_key(loss_fn)
 
     def known_not(self, loss_fn) -> bool:
         """True if ``loss_fn`` was already found not to be a known per-example loss."""

@@ -14,7 +14,12 @@ these ways (``last_way``):
   runs its forward as ``bmm`` without vmap (:func:`_direct_layers`).
 - ``"expanded-watched"``: the same for small models of any other types, with every
   torch call that reads a parameter checked as it is made (:class:`_ParamWatch`); a
-  call it does not know sends the model to ``"vmap-grad"`` for good.
+  call it does not know sends the model to ``"vmap-grad"`` for good. Since stop 23 the
+  forward first runs on the batch without ``vmap`` (``last_forward == "rows"``) under a
+  :class:`~tying.train.row_watch.RowWatch`, which lets a call run only if row b of its
+  result reads example b alone; at the first other call it takes the vmapped forward.
+  A loss that is not a known torch loss gets the same watch on the batch
+  (``last_loss == "rows"``) before it is computed one example at a time.
 - ``"vmap-grad"``: ``torch.func.vmap(grad(...))``, for any model, at any size.
 
 Split from ``dp.py`` at stop 22 (house rule 1: under 1,000 lines), where the watched way,
@@ -33,6 +38,7 @@ from torch.overrides import TorchFunctionMode
 
 from tying.train._vetting import callable_overrides, refuse_parameter_hooks
 from tying.train.known_losses import KnownLosses
+from tying.train.row_watch import RowLosses, RowWatch, Stopped
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -148,6 +154,29 @@ def _refuse_backward_hooks(modules, names, params) -> None:
     refuse_parameter_hooks(names, params)
 
 
+def _refuse_recurrent_kernels(modules, err: RuntimeError) -> None:
+    """Name the recurrent layer when ``vmap(grad(...))`` failed inside torch's RNN kernels.
+
+    ``nn.LSTM``/``nn.GRU``/``nn.RNN`` run fused kernels that write into buffers of one
+    example's shape in place; with per-example weights under ``vmap`` most of them fail
+    with torch's "output with shape [1, 20] doesn't match the broadcast shape [6, 1, 20]"
+    (a float64 LSTM, every GRU and RNN tried at stop 23; a float32 LSTM runs, and its
+    gradients equal a per-example loop). Only a failure of a model holding one is turned
+    into this error; the original is chained.
+    """
+    rnns = [(path, m) for path, m in modules if isinstance(m, nn.RNNBase)]
+    if not rnns:
+        return
+    path, mod = rnns[0]
+    kind = type(mod).__name__
+    raise ValueError(
+        f"{path or '<root>'} ({kind}): per-example gradients through torch's fused "
+        f"recurrent kernel failed under torch.func.vmap ({str(err)[:120]}); replace it with "
+        f"opacus.layers.DP{kind.upper() if kind == 'RNN' else kind} (the same layer built "
+        f"from nn.Linear, which mode='vmap' handles), or freeze it (requires_grad_(False))"
+    ) from err
+
+
 def _expand_vetted(modules, keys) -> bool:
     """Whether the expanded way may run now: nothing it was not tested with is attached.
 
@@ -223,7 +252,8 @@ class _PerExample:
         # a Sequential of Linear layers and pointwise activations: the expanded way's
         # forward as batched matrix products, without vmap (see _direct_layers)
         self._direct = _direct_layers(model, self.p_slots) if self.expandable else None
-        self.last_forward: str | None = None  # "direct" or "vmap" (the expanded way's)
+        # "direct", "rows" (row-watched, stop 23) or "vmap": the expanded ways' forward
+        self.last_forward: str | None = None
         self.model = model
         self._loss_fn: LossFn | None = None
         self.fn = vmap(
@@ -238,9 +268,13 @@ class _PerExample:
         self._forwards: dict[tuple[int, bool], Callable] = {}
         self._loss_each: Callable | None = None
         self._known = KnownLosses()
+        self._row_losses = RowLosses()  # a user's own loss on the batch, rows kept apart
+        self._rows_stopped = False  # the row-watched forward stopped once: vmap from then on
         self._outputs_are_tensors = True
         self._unverified = False  # the watched way stopped once: vmap(grad(...)) from then on
-        self.last_loss: str | None = None  # "batched", "per example" or None (the old way)
+        # "batched" (a known torch loss), "rows" (a user's loss, row-verified), "per
+        # example" or None (the old way)
+        self.last_loss: str | None = None
 
     @property
     def size(self) -> int:
@@ -255,8 +289,9 @@ class _PerExample:
         loss = self._loss_value(p, bufs, xb, yb)
         return loss, loss.detach()
 
-    def _output(self, p, bufs, xb):
-        """One example's output with the parameters ``p`` and buffers ``bufs`` swapped in."""
+    def _output(self, p, bufs, xb, batched=False):
+        """One example's output with the parameters ``p`` and buffers ``bufs`` swapped in
+        (``batched``: the whole batch's, the inputs handed over as they are)."""
         saved = []
         try:
             for mod, name, i in self.p_slots:
@@ -265,6 +300,8 @@ class _PerExample:
             for mod, name, i in self.b_slots:
                 saved.append((mod._buffers, name, mod._buffers[name]))
                 mod._buffers[name] = bufs[i]
+            if batched:
+                return self.model(*xb)
             return self.model(*(t.unsqueeze(0) for t in xb))
         finally:
             for where, name, orig in reversed(saved):
@@ -298,7 +335,11 @@ class _PerExample:
                     self.last_way = "expanded-watched"
                     return got
             self.last_way = "vmap-grad"
-            return self.fn(tuple(p.detach() for p in self.params), bufs, xs, y)
+            try:
+                return self.fn(tuple(p.detach() for p in self.params), bufs, xs, y)
+            except RuntimeError as err:
+                _refuse_recurrent_kernels(self.modules, err)
+                raise
         finally:
             self._loss_fn = None
 
@@ -322,6 +363,10 @@ class _PerExample:
         None is returned. None too if the model's output is not one tensor.
         """
         per = self._expanded_params(y.shape[0])
+        if not self._rows_stopped:
+            got = self._rows_forward(per, bufs, xs, y)
+            if got is not None:
+                return got
         try:
             return self._expanded_batched_loss(per, bufs, xs, y, watched=True)
         except _Unverified:
@@ -329,14 +374,46 @@ class _PerExample:
             self.last_forward = self.last_loss = None
             return None
 
+    def _rows_forward(self, per, bufs, xs, y):
+        """The watched way without ``vmap``: the forward on the batch under a
+        :class:`~tying.train.row_watch.RowWatch` (stop 23).
+
+        Each torch call the forward makes is let through only if row b of its result
+        reads row b of its batched inputs only, and the expanded parameters are read by
+        ``F.linear`` only, as a ``bmm`` of row b by copy b: so example b's output reads
+        example b's input and parameter copy only, as under ``vmap``. At the first other
+        call the forward is stopped before that call runs, this model takes the
+        vmapped watched way from then on, and None is returned.
+        """
+        try:
+            watch = RowWatch(xs, per)  # inputs of different lengths: Stopped here
+            with torch.enable_grad():
+                with watch:
+                    out = self._output(per, bufs, xs, batched=True)
+                out = watch.verified(out)  # (B, *each example's output shape)
+        except (Stopped, Exception):  # noqa: BLE001 - an error on the batch is no verdict:
+            # the vmapped way runs the forward as before, and raises it if it is an error there
+            self._rows_stopped = True
+            return None
+        self.last_forward = "rows"
+        return self._losses_and_grads(out.unsqueeze(1), per, y)
+
     def _expanded(self, bufs, xs, y):
         """Example b's loss reads only row b of each expanded parameter, so the gradient
         of the summed losses on that row is example b's own gradient."""
         per = self._expanded_params(y.shape[0])
+        # a model the bmm forward does not cover (a Flatten in front, a 3-d input): the
+        # forward on the batch under the row watch first (stop 23), as for any class
+        if not self._rows_stopped and not self._direct_applies(xs, bufs):
+            got = self._rows_forward(per, bufs, xs, y)
+            if got is not None:
+                return got
         # the split way (forward, then the loss) when the forward can skip vmap or the
         # loss may be a known one; else model and loss under one vmap, as before
         if self._outputs_are_tensors and (
-            self._direct_applies(xs, bufs) or not self._known.known_not(self._loss_fn)
+            self._direct_applies(xs, bufs)
+            or not self._known.known_not(self._loss_fn)
+            or not self._row_losses.known_not(self._loss_fn)
         ):
             got = self._expanded_batched_loss(per, bufs, xs, y)
             if got is not None:
@@ -369,7 +446,6 @@ class _PerExample:
         model's output is not one tensor (the caller then takes the old way, which hands
         the loss whatever the model returns).
         """
-        B = y.shape[0]
         fwd = self._forwards.get((len(xs), watched))
         if fwd is None:
             n_p, n_b = len(per), len(bufs)
@@ -404,17 +480,27 @@ class _PerExample:
                         raise _Unverified from None
                     self._outputs_are_tensors = False
                     return None
-            losses = None
+        return self._losses_and_grads(out, per, y)
+
+    def _losses_and_grads(self, out, per, y):
+        """Each example's loss from the outputs ``(B, 1, ...)`` and the gradients on the
+        expanded parameters ``per``: a known loss or a row-verified one on the batch,
+        any other per example under ``vmap``."""
+        B = y.shape[0]
+        with torch.enable_grad():
+            losses, how = None, "batched"
             if out.dim() >= 2 and out.shape[1] == 1:  # each example's output is (1, ...)
                 losses = self._known(self._loss_fn, out.select(1, 0), y)  # (B, ...) or None
                 # (None at once for a loss found unknown before: it is not called again)
+                if losses is None:  # a user's own loss, each call checked to keep rows apart
+                    losses, how = self._row_losses(self._loss_fn, out.select(1, 0), y), "rows"
             if losses is None:
                 self.last_loss = "per example"
                 if self._loss_each is None:
                     self._loss_each = vmap(self._one_loss, randomness="different")
                 losses = self._loss_each(out, y)  # (B,)
             else:
-                self.last_loss = "batched"
+                self.last_loss = how
                 if losses.dim() != 1:  # the old way summed each example's loss
                     losses = losses.reshape(B, -1).sum(1)
             grads = torch.autograd.grad(
