@@ -10,7 +10,35 @@ checks run at every call, over a list of modules made once (~1 µs a module).
 
 from __future__ import annotations
 
+import torch
 from torch import nn
+
+_T = torch.Tensor
+# torch calls that read a tensor's metadata only, never its values
+METADATA_CALLS = frozenset(
+    {
+        _T.dim, _T.size, _T.__len__, _T.shape.__get__, _T.ndim.__get__, _T.dtype.__get__,
+        _T.device.__get__, _T.requires_grad.__get__, _T.is_floating_point,
+    }
+)  # fmt: skip
+
+
+def first_read(args, ids) -> int | None:
+    """The id of the first tensor among ``args`` (recursing into lists, tuples and
+    dicts) whose id is in ``ids``, or None."""
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            if id(a) in ids:
+                return id(a)
+        elif isinstance(a, (list, tuple)):
+            got = first_read(a, ids)
+            if got is not None:
+                return got
+        elif isinstance(a, dict):
+            got = first_read(a.values(), ids)
+            if got is not None:
+                return got
+    return None
 
 
 def callable_overrides(mod: nn.Module) -> list[str]:

@@ -41,9 +41,11 @@ backward pass (the "book-keeping" trick of Bu et al. 2023).
 
 Limits: inputs are batch-first; every trainable parameter must be read only by
 ``nn.Linear``/``nn.Embedding`` modules as their ``weight``/``bias`` (plain, or
-tied with ``Same`` / ``Transposed``); a weight read by other code (``x @ lin.weight``)
-is invisible to the hooks: pass ``check=True`` once to compare with autograd.
-Use :func:`tying.train.per_example_grads` (``mode="vmap"``) for anything else.
+tied with ``Same`` / ``Transposed``). A weight read by other code (``x @ lin.weight``,
+``F.linear(h, emb.weight)`` for a tied output layer, a penalty in the loss) is
+invisible to the hooks: every torch call of the forward and the loss is watched
+(:class:`_ReadsOutsideUses`), and such a read is refused with an error naming the
+parameter. Use :func:`tying.train.per_example_grads` (``mode="vmap"``) for anything else.
 """
 
 from __future__ import annotations
@@ -53,11 +55,17 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from tying.core.inventory import Inventory
 from tying.core.relations import Same, Transposed
 from tying.core.slots import base_class, slots_of
-from tying.train._vetting import callable_overrides, refuse_parameter_hooks
+from tying.train._vetting import (
+    METADATA_CALLS,
+    callable_overrides,
+    first_read,
+    refuse_parameter_hooks,
+)
 from tying.train.known_losses import KnownLosses
 from tying.train.row_watch import RowLosses
 
@@ -163,6 +171,7 @@ class GhostClipping:
         self._trainable = (tuple(self._names.values()), tuple(self._params.values()))
         self._uses: dict[nn.Module, dict[str, tuple[nn.Parameter, bool]]] = {}
         self._paths: dict[nn.Module, str] = {}
+        self._owned: dict[nn.Module, frozenset[int]] = {}  # the parameter ids a module's uses read
         covered: set[int] = set()
         own_forward = []
         for mpath, mod in model.named_modules():
@@ -185,6 +194,7 @@ class GhostClipping:
                     uses[name] = use
                     covered.add(id(use[0]))
             self._uses[mod] = uses
+            self._owned[mod] = frozenset(id(u[0]) for u in uses.values())
         bad = [
             f"{n} (not the weight/bias of an nn.Linear or nn.Embedding)"
             for i, n in self._names.items()
@@ -243,8 +253,13 @@ class GhostClipping:
     def _record(self, loss_fn: LossFn, x, y):
         self._refuse_unvetted()
         calls: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
+        watch = _ReadsOutsideUses(self._names, self._owned)
+
+        def enter(module, args):
+            watch.inside.append(module)
 
         def hook(module, args, out):
+            watch.inside.pop()
             if not torch.is_grad_enabled() or not self._uses.get(module):
                 return None
             # Adding a zero leaf gives us d(loss)/d(out) from autograd.grad without
@@ -260,18 +275,20 @@ class GhostClipping:
             out.register_hook(_flush_tiny)
             return out
 
-        handles = [m.register_forward_hook(hook) for m in self._uses]
+        handles = [m.register_forward_pre_hook(enter) for m in self._uses]
+        handles += [m.register_forward_hook(hook) for m in self._uses]
         try:
-            out = self.model(*x) if isinstance(x, tuple) else self.model(x)
+            with watch:  # the forward and the loss: no trainable read the hooks cannot see
+                out = self.model(*x) if isinstance(x, tuple) else self.model(x)
+                losses = self._known(loss_fn, out, y)
+                if losses is None:
+                    losses = self._row_losses(loss_fn, out, y)
+                probe = losses is None
+                if probe:
+                    losses = loss_fn(out, y)
         finally:
             for h in handles:
                 h.remove()
-        losses = self._known(loss_fn, out, y)
-        if losses is None:
-            losses = self._row_losses(loss_fn, out, y)
-        probe = losses is None
-        if probe:
-            losses = loss_fn(out, y)
         if losses.dim() != 1:
             raise ValueError(
                 f"loss_fn must return one loss per example, shape (B,), got shape "
@@ -364,6 +381,44 @@ class GhostClipping:
                     total += _weighted_outer(L, R, c, m, n)
             grads[name] = total.reshape(p.shape)
         return GhostResult(grads, norms, losses)
+
+
+class _ReadsOutsideUses(TorchFunctionMode):
+    """Refuses a torch call that reads a trainable parameter outside the forward of an
+    ``nn.Linear``/``nn.Embedding`` whose use of it the norms see.
+
+    The norms are derived from those modules' inputs and output gradients only. A read
+    anywhere else (``F.linear(h, emb.weight)`` for a tied output layer, ``x @ lin.weight``,
+    a penalty on a weight in the loss) adds to that parameter's gradient a term the norms
+    never see: stop 23 measured norms 0.60 off a per-example loop, with no error, on a
+    tied output projection. ``inside`` is the stack of those modules whose forward is
+    running (pushed and popped by the recording hooks); metadata reads are fine.
+    """
+
+    def __init__(self, names: dict[int, str], owned: dict[nn.Module, frozenset[int]]):
+        super().__init__()
+        self.names = names
+        self.owned = owned
+        self.inside: list[nn.Module] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func not in METADATA_CALLS:
+            pid = first_read(args, self.names)
+            if pid is None and kwargs:
+                pid = first_read(kwargs.values(), self.names)
+            if pid is not None and not (self.inside and pid in self.owned[self.inside[-1]]):
+                where = getattr(func, "__qualname__", None) or getattr(func, "__name__", func)
+                raise ValueError(
+                    f"ghost clipping: trainable parameter {self.names[pid]} is read by "
+                    f"{where} outside the forward of the nn.Linear/nn.Embedding that owns it "
+                    f"(e.g. F.linear(h, emb.weight) as a tied output layer, x @ lin.weight, "
+                    f"or a penalty in the loss); the norms see only those modules' uses, so "
+                    f"this use's share of every example's gradient would be missing. Make "
+                    f"the use an nn.Linear (tied with tying.share(..., like=...)), or use "
+                    f"mode='vmap'"
+                )
+        return func(*args, **kwargs)
 
 
 # float16/bfloat16 activations and output gradients are widened to float32 before the

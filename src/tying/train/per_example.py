@@ -36,7 +36,8 @@ from torch import nn
 from torch.func import grad, vmap
 from torch.overrides import TorchFunctionMode
 
-from tying.train._vetting import callable_overrides, refuse_parameter_hooks
+from tying.train._vetting import METADATA_CALLS as _METADATA_CALLS
+from tying.train._vetting import callable_overrides, first_read, refuse_parameter_hooks
 from tying.train.known_losses import KnownLosses
 from tying.train.row_watch import RowLosses, RowWatch, Stopped
 
@@ -228,6 +229,7 @@ class _PerExample:
             )
         self.names = tuple(n for n, _ in named)
         self.params = tuple(p for _, p in named)
+        self._originals = {id(p): n for n, p in named}  # read while swapped out: refused
         index = {id(p): i for i, p in enumerate(self.params)}
         buffers = [b for _, b in model.named_buffers()]
         b_index = {id(b): i for i, b in enumerate(buffers)}
@@ -286,8 +288,14 @@ class _PerExample:
         return model is self.model and _fingerprint(model)[0] == self.key
 
     def _loss_one(self, p, bufs, xb, yb):
-        loss = self._loss_value(p, bufs, xb, yb)
+        with _HiddenReads(self._originals):
+            loss = self._loss_value(p, bufs, xb, yb)
         return loss, loss.detach()
+
+    def _one_loss_watched(self, out, yb):
+        """:meth:`_one_loss` refusing a read of a trainable parameter (a penalty)."""
+        with _HiddenReads(self._originals):
+            return self._one_loss(out, yb)
 
     def _output(self, p, bufs, xb, batched=False):
         """One example's output with the parameters ``p`` and buffers ``bufs`` swapped in
@@ -453,7 +461,7 @@ class _PerExample:
             def flat(*args):
                 p, b, x = args[:n_p], args[n_p : n_p + n_b], args[n_p + n_b :]
                 if watched:
-                    watch = _ParamWatch(p)
+                    watch = _ParamWatch(p, self._originals)
                     with watch:
                         out = self._output(p, b, x)
                     if watch.stopped:  # stopped, and the model caught it: still stopped
@@ -497,7 +505,7 @@ class _PerExample:
             if losses is None:
                 self.last_loss = "per example"
                 if self._loss_each is None:
-                    self._loss_each = vmap(self._one_loss, randomness="different")
+                    self._loss_each = vmap(self._one_loss_watched, randomness="different")
                 losses = self._loss_each(out, y)  # (B,)
             else:
                 self.last_loss = how
@@ -596,40 +604,70 @@ _VIEW_CALLS = frozenset(
         _T.T.__get__, _T.mT.__get__,
     }
 )  # fmt: skip
-_METADATA_CALLS = frozenset(
-    {
-        _T.dim, _T.size, _T.__len__, _T.shape.__get__, _T.ndim.__get__, _T.dtype.__get__,
-        _T.device.__get__, _T.requires_grad.__get__, _T.is_floating_point,
-    }
-)  # fmt: skip
 
 
 def _reads(args, tracked: set[int]) -> bool:
-    for a in args:
-        if isinstance(a, torch.Tensor):
-            if id(a) in tracked:
-                return True
-        elif isinstance(a, (list, tuple)) and _reads(a, tracked):
-            return True
-        elif isinstance(a, dict) and _reads(a.values(), tracked):
-            return True
-    return False
+    return first_read(args, tracked) is not None
+
+
+class _HiddenReads(TorchFunctionMode):
+    """Refuses a torch call that reads one of the model's own trainable parameters while
+    per-example copies of them are swapped in (or in the loss).
+
+    Every registered slot of a trainable parameter then holds its per-example copy, so
+    the parameter object itself is reachable only from where the swap cannot reach: a
+    plain list or dict attribute, a closure, a global, or the loss function (a penalty
+    on a weight). Its gradient through that use would be missing from every example's
+    gradient: stop 23 measured per-example gradients 1.36 off a loop, with no error, for
+    a model that also read its weight through a list attribute.
+    """
+
+    def __init__(self, names: dict[int, str]):
+        super().__init__()
+        self.names = names
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func not in _METADATA_CALLS:
+            _refuse_hidden_read(func, args, kwargs, self.names)
+        return func(*args, **kwargs)
+
+
+def _refuse_hidden_read(func, args, kwargs, names: dict[int, str]) -> None:
+    pid = first_read(args, names)
+    if pid is None and kwargs:
+        pid = first_read(kwargs.values(), names)
+    if pid is None:
+        return
+    where = getattr(func, "__qualname__", None) or getattr(func, "__name__", func)
+    raise ValueError(
+        f"per-example gradients: trainable parameter {names[pid]} is read by {where} "
+        f"where per-example copies cannot be swapped in: it is held outside the modules' "
+        f"registered parameters (a plain list or dict attribute, a closure, a global) or "
+        f"read by the loss function (a penalty on a weight), so this use's share of every "
+        f"example's gradient would be missing. Register it (an nn.Parameter attribute, "
+        f"nn.ParameterList/ParameterDict) and read it through the module, or move a "
+        f"penalty to the optimizer (weight_decay)"
+    )
 
 
 class _ParamWatch(TorchFunctionMode):
     """Lets a forward read its parameters only through :data:`_PARAM_CALLS`, views and
     metadata; stops it at any other call that reads one (``stopped``)."""
 
-    def __init__(self, params):
+    def __init__(self, params, originals: dict[int, str]):
         super().__init__()
         self.tracked = {id(p) for p in params}
         self._alive = list(params)  # no tracked id is reused while this watches
         self.stopped = False
+        self.originals = originals  # the model's own trainable parameters: never read here
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if self.stopped:
             raise _Unverified
+        if func not in _METADATA_CALLS:
+            _refuse_hidden_read(func, args, kwargs, self.originals)
         if not (_reads(args, self.tracked) or _reads(kwargs.values(), self.tracked)):
             return func(*args, **kwargs)
         if func in _PARAM_CALLS or func in _METADATA_CALLS:

@@ -206,6 +206,11 @@ class RowWatch(TorchFunctionMode):
                 self._stop()
             if id(t) in self._rows:
                 rows.append(t)
+            elif t.requires_grad and kind is not _META and kind is not _SIZE:
+                # a tensor that is neither a row nor a parameter copy yet needs a gradient:
+                # a trainable parameter the swap did not reach (a list attribute, a
+                # closure, a penalty in the loss): the per-example ways decide (refuse)
+                self._stop()
         if kwargs and "out" in kwargs:
             self._stop()
         if kind is _ELEMENT:
@@ -261,6 +266,8 @@ class RowWatch(TorchFunctionMode):
         if not self.is_row(x) or x.dim() < 2 or self.is_row(w) or self.is_row(b):
             self._stop()
         wp, bp = id(w) in self._params, b is not None and id(b) in self._params
+        if (not wp and w.requires_grad) or (b is not None and not bp and b.requires_grad):
+            self._stop()  # a trainable weight that is not a copy: see __torch_function__
         if (wp and w.dim() != 3) or (bp and b.dim() != 2):
             self._stop()
         if wp:  # (B, m, in) @ (B, in, out): row b by example b's copy of the weight
