@@ -180,3 +180,40 @@ def test_row_losses_leave_a_loss_reading_a_trainable_tensor_to_the_old_way():
     frozen = w.detach()
     got = RowLosses()(lambda o, t: ((o - t) * frozen).square().sum(1), out, y)
     torch.testing.assert_close(got, ((out - y) * frozen).square().sum(1))
+
+
+def test_ghost_watches_a_hook_on_a_plain_module_and_lets_a_reused_layer_through():
+    torch.manual_seed(0)
+    lin = nn.Linear(4, 4).double()
+    model = nn.Sequential(lin, nn.Tanh(), lin)  # one layer used twice: no watch needed
+    x, y = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
+
+    def mse(o, t):
+        return (o - t).square().sum(1)
+
+    norms = GhostClipping(model).norms(mse, x, y)
+    ref = _loop(model, mse, x, y)
+    want = torch.sqrt(sum(g.flatten(1).square().sum(1) for g in ref.values()))
+    torch.testing.assert_close(norms, want, rtol=1e-10, atol=1e-12)
+    # a forward hook on the Tanh that reads the weight makes the forward watched
+    h = model[1].register_forward_hook(lambda m, a, o: o + 0.1 * lin.weight.sum())
+    try:
+        with pytest.raises(ValueError, match=r"0\.weight is read by"):
+            GhostClipping(model).norms(mse, x, y)
+    finally:
+        h.remove()
+
+
+def test_known_losses_leave_a_trainable_class_weight_to_the_refusal():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3)).double()
+    w = model[0].bias  # a trainable tensor as the class weight: absurd, but refused
+    x, y = torch.randn(6, 4, dtype=torch.float64), torch.randint(0, 3, (6,))
+
+    def weighted(o, t):
+        return F.cross_entropy(o, t, weight=w, reduction="none")
+
+    with pytest.raises(ValueError, match=r"0\.bias is read by"):
+        per_example_grads(model, weighted, x, y)
+    with pytest.raises(ValueError, match=r"0\.bias is read by"):
+        GhostClipping(model).norms(weighted, x, y)

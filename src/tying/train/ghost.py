@@ -172,6 +172,7 @@ class GhostClipping:
         self._uses: dict[nn.Module, dict[str, tuple[nn.Parameter, bool]]] = {}
         self._paths: dict[nn.Module, str] = {}
         self._owned: dict[nn.Module, frozenset[int]] = {}  # the parameter ids a module's uses read
+        self._all_modules = list(model.modules())
         covered: set[int] = set()
         own_forward = []
         for mpath, mod in model.named_modules():
@@ -250,16 +251,26 @@ class GhostClipping:
                     f"del module.forward) or use mode='vmap'"
                 )
 
+    def _watch(self) -> _ReadsOutsideUses:
+        return _ReadsOutsideUses(self._names, self._owned)
+
     def _record(self, loss_fn: LossFn, x, y):
         self._refuse_unvetted()
         calls: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
-        watch = _ReadsOutsideUses(self._names, self._owned)
+        # torch's own module types run no code but their own: no forward read to watch
+        watch = None if _plain_forward(self._all_modules) else self._watch()
 
         def enter(module, args):
             watch.inside.append(module)
 
         def hook(module, args, out):
+            if watch is None:
+                return record(module, args, out)
             watch.inside.pop()
+            with torch._C.DisableTorchFunction():  # our own calls: not watched (~5 µs each)
+                return record(module, args, out)
+
+        def record(module, args, out):
             if not torch.is_grad_enabled() or not self._uses.get(module):
                 return None
             # Adding a zero leaf gives us d(loss)/d(out) from autograd.grad without
@@ -275,20 +286,26 @@ class GhostClipping:
             out.register_hook(_flush_tiny)
             return out
 
-        handles = [m.register_forward_pre_hook(enter) for m in self._uses]
+        handles = [] if watch is None else [m.register_forward_pre_hook(enter) for m in self._uses]
         handles += [m.register_forward_hook(hook) for m in self._uses]
         try:
-            with watch:  # the forward and the loss: no trainable read the hooks cannot see
+            if watch is None:
                 out = self.model(*x) if isinstance(x, tuple) else self.model(x)
-                losses = self._known(loss_fn, out, y)
-                if losses is None:
-                    losses = self._row_losses(loss_fn, out, y)
-                probe = losses is None
-                if probe:
-                    losses = loss_fn(out, y)
+            else:
+                with watch:  # no trainable read in the forward that the hooks cannot see
+                    out = self.model(*x) if isinstance(x, tuple) else self.model(x)
         finally:
             for h in handles:
                 h.remove()
+        # the loss: a known torch loss takes no trainable tensor (KnownLosses' rule), a
+        # row-verified one reads none (RowWatch stops on one); any other is watched too
+        losses = self._known(loss_fn, out, y)
+        if losses is None:
+            losses = self._row_losses(loss_fn, out, y)
+        probe = losses is None
+        if probe:
+            with self._watch():
+                losses = loss_fn(out, y)
         if losses.dim() != 1:
             raise ValueError(
                 f"loss_fn must return one loss per example, shape (B,), got shape "
@@ -381,6 +398,35 @@ class GhostClipping:
                     total += _weighted_outer(L, R, c, m, n)
             grads[name] = total.reshape(p.shape)
         return GhostResult(grads, norms, losses)
+
+
+# torch module types whose forward reads no parameter but through their own layers'
+# code (a tied Linear/Embedding is a subclass with the same forward: base_class)
+_PLAIN = frozenset(
+    {
+        nn.Sequential, nn.ModuleList, nn.ModuleDict, nn.Linear, nn.Embedding, nn.ReLU,
+        nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.Softmax, nn.LogSoftmax, nn.Flatten,
+        nn.Identity, nn.Dropout,
+    }
+)  # fmt: skip
+
+
+def _plain_forward(modules) -> bool:
+    """Whether only torch's own forwards run (no hook, no instance override, no class of
+    one's own): then no call outside the Linear/Embedding forwards reads a parameter."""
+    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+        return False
+    for m in modules:
+        base = base_class(m)
+        if (
+            base not in _PLAIN
+            or type(m).forward is not base.forward
+            or m._forward_pre_hooks
+            or m._forward_hooks
+            or callable_overrides(m)
+        ):
+            return False
+    return True
 
 
 class _ReadsOutsideUses(TorchFunctionMode):

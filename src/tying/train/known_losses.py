@@ -95,6 +95,10 @@ def _per_example_by_definition(func, args, kwargs, out, y) -> bool:
     B = y.shape[0]
     if inp.dim() < 1 or inp.shape[0] != B:
         return False
+    for name in ("weight", "pos_weight"):
+        w = a.get(name)
+        if isinstance(w, torch.Tensor) and w.requires_grad:
+            return False  # a trainable weight: its gradient is no example's own (refused later)
     if func in _CLASS_LOSSES:
         # (C,) input is one unbatched example to torch; the class weight has C entries
         weight = a.get("weight")
