@@ -1,0 +1,250 @@
+"""Lane-block accumulators for the fused E-step (:mod:`tying.hmm._numba_kernels`), written
+as explicit vector code (numba intrinsics); imported only when numba is.
+
+Each step of the lane kernel's backward pass adds, for every pair of states and for
+every state and feature, a sum over the unit's lanes into the unit's statistics. As
+a loop over the lanes with one total, each such sum pays the vectoriser's set-up, its
+remainder loop and a sum across a vector register at every step, whatever the lanes:
+at 8-24 lanes that fixed part was most of the step (stop 23). Here each sum instead
+keeps one accumulator per lane of a block of ``LANE_BLOCK`` lanes (one ``<8 x
+double>`` vector, in registers while the blocks are added), added into an
+accumulator array in memory once per call; the caller adds the 8 lanes together once
+per unit, at the end.
+
+numba leaves LLVM's SLP vectoriser off, and its loop vectoriser turns a loop over
+blocks with 8 scalar accumulators into gathers, so the vector code is emitted here
+directly. Every lane's sum is taken in block order, each product added with one
+rounding (a fused multiply-add where the CPU has one): the same bits on every call,
+whichever thread runs it.
+
+Arguments are 1-D C-contiguous float64 arrays with offsets (in elements, multiples of
+``LANE_BLOCK``, not checked: the kernels pass their own lane offsets) and ``nb``, the
+number of lane blocks.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+LANE_BLOCK = 8  # lanes per block: the kernels' lane counts are whole blocks
+_V = ir.VectorType(ir.DoubleType(), LANE_BLOCK)
+_FLAGS = ("contract",)  # a product and its sum may fuse; no reassociation
+
+
+def _flat_f64(*arrays):
+    """True when every type is a 1-D C-contiguous float64 array."""
+    return all(
+        isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C" and a.dtype == types.float64
+        for a in arrays
+    )
+
+
+def _addr(context, builder, aryty, ary, offty, off):
+    """The address of ``ary[off]`` as a pointer to a block of ``LANE_BLOCK`` doubles."""
+    data = context.make_array(aryty)(context, builder, ary).data
+    idx = context.cast(builder, off, offty, types.intp)
+    return builder.gep(data, [idx])
+
+
+def _block(builder, base, i):
+    """Lane block ``i`` (from ``base``) as a vector pointer."""
+    off = builder.mul(i, ir.Constant(i.type, LANE_BLOCK))
+    return builder.bitcast(builder.gep(base, [off]), _V.as_pointer())
+
+
+def _accumulate(builder, nb, sources, outs, terms):
+    """``outs[m] += sum over blocks i of terms(blocks i of sources)[m]``, lane by lane:
+    the vector accumulators stay in registers over the blocks (``alloca`` promoted)."""
+    zero = ir.Constant(_V, [0.0] * LANE_BLOCK)
+    accs = [cgutils.alloca_once_value(builder, zero) for _ in outs]
+    with cgutils.for_range(builder, nb) as loop:
+        vals = [builder.load(_block(builder, p, loop.index), align=8) for p in sources]
+        for acc, term in zip(accs, terms(builder, vals), strict=True):
+            builder.store(builder.fadd(builder.load(acc), term, flags=_FLAGS), acc)
+    for acc, out in zip(accs, outs, strict=True):
+        ptr = builder.bitcast(out, _V.as_pointer())
+        builder.store(builder.fadd(builder.load(ptr, align=8), builder.load(acc)), ptr, align=8)
+
+
+@intrinsic
+def lanes_dot(typingctx, x, ox, y, oy, nb, out, oo):
+    """``out[oo + l] += sum_i x[ox + 8 i + l] * y[oy + 8 i + l]`` for ``i < nb``, ``l < 8``."""
+    if not _flat_f64(x, y, out):
+        return None
+    sig = types.void(x, ox, y, oy, nb, out, oo)
+
+    def codegen(context, builder, sig, args):
+        a = sig.args
+        px = _addr(context, builder, a[0], args[0], a[1], args[1])
+        py = _addr(context, builder, a[2], args[2], a[3], args[3])
+        po = _addr(context, builder, a[5], args[5], a[6], args[6])
+        n = context.cast(builder, args[4], a[4], types.intp)
+        _accumulate(builder, n, [px, py], [po], lambda b, v: [b.fmul(v[0], v[1], flags=_FLAGS)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def lanes_sum(typingctx, x, ox, nb, out, oo):
+    """``out[oo + l] += sum_i x[ox + 8 i + l]`` for ``i < nb``, ``l < 8``."""
+    if not _flat_f64(x, out):
+        return None
+    sig = types.void(x, ox, nb, out, oo)
+
+    def codegen(context, builder, sig, args):
+        a = sig.args
+        px = _addr(context, builder, a[0], args[0], a[1], args[1])
+        po = _addr(context, builder, a[3], args[3], a[4], args[4])
+        n = context.cast(builder, args[2], a[2], types.intp)
+        _accumulate(builder, n, [px], [po], lambda b, v: [v[0]])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def lanes_dot3(typingctx, g, og, x, ox, y, oy, nb, out, oo):
+    """``out[oo + l] += sum_i g (x y)`` at lanes ``8 i + l`` of ``g``, ``x``, ``y`` (from
+    ``og``, ``ox``, ``oy``): a state's full second moment of two features."""
+    if not _flat_f64(g, x, y, out):
+        return None
+    sig = types.void(g, og, x, ox, y, oy, nb, out, oo)
+
+    def codegen(context, builder, sig, args):
+        a = sig.args
+        pg = _addr(context, builder, a[0], args[0], a[1], args[1])
+        px = _addr(context, builder, a[2], args[2], a[3], args[3])
+        py = _addr(context, builder, a[4], args[4], a[5], args[5])
+        po = _addr(context, builder, a[7], args[7], a[8], args[8])
+        n = context.cast(builder, args[6], a[6], types.intp)
+
+        def terms(b, v):
+            return [b.fmul(v[0], b.fmul(v[1], v[2], flags=_FLAGS), flags=_FLAGS)]
+
+        _accumulate(builder, n, [pg, px, py], [po], terms)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _vec(builder, base, off):
+    """The ``LANE_BLOCK`` doubles at ``base + off`` (``off`` an intp) as a vector pointer."""
+    return builder.bitcast(builder.gep(base, [off]), _V.as_pointer())
+
+
+def _splat(builder, x):
+    """A double broadcast to every lane of a block."""
+    v = builder.insert_element(ir.Constant(_V, None), x, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(
+        v,
+        ir.Constant(_V, None),
+        ir.Constant(ir.VectorType(ir.IntType(32), LANE_BLOCK), [0] * LANE_BLOCK),
+    )
+
+
+def _ints(context, builder, sig, args, idx):
+    return [context.cast(builder, args[i], sig.args[i], types.intp) for i in idx]
+
+
+@intrinsic
+def lanes_beta_xi(typingctx, A, oa, K, al, oal, q, S, nb, beta, ob, acc, oacc):
+    """One state j of a backward step, over ``nb`` lane blocks: ``beta[ob + .] = sum_k
+    A[oa + k] q[k S + .]`` (in k order, in registers) and xi's terms
+    ``acc[oacc + 8 k + l] += al[oal + 8 i + l] q[k S + 8 i + l]`` for each block i in
+    turn (a lane-block accumulator per k, in memory: K of them)."""
+    if not _flat_f64(A, al, q, beta, acc):
+        return None
+    sig = types.void(A, oa, K, al, oal, q, S, nb, beta, ob, acc, oacc)
+
+    def codegen(context, builder, sig, args):
+        a = sig.args
+        oa_, K_, oal_, S_, nb_, ob_, oacc_ = _ints(
+            context, builder, sig, args, (1, 2, 4, 6, 7, 9, 11)
+        )
+        data = [context.make_array(a[i])(context, builder, args[i]).data for i in (0, 3, 5, 8, 10)]
+        pA, pal, pq, pbeta, pacc = data
+        pal = builder.gep(pal, [oal_])
+        pbeta = builder.gep(pbeta, [ob_])
+        zero = ir.Constant(_V, [0.0] * LANE_BLOCK)
+        eight = ir.Constant(oa_.type, LANE_BLOCK)
+        bacc = cgutils.alloca_once_value(builder, zero)
+        with cgutils.for_range(builder, nb_) as bl:  # blocks outside: beta's sum in registers
+            off = builder.mul(bl.index, eight)
+            alv = builder.load(_vec(builder, pal, off), align=8)
+            builder.store(zero, bacc)
+            with cgutils.for_range(builder, K_) as kl:
+                k = kl.index
+                coef = _splat(builder, builder.load(builder.gep(pA, [builder.add(oa_, k)])))
+                qv = builder.load(_vec(builder, pq, builder.add(builder.mul(k, S_), off)), align=8)
+                term = builder.fmul(coef, qv, flags=_FLAGS)
+                builder.store(builder.fadd(builder.load(bacc), term, flags=_FLAGS), bacc)
+                op = _vec(builder, pacc, builder.add(oacc_, builder.mul(k, eight)))
+                xt = builder.fmul(alv, qv, flags=_FLAGS)
+                builder.store(builder.fadd(builder.load(op, align=8), xt, flags=_FLAGS), op,
+                              align=8)  # fmt: skip
+            builder.store(builder.load(bacc), _vec(builder, pbeta, off), align=8)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def lanes_post_diag(typingctx, al, og, beta, ob, b, ic, oic, q, oq, X, ox, S, D, nb, n8, on,
+                    sx8, sxx8, osx, KL):  # fmt: skip
+    """One state k of a backward step, over ``nb`` lane blocks: the posteriors ``g =
+    al * beta`` (written back into ``al`` at ``og``), step t-1's ``q = (b beta) ic``
+    (``b`` at ``og`` too), and their diagonal sums into lane-block accumulators:
+    ``n8[on + l] += g``, and for each feature d (``X`` at ``ox + d S``) ``sx8[osx + d KL
+    + l] += g x`` and ``sxx8[...] += (g x) x``."""
+    if not _flat_f64(al, beta, b, ic, q, X, n8, sx8, sxx8):
+        return None
+    sig = types.void(al, og, beta, ob, b, ic, oic, q, oq, X, ox, S, D, nb, n8, on, sx8, sxx8,
+                     osx, KL)  # fmt: skip
+
+    def codegen(context, builder, sig, args):
+        a = sig.args
+        og_, ob_, oic_, oq_, ox_, S_, D_, nb_, on_, osx_, KL_ = _ints(
+            context, builder, sig, args, (1, 3, 6, 8, 10, 11, 12, 13, 15, 18, 19)
+        )
+        pal, pbe, pb, pic, pq, pX, pn, psx, psxx = (
+            context.make_array(a[i])(context, builder, args[i]).data
+            for i in (0, 2, 4, 5, 7, 9, 14, 16, 17)
+        )
+        pal, pb = builder.gep(pal, [og_]), builder.gep(pb, [og_])
+        pbe, pic, pq = builder.gep(pbe, [ob_]), builder.gep(pic, [oic_]), builder.gep(pq, [oq_])
+        pX, psx, psxx = builder.gep(pX, [ox_]), builder.gep(psx, [osx_]), builder.gep(psxx, [osx_])
+        zero = ir.Constant(_V, [0.0] * LANE_BLOCK)
+        eight = ir.Constant(og_.type, LANE_BLOCK)
+        nacc = cgutils.alloca_once_value(builder, zero)
+        with cgutils.for_range(builder, nb_) as bl:
+            off = builder.mul(bl.index, eight)
+            be = builder.load(_vec(builder, pbe, off), align=8)
+            gp = _vec(builder, pal, off)
+            g = builder.fmul(builder.load(gp, align=8), be, flags=_FLAGS)
+            builder.store(g, gp, align=8)
+            bv = builder.load(_vec(builder, pb, off), align=8)
+            icv = builder.load(_vec(builder, pic, off), align=8)
+            qv = builder.fmul(builder.fmul(bv, be, flags=_FLAGS), icv, flags=_FLAGS)
+            builder.store(qv, _vec(builder, pq, off), align=8)
+            builder.store(builder.fadd(builder.load(nacc), g, flags=_FLAGS), nacc)
+            with cgutils.for_range(builder, D_) as dl:
+                d = dl.index
+                x = builder.load(_vec(builder, pX, builder.add(builder.mul(d, S_), off)), align=8)
+                gx = builder.fmul(g, x, flags=_FLAGS)
+                o = builder.mul(d, KL_)
+                p1, p2 = _vec(builder, psx, o), _vec(builder, psxx, o)
+                builder.store(
+                    builder.fadd(builder.load(p1, align=8), gx, flags=_FLAGS), p1, align=8
+                )
+                gxx = builder.fmul(gx, x, flags=_FLAGS)
+                builder.store(builder.fadd(builder.load(p2, align=8), gxx, flags=_FLAGS), p2,
+                              align=8)  # fmt: skip
+        op = _vec(builder, builder.gep(pn, [on_]), ir.Constant(og_.type, 0))
+        builder.store(builder.fadd(builder.load(op, align=8), builder.load(nacc)), op, align=8)
+        return context.get_dummy_value()
+
+    return sig, codegen
