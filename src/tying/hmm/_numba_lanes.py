@@ -146,6 +146,14 @@ def _splat(builder, x):
     )
 
 
+_GROUP = 4  # states per pass of lanes_beta_xi
+
+
+def _plus(builder, i, c):
+    """``i + c`` for an LLVM integer ``i`` and a Python int ``c``."""
+    return i if c == 0 else builder.add(i, ir.Constant(i.type, c))
+
+
 def _ints(context, builder, sig, args, idx):
     return [context.cast(builder, args[i], sig.args[i], types.intp) for i in idx]
 
@@ -153,9 +161,10 @@ def _ints(context, builder, sig, args, idx):
 @intrinsic
 def lanes_beta_xi(typingctx, A, oa, K, al, oal, q, S, nb, beta, ob, acc, oacc):
     """One state j of a backward step, over ``nb`` lane blocks: ``beta[ob + .] = sum_k
-    A[oa + k] q[k S + .]`` (in k order, in registers) and xi's terms
-    ``acc[oacc + 8 k + l] += al[oal + 8 i + l] q[k S + 8 i + l]`` for each block i in
-    turn (a lane-block accumulator per k, in memory: K of them)."""
+    A[oa + k] q[k S + .]`` (in k order, the first term setting it) and xi's terms
+    ``acc[oacc + 8 k + l] += sum_i al[oal + 8 i + l] q[k S + 8 i + l]``. States go four
+    at a time: their four lane-block accumulators stay in registers over the blocks, and
+    beta's block is loaded and stored once per four terms."""
     if not _flat_f64(A, al, q, beta, acc):
         return None
     sig = types.void(A, oa, K, al, oal, q, S, nb, beta, ob, acc, oacc)
@@ -171,22 +180,45 @@ def lanes_beta_xi(typingctx, A, oa, K, al, oal, q, S, nb, beta, ob, acc, oacc):
         pbeta = builder.gep(pbeta, [ob_])
         zero = ir.Constant(_V, [0.0] * LANE_BLOCK)
         eight = ir.Constant(oa_.type, LANE_BLOCK)
-        bacc = cgutils.alloca_once_value(builder, zero)
-        with cgutils.for_range(builder, nb_) as bl:  # blocks outside: beta's sum in registers
-            off = builder.mul(bl.index, eight)
-            alv = builder.load(_vec(builder, pal, off), align=8)
-            builder.store(zero, bacc)
-            with cgutils.for_range(builder, K_) as kl:
-                k = kl.index
-                coef = _splat(builder, builder.load(builder.gep(pA, [builder.add(oa_, k)])))
-                qv = builder.load(_vec(builder, pq, builder.add(builder.mul(k, S_), off)), align=8)
-                term = builder.fmul(coef, qv, flags=_FLAGS)
-                builder.store(builder.fadd(builder.load(bacc), term, flags=_FLAGS), bacc)
-                op = _vec(builder, pacc, builder.add(oacc_, builder.mul(k, eight)))
-                xt = builder.fmul(alv, qv, flags=_FLAGS)
-                builder.store(builder.fadd(builder.load(op, align=8), xt, flags=_FLAGS), op,
-                              align=8)  # fmt: skip
-            builder.store(builder.load(bacc), _vec(builder, pbeta, off), align=8)
+        xaccs = [cgutils.alloca_once_value(builder, zero) for _ in range(_GROUP)]
+
+        def group(k0, m):  # states k0..k0+m-1: their xi terms in registers over the blocks
+            coefs = [
+                _splat(
+                    builder,
+                    builder.load(builder.gep(pA, [builder.add(oa_, _plus(builder, k0, i))])),
+                )
+                for i in range(m)
+            ]
+            pqs = [builder.gep(pq, [builder.mul(_plus(builder, k0, i), S_)]) for i in range(m)]
+            first = builder.icmp_signed("==", k0, ir.Constant(k0.type, 0))
+            for x in xaccs[:m]:
+                builder.store(zero, x)
+            with cgutils.for_range(builder, nb_) as bl:
+                off = builder.mul(bl.index, eight)
+                alv = builder.load(_vec(builder, pal, off), align=8)
+                bp = _vec(builder, pbeta, off)
+                w = builder.select(first, zero, builder.load(bp, align=8))  # k = 0 sets beta
+                for i in range(m):
+                    qv = builder.load(_vec(builder, pqs[i], off), align=8)
+                    w = builder.fadd(w, builder.fmul(coefs[i], qv, flags=_FLAGS), flags=_FLAGS)
+                    xt = builder.fmul(alv, qv, flags=_FLAGS)
+                    builder.store(builder.fadd(builder.load(xaccs[i]), xt, flags=_FLAGS), xaccs[i])
+                builder.store(w, bp, align=8)
+            for i in range(m):
+                op = _vec(
+                    builder, pacc, builder.add(oacc_, builder.mul(_plus(builder, k0, i), eight))
+                )
+                builder.store(
+                    builder.fadd(builder.load(op, align=8), builder.load(xaccs[i])), op, align=8
+                )
+
+        four = ir.Constant(K_.type, _GROUP)
+        n4 = builder.sdiv(K_, four)
+        with cgutils.for_range(builder, n4) as gl:  # groups of four states, then one at a time
+            group(builder.mul(gl.index, four), _GROUP)
+        with cgutils.for_range(builder, K_, start=builder.mul(n4, four)) as kl:
+            group(kl.index, 1)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -231,20 +263,45 @@ def lanes_post_diag(typingctx, al, og, beta, ob, b, ic, oic, q, oq, X, ox, S, D,
             qv = builder.fmul(builder.fmul(bv, be, flags=_FLAGS), icv, flags=_FLAGS)
             builder.store(qv, _vec(builder, pq, off), align=8)
             builder.store(builder.fadd(builder.load(nacc), g, flags=_FLAGS), nacc)
-            with cgutils.for_range(builder, D_) as dl:
-                d = dl.index
-                x = builder.load(_vec(builder, pX, builder.add(builder.mul(d, S_), off)), align=8)
-                gx = builder.fmul(g, x, flags=_FLAGS)
-                o = builder.mul(d, KL_)
-                p1, p2 = _vec(builder, psx, o), _vec(builder, psxx, o)
-                builder.store(
-                    builder.fadd(builder.load(p1, align=8), gx, flags=_FLAGS), p1, align=8
-                )
-                gxx = builder.fmul(gx, x, flags=_FLAGS)
-                builder.store(builder.fadd(builder.load(p2, align=8), gxx, flags=_FLAGS), p2,
-                              align=8)  # fmt: skip
         op = _vec(builder, builder.gep(pn, [on_]), ir.Constant(og_.type, 0))
         builder.store(builder.fadd(builder.load(op, align=8), builder.load(nacc)), op, align=8)
+        a1 = cgutils.alloca_once_value(builder, zero)
+        a2 = cgutils.alloca_once_value(builder, zero)
+        one = builder.icmp_signed("==", nb_, ir.Constant(nb_.type, 1))
+        with builder.if_else(one) as (single, several):
+            with single:  # one block: its products straight into the accumulators (the
+                # same bits as the loop below, whose first term adds to 0), with no loop
+                g = builder.load(_vec(builder, pal, ir.Constant(og_.type, 0)), align=8)
+                with cgutils.for_range(builder, D_) as dl:
+                    d = dl.index
+                    x = builder.load(_vec(builder, pX, builder.mul(d, S_)), align=8)
+                    gx = builder.fmul(g, x, flags=_FLAGS)
+                    o = builder.mul(d, KL_)
+                    for term, base in ((gx, psx), (builder.fmul(gx, x, flags=_FLAGS), psxx)):
+                        p = _vec(builder, base, o)
+                        builder.store(builder.fadd(builder.load(p, align=8), term), p, align=8)
+            with several:
+                with cgutils.for_range(builder, D_) as dl:  # per feature: its sums in registers
+                    d = dl.index
+                    pxd = builder.gep(pX, [builder.mul(d, S_)])
+                    builder.store(zero, a1)
+                    builder.store(zero, a2)
+                    with cgutils.for_range(builder, nb_) as bl:
+                        off = builder.mul(bl.index, eight)
+                        g = builder.load(
+                            _vec(builder, pal, off), align=8
+                        )  # the posteriors just made
+                        x = builder.load(_vec(builder, pxd, off), align=8)
+                        gx = builder.fmul(g, x, flags=_FLAGS)
+                        builder.store(builder.fadd(builder.load(a1), gx, flags=_FLAGS), a1)
+                        gxx = builder.fmul(gx, x, flags=_FLAGS)
+                        builder.store(builder.fadd(builder.load(a2), gxx, flags=_FLAGS), a2)
+                    o = builder.mul(d, KL_)
+                    for acc, base in ((a1, psx), (a2, psxx)):
+                        p = _vec(builder, base, o)
+                        builder.store(
+                            builder.fadd(builder.load(p, align=8), builder.load(acc)), p, align=8
+                        )
         return context.get_dummy_value()
 
     return sig, codegen
