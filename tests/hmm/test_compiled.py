@@ -711,9 +711,9 @@ def test_property_lane_kernel_equals_the_first_fused_kernel(K, D, full, lengths,
 def test_property_lane_kernel_equals_the_stop22_kernel(K, D, full, lengths, seed, fail):
     """The lane kernel with lane-block accumulators (stop 23) gives what the stop-22 kernel
     (dot products over the lanes at every step, kept in ``tests/hmm/reference_kernels.py``)
-    gives: the forward pass is the same code, so the same log-likelihoods and failed lanes
-    bit for bit, and every statistic (xi, first, nsum, sx, sxx; diag and full) to 1e-12
-    of its scale, whatever the lane count (the blocks' sums change only the order)."""
+    gives: the same failed lanes, the log-likelihoods to 1e-13 and every statistic (xi,
+    first, nsum, sx, sxx; diag and full) to 1e-12 of its scale, whatever the lane count
+    (the lane blocks' sums change only the order of the additions)."""
     kernels = compiled._kernels()
     run = _lanes_unit(seed, K, D, lengths, full, fail=fail)
     from .reference_kernels import lanes_fb_stats_v22  # imports numba
@@ -721,7 +721,7 @@ def test_property_lane_kernel_equals_the_stop22_kernel(K, D, full, lengths, seed
     new, ref = run(kernels.lanes_fb_stats), run(lanes_fb_stats_v22)
     assert np.array_equal(new[1], ref[1])  # the same lanes fail
     assert ref[1].sum() == len(fail)
-    np.testing.assert_array_equal(new[0], ref[0])  # log-likelihoods: the same bits
+    np.testing.assert_allclose(new[0], ref[0], rtol=1e-13)  # log-likelihoods
     for got, want in zip(new[2:], ref[2:], strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * max(1.0, np.abs(want).max()))
 

@@ -23,6 +23,7 @@ from tying.hmm._numba_lanes import (
     lanes_beta_xi,
     lanes_dot,
     lanes_dot3,
+    lanes_forward,
     lanes_post_diag,
     lanes_sum,
 )
@@ -284,7 +285,16 @@ def lanes_fb_stats(
     T, K, S = b.shape
     D = XcL.shape[1]
     n_real = lens.shape[0]
-    v = np.empty((K, S))
+    v = _aligned(K * S).reshape((K, S))
+    AT = np.ascontiguousarray(transmat.T)
+    # flat views: the vector kernels take lane offsets
+    ATf, af, vf, b_f, icf = (
+        AT.reshape(-1),
+        alpha.reshape(-1),
+        v.reshape(-1),
+        b.reshape(-1),
+        ic.reshape(-1),
+    )
     two_exp = np.zeros(S)  # the product of factors is prod * 2**two_exp
     prod = np.ones(S)
     min_p = np.ones(S)
@@ -299,59 +309,9 @@ def lanes_fb_stats(
                 p = startprob[k]
                 for s in range(nr):
                     v[k, s] = p * b[0, k, s]
-        else:  # v = alpha[t-1] A, a few terms per pass over the lanes (v loaded less often)
-            if K == 1:
-                a = transmat[0, 0]
-                for s in range(nr):
-                    v[0, s] = alpha[t - 1, 0, s] * a
-                j = 1
-            else:  # the first two terms set v (no zeroing pass)
-                for k in range(K):
-                    a0 = transmat[0, k]
-                    a1 = transmat[1, k]
-                    for s in range(nr):
-                        v[k, s] = alpha[t - 1, 0, s] * a0 + alpha[t - 1, 1, s] * a1
-                j = 2
-            while K - j >= 5:  # four terms per pass, leaving at least one for the last pass
-                for k in range(K):
-                    a0 = transmat[j, k]
-                    a1 = transmat[j + 1, k]
-                    a2 = transmat[j + 2, k]
-                    a3 = transmat[j + 3, k]
-                    for s in range(nr):
-                        w = v[k, s] + alpha[t - 1, j, s] * a0
-                        w = w + alpha[t - 1, j + 1, s] * a1
-                        w = w + alpha[t - 1, j + 2, s] * a2
-                        v[k, s] = w + alpha[t - 1, j + 3, s] * a3
-                j += 4
-            while K - j >= 3:
-                for k in range(K):
-                    a0 = transmat[j, k]
-                    a1 = transmat[j + 1, k]
-                    for s in range(nr):
-                        w = v[k, s] + alpha[t - 1, j, s] * a0
-                        v[k, s] = w + alpha[t - 1, j + 1, s] * a1
-                j += 2
-            if j < K:  # the last one or two terms, times b, and the sum over states: one pass
-                two = K - j == 2
-                for k in range(K):
-                    a0 = transmat[j, k]
-                    a1 = transmat[j + 1, k] if two else 0.0
-                    if two:
-                        for s in range(nr):
-                            w = v[k, s] + alpha[t - 1, j, s] * a0
-                            v[k, s] = (w + alpha[t - 1, j + 1, s] * a1) * b[t, k, s]
-                    else:
-                        for s in range(nr):
-                            v[k, s] = (v[k, s] + alpha[t - 1, j, s] * a0) * b[t, k, s]
-                    if k == 0:
-                        for s in range(nr):
-                            ic[t, s] = v[0, s]
-                    else:
-                        for s in range(nr):
-                            ic[t, s] += v[k, s]
-            else:  # times b and the sum over states: one pass
-                _times_b_sum(v, b, t, nr, ic)
+        else:  # v = (alpha[t-1] A) b[t] and ic[t] = sum_k v, four states per pass (_numba_lanes)
+            lanes_forward(ATf, K, af, (t - 1) * K * S, S, nr // LANE_BLOCK, b_f, t * K * S, vf, icf,
+                          t * S)  # fmt: skip
         if t == 0:
             _times_b_sum(v, b, -1, nr, ic)  # -1: v has b already; only the sum
         for s in range(n):  # no branch and no call: the compiler vectorises this loop
@@ -399,8 +359,7 @@ def lanes_fb_stats(
     sxx8 = _aligned(D * E * K * LB)  # (D, E, K, LB)
     for a in (acc, n8, sx8, sxx8):
         a[:] = 0.0
-    af, qf, xf = alpha.reshape(-1), q.reshape(-1), XcL.reshape(-1)  # flat: lane offsets
-    Af, bf, b_f, icf = transmat.reshape(-1), beta.reshape(-1), b.reshape(-1), ic.reshape(-1)
+    qf, xf, Af, bf = q.reshape(-1), XcL.reshape(-1), transmat.reshape(-1), beta.reshape(-1)
     for t in range(T - 1, -1, -1):
         n0 = n_act[t]
         nr0 = _up(n0)

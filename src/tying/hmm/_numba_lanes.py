@@ -305,3 +305,65 @@ def lanes_post_diag(typingctx, al, og, beta, ob, b, ic, oic, q, oq, X, ox, S, D,
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@intrinsic
+def lanes_forward(typingctx, AT, K, x, ox, S, nb, b, ob, v, ic, oic):
+    """One forward step over ``nb`` lane blocks: ``v[k S + .] = (sum_j AT[k K + j] x[ox + j
+    S + .]) * b[ob + k S + .]`` (the sum in j order) and ``ic[oic + .] = sum_k v[k]`` (in k
+    order). ``AT`` is the transition matrix transposed, ``x`` the step before's scaled
+    forward variables. States go four at a time: each ``x`` block is loaded once per four."""
+    if not _flat_f64(AT, x, b, v, ic):
+        return None
+    sig = types.void(AT, K, x, ox, S, nb, b, ob, v, ic, oic)
+
+    def codegen(context, builder, sig, args):
+        a = sig.args
+        K_, ox_, S_, nb_, ob_, oic_ = _ints(context, builder, sig, args, (1, 3, 4, 5, 7, 10))
+        pAT, px, pb, pv, pic = (
+            context.make_array(a[i])(context, builder, args[i]).data for i in (0, 2, 6, 8, 9)
+        )
+        px, pb, pic = builder.gep(px, [ox_]), builder.gep(pb, [ob_]), builder.gep(pic, [oic_])
+        zero = ir.Constant(_V, [0.0] * LANE_BLOCK)
+        eight = ir.Constant(K_.type, LANE_BLOCK)
+        four = ir.Constant(K_.type, _GROUP)
+        n4 = builder.sdiv(K_, four)
+        cacc = cgutils.alloca_once_value(builder, zero)
+        accs = [cgutils.alloca_once_value(builder, zero) for _ in range(_GROUP)]
+        with cgutils.for_range(builder, nb_) as bl:
+            off = builder.mul(bl.index, eight)
+            builder.store(zero, cacc)
+
+            def group(k0, m):  # states k0..k0+m-1, their sums over j in registers
+                for acc in accs[:m]:
+                    builder.store(zero, acc)
+                rows = [builder.mul(_plus(builder, k0, i), K_) for i in range(m)]
+                with cgutils.for_range(builder, K_) as jl:
+                    j = jl.index
+                    xv = builder.load(
+                        _vec(builder, px, builder.add(builder.mul(j, S_), off)), align=8
+                    )
+                    for i in range(m):
+                        coef = _splat(
+                            builder, builder.load(builder.gep(pAT, [builder.add(rows[i], j)]))
+                        )
+                        term = builder.fmul(coef, xv, flags=_FLAGS)
+                        builder.store(
+                            builder.fadd(builder.load(accs[i]), term, flags=_FLAGS), accs[i]
+                        )
+                for i in range(m):
+                    o = builder.add(builder.mul(_plus(builder, k0, i), S_), off)
+                    w = builder.fmul(
+                        builder.load(accs[i]), builder.load(_vec(builder, pb, o), align=8)
+                    )
+                    builder.store(w, _vec(builder, pv, o), align=8)
+                    builder.store(builder.fadd(builder.load(cacc), w), cacc)
+
+            with cgutils.for_range(builder, n4) as gl:
+                group(builder.mul(gl.index, four), _GROUP)
+            with cgutils.for_range(builder, K_, start=builder.mul(n4, four)) as kl:
+                group(kl.index, 1)
+            builder.store(builder.load(cacc), _vec(builder, pic, off), align=8)
+        return context.get_dummy_value()
+
+    return sig, codegen
