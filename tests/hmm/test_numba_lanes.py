@@ -39,11 +39,15 @@ def _jitted():
         L.lanes_beta_xi(A, oa, K, al, oal, q, S, nb, beta, ob, acc, oacc)
 
     @numba.njit
+    def forward(AT, K, x, ox, S, nb, b, ob, v, ic, oic):
+        L.lanes_forward(AT, K, x, ox, S, nb, b, ob, v, ic, oic)
+
+    @numba.njit
     def post(al, og, beta, ob, b, ic, oic, q, oq, X, ox, S, D, nb, n8, on, sx8, sxx8, osx, KL):
         L.lanes_post_diag(al, og, beta, ob, b, ic, oic, q, oq, X, ox, S, D, nb, n8, on, sx8, sxx8,
                           osx, KL)  # fmt: skip
 
-    return dot, dot3, lsum, beta_xi, post
+    return dot, dot3, lsum, beta_xi, post, forward
 
 
 def _blocks(v, o, nb):
@@ -57,7 +61,7 @@ def _blocks(v, o, nb):
 def test_property_block_sums_equal_numpy(nb, seed, shift):
     """Each lane of a block accumulates its own sum over the blocks (no sum across lanes),
     added to what the accumulator held; offsets anywhere in the arrays; nb = 0 adds nothing."""
-    dot, dot3, lsum, _, _ = _jitted()
+    dot, dot3, lsum, _, _, _ = _jitted()
     rng = np.random.default_rng(seed)
     n = LB * (nb + 4)
     g, x, y = rng.normal(size=(3, n))
@@ -90,7 +94,7 @@ def test_property_block_sums_equal_numpy(nb, seed, shift):
 def test_property_beta_xi_equals_numpy(K, nb, seed):
     """One state j of a backward step: beta[j] = A[j] q over the lanes (set, not added),
     and xi's terms alpha[t, j] q[k] added lane by lane into the (K, 8) accumulators."""
-    _, _, _, beta_xi, _ = _jitted()
+    _, _, _, beta_xi, _, _ = _jitted()
     rng = np.random.default_rng(seed)
     S = LB * (nb + 1)  # lanes past the nb blocks: untouched
     A = rng.dirichlet(np.ones(K), size=K)
@@ -115,7 +119,7 @@ def test_property_beta_xi_equals_numpy(K, nb, seed):
 def test_property_posteriors_and_diag_moments_equal_numpy(K, D, nb, seed):
     """One state k of a backward step: posteriors alpha * beta written back, q = (b beta) ic,
     and the posteriors' sums, first and second moments of every feature, lane by lane."""
-    _, _, _, _, post = _jitted()
+    _, _, _, _, post, _ = _jitted()
     rng = np.random.default_rng(seed)
     S, T, t = LB * (nb + 1), 3, 1
     k = int(rng.integers(K))
@@ -141,6 +145,29 @@ def test_property_posteriors_and_diag_moments_equal_numpy(K, D, nb, seed):
          n8.reshape(-1), k * LB, sx8.reshape(-1), sxx8.reshape(-1), k * LB, K * LB)  # fmt: skip
     for got_, want_ in zip((alpha, q, n8, sx8, sxx8), want, strict=True):
         np.testing.assert_allclose(got_, want_, rtol=1e-13, atol=1e-13)
+
+
+@needs_numba
+@settings(max_examples=30, deadline=None)
+@given(K=st.integers(1, 9), nb=st.integers(1, 4), seed=st.integers(0, 2**32 - 1))
+def test_property_forward_step_equals_numpy(K, nb, seed):
+    """One forward step: v[k] = (sum_j A[j, k] alpha[t-1, j]) b[t, k] on the first nb
+    blocks of lanes (states four at a time, then one by one), and ic[t] = sum_k v[k];
+    lanes past the blocks and other steps untouched."""
+    *_, forward = _jitted()
+    rng = np.random.default_rng(seed)
+    S, T, t = LB * (nb + 1), 3, 2
+    A = rng.dirichlet(np.ones(K), size=K)
+    alpha, b = rng.random((T, K, S)), rng.random((T, K, S))
+    v, ic = rng.normal(size=(K, S)), rng.normal(size=(T, S))
+    r = slice(0, LB * nb)
+    want_v, want_ic = v.copy(), ic.copy()
+    want_v[:, r] = (A.T @ alpha[t - 1, :, r]) * b[t, :, r]
+    want_ic[t, r] = want_v[:, r].sum(0)
+    forward(np.ascontiguousarray(A.T).reshape(-1), K, alpha.reshape(-1), (t - 1) * K * S, S, nb,
+            b.reshape(-1), t * K * S, v.reshape(-1), ic.reshape(-1), t * S)  # fmt: skip
+    np.testing.assert_allclose(v, want_v, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(ic, want_ic, rtol=1e-13, atol=1e-15)
 
 
 @needs_numba
