@@ -1,6 +1,7 @@
-"""The lane kernel's fixed cost per step (issue 19, stop 23): diag Gaussian HMM EM at
-shapes of few lanes against hmmlearn ``implementation="scaling"``, before and after
-stop 23's kernel work, interleaved in one process.
+"""The lane kernel's fixed cost per step (issue 19, stop 23): Gaussian HMM EM (diag at
+the named shapes and at shapes of few lanes per unit; full and tied, which run the same
+kernel) against hmmlearn ``implementation="scaling"``, before and after stop 23's kernel
+work, interleaved in one process.
 
 "Before" is the library at ``BEFORE`` (main at the start of stop 23), taken from git
 into a temporary directory and imported as ``tying_before`` (as ``bench_hmmsetup``
@@ -24,34 +25,37 @@ import time
 import numpy as np
 
 from benchmarks import bench_hmmsetup
-from benchmarks.bench_hmm import _diag_case
+from benchmarks.bench_hmm import _diag_case, _start_covars
 from benchmarks.common import SMOKE, load_average, smoke, write
 
 BEFORE = "7aa4620"  # main at the start of stop 23 (2026-12-02)
-#: K, D, sequences, length: the named shapes first, then the ones of few lanes per unit
+#: covariance type, K, D, sequences, length: the named shapes first, then the ones of few
+#: lanes per unit; full and tied run the same lane kernel (``full=True``)
 SHAPES = (
-    (8, 4, 150, 400), (8, 4, 200, 500), (8, 4, 20, 400), (8, 4, 50, 2000),
-    (8, 1, 150, 400), (8, 16, 150, 400), (4, 4, 150, 400), (16, 4, 150, 400),
-    (8, 4, 1000, 50), (8, 4, 8, 400),
+    ("diag", 8, 4, 150, 400), ("diag", 8, 4, 200, 500), ("diag", 8, 4, 20, 400),
+    ("diag", 8, 4, 50, 2000), ("diag", 8, 1, 150, 400), ("diag", 8, 16, 150, 400),
+    ("diag", 4, 4, 150, 400), ("diag", 16, 4, 150, 400), ("diag", 8, 4, 1000, 50),
+    ("diag", 8, 4, 8, 400), ("full", 8, 4, 150, 400), ("full", 8, 4, 20, 400),
+    ("tied", 8, 4, 150, 400),
 )  # fmt: skip
 PARAMS = ("startprob_", "transmat_", "means_", "covars_")
 
 
-def _row(sides, K, D, n_seq, T, rounds) -> dict:
+def _row(sides, ctype, K, D, n_seq, T, rounds) -> dict:
     from hmmlearn import hmm
 
     X, lengths, start, A, means, _ = _diag_case(K=K, D=D, n_seq=n_seq, T=T)
-    covars = np.ones((K, D))
+    covars = _start_covars(ctype, K, D)
 
     def ours(pkg, n_jobs=1):
         return pkg.GaussianHMM(
-            K, "diag", startprob_init=start, transmat_init=A, means_init=means,
+            K, ctype, startprob_init=start, transmat_init=A, means_init=means,
             covars_init=covars, n_iter=10, tol=-np.inf, n_jobs=n_jobs,
         ).fit(X, lengths)  # fmt: skip
 
     def anchor():
         m = hmm.GaussianHMM(
-            K, "diag", init_params="", n_iter=10, tol=-np.inf, covars_prior=0.0,
+            K, ctype, init_params="", n_iter=10, tol=-np.inf, covars_prior=0.0,
             implementation="scaling",
         )  # fmt: skip
         m.startprob_, m.transmat_, m.means_, m.covars_ = start, A, means, covars
@@ -61,7 +65,7 @@ def _row(sides, K, D, n_seq, T, rounds) -> dict:
     runs["hmmlearn"] = anchor
     fits = {name: ours(pkg) for name, pkg in sides.items()}
     two = ours(sides["after"], n_jobs=2)
-    row = {"case": f"diag K={K}, D={D}, {len(lengths)}x{lengths[0]}, 10 iter, 1 thread (CPU)"}
+    row = {"case": f"{ctype} K={K}, D={D}, {len(lengths)}x{lengths[0]}, 10 iter, 1 thread (CPU)"}
     row["threads_bit_identical"] = bool(
         fits["after"].history_ == two.history_
         and all(np.array_equal(getattr(fits["after"], p), getattr(two, p)) for p in PARAMS)
@@ -130,9 +134,9 @@ def main() -> None:
         print(f"no 'before' side: git archive {BEFORE} unavailable or smoke run")
     rows = []
     with threadpoolctl.threadpool_limits(1):
-        for K, D, n_seq, T in SHAPES:
+        for ctype, K, D, n_seq, T in SHAPES:
             rounds = smoke(7 if n_seq * T <= 20_000 else 5, 1)
-            rows.append(_row(sides, K, D, n_seq, T, rounds))
+            rows.append(_row(sides, ctype, K, D, n_seq, T, rounds))
             print(_line(rows[-1]), flush=True)
     write("hmmkernel", rows)
     print("\n== goal rows (>= 10x hmmlearn scaling)")
