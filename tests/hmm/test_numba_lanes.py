@@ -184,3 +184,39 @@ def test_a_strided_array_is_refused_when_compiled():
 
     with pytest.raises(numba.core.errors.TypingError, match="lanes_sum"):
         strided(np.ones(32), np.zeros(8))
+
+
+@needs_numba
+def test_a_nan_observation_spoils_only_its_own_lane_and_step():
+    """The one-pass density: a NaN feature makes that lane's shifted densities NaN at
+    that step (its scaling then fails and it is recomputed in log space); every other
+    lane and step keeps the densities of the data without the NaN, bit for bit."""
+    from tying.hmm.forward_backward import LaneLayout
+    from tying.hmm.sequences import SequenceBatch
+
+    rng = np.random.default_rng(7)
+    K, D, lengths = 3, 2, [6] * 11  # 11 lanes: two blocks, the second partly padding
+    X = rng.normal(size=(66, D))
+    means, prec = rng.normal(size=(K, D)), rng.uniform(0.5, 2.0, size=(K, D))
+    const = -0.5 * (D * np.log(2 * np.pi) - np.log(prec).sum(1))
+    dens = compiled._kernels().lanes_density_diag
+
+    def run(X):
+        (unit,) = LaneLayout(X, X.mean(0), SequenceBatch.from_lengths(lengths)).units
+        T, _, S = unit["XL"].shape
+        b, m = np.zeros((T, K, S)), np.zeros((T, S))
+        dens(unit["XL"], unit["n_act"], means, prec, const, b, m)
+        return b, m, list(unit["seqs"])
+
+    b0, m0, seqs = run(X)
+    Xn = X.copy()
+    Xn[9 * 6 + 2, 1] = np.nan  # sequence 9, step 2
+    b1, m1, _ = run(Xn)
+    lane = seqs.index(9)
+    assert np.all(np.isnan(b1[2, :, lane]))
+    spoilt = np.zeros(b0.shape, bool)
+    spoilt[2, :, lane] = True
+    assert np.array_equal(b1[~spoilt], b0[~spoilt])
+    m_ok = np.ones(m0.shape, bool)
+    m_ok[2, lane] = False
+    assert np.array_equal(m1[m_ok], m0[m_ok])

@@ -21,6 +21,7 @@ import numpy as np
 
 from tying.hmm._numba_lanes import (
     lanes_beta_xi,
+    lanes_density_step,
     lanes_dot,
     lanes_dot3,
     lanes_forward,
@@ -85,72 +86,25 @@ def lanes_density_diag(XL, n_act, means, prec, const, b, m):
     Writes ``m[t, s] = max_k log p`` and ``b[t, k, s] = log p - m`` (padding: 0);
     the caller takes ``exp`` with NumPy's SIMD loop.
 
-    Few passes over the lanes per state (each pass loads and stores ``b``):
-    the first pass sets the sum from two features, the middle ones add two
-    more each, and the last one adds its features, the constant and the row
-    maximum at once; D = 4 is two passes per state (the first kernel took five).
+    One pass over a step's lane blocks (:func:`~tying.hmm._numba_lanes.lanes_density_step`):
+    each state's sum over the features in registers, the maximum and the shift from the
+    same block (stop 23; the loops of stop 22 took two passes per state at D = 4, eight
+    at D = 16, and one more for the shift, each with its own set-up at every step).
     """
     T, D, S = XL.shape
     K = means.shape[0]
+    muf = np.ascontiguousarray(means).reshape(-1)
+    pf = np.ascontiguousarray(prec).reshape(-1)
+    cf = np.ascontiguousarray(const)
+    xf, bf, mf = XL.reshape(-1), b.reshape(-1), m.reshape(-1)
     for t in range(T):
         n = n_act[t]
-        nr = _up(n)
-        for s in range(nr):
-            m[t, s] = -np.inf
-        for k in range(K):
-            c = const[k]
-            mu0 = means[k, 0]
-            p0 = prec[k, 0]
-            if D == 1:
-                for s in range(nr):
-                    z0 = XL[t, 0, s] - mu0
-                    v = c - 0.5 * (z0 * z0 * p0)
-                    b[t, k, s] = v
-                    m[t, s] = max(m[t, s], v)
-                continue
-            mu1 = means[k, 1]
-            p1 = prec[k, 1]
-            if D == 2:
-                for s in range(nr):
-                    z0 = XL[t, 0, s] - mu0
-                    z1 = XL[t, 1, s] - mu1
-                    v = c - 0.5 * (z0 * z0 * p0 + z1 * z1 * p1)
-                    b[t, k, s] = v
-                    m[t, s] = max(m[t, s], v)
-                continue
-            for s in range(nr):  # features 0 and 1 set the sum
-                z0 = XL[t, 0, s] - mu0
-                z1 = XL[t, 1, s] - mu1
-                b[t, k, s] = z0 * z0 * p0 + z1 * z1 * p1
-            d = 2
-            while D - d > 2:  # middle pairs
-                mu0 = means[k, d]
-                p0 = prec[k, d]
-                mu1 = means[k, d + 1]
-                p1 = prec[k, d + 1]
-                for s in range(nr):
-                    z0 = XL[t, d, s] - mu0
-                    z1 = XL[t, d + 1, s] - mu1
-                    b[t, k, s] = b[t, k, s] + z0 * z0 * p0 + z1 * z1 * p1
-                d += 2
-            mu0 = means[k, d]
-            p0 = prec[k, d]
-            if D - d == 2:  # the last pair, the constant and the maximum
-                mu1 = means[k, d + 1]
-                p1 = prec[k, d + 1]
-                for s in range(nr):
-                    z0 = XL[t, d, s] - mu0
-                    z1 = XL[t, d + 1, s] - mu1
-                    v = c - 0.5 * (b[t, k, s] + z0 * z0 * p0 + z1 * z1 * p1)
-                    b[t, k, s] = v
-                    m[t, s] = max(m[t, s], v)
-            else:  # the last feature, the constant and the maximum
-                for s in range(nr):
-                    z0 = XL[t, d, s] - mu0
-                    v = c - 0.5 * (b[t, k, s] + z0 * z0 * p0)
-                    b[t, k, s] = v
-                    m[t, s] = max(m[t, s], v)
-        _minus_max(b, m, t, n)
+        lanes_density_step(xf, t * D * S, S, D, _up(n) // LANE_BLOCK, muf, pf, cf, K, bf,
+                           t * K * S, mf, t * S)  # fmt: skip
+        for s in range(n, S):  # lanes past their end: 0 in both (exp(0) = 1, times 0 later)
+            m[t, s] = 0.0
+            for k in range(K):
+                b[t, k, s] = 0.0
 
 
 @numba.njit(**_JIT)

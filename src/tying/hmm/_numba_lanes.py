@@ -367,3 +367,61 @@ def lanes_forward(typingctx, AT, K, x, ox, S, nb, b, ob, v, ic, oic):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@intrinsic
+def lanes_density_step(typingctx, XL, ox, S, D, nb, means, prec, const, K, b, ob, m, om):
+    """One step's shifted diagonal Gaussian log-densities over ``nb`` lane blocks:
+    ``v_k = const[k] - 0.5 sum_d (x_d - means[k D + d])^2 prec[k D + d]`` (the sum in d
+    order; ``x_d`` at ``XL[ox + d S + .]``), ``m[om + .] = max_k v_k`` and ``b[ob + k S +
+    .] = v_k - m``. A NaN ``v`` stays NaN in ``b`` (so the lane's scaling fails and the
+    caller recomputes it), whatever the maximum."""
+    if not _flat_f64(XL, means, prec, const, b, m):
+        return None
+    sig = types.void(XL, ox, S, D, nb, means, prec, const, K, b, ob, m, om)
+
+    def codegen(context, builder, sig, args):
+        a = sig.args
+        ox_, S_, D_, nb_, K_, ob_, om_ = _ints(context, builder, sig, args, (1, 2, 3, 4, 8, 10, 12))
+        pX, pmu, pp, pc, pb, pm = (
+            context.make_array(a[i])(context, builder, args[i]).data for i in (0, 5, 6, 7, 9, 11)
+        )
+        pX, pb, pm = builder.gep(pX, [ox_]), builder.gep(pb, [ob_]), builder.gep(pm, [om_])
+        zero = ir.Constant(_V, [0.0] * LANE_BLOCK)
+        half = ir.Constant(_V, [-0.5] * LANE_BLOCK)
+        eight = ir.Constant(S_.type, LANE_BLOCK)
+        mx = cgutils.alloca_once_value(builder, ir.Constant(_V, [float("-inf")] * LANE_BLOCK))
+        acc = cgutils.alloca_once_value(builder, zero)
+        with cgutils.for_range(builder, nb_) as bl:
+            off = builder.mul(bl.index, eight)
+            builder.store(ir.Constant(_V, [float("-inf")] * LANE_BLOCK), mx)
+            with cgutils.for_range(builder, K_) as kl:
+                k = kl.index
+                row = builder.mul(k, D_)
+                builder.store(zero, acc)
+                with cgutils.for_range(builder, D_) as dl:
+                    d = dl.index
+                    x = builder.load(
+                        _vec(builder, pX, builder.add(builder.mul(d, S_), off)), align=8
+                    )
+                    i = builder.add(row, d)
+                    mu = _splat(builder, builder.load(builder.gep(pmu, [i])))
+                    p = _splat(builder, builder.load(builder.gep(pp, [i])))
+                    z = builder.fsub(x, mu)
+                    term = builder.fmul(builder.fmul(z, z, flags=_FLAGS), p, flags=_FLAGS)
+                    builder.store(builder.fadd(builder.load(acc), term, flags=_FLAGS), acc)
+                c = _splat(builder, builder.load(builder.gep(pc, [k])))
+                v = builder.fadd(
+                    c, builder.fmul(half, builder.load(acc), flags=_FLAGS), flags=_FLAGS
+                )
+                builder.store(v, _vec(builder, pb, builder.add(builder.mul(k, S_), off)), align=8)
+                old = builder.load(mx)
+                builder.store(builder.select(builder.fcmp_unordered(">", v, old), v, old), mx)
+            top = builder.load(mx)
+            builder.store(top, _vec(builder, pm, off), align=8)
+            with cgutils.for_range(builder, K_) as kl:
+                bp = _vec(builder, pb, builder.add(builder.mul(kl.index, S_), off))
+                builder.store(builder.fsub(builder.load(bp, align=8), top), bp, align=8)
+        return context.get_dummy_value()
+
+    return sig, codegen
