@@ -391,32 +391,47 @@ def lanes_density_step(typingctx, XL, ox, S, D, nb, means, prec, const, K, b, ob
         half = ir.Constant(_V, [-0.5] * LANE_BLOCK)
         eight = ir.Constant(S_.type, LANE_BLOCK)
         mx = cgutils.alloca_once_value(builder, ir.Constant(_V, [float("-inf")] * LANE_BLOCK))
-        acc = cgutils.alloca_once_value(builder, zero)
+        accs = [cgutils.alloca_once_value(builder, zero) for _ in range(_GROUP)]
+        four = ir.Constant(K_.type, _GROUP)
+        n4 = builder.sdiv(K_, four)
         with cgutils.for_range(builder, nb_) as bl:
             off = builder.mul(bl.index, eight)
             builder.store(ir.Constant(_V, [float("-inf")] * LANE_BLOCK), mx)
-            with cgutils.for_range(builder, K_) as kl:
-                k = kl.index
-                row = builder.mul(k, D_)
-                builder.store(zero, acc)
+
+            def group(k0, m):  # states k0..k0+m-1: m independent sums, each x loaded once
+                rows = [builder.mul(_plus(builder, k0, i), D_) for i in range(m)]
+                for acc in accs[:m]:
+                    builder.store(zero, acc)
                 with cgutils.for_range(builder, D_) as dl:
                     d = dl.index
                     x = builder.load(
                         _vec(builder, pX, builder.add(builder.mul(d, S_), off)), align=8
                     )
-                    i = builder.add(row, d)
-                    mu = _splat(builder, builder.load(builder.gep(pmu, [i])))
-                    p = _splat(builder, builder.load(builder.gep(pp, [i])))
-                    z = builder.fsub(x, mu)
-                    term = builder.fmul(builder.fmul(z, z, flags=_FLAGS), p, flags=_FLAGS)
-                    builder.store(builder.fadd(builder.load(acc), term, flags=_FLAGS), acc)
-                c = _splat(builder, builder.load(builder.gep(pc, [k])))
-                v = builder.fadd(
-                    c, builder.fmul(half, builder.load(acc), flags=_FLAGS), flags=_FLAGS
-                )
-                builder.store(v, _vec(builder, pb, builder.add(builder.mul(k, S_), off)), align=8)
-                old = builder.load(mx)
-                builder.store(builder.select(builder.fcmp_unordered(">", v, old), v, old), mx)
+                    for i in range(m):
+                        at = builder.add(rows[i], d)
+                        mu = _splat(builder, builder.load(builder.gep(pmu, [at])))
+                        p = _splat(builder, builder.load(builder.gep(pp, [at])))
+                        z = builder.fsub(x, mu)
+                        term = builder.fmul(builder.fmul(z, z, flags=_FLAGS), p, flags=_FLAGS)
+                        builder.store(
+                            builder.fadd(builder.load(accs[i]), term, flags=_FLAGS), accs[i]
+                        )
+                for i in range(m):
+                    k = _plus(builder, k0, i)
+                    c = _splat(builder, builder.load(builder.gep(pc, [k])))
+                    v = builder.fadd(
+                        c, builder.fmul(half, builder.load(accs[i]), flags=_FLAGS), flags=_FLAGS
+                    )
+                    builder.store(
+                        v, _vec(builder, pb, builder.add(builder.mul(k, S_), off)), align=8
+                    )
+                    old = builder.load(mx)
+                    builder.store(builder.select(builder.fcmp_unordered(">", v, old), v, old), mx)
+
+            with cgutils.for_range(builder, n4) as gl:  # four states at a time, then one by one
+                group(builder.mul(gl.index, four), _GROUP)
+            with cgutils.for_range(builder, K_, start=builder.mul(n4, four)) as kl:
+                group(kl.index, 1)
             top = builder.load(mx)
             builder.store(top, _vec(builder, pm, off), align=8)
             with cgutils.for_range(builder, K_) as kl:
