@@ -265,8 +265,7 @@ def lanes_post_diag(typingctx, al, og, beta, ob, b, ic, oic, q, oq, X, ox, S, D,
             builder.store(builder.fadd(builder.load(nacc), g, flags=_FLAGS), nacc)
         op = _vec(builder, builder.gep(pn, [on_]), ir.Constant(og_.type, 0))
         builder.store(builder.fadd(builder.load(op, align=8), builder.load(nacc)), op, align=8)
-        a1 = cgutils.alloca_once_value(builder, zero)
-        a2 = cgutils.alloca_once_value(builder, zero)
+        moments = [cgutils.alloca_once_value(builder, zero) for _ in range(4)]
         one = builder.icmp_signed("==", nb_, ir.Constant(nb_.type, 1))
         with builder.if_else(one) as (single, several):
             with single:  # one block: its products straight into the accumulators (the
@@ -281,27 +280,40 @@ def lanes_post_diag(typingctx, al, og, beta, ob, b, ic, oic, q, oq, X, ox, S, D,
                         p = _vec(builder, base, o)
                         builder.store(builder.fadd(builder.load(p, align=8), term), p, align=8)
             with several:
-                with cgutils.for_range(builder, D_) as dl:  # per feature: its sums in registers
-                    d = dl.index
-                    pxd = builder.gep(pX, [builder.mul(d, S_)])
-                    builder.store(zero, a1)
-                    builder.store(zero, a2)
+
+                def features(d0, m):  # features d0..d0+m-1: each block of g loaded once
+                    pxs = [
+                        builder.gep(pX, [builder.mul(_plus(builder, d0, i), S_)]) for i in range(m)
+                    ]
+                    for acc in moments[: 2 * m]:
+                        builder.store(zero, acc)
                     with cgutils.for_range(builder, nb_) as bl:
                         off = builder.mul(bl.index, eight)
-                        g = builder.load(
-                            _vec(builder, pal, off), align=8
-                        )  # the posteriors just made
-                        x = builder.load(_vec(builder, pxd, off), align=8)
-                        gx = builder.fmul(g, x, flags=_FLAGS)
-                        builder.store(builder.fadd(builder.load(a1), gx, flags=_FLAGS), a1)
-                        gxx = builder.fmul(gx, x, flags=_FLAGS)
-                        builder.store(builder.fadd(builder.load(a2), gxx, flags=_FLAGS), a2)
-                    o = builder.mul(d, KL_)
-                    for acc, base in ((a1, psx), (a2, psxx)):
-                        p = _vec(builder, base, o)
-                        builder.store(
-                            builder.fadd(builder.load(p, align=8), builder.load(acc)), p, align=8
-                        )
+                        g = builder.load(_vec(builder, pal, off), align=8)  # the posteriors
+                        for i in range(m):
+                            x = builder.load(_vec(builder, pxs[i], off), align=8)
+                            gx = builder.fmul(g, x, flags=_FLAGS)
+                            gxx = builder.fmul(gx, x, flags=_FLAGS)
+                            for acc, term in ((moments[2 * i], gx), (moments[2 * i + 1], gxx)):
+                                builder.store(
+                                    builder.fadd(builder.load(acc), term, flags=_FLAGS), acc
+                                )
+                    for i in range(m):
+                        o = builder.mul(_plus(builder, d0, i), KL_)
+                        for acc, base in ((moments[2 * i], psx), (moments[2 * i + 1], psxx)):
+                            p = _vec(builder, base, o)
+                            builder.store(
+                                builder.fadd(builder.load(p, align=8), builder.load(acc)),
+                                p,
+                                align=8,
+                            )
+
+                two = ir.Constant(D_.type, 2)
+                n2 = builder.sdiv(D_, two)
+                with cgutils.for_range(builder, n2) as dl:  # features two at a time, then one
+                    features(builder.mul(dl.index, two), 2)
+                with cgutils.for_range(builder, D_, start=builder.mul(n2, two)) as dl:
+                    features(dl.index, 1)
         return context.get_dummy_value()
 
     return sig, codegen
