@@ -1,25 +1,28 @@
-"""Lane-block accumulators for the fused E-step (:mod:`tying.hmm._numba_kernels`), written
-as explicit vector code (numba intrinsics); imported only when numba is.
+"""One step of the fused E-step's lane kernels over whole blocks of lanes, written as
+explicit vector code (numba intrinsics); used by :mod:`tying.hmm._numba_kernels`, imported
+only when numba is.
 
-Each step of the lane kernel's backward pass adds, for every pair of states and for
-every state and feature, a sum over the unit's lanes into the unit's statistics. As
-a loop over the lanes with one total, each such sum pays the vectoriser's set-up, its
-remainder loop and a sum across a vector register at every step, whatever the lanes:
-at 8-24 lanes that fixed part was most of the step (stop 23). Here each sum instead
-keeps one accumulator per lane of a block of ``LANE_BLOCK`` lanes (one ``<8 x
-double>`` vector, in registers while the blocks are added), added into an
-accumulator array in memory once per call; the caller adds the 8 lanes together once
-per unit, at the end.
+Each step of the lane kernels adds, for every pair of states and for every state and
+feature, a sum over the unit's lanes into the unit's statistics. As a loop over the
+lanes with one total, each such sum paid the vectoriser's set-up, its remainder loop
+and a sum across a vector register at every step, whatever the lanes: at 8-24 lanes
+that fixed part was most of the step (stop 23). Here each sum keeps one accumulator
+per lane of a block of ``LANE_BLOCK`` lanes (one ``<8 x double>`` vector, in
+registers while the blocks are added), added into an accumulator array in memory once
+per call; the caller adds the 8 lanes together once per unit, at the end. The other
+passes of a step (the forward sum over states, ``beta``, the posteriors, the diag
+density) are likewise one pass over the step's blocks per four states (or per state).
 
 numba leaves LLVM's SLP vectoriser off, and its loop vectoriser turns a loop over
 blocks with 8 scalar accumulators into gathers, so the vector code is emitted here
-directly. Every lane's sum is taken in block order, each product added with one
-rounding (a fused multiply-add where the CPU has one): the same bits on every call,
-whichever thread runs it.
+directly. Every sum is taken in a fixed order (blocks in turn, states and features in
+index order), each product added with one rounding (a fused multiply-add where the
+CPU has one): the same bits on every call, whichever thread runs it.
 
-Arguments are 1-D C-contiguous float64 arrays with offsets (in elements, multiples of
-``LANE_BLOCK``, not checked: the kernels pass their own lane offsets) and ``nb``, the
-number of lane blocks.
+Arguments are 1-D C-contiguous float64 arrays (anything else does not compile: a
+strided view would be read as if contiguous) with offsets in elements (the kernels
+pass their own lane offsets, multiples of ``LANE_BLOCK``; not checked here) and
+``nb``, the number of lane blocks.
 """
 
 from __future__ import annotations
