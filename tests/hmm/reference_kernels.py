@@ -1,8 +1,11 @@
-"""The first fused lane kernel, kept only as the reference ``lanes_fb_stats`` is tested against.
+"""Earlier fused lane kernels, kept only as references ``lanes_fb_stats`` is tested against.
 
-Its sums are per lane, added over the lanes at the end; the library's kernel
-(:func:`tying.hmm._numba_kernels.lanes_fb_stats`) sums over the lanes at every
-step. Imports numba: import it only in tests marked ``needs_numba``.
+``lanes_fb_stats_v1`` (stop 13) keeps its sums per lane, added over the lanes at the
+end; ``lanes_fb_stats_v22`` (stop 22) sums over the lanes at every step; the library's
+kernel (:func:`tying.hmm._numba_kernels.lanes_fb_stats`, stop 23) keeps one accumulator
+per lane of a block of 8 and sums the block at the end. The three orders of summation
+give the same statistics to rounding. Imports numba: import it only in tests marked
+``needs_numba``.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from tying.hmm._numba_kernels import _JIT, _up
+from tying.hmm._numba_kernels import _JIT, _LN2, _P_FLOOR, _TWO_64, _TWO_M64, _times_b_sum, _up
 from tying.hmm.forward_backward import TINY
 
 
@@ -180,3 +183,374 @@ def lanes_fb_stats_v1(
                 for s in range(S):
                     tot += sxx_l[d, e, k, s]
                 sxx[d, e, k] = tot
+
+
+@numba.njit(**_JIT)
+def lanes_fb_stats_v22(
+    startprob, transmat, b, m, n_act, lens, XcL, full, alpha, ic,
+    ll, bad, xi, first, nsum, sx, sxx,
+):  # fmt: skip
+    """The lane kernel as it was at stop 22, kept as a reference for :func:`lanes_fb_stats`:
+    each step's sums over the lanes are dot products, added into the unit's sums at every
+    step (stop 23 keeps lane-block accumulators instead, summed over the block at the end).
+
+    Scaled forward-backward of one unit's lanes, fused with the Gaussian statistics.
+
+    ``b (T, K, S)`` emission probabilities over their row max, ``m (T, S)`` the
+    maxima (:func:`lanes_density_diag`), ``lens`` the lengths of the real lanes
+    (descending; the rest of the S lanes are padding), ``XcL (T, D, S)`` the
+    centred observations (0 on padding). The posteriors are used as the
+    backward pass makes them and added into this unit's sums: ``xi (K, K)``
+    expected transitions, ``first (K,)`` posteriors at t=0, ``nsum (K,)`` sum
+    of gamma, ``sx (D, K)`` sum of gamma * xc, and ``sxx`` ``(D, 1, K)`` sum of
+    gamma * xc^2 (``full`` false) or ``(D, D, K)`` the lower triangle of sum of
+    gamma * xc xc^T. Writes ``ll[s]`` and ``bad[s]`` of the real lanes (scaling
+    failed: the lane adds nothing; the caller recomputes it in log space).
+
+    ``b`` is overwritten for bad lanes; ``alpha (T, K, S)`` and ``ic (T, S)`` are
+    scratch (kept by the caller: fresh large arrays cost page faults every call).
+    Each step's sums are taken over the lanes at once (dot products over
+    the lanes, in lane order, then added into the unit's sums in time order):
+    per-lane accumulator arrays (the first kernel, kept in tests/hmm) pushed the inner
+    loops' operands out of the L1 cache. The product of the scaling factors is
+    kept as ``prod * 2**two_exp``, rescaled by 2**64 (exact) when it falls
+    below 2**-64, with no log and no branch in the loop over lanes.
+    """
+    T, K, S = b.shape
+    D = XcL.shape[1]
+    n_real = lens.shape[0]
+    v = np.empty((K, S))
+    two_exp = np.zeros(S)  # the product of factors is prod * 2**two_exp
+    prod = np.ones(S)
+    min_p = np.ones(S)
+    min_c = np.ones(S)
+    m_sum = np.zeros(S)
+    # ---- forward, normalised at every step
+    for t in range(T):
+        n = n_act[t]
+        nr = _up(n)
+        if t == 0:
+            for k in range(K):
+                p = startprob[k]
+                for s in range(nr):
+                    v[k, s] = p * b[0, k, s]
+        else:  # v = alpha[t-1] A, a few terms per pass over the lanes (v loaded less often)
+            if K == 1:
+                a = transmat[0, 0]
+                for s in range(nr):
+                    v[0, s] = alpha[t - 1, 0, s] * a
+                j = 1
+            else:  # the first two terms set v (no zeroing pass)
+                for k in range(K):
+                    a0 = transmat[0, k]
+                    a1 = transmat[1, k]
+                    for s in range(nr):
+                        v[k, s] = alpha[t - 1, 0, s] * a0 + alpha[t - 1, 1, s] * a1
+                j = 2
+            while K - j >= 5:  # four terms per pass, leaving at least one for the last pass
+                for k in range(K):
+                    a0 = transmat[j, k]
+                    a1 = transmat[j + 1, k]
+                    a2 = transmat[j + 2, k]
+                    a3 = transmat[j + 3, k]
+                    for s in range(nr):
+                        w = v[k, s] + alpha[t - 1, j, s] * a0
+                        w = w + alpha[t - 1, j + 1, s] * a1
+                        w = w + alpha[t - 1, j + 2, s] * a2
+                        v[k, s] = w + alpha[t - 1, j + 3, s] * a3
+                j += 4
+            while K - j >= 3:
+                for k in range(K):
+                    a0 = transmat[j, k]
+                    a1 = transmat[j + 1, k]
+                    for s in range(nr):
+                        w = v[k, s] + alpha[t - 1, j, s] * a0
+                        v[k, s] = w + alpha[t - 1, j + 1, s] * a1
+                j += 2
+            if j < K:  # the last one or two terms, times b, and the sum over states: one pass
+                two = K - j == 2
+                for k in range(K):
+                    a0 = transmat[j, k]
+                    a1 = transmat[j + 1, k] if two else 0.0
+                    if two:
+                        for s in range(nr):
+                            w = v[k, s] + alpha[t - 1, j, s] * a0
+                            v[k, s] = (w + alpha[t - 1, j + 1, s] * a1) * b[t, k, s]
+                    else:
+                        for s in range(nr):
+                            v[k, s] = (v[k, s] + alpha[t - 1, j, s] * a0) * b[t, k, s]
+                    if k == 0:
+                        for s in range(nr):
+                            ic[t, s] = v[0, s]
+                    else:
+                        for s in range(nr):
+                            ic[t, s] += v[k, s]
+            else:  # times b and the sum over states: one pass
+                _times_b_sum(v, b, t, nr, ic)
+        if t == 0:
+            _times_b_sum(v, b, -1, nr, ic)  # -1: v has b already; only the sum
+        for s in range(n):  # no branch and no call: the compiler vectorises this loop
+            c = ic[t, s]
+            min_c[s] = min(min_c[s], c)
+            m_sum[s] += m[t, s]
+            p = prod[s] * c
+            min_p[s] = min(min_p[s], p)  # below _P_FLOOR: a product went subnormal
+            small = p < _TWO_M64
+            prod[s] = p * _TWO_64 if small else p  # exact: a power of two
+            two_exp[s] -= 64.0 if small else 0.0
+            ic[t, s] = 1.0 / c
+        for s in range(n, nr):  # lanes past their end: nothing flows on
+            ic[t, s] = 0.0
+        for k in range(K):
+            for s in range(nr):
+                alpha[t, k, s] = v[k, s] * ic[t, s]
+        for s in range(n, nr):  # exact zeros, even after a failed (NaN) lane
+            for k in range(K):
+                alpha[t, k, s] = 0.0
+    for s in range(n_real):
+        total = two_exp[s] * _LN2 + np.log(prod[s]) + m_sum[s]
+        ll[s] = total
+        # a factor below TINY has lost precision (subnormal) and its inverse overflows;
+        # a product below _P_FLOOR may have gone subnormal between two rescalings
+        bad[s] = not np.isfinite(total) or not min_c[s] >= TINY or not min_p[s] >= _P_FLOOR
+        if bad[s]:  # zero the lane: it then adds exactly nothing below
+            for t in range(lens[s]):
+                ic[t, s] = 0.0
+                for k in range(K):
+                    alpha[t, k, s] = 0.0
+                    b[t, k, s] = 0.0
+    # ---- backward: each step's posteriors are summed over the lanes at once
+    E = D if full else 1
+    beta = np.zeros((K, S))
+    q = np.empty((K, S))
+    acc = np.zeros((K, K))
+    for j in range(K):
+        nsum[j] = 0.0
+        for k in range(K):
+            xi[j, k] = 0.0
+    for d in range(D):
+        for k in range(K):
+            sx[d, k] = 0.0
+            for e in range(E):
+                sxx[d, e, k] = 0.0
+    for t in range(T - 1, -1, -1):
+        n0 = n_act[t]
+        nr0 = _up(n0)
+        n1 = n_act[t + 1] if t + 1 < T else 0
+        nr1 = _up(n1)
+        if n1 > 0:  # lanes that go on past t: beta[t] = A q, q = b[t+1] beta[t+1] / c[t+1]
+            for j in range(K):  # (q was made by step t+1's posterior pass)
+                # beta[t, j] = sum_k A[j, k] q[k], a few terms per pass (beta loaded less
+                # often), the first pass setting it; xi's terms: dot products over the lanes
+                al = alpha[t, j]
+                a0 = transmat[j, 0]
+                tot0 = 0.0
+                if K == 1:
+                    for s in range(nr1):
+                        q0 = q[0, s]
+                        beta[j, s] = a0 * q0
+                        tot0 += al[s] * q0
+                    acc[j, 0] += tot0
+                    continue
+                a1 = transmat[j, 1]
+                tot1 = 0.0
+                if K >= 4:  # the first four terms set beta
+                    a2 = transmat[j, 2]
+                    a3 = transmat[j, 3]
+                    tot2 = 0.0
+                    tot3 = 0.0
+                    for s in range(nr1):
+                        q0 = q[0, s]
+                        q1 = q[1, s]
+                        q2 = q[2, s]
+                        q3 = q[3, s]
+                        beta[j, s] = a0 * q0 + a1 * q1 + a2 * q2 + a3 * q3
+                        x = al[s]
+                        tot0 += x * q0
+                        tot1 += x * q1
+                        tot2 += x * q2
+                        tot3 += x * q3
+                    acc[j, 0] += tot0
+                    acc[j, 1] += tot1
+                    acc[j, 2] += tot2
+                    acc[j, 3] += tot3
+                    k = 4
+                else:
+                    for s in range(nr1):
+                        q0 = q[0, s]
+                        q1 = q[1, s]
+                        beta[j, s] = a0 * q0 + a1 * q1
+                        tot0 += al[s] * q0
+                        tot1 += al[s] * q1
+                    acc[j, 0] += tot0
+                    acc[j, 1] += tot1
+                    k = 2
+                while K - k >= 4:
+                    a0 = transmat[j, k]
+                    a1 = transmat[j, k + 1]
+                    a2 = transmat[j, k + 2]
+                    a3 = transmat[j, k + 3]
+                    tot0 = 0.0
+                    tot1 = 0.0
+                    tot2 = 0.0
+                    tot3 = 0.0
+                    for s in range(nr1):
+                        q0 = q[k, s]
+                        q1 = q[k + 1, s]
+                        q2 = q[k + 2, s]
+                        q3 = q[k + 3, s]
+                        w = beta[j, s] + a0 * q0
+                        w = w + a1 * q1
+                        w = w + a2 * q2
+                        beta[j, s] = w + a3 * q3
+                        x = al[s]
+                        tot0 += x * q0
+                        tot1 += x * q1
+                        tot2 += x * q2
+                        tot3 += x * q3
+                    acc[j, k] += tot0
+                    acc[j, k + 1] += tot1
+                    acc[j, k + 2] += tot2
+                    acc[j, k + 3] += tot3
+                    k += 4
+                while k + 1 < K:
+                    a0 = transmat[j, k]
+                    a1 = transmat[j, k + 1]
+                    tot0 = 0.0
+                    tot1 = 0.0
+                    for s in range(nr1):
+                        q0 = q[k, s]
+                        q1 = q[k + 1, s]
+                        w = beta[j, s] + a0 * q0
+                        beta[j, s] = w + a1 * q1
+                        tot0 += al[s] * q0
+                        tot1 += al[s] * q1
+                    acc[j, k] += tot0
+                    acc[j, k + 1] += tot1
+                    k += 2
+                if k < K:
+                    a0 = transmat[j, k]
+                    tot0 = 0.0
+                    for s in range(nr1):
+                        q0 = q[k, s]
+                        beta[j, s] += a0 * q0
+                        tot0 += al[s] * q0
+                    acc[j, k] += tot0
+        for s in range(n1, n0):  # lanes whose last step is t
+            for k in range(K):
+                beta[k, s] = 1.0
+        # the posteriors (kept in alpha[t]) and, from the same loads of beta, step t-1's
+        # q = b[t] beta[t] / c[t] (on the lanes running at t: those that go on past t-1)
+        if not full:  # diagonal statistics: _gamma_diag_stats
+            _gamma_diag_stats_v22(alpha, beta, XcL, t, nr0, nsum, sx, sxx, b, ic, q)
+            continue
+        for k in range(K):
+            tot = 0.0
+            for s in range(nr0):
+                be = beta[k, s]
+                gk = alpha[t, k, s] * be
+                alpha[t, k, s] = gk
+                tot += gk
+                q[k, s] = b[t, k, s] * be * ic[t, s]
+            nsum[k] += tot
+        for d in range(D):
+            for k in range(K):
+                tot = 0.0
+                for s in range(nr0):
+                    tot += alpha[t, k, s] * XcL[t, d, s]
+                sx[d, k] += tot
+            for e in range(d + 1):
+                for k in range(K):
+                    tot = 0.0
+                    for s in range(nr0):
+                        tot += alpha[t, k, s] * (XcL[t, d, s] * XcL[t, e, s])
+                    sxx[d, e, k] += tot
+    for j in range(K):
+        first[j] = 0.0
+        for s in range(S):
+            first[j] += alpha[0, j, s]
+        for k in range(K):
+            xi[j, k] = transmat[j, k] * acc[j, k]
+
+
+@numba.njit(**_JIT)
+def _gamma_diag_stats_v22(alpha, beta, XcL, t, nr, nsum, sx, sxx, b, ic, q):
+    """Step t's posteriors ``alpha[t] *= beta`` (kept in alpha) and their diagonal sums:
+    ``nsum[k]``, ``sx[d, k]`` (gamma x) and ``sxx[d, 0, k]`` (gamma x^2), each a dot
+    product over the lanes; and step t-1's ``q = b[t] beta / c[t]`` from the same loads.
+    Per state, the first pass makes the posteriors and q and takes features 0 and 1, the
+    next ones two features each: D = 4 is two passes per state (separate posterior,
+    q and per-feature passes took six)."""
+    K = alpha.shape[1]
+    D = XcL.shape[1]
+    for k in range(K):
+        tot = 0.0
+        t0 = 0.0
+        t0x = 0.0
+        if D == 1:
+            for s in range(nr):
+                be = beta[k, s]
+                g = alpha[t, k, s] * be
+                alpha[t, k, s] = g
+                tot += g
+                q[k, s] = b[t, k, s] * be * ic[t, s]
+                x0 = XcL[t, 0, s]
+                g0 = g * x0
+                t0 += g0
+                t0x += g0 * x0
+            nsum[k] += tot
+            sx[0, k] += t0
+            sxx[0, 0, k] += t0x
+            continue
+        t1 = 0.0
+        t1x = 0.0
+        for s in range(nr):
+            be = beta[k, s]
+            g = alpha[t, k, s] * be
+            alpha[t, k, s] = g
+            tot += g
+            q[k, s] = b[t, k, s] * be * ic[t, s]
+            x0 = XcL[t, 0, s]
+            x1 = XcL[t, 1, s]
+            g0 = g * x0
+            g1 = g * x1
+            t0 += g0
+            t0x += g0 * x0
+            t1 += g1
+            t1x += g1 * x1
+        nsum[k] += tot
+        sx[0, k] += t0
+        sxx[0, 0, k] += t0x
+        sx[1, k] += t1
+        sxx[1, 0, k] += t1x
+        d = 2
+        while d + 1 < D:
+            t0 = 0.0
+            t0x = 0.0
+            t1 = 0.0
+            t1x = 0.0
+            for s in range(nr):
+                g = alpha[t, k, s]
+                x0 = XcL[t, d, s]
+                x1 = XcL[t, d + 1, s]
+                g0 = g * x0
+                g1 = g * x1
+                t0 += g0
+                t0x += g0 * x0
+                t1 += g1
+                t1x += g1 * x1
+            sx[d, k] += t0
+            sxx[d, 0, k] += t0x
+            sx[d + 1, k] += t1
+            sxx[d + 1, 0, k] += t1x
+            d += 2
+        if d < D:
+            t0 = 0.0
+            t0x = 0.0
+            for s in range(nr):
+                x0 = XcL[t, d, s]
+                g0 = alpha[t, k, s] * x0
+                t0 += g0
+                t0x += g0 * x0
+            sx[d, k] += t0
+            sxx[d, 0, k] += t0x

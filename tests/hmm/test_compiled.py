@@ -7,7 +7,7 @@ import logging
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tying.hmm import GaussianHMM, SequenceBatch, compiled
@@ -688,6 +688,37 @@ def test_property_lane_kernel_equals_the_first_fused_kernel(K, D, full, lengths,
     from .reference_kernels import lanes_fb_stats_v1  # imports numba
 
     new, ref = run(kernels.lanes_fb_stats), run(lanes_fb_stats_v1)
+    assert np.array_equal(new[1], ref[1])  # the same lanes fail
+    assert ref[1].sum() == len(fail)
+    np.testing.assert_allclose(new[0], ref[0], rtol=1e-13)  # log-likelihoods
+    for got, want in zip(new[2:], ref[2:], strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * max(1.0, np.abs(want).max()))
+
+
+@needs_numba
+@settings(max_examples=60, deadline=None)
+@given(
+    K=st.integers(1, 10),
+    D=st.integers(1, 5),
+    full=st.booleans(),
+    # up to 70 lanes (9 blocks), 1-step sequences, lanes ending at every step
+    lengths=st.lists(st.integers(1, 40), min_size=4, max_size=70),
+    seed=st.integers(0, 2**32 - 1),
+    fail=st.sets(st.integers(0, 3), max_size=2),
+)
+@example(K=3, D=2, full=False, lengths=[1, 1, 1, 1], seed=0, fail=set())  # one step, T = 1
+@example(K=8, D=4, full=False, lengths=[400] * 20, seed=1, fail={2})  # 20 x 400, a bad lane
+def test_property_lane_kernel_equals_the_stop22_kernel(K, D, full, lengths, seed, fail):
+    """The lane kernel with lane-block accumulators (stop 23) gives what the stop-22 kernel
+    (dot products over the lanes at every step, kept in ``tests/hmm/reference_kernels.py``)
+    gives: the same failed lanes, the log-likelihoods to 1e-13 and every statistic (xi,
+    first, nsum, sx, sxx; diag and full) to 1e-12 of its scale, whatever the lane count
+    (the lane blocks' sums change only the order of the additions)."""
+    kernels = compiled._kernels()
+    run = _lanes_unit(seed, K, D, lengths, full, fail=fail)
+    from .reference_kernels import lanes_fb_stats_v22  # imports numba
+
+    new, ref = run(kernels.lanes_fb_stats), run(lanes_fb_stats_v22)
     assert np.array_equal(new[1], ref[1])  # the same lanes fail
     assert ref[1].sum() == len(fail)
     np.testing.assert_allclose(new[0], ref[0], rtol=1e-13)  # log-likelihoods

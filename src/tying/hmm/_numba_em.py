@@ -15,6 +15,12 @@ to the others. Results do not depend on which thread ran a unit.
 pointers of the ufuncs (``fused_em._ufunc_loop``): the same bits as
 ``np.exp(b, out=b)`` on the old path, at NumPy's SIMD speed (numba's scalar
 ``exp`` is 5x slower here and rounds differently).
+
+numba's on-disk cache is keyed on this file alone: the lane kernels it compiles in
+(``_numba_kernels``, ``_numba_lanes``; stop 23 rewrote their backward and forward steps)
+changing does not make it recompile. After a change there, change this file too (or
+empty the cache), or the compiled loop keeps the old kernels while the general loop has
+the new ones.
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ threads never wait for Python between E-steps.
 The Cholesky factor, its inverse and the eigenvalue floor are computed here, not by
 LAPACK: the parameters agree with the general loop's to rounding (1e-12 relative
 is tested), and every thread count gives the same bits (units summed in unit order).
+
+numba's on-disk cache is keyed on this file alone: the lane kernels it compiles in
+(``_numba_kernels``, ``_numba_lanes``) changing does not make it recompile. After a
+change there, change this file too (or empty the cache), or the loop keeps the old kernels.
 """
 
 from __future__ import annotations

@@ -19,6 +19,16 @@ import math
 import numba
 import numpy as np
 
+from tying.hmm._numba_lanes import (
+    lanes_beta_xi,
+    lanes_density_step,
+    lanes_dot,
+    lanes_dot3,
+    lanes_forward,
+    lanes_post_diag,
+    lanes_sum,
+)
+
 # the kernels' options (_JIT, fastmath) and the scaled forward-backward on given
 # log-densities, re-exported: compiled._kernels() hands out this module for both
 from tying.hmm._numba_scaled import (  # noqa: F401
@@ -76,72 +86,25 @@ def lanes_density_diag(XL, n_act, means, prec, const, b, m):
     Writes ``m[t, s] = max_k log p`` and ``b[t, k, s] = log p - m`` (padding: 0);
     the caller takes ``exp`` with NumPy's SIMD loop.
 
-    Few passes over the lanes per state (each pass loads and stores ``b``):
-    the first pass sets the sum from two features, the middle ones add two
-    more each, and the last one adds its features, the constant and the row
-    maximum at once; D = 4 is two passes per state (the first kernel took five).
+    One pass over a step's lane blocks (:func:`~tying.hmm._numba_lanes.lanes_density_step`):
+    each state's sum over the features in registers, the maximum and the shift from the
+    same block (stop 23; the loops of stop 22 took two passes per state at D = 4, eight
+    at D = 16, and one more for the shift, each with its own set-up at every step).
     """
     T, D, S = XL.shape
     K = means.shape[0]
+    muf = np.ascontiguousarray(means).reshape(-1)
+    pf = np.ascontiguousarray(prec).reshape(-1)
+    cf = np.ascontiguousarray(const)
+    xf, bf, mf = XL.reshape(-1), b.reshape(-1), m.reshape(-1)
     for t in range(T):
         n = n_act[t]
-        nr = _up(n)
-        for s in range(nr):
-            m[t, s] = -np.inf
-        for k in range(K):
-            c = const[k]
-            mu0 = means[k, 0]
-            p0 = prec[k, 0]
-            if D == 1:
-                for s in range(nr):
-                    z0 = XL[t, 0, s] - mu0
-                    v = c - 0.5 * (z0 * z0 * p0)
-                    b[t, k, s] = v
-                    m[t, s] = max(m[t, s], v)
-                continue
-            mu1 = means[k, 1]
-            p1 = prec[k, 1]
-            if D == 2:
-                for s in range(nr):
-                    z0 = XL[t, 0, s] - mu0
-                    z1 = XL[t, 1, s] - mu1
-                    v = c - 0.5 * (z0 * z0 * p0 + z1 * z1 * p1)
-                    b[t, k, s] = v
-                    m[t, s] = max(m[t, s], v)
-                continue
-            for s in range(nr):  # features 0 and 1 set the sum
-                z0 = XL[t, 0, s] - mu0
-                z1 = XL[t, 1, s] - mu1
-                b[t, k, s] = z0 * z0 * p0 + z1 * z1 * p1
-            d = 2
-            while D - d > 2:  # middle pairs
-                mu0 = means[k, d]
-                p0 = prec[k, d]
-                mu1 = means[k, d + 1]
-                p1 = prec[k, d + 1]
-                for s in range(nr):
-                    z0 = XL[t, d, s] - mu0
-                    z1 = XL[t, d + 1, s] - mu1
-                    b[t, k, s] = b[t, k, s] + z0 * z0 * p0 + z1 * z1 * p1
-                d += 2
-            mu0 = means[k, d]
-            p0 = prec[k, d]
-            if D - d == 2:  # the last pair, the constant and the maximum
-                mu1 = means[k, d + 1]
-                p1 = prec[k, d + 1]
-                for s in range(nr):
-                    z0 = XL[t, d, s] - mu0
-                    z1 = XL[t, d + 1, s] - mu1
-                    v = c - 0.5 * (b[t, k, s] + z0 * z0 * p0 + z1 * z1 * p1)
-                    b[t, k, s] = v
-                    m[t, s] = max(m[t, s], v)
-            else:  # the last feature, the constant and the maximum
-                for s in range(nr):
-                    z0 = XL[t, d, s] - mu0
-                    v = c - 0.5 * (b[t, k, s] + z0 * z0 * p0)
-                    b[t, k, s] = v
-                    m[t, s] = max(m[t, s], v)
-        _minus_max(b, m, t, n)
+        lanes_density_step(xf, t * D * S, S, D, _up(n) // LANE_BLOCK, muf, pf, cf, K, bf,
+                           t * K * S, mf, t * S)  # fmt: skip
+        for s in range(n, S):  # lanes past their end: 0 in both (exp(0) = 1, times 0 later)
+            m[t, s] = 0.0
+            for k in range(K):
+                b[t, k, s] = 0.0
 
 
 @numba.njit(**_JIT)
@@ -276,7 +239,16 @@ def lanes_fb_stats(
     T, K, S = b.shape
     D = XcL.shape[1]
     n_real = lens.shape[0]
-    v = np.empty((K, S))
+    v = _aligned(K * S).reshape((K, S))
+    AT = np.ascontiguousarray(transmat.T)
+    # flat views: the vector kernels take lane offsets
+    ATf, af, vf, b_f, icf = (
+        AT.reshape(-1),
+        alpha.reshape(-1),
+        v.reshape(-1),
+        b.reshape(-1),
+        ic.reshape(-1),
+    )
     two_exp = np.zeros(S)  # the product of factors is prod * 2**two_exp
     prod = np.ones(S)
     min_p = np.ones(S)
@@ -291,59 +263,9 @@ def lanes_fb_stats(
                 p = startprob[k]
                 for s in range(nr):
                     v[k, s] = p * b[0, k, s]
-        else:  # v = alpha[t-1] A, a few terms per pass over the lanes (v loaded less often)
-            if K == 1:
-                a = transmat[0, 0]
-                for s in range(nr):
-                    v[0, s] = alpha[t - 1, 0, s] * a
-                j = 1
-            else:  # the first two terms set v (no zeroing pass)
-                for k in range(K):
-                    a0 = transmat[0, k]
-                    a1 = transmat[1, k]
-                    for s in range(nr):
-                        v[k, s] = alpha[t - 1, 0, s] * a0 + alpha[t - 1, 1, s] * a1
-                j = 2
-            while K - j >= 5:  # four terms per pass, leaving at least one for the last pass
-                for k in range(K):
-                    a0 = transmat[j, k]
-                    a1 = transmat[j + 1, k]
-                    a2 = transmat[j + 2, k]
-                    a3 = transmat[j + 3, k]
-                    for s in range(nr):
-                        w = v[k, s] + alpha[t - 1, j, s] * a0
-                        w = w + alpha[t - 1, j + 1, s] * a1
-                        w = w + alpha[t - 1, j + 2, s] * a2
-                        v[k, s] = w + alpha[t - 1, j + 3, s] * a3
-                j += 4
-            while K - j >= 3:
-                for k in range(K):
-                    a0 = transmat[j, k]
-                    a1 = transmat[j + 1, k]
-                    for s in range(nr):
-                        w = v[k, s] + alpha[t - 1, j, s] * a0
-                        v[k, s] = w + alpha[t - 1, j + 1, s] * a1
-                j += 2
-            if j < K:  # the last one or two terms, times b, and the sum over states: one pass
-                two = K - j == 2
-                for k in range(K):
-                    a0 = transmat[j, k]
-                    a1 = transmat[j + 1, k] if two else 0.0
-                    if two:
-                        for s in range(nr):
-                            w = v[k, s] + alpha[t - 1, j, s] * a0
-                            v[k, s] = (w + alpha[t - 1, j + 1, s] * a1) * b[t, k, s]
-                    else:
-                        for s in range(nr):
-                            v[k, s] = (v[k, s] + alpha[t - 1, j, s] * a0) * b[t, k, s]
-                    if k == 0:
-                        for s in range(nr):
-                            ic[t, s] = v[0, s]
-                    else:
-                        for s in range(nr):
-                            ic[t, s] += v[k, s]
-            else:  # times b and the sum over states: one pass
-                _times_b_sum(v, b, t, nr, ic)
+        else:  # v = (alpha[t-1] A) b[t] and ic[t] = sum_k v, four states per pass (_numba_lanes)
+            lanes_forward(ATf, K, af, (t - 1) * K * S, S, nr // LANE_BLOCK, b_f, t * K * S, vf, icf,
+                          t * S)  # fmt: skip
         if t == 0:
             _times_b_sum(v, b, -1, nr, ic)  # -1: v has b already; only the sum
         for s in range(n):  # no branch and no call: the compiler vectorises this loop
@@ -376,241 +298,133 @@ def lanes_fb_stats(
                 for k in range(K):
                     alpha[t, k, s] = 0.0
                     b[t, k, s] = 0.0
-    # ---- backward: each step's posteriors are summed over the lanes at once
+    # ---- backward: each step's sums over the lanes are added into lane-block-wide
+    # accumulators (one per lane of a block: _numba_lanes), summed over the block once, at
+    # the end (stop 23: a sum across a vector register at every step and for every term
+    # was most of a step's cost at few lanes)
     E = D if full else 1
-    beta = np.zeros((K, S))
-    q = np.empty((K, S))
-    acc = np.zeros((K, K))
-    for j in range(K):
-        nsum[j] = 0.0
-        for k in range(K):
-            xi[j, k] = 0.0
-    for d in range(D):
-        for k in range(K):
-            sx[d, k] = 0.0
-            for e in range(E):
-                sxx[d, e, k] = 0.0
+    LB = LANE_BLOCK
+    beta = _aligned(K * S).reshape((K, S))
+    beta[...] = 0.0
+    q = _aligned(K * S).reshape((K, S))
+    acc = _aligned(K * K * LB)  # xi's terms, (K, K, LB)
+    n8 = _aligned(K * LB)  # (K, LB)
+    sx8 = _aligned(D * K * LB)  # (D, K, LB)
+    sxx8 = _aligned(D * E * K * LB)  # (D, E, K, LB)
+    for a in (acc, n8, sx8, sxx8):
+        a[:] = 0.0
+    qf, xf, Af, bf = q.reshape(-1), XcL.reshape(-1), transmat.reshape(-1), beta.reshape(-1)
     for t in range(T - 1, -1, -1):
         n0 = n_act[t]
         nr0 = _up(n0)
         n1 = n_act[t + 1] if t + 1 < T else 0
         nr1 = _up(n1)
         if n1 > 0:  # lanes that go on past t: beta[t] = A q, q = b[t+1] beta[t+1] / c[t+1]
-            for j in range(K):  # (q was made by step t+1's posterior pass)
-                # beta[t, j] = sum_k A[j, k] q[k], a few terms per pass (beta loaded less
-                # often), the first pass setting it; xi's terms: dot products over the lanes
-                al = alpha[t, j]
-                a0 = transmat[j, 0]
-                tot0 = 0.0
-                if K == 1:
-                    for s in range(nr1):
-                        q0 = q[0, s]
-                        beta[j, s] = a0 * q0
-                        tot0 += al[s] * q0
-                    acc[j, 0] += tot0
-                    continue
-                a1 = transmat[j, 1]
-                tot1 = 0.0
-                if K >= 4:  # the first four terms set beta
-                    a2 = transmat[j, 2]
-                    a3 = transmat[j, 3]
-                    tot2 = 0.0
-                    tot3 = 0.0
-                    for s in range(nr1):
-                        q0 = q[0, s]
-                        q1 = q[1, s]
-                        q2 = q[2, s]
-                        q3 = q[3, s]
-                        beta[j, s] = a0 * q0 + a1 * q1 + a2 * q2 + a3 * q3
-                        x = al[s]
-                        tot0 += x * q0
-                        tot1 += x * q1
-                        tot2 += x * q2
-                        tot3 += x * q3
-                    acc[j, 0] += tot0
-                    acc[j, 1] += tot1
-                    acc[j, 2] += tot2
-                    acc[j, 3] += tot3
-                    k = 4
-                else:
-                    for s in range(nr1):
-                        q0 = q[0, s]
-                        q1 = q[1, s]
-                        beta[j, s] = a0 * q0 + a1 * q1
-                        tot0 += al[s] * q0
-                        tot1 += al[s] * q1
-                    acc[j, 0] += tot0
-                    acc[j, 1] += tot1
-                    k = 2
-                while K - k >= 4:
-                    a0 = transmat[j, k]
-                    a1 = transmat[j, k + 1]
-                    a2 = transmat[j, k + 2]
-                    a3 = transmat[j, k + 3]
-                    tot0 = 0.0
-                    tot1 = 0.0
-                    tot2 = 0.0
-                    tot3 = 0.0
-                    for s in range(nr1):
-                        q0 = q[k, s]
-                        q1 = q[k + 1, s]
-                        q2 = q[k + 2, s]
-                        q3 = q[k + 3, s]
-                        w = beta[j, s] + a0 * q0
-                        w = w + a1 * q1
-                        w = w + a2 * q2
-                        beta[j, s] = w + a3 * q3
-                        x = al[s]
-                        tot0 += x * q0
-                        tot1 += x * q1
-                        tot2 += x * q2
-                        tot3 += x * q3
-                    acc[j, k] += tot0
-                    acc[j, k + 1] += tot1
-                    acc[j, k + 2] += tot2
-                    acc[j, k + 3] += tot3
-                    k += 4
-                while k + 1 < K:
-                    a0 = transmat[j, k]
-                    a1 = transmat[j, k + 1]
-                    tot0 = 0.0
-                    tot1 = 0.0
-                    for s in range(nr1):
-                        q0 = q[k, s]
-                        q1 = q[k + 1, s]
-                        w = beta[j, s] + a0 * q0
-                        beta[j, s] = w + a1 * q1
-                        tot0 += al[s] * q0
-                        tot1 += al[s] * q1
-                    acc[j, k] += tot0
-                    acc[j, k + 1] += tot1
-                    k += 2
-                if k < K:
-                    a0 = transmat[j, k]
-                    tot0 = 0.0
-                    for s in range(nr1):
-                        q0 = q[k, s]
-                        beta[j, s] += a0 * q0
-                        tot0 += al[s] * q0
-                    acc[j, k] += tot0
+            for j in range(K):  # (q was made by step t+1's posterior pass); xi's terms
+                lanes_beta_xi(Af, j * K, K, af, (t * K + j) * S, qf, S, nr1 // LB, bf, j * S,
+                              acc, j * K * LB)  # fmt: skip
         for s in range(n1, n0):  # lanes whose last step is t
             for k in range(K):
                 beta[k, s] = 1.0
         # the posteriors (kept in alpha[t]) and, from the same loads of beta, step t-1's
         # q = b[t] beta[t] / c[t] (on the lanes running at t: those that go on past t-1)
-        if not full:  # diagonal statistics: _gamma_diag_stats
-            _gamma_diag_stats(alpha, beta, XcL, t, nr0, nsum, sx, sxx, b, ic, q)
+        nb0 = nr0 // LB
+        if not full:  # posteriors, q and the diagonal sums: one pass over the lanes per state
+            for k in range(K):
+                og = (t * K + k) * S
+                lanes_post_diag(af, og, bf, k * S, b_f, icf, t * S, qf, k * S, xf, t * D * S, S,
+                                D, nb0, n8, k * LB, sx8, sxx8, k * LB, K * LB)  # fmt: skip
             continue
         for k in range(K):
-            tot = 0.0
             for s in range(nr0):
                 be = beta[k, s]
-                gk = alpha[t, k, s] * be
-                alpha[t, k, s] = gk
-                tot += gk
+                alpha[t, k, s] = alpha[t, k, s] * be
                 q[k, s] = b[t, k, s] * be * ic[t, s]
-            nsum[k] += tot
-        for d in range(D):
-            for k in range(K):
-                tot = 0.0
-                for s in range(nr0):
-                    tot += alpha[t, k, s] * XcL[t, d, s]
-                sx[d, k] += tot
-            for e in range(d + 1):
-                for k in range(K):
-                    tot = 0.0
-                    for s in range(nr0):
-                        tot += alpha[t, k, s] * (XcL[t, d, s] * XcL[t, e, s])
-                    sxx[d, e, k] += tot
+        for k in range(K):
+            og = (t * K + k) * S
+            lanes_sum(af, og, nb0, n8, k * LB)
+            for d in range(D):
+                ox = (t * D + d) * S
+                o = (d * K + k) * LB
+                lanes_dot(af, og, xf, ox, nb0, sx8, o)
+                for e in range(d + 1):
+                    oe = (t * D + e) * S
+                    lanes_dot3(af, og, xf, ox, xf, oe, nb0, sxx8, ((d * E + e) * K + k) * LB)
     for j in range(K):
         first[j] = 0.0
         for s in range(S):
             first[j] += alpha[0, j, s]
+        nsum[j] = _sum_block(n8, j * LB)
         for k in range(K):
-            xi[j, k] = transmat[j, k] * acc[j, k]
+            xi[j, k] = transmat[j, k] * _sum_block(acc, (j * K + k) * LB)
+    for d in range(D):
+        for k in range(K):
+            sx[d, k] = _sum_block(sx8, (d * K + k) * LB)
+            for e in range(E):  # full: 0 above the diagonal
+                sxx[d, e, k] = _sum_block(sxx8, ((d * E + e) * K + k) * LB)
 
 
 @numba.njit(**_JIT)
-def _gamma_diag_stats(alpha, beta, XcL, t, nr, nsum, sx, sxx, b, ic, q):
-    """Step t's posteriors ``alpha[t] *= beta`` (kept in alpha) and their diagonal sums:
-    ``nsum[k]``, ``sx[d, k]`` (gamma x) and ``sxx[d, 0, k]`` (gamma x^2), each a dot
-    product over the lanes; and step t-1's ``q = b[t] beta / c[t]`` from the same loads.
-    Per state, the first pass makes the posteriors and q and takes features 0 and 1, the
-    next ones two features each: D = 4 is two passes per state (separate posterior,
-    q and per-feature passes took six)."""
-    K = alpha.shape[1]
-    D = XcL.shape[1]
-    for k in range(K):
-        tot = 0.0
-        t0 = 0.0
-        t0x = 0.0
-        if D == 1:
+def _aligned(n):
+    """``n`` float64s starting on a cache line: a lane block is one 64-byte vector, which
+    costs two accesses when it straddles two lines."""
+    buf = np.empty(n + LANE_BLOCK)
+    off = (64 - buf.ctypes.data % 64) % 64 // 8
+    return buf[off : off + n]
+
+
+@numba.njit(**_JIT)
+def _sum_block(a, o):
+    """The sum of a lane block's accumulators ``a[o:o+8]``, in a fixed order."""
+    return ((a[o] + a[o + 1]) + (a[o + 2] + a[o + 3])) + (
+        (a[o + 4] + a[o + 5]) + (a[o + 6] + a[o + 7])
+    )
+
+
+@numba.njit(**_JIT)
+def _beta_step(transmat, q, beta, nr):
+    """``beta[j] = sum_k A[j, k] q[k]`` on ``nr`` lanes, four terms per pass (beta loaded
+    less often), the first pass setting it."""
+    K = transmat.shape[0]
+    for j in range(K):
+        a0 = transmat[j, 0]
+        if K == 1:
             for s in range(nr):
-                be = beta[k, s]
-                g = alpha[t, k, s] * be
-                alpha[t, k, s] = g
-                tot += g
-                q[k, s] = b[t, k, s] * be * ic[t, s]
-                x0 = XcL[t, 0, s]
-                g0 = g * x0
-                t0 += g0
-                t0x += g0 * x0
-            nsum[k] += tot
-            sx[0, k] += t0
-            sxx[0, 0, k] += t0x
+                beta[j, s] = a0 * q[0, s]
             continue
-        t1 = 0.0
-        t1x = 0.0
-        for s in range(nr):
-            be = beta[k, s]
-            g = alpha[t, k, s] * be
-            alpha[t, k, s] = g
-            tot += g
-            q[k, s] = b[t, k, s] * be * ic[t, s]
-            x0 = XcL[t, 0, s]
-            x1 = XcL[t, 1, s]
-            g0 = g * x0
-            g1 = g * x1
-            t0 += g0
-            t0x += g0 * x0
-            t1 += g1
-            t1x += g1 * x1
-        nsum[k] += tot
-        sx[0, k] += t0
-        sxx[0, 0, k] += t0x
-        sx[1, k] += t1
-        sxx[1, 0, k] += t1x
-        d = 2
-        while d + 1 < D:
-            t0 = 0.0
-            t0x = 0.0
-            t1 = 0.0
-            t1x = 0.0
+        a1 = transmat[j, 1]
+        if K >= 4:  # the first four terms set beta
+            a2 = transmat[j, 2]
+            a3 = transmat[j, 3]
             for s in range(nr):
-                g = alpha[t, k, s]
-                x0 = XcL[t, d, s]
-                x1 = XcL[t, d + 1, s]
-                g0 = g * x0
-                g1 = g * x1
-                t0 += g0
-                t0x += g0 * x0
-                t1 += g1
-                t1x += g1 * x1
-            sx[d, k] += t0
-            sxx[d, 0, k] += t0x
-            sx[d + 1, k] += t1
-            sxx[d + 1, 0, k] += t1x
-            d += 2
-        if d < D:
-            t0 = 0.0
-            t0x = 0.0
+                beta[j, s] = a0 * q[0, s] + a1 * q[1, s] + a2 * q[2, s] + a3 * q[3, s]
+            k = 4
+        else:
             for s in range(nr):
-                x0 = XcL[t, d, s]
-                g0 = alpha[t, k, s] * x0
-                t0 += g0
-                t0x += g0 * x0
-            sx[d, k] += t0
-            sxx[d, 0, k] += t0x
+                beta[j, s] = a0 * q[0, s] + a1 * q[1, s]
+            k = 2
+        while K - k >= 4:
+            a0 = transmat[j, k]
+            a1 = transmat[j, k + 1]
+            a2 = transmat[j, k + 2]
+            a3 = transmat[j, k + 3]
+            for s in range(nr):
+                w = beta[j, s] + a0 * q[k, s]
+                w = w + a1 * q[k + 1, s]
+                w = w + a2 * q[k + 2, s]
+                beta[j, s] = w + a3 * q[k + 3, s]
+            k += 4
+        while k + 1 < K:
+            a0 = transmat[j, k]
+            a1 = transmat[j, k + 1]
+            for s in range(nr):
+                w = beta[j, s] + a0 * q[k, s]
+                beta[j, s] = w + a1 * q[k + 1, s]
+            k += 2
+        if k < K:
+            a0 = transmat[j, k]
+            for s in range(nr):
+                beta[j, s] += a0 * q[k, s]
 
 
 @numba.njit(**_JIT)
