@@ -43,7 +43,7 @@ import threading
 
 import numpy as np
 
-from tying.hmm import compiled
+from tying.hmm import arenas, compiled
 
 __all__ = ["FusedEM"]
 
@@ -134,12 +134,13 @@ def _root(a: np.ndarray) -> np.ndarray:
 
 def _offset(a: np.ndarray, block: np.ndarray, block_address: int | None = None) -> int:
     """``a``'s first element as an index of ``block`` (which ``a`` is carved from);
-    ``block_address``: the block's ``ctypes.data``, when the caller has it already."""
+    ``block_address``: the block's address (``arenas.address``), when the caller has it
+    already."""
     if _root(a) is not block or not a.flags.c_contiguous:
         raise ValueError("not carved from the block")
     if block_address is None:
-        block_address = block.ctypes.data
-    return (a.ctypes.data - block_address) // 8
+        block_address = arenas.address(block)
+    return (arenas.address(a) - block_address) // 8
 
 
 def _offset_columns(kernels) -> list[int]:
@@ -154,7 +155,7 @@ def _unit_offsets(layout, block_a, block_b, base_a, base_b) -> np.ndarray:
     Raises:
         ValueError: a unit's array is not carved from its block.
     """
-    at_a, at_b = block_a.ctypes.data, block_b.ctypes.data
+    at_a, at_b = arenas.address(block_a), arenas.address(block_b)
     return np.array(
         [
             [_offset(unit[name], block_a, at_a) - base_a for name in ("XL", "XcL", "ic", "m")]
@@ -188,9 +189,10 @@ def _table_holds(rel_ut: np.ndarray, rel: np.ndarray) -> bool:
     array's offset from its block's first array (:func:`_unit_offsets`)."""
     from tying.hmm import _numba_em
 
-    return rel_ut.shape[0] == rel.shape[0] and np.array_equal(
-        rel_ut[:, _offset_columns(_numba_em)], rel
-    )
+    # shapes first, then one comparison (np.array_equal's own checks cost more)
+    if rel_ut.ndim != 2 or rel.shape != (rel_ut.shape[0], 6):
+        return False
+    return bool((rel_ut[:, _offset_columns(_numba_em)] == rel).all())
 
 
 #: the unit tables of the last few (lane layout, K): they depend on the lengths, D, K
