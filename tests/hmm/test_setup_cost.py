@@ -308,3 +308,62 @@ def test_a_bad_start_variance_is_refused_by_name_and_the_model_is_unchanged():
         m.fit(X, lengths)
     for k, v in before.items():
         assert np.array_equal(getattr(m, k), v)
+
+
+# ------------------------------------------------------------------ the lane copy
+@needs_numba
+@pytest.mark.parametrize("ctype", ["diag", "full"])
+def test_the_lane_copy_goes_to_a_helper_as_the_compiled_loop_starts_not_mid_setup(
+    ctype, monkeypatch
+):
+    """The helper's copy is started after the start values and the plan (a pool thread
+    started earlier only waited for the GIL, then took it from the fitting thread), and
+    before the loop's first call; its fit has the bits of a one-thread fit."""
+    from tying.hmm import _numba_em, _numba_em_full
+    from tying.hmm.forward_backward import LaneLayout
+
+    monkeypatch.setattr(compiled, "MIN_ROWS", 300)  # several units: a helper has work
+    events, copies = [], []
+    real_start = LaneLayout.start_fill
+
+    def start_fill(self, n_jobs=None):
+        real_start(self, n_jobs)
+        events.append("start_fill")
+        copies.append(self._copy is not None)
+
+    monkeypatch.setattr(LaneLayout, "start_fill", start_fill)
+    real_init = GaussianHMM._initialise
+    monkeypatch.setattr(
+        GaussianHMM, "_initialise", lambda self, *a: events.append("init") or real_init(self, *a)
+    )
+    kernels = _numba_em if ctype == "diag" else _numba_em_full
+    real_run = kernels.em_run
+    monkeypatch.setattr(kernels, "em_run", lambda *a: events.append("em_run") or real_run(*a))
+    X, lengths, *_ = _case(lengths=(40,) * 60)
+    two = GaussianHMM(3, ctype, n_iter=4, tol=-np.inf, n_jobs=2, random_state=1).fit(X, lengths)
+    assert events[:3] == ["init", "start_fill", "em_run"], events
+    assert copies == [True]  # the helper got the copy
+    events.clear()
+    one = GaussianHMM(3, ctype, n_iter=4, tol=-np.inf, n_jobs=1, random_state=1).fit(X, lengths)
+    assert events[:2] == ["init", "em_run"] and copies == [True]  # one thread: no helper
+    assert two.history_ == one.history_
+    for name in PARAMS:
+        assert np.array_equal(getattr(two, name), getattr(one, name)), name
+
+
+@needs_numba
+def test_the_general_loop_copies_its_lanes_itself_with_the_same_bits(monkeypatch):
+    """Ties on the means keep the general loop: no compiled loop hands out the copy, so
+    its first E-step copies every unit (on its own threads), with the bits of one thread."""
+    monkeypatch.setattr(compiled, "MIN_ROWS", 300)
+    X, lengths, *_ = _case(lengths=(40,) * 60)
+    fits = [
+        GaussianHMM(
+            3, "diag", ties={"means": [[0, 1]]}, n_iter=4, tol=-np.inf, n_jobs=n, random_state=2
+        ).fit(X, lengths)
+        for n in (1, 2, 3)
+    ]
+    for fit in fits[1:]:
+        assert fit.history_ == fits[0].history_
+        for name in PARAMS:
+            assert np.array_equal(getattr(fit, name), getattr(fits[0], name)), name

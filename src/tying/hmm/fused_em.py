@@ -414,6 +414,12 @@ class FusedEM:
         compiled.notice_cold_compile(kernels.em_run, f"the EM loop ({kernels.__name__})")
         n_help = min(self.plan["n_jobs"], len(self.plan["ut"])) - 1  # units, not items
         if n_help > 0:
+            # the helper copies the lanes of the units this thread takes last, then joins
+            # the loop (one pool, first in, first out). Started here, not while the fit
+            # sets up: a pool thread needs the GIL to start, and it took it from the
+            # fitting thread at its first release mid-setup (a compiled call), 30-50 us
+            # a fit, while the copy itself began as the loop did either way (stop 22)
+            self.layout.start_fill(self.plan["n_jobs"])
             pool = compiled._pool(n_help, "tying-hmm-em")
             self._futures = [pool.submit(self._work) for _ in range(n_help)]
         return self

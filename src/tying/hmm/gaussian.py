@@ -492,13 +492,13 @@ class GaussianHMM(BaseHMM):
         center = checked[1] / len(X) if in_fit else _column_means(X)
         context = {"center": center, "X": np.ascontiguousarray(X, dtype=np.float64)}
         if compiled._kernels() is not None:
-            # the lanes are copied by a helper thread from here on, while this thread
-            # initialises; what it has not reached, the first E-step copies (each unit
-            # by the thread that claims it first: see LaneLayout.start_fill)
+            # the lanes are copied by the first E-step's threads, each unit by the thread
+            # that claims it first; the compiled loop hands the copy to a helper as it
+            # starts (FusedEM.__enter__, LaneLayout.start_fill): not here, where the
+            # helper would only wait for the GIL, then take it from this thread mid-setup
             context["layout"] = layout = LaneLayout(
                 context["X"], center, batch, n_jobs=self.n_jobs, fill=False, copy=not in_fit
             )
-            layout.start_fill(self.n_jobs)
             context["X"] = layout.X  # the layout's X: the E-step's check passes by identity
         return context
 
