@@ -367,3 +367,34 @@ def test_the_general_loop_copies_its_lanes_itself_with_the_same_bits(monkeypatch
         assert fit.history_ == fits[0].history_
         for name in PARAMS:
             assert np.array_equal(getattr(fit, name), getattr(fits[0], name)), name
+
+
+# ------------------------------------------------------------------ ties
+@pytest.mark.parametrize(
+    "spec",
+    [None, {"means": [[0, 1]]}, {"covars": "all"}, {"transitions": "none"}, {"means": "all"}],
+)
+def test_resolved_ties_know_their_untied_kinds_as_a_comparison_would(spec):
+    """The answers recorded at resolve are the ones the comparison gives (a StateTies
+    built directly knows nothing and compares)."""
+    from tying.hmm.ties import StateTies
+
+    kinds = ("transitions", "means", "covars")
+    resolved = StateTies.resolve(spec, n_states=3, kinds=kinds)
+    seeded = {k for (q, k) in resolved.__dict__.get("_memos", {}) if q == "untied"}
+    assert seeded == {k for k in kinds if spec is None or k not in spec}
+    plain = StateTies(3, {k: resolved.group_of[k].copy() for k in kinds})
+    for kind in kinds:
+        assert resolved._untied(kind) == plain._untied(kind), kind
+
+
+def test_an_untied_kind_edited_after_resolve_is_compared_again():
+    from tying.hmm.ties import StateTies
+
+    ties = StateTies.resolve(None, n_states=3, kinds=("means", "covars"))
+    assert ties._untied("means")
+    ties.group_of["means"][:] = [0, 0, 1]  # in place: the recorded key no longer matches
+    assert not ties._untied("means")
+    ties.group_of["covars"] = np.array([1, 0, 2])  # replaced: compared again too
+    assert not ties._untied("covars")
+    assert ties.pool("means", np.array([1.0, 2.0, 4.0])).tolist() == [3.0, 4.0]
