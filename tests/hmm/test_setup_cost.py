@@ -398,3 +398,25 @@ def test_an_untied_kind_edited_after_resolve_is_compared_again():
     ties.group_of["covars"] = np.array([1, 0, 2])  # replaced: compared again too
     assert not ties._untied("covars")
     assert ties.pool("means", np.array([1.0, 2.0, 4.0])).tolist() == [3.0, 4.0]
+
+
+def test_start_means_per_state_or_per_group_are_taken_and_other_shapes_named():
+    """_per_group counts the groups only when the values are not one per state: both
+    forms are still taken, and a third shape is still refused naming both."""
+    X, lengths, *_ = _case()
+    ties = {"means": [[0, 1]]}
+    per_state = np.array([[0.0, 0.0], [0.0, 0.0], [2.0, 2.0]])
+    per_group = np.array([[0.0, 0.0], [2.0, 2.0]])
+    fits = [
+        GaussianHMM(3, ties=ties, means_init=m, n_iter=2, random_state=0).fit(X, lengths)
+        for m in (per_state, per_group)
+    ]
+    assert np.array_equal(fits[0].means_, fits[1].means_)
+    bad = GaussianHMM(3, ties=ties, means_init=np.zeros((4, 2)), n_iter=2, random_state=0)
+    with pytest.raises(
+        ValueError,
+        match=r"means_init must have shape \(3, 2\) \(one per state\) or \(2, 2\) "
+        r"\(one per tie group of 'means'\), got \(4, 2\)",
+    ):
+        bad.fit(X, lengths)
+    assert "_means" not in vars(bad)  # refused before anything was set
