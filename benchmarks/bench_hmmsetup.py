@@ -1,7 +1,7 @@
 """A Gaussian HMM fit's serial setup (everything outside the compiled EM loop), before
-and after stop 22 (issue 19), interleaved in one process.
+and after a stop's setup work (issue 19), interleaved in one process.
 
-"Before" is the library at ``BEFORE`` (main just before stop 22's setup work), taken
+"Before" is the library at ``BEFORE`` (main just before this stop's setup work), taken
 from git into a temporary directory and imported as the package ``tying_before``;
 "after" is the checked-out ``tying``. Each pair fits the same data from the same
 explicit start values (as the goal rows of ``bench_hmm``: K=8, 4 features, 10 EM
@@ -10,8 +10,8 @@ first. Per fit: its time (CPU time on one thread, wall on two) and the time spen
 inside the compiled ``em_run``; the setup is the difference. Every row first checks
 that both sides give the same bits (history and parameters).
 
-Rows: diag and full at 20 x 400 and 150 x 400 on one thread, and 150 x 400 on two
-(the ``n_jobs`` row's serial part). The ratio column is before/after of the whole
+Rows: diag at 20 x 400 and diag, full and tied at 150 x 400, each on one thread and on
+two (the ``n_jobs`` rows' serial part). The ratio column is before/after of the whole
 fit; the saving is the median of the per-pair setup differences, with its IQR.
 
     python -m benchmarks hmmsetup
@@ -35,14 +35,17 @@ import numpy as np
 from benchmarks.bench_hmm import _diag_case, _start_covars
 from benchmarks.common import SMOKE, load_average, smoke, write
 
-BEFORE = "567c60c"  # main at the start of stop 22's setup work (2026-12-02)
+#: main at the start of stop 23's setup work (2026-12-02; stop 22's was 567c60c)
+BEFORE = "7aa4620"
 CASES = [  # (covariance type, sequences, steps, n_jobs)
     ("diag", 20, 400, 1),
-    ("full", 20, 400, 1),
+    ("diag", 20, 400, 2),
     ("diag", 150, 400, 1),
-    ("full", 150, 400, 1),
     ("diag", 150, 400, 2),
+    ("full", 150, 400, 1),
     ("full", 150, 400, 2),
+    ("tied", 150, 400, 1),
+    ("tied", 150, 400, 2),
 ]
 PARAMS = ("_startprob", "_transitions", "_means", "_covars")
 
@@ -165,7 +168,7 @@ def main() -> None:
     with threadpoolctl.threadpool_limits(1):
         for ctype, n_seq, T, n_jobs in CASES:
             clock[0] = time.process_time if n_jobs == 1 else time.perf_counter
-            n_pairs = smoke(150 if n_seq <= 20 else 40, 2)
+            n_pairs = smoke(150 if n_seq <= 20 else 60, 2)
             rows.append(_row(sides, ctype, n_seq, T, n_jobs, n_pairs, inside, clock[0]))
     write("hmmsetup", rows)
 

@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import sys
@@ -36,7 +37,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["KEEP_BYTES", "MIN_KEEP_BYTES", "carve", "kept_bytes", "release"]
+__all__ = ["KEEP_BYTES", "MIN_KEEP_BYTES", "address", "carve", "kept_bytes", "release"]
 
 #: most bytes of blocks kept for later fits (the oldest go first); a block larger
 #: than this is never kept. 150 x 400 sequences of 4 features, K=8: 12.7 MB a fit
@@ -70,6 +71,34 @@ if hasattr(os, "register_at_fork"):
 _ALONE = _refs([np.empty(0)])[0]
 #: without the GIL, counts are not exact at every moment: nothing is kept then
 _EXACT = getattr(sys, "_is_gil_enabled", lambda: True)()
+
+
+def address(a: np.ndarray) -> int:
+    """The address of ``a``'s first element, as ``a.ctypes.data`` gives it.
+
+    A fit reads the addresses of its lane arrays on every fit (the compiled loop's unit
+    table holds their offsets): ``a.ctypes.data`` builds a ctypes wrapper and a dict
+    each time (0.85 us, hot; several times that right after an E-step has flushed the
+    caches), while a ctypes view of a writable C-contiguous buffer costs 0.28 us
+    (2026-12-02). Any other array (read-only, strided, empty) takes ``ctypes.data``.
+
+    Args:
+        a: any NumPy array.
+
+    Returns:
+        Its data pointer, an int.
+
+    Example:
+        >>> a = np.zeros(4)
+        >>> address(a) == a.ctypes.data, address(a[::2]) == a.ctypes.data
+        (True, True)
+    """
+    if a.flags.c_contiguous and a.flags.writeable and a.size:
+        try:
+            return ctypes.addressof(ctypes.c_char.from_buffer(a))
+        except (TypeError, ValueError, BufferError):  # a buffer ctypes cannot view
+            pass
+    return a.ctypes.data
 
 
 def _take(n: int) -> np.ndarray:
@@ -113,7 +142,7 @@ def carve(shapes: list[dict]) -> list[dict]:
     sizes = [[math.prod(shape) for shape in d.values()] for d in shapes]
     total = sum(-(-n // _STEP) * _STEP for row in sizes for n in row)
     block = _take(total + _STEP)
-    off = (-block.ctypes.data % 64) // 8  # the first 64-byte boundary
+    off = (-address(block) % 64) // 8  # the first 64-byte boundary
     out = []
     for d, row in zip(shapes, sizes, strict=True):
         arrays = {}

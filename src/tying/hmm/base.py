@@ -931,9 +931,10 @@ class BaseHMM:
     def _per_group(self, kind: str, name: str, values, shape: tuple[int, ...]) -> np.ndarray:
         """Per-group values from ``values`` given one per state or one per tie group."""
         arr = np.asarray(values, dtype=np.float64)
-        K, G = self.n_components, self.ties_.n_groups(kind)
-        if arr.shape == (K,) + shape:
+        K = self.n_components
+        if arr.shape == (K,) + shape:  # the common form: no group count needed
             return self._to_groups(kind, name, arr)
+        G = self.ties_.n_groups(kind)
         if arr.shape == (G,) + shape:
             return arr.copy()
         raise ValueError(

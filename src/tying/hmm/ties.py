@@ -104,12 +104,12 @@ class StateTies:
             return spec
         group_of = {k: np.arange(n_states) for k in kinds}
         if spec is None:
-            return cls(n_states, group_of)
+            return cls(n_states, group_of)._known_untied(kinds)
         if isinstance(spec, Mapping):
             for kind, groups in spec.items():
                 _check_kind(kind, kinds)
                 group_of[kind] = _groups_to_labels(kind, groups, n_states)
-            return cls(n_states, group_of)
+            return cls(n_states, group_of)._known_untied([k for k in kinds if k not in spec])
         if isinstance(spec, (list, tuple)) and all(_is_rule(r) for r in spec):
             return cls(n_states, _resolve_rules(list(spec), n_states, kinds))
         raise TypeError(
@@ -189,6 +189,18 @@ class StateTies:
                 and np.array_equal(labels, np.arange(self.n_states))
             ),
         )
+
+    def _known_untied(self, kinds) -> StateTies:
+        """Record that ``kinds`` are untied (their labels ``0..n_states-1``, as
+        :meth:`resolve` made them) in :meth:`_untied`'s memo, under the key it checks: a
+        fit asks each kind once on a fresh StateTies, and its comparison with a new
+        ``arange`` was a tenth of a fit's checks of its start values (2026-12-02). A label
+        array edited or replaced later has another key, so it is compared again."""
+        memo = self.__dict__.setdefault("_memos", {})
+        for kind in kinds:
+            labels = self.group_of[kind]
+            memo[("untied", kind)] = ((labels.dtype.str, labels.shape, labels.tobytes()), True)
+        return self
 
     def _memo(self, query: str, kind: str, make):
         """``make(labels)`` for ``kind``'s labels, remembered per query and kind while the

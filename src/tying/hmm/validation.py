@@ -84,7 +84,9 @@ def _stochastic(name: str, value, shape: tuple[int, ...]) -> np.ndarray:
     # makes its sum inf): np.allclose's own checks cost more than the rest of a start
     with np.errstate(over="ignore", invalid="ignore"):  # inf - inf: refused below
         sums = arr.sum(-1)
-    if (arr >= 0).all() and (np.abs(sums - 1.0) <= 1e-8).all():
+    # min and max propagate NaN, so a NaN fails both tests (as >= and <= do): two
+    # reductions instead of a boolean array and its all() each (2026-12-02)
+    if arr.size and arr.min() >= 0 and np.abs(sums - 1.0).max() <= 1e-8:
         return arr
     if not np.all(np.isfinite(arr)) or np.any(arr < 0):
         raise ValueError(f"{name} must hold finite non-negative probabilities, got {arr}")
