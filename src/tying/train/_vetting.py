@@ -41,6 +41,19 @@ def first_read(args, ids) -> int | None:
     return None
 
 
+def call_reads(func, args, kwargs, ids) -> tuple[int, str] | None:
+    """``(id, func's name)`` of the first tensor in ``ids`` that a torch call reads (not
+    its metadata only), or None."""
+    if func in METADATA_CALLS:
+        return None
+    pid = first_read(args, ids)
+    if pid is None and kwargs:
+        pid = first_read(kwargs.values(), ids)
+    if pid is None:
+        return None
+    return pid, getattr(func, "__qualname__", None) or getattr(func, "__name__", str(func))
+
+
 def callable_overrides(mod: nn.Module) -> list[str]:
     """Instance attributes of ``mod`` that shadow a method of its class.
 

@@ -60,12 +60,7 @@ from torch.overrides import TorchFunctionMode
 from tying.core.inventory import Inventory
 from tying.core.relations import Same, Transposed
 from tying.core.slots import base_class, slots_of
-from tying.train._vetting import (
-    METADATA_CALLS,
-    callable_overrides,
-    first_read,
-    refuse_parameter_hooks,
-)
+from tying.train._vetting import call_reads, callable_overrides, refuse_parameter_hooks
 from tying.train.known_losses import KnownLosses
 from tying.train.row_watch import RowLosses
 
@@ -449,12 +444,10 @@ class _ReadsOutsideUses(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func not in METADATA_CALLS:
-            pid = first_read(args, self.names)
-            if pid is None and kwargs:
-                pid = first_read(kwargs.values(), self.names)
-            if pid is not None and not (self.inside and pid in self.owned[self.inside[-1]]):
-                where = getattr(func, "__qualname__", None) or getattr(func, "__name__", func)
+        read = call_reads(func, args, kwargs, self.names)
+        if read is not None:
+            pid, where = read
+            if not (self.inside and pid in self.owned[self.inside[-1]]):
                 raise ValueError(
                     f"ghost clipping: trainable parameter {self.names[pid]} is read by "
                     f"{where} outside the forward of the nn.Linear/nn.Embedding that owns it "

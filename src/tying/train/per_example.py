@@ -37,7 +37,7 @@ from torch.func import grad, vmap
 from torch.overrides import TorchFunctionMode
 
 from tying.train._vetting import METADATA_CALLS as _METADATA_CALLS
-from tying.train._vetting import callable_overrides, first_read, refuse_parameter_hooks
+from tying.train._vetting import call_reads, callable_overrides, first_read, refuse_parameter_hooks
 from tying.train.known_losses import KnownLosses
 from tying.train.row_watch import RowLosses, RowWatch, Stopped
 
@@ -627,19 +627,15 @@ class _HiddenReads(TorchFunctionMode):
         self.names = names
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func not in _METADATA_CALLS:
-            _refuse_hidden_read(func, args, kwargs, self.names)
-        return func(*args, **kwargs)
+        _refuse_hidden_read(func, args, kwargs or {}, self.names)
+        return func(*args, **kwargs or {})
 
 
 def _refuse_hidden_read(func, args, kwargs, names: dict[int, str]) -> None:
-    pid = first_read(args, names)
-    if pid is None and kwargs:
-        pid = first_read(kwargs.values(), names)
-    if pid is None:
+    read = call_reads(func, args, kwargs, names)
+    if read is None:
         return
-    where = getattr(func, "__qualname__", None) or getattr(func, "__name__", func)
+    pid, where = read
     raise ValueError(
         f"per-example gradients: trainable parameter {names[pid]} is read by {where} "
         f"where per-example copies cannot be swapped in: it is held outside the modules' "
@@ -666,8 +662,7 @@ class _ParamWatch(TorchFunctionMode):
         kwargs = kwargs or {}
         if self.stopped:
             raise _Unverified
-        if func not in _METADATA_CALLS:
-            _refuse_hidden_read(func, args, kwargs, self.originals)
+        _refuse_hidden_read(func, args, kwargs, self.originals)
         if not (_reads(args, self.tracked) or _reads(kwargs.values(), self.tracked)):
             return func(*args, **kwargs)
         if func in _PARAM_CALLS or func in _METADATA_CALLS:
