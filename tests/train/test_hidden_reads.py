@@ -217,3 +217,81 @@ def test_known_losses_leave_a_trainable_class_weight_to_the_refusal():
         per_example_grads(model, weighted, x, y)
     with pytest.raises(ValueError, match=r"0\.bias is read by"):
         GhostClipping(model).norms(weighted, x, y)
+
+
+class _ViewKept(nn.Module):
+    """Keeps a view of a weight made once, in ``__init__`` (found by the stop 23 review)."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.l, self.o = nn.Linear(4, 4), nn.Linear(4, 2)
+        self.how = how
+        self.kept = self.l.weight.t() if how == "view" else self.l.weight[:2]
+
+    def forward(self, x):
+        h = self.l(x)
+        if self.how == "view":
+            h = h + x @ self.kept
+        else:
+            h = h + F.pad(F.linear(x, self.kept), (0, 2))
+        return self.o(torch.tanh(h))
+
+
+def _mse(o, t):
+    return (o - t).pow(2).sum(-1)
+
+
+@pytest.mark.parametrize("how", ["view", "slice"])
+def test_a_view_of_a_weight_made_before_the_step_is_refused_in_both_modes(how, way):
+    torch.manual_seed(0)
+    model = _ViewKept(how).double()
+    x, y = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"derived from trainable parameter\(s\) l\.weight"):
+        per_example_grads(model, _mse, x, y)
+    with pytest.raises(ValueError, match=r"made before the forward from trainable .* l\.weight"):
+        GhostClipping(model).norms(_mse, x, y)
+
+
+def test_a_view_of_a_weight_in_the_loss_and_a_loose_learnable_tensor_are_refused(way):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 2)).double()
+    x, y = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64)
+    wt = model[0].weight.t()
+
+    def penalised(o, t):
+        return _mse(o, t) + 0.1 * wt.pow(2).sum()
+
+    with pytest.raises(ValueError, match=r"derived from trainable parameter\(s\) 0\.weight"):
+        per_example_grads(model, penalised, x, y)
+    with pytest.raises(ValueError, match=r"made before the forward .* 0\.weight"):
+        GhostClipping(model).norms(penalised, x, y)
+    temperature = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)  # not a parameter
+
+    def tempered(o, t):
+        return _mse(o / temperature, t)
+
+    with pytest.raises(ValueError, match=r"requires grad but is no parameter of the model"):
+        per_example_grads(model, tempered, x, y)
+
+
+def test_metadata_reads_of_a_weight_in_a_forward_are_not_refused():
+    torch.manual_seed(0)
+
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l = nn.Linear(4, 3)
+
+        def forward(self, x):
+            scale = 1.0 if self.l.weight.is_cuda else self.l.weight.numel() ** -0.5
+            return self.l(x) * scale
+
+    model = Scaled().double()
+    x, y = torch.randn(5, 4, dtype=torch.float64), torch.randint(0, 3, (5,))
+    ref = _loop(model, _ce, x, y)
+    norms = GhostClipping(model).norms(_ce, x, y)
+    want = torch.sqrt(sum(g.flatten(1).square().sum(1) for g in ref.values()))
+    torch.testing.assert_close(norms, want, rtol=1e-10, atol=1e-12)
+    got = per_example_grads(model, _ce, x, y)
+    for n in ref:
+        torch.testing.assert_close(got[n], ref[n], rtol=1e-12, atol=1e-12)

@@ -18,9 +18,41 @@ _T = torch.Tensor
 METADATA_CALLS = frozenset(
     {
         _T.dim, _T.size, _T.__len__, _T.shape.__get__, _T.ndim.__get__, _T.dtype.__get__,
-        _T.device.__get__, _T.requires_grad.__get__, _T.is_floating_point,
+        _T.device.__get__, _T.requires_grad.__get__, _T.is_floating_point, _T.numel,
+        _T.nelement, _T.stride, _T.is_contiguous, _T.element_size, _T.is_complex,
+        _T.is_cuda.__get__, _T.layout.__get__, _T.is_sparse.__get__, _T.is_meta.__get__,
+        _T.itemsize.__get__, _T.nbytes.__get__, _T.data_ptr, _T._version.__get__,
+        _T.is_inference, _T.storage_offset,
     }
 )  # fmt: skip
+
+
+def tensors_in(args, kwargs):
+    """The tensors among a call's arguments (recursing into lists, tuples and dicts)."""
+    todo = [args, kwargs.values()] if kwargs else [args]
+    while todo:
+        for a in todo.pop():
+            if isinstance(a, torch.Tensor):
+                yield a
+            elif isinstance(a, (list, tuple)):
+                todo.append(a)
+            elif isinstance(a, dict):
+                todo.append(a.values())
+
+
+def params_behind(t: torch.Tensor, names: dict[int, str]) -> list[int]:
+    """Ids (keys of ``names``) of the parameters ``t``'s autograd graph reaches."""
+    found, seen, todo = [], set(), [t.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        var = getattr(node, "variable", None)  # an AccumulateGrad node: a leaf
+        if var is not None and id(var) in names:
+            found.append(id(var))
+        todo.extend(nxt for nxt, _ in node.next_functions)
+    return found
 
 
 def first_read(args, ids) -> int | None:

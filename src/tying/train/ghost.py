@@ -60,9 +60,18 @@ from torch.overrides import TorchFunctionMode
 from tying.core.inventory import Inventory
 from tying.core.relations import Same, Transposed
 from tying.core.slots import base_class, slots_of
-from tying.train._vetting import call_reads, callable_overrides, refuse_parameter_hooks
+from tying.train._vetting import (
+    METADATA_CALLS,
+    call_reads,
+    callable_overrides,
+    params_behind,
+    refuse_parameter_hooks,
+    tensors_in,
+)
 from tying.train.known_losses import KnownLosses
 from tying.train.row_watch import RowLosses
+
+_next_node_number = torch._C._autograd._get_sequence_nr  # this thread's next autograd node
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 _SUPPORTED = (nn.Linear, nn.Embedding)
@@ -246,14 +255,15 @@ class GhostClipping:
                     f"del module.forward) or use mode='vmap'"
                 )
 
-    def _watch(self) -> _ReadsOutsideUses:
-        return _ReadsOutsideUses(self._names, self._owned)
+    def _watch(self, start: int) -> _ReadsOutsideUses:
+        return _ReadsOutsideUses(self._names, self._owned, start)
 
     def _record(self, loss_fn: LossFn, x, y):
         self._refuse_unvetted()
         calls: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
+        start = _next_node_number()  # a node numbered below this was made before the forward
         # torch's own module types run no code but their own: no forward read to watch
-        watch = None if _plain_forward(self._all_modules) else self._watch()
+        watch = None if _plain_forward(self._all_modules) else self._watch(start)
 
         def enter(module, args):
             watch.inside.append(module)
@@ -299,7 +309,7 @@ class GhostClipping:
             losses = self._row_losses(loss_fn, out, y)
         probe = losses is None
         if probe:
-            with self._watch():
+            with self._watch(start):
                 losses = loss_fn(out, y)
         if losses.dim() != 1:
             raise ValueError(
@@ -436,15 +446,43 @@ class _ReadsOutsideUses(TorchFunctionMode):
     running (pushed and popped by the recording hooks); metadata reads are fine.
     """
 
-    def __init__(self, names: dict[int, str], owned: dict[nn.Module, frozenset[int]]):
+    def __init__(self, names: dict[int, str], owned: dict[nn.Module, frozenset[int]], start: int):
         super().__init__()
         self.names = names
         self.owned = owned
         self.inside: list[nn.Module] = []
+        # autograd nodes numbered below ``start`` were made before the forward: a tensor
+        # made there from a parameter (a view kept on the model, ``w.t()`` in a closure)
+        # is read like the parameter itself (found by the stop 23 review: 2.2 off)
+        self.start = start
+        self.clean: dict[int, object] = {}  # such nodes that reach no parameter, kept alive
+
+    def _derived(self, func, args, kwargs) -> None:
+        """Refuse a tensor made before the forward from a trainable parameter."""
+        for t in tensors_in(args, kwargs):
+            g = t.grad_fn
+            if g is None or id(g) in self.clean or g._sequence_nr() >= self.start:
+                continue
+            mine = self.owned[self.inside[-1]] if self.inside else frozenset()
+            bad = [i for i in params_behind(t, self.names) if i not in mine]
+            if not bad:
+                self.clean[id(g)] = g
+                continue
+            where = getattr(func, "__qualname__", None) or getattr(func, "__name__", func)
+            raise ValueError(
+                f"ghost clipping: a tensor made before the forward from trainable "
+                f"parameter(s) {', '.join(self.names[i] for i in bad)} (a view, slice or "
+                f"product kept on the model or in a closure) is read by {where}; the norms "
+                f"see only the nn.Linear/nn.Embedding uses, so this use's share of every "
+                f"example's gradient would be missing. Derive it inside forward through a "
+                f"module, or use mode='vmap'"
+            )
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         read = call_reads(func, args, kwargs, self.names)
+        if read is None and func not in METADATA_CALLS:
+            self._derived(func, args, kwargs)
         if read is not None:
             pid, where = read
             if not (self.inside and pid in self.owned[self.inside[-1]]):

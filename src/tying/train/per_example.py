@@ -37,9 +37,18 @@ from torch.func import grad, vmap
 from torch.overrides import TorchFunctionMode
 
 from tying.train._vetting import METADATA_CALLS as _METADATA_CALLS
-from tying.train._vetting import call_reads, callable_overrides, first_read, refuse_parameter_hooks
+from tying.train._vetting import (
+    call_reads,
+    callable_overrides,
+    first_read,
+    params_behind,
+    refuse_parameter_hooks,
+    tensors_in,
+)
 from tying.train.known_losses import KnownLosses
 from tying.train.row_watch import RowLosses, RowWatch, Stopped
+
+_is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -632,7 +641,30 @@ class _HiddenReads(TorchFunctionMode):
 
 
 def _refuse_hidden_read(func, args, kwargs, names: dict[int, str]) -> None:
+    """Refuse a call (made inside the per-example transform) that reads one of the model's
+    trainable parameters, or any other tensor that needs a gradient and is not one of
+    the transform's own (a view or slice of a parameter made before the step, a
+    learnable tensor kept outside the modules): its gradient would be dropped."""
     read = call_reads(func, args, kwargs, names)
+    if read is None and func not in _METADATA_CALLS:
+        for t in tensors_in(args, kwargs):
+            if t.requires_grad and not _is_wrapped(t):
+                behind = [names[i] for i in params_behind(t, names)]
+                what = (
+                    f"a tensor derived from trainable parameter(s) {', '.join(behind)} "
+                    f"before the step (a view, slice or product of them kept on the model "
+                    f"or in a closure)"
+                    if behind
+                    else "a tensor that requires grad but is no parameter of the model"
+                )
+                where = getattr(func, "__qualname__", None) or getattr(func, "__name__", func)
+                raise ValueError(
+                    f"per-example gradients: {what} is read by {where}; per-example copies "
+                    f"are swapped into the modules' registered parameters only, so its "
+                    f"share of every example's gradient would be missing. Derive it inside "
+                    f"forward (e.g. self.lin.weight.t() there), register it as a parameter, "
+                    f"or detach it if it is not to be trained"
+                )
     if read is None:
         return
     pid, where = read
