@@ -83,7 +83,12 @@ def call_reads(func, args, kwargs, ids) -> tuple[int, str] | None:
         pid = first_read(kwargs.values(), ids)
     if pid is None:
         return None
-    return pid, getattr(func, "__qualname__", None) or getattr(func, "__name__", str(func))
+    return pid, func_name(func)
+
+
+def func_name(func) -> str:
+    """A torch function's name for an error message (``TensorBase.matmul``, ``linear``)."""
+    return getattr(func, "__qualname__", None) or getattr(func, "__name__", str(func))
 
 
 def callable_overrides(mod: nn.Module) -> list[str]:

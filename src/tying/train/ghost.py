@@ -64,6 +64,7 @@ from tying.train._vetting import (
     METADATA_CALLS,
     call_reads,
     callable_overrides,
+    func_name,
     params_behind,
     refuse_parameter_hooks,
     tensors_in,
@@ -468,7 +469,7 @@ class _ReadsOutsideUses(TorchFunctionMode):
             if not bad:
                 self.clean[id(g)] = g
                 continue
-            where = getattr(func, "__qualname__", None) or getattr(func, "__name__", func)
+            where = func_name(func)
             raise ValueError(
                 f"ghost clipping: a tensor made before the forward from trainable "
                 f"parameter(s) {', '.join(self.names[i] for i in bad)} (a view, slice or "

@@ -41,6 +41,7 @@ from tying.train._vetting import (
     call_reads,
     callable_overrides,
     first_read,
+    func_name,
     params_behind,
     refuse_parameter_hooks,
     tensors_in,
@@ -657,7 +658,7 @@ def _refuse_hidden_read(func, args, kwargs, names: dict[int, str]) -> None:
                     if behind
                     else "a tensor that requires grad but is no parameter of the model"
                 )
-                where = getattr(func, "__qualname__", None) or getattr(func, "__name__", func)
+                where = func_name(func)
                 raise ValueError(
                     f"per-example gradients: {what} is read by {where}; per-example copies "
                     f"are swapped into the modules' registered parameters only, so its "
