@@ -55,37 +55,6 @@ def params_behind(t: torch.Tensor, names: dict[int, str]) -> list[int]:
     return found
 
 
-def first_read(args, ids) -> int | None:
-    """The id of the first tensor among ``args`` (recursing into lists, tuples and
-    dicts) whose id is in ``ids``, or None."""
-    for a in args:
-        if isinstance(a, torch.Tensor):
-            if id(a) in ids:
-                return id(a)
-        elif isinstance(a, (list, tuple)):
-            got = first_read(a, ids)
-            if got is not None:
-                return got
-        elif isinstance(a, dict):
-            got = first_read(a.values(), ids)
-            if got is not None:
-                return got
-    return None
-
-
-def call_reads(func, args, kwargs, ids) -> tuple[int, str] | None:
-    """``(id, func's name)`` of the first tensor in ``ids`` that a torch call reads (not
-    its metadata only), or None."""
-    if func in METADATA_CALLS:
-        return None
-    pid = first_read(args, ids)
-    if pid is None and kwargs:
-        pid = first_read(kwargs.values(), ids)
-    if pid is None:
-        return None
-    return pid, func_name(func)
-
-
 def func_name(func) -> str:
     """A torch function's name for an error message (``TensorBase.matmul``, ``linear``)."""
     return getattr(func, "__qualname__", None) or getattr(func, "__name__", str(func))

@@ -62,7 +62,6 @@ from tying.core.relations import Same, Transposed
 from tying.core.slots import base_class, slots_of
 from tying.train._vetting import (
     METADATA_CALLS,
-    call_reads,
     callable_overrides,
     func_name,
     params_behind,
@@ -458,44 +457,39 @@ class _ReadsOutsideUses(TorchFunctionMode):
         self.start = start
         self.clean: dict[int, object] = {}  # such nodes that reach no parameter, kept alive
 
-    def _derived(self, func, args, kwargs) -> None:
-        """Refuse a tensor made before the forward from a trainable parameter."""
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in METADATA_CALLS:
+            return func(*args, **kwargs)
+        mine = self.owned[self.inside[-1]] if self.inside else frozenset()
         for t in tensors_in(args, kwargs):
-            g = t.grad_fn
+            if id(t) in self.names:
+                if id(t) not in mine:
+                    raise ValueError(
+                        f"ghost clipping: trainable parameter {self.names[id(t)]} is read "
+                        f"by {func_name(func)} outside the forward of the nn.Linear/"
+                        f"nn.Embedding that owns it (e.g. F.linear(h, emb.weight) as a tied "
+                        f"output layer, x @ lin.weight, or a penalty in the loss); the norms "
+                        f"see only those modules' uses, so this use's share of every "
+                        f"example's gradient would be missing. Make the use an nn.Linear "
+                        f"(tied with tying.share(..., like=...)), or use mode='vmap'"
+                    )
+                continue
+            g = t.grad_fn  # a tensor made before the forward from a parameter?
             if g is None or id(g) in self.clean or g._sequence_nr() >= self.start:
                 continue
-            mine = self.owned[self.inside[-1]] if self.inside else frozenset()
             bad = [i for i in params_behind(t, self.names) if i not in mine]
             if not bad:
                 self.clean[id(g)] = g
                 continue
-            where = func_name(func)
             raise ValueError(
                 f"ghost clipping: a tensor made before the forward from trainable "
                 f"parameter(s) {', '.join(self.names[i] for i in bad)} (a view, slice or "
-                f"product kept on the model or in a closure) is read by {where}; the norms "
-                f"see only the nn.Linear/nn.Embedding uses, so this use's share of every "
-                f"example's gradient would be missing. Derive it inside forward through a "
-                f"module, or use mode='vmap'"
+                f"product kept on the model or in a closure) is read by {func_name(func)}; "
+                f"the norms see only the nn.Linear/nn.Embedding uses, so this use's share "
+                f"of every example's gradient would be missing. Derive it inside forward "
+                f"through a module, or use mode='vmap'"
             )
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        read = call_reads(func, args, kwargs, self.names)
-        if read is None and func not in METADATA_CALLS:
-            self._derived(func, args, kwargs)
-        if read is not None:
-            pid, where = read
-            if not (self.inside and pid in self.owned[self.inside[-1]]):
-                raise ValueError(
-                    f"ghost clipping: trainable parameter {self.names[pid]} is read by "
-                    f"{where} outside the forward of the nn.Linear/nn.Embedding that owns it "
-                    f"(e.g. F.linear(h, emb.weight) as a tied output layer, x @ lin.weight, "
-                    f"or a penalty in the loss); the norms see only those modules' uses, so "
-                    f"this use's share of every example's gradient would be missing. Make "
-                    f"the use an nn.Linear (tied with tying.share(..., like=...)), or use "
-                    f"mode='vmap'"
-                )
         return func(*args, **kwargs)
 
 

@@ -38,9 +38,7 @@ from torch.overrides import TorchFunctionMode
 
 from tying.train._vetting import METADATA_CALLS as _METADATA_CALLS
 from tying.train._vetting import (
-    call_reads,
     callable_overrides,
-    first_read,
     func_name,
     params_behind,
     refuse_parameter_hooks,
@@ -617,7 +615,7 @@ _VIEW_CALLS = frozenset(
 
 
 def _reads(args, tracked: set[int]) -> bool:
-    return first_read(args, tracked) is not None
+    return any(id(t) in tracked for t in tensors_in(args, {}))
 
 
 class _HiddenReads(TorchFunctionMode):
@@ -646,38 +644,36 @@ def _refuse_hidden_read(func, args, kwargs, names: dict[int, str]) -> None:
     trainable parameters, or any other tensor that needs a gradient and is not one of
     the transform's own (a view or slice of a parameter made before the step, a
     learnable tensor kept outside the modules): its gradient would be dropped."""
-    read = call_reads(func, args, kwargs, names)
-    if read is None and func not in _METADATA_CALLS:
-        for t in tensors_in(args, kwargs):
-            if t.requires_grad and not _is_wrapped(t):
-                behind = [names[i] for i in params_behind(t, names)]
-                what = (
-                    f"a tensor derived from trainable parameter(s) {', '.join(behind)} "
-                    f"before the step (a view, slice or product of them kept on the model "
-                    f"or in a closure)"
-                    if behind
-                    else "a tensor that requires grad but is no parameter of the model"
-                )
-                where = func_name(func)
-                raise ValueError(
-                    f"per-example gradients: {what} is read by {where}; per-example copies "
-                    f"are swapped into the modules' registered parameters only, so its "
-                    f"share of every example's gradient would be missing. Derive it inside "
-                    f"forward (e.g. self.lin.weight.t() there), register it as a parameter, "
-                    f"or detach it if it is not to be trained"
-                )
-    if read is None:
+    if func in _METADATA_CALLS:
         return
-    pid, where = read
-    raise ValueError(
-        f"per-example gradients: trainable parameter {names[pid]} is read by {where} "
-        f"where per-example copies cannot be swapped in: it is held outside the modules' "
-        f"registered parameters (a plain list or dict attribute, a closure, a global) or "
-        f"read by the loss function (a penalty on a weight), so this use's share of every "
-        f"example's gradient would be missing. Register it (an nn.Parameter attribute, "
-        f"nn.ParameterList/ParameterDict) and read it through the module, or move a "
-        f"penalty to the optimizer (weight_decay)"
-    )
+    for t in tensors_in(args, kwargs):
+        if id(t) in names:
+            raise ValueError(
+                f"per-example gradients: trainable parameter {names[id(t)]} is read by "
+                f"{func_name(func)} where per-example copies cannot be swapped in: it is "
+                f"held outside the modules' registered parameters (a plain list or dict "
+                f"attribute, a closure, a global) or read by the loss function (a penalty "
+                f"on a weight), so this use's share of every example's gradient would be "
+                f"missing. Register it (an nn.Parameter attribute, nn.ParameterList/"
+                f"ParameterDict) and read it through the module, or move a penalty to the "
+                f"optimizer (weight_decay)"
+            )
+        if t.requires_grad and not _is_wrapped(t):
+            behind = [names[i] for i in params_behind(t, names)]
+            what = (
+                f"a tensor derived from trainable parameter(s) {', '.join(behind)} before "
+                f"the step (a view, slice or product of them kept on the model or in a "
+                f"closure)"
+                if behind
+                else "a tensor that requires grad but is no parameter of the model"
+            )
+            raise ValueError(
+                f"per-example gradients: {what} is read by {func_name(func)}; per-example "
+                f"copies are swapped into the modules' registered parameters only, so its "
+                f"share of every example's gradient would be missing. Derive it inside "
+                f"forward (e.g. self.lin.weight.t() there), register it as a parameter, or "
+                f"detach it if it is not to be trained"
+            )
 
 
 class _ParamWatch(TorchFunctionMode):
