@@ -14,14 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tests.train.models import ce as _ce
+from tests.train.models import loop_grads as _loop
+from tests.train.models import mse as _mse
 from tying.train import DPSGD, GhostClipping
 from tying.train import per_example as pe
 from tying.train.dp import per_example_grads
 from tying.train.row_watch import RowLosses
-
-
-def _ce(o, t):
-    return F.cross_entropy(o, t, reduction="none")
 
 
 class _ListHeld(nn.Module):
@@ -59,13 +58,11 @@ class _Registered(nn.Module):
         return F.linear(x, self.lin.weight) + self.lin(x)
 
 
-def _loop(model, loss_fn, x, y):
-    out = []
-    for i in range(x.shape[0]):
-        model.zero_grad()
-        loss_fn(model(x[i : i + 1]), y[i : i + 1]).sum().backward()
-        out.append({n: p.grad.clone() for n, p in model.named_parameters()})
-    return {n: torch.stack([g[n] for g in out]) for n in out[0]}
+def _assert_norms_of_a_loop(norms, model, loss_fn, x, y):
+    """``norms`` equal the per-example gradient norms of a per-example loop."""
+    ref = _loop(model, loss_fn, x, y)
+    want = torch.sqrt(sum(g.flatten(1).square().sum(1) for g in ref.values()))
+    torch.testing.assert_close(norms, want, rtol=1e-10, atol=1e-12)
 
 
 @pytest.fixture(params=["expanded", "vmap-grad"])
@@ -166,10 +163,7 @@ def test_ghost_refuses_a_matmul_with_a_weight_and_a_penalty_in_the_loss():
     with pytest.raises(ValueError, match=r"0\.bias is read by"):
         GhostClipping(plain).norms(penalised, x, y)
     # the model alone is fine, and its hooks are gone after the refusals
-    norms = GhostClipping(plain).norms(_ce, x, y)
-    ref = _loop(plain, _ce, x, y)
-    want = torch.sqrt(sum(g.flatten(1).square().sum(1) for g in ref.values()))
-    torch.testing.assert_close(norms, want, rtol=1e-10, atol=1e-12)
+    _assert_norms_of_a_loop(GhostClipping(plain).norms(_ce, x, y), plain, _ce, x, y)
     assert not lin._forward_hooks and not lin._forward_pre_hooks
 
 
@@ -187,19 +181,12 @@ def test_ghost_watches_a_hook_on_a_plain_module_and_lets_a_reused_layer_through(
     lin = nn.Linear(4, 4).double()
     model = nn.Sequential(lin, nn.Tanh(), lin)  # one layer used twice: no watch needed
     x, y = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
-
-    def mse(o, t):
-        return (o - t).square().sum(1)
-
-    norms = GhostClipping(model).norms(mse, x, y)
-    ref = _loop(model, mse, x, y)
-    want = torch.sqrt(sum(g.flatten(1).square().sum(1) for g in ref.values()))
-    torch.testing.assert_close(norms, want, rtol=1e-10, atol=1e-12)
+    _assert_norms_of_a_loop(GhostClipping(model).norms(_mse, x, y), model, _mse, x, y)
     # a forward hook on the Tanh that reads the weight makes the forward watched
     h = model[1].register_forward_hook(lambda m, a, o: o + 0.1 * lin.weight.sum())
     try:
         with pytest.raises(ValueError, match=r"0\.weight is read by"):
-            GhostClipping(model).norms(mse, x, y)
+            GhostClipping(model).norms(_mse, x, y)
     finally:
         h.remove()
 
@@ -235,10 +222,6 @@ class _ViewKept(nn.Module):
         else:
             h = h + F.pad(F.linear(x, self.kept), (0, 2))
         return self.o(torch.tanh(h))
-
-
-def _mse(o, t):
-    return (o - t).pow(2).sum(-1)
 
 
 @pytest.mark.parametrize("how", ["view", "slice"])
@@ -288,10 +271,8 @@ def test_metadata_reads_of_a_weight_in_a_forward_are_not_refused():
 
     model = Scaled().double()
     x, y = torch.randn(5, 4, dtype=torch.float64), torch.randint(0, 3, (5,))
+    _assert_norms_of_a_loop(GhostClipping(model).norms(_ce, x, y), model, _ce, x, y)
     ref = _loop(model, _ce, x, y)
-    norms = GhostClipping(model).norms(_ce, x, y)
-    want = torch.sqrt(sum(g.flatten(1).square().sum(1) for g in ref.values()))
-    torch.testing.assert_close(norms, want, rtol=1e-10, atol=1e-12)
     got = per_example_grads(model, _ce, x, y)
     for n in ref:
         torch.testing.assert_close(got[n], ref[n], rtol=1e-12, atol=1e-12)
