@@ -152,5 +152,4 @@ class _TieBank(torch.autograd.Function):
 
 def tie_bank(t: Tables, physical: list[torch.Tensor]) -> torch.Tensor:
     """The expanded bank of ``physical`` by the loops (call :func:`usable` first)."""
-    bank = _TieBank.apply(t, *physical)
-    return bank
+    return _TieBank.apply(t, *physical)
