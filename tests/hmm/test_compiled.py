@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 
 import numpy as np
 import pytest
@@ -922,35 +923,49 @@ def test_fused_estep_refuses_a_layout_made_for_other_data():
         layout.X[0, 0] = 1.0
 
 
-class _Dispatcher:
-    """A stand-in for a cache=True numba dispatcher: its signatures and cache index path."""
+def _fresh_probe(tmp_path, monkeypatch, body="x * 3.0"):
+    """A cache=True numba function imported afresh from a file of its own (not yet called)."""
+    path = tmp_path / "cold_probe.py"
+    path.write_text(f"import numba\n\n@numba.njit(cache=True)\ndef h(x):\n    return {body}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "cold_probe", raising=False)
+    return importlib.import_module("cold_probe").h
 
-    def __init__(self, signatures, index, where):
-        self.signatures = signatures
-        cache_file = type("CacheFile", (), {"_index_path": str(index)})()
-        self._cache = type("Cache", (), {"_cache_file": cache_file, "cache_path": str(where)})()
 
-
+@needs_numba
 def test_a_cold_compile_is_announced_once_with_where_it_is_cached(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(compiled, "_SEEN_COLD", set())
-    cold = _Dispatcher([], tmp_path / "loop.nbi", tmp_path)
+    cold = _fresh_probe(tmp_path, monkeypatch)
     with caplog.at_level(logging.WARNING, logger="tying.hmm.compiled"):
         assert compiled.notice_cold_compile(cold, "the test loop")
         assert not compiled.notice_cold_compile(cold, "the test loop")  # once
     (record,) = caplog.records
     assert "compiling the test loop" in record.getMessage()
-    assert str(tmp_path) in record.getMessage()
+    assert str(cold._cache.cache_path) in record.getMessage()
+
+
+@needs_numba
+def test_a_stale_cache_entry_is_announced_as_a_cold_compile(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(compiled, "_SEEN_COLD", set())
+    assert _fresh_probe(tmp_path, monkeypatch)(2.0) == 6.0  # compiled, saved to the cache
+    stale = _fresh_probe(tmp_path, monkeypatch, body="x * 4.0")  # its source changed
+    with caplog.at_level(logging.WARNING, logger="tying.hmm.compiled"):
+        assert compiled.notice_cold_compile(stale, "the test loop")
+    assert stale(2.0) == 8.0
 
 
 @pytest.mark.parametrize("case", ["cache entry on disk", "compiled here", "not numba"])
 def test_no_notice_when_nothing_will_be_compiled_from_cold(case, tmp_path, monkeypatch, caplog):
+    if case != "not numba":
+        pytest.importorskip("numba")
     monkeypatch.setattr(compiled, "_SEEN_COLD", set())
-    index = tmp_path / "loop.nbi"
     if case == "cache entry on disk":
-        index.write_bytes(b"")
-        d = _Dispatcher([], index, tmp_path)
+        assert _fresh_probe(tmp_path, monkeypatch)(2.0) == 6.0
+        d = _fresh_probe(tmp_path, monkeypatch)  # a new process would see this
+        assert not d.signatures
     elif case == "compiled here":
-        d = _Dispatcher([("float64",)], index, tmp_path)
+        d = _fresh_probe(tmp_path, monkeypatch)
+        d(2.0)
     else:
         d = object()
     with caplog.at_level(logging.WARNING, logger="tying.hmm.compiled"):

@@ -34,6 +34,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from tying import _numba_cache
 from tying.hmm._numba_kernels import (
     _np_sum,
     lanes_density_diag,
@@ -556,3 +557,6 @@ def density_constants(covars, prec, const, logp, fns, log2pi):
     flat = logp.reshape(-1)
     for k in range(K):
         const[k] = -0.5 * (D * log2pi - _np_sum(flat, k * D, D))
+
+
+_numba_cache.guard(__name__)  # last: keys the cache on the sources these depend on

@@ -26,6 +26,7 @@ import math
 import numba
 import numpy as np
 
+from tying import _numba_cache
 from tying.hmm._numba_em import (  # the diag loop's primitives, re-used as they are
     CLAIM,
     COPIED,
@@ -410,3 +411,6 @@ def em_run(n_max, tol, prev, budget, history, ctl, order, fill, X, center_x, ut,
         if cycles() - t0 > budget:
             return i + 1, 0
     return n_max, 0
+
+
+_numba_cache.guard(__name__)  # last: keys the cache on the sources these depend on

@@ -19,6 +19,7 @@ import math
 import numba
 import numpy as np
 
+from tying import _numba_cache
 from tying.hmm._numba_lanes import (
     lanes_beta_xi,
     lanes_density_step,
@@ -675,3 +676,6 @@ def mstep_diag_untied(
                 c = (c + N[k] * (m * m)) + 0.0
                 denom = _np_max(_np_max(cw[k, d] - 1.0, 0.0) + Nc, 1e-5)
                 covars[k, d] = _np_max((cp[k, d] + c) / denom, min_covar)
+
+
+_numba_cache.guard(__name__)  # last: keys the cache on the sources these depend on

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from tying import _numba_cache
 from tying.hmm.forward_backward import TINY  # the same threshold on both paths
 
 _JIT = {
@@ -185,3 +186,6 @@ def sum_first_axis(values, out):
         flat_in = values[i].reshape(-1)
         for k in range(flat_out.shape[0]):
             flat_out[k] += flat_in[k]
+
+
+_numba_cache.guard(__name__)  # last: keys the cache on the sources these depend on

@@ -169,12 +169,12 @@ def _kernels():
 def notice_cold_compile(dispatcher, what: str) -> bool:
     """Say, once, that ``dispatcher`` (a numba function) is about to be compiled from cold.
 
-    A cache=True function with no signature compiled in this process and no index file
-    in numba's cache directory will be compiled on its next call: a fit then pauses for
+    A cache=True function with no signature compiled in this process and no fresh entry
+    in numba's cache directory (none, or one written for other sources: see
+    :mod:`tying._numba_cache`) will be compiled on its next call: a fit then pauses for
     tens of seconds with nothing on the screen (measured 2026-12-02: 26 s for the diag EM
     loop, 16 s more for the full/tied one). This logs a WARNING naming the pause and
-    where the result is cached, so later processes load it instead. Only a hint: a stale
-    cache entry (the source changed) recompiles without it. Never raises.
+    where the result is cached, so later processes load it instead. Never raises.
 
     Args:
         dispatcher: the numba dispatcher about to be called.
@@ -197,11 +197,12 @@ def notice_cold_compile(dispatcher, what: str) -> bool:
         if dispatcher.signatures:  # compiled (or loaded) in this process already
             return False
         cache = dispatcher._cache
-        index = cache._cache_file._index_path  # numba's FunctionCache internals
         where = cache.cache_path
+        # numba's FunctionCache internals: the entries of an index written for these
+        # sources (none when it is missing, or stale: see tying._numba_cache)
+        if cache._cache_file._load_index():
+            return False
     except Exception:  # not a cached numba dispatcher, or numba's internals moved
-        return False
-    if os.path.exists(index):
         return False
     log.warning(
         "tying.hmm: compiling %s with numba; the first fit pauses for about 15-30 s. "

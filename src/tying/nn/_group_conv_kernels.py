@@ -18,6 +18,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from tying import _numba_cache
+
 _jit = numba.njit(cache=True, nogil=True, boundscheck=False)
 
 
@@ -57,3 +59,6 @@ def scatter_sum(grad, uses, c_out, block, out):
                 row = uses[src, j]
                 for m in range(m_len):
                     out[np.uintp(ob + m)] += grad[np.uintp(gb + row[m])]
+
+
+_numba_cache.guard(__name__)  # last: keys the cache on the sources these depend on

@@ -14,6 +14,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from tying import _numba_cache
+
 P = 2**31 - 1
 _jit = numba.njit(cache=True, nogil=True)
 
@@ -280,3 +282,6 @@ def sparse_values(sf, Z, bags, g, vals):
             s, v = sf[i, k], vals[k, i]
             for t in range(Z):
                 v[t] = s * src[i * Z + t]
+
+
+_numba_cache.guard(__name__)  # last: keys the cache on the sources these depend on

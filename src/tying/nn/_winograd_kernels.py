@@ -20,6 +20,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from tying import _numba_cache
+
 _jit = numba.njit(cache=True, nogil=True, boundscheck=False, fastmath={"contract"})
 
 
@@ -269,3 +271,6 @@ def in_adj(dV, p, th, tw, dx, k):
             X[1, :, :] = X[5, :, :]
             X[2:, :, :] = 0.0
     return _all_finite(acc)
+
+
+_numba_cache.guard(__name__)  # last: keys the cache on the sources these depend on
