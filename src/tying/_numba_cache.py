@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import importlib.util
 import logging
 import pathlib
 import sys
@@ -88,8 +89,10 @@ def digest(module: ModuleType) -> str:
             if node.module.split(".")[0] != root:
                 continue
             dep = sys.modules.get(node.module)
-            if dep is None:  # imported under a condition that did not hold
-                h.update(f"absent:{node.module}".encode())
+            if dep is None:  # imported under a condition that did not hold: its source
+                spec = importlib.util.find_spec(node.module)
+                origin = getattr(spec, "origin", None) or ""
+                h.update(pathlib.Path(origin).read_bytes() if origin.endswith(".py") else b"?")
                 continue
             for alias in node.names:
                 value = getattr(dep, alias.name, None)
