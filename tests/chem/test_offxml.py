@@ -120,3 +120,22 @@ def test_an_unreadable_value_names_the_parameter(tmp_path):
         ValueError, match=r"badunit.offxml Bonds id 'cc': attribute length=.*unknown unit 'furlong'"
     ):
         load_force_field(path)
+
+
+def test_an_edited_force_field_file_is_read_anew(tmp_path):
+    """Keyed on its path alone, a file edited in a session gave the old parameters."""
+    path = tmp_path / "mine.offxml"
+    path.write_bytes(load_force_field("openff-2.3.0").path.read_bytes())
+    first = load_force_field(path)
+    assert load_force_field(path) is first  # read once while it does not change
+    assert first.digest and first.source == path.read_bytes()
+    length = str(first["Bonds"]["b1"]["length"])
+    path.write_text(
+        path.read_text().replace(
+            'id="b1" length="1.525970013793', 'id="b1" length="1.625970013793', 1
+        )
+    )
+    again = load_force_field(path)
+    assert again is not first and again.digest != first.digest
+    assert str(again["Bonds"]["b1"]["length"]) != length
+    assert str(first["Bonds"]["b1"]["length"]) == length  # the object read before is unchanged

@@ -302,3 +302,69 @@ def test_a_failing_call_over_processes_leaves_counters_and_caches_unchanged(sage
     with pytest.raises(SmilesError, match=r"molecule 3 \('C1CC'\)"):
         assigner.assign_many(["CC", "CCC", "OCC", "C1CC", "CCCC"], n_jobs=2, chunksize=1)
     assert _cache_state(assigner) == before
+
+
+def test_workers_label_with_the_force_field_the_parent_read(tmp_path):
+    """Workers used to read the file as it was when they started; the parent decodes their
+    answers against the parameters it read: an edit in between mislabelled silently."""
+    path = tmp_path / "mine.offxml"
+    path.write_bytes(SmirksAssigner("openff-2.3.0").force_field.path.read_bytes())
+    mine = SmirksAssigner(path)
+    # the file changes: b1 (C-C) goes, so every later bond sits one place earlier
+    text = path.read_text()
+    start = text.index('<Bond smirks="[#6X4:1]-[#6X4:2]" id="b1"')
+    path.write_text(text[:start] + text[text.index("</Bond>", start) + len("</Bond>") :])
+    molecules = drug_like_smiles(30)
+    mine.clear_cache()
+    one = mine.assign_many(molecules)
+    mine.clear_cache()
+    two = mine.assign_many(molecules, n_jobs=2, chunksize=4)
+    assert _ids(two) == _ids(one)
+    assert any("b1" in a.ids("Bonds").values() for a in one)
+    assert "b1" not in [p.id for p in SmirksAssigner(path).force_field["Bonds"]]  # as now
+
+
+def test_the_worker_pool_is_kept_between_calls_then_released(sage, monkeypatch):
+    from tying.chem import parallel
+
+    monkeypatch.setattr(parallel, "KEEP_WORKERS_S", 30.0)
+    parallel.release_workers()
+    molecules = drug_like_smiles(12)
+    sage.assign_many(molecules, n_jobs=2, chunksize=3)
+    first = parallel._KEPT["use"].pool
+    sage.clear_cache()
+    sage.assign_many(molecules, n_jobs=2, chunksize=3)
+    assert parallel._KEPT["use"].pool is first  # no new processes for the same set-up
+    other = SmirksAssigner("openff-2.3.0", sections=["Bonds"])
+    other.assign_many(molecules, n_jobs=2, chunksize=3)
+    assert parallel._KEPT["use"].pool is not first  # another set-up: other workers
+    assert first._shutdown_thread
+    first._broken = "a worker died"  # a broken pool is never handed out again
+    second = parallel._KEPT["use"].pool
+    second._broken = "a worker died"
+    other.clear_cache()
+    assert _ids(other.assign_many(molecules, n_jobs=2, chunksize=3)) == _ids(
+        other.assign_many(molecules)
+    )
+    assert parallel._KEPT["use"].pool is not second
+    assert parallel.release_workers() and parallel._KEPT["use"] is None
+    assert not parallel.release_workers()
+
+
+def test_an_idle_pool_shuts_itself_down(sage, monkeypatch):
+    import time
+
+    from tying.chem import parallel
+
+    monkeypatch.setattr(parallel, "KEEP_WORKERS_S", 0.2)
+    sage.clear_cache()
+    sage.assign_many(drug_like_smiles(8), n_jobs=2, chunksize=2)
+    pool = parallel._KEPT["use"].pool
+    deadline = time.monotonic() + 20
+    while parallel._KEPT["use"] is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert parallel._KEPT["use"] is None and pool._shutdown_thread
+    monkeypatch.setattr(parallel, "KEEP_WORKERS_S", 0.0)  # 0: never kept
+    sage.clear_cache()
+    sage.assign_many(drug_like_smiles(8), n_jobs=2, chunksize=2)
+    assert parallel._KEPT["use"] is None

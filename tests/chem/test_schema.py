@@ -21,7 +21,6 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from tying.chem import OffxmlError, SmirksAssigner, load_force_field  # noqa: E402
-from tying.chem.offxml import _load  # noqa: E402
 from tying.chem.schema import LENGTH, read_value  # noqa: E402
 from tying.chem.units import Quantity  # noqa: E402
 
@@ -77,7 +76,6 @@ def _check(tmp_path, text: str, label: str) -> str:
     """Load a mutant: refused naming file and section, or equal to the toolkit's reading."""
     path = tmp_path / "mutant.offxml"
     path.write_text(text)
-    _load.cache_clear()
     try:
         ff = load_force_field(path)
     except OffxmlError as err:

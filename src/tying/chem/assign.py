@@ -271,9 +271,13 @@ class SmirksAssigner:
         Args:
             molecules: SMILES strings, ``(smiles, name)`` pairs or RDKit molecules.
             n_jobs: processes to use; 1 labels here (with the cache), -1 uses every
-                core. Workers are fresh processes (forkserver/spawn), each building
-                the assigner once (a fraction of a second once the fork server has
-                imported RDKit), so spreading pays from a few thousand molecules on.
+                core. Workers are processes (forkserver/spawn), each building the
+                assigner once from the bytes of the force field this assigner read
+                (a fraction of a second once the fork server has imported RDKit);
+                they are kept for the next call with the same set-up for
+                ``tying.chem.parallel.KEEP_WORKERS_S`` seconds (see
+                ``parallel.release_workers``), so spreading pays from about a
+                thousand molecules on.
             progress: show a progress bar (rich) with done/total, elapsed and remaining.
             chunksize: molecules per task sent to a worker (default: about 32 tasks
                 per worker, at most 200 molecules each).

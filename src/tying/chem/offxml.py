@@ -15,10 +15,12 @@ Force fields are found the way the OpenFF toolkit finds them: through the
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import difflib
-import functools
+import hashlib
 import pathlib
+import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
 from importlib import metadata
@@ -170,6 +172,10 @@ class ForceField:
     path: pathlib.Path
     aromaticity_model: str
     sections: Mapping[str, Section]
+    #: SHA-256 of the bytes it was read from, and those bytes (what worker processes
+    #: read, so that they label with this force field even if the file changed since)
+    digest: str = dataclasses.field(default="", repr=False, compare=False)
+    source: bytes = dataclasses.field(default=b"", repr=False, compare=False)
     # Compiled SMIRKS per section, filled on first use by tying.chem.smirks so
     # that each pattern of a force field is compiled once.
     _compiled: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
@@ -309,15 +315,41 @@ def load_force_field(name: str | pathlib.Path = "openff-2.3.0") -> ForceField:
         >>> load_force_field("openff-1.0.0")["ProperTorsions"]["t1"].terms[0].k.value
         0.2042684902198
     """
-    return _load(find_force_field(name).resolve())
-
-
-@functools.lru_cache(maxsize=32)
-def _load(path: pathlib.Path) -> ForceField:
-    # Cached: a force field is immutable once read, and sharing the object lets
-    # its compiled SMIRKS be shared too.
+    path = find_force_field(name).resolve()
     try:
-        root = ET.parse(path).getroot()
+        data = path.read_bytes()
+    except OSError as err:
+        raise ForceFieldNotFoundError(f"force field {path}: cannot be read ({err})") from err
+    return _load(path, data)
+
+
+# Force fields read, by (path, SHA-256 of the file's bytes): the same file read again
+# gives the same object (so its compiled SMIRKS are shared), and a file edited since
+# is read anew (keyed on the path alone, an edited file gave the old parameters).
+_LOADED: collections.OrderedDict[tuple[pathlib.Path, str], ForceField] = collections.OrderedDict()
+_LOADED_KEPT = 32
+_LOADED_LOCK = threading.Lock()
+
+
+def _load(path: pathlib.Path, data: bytes) -> ForceField:
+    """The force field in ``data`` (the bytes of the file at ``path``), read once per content."""
+    key = (path, hashlib.sha256(data).hexdigest())
+    with _LOADED_LOCK:
+        hit = _LOADED.get(key)
+        if hit is not None:
+            _LOADED.move_to_end(key)
+            return hit
+    ff = _parse(path, data, key[1])
+    with _LOADED_LOCK:
+        ff = _LOADED.setdefault(key, ff)  # another thread's, if it was first
+        while len(_LOADED) > _LOADED_KEPT:
+            _LOADED.popitem(last=False)
+    return ff
+
+
+def _parse(path: pathlib.Path, data: bytes, digest: str) -> ForceField:
+    try:
+        root = ET.fromstring(data)
     except ET.ParseError as err:
         raise OffxmlError(f"{path}: not a readable XML file ({err})") from err
     if root.tag != "SMIRNOFF":
@@ -338,6 +370,8 @@ def _load(path: pathlib.Path) -> ForceField:
         path=path,
         aromaticity_model=root.get("aromaticity_model", "OEAroModel_MDL"),
         sections=sections,
+        digest=digest,
+        source=data,
     )
 
 
