@@ -368,3 +368,18 @@ def test_an_idle_pool_shuts_itself_down(sage, monkeypatch):
     sage.clear_cache()
     sage.assign_many(drug_like_smiles(8), n_jobs=2, chunksize=2)
     assert parallel._KEPT["use"] is None
+
+
+def test_a_long_lived_worker_labels_with_the_force_field_file_as_it_is_now(tmp_path):
+    """The Dask recipe's per-process assigner was kept by name: an edited file was ignored."""
+    from tying.chem.parallel import label_lines, worker_assigner
+
+    path = tmp_path / "mine.offxml"
+    original = SmirksAssigner("openff-2.3.0").force_field.path.read_text()
+    path.write_text(original)
+    before = label_lines(["CCO ethanol"], force_field=str(path))
+    assert worker_assigner(str(path)) is worker_assigner(str(path))
+    path.write_text(original.replace('id="b1" ', 'id="b1-edited" ', 1))
+    after = label_lines(["CCO ethanol"], force_field=str(path))
+    assert "b1" in str(before) and "b1-edited" not in str(before)
+    assert "b1-edited" in str(after)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import dataclasses
-import functools
 import hashlib
 import multiprocessing
 import os
@@ -517,17 +516,33 @@ class _RichProgress:
 # -- Dask recipe --------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=4)
+_ASSIGNERS: dict[tuple, SmirksAssigner] = {}
+_ASSIGNERS_LOCK = threading.Lock()
+
+
 def worker_assigner(force_field: str, strict: bool = True) -> SmirksAssigner:
     """One assigner per process and force field, built on first use (for Dask tasks).
+
+    Kept by the force field's content, not its name: a long-lived worker whose file
+    was edited between two computations labels with the file as it is now (kept by
+    name, it went on with the first reading).
 
     Example:
         >>> worker_assigner("openff-2.3.0") is worker_assigner("openff-2.3.0")
         True
     """
     from tying.chem.assign import SmirksAssigner
+    from tying.chem.offxml import load_force_field
 
-    return SmirksAssigner(force_field, strict=strict)
+    ff = load_force_field(force_field)  # keyed on the file's content
+    key = (ff.path, ff.digest, strict)
+    with _ASSIGNERS_LOCK:  # a Dask worker runs tasks on threads
+        assigner = _ASSIGNERS.get(key)
+        if assigner is None:
+            if len(_ASSIGNERS) >= 4:
+                _ASSIGNERS.pop(next(iter(_ASSIGNERS)))
+            assigner = _ASSIGNERS[key] = SmirksAssigner(ff, strict=strict)
+    return assigner
 
 
 def parse_smiles_line(line: str) -> tuple[str, str | None] | None:
