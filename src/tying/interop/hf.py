@@ -38,6 +38,7 @@ from tying.core.inventory import Inventory, join
 from tying.core.plan import Plan
 from tying.core.relations import Same, relation_from_spec
 from tying.core.rules import share
+from tying.core.slots import slots_of
 from tying.core.verify import verify
 
 CONFIG_KEY = "tying"
@@ -327,27 +328,68 @@ def _file_keys(folder: pathlib.Path) -> set[str]:
     return keys
 
 
-def _read_checkpoint(folder: pathlib.Path, keep) -> dict[str, torch.Tensor]:
-    """The tensors of the folder's safetensors files whose key satisfies ``keep`` (read lazily)."""
+def _saved_names(model: nn.Module, keys) -> dict[str, str | None]:
+    """``{model key: the key HF's save_pretrained writes it under}``, for ``keys``.
+
+    transformers 5 renames some models' weights on save and back on load (its
+    checkpoint conversion mapping: ViT's ``vit.layers.0.mlp.fc1`` is written as
+    ``vit.encoder.layer.0.intermediate.dense``). The map is HF's own reverse
+    conversion, run on meta tensors and followed by identity; a key that a
+    converter merges or splits (no one-to-one name) maps to None.
+    """
+    state = model.state_dict()
+    meta = {}
+    for k in keys:
+        t = state.get(k)
+        if t is None:  # a tied slot: not in state_dict, same shape as its value
+            mod, _, name = k.rpartition(".")
+            t = getattr(model.get_submodule(mod) if mod else model, name)
+        meta[k] = torch.empty(tuple(t.shape), device="meta")
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+    except ImportError:  # an older transformers without conversion mappings: names kept
+        return {k: k for k in meta}
+    reverted = revert_weight_conversion(model, dict(meta))
+    by_id = {id(t): k for k, t in reverted.items()}
+    return {k: by_id.get(id(t)) for k, t in meta.items()}
+
+
+def _locate(names: dict[str, str | None], present: set[str]):
+    """The file key holding model key ``k`` (its saved name, else its own), or None."""
+
+    def where(k: str) -> str | None:
+        for cand in (names.get(k), k):
+            if cand is not None and cand in present:
+                return cand
+        return None
+
+    return where
+
+
+def _read_checkpoint(folder: pathlib.Path, wanted: dict[str, str]) -> dict[str, torch.Tensor]:
+    """``{model key: tensor}`` for ``wanted`` (model key -> file key), read lazily from the files."""
     from safetensors import safe_open
 
+    by_file_key: dict[str, list[str]] = {}
+    for k, fk in wanted.items():
+        by_file_key.setdefault(fk, []).append(k)
     out: dict[str, torch.Tensor] = {}
     for f in _checkpoint_files(folder):
         with safe_open(str(f), framework="pt") as handle:
-            for key in handle.keys():
-                if keep(key):
-                    out[key] = handle.get_tensor(key)
+            for fk in handle.keys():
+                for k in by_file_key.get(fk, ()):
+                    out[k] = handle.get_tensor(fk)
     return out
 
 
-def _tie_checks(inv: Inventory, present: set[str]) -> dict[str, list[str]]:
-    """For each tied slot stored in the file: the file keys its check reads (itself first)."""
+def _tie_checks(inv: Inventory, where) -> dict[str, list[str]]:
+    """For each tied slot stored in the file: the model keys its check reads (itself first)."""
     out = {}
     for path, info in inv.slots.items():
-        if not info.is_tied or path not in present:
+        if not info.is_tied or where(path) is None:
             continue
         src, extras = _computed_from(info)
-        out[path] = [path, *(k for k in [src, *extras.values()] if k and k in present)]
+        out[path] = [path, *(k for k in [src, *extras.values()] if k and where(k) is not None)]
     return out
 
 
@@ -384,9 +426,9 @@ def _check_tied_values(inv: Inventory, checks, tensors, folder: pathlib.Path) ->
         )
 
 
-def _missing(folder: pathlib.Path, expected: set[str], model: nn.Module) -> list[str]:
+def _missing(expected: set[str], where, model: nn.Module) -> list[str]:
     """Keys the tied model needs that the file lacks and HF does not tie by itself."""
-    return sorted(expected - _file_keys(folder) - _hf_tied_targets(model))
+    return sorted(k for k in expected - _hf_tied_targets(model) if where(k) is None)
 
 
 @contextlib.contextmanager
@@ -458,25 +500,34 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
         plan = plan_from_json(recorded, where=f"{folder / 'config.json'}: key {CONFIG_KEY!r}")
     if plan is not None and not isinstance(plan, Plan):
         raise TypeError(f"from_pretrained: plan must be a tying.Plan, got {type(plan).__name__}")
+    if kwargs.pop("output_loading_info", False):
+        raise TypeError(
+            "tying.hf.from_pretrained: output_loading_info is not supported (tying checks "
+            "the loading itself); call cls.from_pretrained for HF's report"
+        )
     with _quiet():
-        model = cls.from_pretrained(folder, config=config, **kwargs)
-    loaded_by_hf = set(model.state_dict())
+        model, info = cls.from_pretrained(folder, config=config, output_loading_info=True, **kwargs)
+    loaded_by_hf = set(model.state_dict()) - set(info.get("missing_keys", ()))
     if plan is not None:
         plan.apply(model)
     # HF loaded every tensor the untied model has. Left: the storage of relation ties
     # (weight_physical, weight_scale), which HF does not know, and each tied slot's value
     # in the file, which must agree with its tie, compared in the file's own dtype (a
-    # dtype= cast would round the two sides differently).
+    # dtype= cast would round the two sides differently). File keys are found under the
+    # name HF saves each model key with (transformers 5 renames some models' weights).
     inv = Inventory(model)
     expected = set(model.state_dict())
-    present = _file_keys(folder)
-    storage = {k for k in expected - loaded_by_hf if k in present}
-    checks = _tie_checks(inv, present)
+    tied = {p for p, i in inv.slots.items() if i.is_tied}
+    names = _saved_names(model, expected | tied)
+    where = _locate(names, _file_keys(folder))
+    _refuse_unlocated(tied, where, names, loaded_by_hf, model, folder)
+    storage = {k for k in expected - loaded_by_hf if where(k) is not None}
+    checks = _tie_checks(inv, where)
     wanted = storage | {k for keys in checks.values() for k in keys}
-    tensors = _read_checkpoint(folder, lambda k: k in wanted)
+    tensors = _read_checkpoint(folder, {k: where(k) for k in wanted})
     model.load_state_dict({k: tensors[k] for k in storage}, strict=False)
     _check_tied_values(inv, checks, tensors, folder)
-    missing = _missing(folder, expected, model)
+    missing = _missing(expected, where, model)
     if missing:
         hint = (
             "pass plan= (the plan the model was saved with)"
@@ -491,6 +542,25 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
     return model
 
 
+def _refuse_unlocated(tied, where, names, loaded_by_hf, model, folder) -> None:
+    """A tied slot HF loaded a value for, that tying cannot find in the file, is refused.
+
+    Its value would be dropped for the tie's without being compared (a folder saved
+    from a model whose copies differ would load silently tied).
+    """
+    lost = sorted(
+        p for p in tied if p in loaded_by_hf - _hf_tied_targets(model) and where(p) is None
+    )
+    if lost:
+        how = ", ".join(f"{p} (saved as {names.get(p) or 'a converted tensor'})" for p in lost[:4])
+        raise TieError(
+            f"{folder}: HF loaded a value for tied slot(s) {how}{' ...' if len(lost) > 4 else ''} "
+            f"that tying cannot find in the file to check against the tie (HF converts this "
+            f"model's weights on load); load it untied with cls.from_pretrained, compare the "
+            f"copies, then apply the plan"
+        )
+
+
 def _hf_tied_targets(model: nn.Module) -> set[str]:
     """Keys HF itself ties on load (e.g. ``lm_head.weight`` with ``tie_word_embeddings``)."""
     keys = getattr(model, "all_tied_weights_keys", None) or {}
@@ -498,6 +568,34 @@ def _hf_tied_targets(model: nn.Module) -> set[str]:
 
 
 # -- resizing ---------------------------------------------------------------------------
+
+
+def _resized_slots(model: nn.Module, emb_in, emb_out) -> set[str]:
+    """The slots HF's ``resize_token_embeddings`` resizes (and re-ties) together.
+
+    The parameters of the input and output embeddings under every path that
+    reaches them (BART's ``model.encoder.embed_tokens`` is ``model.shared``),
+    closed over the ties HF declares and re-makes after resizing
+    (``_tied_weights_keys``: T5's ``encoder.embed_tokens`` <- ``shared``, XLM-R's
+    ``lm_head.decoder.bias`` <- ``lm_head.bias``).
+    """
+    wanted = {id(m) for m in (emb_in, emb_out) if m is not None}
+    paths = {p for p, m in model.named_modules(remove_duplicate=False) if id(m) in wanted}
+    inv = Inventory(model)
+    slots = {p for p in inv.slots if p.rpartition(".")[0] in paths}
+    for p in paths:  # an alias path's parameters, also when Inventory lists them once
+        mod = model.get_submodule(p)
+        slots.update(join(p, n) for n, _ in mod.named_parameters(recurse=False))
+        slots.update(join(p, n) for n in slots_of(mod))
+    hf_ties = dict(getattr(model, "all_tied_weights_keys", None) or {})
+    grew = True
+    while grew:
+        grew = False
+        for t, s in hf_ties.items():
+            if (t in slots) != (s in slots):
+                slots.update((t, s))
+                grew = True
+    return slots
 
 
 def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None, **kwargs: Any):
@@ -544,47 +642,74 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
             f"resize_token_embeddings: new_num_tokens must be a positive int or None, got {new_num_tokens!r}"
         )
     emb_in, emb_out = model.get_input_embeddings(), model.get_output_embeddings()
-    inv = Inventory(model)
-    embed_slots = set()
-    for mod in (emb_in, emb_out):
-        path = None if mod is None else inv.path_of(mod)
-        if path is not None:
-            embed_slots.update(p for p, i in inv.slots.items() if i.module_path == path)
+    embed_slots = _resized_slots(model, emb_in, emb_out)
     rules = Plan.declared(model).rules
     involved = [r for r in rules if r.target in embed_slots or r.like in embed_slots]
-    for r in involved:
-        if r.target not in embed_slots or (r.like is not None and r.like not in embed_slots):
-            raise TieError(
-                f"resize_token_embeddings: the tie {r.target} <- {r.like} ({r.relation!r}) joins an "
-                f"embedding parameter to one outside the embeddings, whose shape would no longer fit; "
-                f"untie it first (tying.Plan([tying.free({r.target!r})]).apply(model))"
-            )
-    # What HF changes in place, for the rollback.
-    old_in_data = emb_in.weight.data
-    old_in = (emb_in.num_embeddings, getattr(emb_in, "padding_idx", None))
+    # Ties whose other end HF is not known to resize: tried, and refused (model restored)
+    # when their shapes no longer fit after the resize (BART's Plan-tied encoder.embed_tokens
+    # does fit: HF's set_input_embeddings seats the resized shared module there).
+    outside = [
+        r for r in involved if r.target not in embed_slots or (r.like and r.like not in embed_slots)
+    ]
+    from tying.core.rules import free
+
     text_config = model.config.get_text_config()
     old_vocab = text_config.vocab_size
     had_attr, old_attr = hasattr(model, "vocab_size"), getattr(model, "vocab_size", None)
-    from tying.core.rules import free
-
-    if involved:
-        Plan([free(r.target) for r in involved]).apply(model)
+    state = _ModuleState(model)  # everything HF and the plan change, for the rollback
     try:
+        if involved:
+            Plan([free(r.target) for r in involved]).apply(model)
         out = model.resize_token_embeddings(new_num_tokens, **kwargs)
         if involved:
-            Plan(involved).apply(model)
+            try:
+                Plan(involved).apply(model)
+            except TieError as err:
+                named = "; ".join(
+                    f"{r.target} <- {r.like} ({r.relation!r})" for r in outside or involved
+                )
+                raise TieError(
+                    f"resize_token_embeddings: the tie {named} joins an embedding parameter to one "
+                    f"outside the embeddings, which HF did not resize with them, so its shape no "
+                    f"longer fits ({err}); the model is unchanged. Untie it first "
+                    f"(tying.Plan([tying.free({(outside or involved)[0].target!r})]).apply(model))"
+                ) from None
         verify(model)
         return out
     except BaseException:
-        with torch.no_grad():
-            emb_in.weight.data = old_in_data
-        emb_in.num_embeddings, emb_in.padding_idx = old_in
-        model.set_input_embeddings(emb_in)
-        if emb_out is not None:
-            model.set_output_embeddings(emb_out)
+        state.restore()
         text_config.vocab_size = old_vocab
         if had_attr:
             model.vocab_size = old_attr
-        if involved:
-            Plan(involved).apply(model)
+        elif hasattr(model, "vocab_size"):
+            with contextlib.suppress(AttributeError):
+                delattr(model, "vocab_size")
         raise
+
+
+class _ModuleState:
+    """Every module's attributes (parameters, buffers, children, class, tie slots) and every
+    parameter's data, as they are now; :meth:`restore` puts them back (a rollback)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.modules = []
+        for mod in model.modules():
+            attrs = {k: (type(v)(v) if isinstance(v, dict) else v) for k, v in mod.__dict__.items()}
+            self.modules.append((mod, attrs, mod.__class__))
+        self.data = [
+            (p, p.data)
+            for mod in model.modules()
+            for p in mod._parameters.values()
+            if p is not None
+        ]
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for mod, attrs, cls in self.modules:
+                mod.__dict__.clear()
+                mod.__dict__.update(
+                    {k: (type(v)(v) if isinstance(v, dict) else v) for k, v in attrs.items()}
+                )
+                mod.__class__ = cls
+            for p, data in self.data:
+                p.data = data
