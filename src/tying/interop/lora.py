@@ -114,6 +114,7 @@ def get_peft_model(model: nn.Module, peft_config, **kwargs: Any):
             f"Only modules tied whole (every parameter, Same) can share one adapter, with their "
             f"source targeted too; leave {sorted(hit)[0]!r} out of target_modules, or untie it first"
         )
+    _refuse_saved_copies(peft_config, model, inv)
     seated = _seats(model, inv, targets)  # peft does not list the later seats: no exclude
     config = copy.deepcopy(peft_config)
     if shared:
@@ -184,6 +185,51 @@ def from_pretrained(model: nn.Module, adapter_path: str, **kwargs: Any):
 
     shared: dict[str, str] = {}
     return _wrap(model, load, shared, "from_pretrained")
+
+
+def _refuse_saved_copies(config, model: nn.Module, inv: Inventory) -> None:
+    """``modules_to_save`` on a module in a tie is refused before peft runs, naming the tie.
+
+    peft replaces such a module with a wrapper that trains a private copy of it: the
+    copy's weight is no longer the tied tensor (a tied ``lm_head`` copy stops reading
+    the embedding; a copied layer of a shared stack stops being shared). peft matches
+    a name as a plain suffix of every module path (``"norm"`` matches
+    ``input_layernorm``), as here.
+    """
+    names = list(getattr(config, "modules_to_save", None) or [])
+    if not names:
+        return
+    saved = {}  # module path -> the modules_to_save entry naming it
+    for p, _ in model.named_modules(remove_duplicate=False):
+        entry = next((n for n in names if p and p.endswith(n)), None)
+        if entry is not None:
+            saved[p] = entry
+
+    def inside(path: str | None) -> str | None:
+        if path is None:
+            return None
+        return next((m for m in sorted(saved) if path == m or path.startswith(m + ".")), None)
+
+    for info in inv.slots.values():
+        if not info.is_tied:
+            continue
+        src_mod = info.source.rpartition(".")[0] if info.source else None
+        hit = inside(info.module_path) or inside(src_mod)
+        if hit:
+            raise TieError(
+                f"get_peft_model: modules_to_save {saved[hit]!r} (module {hit!r}) takes part in "
+                f"the tie {info.path} <- {info.source or 'its own storage'} "
+                f"({info.tie.relation!r}); peft would train a private copy of it, so the tie "
+                f"would no longer hold. Leave {saved[hit]!r} out of modules_to_save, or untie "
+                f"it first (tying.Plan([tying.free({info.path!r})]).apply(model))"
+            )
+    for target, source, _t, _s, hit in hand_ties_touching(inv, set(saved)):
+        raise TieError(
+            f"get_peft_model: modules_to_save {saved[hit]!r} (module {hit!r}) takes part in "
+            f"the hand-made tie {target} <- {source} (one nn.Parameter in two modules); peft "
+            f"would train a private copy of it, so the tie would no longer hold. Leave "
+            f"{saved[hit]!r} out of modules_to_save"
+        )
 
 
 def _seats(model: nn.Module, inv: Inventory, targets: set[str]) -> dict[str, str]:
