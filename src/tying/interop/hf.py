@@ -249,7 +249,9 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike, **kwargs: Any) ->
     Raises:
         TypeError: when ``model`` has no ``save_pretrained``/``config`` or
             ``state_dict=`` is passed.
-        TieError: when a declared tie is broken (run ``tying.retie`` first).
+        TieError: when a declared tie is broken (run ``tying.retie`` first), or a
+            module is pruned by ``torch.nn.utils.prune`` (``prune.remove`` first);
+            nothing is written then.
 
     Example:
         >>> import tempfile, torch, tying, tying.hf
@@ -278,6 +280,7 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike, **kwargs: Any) ->
             "(or call model.save_pretrained directly, and load with tying.hf.from_pretrained(plan=...))"
         )
     verify(model)
+    _refuse_pruned(model)
     recorded = plan_to_json(model)
     tie_embed = _embedding_tie(model)
     had_key, old_plan = hasattr(config, CONFIG_KEY), getattr(config, CONFIG_KEY, None)
@@ -299,6 +302,33 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike, **kwargs: Any) ->
         if old_tie is not None:
             config.tie_word_embeddings = old_tie
     return pathlib.Path(path)
+
+
+def _refuse_pruned(model: nn.Module) -> None:
+    """A module pruned by ``torch.nn.utils.prune`` (``weight_orig`` + ``weight_mask``) is refused.
+
+    HF writes ``weight_orig``/``weight_mask`` and no ``weight``: any fresh model
+    loading the folder gets that weight at random (plain ``from_pretrained``
+    silently; :func:`from_pretrained` refused it, blaming the tie), and a tied use
+    of it saved as its masked value no longer matches.
+    """
+    from tying.core.outside import pruned_names
+
+    inv = Inventory(model)
+    for path, mod in model.named_modules():
+        names = pruned_names(mod)
+        if names:
+            orig, name = next(iter(names.items()))
+            slot = join(path, name)
+            users = [p for p, i in inv.slots.items() if i.is_tied and i.source == slot]
+            serves = f", which tied slot(s) {', '.join(users[:3])} read" if users else ""
+            raise TieError(
+                f"tying.hf.save_pretrained: {slot} is pruned (torch.nn.utils.prune keeps "
+                f"{join(path, orig)} and a mask{serves}); HF would write no {slot!r}, so a model "
+                f"loaded from the folder would get it at random. Make the pruning permanent "
+                f"first (torch.nn.utils.prune.remove(model.get_submodule({path!r}), {name!r})), "
+                f"or save with tying.save(model, path), which keeps the mask; nothing was written"
+            )
 
 
 # -- loading ----------------------------------------------------------------------------
