@@ -179,7 +179,7 @@ def hf_ties_plan(model: nn.Module) -> Plan:
 
 
 def _embedding_tie(model: nn.Module) -> bool:
-    """True when the declared ties include output-embedding weight <- input-embedding weight."""
+    """True when the declared ties include the output embedding's weight tied to the input's (``Same``)."""
     get_in = getattr(model, "get_input_embeddings", None)
     get_out = getattr(model, "get_output_embeddings", None)
     if get_in is None or get_out is None:
@@ -189,9 +189,11 @@ def _embedding_tie(model: nn.Module) -> bool:
         return False
     inv = Inventory(model)
     tin, tout = inv.path_of(emb_in), inv.path_of(emb_out)
-    want = (f"{tout}.weight", f"{tin}.weight")
+    # Either direction: a Same tie is one tensor, and a hand tie's direction is the order
+    # tying found its two paths in (XLM-R's reads embeddings <- lm_head.decoder).
+    want = {f"{tout}.weight", f"{tin}.weight"}
     return any(
-        (r.target, r.like) == want and type(r.relation) is Same for r in Plan.declared(model).rules
+        {r.target, r.like} == want and type(r.relation) is Same for r in Plan.declared(model).rules
     )
 
 
