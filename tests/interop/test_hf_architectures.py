@@ -228,3 +228,59 @@ def test_save_pretrained_of_a_pruned_source_is_refused_writing_nothing(name, mod
     hf.save_pretrained(model, out)
     again = hf.from_pretrained(type(model), out).eval()
     assert torch.equal(M.more_logits(again, x), M.more_logits(model, x))
+
+
+def _snapshot(folder):
+    return {f.name: f.read_bytes() for f in sorted(folder.iterdir())}
+
+
+def test_save_pretrained_failing_half_way_leaves_an_earlier_save_as_it_was(monkeypatch, tmp_path):
+    # HF writes config.json first: a failure in the weights left the new config (a new
+    # vocabulary, a new recorded plan) beside the old weights. Now all or nothing.
+    import transformers.modeling_utils as mu
+
+    model, _ = M.more("qwen2", "plan")
+    out = tmp_path / "out"
+    hf.save_pretrained(model, out, max_shard_size="20KB")
+    before = _snapshot(out)
+    hf.resize_token_embeddings(model, 120, mean_resizing=False)
+
+    def fails(*a, **k):
+        raise RuntimeError("disk full (injected)")
+
+    monkeypatch.setattr(mu, "safe_save_file", fails)
+    with pytest.raises(RuntimeError, match="injected"):
+        hf.save_pretrained(model, out)
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary folder left
+    monkeypatch.undo()
+    hf.save_pretrained(model, out)  # single file now: the old shards are gone
+    assert not any(n.startswith("model-") for n in _snapshot(out))
+    x = M.more_inputs(model)
+    again = hf.from_pretrained(type(model), out).eval()
+    assert torch.equal(M.more_logits(again, x), M.more_logits(model, x))
+
+
+def test_save_pretrained_refuses_a_quantized_model_and_a_peft_model_writing_nothing(tmp_path):
+    import peft
+    from torchao.quantization import Int8WeightOnlyConfig
+
+    from tying.interop import lora, quantization
+
+    model, _ = M.more("qwen2", "plan")
+    quantization.quantize_(
+        model,
+        Int8WeightOnlyConfig(),
+        filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear) and fqn != "lm_head",
+    )
+    with pytest.raises(TypeError, match=r"model\.layers\.0\.\S+ is a torchao\.\S+Int8Tensor"):
+        hf.save_pretrained(model, tmp_path / "q")
+    model, _ = M.more("qwen2", "plan")
+    dyn = quantization.quantize_dynamic(model, {torch.nn.Linear}, exclude={"lm_head"})
+    with pytest.raises(TypeError, match=r"_packed_params\.dtype is a torch\.dtype"):
+        hf.save_pretrained(dyn, tmp_path / "d")
+    model, _ = M.more("qwen2", "plan")
+    pm = lora.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["q_proj"]))
+    with pytest.raises(TypeError, match="got a peft model; save its adapter"):
+        hf.save_pretrained(pm, tmp_path / "p")
+    assert list(tmp_path.iterdir()) == []

@@ -281,8 +281,20 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike, **kwargs: Any) ->
             "tying.hf.save_pretrained writes the logical state dict itself; drop state_dict= "
             "(or call model.save_pretrained directly, and load with tying.hf.from_pretrained(plan=...))"
         )
+    if kwargs.get("push_to_hub"):
+        raise TypeError(
+            "tying.hf.save_pretrained writes into a temporary folder first (all or nothing); "
+            "drop push_to_hub= and upload the finished folder (huggingface_hub.upload_folder)"
+        )
+    if hasattr(model, "peft_config"):
+        raise TypeError(
+            "tying.hf.save_pretrained: got a peft model; save its adapter with "
+            "peft_model.save_pretrained(path) (load it with tying.interop.lora.from_pretrained), "
+            "or merge it first (tying.interop.lora.merge_and_unload) and save the merged model"
+        )
     verify(model)
     _refuse_pruned(model)
+    _refuse_unwritable(model)
     recorded = plan_to_json(model)
     tie_embed = _embedding_tie(model)
     had_key, old_plan = hasattr(config, CONFIG_KEY), getattr(config, CONFIG_KEY, None)
@@ -294,7 +306,7 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike, **kwargs: Any) ->
         state = logical_state_dict(model)
         if tie_embed:  # HF re-ties it from tie_word_embeddings; a copy would be 154 MB in GPT-2
             state.pop(f"{Inventory(model).path_of(model.get_output_embeddings())}.weight", None)
-        model.save_pretrained(path, state_dict=state, **kwargs)
+        _save_all_or_nothing(model, pathlib.Path(path), state, kwargs)
     finally:
         if had_key:
             setattr(config, CONFIG_KEY, old_plan)
@@ -331,6 +343,51 @@ def _refuse_pruned(model: nn.Module) -> None:
                 f"first (torch.nn.utils.prune.remove(model.get_submodule({path!r}), {name!r})), "
                 f"or save with tying.save(model, path), which keeps the mask; nothing was written"
             )
+
+
+def _refuse_unwritable(model: nn.Module) -> None:
+    """A state dict entry HF's safetensors writer cannot take is refused before writing.
+
+    torch.ao's dynamically quantized modules keep packed parameters (with a
+    ``torch.dtype`` entry), torchao keeps tensor subclasses (``Int8Tensor``): HF wrote
+    ``config.json`` (with the plan) and then failed on them, leaving a folder
+    without weights.
+    """
+    for key, value in model.state_dict().items():
+        data = value.data if isinstance(value, torch.Tensor) else value
+        if type(data) is not torch.Tensor:
+            raise TypeError(
+                f"tying.hf.save_pretrained: {key} is a {type(data).__module__}."
+                f"{type(data).__name__}, not a plain tensor (a quantized module?); HF's "
+                f"safetensors writer cannot write it. Save the float model before quantizing, "
+                f"and quantize again after loading; nothing was written"
+            )
+
+
+def _save_all_or_nothing(model: nn.Module, folder: pathlib.Path, state, kwargs) -> None:
+    """``model.save_pretrained`` into a fresh temporary folder beside ``folder``, then moved in.
+
+    HF writes ``config.json`` first and the weights after: a failure half-way left a
+    new config beside the old weights. Files of an earlier save that this one does
+    not write (other shard names) are removed, as HF does.
+    """
+    import shutil
+    import tempfile
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=".tying-save-", dir=folder.parent))
+    try:
+        model.save_pretrained(tmp, state_dict=state, **kwargs)
+        written = {f.name for f in tmp.iterdir()}
+        folder.mkdir(exist_ok=True)
+        for old in folder.iterdir():
+            stale = old.name.startswith(("model-", "model.safetensors", "pytorch_model"))
+            if old.is_file() and stale and old.name not in written:
+                old.unlink()
+        for name in sorted(written, key=lambda n: n.endswith(".json")):  # weights first
+            os.replace(tmp / name, folder / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # -- loading ----------------------------------------------------------------------------
