@@ -443,16 +443,62 @@ def _saved_names(model: nn.Module, keys) -> dict[str, str | None]:
     return {k: by_id.get(id(t)) for k, t in meta.items()}
 
 
-def _locate(names: dict[str, str | None], present: set[str]):
-    """The file key holding model key ``k`` (its saved name, else its own), or None."""
+def _locate(names: dict[str, str | None], present: set[str], prefix: str = ""):
+    """The file key holding model key ``k`` (its saved name, else its own), or None.
+
+    Like HF, a key is also found with the base model's prefix added or removed (a
+    ``...ForCausalLM`` folder loaded as its base model, or the other way round).
+    """
 
     def where(k: str) -> str | None:
         for cand in (names.get(k), k):
-            if cand is not None and cand in present:
-                return cand
+            if cand is None:
+                continue
+            alts = [cand]
+            if prefix:
+                alts.append(f"{prefix}.{cand}")
+                if cand.startswith(prefix + "."):
+                    alts.append(cand[len(prefix) + 1 :])
+            for alt in alts:
+                if alt in present:
+                    return alt
         return None
 
     return where
+
+
+def _rebase(plan: Plan, model: nn.Module) -> Plan:
+    """``plan`` with its paths moved by the base model's prefix where HF moved the weights.
+
+    HF loads a ``...ForCausalLM`` folder into its base model (``AutoModel``) by
+    dropping the ``model.`` prefix, and the other way round; a recorded plan names
+    the saving model's paths. Only a plan of exact paths (as recorded) whose paths
+    all miss the model is moved; ties to a part the model lacks (the base model has
+    no ``lm_head``) are dropped with it. Anything else is returned unchanged.
+    """
+    prefix = getattr(model, "base_model_prefix", "") or ""
+    paths = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    paths |= {n for n, _ in model.named_modules(remove_duplicate=False)}
+    rules = plan.rules
+    if not prefix or any(any(c in r.target + (r.like or "") for c in "*?[{") for r in rules):
+        return plan
+
+    def ok(rule_list) -> bool:
+        return all(r.target in paths and (r.like is None or r.like in paths) for r in rule_list)
+
+    if ok(rules):
+        return plan
+    head = prefix in dict(model.named_children())
+    moved = []
+    for r in rules:
+        if head:
+            move = lambda p: p if p is None or p in paths else f"{prefix}.{p}"  # noqa: E731
+        else:
+            if not r.target.startswith(prefix + "."):
+                continue  # a tie of the head (lm_head <- embedding): the base model has none
+            move = lambda p: p[len(prefix) + 1 :] if p and p.startswith(prefix + ".") else p  # noqa: E731
+        moved.append(share(move(r.target), like=move(r.like), relation=r.relation))
+    return Plan(moved) if moved and ok(moved) else plan
 
 
 def _read_checkpoint(folder: pathlib.Path, wanted: dict[str, str]) -> dict[str, torch.Tensor]:
@@ -598,6 +644,7 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
         model, info = cls.from_pretrained(folder, config=config, output_loading_info=True, **kwargs)
     loaded_by_hf = set(model.state_dict()) - set(info.get("missing_keys", ()))
     if plan is not None:
+        plan = _rebase(plan, model)
         plan.apply(model)
     # HF loaded every tensor the untied model has. Left: the storage of relation ties
     # (weight_physical, weight_scale), which HF does not know, and each tied slot's value
@@ -608,7 +655,7 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
     expected = set(model.state_dict())
     tied = {p for p, i in inv.slots.items() if i.is_tied}
     names = _saved_names(model, expected | tied)
-    where = _locate(names, _file_keys(folder))
+    where = _locate(names, _file_keys(folder), getattr(model, "base_model_prefix", "") or "")
     _refuse_unlocated(tied, where, names, loaded_by_hf, model, folder)
     storage = {k for k in expected - loaded_by_hf if where(k) is not None}
     checks = _tie_checks(inv, where)
