@@ -316,3 +316,25 @@ def test_a_head_models_folder_loads_into_its_base_model_tied(name, mode, base, t
         if t.target.startswith(prefix) and t.source.startswith(prefix)
     }
     assert {(t.target, t.source) for t in tying.ties(again)} == inside
+
+
+@pytest.mark.parametrize(("name", "mode"), [("distilbert", "plan"), ("xlm-roberta", "hf")])
+def test_an_optimizer_built_before_resizing_is_refused_where_hf_replaced_a_parameter(name, mode):
+    # HF replaces DistilBERT's head bias and XLM-R's tied embedding with new Parameters:
+    # an optimizer built before kept stepping the old ones and never trained the new
+    # ones, with no error. Built after the resize, it trains.
+    model, _ = M.more(name, mode)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    hf.resize_token_embeddings(model, 120, mean_resizing=False)
+    x = M.more_inputs(model)
+    model(**x).logits.pow(2).mean().backward()
+    with pytest.raises(
+        tying.TieError, match=r"step refused: .*replaced by resize_token_embeddings"
+    ):
+        opt.step()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt.step()
+    assert all(
+        not torch.equal(p, before[n]) for n, p in model.named_parameters() if p.grad is not None
+    )

@@ -793,6 +793,7 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
     old_vocab = text_config.vocab_size
     had_attr, old_attr = hasattr(model, "vocab_size"), getattr(model, "vocab_size", None)
     state = _ModuleState(model)  # everything HF and the plan change, for the rollback
+    params_before = dict(model.named_parameters(remove_duplicate=False))
     try:
         if involved:
             Plan([free(r.target) for r in involved]).apply(model)
@@ -811,6 +812,7 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
                     f"(tying.Plan([tying.free({(outside or involved)[0].target!r})]).apply(model))"
                 ) from None
         verify(model)
+        _record_replaced(model, params_before)
         return out
     except BaseException:
         state.restore()
@@ -821,6 +823,22 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
             with contextlib.suppress(AttributeError):
                 delattr(model, "vocab_size")
         raise
+
+
+def _record_replaced(model: nn.Module, before: dict[str, nn.Parameter]) -> None:
+    """Parameters HF replaced while resizing (DistilBERT's head bias, XLM-R's tied
+    embedding) are noted, so that an optimizer built before refuses its step (it
+    would keep stepping the old Parameter and never train the new one, silently)."""
+    from tying.core import stale
+
+    after = dict(model.named_parameters(remove_duplicate=False))
+    stale.record(
+        [
+            (old, after[path], f"{path} (replaced by resize_token_embeddings)")
+            for path, old in before.items()
+            if path in after and after[path] is not old
+        ]
+    )
 
 
 class _ModuleState:
