@@ -642,7 +642,8 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
         )
     with _quiet():
         model, info = cls.from_pretrained(folder, config=config, output_loading_info=True, **kwargs)
-    loaded_by_hf = set(model.state_dict()) - set(info.get("missing_keys", ()))
+    hf_values = model.state_dict()  # as HF loaded them (references, no copies)
+    loaded_by_hf = set(hf_values) - set(info.get("missing_keys", ()))
     if plan is not None:
         plan = _rebase(plan, model)
         plan.apply(model)
@@ -656,14 +657,14 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
     tied = {p for p, i in inv.slots.items() if i.is_tied}
     names = _saved_names(model, expected | tied)
     where = _locate(names, _file_keys(folder), getattr(model, "base_model_prefix", "") or "")
-    _refuse_unlocated(tied, where, names, loaded_by_hf, model, folder)
+    _check_as_loaded(tied, where, loaded_by_hf, hf_values, inv, model, folder)
     storage = {k for k in expected - loaded_by_hf if where(k) is not None}
     checks = _tie_checks(inv, where)
     wanted = storage | {k for keys in checks.values() for k in keys}
     tensors = _read_checkpoint(folder, {k: where(k) for k in wanted})
     model.load_state_dict({k: tensors[k] for k in storage}, strict=False)
     _check_tied_values(inv, checks, tensors, folder)
-    missing = _missing(expected, where, model)
+    missing = _missing(expected - loaded_by_hf, where, model)
     if missing:
         hint = (
             "pass plan= (the plan the model was saved with)"
@@ -678,22 +679,32 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
     return model
 
 
-def _refuse_unlocated(tied, where, names, loaded_by_hf, model, folder) -> None:
-    """A tied slot HF loaded a value for, that tying cannot find in the file, is refused.
+def _check_as_loaded(tied, where, loaded_by_hf, hf_values, inv: Inventory, model, folder) -> None:
+    """Tied slots HF loaded but whose file key tying cannot name: compared as HF loaded them.
 
-    Its value would be dropped for the tie's without being compared (a folder saved
-    from a model whose copies differ would load silently tied).
+    HF converts some weights on load (the experts of Mixtral / Qwen2-MoE are saved
+    one tensor per expert and fused on load): no one file key holds the value. The
+    untied model HF built held it; it must equal what the tie gives now, else the
+    load is refused (dropping it silently would tie copies that differ).
     """
-    lost = sorted(
-        p for p in tied if p in loaded_by_hf - _hf_tied_targets(model) and where(p) is None
-    )
-    if lost:
-        how = ", ".join(f"{p} (saved as {names.get(p) or 'a converted tensor'})" for p in lost[:4])
+    bad = []
+    with torch.no_grad():
+        for path in sorted(tied & (loaded_by_hf - _hf_tied_targets(model))):
+            if where(path) is not None or path not in hf_values:
+                continue
+            info = inv.slots[path]
+            now = getattr(info.module, info.name)
+            if tuple(now.shape) != tuple(hf_values[path].shape) or not torch.equal(
+                now.detach(), hf_values[path]
+            ):
+                bad.append(
+                    f"{path} (tied to {info.source or 'its own storage'} via {info.tie.relation!r})"
+                )
+    if bad:
         raise TieError(
-            f"{folder}: HF loaded a value for tied slot(s) {how}{' ...' if len(lost) > 4 else ''} "
-            f"that tying cannot find in the file to check against the tie (HF converts this "
-            f"model's weights on load); load it untied with cls.from_pretrained, compare the "
-            f"copies, then apply the plan"
+            f"{folder}: the file holds value(s) for tied slot(s) that disagree with the tie: "
+            f"{'; '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}. The file was edited or saved "
+            f"from another model; load it untied (cls.from_pretrained) to inspect it"
         )
 
 
