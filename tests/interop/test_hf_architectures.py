@@ -396,3 +396,18 @@ def test_an_optimizer_built_before_resizing_is_refused_where_hf_replaced_a_param
     assert all(
         not torch.equal(p, before[n]) for n, p in model.named_parameters() if p.grad is not None
     )
+
+
+def test_variant_and_subfolder_load_tied_and_a_variant_save_keeps_the_main_weights(tmp_path):
+    # HF names a variant's weights model.<variant>.safetensors; tying looked for
+    # model.safetensors only and refused every variant= and subfolder= load.
+    model, _ = M.more("qwen2", "plan")
+    x = M.more_inputs(model)
+    hf.save_pretrained(model, tmp_path / "sub")
+    hf.save_pretrained(model, tmp_path / "sub", variant="v2", max_shard_size="20KB")
+    names = {f.name for f in (tmp_path / "sub").iterdir()}
+    assert "model.safetensors" in names and "model.safetensors.index.v2.json" in names
+    for kw in ({"variant": "v2"}, {}):
+        again = hf.from_pretrained(type(model), tmp_path, subfolder="sub", **kw).eval()
+        assert torch.equal(M.more_logits(again, x), M.more_logits(model, x))
+        assert _tie_set(again) == _tie_set(model)

@@ -381,7 +381,10 @@ def _save_all_or_nothing(model: nn.Module, folder: pathlib.Path, state, kwargs) 
         written = {f.name for f in tmp.iterdir()}
         folder.mkdir(exist_ok=True)
         for old in folder.iterdir():
-            stale = old.name.startswith(("model-", "model.safetensors", "pytorch_model"))
+            # another variant's weights (model.fp16.safetensors) are kept, as HF keeps them
+            stale = not kwargs.get("variant") and old.name.startswith(
+                ("model-", "model.safetensors", "pytorch_model")
+            )
             if old.is_file() and stale and old.name not in written:
                 old.unlink()
         for name in sorted(written, key=lambda n: n.endswith(".json")):  # weights first
@@ -393,25 +396,33 @@ def _save_all_or_nothing(model: nn.Module, folder: pathlib.Path, state, kwargs) 
 # -- loading ----------------------------------------------------------------------------
 
 
-def _checkpoint_files(folder: pathlib.Path) -> list[pathlib.Path]:
-    index = folder / "model.safetensors.index.json"
+def _variant(name: str, variant: str | None) -> str:
+    """HF's naming of a weights ``variant``: ``model.safetensors`` -> ``model.fp16.safetensors``."""
+    if not variant:
+        return name
+    parts = name.split(".")
+    return ".".join([*parts[:-1], variant, parts[-1]])
+
+
+def _checkpoint_files(folder: pathlib.Path, variant: str | None = None) -> list[pathlib.Path]:
+    index = folder / _variant("model.safetensors.index.json", variant)
     if index.is_file():
         names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         return [folder / n for n in names]
-    single = folder / "model.safetensors"
+    single = folder / _variant("model.safetensors", variant)
     if single.is_file():
         return [single]
     raise FileNotFoundError(
-        f"tying.hf.from_pretrained: {folder} holds no model.safetensors (or its index); "
+        f"tying.hf.from_pretrained: {folder} holds no {single.name} (or its index); "
         f"tying reads safetensors only (no pickle): re-save with save_pretrained(safe_serialization=True)"
     )
 
 
-def _file_keys(folder: pathlib.Path) -> set[str]:
+def _file_keys(files: list[pathlib.Path]) -> set[str]:
     from safetensors import safe_open
 
     keys: set[str] = set()
-    for f in _checkpoint_files(folder):
+    for f in files:
         with safe_open(str(f), framework="pt") as handle:
             keys.update(handle.keys())
     return keys
@@ -501,7 +512,7 @@ def _rebase(plan: Plan, model: nn.Module) -> Plan:
     return Plan(moved) if moved and ok(moved) else plan
 
 
-def _read_checkpoint(folder: pathlib.Path, wanted: dict[str, str]) -> dict[str, torch.Tensor]:
+def _read_checkpoint(files: list[pathlib.Path], wanted: dict[str, str]) -> dict[str, torch.Tensor]:
     """``{model key: tensor}`` for ``wanted`` (model key -> file key), read lazily from the files."""
     from safetensors import safe_open
 
@@ -509,7 +520,7 @@ def _read_checkpoint(folder: pathlib.Path, wanted: dict[str, str]) -> dict[str, 
     for k, fk in wanted.items():
         by_file_key.setdefault(fk, []).append(k)
     out: dict[str, torch.Tensor] = {}
-    for f in _checkpoint_files(folder):
+    for f in files:
         with safe_open(str(f), framework="pt") as handle:
             for fk in handle.keys():
                 for k in by_file_key.get(fk, ()):
@@ -626,10 +637,11 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
             f"tying.hf.from_pretrained: {folder} is not a local folder; download it first "
             f"(tying reads local safetensors folders)"
         )
-    _checkpoint_files(folder)  # no safetensors: refuse before building anything
+    sub = kwargs.get("subfolder") or ""
+    files = _checkpoint_files(folder / sub, kwargs.get("variant"))  # refuse before building
     config = kwargs.pop("config", None)
     if config is None:
-        config = transformers.AutoConfig.from_pretrained(folder)
+        config = transformers.AutoConfig.from_pretrained(folder, subfolder=sub)
     recorded = getattr(config, CONFIG_KEY, None)
     if plan is None and recorded is not None:
         plan = plan_from_json(recorded, where=f"{folder / 'config.json'}: key {CONFIG_KEY!r}")
@@ -656,12 +668,12 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
     expected = set(model.state_dict())
     tied = {p for p, i in inv.slots.items() if i.is_tied}
     names = _saved_names(model, expected | tied)
-    where = _locate(names, _file_keys(folder), getattr(model, "base_model_prefix", "") or "")
+    where = _locate(names, _file_keys(files), getattr(model, "base_model_prefix", "") or "")
     _check_as_loaded(tied, where, loaded_by_hf, hf_values, inv, model, folder)
     storage = {k for k in expected - loaded_by_hf if where(k) is not None}
     checks = _tie_checks(inv, where)
     wanted = storage | {k for keys in checks.values() for k in keys}
-    tensors = _read_checkpoint(folder, {k: where(k) for k in wanted})
+    tensors = _read_checkpoint(files, {k: where(k) for k in wanted})
     model.load_state_dict({k: tensors[k] for k in storage}, strict=False)
     _check_tied_values(inv, checks, tensors, folder)
     missing = _missing(expected - loaded_by_hf, where, model)
