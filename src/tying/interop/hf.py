@@ -500,15 +500,20 @@ def _rebase(plan: Plan, model: nn.Module) -> Plan:
     if ok(rules):
         return plan
     head = prefix in dict(model.named_children())
-    moved = []
-    for r in rules:
-        if head:
-            move = lambda p: p if p is None or p in paths else f"{prefix}.{p}"  # noqa: E731
-        else:
-            if not r.target.startswith(prefix + "."):
-                continue  # a tie of the head (lm_head <- embedding): the base model has none
-            move = lambda p: p[len(prefix) + 1 :] if p and p.startswith(prefix + ".") else p  # noqa: E731
-        moved.append(share(move(r.target), like=move(r.like), relation=r.relation))
+
+    def move(path: str | None) -> str | None:
+        if path is None:
+            return None
+        if head:  # a base model's folder into the head model: add the prefix
+            return path if path in paths else f"{prefix}.{path}"
+        return path[len(prefix) + 1 :] if path.startswith(prefix + ".") else path
+
+    moved = [
+        share(move(r.target), like=move(r.like), relation=r.relation)
+        for r in rules
+        # into the base model, a tie of the head (lm_head <- embedding) goes with the head
+        if head or r.target.startswith(prefix + ".")
+    ]
     return Plan(moved) if moved and ok(moved) else plan
 
 
