@@ -320,3 +320,21 @@ def test_modules_to_save_matches_like_peft_a_plain_suffix():
     )
     tying.verify(pm)
     assert is_adapter(pm.base_model.model.model.layers[0].self_attn.q_proj)
+
+
+@pytest.mark.parametrize("mode", ["hf", "plan"])
+@pytest.mark.parametrize("tokens", [{"embed_tokens": [3, 5]}, [3, 5]], ids=["dict", "list"])
+def test_trainable_token_indices_on_a_tied_embedding_is_refused_naming_the_tie(mode, tokens):
+    # peft trains a private copy of those rows (and wraps the tied head): the tie would
+    # break. Was refused only by the after-check, with "no such parameter any more".
+    model, _ = M.more("qwen2", mode)
+    modules = dict(model.named_modules(remove_duplicate=False))
+    cfg = peft.LoraConfig(r=2, target_modules=["q_proj"], trainable_token_indices=tokens)
+    with pytest.raises(
+        tying.TieError,
+        match=r"trainable_token_indices '(model\.)?embed_tokens' .*lm_head\.weight <- model\.embed_tokens",
+    ):
+        get_peft_model(model, cfg)
+    after = dict(model.named_modules(remove_duplicate=False))
+    assert all(after[k] is modules[k] for k in modules) and after.keys() == modules.keys()
+    tying.verify(model)

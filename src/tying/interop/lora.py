@@ -188,20 +188,31 @@ def from_pretrained(model: nn.Module, adapter_path: str, **kwargs: Any):
 
 
 def _refuse_saved_copies(config, model: nn.Module, inv: Inventory) -> None:
-    """``modules_to_save`` on a module in a tie is refused before peft runs, naming the tie.
+    """``modules_to_save`` / ``trainable_token_indices`` on a module in a tie: refused
+    before peft runs, naming the entry and the tie.
 
-    peft replaces such a module with a wrapper that trains a private copy of it: the
-    copy's weight is no longer the tied tensor (a tied ``lm_head`` copy stops reading
-    the embedding; a copied layer of a shared stack stops being shared). peft matches
-    a name as a plain suffix of every module path (``"norm"`` matches
-    ``input_layernorm``), as here.
+    peft replaces such a module with a wrapper that trains a private copy of it (or
+    of some of its rows): the copy's weight is no longer the tied tensor (a tied
+    ``lm_head`` copy stops reading the embedding; a copied layer of a shared stack
+    stops being shared). peft matches a name as a plain suffix of every module path
+    (``"norm"`` matches ``input_layernorm``), as here; a list of token indices
+    names the input embedding.
     """
-    names = list(getattr(config, "modules_to_save", None) or [])
-    if not names:
+    entries = [("modules_to_save", n) for n in getattr(config, "modules_to_save", None) or []]
+    tokens = getattr(config, "trainable_token_indices", None)
+    if isinstance(tokens, dict):
+        entries += [("trainable_token_indices", n) for n in tokens]
+    elif tokens:
+        get_in = getattr(model, "get_input_embeddings", None)
+        emb = get_in() if callable(get_in) else None
+        path = inv.path_of(emb) if emb is not None else None
+        if path:
+            entries.append(("trainable_token_indices", path))
+    if not entries:
         return
-    saved = {}  # module path -> the modules_to_save entry naming it
+    saved = {}  # module path -> (option, the entry naming it)
     for p, _ in model.named_modules(remove_duplicate=False):
-        entry = next((n for n in names if p and p.endswith(n)), None)
+        entry = next(((k, n) for k, n in entries if p and p.endswith(n)), None)
         if entry is not None:
             saved[p] = entry
 
@@ -210,6 +221,10 @@ def _refuse_saved_copies(config, model: nn.Module, inv: Inventory) -> None:
             return None
         return next((m for m in sorted(saved) if path == m or path.startswith(m + ".")), None)
 
+    def what(hit: str) -> str:
+        option, entry = saved[hit]
+        return f"{option} {entry!r} (module {hit!r})"
+
     for info in inv.slots.values():
         if not info.is_tied:
             continue
@@ -217,18 +232,17 @@ def _refuse_saved_copies(config, model: nn.Module, inv: Inventory) -> None:
         hit = inside(info.module_path) or inside(src_mod)
         if hit:
             raise TieError(
-                f"get_peft_model: modules_to_save {saved[hit]!r} (module {hit!r}) takes part in "
-                f"the tie {info.path} <- {info.source or 'its own storage'} "
-                f"({info.tie.relation!r}); peft would train a private copy of it, so the tie "
-                f"would no longer hold. Leave {saved[hit]!r} out of modules_to_save, or untie "
-                f"it first (tying.Plan([tying.free({info.path!r})]).apply(model))"
+                f"get_peft_model: {what(hit)} takes part in the tie {info.path} <- "
+                f"{info.source or 'its own storage'} ({info.tie.relation!r}); peft would train a "
+                f"private copy of it, so the tie would no longer hold. Leave {saved[hit][1]!r} "
+                f"out of {saved[hit][0]}, or untie it first "
+                f"(tying.Plan([tying.free({info.path!r})]).apply(model))"
             )
     for target, source, _t, _s, hit in hand_ties_touching(inv, set(saved)):
         raise TieError(
-            f"get_peft_model: modules_to_save {saved[hit]!r} (module {hit!r}) takes part in "
-            f"the hand-made tie {target} <- {source} (one nn.Parameter in two modules); peft "
-            f"would train a private copy of it, so the tie would no longer hold. Leave "
-            f"{saved[hit]!r} out of modules_to_save"
+            f"get_peft_model: {what(hit)} takes part in the hand-made tie {target} <- {source} "
+            f"(one nn.Parameter in two modules); peft would train a private copy of it, so the "
+            f"tie would no longer hold. Leave {saved[hit][1]!r} out of {saved[hit][0]}"
         )
 
 
