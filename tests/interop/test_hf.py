@@ -144,7 +144,10 @@ def test_relation_ties_survive_the_round_trip(relation, tmp_path):
     hf.save_pretrained(model, tmp_path)
     again = hf.from_pretrained(transformers.GPT2LMHeadModel, tmp_path).eval()
     assert torch.equal(M.logits(again, x), M.logits(model, x))
-    assert _tie_set(again) == _tie_set(model)
+    # one tensor either way round: HF seats it at lm_head, so the reload names it lm_head <- wte
+    pairs = {(frozenset((t.target, t.source)), t.relation) for t in tying.ties(again)}
+    assert pairs == {(frozenset((t.target, t.source)), t.relation) for t in tying.ties(model)}
+    assert tying.count(again).physical == tying.count(model).physical
     with M_quiet():
         plain = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
     assert torch.equal(M.logits(plain, x), M.logits(model, x))
@@ -399,3 +402,29 @@ def test_a_sharded_save_round_trips_exactly(tmp_path):
     x = M.ids(vocab)
     assert torch.equal(M.logits(again, x), M.logits(model, x))
     assert _tie_set(again) == _tie_set(model)
+
+
+def test_an_embedding_tie_declared_the_other_way_round_is_kept_as_hf_tie_word_embeddings(tmp_path):
+    # share(wte <- lm_head) is the same one tensor as share(lm_head <- wte) (and a hand
+    # tie's direction is only the order tying met its paths in: XLM-R's comes out
+    # reversed). It was saved as two copies with tie_word_embeddings false, so plain HF
+    # loaded two independent tensors.
+    model = M.gpt2()
+    tying.Plan(
+        [
+            tying.share("transformer.h.*", like="transformer.h.0"),
+            tying.share("transformer.wte.weight", like="lm_head.weight"),
+        ]
+    ).apply(model)
+    x = M.ids(97)
+    hf.save_pretrained(model, tmp_path)
+    assert "lm_head.weight" not in load_file(tmp_path / "model.safetensors")
+    plain = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
+    assert plain.lm_head.weight is plain.transformer.wte.weight
+    assert torch.equal(M.logits(plain, x), M.logits(model, x))
+    again = hf.from_pretrained(transformers.GPT2LMHeadModel, tmp_path).eval()
+    assert torch.equal(M.logits(again, x), M.logits(model, x))
+    # one tensor either way round: HF seats it at lm_head, so the reload names it lm_head <- wte
+    pairs = {(frozenset((t.target, t.source)), t.relation) for t in tying.ties(again)}
+    assert pairs == {(frozenset((t.target, t.source)), t.relation) for t in tying.ties(model)}
+    assert tying.count(again).physical == tying.count(model).physical

@@ -143,7 +143,9 @@ def test_modules_to_save_copying_a_tied_module_is_undone_and_refused():
     config = peft.LoraConfig(
         r=2, target_modules=["c_fc"], fan_in_fan_out=True, modules_to_save=["lm_head"]
     )
-    with pytest.raises(tying.TieError, match=r"wrapping broke a tie, undone: .*lm_head\.weight"):
+    with pytest.raises(
+        tying.TieError, match=r"modules_to_save 'lm_head' .*lm_head\.weight <- transformer\.wte"
+    ):
         get_peft_model(model, config)
     assert not any(is_adapter(m) for m in model.modules())
     assert type(model.lm_head).__name__ == "TiedLinear"
@@ -276,3 +278,63 @@ def test_verify_and_merge_refuse_plain_peft_adapters_on_some_uses_of_one_paramet
         tying.verify(pm)
     with pytest.raises(tying.TieError, match=match):
         merge_and_unload(pm)
+
+
+@pytest.mark.parametrize(
+    ("name", "mode", "entry", "tie"),
+    [
+        ("qwen2", "hf", "lm_head", r"lm_head\.weight <- model\.embed_tokens\.weight"),
+        ("qwen2", "plan", "lm_head", r"lm_head\.weight <- model\.embed_tokens\.weight"),
+        ("qwen2", "plan", "embed_tokens", r"lm_head\.weight <- model\.embed_tokens\.weight"),
+        ("mistral", "plan", "mlp", r"model\.layers\.1\.mlp\.\w+\.weight <- model\.layers\.0\.mlp"),
+        ("bart", "hf", "embed_tokens", r"<- model\.shared\.weight"),
+    ],
+)
+def test_modules_to_save_on_a_tied_module_is_refused_naming_it_and_the_tie(name, mode, entry, tie):
+    # peft trains a private copy of each modules_to_save module: the tie would no longer
+    # hold. Refused before peft runs, naming the entry and the tie (was: a generic
+    # "wrapping broke a tie" with "no such parameter" and a retie hint).
+    model, _ = M.more(name, mode)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    modules = dict(model.named_modules(remove_duplicate=False))
+    cfg = peft.LoraConfig(r=2, target_modules=["q_proj"], modules_to_save=[entry])
+    with pytest.raises(tying.TieError, match=rf"modules_to_save '{entry}' .*{tie}"):
+        get_peft_model(model, cfg)
+    after = dict(model.named_modules(remove_duplicate=False))
+    assert after.keys() == modules.keys() and all(after[k] is modules[k] for k in modules)
+    state = model.state_dict()
+    assert state.keys() == before.keys() and all(torch.equal(state[k], before[k]) for k in before)
+    tying.verify(model)
+
+
+def test_modules_to_save_matches_like_peft_a_plain_suffix():
+    # peft matches "norm" against the end of every path: input_layernorm of the shared
+    # stack too, so it is refused; "model.norm" (untied) works.
+    model, _ = M.more("qwen2", "plan")
+    with pytest.raises(tying.TieError, match=r"modules_to_save 'norm' \(module 'model\.layers\.1"):
+        get_peft_model(
+            model, peft.LoraConfig(r=2, target_modules=["q_proj"], modules_to_save=["norm"])
+        )
+    pm = get_peft_model(
+        model, peft.LoraConfig(r=2, target_modules=["q_proj"], modules_to_save=["model.norm"])
+    )
+    tying.verify(pm)
+    assert is_adapter(pm.base_model.model.model.layers[0].self_attn.q_proj)
+
+
+@pytest.mark.parametrize("mode", ["hf", "plan"])
+@pytest.mark.parametrize("tokens", [{"embed_tokens": [3, 5]}, [3, 5]], ids=["dict", "list"])
+def test_trainable_token_indices_on_a_tied_embedding_is_refused_naming_the_tie(mode, tokens):
+    # peft trains a private copy of those rows (and wraps the tied head): the tie would
+    # break. Was refused only by the after-check, with "no such parameter any more".
+    model, _ = M.more("qwen2", mode)
+    modules = dict(model.named_modules(remove_duplicate=False))
+    cfg = peft.LoraConfig(r=2, target_modules=["q_proj"], trainable_token_indices=tokens)
+    with pytest.raises(
+        tying.TieError,
+        match=r"trainable_token_indices '(model\.)?embed_tokens' .*lm_head\.weight <- model\.embed_tokens",
+    ):
+        get_peft_model(model, cfg)
+    after = dict(model.named_modules(remove_duplicate=False))
+    assert all(after[k] is modules[k] for k in modules) and after.keys() == modules.keys()
+    tying.verify(model)

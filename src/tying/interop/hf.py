@@ -38,6 +38,7 @@ from tying.core.inventory import Inventory, join
 from tying.core.plan import Plan
 from tying.core.relations import Same, relation_from_spec
 from tying.core.rules import share
+from tying.core.slots import slots_of
 from tying.core.verify import verify
 
 CONFIG_KEY = "tying"
@@ -178,7 +179,7 @@ def hf_ties_plan(model: nn.Module) -> Plan:
 
 
 def _embedding_tie(model: nn.Module) -> bool:
-    """True when the declared ties include output-embedding weight <- input-embedding weight."""
+    """True when the declared ties include the output embedding's weight tied to the input's (``Same``)."""
     get_in = getattr(model, "get_input_embeddings", None)
     get_out = getattr(model, "get_output_embeddings", None)
     if get_in is None or get_out is None:
@@ -188,9 +189,11 @@ def _embedding_tie(model: nn.Module) -> bool:
         return False
     inv = Inventory(model)
     tin, tout = inv.path_of(emb_in), inv.path_of(emb_out)
-    want = (f"{tout}.weight", f"{tin}.weight")
+    # Either direction: a Same tie is one tensor, and a hand tie's direction is the order
+    # tying found its two paths in (XLM-R's reads embeddings <- lm_head.decoder).
+    want = {f"{tout}.weight", f"{tin}.weight"}
     return any(
-        (r.target, r.like) == want and type(r.relation) is Same for r in Plan.declared(model).rules
+        {r.target, r.like} == want and type(r.relation) is Same for r in Plan.declared(model).rules
     )
 
 
@@ -248,7 +251,9 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike, **kwargs: Any) ->
     Raises:
         TypeError: when ``model`` has no ``save_pretrained``/``config`` or
             ``state_dict=`` is passed.
-        TieError: when a declared tie is broken (run ``tying.retie`` first).
+        TieError: when a declared tie is broken (run ``tying.retie`` first), or a
+            module is pruned by ``torch.nn.utils.prune`` (``prune.remove`` first);
+            nothing is written then.
 
     Example:
         >>> import tempfile, torch, tying, tying.hf
@@ -276,7 +281,20 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike, **kwargs: Any) ->
             "tying.hf.save_pretrained writes the logical state dict itself; drop state_dict= "
             "(or call model.save_pretrained directly, and load with tying.hf.from_pretrained(plan=...))"
         )
+    if kwargs.get("push_to_hub"):
+        raise TypeError(
+            "tying.hf.save_pretrained writes into a temporary folder first (all or nothing); "
+            "drop push_to_hub= and upload the finished folder (huggingface_hub.upload_folder)"
+        )
+    if hasattr(model, "peft_config"):
+        raise TypeError(
+            "tying.hf.save_pretrained: got a peft model; save its adapter with "
+            "peft_model.save_pretrained(path) (load it with tying.interop.lora.from_pretrained), "
+            "or merge it first (tying.interop.lora.merge_and_unload) and save the merged model"
+        )
     verify(model)
+    _refuse_pruned(model)
+    _refuse_unwritable(model)
     recorded = plan_to_json(model)
     tie_embed = _embedding_tie(model)
     had_key, old_plan = hasattr(config, CONFIG_KEY), getattr(config, CONFIG_KEY, None)
@@ -288,7 +306,7 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike, **kwargs: Any) ->
         state = logical_state_dict(model)
         if tie_embed:  # HF re-ties it from tie_word_embeddings; a copy would be 154 MB in GPT-2
             state.pop(f"{Inventory(model).path_of(model.get_output_embeddings())}.weight", None)
-        model.save_pretrained(path, state_dict=state, **kwargs)
+        _save_all_or_nothing(model, pathlib.Path(path), state, kwargs)
     finally:
         if had_key:
             setattr(config, CONFIG_KEY, old_plan)
@@ -300,54 +318,229 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike, **kwargs: Any) ->
     return pathlib.Path(path)
 
 
+def _refuse_pruned(model: nn.Module) -> None:
+    """A module pruned by ``torch.nn.utils.prune`` (``weight_orig`` + ``weight_mask``) is refused.
+
+    HF writes ``weight_orig``/``weight_mask`` and no ``weight``: any fresh model
+    loading the folder gets that weight at random (plain ``from_pretrained``
+    silently; :func:`from_pretrained` refused it, blaming the tie), and a tied use
+    of it saved as its masked value no longer matches.
+    """
+    from tying.core.outside import pruned_names
+
+    inv = Inventory(model)
+    for path, mod in model.named_modules():
+        names = pruned_names(mod)
+        if names:
+            orig, name = next(iter(names.items()))
+            slot = join(path, name)
+            users = [p for p, i in inv.slots.items() if i.is_tied and i.source == slot]
+            serves = f", which tied slot(s) {', '.join(users[:3])} read" if users else ""
+            raise TieError(
+                f"tying.hf.save_pretrained: {slot} is pruned (torch.nn.utils.prune keeps "
+                f"{join(path, orig)} and a mask{serves}); HF would write no {slot!r}, so a model "
+                f"loaded from the folder would get it at random. Make the pruning permanent "
+                f"first (torch.nn.utils.prune.remove(model.get_submodule({path!r}), {name!r})), "
+                f"or save with tying.save(model, path), which keeps the mask; nothing was written"
+            )
+
+
+def _refuse_unwritable(model: nn.Module) -> None:
+    """A state dict entry HF's safetensors writer cannot take is refused before writing.
+
+    torch.ao's dynamically quantized modules keep packed parameters (with a
+    ``torch.dtype`` entry), torchao keeps tensor subclasses (``Int8Tensor``): HF wrote
+    ``config.json`` (with the plan) and then failed on them, leaving a folder
+    without weights.
+    """
+    for key, value in model.state_dict().items():
+        data = value.data if isinstance(value, torch.Tensor) else value
+        if type(data) is not torch.Tensor:
+            raise TypeError(
+                f"tying.hf.save_pretrained: {key} is a {type(data).__module__}."
+                f"{type(data).__name__}, not a plain tensor (a quantized module?); HF's "
+                f"safetensors writer cannot write it. Save the float model before quantizing, "
+                f"and quantize again after loading; nothing was written"
+            )
+
+
+def _save_all_or_nothing(model: nn.Module, folder: pathlib.Path, state, kwargs) -> None:
+    """``model.save_pretrained`` into a fresh temporary folder beside ``folder``, then moved in.
+
+    HF writes ``config.json`` first and the weights after: a failure half-way left a
+    new config beside the old weights. Files of an earlier save that this one does
+    not write (other shard names) are removed, as HF does.
+    """
+    import shutil
+    import tempfile
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=".tying-save-", dir=folder.parent))
+    try:
+        model.save_pretrained(tmp, state_dict=state, **kwargs)
+        written = {f.name for f in tmp.iterdir()}
+        folder.mkdir(exist_ok=True)
+        for old in folder.iterdir():
+            # another variant's weights (model.fp16.safetensors) are kept, as HF keeps them
+            stale = not kwargs.get("variant") and old.name.startswith(
+                ("model-", "model.safetensors", "pytorch_model")
+            )
+            if old.is_file() and stale and old.name not in written:
+                old.unlink()
+        for name in sorted(written, key=lambda n: n.endswith(".json")):  # weights first
+            os.replace(tmp / name, folder / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 # -- loading ----------------------------------------------------------------------------
 
 
-def _checkpoint_files(folder: pathlib.Path) -> list[pathlib.Path]:
-    index = folder / "model.safetensors.index.json"
+def _variant(name: str, variant: str | None) -> str:
+    """HF's naming of a weights ``variant``: ``model.safetensors`` -> ``model.fp16.safetensors``."""
+    if not variant:
+        return name
+    parts = name.split(".")
+    return ".".join([*parts[:-1], variant, parts[-1]])
+
+
+def _checkpoint_files(folder: pathlib.Path, variant: str | None = None) -> list[pathlib.Path]:
+    index = folder / _variant("model.safetensors.index.json", variant)
     if index.is_file():
         names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         return [folder / n for n in names]
-    single = folder / "model.safetensors"
+    single = folder / _variant("model.safetensors", variant)
     if single.is_file():
         return [single]
     raise FileNotFoundError(
-        f"tying.hf.from_pretrained: {folder} holds no model.safetensors (or its index); "
+        f"tying.hf.from_pretrained: {folder} holds no {single.name} (or its index); "
         f"tying reads safetensors only (no pickle): re-save with save_pretrained(safe_serialization=True)"
     )
 
 
-def _file_keys(folder: pathlib.Path) -> set[str]:
+def _file_keys(files: list[pathlib.Path]) -> set[str]:
     from safetensors import safe_open
 
     keys: set[str] = set()
-    for f in _checkpoint_files(folder):
+    for f in files:
         with safe_open(str(f), framework="pt") as handle:
             keys.update(handle.keys())
     return keys
 
 
-def _read_checkpoint(folder: pathlib.Path, keep) -> dict[str, torch.Tensor]:
-    """The tensors of the folder's safetensors files whose key satisfies ``keep`` (read lazily)."""
+def _saved_names(model: nn.Module, keys) -> dict[str, str | None]:
+    """``{model key: the key HF's save_pretrained writes it under}``, for ``keys``.
+
+    transformers 5 renames some models' weights on save and back on load (its
+    checkpoint conversion mapping: ViT's ``vit.layers.0.mlp.fc1`` is written as
+    ``vit.encoder.layer.0.intermediate.dense``). The map is HF's own reverse
+    conversion, run on meta tensors and followed by identity; a key that a
+    converter merges or splits (no one-to-one name) maps to None.
+    """
+    state = model.state_dict()
+    meta = {}
+    for k in keys:
+        t = state.get(k)
+        if t is None:  # a tied slot: not in state_dict, same shape as its value
+            mod, _, name = k.rpartition(".")
+            t = getattr(model.get_submodule(mod) if mod else model, name)
+        meta[k] = torch.empty(tuple(t.shape), device="meta")
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+    except ImportError:  # an older transformers without conversion mappings: names kept
+        return {k: k for k in meta}
+    reverted = revert_weight_conversion(model, dict(meta))
+    by_id = {id(t): k for k, t in reverted.items()}
+    return {k: by_id.get(id(t)) for k, t in meta.items()}
+
+
+def _locate(names: dict[str, str | None], present: set[str], prefix: str = ""):
+    """The file key holding model key ``k`` (its saved name, else its own), or None.
+
+    Like HF, a key is also found with the base model's prefix added or removed (a
+    ``...ForCausalLM`` folder loaded as its base model, or the other way round).
+    """
+
+    def where(k: str) -> str | None:
+        for cand in (names.get(k), k):
+            if cand is None:
+                continue
+            alts = [cand]
+            if prefix:
+                alts.append(f"{prefix}.{cand}")
+                if cand.startswith(prefix + "."):
+                    alts.append(cand[len(prefix) + 1 :])
+            for alt in alts:
+                if alt in present:
+                    return alt
+        return None
+
+    return where
+
+
+def _rebase(plan: Plan, model: nn.Module) -> Plan:
+    """``plan`` with its paths moved by the base model's prefix where HF moved the weights.
+
+    HF loads a ``...ForCausalLM`` folder into its base model (``AutoModel``) by
+    dropping the ``model.`` prefix, and the other way round; a recorded plan names
+    the saving model's paths. Only a plan of exact paths (as recorded) whose paths
+    all miss the model is moved; ties to a part the model lacks (the base model has
+    no ``lm_head``) are dropped with it. Anything else is returned unchanged.
+    """
+    prefix = getattr(model, "base_model_prefix", "") or ""
+    paths = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    paths |= {n for n, _ in model.named_modules(remove_duplicate=False)}
+    rules = plan.rules
+    if not prefix or any(any(c in r.target + (r.like or "") for c in "*?[{") for r in rules):
+        return plan
+
+    def ok(rule_list) -> bool:
+        return all(r.target in paths and (r.like is None or r.like in paths) for r in rule_list)
+
+    if ok(rules):
+        return plan
+    head = prefix in dict(model.named_children())
+
+    def move(path: str | None) -> str | None:
+        if path is None:
+            return None
+        if head:  # a base model's folder into the head model: add the prefix
+            return path if path in paths else f"{prefix}.{path}"
+        return path[len(prefix) + 1 :] if path.startswith(prefix + ".") else path
+
+    moved = [
+        share(move(r.target), like=move(r.like), relation=r.relation)
+        for r in rules
+        # into the base model, a tie of the head (lm_head <- embedding) goes with the head
+        if head or r.target.startswith(prefix + ".")
+    ]
+    return Plan(moved) if moved and ok(moved) else plan
+
+
+def _read_checkpoint(files: list[pathlib.Path], wanted: dict[str, str]) -> dict[str, torch.Tensor]:
+    """``{model key: tensor}`` for ``wanted`` (model key -> file key), read lazily from the files."""
     from safetensors import safe_open
 
+    by_file_key: dict[str, list[str]] = {}
+    for k, fk in wanted.items():
+        by_file_key.setdefault(fk, []).append(k)
     out: dict[str, torch.Tensor] = {}
-    for f in _checkpoint_files(folder):
+    for f in files:
         with safe_open(str(f), framework="pt") as handle:
-            for key in handle.keys():
-                if keep(key):
-                    out[key] = handle.get_tensor(key)
+            for fk in handle.keys():
+                for k in by_file_key.get(fk, ()):
+                    out[k] = handle.get_tensor(fk)
     return out
 
 
-def _tie_checks(inv: Inventory, present: set[str]) -> dict[str, list[str]]:
-    """For each tied slot stored in the file: the file keys its check reads (itself first)."""
+def _tie_checks(inv: Inventory, where) -> dict[str, list[str]]:
+    """For each tied slot stored in the file: the model keys its check reads (itself first)."""
     out = {}
     for path, info in inv.slots.items():
-        if not info.is_tied or path not in present:
+        if not info.is_tied or where(path) is None:
             continue
         src, extras = _computed_from(info)
-        out[path] = [path, *(k for k in [src, *extras.values()] if k and k in present)]
+        out[path] = [path, *(k for k in [src, *extras.values()] if k and where(k) is not None)]
     return out
 
 
@@ -384,9 +577,9 @@ def _check_tied_values(inv: Inventory, checks, tensors, folder: pathlib.Path) ->
         )
 
 
-def _missing(folder: pathlib.Path, expected: set[str], model: nn.Module) -> list[str]:
+def _missing(expected: set[str], where, model: nn.Module) -> list[str]:
     """Keys the tied model needs that the file lacks and HF does not tie by itself."""
-    return sorted(expected - _file_keys(folder) - _hf_tied_targets(model))
+    return sorted(k for k in expected - _hf_tied_targets(model) if where(k) is None)
 
 
 @contextlib.contextmanager
@@ -449,34 +642,46 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
             f"tying.hf.from_pretrained: {folder} is not a local folder; download it first "
             f"(tying reads local safetensors folders)"
         )
-    _checkpoint_files(folder)  # no safetensors: refuse before building anything
+    sub = kwargs.get("subfolder") or ""
+    files = _checkpoint_files(folder / sub, kwargs.get("variant"))  # refuse before building
     config = kwargs.pop("config", None)
     if config is None:
-        config = transformers.AutoConfig.from_pretrained(folder)
+        config = transformers.AutoConfig.from_pretrained(folder, subfolder=sub)
     recorded = getattr(config, CONFIG_KEY, None)
     if plan is None and recorded is not None:
         plan = plan_from_json(recorded, where=f"{folder / 'config.json'}: key {CONFIG_KEY!r}")
     if plan is not None and not isinstance(plan, Plan):
         raise TypeError(f"from_pretrained: plan must be a tying.Plan, got {type(plan).__name__}")
+    if kwargs.pop("output_loading_info", False):
+        raise TypeError(
+            "tying.hf.from_pretrained: output_loading_info is not supported (tying checks "
+            "the loading itself); call cls.from_pretrained for HF's report"
+        )
     with _quiet():
-        model = cls.from_pretrained(folder, config=config, **kwargs)
-    loaded_by_hf = set(model.state_dict())
+        model, info = cls.from_pretrained(folder, config=config, output_loading_info=True, **kwargs)
+    hf_values = model.state_dict()  # as HF loaded them (references, no copies)
+    loaded_by_hf = set(hf_values) - set(info.get("missing_keys", ()))
     if plan is not None:
+        plan = _rebase(plan, model)
         plan.apply(model)
     # HF loaded every tensor the untied model has. Left: the storage of relation ties
     # (weight_physical, weight_scale), which HF does not know, and each tied slot's value
     # in the file, which must agree with its tie, compared in the file's own dtype (a
-    # dtype= cast would round the two sides differently).
+    # dtype= cast would round the two sides differently). File keys are found under the
+    # name HF saves each model key with (transformers 5 renames some models' weights).
     inv = Inventory(model)
     expected = set(model.state_dict())
-    present = _file_keys(folder)
-    storage = {k for k in expected - loaded_by_hf if k in present}
-    checks = _tie_checks(inv, present)
+    tied = {p for p, i in inv.slots.items() if i.is_tied}
+    names = _saved_names(model, expected | tied)
+    where = _locate(names, _file_keys(files), getattr(model, "base_model_prefix", "") or "")
+    _check_as_loaded(tied, where, loaded_by_hf, hf_values, inv, model, folder)
+    storage = {k for k in expected - loaded_by_hf if where(k) is not None}
+    checks = _tie_checks(inv, where)
     wanted = storage | {k for keys in checks.values() for k in keys}
-    tensors = _read_checkpoint(folder, lambda k: k in wanted)
+    tensors = _read_checkpoint(files, {k: where(k) for k in wanted})
     model.load_state_dict({k: tensors[k] for k in storage}, strict=False)
     _check_tied_values(inv, checks, tensors, folder)
-    missing = _missing(folder, expected, model)
+    missing = _missing(expected - loaded_by_hf, where, model)
     if missing:
         hint = (
             "pass plan= (the plan the model was saved with)"
@@ -491,6 +696,35 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
     return model
 
 
+def _check_as_loaded(tied, where, loaded_by_hf, hf_values, inv: Inventory, model, folder) -> None:
+    """Tied slots HF loaded but whose file key tying cannot name: compared as HF loaded them.
+
+    HF converts some weights on load (the experts of Mixtral / Qwen2-MoE are saved
+    one tensor per expert and fused on load): no one file key holds the value. The
+    untied model HF built held it; it must equal what the tie gives now, else the
+    load is refused (dropping it silently would tie copies that differ).
+    """
+    bad = []
+    with torch.no_grad():
+        for path in sorted(tied & (loaded_by_hf - _hf_tied_targets(model))):
+            if where(path) is not None or path not in hf_values:
+                continue
+            info = inv.slots[path]
+            now = getattr(info.module, info.name)
+            if tuple(now.shape) != tuple(hf_values[path].shape) or not torch.equal(
+                now.detach(), hf_values[path]
+            ):
+                bad.append(
+                    f"{path} (tied to {info.source or 'its own storage'} via {info.tie.relation!r})"
+                )
+    if bad:
+        raise TieError(
+            f"{folder}: the file holds value(s) for tied slot(s) that disagree with the tie: "
+            f"{'; '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}. The file was edited or saved "
+            f"from another model; load it untied (cls.from_pretrained) to inspect it"
+        )
+
+
 def _hf_tied_targets(model: nn.Module) -> set[str]:
     """Keys HF itself ties on load (e.g. ``lm_head.weight`` with ``tie_word_embeddings``)."""
     keys = getattr(model, "all_tied_weights_keys", None) or {}
@@ -498,6 +732,34 @@ def _hf_tied_targets(model: nn.Module) -> set[str]:
 
 
 # -- resizing ---------------------------------------------------------------------------
+
+
+def _resized_slots(model: nn.Module, emb_in, emb_out) -> set[str]:
+    """The slots HF's ``resize_token_embeddings`` resizes (and re-ties) together.
+
+    The parameters of the input and output embeddings under every path that
+    reaches them (BART's ``model.encoder.embed_tokens`` is ``model.shared``),
+    closed over the ties HF declares and re-makes after resizing
+    (``_tied_weights_keys``: T5's ``encoder.embed_tokens`` <- ``shared``, XLM-R's
+    ``lm_head.decoder.bias`` <- ``lm_head.bias``).
+    """
+    wanted = {id(m) for m in (emb_in, emb_out) if m is not None}
+    paths = {p for p, m in model.named_modules(remove_duplicate=False) if id(m) in wanted}
+    inv = Inventory(model)
+    slots = {p for p in inv.slots if p.rpartition(".")[0] in paths}
+    for p in paths:  # an alias path's parameters, also when Inventory lists them once
+        mod = model.get_submodule(p)
+        slots.update(join(p, n) for n, _ in mod.named_parameters(recurse=False))
+        slots.update(join(p, n) for n in slots_of(mod))
+    hf_ties = dict(getattr(model, "all_tied_weights_keys", None) or {})
+    grew = True
+    while grew:
+        grew = False
+        for t, s in hf_ties.items():
+            if (t in slots) != (s in slots):
+                slots.update((t, s))
+                grew = True
+    return slots
 
 
 def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None, **kwargs: Any):
@@ -544,47 +806,92 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
             f"resize_token_embeddings: new_num_tokens must be a positive int or None, got {new_num_tokens!r}"
         )
     emb_in, emb_out = model.get_input_embeddings(), model.get_output_embeddings()
-    inv = Inventory(model)
-    embed_slots = set()
-    for mod in (emb_in, emb_out):
-        path = None if mod is None else inv.path_of(mod)
-        if path is not None:
-            embed_slots.update(p for p, i in inv.slots.items() if i.module_path == path)
+    embed_slots = _resized_slots(model, emb_in, emb_out)
     rules = Plan.declared(model).rules
     involved = [r for r in rules if r.target in embed_slots or r.like in embed_slots]
-    for r in involved:
-        if r.target not in embed_slots or (r.like is not None and r.like not in embed_slots):
-            raise TieError(
-                f"resize_token_embeddings: the tie {r.target} <- {r.like} ({r.relation!r}) joins an "
-                f"embedding parameter to one outside the embeddings, whose shape would no longer fit; "
-                f"untie it first (tying.Plan([tying.free({r.target!r})]).apply(model))"
-            )
-    # What HF changes in place, for the rollback.
-    old_in_data = emb_in.weight.data
-    old_in = (emb_in.num_embeddings, getattr(emb_in, "padding_idx", None))
+    # Ties whose other end HF is not known to resize: tried, and refused (model restored)
+    # when their shapes no longer fit after the resize (BART's Plan-tied encoder.embed_tokens
+    # does fit: HF's set_input_embeddings seats the resized shared module there).
+    outside = [
+        r for r in involved if r.target not in embed_slots or (r.like and r.like not in embed_slots)
+    ]
+    from tying.core.rules import free
+
     text_config = model.config.get_text_config()
     old_vocab = text_config.vocab_size
     had_attr, old_attr = hasattr(model, "vocab_size"), getattr(model, "vocab_size", None)
-    from tying.core.rules import free
-
-    if involved:
-        Plan([free(r.target) for r in involved]).apply(model)
+    state = _ModuleState(model)  # everything HF and the plan change, for the rollback
+    params_before = dict(model.named_parameters(remove_duplicate=False))
     try:
+        if involved:
+            Plan([free(r.target) for r in involved]).apply(model)
         out = model.resize_token_embeddings(new_num_tokens, **kwargs)
         if involved:
-            Plan(involved).apply(model)
+            try:
+                Plan(involved).apply(model)
+            except TieError as err:
+                named = "; ".join(
+                    f"{r.target} <- {r.like} ({r.relation!r})" for r in outside or involved
+                )
+                raise TieError(
+                    f"resize_token_embeddings: the tie {named} joins an embedding parameter to one "
+                    f"outside the embeddings, which HF did not resize with them, so its shape no "
+                    f"longer fits ({err}); the model is unchanged. Untie it first "
+                    f"(tying.Plan([tying.free({(outside or involved)[0].target!r})]).apply(model))"
+                ) from None
         verify(model)
+        _record_replaced(model, params_before)
         return out
     except BaseException:
-        with torch.no_grad():
-            emb_in.weight.data = old_in_data
-        emb_in.num_embeddings, emb_in.padding_idx = old_in
-        model.set_input_embeddings(emb_in)
-        if emb_out is not None:
-            model.set_output_embeddings(emb_out)
+        state.restore()
         text_config.vocab_size = old_vocab
         if had_attr:
             model.vocab_size = old_attr
-        if involved:
-            Plan(involved).apply(model)
+        elif hasattr(model, "vocab_size"):
+            with contextlib.suppress(AttributeError):
+                delattr(model, "vocab_size")
         raise
+
+
+def _record_replaced(model: nn.Module, before: dict[str, nn.Parameter]) -> None:
+    """Parameters HF replaced while resizing (DistilBERT's head bias, XLM-R's tied
+    embedding) are noted, so that an optimizer built before refuses its step (it
+    would keep stepping the old Parameter and never train the new one, silently)."""
+    from tying.core import stale
+
+    after = dict(model.named_parameters(remove_duplicate=False))
+    stale.record(
+        [
+            (old, after[path], f"{path} (replaced by resize_token_embeddings)")
+            for path, old in before.items()
+            if path in after and after[path] is not old
+        ]
+    )
+
+
+class _ModuleState:
+    """Every module's attributes (parameters, buffers, children, class, tie slots) and every
+    parameter's data, as they are now; :meth:`restore` puts them back (a rollback)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.modules = []
+        for mod in model.modules():
+            attrs = {k: (type(v)(v) if isinstance(v, dict) else v) for k, v in mod.__dict__.items()}
+            self.modules.append((mod, attrs, mod.__class__))
+        self.data = [
+            (p, p.data)
+            for mod in model.modules()
+            for p in mod._parameters.values()
+            if p is not None
+        ]
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for mod, attrs, cls in self.modules:
+                mod.__dict__.clear()
+                mod.__dict__.update(
+                    {k: (type(v)(v) if isinstance(v, dict) else v) for k, v in attrs.items()}
+                )
+                mod.__class__ = cls
+            for p, data in self.data:
+                p.data = data

@@ -114,6 +114,7 @@ def get_peft_model(model: nn.Module, peft_config, **kwargs: Any):
             f"Only modules tied whole (every parameter, Same) can share one adapter, with their "
             f"source targeted too; leave {sorted(hit)[0]!r} out of target_modules, or untie it first"
         )
+    _refuse_saved_copies(peft_config, model, inv)
     seated = _seats(model, inv, targets)  # peft does not list the later seats: no exclude
     config = copy.deepcopy(peft_config)
     if shared:
@@ -184,6 +185,65 @@ def from_pretrained(model: nn.Module, adapter_path: str, **kwargs: Any):
 
     shared: dict[str, str] = {}
     return _wrap(model, load, shared, "from_pretrained")
+
+
+def _refuse_saved_copies(config, model: nn.Module, inv: Inventory) -> None:
+    """``modules_to_save`` / ``trainable_token_indices`` on a module in a tie: refused
+    before peft runs, naming the entry and the tie.
+
+    peft replaces such a module with a wrapper that trains a private copy of it (or
+    of some of its rows): the copy's weight is no longer the tied tensor (a tied
+    ``lm_head`` copy stops reading the embedding; a copied layer of a shared stack
+    stops being shared). peft matches a name as a plain suffix of every module path
+    (``"norm"`` matches ``input_layernorm``), as here; a list of token indices
+    names the input embedding.
+    """
+    entries = [("modules_to_save", n) for n in getattr(config, "modules_to_save", None) or []]
+    tokens = getattr(config, "trainable_token_indices", None)
+    if isinstance(tokens, dict):
+        entries += [("trainable_token_indices", n) for n in tokens]
+    elif tokens:
+        get_in = getattr(model, "get_input_embeddings", None)
+        emb = get_in() if callable(get_in) else None
+        path = inv.path_of(emb) if emb is not None else None
+        if path:
+            entries.append(("trainable_token_indices", path))
+    if not entries:
+        return
+    saved = {}  # module path -> (option, the entry naming it)
+    for p, _ in model.named_modules(remove_duplicate=False):
+        entry = next(((k, n) for k, n in entries if p and p.endswith(n)), None)
+        if entry is not None:
+            saved[p] = entry
+
+    def inside(path: str | None) -> str | None:
+        if path is None:
+            return None
+        return next((m for m in sorted(saved) if path == m or path.startswith(m + ".")), None)
+
+    def what(hit: str) -> str:
+        option, entry = saved[hit]
+        return f"{option} {entry!r} (module {hit!r})"
+
+    for info in inv.slots.values():
+        if not info.is_tied:
+            continue
+        src_mod = info.source.rpartition(".")[0] if info.source else None
+        hit = inside(info.module_path) or inside(src_mod)
+        if hit:
+            raise TieError(
+                f"get_peft_model: {what(hit)} takes part in the tie {info.path} <- "
+                f"{info.source or 'its own storage'} ({info.tie.relation!r}); peft would train a "
+                f"private copy of it, so the tie would no longer hold. Leave {saved[hit][1]!r} "
+                f"out of {saved[hit][0]}, or untie it first "
+                f"(tying.Plan([tying.free({info.path!r})]).apply(model))"
+            )
+    for target, source, _t, _s, hit in hand_ties_touching(inv, set(saved)):
+        raise TieError(
+            f"get_peft_model: {what(hit)} takes part in the hand-made tie {target} <- {source} "
+            f"(one nn.Parameter in two modules); peft would train a private copy of it, so the "
+            f"tie would no longer hold. Leave {saved[hit][1]!r} out of {saved[hit][0]}"
+        )
 
 
 def _seats(model: nn.Module, inv: Inventory, targets: set[str]) -> dict[str, str]:
