@@ -11,6 +11,7 @@ models whose encoder, decoder and head share one embedding.
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -314,6 +315,33 @@ def test_save_pretrained_failing_half_way_leaves_an_earlier_save_as_it_was(monke
     monkeypatch.undo()
     hf.save_pretrained(model, out)  # single file now: the old shards are gone
     assert not any(n.startswith("model-") for n in _snapshot(out))
+    x = M.more_inputs(model)
+    again = hf.from_pretrained(type(model), out).eval()
+    assert torch.equal(M.more_logits(again, x), M.more_logits(model, x))
+
+
+def test_save_pretrained_deletes_only_its_own_old_shards_and_refuses_a_shadowing_file(tmp_path):
+    # A single model.safetensors left beside new shards is what from_pretrained loads:
+    # the old weights, silently. It is not ours to delete: the save is refused instead.
+    model, _ = M.more("qwen2", "plan")
+    out = tmp_path / "out"
+    hf.save_pretrained(model, out)  # one file
+    (out / "pytorch_model-notes.txt").write_text("the user's own file")
+    before = _snapshot(out)
+    with pytest.raises(FileExistsError, match=r"holds \['model.safetensors'\] from an earlier"):
+        hf.save_pretrained(model, out, max_shard_size="20KB")
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    (out / "model.safetensors").unlink()
+    hf.save_pretrained(model, out, max_shard_size="20KB")
+    shards = sorted(n for n in _snapshot(out) if n.startswith("model-"))
+    assert len(shards) > 1
+    hf.save_pretrained(model, out, max_shard_size="40KB")  # fewer shards: the rest removed
+    after = _snapshot(out)
+    assert (out / "pytorch_model-notes.txt").read_text() == "the user's own file"
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    kept = sorted(n for n in after if n.startswith("model-"))
+    assert 1 <= len(kept) < len(shards) and kept == sorted(set(index["weight_map"].values()))
     x = M.more_inputs(model)
     again = hf.from_pretrained(type(model), out).eval()
     assert torch.equal(M.more_logits(again, x), M.more_logits(model, x))

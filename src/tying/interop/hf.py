@@ -368,9 +368,14 @@ def _save_all_or_nothing(model: nn.Module, folder: pathlib.Path, state, kwargs) 
     """``model.save_pretrained`` into a fresh temporary folder beside ``folder``, then moved in.
 
     HF writes ``config.json`` first and the weights after: a failure half-way left a
-    new config beside the old weights. Files of an earlier save that this one does
-    not write (other shard names) are removed, as HF does.
+    new config beside the old weights. Shards of an earlier sharded save that this one
+    does not write (``model-00002-of-00003.safetensors``) are removed, as HF removes
+    them, and so is their index when it lists nothing else. An earlier weights file
+    that HF's loader would read instead of what this save writes (a single file
+    beside new shards, an index listing other files) is not removed (this save did
+    not write it): the save is refused, with the folder as it was.
     """
+    import re
     import shutil
     import tempfile
 
@@ -379,14 +384,34 @@ def _save_all_or_nothing(model: nn.Module, folder: pathlib.Path, state, kwargs) 
     try:
         model.save_pretrained(tmp, state_dict=state, **kwargs)
         written = {f.name for f in tmp.iterdir()}
-        folder.mkdir(exist_ok=True)
-        for old in folder.iterdir():
-            # another variant's weights (model.fp16.safetensors) are kept, as HF keeps them
-            stale = not kwargs.get("variant") and old.name.startswith(
-                ("model-", "model.safetensors", "pytorch_model")
+        old = {f.name for f in folder.iterdir() if f.is_file()} if folder.is_dir() else set()
+        sharded = any(n.endswith(".index.json") for n in written)
+        shard = re.compile(r"(model|pytorch_model)-\d{5}-of-\d{5}\.(safetensors|bin)")
+        gone = {n for n in old - written if shard.fullmatch(n)}  # as HF: its old shards
+        shadowing = []
+        for n in sorted(old - written):
+            if n in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+                # an old index is read before a single file: it goes with its shards
+                index = json.loads((folder / n).read_text())
+                listed = set(index.get("weight_map", {}).values())
+                if listed <= gone | (listed - old):
+                    gone.add(n)
+                else:
+                    shadowing.append(n)
+            elif sharded and n in ("model.safetensors", "pytorch_model.bin"):
+                shadowing.append(n)
+        if kwargs.get("variant"):  # another variant's files are kept, as HF keeps them
+            gone, shadowing = set(), []
+        if shadowing:
+            raise FileExistsError(
+                f"tying.hf.save_pretrained: {folder} holds {shadowing} from an earlier save, "
+                f"which from_pretrained would read instead of what this save writes; "
+                f"nothing was written. Save into an empty folder, or remove {shadowing[0]} "
+                f"first"
             )
-            if old.is_file() and stale and old.name not in written:
-                old.unlink()
+        folder.mkdir(exist_ok=True)
+        for name in sorted(gone):
+            (folder / name).unlink()
         for name in sorted(written, key=lambda n: n.endswith(".json")):  # weights first
             os.replace(tmp / name, folder / name)
     finally:
