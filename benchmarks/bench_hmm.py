@@ -35,6 +35,13 @@ one fused compiled E-step per unit of sequences):
    rows (1 thread vs hmmlearn at both ends, and these), in about two minutes.
 10. First-call compile cost, cold and from numba's on-disk cache.
 11. Why the pair DP stays NumPy: the same recursion compiled per cell.
+12. Other shapes (``... shapes``; ``... jobs`` for the n_jobs rows alone):
+    every n_jobs row with its units, the serial share of its 1-thread fit
+    (Amdahl bound) and a control row measured just before it; diag at other
+    K, D and layouts (few long sequences included), full and tied at 150 x
+    400 and K=32 50 x 400. ``... split``: where a second thread pays (one
+    unit on one thread vs two units on two, at growing work per unit), the
+    measurement behind ``compiled.SPLIT_ROWS``.
 
 Everything runs single-threaded (threadpoolctl and torch.set_num_threads(1)),
 except the n_jobs rows. The goal rows (issues 17 and 19) are printed last, as
