@@ -1056,3 +1056,21 @@ def test_property_work_cut_units_give_bit_identical_fits_for_every_thread_count(
         assert other.history_ == fits[0].history_
         for name in ("startprob_", "transmat_", "means_", "covars_"):
             assert np.array_equal(getattr(other, name), getattr(fits[0], name)), name
+
+
+@needs_numba
+@pytest.mark.parametrize(
+    ("ctype", "K", "lengths", "edges"),
+    [("diag", 32, [100] * 20, [0, 8, 20]), ("full", 16, [100] * 20, [0, 8, 20]),
+     ("tied", 8, [150] * 20, [0, 8, 20]), ("diag", 16, [1500, 1500], [0, 1, 2])],
+)  # fmt: skip
+def test_fits_cut_by_work_agree_with_one_unit(ctype, K, lengths, edges, monkeypatch):
+    """A fit the cost model splits (costly rows; two long sequences) gives what the same
+    fit in one unit gives, to 1e-12 of each parameter's scale: only the order in which
+    the units' sums are added differs."""
+    X = _gauss_data(11, K, 3, lengths)
+    assert compiled.units(np.array(lengths), K, 3, ctype).tolist() == edges
+    split = _gauss_fit(ctype, X, lengths, K, n_iter=4, n_jobs=2)
+    monkeypatch.setattr(compiled, "SPLIT_ROWS", 10**12)
+    whole = _gauss_fit(ctype, X, lengths, K, n_iter=4, n_jobs=2)
+    _assert_fits_agree(split, whole, rtol=1e-12)
