@@ -343,6 +343,9 @@ def units(lengths: np.ndarray, K: int = 8, D: int = 4, covariance_type: str = "d
     Returns:
         The int64 edges, ``0`` first and ``len(lengths)`` last.
 
+    Raises:
+        ValueError: for an unknown covariance type (see :func:`row_cost`).
+
     Example:
         >>> units(np.full(4, 25_000)).tolist()
         [0, 2, 4]
