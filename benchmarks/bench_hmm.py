@@ -41,7 +41,8 @@ one fused compiled E-step per unit of sequences):
     K, D and layouts (few long sequences included), full and tied at 150 x
     400 and K=32 50 x 400. ``... split``: where a second thread pays (one
     unit on one thread vs two units on two, at growing work per unit), the
-    measurement behind ``compiled.SPLIT_ROWS``.
+    measurement behind ``compiled.SPLIT_ROWS``; ``... costs``: the cost model's
+    data (``compiled.ROW_NS``, ``compiled.row_cost``).
 
 Everything runs single-threaded (threadpoolctl and torch.set_num_threads(1)),
 except the n_jobs rows. The goal rows (issues 17 and 19) are printed last, as
@@ -658,6 +659,62 @@ def _shape_rows(rows, ctype, K, D, n_seq, T, repeat, *, anchor=True):
     )
 
 
+def bench_row_costs(rows, n_seq=64, T=250, repeat=5):
+    """The cost model's data (``compiled.ROW_NS``): ns per row and EM iteration of a
+    1-thread fit in one unit (``n_seq`` x ``T``), at K = 2..32, D = 1, 4, 16, diag, full
+    and tied: CPU time of 12 iterations minus 2, over 10 (so the setup cancels), median
+    of ``repeat``; next to it what :func:`tying.hmm.compiled.row_cost` estimates."""
+    import time
+
+    from tying.hmm import GaussianHMM, compiled
+
+    ref = None
+    for ctype in ("diag", "full", "tied"):
+        for D in (1, 4, 16):
+            for K in (2, 4, 8, 16, 32):
+                X, lengths, start, A, means, _ = _diag_case(K=K, D=D, n_seq=n_seq, T=T)
+                covars = _start_covars(ctype, K, D)
+
+                def fit(n_iter, K=K, X=X, lengths=lengths, start=start, A=A, means=means,
+                        covars=covars, ctype=ctype):  # fmt: skip
+                    GaussianHMM(
+                        K, ctype, startprob_init=start, transmat_init=A, means_init=means,
+                        covars_init=covars, n_iter=n_iter, tol=-np.inf, n_jobs=1,
+                    ).fit(X, lengths)  # fmt: skip
+
+                kept = compiled.SPLIT_ROWS, compiled.FOUR_ROWS
+                compiled.SPLIT_ROWS = compiled.FOUR_ROWS = 10**12  # one unit
+                try:
+                    fit(2)
+                    fit(12)
+                    per = []
+                    for _ in range(repeat):
+                        t0 = time.process_time()
+                        fit(12)
+                        t12 = time.process_time() - t0
+                        t0 = time.process_time()
+                        fit(2)
+                        per.append((t12 - (time.process_time() - t0)) / 10)
+                finally:
+                    compiled.SPLIT_ROWS, compiled.FOUR_ROWS = kept
+                ns = float(np.median(per)) / len(X) * 1e9
+                if (ctype, K, D) == ("diag", 8, 4):
+                    ref = ns
+                rows.append(
+                    {
+                        "case": f"row cost, {ctype}, K={K}, D={D}, {n_seq}x{T}, 1 thread, one unit",
+                        "anchor": "none (the cost model's data)",
+                        "ns_per_row_iteration": ns,
+                        "spread_ns": f"{min(per) / len(X) * 1e9:.1f}-{max(per) / len(X) * 1e9:.1f}",
+                        "model_relative": compiled.row_cost(K, D, ctype),
+                        "load_average_1min": os.getloadavg()[0],
+                    }
+                )
+    for row in rows:
+        if ref and "ns_per_row_iteration" in row:
+            row["measured_relative"] = row["ns_per_row_iteration"] / ref
+
+
 def _split_fit(case, n_jobs, n_units, force):
     """A fit of ``case`` in ``n_units`` units (``force``) on ``n_jobs`` threads."""
     from tying.hmm import GaussianHMM
@@ -1063,6 +1120,15 @@ def main(parts: list[str] | None = None) -> None:
             bench_shapes(rows, anchor=parts == ["shapes"])
         write(f"hmm-{parts[0]}", rows)
         print_shapes(rows)
+        return
+    if parts == ["costs"]:  # the cost model's data (compiled.ROW_NS)
+        with threadpool_limits(limits=1):
+            bench_row_costs(rows)
+        write("hmm-costs", rows)
+        for row in rows:
+            print(f"  {row['case']}: {row['ns_per_row_iteration']:.1f} ns ({row['spread_ns']}),"
+                  f" {row['measured_relative']:.2f} of K=8 D=4 diag, model "
+                  f"{row['model_relative']:.2f}, load {row['load_average_1min']:.1f}")  # fmt: skip
         return
     if parts == ["split"]:  # where a second thread pays (compiled.SPLIT_ROWS)
         with threadpool_limits(limits=1):

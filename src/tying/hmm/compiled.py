@@ -249,14 +249,13 @@ def _run_chunks(fn, n_items: int, n_jobs: int) -> None:
 #: (the lane arrays' padding); cuts between lane units fall on whole blocks of
 #: ``LANE_BLOCK`` sequences where units are wide enough, so splitting adds no padding
 #: lanes. A split costs one thread a little: every step of the recursion runs a few
-#: dozen loops over a unit's lanes, each with a fixed cost, about ``STEP_LANES``
-#: lane-steps per unit and step (measured 4-11 at K=2..32, D=4..16, diag/full/tied,
-#: 2026-12-02): +2 % at 2 x 32 lanes, +14-35 % at 2 x 16, +25 % at 2 x 8.
+#: dozen loops over a unit's lanes, each with a fixed cost, about 4-11 lane-steps per
+#: unit and step (measured at K=2..32, D=4..16, diag/full/tied, 2026-12-02): +2 % at
+#: 2 x 32 lanes, +14-35 % at 2 x 16, +16-33 % at 2 x 8 (``bench_hmm split``).
 #: ``SPLIT_ROWS``: below about 4,000 rows of the reference (110 us of E-step per
 #: iteration, 55 us per unit) a second thread's hand-over (waking it for the fit,
 #: one spin-wait per iteration) and the split's own cost take what it saves.
 UNITS, SPLIT_ROWS, FOUR_ROWS, MAX_LANES, LANE_BLOCK = 4, 4_000, 120_000, 256, 8
-STEP_LANES = 6
 
 #: ns per row and EM iteration on one thread, ``c0 + c1 K + c2 K^2 + c3 K D + c4 K D^2
 #: + c5 D^2``, fitted to 1-thread fits of 16,000 rows (64 x 250, one unit) at K = 2, 4,
@@ -367,8 +366,7 @@ def units(lengths: np.ndarray, K: int = 8, D: int = 4, covariance_type: str = "d
     ends = np.cumsum(lengths)
     total = int(ends[-1])
     work = total * row_cost(K, D, covariance_type)  # in rows of the reference model
-    n_units = 4 if total >= FOUR_ROWS and UNITS >= 4 else 2 if work >= SPLIT_ROWS else 1
-    n_units = min(n_units, max(1, UNITS))
+    n_units = min(4 if total >= FOUR_ROWS else 2 if work >= SPLIT_ROWS else 1, max(1, UNITS))
     rows = -(-total // n_units)  # equal rows per unit: threads finish together
     key = (ends - 1) // rows  # the row block holding a sequence's last row
     cuts = np.flatnonzero(np.diff(key)) + 1
