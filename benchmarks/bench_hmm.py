@@ -344,7 +344,7 @@ def _threads_case(rows, n_seq, T, repeat):
     """One shape of :func:`bench_em_threads`: serial share, then n_jobs=2 vs 1 rows."""
     import time
 
-    from tying.hmm import GaussianHMM, SequenceBatch
+    from tying.hmm import GaussianHMM, SequenceBatch, compiled
 
     X, lengths, start, A, means, _ = _diag_case(n_seq=n_seq, T=T)
     batch, shape = SequenceBatch.from_lengths(lengths), f"{n_seq}x{T}x4"
@@ -414,6 +414,7 @@ def _threads_case(rows, n_seq, T, repeat):
         rows.append(
             {
                 "case": f"{name}, n_jobs=2 vs n_jobs=1 (wall)" + ("" if fn is em else f", {shape}"),
+                "units": len(compiled.units(lengths, len(start), X.shape[1], ctype)) - 1,
                 "fit_ms_1_thread": float(np.median(t1) * 1e3),
                 "anchor": "itself on 1 thread (BLAS held to 1 thread)",
                 "speedup": float(np.median(ratios)),
@@ -568,6 +569,33 @@ def bench_shapes(rows, repeat=5, shapes=OTHER_SHAPES, anchor=True):
         _shape_rows(rows, ctype, K, D, n_seq, T, repeat, anchor=False)
 
 
+def _vs_one_unit(two_threads, one_thread, repeat) -> dict:
+    """What a split gains in truth: ``two_threads`` (n_jobs=2, the fit's units) against
+    ``one_thread`` run with every fit in one unit (wall), and what the split costs one
+    thread (``one_thread`` in its units vs in one unit, CPU time)."""
+    import time
+
+    from tying.hmm import compiled
+
+    kept = compiled.SPLIT_ROWS, compiled.FOUR_ROWS
+
+    def one_unit():
+        compiled.SPLIT_ROWS = compiled.FOUR_ROWS = 10**12
+        try:
+            one_thread()
+        finally:
+            compiled.SPLIT_ROWS, compiled.FOUR_ROWS = kept
+
+    _, _, wall = _paired(two_threads, one_unit, repeat=repeat, clock=time.perf_counter)
+    _, _, cost = _paired(one_unit, one_thread, repeat=repeat, clock=time.process_time)
+    return {
+        "speedup_vs_one_unit_1_thread": float(np.median(wall)),
+        "speedup_vs_one_unit_spread": _spread(wall),
+        "one_thread_cost_of_the_split": float(np.median(cost)),
+        "one_thread_cost_spread": _spread(cost),
+    }
+
+
 def _control_row(rows, before: str, repeat: int) -> None:
     """What a second core gives at this moment: a GIL-free compiled loop, 2 threads vs 1."""
     import time
@@ -622,6 +650,9 @@ def _shape_rows(rows, ctype, K, D, n_seq, T, repeat, *, anchor=True):
     share["case"] = share["case"].replace("diag HMM EM, K=8, ", f"{ctype} HMM EM, ")
     rows.append(share)
     _, t1, ratios = _paired(ours(2), ours(1), repeat=3 * repeat, clock=time.perf_counter)
+    gain = {}
+    if len(edges) > 2:  # split: n_jobs=2 against the same fit in one unit on one thread
+        gain = _vs_one_unit(ours(2), ours(1), 3 * repeat)
     same = fits[1].history_ == fits[2].history_ and all(
         np.array_equal(getattr(fits[1], k), getattr(fits[2], k))
         for k in ("startprob_", "transmat_", "means_", "covars_")
@@ -639,6 +670,7 @@ def _shape_rows(rows, ctype, K, D, n_seq, T, repeat, *, anchor=True):
             "amdahl_bound_2_threads": share["amdahl_bound_2_threads"],
             "control": control["speedup"],
             "control_spread": control["speedup_spread"],
+            **gain,
             "bit_identical": bool(same),
             "load_average_1min": os.getloadavg()[0],
         }
@@ -1179,6 +1211,12 @@ def print_shapes(rows) -> None:
                   f"{row['amdahl_bound_2_threads']:.2f}x), control {row['control']:.2f}x "
                   f"({row['control_spread']}), bit-identical {row['bit_identical']}, "
                   f"load {row['load_average_1min']:.1f}")  # fmt: skip
+            if "speedup_vs_one_unit_1_thread" in row:
+                print(f"  {'':<34} vs the fit in one unit on 1 thread "
+                      f"{row['speedup_vs_one_unit_1_thread']:.2f}x "
+                      f"({row['speedup_vs_one_unit_spread']}); the split costs 1 thread "
+                      f"{row['one_thread_cost_of_the_split']:.2f}x "
+                      f"({row['one_thread_cost_spread']})")  # fmt: skip
     for row in rows:
         if "hmmlearn" in row.get("anchor", ""):
             print(f"  {row['case']}: {row['speedup']:.2f}x ({row['speedup_spread']}), "
@@ -1196,6 +1234,7 @@ def summary(rows) -> None:
         print(
             f"  {row['goal']:<22} {row['speedup']:7.2f}x ({row['speedup_spread']})  "
             f"target {row['target']:<7} {met:<16} load {row['load_average_1min']:.1f}"
+            + (f", units {row['units']}" if "units" in row else "")
         )
     for row in rows:
         if row.get("case", "").startswith("control"):
@@ -1203,7 +1242,7 @@ def summary(rows) -> None:
                   f"({row['speedup_spread']}): what a second core gave during B")  # fmt: skip
         if "n_jobs=2 vs n_jobs=1" in row.get("case", "") and not row.get("goal"):
             print(f"  {row['case']}: {row['speedup']:.2f}x ({row['speedup_spread']}), "
-                  f"bit-identical {row['bit_identical']}")  # fmt: skip
+                  f"units {row['units']}, bit-identical {row['bit_identical']}")  # fmt: skip
         if "share outside the threaded work" in row.get("case", ""):
             print(f"  {row['case'].split(', ')[1]}: serial share of the 1-thread fit: "
                   f"{100 * row['serial_share']:.1f}% "
