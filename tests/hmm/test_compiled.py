@@ -984,11 +984,16 @@ def test_a_fit_looks_at_its_loop_before_running_it(monkeypatch):
      (8, 4, "diag", 20, 100, [0, 20]), (32, 4, "diag", 20, 100, [0, 8, 20]),
      (8, 16, "full", 20, 100, [0, 8, 20]), (8, 4, "tied", 20, 150, [0, 8, 20]),
      (8, 4, "diag", 20, 150, [0, 20]), (2, 1, "diag", 2, 2000, [0, 2]),
-     (8, 4, "diag", 2, 2000, [0, 1, 2]), (8, 4, "diag", 4, 1000, [0, 2, 4])],
+     (8, 4, "diag", 2, 2000, [0, 1, 2]), (8, 4, "diag", 4, 1000, [0, 2, 4]),
+     # a split that gains nothing is not made: 4 + 4 sequences are two units of 8
+     # lanes, each as costly as the one unit; 3 + 3 run one sequence at a time
+     (8, 4, "diag", 8, 1000, [0, 8]), (8, 4, "diag", 6, 1000, [0, 6]),
+     (8, 4, "diag", 5, 1000, [0, 5]), (8, 4, "diag", 10, 400, [0, 5, 10])],
 )  # fmt: skip
 def test_units_follow_the_estimated_work_not_the_rows(K, D, ctype, n_seq, T, want):
     """The unit count follows the E-step's estimated work (rows times the cost of a row
-    at K, D and the covariance type), and few long sequences are a unit each."""
+    at K, D and the covariance type), few long sequences are a unit each, and a split
+    whose costlier unit would cost about what the whole did is not made."""
     assert compiled.units(np.full(n_seq, T), K, D, ctype).tolist() == want
 
 
@@ -1074,3 +1079,15 @@ def test_fits_cut_by_work_agree_with_one_unit(ctype, K, lengths, edges, monkeypa
     monkeypatch.setattr(compiled, "SPLIT_ROWS", 10**12)
     whole = _gauss_fit(ctype, X, lengths, K, n_iter=4, n_jobs=2)
     _assert_fits_agree(split, whole, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("lengths", "want"),
+    # stop 23 cut where a sequence's last row crossed a row block: a long first sequence
+    # left every other one with it, and the fit ran on one thread whatever n_jobs
+    [([5000, 10, 10, 10, 10, 10], [0, 1, 6]), ([10] * 5 + [5000], [0, 5, 6]),
+     ([3000, 1000, 1000, 1000], [0, 1, 4]), ([4000] + [100] * 40, [0, 1, 41])],
+)  # fmt: skip
+def test_a_long_sequence_beside_short_ones_is_a_unit_of_its_own(lengths, want):
+    """Each cut falls at the sequence boundary nearest its share of the rows."""
+    assert compiled.units(np.array(lengths)).tolist() == want

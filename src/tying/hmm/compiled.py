@@ -256,6 +256,16 @@ def _run_chunks(fn, n_items: int, n_jobs: int) -> None:
 #: iteration, 55 us per unit) a second thread's hand-over (waking it for the fit,
 #: one spin-wait per iteration) and the split's own cost take what it saves.
 UNITS, SPLIT_ROWS, FOUR_ROWS, MAX_LANES, LANE_BLOCK = 4, 4_000, 120_000, 256, 8
+#: Two units only where the costlier one is at most ``1 / MIN_GAIN`` of the whole in
+#: one unit (:func:`_unit_steps`): a split that leaves one thread nearly all of the
+#: work, or only adds padding lanes (8 sequences of 1,000 steps cut 4 + 4 are two units
+#: of 8 lanes, each as costly as the one they came from), is not made.
+MIN_GAIN = 1.25
+#: a unit's fixed cost per step, in lane-steps (measured 4-11, 2026-12-02), and a row
+#: of a unit of few sequences (one sequence at a time, ``rows_fb_stats``) in lane-steps
+#: of the lane kernels (4.4 at K=8, D=4: 4 x 1000 in one lane unit 366 us an iteration,
+#: in two units of two sequences 240 us each); re-measure when the rows kernel changes
+STEP_LANES, ROW_LANE_STEPS = 6, 4.4
 
 #: ns per row and EM iteration on one thread, ``c0 + c1 K + c2 K^2 + c3 K D + c4 K D^2
 #: + c5 D^2``, fitted to 1-thread fits of 16,000 rows (64 x 250, one unit) at K = 2, 4,
@@ -367,9 +377,42 @@ def units(lengths: np.ndarray, K: int = 8, D: int = 4, covariance_type: str = "d
     total = int(ends[-1])
     work = total * row_cost(K, D, covariance_type)  # in rows of the reference model
     n_units = min(4 if total >= FOUR_ROWS else 2 if work >= SPLIT_ROWS else 1, max(1, UNITS))
-    rows = -(-total // n_units)  # equal rows per unit: threads finish together
-    key = (ends - 1) // rows  # the row block holding a sequence's last row
-    cuts = np.flatnonzero(np.diff(key)) + 1
+    cuts = _cuts(ends, n, n_units)
+    if n_units == 2 and n <= MAX_LANES:  # worth it only if the costlier unit is cheaper
+        parts = np.split(lengths, cuts)
+        if _unit_steps(lengths) < MIN_GAIN * max(_unit_steps(p) for p in parts):
+            cuts = cuts[:0]
+    edges = []
+    for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [n]]), strict=True):
+        edges.extend(range(int(lo), int(hi), MAX_LANES))  # MAX_LANES: whole lane blocks
+    return np.array(edges + [n], dtype=np.int64)
+
+
+def _unit_steps(lens: np.ndarray) -> float:
+    """Estimated E-step cost of one unit of sequences of lengths ``lens``, in lane-steps:
+    lanes in blocks of LANE_BLOCK, sorted longest first (each block runs as long as its
+    longest sequence), plus the unit's fixed cost per step; a unit of fewer than
+    ``LANE_BLOCK // 2`` sequences runs one sequence at a time (``ROW_LANE_STEPS`` a row)."""
+    if len(lens) < LANE_BLOCK // 2:
+        return ROW_LANE_STEPS * float(lens.sum())
+    ordered = np.sort(lens)[::-1]
+    return float(LANE_BLOCK * ordered[::LANE_BLOCK].sum() + STEP_LANES * ordered[0])
+
+
+def _cuts(ends: np.ndarray, n: int, n_units: int) -> np.ndarray:
+    """Where ``n_units`` units of about equal rows start (after the first), on whole
+    lane blocks where every unit keeps lanes."""
+    total = int(ends[-1])
+    if n_units <= 1 or n <= 1:
+        return np.zeros(0, dtype=np.int64)
+    # equal rows per unit (threads finish together): each cut at the sequence boundary
+    # nearest its share of the rows (a long first sequence is a unit of its own; the
+    # first row block that a sequence's last row fell in left it with all the others)
+    targets = total * np.arange(1, n_units) / n_units
+    at = np.clip(np.searchsorted(ends[:-1], targets), 0, n - 2)  # ends[at] >= target
+    below = np.clip(at - 1, 0, n - 2)
+    nearer = np.abs(ends[below] - targets) <= np.abs(ends[at] - targets)
+    cuts = np.unique(np.where(nearer, below, at) + 1)
     # lane units: cut on whole blocks of lanes (50 sequences in two units: 24 + 26 make
     # 24 + 32 lanes, where 25 + 25 padded them to 64; 20 make 8 + 16, not 16 + 16),
     # unless a unit would be left with too few sequences for lanes (or none)
@@ -377,10 +420,7 @@ def units(lengths: np.ndarray, K: int = 8, D: int = 4, covariance_type: str = "d
         blocks = np.rint(cuts / LANE_BLOCK).astype(np.int64) * LANE_BLOCK
         if np.diff(np.concatenate([[0], blocks, [n]])).min() >= LANE_BLOCK // 2:
             cuts = blocks
-    edges = []
-    for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [n]]), strict=True):
-        edges.extend(range(int(lo), int(hi), MAX_LANES))  # MAX_LANES: whole lane blocks
-    return np.array(edges + [n], dtype=np.int64)
+    return cuts
 
 
 def _run_units(fn, n_units: int, n_jobs: int, cost=None) -> None:
