@@ -73,4 +73,5 @@ def rows_per_unit(monkeypatch, rows: int) -> None:
     monkeypatch.setattr(compiled, "SPLIT_ROWS", 2 * rows)
     monkeypatch.setattr(compiled, "FOUR_ROWS", 4 * rows)
     monkeypatch.setattr(compiled, "MIN_GAIN", 0.0)  # split even where it gains nothing
+    monkeypatch.setattr(compiled, "MAX_COST", float("inf"))  # or costs one thread much
     monkeypatch.setattr(compiled, "row_cost", lambda K, D, covariance_type="diag": 1.0)

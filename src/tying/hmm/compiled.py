@@ -259,8 +259,11 @@ UNITS, SPLIT_ROWS, FOUR_ROWS, MAX_LANES, LANE_BLOCK = 4, 4_000, 120_000, 256, 8
 #: Two units only where the costlier one is at most ``1 / MIN_GAIN`` of the whole in
 #: one unit (:func:`_unit_steps`): a split that leaves one thread nearly all of the
 #: work, or only adds padding lanes (8 sequences of 1,000 steps cut 4 + 4 are two units
-#: of 8 lanes, each as costly as the one they came from), is not made.
-MIN_GAIN = 1.25
+#: of 8 lanes, each as costly as the one they came from), is not made; nor one whose
+#: units together cost one thread more than ``MAX_COST`` times the whole (the units
+#: are the same whatever n_jobs, so the default n_jobs=1 pays for them: 16 lanes cut
+#: 8 + 8 cost +26 %, 4 long sequences cut 2 + 2 run one at a time, +31 %).
+MIN_GAIN, MAX_COST = 1.25, 1.25
 #: a unit's fixed cost per step, in lane-steps (measured 4-11, 2026-12-02), and a row
 #: of a unit of few sequences (one sequence at a time, ``rows_fb_stats``) in lane-steps
 #: of the lane kernels (4.4 at K=8, D=4: 4 x 1000 in one lane unit 366 us an iteration,
@@ -356,8 +359,10 @@ def units(lengths: np.ndarray, K: int = 8, D: int = 4, covariance_type: str = "d
         ValueError: for an unknown covariance type (see :func:`row_cost`).
 
     Example:
-        >>> units(np.full(4, 25_000)).tolist()
-        [0, 2, 4]
+        >>> units(np.full(5, 25_000)).tolist()  # one lane unit: faster than 2 + 3 run
+        [0, 5]
+        >>> units(np.full(3, 25_000)).tolist()  # run one at a time: one thread each
+        [0, 1, 3]
         >>> units(np.full(10, 5)).tolist()
         [0, 10]
         >>> units(np.full(150, 400)).tolist()  # two units, cut on a block of 8 lanes
@@ -378,10 +383,13 @@ def units(lengths: np.ndarray, K: int = 8, D: int = 4, covariance_type: str = "d
     work = total * row_cost(K, D, covariance_type)  # in rows of the reference model
     n_units = min(4 if total >= FOUR_ROWS else 2 if work >= SPLIT_ROWS else 1, max(1, UNITS))
     cuts = _cuts(ends, n, n_units)
-    if n_units == 2 and n <= MAX_LANES:  # worth it only if the costlier unit is cheaper
-        parts = np.split(lengths, cuts)
-        if _unit_steps(lengths) < MIN_GAIN * max(_unit_steps(p) for p in parts):
-            cuts = cuts[:0]
+    whole = _unit_steps(lengths) if n <= MAX_LANES else 0.0  # more: cut anyway
+    while n_units > 1 and whole > 0:  # the most units that gain, and cost one thread little
+        steps = [_unit_steps(p) for p in np.split(lengths, cuts)]
+        if whole >= MIN_GAIN * max(steps) and sum(steps) <= MAX_COST * whole:
+            break
+        n_units //= 2
+        cuts = _cuts(ends, n, n_units)
     edges = []
     for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [n]]), strict=True):
         edges.extend(range(int(lo), int(hi), MAX_LANES))  # MAX_LANES: whole lane blocks

@@ -647,7 +647,7 @@ def _unit_plans(
     key = (
         batch.lengths.dtype.str, batch.lengths.tobytes(), D, LANE_BLOCK, K, covariance_type,
         compiled.UNITS, compiled.SPLIT_ROWS, compiled.FOUR_ROWS, compiled.MAX_LANES,
-        compiled.MIN_GAIN, compiled.STEP_LANES, compiled.ROW_LANE_STEPS,
+        compiled.MIN_GAIN, compiled.MAX_COST, compiled.STEP_LANES, compiled.ROW_LANE_STEPS,
         compiled.row_cost(K, D, covariance_type),  # (a ValueError names a bad type)
     )  # fmt: skip
     with _PLANS_LOCK:
