@@ -1099,3 +1099,19 @@ def test_fits_cut_by_work_agree_with_one_unit(ctype, K, lengths, edges, monkeypa
 def test_a_long_sequence_beside_short_ones_is_a_unit_of_its_own(lengths, want):
     """Each cut falls at the sequence boundary nearest its share of the rows."""
     assert compiled.units(np.array(lengths)).tolist() == want
+
+
+@needs_numba
+@pytest.mark.parametrize("ctype", ["diag", "full"])
+def test_long_sequences_kept_in_one_lane_unit_follow_the_reference_path(ctype, monkeypatch):
+    """Five long sequences stay one lane unit (stop 24; stop 23 ran them one at a time in
+    units of two and three): the fit is the reference path's (NumPy, no numba) to 1e-10."""
+    lengths = [9000, 8000, 8500, 7000, 9100]
+    assert compiled.units(np.array(lengths), 4, 2, ctype).tolist() == [0, 5]
+    X = _gauss_data(12, 4, 2, lengths)
+    fast = _gauss_fit(ctype, X, lengths, 4, n_iter=3)
+    layout = fast._em_context(X, SequenceBatch.from_lengths(lengths))["layout"]
+    assert [u["kind"] for u in layout.units] == ["lanes"]
+    monkeypatch.setitem(compiled._STATE, "kernels", False)
+    slow = _gauss_fit(ctype, X, lengths, 4, n_iter=3)
+    _assert_fits_agree(fast, slow)
