@@ -35,6 +35,14 @@ one fused compiled E-step per unit of sequences):
    rows (1 thread vs hmmlearn at both ends, and these), in about two minutes.
 10. First-call compile cost, cold and from numba's on-disk cache.
 11. Why the pair DP stays NumPy: the same recursion compiled per cell.
+12. Other shapes (``... shapes``; ``... jobs`` for the n_jobs rows alone):
+    every n_jobs row with its units, the serial share of its 1-thread fit
+    (Amdahl bound) and a control row measured just before it; diag at other
+    K, D and layouts (few long sequences included), full and tied at 150 x
+    400 and K=32 50 x 400. ``... split``: where a second thread pays (one
+    unit on one thread vs two units on two, at growing work per unit), the
+    measurement behind ``compiled.SPLIT_ROWS``; ``... costs``: the cost model's
+    data (``compiled.ROW_NS``, ``compiled.row_cost``).
 
 Everything runs single-threaded (threadpoolctl and torch.set_num_threads(1)),
 except the n_jobs rows. The goal rows (issues 17 and 19) are printed last, as
@@ -336,7 +344,7 @@ def _threads_case(rows, n_seq, T, repeat):
     """One shape of :func:`bench_em_threads`: serial share, then n_jobs=2 vs 1 rows."""
     import time
 
-    from tying.hmm import GaussianHMM, SequenceBatch
+    from tying.hmm import GaussianHMM, SequenceBatch, compiled
 
     X, lengths, start, A, means, _ = _diag_case(n_seq=n_seq, T=T)
     batch, shape = SequenceBatch.from_lengths(lengths), f"{n_seq}x{T}x4"
@@ -406,6 +414,7 @@ def _threads_case(rows, n_seq, T, repeat):
         rows.append(
             {
                 "case": f"{name}, n_jobs=2 vs n_jobs=1 (wall)" + ("" if fn is em else f", {shape}"),
+                "units": len(compiled.units(lengths, len(start), X.shape[1], ctype)) - 1,
                 "fit_ms_1_thread": float(np.median(t1) * 1e3),
                 "anchor": "itself on 1 thread (BLAS held to 1 thread)",
                 "speedup": float(np.median(ratios)),
@@ -535,24 +544,77 @@ def _serial_share(em, repeat, shape):
 
 
 #: K, D, sequences, length: the goal shape, then other K, D and sequence layouts (stop 20:
-#: the n_jobs rows and the hmmlearn rows are checked away from the goal shapes too)
+#: the n_jobs rows and the hmmlearn rows are checked away from the goal shapes too; stop
+#: 24: few long sequences, 2 x 2000 and 4 x 1000)
 OTHER_SHAPES = (
     (8, 4, 150, 400), (4, 4, 150, 400), (16, 4, 150, 400), (8, 1, 150, 400),
     (8, 16, 150, 400), (8, 4, 50, 2000), (8, 4, 1000, 50), (8, 4, 20, 400),
     (8, 4, 8, 400), (2, 2, 150, 400), (32, 4, 50, 400), (8, 8, 150, 400), (8, 4, 3000, 20),
+    (8, 4, 2, 2000), (8, 4, 4, 1000),
 )  # fmt: skip
+#: full and tied at the goal shape and at K=32 (their n_jobs rows only)
+OTHER_COVARIANCES = (("full", 8, 4, 150, 400), ("tied", 8, 4, 150, 400),
+                     ("full", 32, 4, 50, 400), ("tied", 32, 4, 50, 400))  # fmt: skip
 
 
-def bench_shapes(rows, repeat=5, shapes=OTHER_SHAPES):
-    """Diag EM (10 iterations, explicit starts) at other shapes than the goal's: n_jobs=2
-    vs 1 (wall, interleaved, 3 x ``repeat`` pairs; the fits' bits compared), and our
-    1-thread fit vs hmmlearn ``implementation="scaling"`` (CPU time, ``repeat`` pairs)."""
+def bench_shapes(rows, repeat=5, shapes=OTHER_SHAPES, anchor=True):
+    """EM (10 iterations, explicit starts) at other shapes than the goal's: n_jobs=2 vs 1
+    (wall, interleaved, 3 x ``repeat`` pairs; the fits' bits compared), each after the
+    machine's control (a GIL-free loop on 2 threads vs 1) and with its units and the
+    serial share of its 1-thread fit; and (``anchor``) our 1-thread diag fit vs hmmlearn
+    ``implementation="scaling"`` (CPU time, ``repeat`` pairs)."""
     for K, D, n_seq, T in shapes:
-        _shape_rows(rows, K, D, n_seq, T, repeat)
+        _shape_rows(rows, "diag", K, D, n_seq, T, repeat, anchor=anchor)
+    for ctype, K, D, n_seq, T in OTHER_COVARIANCES:
+        _shape_rows(rows, ctype, K, D, n_seq, T, repeat, anchor=False)
 
 
-def _shape_rows(rows, K, D, n_seq, T, repeat):
-    """The two rows of :func:`bench_shapes` at one shape."""
+def _vs_one_unit(two_threads, one_thread, repeat) -> dict:
+    """What a split gains in truth: ``two_threads`` (n_jobs=2, the fit's units) against
+    ``one_thread`` run with every fit in one unit (wall), and what the split costs one
+    thread (``one_thread`` in its units vs in one unit, CPU time)."""
+    import time
+
+    from tying.hmm import compiled
+
+    kept = compiled.SPLIT_ROWS, compiled.FOUR_ROWS
+
+    def one_unit():
+        compiled.SPLIT_ROWS = compiled.FOUR_ROWS = 10**12
+        try:
+            one_thread()
+        finally:
+            compiled.SPLIT_ROWS, compiled.FOUR_ROWS = kept
+
+    _, _, wall = _paired(two_threads, one_unit, repeat=repeat, clock=time.perf_counter)
+    _, _, cost = _paired(one_unit, one_thread, repeat=repeat, clock=time.process_time)
+    return {
+        "speedup_vs_one_unit_1_thread": float(np.median(wall)),
+        "speedup_vs_one_unit_spread": _spread(wall),
+        "one_thread_cost_of_the_split": float(np.median(cost)),
+        "one_thread_cost_spread": _spread(cost),
+    }
+
+
+def _control_row(rows, before: str, repeat: int) -> None:
+    """What a second core gives at this moment: a GIL-free compiled loop, 2 threads vs 1."""
+    import time
+
+    _, _, ratios = _paired(_spin_2, _spin_1, repeat=repeat, clock=time.perf_counter)
+    rows.append(
+        {
+            "case": f"control: compiled multiply-add loop, 2 threads vs 1 (wall), before {before}",
+            "anchor": "the machine's free parallelism at this moment",
+            "speedup": float(np.median(ratios)),
+            "speedup_spread": _spread(ratios),
+            "load_average_1min": os.getloadavg()[0],
+        }
+    )
+
+
+def _shape_rows(rows, ctype, K, D, n_seq, T, repeat, *, anchor=True):
+    """The rows of :func:`bench_shapes` at one shape: control, serial share, n_jobs=2 vs
+    1 (with its units and the control next to it), and the hmmlearn row (``anchor``)."""
     import time
 
     from hmmlearn import hmm
@@ -560,21 +622,21 @@ def _shape_rows(rows, K, D, n_seq, T, repeat):
     from tying.hmm import GaussianHMM, compiled
 
     X, lengths, start, A, means, _ = _diag_case(K=K, D=D, n_seq=n_seq, T=T)
-    covars = np.ones((K, D))
+    covars = _start_covars(ctype, K, D)
     shape = f"K={K}, D={D}, {len(lengths)}x{lengths[0]}"
-    n_units = len(compiled.units(np.asarray(lengths))) - 1
+    edges = compiled.units(np.asarray(lengths), K, D, ctype)
     fits = {}
 
     def ours(n_jobs):
         def run():
             fits[n_jobs] = GaussianHMM(
-                K, "diag", startprob_init=start, transmat_init=A, means_init=means,
+                K, ctype, startprob_init=start, transmat_init=A, means_init=means,
                 covars_init=covars, n_iter=10, tol=-np.inf, n_jobs=n_jobs,
             ).fit(X, lengths)  # fmt: skip
 
         return run
 
-    def anchor():
+    def anchor_fit():
         m = hmm.GaussianHMM(
             K, "diag", init_params="", n_iter=10, tol=-np.inf, covars_prior=0.0,
             implementation="scaling",
@@ -582,26 +644,43 @@ def _shape_rows(rows, K, D, n_seq, T, repeat):
         m.startprob_, m.transmat_, m.means_, m.covars_ = start, A, means, covars
         m.fit(X, lengths)
 
-    _, _, ratios = _paired(ours(2), ours(1), repeat=3 * repeat, clock=time.perf_counter)
+    _control_row(rows, f"{ctype} {shape}", 3 * repeat)
+    control = rows[-1]
+    share = _serial_share(lambda n_jobs: ours(n_jobs), repeat=3 * repeat, shape=shape)
+    share["case"] = share["case"].replace("diag HMM EM, K=8, ", f"{ctype} HMM EM, ")
+    rows.append(share)
+    _, t1, ratios = _paired(ours(2), ours(1), repeat=3 * repeat, clock=time.perf_counter)
+    gain = {}
+    if len(edges) > 2:  # split: n_jobs=2 against the same fit in one unit on one thread
+        gain = _vs_one_unit(ours(2), ours(1), 3 * repeat)
     same = fits[1].history_ == fits[2].history_ and all(
         np.array_equal(getattr(fits[1], k), getattr(fits[2], k))
         for k in ("startprob_", "transmat_", "means_", "covars_")
     )
     rows.append(
         {
-            "case": f"diag HMM EM, {shape}, 10 iter, n_jobs=2 vs n_jobs=1 (wall)",
+            "case": f"{ctype} HMM EM, {shape}, 10 iter, n_jobs=2 vs n_jobs=1 (wall)",
             "anchor": "itself on 1 thread",
-            "units": n_units,
+            "units": len(edges) - 1,
+            "unit_sequences": np.diff(edges).tolist()[:8],
+            "fit_ms_1_thread": float(np.median(t1) * 1e3),
             "speedup": float(np.median(ratios)),
             "speedup_spread": _spread(ratios),
+            "serial_share": share["serial_share"],
+            "amdahl_bound_2_threads": share["amdahl_bound_2_threads"],
+            "control": control["speedup"],
+            "control_spread": control["speedup_spread"],
+            **gain,
             "bit_identical": bool(same),
             "load_average_1min": os.getloadavg()[0],
         }
     )
-    t_ours, t_ref, ratios = _paired(ours(1), anchor, repeat=repeat)
+    if not anchor:
+        return
+    t_ours, t_ref, ratios = _paired(ours(1), anchor_fit, repeat=repeat)
     rows.append(
         {
-            "case": f"diag HMM EM, {shape}, 10 iter, 1 thread (CPU time)",
+            "case": f"{ctype} HMM EM, {shape}, 10 iter, 1 thread (CPU time)",
             "anchor": "hmmlearn 0.3 GaussianHMM(implementation='scaling')",
             "ours_s": t_ours,
             "anchor_s": t_ref,
@@ -610,6 +689,124 @@ def _shape_rows(rows, K, D, n_seq, T, repeat):
             "load_average_1min": os.getloadavg()[0],
         }
     )
+
+
+def bench_row_costs(rows, n_seq=64, T=250, repeat=5):
+    """The cost model's data (``compiled.ROW_NS``): ns per row and EM iteration of a
+    1-thread fit in one unit (``n_seq`` x ``T``), at K = 2..32, D = 1, 4, 16, diag, full
+    and tied: CPU time of 12 iterations minus 2, over 10 (so the setup cancels), median
+    of ``repeat``; next to it what :func:`tying.hmm.compiled.row_cost` estimates."""
+    import time
+
+    from tying.hmm import GaussianHMM, compiled
+
+    ref = None
+    for ctype in ("diag", "full", "tied"):
+        for D in (1, 4, 16):
+            for K in (2, 4, 8, 16, 32):
+                X, lengths, start, A, means, _ = _diag_case(K=K, D=D, n_seq=n_seq, T=T)
+                covars = _start_covars(ctype, K, D)
+
+                def fit(n_iter, K=K, X=X, lengths=lengths, start=start, A=A, means=means,
+                        covars=covars, ctype=ctype):  # fmt: skip
+                    GaussianHMM(
+                        K, ctype, startprob_init=start, transmat_init=A, means_init=means,
+                        covars_init=covars, n_iter=n_iter, tol=-np.inf, n_jobs=1,
+                    ).fit(X, lengths)  # fmt: skip
+
+                kept = compiled.SPLIT_ROWS, compiled.FOUR_ROWS
+                compiled.SPLIT_ROWS = compiled.FOUR_ROWS = 10**12  # one unit
+                try:
+                    fit(2)
+                    fit(12)
+                    per = []
+                    for _ in range(repeat):
+                        t0 = time.process_time()
+                        fit(12)
+                        t12 = time.process_time() - t0
+                        t0 = time.process_time()
+                        fit(2)
+                        per.append((t12 - (time.process_time() - t0)) / 10)
+                finally:
+                    compiled.SPLIT_ROWS, compiled.FOUR_ROWS = kept
+                ns = float(np.median(per)) / len(X) * 1e9
+                if (ctype, K, D) == ("diag", 8, 4):
+                    ref = ns
+                rows.append(
+                    {
+                        "case": f"row cost, {ctype}, K={K}, D={D}, {n_seq}x{T}, 1 thread, one unit",
+                        "anchor": "none (the cost model's data)",
+                        "ns_per_row_iteration": ns,
+                        "spread_ns": f"{min(per) / len(X) * 1e9:.1f}-{max(per) / len(X) * 1e9:.1f}",
+                        "model_relative": compiled.row_cost(K, D, ctype),
+                        "load_average_1min": os.getloadavg()[0],
+                    }
+                )
+    for row in rows:
+        if ref and "ns_per_row_iteration" in row:
+            row["measured_relative"] = row["ns_per_row_iteration"] / ref
+
+
+def _split_fit(case, n_jobs, n_units, force):
+    """A fit of ``case`` in ``n_units`` units (``force``) on ``n_jobs`` threads."""
+    from tying.hmm import GaussianHMM
+
+    K, start, A, means, covars, X, lengths = case
+
+    def run():
+        force(n_units)
+        GaussianHMM(
+            K, "diag", startprob_init=start, transmat_init=A, means_init=means,
+            covars_init=covars, n_iter=10, tol=-np.inf, n_jobs=n_jobs,
+        ).fit(X, lengths)  # fmt: skip
+
+    return run
+
+
+def bench_split_threshold(rows, repeat=5, shapes=((8, 4, 16, 25), (8, 4, 16, 50),
+                          (8, 4, 16, 100), (8, 4, 16, 200), (8, 4, 16, 400), (8, 4, 32, 400),
+                          (32, 4, 16, 50), (32, 4, 16, 100))):  # fmt: skip
+    """Where a second thread pays: the same fit in one unit on one thread, and in two units
+    on two threads (wall, interleaved, 3 x ``repeat`` triples, after a control row), and
+    two units on one thread (what the split costs a 1-thread fit), at growing work per
+    unit; the estimated work (:func:`tying.hmm.compiled.row_cost`, rows of K=8, D=4 diag)
+    is printed with each, to compare with ``compiled.SPLIT_ROWS``."""
+    import time
+
+    from tying.hmm import compiled
+
+    def force(n_units):  # 1: one unit; 2: two units, however small the fit
+        compiled.SPLIT_ROWS, compiled.FOUR_ROWS = (10**12, 10**12) if n_units == 1 else (0, 10**12)
+
+    kept = compiled.SPLIT_ROWS, compiled.FOUR_ROWS
+    try:
+        for K, D, n_seq, T in shapes:
+            X, lengths, start, A, means, covars = _diag_case(K=K, D=D, n_seq=n_seq, T=T)
+            case = (K, start, A, means, covars, X, lengths)
+            fit = lambda n_jobs, n_units, case=case: _split_fit(case, n_jobs, n_units, force)  # noqa: E731
+            _control_row(rows, f"K={K} {n_seq}x{T}", 3 * repeat)
+            control = rows[-1]
+            _, t11, r2 = _paired(fit(2, 2), fit(1, 1), repeat=3 * repeat, clock=time.perf_counter)
+            _, t21, r1 = _paired(fit(1, 1), fit(1, 2), repeat=3 * repeat, clock=time.process_time)
+            work = len(X) * compiled.row_cost(K, D)
+            rows.append(
+                {
+                    "case": f"split K={K}, D={D}, {n_seq}x{T}: 2 units on 2 threads vs 1 unit "
+                    "on 1 thread (wall)",
+                    "anchor": "the same fit in one unit on one thread",
+                    "work_rows": work,
+                    "estep_us_per_iter_estimate": work * 27.5e-3,
+                    "fit_ms_1_unit_1_thread": float(np.median(t11) * 1e3),
+                    "speedup": float(np.median(r2)),
+                    "speedup_spread": _spread(r2),
+                    "one_thread_cost_of_the_split": float(np.median(r1)),
+                    "one_thread_cost_spread": _spread(r1),
+                    "control": control["speedup"],
+                    "load_average_1min": os.getloadavg()[0],
+                }
+            )
+    finally:
+        compiled.SPLIT_ROWS, compiled.FOUR_ROWS = kept
 
 
 def bench_jit_cost(rows):
@@ -938,7 +1135,9 @@ def main(parts: list[str] | None = None) -> None:
     range (1 thread vs hmmlearn, and n_jobs=2 with its control and serial share), in
     about a minute, written to ``bench-results/hmm-goal.json``; ``... shapes``: only
     :func:`bench_shapes` (the same two ratios at other K, D and sequence layouts, a few
-    minutes), written to ``bench-results/hmm-shapes.json``."""
+    minutes), written to ``bench-results/hmm-shapes.json``; ``... jobs``: its n_jobs rows
+    only (``hmm-jobs.json``); ``... split``: :func:`bench_split_threshold`
+    (``hmm-split.json``)."""
     # load every BLAS before limiting threads: threadpoolctl limits only the libraries
     # loaded when the limit is set, and a BLAS loaded later (SciPy's, via hmmlearn)
     # would run multi-threaded, oversubscribing a loaded machine and slowing the anchor
@@ -948,14 +1147,32 @@ def main(parts: list[str] | None = None) -> None:
     from threadpoolctl import threadpool_limits
 
     rows: list[dict] = []
-    if parts == ["shapes"]:  # python -m benchmarks.bench_hmm shapes: bench_shapes only
+    if parts in (["shapes"], ["jobs"]):  # bench_shapes only; "jobs": its n_jobs rows only
         with threadpool_limits(limits=1):
-            bench_shapes(rows)
-        write("hmm-shapes", rows)
+            bench_shapes(rows, anchor=parts == ["shapes"])
+        write(f"hmm-{parts[0]}", rows)
+        print_shapes(rows)
+        return
+    if parts == ["costs"]:  # the cost model's data (compiled.ROW_NS)
+        with threadpool_limits(limits=1):
+            bench_row_costs(rows)
+        write("hmm-costs", rows)
         for row in rows:
-            print(f"  {row['case']}: {row['speedup']:.2f}x ({row['speedup_spread']})"
-                  f"{', units ' + str(row['units']) if 'units' in row else ''}, "
-                  f"load {row['load_average_1min']:.1f}")  # fmt: skip
+            print(f"  {row['case']}: {row['ns_per_row_iteration']:.1f} ns ({row['spread_ns']}),"
+                  f" {row['measured_relative']:.2f} of K=8 D=4 diag, model "
+                  f"{row['model_relative']:.2f}, load {row['load_average_1min']:.1f}")  # fmt: skip
+        return
+    if parts == ["split"]:  # where a second thread pays (compiled.SPLIT_ROWS)
+        with threadpool_limits(limits=1):
+            bench_split_threshold(rows)
+        write("hmm-split", rows)
+        for row in rows:
+            if row["case"].startswith("split"):
+                print(f"  {row['case']}: {row['speedup']:.2f}x ({row['speedup_spread']}), "
+                      f"work {row['work_rows']:,.0f} rows (~{row['estep_us_per_iter_estimate']:.0f}"
+                      f" us/iter), 1-thread cost of the split {row['one_thread_cost_of_the_split']:.2f}x "
+                      f"({row['one_thread_cost_spread']}), control {row['control']:.2f}x, "
+                      f"load {row['load_average_1min']:.1f}")  # fmt: skip
         return
     if parts == ["goal"]:
         with threadpool_limits(limits=1):
@@ -982,6 +1199,30 @@ def main(parts: list[str] | None = None) -> None:
     summary(rows)
 
 
+def print_shapes(rows) -> None:
+    """One line per n_jobs row of :func:`bench_shapes` (ratio, spread, units, serial share,
+    Amdahl bound, control, load), then the hmmlearn rows."""
+    print("\n== n_jobs=2 vs n_jobs=1 (wall; median and spread of interleaved pairs)")
+    for row in rows:
+        if "n_jobs=2 vs n_jobs=1" in row["case"]:
+            print(f"  {row['case'].split(', 10 iter')[0]:<34} {row['speedup']:5.2f}x "
+                  f"({row['speedup_spread']}) units {row['units']} {row['unit_sequences']}, "
+                  f"serial {100 * row['serial_share']:.1f}% (bound "
+                  f"{row['amdahl_bound_2_threads']:.2f}x), control {row['control']:.2f}x "
+                  f"({row['control_spread']}), bit-identical {row['bit_identical']}, "
+                  f"load {row['load_average_1min']:.1f}")  # fmt: skip
+            if "speedup_vs_one_unit_1_thread" in row:
+                print(f"  {'':<34} vs the fit in one unit on 1 thread "
+                      f"{row['speedup_vs_one_unit_1_thread']:.2f}x "
+                      f"({row['speedup_vs_one_unit_spread']}); the split costs 1 thread "
+                      f"{row['one_thread_cost_of_the_split']:.2f}x "
+                      f"({row['one_thread_cost_spread']})")  # fmt: skip
+    for row in rows:
+        if "hmmlearn" in row.get("anchor", ""):
+            print(f"  {row['case']}: {row['speedup']:.2f}x ({row['speedup_spread']}), "
+                  f"load {row['load_average_1min']:.1f}")  # fmt: skip
+
+
 def summary(rows) -> None:
     """The goal rows of issues 17 and 19, one line each: ratio, spread, target, met or not."""
     print("\n== hmm goal rows (ratios of interleaved runs: median and spread)")
@@ -993,6 +1234,7 @@ def summary(rows) -> None:
         print(
             f"  {row['goal']:<22} {row['speedup']:7.2f}x ({row['speedup_spread']})  "
             f"target {row['target']:<7} {met:<16} load {row['load_average_1min']:.1f}"
+            + (f", units {row['units']}" if "units" in row else "")
         )
     for row in rows:
         if row.get("case", "").startswith("control"):
@@ -1000,7 +1242,7 @@ def summary(rows) -> None:
                   f"({row['speedup_spread']}): what a second core gave during B")  # fmt: skip
         if "n_jobs=2 vs n_jobs=1" in row.get("case", "") and not row.get("goal"):
             print(f"  {row['case']}: {row['speedup']:.2f}x ({row['speedup_spread']}), "
-                  f"bit-identical {row['bit_identical']}")  # fmt: skip
+                  f"units {row['units']}, bit-identical {row['bit_identical']}")  # fmt: skip
         if "share outside the threaded work" in row.get("case", ""):
             print(f"  {row['case'].split(', ')[1]}: serial share of the 1-thread fit: "
                   f"{100 * row['serial_share']:.1f}% "

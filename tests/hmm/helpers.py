@@ -62,3 +62,16 @@ def brute_force_viterbi(start, A, log_b):
 
 def split(X, lengths):
     return np.split(X, np.cumsum(lengths)[:-1])
+
+
+def rows_per_unit(monkeypatch, rows: int) -> None:
+    """Cut the fused E-step's units as if every row cost the same, ``rows`` a unit:
+    ``total // rows`` rounded down to a power of two, 1 to 4 units (several units on
+    the small data of a test, whatever its K, D and covariance type)."""
+    from tying.hmm import compiled
+
+    monkeypatch.setattr(compiled, "SPLIT_ROWS", 2 * rows)
+    monkeypatch.setattr(compiled, "FOUR_ROWS", 4 * rows)
+    monkeypatch.setattr(compiled, "MIN_GAIN", 0.0)  # split even where it gains nothing
+    monkeypatch.setattr(compiled, "MAX_COST", float("inf"))  # or costs one thread much
+    monkeypatch.setattr(compiled, "row_cost", lambda K, D, covariance_type="diag": 1.0)

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 
 from tying.hmm import GaussianHMM, SequenceBatch, compiled
 
+from .helpers import rows_per_unit
+
 fb = importlib.import_module("tying.hmm.forward_backward")  # the module, not the function
 
 needs_numba = pytest.mark.skipif(
@@ -316,7 +318,7 @@ def test_fused_em_follows_the_reference_path(ctype, ties, monkeypatch):
     lengths mixed, with sequences of length 1, and more than one work unit."""
     if ctype == "tied" and ties is not None and "covars" in ties:
         ties = {"transitions": [[0, 3]]}  # 'tied' already shares one covariance
-    monkeypatch.setattr(compiled, "MIN_ROWS", 1024)  # several units on small data
+    rows_per_unit(monkeypatch, 1024)  # several units on small data
     lengths = [1, 300, 7, 1, 2500, 45, 1, 1900, 13]
     X = _gauss_data(1, 4, 3, lengths)
     assert len(compiled.units(np.array(lengths))) - 1 > 1
@@ -387,7 +389,7 @@ def test_fused_em_on_long_sequences_follows_the_reference_path(
 ):
     """Units of a few long sequences (the rows kernel, its density in lanes of dealt-out
     rows) give the reference path's EM to 1e-10, alone and mixed with lane units."""
-    monkeypatch.setattr(compiled, "MIN_ROWS", min_rows)
+    rows_per_unit(monkeypatch, min_rows)
     X = _gauss_data(7, K, 3, lengths)
     fast = _gauss_fit(ctype, X, lengths, K, n_iter=4)
     kinds = {u["kind"] for u in fast._em_context(X, SequenceBatch.from_lengths(lengths))[
@@ -401,7 +403,7 @@ def test_fused_em_on_long_sequences_follows_the_reference_path(
 @needs_numba
 @pytest.mark.parametrize("ctype", ["diag", "full"])
 def test_fused_em_on_long_sequences_is_bit_identical_for_any_thread_count(ctype, monkeypatch):
-    monkeypatch.setattr(compiled, "MIN_ROWS", 4000)  # several units of a few long sequences
+    rows_per_unit(monkeypatch, 4000)  # several units of a few long sequences
     lengths = [9000, 7001, 3, 8000, 5, 4500, 1, 2, 3, 4, 5, 6, 7, 8]
     X = _gauss_data(8, 4, 2, lengths)
     lay = _gauss_fit(ctype, X, lengths, 4, n_iter=0)._em_context(
@@ -417,7 +419,7 @@ def test_fused_em_on_long_sequences_is_bit_identical_for_any_thread_count(ctype,
 @needs_numba
 @pytest.mark.parametrize("ctype", ["diag", "full", "tied", "spherical"])
 def test_fused_em_thread_count_does_not_change_a_single_bit(ctype, monkeypatch):
-    monkeypatch.setattr(compiled, "MIN_ROWS", 2048)  # several units on small data
+    rows_per_unit(monkeypatch, 2048)  # several units on small data
     lengths = list(np.random.default_rng(4).integers(1, 900, size=60))
     X = _gauss_data(4, 5, 3, lengths)
     assert len(compiled.units(np.array(lengths))) - 1 >= 4  # more units than some thread counts
@@ -435,7 +437,7 @@ def test_fused_em_of_the_goal_shape_is_bit_identical_for_every_thread_count(ctyp
     lane block, 72 + 78 sequences), scaled down to 150 x 40 with the unit threshold
     lowered to match: the calling thread and the pool's share the units, the costliest
     first, and no thread count changes a bit."""
-    monkeypatch.setattr(compiled, "MIN_ROWS", 3_000)  # 6,000 rows: two units, as 150 x 400
+    rows_per_unit(monkeypatch, 3_000)  # 6,000 rows: two units, as 150 x 400
     lengths = [40] * 150
     assert compiled.units(np.array(lengths)).tolist() == [0, 72, 150]
     X = _gauss_data(6, 8, 4, lengths)
@@ -640,7 +642,10 @@ def _lanes_unit(seed, K, D, lengths, full, *, fail=(), drift=()):
 
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(int(np.sum(lengths)), D))
-    lay = LaneLayout(X, X.mean(0), SequenceBatch.from_lengths(lengths))
+    with pytest.MonkeyPatch.context() as mp:  # one unit of every lane, however costly
+        mp.setattr(compiled, "SPLIT_ROWS", 10**12)
+        mp.setattr(compiled, "FOUR_ROWS", 10**12)
+        lay = LaneLayout(X, X.mean(0), SequenceBatch.from_lengths(lengths))
     (unit,) = lay.units
     T, _, S = unit["XL"].shape
     logb = rng.normal(scale=3.0, size=(T, K, S))
@@ -729,15 +734,18 @@ def test_property_lane_kernel_equals_the_stop22_kernel(K, D, full, lengths, seed
 
 @pytest.mark.parametrize(
     ("n_seq", "T", "want"),
-    # written out, not re-derived from the formula under test: 1 below 60,000 rows, 2 up to
-    # 119,999 (3 would leave one of 2 threads idle a third of the time), 4 from 120,000
-    [(150, 400, 2), (200, 500, 2), (149, 400, 1), (240, 500, 4), (7, 30_000, 4),
-     (2000, 500, 4), (3, 10, 1)],
+    # written out, not re-derived from the formula under test (K=8, D=4, diag): 1 below
+    # 4,000 rows, 2 up to 119,999 (3 would leave one of 2 threads idle a third of the
+    # time), 4 from 120,000
+    # (7 x 30,000 stays one lane unit: cut into units of two, run one sequence at a time,
+    # it cost one thread 1.6x, measured 2026-12-02)
+    [(150, 400, 2), (200, 500, 2), (149, 400, 2), (240, 500, 4), (7, 30_000, 1),
+     (2000, 500, 4), (3, 10, 1), (9, 400, 1), (20, 400, 2)],
 )  # fmt: skip
 def test_units_are_few_wide_and_of_equal_rows(n_seq, T, want):
-    """``total // MIN_ROWS`` rounded down to a power of two (1 to UNITS) units of equal
-    rows up to one block of lanes, before the MAX_LANES split: wide units (long loops over
-    lanes), and 2 or 4 threads that finish together."""
+    """One unit below ``SPLIT_ROWS`` rows of estimated work, two from there, four from
+    ``FOUR_ROWS`` rows, of equal rows up to one block of lanes, before the MAX_LANES
+    split: wide units (long loops over lanes), and 2 or 4 threads that finish together."""
     lengths = np.full(n_seq, T)
     edges = compiled.units(lengths)
     assert np.diff(edges).max() <= compiled.MAX_LANES
@@ -861,7 +869,7 @@ def test_lane_layout_arrays_share_one_block_without_overlapping(monkeypatch):
     again for another K, and refused before ``prepare`` says which K."""
     from tying.hmm.forward_backward import LaneLayout
 
-    monkeypatch.setattr(compiled, "MIN_ROWS", 64)  # several units, of both kinds
+    rows_per_unit(monkeypatch, 64)  # several units, of both kinds
     lengths = [3, 200, 9, 1, 7, 40, 5, 33, 2, 8, 11, 300]
     X = np.random.default_rng(0).normal(size=(sum(lengths), 3))
     lay = LaneLayout(X, X.mean(0), SequenceBatch.from_lengths(lengths))
@@ -982,3 +990,143 @@ def test_a_fit_looks_at_its_loop_before_running_it(monkeypatch):
     X = np.random.default_rng(0).normal(size=(400, 2))
     GaussianHMM(2, n_iter=2, random_state=0, n_jobs=1).fit(X, [50] * 8)
     assert seen == [_numba_em.em_run]
+
+
+@pytest.mark.parametrize(
+    ("K", "D", "ctype", "n_seq", "T", "want"),
+    # written out (2026-12-02 cost model): a fit of costly rows is split where the same
+    # rows of 8 states and 4 features are not; stop 23 cut by rows, and 20,000 rows of 32
+    # states (2.6 ms an iteration) ran on one thread whatever n_jobs
+    [(32, 4, "diag", 50, 400, [0, 24, 50]), (2, 2, "diag", 20, 100, [0, 20]),
+     (8, 4, "diag", 20, 100, [0, 20]), (32, 4, "diag", 20, 100, [0, 8, 20]),
+     (8, 16, "full", 20, 100, [0, 8, 20]), (8, 4, "tied", 20, 150, [0, 8, 20]),
+     (8, 4, "diag", 20, 150, [0, 20]), (2, 1, "diag", 2, 2000, [0, 2]),
+     (8, 4, "diag", 2, 2000, [0, 1, 2]), (8, 4, "diag", 3, 2000, [0, 1, 3]),
+     # a split that gains nothing is not made: 4 + 4 sequences are two units of 8
+     # lanes, each as costly as the one unit; 3 + 3 run one sequence at a time
+     (8, 4, "diag", 8, 1000, [0, 8]), (8, 4, "diag", 6, 1000, [0, 6]),
+     (8, 4, "diag", 5, 1000, [0, 5]),
+     # nor one that costs one thread over 1.25x: 16 lanes cut 8 + 8 (+26 % measured at
+     # 10 x 400), four sequences of one lane unit cut into units run one at a time
+     # (+31 % at 4 x 1000)
+     (8, 4, "diag", 10, 400, [0, 10]), (8, 4, "diag", 16, 400, [0, 16]),
+     (8, 4, "diag", 4, 1000, [0, 4]), (8, 4, "diag", 24, 400, [0, 16, 24])],
+)  # fmt: skip
+def test_units_follow_the_estimated_work_not_the_rows(K, D, ctype, n_seq, T, want):
+    """The unit count follows the E-step's estimated work (rows times the cost of a row
+    at K, D and the covariance type), few long sequences are a unit each, and a split
+    whose costlier unit would cost about what the whole did, or whose units would cost
+    one thread over 1.25x the whole, is not made."""
+    assert compiled.units(np.full(n_seq, T), K, D, ctype).tolist() == want
+
+
+def test_row_cost_grows_with_every_dimension_and_names_a_bad_covariance_type():
+    """The cost model is 1 at the reference (K=8, D=4, diag), grows with K and D, and
+    full/tied rows cost more than diag ones; an unknown covariance type is refused."""
+    assert compiled.row_cost(8, 4, "diag") == 1.0
+    assert compiled.row_cost(8, 4, "spherical") == 1.0
+    for ctype in ("diag", "full", "tied"):
+        costs = [[compiled.row_cost(K, D, ctype) for D in (1, 2, 4, 16, 64)] for K in (1, 2, 8, 32)]
+        assert np.all(np.diff(costs, axis=0) > 0) and np.all(np.diff(costs, axis=1) > 0)
+    assert compiled.row_cost(8, 4, "full") > compiled.row_cost(8, 4, "diag")
+    assert compiled.row_cost(8, 4, "tied") > compiled.row_cost(8, 4, "diag")
+    with pytest.raises(ValueError, match=r"covariance_type must be one of .*got 'bogus'"):
+        compiled.row_cost(8, 4, "bogus")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 3000), min_size=1, max_size=80),
+    K=st.integers(1, 40),
+    D=st.integers(1, 20),
+    ctype=st.sampled_from(["diag", "spherical", "full", "tied"]),
+)
+def test_property_units_cover_every_sequence_without_extra_padding(lengths, K, D, ctype):
+    """Whatever the lengths, K, D and covariance type: the units cover every sequence once,
+    in order, each of at most MAX_LANES sequences, at most UNITS per MAX_LANES, and their
+    lane blocks (units of LANE_BLOCK // 2 sequences or more) are no more than one unit
+    over all the sequences would have, plus one block per unit."""
+    lengths = np.array(lengths)
+    edges = compiled.units(lengths, K, D, ctype)
+    sizes = np.diff(edges)
+    assert edges[0] == 0 and edges[-1] == len(lengths) and np.all(sizes >= 1)
+    assert sizes.max() <= compiled.MAX_LANES
+    assert len(sizes) <= compiled.UNITS * -(-len(lengths) // compiled.MAX_LANES)
+    assert np.array_equal(edges, compiled.units(lengths.copy(), K, D, ctype))
+    if len(lengths) >= 2 * compiled.LANE_BLOCK and sizes.min() >= compiled.LANE_BLOCK:
+        blocks = sum(-(-int(n) // compiled.LANE_BLOCK) for n in sizes)
+        assert blocks == -(-len(lengths) // compiled.LANE_BLOCK)  # cuts on whole blocks
+
+
+@needs_numba
+@settings(max_examples=25, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 400), min_size=1, max_size=40),
+    K=st.integers(1, 12),
+    D=st.integers(1, 5),
+    ctype=st.sampled_from(["diag", "spherical", "full", "tied"]),
+    seed=st.integers(0, 1000),
+)
+@example(lengths=[400] * 20, K=8, D=4, ctype="diag", seed=0)  # 20 x 400: 8 + 12 sequences
+@example(lengths=[2000, 2000], K=3, D=2, ctype="full", seed=1)  # two long: a unit each
+def test_property_work_cut_units_give_bit_identical_fits_for_every_thread_count(
+    lengths, K, D, ctype, seed
+):
+    """Units cut by estimated work (the cost model at this K, D and covariance type, its
+    threshold lowered so that small data is split as a large fit would be): n_jobs = 1, 2
+    and 3 give the same bits, every iteration's log-likelihood and every parameter."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(compiled, "SPLIT_ROWS", 300)
+        mp.setattr(compiled, "FOUR_ROWS", 6_000)
+        X = _gauss_data(seed, K, D, lengths)
+        fits = [_gauss_fit(ctype, X, lengths, K, n_iter=3, n_jobs=n) for n in (1, 2, 3)]
+    for other in fits[1:]:
+        assert other.history_ == fits[0].history_
+        for name in ("startprob_", "transmat_", "means_", "covars_"):
+            assert np.array_equal(getattr(other, name), getattr(fits[0], name)), name
+
+
+@needs_numba
+@pytest.mark.parametrize(
+    ("ctype", "K", "lengths", "edges"),
+    [("diag", 32, [100] * 20, [0, 8, 20]), ("full", 16, [100] * 20, [0, 8, 20]),
+     ("tied", 8, [150] * 20, [0, 8, 20]), ("diag", 16, [1500, 1500], [0, 1, 2])],
+)  # fmt: skip
+def test_fits_cut_by_work_agree_with_one_unit(ctype, K, lengths, edges, monkeypatch):
+    """A fit the cost model splits (costly rows; two long sequences) gives what the same
+    fit in one unit gives, to 1e-12 of each parameter's scale: only the order in which
+    the units' sums are added differs."""
+    X = _gauss_data(11, K, 3, lengths)
+    assert compiled.units(np.array(lengths), K, 3, ctype).tolist() == edges
+    split = _gauss_fit(ctype, X, lengths, K, n_iter=4, n_jobs=2)
+    monkeypatch.setattr(compiled, "SPLIT_ROWS", 10**12)
+    whole = _gauss_fit(ctype, X, lengths, K, n_iter=4, n_jobs=2)
+    _assert_fits_agree(split, whole, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("lengths", "want"),
+    # stop 23 cut where a sequence's last row crossed a row block: a long first sequence
+    # left every other one with it, and the fit ran on one thread whatever n_jobs
+    [([5000, 10, 10, 10, 10, 10], [0, 1, 6]), ([10] * 5 + [5000], [0, 5, 6]),
+     ([3000, 1000, 1000, 1000], [0, 1, 4]), ([4000] + [100] * 40, [0, 1, 41])],
+)  # fmt: skip
+def test_a_long_sequence_beside_short_ones_is_a_unit_of_its_own(lengths, want):
+    """Each cut falls at the sequence boundary nearest its share of the rows."""
+    assert compiled.units(np.array(lengths)).tolist() == want
+
+
+@needs_numba
+@pytest.mark.parametrize("ctype", ["diag", "full"])
+def test_long_sequences_kept_in_one_lane_unit_follow_the_reference_path(ctype, monkeypatch):
+    """Five long sequences stay one lane unit (stop 24; stop 23 ran them one at a time in
+    units of two and three): the fit is the reference path's (NumPy, no numba) to 1e-10."""
+    lengths = [9000, 8000, 8500, 7000, 9100]
+    assert compiled.units(np.array(lengths), 4, 2, ctype).tolist() == [0, 5]
+    X = _gauss_data(12, 4, 2, lengths)
+    fast = _gauss_fit(ctype, X, lengths, 4, n_iter=3)
+    layout = fast._em_context(X, SequenceBatch.from_lengths(lengths))["layout"]
+    assert [u["kind"] for u in layout.units] == ["lanes"]
+    monkeypatch.setitem(compiled._STATE, "kernels", False)
+    slow = _gauss_fit(ctype, X, lengths, 4, n_iter=3)
+    _assert_fits_agree(fast, slow)

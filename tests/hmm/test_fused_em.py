@@ -15,6 +15,8 @@ import tying
 import tying.hmm.gaussian as gaussian_module
 from tying.hmm import GaussianHMM, SequenceBatch, compiled, fused_em
 
+from .helpers import rows_per_unit
+
 needs_numba = pytest.mark.skipif(
     not compiled.available(),
     reason="compiled kernels unavailable: numba not installed (pip install numba) or TYING_DISABLE_NUMBA set",
@@ -88,7 +90,7 @@ def test_compiled_loop_gives_the_general_loops_bits_for_every_thread_count(
 ):
     """Every iteration's log-likelihood and every parameter, bit for bit, for n_jobs
     1, 2, 3 and -1, against the general loop (one thread); and the compiled loop ran."""
-    monkeypatch.setattr(compiled, "MIN_ROWS", min_rows)
+    rows_per_unit(monkeypatch, min_rows)
     # one call per fit whatever the load: the loop returns to Python after BATCH_CYCLES
     # (about 40 ms), which a loaded machine reached within 5 iterations (1 run in 30)
     monkeypatch.setattr(fused_em, "BATCH_CYCLES", 2**62)
@@ -107,7 +109,7 @@ def test_compiled_loop_gives_the_general_loops_bits_for_every_thread_count(
 def test_compiled_loop_converges_at_the_same_iteration(n_jobs, monkeypatch):
     """With a real tolerance both loops stop at the same iteration, with the same bits
     (and with restarts: each restart gets its own helper threads)."""
-    monkeypatch.setattr(compiled, "MIN_ROWS", 2_000)
+    rows_per_unit(monkeypatch, 2_000)
     lengths = [60] * 80
     X = _data(2, 4, 2, lengths)
     fit = _fit(X, lengths, 4, n_iter=200, tol=1e-3, n_jobs=n_jobs, n_init=2)
@@ -259,7 +261,7 @@ def _spy_helpers(monkeypatch, fail=None, wait_for_helper=False) -> dict:
 
 @needs_numba
 def test_an_error_in_a_helper_thread_is_raised_and_the_model_is_unchanged(monkeypatch):
-    monkeypatch.setattr(compiled, "MIN_ROWS", 300)  # four units: three helpers could work
+    rows_per_unit(monkeypatch, 300)  # four units: three helpers could work
     lengths = [40] * 30
     X = _data(7, 3, 2, lengths)
     seen = _spy_helpers(monkeypatch, fail=MemoryError("helper out of memory"), wait_for_helper=True)
@@ -276,7 +278,7 @@ def test_an_interrupt_between_iterations_stops_every_helper_thread(monkeypatch):
     leave their compiled loop before fit re-raises, and the model is unchanged."""
     from tying.hmm import monitor
 
-    monkeypatch.setattr(compiled, "MIN_ROWS", 300)
+    rows_per_unit(monkeypatch, 300)
     lengths = [40] * 30
     X = _data(8, 3, 2, lengths)
     seen = _spy_helpers(monkeypatch, wait_for_helper=True)
@@ -310,7 +312,7 @@ def test_a_helper_whose_thread_never_starts_neither_hangs_the_fit_nor_changes_it
     """The helpers' pool thread is held by other work for the whole fit: the fitting
     thread runs every unit itself, finishes, and leaves no helper queued behind."""
     lengths = [40] * 150
-    monkeypatch.setattr(compiled, "MIN_ROWS", 3_000)
+    rows_per_unit(monkeypatch, 3_000)
     X = _data(9, 4, 3, lengths)
     seen = _spy_helpers(monkeypatch)
     busy, release = threading.Event(), threading.Event()
@@ -432,7 +434,7 @@ def test_iterations_in_several_calls_give_the_same_bits(monkeypatch):
     """A call runs iterations for a CPU-cycle budget (so Ctrl-C is seen between calls);
     one iteration per call gives the same fit, and the convergence test still stops it
     at the same iteration."""
-    monkeypatch.setattr(compiled, "MIN_ROWS", 2_000)
+    rows_per_unit(monkeypatch, 2_000)
     lengths = [60] * 80
     X = _data(2, 4, 2, lengths)
     whole = _fit(X, lengths, 4, n_iter=200, tol=1e-3, n_jobs=2)
@@ -480,7 +482,7 @@ def test_the_compiled_loops_threads_copy_the_lanes_with_the_fits_bits(n_jobs, mo
     fit has the general loop's bits."""
     from tying.hmm.forward_backward import LaneLayout
 
-    monkeypatch.setattr(compiled, "MIN_ROWS", 300)  # four units
+    rows_per_unit(monkeypatch, 300)  # four units
     lengths = list(np.random.default_rng(3).integers(20, 60, 40))
     X = _data(21, 3, 2, lengths)
     batch = SequenceBatch.from_lengths(lengths)
@@ -559,7 +561,7 @@ def test_unit_plans_are_kept_by_the_lengths_values_not_by_an_arrays_identity(mon
     c = _unit_plans(SequenceBatch.from_lengths(lengths), 2, 8)
     assert c[2] is not a[2] and c[2][-1][0]["lens"].tolist() != a[2][-1][0]["lens"].tolist()
     assert _unit_plans(SequenceBatch.from_lengths(lengths), 3, 8)[2] is not c[2]  # D
-    monkeypatch.setattr(compiled, "MIN_ROWS", 100)  # the unit constants are in the key
+    rows_per_unit(monkeypatch, 100)  # the unit constants are in the key
     assert _unit_plans(SequenceBatch.from_lengths(lengths), 2, 8)[2] is not c[2]
 
 
@@ -596,7 +598,7 @@ def test_a_refit_after_editing_x_in_place_fits_the_edited_data(n_jobs, monkeypat
 
     forward_backward = importlib.import_module("tying.hmm.forward_backward")
 
-    monkeypatch.setattr(compiled, "MIN_ROWS", 1_000)
+    rows_per_unit(monkeypatch, 1_000)
     lengths = [40] * 60
     X = _data(24, 3, 2, lengths)
     first = _fit(X, lengths, 3, n_jobs=n_jobs)
@@ -621,7 +623,7 @@ def test_a_kept_unit_table_whose_offsets_no_longer_hold_is_rebuilt_not_used(n_jo
     unit's densities and forward variables here: a silently wrong fit)."""
     from tying.hmm import _numba_em
 
-    monkeypatch.setattr(compiled, "MIN_ROWS", 1_000)
+    rows_per_unit(monkeypatch, 1_000)
     monkeypatch.setattr(fused_em, "_TABLES", type(fused_em._TABLES)())
     lengths = [40] * 60
     X = _data(31, 3, 2, lengths)
@@ -644,7 +646,7 @@ def test_a_kept_unit_table_whose_offsets_no_longer_hold_is_rebuilt_not_used(n_jo
 def test_a_refit_of_the_same_lengths_reads_the_kept_unit_table(n_jobs, monkeypatch):
     """The kept table is checked against the fit's offsets and then used, not rebuilt: a
     check that never held would rebuild it on every fit, silently (the same bits)."""
-    monkeypatch.setattr(compiled, "MIN_ROWS", 1_000)
+    rows_per_unit(monkeypatch, 1_000)
     monkeypatch.setattr(fused_em, "_TABLES", type(fused_em._TABLES)())
     built = []
     real = fused_em._unit_tables
@@ -684,7 +686,7 @@ def test_a_copy_started_on_a_helper_and_finished_by_the_caller_gives_every_lane(
     copies which unit varies."""
     from tying.hmm.forward_backward import LaneLayout
 
-    monkeypatch.setattr(compiled, "MIN_ROWS", 300)  # four units
+    rows_per_unit(monkeypatch, 300)  # four units
     lengths = list(np.random.default_rng(4).integers(20, 60, 60))
     X = _data(26, 3, 2, lengths)
     batch = SequenceBatch.from_lengths(lengths)
@@ -706,7 +708,7 @@ def test_a_helper_that_dies_holding_a_copy_neither_hangs_the_fit_nor_changes_it(
     from tying.hmm import _numba_em
     from tying.hmm.forward_backward import LaneLayout
 
-    monkeypatch.setattr(compiled, "MIN_ROWS", 300)
+    rows_per_unit(monkeypatch, 300)
     lengths = [40] * 60
     X = _data(27, 3, 2, lengths)
     real, real_start = _numba_em.copy_unit, LaneLayout.start_fill
@@ -775,7 +777,7 @@ def test_two_unequal_units_balance_by_a_tail_item_with_the_same_bits(
     Every fit has the general loop's bits (densities are elementwise)."""
     from tying.hmm import _numba_em
 
-    monkeypatch.setattr(compiled, "MIN_ROWS", min_rows)
+    rows_per_unit(monkeypatch, min_rows)
     X = _data(29, 4, 3, lengths)
     batch = SequenceBatch.from_lengths(lengths)
     plans = {}
@@ -828,7 +830,7 @@ def test_two_fits_on_two_threads_at_once_share_the_pools_and_plans_and_keep_thei
     """Two n_jobs=2 fits of the same lengths from two threads at once: one helper pool
     thread and one kept plan between them; neither hangs (each queues its lane copy and
     its helper behind the other's), and each has its own data's general-loop bits."""
-    monkeypatch.setattr(compiled, "MIN_ROWS", 3_000)
+    rows_per_unit(monkeypatch, 3_000)
     lengths = [40] * 150
     data = [_data(30 + i, 4, 3, lengths) for i in range(2)]
     with concurrent.futures.ThreadPoolExecutor(2) as ex:
@@ -851,7 +853,7 @@ def test_a_fit_centres_and_lays_out_its_checked_x_with_the_reference_bits(
     the centre, a read-only copy for the layout), for every form of X."""
     from tying.hmm.forward_backward import LaneLayout
 
-    monkeypatch.setattr(compiled, "MIN_ROWS", 1_000)  # two or more units
+    rows_per_unit(monkeypatch, 1_000)  # two or more units
     lengths = [40] * 60
     X = _data(26, 3, 2, lengths) * 10.0 + 1e3
     X = {"float64": X, "float32": X.astype(np.float32), "fortran": np.asfortranarray(X)}[form]

@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 import tying.hmm.gaussian as gaussian_module
 from tying.hmm import GaussianHMM, compiled, fused_em, fused_em_full
 
+from .helpers import rows_per_unit
+
 needs_numba = pytest.mark.skipif(
     not compiled.available(),
     reason="compiled kernels unavailable: numba not installed (pip install numba) or TYING_DISABLE_NUMBA set",
@@ -108,7 +110,7 @@ def _assert_same_bits(a, b):
 def test_compiled_loop_agrees_with_the_general_loop_for_every_thread_count(
     ctype, lengths, K, D, min_rows, monkeypatch
 ):
-    monkeypatch.setattr(compiled, "MIN_ROWS", min_rows)
+    rows_per_unit(monkeypatch, min_rows)
     monkeypatch.setattr(fused_em, "BATCH_CYCLES", 2**62)  # one call per fit, whatever the load
     X = _data(0, K, D, lengths)
     calls = _count_iterations(monkeypatch)
@@ -185,7 +187,7 @@ def test_the_eigenvalue_floor_agrees_with_the_general_loop(ctype, monkeypatch):
 @needs_numba
 @pytest.mark.parametrize("n_jobs", [1, 2])
 def test_compiled_loop_converges_at_the_same_iteration(n_jobs, monkeypatch):
-    monkeypatch.setattr(compiled, "MIN_ROWS", 2_000)
+    rows_per_unit(monkeypatch, 2_000)
     lengths = [60] * 80
     X = _data(2, 4, 2, lengths)
     calls = _count_iterations(monkeypatch)
@@ -300,7 +302,7 @@ def test_a_handover_after_a_converged_iteration_runs_no_further_iteration(monkey
 def test_an_error_in_a_helper_thread_is_raised_and_the_model_is_unchanged(monkeypatch):
     from tying.hmm import _numba_em_full
 
-    monkeypatch.setattr(compiled, "MIN_ROWS", 300)  # four units
+    rows_per_unit(monkeypatch, 300)  # four units
     lengths = [40] * 30
     X = _data(7, 3, 2, lengths)
 

@@ -13,6 +13,8 @@ import tying.hmm.gaussian as gaussian_module
 from tying.hmm import GaussianHMM, arenas, compiled, fused_em
 from tying.hmm.validation import _stochastic
 
+from .helpers import rows_per_unit
+
 needs_numba = pytest.mark.skipif(
     not compiled.available(),
     reason="compiled kernels unavailable: numba not installed (pip install numba) or TYING_DISABLE_NUMBA set",
@@ -87,7 +89,7 @@ def _layout(lengths, K=3, D=2):
 @needs_numba
 @pytest.mark.parametrize("lengths", [[30] * 40, [40] * 60, [5, 9, 3, 12, 7, 1, 2]])
 def test_unit_offsets_are_the_ones_ctypes_data_gives(lengths, monkeypatch):
-    monkeypatch.setattr(compiled, "MIN_ROWS", 1_000)  # several units where there are rows
+    rows_per_unit(monkeypatch, 1_000)  # several units where there are rows
     lay, a, b = _layout(lengths)
     got = fused_em._unit_offsets(lay, a, b, 3, 5)
     assert np.array_equal(got, _old_unit_offsets(lay, a, b, 3, 5))
@@ -322,7 +324,7 @@ def test_the_lane_copy_goes_to_a_helper_as_the_compiled_loop_starts_not_mid_setu
     from tying.hmm import _numba_em, _numba_em_full
     from tying.hmm.forward_backward import LaneLayout
 
-    monkeypatch.setattr(compiled, "MIN_ROWS", 300)  # several units: a helper has work
+    rows_per_unit(monkeypatch, 300)  # several units: a helper has work
     events, copies = [], []
     real_start = LaneLayout.start_fill
 
@@ -355,7 +357,7 @@ def test_the_lane_copy_goes_to_a_helper_as_the_compiled_loop_starts_not_mid_setu
 def test_the_general_loop_copies_its_lanes_itself_with_the_same_bits(monkeypatch):
     """Ties on the means keep the general loop: no compiled loop hands out the copy, so
     its first E-step copies every unit (on its own threads), with the bits of one thread."""
-    monkeypatch.setattr(compiled, "MIN_ROWS", 300)
+    rows_per_unit(monkeypatch, 300)
     X, lengths, *_ = _case(lengths=(40,) * 60)
     fits = [
         GaussianHMM(

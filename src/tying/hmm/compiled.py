@@ -36,7 +36,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["available", "get_n_jobs", "resolve_n_jobs", "set_n_jobs"]
+__all__ = ["available", "get_n_jobs", "resolve_n_jobs", "row_cost", "set_n_jobs"]
 
 log = logging.getLogger(__name__)
 
@@ -237,20 +237,83 @@ def _run_chunks(fn, n_items: int, n_jobs: int) -> None:
         f.result()  # re-raises a worker's exception here
 
 
-#: Work units of the fused E-step are cut from the sequence lengths alone
-#: (never from ``n_jobs``), and their partial sums are added in unit order, so
-#: results are bit-identical for every thread count. ``total // MIN_ROWS``
-#: rounded down to a power of two, at least 1 and at most ``UNITS``, units of
-#: about equal rows, each of at most ``MAX_LANES`` sequences (the lane arrays'
-#: padding). A power of two, so that 2 or 4 threads get equal work (3 units on
-#: 2 threads cap them at 1.5x). Cuts between lane units fall on whole blocks of
-#: ``LANE_BLOCK`` sequences where units are wide enough, so splitting adds no
-#: padding lanes. Few, wide units are faster on one thread: every step of the
-#: recursion runs a few dozen loops over a unit's lanes, each with a fixed cost
-#: (about 3.6 ns, 2026-12-01), so one more unit costs about ``10 / lanes`` of
-#: the E-step (150 x 400 in two units: +6 %); 30,000 rows per unit is where
-#: a second thread gains far more than that.
-UNITS, MIN_ROWS, MAX_LANES, LANE_BLOCK = 4, 30_000, 256, 8
+#: Work units of the fused E-step are cut from the sequence lengths, K, D and the
+#: covariance type alone (never from ``n_jobs``), and their partial sums are added in
+#: unit order, so results are bit-identical for every thread count. How many units:
+#: by the E-step's estimated work (:func:`row_cost`), counted in rows of the reference
+#: model (K=8, D=4, diag: 27.5 ns per row and iteration on one thread, 2026-12-02).
+#: One unit below ``SPLIT_ROWS`` of that work, two from there, four from ``FOUR_ROWS``
+#: rows (raw rows: four units serve four threads, and narrow units cost one thread
+#: more; stop 23 measured 150 x 400 in four units slower on two threads than in two).
+#: A power of two, so that 2 or 4 threads get equal work (3 units on 2 threads cap
+#: them at 1.5x). Units of about equal rows, each of at most ``MAX_LANES`` sequences
+#: (the lane arrays' padding); cuts between lane units fall on whole blocks of
+#: ``LANE_BLOCK`` sequences where units are wide enough, so splitting adds no padding
+#: lanes. A split costs one thread a little: every step of the recursion runs a few
+#: dozen loops over a unit's lanes, each with a fixed cost, about 4-11 lane-steps per
+#: unit and step (measured at K=2..32, D=4..16, diag/full/tied, 2026-12-02): +2 % at
+#: 2 x 32 lanes, +14-35 % at 2 x 16, +16-33 % at 2 x 8 (``bench_hmm split``).
+#: ``SPLIT_ROWS``: below about 4,000 rows of the reference (110 us of E-step per
+#: iteration, 55 us per unit) a second thread's hand-over (waking it for the fit,
+#: one spin-wait per iteration) and the split's own cost take what it saves.
+UNITS, SPLIT_ROWS, FOUR_ROWS, MAX_LANES, LANE_BLOCK = 4, 4_000, 120_000, 256, 8
+#: Two units only where the costlier one is at most ``1 / MIN_GAIN`` of the whole in
+#: one unit (:func:`_unit_steps`): a split that leaves one thread nearly all of the
+#: work, or only adds padding lanes (8 sequences of 1,000 steps cut 4 + 4 are two units
+#: of 8 lanes, each as costly as the one they came from), is not made; nor one whose
+#: units together cost one thread more than ``MAX_COST`` times the whole (the units
+#: are the same whatever n_jobs, so the default n_jobs=1 pays for them: 16 lanes cut
+#: 8 + 8 cost +26 %, 4 long sequences cut 2 + 2 run one at a time, +31 %).
+MIN_GAIN, MAX_COST = 1.25, 1.25
+#: a unit's fixed cost per step, in lane-steps (measured 4-11, 2026-12-02), and a row
+#: of a unit of few sequences (one sequence at a time, ``rows_fb_stats``) in lane-steps
+#: of the lane kernels (4.4 at K=8, D=4: 4 x 1000 in one lane unit 366 us an iteration,
+#: in two units of two sequences 240 us each); re-measure when the rows kernel changes
+STEP_LANES, ROW_LANE_STEPS = 6, 4.4
+
+#: ns per row and EM iteration on one thread, ``c0 + c1 K + c2 K^2 + c3 K D + c4 K D^2
+#: + c5 D^2``, fitted to 1-thread fits of 16,000 rows (64 x 250, one unit) at K = 2, 4,
+#: 8, 16, 32 and D = 1, 4, 16 (2026-12-02, ``benchmarks.bench_hmm costs``); within 20 %
+#: of the measured times for diag, 10 % for tied, 41 % for full (whose K=8..32, D=16
+#: fits cost more than the model says). Spherical runs diag's kernels.
+ROW_NS = {
+    "diag": (2.87, 1.02, 0.121, 0.240, 0.0, 0.0),
+    "full": (2.03, 1.55, 0.133, 0.216, 0.156, 0.0),
+    "tied": (3.38, 0.975, 0.143, 0.606, 0.054, 0.085),
+}
+ROW_NS["spherical"] = ROW_NS["diag"]
+
+
+def row_cost(K: int, D: int, covariance_type: str = "diag") -> float:
+    """Estimated E-step work of one row, relative to a row of K=8, D=4, diag.
+
+    Args:
+        K: states.
+        D: features.
+        covariance_type: ``"diag"``, ``"spherical"``, ``"full"`` or ``"tied"``.
+
+    Returns:
+        The ratio of :data:`ROW_NS`'s estimates (1.0 for K=8, D=4, diag).
+
+    Raises:
+        ValueError: for another covariance type.
+
+    Example:
+        >>> row_cost(8, 4)
+        1.0
+        >>> round(row_cost(32, 4), 1)  # a row of 32 states is about 7 of 8 states
+        7.2
+    """
+    if covariance_type not in ROW_NS:
+        raise ValueError(
+            f"covariance_type must be one of {sorted(ROW_NS)}, got {covariance_type!r}"
+        )
+
+    def ns(K, D, c):
+        return c[0] + c[1] * K + c[2] * K * K + c[3] * K * D + c[4] * K * D * D + c[5] * D * D
+
+    return ns(K, D, ROW_NS[covariance_type]) / ns(8, 4, ROW_NS["diag"])
+
 
 _POOLS: dict[tuple[str, int], concurrent.futures.ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
@@ -277,41 +340,96 @@ def _pool(n_jobs: int, kind: str = "tying-hmm") -> concurrent.futures.ThreadPool
     return pool
 
 
-def units(lengths: np.ndarray) -> np.ndarray:
+def units(lengths: np.ndarray, K: int = 8, D: int = 4, covariance_type: str = "diag") -> np.ndarray:
     """Edges ``[s0, s1, ...]`` of the contiguous sequence ranges of the fused E-step.
 
-    A sequence is never split; a long one may be a unit of its own. Depends on
-    the lengths only, so the partial sums do not depend on the thread count.
+    A sequence is never split; a long one may be a unit of its own. Depends on the
+    lengths, K, D and the covariance type only (the E-step's estimated work, see
+    :data:`SPLIT_ROWS`), never on the thread count, so neither do the partial sums.
+
+    Args:
+        lengths: the sequences' lengths.
+        K: states of the model the units are for.
+        D: features.
+        covariance_type: the model's covariance type.
+
+    Returns:
+        The int64 edges, ``0`` first and ``len(lengths)`` last.
+
+    Raises:
+        ValueError: for an unknown covariance type (see :func:`row_cost`).
 
     Example:
-        >>> units(np.full(4, 25_000)).tolist()
-        [0, 2, 4]
+        >>> units(np.full(5, 25_000)).tolist()  # one lane unit: faster than 2 + 3 run
+        [0, 5]
+        >>> units(np.full(3, 25_000)).tolist()  # run one at a time: one thread each
+        [0, 1, 3]
         >>> units(np.full(10, 5)).tolist()
         [0, 10]
         >>> units(np.full(150, 400)).tolist()  # two units, cut on a block of 8 lanes
         [0, 72, 150]
         >>> units(np.full(50, 2000)).tolist()  # 24 + 32 lanes, not 32 + 32
         [0, 24, 50]
+        >>> units(np.full(2, 2000)).tolist()  # few long sequences: one each
+        [0, 1, 2]
+        >>> units(np.full(20, 100)).tolist(), units(np.full(20, 100), K=32).tolist()
+        ([0, 20], [0, 8, 20])
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     n = len(lengths)
     if n == 0:
         return np.zeros(1, dtype=np.int64)
     ends = np.cumsum(lengths)
-    n_units = 1 << (min(UNITS, max(1, int(ends[-1]) // MIN_ROWS)).bit_length() - 1)
-    rows = -(-int(ends[-1]) // n_units)  # equal rows per unit: threads finish together
-    key = (ends - 1) // rows  # the row block holding a sequence's last row
-    cuts = np.flatnonzero(np.diff(key)) + 1
-    # lane units of two blocks or more: cut on whole blocks of lanes (50 sequences in
-    # two units: 24 + 26 make 24 + 32 lanes, where 25 + 25 padded them to 64)
-    if n >= 2 * LANE_BLOCK * n_units:
-        cuts = np.unique(
-            np.clip(np.rint(cuts / LANE_BLOCK).astype(np.int64) * LANE_BLOCK, 1, n - 1)
-        )
+    total = int(ends[-1])
+    work = total * row_cost(K, D, covariance_type)  # in rows of the reference model
+    n_units = min(4 if total >= FOUR_ROWS else 2 if work >= SPLIT_ROWS else 1, max(1, UNITS))
+    cuts = _cuts(ends, n, n_units)
+    whole = _unit_steps(lengths) if n <= MAX_LANES else 0.0  # more: cut anyway
+    while n_units > 1 and whole > 0:  # the most units that gain, and cost one thread little
+        steps = [_unit_steps(p) for p in np.split(lengths, cuts)]
+        if whole >= MIN_GAIN * max(steps) and sum(steps) <= MAX_COST * whole:
+            break
+        n_units //= 2
+        cuts = _cuts(ends, n, n_units)
     edges = []
     for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [n]]), strict=True):
         edges.extend(range(int(lo), int(hi), MAX_LANES))  # MAX_LANES: whole lane blocks
     return np.array(edges + [n], dtype=np.int64)
+
+
+def _unit_steps(lens: np.ndarray) -> float:
+    """Estimated E-step cost of one unit of sequences of lengths ``lens``, in lane-steps:
+    lanes in blocks of LANE_BLOCK, sorted longest first (each block runs as long as its
+    longest sequence), plus the unit's fixed cost per step; a unit of fewer than
+    ``LANE_BLOCK // 2`` sequences runs one sequence at a time (``ROW_LANE_STEPS`` a row)."""
+    if len(lens) < LANE_BLOCK // 2:
+        return ROW_LANE_STEPS * float(lens.sum())
+    ordered = np.sort(lens)[::-1]
+    return float(LANE_BLOCK * ordered[::LANE_BLOCK].sum() + STEP_LANES * ordered[0])
+
+
+def _cuts(ends: np.ndarray, n: int, n_units: int) -> np.ndarray:
+    """Where ``n_units`` units of about equal rows start (after the first), on whole
+    lane blocks where every unit keeps lanes."""
+    total = int(ends[-1])
+    if n_units <= 1 or n <= 1:
+        return np.zeros(0, dtype=np.int64)
+    # equal rows per unit (threads finish together): each cut at the sequence boundary
+    # nearest its share of the rows (a long first sequence is a unit of its own; the
+    # first row block that a sequence's last row fell in left it with all the others)
+    targets = total * np.arange(1, n_units) / n_units
+    at = np.clip(np.searchsorted(ends[:-1], targets), 0, n - 2)  # ends[at] >= target
+    below = np.clip(at - 1, 0, n - 2)
+    nearer = np.abs(ends[below] - targets) <= np.abs(ends[at] - targets)
+    cuts = np.unique(np.where(nearer, below, at) + 1)
+    # lane units: cut on whole blocks of lanes (50 sequences in two units: 24 + 26 make
+    # 24 + 32 lanes, where 25 + 25 padded them to 64; 20 make 8 + 16, not 16 + 16),
+    # unless a unit would be left with too few sequences for lanes (or none)
+    if n >= 2 * LANE_BLOCK:
+        blocks = np.rint(cuts / LANE_BLOCK).astype(np.int64) * LANE_BLOCK
+        if np.diff(np.concatenate([[0], blocks, [n]])).min() >= LANE_BLOCK // 2:
+            cuts = blocks
+    return cuts
 
 
 def _run_units(fn, n_units: int, n_jobs: int, cost=None) -> None:

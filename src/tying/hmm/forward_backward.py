@@ -421,6 +421,9 @@ class LaneLayout:
         center: ``(D,)`` centre of the statistics.
         batch: the sequences of ``X``.
         n_jobs: threads that copy the units' lanes (None: the module default).
+        K: states of the model the units are sized for (their count follows the
+            E-step's estimated work, :func:`~tying.hmm.compiled.units`); any K runs.
+        covariance_type: the model's covariance type, for the same estimate.
         fill: copy the rows into the lanes now; with False the lanes are copied by
             :meth:`fill` (which :func:`forward_backward_stats` calls), or by the
             compiled EM loop's threads, each copying the units it computes first.
@@ -449,6 +452,8 @@ class LaneLayout:
         batch: SequenceBatch,
         n_jobs: int | None = None,
         *,
+        K: int = 8,
+        covariance_type: str = "diag",
         fill: bool = True,
         copy: bool = True,
     ):
@@ -464,9 +469,11 @@ class LaneLayout:
             batch.lengths.copy(),
             _frozen_copy(X) if copy else _read_only_view(X),
         )
-        #: what the units depend on (the lengths' values, D, the unit constants): a key
-        #: for what is planned from them, never from the data
-        self.plan_key, self.edges, plans = _unit_plans(batch, X.shape[1], kernels.LANE_BLOCK)
+        #: what the units depend on (the lengths' values, K, D, the covariance type, the
+        #: unit constants): a key for what is planned from them, never from the data
+        self.plan_key, self.edges, plans = _unit_plans(
+            batch, X.shape[1], kernels.LANE_BLOCK, K, covariance_type
+        )
         self.units = []
         for (static, _), arrays in zip(plans, arenas.carve([a for _, a in plans]), strict=True):
             # the plan is shared by every layout of these lengths: each gets its own
@@ -625,26 +632,30 @@ _PLANS_KEPT = 8
 _PLANS_LOCK = threading.Lock()
 
 
-def _unit_plans(batch: SequenceBatch, D: int, LANE_BLOCK: int) -> tuple[tuple, np.ndarray, list]:
+def _unit_plans(
+    batch: SequenceBatch, D: int, LANE_BLOCK: int, K: int = 8, covariance_type: str = "diag"
+) -> tuple[tuple, np.ndarray, list]:
     """The work units of ``batch`` and each one's lane arrays' shapes, before anything is
     allocated: ``(key, edges, [(unit, shapes), ...])``.
 
-    They depend on the sequence lengths, ``D`` and the unit constants of
-    :mod:`~tying.hmm.compiled` only (never on the data), so the plans of the last
+    They depend on the sequence lengths, ``K``, ``D``, the covariance type and the
+    unit constants of :mod:`~tying.hmm.compiled` only (never on the data), so the plans of the last
     few keys are kept, keyed by the lengths' values (not an array's identity): a
     refit of the same sequences skips the planning (0.2-0.4 ms at 150 x 400, run
     cold after the previous fit). Callers must not write into the plans' arrays.
     """
     key = (
-        batch.lengths.dtype.str, batch.lengths.tobytes(), D, LANE_BLOCK,
-        compiled.UNITS, compiled.MIN_ROWS, compiled.MAX_LANES,
+        batch.lengths.dtype.str, batch.lengths.tobytes(), D, LANE_BLOCK, K, covariance_type,
+        compiled.UNITS, compiled.SPLIT_ROWS, compiled.FOUR_ROWS, compiled.MAX_LANES,
+        compiled.MIN_GAIN, compiled.MAX_COST, compiled.STEP_LANES, compiled.ROW_LANE_STEPS,
+        compiled.row_cost(K, D, covariance_type),  # (a ValueError names a bad type)
     )  # fmt: skip
     with _PLANS_LOCK:
         hit = _PLANS.get(key)
         if hit is not None:
             _PLANS.move_to_end(key)
             return (key, *hit)
-    edges = compiled.units(batch.lengths)
+    edges = compiled.units(batch.lengths, K, D, covariance_type)
     plans = []  # (unit, its lane arrays' shapes) before anything is allocated
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         if hi - lo < LANE_BLOCK // 2:  # few (long) sequences: lanes would be mostly empty

@@ -497,8 +497,9 @@ class GaussianHMM(BaseHMM):
             # starts (FusedEM.__enter__, LaneLayout.start_fill): not here, where the
             # helper would only wait for the GIL, then take it from this thread mid-setup
             context["layout"] = layout = LaneLayout(
-                context["X"], center, batch, n_jobs=self.n_jobs, fill=False, copy=not in_fit
-            )
+                context["X"], center, batch, n_jobs=self.n_jobs, K=self.n_components,
+                covariance_type=self.covariance_type, fill=False, copy=not in_fit,
+            )  # fmt: skip
             context["X"] = layout.X  # the layout's X: the E-step's check passes by identity
         return context
 
