@@ -113,6 +113,14 @@ def test_threads_carving_at_once_never_share_a_block():
     assert clashes == []
 
 
+def _wait_for_idle_pools() -> None:
+    """Return once every kept thread pool's threads have all finished what they ran."""
+    for (_, n), pool in list(compiled._POOLS.items()):
+        barrier = threading.Barrier(n)  # only n idle threads can pass it together
+        for f in [pool.submit(barrier.wait, 60) for _ in range(n)]:
+            f.result()
+
+
 def _data(seed, lengths, D=3, K=4):
     rng = np.random.default_rng(seed)
     centres = rng.normal(scale=2.0, size=(K, D))
@@ -141,6 +149,12 @@ def test_a_fit_in_reused_memory_full_of_nan_gives_the_bits_of_a_fit_in_fresh_mem
         return m.fit(X, lengths)
 
     fresh = fit()
+    # a helper thread leaves the compiled loop before the fit returns, but its Python frame
+    # (holding the fit's plan, so its blocks) may end a moment later: wait until every
+    # pool thread is idle. (On a cold cache the helper compiles its loop first, so the
+    # moment is long: the units of stop 24 gave this shape a helper, and this test failed
+    # there on a fresh clone only.)
+    _wait_for_idle_pools()
     # numba compiling on a cold cache raises and catches exceptions while the fit's frames
     # are on the stack: the cycle that leaves holds the first fit's arrays until the cyclic
     # collector runs (they are collectable, not leaked), so the blocks would not be free yet
