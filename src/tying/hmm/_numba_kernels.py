@@ -33,7 +33,7 @@ from tying.hmm._numba_lanes import (
 # log-densities, re-exported: compiled._kernels() hands out this module for both
 # units of few, long sequences: one sequence at a time, vectorised over the states (stop
 # 24; the stop 13 kernel, scalar over them, is tests/hmm/reference_kernels.rows_fb_stats_v13)
-from tying.hmm._numba_rows import rows_fb_stats  # noqa: F401
+from tying.hmm._numba_rows import deal_rows, rows_fb_stats  # noqa: F401
 from tying.hmm._numba_scaled import (  # noqa: F401
     _JIT,
     fb_scaled,

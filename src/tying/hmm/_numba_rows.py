@@ -117,7 +117,9 @@ def blk_matvec(typingctx, A, lda, x, ox, n, out, oo, nb):
             coef = _splat(builder, builder.load(builder.gep(px, [j])))
             row = builder.load(_vp(builder, pA, builder.add(builder.mul(j, lda_), off)), align=8)
             prod = builder.fmul(coef, row, flags=_FLAGS)
-            builder.store(prod if first else builder.fadd(builder.load(acc), prod, flags=_FLAGS), acc)
+            builder.store(
+                prod if first else builder.fadd(builder.load(acc), prod, flags=_FLAGS), acc
+            )
 
         with _blocks(builder, nb_) as bl:
             off = _off(builder, bl.index)
@@ -301,6 +303,25 @@ def blk_outer(typingctx, x, ox, n, y, oy, out, oo, ld, nb):
 
 
 # ---------------------------------------------------------------- the kernel
+@numba.njit(**_JIT)
+def deal_rows(X, center, r0, R, XL, XcL):
+    """Rows ``r0..r0+R-1`` of ``X`` dealt out over the S lanes in turn (row ``r0 + t S +
+    s`` at ``[t, :, s]``, 0 past the last), raw (``XL``) and centred (``XcL``): what
+    ``forward_backward._deal_rows`` writes, for the compiled EM loop."""
+    Tp, D, S = XL.shape
+    for t in range(Tp):
+        for d in range(D):
+            for s in range(S):
+                i = t * S + s
+                if i < R:
+                    x = X[r0 + i, d]
+                    XL[t, d, s] = x
+                    XcL[t, d, s] = x - center[d]
+                else:
+                    XL[t, d, s] = 0.0
+                    XcL[t, d, s] = 0.0
+
+
 @numba.njit(**_JIT)
 def _pad_rows(A, Kp, transpose):
     """``A`` (K, K) as a flat ``(Kp, Kp)`` array (its transpose with ``transpose``), 0 past K."""
