@@ -660,7 +660,8 @@ def bench_rows(rows, repeat=5, shapes=ROW_SHAPES):
             h_ref = np.array(fits[impl].monitor_.history)
             rows.append(
                 {
-                    "case": f"{ctype} HMM EM, K={K}, D={D}, {n_seq}x{T}, 10 iter, 1 thread "
+                    "case": f"{ctype} HMM EM, K={K}, D={D}, {len(lengths)}x{lengths[0]}, 10 iter, "
+                    "1 thread "
                     f"(CPU time) vs {impl}",
                     "anchor": f"hmmlearn 0.3 GaussianHMM(implementation='{impl}')",
                     "ours_s": t_ours,
