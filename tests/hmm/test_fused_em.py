@@ -185,12 +185,20 @@ def test_each_fit_runs_the_loop_it_needs(ctype, ties, lengths, loop, monkeypatch
 
 @needs_numba
 @pytest.mark.parametrize("n_jobs", [1, 2])
-def test_a_sequence_that_needs_log_space_hands_the_fit_to_the_general_loop(n_jobs, monkeypatch):
+@pytest.mark.parametrize(
+    "lengths",
+    # a unit of lanes; units of a few long sequences (the rows kernel, stop 24), the bad
+    # one first and then second
+    [[50, 4, 30, 20, 1, 7], [3000, 40], [40, 3000]],
+    ids=["lanes", "rows", "rows-second"],
+)
+def test_a_sequence_that_needs_log_space_hands_the_fit_to_the_general_loop(
+    n_jobs, lengths, monkeypatch
+):
     """State 0 never leaves and cannot reach state 1; one observation of sequence 1 sits
     1e5 sigma from state 0, so its scaled recursion fails in every E-step. The compiled
     loop stops before its M-step and the general loop (exact log space) runs the whole
     fit: the same bits as the general loop alone."""
-    lengths = [50, 4, 30, 20, 1, 7]
     X = _data(3, 1, 2, lengths)
     X[lengths[0] + 1] = 1e5
 
