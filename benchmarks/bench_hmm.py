@@ -809,6 +809,71 @@ def bench_split_threshold(rows, repeat=5, shapes=((8, 4, 16, 25), (8, 4, 16, 50)
         compiled.SPLIT_ROWS, compiled.FOUR_ROWS = kept
 
 
+#: ctype, K, D, sequences, length: a few long sequences (issue 19, stop 24): fewer than
+#: four sequences per unit run the rows kernel (4 x 1000 is one unit of lanes)
+ROW_SHAPES = (
+    ("diag", 8, 4, 1, 5000), ("diag", 8, 4, 2, 2000), ("diag", 8, 4, 4, 1000),
+    ("diag", 8, 4, 1, 20_000), ("diag", 8, 4, 3, 3000),
+    ("diag", 4, 4, 1, 5000), ("diag", 16, 4, 1, 5000), ("diag", 32, 4, 1, 5000),
+    ("diag", 8, 1, 1, 5000), ("diag", 8, 16, 1, 5000),
+    ("full", 8, 4, 1, 5000), ("full", 8, 4, 2, 2000),
+    ("tied", 8, 4, 1, 5000), ("tied", 8, 4, 2, 2000),
+)  # fmt: skip
+
+
+def bench_rows(rows, repeat=5, shapes=ROW_SHAPES):
+    """EM (10 iterations, explicit starts, 1 thread) on a few long sequences vs hmmlearn
+    ``"scaling"`` and ``"log"``: CPU time, ``repeat`` interleaved pairs per anchor, the
+    ratio's median and spread, and the log-likelihood histories compared."""
+    from hmmlearn import hmm
+
+    from tying.hmm import GaussianHMM
+
+    for ctype, K, D, n_seq, T in shapes:
+        X, lengths, start, A, means, _ = _diag_case(K=K, D=D, n_seq=n_seq, T=T)
+        covars = _start_covars(ctype, K, D)
+        fits = {}
+
+        def ours(covars=covars, ctype=ctype, K=K, X=X, lengths=lengths, start=start, A=A,
+                 means=means, fits=fits):  # fmt: skip
+            fits["ours"] = GaussianHMM(
+                K, ctype, startprob_init=start, transmat_init=A, means_init=means,
+                covars_init=covars, n_iter=10, tol=-np.inf, n_jobs=1,
+            ).fit(X, lengths)  # fmt: skip
+
+        for impl in ("scaling", "log"):
+
+            def anchor(impl=impl, covars=covars, ctype=ctype, K=K, X=X, lengths=lengths,
+                       start=start, A=A, means=means, fits=fits):  # fmt: skip
+                m = hmm.GaussianHMM(
+                    K, ctype, init_params="", n_iter=10, tol=-np.inf, covars_prior=0.0,
+                    implementation=impl,
+                )  # fmt: skip
+                m.startprob_, m.transmat_, m.means_, m.covars_ = start, A, means, covars
+                fits[impl] = m.fit(X, lengths)
+
+            t_ours, t_ref, ratios = _paired(ours, anchor, repeat=repeat)
+            h_ours = np.array(fits["ours"].history_)
+            h_ref = np.array(fits[impl].monitor_.history)
+            rows.append(
+                {
+                    "case": f"{ctype} HMM EM, K={K}, D={D}, {len(lengths)}x{lengths[0]}, 10 iter, "
+                    "1 thread "
+                    f"(CPU time) vs {impl}",
+                    "anchor": f"hmmlearn 0.3 GaussianHMM(implementation='{impl}')",
+                    "ours_s": t_ours,
+                    "anchor_s": t_ref,
+                    "speedup": float(np.median(ratios)),
+                    "speedup_spread": _spread(ratios),
+                    "target": ">= 10x" if impl == "scaling" else ">= 30x",
+                    "load_average_1min": os.getloadavg()[0],
+                    "loglik_history_max_rel_diff": float(
+                        np.max(np.abs(h_ours - h_ref) / np.abs(h_ref))
+                    ),
+                }
+            )
+
+
 def bench_jit_cost(rows):
     """First-call compile time of the kernels: cold (empty numba cache) and from the cache."""
     import subprocess
@@ -1135,9 +1200,11 @@ def main(parts: list[str] | None = None) -> None:
     range (1 thread vs hmmlearn, and n_jobs=2 with its control and serial share), in
     about a minute, written to ``bench-results/hmm-goal.json``; ``... shapes``: only
     :func:`bench_shapes` (the same two ratios at other K, D and sequence layouts, a few
-    minutes), written to ``bench-results/hmm-shapes.json``; ``... jobs``: its n_jobs rows
-    only (``hmm-jobs.json``); ``... split``: :func:`bench_split_threshold`
-    (``hmm-split.json``)."""
+    minutes) and :func:`bench_rows`, written to ``bench-results/hmm-shapes.json``;
+    ``... jobs``: its n_jobs rows only (``hmm-jobs.json``); ``... rows``: only
+    :func:`bench_rows` (a few long sequences, about a minute, ``hmm-rows.json``);
+    ``... split``: :func:`bench_split_threshold` (``hmm-split.json``); ``... costs``:
+    the cost model's data (``hmm-costs.json``)."""
     # load every BLAS before limiting threads: threadpoolctl limits only the libraries
     # loaded when the limit is set, and a BLAS loaded later (SciPy's, via hmmlearn)
     # would run multi-threaded, oversubscribing a loaded machine and slowing the anchor
@@ -1150,8 +1217,19 @@ def main(parts: list[str] | None = None) -> None:
     if parts in (["shapes"], ["jobs"]):  # bench_shapes only; "jobs": its n_jobs rows only
         with threadpool_limits(limits=1):
             bench_shapes(rows, anchor=parts == ["shapes"])
+            if parts == ["shapes"]:
+                bench_rows(rows)
         write(f"hmm-{parts[0]}", rows)
         print_shapes(rows)
+        return
+    if parts == ["rows"]:  # the few-long-sequence rows only
+        with threadpool_limits(limits=1):
+            bench_rows(rows)
+        write("hmm-rows", rows)
+        for row in rows:
+            print(f"  {row['case']}: {row['speedup']:.2f}x ({row['speedup_spread']})"
+                  f"{', units ' + str(row['units']) if 'units' in row else ''}, "
+                  f"load {row['load_average_1min']:.1f}")  # fmt: skip
         return
     if parts == ["costs"]:  # the cost model's data (compiled.ROW_NS)
         with threadpool_limits(limits=1):
@@ -1195,6 +1273,7 @@ def main(parts: list[str] | None = None) -> None:
         bench_pair_forward(rows, n_pairs=smoke(1000, 10), length=smoke(200, 30))
         bench_pair_compiled(rows, n_pairs=smoke(64, 4), length=smoke(200, 30))
         bench_shapes(rows, repeat=smoke(5, 1))
+        bench_rows(rows, repeat=smoke(5, 1))
     write("hmm", rows)
     summary(rows)
 

@@ -74,6 +74,10 @@ def _assert_same_bits(a, b):
         ([25] * 9, 4, 3, 30_000),  # a single small unit
         ([20] * 50, 32, 20, 500),  # large K and D: NumPy's 8-way pairwise sum of log prec
         ([10] * 40, 1, 2, 100),  # one state
+        # units of a few long sequences (the rows kernel, stop 24): one, and with lanes
+        ([3000], 8, 4, 40_000),
+        ([1500, 700, 7], 13, 3, 40_000),  # K past one block of 8, a 7-step sequence
+        ([1500, 1200] + [20] * 40, 5, 2, 1_000),  # a rows unit next to a lane unit
     ],
     ids=[
         "goal-shape",
@@ -83,6 +87,9 @@ def _assert_same_bits(a, b):
         "one-unit",
         "K32-D20",
         "K1",
+        "rows-one-long",
+        "rows-few-long",
+        "rows-and-lanes",
     ],  # fmt: skip
 )
 def test_compiled_loop_gives_the_general_loops_bits_for_every_thread_count(
@@ -146,7 +153,10 @@ def _count_both_loops(monkeypatch) -> dict:
         ("spherical", None, [40] * 20, None),
         ("diag", {"means": [[0, 1]]}, [40] * 20, None),
         ("diag", {"transitions": [[1, 2]]}, [40] * 20, None),
-        ("diag", None, [5000, 3], None),  # units of a few long sequences (rows, not lanes)
+        # units of a few long sequences (rows, not lanes): the compiled loops too (stop 24)
+        ("diag", None, [5000, 3], "diag"),
+        ("full", None, [5000, 3], "full"),
+        ("tied", None, [2000], "full"),
     ],
     ids=[
         "full",
@@ -156,13 +166,15 @@ def _count_both_loops(monkeypatch) -> dict:
         "tied-means",
         "tied-rows",
         "long-sequences",
+        "long-sequences-full",
+        "long-sequences-tied",
     ],  # fmt: skip
 )
 def test_each_fit_runs_the_loop_it_needs(ctype, ties, lengths, loop, monkeypatch):
     """Untied full and tied fits run the full/tied compiled loop (every iteration, in one
     call); what neither compiled loop covers (spherical, tied parameters other than
-    "tied"'s one covariance, units of long sequences) runs the general loop: no compiled
-    call at all."""
+    "tied"'s one covariance) runs the general loop: no compiled call at all. Units of a
+    few long sequences (the rows kernel) run in the compiled loops too."""
     monkeypatch.setattr(fused_em, "BATCH_CYCLES", 2**62)  # one call whatever the load
     calls = _count_both_loops(monkeypatch)
     X = _data(3, 3, 2, lengths)
@@ -175,12 +187,20 @@ def test_each_fit_runs_the_loop_it_needs(ctype, ties, lengths, loop, monkeypatch
 
 @needs_numba
 @pytest.mark.parametrize("n_jobs", [1, 2])
-def test_a_sequence_that_needs_log_space_hands_the_fit_to_the_general_loop(n_jobs, monkeypatch):
+@pytest.mark.parametrize(
+    "lengths",
+    # a unit of lanes; units of a few long sequences (the rows kernel, stop 24), the bad
+    # one first and then second
+    [[50, 4, 30, 20, 1, 7], [3000, 40], [40, 3000]],
+    ids=["lanes", "rows", "rows-second"],
+)
+def test_a_sequence_that_needs_log_space_hands_the_fit_to_the_general_loop(
+    n_jobs, lengths, monkeypatch
+):
     """State 0 never leaves and cannot reach state 1; one observation of sequence 1 sits
     1e5 sigma from state 0, so its scaled recursion fails in every E-step. The compiled
     loop stops before its M-step and the general loop (exact log space) runs the whole
     fit: the same bits as the general loop alone."""
-    lengths = [50, 4, 30, 20, 1, 7]
     X = _data(3, 1, 2, lengths)
     X[lengths[0] + 1] = 1e5
 

@@ -96,6 +96,9 @@ def _assert_same_bits(a, b):
         ([25] * 9, 4, 3, 30_000),  # a single small unit
         ([10] * 40, 1, 2, 100),  # one state
         ([20] * 60, 16, 10, 500),  # K D (D + 1) / 2 = 880: the largest the loop takes
+        # units of a few long sequences (the rows kernel, stop 24): one, and with lanes
+        ([3000], 8, 4, 40_000),
+        ([1500, 1200] + [20] * 40, 5, 3, 1_000),  # a rows unit next to a lane unit
     ],
     ids=[
         "goal-shape",
@@ -105,6 +108,8 @@ def _assert_same_bits(a, b):
         "one-unit",
         "K1",
         "K16-D10",
+        "rows-one-long",
+        "rows-and-lanes",
     ],  # fmt: skip
 )
 def test_compiled_loop_agrees_with_the_general_loop_for_every_thread_count(
@@ -205,7 +210,6 @@ def test_compiled_loop_converges_at_the_same_iteration(n_jobs, monkeypatch):
         ("full", {"ties": {"transitions": [[1, 2]]}}, [40] * 20),
         ("tied", {"ties": {"means": [[0, 2]]}}, [40] * 20),
         ("full", {"ties": {"covars": [[0, 2]]}}, [40] * 20),
-        ("full", {}, [5000, 3]),  # units of a few long sequences (rows, not lanes)
         ("diag", {}, [40] * 20),  # the diag loop's, not this one's
     ],
     ids=[
@@ -213,7 +217,6 @@ def test_compiled_loop_converges_at_the_same_iteration(n_jobs, monkeypatch):
         "tied-transitions",
         "tied-type-tied-means",
         "covariance-groups",
-        "long-sequences",
         "diag",
     ],  # fmt: skip
 )

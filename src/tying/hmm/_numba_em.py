@@ -16,11 +16,9 @@ pointers of the ufuncs (``fused_em._ufunc_loop``): the same bits as
 ``np.exp(b, out=b)`` on the old path, at NumPy's SIMD speed (numba's scalar
 ``exp`` is 5x slower here and rounds differently).
 
-numba's on-disk cache is keyed on this file alone: the lane kernels it compiles in
-(``_numba_kernels``, ``_numba_lanes``; stop 23 rewrote their backward and forward steps)
-changing does not make it recompile. After a change there, change this file too (or
-empty the cache), or the compiled loop keeps the old kernels while the general loop has
-the new ones.
+The lane kernels it compiles in (``_numba_kernels``, ``_numba_lanes``, ``_numba_rows``)
+are part of its numba cache key (:mod:`tying._numba_cache`): a change there recompiles
+this loop too.
 """
 
 from __future__ import annotations
@@ -37,9 +35,11 @@ from numba.extending import intrinsic
 from tying import _numba_cache
 from tying.hmm._numba_kernels import (
     _np_sum,
+    deal_rows,
     lanes_density_diag,
     lanes_fb_stats,
     mstep_diag_untied,
+    rows_fb_stats,
     sum_first_axis,
     to_lanes,
 )
@@ -56,8 +56,12 @@ CTL_SIZE = 8  # then, per item of ``order``, the CPU cycles it took this iterati
 NOT_COPIED, COPYING, COPIED = 0, 1, 2
 # the unit table's columns (one row per unit, int64)
 (U_T, U_S, U_NREAL, U_XL, U_XCL, U_IC, U_M, U_B, U_ALPHA, U_NACT, U_LENS, U_SLOT,
- U_START, U_TAIL) = range(14)  # fmt: skip
-U_COLS = 14  # U_START: the unit's lanes' first rows of X (S values) in ``ints``
+ U_START, U_TAIL, U_ROWS, U_R0) = range(16)  # fmt: skip
+U_COLS = 16  # U_START: the unit's lanes' first rows of X (S values) in ``ints``
+# U_ROWS: 0 for a lane unit; for a unit of a few long sequences (``kind="rows"``, run by
+# the rows kernel) its rows R (> 0), then U_R0 its first row of X, U_START its sequences'
+# starts (from U_R0) in ``ints``, U_IC its ``inv_c`` (R,) and U_ALPHA its ``alpha`` (R, K),
+# both on the recursion's block
 # U_TAIL: the first step of the unit's tail, whose densities another thread may make
 # (the item ``-1 - u`` of ``order``, claimed before the unit): T when it has none
 # ``order``: the items threads claim in turn; ``u >= 0`` a unit's E-step, ``-1 - u`` the
@@ -268,6 +272,37 @@ def copy_unit(fill, u, X, center, lane_start, n_act, XL, XcL, fns):
     atomic_store(fill, u, COPIED)
 
 
+@numba.njit(**_JIT)
+def copy_rows_unit(fill, u, X, center, r0, R, XL, XcL, fns):
+    """:func:`copy_unit` for a unit of a few long sequences: its rows from ``r0`` dealt
+    out over its lanes in turn (:func:`~tying.hmm._numba_rows.deal_rows`), as
+    ``LaneLayout.fill`` deals them."""
+    if atomic_cas(fill, u, NOT_COPIED, COPYING) != NOT_COPIED:
+        t0 = cycles()
+        while True:
+            if atomic_load(fill, u) == COPIED:
+                return
+            if atomic_load(fill, fill.shape[0] - 1) != 0:  # its thread died: copy it here
+                break
+            _back_off(t0, fns)
+    deal_rows(X, center, r0, R, XL, XcL)
+    atomic_store(fill, u, COPIED)
+
+
+@numba.njit(**_JIT)
+def rows_unit_stats(u, ut, block_b, ints, start, trans, b, m, XcL, full, ll, bad, xi, first,
+                    nsum, sx, sxx):  # fmt: skip
+    """The rows kernel on unit ``u`` of a few long sequences (``ut[u, U_ROWS] > 0``), as
+    ``forward_backward_stats.work`` runs it: ``ll``, ``bad`` are the unit's slots."""
+    R, n_real, K = ut[u, U_ROWS], ut[u, U_NREAL], trans.shape[0]
+    alpha = block_b[ut[u, U_ALPHA] : ut[u, U_ALPHA] + R * K].reshape((R, K))
+    inv_c = block_b[ut[u, U_IC] : ut[u, U_IC] + R]
+    lens = ints[ut[u, U_LENS] : ut[u, U_LENS] + n_real]
+    starts = ints[ut[u, U_START] : ut[u, U_START] + n_real]
+    rows_fb_stats(start, trans, b, m, XcL, 0, starts, lens, 0, n_real, full, alpha, inv_c, ll,
+                  bad, xi, first, nsum, sx, sxx)  # fmt: skip
+
+
 # ---------------------------------------------------------------- one unit
 @numba.njit(**_JIT)
 def _densities(XL, n_act, means, prec, const, b, m, fns, t0, t1):
@@ -305,16 +340,17 @@ def _unit(u, tail, ctl, fill, X, center, ut, block_a, block_b, ints, start, tran
     D, K = means.shape[1], means.shape[0]
     XL = block_a[ut[u, U_XL] : ut[u, U_XL] + T * D * S].reshape((T, D, S))
     XcL = block_a[ut[u, U_XCL] : ut[u, U_XCL] + T * D * S].reshape((T, D, S))
-    ic = block_a[ut[u, U_IC] : ut[u, U_IC] + T * S].reshape((T, S))
     m = block_a[ut[u, U_M] : ut[u, U_M] + T * S].reshape((T, S))
     b = block_b[ut[u, U_B] : ut[u, U_B] + T * K * S].reshape((T, K, S))
-    alpha = block_b[ut[u, U_ALPHA] : ut[u, U_ALPHA] + T * K * S].reshape((T, K, S))
     n_act = ints[ut[u, U_NACT] : ut[u, U_NACT] + T]
-    lens = ints[ut[u, U_LENS] : ut[u, U_LENS] + n_real]
     lo = ut[u, U_SLOT]  # the unit's real lanes' slots in ll_u, bad_u
+    rows = ut[u, U_ROWS] > 0  # a few long sequences: the rows kernel
     if atomic_load(fill, u) != COPIED:
-        copy_unit(fill, u, X, center, ints[ut[u, U_START] : ut[u, U_START] + S], n_act, XL,
-                  XcL, fns)  # fmt: skip
+        if rows:
+            copy_rows_unit(fill, u, X, center, ut[u, U_R0], ut[u, U_ROWS], XL, XcL, fns)
+        else:
+            copy_unit(fill, u, X, center, ints[ut[u, U_START] : ut[u, U_START] + S], n_act,
+                      XL, XcL, fns)  # fmt: skip
     t1 = ut[u, U_TAIL]  # the steps before the tail (all T when it has none)
     if tail < 0:  # the tail item: only the tail's densities
         _densities(XL, n_act, means, prec, const, b, m, fns, t1, T)
@@ -329,10 +365,18 @@ def _unit(u, tail, ctl, fill, X, center, ut, block_a, block_b, ints, start, tran
     nsum = sums[KK + K : KK + 2 * K]
     sx = sums[KK + 2 * K : KK + 2 * K + DK].reshape((D, K))
     sxx = sums[KK + 2 * K + DK :].reshape((D, 1, K))
-    lanes_fb_stats(
-        start, trans, b, m, n_act, lens, XcL, False, alpha, ic,
-        ll_u[lo : lo + n_real], bad_u[lo : lo + n_real], xi, first, nsum, sx, sxx,
-    )  # fmt: skip
+    if rows:
+        rows_unit_stats(u, ut, block_b, ints, start, trans, b, m, XcL, False,
+                        ll_u[lo : lo + n_real], bad_u[lo : lo + n_real], xi, first, nsum, sx,
+                        sxx)  # fmt: skip
+    else:
+        ic = block_a[ut[u, U_IC] : ut[u, U_IC] + T * S].reshape((T, S))
+        alpha = block_b[ut[u, U_ALPHA] : ut[u, U_ALPHA] + T * K * S].reshape((T, K, S))
+        lens = ints[ut[u, U_LENS] : ut[u, U_LENS] + n_real]
+        lanes_fb_stats(
+            start, trans, b, m, n_act, lens, XcL, False, alpha, ic,
+            ll_u[lo : lo + n_real], bad_u[lo : lo + n_real], xi, first, nsum, sx, sxx,
+        )  # fmt: skip
     xi_u[u] = xi
     first_u[u] = first
     n_u[u] = nsum

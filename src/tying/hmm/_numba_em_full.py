@@ -14,9 +14,9 @@ The Cholesky factor, its inverse and the eigenvalue floor are computed here, not
 LAPACK: the parameters agree with the general loop's to rounding (1e-12 relative
 is tested), and every thread count gives the same bits (units summed in unit order).
 
-numba's on-disk cache is keyed on this file alone: the lane kernels it compiles in
-(``_numba_kernels``, ``_numba_lanes``) changing does not make it recompile. After a
-change there, change this file too (or empty the cache), or the loop keeps the old kernels.
+The lane kernels it compiles in (``_numba_kernels``, ``_numba_lanes``, ``_numba_rows``)
+are part of its numba cache key (:mod:`tying._numba_cache`): a change there recompiles
+this loop too.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ from tying.hmm._numba_em import (  # the diag loop's primitives, re-used as they
     U_M,
     U_NACT,
     U_NREAL,
+    U_R0,
+    U_ROWS,
     U_S,
     U_SLOT,
     U_START,
@@ -59,10 +61,12 @@ from tying.hmm._numba_em import (  # the diag loop's primitives, re-used as they
     atomic_add,
     atomic_load,
     atomic_store,
+    copy_rows_unit,
     copy_unit,
     cycles,
     np_sum,
     private_scratch,
+    rows_unit_stats,
     ufunc_in_place,
     wait_left,
 )
@@ -237,16 +241,17 @@ def _unit(u, tail, ctl, fill, X, center, ut, block_a, block_b, ints, start, tran
     D, K = means.shape[1], means.shape[0]
     XL = block_a[ut[u, U_XL] : ut[u, U_XL] + T * D * S].reshape((T, D, S))
     XcL = block_a[ut[u, U_XCL] : ut[u, U_XCL] + T * D * S].reshape((T, D, S))
-    ic = block_a[ut[u, U_IC] : ut[u, U_IC] + T * S].reshape((T, S))
     m = block_a[ut[u, U_M] : ut[u, U_M] + T * S].reshape((T, S))
     b = block_b[ut[u, U_B] : ut[u, U_B] + T * K * S].reshape((T, K, S))
-    alpha = block_b[ut[u, U_ALPHA] : ut[u, U_ALPHA] + T * K * S].reshape((T, K, S))
     n_act = ints[ut[u, U_NACT] : ut[u, U_NACT] + T]
-    lens = ints[ut[u, U_LENS] : ut[u, U_LENS] + n_real]
     lo = ut[u, U_SLOT]
+    rows = ut[u, U_ROWS] > 0  # a few long sequences: the rows kernel
     if atomic_load(fill, u) != COPIED:
-        copy_unit(fill, u, X, center, ints[ut[u, U_START] : ut[u, U_START] + S], n_act, XL,
-                  XcL, fns)  # fmt: skip
+        if rows:
+            copy_rows_unit(fill, u, X, center, ut[u, U_R0], ut[u, U_ROWS], XL, XcL, fns)
+        else:
+            copy_unit(fill, u, X, center, ints[ut[u, U_START] : ut[u, U_START] + S], n_act,
+                      XL, XcL, fns)  # fmt: skip
     t1 = ut[u, U_TAIL]
     if tail < 0:
         _densities(XL, n_act, means, linv, const, b, m, fns, t1, T)
@@ -261,10 +266,18 @@ def _unit(u, tail, ctl, fill, X, center, ut, block_a, block_b, ints, start, tran
     nsum = sums[KK + K : KK + 2 * K]
     sx = sums[KK + 2 * K : KK + 2 * K + DK].reshape((D, K))
     sxx = sums[KK + 2 * K + DK :].reshape((D, D, K))
-    lanes_fb_stats(
-        start, trans, b, m, n_act, lens, XcL, True, alpha, ic,
-        ll_u[lo : lo + n_real], bad_u[lo : lo + n_real], xi, first, nsum, sx, sxx,
-    )  # fmt: skip
+    if rows:
+        rows_unit_stats(u, ut, block_b, ints, start, trans, b, m, XcL, True,
+                        ll_u[lo : lo + n_real], bad_u[lo : lo + n_real], xi, first, nsum, sx,
+                        sxx)  # fmt: skip
+    else:
+        ic = block_a[ut[u, U_IC] : ut[u, U_IC] + T * S].reshape((T, S))
+        alpha = block_b[ut[u, U_ALPHA] : ut[u, U_ALPHA] + T * K * S].reshape((T, K, S))
+        lens = ints[ut[u, U_LENS] : ut[u, U_LENS] + n_real]
+        lanes_fb_stats(
+            start, trans, b, m, n_act, lens, XcL, True, alpha, ic,
+            ll_u[lo : lo + n_real], bad_u[lo : lo + n_real], xi, first, nsum, sx, sxx,
+        )  # fmt: skip
     xi_u[u] = xi
     first_u[u] = first
     n_u[u] = nsum

@@ -32,6 +32,9 @@ from tying.hmm._numba_lanes import (
 
 # the kernels' options (_JIT, fastmath) and the scaled forward-backward on given
 # log-densities, re-exported: compiled._kernels() hands out this module for both
+# units of few, long sequences: one sequence at a time, vectorised over the states (stop
+# 24; the stop 13 kernel, scalar over them, is tests/hmm/reference_kernels.rows_fb_stats_v13)
+from tying.hmm._numba_rows import deal_rows, rows_fb_stats  # noqa: F401
 from tying.hmm._numba_scaled import (  # noqa: F401
     _JIT,
     fb_scaled,
@@ -443,137 +446,6 @@ def to_lanes(X, center, lane_start, n_act, XL, XcL):
                 else:
                     XL[t, d, s] = 0.0
                     XcL[t, d, s] = 0.0
-
-
-# --------------------------------- units of few, long sequences: one sequence at a time
-@numba.njit(**_JIT)
-def rows_fb_stats(
-    startprob, transmat, b, m, XcL, r0, starts, lengths, lo, hi, full, alpha, inv_c,
-    ll, bad, xi, first, nsum, sx, sxx,
-):  # fmt: skip
-    """:func:`lanes_fb_stats` for a unit of one to a few (long) sequences, one at a time.
-
-    Lanes of sequences would pad such a unit to a whole lane block of mostly
-    empty lanes; here the recursion runs over the K states of one sequence.
-
-    The unit's rows are dealt out over S lanes in turn (row ``r0 + t S + s`` at
-    ``[t, :, s]``), so that the density and its ``exp`` run in the lane kernels;
-    ``b (Tp, K, S)``, ``m (Tp, S)``, ``XcL (Tp, D, S)`` (centred rows); a step
-    of the recursion reads its row's K values from the cache line its
-    neighbours use. The sums over states are dot products over contiguous
-    rows of ``transmat`` (forward: its transpose), which vectorise; the row's
-    place in the lanes is stepped, not divided out.
-    ``alpha (R, K)`` and ``inv_c (R,)`` are scratch. The outputs are those of
-    :func:`lanes_fb_stats` (``ll``, ``bad`` indexed by sequence); a bad sequence
-    adds nothing.
-    """
-    K = transmat.shape[0]
-    Tp, D, S = XcL.shape
-    AT = np.ascontiguousarray(transmat.T)
-    beta = np.empty(K)
-    bq = np.empty(K)
-    g = np.empty(K)
-    v = np.empty(K)
-    xc = np.empty(D)
-    acc = np.zeros((K, K))
-    xi[...] = 0.0
-    first[...] = 0.0
-    nsum[...] = 0.0
-    sx[...] = 0.0
-    sxx[...] = 0.0
-    for s in range(lo, hi):
-        o, L = starts[s] - r0, lengths[s]
-        log_c = 0.0
-        min_c = 1.0
-        m_sum = 0.0
-        prod = 1.0
-        tt, ss = o // S, o % S  # row i's place in the lanes, stepped without division
-        for t in range(L):
-            i = o + t
-            if t > 0:
-                ss += 1
-                if ss == S:
-                    ss = 0
-                    tt += 1
-            m_sum += m[tt, ss]
-            c = 0.0
-            if t == 0:
-                for k in range(K):
-                    w = startprob[k] * b[tt, k, ss]
-                    v[k] = w
-                    c += w
-            else:
-                for k in range(K):
-                    w = 0.0
-                    for j in range(K):
-                        w += alpha[i - 1, j] * AT[k, j]
-                    w *= b[tt, k, ss]
-                    v[k] = w
-                    c += w
-            ic = 1.0 / c
-            for k in range(K):
-                alpha[i, k] = v[k] * ic
-            inv_c[i] = ic
-            min_c = min(min_c, c)
-            if prod < 1e-10:  # flush before multiplying: prod stays a normal number
-                log_c += np.log(prod)
-                prod = 1.0
-            prod *= c
-        log_c += np.log(prod)
-        total = log_c + m_sum
-        ll[s] = total
-        if not np.isfinite(total) or min_c < TINY:
-            bad[s] = True
-            continue
-        bad[s] = False
-        for k in range(K):
-            beta[k] = 1.0
-        t1, s1 = tt, ss  # the sequence's last row
-        for t in range(L - 1, -1, -1):
-            i = o + t
-            tt, ss = t1, s1
-            if t < L - 1:
-                ic = inv_c[i + 1]
-                for k in range(K):
-                    bq[k] = b[t1, k, s1] * beta[k] * ic  # q_{t+1}
-                ss -= 1
-                if ss < 0:
-                    ss = S - 1
-                    tt -= 1
-                for j in range(K):
-                    a = alpha[i, j]
-                    w = 0.0
-                    for k in range(K):
-                        acc[j, k] += a * bq[k]
-                        w += transmat[j, k] * bq[k]
-                    beta[j] = w
-            t1, s1 = tt, ss
-            for k in range(K):
-                g[k] = alpha[i, k] * beta[k]
-                nsum[k] += g[k]
-            for d in range(D):
-                xc[d] = XcL[tt, d, ss]
-            if full:
-                for d in range(D):
-                    xd = xc[d]
-                    for k in range(K):
-                        sx[d, k] += g[k] * xd
-                    for e in range(d + 1):
-                        xde = xd * xc[e]
-                        for k in range(K):
-                            sxx[d, e, k] += g[k] * xde
-            else:
-                for d in range(D):
-                    xd = xc[d]
-                    xdd = xd * xd
-                    for k in range(K):
-                        sx[d, k] += g[k] * xd
-                        sxx[d, 0, k] += g[k] * xdd
-        for k in range(K):
-            first[k] += g[k]
-    for j in range(K):
-        for k in range(K):
-            xi[j, k] = transmat[j, k] * acc[j, k]
 
 
 # ---------------------------------------------------------------- diag M-step

@@ -18,8 +18,8 @@ the same units, sums in unit order, NumPy's own ``exp`` and ``log`` loops.
 
 It is used when nothing needs Python inside an iteration: numba present on an
 x86 CPU (the spin limits read its cycle counter), a
-``"diag"`` model with no ties, every work unit in lanes (not a few long
-sequences), K and D at most 128. When a sequence's scaling fails, the loop hands
+``"diag"`` model with no ties, K and D at most 128. Units of a few long sequences
+run the rows kernel in it too (stop 24; before, they sent the fit to the general loop). When a sequence's scaling fails, the loop hands
 that iteration and the rest of the fit to the general loop (whose log-space
 recomputation is exact), before the M-step runs.
 
@@ -158,7 +158,10 @@ def _unit_offsets(layout, block_a, block_b, base_a, base_b) -> np.ndarray:
     out = []
     view, address_of = ctypes.c_char.from_buffer, ctypes.addressof
     for unit in layout.units:
+        rows = unit["kind"] == "rows"
         for name, k in _ON_BLOCK:
+            if rows and name == "ic":  # the rows kernel's inv_c (R,), on the recursion's block
+                name, k = "inv_c", 1
             a = root = unit[name]
             while isinstance(root.base, np.ndarray):  # _root, inline
                 root = root.base
@@ -244,6 +247,15 @@ def _unit_tables(layout, block_a, block_b, base_a, base_b, balance):
         ut[u, _numba_em.U_SLOT] = slot
         ut[u, _numba_em.U_START] = n_int + T + n_real
         ut[u, _numba_em.U_TAIL] = T
+        if unit["kind"] == "rows":  # its sequences' lengths and starts from its first row
+            lens = layout.lengths[unit["lo"] : unit["hi"]].astype(np.int64)
+            ut[u, _numba_em.U_ROWS] = unit["r1"] - unit["r0"]
+            ut[u, _numba_em.U_R0] = unit["r0"]
+            ints += [unit["n_act"], lens, np.cumsum(lens) - lens]
+            n_int += T + 2 * n_real
+            slot_seq.append(unit["seqs"])
+            slot += n_real
+            continue
         ints += [unit["n_act"], unit["lens"], unit["start"]]
         n_int += T + n_real + S
         slot_seq.append(unit["seqs"])
@@ -352,8 +364,6 @@ class FusedEM:
         layout = context["layout"]
         K, D = model.n_components, model.n_features_
         if fns is None or K > 128 or D > 128:
-            return None
-        if any(u["kind"] != "lanes" for u in layout.units):
             return None
         layout.prepare(K)
         block_a = _root(layout.units[0]["XL"])
