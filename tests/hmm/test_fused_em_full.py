@@ -93,7 +93,10 @@ def _assert_same_bits(a, b):
         ([30] * 600, 2, 2, 30_000),  # one unit past 256 lanes: split into lane units
         ([25] * 9, 4, 3, 30_000),  # a single small unit
         ([10] * 40, 1, 2, 100),  # one state
-        ([20] * 60, 16, 10, 500),  # K D (D + 1) / 2 = 880: the largest the loop takes
+        ([20] * 60, 16, 10, 500),  # K D (D + 1) / 2 = 880: stop 23's largest
+        ([30] * 40, 8, 16, 600),  # 1088: the NumPy density's until stop 24
+        ([12] * 20, 3, 33, 100),  # odd D past 32: edge tiles and rows
+        ([10] * 20, 16, 24, 100),  # 4800: "tied" too (below its limit of 6144)
     ],
     ids=[
         "goal-shape",
@@ -103,6 +106,9 @@ def _assert_same_bits(a, b):
         "one-unit",
         "K1",
         "K16-D10",
+        "K8-D16",
+        "K3-D33",
+        "K16-D24",
     ],  # fmt: skip
 )
 def test_compiled_loop_agrees_with_the_general_loop_for_every_thread_count(
@@ -223,12 +229,27 @@ def test_what_needs_another_loop_does_not_run_this_one(ctype, kw, lengths, monke
 
 
 @needs_numba
-def test_a_density_too_costly_per_state_runs_the_general_loop(monkeypatch):
+@pytest.mark.parametrize(
+    ("ctype", "limit"), [("full", "_FUSED_FULL_MAX"), ("tied", "_FUSED_SHARED_MAX")]
+)
+def test_a_density_too_costly_per_state_runs_the_general_loop(ctype, limit, monkeypatch):
+    """Each covariance type has its own limit: "tied" (one factor for every state) gets the
+    NumPy density sooner (one triangular product per row for all K states)."""
     calls = _count_iterations(monkeypatch)
-    monkeypatch.setattr(gaussian_module, "_FUSED_FULL_MAX", 5)  # K D (D + 1) / 2 = 9 above it
+    monkeypatch.setattr(gaussian_module, limit, 8)  # K D (D + 1) / 2 = 9 above it
     lengths = [30] * 20
-    fit = _fit(_data(1, 3, 2, lengths), lengths, 3, "full", n_iter=2)
+    fit = _fit(_data(1, 3, 2, lengths), lengths, 3, ctype, n_iter=2)
     assert calls == [] and fit.n_iter_ == 2
+    monkeypatch.setattr(gaussian_module, limit, 9)  # at the limit: compiled
+    assert _fit(_data(1, 3, 2, lengths), lengths, 3, ctype, n_iter=2).n_iter_ == 2
+    assert calls == [(2, False)]
+
+
+def test_the_lane_density_limits_by_covariance_groups():
+    pays = gaussian_module._lanes_density_pays
+    assert pays(8, 16, 8) and pays(8, 16, 1)  # the goal's K=8 at D=16: 1088
+    assert pays(96, 24, 96) and not pays(96, 24, 1)  # 28,800: one factor per state only
+    assert not pays(128, 32, 128)  # 67,584: the NumPy density
 
 
 @needs_numba
