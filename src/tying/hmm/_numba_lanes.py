@@ -560,13 +560,13 @@ def lanes_density_full_step(typingctx, XL, ox, S, D, nb, means, linv, const, K, 
 @intrinsic
 def lanes_outer_tile(typingctx, g, og, X, ox, S, D, nb, d0, e0, out, oo, sd, se, sx, osx, sdx):
     """A tile of a state's second moments over ``nb`` lane blocks: for features ``d`` in
-    ``d0..d0+3`` and ``e`` in ``e0..e0+3`` (both ``< D``, and ``e <= d``), ``out[oo + d sd
-    + e se + l] += sum_i (g x_d) x_e`` at lanes ``8 i + l`` (``g`` from ``og``, ``x_d`` at
-    ``X[ox + d S + .]``). On the diagonal (``d0 == e0``) also ``sx[osx + d sdx + l] += sum_i
-    g x_d``. The tile's sums stay in registers over the blocks: each block of ``g`` and of
-    the features is loaded once per tile, not once per pair ``(d, e)`` (stop 23's
-    ``lanes_dot3``: three loads per multiply-add). Rows or columns past ``D`` (an edge
-    tile) are computed from feature ``D - 1`` and not stored."""
+    ``d0..d0+3`` and ``e`` in ``e0..e0+3`` (both ``< D``, and ``e <= d``; ``e0`` and ``d0``
+    multiples of 4), ``out[oo + d sd + e se + l] += sum_i (g x_d) x_e`` at lanes ``8 i + l``
+    (``g`` from ``og``, ``x_d`` at ``X[ox + d S + .]``). On the diagonal (``d0 == e0``) also
+    ``sx[osx + d sdx + l] += sum_i g x_d``. The tile's sums stay in registers over the
+    blocks: each block of ``g`` and of the features is loaded once per tile, not once per
+    pair ``(d, e)`` (stop 23's ``lanes_dot3``: three loads per multiply-add). An edge tile
+    (fewer than 4 features left) has code of its own size: no product is wasted."""
     if not _flat_f64(g, X, out, sx):
         return None
     sig = types.void(g, og, X, ox, S, D, nb, d0, e0, out, oo, sd, se, sx, osx, sdx)
@@ -583,23 +583,14 @@ def lanes_outer_tile(typingctx, g, og, X, ox, S, D, nb, d0, e0, out, oo, sd, se,
         po, psx = builder.gep(po, [oo_]), builder.gep(psx, [osx_])
         zero = ir.Constant(_V, [0.0] * LANE_BLOCK)
         eight = ir.Constant(S_.type, LANE_BLOCK)
-        last = builder.sub(D_, ir.Constant(D_.type, 1))
 
-        def feature(f0, i):  # X's row of feature f0 + i (clamped to D - 1)
-            f = _plus(builder, f0, i)
-            f = builder.select(builder.icmp_signed(">", f, last), last, f)
-            return builder.gep(pX, [builder.mul(f, S_)]), f
-
-        def in_range(f0, i):
-            return builder.icmp_signed("<", _plus(builder, f0, i), D_)
-
-        def tile(diag):
-            n = _ROWS
-            pds = [feature(d0_, i)[0] for i in range(n)]
-            pes = pds if diag else [feature(e0_, j)[0] for j in range(n)]
-            pairs = [(i, j) for i in range(n) for j in range(n) if not diag or j <= i]
+        def tile(diag, nd):  # nd rows (features d0..d0+nd-1); 4 columns, or nd on the diagonal
+            ne = nd if diag else _ROWS
+            pds = [builder.gep(pX, [builder.mul(_plus(builder, d0_, i), S_)]) for i in range(nd)]
+            pes = [builder.gep(pX, [builder.mul(_plus(builder, e0_, j), S_)]) for j in range(ne)]
+            pairs = [(i, j) for i in range(nd) for j in range(ne) if not diag or j <= i]
             accs = {p: cgutils.alloca_once_value(builder, zero) for p in pairs}
-            sxa = [cgutils.alloca_once_value(builder, zero) for _ in range(n)] if diag else []
+            sxa = [cgutils.alloca_once_value(builder, zero) for _ in range(nd)] if diag else []
             with cgutils.for_range(builder, nb_) as bl:
                 off = builder.mul(bl.index, eight)
                 gv = builder.load(_vec(builder, pg, off), align=8)
@@ -617,22 +608,32 @@ def lanes_outer_tile(typingctx, g, og, X, ox, S, D, nb, d0, e0, out, oo, sd, se,
                 builder.store(builder.fadd(builder.load(p, align=8), builder.load(acc)), p, align=8)
 
             for (i, j), acc in accs.items():
-                ok = builder.and_(in_range(d0_, i), in_range(e0_, j))
-                with builder.if_then(ok):
-                    o = builder.add(
-                        builder.mul(_plus(builder, d0_, i), sd_),
-                        builder.mul(_plus(builder, e0_, j), se_),
-                    )
-                    add_into(po, o, acc)
+                o = builder.add(
+                    builder.mul(_plus(builder, d0_, i), sd_),
+                    builder.mul(_plus(builder, e0_, j), se_),
+                )
+                add_into(po, o, acc)
             for i, acc in enumerate(sxa):
-                with builder.if_then(in_range(d0_, i)):
-                    add_into(psx, builder.mul(_plus(builder, d0_, i), sdx_), acc)
+                add_into(psx, builder.mul(_plus(builder, d0_, i), sdx_), acc)
+
+        left = builder.sub(D_, d0_)  # features from d0 on: a full tile from 4
+
+        def by_rows(diag, nd):  # the tile of min(left, 4) rows: 4, else 3, 2, 1
+            if nd == 1:
+                tile(diag, 1)
+                return
+            fits = builder.icmp_signed(">=", left, ir.Constant(left.type, nd))
+            with builder.if_else(fits) as (yes, no):
+                with yes:
+                    tile(diag, nd)
+                with no:
+                    by_rows(diag, nd - 1)
 
         with builder.if_else(builder.icmp_signed("==", d0_, e0_)) as (on_diag, off_diag):
             with on_diag:
-                tile(True)
+                by_rows(True, _ROWS)
             with off_diag:
-                tile(False)
+                by_rows(False, _ROWS)
         return context.get_dummy_value()
 
     return sig, codegen
