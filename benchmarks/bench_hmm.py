@@ -874,6 +874,60 @@ def bench_rows(rows, repeat=5, shapes=ROW_SHAPES):
             )
 
 
+#: covariance type, K, D, sequences, length: full and tied models at larger D (stop 24:
+#: K=8 D=16 full was 9.2x hmmlearn, the NumPy density's loop; stop 24's lane kernels)
+COV_SHAPES = tuple(
+    (ctype, 8, D, 150, 400) for ctype in ("full", "tied") for D in (8, 16, 32)
+)  # fmt: skip
+
+
+def bench_cov_shapes(rows, repeat=3, shapes=COV_SHAPES):
+    """Full and tied EM (10 iterations, explicit starts, 1 thread) vs hmmlearn
+    ``implementation="scaling"`` at D = 8, 16, 32: CPU time, ``repeat`` interleaved pairs
+    after a warm-up pair; the ratio's median and spread, the load, and how far apart the
+    two log-likelihood histories are."""
+    for ctype, K, D, n_seq, T in shapes:
+        _cov_shape_row(rows, ctype, K, D, n_seq, T, repeat)
+
+
+def _cov_shape_row(rows, ctype, K, D, n_seq, T, repeat):
+    """The row of :func:`bench_cov_shapes` at one shape."""
+    from hmmlearn import hmm
+
+    X, lengths, start, A, means, _ = _diag_case(K=K, D=D, n_seq=n_seq, T=T)
+    covars = _start_covars(ctype, K, D)
+    fits = {}
+
+    def ours():
+        fits["ours"] = _our_fit(X, lengths, start, A, means, covars, ctype)
+
+    def anchor():
+        m = hmm.GaussianHMM(
+            K, ctype, init_params="", n_iter=10, tol=-np.inf, covars_prior=0.0,
+            implementation="scaling",
+        )  # fmt: skip
+        m.startprob_, m.transmat_, m.means_, m.covars_ = start, A, means, covars
+        fits["anchor"] = m.fit(X, lengths)
+
+    t_ours, t_ref, ratios = _paired(ours, anchor, repeat=repeat)
+    h_ours = np.array(fits["ours"].monitor_.history)
+    h_ref = np.array(fits["anchor"].monitor_.history)
+    rows.append(
+        {
+            "case": f"{ctype} HMM EM, K={K}, D={D}, {len(lengths)}x{lengths[0]}, 10 iter, "
+            "1 thread (CPU time)",
+            "anchor": "hmmlearn 0.3 GaussianHMM(implementation='scaling')",
+            "ours_s": t_ours,
+            "anchor_s": t_ref,
+            "speedup": float(np.median(ratios)),
+            "speedup_spread": _spread(ratios),
+            "target": ">= 10x",
+            "load_average_1min": os.getloadavg()[0],
+            "loglik_history_max_rel_diff": float(np.max(np.abs(h_ours - h_ref) / np.abs(h_ref))),
+        }
+    )
+
+
 def bench_jit_cost(rows):
     """First-call compile time of the kernels: cold (empty numba cache) and from the cache."""
     import subprocess
@@ -1200,7 +1254,8 @@ def main(parts: list[str] | None = None) -> None:
     range (1 thread vs hmmlearn, and n_jobs=2 with its control and serial share), in
     about a minute, written to ``bench-results/hmm-goal.json``; ``... shapes``: only
     :func:`bench_shapes` (the same two ratios at other K, D and sequence layouts, a few
-    minutes) and :func:`bench_rows`, written to ``bench-results/hmm-shapes.json``;
+    minutes), :func:`bench_rows` and :func:`bench_cov_shapes` (full and tied at D = 8,
+    16, 32), written to ``bench-results/hmm-shapes.json``;
     ``... jobs``: its n_jobs rows only (``hmm-jobs.json``); ``... rows``: only
     :func:`bench_rows` (a few long sequences, about a minute, ``hmm-rows.json``);
     ``... split``: :func:`bench_split_threshold` (``hmm-split.json``); ``... costs``:
@@ -1219,6 +1274,7 @@ def main(parts: list[str] | None = None) -> None:
             bench_shapes(rows, anchor=parts == ["shapes"])
             if parts == ["shapes"]:
                 bench_rows(rows)
+                bench_cov_shapes(rows)
         write(f"hmm-{parts[0]}", rows)
         print_shapes(rows)
         return
@@ -1274,6 +1330,7 @@ def main(parts: list[str] | None = None) -> None:
         bench_pair_compiled(rows, n_pairs=smoke(64, 4), length=smoke(200, 30))
         bench_shapes(rows, repeat=smoke(5, 1))
         bench_rows(rows, repeat=smoke(5, 1))
+        bench_cov_shapes(rows, repeat=smoke(3, 1))
     write("hmm", rows)
     summary(rows)
 

@@ -685,3 +685,65 @@ def rows_fb_stats_v13(
     for j in range(K):
         for k in range(K):
             xi[j, k] = transmat[j, k] * acc[j, k]
+
+
+# ---------------------------------------------------------------- stop 23's full density
+@numba.njit(**_JIT)
+def lanes_density_full_v23(XL, n_act, means, linv, const, b, m):
+    """Stop 23's ``lanes_density_full``: a loop over the lanes per ``(k, d, e)``, each row's
+    sum in memory, without fused multiply-adds (kept as the reference the lane-block kernel
+    of stop 24 is tested against)."""
+    T, D, S = XL.shape
+    K = means.shape[0]
+    diff = np.empty((D, S))
+    r = np.empty(S)
+    for t in range(T):
+        nr = _up(n_act[t])
+        for k in range(K):
+            for d in range(D):
+                mu = means[k, d]
+                for s in range(nr):
+                    diff[d, s] = XL[t, d, s] - mu
+            for s in range(nr):
+                b[t, k, s] = 0.0
+            for d in range(D):
+                for s in range(nr):
+                    r[s] = 0.0
+                for e in range(d + 1):
+                    w = linv[k, d, e]
+                    for s in range(nr):
+                        r[s] += w * diff[e, s]
+                for s in range(nr):
+                    b[t, k, s] += r[s] * r[s]
+        _shift_lanes_v23(b, m, t, n_act[t], const)
+
+
+@numba.njit(**_JIT)
+def _shift_lanes_v23(b, m, t, n, const):
+    """``b[t, k] = const[k] - b[t, k] / 2`` (the log-density), then minus its max over k."""
+    K = b.shape[1]
+    nr = _up(n)
+    for s in range(nr):
+        m[t, s] = -np.inf
+    for k in range(K):
+        c = const[k]
+        for s in range(nr):
+            v = c - 0.5 * b[t, k, s]
+            b[t, k, s] = v
+            m[t, s] = max(m[t, s], v)
+    _minus_max_v23(b, m, t, n)
+
+
+@numba.njit(**_JIT)
+def _minus_max_v23(b, m, t, n):
+    """``b[t, k, s] -= m[t, s]`` on the ``n`` live lanes (and their vector padding); lanes
+    past their end get 0 in both (``exp(0) = 1``, multiplied by 0 downstream)."""
+    K, S = b.shape[1], b.shape[2]
+    nr = _up(n)
+    for k in range(K):
+        for s in range(nr):
+            b[t, k, s] -= m[t, s]
+    for s in range(n, S):
+        m[t, s] = 0.0
+        for k in range(K):
+            b[t, k, s] = 0.0

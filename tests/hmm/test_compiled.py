@@ -490,12 +490,14 @@ def test_run_units_runs_each_unit_once_and_reraises_after_every_thread_stops(n_j
 
 @needs_numba
 def test_fused_em_with_a_large_full_model_uses_the_numpy_density(monkeypatch):
-    """Above K·D(D+1)/2 = 1024 the fused E-step takes the NumPy density (one factor per
-    group, BLAS) and only shifts it into lanes; the fit still follows the reference."""
+    """Above its limit of K·D(D+1)/2 (here lowered to 1024) the fused E-step takes the NumPy
+    density (one factor per group, BLAS) and only shifts it into lanes; the fit still
+    follows the reference."""
     from tying.hmm import gaussian
 
+    monkeypatch.setattr(gaussian, "_FUSED_FULL_MAX", 1024)
     K, D = 12, 13  # 12 * 91 = 1092 > 1024
-    assert K * D * (D + 1) // 2 > gaussian._FUSED_FULL_MAX
+    assert not gaussian._lanes_density_pays(K, D, K)
     lengths = [40, 1, 25]
     X = _gauss_data(5, K, D, lengths)
     fast = _gauss_fit("full", X, lengths, K, n_iter=3)

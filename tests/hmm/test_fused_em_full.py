@@ -95,7 +95,10 @@ def _assert_same_bits(a, b):
         ([30] * 600, 2, 2, 30_000),  # one unit past 256 lanes: split into lane units
         ([25] * 9, 4, 3, 30_000),  # a single small unit
         ([10] * 40, 1, 2, 100),  # one state
-        ([20] * 60, 16, 10, 500),  # K D (D + 1) / 2 = 880: the largest the loop takes
+        ([20] * 60, 16, 10, 500),  # K D (D + 1) / 2 = 880: stop 23's largest
+        ([30] * 40, 8, 16, 600),  # 1088: the NumPy density's until stop 24
+        ([12] * 20, 3, 33, 100),  # odd D past 32: edge tiles and rows
+        ([10] * 20, 16, 24, 100),  # 4800: "tied" too (below its limit of 6144)
         # units of a few long sequences (the rows kernel, stop 24): one, and with lanes
         ([3000], 8, 4, 40_000),
         ([1500, 1200] + [20] * 40, 5, 3, 1_000),  # a rows unit next to a lane unit
@@ -108,6 +111,9 @@ def _assert_same_bits(a, b):
         "one-unit",
         "K1",
         "K16-D10",
+        "K8-D16",
+        "K3-D33",
+        "K16-D24",
         "rows-one-long",
         "rows-and-lanes",
     ],  # fmt: skip
@@ -228,12 +234,27 @@ def test_what_needs_another_loop_does_not_run_this_one(ctype, kw, lengths, monke
 
 
 @needs_numba
-def test_a_density_too_costly_per_state_runs_the_general_loop(monkeypatch):
+@pytest.mark.parametrize(
+    ("ctype", "limit"), [("full", "_FUSED_FULL_MAX"), ("tied", "_FUSED_SHARED_MAX")]
+)
+def test_a_density_too_costly_per_state_runs_the_general_loop(ctype, limit, monkeypatch):
+    """Each covariance type has its own limit: "tied" (one factor for every state) gets the
+    NumPy density sooner (one triangular product per row for all K states)."""
     calls = _count_iterations(monkeypatch)
-    monkeypatch.setattr(gaussian_module, "_FUSED_FULL_MAX", 5)  # K D (D + 1) / 2 = 9 above it
+    monkeypatch.setattr(gaussian_module, limit, 8)  # K D (D + 1) / 2 = 9 above it
     lengths = [30] * 20
-    fit = _fit(_data(1, 3, 2, lengths), lengths, 3, "full", n_iter=2)
+    fit = _fit(_data(1, 3, 2, lengths), lengths, 3, ctype, n_iter=2)
     assert calls == [] and fit.n_iter_ == 2
+    monkeypatch.setattr(gaussian_module, limit, 9)  # at the limit: compiled
+    assert _fit(_data(1, 3, 2, lengths), lengths, 3, ctype, n_iter=2).n_iter_ == 2
+    assert calls == [(2, False)]
+
+
+def test_the_lane_density_limits_by_covariance_groups():
+    pays = gaussian_module._lanes_density_pays
+    assert pays(8, 16, 8) and pays(8, 16, 1)  # the goal's K=8 at D=16: 1088
+    assert pays(96, 24, 96) and not pays(96, 24, 1)  # 28,800: one factor per state only
+    assert not pays(128, 32, 128)  # 67,584: the NumPy density
 
 
 @needs_numba
@@ -438,3 +459,111 @@ def test_any_shape_agrees_with_the_general_loop_and_across_thread_counts(
         _general_loop(mp)
         ref = _fit(X, lengths, K, ctype, n_iter=4)
     _assert_close(fits[0], ref)
+
+
+# ---------------------------------------------------------------- stop 24: larger D
+def _lane_unit(seed, D, lengths):
+    """One lanes unit of ``lengths`` (``LaneLayout``), observations of D correlated features."""
+    from tying.hmm.forward_backward import LaneLayout
+    from tying.hmm.sequences import SequenceBatch
+
+    X = _data(seed, 3, D, lengths)
+    (unit,) = LaneLayout(X, X.mean(0), SequenceBatch.from_lengths(lengths)).units
+    return unit
+
+
+def _factors(rng, K, D, scale):
+    """``(linv, const)`` of K random covariances (``scale`` times a well-conditioned SPD
+    matrix), ``linv`` lower triangular with NaN above its diagonal: a kernel that reads
+    there gives NaN."""
+    M = rng.normal(size=(K, D, D))
+    covars = scale * (M @ M.transpose(0, 2, 1) / D + 0.5 * np.eye(D))
+    L = np.linalg.cholesky(covars)
+    linv = np.linalg.inv(L)
+    linv[:, np.triu_indices(D, 1)[0], np.triu_indices(D, 1)[1]] = np.nan
+    logdet = 2.0 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(1)
+    return linv, -0.5 * (D * gaussian_module._LOG_2PI + logdet)
+
+
+@needs_numba
+@settings(max_examples=60, deadline=None)
+@given(
+    K=st.integers(1, 13),  # four states' passes and a remainder
+    D=st.integers(1, 33),  # four rows of L^-1 per pass, every remainder, odd D
+    lengths=st.lists(st.integers(1, 30), min_size=1, max_size=40),  # 1..5 lane blocks
+    seed=st.integers(0, 2**31),
+    scale=st.sampled_from([1e-4, 1.0, 1e4]),
+    far=st.sampled_from([0.0, 1e3]),  # means far from the data: large quadratic forms
+)
+def test_property_full_density_equals_the_stop23_kernel(K, D, lengths, seed, scale, far):
+    """The lane-block density (four rows of ``L^-1`` per pass, stop 24) gives stop 23's
+    loop's log-densities (kept in ``tests/hmm/reference_kernels.py``) to 1e-12 of their
+    scale, never reads above ``L^-1``'s diagonal, and leaves padding lanes at exactly 0."""
+    from tying.hmm import _numba_kernels
+
+    from .reference_kernels import lanes_density_full_v23  # imports numba
+
+    rng = np.random.default_rng(seed)
+    unit = _lane_unit(seed % 1000, D, lengths)
+    XL, n_act = unit["XL"], unit["n_act"]
+    T, _, S = XL.shape
+    means = XL[0, :, :1].T + rng.normal(scale=far + 1.0, size=(K, D))
+    linv, const = _factors(rng, K, D, scale)
+
+    def run(kernel):
+        b, m = np.full((T, K, S), 7.0), np.full((T, S), 7.0)
+        kernel(XL, n_act, means, linv, const, b, m)
+        return b, m
+
+    (b, m), (b0, m0) = run(_numba_kernels.lanes_density_full), run(lanes_density_full_v23)
+    want = b0 + m0[:, None]
+    assert np.isfinite(want).all()
+    np.testing.assert_allclose(b + m[:, None], want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+    np.testing.assert_allclose(m, m0, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+    for t in range(T):  # lanes past their end: exact zeros, as before
+        assert not b[t, :, n_act[t] :].any() and not m[t, n_act[t] :].any()
+
+
+@needs_numba
+@settings(max_examples=40, deadline=None)
+@given(
+    K=st.integers(1, 10),
+    D=st.integers(1, 33),  # 4 x 4 tiles of the second moments and every edge tile
+    lengths=st.lists(st.integers(1, 30), min_size=4, max_size=40),  # a lanes unit
+    seed=st.integers(0, 2**31),
+)
+def test_property_full_statistics_equal_the_stop22_kernel(K, D, lengths, seed):
+    """The full second moments in 4 x 4 tiles (stop 24) give the stop-22 kernel's statistics
+    (``tests/hmm/reference_kernels.py``: sums over the lanes at every step, one pair of
+    features at a time) to 1e-12 of each statistic's scale, at any D and lane count."""
+    from tying.hmm import _numba_kernels
+
+    from .reference_kernels import lanes_fb_stats_v22  # imports numba
+
+    rng = np.random.default_rng(seed)
+    unit = _lane_unit(seed % 1000, D, lengths)
+    assert unit["kind"] == "lanes"
+    T, _, S = unit["XL"].shape
+    n = len(unit["lens"])
+    logb = rng.normal(scale=3.0, size=(T, K, S))
+    m, b = np.zeros((T, S)), np.zeros((T, K, S))
+    for t in range(T):
+        a = unit["n_act"][t]
+        m[t, :a] = logb[t, :, :a].max(0)
+        b[t, :, :a] = np.exp(logb[t, :, :a] - m[t, :a])
+    start, A = rng.dirichlet(np.ones(K)), rng.dirichlet(np.ones(K), size=K)
+
+    def run(kernel):
+        outs = (np.empty(n), np.empty(n, np.bool_), np.empty((K, K)), np.empty(K),
+                np.empty(K), np.empty((D, K)), np.full((D, D, K), 7.0))  # fmt: skip
+        kernel(start, A, b.copy(), m, unit["n_act"], unit["lens"], unit["XcL"], True,
+               np.empty((T, K, S)), np.empty((T, S)), *outs)  # fmt: skip
+        return outs
+
+    new, ref = run(_numba_kernels.lanes_fb_stats), run(lanes_fb_stats_v22)
+    assert not ref[1].any() and not new[1].any()
+    np.testing.assert_allclose(new[0], ref[0], rtol=1e-13)
+    lower = np.tril(np.ones((D, D), bool))
+    assert (new[6][~lower] == 0).all()  # above the diagonal: 0, as before
+    for got, want in zip(new[2:], ref[2:], strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * max(1.0, np.abs(want).max()))

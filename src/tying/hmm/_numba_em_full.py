@@ -226,7 +226,9 @@ def mstep_full_covars(means, center, mu0, w, N, Sx, Sxx, gmap, cp, cw, covars,
 # ---------------------------------------------------------------- one unit
 @numba.njit(**_JIT)
 def _densities(XL, n_act, means, linv, const, b, m, fns, t0, t1):
-    """Steps ``t0..t1-1`` of a unit: shifted log-densities, then NumPy's ``exp``."""
+    """Steps ``t0..t1-1`` of a unit: shifted log-densities, then NumPy's ``exp``.
+    (Stop 24: ``lanes_density_full`` is lane-block vector code; this file changed with it,
+    so that numba's cache, keyed on this file, compiles the new kernels in.)"""
     if t1 > t0:
         lanes_density_full(XL[t0:t1], n_act[t0:t1], means, linv, const, b[t0:t1], m[t0:t1])
         ufunc_in_place(fns[F_EXP], fns[F_EXP_DATA], b[t0:t1])

@@ -22,10 +22,10 @@ import numpy as np
 from tying import _numba_cache
 from tying.hmm._numba_lanes import (
     lanes_beta_xi,
+    lanes_density_full_step,
     lanes_density_step,
-    lanes_dot,
-    lanes_dot3,
     lanes_forward,
+    lanes_outer_tile,
     lanes_post_diag,
     lanes_sum,
 )
@@ -66,21 +66,6 @@ def _up(n):
 
 
 @numba.njit(**_JIT)
-def _minus_max(b, m, t, n):
-    """``b[t, k, s] -= m[t, s]`` on the ``n`` live lanes (and their vector padding); lanes
-    past their end get 0 in both (``exp(0) = 1``, multiplied by 0 downstream)."""
-    K, S = b.shape[1], b.shape[2]
-    nr = _up(n)
-    for k in range(K):
-        for s in range(nr):
-            b[t, k, s] -= m[t, s]
-    for s in range(n, S):
-        m[t, s] = 0.0
-        for k in range(K):
-            b[t, k, s] = 0.0
-
-
-@numba.njit(**_JIT)
 def lanes_density_diag(XL, n_act, means, prec, const, b, m):
     """Shifted log-densities under diagonal Gaussians, in lane layout.
 
@@ -114,30 +99,29 @@ def lanes_density_diag(XL, n_act, means, prec, const, b, m):
 @numba.njit(**_JIT)
 def lanes_density_full(XL, n_act, means, linv, const, b, m):
     """As :func:`lanes_density_diag` for full covariances: ``linv[k]`` is the inverse of
-    the lower Cholesky factor of state k's covariance, applied to ``x - mu_k`` itself."""
+    the lower Cholesky factor of state k's covariance (lower triangular: what lies above
+    its diagonal is not read), applied to ``x - mu_k`` itself.
+
+    One pass over a step's lane blocks
+    (:func:`~tying.hmm._numba_lanes.lanes_density_full_step`): four rows of ``L^-1`` at a
+    time in registers (stop 24; the loop of stop 23, kept in tests/hmm, paid a loop over
+    the lanes per ``(k, d, e)`` and cost 6x the multiply-adds' time at D = 16).
+    """
     T, D, S = XL.shape
     K = means.shape[0]
-    diff = np.empty((D, S))
-    r = np.empty(S)
+    muf = np.ascontiguousarray(means).reshape(-1)
+    lf = np.ascontiguousarray(linv).reshape(-1)
+    cf = np.ascontiguousarray(const)
+    xf, bf, mf = XL.reshape(-1), b.reshape(-1), m.reshape(-1)
+    z = _aligned(D * LANE_BLOCK)
     for t in range(T):
-        nr = _up(n_act[t])
-        for k in range(K):
-            for d in range(D):
-                mu = means[k, d]
-                for s in range(nr):
-                    diff[d, s] = XL[t, d, s] - mu
-            for s in range(nr):
+        n = n_act[t]
+        lanes_density_full_step(xf, t * D * S, S, D, _up(n) // LANE_BLOCK, muf, lf, cf, K, bf,
+                                t * K * S, mf, t * S, z)  # fmt: skip
+        for s in range(n, S):  # lanes past their end: 0 in both (exp(0) = 1, times 0 later)
+            m[t, s] = 0.0
+            for k in range(K):
                 b[t, k, s] = 0.0
-            for d in range(D):
-                for s in range(nr):
-                    r[s] = 0.0
-                for e in range(d + 1):
-                    w = linv[k, d, e]
-                    for s in range(nr):
-                        r[s] += w * diff[e, s]
-                for s in range(nr):
-                    b[t, k, s] += r[s] * r[s]
-        _shift_lanes(b, m, t, n_act[t], const)
 
 
 @numba.njit(**_JIT)
@@ -177,22 +161,6 @@ def lanes_shift_in_place(b, n_act, m):
             m[t, s] = 0.0
             for k in range(K):
                 b[t, k, s] = 0.0
-
-
-@numba.njit(**_JIT)
-def _shift_lanes(b, m, t, n, const):
-    """``b[t, k] = const[k] - b[t, k] / 2`` (the log-density), then minus its max over k."""
-    K = b.shape[1]
-    nr = _up(n)
-    for s in range(nr):
-        m[t, s] = -np.inf
-    for k in range(K):
-        c = const[k]
-        for s in range(nr):
-            v = c - 0.5 * b[t, k, s]
-            b[t, k, s] = v
-            m[t, s] = max(m[t, s], v)
-    _minus_max(b, m, t, n)
 
 
 @numba.njit(**_JIT)
@@ -344,16 +312,13 @@ def lanes_fb_stats(
                 be = beta[k, s]
                 alpha[t, k, s] = alpha[t, k, s] * be
                 q[k, s] = b[t, k, s] * be * ic[t, s]
-        for k in range(K):
+        for k in range(K):  # n, and the (D, D) moments in 4 x 4 tiles (sx with the diagonal's)
             og = (t * K + k) * S
             lanes_sum(af, og, nb0, n8, k * LB)
-            for d in range(D):
-                ox = (t * D + d) * S
-                o = (d * K + k) * LB
-                lanes_dot(af, og, xf, ox, nb0, sx8, o)
-                for e in range(d + 1):
-                    oe = (t * D + e) * S
-                    lanes_dot3(af, og, xf, ox, xf, oe, nb0, sxx8, ((d * E + e) * K + k) * LB)
+            for d0 in range(0, D, 4):
+                for e0 in range(0, d0 + 1, 4):
+                    lanes_outer_tile(af, og, xf, t * D * S, S, D, nb0, d0, e0, sxx8, k * LB,
+                                     E * K * LB, K * LB, sx8, k * LB, K * LB)  # fmt: skip
     for j in range(K):
         first[j] = 0.0
         for s in range(S):

@@ -455,3 +455,185 @@ def lanes_density_step(typingctx, XL, ox, S, D, nb, means, prec, const, K, b, ob
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+# ------------------------------------------------- full covariances (stop 24)
+_ROWS = 4  # rows of L^-1 per pass of lanes_density_full_step; features per side of a tile
+
+
+@intrinsic
+def lanes_density_full_step(typingctx, XL, ox, S, D, nb, means, linv, const, K, b, ob, m, om,
+                            z):  # fmt: skip
+    """One step's shifted full-covariance Gaussian log-densities over ``nb`` lane blocks:
+    ``v_k = const[k] - 0.5 sum_d r_d^2`` with ``r_d = sum_{e <= d} linv[k D D + d D + e]
+    (x_e - means[k D + e])`` (``x_e`` at ``XL[ox + e S + .]``; each sum in index order),
+    ``m[om + .] = max_k v_k`` and ``b[ob + k S + .] = v_k - m`` (a NaN ``v`` stays NaN).
+    ``z``: scratch of ``D * LANE_BLOCK`` doubles (a state's ``x - mu``, block by block).
+
+    The rows of ``L^-1`` go four at a time: each block of ``x - mu`` is loaded once per
+    four rows and their four sums stay in registers (the loop of stop 23 kept one row's
+    sum in memory and paid a loop's set-up for every ``(d, e)``)."""
+    if not _flat_f64(XL, means, linv, const, b, m, z):
+        return None
+    sig = types.void(XL, ox, S, D, nb, means, linv, const, K, b, ob, m, om, z)
+
+    def codegen(context, builder, sig, args):
+        a = sig.args
+        ox_, S_, D_, nb_, K_, ob_, om_ = _ints(context, builder, sig, args, (1, 2, 3, 4, 8, 10, 12))
+        pX, pmu, pL, pc, pb, pm, pz = (
+            context.make_array(a[i])(context, builder, args[i]).data
+            for i in (0, 5, 6, 7, 9, 11, 13)
+        )
+        pX, pb, pm = builder.gep(pX, [ox_]), builder.gep(pb, [ob_]), builder.gep(pm, [om_])
+        zero = ir.Constant(_V, [0.0] * LANE_BLOCK)
+        half = ir.Constant(_V, [-0.5] * LANE_BLOCK)
+        eight = ir.Constant(S_.type, LANE_BLOCK)
+        four = ir.Constant(D_.type, _ROWS)
+        DD = builder.mul(D_, D_)
+        mx = cgutils.alloca_once_value(builder, ir.Constant(_V, [float("-inf")] * LANE_BLOCK))
+        quad = cgutils.alloca_once_value(builder, zero)
+        rs = [cgutils.alloca_once_value(builder, zero) for _ in range(_ROWS)]
+        n4 = builder.sdiv(D_, four)
+        with cgutils.for_range(builder, nb_) as bl:
+            off = builder.mul(bl.index, eight)
+            builder.store(ir.Constant(_V, [float("-inf")] * LANE_BLOCK), mx)
+            with cgutils.for_range(builder, K_) as kl:
+                k = kl.index
+                mrow = builder.mul(k, D_)
+                lrow = builder.mul(k, DD)
+                with cgutils.for_range(builder, D_) as el:  # z_e = x_e - mu_e, this block
+                    e = el.index
+                    x = builder.load(
+                        _vec(builder, pX, builder.add(builder.mul(e, S_), off)), align=8
+                    )
+                    mu = _splat(builder, builder.load(builder.gep(pmu, [builder.add(mrow, e)])))
+                    builder.store(
+                        builder.fsub(x, mu), _vec(builder, pz, builder.mul(e, eight)), align=8
+                    )
+                builder.store(zero, quad)
+
+                def coef(d, e, lrow=lrow):
+                    at = builder.add(lrow, builder.add(builder.mul(d, D_), e))
+                    return _splat(builder, builder.load(builder.gep(pL, [at])))
+
+                def rows(d0, mr):  # rows d0..d0+mr-1 of L^-1 (x - mu), then their squares
+                    ds = [_plus(builder, d0, i) for i in range(mr)]
+                    for r in rs[:mr]:
+                        builder.store(zero, r)
+                    with cgutils.for_range(builder, d0) as el:  # columns left of the block
+                        e = el.index
+                        zv = builder.load(_vec(builder, pz, builder.mul(e, eight)), align=8)
+                        for i in range(mr):
+                            t = builder.fmul(coef(ds[i], e), zv, flags=_FLAGS)
+                            builder.store(builder.fadd(builder.load(rs[i]), t, flags=_FLAGS), rs[i])
+                    for j in range(mr):  # the block's own triangle: column d0 + j, rows >= it
+                        zv = builder.load(_vec(builder, pz, builder.mul(ds[j], eight)), align=8)
+                        for i in range(j, mr):
+                            t = builder.fmul(coef(ds[i], ds[j]), zv, flags=_FLAGS)
+                            builder.store(builder.fadd(builder.load(rs[i]), t, flags=_FLAGS), rs[i])
+                    for i in range(mr):
+                        r = builder.load(rs[i])
+                        sq = builder.fmul(r, r, flags=_FLAGS)
+                        builder.store(builder.fadd(builder.load(quad), sq, flags=_FLAGS), quad)
+
+                with cgutils.for_range(builder, n4) as gl:  # four rows at a time, then one
+                    rows(builder.mul(gl.index, four), _ROWS)
+                with cgutils.for_range(builder, D_, start=builder.mul(n4, four)) as dl:
+                    rows(dl.index, 1)
+                c = _splat(builder, builder.load(builder.gep(pc, [k])))
+                v = builder.fadd(
+                    c, builder.fmul(half, builder.load(quad), flags=_FLAGS), flags=_FLAGS
+                )
+                builder.store(v, _vec(builder, pb, builder.add(builder.mul(k, S_), off)), align=8)
+                old = builder.load(mx)
+                builder.store(builder.select(builder.fcmp_unordered(">", v, old), v, old), mx)
+            top = builder.load(mx)
+            builder.store(top, _vec(builder, pm, off), align=8)
+            with cgutils.for_range(builder, K_) as kl:
+                bp = _vec(builder, pb, builder.add(builder.mul(kl.index, S_), off))
+                builder.store(builder.fsub(builder.load(bp, align=8), top), bp, align=8)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def lanes_outer_tile(typingctx, g, og, X, ox, S, D, nb, d0, e0, out, oo, sd, se, sx, osx, sdx):
+    """A tile of a state's second moments over ``nb`` lane blocks: for features ``d`` in
+    ``d0..d0+3`` and ``e`` in ``e0..e0+3`` (both ``< D``, and ``e <= d``; ``e0`` and ``d0``
+    multiples of 4), ``out[oo + d sd + e se + l] += sum_i (g x_d) x_e`` at lanes ``8 i + l``
+    (``g`` from ``og``, ``x_d`` at ``X[ox + d S + .]``). On the diagonal (``d0 == e0``) also
+    ``sx[osx + d sdx + l] += sum_i g x_d``. The tile's sums stay in registers over the
+    blocks: each block of ``g`` and of the features is loaded once per tile, not once per
+    pair ``(d, e)`` (stop 23's ``lanes_dot3``: three loads per multiply-add). An edge tile
+    (fewer than 4 features left) has code of its own size: no product is wasted."""
+    if not _flat_f64(g, X, out, sx):
+        return None
+    sig = types.void(g, og, X, ox, S, D, nb, d0, e0, out, oo, sd, se, sx, osx, sdx)
+
+    def codegen(context, builder, sig, args):
+        a = sig.args
+        og_, ox_, S_, D_, nb_, d0_, e0_, oo_, sd_, se_, osx_, sdx_ = _ints(
+            context, builder, sig, args, (1, 3, 4, 5, 6, 7, 8, 10, 11, 12, 14, 15)
+        )
+        pg, pX, po, psx = (
+            context.make_array(a[i])(context, builder, args[i]).data for i in (0, 2, 9, 13)
+        )
+        pg, pX = builder.gep(pg, [og_]), builder.gep(pX, [ox_])
+        po, psx = builder.gep(po, [oo_]), builder.gep(psx, [osx_])
+        zero = ir.Constant(_V, [0.0] * LANE_BLOCK)
+        eight = ir.Constant(S_.type, LANE_BLOCK)
+
+        def tile(diag, nd):  # nd rows (features d0..d0+nd-1); 4 columns, or nd on the diagonal
+            ne = nd if diag else _ROWS
+            pds = [builder.gep(pX, [builder.mul(_plus(builder, d0_, i), S_)]) for i in range(nd)]
+            pes = [builder.gep(pX, [builder.mul(_plus(builder, e0_, j), S_)]) for j in range(ne)]
+            pairs = [(i, j) for i in range(nd) for j in range(ne) if not diag or j <= i]
+            accs = {p: cgutils.alloca_once_value(builder, zero) for p in pairs}
+            sxa = [cgutils.alloca_once_value(builder, zero) for _ in range(nd)] if diag else []
+            with cgutils.for_range(builder, nb_) as bl:
+                off = builder.mul(bl.index, eight)
+                gv = builder.load(_vec(builder, pg, off), align=8)
+                xd = [builder.load(_vec(builder, p, off), align=8) for p in pds]
+                xe = xd if diag else [builder.load(_vec(builder, p, off), align=8) for p in pes]
+                gx = [builder.fmul(gv, x, flags=_FLAGS) for x in xd]
+                for i, acc in enumerate(sxa):
+                    builder.store(builder.fadd(builder.load(acc), gx[i], flags=_FLAGS), acc)
+                for (i, j), acc in accs.items():
+                    t = builder.fmul(gx[i], xe[j], flags=_FLAGS)
+                    builder.store(builder.fadd(builder.load(acc), t, flags=_FLAGS), acc)
+
+            def add_into(base, o, acc):
+                p = _vec(builder, base, o)
+                builder.store(builder.fadd(builder.load(p, align=8), builder.load(acc)), p, align=8)
+
+            for (i, j), acc in accs.items():
+                o = builder.add(
+                    builder.mul(_plus(builder, d0_, i), sd_),
+                    builder.mul(_plus(builder, e0_, j), se_),
+                )
+                add_into(po, o, acc)
+            for i, acc in enumerate(sxa):
+                add_into(psx, builder.mul(_plus(builder, d0_, i), sdx_), acc)
+
+        left = builder.sub(D_, d0_)  # features from d0 on: a full tile from 4
+
+        def by_rows(diag, nd):  # the tile of min(left, 4) rows: 4, else 3, 2, 1
+            if nd == 1:
+                tile(diag, 1)
+                return
+            fits = builder.icmp_signed(">=", left, ir.Constant(left.type, nd))
+            with builder.if_else(fits) as (yes, no):
+                with yes:
+                    tile(diag, nd)
+                with no:
+                    by_rows(diag, nd - 1)
+
+        with builder.if_else(builder.icmp_signed("==", d0_, e0_)) as (on_diag, off_diag):
+            with on_diag:
+                by_rows(True, _ROWS)
+            with off_diag:
+                by_rows(False, _ROWS)
+        return context.get_dummy_value()
+
+    return sig, codegen

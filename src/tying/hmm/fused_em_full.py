@@ -17,7 +17,7 @@ thread count. It runs where the diag loop's conditions hold and the model is an
 untied ``"full"`` one, or ``"tied"`` with untied means and transitions (other ties
 keep the general loop), with ``covars_weight`` a scalar or one value per state and
 ``K D (D + 1) / 2`` small enough for the per-state density
-(``gaussian._FUSED_FULL_MAX``). A sequence
+(``gaussian._lanes_density_pays``). A sequence
 whose scaling fails hands the fit to the general loop before that M-step, as in the
 diag loop; a covariance with no Cholesky factor hands it over after it (the general
 loop then raises LAPACK's error, or finishes, as it would have).
@@ -45,12 +45,12 @@ __all__ = ["FusedEMFull"]
 def _fast_args(model) -> tuple | None:
     """The full M-step's fixed arguments (settings, priors and ties do not change during
     a fit), or None when this loop does not apply (see the module docstring)."""
-    from tying.hmm.gaussian import _FUSED_FULL_MAX
+    from tying.hmm.gaussian import _lanes_density_pays
 
     ties, K, D = model.ties_, model.n_components, model.n_features_
     if model.covariance_type not in ("full", "tied") or K > 128 or D > 128:
         return None
-    if K * D * (D + 1) // 2 > _FUSED_FULL_MAX:  # the general loop's NumPy density
+    if not _lanes_density_pays(K, D, 1 if model.covariance_type == "tied" else K):  # NumPy's
         return None
     if not (ties._untied("transitions") and ties._untied("means")):
         return None

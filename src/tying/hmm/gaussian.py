@@ -50,9 +50,20 @@ _EMPTY = 1e-10  # a group with less posterior mass than this keeps its old value
 # that bound passes _EXACT_BELOW are recomputed from x - mu (hmmlearn's exact form)
 _EXACT_BELOW = 1e-10 / (8 * np.finfo(float).eps)
 _CHUNK = 1 << 20  # entries of an (n, K, D) difference array per block
-# the fused E-step evaluates full covariances per state and row (K·D(D+1)/2 multiply-adds);
-# above this the NumPy density (one triangular inverse per group, BLAS) is cheaper
-_FUSED_FULL_MAX = 1024
+# the fused E-step evaluates full covariances per state and row (K·D(D+1)/2 multiply-adds,
+# lane-block vector code since stop 24); the NumPy density costs one triangular product per
+# covariance group and row (BLAS) plus K·D. Measured 2026-12-02 (1 thread, 10-150 sequences
+# x 400, the whole fit): with a covariance per state the lanes were 1.15-3.5x cheaper up to
+# 29,000 (K=96 D=24, K=16 D=60); with shared covariances ("tied") about even from 6,500
+_FUSED_FULL_MAX = 32768  # K·D(D+1)/2 for one covariance per state
+_FUSED_SHARED_MAX = 6144  # the same when states share covariances (fewer groups than K)
+
+
+def _lanes_density_pays(K: int, D: int, n_groups: int) -> bool:
+    """Whether the lane kernels' per-state full density is the cheaper one for K states of
+    D features whose covariances form ``n_groups`` groups (see ``_FUSED_FULL_MAX``)."""
+    limit = _FUSED_FULL_MAX if n_groups >= K else _FUSED_SHARED_MAX
+    return K * D * (D + 1) // 2 <= limit
 
 
 class GaussianHMM(BaseHMM):
@@ -571,7 +582,7 @@ class GaussianHMM(BaseHMM):
             prec = np.ascontiguousarray(1.0 / self._variances()[self.ties_.group_of["covars"]])
             const = -0.5 * (D * _LOG_2PI - np.log(prec).sum(1))
             lanes, args = kernels.lanes_density_diag, (prec,)
-        elif K * D * (D + 1) // 2 > _FUSED_FULL_MAX:
+        elif not _lanes_density_pays(K, D, len(self.ties_.groups("covars"))):
             lb = np.ascontiguousarray(self._log_emission(X))
 
             def shifted(u, b, m):
