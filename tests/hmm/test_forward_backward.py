@@ -89,7 +89,7 @@ def test_matches_hmmlearn_on_the_same_parameters():
 
 
 def test_lane_layout_names_a_bad_covariance_type_and_sizes_units_by_k():
-    """The layout's units follow the model it is for (K, covariance type): 20 x 100 rows
+    """The layout's units follow the model it is for (K, covariance type): 40 x 60 rows
     of 32 states are split where the same rows of 8 are not; an unknown covariance type
     is refused by name before anything is planned."""
     from tying.hmm import compiled
@@ -98,10 +98,10 @@ def test_lane_layout_names_a_bad_covariance_type_and_sizes_units_by_k():
 
     if not compiled.available():
         pytest.skip("compiled kernels unavailable")
-    X = np.random.default_rng(0).normal(size=(2000, 4))
-    batch = SequenceBatch.from_lengths([100] * 20)
+    X = np.random.default_rng(0).normal(size=(2400, 4))
+    batch = SequenceBatch.from_lengths([60] * 40)
     small = LaneLayout(X, np.zeros(4), batch, K=8, fill=False)
     big = LaneLayout(X, np.zeros(4), batch, K=32, fill=False)
-    assert small.edges.tolist() == [0, 20] and big.edges.tolist() == [0, 8, 20]
+    assert small.edges.tolist() == [0, 40] and big.edges.tolist() == [0, 16, 40]
     with pytest.raises(ValueError, match=r"covariance_type must be one of .*got 'ful'"):
         LaneLayout(X, np.zeros(4), batch, K=8, covariance_type="ful")

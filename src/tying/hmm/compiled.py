@@ -263,13 +263,17 @@ UNITS, SPLIT_ROWS, FOUR_ROWS, MAX_LANES, LANE_BLOCK = 4, 4_000, 120_000, 256, 8
 #: of 8 lanes, each as costly as the one they came from), is not made; nor one whose
 #: units together cost one thread more than ``MAX_COST`` times the whole (the units
 #: are the same whatever n_jobs, so the default n_jobs=1 pays for them: 16 lanes cut
-#: 8 + 8 cost +26 %, 4 long sequences cut 2 + 2 run one at a time, +31 %).
-MIN_GAIN, MAX_COST = 1.25, 1.25
+#: 8 + 8 cost +26 %). 1.15, not more: a split that costs one thread more cannot reach
+#: 1.8x on two (20 x 400 cut 8 + 12 cost one thread 1.20x, reading 9.65x hmmlearn
+#: against 11.6x in one unit, for 1.31x on two threads; K=32 50 x 400 cut 24 + 26 costs
+#: 1.11x and gains 1.69x on two; 2026-12-02 15:25 UTC, quiet, /work/s24 splitprobe).
+MIN_GAIN, MAX_COST = 1.25, 1.15
 #: a unit's fixed cost per step, in lane-steps (measured 4-11, 2026-12-02), and a row
-#: of a unit of few sequences (one sequence at a time, ``rows_fb_stats``) in lane-steps
-#: of the lane kernels (4.4 at K=8, D=4: 4 x 1000 in one lane unit 366 us an iteration,
-#: in two units of two sequences 240 us each); re-measure when the rows kernel changes
-STEP_LANES, ROW_LANE_STEPS = 6, 4.4
+#: of a unit of few sequences (one sequence at a time, ``_numba_rows``) in lane-steps
+#: of the lane kernels: 1 x 16,000 against 64 x 250 (1 thread, 10 iterations, quiet,
+#: 2026-12-02 after the stop 24 rows kernel): 2.3 at K=8 D=4 (was 4.4 with the stop 13
+#: kernel), 4.0 at K=4, 1.85 at K=16, 1.4 at K=32, 2.6 at D=1, 1.8 at D=16
+STEP_LANES, ROW_LANE_STEPS = 6, 2.3
 
 #: ns per row and EM iteration on one thread, ``c0 + c1 K + c2 K^2 + c3 K D + c4 K D^2
 #: + c5 D^2``, fitted to 1-thread fits of 16,000 rows (64 x 250, one unit) at K = 2, 4,
