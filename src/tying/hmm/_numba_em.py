@@ -256,20 +256,29 @@ def _back_off(t0, fns):
 
 # ---------------------------------------------------------------- the lane copy
 @numba.njit(**_JIT)
-def copy_unit(fill, u, X, center, lane_start, n_act, XL, XcL, fns):
-    """Make unit ``u``'s lanes hold their rows (``to_lanes``), whichever thread asks first:
-    claim the copy (``fill[u]``: 0 -> 1), make it, mark it there (2); or, when another
-    thread holds the claim, wait for its mark (copy it here if that thread died)."""
+def _claim_copy(fill, u, fns):
+    """Whether this thread makes unit ``u``'s copy: it claims it (``fill[u]``: 0 -> 1),
+    or another thread holds the claim and died before marking it done (then the copy is
+    made here: the same values as that thread would have written); False once the other
+    thread has marked it done (2)."""
     if atomic_cas(fill, u, NOT_COPIED, COPYING) != NOT_COPIED:
         t0 = cycles()
         while True:
             if atomic_load(fill, u) == COPIED:
-                return
-            if atomic_load(fill, fill.shape[0] - 1) != 0:  # its thread died: copy it here
-                break  # (the same values as that thread would have written)
+                return False
+            if atomic_load(fill, fill.shape[0] - 1) != 0:  # its thread died
+                return True
             _back_off(t0, fns)
-    to_lanes(X, center, lane_start, n_act, XL, XcL)
-    atomic_store(fill, u, COPIED)
+    return True
+
+
+@numba.njit(**_JIT)
+def copy_unit(fill, u, X, center, lane_start, n_act, XL, XcL, fns):
+    """Make unit ``u``'s lanes hold their rows (``to_lanes``), whichever thread asks first
+    (:func:`_claim_copy`), and mark it done."""
+    if _claim_copy(fill, u, fns):
+        to_lanes(X, center, lane_start, n_act, XL, XcL)
+        atomic_store(fill, u, COPIED)
 
 
 @numba.njit(**_JIT)
@@ -277,16 +286,9 @@ def copy_rows_unit(fill, u, X, center, r0, R, XL, XcL, fns):
     """:func:`copy_unit` for a unit of a few long sequences: its rows from ``r0`` dealt
     out over its lanes in turn (:func:`~tying.hmm._numba_rows.deal_rows`), as
     ``LaneLayout.fill`` deals them."""
-    if atomic_cas(fill, u, NOT_COPIED, COPYING) != NOT_COPIED:
-        t0 = cycles()
-        while True:
-            if atomic_load(fill, u) == COPIED:
-                return
-            if atomic_load(fill, fill.shape[0] - 1) != 0:  # its thread died: copy it here
-                break
-            _back_off(t0, fns)
-    deal_rows(X, center, r0, R, XL, XcL)
-    atomic_store(fill, u, COPIED)
+    if _claim_copy(fill, u, fns):
+        deal_rows(X, center, r0, R, XL, XcL)
+        atomic_store(fill, u, COPIED)
 
 
 @numba.njit(**_JIT)
