@@ -364,8 +364,8 @@ def units(lengths: np.ndarray, K: int = 8, D: int = 4, covariance_type: str = "d
         ValueError: for an unknown covariance type (see :func:`row_cost`).
 
     Example:
-        >>> units(np.full(5, 25_000)).tolist()  # one lane unit: faster than 2 + 3 run
-        [0, 5]
+        >>> units(np.full(5, 25_000)).tolist()  # run one at a time: cheaper than 8 lanes
+        [0, 1, 2, 4, 5]
         >>> units(np.full(3, 25_000)).tolist()  # run one at a time: one thread each
         [0, 1, 3]
         >>> units(np.full(10, 5)).tolist()
@@ -376,8 +376,8 @@ def units(lengths: np.ndarray, K: int = 8, D: int = 4, covariance_type: str = "d
         [0, 24, 50]
         >>> units(np.full(2, 2000)).tolist()  # few long sequences: one each
         [0, 1, 2]
-        >>> units(np.full(20, 100)).tolist(), units(np.full(20, 100), K=32).tolist()
-        ([0, 20], [0, 8, 20])
+        >>> units(np.full(40, 60)).tolist(), units(np.full(40, 60), K=32).tolist()
+        ([0, 40], [0, 16, 40])
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     n = len(lengths)
