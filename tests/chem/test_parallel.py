@@ -383,3 +383,30 @@ def test_a_long_lived_worker_labels_with_the_force_field_file_as_it_is_now(tmp_p
     after = label_lines(["CCO ethanol"], force_field=str(path))
     assert "b1" in str(before) and "b1-edited" not in str(before)
     assert "b1-edited" in str(after)
+
+
+def test_a_force_field_not_read_from_a_file_is_refused_over_processes(sage):
+    """Workers rebuild the force field from its file's bytes: one changed in memory
+    (dataclasses.replace) would be labelled with the file's parameters instead."""
+    import dataclasses
+
+    ff = sage.force_field
+    bonds = ff["Bonds"]
+    fewer = dataclasses.replace(bonds, parameters=bonds.parameters[1:])  # b1 gone
+    edited = dataclasses.replace(ff, sections={**ff.sections, "Bonds": fewer})
+    # positions are stored as each parameter's index: a shifted section would name the
+    # next parameter for every term (b3 for b2's), silently, so it is refused by name
+    with pytest.raises(ValueError, match=r"section Bonds: parameter 'b2' sits at position 0"):
+        SmirksAssigner(edited, strict=False)
+    renumbered = [dataclasses.replace(p, index=i) for i, p in enumerate(fewer.parameters)]
+    fewer = dataclasses.replace(fewer, parameters=tuple(renumbered))
+    edited = dataclasses.replace(ff, sections={**ff.sections, "Bonds": fewer})
+    mine = SmirksAssigner(edited, strict=False)
+    molecules = drug_like_smiles(12)
+    one = mine.assign_many(molecules)  # in this process: the edited parameters
+    assert all("b1" not in a.ids("Bonds").values() for a in one)
+    assert [a.ids("Bonds") for a in one] == [mine.assign(m).ids("Bonds") for m in molecules]
+    plain = [a.ids("Bonds") for a in sage.assign_many(molecules)]
+    assert [a.ids("Bonds") for a in one] != plain  # the edit is seen (b1 bonds unassigned)
+    with pytest.raises(ValueError, match=r"was not read from a file as it is.*use n_jobs=1"):
+        mine.assign_many(molecules, n_jobs=2, chunksize=3)

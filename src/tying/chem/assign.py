@@ -203,6 +203,16 @@ class SmirksAssigner:
         if unknown:
             raise ValueError(f"cannot assign sections {unknown}; supported: {', '.join(KEYS)}")
         self.sections = tuple(sections)
+        for s in self.sections:  # results store each parameter's position as its index
+            for i, p in enumerate(self.force_field[s].parameters):
+                if p.index != i:
+                    raise ValueError(
+                        f"force field {self.force_field.name!r}, section {s}: parameter "
+                        f"{p.id!r} sits at position {i} but says index {p.index}, so labels "
+                        f"would name the wrong parameter; a section changed in memory must "
+                        f"renumber its parameters (dataclasses.replace(p, index=i)), or write "
+                        f"the force field to an .offxml file and load that"
+                    )
         self.strict = strict
         self.cache = cache
         self._compiled = {s: compile_section(self.force_field, s) for s in self.sections}

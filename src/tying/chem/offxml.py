@@ -21,6 +21,7 @@ import difflib
 import hashlib
 import pathlib
 import threading
+import weakref
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
 from importlib import metadata
@@ -178,7 +179,9 @@ class ForceField:
     source: bytes = dataclasses.field(default=b"", repr=False, compare=False)
     # Compiled SMIRKS per section, filled on first use by tying.chem.smirks so
     # that each pattern of a force field is compiled once.
-    _compiled: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
+    _compiled: dict = dataclasses.field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )  # not init: a copy made with dataclasses.replace compiles its own patterns
 
     def __getitem__(self, section: str) -> Section:
         if section not in self.sections:
@@ -329,6 +332,9 @@ def load_force_field(name: str | pathlib.Path = "openff-2.3.0") -> ForceField:
 _LOADED: collections.OrderedDict[tuple[pathlib.Path, str], ForceField] = collections.OrderedDict()
 _LOADED_KEPT = 32
 _LOADED_LOCK = threading.Lock()
+# Every force field read from bytes by _parse: one made otherwise (dataclasses.replace,
+# by hand) cannot be rebuilt from its ``source`` in another process.
+_PARSED: weakref.WeakSet[ForceField] = weakref.WeakSet()
 
 
 def _load(path: pathlib.Path, data: bytes) -> ForceField:
@@ -365,7 +371,7 @@ def _parse(path: pathlib.Path, data: bytes, digest: str) -> ForceField:
                 f"into one <{elem.tag}> block (in the order they should win)"
             )
         sections[elem.tag] = _read_section(path, elem)
-    return ForceField(
+    ff = ForceField(
         name=path.stem,
         path=path,
         aromaticity_model=root.get("aromaticity_model", "OEAroModel_MDL"),
@@ -373,6 +379,8 @@ def _parse(path: pathlib.Path, data: bytes, digest: str) -> ForceField:
         digest=digest,
         source=data,
     )
+    _PARSED.add(ff)
+    return ff
 
 
 def _read_section(path: pathlib.Path, elem: ET.Element) -> Section:

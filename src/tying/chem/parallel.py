@@ -321,13 +321,26 @@ def worker_config(assigner: SmirksAssigner) -> tuple:
     since, and the parent decodes the workers' answers against its own parameters),
     the sections and strictness.
 
+    Raises:
+        ValueError: for a force field not read from a file as it is (made with
+            ``dataclasses.replace`` or by hand): workers could not rebuild it.
+
     Example:
         >>> from tying.chem import SmirksAssigner
         >>> path, source, sections, strict = worker_config(SmirksAssigner("openff-2.3.0"))
         >>> source[:9], strict
         (b'<?xml ver', True)
     """
+    from tying.chem.offxml import _PARSED
+
     ff = assigner.force_field
+    if ff not in _PARSED:
+        raise ValueError(
+            f"assign_many over processes: force field {ff.name!r} was not read from a file "
+            f"as it is (made with dataclasses.replace or by hand), and worker processes "
+            f"rebuild it from the bytes of its file, so they would label with other "
+            f"parameters; use n_jobs=1, or write it to an .offxml file and load that"
+        )
     return (str(ff.path), ff.source, tuple(assigner.sections), assigner.strict)
 
 
