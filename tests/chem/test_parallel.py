@@ -408,5 +408,17 @@ def test_a_force_field_not_read_from_a_file_is_refused_over_processes(sage):
     assert [a.ids("Bonds") for a in one] == [mine.assign(m).ids("Bonds") for m in molecules]
     plain = [a.ids("Bonds") for a in sage.assign_many(molecules)]
     assert [a.ids("Bonds") for a in one] != plain  # the edit is seen (b1 bonds unassigned)
+    mine.clear_cache()  # (cached molecules need no worker: nothing would be refused)
     with pytest.raises(ValueError, match=r"was not read from a file as it is.*use n_jobs=1"):
         mine.assign_many(molecules, n_jobs=2, chunksize=3)
+
+
+def test_a_call_whose_molecules_are_all_cached_starts_no_worker(sage):
+    """Every SMILES in the cache already: nothing to send, and max_workers=0 was an error."""
+    molecules = drug_like_smiles(20)
+    sage.clear_cache()
+    first = sage.assign_many(molecules, n_jobs=2, chunksize=4)
+    hits = sage.hits
+    again = sage.assign_many(molecules, n_jobs=2, chunksize=4)
+    assert _ids(again) == _ids(first) and [a.name for a in again] == [a.name for a in first]
+    assert sage.hits == hits + len(molecules)

@@ -110,7 +110,9 @@ def assign_many(
         orders: dict[int, tuple[int, ...]] = {}  # canonical atom order of worker cache misses
         ff = assigner.force_field
         sections = assigner._parameters  # per section, its parameters in file order
-        with _workers(worker_config(assigner), min(n, len(chunks))) as pool:
+        # every molecule may be in the cache already: then no worker is started
+        workers = _workers(worker_config(assigner), min(n, len(chunks))) if chunks else None
+        with workers or contextlib.nullcontext() as pool:
             futures = []
             try:
                 # submitting starts the workers: one that dies at once breaks the pipe
