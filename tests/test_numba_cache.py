@@ -197,3 +197,29 @@ def test_a_function_compiled_before_the_guard_is_not_trusted(tmp_path, monkeypat
     _numba_cache.guard(module.__name__)
     assert type(module.h._cache).__name__ == "NullCache"
     assert "was compiled unguarded" in caplog.text
+
+
+def test_a_helper_function_or_a_dict_of_options_imported_from_another_module_counts(
+    tmp_path, monkeypatch
+):
+    """A code generator an intrinsic calls at compile time, and numba's options, are not
+    numba objects: the helper counts by its module's source, the dict by its values."""
+    root = _package(
+        tmp_path,
+        {
+            "b.py": "OPTS = {'nogil': True}\n\n\ndef helper(x):\n    return x + 1\n",
+            "a.py": "from numpkg.b import OPTS, helper\n",
+        },
+    )
+    monkeypatch.syspath_prepend(str(root))
+    a = importlib.import_module("numpkg.a")
+    b = sys.modules["numpkg.b"]
+    monkeypatch.setattr(_numba_cache, "_DIGESTS", {})
+    before = _numba_cache.digest(a)
+    _rewrite_keeping_size(root / "numpkg" / "b.py", "x + 1", "x + 2")
+    monkeypatch.setattr(_numba_cache, "_DIGESTS", {})
+    after_source = _numba_cache.digest(a)
+    monkeypatch.setitem(b.OPTS, "nogil", False)
+    monkeypatch.setattr(_numba_cache, "_DIGESTS", {})
+    after_options = _numba_cache.digest(a)
+    assert len({before, after_source, after_options}) == 3

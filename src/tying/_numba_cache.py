@@ -15,7 +15,9 @@ digest stale and compiles afresh (and saves over it); nothing is deleted. The di
 covers the module's own source and, for each name it imports from tying:
 
 - a module, or a numba function or intrinsic: that module's digest, recursively;
-- anything else (a constant such as a threshold): its value.
+- a function or class of the package (a code generator an intrinsic runs at compile
+  time): the digest of the module defining it;
+- anything else (a constant such as a threshold, a dict of options): its value.
 
 When numba's internals no longer look as expected, the module's functions are not
 cached at all (compiled in every process: slow, never stale), and a warning says so.
@@ -41,6 +43,8 @@ _MARK = "tying-sources"  # the stamp numba keeps: (its own stamp, (_MARK, digest
 
 def _value_bytes(value) -> bytes:
     """A stable rendering of an imported constant's value."""
+    if isinstance(value, dict):  # e.g. numba's options: their values change the code
+        return b"{" + b",".join(_value_bytes(kv) for kv in sorted(value.items(), key=repr)) + b"}"
     if isinstance(value, np.ndarray):
         return f"ndarray:{value.dtype.str}:{value.shape}:".encode() + value.tobytes()
     if isinstance(value, bool | int | float | complex | str | bytes | type(None) | np.generic):
@@ -97,10 +101,15 @@ def digest(module: ModuleType) -> str:
             for alias in node.names:
                 value = getattr(dep, alias.name, None)
                 h.update(f"\0{node.module}.{alias.name}=".encode())
+                home = sys.modules.get(getattr(value, "__module__", None) or "")
                 if isinstance(value, ModuleType):
                     h.update(digest(value).encode())
                 elif _is_numba_object(value):  # inlined into the caller: its source counts
                     h.update(digest(dep).encode())
+                elif callable(value) and home is not None and home.__name__.startswith(root):
+                    # a function or class of the package (a code generator an intrinsic
+                    # calls at compile time, say): the source of the module defining it
+                    h.update(digest(home).encode())
                 else:
                     h.update(_value_bytes(value))
     _DIGESTS[name] = h.hexdigest()
