@@ -351,52 +351,6 @@ def _sum_block(a, o):
 
 
 @numba.njit(**_JIT)
-def _beta_step(transmat, q, beta, nr):
-    """``beta[j] = sum_k A[j, k] q[k]`` on ``nr`` lanes, four terms per pass (beta loaded
-    less often), the first pass setting it."""
-    K = transmat.shape[0]
-    for j in range(K):
-        a0 = transmat[j, 0]
-        if K == 1:
-            for s in range(nr):
-                beta[j, s] = a0 * q[0, s]
-            continue
-        a1 = transmat[j, 1]
-        if K >= 4:  # the first four terms set beta
-            a2 = transmat[j, 2]
-            a3 = transmat[j, 3]
-            for s in range(nr):
-                beta[j, s] = a0 * q[0, s] + a1 * q[1, s] + a2 * q[2, s] + a3 * q[3, s]
-            k = 4
-        else:
-            for s in range(nr):
-                beta[j, s] = a0 * q[0, s] + a1 * q[1, s]
-            k = 2
-        while K - k >= 4:
-            a0 = transmat[j, k]
-            a1 = transmat[j, k + 1]
-            a2 = transmat[j, k + 2]
-            a3 = transmat[j, k + 3]
-            for s in range(nr):
-                w = beta[j, s] + a0 * q[k, s]
-                w = w + a1 * q[k + 1, s]
-                w = w + a2 * q[k + 2, s]
-                beta[j, s] = w + a3 * q[k + 3, s]
-            k += 4
-        while k + 1 < K:
-            a0 = transmat[j, k]
-            a1 = transmat[j, k + 1]
-            for s in range(nr):
-                w = beta[j, s] + a0 * q[k, s]
-                beta[j, s] = w + a1 * q[k + 1, s]
-            k += 2
-        if k < K:
-            a0 = transmat[j, k]
-            for s in range(nr):
-                beta[j, s] += a0 * q[k, s]
-
-
-@numba.njit(**_JIT)
 def to_lanes(X, center, lane_start, n_act, XL, XcL):
     """Rows of ``X`` into lane layout ``(T, D, S)``: raw (``XL``) and centred (``XcL``)."""
     T, D, S = XL.shape
