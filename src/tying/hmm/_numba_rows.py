@@ -45,20 +45,12 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from tying import _numba_cache
+from tying.hmm._numba_lanes import _FLAGS, _V, LANE_BLOCK, _flat_f64, _ints, _splat, _vec
 from tying.hmm._numba_scaled import _JIT
 from tying.hmm.forward_backward import TINY  # the same threshold on every path
 
-BLOCK = 8  # states per vector
-_V = ir.VectorType(ir.DoubleType(), BLOCK)
-_FLAGS = ("contract",)  # a product and its sum may fuse; no reassociation
+BLOCK = LANE_BLOCK  # states per vector (the lane kernels' vector of 8 doubles)
 _ACCS = 4  # independent accumulators of a mat-vec product (its sum is a chain otherwise)
-
-
-def _flat_f64(*arrays):
-    return all(
-        isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C" and a.dtype == types.float64
-        for a in arrays
-    )
 
 
 def _base(context, builder, sig, args, i, off=None):
@@ -70,18 +62,7 @@ def _base(context, builder, sig, args, i, off=None):
 
 
 def _int(context, builder, sig, args, i):
-    return context.cast(builder, args[i], sig.args[i], types.intp)
-
-
-def _vp(builder, base, off):
-    """The block at ``base + off`` (``off`` an intp, in doubles) as a vector pointer."""
-    return builder.bitcast(builder.gep(base, [off]), _V.as_pointer())
-
-
-def _splat(builder, x):
-    v = builder.insert_element(ir.Constant(_V, None), x, ir.Constant(ir.IntType(32), 0))
-    mask = ir.Constant(ir.VectorType(ir.IntType(32), BLOCK), [0] * BLOCK)
-    return builder.shuffle_vector(v, ir.Constant(_V, None), mask)
+    return _ints(context, builder, sig, args, [i])[0]
 
 
 def _hsum(builder, v):
@@ -123,7 +104,7 @@ def blk_matvec(typingctx, A, lda, x, ox, n, out, oo, nb):
 
         def term(j, off, acc, first=False):
             coef = _splat(builder, builder.load(builder.gep(px, [j])))
-            row = builder.load(_vp(builder, pA, builder.add(builder.mul(j, lda_), off)), align=8)
+            row = builder.load(_vec(builder, pA, builder.add(builder.mul(j, lda_), off)), align=8)
             prod = builder.fmul(coef, row, flags=_FLAGS)
             builder.store(
                 prod if first else builder.fadd(builder.load(acc), prod, flags=_FLAGS), acc
@@ -146,7 +127,7 @@ def blk_matvec(typingctx, A, lda, x, ox, n, out, oo, nb):
                 term(jl.index, off, accs[0])
             a = [builder.load(acc) for acc in accs]
             s = builder.fadd(builder.fadd(a[0], a[1]), builder.fadd(a[2], a[3]))
-            builder.store(s, _vp(builder, po, off), align=8)
+            builder.store(s, _vec(builder, po, off), align=8)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -178,7 +159,7 @@ def blk_gather(typingctx, x, ox, stride, n, out, nb):
                 v = builder.insert_element(
                     v, builder.select(inside, val, zero_d), ir.Constant(ir.IntType(32), lane)
                 )
-            builder.store(v, _vp(builder, po, off), align=8)
+            builder.store(v, _vec(builder, po, off), align=8)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -199,10 +180,10 @@ def blk_prod(typingctx, x, ox, y, oy, out, oo, nb):
         with _blocks(builder, nb_) as bl:
             off = _off(builder, bl.index)
             v = builder.fmul(
-                builder.load(_vp(builder, px, off), align=8),
-                builder.load(_vp(builder, py, off), align=8),
+                builder.load(_vec(builder, px, off), align=8),
+                builder.load(_vec(builder, py, off), align=8),
             )
-            builder.store(v, _vp(builder, po, off), align=8)
+            builder.store(v, _vec(builder, po, off), align=8)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -222,8 +203,8 @@ def blk_scale(typingctx, x, ox, s, out, oo, nb):
         nb_ = _int(context, builder, sig, args, 5)
         with _blocks(builder, nb_) as bl:
             off = _off(builder, bl.index)
-            v = builder.load(_vp(builder, px, off), align=8)
-            builder.store(builder.fmul(v, sv), _vp(builder, po, off), align=8)
+            v = builder.load(_vec(builder, px, off), align=8)
+            builder.store(builder.fmul(v, sv), _vec(builder, po, off), align=8)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -246,10 +227,10 @@ def blk_mul_sum(typingctx, x, ox, y, oy, out, oo, nb):
         with _blocks(builder, nb_) as bl:
             off = _off(builder, bl.index)
             v = builder.fmul(
-                builder.load(_vp(builder, px, off), align=8),
-                builder.load(_vp(builder, py, off), align=8),
+                builder.load(_vec(builder, px, off), align=8),
+                builder.load(_vec(builder, py, off), align=8),
             )
-            builder.store(v, _vp(builder, po, off), align=8)
+            builder.store(v, _vec(builder, po, off), align=8)
             builder.store(builder.fadd(builder.load(acc), v), acc)
         return _hsum(builder, builder.load(acc))
 
@@ -271,11 +252,11 @@ def blk_outer(typingctx, x, ox, n, y, oy, out, oo, ld, nb):
         n_, ld_, nb_ = (_int(context, builder, sig, args, i) for i in (2, 7, 8))
         with _blocks(builder, nb_) as bl:
             off = _off(builder, bl.index)
-            yv = builder.load(_vp(builder, py, off), align=8)
+            yv = builder.load(_vec(builder, py, off), align=8)
             with cgutils.for_range(builder, n_) as jl:
                 j = jl.index
                 coef = _splat(builder, builder.load(builder.gep(px, [j])))
-                p = _vp(builder, po, builder.add(builder.mul(j, ld_), off))
+                p = _vec(builder, po, builder.add(builder.mul(j, ld_), off))
                 w = builder.fadd(
                     builder.load(p, align=8), builder.fmul(coef, yv, flags=_FLAGS), flags=_FLAGS
                 )
