@@ -22,7 +22,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import dataclasses
-import hashlib
 import multiprocessing
 import os
 import threading
@@ -382,8 +381,7 @@ def _workers(config: tuple, n_workers: int) -> Iterator[cf.ProcessPoolExecutor]:
     shut down after :data:`KEEP_WORKERS_S` seconds (0: at the end of each call), and
     at the latest when Python exits; :func:`release_workers` shuts it down now.
     """
-    path, source, sections, strict = config
-    key = (path, hashlib.sha256(source).hexdigest(), sections, strict, n_workers)
+    key = (*config, n_workers)  # the force field's bytes themselves: compared, not hashed
     idle = None
     with _KEPT_LOCK:
         if _KEPT["timer"] is not None:
