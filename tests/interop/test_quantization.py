@@ -261,3 +261,45 @@ def test_excluding_one_seat_of_a_module_reached_twice_is_refused(excluded):
     assert m[0] is lin and m[2] is lin and type(lin) is nn.Linear
     q = quantize_dynamic(m, {nn.Linear}, exclude={"0", "2"})  # every seat: kept float
     assert q[0] is q[2] and type(q[0]) is nn.Linear
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_a_pruned_module_not_made_permanent_is_refused_before_any_change(inplace):
+    # stop 25 review: the swap copied prune's forward hook onto the quantized module,
+    # whose first call failed with "'Linear' object has no attribute 'weight_mask'"
+    # (inplace=True, the model already swapped); inplace=False failed in deepcopy
+    from torch.nn.utils import prune as torch_prune
+
+    from tying.interop.pruning import prune
+
+    m = _stack()
+    prune(m, "2.weight", torch_prune.l1_unstructured, amount=0.5)
+    before = _state(m)
+    with pytest.raises(
+        tying.TieError,
+        match=r"quantize_dynamic: '0' is pruned .*torch\.nn\.utils\.prune\.remove\("
+        r"model\.get_submodule\('0'\), 'weight'\)",
+    ):
+        quantize_dynamic(m, {nn.Linear}, inplace=inplace)
+    assert isinstance(m[0], nn.Linear) and _same_state(before, m.state_dict())
+    # the fix the message names: the mask made permanent, the tie holds, one quantized module
+    x = torch.randn(3, 32)
+    torch_prune.remove(m[0], "weight")
+    ref = m(x)
+    q = quantize_dynamic(m, {nn.Linear}, inplace=inplace)
+    assert q[2] is q[0] and _quantized(q[0])
+    assert torch.allclose(q(x), ref, atol=0.1)
+    tying.verify(q)
+
+
+def test_quantize_refuses_a_pruned_module_before_torchao_changes_it():
+    pytest.importorskip("torchao")
+    from torch.nn.utils import prune as torch_prune
+    from torchao.quantization import Int8WeightOnlyConfig
+
+    m = _stack()
+    torch_prune.l1_unstructured(m[4], "weight", amount=0.5)
+    before = _state(m)
+    with pytest.raises(tying.TieError, match=r"quantize_: '4' is pruned"):
+        quantize_(m, Int8WeightOnlyConfig())
+    assert _same_state(before, m.state_dict())

@@ -606,3 +606,20 @@ def test_block_index_is_made_on_the_rows_device(aligned):
     idx, sign = rel.flat_index(torch.arange(10, device="meta"), (10, 8))
     assert idx.device.type == sign.device.type == "meta"
     assert idx.shape == sign.shape == (10, 8)
+
+
+@pytest.mark.parametrize(
+    "kw", [{}, {"mode": "block", "block": 2}, {"aligned": True, "mode": "block", "block": 2}]
+)
+def test_built_on_meta_then_to_empty_looks_up_the_same_rows(kw):
+    # stop 25 review: hash_cols (non-persistent) kept to_empty's uninitialised memory,
+    # and the row coefficients stayed on meta (forward: "can't convert meta ... to numpy")
+    torch.manual_seed(0)
+    ref = HashedEmbedding(50, 8, 40, **kw)
+    with torch.device("meta"):
+        lazy = HashedEmbedding(50, 8, 40, **kw)
+    lazy.to_empty(device="cpu")
+    lazy.load_state_dict(ref.state_dict())
+    ids = torch.arange(50)
+    assert torch.equal(lazy.hash_cols, ref.hash_cols)
+    assert torch.equal(lazy(ids), ref(ids))

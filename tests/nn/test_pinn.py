@@ -90,3 +90,17 @@ def test_shared_boundary_errors():
         bc.penalty(mlp([2, 4, 1]), torch.zeros(3, 2))
     with pytest.raises(ValueError, match=r"sizes must be at least two positive ints"):
         mlp([3])
+
+
+def test_periodic_features_built_on_meta_then_to_empty_compute_the_same_features():
+    # stop 25 review: omega was a non-persistent buffer; to_empty left uninitialised
+    # memory in it (nothing loads it) and the features came out wrong without an error
+    ref = PeriodicFeatures(3, period=2.0, periodic_dims=(0,), harmonics=3)
+    with torch.device("meta"):
+        lazy = PeriodicFeatures(3, period=2.0, periodic_dims=(0,), harmonics=3)
+    lazy.to_empty(device="cpu")
+    lazy.load_state_dict(ref.state_dict())
+    x = torch.randn(5, 3)
+    assert torch.equal(lazy(x), ref(x))
+    assert torch.equal(lazy.omega, 2 * math.pi * torch.arange(1.0, 4.0, dtype=torch.float64) / 2.0)
+    assert dict(ref.named_buffers()) == {} and ref.state_dict() == {}

@@ -78,7 +78,33 @@ def _check_hand(inv: Inventory, selected: set[str], what: str) -> None:
         )
 
 
+def _check_pruned(inv: Inventory, selected: set[str], what: str) -> None:
+    """Refuse a selected module that ``torch.nn.utils.prune`` left reparametrized.
+
+    Such a module holds ``weight_orig`` and ``weight_mask`` and recomputes ``weight``
+    in a forward pre-hook. The module swap copies that hook onto the quantized
+    module, which has no mask: its first call failed with ``AttributeError:
+    'Linear' object has no attribute 'weight_mask'`` (inplace=True, the model
+    already swapped), and the deep copy (inplace=False) failed earlier with torch's
+    "Only Tensors created explicitly by the user" (stop 25 review).
+    """
+    from torch.nn.utils.prune import BasePruningMethod
+
+    for path in sorted(selected):
+        hooks = inv.modules[path]._forward_pre_hooks.values()
+        names = [h._tensor_name for h in hooks if isinstance(h, BasePruningMethod)]
+        if names:
+            raise TieError(
+                f"{what}: {path!r} is pruned and not yet made permanent ({names[0]}_orig and "
+                f"{names[0]}_mask, recomputed in a forward hook that the quantized module "
+                f"cannot run); make the mask permanent first: torch.nn.utils.prune.remove("
+                f"model.get_submodule({path!r}), {names[0]!r}) (a tie holds through it), "
+                f"then quantize"
+            )
+
+
 def _check(inv: Inventory, selected: set[str], what: str) -> dict[str, str]:
+    _check_pruned(inv, selected, what)
     _check_hand(inv, selected, what)
     whole = whole_module_ties(inv)
     for info, src_mod in _ties_touching(inv, selected):

@@ -226,6 +226,18 @@ class HashedEmbedding(nn.Module):
         """Stored values ``B`` (for ``"qr"``: the budget; see ``weight_physical`` for the use)."""
         return self.relation.buckets
 
+    def _apply(self, fn, recurse=True):
+        # hash_cols is derived, not state (non-persistent: no load restores it). to_empty
+        # after a meta-device build left uninitialised memory there, and every lookup
+        # then read wrong buckets without an error (stop 25 review): recompute it after
+        # every move, on the buffer's new device
+        out = super()._apply(fn, recurse)
+        cols = self._buffers.get("hash_cols")
+        if cols is not None:
+            c1, c2 = self._hash.cols(self.embedding_dim // self.block, cols.device)
+            self._buffers["hash_cols"] = torch.stack([c1, c2]).to(cols.dtype)
+        return out
+
     def fan_in(self) -> int:
         """1: each output entry reads one stored value (claim B15)."""
         return 1

@@ -94,7 +94,8 @@ class PairHash:
             width = 1
         self._row = (width, *row1, b1, width, *row2, b2)
         #: (width, c0, c1, c2, b) of ρ1 then of ρ2, int64: the fused kernels' input
-        self.row_coef = torch.tensor(self._row, dtype=torch.int64)
+        # on the CPU always (the kernels read it as numpy), also under torch.device('meta')
+        self.row_coef = torch.tensor(self._row, dtype=torch.int64, device="cpu")
 
     def rows(self, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Row terms ``(ρ1(r), ρ2(r))`` of int64 rows ``r`` (any shape)."""

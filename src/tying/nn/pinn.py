@@ -81,15 +81,28 @@ class PeriodicFeatures(nn.Module):
         self.periodic_dims = tuple(dims)
         self.other_dims = tuple(d for d in range(in_features) if d not in dims)
         self.out_features = len(self.other_dims) + 2 * harmonics * len(dims)
-        n = torch.arange(1, harmonics + 1, dtype=torch.float64)
-        self.register_buffer("omega", 2 * math.pi * n / self.period, persistent=False)
+
+    @property
+    def omega(self) -> torch.Tensor:
+        """The angular frequencies ``2π n / period``, n = 1..harmonics (float64, CPU).
+
+        Computed on use, not held in a buffer: a non-persistent buffer is neither saved
+        nor loaded, so a model built on the ``meta`` device and materialised with
+        ``to_empty`` kept uninitialised memory there and computed wrong features
+        without an error (stop 25 review).
+        """
+        return self._omega(torch.device("cpu"))
+
+    def _omega(self, device: torch.device) -> torch.Tensor:
+        n = torch.arange(1, self.harmonics + 1, dtype=torch.float64, device=device)
+        return 2 * math.pi * n / self.period
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
             raise ValueError(
                 f"PeriodicFeatures: expected coordinates (..., {self.in_features}), got {tuple(x.shape)}"
             )
-        omega = self.omega.to(x.dtype)
+        omega = self._omega(x.device).to(x.dtype)
         feats = []
         for d in self.periodic_dims:
             phase = x[..., d : d + 1] * omega  # (..., harmonics)
