@@ -132,12 +132,48 @@ def test_singular_jacobian_gives_no_error_bars_and_says_why():
     def ignores_offset(x, center, width, amplitude, offset):
         return gauss(x, center, width, amplitude)
 
-    res = gaussian_fit(
+    fit = gaussian_fit(
         datasets, model=ignores_offset, local=["amplitude", "offset"], init={**INIT, "offset": 0.0}
-    ).run()
+    )
+    # stop 25: a singular Jacobian is warned about loudly, naming the idle parameter
+    with pytest.warns(FitWarning, match=r"singular Jacobian.*'offset\[0\]'"):
+        res = fit.run()
     assert res.success and not res.errorbars
     assert np.isnan(res.stderr["center"]) and res.covariance is None
     assert "the Jacobian is singular" in res.message
+    assert "'offset[0]'" in res.message and "arbitrary, not fitted" in res.message
+
+
+def test_identical_parameters_warn_with_a_singular_jacobian():
+    # stop 25 review: (a + b)·x fitted a = -77.8, b = 79.8, success=True, no warning
+    x = np.linspace(0, 1, 20)
+    y = 2 * x + 0.01 * np.sin(9 * x)
+    fit = GlobalFit(
+        lambda x, a, b: (a + b) * x, [(x, y)], shared=["a", "b"], init={"a": 1.0, "b": 0.5}
+    )
+    with pytest.warns(FitWarning, match="change the model the same way"):
+        res = fit.run()
+    assert np.isnan(res.stderr["a"]) and "arbitrary, not fitted" in res.message
+
+
+def test_start_at_a_stationary_point_is_not_reported_as_converged():
+    # stop 25 review: a·b·x from a = b = 0 has a zero gradient; every solver stopped at once
+    # with success=True, values 0 and chi2 = 27 (the minimum is ~1e-3)
+    x = np.linspace(0, 1, 20)
+    y = 2 * x + 0.01 * np.sin(9 * x)
+    for solver in ("lm", "trf"):
+        fit = GlobalFit(
+            lambda x, a, b: a * b * x,
+            [(x, y)],
+            shared=["a", "b"],
+            init={"a": 0.0, "b": 0.0},
+            solver=solver,
+        )
+        with pytest.warns(FitWarning) as record:
+            res = fit.run()
+        assert not res.success, (solver, res.message)
+        assert "stationary point" in res.message
+        assert any(isinstance(w.message, ConvergenceWarning) for w in record)
 
 
 def test_degenerate_parameters_are_named():

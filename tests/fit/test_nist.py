@@ -156,3 +156,25 @@ def test_a_truncated_or_gapped_nist_file_is_refused():
     gapped = "\n".join(line.replace("b2 =", "b3 =", 1) for line in lines)
     with pytest.raises(ValueError, match=r"numbered \[1, 3\] do not run b1 to b2"):
         nist.parse("Misra1a", gapped)
+
+
+def test_trf_stalled_far_from_a_minimum_is_not_reported_as_converged():
+    # stop 25 review: solver="trf" on MGH10 from start 1 stopped on ftol after 12
+    # evaluations at 4.4e7 x the certified chi2 and reported success=True
+    problem = nist.load(DATA / "MGH10.dat")
+    with pytest.warns(UserWarning) as record:  # ConvergenceWarning, maybe FitWarnings too
+        res, value_lre, _ = nist.fit(problem, 1, solver="trf")
+    assert value_lre.min() < 1 and res.chi2 > 1e3 * problem.certified_rss
+    assert not res.success and "trf stalled" in res.message
+    assert any("did not converge" in str(w.message) for w in record)
+
+
+def test_trf_converged_cases_keep_success():
+    # the orthogonality check of stop 25 must not refuse a trf fit that did converge
+    for name in ("MGH09", "Eckerle4", "BoxBOD", "Rat43"):
+        problem = nist.load(DATA / f"{name}.dat")
+        for start in (1, 2):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the model overflows on trial steps
+                res, value_lre, _ = nist.fit(problem, start, solver="trf")
+            assert res.success and value_lre.min() >= 4, (name, start, res.message)

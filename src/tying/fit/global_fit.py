@@ -415,9 +415,32 @@ class GlobalFit:
         except np.linalg.LinAlgError:
             cov_global = cov_logical = None
             stderr_x = np.full(pmap.n_physical, np.nan)
+            sens = _sensitivity(h, out.model * data.weight, out.theta, pmap)
+            dead = [pmap.physical_names[i] for i in np.flatnonzero(~(sens >= PLATEAU_SENSITIVITY))]
+            which = (
+                f"{', '.join(map(repr, dead[:8]))}{', ...' if len(dead) > 8 else ''} "
+                f"do(es) not change the model at the solution"
+                if dead
+                else "two or more parameters change the model the same way"
+            )
             message += (
-                "; standard errors could not be estimated: the Jacobian is singular "
-                "(a parameter does not change the model, or two change it the same way)"
+                f"; standard errors could not be estimated: the Jacobian is singular ({which}), "
+                f"so the values of those parameters are arbitrary, not fitted; fix them, "
+                f"remove them, or change their roles"
+            )
+            if np.array_equal(out.theta, pmap.x0) and chi2 > 0:
+                # stop 25 review: a*b*x started at a = b = 0 has a zero gradient, so every
+                # solver stops at once with success=True and chi2 far above its minimum
+                success = False
+                message += (
+                    "; the fit never moved from its start, where the gradient is zero and the "
+                    "Jacobian singular: the start is a stationary point, not a minimum the "
+                    "data locate; try other starting values"
+                )
+            warnings.warn(
+                f"global fit: singular Jacobian, standard errors are NaN ({which})",
+                FitWarning,
+                stacklevel=3,
             )
         pinned = _at_bounds(pmap, out.theta)
         if pinned:
