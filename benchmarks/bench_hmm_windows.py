@@ -16,7 +16,10 @@ median ratio windowed / rows (< 1: windows faster), with the load.
 same backwards for the direction of beta (started at 1): on the benchmark's models
 (``bench_hmm._diag_case``), on the model EM fits to them, and on sticky chains.
 
-Run: ``PYTHONPATH=$PWD/src:$PWD python -m benchmarks.bench_hmm_windows [timing|burnin]``.
+``sticky``: what a failed attempt costs on a sticky chain (windows, failed checks, then the
+rows kernel) against the rows kernel alone.
+
+Run: ``PYTHONPATH=$PWD/src:$PWD python -m benchmarks.bench_hmm_windows [timing|more|sticky|burnin]``.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ import numpy as np
 from benchmarks.bench_hmm import _diag_case
 
 REL = 1e-14
-SHAPES = ((8, 4, 1, 5000), (8, 4, 2, 2000), (8, 4, 4, 1000), (8, 4, 3, 3000), (8, 4, 1, 20_000))
+SHAPES = ((8, 4, 1, 5000), (8, 4, 2, 2000), (8, 4, 4, 1000), (8, 4, 3, 3000), (8, 4, 1, 20_000),
+          (4, 4, 1, 5000), (16, 4, 1, 5000), (32, 4, 1, 5000), (8, 1, 1, 5000), (8, 16, 1, 5000))  # fmt: skip
 
 
 def _rows_estep(k, X, lengths, means, prec, const, start, A, center):
@@ -134,16 +138,16 @@ def _real_estep(k, X, lengths, means, prec, const, start, A, center, W):
                                   p["wstart"], p["core_lo"], p["core_hi"], p["prev_lane"],
                                   p["next_lane"], p["lane_seq"], windows.REL, ll, bad, xi, first,
                                   nsum, sx, sxx)  # fmt: skip
-        assert failed == 0, failed  # the benchmark's models converge within W = 16
+        return failed  # 0 on the benchmark's models: they converge within W = 16
 
     return run, int(p["wlen"].sum())
 
 
-def timing(rounds=7, inner=5, lanes=(16, 24, 32), burn=(16, 32)):
+def timing(rounds=7, inner=5, lanes=(24, 32), burn=(16, 32), shapes=SHAPES):
     from tying.hmm import compiled
 
     k = compiled._kernels()
-    for K, D, n_seq, T in SHAPES:
+    for K, D, n_seq, T in shapes:
         X, lengths, start, A, means, covars = _diag_case(K=K, D=D, n_seq=n_seq, T=T)
         prec = 1.0 / covars
         const = -0.5 * (D * np.log(2 * np.pi) - np.log(prec).sum(1))
@@ -159,8 +163,7 @@ def timing(rounds=7, inner=5, lanes=(16, 24, 32), burn=(16, 32)):
                 k, X, lengths, means, prec, const, start, A, center, W
             )
         times = {name: [] for name in runs}
-        for fn, _ in runs.values():
-            fn()  # compiled, warm
+        failed = {name: fn() for name, (fn, _) in runs.items()}  # compiled, warm
         for _ in range(rounds):
             for name, (fn, _) in runs.items():
                 t0 = time.perf_counter()
@@ -176,8 +179,45 @@ def timing(rounds=7, inner=5, lanes=(16, 24, 32), burn=(16, 32)):
                 continue
             r = np.array(times[name]) / base
             print(f"  {name:12s} window rows {rows / R:.2f}x  time/rows "
-                  f"{np.median(r):.3f} ({r.min():.3f}-{r.max():.3f})")  # fmt: skip
+                  f"{np.median(r):.3f} ({r.min():.3f}-{r.max():.3f})"
+                  + (f"  CHECKS FAILED ({failed[name]}): rows kernel" if failed[name] else ""))  # fmt: skip
         sys.stdout.flush()
+
+
+def sticky_cost(rounds=7, inner=5):
+    """What a failed attempt costs, layouts made once as in a fit: the windows' density,
+    ``exp`` and forward pass (whose checks fail on a sticky chain, so no backward pass)
+    against the rows unit's whole E-step, K=8, D=2, 1 x 5000. A fit would then run the
+    rows kernel too: the failed attempt is this ratio on top of 1."""
+    from tying.hmm import compiled
+
+    k = compiled._kernels()
+    rng = np.random.default_rng(1)
+    K, D, L = 8, 2, 5000
+    A = np.full((K, K), 0.01 / (K - 1))
+    np.fill_diagonal(A, 0.99)
+    means = rng.normal(scale=0.3, size=(K, D))
+    states = [0]
+    for _ in range(L - 1):
+        states.append(rng.choice(K, p=A[states[-1]]))
+    X = means[states] + rng.normal(size=(L, D))
+    prec = np.ones((K, D))
+    const = -0.5 * (D * np.log(2 * np.pi) - np.log(prec).sum(1))
+    args = (k, X, np.array([L]), means, prec, const, np.full(K, 1 / K), A, X.mean(0))
+    win, _ = _real_estep(*args, 32)
+    fns = {"rows": _rows_estep(*args), "windows, failed": win}
+    failed = win()
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            times[name].append((time.perf_counter() - t0) / inner)
+    r = np.array(times["windows, failed"]) / np.array(times["rows"])
+    print(f"sticky K=8 D=2 1x5000, W=32 (checks failed: {failed}): failed attempt / rows "
+          f"E-step {np.median(r):.2f} ({r.min():.2f}-{r.max():.2f}), load "
+          f"{os.getloadavg()[0]:.2f}")  # fmt: skip
 
 
 def _log_b(X, means, covars):
@@ -280,9 +320,13 @@ def burnin():
 
 
 if __name__ == "__main__":
-    parts = sys.argv[1:] or ["timing", "burnin"]
+    parts = sys.argv[1:] or ["timing", "more", "sticky", "burnin"]
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()}")
     if "timing" in parts:
-        timing()
+        timing(shapes=SHAPES[:5])
+    if "more" in parts:  # the other K and D of bench_hmm's ROW_SHAPES
+        timing(shapes=SHAPES[5:])
+    if "sticky" in parts:
+        sticky_cost()
     if "burnin" in parts:
         burnin()

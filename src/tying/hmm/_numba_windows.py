@@ -134,7 +134,7 @@ def windows_fb_stats(
         tf = float(t)
         for s in range(n):
             c = ic[t, s]
-            core = tf >= lo_f[s] and tf < hi_f[s]
+            core = (tf >= lo_f[s]) & (tf < hi_f[s])  # no short-circuit: no branch
             cc = c if core else 1.0
             min_c[s] = min(min_c[s], cc)
             min_w[s] = min(min_w[s], 1.0 if core else c)
@@ -201,6 +201,10 @@ def windows_fb_stats(
     for a in (acc, n8, sx8, sxx8):
         a[:] = 0.0
     keep = np.zeros((max(n_real, 1), 2, K))  # beta at core_lo (0) and at core_hi (1)
+    at = np.zeros(T + 1, dtype=np.bool_)  # the steps at which some lane keeps its beta
+    for s in range(n_real):
+        at[core_lo[s]] = True
+        at[core_hi[s]] = True
     qf, xf, Af, bf = q.reshape(-1), XcL.reshape(-1), transmat.reshape(-1), beta.reshape(-1)
     for t in range(T - 1, -1, -1):
         n0 = n_act[t]
@@ -214,7 +218,7 @@ def windows_fb_stats(
         for s in range(n1, n0):
             for k in range(K):
                 beta[k, s] = 1.0
-        for s in range(min(n0, n_real)):
+        for s in range(min(n0, n_real) if at[t] else 0):
             if t == core_lo[s]:
                 for k in range(K):
                     keep[s, 0, k] = beta[k, s]
