@@ -166,3 +166,65 @@ def test_deterministic():
     b = windows.estep(*model, burn_in=16)
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+@needs_numba
+@settings(max_examples=20, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    K=st.integers(1, 33),
+    D=st.integers(1, 16),
+    lengths=st.lists(st.integers(1, 3000), min_size=1, max_size=3),
+    sticky=st.sampled_from([0.0, 0.0, 0.5, 0.99]),
+    full=st.booleans(),
+    r0=st.sampled_from([0, 7]),
+)
+@example(seed=0, K=8, D=4, lengths=[5000], sticky=0.0, full=False, r0=0)
+@example(seed=1, K=8, D=4, lengths=[2000, 2000], sticky=0.0, full=True, r0=7)
+def test_the_drop_in_equals_the_rows_kernel(seed, K, D, lengths, sticky, full, r0):
+    """What the EM loops call for a rows unit (``rows_windows_fb_stats``: windows where
+    they apply and pass, else the rows kernel) equals the rows kernel to 1e-12."""
+    from tying.hmm._numba_windows import rows_windows_fb_stats
+
+    model = _model(seed, K, D, lengths, sticky=sticky)
+    got = windows.rows_estep(*model, full=full, kernel=rows_windows_fb_stats, r0=r0)
+    _close(got, windows.rows_estep(*model, full=full, r0=r0))
+
+
+@needs_numba
+def test_the_drop_in_takes_windows_only_where_they_pay_and_pass():
+    """Windows on a long unit of a chain that forgets; the rows kernel itself (the same
+    bits) on a short unit, on a sticky chain (not tried: Dobrushin's coefficient above
+    FORGET) and where the checks fail."""
+    from tying.hmm import _numba_windows as nw
+    from tying.hmm._numba_rows import rows_fb_stats
+
+    took = []
+
+    def spy(*args):
+        took.append(nw.rows_windows_fb_stats(*args))
+
+    def same_as_rows(model):
+        got = windows.rows_estep(*model, kernel=spy)
+        want = windows.rows_estep(*model, kernel=rows_fb_stats)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g, w)
+
+    model = _model(7, 8, 4, [5000])
+    _close(windows.rows_estep(*model, kernel=spy), windows.rows_estep(*model))
+    assert took == [True]
+    same_as_rows(_model(7, 8, 4, [nw.MIN_ROWS - 1]))
+    sticky = _model(7, 8, 2, [5000], sticky=0.99, scale=0.3)
+    assert nw.dobrushin(sticky[3]) > nw.FORGET
+    same_as_rows(sticky)
+    assert took == [True, False, False]
+    # a chain that passes the gate but not the checks: two weakly told-apart states
+    # that mix slowly enough (Dobrushin 0.9) to need more than BURN_IN rows
+    slow = list(_model(8, 2, 1, [5000], scale=0.05))
+    slow[3] = np.array([[0.95, 0.05], [0.05, 0.95]])
+    assert nw.dobrushin(slow[3]) <= nw.FORGET
+    stats = {}
+    windows.estep(*slow, burn_in=nw.BURN_IN, stats=stats)
+    assert stats["failed"] > 0
+    same_as_rows(tuple(slow))
+    assert took[-1] is False

@@ -52,8 +52,17 @@ from tying.hmm._numba_lanes import (
     lanes_post_diag,
     lanes_sum,
 )
+from tying.hmm._numba_rows import rows_fb_stats
 from tying.hmm._numba_scaled import _JIT
 from tying.hmm.forward_backward import TINY
+
+#: the drop-in (:func:`rows_windows_fb_stats`) tries windows on a unit of at least
+#: ``MIN_ROWS`` rows whose transition matrix forgets (Dobrushin's coefficient at most
+#: ``FORGET``: a sticky chain, whose burn-in would fail its checks, is not tried),
+#: with ``BURN_IN`` rows each side of a core, cores of at least ``CORE_PER_BURN *
+#: BURN_IN`` rows on average, at most ``MAX_LANES`` lanes; ``REL``: the check's tolerance
+#: (the same constants as :mod:`tying.hmm.windows`)
+MIN_ROWS, FORGET, BURN_IN, CORE_PER_BURN, MAX_LANES, REL = 2048, 0.9, 32, 6, 32, 1e-14
 
 
 @numba.njit(**_JIT)
@@ -275,6 +284,125 @@ def windows_fb_stats(
             for e in range(E):
                 sxx[d, e, k] = _sum_block(sxx8, ((d * E + e) * K + k) * LB)
     return 0
+
+
+@numba.njit(**_JIT)
+def dobrushin(transmat):
+    """Dobrushin's ergodicity coefficient ``1 - min_{i,j} sum_k min(A_ik, A_jk)`` (0: every
+    row the same, the chain forgets in one step; 1: two rows share no state)."""
+    K = transmat.shape[0]
+    worst = 1.0
+    for i in range(K):
+        for j in range(i + 1, K):
+            s = 0.0
+            for k in range(K):
+                s += min(transmat[i, k], transmat[j, k])
+            worst = min(worst, s)
+    return 1.0 - worst
+
+
+@numba.njit(**_JIT)
+def rows_windows_fb_stats(
+    startprob, transmat, b, m, XcL, r0, starts, lengths, lo, hi, full, alpha, inv_c,
+    ll, bad, xi, first, nsum, sx, sxx,
+):  # fmt: skip
+    """:func:`~tying.hmm._numba_rows.rows_fb_stats`, same arguments and outputs, through
+    windows where they apply and pass their checks, else the rows kernel itself.
+
+    The windows are planned here (as :func:`tying.hmm.windows.plan`, with integer cuts)
+    and their rows gathered from the unit's dealt layout (row ``i`` at ``[i // S, :,
+    i % S]``) into private lane arrays.
+
+    Returns:
+        True when the windows' results were used, False when the rows kernel ran.
+    """
+    R = 0
+    for q in range(lo, hi):
+        R += lengths[q]
+    if R < MIN_ROWS or not dobrushin(transmat) <= FORGET:
+        rows_fb_stats(startprob, transmat, b, m, XcL, r0, starts, lengths, lo, hi, full, alpha,
+                      inv_c, ll, bad, xi, first, nsum, sx, sxx)  # fmt: skip
+        return False
+    W = BURN_IN
+    want = (R + CORE_PER_BURN * W - 1) // (CORE_PER_BURN * W)
+    n_lanes = min(MAX_LANES, (want + LANE_BLOCK - 1) // LANE_BLOCK * LANE_BLOCK)
+    n_seq = hi - lo
+    nseg = np.empty(n_seq, np.int64)
+    total = 0
+    for q in range(n_seq):
+        L = lengths[lo + q]
+        nseg[q] = max(1, min(max(1, n_lanes * L // R), L // (2 * W)))
+        total += nseg[q]
+    ws = np.empty(total, np.int64)
+    wl = np.empty(total, np.int64)
+    clo = np.empty(total, np.int64)
+    chi = np.empty(total, np.int64)
+    seq = np.empty(total, np.int64)
+    seg = np.empty(total, np.int64)
+    i = 0
+    for q in range(n_seq):
+        L, n, o = lengths[lo + q], nseg[q], starts[lo + q] - r0
+        for j in range(n):
+            a, e = j * L // n, (j + 1) * L // n
+            wlo, whi = max(0, a - W), min(L, e + W)
+            ws[i], wl[i], clo[i], chi[i], seq[i], seg[i] = (
+                o + wlo,
+                whi - wlo,
+                a - wlo,
+                e - wlo,
+                q,
+                j,
+            )
+            i += 1
+    order = np.argsort(-wl, kind="mergesort")  # longest first, stable
+    where = np.empty(total, np.int64)
+    for r in range(total):
+        where[order[r]] = r
+    prev = np.full(total, -1, np.int64)
+    nxt = np.full(total, -1, np.int64)
+    for i in range(total):
+        if seg[i] > 0:
+            prev[where[i]] = where[i - 1]
+            nxt[where[i - 1]] = where[i]
+    ws, wl, clo, chi, seq = ws[order], wl[order], clo[order], chi[order], seq[order]
+    K, D = transmat.shape[0], XcL.shape[1]
+    Sd = b.shape[2]
+    S = (total + LANE_BLOCK - 1) // LANE_BLOCK * LANE_BLOCK
+    T = wl[0]
+    n_act = np.zeros(T, np.int64)
+    bL = np.empty((T, K, S))
+    mL = np.empty((T, S))
+    xL = np.empty((T, D, S))
+    for t in range(T):
+        for ln in range(S):
+            if ln < total and t < wl[ln]:
+                n_act[t] += 1
+                r = ws[ln] + t
+                tt, ss = r // Sd, r % Sd
+                mL[t, ln] = m[tt, ss]
+                for k in range(K):
+                    bL[t, k, ln] = b[tt, k, ss]
+                for d in range(D):
+                    xL[t, d, ln] = XcL[tt, d, ss]
+            else:  # past the window's end, and padding lanes: zeros (nothing flows on)
+                mL[t, ln] = 0.0
+                for k in range(K):
+                    bL[t, k, ln] = 0.0
+                for d in range(D):
+                    xL[t, d, ln] = 0.0
+    llq = np.empty(n_seq)
+    badq = np.zeros(n_seq, np.bool_)
+    failed = windows_fb_stats(startprob, transmat, bL, mL, n_act, wl, xL, full, np.empty((T, K, S)),
+                              np.empty((T, S)), ws, clo, chi, prev, nxt, seq, REL, llq, badq, xi,
+                              first, nsum, sx, sxx)  # fmt: skip
+    if failed:
+        rows_fb_stats(startprob, transmat, b, m, XcL, r0, starts, lengths, lo, hi, full, alpha,
+                      inv_c, ll, bad, xi, first, nsum, sx, sxx)  # fmt: skip
+        return False
+    for q in range(n_seq):
+        ll[lo + q] = llq[q]
+        bad[lo + q] = badq[q]
+    return True
 
 
 _numba_cache.guard(__name__)  # last: keys the cache on the sources these depend on

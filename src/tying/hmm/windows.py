@@ -147,10 +147,13 @@ def estep(X, lengths, startprob, transmat, means, prec, const, center, *, burn_i
     return rows_estep(X, lengths, startprob, transmat, means, prec, const, center, full=full)
 
 
-def rows_estep(X, lengths, startprob, transmat, means, prec, const, center, *, full=False):
-    """The same E-step as today's rows unit runs it (rows dealt over the lanes for the
-    density, then :func:`~tying.hmm._numba_rows.rows_fb_stats`): the reference and the
-    fallback of :func:`estep`."""
+def rows_estep(X, lengths, startprob, transmat, means, prec, const, center, *, full=False,
+               kernel=None, r0=0):  # fmt: skip
+    """The same E-step as a rows unit runs it (rows dealt over the lanes for the density,
+    then ``kernel``: :func:`~tying.hmm._numba_rows.rows_fb_stats` by default, the
+    reference and the fallback of :func:`estep`; the EM loops' drop-in
+    :func:`~tying.hmm._numba_windows.rows_windows_fb_stats`). ``r0``: the unit's first
+    row in the numbering of the sequences' starts (another unit before it)."""
     from tying.hmm import _numba_kernels as k
 
     X = np.ascontiguousarray(X, dtype=np.float64)
@@ -166,12 +169,12 @@ def rows_estep(X, lengths, startprob, transmat, means, prec, const, center, *, f
     b, m = np.empty((Tp, K, S)), np.empty((Tp, S))
     k.lanes_density_diag(XL, n_act, means, prec, const, b, m)
     np.exp(b, out=b)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    starts = r0 + np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     n = len(lengths)
     ll, bad = np.zeros(n), np.zeros(n, dtype=np.bool_)
     E = D if full else 1
     xi, first, nsum = np.zeros((K, K)), np.zeros(K), np.zeros(K)
     sx, sxx = np.zeros((D, K)), np.zeros((D, E, K))
-    k.rows_fb_stats(startprob, transmat, b, m, XcL, 0, starts, lengths, 0, n, full,
+    (kernel or k.rows_fb_stats)(startprob, transmat, b, m, XcL, r0, starts, lengths, 0, n, full,
                     np.empty((R, K)), np.empty(R), ll, bad, xi, first, nsum, sx, sxx)  # fmt: skip
     return ll, bad, xi, first, nsum, sx, sxx
