@@ -3,9 +3,10 @@
 The plan of :mod:`tying.hmm._numba_windows`: which rows each lane runs, which of them
 are its core, and the fused E-step of a unit of a few long sequences through it, with
 the rows kernel (:func:`~tying.hmm._numba_rows.rows_fb_stats`) as the exact fallback
-whenever a burn-in check fails. Not yet used by the EM loops (see
-``docs/hmm-performance.md``, "Session 25"): this module is the kernel's reference
-harness and the benchmark's (``benchmarks/bench_hmm_windows.py``).
+whenever a burn-in check fails. The EM loops run the same kernel through
+:func:`~tying.hmm._numba_windows.rows_windows_fb_stats` (which plans its windows itself,
+as :func:`plan` does); this module is the kernel's reference harness and the
+benchmark's (``benchmarks/bench_hmm_windows.py``).
 
 Example:
     >>> p = plan(np.array([5000]), burn_in=32)
