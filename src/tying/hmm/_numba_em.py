@@ -39,10 +39,10 @@ from tying.hmm._numba_kernels import (
     lanes_density_diag,
     lanes_fb_stats,
     mstep_diag_untied,
-    rows_fb_stats,
     sum_first_axis,
     to_lanes,
 )
+from tying.hmm._numba_windows import rows_windows_fb_stats
 
 _JIT = {"nogil": True, "cache": True, "error_model": "numpy"}  # no fastmath: NumPy's bits
 
@@ -295,14 +295,16 @@ def copy_rows_unit(fill, u, X, center, r0, R, XL, XcL, fns):
 def rows_unit_stats(u, ut, block_b, ints, start, trans, b, m, XcL, full, ll, bad, xi, first,
                     nsum, sx, sxx):  # fmt: skip
     """The rows kernel on unit ``u`` of a few long sequences (``ut[u, U_ROWS] > 0``), as
-    ``forward_backward_stats.work`` runs it: ``ll``, ``bad`` are the unit's slots."""
+    ``forward_backward_stats.work`` runs it (through windows in the lanes where they
+    pass their checks: :func:`~tying.hmm._numba_windows.rows_windows_fb_stats`): ``ll``,
+    ``bad`` are the unit's slots."""
     R, n_real, K = ut[u, U_ROWS], ut[u, U_NREAL], trans.shape[0]
     alpha = block_b[ut[u, U_ALPHA] : ut[u, U_ALPHA] + R * K].reshape((R, K))
     inv_c = block_b[ut[u, U_IC] : ut[u, U_IC] + R]
     lens = ints[ut[u, U_LENS] : ut[u, U_LENS] + n_real]
     starts = ints[ut[u, U_START] : ut[u, U_START] + n_real]
-    rows_fb_stats(start, trans, b, m, XcL, 0, starts, lens, 0, n_real, full, alpha, inv_c, ll,
-                  bad, xi, first, nsum, sx, sxx)  # fmt: skip
+    rows_windows_fb_stats(start, trans, b, m, XcL, 0, starts, lens, 0, n_real, full, alpha,
+                          inv_c, ll, bad, xi, first, nsum, sx, sxx)  # fmt: skip
 
 
 # ---------------------------------------------------------------- one unit

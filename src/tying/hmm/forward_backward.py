@@ -830,8 +830,11 @@ def forward_backward_stats(
         density(unit, b, m)
         with np.errstate(invalid="ignore"):  # NaN rows: flagged by the kernel
             np.exp(b, out=b)
-        if unit["kind"] == "rows":  # one sequence at a time; writes ll, bad of its own
-            kernels.rows_fb_stats(
+        if unit["kind"] == "rows":  # windows in the lanes, else one sequence at a time;
+            # writes ll, bad of its own (the compiled EM loop calls the same kernel)
+            from tying.hmm._numba_windows import rows_windows_fb_stats
+
+            rows_windows_fb_stats(
                 start, A, b, m, unit["XcL"], unit["r0"], batch.starts, batch.lengths, unit["lo"],
                 unit["hi"], full, alpha, unit["inv_c"],
                 ll, bad, *sums[u].values(),
