@@ -429,7 +429,7 @@ class BaseHMM:
             _check_finite(post.log_likelihood, it)
             monitor.report(float(post.log_likelihood.sum()))
             self._mstep(X, post, context)
-            if monitor.converged:
+            if monitor.stopped:
                 return
 
     def _em_context(self, X, batch):
@@ -931,6 +931,8 @@ class BaseHMM:
     def _per_group(self, kind: str, name: str, values, shape: tuple[int, ...]) -> np.ndarray:
         """Per-group values from ``values`` given one per state or one per tie group."""
         arr = np.asarray(values, dtype=np.float64)
+        if not np.isfinite(arr).all():  # else a score of NaN, or an E-step "of probability 0"
+            raise ValueError(f"{name} must be finite, got {arr}; give finite start values")
         K = self.n_components
         if arr.shape == (K,) + shape:  # the common form: no group count needed
             return self._to_groups(kind, name, arr)

@@ -37,7 +37,7 @@ from tying.hmm.base import BaseHMM
 from tying.hmm.forward_backward import LaneLayout, _deal_rows, forward_backward_stats
 from tying.hmm.fused_em import FusedEM
 from tying.hmm.fused_em_full import FusedEMFull
-from tying.hmm.sequences import check_observations
+from tying.hmm.sequences import check_observations, check_squares
 from tying.hmm.ties import StateTies
 from tying.hmm.validation import _broadcast, _check_prior, _positive_int
 
@@ -331,6 +331,7 @@ class GaussianHMM(BaseHMM):
             # the finiteness check's pass over X also sums its columns: the fit's centre
             # (_em_context takes them, for this very array, instead of a second pass)
             X, sums = check_observations(X, lengths, column_sums=True)
+            check_squares(X, lengths)
             self._fit_sums = (X, sums)
             self.n_features_ = X.shape[1]
             return X
@@ -340,6 +341,7 @@ class GaussianHMM(BaseHMM):
                 f"X has {X.shape[1]} features but this model has {self.n_features_} "
                 f"(from fit or means_)"
             )
+        check_squares(X, lengths)
         return X
 
     def _check_consistent(self) -> None:
@@ -533,7 +535,7 @@ class GaussianHMM(BaseHMM):
                 for total in history:
                     monitor.report(total)
                 it += len(history)
-                if monitor.converged:  # (a handover after a converged M-step: done too)
+                if monitor.stopped:  # (a handover after a converged M-step: done too)
                     return
                 if failed:  # a sequence's scaling failed (or is not finite): the general
                     break  # loop from here, which recomputes it in log space or refuses it
