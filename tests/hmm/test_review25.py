@@ -59,7 +59,7 @@ def test_fit_refuses_values_whose_squares_overflow():
     m = GaussianHMM(2, random_state=0, n_iter=3)
     with pytest.raises(ValueError, match="sequence 1, position 0"):
         m.fit(np.r_[np.zeros((5, 1)), [[3e155]]], [5, 1])
-    assert "means_" not in dir(m) or "_means" not in vars(m)  # unchanged
+    assert "_means" not in vars(m)  # the refused fit left the model unfitted
 
 
 def test_gmm_refuses_values_whose_squares_overflow():
@@ -104,3 +104,52 @@ def test_fit_whose_likelihood_falls_is_not_converged(caplog):
     assert np.diff(m.history_).min() < 0
     assert not m.converged_ and not m.monitor_.converged and m.monitor_.decreases
     assert "Model is not converging" in caplog.text
+
+
+def test_monitor_fall_smaller_than_tol_is_convergence():
+    # EM's rounding near its optimum (hmmlearn logs it too): still converged
+    m = ConvergenceMonitor(tol=1e-2, n_iter=10)
+    for ll in (-650.0, -649.0, -649.0 - 6e-8):
+        m.report(ll)
+    assert m.decreases == [3] and m.converged
+
+
+# -------------------------------------------------- an unreachable state's overflow
+def _absorbing():
+    """State 1 absorbing and the start: state 0 unreachable, but the first 100 rows
+    favour it so strongly that the scaled backward pass overflows for it."""
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(-2, 1, (100, 2)), rng.normal(2, 1, (100, 2))]
+    return X, np.array([0.0, 1.0]), np.array([[0.5, 0.5], [0.0, 1.0]])
+
+
+def test_predict_proba_finite_when_a_state_is_unreachable():
+    # was: NaN posteriors for a sequence of finite probability (108 of 200 rows)
+    X, sp, A = _absorbing()
+    m = GaussianHMM.from_params(sp, A, MU, CV)
+    post = m.predict_proba(X)
+    assert np.isfinite(post).all()
+    np.testing.assert_allclose(post[:, 1], 1.0)
+    assert m.decode(X, algorithm="map")[1].tolist() == [1] * 200
+
+
+def test_categorical_predict_proba_finite_when_a_state_is_unreachable():
+    from tying.hmm import CategoricalHMM
+
+    X = np.r_[np.zeros((100, 1), int), np.ones((100, 1), int)]
+    c = CategoricalHMM.from_params(
+        [0.0, 1.0], [[0.5, 0.5], [0.0, 1.0]], [[1 - 1e-6, 1e-6], [1e-6, 1 - 1e-6]]
+    )
+    assert np.isfinite(c.predict_proba(X)).all()
+
+
+@pytest.mark.parametrize("ctype", ["diag", "full"])
+def test_fit_moves_when_a_state_is_unreachable(ctype):
+    # was: EM stuck at its start (every count NaN, so no update), history flat
+    X, sp, A = _absorbing()
+    m = GaussianHMM(2, ctype, params="mc", init_params="", n_iter=3, tol=-np.inf)
+    m.startprob_, m.transmat_, m.means_ = sp, A, MU
+    m.covars_ = CV if ctype == "diag" else np.array([np.eye(2)] * 2)
+    m.fit(X)
+    np.testing.assert_allclose(m.means_[1], X.mean(0), atol=1e-9)  # all rows are state 1
+    assert m.history_[1] > m.history_[0] + 100

@@ -33,7 +33,7 @@ import numpy as np
 from scipy.linalg import cho_factor, solve_triangular
 
 from tying.hmm import compiled
-from tying.hmm.base import BaseHMM
+from tying.hmm.base import BaseHMM, _posteriors_finite
 from tying.hmm.forward_backward import LaneLayout, _deal_rows, forward_backward_stats
 from tying.hmm.fused_em import FusedEM
 from tying.hmm.fused_em_full import FusedEMFull
@@ -525,6 +525,29 @@ class GaussianHMM(BaseHMM):
         if fused is None:
             super()._em(X, batch, monitor, context, start)
             return
+        if self._startprob.all() and self._transitions.all():
+            self._em_fused(fused, X, batch, monitor, context, start)
+            return
+        # a zero start or transition probability (EM keeps it zero) can make the scaled
+        # backward pass overflow for a state the chain cannot reach; the compiled loops
+        # do not see the NaN counts that follow and stop moving, silently (stop 25
+        # review). One E-step at the result checks it; when its counts are not finite,
+        # the fit is run again from its start by the general loop, which repairs each
+        # such E-step in log space (BaseHMM._log_space_posteriors)
+        snap, n_hist = self._snapshot(), len(monitor.history)
+        n_dec = len(monitor.decreases)
+        if self._em_fused(fused, X, batch, monitor, context, start):
+            return  # handed over: the general loop checked its E-steps itself
+        post = self._estep(X, batch, context)
+        if not np.isfinite(post.log_likelihood).all() or _posteriors_finite(post):
+            return
+        self._restore(snap)
+        del monitor.history[n_hist:], monitor.decreases[n_dec:]
+        monitor.iter = len(monitor.history)
+        super()._em(X, batch, monitor, context, start)
+
+    def _em_fused(self, fused, X, batch, monitor, context, start: int) -> bool:
+        """The compiled loop, and the general loop after a handover (then True)."""
         it = start
         with fused:  # helper threads stop before anything else runs
             while it < monitor.n_iter:
@@ -536,12 +559,13 @@ class GaussianHMM(BaseHMM):
                     monitor.report(total)
                 it += len(history)
                 if monitor.stopped:  # (a handover after a converged M-step: done too)
-                    return
+                    return False
                 if failed:  # a sequence's scaling failed (or is not finite): the general
                     break  # loop from here, which recomputes it in log space or refuses it
             else:
-                return
+                return False
         super()._em(X, batch, monitor, context, it)
+        return True
 
     def _estep(self, X, batch, context):
         """Fused compiled E-step (density, forward-backward, statistics) when numba is here.

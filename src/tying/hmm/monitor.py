@@ -92,7 +92,8 @@ class ConvergenceMonitor:
     @property
     def converged(self) -> bool:
         """True when the last gain was below ``tol`` and not a fall of the
-        log-likelihood (neither a budget stop nor a fall is convergence).
+        log-likelihood larger than ``tol`` (neither a budget stop nor a fall is
+        convergence).
 
         Example:
             >>> m = ConvergenceMonitor(tol=0.1, n_iter=5)
@@ -102,7 +103,9 @@ class ConvergenceMonitor:
         """
         if not self.stopped:
             return False
-        return not _fell(self.history[-2], self.history[-1])
+        # a fall within rounding, or smaller than tol itself (EM's rounding near its
+        # optimum: hmmlearn logs those too), is still convergence; a larger one is not
+        return not _fell(self.history[-2], self.history[-1], max(self.tol, 0.0))
 
     @property
     def decreased(self) -> bool:
@@ -116,6 +119,6 @@ class ConvergenceMonitor:
         )
 
 
-def _fell(prev: float, new: float) -> bool:
-    """``new`` is below ``prev`` by more than rounding."""
-    return new - prev < -max(_SLACK, _REL_SLACK * abs(prev))
+def _fell(prev: float, new: float, tol: float = 0.0) -> bool:
+    """``new`` is below ``prev`` by more than rounding (and than ``tol``)."""
+    return new - prev < -max(_SLACK, _REL_SLACK * abs(prev), tol)
