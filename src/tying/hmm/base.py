@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from tying.core.count import Count
+from tying.hmm import forward_backward as _fb
 from tying.hmm.forward_backward import Posteriors, forward_backward, forward_log_likelihood
 from tying.hmm.monitor import ConvergenceMonitor
 from tying.hmm.sequences import SequenceBatch, check_lengths
@@ -427,10 +428,29 @@ class BaseHMM:
         for it in range(start, monitor.n_iter):
             post = self._estep(X, batch, context)
             _check_finite(post.log_likelihood, it)
+            if not _posteriors_finite(post):  # see _log_space_posteriors
+                post = self._log_space_posteriors(self._log_emission(X), batch)
             monitor.report(float(post.log_likelihood.sum()))
             self._mstep(X, post, context)
-            if monitor.converged:
+            if monitor.stopped:
                 return
+
+    def _log_space_posteriors(self, log_b, batch) -> Posteriors:
+        """The E-step in exact log space, for every sequence (stop 25 review).
+
+        The scaled backward recursion of :mod:`~tying.hmm.forward_backward` overflows for
+        a state the forward pass cannot reach (alpha = 0: a zero in ``startprob_`` or
+        ``transmat_``) when the data favour it strongly, and 0 * inf then makes the
+        posteriors and expected counts NaN while the log-likelihood is finite: NaN
+        ``predict_proba`` and an EM that silently stops moving. Until the recursion
+        itself is fixed, results with non-finite posteriors are recomputed here.
+        """
+        seqs = np.arange(batch.n_sequences)
+        gamma = np.empty((batch.n_samples, self.n_components))
+        start, A = self._startprob, self.transmat_
+        ll, xi = _fb._log_space_subset(start, A, log_b, batch, seqs, posteriors=True, out=gamma)
+        with np.errstate(invalid="ignore"):  # a sequence of probability 0: NaN, as before
+            return Posteriors(ll, gamma, xi, gamma[batch.starts].sum(0), batch.n_sequences)
 
     def _em_context(self, X, batch):
         """Subclass hook: what every EM iteration of every restart re-uses (made once per
@@ -549,13 +569,12 @@ class BaseHMM:
         self._check_fitted()
         with _threads(self.n_threads):
             X, batch = self._prepare(X, lengths)
+            log_b = self._log_emission(X)
             post = forward_backward(
-                self._startprob,
-                self.transmat_,
-                self._log_emission(X),
-                batch,
-                n_jobs=self.n_jobs,
+                self._startprob, self.transmat_, log_b, batch, n_jobs=self.n_jobs
             )
+            if not _posteriors_finite(post):  # see _log_space_posteriors
+                post = self._log_space_posteriors(log_b, batch)
         return float(post.log_likelihood.sum()), post.gamma
 
     def emission_log_prob(self, X, lengths=None) -> np.ndarray:
@@ -931,6 +950,8 @@ class BaseHMM:
     def _per_group(self, kind: str, name: str, values, shape: tuple[int, ...]) -> np.ndarray:
         """Per-group values from ``values`` given one per state or one per tie group."""
         arr = np.asarray(values, dtype=np.float64)
+        if not np.isfinite(arr).all():  # else a score of NaN, or an E-step "of probability 0"
+            raise ValueError(f"{name} must be finite, got {arr}; give finite start values")
         K = self.n_components
         if arr.shape == (K,) + shape:  # the common form: no group count needed
             return self._to_groups(kind, name, arr)
@@ -984,6 +1005,18 @@ class BaseHMM:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(n_components={self.n_components}, ties={self.ties!r})"
+
+
+def _posteriors_finite(post: Posteriors) -> bool:
+    """The E-step's counts (and its gamma, when it made one) are finite; a sequence of
+    probability 0 (log-likelihood -inf) is left to the callers' own handling."""
+    if not np.isfinite(post.log_likelihood).all():
+        return True
+    with np.errstate(invalid="ignore", over="ignore"):
+        total = float(post.xi_sum.sum() + post.start.sum())
+        if post.gamma is not None:
+            total += float(np.add.reduce(post.gamma, axis=None))
+    return bool(np.isfinite(total))
 
 
 def _public(param: str) -> str:

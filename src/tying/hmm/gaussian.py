@@ -33,11 +33,11 @@ import numpy as np
 from scipy.linalg import cho_factor, solve_triangular
 
 from tying.hmm import compiled
-from tying.hmm.base import BaseHMM
+from tying.hmm.base import BaseHMM, _posteriors_finite
 from tying.hmm.forward_backward import LaneLayout, _deal_rows, forward_backward_stats
 from tying.hmm.fused_em import FusedEM
 from tying.hmm.fused_em_full import FusedEMFull
-from tying.hmm.sequences import check_observations
+from tying.hmm.sequences import check_observations, check_squares
 from tying.hmm.ties import StateTies
 from tying.hmm.validation import _broadcast, _check_prior, _positive_int
 
@@ -331,6 +331,7 @@ class GaussianHMM(BaseHMM):
             # the finiteness check's pass over X also sums its columns: the fit's centre
             # (_em_context takes them, for this very array, instead of a second pass)
             X, sums = check_observations(X, lengths, column_sums=True)
+            check_squares(X, lengths)
             self._fit_sums = (X, sums)
             self.n_features_ = X.shape[1]
             return X
@@ -340,6 +341,7 @@ class GaussianHMM(BaseHMM):
                 f"X has {X.shape[1]} features but this model has {self.n_features_} "
                 f"(from fit or means_)"
             )
+        check_squares(X, lengths)
         return X
 
     def _check_consistent(self) -> None:
@@ -523,6 +525,29 @@ class GaussianHMM(BaseHMM):
         if fused is None:
             super()._em(X, batch, monitor, context, start)
             return
+        if self._startprob.all() and self._transitions.all():
+            self._em_fused(fused, X, batch, monitor, context, start)
+            return
+        # a zero start or transition probability (EM keeps it zero) can make the scaled
+        # backward pass overflow for a state the chain cannot reach; the compiled loops
+        # do not see the NaN counts that follow and stop moving, silently (stop 25
+        # review). One E-step at the result checks it; when its counts are not finite,
+        # the fit is run again from its start by the general loop, which repairs each
+        # such E-step in log space (BaseHMM._log_space_posteriors)
+        snap, n_hist = self._snapshot(), len(monitor.history)
+        n_dec = len(monitor.decreases)
+        if self._em_fused(fused, X, batch, monitor, context, start):
+            return  # handed over: the general loop checked its E-steps itself
+        post = self._estep(X, batch, context)
+        if not np.isfinite(post.log_likelihood).all() or _posteriors_finite(post):
+            return
+        self._restore(snap)
+        del monitor.history[n_hist:], monitor.decreases[n_dec:]
+        monitor.iter = len(monitor.history)
+        super()._em(X, batch, monitor, context, start)
+
+    def _em_fused(self, fused, X, batch, monitor, context, start: int) -> bool:
+        """The compiled loop, and the general loop after a handover (then True)."""
         it = start
         with fused:  # helper threads stop before anything else runs
             while it < monitor.n_iter:
@@ -533,13 +558,14 @@ class GaussianHMM(BaseHMM):
                 for total in history:
                     monitor.report(total)
                 it += len(history)
-                if monitor.converged:  # (a handover after a converged M-step: done too)
-                    return
+                if monitor.stopped:  # (a handover after a converged M-step: done too)
+                    return False
                 if failed:  # a sequence's scaling failed (or is not finite): the general
                     break  # loop from here, which recomputes it in log space or refuses it
             else:
-                return
+                return False
         super()._em(X, batch, monitor, context, it)
+        return True
 
     def _estep(self, X, batch, context):
         """Fused compiled E-step (density, forward-backward, statistics) when numba is here.

@@ -39,7 +39,7 @@ from tying.hmm.gaussian import (
     _floor_eigenvalues,
     kmeans_centres,
 )
-from tying.hmm.sequences import check_observations
+from tying.hmm.sequences import check_observations, check_squares
 from tying.hmm.ties import StateTies
 from tying.hmm.validation import _positive_int, _stochastic
 
@@ -311,6 +311,7 @@ class GMMHMM(BaseHMM):
             self.n_features_ = X.shape[1]
         elif X.shape[1] != self.n_features_:
             raise ValueError(f"X has {X.shape[1]} features but this model has {self.n_features_}")
+        check_squares(X, lengths)
         return X
 
     def _check_consistent(self) -> None:

@@ -4,7 +4,10 @@ hmmlearn scripts read ``model.monitor_.history`` and ``model.monitor_.converged`
 after ``fit``; :class:`ConvergenceMonitor` gives them the same names. One
 difference is deliberate: ``converged`` is True only when the log-likelihood
 gain fell below ``tol``. hmmlearn also calls a fit that merely ran out of
-iterations "converged"; we do not report a budget stop as convergence.
+iterations "converged"; we do not report a budget stop as convergence. Nor do we
+call a fall of the log-likelihood convergence (hmmlearn does, after logging "Model is
+not converging"): EM stops there, as in hmmlearn, with the same warning, but
+``converged`` is False and ``decreases`` names the iterations that fell (stop 25).
 
 Example:
     >>> m = ConvergenceMonitor(tol=0.1, n_iter=5, verbose=False)
@@ -16,9 +19,17 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import numpy as np
+
+_log = logging.getLogger(__name__)
+
+#: a fall of the log-likelihood below this (times max(1, |previous|) past 1e5) is
+#: rounding, not a fall: hmmlearn's sqrt(eps), with room for large totals' rounding
+_SLACK = np.finfo(float).eps ** 0.5
+_REL_SLACK = 1e3 * np.finfo(float).eps
 
 __all__ = ["ConvergenceMonitor"]
 
@@ -35,6 +46,11 @@ class ConvergenceMonitor:
         history: every iteration's total log-likelihood (before its M-step);
             hmmlearn keeps the same values.
         iter: number of iterations run.
+        decreases: the iterations (1-based, as ``verbose`` prints them) whose
+            log-likelihood fell below the previous one by more than rounding; each is
+            logged as a warning (hmmlearn's words). EM should never fall: with priors
+            (MAP) the posterior rises, not necessarily the likelihood; without them a
+            fall is a defect to report.
     """
 
     _template = "{iter:>10d} {log_prob:>16.8f} {delta:>+16.8f}"
@@ -45,6 +61,7 @@ class ConvergenceMonitor:
         self.verbose = verbose
         self.history: list[float] = []
         self.iter = 0
+        self.decreases: list[int] = []
 
     def report(self, log_prob: float) -> None:
         """Record one iteration's log-likelihood (and print it when ``verbose``)."""
@@ -54,16 +71,54 @@ class ConvergenceMonitor:
                 self._template.format(iter=self.iter + 1, log_prob=log_prob, delta=delta),
                 file=sys.stderr,
             )
+        if self.history and _fell(self.history[-1], log_prob):
+            prev = self.history[-1]
+            self.decreases.append(self.iter + 1)
+            _log.warning(
+                "Model is not converging.  Current: %s is not greater than %s. Delta is %s "
+                "(EM iteration %d; converged will be False: with priors the posterior, not "
+                "the likelihood, is what EM raises; without them, please report it)",
+                log_prob, prev, log_prob - prev, self.iter + 1,
+            )  # fmt: skip
         self.history.append(float(log_prob))
         self.iter += 1
 
     @property
-    def converged(self) -> bool:
-        """True when the last gain was below ``tol`` (a budget stop is not convergence)."""
+    def stopped(self) -> bool:
+        """True when EM should stop: the last gain was below ``tol`` (a fall included,
+        as in hmmlearn). The EM loops ask this; users read :attr:`converged`."""
         return len(self.history) >= 2 and self.history[-1] - self.history[-2] < self.tol
+
+    @property
+    def converged(self) -> bool:
+        """True when the last gain was below ``tol`` and not a fall of the
+        log-likelihood larger than ``tol`` (neither a budget stop nor a fall is
+        convergence).
+
+        Example:
+            >>> m = ConvergenceMonitor(tol=0.1, n_iter=5)
+            >>> m.report(-10.0); m.report(-12.0)    # logs "Model is not converging"
+            >>> m.stopped, m.converged, m.decreases
+            (True, False, [2])
+        """
+        if not self.stopped:
+            return False
+        # a fall within rounding, or smaller than tol itself (EM's rounding near its
+        # optimum: hmmlearn logs those too), is still convergence; a larger one is not
+        return not _fell(self.history[-2], self.history[-1], max(self.tol, 0.0))
+
+    @property
+    def decreased(self) -> bool:
+        """True when some iteration's log-likelihood fell (see :attr:`decreases`)."""
+        return bool(self.decreases)
 
     def __repr__(self) -> str:
         return (
             f"ConvergenceMonitor(tol={self.tol!r}, n_iter={self.n_iter}, iter={self.iter}, "
             f"converged={self.converged})"
         )
+
+
+def _fell(prev: float, new: float, tol: float = 0.0) -> bool:
+    """``new`` is below ``prev`` by more than rounding (and than ``tol``)."""
+    return new - prev < -max(_SLACK, _REL_SLACK * abs(prev), tol)

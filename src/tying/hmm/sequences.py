@@ -23,7 +23,7 @@ import functools
 
 import numpy as np
 
-__all__ = ["SequenceBatch", "check_lengths", "check_observations"]
+__all__ = ["SequenceBatch", "check_lengths", "check_observations", "check_squares"]
 
 
 def check_lengths(lengths: object, n_samples: int) -> np.ndarray:
@@ -152,6 +152,42 @@ def check_observations(
         return arr.astype(np.int64)
     arr = np.ascontiguousarray(arr, dtype=np.float64)
     return (arr, sums) if sums is not None else arr
+
+
+def check_squares(X: np.ndarray, lengths: np.ndarray | None = None) -> None:
+    """Refuse a float64 ``X`` whose squares overflow (Gaussian densities need them).
+
+    Past about 1.3e154 a value's square is inf, and a Gaussian log-density of it is
+    -inf or NaN: a score of -inf, posteriors of NaN and a Viterbi path of state 0,
+    with no error (stop 25 review). One dot product over ``X`` decides (it is inf only
+    when some square, or the sum of all of them, overflows); only then is the row found.
+
+    Args:
+        X: finite float64 observations, ``(n_samples, n_features)``.
+        lengths: validated lengths, to name the sequence of the offending value.
+
+    Raises:
+        ValueError: naming the largest value, its sequence and position, and the fix.
+
+    Example:
+        >>> check_squares(np.array([[1.0], [2e160]]), np.array([1, 1]))
+        Traceback (most recent call last):
+        ...
+        ValueError: X holds 2e+160 at sequence 1, position 0 (row 1 of X): values this large overflow float64 when squared, so Gaussian log-densities cannot be computed; rescale X (e.g. divide each feature by its standard deviation)
+    """
+    flat = X.reshape(-1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = float(np.dot(flat, flat))
+    if np.isfinite(total):
+        return
+    big = np.abs(X).reshape(len(X), -1).max(axis=1)
+    row = int(np.argmax(big))
+    seq, pos = _locate(row, lengths)
+    raise ValueError(
+        f"X holds {big[row]:g} at sequence {seq}, position {pos} (row {row} of X): values "
+        f"this large overflow float64 when squared, so Gaussian log-densities cannot be "
+        f"computed; rescale X (e.g. divide each feature by its standard deviation)"
+    )
 
 
 #: the kept read-only vector of ones the column sums multiply by (a fresh ``np.ones(n)``
