@@ -143,7 +143,7 @@ def _real_estep(k, X, lengths, means, prec, const, start, A, center, W):
     return run, int(p["wlen"].sum())
 
 
-def timing(rounds=7, inner=5, lanes=(24, 32), burn=(16, 32), shapes=SHAPES):
+def timing(rounds=7, inner=5, lanes=(24, 32), burn=(16, 32), shapes=SHAPES, rows_out=None):
     from tying.hmm import compiled
 
     k = compiled._kernels()
@@ -178,6 +178,16 @@ def timing(rounds=7, inner=5, lanes=(24, 32), burn=(16, 32), shapes=SHAPES):
             if name == "rows":
                 continue
             r = np.array(times[name]) / base
+            if rows_out is not None:
+                rows_out.append({
+                    "case": f"K={K} D={D} {n_seq}x{T}, E-step, {name}, vs the rows kernel",
+                    "anchor": "the rows kernel (rows_fb_stats), same run",
+                    "time_ratio": float(np.median(r)),
+                    "spread": f"{r.min():.3f}-{r.max():.3f}",
+                    "window_rows": rows / R,
+                    "checks_failed": int(failed[name] or 0),
+                    "load_average_1min": os.getloadavg()[0],
+                })  # fmt: skip
             print(f"  {name:12s} window rows {rows / R:.2f}x  time/rows "
                   f"{np.median(r):.3f} ({r.min():.3f}-{r.max():.3f})"
                   + (f"  CHECKS FAILED ({failed[name]}): rows kernel" if failed[name] else ""))  # fmt: skip
@@ -319,14 +329,29 @@ def burnin():
                np.ones((K, 2)), X, 3000)  # fmt: skip
 
 
-if __name__ == "__main__":
-    parts = sys.argv[1:] or ["timing", "more", "sticky", "burnin"]
+def main(parts: list[str] | None = None) -> None:
+    """``python -m benchmarks hmm_windows`` (every part) or ``python -m
+    benchmarks.bench_hmm_windows [timing|more|sticky|burnin]``; under
+    ``TYING_BENCH_SMOKE=1`` one round of the first timing shape only (CI: it runs)."""
+    from benchmarks.common import SMOKE, write
+
+    rows: list[dict] = []
+    parts = parts or ["timing", "more", "sticky", "burnin"]
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()}")
+    if SMOKE:
+        timing(rounds=1, inner=1, lanes=(32,), burn=(32,), shapes=SHAPES[:1], rows_out=rows)
+        write("hmm-windows", rows)
+        return
     if "timing" in parts:
-        timing(shapes=SHAPES[:5])
+        timing(shapes=SHAPES[:5], rows_out=rows)
     if "more" in parts:  # the other K and D of bench_hmm's ROW_SHAPES
-        timing(shapes=SHAPES[5:])
+        timing(shapes=SHAPES[5:], rows_out=rows)
     if "sticky" in parts:
         sticky_cost()
     if "burnin" in parts:
         burnin()
+    write("hmm-windows", rows)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
