@@ -153,3 +153,15 @@ def test_fit_moves_when_a_state_is_unreachable(ctype):
     m.fit(X)
     np.testing.assert_allclose(m.means_[1], X.mean(0), atol=1e-9)  # all rows are state 1
     assert m.history_[1] > m.history_[0] + 100
+
+
+def test_check_squares_does_not_refuse_when_only_the_sum_overflows():
+    from tying.hmm.sequences import check_squares
+
+    X = np.full((100, 4), 1e153)  # each square 1e306 is finite; their sum is not
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(np.dot(X.reshape(-1), X.reshape(-1)))
+    check_squares(X)  # no false refusal
+    X[7, 2] = 2e154  # its square overflows
+    with pytest.raises(ValueError, match="sequence 0, position 7"):
+        check_squares(X, np.array([100]))

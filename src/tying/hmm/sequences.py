@@ -159,8 +159,9 @@ def check_squares(X: np.ndarray, lengths: np.ndarray | None = None) -> None:
 
     Past about 1.3e154 a value's square is inf, and a Gaussian log-density of it is
     -inf or NaN: a score of -inf, posteriors of NaN and a Viterbi path of state 0,
-    with no error (stop 25 review). One dot product over ``X`` decides (it is inf only
-    when some square, or the sum of all of them, overflows); only then is the row found.
+    with no error (stop 25 review). One dot product over ``X`` screens (it is inf only
+    when some square, or the sum of all of them, overflows); only then is the largest
+    value found, and ``X`` refused when its square overflows.
 
     Args:
         X: finite float64 observations, ``(n_samples, n_features)``.
@@ -182,6 +183,9 @@ def check_squares(X: np.ndarray, lengths: np.ndarray | None = None) -> None:
         return
     big = np.abs(X).reshape(len(X), -1).max(axis=1)
     row = int(np.argmax(big))
+    with np.errstate(over="ignore"):
+        if np.isfinite(big[row] * big[row]):  # only the sum overflowed: every square is
+            return  # finite, and so are the densities (no false refusal)
     seq, pos = _locate(row, lengths)
     raise ValueError(
         f"X holds {big[row]:g} at sequence {seq}, position {pos} (row {row} of X): values "
