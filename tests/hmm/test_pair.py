@@ -236,3 +236,46 @@ def test_a_valid_assignment_takes_effect():
     model.tau_ = 0.2
     assert model.tau_ == 0.2
     assert model.score([("GA", "GA")]) == PairHMM.from_params("ACGT", tau=0.2).score([("GA", "GA")])
+
+
+@pytest.mark.parametrize("tied", [True, False])
+@pytest.mark.parametrize("pseudocount", [0.5, 5.0])
+def test_fit_raises_the_map_objective_at_every_iteration(tied, pseudocount):
+    """With a pseudocount EM maximises log-likelihood + log-prior; that sum never falls
+    (the likelihood alone may), so it is what the stop test and converged_ read."""
+    for seed in range(4):
+        pairs, _ = PairHMM.from_params("ACGT", tau=0.1).sample(20, random_state=seed)
+        f = PairHMM("ACGT", n_iter=15, pseudocount=pseudocount, tied=tied, tol=-np.inf)
+        f.fit(pairs)
+        obj = np.array(f.objective_)
+        assert len(obj) == len(f.history_) == 15
+        assert np.all(np.diff(obj) >= -1e-12 * np.abs(obj[1:])), (seed, np.diff(obj).min())
+        assert not np.allclose(obj, f.history_)  # the prior term is really there
+
+
+def test_a_falling_likelihood_under_a_pseudocount_is_not_taken_for_convergence():
+    """Stop 25's leftover: this fit's likelihood falls 0.0033 nats at iteration 5 (the
+    pseudocount's MAP step). The old fit stopped there and reported converged_=True;
+    now it goes on while the MAP objective still rises."""
+    pairs, _ = PairHMM.from_params("ACGT", tau=0.1).sample(30, random_state=0)
+    f = PairHMM("ACGT", n_iter=30, pseudocount=1.0).fit(pairs)
+    assert np.diff(f.history_).min() < -1e-3  # the likelihood did fall
+    assert f.n_iter_ > 5 and f.converged_
+    assert np.diff(f.objective_)[-1] < f.tol and np.diff(f.objective_).min() > 0
+
+
+def test_a_falling_objective_is_not_convergence(monkeypatch, caplog):
+    pairs, _ = PairHMM.from_params("ACGT", tau=0.1).sample(20, random_state=1)
+    real = PairHMM._mstep
+    calls = []
+
+    def worse_after_two(self, counts):  # a broken M-step: the third update spoils delta
+        real(self, counts)
+        calls.append(1)
+        if len(calls) == 2:
+            self._delta = 0.4 if self.tied else np.array([0.4, 0.4])
+
+    monkeypatch.setattr(PairHMM, "_mstep", worse_after_two)
+    f = PairHMM("ACGT", n_iter=10, tol=1e-3).fit(pairs)
+    assert f.n_iter_ == 3 and not f.converged_
+    assert "not converging" in caplog.text

@@ -28,6 +28,7 @@ import numpy as np
 
 from tying.core.count import Count, Group
 from tying.hmm.base import NotFittedError, _threads, _unchanged_on_error
+from tying.hmm.monitor import ConvergenceMonitor
 from tying.hmm.pair_dp import (
     NEG,
     M,
@@ -117,7 +118,11 @@ class PairHMM:
         tau_: float.
         match_probs_: ``(S, S)``.
         insert_probs_: ``(S,)`` tied, ``(2, S)`` untied.
-        others: ``history_``, ``log_likelihood_``, ``n_iter_``, ``converged_`` after ``fit``.
+        others: ``history_`` (log-likelihood per iteration), ``objective_`` (what EM
+            raises: the log-likelihood plus, with ``pseudocount > 0``, the log-prior;
+            its gain is the stop test), ``log_likelihood_``, ``n_iter_``,
+            ``converged_`` (False when the objective fell, as for the other HMMs) after
+            ``fit``.
     """
 
     def __init__(
@@ -607,18 +612,36 @@ class PairHMM:
                 f"all {len(enc)} pairs are empty: there is nothing to learn tau, delta, "
                 f"epsilon or the emissions from; fit on pairs with symbols"
             )
-        history, converged = [], False
+        history = []
+        # EM raises the objective it maximises: the log-likelihood, plus with
+        # pseudocount > 0 the log of the Dirichlet prior that the pseudocount is. Its
+        # gain is the stop test, and a fall of it is a defect, never convergence.
+        monitor = ConvergenceMonitor(self.tol, self.n_iter)
         with _threads(self.n_threads):
-            for it in range(self.n_iter):
+            for _ in range(self.n_iter):
                 counts, ll = self._expected_counts(enc)
                 history.append(ll)
+                monitor.report(ll + self._log_prior())
                 self._mstep(counts)
-                if it > 0 and history[-1] - history[-2] < self.tol:
-                    converged = True
+                if monitor.stopped:
                     break
         self.history_, self.log_likelihood_ = history, history[-1]
-        self.n_iter_, self.converged_ = len(history), converged
+        self.objective_ = list(monitor.history)
+        self.n_iter_, self.converged_ = len(history), monitor.converged
         return self
+
+    def _log_prior(self) -> float:
+        """The log-density (up to a constant) of the Dirichlet prior whose MAP update
+        :meth:`_mstep` makes: ``pseudocount`` added to every emission count is weight
+        ``pseudocount`` on each log-probability, except the tied match table, whose
+        pooled ``(a, b)`` and ``(b, a)`` counts share one pseudocount (weight half of
+        it per ordered cell). 0 with ``pseudocount=0`` (maximum likelihood)."""
+        pc = self.pseudocount
+        if pc == 0:
+            return 0.0
+        with np.errstate(divide="ignore"):  # a start value of 0: -inf, EM lifts it
+            match = np.log(self.match_probs_).sum() * (pc / 2 if self.tied else pc)
+            return float(match + pc * np.log(self.insert_probs_).sum())
 
     def _expected_counts(self, enc):
         p = self.log_params()
