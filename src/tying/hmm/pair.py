@@ -584,7 +584,8 @@ class PairHMM:
         """Baum-Welch re-estimation of δ, ε, τ and the emissions from unaligned pairs.
 
         Tied: X and Y counts are pooled (one δ, ε, q) and the match counts
-        symmetrised. The log-likelihood never decreases (``history_``).
+        symmetrised. What EM maximises never decreases (``objective_``: the
+        log-likelihood ``history_`` plus, with ``pseudocount > 0``, the log-prior).
 
         Args:
             pairs: list of ``(x, y)``.
