@@ -420,7 +420,7 @@ def profile(shapes=SHAPES[:1] + SHAPES[5:6] + SHAPES[8:9], rows_out=None):
             rows_out.append(row)
 
 
-def old_new(main_src, rounds=9, rows_out=None):
+def old_new(main_src, rounds=9, rows_out=None, only=None):
     """Fits (diag, full, tied, 10 iterations, 1 thread) with another tree's ``tying``
     (``main_src``, e.g. ``/work/main/src``) and with this one, interleaved in this one
     process: the CPU-time ratio old / new of each pair, median and range, and whether
@@ -445,6 +445,10 @@ def old_new(main_src, rounds=9, rows_out=None):
     old, new = load(main_src), load(here)
     shapes = [("diag", *s) for s in SHAPES] + [(c, 8, 4, n, T) for c in ("full", "tied")
                                                for n, T in ((1, 5000), (2, 2000))]  # fmt: skip
+    # and the many-sequence goal shapes (lane units: must not move)
+    shapes += [(c, 8, 4, n, T) for c in ("diag", "full", "tied") for n, T in ((150, 400), (200, 500))]
+    if only is not None:  # e.g. "150x400": the shapes of that many sequences x steps
+        shapes = [s for s in shapes if f"{s[3]}x{s[4]}" in only]
     with threadpool_limits(limits=1):
         for ctype, K, D, n_seq, T in shapes:
             X, lengths, start, A, means, _ = _diag_case(K=K, D=D, n_seq=n_seq, T=T)
@@ -473,9 +477,9 @@ def old_new(main_src, rounds=9, rows_out=None):
 
 def main(parts: list[str] | None = None) -> None:
     """``python -m benchmarks hmm_windows`` (every part) or ``python -m
-    benchmarks.bench_hmm_windows [timing|more|sticky|burnin|profile|oldnew SRC]``
+    benchmarks.bench_hmm_windows [timing|more|sticky|burnin|profile|oldnew SRC [SHAPE ...]]``
     (``oldnew SRC``: fits with the ``tying`` of ``SRC``, e.g. ``/work/main/src``, against
-    this tree's, interleaved in one process); under
+    this tree's, interleaved in one process; ``SHAPE``: only those, e.g. ``150x400``); under
     ``TYING_BENCH_SMOKE=1`` one round of the first timing shape only (CI: it runs)."""
     from benchmarks.common import SMOKE, write
 
@@ -497,7 +501,8 @@ def main(parts: list[str] | None = None) -> None:
     if "profile" in parts:
         profile(rows_out=rows)
     if "oldnew" in parts:
-        old_new(parts[parts.index("oldnew") + 1], rows_out=rows)
+        at = parts.index("oldnew")
+        old_new(parts[at + 1], rows_out=rows, only=parts[at + 2 :] or None)
     write("hmm-windows", rows)
 
 
