@@ -352,72 +352,86 @@ def profile(shapes=SHAPES[:1] + SHAPES[5:6] + SHAPES[8:9], rows_out=None):
     alone (the fallback), and the windows layout filled once per fit (its densities,
     ``exp`` and ``windows_fb_stats``: what the compiled diag loop runs now). CPU us per
     call, each stage timed alone on the benchmark's start model."""
-    from tying.hmm import _numba_kernels as k
-    from tying.hmm import _numba_windows as nw
-
     for K, D, n_seq, T in shapes:
-        X, lengths, start, A, means, covars = _diag_case(K=K, D=D, n_seq=n_seq, T=T)
-        lens = np.asarray(lengths, dtype=np.int64)
-        prec = 1.0 / covars
-        const = -0.5 * (D * np.log(2 * np.pi) - np.log(prec).sum(1))
-        center = X.mean(0)
-        R = len(X)
-        Sd = 8 * (8 if R >= 4096 else 1)
-        Tp = -(-R // Sd)
-        n_act = np.full(Tp, Sd, dtype=np.int64)
-        n_act[-1] = R - (Tp - 1) * Sd
-        XL, XcL = np.empty((Tp, D, Sd)), np.empty((Tp, D, Sd))
-        k.deal_rows(X, center, 0, R, XL, XcL)
-        b, m = np.empty((Tp, K, Sd)), np.empty((Tp, Sd))
-        k.lanes_density_diag(XL, n_act, means, prec, const, b, m)
-        logb = b.copy()
-        np.exp(logb, out=b)
-        starts = np.cumsum(lens) - lens
-        n = len(lens)
-        ll, bad = np.zeros(n), np.zeros(n, dtype=np.bool_)
-        xi, first, nsum = np.zeros((K, K)), np.zeros(K), np.zeros(K)
-        sx, sxx = np.zeros((D, K)), np.zeros((D, 1, K))
-        alpha, inv_c = np.empty((R, K)), np.empty(R)
-        ws, wl, clo, chi, seq, prev, nxt, wn = nw.plan_rows(starts, lens, 0, n, 0)
-        S = -(-len(ws) // 8) * 8
-        Tw = len(wn)
-        lane_start = np.zeros(S, dtype=np.int64)
-        lane_start[: len(ws)] = ws
-        XLw, XcLw = np.empty((Tw, D, S)), np.empty((Tw, D, S))
-        bw, mw = np.empty((Tw, K, S)), np.empty((Tw, S))
-        aw, icw = np.empty((Tw, K, S)), np.empty((Tw, S))
-        k.to_lanes(X, center, lane_start, wn, XLw, XcLw)
-        k.lanes_density_diag(XLw, wn, means, prec, const, bw, mw)
-        logbw = bw.copy()
-        np.exp(logbw, out=bw)
-        fb = (start, A, b, m, XcL, 0, starts, lens, 0, n, False, alpha, inv_c, ll, bad, xi,
-              first, nsum, sx, sxx)  # fmt: skip
-        wfb = (start, A, bw, mw, wn, wl, XcLw, False, aw, icw, ws, clo, chi, prev, nxt, seq,
-               nw.REL, ll, bad, xi, first, nsum, sx, sxx)  # fmt: skip
-        stages = {
-            "copy (once per fit now)": lambda: k.to_lanes(X, center, lane_start, wn, XLw, XcLw),
-            "densities, dealt": lambda: k.lanes_density_diag(XL, n_act, means, prec, const, b, m),
-            "exp, dealt": lambda: np.exp(logb, out=b),
-            "gather + windows (stop 25 drop-in)": lambda: nw.rows_windows_fb_stats(*fb),
-            "rows kernel (fallback)": lambda: nw.rows_fb_stats(*fb),
-            "densities, windows": lambda: k.lanes_density_diag(XLw, wn, means, prec, const, bw,
-                                                               mw),  # fmt: skip
-            "exp, windows": lambda: np.exp(logbw, out=bw),
-            "windows_fb_stats": lambda: nw.windows_fb_stats(*wfb),
-        }
-        us = {name: _cpu_us(fn) for name, fn in stages.items()}
-        failed = nw.windows_fb_stats(*wfb)
-        old = us["densities, dealt"] + us["exp, dealt"] + us["gather + windows (stop 25 drop-in)"]
-        new = us["densities, windows"] + us["exp, windows"] + us["windows_fb_stats"]
-        row = {"case": f"profile K={K} D={D} {n_seq}x{T}: {len(ws)} windows of {S} lanes, "
-                       f"{int(wl.sum())} window rows for {R}", "failed_checks": int(failed),
-               **{f"{name} us": round(v, 1) for name, v in us.items()},
-               "gather us": round(us["gather + windows (stop 25 drop-in)"] - us["windows_fb_stats"], 1),
-               "E-step stop 25 us": round(old, 1), "E-step windows layout us": round(new, 1),
-               "load_average_1min": os.getloadavg()[0]}  # fmt: skip
+        row = _profile_shape(K, D, n_seq, T)
         print(row)
         if rows_out is not None:
             rows_out.append(row)
+
+
+def _profile_shape(K, D, n_seq, T):
+    """One shape of :func:`profile`: its row."""
+    from tying.hmm import _numba_kernels as k
+    from tying.hmm import _numba_windows as nw
+
+    X, lengths, start, A, means, covars = _diag_case(K=K, D=D, n_seq=n_seq, T=T)
+    lens = np.asarray(lengths, dtype=np.int64)
+    prec = 1.0 / covars
+    const = -0.5 * (D * np.log(2 * np.pi) - np.log(prec).sum(1))
+    center = X.mean(0)
+    R = len(X)
+    Sd = 8 * (8 if R >= 4096 else 1)
+    Tp = -(-R // Sd)
+    n_act = np.full(Tp, Sd, dtype=np.int64)
+    n_act[-1] = R - (Tp - 1) * Sd
+    XL, XcL = np.empty((Tp, D, Sd)), np.empty((Tp, D, Sd))
+    k.deal_rows(X, center, 0, R, XL, XcL)
+    b, m = np.empty((Tp, K, Sd)), np.empty((Tp, Sd))
+    k.lanes_density_diag(XL, n_act, means, prec, const, b, m)
+    logb = b.copy()
+    np.exp(logb, out=b)
+    starts = np.cumsum(lens) - lens
+    n = len(lens)
+    ll, bad = np.zeros(n), np.zeros(n, dtype=np.bool_)
+    xi, first, nsum = np.zeros((K, K)), np.zeros(K), np.zeros(K)
+    sx, sxx = np.zeros((D, K)), np.zeros((D, 1, K))
+    alpha, inv_c = np.empty((R, K)), np.empty(R)
+    ws, wl, clo, chi, seq, prev, nxt, wn = nw.plan_rows(starts, lens, 0, n, 0)
+    S = -(-len(ws) // 8) * 8
+    Tw = len(wn)
+    lane_start = np.zeros(S, dtype=np.int64)
+    lane_start[: len(ws)] = ws
+    XLw, XcLw = np.empty((Tw, D, S)), np.empty((Tw, D, S))
+    bw, mw = np.empty((Tw, K, S)), np.empty((Tw, S))
+    aw, icw = np.empty((Tw, K, S)), np.empty((Tw, S))
+    k.to_lanes(X, center, lane_start, wn, XLw, XcLw)
+    k.lanes_density_diag(XLw, wn, means, prec, const, bw, mw)
+    logbw = bw.copy()
+    np.exp(logbw, out=bw)
+    fb = (start, A, b, m, XcL, 0, starts, lens, 0, n, False, alpha, inv_c, ll, bad, xi,
+          first, nsum, sx, sxx)  # fmt: skip
+    wfb = (start, A, bw, mw, wn, wl, XcLw, False, aw, icw, ws, clo, chi, prev, nxt, seq,
+           nw.REL, ll, bad, xi, first, nsum, sx, sxx)  # fmt: skip
+    stages = {
+        "copy (once per fit now)": lambda: k.to_lanes(X, center, lane_start, wn, XLw, XcLw),
+        "densities, dealt": lambda: k.lanes_density_diag(XL, n_act, means, prec, const, b, m),
+        "exp, dealt": lambda: np.exp(logb, out=b),
+        "gather + windows (stop 25 drop-in)": lambda: nw.rows_windows_fb_stats(*fb),
+        "rows kernel (fallback)": lambda: nw.rows_fb_stats(*fb),
+        "densities, windows": lambda: k.lanes_density_diag(
+            XLw, wn, means, prec, const, bw, mw
+        ),  # fmt: skip
+        "exp, windows": lambda: np.exp(logbw, out=bw),
+        "windows_fb_stats": lambda: nw.windows_fb_stats(*wfb),
+    }
+    us = {name: _cpu_us(fn) for name, fn in stages.items()}
+    failed = nw.windows_fb_stats(*wfb)
+    old = us["densities, dealt"] + us["exp, dealt"] + us["gather + windows (stop 25 drop-in)"]
+    new = us["densities, windows"] + us["exp, windows"] + us["windows_fb_stats"]
+    row = {"case": f"profile K={K} D={D} {n_seq}x{T}: {len(ws)} windows of {S} lanes, "
+                   f"{int(wl.sum())} window rows for {R}", "failed_checks": int(failed),
+           **{f"{name} us": round(v, 1) for name, v in us.items()},
+           "gather us": round(us["gather + windows (stop 25 drop-in)"] - us["windows_fb_stats"], 1),
+           "E-step stop 25 us": round(old, 1), "E-step windows layout us": round(new, 1),
+           "load_average_1min": os.getloadavg()[0]}  # fmt: skip
+    return row
+
+
+def _timed_fit(cls, *, K, ctype, X, lengths, init):
+    """CPU seconds of a 10-iteration 1-thread fit by ``cls``, and its history."""
+    t0 = time.process_time()
+    m = cls(K, ctype, n_iter=10, tol=-np.inf, n_jobs=1, **init).fit(X, lengths)
+    return time.process_time() - t0, m.history_
 
 
 def old_new(main_src, rounds=9, rows_out=None, only=None):
@@ -426,6 +440,7 @@ def old_new(main_src, rounds=9, rows_out=None, only=None):
     process: the CPU-time ratio old / new of each pair, median and range, and whether
     the two fits' histories are the same bits. Both packages are imported under the name
     ``tying`` in turn (``sys.modules`` cleared between), each keeping its own classes."""
+    import functools
     import importlib
 
     from threadpoolctl import threadpool_limits
@@ -446,20 +461,17 @@ def old_new(main_src, rounds=9, rows_out=None, only=None):
     shapes = [("diag", *s) for s in SHAPES] + [(c, 8, 4, n, T) for c in ("full", "tied")
                                                for n, T in ((1, 5000), (2, 2000))]  # fmt: skip
     # and the many-sequence goal shapes (lane units: must not move)
-    shapes += [(c, 8, 4, n, T) for c in ("diag", "full", "tied") for n, T in ((150, 400), (200, 500))]
+    shapes += [
+        (c, 8, 4, n, T) for c in ("diag", "full", "tied") for n, T in ((150, 400), (200, 500))
+    ]
     if only is not None:  # e.g. "150x400": the shapes of that many sequences x steps
         shapes = [s for s in shapes if f"{s[3]}x{s[4]}" in only]
     with threadpool_limits(limits=1):
         for ctype, K, D, n_seq, T in shapes:
             X, lengths, start, A, means, _ = _diag_case(K=K, D=D, n_seq=n_seq, T=T)
-            covars = _start_covars(ctype, K, D)
-
-            def fit(cls):
-                t0 = time.process_time()
-                m = cls(K, ctype, startprob_init=start, transmat_init=A, means_init=means,
-                        covars_init=covars, n_iter=10, tol=-np.inf, n_jobs=1).fit(X, lengths)  # fmt: skip
-                return time.process_time() - t0, m.history_
-
+            init = {"startprob_init": start, "transmat_init": A, "means_init": means,
+                    "covars_init": _start_covars(ctype, K, D)}  # fmt: skip
+            fit = functools.partial(_timed_fit, K=K, ctype=ctype, X=X, lengths=lengths, init=init)
             fit(old), fit(new)
             pairs = [(fit(old), fit(new)) for _ in range(rounds)]
             ratio = np.array([a[0] / b[0] for a, b in pairs])

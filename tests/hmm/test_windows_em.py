@@ -41,9 +41,7 @@ def _case(seed, K=8, D=4, lengths=(5000,), scale=2.0, A=None):
 
 def _fit(X, lengths, init, n_jobs=1, n_iter=10):
     K = len(init["startprob_init"])
-    return GaussianHMM(K, "diag", n_iter=n_iter, tol=-np.inf, n_jobs=n_jobs, **init).fit(
-        X, lengths
-    )
+    return GaussianHMM(K, "diag", n_iter=n_iter, tol=-np.inf, n_jobs=n_jobs, **init).fit(X, lengths)
 
 
 def _general(monkeypatch):

@@ -414,7 +414,10 @@ class LaneLayout:
     sequence at a time; for the density their rows are dealt out over S lanes
     in turn (row ``r0 + t S + s`` at ``[t, :, s]``), in the same arrays ``XL``,
     ``XcL``, ``n_act``, so a step of the recursion reads a row's K values from
-    the cache line its neighbours use.
+    the cache line its neighbours use. A rows unit of at least
+    ``windows.MIN_ROWS`` rows also has its overlapping windows (``win``, and the
+    lane arrays ``XLw``, ``XcLw``, ``mw``, ``icw``, after :meth:`prepare` ``bw``,
+    ``alphaw``), which the compiled diag loop fills once and runs at each E-step.
 
     Args:
         X: ``(n_samples, D)`` observations.

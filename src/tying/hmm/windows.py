@@ -5,8 +5,11 @@ are its core, and the fused E-step of a unit of a few long sequences through it,
 the rows kernel (:func:`~tying.hmm._numba_rows.rows_fb_stats`) as the exact fallback
 whenever a burn-in check fails. The EM loops run the same kernel through
 :func:`~tying.hmm._numba_windows.rows_windows_fb_stats` (which plans its windows itself,
-as :func:`plan` does); this module is the kernel's reference harness and the
-benchmark's (``benchmarks/bench_hmm_windows.py``).
+as :func:`plan` does, with :func:`~tying.hmm._numba_windows.plan_rows`); the compiled
+diag loop runs it on a windows layout of the same windows filled once per fit
+(``_numba_em.windows_unit_stats``, stop 26); this module is the kernel's reference
+harness and the benchmark's (``benchmarks/bench_hmm_windows.py``), and defines the
+windows' constants once.
 
 Example:
     >>> p = plan(np.array([5000]), burn_in=32)
