@@ -12,6 +12,8 @@ import weakref
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tying.hmm import GaussianHMM, arenas, compiled, fused_em, windows
 from tying.hmm.forward_backward import LaneLayout
@@ -194,3 +196,26 @@ def test_the_window_constants_are_defined_once():
     for name in ("BURN_IN", "REL", "MIN_ROWS", "FORGET", "CORE_PER_BURN"):
         assert getattr(nw, name) is getattr(windows, name)
     assert nw.MAX_LANES is windows.MAX_WINDOW_LANES
+
+
+@needs_numba
+@settings(max_examples=8, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    K=st.integers(1, 10),
+    D=st.integers(1, 5),
+    lengths=st.lists(st.integers(1, 4000), min_size=1, max_size=3).filter(
+        lambda ls: sum(ls) >= windows.MIN_ROWS
+    ),
+    n_jobs=st.sampled_from([1, 2]),
+)
+def test_property_the_compiled_loop_equals_the_general_loop_on_long_units(
+    seed, K, D, lengths, n_jobs
+):
+    """Any few long sequences (units with and without windows, short sequences among
+    them, K=1 included): the compiled diag loop's fit equals the general loop's to 1e-12."""
+    X, lengths, init = _case(seed, K=K, D=D, lengths=lengths)
+    with pytest.MonkeyPatch.context() as mp:
+        got = _fit(X, lengths, init, n_jobs=n_jobs, n_iter=4)
+        _general(mp)
+        _assert_close(got, _fit(X, lengths, init, n_jobs=n_jobs, n_iter=4))
