@@ -821,7 +821,16 @@ ROW_SHAPES = (
 )  # fmt: skip
 
 
-def bench_rows(rows, repeat=5, shapes=ROW_SHAPES):
+#: ``rows all`` (stop 26): diag, full and tied at each of issue 19's few-long shapes
+ROW_SHAPES_ALL = tuple(
+    (ctype, K, D, n, T)
+    for ctype in ("diag", "full", "tied")
+    for K, D, n, T in ((8, 4, 1, 5000), (8, 4, 2, 2000), (8, 4, 4, 1000), (8, 4, 1, 20_000),
+                       (4, 4, 1, 5000), (16, 4, 1, 5000), (8, 1, 1, 5000))
+)  # fmt: skip
+
+
+def bench_rows(rows, repeat=5, shapes=ROW_SHAPES, impls=("scaling", "log")):
     """EM (10 iterations, explicit starts, 1 thread) on a few long sequences vs hmmlearn
     ``"scaling"`` and ``"log"``: CPU time, ``repeat`` interleaved pairs per anchor, the
     ratio's median and spread, and the log-likelihood histories compared."""
@@ -841,7 +850,7 @@ def bench_rows(rows, repeat=5, shapes=ROW_SHAPES):
                 covars_init=covars, n_iter=10, tol=-np.inf, n_jobs=1,
             ).fit(X, lengths)  # fmt: skip
 
-        for impl in ("scaling", "log"):
+        for impl in impls:
 
             def anchor(impl=impl, covars=covars, ctype=ctype, K=K, X=X, lengths=lengths,
                        start=start, A=A, means=means, fits=fits):  # fmt: skip
@@ -1278,9 +1287,12 @@ def main(parts: list[str] | None = None) -> None:
         write(f"hmm-{parts[0]}", rows)
         print_shapes(rows)
         return
-    if parts == ["rows"]:  # the few-long-sequence rows only
+    if parts in (["rows"], ["rows", "all"]):  # the few-long-sequence rows only
         with threadpool_limits(limits=1):
-            bench_rows(rows)
+            if parts == ["rows"]:
+                bench_rows(rows)
+            else:  # issue 19's report: every covariance type at each shape, vs scaling
+                bench_rows(rows, shapes=ROW_SHAPES_ALL, impls=("scaling",))
         write("hmm-rows", rows)
         for row in rows:
             print(f"  {row['case']}: {row['speedup']:.2f}x ({row['speedup_spread']})"

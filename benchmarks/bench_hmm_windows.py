@@ -19,7 +19,11 @@ same backwards for the direction of beta (started at 1): on the benchmark's mode
 ``sticky``: what a failed attempt costs on a sticky chain (windows, failed checks, then the
 rows kernel) against the rows kernel alone.
 
-Run: ``PYTHONPATH=$PWD/src:$PWD python -m benchmarks.bench_hmm_windows [timing|more|sticky|burnin]``.
+``profile`` (stop 26): where a rows unit's E-step goes, stage by stage, before and after
+the windows layout filled once per fit. ``oldnew SRC``: another tree's fits against this
+one's, interleaved in one process.
+
+Run: ``PYTHONPATH=$PWD/src:$PWD python -m benchmarks.bench_hmm_windows [timing|more|sticky|burnin|profile|oldnew SRC]``.
 """
 
 from __future__ import annotations
@@ -329,9 +333,165 @@ def burnin():
                np.ones((K, 2)), X, 3000)  # fmt: skip
 
 
+def _cpu_us(fn, rounds=5, inner=40):
+    """Median CPU microseconds of one call of ``fn`` over ``rounds`` of ``inner`` calls."""
+    fn()
+    times = []
+    for _ in range(rounds):
+        t0 = time.process_time()
+        for _ in range(inner):
+            fn()
+        times.append((time.process_time() - t0) / inner)
+    return float(np.median(times)) * 1e6
+
+
+def profile(shapes=SHAPES[:1] + SHAPES[5:6] + SHAPES[8:9], rows_out=None):
+    """Where a rows unit's E-step goes (stop 26): stop 25's drop-in (densities on the
+    dealt rows, their ``exp``, then ``rows_windows_fb_stats``, which gathers ``b``,
+    ``m``, ``XcL`` into fresh lane arrays and runs ``windows_fb_stats``), the rows kernel
+    alone (the fallback), and the windows layout filled once per fit (its densities,
+    ``exp`` and ``windows_fb_stats``: what the compiled diag loop runs now). CPU us per
+    call, each stage timed alone on the benchmark's start model."""
+    for K, D, n_seq, T in shapes:
+        row = _profile_shape(K, D, n_seq, T)
+        print(row)
+        if rows_out is not None:
+            rows_out.append(row)
+
+
+def _profile_shape(K, D, n_seq, T):
+    """One shape of :func:`profile`: its row."""
+    from tying.hmm import _numba_kernels as k
+    from tying.hmm import _numba_windows as nw
+
+    X, lengths, start, A, means, covars = _diag_case(K=K, D=D, n_seq=n_seq, T=T)
+    lens = np.asarray(lengths, dtype=np.int64)
+    prec = 1.0 / covars
+    const = -0.5 * (D * np.log(2 * np.pi) - np.log(prec).sum(1))
+    center = X.mean(0)
+    R = len(X)
+    Sd = 8 * (8 if R >= 4096 else 1)
+    Tp = -(-R // Sd)
+    n_act = np.full(Tp, Sd, dtype=np.int64)
+    n_act[-1] = R - (Tp - 1) * Sd
+    XL, XcL = np.empty((Tp, D, Sd)), np.empty((Tp, D, Sd))
+    k.deal_rows(X, center, 0, R, XL, XcL)
+    b, m = np.empty((Tp, K, Sd)), np.empty((Tp, Sd))
+    k.lanes_density_diag(XL, n_act, means, prec, const, b, m)
+    logb = b.copy()
+    np.exp(logb, out=b)
+    starts = np.cumsum(lens) - lens
+    n = len(lens)
+    ll, bad = np.zeros(n), np.zeros(n, dtype=np.bool_)
+    xi, first, nsum = np.zeros((K, K)), np.zeros(K), np.zeros(K)
+    sx, sxx = np.zeros((D, K)), np.zeros((D, 1, K))
+    alpha, inv_c = np.empty((R, K)), np.empty(R)
+    ws, wl, clo, chi, seq, prev, nxt, wn = nw.plan_rows(starts, lens, 0, n, 0)
+    S = -(-len(ws) // 8) * 8
+    Tw = len(wn)
+    lane_start = np.zeros(S, dtype=np.int64)
+    lane_start[: len(ws)] = ws
+    XLw, XcLw = np.empty((Tw, D, S)), np.empty((Tw, D, S))
+    bw, mw = np.empty((Tw, K, S)), np.empty((Tw, S))
+    aw, icw = np.empty((Tw, K, S)), np.empty((Tw, S))
+    k.to_lanes(X, center, lane_start, wn, XLw, XcLw)
+    k.lanes_density_diag(XLw, wn, means, prec, const, bw, mw)
+    logbw = bw.copy()
+    np.exp(logbw, out=bw)
+    fb = (start, A, b, m, XcL, 0, starts, lens, 0, n, False, alpha, inv_c, ll, bad, xi,
+          first, nsum, sx, sxx)  # fmt: skip
+    wfb = (start, A, bw, mw, wn, wl, XcLw, False, aw, icw, ws, clo, chi, prev, nxt, seq,
+           nw.REL, ll, bad, xi, first, nsum, sx, sxx)  # fmt: skip
+    stages = {
+        "copy (once per fit now)": lambda: k.to_lanes(X, center, lane_start, wn, XLw, XcLw),
+        "densities, dealt": lambda: k.lanes_density_diag(XL, n_act, means, prec, const, b, m),
+        "exp, dealt": lambda: np.exp(logb, out=b),
+        "gather + windows (stop 25 drop-in)": lambda: nw.rows_windows_fb_stats(*fb),
+        "rows kernel (fallback)": lambda: nw.rows_fb_stats(*fb),
+        "densities, windows": lambda: k.lanes_density_diag(
+            XLw, wn, means, prec, const, bw, mw
+        ),  # fmt: skip
+        "exp, windows": lambda: np.exp(logbw, out=bw),
+        "windows_fb_stats": lambda: nw.windows_fb_stats(*wfb),
+    }
+    us = {name: _cpu_us(fn) for name, fn in stages.items()}
+    failed = nw.windows_fb_stats(*wfb)
+    old = us["densities, dealt"] + us["exp, dealt"] + us["gather + windows (stop 25 drop-in)"]
+    new = us["densities, windows"] + us["exp, windows"] + us["windows_fb_stats"]
+    row = {"case": f"profile K={K} D={D} {n_seq}x{T}: {len(ws)} windows of {S} lanes, "
+                   f"{int(wl.sum())} window rows for {R}", "failed_checks": int(failed),
+           **{f"{name} us": round(v, 1) for name, v in us.items()},
+           "gather us": round(us["gather + windows (stop 25 drop-in)"] - us["windows_fb_stats"], 1),
+           "E-step stop 25 us": round(old, 1), "E-step windows layout us": round(new, 1),
+           "load_average_1min": os.getloadavg()[0]}  # fmt: skip
+    return row
+
+
+def _timed_fit(cls, *, K, ctype, X, lengths, init):
+    """CPU seconds of a 10-iteration 1-thread fit by ``cls``, and its history."""
+    t0 = time.process_time()
+    m = cls(K, ctype, n_iter=10, tol=-np.inf, n_jobs=1, **init).fit(X, lengths)
+    return time.process_time() - t0, m.history_
+
+
+def old_new(main_src, rounds=9, rows_out=None, only=None):
+    """Fits (diag, full, tied, 10 iterations, 1 thread) with another tree's ``tying``
+    (``main_src``, e.g. ``/work/main/src``) and with this one, interleaved in this one
+    process: the CPU-time ratio old / new of each pair, median and range, and whether
+    the two fits' histories are the same bits. Both packages are imported under the name
+    ``tying`` in turn (``sys.modules`` cleared between), each keeping its own classes."""
+    import functools
+    import importlib
+
+    from threadpoolctl import threadpool_limits
+
+    from benchmarks.bench_hmm import _start_covars
+
+    def load(src):
+        for name in [n for n in sys.modules if n == "tying" or n.startswith("tying.")]:
+            del sys.modules[name]
+        sys.path.insert(0, src)
+        try:
+            return importlib.import_module("tying.hmm").GaussianHMM
+        finally:
+            sys.path.remove(src)
+
+    here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+    old, new = load(main_src), load(here)
+    shapes = [("diag", *s) for s in SHAPES] + [(c, 8, 4, n, T) for c in ("full", "tied")
+                                               for n, T in ((1, 5000), (2, 2000))]  # fmt: skip
+    # and the many-sequence goal shapes (lane units: must not move)
+    shapes += [
+        (c, 8, 4, n, T) for c in ("diag", "full", "tied") for n, T in ((150, 400), (200, 500))
+    ]
+    if only is not None:  # e.g. "150x400": the shapes of that many sequences x steps
+        shapes = [s for s in shapes if f"{s[3]}x{s[4]}" in only]
+    with threadpool_limits(limits=1):
+        for ctype, K, D, n_seq, T in shapes:
+            X, lengths, start, A, means, _ = _diag_case(K=K, D=D, n_seq=n_seq, T=T)
+            init = {"startprob_init": start, "transmat_init": A, "means_init": means,
+                    "covars_init": _start_covars(ctype, K, D)}  # fmt: skip
+            fit = functools.partial(_timed_fit, K=K, ctype=ctype, X=X, lengths=lengths, init=init)
+            fit(old), fit(new)
+            pairs = [(fit(old), fit(new)) for _ in range(rounds)]
+            ratio = np.array([a[0] / b[0] for a, b in pairs])
+            row = {"case": f"old/new {ctype} K={K} D={D} {n_seq}x{T}",
+                   "old_ms": float(np.median([a[0] for a, _ in pairs]) * 1e3),
+                   "new_ms": float(np.median([b[0] for _, b in pairs]) * 1e3),
+                   "old_over_new": float(np.median(ratio)),
+                   "spread": f"{ratio.min():.2f}-{ratio.max():.2f}",
+                   "same_bits": all(a[1] == b[1] for a, b in pairs),
+                   "load_average_1min": os.getloadavg()[0]}  # fmt: skip
+            print(row, flush=True)
+            if rows_out is not None:
+                rows_out.append(row)
+
+
 def main(parts: list[str] | None = None) -> None:
     """``python -m benchmarks hmm_windows`` (every part) or ``python -m
-    benchmarks.bench_hmm_windows [timing|more|sticky|burnin]``; under
+    benchmarks.bench_hmm_windows [timing|more|sticky|burnin|profile|oldnew SRC [SHAPE ...]]``
+    (``oldnew SRC``: fits with the ``tying`` of ``SRC``, e.g. ``/work/main/src``, against
+    this tree's, interleaved in one process; ``SHAPE``: only those, e.g. ``150x400``); under
     ``TYING_BENCH_SMOKE=1`` one round of the first timing shape only (CI: it runs)."""
     from benchmarks.common import SMOKE, write
 
@@ -350,6 +510,11 @@ def main(parts: list[str] | None = None) -> None:
         sticky_cost()
     if "burnin" in parts:
         burnin()
+    if "profile" in parts:
+        profile(rows_out=rows)
+    if "oldnew" in parts:
+        at = parts.index("oldnew")
+        old_new(parts[at + 1], rows_out=rows, only=parts[at + 2 :] or None)
     write("hmm-windows", rows)
 
 

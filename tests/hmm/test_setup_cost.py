@@ -92,8 +92,11 @@ def test_unit_offsets_are_the_ones_ctypes_data_gives(lengths, monkeypatch):
     rows_per_unit(monkeypatch, 1_000)  # several units where there are rows
     lay, a, b = _layout(lengths)
     got = fused_em._unit_offsets(lay, a, b, 3, 5)
-    assert np.array_equal(got, _old_unit_offsets(lay, a, b, 3, 5))
-    assert got.dtype == np.int64 and got.shape == (len(lay.units), 6)
+    assert np.array_equal(got[:, :6], _old_unit_offsets(lay, a, b, 3, 5))
+    assert got.dtype == np.int64 and got.shape == (len(lay.units), 12)
+    # stop 26: then the windows layout's columns, which a unit without windows points at
+    # its own XL, XcL, m (for ic and m), b and alpha
+    assert np.array_equal(got[:, 6:], got[:, [0, 1, 3, 3, 4, 5]])
 
 
 @needs_numba
@@ -108,7 +111,7 @@ def test_unit_offsets_still_refuse_an_array_not_carved_contiguously_from_its_blo
         ro.flags.writeable = False
         lay.units[-1]["alpha"] = ro
         got = fused_em._unit_offsets(lay, a, b, 0, 0)
-        assert np.array_equal(got, _old_unit_offsets(lay, a, b, 0, 0))
+        assert np.array_equal(got[:, :6], _old_unit_offsets(lay, a, b, 0, 0))
         return
     else:
         lay.units[-1]["alpha"] = alpha[:, :, ::2]
@@ -121,7 +124,7 @@ def test_a_kept_table_of_another_shape_or_other_offsets_does_not_hold():
 
     cols = fused_em._offset_columns(_numba_em)
     ut = np.zeros((2, _numba_em.U_COLS), dtype=np.int64)
-    rel = np.arange(12, dtype=np.int64).reshape(2, 6)
+    rel = np.arange(24, dtype=np.int64).reshape(2, 12)  # 6 + the windows' 6 (stop 26)
     ut[:, cols] = rel
     assert fused_em._table_holds(ut, rel)
     assert not fused_em._table_holds(ut[:1], rel)  # fewer units
@@ -129,6 +132,9 @@ def test_a_kept_table_of_another_shape_or_other_offsets_does_not_hold():
     assert not fused_em._table_holds(ut, rel[:, :5])  # a malformed offset table
     other = rel.copy()
     other[1, 5] += 1  # the last unit's alpha elsewhere
+    assert not fused_em._table_holds(ut, other)
+    other = rel.copy()
+    other[0, 10] += 1  # the first unit's windows' b elsewhere
     assert not fused_em._table_holds(ut, other)
 
 

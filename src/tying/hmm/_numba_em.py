@@ -42,7 +42,9 @@ from tying.hmm._numba_kernels import (
     sum_first_axis,
     to_lanes,
 )
-from tying.hmm._numba_windows import rows_windows_fb_stats
+from tying.hmm._numba_rows import rows_fb_stats
+from tying.hmm._numba_windows import REL, dobrushin, rows_windows_fb_stats, windows_fb_stats
+from tying.hmm.windows import FORGET
 
 _JIT = {"nogil": True, "cache": True, "error_model": "numpy"}  # no fastmath: NumPy's bits
 
@@ -56,8 +58,16 @@ CTL_SIZE = 8  # then, per item of ``order``, the CPU cycles it took this iterati
 NOT_COPIED, COPYING, COPIED = 0, 1, 2
 # the unit table's columns (one row per unit, int64)
 (U_T, U_S, U_NREAL, U_XL, U_XCL, U_IC, U_M, U_B, U_ALPHA, U_NACT, U_LENS, U_SLOT,
- U_START, U_TAIL, U_ROWS, U_R0) = range(16)  # fmt: skip
-U_COLS = 16  # U_START: the unit's lanes' first rows of X (S values) in ``ints``
+ U_START, U_TAIL, U_ROWS, U_R0, U_WT, U_WS, U_WN, U_WINTS, U_WXL, U_WXCL, U_WIC, U_WM, U_WB,
+ U_WALPHA) = range(26)  # fmt: skip
+U_COLS = 26  # U_START: the unit's lanes' first rows of X (S values) in ``ints``
+# U_WN: for a rows unit of at least ``windows.MIN_ROWS`` rows, its overlapping windows
+# (stop 26; 0: none): a layout of Tw = U_WT steps by Sw = U_WS lanes (XL, XcL, ic, m on
+# the data block, b, alpha on the recursion's, at U_WXL..U_WALPHA), filled with the
+# dealt rows once per fit (:func:`copy_rows_windows_unit`) and run by every E-step whose
+# transition matrix forgets (:func:`windows_unit_stats`); in ``ints`` from U_WINTS: its
+# n_act (Tw), the lanes' first rows of X (Sw), then U_WN values of each of ``WIN_INTS``
+WIN_INTS = ("wstart", "wlen", "core_lo", "core_hi", "lane_seq", "prev_lane", "next_lane")
 # U_ROWS: 0 for a lane unit; for a unit of a few long sequences (``kind="rows"``, run by
 # the rows kernel) its rows R (> 0), then U_R0 its first row of X, U_START its sequences'
 # starts (from U_R0) in ``ints``, U_IC its ``inv_c`` (R,) and U_ALPHA its ``alpha`` (R, K),
@@ -292,6 +302,63 @@ def copy_rows_unit(fill, u, X, center, r0, R, XL, XcL, fns):
 
 
 @numba.njit(**_JIT)
+def copy_rows_windows_unit(fill, u, X, center, ut, ints, block_a, XL, XcL, fns):
+    """:func:`copy_rows_unit`, and the unit's windows layout (if it has one) from the same
+    rows (``to_lanes``), under one claim: the diag loop's copy of a rows unit."""
+    if _claim_copy(fill, u, fns):
+        deal_rows(X, center, ut[u, U_R0], ut[u, U_ROWS], XL, XcL)
+        if ut[u, U_WN] > 0:
+            Tw, Sw, D, o = ut[u, U_WT], ut[u, U_WS], X.shape[1], ut[u, U_WINTS]
+            XLw = block_a[ut[u, U_WXL] : ut[u, U_WXL] + Tw * D * Sw].reshape((Tw, D, Sw))
+            XcLw = block_a[ut[u, U_WXCL] : ut[u, U_WXCL] + Tw * D * Sw].reshape((Tw, D, Sw))
+            to_lanes(X, center, ints[o + Tw : o + Tw + Sw], ints[o : o + Tw], XLw, XcLw)
+        atomic_store(fill, u, COPIED)
+
+
+@numba.njit(**_JIT)
+def windows_unit_stats(u, ut, block_a, block_b, ints, start, trans, means, prec, const, fns,
+                       ll, bad, xi, first, nsum, sx, sxx):  # fmt: skip
+    """Rows unit ``u``'s E-step through its windows layout (filled once per fit): the
+    densities and their ``exp`` on the windows' rows, then
+    :func:`~tying.hmm._numba_windows.windows_fb_stats`, with no copy (stop 26: the
+    drop-in gathered ``b``, ``m`` and ``XcL`` into fresh lane arrays at every E-step,
+    122 of its 353 us at 1 x 5000, K=8, D=4). The same windows, inputs and kernel as
+    :func:`~tying.hmm._numba_windows.rows_windows_fb_stats`: the same bits.
+
+    Returns:
+        True when the windows' checks passed (``ll``, ``bad`` and the sums written);
+        False: nothing written, the caller runs the rows kernel.
+    """
+    Tw, Sw, nw, o = ut[u, U_WT], ut[u, U_WS], ut[u, U_WN], ut[u, U_WINTS]
+    K, D = means.shape
+    n_act = ints[o : o + Tw]
+    p = o + Tw + Sw
+    ws, wl = ints[p : p + nw], ints[p + nw : p + 2 * nw]
+    clo, chi = ints[p + 2 * nw : p + 3 * nw], ints[p + 3 * nw : p + 4 * nw]
+    seq, prev, nxt = (ints[p + 4 * nw : p + 5 * nw], ints[p + 5 * nw : p + 6 * nw],
+                      ints[p + 6 * nw : p + 7 * nw])  # fmt: skip
+    XLw = block_a[ut[u, U_WXL] : ut[u, U_WXL] + Tw * D * Sw].reshape((Tw, D, Sw))
+    XcLw = block_a[ut[u, U_WXCL] : ut[u, U_WXCL] + Tw * D * Sw].reshape((Tw, D, Sw))
+    icw = block_a[ut[u, U_WIC] : ut[u, U_WIC] + Tw * Sw].reshape((Tw, Sw))
+    mw = block_a[ut[u, U_WM] : ut[u, U_WM] + Tw * Sw].reshape((Tw, Sw))
+    bw = block_b[ut[u, U_WB] : ut[u, U_WB] + Tw * K * Sw].reshape((Tw, K, Sw))
+    alphaw = block_b[ut[u, U_WALPHA] : ut[u, U_WALPHA] + Tw * K * Sw].reshape((Tw, K, Sw))
+    _densities(XLw, n_act, means, prec, const, bw, mw, fns, 0, Tw)
+    n_seq = ll.shape[0]
+    llq = np.empty(n_seq)
+    badq = np.zeros(n_seq, np.bool_)
+    failed = windows_fb_stats(start, trans, bw, mw, n_act, wl, XcLw, False, alphaw, icw, ws, clo,
+                              chi, prev, nxt, seq, REL, llq, badq, xi, first, nsum, sx,
+                              sxx)  # fmt: skip
+    if failed:
+        return False
+    for q in range(n_seq):
+        ll[q] = llq[q]
+        bad[q] = badq[q]
+    return True
+
+
+@numba.njit(**_JIT)
 def rows_unit_stats(u, ut, block_b, ints, start, trans, b, m, XcL, full, ll, bad, xi, first,
                     nsum, sx, sxx):  # fmt: skip
     """The rows kernel on unit ``u`` of a few long sequences (``ut[u, U_ROWS] > 0``), as
@@ -351,7 +418,7 @@ def _unit(u, tail, ctl, fill, X, center, ut, block_a, block_b, ints, start, tran
     rows = ut[u, U_ROWS] > 0  # a few long sequences: the rows kernel
     if atomic_load(fill, u) != COPIED:
         if rows:
-            copy_rows_unit(fill, u, X, center, ut[u, U_R0], ut[u, U_ROWS], XL, XcL, fns)
+            copy_rows_windows_unit(fill, u, X, center, ut, ints, block_a, XL, XcL, fns)
         else:
             copy_unit(fill, u, X, center, ints[ut[u, U_START] : ut[u, U_START] + S], n_act,
                       XL, XcL, fns)  # fmt: skip
@@ -359,9 +426,6 @@ def _unit(u, tail, ctl, fill, X, center, ut, block_a, block_b, ints, start, tran
     if tail < 0:  # the tail item: only the tail's densities
         _densities(XL, n_act, means, prec, const, b, m, fns, t1, T)
         return
-    _densities(XL, n_act, means, prec, const, b, m, fns, 0, t1)
-    if t1 < T and not _wait(ctl, TAIL, 1, False, fns):  # the tail's thread died: here then
-        _densities(XL, n_act, means, prec, const, b, m, fns, t1, T)  # (the same values)
     KK, DK = K * K, D * K  # the unit's sums, on cache lines of their own
     sums = private_scratch(KK + 2 * K + 2 * DK)
     xi = sums[:KK].reshape((K, K))
@@ -369,7 +433,30 @@ def _unit(u, tail, ctl, fill, X, center, ut, block_a, block_b, ints, start, tran
     nsum = sums[KK + K : KK + 2 * K]
     sx = sums[KK + 2 * K : KK + 2 * K + DK].reshape((D, K))
     sxx = sums[KK + 2 * K + DK :].reshape((D, 1, K))
-    if rows:
+    # a rows unit with windows (no tail item then) whose chain forgets: its windows
+    # layout, else (a sticky chain, or a failed check) the rows kernel on the dealt rows
+    if rows and ut[u, U_WN] > 0 and dobrushin(trans) <= FORGET:
+        if windows_unit_stats(u, ut, block_a, block_b, ints, start, trans, means, prec, const,
+                              fns, ll_u[lo : lo + n_real], bad_u[lo : lo + n_real], xi, first,
+                              nsum, sx, sxx):  # fmt: skip
+            xi_u[u] = xi
+            first_u[u] = first
+            n_u[u] = nsum
+            sx_u[u] = sx
+            sxx_u[u] = sxx
+            return
+    _densities(XL, n_act, means, prec, const, b, m, fns, 0, t1)
+    if t1 < T and not _wait(ctl, TAIL, 1, False, fns):  # the tail's thread died: here then
+        _densities(XL, n_act, means, prec, const, b, m, fns, t1, T)  # (the same values)
+    if rows and ut[u, U_WN] > 0:  # windows tried above, or not to be tried: the rows kernel
+        R = ut[u, U_ROWS]
+        lens = ints[ut[u, U_LENS] : ut[u, U_LENS] + n_real]
+        starts = ints[ut[u, U_START] : ut[u, U_START] + n_real]
+        rows_fb_stats(start, trans, b, m, XcL, 0, starts, lens, 0, n_real, False,
+                      block_b[ut[u, U_ALPHA] : ut[u, U_ALPHA] + R * K].reshape((R, K)),
+                      block_b[ut[u, U_IC] : ut[u, U_IC] + R], ll_u[lo : lo + n_real],
+                      bad_u[lo : lo + n_real], xi, first, nsum, sx, sxx)  # fmt: skip
+    elif rows:  # fewer than windows.MIN_ROWS rows: the drop-in runs the rows kernel
         rows_unit_stats(u, ut, block_b, ints, start, trans, b, m, XcL, False,
                         ll_u[lo : lo + n_real], bad_u[lo : lo + n_real], xi, first, nsum, sx,
                         sxx)  # fmt: skip

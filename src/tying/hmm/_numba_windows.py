@@ -55,14 +55,14 @@ from tying.hmm._numba_lanes import (
 from tying.hmm._numba_rows import rows_fb_stats
 from tying.hmm._numba_scaled import _JIT
 from tying.hmm.forward_backward import TINY
+from tying.hmm.windows import BURN_IN, CORE_PER_BURN, FORGET, MAX_WINDOW_LANES, MIN_ROWS, REL
 
-#: the drop-in (:func:`rows_windows_fb_stats`) tries windows on a unit of at least
-#: ``MIN_ROWS`` rows whose transition matrix forgets (Dobrushin's coefficient at most
-#: ``FORGET``: a sticky chain, whose burn-in would fail its checks, is not tried),
-#: with ``BURN_IN`` rows each side of a core, cores of at least ``CORE_PER_BURN *
-#: BURN_IN`` rows on average, at most ``MAX_LANES`` lanes; ``REL``: the check's tolerance
-#: (the same constants as :mod:`tying.hmm.windows`)
-MIN_ROWS, FORGET, BURN_IN, CORE_PER_BURN, MAX_LANES, REL = 2048, 0.9, 32, 6, 32, 1e-14
+# the drop-in (:func:`rows_windows_fb_stats`) and the EM loop's windows (:func:`plan_rows`)
+# try windows on a unit of at least ``MIN_ROWS`` rows whose transition matrix forgets
+# (Dobrushin's coefficient at most ``FORGET``), ``BURN_IN`` rows each side of a core,
+# cores of at least ``CORE_PER_BURN * BURN_IN`` rows on average, at most ``MAX_LANES``
+# lanes, ``REL`` the check's tolerance: defined once, in :mod:`tying.hmm.windows`
+MAX_LANES = MAX_WINDOW_LANES
 
 
 @numba.njit(**_JIT)
@@ -302,27 +302,20 @@ def dobrushin(transmat):
 
 
 @numba.njit(**_JIT)
-def rows_windows_fb_stats(
-    startprob, transmat, b, m, XcL, r0, starts, lengths, lo, hi, full, alpha, inv_c,
-    ll, bad, xi, first, nsum, sx, sxx,
-):  # fmt: skip
-    """:func:`~tying.hmm._numba_rows.rows_fb_stats`, same arguments and outputs, through
-    windows where they apply and pass their checks, else the rows kernel itself.
-
-    The windows are planned here (as :func:`tying.hmm.windows.plan`, with integer cuts)
-    and their rows gathered from the unit's dealt layout (row ``i`` at ``[i // S, :,
-    i % S]``) into private lane arrays.
+def plan_rows(starts, lengths, lo, hi, r0):
+    """The windows of sequences ``lo..hi-1`` (``starts`` counted in a numbering where
+    the unit's first row is ``r0``), as :func:`tying.hmm.windows.plan` makes them with
+    integer cuts: what :func:`rows_windows_fb_stats` runs, and the EM loop's windows
+    layout, filled once per fit (``_numba_em.copy_windows``). Depends on the lengths only.
 
     Returns:
-        True when the windows' results were used, False when the rows kernel ran.
+        ``(wstart, wlen, core_lo, core_hi, lane_seq, prev_lane, next_lane, n_act)`` per
+        lane, longest window first (``wstart`` from the unit's first row, ``lane_seq``
+        0..hi-lo-1), and ``n_act`` per step of the longest window.
     """
     R = 0
     for q in range(lo, hi):
         R += lengths[q]
-    if R < MIN_ROWS or not dobrushin(transmat) <= FORGET:
-        rows_fb_stats(startprob, transmat, b, m, XcL, r0, starts, lengths, lo, hi, full, alpha,
-                      inv_c, ll, bad, xi, first, nsum, sx, sxx)  # fmt: skip
-        return False
     W = BURN_IN
     want = (R + CORE_PER_BURN * W - 1) // (CORE_PER_BURN * W)
     n_lanes = min(MAX_LANES, (want + LANE_BLOCK - 1) // LANE_BLOCK * LANE_BLOCK)
@@ -365,18 +358,48 @@ def rows_windows_fb_stats(
             prev[where[i]] = where[i - 1]
             nxt[where[i - 1]] = where[i]
     ws, wl, clo, chi, seq = ws[order], wl[order], clo[order], chi[order], seq[order]
+    n_act = np.zeros(wl[0], np.int64)
+    for ln in range(total):
+        for t in range(wl[ln]):
+            n_act[t] += 1
+    return ws, wl, clo, chi, seq, prev, nxt, n_act
+
+
+@numba.njit(**_JIT)
+def rows_windows_fb_stats(
+    startprob, transmat, b, m, XcL, r0, starts, lengths, lo, hi, full, alpha, inv_c,
+    ll, bad, xi, first, nsum, sx, sxx,
+):  # fmt: skip
+    """:func:`~tying.hmm._numba_rows.rows_fb_stats`, same arguments and outputs, through
+    windows where they apply and pass their checks, else the rows kernel itself.
+
+    The windows are planned here (as :func:`tying.hmm.windows.plan`, with integer cuts)
+    and their rows gathered from the unit's dealt layout (row ``i`` at ``[i // S, :,
+    i % S]``) into private lane arrays.
+
+    Returns:
+        True when the windows' results were used, False when the rows kernel ran.
+    """
+    R = 0
+    for q in range(lo, hi):
+        R += lengths[q]
+    if R < MIN_ROWS or not dobrushin(transmat) <= FORGET:
+        rows_fb_stats(startprob, transmat, b, m, XcL, r0, starts, lengths, lo, hi, full, alpha,
+                      inv_c, ll, bad, xi, first, nsum, sx, sxx)  # fmt: skip
+        return False
+    ws, wl, clo, chi, seq, prev, nxt, n_act = plan_rows(starts, lengths, lo, hi, r0)
+    total = ws.shape[0]
+    n_seq = hi - lo
     K, D = transmat.shape[0], XcL.shape[1]
     Sd = b.shape[2]
     S = (total + LANE_BLOCK - 1) // LANE_BLOCK * LANE_BLOCK
     T = wl[0]
-    n_act = np.zeros(T, np.int64)
     bL = np.empty((T, K, S))
     mL = np.empty((T, S))
     xL = np.empty((T, D, S))
     for t in range(T):
         for ln in range(S):
             if ln < total and t < wl[ln]:
-                n_act[t] += 1
                 r = ws[ln] + t
                 tt, ss = r // Sd, r % Sd
                 mL[t, ln] = m[tt, ss]

@@ -47,7 +47,7 @@ import threading
 import numpy as np
 from scipy.special import logsumexp
 
-from tying.hmm import arenas, compiled
+from tying.hmm import arenas, compiled, windows
 from tying.hmm.sequences import SequenceBatch
 
 __all__ = [
@@ -414,7 +414,10 @@ class LaneLayout:
     sequence at a time; for the density their rows are dealt out over S lanes
     in turn (row ``r0 + t S + s`` at ``[t, :, s]``), in the same arrays ``XL``,
     ``XcL``, ``n_act``, so a step of the recursion reads a row's K values from
-    the cache line its neighbours use.
+    the cache line its neighbours use. A rows unit of at least
+    ``windows.MIN_ROWS`` rows also has its overlapping windows (``win``, and the
+    lane arrays ``XLw``, ``XcLw``, ``mw``, ``icw``, after :meth:`prepare` ``bw``,
+    ``alphaw``), which the compiled diag loop fills once and runs at each E-step.
 
     Args:
         X: ``(n_samples, D)`` observations.
@@ -578,6 +581,10 @@ class LaneLayout:
             else:
                 _deal_rows(X[unit["r0"] : unit["r1"]], unit["XL"])
                 _deal_rows(X[unit["r0"] : unit["r1"]] - center, unit["XcL"])
+                if "win" in unit:  # its windows too (the compiled loop's, see _windows)
+                    win = unit["win"]
+                    kernels.to_lanes(X, center, win["start"], win["n_act"], unit["XLw"],
+                                     unit["XcLw"])  # fmt: skip
 
         compiled._run_units(fill, len(self.units), compiled.resolve_n_jobs(n_jobs), self.cost)
         self.fill_state[:-1] = 2
@@ -617,12 +624,16 @@ class LaneLayout:
             if unit["kind"] == "rows":  # the recursion's own scratch, in row order
                 R = unit["r1"] - unit["r0"]
                 shapes.append({"b": (T, K, S), "alpha": (R, K), "inv_c": (R,)})
+                if "win" in unit:  # and its windows' (their ic is on the data block)
+                    Tw, _, Sw = unit["XLw"].shape
+                    shapes[-1] |= {"bw": (Tw, K, Sw), "alphaw": (Tw, K, Sw)}
             else:
                 shapes.append({"b": (T, K, S), "alpha": (T, K, S)})
         for unit, arrays in zip(self.units, arenas.carve(shapes), strict=True):
             unit["b"], unit["alpha"] = arrays["b"], arrays["alpha"]
-            if "inv_c" in arrays:
-                unit["inv_c"] = arrays["inv_c"]
+            for name in ("inv_c", "bw", "alphaw"):
+                if name in arrays:
+                    unit[name] = arrays[name]
         self._K = K
 
 
@@ -669,7 +680,13 @@ def _unit_plans(
             n_act[-1] = R - (Tp - 1) * S
             unit = {"kind": "rows", "lo": int(lo), "hi": int(hi), "r0": r0, "r1": r1,
                     "seqs": np.arange(lo, hi), "n_act": n_act}  # fmt: skip
-            plans.append((unit, {"XL": (Tp, D, S), "XcL": (Tp, D, S), "m": (Tp, S)}))
+            shapes = {"XL": (Tp, D, S), "XcL": (Tp, D, S), "m": (Tp, S)}
+            if R >= windows.MIN_ROWS:  # and its overlapping windows (stop 26), see _windows
+                win = _windows(batch.lengths[lo:hi], r0, LANE_BLOCK)
+                unit["win"] = win
+                Tw, Sw = len(win["n_act"]), len(win["start"])
+                shapes |= {"XLw": (Tw, D, Sw), "XcLw": (Tw, D, Sw), "mw": (Tw, Sw), "icw": (Tw, Sw)}
+            plans.append((unit, shapes))
             continue
         seqs = lo + np.argsort(-batch.lengths[lo:hi], kind="stable")
         lens = batch.lengths[seqs]
@@ -682,7 +699,7 @@ def _unit_plans(
                 "start": lane_start}  # fmt: skip
         plans.append((unit, {"XL": (T, D, S), "XcL": (T, D, S), "ic": (T, S), "m": (T, S)}))
     for unit, _ in plans:
-        for a in unit.values():
+        for a in [*unit.values(), *unit.get("win", {}).values()]:
             if isinstance(a, np.ndarray):
                 a.flags.writeable = False  # kept for later layouts: never written
     with _PLANS_LOCK:
@@ -690,6 +707,25 @@ def _unit_plans(
         while len(_PLANS) > _PLANS_KEPT:
             _PLANS.popitem(last=False)
     return key, edges, plans
+
+
+def _windows(lengths: np.ndarray, r0: int, LANE_BLOCK: int) -> dict:
+    """The overlapping windows of a rows unit of sequences of ``lengths`` from row ``r0``
+    (:func:`~tying.hmm._numba_windows.plan_rows`, the drop-in's own windows), for the
+    windows layout the compiled diag loop fills once per fit and runs at every E-step
+    (stop 26): ``start`` (the lanes' first rows of ``X``, padded to whole lane blocks),
+    ``wstart``, ``wlen``, ``core_lo``, ``core_hi``, ``lane_seq``, ``prev_lane``,
+    ``next_lane`` (per real lane) and ``n_act`` (per step)."""
+    from tying.hmm._numba_windows import plan_rows
+
+    lens = np.ascontiguousarray(lengths, dtype=np.int64)
+    starts = np.cumsum(lens) - lens
+    ws, wl, clo, chi, seq, prev, nxt, n_act = plan_rows(starts, lens, 0, len(lens), 0)
+    S = -(-len(ws) // LANE_BLOCK) * LANE_BLOCK
+    start = np.zeros(S, dtype=np.int64)
+    start[: len(ws)] = r0 + ws
+    return {"start": start, "wstart": ws, "wlen": wl, "core_lo": clo, "core_hi": chi,
+            "lane_seq": seq, "prev_lane": prev, "next_lane": nxt, "n_act": n_act}  # fmt: skip
 
 
 def _deal_rows(rows: np.ndarray, out: np.ndarray) -> None:

@@ -134,15 +134,24 @@ def _root(a: np.ndarray) -> np.ndarray:
 
 def _offset_columns(kernels) -> list[int]:
     """The unit table's offset columns, in the order :func:`_unit_offsets` gives them."""
-    return [kernels.U_XL, kernels.U_XCL, kernels.U_IC, kernels.U_M, kernels.U_B, kernels.U_ALPHA]
+    return [kernels.U_XL, kernels.U_XCL, kernels.U_IC, kernels.U_M, kernels.U_B, kernels.U_ALPHA,
+            kernels.U_WXL, kernels.U_WXCL, kernels.U_WIC, kernels.U_WM, kernels.U_WB,
+            kernels.U_WALPHA]  # fmt: skip
 
 
-_ON_BLOCK = (("XL", 0), ("XcL", 0), ("ic", 0), ("m", 0), ("b", 1), ("alpha", 1))
+# then a rows unit's windows layout (stop 26); a unit without one points these columns at
+# its own arrays (``_NO_WINDOWS``: valid offsets, never read: its U_WN is 0)
+_ON_BLOCK = (("XL", 0), ("XcL", 0), ("ic", 0), ("m", 0), ("b", 1), ("alpha", 1),
+             ("XLw", 0), ("XcLw", 0), ("icw", 0), ("mw", 0), ("bw", 1), ("alphaw", 1))  # fmt: skip
+_NO_WINDOWS = {"XLw": "XL", "XcLw": "XcL", "icw": "m", "mw": "m", "bw": "b", "alphaw": "alpha"}
+#: the block (0: data, 1: recursion) of each offset column
+_BLOCK_OF = np.array([k for _, k in _ON_BLOCK], dtype=np.int64)
 
 
 def _unit_offsets(layout, block_a, block_b, base_a, base_b) -> np.ndarray:
-    """``(units, 6)``: each unit's lane arrays (XL, XcL, ic, m on the data block ``a``; b,
-    alpha on the recursion's block ``b``) as offsets from their block's first array.
+    """``(units, 12)``: each unit's lane arrays (XL, XcL, ic, m on the data block ``a``; b,
+    alpha on the recursion's block ``b``; then the same of its windows layout, see
+    ``_ON_BLOCK``) as offsets from their block's first array.
 
     Each array must be a C-contiguous view whose root (``.base`` followed to the end) is
     its block; its offset is its address's distance from the block's, in float64s. One
@@ -159,7 +168,10 @@ def _unit_offsets(layout, block_a, block_b, base_a, base_b) -> np.ndarray:
     view, address_of = ctypes.c_char.from_buffer, ctypes.addressof
     for unit in layout.units:
         rows = unit["kind"] == "rows"
+        win = "win" in unit
         for name, k in _ON_BLOCK:
+            if not win and name in _NO_WINDOWS:
+                name = _NO_WINDOWS[name]
             if rows and name == "ic":  # the rows kernel's inv_c (R,), on the recursion's block
                 name, k = "inv_c", 1
             a = root = unit[name]
@@ -172,7 +184,7 @@ def _unit_offsets(layout, block_a, block_b, base_a, base_b) -> np.ndarray:
             except (TypeError, ValueError, BufferError):  # read-only, or empty
                 where = a.ctypes.data
             out.append((where - at[k]) // 8 - bases[k])
-    return np.array(out, dtype=np.int64).reshape(-1, 6)
+    return np.array(out, dtype=np.int64).reshape(-1, len(_ON_BLOCK))
 
 
 def _offsets_hold(rel_ut: np.ndarray, layout, block_a, block_b, base_a, base_b) -> bool:
@@ -199,7 +211,7 @@ def _table_holds(rel_ut: np.ndarray, rel: np.ndarray) -> bool:
     from tying.hmm import _numba_em
 
     # shapes first, then one comparison (np.array_equal's own checks cost more)
-    if rel_ut.ndim != 2 or rel.shape != (rel_ut.shape[0], 6):
+    if rel_ut.ndim != 2 or rel.shape != (rel_ut.shape[0], len(_ON_BLOCK)):
         return False
     return bool((rel_ut[:, _offset_columns(_numba_em)] == rel).all())
 
@@ -253,6 +265,14 @@ def _unit_tables(layout, block_a, block_b, base_a, base_b, balance):
             ut[u, _numba_em.U_R0] = unit["r0"]
             ints += [unit["n_act"], lens, np.cumsum(lens) - lens]
             n_int += T + 2 * n_real
+            if "win" in unit:  # its windows: n_act, the lanes' first rows of X, the plan
+                win = unit["win"]
+                Tw, Sw, nw = len(win["n_act"]), len(win["start"]), len(win["wlen"])
+                ut[u, [_numba_em.U_WT, _numba_em.U_WS, _numba_em.U_WN]] = Tw, Sw, nw
+                ut[u, _numba_em.U_WINTS] = n_int
+                ints += [win["n_act"], win["start"]]
+                ints += [win[k] for k in _numba_em.WIN_INTS]
+                n_int += Tw + Sw + len(_numba_em.WIN_INTS) * nw
             slot_seq.append(unit["seqs"])
             slot += n_real
             continue
@@ -263,7 +283,8 @@ def _unit_tables(layout, block_a, block_b, base_a, base_b, balance):
     ints = np.ascontiguousarray(np.concatenate(ints), dtype=np.int64)
     slot_seq = np.ascontiguousarray(np.concatenate(slot_seq), dtype=np.int64)
     order = np.argsort(-np.asarray(layout.cost), kind="stable").astype(np.int64)
-    if balance and U == 2:
+    # no tail item for a unit with windows: its E-step does not read the dealt densities
+    if balance and U == 2 and ut[int(order[0]), _numba_em.U_WN] == 0:
         big, small = (int(u) for u in order)
         gap = layout.cost[big] - layout.cost[small]  # lane-steps
         T, S = int(ut[big, _numba_em.U_T]), int(ut[big, _numba_em.U_S])
@@ -374,7 +395,7 @@ class FusedEM:
             return None
         # where the arenas' first arrays start (their alignment differs per allocation)
         base_a, base_b = int(now[0, 0]), int(now[0, 4])
-        rel = now - np.array([base_a] * 4 + [base_b] * 2, dtype=np.int64)
+        rel = now - np.where(_BLOCK_OF == 0, base_a, base_b)
         cols = _offset_columns(_numba_em)
         # the tail item only where a second thread can take it (it adds a few loop
         # starts: one thread runs without it)

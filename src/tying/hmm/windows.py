@@ -5,8 +5,11 @@ are its core, and the fused E-step of a unit of a few long sequences through it,
 the rows kernel (:func:`~tying.hmm._numba_rows.rows_fb_stats`) as the exact fallback
 whenever a burn-in check fails. The EM loops run the same kernel through
 :func:`~tying.hmm._numba_windows.rows_windows_fb_stats` (which plans its windows itself,
-as :func:`plan` does); this module is the kernel's reference harness and the
-benchmark's (``benchmarks/bench_hmm_windows.py``).
+as :func:`plan` does, with :func:`~tying.hmm._numba_windows.plan_rows`); the compiled
+diag loop runs it on a windows layout of the same windows filled once per fit
+(``_numba_em.windows_unit_stats``, stop 26); this module is the kernel's reference
+harness and the benchmark's (``benchmarks/bench_hmm_windows.py``), and defines the
+windows' constants once.
 
 Example:
     >>> p = plan(np.array([5000]), burn_in=32)
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["BURN_IN", "REL", "estep", "plan"]
+__all__ = ["BURN_IN", "FORGET", "MIN_ROWS", "REL", "estep", "plan"]
 
 #: burn-in rows each side of a core: the benchmark's models (K = 4..32, D = 1..16) and the
 #: models EM fits to them converged to ``REL`` in 4-24 rows (2026-12-02, ``bench_hmm_windows
@@ -30,6 +33,11 @@ REL = 1e-14
 #: (fewer, longer cores: the burn-in's share of the work is ``2 W / core``)
 MAX_WINDOW_LANES, CORE_PER_BURN = 32, 6
 LANE_BLOCK = 8
+#: the EM loops try windows on a unit of at least ``MIN_ROWS`` rows whose transition
+#: matrix forgets: Dobrushin's coefficient at most ``FORGET`` (a sticky chain, whose
+#: burn-in would fail its checks, is not tried). The one definition of these constants:
+#: :mod:`tying.hmm._numba_windows` imports them (its numba cache is keyed on their values)
+MIN_ROWS, FORGET = 2048, 0.9
 
 
 def plan(lengths: np.ndarray, burn_in: int = BURN_IN, n_lanes: int | None = None) -> dict:
