@@ -303,3 +303,99 @@ def test_quantize_refuses_a_pruned_module_before_torchao_changes_it():
     with pytest.raises(tying.TieError, match=r"quantize_: '4' is pruned"):
         quantize_(m, Int8WeightOnlyConfig())
     assert _same_state(before, m.state_dict())
+
+
+# -- stop 26 review: embeddings --------------------------------------------------------
+
+
+def _embeddings(seed: int = 0) -> nn.ModuleDict:
+    torch.manual_seed(seed)
+    m = nn.ModuleDict({"a": nn.Embedding(10, 4), "b": nn.Embedding(10, 4), "h": nn.Linear(4, 10)})
+    tying.Plan([tying.share("b", like="a")]).apply(m)
+    return m
+
+
+def test_plain_torch_ao_leaves_a_tied_embedding_in_float_and_verify_names_it():
+    # measured: torch swaps nn.Embedding by exact class; the TiedEmbedding stayed float
+    # reading the source's old weight, outside the model (verify is the only one to say so)
+    from torch.ao.quantization import quantize_dynamic as ao
+
+    q = ao(_embeddings(), {nn.Embedding}, dtype=torch.quint8)
+    assert not _is_float_embedding(q["a"]) and _is_float_embedding(q["b"])
+    with pytest.raises(tying.TieError, match=r"b\.weight: reads <a module outside the model>"):
+        tying.verify(q)
+
+
+def _is_float_embedding(mod) -> bool:
+    return isinstance(mod, nn.Embedding)
+
+
+def test_a_tied_embedding_is_quantized_once_and_every_use_reads_it():
+    m = _embeddings()
+    q = quantize_dynamic(m, {nn.Embedding}, dtype=torch.quint8)
+    assert q["b"] is q["a"] and not _is_float_embedding(q["a"])
+    tying.verify(q)
+    x = torch.arange(10)
+    # weight-only 8-bit rows: within one quantization step of the float rows
+    err = (q["b"](x) - m["b"](x)).abs().max().item()
+    assert 0 < err < 0.01
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_an_embedding_with_the_default_dtype_is_refused_before_any_change(inplace):
+    # before: torch's AssertionError "only supported with float_qparams_weight_only_qconfig",
+    # and with inplace=True the tied seat 'b' was left as nn.Identity
+    m = _embeddings()
+    before = _state(m)
+    with pytest.raises(TypeError, match=r"Embedding is quantized weight-only, with dtype "
+                       r"torch\.quint8, got torch\.qint8.*dtype=torch\.quint8\).*\['Linear'\]"):
+        quantize_dynamic(m, {nn.Linear, nn.Embedding}, inplace=inplace)
+    assert type(m["b"]).__name__ == "TiedEmbedding" and _same_state(before, m.state_dict())
+    tying.verify(m)
+
+
+def test_embeddings_and_linears_in_one_call_are_refused_naming_the_two_calls():
+    m = _embeddings()
+    with pytest.raises(TypeError, match=r"\['Linear'\] cannot take dtype torch\.quint8.*two calls"):
+        quantize_dynamic(m, {nn.Linear, nn.Embedding}, dtype=torch.quint8, inplace=True)
+    assert isinstance(m["h"], nn.Linear) and type(m["b"]).__name__ == "TiedEmbedding"
+    # the two calls the message names do it
+    q = quantize_dynamic(quantize_dynamic(m, {nn.Embedding}, dtype=torch.quint8), {nn.Linear})
+    assert q["b"] is q["a"] and _quantized(q["h"])
+    tying.verify(q)
+
+
+def test_a_failure_inside_torch_leaves_an_inplace_model_as_it_was(monkeypatch):
+    import torch.ao.quantization as tq
+
+    original = tq.quantize_dynamic
+
+    def fails_after_swapping(model, *args, **kwargs):
+        original(model, *args, **kwargs)
+        raise RuntimeError("injected failure after torch swapped")
+
+    monkeypatch.setattr(tq, "quantize_dynamic", fails_after_swapping)
+    m = _stack()
+    before, kinds = _state(m), [type(x) for x in m]
+    with pytest.raises(RuntimeError, match="injected"):
+        quantize_dynamic(m, {nn.Linear}, inplace=True)
+    assert [type(x) for x in m] == kinds and _same_state(before, m.state_dict())
+    assert not any("qconfig" in x.__dict__ for x in m.modules())
+    tying.verify(m)
+
+
+def test_an_embedding_tied_to_a_quantized_linear_source_is_caught():
+    # the tied LM head the other way round (embedding reads the head): plain torch
+    # quantizes the head and the embedding keeps a stale float copy; tying refuses
+    from torch.ao.quantization import quantize_dynamic as ao
+
+    def model():
+        torch.manual_seed(0)
+        m = nn.ModuleDict({"emb": nn.Embedding(10, 4), "head": nn.Linear(4, 10, bias=False)})
+        tying.Plan([tying.share("emb.weight", like="head.weight")]).apply(m)
+        return m
+
+    with pytest.raises(tying.TieError, match=r"emb\.weight: reads <a module outside the model>"):
+        tying.verify(ao(model(), {nn.Linear}))
+    with pytest.raises(tying.TieError, match=r"the tie emb\.weight <- head\.weight .* touches 'head'"):
+        quantize_dynamic(model(), {nn.Linear})
