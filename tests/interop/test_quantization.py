@@ -399,3 +399,45 @@ def test_an_embedding_tied_to_a_quantized_linear_source_is_caught():
         tying.verify(ao(model(), {nn.Linear}))
     with pytest.raises(tying.TieError, match=r"the tie emb\.weight <- head\.weight .* touches 'head'"):
         quantize_dynamic(model(), {nn.Linear})
+
+
+# -- stop 26 review: selected but left float -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "spec", "dtype", "match"),
+    [
+        (lambda: nn.Sequential(nn.Conv2d(2, 2, 3), nn.Linear(4, 4)), {nn.Conv2d, nn.Linear},
+         torch.qint8, r"no dynamically quantized module for \['Conv2d'\]; they would stay float"),
+        (lambda: nn.Linear(4, 4), {nn.Linear}, torch.qint8,
+         r"the model itself is a Linear.*quantize_dynamic\(torch\.nn\.Sequential\(model\), \.\.\.\)\[0\]"),
+        (lambda: nn.Embedding(10, 4), {nn.Embedding}, torch.quint8,
+         r"the model itself is a Embedding.*would stay float"),
+    ],
+    ids=["conv2d", "root-linear", "root-embedding"],
+)
+def test_a_selected_class_torch_would_leave_float_is_refused_before_any_change(model, spec, dtype, match):
+    # before: returned with those modules silently in float (torch does the same)
+    m = model()
+    before, kinds = _state(m), [type(x) for x in m.modules()]
+    with pytest.raises(TypeError, match=match):
+        quantize_dynamic(m, spec, dtype=dtype, inplace=True)
+    assert [type(x) for x in m.modules()] == kinds and _same_state(before, m.state_dict())
+
+
+def test_the_wrapped_root_the_message_names_is_quantized():
+    q = quantize_dynamic(nn.Sequential(nn.Linear(4, 4)), {nn.Linear})[0]
+    assert _quantized(q)
+
+
+def test_a_selected_module_torch_leaves_float_is_caught_after_and_undone(monkeypatch):
+    # the safety net: a torch that swaps nothing (simulated) leaves the model as it was
+    import torch.ao.quantization as tq
+
+    monkeypatch.setattr(tq, "quantize_dynamic", lambda model, *a, **k: model)
+    m = _stack()
+    kinds = [type(x) for x in m]
+    with pytest.raises(tying.TieError, match=r"torch left '0', '2', '4' in float though Linear was selected"):
+        quantize_dynamic(m, {nn.Linear}, inplace=True)
+    assert [type(x) for x in m] == kinds
+    tying.verify(m)

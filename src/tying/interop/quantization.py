@@ -162,6 +162,34 @@ def _check_dtype(classes, dtype: torch.dtype) -> None:
         )
 
 
+def _check_swappable(model: nn.Module, classes) -> None:
+    """Refuse what torch would leave in float without a word, before anything changes.
+
+    torch.ao swaps only the classes it has a dynamic module for, and only children:
+    ``{nn.Conv2d, nn.LayerNorm, nn.Linear}`` quantized the Linear and left the
+    others float, and a model that *is* an ``nn.Linear`` came back float (stop 26
+    review; the stop 25 review saw the same with an ``nn.Embedding`` model).
+    """
+    from torch.ao.quantization.quantization_mappings import (
+        get_default_dynamic_quant_module_mappings,
+    )
+
+    known = get_default_dynamic_quant_module_mappings()
+    missing = sorted(c.__name__ for c in classes if c not in known)
+    if missing:
+        raise TypeError(
+            f"quantize_dynamic: torch has no dynamically quantized module for {missing}; they "
+            f"would stay float without a word. Leave them out of qconfig_spec (dynamic "
+            f"quantization takes {sorted({c.__name__ for c in known if isinstance(c, type)})})"
+        )
+    if base_class(model) in classes:
+        raise TypeError(
+            f"quantize_dynamic: the model itself is a {base_class(model).__name__}, and torch "
+            f"swaps child modules only: it would stay float without a word. Wrap it: "
+            f"quantize_dynamic(torch.nn.Sequential(model), ...)[0]"
+        )
+
+
 def _drop_declared(model: nn.Module, paths: set[str]) -> None:
     # the ties of a module that now *is* its source are structural; nothing to re-apply
     for prefix, mod in model.named_modules():
@@ -202,7 +230,11 @@ def quantize_dynamic(
         TypeError: when ``qconfig_spec`` is not a set of module classes, or
             holds a class ``dtype`` cannot quantize (``nn.Embedding`` takes
             ``torch.quint8`` only, ``nn.Linear`` ``qint8``/``float16``), before
-            any change. Any failure inside torch leaves ``model`` as it was.
+            any change; also a class torch has no dynamic module for
+            (``nn.Conv2d``) and a model that is itself of a selected class (torch
+            swaps children only): both would stay float without a word.
+            Any failure inside torch leaves ``model`` as it was, and so does a
+            selected module torch left in float (``TieError``, a safety net).
         TieError: when an ``exclude`` path is not a module of ``model`` (naming
             the closest), or covers some paths only of a module reached under several.
 
@@ -226,6 +258,7 @@ def quantize_dynamic(
             f"got {qconfig_spec!r}"
         )
     _check_dtype(classes, dtype)
+    _check_swappable(model, classes)
     inv = Inventory(model)
     if isinstance(exclude, str):
         exclude = [exclude]
@@ -277,6 +310,21 @@ def quantize_dynamic(
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
             out = ao_quantize_dynamic(target, set(classes), dtype=dtype, inplace=True)
+        for path, module in kept.items():
+            set_module(out, path, module)
+        for path, src in groups.items():
+            set_module(out, path, out.get_submodule(src))
+        for path, src in again.items():
+            set_module(out, path, out.get_submodule(src))
+        # a safety net for what the checks before cannot foresee: a selected module that
+        # torch left in float would be reported quantized by nobody (stop 26 review)
+        floats = sorted(p for p in selected if base_class(out.get_submodule(p)) in classes)
+        if floats:
+            raise TieError(
+                f"quantize_dynamic: torch left {', '.join(map(repr, floats[:4]))} in float "
+                f"though {type(out.get_submodule(floats[0])).__name__} was selected; nothing "
+                f"was quantized (the model is as it was). Exclude it (exclude={{{floats[0]!r}}})"
+            )
     except BaseException:
         for mod, children, had_qconfig in undo:
             mod._modules.clear()
@@ -284,12 +332,6 @@ def quantize_dynamic(
             if not had_qconfig:
                 mod.__dict__.pop("qconfig", None)
         raise
-    for path, module in kept.items():
-        set_module(out, path, module)
-    for path, src in groups.items():
-        set_module(out, path, out.get_submodule(src))
-    for path, src in again.items():
-        set_module(out, path, out.get_submodule(src))
     _drop_declared(out, set(groups))
     return out
 
