@@ -441,3 +441,15 @@ def test_a_selected_module_torch_leaves_float_is_caught_after_and_undone(monkeyp
         quantize_dynamic(m, {nn.Linear}, inplace=True)
     assert [type(x) for x in m] == kinds
     tying.verify(m)
+
+
+def test_an_embedding_with_max_norm_is_refused_as_torch_would_drop_the_cap():
+    # before: quantized; torch's quantized Embedding ignores max_norm, so rows of norm
+    # 2.5 came out of a table capped at 0.5 (outputs 1.7 away), no error
+    torch.manual_seed(0)
+    m = nn.ModuleDict({"e": nn.Embedding(10, 4, max_norm=0.5), "f": nn.Embedding(10, 4)})
+    with pytest.raises(TypeError, match=r"'e' is an Embedding with max_norm=0\.5.*exclude=\{'e'\}"):
+        quantize_dynamic(m, {nn.Embedding}, dtype=torch.quint8, inplace=True)
+    assert isinstance(m["f"], nn.Embedding)
+    q = quantize_dynamic(m, {nn.Embedding}, dtype=torch.quint8, exclude={"e"})
+    assert isinstance(q["e"], nn.Embedding) and not isinstance(q["f"], nn.Embedding)

@@ -277,6 +277,17 @@ def quantize_dynamic(
         p for p, m in inv.modules.items() if p and base_class(m) in classes and not excluded(p)
     }
     groups = _check(inv, selected, "quantize_dynamic")
+    for p in sorted(selected):
+        mod = inv.modules[p]
+        if isinstance(mod, _EMBEDDINGS) and mod.max_norm is not None:
+            # torch's quantized Embedding drops max_norm: rows came back uncapped (a
+            # max_norm=0.5 table: row norms 2.5, outputs 1.7 away), no error (stop 26)
+            raise TypeError(
+                f"quantize_dynamic: {p!r} is an {type(mod).__name__} with max_norm="
+                f"{mod.max_norm}, which torch's quantized embedding ignores (its rows would "
+                f"no longer be capped); exclude it (exclude={{{p!r}}}), or renormalize its "
+                f"weight and set max_norm=None first"
+            )
     # one module reached under several paths (Sequential(lin, act, lin)): torch lists
     # children without duplicates and quantizes the first reference only, the later ones
     # stayed float; they are re-seated with the quantized module below. An exclude= that
