@@ -436,8 +436,11 @@ def test_an_embedding_tie_declared_the_other_way_round_is_kept_as_hf_tie_word_em
 def test_push_to_hub_is_refused_naming_save_then_upload_and_writes_nothing(tmp_path):
     model, *_ = _tied("gpt2")
     out = tmp_path / "out"
-    with pytest.raises(TypeError, match=r"does not upload \(push_to_hub=True\).*"
-                       r"huggingface_hub\.upload_folder\(repo_id=\.\.\., folder_path=folder\)"):
+    with pytest.raises(
+        TypeError,
+        match=r"does not upload \(push_to_hub=True\).*"
+        r"huggingface_hub\.upload_folder\(repo_id=\.\.\., folder_path=folder\)",
+    ):
         hf.save_pretrained(model, out, push_to_hub=True, repo_id="me/model")
     assert not out.exists()
 
@@ -494,8 +497,11 @@ def test_a_read_only_parent_without_the_target_is_refused_naming_both(monkeypatc
     parent.mkdir()
     restore = _read_only(monkeypatch, parent)
     try:
-        with pytest.raises(PermissionError, match=r"cannot write into .*shared .*nor into "
-                           r".*model \(it does not exist\); create .*nothing was written"):
+        with pytest.raises(
+            PermissionError,
+            match=r"cannot write into .*shared .*nor into "
+            r".*model \(it does not exist\); create .*nothing was written",
+        ):
             hf.save_pretrained(model, parent / "model")
     finally:
         restore()

@@ -488,5 +488,7 @@ def test_plain_hf_resize_of_a_plan_tied_head_with_a_bias_fails_only_at_forward(n
     vocab = model.config.vocab_size
     model.resize_token_embeddings(vocab + 10, mean_resizing=False)
     assert model.get_output_embeddings().bias.shape == (vocab,)
-    with pytest.raises(RuntimeError, match=rf"\({vocab + 10}\) must match the existing size \({vocab}\)"):
+    with pytest.raises(
+        RuntimeError, match=rf"\({vocab + 10}\) must match the existing size \({vocab}\)"
+    ):
         M.more_logits(model, M.more_inputs(model))

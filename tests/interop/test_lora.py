@@ -371,9 +371,13 @@ def test_plain_peft_unload_of_a_shared_adapter_keeps_its_delta_at_one_use_and_ve
     m = _two_embeddings()
     i = torch.arange(10)
     base_out = copy.deepcopy(m)(i)
-    u = get_peft_model(m, peft.LoraConfig(r=2, target_modules=["a", "b"], init_lora_weights=False)).unload()
+    u = get_peft_model(
+        m, peft.LoraConfig(r=2, target_modules=["a", "b"], init_lora_weights=False)
+    ).unload()
     assert (u(i) - base_out).abs().max() > 1.0
-    with pytest.raises(tying.TieError, match=r"the peft adapter at 'b' sits on the tie b\.weight <- a\.weight"):
+    with pytest.raises(
+        tying.TieError, match=r"the peft adapter at 'b' sits on the tie b\.weight <- a\.weight"
+    ):
         tying.verify(u)
 
 
@@ -389,7 +393,9 @@ def test_unload_gives_back_the_tied_base_model_with_its_outputs(make):
         x, targets, run = M.ids(90), ["query", "value"], _out
     with torch.no_grad():
         before, ties = run(model, x), _ties(model)
-    pm = get_peft_model(model, peft.LoraConfig(r=2, target_modules=targets, init_lora_weights=False))
+    pm = get_peft_model(
+        model, peft.LoraConfig(r=2, target_modules=targets, init_lora_weights=False)
+    )
     with torch.no_grad():
         assert not torch.equal(run(pm, x), before)  # the adapter is there
     base = unload(pm)

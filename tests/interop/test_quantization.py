@@ -347,8 +347,11 @@ def test_an_embedding_with_the_default_dtype_is_refused_before_any_change(inplac
     # and with inplace=True the tied seat 'b' was left as nn.Identity
     m = _embeddings()
     before = _state(m)
-    with pytest.raises(TypeError, match=r"Embedding is quantized weight-only, with dtype "
-                       r"torch\.quint8, got torch\.qint8.*dtype=torch\.quint8\).*\['Linear'\]"):
+    with pytest.raises(
+        TypeError,
+        match=r"Embedding is quantized weight-only, with dtype "
+        r"torch\.quint8, got torch\.qint8.*dtype=torch\.quint8\).*\['Linear'\]",
+    ):
         quantize_dynamic(m, {nn.Linear, nn.Embedding}, inplace=inplace)
     assert type(m["b"]).__name__ == "TiedEmbedding" and _same_state(before, m.state_dict())
     tying.verify(m)
@@ -397,7 +400,9 @@ def test_an_embedding_tied_to_a_quantized_linear_source_is_caught():
 
     with pytest.raises(tying.TieError, match=r"emb\.weight: reads <a module outside the model>"):
         tying.verify(ao(model(), {nn.Linear}))
-    with pytest.raises(tying.TieError, match=r"the tie emb\.weight <- head\.weight .* touches 'head'"):
+    with pytest.raises(
+        tying.TieError, match=r"the tie emb\.weight <- head\.weight .* touches 'head'"
+    ):
         quantize_dynamic(model(), {nn.Linear})
 
 
@@ -407,16 +412,30 @@ def test_an_embedding_tied_to_a_quantized_linear_source_is_caught():
 @pytest.mark.parametrize(
     ("model", "spec", "dtype", "match"),
     [
-        (lambda: nn.Sequential(nn.Conv2d(2, 2, 3), nn.Linear(4, 4)), {nn.Conv2d, nn.Linear},
-         torch.qint8, r"no dynamically quantized module for \['Conv2d'\]; they would stay float"),
-        (lambda: nn.Linear(4, 4), {nn.Linear}, torch.qint8,
-         r"the model itself is a Linear.*quantize_dynamic\(torch\.nn\.Sequential\(model\), \.\.\.\)\[0\]"),
-        (lambda: nn.Embedding(10, 4), {nn.Embedding}, torch.quint8,
-         r"the model itself is a Embedding.*would stay float"),
+        (
+            lambda: nn.Sequential(nn.Conv2d(2, 2, 3), nn.Linear(4, 4)),
+            {nn.Conv2d, nn.Linear},
+            torch.qint8,
+            r"no dynamically quantized module for \['Conv2d'\]; they would stay float",
+        ),
+        (
+            lambda: nn.Linear(4, 4),
+            {nn.Linear},
+            torch.qint8,
+            r"the model itself is a Linear.*quantize_dynamic\(torch\.nn\.Sequential\(model\), \.\.\.\)\[0\]",
+        ),
+        (
+            lambda: nn.Embedding(10, 4),
+            {nn.Embedding},
+            torch.quint8,
+            r"the model itself is a Embedding.*would stay float",
+        ),
     ],
     ids=["conv2d", "root-linear", "root-embedding"],
 )
-def test_a_selected_class_torch_would_leave_float_is_refused_before_any_change(model, spec, dtype, match):
+def test_a_selected_class_torch_would_leave_float_is_refused_before_any_change(
+    model, spec, dtype, match
+):
     # before: returned with those modules silently in float (torch does the same)
     m = model()
     before, kinds = _state(m), [type(x) for x in m.modules()]
@@ -437,7 +456,9 @@ def test_a_selected_module_torch_leaves_float_is_caught_after_and_undone(monkeyp
     monkeypatch.setattr(tq, "quantize_dynamic", lambda model, *a, **k: model)
     m = _stack()
     kinds = [type(x) for x in m]
-    with pytest.raises(tying.TieError, match=r"torch left '0', '2', '4' in float though Linear was selected"):
+    with pytest.raises(
+        tying.TieError, match=r"torch left '0', '2', '4' in float though Linear was selected"
+    ):
         quantize_dynamic(m, {nn.Linear}, inplace=True)
     assert [type(x) for x in m] == kinds
     tying.verify(m)

@@ -145,7 +145,9 @@ def _check_dtype(classes, dtype: torch.dtype) -> None:
     emb = sorted((c for c in classes if issubclass(c, _EMBEDDINGS)), key=lambda c: c.__name__)
     other = sorted((c for c in classes if not issubclass(c, _EMBEDDINGS)), key=lambda c: c.__name__)
     for c in emb:
-        allowed = _EMBEDDING_DTYPES[nn.EmbeddingBag if issubclass(c, nn.EmbeddingBag) else nn.Embedding]
+        allowed = _EMBEDDING_DTYPES[
+            nn.EmbeddingBag if issubclass(c, nn.EmbeddingBag) else nn.Embedding
+        ]
         if dtype not in allowed:
             rest = f"; quantize {[o.__name__ for o in other]} in a separate call" if other else ""
             raise TypeError(
