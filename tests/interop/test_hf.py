@@ -428,3 +428,81 @@ def test_an_embedding_tie_declared_the_other_way_round_is_kept_as_hf_tie_word_em
     pairs = {(frozenset((t.target, t.source)), t.relation) for t in tying.ties(again)}
     assert pairs == {(frozenset((t.target, t.source)), t.relation) for t in tying.ties(model)}
     assert tying.count(again).physical == tying.count(model).physical
+
+
+# -- stop 26 review: push_to_hub, a read-only parent ------------------------------------
+
+
+def test_push_to_hub_is_refused_naming_save_then_upload_and_writes_nothing(tmp_path):
+    model, *_ = _tied("gpt2")
+    out = tmp_path / "out"
+    with pytest.raises(
+        TypeError,
+        match=r"does not upload \(push_to_hub=True\).*"
+        r"huggingface_hub\.upload_folder\(repo_id=\.\.\., folder_path=folder\)",
+    ):
+        hf.save_pretrained(model, out, push_to_hub=True, repo_id="me/model")
+    assert not out.exists()
+
+
+def _read_only(monkeypatch, parent):
+    """``parent`` refuses new entries: chmod where it works, else (root) a patched mkdtemp."""
+    import errno
+    import os
+    import tempfile
+
+    if os.geteuid() != 0:
+        parent.chmod(0o555)
+        return lambda: parent.chmod(0o755)
+    real = tempfile.mkdtemp
+
+    def mkdtemp(*args, dir=None, **kwargs):
+        if dir is not None and os.path.samefile(dir, parent):
+            raise PermissionError(errno.EACCES, "Permission denied (simulated)", str(dir))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
+    return lambda: None
+
+
+def test_save_into_a_writable_folder_under_a_read_only_parent(monkeypatch, tmp_path):
+    # before: PermissionError from mkdtemp beside the target, though the target was writable
+    model, plan, cls, _ = _tied("gpt2")
+    parent = tmp_path / "shared"
+    out = parent / "model"
+    out.mkdir(parents=True)
+    (out / "README.md").write_text("mine")  # not the save's: must survive untouched
+    hf.save_pretrained(model, out)  # an earlier save, to be replaced
+    old_weights = (out / "model.safetensors").read_bytes()
+    with torch.no_grad():
+        model.transformer.wte.weight.add_(1.0)  # a new value, to see the replace
+    restore = _read_only(monkeypatch, parent)
+    try:
+        hf.save_pretrained(model, out)
+    finally:
+        restore()
+    names = sorted(f.name for f in out.iterdir())
+    assert names == ["README.md", "config.json", "generation_config.json", "model.safetensors"]
+    assert (out / "README.md").read_text() == "mine"
+    assert (out / "model.safetensors").read_bytes() != old_weights
+    again = hf.from_pretrained(cls, out).eval()
+    x = torch.arange(8)[None]
+    assert torch.equal(again(x).logits, model.eval()(x).logits)
+    assert _tie_set(again) == _tie_set(model)
+
+
+def test_a_read_only_parent_without_the_target_is_refused_naming_both(monkeypatch, tmp_path):
+    model, *_ = _tied("gpt2")
+    parent = tmp_path / "shared"
+    parent.mkdir()
+    restore = _read_only(monkeypatch, parent)
+    try:
+        with pytest.raises(
+            PermissionError,
+            match=r"cannot write into .*shared .*nor into "
+            r".*model \(it does not exist\); create .*nothing was written",
+        ):
+            hf.save_pretrained(model, parent / "model")
+    finally:
+        restore()
+    assert list(parent.iterdir()) == []

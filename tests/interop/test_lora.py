@@ -338,3 +338,90 @@ def test_trainable_token_indices_on_a_tied_embedding_is_refused_naming_the_tie(m
     after = dict(model.named_modules(remove_duplicate=False))
     assert all(after[k] is modules[k] for k in modules) and after.keys() == modules.keys()
     tying.verify(model)
+
+
+# -- stop 26 review: unloading, tied embeddings against an untied reference ------------
+
+
+class _TwoEmbeddings(torch.nn.Module):
+    """Two embeddings tied whole (``b`` <- ``a``) read at different positions."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Embedding(10, 8)
+        self.b = torch.nn.Embedding(10, 8)
+        self.h = torch.nn.Linear(8, 3)
+
+    def forward(self, i):
+        return self.h(self.a(i) + self.b(i.flip(0)))
+
+
+def _two_embeddings():
+    torch.manual_seed(0)
+    m = _TwoEmbeddings().eval()
+    tying.Plan([tying.share("b", like="a")]).apply(m)
+    return m
+
+
+def test_plain_peft_unload_of_a_shared_adapter_keeps_its_delta_at_one_use_and_verify_says_so():
+    # measured: peft's unload takes the shared wrapper off one path; the other still adds
+    # the delta (6.9 here), with no error but tying.verify's
+    import copy
+
+    m = _two_embeddings()
+    i = torch.arange(10)
+    base_out = copy.deepcopy(m)(i)
+    u = get_peft_model(
+        m, peft.LoraConfig(r=2, target_modules=["a", "b"], init_lora_weights=False)
+    ).unload()
+    assert (u(i) - base_out).abs().max() > 1.0
+    with pytest.raises(
+        tying.TieError, match=r"the peft adapter at 'b' sits on the tie b\.weight <- a\.weight"
+    ):
+        tying.verify(u)
+
+
+@pytest.mark.parametrize("make", [_two_embeddings, lambda: M.bert()], ids=["embeddings", "bert"])
+def test_unload_gives_back_the_tied_base_model_with_its_outputs(make):
+    from tying.interop.lora import unload
+
+    model = make()
+    if isinstance(model, _TwoEmbeddings):
+        x, targets, run = torch.arange(10), ["a", "b"], lambda mod, x: mod(x)
+    else:
+        M.BERT_PLAN.apply(model.eval())
+        x, targets, run = M.ids(90), ["query", "value"], _out
+    with torch.no_grad():
+        before, ties = run(model, x), _ties(model)
+    pm = get_peft_model(
+        model, peft.LoraConfig(r=2, target_modules=targets, init_lora_weights=False)
+    )
+    with torch.no_grad():
+        assert not torch.equal(run(pm, x), before)  # the adapter is there
+    base = unload(pm)
+    with torch.no_grad():
+        assert torch.equal(run(base, x), before)
+    assert _ties(base) == ties and not any(is_adapter(m) for m in base.modules())
+    tying.verify(base)
+
+
+def test_a_shared_adapter_on_tied_embeddings_equals_an_untied_reference_with_copied_adapters():
+    import copy
+
+    m = _two_embeddings()
+    ref = copy.deepcopy(m)
+    tying.untie(ref)
+    cfg = peft.LoraConfig(r=2, target_modules=["a", "b"], init_lora_weights=False)
+    pm, pr = get_peft_model(m, cfg), peft.get_peft_model(ref, cfg)
+    shared = pm.state_dict()
+    pr.load_state_dict(
+        {k: shared[k.replace("model.b.", "model.a.")] for k in pr.state_dict() if "lora" in k},
+        strict=False,
+    )
+    i = torch.arange(10)
+    with torch.no_grad():
+        assert torch.equal(pm(i), pr(i))
+        merged, ref_merged = merge_and_unload(pm), pr.merge_and_unload()
+        assert torch.equal(merged(i), ref_merged(i))
+    assert merged.b.weight is merged.a.weight
+    tying.verify(merged)

@@ -163,3 +163,48 @@ def test_pruning_one_end_of_a_hand_tie_is_refused_with_plans_that_work(path):
     x = torch.randn(3, 4)
     torch.testing.assert_close(m(x), F.linear(F.linear(x, w, m[0].bias), w, m[1].bias))
     assert tying.verify(m) == 1
+
+
+# -- stop 26 review: against an untied reference with the same mask ---------------------
+
+
+def _albert(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    m = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))
+    tying.Plan([tying.share("2", like="0")]).apply(m)
+    return m
+
+
+@pytest.mark.parametrize("name", ["weight", "bias"])
+def test_a_pruned_whole_module_tie_equals_an_untied_model_masked_at_every_use(name):
+    import copy
+
+    m = _albert()
+    ref = copy.deepcopy(m)
+    tying.untie(ref)
+    torch_prune.l1_unstructured(m[0], name, amount=0.5)
+    mask = getattr(m[0], f"{name}_mask").clone()
+    for i in (0, 2):  # the untied model needs the mask at both uses
+        torch_prune.custom_from_mask(ref[i], name, mask)
+    x = torch.randn(5, 8)
+    assert torch.equal(m(x), ref(x))
+    with torch.no_grad():  # an update of the one stored value reaches both uses, masked
+        getattr(m[0], f"{name}_orig").add_(1.0)
+        for i in (0, 2):
+            getattr(ref[i], f"{name}_orig").add_(1.0)
+    assert torch.equal(m[2](x), ref[2](x)) and torch.equal(m(x), ref(x))
+    tying.verify(m)
+
+
+def test_a_pruned_embedding_equals_an_untied_lm_whose_head_has_the_same_mask():
+    import copy
+
+    m = _lm()
+    ref = copy.deepcopy(m)
+    tying.untie(ref)
+    torch_prune.random_unstructured(m["embed"], "weight", amount=0.5)
+    mask = m["embed"].weight_mask.clone()
+    torch_prune.custom_from_mask(ref["embed"], "weight", mask)
+    torch_prune.custom_from_mask(ref["head"], "weight", mask)
+    x = torch.arange(10)
+    assert torch.equal(_forward(m, x), F.linear(ref["embed"](x), ref["head"].weight))

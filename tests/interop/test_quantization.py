@@ -303,3 +303,174 @@ def test_quantize_refuses_a_pruned_module_before_torchao_changes_it():
     with pytest.raises(tying.TieError, match=r"quantize_: '4' is pruned"):
         quantize_(m, Int8WeightOnlyConfig())
     assert _same_state(before, m.state_dict())
+
+
+# -- stop 26 review: embeddings --------------------------------------------------------
+
+
+def _embeddings(seed: int = 0) -> nn.ModuleDict:
+    torch.manual_seed(seed)
+    m = nn.ModuleDict({"a": nn.Embedding(10, 4), "b": nn.Embedding(10, 4), "h": nn.Linear(4, 10)})
+    tying.Plan([tying.share("b", like="a")]).apply(m)
+    return m
+
+
+def test_plain_torch_ao_leaves_a_tied_embedding_in_float_and_verify_names_it():
+    # measured: torch swaps nn.Embedding by exact class; the TiedEmbedding stayed float
+    # reading the source's old weight, outside the model (verify is the only one to say so)
+    from torch.ao.quantization import quantize_dynamic as ao
+
+    q = ao(_embeddings(), {nn.Embedding}, dtype=torch.quint8)
+    assert not _is_float_embedding(q["a"]) and _is_float_embedding(q["b"])
+    with pytest.raises(tying.TieError, match=r"b\.weight: reads <a module outside the model>"):
+        tying.verify(q)
+
+
+def _is_float_embedding(mod) -> bool:
+    return isinstance(mod, nn.Embedding)
+
+
+def test_a_tied_embedding_is_quantized_once_and_every_use_reads_it():
+    m = _embeddings()
+    q = quantize_dynamic(m, {nn.Embedding}, dtype=torch.quint8)
+    assert q["b"] is q["a"] and not _is_float_embedding(q["a"])
+    tying.verify(q)
+    x = torch.arange(10)
+    # weight-only 8-bit rows: within one quantization step of the float rows
+    err = (q["b"](x) - m["b"](x)).abs().max().item()
+    assert 0 < err < 0.01
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_an_embedding_with_the_default_dtype_is_refused_before_any_change(inplace):
+    # before: torch's AssertionError "only supported with float_qparams_weight_only_qconfig",
+    # and with inplace=True the tied seat 'b' was left as nn.Identity
+    m = _embeddings()
+    before = _state(m)
+    with pytest.raises(
+        TypeError,
+        match=r"Embedding is quantized weight-only, with dtype "
+        r"torch\.quint8, got torch\.qint8.*dtype=torch\.quint8\).*\['Linear'\]",
+    ):
+        quantize_dynamic(m, {nn.Linear, nn.Embedding}, inplace=inplace)
+    assert type(m["b"]).__name__ == "TiedEmbedding" and _same_state(before, m.state_dict())
+    tying.verify(m)
+
+
+def test_embeddings_and_linears_in_one_call_are_refused_naming_the_two_calls():
+    m = _embeddings()
+    with pytest.raises(TypeError, match=r"\['Linear'\] cannot take dtype torch\.quint8.*two calls"):
+        quantize_dynamic(m, {nn.Linear, nn.Embedding}, dtype=torch.quint8, inplace=True)
+    assert isinstance(m["h"], nn.Linear) and type(m["b"]).__name__ == "TiedEmbedding"
+    # the two calls the message names do it
+    q = quantize_dynamic(quantize_dynamic(m, {nn.Embedding}, dtype=torch.quint8), {nn.Linear})
+    assert q["b"] is q["a"] and _quantized(q["h"])
+    tying.verify(q)
+
+
+def test_a_failure_inside_torch_leaves_an_inplace_model_as_it_was(monkeypatch):
+    import torch.ao.quantization as tq
+
+    original = tq.quantize_dynamic
+
+    def fails_after_swapping(model, *args, **kwargs):
+        original(model, *args, **kwargs)
+        raise RuntimeError("injected failure after torch swapped")
+
+    monkeypatch.setattr(tq, "quantize_dynamic", fails_after_swapping)
+    m = _stack()
+    before, kinds = _state(m), [type(x) for x in m]
+    with pytest.raises(RuntimeError, match="injected"):
+        quantize_dynamic(m, {nn.Linear}, inplace=True)
+    assert [type(x) for x in m] == kinds and _same_state(before, m.state_dict())
+    assert not any("qconfig" in x.__dict__ for x in m.modules())
+    tying.verify(m)
+
+
+def test_an_embedding_tied_to_a_quantized_linear_source_is_caught():
+    # the tied LM head the other way round (embedding reads the head): plain torch
+    # quantizes the head and the embedding keeps a stale float copy; tying refuses
+    from torch.ao.quantization import quantize_dynamic as ao
+
+    def model():
+        torch.manual_seed(0)
+        m = nn.ModuleDict({"emb": nn.Embedding(10, 4), "head": nn.Linear(4, 10, bias=False)})
+        tying.Plan([tying.share("emb.weight", like="head.weight")]).apply(m)
+        return m
+
+    with pytest.raises(tying.TieError, match=r"emb\.weight: reads <a module outside the model>"):
+        tying.verify(ao(model(), {nn.Linear}))
+    with pytest.raises(
+        tying.TieError, match=r"the tie emb\.weight <- head\.weight .* touches 'head'"
+    ):
+        quantize_dynamic(model(), {nn.Linear})
+
+
+# -- stop 26 review: selected but left float -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "spec", "dtype", "match"),
+    [
+        (
+            lambda: nn.Sequential(nn.Conv2d(2, 2, 3), nn.Linear(4, 4)),
+            {nn.Conv2d, nn.Linear},
+            torch.qint8,
+            r"no dynamically quantized module for \['Conv2d'\]; they would stay float",
+        ),
+        (
+            lambda: nn.Linear(4, 4),
+            {nn.Linear},
+            torch.qint8,
+            r"the model itself is a Linear.*quantize_dynamic\(torch\.nn\.Sequential\(model\), \.\.\.\)\[0\]",
+        ),
+        (
+            lambda: nn.Embedding(10, 4),
+            {nn.Embedding},
+            torch.quint8,
+            r"the model itself is a Embedding.*would stay float",
+        ),
+    ],
+    ids=["conv2d", "root-linear", "root-embedding"],
+)
+def test_a_selected_class_torch_would_leave_float_is_refused_before_any_change(
+    model, spec, dtype, match
+):
+    # before: returned with those modules silently in float (torch does the same)
+    m = model()
+    before, kinds = _state(m), [type(x) for x in m.modules()]
+    with pytest.raises(TypeError, match=match):
+        quantize_dynamic(m, spec, dtype=dtype, inplace=True)
+    assert [type(x) for x in m.modules()] == kinds and _same_state(before, m.state_dict())
+
+
+def test_the_wrapped_root_the_message_names_is_quantized():
+    q = quantize_dynamic(nn.Sequential(nn.Linear(4, 4)), {nn.Linear})[0]
+    assert _quantized(q)
+
+
+def test_a_selected_module_torch_leaves_float_is_caught_after_and_undone(monkeypatch):
+    # the safety net: a torch that swaps nothing (simulated) leaves the model as it was
+    import torch.ao.quantization as tq
+
+    monkeypatch.setattr(tq, "quantize_dynamic", lambda model, *a, **k: model)
+    m = _stack()
+    kinds = [type(x) for x in m]
+    with pytest.raises(
+        tying.TieError, match=r"torch left '0', '2', '4' in float though Linear was selected"
+    ):
+        quantize_dynamic(m, {nn.Linear}, inplace=True)
+    assert [type(x) for x in m] == kinds
+    tying.verify(m)
+
+
+def test_an_embedding_with_max_norm_is_refused_as_torch_would_drop_the_cap():
+    # before: quantized; torch's quantized Embedding ignores max_norm, so rows of norm
+    # 2.5 came out of a table capped at 0.5 (outputs 1.7 away), no error
+    torch.manual_seed(0)
+    m = nn.ModuleDict({"e": nn.Embedding(10, 4, max_norm=0.5), "f": nn.Embedding(10, 4)})
+    with pytest.raises(TypeError, match=r"'e' is an Embedding with max_norm=0\.5.*exclude=\{'e'\}"):
+        quantize_dynamic(m, {nn.Embedding}, dtype=torch.quint8, inplace=True)
+    assert isinstance(m["f"], nn.Embedding)
+    q = quantize_dynamic(m, {nn.Embedding}, dtype=torch.quint8, exclude={"e"})
+    assert isinstance(q["e"], nn.Embedding) and not isinstance(q["f"], nn.Embedding)

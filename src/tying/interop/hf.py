@@ -251,9 +251,14 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike, **kwargs: Any) ->
     Raises:
         TypeError: when ``model`` has no ``save_pretrained``/``config`` or
             ``state_dict=`` is passed.
+        TypeError: ``push_to_hub=True``: save, then upload the folder with
+            ``huggingface_hub.upload_folder(repo_id=..., folder_path=folder)``.
         TieError: when a declared tie is broken (run ``tying.retie`` first), or a
             module is pruned by ``torch.nn.utils.prune`` (``prune.remove`` first);
             nothing is written then.
+        PermissionError: when neither ``path``'s parent nor an existing ``path``
+            is writable (the files are written into a temporary folder beside
+            ``path``, or inside it when only ``path`` is writable, then moved in).
 
     Example:
         >>> import tempfile, torch, tying, tying.hf
@@ -283,8 +288,10 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike, **kwargs: Any) ->
         )
     if kwargs.get("push_to_hub"):
         raise TypeError(
-            "tying.hf.save_pretrained writes into a temporary folder first (all or nothing); "
-            "drop push_to_hub= and upload the finished folder (huggingface_hub.upload_folder)"
+            "tying.hf.save_pretrained does not upload (push_to_hub=True): it saves all or "
+            "nothing into a local folder, and an upload could fail half-way. Save, then upload "
+            "the finished folder: folder = tying.hf.save_pretrained(model, path); "
+            "huggingface_hub.upload_folder(repo_id=..., folder_path=folder); nothing was written"
         )
     if hasattr(model, "peft_config"):
         raise TypeError(
@@ -377,10 +384,9 @@ def _save_all_or_nothing(model: nn.Module, folder: pathlib.Path, state, kwargs) 
     """
     import re
     import shutil
-    import tempfile
 
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=".tying-save-", dir=folder.parent))
+    tmp = _temporary_folder(folder)
     try:
         model.save_pretrained(tmp, state_dict=state, **kwargs)
         written = {f.name for f in tmp.iterdir()}
@@ -409,13 +415,49 @@ def _save_all_or_nothing(model: nn.Module, folder: pathlib.Path, state, kwargs) 
                 f"nothing was written. Save into an empty folder, or remove {shadowing[0]} "
                 f"first"
             )
-        folder.mkdir(exist_ok=True)
+        folder.mkdir(exist_ok=True)  # (exists when the temporary folder is inside it)
         for name in sorted(gone):
             (folder / name).unlink()
         for name in sorted(written, key=lambda n: n.endswith(".json")):  # weights first
             os.replace(tmp / name, folder / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _temporary_folder(folder: pathlib.Path) -> pathlib.Path:
+    """A fresh empty folder on ``folder``'s file system, for :func:`_save_all_or_nothing`.
+
+    Beside ``folder`` when its parent is writable; else inside ``folder`` when that
+    exists and is writable (a read-only parent holding a writable target, as on a
+    shared mount: the save used to fail there with ``PermissionError`` from
+    ``mkdtemp``). Either way it is on the same file system, so the final
+    ``os.replace`` of each file is atomic, and it is removed after the save.
+
+    Raises:
+        PermissionError: when neither place is writable, naming both.
+    """
+    import errno
+    import tempfile
+
+    denied = (errno.EACCES, errno.EPERM, errno.EROFS)
+    try:
+        return pathlib.Path(tempfile.mkdtemp(prefix=".tying-save-", dir=folder.parent))
+    except OSError as beside:
+        if beside.errno not in denied:
+            raise
+        if folder.is_dir():
+            try:
+                return pathlib.Path(tempfile.mkdtemp(prefix=".tying-save-", dir=folder))
+            except OSError as inside:
+                if inside.errno not in denied:
+                    raise
+        raise PermissionError(
+            f"tying.hf.save_pretrained: cannot write into {folder.parent} (to save all or "
+            f"nothing, the files are written into a temporary folder beside {folder.name} "
+            f"or inside it, then moved in) nor into {folder} "
+            f"({'not writable' if folder.is_dir() else 'it does not exist'}); create "
+            f"{folder} writable, or save to a writable folder; nothing was written ({beside})"
+        ) from None
 
 
 # -- loading ----------------------------------------------------------------------------

@@ -363,6 +363,47 @@ def merge_and_unload(peft_model, **kwargs: Any) -> nn.Module:
         >>> torch.allclose(merged(x), y, atol=1e-5), merged[2].weight is merged[0].weight
         (True, True)
     """
+    return _unload(peft_model, "merge_and_unload", kwargs)
+
+
+def unload(peft_model) -> nn.Module:
+    """Take every adapter off, unmerged, and give back the tied base model.
+
+    Plain peft's ``unload()`` on a model from :func:`get_peft_model` took the
+    shared wrapper off one path only: the other tied path kept it and still
+    added the delta (a stack of two tied embeddings: outputs 6.9 away from the
+    base model's, no error; only ``tying.verify`` named it). Stop 26 review.
+
+    Args:
+        peft_model: a ``PeftModel`` from :func:`get_peft_model` (or
+            :func:`from_pretrained`).
+
+    Returns:
+        The base model without the adapters: its weights, ties and outputs as
+        before :func:`get_peft_model` (``tying.verify`` passes).
+
+    Raises:
+        TieError: when an adapter sits on a tied weight in a way the shared
+            wrappers do not explain (plain peft on a tied weight), naming the tie.
+
+    Example:
+        >>> import torch, tying, peft
+        >>> from tying.interop.lora import get_peft_model, unload
+        >>> m = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8))
+        >>> _ = tying.Plan([tying.share("2", like="0")]).apply(m)
+        >>> x = torch.randn(3, 8)
+        >>> with torch.no_grad():
+        ...     y = m(x)
+        >>> pm = get_peft_model(m, peft.LoraConfig(r=2, target_modules=["0", "2"], init_lora_weights=False))
+        >>> base = unload(pm)
+        >>> torch.equal(base(x), y), base[2].weight is base[0].weight
+        (True, True)
+    """
+    return _unload(peft_model, "unload", {})
+
+
+def _unload(peft_model, how: str, kwargs) -> nn.Module:
+    """peft's ``merge_and_unload`` / ``unload``, then every shared wrapper's paths put back."""
     from tying.core.verify import verify
 
     verify(peft_model)  # refuses an adapter on a tied weight, naming the tie
@@ -374,7 +415,7 @@ def merge_and_unload(peft_model, **kwargs: Any) -> nn.Module:
         sources[path] = next(
             p for p, m in base_inv.modules.items() if m is wrapper and p not in originals
         )
-    merged = peft_model.merge_and_unload(**kwargs)
+    merged = getattr(peft_model, how)(**kwargs)
     for path, original in originals.items():
         src = sources[path]
         at_src = merged.get_submodule(src)

@@ -128,6 +128,70 @@ def _check(inv: Inventory, selected: set[str], what: str) -> dict[str, str]:
     return {t: s for t, s in whole.items() if t in selected}
 
 
+# torch.ao's dynamic quantization: embeddings are weight-only (quint8, 4-bit for bags),
+# the other classes take qint8 or float16; a set spec gives every class the one dtype
+_EMBEDDINGS = (nn.Embedding, nn.EmbeddingBag)
+_EMBEDDING_DTYPES = {nn.Embedding: (torch.quint8,), nn.EmbeddingBag: (torch.quint8, torch.quint4x2)}
+
+
+def _check_dtype(classes, dtype: torch.dtype) -> None:
+    """Refuse a class the dtype cannot quantize, before anything changes.
+
+    With ``{nn.Linear, nn.Embedding}`` and the default ``qint8``, torch failed
+    half-way with ``AssertionError: Embedding quantization is only supported with
+    float_qparams_weight_only_qconfig`` (``inplace=True``: a tied module's seat
+    left as ``nn.Identity``); with ``quint8`` the Linear failed instead.
+    """
+    emb = sorted((c for c in classes if issubclass(c, _EMBEDDINGS)), key=lambda c: c.__name__)
+    other = sorted((c for c in classes if not issubclass(c, _EMBEDDINGS)), key=lambda c: c.__name__)
+    for c in emb:
+        allowed = _EMBEDDING_DTYPES[
+            nn.EmbeddingBag if issubclass(c, nn.EmbeddingBag) else nn.Embedding
+        ]
+        if dtype not in allowed:
+            rest = f"; quantize {[o.__name__ for o in other]} in a separate call" if other else ""
+            raise TypeError(
+                f"quantize_dynamic: {c.__name__} is quantized weight-only, with dtype "
+                f"{' or '.join(map(str, allowed))}, got {dtype}; call quantize_dynamic(model, "
+                f"{{nn.{c.__name__}}}, dtype=torch.quint8){rest}"
+            )
+    if emb and other:
+        raise TypeError(
+            f"quantize_dynamic: {[c.__name__ for c in other]} cannot take dtype {dtype} "
+            f"(qint8 or float16 only), which {emb[0].__name__} needs; quantize them in two calls: "
+            f"quantize_dynamic(model, {{nn.{emb[0].__name__}}}, dtype=torch.quint8), then "
+            f"quantize_dynamic(model, {{{', '.join('nn.' + c.__name__ for c in other)}}})"
+        )
+
+
+def _check_swappable(model: nn.Module, classes) -> None:
+    """Refuse what torch would leave in float without a word, before anything changes.
+
+    torch.ao swaps only the classes it has a dynamic module for, and only children:
+    ``{nn.Conv2d, nn.LayerNorm, nn.Linear}`` quantized the Linear and left the
+    others float, and a model that *is* an ``nn.Linear`` came back float (stop 26
+    review; the stop 25 review saw the same with an ``nn.Embedding`` model).
+    """
+    from torch.ao.quantization.quantization_mappings import (
+        get_default_dynamic_quant_module_mappings,
+    )
+
+    known = get_default_dynamic_quant_module_mappings()
+    missing = sorted(c.__name__ for c in classes if c not in known)
+    if missing:
+        raise TypeError(
+            f"quantize_dynamic: torch has no dynamically quantized module for {missing}; they "
+            f"would stay float without a word. Leave them out of qconfig_spec (dynamic "
+            f"quantization takes {sorted({c.__name__ for c in known if isinstance(c, type)})})"
+        )
+    if base_class(model) in classes:
+        raise TypeError(
+            f"quantize_dynamic: the model itself is a {base_class(model).__name__}, and torch "
+            f"swaps child modules only: it would stay float without a word. Wrap it: "
+            f"quantize_dynamic(torch.nn.Sequential(model), ...)[0]"
+        )
+
+
 def _drop_declared(model: nn.Module, paths: set[str]) -> None:
     # the ties of a module that now *is* its source are structural; nothing to re-apply
     for prefix, mod in model.named_modules():
@@ -150,7 +214,9 @@ def quantize_dynamic(
     Args:
         model: a (possibly tied) float model.
         qconfig_spec: module classes (a set) to quantize; default ``{nn.Linear}``.
-        dtype: ``torch.qint8`` or ``torch.float16``.
+        dtype: ``torch.qint8`` or ``torch.float16``; ``torch.quint8`` for
+            ``{nn.Embedding}`` (weight-only; a whole-module tie of embeddings
+            is quantized once, like a Linear's).
         inplace: change ``model`` itself (default: a deep copy).
         exclude: module paths left in float, with everything inside them
             (e.g. ``{"lm_head"}`` when the head is tied to the embedding).
@@ -163,7 +229,14 @@ def quantize_dynamic(
         TieError: a tie that touches a module to be quantized and is not a
             whole-module ``Same`` tie between two selected modules (named, with
             the fix). Raised before anything changes.
-        TypeError: when ``qconfig_spec`` is not a set of module classes.
+        TypeError: when ``qconfig_spec`` is not a set of module classes, or
+            holds a class ``dtype`` cannot quantize (``nn.Embedding`` takes
+            ``torch.quint8`` only, ``nn.Linear`` ``qint8``/``float16``), before
+            any change; also a class torch has no dynamic module for
+            (``nn.Conv2d``) and a model that is itself of a selected class (torch
+            swaps children only): both would stay float without a word.
+            Any failure inside torch leaves ``model`` as it was, and so does a
+            selected module torch left in float (``TieError``, a safety net).
         TieError: when an ``exclude`` path is not a module of ``model`` (naming
             the closest), or covers some paths only of a module reached under several.
 
@@ -186,6 +259,8 @@ def quantize_dynamic(
             f"quantize_dynamic: qconfig_spec must be a set of module classes (e.g. {{nn.Linear}}), "
             f"got {qconfig_spec!r}"
         )
+    _check_dtype(classes, dtype)
+    _check_swappable(model, classes)
     inv = Inventory(model)
     if isinstance(exclude, str):
         exclude = [exclude]
@@ -204,6 +279,17 @@ def quantize_dynamic(
         p for p, m in inv.modules.items() if p and base_class(m) in classes and not excluded(p)
     }
     groups = _check(inv, selected, "quantize_dynamic")
+    for p in sorted(selected):
+        mod = inv.modules[p]
+        if isinstance(mod, _EMBEDDINGS) and mod.max_norm is not None:
+            # torch's quantized Embedding drops max_norm: rows came back uncapped (a
+            # max_norm=0.5 table: row norms 2.5, outputs 1.7 away), no error (stop 26)
+            raise TypeError(
+                f"quantize_dynamic: {p!r} is an {type(mod).__name__} with max_norm="
+                f"{mod.max_norm}, which torch's quantized embedding ignores (its rows would "
+                f"no longer be capped); exclude it (exclude={{{p!r}}}), or renormalize its "
+                f"weight and set max_norm=None first"
+            )
     # one module reached under several paths (Sequential(lin, act, lin)): torch lists
     # children without duplicates and quantizes the first reference only, the later ones
     # stayed float; they are re-seated with the quantized module below. An exclude= that
@@ -224,21 +310,41 @@ def quantize_dynamic(
             )
         again.update({p: chosen[0] for p in chosen[1:]})
     target = model if inplace else copy.deepcopy(model)
+    # anything torch fails on half-way (inplace=True) is undone: the seats emptied below
+    # and the modules torch swapped or gave a qconfig stayed changed (stop 26 review)
+    undo = [(m, dict(m._modules), "qconfig" in m.__dict__) for m in target.modules()]
     # the tied modules leave (they come back as their quantized source), and so do the
     # excluded ones (they come back untouched)
     kept = {p: target.get_submodule(p) for p in exclude}
-    for path in [*groups, *exclude]:
-        set_module(target, path, nn.Identity())
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
-        out = ao_quantize_dynamic(target, set(classes), dtype=dtype, inplace=True)
-    for path, module in kept.items():
-        set_module(out, path, module)
-    for path, src in groups.items():
-        set_module(out, path, out.get_submodule(src))
-    for path, src in again.items():
-        set_module(out, path, out.get_submodule(src))
+    try:
+        for path in [*groups, *exclude]:
+            set_module(target, path, nn.Identity())
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
+            out = ao_quantize_dynamic(target, set(classes), dtype=dtype, inplace=True)
+        for path, module in kept.items():
+            set_module(out, path, module)
+        for path, src in groups.items():
+            set_module(out, path, out.get_submodule(src))
+        for path, src in again.items():
+            set_module(out, path, out.get_submodule(src))
+        # a safety net for what the checks before cannot foresee: a selected module that
+        # torch left in float would be reported quantized by nobody (stop 26 review)
+        floats = sorted(p for p in selected if base_class(out.get_submodule(p)) in classes)
+        if floats:
+            raise TieError(
+                f"quantize_dynamic: torch left {', '.join(map(repr, floats[:4]))} in float "
+                f"though {type(out.get_submodule(floats[0])).__name__} was selected; nothing "
+                f"was quantized (the model is as it was). Exclude it (exclude={{{floats[0]!r}}})"
+            )
+    except BaseException:
+        for mod, children, had_qconfig in undo:
+            mod._modules.clear()
+            mod._modules.update(children)
+            if not had_qconfig:
+                mod.__dict__.pop("qconfig", None)
+        raise
     _drop_declared(out, set(groups))
     return out
 
