@@ -165,3 +165,25 @@ def test_compiles_with_aot_eager():
     x = torch.randn(2, 5, 16)
     compiled = torch.compile(attn, backend="aot_eager", fullgraph=True)
     torch.testing.assert_close(compiled(x), attn(x))
+
+
+@pytest.mark.parametrize("kind", ["bool", "float"])
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_causal_self_attention_stays_causal_under_a_padding_mask(name, kind):
+    # stop 26: a padding mask replaced the causal rule, so query 0 read keys 1..5
+    # (the future) with no error; now both rules hold, as in a hand-written reference
+    torch.manual_seed(3)
+    attn = Attention(24, n_heads=4, causal=True, **CONFIGS[name][0]).double()
+    x = torch.randn(2, 6, 24, dtype=torch.float64)
+    keep = torch.ones(2, 1, 6, 6, dtype=torch.bool)
+    keep[1, ..., 4:] = False  # sequence 1 has two padding keys at the end
+    mask = keep if kind == "bool" else torch.zeros(keep.shape, dtype=torch.float64).masked_fill(
+        ~keep, float("-inf")
+    )
+    out = attn(x, attn_mask=mask)
+    torch.testing.assert_close(out[0], reference(attn, x[:1])[0], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(out[1, :4], reference(attn, x[1:, :4])[0], rtol=1e-10, atol=1e-10)
+    # the future still cannot move the past: change the last token, the first outputs stay
+    x2 = x.clone()
+    x2[:, -1] += 1.0
+    torch.testing.assert_close(attn(x2, attn_mask=mask)[:, :5], out[:, :5], rtol=0, atol=1e-12)

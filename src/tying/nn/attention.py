@@ -190,7 +190,9 @@ class Attention(nn.Module):
             x: queries ``(B, T, d_model)``.
             context: keys/values ``(B, S, d_context)``; None for self-attention.
             attn_mask: boolean ``(T, S)`` or ``(B, 1 or n_heads, T, S)`` (True = may
-                attend) or an additive float mask; overrides ``causal``.
+                attend) or an additive float mask. In a causal self-attention
+                (``context`` None) it is combined with the causal rule (a key must be
+                allowed by both); with a ``context`` it replaces ``causal``.
 
         Returns:
             ``(B, T, d_model)``.
@@ -212,6 +214,10 @@ class Attention(nn.Module):
         k = self._heads(self.k_proj(ctx), self.kv_heads)  # (B, Hk, S, dh)
         v = self._heads(self.v_proj(ctx), self.v_heads)  # (B, Hv, S, dh)
         is_causal = self.causal and attn_mask is None
+        if self.causal and attn_mask is not None and context is None:
+            # a causal self-attention stays causal under a (padding) mask: before stop 26
+            # the mask replaced the causal rule and every query read the keys after it
+            attn_mask = _with_causal(attn_mask, x.shape[1])
         if is_causal and context is not None and ctx.shape[1] != x.shape[1]:
             raise ValueError(
                 f"Attention(causal=True): queries ({x.shape[1]}) and keys ({ctx.shape[1]}) differ "
@@ -236,6 +242,16 @@ class Attention(nn.Module):
             f"{self.kind}: d_model={self.d_model}, n_heads={self.n_heads}, kv_heads={self.kv_heads}, "
             f"v_heads={self.v_heads}, d_head={self.d_head}, causal={self.causal}"
         )
+
+
+def _with_causal(mask: torch.Tensor, t: int) -> torch.Tensor:
+    """``mask`` restricted to keys at or before each query: ``(…, T, T)``, boolean or additive."""
+    allowed = torch.ones(t, t, dtype=torch.bool, device=mask.device).tril()  # (T, T)
+    if mask.dtype == torch.bool:
+        return mask & allowed
+    return mask + torch.zeros((), dtype=mask.dtype, device=mask.device).masked_fill(
+        ~allowed, float("-inf")
+    )
 
 
 def kv_sharing_plan(
