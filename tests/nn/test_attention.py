@@ -187,3 +187,30 @@ def test_causal_self_attention_stays_causal_under_a_padding_mask(name, kind):
     x2 = x.clone()
     x2[:, -1] += 1.0
     torch.testing.assert_close(attn(x2, attn_mask=mask)[:, :5], out[:, :5], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(2, 5, 5), (1, 5, 5), (5, 5, 1), (5,), (2, 2, 5, 5, 1), (3, 1, 5, 5), (2, 3, 5, 5), (2, 1, 5, 4)],
+)
+def test_a_mask_of_another_layout_is_refused(shape):
+    # stop 26: a (B, T, S) mask with B == n_heads ran, read as one mask per head
+    # (SDPA right-aligns it against (B, H, T, S)): 0.79 off the per-sequence result
+    attn = Attention(8, n_heads=2)
+    x = torch.randn(2, 5, 8)
+    with pytest.raises(ValueError, match=r"attn_mask must be \(T, S\) = \(5, 5\)"):
+        attn(x, attn_mask=torch.ones(shape, dtype=torch.bool))
+
+
+def test_a_per_sequence_mask_as_documented_matches_the_reference():
+    torch.manual_seed(4)
+    attn = Attention(8, n_heads=2).double()
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    keep = torch.ones(2, 1, 5, 5, dtype=torch.bool)
+    keep[1, ..., 3:] = False
+    out = attn(x, attn_mask=keep)
+    torch.testing.assert_close(out[0], reference(attn, x[:1])[0], rtol=1e-10, atol=1e-10)
+    # sequence 1 reads only its first three keys: attention onto a 3-token context
+    torch.testing.assert_close(
+        out[1], reference(attn, x[1:], context=x[1:, :3])[0], rtol=1e-10, atol=1e-10
+    )

@@ -177,6 +177,28 @@ class Attention(nn.Module):
             return t.expand(-1, self.n_heads, -1, -1)
         return t.repeat_interleave(self.n_heads // heads, dim=1)
 
+    def _check_mask(self, mask: torch.Tensor, b: int, t: int, s: int) -> None:
+        """Refuse a mask that SDPA would broadcast onto the wrong axes.
+
+        SDPA right-aligns the mask against ``(B, H, T, S)``, so a ``(B, T, S)`` mask
+        (``nn.MultiheadAttention``'s per-sequence layout) is read as one mask per
+        *head*: with ``B == n_heads`` or ``B == 1`` it ran, and sequence 0's padding
+        masked head 0 of every sequence (stop 26).
+        """
+        shape = tuple(mask.shape)
+        ok = (mask.ndim == 2 and shape == (t, s)) or (
+            mask.ndim == 4
+            and shape[2:] == (t, s)
+            and shape[0] in (1, b)
+            and shape[1] in (1, self.n_heads)
+        )
+        if not ok:
+            raise ValueError(
+                f"Attention: attn_mask must be (T, S) = ({t}, {s}) or (B or 1, 1 or n_heads, T, S) "
+                f"= ({b} or 1, 1 or {self.n_heads}, {t}, {s}), got {shape}; for a per-sequence "
+                f"(B, T, S) mask pass mask[:, None]"
+            )
+
     def forward(
         self,
         x: torch.Tensor,
@@ -198,7 +220,7 @@ class Attention(nn.Module):
             ``(B, T, d_model)``.
 
         Raises:
-            ValueError: on inputs of the wrong shape, naming expected and got.
+            ValueError: on inputs or a mask of the wrong shape, naming expected and got.
         """
         if x.ndim != 3 or x.shape[-1] != self.d_model:
             raise ValueError(
@@ -210,6 +232,8 @@ class Attention(nn.Module):
                 f"Attention: expected context of shape ({x.shape[0]}, seq, {self.d_context}), "
                 f"got {tuple(ctx.shape)}"
             )
+        if attn_mask is not None:
+            self._check_mask(attn_mask, x.shape[0], x.shape[1], ctx.shape[1])
         q = self._heads(self.q_proj(x), self.n_heads)  # (B, H, T, dh)
         k = self._heads(self.k_proj(ctx), self.kv_heads)  # (B, Hk, S, dh)
         v = self._heads(self.v_proj(ctx), self.v_heads)  # (B, Hv, S, dh)
