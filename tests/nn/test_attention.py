@@ -177,8 +177,10 @@ def test_causal_self_attention_stays_causal_under_a_padding_mask(name, kind):
     x = torch.randn(2, 6, 24, dtype=torch.float64)
     keep = torch.ones(2, 1, 6, 6, dtype=torch.bool)
     keep[1, ..., 4:] = False  # sequence 1 has two padding keys at the end
-    mask = keep if kind == "bool" else torch.zeros(keep.shape, dtype=torch.float64).masked_fill(
-        ~keep, float("-inf")
+    mask = (
+        keep
+        if kind == "bool"
+        else torch.zeros(keep.shape, dtype=torch.float64).masked_fill(~keep, float("-inf"))
     )
     out = attn(x, attn_mask=mask)
     torch.testing.assert_close(out[0], reference(attn, x[:1])[0], rtol=1e-10, atol=1e-10)
@@ -191,7 +193,16 @@ def test_causal_self_attention_stays_causal_under_a_padding_mask(name, kind):
 
 @pytest.mark.parametrize(
     "shape",
-    [(2, 5, 5), (1, 5, 5), (5, 5, 1), (5,), (2, 2, 5, 5, 1), (3, 1, 5, 5), (2, 3, 5, 5), (2, 1, 5, 4)],
+    [
+        (2, 5, 5),
+        (1, 5, 5),
+        (5, 5, 1),
+        (5,),
+        (2, 2, 5, 5, 1),
+        (3, 1, 5, 5),
+        (2, 3, 5, 5),
+        (2, 1, 5, 4),
+    ],
 )
 def test_a_mask_of_another_layout_is_refused(shape):
     # stop 26: a (B, T, S) mask with B == n_heads ran, read as one mask per head
