@@ -225,3 +225,11 @@ def test_a_per_sequence_mask_as_documented_matches_the_reference():
     torch.testing.assert_close(
         out[1], reference(attn, x[1:], context=x[1:, :3])[0], rtol=1e-10, atol=1e-10
     )
+
+
+def test_an_empty_context_is_refused():
+    # stop 26: SDPA over S = 0 keys returns zeros, so every query read out_proj's bias
+    attn = Attention(8, n_heads=2)
+    with pytest.raises(ValueError, match=r"context has no positions \(S = 0\)"):
+        attn(torch.randn(2, 3, 8), torch.randn(2, 0, 8))
+    assert attn(torch.randn(2, 0, 8)).shape == (2, 0, 8)  # no queries is fine

@@ -192,3 +192,30 @@ def test_meta_build_then_to_empty_and_reset_keeps_the_ties(name):
     assert (got.logical, got.physical) == (want.logical, want.physical)
     with torch.no_grad():
         assert torch.isfinite(_out(layer.eval(), _inputs(name))).all()
+
+
+# every int size argument of a layer: True is an int to Python, so it was read as 1
+# (TiedResidualNet(2, 3, True) built a one-step net; hops=True one hop) with no error
+BOOL_SIZES = [
+    ("Attention", lambda v: tnn.Attention(8, 2, kv_heads=v)),
+    ("Attention", lambda v: tnn.Attention(8, v)),
+    ("MultiHopGraphConv", lambda v: tnn.MultiHopGraphConv(3, 2, v)),
+    ("MultiHopGraphConv", lambda v: tnn.MultiHopGraphConv(v, 2)),
+    ("PeriodicFeatures", lambda v: tnn.PeriodicFeatures(2, 1.0, harmonics=v)),
+    ("SymmetricConv1d", lambda v: tnn.SymmetricConv1d(2, 3, v)),
+    ("TiedAutoencoder", lambda v: tnn.TiedAutoencoder(4, v)),
+    ("TiedGateLSTM", lambda v: tnn.TiedGateLSTM(3, v)),
+    ("TiedResidualNet", lambda v: tnn.TiedResidualNet(2, 3, v)),
+    ("TiedUNet", lambda v: tnn.TiedUNet(1, 1, (4, v))),
+    ("TiedUNet", lambda v: tnn.TiedUNet(1, 1, (4, 8), kernel_size=v)),
+    ("VectorField", lambda v: tnn.VectorField(2, v)),
+    ("mlp", lambda v: tnn.mlp([2, v])),
+]
+
+
+@pytest.mark.parametrize(
+    "name, build", BOOL_SIZES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(BOOL_SIZES)]
+)
+def test_a_bool_size_is_refused(name, build):
+    with pytest.raises((ValueError, TypeError), match=r"got .*True"):
+        build(True)

@@ -96,12 +96,17 @@ class Attention(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in (("d_model", d_model), ("n_heads", n_heads)):
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"Attention: {name} must be a positive int, got {value!r}")
         kv_heads = n_heads if kv_heads is None else kv_heads
         v_heads = kv_heads if v_heads is None else v_heads
         for name, value in (("kv_heads", kv_heads), ("v_heads", v_heads)):
-            if not isinstance(value, int) or value < 1 or n_heads % value:
+            if (
+                not isinstance(value, int)
+                or isinstance(value, bool)
+                or value < 1
+                or n_heads % value
+            ):
                 raise ValueError(
                     f"Attention: {name} must divide n_heads={n_heads} (MHA: {n_heads}, MQA: 1, "
                     f"GQA: a divisor in between), got {value!r}"
@@ -231,6 +236,12 @@ class Attention(nn.Module):
             raise ValueError(
                 f"Attention: expected context of shape ({x.shape[0]}, seq, {self.d_context}), "
                 f"got {tuple(ctx.shape)}"
+            )
+        if ctx.shape[1] == 0 and x.shape[1] > 0:
+            # SDPA returns zeros over no keys: every query would read the out_proj bias
+            raise ValueError(
+                "Attention: the context has no positions (S = 0), so the queries have nothing to "
+                "attend to; pass a context with at least one position"
             )
         if attn_mask is not None:
             self._check_mask(attn_mask, x.shape[0], x.shape[1], ctx.shape[1])
