@@ -165,3 +165,71 @@ def test_compiles_with_aot_eager():
     x = torch.randn(2, 5, 16)
     compiled = torch.compile(attn, backend="aot_eager", fullgraph=True)
     torch.testing.assert_close(compiled(x), attn(x))
+
+
+@pytest.mark.parametrize("kind", ["bool", "float"])
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_causal_self_attention_stays_causal_under_a_padding_mask(name, kind):
+    # stop 26: a padding mask replaced the causal rule, so query 0 read keys 1..5
+    # (the future) with no error; now both rules hold, as in a hand-written reference
+    torch.manual_seed(3)
+    attn = Attention(24, n_heads=4, causal=True, **CONFIGS[name][0]).double()
+    x = torch.randn(2, 6, 24, dtype=torch.float64)
+    keep = torch.ones(2, 1, 6, 6, dtype=torch.bool)
+    keep[1, ..., 4:] = False  # sequence 1 has two padding keys at the end
+    mask = (
+        keep
+        if kind == "bool"
+        else torch.zeros(keep.shape, dtype=torch.float64).masked_fill(~keep, float("-inf"))
+    )
+    out = attn(x, attn_mask=mask)
+    torch.testing.assert_close(out[0], reference(attn, x[:1])[0], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(out[1, :4], reference(attn, x[1:, :4])[0], rtol=1e-10, atol=1e-10)
+    # the future still cannot move the past: change the last token, the first outputs stay
+    x2 = x.clone()
+    x2[:, -1] += 1.0
+    torch.testing.assert_close(attn(x2, attn_mask=mask)[:, :5], out[:, :5], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        (2, 5, 5),
+        (1, 5, 5),
+        (5, 5, 1),
+        (5,),
+        (2, 2, 5, 5, 1),
+        (3, 1, 5, 5),
+        (2, 3, 5, 5),
+        (2, 1, 5, 4),
+    ],
+)
+def test_a_mask_of_another_layout_is_refused(shape):
+    # stop 26: a (B, T, S) mask with B == n_heads ran, read as one mask per head
+    # (SDPA right-aligns it against (B, H, T, S)): 0.79 off the per-sequence result
+    attn = Attention(8, n_heads=2)
+    x = torch.randn(2, 5, 8)
+    with pytest.raises(ValueError, match=r"attn_mask must be \(T, S\) = \(5, 5\)"):
+        attn(x, attn_mask=torch.ones(shape, dtype=torch.bool))
+
+
+def test_a_per_sequence_mask_as_documented_matches_the_reference():
+    torch.manual_seed(4)
+    attn = Attention(8, n_heads=2).double()
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    keep = torch.ones(2, 1, 5, 5, dtype=torch.bool)
+    keep[1, ..., 3:] = False
+    out = attn(x, attn_mask=keep)
+    torch.testing.assert_close(out[0], reference(attn, x[:1])[0], rtol=1e-10, atol=1e-10)
+    # sequence 1 reads only its first three keys: attention onto a 3-token context
+    torch.testing.assert_close(
+        out[1], reference(attn, x[1:], context=x[1:, :3])[0], rtol=1e-10, atol=1e-10
+    )
+
+
+def test_an_empty_context_is_refused():
+    # stop 26: SDPA over S = 0 keys returns zeros, so every query read out_proj's bias
+    attn = Attention(8, n_heads=2)
+    with pytest.raises(ValueError, match=r"context has no positions \(S = 0\)"):
+        attn(torch.randn(2, 3, 8), torch.randn(2, 0, 8))
+    assert attn(torch.randn(2, 0, 8)).shape == (2, 0, 8)  # no queries is fine

@@ -189,3 +189,25 @@ def test_tie_filters_keeps_position_zero_and_reset_draws_the_stored_filter():
     w = lc.weight.detach()
     assert not torch.equal(w[0, 0], first) and float((w - w[0, 0]).abs().max()) == 0.0
     assert float(w.abs().max()) <= 1 / math.sqrt(lc.fan_in())
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("name", ["weight", "bias"])
+def test_to_conv_refuses_a_non_finite_position(bad, name):
+    # stop 26: a NaN at position (2, 1) made every difference comparison False, so
+    # to_conv returned position (0, 0)'s conv and dropped that position's NaN output
+    lc = LocallyConnected2d.from_conv(nn.Conv2d(1, 2, 3), input_size=5)
+    with torch.no_grad():
+        getattr(lc, name)[2, 1].view(-1)[0] = bad
+    with pytest.raises(ValueError, match=r"position \(2, 1\) holds a non-finite"):
+        lc.to_conv(atol=1e9)
+
+
+@pytest.mark.parametrize("atol", [float("nan"), -1.0, "0", True])
+def test_to_conv_refuses_a_bad_atol(atol):
+    # a NaN atol passed every difference (d > nan is False): a non-conv became a conv
+    lc = LocallyConnected2d.from_conv(nn.Conv2d(1, 2, 3), input_size=5)
+    with torch.no_grad():
+        lc.weight[1, 1] += 1.0
+    with pytest.raises(ValueError, match="atol must be a non-negative number"):
+        lc.to_conv(atol=atol)

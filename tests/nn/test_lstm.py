@@ -103,3 +103,14 @@ def test_compiles_with_aot_eager():
     x = torch.randn(2, 3, 3)
     compiled = torch.compile(lstm, backend="aot_eager", fullgraph=True)
     torch.testing.assert_close(compiled(x)[0], lstm(x)[0])
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_an_empty_sequence_passes_the_state_through(batch_first):
+    # stop 26: T = 0 raised torch.stack's "expects a non-empty TensorList"
+    lstm = TiedGateLSTM(3, 4, batch_first=batch_first)
+    h0, c0 = torch.randn(2, 4), torch.randn(2, 4)
+    x = torch.randn(2, 0, 3) if batch_first else torch.randn(0, 2, 3)
+    out, (h, c) = lstm(x, (h0, c0))
+    assert out.shape == ((2, 0, 4) if batch_first else (0, 2, 4))
+    assert torch.equal(h, h0) and torch.equal(c, c0)

@@ -96,3 +96,12 @@ def test_compiles_with_aot_eager():
     x = torch.randn(2, 3)
     compiled = torch.compile(net, backend="aot_eager", fullgraph=True)
     torch.testing.assert_close(compiled(x), net(x))
+
+
+def test_an_infinite_t1_or_a_bad_step_count_is_refused():
+    # stop 26: t1=inf was taken (h = inf) and gave inf/NaN states with no error
+    with pytest.raises(ValueError, match=r"t1 must be > 0 and finite, got inf"):
+        TiedResidualNet(2, 4, 3, t1=float("inf"))
+    for t1, steps in [(float("inf"), 8), (1.0, 2.5), (1.0, True)]:
+        with pytest.raises(ValueError, match=r"need a finite t1 > 0 and an int steps >= 1"):
+            odeint(lambda x: -x, torch.ones(1), t1, method="rk4", steps=steps)

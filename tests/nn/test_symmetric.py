@@ -71,3 +71,10 @@ def test_shape_errors_and_tied_slot_guard():
         conv(torch.randn(2, 4, 10))
     with pytest.raises(tying.TieError, match="weight is a tied slot"):
         conv.weight = torch.nn.Parameter(torch.zeros(2, 3, 3))
+
+
+@pytest.mark.parametrize("k", [0, -1, (0,), 2.0])
+def test_a_non_positive_or_non_int_kernel_is_refused(k):
+    # stop 26: kernel_size=0 passed nn.Conv1d and died in reset_parameters (ZeroDivisionError)
+    with pytest.raises(ValueError, match="kernel_size must be a positive int"):
+        SymmetricConv1d(2, 3, k)

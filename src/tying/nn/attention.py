@@ -96,12 +96,17 @@ class Attention(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in (("d_model", d_model), ("n_heads", n_heads)):
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"Attention: {name} must be a positive int, got {value!r}")
         kv_heads = n_heads if kv_heads is None else kv_heads
         v_heads = kv_heads if v_heads is None else v_heads
         for name, value in (("kv_heads", kv_heads), ("v_heads", v_heads)):
-            if not isinstance(value, int) or value < 1 or n_heads % value:
+            if (
+                not isinstance(value, int)
+                or isinstance(value, bool)
+                or value < 1
+                or n_heads % value
+            ):
                 raise ValueError(
                     f"Attention: {name} must divide n_heads={n_heads} (MHA: {n_heads}, MQA: 1, "
                     f"GQA: a divisor in between), got {value!r}"
@@ -177,6 +182,28 @@ class Attention(nn.Module):
             return t.expand(-1, self.n_heads, -1, -1)
         return t.repeat_interleave(self.n_heads // heads, dim=1)
 
+    def _check_mask(self, mask: torch.Tensor, b: int, t: int, s: int) -> None:
+        """Refuse a mask that SDPA would broadcast onto the wrong axes.
+
+        SDPA right-aligns the mask against ``(B, H, T, S)``, so a ``(B, T, S)`` mask
+        (``nn.MultiheadAttention``'s per-sequence layout) is read as one mask per
+        *head*: with ``B == n_heads`` or ``B == 1`` it ran, and sequence 0's padding
+        masked head 0 of every sequence (stop 26).
+        """
+        shape = tuple(mask.shape)
+        ok = (mask.ndim == 2 and shape == (t, s)) or (
+            mask.ndim == 4
+            and shape[2:] == (t, s)
+            and shape[0] in (1, b)
+            and shape[1] in (1, self.n_heads)
+        )
+        if not ok:
+            raise ValueError(
+                f"Attention: attn_mask must be (T, S) = ({t}, {s}) or (B or 1, 1 or n_heads, T, S) "
+                f"= ({b} or 1, 1 or {self.n_heads}, {t}, {s}), got {shape}; for a per-sequence "
+                f"(B, T, S) mask pass mask[:, None]"
+            )
+
     def forward(
         self,
         x: torch.Tensor,
@@ -190,13 +217,15 @@ class Attention(nn.Module):
             x: queries ``(B, T, d_model)``.
             context: keys/values ``(B, S, d_context)``; None for self-attention.
             attn_mask: boolean ``(T, S)`` or ``(B, 1 or n_heads, T, S)`` (True = may
-                attend) or an additive float mask; overrides ``causal``.
+                attend) or an additive float mask. In a causal self-attention
+                (``context`` None) it is combined with the causal rule (a key must be
+                allowed by both); with a ``context`` it replaces ``causal``.
 
         Returns:
             ``(B, T, d_model)``.
 
         Raises:
-            ValueError: on inputs of the wrong shape, naming expected and got.
+            ValueError: on inputs or a mask of the wrong shape, naming expected and got.
         """
         if x.ndim != 3 or x.shape[-1] != self.d_model:
             raise ValueError(
@@ -208,10 +237,22 @@ class Attention(nn.Module):
                 f"Attention: expected context of shape ({x.shape[0]}, seq, {self.d_context}), "
                 f"got {tuple(ctx.shape)}"
             )
+        if ctx.shape[1] == 0 and x.shape[1] > 0:
+            # SDPA returns zeros over no keys: every query would read the out_proj bias
+            raise ValueError(
+                "Attention: the context has no positions (S = 0), so the queries have nothing to "
+                "attend to; pass a context with at least one position"
+            )
+        if attn_mask is not None:
+            self._check_mask(attn_mask, x.shape[0], x.shape[1], ctx.shape[1])
         q = self._heads(self.q_proj(x), self.n_heads)  # (B, H, T, dh)
         k = self._heads(self.k_proj(ctx), self.kv_heads)  # (B, Hk, S, dh)
         v = self._heads(self.v_proj(ctx), self.v_heads)  # (B, Hv, S, dh)
         is_causal = self.causal and attn_mask is None
+        if self.causal and attn_mask is not None and context is None:
+            # a causal self-attention stays causal under a (padding) mask: before stop 26
+            # the mask replaced the causal rule and every query read the keys after it
+            attn_mask = _with_causal(attn_mask, x.shape[1])
         if is_causal and context is not None and ctx.shape[1] != x.shape[1]:
             raise ValueError(
                 f"Attention(causal=True): queries ({x.shape[1]}) and keys ({ctx.shape[1]}) differ "
@@ -236,6 +277,16 @@ class Attention(nn.Module):
             f"{self.kind}: d_model={self.d_model}, n_heads={self.n_heads}, kv_heads={self.kv_heads}, "
             f"v_heads={self.v_heads}, d_head={self.d_head}, causal={self.causal}"
         )
+
+
+def _with_causal(mask: torch.Tensor, t: int) -> torch.Tensor:
+    """``mask`` restricted to keys at or before each query: ``(…, T, T)``, boolean or additive."""
+    allowed = torch.ones(t, t, dtype=torch.bool, device=mask.device).tril()  # (T, T)
+    if mask.dtype == torch.bool:
+        return mask & allowed
+    return mask + torch.zeros((), dtype=mask.dtype, device=mask.device).masked_fill(
+        ~allowed, float("-inf")
+    )
 
 
 def kv_sharing_plan(

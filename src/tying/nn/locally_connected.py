@@ -292,20 +292,33 @@ class LocallyConnected2d(nn.Module):
 
         Raises:
             ValueError: when some position's filter or bias differs from position
-                (0, 0)'s by more than ``atol``, naming the position and the difference.
+                (0, 0)'s by more than ``atol``, naming the position and the difference;
+                when one holds a NaN or inf; when ``atol`` is negative or NaN.
 
         Example:
             >>> lc = LocallyConnected2d.from_conv(nn.Conv2d(1, 2, 3), input_size=5)
             >>> lc.to_conv().weight.shape
             torch.Size([2, 1, 3, 3])
         """
+        if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not atol >= 0:
+            raise ValueError(f"to_conv: atol must be a non-negative number, got {atol!r}")
         checks = [("weight", self.weight)]
         if self.bias is not None:
             checks.append(("bias", self.bias))
         for name, tensor in checks:
             t = tensor.detach()
             diff = (t - t[0, 0]).abs().flatten(2).amax(dim=2)  # (out_h, out_w)
+            # a NaN (or an inf filter, whose difference is NaN) compares False with atol:
+            # name it as the worst position rather than pass it and drop its output
+            diff = torch.where(diff.isnan(), torch.inf, diff)
             worst = float(diff.max())
+            if not t.isfinite().all():
+                flat = int((~t.isfinite()).flatten(2).any(dim=2).flatten().int().argmax())
+                pos = divmod(flat, self.output_size[1])
+                raise ValueError(
+                    f"to_conv: the {name} of position {pos} holds a non-finite value; "
+                    f"a conv cannot reproduce it (fix or re-initialise that position first)"
+                )
             if worst > atol:
                 flat = int(diff.argmax())
                 pos = divmod(flat, self.output_size[1])

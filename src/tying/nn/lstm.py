@@ -66,7 +66,7 @@ class TiedGateLSTM(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"TiedGateLSTM: {name} must be a positive int, got {value!r}")
         self.input_size, self.hidden_size = input_size, hidden_size
         self.batch_first, self.tie_gates = bool(batch_first), bool(tie_gates)
@@ -134,6 +134,9 @@ class TiedGateLSTM(nn.Module):
                     f"TiedGateLSTM: expected state (h0, c0) of shape ({b}, {hs}) each, "
                     f"got {tuple(h.shape)} and {tuple(c.shape)}"
                 )
+        if t == 0:  # no step: the state passes through (torch.stack refused an empty list)
+            out = x.new_zeros(b, 0, hs)
+            return (out if self.batch_first else out.transpose(0, 1)), (h, c)
         w_ih = torch.cat([getattr(self, f"weight_ih_{g}") for g in _GATES])  # (4H, in)
         xw = F.linear(x, w_ih, self.bias)  # (B, T, 4H): the input side of every step at once
         outs = []

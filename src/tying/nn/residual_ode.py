@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import importlib.util
+import math
 
 import torch
 from torch import nn
@@ -60,7 +61,7 @@ class VectorField(nn.Module):
 
     def __init__(self, dim: int, hidden: int, activation: str = "tanh") -> None:
         super().__init__()
-        if not (isinstance(dim, int) and isinstance(hidden, int) and dim > 0 and hidden > 0):
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (dim, hidden)):
             raise ValueError(
                 f"VectorField: dim and hidden must be positive ints, got {dim!r}, {hidden!r}"
             )
@@ -133,10 +134,10 @@ class TiedResidualNet(nn.Module):
         activation: str = "tanh",
     ) -> None:
         super().__init__()
-        if not isinstance(depth, int) or depth < 1:
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
             raise ValueError(f"TiedResidualNet: depth must be a positive int, got {depth!r}")
-        if not t1 > 0:
-            raise ValueError(f"TiedResidualNet: t1 must be > 0, got {t1!r}")
+        if not (t1 > 0 and math.isfinite(t1)):  # an inf t1 made every step inf·f(x)
+            raise ValueError(f"TiedResidualNet: t1 must be > 0 and finite, got {t1!r}")
         self.depth, self.t1, self.tied = depth, float(t1), bool(tied)
         self.h = self.t1 / depth
         self.steps = nn.ModuleList(VectorField(dim, hidden, activation) for _ in range(depth))
@@ -191,7 +192,8 @@ def odeint(
         ``x(t1)``, shaped like ``x0``.
 
     Raises:
-        ValueError: for an unknown method, ``t1 <= 0`` or ``steps < 1``.
+        ValueError: for an unknown method, a ``t1`` that is not finite and > 0, or
+            ``steps`` that is not an int >= 1.
 
     Example:
         >>> decay = lambda x: -x
@@ -201,8 +203,11 @@ def odeint(
     """
     if method not in ("dopri5", "rk4"):
         raise ValueError(f"odeint: method must be 'dopri5' or 'rk4', got {method!r}")
-    if not t1 > 0 or steps < 1:
-        raise ValueError(f"odeint: need t1 > 0 and steps >= 1, got t1={t1!r}, steps={steps!r}")
+    bad_steps = isinstance(steps, bool) or not isinstance(steps, int) or steps < 1
+    if not (t1 > 0 and math.isfinite(t1)) or bad_steps:
+        raise ValueError(
+            f"odeint: need a finite t1 > 0 and an int steps >= 1, got t1={t1!r}, steps={steps!r}"
+        )
     if method == "dopri5" and importlib.util.find_spec("torchdiffeq") is not None:
         import torchdiffeq
 

@@ -76,6 +76,16 @@ class SymmetricConv1d(nn.Conv1d):
         device=None,
         dtype=None,
     ) -> None:
+        k = (
+            kernel_size[0]
+            if isinstance(kernel_size, tuple) and len(kernel_size) == 1
+            else kernel_size
+        )
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            # nn.Conv1d takes 0 and our reset_parameters then divided by zero
+            raise ValueError(
+                f"SymmetricConv1d: kernel_size must be a positive int, got {kernel_size!r}"
+            )
         super().__init__(
             in_channels,
             out_channels,
