@@ -595,3 +595,54 @@ def test_computed_ties_read_under_inference_mode(relation):
             ae(x)
     assert torch.equal(ae(x), expected)
     assert tying.verify(ae) == 1
+
+
+@pytest.mark.parametrize("relation", ["Transposed", "Rotated", "Same"])
+def test_functional_call_with_the_callers_source_edited_in_place_is_no_write_to_the_slot(relation):
+    """Stop 26: a Transposed slot is a view of its source; under functional_call the source
+    is the caller's plain tensor, and the caller's in-place edits of it between calls
+    (gradcheck's perturbations) were refused as writes to the slot."""
+    ae = torch.nn.ModuleDict({"enc": torch.nn.Linear(3, 3), "dec": torch.nn.Linear(3, 3)})
+    ae = ae.double()
+    tying.Plan(
+        [tying.share("dec.weight", like="enc.weight", relation=getattr(tying, relation)())]
+    ).apply(ae)
+
+    x = torch.randn(4, 3, dtype=torch.double)
+
+    def f(w):
+        return torch.func.functional_call(
+            _Chain(ae), {"ae.enc.weight": w}, (x,), strict=False
+        )
+
+    w = ae["enc"].weight.detach().clone().requires_grad_()
+    assert torch.autograd.gradcheck(f, (w,))
+    src = ae["enc"].weight.detach().clone()
+    before = f(src)
+    with torch.no_grad():
+        src.mul_(2.0)
+    after = f(src)  # the edit is the caller's, and the next call reads it
+    w2 = 2.0 * ae["enc"].weight.detach()
+    hidden = torch.nn.functional.linear(x, w2, ae["enc"].bias.detach())
+    dec_w = getattr(tying, relation)()(w2, shape=(3, 3))
+    torch.testing.assert_close(after, torch.nn.functional.linear(hidden, dec_w, ae["dec"].bias))
+    assert not torch.allclose(before, after)
+
+
+class _Chain(torch.nn.Module):
+    def __init__(self, ae):
+        super().__init__()
+        self.ae = ae
+
+    def forward(self, x):
+        return self.ae["dec"](self.ae["enc"](x))
+
+
+def test_a_write_to_a_computed_slot_is_still_refused_after_functional_calls():
+    ae = torch.nn.ModuleDict({"enc": torch.nn.Linear(3, 3), "dec": torch.nn.Linear(3, 3)})
+    tying.Plan([tying.share("dec.weight", like="enc.weight", relation=tying.Rotated())]).apply(ae)
+    src = ae["enc"].weight.detach().clone()
+    torch.func.functional_call(_Chain(ae), {"ae.enc.weight": src}, (torch.randn(2, 3),))
+    _ = ae["dec"].weight.data.fill_(0.0)  # lost: the slot is computed
+    with pytest.raises(tying.TieError, match="dec.weight was written"):
+        tying.verify(ae)

@@ -148,10 +148,18 @@ class Slot:
                     # to it, in place too, is caught by the probe alone
                     version, probed = None, True
                 else:
-                    # A view of the Parameter (Transposed): in-place writes reach the
-                    # source and are fine; only replacing its .data would be lost.
+                    # A view of the source (Transposed): in-place writes reach the
+                    # source and are fine; only replacing its .data would be lost. The
+                    # source is a Parameter, or under torch.func.functional_call the
+                    # caller's plain tensor: a view of that is no temporary either, and
+                    # the caller's own in-place edits of it between calls are not writes
+                    # to the slot (stop 26: gradcheck through functional_call was refused).
                     base = out._base  # (nn.Parameter's isinstance is slow: only on views)
-                    probed = not (base is not None and isinstance(base, nn.Parameter))
+                    probed = not (
+                        out is src  # Same under functional_call: the caller's tensor itself
+                        or base is not None
+                        and (isinstance(base, nn.Parameter) or _shares_storage(out, src))
+                    )
                     version = out._version if probed else None
                 key = [(src, src._version, src.data_ptr())]
                 if extras:
@@ -308,6 +316,13 @@ def _probe(t: torch.Tensor, where=None):
         if where.numel() == 0:
             return where, t.new_empty(0)
         return where, t.as_strided((_span(t),), (1,)).index_select(0, where)
+
+
+def _shares_storage(view: torch.Tensor, src: torch.Tensor) -> bool:
+    """``view`` lies in ``src``'s memory (a write to it is a write to the source)."""
+    if view.is_meta or src.is_meta or type(src) is not torch.Tensor:
+        return False
+    return view.untyped_storage().data_ptr() == src.untyped_storage().data_ptr()
 
 
 def _span(t: torch.Tensor) -> int:
