@@ -30,9 +30,16 @@ def test_large_lambda_drives_parameters_together():
 
 
 def test_errors():
-    with pytest.raises(ValueError, match="lam must be >= 0"):
+    with pytest.raises(ValueError, match="lam must be finite and >= 0"):
         tying.soft.laplacian_penalty([torch.zeros(1)], [], lam=-1)
     with pytest.raises(ValueError, match=r"names 5, which is not in params"):
         tying.soft.laplacian_penalty([torch.zeros(1)], [(0, 5)], lam=1)
     with pytest.raises(ValueError, match=r"has shape \(1,\) but params\[1\] has \(2,\)"):
         tying.soft.laplacian_penalty([torch.zeros(1), torch.zeros(2)], [(0, 1)], lam=1)
+
+
+@pytest.mark.parametrize("lam", [float("nan"), float("inf"), -1.0, torch.tensor(float("nan"))])
+def test_laplacian_penalty_refuses_a_strength_that_is_not_finite_and_non_negative(lam):
+    """Stop 26 (nn review): lam=nan gave a NaN penalty, and so NaN gradients, silently."""
+    with pytest.raises(ValueError, match="lam must be finite"):
+        tying.soft.laplacian_penalty([torch.zeros(2), torch.ones(2)], [(0, 1)], lam=lam)

@@ -28,7 +28,7 @@ def laplacian_penalty(
         A scalar tensor (differentiable).
 
     Raises:
-        ValueError: negative ``lam``, an edge naming a missing key, or shapes that differ.
+        ValueError: negative, NaN or infinite ``lam``, an edge naming a missing key, or shapes that differ.
 
     Example:
         >>> import torch, tying
@@ -36,8 +36,8 @@ def laplacian_penalty(
         >>> tying.soft.laplacian_penalty([a, b], [(0, 1)], lam=2.0)
         tensor(2.)
     """
-    if lam < 0:
-        raise ValueError(f"laplacian_penalty: lam must be >= 0, got {lam}")
+    if not (lam >= 0) or lam == float("inf"):  # NaN fails every comparison
+        raise ValueError(f"laplacian_penalty: lam must be finite and >= 0, got {lam}")
     keys = list(params.keys()) if isinstance(params, Mapping) else list(range(len(params)))
     get = params.__getitem__
     total = None
