@@ -646,3 +646,22 @@ def test_a_write_to_a_computed_slot_is_still_refused_after_functional_calls():
     _ = ae["dec"].weight.data.fill_(0.0)  # lost: the slot is computed
     with pytest.raises(tying.TieError, match="dec.weight was written"):
         tying.verify(ae)
+
+
+def test_a_same_tie_whose_source_changed_shape_is_refused_at_every_read_until_put_back():
+    """Stop 26: a source resized in place under a Same tie (transformers' plain
+    resize_token_embeddings) was served at its new shape while count, load_state_dict and
+    the module's own extras kept the old one: a wrong count, or a failure far away."""
+    m = nn.ModuleDict({"emb": nn.Embedding(10, 4), "head": nn.Linear(4, 10, bias=False)})
+    tying.Plan([tying.share("head.weight", like="emb.weight")]).apply(m)
+    old = m["emb"].weight.data
+    m["emb"].weight.data = torch.randn(12, 4)  # what a resize does
+    with pytest.raises(tying.TieError, match=r"head\.weight is tied to emb\.weight, whose shape "
+                       r"changed from \(10, 4\) to \(12, 4\)"):
+        m["head"].weight
+    for reader in (tying.count, tying.verify):
+        with pytest.raises(tying.TieError, match="shape changed"):
+            reader(m)
+    m["emb"].weight.data = old  # put back: the tie reads on
+    assert m["head"].weight is m["emb"].weight
+    tying.verify(m)

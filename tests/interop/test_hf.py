@@ -248,14 +248,27 @@ def test_resize_moves_the_tied_output_embedding_with_its_source(name, config_tie
     tying.verify(model)
 
 
-def test_plain_resize_of_a_plan_tied_model_today_leaves_the_slot_at_its_old_shape():
-    # the row (config untied), measured: HF's resize alone leaves a wrong count
+def test_plain_resize_of_a_plan_tied_model_is_refused_at_the_resize_and_can_be_undone():
+    # the row (config untied): HF's resize alone left the slot at its old shape, so
+    # count and load_state_dict went wrong with no error. Since stop 26 the tied read
+    # inside HF's resize refuses, naming tying.hf.resize_token_embeddings and the undo.
     model, _, _, vocab = _tied("gpt2")
-    model.resize_token_embeddings(vocab + 16, mean_resizing=False)
-    d = model.config.n_embd
-    slot = tying.core.inventory.Inventory(model).slots["lm_head.weight"]
-    assert model.transformer.wte.weight.shape == (vocab + 16, d)
-    assert slot.is_tied and slot.shape == (vocab, d)  # stale: count and load_state_dict go wrong
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(tying.TieError, match=r"lm_head\.weight is tied to transformer\.wte\.weight.*"
+                       r"tying\.hf\.resize_token_embeddings"):
+        model.resize_token_embeddings(vocab + 16, mean_resizing=False)
+    with pytest.raises(tying.TieError, match="shape changed"):
+        tying.count(model)  # nothing reads the tie at a shape it does not have
+    model.resize_token_embeddings(vocab, mean_resizing=False)  # the undo the error names
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    tying.verify(model)
+    hf.resize_token_embeddings(model, vocab + 16, mean_resizing=False)
+    assert model.lm_head.weight is model.transformer.wte.weight
+    assert tying.core.inventory.Inventory(model).slots["lm_head.weight"].shape == (
+        vocab + 16,
+        model.config.n_embd,
+    )
 
 
 def test_resize_refuses_a_tie_leaving_the_embeddings_and_changes_nothing():

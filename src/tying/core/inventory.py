@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from tying.core.outside import ORIG, pruned_names
-from tying.core.relations import Relation
+from tying.core.relations import Relation, Same
 from tying.core.slots import Slot, slots_of, storage_names
 
 
@@ -82,6 +82,11 @@ class Inventory:
                     own[path] = p
             for name, slot in slots_of(mod).items():
                 path = join(mpath, name)
+                if type(slot.relation) is Same:  # a source resized under the tie: refuse
+                    p = getattr(slot.source_module, "_parameters", {})
+                    p = p[slot.source_name] if slot.source_name in p else None
+                    if p is not None and tuple(p.shape) != tuple(slot.shape):
+                        slot._resized(mod, p)
                 src_mod = self._path_of.get(id(slot.source_module))
                 source = "" if src_mod is None else join(src_mod, slot.source_name)
                 self.slots[path] = SlotInfo(path, mpath, name, mod, tuple(slot.shape), slot, source)

@@ -129,6 +129,8 @@ class Slot:
         if type(src) is not nn.Parameter and self.source_name not in self.source_module._parameters:
             src = self._derived_source(module, src)
         if type(self.relation) is Same:
+            if not compiling and tuple(src.shape) != tuple(self.shape):
+                self._resized(module, src)
             out, extras = src, {}
         else:
             extras = {
@@ -173,6 +175,25 @@ class Slot:
                 )
                 self._handed = (out, version, out.data_ptr(), key, probe)
         return out
+
+    def _resized(self, module: nn.Module, src) -> None:
+        """Refuse a read of a ``Same`` tie whose source changed shape since the tie was
+        made: the slot would serve a tensor of another shape than the one ``count``,
+        ``load_state_dict`` and the module expect (transformers' plain
+        ``resize_token_embeddings`` on a Plan-tied model resizes the source in place and
+        then keeps the head's bias at the old size, so the model failed only at its next
+        forward, or counted and loaded with the stale shape)."""
+        target, source = self.target_and_source(_name_in(module, self))
+        raise TieError(
+            f"{target} is tied to {source}, whose shape changed from {tuple(self.shape)} to "
+            f"{tuple(src.shape)} after the tie was made (a resize such as transformers' "
+            f"resize_token_embeddings, or a new tensor of another shape), so the tie no longer "
+            f"fits (nothing is served at the new shape). Resize a Plan-tied model with "
+            f"tying.hf.resize_token_embeddings(model, n). To undo a resize a tool already "
+            f"made, resize {source} back to {tuple(self.shape)} (transformers: "
+            f"model.resize_token_embeddings({self.shape[0] if self.shape else ''}) keeps the "
+            f"original rows), or reload the model"
+        )
 
     def _derived_source(self, module: nn.Module, src):
         """The source's value when its module no longer registers it as a parameter."""
