@@ -307,3 +307,17 @@ def test_custom_primitives_match_the_toolkit_on_held_out_molecules(custom_ff):
     for a in SmirksAssigner(path, strict=False).assign_many(molecules):
         used |= a.used()["Bonds"] | a.used()["vdW"]
     assert len({u for u in used if u.startswith(("bx", "vx"))}) >= 12  # the extras are exercised
+
+
+def test_cage_orders_over_processes_match_the_toolkit(custom_ff):
+    # The same through assign_many(n_jobs=2): workers key their results by the same
+    # canonical form, ring counts included, and the parent remaps them.
+    from rdkit import Chem
+
+    path, ff = custom_ff
+    mol = Chem.MolFromSmiles(CUBANE)
+    orders = sorted({Chem.MolToSmiles(mol, doRandom=True, canonical=False) for _ in range(40)})[:6]
+    molecules = [CUBANE, *orders] * 2
+    results = SmirksAssigner(path, strict=False).assign_many(molecules, n_jobs=2)
+    for smiles, ours in zip(molecules, results, strict=True):
+        assert validate.compare(ours, validate.openff_labels(smiles, ff), smiles) == []
