@@ -196,10 +196,14 @@ def _prepare(mol: Any, label: str, aromaticity_model: str) -> tuple[Any, int | N
     # symmetrized, 5 in the SSSR) the ring counts R<n> differ, and [#6;R2] would match in
     # the toolkit and not here. Which rings the SSSR keeps then depends on the atom order,
     # so canonical_order keys such a molecule by its ring counts too.
+    # The symmetrized set only adds rings to the SSSR, whose size is the cycle rank
+    # (bonds - atoms + fragments): no more rings than bonds - atoms + 1, nothing to redo
+    # (the common case; GetSSSR on every molecule cost ~15% of assign_many's time).
     symmetrized = mol.GetRingInfo().NumRings()
-    Chem.GetSSSR(mol)
-    if mol.GetRingInfo().NumRings() != symmetrized:
-        mol.SetBoolProp(_SSSR_AMBIGUOUS, True)
+    if symmetrized > mol.GetNumBonds() - mol.GetNumAtoms() + 1:
+        Chem.GetSSSR(mol)
+        if mol.GetRingInfo().NumRings() != symmetrized:
+            mol.SetBoolProp(_SSSR_AMBIGUOUS, True)
     return mol, None if has_h else n_written
 
 
