@@ -321,3 +321,19 @@ def test_cage_orders_over_processes_match_the_toolkit(custom_ff):
     results = SmirksAssigner(path, strict=False).assign_many(molecules, n_jobs=2)
     for smiles, ours in zip(molecules, results, strict=True):
         assert validate.compare(ours, validate.openff_labels(smiles, ff), smiles) == []
+
+
+def test_prepared_rings_are_the_toolkits_sssr():
+    # prepare skips GetSSSR when the ring count is the cycle rank: check that the rings
+    # kept are then exactly GetSSSR's (held-out and shipped molecules, and cages).
+    from rdkit import Chem
+
+    from tying.chem import load_molecule_set, molecule_from_smiles
+
+    cages = [CUBANE, "C1CC2CC1C2", "C1C2CC3CC1CC(C2)C3", "c1cc2ccc3cccc4ccc(c1)c2c34"]
+    for smiles in HELD_OUT + [s for s, _ in load_molecule_set()] + cages:
+        mol = molecule_from_smiles(smiles)
+        sssr = Chem.Mol(mol)
+        Chem.GetSSSR(sssr)
+        ours = sorted(tuple(sorted(r)) for r in mol.GetRingInfo().AtomRings())
+        assert ours == sorted(tuple(sorted(r)) for r in sssr.GetRingInfo().AtomRings()), smiles
