@@ -32,6 +32,8 @@ _DUMMY_OR_RADICAL.ExpandQuery(
 )
 _HYDROGEN = rdqueries.AtomNumEqualsQueryAtom(1)
 _SPACE = re.compile(r"\s")
+# Set by _prepare when the SSSR keeps fewer rings than the symmetrized SSSR (cages).
+_SSSR_AMBIGUOUS = "_tying_sssr_ambiguous"
 
 
 def molecule_from_smiles(
@@ -189,6 +191,19 @@ def _prepare(mol: Any, label: str, aromaticity_model: str) -> tuple[Any, int | N
     Chem.AssignStereochemistry(mol)
     mol = Chem.AddHs(mol)
     Chem.SetHybridization(mol)
+    # The toolkit matches on the plain SSSR (its to_rdkit ends with Chem.GetSSSR), not on
+    # the symmetrized SSSR that sanitising leaves: for cage molecules (cubane: 6 rings
+    # symmetrized, 5 in the SSSR) the ring counts R<n> differ, and [#6;R2] would match in
+    # the toolkit and not here. Which rings the SSSR keeps then depends on the atom order,
+    # so canonical_order keys such a molecule by its ring counts too.
+    # The symmetrized set only adds rings to the SSSR, whose size is the cycle rank
+    # (bonds - atoms + fragments): no more rings than bonds - atoms + 1, nothing to redo
+    # (the common case; GetSSSR on every molecule cost ~15% of assign_many's time).
+    symmetrized = mol.GetRingInfo().NumRings()
+    if symmetrized > mol.GetNumBonds() - mol.GetNumAtoms() + 1:
+        Chem.GetSSSR(mol)
+        if mol.GetRingInfo().NumRings() != symmetrized:
+            mol.SetBoolProp(_SSSR_AMBIGUOUS, True)
     return mol, None if has_h else n_written
 
 
@@ -205,8 +220,11 @@ def canonical_order(mol: Any) -> tuple[str, tuple[int, ...]]:
         (True, 9)
     """
     smiles = Chem.MolToSmiles(mol)
-    order = mol.GetProp("_smilesAtomOutputOrder").strip("[],").split(",")
-    return smiles, tuple(map(int, order))
+    order = tuple(map(int, mol.GetProp("_smilesAtomOutputOrder").strip("[],").split(",")))
+    if mol.HasProp(_SSSR_AMBIGUOUS):  # ring counts depend on the atom order (see _prepare)
+        info = mol.GetRingInfo()
+        smiles += " |rings:" + ",".join(str(info.NumAtomRings(i)) for i in order)
+    return smiles, order
 
 
 def data_path(filename: str = "molecules.smi") -> pathlib.Path:
