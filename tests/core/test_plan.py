@@ -426,3 +426,22 @@ def test_commit_refuses_a_model_that_changed_since_resolve():
     with pytest.raises(tying.TieError, match="model changed between Plan.resolve and"):
         res.commit()
     assert state_bytes(m) == snap and tying.ties(m) == []
+
+
+# Stop 26 review: tying a frozen parameter to a trained one used to succeed and
+# silently train the frozen member (or freeze the trained one).
+@pytest.mark.parametrize("frozen", ["a.weight", "c.weight"])
+def test_share_refuses_mixed_requires_grad_and_leaves_model_unchanged(frozen):
+    torch.manual_seed(0)
+    m = nn.ModuleDict({"a": nn.Linear(4, 6), "c": nn.Linear(4, 6)})
+    m.get_submodule(frozen.split(".")[0]).weight.requires_grad_(False)
+    before = {n: (p, p.detach().clone(), p.requires_grad) for n, p in m.named_parameters()}
+    with pytest.raises(tying.TieError, match=r"requires_grad=.*set requires_grad_\(\) the same"):
+        tying.Plan([tying.share("c.weight", like="a.weight")]).apply(m)
+    after = dict(m.named_parameters())
+    assert after.keys() == before.keys()
+    for n, (p, v, rg) in before.items():
+        assert after[n] is p and torch.equal(p, v) and p.requires_grad == rg
+    m.c.weight.requires_grad_(m.a.weight.requires_grad)
+    tying.Plan([tying.share("c.weight", like="a.weight")]).apply(m)
+    assert m.c.weight is m.a.weight
