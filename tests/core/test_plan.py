@@ -445,3 +445,21 @@ def test_share_refuses_mixed_requires_grad_and_leaves_model_unchanged(frozen):
     m.c.weight.requires_grad_(m.a.weight.requires_grad)
     tying.Plan([tying.share("c.weight", like="a.weight")]).apply(m)
     assert m.c.weight is m.a.weight
+
+
+# Stop 26 review: a member under torch.nn.utils.parametrize was reported as "matches
+# no parameter", which sends the user looking for a typo.
+@pytest.mark.parametrize("rule", [("c.weight", "a.weight"), ("a.weight", "c.weight")])
+def test_parametrized_member_is_named_as_such(rule):
+    import torch.nn.utils.parametrize as parametrize
+
+    class Double(nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    m = nn.ModuleDict({"a": nn.Linear(4, 6), "c": nn.Linear(4, 6)})
+    parametrize.register_parametrization(m.c, "weight", Double())
+    target, source = rule
+    with pytest.raises(tying.TieError, match=r"'c.weight' is under torch.nn.utils.parametrize.*remove_parametrizations"):
+        tying.Plan([tying.share(target, like=source)]).apply(m)
+    assert parametrize.is_parametrized(m.c, "weight") and m.a.weight is not m.c.weight
