@@ -426,3 +426,40 @@ def test_commit_refuses_a_model_that_changed_since_resolve():
     with pytest.raises(tying.TieError, match="model changed between Plan.resolve and"):
         res.commit()
     assert state_bytes(m) == snap and tying.ties(m) == []
+
+
+# Stop 26 review: tying a frozen parameter to a trained one used to succeed and
+# silently train the frozen member (or freeze the trained one).
+@pytest.mark.parametrize("frozen", ["a.weight", "c.weight"])
+def test_share_refuses_mixed_requires_grad_and_leaves_model_unchanged(frozen):
+    torch.manual_seed(0)
+    m = nn.ModuleDict({"a": nn.Linear(4, 6), "c": nn.Linear(4, 6)})
+    m.get_submodule(frozen.split(".")[0]).weight.requires_grad_(False)
+    before = {n: (p, p.detach().clone(), p.requires_grad) for n, p in m.named_parameters()}
+    with pytest.raises(tying.TieError, match=r"requires_grad=.*set requires_grad_\(\) the same"):
+        tying.Plan([tying.share("c.weight", like="a.weight")]).apply(m)
+    after = dict(m.named_parameters())
+    assert after.keys() == before.keys()
+    for n, (p, v, rg) in before.items():
+        assert after[n] is p and torch.equal(p, v) and p.requires_grad == rg
+    m.c.weight.requires_grad_(m.a.weight.requires_grad)
+    tying.Plan([tying.share("c.weight", like="a.weight")]).apply(m)
+    assert m.c.weight is m.a.weight
+
+
+# Stop 26 review: a member under torch.nn.utils.parametrize was reported as "matches
+# no parameter", which sends the user looking for a typo.
+@pytest.mark.parametrize("rule", [("c.weight", "a.weight"), ("a.weight", "c.weight")])
+def test_parametrized_member_is_named_as_such(rule):
+    import torch.nn.utils.parametrize as parametrize
+
+    class Double(nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    m = nn.ModuleDict({"a": nn.Linear(4, 6), "c": nn.Linear(4, 6)})
+    parametrize.register_parametrization(m.c, "weight", Double())
+    target, source = rule
+    with pytest.raises(tying.TieError, match=r"'c.weight' is under torch.nn.utils.parametrize.*remove_parametrizations"):
+        tying.Plan([tying.share(target, like=source)]).apply(m)
+    assert parametrize.is_parametrized(m.c, "weight") and m.a.weight is not m.c.weight

@@ -122,7 +122,18 @@ class Inventory:
         """A hint naming the closest existing slot or module path."""
         names = list(self.slots) + [p for p in self.modules if p]
         close = difflib.get_close_matches(path, names, n=3)
-        return f"; closest: {', '.join(close)}" if close else ""
+        hint = f"; closest: {', '.join(close)}" if close else ""
+        # torch.nn.utils.parametrize hides the parameter under parametrizations.<name>:
+        # say so, rather than only that the path matches nothing.
+        owner, _, name = path.rpartition(".")
+        mod = self.modules.get(owner)
+        params = getattr(mod, "parametrizations", None)
+        if isinstance(params, nn.ModuleDict) and name in params:
+            hint = (
+                f"; {path!r} is under torch.nn.utils.parametrize, which ties cannot serve: "
+                f"call parametrize.remove_parametrizations(module, {name!r}) first" + hint
+            )
+        return hint
 
     def root_of(self, path: str) -> str:
         """The physical tensor a slot's value comes from (following chains of ties)."""

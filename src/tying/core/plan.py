@@ -477,6 +477,18 @@ def _check_tie(target: str, tie: Tie, rules: list[Rule], inv: Inventory) -> None
                 rule,
                 f"{target!r} is on {tdev} but its source {tie.source!r} is on {sdev}; move them to one device first",
             )
+        # A tie makes one tensor of two: if one was frozen and the other trained, the
+        # merged tensor would silently drop one member's freeze (or its training).
+        t_rg = inv.tensor(inv.root_of(target)).requires_grad
+        s_rg = inv.tensor(inv.root_of(tie.source)).requires_grad
+        if t_rg != s_rg:
+            raise _fail(
+                tie.rule,
+                rule,
+                f"{target!r} has requires_grad={t_rg} but its source {tie.source!r} has "
+                f"requires_grad={s_rg}; a tied tensor is frozen or trained as one, so set "
+                f"requires_grad_() the same on both first",
+            )
         taken = _storage_names(tie, info, inv, rules)
     mod = info.module
     own_old = set(info.tie.storage.values()) if info.tie is not None else set()
