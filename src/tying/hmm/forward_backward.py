@@ -415,8 +415,8 @@ class LaneLayout:
     in turn (row ``r0 + t S + s`` at ``[t, :, s]``), in the same arrays ``XL``,
     ``XcL``, ``n_act``, so a step of the recursion reads a row's K values from
     the cache line its neighbours use. A rows unit of at least
-    ``windows.MIN_ROWS`` rows also has its overlapping windows (``win``, and the
-    lane arrays ``XLw``, ``XcLw``, ``mw``, ``icw``, after :meth:`prepare` ``bw``,
+    ``windows.MIN_ROWS`` rows (``windows.MIN_ROWS_DIAG`` for a diag model) also has
+    its overlapping windows (``win``, and the lane arrays ``XLw``, ``XcLw``, ``mw``, ``icw``, after :meth:`prepare` ``bw``,
     ``alphaw``), which the compiled diag loop fills once and runs at each E-step.
 
     Args:
@@ -660,6 +660,7 @@ def _unit_plans(
         compiled.UNITS, compiled.SPLIT_ROWS, compiled.FOUR_ROWS, compiled.MAX_LANES,
         compiled.MIN_GAIN, compiled.MAX_COST, compiled.STEP_LANES, compiled.ROW_LANE_STEPS,
         compiled.row_cost(K, D, covariance_type),  # (a ValueError names a bad type)
+        windows.MIN_ROWS, windows.MIN_ROWS_DIAG,
     )  # fmt: skip
     with _PLANS_LOCK:
         hit = _PLANS.get(key)
@@ -667,6 +668,8 @@ def _unit_plans(
             _PLANS.move_to_end(key)
             return (key, *hit)
     edges = compiled.units(batch.lengths, K, D, covariance_type)
+    # the diag loop's windows layout pays from fewer rows than the others' drop-in
+    min_rows = windows.MIN_ROWS_DIAG if covariance_type == "diag" else windows.MIN_ROWS
     plans = []  # (unit, its lane arrays' shapes) before anything is allocated
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         if hi - lo < LANE_BLOCK // 2:  # few (long) sequences: lanes would be mostly empty
@@ -681,7 +684,7 @@ def _unit_plans(
             unit = {"kind": "rows", "lo": int(lo), "hi": int(hi), "r0": r0, "r1": r1,
                     "seqs": np.arange(lo, hi), "n_act": n_act}  # fmt: skip
             shapes = {"XL": (Tp, D, S), "XcL": (Tp, D, S), "m": (Tp, S)}
-            if R >= windows.MIN_ROWS:  # and its overlapping windows (stop 26), see _windows
+            if R >= min_rows:  # and its overlapping windows (stop 26), see _windows
                 win = _windows(batch.lengths[lo:hi], r0, LANE_BLOCK)
                 unit["win"] = win
                 Tw, Sw = len(win["n_act"]), len(win["start"])
