@@ -253,6 +253,7 @@ def test_few_long_units_under_min_rows_get_the_diag_windows(lengths, monkeypatch
     ref.fit(X, lengths)
     _general(monkeypatch)
     general = _fit(X, lengths, init)
+    assert got.history_ == general.history_  # the general loop runs the same windows: bits
     for other, hist, sp in ((general, general.history_, general.startprob_),
                             (ref, ref.monitor_.history, ref.startprob_)):  # fmt: skip
         np.testing.assert_allclose(got.history_, hist, rtol=1e-12)
