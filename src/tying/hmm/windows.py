@@ -40,8 +40,8 @@ LANE_BLOCK = 8
 MIN_ROWS, FORGET = 2048, 0.9
 #: the compiled diag loop's windows layout (filled once per fit, no gather per E-step)
 #: pays from fewer rows: a unit of at least ``MIN_ROWS_DIAG`` rows gets one (stop 26
-#: review: 2 x 2000 and 4 x 1000, K=8 D=4, are two units of 2000 rows, 1.10-1.11x faster
-#: with it; 1 x 1000 1.08x, 1 x 1500 1.21x, K=32 unchanged; full and tied, whose loops
+#: review: 2 x 2000 and 4 x 1000, K=8 D=4, are two units of 2000 rows, 1.05-1.13x faster
+#: with it (noisy); 1 x 1000 1.08x, 1 x 1500 1.21x, K=32 unchanged; full and tied, whose loops
 #: run the gathering drop-in, were 3-6% slower at 2000 rows: they keep ``MIN_ROWS``)
 MIN_ROWS_DIAG = 1000
 
