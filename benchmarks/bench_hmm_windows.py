@@ -429,6 +429,7 @@ def _profile_shape(K, D, n_seq, T):
 
 def _timed_fit(cls, *, K, ctype, X, lengths, init):
     """CPU seconds of a 10-iteration 1-thread fit by ``cls``, and its history."""
+    getattr(cls, "activate", lambda: None)()  # its tree's modules (see old_new's load)
     t0 = time.process_time()
     m = cls(K, ctype, n_iter=10, tol=-np.inf, n_jobs=1, **init).fit(X, lengths)
     return time.process_time() - t0, m.history_
@@ -447,14 +448,36 @@ def old_new(main_src, rounds=9, rows_out=None, only=None):
 
     from benchmarks.bench_hmm import _start_covars
 
+    def ours(name):
+        return name == "tying" or name.startswith("tying.")
+
     def load(src):
-        for name in [n for n in sys.modules if n == "tying" or n.startswith("tying.")]:
+        """The tree's GaussianHMM, and a fit that runs with the tree's modules in
+        ``sys.modules``: the package imports some modules inside functions (``from
+        tying.hmm import _numba_em``), which otherwise resolve to whichever tree was
+        loaded last (stop 26 review: the 'old' fits ran this tree's compiled loop)."""
+        for name in [n for n in sys.modules if ours(n)]:
             del sys.modules[name]
         sys.path.insert(0, src)
         try:
-            return importlib.import_module("tying.hmm").GaussianHMM
+            cls = importlib.import_module("tying.hmm").GaussianHMM
+            importlib.import_module("tying.hmm._numba_em")  # the lazily imported modules
+            importlib.import_module("tying.hmm._numba_em_full")
+            importlib.import_module("tying.hmm._numba_windows")
         finally:
             sys.path.remove(src)
+        mods = {n: m for n, m in sys.modules.items() if ours(n)}
+        if not all(os.path.abspath(getattr(m, "__file__", None) or src).startswith(
+                os.path.abspath(src)) for m in mods.values()):  # fmt: skip
+            raise RuntimeError(f"oldnew: a module of {src} was imported from elsewhere")
+
+        def activate():  # outside the timed part (see _timed_fit)
+            for name in [n for n in sys.modules if ours(n)]:
+                del sys.modules[name]
+            sys.modules.update(mods)
+
+        cls.activate = staticmethod(activate)  # a class per tree: each keeps its own
+        return cls
 
     here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
     old, new = load(main_src), load(here)

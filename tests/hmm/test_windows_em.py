@@ -205,7 +205,7 @@ def test_the_window_constants_are_defined_once():
     K=st.integers(1, 10),
     D=st.integers(1, 5),
     lengths=st.lists(st.integers(1, 4000), min_size=1, max_size=3).filter(
-        lambda ls: sum(ls) >= windows.MIN_ROWS
+        lambda ls: sum(ls) >= windows.MIN_ROWS_DIAG
     ),
     n_jobs=st.sampled_from([1, 2]),
 )
@@ -219,3 +219,48 @@ def test_property_the_compiled_loop_equals_the_general_loop_on_long_units(
         got = _fit(X, lengths, init, n_jobs=n_jobs, n_iter=4)
         _general(mp)
         _assert_close(got, _fit(X, lengths, init, n_jobs=n_jobs, n_iter=4))
+
+
+@needs_numba
+@pytest.mark.parametrize("lengths", [(2000, 2000), (1000,) * 4, (1200,)])
+def test_few_long_units_under_min_rows_get_the_diag_windows(lengths, monkeypatch):
+    """Stop 26 review: 2 x 2000 and 4 x 1000 are two units of 2000 rows, under
+    ``MIN_ROWS`` (2048), so they ran the rows kernel; a diag unit of ``MIN_ROWS_DIAG``
+    rows now gets the windows layout (1.1x faster), its results those of the general
+    loop and of hmmlearn; full and tied models keep ``MIN_ROWS`` (their loops' gathering
+    drop-in was slower there). Start probabilities below 1e-30 (here 1e-50 to 1e-70)
+    agree to 2e-11 relative after 10 iterations, not 1e-12: EM carries the windows'
+    1e-14 rounding into them, as it does on the windows of 5000 rows (7.6e-11 from
+    hmmlearn's there, 2026-12-03); everything else to 1e-12."""
+    hmm = pytest.importorskip("hmmlearn.hmm")
+    from tying.hmm.forward_backward import _unit_plans
+    from tying.hmm.sequences import SequenceBatch
+
+    batch = SequenceBatch.from_lengths(list(lengths))
+    _, _, plans = _unit_plans(batch, 4, 8, 8, "diag")
+    assert all("win" in unit for unit, _ in plans)
+    for ctype in ("full", "tied"):
+        _, _, plans = _unit_plans(batch, 4, 8, 8, ctype)
+        assert not any("win" in unit for unit, _ in plans)
+    X, lengths, init = _case(0, lengths=lengths)
+    seen = _spy_layouts(monkeypatch)
+    got = _fit(X, lengths, init)
+    assert _windows_ran(seen[-1]) and not _rows_ran(seen[-1])
+    ref = hmm.GaussianHMM(8, "diag", init_params="", n_iter=10, tol=-np.inf, covars_prior=0.0,
+                          implementation="scaling")  # fmt: skip
+    ref.startprob_, ref.transmat_ = init["startprob_init"], init["transmat_init"]
+    ref.means_, ref.covars_ = init["means_init"], init["covars_init"]
+    ref.fit(X, lengths)
+    _general(monkeypatch)
+    general = _fit(X, lengths, init)
+    assert got.history_ == general.history_  # the general loop runs the same windows: bits
+    for other, hist, sp in ((general, general.history_, general.startprob_),
+                            (ref, ref.monitor_.history, ref.startprob_)):  # fmt: skip
+        np.testing.assert_allclose(got.history_, hist, rtol=1e-12)
+        rtol = 1e-9 if other is ref else 1e-12  # hmmlearn's M-step sums in another order
+        for name in ("transmat_", "means_", "covars_"):
+            np.testing.assert_allclose(getattr(got, name), getattr(other, name), rtol=rtol,
+                                       atol=1e-300)  # fmt: skip
+        big = sp >= 1e-30
+        np.testing.assert_allclose(got.startprob_[big], sp[big], rtol=1e-12)
+        np.testing.assert_allclose(got.startprob_[~big], sp[~big], rtol=1e-10, atol=1e-300)

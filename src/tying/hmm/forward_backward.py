@@ -415,8 +415,8 @@ class LaneLayout:
     in turn (row ``r0 + t S + s`` at ``[t, :, s]``), in the same arrays ``XL``,
     ``XcL``, ``n_act``, so a step of the recursion reads a row's K values from
     the cache line its neighbours use. A rows unit of at least
-    ``windows.MIN_ROWS`` rows also has its overlapping windows (``win``, and the
-    lane arrays ``XLw``, ``XcLw``, ``mw``, ``icw``, after :meth:`prepare` ``bw``,
+    ``windows.MIN_ROWS`` rows (``windows.MIN_ROWS_DIAG`` for a diag model) also has
+    its overlapping windows (``win``, and the lane arrays ``XLw``, ``XcLw``, ``mw``, ``icw``, after :meth:`prepare` ``bw``,
     ``alphaw``), which the compiled diag loop fills once and runs at each E-step.
 
     Args:
@@ -637,6 +637,44 @@ class LaneLayout:
         self._K = K
 
 
+def _short_windows(start, A, b, m, XcL, r0, starts, lengths, lo, hi, full, alpha, inv_c, ll,
+                   bad, xi, first, nsum, sx, sxx):  # fmt: skip
+    """``_numba_windows.rows_windows_fb_stats`` for a diag rows unit under its
+    ``MIN_ROWS`` (at least ``windows.MIN_ROWS_DIAG`` rows, stop 26 review): the same
+    windows, the same gather from the dealt rows (NumPy here: the compiled drop-in's
+    threshold is a constant of its numba cache), ``windows_fb_stats``, and the rows
+    kernel when the chain is sticky or a check fails, so the general loop keeps the
+    compiled diag loop's bits there."""
+    from tying.hmm import _numba_windows as nw
+
+    if not nw.dobrushin(A) <= windows.FORGET:
+        nw.rows_fb_stats(start, A, b, m, XcL, r0, starts, lengths, lo, hi, full, alpha, inv_c,
+                         ll, bad, xi, first, nsum, sx, sxx)  # fmt: skip
+        return
+    ws, wl, clo, chi, seq, prev, nxt, n_act = nw.plan_rows(starts, lengths, lo, hi, r0)
+    total, (K, D), Sd = len(ws), (A.shape[0], XcL.shape[1]), b.shape[2]
+    S = -(-total // windows.LANE_BLOCK) * windows.LANE_BLOCK
+    T = int(wl[0])
+    t = np.arange(T)[:, None]
+    valid = t < wl[None, :]  # (T, total): past a window's end, and padding lanes: zeros
+    r = np.where(valid, ws[None, :] + t, 0)
+    tt, ss = r // Sd, r % Sd
+    bL, mL, xL = np.zeros((T, K, S)), np.zeros((T, S)), np.zeros((T, D, S))
+    mL[:, :total] = np.where(valid, m[tt, ss], 0.0)
+    bL[:, :, :total] = np.where(valid[:, None, :], b[tt, :, ss].transpose(0, 2, 1), 0.0)
+    xL[:, :, :total] = np.where(valid[:, None, :], XcL[tt, :, ss].transpose(0, 2, 1), 0.0)
+    n_seq = hi - lo
+    llq, badq = np.empty(n_seq), np.zeros(n_seq, np.bool_)
+    failed = nw.windows_fb_stats(start, A, bL, mL, n_act, wl, xL, full, np.empty((T, K, S)),
+                                 np.empty((T, S)), ws, clo, chi, prev, nxt, seq, nw.REL, llq,
+                                 badq, xi, first, nsum, sx, sxx)  # fmt: skip
+    if failed:
+        nw.rows_fb_stats(start, A, b, m, XcL, r0, starts, lengths, lo, hi, full, alpha, inv_c,
+                         ll, bad, xi, first, nsum, sx, sxx)  # fmt: skip
+        return
+    ll[lo:hi], bad[lo:hi] = llq, badq
+
+
 #: the unit plans of the last few sequence layouts (see :func:`_unit_plans`)
 _PLANS: collections.OrderedDict = collections.OrderedDict()
 _PLANS_KEPT = 8
@@ -660,6 +698,7 @@ def _unit_plans(
         compiled.UNITS, compiled.SPLIT_ROWS, compiled.FOUR_ROWS, compiled.MAX_LANES,
         compiled.MIN_GAIN, compiled.MAX_COST, compiled.STEP_LANES, compiled.ROW_LANE_STEPS,
         compiled.row_cost(K, D, covariance_type),  # (a ValueError names a bad type)
+        windows.MIN_ROWS, windows.MIN_ROWS_DIAG,
     )  # fmt: skip
     with _PLANS_LOCK:
         hit = _PLANS.get(key)
@@ -667,6 +706,8 @@ def _unit_plans(
             _PLANS.move_to_end(key)
             return (key, *hit)
     edges = compiled.units(batch.lengths, K, D, covariance_type)
+    # the diag loop's windows layout pays from fewer rows than the others' drop-in
+    min_rows = windows.MIN_ROWS_DIAG if covariance_type == "diag" else windows.MIN_ROWS
     plans = []  # (unit, its lane arrays' shapes) before anything is allocated
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         if hi - lo < LANE_BLOCK // 2:  # few (long) sequences: lanes would be mostly empty
@@ -681,7 +722,7 @@ def _unit_plans(
             unit = {"kind": "rows", "lo": int(lo), "hi": int(hi), "r0": r0, "r1": r1,
                     "seqs": np.arange(lo, hi), "n_act": n_act}  # fmt: skip
             shapes = {"XL": (Tp, D, S), "XcL": (Tp, D, S), "m": (Tp, S)}
-            if R >= windows.MIN_ROWS:  # and its overlapping windows (stop 26), see _windows
+            if R >= min_rows:  # and its overlapping windows (stop 26), see _windows
                 win = _windows(batch.lengths[lo:hi], r0, LANE_BLOCK)
                 unit["win"] = win
                 Tw, Sw = len(win["n_act"]), len(win["start"])
@@ -870,11 +911,13 @@ def forward_backward_stats(
             # writes ll, bad of its own (the compiled EM loop calls the same kernel)
             from tying.hmm._numba_windows import rows_windows_fb_stats
 
-            rows_windows_fb_stats(
-                start, A, b, m, unit["XcL"], unit["r0"], batch.starts, batch.lengths, unit["lo"],
-                unit["hi"], full, alpha, unit["inv_c"],
-                ll, bad, *sums[u].values(),
-            )  # fmt: skip
+            args = (start, A, b, m, unit["XcL"], unit["r0"], batch.starts, batch.lengths,
+                    unit["lo"], unit["hi"], full, alpha, unit["inv_c"], ll, bad,
+                    *sums[u].values())  # fmt: skip
+            if "win" in unit and unit["r1"] - unit["r0"] < windows.MIN_ROWS:
+                _short_windows(*args)  # a diag unit of MIN_ROWS_DIAG.. rows (the compiled loop's)
+            else:
+                rows_windows_fb_stats(*args)
             return
         ll_u[u], bad_u[u] = np.empty(len(unit["seqs"])), np.empty(len(unit["seqs"]), np.bool_)
         kernels.lanes_fb_stats(

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["BURN_IN", "FORGET", "MIN_ROWS", "REL", "estep", "plan"]
+__all__ = ["BURN_IN", "FORGET", "MIN_ROWS", "MIN_ROWS_DIAG", "REL", "estep", "plan"]
 
 #: burn-in rows each side of a core: the benchmark's models (K = 4..32, D = 1..16) and the
 #: models EM fits to them converged to ``REL`` in 4-24 rows (2026-12-02, ``bench_hmm_windows
@@ -38,6 +38,12 @@ LANE_BLOCK = 8
 #: burn-in would fail its checks, is not tried). The one definition of these constants:
 #: :mod:`tying.hmm._numba_windows` imports them (its numba cache is keyed on their values)
 MIN_ROWS, FORGET = 2048, 0.9
+#: the compiled diag loop's windows layout (filled once per fit, no gather per E-step)
+#: pays from fewer rows: a unit of at least ``MIN_ROWS_DIAG`` rows gets one (stop 26
+#: review: 2 x 2000 and 4 x 1000, K=8 D=4, are two units of 2000 rows, 1.05-1.13x faster
+#: with it (noisy); 1 x 1000 1.08x, 1 x 1500 1.21x, K=32 unchanged; full and tied, whose loops
+#: run the gathering drop-in, were 3-6% slower at 2000 rows: they keep ``MIN_ROWS``)
+MIN_ROWS_DIAG = 1000
 
 
 def plan(lengths: np.ndarray, burn_in: int = BURN_IN, n_lanes: int | None = None) -> dict:
