@@ -460,6 +460,9 @@ def test_parametrized_member_is_named_as_such(rule):
     m = nn.ModuleDict({"a": nn.Linear(4, 6), "c": nn.Linear(4, 6)})
     parametrize.register_parametrization(m.c, "weight", Double())
     target, source = rule
-    with pytest.raises(tying.TieError, match=r"'c.weight' is under torch.nn.utils.parametrize.*remove_parametrizations"):
+    with pytest.raises(
+        tying.TieError,
+        match=r"'c.weight' is under torch.nn.utils.parametrize.*remove_parametrizations",
+    ):
         tying.Plan([tying.share(target, like=source)]).apply(m)
     assert parametrize.is_parametrized(m.c, "weight") and m.a.weight is not m.c.weight

@@ -254,8 +254,11 @@ def test_plain_resize_of_a_plan_tied_model_is_refused_at_the_resize_and_can_be_u
     # inside HF's resize refuses, naming tying.hf.resize_token_embeddings and the undo.
     model, _, _, vocab = _tied("gpt2")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(tying.TieError, match=r"lm_head\.weight is tied to transformer\.wte\.weight.*"
-                       r"tying\.hf\.resize_token_embeddings"):
+    with pytest.raises(
+        tying.TieError,
+        match=r"lm_head\.weight is tied to transformer\.wte\.weight.*"
+        r"tying\.hf\.resize_token_embeddings",
+    ):
         model.resize_token_embeddings(vocab + 16, mean_resizing=False)
     with pytest.raises(tying.TieError, match="shape changed"):
         tying.count(model)  # nothing reads the tie at a shape it does not have

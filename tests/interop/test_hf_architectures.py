@@ -485,7 +485,9 @@ def test_plain_hf_resize_of_a_plan_tied_head_with_a_bias_is_refused_at_the_resiz
     # size"). Since stop 26 the read inside HF's resize refuses, naming the fix.
     model, _ = _embedding_tied(name)
     vocab = model.config.vocab_size
-    with pytest.raises(tying.TieError, match=r"shape changed from .*tying\.hf\.resize_token_embeddings"):
+    with pytest.raises(
+        tying.TieError, match=r"shape changed from .*tying\.hf\.resize_token_embeddings"
+    ):
         model.resize_token_embeddings(vocab + 10, mean_resizing=False)
     model.resize_token_embeddings(vocab, mean_resizing=False)  # the undo it names
     tying.verify(model)
