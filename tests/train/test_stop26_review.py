@@ -102,3 +102,32 @@ def test_rdp_epsilon_equals_opacus(q, sigma, steps, delta):
         warnings.simplefilter("ignore")
         expected = acc.get_epsilon(delta)
     assert epsilon(q, sigma, steps, delta) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "x, y, match",
+    [
+        (torch.zeros(0, 3), torch.zeros(1, dtype=torch.long), r"x has 0 rows but y has 1"),
+        (torch.zeros(4, 3), torch.zeros(3, dtype=torch.long), r"x has 4 rows but y has 3"),
+        (
+            (torch.zeros(4, 3), torch.zeros(2, 3)),
+            torch.zeros(4, dtype=torch.long),
+            r"x\[1\] has 2 rows but y has 4",
+        ),
+    ],
+)
+def test_per_example_grads_names_a_mismatched_batch(x, y, match):
+    """Stop 26 review: torch's own message named neither the empty batch nor which tensor."""
+    from tying.train import per_example_grads
+
+    class Two(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 2)
+
+        def forward(self, a, b=None):
+            return self.lin(a if b is None else a + b)
+
+    ce = lambda out, t: torch.nn.functional.cross_entropy(out, t, reduction="none")  # noqa: E731
+    with pytest.raises(ValueError, match=match):
+        per_example_grads(Two(), ce, x, y)

@@ -144,7 +144,8 @@ def per_example_grads(model: nn.Module, loss_fn: LossFn, x, y) -> dict[str, torc
         a tied tensor appears once, holding the sum of its uses' gradients.
 
     Raises:
-        ValueError: a BatchNorm layer in training mode; a model with no trainable
+        ValueError: inputs and targets of different batch sizes;
+            a BatchNorm layer in training mode; a model with no trainable
             parameter; a full backward hook (module or global) or a gradient hook on
             a parameter, which no way to per-example gradients runs right (forward
             hooks and pre-hooks are fine: they run per example).
@@ -161,6 +162,7 @@ def per_example_grads(model: nn.Module, loss_fn: LossFn, x, y) -> dict[str, torc
         >>> list(g), tuple(g["0.weight"].shape)        # one tensor, both uses summed
         (['0.weight'], (3, 5, 3))
     """
+    _check_batch(x, y)
     return _vmap_grads(model, loss_fn, x, y)[0]
 
 
