@@ -73,7 +73,10 @@ def test_solver_fallback_agrees_with_torchdiffeq(monkeypatch):
         if importlib.util.find_spec("torchdiffeq") is not None:
             torch.testing.assert_close(odeint(field, x, 1.0), rk4, rtol=1e-5, atol=1e-6)
         monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **k: None)
-        fallback = NeuralODE(field, method="dopri5", steps=400)(x)
+        with pytest.warns(
+            RuntimeWarning, match=r"needs torchdiffeq.*rtol=1e-07, atol=1e-09 are not"
+        ):
+            fallback = NeuralODE(field, method="dopri5", steps=400)(x)
     torch.testing.assert_close(fallback, rk4)
 
 

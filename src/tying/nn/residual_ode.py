@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -184,7 +185,8 @@ def odeint(
         x0: initial state ``(..., dim)``.
         t1: end time (> 0).
         method: ``"dopri5"`` (adaptive, needs torchdiffeq) or ``"rk4"`` (fixed step,
-            built in). ``"dopri5"`` falls back to ``"rk4"`` when torchdiffeq is missing.
+            built in). ``"dopri5"`` falls back to ``"rk4"`` when torchdiffeq is missing,
+            with a ``RuntimeWarning`` (``rtol``/``atol`` are then not applied).
         steps: number of RK4 steps.
         rtol, atol: tolerances of the adaptive solver.
 
@@ -208,11 +210,21 @@ def odeint(
         raise ValueError(
             f"odeint: need a finite t1 > 0 and an int steps >= 1, got t1={t1!r}, steps={steps!r}"
         )
-    if method == "dopri5" and importlib.util.find_spec("torchdiffeq") is not None:
-        import torchdiffeq
+    if method == "dopri5":
+        if importlib.util.find_spec("torchdiffeq") is not None:
+            import torchdiffeq
 
-        t = torch.tensor([0.0, t1], dtype=x0.dtype, device=x0.device)
-        return torchdiffeq.odeint(lambda _t, x: field(x), x0, t, rtol=rtol, atol=atol)[-1]
+            t = torch.tensor([0.0, t1], dtype=x0.dtype, device=x0.device)
+            return torchdiffeq.odeint(lambda _t, x: field(x), x0, t, rtol=rtol, atol=atol)[-1]
+        # the answer is still computed, but not to the rtol/atol asked for: say so
+        warnings.warn(
+            f"odeint: method='dopri5' needs torchdiffeq, which is not installed, so this is "
+            f"fixed-step rk4 with {steps} steps and rtol={rtol}, atol={atol} are not applied; "
+            f"install torchdiffeq (pip install 'tying[experiments]'), or pass method='rk4' "
+            f"to ask for the fixed-step solver",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return _rk4(field, x0, t1, steps)
 
 
