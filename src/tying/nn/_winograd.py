@@ -43,6 +43,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from tying.nn._args import is_int
+
 __all__ = ["available", "winograd_conv2d"]
 
 # F(4, 3) in the usual form: y = Aᵀ[(G g) ⊙ (Bᵀ d)], the 1-D version of the 2-D rule.
@@ -124,7 +126,7 @@ def _weight_transform(weight: Tensor) -> Tensor:
 
 def check_args(x: Tensor, weight: Tensor, bias: Tensor | None, padding: int) -> None:
     """Refuse what the Winograd path does not serve, naming the setting and the fix."""
-    if not isinstance(padding, int) or isinstance(padding, bool) or padding < 0:
+    if not is_int(padding, 0):
         raise ValueError(f"winograd_conv2d: padding must be a non-negative int, got {padding!r}")
     if weight.ndim != 4 or tuple(weight.shape[2:]) != (3, 3):
         raise ValueError(

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tying.core import Plan, share
+from tying.nn._args import is_int
 
 __all__ = ["Attention", "kv_sharing_plan"]
 
@@ -96,17 +97,12 @@ class Attention(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in (("d_model", d_model), ("n_heads", n_heads)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_int(value, 1):
                 raise ValueError(f"Attention: {name} must be a positive int, got {value!r}")
         kv_heads = n_heads if kv_heads is None else kv_heads
         v_heads = kv_heads if v_heads is None else v_heads
         for name, value in (("kv_heads", kv_heads), ("v_heads", v_heads)):
-            if (
-                not isinstance(value, int)
-                or isinstance(value, bool)
-                or value < 1
-                or n_heads % value
-            ):
+            if not is_int(value, 1) or n_heads % value:
                 raise ValueError(
                     f"Attention: {name} must divide n_heads={n_heads} (MHA: {n_heads}, MQA: 1, "
                     f"GQA: a divisor in between), got {value!r}"

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from tying.core import Plan, Transposed, share
+from tying.nn._args import is_int
 
 __all__ = ["TiedAutoencoder"]
 
@@ -66,7 +67,7 @@ class TiedAutoencoder(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in (("in_features", in_features), ("latent", latent)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_int(value, 1):
                 raise ValueError(f"TiedAutoencoder: {name} must be a positive int, got {value!r}")
         self.in_features, self.latent, self.tied = in_features, latent, bool(tied)
         self.encoder = nn.Linear(in_features, latent, bias=bias)

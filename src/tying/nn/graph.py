@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tying.core import Plan, Scaled, share
+from tying.nn._args import is_int
 
 __all__ = ["MultiHopGraphConv", "normalized_adjacency"]
 
@@ -135,9 +136,9 @@ class MultiHopGraphConv(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_int(value, 1):
                 raise ValueError(f"MultiHopGraphConv: {name} must be a positive int, got {value!r}")
-        if not isinstance(hops, int) or isinstance(hops, bool) or hops < 0:
+        if not is_int(hops, 0):
             raise ValueError(f"MultiHopGraphConv: hops must be an int >= 0, got {hops!r}")
         self.in_features, self.out_features, self.K = in_features, out_features, hops
         self.shared = bool(shared)

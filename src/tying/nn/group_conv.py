@@ -73,6 +73,7 @@ from torch import nn
 from tying.core import Flipped, Plan, Rotated, share
 from tying.core.slots import SLOTS_ATTR, SLOTS_GENERATION_ATTR, slots_of
 from tying.nn import _group_conv_tie, _winograd
+from tying.nn._args import is_int
 
 __all__ = [
     "GROUPS",
@@ -217,9 +218,9 @@ def _check_algorithm(algorithm: str, kernel_size: int) -> str:
 
 def _check_args(in_channels, out_channels, kernel_size, padding) -> int:
     for name, v in (("in_channels", in_channels), ("out_channels", out_channels)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        if not is_int(v, 1):
             raise ValueError(f"{name} must be a positive int, got {v!r}")
-    if not isinstance(kernel_size, int) or isinstance(kernel_size, bool) or kernel_size < 1:
+    if not is_int(kernel_size, 1):
         raise ValueError(
             f"kernel_size must be one positive int (group convs need square kernels), got "
             f"{kernel_size!r}"
@@ -231,7 +232,7 @@ def _check_args(in_channels, out_channels, kernel_size, padding) -> int:
                 f"breaks equivariance; use an odd kernel_size or an int padding"
             )
         return kernel_size // 2
-    if not isinstance(padding, int) or isinstance(padding, bool) or padding < 0:
+    if not is_int(padding, 0):
         raise ValueError(
             f"padding must be 'same' or a non-negative int (the same on every side), got {padding!r}"
         )

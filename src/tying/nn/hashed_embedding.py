@@ -45,6 +45,7 @@ from torch import nn
 
 from tying.core import Hashed, Plan, share
 from tying.core.slots import base_class
+from tying.nn._args import is_int
 from tying.nn.hashed_kernels import FusedKeepLookup, FusedLookup, SparseGather, fused_available
 from tying.nn.hashing import MAX_LOGICAL, MODES, HashedTable, P, combine, qr_split
 
@@ -52,7 +53,7 @@ __all__ = ["HashedEmbedding", "HashedEmbeddingBag"]
 
 
 def _positive_int(name: str, value) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    if not is_int(value, 1):
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return value
 
@@ -151,7 +152,7 @@ class HashedEmbedding(nn.Module):
             )
         if mode not in MODES:
             raise ValueError(f"{name}: mode must be one of {MODES}, got {mode!r}")
-        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        if not is_int(seed, 0):
             raise ValueError(f"{name}: seed must be a non-negative int, got {seed!r}")
         if not isinstance(signed, bool):
             raise TypeError(f"{name}: signed must be True or False, got {signed!r}")

@@ -46,6 +46,7 @@ import torch
 
 from tying.core.errors import TieError
 from tying.core.relations import Relation, register_relation
+from tying.nn._args import is_int
 
 __all__ = ["HashedTable", "MODES", "PairHash", "qr_split"]
 
@@ -172,9 +173,9 @@ class HashedTable(Relation):
             raise TieError(f"HashedTable(mode=...) must be one of {MODES}, got {self.mode!r}")
         for name in ("buckets", "block"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            if not is_int(v, 1):
                 raise TieError(f"HashedTable({name}=...) must be a positive int, got {v!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+        if not is_int(self.seed, 0):
             raise TieError(f"HashedTable(seed=...) must be a non-negative int, got {self.seed!r}")
         if not isinstance(self.signed, bool):
             raise TieError(f"HashedTable(signed=...) must be True or False, got {self.signed!r}")

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from tying.nn._args import is_int
+
 __all__ = ["LocallyConnected2d"]
 
 
@@ -92,7 +94,7 @@ class LocallyConnected2d(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            if not is_int(value, 1):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         self.in_channels = in_channels
         self.out_channels = out_channels

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tying.core import Plan, share
+from tying.nn._args import is_int
 
 __all__ = ["TiedGateLSTM"]
 
@@ -66,7 +67,7 @@ class TiedGateLSTM(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_int(value, 1):
                 raise ValueError(f"TiedGateLSTM: {name} must be a positive int, got {value!r}")
         self.input_size, self.hidden_size = input_size, hidden_size
         self.batch_first, self.tie_gates = bool(batch_first), bool(tie_gates)

@@ -32,6 +32,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from tying.nn._args import is_int
+
 __all__ = ["PeriodicFeatures", "SharedBoundary", "mlp", "partial"]
 
 
@@ -69,7 +71,7 @@ class PeriodicFeatures(nn.Module):
         super().__init__()
         if not period > 0:
             raise ValueError(f"PeriodicFeatures: period must be > 0, got {period!r}")
-        if not isinstance(harmonics, int) or isinstance(harmonics, bool) or harmonics < 1:
+        if not is_int(harmonics, 1):
             raise ValueError(f"PeriodicFeatures: harmonics must be an int >= 1, got {harmonics!r}")
         dims = sorted({d % in_features for d in periodic_dims if -in_features <= d < in_features})
         if len(dims) != len(set(periodic_dims)) or not dims:
@@ -133,7 +135,7 @@ def mlp(sizes: Sequence[int], activation: type[nn.Module] = nn.Tanh) -> nn.Seque
         )
     """
     sizes = list(sizes)
-    if len(sizes) < 2 or any(not isinstance(s, int) or isinstance(s, bool) or s < 1 for s in sizes):
+    if len(sizes) < 2 or any(not is_int(s, 1) for s in sizes):
         raise ValueError(f"mlp: sizes must be at least two positive ints, got {sizes!r}")
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):

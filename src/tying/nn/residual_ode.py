@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from tying.core import Plan, share
+from tying.nn._args import is_int
 
 __all__ = ["NeuralODE", "TiedResidualNet", "VectorField", "odeint"]
 
@@ -62,7 +63,7 @@ class VectorField(nn.Module):
 
     def __init__(self, dim: int, hidden: int, activation: str = "tanh") -> None:
         super().__init__()
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (dim, hidden)):
+        if not (is_int(dim, 1) and is_int(hidden, 1)):
             raise ValueError(
                 f"VectorField: dim and hidden must be positive ints, got {dim!r}, {hidden!r}"
             )
@@ -135,7 +136,7 @@ class TiedResidualNet(nn.Module):
         activation: str = "tanh",
     ) -> None:
         super().__init__()
-        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+        if not is_int(depth, 1):
             raise ValueError(f"TiedResidualNet: depth must be a positive int, got {depth!r}")
         if not (t1 > 0 and math.isfinite(t1)):  # an inf t1 made every step inf·f(x)
             raise ValueError(f"TiedResidualNet: t1 must be > 0 and finite, got {t1!r}")
@@ -205,7 +206,7 @@ def odeint(
     """
     if method not in ("dopri5", "rk4"):
         raise ValueError(f"odeint: method must be 'dopri5' or 'rk4', got {method!r}")
-    bad_steps = isinstance(steps, bool) or not isinstance(steps, int) or steps < 1
+    bad_steps = not is_int(steps, 1)
     if not (t1 > 0 and math.isfinite(t1)) or bad_steps:
         raise ValueError(
             f"odeint: need a finite t1 > 0 and an int steps >= 1, got t1={t1!r}, steps={steps!r}"

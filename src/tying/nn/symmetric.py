@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from tying.core import Mirrored, Plan, share
+from tying.nn._args import is_int
 
 __all__ = ["SymmetricConv1d"]
 
@@ -81,7 +82,7 @@ class SymmetricConv1d(nn.Conv1d):
             if isinstance(kernel_size, tuple) and len(kernel_size) == 1
             else kernel_size
         )
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        if not is_int(k, 1):
             # nn.Conv1d takes 0 and our reset_parameters then divided by zero
             raise ValueError(
                 f"SymmetricConv1d: kernel_size must be a positive int, got {kernel_size!r}"

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tying.core import Plan, share
+from tying.nn._args import is_int
 
 __all__ = ["TiedUNet"]
 
@@ -78,21 +79,14 @@ class TiedUNet(nn.Module):
     ) -> None:
         super().__init__()
         widths = tuple(widths)
-        if len(widths) < 2 or any(
-            not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in widths
-        ):
+        if len(widths) < 2 or any(not is_int(w, 1) for w in widths):
             raise ValueError(
                 f"widths must be at least two positive ints (w0, ..., wL), got {widths!r}"
             )
         for name, v in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            if not is_int(v, 1):
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if (
-            not isinstance(kernel_size, int)
-            or isinstance(kernel_size, bool)
-            or kernel_size < 1
-            or kernel_size % 2 == 0
-        ):
+        if not is_int(kernel_size, 1) or kernel_size % 2 == 0:
             raise ValueError(
                 f"kernel_size must be an odd positive int (so 'same' padding is symmetric), "
                 f"got {kernel_size!r}"
