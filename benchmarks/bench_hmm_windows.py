@@ -406,7 +406,7 @@ def _profile_shape(K, D, n_seq, T):
         "copy (once per fit now)": lambda: k.to_lanes(X, center, lane_start, wn, XLw, XcLw),
         "densities, dealt": lambda: k.lanes_density_diag(XL, n_act, means, prec, const, b, m),
         "exp, dealt": lambda: np.exp(logb, out=b),
-        "gather + windows (stop 25 drop-in)": lambda: nw.rows_windows_fb_stats(*fb),
+        "gather + windows (stop 25 drop-in)": lambda: nw.rows_windows_fb_stats(*fb, nw.MIN_ROWS),
         "rows kernel (fallback)": lambda: nw.rows_fb_stats(*fb),
         "densities, windows": lambda: k.lanes_density_diag(
             XLw, wn, means, prec, const, bw, mw

@@ -44,7 +44,7 @@ from tying.hmm._numba_kernels import (
 )
 from tying.hmm._numba_rows import rows_fb_stats
 from tying.hmm._numba_windows import REL, dobrushin, rows_windows_fb_stats, windows_fb_stats
-from tying.hmm.windows import FORGET
+from tying.hmm.windows import FORGET, MIN_ROWS
 
 _JIT = {"nogil": True, "cache": True, "error_model": "numpy"}  # no fastmath: NumPy's bits
 
@@ -371,7 +371,7 @@ def rows_unit_stats(u, ut, block_b, ints, start, trans, b, m, XcL, full, ll, bad
     lens = ints[ut[u, U_LENS] : ut[u, U_LENS] + n_real]
     starts = ints[ut[u, U_START] : ut[u, U_START] + n_real]
     rows_windows_fb_stats(start, trans, b, m, XcL, 0, starts, lens, 0, n_real, full, alpha,
-                          inv_c, ll, bad, xi, first, nsum, sx, sxx)  # fmt: skip
+                          inv_c, ll, bad, xi, first, nsum, sx, sxx, MIN_ROWS)  # fmt: skip
 
 
 # ---------------------------------------------------------------- one unit

@@ -55,7 +55,14 @@ from tying.hmm._numba_lanes import (
 from tying.hmm._numba_rows import rows_fb_stats
 from tying.hmm._numba_scaled import _JIT
 from tying.hmm.forward_backward import TINY
-from tying.hmm.windows import BURN_IN, CORE_PER_BURN, FORGET, MAX_WINDOW_LANES, MIN_ROWS, REL
+from tying.hmm.windows import (
+    BURN_IN,
+    CORE_PER_BURN,
+    FORGET,
+    MAX_WINDOW_LANES,
+    MIN_ROWS,  # noqa: F401 (the callers' usual min_rows)
+    REL,
+)
 
 # the drop-in (:func:`rows_windows_fb_stats`) and the EM loop's windows (:func:`plan_rows`)
 # try windows on a unit of at least ``MIN_ROWS`` rows whose transition matrix forgets
@@ -368,14 +375,16 @@ def plan_rows(starts, lengths, lo, hi, r0):
 @numba.njit(**_JIT)
 def rows_windows_fb_stats(
     startprob, transmat, b, m, XcL, r0, starts, lengths, lo, hi, full, alpha, inv_c,
-    ll, bad, xi, first, nsum, sx, sxx,
+    ll, bad, xi, first, nsum, sx, sxx, min_rows,
 ):  # fmt: skip
     """:func:`~tying.hmm._numba_rows.rows_fb_stats`, same arguments and outputs, through
     windows where they apply and pass their checks, else the rows kernel itself.
 
     The windows are planned here (as :func:`tying.hmm.windows.plan`, with integer cuts)
     and their rows gathered from the unit's dealt layout (row ``i`` at ``[i // S, :,
-    i % S]``) into private lane arrays.
+    i % S]``) into private lane arrays. ``min_rows``: the fewest rows worth windows
+    (``windows.MIN_ROWS``; ``windows.MIN_ROWS_DIAG`` for a diag unit the compiled loop
+    gives a windows layout, so that the general loop keeps its bits).
 
     Returns:
         True when the windows' results were used, False when the rows kernel ran.
@@ -383,7 +392,7 @@ def rows_windows_fb_stats(
     R = 0
     for q in range(lo, hi):
         R += lengths[q]
-    if R < MIN_ROWS or not dobrushin(transmat) <= FORGET:
+    if R < min_rows or not dobrushin(transmat) <= FORGET:
         rows_fb_stats(startprob, transmat, b, m, XcL, r0, starts, lengths, lo, hi, full, alpha,
                       inv_c, ll, bad, xi, first, nsum, sx, sxx)  # fmt: skip
         return False

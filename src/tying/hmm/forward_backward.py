@@ -637,44 +637,6 @@ class LaneLayout:
         self._K = K
 
 
-def _short_windows(start, A, b, m, XcL, r0, starts, lengths, lo, hi, full, alpha, inv_c, ll,
-                   bad, xi, first, nsum, sx, sxx):  # fmt: skip
-    """``_numba_windows.rows_windows_fb_stats`` for a diag rows unit under its
-    ``MIN_ROWS`` (at least ``windows.MIN_ROWS_DIAG`` rows, stop 26 review): the same
-    windows, the same gather from the dealt rows (NumPy here: the compiled drop-in's
-    threshold is a constant of its numba cache), ``windows_fb_stats``, and the rows
-    kernel when the chain is sticky or a check fails, so the general loop keeps the
-    compiled diag loop's bits there."""
-    from tying.hmm import _numba_windows as nw
-
-    if not nw.dobrushin(A) <= windows.FORGET:
-        nw.rows_fb_stats(start, A, b, m, XcL, r0, starts, lengths, lo, hi, full, alpha, inv_c,
-                         ll, bad, xi, first, nsum, sx, sxx)  # fmt: skip
-        return
-    ws, wl, clo, chi, seq, prev, nxt, n_act = nw.plan_rows(starts, lengths, lo, hi, r0)
-    total, (K, D), Sd = len(ws), (A.shape[0], XcL.shape[1]), b.shape[2]
-    S = -(-total // windows.LANE_BLOCK) * windows.LANE_BLOCK
-    T = int(wl[0])
-    t = np.arange(T)[:, None]
-    valid = t < wl[None, :]  # (T, total): past a window's end, and padding lanes: zeros
-    r = np.where(valid, ws[None, :] + t, 0)
-    tt, ss = r // Sd, r % Sd
-    bL, mL, xL = np.zeros((T, K, S)), np.zeros((T, S)), np.zeros((T, D, S))
-    mL[:, :total] = np.where(valid, m[tt, ss], 0.0)
-    bL[:, :, :total] = np.where(valid[:, None, :], b[tt, :, ss].transpose(0, 2, 1), 0.0)
-    xL[:, :, :total] = np.where(valid[:, None, :], XcL[tt, :, ss].transpose(0, 2, 1), 0.0)
-    n_seq = hi - lo
-    llq, badq = np.empty(n_seq), np.zeros(n_seq, np.bool_)
-    failed = nw.windows_fb_stats(start, A, bL, mL, n_act, wl, xL, full, np.empty((T, K, S)),
-                                 np.empty((T, S)), ws, clo, chi, prev, nxt, seq, nw.REL, llq,
-                                 badq, xi, first, nsum, sx, sxx)  # fmt: skip
-    if failed:
-        nw.rows_fb_stats(start, A, b, m, XcL, r0, starts, lengths, lo, hi, full, alpha, inv_c,
-                         ll, bad, xi, first, nsum, sx, sxx)  # fmt: skip
-        return
-    ll[lo:hi], bad[lo:hi] = llq, badq
-
-
 #: the unit plans of the last few sequence layouts (see :func:`_unit_plans`)
 _PLANS: collections.OrderedDict = collections.OrderedDict()
 _PLANS_KEPT = 8
@@ -914,10 +876,11 @@ def forward_backward_stats(
             args = (start, A, b, m, unit["XcL"], unit["r0"], batch.starts, batch.lengths,
                     unit["lo"], unit["hi"], full, alpha, unit["inv_c"], ll, bad,
                     *sums[u].values())  # fmt: skip
-            if "win" in unit and unit["r1"] - unit["r0"] < windows.MIN_ROWS:
-                _short_windows(*args)  # a diag unit of MIN_ROWS_DIAG.. rows (the compiled loop's)
-            else:
-                rows_windows_fb_stats(*args)
+            # a unit with a windows layout (diag: from MIN_ROWS_DIAG rows) runs windows
+            # from there, as the compiled loop does; the others from MIN_ROWS
+            rows_windows_fb_stats(
+                *args, windows.MIN_ROWS_DIAG if "win" in unit else windows.MIN_ROWS
+            )
             return
         ll_u[u], bad_u[u] = np.empty(len(unit["seqs"])), np.empty(len(unit["seqs"]), np.bool_)
         kernels.lanes_fb_stats(
