@@ -120,3 +120,40 @@ def test_per_hop_equals_torch_geometric_tagconv():
     x = torch.randn(30, 6, dtype=torch.float64)
     adj = normalized_adjacency(edges, 30, self_loops=False, dtype=torch.float64)
     torch.testing.assert_close(ours(x, adj), tag(x, edges))
+
+
+def _dense_from_gcn_norm(edges, n, add_self_loops):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from torch_geometric.nn.conv.gcn_conv import gcn_norm
+    index, weight = gcn_norm(edges, None, n, add_self_loops=add_self_loops, dtype=torch.float64)
+    dense = torch.zeros(n, n, dtype=torch.float64)
+    return dense.index_put_((index[1], index[0]), weight, accumulate=True)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("torch_geometric") is None, reason="torch_geometric not installed"
+)
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("self_loops", [True, False])
+def test_normalized_adjacency_equals_torch_geometric_gcn_norm(seed, self_loops):
+    # random directed graphs with given self loops, repeated edges and isolated nodes
+    gen = torch.Generator().manual_seed(seed)
+    n = int(torch.randint(2, 12, (1,), generator=gen))
+    e = int(torch.randint(0, 3 * n, (1,), generator=gen))
+    edges = torch.randint(0, n, (2, e), generator=gen)
+    loops = torch.randint(0, n, (int(torch.randint(1, 4, (1,), generator=gen)),), generator=gen)
+    edges = torch.cat([edges, loops.expand(2, -1), edges[:, : e // 3]], dim=1)
+    ours = normalized_adjacency(edges, n, self_loops=self_loops, dtype=torch.float64)
+    torch.testing.assert_close(
+        ours.to_dense(), _dense_from_gcn_norm(edges, n, self_loops), rtol=0, atol=1e-12
+    )
+
+
+def test_given_self_loop_weighs_one_not_two():
+    # path 0-1-2 with a loop already on node 2: Â = D^-1/2 (A + I) D^-1/2 has Â[2,2] = 1/2
+    edges = torch.tensor([[0, 1, 1, 2, 2], [1, 0, 2, 1, 2]])
+    a = normalized_adjacency(edges, 3, dtype=torch.float64).to_dense()
+    assert a[2, 2].item() == pytest.approx(0.5, abs=1e-15)
+    plain = normalized_adjacency(edges[:, :4], 3, dtype=torch.float64).to_dense()
+    torch.testing.assert_close(a, plain, rtol=0, atol=0)

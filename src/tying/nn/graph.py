@@ -55,7 +55,10 @@ def normalized_adjacency(
         edge_index: ``(2, E)`` integer tensor of directed edges ``src → dst``; give both
             directions for an undirected graph. Repeated edges are summed.
         num_nodes: N.
-        self_loops: add ``I`` before normalising (GCN); TAGConv uses False.
+        self_loops: give every node one self loop of weight 1 before normalising (GCN's
+            ``A + I``); a loop already in ``edge_index`` is replaced, not counted twice,
+            as in torch_geometric's ``gcn_norm``. False (TAGConv) keeps the edges as
+            given.
         dtype: value dtype.
 
     Returns:
@@ -83,6 +86,12 @@ def normalized_adjacency(
             f"[{int(edge_index.min())}, {int(edge_index.max())}]; check num_nodes"
         )
     src, dst = edge_index.long()
+    if self_loops:
+        # GCN's Â = A + I means one loop of weight 1 per node: a loop the graph already
+        # has is replaced, not added to (weight 2) or repeated, as torch_geometric's
+        # gcn_norm (add_remaining_self_loops) does
+        keep = src != dst
+        src, dst = src[keep], dst[keep]
     values = torch.ones(src.numel(), dtype=dtype, device=edge_index.device)
     if self_loops:
         loop = torch.arange(num_nodes, device=edge_index.device)
