@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import tying
+from tying.fit import FitWarning, GlobalFit
 from tying.fit.roles import ParameterMap
 
 META = [{"inst": "xray"}, {"inst": "neutron"}, {"inst": "xray"}]
@@ -114,14 +115,15 @@ def test_name_errors_list_the_valid_names():
 
 
 def test_fixed_values_and_signature_defaults():
-    pm = ParameterMap(
-        ["a", "lam", "b"],
-        [{}, {}],
-        shared=["a"],
-        fixed={"lam": [1.5, 1.8]},
-        init={"a": 1.0},
-        defaults={"b": 7.0},
-    )
+    with pytest.warns(FitWarning, match=r"\{'b': 7.0\} have a numeric default and no role"):
+        pm = ParameterMap(
+            ["a", "lam", "b"],
+            [{}, {}],
+            shared=["a"],
+            fixed={"lam": [1.5, 1.8]},
+            init={"a": 1.0},
+            defaults={"b": 7.0},
+        )
     assert pm.names == ["a", "lam"]  # b has a default and no role: the model's default applies
     assert pm.logical(pm.x0)["lam"].tolist() == [1.5, 1.8]
     assert (pm.n_parameters().logical, pm.n_parameters().physical) == (2, 1)
@@ -202,3 +204,22 @@ def test_an_init_value_for_a_group_no_data_set_has_is_refused():
         ValueError, match=r"init\['zero'\] names group\(s\) \['neutrn'\] that no data set has"
     ):
         pmap(init={"a": 1.0, "zero": {"xray": 0.0, "neutron": 0.1, "neutrn": 0.5}, "scale": 2.0})
+
+
+def test_numeric_default_without_role_is_flagged_not_silently_frozen():
+    # lmfit varies `b` (a keyword argument with a numeric default); a fit that keeps it
+    # at 1.0 reads a = 3.46 on y = 2x + 2, with b missing from the table: say so
+    x = np.linspace(0, 1, 20)
+
+    def line(x, a, b=1.0, scale=None, log=False):
+        return a * x + b
+
+    with pytest.warns(FitWarning, match=r"\{'b': 1.0\}.*fixed=\{'b': 1.0\}") as caught:
+        frozen = GlobalFit(line, [(x, 2 * x + 2)], shared=["a"], init={"a": 0.0}).run()
+    assert frozen.values["a"] == pytest.approx(3.4615, abs=1e-4)  # b kept at 1.0
+    assert len(caught) == 1  # None and bool defaults are options, not parameters
+    # declared, it is fitted (as lmfit would) or kept on purpose, and nothing is said
+    fit = GlobalFit(line, [(x, 2 * x + 2)], shared=["a", "b"], init={"a": 0.0, "b": 1.0})
+    result = fit.run()
+    assert result.values["a"] == pytest.approx(2.0) and result.values["b"] == pytest.approx(2.0)
+    GlobalFit(line, [(x, 2 * x + 2)], shared=["a"], fixed={"b": 1.0}, init={"a": 0.0}).run()

@@ -38,6 +38,8 @@ Example:
 from __future__ import annotations
 
 import difflib
+import numbers
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -153,6 +155,25 @@ class ParameterMap:
                 raise ValueError(
                     f"model_fn parameter(s) {missing} have no role; add each to shared=, "
                     f"per_group=, local= or fixed="
+                )
+            idle = {
+                p: defaults[p]
+                for p in model_params
+                if p not in roles and _is_number(defaults.get(p))
+            }
+            if idle:
+                from tying.fit.solvers import FitWarning  # solvers imports this module
+
+                # lmfit varies a keyword argument with a numeric default; here it is not
+                # passed at all, so a user coming from lmfit would read a fit with that
+                # parameter silently frozen: say so (the table does not list it)
+                warnings.warn(
+                    f"model_fn parameter(s) {idle} have a numeric default and no role: the "
+                    f"fit keeps them at these values and does not fit them (lmfit would). "
+                    f"Add them to fixed={idle!r} to keep them, or to shared=, per_group= or "
+                    f"local= to fit them",
+                    FitWarning,
+                    stacklevel=4,
                 )
             self.names = [p for p in model_params if p in roles]
         else:
@@ -435,3 +456,8 @@ class ParameterMap:
         """The role of ``name`` in words, e.g. ``"per group (instrument)"``."""
         role = self.roles[name]
         return f"per group ({self.group_key[name]})" if role == "per_group" else role
+
+
+def _is_number(value: Any) -> bool:
+    """A real or complex scalar (not a bool): what lmfit would make a parameter of."""
+    return isinstance(value, numbers.Number) and not isinstance(value, bool)
