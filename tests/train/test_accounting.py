@@ -268,3 +268,44 @@ def test_noise_for_epsilon_asks_rdp_alone_where_prv_cannot_grid(monkeypatch):
     assert epsilon(0.01, sigma, 1000, 1e-5) <= 3.0 < epsilon(0.01, sigma / 1.002, 1000, 1e-5)
     with pytest.raises(ValueError, match="PRV accountant would discretise"):
         noise_for_epsilon(3.0, 1e-5, 0.01, 1000, accountant="prv")
+
+
+def _gaussian_delta(eps, sigma):
+    """Exact δ(ε) of one Gaussian mechanism (q = 1, sensitivity 1, noise σ): Balle & Wang 2018."""
+    from scipy.stats import norm
+
+    a = 1 / (2 * sigma)
+    return norm.cdf(a - eps * sigma) - math.exp(eps) * norm.cdf(-a - eps * sigma)
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "prv"])
+def test_epsilon_is_zero_not_negative_when_delta_is_met_at_zero(accountant):
+    # one full-batch step with σ = 3 has δ(0) = 2Φ(1/6) - 1 = 0.132 exactly: at δ = 0.3 it is
+    # (0, δ)-DP; the conversions used to give -0.189 (RDP) and -0.311 (PRV)
+    assert _gaussian_delta(0.0, 3.0) == pytest.approx(0.1324, abs=1e-4)
+    assert epsilon(1.0, 3.0, 1, 0.3, accountant=accountant) == 0.0
+    assert epsilon(0.01, 100.0, 1, 0.9, accountant=accountant) == 0.0  # was -2.30
+    # Opacus' PRV could not place δ = 0.99 on its grid ("Cannot compute epsilon")
+    assert epsilon(1.0, 3.0, 1, 0.99, accountant=accountant) == 0.0
+    # below δ(0) the bound is positive and is a bound: δ(ε) <= the target
+    eps = epsilon(1.0, 3.0, 1, 0.1, accountant=accountant)
+    assert eps > 0 and _gaussian_delta(eps, 3.0) <= 0.1 + 1e-9
+    if accountant == "prv":  # tight to Opacus' error margin eps_error = 0.01
+        assert _gaussian_delta(eps - 0.011, 3.0) > 0.1
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "prv"])
+def test_epsilon_is_non_negative_and_monotone_in_delta_and_steps(accountant):
+    # no warning may escape either (pytest turns warnings into errors)
+    for q in (0.05, 1.0):
+        for sigma in (1.0, 5.0, 50.0):
+            grid = [
+                [epsilon(q, sigma, steps, d, accountant=accountant) for d in (1e-5, 0.1, 0.5)]
+                for steps in (1, 4, 16)
+            ]
+            for row in grid:
+                assert min(row) >= 0.0, (q, sigma, grid)
+                assert row == sorted(row, reverse=True), (q, sigma, grid)  # less δ, more ε
+            for column in zip(*grid):
+                # more steps never cost less (PRV's bound carries its 0.01 margin)
+                assert all(b >= a - 0.011 for a, b in zip(column, column[1:])), (q, sigma)

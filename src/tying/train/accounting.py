@@ -154,10 +154,13 @@ def epsilon(
         accountant: ``"rdp"`` or ``"prv"`` (tighter).
 
     Returns:
-        ε as a float (0.0 for zero steps).
+        ε as a float, never below 0: 0.0 for zero steps, and 0.0 when the mechanism
+        already meets ``δ`` at ε = 0 (a large ``δ`` against the noise), where the
+        conversions would give a meaningless negative figure.
 
     Raises:
-        ValueError: parameters out of range, an unknown accountant, or (PRV) a case
+        ValueError: parameters out of range, an unknown accountant, (PRV) a ``δ``
+            Opacus' grid cannot place while RDP's bound is above 0, or (PRV) a case
             whose grid would exceed ``PRV_MAX_POINTS`` points: small ``σ`` with many
             steps, where PRV would run for minutes in gigabytes; RDP answers those.
         ImportError: Opacus is not installed (names the extra to install).
@@ -174,10 +177,14 @@ def epsilon(
         return 0.0
     if accountant == "rdp":
         _opacus_accountant("rdp")  # names the extra to install when Opacus is missing
-        return _rdp_epsilon(float(sample_rate), float(noise_multiplier), int(steps), delta)
+        return _at_least_zero(
+            _rdp_epsilon(float(sample_rate), float(noise_multiplier), int(steps), delta)
+        )
     acc = _opacus_accountant(accountant)
     acc.history = [(float(noise_multiplier), float(sample_rate), int(steps))]
-    with warnings.catch_warnings():
+    # at q = 1 Opacus' PRV takes log(1 - q) = -inf on purpose (every step sees the whole
+    # data set) and NumPy would warn "divide by zero" from inside it
+    with warnings.catch_warnings(), np.errstate(divide="ignore" if sample_rate == 1 else "warn"):
         # The PRV accountant sizes its domain with Opacus' RDP at its default orders,
         # which warns when the best is the largest; that only widens the domain.
         warnings.filterwarnings("ignore", message="Optimal order is the (largest|smallest) alpha")
@@ -193,7 +200,30 @@ def epsilon(
                 f"grows with ε and with √steps; use accountant='rdp' (a valid upper bound) "
                 f"or a larger noise_multiplier"
             )
-        return float(acc.get_epsilon(delta=delta))
+        try:
+            return _at_least_zero(float(acc.get_epsilon(delta=delta)))
+        except RuntimeError as err:
+            if "Cannot compute epsilon" not in str(err):
+                raise
+            # Opacus' grid starts at ε = -L < 0 and δ(ε) is already below the target
+            # there. RDP (a valid upper bound) confirms ε <= 0 before we answer 0.
+            rdp = _rdp_epsilon(float(sample_rate), float(noise_multiplier), int(steps), delta)
+            if rdp <= 0:
+                return 0.0
+            raise ValueError(
+                f"the PRV accountant cannot place delta={delta} on its grid for "
+                f"sample_rate={sample_rate}, noise_multiplier={noise_multiplier}, "
+                f"steps={steps} (Opacus: {err}); use accountant='rdp', which gives "
+                f"{rdp:.6g}, or a smaller delta"
+            ) from err
+
+
+def _at_least_zero(eps: float) -> float:
+    """ε is a bound, and a negative one means nothing: a mechanism that is (ε, δ)-DP with
+    ε < 0 is (0, δ)-DP. The conversions (RDP's and PRV's upper bound) go below 0 when δ
+    is large against the noise (ε(q=1, σ=3, 1 step, δ=0.3) read -0.189 by RDP, -0.311 by
+    PRV; its exact δ(0) is 0.132 < 0.3): the bound they give is 0."""
+    return max(eps, 0.0)
 
 
 class _PRVGridTooLarge(ValueError):
