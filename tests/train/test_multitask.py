@@ -106,3 +106,47 @@ def test_forward_refuses_a_task_index_a_list_would_wrap(task, err, match):
     net = MultiTaskNet(torch.nn.Linear(4, 3), torch.nn.Linear(3, 1), n_tasks=3)
     with pytest.raises(err, match=match):
         net(torch.randn(2, 4), task=task)
+
+
+def test_a_flat_target_against_column_outputs_is_refused_not_broadcast():
+    # (N,) targets minus (N, 1) outputs is an (N, N) difference: the fit pulled every
+    # output to the mean target and learnt nothing (MSE ~ the targets' variance), no error
+    data = [(X, y[:, 0]) for X, y in _data()]
+    net = _net()
+    before = [p.detach().clone() for p in net.parameters()]
+    with pytest.raises(
+        ValueError,
+        match=r"task 0's targets have shape \(30,\) but the net's "
+        r"outputs \(30, 1\).*y.unsqueeze\(-1\)",
+    ):
+        fit_multitask(net, data, steps=5)
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
+    with pytest.raises(ValueError, match=r"task 1 has 30 inputs but 29 targets"):
+        fit_multitask(_net(), [_data()[0], (_data()[1][0], _data()[1][1][:29])] + _data()[2:])
+
+
+@pytest.mark.parametrize("where", ["X", "y"])
+def test_non_finite_task_data_is_named(where):
+    data = _data()
+    X, y = data[2]
+    (X if where == "X" else y)[3, 0] = float("nan")
+    with pytest.raises(ValueError, match=rf"task 2's {where} holds 1 NaN/inf value"):
+        fit_multitask(_net(), data, steps=5)
+
+
+def test_a_diverging_fit_is_refused_and_the_net_put_back_to_finite_values():
+    data = [(1e16 * X, y) for X, y in _data()]  # a finite loss at the start, inf after a step
+    net = _net()
+    with pytest.raises(FloatingPointError, match=r"NaN/inf at step 1 .*put back to the last"):
+        fit_multitask(net, data, steps=50, lr=1e10)
+    assert all(bool(torch.isfinite(p).all()) for p in net.parameters())
+
+
+@pytest.mark.parametrize("method", ["adam", "lbfgs"])
+def test_a_loss_that_is_inf_from_the_start_leaves_the_net_unchanged(method):
+    data = [(1e20 * X, y) for X, y in _data()]
+    net = _net()
+    before = [p.detach().clone() for p in net.parameters()]
+    with pytest.raises(FloatingPointError, match=r"loss became NaN/inf"):
+        fit_multitask(net, data, steps=20, method=method)
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))

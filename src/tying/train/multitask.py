@@ -178,7 +178,12 @@ def fit_multitask(
         ``net``, trained.
 
     Raises:
-        ValueError: ``len(data)`` differs from the number of tasks, or an unknown method.
+        ValueError: ``len(data)`` differs from the number of tasks, an unknown method,
+            a task whose targets are not shaped as the net's outputs (an ``(N,)`` target
+            against ``(N, 1)`` outputs would broadcast to ``(N, N)``), rows that differ
+            between ``X`` and ``y``, or NaN/inf data.
+        FloatingPointError: the loss became NaN/inf; the net is first put back to its
+            last parameters with a finite loss.
 
     Example:
         >>> import torch
@@ -198,6 +203,7 @@ def fit_multitask(
         )
     if method not in ("adam", "lbfgs"):
         raise ValueError(f"method must be 'adam' or 'lbfgs', got {method!r}")
+    _check_task_data(net, data)
 
     def objective() -> torch.Tensor:
         loss = sum(((net(X, k) - y) ** 2).mean() for k, (X, y) in enumerate(data))
@@ -205,9 +211,11 @@ def fit_multitask(
             loss = loss + net.soft_penalty(edges, lam)
         return loss
 
+    params = list(net.parameters())  # one entry per physical tensor: ties counted once
+    start = [p.detach().clone() for p in params]
     if method == "lbfgs":
         opt = torch.optim.LBFGS(
-            net.parameters(), lr=lr, max_iter=steps, history_size=20, line_search_fn="strong_wolfe"
+            params, lr=lr, max_iter=steps, history_size=20, line_search_fn="strong_wolfe"
         )
 
         def closure():
@@ -217,10 +225,71 @@ def fit_multitask(
             return loss
 
         opt.step(closure)
+        with torch.no_grad():
+            final = objective()
+        if not torch.isfinite(final):
+            _diverged(params, start, "L-BFGS", lr, "its start")
         return net
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    for _ in range(steps):
+    opt = torch.optim.Adam(params, lr=lr)
+    good = start
+    for step in range(steps):
         opt.zero_grad(set_to_none=True)
-        objective().backward()
+        loss = objective()
+        if not torch.isfinite(loss):
+            _diverged(params, good, f"step {step}", lr, "the last finite loss")
+        good = [p.detach().clone() for p in params] if step else good
+        loss.backward()
         opt.step()
+    with torch.no_grad():
+        final = objective()
+    if not torch.isfinite(final):
+        _diverged(params, good, f"step {steps}", lr, "the last finite loss")
     return net
+
+
+def _check_task_data(net: MultiTaskNet, data: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Every task's ``(X, y)``: tensors, finite, one target per row, shaped as the net's output.
+
+    A target of shape ``(N,)`` against outputs ``(N, 1)`` broadcast the loss to ``(N, N)``:
+    every output was pulled to the mean of all targets, and the fit learnt nothing with
+    no error (MSE 10.5 against a target variance of 11.1).
+    """
+    for k, pair in enumerate(data):
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise ValueError(f"fit_multitask: data[{k}] must be a pair (X, y), got {pair!r:.80}")
+        X, y = pair
+        for name, t in (("X", X), ("y", y)):
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(
+                    f"fit_multitask: task {k}'s {name} must be a tensor, got {type(t).__name__}"
+                )
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                bad = int((~torch.isfinite(t)).sum())
+                raise ValueError(
+                    f"fit_multitask: task {k}'s {name} holds {bad} NaN/inf value(s); drop or "
+                    f"impute them before training"
+                )
+        if X.shape[:1] != y.shape[:1]:
+            raise ValueError(
+                f"fit_multitask: task {k} has {X.shape[0] if X.ndim else 0} inputs but "
+                f"{y.shape[0] if y.ndim else 0} targets; X and y must hold the same rows"
+            )
+        with torch.no_grad():
+            out_shape = net(X[:1], k).shape
+        if y.shape[1:] != out_shape[1:]:
+            fix = "y.unsqueeze(-1)" if y.ndim + 1 == len(out_shape) else "reshape y"
+            raise ValueError(
+                f"fit_multitask: task {k}'s targets have shape {tuple(y.shape)} but the net's "
+                f"outputs {(X.shape[0], *out_shape[1:])}; the squared error would broadcast "
+                f"them against each other instead of pairing rows; {fix} to match"
+            )
+
+
+def _diverged(params, good, where: str, lr: float, restored: str) -> None:
+    with torch.no_grad():
+        for p, g in zip(params, good):
+            p.copy_(g)
+    raise FloatingPointError(
+        f"fit_multitask: the loss became NaN/inf at {where} (lr={lr}); the net was put back "
+        f"to {restored}; lower lr or scale the data"
+    )
