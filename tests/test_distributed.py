@@ -8,6 +8,7 @@ import json
 import math
 import os
 import socket
+import time
 
 import numpy as np
 import pytest
@@ -229,3 +230,42 @@ def test_the_readme_torchrun_example_runs(tmp_path):
     assert (
         "rank 0 destroyed" in out.stdout or "rank 1 destroyed" in out.stdout or out.returncode == 0
     )
+
+
+def _failing_save_worker(rank: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    model = td.ddp(_build())
+    try:
+        # a folder where the file should be: rank 0's write fails
+        td.save(model, out)
+        msg = "returned"
+    except Exception as err:
+        msg = f"{type(err).__name__}: {err}"
+    np.save(os.path.join(out, f"save-{rank}.npy"), np.array(msg))
+    # rank 0 lives on, as a training loop that caught the error would: on the old code its
+    # next collective met rank 1 still inside save, which then returned as if saved
+    dist.barrier()
+    os._exit(0)
+
+
+def test_a_failed_write_on_rank_0_raises_on_every_rank_instead_of_hanging(tmp_path):
+    ctx = mp.start_processes(
+        _failing_save_worker,
+        args=(_free_port(), str(tmp_path)),
+        nprocs=WORLD,
+        start_method="spawn",
+        join=False,
+    )
+    deadline = time.monotonic() + 120
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:  # the old code left rank 1 at a barrier
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("a rank was still waiting 120 s after rank 0's write failed")
+    first, other = (str(np.load(tmp_path / f"save-{r}.npy")) for r in range(WORLD))
+    assert first.startswith(("IsADirectoryError", "ValueError", "OSError")), first
+    assert other.startswith("RuntimeError: tying.distributed.save: rank 0 could not write")
+    assert first.split(": ", 1)[1] in other

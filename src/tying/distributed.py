@@ -165,6 +165,10 @@ def save(model: nn.Module, path: str | os.PathLike, metadata: dict[str, str] | N
         model: the model (plain, DDP-wrapped or FSDP2-sharded).
         path: the file rank 0 writes (atomically).
         metadata: extra str → str header entries.
+
+    Raises:
+        RuntimeError: on every rank but 0 when rank 0's write failed (rank 0 raises its
+            own error); every rank returns or raises, none is left waiting.
     """
     import torch.distributed as dist
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
@@ -175,10 +179,27 @@ def save(model: nn.Module, path: str | os.PathLike, metadata: dict[str, str] | N
     state = get_model_state_dict(
         inner, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
     )
-    if not dist.is_initialized() or dist.get_rank() == 0:
+    if not dist.is_initialized():
         save_state(state, ties(inner), path, metadata)
-    if dist.is_initialized():
-        dist.barrier()
+        return
+    # Rank 0 writes and then tells every rank how it went: a failed write used to raise
+    # on rank 0 alone while the others waited at a barrier that never came (a hang).
+    failure: BaseException | None = None
+    outcome: list[str | None] = [None]
+    if dist.get_rank() == 0:
+        try:
+            save_state(state, ties(inner), path, metadata)
+        except BaseException as err:  # told to the other ranks, then re-raised here
+            failure = err
+            outcome = [f"{type(err).__name__}: {err}"]
+    dist.broadcast_object_list(outcome, src=0)
+    if failure is not None:
+        raise failure
+    if outcome[0] is not None:
+        raise RuntimeError(
+            f"tying.distributed.save: rank 0 could not write {os.fspath(path)!r} "
+            f"({outcome[0]}); rank 0 raised that error, and no rank holds a new file"
+        )
 
 
 def _require_group() -> None:
