@@ -24,6 +24,7 @@ import pathlib
 import re
 import secrets
 import socket
+import stat
 
 import torch
 from torch import nn
@@ -141,8 +142,15 @@ def save(
     Raises:
         TypeError: when ``metadata`` is not str → str.
         ValueError: when a ``metadata`` key starts with ``tying.`` (reserved).
-        TieError: when a tensor is on the meta device (it has no values), or a
-            computed slot was written to since it was last read (the write was lost).
+        TieError: when a tensor is on the meta device (it has no values), a
+            computed slot was written to since it was last read (the write was lost),
+            a tie reads a module that was replaced after the plan was applied, or the
+            ties would not load back. Nothing is written then.
+        IsADirectoryError, PermissionError: ``path`` is a folder or a read-only file,
+            or its folder cannot be written; nothing is written.
+
+    A symlink is written through (its target is replaced, the link stays), and an
+    existing file keeps its permission bits.
 
     Example:
         >>> import torch, tying, tempfile, os
@@ -203,6 +211,13 @@ def save_state(
     tensors = dict(tensors)
     plan_ties = []
     for t in tie_list:
+        if t.source == "":  # the tie reads a tensor that is no longer in the model
+            raise TieError(
+                f"save: {t.target} is tied to a tensor outside the model: the module that "
+                f"held its source was replaced after the plan was applied (e.g. "
+                f"model.emb = nn.Embedding(...)); re-apply the plan to the new module, or "
+                f"tying.untie(model) first; nothing was written to {os.fspath(path)!r}"
+            )
         if getattr(t, "hand", False):
             aliases[t.target] = t.source
             tensors.pop(t.target, None)
@@ -229,23 +244,57 @@ def save_state(
     )
     meta[HASH_KEY] = _digest(tensors, meta)
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(path.parent)
-    tmp = _temp_name(path)
+    _parse(path, meta, saving=True)  # what load would refuse is never written
+    target, mode = _writable_target(path)
+    _remove_stale_temps(target.parent)
+    tmp = _temp_name(target)
     try:
         save_file(tensors, str(tmp), metadata=meta)
+        if mode is not None:  # the file keeps the permission bits it had
+            os.chmod(tmp, mode)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    dir_fd = os.open(target.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
     return path
+
+
+def _writable_target(path: pathlib.Path) -> tuple[pathlib.Path, int | None]:
+    """The file ``save`` replaces (a symlink's final target) and its permission bits.
+
+    Refuses, before anything is written, a folder, a read-only file and a folder it
+    cannot write in. Replacing the link itself would turn a symlink into a plain file
+    (the file it pointed to kept the old model) and would drop a file's mode.
+    """
+    target = pathlib.Path(os.path.realpath(path))
+    if target.is_dir():
+        raise IsADirectoryError(
+            f"save: {os.fspath(path)!r} is a folder; give a file path, e.g. "
+            f"{os.fspath(path / 'model.safetensors')!r}"
+        )
+    try:
+        mode: int | None = stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not mode & 0o222:
+        raise PermissionError(
+            f"save: {os.fspath(path)!r} is read-only (mode {mode:o}); make it writable "
+            f"(chmod u+w) or save to another path; it was left as it was"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(target.parent, os.W_OK):
+        raise PermissionError(
+            f"save: cannot write in the folder {os.fspath(target.parent)!r}; make it "
+            f"writable or save to another path"
+        )
+    return target, mode
 
 
 def _read(path: pathlib.Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -297,10 +346,22 @@ def _check_integrity(path: pathlib.Path, tensors, meta: dict[str, str], verify_h
         )
 
 
-def _parse(path: pathlib.Path, meta: dict[str, str]) -> tuple[list, dict[str, str]]:
-    """The file's plan rules and aliases; TieError naming the file and field otherwise."""
+def _parse(
+    path: pathlib.Path, meta: dict[str, str], saving: bool = False
+) -> tuple[list, dict[str, str]]:
+    """The file's plan rules and aliases; TieError naming the file and field otherwise.
+
+    ``save`` runs it on the metadata it is about to write (``saving=True``), so a file
+    that ``load`` would refuse is never written, let alone over a good one.
+    """
 
     def bad(field: str, msg: str) -> TieError:
+        if saving:
+            return TieError(
+                f"save: refusing to write {str(path)!r}: its tie metadata would not load "
+                f"back (field {field}: {msg}); tying.verify(model) names the broken tie; "
+                f"nothing was written"
+            )
         return TieError(
             f"load: {str(path)!r} has malformed tie metadata: field {field}: {msg}; "
             f"restore the file from a good copy"

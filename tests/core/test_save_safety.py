@@ -1,0 +1,138 @@
+"""tying.save never damages what is already on disk (stop 28 review).
+
+A failed save leaves the old file byte-identical and no temporary file; a symlink is
+written through; a file keeps its mode; a read-only file, a folder and a tie whose
+source module was replaced are refused before anything is written.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+import pytest
+import torch
+from torch import nn
+
+import tying
+from tying.core import checkpoint
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    m = nn.ModuleDict({"emb": nn.Embedding(5, 3), "head": nn.Linear(3, 5, bias=False)})
+    tying.Plan([tying.share("head.weight", like="emb.weight")]).apply(m)
+    return m
+
+
+def _fresh():
+    return nn.ModuleDict({"emb": nn.Embedding(5, 3), "head": nn.Linear(3, 5, bias=False)})
+
+
+def _listing(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_a_symlink_is_written_through_and_stays_a_link(tmp_path):
+    real = tmp_path / "store" / "model.safetensors"
+    real.parent.mkdir()
+    tying.save(_model(0), real)
+    link = tmp_path / "latest.safetensors"
+    link.symlink_to(real)
+    m = _model(1)
+    tying.save(m, link)
+    assert link.is_symlink() and os.path.realpath(link) == str(real)
+    fresh = _fresh()
+    tying.load(fresh, real)  # the file the link points to holds the new model
+    assert torch.equal(fresh["emb"].weight, m["emb"].weight)
+    assert _listing(tmp_path / "store") == ["model.safetensors"]
+
+
+def test_an_existing_file_keeps_its_permission_bits(tmp_path):
+    path = tmp_path / "m.safetensors"
+    tying.save(_model(0), path)
+    os.chmod(path, 0o640)
+    tying.save(_model(1), path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+
+
+def test_a_read_only_file_or_a_folder_is_refused_and_left_alone(tmp_path):
+    path = tmp_path / "m.safetensors"
+    tying.save(_model(0), path)
+    os.chmod(path, 0o444)
+    before = path.read_bytes()
+    with pytest.raises(PermissionError, match=r"is read-only \(mode 444\).*chmod u\+w"):
+        tying.save(_model(1), path)
+    assert path.read_bytes() == before and _listing(tmp_path) == ["m.safetensors"]
+    with pytest.raises(IsADirectoryError, match=r"is a folder; give a file path"):
+        tying.save(_model(1), tmp_path)
+
+
+def test_a_tie_whose_source_module_was_replaced_is_refused_before_writing(tmp_path):
+    # the old code wrote a file whose tie read '' over the good one: load refused it
+    path = tmp_path / "m.safetensors"
+    m = _model(0)
+    tying.save(m, path)
+    before = path.read_bytes()
+    m["emb"] = nn.Embedding(5, 3)
+    with pytest.raises(
+        tying.TieError,
+        match=r"head.weight is tied to a tensor outside the "
+        r"model.*re-apply the plan.*nothing was written",
+    ):
+        tying.save(m, path)
+    assert path.read_bytes() == before and _listing(tmp_path) == ["m.safetensors"]
+    tying.load(_fresh(), path)  # still the good file
+
+
+def test_metadata_that_would_not_load_back_is_never_written(tmp_path, monkeypatch):
+    path = tmp_path / "m.safetensors"
+    tying.save(_model(0), path)
+    before = path.read_bytes()
+    info = tying.ties(_model(1))[0]
+    bad = type(info)(target="head.weight", source="emb.*", relation=info.relation)
+    monkeypatch.setattr(checkpoint, "ties", lambda model: [bad])
+    with pytest.raises(tying.TieError, match=r"save: refusing to write .*would not load back"):
+        tying.save(_model(1), path)
+    assert path.read_bytes() == before and _listing(tmp_path) == ["m.safetensors"]
+
+
+def _raise(exc):
+    def fail(*args, **kwargs):
+        raise exc
+
+    return fail
+
+
+@pytest.mark.parametrize(
+    "where,exc",
+    [
+        ("save_file", OSError(errno.ENOSPC, "No space left on device")),
+        ("fsync", OSError(errno.EIO, "Input/output error")),
+        ("replace", KeyboardInterrupt()),
+    ],
+)
+def test_a_failure_mid_write_leaves_the_old_file_and_no_temporary(
+    tmp_path, monkeypatch, where, exc
+):
+    import safetensors.torch
+
+    path = tmp_path / "m.safetensors"
+    tying.save(_model(0), path)
+    before = path.read_bytes()
+    if where == "save_file":
+        real = safetensors.torch.save_file
+
+        def half_written(tensors, filename, metadata=None):
+            real(tensors, filename, metadata=metadata)
+            raise exc
+
+        monkeypatch.setattr(safetensors.torch, "save_file", half_written)
+    else:
+        monkeypatch.setattr(checkpoint.os, where, _raise(exc))
+    with pytest.raises(type(exc)):
+        tying.save(_model(1), path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert _listing(tmp_path) == ["m.safetensors"]
