@@ -43,3 +43,24 @@ def test_laplacian_penalty_refuses_a_strength_that_is_not_finite_and_non_negativ
     """Stop 26 (nn review): lam=nan gave a NaN penalty, and so NaN gradients, silently."""
     with pytest.raises(ValueError, match="lam must be finite"):
         tying.soft.laplacian_penalty([torch.zeros(2), torch.ones(2)], [(0, 1)], lam=lam)
+
+
+def test_complex_members_count_the_squared_modulus_never_a_negative_penalty():
+    # (a - b)² for a = 1j, b = 0 is -1: a "penalty" that rewarded the gap
+    a = torch.tensor([1j, 3 + 4j], dtype=torch.complex128, requires_grad=True)
+    b = torch.zeros(2, dtype=torch.complex128)
+    pen = tying.soft.laplacian_penalty([a, b], [(0, 1)], lam=2.0)
+    assert not pen.is_complex() and pen.item() == pytest.approx(1 + 25)
+    pen.backward()  # torch's convention for a real loss of z: the gradient is 2z here
+    torch.testing.assert_close(a.grad, 2 * a.detach())
+    real = tying.soft.laplacian_penalty(
+        [torch.view_as_real(a.detach()), torch.zeros(2, 2, dtype=torch.float64)], [(0, 1)], 2.0
+    )
+    assert pen.item() == pytest.approx(real.item())
+
+
+@pytest.mark.parametrize("edge", [(0, 1, 2), (0,), "01", 3])
+def test_an_edge_that_is_not_a_pair_is_named(edge):
+    params = [torch.zeros(2), torch.ones(2), torch.ones(2)]
+    with pytest.raises(ValueError, match=r"each edge must be a pair \(i, j\).*got"):
+        tying.soft.laplacian_penalty(params, [(0, 1), edge], lam=1.0)

@@ -28,7 +28,10 @@ def laplacian_penalty(
         A scalar tensor (differentiable).
 
     Raises:
-        ValueError: negative, NaN or infinite ``lam``, an edge naming a missing key, or shapes that differ.
+        ValueError: negative, NaN or infinite ``lam``, an edge that is not a pair or names
+            a missing key, or shapes that differ.
+
+    Complex members count ``|a − b|²`` (real and ≥ 0).
 
     Example:
         >>> import torch, tying
@@ -41,7 +44,13 @@ def laplacian_penalty(
     keys = list(params.keys()) if isinstance(params, Mapping) else list(range(len(params)))
     get = params.__getitem__
     total = None
-    for i, j in edges:
+    for edge in edges:
+        if isinstance(edge, (str, bytes)) or not isinstance(edge, Sequence) or len(edge) != 2:
+            raise ValueError(
+                f"laplacian_penalty: each edge must be a pair (i, j) of keys of params, got "
+                f"{edge!r}; split a longer chain into pairs"
+            )
+        i, j = edge
         for k in (i, j):
             if k not in keys:
                 raise ValueError(
@@ -52,7 +61,10 @@ def laplacian_penalty(
             raise ValueError(
                 f"laplacian_penalty: params[{i!r}] has shape {tuple(a.shape)} but params[{j!r}] has {tuple(b.shape)}"
             )
-        term = (a - b).pow(2).sum()
+        d = a - b
+        # ‖d‖² is Σ|d|²: for complex members (a - b)² would be complex, even negative
+        # (a = 1j, b = 0 gave -1), so square the real and imaginary parts
+        term = (torch.view_as_real(d) if d.is_complex() else d).pow(2).sum()
         total = term if total is None else total + term
     if total is None:
         first = get(keys[0]) if keys else torch.zeros(())
