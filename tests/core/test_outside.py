@@ -231,3 +231,40 @@ def test_clip_grad_norm_counts_a_tied_gradient_once(relation):
     for p, g in zip(m.parameters(), grads):
         torch.testing.assert_close(p.grad, g * (1e-3 / (want + 1e-6)))
     assert tying.verify(m) == 1
+
+
+@pytest.mark.parametrize(
+    "tool,undo",
+    [
+        (
+            lambda mod: parametrize.register_parametrization(mod, "weight", nn.Identity()),
+            lambda mod: parametrize.remove_parametrizations(mod, "weight"),
+        ),
+        (torch.nn.utils.weight_norm, torch.nn.utils.remove_weight_norm),
+        (PZ.weight_norm, lambda mod: parametrize.remove_parametrizations(mod, "weight")),
+    ],
+    ids=["register_parametrization", "weight_norm", "parametrizations.weight_norm"],
+)
+@pytest.mark.parametrize("call", ["count", "verify", "untie", "save"])
+def test_count_verify_untie_save_on_a_reparametrised_source_name_it_then_a_retie_repairs(
+    tool, undo, call, tmp_path
+):
+    # they raised a bare KeyError('a.weight') (verify too, when the read itself passed)
+    m = Net(SAME)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch's note on the old weight_norm
+        tool(m.a)
+    before = state_bytes(m)
+    args = (tmp_path / "m.safetensors",) if call == "save" else ()
+    with pytest.raises(
+        tying.TieError,
+        match=r"(a.weight is no longer a parameter of its module \(c.weight reads it\)|"
+        r"c.weight reads a.weight, which is no longer a parameter of its module).*"
+        r"remove_parametrizations",
+    ):
+        getattr(tying, call)(m, *args)
+    assert state_bytes(m) == before and not (tmp_path / "m.safetensors").exists()
+    undo(m.a)
+    tying.Plan([tying.share("c.weight", like="a.weight")]).apply(m)
+    tying.verify(m)
+    assert m.c.weight is m.a.weight and tying.count(m).physical == 3 * 20 - 16

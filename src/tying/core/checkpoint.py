@@ -165,7 +165,12 @@ def save(
     """
     check_writes(model)  # before any read: a lost write to a computed slot is refused
     tensors, aliases = _physical_state(model)
-    return save_state(tensors, ties(model), path, metadata, aliases)
+    tie_list = ties(model)
+    inv = Inventory(model)
+    for t in tie_list:
+        if t.source:  # a source re-parametrised under the tie: TieError naming it and the fix
+            inv.slots[t.source]  # noqa: B018
+    return save_state(tensors, tie_list, path, metadata, aliases)
 
 
 def save_state(

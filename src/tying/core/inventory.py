@@ -24,6 +24,7 @@ import math
 import torch
 from torch import nn
 
+from tying.core.errors import TieError
 from tying.core.outside import ORIG, pruned_names
 from tying.core.relations import Relation, Same
 from tying.core.slots import Slot, slots_of, storage_names
@@ -63,7 +64,7 @@ class Inventory:
         self._path_of: dict[int, str] = {}
         for path, mod in self.modules.items():
             self._path_of.setdefault(id(mod), path)
-        self.slots: dict[str, SlotInfo] = {}
+        self.slots: dict[str, SlotInfo] = _SlotTable(self)
         self.storage: dict[str, nn.Parameter] = {}
         self.buffers: set[str] = set()
         own: dict[str, nn.Parameter] = {}  # slot path -> the Parameter it holds (pruned: *_orig)
@@ -135,6 +136,33 @@ class Inventory:
             )
         return hint
 
+    def missing(self, path: str) -> str:
+        """Why ``path`` is not a slot, naming the ties that read it and the fix."""
+        readers = sorted(p for p, info in self.items_reading(path))
+        who = (
+            f" ({', '.join(readers)} read{'s' if len(readers) == 1 else ''} it)" if readers else ""
+        )
+        owner, _, name = path.rpartition(".")
+        mod = self.modules.get(owner)
+        if mod is not None and hasattr(mod, name):
+            holders = sorted(n for n in mod._parameters if n.startswith(name))
+            nested = getattr(mod, "parametrizations", None)
+            if isinstance(nested, nn.ModuleDict) and name in nested:
+                holders.append(f"parametrizations.{name}.original")
+            return (
+                f"{path} is no longer a parameter of its module{who}: torch.nn.utils.parametrize, "
+                f"weight_norm or spectral_norm re-parametrised it after the tie was made (its "
+                f"parameters now: {', '.join(holders) or 'none'}), and a tie cannot follow "
+                f"that. Remove it (parametrize.remove_parametrizations(module, {name!r}), "
+                f"remove_weight_norm, remove_spectral_norm) and re-apply the plan, or "
+                f"re-parametrise before tying"
+            )
+        return f"{path} is not a parameter of the model{who}{self.closest(path)}"
+
+    def items_reading(self, path: str):
+        """``(slot path, info)`` of the ties whose source is ``path``."""
+        return [(p, info) for p, info in self.slots.items() if info.source == path]
+
     def root_of(self, path: str) -> str:
         """The physical tensor a slot's value comes from (following chains of ties)."""
         seen = set()
@@ -160,3 +188,19 @@ class Inventory:
     def relation_of(self, path: str) -> Relation | None:
         info = self.slots[path]
         return None if info.tie is None else info.tie.relation
+
+
+class _SlotTable(dict):
+    """``Inventory.slots``: a missing path is a :class:`TieError` that says why.
+
+    A tie's source that torch.nn.utils.parametrize or weight_norm moved out of the
+    module's parameters used to surface as a bare ``KeyError('a.weight')`` from
+    ``count``, ``untie`` and ``verify``.
+    """
+
+    def __init__(self, inventory: Inventory):
+        super().__init__()
+        self._inventory = inventory
+
+    def __missing__(self, path: str):
+        raise TieError(self._inventory.missing(path))
