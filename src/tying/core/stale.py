@@ -46,6 +46,12 @@ def record(pairs: list[tuple[torch.Tensor, nn.Parameter, str]]) -> None:
                 _SUCCESSORS[key] = []
                 weakref.finalize(old, _forget, key)
             _SUCCESSORS[key].append((weakref.ref(new), what))
+            # a chain P0 -> P1 -> P2 (re-tied twice): an optimizer that holds P0 must want
+            # P2 too, and P1's own record dies with P1 (nobody holds it), so P0 inherits
+            # P2 now; otherwise that optimizer stepped P0 silently, training nothing
+            for earlier in _SUCCESSORS.values():
+                if any(ref() is old for ref, _ in earlier):
+                    earlier.append((weakref.ref(new), what))
         if _HOOK is None:
             from torch.optim.optimizer import register_optimizer_step_pre_hook
 
