@@ -44,6 +44,7 @@ from tying.hmm._numba_kernels import (
 )
 from tying.hmm._numba_rows import rows_fb_stats
 from tying.hmm._numba_windows import REL, dobrushin, rows_windows_fb_stats, windows_fb_stats
+from tying.hmm.forward_backward import EXACT_SCALING_MIN_TRANSITION
 from tying.hmm.windows import FORGET, MIN_ROWS
 
 _JIT = {"nogil": True, "cache": True, "error_model": "numpy"}  # no fastmath: NumPy's bits
@@ -662,6 +663,11 @@ def em_run(n_max, tol, prev, budget, history, ctl, order, fill, X, center_x, ut,
     """
     t0 = cycles()
     for i in range(n_max):
+        if trans.min() <= EXACT_SCALING_MIN_TRANSITION:
+            # an M-step drove a transition to (near) zero: scaling may now drop a state's
+            # mass (forward_backward.EXACT_SCALING_MIN_TRANSITION), so the general loop
+            # runs this E-step and the rest in log space (reported as failed lanes)
+            return i, 1
         status = em_step(ctl, order, fill, X, center_x, ut, block_a, block_b, ints, start, trans,
                          means, prec, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u,
                          sxx_u, slot_seq, ll, xi, first, nsum, sx, sxx, learn, sp_prior,

@@ -34,7 +34,12 @@ from scipy.linalg import cho_factor, solve_triangular
 
 from tying.hmm import compiled
 from tying.hmm.base import BaseHMM, _posteriors_finite
-from tying.hmm.forward_backward import LaneLayout, _deal_rows, forward_backward_stats
+from tying.hmm.forward_backward import (
+    LaneLayout,
+    _deal_rows,
+    forward_backward_stats,
+    scaling_is_exact,
+)
 from tying.hmm.fused_em import FusedEM
 from tying.hmm.fused_em_full import FusedEMFull
 from tying.hmm.sequences import check_observations, check_squares
@@ -522,7 +527,9 @@ class GaussianHMM(BaseHMM):
         fused = FusedEM.for_model(self, context, self._mstep_fast(context))
         if fused is None and self._full():  # full and tied: their own compiled loop
             fused = FusedEMFull.for_model(self, context)
-        if fused is None:
+        if fused is None or not scaling_is_exact(self.transmat_):
+            # a (near-)zero transition: the scaled kernels may drop a state's mass, so the
+            # general loop runs each E-step in log space (forward_backward_stats)
             super()._em(X, batch, monitor, context, start)
             return
         if self._startprob.all() and self._transitions.all():
