@@ -194,7 +194,7 @@ def test_run_out_keeps_a_users_file_and_earlier_figures(tmp_path, capsys):
             ["report", "--only", "cli-never-runs", "--seed", str(2**70)],
             "--seed: expected an integer in 0..4294967295",
         ),
-        (["report", "--only", "cli-never-runs", "--seed", "-1"], "--seed: expected an integer"),
+        (["report", "--only", "cli-never-runs", "--seed", "-1"], "got -1; seeds are not negative"),
         (["run", "cli-never-runs", "--seed", str(2**70)], "--seed: expected an integer"),
         (
             ["report", "--only", "cli-never-runs", "--jobs", "0"],

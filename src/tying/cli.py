@@ -256,7 +256,8 @@ def _seed(text: str) -> int:
         ) from None
     if not 0 <= value <= MAX_SEED:
         raise argparse.ArgumentTypeError(
-            f"expected an integer in 0..{MAX_SEED}, got {text}; pick a smaller seed"
+            f"expected an integer in 0..{MAX_SEED}, got {text}; "
+            f"{'seeds are not negative' if value < 0 else 'pick a smaller seed'}"
         )
     return value
 

@@ -137,3 +137,9 @@ def test_a_failure_mid_write_leaves_the_old_file_and_no_temporary(
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert _listing(tmp_path) == ["m.safetensors"]
+
+
+def test_loading_a_folder_says_so(tmp_path):
+    # it said "truncated or not a safetensors file (OSError: No such device)"
+    with pytest.raises(IsADirectoryError, match=r"is a folder; give the file tying.save wrote"):
+        tying.load(_fresh(), tmp_path)

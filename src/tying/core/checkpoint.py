@@ -307,6 +307,11 @@ def _read(path: pathlib.Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
     if not path.exists():
         raise FileNotFoundError(f"load: no file at {str(path)!r}")
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"load: {str(path)!r} is a folder; give the file tying.save wrote, e.g. "
+            f"{str(path / 'model.safetensors')!r}"
+        )
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
