@@ -126,3 +126,29 @@ def test_categorical_with_zero_transitions_equals_hmmlearn(seed):
 def test_positive_transitions_keep_the_scaled_path():
     A = np.full((3, 3), 1 / 3)
     assert scaling_is_exact(A) and not scaling_is_exact(np.eye(3))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_compiled_log_space_equals_the_numpy_log_space(seed, monkeypatch):
+    import importlib
+
+    from tying.hmm import compiled
+    from tying.hmm.sequences import SequenceBatch
+
+    fb = importlib.import_module("tying.hmm.forward_backward")
+
+    if not compiled.available():
+        pytest.skip("numba is not installed")
+    K, start, A, means, var, X, lengths = _gaussian_case(seed)
+    log_b = ours.GaussianHMM.from_params(start, A, means, var).emission_log_prob(X)
+    log_b[5] = -np.inf  # a row no state emits: that sequence has p(x) = 0
+    batch = SequenceBatch.from_lengths(lengths)
+    new = fb.forward_backward(start, A, log_b, batch)
+    ll_new = fb.forward_log_likelihood(start, A, log_b, batch)
+    monkeypatch.setitem(compiled._STATE, "kernels", False)
+    ref = fb.forward_backward(start, A, log_b, batch)
+    np.testing.assert_allclose(new.log_likelihood, ref.log_likelihood, rtol=1e-12)
+    np.testing.assert_allclose(ll_new, ref.log_likelihood, rtol=1e-12)
+    assert new.log_likelihood[0] == -np.inf and np.isnan(new.gamma[: lengths[0]]).all()
+    np.testing.assert_allclose(new.gamma, ref.gamma, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(new.xi_sum, ref.xi_sum, rtol=1e-10, atol=1e-12)

@@ -37,6 +37,7 @@ from tying.hmm._numba_lanes import (
 from tying.hmm._numba_rows import deal_rows, rows_fb_stats  # noqa: F401
 from tying.hmm._numba_scaled import (  # noqa: F401
     _JIT,
+    fb_log,
     fb_scaled,
     forward_scaled,
     shift_rows,

@@ -188,4 +188,64 @@ def sum_first_axis(values, out):
             flat_out[k] += flat_in[k]
 
 
+# ---------------------------------------------------------------- exact log space
+@numba.njit(nogil=True, cache=True, error_model="numpy")  # no fastmath: exact log space
+def _lse_row(v, K):
+    mx = -np.inf
+    for i in range(K):
+        if v[i] > mx:
+            mx = v[i]
+    if mx == -np.inf:
+        return -np.inf
+    acc = 0.0
+    for i in range(K):
+        acc += np.exp(v[i] - mx)
+    return mx + np.log(acc)
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def fb_log(log_s, log_a, logb, starts, lengths, seqs, gamma, ll, xi):
+    """Exact log-space forward-backward of sequences ``seqs`` (stop 28: a model with a
+    zero transition runs here): ``ll[q]`` for ``seqs[q]``, its gamma rows in ``gamma``
+    (NaN where p(x) = 0), its expected transitions added to ``xi``. The arithmetic of
+    ``forward_backward._forward_backward_log``, per sequence and compiled."""
+    K = log_s.shape[0]
+    v = np.empty(K)
+    for q in range(seqs.shape[0]):
+        s = seqs[q]
+        r0, T = starts[s], lengths[s]
+        la = np.empty((T, K))
+        lbt = np.empty((T, K))
+        for j in range(K):
+            la[0, j] = log_s[j] + logb[r0, j]
+        for t in range(1, T):
+            for j in range(K):
+                for i in range(K):
+                    v[i] = la[t - 1, i] + log_a[i, j]
+                la[t, j] = _lse_row(v, K) + logb[r0 + t, j]
+        total = _lse_row(la[T - 1], K)
+        ll[q] = total
+        for j in range(K):
+            lbt[T - 1, j] = 0.0
+        for t in range(T - 2, -1, -1):
+            for i in range(K):
+                for j in range(K):
+                    v[j] = log_a[i, j] + logb[r0 + t + 1, j] + lbt[t + 1, j]
+                lbt[t, i] = _lse_row(v, K)
+        if not np.isfinite(total):  # p(x) = 0: posteriors undefined, no counts
+            for t in range(T):
+                for k in range(K):
+                    gamma[r0 + t, k] = np.nan
+            continue
+        for t in range(T):
+            for k in range(K):
+                gamma[r0 + t, k] = np.exp(la[t, k] + lbt[t, k] - total)
+        for t in range(T - 1):
+            for i in range(K):
+                for j in range(K):
+                    xi[i, j] += np.exp(
+                        la[t, i] + log_a[i, j] + logb[r0 + t + 1, j] + lbt[t + 1, j] - total
+                    )
+
+
 _numba_cache.guard(__name__)  # last: keys the cache on the sources these depend on
