@@ -181,3 +181,33 @@ def test_a_chain_of_re_ties_never_lets_an_old_optimizer_step_silently():
     results = [_random_retie_session(seed) for seed in range(40)]
     assert sum(s for s, _ in results) == 0
     assert sum(r for _, r in results) > 100  # the guard did refuse the stale optimizers
+
+
+def test_a_collection_that_runs_inside_record_does_not_deadlock():
+    # the garbage collector may run at any allocation inside record(); it finalizes a
+    # collected predecessor, whose finalizer takes the records' lock again on the same
+    # thread (a plain Lock hung the whole test suite there)
+    import threading
+
+    def churn():
+        for _ in range(300):
+            olds = [nn.Parameter(torch.zeros(1)) for _ in range(3)]
+            news = [nn.Parameter(torch.zeros(1)) for _ in range(3)]
+            cycle = [olds]
+            cycle.append(cycle)  # only the cyclic collector frees these predecessors
+            stale.record([(o, n, f"p{i}") for i, (o, n) in enumerate(zip(olds, news))])
+            del olds, news, cycle
+
+    gc.collect()
+    before = len(stale._SUCCESSORS)
+    threshold = gc.get_threshold()
+    gc.set_threshold(1, 1, 1)  # collect at (almost) every allocation, inside record too
+    try:
+        worker = threading.Thread(target=churn, daemon=True)
+        worker.start()
+        worker.join(timeout=30)
+    finally:
+        gc.set_threshold(*threshold)
+    assert not worker.is_alive(), "record() deadlocked in a finalizer"
+    gc.collect()
+    assert len(stale._SUCCESSORS) <= before  # the collected predecessors' records are gone

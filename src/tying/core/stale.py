@@ -29,7 +29,10 @@ from tying.core.errors import TieError
 
 #: id(predecessor Parameter) -> [(weakref to its successor, the successor's description)]
 _SUCCESSORS: dict[int, list[tuple[weakref.ref, str]]] = {}
-_LOCK = threading.Lock()
+# re-entrant: any allocation under the lock may run the garbage collector, whose
+# finalizers (``_forget``) take the lock again on the same thread; a plain Lock
+# deadlocked there (the test suite hung in ``record``)
+_LOCK = threading.RLock()
 _HOOK = None
 
 
@@ -49,7 +52,7 @@ def record(pairs: list[tuple[torch.Tensor, nn.Parameter, str]]) -> None:
             # a chain P0 -> P1 -> P2 (re-tied twice): an optimizer that holds P0 must want
             # P2 too, and P1's own record dies with P1 (nobody holds it), so P0 inherits
             # P2 now; otherwise that optimizer stepped P0 silently, training nothing
-            for earlier in _SUCCESSORS.values():
+            for earlier in list(_SUCCESSORS.values()):
                 if any(ref() is old for ref, _ in earlier):
                     earlier.append((weakref.ref(new), what))
         if _HOOK is None:
