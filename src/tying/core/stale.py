@@ -69,6 +69,39 @@ def _forget(key: int) -> None:
 def _refuse_stale_step(optimizer, args, kwargs) -> None:
     if not _SUCCESSORS:
         return None
+    missing = _missing(optimizer)
+    for generation in (0, 2) if missing else ():
+        # a successor may be garbage in a reference cycle that no collection has freed yet
+        # (a temporary copy a re-tie replaced again, as tying.hf.resize_token_embeddings
+        # makes): only a live one is missing, so collect before refusing (the refusal
+        # came and went with the collector's timing); the young generation first, as
+        # a full collection costs about 0.1 s in a process that imported transformers
+        _collect(generation)
+        missing = _missing(optimizer)
+        if not missing:
+            break
+    if missing:
+        raise TieError(
+            f"{type(optimizer).__name__}.step refused: this optimizer was built before the "
+            f"model was re-tied (Plan.apply, tying.untie or tying.retie gave "
+            f"{len(missing)} slot(s) new Parameters), so it still steps the Parameters those "
+            f"slots used to read and would never train {', '.join(missing[:5])}"
+            f"{' ...' if len(missing) > 5 else ''}; build the optimizer again on "
+            f"model.parameters() after tying (or add the new Parameters with "
+            f"optimizer.add_param_group, or set their requires_grad=False to leave them "
+            f"untrained); nothing was changed by this step"
+        )
+    return None
+
+
+def _collect(generation: int) -> None:
+    import gc
+
+    gc.collect(generation)
+
+
+def _missing(optimizer) -> list[str]:
+    """The live successors of Parameters ``optimizer`` holds that it does not hold."""
     held: set[int] | None = None
     missing: list[str] = []
     for group in optimizer.param_groups:
@@ -82,15 +115,4 @@ def _refuse_stale_step(optimizer, args, kwargs) -> None:
                 new = ref()
                 if new is not None and new.requires_grad and id(new) not in held:
                     missing.append(what)
-    if missing:
-        raise TieError(
-            f"{type(optimizer).__name__}.step refused: this optimizer was built before the "
-            f"model was re-tied (Plan.apply, tying.untie or tying.retie gave "
-            f"{len(missing)} slot(s) new Parameters), so it still steps the Parameters those "
-            f"slots used to read and would never train {', '.join(missing[:5])}"
-            f"{' ...' if len(missing) > 5 else ''}; build the optimizer again on "
-            f"model.parameters() after tying (or add the new Parameters with "
-            f"optimizer.add_param_group, or set their requires_grad=False to leave them "
-            f"untrained); nothing was changed by this step"
-        )
-    return None
+    return missing
