@@ -192,6 +192,66 @@ def bench_long_em(rows, repeat=3, shapes=((5, 20_000), (1, 100_000))):
         _long_case(rows, n_seq, T, repeat)
 
 
+def bench_left_right(rows, repeat=3, n_seq=150, T=400, K=8, D=4):
+    """A left-right diag model (zero transitions) vs hmmlearn's exact "log" implementation.
+
+    Zero transitions send a sequence to exact log space when its scaling factors multiply
+    to less than TINY (stop 29; stop 28 ran every sequence there, 32x slower than the
+    scaled loop). hmmlearn's "scaling" is timed too, and its agreement with "log" is
+    recorded: it drops underflowed states like our scaled loop did before stop 28.
+    """
+    from hmmlearn import hmm
+
+    rng = np.random.default_rng(0)
+    means = rng.normal(0, 3, (K, D))
+    X = np.concatenate(
+        [np.concatenate([rng.normal(means[k], 1, (T // K, D)) for k in range(K)])
+         for _ in range(n_seq)]
+    )  # fmt: skip
+    lengths = [T] * n_seq
+    A = np.zeros((K, K))
+    for k in range(K - 1):
+        A[k, k], A[k, k + 1] = 0.9, 0.1
+    A[K - 1, K - 1] = 1.0
+    start, init_means, covars = np.eye(K)[0], means + 0.5, np.ones((K, D))
+    fitted = {}
+
+    def ours():
+        fitted["ours"] = _our_fit(X, lengths, start, A, init_means, covars, "diag")
+
+    def anchor(impl):
+        def run():
+            m = hmm.GaussianHMM(K, "diag", init_params="", n_iter=10, tol=-np.inf,
+                                covars_prior=0.0, implementation=impl)  # fmt: skip
+            m.startprob_, m.transmat_, m.means_, m.covars_ = start, A, init_means, covars
+            fitted[impl] = m.fit(X, lengths)
+
+        return run
+
+    for impl in ("log", "scaling"):
+        t_ours, t_ref, ratios = _paired(ours, anchor(impl), repeat=repeat)
+        h_ours = np.array(fitted["ours"].monitor_.history)
+        h_log = np.array(fitted.get("log", fitted[impl]).monitor_.history)
+        h_ref = np.array(fitted[impl].monitor_.history)
+        rows.append(
+            {
+                "case": f"left-right diag HMM EM, K={K}, {n_seq}x{T}x{D}, 10 iter (CPU time)",
+                "anchor": f"hmmlearn 0.3 GaussianHMM(implementation='{impl}')",
+                "ours_s": t_ours,
+                "anchor_s": t_ref,
+                "speedup": float(np.median(ratios)),
+                "speedup_spread": _spread(ratios),
+                "load_average_1min": os.getloadavg()[0],
+                "loglik_history_max_rel_diff_vs_anchor": float(
+                    np.max(np.abs(h_ours - h_ref) / np.abs(h_ref))
+                ),
+                "loglik_history_max_rel_diff_vs_exact_log": float(
+                    np.max(np.abs(h_ours - h_log) / np.abs(h_log))
+                ),
+            }
+        )
+
+
 def _long_case(rows, n_seq, T, repeat):
     X, lengths, start, A, means, _ = _diag_case(n_seq=n_seq, T=T)
     goal = f"long {{ctype}} {n_seq}x{T} {{impl}}"
@@ -1320,6 +1380,16 @@ def main(parts: list[str] | None = None) -> None:
                       f"({row['one_thread_cost_spread']}), control {row['control']:.2f}x, "
                       f"load {row['load_average_1min']:.1f}")  # fmt: skip
         return
+    if parts == ["left-right"]:
+        with threadpool_limits(limits=1):
+            bench_left_right(rows)
+        write("hmm-left-right", rows)
+        for row in rows:
+            print(f"  {row['case']} vs {row['anchor']}: {row['speedup']:.2f}x "
+                  f"({row['speedup_spread']}), ll history vs exact "
+                  f"{row['loglik_history_max_rel_diff_vs_exact_log']:.1e}, "
+                  f"load {row['load_average_1min']:.1f}")  # fmt: skip
+        return
     if parts == ["goal"]:
         with threadpool_limits(limits=1):
             bench_diag_em(rows)
@@ -1330,6 +1400,7 @@ def main(parts: list[str] | None = None) -> None:
     with threadpool_limits(limits=1):
         bench_diag_em(rows)
         bench_long_em(rows)
+        bench_left_right(rows, n_seq=smoke(150, 10), T=smoke(400, 40))
         bench_em_profile(rows)
         bench_estep_kernels(rows, n_seq=smoke(200, 20), T=smoke(500, 50))
         bench_em_threads(rows)

@@ -6,7 +6,9 @@ range is dropped to 0 instead of kept tiny. With every transition positive the o
 states refill it at the next step; with a zero (an absorbing state) it can stay empty
 while later rows favour it, and the scaled likelihood silently followed the paths that
 were left: 105 of 200 random models with zeros scored wrong (-5613.24 against -1950.05
-in the first one reported). Such models now run in log space on every path.
+in the first one reported). In such models a sequence keeps its scaled result only when
+its scaling factors multiply to at least TINY (then a dropped state changes nothing
+measurable: ``forward_backward.LOG_TINY``); the others run in exact log space.
 """
 
 from __future__ import annotations
@@ -152,3 +154,103 @@ def test_compiled_log_space_equals_the_numpy_log_space(seed, monkeypatch):
     assert new.log_likelihood[0] == -np.inf and np.isnan(new.gamma[: lengths[0]]).all()
     np.testing.assert_allclose(new.gamma, ref.gamma, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(new.xi_sum, ref.xi_sum, rtol=1e-10, atol=1e-12)
+
+
+def _fb():
+    import importlib
+
+    return importlib.import_module("tying.hmm.forward_backward")
+
+
+def _left_right(K=4, seg=60, gap=12.0, n_seq=3):
+    """A left-right chain with well separated means, and sequences that walk it: the early
+    states' mass falls far below float64's range (dropped by scaling) once the data leave
+    them, while every factor stays moderate."""
+    A = np.zeros((K, K))
+    for k in range(K - 1):
+        A[k, k], A[k, k + 1] = 0.95, 0.05
+    A[K - 1, K - 1] = 1.0
+    start = np.eye(K)[0]
+    means, var = gap * np.arange(K, dtype=float)[:, None], np.ones((K, 1))
+    rng = np.random.default_rng(0)
+    X = np.concatenate(
+        [rng.normal(means[k], 1.0, (seg, 1)) for _ in range(n_seq) for k in range(K)]
+    )
+    return start, A, means, var, X, [K * seg] * n_seq
+
+
+def test_a_left_right_model_keeps_the_scaled_path_where_a_dropped_state_cannot_matter():
+    from tying.hmm.sequences import SequenceBatch
+
+    fb = _fb()
+    start, A, means, var, X, lengths = _left_right()
+    m = ours.GaussianHMM.from_params(start, A, means, var)
+    log_b, batch = m.emission_log_prob(X), SequenceBatch.from_lengths(lengths)
+    # the premise: some reachable state's exact log-alpha falls more than 745 below the
+    # step's best, so the scaled recursion drops it to 0
+    la = fb._forward_log(start, A, batch.pad(log_b), batch.n_active)
+    gap = la.max(2, keepdims=True) - la
+    assert (np.isfinite(gap) & (gap > 745)).any()
+    post = fb.forward_backward(start, A, log_b, batch)
+    assert post.n_log_space == 0  # the scaled path, not log space
+    ref = _set(hmm.GaussianHMM(4, "diag", implementation="log", init_params=""), start, A,
+               means, var)  # fmt: skip
+    assert m.score(X, lengths) == pytest.approx(ref.score(X, lengths), rel=1e-12)
+    np.testing.assert_allclose(post.gamma, ref.predict_proba(X, lengths), atol=1e-12)
+
+
+def test_a_sequence_whose_factors_underflow_together_goes_to_log_space():
+    # the docs example: scaling kept only the first state's paths (-81385.9, no error)
+    from scipy.special import logsumexp
+    from scipy.stats import norm
+
+    from tying.hmm.sequences import SequenceBatch
+
+    fb = _fb()
+    start, A = np.array([0.5, 0.5]), np.eye(2)
+    means, var = np.array([[1.0], [-1.0]]), np.ones((2, 1))
+    X = np.array([[-400.0]] + [[3.0]] * 200 + [[0.5]] * 5)  # and a short harmless sequence
+    m = ours.GaussianHMM.from_params(start, A, means, var)
+    exact = logsumexp([np.log(0.5) + norm.logpdf(X[:201, 0], mu[0], 1).sum() for mu in means])
+    batch = SequenceBatch.from_lengths([201, 5])
+    post = fb.forward_backward(start, A, m.emission_log_prob(X), batch)
+    assert post.n_log_space == 1  # only the sequence that needs it
+    assert post.log_likelihood[0] == pytest.approx(exact, rel=1e-12)
+    assert m.score_sequences(X, [201, 5])[0] == pytest.approx(exact, rel=1e-12)
+
+
+@pytest.mark.parametrize("chunk", range(4))
+def test_property_random_zero_models_score_every_sequence_as_hmmlearn_log(chunk):
+    """Random absorbing/left-right models and data in runs, scored one sequence at a time
+    against hmmlearn's exact log space; some sequences must have kept the scaled path
+    although a reachable state dropped (the case the LOG_TINY bound covers)."""
+    from tying.hmm.sequences import SequenceBatch
+
+    fb = _fb()
+    kept_with_drop = 0
+    for seed in range(10 * chunk, 10 * chunk + 10):
+        rng = np.random.default_rng(1000 + seed)
+        K, D = int(rng.integers(2, 7)), int(rng.integers(1, 3))
+        start, A = _random_zero_model(rng, K)
+        means = rng.normal(0, rng.choice([1.0, 3.0, 10.0, 30.0]), (K, D))
+        var = rng.uniform(0.5, 2.0, (K, D))
+        seg = int(rng.integers(5, 120))
+        X, lengths = _segments(rng, K, lambda k, n: rng.normal(means[k], np.sqrt(var[k]), (n, D)),
+                               n_seq=4, seg=seg)  # fmt: skip
+        ref = _set(hmm.GaussianHMM(K, "diag", implementation="log", init_params=""), start, A,
+                   means, var)  # fmt: skip
+        m = ours.GaussianHMM.from_params(start, A, means, var)
+        got = m.score_sequences(X, lengths)
+        for i, x in enumerate(np.split(X, np.cumsum(lengths)[:-1])):
+            want = ref.score(x)
+            if not np.isfinite(want):
+                assert got[i] == -np.inf
+                continue
+            assert got[i] == pytest.approx(want, rel=1e-11), (seed, i)
+            batch = SequenceBatch.from_lengths([len(x)])
+            log_b = m.emission_log_prob(x)
+            if fb.forward_backward(start, A, log_b, batch).n_log_space == 0:
+                la = fb._forward_log(start, A, batch.pad(log_b), batch.n_active)
+                gap = la.max(2, keepdims=True) - la
+                kept_with_drop += bool((np.isfinite(gap) & (gap > 745)).any())
+    assert kept_with_drop > 0

@@ -73,9 +73,6 @@ def test_compiled_log_space_fallback_matches_numpy_reference(K):
     ref = fb._forward_backward_numpy(start, A, log_b, batch)
     new = fb.forward_backward(start, A, log_b, batch)
     assert ref.n_log_space == (1 if K > 1 else 0)  # K=1 just scales by exp(-2000)
-    if K > 1:  # a zero transition: the public path runs every sequence in log space
-        assert new.n_log_space == batch.n_sequences
-        new.n_log_space = ref.n_log_space
     _assert_close(new, ref)
     np.testing.assert_allclose(new.log_likelihood[1], -2000.0, rtol=1e-12)
     ll = fb.forward_log_likelihood(start, A, log_b, batch)
@@ -172,15 +169,17 @@ def test_property_compiled_equals_numpy_on_any_model(K, lengths, scale, seed):
         A[np.arange(K), np.arange(K)] += 0.1
         A /= A.sum(1, keepdims=True)
     new = fb.forward_backward(start, A, log_b, batch, n_jobs=2)
-    if not fb.scaling_is_exact(A):  # a zero: every path runs it in log space (stop 28)
-        assert new.n_log_space == batch.n_sequences
-        return
     ref = fb._forward_backward_numpy(start, A, log_b, batch)
     # atol only below 1e-250: entries that small are products near underflow
     np.testing.assert_allclose(new.log_likelihood, ref.log_likelihood, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(new.gamma, ref.gamma, rtol=1e-12, atol=1e-250)
-    np.testing.assert_allclose(new.xi_sum, ref.xi_sum, rtol=1e-12, atol=1e-250)
     assert new.n_log_space == ref.n_log_space
+    # a sequence in log space carries log-alpha's absolute rounding, a few ulps of |ll|
+    # (|ll| reaches thousands at scale 300): its posteriors agree to that, relative
+    finite = np.abs(ref.log_likelihood[np.isfinite(ref.log_likelihood)])
+    slack = 16 * np.finfo(float).eps * finite.max(initial=1.0) if ref.n_log_space else 0.0
+    rtol = max(1e-12, slack)
+    np.testing.assert_allclose(new.gamma, ref.gamma, rtol=rtol, atol=max(1e-250, slack))
+    np.testing.assert_allclose(new.xi_sum, ref.xi_sum, rtol=rtol, atol=1e-250)
 
 
 @needs_numba
@@ -280,7 +279,7 @@ def test_a_subnormal_scaling_factor_is_recomputed_in_log_space(path, monkeypatch
     batch = SequenceBatch.from_lengths([3, 1])
     log_b = np.vstack([log_b, [[0.0, -1.0]]])
     post = fb.forward_backward(start, A, log_b, batch)
-    assert post.n_log_space == 2  # a zero transition: both sequences in log space
+    assert post.n_log_space == 1
     np.testing.assert_allclose(post.log_likelihood, [-2220.0, 0.0], rtol=1e-12)
     np.testing.assert_allclose(post.gamma, [[1, 0]] * 4, atol=1e-12)
     ll = fb.forward_log_likelihood(start, A, log_b, batch)
@@ -370,7 +369,7 @@ def test_fused_em_recomputes_an_underflowing_sequence_in_log_space(
     post = start._estep(X, batch, context)
     assert isinstance(context["layout"], LaneLayout) and post.gamma is None  # the fused path
     assert {u["kind"] for u in context["layout"].units} == {kind}
-    assert post.n_log_space == len(lengths)  # a zero transition: all in log space (stop 28)
+    assert post.n_log_space == 1
     fast = fit()
     monkeypatch.setitem(compiled._STATE, "kernels", False)
     slow = fit()

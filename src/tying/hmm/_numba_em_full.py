@@ -413,7 +413,8 @@ def em_run(n_max, tol, prev, budget, history, ctl, order, fill, X, center_x, ut,
         if trans.min() <= EXACT_SCALING_MIN_TRANSITION:
             # an M-step drove a transition to (near) zero: scaling may now drop a state's
             # mass (forward_backward.EXACT_SCALING_MIN_TRANSITION), so the general loop
-            # runs this E-step and the rest in log space (reported as failed lanes)
+            # runs this E-step and the rest, checking each sequence's scaling factors
+            # (forward_backward.LOG_TINY; reported as failed lanes)
             return i, 1
         status = em_step(ctl, order, fill, X, center_x, ut, block_a, block_b, ints, start, trans,
                          means, linv, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u,

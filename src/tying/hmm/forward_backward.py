@@ -63,22 +63,38 @@ __all__ = [
 #: precision) and its inverse overflows, so the sequence is recomputed in log space.
 TINY = 1e-290
 
-#: Smallest transition probability for which the scaled recursions are exact.
-#: Scaling keeps alpha normalised, so a state whose mass ``alpha_k * b_k`` falls below
-#: float64's range is dropped (0), not kept tiny. When every transition is at least
-#: ``a_min``, a dropped state is refilled from the others at the next step and the
-#: paths lost are at most ``1e-308 / a_min`` of the total (they continue as well as
-#: the kept ones, up to ``a_min``): nothing measurable. With a zero (an absorbing
-#: state, a left-right chain) a dropped state can stay empty while the data come to
-#: favour it, and the scaled likelihood silently follows the paths left (stop 28
-#: review: -5613.24 for an absorbing model whose log-likelihood is -1950.05; 105 of
-#: 200 random models with zeros were wrong). Such models run in log space.
+#: Smallest transition probability for which the scaled recursions are exact as they
+#: stand. Scaling keeps alpha normalised, so a state whose mass ``alpha_k * b_k`` falls
+#: below float64's range is dropped (0), not kept tiny. When every transition is at
+#: least ``a_min``, a dropped state is refilled from the others at the next step and the
+#: paths lost are at most ``1e-308 / a_min`` of the total (they continue as well as the
+#: kept ones, up to ``a_min``): nothing measurable. With a zero (an absorbing state, a
+#: left-right chain) a dropped state can stay empty while the data come to favour it,
+#: and the scaled likelihood silently followed the paths left (stop 28 review: -5613.24
+#: for an absorbing model whose log-likelihood is -1950.05; 105 of 200 random models
+#: with zeros were wrong). Such models keep the scaled recursion only for sequences whose
+#: scaling factors multiply to at least ``TINY`` (:data:`LOG_TINY`); the others run in
+#: exact log space.
 EXACT_SCALING_MIN_TRANSITION = 1e-250
+
+#: Smallest log of the product of a sequence's scaling factors for which the scaled
+#: recursion is trusted in a model with a (near-)zero transition. The factors are at most
+#: 1 (emissions are shifted by their row maximum, transitions are stochastic). A value
+#: dropped by underflow at step s is below 2**-1074 of the normalised alpha (or beta) it
+#: belongs to; from there on it is carried by transitions and shifted emissions, whose
+#: norms are at most 1, while the kept mass shrinks by the later factors. So each such
+#: drop changes the likelihood, and any posterior, by at most 2**-1074 / prod(c)
+#: relative, and a sequence of T steps and K states has at most T * (K + K**2) of them:
+#: with ``prod(c) >= TINY`` that is below T * K**2 * 5e-34 (5e-22 for T * K**2 = 1e12).
+#: A smaller product, which is what the wrong answers above had (-5613.24 scaled against
+#: a shift sum near -1950: a product near e**-3660), sends the sequence to log space.
+LOG_TINY = float(np.log(TINY))
 
 
 def scaling_is_exact(transmat: np.ndarray) -> bool:
-    """Whether the scaled recursions are exact for ``transmat`` (see
-    :data:`EXACT_SCALING_MIN_TRANSITION`); otherwise every path runs in log space.
+    """Whether the scaled recursions are exact for ``transmat`` whatever the data (see
+    :data:`EXACT_SCALING_MIN_TRANSITION`); otherwise a sequence keeps its scaled result
+    only when its scaling factors multiply to at least ``TINY`` (:data:`LOG_TINY`).
 
     Example:
         >>> scaling_is_exact(np.array([[0.9, 0.1], [0.2, 0.8]]))
@@ -89,15 +105,20 @@ def scaling_is_exact(transmat: np.ndarray) -> bool:
     return bool(np.min(transmat) > EXACT_SCALING_MIN_TRANSITION)
 
 
-def _log_space_posteriors_all(startprob, transmat, log_emission, batch) -> Posteriors:
-    """Every sequence's E-step in exact log space (a model with near-zero transitions)."""
-    start, A, logb = _as_f64(startprob, transmat, log_emission)
-    seqs = np.arange(batch.n_sequences)
-    gamma = np.empty((batch.n_samples, A.shape[0]))
-    ll, xi = _log_space_subset(start, A, logb, batch, seqs, posteriors=True, out=gamma)
-    with np.errstate(invalid="ignore"):  # a sequence of probability 0: NaN, as before
-        first = gamma[batch.starts].sum(0)
-    return Posteriors(log_likelihood=ll, gamma=gamma, xi_sum=xi, start=first, n_log_space=len(seqs))
+def _scaling_too_small(ll, shifts, batch) -> np.ndarray:
+    """Sequences whose scaled log-likelihood ``ll`` has a factor product below ``TINY``:
+    ``ll`` minus the sum of the row shifts (the row maxima of the log-emissions) is that
+    product's log. ``shifts`` may also be the ``(n_samples, K)`` log-emissions themselves.
+
+    Only for models that are not :func:`scaling_is_exact`; a non-finite ``ll`` (failed
+    already) is not returned again."""
+    with np.errstate(invalid="ignore"):
+        m = shifts.max(axis=1) if shifts.ndim == 2 else shifts.copy()
+        m[~np.isfinite(m)] = 0.0  # a row no state emits: its ll is not finite anyway
+    cum = np.concatenate([[0.0], np.cumsum(m)])
+    m_sum = cum[batch.starts + batch.lengths] - cum[batch.starts]
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(ll) & ~(ll - m_sum >= LOG_TINY)
 
 
 @dataclasses.dataclass
@@ -155,25 +176,25 @@ def forward_log_likelihood(
         [0.0, 0.0]
     """
     n_jobs = compiled.resolve_n_jobs(n_jobs)
-    if not scaling_is_exact(transmat):  # a zero transition: scaling may drop a state
-        start, A, logb = _as_f64(startprob, transmat, log_emission)
-        seqs = np.arange(batch.n_sequences)
-        return _log_space_subset(start, A, logb, batch, seqs, posteriors=False)
     kernels = compiled._kernels()
-    if kernels is None:
-        return _forward_log_likelihood_numpy(startprob, transmat, log_emission, batch)
     start, A, logb = _as_f64(startprob, transmat, log_emission)
-    ll = np.empty(batch.n_sequences)
-    compiled._run_chunks(
-        lambda lo, hi: kernels.forward_scaled(
-            start, A, logb, batch.starts, batch.lengths, lo, hi, ll
-        ),
-        batch.n_sequences,
-        n_jobs,
-    )
-    bad = np.flatnonzero(~np.isfinite(ll))
-    if bad.size:
-        ll[bad] = _log_space_subset(start, A, logb, batch, bad, posteriors=False)
+    if kernels is None:
+        ll = _forward_log_likelihood_numpy(start, A, logb, batch)
+    else:
+        ll = np.empty(batch.n_sequences)
+        compiled._run_chunks(
+            lambda lo, hi: kernels.forward_scaled(
+                start, A, logb, batch.starts, batch.lengths, lo, hi, ll
+            ),
+            batch.n_sequences,
+            n_jobs,
+        )
+        bad = ~np.isfinite(ll)
+        if not scaling_is_exact(A):  # a zero transition: scaling may have dropped a state
+            bad |= _scaling_too_small(ll, logb, batch)
+        bad = np.flatnonzero(bad)
+        if bad.size:
+            ll[bad] = _log_space_subset(start, A, logb, batch, bad, posteriors=False)
     return ll
 
 
@@ -181,9 +202,7 @@ def _forward_log_likelihood_numpy(startprob, transmat, log_emission, batch):
     """The NumPy forward pass (padded, vectorised over sequences): the reference path."""
     lb = batch.pad(log_emission)  # (T, B, K)
     alpha, c, m = _forward_scaled(startprob, transmat, lb, batch.n_active)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ll = np.log(c).sum(0) + m.sum(0)  # (B,)
-    bad = np.flatnonzero(~np.isfinite(ll) | (c < TINY).any(0))  # subnormal factors too
+    bad, ll = _scaling_failed(c, m, transmat)
     if bad.size:
         sub_lb, sub_active = _subset(lb, batch, bad)
         la = _forward_log(startprob, transmat, sub_lb, sub_active)
@@ -226,8 +245,6 @@ def forward_backward(
         ([[1.0, 0.0], [0.5, 0.5]], [[0.5, 0.5], [0.0, 0.0]])
     """
     n_jobs = compiled.resolve_n_jobs(n_jobs)
-    if not scaling_is_exact(transmat):  # a zero transition: scaling may drop a state
-        return _log_space_posteriors_all(startprob, transmat, log_emission, batch)
     kernels = compiled._kernels()
     if kernels is None:
         return _forward_backward_numpy(startprob, transmat, log_emission, batch)
@@ -239,12 +256,18 @@ def forward_backward(
     bad = np.zeros(n_seq, dtype=np.bool_)
     starts, lengths = batch.starts, batch.lengths
 
+    shifts = np.empty(batch.n_samples)  # each row's max log-emission
+
     def work(lo, hi):  # sequences lo..hi-1 are rows r0..r1-1 of X
         r0, r1 = starts[lo], starts[hi - 1] + lengths[hi - 1]
-        b, m = _shifted_exp(logb[r0:r1], kernels)
+        b, m = _shifted_exp(logb[r0:r1], kernels, m=shifts[r0:r1])
         kernels.fb_scaled(start, A, b, m, r0, starts, lengths, lo, hi, gamma, ll, xi_seq, bad)
 
     compiled._run_chunks(work, n_seq, n_jobs)
+    if not scaling_is_exact(A):  # a zero transition: scaling may have dropped a state
+        small = _scaling_too_small(ll, shifts, batch)
+        xi_seq[small] = 0.0  # recomputed in log space below
+        bad |= small
     xi_sum = np.empty((K, K))
     kernels.sum_first_axis(xi_seq, xi_sum)
     bad = np.flatnonzero(bad)
@@ -258,7 +281,7 @@ def forward_backward(
     )
 
 
-def _shifted_exp(lb, kernels):
+def _shifted_exp(lb, kernels, m=None):
     """``(exp(lb - m), m)`` with ``m`` the row maxima: emission probabilities / their max.
 
     The maxima and the shift are one compiled pass; the ``exp`` is NumPy's,
@@ -266,7 +289,8 @@ def _shifted_exp(lb, kernels):
     GIL, so chunks on different threads overlap. A row with no finite entry
     gives NaN, which the kernel reports as a failed (log-space) sequence.
     """
-    b, m = np.empty_like(lb), np.empty(lb.shape[0])
+    b = np.empty_like(lb)
+    m = np.empty(lb.shape[0]) if m is None else m
     kernels.shift_rows(lb, b, m)
     with np.errstate(invalid="ignore"):  # NaN from -inf - -inf: flagged by the kernel
         np.exp(b, out=b)
@@ -319,9 +343,7 @@ def _forward_backward_numpy(startprob, transmat, log_emission, batch):
     lb = batch.pad(log_emission)  # (T, B, K)
     alpha, c, m, b = _forward_scaled(startprob, transmat, lb, n_active, keep_b=True)
     T, B, K = lb.shape
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ll = np.log(c).sum(0) + m.sum(0)  # (B,)
-    bad = np.flatnonzero(~np.isfinite(ll) | (c < TINY).any(0))  # subnormal factors too
+    bad, ll = _scaling_failed(c, m, transmat)
     if bad.size:  # keep their junk out of the sums; recomputed in log space below
         alpha[:, bad] = 0.0
         c[:, bad] = 1.0
@@ -391,6 +413,21 @@ def _forward_scaled(startprob, transmat, lb, n_active, keep_b=False):
             np.matmul(a, ones, out=ct)
             np.divide(a, ct[:, None], out=alpha[t, :n])
     return (alpha, c, m, b) if keep_b else (alpha, c, m)
+
+
+def _scaling_failed(c, m, transmat):
+    """The padded slots whose scaled pass cannot be trusted, and every slot's ``ll``.
+
+    A failed slot has a non-finite ``ll``, a subnormal factor (its inverse overflows), or,
+    in a model that is not :func:`scaling_is_exact`, factors whose product is below
+    ``TINY`` (:data:`LOG_TINY`)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_c = np.log(c).sum(0)  # (B,)
+        ll = log_c + m.sum(0)
+        bad = ~np.isfinite(ll) | (c < TINY).any(0)
+        if not scaling_is_exact(transmat):
+            bad |= ~(log_c >= LOG_TINY)
+    return np.flatnonzero(bad), ll
 
 
 def _subset(lb, batch, slots):
@@ -952,17 +989,18 @@ def forward_backward_stats(
             ll_u[u], bad_u[u], *sums[u].values(),
         )  # fmt: skip
 
-    exact = scaling_is_exact(A)
-    if exact:
-        compiled._run_units(work, U, n_jobs, layout.cost)
-    else:  # a zero transition: scaling may drop a state; every sequence in log space
-        for d in sums:
-            for v in d.values():
-                v.fill(0.0)
-        bad[:] = True
+    if not scaling_is_exact(A):
+        # a zero transition: scaling may drop a state, and a sequence's scaled result is
+        # kept only when its factors multiply to at least TINY (LOG_TINY); the lanes and
+        # windows kernels add every sequence into their sums as they go, so such a model
+        # takes the per-sequence E-step and its statistics come from gamma
+        return _stats_from_posteriors(
+            forward_backward(start, A, log_emission(X), batch, n_jobs=n_jobs), X, center, full
+        )
+    compiled._run_units(work, U, n_jobs, layout.cost)
     xi_u, first_u, n_u, sx_u, sxx_u = (np.stack([d[k] for d in sums]) for k in sums[0])
     for u, unit in enumerate(layout.units):
-        if exact and unit["kind"] == "lanes":
+        if unit["kind"] == "lanes":
             ll[unit["seqs"]] = ll_u[u]
             bad[unit["seqs"]] = bad_u[u]
     xi_sum, first, n = xi_u.sum(0), first_u.sum(0), n_u.sum(0)
@@ -985,12 +1023,10 @@ def forward_backward_stats(
             start, A, lb, sub, np.arange(len(seqs)), posteriors=True, out=(g := np.empty_like(lb))
         )
         ll[seqs] = ll_bad
-        xc = X[rows] - center
         xi_sum = xi_sum + xi_bad
         first = first + g[sub.starts].sum(0)
-        n = n + g.sum(0)
-        sx = sx + g.T @ xc
-        sxx = sxx + (np.einsum("nk,nd,ne->kde", g, xc, xc) if full else g.T @ xc**2)
+        n_g, sx_g, sxx_g = _moments(g, X[rows] - center, full)
+        n, sx, sxx = n + n_g, sx + sx_g, sxx + sxx_g
     return Posteriors(
         log_likelihood=ll,
         gamma=None,
@@ -999,3 +1035,16 @@ def forward_backward_stats(
         n_log_space=int(seqs.size),
         stats=GaussianStats(n=n, sx=sx, sxx=sxx),
     )
+
+
+def _moments(gamma, xc, full):
+    """``(n, sx, sxx)``: the posterior-weighted counts, sums and (full or diagonal) second
+    moments of the centred rows ``xc``."""
+    sxx = np.einsum("nk,nd,ne->kde", gamma, xc, xc) if full else gamma.T @ xc**2
+    return gamma.sum(0), gamma.T @ xc, sxx
+
+
+def _stats_from_posteriors(post: Posteriors, X, center, full) -> Posteriors:
+    """``post`` with its gamma turned into :class:`GaussianStats` of ``X - center``."""
+    n, sx, sxx = _moments(post.gamma, X - center, full)
+    return dataclasses.replace(post, gamma=None, stats=GaussianStats(n=n, sx=sx, sxx=sxx))

@@ -528,8 +528,10 @@ class GaussianHMM(BaseHMM):
         if fused is None and self._full():  # full and tied: their own compiled loop
             fused = FusedEMFull.for_model(self, context)
         if fused is None or not scaling_is_exact(self.transmat_):
-            # a (near-)zero transition: the scaled kernels may drop a state's mass, so the
-            # general loop runs each E-step in log space (forward_backward_stats)
+            # a (near-)zero transition: scaling may drop a state's mass, so the general loop
+            # runs each E-step per sequence and keeps a scaled result only where the
+            # factors bound what a dropped state could change (forward_backward.LOG_TINY);
+            # the other sequences run in log space (forward_backward_stats)
             super()._em(X, batch, monitor, context, start)
             return
         if self._startprob.all() and self._transitions.all():
