@@ -235,8 +235,10 @@ def test_property_random_zero_models_score_every_sequence_as_hmmlearn_log(chunk)
         means = rng.normal(0, rng.choice([1.0, 3.0, 10.0, 30.0]), (K, D))
         var = rng.uniform(0.5, 2.0, (K, D))
         seg = int(rng.integers(5, 120))
-        X, lengths = _segments(rng, K, lambda k, n: rng.normal(means[k], np.sqrt(var[k]), (n, D)),
-                               n_seq=4, seg=seg)  # fmt: skip
+        def emit(k, n, rng=rng, means=means, var=var, D=D):
+            return rng.normal(means[k], np.sqrt(var[k]), (n, D))
+
+        X, lengths = _segments(rng, K, emit, n_seq=4, seg=seg)
         ref = _set(hmm.GaussianHMM(K, "diag", implementation="log", init_params=""), start, A,
                    means, var)  # fmt: skip
         m = ours.GaussianHMM.from_params(start, A, means, var)
