@@ -235,6 +235,7 @@ def test_property_random_zero_models_score_every_sequence_as_hmmlearn_log(chunk)
         means = rng.normal(0, rng.choice([1.0, 3.0, 10.0, 30.0]), (K, D))
         var = rng.uniform(0.5, 2.0, (K, D))
         seg = int(rng.integers(5, 120))
+
         def emit(k, n, rng=rng, means=means, var=var, D=D):
             return rng.normal(means[k], np.sqrt(var[k]), (n, D))
 
