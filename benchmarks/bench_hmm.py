@@ -130,7 +130,6 @@ def _em_rows(rows, X, lengths, start, A, means, repeat, *, shape, goal=None):
 
     Returns our runner per covariance type and the fitted models, for the rows after.
     """
-    from hmmlearn import hmm
 
     K, n_iter = len(start), 10
     fitted, runners = {}, {}
@@ -142,24 +141,9 @@ def _em_rows(rows, X, lengths, start, A, means, repeat, *, shape, goal=None):
 
         runners[ctype] = ours
 
-        def hmmlearn_fit(impl, covars=covars, ctype=ctype):
-            def run():
-                m = hmm.GaussianHMM(
-                    K,
-                    ctype,
-                    init_params="",
-                    n_iter=n_iter,
-                    tol=-np.inf,
-                    covars_prior=0.0,
-                    implementation=impl,
-                )
-                m.startprob_, m.transmat_, m.means_, m.covars_ = start, A, means, covars
-                fitted[impl] = m.fit(X, lengths)
-
-            return run
-
         for impl in ("scaling", "log"):
-            t_ours, t_ref, ratios = _paired(ours, hmmlearn_fit(impl), repeat=repeat)
+            anchor = _hmmlearn_fit(fitted, impl, ctype, X, lengths, start, A, means, covars)
+            t_ours, t_ref, ratios = _paired(ours, anchor, repeat=repeat)
             h_ours = np.array(fitted["ours"].monitor_.history)
             h_ref = np.array(fitted[impl].monitor_.history)
             rows.append(
@@ -181,6 +165,19 @@ def _em_rows(rows, X, lengths, start, A, means, repeat, *, shape, goal=None):
     return runners, fitted
 
 
+def _hmmlearn_fit(fitted, impl, ctype, X, lengths, start, A, means, covars, n_iter=10):
+    """A runner of hmmlearn's 10-iteration fit from our start; stores it in ``fitted[impl]``."""
+    from hmmlearn import hmm
+
+    def run():
+        m = hmm.GaussianHMM(len(start), ctype, init_params="", n_iter=n_iter, tol=-np.inf,
+                            covars_prior=0.0, implementation=impl)  # fmt: skip
+        m.startprob_, m.transmat_, m.means_, m.covars_ = start, A, means, covars
+        fitted[impl] = m.fit(X, lengths)
+
+    return run
+
+
 def bench_long_em(rows, repeat=3, shapes=((5, 20_000), (1, 100_000))):
     """EM on a few long sequences vs hmmlearn "scaling" and "log" (issue 19, other shapes).
 
@@ -200,7 +197,6 @@ def bench_left_right(rows, repeat=3, n_seq=150, T=400, K=8, D=4):
     scaled loop). hmmlearn's "scaling" is timed too, and its agreement with "log" is
     recorded: it drops underflowed states like our scaled loop did before stop 28.
     """
-    from hmmlearn import hmm
 
     rng = np.random.default_rng(0)
     means = rng.normal(0, 3, (K, D))
@@ -219,17 +215,9 @@ def bench_left_right(rows, repeat=3, n_seq=150, T=400, K=8, D=4):
     def ours():
         fitted["ours"] = _our_fit(X, lengths, start, A, init_means, covars, "diag")
 
-    def anchor(impl):
-        def run():
-            m = hmm.GaussianHMM(K, "diag", init_params="", n_iter=10, tol=-np.inf,
-                                covars_prior=0.0, implementation=impl)  # fmt: skip
-            m.startprob_, m.transmat_, m.means_, m.covars_ = start, A, init_means, covars
-            fitted[impl] = m.fit(X, lengths)
-
-        return run
-
     for impl in ("log", "scaling"):
-        t_ours, t_ref, ratios = _paired(ours, anchor(impl), repeat=repeat)
+        anchor = _hmmlearn_fit(fitted, impl, "diag", X, lengths, start, A, init_means, covars)
+        t_ours, t_ref, ratios = _paired(ours, anchor, repeat=repeat)
         h_ours = np.array(fitted["ours"].monitor_.history)
         h_log = np.array(fitted.get("log", fitted[impl]).monitor_.history)
         h_ref = np.array(fitted[impl].monitor_.history)
