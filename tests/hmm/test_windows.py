@@ -229,3 +229,33 @@ def test_the_drop_in_takes_windows_only_where_they_pay_and_pass():
     assert stats["failed"] > 0
     same_as_rows(tuple(slow))
     assert took[-1] is False
+
+
+@needs_numba
+def test_a_chain_with_a_zero_transition_takes_no_windows():
+    """A chain that forgets (Dobrushin's coefficient below FORGET) but has a zero
+    transition: scaling may drop a state there, and a window that starts from a uniform
+    alpha would refill it. The windows kernel refuses such a matrix itself (stop 30), and
+    the drop-in and the estep return the rows kernel's bits, whose own check of each
+    sequence's factors (kernels.kept) is what makes them exact."""
+    from tying.hmm import _numba_windows as nw
+    from tying.hmm._numba_rows import rows_fb_stats
+
+    model = list(_model(9, 3, 2, [5000]))  # its windows passed their checks before stop 30
+    model[3] = np.array([[0.0, 0.5, 0.5], [0.5, 0.0, 0.5], [0.5, 0.5, 0.0]])
+    assert nw.dobrushin(model[3]) <= nw.FORGET
+    stats = {}
+    got = windows.estep(*model, burn_in=32, stats=stats)
+    assert stats == {"windows": False, "failed": 1}
+    took = []
+    spy = lambda *a: took.append(nw.rows_windows_fb_stats(*a, nw.MIN_ROWS))  # noqa: E731
+    got_drop_in = windows.rows_estep(*model, kernel=spy)
+    assert took == [False]
+    want = windows.rows_estep(*model, kernel=rows_fb_stats)
+    for g, d, w in zip(got, got_drop_in, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+        np.testing.assert_array_equal(d, w)
+    # the same chain with every transition positive takes the windows
+    model[3] = np.array([[0.02, 0.49, 0.49], [0.49, 0.02, 0.49], [0.49, 0.49, 0.02]])
+    windows.estep(*model, burn_in=32, stats=stats)
+    assert stats == {"windows": True, "failed": 0}

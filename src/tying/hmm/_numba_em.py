@@ -43,8 +43,8 @@ from tying.hmm._numba_kernels import (
     to_lanes,
 )
 from tying.hmm._numba_rows import rows_fb_stats
+from tying.hmm._numba_scaled import scaling_fragile
 from tying.hmm._numba_windows import REL, dobrushin, rows_windows_fb_stats, windows_fb_stats
-from tying.hmm.forward_backward import EXACT_SCALING_MIN_TRANSITION
 from tying.hmm.windows import FORGET, MIN_ROWS
 
 _JIT = {"nogil": True, "cache": True, "error_model": "numpy"}  # no fastmath: NumPy's bits
@@ -436,7 +436,7 @@ def _unit(u, tail, ctl, fill, X, center, ut, block_a, block_b, ints, start, tran
     sxx = sums[KK + 2 * K + DK :].reshape((D, 1, K))
     # a rows unit with windows (no tail item then) whose chain forgets: its windows
     # layout, else (a sticky chain, or a failed check) the rows kernel on the dealt rows
-    if rows and ut[u, U_WN] > 0 and dobrushin(trans) <= FORGET:
+    if rows and ut[u, U_WN] > 0 and dobrushin(trans) <= FORGET and not scaling_fragile(trans):
         if windows_unit_stats(u, ut, block_a, block_b, ints, start, trans, means, prec, const,
                               fns, ll_u[lo : lo + n_real], bad_u[lo : lo + n_real], xi, first,
                               nsum, sx, sxx):  # fmt: skip
@@ -663,12 +663,6 @@ def em_run(n_max, tol, prev, budget, history, ctl, order, fill, X, center_x, ut,
     """
     t0 = cycles()
     for i in range(n_max):
-        if trans.min() <= EXACT_SCALING_MIN_TRANSITION:
-            # an M-step drove a transition to (near) zero: scaling may now drop a state's
-            # mass (forward_backward.EXACT_SCALING_MIN_TRANSITION), so the general loop
-            # runs this E-step and the rest, checking each sequence's scaling factors
-            # (forward_backward.LOG_TINY; reported as failed lanes)
-            return i, 1
         status = em_step(ctl, order, fill, X, center_x, ut, block_a, block_b, ints, start, trans,
                          means, prec, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u,
                          sxx_u, slot_seq, ll, xi, first, nsum, sx, sxx, learn, sp_prior,

@@ -78,7 +78,6 @@ from tying.hmm._numba_kernels import (
     mstep_diag_untied,
     sum_first_axis,
 )
-from tying.hmm.forward_backward import EXACT_SCALING_MIN_TRANSITION
 
 __all__ = [
     "CLAIM", "CTL_SIZE", "DEAD", "DONE", "LEFT", "STOP", "TAIL", "NO_FACTOR",
@@ -410,12 +409,6 @@ def em_run(n_max, tol, prev, budget, history, ctl, order, fill, X, center_x, ut,
     """
     t0 = cycles()
     for i in range(n_max):
-        if trans.min() <= EXACT_SCALING_MIN_TRANSITION:
-            # an M-step drove a transition to (near) zero: scaling may now drop a state's
-            # mass (forward_backward.EXACT_SCALING_MIN_TRANSITION), so the general loop
-            # runs this E-step and the rest, checking each sequence's scaling factors
-            # (forward_backward.LOG_TINY; reported as failed lanes)
-            return i, 1
         status = em_step(ctl, order, fill, X, center_x, ut, block_a, block_b, ints, start, trans,
                          means, linv, const, fns, ll_u, bad_u, xi_u, first_u, n_u, sx_u,
                          sxx_u, slot_seq, ll, xi, first, nsum, sx, sxx, learn, sp_prior,

@@ -40,10 +40,11 @@ from tying.hmm._numba_scaled import (  # noqa: F401
     fb_log,
     fb_scaled,
     forward_scaled,
+    kept,
+    scaling_fragile,
     shift_rows,
     sum_first_axis,
 )
-from tying.hmm.forward_backward import TINY  # the same threshold on both paths
 
 # ------------------------------------------------- fused Gaussian E-step (issue 19)
 # A work unit's sequences are laid out as "lanes": arrays (T, ..., S) with the
@@ -223,6 +224,7 @@ def lanes_fb_stats(
         ic.reshape(-1),
     )
     two_exp = np.zeros(S)  # the product of factors is prod * 2**two_exp
+    fragile = scaling_fragile(transmat)
     prod = np.ones(S)
     min_p = np.ones(S)
     min_c = np.ones(S)
@@ -263,8 +265,10 @@ def lanes_fb_stats(
         total = two_exp[s] * _LN2 + np.log(prod[s]) + m_sum[s]
         ll[s] = total
         # a factor below TINY has lost precision (subnormal) and its inverse overflows;
-        # a product below _P_FLOOR may have gone subnormal between two rescalings
-        bad[s] = not np.isfinite(total) or not min_c[s] >= TINY or not min_p[s] >= _P_FLOOR
+        # a product below _P_FLOOR may have gone subnormal between two rescalings; with a
+        # zero transition, factors that multiply below TINY may have dropped a state (kept)
+        log_c = two_exp[s] * _LN2 + np.log(prod[s])
+        bad[s] = not kept(total, min_c[s], log_c, fragile) or not min_p[s] >= _P_FLOOR
         if bad[s]:  # zero the lane: it then adds exactly nothing below
             for t in range(lens[s]):
                 ic[t, s] = 0.0

@@ -46,8 +46,7 @@ from numba.extending import intrinsic
 
 from tying import _numba_cache
 from tying.hmm._numba_lanes import _FLAGS, _V, LANE_BLOCK, _flat_f64, _ints, _splat, _vec
-from tying.hmm._numba_scaled import _JIT
-from tying.hmm.forward_backward import TINY  # the same threshold on every path
+from tying.hmm._numba_scaled import _JIT, kept, scaling_fragile
 
 BLOCK = LANE_BLOCK  # states per vector (the lane kernels' vector of 8 doubles)
 _ACCS = 4  # independent accumulators of a mat-vec product (its sum is a chain otherwise)
@@ -348,6 +347,7 @@ def rows_fb_stats(
     fsp = np.zeros(Kp)
     sxp = np.zeros(D * Kp)
     sxxp = np.zeros(D * De * Kp)
+    fragile = scaling_fragile(transmat)  # a zero transition: the factors' product checked
     for s in range(lo, hi):
         o, L = starts[s] - r0, lengths[s]
         log_c = 0.0
@@ -385,7 +385,7 @@ def rows_fb_stats(
         log_c += np.log(prod)
         total = log_c + m_sum
         ll[s] = total
-        if not np.isfinite(total) or min_c < TINY:
+        if not kept(total, min_c, log_c, fragile):
             bad[s] = True
             continue
         bad[s] = False

@@ -24,7 +24,11 @@ import numba
 import numpy as np
 
 from tying import _numba_cache
-from tying.hmm.forward_backward import TINY  # the same threshold on both paths
+from tying.hmm.forward_backward import (  # the same thresholds on every path
+    EXACT_SCALING_MIN_TRANSITION,
+    LOG_TINY,
+    TINY,
+)
 
 _JIT = {
     "nogil": True,
@@ -32,6 +36,41 @@ _JIT = {
     "error_model": "numpy",
     "fastmath": {"reassoc", "contract", "arcp"},
 }
+
+
+@numba.njit(**_JIT)
+def scaling_fragile(transmat):
+    """Whether scaling may drop a state's mass for ``transmat`` (a transition at most
+    ``EXACT_SCALING_MIN_TRANSITION``, or NaN): ``not forward_backward.scaling_is_exact``,
+    in the kernels. Each kernel that keeps a scaled result asks it of the matrix it is
+    given, so that no caller can forget the check: a sequence of such a model keeps its
+    scaled result only when its factors multiply to at least ``TINY`` (:func:`kept`).
+    A column of zeros (a state no state enters) does not count, as there."""
+    K = transmat.shape[0]
+    entered = False
+    for j in range(K):
+        hi = 0.0
+        lo = np.inf
+        for i in range(K):
+            x = transmat[i, j]
+            if not abs(x) < np.inf:  # NaN or inf
+                return True
+            hi = max(hi, x)
+            lo = min(lo, x)
+        if hi > 0.0:
+            entered = True
+            if not lo > EXACT_SCALING_MIN_TRANSITION:
+                return True
+    return not entered
+
+
+@numba.njit(**_JIT)
+def kept(total, min_c, log_c, fragile):
+    """Whether a sequence keeps its scaled result: a finite log-likelihood ``total``, no
+    factor below ``TINY`` (``min_c``), and, for a :func:`scaling_fragile` model, factors
+    whose product's log ``log_c`` is at least ``LOG_TINY`` (forward_backward.LOG_TINY:
+    a state the scaling dropped then changes nothing measurable)."""
+    return np.isfinite(total) and min_c >= TINY and (not fragile or log_c >= LOG_TINY)
 
 
 # ---------------------------------------------------------------- forward-backward
@@ -59,6 +98,7 @@ def fb_scaled(startprob, transmat, b, m, r0, starts, lengths, lo, hi, gamma, ll,
     beta_prev = np.empty(K)
     q = np.empty(K)
     acc = np.empty((K, K))
+    fragile = scaling_fragile(transmat)
     for s in range(lo, hi):
         o, L = starts[s], lengths[s]
         ob = o - r0  # the sequence's first row in b and m
@@ -88,7 +128,8 @@ def fb_scaled(startprob, transmat, b, m, r0, starts, lengths, lo, hi, gamma, ll,
         ll[s] = total
         # a factor below TINY has lost precision (subnormal) and its inverse overflows:
         # recompute the sequence in log space, as for one that underflowed completely
-        if not np.isfinite(total) or min_c < TINY:
+        # (and, in a model with a zero transition, one whose factors multiply below TINY)
+        if not kept(total, min_c, log_c, fragile):
             bad[s] = True
             for t in range(L):
                 for k in range(K):
@@ -138,12 +179,14 @@ def shift_rows(lb, b, m):
 
 @numba.njit(**_JIT)
 def forward_scaled(startprob, transmat, logb, starts, lengths, lo, hi, ll):
-    """Scaled forward pass only: ``ll[s]`` for sequences lo..hi-1 (non-finite: recompute)."""
+    """Scaled forward pass only: ``ll[s]`` for sequences lo..hi-1 (NaN: not :func:`kept`,
+    recompute it in log space)."""
     K = transmat.shape[0]
     trans_t = np.ascontiguousarray(transmat.T)  # row k: the transitions into state k
     alpha = np.empty(K)
     nxt = np.empty(K)
     b = np.empty(K)
+    fragile = scaling_fragile(transmat)
     for s in range(lo, hi):
         o, L = starts[s], lengths[s]
         log_c = 0.0
@@ -173,8 +216,10 @@ def forward_scaled(startprob, transmat, logb, starts, lengths, lo, hi, ll):
                 alpha[k] = nxt[k] / c
             log_c += np.log(c)
             min_c = min(min_c, c)
-        # a subnormal factor has lost precision: NaN asks the caller for log space
-        ll[s] = log_c + m_sum if min_c >= TINY else np.nan
+        # a subnormal factor has lost precision (or, with a zero transition, the factors
+        # multiply below TINY): NaN asks the caller for log space
+        total = log_c + m_sum
+        ll[s] = total if kept(total, min_c, log_c, fragile) else np.nan
 
 
 @numba.njit(**_JIT)
@@ -207,10 +252,12 @@ def _lse_row(v, K):
 def fb_log(log_s, log_a, logb, starts, lengths, seqs, gamma, ll, xi):
     """Exact log-space forward-backward of sequences ``seqs`` (stop 28: a model with a
     zero transition runs here): ``ll[q]`` for ``seqs[q]``, its gamma rows in ``gamma``
-    (NaN where p(x) = 0), its expected transitions added to ``xi``. The arithmetic of
+    (NaN where p(x) = 0), its expected transitions added to ``xi``; each step's posteriors
+    normalised by their own sum. The arithmetic of
     ``forward_backward._forward_backward_log``, per sequence and compiled."""
     K = log_s.shape[0]
     v = np.empty(K)
+    w = np.empty(K * K)
     for q in range(seqs.shape[0]):
         s = seqs[q]
         r0, T = starts[s], lengths[s]
@@ -237,15 +284,24 @@ def fb_log(log_s, log_a, logb, starts, lengths, seqs, gamma, ll, xi):
                 for k in range(K):
                     gamma[r0 + t, k] = np.nan
             continue
+        # each step's posteriors normalised by their own sum (log p(x) up to the rounding
+        # that log-alpha and log-beta gathered on the way: ~1e-11 absolute per step at
+        # |log p(x)| ~ 1e5, common to the step's terms, so it cancels): gamma's rows and
+        # each step's xi sum to 1
         for t in range(T):
             for k in range(K):
-                gamma[r0 + t, k] = np.exp(la[t, k] + lbt[t, k] - total)
-        for t in range(T - 1):
-            for i in range(K):
-                for j in range(K):
-                    xi[i, j] += np.exp(
-                        la[t, i] + log_a[i, j] + logb[r0 + t + 1, j] + lbt[t + 1, j] - total
-                    )
+                v[k] = la[t, k] + lbt[t, k]
+            z = _lse_row(v, K)
+            for k in range(K):
+                gamma[r0 + t, k] = np.exp(v[k] - z)
+            if t < T - 1:
+                for i in range(K):
+                    for j in range(K):
+                        w[i * K + j] = la[t, i] + log_a[i, j] + logb[r0 + t + 1, j] + lbt[t + 1, j]
+                z = _lse_row(w, K * K)
+                for i in range(K):
+                    for j in range(K):
+                        xi[i, j] += np.exp(w[i * K + j] - z)
 
 
 _numba_cache.guard(__name__)  # last: keys the cache on the sources these depend on

@@ -53,7 +53,7 @@ from tying.hmm._numba_lanes import (
     lanes_sum,
 )
 from tying.hmm._numba_rows import rows_fb_stats
-from tying.hmm._numba_scaled import _JIT
+from tying.hmm._numba_scaled import _JIT, scaling_fragile
 from tying.hmm.forward_backward import TINY
 from tying.hmm.windows import (
     BURN_IN,
@@ -108,6 +108,11 @@ def windows_fb_stats(
         windows whose burn-in rows' scaling failed. Anything but 0: the outputs are not
         to be used (the caller runs the rows kernel on the unit).
     """
+    if scaling_fragile(transmat):
+        # a zero transition: scaling may drop a state's mass, and a window that starts
+        # from a uniform alpha could refill what the chain had dropped for good; the
+        # rows kernel checks each sequence's factors instead (kept)
+        return 1
     T, K, S = b.shape
     D = XcL.shape[1]
     n_real = lens.shape[0]
@@ -392,7 +397,7 @@ def rows_windows_fb_stats(
     R = 0
     for q in range(lo, hi):
         R += lengths[q]
-    if R < min_rows or not dobrushin(transmat) <= FORGET:
+    if R < min_rows or not dobrushin(transmat) <= FORGET or scaling_fragile(transmat):
         rows_fb_stats(startprob, transmat, b, m, XcL, r0, starts, lengths, lo, hi, full, alpha,
                       inv_c, ll, bad, xi, first, nsum, sx, sxx)  # fmt: skip
         return False

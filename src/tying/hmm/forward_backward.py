@@ -74,7 +74,10 @@ TINY = 1e-290
 #: for an absorbing model whose log-likelihood is -1950.05; 105 of 200 random models
 #: with zeros were wrong). Such models keep the scaled recursion only for sequences whose
 #: scaling factors multiply to at least ``TINY`` (:data:`LOG_TINY`); the others run in
-#: exact log space.
+#: exact log space. A column of zeros (a state no state enters: only the start can put
+#: mass there) does not count: ``beta_t(k) = sum_l A[k, l] b_l beta_{t+1}(l)`` is then
+#: at most ``beta_t(j) / a_min`` for any states k and j, which is all the bound above uses
+#: (stop 30).
 EXACT_SCALING_MIN_TRANSITION = 1e-250
 
 #: Smallest log of the product of a sequence's scaling factors for which the scaled
@@ -96,29 +99,22 @@ def scaling_is_exact(transmat: np.ndarray) -> bool:
     :data:`EXACT_SCALING_MIN_TRANSITION`); otherwise a sequence keeps its scaled result
     only when its scaling factors multiply to at least ``TINY`` (:data:`LOG_TINY`).
 
+    Only the columns of states that some state enters count: a state no state enters
+    (a column of zeros) is exact too.
+
     Example:
         >>> scaling_is_exact(np.array([[0.9, 0.1], [0.2, 0.8]]))
         True
         >>> scaling_is_exact(np.array([[1.0, 0.0], [0.2, 0.8]]))   # state 0 absorbs
         False
+        >>> scaling_is_exact(np.array([[0.0, 1.0], [0.0, 1.0]]))   # no state enters 0
+        True
     """
-    return bool(np.min(transmat) > EXACT_SCALING_MIN_TRANSITION)
-
-
-def _scaling_too_small(ll, shifts, batch) -> np.ndarray:
-    """Sequences whose scaled log-likelihood ``ll`` has a factor product below ``TINY``:
-    ``ll`` minus the sum of the row shifts (the row maxima of the log-emissions) is that
-    product's log. ``shifts`` may also be the ``(n_samples, K)`` log-emissions themselves.
-
-    Only for models that are not :func:`scaling_is_exact`; a non-finite ``ll`` (failed
-    already) is not returned again."""
-    with np.errstate(invalid="ignore"):
-        m = shifts.max(axis=1) if shifts.ndim == 2 else shifts.copy()
-        m[~np.isfinite(m)] = 0.0  # a row no state emits: its ll is not finite anyway
-    cum = np.concatenate([[0.0], np.cumsum(m)])
-    m_sum = cum[batch.starts + batch.lengths] - cum[batch.starts]
-    with np.errstate(invalid="ignore"):
-        return np.isfinite(ll) & ~(ll - m_sum >= LOG_TINY)
+    A = np.asarray(transmat, dtype=np.float64)
+    if not np.isfinite(A).all():
+        return False
+    entered = A.max(axis=0) > 0.0  # a column of zeros: a state only the start reaches
+    return bool(entered.any() and A[:, entered].min() > EXACT_SCALING_MIN_TRANSITION)
 
 
 @dataclasses.dataclass
@@ -189,10 +185,9 @@ def forward_log_likelihood(
             batch.n_sequences,
             n_jobs,
         )
-        bad = ~np.isfinite(ll)
-        if not scaling_is_exact(A):  # a zero transition: scaling may have dropped a state
-            bad |= _scaling_too_small(ll, logb, batch)
-        bad = np.flatnonzero(bad)
+        # NaN: the kernel did not keep the scaled result (kernels.kept: a failed factor,
+        # or in a model with a zero transition a factor product below TINY)
+        bad = np.flatnonzero(~np.isfinite(ll))
         if bad.size:
             ll[bad] = _log_space_subset(start, A, logb, batch, bad, posteriors=False)
     return ll
@@ -256,18 +251,13 @@ def forward_backward(
     bad = np.zeros(n_seq, dtype=np.bool_)
     starts, lengths = batch.starts, batch.lengths
 
-    shifts = np.empty(batch.n_samples)  # each row's max log-emission
-
     def work(lo, hi):  # sequences lo..hi-1 are rows r0..r1-1 of X
         r0, r1 = starts[lo], starts[hi - 1] + lengths[hi - 1]
-        b, m = _shifted_exp(logb[r0:r1], kernels, m=shifts[r0:r1])
+        b, m = _shifted_exp(logb[r0:r1], kernels)
+        # bad: the kernel did not keep the scaled result (kernels.kept), gamma and xi zeroed
         kernels.fb_scaled(start, A, b, m, r0, starts, lengths, lo, hi, gamma, ll, xi_seq, bad)
 
     compiled._run_chunks(work, n_seq, n_jobs)
-    if not scaling_is_exact(A):  # a zero transition: scaling may have dropped a state
-        small = _scaling_too_small(ll, shifts, batch)
-        xi_seq[small] = 0.0  # recomputed in log space below
-        bad |= small
     xi_sum = np.empty((K, K))
     kernels.sum_first_axis(xi_seq, xi_sum)
     bad = np.flatnonzero(bad)
@@ -281,7 +271,7 @@ def forward_backward(
     )
 
 
-def _shifted_exp(lb, kernels, m=None):
+def _shifted_exp(lb, kernels):
     """``(exp(lb - m), m)`` with ``m`` the row maxima: emission probabilities / their max.
 
     The maxima and the shift are one compiled pass; the ``exp`` is NumPy's,
@@ -290,7 +280,7 @@ def _shifted_exp(lb, kernels, m=None):
     gives NaN, which the kernel reports as a failed (log-space) sequence.
     """
     b = np.empty_like(lb)
-    m = np.empty(lb.shape[0]) if m is None else m
+    m = np.empty(lb.shape[0])
     kernels.shift_rows(lb, b, m)
     with np.errstate(invalid="ignore"):  # NaN from -inf - -inf: flagged by the kernel
         np.exp(b, out=b)
@@ -479,10 +469,18 @@ def _forward_backward_log(startprob, transmat, lb, n_active):
         nxt = lb[t + 1, :n1] + lbeta[t + 1, :n1]  # (n1, K)
         lbeta[t, :n1] = _lse(log_a + nxt[:, None, :], axis=2)
         keep = np.flatnonzero(ok[:n1])
-        log_xi = la[t, keep, :, None] + log_a + nxt[keep, None, :] - ll[keep, None, None]
-        xi += np.exp(log_xi).sum(0)
+        log_xi = la[t, keep, :, None] + log_a + nxt[keep, None, :]
+        z = _lse(log_xi.reshape(len(keep), K * K), axis=1)  # step t's own sum (below)
+        xi += np.exp(log_xi - z[:, None, None]).sum(0)
+    # each step's posteriors normalised by their own sum (log p(x) up to the rounding that
+    # log-alpha and log-beta gathered on the way: ~1e-11 absolute per step at |log p(x)|
+    # ~ 1e5, common to the step's terms, so it cancels): gamma's rows and each step's xi
+    # sum to 1
+    log_g = la + lbeta
     with np.errstate(invalid="ignore"):  # p(x) = 0: posteriors are undefined (NaN)
-        gamma = np.exp(la + lbeta - ll[None, :, None])
+        gamma = np.exp(log_g - _lse(log_g, axis=2)[:, :, None])
+    gamma[np.arange(T)[:, None] >= lengths] = 0.0  # padding, as before
+    gamma[:, ~ok] = np.nan
     return ll, gamma, np.nan_to_num(xi)
 
 
@@ -989,14 +987,9 @@ def forward_backward_stats(
             ll_u[u], bad_u[u], *sums[u].values(),
         )  # fmt: skip
 
-    if not scaling_is_exact(A):
-        # a zero transition: scaling may drop a state, and a sequence's scaled result is
-        # kept only when its factors multiply to at least TINY (LOG_TINY); the lanes and
-        # windows kernels add every sequence into their sums as they go, so such a model
-        # takes the per-sequence E-step and its statistics come from gamma
-        return _stats_from_posteriors(
-            forward_backward(start, A, log_emission(X), batch, n_jobs=n_jobs), X, center, full
-        )
+    # a model with a zero transition: each kernel checks each sequence's factors itself
+    # (kernels.kept, LOG_TINY), reports those it did not keep as bad (they add nothing to
+    # the sums: recomputed in log space below) and runs no windows
     compiled._run_units(work, U, n_jobs, layout.cost)
     xi_u, first_u, n_u, sx_u, sxx_u = (np.stack([d[k] for d in sums]) for k in sums[0])
     for u, unit in enumerate(layout.units):
@@ -1042,9 +1035,3 @@ def _moments(gamma, xc, full):
     moments of the centred rows ``xc``."""
     sxx = np.einsum("nk,nd,ne->kde", gamma, xc, xc) if full else gamma.T @ xc**2
     return gamma.sum(0), gamma.T @ xc, sxx
-
-
-def _stats_from_posteriors(post: Posteriors, X, center, full) -> Posteriors:
-    """``post`` with its gamma turned into :class:`GaussianStats` of ``X - center``."""
-    n, sx, sxx = _moments(post.gamma, X - center, full)
-    return dataclasses.replace(post, gamma=None, stats=GaussianStats(n=n, sx=sx, sxx=sxx))

@@ -38,7 +38,6 @@ from tying.hmm.forward_backward import (
     LaneLayout,
     _deal_rows,
     forward_backward_stats,
-    scaling_is_exact,
 )
 from tying.hmm.fused_em import FusedEM
 from tying.hmm.fused_em_full import FusedEMFull
@@ -527,13 +526,13 @@ class GaussianHMM(BaseHMM):
         fused = FusedEM.for_model(self, context, self._mstep_fast(context))
         if fused is None and self._full():  # full and tied: their own compiled loop
             fused = FusedEMFull.for_model(self, context)
-        if fused is None or not scaling_is_exact(self.transmat_):
-            # a (near-)zero transition: scaling may drop a state's mass, so the general loop
-            # runs each E-step per sequence and keeps a scaled result only where the
-            # factors bound what a dropped state could change (forward_backward.LOG_TINY);
-            # the other sequences run in log space (forward_backward_stats)
+        if fused is None:
             super()._em(X, batch, monitor, context, start)
             return
+        # a (near-)zero transition: scaling may drop a state's mass, so the compiled
+        # kernels keep a sequence's scaled result only where its factors bound what a
+        # dropped state could change (kernels.kept, forward_backward.LOG_TINY); a sequence
+        # they do not keep is a failed lane, and the general loop takes over from there
         if self._startprob.all() and self._transitions.all():
             self._em_fused(fused, X, batch, monitor, context, start)
             return
