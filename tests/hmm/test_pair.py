@@ -279,3 +279,88 @@ def test_a_falling_objective_is_not_convergence(monkeypatch, caplog):
     f = PairHMM("ACGT", n_iter=10, tol=1e-3).fit(pairs)
     assert f.n_iter_ == 3 and not f.converged_
     assert "not converging" in caplog.text
+
+
+# ---- stop 30: a pair of probability 0 is -inf everywhere, and fit refuses it
+def _model_with_zeros(rng):
+    """Tied match table and insert probabilities with zeros: some symbols cannot be
+    emitted by some states, and a symbol neither matches nor inserts at all."""
+    p = rng.random((S, S)) * (rng.random((S, S)) < 0.6)
+    p[0, :] = p[:, 0] = 0.0  # symbol 0 never matches ...
+    p = p + p.T
+    if p.sum() == 0:
+        p[1, 1] = 1.0
+    q = rng.dirichlet(np.ones(S))
+    q[0] = 0.0  # ... nor inserts: a pair with a 0 has probability 0
+    q[rng.integers(1, S)] *= rng.random() < 0.5  # sometimes another insert is 0 too
+    if q.sum() == 0:
+        q[1] = 1.0
+    return PairHMM.from_params(n_symbols=S, tied=True, delta=0.15, epsilon=0.35, tau=0.07,
+                               match_probs=p / p.sum(), insert_probs=q / q.sum())  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_pair_of_probability_zero_is_minus_inf_on_every_path(seed):
+    """Before stop 30 such a pair scored -1e200 (finite: a zero parameter's log is kept
+    at -1e200 so that sums stay finite) and had a Viterbi path, posteriors and an
+    alignment. Brute force over every alignment decides which pairs are possible."""
+    rng = np.random.default_rng(seed)
+    model = _model_with_zeros(rng)
+    pairs = _pairs(rng, k=30, max_len=4)
+    with np.errstate(divide="ignore"):
+        brute = np.array([_brute_force(model, x, y) for x, y in pairs])
+    impossible = ~np.isfinite(brute)
+    assert impossible.any() and (~impossible).any()
+    ll = model.score_pairs(pairs)
+    np.testing.assert_array_equal(np.isneginf(ll), impossible)
+    np.testing.assert_allclose(ll[~impossible], brute[~impossible], rtol=1e-12)
+    lp, paths = model.viterbi(pairs)
+    np.testing.assert_array_equal(np.isneginf(lp), impossible)
+    assert [p is None for p in paths] == impossible.tolist()
+    for (x, y), path, v in zip(pairs, paths, lp, strict=True):
+        if path is not None:
+            assert model.path_log_prob(x, y, path) == pytest.approx(v, rel=1e-12)
+    for (x, y), bad in zip(pairs, impossible, strict=True):
+        if len(x) == 0 or len(y) == 0:
+            continue
+        post = model.match_posteriors(x, y)
+        assert np.isnan(post).all() == bad and (bad or np.isfinite(post).all())
+        if bad:
+            with pytest.raises(ValueError, match="probability 0"):
+                model.format_alignment(x, y)
+
+
+def test_an_impossible_pair_adds_no_counts_to_its_chunk():
+    """posterior_counts over a chunk with a pair of probability 0: the others' counts
+    are what they are without it (before stop 30 its weights exp(f - log p) were near 1
+    and its counts went into the sums)."""
+    from tying.hmm.pair_dp import PairChunk, posterior_counts
+
+    match = np.array([[0.0, 0.0, 0.0], [0.0, 0.3, 0.2], [0.0, 0.2, 0.3]])
+    model = PairHMM.from_params(n_symbols=S, delta=0.15, epsilon=0.35, tau=0.07,
+                                match_probs=match, insert_probs=[0.0, 0.5, 0.5])  # fmt: skip
+    good = [(np.array([1, 2]), np.array([2, 1, 2])), (np.array([2]), np.array([2]))]
+    bad = (np.array([0, 1]), np.array([1]))
+    p = model.log_params()
+    with_bad = posterior_counts(p, PairChunk.pack([good[0], bad, good[1]]))
+    without = posterior_counts(p, PairChunk.pack(good))
+    assert np.isneginf(with_bad.log_p[1]) and np.isfinite(without.log_p).all()
+    for name in ("trans", "end", "match", "insert"):
+        np.testing.assert_allclose(getattr(with_bad, name), getattr(without, name),
+                                   rtol=1e-12, atol=1e-15, err_msg=name)  # fmt: skip
+
+
+def test_fit_refuses_a_pair_of_probability_zero_by_its_index_and_changes_nothing():
+    model = PairHMM("AB", match_probs=[[0.0, 0.0], [0.0, 1.0]], insert_probs=[0.0, 1.0],
+                    n_iter=3)  # fmt: skip
+    pairs = [("B", "B"), ("BB", "B"), ("AB", "B")]
+    with pytest.raises(ValueError, match=r"pair 2 \(lengths 2, 1\) has probability 0"):
+        model.fit(pairs)
+    assert not hasattr(model, "history_")
+    fitted = PairHMM.from_params("AB", match_probs=[[0.0, 0.0], [0.0, 1.0]],
+                                 insert_probs=[0.0, 1.0])  # fmt: skip
+    before = fitted.match_probs_.copy()
+    with pytest.raises(ValueError, match="pair 0"):
+        fitted.fit([("A", "A")])
+    np.testing.assert_array_equal(fitted.match_probs_, before)  # the zero stays 0
+    assert fitted.path_log_prob("A", "A", [M]) == -np.inf

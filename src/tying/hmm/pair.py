@@ -30,7 +30,7 @@ from tying.core.count import Count, Group
 from tying.hmm.base import NotFittedError, _threads, _unchanged_on_error
 from tying.hmm.monitor import ConvergenceMonitor
 from tying.hmm.pair_dp import (
-    NEG,
+    IMPOSSIBLE,
     M,
     PairChunk,
     PairParams,
@@ -429,7 +429,9 @@ class PairHMM:
 
         Returns:
             ``(log_p, paths)``: the best path's log-probability per pair and its
-            states per column (0 = match, 1 = insert-X, 2 = insert-Y).
+            states per column (0 = match, 1 = insert-X, 2 = insert-Y). A pair of
+            probability 0 (every alignment uses a zero probability) gets ``-inf`` and
+            None: it has no alignment.
 
         Example:
             >>> hmm = PairHMM.from_params("ACGT")
@@ -537,7 +539,7 @@ class PairHMM:
                 j += 1
             prev = k
         total += p.end[prev]
-        return -np.inf if total < NEG / 2 else float(total)
+        return -np.inf if total < IMPOSSIBLE else float(total)
 
     def format_alignment(self, x, y) -> str:
         """The Viterbi alignment of one pair as two lines with ``-`` for gaps.
@@ -548,6 +550,11 @@ class PairHMM:
             A-GT
         """
         _, (path,) = self.viterbi([(x, y)])
+        if path is None:
+            raise ValueError(
+                "this pair has probability 0 under the model (every alignment uses a zero "
+                "probability: a symbol's emission, or a gap), so it has no alignment"
+            )
         sx = x if isinstance(x, str) else [str(v) for v in x]
         sy = y if isinstance(y, str) else [str(v) for v in y]
         top, bottom, i, j = [], [], 0, 0
@@ -564,7 +571,8 @@ class PairHMM:
             x, y: the sequences.
 
         Returns:
-            ``(len(x), len(y))`` posterior match probabilities.
+            ``(len(x), len(y))`` posterior match probabilities; NaN for a pair of
+            probability 0 (its posteriors are undefined).
 
         Example:
             >>> post = PairHMM.from_params("ACGT").match_posteriors("ACGT", "ACGT")
@@ -574,9 +582,12 @@ class PairHMM:
         self._check_fitted()
         enc = self._encode([(x, y)])
         chunk = PairChunk.pack(enc)
-        post = posterior_counts(self.log_params(), chunk, keep_posteriors=True).posteriors[M, :, 0]
+        counts = posterior_counts(self.log_params(), chunk, keep_posteriors=True)
+        post = counts.posteriors[M, :, 0]
         n, m = int(chunk.n[0]), int(chunk.m[0])
         i, j = np.meshgrid(np.arange(1, n + 1), np.arange(1, m + 1), indexing="ij")
+        if not np.isfinite(counts.log_p[0]):  # probability 0: no posterior exists
+            return np.full((n, m), np.nan)
         return post[i + j, i]
 
     # ------------------------------------------------------------------- fit
@@ -650,13 +661,15 @@ class PairHMM:
         trans, end = np.zeros((3, 3)), np.zeros(3)
         match, ins = np.zeros((S, S)), np.zeros((2, S))
         total = 0.0
-        for _idx, c in self._chunks(enc, tables=True):
+        for idx, c in self._chunks(enc, tables=True):
             counts = posterior_counts(p, c)
             if not np.all(np.isfinite(counts.log_p)):
                 bad = int(np.flatnonzero(~np.isfinite(counts.log_p))[0])
                 raise ValueError(
-                    f"a pair has probability 0 under the current parameters (pair of lengths "
-                    f"{c.n[bad]}, {c.m[bad]}); use pseudocount > 0 or positive start values"
+                    f"pair {int(idx[bad])} (lengths {c.n[bad]}, {c.m[bad]}) has probability 0 "
+                    f"under the current parameters: every alignment of it uses a zero "
+                    f"probability (a symbol's emission, or a gap); use pseudocount > 0 or "
+                    f"positive start values, or drop the pair"
                 )
             total += float(counts.log_p.sum())
             trans += counts.trans

@@ -30,10 +30,26 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["NEG", "PairChunk", "PairCounts", "PairParams", "forward", "posterior_counts", "viterbi"]
+__all__ = [
+    "IMPOSSIBLE",
+    "NEG",
+    "PairChunk",
+    "PairCounts",
+    "PairParams",
+    "forward",
+    "posterior_counts",
+    "viterbi",
+]
 
 NEG = -1e300  # log of zero, kept finite so that max/exp/log1p need no inf handling
 _PARAM_NEG = -1e200  # log of a zero probability parameter; sums of many stay finite
+#: A log-probability below this used a zero-probability parameter (each adds ``-1e200``)
+#: and is reported as ``-inf``: a path of positive probability loses at most ~745 per
+#: column (float64's smallest log), so it stays above this for any pair of fewer than
+#: 1e196 columns. Before stop 30 the cut was ``NEG / 2`` and an impossible pair scored
+#: -1e200: finite, so ``fit`` trained on it (a zero match probability became 1/3) and
+#: the posteriors, Viterbi path and alignment of a pair of probability 0 looked valid.
+IMPOSSIBLE = _PARAM_NEG / 2
 M, X, Y = 0, 1, 2
 
 
@@ -195,7 +211,7 @@ def forward(p: PairParams, c: PairChunk) -> np.ndarray:
         if d in ends:
             _collect_end(out, cur, d, c, p)
         prev2, prev1, cur = prev1, cur, prev2
-    return np.where(out < NEG / 2, -np.inf, out)
+    return np.where(out < IMPOSSIBLE, -np.inf, out)
 
 
 def _forward_diagonal(cur, prev1, prev2, d, c, T, em_all) -> None:
@@ -264,7 +280,8 @@ def posterior_counts(p: PairParams, c: PairChunk, *, keep_posteriors: bool = Fal
         keep_posteriors: also return the per-cell state posteriors.
 
     Returns:
-        A :class:`PairCounts`.
+        A :class:`PairCounts`. A pair of probability 0 has ``log_p = -inf``, adds no
+        counts and has posteriors 0.
     """
     B, W, Dn = c.size, c.n_max + 1, c.n_max + c.m_max + 1
     S = p.n_symbols
@@ -279,10 +296,13 @@ def posterior_counts(p: PairParams, c: PairChunk, *, keep_posteriors: bool = Fal
     log_p = np.full(B, NEG)
     for d in np.unique(ends):
         _collect_end(log_p, F[:, d], d, c, p)
-    lp = log_p[:, None]  # (B, 1)
+    possible = log_p >= IMPOSSIBLE
+    # a pair of probability 0: every weight exp(. - inf) = 0, so it adds no counts and
+    # its posteriors are 0 (its log_p is -inf below; callers refuse or flag it)
+    lp = np.where(possible, log_p, np.inf)[:, None]  # (B, 1)
     trans, end = np.zeros((3, 3)), np.zeros(3)
     match, insert = np.zeros(S * S), np.zeros((2, S))
-    last = F[:, ends, np.arange(B), c.n] + p.end[:, None] - log_p  # (3, B)
+    last = F[:, ends, np.arange(B), c.n] + p.end[:, None] - lp[:, 0]  # (3, B)
     end += np.exp(last).sum(1)
     post = np.zeros((3, Dn, B, W)) if keep_posteriors else None
     # backward values plus the cell's emission, for diagonals d+1 and d+2 (and a spare)
@@ -330,7 +350,7 @@ def posterior_counts(p: PairParams, c: PairChunk, *, keep_posteriors: bool = Fal
             post[:, d, :, s0] = gamma
         be2, be1, spare = be1, spare, be2
     return PairCounts(
-        log_p=np.where(log_p < NEG / 2, -np.inf, log_p),
+        log_p=np.where(possible, log_p, -np.inf),
         trans=trans,
         end=end,
         match=match.reshape(S, S),
@@ -344,7 +364,8 @@ def viterbi(p: PairParams, c: PairChunk):
 
     Returns:
         ``(log_p, paths)``: the best path's log-probability ``(B,)`` and, per
-        pair, its states from first to last column (0 = M, 1 = X, 2 = Y).
+        pair, its states from first to last column (0 = M, 1 = X, 2 = Y); ``-inf``
+        and None for a pair of probability 0 (no alignment has positive probability).
     """
     B, W, Dn = c.size, c.n_max + 1, c.n_max + c.m_max + 1
     T = p.trans
@@ -394,5 +415,6 @@ def viterbi(p: PairParams, c: PairChunk):
         j[live] -= kk != X
         k[live] = prev
         live = live[i[live] + j[live] > 0]
-    paths = [buf[b, col[b] + 1 :].copy() for b in range(B)]
-    return np.where(log_p < NEG / 2, -np.inf, log_p), paths
+    possible = log_p >= IMPOSSIBLE
+    paths = [buf[b, col[b] + 1 :].copy() if possible[b] else None for b in range(B)]
+    return np.where(possible, log_p, -np.inf), paths
