@@ -165,7 +165,8 @@ def test_trf_stalled_far_from_a_minimum_is_not_reported_as_converged():
     with pytest.warns(UserWarning) as record:  # ConvergenceWarning, maybe FitWarnings too
         res, value_lre, _ = nist.fit(problem, 1, solver="trf")
     assert value_lre.min() < 1 and res.chi2 > 1e3 * problem.certified_rss
-    assert not res.success and "trf stalled" in res.message
+    assert not res.success and "this is not a minimum" in res.message
+    assert "the solver stalled" in res.message and "solver='lm'" in res.message
     assert any("did not converge" in str(w.message) for w in record)
 
 

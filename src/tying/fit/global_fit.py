@@ -50,7 +50,14 @@ from tying.fit.datasets import StackedData, stack
 from tying.fit.model import ModelEvaluator
 from tying.fit.result import FitResult, build_values
 from tying.fit.roles import ParameterMap
-from tying.fit.solvers import SOLVERS, ConvergenceWarning, FitWarning, Tolerances, run_solver
+from tying.fit.solvers import (
+    MAX_COSINE,
+    SOLVERS,
+    ConvergenceWarning,
+    FitWarning,
+    Tolerances,
+    run_solver,
+)
 
 #: |correlation| above this marks two parameters the data cannot tell apart
 DEGENERATE_CORRELATION = 1 - 1e-8
@@ -176,6 +183,49 @@ def _plateau(ev: ModelEvaluator, data: StackedData, pmap: ParameterMap, out, h: 
         f"start but does not at the solution (a 100% change moves it by {sens[i]:.2g} "
         f"relative): the fit stopped on a plateau, not at a minimum the data locate; try "
         f"other starting values, bounds, or solver='trf'"
+    )
+
+
+def _not_stationary(
+    data: StackedData, pmap: ParameterMap, theta: np.ndarray, r: np.ndarray, h, g
+) -> str:
+    """Name a free parameter whose Jacobian column the residuals are not orthogonal to
+    (cosine above ``MAX_COSINE``), or "": the first-order test of a minimum, free of the
+    units that the solvers' own gtol tests are absolute in, checked on every result (stop
+    30 review: trf's gtol and the LM's scaling floor stopped at the start values on data
+    near 1e-12 or a parameter near 1e22; a model that gave NaN near the optimum stopped
+    on that wall). A parameter held on a bound by an outward gradient is exempt, and so
+    is an exact fit, whose residuals are rounding noise."""
+    rnorm = float(np.linalg.norm(r))
+    ynorm = float(np.linalg.norm((data.y * data.weight)[data.mask]))
+    if not rnorm > 1e-10 * ynorm:
+        return ""
+    grad = jac_mod.gradient(g, pmap)
+    cols = np.sqrt(schur.diagonal(h, pmap.index, pmap.n_physical))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cos = np.nan_to_num(np.abs(grad) / (cols * rnorm))
+    held = ((theta <= pmap.lower) & (grad > 0)) | ((theta >= pmap.upper) & (grad < 0))
+    cos = np.where(held, 0.0, cos)
+    i = int(np.argmax(cos)) if cos.size else 0
+    if not cos.size or cos[i] <= MAX_COSINE:
+        return ""
+    return (
+        f"the residuals are not orthogonal to the Jacobian column of "
+        f"{pmap.physical_names[i]!r} (cosine {cos[i]:.2g} > {MAX_COSINE:g}): this is not a "
+        f"minimum"
+    )
+
+
+def _nonfinite_note(ev: ModelEvaluator, pmap: ParameterMap) -> str:
+    """What the fit met where ``model_fn`` gave NaN or inf (the solvers' wall), or ""."""
+    if not ev.n_nonfinite:
+        return ""
+    at = ", ".join(
+        f"{n}={v:.6g}" for n, v in zip(pmap.physical_names, ev.nonfinite_theta, strict=True)
+    )
+    return (
+        f"model_fn returned NaN or inf at {ev.n_nonfinite} of the points the solver tried "
+        f"(first at {at}), which it treated as a wall"
     )
 
 
@@ -346,7 +396,8 @@ class GlobalFit:
         """
         data, pmap, ev = self._prepare()
         _check_determined(data, pmap)
-        ev.nfev = ev.njev = 0
+        ev.nfev = ev.njev = ev.n_nonfinite = 0
+        ev.nonfinite_theta = None
         tol = Tolerances(self.ftol, self.xtol, self.gtol, self.max_iter)
         t0 = time.perf_counter()
         out = run_solver(self.solver, ev, data, pmap, tol)
@@ -361,7 +412,8 @@ class GlobalFit:
             if mismatch:
                 ev.vectorized = False
                 ev.why_not_vectorized = f"{mismatch} (refitted with a loop over data sets)"
-                ev.nfev = ev.njev = 0
+                ev.nfev = ev.njev = ev.n_nonfinite = 0
+                ev.nonfinite_theta = None
                 out = run_solver(self.solver, ev, data, pmap, tol)
         # the complex step was checked on the first Jacobian only; the standard errors
         # come from the one at the solution, so it is checked there too
@@ -369,7 +421,8 @@ class GlobalFit:
         if mismatch:
             ev._complex_ok = False
             ev.why_not_complex_step = f"{mismatch} (refitted without the complex step)"
-            ev.nfev = ev.njev = 0
+            ev.nfev = ev.njev = ev.n_nonfinite = 0
+            ev.nonfinite_theta = None
             out = run_solver(self.solver, ev, data, pmap, tol)
         self.result_ = self._result(out, data, pmap, ev)
         self.result_.time = time.perf_counter() - t0
@@ -393,12 +446,29 @@ class GlobalFit:
         redchi = chi2 / max(1, nfree)
         neg2ll = ndata * np.log(max(chi2, 1e-250 * ndata) / ndata)
         jw = jac_mod.weighted(ev.jacobian(out.theta), data)
-        h, _ = jac_mod.normal_blocks(jw, r)
+        h, g = jac_mod.normal_blocks(jw, r)
         scale = redchi if self.scale_covar else 1.0
         message, success = out.message, out.success
         plateau = _plateau(ev, data, pmap, out, h)
         if plateau and success:
             message, success = f"{message}; but {plateau}", False
+        walls = _nonfinite_note(ev, pmap)
+        stalled = _not_stationary(data, pmap, out.theta, r, h, g)
+        if stalled and success:
+            message, success = f"{message}; but {stalled}", False
+            if walls:
+                message += (
+                    f"; {walls}: bound the parameter (bounds=) so that the fit stays where "
+                    f"model_fn is defined, or make model_fn finite there"
+                )
+            else:
+                other = "lm" if self.solver == "trf" else "trf"
+                message += (
+                    f"; the solver stalled: try other starting values, solver={other!r}, or "
+                    f"a smaller ftol"
+                )
+        elif walls:
+            message += f"; {walls} (the result is a minimum all the same)"
         try:
             cov_global, cov_logical = schur.covariance(h, pmap.index, pmap.n_global)
             cov_global, cov_logical = cov_global * scale, cov_logical * scale

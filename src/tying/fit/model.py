@@ -145,6 +145,9 @@ class ModelEvaluator:
         self.pmap = pmap
         self.nfev = 0
         self.njev = 0
+        # trial points where model_fn gave NaN or inf (the solvers treat them as a wall)
+        self.n_nonfinite = 0
+        self.nonfinite_theta: np.ndarray | None = None
         free = [pmap.index[0, j] for j in range(len(pmap.free_names))]
         self._lower = pmap.lower[free]  # (P,) bounds of each free logical parameter
         self._upper = pmap.upper[free]
@@ -318,9 +321,11 @@ class ModelEvaluator:
     def loop_mismatch(self, theta: np.ndarray, batched: np.ndarray) -> str:
         """Compare a batched model ``(K, n_max)`` with per-data-set calls.
 
-        The data sets compared are every padded one and evenly spaced samples of
-        the rest (as before the fit), now at the solution: a model can agree at
-        the start and not where the fit ends.
+        Every data set is compared (one call each, once per fit): a model can agree
+        at the start and not where the fit ends, and it can differ on a data set of
+        the common length that the check before the fit did not sample (a model
+        written for one data set that reduces over x, ``x.max()`` say, sees every
+        data set's x in the batched call: stop 30 review).
 
         Args:
             theta: the physical parameters ``batched`` was computed at.
@@ -332,7 +337,7 @@ class ModelEvaluator:
         """
         values = self.pmap.logical(theta)
         data = self.data
-        for i in self._checked_datasets():
+        for i in range(data.n_datasets):
             n = int(data.lengths[i])
             one = self._call_alone(values, i)
             if _agrees(batched[i, :n], one, rtol=1e-7):
@@ -437,11 +442,16 @@ class ModelEvaluator:
         self.nfev += 1
         values = self.pmap.logical(theta)
         try:
-            return self._predict_values(values)
+            out = self._predict_values(values)
         except (_ShapeError, ModelError):
             raise
         except Exception as err:
             raise self._failure(err, values) from err
+        if not np.isfinite(out[self.data.mask]).all():  # counted: the fit reports it
+            self.n_nonfinite += 1
+            if self.nonfinite_theta is None:
+                self.nonfinite_theta = np.array(theta, dtype=np.float64)
+        return out
 
     def _predict_values(self, values: dict[str, np.ndarray]) -> np.ndarray:
         use_torch = self.backend == "torch"

@@ -234,7 +234,25 @@ class ParameterMap:
                     ) from None
                 if j == len(values):
                     values.append(value)
+                elif isinstance(value, (bool, np.bool_)) != isinstance(values[j], (bool, np.bool_)):
+                    # True == 1 and False == 0 in Python: two labels meant apart became one
+                    # group, with no error (stop 30 review)
+                    raise ValueError(
+                        f"dataset {self.dataset_names[i]!r}: metadata[{key!r}] = {value!r} "
+                        f"equals the label {values[j]!r} of an earlier data set in Python "
+                        f"(a bool is 0 or 1), so they would be one group of {name!r}; use "
+                        f"labels of one kind (all bool, or all numbers or strings)"
+                    )
                 idx[i] = j
+            printed: dict[str, Any] = {}
+            for v in values:  # the physical names are name[label]: they must differ
+                other = printed.setdefault(str(v), v)
+                if other is not v:
+                    raise ValueError(
+                        f"per_group[{name!r}]: the labels {other!r} and {v!r} are different "
+                        f"groups that print alike, so their parameters would both be named "
+                        f"{name}[{v}]; use labels that print differently"
+                    )
             self.groups[name] = values
             self.group_index[name] = idx
 
