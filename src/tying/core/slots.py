@@ -504,6 +504,9 @@ def _load_from_state_dict(
     # not: dropping a differing tensor silently would lose data.
     # (Loading through a parent of the module the plan was applied to reaches here with
     # the modules before this one already loaded; guard_loading's pre-hook refuses first.)
+    if not prefix:  # this module is what is loaded into: refuse before anything is copied
+        _check_before_load(self, state_dict, prefix, local_metadata, strict, missing, unexpected,
+                           errors)  # fmt: skip
     errors.extend(_contradictions(self, state_dict, prefix))
     for name in self.__dict__[SLOTS_ATTR]:
         state_dict.pop(prefix + name, None)
@@ -549,26 +552,63 @@ def _check_before_load(
         )
 
 
+def _check_before_load_into_part(
+    part, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+):
+    # The same check for a load into a part of the model (``model.backbone.load_state_dict``,
+    # ``model.lm_head.load_state_dict``): before stop 30 only the module a plan was applied
+    # to had the pre-hook, and a part's tied entries that differed were dropped silently
+    # ("All keys matched"). A part loaded as a piece of a larger load (prefix not empty) was
+    # checked by that load's root.
+    if not prefix:
+        _check_before_load(part, state_dict, prefix, local_metadata, strict, missing, unexpected,
+                           errors)  # fmt: skip
+
+
+def _has_hook(module: nn.Module, fn) -> bool:
+    return any(getattr(h, "hook", h) is fn for h in module._load_state_dict_pre_hooks.values())
+
+
 def guard_loading(model: nn.Module) -> None:
-    """Make ``model.load_state_dict`` refuse a contradicting state dict before it copies anything."""
-    for hook in model._load_state_dict_pre_hooks.values():
-        if getattr(hook, "hook", None) is _check_before_load:
-            return
-    model.register_load_state_dict_pre_hook(_check_before_load)
+    """Make ``model.load_state_dict`` refuse a contradicting state dict before it copies
+    anything, and so ``load_state_dict`` on any part of ``model`` that holds a tied module
+    (a backbone, the tied module itself)."""
+    if not _has_hook(model, _check_before_load):
+        model.register_load_state_dict_pre_hook(_check_before_load)
+    parts = set()
+    for path, mod in model.named_modules():
+        if path and slots_of(mod):
+            names = path.split(".")
+            parts.update(".".join(names[:i]) for i in range(1, len(names) + 1))
+    for path in parts:
+        part = model.get_submodule(path)
+        if not _has_hook(part, _check_before_load_into_part):
+            part.register_load_state_dict_pre_hook(_check_before_load_into_part)
 
 
 def _expected_from(state_dict, prefix, module, name, slot):
+    """The value the tie gives ``module.<name>`` once ``state_dict`` (loaded at ``prefix``)
+    is in: from the state dict's entry for the source when it holds one, else the tie's
+    current value (the source is not part of this load, or has no entry)."""
     mod_path, src_path = slot.paths
-    root = prefix
-    if mod_path:
-        if not prefix.endswith(mod_path + "."):
-            return None
-        root = prefix[: len(prefix) - len(mod_path) - 1]
+    src_key = None
+    if not mod_path:  # the tied module is the plan's root: loaded at prefix
+        src_key = prefix + src_path if src_path else None
+    elif prefix.endswith(mod_path + "."):  # loaded through the plan's root, or a parent of it
+        src_key = prefix[: len(prefix) - len(mod_path) - 1] + src_path if src_path else None
+    else:
+        # loaded into a part of the model: prefix is the end of mod_path, and the part's own
+        # path (relative to the plan's root) is what comes before it
+        here = prefix[:-1]
+        if not here or mod_path == here or mod_path.endswith("." + here):
+            part = mod_path[: len(mod_path) - len(here)].rstrip(".")
+            if src_path and src_path.startswith(part + "."):
+                src_key = src_path[len(part) + 1 :]
     with torch.no_grad():
         if "source" in slot.storage:
             src = state_dict.get(prefix + slot.storage["source"])
         else:
-            src = state_dict.get(root + src_path) if src_path else None
+            src = state_dict.get(src_key) if src_key is not None else None
         if src is None:
             return getattr(module, name).detach()
         extras = {
