@@ -425,3 +425,48 @@ def test_a_shared_adapter_on_tied_embeddings_equals_an_untied_reference_with_cop
         assert torch.equal(merged(i), ref_merged(i))
     assert merged.b.weight is merged.a.weight
     tying.verify(merged)
+
+
+@pytest.mark.parametrize("theirs", [None, ["4"], "4"])
+def test_an_untied_target_whose_name_ends_like_a_tied_one_gets_its_own_adapter(theirs):
+    """The tied paths were excluded as a list, which peft matches as suffixes: excluding
+    the tied "2" also excluded the untied, targeted "3.2", silently (stop 30 review). The
+    user's own exclude_modules keeps its meaning (a list: peft's suffix rule; a str: a
+    regex)."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8),
+                      nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8)),
+                      nn.Linear(8, 8))  # fmt: skip
+    tying.Plan([tying.share("2", like="0")]).apply(m)
+    cfg = peft.LoraConfig(r=2, target_modules=["0", "2", "3.0", "3.2", "4"],
+                          exclude_modules=theirs, init_lora_weights=False)  # fmt: skip
+    pm = get_peft_model(m, cfg)
+    inner = pm.base_model.model
+    wrapped = {p: is_adapter(inner.get_submodule(p)) for p in ("0", "2", "3.0", "3.2", "4")}
+    assert wrapped == {"0": True, "2": True, "3.0": True, "3.2": True, "4": theirs is None}
+    assert inner.get_submodule("3.2") is not inner.get_submodule("0")
+    assert tying.verify(pm) > 0
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{"rank_pattern": {"2": 8}}, {"alpha_pattern": {"^0$": 16, "2": 4}}, {"rank_pattern": {"0": 8}}],
+)
+def test_a_rank_or_alpha_pattern_that_splits_a_tied_pair_is_refused(kw):
+    """A tied module shares its source's one adapter: another rank or alpha for it was
+    ignored silently (stop 30 review). A pattern that names only the source sets the
+    shared adapter's rank."""
+    from torch import nn
+
+    m = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))
+    tying.Plan([tying.share("2", like="0")]).apply(m)
+    cfg = peft.LoraConfig(r=4, target_modules=["0", "2"], **kw)
+    if list(kw.values())[0] == {"0": 8}:
+        pm = get_peft_model(m, cfg)
+        assert pm.base_model.model[2].r["default"] == 8
+        return
+    with pytest.raises(tying.TieError, match="one adapter has one"):
+        get_peft_model(m, cfg)
+    assert not is_adapter(m[0]) and not is_adapter(m[2])  # nothing changed

@@ -64,6 +64,32 @@ def _targets(config, model: nn.Module, inv: Inventory) -> set[str]:
     return {p for p in inv.modules if p and check_target_module_exists(config, p)}
 
 
+def _refuse_other_ranks(config, shared: dict[str, str]) -> None:
+    """Refuse a ``rank_pattern`` or ``alpha_pattern`` that names a tied module with another
+    rank or alpha than its source's: it shares the source's one adapter, so the setting
+    would be ignored (stop 30 review: it was, silently). A tied module the patterns do
+    not name follows its source."""
+    from peft.utils.other import get_pattern_key
+
+    for attr, default in (("rank_pattern", "r"), ("alpha_pattern", "lora_alpha")):
+        pattern = getattr(config, attr, None) or {}
+        if not pattern:
+            continue
+        base = getattr(config, default, None)
+        for path, src in shared.items():
+            key = get_pattern_key(list(pattern), path)
+            if key not in pattern:  # nothing asked of the tied module: it follows its source
+                continue
+            mine = pattern[key]
+            theirs = pattern.get(get_pattern_key(list(pattern), src), base)
+            if mine != theirs:
+                raise TieError(
+                    f"get_peft_model: {attr} gives {path!r} {mine} but {src!r}, whose adapter "
+                    f"it shares (it is tied to it whole), {theirs}: one adapter has one "
+                    f"{default}; give both the same, or untie {path!r} first"
+                )
+
+
 def get_peft_model(model: nn.Module, peft_config, **kwargs: Any):
     """``peft.get_peft_model`` that keeps ties right: one adapter per whole-module tie group.
 
@@ -114,15 +140,22 @@ def get_peft_model(model: nn.Module, peft_config, **kwargs: Any):
             f"Only modules tied whole (every parameter, Same) can share one adapter, with their "
             f"source targeted too; leave {sorted(hit)[0]!r} out of target_modules, or untie it first"
         )
+    _refuse_other_ranks(peft_config, shared)
     _refuse_saved_copies(peft_config, model, inv)
     seated = _seats(model, inv, targets)  # peft does not list the later seats: no exclude
     config = copy.deepcopy(peft_config)
     if shared:
+        # exactly the tied paths, as one regex (peft fullmatches a str): as a list they were
+        # matched as suffixes, so excluding the tied "2" also excluded an untied, targeted
+        # "3.2" (stop 30 review); the user's own list keeps peft's list rule (the name, or
+        # the end of a name after a dot)
         old = getattr(config, "exclude_modules", None)
+        exact = [re.escape(p) for p in sorted(shared)]
         if isinstance(old, str):
-            config.exclude_modules = f"(?:{old})|" + "|".join(re.escape(p) for p in shared)
+            config.exclude_modules = "|".join([f"(?:{old})", *exact])
         else:
-            config.exclude_modules = sorted(set(old or []) | set(shared))
+            theirs = [rf"(?:.*\.)?{re.escape(x)}" for x in sorted(old or [])]
+            config.exclude_modules = "|".join(theirs + exact)
     return _wrap(
         model,
         lambda: peft.get_peft_model(model, config, **kwargs),
