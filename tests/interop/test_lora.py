@@ -452,7 +452,11 @@ def test_an_untied_target_whose_name_ends_like_a_tied_one_gets_its_own_adapter(t
 
 @pytest.mark.parametrize(
     "kw",
-    [{"rank_pattern": {"2": 8}}, {"alpha_pattern": {"^0$": 16, "2": 4}}, {"rank_pattern": {"0": 8}}],
+    [
+        {"rank_pattern": {"2": 8}},
+        {"alpha_pattern": {"^0$": 16, "2": 4}},
+        {"rank_pattern": {"0": 8}},
+    ],
 )
 def test_a_rank_or_alpha_pattern_that_splits_a_tied_pair_is_refused(kw):
     """A tied module shares its source's one adapter: another rank or alpha for it was
