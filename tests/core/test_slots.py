@@ -243,7 +243,7 @@ def test_a_tie_whose_source_module_was_swapped_out_is_refused_not_stale():
         assert clone["head"].weight is clone["embed"].weight
     m["embed"] = nn.Linear(4, 4)  # swapped out by assignment
     with pytest.raises(
-        tying.TieError, match=r"head reads embed\.weight, but the module .* replaced"
+        tying.TieError, match=r"head reads embed\.weight, but 'embed', which held it, was replaced"
     ):
         m["head"](x)
     with warnings.catch_warnings():
@@ -251,6 +251,33 @@ def test_a_tie_whose_source_module_was_swapped_out_is_refused_not_stale():
         q = torch.ao.quantization.quantize_dynamic(build(), {nn.Linear})
     with pytest.raises(tying.TieError, match=r"replaced in the model \(by torch\.ao\."):
         q["head"](x)
+
+
+@pytest.mark.parametrize("swap", ["backbone", "backbone.body"])
+def test_a_read_refuses_when_any_module_above_the_source_was_replaced(swap):
+    """Stop 30 review: only the source's parent was checked, so replacing a module further
+    up (``model.backbone = copy.deepcopy(model.backbone)``) went unnoticed: the head read
+    the old embedding, and training updated one copy only. ``count`` raised a bare
+    KeyError there; now a TieError that says what happened."""
+    torch.manual_seed(0)
+    m = nn.ModuleDict(
+        {
+            "backbone": nn.ModuleDict({"body": nn.ModuleDict({"embed": nn.Linear(4, 4)})}),
+            "head": nn.Linear(4, 4),
+        }
+    )
+    tying.Plan([tying.share("head.weight", like="backbone.body.embed.weight")]).apply(m)
+    x = torch.randn(2, 4)
+    m["head"](x)
+    parent, _, name = swap.rpartition(".")
+    holder = m.get_submodule(parent) if parent else m
+    holder[name] = copy.deepcopy(m.get_submodule(swap))
+    with pytest.raises(tying.TieError, match=f"but '{swap}', which held it, was replaced"):
+        m["head"](x)
+    with pytest.raises(tying.TieError):
+        tying.count(m)
+    with pytest.raises(tying.TieError):
+        tying.verify(m)
 
 
 # -- in-place writes to a tied slot: reach the source, or are refused ---------------------
@@ -666,3 +693,29 @@ def test_a_same_tie_whose_source_changed_shape_is_refused_at_every_read_until_pu
     m["emb"].weight.data = old  # put back: the tie reads on
     assert m["head"].weight is m["emb"].weight
     tying.verify(m)
+
+
+@pytest.mark.parametrize("relation", [tying.Same(), tying.Transposed()])
+def test_torch_fx_traces_a_tied_model_to_a_graph_that_reads_the_source(relation):
+    """Under fx tracing the source is a Proxy, which answers every hasattr: a traced tied
+    model was refused in Opacus' name (and a Same tie's shape check iterated the Proxy).
+    The graph reads the source itself, so the traced module keeps the tie."""
+    import torch.fx
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x)))
+
+    torch.manual_seed(0)
+    m = Net()
+    tying.Plan([tying.share("b.weight", like="a.weight", relation=relation)]).apply(m)
+    g = torch.fx.symbolic_trace(m)
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(g(x), m(x), rtol=0, atol=0)
+    with torch.no_grad():
+        m.a.weight.add_(1.0)  # the graph shares the source parameter
+    torch.testing.assert_close(g(x), m(x), rtol=0, atol=0)

@@ -208,3 +208,27 @@ def test_a_pruned_embedding_equals_an_untied_lm_whose_head_has_the_same_mask():
     torch_prune.custom_from_mask(ref["head"], "weight", mask)
     x = torch.arange(10)
     assert torch.equal(_forward(m, x), F.linear(ref["embed"](x), ref["head"].weight))
+
+
+def test_a_tie_made_after_pruning_its_source_reads_the_masked_source():
+    """Pruning first, then the plan: ``_holds_by_hand`` read ``_parameters['weight']`` of
+    the pruned source and raised a bare KeyError (stop 30 review)."""
+    m = torch.nn.ModuleDict({"embed": torch.nn.Embedding(10, 4), "head": torch.nn.Linear(4, 10)})
+    torch_prune.l1_unstructured(m["embed"], "weight", amount=0.5)
+    tying.Plan([tying.share("head.weight", like="embed.weight")]).apply(m)
+    masked = m["embed"].weight_orig * m["embed"].weight_mask
+    assert torch.equal(m["head"].weight, masked) and tying.verify(m) == 1
+    x = torch.randn(2, 4)
+    torch.testing.assert_close(m["head"](x), x @ masked.t() + m["head"].bias)
+
+
+def test_tying_a_pruned_target_is_refused_and_leaves_the_model_unchanged():
+    """The tie was made, ``weight_orig`` stayed behind as a dead parameter, and the next
+    forward raised in the name of ``prune.global_unstructured`` (stop 30 review)."""
+    m = torch.nn.ModuleDict({"embed": torch.nn.Embedding(10, 4), "head": torch.nn.Linear(4, 10)})
+    torch_prune.l1_unstructured(m["head"], "weight", amount=0.5)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    with pytest.raises(tying.TieError, match=r"'head\.weight' is pruned .*prune\.remove"):
+        tying.Plan([tying.share("head.weight", like="embed.weight")]).apply(m)
+    assert type(m["head"]) is torch.nn.Linear
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())

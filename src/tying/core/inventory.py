@@ -183,7 +183,18 @@ class Inventory:
             return self.storage[path]
         info = self.slots[path]
         params = info.module._parameters
-        return params[info.name] if info.name in params else params[info.name + ORIG]
+        if info.name in params:
+            return params[info.name]
+        if info.name + ORIG in params:
+            return params[info.name + ORIG]
+        # stop 30 review: a bare KeyError('weight_orig') when the module holding a tie's source
+        # (or a module above it) was replaced, so that the path no longer names a parameter
+        raise TieError(
+            f"{path} is not a parameter of this model any more (its module holds "
+            f"{sorted(params) or 'no parameters'} under that name): a module on its path was "
+            f"replaced or re-parametrised after the plan was applied; tying.verify(model) says "
+            f"which tie it breaks; re-apply the plan, or untie first"
+        )
 
     def relation_of(self, path: str) -> Relation | None:
         info = self.slots[path]

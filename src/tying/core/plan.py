@@ -32,6 +32,7 @@ from torch import nn
 from tying.core import resolver, stale
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory, join
+from tying.core.outside import ORIG
 from tying.core.patterns import Pattern
 from tying.core.relations import Relation, Same, relation_from_spec
 from tying.core.rules import Rule, share
@@ -384,7 +385,9 @@ def _holds_by_hand(
     if desired.get(src) is not None or src in freed or inv.slots[src].is_tied:
         return False
     info, src_info = inv.slots[path], inv.slots[src]
-    return info.module._parameters[info.name] is src_info.module._parameters[src_info.name]
+    # .get: a pruned module holds weight_orig, not weight (a bare KeyError: stop 30 review)
+    held = info.module._parameters.get(info.name)
+    return held is not None and held is src_info.module._parameters.get(src_info.name)
 
 
 def _check_hand_ties(
@@ -443,6 +446,17 @@ def _meta(inv: Inventory, path: str) -> tuple[torch.dtype, torch.device]:
 def _check_tie(target: str, tie: Tie, rules: list[Rule], inv: Inventory) -> None:
     rule = rules[tie.rule]
     info = inv.slots[target]
+    if info.name + ORIG in info.module._parameters:
+        # stop 30 review: the tie was made, weight_orig stayed behind as a dead parameter,
+        # and the next forward raised in the name of prune.global_unstructured
+        raise _fail(
+            tie.rule,
+            rule,
+            f"{target!r} is pruned (torch.nn.utils.prune: {info.name}{ORIG} and a mask): a "
+            f"tie would leave its {info.name}{ORIG} behind and prune's hook would write over "
+            f"the tie; remove the pruning first (prune.remove), or prune the tie's source "
+            f"through tying.interop.pruning",
+        )
     if tie.source is None:
         try:
             tie.relation.source_shape(info.shape)
@@ -586,8 +600,15 @@ def _commit(model: nn.Module, inv: Inventory, changes: list[Change]) -> None:
             paths = (info.module_path, ch.new.source)
             anchor = None
             if ch.new.source is not None and src.module_path:
-                parent, _, child = src.module_path.rpartition(".")
-                anchor = (inv.modules[parent], child)
+                names = src.module_path.split(".")  # every link from the root to the source
+                anchor = tuple(
+                    (
+                        inv.modules[".".join(names[:i])],
+                        names[i],
+                        inv.modules[".".join(names[: i + 1])],
+                    )
+                    for i in range(len(names))
+                )
             slot = Slot(src_mod, src_name, ch.new.relation, info.shape, roles, paths, anchor)
             install(mod, name, slot)
             declared[ch.path] = {"like": ch.new.source, "relation": ch.new.relation.spec()}

@@ -73,11 +73,15 @@ class Slot:
     # (target module path, source slot path) relative to the module the plan was
     # applied to; used to find the source's entry when a state dict is loaded.
     paths: tuple[str, str | None] = ("", None)
-    # (parent module, child name) under which the source module sat when the tie was
-    # made: a tool that swaps the source module out (torch.ao's quantize_dynamic, an
-    # adapter, ``model.embed = ...``) leaves this slot reading a stale copy, so a read
-    # checks the parent still holds it (one dict look-up) and refuses otherwise.
-    anchor: tuple[nn.Module, str] | None = dataclasses.field(default=None, repr=False)
+    # The (parent, child name, child) links from the module the plan was applied to down to
+    # the source module when the tie was made: a tool that swaps the source module, or any
+    # module above it, out (torch.ao's quantize_dynamic, an adapter, ``model.embed = ...``,
+    # ``model.backbone = copy.deepcopy(model.backbone)``) leaves this slot reading a stale
+    # copy, so a read checks every link still holds (one dict look-up each) and refuses
+    # otherwise. (Before stop 30 only the source's parent was checked: replacing the
+    # grandparent went unnoticed, and training updated one copy only.) A pickle of an
+    # older version holds one (parent, child name) pair: see ``_links``.
+    anchor: tuple | None = dataclasses.field(default=None, repr=False)
     # What a computed slot last handed out: (the tensor, its version counter and data
     # pointer then, what it was computed from). A computed value is a fresh tensor, so an
     # in-place write to it (nn.init.*, .fill_, .copy_, .data = ...) would be dropped
@@ -101,22 +105,17 @@ class Slot:
             # logical-sized copies at once (verify/save check values through _handed first).
             self._handed = None
         if self.anchor is not None and not compiling:
-            parent, child = self.anchor
-            now = parent._modules.get(child)
-            if now is not self.source_module:
-                raise TieError(
-                    f"{self.paths[0] or type(module).__name__} reads "
-                    f"{self.paths[1] or self.source_name}, but the module that held it was "
-                    f"replaced in the model (by {type(now).__module__}.{type(now).__qualname__}: "
-                    f"a quantizer, an adapter or "
-                    f"an assignment swapped it out), so the tie would read a stale copy; apply "
-                    f"the tool through tying.interop (quantize_dynamic, get_peft_model), or "
-                    f"re-apply the plan to the new module"
-                )
+            for depth, (parent, child, held) in enumerate(self._links()):
+                now = parent._modules.get(child)
+                if now is not held:
+                    self._swapped(module, depth, now)
         src = getattr(self.source_module, self.source_name)
         # Opacus' GradSampleModule hooks modules by their own parameters and never sees this use (issue 15).
+        # (A tensor only: under torch.fx tracing src is a Proxy, which has every attribute,
+        # and a traced tied model was refused in Opacus' name: stop 30 review.)
         if (
             not compiling
+            and isinstance(src, torch.Tensor)
             and hasattr(src, "_forward_counter")
             and GRAD_SAMPLE_HOOKED_ATTR not in module.__dict__
         ):
@@ -129,7 +128,11 @@ class Slot:
         if type(src) is not nn.Parameter and self.source_name not in self.source_module._parameters:
             src = self._derived_source(module, src)
         if type(self.relation) is Same:
-            if not compiling and tuple(src.shape) != tuple(self.shape):
+            if (
+                not compiling
+                and isinstance(src, torch.Tensor)
+                and tuple(src.shape) != tuple(self.shape)
+            ):
                 self._resized(module, src)
             out, extras = src, {}
         else:
@@ -175,6 +178,28 @@ class Slot:
                 )
                 self._handed = (out, version, out.data_ptr(), key, probe)
         return out
+
+    def _links(self) -> tuple:
+        """The anchor's (parent, child name, child) links, root first."""
+        anchor = self.anchor
+        if len(anchor) == 2 and isinstance(anchor[0], nn.Module):  # a pre-stop-30 pickle
+            return ((anchor[0], anchor[1], self.source_module),)
+        return anchor
+
+    def _swapped(self, module: nn.Module, depth: int, now) -> None:
+        """Refuse a read whose source sits under a module that was replaced."""
+        src_path = self.paths[1] or self.source_name
+        names = src_path.split(".")[:-1]  # the source module's path, when the paths are known
+        links = self._links()
+        gone = ".".join(names[: len(names) - len(links) + depth + 1]) if names else "its module"
+        raise TieError(
+            f"{self.paths[0] or type(module).__name__} reads {src_path}, but {gone!r}, which "
+            f"held it, was replaced in the model (by {type(now).__module__}."
+            f"{type(now).__qualname__}: a quantizer, an adapter, a copy or an assignment "
+            f"swapped it out), so the tie would read a stale copy that training no longer "
+            f"updates; apply the tool through tying.interop (quantize_dynamic, "
+            f"get_peft_model), or re-apply the plan to the new module"
+        )
 
     def _resized(self, module: nn.Module, src) -> None:
         """Refuse a read of a ``Same`` tie whose source changed shape since the tie was
