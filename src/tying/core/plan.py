@@ -385,9 +385,12 @@ def _holds_by_hand(
     if desired.get(src) is not None or src in freed or inv.slots[src].is_tied:
         return False
     info, src_info = inv.slots[path], inv.slots[src]
-    # .get: a pruned module holds weight_orig, not weight (a bare KeyError: stop 30 review)
-    held = info.module._parameters.get(info.name)
-    return held is not None and held is src_info.module._parameters.get(src_info.name)
+    # a pruned module holds weight_orig, not weight (a bare KeyError: stop 30 review); a
+    # TorchScript module's _parameters has no .get
+    mine, theirs = info.module._parameters, src_info.module._parameters
+    return (
+        info.name in mine and src_info.name in theirs and mine[info.name] is theirs[src_info.name]
+    )
 
 
 def _check_hand_ties(
