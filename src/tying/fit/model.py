@@ -337,11 +337,19 @@ class ModelEvaluator:
         """
         values = self.pmap.logical(theta)
         data = self.data
+        # every single call first, then one vectorised comparison (_agrees row by row, as a
+        # whole: np.allclose per data set was two thirds of this check at K = 1,000)
+        ones = np.zeros_like(batched)
         for i in range(data.n_datasets):
+            ones[i, : int(data.lengths[i])] = self._call_alone(values, i)
+        finite = np.where(np.isfinite(ones) & data.mask, np.abs(ones), 0.0)
+        atol = 1e-7 * finite.max(axis=1, keepdims=True) + 1e-300
+        with np.errstate(invalid="ignore"):
+            close = np.isclose(batched, ones, rtol=1e-7, atol=atol, equal_nan=True)
+        bad = np.flatnonzero(~(close | ~data.mask).all(axis=1))
+        for i in bad[:1].tolist():
             n = int(data.lengths[i])
-            one = self._call_alone(values, i)
-            if _agrees(batched[i, :n], one, rtol=1e-7):
-                continue
+            one = ones[i, :n]
             w, y = data.weight[i, :n], data.y[i, :n]
             chi2_b = float(np.sum(((batched[i, :n] - y) * w) ** 2))
             chi2_l = float(np.sum(((one - y) * w) ** 2))
