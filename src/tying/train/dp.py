@@ -483,6 +483,9 @@ class DPSGD:
         self.accountant = accountant
         self.generator = generator
         self.steps = 0
+        # (sample_rate, noise_multiplier, steps) as run: both are public and may change
+        # between steps (a noise schedule), so epsilon() composes what each step used
+        self.history: list[tuple[float, float, int]] = []
         self._n_data: float | None = None
         self._ghost: GhostClipping | None = None
         if mode == "ghost":  # built here, so that a model it cannot handle is refused now
@@ -559,19 +562,30 @@ class DPSGD:
         self.optimizer.step()
         _clear_grads(self.optimizer)
         self.steps += 1
+        q, sigma = self.sample_rate, self.noise_multiplier
+        if self.history and self.history[-1][:2] == (q, sigma):
+            self.history[-1] = (q, sigma, self.history[-1][2] + 1)
+        else:
+            self.history.append((q, sigma, 1))
         return pg
 
     def epsilon(self, delta: float) -> float:
-        """ε spent so far at ``delta`` by the chosen accountant (see :func:`tying.train.epsilon`)."""
-        from tying.train.accounting import epsilon
+        """ε spent so far at ``delta`` by the chosen accountant (see :func:`tying.train.epsilon`),
+        each step at the noise and sampling rate it ran with (``self.history``)."""
+        from tying.train.accounting import epsilon_of_history
 
         if not 0 < delta < 1:  # checked here too, so that 0 steps do not hide a bad delta
             raise ValueError(f"delta must be in (0, 1), got {delta}")
         if self.steps == 0:
             return 0.0
-        return epsilon(
-            self.sample_rate, self.noise_multiplier, self.steps, delta, accountant=self.accountant
-        )
+        if sum(n for _, _, n in self.history) != self.steps:  # steps set by hand (a resume)
+            raise ValueError(
+                f"steps is {self.steps} but the history records "
+                f"{sum(n for _, _, n in self.history)} steps: set dp.history to the "
+                f"(sample_rate, noise_multiplier, steps) segments actually run, so that "
+                f"epsilon charges each step at the noise it ran with"
+            )
+        return epsilon_of_history(self.history, delta, accountant=self.accountant)
 
 
 def _clear_grads(optimizer) -> None:
