@@ -490,3 +490,78 @@ def test_property_the_flush_is_bit_equal_to_the_old_one(shape, dtype, special, p
     assert got.shape == want.shape
     assert torch.equal(got.isnan(), want.isnan())
     assert torch.equal(torch.nan_to_num(got), torch.nan_to_num(want))
+
+
+# ---- stop 30 review: what ghost clipping took for per-example when it was not --------
+class _PosLM(nn.Module):
+    """A learned positional embedding read with arange(T): its rows are positions."""
+
+    def __init__(self, V=7, d=4, T=4):
+        super().__init__()
+        self.emb, self.pos, self.head = nn.Embedding(V, d), nn.Embedding(T, d), nn.Linear(d, V)
+
+    def forward(self, tok):
+        return self.head(torch.tanh(self.emb(tok) + self.pos(torch.arange(tok.shape[1]))))
+
+
+def _tok_ce(o, y):
+    return nn.functional.cross_entropy(o.transpose(1, 2), y, reduction="none").sum(1)
+
+
+@pytest.mark.parametrize("B", [3, 4])
+def test_a_use_whose_rows_only_happen_to_equal_the_batch_is_refused(B):
+    """T == B: the positional embedding's 4 rows were taken for 4 examples, and row t got
+    every example's gradient at position t (norms 3.95 for 3.98, no error). T != B was
+    refused already; now both are, naming the module."""
+    torch.manual_seed(0)
+    m = _PosLM().double()
+    x, y = torch.randint(0, 7, (B, 4)), torch.randint(0, 7, (B, 4))
+    with pytest.raises(ValueError, match="pos .Embedding.|batch-first"):
+        ghost_norms(m, _tok_ce, x, y)
+
+
+class _Center(nn.Module):
+    def forward(self, h):
+        return h - h.mean(0, keepdim=True)
+
+
+@pytest.mark.parametrize(
+    "middle",
+    [
+        _Center(),
+        nn.BatchNorm1d(4, affine=False),  # training mode: batch statistics
+        nn.BatchNorm1d(4, affine=False, track_running_stats=False).eval(),  # still batch stats
+    ],
+)
+def test_a_forward_that_mixes_examples_is_refused(middle):
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(3, 4), middle, nn.Tanh(), nn.Linear(4, 2)).double()
+    x, y = torch.randn(5, 3).double(), torch.randn(5, 2).double()
+    with pytest.raises(ValueError, match="the forward mixes examples"):
+        ghost_norms(m, mse, x, y)
+
+
+def test_dropout_in_training_mode_is_not_taken_for_mixing():
+    """The mixing probe runs both forwards under one random state, so dropout's masks
+    agree; the norms equal the loop's under the same state."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(3, 8), nn.Dropout(0.5), nn.Tanh(), nn.Linear(8, 2)).double()
+    x, y = torch.randn(6, 3).double(), torch.randn(6, 2).double()
+    assert ghost_norms(m, mse, x, y).shape == (6,)
+    m.eval()
+    torch.testing.assert_close(ghost_norms(m, mse, x, y), per_example_norms(loop_grads(m, mse, x, y)))
+
+
+def test_a_loss_that_reads_the_next_example_is_refused():
+    """Example b's loss read example b + 1 (no wrap-around): only the last example's
+    change moves another loss, and the probe changed example 0 only (stop 30 review)."""
+
+    def loss(o, y):
+        nxt = torch.cat([((o[:-1] - o[1:]) ** 2).sum(1), o.new_zeros(1)])
+        return ((o - y) ** 2).sum(1) + nxt
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    x, y = torch.randn(6, 3).double(), torch.randn(6, 2).double()
+    with pytest.raises(ValueError, match="loss_fn mixes examples: giving example 5"):
+        ghost_norms(m, loss, x, y)

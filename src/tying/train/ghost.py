@@ -169,6 +169,9 @@ class GhostClipping:
         # a user's own loss whose every call keeps rows apart needs none either (stop 23)
         self._row_losses = RowLosses()
         self.last_probed: bool | None = None
+        # input signatures (and modules' training flags) whose forward was found to be
+        # example by example (_vet_forward): vetted once each
+        self._vetted: set = set()
         self._names = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
         self._params = {id(p): p for _, p in model.named_parameters() if p.requires_grad}
         # (names, tensors) in named_parameters order, for a DP step: two walks fewer
@@ -302,6 +305,7 @@ class GhostClipping:
         finally:
             for h in handles:
                 h.remove()
+        self._vet_forward(x)
         # the loss: a known torch loss takes no trainable tensor (KnownLosses' rule), a
         # row-verified one reads none (RowWatch stops on one); any other is watched too
         losses = self._known(loss_fn, out, y)
@@ -348,6 +352,91 @@ class GhostClipping:
         if probe:
             _refuse_losses_that_mix_examples(loss_fn, out, y, losses)
         return losses.detach(), uses
+
+    def _vet_forward(self, x) -> None:
+        """Refuse a forward that is not example by example (stop 30 review), once per input
+        signature and set of training flags, by three forwards without gradients:
+
+        - with one example more, every Linear/Embedding use's output must have one row
+          more. A use whose first dimension only happened to equal the batch size (a
+          positional ``Embedding(arange(T))`` with T == B, a Linear on a sequence-first
+          view) was credited, row t, with every example's gradient at position t; with
+          T != B it was refused, with T == B it was silent;
+        - with example 0 given another example's input, under the same random state (so
+          dropout draws the same masks), the outputs of the other examples must stay the
+          same: a BatchNorm in training mode (or without running statistics), or a mean
+          over the batch, mixes examples, and then no gradient is one example's own.
+        """
+        xs = x if isinstance(x, tuple) else (x,)
+        rows = [t.shape[0] for t in xs if isinstance(t, torch.Tensor) and t.dim() >= 1]
+        if not rows or min(rows) < 2 or len(set(rows)) != 1:
+            return
+        B = rows[0]
+        key = (
+            tuple((t.dtype, tuple(t.shape[1:])) if isinstance(t, torch.Tensor) else type(t)
+                  for t in xs),
+            tuple(m.training for m in self._all_modules),
+        )  # fmt: skip
+        if key in self._vetted:
+            return
+
+        def batched(t):
+            return isinstance(t, torch.Tensor) and t.dim() >= 1 and t.shape[0] == B
+
+        def run(inputs, seed=None):
+            dims: list[tuple[nn.Module, int | None]] = []
+
+            def hook(mod, args, out):
+                dims.append((mod, out.shape[0] if isinstance(out, torch.Tensor) and out.dim()
+                             else None))  # fmt: skip
+
+            handles = [m.register_forward_hook(hook) for m in self._uses]
+            try:
+                with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                    if seed is not None:
+                        torch.manual_seed(seed)
+                    out = self.model(*inputs) if isinstance(x, tuple) else self.model(inputs[0])
+            finally:
+                for h in handles:
+                    h.remove()
+            return out, dims
+
+        more = tuple(torch.cat([t, t[:1]]) if batched(t) else t for t in xs)
+        try:
+            _, dims = run(more)
+        except Exception:  # noqa: BLE001 - an input whose first dimension only equals B
+            # (a (T, T) mask beside (B, T) tokens with T == B) cannot grow with the batch:
+            # the probe cannot be made for this signature; the step itself is unchanged
+            self._vetted.add(key)
+            return
+        for mod, rows_out in dims:
+            if rows_out != B + 1:
+                raise ValueError(
+                    f"ghost clipping: {self._paths.get(mod, type(mod).__name__)} "
+                    f"({type(mod).__name__}) gave {rows_out} rows for a batch of {B + 1} "
+                    f"examples: its input is not batch-first (positions from arange(T), or a "
+                    f"sequence-first view), so its rows are not examples; with {B} examples "
+                    f"the row counts only happened to agree. Give it batch-first input "
+                    f"(e.g. expand the positions to (B, T)), or use mode='vmap'"
+                )
+        seed = int(torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(B)))
+        base, _ = run(xs, seed)
+        swapped = tuple(torch.cat([t[1:2], t[1:]]) if batched(t) else t for t in xs)
+        other, _ = run(swapped, seed)
+        if isinstance(base, torch.Tensor) and isinstance(other, torch.Tensor):
+            a, b = base[1:].double(), other[1:].double()
+            scale = torch.where(torch.isfinite(a), a.abs(), 0).max() if a.numel() else 0.0
+            same = ((a - b).abs() <= 1e-5 * a.abs() + 1e-7 * scale) | (a == b)
+            if not bool(same.all()):
+                raise ValueError(
+                    f"ghost clipping: the forward mixes examples: giving example 0 another "
+                    f"example's input changed the outputs of the others (largest change "
+                    f"{float((a - b).abs().max()):.3g}), so no example's gradient is its own "
+                    f"and clipping does not bound it. Common causes: a BatchNorm in training "
+                    f"mode or without running statistics (use GroupNorm/LayerNorm, or "
+                    f"model.eval() with running statistics), a mean or sum over the batch"
+                )
+        self._vetted.add(key)
 
     # -- norms and clipped sums ------------------------------------------------------
 
@@ -557,22 +646,32 @@ def _refuse_losses_that_mix_examples(loss_fn: LossFn, out, y, losses: torch.Tens
     B = losses.shape[0]
     if B < 2 or not isinstance(out, torch.Tensor) or out.dim() == 0 or out.shape[0] != B:
         return
+    # both ends (stop 30 review): a loss in which example b reads example b + 1 (no wrap)
+    # changes only when the last example does, and passed a probe of example 0 alone
+    for i in (0, B - 1):
+        _probe_one_end(loss_fn, out, y, losses, i)
+
+
+def _probe_one_end(loss_fn: LossFn, out, y, losses: torch.Tensor, i: int) -> None:
+    """Give example ``i`` another example's output and target; refuse if any other loss moves."""
+    B = losses.shape[0]
+    others = torch.arange(B, device=losses.device) != i
     with torch.no_grad():
         out0 = out.detach()
-        # the example least like example 0, so the probe changes as much as it can; kept
+        # the example least like example i, so the probe changes as much as it can; kept
         # a tensor so that the probe costs one device sync (the verdict), not three
         # (the L1 distance in one reduction: abs() then sum() wrote an out-sized copy)
-        diff = (out0[1:] - out0[:1]).flatten(1)
-        j = 1 + torch.linalg.vector_norm(diff, ord=1, dim=1).argmax()
+        diff = (out0 - out0[i : i + 1]).flatten(1)
+        j = torch.linalg.vector_norm(diff, ord=1, dim=1).argmax()
         out2 = out0.clone()
-        out2[0] = out0[j]
+        out2[i] = out0[j]
         y2 = y
         if isinstance(y, torch.Tensor) and y.dim() >= 1 and y.shape[0] == B:
             y2 = y.clone()
-            y2[0] = y[j]
+            y2[i] = y[j]
         again = loss_fn(out2, y2).detach()
-        before = losses.detach()[1:]
-        after = again[1:] if again.shape == losses.shape else None
+        before = losses.detach()[others]
+        after = again[others] if again.shape == losses.shape else None
         if after is not None:
             # torch.allclose(rtol=1e-5, equal_nan=True), with atol 1e-7 of the largest
             # finite loss, as tensors
@@ -582,7 +681,7 @@ def _refuse_losses_that_mix_examples(loss_fn: LossFn, out, y, losses: torch.Tens
     if after is None or not bool(same.all()):
         change = "its shape" if after is None else f"{float((after - before).abs().max()):.3g}"
         raise ValueError(
-            f"ghost clipping: loss_fn mixes examples: giving example 0 the output and target "
+            f"ghost clipping: loss_fn mixes examples: giving example {i} the output and target "
             f"of example {int(j)} changed the losses of other examples (largest change {change}), "
             f"so no example's gradient is its own and clipping does not bound it. Common "
             f"cause: broadcasting, e.g. an output of shape {tuple(out.shape)} against a target "
