@@ -210,3 +210,21 @@ def test_bias_beside_a_tied_weight_is_sampled_without_a_deep_copy():
     want = tying.train.per_example_grads(TiedAE(), mse, x, x)["dec.bias"]
     torch.testing.assert_close(model.dec.bias.grad_sample, want, rtol=1e-9, atol=1e-12)
     _ = nn  # keep the import for the conv case above
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_an_embedding_with_padding_idx_that_opacus_samples_is_refused(tied):
+    """Opacus' Embedding sampler ignores padding_idx: the padding row of a tie's source
+    (or of any Embedding it samples) got per-sample gradients (1.55 off the per-example
+    autograd, and grad_sample did not sum to .grad), with no error (stop 30 review)."""
+    import tying
+    from tying.train import grad_sample_module
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Embedding(7, 4, padding_idx=0), torch.nn.Tanh(),
+                              torch.nn.Linear(4, 7, bias=False)).double()  # fmt: skip
+    if tied:
+        tying.Plan([tying.share("2.weight", like="0.weight")]).apply(net)
+    with pytest.raises(ValueError, match=r"0 is an Embedding with padding_idx=0"):
+        grad_sample_module(net, loss_reduction="sum")
+    assert not hasattr(net[0].weight, "grad_sample")

@@ -171,6 +171,19 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
     if not kwargs.get("batch_first", True):
         raise ValueError("batch_first must be True: tying's tied-use hooks read the batch first")
     uses = _uses(model)  # refuses before anything is registered or wrapped
+    for path, module in model.named_modules():
+        weight = module._parameters.get("weight") if isinstance(module, nn.Embedding) else None
+        if weight is not None and weight.requires_grad and module.padding_idx is not None:
+            # stop 30 review: Opacus' Embedding sampler ignores padding_idx, so the padding
+            # row got per-sample gradients (1.55 off per-example autograd, and grad_sample
+            # did not even sum to .grad), with no error
+            raise ValueError(
+                f"grad_sample_module: {path or '<root>'} is an Embedding with padding_idx="
+                f"{module.padding_idx}, and Opacus' per-sample gradient of an Embedding "
+                f"ignores padding_idx (the padding row gets gradients autograd gives it none "
+                f"of); use tying.train.DPSGD or per_example_grads (they follow autograd), or "
+                f"padding_idx=None"
+            )
     for _, module, _, _ in uses:  # Opacus' documented extension point, per class
         cls = type(module)
         if any(True for _ in module.parameters(recurse=False)):
