@@ -549,7 +549,9 @@ def test_dropout_in_training_mode_is_not_taken_for_mixing():
     x, y = torch.randn(6, 3).double(), torch.randn(6, 2).double()
     assert ghost_norms(m, mse, x, y).shape == (6,)
     m.eval()
-    torch.testing.assert_close(ghost_norms(m, mse, x, y), per_example_norms(loop_grads(m, mse, x, y)))
+    torch.testing.assert_close(
+        ghost_norms(m, mse, x, y), per_example_norms(loop_grads(m, mse, x, y))
+    )
 
 
 def test_a_loss_that_reads_the_next_example_is_refused():
