@@ -537,8 +537,11 @@ def test_a_forward_that_mixes_examples_is_refused(middle):
     torch.manual_seed(0)
     m = nn.Sequential(nn.Linear(3, 4), middle, nn.Tanh(), nn.Linear(4, 2)).double()
     x, y = torch.randn(5, 3).double(), torch.randn(5, 2).double()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
     with pytest.raises(ValueError, match="the forward mixes examples"):
         ghost_norms(m, mse, x, y)
+    # refused before the forward: a BatchNorm's running statistics are as they were
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
 
 
 def test_dropout_in_training_mode_is_not_taken_for_mixing():

@@ -263,6 +263,7 @@ class GhostClipping:
 
     def _record(self, loss_fn: LossFn, x, y):
         self._refuse_unvetted()
+        self._vet_forward(x)  # before the forward: a refusal leaves the model as it was
         calls: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
         start = _next_node_number()  # a node numbered below this was made before the forward
         # torch's own module types run no code but their own: no forward read to watch
@@ -305,7 +306,6 @@ class GhostClipping:
         finally:
             for h in handles:
                 h.remove()
-        self._vet_forward(x)
         # the loss: a known torch loss takes no trainable tensor (KnownLosses' rule), a
         # row-verified one reads none (RowWatch stops on one); any other is watched too
         losses = self._known(loss_fn, out, y)
@@ -401,6 +401,17 @@ class GhostClipping:
                     h.remove()
             return out, dims
 
+        # the probes leave the buffers (a BatchNorm's running statistics) as they were
+        saved = [(b, b.detach().clone()) for b in self.model.buffers()]
+        try:
+            self._vet_probes(x, xs, B, key, run, batched)
+        finally:
+            with torch.no_grad():
+                for b, old in saved:
+                    b.copy_(old)
+
+    def _vet_probes(self, x, xs, B, key, run, batched) -> None:
+        """The three probe forwards of :meth:`_vet_forward` and their verdicts."""
         more = tuple(torch.cat([t, t[:1]]) if batched(t) else t for t in xs)
         try:
             _, dims = run(more)
