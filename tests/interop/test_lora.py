@@ -474,3 +474,25 @@ def test_a_rank_or_alpha_pattern_that_splits_a_tied_pair_is_refused(kw):
     with pytest.raises(tying.TieError, match="one adapter has one"):
         get_peft_model(m, cfg)
     assert not is_adapter(m[0]) and not is_adapter(m[2])  # nothing changed
+
+
+def test_resizing_a_model_with_shared_adapters_then_merging_keeps_the_ties_and_raises_nothing():
+    """``tying.hf.resize_token_embeddings`` re-applies the plan while the shared adapters are
+    in place, and the shared wrapper's parameters were declared as hand ties at each of its
+    paths; after the merge those paths are gone, so ``merge_and_unload`` merged correctly
+    and then raised "declared ties broken" (stop 30 review)."""
+    import tying.hf
+
+    model = M.gpt2()
+    M.GPT2_PLAN.apply(model)
+    n_ties = tying.verify(model)
+    pm = get_peft_model(model, _lora(["c_attn"], conv1d=True))
+    tying.hf.resize_token_embeddings(pm.base_model.model, 120, mean_resizing=False)
+    x = torch.randint(0, 120, (2, 7))
+    with torch.no_grad():
+        want = _out(pm, x)
+    merged = merge_and_unload(pm)
+    with torch.no_grad():
+        torch.testing.assert_close(_out(merged, x), want, rtol=0, atol=1e-5)
+    assert tying.verify(merged) == n_ties
+    assert merged.lm_head.weight is merged.transformer.wte.weight

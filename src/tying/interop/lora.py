@@ -455,5 +455,29 @@ def _unload(peft_model, how: str, kwargs) -> nn.Module:
         if is_adapter(at_src):  # peft replaced the wrapper under one path only
             set_module(merged, src, at_src.get_base_layer())
         set_module(merged, path, original)
+    _forget_adapter_hand_ties(merged)
     verify(merged)
     return merged
+
+
+def _forget_adapter_hand_ties(model: nn.Module) -> None:
+    """Drop the declared hand ties that ran through adapter internals (``base_layer``,
+    ``lora_*``): a plan applied while shared adapters were in place (stop 30 review:
+    ``tying.hf.resize_token_embeddings`` re-applies the plan) declared the shared
+    wrapper's parameters at each of its paths as hand ties, and once the adapters are
+    merged those paths are gone, so ``merge_and_unload`` merged correctly and then raised
+    "declared ties broken"."""
+    from tying.core.plan import DECLARED_ATTR
+
+    def inside_adapter(path: str | None) -> bool:
+        return bool(path) and any(
+            part == "base_layer" or part.startswith("lora_") for part in path.split(".")
+        )
+
+    for _, mod in model.named_modules():
+        declared = mod.__dict__.get(DECLARED_ATTR)
+        if not declared:
+            continue
+        for target, spec in list(declared.items()):
+            if spec.get("hand") and (inside_adapter(target) or inside_adapter(spec.get("like"))):
+                del declared[target]
