@@ -56,6 +56,7 @@ from tying.fit.solvers import (
     ConvergenceWarning,
     FitWarning,
     Tolerances,
+    residual_cosines,
     run_solver,
 )
 
@@ -186,9 +187,7 @@ def _plateau(ev: ModelEvaluator, data: StackedData, pmap: ParameterMap, out, h: 
     )
 
 
-def _not_stationary(
-    data: StackedData, pmap: ParameterMap, theta: np.ndarray, r: np.ndarray, h, g
-) -> str:
+def _not_stationary(data: StackedData, pmap: ParameterMap, theta: np.ndarray, r, jw) -> str:
     """Name a free parameter whose Jacobian column the residuals are not orthogonal to
     (cosine above ``MAX_COSINE``), or "": the first-order test of a minimum, free of the
     units that the solvers' own gtol tests are absolute in, checked on every result (stop
@@ -200,10 +199,7 @@ def _not_stationary(
     ynorm = float(np.linalg.norm((data.y * data.weight)[data.mask]))
     if not rnorm > 1e-10 * ynorm:
         return ""
-    grad = jac_mod.gradient(g, pmap)
-    cols = np.sqrt(schur.diagonal(h, pmap.index, pmap.n_physical))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cos = np.nan_to_num(np.abs(grad) / (cols * rnorm))
+    cos, grad = residual_cosines(jac_mod.assemble(jw, data, pmap), r[data.mask])
     held = ((theta <= pmap.lower) & (grad > 0)) | ((theta >= pmap.upper) & (grad < 0))
     cos = np.where(held, 0.0, cos)
     i = int(np.argmax(cos)) if cos.size else 0
@@ -446,14 +442,14 @@ class GlobalFit:
         redchi = chi2 / max(1, nfree)
         neg2ll = ndata * np.log(max(chi2, 1e-250 * ndata) / ndata)
         jw = jac_mod.weighted(ev.jacobian(out.theta), data)
-        h, g = jac_mod.normal_blocks(jw, r)
+        h, _ = jac_mod.normal_blocks(jw, r)
         scale = redchi if self.scale_covar else 1.0
         message, success = out.message, out.success
         plateau = _plateau(ev, data, pmap, out, h)
         if plateau and success:
             message, success = f"{message}; but {plateau}", False
         walls = _nonfinite_note(ev, pmap)
-        stalled = _not_stationary(data, pmap, out.theta, r, h, g)
+        stalled = _not_stationary(data, pmap, out.theta, r, jw)
         if stalled and success:
             message, success = f"{message}; but {stalled}", False
             if walls:

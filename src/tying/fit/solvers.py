@@ -255,26 +255,24 @@ def trust_region(
         # a wall of 1e150 residuals (NaN from model_fn) overflows trf's trust-radius ratio;
         # the result is judged by the checks on it, not by that warning
         with np.errstate(over="ignore"):
-            return _least_squares(x0, gtol, max_nfev)
-
-    def _least_squares(x0, gtol, max_nfev):
-        return least_squares(
-            fun,
-            x0,
-            jac=jac,
-            bounds=(pmap.lower, pmap.upper),
-            method="trf",
-            tr_solver="lsmr",
-            x_scale="jac",
-            ftol=tol.ftol,
-            xtol=tol.xtol,
-            gtol=gtol,
-            max_nfev=max_nfev,
-        )
+            return least_squares(
+                fun,
+                x0,
+                jac=jac,
+                bounds=(pmap.lower, pmap.upper),
+                method="trf",
+                tr_solver="lsmr",
+                x_scale="jac",
+                ftol=tol.ftol,
+                xtol=tol.xtol,
+                gtol=gtol,
+                max_nfev=max_nfev,
+            )
 
     out = solve(pmap.x0, tol.gtol, tol.max_iter)
     nfev = int(out.nfev)
-    if out.status == 1 and _max_cosine(out.jac, out.fun, out.active_mask == 0) > MAX_COSINE:
+    cos, _ = residual_cosines(out.jac, out.fun)
+    if out.status == 1 and np.where(out.active_mask == 0, cos, 0.0).max() > MAX_COSINE:
         # stop 30 review: trf's gtol test bounds |J^T r| in the residuals' and the
         # parameters' own units, so residuals near 1e-12 (data in amperes, no sigma) or a
         # column near 1e-22 passed it at the start values. The cosine says it is not a
@@ -287,16 +285,18 @@ def trust_region(
     return SolverOutput(out.x, model, float(out.cost), nfev, out.status > 0, out.message)
 
 
-def _max_cosine(jm, r, free) -> float:
-    """The largest cosine between the residuals ``r`` and a ``free`` column of the (sparse)
-    Jacobian ``jm``: 0 at a minimum; 0 too when ``r`` is 0."""
+def residual_cosines(jm, r) -> tuple[np.ndarray, np.ndarray]:
+    """``(|cos|, Jᵀr)``: the cosine between the residuals ``r`` and each column of the
+    (sparse) Jacobian ``jm`` (0 at a minimum, and where ``r`` or the column is 0), and the
+    gradient, whose sign tells which bound holds a parameter. The test of a minimum free
+    of units (``MAX_COSINE``), for trf's gtol stops here and for every result in
+    ``global_fit._not_stationary``."""
+    grad = np.asarray(jm.T @ r).ravel()
     rnorm = float(np.linalg.norm(r))
-    if not rnorm > 0:
-        return 0.0
     cols = np.sqrt(np.asarray(jm.multiply(jm).sum(axis=0)).ravel())
     with np.errstate(divide="ignore", invalid="ignore"):
-        cos = np.abs(np.asarray(jm.T @ r).ravel()) / (cols * rnorm)
-    return float(np.where(free, np.nan_to_num(cos), 0.0).max(initial=0.0))
+        cos = np.nan_to_num(np.abs(grad) / (cols * rnorm), nan=0.0, posinf=0.0)
+    return cos, grad
 
 
 def run_solver(
