@@ -432,13 +432,15 @@ class GhostClipping:
                 )
         seed = int(torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(B)))
         base, _ = run(xs, seed)
-        swapped = tuple(torch.cat([t[1:2], t[1:]]) if batched(t) else t for t in xs)
+        # example 0 gets the input least like its own (as the loss probe picks its output)
+        first = next(t for t in xs if batched(t))
+        j = int(torch.linalg.vector_norm((first - first[:1]).flatten(1).double(), ord=1, dim=1)
+                .argmax())  # fmt: skip
+        swapped = tuple(torch.cat([t[j : j + 1], t[1:]]) if batched(t) else t for t in xs)
         other, _ = run(swapped, seed)
         if isinstance(base, torch.Tensor) and isinstance(other, torch.Tensor):
             a, b = base[1:].double(), other[1:].double()
-            scale = torch.where(torch.isfinite(a), a.abs(), 0).max() if a.numel() else 0.0
-            same = ((a - b).abs() <= 1e-5 * a.abs() + 1e-7 * scale) | (a == b)
-            if not bool(same.all()):
+            if not bool(_unchanged(a, b).all()):
                 raise ValueError(
                     f"ghost clipping: the forward mixes examples: giving example 0 another "
                     f"example's input changed the outputs of the others (largest change "
@@ -663,6 +665,17 @@ def _refuse_losses_that_mix_examples(loss_fn: LossFn, out, y, losses: torch.Tens
         _probe_one_end(loss_fn, out, y, losses, i)
 
 
+def _unchanged(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """Elementwise ``torch.allclose(rtol=1e-5, equal_nan=True)`` with an absolute floor of
+    1e-7 of the largest finite value of ``before``: what a probe that moved one example
+    requires of everything else, as a tensor (one device sync: the caller's verdict)."""
+    if before.numel() == 0:
+        return torch.ones_like(before, dtype=torch.bool)
+    scale = torch.where(torch.isfinite(before), before.abs(), 0).max()
+    near = (after - before).abs() <= 1e-5 * before.abs() + 1e-7 * scale
+    return near | (after == before) | (after.isnan() & before.isnan())
+
+
 def _probe_one_end(loss_fn: LossFn, out, y, losses: torch.Tensor, i: int) -> None:
     """Give example ``i`` another example's output and target; refuse if any other loss moves."""
     B = losses.shape[0]
@@ -683,12 +696,7 @@ def _probe_one_end(loss_fn: LossFn, out, y, losses: torch.Tensor, i: int) -> Non
         again = loss_fn(out2, y2).detach()
         before = losses.detach()[others]
         after = again[others] if again.shape == losses.shape else None
-        if after is not None:
-            # torch.allclose(rtol=1e-5, equal_nan=True), with atol 1e-7 of the largest
-            # finite loss, as tensors
-            scale = torch.where(torch.isfinite(before), before.abs(), 0).max()
-            near = (after - before).abs() <= 1e-5 * before.abs() + 1e-7 * scale
-            same = near | (after == before) | (after.isnan() & before.isnan())
+        same = None if after is None else _unchanged(before, after)
     if after is None or not bool(same.all()):
         change = "its shape" if after is None else f"{float((after - before).abs().max()):.3g}"
         raise ValueError(
