@@ -600,11 +600,11 @@ def guard_loading(model: nn.Module) -> None:
     (a backbone, the tied module itself)."""
     if not _has_hook(model, _check_before_load):
         model.register_load_state_dict_pre_hook(_check_before_load)
-    parts = set()
-    for path, mod in model.named_modules():
+    parts = set()  # the modules above a tied one (the tied module checks itself:
+    for path, mod in model.named_modules():  # _load_from_state_dict)
         if path and slots_of(mod):
             names = path.split(".")
-            parts.update(".".join(names[:i]) for i in range(1, len(names) + 1))
+            parts.update(".".join(names[:i]) for i in range(1, len(names)))
     for path in parts:
         part = model.get_submodule(path)
         if not _has_hook(part, _check_before_load_into_part):
