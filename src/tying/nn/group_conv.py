@@ -263,11 +263,6 @@ def _cacheable(layer: nn.Module) -> bool:
     return not (torch.is_grad_enabled() or layer.training or torch.compiler.is_compiling())
 
 
-@torch.compiler.assume_constant_result
-def _own_ties_now(layer: nn.Module, name: str) -> bool:
-    return layer._ties_of(name) == layer.__dict__["_own_ties"][name]
-
-
 class _GroupConvBase(nn.Module):
     """Shared machinery: the banks, their plan, init, and the one ``F.conv2d`` call."""
 
@@ -435,14 +430,18 @@ class _GroupConvBase(nn.Module):
         Checked once per set of slots (installing or removing a slot makes a new dict).
         """
         seen = self.__dict__.get(f"_ties_seen_{name}")
-        if torch.compiler.is_compiling() and "_own_ties" in self.__dict__:
-            # dynamo traces neither the identity test nor the comparison: it runs the
-            # comparison as Python while tracing, a constant of that graph, guarded on
-            # the bank's slot generation (any re-tie changes it: the graph is re-traced)
-            if self._modules[name].__dict__.get(SLOTS_GENERATION_ATTR, 0) < 0:
-                return False  # never: the read is what installs the guard
-            return _own_ties_now(self, name)
-        slots = slots_of(self._modules[name])
+        bank = self._modules[name]
+        if torch.compiler.is_compiling():
+            # dynamo traces neither the identity test nor the comparison: it reads the
+            # answer the last eager check recorded for this slot generation, a constant of
+            # the graph guarded on the bank's generation (any re-tie changes it: the graph
+            # is re-traced). No record for this generation: the slot path, always right.
+            # (Passing the layer to an assume_constant_result function instead failed to
+            # trace on torch 2.11: a module is not a constant there.)
+            record = self.__dict__.get(f"_own_ties_at_{name}")
+            generation = bank.__dict__.get(SLOTS_GENERATION_ATTR, 0)
+            return record is not None and record[0] == generation and record[1]
+        slots = slots_of(bank)
         if seen is not None and seen[0] is slots:
             return seen[1]
         own = self.__dict__.get("_own_ties")
@@ -451,6 +450,7 @@ class _GroupConvBase(nn.Module):
             own = self.__dict__["_own_ties"] = fresh.__dict__["_own_ties"]
         ok = self._ties_of(name) == own[name]
         self.__dict__[f"_ties_seen_{name}"] = (slots, ok)
+        self.__dict__[f"_own_ties_at_{name}"] = (bank.__dict__.get(SLOTS_GENERATION_ATTR, 0), ok)
         return ok
 
     def _fresh_probe(self, *, bias: bool, device, dtype=None) -> _GroupConvBase:
