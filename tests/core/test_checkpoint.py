@@ -450,3 +450,38 @@ def test_saving_a_meta_device_model_is_refused_and_writes_nothing(tmp_path):
     with pytest.raises(tying.TieError, match=r"save: embed.weight is on the meta device"):
         tying.save(m, tmp_path / "meta.safetensors")
     assert list(tmp_path.iterdir()) == []
+
+
+def _bns(shared: bool) -> nn.ModuleDict:
+    m = nn.ModuleDict({"a": nn.BatchNorm1d(3), "b": nn.BatchNorm1d(3)})
+    if shared:
+        m["b"].running_mean = m["a"].running_mean  # one buffer, two keys
+    return m
+
+
+def test_loading_two_values_into_a_buffer_the_model_shares_is_refused(tmp_path):
+    """Stop 31: the second value overwrote the first in the one shared tensor (both read
+    2.0), with no error; the shared-parameter case (a hand tie) was refused already."""
+    src = _bns(shared=False)
+    src["a"].running_mean.fill_(1.0)
+    src["b"].running_mean.fill_(2.0)
+    path = tying.save(src, tmp_path / "bn.safetensors")
+    dst = _bns(shared=True)
+    before = state_bytes(dst)
+    with pytest.raises(
+        tying.TieError,
+        match=r"load: b.running_mean and a.running_mean are one tensor in this model .* holds "
+        r"different values for them",
+    ):
+        tying.load(dst, path)
+    assert state_bytes(dst) == before
+    tying.load(_bns(shared=False), path)  # buffers of their own: loads as before
+    src["b"].running_mean.fill_(1.0)  # equal values, or a file that shares it: loads
+    shared = _bns(shared=True)
+    shared["a"].running_mean.fill_(1.0)
+    for model in (src, shared):
+        path = tying.save(model, tmp_path / "bn.safetensors")
+        dst = _bns(shared=True)
+        tying.load(dst, path)
+        assert dst["b"].running_mean is dst["a"].running_mean
+        assert torch.equal(dst["a"].running_mean, torch.ones(3))

@@ -240,6 +240,58 @@ def test_scaled_init_that_does_not_fit_the_dtype_is_refused_not_overflowed():
     assert tying.ties(m) == []
 
 
+def _ints():
+    return nn.ParameterDict(
+        {k: nn.Parameter(torch.arange(6).reshape(2, 3), requires_grad=False) for k in "ab"}
+    )
+
+
+@pytest.mark.parametrize(
+    "rule,match",
+    [
+        # stop 31: Scaled(2.5) stored an int64 scale of 2 and a float32 a / 2.5, so 'a' read
+        # 0.0, 0.8, 1.6, ... instead of 0, 1, 2, ...; Mirrored and Hashed turned it float32
+        (tying.share("a", relation=tying.Scaled(2.5)), r"would store it as torch.float32"),
+        (tying.share("a", relation=tying.Mirrored()), r"would store it as torch.float32"),
+        (tying.share("a", relation=tying.Hashed(3)), r"would store it as torch.float32"),
+        (
+            tying.share("b", like="a", relation=tying.Scaled(2.5)),
+            r"a learnable scale needs a floating-point or complex slot, got torch.int64",
+        ),
+    ],
+)
+def test_a_relation_that_would_change_an_integer_slot_is_refused(rule, match):
+    m = _ints()
+    with pytest.raises(tying.TieError, match=r"rule 0 .*" + match):
+        tying.Plan([rule]).apply(m)
+    assert tying.ties(m) == [] and all(
+        torch.equal(m[k], torch.arange(6).reshape(2, 3)) for k in "ab"
+    )
+    assert all(m[k].dtype == torch.int64 for k in "ab")
+
+
+def test_integer_slots_keep_the_relations_that_compute_nothing_new():
+    m = _ints()
+    tying.Plan([tying.share("b", like="a", relation=tying.Flipped((0,)))]).apply(m)
+    assert m["b"].dtype == torch.int64 and torch.equal(m["b"], m["a"].flip(0))
+
+
+def test_hashed_reparametrises_a_complex_slot():
+    """Stop 31: a bare NotImplementedError ('clamp is not supported for complex types')."""
+    torch.manual_seed(0)
+    m = nn.ParameterDict({"w": nn.Parameter(torch.randn(4, 4, dtype=torch.complex64))})
+    w = m["w"].detach().clone()
+    rel = tying.Hashed(5, seed=1)
+    tying.Plan([tying.share("w", relation=rel)]).apply(m)
+    idx, sign = rel.index_and_sign(16, "cpu")
+    flat = w.reshape(-1) * sign
+    want = torch.stack(
+        [flat[idx == b].mean() if (idx == b).any() else flat.new_zeros(()) for b in range(5)]
+    )
+    assert m["w_physical"].dtype == torch.complex64
+    torch.testing.assert_close(m["w_physical"].detach(), want)
+
+
 def test_register_relation_refuses_a_second_class_under_a_known_kind():
     import dataclasses
 

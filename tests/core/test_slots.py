@@ -90,6 +90,63 @@ def test_deepcopy_copies_the_tie_not_the_original():
     tying.verify(c)
 
 
+@pytest.mark.parametrize("relation", [tying.Same(), tying.Transposed(), tying.Scaled(2.0)])
+def test_deepcopy_of_a_part_without_its_tie_source_is_refused(relation):
+    """Stop 31: ``copy.deepcopy(model.head)`` copied the head with a hidden private copy of
+    the whole model (reached through the tie's source and anchor): the copy had no weight
+    among its parameters, saved nothing, and an optimizer over it never trained the weight
+    its forward read, with no error. Now it is refused, naming the slot, the source and the
+    fix, and the model is left as it was."""
+    torch.manual_seed(0)
+    m = nn.ModuleDict({"body": nn.ModuleDict({"emb": nn.Linear(4, 4)}), "head": nn.Linear(4, 4)})
+    tying.Plan([tying.share("head.weight", like="body.emb.weight", relation=relation)]).apply(m)
+    before = state_bytes(m)
+    with pytest.raises(
+        tying.TieError,
+        match=r"copy.deepcopy of 'head', a part of a tied model, would copy head.weight "
+        r"without its tie's source body.emb.weight .*tying.untie\(c\); then use c.head",
+    ):
+        copy.deepcopy(m["head"])
+    with pytest.raises(tying.TieError, match="copy.deepcopy of 'head'"):
+        copy.deepcopy(nn.ModuleList([m["head"]]))  # inside another container too
+    assert state_bytes(m) == before and tying.verify(m) == 1
+    c = copy.deepcopy(m)  # the fixes the message names work
+    tying.untie(c)
+    head = c["head"]
+    assert sorted(n for n, _ in head.named_parameters()) == ["bias", "weight"]
+    assert torch.equal(head.weight, m["head"].weight)
+
+
+def test_deepcopy_of_a_part_holding_its_ties_is_rebased_onto_the_part():
+    """Stop 31: a part that holds both ends of its ties (``copy.deepcopy(model.body)``) is
+    tied inside the copy, reads and trains the copy's own source, and no longer keeps a
+    hidden copy of the whole model alive through the tie's anchor."""
+    torch.manual_seed(0)
+    m = nn.ModuleDict(
+        {
+            "body": nn.ModuleDict({"enc": nn.Linear(4, 3), "dec": nn.Linear(3, 4)}),
+            "head": nn.Linear(4, 4),
+        }
+    )
+    T_BODY = tying.Plan(
+        [tying.share("body.dec.weight", like="body.enc.weight", relation=tying.Transposed())]
+    )
+    T_BODY.apply(m)
+    body = copy.deepcopy(m["body"])
+    slot = body["dec"].__dict__["_tying_slots"]["weight"]
+    copied = {id(mod) for mod in body.modules()}
+    assert slot.source_module is body["enc"] and slot.paths == ("dec", "enc.weight")
+    assert all(id(p) in copied and id(c) in copied for p, _, c in slot.anchor)  # nothing hidden
+    x = torch.randn(2, 4)
+    sgd_step(body, body["dec"](body["enc"](x)).pow(2).sum())
+    assert torch.equal(body["dec"].weight, body["enc"].weight.t())
+    assert not torch.equal(body["enc"].weight, m["body"]["enc"].weight)  # the copy trained
+    assert tying.count(body).physical == sum(p.numel() for p in body.parameters()) == 3 * 4 + 7
+    sd = {k: v + 1 for k, v in body.state_dict().items()}  # a consistent state dict loads
+    body.load_state_dict(sd)
+    assert torch.equal(body["dec"].weight, sd["enc.weight"].t())
+
+
 def test_pickle_round_trip_keeps_ties():
     m = _ae()
     c = pickle.loads(pickle.dumps(m))

@@ -558,10 +558,38 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
             f"load: {str(path)!r} does not fit this model ({'; '.join(parts)}); "
             f"build the model with the architecture and dtype the file was saved from"
         )
+    _check_shared_buffers(model, inv, full, path)
     res.commit()  # phase 2: all or nothing, with the file's hand ties among the changes
     with torch.no_grad():
         model.load_state_dict(full, strict=True)
     return plan
+
+
+def _check_shared_buffers(model: nn.Module, inv: Inventory, full, path: pathlib.Path) -> None:
+    """Refuse a file that holds two values for one buffer the model shares between modules.
+
+    Stop 31: ``model.b.running_mean = model.a.running_mean`` (one tensor, two keys) loaded
+    from a file of two separate buffers took the second value for both, and the first was
+    lost with no error. (A shared *parameter* is a hand tie, checked above.) Equal values,
+    or a file that stores the buffer once (an alias), load as before.
+    """
+    first: dict[int, str] = {}
+    for key, t in model.state_dict(keep_vars=True).items():
+        owner = first.setdefault(id(t), key)
+        if owner == key or key in inv.slots or key not in full or owner not in full:
+            continue
+        a, b = full[owner], full[key]
+        if a is b or torch.equal(a, b):
+            continue
+        if a.is_floating_point() and bool(torch.eq(a, b).logical_or_(a.isnan() & b.isnan()).all()):
+            continue  # NaN in the same places
+        raise TieError(
+            f"load: {key} and {owner} are one tensor in this model (a buffer shared between "
+            f"modules) but {str(path)!r} holds different values for them, so loading would "
+            f"keep only one of them; load into a model whose modules have buffers of their "
+            f"own (assign a separate tensor to {key}), or save from a model that shares it; "
+            f"the model was left as it was"
+        )
 
 
 def _dtype(inv: Inventory, path: str) -> torch.dtype:

@@ -469,6 +469,7 @@ def _check_tie(target: str, tie: Tie, rules: list[Rule], inv: Inventory) -> None
             tie.relation.check_reparam()
         except ValueError as err:
             raise _fail(tie.rule, rule, f"{target!r}: {err}") from None
+        _check_reparam_dtype(target, tie, info, inv, rules)
         taken = _storage_names(tie, info, inv, rules)
     else:
         src = inv.slots[tie.source]
@@ -523,6 +524,29 @@ def _check_tie(target: str, tie: Tie, rules: list[Rule], inv: Inventory) -> None
                 rule,
                 f"{target!r} needs attribute {join(info.module_path, name)!r} for its tie, but it exists",
             )
+
+
+def _check_reparam_dtype(target: str, tie: Tie, info, inv: Inventory, rules: list[Rule]) -> None:
+    """Refuse a re-parametrisation whose stored value would change the slot's dtype.
+
+    Stop 31: ``Mirrored``/``Hashed`` average entries, so an int64 slot came back float32
+    (with averaged values) and its files no longer fitted the model it came from. Checked
+    on the meta device: no data is read or computed.
+    """
+    dtype = _meta(inv, target)[0]
+    try:
+        got = tie.relation.right_inverse(torch.empty(info.shape, dtype=dtype, device="meta")).dtype
+    except Exception:  # a relation defined elsewhere that meta tensors cannot run
+        return
+    if got != dtype:
+        raise _fail(
+            tie.rule,
+            rules[tie.rule],
+            f"{target!r} is {dtype}, but {tie.relation!r} would store it as {got} "
+            f"({dtype} cannot hold the averaged or divided values it stores), changing the "
+            f"slot's dtype and values; cast the model with .float() first, or tie it with "
+            f"like= to a source of that dtype",
+        )
 
 
 def _storage_names(tie: Tie, info, inv: Inventory, rules: list[Rule]) -> list[str]:

@@ -284,6 +284,14 @@ class Scaled(Relation):
         return tuple(logical)
 
     def extras(self, logical, like):
+        if not (like.dtype.is_floating_point or like.dtype.is_complex):
+            # stop 31: an int64 scale silently truncated init=2.5 to 2 (and a bool one to True)
+            raise TieError(
+                f"{self!r}: a learnable scale needs a floating-point or complex slot, got "
+                f"{like.dtype} (a {like.dtype} scale would truncate init {self.init:g}); cast "
+                f"the model with .float() first, or use a relation that computes nothing "
+                f"new (Same, Transposed, Rotated, Flipped)"
+            )
         if like.dtype.is_floating_point:
             fi = torch.finfo(like.dtype)
             if abs(self.init) > fi.max or (self.init != 0 and abs(self.init) < fi.tiny):
@@ -382,8 +390,10 @@ class Hashed(Relation):
         total = torch.zeros(self.buckets, dtype=flat.dtype, device=flat.device).index_add_(
             0, idx, flat
         )
-        count = torch.zeros(self.buckets, dtype=flat.dtype, device=flat.device).index_add_(
-            0, idx, torch.ones_like(flat)
+        # a real count (complex has no clamp_min: a bare NotImplementedError before stop 31)
+        real = flat.real.dtype if flat.is_complex() else flat.dtype
+        count = torch.zeros(self.buckets, dtype=real, device=flat.device).index_add_(
+            0, idx, torch.ones(flat.shape, dtype=real, device=flat.device)
         )
         return total / count.clamp_min(1)
 

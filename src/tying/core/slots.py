@@ -34,8 +34,10 @@ assignments that would silently break a tie.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
+import secrets
 from typing import Any
 
 import torch
@@ -50,7 +52,10 @@ SLOTS_ATTR = "_tying_slots"
 # specialises on the ties (a layer's fast path under torch.compile) reads it, so a
 # compiled graph is guarded on it and re-traced after any re-tie.
 SLOTS_GENERATION_ATTR = "_tying_slots_generation"
-_GENERATIONS = itertools.count(1)
+# Each process starts at a random point of a 2**62 range: a module unpickled from another
+# process carries that process's number, and a re-tie here must not give it the same one
+# (a compiled layer's record of its ties is keyed by it; stop 31).
+_GENERATIONS = itertools.count(1 + secrets.randbits(62))
 # Set on a tied module by tying.train.grad_sample_module, whose hooks count the tied use in
 # Opacus' per-sample gradients; a read through a tie that Opacus hooks without it is refused.
 GRAD_SAMPLE_HOOKED_ATTR = "_tying_grad_sample_hooked"
@@ -97,6 +102,19 @@ class Slot:
         state.pop("_handed", None)
         return state
 
+    def __deepcopy__(self, memo):
+        # Copied with the module the plan was applied to: the source and every anchor link
+        # come from the copy (memo). Copied as part of a piece of the model (stop 31):
+        # rebased onto that piece, or refused when the source lies outside it (the copy
+        # used to read a hidden private copy of the whole model: no parameters of its own,
+        # nothing saved, never trained).
+        state = self.__getstate__()
+        state.update(_rebased_for_part(self, memo))
+        new = object.__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update({k: copy.deepcopy(v, memo) for k, v in state.items()})
+        return new
+
     def value(self, module: nn.Module) -> torch.Tensor:
         compiling = torch.compiler.is_compiling()
         if self._handed is not None and not compiling:
@@ -110,6 +128,23 @@ class Slot:
                 if now is not held:
                     self._swapped(module, depth, now)
         src = getattr(self.source_module, self.source_name)
+        if (
+            not compiling
+            and isinstance(src, torch.Tensor)
+            and src.is_meta
+            and "_hf_hook" in self.source_module.__dict__
+        ):
+            # accelerate's offload hooks load a module's weights for its own forward only;
+            # read through the tie from another module the source is still the meta
+            # placeholder, and F.linear(cpu_input, meta_weight) returns uninitialised
+            # memory without an error (logits 5e19 off, stop 31)
+            raise TieError(
+                f"{self.paths[0] or type(module).__name__} reads {self.paths[1] or self.source_name} "
+                f"through a tie, but accelerate has offloaded it (a meta placeholder outside "
+                f"its own module's forward), so the read would compute on no data; keep the "
+                f"tie's source module on the execution device (leave it out of the offload / "
+                f"device_map), or untie first (tying.untie(model)) to offload separate copies"
+            )
         # Opacus' GradSampleModule hooks modules by their own parameters and never sees this use (issue 15).
         # (A tensor only: under torch.fx tracing src is a Proxy, which has every attribute,
         # and a traced tied model was refused in Opacus' name: stop 30 review.)
@@ -298,6 +333,60 @@ class Slot:
 _is_functorch = torch._C._functorch.is_functorch_wrapped_tensor
 
 
+def _rebased_for_part(slot: Slot, memo: dict) -> dict[str, Any]:
+    """What a deep copy of ``slot`` changes: nothing when the module the plan was applied
+    to is copied too; when only a piece of it is (``copy.deepcopy(model.decoder)``), the
+    anchor and paths relative to that piece, or a :class:`TieError` when the tie's source
+    lies outside it.
+
+    ``copy.deepcopy`` records every object it has started copying in ``memo`` before it
+    copies that object's contents, so the modules above this slot's module that are in
+    ``memo`` are the ones being copied; the highest of them is the piece.
+    """
+    mod_path, src_path = slot.paths
+    if not src_path:  # its own storage: a parameter of the tied module, copied with it
+        return {}
+    links = slot._links() if slot.anchor is not None else ()
+    root = links[0][0] if links else slot.source_module
+    if id(root) in memo:
+        return {}
+    chain, mod = [], root  # the modules from the plan's root down to the tied module
+    names = mod_path.split(".") if mod_path else []
+    for i, name in enumerate(names):
+        mod = mod._modules.get(name) if isinstance(mod, nn.Module) else None
+        if mod is None:
+            return {}  # moved since the tie was made: a read names what broke
+        chain.append((".".join(names[: i + 1]), mod))
+    part_path, part = next(((p, m) for p, m in chain if id(m) in memo), (None, None))
+    if part is None:
+        return {}  # not copied through a module (the slot alone): as it is
+    where = next((p for p, m in part.named_modules() if m is slot.source_module), None)
+    if where is None:
+        target = f"{mod_path}.{_name_in(chain[-1][1], slot)}"
+        raise TieError(
+            f"copy.deepcopy of {part_path!r}, a part of a tied model, would copy {target} "
+            f"without its tie's source {src_path} (via {slot.relation!r}), which lies outside "
+            f"{part_path!r}: the copy would read a hidden private copy of the whole model, "
+            f"which its parameters(), optimizers, state_dict() and tying.save do not see "
+            f"(training the copy would never update that weight). Copy the module the plan "
+            f"was applied to (copy.deepcopy(model)); for a standalone {part_path!r} with "
+            f"weights of its own, untie a copy first: c = copy.deepcopy(model); "
+            f"tying.untie(c); then use c.{part_path}"
+        )
+    hops = where.split(".") if where else []
+    anchor = tuple(
+        (
+            part.get_submodule(".".join(hops[:i])),
+            hops[i],
+            part.get_submodule(".".join(hops[: i + 1])),
+        )
+        for i in range(len(hops))
+    )
+    rest = mod_path[len(part_path) + 1 :]
+    source = f"{where}.{slot.source_name}" if where else slot.source_name
+    return {"anchor": anchor or None, "paths": (rest, source)}
+
+
 def compiling_or_functional(t) -> bool:
     return torch.compiler.is_compiling() or type(t) is not torch.Tensor or _is_functorch(t)
 
@@ -350,7 +439,9 @@ def _probe(t: torch.Tensor, where=None):
             where = _PROBE_AT.get(layout)
             if where is None:
                 n = t.numel()
-                flat = torch.linspace(0, max(n - 1, 0), min(n, PROBE_SIZE)).long()
+                # on the CPU: under ``with torch.device('meta')`` a bare linspace is meta,
+                # and the first tie made there failed to copy it (stop 31)
+                flat = torch.linspace(0, max(n - 1, 0), min(n, PROBE_SIZE), device="cpu").long()
                 idx = torch.unravel_index(flat, t.shape) if t.dim() else ()
                 offs = torch.zeros_like(flat)
                 for i, stride in zip(idx, t.stride()):

@@ -134,7 +134,7 @@ def _spatial(x: torch.Tensor, name: str) -> torch.Tensor:
 def _compute_tables(group: str) -> tuple[tuple[tuple[int, ...], ...], tuple[int, ...]]:
     """Cayley table ``mul[a][b] = index of a·b`` and ``inv[a]``, found by acting on a probe."""
     names = _check_group(group)
-    probe = torch.arange(9.0).reshape(3, 3)  # no symmetry: every element moves it differently
+    probe = torch.arange(9.0, device="cpu").reshape(3, 3)  # no symmetry; CPU under a meta context
     images = [_spatial(probe, n) for n in names]
 
     def index_of(img: torch.Tensor) -> int:
