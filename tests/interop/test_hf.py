@@ -522,3 +522,64 @@ def test_a_read_only_parent_without_the_target_is_refused_naming_both(monkeypatc
     finally:
         restore()
     assert list(parent.iterdir()) == []
+
+
+# -- stop 31 review: tie_word_embeddings is written true only when HF re-makes the same tie
+
+
+def _marian_unshared(seed: int = 0):
+    torch.manual_seed(seed)
+    cfg = transformers.MarianConfig(
+        vocab_size=60, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+        max_position_embeddings=32, pad_token_id=59, decoder_start_token_id=59,
+        share_encoder_decoder_embeddings=False, tie_word_embeddings=False,
+    )  # fmt: skip
+    return transformers.MarianMTModel(cfg).eval()
+
+
+def _switch(seed: int = 0):
+    torch.manual_seed(seed)
+    cfg = transformers.SwitchTransformersConfig(
+        vocab_size=60, d_model=16, d_kv=8, d_ff=32, num_layers=2, num_decoder_layers=2,
+        num_heads=2, num_experts=2, expert_capacity=8, decoder_start_token_id=0,
+        pad_token_id=0, eos_token_id=1, tie_word_embeddings=False,
+    )  # fmt: skip
+    return transformers.SwitchTransformersForConditionalGeneration(cfg).eval()
+
+
+def _seq2seq_logits(model, x, d):
+    with torch.no_grad():
+        return model(input_ids=x, decoder_input_ids=d).logits
+
+
+@pytest.mark.parametrize(
+    ("build", "like"),
+    [
+        # HF's flag ties lm_head to the *decoder* embedding here: plain HF loaded the head
+        # from it (logits 0.37 away) and tying.hf.from_pretrained refused its own folder
+        (_marian_unshared, "model.encoder.embed_tokens.weight"),
+        # the forward scales the decoder output by d_model ** -0.5 when the flag is true:
+        # both loads came back 7.1 away
+        (_switch, "shared.weight"),
+    ],
+    ids=["marian-unshared", "switch-transformers"],
+)
+def test_the_flag_is_not_written_where_hf_would_tie_otherwise_or_compute_otherwise(
+    build, like, tmp_path
+):
+    model = build()
+    tying.Plan([tying.share("lm_head.weight", like=like)]).apply(model)
+    x, d = torch.randint(2, 58, (1, 6)), torch.randint(2, 58, (1, 4))
+    want = _seq2seq_logits(model, x, d)
+    hf.save_pretrained(model, tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["tie_word_embeddings"] is False
+    assert "lm_head.weight" in load_file(tmp_path / "model.safetensors")  # the head as a copy
+    with M_quiet():
+        plain = type(model).from_pretrained(tmp_path).eval()
+    assert torch.equal(_seq2seq_logits(plain, x, d), want)
+    again = hf.from_pretrained(type(model), tmp_path).eval()
+    assert torch.equal(_seq2seq_logits(again, x, d), want)
+    assert _tie_set(again) == _tie_set(model)
+    assert tying.count(again).physical == tying.count(model).physical
+    assert model.config.tie_word_embeddings is False  # the in-memory config is unchanged

@@ -7,7 +7,8 @@ at random. This module closes that gap in both directions:
 
 - :func:`save_pretrained` records the model's declared ties in ``config.json``
   (key ``"tying"``), keeps ``config.tie_word_embeddings`` true when the plan ties
-  the output embedding to the input embedding (so HF re-ties it by itself), and
+  the output embedding to the input embedding and HF's flag re-makes exactly
+  that tie and changes nothing else (so HF re-ties it by itself), and
   writes every tied slot's logical value as well, so that **plain**
   ``transformers`` loading of the folder gives a model with the same outputs
   (untied copies, except the embedding tie HF makes itself).
@@ -179,7 +180,9 @@ def hf_ties_plan(model: nn.Module) -> Plan:
 
 
 def _embedding_tie(model: nn.Module) -> bool:
-    """True when the declared ties include the output embedding's weight tied to the input's (``Same``)."""
+    """True when the declared ties include the output embedding's weight tied to the input's
+    (``Same``) and HF's ``tie_word_embeddings`` re-creates exactly that (:func:`_hf_reties_exactly`);
+    else the head's value is written into the file and the flag is left as it is."""
     get_in = getattr(model, "get_input_embeddings", None)
     get_out = getattr(model, "get_output_embeddings", None)
     if get_in is None or get_out is None:
@@ -194,7 +197,112 @@ def _embedding_tie(model: nn.Module) -> bool:
     want = {f"{tout}.weight", f"{tin}.weight"}
     return any(
         {r.target, r.like} == want and type(r.relation) is Same for r in Plan.declared(model).rules
-    )
+    ) and _hf_reties_exactly(model, f"{tout}.weight")
+
+
+def _hf_reties_exactly(model: nn.Module, head: str) -> bool:
+    """True when writing ``tie_word_embeddings=True`` (and leaving ``head`` out of the
+    file) gives a model that computes what ``model`` computes.
+
+    Two ways it did not (stop 31 review), both silent for plain HF loading:
+
+    - HF ties other slots under that flag than the plan did: Marian with
+      ``share_encoder_decoder_embeddings=False`` ties ``lm_head`` to the *decoder*
+      embedding; a plan tying it to the encoder's was loaded with the decoder's
+      (logits 0.37 away), and ``tying.hf.from_pretrained`` refused its own folder.
+      Every tie HF would make must already hold in ``model`` (one tensor).
+    - the model's forward reads the flag: SwitchTransformers (and UDOP) scale the
+      decoder output by ``d_model ** -0.5`` when ``tie_word_embeddings`` is true, so
+      a Plan-tied untied-config model came back with other logits (7.1 away).
+      A ``forward`` whose source names the flag (or cannot be read) keeps it as it is.
+    """
+    config = model.config
+    if not hasattr(config, "tie_word_embeddings"):
+        return False
+    old = config.tie_word_embeddings
+    try:
+        config.tie_word_embeddings = True
+        try:
+            mapping = model.get_expanded_tied_weights_keys(all_submodels=True)
+        except ValueError:  # HF expands patterns over parameters; a Plan-tied slot is none
+            mapping = _expand_over_slots(model)
+    except (AttributeError, TypeError, ValueError):  # HF cannot tie this model by the flag
+        return False
+    finally:
+        config.tie_word_embeddings = old
+    if mapping is None or (head not in mapping and head not in mapping.values()):
+        return False
+    for target, source in mapping.items():
+        a, b = _value_at(model, target), _value_at(model, source)
+        if a is None or a is not b:
+            return False
+    return old is True or _forward_reading_tie_flag(model) is None  # True: nothing changes
+
+
+def _expand_over_slots(model: nn.Module) -> dict[str, str] | None:
+    """HF's ``get_expanded_tied_weights_keys(all_submodels=True)``, its patterns matched
+    against every slot path (a Plan-tied slot included), or None when they do not fit.
+
+    HF matches a pattern mapping (XLM-R's ``lm_head.decoder.bias`` <- ``lm_head.bias``)
+    against ``named_parameters()`` only, and refuses when a name it ties is not there,
+    as a Plan-tied slot is not.
+    """
+    import itertools
+    import re
+
+    transformers = _transformers()
+    everything = set(Inventory(model).slots)
+    everything |= {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    everything |= {n for n, _ in model.named_buffers(remove_duplicate=False)}
+    out: dict[str, str] = {}
+    for prefix, sub in model.named_modules(remove_duplicate=False):
+        if not isinstance(sub, transformers.PreTrainedModel):
+            continue
+        mapping = sub._tied_weights_keys
+        if not getattr(sub.config, "tie_word_embeddings", False) or not mapping:
+            continue
+        pre = f"{prefix}." if prefix else ""
+        names = sorted(n[len(pre) :] for n in everything if n.startswith(pre))
+        for target, source in mapping.items():
+            sources = [n for n in names if re.search("^" + source, n)]
+            targets = [n for n in names if re.search("^" + target, n)]
+            if not sources or not targets or len(targets) % len(sources):
+                return None
+            for t, s in zip(targets, itertools.cycle(sources)):
+                out[pre + t] = out.get(pre + s, pre + s)  # as HF: a source that is a target
+    return out
+
+
+def _value_at(model: nn.Module, path: str):
+    """The tensor the model reads at ``path`` (a tied slot gives its source's), or None."""
+    mod, _, name = path.rpartition(".")
+    try:
+        return getattr(model.get_submodule(mod) if mod else model, name)
+    except AttributeError:
+        return None
+
+
+def _forward_reading_tie_flag(model: nn.Module) -> str | None:
+    """The first class in ``model`` whose ``forward`` names ``tie_word_embeddings``
+    (or whose source cannot be read), else None. torch's and tying's own are skipped."""
+    import inspect
+
+    seen: set[type] = set()
+    for mod in model.modules():
+        for klass in type(mod).__mro__:
+            if klass in seen:
+                continue
+            seen.add(klass)
+            forward = vars(klass).get("forward")
+            if forward is None or klass.__module__.split(".")[0] in ("torch", "tying"):
+                continue
+            try:
+                source = inspect.getsource(forward)
+            except (OSError, TypeError):
+                return klass.__qualname__
+            if "tie_word_embeddings" in source:
+                return klass.__qualname__
+    return None
 
 
 def logical_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -238,7 +346,10 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike, **kwargs: Any) ->
     plain ``from_pretrained`` reproduces the outputs, and :func:`from_pretrained`
     re-creates the ties. When the plan ties the output embedding to the input
     embedding, ``config.tie_word_embeddings`` is written true so HF re-ties it by
-    itself. The model's in-memory config is left as it was.
+    itself, unless HF would tie other slots under that flag or the model's forward
+    reads it (Marian with unshared embeddings, SwitchTransformers): then the head is
+    written as a copy and the flag left as it was. The model's in-memory config is
+    left as it was.
 
     Args:
         model: a ``transformers.PreTrainedModel`` (ties from :class:`~tying.Plan`).
