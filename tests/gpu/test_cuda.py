@@ -366,3 +366,26 @@ def test_dpsgd_steps_on_the_device_match_the_cpu():
         got[device] = {k: v.detach().cpu() for k, v in m.state_dict().items()}
     for k, v in got["cpu"].items():
         _close(got[DEV][k], v, 1e-4)
+
+
+@pytest.mark.parametrize("mode", ["vmap", "ghost"])
+def test_a_forward_that_mixes_examples_is_refused_on_the_device(mode):
+    from tying.train import private_grad
+
+    class Center(nn.Module):
+        def forward(self, h):
+            return h - h.mean(0)
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(3, 4), Center(), nn.Dropout(0.1), nn.Linear(4, 2)).to(DEV)
+    x, y = torch.randn(6, 3, device=DEV), torch.randint(0, 2, (6,), device=DEV)
+    state = {k: v.clone() for k, v in m.state_dict().items()}
+    rng = torch.cuda.get_rng_state() if DEV == "cuda" else torch.get_rng_state()
+    with pytest.raises(ValueError, match="mixes examples"):
+        private_grad(
+            m, lambda o, t: nn.functional.cross_entropy(o, t, reduction="none"), x, y,
+            max_grad_norm=1.0, noise_multiplier=0.0, mode=mode,
+        )  # fmt: skip
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in state.items())
+    now = torch.cuda.get_rng_state() if DEV == "cuda" else torch.get_rng_state()
+    assert torch.equal(now, rng)  # the probe's forwards leave the caller's random state

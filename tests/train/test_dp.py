@@ -263,6 +263,36 @@ def test_dpsgd_step_refuses_a_bad_data_set_size_and_changes_nothing(n_data, matc
 
 
 @pytest.mark.parametrize("mode", ["vmap", "ghost"])
+@pytest.mark.parametrize(
+    "attr,value,match",
+    [
+        # each ran with no error: inf gave NaN parameters (sigma > 0), 0 left the model
+        # unchanged while the step and its epsilon were counted, -1 at sigma 0 ascended
+        ("max_grad_norm", float("inf"), r"max_grad_norm must be a finite number > 0.*got inf"),
+        ("max_grad_norm", 0.0, r"max_grad_norm must be a finite number > 0.*got 0.0"),
+        ("max_grad_norm", -1.0, r"max_grad_norm must be a finite number > 0.*got -1.0"),
+        ("max_grad_norm", float("nan"), r"max_grad_norm must be a finite number > 0.*got nan"),
+        # 0 divided the sum by sample_rate * n_data = 0 (NaN parameters); 2 was recorded
+        ("sample_rate", 0.0, r"sample_rate must be in \(0, 1\].*got 0.0"),
+        ("sample_rate", 2.0, r"sample_rate must be in \(0, 1\].*got 2.0"),
+        ("mode", "bogus", r"mode must be one of \('vmap', 'ghost'\), got 'bogus'"),
+    ],
+)
+def test_dpsgd_step_checks_settings_changed_since_construction(mode, attr, value, match):
+    """The settings are public and may change between steps (a schedule); only
+    noise_multiplier was checked again at the step (stop 31)."""
+    for sigma in (0.0, 1.0):
+        dp = _dp(mode=mode)
+        dp.noise_multiplier = sigma
+        setattr(dp, attr, value)
+        state = _state(dp)
+        with pytest.raises((ValueError, TypeError), match=match):
+            dp.step(ce, torch.randn(4, 3), torch.zeros(4, dtype=torch.long), n_data=40)
+        _unchanged(dp, state)
+        assert dp.history == []
+
+
+@pytest.mark.parametrize("mode", ["vmap", "ghost"])
 def test_dpsgd_step_refuses_x_and_y_with_different_row_counts(mode):
     dp = _dp(mode=mode)
     state = _state(dp)

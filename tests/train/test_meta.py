@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+import tying
 from tying.train import FastSlow
 
 
@@ -122,3 +123,20 @@ def test_fast_slow_refuses_bad_inner_settings(kw, match):
     net = nn.Sequential(nn.Linear(1, 4), nn.Tanh(), nn.Linear(4, 1))
     with pytest.raises(ValueError, match=match):
         FastSlow(net, fast=["2"], **kw)
+
+
+@pytest.mark.parametrize("how", ["hand", "plan"])
+def test_fast_patterns_that_split_a_tied_tensor_are_refused(how):
+    """named_parameters() names a tied tensor once: fast=["2"] made 2.bias fast and left
+    2.weight (the same tensor as 0.weight) slow, with no error (stop 31)."""
+    net = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 4))
+    if how == "hand":
+        net[2].weight = net[0].weight
+    else:
+        tying.Plan([tying.share("2.weight", like="0.weight")]).apply(net)
+    with pytest.raises(ValueError, match=r"2\.weight is tied to 0\.weight .*cannot be both fast"):
+        FastSlow(net, fast=["2"])
+    fs = FastSlow(net, fast=["0", "2"])  # both paths fast: one fast tensor
+    assert sorted(fs.fast_names) == ["0.bias", "0.weight", "2.bias"]
+    fs = FastSlow(net, fast=["2.bias"])  # the untied part alone is fine
+    assert fs.fast_names == ["2.bias"]

@@ -228,3 +228,48 @@ def test_an_embedding_with_padding_idx_that_opacus_samples_is_refused(tied):
     with pytest.raises(ValueError, match=r"0 is an Embedding with padding_idx=0"):
         grad_sample_module(net, loss_reduction="sum")
     assert not hasattr(net[0].weight, "grad_sample")
+
+
+class _Center(nn.Module):
+    def forward(self, h):
+        return h - h.mean(0)
+
+
+class _KwargNet(nn.Module):
+    def __init__(self, middle):
+        super().__init__()
+        self.inp, self.middle, self.out = nn.Linear(3, 4), middle, nn.Linear(4, 2)
+
+    def forward(self, x, *, scale):
+        return self.out(self.middle(self.inp(x)) * scale)
+
+
+@pytest.mark.parametrize("kwargs", [False, True])
+def test_a_forward_that_mixes_examples_is_refused_before_it_runs(kwargs):
+    """Opacus' validator lets a layer without parameters through; h - h.mean(0) spread
+    every example over every row of the hooks' activations and output gradients, and the
+    per-sample gradients were wrong with no error (stop 31)."""
+    torch.manual_seed(0)
+    x = torch.randn(5, 3, dtype=torch.float64)
+    call = {"scale": torch.full((5, 1), 2.0, dtype=torch.float64)} if kwargs else {}
+    for middle, mixes in ((_Center(), True), (nn.Tanh(), False)):
+        if kwargs:
+            model = _KwargNet(middle).double()
+        else:
+            model = nn.Sequential(nn.Linear(3, 4), middle, nn.Linear(4, 2)).double()
+        ref = copy.deepcopy(model)
+        gsm = grad_sample_module(model, loss_reduction="sum")
+        if mixes:
+            with pytest.raises(ValueError, match=r"grad_sample_module: the forward mixes exam"
+                               r"ples.*module (1|middle) \(_Center\)"):  # fmt: skip
+                gsm(x, **call)
+            assert all(not hasattr(p, "grad_sample") or p.grad_sample is None
+                       for p in model.parameters())  # fmt: skip
+            continue
+        gsm(x, **call).pow(2).sum().backward()
+        want = torch.stack([
+            torch.autograd.grad(ref(x[b : b + 1], **{k: v[b : b + 1] for k, v in call.items()})
+                                .pow(2).sum(), next(ref.parameters()))[0]
+            for b in range(5)
+        ])  # fmt: skip
+        torch.testing.assert_close(next(model.parameters()).grad_sample, want)

@@ -10,8 +10,11 @@ checks run at every call, over a list of modules made once (~1 µs a module).
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
+from torch.utils._pytree import tree_leaves
 
 _T = torch.Tensor
 # torch calls that read a tensor's metadata only, never its values
@@ -89,3 +92,236 @@ def refuse_parameter_hooks(names, params) -> None:
                 f"example's gradient; remove it (handle.remove()) and apply its change to "
                 f"the model instead"
             )
+
+
+# -- the forward's rows are its examples (checked once per input signature) -------------
+#
+# Per-example gradients are each example's gradient only if the forward keeps examples
+# apart. ``mode="vmap"`` runs it one example at a time (a batch of one), so a forward that
+# mixes the batch (a BatchNorm using batch statistics, ``h - h.mean(0)``) got each
+# example's gradient of a model other than the one trained, with no error; ghost clipping
+# took the batch's rows for examples. Both refuse it through :func:`refuse_mixing_forward`.
+
+
+def batch_rows(xs) -> int | None:
+    """The batch size ``B`` if every tensor input has first dimension ``B >= 2``, else None
+    (one example, or inputs of different lengths: no probe can be made)."""
+    rows = [t.shape[0] for t in xs if isinstance(t, torch.Tensor) and t.dim() >= 1]
+    if not rows or min(rows) < 2 or len(set(rows)) != 1:
+        return None
+    return rows[0]
+
+
+def forward_key(xs, modules) -> tuple:
+    """What a forward's vetting holds for: the inputs' dtypes and shapes past the batch, and
+    every module's training flag (``.train()``/``.eval()`` changes what a layer does)."""
+    return (
+        tuple((t.dtype, tuple(t.shape[1:])) if isinstance(t, torch.Tensor) else type(t)
+              for t in xs),
+        tuple(m.training for m in modules),
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def buffers_kept(model: nn.Module):
+    """Probe forwards leave the buffers (a BatchNorm's running statistics) as they were."""
+    saved = [(b, b.detach().clone()) for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, old in saved:
+                b.copy_(old)
+
+
+def run_forward(model: nn.Module, xs: tuple, seed: int | None = None, kwargs=None):
+    """``model(*xs, **kwargs)`` without gradients, under random state ``seed`` (so that dropout draws
+    the same masks in every probe), leaving the caller's random state as it was."""
+    tensors = [*tensors_in(xs, kwargs or {}), *model.parameters(), *model.buffers()]
+    cuda = sorted({t.get_device() for t in tensors if t.is_cuda})
+    with torch.no_grad(), torch.random.fork_rng(devices=cuda):
+        if seed is not None:  # the devices in use only: torch.manual_seed would also queue
+            # a seed for every CUDA device not initialised yet, outside the fork
+            torch.random.default_generator.manual_seed(seed)
+            for i in cuda:
+                torch.cuda.default_generators[i].manual_seed(seed)
+        return model(*xs, **(kwargs or {}))
+
+
+def precise(dtype: torch.dtype) -> bool:
+    """Whether values of ``dtype`` are compared at float64's tolerance (see :func:`unchanged`)."""
+    return dtype in (torch.float64, torch.complex128)
+
+
+def unchanged(before: torch.Tensor, after: torch.Tensor, fine: bool | None = None) -> torch.Tensor:
+    """Elementwise ``torch.allclose(rtol=1e-5, equal_nan=True)`` with an absolute floor of
+    1e-7 of the largest finite value of ``before``: what a probe that moved one example
+    requires of everything else, as a tensor (one device sync: the caller's verdict).
+
+    Values computed in float64 (``fine``; by default ``before``'s dtype) are held to
+    ``rtol=1e-11`` and a floor of 1e-13: a forward that mixes weakly (``h + h.sum()``
+    before a saturated ``tanh`` moved the other examples by 1e-9) passed the float32
+    tolerance, and its per-example gradients were then wrong at that level (stop 31).
+    """
+    if before.numel() == 0:
+        return torch.ones_like(before, dtype=torch.bool)
+    fine = precise(before.dtype) if fine is None else fine
+    rtol, floor = (1e-11, 1e-13) if fine else (1e-5, 1e-7)
+    scale = torch.where(torch.isfinite(before), before.abs(), 0).max()
+    near = (after - before).abs() <= rtol * before.abs() + floor * scale
+    return near | (after == before) | (after.isnan() & before.isnan())
+
+
+def _comparable(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as real float64 (bool, integer and complex outputs compared like the rest)."""
+    return (torch.view_as_real(t) if t.is_complex() else t).double()
+
+
+def _batched_leaves(out, B: int) -> list[torch.Tensor]:
+    return [t for t in tree_leaves(out) if isinstance(t, torch.Tensor) and t.dim() >= 1
+            and t.shape[0] == B]  # fmt: skip
+
+
+def _largest_change(base, other, B: int, i: int) -> float | None:
+    """The largest change of any example but ``i`` between two outputs (None: none)."""
+    keep = torch.arange(B) != i
+    worst = None
+    for a, b in zip(_batched_leaves(base, B), _batched_leaves(other, B)):
+        if a.shape != b.shape:
+            continue
+        fine = precise(a.dtype)
+        a, b = _comparable(a[keep.to(a.device)]), _comparable(b[keep.to(b.device)])
+        if not bool(unchanged(a, b, fine).all()):
+            diff = (a - b).abs().nan_to_num(nan=float("inf")).max()
+            worst = max(worst or 0.0, float(diff))
+    return worst
+
+
+def _least_like(t: torch.Tensor, i: int) -> tuple[int, bool]:
+    """The example whose input differs most from example ``i``'s (L1), and whether any does."""
+    flat = t.reshape(t.shape[0], -1)  # (B, features); a (B,) input of tokens too
+    flat = flat if flat.is_complex() else flat.double()
+    dist = (flat - flat[i : i + 1]).abs().sum(1).nan_to_num(nan=float("inf"))
+    j = int(dist.argmax())
+    return j, bool(dist[j] > 0)
+
+
+def refuse_mixing_forward(
+    model: nn.Module,
+    xs: tuple,
+    B: int,
+    who: str,
+    detail: str = "",
+    batch_may_fail: bool = False,
+    kwargs: dict | None = None,
+) -> bool:
+    """Refuse a forward in which an example's output reads another example's input.
+
+    Example ``i`` (first, then last: a forward in which example b reads b + 1 changes
+    another output only when the last example changes) is given the input least like its
+    own, under the random state of the unchanged run, and every other example's output
+    must stay the same. Run without gradients, buffers restored (see :func:`buffers_kept`).
+
+    Args:
+        model: the model; ``xs``: its inputs, every tensor batch-first with ``B`` rows.
+        who: the prefix of the error (``"ghost clipping"``).
+        detail: a sentence on what that way would have computed instead.
+        batch_may_fail: an error of a probe forward is no verdict (True is returned);
+            else it is raised.
+        kwargs: keyword arguments of the forward, handed to every probe as they are.
+
+    Returns:
+        True if the probe was made; False if no example's input differs from example
+        ``i``'s (the batch is one input repeated), so that the next batch probes again.
+
+    Raises:
+        ValueError: the forward mixes examples, naming the first module whose output
+            changed for examples whose inputs did not (when one can be found), and the fix.
+    """
+    seed = int(torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(B)))
+    base = None
+    batched = [t for t in xs if isinstance(t, torch.Tensor) and t.dim() >= 1]
+    for i in (0, B - 1):
+        # the first input in which some example differs from example i (a mask or a
+        # constant first input repeated on every row would make the probe a no-op)
+        j = next((j for j, d in (_least_like(t, i) for t in batched) if d), None)
+        if j is None:
+            return False
+        swapped = tuple(
+            _take(t, i, j) if isinstance(t, torch.Tensor) and t.dim() >= 1 else t for t in xs
+        )
+        try:
+            if base is None:
+                base = run_forward(model, xs, seed, kwargs)
+            other = run_forward(model, swapped, seed, kwargs)
+        except Exception:
+            if batch_may_fail:
+                return True
+            raise
+        change = _largest_change(base, other, B, i)
+        if change is not None:
+            where = _mixing_module(model, xs, swapped, B, i, seed, kwargs)
+            raise ValueError(
+                f"{who}: the forward mixes examples: giving example {i} the input of example "
+                f"{j} changed the outputs of the others (largest change {change:.3g})"
+                f"{f', first in the output of module {where}' if where else ''}, so no "
+                f"example's gradient is its own and clipping does not bound it{detail}. "
+                f"Common causes: a BatchNorm in training mode or without running statistics, "
+                f"a mean, sum or softmax over the batch. Use GroupNorm/LayerNorm (opacus."
+                f"validators.ModuleValidator.fix(model) swaps BatchNorm for GroupNorm), or "
+                f"model.eval() with running statistics, or compute that layer per example"
+            )
+    return True
+
+
+def _take(t: torch.Tensor, i: int, j: int) -> torch.Tensor:
+    """``t`` with row ``i`` replaced by row ``j`` (a copy)."""
+    out = t.clone()
+    out[i] = t[j]
+    return out
+
+
+def _mixing_module(model: nn.Module, xs, swapped, B: int, i: int, seed: int, kwargs):
+    """``"path (Type)"`` of the first module call whose output changed for an example
+    other than ``i`` while its inputs for those examples did not: where the mixing is.
+    Only run once a forward was found to mix (two more probe forwards)."""
+    keep = torch.arange(B) != i
+    paths: dict[int, str] = {}
+    for path, mod in model.named_modules():
+        paths.setdefault(id(mod), path or "<root>")
+
+    def rows(tree):
+        return [
+            (_comparable(t[keep.to(t.device)]), precise(t.dtype)) for t in _batched_leaves(tree, B)
+        ]
+
+    def record(calls):
+        def hook(mod, args, kwargs, out):
+            calls.append((mod, rows((args, kwargs)), rows(out)))
+
+        return hook
+
+    def same(a, b):
+        return len(a) == len(b) and all(
+            x.shape == y.shape and bool(unchanged(x, y, fine).all())
+            for (x, fine), (y, _) in zip(a, b)
+        )
+
+    runs = []
+    for inputs in (xs, swapped):
+        calls: list = []
+        handles = [
+            m.register_forward_hook(record(calls), with_kwargs=True) for m in model.modules()
+        ]
+        try:
+            run_forward(model, inputs, seed, kwargs)
+        finally:
+            for h in handles:
+                h.remove()
+        runs.append(calls)
+    if len(runs[0]) != len(runs[1]):
+        return None
+    for (mod, in_a, out_a), (mod_b, in_b, out_b) in zip(*runs):
+        if mod is mod_b and same(in_a, in_b) and not same(out_a, out_b):
+            return f"{paths.get(id(mod), '?')} ({type(mod).__name__})"
+    return None

@@ -16,8 +16,9 @@ Two ways to the per-example norms, one result:
   ``model.named_parameters()`` swapped in (as ``functional_call`` does), which
   yields each physical tensor once; a tied slot reads its owner at access time,
   so the substituted tensor feeds every use and the gradient is already the sum
-  over uses. Works for any model without batch-mixing layers (BatchNorm in
-  training mode is refused). A :class:`DPSGD` builds this once and rebuilds it
+  over uses. Works for any model without batch-mixing layers: a BatchNorm in
+  training mode is refused, and (stop 31) any forward in which an example's output
+  reads another example's input, found by ghost clipping's probe. A :class:`DPSGD` builds this once and rebuilds it
   only when the model's structure changed; small models take one forward over
   expanded parameters and one autograd pass instead (same gradients, less fixed
   cost; see :mod:`tying.train.per_example`). A standard torch loss with
@@ -145,7 +146,9 @@ def per_example_grads(model: nn.Module, loss_fn: LossFn, x, y) -> dict[str, torc
 
     Raises:
         ValueError: inputs and targets of different batch sizes;
-            a BatchNorm layer in training mode; a model with no trainable
+            a BatchNorm layer in training mode, or any forward that mixes the
+            examples of a batch (naming the module where it starts); an
+            ``nn.Embedding`` with ``max_norm``; a model with no trainable
             parameter; a full backward hook (module or global) or a gradient hook on
             a parameter, which no way to per-example gradients runs right (forward
             hooks and pre-hooks are fine: they run per example).
@@ -529,7 +532,9 @@ class DPSGD:
 
         Raises:
             ValueError: ``x`` and ``y`` with different numbers of rows, ``n_data`` not an
-                int > 0, a learning rate that is negative or not finite, a per-example
+                int > 0, a learning rate that is negative or not finite, a
+                ``noise_multiplier``, ``max_grad_norm``, ``sample_rate`` or ``mode`` set
+                since construction to a value the constructor refuses, a per-example
                 gradient that is not finite, an optimizer that does not hold every
                 trainable parameter, or a hook that per-example gradients cannot run. A refused step changes nothing (parameters,
                 optimizer state, step count).
@@ -540,6 +545,15 @@ class DPSGD:
                 # 0 divides by zero (NaN parameters); a negative size turns descent into ascent.
                 raise ValueError(f"n_data must be an int > 0 (the data set size), got {n_data!r}")
         _check_learning_rates(self.optimizer)
+        # the settings are public and may change between steps (a schedule), so each step
+        # checks the values it runs with: a max_grad_norm of 0 left the model unchanged,
+        # -1 at sigma=0 ascended the loss, inf gave NaN parameters, a sample_rate of 0 with
+        # n_data divided by zero, each with no error (stop 31)
+        _check_noise_multiplier(self.noise_multiplier)
+        _check_max_grad_norm(self.max_grad_norm)
+        _check_sample_rate(self.sample_rate)
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         denom = None if n_data is None else self.sample_rate * int(n_data)
         ghost = self._ghost_plan() if self.mode == "ghost" else None
         pe = self._vmap_plan() if ghost is None else None

@@ -62,12 +62,18 @@ from tying.core.relations import Same, Transposed
 from tying.core.slots import base_class, slots_of
 from tying.train._vetting import (
     METADATA_CALLS,
+    batch_rows,
+    buffers_kept,
     callable_overrides,
+    forward_key,
     func_name,
     params_behind,
+    refuse_mixing_forward,
     refuse_parameter_hooks,
+    run_forward,
     tensors_in,
 )
+from tying.train._vetting import unchanged as _unchanged
 from tying.train.known_losses import KnownLosses
 from tying.train.row_watch import RowLosses
 
@@ -355,71 +361,56 @@ class GhostClipping:
 
     def _vet_forward(self, x) -> None:
         """Refuse a forward that is not example by example (stop 30 review), once per input
-        signature and set of training flags, by three forwards without gradients:
+        signature and set of training flags, by forwards without gradients:
 
         - with one example more, every Linear/Embedding use's output must have one row
           more. A use whose first dimension only happened to equal the batch size (a
           positional ``Embedding(arange(T))`` with T == B, a Linear on a sequence-first
           view) was credited, row t, with every example's gradient at position t; with
           T != B it was refused, with T == B it was silent;
-        - with example 0 given another example's input, under the same random state (so
-          dropout draws the same masks), the outputs of the other examples must stay the
-          same: a BatchNorm in training mode (or without running statistics), or a mean
-          over the batch, mixes examples, and then no gradient is one example's own.
+        - with example 0, then the last, given another example's input, under the same
+          random state (so dropout draws the same masks), the outputs of the other
+          examples must stay the same (:func:`~tying.train._vetting.refuse_mixing_forward`,
+          shared with ``mode="vmap"``): a BatchNorm in training mode (or without running
+          statistics), or a mean over the batch, mixes examples, and then no gradient is
+          one example's own.
         """
         xs = x if isinstance(x, tuple) else (x,)
-        rows = [t.shape[0] for t in xs if isinstance(t, torch.Tensor) and t.dim() >= 1]
-        if not rows or min(rows) < 2 or len(set(rows)) != 1:
+        B = batch_rows(xs)
+        if B is None:
             return
-        B = rows[0]
-        key = (
-            tuple((t.dtype, tuple(t.shape[1:])) if isinstance(t, torch.Tensor) else type(t)
-                  for t in xs),
-            tuple(m.training for m in self._all_modules),
-        )  # fmt: skip
+        key = forward_key(xs, self._all_modules)
         if key in self._vetted:
             return
+        with buffers_kept(self.model):
+            if self._vet_rows_grow(xs, B):
+                done = refuse_mixing_forward(self.model, xs, B, "ghost clipping")
+            else:  # an input that only looks batched: a swap would change it too
+                done = True
+        if done:
+            self._vetted.add(key)
 
-        def batched(t):
-            return isinstance(t, torch.Tensor) and t.dim() >= 1 and t.shape[0] == B
+    def _vet_rows_grow(self, xs, B) -> bool:
+        """The first probe of :meth:`_vet_forward`; False if it cannot be made."""
+        more = tuple(
+            torch.cat([t, t[:1]]) if isinstance(t, torch.Tensor) and t.dim() >= 1 else t for t in xs
+        )
+        dims: list[tuple[nn.Module, int | None]] = []
 
-        def run(inputs, seed=None):
-            dims: list[tuple[nn.Module, int | None]] = []
+        def hook(mod, args, out):
+            dims.append((mod, out.shape[0] if isinstance(out, torch.Tensor) and out.dim()
+                         else None))  # fmt: skip
 
-            def hook(mod, args, out):
-                dims.append((mod, out.shape[0] if isinstance(out, torch.Tensor) and out.dim()
-                             else None))  # fmt: skip
-
-            handles = [m.register_forward_hook(hook) for m in self._uses]
-            try:
-                with torch.no_grad(), torch.random.fork_rng(devices=[]):
-                    if seed is not None:
-                        torch.manual_seed(seed)
-                    out = self.model(*inputs) if isinstance(x, tuple) else self.model(inputs[0])
-            finally:
-                for h in handles:
-                    h.remove()
-            return out, dims
-
-        # the probes leave the buffers (a BatchNorm's running statistics) as they were
-        saved = [(b, b.detach().clone()) for b in self.model.buffers()]
+        handles = [m.register_forward_hook(hook) for m in self._uses]
         try:
-            self._vet_probes(x, xs, B, key, run, batched)
-        finally:
-            with torch.no_grad():
-                for b, old in saved:
-                    b.copy_(old)
-
-    def _vet_probes(self, x, xs, B, key, run, batched) -> None:
-        """The three probe forwards of :meth:`_vet_forward` and their verdicts."""
-        more = tuple(torch.cat([t, t[:1]]) if batched(t) else t for t in xs)
-        try:
-            _, dims = run(more)
+            run_forward(self.model, more)
         except Exception:  # noqa: BLE001 - an input whose first dimension only equals B
             # (a (T, T) mask beside (B, T) tokens with T == B) cannot grow with the batch:
             # the probe cannot be made for this signature; the step itself is unchanged
-            self._vetted.add(key)
-            return
+            return False
+        finally:
+            for h in handles:
+                h.remove()
         for mod, rows_out in dims:
             if rows_out != B + 1:
                 raise ValueError(
@@ -430,26 +421,7 @@ class GhostClipping:
                     f"the row counts only happened to agree. Give it batch-first input "
                     f"(e.g. expand the positions to (B, T)), or use mode='vmap'"
                 )
-        seed = int(torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(B)))
-        base, _ = run(xs, seed)
-        # example 0 gets the input least like its own (as the loss probe picks its output)
-        first = next(t for t in xs if batched(t))
-        j = int(torch.linalg.vector_norm((first - first[:1]).flatten(1).double(), ord=1, dim=1)
-                .argmax())  # fmt: skip
-        swapped = tuple(torch.cat([t[j : j + 1], t[1:]]) if batched(t) else t for t in xs)
-        other, _ = run(swapped, seed)
-        if isinstance(base, torch.Tensor) and isinstance(other, torch.Tensor):
-            a, b = base[1:].double(), other[1:].double()
-            if not bool(_unchanged(a, b).all()):
-                raise ValueError(
-                    f"ghost clipping: the forward mixes examples: giving example 0 another "
-                    f"example's input changed the outputs of the others (largest change "
-                    f"{float((a - b).abs().max()):.3g}), so no example's gradient is its own "
-                    f"and clipping does not bound it. Common causes: a BatchNorm in training "
-                    f"mode or without running statistics (use GroupNorm/LayerNorm, or "
-                    f"model.eval() with running statistics), a mean or sum over the batch"
-                )
-        self._vetted.add(key)
+        return True
 
     # -- norms and clipped sums ------------------------------------------------------
 
@@ -665,17 +637,6 @@ def _refuse_losses_that_mix_examples(loss_fn: LossFn, out, y, losses: torch.Tens
         _probe_one_end(loss_fn, out, y, losses, i)
 
 
-def _unchanged(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
-    """Elementwise ``torch.allclose(rtol=1e-5, equal_nan=True)`` with an absolute floor of
-    1e-7 of the largest finite value of ``before``: what a probe that moved one example
-    requires of everything else, as a tensor (one device sync: the caller's verdict)."""
-    if before.numel() == 0:
-        return torch.ones_like(before, dtype=torch.bool)
-    scale = torch.where(torch.isfinite(before), before.abs(), 0).max()
-    near = (after - before).abs() <= 1e-5 * before.abs() + 1e-7 * scale
-    return near | (after == before) | (after.isnan() & before.isnan())
-
-
 def _probe_one_end(loss_fn: LossFn, out, y, losses: torch.Tensor, i: int) -> None:
     """Give example ``i`` another example's output and target; refuse if any other loss moves."""
     B = losses.shape[0]
@@ -768,10 +729,13 @@ def _weighted_outer_reference(L, R, c: torch.Tensor, m: int, n: int) -> torch.Te
 
 
 def _norms(uses, B: int, dtype, cross_terms: bool, strategy: str) -> torch.Tensor:
-    sq = torch.zeros(B, dtype=dtype)
+    sq = None  # on the activations' device (a CPU zeros here failed on CUDA, stop 31)
     for pairs in uses.values():
         for group in [pairs] if cross_terms else [[p] for p in pairs]:
-            sq = sq + _sq_norm(group, B, dtype, strategy)
+            term = _sq_norm(group, B, dtype, strategy)
+            sq = term if sq is None else sq + term
+    if sq is None:
+        return torch.zeros(B, dtype=dtype)
     return sq.clamp_min(0).sqrt()
 
 
@@ -797,7 +761,10 @@ def _sq_norm(pairs, B: int, dtype, strategy: str) -> torch.Tensor:
     both_index = any(isinstance(L, _Index) and isinstance(R, _Index) for L, R in pairs)
     use_gram = gram_cost <= T * m * n if strategy == "auto" else strategy == "gram"
     if use_gram or both_index:
-        sq = torch.zeros(B, dtype=dtype)
+        first = pairs[0][0]
+        sq = torch.zeros(
+            B, dtype=dtype, device=(first.idx if isinstance(first, _Index) else first).device
+        )
         for u, (Lu, Ru) in enumerate(pairs):
             for v in range(u, len(pairs)):
                 Lv, Rv = pairs[v]

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from tying.core.inventory import Inventory
 from tying.core.patterns import Pattern
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -36,6 +37,31 @@ def _matches(patterns: list[Pattern], name: str) -> bool:
     parts = name.split(".")
     prefixes = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
     return any(p.match(prefix) is not None for p in patterns for prefix in prefixes)
+
+
+def _refuse_split_ties(model: nn.Module, patterns: list[Pattern]) -> None:
+    """Refuse a tensor reachable from two paths of which ``fast`` matches one only.
+
+    ``named_parameters()`` names a tied tensor once, by its first path, and the split
+    was decided on that name: with ``net[2].weight = net[0].weight``, ``fast=["2"]`` made
+    ``2.bias`` fast and left ``2.weight`` slow (it is ``0.weight``), with no error (stop 31).
+    One tensor cannot be both.
+    """
+    inv = Inventory(model)  # every slot path, hand ties and Plan ties (any relation) alike
+    paths: dict[int, list[str]] = {}
+    for path in inv.slots:
+        t = inv.tensor(inv.root_of(path))
+        if isinstance(t, nn.Parameter) and t.requires_grad:
+            paths.setdefault(id(t), []).append(path)
+    for names in paths.values():
+        hit = [n for n in names if _matches(patterns, n)]
+        if hit and len(hit) != len(names):
+            miss = [n for n in names if n not in hit]
+            raise ValueError(
+                f"{hit[0]} is tied to {miss[0]} (one tensor), and the fast patterns match "
+                f"{hit[0]} but not {miss[0]}: a tensor cannot be both fast and slow. Make "
+                f"both paths fast (add a pattern for {miss[0]}), neither, or untie them"
+            )
 
 
 class FastSlow:
@@ -54,7 +80,8 @@ class FastSlow:
 
     Raises:
         ValueError: a pattern that matches no parameter, or one that makes every
-            parameter fast *and* leaves no slow one when ``fast`` was meant to split.
+            parameter fast *and* leaves no slow one when ``fast`` was meant to split; a
+            tied tensor whose paths the patterns split into fast and slow.
 
     Example:
         >>> import torch
@@ -87,6 +114,7 @@ class FastSlow:
                     f"fast pattern {pat.text!r} matches no trainable parameter; "
                     f"parameters are {names[:8]}{' …' if len(names) > 8 else ''}"
                 )
+        _refuse_split_ties(model, patterns)
         if isinstance(inner_steps, bool) or not isinstance(inner_steps, numbers.Integral):
             raise ValueError(f"inner_steps must be an int >= 0, got {inner_steps!r}")
         if inner_steps < 0:

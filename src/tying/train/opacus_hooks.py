@@ -39,6 +39,7 @@ from torch.func import vjp, vmap
 from tying.core.errors import TieError
 from tying.core.relations import Same
 from tying.core.slots import GRAD_SAMPLE_HOOKED_ATTR, base_class, slots_of
+from tying.train._vetting import batch_rows, buffers_kept, forward_key, refuse_mixing_forward
 
 # The key that tells tying.core.slots this module's tied uses are counted.
 HOOKED_ATTR = GRAD_SAMPLE_HOOKED_ATTR  # the mark core.slots checks at every read
@@ -229,7 +230,52 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
     for module, _ in by_module.values():
         gsm.autograd_grad_sample_hooks.append(module.register_forward_hook(forward_hook))
         module.__dict__[HOOKED_ATTR] = True
+    gsm.autograd_grad_sample_hooks.append(
+        model.register_forward_pre_hook(_mixing_vet(gsm, model), with_kwargs=True)
+    )
     return gsm
+
+
+def _mixing_vet(gsm, model: nn.Module):
+    """A forward pre-hook refusing a forward that mixes the examples of a batch (stop 31).
+
+    Opacus' hooks take example b's per-sample gradient from row b of each layer's
+    activations and output gradients; a layer that reads the batch (``h - h.mean(0)``,
+    which Opacus' validator lets through: it has no parameters) spreads every example
+    over every row, and the clipped gradients were wrong with no error. The probe is
+    :func:`~tying.train._vetting.refuse_mixing_forward`, once per input signature and set
+    of training flags, before the forward runs (a refusal leaves the model as it was).
+    """
+    vetted: set = set()
+    modules = list(model.modules())
+    probing = [False]
+
+    def hook(module, args, kwargs):
+        if probing[0] or not (gsm.hooks_enabled and torch.is_grad_enabled()):
+            return
+        B = batch_rows(args)
+        if B is None:
+            return
+        names = sorted(kwargs)
+        key = (forward_key((*args, *(kwargs[n] for n in names)), modules), tuple(names))
+        if key in vetted:
+            return
+        probing[0] = True
+        try:
+            with buffers_kept(model):
+                # an error of a probe forward is no verdict: the forward itself raises it
+                done = refuse_mixing_forward(
+                    model, args, B, "grad_sample_module", _OPACUS, True, kwargs
+                )
+        finally:
+            probing[0] = False
+        if done:
+            vetted.add(key)
+
+    return hook
+
+
+_OPACUS = " (Opacus' hooks read example b's gradient from row b of every layer)"
 
 
 __all__ = ["HOOKED_ATTR", "grad_sample_module"]

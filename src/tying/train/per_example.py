@@ -38,9 +38,13 @@ from torch.overrides import TorchFunctionMode
 
 from tying.train._vetting import METADATA_CALLS as _METADATA_CALLS
 from tying.train._vetting import (
+    batch_rows,
+    buffers_kept,
     callable_overrides,
+    forward_key,
     func_name,
     params_behind,
+    refuse_mixing_forward,
     refuse_parameter_hooks,
     tensors_in,
 )
@@ -186,6 +190,24 @@ def _refuse_recurrent_kernels(modules, err: RuntimeError) -> None:
     ) from err
 
 
+def _refuse_in_place_renorm(modules) -> None:
+    """Refuse an ``nn.Embedding`` with ``max_norm``, before anything runs.
+
+    Its forward renormalises rows of the weight in place (``torch.embedding_renorm_``),
+    which ``torch.func.vmap`` cannot run (torch's "embedding_renorm_ ... is not possible
+    because there exists a Tensor `other` ...", trainable weight or frozen), and which a
+    probe forward on the batch would have applied to the model before that error.
+    """
+    for path, mod in modules:
+        if isinstance(mod, nn.Embedding) and mod.max_norm is not None:
+            raise ValueError(
+                f"{path or '<root>'} (Embedding) has max_norm={mod.max_norm}: its forward "
+                f"renormalises the weight in place, which per-example gradients "
+                f"(torch.func.vmap) cannot run; set max_norm=None and renormalise after each "
+                f"step instead (torch.embedding_renorm_ under torch.no_grad())"
+            )
+
+
 def _expand_vetted(modules, keys) -> bool:
     """Whether the expanded way may run now: nothing it was not tested with is attached.
 
@@ -254,6 +276,7 @@ class _PerExample:
                     self.b_slots.append((mod, name, b_index[id(t)]))
         # the types once; hooks and instance attributes at every call (_expand_vetted)
         self.modules = list(model.named_modules())
+        _refuse_in_place_renorm(self.modules)
         self._keys = [mod.__dict__.keys() - set() for _, mod in self.modules]
         self.expandable = all(
             type(m) in _EXPAND_SAFE and not callable_overrides(m) for _, m in self.modules
@@ -282,6 +305,10 @@ class _PerExample:
         self._rows_stopped = False  # the row-watched forward stopped once: vmap from then on
         self._outputs_are_tensors = True
         self._unverified = False  # the watched way stopped once: vmap(grad(...)) from then on
+        # input signatures (and training flags) whose forward was found to keep examples
+        # apart before a way that runs it one example at a time (_vet_forward)
+        self._vetted: set = set()
+        self._all_modules = [m for _, m in self.modules]
         # "batched" (a known torch loss), "rows" (a user's loss, row-verified), "per
         # example" or None (the old way)
         self.last_loss: str | None = None
@@ -351,6 +378,7 @@ class _PerExample:
                     self.last_way = "expanded-watched"
                     return got
             self.last_way = "vmap-grad"
+            self._vet_forward(xs)
             try:
                 return self.fn(tuple(p.detach() for p in self.params), bufs, xs, y)
             except RuntimeError as err:
@@ -358,6 +386,37 @@ class _PerExample:
                 raise
         finally:
             self._loss_fn = None
+
+    def _vet_forward(self, xs: tuple) -> None:
+        """Refuse a forward that mixes the examples of a batch, before a way that runs it
+        one example at a time (once per input signature and set of training flags).
+
+        ``vmap`` hands the forward each example as a batch of one, so a layer that reads
+        the batch (``h - h.mean(0)``, a BatchNorm without running statistics) made each
+        example's gradient that of another model than the one trained, with no error
+        (``h - h.mean(0)`` gave the layers before it a gradient of 0). The probe is ghost
+        clipping's (:func:`~tying.train._vetting.refuse_mixing_forward`). Not needed for a
+        forward checked row by row (``last_forward == "rows"``), nor for a model built of
+        :data:`_EXPAND_SAFE` types with nothing attached: none of them reads the batch. A
+        forward that starts to mix later under the same signature (a flag read in
+        ``forward``) is not probed again.
+        """
+        if self.expandable and _expand_vetted(self.modules, self._keys):
+            return
+        B = batch_rows(xs)
+        if B is None:
+            return
+        key = forward_key(xs, self._all_modules)
+        if key in self._vetted:
+            return
+        with buffers_kept(self.model):
+            # a forward that fails on the batch (written for one example at a time) has
+            # no batched forward to differ from: no verdict, and vmap runs it as before
+            done = refuse_mixing_forward(
+                self.model, xs, B, "per-example gradients", _VMAP, batch_may_fail=True
+            )
+        if done:
+            self._vetted.add(key)
 
     def _expanded_params(self, B: int) -> tuple:
         """Each trainable tensor expanded to ``(B, *shape)`` (a view, one row per example)
@@ -383,6 +442,7 @@ class _PerExample:
             got = self._rows_forward(per, bufs, xs, y)
             if got is not None:
                 return got
+        self._vet_forward(xs)  # the forward runs one example at a time from here
         try:
             return self._expanded_batched_loss(per, bufs, xs, y, watched=True)
         except _Unverified:
@@ -560,6 +620,11 @@ class _PerExample:
             h = z
         return h
 
+
+_VMAP = (
+    " (mode='vmap' takes each example's gradient of the model on that example alone, a "
+    "batch of one, which is not the model trained on batches)"
+)
 
 # Pointwise activations: each output element reads the input element at its place only,
 # so on a (B, features) batch each row is its example's own (exact types only, as for

@@ -1,0 +1,274 @@
+"""The forward's rows are its examples (stop 31): one probe for mode="vmap" and ghost clipping.
+
+``mode="vmap"`` runs the forward one example at a time (a batch of one). A forward that
+mixes the batch (``h - h.mean(0)``, a BatchNorm without running statistics, a forward
+hook that centres a layer's output) then got each example's gradient of another model
+than the one trained, with no error: ``h - h.mean(0)`` gave every layer before it a
+gradient of exactly 0. It is refused now, by ghost clipping's probe, moved to
+:mod:`tying.train._vetting` and shared.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import tying.train.per_example as pex
+from tests.train.models import ce, loop_grads, mse
+from tying.train import DPSGD, ghost_norms, per_example_grads, per_example_norms, private_grad
+from tying.train._vetting import refuse_mixing_forward
+
+
+class Center(nn.Module):
+    def forward(self, h):
+        return h - h.mean(0, keepdim=True)
+
+
+class ReadsNext(nn.Module):
+    """Example b reads example b + 1 (the last reads no one): only a change of the last
+    example moves another output."""
+
+    def forward(self, h):
+        return h + torch.cat([h[1:], h.new_zeros(1, h.shape[1])])
+
+
+def _center_hook(mod, args, out):
+    return out - out.mean(0)
+
+
+def _batch(B=5, d=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(B, d, generator=g, dtype=torch.float64), torch.randint(
+        0, 2, (B,), generator=g
+    )
+
+
+MIXING = {
+    "center": (lambda: nn.Sequential(nn.Linear(3, 4), Center(), nn.Tanh(), nn.Linear(4, 2)),
+               r"module 1 \(Center\)"),
+    "reads-next": (lambda: nn.Sequential(nn.Linear(3, 4), ReadsNext(), nn.Linear(4, 2)),
+                   r"module 1 \(ReadsNext\)"),
+    # per example (1, C, 2, 2) still has 4 values a channel: no error, wrong statistics
+    "batchnorm2d-without-running-stats": (
+        lambda: nn.Sequential(nn.Unflatten(1, (3, 1, 1)), nn.Upsample(scale_factor=2),
+                              nn.BatchNorm2d(3, track_running_stats=False).eval(),
+                              nn.Flatten(), nn.Linear(12, 2)),
+        r"module 2 \(BatchNorm2d\)",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(MIXING))
+def test_vmap_refuses_a_forward_that_mixes_examples_naming_the_module(name):
+    make, where = MIXING[name]
+    torch.manual_seed(0)
+    model = make().double()
+    x, y = _batch()
+    with pytest.raises(ValueError, match=rf"per-example gradients: the forward mixes examples.*"
+                       rf"{where}.*batch of one.*GroupNorm/LayerNorm.*ModuleValidator"):  # fmt: skip
+        per_example_grads(model, ce, x, y)
+
+
+@pytest.mark.parametrize("name", list(MIXING))
+def test_a_refused_vmap_step_leaves_the_model_and_the_step_count_as_they_were(name):
+    torch.manual_seed(0)
+    model = MIXING[name][0]().double()
+    x, y = _batch()
+    dp = DPSGD(model, torch.optim.SGD(model.parameters(), lr=0.1), noise_multiplier=1.0,
+               max_grad_norm=1.0, sample_rate=0.1)  # fmt: skip
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="the forward mixes examples"):
+        dp.step(ce, x, y)
+    assert dp.steps == 0 and dp.history == []
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="the forward mixes examples"):
+        private_grad(model, ce, x, y, max_grad_norm=1.0, noise_multiplier=0.0)
+
+
+def test_a_forward_hook_that_mixes_on_a_model_of_safe_types_is_refused_at_any_size(monkeypatch):
+    """A hook sends a model of torch's own types to vmap(grad(...)) (the expanded way's
+    guard); small or past EXPAND_MAX_ELEMENTS, the hook ran on a batch of one."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    model[0].register_forward_hook(_center_hook)
+    x, y = _batch()
+    for limit in (pex.EXPAND_MAX_ELEMENTS, 1):
+        monkeypatch.setattr(pex, "EXPAND_MAX_ELEMENTS", limit)
+        with pytest.raises(ValueError, match=r"mixes examples.*module 0 \(Linear\)"):
+            per_example_grads(model, ce, x, y)
+
+
+def test_ghost_refuses_a_forward_in_which_an_example_reads_the_next():
+    """The probe gave example 0 another input only; no other example reads example 0
+    here, so the norms were each example's own of nothing, silently (stop 31)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), ReadsNext(), nn.Linear(4, 2)).double()
+    x, y = _batch()
+    with pytest.raises(ValueError, match=r"ghost clipping: the forward mixes examples: giving "
+                       r"example 4 .*module 1 \(ReadsNext\)"):  # fmt: skip
+        ghost_norms(model, ce, x, y)
+
+
+class MaskedLinear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 2)
+
+    def forward(self, mask, h):
+        return self.lin(h * mask)
+
+
+@pytest.mark.parametrize("case", ["tokens-(B,)", "bool-mask-first"])
+def test_ghost_probes_1d_and_bool_inputs(case):
+    """The probe measured example distances with (t - t[:1]).flatten(1): a (B,) input of
+    tokens failed with IndexError, a bool mask with torch's bool-subtraction error."""
+    torch.manual_seed(0)
+    if case == "tokens-(B,)":
+        model = nn.Sequential(nn.Embedding(7, 4), nn.Tanh(), nn.Linear(4, 3)).double()
+        x, y = torch.tensor([0, 1, 2, 6, 3]), torch.tensor([1, 2, 0, 1, 2])
+    else:
+        model = MaskedLinear().double()
+        g = torch.Generator().manual_seed(1)
+        x = (torch.rand(5, 4, generator=g) > 0.5, torch.randn(5, 4, generator=g).double())
+        y = torch.randint(0, 2, (5,), generator=g)
+    if isinstance(x, tuple):  # loop_grads takes one input
+        want = torch.stack([
+            torch.cat([g.flatten() for g in torch.autograd.grad(
+                ce(model(*(t[b : b + 1] for t in x)), y[b : b + 1]).sum(), model.parameters()
+            )]).norm()
+            for b in range(5)
+        ])  # fmt: skip
+    else:
+        want = per_example_norms(loop_grads(model, ce, x, y))
+    torch.testing.assert_close(ghost_norms(model, ce, x, y), want)
+    torch.testing.assert_close(per_example_norms(per_example_grads(model, ce, x, y)), want)
+
+
+def test_ghost_still_refuses_a_mixing_forward_with_a_constant_first_input():
+    """The example to swap in is taken from the first input in which examples differ: a
+    mask equal on every row would have made the swap change nothing."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), Center(), nn.Linear(4, 2)).double()
+
+    class Masked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = model
+
+        def forward(self, mask, h):
+            return self.net(h * mask)
+
+    x = (torch.ones(5, 4, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64))
+    y = torch.randint(0, 2, (5,))
+    for fn in (ghost_norms, per_example_grads):
+        with pytest.raises(ValueError, match=r"mixes examples.*module net\.1 \(Center\)"):
+            fn(Masked(), ce, x, y)
+
+
+class CountingCenter(nn.Module):
+    def __init__(self, mix=False):
+        super().__init__()
+        self.lin = nn.Linear(3, 2)
+        self.calls = 0
+        self.mix = mix
+
+    def forward(self, x):
+        self.calls += 1
+        h = self.lin(x)
+        return h - h.mean(0) if self.mix else h.tanh() * 1.5  # (the tanh: not row-checked)
+
+
+def test_the_vmap_probe_runs_once_per_signature_and_not_for_torch_types():
+    torch.manual_seed(0)
+    model = CountingCenter().double()
+    dp = DPSGD(model, torch.optim.SGD(model.parameters(), lr=0.1), noise_multiplier=0.0,
+               max_grad_norm=1.0, sample_rate=0.1)  # fmt: skip
+    pe = dp._vmap_plan()
+    pe._rows_stopped = True  # the vmapped way (the rows way needs no probe)
+    x, y = _batch()
+    dp.step(ce, x, y)
+    first = model.calls
+    dp.step(ce, x, y)
+    assert model.calls - first == first - 3  # the second step: no probe forwards (3 of them)
+    dp.step(ce, *_batch(B=4))  # another batch size: the same signature
+    assert len(pe._vetted) == 1
+    model.eval()  # another set of training flags: probed again
+    dp.step(ce, x, y)
+    assert len(pe._vetted) == 2
+    # a model of torch's own module types: no probe at all
+    plain = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    pe = pex._PerExample(plain)
+    pe(ce, (x,), y)
+    assert pe._vetted == set()
+
+
+def test_a_forward_written_for_one_example_still_runs_under_vmap():
+    """A forward that fails on the batch has no batched result to differ from: the probe
+    gives no verdict and vmap takes each example's gradient as before."""
+
+    class One(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 2)
+
+        def forward(self, x):  # (1, 3) -> (1, 2) only
+            return self.lin(x.view(-1)).tanh().view(1, -1)
+
+    torch.manual_seed(0)
+    model = One().double()
+    x, y = _batch()
+    got = per_example_grads(model, ce, x, y)
+    want = loop_grads(model, ce, x, y)
+    for n in want:
+        torch.testing.assert_close(got[n], want[n])
+
+
+def test_the_probe_leaves_random_state_and_buffers_as_they_were():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    model = model.double()
+    x = _batch()[0]
+    before = torch.random.get_rng_state()
+    stats = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"module 2 \(BatchNorm1d\)"):
+        refuse_mixing_forward(model, (x,), 5, "test")
+    assert torch.equal(torch.random.get_rng_state(), before)
+    # (refuse_mixing_forward's callers restore the buffers: buffers_kept)
+    assert not all(torch.equal(stats[k], v) for k, v in model.state_dict().items())
+    model.load_state_dict(stats)
+    model.eval()  # running statistics: per example; dropout off
+    assert refuse_mixing_forward(model, (x,), 5, "test") is True
+    assert refuse_mixing_forward(model, (x[:1].expand(5, 3),), 5, "test") is False  # no probe
+
+
+def test_ghost_dropout_model_is_not_taken_for_mixing_with_mse():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(3, 8), nn.Dropout(0.5), nn.Tanh(), nn.Linear(8, 2)).double()
+    x, y = torch.randn(6, 3).double(), torch.randn(6, 2).double()
+    assert ghost_norms(m, mse, x, y).shape == (6,)
+    assert per_example_grads(m, mse, x, y)["0.weight"].shape == (6, 8, 3)
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_an_embedding_with_max_norm_is_refused_before_anything_runs(frozen):
+    """Its forward renormalises the weight in place, which vmap cannot run (torch's
+    "embedding_renorm_ ... is not possible" at the vmapped forward); a probe forward on
+    the batch would have renormalised the model's weight before that error."""
+
+    class Bag(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.head = nn.Embedding(7, 4, max_norm=0.5), nn.Linear(4, 3)
+
+        def forward(self, tok):
+            return self.head(self.emb(tok).mean(1))
+
+    torch.manual_seed(0)
+    model = Bag().double()
+    model.emb.weight.requires_grad_(not frozen)
+    before = model.emb.weight.detach().clone()
+    tok, y = torch.randint(0, 7, (5, 4)), torch.randint(0, 3, (5,))
+    with pytest.raises(ValueError, match=r"emb \(Embedding\) has max_norm=0.5.*max_norm=None"):
+        per_example_grads(model, ce, tok, y)
+    assert torch.equal(model.emb.weight, before)
