@@ -194,9 +194,12 @@ class BaseHMM:
 
     @startprob_.setter
     def startprob_(self, value) -> None:
-        K = self._checked_n_components()
-        self._startprob = _stochastic("startprob_", value, (K,))
-        self._assigned.add("startprob")
+        with self._assignment("startprob"):
+            K = self._checked_n_components()
+            startprob = _stochastic("startprob_", value, (K,))
+            if "ties_" in self.__dict__:  # n_components may have changed since the others
+                self._ensure_ties()
+            self._startprob = startprob
 
     @property
     def transmat_(self) -> np.ndarray:
@@ -206,16 +209,36 @@ class BaseHMM:
 
     @transmat_.setter
     def transmat_(self, value) -> None:
-        K = self._checked_n_components()
-        full = _stochastic("transmat_", value, (K, K))
-        self._ensure_ties()
-        self._transitions = self._to_groups("transitions", "transmat_", full)
-        self._assigned.add("transmat")
+        with self._assignment("transmat"):
+            K = self._checked_n_components()
+            full = _stochastic("transmat_", value, (K, K))
+            self._ensure_ties()
+            self._transitions = self._to_groups("transitions", "transmat_", full)
 
     @property
     def _assigned(self) -> set:
         """Parameters the user assigned since the last fit (used as start values)."""
         return self.__dict__.setdefault("_assigned_names", set())
+
+    @contextlib.contextmanager
+    def _assignment(self, param: str):
+        """One parameter assignment: all or nothing, then ``param`` counts as assigned.
+
+        A setter may re-resolve ``ties_`` (:meth:`_ensure_ties`, when ``n_components``
+        changed) before its value is refused; the ties and the record of parameters
+        left over from the old number of states are put back then.
+        """
+        saved = {k: self.__dict__[k] for k in ("ties_",) if k in self.__dict__}
+        stale = dict(self.__dict__.get("_stale_params", {}))
+        try:
+            yield
+        except BaseException:
+            self.__dict__.pop("ties_", None)
+            self.__dict__.update(saved)
+            self.__dict__["_stale_params"] = stale
+            raise
+        self._assigned.add(param)
+        self.__dict__.get("_stale_params", {}).pop(_public(param), None)
 
     @property
     def tie_kinds(self) -> tuple[str, ...]:
@@ -265,7 +288,7 @@ class BaseHMM:
             (24, 16)
         """
         self._check_fitted()
-        K = self.n_components
+        K = self.ties_.n_states  # the fitted states (n_components may have changed since)
         sizes = {"startprob": 1, "transitions": K, **self._emission_sizes()}
         return self.ties_.count(sizes)
 
@@ -289,7 +312,7 @@ class BaseHMM:
 
     def _free_per_param(self) -> dict[str, int]:
         """Free scalars of each parameter, counting each tie group once."""
-        K = self.n_components
+        K = self.ties_.n_states  # the fitted states (n_components may have changed since)
         sizes = {"startprob": K - 1, "transmat": self.ties_.n_groups("transitions") * (K - 1)}
         sizes |= {k: self.ties_.n_groups(k) * n for k, n in self._free_sizes().items()}
         return sizes
@@ -338,6 +361,15 @@ class BaseHMM:
             self.ties_ = StateTies.resolve(
                 self._tie_spec(), n_states=self.n_components, kinds=self.tie_kinds
             )
+            for param, value in kept.items():  # kept from a model of another size
+                if len(value) != self.n_components:
+                    raise ValueError(
+                        f"{_public(param)} has {len(value)} states but n_components is "
+                        f"{self.n_components}; fit starts from it (it was assigned, or "
+                        f"init_params={self.init_params!r} leaves it out): assign "
+                        f"m.{_public(param)} for {self.n_components} states, or let fit "
+                        f"initialise it"
+                    )
             self._warn_degenerate(X)
             rng = _fit_rng(self.random_state)  # made on the first draw, if any
             if self.n_init > 1:  # restarts re-use the given start values' checked forms
@@ -360,6 +392,7 @@ class BaseHMM:
             self.converged_ = monitor.converged
             self.best_restart_ = restart
             self._assigned.clear()
+            self.__dict__.pop("_stale_params", None)
             self.__dict__.pop("_start_memo", None)
 
     def _checked_start(self, name: str, check) -> np.ndarray:
@@ -388,6 +421,7 @@ class BaseHMM:
                         _public(p),
                         next(c for c, n in self._letters.items() if n == p),
                     )
+        self._check_not_stale({_public(p) for p in keep})
         out = {}
         for p in keep:
             value = self._per_state_value(p)
@@ -765,7 +799,7 @@ class BaseHMM:
             or n_samples < 1
         ):
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
-        K = self.n_components
+        K = self.ties_.n_states  # the fitted states (n_components may have changed since)
         if currstate is not None and (
             isinstance(currstate, bool)
             or not isinstance(currstate, (int, np.integer))
@@ -809,11 +843,21 @@ class BaseHMM:
         return _positive_int("n_components", self.n_components)
 
     def _ensure_ties(self) -> StateTies:
-        """The resolved ties; resolved from ``ties`` when a parameter is assigned before fit."""
-        if "ties_" not in self.__dict__:
-            self.ties_ = StateTies.resolve(
-                self._tie_spec(), n_states=self._checked_n_components(), kinds=self.tie_kinds
-            )
+        """The resolved ties; resolved from ``ties`` when a parameter is assigned before fit,
+        and again when it is assigned for another number of states than ``ties_`` has
+        (``n_components`` changed after fit): the parameters still held for the old
+        number are then recorded, and the model refuses to score until they are assigned
+        again (they would be read through the new ties: wrong states, no error)."""
+        K = self._checked_n_components()
+        old = self.__dict__.get("ties_")
+        if old is None or old.n_states != K:
+            ties = StateTies.resolve(self._tie_spec(), n_states=K, kinds=self.tie_kinds)
+            if old is not None:
+                stale = self.__dict__.setdefault("_stale_params", {})
+                for public, private in self._required().items():
+                    if private in self.__dict__:
+                        stale.setdefault(public, old.n_states)
+            self.ties_ = ties
         return self.ties_
 
     def _check_settings(self) -> None:
@@ -892,7 +936,24 @@ class BaseHMM:
                 f"this {name} has no {', '.join(missing)} yet; assign "
                 f"{' and '.join('m.' + m + ' = ...' for m in missing)} or call fit(X, lengths)"
             )
+        self._check_not_stale()
         self._check_consistent()
+
+    def _check_not_stale(self, params=None) -> None:
+        """Refuse parameters still held for another number of states (see :meth:`_ensure_ties`)."""
+        stale = self.__dict__.get("_stale_params")
+        if not stale:
+            return
+        names = [p for p in stale if params is None or p in params]
+        if names:
+            K = self.ties_.n_states
+            old = sorted({stale[p] for p in names})
+            raise ValueError(
+                f"n_components is {K}, but {', '.join(names)} still hold(s) the values for "
+                f"{' or '.join(map(str, old))} states (n_components changed after they were "
+                f"set); assign {' and '.join('m.' + p for p in names)} for {K} states, or "
+                f"call fit(X, lengths)"
+            )
 
     def _check_consistent(self) -> None:
         """Subclass hook: assigned parameters agree with each other (e.g. feature counts)."""

@@ -113,17 +113,17 @@ class CategoricalHMM(BaseHMM):
 
     @emissionprob_.setter
     def emissionprob_(self, value) -> None:
-        K = self._checked_n_components()
-        arr = np.asarray(value, dtype=np.float64)
-        M = self._alphabet_size()
-        if arr.ndim != 2 or arr.shape[0] != K or (M is not None and arr.shape[1] != M):
-            want = f"({K}, {M})" if M is not None else f"({K}, n_symbols)"
-            raise ValueError(f"emissionprob_ must have shape {want}, got {arr.shape}")
-        arr = _stochastic("emissionprob_", arr, arr.shape)
-        self._ensure_ties()
-        self._emissions = self._to_groups("emissions", "emissionprob_", arr)
-        self.n_symbols_ = arr.shape[1]
-        self._assigned.add("emissions")
+        with self._assignment("emissions"):
+            K = self._checked_n_components()
+            arr = np.asarray(value, dtype=np.float64)
+            M = self._alphabet_size()
+            if arr.ndim != 2 or arr.shape[0] != K or (M is not None and arr.shape[1] != M):
+                want = f"({K}, {M})" if M is not None else f"({K}, n_symbols)"
+                raise ValueError(f"emissionprob_ must have shape {want}, got {arr.shape}")
+            arr = _stochastic("emissionprob_", arr, arr.shape)
+            self._ensure_ties()
+            self._emissions = self._to_groups("emissions", "emissionprob_", arr)
+            self.n_symbols_ = arr.shape[1]
 
     def _alphabet_size(self) -> int | None:
         """The alphabet size the user fixed (n_symbols, hmmlearn's n_features), if any."""

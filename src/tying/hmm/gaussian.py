@@ -225,21 +225,21 @@ class GaussianHMM(BaseHMM):
 
     @means_.setter
     def means_(self, value) -> None:
-        self._check_type()
-        arr = np.asarray(value, dtype=np.float64)
-        K = self._checked_n_components()
-        if arr.ndim != 2 or arr.shape[0] != K:
-            raise ValueError(
-                f"means_ must have shape (n_components={K}, n_features), got {arr.shape}"
-            )
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"means_ must be finite, got {arr}")
-        self._check_features("means_", arr.shape[1])
-        self._ensure_ties()
-        groups = self._to_groups("means", "means_", arr)
-        self.n_features_ = arr.shape[1]
-        self._means = groups
-        self._assigned.add("means")
+        with self._assignment("means"):
+            self._check_type()
+            arr = np.asarray(value, dtype=np.float64)
+            K = self._checked_n_components()
+            if arr.ndim != 2 or arr.shape[0] != K:
+                raise ValueError(
+                    f"means_ must have shape (n_components={K}, n_features), got {arr.shape}"
+                )
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"means_ must be finite, got {arr}")
+            self._check_features("means_", arr.shape[1])
+            self._ensure_ties()
+            groups = self._to_groups("means", "means_", arr)
+            self.n_features_ = arr.shape[1]
+            self._means = groups
 
     @property
     def covars_(self) -> np.ndarray:
@@ -249,16 +249,16 @@ class GaussianHMM(BaseHMM):
         if self._full():
             return cv
         D = self.__dict__.get("n_features_", cv.shape[1])
-        var = np.broadcast_to(cv, (self.n_components, D))
+        var = np.broadcast_to(cv, (len(cv), D))  # the fitted states, whatever n_components says
         return var[:, :, None] * np.eye(D)[None]
 
     @covars_.setter
     def covars_(self, value) -> None:
-        self._check_type()
-        self._checked_n_components()
-        self._ensure_ties()
-        self._covars = self._covars_groups("covars_", value, per_state_only=True)
-        self._assigned.add("covars")
+        with self._assignment("covars"):
+            self._check_type()
+            self._checked_n_components()
+            self._ensure_ties()
+            self._covars = self._covars_groups("covars_", value, per_state_only=True)
 
     @property
     def n_features(self) -> int:
@@ -349,7 +349,22 @@ class GaussianHMM(BaseHMM):
         return X
 
     def _check_consistent(self) -> None:
-        D = self._means.shape[1]
+        self._check_type()
+        ct, cv, D = self.covariance_type, self._covars, self._means.shape[1]
+        # the stored covariances must be of the declared type: a covariance_type changed
+        # after fit (or after covars_ was assigned) would read them as another type
+        if cv.ndim == 3:
+            held = "full"
+            ok = ct == "full" or (ct == "tied" and self.ties_.n_groups("covars") == 1)
+        else:
+            held = "spherical" if cv.shape[1] == 1 and D > 1 else "diag"
+            ok = ct == held or (D == 1 and ct in ("spherical", "diag"))
+        if not ok:
+            raise ValueError(
+                f"covariance_type is {ct!r} but covars_ holds {held!r} covariances (stored "
+                f"shape {cv.shape}): covariance_type was changed after they were set; set it "
+                f"back to {held!r}, assign covars_ for {ct!r}, or call fit(X, lengths)"
+            )
         # spherical stores one variance per group; every other type stores D columns
         if self.covariance_type != "spherical" and self._covars.shape[1] != D:
             raise ValueError(
@@ -463,12 +478,12 @@ class GaussianHMM(BaseHMM):
             bound = sq @ prec.max(0) + m2.max()
             risky = np.flatnonzero(bound > _EXACT_BELOW)
             if risky.size:  # far from the centre: the direct form, as hmmlearn computes it
-                for rows in _blocks(risky, self.n_components * D):
+                for rows in _blocks(risky, len(means) * D):
                     diff = X[rows, None, :] - means[None]  # (n, K, D)
                     out[rows] = const - 0.5 * np.einsum("nkd,kd->nk", diff**2, prec)
             return out
         groups = self.ties_.groups("covars")
-        out = None if len(groups) == 1 else np.empty((len(X), self.n_components))
+        out = None if len(groups) == 1 else np.empty((len(X), self.ties_.n_states))
         for g, states in enumerate(groups):
             L, _ = cho_factor(self._covars[g], lower=True, check_finite=False)  # one per group
             L = np.tril(L)
@@ -790,6 +805,17 @@ class GaussianHMM(BaseHMM):
             )
         if "covars" in kept:
             cv = np.asarray(kept["covars"])
+            ct = self.covariance_type
+            # kept from a model of another type (covariance_type changed since): refused,
+            # else they would be read as this type's covariances
+            held = "full" if cv.ndim == 3 else "spherical" if cv.shape[1] == 1 and D > 1 else "diag"
+            if cv.ndim != (3 if self._full() else 2) or (ct == "spherical" and held == "diag"):
+                raise ValueError(
+                    f"covars_ holds {held!r} covariances (shape {cv.shape}) but "
+                    f"covariance_type is {ct!r}; fit starts from them (they were assigned, or "
+                    f"init_params={self.init_params!r} leaves them out): assign covars_ for "
+                    f"{ct!r}, or let fit initialise them"
+                )
             if self.covariance_type != "spherical" and cv.shape[1] != D:
                 raise ValueError(f"covars_ has {cv.shape[1]} features but X has {D}")
             self._covars = self._to_groups("covars", "covars_", cv)

@@ -203,11 +203,11 @@ class GMMHMM(BaseHMM):
 
     @weights_.setter
     def weights_(self, value) -> None:
-        K, M = self._checked_n_components(), self._checked_n_mix()
-        arr = _stochastic("weights_", value, (K, M))
-        self._ensure_ties()
-        self._weights = self._to_groups("weights", "weights_", arr)
-        self._assigned.add("weights")
+        with self._assignment("weights"):
+            K, M = self._checked_n_components(), self._checked_n_mix()
+            arr = _stochastic("weights_", value, (K, M))
+            self._ensure_ties()
+            self._weights = self._to_groups("weights", "weights_", arr)
 
     @property
     def means_(self) -> np.ndarray:
@@ -217,23 +217,24 @@ class GMMHMM(BaseHMM):
 
     @means_.setter
     def means_(self, value) -> None:
-        K, M = self._checked_n_components(), self._checked_n_mix()
-        arr = np.asarray(value, dtype=np.float64)
-        if arr.ndim != 3 or arr.shape[:2] != (K, M):
-            raise ValueError(
-                f"means_ must have shape (n_components={K}, n_mix={M}, n_features), got {arr.shape}"
-            )
-        if not np.all(np.isfinite(arr)):
-            raise ValueError("means_ must be finite")
-        if "_covars" in self.__dict__ and self._covars.shape[2] != arr.shape[2]:
-            raise ValueError(
-                f"means_ has {arr.shape[2]} features but covars_ has {self._covars.shape[2]}; "
-                f"assign matching shapes"
-            )
-        self._ensure_ties()
-        self._means = self._to_groups("means", "means_", arr)
-        self.n_features_ = arr.shape[2]
-        self._assigned.add("means")
+        with self._assignment("means"):
+            K, M = self._checked_n_components(), self._checked_n_mix()
+            arr = np.asarray(value, dtype=np.float64)
+            if arr.ndim != 3 or arr.shape[:2] != (K, M):
+                raise ValueError(
+                    f"means_ must have shape (n_components={K}, n_mix={M}, n_features), "
+                    f"got {arr.shape}"
+                )
+            if not np.all(np.isfinite(arr)):
+                raise ValueError("means_ must be finite")
+            if "_covars" in self.__dict__ and self._covars.shape[2] != arr.shape[2]:
+                raise ValueError(
+                    f"means_ has {arr.shape[2]} features but covars_ has "
+                    f"{self._covars.shape[2]}; assign matching shapes"
+                )
+            self._ensure_ties()
+            self._means = self._to_groups("means", "means_", arr)
+            self.n_features_ = arr.shape[2]
 
     @property
     def covars_(self) -> np.ndarray:
@@ -243,13 +244,13 @@ class GMMHMM(BaseHMM):
 
     @covars_.setter
     def covars_(self, value) -> None:
-        self._checked_n_components()
-        self._checked_n_mix()
-        self._check_type()
-        self._ensure_ties()
-        arr = self._checked_covars("covars_", value, per_group_ok=False)
-        self._covars = self._to_groups("covars", "covars_", arr)
-        self._assigned.add("covars")
+        with self._assignment("covars"):
+            self._checked_n_components()
+            self._checked_n_mix()
+            self._check_type()
+            self._ensure_ties()
+            arr = self._checked_covars("covars_", value, per_group_ok=False)
+            self._covars = self._to_groups("covars", "covars_", arr)
 
     # ------------------------------------------------------------- settings
     def _checked_n_mix(self) -> int:
@@ -315,6 +316,28 @@ class GMMHMM(BaseHMM):
         return X
 
     def _check_consistent(self) -> None:
+        self._check_type()
+        # n_mix or covariance_type changed after the parameters were set would read them
+        # as another mixture (a dropped component, a wrong density): refuse, naming them
+        M, full = self._checked_n_mix(), self.covariance_type == "full"
+        shapes = {"weights_": self._weights.shape[1], "means_": self._means.shape[1]}
+        shapes["covars_"] = self._covars.shape[1]
+        wrong = {name: m for name, m in shapes.items() if m != M}
+        if wrong:
+            raise ValueError(
+                f"n_mix is {M} but {', '.join(f'{n} has {m}' for n, m in wrong.items())} "
+                f"components (n_mix changed after they were set); set n_mix back, assign "
+                f"{' and '.join('m.' + n for n in wrong)} for {M} components, or call "
+                f"fit(X, lengths)"
+            )
+        if self._covars.ndim != (4 if full else 3):
+            held = "diag" if full else "full"
+            raise ValueError(
+                f"covariance_type is {self.covariance_type!r} but covars_ holds {held!r} "
+                f"covariances (stored shape {self._covars.shape}): covariance_type was "
+                f"changed after they were set; set it back to {held!r}, assign covars_ for "
+                f"{self.covariance_type!r}, or call fit(X, lengths)"
+            )
         if self._means.shape[2] != self._covars.shape[2]:
             raise ValueError(
                 f"means_ has {self._means.shape[2]} features but covars_ has "
@@ -326,7 +349,7 @@ class GMMHMM(BaseHMM):
         """Distinct (means group, covars group) codebooks and the states that read each."""
         gm, gc = self.ties_.group_of["means"], self.ties_.group_of["covars"]
         keys = {}
-        for k in range(self.n_components):
+        for k in range(self.ties_.n_states):  # the fitted states, whatever n_components says
             keys.setdefault((int(gm[k]), int(gc[k])), []).append(k)
         return keys
 
@@ -354,7 +377,7 @@ class GMMHMM(BaseHMM):
         center = X.mean(0) if len(X) else np.zeros(X.shape[1])
         with np.errstate(divide="ignore"):
             log_w = np.log(self.weights_)  # (K, M)
-        log_b = np.empty((len(X), self.n_components))
+        log_b = np.empty((len(X), self.ties_.n_states))
         tables = {}
         for (gm, gc), states in self._pairs().items():
             comp = self._component_log_density(X, center, gm, gc)  # once per codebook
@@ -434,6 +457,18 @@ class GMMHMM(BaseHMM):
     def _emission_init(self, X, rng, kept) -> None:
         ties, M, D = self.ties_, self.n_mix, self.n_features_
         Gw, Gm, Gc = (ties.n_groups(k) for k in ("weights", "means", "covars"))
+        full = self.covariance_type == "full"
+        need = {"weights": (M,), "means": (M, D), "covars": (M, D, D) if full else (M, D)}
+        for param, value in kept.items():  # kept from a model of another n_mix or D
+            if param in need and np.shape(value)[1:] != need[param]:
+                K = self.n_components
+                raise ValueError(
+                    f"{param}_ has shape {np.shape(value)} but this fit needs "
+                    f"{(K,) + need[param]} (n_mix={M}, {D} features in X, "
+                    f"covariance_type={self.covariance_type!r}); fit starts from it (it was "
+                    f"assigned, or init_params={self.init_params!r} leaves it out): assign "
+                    f"m.{param}_ of that shape, or let fit initialise it"
+                )
         if "weights" in kept:
             self._weights = self._to_groups("weights", "weights_", kept["weights"])
         elif self.weights_init is None:

@@ -52,7 +52,7 @@ def _fitted_attribute(name: str, doc: str) -> property:
     """A fitted attribute that is validated (alone and with the others) when assigned."""
 
     def get(self):
-        self._check_fitted()
+        self._check_has_params()  # reading a stored value; the methods check it fits
         value = self.__dict__[f"_{name}"]
         return value.copy() if isinstance(value, np.ndarray) else value
 
@@ -205,8 +205,16 @@ class PairHMM:
             raise TypeError(f"tied must be True or False, got {self.tied!r}")
         for name in ("n_iter", "chunk_size", "table_memory"):
             _positive_int(name, getattr(self, name))
+        for name in ("pseudocount", "tol"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+                raise TypeError(f"{name} must be a number, got {value!r}")
         if not (np.isfinite(self.pseudocount) and self.pseudocount >= 0):
             raise ValueError(f"pseudocount must be >= 0, got {self.pseudocount!r}")
+        if np.isnan(self.tol) or self.tol == np.inf:
+            raise ValueError(
+                f"tol must be a number (-inf runs all n_iter iterations), got {self.tol!r}"
+            )
         side = () if self.tied else (2,)
         delta = _prob("delta", self.delta, side)
         epsilon = _prob("epsilon", self.epsilon, side)
@@ -467,6 +475,9 @@ class PairHMM:
             (2, True)
         """
         self._check_fitted()
+        if isinstance(n_pairs, bool) or not isinstance(n_pairs, (int, np.integer)) or n_pairs < 0:
+            raise ValueError(f"n_pairs must be a non-negative integer, got {n_pairs!r}")
+        _positive_int("max_length", max_length)
         rng = np.random.default_rng(random_state)
         p = self.log_params()
         trans = np.exp(p.trans)
@@ -523,6 +534,17 @@ class PairHMM:
         ((xe, ye),) = self._encode([(x, y)])
         p = self.log_params()
         states = np.asarray(states)
+        if states.ndim != 1 or (states.size and states.dtype.kind not in "iu"):
+            raise ValueError(
+                f"states must be a 1-d sequence of integer states (0 = match, 1 = insert-X, "
+                f"2 = insert-Y), got {states.dtype} of shape {states.shape}"
+            )
+        if states.size and (states.min() < 0 or states.max() > 2):
+            bad = int(np.flatnonzero((states < 0) | (states > 2))[0])
+            raise ValueError(
+                f"states[{bad}] = {states[bad]} is not a state; states are 0 (match), "
+                f"1 (insert-X) and 2 (insert-Y)"
+            )
         if np.sum(states != Y) != len(xe) or np.sum(states != X) != len(ye):
             raise ValueError("states do not consume x and y exactly")
         total, prev, i, j = 0.0, M, 0, 0
@@ -720,10 +742,47 @@ class PairHMM:
                 f"more (or longer) pairs"
             ) from None
 
-    def _check_fitted(self) -> None:
+    def _check_has_params(self) -> None:
         if "_delta" not in self.__dict__:
             raise NotFittedError(
                 "this PairHMM has no parameters yet; call fit(pairs) or PairHMM.from_params(...)"
+            )
+
+    def _check_fitted(self) -> None:
+        self._check_has_params()
+        self._check_settings_match()
+
+    def _check_settings_match(self) -> None:
+        """The settings that shape the parameters (tied, alphabet / n_symbols) may have
+        changed since they were set: the tables would then be read with another alphabet
+        size, or as tied when they are not (a wrong score, no error): refused."""
+        d, S = self.__dict__, self.n_symbols_
+        side = () if self.tied else (2,)
+        match = d["_match_probs"]
+        if (
+            np.shape(d["_delta"]) == side
+            and np.shape(d["_epsilon"]) == side
+            and match.shape == (S, S)
+            and d["_insert_probs"].shape == side + (S,)
+        ):
+            if self.tied and np.abs(match - match.T).max() > 1e-12:
+                raise ValueError(
+                    "this PairHMM is tied but match_probs_ is not symmetric (tied was set to "
+                    "True after it was set): assign a symmetric match_probs_ ((p + p.T) / 2), "
+                    "set tied=False, or fit"
+                )
+            return
+        want = {"delta": side, "epsilon": side, "match_probs": (S, S), "insert_probs": side + (S,)}
+        wrong = {n: w for n, w in want.items() if np.shape(d[f"_{n}"]) != w}
+        if wrong:
+            got = ", ".join(
+                f"{n}_ has shape {np.shape(self.__dict__[f'_{n}'])} (expected {w})"
+                for n, w in wrong.items()
+            )
+            raise ValueError(
+                f"this PairHMM's parameters do not fit its settings (tied={self.tied}, "
+                f"{S} symbols): {got}; tied, alphabet or n_symbols changed after they were "
+                f"set: set it back, assign {', '.join(n + '_' for n in wrong)} again, or fit"
             )
 
     def __repr__(self) -> str:
