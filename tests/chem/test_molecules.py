@@ -150,3 +150,38 @@ def test_every_whitespace_character_is_refused_at_its_position(space):
     assert space.isspace()
     with pytest.raises(SmilesError, match=r"contains whitespace at position 2; RDKit would read"):
         parse_smiles(f"CC{space}O")
+
+
+@pytest.mark.parametrize("smarts", ["[#6][#6][#8]", "CC=O", "C-C", "[CH3][OH]"])
+def test_a_query_molecule_is_refused(smarts):
+    # Stop 31: a molecule from Chem.MolFromSmarts was labelled as if it were one, e.g.
+    # [#6][#6][#8] as a bare C-C-O without hydrogens, without an error.
+    from tying.chem import SmirksAssigner
+
+    query = Chem.MolFromSmarts(smarts)
+    with pytest.raises(SmilesError, match=r"atom 0 \(.*\) is a query atom \(a SMARTS pattern"):
+        prepare_molecule(query)
+    assigner = SmirksAssigner("openff-2.3.0")
+    with pytest.raises(SmilesError, match=r"is a query atom.*build the molecule from a SMILES"):
+        assigner.assign(query)
+    assert (assigner.hits, assigner.misses) == (0, 0)
+
+
+def test_a_query_bond_is_refused():
+    mol = Chem.RWMol(Chem.MolFromSmiles("CCO"))
+    mol.ReplaceBond(0, Chem.BondFromSmarts("~"))  # a plain-atom molecule with an any-bond
+    with pytest.raises(SmilesError, match=r"bond 0 \(0-1, '~'\) is a query bond"):
+        prepare_molecule(mol.GetMol())
+
+
+def test_chirality_without_a_cip_label_is_dropped_as_the_toolkit_drops_it():
+    # The ring atoms of trans-1,4-dimethylcyclohexane are stereo (cis/trans) but have no
+    # R/S label: the toolkit keeps no chirality for them, a labelled centre keeps its own.
+    ring = molecule_from_smiles("C[C@H]1CC[C@@H](C)CC1")
+    assert all(a.GetChiralTag() == Chem.CHI_UNSPECIFIED for a in ring.GetAtoms())
+    assert canonical_order(ring)[0] == canonical_order(molecule_from_smiles("CC1CCC(C)CC1"))[0]
+    centre = molecule_from_smiles("C[C@H](O)CC")
+    assert centre.GetAtomWithIdx(1).GetChiralTag() != Chem.CHI_UNSPECIFIED
+    assert prepare_molecule(Chem.MolFromSmiles("C[C@H]1CC[C@@H](C)CC1")).GetAtomWithIdx(
+        1
+    ).GetChiralTag() == (Chem.CHI_UNSPECIFIED)

@@ -422,3 +422,25 @@ def test_a_call_whose_molecules_are_all_cached_starts_no_worker(sage):
     again = sage.assign_many(molecules, n_jobs=2, chunksize=4)
     assert _ids(again) == _ids(first) and [a.name for a in again] == [a.name for a in first]
     assert sage.hits == hits + len(molecules)
+
+
+@pytest.mark.parametrize(
+    "molecules, match",
+    [
+        ("CCO", r"assign_many: expected an iterable of molecules, got the str 'CCO', which "
+         r"would be read one character at a time; pass a list, e.g. assign_many\(\['CCO'\]\)"),
+        (b"CCO", r"got the bytes b'CCO'.*assign_many\(\['CCO'\]\)"),
+        ({"CCO": "ethanol"}, r"got a dict, whose iteration gives its keys only; pass "
+         r"list\(d.items\(\)\) for \(SMILES, name\) pairs"),
+        (None, r"expected an iterable of molecules, got NoneType"),
+    ],
+)  # fmt: skip
+def test_one_molecule_or_a_mapping_is_not_taken_for_many(sage, molecules, match):
+    # Stop 31: assign_many("CCO") labelled methane, methane and water, and a
+    # {smiles: name} dict lost its names, both without an error.
+    hits, misses = sage.hits, sage.misses
+    with pytest.raises(TypeError, match=match):
+        sage.assign_many(molecules)
+    assert (sage.hits, sage.misses) == (hits, misses)  # nothing labelled or counted
+    with pytest.raises(TypeError, match=r"label_lines: expected an iterable of lines, got the str"):
+        label_lines("CCO ethanol")

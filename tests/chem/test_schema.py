@@ -270,3 +270,113 @@ def test_any_length_text_is_refused_or_read_as_openff_reads_it(tmp_path, number,
 def test_read_value_keeps_the_unit_written():
     q = read_value("f Bonds id 'b1'", "length", "0.15 * nanometer", LENGTH)
     assert str(q.unit) == "nanometer" and q.to("angstrom").value == pytest.approx(1.5)
+
+
+# Stop 31: torsions interpolated by bond order, and section headers.
+T1 = (
+    'k1="0.15 * kilocalorie_per_mole" periodicity2="1" phase2="180.0 * degree" '
+    'k2="0.2 * kilocalorie_per_mole"'
+)
+T1_BONDORDER = (
+    'k1_bondorder1="0.1 * kilocalorie_per_mole" k1_bondorder2="0.3 * kilocalorie_per_mole" '
+    'periodicity2="1" phase2="180.0 * degree" k2_bondorder1="0.2 * kilocalorie_per_mole" '
+    'k2_bondorder2="0.4 * kilocalorie_per_mole"'
+)
+
+
+def test_a_torsion_interpolated_by_bond_order_loads_as_the_toolkit_reads_it(tmp_path):
+    # k1_bondorder1 is the SMIRNOFF spelling; it used to be refused as unknown.
+    assert _check(tmp_path, BASE.replace(T1, T1_BONDORDER), "k1_bondorder") == ""
+    t1 = load_force_field(tmp_path / "mutant.offxml")["ProperTorsions"]["t1"]
+    assert t1["k2_bondorder2"].value == 0.4
+    # It has no single k per term: said, not an empty list of terms.
+    with pytest.raises(ValueError, match=r"'t1' \(ProperTorsions\): term 1 has no single k1, "
+                       r"its k is interpolated by fractional bond order \(k1_bondorder1, "
+                       r"k1_bondorder2\)"):  # fmt: skip
+        _ = t1.terms
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        # read as a k before, and Parameter.terms then gave (): a torsion without energy
+        (('k1="0.15 * kilocalorie_per_mole"', 'k_bondorder1="0.15 * kilocalorie_per_mole"'),
+         r"ProperTorsions id 't1': unknown attribute k_bondorder1=.*k1_bondorder1"),
+        (('k1="0.15', 'k1_bondorder1="0.1 * kilocalorie_per_mole" k1="0.15'),
+         r"ProperTorsions id 't1': both k1, \.\.\. and k1_bondorder1, \.\.\. are given"),
+        ((T1, T1_BONDORDER.replace("k1_bondorder1", "k3_bondorder1").replace(
+            'k1_bondorder2="0.3 * kilocalorie_per_mole" ', "")),
+         r"k1_bondorder1, \.\.\. attributes are given for terms \[2, 3\], expected \[1, 2\]"),
+        ((T1, T1_BONDORDER.replace(' k2_bondorder1="0.2 * kilocalorie_per_mole" '
+                                   'k2_bondorder2="0.4 * kilocalorie_per_mole"', "")),
+         r"2 periodicity terms but 1 with kN_bondorderM"),
+        (('k="620.0', 'k_bondorder1="600 * kilocalorie_per_mole / angstrom ** 2" k="620.0'),
+         r"Bonds id 'b1': both k and k_bondorder1, \.\.\. are given; .* remove one"),
+        (('length="1.526 * angstrom"', 'length="1.526 * angstrom" length_bondorder1="1.5 * '
+          'angstrom"'), r"Bonds id 'b1': both length and length_bondorder1, \.\.\. are given"),
+    ],
+)  # fmt: skip
+def test_ambiguous_bond_order_attributes_are_refused(tmp_path, change, match):
+    text = BASE.replace(*change)
+    assert text != BASE
+    assert re.search(match, _check(tmp_path, text, "bond order")), match
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        # a typo kept as text: ForceField.idivf gave the default (3) for "1"
+        (('default_idivf="auto">\n        <Improper', 'default_idvf="1">\n        <Improper'),
+         r"mutant.offxml ImproperTorsions: unknown attribute default_idvf='1' of a "
+         r"<ImproperTorsions> section; it takes: version, potential, default_idivf; fix its "
+         r"name"),
+        (('<Angles version="0.3" potential="harmonic"', '<Angles version="0.3" potential="cosine"'),
+         r"Angles: attribute potential='cosine' is not supported: expected 'harmonic'"),
+        (('potential="Lennard-Jones-12-6"', 'potential="Buckingham"'),
+         r"vdW: attribute potential='Buckingham' is not supported"),
+        (('combining_rules="Lorentz-Berthelot"', 'combining_rules="geometric"'),
+         r"vdW: attribute combining_rules='geometric' is not supported"),
+        (('<Bonds version="0.4" ', "<Bonds "),
+         r"Bonds: missing attribute version; .*supported: 0.3 to 0.4"),
+        (('<Bonds version="0.4"', '<Bonds version="0.9"'),
+         r"Bonds: attribute version='0.9' is not supported: expected 0.3 to 0.4"),
+        (('<vdW version="0.4"', '<vdW version="0.4" method="cutoff"'),
+         r"vdW: attribute method='cutoff' is only read in version 0.3"),
+        (('<ProperTorsions version="0.4"', '<ProperTorsions version="0.4" foo="1"'),
+         r"ProperTorsions: unknown attribute foo='1'"),
+    ],
+)  # fmt: skip
+def test_section_headers_the_toolkit_refuses_are_refused(tmp_path, change, match):
+    text = BASE.replace(*change)
+    assert text != BASE
+    assert re.search(match, _check(tmp_path, text, "header")), match
+
+
+def test_every_header_attribute_mutation_is_refused_or_loaded_exactly(tmp_path):
+    # As the parameter guard above, for the sections' own attributes: each deleted,
+    # renamed, given garbage; and one added. Loaded ones must read as the toolkit reads.
+    root = ET.fromstring(BASE.split("\n", 1)[1])
+    refused = loaded = 0
+    for s_idx, section in enumerate(root):
+        for attr in [*section.attrib, None]:
+            kinds = ("deleted", "renamed", "garbage") if attr else ("added",)
+            for kind in kinds:
+                mutant = ET.fromstring(BASE.split("\n", 1)[1])
+                target = mutant[s_idx]
+                if kind == "added":
+                    target.set("colour", "blue")
+                else:
+                    value = target.attrib.pop(attr)
+                    if kind == "renamed":
+                        target.set(attr + "x", value)
+                    elif kind == "garbage":
+                        target.set(attr, "garbage")
+                text = HEADER.split("\n", 1)[0] + "\n" + ET.tostring(mutant, encoding="unicode")
+                label = f"{section.tag}:{attr}:{kind}"
+                message = _check(tmp_path, text, label)
+                if message:
+                    refused += 1
+                    assert f"mutant.offxml {section.tag}" in message, (label, message)
+                else:
+                    loaded += 1
+    assert refused > 30 and loaded > 5, (refused, loaded)

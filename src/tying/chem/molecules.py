@@ -32,6 +32,7 @@ _DUMMY_OR_RADICAL.ExpandQuery(
 )
 _HYDROGEN = rdqueries.AtomNumEqualsQueryAtom(1)
 _SPACE = re.compile(r"\s")
+_UNSPECIFIED = Chem.ChiralType.CHI_UNSPECIFIED
 # Set by _prepare when the SSSR keeps fewer rings than the symmetrized SSSR (cages).
 _SSSR_AMBIGUOUS = "_tying_sssr_ambiguous"
 
@@ -114,7 +115,7 @@ def parse_smiles(
         raise SmilesError(f"cannot parse SMILES {label}: RDKit rejected it; check its syntax")
     if name:
         mol.SetProp("_Name", name)
-    mol, n_written = _prepare(mol, label, aromaticity_model)
+    mol, n_written = _prepare(mol, label, aromaticity_model, chiral="@" in smiles)
     if "<" in smiles or ">" in smiles:  # a dative bond: of order 1 like a single bond
         n_written = None
     return mol, n_written
@@ -146,6 +147,25 @@ def prepare_molecule(mol: Any, *, aromaticity_model: str = "OEAroModel_MDL") -> 
         raise TypeError(f"expected an rdkit.Chem.Mol, got {type(mol).__name__}")
     if mol.GetNumAtoms() == 0:
         raise SmilesError("the molecule has no atoms; pass a molecule with at least one atom")
+    # A query molecule (Chem.MolFromSmarts, a mol file's atom lists) is a pattern, not a
+    # molecule: its atoms carry no hydrogen counts, so "[#6][#6][#8]" was labelled as a
+    # bare C-C-O without hydrogens, and "C-C" as ethane, without an error.
+    for atom in mol.GetAtoms():
+        if atom.HasQuery():
+            raise SmilesError(
+                f"molecule {Chem.MolToSmarts(mol)!r}: atom {atom.GetIdx()} "
+                f"({atom.GetSmarts()}) is a query atom (a SMARTS pattern, not a molecule); "
+                f"build the molecule from a SMILES (Chem.MolFromSmiles) or a mol file without "
+                f"queries"
+            )
+    for bond in mol.GetBonds():
+        if bond.HasQuery():
+            raise SmilesError(
+                f"molecule {Chem.MolToSmarts(mol)!r}: bond {bond.GetIdx()} "
+                f"({bond.GetBeginAtomIdx()}-{bond.GetEndAtomIdx()}, {bond.GetSmarts()!r}) is a "
+                f"query bond (a SMARTS pattern, not a molecule); build the molecule from a "
+                f"SMILES (Chem.MolFromSmiles) or a mol file without queries"
+            )
     label = Chem.MolToSmiles(mol)
     mol = Chem.RWMol(mol)
     # Drop the aromaticity that RDKit's own model may have set: MDL is perceived anew.
@@ -157,7 +177,9 @@ def prepare_molecule(mol: Any, *, aromaticity_model: str = "OEAroModel_MDL") -> 
     return _prepare(mol.GetMol(), repr(label), aromaticity_model)[0]
 
 
-def _prepare(mol: Any, label: str, aromaticity_model: str) -> tuple[Any, int | None]:
+def _prepare(
+    mol: Any, label: str, aromaticity_model: str, chiral: bool = True
+) -> tuple[Any, int | None]:
     if aromaticity_model not in SUPPORTED_AROMATICITY:
         raise ValueError(
             f"aromaticity model {aromaticity_model!r} is not supported; "
@@ -189,6 +211,8 @@ def _prepare(mol: Any, label: str, aromaticity_model: str) -> tuple[Any, int | N
     has_h = len(mol.GetAtomsMatchingQuery(_HYDROGEN)) > 0
     Chem.SetAromaticity(mol, Chem.AromaticityModel.AROMATICITY_MDL)
     Chem.AssignStereochemistry(mol)
+    if chiral:  # the SMILES wrote an @ (always checked for an RDKit molecule)
+        _drop_unlabelled_chirality(mol)
     mol = Chem.AddHs(mol)
     Chem.SetHybridization(mol)
     # The toolkit matches on the plain SSSR (its to_rdkit ends with Chem.GetSSSR), not on
@@ -205,6 +229,20 @@ def _prepare(mol: Any, label: str, aromaticity_model: str) -> tuple[Any, int | N
         if mol.GetRingInfo().NumRings() != symmetrized:
             mol.SetBoolProp(_SSSR_AMBIGUOUS, True)
     return mol, None if has_h else n_written
+
+
+def _drop_unlabelled_chirality(mol: Any) -> None:
+    """Forget the chirality of atoms that have no CIP label (R or S), as the toolkit does.
+
+    The OpenFF toolkit stores an atom's chirality only as its CIP label and rebuilds
+    the RDKit molecule it matches on from that: a stereo atom RDKit gives no label
+    (the ring atoms of ``C[C@H]1CC[C@@H](C)CC1``, cis/trans rather than R/S) has no
+    chirality there, so a chiral SMIRKS atom (``[#6@:1]``) does not match it. Kept
+    here, such a pattern matched: labels that differed from the toolkit's, silently.
+    """
+    for atom in mol.GetAtoms():
+        if atom.GetChiralTag() != _UNSPECIFIED and not atom.HasProp("_CIPCode"):
+            atom.SetChiralTag(_UNSPECIFIED)
 
 
 def canonical_order(mol: Any) -> tuple[str, tuple[int, ...]]:

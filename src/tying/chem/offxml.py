@@ -100,6 +100,10 @@ class Parameter:
         ``idivf`` is the term's own ``idivfN`` if written, else None (the section's
         ``default_idivf`` then applies: :meth:`ForceField.idivf`).
 
+        Raises:
+            ValueError: for a torsion whose ``k`` is interpolated by fractional bond
+                order (``k1_bondorder1``, ``k1_bondorder2``, ...): it has no single ``k``.
+
         Example:
             >>> ff = load_force_field("openff-2.3.0")
             >>> [t.periodicity for t in ff["ProperTorsions"]["t2"].terms]
@@ -107,7 +111,16 @@ class Parameter:
         """
         out = []
         n = 1
-        while f"k{n}" in self.values:
+        while f"periodicity{n}" in self.values:
+            if f"k{n}" not in self.values:
+                # Read as no terms before, a torsion interpolated by bond order looked
+                # like one without energy.
+                written = sorted(k for k in self.values if k.startswith(f"k{n}_bondorder"))
+                raise ValueError(
+                    f"parameter {self.id!r} ({self.section}): term {n} has no single k{n}, "
+                    f"its k is interpolated by fractional bond order ({', '.join(written)}), "
+                    f"which depends on the molecule; read those from parameter.values"
+                )
             out.append(
                 TorsionTerm(
                     periodicity=int(self.values[f"periodicity{n}"]),
@@ -384,7 +397,7 @@ def _parse(path: pathlib.Path, data: bytes, digest: str) -> ForceField:
 
 
 def _read_section(path: pathlib.Path, elem: ET.Element) -> Section:
-    attributes = read_header(f"{path.name} {elem.tag}", elem.attrib)
+    attributes = read_header(f"{path.name} {elem.tag}", elem.attrib, elem.tag)
     child_tag = PARAMETER_TAGS.get(elem.tag)
     params: list[Parameter] = []
     seen: dict[str, int] = {}

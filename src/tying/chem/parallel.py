@@ -25,7 +25,7 @@ import dataclasses
 import multiprocessing
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tying.chem.packed import columns, views
@@ -47,6 +47,44 @@ def check_n_jobs(n_jobs: Any) -> int:
             f"use n_jobs=1 to label in this process"
         )
     return (os.cpu_count() or 1) if n_jobs == -1 else n_jobs
+
+
+def check_many(values: Any, function: str, what: str) -> None:
+    """Refuse a single item, or a mapping, where a collection of items is expected.
+
+    A string is iterable too: ``assign_many("CCO")`` labelled methane, methane and
+    water, and ``label_lines("CCO ethanol")`` one record per character; a dict gives
+    its keys only, so the names of ``{smiles: name}`` were dropped. Both silently.
+
+    Raises:
+        TypeError: for a str, bytes, an RDKit molecule, a mapping or a non-iterable,
+            naming ``function`` and what to pass instead.
+
+    Example:
+        >>> check_many(["CCO"], "assign_many", "molecules")
+        >>> check_many("CCO", "assign_many", "molecules")
+        Traceback (most recent call last):
+        ...
+        TypeError: assign_many: expected an iterable of molecules, got the str 'CCO', which would be read one character at a time; pass a list, e.g. assign_many(['CCO'])
+    """
+    if isinstance(values, (str, bytes)):
+        example = values.decode(errors="replace") if isinstance(values, bytes) else values
+        raise TypeError(
+            f"{function}: expected an iterable of {what}, got the {type(values).__name__} "
+            f"{values!r:.80}, which would be read one character at a time; pass a list, "
+            f"e.g. {function}([{example!r:.80}])"
+        )
+    if isinstance(values, Mapping):
+        raise TypeError(
+            f"{function}: expected an iterable of {what}, got a {type(values).__name__}, whose "
+            f"iteration gives its keys only; pass list(d.items()) for (SMILES, name) pairs, "
+            f"or list(d) for the keys alone"
+        )
+    if not isinstance(values, Iterable):  # None, a number, one RDKit molecule
+        raise TypeError(
+            f"{function}: expected an iterable of {what}, got {type(values).__name__}; "
+            f"pass a list, e.g. {function}([molecule])"
+        )
 
 
 def default_chunksize(n_items: int, n_jobs: int) -> int:
@@ -77,6 +115,7 @@ def assign_many(
     """
 
     n = check_n_jobs(n_jobs)
+    check_many(molecules, "assign_many", "molecules")
     items = [_split_item(i, m) for i, m in enumerate(molecules)]
     if chunksize is None:
         chunksize = default_chunksize(len(items), n)
@@ -597,6 +636,7 @@ def label_lines(
         >>> [r["name"] for r in rec], rec[0]["ids"]["Bonds"]["0-1"]
         (['ethanol', 'methane'], 'b1')
     """
+    check_many(lines, "label_lines", "lines")
     assigner = worker_assigner(force_field, strict)
     todo = []  # (line, smiles, name)
     for line in lines:

@@ -70,7 +70,11 @@ class Spec:
             (``("length", "length_bondorder")``); an indexed prefix stands for its run.
         terms: indexed prefixes that must all have the same count (a torsion term
             needs its periodicity, phase and k).
-        one_of: groups of which at most one may be present (``sigma`` or ``rmin_half``).
+        one_of: groups of which at most one may be present (``sigma`` or ``rmin_half``;
+            ``k`` or ``k_bondorder1, ...``); an indexed or mapped prefix stands for its run.
+        mapped: prefix -> kind, for a torsion term's values interpolated by fractional
+            bond order: ``k1_bondorder1``, ``k1_bondorder2`` (term, then bond order),
+            standing in ``required``, ``one_of`` and ``terms`` as ``k_bondorder``.
     """
 
     fixed: Mapping[str, Kind]
@@ -78,6 +82,7 @@ class Spec:
     required: tuple[tuple[str, ...], ...] = ()
     terms: tuple[str, ...] = ()
     one_of: tuple[tuple[str, ...], ...] = ()
+    mapped: Mapping[str, Kind] = dataclasses.field(default_factory=dict)
 
 
 def _k(unit: str) -> Kind:
@@ -90,11 +95,15 @@ _TORSION = Spec(
         "periodicity": PERIODICITY,
         "phase": ANGLE,
         "k": ENERGY,
-        "k_bondorder": ENERGY,
         "idivf": NUMBER,  # "auto" is a section default only; the toolkit refuses it per term
     },
+    # A term's k interpolated by bond order is written k<term>_bondorder<order> (the
+    # toolkit's spelling; "k_bondorder1" is refused there, and was read here as a k
+    # that Parameter.terms then left out: a torsion with no terms, silently).
+    mapped={"k": ENERGY},
     required=(("periodicity",), ("phase",), ("k", "k_bondorder")),
     terms=("periodicity", "phase"),
+    one_of=(("k", "k_bondorder"),),
 )
 
 SPECS: dict[str, Spec] = {
@@ -109,6 +118,7 @@ SPECS: dict[str, Spec] = {
             "k_bondorder": _k("kilocalorie_per_mole / angstrom ** 2"),
         },
         required=(("length", "length_bondorder"), ("k", "k_bondorder")),
+        one_of=(("length", "length_bondorder"), ("k", "k_bondorder")),  # as the toolkit
     ),
     "Angles": Spec(
         fixed={"angle": ANGLE, "k": _k("kilocalorie_per_mole / radian ** 2")},
@@ -144,6 +154,68 @@ SPECS: dict[str, Spec] = {
         indexed={"charge_increment": CHARGE},
         required=(("type",), ("match",), ("distance",), ("charge_increment",)),
         one_of=(("sigma", "rmin_half"),),
+    ),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class HeaderSpec:
+    """The attributes a section's own tag may carry (those the OpenFF toolkit reads).
+
+    Args:
+        versions: the lowest and highest section ``version`` the toolkit reads.
+        attributes: attribute -> the values it may take (empty: any value of its
+            :data:`HEADER_KINDS` kind, or any text); ``version`` is always allowed.
+    """
+
+    versions: tuple[str, str]
+    attributes: Mapping[str, tuple[str, ...]]
+
+
+_TORSION_POTENTIAL = ("k*(1+cos(periodicity*theta-phase))",)
+# The sections whose parameters tying.chem reads and assigns: a typo in their header
+# (default_idvf) used to be kept as text, so ForceField.idivf gave the default instead
+# of the value written; a potential or combining rule other than the one the values
+# are meant for, a missing or unsupported version, were read as if they were fine.
+# The OpenFF toolkit refuses all of these. Other sections keep their header as text.
+HEADERS: dict[str, HeaderSpec] = {
+    "Constraints": HeaderSpec(("0.3", "0.3"), {}),
+    "Bonds": HeaderSpec(
+        ("0.3", "0.4"),
+        {
+            "potential": ("harmonic", "(k/2)*(r-length)^2"),
+            "fractional_bondorder_method": (),
+            "fractional_bondorder_interpolation": ("linear",),
+        },
+    ),
+    "Angles": HeaderSpec(("0.3", "0.3"), {"potential": ("harmonic",)}),
+    "ProperTorsions": HeaderSpec(
+        ("0.3", "0.4"),
+        {
+            "potential": _TORSION_POTENTIAL,
+            "default_idivf": (),
+            "fractional_bondorder_method": (),
+            "fractional_bondorder_interpolation": ("linear",),
+        },
+    ),
+    "ImproperTorsions": HeaderSpec(
+        ("0.3", "0.3"), {"potential": _TORSION_POTENTIAL, "default_idivf": ()}
+    ),
+    "vdW": HeaderSpec(
+        ("0.3", "0.5"),
+        {
+            "potential": ("Lennard-Jones-12-6",),
+            "combining_rules": ("Lorentz-Berthelot",),
+            "scale12": (),
+            "scale13": (),
+            "scale14": (),
+            "scale15": (),
+            "cutoff": (),
+            "switch_width": (),
+            "periodic_method": ("cutoff", "no-cutoff", "Ewald3D"),
+            "nonperiodic_method": ("cutoff", "no-cutoff"),
+            "method": ("cutoff",),  # version 0.3 only (see read_header)
+        },
     ),
 }
 
@@ -244,6 +316,7 @@ def read_parameter(where: str, section: str, attributes: Mapping[str, str]) -> d
         return dict(attributes)
     values: dict[str, Any] = {}
     runs: dict[str, list[int]] = {}
+    mapped: dict[str, set[int]] = {}  # "k_bondorder" -> the terms that have one
     for key, text in attributes.items():
         if key in spec.fixed:
             values[key] = read_value(where, key, text, spec.fixed[key])
@@ -253,12 +326,31 @@ def read_parameter(where: str, section: str, attributes: Mapping[str, str]) -> d
             values[key] = read_value(where, key, text, spec.indexed[m.group(1)])
             runs.setdefault(m.group(1), []).append(int(m.group(2)))
             continue
-        known = [*spec.fixed, *(f"{p}1, {p}2, ..." for p in spec.indexed)]
+        m = re.fullmatch(r"([A-Za-z]+)(\d+)_bondorder(\d+)", key)
+        if m and m.group(1) in spec.mapped and int(m.group(3)) >= 1:
+            values[key] = read_value(where, key, text, spec.mapped[m.group(1)])
+            mapped.setdefault(f"{m.group(1)}_bondorder", set()).add(int(m.group(2)))
+            continue
+        known = [
+            *spec.fixed,
+            *(f"{p}1, {p}2, ..." for p in spec.indexed),
+            *(f"{p}1_bondorder1, {p}1_bondorder2, ..." for p in spec.mapped),
+        ]
         raise OffxmlError(
             f"{where}: unknown attribute {key}={text!r}; a {section} parameter has: "
             f"{', '.join(known)}; fix its name or remove it"
         )
+    for prefix, terms in mapped.items():
+        if sorted(terms) != list(range(1, len(terms) + 1)):
+            raise OffxmlError(
+                f"{where}: {_run_text(prefix, spec)} attributes are given for terms "
+                f"{sorted(terms)}, expected {list(range(1, len(terms) + 1))} (term numbers "
+                f"from 1, without gaps); renumber them"
+            )
+        runs[prefix] = sorted(terms)
     for prefix, numbers in runs.items():
+        if prefix in mapped:
+            continue
         if sorted(numbers) != list(range(1, len(numbers) + 1)):
             raise OffxmlError(
                 f"{where}: {prefix} attributes are numbered {sorted(numbers)}, expected "
@@ -272,11 +364,12 @@ def read_parameter(where: str, section: str, attributes: Mapping[str, str]) -> d
                 f"{where}: missing attribute {what} ({_kind_text(kind)}); add it to the parameter"
             )
     for group in spec.one_of:
-        present = [g for g in group if g in values]
+        present = [g for g in group if g in values or g in runs]
         if len(present) > 1:
+            shown = [_run_text(g, spec) if g in runs else g for g in present]
             raise OffxmlError(
-                f"{where}: both {' and '.join(present)} are given; a parameter takes only one "
-                f"of them; remove one"
+                f"{where}: both {' and '.join(shown)} are given; a parameter takes only one "
+                f"of them (the OpenFF toolkit refuses both too); remove one"
             )
     if spec.terms:
         counts = {p: len(runs.get(p, ())) for p in spec.indexed if p in runs}
@@ -288,8 +381,16 @@ def read_parameter(where: str, section: str, attributes: Mapping[str, str]) -> d
                     f"needs periodicityN, phaseN and kN (and idivfN if any term has it); "
                     f"complete or remove the term"
                 )
+        for prefix in spec.mapped:
+            terms = runs.get(f"{prefix}_bondorder", ())
+            if terms and len(terms) != n:
+                raise OffxmlError(
+                    f"{where}: {n} periodicity terms but {len(terms)} with "
+                    f"{prefix}N_bondorderM; every term needs its own {prefix}N_bondorderM "
+                    f"(or every term its {prefix}N); complete or remove the term"
+                )
         for i in range(1, n + 1):
-            if f"k{i}" not in values and f"k_bondorder{i}" not in values:
+            if f"k{i}" not in values and i not in mapped.get("k_bondorder", ()):
                 raise OffxmlError(
                     f"{where}: term {i} has no k{i}; every term needs periodicityN, phaseN "
                     f"and kN; add k{i}"
@@ -297,17 +398,100 @@ def read_parameter(where: str, section: str, attributes: Mapping[str, str]) -> d
     return values
 
 
-def read_header(where: str, attributes: Mapping[str, str]) -> dict[str, Any]:
+def _run_text(prefix: str, spec: Spec) -> str:
+    """How a numbered attribute run is written: ``k_bondorder1, ...`` or ``k1_bondorder1, ...``."""
+    base = prefix.removesuffix("_bondorder")
+    if prefix.endswith("_bondorder") and base in spec.mapped:
+        return f"{base}1_bondorder1, ..."
+    return f"{prefix}1, ..."
+
+
+def read_header(
+    where: str, attributes: Mapping[str, str], section: str | None = None
+) -> dict[str, Any]:
     """Read a section's own attributes: the kinds of :data:`HEADER_KINDS`, others as text.
+
+    For a section of :data:`HEADERS` (those whose parameters are assigned), every
+    attribute must be one the OpenFF toolkit reads, with a value it supports, and
+    ``version`` must be given and supported.
+
+    Args:
+        where: the file and section, for the message.
+        attributes: attribute -> text, as written.
+        section: the section's tag; None (or a section not in :data:`HEADERS`):
+            attributes are not checked by name.
+
+    Returns:
+        attribute -> value.
+
+    Raises:
+        OffxmlError: on a bad value; for a section of :data:`HEADERS`, also on an
+            unknown attribute, an unsupported value, or a missing or unsupported version.
 
     Example:
         >>> read_header("f vdW", {"cutoff": "9.0 * angstrom", "method": "cutoff"})["cutoff"].value
         9.0
+        >>> read_header("f ImproperTorsions", {"version": "0.3", "default_idvf": "1"},
+        ...             "ImproperTorsions")
+        Traceback (most recent call last):
+        ...
+        tying.chem.errors.OffxmlError: f ImproperTorsions: unknown attribute default_idvf='1' of a <ImproperTorsions> section; it takes: version, potential, default_idivf; fix its name or remove it
     """
+    spec = HEADERS.get(section) if section is not None else None
+    if spec is not None:
+        _check_header(where, section, attributes, spec)
     return {
         k: read_value(where, k, v, HEADER_KINDS[k]) if k in HEADER_KINDS else v
         for k, v in attributes.items()
     }
+
+
+def _check_header(
+    where: str, section: str, attributes: Mapping[str, str], spec: HeaderSpec
+) -> None:
+    lo, hi = spec.versions
+    supported = lo if lo == hi else f"{lo} to {hi}"
+    text = attributes.get("version")
+    if text is None:
+        raise OffxmlError(
+            f"{where}: missing attribute version; a <{section}> section needs its own "
+            f'version (supported: {supported}); add version="{hi}" if its parameters follow it'
+        )
+    version = _version(text)
+    if version is None or not _version(lo) <= version <= _version(hi):
+        raise OffxmlError(
+            f"{where}: attribute version={text!r} is not supported: expected {supported} (as "
+            f"the OpenFF toolkit); write the section in a supported version"
+        )
+    for key, value in attributes.items():
+        if key == "version":
+            continue
+        if key not in spec.attributes:
+            raise OffxmlError(
+                f"{where}: unknown attribute {key}={value!r} of a <{section}> section; it "
+                f"takes: {', '.join(['version', *spec.attributes])}; fix its name or remove it"
+            )
+        allowed = spec.attributes[key]
+        if allowed and value.strip() not in allowed:
+            raise OffxmlError(
+                f"{where}: attribute {key}={value!r} is not supported: expected "
+                f"{' or '.join(map(repr, allowed))} (as the OpenFF toolkit); fix the value"
+            )
+        if section == "vdW" and key == "method" and version > _version("0.3"):
+            raise OffxmlError(
+                f"{where}: attribute method={value!r} is only read in version 0.3 of <vdW>, "
+                f"this one is version {text!r}; use periodic_method and nonperiodic_method"
+            )
+
+
+def _version(text: str) -> tuple[int, ...] | None:
+    """``"0.4"`` as ``(0, 4)`` (trailing zeros dropped: ``"0.4.0"`` is the same); None if not a version."""
+    if not re.fullmatch(r"\s*\d+(\.\d+)*\s*", text):
+        return None
+    parts = [int(x) for x in text.strip().split(".")]
+    while len(parts) > 1 and parts[-1] == 0:
+        parts.pop()
+    return tuple(parts)
 
 
 def _finite(where: str, key: str, text: str, value: float) -> float:
@@ -346,4 +530,13 @@ def _dim_text(unit: Unit) -> str:
     return " ".join(f"{d}^{p}" for d, p in unit.dimension) or "dimensionless"
 
 
-__all__ = ["SPECS", "Kind", "Spec", "read_header", "read_parameter", "read_value"]
+__all__ = [
+    "HEADERS",
+    "SPECS",
+    "HeaderSpec",
+    "Kind",
+    "Spec",
+    "read_header",
+    "read_parameter",
+    "read_value",
+]
