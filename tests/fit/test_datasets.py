@@ -105,3 +105,15 @@ def test_values_a_cast_would_change_are_refused_by_name(label, value, match):
     ds[label] = value
     with pytest.raises(ValueError, match=r"dataset 'run-2' \(index 0\): " + match):
         stack([ds])
+
+
+def test_a_name_that_is_not_a_str_is_refused():
+    # results read params(3) as the data set at index 3: a data set *named* 3 (a run
+    # number) was silently swapped for another one (stop 31 review)
+    x = np.arange(3.0)
+    with pytest.raises(
+        TypeError, match=r"dataset 1: name must be a str, got 3 \(int\); use name='3'"
+    ):
+        stack([Dataset(x, x, name="a"), Dataset(x, x, name=3)])
+    with pytest.raises(TypeError, match="name must be a str"):
+        stack([{"x": x, "y": x, "name": np.int64(7)}])

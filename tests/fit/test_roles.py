@@ -223,3 +223,49 @@ def test_numeric_default_without_role_is_flagged_not_silently_frozen():
     result = fit.run()
     assert result.values["a"] == pytest.approx(2.0) and result.values["b"] == pytest.approx(2.0)
     GlobalFit(line, [(x, 2 * x + 2)], shared=["a"], fixed={"b": 1.0}, init={"a": 0.0}).run()
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"init": {"a": "1", "zero": 0.0, "scale": 2.0}}, r"init\['a'\] must be real numbers"),
+        ({"init": {"a": True, "zero": 0.0, "scale": 2.0}}, r"init\['a'\] .* True \(bool\)"),
+        ({"init": {"a": 1 + 1j, "zero": 0.0, "scale": 2.0}}, r"init\['a'\] .* \(complex\)"),
+        ({"init": {"a": 1.0, "zero": 0.0, "scale": {0: 1.0}}}, r"init\['scale'\] .* \(dict\)"),
+        ({"fixed": {"b": "2"}}, r"fixed\['b'\] must be real numbers, got '2' \(str\)"),
+        ({"bounds": {"a": ("0", 3.0)}}, r"bounds\['a'\] lower must be real numbers"),
+    ],
+)
+def test_start_fixed_and_bound_values_must_be_real_numbers(kw, match):
+    # a string was parsed ("1" -> 1.0), True read as 1, and a complex value or a dict failed
+    # with "float() argument must be ..." naming nothing (stop 31 review)
+    args = dict(
+        shared=["a"],
+        per_group={"zero": "inst"},
+        local=["scale"],
+        init={"a": 1.0, "zero": 0.0, "scale": 2.0},
+    )
+    args.update(kw)
+    names = ["a", "zero", "scale"] + (["b"] if "fixed" in kw else [])
+    with pytest.raises(TypeError, match=match):
+        ParameterMap(names, META, **args)
+
+
+def test_a_bound_per_data_set_is_refused_with_a_clear_message():
+    with pytest.raises(ValueError, match=r"bounds\['scale'\]: the lower bound must be one number"):
+        pmap(bounds={"scale": ([0.0, 1.0, 2.0], None)})
+
+
+def test_numeric_objects_and_numpy_scalars_still_count_as_numbers():
+    from fractions import Fraction
+
+    pm = pmap(init={"a": Fraction(1, 2), "zero": np.float32(0.25), "scale": [1, 2, 3]})
+    assert pm.x0.tolist() == [0.5, 0.25, 0.25, 1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("pair", [{1: (0.0, 1.0), 2: (0.0, 5.0)}, {5.0, -1.0}, "01"])
+def test_bounds_that_are_not_a_tuple_or_list_are_refused(pair):
+    # a dict of per-group bounds unpacked to its keys: {1: ..., 2: ...} became (1, 2)
+    with pytest.raises(ValueError, match=r"bounds\['a'\] must be a pair \(lower, upper\) as a"):
+        pmap(bounds={"a": pair})
+    assert pmap(bounds={"a": np.array([0.0, 3.0])}).upper[0] == 3.0

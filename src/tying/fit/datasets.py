@@ -185,7 +185,8 @@ def stack(datasets: Sequence[Any]) -> StackedData:
         A :class:`StackedData`.
 
     Raises:
-        TypeError: a data set of an unknown form, or a metadata that is not a dict.
+        TypeError: a data set of an unknown form, a metadata that is not a dict, or a
+            name that is not a str.
         ValueError: no data sets; NaN/inf in x, y or σ (naming the data set and
             the first bad point); a masked array with masked values; complex, boolean
             (y, σ) or text values; σ ≤ 0; x and y of different lengths; an empty
@@ -208,6 +209,13 @@ def stack(datasets: Sequence[Any]) -> StackedData:
     items = [as_dataset(item, i) for i, item in enumerate(datasets)]
     names, metas, xs, ys, ws = [], [], [], [], []
     for i, ds in enumerate(items):
+        if ds.name is not None and not isinstance(ds.name, str):
+            # results look data sets up by name (a str) or by index (an int): a data set
+            # named 3 was silently read as the one at index 3 (stop 31 review)
+            raise TypeError(
+                f"dataset {i}: name must be a str, got {ds.name!r} "
+                f"({type(ds.name).__name__}); use name={str(ds.name)!r}"
+            )
         name = ds.name if ds.name is not None else f"dataset {i}"
         where = f"dataset {name!r} (index {i})"
         if not isinstance(ds.metadata, Mapping):

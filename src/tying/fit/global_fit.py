@@ -89,14 +89,30 @@ def _signature(model_fn: Callable[..., Any]) -> tuple[list[str] | None, dict[str
     return names, defaults
 
 
+def _on_bounds(pmap: ParameterMap, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(at_lower, at_upper)`` masks: parameters on a finite bound, to 1e-8 relative.
+
+    trf keeps its iterates strictly inside the box, so a parameter it holds on a bound
+    ends a hair inside (1.5000000000000016 for a bound at 1.5), not on it.
+    """
+    out = []
+    for b in (pmap.lower, pmap.upper):
+        with np.errstate(invalid="ignore"):
+            out.append(np.isfinite(b) & (np.abs(theta - b) <= 1e-8 * np.maximum(1.0, np.abs(b))))
+    return out[0], out[1]
+
+
 def _at_bounds(pmap: ParameterMap, theta: np.ndarray) -> str:
     """The fitted parameters that ended on a finite bound (to 1e-8 relative), named."""
     out = []
-    for i, v in enumerate(theta):
-        for side, b in (("lower", pmap.lower[i]), ("upper", pmap.upper[i])):
-            if np.isfinite(b) and abs(v - b) <= 1e-8 * max(1.0, abs(b)):
-                out.append(f"{pmap.physical_names[i]} (= {b:g}, its {side} bound)")
-    return ", ".join(out)
+    for side, mask, bound in zip(
+        ("lower", "upper"), _on_bounds(pmap, theta), (pmap.lower, pmap.upper), strict=True
+    ):
+        out += [
+            (i, f"{pmap.physical_names[i]} (= {bound[i]:g}, its {side} bound)")
+            for i in np.flatnonzero(mask)
+        ]
+    return ", ".join(text for _, text in sorted(out))
 
 
 def _degenerate_pair(cov_logical: np.ndarray, pmap: ParameterMap) -> str:
@@ -112,6 +128,24 @@ def _degenerate_pair(cov_logical: np.ndarray, pmap: ParameterMap) -> str:
         return ""
     a, b = (pmap.physical_names[pmap.index[k, c]] for c in (i, j))
     return f"parameters {a!r} and {b!r} are fully correlated (|corr| = {corr[k, i, j]:.10f})"
+
+
+def _inverse_ok(cov_logical: np.ndarray, h: np.ndarray, pmap: ParameterMap) -> bool:
+    """False when ``(JᵀJ)⁻¹`` came back from a ``JᵀJ`` singular to rounding.
+
+    ``inv`` raises only on an exactly singular matrix; one singular to rounding (three
+    parameters that change the model in a combination that cancels: ``a·x + b·x² +
+    c·(x + x²)``, or a shared center plus a per-group zero shift) gives an inverse of
+    rounding noise, with negative variances, which were clipped to standard errors of 0
+    (stop 31 review; lmfit gives NaN there). The test,
+    free of units, is each parameter's variance inflation ``var_ii·(JᵀJ)_ii``: at least 1
+    for a true inverse (1 for a column orthogonal to the rest; at most 6.5e8 on the 54 NIST
+    cases), and an inverse past ``1/eps`` has no correct digit.
+    """
+    var = np.zeros(pmap.n_physical)
+    var[pmap.index.ravel()] = np.diagonal(cov_logical, axis1=1, axis2=2).ravel()
+    inflation = var * schur.diagonal(h, pmap.index, pmap.n_physical)
+    return bool(np.all((inflation > 0) & (inflation < 1 / np.finfo(float).eps)))
 
 
 def _check_determined(data: StackedData, pmap: ParameterMap) -> None:
@@ -200,7 +234,12 @@ def _not_stationary(data: StackedData, pmap: ParameterMap, theta: np.ndarray, r,
     if not rnorm > 1e-10 * ynorm:
         return ""
     cos, grad = residual_cosines(jac_mod.assemble(jw, data, pmap), r[data.mask])
-    held = ((theta <= pmap.lower) & (grad > 0)) | ((theta >= pmap.upper) & (grad < 0))
+    # on a bound to the tolerance _at_bounds names it with (stop 31 review: trf's iterates
+    # stay a hair inside the box, so a correct fit with an active bound read "not a minimum")
+    at_lower, at_upper = _on_bounds(pmap, theta)
+    held = ((at_lower | (theta <= pmap.lower)) & (grad > 0)) | (
+        (at_upper | (theta >= pmap.upper)) & (grad < 0)
+    )
     cos = np.where(held, 0.0, cos)
     i = int(np.argmax(cos)) if cos.size else 0
     if not cos.size or cos[i] <= MAX_COSINE:
@@ -229,7 +268,9 @@ class GlobalFit:
     """A global least-squares fit of one model to many data sets.
 
     ``__init__`` only stores its arguments; everything is checked when the fit
-    is prepared (:meth:`fit`, :meth:`run`, :meth:`n_parameters`, ...).
+    is prepared (:meth:`fit`, :meth:`run`, :meth:`n_parameters`, ...), afresh on
+    each call: change an attribute (``fit.datasets``, ``fit.init``, ...) and run
+    again, and the new values are fitted.
 
     Args:
         model_fn: ``model_fn(x, **params) -> y`` for one data set, with NumPy
@@ -301,39 +342,63 @@ class GlobalFit:
         self.xtol = xtol
         self.gtol = gtol
         self.max_iter = max_iter
-        self._prepared: tuple[StackedData, ParameterMap, ModelEvaluator] | None = None
 
     # -- preparation ----------------------------------------------------------
 
     def _prepare(self) -> tuple[StackedData, ParameterMap, ModelEvaluator]:
-        if self._prepared is None:
-            if not callable(self.model_fn):
-                raise TypeError(f"model_fn must be callable, got {type(self.model_fn).__name__}")
-            if self.solver not in SOLVERS:
-                raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
-            if not (isinstance(self.max_iter, int) and self.max_iter > 0):
-                raise ValueError(f"max_iter must be a positive int, got {self.max_iter!r}")
-            data = stack(self.datasets)
-            names, defaults = _signature(self.model_fn)
-            pmap = ParameterMap(
-                names,
-                data.metadata,
-                shared=self.shared,
-                per_group=self.per_group,
-                local=self.local,
-                fixed=self.fixed,
-                init=self.init,
-                bounds=self.bounds,
-                defaults=defaults,
-                dataset_names=data.names,
+        """Check the declaration and the data *as they are now*, and build the fit's parts.
+
+        Built afresh on every call, as scikit-learn's ``fit`` reads its parameters: a
+        cached build read the first call's data sets, roles, init and bounds on every
+        later ``run()``, so changing ``fit.datasets`` (or a data array in place), then
+        running again, returned the old fit with no error (stop 31 review).
+        """
+        if not callable(self.model_fn):
+            raise TypeError(f"model_fn must be callable, got {type(self.model_fn).__name__}")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+        if isinstance(self.max_iter, bool) or not (
+            isinstance(self.max_iter, (int, np.integer)) and self.max_iter > 0
+        ):
+            raise ValueError(f"max_iter must be a positive int, got {self.max_iter!r}")
+        if not isinstance(self.scale_covar, (bool, np.bool_)):
+            # a truthy string ("no") scaled the errors, None did not: both without a word
+            raise TypeError(
+                f"scale_covar must be True or False, got {self.scale_covar!r}; True scales "
+                f"the covariance by the reduced chi2 (lmfit's default), False trusts sigma"
             )
-            ev = ModelEvaluator(self.model_fn, data, pmap, self.backend, self.vectorized)
-            self._prepared = (data, pmap, ev)
-        return self._prepared
+        for label in ("ftol", "xtol", "gtol"):
+            tol = getattr(self, label)
+            if isinstance(tol, (bool, np.bool_)) or not isinstance(
+                tol, (int, float, np.integer, np.floating)
+            ):
+                raise TypeError(f"{label} must be a number, got {tol!r}")
+            if not (np.isfinite(tol) and tol >= 0):
+                # MINPACK reads a negative tolerance as bad input and stops at the start
+                # (reported as max_iter reached); NaN disables the test unnoticed
+                raise ValueError(
+                    f"{label} must be a finite number >= 0, got {tol!r}; e.g. {label}=1e-10"
+                )
+        data = stack(self.datasets)
+        names, defaults = _signature(self.model_fn)
+        pmap = ParameterMap(
+            names,
+            data.metadata,
+            shared=self.shared,
+            per_group=self.per_group,
+            local=self.local,
+            fixed=self.fixed,
+            init=self.init,
+            bounds=self.bounds,
+            defaults=defaults,
+            dataset_names=data.names,
+        )
+        ev = ModelEvaluator(self.model_fn, data, pmap, self.backend, self.vectorized)
+        return data, pmap, ev
 
     @property
     def parameter_map(self) -> ParameterMap:
-        """The roles → physical map (checks the declaration on first use)."""
+        """The roles → physical map (checks the declaration as it is now)."""
         return self._prepare()[1]
 
     def n_parameters(self) -> Count:
@@ -359,9 +424,22 @@ class GlobalFit:
         return jac_mod.sparsity(data, pmap)
 
     def jacobian(self, theta: np.ndarray | None = None) -> sp.csr_matrix:
-        """The global residual Jacobian (sparse CSR) at ``theta`` (default: the start)."""
+        """The global residual Jacobian (sparse CSR) at ``theta`` (default: the start).
+
+        ``theta`` is a physical vector (``result.x``), one entry per ``physical_names``.
+
+        Raises:
+            ValueError: ``theta`` of another length (extra entries were ignored), or
+                not finite.
+        """
         data, pmap, ev = self._prepare()
         theta = pmap.x0 if theta is None else np.asarray(theta, dtype=float)
+        if theta.shape != (pmap.n_physical,) or not np.all(np.isfinite(theta)):
+            raise ValueError(
+                f"theta must be {pmap.n_physical} finite values, one per physical parameter "
+                f"({', '.join(pmap.physical_names[:6])}{', ...' if pmap.n_physical > 6 else ''}"
+                f"), got shape {theta.shape}; pass result.x of a fit with the same roles"
+            )
         return jac_mod.assemble(jac_mod.weighted(ev.jacobian(theta), data), data, pmap)
 
     # -- fitting --------------------------------------------------------------
@@ -394,7 +472,7 @@ class GlobalFit:
         _check_determined(data, pmap)
         ev.nfev = ev.njev = ev.n_nonfinite = 0
         ev.nonfinite_theta = None
-        tol = Tolerances(self.ftol, self.xtol, self.gtol, self.max_iter)
+        tol = Tolerances(self.ftol, self.xtol, self.gtol, int(self.max_iter))
         t0 = time.perf_counter()
         out = run_solver(self.solver, ev, data, pmap, tol)
         if ev.vectorized and data.n_datasets > 1:
@@ -465,8 +543,12 @@ class GlobalFit:
                 )
         elif walls:
             message += f"; {walls} (the result is a minimum all the same)"
+        rounding_pair = ""  # two parameters an inverse singular to rounding still names
         try:
             cov_global, cov_logical = schur.covariance(h, pmap.index, pmap.n_global)
+            if not _inverse_ok(cov_logical, h, pmap):
+                rounding_pair = _degenerate_pair(cov_logical, pmap)
+                raise np.linalg.LinAlgError("the normal matrix is singular to rounding")
             cov_global, cov_logical = cov_global * scale, cov_logical * scale
             var = np.zeros(pmap.n_physical)
             var[pmap.index.ravel()] = np.diagonal(cov_logical, axis1=1, axis2=2).ravel()
@@ -487,6 +569,8 @@ class GlobalFit:
                 f"{', '.join(map(repr, dead[:8]))}{', ...' if len(dead) > 8 else ''} "
                 f"do(es) not change the model at the solution"
                 if dead
+                else f"{rounding_pair}: the data cannot tell them apart"
+                if rounding_pair
                 else "two or more parameters change the model the same way"
             )
             message += (

@@ -50,6 +50,27 @@ from tying.core import Count, Group, TieError
 ROLES = ("shared", "per_group", "local", "fixed")
 
 
+def _real(label: str, value: Any) -> np.ndarray:
+    """``value`` as a float array, refusing what a cast would silently change or misread.
+
+    ``np.asarray(v, dtype=float)`` parsed a string (``init={"a": "1"}``), took ``True`` for
+    1, and failed on a complex value or a dict with a message that named nothing (stop 31
+    review).
+    """
+    arr = np.asarray(value)
+    kind = arr.dtype.kind
+    if kind == "O":
+        flat = arr.ravel().tolist()
+        if all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in flat):
+            kind = "f"
+    if kind not in "iuf":
+        raise TypeError(
+            f"{label} must be real numbers, got {value!r} ({type(value).__name__}); "
+            f"give a float (or one per data set / group where that role allows it)"
+        )
+    return np.asarray(arr, dtype=float)
+
+
 def _hint(name: str, valid: Sequence[str]) -> str:
     close = difflib.get_close_matches(name, list(valid), n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
@@ -300,13 +321,26 @@ class ParameterMap:
         hi = np.full(len(self.free_names), np.inf)
         for name, pair in bounds.items():
             try:
+                if not isinstance(pair, (tuple, list, np.ndarray)):
+                    # a dict unpacks to its keys ({1: (0, 1), 2: (0, 5)} per group became
+                    # the bounds (1, 2), no error) and a set to an arbitrary order
+                    raise TypeError
                 low, high = pair
             except (TypeError, ValueError):
                 raise ValueError(
-                    f"bounds[{name!r}] must be a pair (lower, upper), got {pair!r}"
+                    f"bounds[{name!r}] must be a pair (lower, upper) as a tuple or list, "
+                    f"got {pair!r}; one pair holds for every physical {name!r} (per-group or "
+                    f"per-data-set bounds are not supported)"
                 ) from None
-            low = -np.inf if low is None else float(low)
-            high = np.inf if high is None else float(high)
+            low = -np.inf if low is None else _real(f"bounds[{name!r}] lower", low)
+            high = np.inf if high is None else _real(f"bounds[{name!r}] upper", high)
+            for side, b in (("lower", low), ("upper", high)):
+                if np.ndim(b):
+                    raise ValueError(
+                        f"bounds[{name!r}]: the {side} bound must be one number for every "
+                        f"physical {name!r}, got shape {np.shape(b)}"
+                    )
+            low, high = float(low), float(high)
             if np.isnan(low) or np.isnan(high):
                 raise ValueError(
                     f"bounds[{name!r}] = ({low}, {high}): a bound must be a number, not NaN; "
@@ -354,7 +388,10 @@ class ParameterMap:
                         f"{self.groups[name]}"
                     )
                 value = [value[g] for g in self.groups[name]]
-            arr = np.asarray(value, dtype=float)
+            label = (
+                f"init[{name!r}]" if name in init else f"model_fn's default for {name!r} (no init)"
+            )
+            arr = _real(label, value)
             if arr.ndim == 0:
                 x0[sel] = float(arr)
             elif arr.ndim == 1 and len(arr) == int(sel.sum()) and role != "shared":
@@ -378,7 +415,7 @@ class ParameterMap:
     def _fixed(self, fixed: Mapping[str, Any]) -> np.ndarray:
         out = np.empty((self.n_datasets, len(self.fixed_names)))
         for j, name in enumerate(self.fixed_names):
-            arr = np.asarray(fixed[name], dtype=float)
+            arr = _real(f"fixed[{name!r}]", fixed[name])
             if arr.ndim == 0 or arr.shape == (self.n_datasets,):
                 if not np.all(np.isfinite(arr)):  # named here, not as a model returning NaN
                     raise ValueError(
