@@ -102,6 +102,18 @@ def test_fan_in_and_errors():
         MultiHopGraphConv(6, 4, hops=-1)
 
 
+def test_a_boolean_edge_index_or_a_bool_node_count_is_refused():
+    # stop 31: a bool (2, E) tensor was read as node ids 0 and 1 (every edge 0-1), and
+    # num_nodes=True as one node, with no error
+    edges = torch.tensor([[0, 1, 2], [1, 2, 0]])
+    with pytest.raises(ValueError, match=r"integer tensor, got torch.bool of shape \(2, 3\)"):
+        normalized_adjacency(edges.bool(), 3)
+    with pytest.raises(ValueError, match=r"num_nodes must be an int >= 0, got True"):
+        normalized_adjacency(torch.tensor([[0], [0]]), True)
+    with pytest.raises(ValueError, match=r"num_nodes must be an int >= 0, got -1"):
+        normalized_adjacency(torch.zeros(2, 0, dtype=torch.long), -1)
+
+
 @pytest.mark.skipif(
     importlib.util.find_spec("torch_geometric") is None, reason="torch_geometric not installed"
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tying
-from tying.nn import HashedEmbedding, HashedEmbeddingBag
+from tying.nn import HashedEmbedding, HashedEmbeddingBag, HashedLinear
 from tying.nn import hashed_embedding as he_mod
 from tying.nn.hashing import HashedTable, P
 
@@ -623,3 +624,65 @@ def test_built_on_meta_then_to_empty_looks_up_the_same_rows(kw):
     ids = torch.arange(50)
     assert torch.equal(lazy.hash_cols, ref.hash_cols)
     assert torch.equal(lazy(ids), ref(ids))
+
+
+def _saved(module):
+    buf = io.BytesIO()
+    torch.save(module.state_dict(), buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda seed: HashedEmbedding(100, 8, 48, seed=seed),
+        lambda seed: HashedEmbedding(100, 8, 48, seed=seed, mode="block", block=4),
+        lambda seed: HashedEmbeddingBag(100, 8, 48, seed=seed, mode="block", block=4, aligned=True),
+        lambda seed: HashedLinear(6, 4, 9, seed=seed),
+    ],
+    ids=["entry", "block", "aligned-bag", "linear"],
+)
+def test_a_state_dict_saved_with_another_seed_is_refused(build):
+    # stop 31: only weight_physical is in the state dict; loaded into a layer with another
+    # seed, every value landed in other logical entries (outputs 3.2 off, no error)
+    torch.manual_seed(0)
+    state = _saved(build(0))
+    same = build(0)
+    same.load_state_dict(state)
+    other = build(3)
+    before = other.weight_physical.detach().clone()
+    with pytest.raises(
+        ValueError, match=r"saved from a layer hashing with .*seed=0 \(this layer: 3\)"
+    ):
+        other.load_state_dict(state)
+    assert torch.equal(other.weight_physical, before)
+    model = torch.nn.ModuleDict({"emb": build(3)})  # inside a model: named by its path
+    with pytest.raises(ValueError, match=r"at 'emb'"):
+        model.load_state_dict(_saved(torch.nn.ModuleDict({"emb": build(0)})))
+    other.load_state_dict(dict(state))  # a plain dict carries no record: loads as before
+
+
+def test_lookup_refuses_a_weight_tied_through_another_hash(tmp_path):
+    # stop 31: the lookup hashes with the layer's own functions, not through the slot; a
+    # re-tie (a plan, or tying.load of a file saved with another seed) left layer(ids)
+    # and layer.weight[ids] different with no error
+    torch.manual_seed(0)
+    ids = torch.arange(10)
+    emb = HashedEmbedding(100, 8, 48, seed=1)
+    tying.untie(emb)
+    with pytest.raises(tying.TieError, match="no longer tied to its hash"):
+        emb(ids)
+    tying.Plan([tying.share("weight", relation=tying.Hashed(48, seed=7))]).apply(emb)
+    with pytest.raises(tying.TieError, match=r"tied through Hashed\(buckets=48, seed=7"):
+        emb(ids)
+    path = tmp_path / "seed0.safetensors"
+    tying.save(HashedEmbeddingBag(100, 8, 48, seed=0), path)
+    bag = HashedEmbeddingBag(100, 8, 48, seed=1)
+    with pytest.raises(tying.TieError, match=r"built to hash through Hashed\(buckets=48, seed=1"):
+        tying.load(bag, path)
+    with pytest.raises(tying.TieError, match="other buckets than layer.weight"):
+        bag(ids[None])
+    same = HashedEmbeddingBag(100, 8, 48, seed=0)
+    tying.load(same, path)
+    torch.testing.assert_close(same(ids[None]), same.weight[ids].mean(0, keepdim=True))

@@ -210,6 +210,10 @@ BOOL_SIZES = [
     ("TiedUNet", lambda v: tnn.TiedUNet(1, 1, (4, 8), kernel_size=v)),
     ("VectorField", lambda v: tnn.VectorField(2, v)),
     ("mlp", lambda v: tnn.mlp([2, v])),
+    ("TransformerBlock", lambda v: tnn.TransformerBlock(8, 2, d_ff=v)),
+    ("EncoderDecoder", lambda v: tnn.EncoderDecoder(11, 8, 2, v, 7)),
+    ("EncoderDecoder", lambda v: tnn.EncoderDecoder(v, 8, 2, 2, 7)),
+    ("normalized_adjacency", lambda v: tnn.normalized_adjacency(torch.tensor([[0], [0]]), v)),
 ]
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 import torch
 
@@ -58,3 +61,82 @@ def test_contrastive_loss_values_and_errors():
         Siamese(_tower())(torch.randn(2, 6), torch.randn(3, 6))
     with pytest.raises(TypeError, match="needs an nn.Module, got function"):
         Siamese(_tower)
+
+
+def _bn_tower():
+    return torch.nn.Sequential(
+        torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.ReLU(), torch.nn.Linear(3, 2)
+    )
+
+
+def test_tied_towers_share_batchnorm_statistics_like_one_tower_called_twice():
+    # stop 31: the plan ties parameters only, so each side kept its own running
+    # statistics; in eval mode the towers normalised differently and d(x, x) was not 0
+    torch.manual_seed(0)
+    net = Siamese(_bn_tower()).double()
+    ref = _bn_tower().double()  # the reference: one tower, called on a, then on b
+    ref.load_state_dict(net.left.state_dict())
+    a, b = torch.randn(8, 4, dtype=torch.float64), 3 * torch.randn(8, 4, dtype=torch.float64) + 2
+    opt = torch.optim.Adam(net.parameters(), lr=0.1, weight_decay=0.1)
+    ref_opt = torch.optim.Adam(ref.parameters(), lr=0.1, weight_decay=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        za, zb = net(a, b)
+        (za.sum() + zb.square().sum()).backward()
+        opt.step()
+        ref_opt.zero_grad()
+        (ref(a).sum() + ref(b).square().sum()).backward()
+        ref_opt.step()
+    net.eval(), ref.eval()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    assert torch.equal(net.left[1].running_mean, ref[1].running_mean)
+    assert net.right[1].running_var is net.left[1].running_var
+    assert net.distance(x, x).abs().max().item() == 0.0
+    za, zb = net(x, b[:5])
+    assert torch.equal(za, ref(x)) and torch.equal(zb, ref(b[:5]))
+    assert tying.verify(net) == 6
+    for copied in (copy.deepcopy(net), copy.deepcopy(net).float(), pickle.loads(pickle.dumps(net))):
+        assert copied.right[1].running_mean is copied.left[1].running_mean
+    with torch.device("meta"):
+        lazy = Siamese(_bn_tower())
+    lazy = lazy.to_empty(device="cpu")
+    assert lazy.right[1].running_var is lazy.left[1].running_var
+
+
+def test_a_state_dict_with_two_values_for_a_shared_buffer_is_refused():
+    torch.manual_seed(0)
+    net = Siamese(_bn_tower())
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    fresh = Siamese(_bn_tower())
+    fresh.load_state_dict(state)  # equal values: one buffer, loads
+    state["right.1.running_mean"] += 1.0  # e.g. a Siamese saved before stop 31
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    with pytest.raises(ValueError, match=r"left.1.running_mean and right.1.running_mean are one"):
+        fresh.load_state_dict(state)
+    assert all(torch.equal(v, before[k]) for k, v in fresh.state_dict().items())
+
+
+def test_untied_siamese_towers_get_their_own_statistics():
+    torch.manual_seed(0)
+    net = Siamese(_bn_tower())
+    tying.untie(net)
+    a, b = torch.randn(8, 4), 3 * torch.randn(8, 4) + 2
+    net(a, b)
+    assert net.right[1].running_mean is not net.left[1].running_mean
+    assert not torch.equal(net.right[1].running_mean, net.left[1].running_mean)
+    untied = Siamese(_bn_tower(), tied=False)
+    assert untied.right[1].running_mean is not untied.left[1].running_mean
+
+
+def test_a_shared_buffer_made_two_tensors_is_joined_or_refused():
+    torch.manual_seed(0)
+    net = Siamese(_bn_tower())
+    a, b = torch.randn(8, 4), torch.randn(8, 4)
+    net(a, b)
+    fresh = Siamese(_bn_tower())
+    fresh.load_state_dict({k: v.clone() for k, v in net.state_dict().items()}, assign=True)
+    fresh(a, b)  # two equal copies: joined again
+    assert fresh.right[1].running_mean is fresh.left[1].running_mean
+    fresh.right[1].running_mean = torch.zeros(3)
+    with pytest.raises(ValueError, match=r"right.1.running_mean is no longer left.1.running_mean"):
+        fresh(a, b)

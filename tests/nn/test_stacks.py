@@ -71,6 +71,18 @@ def test_block_memory_errors():
         Stack([])
 
 
+def test_block_and_encoder_decoder_sizes_are_checked():
+    # stop 31: d_ff=0 built an MLP with no hidden unit, layers=True one layer per stack
+    with pytest.raises(ValueError, match=r"d_ff must be a positive int .*got 0"):
+        TransformerBlock(8, 2, d_ff=0)
+    for name in ("vocab", "layers", "max_len"):
+        sizes = {"vocab": 11, "d_model": 8, "n_heads": 2, "layers": 2, "max_len": 7, name: True}
+        with pytest.raises(ValueError, match=rf"EncoderDecoder: {name} must be a positive int"):
+            EncoderDecoder(**sizes)
+    with pytest.raises(ValueError, match=r"max_len must be a positive int, got 0"):
+        EncoderDecoder(vocab=11, d_model=8, n_heads=2, layers=2, max_len=0)
+
+
 def test_encoder_decoder_kv_plan_can_tie_queries_too():
     model = EncoderDecoder(vocab=11, d_model=16, n_heads=2, layers=1, max_len=8)
     before = tying.count(model).physical

@@ -66,8 +66,8 @@ def normalized_adjacency(
         in-neighbours (``Â[dst, src]``).
 
     Raises:
-        ValueError: on an ``edge_index`` that is not ``(2, E)`` integers or has node ids
-            outside ``[0, num_nodes)``.
+        ValueError: on an ``edge_index`` that is not ``(2, E)`` integers (bool refused) or
+            has node ids outside ``[0, num_nodes)``; a ``num_nodes`` that is not an int >= 0.
 
     Example:
         >>> adj = normalized_adjacency(torch.tensor([[0, 1], [1, 0]]), 2, self_loops=False)
@@ -75,11 +75,20 @@ def normalized_adjacency(
         tensor([[0., 1.],
                 [1., 0.]])
     """
-    if edge_index.ndim != 2 or edge_index.shape[0] != 2 or edge_index.is_floating_point():
+    if (
+        edge_index.ndim != 2
+        or edge_index.shape[0] != 2
+        or edge_index.is_floating_point()
+        or edge_index.is_complex()
+        or edge_index.dtype == torch.bool  # read as node ids 0 and 1 with no error
+    ):
         raise ValueError(
             f"normalized_adjacency: edge_index must be a (2, E) integer tensor, got "
-            f"{edge_index.dtype} of shape {tuple(edge_index.shape)}"
+            f"{edge_index.dtype} of shape {tuple(edge_index.shape)}; pass node ids (from a "
+            f"boolean (N, N) matrix A with A[src, dst]: A.nonzero().T)"
         )
+    if not is_int(num_nodes, 0):  # True was read as 1 node
+        raise ValueError(f"normalized_adjacency: num_nodes must be an int >= 0, got {num_nodes!r}")
     if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes):
         raise ValueError(
             f"normalized_adjacency: node ids must lie in [0, {num_nodes}), got "

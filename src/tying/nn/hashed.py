@@ -42,8 +42,10 @@ from tying.core import Hashed
 from tying.nn.hashed_embedding import (
     HashedEmbedding,
     HashedEmbeddingBag,
+    _check_saved_hash,
     _hash_weight,
     _positive_int,
+    _save_hash,
 )
 
 __all__ = ["HashedEmbedding", "HashedEmbeddingBag", "HashedLinear"]
@@ -101,6 +103,20 @@ class HashedLinear(nn.Module):
     @property
     def buckets(self) -> int:
         return self.relation.buckets
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        _save_hash(self, destination, prefix)
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+    ):
+        # buckets saved from a layer with another seed or sign would land in other
+        # weight entries with no error (stop 31)
+        _check_saved_hash(self, local_metadata, prefix)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+        )
 
     def fan_in(self) -> int:
         """``in_features``: the inputs of one output unit, however many share a bucket."""

@@ -44,7 +44,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from tying.core import Hashed, Plan, share
-from tying.core.slots import base_class
+from tying.core.errors import TieError
+from tying.core.slots import base_class, slots_of
 from tying.nn._args import is_int
 from tying.nn.hashed_kernels import FusedKeepLookup, FusedLookup, SparseGather, fused_available
 from tying.nn.hashing import MAX_LOGICAL, MODES, HashedTable, P, combine, qr_split
@@ -75,6 +76,50 @@ def _hash_weight(module: nn.Module, shape: tuple[int, int], relation, device, dt
     Plan([share("weight", relation=relation)]).apply(module)
     module._parameters["weight_physical"] = nn.Parameter(
         torch.empty(relation.source_shape(shape), device=device, dtype=dtype)
+    )
+
+
+# The key under which a hashed layer's state-dict metadata names its hash (stop 31)
+HASH_METADATA_KEY = "tying.hash"
+
+
+def _hash_spec(module: nn.Module) -> dict | None:
+    """The relation the ``weight`` slot reads its stored values through, as a spec."""
+    slot = slots_of(module).get("weight")
+    return None if slot is None else slot.relation.spec()
+
+
+def _save_hash(module: nn.Module, destination, prefix: str) -> None:
+    """Record the layer's hash in the state dict's metadata (which ``torch.save`` keeps)."""
+    meta = getattr(destination, "_metadata", None)
+    spec = _hash_spec(module)
+    if meta is not None and spec is not None:
+        meta.setdefault(prefix[:-1], {})[HASH_METADATA_KEY] = spec
+
+
+def _check_saved_hash(module: nn.Module, local_metadata, prefix: str) -> None:
+    """Refuse stored values saved from a layer that hashes differently (another seed...).
+
+    A state dict holds only ``weight_physical``; loaded into a layer with another seed,
+    sign or mode, every value lands in other logical entries and the layer computes other
+    numbers with no error (stop 31). State dicts without the record (older ones, or
+    rebuilt as a plain dict) load as before.
+    """
+    saved = local_metadata.get(HASH_METADATA_KEY) if local_metadata else None
+    mine = _hash_spec(module)
+    if saved is None or mine is None or saved == mine:
+        return
+    name = base_class(module).__name__
+    diff = ", ".join(
+        f"{k}={saved.get(k)!r} (this layer: {mine.get(k)!r})"
+        for k in sorted(set(saved) | set(mine))
+        if saved.get(k) != mine.get(k)
+    )
+    raise ValueError(
+        f"{name} at {prefix[:-1] or '<root>'!r}: the state dict's weight_physical was saved "
+        f"from a layer hashing with {saved} and this layer hashes with {mine} ({diff}), so "
+        f"every stored value would land in other logical entries; build the layer with the "
+        f"saved settings (e.g. seed=, signed=, mode=) and load into that"
     )
 
 
@@ -239,6 +284,53 @@ class HashedEmbedding(nn.Module):
             self._buffers["hash_cols"] = torch.stack([c1, c2]).to(cols.dtype)
         return out
 
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        _save_hash(self, destination, prefix)
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+    ):
+        _check_saved_hash(self, local_metadata, prefix)
+        self._check_own_tie(loading=True)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+        )
+
+    def _check_own_tie(self, loading: bool = False) -> None:
+        """Refuse a lookup when ``weight`` no longer reads the layer's own hash.
+
+        The lookup hashes ids with the layer's own functions, not through the ``weight``
+        slot; once a plan or ``tying.load`` re-tied ``weight`` with another relation (a
+        file saved from a layer with another seed), ``layer(ids)`` and
+        ``layer.weight[ids]`` differed with no error (stop 31).
+        """
+        if torch.compiler.is_compiling():
+            return
+        slot = slots_of(self).get("weight")
+        if (
+            slot is not None
+            and slot.source_module is self
+            and (slot.relation is self.relation or slot.relation == self.relation)
+        ):
+            return
+        name = base_class(self).__name__
+        if slot is None and loading:
+            return  # untied: nothing to compare (its lookup is refused below)
+        if slot is None:
+            raise TieError(
+                f"{name}: weight is no longer tied to its hash (tying.untie or a free rule), "
+                f"so there are no stored values to look up; for a dense table use "
+                f"torch.nn.Embedding.from_pretrained(layer.weight.detach()), or build a new "
+                f"{name}"
+            )
+        raise TieError(
+            f"{name}: weight is tied through {slot.relation!r} (by a plan or tying.load), but "
+            f"the layer was built to hash through {self.relation!r}, so its lookups would "
+            f"read other buckets than layer.weight; build the layer with the settings the tie or "
+            f"file was made with (seed=, signed=, mode=, block=, aligned=) and load into that"
+        )
+
     def fan_in(self) -> int:
         """1: each output entry reads one stored value (claim B15)."""
         return 1
@@ -281,6 +373,7 @@ class HashedEmbedding(nn.Module):
 
     def _lookup(self, ids, nbags=0, bags=None, fac=None) -> torch.Tensor:
         """Rows of ``ids`` ``(n, D)``, or their weighted sums into ``nbags`` bags ``(nbags, D)``."""
+        self._check_own_tie()
         w = self.weight_physical
         if self.mode == "qr":
             q, m = self._qr

@@ -6,6 +6,12 @@ distances there. Two towers whose parameters are tied give exactly that: the
 distance is symmetric, ``d(x, x) = 0``, and the gradients from both inputs sum
 into the one shared tensor.
 
+Buffers (a BatchNorm's running statistics) are state, not weights, so the plan does
+not tie them; a tied Siamese makes the right tower's buffers the left tower's very
+tensors instead, so both sides update and read one set of statistics, as one tower
+called twice does (before stop 31 each side kept its own: in eval mode the two towers
+normalised differently, and ``d(x, x)`` was not 0).
+
 :class:`Siamese` holds a ``left`` tower and a ``right`` copy; with ``tied=True`` a
 :class:`tying.Plan` ties every parameter of ``right`` to ``left`` (``Same``), so
 ``tying.count`` shows two logical towers on one physical tower. ``tied=False``
@@ -29,6 +35,7 @@ import torch
 from torch import nn
 
 from tying.core import Plan, share
+from tying.core.slots import slots_of
 
 __all__ = ["Siamese", "contrastive_loss"]
 
@@ -42,9 +49,15 @@ class Siamese(nn.Module):
         tied: tie the right tower to the left (one physical tower). False re-draws
             the right tower's parameters with each submodule's ``reset_parameters``.
 
+    Buffers: with ``tied=True`` the right tower's buffers are the left tower's tensors
+    (one set of running statistics, updated by both sides in training, as one tower called
+    twice). They stay one tensor through ``.to()``/``.double()``/``to_empty``; after
+    ``tying.untie(net)`` the next call gives the right tower copies of its own.
+
     Raises:
         TypeError: when ``tower`` is not an ``nn.Module``.
-        ValueError: when the two inputs have different batch sizes.
+        ValueError: when the two inputs have different batch sizes; on a state dict whose
+            left and right copies of a shared buffer differ (``load_state_dict``).
 
     Example:
         >>> net = Siamese(torch.nn.Linear(5, 3), tied=False)
@@ -52,6 +65,10 @@ class Siamese(nn.Module):
         >>> za.shape, zb.shape
         (torch.Size([2, 3]), torch.Size([2, 3]))
     """
+
+    # (module path inside a tower, buffer name) of the buffers the towers share; a class
+    # default so that a Siamese pickled before stop 31 (without the attribute) still runs
+    _shared_buffers: tuple[tuple[str, str], ...] = ()
 
     def __init__(self, tower: nn.Module, *, tied: bool = True) -> None:
         super().__init__()
@@ -62,16 +79,90 @@ class Siamese(nn.Module):
         self.right = copy.deepcopy(tower)
         if self.tied:
             Plan([share("right", like="left")]).apply(self)
+            self._shared_buffers = tuple(
+                (path, name)
+                for path, module in self.left.named_modules()
+                for name, buf in module._buffers.items()
+                if buf is not None
+            )
+            self._share_buffers()
         else:
             for module in self.right.modules():
                 reset = getattr(module, "reset_parameters", None)
                 if callable(reset):
                     reset()
 
+    def _share_buffers(self) -> None:
+        """Point every buffer of the right tower at the left tower's tensor."""
+        for path, name in self._shared_buffers:
+            left, right = self.left.get_submodule(path), self.right.get_submodule(path)
+            right._buffers[name] = left._buffers[name]
+
+    def _sync_buffers(self) -> None:
+        """Keep the shared buffers one tensor while the towers are tied, and part them after.
+
+        ``tying.untie`` (core) unties parameters only; shared running statistics would
+        then mix the statistics of two different towers, so the right tower gets copies.
+        While tied, a buffer that became two tensors (``load_state_dict(assign=True)`` of
+        a dict with two copies) is pointed back at the left one if the values agree.
+        """
+        if not self._shared_buffers:
+            return
+        if not any(slots_of(m) for m in self.right.modules()):
+            for path, name in self._shared_buffers:
+                right = self.right.get_submodule(path)
+                right._buffers[name] = right._buffers[name].clone()
+            self._shared_buffers = ()
+            return
+        for path, name in self._shared_buffers:
+            left, right = self.left.get_submodule(path), self.right.get_submodule(path)
+            a, b = left._buffers[name], right._buffers[name]
+            if a is b:
+                continue
+            rel = f"{path}.{name}" if path else name
+            if a.shape != b.shape or a.device != b.device or not torch.equal(a, b.to(a.dtype)):
+                raise ValueError(
+                    f"Siamese: right.{rel} is no longer left.{rel} and holds another value, but "
+                    f"the towers are tied and share their statistics; assign one tensor to "
+                    f"both, or tying.untie(net) for two towers"
+                )
+            right._buffers[name] = a
+
+    def _apply(self, fn, recurse=True):
+        # Module._apply converts each module's buffers on its own, so .to(), .double() and
+        # to_empty() would give the right tower separate copies: point them back
+        out = super()._apply(fn, recurse)
+        if self._shared_buffers:
+            self._share_buffers()
+        return out
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+    ):
+        # the shared buffer has two keys; loading two different values into it would keep
+        # the right tower's and drop the left's with no error (a state dict of a Siamese
+        # from before stop 31, or of an untied one): refuse before anything is copied
+        for path, name in self._shared_buffers:
+            rel = f"{path}.{name}" if path else name
+            lkey, rkey = f"{prefix}left.{rel}", f"{prefix}right.{rel}"
+            if lkey in state_dict and rkey in state_dict:
+                a, b = state_dict[lkey], state_dict[rkey]
+                if a.shape != b.shape or not torch.equal(a, b.to(a.dtype)):
+                    raise ValueError(
+                        f"Siamese: {lkey} and {rkey} are one buffer in a tied Siamese (the "
+                        f"towers share their statistics) but the state dict holds different "
+                        f"values for them; keep one of them (state_dict[{rkey!r}] = "
+                        f"state_dict[{lkey!r}]) or load into Siamese(..., tied=False)"
+                    )
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+        )
+
     def embed(self, x: torch.Tensor, side: str = "left") -> torch.Tensor:
         """Embed ``x`` with one tower (``"left"`` or ``"right"``)."""
         if side not in ("left", "right"):
             raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+        self._sync_buffers()
         return (self.left if side == "left" else self.right)(x)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,6 +171,7 @@ class Siamese(nn.Module):
                 f"Siamese needs the same batch size on both inputs, got {tuple(a.shape)} and "
                 f"{tuple(b.shape)}"
             )
+        self._sync_buffers()
         return self.left(a), self.right(b)
 
     def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -33,6 +33,7 @@ from torch import nn
 
 from tying.core import ApplyReport, Plan, share
 from tying.core import free as _free
+from tying.nn._args import is_int
 from tying.nn.attention import Attention, kv_sharing_plan
 
 __all__ = ["EncoderDecoder", "Stack", "TransformerBlock", "albert_plan", "share_layers"]
@@ -57,8 +58,9 @@ class TransformerBlock(nn.Module):
         mlp: ``Linear → GELU → Linear``.
 
     Raises:
-        ValueError: from :class:`Attention` for bad head counts; on a memory passed to
-            a block without cross-attention (or missing for one with it).
+        ValueError: from :class:`Attention` for bad head counts; for a ``d_ff`` that is not
+            a positive int; on a memory passed to a block without cross-attention (or
+            missing for one with it).
 
     Example:
         >>> block = TransformerBlock(16, 2, cross=True, causal=True)
@@ -79,6 +81,12 @@ class TransformerBlock(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        if d_ff is not None and not is_int(d_ff, 1):
+            # d_ff=0 built an MLP with no hidden unit (the branch added only its bias)
+            raise ValueError(
+                f"TransformerBlock: d_ff must be a positive int (or None for 4·d_model), "
+                f"got {d_ff!r}"
+            )
         d_ff = 4 * d_model if d_ff is None else d_ff
         heads = {"kv_heads": kv_heads, "v_heads": v_heads, "dropout": dropout}
         self.norm1 = nn.LayerNorm(d_model)
@@ -209,7 +217,8 @@ class EncoderDecoder(nn.Module):
         dropout: dropout on residual branches.
 
     Raises:
-        ValueError: on token tensors of the wrong rank or longer than ``max_len``.
+        ValueError: for a size that is not a positive int; on token tensors of the wrong
+            rank or longer than ``max_len``.
 
     Example:
         >>> import tying
@@ -235,6 +244,9 @@ class EncoderDecoder(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        for name, value in (("vocab", vocab), ("layers", layers), ("max_len", max_len)):
+            if not is_int(value, 1):  # layers=True built one layer per stack
+                raise ValueError(f"EncoderDecoder: {name} must be a positive int, got {value!r}")
         self.vocab, self.max_len, self.n_layers = vocab, max_len, layers
         self.embed = nn.Embedding(vocab, d_model)
         self.src_pos = nn.Embedding(max_len, d_model)
