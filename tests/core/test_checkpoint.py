@@ -485,3 +485,43 @@ def test_loading_two_values_into_a_buffer_the_model_shares_is_refused(tmp_path):
         tying.load(dst, path)
         assert dst["b"].running_mean is dst["a"].running_mean
         assert torch.equal(dst["a"].running_mean, torch.ones(3))
+
+
+class _Refusing(nn.Linear):
+    """A layer whose own load step refuses (as a user's check or a hashed layer's does)."""
+
+    def _load_from_state_dict(self, state_dict, prefix, *args):
+        raise RuntimeError(f"{prefix}: refused by the layer's own check")
+
+
+def test_a_load_refused_by_a_layer_after_others_were_loaded_leaves_the_model_as_it_was(
+    tmp_path,
+):
+    """Stop 31: tying.load committed the file's ties, then load_state_dict copied the modules
+    before the refusing one: the model was left re-tied and partly loaded."""
+    torch.manual_seed(0)
+    src = nn.ModuleDict({"a": nn.Linear(3, 3), "b": nn.Linear(3, 3), "z": nn.Linear(3, 3)})
+    tying.Plan([tying.share("b.weight", like="a.weight", relation=tying.Transposed())]).apply(src)
+    path = tying.save(src, tmp_path / "m.safetensors")
+    torch.manual_seed(1)
+    dst = nn.ModuleDict({"a": nn.Linear(3, 3), "b": nn.Linear(3, 3), "z": _Refusing(3, 3)})
+    before, params = state_bytes(dst), [id(p) for p in dst.parameters()]
+    classes = [type(m) for m in dst.modules()]
+    with pytest.raises(RuntimeError, match="z.: refused by the layer's own check"):
+        tying.load(dst, path)
+    assert state_bytes(dst) == before
+    assert [id(p) for p in dst.parameters()] == params
+    assert [type(m) for m in dst.modules()] == classes and tying.ties(dst) == []
+    dst["z"] = nn.Linear(3, 3)  # without the refusal it loads
+    tying.load(dst, path)
+    assert torch.equal(dst["b"].weight, src["b"].weight)
+
+
+def test_a_model_whose_layers_cannot_refuse_keeps_no_copy_while_loading():
+    from tying.core.checkpoint import _values_kept_until_loaded
+
+    m = nn.ModuleDict({"a": nn.Linear(3, 3), "b": nn.Linear(3, 3)})
+    tying.Plan([tying.share("b.weight", like="a.weight")]).apply(m)
+    assert _values_kept_until_loaded(m) == []
+    m["c"] = _Refusing(2, 2)
+    assert len(_values_kept_until_loaded(m)) == len(list(m.parameters()))

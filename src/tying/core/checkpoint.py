@@ -34,6 +34,9 @@ from tying.core.inventory import Inventory
 from tying.core.plan import Change, Plan, Tie
 from tying.core.relations import Same, relation_from_spec
 from tying.core.rules import share
+from tying.core.slots import _check_before_load as check_before_load
+from tying.core.slots import _check_before_load_into_part as check_before_load_into_part
+from tying.core.slots import _load_from_state_dict as slots_load_from_state_dict
 from tying.core.slots import check_writes
 from tying.core.verify import ties
 
@@ -559,10 +562,57 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
             f"build the model with the architecture and dtype the file was saved from"
         )
     _check_shared_buffers(model, inv, full, path)
-    res.commit()  # phase 2: all or nothing, with the file's hand ties among the changes
-    with torch.no_grad():
-        model.load_state_dict(full, strict=True)
+    kept = _values_kept_until_loaded(model)
+
+    def load_values() -> None:
+        with torch.no_grad():
+            model.load_state_dict(full, strict=True)
+
+    # phase 2: all or nothing, with the file's hand ties among the changes and the values.
+    # Everything the file and the model say was checked above, but a module's own load
+    # hook may still refuse (a hashed layer tied through another hash, a user's hook) once
+    # the modules before it were loaded: the ties are then restored by the commit, and
+    # the values from the copy kept here (stop 31: the model was left re-tied with the
+    # file's relations and partly loaded).
+    try:
+        res.commit(_then=load_values)
+    except BaseException:
+        with torch.no_grad():
+            for t, copy in kept:
+                t.copy_(copy)
+        raise
     return plan
+
+
+def _values_kept_until_loaded(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(tensor, CPU copy)`` of every parameter and buffer a refusing load hook could leave
+    half-written; none when no module has a load hook or a ``_load_from_state_dict`` of its
+    own (tying's checks run before anything is copied): a plain model pays no copy."""
+    tied_load = slots_load_from_state_dict
+    plain = nn.Module._load_from_state_dict
+    own_hooks = (check_before_load, check_before_load_into_part)
+
+    def may_refuse(m: nn.Module) -> bool:
+        cls = type(m)
+        load = cls._load_from_state_dict
+        if load is tied_load:
+            load = cls._tying_base._load_from_state_dict
+        pre = [getattr(h, "hook", h) for h in m._load_state_dict_pre_hooks.values()]
+        return (
+            load is not plain
+            or any(h not in own_hooks for h in pre)
+            or bool(m._load_state_dict_post_hooks)
+        )
+
+    if not any(may_refuse(m) for m in model.modules()):
+        return []
+    seen: set[int] = set()
+    kept = []
+    for t in [*model.parameters(), *model.buffers()]:
+        if id(t) not in seen:
+            seen.add(id(t))
+            kept.append((t, t.detach().to("cpu", copy=True)))
+    return kept
 
 
 def _check_shared_buffers(model: nn.Module, inv: Inventory, full, path: pathlib.Path) -> None:

@@ -233,8 +233,12 @@ class Resolution:
         self._fingerprint = _fingerprint(inventory)
         self._committed = False
 
-    def commit(self) -> None:
+    def commit(self, _then=None) -> None:
         """Phase 2: make the changes, all or nothing.
+
+        (``_then``, private: a callable run after the changes and inside the same all or
+        nothing, e.g. :func:`tying.load`'s ``load_state_dict``; if it raises, the ties are
+        restored as for a failed commit.)
 
         Raises:
             TieError: when the model changed since it was resolved (resolve again),
@@ -249,7 +253,7 @@ class Resolution:
                 "the model changed between Plan.resolve and Resolution.commit (a module or "
                 "parameter was replaced); resolve the plan again, then commit"
             )
-        _commit(self.model, self.inventory, self.changes)
+        _commit(self.model, self.inventory, self.changes, _then)
         self._committed = True
 
     def __repr__(self) -> str:
@@ -560,8 +564,9 @@ def _storage_names(tie: Tie, info, inv: Inventory, rules: list[Rule]) -> list[st
     return ([f"{info.name}_physical"] if tie.source is None else []) + names
 
 
-def _commit(model: nn.Module, inv: Inventory, changes: list[Change]) -> None:
-    """Phase 2's work: perform ``changes`` on ``model``; on any exception restore it."""
+def _commit(model: nn.Module, inv: Inventory, changes: list[Change], then=None) -> None:
+    """Phase 2's work: perform ``changes`` on ``model`` (then call ``then()``, if given);
+    on any exception restore it."""
     # Everything that reads the current values happens before the first mutation.
     prepared = []
     successors = []  # (the Parameter a slot read, the new one that replaces it, its path)
@@ -649,6 +654,8 @@ def _commit(model: nn.Module, inv: Inventory, changes: list[Change]) -> None:
         if declared != (old_declared or {}):
             model.__dict__[DECLARED_ATTR] = declared
         guard_loading(model)
+        if then is not None:
+            then()
     except BaseException:
         for key, (cls, params, slots, decl, generation) in snapshot.items():
             m = touched[key]
