@@ -17,6 +17,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 import tying
+from tests.test_distributed import LM, PLAN
 
 _FORCED = os.environ.get("TYING_TEST_DEVICE")
 DEV = _FORCED or ("cuda" if torch.cuda.is_available() else None)
@@ -27,34 +28,14 @@ torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
 
 
-class LM(nn.Module):
-    def __init__(self, vocab: int = 32, d: int = 16, n: int = 3):
-        super().__init__()
-        self.embed = nn.Embedding(vocab, d)
-        self.layers = nn.ModuleList(
-            nn.Sequential(nn.Linear(d, d), nn.LayerNorm(d)) for _ in range(n)
-        )
-        self.head = nn.Linear(d, vocab, bias=False)
-
-    def forward(self, x):  # (B, T) -> (B, T, V)
-        h = self.embed(x)
-        for layer in self.layers:
-            h = h + torch.tanh(layer(h))
-        return self.head(h)
-
-
-PLAN = tying.Plan(
-    [
-        tying.share("layers.*", like="layers.0"),
-        tying.free("layers.*.1"),
-        tying.share("head.weight", like="embed.weight"),
-    ]
-)
+# the model and plan of the CPU distributed tests, at other sizes
+def _model() -> nn.Module:
+    return LM(vocab=32, d=16, n=3)
 
 
 def _lm(device: str = "cpu") -> LM:
     torch.manual_seed(0)
-    m = LM().to(device)
+    m = _model().to(device)
     PLAN.apply(m)
     return m
 
@@ -99,7 +80,7 @@ def test_a_tied_model_moved_to_the_device_keeps_its_ties_and_trains_like_the_cpu
 
 
 def test_a_plan_applied_on_the_device_puts_the_physical_tensors_there():
-    m = LM().to(DEV)
+    m = _model().to(DEV)
     PLAN.apply(m)
     _assert_ties_hold(m)
     assert {p.device.type for p in m.parameters()} == {DEV}
@@ -135,12 +116,12 @@ def test_a_checkpoint_saved_from_the_device_loads_on_the_cpu_and_back(tmp_path):
     dev = _lm(DEV)
     _train(dev, _tokens(DEV))
     tying.save(dev, tmp_path / "m.safetensors")
-    cpu = LM()  # untied: the file's plan ties it
+    cpu = _model()  # untied: the file's plan ties it
     tying.load(cpu, tmp_path / "m.safetensors")
     _assert_ties_hold(cpu)
     for k, v in dev.state_dict().items():
         assert torch.equal(cpu.state_dict()[k], v.cpu()), k
-    again = LM().to(DEV)
+    again = _model().to(DEV)
     tying.load(again, tmp_path / "m.safetensors")
     _assert_ties_hold(again)
     assert again.embed.weight.device.type == DEV
@@ -281,7 +262,7 @@ def test_distributed_wrappers_on_the_device_keep_the_ties(kind, tmp_path):
     )
     ref = _lm()
     _train(ref, _tokens())
-    fresh = LM()
+    fresh = _model()
     tying.load(fresh, tmp_path / f"{kind}.safetensors")
     _assert_ties_hold(fresh)
     for k, v in ref.state_dict().items():
