@@ -35,11 +35,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.func import vjp, vmap
+from torch.overrides import TorchFunctionMode
 
 from tying.core.errors import TieError
 from tying.core.relations import Same
 from tying.core.slots import GRAD_SAMPLE_HOOKED_ATTR, base_class, slots_of
-from tying.train._vetting import batch_rows, buffers_kept, forward_key, refuse_mixing_forward
+from tying.train._vetting import (
+    METADATA_CALLS,
+    batch_rows,
+    buffers_kept,
+    callable_overrides,
+    forward_key,
+    func_name,
+    refuse_mixing_forward,
+    tensors_in,
+)
 
 # The key that tells tying.core.slots this module's tied uses are counted.
 HOOKED_ATTR = GRAD_SAMPLE_HOOKED_ATTR  # the mark core.slots checks at every read
@@ -64,6 +74,21 @@ def _uses(model: nn.Module) -> list[tuple[str, nn.Module, str, object]]:
                     f"use tying.train.DPSGD(mode='vmap'), whose per-example gradients are right "
                     f"for any tie"
                 )
+            plain = nn.Embedding if issubclass(base, nn.Embedding) else nn.Linear
+            own = [f"{base.__name__}.forward"] if type(module).forward is not plain.forward else []
+            own += [f"{n} set on the instance" for n in callable_overrides(module)]
+            if own:
+                # stop 31: the tied use's per-sample gradient is the plain layer's formula
+                # (x Wᵀ + b, or a row lookup); a subclass computing anything else got it
+                # anyway (40 off a per-example loop, with no error), where Opacus' functorch
+                # fallback is exact for the same untied subclass
+                raise TieError(
+                    f"{where}: tying.train.grad_sample_module computes a tied use's per-sample "
+                    f"gradient by nn.{plain.__name__}'s own forward, but {path or '<root>'} runs "
+                    f"{' and '.join(own)}; tie a plain nn.{plain.__name__} (keep the extra "
+                    f"computation in a parent module), or use tying.train.DPSGD(mode='vmap'), "
+                    f"whose per-example gradients are right for any forward"
+                )
             if issubclass(base, nn.Embedding) and (
                 module.max_norm is not None or module.scale_grad_by_freq
             ):
@@ -85,6 +110,15 @@ def _uses(model: nn.Module) -> list[tuple[str, nn.Module, str, object]]:
 def _slot_grad_sample(module: nn.Module, name: str, a: torch.Tensor, g: torch.Tensor):
     """Per-example gradient (B, *slot shape) of the slot ``name`` of a Linear/Embedding."""
     B = g.shape[0]
+    if B == 0:
+        # An empty batch: Opacus' DPDataLoader (Poisson sampling, make_private's default)
+        # draws them, and its own samplers return (0, *shape); reshape(0, -1, ...) cannot
+        # infer -1 from no elements, so the step failed (stop 31).
+        if isinstance(module, nn.Embedding):
+            shape = (module.num_embeddings, module.embedding_dim)
+        else:
+            shape = (module.out_features, module.in_features)[: 1 if name == "bias" else 2]
+        return g.new_zeros((0, *shape))
     if isinstance(module, nn.Embedding):  # (B, ...) indices, (B, ..., d) output grads
         d = module.embedding_dim
         gs = torch.zeros(B, module.num_embeddings, d, dtype=g.dtype, device=g.device)
@@ -120,6 +154,64 @@ def _own_params_sampler(base: type):
         return {p: _slot_grad_sample(module, n, a, backprops) for n, p in own.items()}
 
     return sampler
+
+
+def _refuse_functorch_units(model: nn.Module, uses, samplers) -> None:
+    """Refuse a tied use inside a module Opacus samples as a whole with functorch.
+
+    Opacus hands a module that holds trainable parameters of its own and has no grad
+    sampler of its class (a root with ``self.pos = nn.Parameter(...)``) to functorch as
+    one unit: every parameter under it, through every use, tie included, and it hooks
+    nothing inside. The tied-use hooks added the use a second time (stop 31: 1.36 off a
+    per-example loop on an embedding-tied LM whose root held a position table, no error).
+    """
+    from opacus.layers import DPGRU, DPLSTM, DPRNN
+
+    units: list[tuple[str, nn.Module]] = []
+
+    def walk(path: str, mod: nn.Module) -> None:  # as Opacus' iterate_submodules
+        own = any(p.requires_grad for p in mod.parameters(recurse=False))
+        if own and type(mod) not in samplers and type(mod) not in (DPRNN, DPLSTM, DPGRU):
+            units.append((path, mod))
+            return
+        for name, child in mod.named_children():
+            walk(f"{path}.{name}" if path else name, child)
+
+    walk("", model)
+    for upath, unit in units:
+        own = ", ".join(n for n, p in unit.named_parameters(recurse=False) if p.requires_grad)
+        seen: dict[int, str] = {}
+        for n, p in unit.named_parameters(remove_duplicate=False):
+            if p.requires_grad and id(p) in seen:
+                # Opacus' functorch copy of such a unit gave garbage (1.43 off, NaN in
+                # another run) where the untied unit is exact (stop 31)
+                full = f"{upath}.{n}" if upath else n
+                first = f"{upath}.{seen[id(p)]}" if upath else seen[id(p)]
+                raise TieError(
+                    f"{full}: one nn.Parameter with {first} (a hand-made tie) inside "
+                    f"{upath or 'the model'!r} ({type(unit).__name__}), which Opacus samples "
+                    f"as a whole with functorch (it holds the parameter(s) {own} itself and "
+                    f"Opacus has no grad sampler for its class); functorch's copy of a "
+                    f"hand tie gives wrong per-sample gradients; move {own} into a child "
+                    f"module (e.g. an nn.Embedding for a position table), or use "
+                    f"tying.train.DPSGD(mode='vmap')"
+                )
+            seen.setdefault(id(p), n)
+        inside = {id(m) for m in unit.modules()}
+        for path, module, name, slot in uses:
+            if id(module) in inside or id(slot.source_module) in inside:
+                where = f"{path + '.' if path else ''}{name}"
+                own = ", ".join(
+                    n for n, p in unit.named_parameters(recurse=False) if p.requires_grad
+                )
+                raise TieError(
+                    f"{where}: Opacus samples {upath or 'the model'!r} "
+                    f"({type(unit).__name__}) as a whole with functorch (it holds the "
+                    f"parameter(s) {own} itself and Opacus has no grad sampler for its "
+                    f"class), which covers this tie's uses already, so tying's hooks would "
+                    f"count them twice; move {own} into a child module (e.g. an nn.Embedding "
+                    f"for a position table), or use tying.train.DPSGD(mode='vmap')"
+                )
 
 
 def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwargs):
@@ -185,6 +277,8 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
                 f"of); use tying.train.DPSGD or per_example_grads (they follow autograd), or "
                 f"padding_idx=None"
             )
+    ours = {type(m) for _, m, _, _ in uses if any(True for _ in m.parameters(recurse=False))}
+    _refuse_functorch_units(model, uses, {*GradSampleModule.GRAD_SAMPLERS, *ours})
     for _, module, _, _ in uses:  # Opacus' documented extension point, per class
         cls = type(module)
         if any(True for _ in module.parameters(recurse=False)):
@@ -231,34 +325,154 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
         gsm.autograd_grad_sample_hooks.append(module.register_forward_hook(forward_hook))
         module.__dict__[HOOKED_ATTR] = True
     gsm.autograd_grad_sample_hooks.append(
-        model.register_forward_pre_hook(_mixing_vet(gsm, model), with_kwargs=True)
+        model.register_forward_pre_hook(_vet(gsm, model, uses), with_kwargs=True)
     )
     return gsm
 
 
-def _mixing_vet(gsm, model: nn.Module):
-    """A forward pre-hook refusing a forward that mixes the examples of a batch (stop 31).
+class _ReadsOutside(TorchFunctionMode):
+    """Refuses a torch call reading a trainable parameter outside the forward of a module
+    that Opacus' hooks (or tying's) credit with that use: one holding it, or reading it
+    through a tie.
 
-    Opacus' hooks take example b's per-sample gradient from row b of each layer's
-    activations and output gradients; a layer that reads the batch (``h - h.mean(0)``,
-    which Opacus' validator lets through: it has no parameters) spreads every example
-    over every row, and the clipped gradients were wrong with no error. The probe is
-    :func:`~tying.train._vetting.refuse_mixing_forward`, once per input signature and set
-    of training flags, before the forward runs (a refusal leaves the model as it was).
+    Opacus takes a parameter's per-sample gradient from the forwards of the modules that
+    hold it; a read anywhere else (``F.linear(h, model.lm_head.weight)`` for a tied output
+    layer, ``h @ model.embed.weight.T``) adds to the gradient a term no hook sees. Reads
+    under ``torch.no_grad()``, of metadata, and ``detach()`` carry no gradient: allowed.
+    """
+
+    def __init__(self, names: dict[int, str], owned: dict[int, frozenset], paths: dict[int, str]):
+        super().__init__()
+        self.names, self.owned, self.paths = names, owned, paths
+        self.inside: list[nn.Module] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in METADATA_CALLS or func in _NO_GRADIENT or not torch.is_grad_enabled():
+            return func(*args, **kwargs)
+        mod = self.inside[-1] if self.inside else None
+        mine = self.owned.get(id(mod), frozenset())
+        for t in tensors_in(args, kwargs):
+            if id(t) in self.names and id(t) not in mine:
+                where = (
+                    f"the forward of {self.paths[id(mod)]!r}"
+                    if mod is not None
+                    else ("no module's forward")
+                )
+                raise _Outside(
+                    f"grad_sample_module: trainable parameter {self.names[id(t)]} is read by "
+                    f"{func_name(func)} in {where}, which neither holds it nor reads it "
+                    f"through a tie (e.g. F.linear(h, model.lm_head.weight) as a tied output "
+                    f"layer, or h @ model.embed.weight.T); Opacus' hooks take a parameter's "
+                    f"per-sample gradient from the forwards of its modules only, so this "
+                    f"use's share of every example's gradient would be missing. Call the "
+                    f"module instead (model.lm_head(h); an output layer tied with "
+                    f"tying.share('lm_head.weight', like='embed.weight')), or use "
+                    f"tying.train.DPSGD, whose per-example gradients count every read"
+                )
+        return func(*args, **kwargs)
+
+
+class _Outside(ValueError):
+    pass
+
+
+_NO_GRADIENT = frozenset({torch.Tensor.detach, torch.Tensor.data.__get__})
+
+
+def _refuse_reads_outside(gsm, model: nn.Module, modules, args, kwargs) -> bool:
+    """One forward (hooks off, random state and buffers kept) watching every parameter read.
+
+    Returns whether the forward ran (an error of its own is no verdict: the real forward
+    raises it); raises ValueError on a read no hook would count.
+    """
+    names = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
+    if not names:
+        return True
+    owned, paths = {}, {}
+    for path, mod in model.named_modules(remove_duplicate=False):
+        paths.setdefault(id(mod), path or "<root>")
+        mine = {id(p) for p in mod._parameters.values() if p is not None}
+        for slot in slots_of(mod).values():
+            if "source" not in slot.storage:
+                mine.add(id(getattr(slot.source_module, slot.source_name)))
+        owned[id(mod)] = frozenset(mine)
+    watch = _ReadsOutside(names, owned, paths)
+
+    def enter(mod, args) -> None:
+        watch.inside.append(mod)
+
+    def leave(mod, args, out) -> None:  # None: the output stays the forward's
+        watch.inside.pop()
+
+    handles = []
+    for mod in modules:
+        handles.append(mod.register_forward_pre_hook(enter))
+        handles.append(mod.register_forward_hook(leave, always_call=True))
+    tensors = [*tensors_in(args, kwargs), *model.parameters(), *model.buffers()]
+    cuda = sorted({t.get_device() for t in tensors if t.is_cuda})
+    was = gsm.hooks_enabled
+    gsm.disable_hooks()
+    try:
+        with torch.random.fork_rng(devices=cuda), buffers_kept(model), watch:
+            model(*args, **kwargs)  # with gradients: a read under no_grad() carries none
+    except _Outside as err:
+        raise ValueError(str(err)) from None
+    except Exception:  # noqa: BLE001 - the forward's own error is raised by the forward
+        return False
+    finally:
+        gsm.hooks_enabled = was
+        for h in handles:
+            h.remove()
+    return True
+
+
+def _vet(gsm, model: nn.Module, uses):
+    """A forward pre-hook refusing, before the forward runs (a refusal leaves the model
+    as it was), what Opacus' hooks would get wrong with no error:
+
+    - a tied module whose forward was replaced on the instance after wrapping (every call;
+      the tied use's gradient is the plain layer's formula);
+    - a parameter read outside the forward of the modules credited with it (stop 31; see
+      :class:`_ReadsOutside`), once per input signature and set of training flags;
+    - a forward that mixes the examples of a batch (stop 31): Opacus' hooks take example
+      b's per-sample gradient from row b of each layer's activations and output gradients;
+      a layer that reads the batch (``h - h.mean(0)``, which Opacus' validator lets
+      through: it has no parameters) spreads every example over every row, and the
+      clipped gradients were wrong with no error. The probe is
+      :func:`~tying.train._vetting.refuse_mixing_forward`, once per input signature and
+      set of training flags.
     """
     vetted: set = set()
+    reads_vetted: set = set()
     modules = list(model.modules())
+    tied = {id(module): (path, module) for path, module, _, _ in uses}
     probing = [False]
 
     def hook(module, args, kwargs):
         if probing[0] or not (gsm.hooks_enabled and torch.is_grad_enabled()):
             return
-        B = batch_rows(args)
-        if B is None:
-            return
+        for path, mod in tied.values():
+            over = callable_overrides(mod)
+            if over:
+                raise TieError(
+                    f"{path}: tying.train.grad_sample_module computes its tied use's "
+                    f"per-sample gradient by "
+                    f"{'nn.Embedding' if isinstance(mod, nn.Embedding) else 'nn.Linear'}'s "
+                    f"own forward, but {', '.join(over)} is set on the instance; remove it "
+                    f"(del module.forward), or use tying.train.DPSGD(mode='vmap')"
+                )
         names = sorted(kwargs)
         key = (forward_key((*args, *(kwargs[n] for n in names)), modules), tuple(names))
-        if key in vetted:
+        if key not in reads_vetted:
+            probing[0] = True
+            try:
+                if _refuse_reads_outside(gsm, model, modules, args, kwargs):
+                    reads_vetted.add(key)
+            finally:
+                probing[0] = False
+        B = batch_rows(args)
+        if B is None or key in vetted:
             return
         probing[0] = True
         try:
