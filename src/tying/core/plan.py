@@ -601,11 +601,13 @@ def _commit(model: nn.Module, inv: Inventory, changes: list[Change], then=None) 
         )
         for key, m in touched.items()
     }
+    where = None  # the change being made, named in a failure's note
     try:
         old_declared = model.__dict__.get(DECLARED_ATTR)
         declared = dict(old_declared or {})
         by_hand = []
         for ch, info, value, storage in prepared:
+            where = ch
             mod, name = info.module, info.name
             if name in slots_of(mod):
                 uninstall(mod, name, value)
@@ -654,9 +656,30 @@ def _commit(model: nn.Module, inv: Inventory, changes: list[Change], then=None) 
         if declared != (old_declared or {}):
             model.__dict__[DECLARED_ATTR] = declared
         guard_loading(model)
+        where = None
         if then is not None:
             then()
-    except BaseException:
+    except BaseException as err:
+        if (
+            where is not None
+            and isinstance(err, Exception)
+            and not isinstance(err, TieError)
+            and hasattr(err, "add_note")
+        ):
+            # an error from inside the module (a class whose __setattr__ renames attributes,
+            # Opacus' DPLSTM: "KeyError: attribute 'weight_ih_l0' already exists") named
+            # neither the tie nor the state the model was left in (stop 31)
+            what = (
+                "untying"
+                if where.new is None
+                else f"tying it to {where.new.source or 'its own storage'} via {where.new.relation!r}"
+            )
+            err.add_note(
+                f"tying: raised while {what} at {where.path} "
+                f"({type(inv.slots[where.path].module).__name__}); the model was left as it "
+                f"was. A module class that manages its own attributes may not take a tie: "
+                f"tie the modules around it, or leave it untied"
+            )
         for key, (cls, params, slots, decl, generation) in snapshot.items():
             m = touched[key]
             m.__class__ = cls
