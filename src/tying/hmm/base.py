@@ -701,6 +701,12 @@ class BaseHMM:
         Returns:
             ``(n_samples,)`` states.
 
+        Raises:
+            ValueError: on bad data or lengths, or for a sequence of probability 0
+                (say a symbol no state emits): it has no most probable states, and
+                ``decode`` flags it only by a log-probability of -inf or NaN.
+            NotFittedError: before ``fit``.
+
         Example:
             >>> from tying.hmm import GaussianHMM
             >>> m = GaussianHMM.from_params([0.5, 0.5], [[0.9, 0.1], [0.1, 0.9]],
@@ -708,7 +714,38 @@ class BaseHMM:
             >>> m.predict([[3.0], [3.0], [-3.0]], [2, 1]).tolist()
             [1, 1, 0]
         """
-        return self.decode(X, lengths)[1]
+        log_p, states = self.decode(X, lengths)
+        if not np.isfinite(log_p):  # every path has probability 0: the states are filler
+            self._refuse_impossible(X, lengths)
+        return states
+
+    def _refuse_impossible(self, X, lengths) -> None:
+        """Raise for the first sequence of probability 0, naming it (and a row no state
+        can emit, when there is one)."""
+        with _threads(self.n_threads):
+            X, batch = self._prepare(X, lengths)
+            log_b = self._log_emission(X)
+            ll = forward_log_likelihood(
+                self._startprob, self.transmat_, log_b, batch, n_jobs=self.n_jobs
+            )
+        bad = np.flatnonzero(~np.isfinite(ll))
+        if not bad.size:  # every sequence is possible after all: nothing to refuse
+            return
+        s = int(bad[0])
+        r0, n = int(batch.starts[s]), int(batch.lengths[s])
+        dead = np.flatnonzero(np.isneginf(log_b[r0 : r0 + n]).all(axis=1))
+        why = (
+            f"position {int(dead[0])} (x = {X[r0 + int(dead[0])].tolist()}) has probability 0 "
+            f"in every state"
+            if dead.size
+            else "no state path allowed by startprob_ and transmat_ can emit it"
+        )
+        raise ValueError(
+            f"predict: sequence {s} (rows {r0}..{r0 + n - 1}) has probability 0 under the "
+            f"model ({why}), so it has no most probable states; score_sequences gives -inf "
+            f"for such sequences: drop them, or give every observation a positive "
+            f"probability (e.g. refit a CategoricalHMM with emissionprob_prior > 1)"
+        )
 
     def aic(self, X, lengths=None) -> float:
         """Akaike information criterion, ``-2 log L + 2 p``, with p from :meth:`n_free_parameters`.

@@ -808,7 +808,8 @@ class GaussianHMM(BaseHMM):
             ct = self.covariance_type
             # kept from a model of another type (covariance_type changed since): refused,
             # else they would be read as this type's covariances
-            held = "full" if cv.ndim == 3 else "spherical" if cv.shape[1] == 1 and D > 1 else "diag"
+            # one feature: a (K, 1) array is both spherical and diag (the same model)
+            held = "full" if cv.ndim == 3 else "spherical" if cv.shape[1] == 1 else "diag"
             if cv.ndim != (3 if self._full() else 2) or (ct == "spherical" and held == "diag"):
                 raise ValueError(
                     f"covars_ holds {held!r} covariances (shape {cv.shape}) but "
