@@ -103,3 +103,29 @@ def test_predict_keeps_the_states_of_possible_sequences():
     assert m.predict([[0], [1], [1]]).tolist() == m.decode([[0], [1], [1]])[1].tolist()
     g = GMMHMM.from_params(SP, A, [[1.0], [1.0]], [[[-2.0]], [[2.0]]], np.ones((2, 1, 1)))
     assert g.predict([[-2.0], [2.0]]).tolist() == [0, 1]
+
+
+def _long_chain_with_a_zero():
+    rng = np.random.default_rng(0)
+    m = GaussianHMM(3, "diag", init_params="")
+    m.startprob_ = np.array([0.5, 0.5, 0.0])
+    m.transmat_ = np.array([[0.9, 0.1, 0.0], [0.0, 0.9, 0.1], [0.1, 0.0, 0.9]])
+    m.means_ = np.array([[0.0], [1.0], [2.0]])
+    m.covars_ = np.array([[1.0], [1.0], [1.0]])
+    return m, rng.normal(size=(100_000, 1)) * 1.5 + 1
+
+
+def test_log_space_posteriors_of_a_long_sequence_sum_to_one_per_step():
+    # a zero transition sends a 1e5-step sequence to log space, where |log p(x)| ~ 2e5:
+    # exp(v - logsumexp(v)) carried the log-sum-exp's ~1e-11 of rounding into every row
+    # (rows summed to 1 within 1.5e-11); exp(v - max) / sum sums to 1 within ulps (stop 31)
+    m, X = _long_chain_with_a_zero()
+    gamma = m.predict_proba(X)
+    assert np.abs(gamma.sum(1) - 1).max() <= 1e-14
+    from tying.hmm.forward_backward import _forward_backward_log
+
+    lb = m._log_emission(X)[:, None, :]  # (T, 1, K): the NumPy twin of the compiled one
+    _, g, xi = _forward_backward_log(m.startprob_, m.transmat_, lb, np.array([1] * len(X)))
+    assert np.abs(g[:, 0].sum(1) - 1).max() <= 1e-14
+    np.testing.assert_allclose(xi.sum(), len(X) - 1, rtol=1e-13)
+    np.testing.assert_allclose(g[:, 0], gamma, rtol=0, atol=1e-9)

@@ -249,6 +249,21 @@ def _lse_row(v, K):
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
+def _shares_row(v, K):
+    """``v[:K]`` (log weights) replaced by ``exp(v - max) / sum``, in place."""
+    mx = -np.inf
+    for i in range(K):
+        if v[i] > mx:
+            mx = v[i]
+    acc = 0.0
+    for i in range(K):
+        v[i] = np.exp(v[i] - mx)
+        acc += v[i]
+    for i in range(K):
+        v[i] = v[i] / acc
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
 def fb_log(log_s, log_a, logb, starts, lengths, seqs, gamma, ll, xi):
     """Exact log-space forward-backward of sequences ``seqs`` (stop 28: a model with a
     zero transition runs here): ``ll[q]`` for ``seqs[q]``, its gamma rows in ``gamma``
@@ -288,20 +303,22 @@ def fb_log(log_s, log_a, logb, starts, lengths, seqs, gamma, ll, xi):
         # that log-alpha and log-beta gathered on the way: ~1e-11 absolute per step at
         # |log p(x)| ~ 1e5, common to the step's terms, so it cancels): gamma's rows and
         # each step's xi sum to 1
+        # (exp(v - max) / sum, not exp(v - logsumexp): at |log p(x)| ~ 1e6 the log-sum-exp
+        # carries ~1e-10 of rounding, and rows summed to 1 only within that; stop 31)
         for t in range(T):
             for k in range(K):
                 v[k] = la[t, k] + lbt[t, k]
-            z = _lse_row(v, K)
+            _shares_row(v, K)
             for k in range(K):
-                gamma[r0 + t, k] = np.exp(v[k] - z)
+                gamma[r0 + t, k] = v[k]
             if t < T - 1:
                 for i in range(K):
                     for j in range(K):
                         w[i * K + j] = la[t, i] + log_a[i, j] + logb[r0 + t + 1, j] + lbt[t + 1, j]
-                z = _lse_row(w, K * K)
+                _shares_row(w, K * K)
                 for i in range(K):
                     for j in range(K):
-                        xi[i, j] += np.exp(w[i * K + j] - z)
+                        xi[i, j] += w[i * K + j]
 
 
 _numba_cache.guard(__name__)  # last: keys the cache on the sources these depend on

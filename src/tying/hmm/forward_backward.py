@@ -452,6 +452,15 @@ def _forward_log(startprob, transmat, lb, n_active):
     return la
 
 
+def _shares(log_w: np.ndarray, axis: int) -> np.ndarray:
+    """``exp(log_w)`` divided by its sum along ``axis``: ``exp(w - max) / sum``, not
+    ``exp(w - logsumexp(w))``. At |log p(x)| ~ 1e6 the log-sum-exp itself carries ~1e-10
+    of rounding, and the rows summed to 1 only within that (stop 31, a 1e5-step sequence);
+    the division makes each row sum to 1 within a few ulps."""
+    e = np.exp(log_w - np.max(log_w, axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
 def _forward_backward_log(startprob, transmat, lb, n_active):
     """Exact log-space forward-backward for the few sequences scaling cannot handle."""
     T, B, K = lb.shape
@@ -470,15 +479,15 @@ def _forward_backward_log(startprob, transmat, lb, n_active):
         lbeta[t, :n1] = _lse(log_a + nxt[:, None, :], axis=2)
         keep = np.flatnonzero(ok[:n1])
         log_xi = la[t, keep, :, None] + log_a + nxt[keep, None, :]
-        z = _lse(log_xi.reshape(len(keep), K * K), axis=1)  # step t's own sum (below)
-        xi += np.exp(log_xi - z[:, None, None]).sum(0)
+        flat = log_xi.reshape(len(keep), K * K)
+        xi += _shares(flat, axis=1).reshape(log_xi.shape).sum(0)  # step t's own sum (below)
     # each step's posteriors normalised by their own sum (log p(x) up to the rounding that
     # log-alpha and log-beta gathered on the way: ~1e-11 absolute per step at |log p(x)|
     # ~ 1e5, common to the step's terms, so it cancels): gamma's rows and each step's xi
     # sum to 1
     log_g = la + lbeta
     with np.errstate(invalid="ignore"):  # p(x) = 0: posteriors are undefined (NaN)
-        gamma = np.exp(log_g - _lse(log_g, axis=2)[:, :, None])
+        gamma = _shares(log_g, axis=2)
     gamma[np.arange(T)[:, None] >= lengths] = 0.0  # padding, as before
     gamma[:, ~ok] = np.nan
     return ll, gamma, np.nan_to_num(xi)
