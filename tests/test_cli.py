@@ -235,3 +235,18 @@ def test_python_dash_m_tying_works():
         [sys.executable, "-m", "tying", "--help"], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0 and "report" in proc.stdout
+
+
+def test_run_out_into_a_report_folder_is_refused_when_it_would_replace_a_shown_figure(
+    tmp_path, capsys
+):
+    """Stop 31: the page said seed 0 and its numbers, the figure beside it was seed 7's."""
+    out = tmp_path / "rep"
+    argv = ["report", "--size", "quick", "--only", "bptt-sum", "--out", str(out)]
+    assert main(argv) == 0
+    figure = out / "figures" / "bptt-sum--gradient-sum.png"
+    before = figure.read_bytes()
+    capsys.readouterr()
+    assert main(["run", "bptt-sum", "--seed", "7", "--out", str(out)]) == 2
+    assert "that shows" in capsys.readouterr().err and figure.read_bytes() == before
+    assert main(["run", "bptt-sum", "--seed", "7", "--out", str(tmp_path / "runs")]) == 0

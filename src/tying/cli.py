@@ -7,7 +7,8 @@ writes ``report/index.html``.
 Exit codes: ``run``: 0 the claim's check passed, 1 it failed or the experiment
 raised (or an extra it needs is missing), 2 usage error (an unknown id names the
 closest valid one; a bad ``--seed``; ``--out`` that is a file, cannot be written,
-or holds files tying did not write). ``report``: 0 when the page was written, 2 on
+holds files tying did not write, or holds a report whose page shows a figure the run
+would replace). ``report``: 0 when the page was written, 2 on
 usage errors (also ``--only`` with an empty id, ``--jobs 0``), all checked before
 any experiment runs. ``list``: 0, 2 on usage errors. The output-folder policy is
 in :mod:`tying.experiments.output`.

@@ -200,12 +200,19 @@ def test_no_file_tying_did_not_write_is_ever_changed(
     if edit_one and ours:
         (out / ours[0]).write_text("edited by the user")
         foreign[ours[0]] = (out / ours[0]).read_bytes()
+    # a run (not fresh) refuses to replace a figure that a report page of ours shows
+    stale_page = (
+        not fresh
+        and "figures/demo--a.png" in ours
+        and any(p in ours for p in ("index.html", "results.json"))
+    )
     try:
         claim_folder(out, ["demo"], fresh=fresh)
     except OutputFolderError:
-        assert foreign, "refused a folder holding only tying's own files"
+        assert foreign or stale_page, "refused a folder holding only tying's own files"
     else:
         assert not foreign, f"accepted a folder holding {sorted(foreign)}"
+        assert not stale_page, "accepted a run that would leave a report page stale"
         for rel in ("index.html", "results.json", "figures/demo--a.png"):  # a run writes these
             _write(out / rel, "new output")
         record_files(out, ["index.html", "results.json", "figures/demo--a.png"])
@@ -254,3 +261,19 @@ def test_an_index_html_without_tyings_title_is_not_adopted(tmp_path):
     with pytest.raises(OutputFolderError):
         claim_folder(out, ["param-counts"], fresh=True)
     assert "My thesis" in (out / "index.html").read_text()
+
+
+@pytest.mark.parametrize("page", ["index.html", "results.json"])
+def test_a_run_into_a_report_refuses_to_replace_a_figure_the_page_shows(tmp_path, page):
+    """Stop 31: `tying run ID --out report/` replaced figures/ID--*.png under a page that
+    still showed the report's seed and numbers beside it; now refused, nothing changed."""
+    _ours(tmp_path, [page, "figures/demo--a.png"])
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(
+        OutputFolderError, match=r"holds a report .* that shows .*figures/demo--a.png; a run there"
+    ):
+        claim_folder(tmp_path, ["demo"], fresh=False)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    claim_folder(tmp_path, ["other"], fresh=False)  # a figure the page does not show: fine
+    claim_folder(tmp_path, ["demo"], fresh=False, writes_page=True)  # write_report rewrites it
+    claim_folder(tmp_path, ["demo"], fresh=True)  # a report: the old page goes first

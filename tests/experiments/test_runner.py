@@ -201,3 +201,48 @@ def test_experiments_run_on_one_thread_and_the_callers_count_is_restored(temp_ex
         assert torch.get_num_threads() == 2  # the caller's setting is back
     finally:
         torch.set_num_threads(before)
+
+
+# A verdict must come from comparisons that saw every number (stop 31).
+
+
+@pytest.mark.parametrize(
+    "measured",
+    [
+        {"worst error": float("nan")},
+        {"errors": [1e-16, float("nan")]},
+        {"per seed": np.array([0.5, np.nan])},
+        {"tensor": torch.tensor([0.0, float("nan")])},
+        {"nested": {"a": np.float32("nan")}},
+    ],
+)
+def test_a_pass_whose_measured_numbers_hold_nan_is_no_verdict(temp_experiment, measured):
+    temp_experiment("runner-nan", lambda size, seed: Result(passed=True, measured=measured))
+    rec = run_experiment("runner-nan")
+    assert rec.status == "error" and not rec.passed
+    assert "reported a pass, but the measured value(s)" in rec.error
+    assert repr(next(iter(measured))) in rec.error and "largest/smallest" in rec.error
+
+
+def test_a_fail_with_nan_stays_a_fail_and_inf_is_a_number(temp_experiment):
+    temp_experiment(
+        "runner-nan-fail", lambda size, seed: Result(passed=False, measured={"x": float("nan")})
+    )
+    temp_experiment(
+        "runner-inf", lambda size, seed: Result(passed=True, measured={"ratio": float("inf")})
+    )
+    assert run_experiment("runner-nan-fail").status == "fail"
+    assert run_experiment("runner-inf").status == "pass"
+
+
+@pytest.mark.parametrize("verdict", ["no", float("nan"), 1, np.array([True]), None])
+def test_passed_that_is_not_a_bool_is_no_verdict(temp_experiment, verdict):
+    temp_experiment("runner-verdict", lambda size, seed: Result(passed=verdict))
+    rec = run_experiment("runner-verdict")
+    assert rec.status == "error" and not rec.passed
+    assert "expected True or False" in rec.error and "passed=" in rec.error
+
+
+def test_numpy_bool_verdict_is_accepted(temp_experiment):
+    temp_experiment("runner-npbool", lambda size, seed: Result(passed=np.bool_(True)))
+    assert run_experiment("runner-npbool").status == "pass"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from tying.experiments import load_all
@@ -74,3 +76,24 @@ def test_motif_scan():
 )
 def test_report_size(fn):
     assert fn("report", 0).passed
+
+
+@pytest.mark.parametrize(
+    ("fn", "key"),
+    [
+        (mod.translation_equivariance, "circular conv max rel. error"),
+        (mod.c4_equivariance, "tied max rel. error"),
+    ],
+)
+def test_a_nan_equivariance_error_fails_the_check(monkeypatch, fn, key):
+    """Stop 31: worst errors were Python max(), which drops a NaN that is not first: one
+    NaN error of a tied net (the 2nd transform, the 2nd shift) gave PASS, 8.6e-16."""
+    real, calls = mod._rel_err, []
+
+    def second_is_nan(a, b):
+        calls.append(1)
+        return float("nan") if len(calls) == 2 else real(a, b)
+
+    monkeypatch.setattr(mod, "_rel_err", second_is_nan)
+    r = fn("quick", 0)
+    assert not r.passed and math.isnan(r.measured[key])

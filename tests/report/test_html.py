@@ -161,3 +161,14 @@ def test_each_section_names_its_chapter_and_links_its_code(records):
     assert spec.source.startswith("tying/experiments/principles.py:")
     assert 'href="file://' in section and "principles.py" in section  # linked in a checkout
     assert "chapter 003 (003_b6d2e640cf93b843.txt)" in section and "seed 003" not in section
+
+
+def test_a_run_that_finished_without_a_verdict_is_not_said_to_have_raised():
+    """Stop 31: the runner refuses a pass whose measured numbers hold NaN; its section
+    says why, under its own heading, not "The experiment raised" with no traceback."""
+    load_all()
+    why = "experiment 'bptt-sum' reported a pass, but the measured value(s) 'x' hold NaN"
+    rec = _rec("bptt-sum", "error", measured={"x": "nan"}, error=why)
+    page = render_page([rec], REGISTRY, {"size": "quick"}, 1.0)
+    assert "Why this run gives no verdict" in page and "The experiment raised" not in page
+    assert "hold NaN" in page

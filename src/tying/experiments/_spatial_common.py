@@ -12,9 +12,18 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
-from tying.experiments.common import by_size, new_figure, rngs
+from tying.experiments.common import by_size, largest, new_figure, rngs, smallest
 
-__all__ = ["by_size", "n_params", "new_figure", "rngs", "seeded", "train"]
+__all__ = [
+    "by_size",
+    "largest",
+    "n_params",
+    "new_figure",
+    "rngs",
+    "seeded",
+    "smallest",
+    "train",
+]
 
 log = logging.getLogger("tying.experiments")
 

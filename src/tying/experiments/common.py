@@ -6,6 +6,7 @@ Not an experiment module (``load_all`` skips it).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import TypeVar
 
 import numpy as np
@@ -15,7 +16,7 @@ from torch import nn
 
 from tying.experiments.registry import check_size
 
-__all__ = ["UnrolledRNN", "by_size", "max_abs_diff", "new_figure", "rngs"]
+__all__ = ["UnrolledRNN", "by_size", "largest", "max_abs_diff", "new_figure", "rngs", "smallest"]
 
 log = logging.getLogger("tying.experiments")
 
@@ -67,6 +68,59 @@ def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
         0.5
     """
     return float((a.detach() - b.detach()).abs().max())
+
+
+def _floats(values: Iterable[float], what: str) -> np.ndarray:
+    arr = np.asarray(list(values), dtype=np.float64)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(
+            f"{what}() needs one or more numbers, got {arr.size} in shape {arr.shape}; "
+            "a check over no measurements would decide nothing"
+        )
+    return arr
+
+
+def largest(values: Iterable[float]) -> float:
+    """The largest of ``values``, NaN when any of them is NaN: the worst error of a check.
+
+    Python's ``max`` keeps its first argument when a comparison is False, so
+    ``max(0.0, nan) == 0.0``: a NaN error (a broken layer, a diverged fit) would
+    vanish from a "worst error <= tol" check and the check would pass. NumPy's max
+    carries the NaN through, and a comparison with NaN is False, so the check fails.
+
+    Args:
+        values: numbers (floats, ints, NumPy scalars).
+
+    Returns:
+        Their maximum as a Python float (the same value ``max`` gives when none is NaN).
+
+    Raises:
+        ValueError: when ``values`` is empty (a check over nothing decides nothing).
+
+    Example:
+        >>> largest([1e-16, 3e-16]), max(0.0, float("nan")), largest([0.0, float("nan")])
+        (3e-16, 0.0, nan)
+    """
+    return float(_floats(values, "largest").max())
+
+
+def smallest(values: Iterable[float]) -> float:
+    """The smallest of ``values``, NaN when any of them is NaN (see :func:`largest`).
+
+    Args:
+        values: numbers (floats, ints, NumPy scalars).
+
+    Returns:
+        Their minimum as a Python float.
+
+    Raises:
+        ValueError: when ``values`` is empty.
+
+    Example:
+        >>> smallest([0.7, 0.9]), min(0.7, float("nan")), smallest([0.7, float("nan")])
+        (0.7, 0.7, nan)
+    """
+    return float(_floats(values, "smallest").min())
 
 
 class RNNStep(nn.Module):

@@ -166,7 +166,9 @@ def concept_drift(size: str, seed: int) -> Result:
         "median_delay_page_hinkley": float(np.median(found)) if found else float("nan"),
         "false_alarms_per_1000_steps_page_hinkley": 1000 * false_ph / total_steps,
         "detected_cusum": len(found_cu),
-        "median_delay_cusum": float(np.median(found_cu)) if found_cu else float("nan"),
+        # CUSUM is shown beside Page-Hinkley, not checked: no detection is "none" (None),
+        # not a NaN, which the runner reads as a number the check failed to use
+        "median_delay_cusum": float(np.median(found_cu)) if found_cu else None,
         "false_alarms_per_1000_steps_cusum": 1000 * false_cu / total_steps,
         "loss_after_drift_no_reset": float(after_keep.mean()),
         "loss_after_drift_reset": float(after_reset.mean()),

@@ -17,7 +17,15 @@ import torch
 from torch import nn
 
 import tying
-from tying.experiments.common import UnrolledRNN, by_size, log, new_figure, rngs
+from tying.experiments.common import (
+    UnrolledRNN,
+    by_size,
+    largest,
+    log,
+    new_figure,
+    rngs,
+    smallest,
+)
 from tying.experiments.registry import Result, Table, experiment
 from tying.nn import LocallyConnected2d
 
@@ -96,24 +104,22 @@ def _compare(untied: nn.Module, tied: nn.Module, uses: list[str], loss_fn) -> di
     """Autograd gradient of the tied model vs the sum of the untied model's per-use grads."""
     loss_fn(untied).backward()
     loss_fn(tied).backward()
-    worst_rel, worst_single, total = 0.0, math.inf, 0.0
+    rels, singles, total = [], [], 0.0  # per tensor; a NaN must reach the check (largest)
     per_use_norms = []
     for name, p in tied.get_submodule(uses[0]).named_parameters():
         per_use = [untied.get_submodule(u).get_parameter(name).grad for u in uses]
         summed = torch.stack(per_use).sum(0)
         scale = float(summed.abs().max()) or 1.0
-        worst_rel = max(worst_rel, float((p.grad - summed).abs().max()) / scale)
+        rels.append(float((p.grad - summed).abs().max()) / scale)
         # control: no single use's gradient is the tied gradient
-        worst_single = min(
-            worst_single, min(float((p.grad - g).abs().max()) / scale for g in per_use)
-        )
+        singles += [float((p.grad - g).abs().max()) / scale for g in per_use]
         total += float(p.grad.norm() ** 2)
         per_use_norms.append([float(g.norm() ** 2) for g in per_use])
     norms = np.sqrt(np.sum(per_use_norms, axis=0))  # per-use gradient norm over all tensors
     c = tying.count(tied)
     return {
-        "rel error": worst_rel,
-        "closest single use": worst_single,
+        "rel error": largest(rels),
+        "closest single use": smallest(singles),
         "uses": len(uses),
         "grad norm": math.sqrt(total),
         "per-use norms": norms.tolist(),
@@ -201,7 +207,7 @@ def bptt_sum(size: str, seed: int) -> Result:
         }
     )
 
-    worst = max(c["rel error"] for c in cases.values())
+    worst = largest(c["rel error"] for c in cases.values())
     fig = _bptt_sum_figure(rnn_case, cases, cfg)
     return Result(
         tables=[Table("Tied gradient vs the sum of per-use gradients (float64)", rows)],
@@ -390,8 +396,8 @@ def tied_init(size: str, seed: int) -> Result:
             "net": net,
             "fan-in used": k,
             "mean square at the end": v[-1],
-            "min over depth": min(v),
-            "max over depth": max(v),
+            "min over depth": smallest(v),
+            "max over depth": largest(v),
         }
         for net, runs in (
             (f"ReLU conv, {cfg.depth} layers", conv_runs),
@@ -410,9 +416,9 @@ def tied_init(size: str, seed: int) -> Result:
         passed=passed,
         measured={
             "all fan_in correct": all(r["correct"] for r in fan_rows),
-            "conv, right fan-in: min/max over depth": [min(right_conv), max(right_conv)],
+            "conv, right fan-in: min/max over depth": [smallest(right_conv), largest(right_conv)],
             "conv, reuse counted: last layer": reuse_conv[-1],
-            "RNN, right fan-in: min/max over time": [min(right_rnn), max(right_rnn)],
+            "RNN, right fan-in: min/max over time": [smallest(right_rnn), largest(right_rnn)],
             "RNN, reuse counted: last step": reuse_rnn[-1],
         },
         key_figure=f"conv variance at depth {cfg.depth}: {right_conv[-1]:.2f} "

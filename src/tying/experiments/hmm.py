@@ -21,6 +21,7 @@ import logging
 import numpy as np
 from matplotlib.figure import Figure
 
+from tying.experiments.common import largest, smallest
 from tying.experiments.registry import Result, Table, check_size, experiment
 from tying.hmm import GaussianHMM, PairHMM, mirror
 
@@ -118,7 +119,7 @@ def hmm_tied_emissions(size: str, seed: int) -> Result:
             }
             for key, model in fits.items():
                 model.fit(X, lengths)
-                worst_step = min(worst_step, _monotone(model.history_))
+                worst_step = smallest([worst_step, _monotone(model.history_)])
                 err[key][n].append(float(np.sqrt(((model.means_ - truth[2]) ** 2).sum(1).mean())))
                 terr[key][n].append(float(np.abs(model.transmat_ - truth[1]).mean()))
             # the transition update does not see the tie: one EM step from the same
@@ -127,8 +128,8 @@ def hmm_tied_emissions(size: str, seed: int) -> Result:
                 k: GaussianHMM(6, ties=t, n_iter=1, **start).fit(X, lengths)
                 for k, t in (("tied", ties), ("untied", None))
             }
-            one_step_dA = max(
-                one_step_dA, float(np.abs(one["tied"].transmat_ - one["untied"].transmat_).max())
+            one_step_dA = largest(
+                [one_step_dA, float(np.abs(one["tied"].transmat_ - one["untied"].transmat_).max())]
             )
         log.info(
             "C3 n=%d tied %.3f untied %.3f", n, np.mean(err["tied"][n]), np.mean(err["untied"][n])
@@ -265,22 +266,24 @@ def pair_hmm_symmetry(size: str, seed: int) -> Result:
     lp, paths = tied.viterbi(test)
     lp_sw, paths_sw = tied.viterbi(swapped)
     mirrored = np.mean([np.array_equal(mirror(a), b) for a, b in zip(paths, paths_sw)])
-    mirror_scores = max(
+    mirror_scores = largest(
         abs(tied.path_log_prob(y, x, mirror(a)) - v) / abs(v)
         for (x, y), a, v in zip(test, paths, lp_sw)
     )
-    same_fit = max(
+    same_fit = largest(
         abs(getattr(models[(True, "as given")], a) - getattr(models[(True, "x, y swapped")], a))
         for a in ("delta_", "epsilon_", "tau_")
     )
-    same_fit = max(
-        same_fit,
-        float(
-            np.abs(
-                models[(True, "as given")].match_probs_
-                - models[(True, "x, y swapped")].match_probs_
-            ).max()
-        ),
+    same_fit = largest(
+        [
+            same_fit,
+            float(
+                np.abs(
+                    models[(True, "as given")].match_probs_
+                    - models[(True, "x, y swapped")].match_probs_
+                ).max()
+            ),
+        ]
     )
     passed = (
         rel["tied"] <= 1e-12

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from tying.experiments.common import largest, smallest
 from tying.experiments.registry import Result, Table, check_size, experiment
 from tying.fit import GlobalFit
 
@@ -248,7 +249,8 @@ def joint_refinement(size: str, seed: int) -> Result:
         )
     joint_s, xray_s, neutron_s = summary
     sigma_smallest = all(
-        r["σ joint (mÅ)"] < min(r["σ X-ray only (mÅ)"], r["σ neutron only (mÅ)"]) for r in rows
+        r["σ joint (mÅ)"] < smallest([r["σ X-ray only (mÅ)"], r["σ neutron only (mÅ)"]])
+        for r in rows
     )
     measured = {
         "RMS error a joint (mÅ)": joint_s["RMS error of a (mÅ)"],
@@ -258,14 +260,14 @@ def joint_refinement(size: str, seed: int) -> Result:
         "mean σ(a) X-ray only (mÅ)": xray_s["mean σ(a) (mÅ)"],
         "mean σ(a) neutron only (mÅ)": neutron_s["mean σ(a) (mÅ)"],
         "joint σ(a) smallest in every seed": sigma_smallest,
-        "max |corr(zero X-ray, zero neutron)|": max(
+        "max |corr(zero X-ray, zero neutron)|": largest(
             abs(r["corr(zero X-ray, zero neutron)"]) for r in rows
         ),
         "instrument parameters own in every seed": all(r["instrument params own"] for r in rows),
         "all fits converged": all(r["converged"] for r in rows),
         "noise seeds": cfg.seeds,
     }
-    best_separate = min(xray_s["RMS error of a (mÅ)"], neutron_s["RMS error of a (mÅ)"])
+    best_separate = smallest([xray_s["RMS error of a (mÅ)"], neutron_s["RMS error of a (mÅ)"]])
     passed = bool(
         joint_s["RMS error of a (mÅ)"] < best_separate
         and sigma_smallest

@@ -8,7 +8,10 @@ Before any experiment runs, :func:`claim_folder` checks ``DIR``:
 - every file in it must be one the manifest lists, unchanged since it was written
   (or a figure that a run of ours interrupted before it could list it);
 - any other file -- a user's ``index.html``, ``figures/thesis.png``, a symlink --
-  refuses the whole folder, naming the file. Nothing is removed or overwritten then.
+  refuses the whole folder, naming the file. Nothing is removed or overwritten then;
+- ``tying run`` (``fresh=False``) into a folder holding a report page of ours is
+  refused when it would replace a figure that page shows (the page would then
+  describe one run's numbers beside another run's figure).
 
 A report (``fresh=True``) then removes its own previous files (stale figures);
 ``tying run`` (``fresh=False``) keeps them and adds its figures. Nothing is ever
@@ -182,7 +185,9 @@ def _owned(out: pathlib.Path, manifest: dict) -> tuple[list[str], list[tuple[str
     return ours, foreign
 
 
-def claim_folder(out_dir: str | pathlib.Path, ids: Iterable[str], *, fresh: bool) -> None:
+def claim_folder(
+    out_dir: str | pathlib.Path, ids: Iterable[str], *, fresh: bool, writes_page: bool = False
+) -> None:
     """Check that ``out_dir`` may receive output for ``ids``; create it and mark it as ours.
 
     Call it before any experiment runs: every refusal happens while nothing has been
@@ -193,12 +198,18 @@ def claim_folder(out_dir: str | pathlib.Path, ids: Iterable[str], *, fresh: bool
         ids: experiment ids whose figures (``figures/<id>--*.png``) will be written.
         fresh: True for a report (its previous files are removed first, so no stale
             figure survives); False for ``tying run`` (earlier figures are kept).
+        writes_page: True when the caller rewrites ``index.html`` and ``results.json``
+            itself (:func:`tying.report.write_report`), so figures of ``ids`` already
+            there may be shown by the page; False for a run that only adds figures.
 
     Raises:
         OutputFolderError: ``out_dir`` is a file; it holds a file tying did not write
             (named, with the count of such files); a file tying wrote was changed
             since; the manifest is not one tying wrote; or the folder cannot be
-            created or written (the OS error is named).
+            created or written (the OS error is named); or (``fresh=False``,
+            ``writes_page=False``) the folder holds a report page of ours that shows a
+            figure of ``ids``: the run would replace it, and the page would describe
+            one run's numbers beside another run's figure.
     """
     out = pathlib.Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -224,7 +235,17 @@ def claim_folder(out_dir: str | pathlib.Path, ids: Iterable[str], *, fresh: bool
             )
     else:
         manifest, ours = {"files": {}, "pending": []}, []
+    ids = list(ids)
     pending = [f"{_FIGURES}/{i}--*.png" for i in ids]
+    page = [rel for rel in _PAGE_FILES if rel in ours]
+    shown = [rel for rel in ours if any(fnmatch.fnmatchcase(rel, p) for p in pending)]
+    if not fresh and not writes_page and page and shown:
+        raise OutputFolderError(
+            f"--out {out} holds a report ({out / page[0]}) that shows {out / shown[0]}; "
+            "a run there would replace that figure and leave the page describing another "
+            "run's numbers. Choose another folder with --out, or run `tying report` there "
+            "again (it rewrites the page with the figures)"
+        )
     if fresh:
         pending += list(_PAGE_FILES)
     kept = {rel: manifest["files"][rel] for rel in ours if rel in manifest["files"]}

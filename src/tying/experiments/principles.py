@@ -16,7 +16,15 @@ import torch
 from torch import nn
 
 import tying
-from tying.experiments.common import UnrolledRNN, by_size, log, max_abs_diff, new_figure, rngs
+from tying.experiments.common import (
+    UnrolledRNN,
+    by_size,
+    largest,
+    log,
+    max_abs_diff,
+    new_figure,
+    rngs,
+)
 from tying.experiments.registry import Result, Table, experiment
 from tying.nn import LocallyConnected2d
 
@@ -178,7 +186,7 @@ def conv_is_tied_lc(size: str, seed: int) -> Result:
     params = {"conv": _numel(conv), "tied LC": _numel(tied), "untied LC": _numel(untied)}
 
     passed = (
-        max(diffs.values()) <= cfg.tol
+        largest(diffs.values()) <= cfg.tol
         and stepped <= cfg.tol
         and spread > 1e3 * cfg.tol
         and params["tied LC"] == params["conv"]
@@ -210,12 +218,12 @@ def conv_is_tied_lc(size: str, seed: int) -> Result:
         figures={"conv-vs-lc": fig},
         passed=passed,
         measured={
-            "largest difference tied vs conv": max(diffs.values()),
+            "largest difference tied vs conv": largest(diffs.values()),
             "after one step": stepped,
             "untied spread after one step": spread,
             **{f"params {k}": v for k, v in params.items()},
         },
-        key_figure=f"max |tied − conv| = {max(diffs.values()):.1e}; "
+        key_figure=f"max |tied − conv| = {largest(diffs.values()):.1e}; "
         f"{params['untied LC']:,} → {params['tied LC']:,} params",
         notes="The tied layer stores one filter that every position reads; the check "
         f"requires outputs and all gradients within {cfg.tol:g} of Conv2d's, before and "

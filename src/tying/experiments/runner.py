@@ -75,7 +75,9 @@ class RunRecord:
         id, title, claim, chapter: from the claim's row (via the registration).
         source: ``file:line`` of the experiment function.
         size, seed: how it was run.
-        status: ``"pass"``, ``"fail"``, ``"error"`` (it raised) or ``"missing-extra"``.
+        status: ``"pass"``, ``"fail"``, ``"error"`` (it raised, or its result is no
+            verdict: ``passed`` not a bool, or a pass beside a NaN in ``measured``) or
+            ``"missing-extra"``.
         measured: the numbers that decided the check.
         key_figure: one line for the summary table.
         notes: what the check means.
@@ -286,9 +288,55 @@ def _run_here(id: str, size: str, seed: int, out_dir: str | pathlib.Path | None)
         record.error = "saving a figure failed:\n" + traceback.format_exc()
         log.error("%s: %s", id, record.error)
         return record
-    record.status = "pass" if bool(result.passed) else "fail"
+    problem = _verdict_problem(id, result)
+    if problem is not None:  # status stays "error": no verdict is reported
+        record.error = problem
+        log.error("%s: %s", id, problem)
+        return record
+    record.status = "pass" if result.passed else "fail"
     log.info("%s: %s in %.2f s", id, record.status.upper(), record.runtime_s)
     return record
+
+
+def _has_nan(value: Any) -> bool:
+    """Whether a measured value (a number, array, tensor, or a list/dict of them) holds a NaN."""
+    if isinstance(value, dict):
+        return any(_has_nan(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_nan(v) for v in value)
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray | np.generic):
+        return value.dtype.kind in "fc" and bool(np.isnan(value).any())
+    return isinstance(value, float | complex) and value != value
+
+
+def _verdict_problem(id: str, result: Result) -> str | None:
+    """Why ``result`` gives no verdict, or None when it does.
+
+    ``passed`` must be a bool: ``bool()`` of a string, a float (NaN included) or a
+    one-element array is True, and would report a pass no comparison made. A pass
+    whose measured numbers hold a NaN did not use them: every comparison with NaN
+    is False, so the NaN was dropped on the way (Python's ``max(0.0, nan)`` is 0.0)
+    or never compared.
+    """
+    verdict = result.passed
+    if not isinstance(verdict, bool | np.bool_):
+        return (
+            f"experiment {id!r} returned passed={verdict!r} ({type(verdict).__name__}); expected "
+            "True or False, the outcome of its check's comparisons: fix the experiment so "
+            "`passed` is a bool (its truth value is not a verdict)"
+        )
+    nan = [str(k) for k, v in result.measured.items() if _has_nan(v)]
+    if verdict and nan:
+        return (
+            f"experiment {id!r} reported a pass, but the measured value(s) "
+            f"{', '.join(repr(k) for k in nan)} hold NaN: a comparison with NaN is always "
+            "False, so its check cannot have used them, and a pass is not reported. Find "
+            "where the NaN comes from (a diverged fit, a 0/0), or aggregate with "
+            "tying.experiments.common.largest/smallest, which keep a NaN, not max/min"
+        )
+    return None
 
 
 def _init_worker() -> None:

@@ -22,11 +22,13 @@ from torch import nn
 import tying
 from tying.experiments._spatial_common import (
     by_size,
+    largest,
     log,
     n_params,
     new_figure,
     rngs,
     seeded,
+    smallest,
     train,
 )
 from tying.experiments.registry import Result, Table, experiment
@@ -90,7 +92,7 @@ def translation_equivariance(size: str, seed: int) -> Result:
             dy, dx = cfg.shifts[-1]
             diff = model(torch.roll(x, (dy, dx), (-2, -1))) - torch.roll(y, (dy, dx), (-2, -1))
             maps[name] = diff.abs().amax(dim=(0, 1)).numpy()
-            worst[name] = max(errs)
+            worst[name] = largest(errs)
             rows.append(
                 {
                     "model": name,
@@ -193,8 +195,8 @@ def c4_equivariance(size: str, seed: int) -> Result:
                             "physical params": c.physical,
                         }
                     )
-    tied_max = max(e for (lab, _), e in errors.items() if "untied" not in lab)
-    untied_min = min(e for (lab, _), e in errors.items() if "untied" in lab)
+    tied_max = largest(e for (lab, _), e in errors.items() if "untied" not in lab)
+    untied_min = smallest(e for (lab, _), e in errors.items() if "untied" in lab)
     passed = tied_max < 1e-12 and untied_min > 0.1
     log.info("c4-equivariance: tied max %.3g, untied min %.3g", tied_max, untied_min)
 
@@ -213,7 +215,7 @@ def c4_equivariance(size: str, seed: int) -> Result:
     axes[0].set_ylabel("f(x)")
     axes[5].set_ylabel("f(rotate x)")
     labels = ["C4 tied", "C4 untied", "D4 tied", "D4 untied"]
-    worst = [max(e for (lab, _), e in errors.items() if lab == name) for name in labels]
+    worst = [largest(e for (lab, _), e in errors.items() if lab == name) for name in labels]
     for ax in axes[:4] + axes[5:9]:
         ax.set_xticks([])
         ax.set_yticks([])

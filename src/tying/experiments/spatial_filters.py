@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import tying
-from tying.experiments._spatial_common import by_size, log, new_figure, rngs, seeded
+from tying.experiments._spatial_common import by_size, largest, log, new_figure, rngs, seeded
 from tying.experiments.registry import Result, Table, experiment
 from tying.nn import SymmetricConv1d
 
@@ -107,7 +107,7 @@ def symmetric_filter(size: str, seed: int) -> Result:
                 with torch.no_grad():
                     mse[name][i, r] = float(F.mse_loss(conv(x_test).flatten(), a_test))
                     response = float(conv(anti).abs().max() / anti.abs().max())
-                deaf[name] = max(deaf[name], response)
+                deaf[name] = largest([deaf[name], response])
                 if r == 0 and i == 0:
                     filters[name] = conv.weight.detach()[0, 0].numpy()
     mean = {name: np.median(m, axis=1) for name, m in mse.items()}  # median over repeats

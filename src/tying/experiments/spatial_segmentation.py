@@ -20,11 +20,13 @@ from torch import nn
 import tying
 from tying.experiments._spatial_common import (
     by_size,
+    largest,
     log,
     n_params,
     new_figure,
     rngs,
     seeded,
+    smallest,
     train,
 )
 from tying.experiments.registry import Result, Table, experiment
@@ -268,7 +270,7 @@ def soft_iou_dice(size: str, seed: int) -> Result:
         for i, r in enumerate(cfg.radii)
     ]
     passed = (
-        min(trained.values()) >= 0.6
+        smallest(trained.values()) >= 0.6
         and dice_over_iou_small > 2.0
         and float(np.abs(ratio - theory).max()) < 1e-9
         and bool(rel["soft IoU"][0] > rel["cross-entropy"][0])
@@ -316,7 +318,7 @@ def soft_iou_dice(size: str, seed: int) -> Result:
             "test IoU, trained on soft Dice": trained["soft Dice"],
             "Dice/IoU relative weight on the smallest object": dice_over_iou_small,
         },
-        key_figure=f"both train (IoU {min(trained.values()):.2f}+); Dice weighs the smallest "
+        key_figure=f"both train (IoU {smallest(trained.values()):.2f}+); Dice weighs the smallest "
         f"object {dice_over_iou_small:.1f}× more than IoU does",
         notes="J = D/(2−D), so ∇J = 2/(2−D)²·∇D: parallel, scaled by a factor that runs from ½ "
         "(poor overlap, typical of small objects) to 2 (good overlap). Check: both losses "
@@ -410,7 +412,7 @@ def bn_vs_gn(size: str, seed: int) -> Result:
                 net.train()  # batch statistics, as in training: the output depends on the partner
                 first = net(xt[0:2])[0]
                 other = net(torch.stack([xt[0], xt[2]]))[0]
-                dependence[kind] = max(dependence[kind], float((first - other).abs().max()))
+                dependence[kind] = largest([dependence[kind], float((first - other).abs().max())])
                 if kind == "BN":
                     pair_pred = torch.cat(
                         [net(xt[i : i + 2]).argmax(1) for i in range(0, cfg.test - 1, 2)]

@@ -19,7 +19,7 @@ from torch import nn
 from torch.func import functional_call
 
 import tying
-from tying.experiments.common import by_size, log, new_figure, rngs
+from tying.experiments.common import by_size, largest, log, new_figure, rngs, smallest
 from tying.experiments.registry import Result, Table, experiment
 from tying.nn import LocallyConnected2d
 
@@ -128,12 +128,12 @@ def landscape_symmetry(size: str, seed: int) -> Result:
     perm_err, control_err = 0.0, math.inf
     for _ in range(cfg.random_perms):
         perm = torch.from_numpy(rng.permutation(K))
-        perm_err = max(
-            perm_err, float((_mlp_out(w1[perm], b1[perm], w2[:, perm], x) - base).abs().max())
+        perm_err = largest(
+            [perm_err, float((_mlp_out(w1[perm], b1[perm], w2[:, perm], x) - base).abs().max())]
         )
         # control: moving only the incoming weights is a different function
-        control_err = min(
-            control_err, float((_mlp_out(w1[perm], b1[perm], w2, x) - base).abs().max())
+        control_err = smallest(
+            [control_err, float((_mlp_out(w1[perm], b1[perm], w2, x) - base).abs().max())]
         )
 
     # The seed's conv: 48 neurons = 3 filters × 16 positions; only whole filters permute.
@@ -148,8 +148,11 @@ def landscape_symmetry(size: str, seed: int) -> Result:
     for perm in itertools.permutations(range(F)):
         p = torch.tensor(perm)
         ro = readout.view(F, positions)[p].flatten()
-        filter_err = max(
-            filter_err, float((_conv_net_out(filters[p], bias[p], ro, xc) - conv_base).abs().max())
+        filter_err = largest(
+            [
+                filter_err,
+                float((_conv_net_out(filters[p], bias[p], ro, xc) - conv_base).abs().max()),
+            ]
         )
     n_filter_perms = math.factorial(F)
     enum = _enumerate_conv_symmetries(cfg, gen)
@@ -357,7 +360,7 @@ def symmetry_breaking(size: str, seed: int) -> Result:
     all_units = tuple(range(cfg.hidden))
     const_found = [t for t in const["ties"] if t.path == "0"]
     passed = (
-        max(const["spreads"]) <= cfg.atol
+        largest(const["spreads"]) <= cfg.atol
         and len(const_found) == 1
         and const_found[0].units == all_units
         and not rand["ties"]
@@ -383,7 +386,7 @@ def symmetry_breaking(size: str, seed: int) -> Result:
         figures={"symmetry-breaking": fig},
         passed=passed,
         measured={
-            "constant: max spread during training": max(const["spreads"]),
+            "constant: max spread during training": largest(const["spreads"]),
             "constant: units found identical": list(const_found[0].units) if const_found else [],
             "random: tie groups found": len(rand["ties"]),
             "random: final spread": rand["spreads"][-1],
@@ -391,7 +394,7 @@ def symmetry_breaking(size: str, seed: int) -> Result:
             "final loss constant / random": const["losses"][-1] / rand["losses"][-1],
         },
         key_figure=f"constant init: {cfg.hidden} neurons identical after {cfg.steps} steps "
-        f"(spread {max(const['spreads']):.0e}); random: no ties",
+        f"(spread {largest(const['spreads']):.0e}); random: no ties",
         notes="The check requires the constant-init neurons to stay identical to "
         f"{cfg.atol:g} through training and be reported by tying.find_accidental_ties as "
         "one group, the random init to have no such group, and a tiny nudge to grow.",

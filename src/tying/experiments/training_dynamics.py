@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tying.experiments.common import new_figure
+from tying.experiments.common import largest, new_figure
 from tying.experiments.registry import Result, Table, check_size, experiment
 
 log = logging.getLogger(__name__)
@@ -195,7 +195,7 @@ def ctc(size: str, seed: int) -> Result:
     final = _decode_stats(cfg, model, x_eval, labels_eval)
     blank = [h["blank ratio"] for h in history]
     first_third = blank[: max(2, len(blank) // 3)]
-    peak = max(first_third)
+    peak = largest(first_third)
     passed = (
         peak > 0.95  # the blank phase
         and blank[-1] < peak - 0.1  # left behind

@@ -93,7 +93,7 @@ def write_report(
     load_all()
     out = pathlib.Path(out_dir)
     # refuses to overwrite a page the user made; the records' own figures are ours
-    claim_folder(out, [r.id for r in records], fresh=False)
+    claim_folder(out, [r.id for r in records], fresh=False, writes_page=True)
     threads = sorted({r.threads for r in records})
     env = collect_environment(
         size=size, seed=seed, jobs=jobs, **{"torch threads per experiment": threads}

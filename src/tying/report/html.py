@@ -234,9 +234,12 @@ def _section(rec: RunRecord) -> str:
     for table in rec.tables:
         parts.append(_table(table.title, table.columns, table.rows))
     if rec.error:
-        label = (
-            "Missing optional extra" if rec.status == "missing-extra" else "The experiment raised"
-        )
+        if rec.status == "missing-extra":
+            label = "Missing optional extra"
+        elif "Traceback (most recent call last)" in rec.error:
+            label = "The experiment raised"
+        else:  # it finished, but its result is no verdict (a NaN, a non-bool check)
+            label = "Why this run gives no verdict"
         parts.append(f'<h3>{label}</h3><pre class="error">{_e(rec.error)}</pre>')
     parts.append("</section>")
     return "\n".join(parts)
