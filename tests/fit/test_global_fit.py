@@ -339,6 +339,53 @@ def test_a_parameter_pinned_at_its_bound_is_flagged_with_trf_too():
     assert res.values["a"] == pytest.approx(1.0, abs=1e-8)
 
 
+@pytest.mark.parametrize("solver", ["lm", "trf"])
+def test_a_small_parameter_near_a_bound_at_zero_is_not_named_at_the_bound(solver):
+    # stop 31, round 2: a rate of 5e-9 /s (276 standard errors from its bound at 0) was
+    # named "ended at a bound" (the message said its value is the bound) by the absolute
+    # 1e-8 floor of the tolerance, and exempted from the test of a minimum
+    rng = np.random.default_rng(0)
+    x = np.linspace(0, 1e9, 60)
+    y = 2.0 * np.exp(-5e-9 * x) + rng.normal(0, 0.01, x.size)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no FitWarning: the bound is not reached
+        res = GlobalFit(
+            lambda x, a, k: a * np.exp(-k * x),
+            [(x, y)],
+            shared=["a", "k"],
+            init={"a": 1.0, "k": 1e-8},
+            bounds={"k": (0.0, None)},
+            solver=solver,
+        ).run()
+    assert res.success and "ended at a bound" not in res.message
+    assert res.values["k"] == pytest.approx(5.0085687e-9, rel=1e-6)  # lmfit: 5.008569e-9
+
+
+def test_trf_on_a_bound_of_a_parameter_near_1e9_is_named_at_the_bound():
+    # the other side of the same floor: trf's hair inside a bound at 0 is ~6e-7 for a
+    # parameter near 1e9, past an absolute 1e-8, so the bound went unnamed
+    rng = np.random.default_rng(1)
+    x = np.linspace(0, 1, 40) / 1e9
+    y = 2.0 * np.exp(0.3e9 * x) + rng.normal(0, 0.01, x.size)  # the data want k < 0
+    import warnings
+
+    with warnings.catch_warnings():
+        # trf's hair inside the bound also trips its finite differences (a known, separate
+        # issue: see docs/fit.md, stop 31); only the naming of the bound is tested here
+        warnings.simplefilter("ignore")
+        res = GlobalFit(
+            lambda x, a, k: a * np.exp(-k * x),
+            [(x, y)],
+            shared=["a", "k"],
+            init={"a": 1.0, "k": 0.5e9},
+            bounds={"k": (0.0, None)},
+            solver="trf",
+        ).run()
+    assert "k (= 0, its lower bound) ended at a bound" in res.message
+
+
 # -- stop 31 review ---------------------------------------------------------------------
 
 

@@ -89,24 +89,44 @@ def _signature(model_fn: Callable[..., Any]) -> tuple[list[str] | None, dict[str
     return names, defaults
 
 
-def _on_bounds(pmap: ParameterMap, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(at_lower, at_upper)`` masks: parameters on a finite bound, to 1e-8 relative.
+def _on_bounds(
+    pmap: ParameterMap, theta: np.ndarray, jw: np.ndarray, r: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(at_lower, at_upper)`` masks: parameters on a finite bound.
 
     trf keeps its iterates strictly inside the box, so a parameter it holds on a bound
-    ends a hair inside (1.5000000000000016 for a bound at 1.5), not on it.
+    ends a hair inside (1.5000000000000016 for a bound at 1.5), not on it. A parameter is
+    on its bound when both
+
+    - it is within ``1e-8·max(1, |bound|, |start|)`` of it (relative to its start value's
+      magnitude, so a hair of 6e-7 at a parameter near 1e9 counts), and
+    - moving it onto the bound changes the model by a negligible part of the residuals:
+      ``|θ - bound|·‖J column‖ <= 1e-6·‖r‖`` (units-free; trf's hairs read ~1e-16).
+
+    The second test keeps a parameter near 1e-9 with a bound at 0 (a rate in 1/s) free:
+    with an absolute floor alone, ``k = 5e-9`` (276 standard errors from 0) was named
+    "ended at a bound" (the value is the bound, says the message) and exempted from the
+    test of a minimum (stop 31, round 2).
     """
+    h, _ = jac_mod.normal_blocks(jw, r)
+    col = np.sqrt(schur.diagonal(h, pmap.index, pmap.n_physical))  # ‖J column‖ per parameter
+    rnorm = float(np.linalg.norm(r))
+    scale = np.maximum(1.0, np.abs(pmap.x0))
     out = []
     for b in (pmap.lower, pmap.upper):
         with np.errstate(invalid="ignore"):
-            out.append(np.isfinite(b) & (np.abs(theta - b) <= 1e-8 * np.maximum(1.0, np.abs(b))))
+            dist = np.abs(theta - b)
+            near = dist <= 1e-8 * np.maximum(scale, np.abs(b))
+            negligible = (dist == 0) | (dist * col <= 1e-6 * rnorm)
+            out.append(np.isfinite(b) & near & negligible)
     return out[0], out[1]
 
 
-def _at_bounds(pmap: ParameterMap, theta: np.ndarray) -> str:
-    """The fitted parameters that ended on a finite bound (to 1e-8 relative), named."""
+def _at_bounds(pmap: ParameterMap, theta: np.ndarray, jw: np.ndarray, r: np.ndarray) -> str:
+    """The fitted parameters that ended on a finite bound (see :func:`_on_bounds`), named."""
     out = []
     for side, mask, bound in zip(
-        ("lower", "upper"), _on_bounds(pmap, theta), (pmap.lower, pmap.upper), strict=True
+        ("lower", "upper"), _on_bounds(pmap, theta, jw, r), (pmap.lower, pmap.upper), strict=True
     ):
         out += [
             (i, f"{pmap.physical_names[i]} (= {bound[i]:g}, its {side} bound)")
@@ -236,7 +256,7 @@ def _not_stationary(data: StackedData, pmap: ParameterMap, theta: np.ndarray, r,
     cos, grad = residual_cosines(jac_mod.assemble(jw, data, pmap), r[data.mask])
     # on a bound to the tolerance _at_bounds names it with (stop 31 review: trf's iterates
     # stay a hair inside the box, so a correct fit with an active bound read "not a minimum")
-    at_lower, at_upper = _on_bounds(pmap, theta)
+    at_lower, at_upper = _on_bounds(pmap, theta, jw, r)
     held = ((at_lower | (theta <= pmap.lower)) & (grad > 0)) | (
         (at_upper | (theta >= pmap.upper)) & (grad < 0)
     )
@@ -592,7 +612,7 @@ class GlobalFit:
                 FitWarning,
                 stacklevel=3,
             )
-        pinned = _at_bounds(pmap, out.theta)
+        pinned = _at_bounds(pmap, out.theta, jw, r)
         if pinned:
             # the fit's optimum lies past the bound: the value is the bound, and the
             # standard error (computed as for a free parameter, as lmfit does) is not an
