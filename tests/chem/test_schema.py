@@ -380,3 +380,37 @@ def test_every_header_attribute_mutation_is_refused_or_loaded_exactly(tmp_path):
                 else:
                     loaded += 1
     assert refused > 30 and loaded > 5, (refused, loaded)
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (('idivf1="1.0"', 'idivf1="0"'),
+         r"ProperTorsions id 't1': attribute idivf1='0': expected a number above 0 \(a divisor"),
+        (('idivf2="1.0"', 'idivf2="-1.0"'),
+         r"ProperTorsions id 't1': attribute idivf2='-1.0': expected a number above 0"),
+        (('default_idivf="auto">\n        <Improper', 'default_idivf="-3">\n        <Improper'),
+         r"ImproperTorsions: attribute default_idivf='-3': expected a number above 0 .* or "
+         r"'auto'; fix the value"),
+        (('default_idivf="auto">\n        <Proper', 'default_idivf="0.0">\n        <Proper'),
+         r"ProperTorsions: attribute default_idivf='0.0': expected a number above 0"),
+    ],
+)  # fmt: skip
+def test_a_torsion_divisor_of_zero_or_below_is_refused(tmp_path, change, match):
+    # The toolkit reads idivf 0 or -1: k / idivf was then infinite, or the term's energy
+    # had its sign turned, and ForceField.idivf handed that on without a word.
+    text = BASE.replace(*change)
+    assert text != BASE
+    assert re.search(match, _check(tmp_path, text, "idivf")), match
+
+
+def test_a_positive_divisor_is_read_as_written(tmp_path):
+    path = tmp_path / "half.offxml"
+    path.write_text(
+        BASE.replace('idivf1="1.0"', 'idivf1="0.5"').replace(
+            'default_idivf="auto">\n        <Improper', 'default_idivf="2">\n        <Improper'
+        )
+    )
+    ff = load_force_field(path)
+    assert [ff.idivf("ProperTorsions", t) for t in ff["ProperTorsions"]["t1"].terms] == [0.5, 1.0]
+    assert ff.idivf("ImproperTorsions", ff["ImproperTorsions"]["i1"].terms[0]) == 2.0

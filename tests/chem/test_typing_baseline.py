@@ -7,7 +7,13 @@ import pytest
 pytest.importorskip("rdkit")
 pytest.importorskip("openforcefields")
 
-from tying.chem import atom_types, count_type_tuples, molecule_from_smiles, type_tuples  # noqa: E402
+from tying.chem import (  # noqa: E402
+    SmilesError,
+    atom_types,
+    count_type_tuples,
+    molecule_from_smiles,
+    type_tuples,
+)
 
 
 def test_atom_types_read_element_hybridisation_aromaticity_connectivity():
@@ -36,3 +42,34 @@ def test_counts_grow_with_chemistry():
     more = count_type_tuples(["CCO", "c1ccccc1O", "CS(C)=O"])
     assert more["total"] > small["total"]
     assert more["Angles"] > small["Angles"]
+
+
+@pytest.mark.parametrize("smiles", ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1"])
+def test_an_rdkit_molecule_is_typed_as_its_smiles(smiles):
+    # Typed as given, Chem.MolFromSmiles("CCO") (no explicit hydrogens) needed 5 type
+    # tuples instead of 16: every bond, angle and torsion to a hydrogen was left out.
+    from rdkit import Chem
+
+    raw = Chem.MolFromSmiles(smiles)
+    assert type_tuples(raw) == type_tuples(smiles)
+    assert count_type_tuples([raw]) == count_type_tuples([smiles])
+    assert atom_types(raw) == atom_types(molecule_from_smiles(smiles))
+    assert raw.GetNumAtoms() < len(atom_types(raw))  # the caller's molecule is not changed
+
+
+def test_a_kekulized_molecule_keeps_its_aromatic_types():
+    from rdkit import Chem
+
+    kekule = Chem.MolFromSmiles("c1ccccc1O")
+    Chem.Kekulize(kekule, clearAromaticFlags=True)
+    assert type_tuples(kekule) == type_tuples("c1ccccc1O")
+    assert ("C", "SP2", True, 3) in atom_types(kekule)
+
+
+def test_typing_refuses_what_is_not_a_molecule():
+    from rdkit import Chem
+
+    with pytest.raises(TypeError, match="expected an rdkit.Chem.Mol, got int"):
+        type_tuples(42)
+    with pytest.raises(SmilesError, match="query atom"):
+        count_type_tuples([Chem.MolFromSmarts("[#6][#8]")])

@@ -37,11 +37,13 @@ class Kind:
         unit: for a quantity, a unit of the required dimension (shown in errors).
         words: text values also allowed (``"auto"`` for ``idivf``, ``"None"`` for an
             unused virtual-site angle).
+        positive: a number that must be above zero (a divisor such as ``idivf``).
     """
 
     kind: str
     unit: str = ""
     words: tuple[str, ...] = ()
+    positive: bool = False
 
     @property
     def dimension(self) -> tuple:
@@ -55,7 +57,10 @@ CHARGE = Kind("quantity", "elementary_charge")
 NUMBER = Kind("number")
 PERIODICITY = Kind("int")
 TEXT = Kind("text")
-IDIVF = Kind("number", words=("auto",))
+# A torsion term's divisor: the toolkit reads 0 or -1, which made a term's energy
+# infinite or turned its sign (k / idivf) without a word.
+DIVISOR = Kind("number", positive=True)
+IDIVF = Kind("number", words=("auto",), positive=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +100,7 @@ _TORSION = Spec(
         "periodicity": PERIODICITY,
         "phase": ANGLE,
         "k": ENERGY,
-        "idivf": NUMBER,  # "auto" is a section default only; the toolkit refuses it per term
+        "idivf": DIVISOR,  # "auto" is a section default only; the toolkit refuses it per term
     },
     # A term's k interpolated by bond order is written k<term>_bondorder<order> (the
     # toolkit's spelling; "k_bondorder1" is refused there, and was read here as a k
@@ -263,7 +268,11 @@ def read_value(where: str, key: str, text: str, kind: Kind) -> Any:
         if not _NUMBER.match(text):
             also = f" or {' / '.join(map(repr, kind.words))}" if kind.words else ""
             raise _bad(where, key, text, f"expected a plain number (e.g. '1.0'){also}")
-        return _finite(where, key, text, float(text))
+        value = _finite(where, key, text, float(text))
+        if kind.positive and value <= 0:
+            also = f" or {' / '.join(map(repr, kind.words))}" if kind.words else ""
+            raise _bad(where, key, text, f"expected a number above 0 (a divisor, e.g. '1.0'){also}")
+        return value
     if kind.kind == "int":
         if not _INTEGER.match(text) or int(text) < 1:
             raise _bad(where, key, text, "expected a positive integer (e.g. '3')")

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from tying.chem.molecules import molecule_from_smiles
+from tying.chem.molecules import molecule_from_smiles, prepare_molecule
 
 AtomType = tuple[str, str, bool, int]
 
@@ -29,16 +29,26 @@ def atom_types(mol: Any) -> list[AtomType]:
     """Type of each atom: ``(element, hybridisation, aromatic, connectivity)``.
 
     Args:
-        mol: an RDKit molecule prepared by :func:`tying.chem.molecules.molecule_from_smiles`.
+        mol: an RDKit molecule, perceived as the assigner perceives it
+            (:func:`~tying.chem.molecules.prepare_molecule`: MDL aromaticity, every
+            hydrogen an atom appended after the existing ones, so their indices stay).
 
     Returns:
-        One type per atom index.
+        One type per atom index of the perceived molecule.
+
+    Raises:
+        TypeError: when ``mol`` is not an RDKit molecule.
+        SmilesError: as :func:`~tying.chem.molecules.prepare_molecule`.
 
     Example:
-        >>> from tying.chem.molecules import molecule_from_smiles
+        >>> from tying.chem.molecules import molecule_from_smiles, prepare_molecule
         >>> atom_types(molecule_from_smiles("C=O"))[:2]
         [('C', 'SP2', False, 3), ('O', 'SP2', False, 1)]
     """
+    return _types(prepare_molecule(mol))
+
+
+def _types(mol: Any) -> list[AtomType]:
     return [
         (a.GetSymbol(), str(a.GetHybridization()), a.GetIsAromatic(), a.GetTotalDegree())
         for a in mol.GetAtoms()
@@ -53,7 +63,9 @@ def type_tuples(mol: Any) -> dict[str, set[tuple]]:
     """The distinct type tuples one molecule needs, per SMIRNOFF section name.
 
     Args:
-        mol: a prepared RDKit molecule, or a SMILES string.
+        mol: a SMILES string or an RDKit molecule (perceived as :func:`atom_types` says;
+            typed as given, a molecule without explicit hydrogens lost every bond,
+            angle and torsion to a hydrogen, and a kekulized one its aromatic types).
 
     Returns:
         ``{"vdW": {...}, "Bonds": {...}, "Angles": {...}, "ProperTorsions": {...},
@@ -63,9 +75,8 @@ def type_tuples(mol: Any) -> dict[str, set[tuple]]:
         >>> {k: len(v) for k, v in type_tuples("CCO").items()}
         {'vdW': 3, 'Bonds': 4, 'Angles': 5, 'ProperTorsions': 4, 'ImproperTorsions': 0}
     """
-    if isinstance(mol, str):
-        mol = molecule_from_smiles(mol)
-    types = atom_types(mol)
+    mol = molecule_from_smiles(mol) if isinstance(mol, str) else prepare_molecule(mol)
+    types = _types(mol)
     nbrs = [[n.GetIdx() for n in a.GetNeighbors()] for a in mol.GetAtoms()]
     out: dict[str, set[tuple]] = {
         "vdW": {(t,) for t in types},
@@ -94,7 +105,7 @@ def count_type_tuples(molecules: Iterable[Any]) -> dict[str, int]:
     """Distinct type tuples over a set of molecules, per section and in total.
 
     Args:
-        molecules: SMILES strings or prepared RDKit molecules.
+        molecules: SMILES strings or RDKit molecules (as :func:`type_tuples`).
 
     Returns:
         ``{section: count, ..., "total": sum}``.
