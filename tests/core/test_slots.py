@@ -752,6 +752,62 @@ def test_a_same_tie_whose_source_changed_shape_is_refused_at_every_read_until_pu
     tying.verify(m)
 
 
+@pytest.mark.parametrize(
+    ("relation", "resized", "need"),
+    [
+        (tying.Transposed(), (4, 6), (8, 4)),  # served (6, 4) where (4, 8) was declared
+        (tying.Scaled(2.0), (9, 8), (4, 8)),
+        (tying.Rotated(k=2), (4, 9), (4, 8)),
+        (tying.Flipped(dims=(0,)), (5, 8), (4, 8)),
+    ],
+)
+def test_a_relation_tie_whose_source_changed_shape_is_refused_like_a_same_tie(
+    relation, resized, need
+):
+    """Stop 31 (round 2): only Same ties checked their source's shape. A Transposed, Scaled,
+    Rotated or Flipped tie whose source was resized served a value of another shape at
+    every read, while count and verify kept the old one (and a source resized to one
+    entry broadcast without an error)."""
+    a = nn.Linear(4, 8) if type(relation) is tying.Transposed else nn.Linear(8, 4)
+    m = nn.ModuleDict({"a": a, "b": nn.Linear(8, 4)})  # b.weight is (4, 8)
+    tying.Plan([tying.share("b.weight", like="a.weight", relation=relation)]).apply(m)
+    before = m["b"].weight.detach().clone()
+    old = m["a"].weight.data
+    m["a"].weight.data = torch.randn(resized)
+    shown = ", ".join(map(str, need))
+    pattern = (
+        rf"b\.weight is tied to a\.weight \(via {type(relation).__name__}\(.*\)\), whose "
+        rf"shape changed from \({shown}\) to \({', '.join(map(str, resized))}\)"
+    )
+    with pytest.raises(tying.TieError, match=pattern):
+        _ = m["b"].weight
+    for reader in (tying.count, tying.verify, tying.ties):
+        with pytest.raises(tying.TieError, match="shape changed"):
+            reader(m)
+    m["a"].weight.data = old  # put back: the tie reads on, as before
+    assert torch.equal(m["b"].weight, before)
+    assert tying.verify(m) == 1
+
+
+class _Gain(nn.Module):
+    def __init__(self, n: int):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(n))
+
+    def forward(self, x):
+        return x * self.w  # (B, n): broadcasts a (1,) weight without a word
+
+
+def test_a_relation_tie_source_resized_to_one_entry_does_not_broadcast():
+    """The silent case: an elementwise use of a Scaled slot whose source became (1,) read
+    2 * w[0] for every entry, with no error anywhere (count said 4 entries)."""
+    m = nn.ModuleDict({"a": _Gain(4), "b": _Gain(4)})
+    tying.Plan([tying.share("b.w", like="a.w", relation=tying.Scaled(2.0))]).apply(m)
+    m["a"].w.data = torch.full((1,), 3.0)
+    with pytest.raises(tying.TieError, match=r"changed from \(4,\) to \(1,\)"):
+        m["b"](torch.ones(3, 4))
+
+
 @pytest.mark.parametrize("relation", [tying.Same(), tying.Transposed()])
 def test_torch_fx_traces_a_tied_model_to_a_graph_that_reads_the_source(relation):
     """Under fx tracing the source is a Proxy, which answers every hasattr: a traced tied

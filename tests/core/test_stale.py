@@ -110,6 +110,38 @@ def test_a_plain_share_creates_nothing_and_keeps_the_old_optimizer_working():
     assert not torch.equal(m["a"].weight, a0) and m["b"].weight is m["a"].weight
 
 
+@pytest.mark.parametrize("rel", [tying.Same(), tying.Transposed()])
+def test_an_optimizer_over_the_target_alone_is_refused_after_a_tie_to_a_source(rel):
+    """Stop 31 (round 2): a tie to a source makes no new Parameter, so nothing was
+    recorded: an optimizer built over the target's module alone (fine-tune b, then tie it
+    to a) kept stepping b's dropped weight, and the weight b reads was never trained."""
+    m = two_linears()
+    b_only = torch.optim.SGD(m["b"].parameters(), lr=0.1)
+    tying.Plan([tying.share("b.weight", like="a.weight", relation=rel)]).apply(m)
+    loss(m).backward()
+    before = [p.detach().clone() for p in m.parameters()]
+    with pytest.raises(
+        tying.TieError, match=r"never train a\.weight \(which b\.weight now reads\)"
+    ):
+        b_only.step()
+    assert all(torch.equal(p, q) for p, q in zip(m.parameters(), before))  # nothing changed
+    b_only.add_param_group({"params": [m["a"].weight]})  # the fix the message names
+    b_only.step()
+    assert not torch.equal(m["a"].weight, before[0])
+
+
+def test_a_re_tie_from_one_source_to_another_leaves_the_old_source_optimizer_alone():
+    """The old source is still a live Parameter of the model: no sign of a stale optimizer."""
+    torch.manual_seed(0)
+    m = nn.ModuleDict({k: nn.Linear(3, 3) for k in ("a", "b", "c")})
+    tying.Plan([tying.share("b.weight", like="a.weight")]).apply(m)
+    a_only = torch.optim.SGD(m["a"].parameters(), lr=0.1)
+    tying.Plan([tying.share("b.weight", like="c.weight")]).apply(m)
+    m["a"](torch.ones(2, 3)).sum().backward()
+    a_only.step()  # a.weight is still a's own, and trained
+    assert m["b"].weight is m["c"].weight
+
+
 def test_records_go_away_with_the_model():
     m = two_linears()
     opt = torch.optim.SGD(m.parameters(), lr=0.1)  # holds b's old weight alive

@@ -26,7 +26,7 @@ from torch import nn
 
 from tying.core.errors import TieError
 from tying.core.outside import ORIG, pruned_names
-from tying.core.relations import Relation, Same
+from tying.core.relations import Relation
 from tying.core.slots import Slot, slots_of, storage_names
 
 
@@ -83,11 +83,12 @@ class Inventory:
                     own[path] = p
             for name, slot in slots_of(mod).items():
                 path = join(mpath, name)
-                if type(slot.relation) is Same:  # a source resized under the tie: refuse
-                    p = getattr(slot.source_module, "_parameters", {})
-                    p = p[slot.source_name] if slot.source_name in p else None
-                    if p is not None and tuple(p.shape) != tuple(slot.shape):
-                        slot._resized(mod, p)
+                # a source resized under the tie: refuse (any relation, stop 31 round 2:
+                # a resized Transposed/Scaled source was counted and verified at the old shape)
+                p = getattr(slot.source_module, "_parameters", {})
+                p = p[slot.source_name] if slot.source_name in p else None
+                if p is not None and tuple(p.shape) != (slot.source_shape() or tuple(p.shape)):
+                    slot._resized(mod, p)
                 src_mod = self._path_of.get(id(slot.source_module))
                 source = "" if src_mod is None else join(src_mod, slot.source_name)
                 self.slots[path] = SlotInfo(path, mpath, name, mod, tuple(slot.shape), slot, source)

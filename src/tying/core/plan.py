@@ -570,11 +570,13 @@ def _commit(model: nn.Module, inv: Inventory, changes: list[Change], then=None) 
     # Everything that reads the current values happens before the first mutation.
     prepared = []
     successors = []  # (the Parameter a slot read, the new one that replaces it, its path)
+    old_roots: dict[str, torch.Tensor] = {}  # the tensor each changed slot read before
     with torch.no_grad():
         for ch in changes:
             info = inv.slots[ch.path]
             current = getattr(info.module, info.name)
             root = inv.tensor(inv.root_of(ch.path))
+            old_roots[ch.path] = root
             if ch.new is None:
                 value = nn.Parameter(current.detach().clone(), root.requires_grad)
                 prepared.append((ch, info, value, {}))
@@ -696,4 +698,36 @@ def _commit(model: nn.Module, inv: Inventory, changes: list[Change], then=None) 
                 else:
                     m.__dict__[attr] = val
         raise
+    successors += _dropped_for_sources(model, old_roots, changes)
     stale.record(successors)  # optimizers built before now must not step on (tying.core.stale)
+
+
+def _dropped_for_sources(
+    model: nn.Module, old_roots: dict[str, torch.Tensor], changes: list[Change]
+) -> list:
+    """``(old, source, what)`` for each slot tied to a source that dropped its own Parameter.
+
+    Stop 31 (round 2): a tie to a source makes no new Parameter, so none was recorded, and
+    an optimizer built before over the target's module alone (fine-tuning the decoder, then
+    tying it to the encoder) kept stepping the dropped Parameter: the weight the slot now
+    reads was never trained, with no error. Only a Parameter the model no longer holds
+    counts: one still read elsewhere (a re-tie from one source to another) is no sign.
+    """
+    tied = [ch for ch in changes if ch.new is not None and ch.new.source is not None]
+    if not tied:
+        return []
+    live = {id(p) for _, p in model.named_parameters(remove_duplicate=False)}
+    after = Inventory(model)
+    out = []
+    for ch in tied:
+        old = old_roots[ch.path]
+        if id(old) in live:
+            continue
+        try:
+            root = after.root_of(ch.path)
+            new = after.tensor(root)
+        except TieError:  # a model a read check refuses: its own error comes at the next read
+            continue
+        if new is not old:
+            out.append((old, new, f"{root} (which {ch.path} now reads)"))
+    return out

@@ -96,11 +96,26 @@ class Slot:
     # read (its autograd graph's saved tensors are freed by backward as usual). Not a
     # dataclass field: it is per-process state, left out of pickles and deep copies.
     _handed = None
+    # The source shape the relation needs for ``shape`` (cached by ``source_shape``; a
+    # per-process cache like ``_handed``, left out of pickles and deep copies).
+    _need = None
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state.pop("_handed", None)
+        state.pop("_need", None)
         return state
+
+    def source_shape(self) -> tuple[int, ...] | None:
+        """The shape the tie's source must have (None: the relation cannot say)."""
+        need = self._need
+        if need is None:
+            try:
+                need = tuple(self.relation.source_shape(tuple(self.shape)))
+            except (NotImplementedError, ValueError):
+                return None  # a relation defined elsewhere without a source_shape
+            self._need = need
+        return need
 
     def __deepcopy__(self, memo):
         # Copied with the module the plan was applied to: the source and every anchor link
@@ -171,6 +186,15 @@ class Slot:
                 self._resized(module, src)
             out, extras = src, {}
         else:
+            if (
+                not compiling
+                and isinstance(src, torch.Tensor)
+                and tuple(src.shape) != self.source_shape()
+            ):
+                # stop 31 (round 2): only Same ties checked this; a Transposed/Scaled tie
+                # whose source was resized served a value of another shape (count and
+                # verify kept the old one; a (1,)-shaped source broadcast silently)
+                self._resized(module, src)
             extras = {
                 role: getattr(module, name)
                 for role, name in self.storage.items()
@@ -244,14 +268,16 @@ class Slot:
         then keeps the head's bias at the old size, so the model failed only at its next
         forward, or counted and loaded with the stale shape)."""
         target, source = self.target_and_source(_name_in(module, self))
+        need = self.source_shape() or tuple(self.shape)
+        via = "" if type(self.relation) is Same else f" (via {self.relation!r})"
         raise TieError(
-            f"{target} is tied to {source}, whose shape changed from {tuple(self.shape)} to "
+            f"{target} is tied to {source}{via}, whose shape changed from {need} to "
             f"{tuple(src.shape)} after the tie was made (a resize such as transformers' "
             f"resize_token_embeddings, or a new tensor of another shape), so the tie no longer "
             f"fits (nothing is served at the new shape). Resize a Plan-tied model with "
             f"tying.hf.resize_token_embeddings(model, n). To undo a resize a tool already "
-            f"made, resize {source} back to {tuple(self.shape)} (transformers: "
-            f"model.resize_token_embeddings({self.shape[0] if self.shape else ''}) keeps the "
+            f"made, resize {source} back to {need} (transformers: "
+            f"model.resize_token_embeddings({need[0] if need else ''}) keeps the "
             f"original rows), or reload the model"
         )
 

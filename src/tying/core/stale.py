@@ -84,7 +84,7 @@ def _refuse_stale_step(optimizer, args, kwargs) -> None:
         raise TieError(
             f"{type(optimizer).__name__}.step refused: this optimizer was built before the "
             f"model was re-tied (Plan.apply, tying.untie or tying.retie gave "
-            f"{len(missing)} slot(s) new Parameters), so it still steps the Parameters those "
+            f"{len(missing)} slot(s) new Parameters, or tied them to another slot's), so it still steps the Parameters those "
             f"slots used to read and would never train {', '.join(missing[:5])}"
             f"{' ...' if len(missing) > 5 else ''}; build the optimizer again on "
             f"model.parameters() after tying (or add the new Parameters with "
