@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tying.train import epsilon, naive_epsilon, noise_for_epsilon
+from tying.train.accounting import epsilon_of_history
 
 opacus = pytest.importorskip("opacus", reason="the privacy extra: pip install 'tying[privacy]'")
 
@@ -345,3 +346,51 @@ def test_dpsgd_epsilon_charges_each_step_at_the_noise_it_ran_with(accountant):
     dp.steps += 5  # a resume that set steps by hand: the history must say what ran
     with pytest.raises(ValueError, match="history records 30 steps"):
         dp.epsilon(1e-5)
+
+
+@pytest.mark.parametrize("q, sigma", [(1e-7, 300.0), (1e-6, 1e4)])
+def test_rdp_epsilon_keeps_orders_whose_value_is_only_rounding_below_zero(q, sigma):
+    """Where the divergence is far below float resolution every order reads ±1e-16 and all
+    but α <= 1.9 were left out: ε = 111.8 at q=1e-7, σ=300 where Opacus gives 0.103, and
+    3.58 at δ=0.5 where the bound is 0 (stop 31)."""
+    from opacus.accountants import RDPAccountant
+
+    acc = RDPAccountant()
+    acc.history = [(sigma, q, 1000)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = acc.get_epsilon(1e-5)  # Opacus' own orders: 0.103
+    got = epsilon(q, sigma, 1000, 1e-5)
+    assert 0 < got <= want
+    assert got == pytest.approx(0.0035, abs=1e-4)  # the widened orders' figure, as at q=1e-4
+    assert epsilon(q, sigma, 1000, 0.5) == 0.0
+
+
+def test_history_rdp_widens_orders_like_one_segment():
+    """Two halves of a run at (almost) the same σ cost what the whole run costs; the history
+    used Opacus' orders unwidened: 0.104 against 0.0135 for one segment (stop 31)."""
+    whole = epsilon(0.01, 30.0, 200, 1e-5)
+    halves = epsilon_of_history([(0.01, 30.0, 100), (0.01, 30.0 + 1e-9, 100)], 1e-5)
+    assert whole == pytest.approx(0.01353, abs=1e-4)
+    assert halves == pytest.approx(whole, rel=1e-6)
+
+
+@pytest.mark.parametrize("delta", [0, 1, -1, float("nan")])
+def test_history_checks_delta_even_when_empty(delta):
+    with pytest.raises(ValueError, match=r"delta must be in \(0, 1\)"):
+        epsilon_of_history([], delta)
+
+
+@pytest.mark.parametrize(
+    "history, error, match",
+    [
+        ([(0.1, 1.0)], ValueError, r"history\[0\] must be a \(sample_rate, noise_multiplier"),
+        ([(0.1, 1.0, 3), (0.1, 1.0, 3, 1)], ValueError, r"history\[1\] must be"),
+        ([(0.1, 1.0, 3), (0.1, 0.0, 2)], ValueError, r"history\[1\] = \(0.1, 0.0, 2\).*> 0"),
+        ("abc", TypeError, "history must be a list of"),
+        (None, TypeError, "history must be a list of"),
+    ],
+)
+def test_history_names_the_bad_segment(history, error, match):
+    with pytest.raises(error, match=match):
+        epsilon_of_history(history, 1e-5)
