@@ -832,3 +832,29 @@ def test_torch_fx_traces_a_tied_model_to_a_graph_that_reads_the_source(relation)
     with torch.no_grad():
         m.a.weight.add_(1.0)  # the graph shares the source parameter
     torch.testing.assert_close(g(x), m(x), rtol=0, atol=0)
+
+
+def test_a_relation_without_source_shape_is_read_without_the_resize_check():
+    # the resize check asks the relation for the source shape it needs; a relation that
+    # checks shapes by overriding check() alone cannot say, and every read of it was taken
+    # for a resize (stop 31 review)
+    import dataclasses
+
+    from tying.core.relations import Relation, register_relation
+
+    @register_relation
+    @dataclasses.dataclass(frozen=True)
+    class NegatedForTest(Relation):
+        kind = "NegatedForTest"
+
+        def check(self, source, logical):
+            if tuple(source) != tuple(logical):
+                raise tying.TieError(f"NegatedForTest: {tuple(source)} != {tuple(logical)}")
+
+        def __call__(self, source, *, shape, **extras):
+            return -source
+
+    m = nn.ModuleDict({"a": nn.Linear(3, 3), "b": nn.Linear(3, 3)})
+    tying.Plan([tying.share("b.weight", like="a.weight", relation=NegatedForTest())]).apply(m)
+    assert torch.equal(m["b"].weight, -m["a"].weight)
+    assert tying.count(m).physical == 15

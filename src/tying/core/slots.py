@@ -177,24 +177,16 @@ class Slot:
             )
         if type(src) is not nn.Parameter and self.source_name not in self.source_module._parameters:
             src = self._derived_source(module, src)
-        if type(self.relation) is Same:
-            if (
-                not compiling
-                and isinstance(src, torch.Tensor)
-                and tuple(src.shape) != tuple(self.shape)
-            ):
+        if not compiling and isinstance(src, torch.Tensor):
+            # a source resized under the tie, whatever the relation (stop 31, round 2: only
+            # Same ties checked this; a resized Transposed/Scaled source served a value of
+            # another shape, and a (1,)-shaped one broadcast silently)
+            need = self.source_shape()
+            if need is not None and tuple(src.shape) != need:
                 self._resized(module, src)
+        if type(self.relation) is Same:
             out, extras = src, {}
         else:
-            if (
-                not compiling
-                and isinstance(src, torch.Tensor)
-                and tuple(src.shape) != self.source_shape()
-            ):
-                # stop 31 (round 2): only Same ties checked this; a Transposed/Scaled tie
-                # whose source was resized served a value of another shape (count and
-                # verify kept the old one; a (1,)-shaped source broadcast silently)
-                self._resized(module, src)
             extras = {
                 role: getattr(module, name)
                 for role, name in self.storage.items()
