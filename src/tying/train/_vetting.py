@@ -134,11 +134,17 @@ def buffers_kept(model: nn.Module):
                 b.copy_(old)
 
 
+def cuda_devices(model: nn.Module, xs: tuple, kwargs=None) -> list[int]:
+    """The CUDA devices a probe forward of ``model`` on ``xs`` uses (whose random state
+    ``torch.random.fork_rng`` must keep)."""
+    tensors = [*tensors_in(xs, kwargs or {}), *model.parameters(), *model.buffers()]
+    return sorted({t.get_device() for t in tensors if t.is_cuda})
+
+
 def run_forward(model: nn.Module, xs: tuple, seed: int | None = None, kwargs=None):
     """``model(*xs, **kwargs)`` without gradients, under random state ``seed`` (so that dropout draws
     the same masks in every probe), leaving the caller's random state as it was."""
-    tensors = [*tensors_in(xs, kwargs or {}), *model.parameters(), *model.buffers()]
-    cuda = sorted({t.get_device() for t in tensors if t.is_cuda})
+    cuda = cuda_devices(model, xs, kwargs)
     with torch.no_grad(), torch.random.fork_rng(devices=cuda):
         if seed is not None:  # the devices in use only: torch.manual_seed would also queue
             # a seed for every CUDA device not initialised yet, outside the fork

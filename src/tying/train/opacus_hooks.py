@@ -45,6 +45,7 @@ from tying.train._vetting import (
     batch_rows,
     buffers_kept,
     callable_overrides,
+    cuda_devices,
     forward_key,
     func_name,
     refuse_mixing_forward,
@@ -201,9 +202,6 @@ def _refuse_functorch_units(model: nn.Module, uses, samplers) -> None:
         for path, module, name, slot in uses:
             if id(module) in inside or id(slot.source_module) in inside:
                 where = f"{path + '.' if path else ''}{name}"
-                own = ", ".join(
-                    n for n, p in unit.named_parameters(recurse=False) if p.requires_grad
-                )
                 raise TieError(
                     f"{where}: Opacus samples {upath or 'the model'!r} "
                     f"({type(unit).__name__}) as a whole with functorch (it holds the "
@@ -409,8 +407,7 @@ def _refuse_reads_outside(gsm, model: nn.Module, modules, args, kwargs) -> bool:
     for mod in modules:
         handles.append(mod.register_forward_pre_hook(enter))
         handles.append(mod.register_forward_hook(leave, always_call=True))
-    tensors = [*tensors_in(args, kwargs), *model.parameters(), *model.buffers()]
-    cuda = sorted({t.get_device() for t in tensors if t.is_cuda})
+    cuda = cuda_devices(model, args, kwargs)
     was = gsm.hooks_enabled
     gsm.disable_hooks()
     try:
