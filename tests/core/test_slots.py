@@ -858,3 +858,131 @@ def test_a_relation_without_source_shape_is_read_without_the_resize_check():
     tying.Plan([tying.share("b.weight", like="a.weight", relation=NegatedForTest())]).apply(m)
     assert torch.equal(m["b"].weight, -m["a"].weight)
     assert tying.count(m).physical == 15
+
+
+# Stop 32: ordinary PyTorch calls on a tied model, next to the same model tied by hand.
+
+
+def _lm(kind: str) -> Stack:
+    torch.manual_seed(0)
+    m = Stack()
+    if kind == "plan":
+        tying.Plan([tying.share("lm_head.weight", like="embed.weight")]).apply(m)
+    else:
+        m.lm_head.weight = m.embed.weight
+    return m
+
+
+@pytest.mark.parametrize("tie_weights", [True, False])
+@pytest.mark.parametrize("source_first", [True, False])
+@pytest.mark.parametrize("equal", [True, False])
+def test_functional_call_given_a_value_for_a_same_slot_is_refused_with_the_model_as_it_was(
+    tie_weights, source_first, equal
+):
+    """functional_call({"embed.weight": w, "lm_head.weight": w}) let the slot's value in (it
+    was the source's own value then), torch's swap back refused lm_head.weight = w once
+    embed.weight was restored, and torch's recovery put w back into embed.weight: the call
+    raised and the model kept the caller's plain tensor as its embedding."""
+    m = _lm("plan")
+    tokens = torch.randint(0, 11, (2, 5))
+    before, out_before = m.embed.weight, m(tokens).detach()
+    w = torch.randn(11, 8)
+    given = [("embed.weight", w), ("lm_head.weight", w if equal else w + 1)]
+    with pytest.raises(
+        tying.TieError,
+        match=r"functional_call was given a value for lm_head\.weight, a tied slot served "
+        r"from embed\.weight via Same\(\).*pass the value under embed\.weight only",
+    ):
+        functional_call(m, dict(given if source_first else given[::-1]), (tokens,),
+                        tie_weights=tie_weights)  # fmt: skip
+    assert m.embed.weight is before and type(m.embed.weight) is nn.Parameter
+    assert m.lm_head.weight is m.embed.weight and tying.verify(m) == 1
+    assert torch.equal(m(tokens), out_before)
+    # the source's value alone is what a hand tie gives for either name
+    hand = _lm("hand")
+    want = functional_call(hand, {"embed.weight": w}, (tokens,))
+    torch.testing.assert_close(functional_call(m, {"embed.weight": w}, (tokens,)), want)
+    torch.testing.assert_close(functional_call(hand, {"lm_head.weight": w}, (tokens,)), want)
+
+
+def test_assigning_the_served_parameter_to_a_same_slot_is_still_a_no_op():
+    m = _lm("plan")
+    m.lm_head.weight = m.embed.weight  # Hugging Face's tie_weights()
+    assert m.lm_head.weight is m.embed.weight and tying.verify(m) == 1
+
+
+def _init_everything(m: nn.Module) -> None:
+    # what model.apply(init_fn) / Hugging Face's post_init() do to every Linear
+    if isinstance(m, nn.Linear):
+        nn.init.constant_(m.weight, 0.5)
+
+
+_COPIES = {
+    "deepcopy": copy.deepcopy,
+    "pickle": lambda m: pickle.loads(pickle.dumps(m)),
+    "state_dict": lambda m: m.state_dict(),
+    "AveragedModel": torch.optim.swa_utils.AveragedModel,
+}
+
+
+@pytest.mark.parametrize("how", sorted(_COPIES))
+@pytest.mark.parametrize("relation", [tying.Rotated(), tying.Scaled(2.0), tying.Flipped((0,))])
+def test_a_write_into_a_computed_slot_is_refused_by_a_copy_not_lost_in_it(how, relation):
+    """model.apply(init) writes into a computed slot: the next read refused it, but a copy
+    made before that read (an EMA/AveragedModel copy, torch.save(model), a state dict for a
+    checkpoint) recomputed the slot from its source and lost the write without a word."""
+    ae = AE()
+    ae.dec = nn.Linear(3, 6) if type(relation) is tying.Rotated else nn.Linear(6, 3)
+    tying.Plan([tying.share("dec.weight", like="enc.weight", relation=relation)]).apply(ae)
+    ae.apply(_init_everything)
+    with pytest.raises(
+        tying.TieError, match=r"dec\.weight was written in place .* write to enc\.weight instead"
+    ):
+        _COPIES[how](ae)
+    # the refusal leaves the tie as it was: it reads on, and the copy can be made now
+    assert tying.verify(ae) == 1
+    want = 1.0 if type(relation) is tying.Scaled else 0.5  # the source's init, via the tie
+    assert bool((ae.dec.weight == want).all())
+    _COPIES[how](ae)
+
+
+@pytest.mark.parametrize("how", sorted(_COPIES))
+def test_a_copy_after_a_forward_and_a_step_is_not_taken_for_a_lost_write(how):
+    ae = AE()
+    tying.Plan([tying.share("dec.weight", like="enc.weight", relation=tying.Rotated())]).apply(ae)
+    sgd_step(ae, ae(torch.randn(4, 6)).pow(2).sum())
+    ae.dec.weight  # noqa: B018 - a read hands out a value, the copy must not take it for a write
+    _COPIES[how](ae)
+    with torch.no_grad():
+        ae.enc.weight.mul_(2.0)  # the source changed since the read: no write to the slot
+    _COPIES[how](ae)
+
+
+class _TiedLM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(11, 8)
+        self.lm_head = nn.Linear(8, 11, bias=False)
+
+    def forward(self, tokens):
+        return self.lm_head(self.embed(tokens))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script.*` is deprecated:DeprecationWarning")
+def test_torch_jit_script_of_a_tied_model_is_refused_naming_the_tie():
+    """It failed deep inside TorchScript with "Don't support conversion in JoinedStr",
+    pointing at tying's own source."""
+    torch.manual_seed(0)
+    m = _TiedLM()
+    tying.Plan([tying.share("lm_head.weight", like="embed.weight")]).apply(m)
+    with pytest.raises(
+        tying.TieError,
+        match=r"torch\.jit\.script cannot compile TiedLinear \(lm_head\.weight <- embed\.weight "
+        r"via Same\(\)\).*tying\.untie\(c\)",
+    ):
+        torch.jit.script(m)
+    assert m.lm_head.weight is m.embed.weight and tying.verify(m) == 1
+    c = copy.deepcopy(m)  # the fix the message gives
+    tying.untie(c)
+    tokens = torch.randint(0, 11, (2, 5))
+    assert torch.equal(torch.jit.script(c)(tokens), m(tokens))

@@ -64,3 +64,35 @@ def test_an_edge_that_is_not_a_pair_is_named(edge):
     params = [torch.zeros(2), torch.ones(2), torch.ones(2)]
     with pytest.raises(ValueError, match=r"each edge must be a pair \(i, j\).*got"):
         tying.soft.laplacian_penalty(params, [(0, 1), edge], lam=1.0)
+
+
+@pytest.mark.parametrize("lam", [True, "1.0", None])
+def test_a_strength_that_is_not_a_real_number_is_refused(lam):
+    """Stop 32: lam=True was taken as 1; a string or None failed inside a comparison."""
+    with pytest.raises(TypeError, match=r"lam must be a real number .* got (bool|str|NoneType)"):
+        tying.soft.laplacian_penalty([torch.zeros(2), torch.ones(2)], [(0, 1)], lam=lam)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.uint8, torch.int64])
+def test_integer_members_are_refused_not_overflowed(dtype):
+    """Stop 32: int32 members 60000 apart gave a penalty of -347483648 (the square wrapped)."""
+    a, b = torch.tensor([60], dtype=dtype), torch.tensor([0], dtype=dtype)
+    with pytest.raises(TypeError, match=rf"params\[0\] is {dtype}.*convert it with \.float\(\)"):
+        tying.soft.laplacian_penalty([a, b], [(0, 1)], lam=1.0)
+
+
+def test_a_parameter_dict_is_keyed_by_its_names():
+    """Stop 32: an nn.ParameterDict was indexed 0, 1, ... and its names were 'not in params'."""
+    torch.manual_seed(0)
+    ps = {name: torch.nn.Parameter(torch.randn(3)) for name in ("t0", "t1", "t2")}
+    edges = [("t0", "t1"), ("t1", "t2")]
+    got = tying.soft.laplacian_penalty(torch.nn.ParameterDict(ps), edges, lam=0.7)
+    want = 0.35 * sum(float((ps[i] - ps[j]).detach().pow(2).sum()) for i, j in edges)
+    assert got.item() == pytest.approx(want, rel=1e-6)
+    assert torch.equal(got, tying.soft.laplacian_penalty(ps, edges, lam=0.7))
+
+
+def test_a_bool_is_no_index_of_a_list_of_members():
+    """Stop 32: the edge (True, 0) silently meant (1, 0)."""
+    with pytest.raises(ValueError, match=r"edge \(True, 0\) names True, which is not an index"):
+        tying.soft.laplacian_penalty([torch.zeros(2), torch.ones(2)], [(True, 0)], lam=1.0)

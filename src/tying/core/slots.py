@@ -38,6 +38,7 @@ import copy
 import dataclasses
 import itertools
 import secrets
+import sys
 from typing import Any
 
 import torch
@@ -589,6 +590,8 @@ def tied_class(base: type, names) -> type:
             register_parameter=_guarded_register_parameter,
             extra_repr=_extra_repr,
             _load_from_state_dict=_load_from_state_dict,
+            _save_to_state_dict=_save_to_state_dict,
+            __prepare_scriptable__=_prepare_scriptable,
             # The class lives here, not in the base's module (where no such name exists);
             # its name and docstring say what it wraps.
             __module__=__name__,
@@ -615,12 +618,27 @@ def _guarded_setattr(self, name, value):
     slots = self.__dict__.get(SLOTS_ATTR)
     if slots and name in slots:
         slot = slots[name]
-        if type(slot.relation) is Same and value is slot.value(self):
+        swapping = _in_functional_swap()
+        if type(slot.relation) is Same and not swapping and value is slot.value(self):
             # Assigning the very Parameter the slot already serves changes nothing:
             # Hugging Face's tie_weights()/init_weights() do exactly this.
             return
         target, source = slot.target_and_source(name)
         served = source if slot.paths[1] else f"its own storage {source}"
+        if swapping:
+            # functional_call({"embed.weight": w, "lm_head.weight": w}) passed this slot the
+            # source's new value, so the no-op above let it in; torch's swap back then set
+            # embed.weight to its old value first and lm_head.weight = w was refused, and
+            # torch's own recovery swapped embed.weight back to w: the call raised and left
+            # the caller's tensor in the model (stop 32). Refused here, on the way in, torch
+            # restores what it swapped so far and the model is as it was.
+            raise TieError(
+                f"torch.func.functional_call was given a value for {target}, a tied slot "
+                f"served from {served} via {slot.relation!r}; a tied slot takes no value of "
+                f"its own, even one equal to its source's: pass the value under {source} "
+                f"only (the slot reads it), or untie a copy first (tying.untie(model)); the "
+                f"model is unchanged"
+            )
         raise TieError(
             f"{target} is a tied slot of {type(self).__name__}, served from {served} via "
             f"{slot.relation!r}; assigning another value would break the tie: change "
@@ -628,6 +646,55 @@ def _guarded_setattr(self, name, value):
             f"tying.untie(model) (or tying.Plan([tying.free({target!r})]).apply(model))"
         )
     type(self)._tying_base.__setattr__(self, name, value)
+
+
+def _check_pending_writes(module: nn.Module, *, values: bool = False) -> None:
+    """Refuse when a computed slot of ``module`` was written to since its last read."""
+    for slot in module.__dict__.get(SLOTS_ATTR, {}).values():
+        if slot._handed is not None:
+            slot.check_written(module, values=values)
+
+
+def _save_to_state_dict(self, destination, prefix, keep_vars):
+    # A computed slot is not in the state dict (its source is): a write into it since its
+    # last read would be lost from the checkpoint (model.apply(init); torch.save(
+    # model.state_dict(), path)), so it is refused as the next read would (stop 32).
+    _check_pending_writes(self)
+    type(self)._tying_base._save_to_state_dict(self, destination, prefix, keep_vars)
+
+
+def _prepare_scriptable(self):
+    # torch.jit.script calls this on every module before compiling any: a tied slot is a
+    # Python property that reads its source at each access, which TorchScript cannot
+    # compile (it failed deep inside with "Don't support conversion in JoinedStr",
+    # pointing at this file; stop 32)
+    where = "; ".join(
+        "{} <- {} via {!r}".format(*slot.target_and_source(name), slot.relation)
+        for name, slot in slots_of(self).items()
+    )
+    raise TieError(
+        f"torch.jit.script cannot compile {type(self).__name__} ({where}): a tied slot is "
+        f"served by tying at each read, which TorchScript cannot express; use torch.compile "
+        f"or torch.export (they keep the tie), torch.jit.trace, or script an untied copy "
+        f"(c = copy.deepcopy(model); tying.untie(c); torch.jit.script(c)); the model is "
+        f"unchanged"
+    )
+
+
+def _in_functional_swap() -> bool:
+    """Whether the caller is torch's ``swap_tensor`` (``torch.func.functional_call`` and
+    ``torch.nn.utils.stateless`` swapping the model's tensors in or out)."""
+    frame = sys._getframe(2)  # _guarded_setattr's caller
+    for _ in range(4):  # swap_tensor calls setattr(module, name, tensor) itself
+        if frame is None:
+            return False
+        if (
+            frame.f_code.co_name == "swap_tensor"
+            and frame.f_globals.get("__name__") == "torch.nn.utils._named_member_accessor"
+        ):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _load_from_state_dict(
@@ -760,6 +827,10 @@ def _rebuild(base: type, names: tuple[str, ...]):
 
 def _reduce_ex(self, protocol):
     # Lets deepcopy and pickle rebuild the dynamic class from importable parts.
+    # A write into a computed slot not yet caught by a read is caught here: the copy (an
+    # EMA / AveragedModel copy, torch.save(model)) recomputes the slot from its source and
+    # would lose it without a word (stop 32).
+    _check_pending_writes(self, values=True)
     cls = type(self)
     return (_rebuild, (cls._tying_base, tuple(sorted(cls._tying_names))), self.__getstate__())
 

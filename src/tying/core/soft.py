@@ -7,6 +7,7 @@ graph's connected components, λ = 0 independent parameters.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
 
 import torch
@@ -20,7 +21,8 @@ def laplacian_penalty(
     """``lam/2 · Σ_(i,j)∈edges ‖params[i] − params[j]‖²``.
 
     Args:
-        params: tensors of one shape, as a list (edges index it) or a mapping.
+        params: tensors of one shape, as a list (edges index it) or a mapping
+            (``nn.ParameterDict`` too).
         edges: pairs of keys of ``params``.
         lam: the penalty strength (≥ 0).
 
@@ -28,8 +30,10 @@ def laplacian_penalty(
         A scalar tensor (differentiable).
 
     Raises:
+        TypeError: ``lam`` not a real number (a bool, a string, None), or a member that is
+            not floating-point or complex.
         ValueError: negative, NaN or infinite ``lam``, an edge that is not a pair or names
-            a missing key, or shapes that differ.
+            a missing key (a bool is no index of a list), or shapes that differ.
 
     Complex members count ``|a − b|²`` (real and ≥ 0).
 
@@ -39,9 +43,17 @@ def laplacian_penalty(
         >>> tying.soft.laplacian_penalty([a, b], [(0, 1)], lam=2.0)
         tensor(2.)
     """
+    if isinstance(lam, bool) or not isinstance(lam, (numbers.Real, torch.Tensor)):
+        # True was taken as 1 and a string failed inside a comparison (stop 32)
+        raise TypeError(
+            f"laplacian_penalty: lam must be a real number (float, int or a 0-d tensor), got "
+            f"{type(lam).__name__} {lam!r}"
+        )
     if not (lam >= 0) or lam == float("inf"):  # NaN fails every comparison
         raise ValueError(f"laplacian_penalty: lam must be finite and >= 0, got {lam}")
-    keys = list(params.keys()) if isinstance(params, Mapping) else list(range(len(params)))
+    # nn.ParameterDict is no Mapping, but is keyed like one (it was indexed 0, 1, ...)
+    mapping = isinstance(params, Mapping) or isinstance(params, torch.nn.ParameterDict)
+    keys = list(params.keys()) if mapping else list(range(len(params)))
     get = params.__getitem__
     total = None
     for edge in edges:
@@ -52,11 +64,23 @@ def laplacian_penalty(
             )
         i, j = edge
         for k in (i, j):
+            if not mapping and isinstance(k, bool):  # True == 1: it indexed params[1]
+                raise ValueError(
+                    f"laplacian_penalty: edge ({i!r}, {j!r}) names {k!r}, which is not an "
+                    f"index of params (a bool); use the ints 0..{len(keys) - 1}"
+                )
             if k not in keys:
                 raise ValueError(
                     f"laplacian_penalty: edge ({i!r}, {j!r}) names {k!r}, which is not in params {keys[:8]}"
                 )
         a, b = get(i), get(j)
+        for k, t in ((i, a), (j, b)):
+            if not (t.is_floating_point() or t.is_complex()):
+                # integer squares overflow silently (int32: 60000² gave -347483648)
+                raise TypeError(
+                    f"laplacian_penalty: params[{k!r}] is {t.dtype}, but a soft tie pulls "
+                    f"floating-point or complex parameters together; convert it with .float()"
+                )
         if a.shape != b.shape:
             raise ValueError(
                 f"laplacian_penalty: params[{i!r}] has shape {tuple(a.shape)} but params[{j!r}] has {tuple(b.shape)}"
