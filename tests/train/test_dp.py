@@ -1174,3 +1174,35 @@ def test_the_finite_check_of_the_norms_finds_every_nan_and_inf(dtype):
             norms[i] = bad
             with pytest.raises(ValueError, match=rf"examples \[{i}\] are not finite"):
                 dp_module._check_finite_norms(norms)
+
+
+# -- stop 32: an empty Poisson batch is averaged over the expected batch size only --
+
+
+@pytest.mark.parametrize("mode", ["vmap", "ghost"])
+def test_an_empty_batch_without_the_data_set_size_is_refused_and_changes_nothing(mode):
+    """Its actual size is 0, and the noise was divided by 1: a step of std σC where the
+    other steps of a run at batches of B have σC/B (B x too large), with no error."""
+    model = TinyLM()
+    dp = DPSGD(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        noise_multiplier=1.0,
+        max_grad_norm=1.0,
+        sample_rate=0.1,
+        mode=mode,
+        generator=torch.Generator().manual_seed(0),
+    )
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    empty = torch.zeros(0, 5, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"an empty batch .* no actual batch size.*pass n_data="):
+        dp.step(seq_ce, empty, empty)
+    assert dp.steps == 0 and dp.history == []
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    pg = dp.step(seq_ce, empty, empty, n_data=40)  # the expected size, 4: std σC / 4
+    assert float(pg.grads["embed.weight"].std()) == pytest.approx(0.25, rel=0.3)
+    with pytest.raises(ValueError, match=r"an empty batch .*pass denominator="):
+        private_grad(model, seq_ce, empty, empty, max_grad_norm=1.0, noise_multiplier=1.0)
+    # without noise the step is 0 whatever it is divided by: let through, as before
+    dp.noise_multiplier = 0.0
+    assert all(float(g.abs().max()) == 0 for g in dp.step(seq_ce, empty, empty).grads.values())

@@ -140,3 +140,37 @@ def test_fast_patterns_that_split_a_tied_tensor_are_refused(how):
     assert sorted(fs.fast_names) == ["0.bias", "0.weight", "2.bias"]
     fs = FastSlow(net, fast=["2.bias"])  # the untied part alone is fine
     assert fs.fast_names == ["2.bias"]
+
+
+# -- stop 32: rates that ascend, and fast weights predict would have ignored --
+
+
+@pytest.mark.parametrize("bad", [-0.1, True])
+def test_a_negative_or_bool_inner_rate_is_refused(bad):
+    """A negative rate ascended the support loss and True was taken for 1.0, no error."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(1, 4), nn.Tanh(), nn.Linear(4, 1))
+    with pytest.raises(ValueError, match=rf"inner_lr must be a finite number, got {bad}; a rate"):
+        FastSlow(net, fast=["2"], inner_lr=bad)
+    fs = FastSlow(net, fast=["2"], inner_lr=0.1)
+    x = torch.linspace(-1, 1, 6)[:, None]
+    with pytest.raises(ValueError, match=rf"adapt: lr must be a finite number, got {bad}; a"):
+        fs.adapt(lambda out, y: ((out - y) ** 2).mean(), x, x, lr=bad)
+
+
+def test_predict_refuses_fast_weights_it_would_ignore():
+    """functional_call ignores an unknown name and keeps the init for a missing one: a
+    typo gave the un-adapted model's output, with no error."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(1, 4), nn.Tanh(), nn.Linear(4, 1))
+    fs = FastSlow(net, fast=["2"], inner_lr=0.1)
+    x = torch.linspace(-1, 1, 6)[:, None]
+    fast = fs.adapt(lambda out, y: ((out - y) ** 2).mean(), x, 3 * x, steps=5)
+    assert fs.predict(fast, x).shape == (6, 1)  # adapt's own dict: fine
+    typo = {"2.weigth": fast["2.weight"], "2.bias": fast["2.bias"]}
+    with pytest.raises(ValueError, match=r"missing \['2.weight'\], not fast \['2.weigth'\]"):
+        fs.predict(typo, x)
+    with pytest.raises(ValueError, match=r"missing \['2.bias'\], not fast \[\]"):
+        fs.predict({"2.weight": fast["2.weight"]}, x)
+    with pytest.raises(ValueError, match=r"not fast \['0.weight'\]"):
+        fs.predict({**fast, "0.weight": net[0].weight}, x)  # a slow weight is not fast

@@ -150,3 +150,35 @@ def test_a_loss_that_is_inf_from_the_start_leaves_the_net_unchanged(method):
     with pytest.raises(FloatingPointError, match=r"loss became NaN/inf"):
         fit_multitask(net, data, steps=20, method=method)
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
+
+
+# -- stop 32: the dial, the graph and the budget are checked whatever their values --
+
+
+@pytest.mark.parametrize(
+    "kw,err,match",
+    [
+        # the penalty ran only for lam > 0: these fitted independent tasks, no error
+        (dict(lam=-1.0, edges=[(0, 1)]), ValueError, r"lam must be finite and >= 0 .*got -1.0"),
+        (dict(lam=float("nan"), edges=[(0, 1)]), ValueError, r"lam must be finite .*got nan"),
+        (dict(lam=True, edges=[(0, 1)]), TypeError, r"lam must be a real number, got bool"),
+        # an edge naming a missing task went unnoticed at lam = 0
+        (dict(lam=0.0, edges=[(0, 5)]), ValueError, r"edge \(0, 5\) names task 5"),
+        # range(-3): the net came back untrained
+        (dict(steps=-3), ValueError, r"steps must be an int >= 0, got -3"),
+    ],
+)
+def test_fit_refuses_settings_that_silently_change_the_fit(kw, err, match):
+    net = _net()
+    before = [p.clone() for p in net.parameters()]
+    with pytest.raises(err, match=match):
+        fit_multitask(net, _data(), **kw)
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
+
+
+def test_a_task_with_no_rows_is_named():
+    """Its mean squared error is NaN: the fit raised 'lower lr or scale the data'."""
+    data = _data()
+    data[1] = (data[1][0][:0], data[1][1][:0])
+    with pytest.raises(ValueError, match=r"task 1 has no rows \(X of shape \(0, 5\)\)"):
+        fit_multitask(_net(), data, steps=5)

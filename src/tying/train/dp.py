@@ -117,6 +117,23 @@ def _check_batch(x, y) -> None:
             )
 
 
+def _check_empty_batch(y: torch.Tensor, denominator, sigma, name: str) -> None:
+    """Refuse an empty batch averaged by its actual size (stop 32).
+
+    Its actual size is 0, and the noise was divided by 1 instead: a step of pure noise
+    with std ``σC``, ``B`` times the usual ``σC/B`` (64x at a batch of 64), with no
+    error. Only the expected batch size gives such a step its right scale (at σ = 0 the
+    step is 0 either way, and is let through).
+    """
+    if y.shape[0] == 0 and denominator is None and sigma > 0:
+        raise ValueError(
+            f"an empty batch (0 rows, as Poisson sampling draws) has no actual batch size "
+            f"to average by: its noise (std noise_multiplier * max_grad_norm) would be "
+            f"divided by 1, a step B times the usual size at batches of B; pass {name} so "
+            f"that every step averages over the expected batch size (as Opacus does)"
+        )
+
+
 def _check_finite_norms(norms: torch.Tensor) -> None:
     # norms are >= 0, NaN or inf, and amax propagates NaN: one reduction and one read-back
     # where isfinite(...).all() took two reductions (~3 µs a step, stop 23)
@@ -345,7 +362,8 @@ def private_grad(
     Raises:
         ValueError: unknown ``mode``; ``noise_multiplier`` negative or not finite;
             ``max_grad_norm`` or ``denominator`` not a finite number > 0; ``x`` and
-            ``y`` with different numbers of rows; a per-example gradient that is not
+            ``y`` with different numbers of rows; an empty batch with noise and no
+            ``denominator`` (it has no size to average by); a per-example gradient that is not
             finite; or a model that ``mode`` cannot handle (see :func:`per_example_grads`
             and :class:`GhostClipping` for the hooks each refuses).
         TypeError: an argument of the wrong type.
@@ -367,6 +385,7 @@ def private_grad(
     if denominator is not None:
         _check_denominator(denominator)
     _check_batch(x, y)
+    _check_empty_batch(y, denominator, noise_multiplier, "denominator=")
     ghost = GhostClipping(model) if mode == "ghost" else None
     res = _clipped_sum(model, ghost, loss_fn, x, y, max_grad_norm)
     pg = _noisy(res, noise_multiplier, max_grad_norm, denominator, generator)
@@ -532,7 +551,8 @@ class DPSGD:
 
         Raises:
             ValueError: ``x`` and ``y`` with different numbers of rows, ``n_data`` not an
-                int > 0, a learning rate that is negative or not finite, a
+                int > 0, an empty batch with noise and no ``n_data`` (it has no size to
+                average by), a learning rate that is negative or not finite, a
                 ``noise_multiplier``, ``max_grad_norm``, ``sample_rate`` or ``mode`` set
                 since construction to a value the constructor refuses, a per-example
                 gradient that is not finite, an optimizer that does not hold every
@@ -554,6 +574,7 @@ class DPSGD:
         _check_sample_rate(self.sample_rate)
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        _check_empty_batch(y, n_data, self.noise_multiplier, "n_data=")
         denom = None if n_data is None else self.sample_rate * int(n_data)
         ghost = self._ghost_plan() if self.mode == "ghost" else None
         pe = self._vmap_plan() if ghost is None else None

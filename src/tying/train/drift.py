@@ -18,6 +18,7 @@ whose learning rate has decayed cannot follow a new concept) or a retrain.
 
 from __future__ import annotations
 
+import bisect
 import math
 import numbers
 from collections.abc import Callable
@@ -208,6 +209,69 @@ class DriftMonitor:
         return alarm
 
 
+def _restart(scheduler, groups: list[dict]) -> None:
+    """Put ``scheduler`` where its construction left it (the groups' ``lr`` already reset).
+
+    Every torch scheduler but ``ReduceLROnPlateau`` starts with ``last_epoch = -1`` and
+    one step (``_initial_step``): that step computes epoch 0's rate (for a chainable one
+    such as ``LinearLR`` from the group's current rate) and any state of its own
+    (``CosineAnnealingWarmRestarts``' cycle, ``OneCycleLR``'s momentum). The composite
+    schedulers restart their parts as their own constructors do.
+    """
+    S = torch.optim.lr_scheduler
+    if isinstance(scheduler, S.ReduceLROnPlateau):
+        scheduler._reset()  # best, bad-epoch and cooldown counters
+        scheduler.last_epoch = 0
+        scheduler._last_lr = [g["lr"] for g in groups]
+    elif isinstance(scheduler, S.ChainedScheduler):  # each part built in turn
+        for part in scheduler._schedulers:
+            _restart(part, groups)
+        scheduler._last_lr = [g["lr"] for g in groups]
+    elif isinstance(scheduler, S.SequentialLR):  # parts before their milestone: unstarted
+        for part in scheduler._schedulers:
+            _unstart(part)
+        scheduler.last_epoch = 0
+        first = scheduler._schedulers[bisect.bisect_right(scheduler._milestones, 0)]
+        first._initial_step()
+        scheduler._last_lr = first.get_last_lr()
+    else:
+        scheduler.last_epoch = -1
+        scheduler._initial_step()
+
+
+def _unstart(scheduler) -> None:
+    """A :class:`SequentialLR` part as its constructor leaves it (``recursive_undo``)."""
+    for part in getattr(scheduler, "_schedulers", ()):
+        _unstart(part)
+    if not hasattr(scheduler, "_schedulers"):
+        scheduler.last_epoch = -1
+
+
+def _check_scheduler(optimizer, scheduler) -> None:
+    """Refuse a scheduler that cannot be restarted on ``optimizer``, before any change."""
+    S = torch.optim.lr_scheduler
+    if not isinstance(scheduler, (S.LRScheduler, S.ReduceLROnPlateau)):
+        raise TypeError(
+            f"reset_optimizer: scheduler must be a torch.optim.lr_scheduler scheduler, got "
+            f"{type(scheduler).__name__}"
+        )
+    for part in [scheduler, *getattr(scheduler, "_schedulers", ())]:
+        if part.optimizer is not optimizer:
+            raise ValueError(
+                f"reset_optimizer: the {type(part).__name__} schedules another optimizer than "
+                f"the one reset: restarting it would leave this optimizer's decayed rates in "
+                f"place; pass the scheduler built on this optimizer"
+            )
+    missing = [i for i, g in enumerate(optimizer.param_groups) if "initial_lr" not in g]
+    if missing:
+        raise ValueError(
+            f"reset_optimizer: optimizer.param_groups{missing} have no 'initial_lr', so the "
+            f"rate to restart from is unknown (ReduceLROnPlateau records none; a group added "
+            f"after the scheduler was built has none); set group['initial_lr'] to the rate "
+            f"to restart from"
+        )
+
+
 def reset_optimizer(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
@@ -220,7 +284,15 @@ def reset_optimizer(
     Args:
         optimizer: any ``torch.optim`` optimizer.
         scheduler: its learning-rate scheduler, restarted at its first step (the
-            learning rates go back to each group's ``initial_lr``).
+            learning rates go back to each group's ``initial_lr``, and the scheduler
+            to the state its construction left: a warm-up starts again, a
+            ``SequentialLR``/``ChainedScheduler`` restarts its parts).
+
+    Raises:
+        TypeError: ``scheduler`` is not a torch learning-rate scheduler.
+        ValueError: ``scheduler`` (or one of its parts) schedules another optimizer, or
+            a param group has no ``initial_lr`` (``ReduceLROnPlateau`` records none:
+            set it). Nothing is changed by a refused call.
 
     Example:
         >>> import torch
@@ -234,16 +306,17 @@ def reset_optimizer(
         >>> len(opt.state), opt.param_groups[0]["lr"]
         (0, 0.1)
     """
+    if scheduler is not None:
+        _check_scheduler(optimizer, scheduler)  # before anything changes
     optimizer.state.clear()
     if scheduler is not None:
+        # the rates and the schedule as the scheduler's construction left them: setting
+        # last_epoch = 0 by hand restarted a LinearLR warm-up at 10x its rate, a
+        # MultiplicativeLR one factor low, a SequentialLR/ChainedScheduler past its
+        # warm-up, ReduceLROnPlateau at its decayed rate (stop 32)
         for group in optimizer.param_groups:
-            if "initial_lr" in group:
+            if isinstance(group["lr"], torch.Tensor):  # a tensor rate is updated in place
+                group["lr"].fill_(float(group["initial_lr"]))
+            else:
                 group["lr"] = group["initial_lr"]
-        scheduler.last_epoch = 0
-        # LambdaLR and friends compute lr from last_epoch; one recomputation at step 0
-        if hasattr(scheduler, "lr_lambdas"):
-            for group, fn, base in zip(
-                optimizer.param_groups, scheduler.lr_lambdas, scheduler.base_lrs
-            ):
-                group["lr"] = base * fn(0)
-        scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
+        _restart(scheduler, optimizer.param_groups)

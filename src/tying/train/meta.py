@@ -64,6 +64,18 @@ def _refuse_split_ties(model: nn.Module, patterns: list[Pattern]) -> None:
             )
 
 
+def _check_rate(name: str, value) -> None:
+    """An inner learning rate: a finite number >= 0 (stop 32: a negative one ascended the
+    support loss, and ``True`` was taken for 1.0, with no error)."""
+    if isinstance(value, bool) or not (
+        isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0
+    ):
+        raise ValueError(
+            f"{name} must be a finite number, got {value!r}; a rate >= 0 (a negative one "
+            f"ascends the support loss)"
+        )
+
+
 class FastSlow:
     """Split ``model``'s parameters into fast (matching ``fast``) and slow (the rest).
 
@@ -119,8 +131,7 @@ class FastSlow:
             raise ValueError(f"inner_steps must be an int >= 0, got {inner_steps!r}")
         if inner_steps < 0:
             raise ValueError(f"inner_steps must be >= 0, got {inner_steps}")
-        if not (isinstance(inner_lr, numbers.Real) and math.isfinite(inner_lr)):
-            raise ValueError(f"inner_lr must be a finite number, got {inner_lr!r}")
+        _check_rate("inner_lr", inner_lr)
         self.model = model
         self.fast_names = [n for n in names if _matches(patterns, n)]
         self.slow_names = [n for n in names if n not in self.fast_names]
@@ -155,7 +166,22 @@ class FastSlow:
         return {n: params[n] for n in self.fast_names}
 
     def predict(self, fast: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """The model's output with ``fast`` substituted for the fast weights."""
+        """The model's output with ``fast`` substituted for the fast weights.
+
+        Raises:
+            ValueError: ``fast`` lacks a fast weight or holds a name that is not one
+                (``functional_call`` ignored an unknown name and used the shared init for
+                a missing one: the un-adapted model's output, with no error; stop 32).
+        """
+        if not isinstance(fast, dict) or fast.keys() != set(self.fast_names):
+            got = sorted(fast) if isinstance(fast, dict) else type(fast).__name__
+            missing = sorted(set(self.fast_names) - set(fast)) if isinstance(fast, dict) else []
+            extra = sorted(set(fast) - set(self.fast_names)) if isinstance(fast, dict) else []
+            raise ValueError(
+                f"predict: fast must map every fast weight {sorted(self.fast_names)} to its "
+                f"adapted value (as adapt returns), got {got} (missing {missing}, not fast "
+                f"{extra}); pass the dict that adapt returned for this FastSlow"
+            )
         return functional_call(self.model, fast, (x,))
 
     def adapt(
@@ -195,8 +221,8 @@ class FastSlow:
         if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
             # range(-1) ran no step: the "adapted" weights were the init, with no error
             raise ValueError(f"adapt: steps must be an int >= 0, got {steps!r}")
-        if lr is not None and not (isinstance(lr, numbers.Real) and math.isfinite(lr)):
-            raise ValueError(f"adapt: lr must be a finite number, got {lr!r}")
+        if lr is not None:
+            _check_rate("adapt: lr", lr)
         rates = {
             n: self.inner_lrs.get(n, self.inner_lr) if lr is None else lr for n in self.fast_names
         }

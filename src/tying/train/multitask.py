@@ -179,6 +179,8 @@ def fit_multitask(
 
     Raises:
         ValueError: ``len(data)`` differs from the number of tasks, an unknown method,
+            ``lam`` negative, NaN or infinite, an edge naming a missing task, ``steps``
+            not an int >= 0, a task with no rows,
             a task whose targets are not shaped as the net's outputs (an ``(N,)`` target
             against ``(N, 1)`` outputs would broadcast to ``(N, N)``), rows that differ
             between ``X`` and ``y``, or NaN/inf data.
@@ -203,6 +205,7 @@ def fit_multitask(
         )
     if method not in ("adam", "lbfgs"):
         raise ValueError(f"method must be 'adam' or 'lbfgs', got {method!r}")
+    _check_settings(net, edges, lam, steps)
     _check_task_data(net, data)
 
     def objective() -> torch.Tensor:
@@ -247,6 +250,25 @@ def fit_multitask(
     return net
 
 
+def _check_settings(net: MultiTaskNet, edges, lam, steps) -> None:
+    """The dial, the graph and the budget, checked whatever their values (stop 32).
+
+    The penalty is added only for ``lam > 0``, so a negative or NaN ``lam`` fitted the
+    tasks independently (λ = 0) with no error, though ``soft_penalty`` refuses both; an
+    edge naming a missing task went unnoticed at λ = 0; ``steps=-3`` returned the net
+    untrained.
+    """
+    if isinstance(lam, bool) or not isinstance(lam, (numbers.Real, torch.Tensor)):
+        raise TypeError(f"fit_multitask: lam must be a real number, got {type(lam).__name__}")
+    if not (0 <= float(lam) < float("inf")):  # NaN fails the comparison too
+        raise ValueError(
+            f"fit_multitask: lam must be finite and >= 0 (0: independent tasks), got {lam}"
+        )
+    components(net.n_tasks, edges)  # an edge naming a missing task: refused by name
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
+        raise ValueError(f"fit_multitask: steps must be an int >= 0, got {steps!r}")
+
+
 def _check_task_data(net: MultiTaskNet, data: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
     """Every task's ``(X, y)``: tensors, finite, one target per row, shaped as the net's output.
 
@@ -269,6 +291,11 @@ def _check_task_data(net: MultiTaskNet, data: Sequence[tuple[torch.Tensor, torch
                     f"fit_multitask: task {k}'s {name} holds {bad} NaN/inf value(s); drop or "
                     f"impute them before training"
                 )
+        if X.ndim and X.shape[0] == 0:  # the mean of no rows is NaN: "lower lr" misled
+            raise ValueError(
+                f"fit_multitask: task {k} has no rows (X of shape {tuple(X.shape)}); every "
+                f"task needs data, or drop the task from the net"
+            )
         if X.shape[:1] != y.shape[:1]:
             raise ValueError(
                 f"fit_multitask: task {k} has {X.shape[0] if X.ndim else 0} inputs but "
