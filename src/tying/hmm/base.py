@@ -30,6 +30,7 @@ from tying.hmm import forward_backward as _fb
 from tying.hmm.forward_backward import Posteriors, forward_backward, forward_log_likelihood
 from tying.hmm.monitor import ConvergenceMonitor
 from tying.hmm.sequences import SequenceBatch, check_lengths
+from tying.hmm.stationary import stationary_distribution
 from tying.hmm.ties import StateTies
 from tying.hmm.validation import (
     _broadcast,
@@ -109,8 +110,8 @@ class BaseHMM:
             "covars": "all", "transitions": [[3, 4]]}`` (see
             :class:`~tying.hmm.StateTies`); tied transitions share a whole row.
         startprob_init, transmat_init: starting values; None draws them from
-            ``random_state`` (or takes a value assigned to ``startprob_`` /
-            ``transmat_`` before ``fit``).
+            ``random_state``. A value assigned to ``startprob_`` / ``transmat_``
+            since the last ``fit`` is the start value instead (it wins over these).
         params: which parameters EM updates, as names (``["means", "covars"]``)
             or hmmlearn letters (``"mc"``); the others keep their start values.
         init_params: hmmlearn's switch, names or letters: the parameters
@@ -321,9 +322,10 @@ class BaseHMM:
     def fit(self, X, lengths=None) -> BaseHMM:
         """Estimate the parameters by Baum-Welch (EM), with ``n_init`` restarts.
 
-        Start values: ``*_init`` arguments, else attributes assigned before
-        ``fit`` (``m.means_ = ...``), else random draws; with hmmlearn's
-        ``init_params`` the parameters it names are always drawn afresh.
+        Start values: attributes assigned since the last ``fit``
+        (``m.means_ = ...``), else ``*_init`` arguments, else random draws; with
+        hmmlearn's ``init_params`` the parameters it names are always drawn afresh,
+        and those it leaves out keep their current values.
 
         Args:
             X: observations of all sequences, concatenated.
@@ -775,6 +777,10 @@ class BaseHMM:
     def get_stationary_distribution(self) -> np.ndarray:
         """The stationary distribution π = π A of the transition matrix.
 
+        A sticky chain (a second eigenvalue within 1e-4 of 1) is solved by GTH
+        elimination on its closed class (:mod:`tying.hmm.stationary`), accurate to
+        a few ulps where the eigenvector would not be.
+
         Returns:
             ``(K,)`` probabilities.
 
@@ -789,18 +795,7 @@ class BaseHMM:
             >>> m.get_stationary_distribution().round(6).tolist()
             [0.666667, 0.333333]
         """
-        A = self.transmat_
-        w, V = np.linalg.eig(A.T)
-        ones = np.flatnonzero(np.abs(w - 1.0) < 1e-10)
-        if ones.size != 1:
-            raise ValueError(
-                f"transmat_ has {ones.size} eigenvalues equal to 1: the chain splits into "
-                f"closed classes and has no unique stationary distribution; start it from "
-                f"startprob_ instead or make the classes communicate"
-            )
-        v = np.real(V[:, ones[0]])
-        v = v / v.sum()
-        return np.clip(v, 0.0, None) / np.clip(v, 0.0, None).sum()
+        return stationary_distribution(self.transmat_)
 
     def sample(
         self, n_samples: int = 1, random_state=None, currstate: int | None = None

@@ -60,6 +60,7 @@ def _fitted_attribute(name: str, doc: str) -> property:
         if "_delta" not in self.__dict__:
             self._set_start()  # the other values start from the constructor's
         self._store(**{name: self._validated(name, value)})
+        self.__dict__.setdefault("_assigned_names", set()).add(name)  # fit starts from it
 
     return property(get, set_, doc=doc)
 
@@ -329,6 +330,11 @@ class PairHMM:
         lut = None if self.alphabet is None else {ch: k for k, ch in enumerate(self.alphabet)}
         out = []
         for p, pair in enumerate(pairs):
+            if isinstance(pair, (str, bytes)):  # "AB" would be read as the pair ("A", "B")
+                raise TypeError(
+                    f"pair {p} is the string {pair!r}, not an (x, y) pair: pairs is a list of "
+                    f"(x, y) tuples; pass [(x, y)] for one pair"
+                )
             if len(pair) != 2:
                 raise ValueError(f"pair {p}: expected (x, y), got {len(pair)} items")
             enc = []
@@ -619,6 +625,8 @@ class PairHMM:
         Tied: X and Y counts are pooled (one δ, ε, q) and the match counts
         symmetrised. What EM maximises never decreases (``objective_``: the
         log-likelihood ``history_`` plus, with ``pseudocount > 0``, the log-prior).
+        EM starts from the attributes assigned since the last fit (``m.delta_ = 0.1``)
+        and from the constructor's values for the others.
 
         Args:
             pairs: list of ``(x, y)``.
@@ -639,7 +647,14 @@ class PairHMM:
             return self._fit(pairs)
 
     def _fit(self, pairs) -> PairHMM:
+        # values assigned since the last fit are its start values, as in the other HMMs
+        # (they were dropped for the constructor's); checked again against the settings
+        assigned = {
+            n: self.__dict__[f"_{n}"] for n in sorted(self.__dict__.get("_assigned_names", ()))
+        }
         self._set_start()
+        if assigned:
+            self._store(**{n: self._validated(n, v) for n, v in assigned.items()})
         enc = self._encode(pairs)
         if all(len(x) + len(y) == 0 for x, y in enc):
             raise ValueError(
@@ -662,6 +677,7 @@ class PairHMM:
         self.history_, self.log_likelihood_ = history, history[-1]
         self.objective_ = list(monitor.history)
         self.n_iter_, self.converged_ = len(history), monitor.converged
+        self.__dict__.pop("_assigned_names", None)
         return self
 
     def _log_prior(self) -> float:

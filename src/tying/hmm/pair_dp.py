@@ -416,5 +416,6 @@ def viterbi(p: PairParams, c: PairChunk):
         k[live] = prev
         live = live[i[live] + j[live] > 0]
     possible = log_p >= IMPOSSIBLE
-    paths = [buf[b, col[b] + 1 :].copy() if possible[b] else None for b in range(B)]
+    # a chunk of empty pairs has width 0: buf keeps one column, which is no path's
+    paths = [buf[b, col[b] + 1 : width].copy() if possible[b] else None for b in range(B)]
     return np.where(possible, log_p, -np.inf), paths
