@@ -117,3 +117,38 @@ def test_a_name_that_is_not_a_str_is_refused():
         stack([Dataset(x, x, name="a"), Dataset(x, x, name=3)])
     with pytest.raises(TypeError, match="name must be a str"):
         stack([{"x": x, "y": x, "name": np.int64(7)}])
+
+
+@pytest.mark.parametrize(
+    "label,value,match",
+    [
+        # object arrays (a pandas column with a stray entry): cast element by element,
+        # strings were parsed, booleans read as 0/1, a complex raised a bare TypeError
+        ("y", np.array(["1", "2", "3"], dtype=object), r"y holds '1' \(str\) at point 0"),
+        ("y", np.array([1.0, True, 2.0], dtype=object), r"y holds True \(bool\) at point 1"),
+        ("sigma", np.array([1.0, 2 + 1j, 1.0], dtype=object), r"sigma holds \(2\+1j\)"),
+        ("x", np.array([0.0, np.ones(2), 2.0], dtype=object), r"x holds array\(\[1\., 1\.\]\)"),
+        # dates and durations were cast in their dtype's own unit (days, or pandas' ns)
+        ("x", np.array(["2024-01-01", "2024-01-02", "2024-01-05"], dtype="datetime64[D]"),
+         r"x is datetime64\[D\] \(dates or durations\).*np\.timedelta64\(1, 's'\)"),
+        ("x", np.array([0, 60, 120], dtype="timedelta64[s]"), r"x is timedelta64\[s\]"),
+    ],
+)  # fmt: skip
+def test_object_arrays_and_dates_are_refused_by_point_not_cast(label, value, match):
+    ds = {"x": np.arange(3.0), "y": np.ones(3), "name": "run-2"}
+    ds[label] = value
+    with pytest.raises(ValueError, match=r"dataset 'run-2' \(index 0\): " + match):
+        stack([ds])
+
+
+def test_object_arrays_of_real_numbers_are_still_read():
+    import decimal
+    import fractions
+
+    y = np.array([1, 2.5, np.float32(3.0), fractions.Fraction(1, 4)], dtype=object)
+    x = np.array([True, False, True, True], dtype=object)  # a boolean x stays allowed
+    data = stack([(x, y, decimal.Decimal("0.5"))])
+    assert data.y[0].tolist() == [1.0, 2.5, 3.0, 0.25]
+    assert data.xs[0].tolist() == [1.0, 0.0, 1.0, 1.0] and data.weight[0].tolist() == [2.0] * 4
+    with pytest.raises(ValueError, match=r"y has 1 NaN/inf value\(s\), the first at point 1"):
+        stack([(np.arange(3.0), np.array([1.0, None, 2.0], dtype=object))])

@@ -269,3 +269,34 @@ def test_bounds_that_are_not_a_tuple_or_list_are_refused(pair):
     with pytest.raises(ValueError, match=r"bounds\['a'\] must be a pair \(lower, upper\) as a"):
         pmap(bounds={"a": pair})
     assert pmap(bounds={"a": np.array([0.0, 3.0])}).upper[0] == 3.0
+
+
+def test_a_bracketed_name_that_collides_with_a_group_value_is_refused():
+    # only a model taking **kwargs can name a parameter "w[A]": it was laid out next to
+    # group A's "w" under the same physical name, so result.x read two values as one name
+    def model(x, **p):
+        return p["w[A]"] + p["w"] * x
+
+    x = np.linspace(0, 1, 10)
+    data = [(x, 2 * x + 1, {"inst": "A"}), (x, 3 * x + 1, {"inst": "B"})]
+    fit = GlobalFit(model, data, shared=["w[A]"], per_group={"w": "inst"},
+                    init={"w[A]": 0.0, "w": 0.0})  # fmt: skip
+    with pytest.raises(
+        ValueError, match=r"two fitted parameters would both be named 'w\[A\]'.*'w_A'"
+    ):
+        fit.run()
+    fit = GlobalFit(lambda x, **p: p["a[0]"] + p["a"] * x, data[:1] * 2, shared=["a[0]"],
+                    local=["a"], init={"a[0]": 0.0, "a": 0.0})  # fmt: skip
+    with pytest.raises(ValueError, match=r"both be named 'a\[0\]'"):
+        fit.run()
+
+
+def test_a_name_python_normalised_in_the_signature_gets_a_hint():
+    # `def model(x, µ)` typed with the micro sign: Python stores the Greek mu, and the
+    # error said "'µ' which model_fn does not take; its parameters are ['μ']"
+    namespace: dict = {}
+    exec("def model(x, \u00b5):\n    return \u00b5 * x\n", namespace)
+    x = np.linspace(0, 1, 5)
+    fit = GlobalFit(namespace["model"], [(x, 2 * x)], shared=["\u00b5"], init={"\u00b5": 0.0})
+    with pytest.raises(ValueError, match=r"did you mean 'μ' \('\\u03bc'\)\? Python stores"):
+        fit.run()

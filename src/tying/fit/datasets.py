@@ -20,6 +20,8 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import decimal
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -155,6 +157,30 @@ def _as_float(where: str, label: str, value: Any) -> np.ndarray:
         value = value.data
     arr = np.asarray(value)
     kind = arr.dtype.kind
+    if kind in "Mm":
+        # a cast counts in the dtype's own unit (days for datetime64[D], ns for pandas'
+        # datetime64[ns]): the fitted rates would be per that unit, without a word
+        raise ValueError(
+            f"{where}: {label} is {arr.dtype} (dates or durations), expected real numbers; "
+            f"choose the unit yourself, e.g. ({label} - {label}[0]) / np.timedelta64(1, 's')"
+        )
+    if kind == "O":
+        # an object array (a pandas column with a stray entry, a list of mixed items) was
+        # cast element by element: strings parsed, booleans read as 0/1, a complex value
+        # or a sequence raised a bare TypeError naming no data set (stop 32 review)
+        flat = arr.ravel().tolist()
+        for point, v in enumerate(flat):
+            boolean = isinstance(v, (bool, np.bool_))
+            if v is None or (isinstance(v, (numbers.Real, decimal.Decimal)) and not boolean):
+                continue  # None reads as NaN, refused below by name
+            if boolean and label == "x":  # as for a boolean x array
+                continue
+            raise ValueError(
+                f"{where}: {label} holds {v!r} ({type(v).__name__}) at point "
+                f"{point if arr.ndim <= 1 else np.unravel_index(point, arr.shape)}, expected "
+                f"real numbers; convert {label} to a float array (np.asarray({label}, "
+                f"dtype=float)) once you have checked its entries"
+            )
     if kind == "c" or (kind == "b" and label != "x") or kind in "USV":
         what = {"c": "complex (the imaginary part would be dropped)", "b": "boolean"}.get(
             kind, f"not numeric ({arr.dtype})"

@@ -187,6 +187,43 @@ def _check_determined(data: StackedData, pmap: ParameterMap) -> None:
         )
 
 
+def _check_scale(data: StackedData, pmap: ParameterMap, start_model: np.ndarray) -> None:
+    """Refuse data or a start whose χ² float64 cannot hold (stop 32 review).
+
+    - χ² at the start past float64 (residuals near 1e155: a start far off, ``exp(400·x)``)
+      stopped our LM on its gtol test with ``success=True`` at the start values and χ²
+      inf, and made trf raise SciPy's bare "array must not contain infs or NaNs" (lmfit:
+      "Fit succeeded", χ² inf).
+    - Weighted data whose own ``Σ (y/σ)²`` is not a normal float64 (inf, or below 2.2e-308:
+      data near 1e-160 without sigma) lose χ² to overflow or underflow: a fit at 1e-170
+      came back ``success=True`` at its start values with standard errors of 0.
+    """
+    w_y = (data.y * data.weight)[data.mask]
+    with np.errstate(over="ignore", under="ignore"):
+        own = float(np.sum(w_y * w_y))
+        r0 = jac_mod.residuals(start_model, data)
+        chi2_0 = float(np.sum(r0 * r0))
+    if np.any(w_y != 0) and not np.finfo(float).tiny <= own < np.inf:  # all zero: fine
+        i = int(np.argmax(np.max(np.abs(data.y * data.weight), axis=1)))
+        raise ValueError(
+            f"the weighted data y/sigma reach {float(np.max(np.abs(w_y))):.3g} (dataset "
+            f"{data.names[i]!r}, index {i}), so their sum of squares {own:.3g} is not a "
+            f"normal float64 ({'overflow' if own == np.inf else 'underflow'}) and chi2 "
+            f"cannot be measured; rescale y and sigma (and the parameters that carry "
+            f"their units) to a scale near 1"
+        )
+    worst = int(np.unravel_index(int(np.argmax(np.abs(r0))), r0.shape)[0])
+    where = f"dataset {data.names[worst]!r} (index {worst})"
+    if not np.isfinite(chi2_0):
+        shown = ", ".join(f"{n}={v:.6g}" for n, v in zip(pmap.physical_names, pmap.x0))
+        raise ValueError(
+            f"chi2 at the starting values overflows float64 (the largest weighted residual "
+            f"is {float(np.max(np.abs(r0))):.3g}, on {where}), at {shown}: the start is too "
+            f"far from the data for any solver to measure progress; move init closer to "
+            f"the data (or bound the parameters)"
+        )
+
+
 def _sensitivity(
     h: np.ndarray, model_w: np.ndarray, theta: np.ndarray, pmap: ParameterMap
 ) -> np.ndarray:
@@ -475,11 +512,14 @@ class GlobalFit:
                 declaration or the data (see :class:`~tying.fit.roles.ParameterMap`,
                 :func:`~tying.fit.datasets.stack`, :class:`~tying.fit.model.ModelEvaluator`);
                 an underdetermined fit (fewer points than fitted parameters, or a
-                data set with fewer points than its local parameters); with
+                data set with fewer points than its local parameters); data or a
+                start whose chi2 float64 cannot hold (overflow, underflow); a NaN or
+                inf derivative at the starting values (naming the parameter); with
                 ``vectorized=True``, a batched model that disagrees with the
                 per-data-set model at the solution.
-            tying.fit.ModelError: ``model_fn`` raised during the fit (the
-                message names the data set and the parameter values).
+            tying.fit.ModelError: ``model_fn`` raised during the fit, or its
+                derivative was NaN or inf there (the message names the data set and
+                the parameter values).
 
         Warns:
             ConvergenceWarning: when the solver stopped before converging
@@ -490,6 +530,7 @@ class GlobalFit:
         """
         data, pmap, ev = self._prepare()
         _check_determined(data, pmap)
+        _check_scale(data, pmap, ev.start_model)
         ev.nfev = ev.njev = ev.n_nonfinite = 0
         ev.nonfinite_theta = None
         tol = Tolerances(self.ftol, self.xtol, self.gtol, int(self.max_iter))
@@ -562,7 +603,9 @@ class GlobalFit:
                     f"a smaller ftol"
                 )
         elif walls:
-            message += f"; {walls} (the result is a minimum all the same)"
+            # "a minimum all the same" only when nothing else failed: a fit stopped by its
+            # budget after meeting the wall was reported a minimum too (stop 32 review)
+            message += f"; {walls}" + (" (the result is a minimum all the same)" if success else "")
         rounding_pair = ""  # two parameters an inverse singular to rounding still names
         try:
             cov_global, cov_logical = schur.covariance(h, pmap.index, pmap.n_global)

@@ -184,6 +184,7 @@ class ModelEvaluator:
                 )
         start = self.predict(theta0)
         self._check_finite(start, "at the starting values")
+        self.start_model = start  # (K, n_max) model values at the starting values
 
     # -- calling the model ----------------------------------------------------
 
@@ -484,13 +485,46 @@ class ModelEvaluator:
         self.njev += 1
         values = self.pmap.logical(theta)
         try:
-            if self.backend == "torch":
-                return self._jac_torch(values)
-            return self._jac_fd(values)
+            jac = self._jac_torch(values) if self.backend == "torch" else self._jac_fd(values)
         except (_ShapeError, ModelError):
             raise
         except Exception as err:
             raise self._failure(err, values) from err
+        self._check_jacobian(jac, theta, values)
+        return jac
+
+    def _check_jacobian(self, jac: np.ndarray, theta: np.ndarray, values: dict) -> None:
+        """Refuse a Jacobian with NaN or inf on a real point, naming the parameter.
+
+        No solver can use one: MINPACK and our LM took NaN steps until ``max_iter`` (then
+        reported the start values as "a minimum all the same", the parameter as one that
+        "does not change the model"), and trf raised SciPy's bare "array must not contain
+        infs or NaNs" (stop 32 review). It comes from a model not differentiable where it
+        is evaluated (``sqrt(b)`` at ``b = 0``: autograd's inf, or a central difference
+        that stepped to ``b < 0``), or a difference step that left the model's domain.
+        """
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(np.sum(jac)):  # one pass, no temporaries: the common case
+                return
+        bad = ~np.isfinite(jac) & self.data.mask[:, :, None]  # (K, n_max, P)
+        if not bad.any():  # a sum that overflowed, or NaN on padded points only
+            return
+        i, point, j = (int(v[0]) for v in np.nonzero(bad))
+        name = self.pmap.free_names[j]
+        at_start = np.array_equal(theta, self.pmap.x0)
+        shown = ", ".join(f"{n}={float(v[i]):.10g}" for n, v in values.items())
+        message = (
+            f"the derivative of model_fn with respect to {name!r} is {jac[i, point, j]} on "
+            f"{self._where(i)} (first at point {point}), at "
+            f"{'the starting values ' if at_start else ''}{shown}: model_fn is not "
+            f"differentiable there (sqrt, log or a power of {name!r} at the edge of its "
+            f"domain?), or a difference step left its domain; "
+            f"{'start inside the domain, or ' if at_start else ''}"
+            f"bound {name!r} (bounds={{{name!r}: (lower, upper)}} keeps the steps inside)"
+        )
+        # refused at the start like a model that gives NaN there; met mid-fit, like a
+        # model that raises mid-fit
+        raise (ValueError if at_start else ModelError)(message)
 
     def _jac_torch(self, values: dict[str, np.ndarray]) -> np.ndarray:
         free = self.pmap.free_names

@@ -104,13 +104,24 @@ class FitResult:
             return None
         s = np.sqrt(np.diag(self.covariance))
         with np.errstate(invalid="ignore", divide="ignore"):
-            return self.covariance / np.outer(s, s)
+            corr = np.clip(self.covariance / np.outer(s, s), -1.0, 1.0)
+        # rounding left 1.0000000000000002 on the diagonal (and can push a near-degenerate
+        # pair past 1): a correlation lies in [-1, 1] by definition (stop 32 review)
+        np.fill_diagonal(corr, np.where(s > 0, 1.0, np.nan))
+        return corr
 
     def _index(self, i: int | str) -> int:
         if isinstance(i, str):
             if i not in self.dataset_names:
                 raise KeyError(f"no data set named {i!r}; names: {self.dataset_names[:10]}")
             return self.dataset_names.index(i)
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+            # True read data set 1 and False data set 0, no error; 1.0 raised NumPy's
+            # "only integers, slices ..." naming nothing (stop 32 review)
+            raise TypeError(
+                f"a data set is chosen by its index (int) or name (str), got {i!r} "
+                f"({type(i).__name__}); names: {self.dataset_names[:10]}"
+            )
         k = len(self.dataset_names)
         if not -k <= i < k:
             raise IndexError(f"data set index {i} out of range for {k} data sets")

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import difflib
 import numbers
+import unicodedata
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -72,6 +73,13 @@ def _real(label: str, value: Any) -> np.ndarray:
 
 
 def _hint(name: str, valid: Sequence[str]) -> str:
+    nfkc = unicodedata.normalize("NFKC", name)
+    if nfkc != name and nfkc in valid:
+        # Python NFKC-normalises identifiers: ``def f(x, µ)`` (micro sign) takes a Greek mu
+        return (
+            f"; did you mean {nfkc!r} ({ascii(nfkc)})? Python stores a parameter named "
+            f"{name!r} ({ascii(name)}) as {nfkc!r}: the two print alike"
+        )
     close = difflib.get_close_matches(name, list(valid), n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
 
@@ -292,6 +300,19 @@ class ParameterMap:
         self.n_local = len(self.local_names)
         for i in range(k):
             names += [f"{n}[{i}]" for n in self.local_names]
+        seen: dict[str, int] = {}
+        for p, label in enumerate(names):
+            if label in seen:
+                # only a model taking **kwargs can name a parameter "w[A]": it then shared its
+                # physical name with group A's "w", and result.x, physical_names and
+                # covariance_names read two values under one name (stop 32 review)
+                raise ValueError(
+                    f"two fitted parameters would both be named {label!r} (physical "
+                    f"parameters {seen[label]} and {p}): a parameter name with brackets "
+                    f"collides with the name of a per-group or local parameter's value; "
+                    f"rename it, e.g. {label.replace('[', '_').replace(']', '')!r}"
+                )
+            seen[label] = p
         owner += list(range(len(self.global_names), len(self.free_names))) * k
         self.physical_names = names
         # which free logical parameter each physical entry serves
