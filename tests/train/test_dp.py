@@ -1206,3 +1206,144 @@ def test_an_empty_batch_without_the_data_set_size_is_refused_and_changes_nothing
     # without noise the step is 0 whatever it is divided by: let through, as before
     dp.noise_multiplier = 0.0
     assert all(float(g.abs().max()) == 0 for g in dp.step(seq_ce, empty, empty).grads.values())
+
+
+# -- stop 32 round 4: a DPSGD's state survives a resume, a pickle and a deep copy --------
+
+
+def _dp_run(model, mode, sigma=1.1, seed=5):
+    return DPSGD(
+        model,
+        torch.optim.Adam(model.parameters(), lr=0.01),
+        noise_multiplier=sigma,
+        max_grad_norm=1.0,
+        sample_rate=0.05,
+        mode=mode,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def _resume_data():
+    x = torch.randn(200, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = torch.randint(0, 3, (200,), generator=torch.Generator().manual_seed(1))
+    return x, y, list(poisson_batches(200, 0.05, 10, torch.Generator().manual_seed(2)))
+
+
+@pytest.mark.parametrize("mode", ["vmap", "ghost"])
+def test_a_resumed_run_spends_the_epsilon_of_one_run_to_the_last_digit(mode, tmp_path):
+    """A new DPSGD counted ε from 0 (no state_dict): 5 of 10 steps charged, no error."""
+    x, y, batches = _resume_data()
+    one, first = mlp(), mlp()  # the same initial weights
+    dp = _dp_run(one, mode)
+    for b in batches:
+        dp.step(ce, x[b], y[b], n_data=200)
+    dp_first = _dp_run(first, mode)
+    for b in batches[:5]:
+        dp_first.step(ce, x[b], y[b], n_data=200)
+    path = tmp_path / "ckpt.pt"
+    torch.save(
+        {"dp": dp_first.state_dict(), "model": first.state_dict(),
+         "opt": dp_first.optimizer.state_dict()},
+        path,
+    )  # fmt: skip
+    saved = torch.load(path)  # weights_only: plain values and one tensor
+    second = mlp(seed=1)
+    second.load_state_dict(saved["model"])
+    dp_second = _dp_run(second, mode)  # a fresh generator: its state comes from the file
+    dp_second.optimizer.load_state_dict(saved["opt"])
+    dp_second.load_state_dict(saved["dp"])
+    assert dp_second.steps == 5
+    for b in batches[5:]:
+        dp_second.step(ce, x[b], y[b], n_data=200)
+    assert dp_second.history == dp.history == [(0.05, 1.1, 10)]
+    assert dp_second.epsilon(1e-5) == dp.epsilon(1e-5)  # bit for bit
+    # the noise went on where it stopped (not the first steps' noise again)
+    assert all(torch.equal(a, b) for a, b in zip(one.parameters(), second.parameters()))
+
+
+@pytest.mark.parametrize("how", ["pickle", "deepcopy", "torch.save"])
+@pytest.mark.parametrize("mode", ["vmap", "ghost"])
+def test_a_dpsgd_pickles_and_deep_copies_after_a_step(mode, how, tmp_path):
+    """torch.save(dp) failed on the cached vmap functions."""
+    import copy
+    import pickle
+
+    x, y, batches = _resume_data()
+    model = mlp()
+    dp = _dp_run(model, mode)
+    dp.step(ce, x[batches[0]], y[batches[0]], n_data=200)
+    if how == "pickle":
+        dp2 = pickle.loads(pickle.dumps(dp))
+    elif how == "deepcopy":
+        dp2 = copy.deepcopy(dp)
+    else:
+        torch.save(dp, tmp_path / "dp.pt")
+        dp2 = torch.load(tmp_path / "dp.pt", weights_only=False)
+    assert dp2.steps == 1 and dp2.history == dp.history
+    assert dp2.optimizer.param_groups[0]["params"][0] is dp2.model[0].weight
+    dp2.step(ce, x[batches[1]], y[batches[1]], n_data=200)
+    dp.step(ce, x[batches[1]], y[batches[1]], n_data=200)
+    assert dp2.epsilon(1e-5) == dp.epsilon(1e-5)
+    assert all(torch.equal(a, b) for a, b in zip(dp.model.parameters(), dp2.model.parameters()))
+
+
+def test_load_state_dict_refuses_other_settings_unless_they_are_passed():
+    x, y, batches = _resume_data()
+    dp = _dp_run(mlp(), "vmap")
+    dp.step(ce, x[batches[0]], y[batches[0]], n_data=200)
+    state = dp.state_dict()
+    other = _dp_run(mlp(), "vmap", sigma=0.8)
+    with pytest.raises(
+        ValueError,
+        match=r"noise_multiplier was 1.1 in the state, this DPSGD has 0.8.*"
+        r"dp.load_state_dict\(state, noise_multiplier=0.8\)",
+    ):
+        other.load_state_dict(state)
+    assert other.steps == 0 and other.history == [] and other.noise_multiplier == 0.8
+    other.load_state_dict(state, noise_multiplier=0.8)  # go on at 0.8: a new segment
+    other.step(ce, x[batches[1]], y[batches[1]], n_data=200)
+    assert other.history == [(0.05, 1.1, 1), (0.05, 0.8, 1)]
+    ghost = _dp_run(mlp(), "ghost")
+    with pytest.raises(ValueError, match=r"mode was 'vmap' in the state, this DPSGD has 'ghost'"):
+        ghost.load_state_dict(state)
+    ghost.load_state_dict(state, mode="ghost", accountant="prv")
+    assert ghost.mode == "ghost" and ghost.accountant == "prv" and ghost.steps == 1
+
+
+@pytest.mark.parametrize(
+    "change, err, match",
+    [
+        ({"steps": 3}, ValueError, r"'steps'\] is 3 but its history records 1"),
+        ({"history": [(0.05, 1.1, 0)]}, ValueError, r"history'\]\[0\].*int > 0"),
+        ({"history": [(2.0, 1.1, 1)]}, ValueError, r"history'\]\[0\].*sample_rate"),
+        ({"history": [(0.05, float("nan"), 1)]}, ValueError, r"history'\]\[0\].*noise"),
+        ({"accountant": "gdp"}, ValueError, r"accountant must be one of"),
+        ({"weight": torch.zeros(1)}, ValueError, r"not a DPSGD state.*unknown \['weight'\]"),
+    ],
+)
+def test_load_state_dict_refuses_what_dpsgd_did_not_save(change, err, match):
+    x, y, batches = _resume_data()
+    dp = _dp_run(mlp(), "vmap")
+    dp.step(ce, x[batches[0]], y[batches[0]], n_data=200)
+    fresh = _dp_run(mlp(), "vmap")
+    with pytest.raises(err, match=match):
+        fresh.load_state_dict({**dp.state_dict(), **change})
+    assert fresh.steps == 0 and fresh.history == []
+    with pytest.raises(ValueError, match=r"keys missing \['accountant', 'history'"):
+        fresh.load_state_dict(dp.model.state_dict())
+    with pytest.raises(TypeError, match=r"unexpected keyword\(s\) \['sigma'\]"):
+        fresh.load_state_dict(dp.state_dict(), sigma=1.0)
+
+
+def test_private_grad_in_ghost_mode_takes_an_empty_batch():
+    """It failed with torch's "cannot reshape tensor of 0 elements" (mode="vmap" and
+    DPSGD.step returned the noise alone)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    x, y = torch.zeros(0, 3), torch.zeros(0, dtype=torch.long)
+    kw = dict(max_grad_norm=1.0, noise_multiplier=1.0, denominator=10.0)
+    gen = [torch.Generator().manual_seed(0) for _ in range(2)]
+    ghost = private_grad(model, ce, x, y, mode="ghost", generator=gen[0], **kw)
+    vmap = private_grad(model, ce, x, y, mode="vmap", generator=gen[1], **kw)
+    assert list(ghost.grads) == list(vmap.grads) and ghost.norms.shape == (0,)
+    assert all(torch.equal(ghost.grads[n], vmap.grads[n]) for n in vmap.grads)

@@ -124,14 +124,31 @@ def forward_key(xs, modules) -> tuple:
 
 @contextlib.contextmanager
 def buffers_kept(model: nn.Module):
-    """Probe forwards leave the buffers (a BatchNorm's running statistics) as they were."""
-    saved = [(b, b.detach().clone()) for b in model.buffers()]
-    try:
+    """Probe forwards leave the buffers (a BatchNorm's running statistics) as they were:
+    their values, and which tensor each module holds (a forward that reassigns a buffer,
+    ``self.last = x``, left the probe's batch in the model, stop 32 round 4)."""
+    with _kept(buffer_slots(model)):
         yield
+
+
+@contextlib.contextmanager
+def _kept(slots):
+    """Yields ``(held, saved)``: each slot's tensor and ``(version, copy)`` of it; puts every
+    slot's tensor back after, and copies back the values of those written (found by value
+    too: torch's batch_norm kernel writes a BatchNorm's running statistics without
+    bumping their version counter), leaving the others untouched so that the step's own
+    check (:class:`BufferWrites`) sees no write where there was none."""
+    held = [mod._buffers.get(name) for _, mod, name in slots]
+    saved = [None if b is None else (_version(b), b.detach().clone()) for b in held]
+    try:
+        yield held, saved
     finally:
+        for (_, mod, name), b in zip(slots, held):
+            mod._buffers[name] = b
         with torch.no_grad():
-            for b, old in saved:
-                b.copy_(old)
+            for b, kept in zip(held, saved):
+                if b is not None and (_version(b) != kept[0] or not _same(b, kept[1])):
+                    b.copy_(kept[1])
 
 
 def cuda_devices(model: nn.Module, xs: tuple, kwargs=None) -> list[int]:
@@ -141,11 +158,17 @@ def cuda_devices(model: nn.Module, xs: tuple, kwargs=None) -> list[int]:
     return sorted({t.get_device() for t in tensors if t.is_cuda})
 
 
-def run_forward(model: nn.Module, xs: tuple, seed: int | None = None, kwargs=None):
+def run_forward(
+    model: nn.Module, xs: tuple, seed: int | None = None, kwargs=None, keep_buffers: bool = True
+):
     """``model(*xs, **kwargs)`` without gradients, under random state ``seed`` (so that dropout draws
-    the same masks in every probe), leaving the caller's random state as it was."""
+    the same masks in every probe), leaving the caller's random state as it was, and the
+    buffers too (``keep_buffers``): each probe starts from the same state, so a forward
+    that updates a buffer from the weights (spectral_norm's power iteration) is not taken
+    for one that mixes examples (refused with "largest change 0.000165" after one step)."""
     cuda = cuda_devices(model, xs, kwargs)
-    with torch.no_grad(), torch.random.fork_rng(devices=cuda):
+    kept = _kept(buffer_slots(model)) if keep_buffers else contextlib.nullcontext()
+    with torch.no_grad(), torch.random.fork_rng(devices=cuda), kept:
         if seed is not None:  # the devices in use only: torch.manual_seed would also queue
             # a seed for every CUDA device not initialised yet, outside the fork
             torch.random.default_generator.manual_seed(seed)
@@ -331,3 +354,211 @@ def _mixing_module(model: nn.Module, xs, swapped, B: int, i: int, seed: int, kwa
         if mod is mod_b and same(in_a, in_b) and not same(out_a, out_b):
             return f"{paths.get(id(mod), '?')} ({type(mod).__name__})"
     return None
+
+
+# -- buffers written from the batch (stop 32, round 4) ----------------------------------
+#
+# DP-SGD noises the gradients, and epsilon covers what they release: the parameters. A
+# buffer the forward writes from the batch (a running mean of the inputs, an
+# InstanceNorm's running statistics in training mode, ``self.last = x``) holds un-noised
+# statistics of the private data, saved with the model and outside epsilon; it trained
+# with no error. A buffer written from the parameters only (spectral_norm's power
+# iteration) or not from data at all (a step counter) releases nothing and is let through.
+
+
+def buffer_slots(model: nn.Module) -> tuple[tuple[str, nn.Module, str], ...]:
+    """``(path, module, name)`` of every buffer entry of ``model``, each (module, name) once
+    (``path`` the dotted name ``named_buffers`` gives it)."""
+    slots, seen = [], set()
+    for path, mod in model.named_modules(remove_duplicate=False):
+        for name in mod._buffers:
+            if (id(mod), name) not in seen:
+                seen.add((id(mod), name))
+                slots.append((f"{path}.{name}" if path else name, mod, name))
+    return tuple(slots)
+
+
+def _version(t) -> int | None:
+    # an inference tensor keeps no version counter (and cannot be written outside
+    # inference mode, where no step runs)
+    return None if t is None or t.is_inference() else t._version
+
+
+def buffer_marks(slots) -> list:
+    """What each slot holds now, and that tensor's version counter (bumped by every
+    in-place write, through any view or ``.detach()`` of it): no copy, ~0.1 µs a buffer."""
+    return [(t, _version(t)) for t in (mod._buffers.get(name) for _, mod, name in slots)]
+
+
+def written_buffers(slots, marks) -> list[int]:
+    """Indices of the slots reassigned or written in place since ``marks`` were taken."""
+    out = []
+    for i, ((_, mod, name), (t, v)) in enumerate(zip(slots, marks)):
+        if mod._buffers.get(name) is not t or _version(t) != v:
+            out.append(i)
+    return out
+
+
+def _value(slots, i):
+    _, mod, name = slots[i]
+    t = mod._buffers.get(name)
+    return None if t is None else t.detach().clone()
+
+
+def _same(a, b) -> bool:
+    """Bit-equal values (NaN equal to NaN): a write made from the parameters only gives
+    the same value whatever the batch, where a running mean moves by 1e-6 at momentum
+    0.001, below any tolerance."""
+    if a is None or b is None:
+        return a is None and b is None
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    return bool(((a == b) | ((a != a) & (b != b))).all())
+
+
+def _writes_of(model, slots, inputs, seed, kwargs) -> dict[int, torch.Tensor | None] | None:
+    """``{slot: value after}`` of the slots one forward on ``inputs`` writes (reassigned,
+    or changed in version or value), every buffer restored after (None: the forward
+    failed)."""
+    with _kept(slots) as (held, saved):
+        try:
+            run_forward(model, inputs, seed, kwargs, keep_buffers=False)
+        except Exception:  # noqa: BLE001 - a probe input the forward cannot take: no verdict
+            return None
+        out = {}
+        for i, (_, mod, name) in enumerate(slots):
+            now = mod._buffers.get(name)
+            if now is not held[i] or (
+                now is not None and (_version(now) != saved[i][0] or not _same(now, saved[i][1]))
+            ):
+                out[i] = _value(slots, i)
+        return out
+
+
+def _describe(slots, i: int) -> str:
+    path, mod, _ = slots[i]
+    return f"buffer {path} ({type(mod).__name__})"
+
+
+BUFFER_FIX = (
+    "Freeze it while training privately (module.eval() for that layer, or "
+    "track_running_stats=False for a norm layer), compute it from public data before "
+    "training, or update it outside forward, from outputs already made private"
+)
+
+
+def refuse_buffer_writes(model, slots, xs: tuple, B: int, who: str, kwargs=None):
+    """Refuse a forward that writes a buffer from the batch, before anything is written.
+
+    One forward on the batch (no gradients, buffers restored after, like every probe)
+    finds the buffers it writes; forwards on other inputs (example 0, then the last,
+    given the input least like its own; the batch with one example more; all zeros when
+    no example differs) must write each of them bit for bit the same value, or the value
+    depends on the private data.
+
+    Returns:
+        The slots written with the same value whatever the batch (let through at every
+        step), or None when the forward fails on the batch (no verdict: a forward
+        written for one example at a time).
+
+    Raises:
+        ValueError: naming the buffer and its module, and the fix; the model unchanged.
+    """
+    seed = int(torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(B)))
+    base = _writes_of(model, slots, xs, seed, kwargs)
+    if not base:  # nothing written, or no verdict
+        return None if base is None else frozenset()
+    batched = [k for k, t in enumerate(xs) if isinstance(t, torch.Tensor) and t.dim() >= 1
+               and t.shape[0] == B]  # fmt: skip
+    others = []
+    for i in (0, B - 1) if B >= 2 else ():
+        j = next((j for j, d in (_least_like(xs[k], i) for k in batched) if d), None)
+        if j is not None:
+            others.append(tuple(_take(t, i, j) if k in batched else t for k, t in enumerate(xs)))
+    if not others:  # one example, or one input repeated: the values themselves
+        others.append(tuple(torch.zeros_like(t) if k in batched else t for k, t in enumerate(xs)))
+    others.append(tuple(torch.cat([t, t[:1]]) if k in batched else t for k, t in enumerate(xs)))
+    probed = False
+    for inputs in others:
+        got = _writes_of(model, slots, inputs, seed, kwargs)
+        if got is None:
+            continue
+        probed = True
+        for i in sorted(set(base) | set(got)):
+            if i not in base or i not in got or not _same(base[i], got[i]):
+                raise ValueError(
+                    f"{who}: the forward writes {_describe(slots, i)} from the batch (its "
+                    f"new value changed with the batch's inputs): it would hold un-noised "
+                    f"statistics of the private data, which the privacy accounting "
+                    f"(epsilon) does not cover. Refused before anything was written. "
+                    f"{BUFFER_FIX}"
+                )
+    if not probed:
+        i = min(base)
+        raise ValueError(
+            f"{who}: the forward writes {_describe(slots, i)}, and no forward on another "
+            f"input ran to show that its value does not depend on the private batch; "
+            f"refused before anything was written. {BUFFER_FIX}"
+        )
+    return frozenset(base)
+
+
+class BufferWrites:
+    """The buffer check of one model's per-example way: :func:`refuse_buffer_writes` once
+    per input signature and set of training flags, then, at every call, the version
+    counters and identities of the buffers before and after the step's forward (a write
+    the probe did not see: a forward that writes only now and then).
+
+    A model without buffers costs one ``if`` a call.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.slots = buffer_slots(model)
+        self._modules = list(model.modules())
+        self._let = {}  # forward_key -> the slots written the same whatever the batch
+
+    def before(self, xs: tuple, B: int, who: str, kwargs=None):
+        """Probe (once per signature) and mark; hand the result to :meth:`after`.
+
+        An empty batch holds no private data, and no verdict is drawn from it: an EMA of
+        nothing writes NaN whatever the inputs, which would have let the buffer through
+        for every later batch of that signature."""
+        if not self.slots or B == 0:
+            return None
+        key = forward_key(xs, self._modules)
+        let = self._let.get(key)
+        if let is None:
+            let = refuse_buffer_writes(self.model, self.slots, xs, B, who, kwargs)
+            if let is not None:
+                self._let[key] = let
+        return buffer_marks(self.slots), let or frozenset()
+
+    def after(self, state, who: str) -> None:
+        """Refuse a write since :meth:`before` that the probe did not let through; a
+        reassigned buffer is put back, one written in place cannot be (no copy is kept)."""
+        if state is None:
+            return
+        marks, let = state
+        written = [i for i in written_buffers(self.slots, marks) if i not in let]
+        if not written:
+            return
+        for i, (_, mod, name) in enumerate(self.slots):
+            if mod._buffers.get(name) is not marks[i][0]:
+                mod._buffers[name] = marks[i][0]
+        in_place = [i for i in written if self.slots[i][1]._buffers.get(self.slots[i][2])
+                    is marks[i][0] and marks[i][0] is not None]  # fmt: skip
+        raise ValueError(
+            f"{who}: the forward wrote {_describe(self.slots, written[0])} in this step, "
+            f"though the probe of this input signature saw no such write (a forward that "
+            f"writes only now and then); it may hold un-noised statistics of the private "
+            f"data, which the privacy accounting (epsilon) does not cover. The step was "
+            f"refused (no parameter changed); "
+            + (
+                "the buffer was already updated by this step's forward (written in place: "
+                "restore it from a checkpoint). "
+                if in_place
+                else "the reassigned buffer was put back. "
+            )
+            + BUFFER_FIX
+        )

@@ -166,7 +166,8 @@ def per_example_grads(model: nn.Module, loss_fn: LossFn, x, y) -> dict[str, torc
             a BatchNorm layer in training mode, or any forward that mixes the
             examples of a batch (naming the module where it starts); an
             ``nn.Embedding`` with ``max_norm``; a model with no trainable
-            parameter; a full backward hook (module or global) or a gradient hook on
+            parameter; a buffer the forward writes from the batch (a running mean of
+            the inputs, an InstanceNorm's running statistics), naming it; a full backward hook (module or global) or a gradient hook on
             a parameter, which no way to per-example gradients runs right (forward
             hooks and pre-hooks are fine: they run per example).
 
@@ -393,6 +394,10 @@ def private_grad(
 
 
 def _clipped_sum(model, ghost, loss_fn, x, y, max_grad_norm, pe=None):
+    if ghost is not None and y.shape[0] == 0:  # an empty Poisson batch: nothing to clip
+        # (ghost clipping's reshapes failed on it: "cannot reshape tensor of 0 elements")
+        zero = {n: torch.zeros_like(p) for n, p in zip(*ghost._trainable)}
+        return PrivateGrad(zero, torch.zeros(0), torch.zeros(0))
     if ghost is not None:
         res = ghost.clip(loss_fn, x, y, max_grad_norm)
         _check_finite_norms(res.norms)
@@ -452,6 +457,10 @@ class DPSGD:
         mode: ``"vmap"`` or ``"ghost"`` (see :func:`private_grad`).
         accountant: ``"rdp"`` or ``"prv"`` (Opacus' accountants).
         generator: a ``torch.Generator`` for the noise.
+
+    To resume a run, save :meth:`state_dict` beside the model's and the optimizer's and
+    hand it to the new object's :meth:`load_state_dict`; without it ε counts from 0
+    again. A ``DPSGD`` pickles (``torch.save(dp)``, ``copy.deepcopy``).
 
     Raises:
         ValueError: a ``sample_rate`` outside (0, 1], a ``noise_multiplier`` that is
@@ -556,8 +565,11 @@ class DPSGD:
                 ``noise_multiplier``, ``max_grad_norm``, ``sample_rate`` or ``mode`` set
                 since construction to a value the constructor refuses, a per-example
                 gradient that is not finite, an optimizer that does not hold every
-                trainable parameter, or a hook that per-example gradients cannot run. A refused step changes nothing (parameters,
-                optimizer state, step count).
+                trainable parameter, a hook that per-example gradients cannot run, or a
+                buffer the forward writes from the batch (its un-noised statistics of the
+                private data are outside epsilon). A refused step changes nothing (parameters,
+                optimizer state, step count; buffers too, except one written in place by a
+                forward that writes only now and then, which the error says).
         """
         _check_batch(x, y)
         if n_data is not None:
@@ -604,6 +616,155 @@ class DPSGD:
             self.history.append((q, sigma, 1))
         return pg
 
+    # what the privacy accounting of a resumed run depends on (see state_dict)
+    SETTINGS = ("noise_multiplier", "max_grad_norm", "sample_rate", "mode", "accountant")
+
+    def state_dict(self) -> dict:
+        """What a resumed run needs to go on spending ε where this one stopped.
+
+        The model's and the optimizer's states are theirs to save (``model.state_dict()``,
+        ``optimizer.state_dict()``), as with Opacus' ``PrivacyEngine.save_checkpoint``,
+        which saves its accountant's history beside them. A new :class:`DPSGD` that is
+        not given this state counts ε from 0 again: every step already taken would be
+        missing from :meth:`epsilon` (stop 32, round 4).
+
+        Returns:
+            ``{"steps", "history", "noise_multiplier", "max_grad_norm", "sample_rate",
+            "mode", "accountant"}``, plus ``"generator_state"`` when a ``generator`` was
+            given (so that a resumed run draws the noise an uninterrupted one would, not
+            the first steps' noise again); plain Python values and one tensor, which
+            ``torch.save`` and ``torch.load(weights_only=True)`` take.
+
+        Example:
+            >>> import torch
+            >>> from tying.train import DPSGD
+            >>> model = torch.nn.Linear(4, 2)
+            >>> make = lambda: DPSGD(model, torch.optim.SGD(model.parameters(), lr=0.1),
+            ...                      noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.1)
+            >>> ce = lambda out, y: torch.nn.functional.cross_entropy(out, y, reduction="none")
+            >>> dp = make()
+            >>> for _ in range(3):
+            ...     _ = dp.step(ce, torch.randn(10, 4), torch.randint(0, 2, (10,)))
+            >>> resumed = make()
+            >>> resumed.load_state_dict(dp.state_dict())
+            >>> resumed.steps, resumed.epsilon(1e-5) == dp.epsilon(1e-5)
+            (3, True)
+        """
+        state = {
+            "steps": self.steps,
+            "history": [tuple(seg) for seg in self.history],
+            **{k: getattr(self, k) for k in self.SETTINGS},
+        }
+        if self.generator is not None:
+            state["generator_state"] = self.generator.get_state()
+        return state
+
+    def load_state_dict(self, state_dict, **settings) -> None:
+        """Go on from a :meth:`state_dict`: its steps and history (so that :meth:`epsilon`
+        charges every step taken before), and its generator state.
+
+        Args:
+            state_dict: what :meth:`state_dict` returned.
+            **settings: any of ``noise_multiplier``, ``max_grad_norm``, ``sample_rate``,
+                ``mode``, ``accountant``, to go on with a value other than the one the
+                state was saved with (this object then takes it). The history keeps
+                every past step at the values it ran with.
+
+        Raises:
+            ValueError: a key missing or unknown (not a DPSGD state); steps, history or a
+                setting that the constructor refuses, or steps that the history does not
+                account for; a setting of this object that differs from the state's and
+                was not passed, naming it. A refused call changes nothing.
+            TypeError: a keyword that is not one of the settings.
+        """
+        from tying.train.accounting import ACCOUNTANTS
+
+        unknown_kw = sorted(set(settings) - set(self.SETTINGS))
+        if unknown_kw:
+            raise TypeError(
+                f"load_state_dict() got unexpected keyword(s) {unknown_kw}; the settings "
+                f"that may be passed are {list(self.SETTINGS)}"
+            )
+        if not isinstance(state_dict, dict):
+            raise TypeError(
+                f"state_dict must be the dict DPSGD.state_dict() returned, got "
+                f"{type(state_dict).__name__}"
+            )
+        required = {"steps", "history", *self.SETTINGS}
+        missing = sorted(required - set(state_dict))
+        extra = sorted(set(state_dict) - required - {"generator_state"})
+        if missing or extra:
+            raise ValueError(
+                f"not a DPSGD state: keys missing {missing}, unknown {extra}; pass what "
+                f"DPSGD.state_dict() returned (not the model's or the optimizer's state)"
+            )
+        history = _checked_history(state_dict["history"])
+        steps = state_dict["steps"]
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
+            raise ValueError(f"state_dict['steps'] must be an int >= 0, got {steps!r}")
+        if sum(n for _, _, n in history) != steps:
+            raise ValueError(
+                f"state_dict['steps'] is {steps} but its history records "
+                f"{sum(n for _, _, n in history)} steps: the state is not one DPSGD saved"
+            )
+        checks = {
+            "noise_multiplier": _check_noise_multiplier,
+            "max_grad_norm": _check_max_grad_norm,
+            "sample_rate": _check_sample_rate,
+            "mode": lambda v: _check_choice("mode", v, MODES),
+            "accountant": lambda v: _check_choice("accountant", v, ACCOUNTANTS),
+        }
+        for k in self.SETTINGS:
+            checks[k](state_dict[k])
+            if k in settings:
+                checks[k](settings[k])
+        differ = [
+            k for k in self.SETTINGS if k not in settings and getattr(self, k) != state_dict[k]
+        ]
+        if differ:
+            said = "; ".join(
+                f"{k} was {state_dict[k]!r} in the state, this DPSGD has {getattr(self, k)!r}"
+                for k in differ
+            )
+            keep = ", ".join(f"{k}={getattr(self, k)!r}" for k in differ)
+            raise ValueError(
+                f"load_state_dict: the state was saved with other settings ({said}). Build "
+                f"the DPSGD with the saved values to go on as before, or pass them "
+                f"explicitly to go on with this object's: "
+                f"dp.load_state_dict(state, {keep}) (past steps stay charged at the values "
+                f"they ran with)"
+            )
+        new = {k: settings.get(k, state_dict[k]) for k in self.SETTINGS}
+        gen_state = state_dict.get("generator_state")
+        if gen_state is not None and self.generator is not None:
+            if not isinstance(gen_state, torch.Tensor) or gen_state.dtype != torch.uint8:
+                raise ValueError(
+                    f"state_dict['generator_state'] must be the uint8 tensor "
+                    f"torch.Generator.get_state() returns, got {type(gen_state).__name__}"
+                )
+        if new["mode"] == "ghost" and self.mode != "ghost":
+            self._ghost_plan()  # a model ghost clipping cannot handle is refused here
+        if gen_state is not None and self.generator is not None:
+            self.generator.set_state(gen_state)  # before any setting: a refusal changes nothing
+        for k, v in new.items():
+            setattr(self, k, v)
+        self.history = history
+        self.steps = int(steps)
+
+    def __getstate__(self) -> dict:
+        """Everything but the caches of per-example functions (``vmap`` closures, which
+        do not pickle: ``torch.save(dp)`` and ``copy.deepcopy(dp)`` failed), rebuilt at
+        the next step."""
+        state = self.__dict__.copy()
+        state["_per_example"] = None
+        state["_ghost"] = None
+        state.pop("_ghost_key", None)
+        state.pop("_ghost_refs", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
     def epsilon(self, delta: float) -> float:
         """ε spent so far at ``delta`` by the chosen accountant (see :func:`tying.train.epsilon`),
         each step at the noise and sampling rate it ran with (``self.history``)."""
@@ -621,6 +782,36 @@ class DPSGD:
                 f"epsilon charges each step at the noise it ran with"
             )
         return epsilon_of_history(self.history, delta, accountant=self.accountant)
+
+
+def _check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def _checked_history(history) -> list[tuple[float, float, int]]:
+    """A saved history as ``(sample_rate, noise_multiplier, steps)`` tuples, each checked
+    as the constructor checks the settings (σ = 0 allowed: steps without noise ran)."""
+    if not isinstance(history, (list, tuple)):
+        raise ValueError(
+            f"state_dict['history'] must be a list of (sample_rate, noise_multiplier, "
+            f"steps) segments, got {type(history).__name__}"
+        )
+    out = []
+    for i, seg in enumerate(history):
+        try:
+            q, sigma, n = seg
+            _check_sample_rate(q)
+            _check_noise_multiplier(sigma)
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"state_dict['history'][{i}] = {seg!r} is not a (sample_rate, "
+                f"noise_multiplier, steps) segment DPSGD runs: {err}"
+            ) from None
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n <= 0:
+            raise ValueError(f"state_dict['history'][{i}] = {seg!r}: its steps must be an int > 0")
+        out.append((q, sigma, int(n)))
+    return out
 
 
 def _clear_grads(optimizer) -> None:

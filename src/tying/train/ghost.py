@@ -62,6 +62,7 @@ from tying.core.relations import Same, Transposed
 from tying.core.slots import base_class, slots_of
 from tying.train._vetting import (
     METADATA_CALLS,
+    BufferWrites,
     batch_rows,
     buffers_kept,
     callable_overrides,
@@ -186,6 +187,8 @@ class GhostClipping:
         self._paths: dict[nn.Module, str] = {}
         self._owned: dict[nn.Module, frozenset[int]] = {}  # the parameter ids a module's uses read
         self._all_modules = list(model.modules())
+        # buffers the forward writes from the batch are refused (stop 32, round 4)
+        self._buffer_writes = BufferWrites(model)
         covered: set[int] = set()
         own_forward = []
         for mpath, mod in model.named_modules():
@@ -270,6 +273,9 @@ class GhostClipping:
     def _record(self, loss_fn: LossFn, x, y):
         self._refuse_unvetted()
         self._vet_forward(x)  # before the forward: a refusal leaves the model as it was
+        xs = x if isinstance(x, tuple) else (x,)
+        B = y.shape[0] if isinstance(y, torch.Tensor) and y.dim() else batch_rows(xs)
+        written = self._buffer_writes.before(xs, B or 0, "ghost clipping")
         calls: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
         start = _next_node_number()  # a node numbered below this was made before the forward
         # torch's own module types run no code but their own: no forward read to watch
@@ -312,6 +318,7 @@ class GhostClipping:
         finally:
             for h in handles:
                 h.remove()
+        self._buffer_writes.after(written, "ghost clipping")
         # the loss: a known torch loss takes no trainable tensor (KnownLosses' rule), a
         # row-verified one reads none (RowWatch stops on one); any other is watched too
         losses = self._known(loss_fn, out, y)

@@ -36,8 +36,9 @@ from torch import nn
 from torch.func import grad, vmap
 from torch.overrides import TorchFunctionMode
 
-from tying.train._vetting import METADATA_CALLS as _METADATA_CALLS
 from tying.train._vetting import (
+    BUFFER_FIX,
+    BufferWrites,
     batch_rows,
     buffers_kept,
     callable_overrides,
@@ -48,6 +49,7 @@ from tying.train._vetting import (
     refuse_parameter_hooks,
     tensors_in,
 )
+from tying.train._vetting import METADATA_CALLS as _METADATA_CALLS
 from tying.train.known_losses import KnownLosses
 from tying.train.row_watch import RowLosses, RowWatch, Stopped
 
@@ -190,6 +192,36 @@ def _refuse_recurrent_kernels(modules, err: RuntimeError) -> None:
     ) from err
 
 
+def _refuse_buffer_in_place(modules, err: RuntimeError) -> None:
+    """Name the module when ``vmap`` failed on an in-place write inside a module that
+    holds buffers (a running statistic updated from the batch, which the probe of
+    :class:`~tying.train._vetting.BufferWrites` did not see: a forward that writes only
+    now and then, or one that fails on the whole batch). torch's own message ("vmap:
+    inplace arithmetic(self, *extra_args) is not possible ...") names no module. The
+    innermost frame of the traceback whose ``self`` is such a module is named; the
+    original error is chained."""
+    text = str(err)
+    if not any(w in text for w in ("inplace", "in-place", "in place")):
+        return
+    owners = {id(m): (path, m) for path, m in modules if m._buffers}
+    found, tb = None, err.__traceback__
+    while tb is not None:
+        me = tb.tb_frame.f_locals.get("self")
+        if id(me) in owners and owners[id(me)][1] is me:
+            found = owners[id(me)]
+        tb = tb.tb_next
+    if found is None:
+        return
+    path, mod = found
+    raise ValueError(
+        f"per-example gradients: {path or '<root>'} ({type(mod).__name__}) failed under "
+        f"torch.func.vmap on an in-place write (torch: {text[:100]}...), most likely to one "
+        f"of its buffers {sorted(mod._buffers)} from the batch: such a buffer would hold "
+        f"un-noised statistics of the private data, which the privacy accounting (epsilon) "
+        f"does not cover. No parameter changed. {BUFFER_FIX}"
+    ) from err
+
+
 def _refuse_in_place_renorm(modules) -> None:
     """Refuse an ``nn.Embedding`` with ``max_norm``, before anything runs.
 
@@ -312,6 +344,8 @@ class _PerExample:
         # "batched" (a known torch loss), "rows" (a user's loss, row-verified), "per
         # example" or None (the old way)
         self.last_loss: str | None = None
+        # buffers the forward writes from the batch are refused (stop 32, round 4)
+        self._buffer_writes = BufferWrites(model)
 
     @property
     def size(self) -> int:
@@ -361,6 +395,19 @@ class _PerExample:
     def __call__(self, loss_fn: LossFn, xs: tuple, y: torch.Tensor):
         """``(grads, losses)``: a tuple of ``(B, *param.shape)`` in :attr:`names` order, ``(B,)``."""
         _refuse_backward_hooks(self.modules, self.names, self.params)
+        # a buffer written from the batch is refused before any forward writes it (a
+        # forward on the batch, once per signature), and any write at every call after
+        state = self._buffer_writes.before(xs, y.shape[0], "per-example gradients")
+        try:
+            got = self._call(loss_fn, xs, y)
+        except RuntimeError as err:
+            if self._buffer_writes.slots:
+                _refuse_buffer_in_place(self.modules, err)
+            raise
+        self._buffer_writes.after(state, "per-example gradients")
+        return got
+
+    def _call(self, loss_fn: LossFn, xs: tuple, y: torch.Tensor):
         bufs = tuple(b.detach() for b in self.buffers)
         self._loss_fn = loss_fn
         self.last_loss = self.last_forward = None
