@@ -269,3 +269,18 @@ def test_a_failed_write_on_rank_0_raises_on_every_rank_instead_of_hanging(tmp_pa
     assert first.startswith(("IsADirectoryError", "ValueError", "OSError")), first
     assert other.startswith("RuntimeError: tying.distributed.save: rank 0 could not write")
     assert first.split(": ", 1)[1] in other
+
+
+def test_units_given_as_one_str_is_one_pattern():
+    # stop 32: units="layers.*" was read letter by letter ("unit pattern 'l' matches no
+    # module"); with one-letter module names the letters became the units
+    import torch.distributed as dist
+
+    store = dist.HashStore()
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        model = td.fully_shard(_build(), units="layers.*")
+        assert [type(layer).__name__.startswith("FSDP") for layer in model.layers] == [True] * 4
+        assert model(_batch()).shape == (4, 5, 16)
+    finally:
+        dist.destroy_process_group()

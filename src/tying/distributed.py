@@ -79,7 +79,7 @@ def fully_shard(model: nn.Module, units: Iterable[str] = (), **kwargs) -> nn.Mod
 
     Args:
         model: the tied model, on its device, identical on every rank.
-        units: module path patterns to shard as separate units.
+        units: module path patterns to shard as separate units (one str is one pattern).
         **kwargs: passed to ``torch.distributed.fsdp.fully_shard`` for every unit.
 
     Returns:
@@ -94,6 +94,9 @@ def fully_shard(model: nn.Module, units: Iterable[str] = (), **kwargs) -> nn.Mod
     _require_group()
     verify(model)
     inv = Inventory(model)
+    # one pattern given as a str was read letter by letter ('layers.*' as 'l', 'a', ...:
+    # refused for 'l', or with one-letter module names sharded by the letters; stop 32)
+    units = (units,) if isinstance(units, str) else tuple(units)
     unit_paths: list[str] = []
     for pattern in units:
         pat = Pattern(pattern)

@@ -233,3 +233,49 @@ def test_an_empty_context_is_refused():
     with pytest.raises(ValueError, match=r"context has no positions \(S = 0\)"):
         attn(torch.randn(2, 3, 8), torch.randn(2, 0, 8))
     assert attn(torch.randn(2, 0, 8)).shape == (2, 0, 8)  # no queries is fine
+
+
+def _reloaded(state):
+    """``state`` through torch.save / torch.load(weights_only=True), metadata and all."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+def test_a_state_dict_of_another_head_layout_is_refused():
+    # stop 32: GQA 8 heads / 2 K/V heads and 16 / 4 have projections of the same shapes;
+    # the state dict loaded without an error and the rows were read as other heads
+    torch.manual_seed(0)
+    saved = Attention(64, 8, kv_heads=2)
+    x = torch.randn(2, 5, 64)
+    state = _reloaded(saved.state_dict())
+    other = Attention(64, 16, kv_heads=4)
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    with pytest.raises(
+        ValueError, match=r"n_heads=8 \(this layer: 16\), kv_heads=2 \(this layer: 4\)"
+    ):
+        other.load_state_dict(state)
+    assert all(torch.equal(v, before[k]) for k, v in other.state_dict().items())  # unchanged
+    same = Attention(64, 8, kv_heads=2)
+    same.load_state_dict(state)
+    torch.testing.assert_close(same(x), saved(x), rtol=0, atol=0)
+    Attention(64, 16, kv_heads=4).load_state_dict(dict(state))  # a plain dict: no record
+
+
+def test_a_nested_attention_of_another_layout_names_its_path():
+    from tying.nn import TransformerBlock
+
+    state = TransformerBlock(16, 2).state_dict()
+    with pytest.raises(ValueError, match=r"Attention at 'self_attn'.*d_head=8 \(this layer: 4\)"):
+        TransformerBlock(16, 4).load_state_dict(state)
+
+
+@pytest.mark.parametrize("arg", ["d_head", "d_context"])
+@pytest.mark.parametrize("value", [True, 2.5, 0])
+def test_d_head_and_d_context_must_be_positive_ints(arg, value):
+    # stop 32: d_head=True built one-wide heads; 2.5 died in torch.empty
+    with pytest.raises(ValueError, match=rf"{arg} must be a positive int, got {value!r}"):
+        Attention(16, 4, **{arg: value})

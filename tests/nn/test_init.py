@@ -199,6 +199,8 @@ def test_meta_build_then_to_empty_and_reset_keeps_the_ties(name):
 BOOL_SIZES = [
     ("Attention", lambda v: tnn.Attention(8, 2, kv_heads=v)),
     ("Attention", lambda v: tnn.Attention(8, v)),
+    ("Attention", lambda v: tnn.Attention(8, 2, d_head=v)),
+    ("Attention", lambda v: tnn.Attention(8, 2, d_context=v)),
     ("MultiHopGraphConv", lambda v: tnn.MultiHopGraphConv(3, 2, v)),
     ("MultiHopGraphConv", lambda v: tnn.MultiHopGraphConv(v, 2)),
     ("PeriodicFeatures", lambda v: tnn.PeriodicFeatures(2, 1.0, harmonics=v)),

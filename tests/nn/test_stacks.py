@@ -55,6 +55,16 @@ def test_albert_plan_is_data_and_reapplying_is_a_noop():
     assert not plan.apply(model).changed
 
 
+def test_free_given_as_one_str_is_one_pattern():
+    # stop 32: free="norm*" was read letter by letter ("pattern 'layers.*.n' matches no
+    # parameter"), and a '*' among the letters freed every parameter
+    assert repr(albert_plan(free="norm*")) == repr(albert_plan(free=("norm*",)))
+    stack = Stack(TransformerBlock(8, 2) for _ in range(3))
+    share_layers(stack, free="norm*")
+    assert stack.layers[2].norm1.weight is not stack.layers[0].norm1.weight
+    assert stack.layers[2].mlp[0].weight is stack.layers[0].mlp[0].weight
+
+
 def test_albert_plan_on_a_wrong_path_names_it():
     stack = Stack(TransformerBlock(8, 2) for _ in range(2))
     with pytest.raises(tying.TieError, match=r"pattern 'blocks\.\*' matches no parameter"):

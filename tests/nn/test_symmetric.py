@@ -78,3 +78,25 @@ def test_a_non_positive_or_non_int_kernel_is_refused(k):
     # stop 26: kernel_size=0 passed nn.Conv1d and died in reset_parameters (ZeroDivisionError)
     with pytest.raises(ValueError, match="kernel_size must be a positive int"):
         SymmetricConv1d(2, 3, k)
+
+
+@pytest.mark.parametrize("saved_k, k", [(5, 6), (6, 5)])
+def test_a_state_dict_of_another_filter_length_is_refused(saved_k, k):
+    # stop 32: lengths 5 and 6 both store 3 taps, so [a, b, c, b, a] loaded as
+    # [a, b, c, c, b, a] with no error
+    import io
+
+    buf = io.BytesIO()
+    torch.save(SymmetricConv1d(2, 3, saved_k).state_dict(), buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    conv = SymmetricConv1d(2, 3, k)
+    before = conv.weight_physical.detach().clone()
+    with pytest.raises(
+        ValueError, match=rf"length {saved_k}.*build the layer with kernel_size={saved_k}"
+    ):
+        conv.load_state_dict(state)
+    assert torch.equal(conv.weight_physical, before)
+    same = SymmetricConv1d(2, 3, saved_k)
+    same.load_state_dict(state)
+    assert torch.equal(same.weight_physical, state["weight_physical"])

@@ -41,6 +41,9 @@ from tying.nn._args import is_int
 
 __all__ = ["Attention", "kv_sharing_plan"]
 
+# The key under which an attention's state-dict metadata records its head layout (stop 32)
+HEADS_METADATA_KEY = "tying.heads"
+
 _SDPA_GQA = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 5)
 
 
@@ -69,8 +72,10 @@ class Attention(nn.Module):
         out_proj: ``Linear(n_heads·d_head, d_model)``.
 
     Raises:
-        ValueError: when a size is not positive, ``kv_heads``/``v_heads`` does not divide
-            ``n_heads``, or ``d_model`` is not divisible by ``n_heads`` and no ``d_head`` is given.
+        ValueError: when a size is not a positive int, ``kv_heads``/``v_heads`` does not divide
+            ``n_heads``, or ``d_model`` is not divisible by ``n_heads`` and no ``d_head`` is given;
+            in ``load_state_dict``, for a state dict saved from another head layout
+            (recorded in its metadata: ``n_heads``, ``kv_heads``, ``v_heads``, ``d_head``).
 
     Example:
         >>> attn = Attention(32, n_heads=4, v_heads=1)         # one W_V for all heads
@@ -115,10 +120,9 @@ class Attention(nn.Module):
                 )
             d_head = d_model // n_heads
         d_context = d_model if d_context is None else d_context
-        if d_head < 1 or d_context < 1:
-            raise ValueError(
-                f"Attention: d_head and d_context must be positive, got {d_head}, {d_context}"
-            )
+        for name, value in (("d_head", d_head), ("d_context", d_context)):
+            if not is_int(value, 1):  # d_head=True built one-wide heads (stop 32)
+                raise ValueError(f"Attention: {name} must be a positive int, got {value!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"Attention: dropout must be in [0, 1), got {dropout!r}")
         self.d_model, self.n_heads, self.d_head, self.d_context = (
@@ -135,6 +139,46 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(d_context, v_heads * d_head, **kw)
         self.out_proj = nn.Linear(n_heads * d_head, d_model, **kw)
         self.reset_parameters()
+
+    def _layout(self) -> dict[str, int]:
+        """How the projections' rows split into heads, and which query heads share a K/V head."""
+        return {
+            "n_heads": self.n_heads,
+            "kv_heads": self.kv_heads,
+            "v_heads": self.v_heads,
+            "d_head": self.d_head,
+        }
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        meta = getattr(destination, "_metadata", None)
+        if meta is not None:  # kept by torch.save, read back by _load_from_state_dict
+            meta.setdefault(prefix[:-1], {})[HEADS_METADATA_KEY] = self._layout()
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+    ):
+        # Attention(64, 8, kv_heads=2) and Attention(64, 16, kv_heads=4) have projections of
+        # the same shapes: the rows loaded from one were read as other heads, and other
+        # query heads shared each K/V head, with no error (stop 32). A state dict without
+        # the record (older, or rebuilt as a plain dict) loads as before.
+        saved = local_metadata.get(HEADS_METADATA_KEY) if local_metadata else None
+        mine = self._layout()
+        if saved is not None and dict(saved) != mine:
+            diff = ", ".join(
+                f"{k}={saved.get(k)!r} (this layer: {mine[k]!r})"
+                for k in mine
+                if saved.get(k) != mine[k]
+            )
+            raise ValueError(
+                f"Attention at {prefix[:-1] or '<root>'!r}: the state dict was saved from an "
+                f"attention with another head layout ({diff}), so its projection rows would be "
+                f"read as other heads, shared by other query heads; build the layer with the "
+                f"saved n_heads=, kv_heads=, v_heads= and d_head= and load into that"
+            )
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+        )
 
     @property
     def kind(self) -> str:

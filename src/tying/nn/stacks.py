@@ -162,7 +162,8 @@ def albert_plan(stack: str = "layers", *, free: Iterable[str] = ()) -> Plan:
     Args:
         stack: path of the ``ModuleList`` (``"layers"``, ``"encoder.layers"``).
         free: patterns, relative to one layer, that stay per-layer (``"norm*"``
-            frees ``norm1``, ``norm2``, …); the last matching rule wins.
+            frees ``norm1``, ``norm2``, …); one str is one pattern; the last matching
+            rule wins.
 
     Returns:
         A :class:`tying.Plan`.
@@ -171,6 +172,10 @@ def albert_plan(stack: str = "layers", *, free: Iterable[str] = ()) -> Plan:
         >>> albert_plan("encoder.layers", free=("norm*",))
         Plan([share('encoder.layers.*', like='encoder.layers.0'), free('encoder.layers.*.norm*')])
     """
+    # one pattern given as a str was read letter by letter (stop 32): free="norm*" was
+    # refused for 'n', and a str whose every letter matched a name (digits of Sequential
+    # blocks) and held a '*' freed every parameter. One str is one pattern.
+    free = (free,) if isinstance(free, str) else tuple(free)
     rules = [share(f"{stack}.*", like=f"{stack}.0")]
     rules += [_free(f"{stack}.*.{pattern}") for pattern in free]
     return Plan(rules)
@@ -184,7 +189,8 @@ def share_layers(
     Args:
         model: the model holding the stack.
         stack: path of the ``ModuleList`` inside ``model``.
-        free: per-layer exceptions, relative to one layer (e.g. ``("norm*",)``).
+        free: per-layer exceptions, relative to one layer (e.g. ``("norm*",)``; one str
+            is one pattern).
 
     Returns:
         The :class:`tying.ApplyReport` of :func:`albert_plan` applied to ``model``.

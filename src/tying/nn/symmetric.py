@@ -37,6 +37,9 @@ from tying.nn._args import is_int
 
 __all__ = ["SymmetricConv1d"]
 
+# The key under which a tied layer's state-dict metadata records its filter length (stop 32)
+KERNEL_METADATA_KEY = "tying.kernel_size"
+
 
 class SymmetricConv1d(nn.Conv1d):
     """``nn.Conv1d`` whose every filter is a palindrome (claim B4).
@@ -53,7 +56,8 @@ class SymmetricConv1d(nn.Conv1d):
 
     Raises:
         ValueError: as ``nn.Conv1d`` for bad sizes; on an input that is not
-            ``(B, C_in, L)`` or ``(C_in, L)``.
+            ``(B, C_in, L)`` or ``(C_in, L)``; in ``load_state_dict``, for a state dict
+            saved from a tied layer of another filter length (recorded in its metadata).
 
     Example:
         >>> conv = SymmetricConv1d(2, 4, 7, padding=3)
@@ -119,6 +123,32 @@ class SymmetricConv1d(nn.Conv1d):
                 weight.uniform_(-bound, bound)
             if self.bias is not None:
                 self.bias.uniform_(-bound, bound)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        meta = getattr(destination, "_metadata", None)
+        if meta is not None and "weight_physical" in self._parameters:  # kept by torch.save
+            meta.setdefault(prefix[:-1], {})[KERNEL_METADATA_KEY] = self.kernel_size[0]
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+    ):
+        # kernel_size 5 and 6 both store 3 taps: the taps of one loaded into the other
+        # made another filter ([a, b, c, b, a] read as [a, b, c, c, b, a]) with no error
+        # (stop 32). A state dict without the record (older, or a plain dict) loads as before.
+        saved = local_metadata.get(KERNEL_METADATA_KEY) if local_metadata else None
+        tied = "weight_physical" in self._parameters
+        if saved is not None and tied and saved != self.kernel_size[0]:
+            raise ValueError(
+                f"SymmetricConv1d at {prefix[:-1] or '<root>'!r}: the state dict's "
+                f"weight_physical holds the stored half of palindromes of length {saved}, and "
+                f"this layer's filters have length {self.kernel_size[0]} (both store "
+                f"{math.ceil(saved / 2)} taps), so every filter would change; build the layer "
+                f"with kernel_size={saved} and load into that"
+            )
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim not in (2, 3) or x.shape[-2] != self.in_channels:
