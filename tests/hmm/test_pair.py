@@ -364,3 +364,94 @@ def test_fit_refuses_a_pair_of_probability_zero_by_its_index_and_changes_nothing
         fitted.fit([("A", "A")])
     np.testing.assert_array_equal(fitted.match_probs_, before)  # the zero stays 0
     assert fitted.path_log_prob("A", "A", [M]) == -np.inf
+
+
+# --------------------------- stop 32, fourth round: a relabelled alphabet, n_iter=0
+def _acgt_model():
+    p = np.diag([0.4, 0.3, 0.2, 0.1])
+    return PairHMM.from_params("ACGT", match_probs=p, insert_probs=[0.1, 0.2, 0.3, 0.4])
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: m.score_pairs([("AAG", "AG")]),
+        lambda m: m.viterbi([("AAG", "AG")]),
+        lambda m: m.match_posteriors("AAG", "AG"),
+        lambda m: m.format_alignment("AAG", "AG"),
+        lambda m: m.path_log_prob("A", "A", [M]),
+        lambda m: m.sample(1, random_state=0),
+        lambda m: m.log_params(),
+    ],
+    ids=["score", "viterbi", "posteriors", "format", "path", "sample", "log_params"],
+)
+def test_tables_set_for_another_alphabet_of_the_same_size_are_refused(call):
+    # was: "ACGT" -> "TGCA" read the tables by position, T as A and A as T: ("AAG", "AG")
+    # scored -11.82 instead of -12.22, no error
+    m = _acgt_model()
+    m.alphabet = "TGCA"
+    with pytest.raises(ValueError, match=r"match_probs_ and insert_probs_ were set for the "
+                       r"alphabet 'ACGT', but alphabet is now 'TGCA'.*'T' as 'A'"):  # fmt: skip
+        call(m)
+    m.alphabet = "ACGU"  # one symbol renamed is a relabelling too
+    with pytest.raises(ValueError, match=r"now 'ACGU'.*\('U' as 'T'\)"):
+        call(m)
+    m.alphabet = "ACGT"  # set back: scores as before
+    assert m.score_pairs([("AAG", "AG")])[0] == _acgt_model().score_pairs([("AAG", "AG")])[0]
+
+
+def test_tables_reordered_for_the_new_alphabet_score_as_the_old_model():
+    old = _acgt_model()
+    m = _acgt_model()
+    m.alphabet = "TGCA"
+    idx = ["ACGT".index(c) for c in "TGCA"]
+    m.match_probs_ = old.match_probs_[np.ix_(idx, idx)]
+    with pytest.raises(ValueError, match=r"insert_probs_ were set for the alphabet 'ACGT'"):
+        m.score_pairs([("A", "A")])  # one table still holds the old order
+    m.insert_probs_ = old.insert_probs_[idx]
+    pairs = [("GATTACA", "GATACA"), ("CC", "G"), ("", "T")]
+    np.testing.assert_array_equal(m.score_pairs(pairs), old.score_pairs(pairs))
+
+
+def test_integer_symbols_or_a_new_fit_are_not_a_relabelling():
+    m = _acgt_model()
+    ll = m.score_pairs([("AG", "AG")])[0]
+    m.alphabet, m.n_symbols = None, 4  # the codes keep their positions
+    assert m.score_pairs([([0, 2], [0, 2])])[0] == ll
+    pairs = PairHMM.from_params("ACGT").sample(6, random_state=1)[0]
+    m.alphabet = "TGCA"
+    m.fit(pairs)  # a fit starts from the constructor's values: tables for "TGCA"
+    assert np.isfinite(m.score(pairs))
+
+
+def test_fit_refuses_to_start_from_a_table_assigned_for_another_alphabet():
+    pairs = PairHMM.from_params("ACGT").sample(6, random_state=1)[0]
+    m = PairHMM("ACGT", n_iter=2)
+    m.match_probs_ = np.diag([0.4, 0.3, 0.2, 0.1])
+    m.alphabet = "TGCA"
+    with pytest.raises(ValueError, match=r"match_probs_ were set for the alphabet 'ACGT'"):
+        m.fit(pairs)
+    assert not hasattr(m, "history_")
+    m.alphabet = "ACGT"
+    assert m.fit(pairs).n_iter_ == 2
+
+
+def test_n_iter_zero_initialises_only_as_in_the_other_hmms():
+    # was: PairHMM(n_iter=0) was refused ("n_iter must be a positive integer")
+    from tying.hmm import GaussianHMM
+
+    pairs = PairHMM.from_params("ACGT").sample(6, random_state=1)[0]
+    m = PairHMM("ACGT", n_iter=0, delta=0.2, tau=0.05)
+    m.epsilon_ = 0.25  # an assigned start value is kept, as with n_iter > 0
+    m.fit(pairs)
+    start = PairHMM.from_params("ACGT", delta=0.2, epsilon=0.25, tau=0.05)
+    for name in ("delta_", "epsilon_", "tau_", "match_probs_", "insert_probs_"):
+        np.testing.assert_array_equal(getattr(m, name), getattr(start, name))
+    g = GaussianHMM(2, n_iter=0, random_state=0).fit(np.zeros((5, 1)) + np.arange(5)[:, None])
+    assert (m.history_, m.n_iter_, m.converged_) == (g.history_, g.n_iter_, g.converged_)
+    assert np.isnan(m.log_likelihood_) and np.isnan(g.log_likelihood_) and m.objective_ == []
+    np.testing.assert_array_equal(m.score_pairs(pairs), start.score_pairs(pairs))
+    with pytest.raises(ValueError, match=r"n_iter must be a non-negative integer .*got -1"):
+        PairHMM("ACGT", n_iter=-1).fit(pairs)
+    with pytest.raises(ValueError, match="n_iter must be a non-negative integer"):
+        PairHMM("ACGT", n_iter=True).fit(pairs)

@@ -27,6 +27,7 @@ import numpy as np
 
 from tying.core.count import Count
 from tying.hmm import forward_backward as _fb
+from tying.hmm.estimator import EstimatorParams
 from tying.hmm.forward_backward import Posteriors, forward_backward, forward_log_likelihood
 from tying.hmm.monitor import ConvergenceMonitor
 from tying.hmm.sequences import SequenceBatch, check_lengths
@@ -98,11 +99,13 @@ _ALGORITHMS = ("viterbi", "map")
 _IMPLEMENTATIONS = ("log", "scaling")
 
 
-class BaseHMM:
+class BaseHMM(EstimatorParams):
     """Shared machinery of the HMM estimators; use a subclass.
 
     Our own names come first; hmmlearn's arguments are accepted too, so a
     hmmlearn script runs with only its import changed (see ``docs/hmm.md``).
+    The arguments are scikit-learn parameters (``get_params``, ``set_params``,
+    ``sklearn.base.clone``, grid search: :mod:`tying.hmm.estimator`).
 
     Args:
         n_components: number of hidden states K.
@@ -1096,8 +1099,11 @@ class BaseHMM:
     def _sample_emissions(self, states, rng):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(n_components={self.n_components}, ties={self.ties!r})"
+    def _check_params(self) -> None:
+        """What ``fit`` refuses of the settings and the tie spec before it looks at the data
+        (``set_params`` runs it)."""
+        self._check_settings()
+        StateTies.resolve(self._tie_spec(), n_states=self.n_components, kinds=self.tie_kinds)
 
 
 def _posteriors_finite(post: Posteriors) -> bool:

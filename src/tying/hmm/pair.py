@@ -28,6 +28,7 @@ import numpy as np
 
 from tying.core.count import Count, Group
 from tying.hmm.base import NotFittedError, _threads, _unchanged_on_error
+from tying.hmm.estimator import EstimatorParams
 from tying.hmm.monitor import ConvergenceMonitor
 from tying.hmm.pair_dp import (
     IMPOSSIBLE,
@@ -46,6 +47,7 @@ __all__ = ["PairHMM", "mirror"]
 
 
 _FITTED = ("delta", "epsilon", "tau", "match_probs", "insert_probs")
+_TABLES = ("match_probs", "insert_probs")  # indexed by symbol: read through the alphabet
 
 
 def _fitted_attribute(name: str, doc: str) -> property:
@@ -94,7 +96,7 @@ def mirror(states) -> np.ndarray:
     return s
 
 
-class PairHMM:
+class PairHMM(EstimatorParams):
     """Three-state pair HMM (M, insert-X, insert-Y) with X and Y tied by default.
 
     Args:
@@ -106,13 +108,19 @@ class PairHMM:
             (scalars; with ``tied=False`` also ``(x, y)`` pairs for δ and ε).
         match_probs: starting ``(S, S)`` match distribution (None: 0.8 of the mass
             on identities). insert_probs: ``(S,)`` or, untied, ``(2, S)`` (None: uniform).
-        n_iter, tol: Baum-Welch iterations and log-likelihood tolerance.
+        n_iter, tol: Baum-Welch iterations (0: ``fit`` only sets the start values, as
+            in the other HMMs) and log-likelihood tolerance.
         pseudocount: added to every expected emission count (0 = maximum likelihood).
         chunk_size: pairs per vectorised block for scoring and Viterbi (small
             blocks stay in cache); posteriors and ``fit`` use smaller blocks so
             their full tables stay under ``table_memory`` bytes.
         table_memory: bytes the full DP tables of one block may take (posteriors, fit).
         n_threads: BLAS threads (None leaves them alone).
+
+    The arguments are scikit-learn parameters (``get_params``, ``set_params``,
+    ``sklearn.base.clone``: :mod:`tying.hmm.estimator`). Tables set for one
+    alphabet are refused after ``alphabet`` changes to another of the same size
+    (they are read by position); set it back, assign them in the new order, or fit.
 
     Attributes:
         delta_, epsilon_: floats when tied, ``(2,)`` arrays ``[x, y]`` when untied.
@@ -191,6 +199,19 @@ class PairHMM:
         return int(self.n_symbols)
 
     def _set_start(self) -> None:
+        """Set every fitted value from the constructor's (checked) start values."""
+        start = self._start_values()
+        for name in _FITTED:  # a new start replaces every fitted value at once
+            self.__dict__.pop(f"_{name}", None)
+        self._store(**start)
+
+    def _check_params(self) -> None:
+        """What ``fit`` and ``from_params`` refuse of the settings (``set_params`` runs it)."""
+        start = self._start_values()
+        _check_rows(start["delta"], start["epsilon"], start["tau"])
+
+    def _start_values(self) -> dict:
+        """The settings checked, and the start values they give (nothing is stored)."""
         if self.alphabet is not None and (
             not isinstance(self.alphabet, str) or len(self.alphabet) == 0
         ):
@@ -204,7 +225,12 @@ class PairHMM:
             raise ValueError(f"alphabet {self.alphabet!r} repeats a symbol")
         if isinstance(self.tied, (bool, np.bool_)) is False:
             raise TypeError(f"tied must be True or False, got {self.tied!r}")
-        for name in ("n_iter", "chunk_size", "table_memory"):
+        n_iter = self.n_iter
+        if isinstance(n_iter, bool) or not isinstance(n_iter, (int, np.integer)) or n_iter < 0:
+            raise ValueError(
+                f"n_iter must be a non-negative integer (0 only initialises), got {n_iter!r}"
+            )
+        for name in ("chunk_size", "table_memory"):
             _positive_int(name, getattr(self, name))
         for name in ("pseudocount", "tol"):
             value = getattr(self, name)
@@ -238,15 +264,13 @@ class PairHMM:
                 f"{match[worst]:.6g} but its transpose is {match.T[worst]:.6g}; pass "
                 f"(p + p.T) / 2 or use tied=False"
             )
-        for name in _FITTED:  # a new start replaces every fitted value at once
-            self.__dict__.pop(f"_{name}", None)
-        self._store(
-            delta=delta,
-            epsilon=epsilon,
-            tau=float(tau),
-            match_probs=(match + match.T) / 2 if self.tied else match,
-            insert_probs=insert,
-        )
+        return {
+            "delta": delta,
+            "epsilon": epsilon,
+            "tau": float(tau),
+            "match_probs": (match + match.T) / 2 if self.tied else match,
+            "insert_probs": insert,
+        }
 
     def _store(self, **values) -> None:
         """Set fitted values after checking them together; on error nothing changes."""
@@ -255,6 +279,29 @@ class PairHMM:
             _check_rows(merged["delta"], merged["epsilon"], merged["tau"])
         for k, v in values.items():
             self.__dict__[f"_{k}"] = v
+        # the alphabet each table was set for (a new dict: fit's undo keeps the old one)
+        labels = {k: self.alphabet for k in values if k in _TABLES}
+        if labels:
+            self.__dict__["_table_alphabets"] = self.__dict__.get("_table_alphabets", {}) | labels
+
+    def _check_table_alphabets(self, names=_TABLES) -> None:
+        """Refuse tables set for another alphabet of the same size ("ACGT" -> "TGCA"):
+        they are read by position, so each symbol would be scored as another."""
+        labels = self.__dict__.get("_table_alphabets", {})
+        now = self.alphabet
+        old = {n: labels[n] for n in names if isinstance(labels.get(n), str)}
+        wrong = [n for n, a in old.items() if isinstance(now, str) and a != now]
+        if wrong:
+            was = old[wrong[0]]
+            moved = [f"{b!r} as {a!r}" for a, b in zip(was, now) if a != b][:4]
+            raise ValueError(
+                f"{' and '.join(n + '_' for n in wrong)} were set for the alphabet {was!r}, but "
+                f"alphabet is now {now!r}: the tables are read by position, so symbols would be "
+                f"scored as others ({', '.join(moved)}); set alphabet back to {was!r}, assign "
+                f"{', '.join(n + '_' for n in wrong)} ordered for {now!r} (e.g. "
+                f"idx = [{was!r}.index(c) for c in {now!r}]; m.match_probs_ = "
+                f"p[np.ix_(idx, idx)]; m.insert_probs_ = q[..., idx]), or fit"
+            )
 
     def _validated(self, name: str, value):
         """A fitted attribute assigned by the user, checked like a start value."""
@@ -652,6 +699,7 @@ class PairHMM:
         assigned = {
             n: self.__dict__[f"_{n}"] for n in sorted(self.__dict__.get("_assigned_names", ()))
         }
+        self._check_table_alphabets([n for n in assigned if n in _TABLES])
         self._set_start()
         if assigned:
             self._store(**{n: self._validated(n, v) for n, v in assigned.items()})
@@ -674,7 +722,8 @@ class PairHMM:
                 self._mstep(counts)
                 if monitor.stopped:
                     break
-        self.history_, self.log_likelihood_ = history, history[-1]
+        # n_iter=0 initialises only, as in the other HMMs: no likelihood was computed
+        self.history_, self.log_likelihood_ = history, history[-1] if history else np.nan
         self.objective_ = list(monitor.history)
         self.n_iter_, self.converged_ = len(history), monitor.converged
         self.__dict__.pop("_assigned_names", None)
@@ -781,6 +830,7 @@ class PairHMM:
             and match.shape == (S, S)
             and d["_insert_probs"].shape == side + (S,)
         ):
+            self._check_table_alphabets()
             if self.tied and np.abs(match - match.T).max() > 1e-12:
                 raise ValueError(
                     "this PairHMM is tied but match_probs_ is not symmetric (tied was set to "
@@ -800,9 +850,6 @@ class PairHMM:
                 f"{S} symbols): {got}; tied, alphabet or n_symbols changed after they were "
                 f"set: set it back, assign {', '.join(n + '_' for n in wrong)} again, or fit"
             )
-
-    def __repr__(self) -> str:
-        return f"PairHMM(alphabet={self.alphabet!r}, tied={self.tied})"
 
     delta_ = _fitted_attribute("delta", "gap-open probability (float tied, (2,) untied)")
     epsilon_ = _fitted_attribute("epsilon", "gap-extend probability (float tied, (2,) untied)")
