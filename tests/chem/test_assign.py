@@ -552,3 +552,82 @@ def test_batches_of_a_force_field_with_a_section_none_of_whose_patterns_is_decid
     assigner._tabled = False
     assert packed == assigner.assign_many(molecules)
     assert packed[1].bonds[(0, 1)].id == "ring" and packed[0].bonds[(0, 1)].id == "any-cc"
+
+
+# -- Stop 32: sections, flags, absent sections and counts are checked, not read silently ----
+
+
+def test_sections_given_as_an_iterator_are_all_assigned():
+    # The check for unknown names used the iterator up: no section was assigned, and
+    # every molecule came back with no terms at all, without an error.
+    a = SmirksAssigner("openff-2.3.0", sections=iter(["Bonds", "vdW"]))
+    assert a.sections == ("Bonds", "vdW")
+    labelled = a.assign("CCO")
+    assert len(labelled.bonds) == 8 and len(labelled.vdw) == 9
+
+
+@pytest.mark.parametrize(
+    ("sections", "error", "message"),
+    [
+        ([], ValueError, r"sections is empty, so no term would be assigned; .*sections=None"),
+        (iter([]), ValueError, r"sections is empty"),
+        (["vdW", "Bonds", "vdW"], ValueError, r"sections lists vdW more than once"),
+        (["Bonds", None], ValueError, r"cannot assign sections \[None\]"),
+    ],
+)
+def test_empty_or_repeated_sections_are_refused(sections, error, message):
+    with pytest.raises(error, match=message):
+        SmirksAssigner("openff-2.3.0", sections=sections)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"strict": "False"}, r"strict must be True or False, got str: 'False'"),
+        ({"strict": None}, r"strict must be True or False, got NoneType: None"),
+        ({"strict": 0}, r"strict must be True or False, got int: 0"),
+        ({"cache": "no"}, r"cache must be True or False, got str: 'no'"),
+    ],
+)
+def test_flags_that_are_not_bools_are_refused(kwargs, message):
+    # strict="False" was true (strict), strict=None false: missing parameters unreported.
+    with pytest.raises(TypeError, match=message):
+        SmirksAssigner("openff-2.3.0", **kwargs)
+
+
+def test_a_section_that_was_not_labelled_is_not_an_empty_one():
+    # .angles of a molecule labelled with sections=["Bonds"] (or by a water model, vdW
+    # only) was {}: ethanol read as having no angles, silently.
+    bonds_only = SmirksAssigner("openff-2.3.0", sections=["Bonds"]).assign("CCO")
+    assert len(bonds_only.bonds) == 8
+    for read in (
+        lambda: bonds_only.angles,
+        lambda: bonds_only.propers,
+        lambda: bonds_only.impropers,
+        lambda: bonds_only.vdw,
+        lambda: bonds_only.ids("Angles"),
+    ):
+        with pytest.raises(KeyError, match=r"has no \w+ section: it was labelled with sections"):
+            read()
+    water = SmirksAssigner("tip3p").assign("O")
+    assert water.vdw[(0,)].id == "n-tip3p-O"
+    with pytest.raises(KeyError, match=r"\(tip3p\) has no Bonds section.*<Bonds> section"):
+        _ = water.bonds
+    # A labelled section without terms is still an empty mapping.
+    assert dict(SmirksAssigner("openff-2.3.0").assign("[Na+]").bonds) == {}
+
+
+def test_count_unique_parameters_refuses_mixed_force_fields_and_non_assignments(sage):
+    # Ids name parameters within one force field: b1 of openff-1.0.0 and of openff-2.3.0
+    # were counted as one parameter (6 bonds for two ethanols instead of 4 + 4).
+    parsley = SmirksAssigner("openff-1.0.0").assign("CCO")
+    with pytest.raises(ValueError, match=r"item 1 was labelled with 'openff-1.0.0', the ones"):
+        count_unique_parameters([sage.assign("CCO"), parsley])
+    with pytest.raises(TypeError, match=r"got the str 'CCO', which would be read one character"):
+        count_unique_parameters("CCO")
+    with pytest.raises(TypeError, match=r"expected an iterable of Assignments, got Assignment"):
+        count_unique_parameters(parsley)
+    with pytest.raises(TypeError, match=r"item 0 is a str, not an Assignment"):
+        count_unique_parameters(["CCO"])
+    counts = count_unique_parameters(sage.assign(s) for s in ("CC", "CO"))
+    assert counts["Bonds"] == 4 and count_unique_parameters([]) == {"total": 0}

@@ -16,7 +16,12 @@ import pytest
 pytest.importorskip("rdkit")
 pytest.importorskip("openforcefields")
 
-from tying.chem import SmirksAssigner, find_force_field  # noqa: E402
+from tying.chem import (  # noqa: E402
+    SmilesError,
+    SmirksAssigner,
+    UnassignedParameterError,
+    find_force_field,
+)
 
 try:
     from tying.chem import validate
@@ -386,3 +391,41 @@ def test_chiral_patterns_match_where_the_toolkit_keeps_chirality(tmp_path):
     for smiles in STEREO_MOLECULES:  # RDKit molecules take the same path
         ours = SmirksAssigner(str(path), strict=False).assign(Chem.MolFromSmiles(smiles))
         assert validate.compare(ours, validate.openff_labels(smiles, ff), smiles) == []
+
+
+METALS = [
+    "[Fe+3]", "[Fe+2]", "[Cu+2]", "[Cu]", "Cl[Cu]Cl", "[Co+2]", "[Mn+2]", "[Au]", "[Gd+3]",
+    "[Fe+3].[Cl-].[Cl-].[Cl-]", "CC(=O)[O-].[Cu+2].CC(=O)[O-]", "O.[Fe+3]", "[Ti]", "[Cr+3]",
+]  # fmt: skip
+METAL_VDW = ["[#26:1]", "[#26+3:1]", "[#29X0:1]", "[#29:1]-[#17]", "[#64:1]"]
+
+
+def test_open_shell_metals_are_labelled_as_the_toolkit_labels_them(tmp_path):
+    # Stop 32: RDKit gives [Fe+3], [Cu+2], [Gd+3] unpaired electrons; they were refused
+    # as radicals "that the toolkit refuses too", but the toolkit reads d- and f-block
+    # radicals. Now labelled, and equal to label_molecules with metal parameters.
+    text = pathlib.Path(find_force_field("openff-2.3.0")).read_text()
+    atoms = "".join(
+        f'<Atom smirks="{s}" id="vm{i}" epsilon="0.1 * kilocalorie_per_mole" '
+        f'rmin_half="1.5 * angstrom"></Atom>\n'
+        for i, s in enumerate(METAL_VDW)
+    )
+    bond = (
+        '<Bond smirks="[#29:1]-[#17:2]" id="bm0" length="2.0 * angstrom" '
+        'k="100.0 * kilocalorie_per_mole * angstrom ** -2"></Bond>\n'
+    )
+    text = text.replace("</vdW>", atoms + "</vdW>", 1).replace("</Bonds>", bond + "</Bonds>", 1)
+    path = tmp_path / "metals-1.0.0.offxml"
+    path.write_text(text)
+    compared, mismatches = _compare_both(str(path), validate.openff_force_field(str(path)), METALS)
+    assert compared > 40 and mismatches == []
+    used = set()
+    for a in SmirksAssigner(str(path), strict=False).assign_many(METALS):
+        used |= a.used()["vdW"] | a.used()["Bonds"]
+    assert {"vm1", "vm2", "vm3", "vm4", "bm0"} <= used
+    sage = validate.openff_force_field("openff-2.3.0")
+    assert _compare_both("openff-2.3.0", sage, METALS)[1] == []
+    with pytest.raises(UnassignedParameterError, match=r"no vdW parameter for atom 0 \(Fe\)"):
+        SmirksAssigner("openff-2.3.0").assign("[Fe+3]")
+    with pytest.raises(SmilesError, match=r"atom 0 \(C\) is a radical"):  # s/p block: still
+        SmirksAssigner("openff-2.3.0").assign("[CH3].[Fe+3]")

@@ -243,3 +243,21 @@ def test_split_recursive_cuts_at_the_top_level_parts_only(smarts, expected):
     from tying.chem.smirks import split_recursive
 
     assert split_recursive(smarts) == expected
+
+
+@pytest.mark.parametrize(
+    "smirks",
+    ["[2#1:1]", "[#6;13:1]", "[13C,#7:1]", "[!2#1:1]", "[#6:1]-[$(*-[2#1]):2]-[#8]"],
+)
+def test_isotope_patterns_are_refused(smirks):
+    # Stop 32: the OpenFF toolkit's molecules carry no isotopes, so [2#1:1] labelled
+    # deuterium here and nothing there (a deuterated methanol's H: ours nD, theirs n12).
+    valence = 1 if smirks.count(":") == 1 else None
+    p = Parameter("vdW", "nD", smirks, 0, {})
+    with pytest.raises(SmirksError, match=r"vdW parameter 'nD': SMIRKS .* tests an isotope mass"):
+        compile_smirks(p, valence=valence, force_field="iso")
+
+
+def test_patterns_without_isotopes_still_compile():
+    for smirks in ("[#1:1]", "[#6X4:1]-[#1:2]", "[#6:1]-,:1CC1", "[$(*~[#8]):1]"):
+        compile_smirks(Parameter("vdW", "n", smirks, 0, {}), force_field="plain")

@@ -73,3 +73,11 @@ def test_typing_refuses_what_is_not_a_molecule():
         type_tuples(42)
     with pytest.raises(SmilesError, match="query atom"):
         count_type_tuples([Chem.MolFromSmarts("[#6][#8]")])
+
+
+@pytest.mark.parametrize("smiles", ["CCO", b"CCO"])
+def test_one_smiles_string_is_not_a_collection_of_molecules(smiles):
+    # Stop 32: iterated, "CCO" was methane, methane and water: 7 type tuples, not 16.
+    with pytest.raises(TypeError, match=r"count_type_tuples: expected a collection .* one char"):
+        count_type_tuples(smiles)
+    assert count_type_tuples(["CCO"])["total"] == 16

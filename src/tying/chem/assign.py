@@ -91,29 +91,52 @@ class Assignment:
     elements: tuple[str, ...]
     terms: Mapping[str, Mapping[tuple[int, ...], Parameter]]
 
+    def _section(self, section: str) -> Mapping[tuple[int, ...], Parameter]:
+        # A section that was not labelled is not a section without terms: an assigner
+        # built with sections=["Bonds"] (or a water model, vdW only) gave {} for
+        # .angles, so a molecule read as having no angles, silently.
+        terms = self.terms.get(section)
+        if terms is None:
+            raise KeyError(
+                f"the assignment of {self.smiles!r} ({self.force_field}) has no {section} "
+                f"section: it was labelled with sections {list(self.terms)}; build the "
+                f"SmirksAssigner with {section!r} in sections= (or use a force field that "
+                f"has a <{section}> section)"
+            )
+        return terms
+
     @property
     def bonds(self) -> Mapping[tuple[int, ...], Parameter]:
-        return self.terms.get("Bonds", {})
+        """``{term key: parameter}`` of the bonds (KeyError if Bonds was not labelled)."""
+        return self._section("Bonds")
 
     @property
     def angles(self) -> Mapping[tuple[int, ...], Parameter]:
-        return self.terms.get("Angles", {})
+        """``{term key: parameter}`` of the angles (KeyError if Angles was not labelled)."""
+        return self._section("Angles")
 
     @property
     def propers(self) -> Mapping[tuple[int, ...], Parameter]:
-        return self.terms.get("ProperTorsions", {})
+        """The proper torsions (KeyError if ProperTorsions was not labelled)."""
+        return self._section("ProperTorsions")
 
     @property
     def impropers(self) -> Mapping[tuple[int, ...], Parameter]:
-        return self.terms.get("ImproperTorsions", {})
+        """The improper torsions (KeyError if ImproperTorsions was not labelled)."""
+        return self._section("ImproperTorsions")
 
     @property
     def vdw(self) -> Mapping[tuple[int, ...], Parameter]:
-        return self.terms.get("vdW", {})
+        """``{(atom,): parameter}`` of the atoms (KeyError if vdW was not labelled)."""
+        return self._section("vdW")
 
     def ids(self, section: str) -> dict[tuple[int, ...], str]:
-        """``{term key: parameter id}`` of one section (what ``label_molecules`` compares to)."""
-        return {k: p.id for k, p in self.terms[section].items()}
+        """``{term key: parameter id}`` of one section (what ``label_molecules`` compares to).
+
+        Raises:
+            KeyError: for a section this molecule was not labelled with (names the ones it was).
+        """
+        return {k: p.id for k, p in self._section(section).items()}
 
     def used(self) -> dict[str, frozenset[str]]:
         """The parameter ids used, per section."""
@@ -139,14 +162,45 @@ class Assignment:
 def count_unique_parameters(assignments: Iterable[Assignment]) -> dict[str, int]:
     """Distinct parameters used over a set of molecules, per section and in total.
 
+    Args:
+        assignments: :class:`Assignment` objects, all labelled with one force field.
+
+    Returns:
+        ``{section: count, ..., "total": sum}``.
+
+    Raises:
+        TypeError: for one Assignment or a string instead of a collection, or an item
+            that is not an Assignment (names its position).
+        ValueError: when the assignments come from different force fields (their ids
+            name different parameters).
+
     Example:
         >>> assigner = SmirksAssigner("openff-2.3.0")
         >>> counts = count_unique_parameters(assigner.assign_many(["CCO", "CCC"]))
         >>> counts["Bonds"], counts["total"] == sum(v for k, v in counts.items() if k != "total")
         (4, True)
     """
+    from tying.chem.parallel import check_many
+
+    check_many(assignments, "count_unique_parameters", "Assignments")
     used: dict[str, set[str]] = {}
-    for a in assignments:
+    force_field = None
+    for k, a in enumerate(assignments):
+        if not isinstance(a, Assignment):
+            raise TypeError(
+                f"count_unique_parameters: item {k} is a {type(a).__name__}, not an Assignment; "
+                f"pass what SmirksAssigner.assign / assign_many return"
+            )
+        # Ids name parameters within one force field only: b1 of openff-1.0.0 and b1 of
+        # openff-2.3.0 were counted as one parameter, silently.
+        if force_field is None:
+            force_field = a.force_field
+        elif a.force_field != force_field:
+            raise ValueError(
+                f"count_unique_parameters: item {k} was labelled with {a.force_field!r}, the "
+                f"ones before with {force_field!r}; parameter ids of two force fields name "
+                f"different parameters, so count each force field's assignments separately"
+            )
         for section, ids in a.used().items():
             used.setdefault(section, set()).update(ids)
     out = {s: len(ids) for s, ids in used.items()}
@@ -167,8 +221,10 @@ class SmirksAssigner:
         cache: reuse the result for a molecule seen before (same canonical SMILES).
 
     Raises:
-        ValueError: on an unsupported section name (lists the supported ones).
-        TypeError: when ``sections`` is a single string instead of a list.
+        ValueError: on an unsupported section name (lists the supported ones), an
+            empty ``sections`` or one that lists a section twice.
+        TypeError: when ``sections`` is a single string instead of a list, or
+            ``strict``/``cache`` is not a bool.
         KeyError: on a section the force field does not have (lists the ones it has).
         SmirksError: when a pattern of the force field is malformed (names its id).
 
@@ -199,10 +255,31 @@ class SmirksAssigner:
                 f"sections must be a list of section names, got the string {sections!r}; "
                 f"write sections=[{sections!r}]"
             )
+        # Read once: an iterator was used up by the check below and left no section to
+        # assign, so every molecule came back with no terms at all, silently.
+        sections = tuple(sections)
         unknown = [s for s in sections if s not in KEYS]
         if unknown:
             raise ValueError(f"cannot assign sections {unknown}; supported: {', '.join(KEYS)}")
-        self.sections = tuple(sections)
+        if not sections:
+            raise ValueError(
+                f"sections is empty, so no term would be assigned; pass the sections to "
+                f"assign (supported: {', '.join(KEYS)}) or sections=None for every one the "
+                f"force field has"
+            )
+        twice = sorted({s for s in sections if sections.count(s) > 1})
+        if twice:
+            raise ValueError(
+                f"sections lists {', '.join(twice)} more than once ({list(sections)}); "
+                f"give each section once"
+            )
+        for name, flag in (("strict", strict), ("cache", cache)):
+            # strict="False" read as true, strict=None as false: no silent coercion.
+            if not isinstance(flag, bool):
+                raise TypeError(
+                    f"{name} must be True or False, got {type(flag).__name__}: {flag!r}"
+                )
+        self.sections = sections
         for s in self.sections:  # results store each parameter's position as its index
             for i, p in enumerate(self.force_field[s].parameters):
                 if p.index != i:
@@ -334,7 +411,8 @@ class SmirksAssigner:
         Raises:
             TypeError: when ``molecule`` is neither a ``str`` nor an RDKit molecule.
             SmilesError: on an empty SMILES, one with whitespace, an unparsable one,
-                a radical or a dummy atom (names the SMILES and the atom).
+                a radical (outside the d and f blocks) or a dummy atom (names the SMILES
+                and the atom).
             UnassignedParameterError: with ``strict``, for an atom without vdW
                 parameter or a bond/angle/torsion without parameter.
         """

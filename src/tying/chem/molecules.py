@@ -30,6 +30,10 @@ _DUMMY_OR_RADICAL = rdqueries.AtomNumEqualsQueryAtom(0)
 _DUMMY_OR_RADICAL.ExpandQuery(
     rdqueries.NumRadicalElectronsGreaterQueryAtom(0), Chem.CompositeQueryType.COMPOSITE_OR
 )
+# Elements whose radicals the OpenFF toolkit reads (from_rdkit's d- and f-block set):
+# a transition-metal or lanthanide ion such as [Fe+3] or [Cu+2] has unpaired electrons
+# in RDKit; refusing it said, wrongly, that the toolkit refuses it too.
+_D_AND_F_BLOCK = frozenset([*range(21, 31), *range(39, 49), *range(57, 81), *range(89, 113)])
 _HYDROGEN = rdqueries.AtomNumEqualsQueryAtom(1)
 _SPACE = re.compile(r"\s")
 _UNSPECIFIED = Chem.ChiralType.CHI_UNSPECIFIED
@@ -54,7 +58,8 @@ def molecule_from_smiles(
         TypeError: when ``smiles`` is not a ``str`` (or ``name`` not a str or None).
         SmilesError: when the SMILES is empty, contains whitespace (RDKit would
             silently drop what follows), cannot be parsed or sanitised, or has a
-            radical or a dummy atom ``*`` (names it and the atom).
+            radical (d- and f-block metals excepted, as in the OpenFF toolkit) or a
+            dummy atom ``*`` (names it and the atom).
         ValueError: on an unsupported aromaticity model.
 
     Example:
@@ -135,8 +140,8 @@ def prepare_molecule(mol: Any, *, aromaticity_model: str = "OEAroModel_MDL") -> 
 
     Raises:
         TypeError: when ``mol`` is not an RDKit molecule.
-        SmilesError: when it has no atoms, cannot be sanitised, or has a radical or
-            a dummy atom.
+        SmilesError: when it has no atoms, cannot be sanitised, or has a radical
+            (outside the d and f blocks) or a dummy atom.
 
     Example:
         >>> from rdkit import Chem
@@ -195,8 +200,10 @@ def _prepare(
     # lowest-index offending atom is named, a dummy before a radical, as atom by atom.
     # Read by index: iterating RDKit's sequence costs ~10 us even when it is empty.
     offending = mol.GetAtomsMatchingQuery(_DUMMY_OR_RADICAL)
-    if len(offending):
-        atom = offending[0]
+    for k in range(len(offending)):
+        atom = offending[k]
+        if atom.GetAtomicNum() in _D_AND_F_BLOCK:
+            continue  # an open-shell metal ([Fe+3], [Cu+2]) is read, as by the toolkit
         if atom.GetAtomicNum() == 0:
             raise SmilesError(
                 f"molecule {label}: atom {atom.GetIdx()} is a wildcard/dummy atom "

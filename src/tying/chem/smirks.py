@@ -104,8 +104,9 @@ def compile_smirks(
         The :class:`CompiledSmirks`.
 
     Raises:
-        SmirksError: when RDKit cannot parse the pattern, or its tags are not
-            ``1..valence`` (the message names the parameter id).
+        SmirksError: when RDKit cannot parse the pattern, its tags are not
+            ``1..valence``, or it tests an isotope (which the OpenFF toolkit ignores);
+            the message names the parameter id.
 
     Example:
         >>> from tying.chem.offxml import Parameter
@@ -141,6 +142,17 @@ def compile_smirks(
                 f"{where}: in SMIRKS {parameter.smirks!r} tags :{a} and :{b} are not bonded, so "
                 f"a match would not be a {parameter.section} term; fix the pattern"
             )
+    isotope = _isotope_atom(query)
+    if isotope is not None:
+        # The toolkit's molecules carry no isotopes (from_rdkit keeps element, charge,
+        # aromaticity and stereo only), so [2#1] matches no atom there and deuterium
+        # here: labels that differed from label_molecules', silently.
+        raise SmirksError(
+            f"{where}: SMIRKS {parameter.smirks!r} tests an isotope mass (query atom {isotope}); the "
+            f"OpenFF toolkit ignores isotopes (its molecules carry none), so this pattern would "
+            f"label differently there and here; write the element without a mass (e.g. "
+            f"[#1] for [2#1])"
+        )
     atoms = tuple(re.sub(r":\d+\]$", "]", a.GetSmarts()) for a in query.GetAtoms())
     bonds = tuple(
         (atoms[b.GetBeginAtomIdx()], b.GetSmarts(), atoms[b.GetEndAtomIdx()])
@@ -515,6 +527,30 @@ def _recursive_parts(atoms: Sequence[str]) -> list[str]:
         if not any("," in text or "!" in text for text in outside):
             parts += found
     return parts
+
+
+def _isotope_atom(query: Any) -> str | None:
+    """The SMARTS of the first query atom that tests an isotope (inside ``$(...)`` too), or None.
+
+    Example:
+        >>> _isotope_atom(Chem.MolFromSmarts("[#6:1]-[$(*-[2#1]):2]"))  # as RDKit writes it
+        '[#1&2*]'
+        >>> _isotope_atom(Chem.MolFromSmarts("[#6X4:1]-[#1:2]")) is None
+        True
+    """
+    for atom in query.GetAtoms():
+        described = atom.DescribeQuery()
+        if "AtomIsotope" in described:
+            return atom.GetSmarts()
+        if "RecursiveStructure" in described:
+            parts = split_recursive(atom.GetSmarts())
+            for body in parts[0] if parts else ():
+                with quiet():
+                    inner = Chem.MolFromSmarts(body)
+                found = None if inner is None else _isotope_atom(inner)
+                if found is not None:
+                    return found
+    return None
 
 
 def split_recursive(smarts: str) -> tuple[list[str], list[str]] | None:

@@ -110,10 +110,21 @@ def count_type_tuples(molecules: Iterable[Any]) -> dict[str, int]:
     Returns:
         ``{section: count, ..., "total": sum}``.
 
+    Raises:
+        TypeError: for one SMILES string (or bytes) instead of a collection of molecules.
+
     Example:
         >>> count_type_tuples(["CCO", "CC=O"])["Bonds"]
         7
     """
+    if isinstance(molecules, (str, bytes)):
+        # Iterated, a string is its characters: "CCO" was typed as methane, methane and
+        # water (7 type tuples instead of 16), silently.
+        raise TypeError(
+            f"count_type_tuples: expected a collection of molecules, got the "
+            f"{type(molecules).__name__} {molecules!r:.80}, which would be read one character "
+            f"at a time; pass a list, e.g. count_type_tuples([{molecules!r:.80}])"
+        )
     seen: dict[str, set[tuple]] = {}
     for mol in molecules:
         for section, tuples in type_tuples(mol).items():
