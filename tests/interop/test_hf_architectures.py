@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 import torch
@@ -493,3 +494,128 @@ def test_plain_hf_resize_of_a_plan_tied_head_with_a_bias_is_refused_at_the_resiz
     tying.verify(model)
     assert model.get_output_embeddings().bias.shape == (vocab,)
     M.more_logits(model, M.more_inputs(model))
+
+
+# -- stop 32 review: a config tie the model does not hold; a part of a tied whole ---------
+
+UNTIED_ON_LOAD = ["llama", "bart", "distilbert", "whisper"]
+
+
+def _loaded_untied(name, tmp_path):
+    """``name`` with ``tie_word_embeddings=True`` whose head was trained apart, saved by HF
+    and loaded back: transformers 5 sees both ends in the file, different, and keeps them
+    untied (with a warning), though the config still says tied."""
+    torch.manual_seed(0)
+    build = M.llama if name == "llama" else M.MORE[name][0]
+    model = build(True).eval()
+    head = model.get_output_embeddings()
+    head.weight = torch.nn.Parameter(head.weight.detach() + 0.1 * torch.randn_like(head.weight))
+    model.save_pretrained(tmp_path)
+    loaded = type(model).from_pretrained(tmp_path).eval()
+    assert loaded.config.tie_word_embeddings
+    assert loaded.get_output_embeddings().weight is not loaded.get_input_embeddings().weight
+    return loaded
+
+
+@pytest.mark.parametrize("name", UNTIED_ON_LOAD)
+def test_hf_ties_plan_refuses_a_config_tie_the_loaded_model_does_not_hold(name, tmp_path):
+    # The plan came from the config: applying it replaced the trained head by the
+    # embedding, logits 2.05 away (Llama), no error.
+    model = _loaded_untied(name, tmp_path)
+    x = M.more_inputs(model, max_id=40)
+    before = M.more_logits(model, x)
+    with pytest.raises(
+        tying.TieError,
+        match=r"hf_ties_plan: the config declares \S+ <- \S+ \(max \|diff\| .*holds different "
+        r"values.*tie_word_embeddings = False",
+    ):
+        hf.hf_ties_plan(model)
+    assert torch.equal(M.more_logits(model, x), before)
+    model.config.tie_word_embeddings = False  # the fix it names: the plan leaves the head
+    hf.hf_ties_plan(model).apply(model)
+    assert model.get_output_embeddings().weight is not model.get_input_embeddings().weight
+    assert torch.equal(M.more_logits(model, x), before)
+
+
+def test_hf_ties_plan_adopts_two_tensors_with_equal_values():
+    # load_state_dict(assign=True) puts a new Parameter at each end of HF's tie: the values
+    # are equal, so adopting the tie changes no output.
+    model = M.llama(True)
+    model.load_state_dict({k: v.clone() for k, v in model.state_dict().items()}, assign=True)
+    assert model.lm_head.weight is not model.model.embed_tokens.weight
+    x = M.ids(70)
+    before = M.logits(model, x)
+    hf.hf_ties_plan(model).apply(model)
+    tying.retie(model)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    assert torch.equal(M.logits(model, x), before)
+
+
+@pytest.mark.parametrize("name", UNTIED_ON_LOAD)
+def test_resize_refuses_to_let_hf_retie_a_head_loaded_untied(name, tmp_path):
+    # HF's resize calls tie_weights(), which re-ties from the config: the trained head
+    # was replaced by the embedding (kept-token logits 2.05 away on Llama; plain HF too).
+    model = _loaded_untied(name, tmp_path)
+    vocab = model.config.vocab_size
+    x = M.more_inputs(model, max_id=40)
+    before, state = M.more_logits(model, x), copy.deepcopy(model.state_dict())
+    with pytest.raises(
+        tying.TieError,
+        match=r"resize_token_embeddings: the config declares .*HF's resize re-ties.*"
+        r"tie_word_embeddings = False.*nothing was changed",
+    ):
+        hf.resize_token_embeddings(model, vocab + 8, mean_resizing=False)
+    assert _same_state(model.state_dict(), state) and model.config.vocab_size == vocab
+    model.config.tie_word_embeddings = False  # the fix it names: the head resized on its own
+    hf.resize_token_embeddings(model, vocab + 8, mean_resizing=False)
+    assert torch.equal(M.more_logits(model, x)[..., :vocab], before)
+
+
+def _bert2bert(tie_decoder_head):
+    torch.manual_seed(0)
+    kw = dict(
+        num_hidden_layers=1, hidden_size=32, num_attention_heads=2, intermediate_size=64,
+        vocab_size=91, max_position_embeddings=32,
+    )  # fmt: skip
+    cfg = M.T.EncoderDecoderConfig.from_encoder_decoder_configs(
+        M.T.BertConfig(**kw),
+        M.T.BertConfig(
+            **kw, is_decoder=True, add_cross_attention=True, tie_word_embeddings=tie_decoder_head
+        ),
+    )
+    cfg.decoder_start_token_id, cfg.pad_token_id = 2, 0
+    return M.T.EncoderDecoderModel(config=cfg).eval()
+
+
+@pytest.mark.parametrize(
+    ("hf_head_tie", "rule"),
+    [
+        (True, ("decoder.bert.embeddings.word_embeddings.weight", "encoder.embeddings.word_embeddings.weight")),
+        (False, ("decoder.cls.predictions.decoder.weight", "decoder.bert.embeddings.word_embeddings.weight")),
+    ],
+    ids=["shared-with-encoder", "decoder-head"],
+)  # fmt: skip
+def test_resizing_a_part_whose_embedding_a_plan_on_the_whole_ties_is_refused_unchanged(
+    hf_head_tie, rule
+):
+    # A plan applied to the EncoderDecoderModel, the decoder resized on its own (HF refuses
+    # to resize the whole): the decoder could not free or re-make the tie, and HF resized
+    # the encoder's table in place through it, (91, 32) -> (120, 32), kept after the call
+    # failed with another tie's 'shape changed' error.
+    model = _bert2bert(hf_head_tie)
+    # HF's own head tie adopted first, so re-tying the decoder's table keeps its head on it
+    tying.Plan([*hf.hf_ties_plan(model).rules, tying.share(rule[0], like=rule[1])]).apply(model)
+    x, d = M.ids(91), M.ids(91, seq=4, seed=2)
+    before = model(input_ids=x, decoder_input_ids=d).logits.detach()
+    state = copy.deepcopy(model.state_dict())
+    with pytest.raises(
+        tying.TieError,
+        match=r"resize_token_embeddings: \S+ is tied to .* by a plan applied to a model that "
+        r"contains this one \(there: " + re.escape(f"{rule[0]} <- {rule[1]}") + r"\).*"
+        r"tying\.free.*nothing was changed",
+    ):
+        hf.resize_token_embeddings(model.decoder, 120, mean_resizing=False)
+    assert _same_state(model.state_dict(), state)
+    assert model.encoder.embeddings.word_embeddings.weight.shape == (91, 32)
+    tying.verify(model)
+    assert torch.equal(model(input_ids=x, decoder_input_ids=d).logits, before)

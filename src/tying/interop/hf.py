@@ -155,6 +155,13 @@ def hf_ties_plan(model: nn.Module) -> Plan:
         A plan with one ``share(target, like=source)`` per tie HF declares (empty
         when the config does not tie).
 
+    Raises:
+        TypeError: when ``model`` is not a transformers 5 ``PreTrainedModel``.
+        TieError: when a tie the config declares does not hold in ``model`` with
+            equal values (HF loaded a checkpoint holding both ends, different, and
+            left them untied): applying it would overwrite the target. Set
+            ``model.config.tie_word_embeddings = False`` if they are meant to differ.
+
     Example:
         >>> import tying, tying.hf
         >>> from transformers import GPT2Config, GPT2LMHeadModel
@@ -173,7 +180,54 @@ def hf_ties_plan(model: nn.Module) -> Plan:
         raise TypeError(
             f"hf_ties_plan: expected a transformers PreTrainedModel (5.x), got {type(model).__name__}"
         )
-    return Plan([share(t, like=s) for t, s in sorted(expand(all_submodels=True).items())])
+    mapping = expand(all_submodels=True)
+    differ = _config_ties_not_held(model, mapping)
+    if differ:
+        raise TieError(
+            f"hf_ties_plan: the config declares {_list_pairs(differ)}, but the model holds "
+            f"different values there (HF loads a checkpoint that holds both untied, and says "
+            f"so in a warning); applying the tie would replace the first by the second's "
+            f"values. {_UNTIED_FIX}"
+        )
+    return Plan([share(t, like=s) for t, s in sorted(mapping.items())])
+
+
+_UNTIED_FIX = (
+    "If they are meant to differ, say so: model.config.tie_word_embeddings = False (HF "
+    "then neither ties nor re-ties them); to tie them on purpose, with the source's "
+    "values, apply tying.Plan([tying.share(target, like=source)]); nothing was changed"
+)
+
+
+def _config_ties_not_held(model: nn.Module, mapping: dict[str, str]) -> list[tuple[str, str, str]]:
+    """The ``(target, source, how they differ)`` of HF's config-declared ties whose two
+    paths hold different values in ``model`` (not one tensor, and not equal).
+
+    transformers 5 loads a checkpoint that holds both ends of a declared tie with
+    different values untied (a fine-tuned head with ``tie_word_embeddings`` left true),
+    but its ``tie_weights()`` (which ``resize_token_embeddings`` calls) re-ties them from
+    the config, and a plan from the config would too: the head's values were replaced by
+    the embedding's, logits 2.05 away on a tiny Llama, no error (stop 32 review).
+    """
+    out = []
+    with torch.no_grad():
+        for target, source in sorted(mapping.items()):
+            a, b = _value_at(model, target), _value_at(model, source)
+            if a is None or b is None or a is b:
+                continue
+            if tuple(a.shape) != tuple(b.shape):
+                out.append((target, source, f"shapes {tuple(a.shape)} vs {tuple(b.shape)}"))
+            elif a.is_meta or b.is_meta:
+                out.append((target, source, "two tensors on the meta device"))
+            elif not torch.equal(a, b.to(a.dtype)):
+                diff = (a.detach().float() - b.detach().float()).abs().max().item()
+                out.append((target, source, f"max |diff| {diff:.3g}"))
+    return out
+
+
+def _list_pairs(pairs: list[tuple[str, str, str]]) -> str:
+    shown = "; ".join(f"{t} <- {s} ({how})" for t, s, how in pairs[:4])
+    return f"{shown}{' ...' if len(pairs) > 4 else ''}"
 
 
 # -- saving -----------------------------------------------------------------------------
@@ -959,7 +1013,11 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
 
     Raises:
         TieError: when a tie joins an embedding parameter to a parameter outside
-            the embeddings (its shape would no longer fit), naming the tie.
+            the embeddings (its shape would no longer fit), naming the tie; when an
+            embedding is tied by a plan applied to a model containing ``model`` (resize
+            through that one, or free the tie there first); or when a tie the config
+            declares holds different values (a checkpoint HF loaded untied: HF's resize
+            would re-tie it, overwriting the head); nothing is changed then.
         TypeError: when ``new_num_tokens`` is not a positive int or None.
 
     Example:
@@ -986,6 +1044,7 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
     emb_in, emb_out = model.get_input_embeddings(), model.get_output_embeddings()
     embed_slots = _resized_slots(model, emb_in, emb_out)
     rules = Plan.declared(model).rules
+    _refuse_ties_resize_cannot_keep(model, embed_slots, {r.target for r in rules})
     involved = [r for r in rules if r.target in embed_slots or r.like in embed_slots]
     # Ties whose other end HF is not known to resize: tried, and refused (model restored)
     # when their shapes no longer fit after the resize (BART's Plan-tied encoder.embed_tokens
@@ -1029,6 +1088,56 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
             with contextlib.suppress(AttributeError):
                 delattr(model, "vocab_size")
         raise
+
+
+def _refuse_ties_resize_cannot_keep(model: nn.Module, embed_slots: set[str], declared) -> None:
+    """Refuse, before any change, the ties a resize of ``model`` would break or overwrite.
+
+    Two kinds, both found in the stop 32 review:
+
+    - a Plan tie on an embedding that was declared on a model *containing* ``model``
+      (``tying.hf.resize_token_embeddings(encdec.decoder, n)`` with the decoder's
+      embedding tied to the encoder's by a plan on the ``EncoderDecoderModel``): this
+      call cannot free and re-make it, and HF resized the outside source in place
+      (the encoder's table became (120, 32), not put back when the call failed);
+    - a tie the config declares that does not hold with equal values (a checkpoint
+      HF loaded untied): HF's resize re-ties it by its ``tie_weights()``, replacing
+      the head by the embedding (kept-token logits 2.05 away, no error).
+    """
+    inv = Inventory(model)
+    for path, info in inv.slots.items():
+        if not info.is_tied or path in declared:
+            continue
+        if path in embed_slots or info.source in embed_slots:
+            where, src = info.tie.paths
+            outer = f"{where}.{info.name}" if where else info.name
+            raise TieError(
+                f"resize_token_embeddings: {path} is tied to "
+                f"{info.source or f'{src} (outside this model)'} by a plan applied to a "
+                f"model that contains this one (there: {outer} <- {src}); resizing this "
+                f"part alone cannot re-make that tie. Free it on that model "
+                f"(tying.Plan([tying.free({outer!r})]).apply(outer_model)), resize every "
+                f"part that shares the table, then apply the tie again; nothing was changed"
+            )
+    differ = _config_ties_not_held(model, _config_ties(model))
+    if differ:
+        raise TieError(
+            f"resize_token_embeddings: the config declares {_list_pairs(differ)}, but the "
+            f"model holds different values there (HF loads a checkpoint that holds both "
+            f"untied); HF's resize re-ties every tie its config declares, which would "
+            f"replace the first by the second's values. {_UNTIED_FIX}"
+        )
+
+
+def _config_ties(model: nn.Module) -> dict[str, str]:
+    """``{target: source}`` of the ties ``model``'s config declares (HF's expansion, matched
+    over every slot when a Plan-tied slot is among them), or ``{}``."""
+    try:
+        return model.get_expanded_tied_weights_keys(all_submodels=True) or {}
+    except ValueError:  # HF expands patterns over parameters; a Plan-tied slot is none
+        return _expand_over_slots(model) or {}
+    except (AttributeError, TypeError):
+        return {}
 
 
 def _record_replaced(model: nn.Module, before: dict[str, nn.Parameter]) -> None:
