@@ -57,3 +57,62 @@ def test_no_accidental_ties_after_random_init_and_partial_groups():
     with torch.no_grad():
         net[2].weight[:, 3] += 1e-4
     assert tying.find_accidental_ties(net, atol=1e-3) == [tying.AccidentalTie("0", (1, 3), "2")]
+
+
+def test_fan_in_of_an_lstm_with_projections_counts_the_projection():
+    """Stop 32: the gates of an LSTM with proj_size read the projected output (weight_hh
+    is (4h, proj_size)); fan_in said input_size + hidden_size (30, not 15)."""
+    lstm = nn.LSTM(10, 20, proj_size=5)
+    assert tying.fan_in(lstm) == 15 == lstm.weight_ih_l0.shape[1] + lstm.weight_hh_l0.shape[1]
+
+
+def test_fan_in_of_a_stacked_rnn_is_one_number_only_when_every_layer_has_it():
+    assert tying.fan_in(nn.GRU(40, 20, num_layers=3, bidirectional=True)) == 60
+    lstm = nn.LSTM(10, 20, num_layers=2, bidirectional=True)  # layer 1 reads 40 + 20
+    assert lstm.weight_ih_l1.shape[1] + lstm.weight_hh_l1.shape[1] == 60
+    with pytest.raises(ValueError, match=r"LSTM has 2 layers whose fan-ins differ: 30 .* 60"):
+        tying.fan_in(lstm)
+
+
+@pytest.mark.parametrize("lazy", [nn.LazyLinear(4), nn.LazyConv2d(4, 3)], ids=["linear", "conv"])
+def test_fan_in_of_a_lazy_layer_before_its_first_forward_is_refused(lazy):
+    with pytest.raises(ValueError, match="has not seen an input yet"):
+        tying.fan_in(lazy)  # it returned 0: an infinite 1/sqrt(fan_in) bound
+    lazy(torch.randn(1, 3, 5, 5) if isinstance(lazy, nn.LazyConv2d) else torch.randn(2, 3))
+    assert tying.fan_in(lazy) == (27 if isinstance(lazy, nn.Conv2d) else 3)
+
+
+def test_accidental_ties_compare_complex_weights_with_their_imaginary_parts():
+    """Stop 32: a cast to float64 dropped the imaginary parts, so units that differ only
+    there were reported as an accidental tie."""
+    layer = nn.Linear(3, 2, dtype=torch.complex64)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1 + 1j, 2, 3], [1 - 1j, 2, 3]]))
+        layer.bias.zero_()
+    assert tying.find_accidental_ties(nn.Sequential(layer)) == []
+    with torch.no_grad():
+        layer.weight[1, 0] = 1 + 1j
+    assert tying.find_accidental_ties(nn.Sequential(layer)) == [tying.AccidentalTie("0", (0, 1))]
+
+
+@pytest.mark.parametrize(
+    "atol, error, match",
+    [
+        (-1e-6, ValueError, "atol must be >= 0, got -1e-06"),
+        (float("nan"), ValueError, "atol must be >= 0, got nan"),
+        (True, TypeError, "atol must be a real number, got bool True"),
+        ("0.1", TypeError, "atol must be a real number, got str '0.1'"),
+    ],
+)
+def test_accidental_ties_refuse_a_tolerance_that_matches_nothing(atol, error, match):
+    net = nn.Sequential(nn.Linear(3, 4))
+    nn.init.constant_(net[0].weight, 0.5)  # four identical units
+    with pytest.raises(error, match=match):
+        tying.find_accidental_ties(net, atol=atol)  # negative/NaN said "no ties", silently
+
+
+def test_accidental_ties_of_a_meta_model_are_refused_by_name():
+    with torch.device("meta"):
+        net = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    with pytest.raises(ValueError, match=r"0 \(or the layer after it\) is on the meta device"):
+        tying.find_accidental_ties(net)

@@ -986,3 +986,40 @@ def test_torch_jit_script_of_a_tied_model_is_refused_naming_the_tie():
     tying.untie(c)
     tokens = torch.randint(0, 11, (2, 5))
     assert torch.equal(torch.jit.script(c)(tokens), m(tokens))
+
+
+_TRACE_RELATIONS = [tying.Same(), tying.Transposed(), tying.Scaled(2.0), tying.Rotated()]
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace.*` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("relation", _TRACE_RELATIONS, ids=lambda r: type(r).__name__)
+def test_torch_jit_trace_of_a_tied_model_raises_no_tracer_warning_and_keeps_the_tie(relation):
+    """Stop 32: the resize check compared traced sizes (a TracerWarning, so the trace
+    failed under -W error), and a computed tie (Scaled, Rotated) failed outright: the
+    trace's check run read the value the first run had recorded ("Cannot insert a Tensor
+    that requires grad as a constant"). The checks run untraced now, nothing is recorded
+    from inside a trace, and the traced graph reads the source (warnings are errors here)."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 4))
+    tying.Plan([tying.share("2.weight", like="0.weight", relation=relation)]).apply(m)
+    x = torch.randn(3, 4)
+    traced = torch.jit.trace(m, x)
+    torch.testing.assert_close(traced(x), m(x), rtol=0, atol=0)
+    with torch.no_grad():
+        m[0].weight.add_(0.5)  # the traced graph shares the source
+    torch.testing.assert_close(traced(x), m(x), rtol=0, atol=0)
+    assert tying.verify(m) == 1
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace.*` is deprecated:DeprecationWarning")
+def test_torch_jit_trace_still_refuses_a_lost_write_and_a_resized_source():
+    m = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    tying.Plan([tying.share("1.weight", like="0.weight", relation=tying.Scaled(2.0))]).apply(m)
+    x = torch.randn(2, 4)
+    nn.init.zeros_(m[1].weight)  # lost: the slot is computed
+    with pytest.raises(tying.TieError, match=r"1\.weight was written in place"):
+        torch.jit.trace(m, x)
+    m[0].weight.data = torch.randn(3, 4)
+    with pytest.raises(tying.TieError, match=r"changed from \(4, 4\) to \(3, 4\)"):
+        torch.jit.trace(m, x)
+    assert not torch._C._is_tracing()  # the refusal left no trace running

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 from typing import TYPE_CHECKING
 
@@ -77,7 +78,9 @@ def count(model: nn.Module) -> Count:
 
     Tied slots count once per use in ``logical`` and their tensor once in
     ``physical``; a relation's own parameters (``Scaled``'s scale) count as
-    physical. Hand-made ties (one ``nn.Parameter`` in two modules) are seen too.
+    physical. Hand-made ties (one ``nn.Parameter`` in two modules) are seen too, and so
+    are Parameters that share memory through views (``nn.Parameter(a.weight.data[:2])``):
+    ``physical`` counts the distinct entries stored, and overlapping ones form a group.
 
     Args:
         model: any ``nn.Module``, or an estimator with ``n_parameters()``
@@ -106,6 +109,17 @@ def count(model: nn.Module) -> Count:
     from tying.core.inventory import Inventory
 
     inv = Inventory(model)
+    physical_tensors: dict[int, tuple[str, object]] = {}  # id -> (path, tensor), each once
+    for path, info in inv.slots.items():
+        if not info.is_tied:
+            physical_tensors.setdefault(id(inv.tensor(path)), (path, inv.tensor(path)))
+    for path, tensor in inv.storage.items():
+        physical_tensors.setdefault(id(tensor), (path, tensor))
+    # Parameters that share memory through views (``nn.Parameter(a.weight.data[:2])``, a
+    # transposed alias, one flat buffer cut into parameters) are distinct objects over the
+    # same bytes: counted by the memory they cover, not once per object (stop 32: they
+    # were counted twice), and overlapping ones form one group, like a tie.
+    extent = _Extent([t for _, t in physical_tensors.values()])
     groups: dict[int, Group] = {}
     logical = bytes_logical = 0
     for path, info in inv.slots.items():
@@ -114,25 +128,130 @@ def count(model: nn.Module) -> Count:
         size = tensor.element_size()
         logical += info.numel
         bytes_logical += info.numel * size
-        g = groups.get(id(tensor))
+        key = extent.component(tensor)
+        g = groups.get(key)
         if g is None:
-            g = groups[id(tensor)] = Group(
-                root_path, tensor.numel(), tensor.numel() * size, [], 0, 0
-            )
+            entries, nbytes = extent.of_component(key, tensor)
+            g = groups[key] = Group(root_path, entries, nbytes, [], 0, 0)
         g.slots.append(path)
         g.logical += info.numel
         g.bytes_logical += info.numel * size
-    physical = bytes_physical = 0
-    seen: set[int] = set()
-    for _path, tensor in [(p, inv.tensor(p)) for p in inv.slots if not inv.slots[p].is_tied] + list(
-        inv.storage.items()
-    ):
-        if id(tensor) in seen:
-            continue
-        seen.add(id(tensor))
-        physical += tensor.numel()
-        bytes_physical += tensor.numel() * tensor.element_size()
+    physical, bytes_physical = extent.total()
     tie_groups = [
         g for g in groups.values() if len(g.slots) > 1 or any(inv.slots[s].is_tied for s in g.slots)
     ]
     return Count(logical, physical, bytes_logical, bytes_physical, tie_groups)
+
+
+def _memory_key(t) -> tuple | None:
+    """Which storage ``t``'s elements live in, or None when that cannot be known (meta and
+    fake tensors, tensor subclasses such as DTensor, sparse tensors): then ``t`` is taken
+    to share memory with no other tensor."""
+    import torch
+
+    if type(t) not in (torch.Tensor, torch.nn.Parameter) or t.is_meta or t.layout != torch.strided:
+        return None
+    try:
+        ptr = t.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):  # a functorch wrapper, no storage
+        return None
+    return None if ptr == 0 else (str(t.device), ptr)
+
+
+def _runs(t):
+    """``(starts, length)``: the byte offsets in its storage where each contiguous run of
+    ``t``'s elements starts, and the runs' length in bytes."""
+    import torch
+
+    size = t.element_size()
+    if t.numel() == 0:
+        return torch.empty(0, dtype=torch.int64), 0
+    # a dimension of stride 0 (an expanded tensor) only repeats elements
+    dims = sorted((st, n) for n, st in zip(t.shape, t.stride()) if n != 1 and st != 0)
+    run = 1
+    while dims and dims[0][0] == run:  # the innermost dimensions that are contiguous
+        run *= dims.pop(0)[1]
+    starts = torch.tensor([t.storage_offset()], dtype=torch.int64)
+    for st, n in dims:
+        starts = (starts[:, None] + torch.arange(n, dtype=torch.int64) * st).flatten()
+    return starts * size, run * size
+
+
+def _find(parent: list[int], i: int) -> int:
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+class _Extent:
+    """The memory a set of tensors covers: distinct entries and bytes, and which tensors
+    overlap (components). Tensors alone in their storage and contiguous cost nothing more
+    than ``numel()``; the others are measured as unions of byte intervals."""
+
+    def __init__(self, tensors: list) -> None:
+        import torch
+
+        self._rep: dict[int, int] = {}  # id(tensor) -> id of its component's first tensor
+        self._measure: dict[int, tuple[int, int]] = {}  # component -> (entries, bytes)
+        by_storage: dict[tuple, list] = {}
+        self._total = [0, 0]
+        for t in tensors:
+            key = _memory_key(t)
+            by_storage.setdefault(key if key is not None else ("", id(t)), []).append(t)
+        for key, members in by_storage.items():
+            if len(members) == 1 and (key[0] == "" or members[0].is_contiguous()):
+                t = members[0]
+                self._add([t], t.numel(), t.numel() * t.element_size())
+                continue
+            runs = [_runs(t) for t in members]
+            starts = torch.cat([s for s, _ in runs])
+            ends = torch.cat([s + n for s, n in runs])
+            owner = torch.cat(
+                [torch.full((len(s),), i, dtype=torch.int64) for i, (s, _) in enumerate(runs)]
+            )
+            order = torch.argsort(starts, stable=True)
+            starts, ends, owner = starts[order], ends[order], owner[order]
+            reach = torch.cummax(ends, dim=0).values
+            before = torch.cat([starts[:1], reach[:-1]])  # the farthest byte covered so far
+            new = (ends - torch.maximum(starts, before)).clamp(min=0)
+            # a run that starts at or past everything before it opens a new component
+            component = torch.cumsum((starts >= before).to(torch.int64), dim=0)
+            component[0] = 1
+            parent = list(range(len(members)))  # union-find over the members
+            find = functools.partial(_find, parent)
+            first: dict[int, int] = {}
+            for c, o in zip(component.tolist(), owner.tolist()):
+                j = first.setdefault(c, o)
+                a, b = find(j), find(o)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+            covered: dict[int, list[int]] = {}
+            sizes = [t.element_size() for t in members]
+            for o, nb in zip(owner.tolist(), new.tolist()):
+                acc = covered.setdefault(find(o), [0, 0])
+                acc[0] += nb // sizes[o]  # whole elements (one dtype per storage, in practice)
+                acc[1] += nb
+            for root, (entries, nbytes) in covered.items():
+                self._add([t for i, t in enumerate(members) if find(i) == root], entries, nbytes)
+            for t in members:  # components that added no bytes (numel 0)
+                if id(t) not in self._rep:
+                    self._add([t], 0, 0)
+
+    def _add(self, members: list, entries: int, nbytes: int) -> None:
+        key = id(members[0])
+        for t in members:
+            self._rep[id(t)] = key
+        self._measure[key] = (entries, nbytes)
+        self._total[0] += entries
+        self._total[1] += nbytes
+
+    def component(self, t) -> int:
+        return self._rep.get(id(t), id(t))
+
+    def of_component(self, key: int, t) -> tuple[int, int]:
+        """(entries, bytes) of a component; a tensor outside every component by itself."""
+        return self._measure.get(key, (t.numel(), t.numel() * t.element_size()))
+
+    def total(self) -> tuple[int, int]:
+        return self._total[0], self._total[1]

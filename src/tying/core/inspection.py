@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 
 import torch
 from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -24,7 +26,8 @@ def fan_in(module: nn.Module) -> int:
     - ConvNd: ``in_channels / groups × kernel area``
     - ConvTransposeNd: ``in_channels / groups × kernel area`` (what one output pixel
       gathers at stride 1)
-    - RNN/LSTM/GRU (and cells): ``input_size + hidden_size``
+    - RNN/LSTM/GRU (and cells): ``input_size + hidden_size`` (``proj_size`` for an
+      LSTM with projections)
     - Embedding: 1 (each output reads one row)
     - any module with ``fan_in()`` or a ``weight`` of ≥ 2 dims: that method, or
       ``weight[0].numel()``.
@@ -37,6 +40,8 @@ def fan_in(module: nn.Module) -> int:
 
     Raises:
         TypeError: for a module without weights, naming the supported types.
+        ValueError: a lazy layer before its first forward (its input size is unknown), or
+            a multi-layer RNN whose layers have different fan-ins.
 
     Example:
         >>> import torch, tying
@@ -45,6 +50,13 @@ def fan_in(module: nn.Module) -> int:
     """
     if hasattr(module, "fan_in") and callable(module.fan_in):
         return int(module.fan_in())
+    if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
+        # a lazy layer's in_features/in_channels is 0 until its first forward: a fan-in of
+        # 0 makes a 1/sqrt(fan_in) init infinite (stop 32)
+        raise ValueError(
+            f"fan_in: {type(module).__name__} has not seen an input yet, so its input size is "
+            f"unknown (0 until the first forward); run one forward first, then ask"
+        )
     if isinstance(module, nn.Linear):
         return module.in_features
     if isinstance(module, nn.Bilinear):
@@ -56,7 +68,22 @@ def fan_in(module: nn.Module) -> int:
         # own init uses out_channels here, a known quirk we do not copy
         return module.in_channels // module.groups * math.prod(module.kernel_size)
     if isinstance(module, _RNN):
-        return module.input_size + module.hidden_size
+        # a gate reads the input and the previous output: h, or its projection (an LSTM
+        # with proj_size > 0 reads proj_size values, not hidden_size; stop 32)
+        recurrent = getattr(module, "proj_size", 0) or module.hidden_size
+        first = module.input_size + recurrent
+        layers = getattr(module, "num_layers", 1)
+        if layers > 1:
+            upper = recurrent * (2 if module.bidirectional else 1) + recurrent
+            if upper != first:  # layers above the first read the layer below, not the input
+                raise ValueError(
+                    f"fan_in: {type(module).__name__} has {layers} layers whose fan-ins differ: "
+                    f"{first} for layer 0 (input_size {module.input_size} + {recurrent}) and "
+                    f"{upper} for layers 1+ (their input is the layer below's output); one "
+                    f"number would be wrong for some layers: use the weights' own shapes "
+                    f"(weight_ih_l{{k}}.shape[1] + weight_hh_l{{k}}.shape[1]) per layer"
+                )
+        return first
     if isinstance(module, nn.Embedding):
         return 1
     weight = getattr(module, "weight", None)
@@ -99,6 +126,10 @@ def find_accidental_ties(model: nn.Module, atol: float = 0.0) -> list[Accidental
     Returns:
         A list of :class:`AccidentalTie`, one per group of identical units.
 
+    Raises:
+        TypeError: ``atol`` not a real number.
+        ValueError: ``atol`` negative or NaN, or a layer on the meta device (no values).
+
     Example:
         >>> import torch, tying
         >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
@@ -107,6 +138,12 @@ def find_accidental_ties(model: nn.Module, atol: float = 0.0) -> list[Accidental
         >>> tying.find_accidental_ties(net)
         [AccidentalTie(path='0', units=(0, 1, 2, 3), next_layer='2')]
     """
+    if isinstance(atol, bool) or not isinstance(atol, (numbers.Real, torch.Tensor)):
+        raise TypeError(
+            f"find_accidental_ties: atol must be a real number, got {type(atol).__name__} {atol!r}"
+        )
+    if not atol >= 0:  # a negative or NaN tolerance matched nothing: silently no ties
+        raise ValueError(f"find_accidental_ties: atol must be >= 0, got {atol}")
     layers = [
         (path, m)
         for path, m in model.named_modules()
@@ -128,8 +165,17 @@ def find_accidental_ties(model: nn.Module, atol: float = 0.0) -> list[Accidental
                 if nw.ndim >= 2 and nw.shape[1] == out_units:
                     rows.append(nw.transpose(0, 1).reshape(out_units, -1))
                     next_path = npath
-            feats = torch.cat([r.to(torch.float64) for r in rows], dim=1)  # (units, features)
-            assigned = torch.zeros(out_units, dtype=torch.bool)
+            if any(r.is_meta for r in rows):
+                raise ValueError(
+                    f"find_accidental_ties: {path or 'the model'} (or the layer after it) is "
+                    f"on the meta device and has no values to compare; load or materialise "
+                    f"the weights first (model.to_empty(device=...) and an init, or a load)"
+                )
+            # complex weights compared as complex: a cast to float64 dropped the imaginary
+            # parts, so units differing there only were reported tied (stop 32)
+            wide = torch.complex128 if any(r.is_complex() for r in rows) else torch.float64
+            feats = torch.cat([r.to(wide) for r in rows], dim=1)  # (units, features)
+            assigned = torch.zeros(out_units, dtype=torch.bool, device=feats.device)
             for u in range(out_units):
                 if assigned[u]:
                     continue

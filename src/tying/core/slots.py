@@ -133,8 +133,17 @@ class Slot:
 
     def value(self, module: nn.Module) -> torch.Tensor:
         compiling = torch.compiler.is_compiling()
+        # torch.jit.trace records the tensor ops of this read: the Python-side checks of
+        # sizes and values would be TracerWarnings (an error under -W error) or refused as
+        # constants of the trace (a computed slot's last value; stop 32), so they run
+        # untraced, and nothing is recorded from inside the trace
+        tracing = not compiling and torch._C._is_tracing()
         if self._handed is not None and not compiling:
-            self.check_written(module)  # version, pointer and a probe of the values
+            if tracing:
+                with _untraced():
+                    self.check_written(module)
+            else:
+                self.check_written(module)  # version, pointer and a probe of the values
             # Let the old value go before computing the new one: a read never holds two
             # logical-sized copies at once (verify/save check values through _handed first).
             self._handed = None
@@ -183,8 +192,14 @@ class Slot:
             # Same ties checked this; a resized Transposed/Scaled source served a value of
             # another shape, and a (1,)-shaped one broadcast silently)
             need = self.source_shape()
-            if need is not None and tuple(src.shape) != need:
-                self._resized(module, src)
+            if need is not None:
+                if tracing:
+                    with _untraced():
+                        shape = tuple(src.shape)
+                else:
+                    shape = tuple(src.shape)
+                if shape != need:
+                    self._resized(module, src)
         if type(self.relation) is Same:
             out, extras = src, {}
         else:
@@ -194,7 +209,7 @@ class Slot:
                 if role != "source"
             }
             out = self.relation(src, shape=self.shape, **extras)
-        if not compiling:
+        if not compiling and not tracing:
             if type(out) is not torch.Tensor or _is_functorch(out):
                 # the Parameter itself (writes reach it), a tensor subclass (DTensor, ...),
                 # or inside torch.func transforms (no storage to check)
@@ -404,6 +419,17 @@ def _rebased_for_part(slot: Slot, memo: dict) -> dict[str, Any]:
     rest = mod_path[len(part_path) + 1 :]
     source = f"{where}.{slot.source_name}" if where else slot.source_name
     return {"anchor": anchor or None, "paths": (rest, source)}
+
+
+class _untraced:
+    """Suspend ``torch.jit.trace``'s recording (Python-side checks inside a traced read)."""
+
+    def __enter__(self):
+        self.state = torch._C._get_tracing_state()
+        torch._C._set_tracing_state(None)
+
+    def __exit__(self, *exc):
+        torch._C._set_tracing_state(self.state)
 
 
 def compiling_or_functional(t) -> bool:

@@ -69,6 +69,7 @@ def _forget(key: int) -> None:
 def _refuse_stale_step(optimizer, args, kwargs) -> None:
     if not _SUCCESSORS:
         return None
+    _KNOWN.add(optimizer)
     missing = _missing(optimizer)
     for generation in (0, 2) if missing else ():
         # a successor may be garbage in a reference cycle that no collection has freed yet
@@ -81,6 +82,17 @@ def _refuse_stale_step(optimizer, args, kwargs) -> None:
         if not missing:
             break
     if missing:
+        # another optimizer may train them: one optimizer for the embeddings and one for the
+        # rest, built before a tie (the rest's held the head's dropped weight, the
+        # embeddings' trains what the head reads now), or one over the source alone built
+        # after an untie next to one over the rest (stop 32: both were refused)
+        missing = [
+            (what, ref)
+            for what, ref in missing
+            if ref() is not None and not _trained_elsewhere(optimizer, ref())
+        ]
+    if missing:
+        missing = [what for what, _ in missing]
         raise TieError(
             f"{type(optimizer).__name__}.step refused: this optimizer was built before the "
             f"model was re-tied (Plan.apply, tying.untie or tying.retie gave "
@@ -100,19 +112,55 @@ def _collect(generation: int) -> None:
     gc.collect(generation)
 
 
-def _missing(optimizer) -> list[str]:
-    """The live successors of Parameters ``optimizer`` holds that it does not hold."""
+def _held(optimizer) -> set[int]:
+    return {id(q) for g in optimizer.param_groups for q in g["params"]}
+
+
+#: optimizers seen stepping while a record lives, asked first by _trained_elsewhere
+_KNOWN: weakref.WeakSet = weakref.WeakSet()
+
+
+def _trained_elsewhere(optimizer, param: nn.Parameter) -> bool:
+    """Whether an optimizer other than ``optimizer`` holds ``param``.
+
+    The optimizers seen stepping are asked first; then the lists that hold ``param`` are
+    looked up (one pass over the live objects, only on the way to a refusal): one that is
+    the ``"params"`` of a parameter group belongs to an optimizer (``add_param_group``
+    keeps the group's dict and list), built but not stepped yet."""
+    key = id(param)
+    for other in list(_KNOWN):
+        if other is not optimizer and key in _held(other):
+            return True
+    return _in_a_param_group(param)
+
+
+def _in_a_param_group(param: nn.Parameter) -> bool:
+    import gc
+
+    lists = [r for r in gc.get_referrers(param) if type(r) is list]
+    if not lists:
+        return False
+    return any(
+        type(d) is dict and any(d.get("params") is held for held in lists)
+        for d in gc.get_referrers(*lists)
+    )
+
+
+def _missing(optimizer) -> list[tuple[str, weakref.ref]]:
+    """What each live successor of a Parameter ``optimizer`` holds, which it does not hold,
+    serves, and a weak reference to it (a strong one would keep garbage alive through the
+    collections that come before a refusal)."""
     held: set[int] | None = None
-    missing: list[str] = []
+    missing: list[tuple[str, weakref.ref]] = []
     for group in optimizer.param_groups:
         for p in group["params"]:
             successors = _SUCCESSORS.get(id(p))
             if not successors:
                 continue
             if held is None:
-                held = {id(q) for g in optimizer.param_groups for q in g["params"]}
+                held = _held(optimizer)
             for ref, what in successors:
                 new = ref()
                 if new is not None and new.requires_grad and id(new) not in held:
-                    missing.append(what)
+                    missing.append((what, ref))
     return missing
