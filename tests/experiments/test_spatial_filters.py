@@ -18,6 +18,21 @@ def test_symmetric_filter():
     assert r.measured["palindromic physical/logical taps"] == (5, 9)
 
 
+def test_symmetric_filter_shows_the_ratio_at_every_size_it_checks():
+    # the check also needs the ratio >= 0.98 at every size; only the first was shown
+    r = mod.symmetric_filter("quick", 1)
+    m = r.measured
+    ratios = [row["untied / palindromic"] for row in r.tables[0].rows]
+    assert m["MSE ratio untied/palindromic, smallest over sizes"] == min(ratios)
+    verdict = (
+        m["palindromic response to antisymmetric input"] < 1e-12
+        and m["untied response to antisymmetric input"] > 1e-3
+        and m["MSE ratio untied/palindromic at fewest windows"] > 1.3
+        and m["MSE ratio untied/palindromic, smallest over sizes"] > 0.98
+    )
+    assert verdict == r.passed
+
+
 def test_cnn_as_pgm():
     r = mod.cnn_as_pgm("quick", 0)
     check_result(r)

@@ -24,6 +24,20 @@ def test_soft_iou_dice():
     assert r.measured["Dice/IoU relative weight on the smallest object"] > 2.0
 
 
+def test_soft_iou_dice_verdict_follows_from_the_measured_numbers():
+    # two of the four conditions compared numbers the page did not show
+    r = mod.soft_iou_dice("quick", 1)
+    m = r.measured
+    verdict = (
+        min(m["test IoU, trained on soft IoU"], m["test IoU, trained on soft Dice"]) >= 0.6
+        and m["Dice/IoU relative weight on the smallest object"] > 2.0
+        and m["max |IoU/Dice gradient ratio − 2/(2−D)²|"] < 1e-9
+        and m["soft IoU relative weight on the smallest object"]
+        > m["cross-entropy relative weight on the smallest object"]
+    )
+    assert verdict == r.passed
+
+
 def test_bn_vs_gn():
     r = mod.bn_vs_gn("quick", 0)
     check_result(r)

@@ -158,8 +158,10 @@ def cross_layer_sharing(size: str, seed: int) -> Result:
             "params untied / tied at equal width": c_untied.physical / c_narrow.physical,
             "error tied wide": statistics.mean(errors[wide_name]),
             "error untied narrow": statistics.mean(errors[untied_name]),
+            "error tied narrow": statistics.mean(errors[narrow_name]),
             "seeds where tied wide wins": f"{wins}/{cfg.seeds}",
             "convergence order": order,
+            f"ODE error at L={cfg.ode_depths[0]}": ode_err[0],
             f"ODE error at L={cfg.ode_depths[-1]}": ode_err[-1],
         },
         key_figure=(
@@ -168,7 +170,11 @@ def cross_layer_sharing(size: str, seed: int) -> Result:
         ),
         notes=(
             "Task: map x to x(1) under dx/dt = f*(x), f* a random tanh field of width "
-            f"{cfg.teacher_hidden}. The ODE limit uses the trained tied field in stacks of growing depth."
+            f"{cfg.teacher_hidden}. The ODE limit uses the trained tied field in stacks of growing depth. "
+            "Check: counts exact (tied narrow logical = untied physical = depth × tied physical); "
+            "the tied wide stack, within the untied budget, has a lower mean error than untied "
+            "and wins on a majority of seeds; tied narrow is worse than untied; convergence order "
+            f"in (0.85, 1.15); the error at L={cfg.ode_depths[-1]} below a tenth of L={cfg.ode_depths[0]}'s."
         ),
     )
 

@@ -317,6 +317,9 @@ def soft_iou_dice(size: str, seed: int) -> Result:
             "test IoU, trained on soft IoU": trained["soft IoU"],
             "test IoU, trained on soft Dice": trained["soft Dice"],
             "Dice/IoU relative weight on the smallest object": dice_over_iou_small,
+            "max |IoU/Dice gradient ratio − 2/(2−D)²|": float(np.abs(ratio - theory).max()),
+            "soft IoU relative weight on the smallest object": float(rel["soft IoU"][0]),
+            "cross-entropy relative weight on the smallest object": float(rel["cross-entropy"][0]),
         },
         key_figure=f"both train (IoU {smallest(trained.values()):.2f}+); Dice weighs the smallest "
         f"object {dice_over_iou_small:.1f}× more than IoU does",
