@@ -5,6 +5,8 @@
   as :mod:`tying.hf`);
 - :mod:`tying.interop.lora`: peft LoRA adapters on tied weights;
 - :mod:`tying.interop.quantization`: dynamic int8 quantization of tied models;
+- :mod:`tying.interop.graph_quantization`: FX (``prepare_fx``) and PT2E
+  (``prepare_pt2e``) quantization of tied models;
 - :mod:`tying.interop.pruning`: ``torch.nn.utils.prune`` on tied weights.
 
 Each module imports its outside package lazily; what is missing is named with
