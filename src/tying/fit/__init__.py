@@ -21,9 +21,11 @@ Example:
 from tying.fit.datasets import Dataset
 from tying.fit.global_fit import GlobalFit
 from tying.fit.model import ModelError
+from tying.fit.profile import ProfileInterval, conf_interval
 from tying.fit.result import FitResult
 from tying.fit.roles import ParameterMap
 from tying.fit.solvers import ConvergenceWarning, FitWarning
+from tying.fit.uncertainty import eval_uncertainty
 
 __all__ = [
     "ConvergenceWarning",
@@ -33,4 +35,7 @@ __all__ = [
     "GlobalFit",
     "ModelError",
     "ParameterMap",
+    "ProfileInterval",
+    "conf_interval",
+    "eval_uncertainty",
 ]

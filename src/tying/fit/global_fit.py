@@ -59,6 +59,7 @@ from tying.fit.solvers import (
     residual_cosines,
     run_solver,
 )
+from tying.fit.uncertainty import FitContext
 
 #: |correlation| above this marks two parameters the data cannot tell apart
 DEGENERATE_CORRELATION = 1 - 1e-8
@@ -561,6 +562,7 @@ class GlobalFit:
             out = run_solver(self.solver, ev, data, pmap, tol)
         self.result_ = self._result(out, data, pmap, ev)
         self.result_.time = time.perf_counter() - t0
+        self.result_._context = FitContext(ev, tol, bool(self.scale_covar), self.vectorized)
         if not self.result_.success:
             warnings.warn(
                 f"global fit did not converge: {self.result_.message}",

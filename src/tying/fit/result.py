@@ -27,7 +27,10 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import pickle
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -91,6 +94,26 @@ class FitResult:
     _cov_logical: np.ndarray | None = dataclasses.field(repr=False)
     _stderr_x: np.ndarray = dataclasses.field(repr=False)
     time: float = 0.0  # wall time of the solver, seconds
+    # the model and solver settings, for predictions at new x and profile refits
+    _context: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a result pickled as before when its model is a lambda: the context (which holds
+        # model_fn) is left out then, and predict / conf_interval say so when called
+        state = dict(self.__dict__)
+        if state.get("_context") is not None:
+            try:
+                pickle.dumps(state["_context"].ev.model_fn)
+            except Exception:
+                state["_context"] = None
+        return state
+
+    def __deepcopy__(self, memo: dict) -> FitResult:
+        new = object.__new__(type(self))
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():  # functions copy as themselves
+            setattr(new, key, copy.deepcopy(value, memo))
+        return new
 
     @property
     def errorbars(self) -> bool:
@@ -171,6 +194,40 @@ class FitResult:
         """χ² of data set ``i`` alone."""
         return float(np.sum(self.residual(i) ** 2))
 
+    def predict(self, i: int | str, x: Any, stderr: bool = False):
+        """Data set ``i``'s model at new ``x`` (and its standard error with ``stderr=True``).
+
+        See :func:`tying.fit.uncertainty.predict`.
+        """
+        from tying.fit.uncertainty import predict
+
+        return predict(self, i, x, stderr=stderr)
+
+    def eval_uncertainty(self, i: int | str, x: Any, sigma: float = 1.0) -> np.ndarray:
+        """The ``sigma`` confidence band of data set ``i``'s model at new ``x`` (lmfit's).
+
+        See :func:`tying.fit.uncertainty.eval_uncertainty`.
+        """
+        from tying.fit.uncertainty import eval_uncertainty
+
+        return eval_uncertainty(self, i, x, sigma=sigma)
+
+    def conf_interval(
+        self,
+        names: Sequence[str] | None = None,
+        sigmas: Sequence[float] = (1, 2, 3),
+        *,
+        max_steps: int = 30,
+        progress: bool | None = None,
+    ) -> dict[str, Any]:
+        """Profile-likelihood confidence intervals by lmfit's F-test.
+
+        See :func:`tying.fit.profile.conf_interval`.
+        """
+        from tying.fit.profile import conf_interval
+
+        return conf_interval(self, names, sigmas, max_steps=max_steps, progress=progress)
+
     def table(self, max_local: int = 5) -> str:
         """A plain-text table: statistics, then every parameter with its role and error.
 
@@ -228,12 +285,14 @@ class FitResult:
     def __str__(self) -> str:
         return self.table()
 
-    def plot(self, i: int | str, ax=None):
+    def plot(self, i: int | str, ax=None, sigma: float | None = None):
         """Data set ``i`` with its fit (top) and weighted residuals (bottom).
 
         Args:
             i: data set index or name.
             ax: optional pair of matplotlib Axes (fit, residuals) to draw into.
+            sigma: also shade the ``sigma`` confidence band of the model
+                (:meth:`eval_uncertainty` on 200 points across x; 1-D x only).
 
         Returns:
             The matplotlib ``Figure``.
@@ -243,6 +302,15 @@ class FitResult:
         i = self._index(i)
         n = self._data.lengths[i]
         x = self._data.xs[i]
+        band = None
+        if sigma is not None:  # computed (and checked) before anything is drawn
+            if x.ndim != 1:
+                raise ValueError(
+                    f"plot(sigma=...) draws the band along a 1-D x; dataset "
+                    f"{self.dataset_names[i]!r} has x of shape {x.shape}"
+                )
+            grid = np.linspace(x.min(), x.max(), 200)
+            band = (grid, self.predict(i, grid), self.eval_uncertainty(i, grid, sigma=sigma))
         x = x if x.ndim == 1 else np.arange(n)
         if ax is None:
             fig = Figure(figsize=(6, 4.5), layout="constrained")
@@ -251,9 +319,14 @@ class FitResult:
             top, bottom = ax
             fig = top.figure
         y = self._data.y[i, :n]
-        sigma = 1.0 / self._data.weight[i, :n]
-        top.errorbar(x, y, yerr=sigma, fmt=".", ms=3, lw=0.5, color="0.45", label="data")
+        yerr = 1.0 / self._data.weight[i, :n]
+        top.errorbar(x, y, yerr=yerr, fmt=".", ms=3, lw=0.5, color="0.45", label="data")
         top.plot(x, self.best_fit(i), color="C3", lw=1.5, label="global fit")
+        if band is not None:
+            grid, mid, half = band
+            top.fill_between(
+                grid, mid - half, mid + half, color="C3", alpha=0.25, lw=0, label=f"{sigma:g}σ band"
+            )
         top.set_title(f"{self.dataset_names[i]}  (chi2 = {self.chi2_of(i):.4g}, {n} points)")
         top.legend(loc="best", fontsize=8)
         bottom.plot(x, self.residual(i), ".", ms=3, color="C0")
