@@ -10,18 +10,7 @@ failed is NaN, with a warning, never a plausible number. A result that is not a
 success, has no covariance or no degree of freedom is refused, as for the bands
 (:mod:`tying.fit.uncertainty`).
 
-Example:
-    >>> import numpy as np
-    >>> from tying.fit import GlobalFit
-    >>> rng = np.random.default_rng(0)
-    >>> x = np.linspace(0, 1, 30)
-    >>> data = [(x, 2.0 * x + b + rng.normal(0, 0.1, 30), 0.1) for b in (0.0, 1.0)]
-    >>> res = GlobalFit(lambda x, a, b: a * x + b, data, shared=["a"], local=["b"],
-    ...                 init={"a": 1.0, "b": 0.0}).run()
-    >>> ci = res.conf_interval(["a"], sigmas=(1, 2))
-    >>> lo1, lo2 = ci["a"].lower
-    >>> bool(lo2 < lo1 < res.values["a"] < ci["a"].upper[0])
-    True
+(Each function carries a runnable example.)
 """
 
 from __future__ import annotations

@@ -14,17 +14,7 @@ Both refuse a result that cannot carry them: not a success, no covariance
 (``errorbars`` False) or no degree of freedom (``nfree <= 0``). ``sigma`` below 1
 is refused (lmfit reads it as a probability; here it is always a number of σ).
 
-Example:
-    >>> import numpy as np
-    >>> from tying.fit import GlobalFit
-    >>> rng = np.random.default_rng(0)
-    >>> x = np.linspace(0, 1, 30)
-    >>> data = [(x, 2.0 * x + b + rng.normal(0, 0.1, 30), 0.1) for b in (0.0, 1.0)]
-    >>> res = GlobalFit(lambda x, a, b: a * x + b, data, shared=["a"], local=["b"],
-    ...                 init={"a": 1.0, "b": 0.0}).run()
-    >>> band = res.eval_uncertainty(1, np.array([0.0, 0.5, 1.0]))
-    >>> band.shape, bool(band[1] < band[0])          # narrowest near the middle of x
-    ((3,), True)
+(Each function carries a runnable example.)
 """
 
 from __future__ import annotations
