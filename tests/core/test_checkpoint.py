@@ -525,3 +525,160 @@ def test_a_model_whose_layers_cannot_refuse_keeps_no_copy_while_loading():
     assert _values_kept_until_loaded(m) == []
     m["c"] = _Refusing(2, 2)
     assert len(_values_kept_until_loaded(m)) == len(list(m.parameters()))
+
+
+# -- stop 32: a tied slot's logical shape is recorded and checked --------------------------
+
+
+def _own(relation, shape):
+    """A slot re-parametrised by ``relation`` from storage of its own (SymmetricConv1d)."""
+    torch.manual_seed(0)
+    m = nn.ModuleDict({"a": nn.Linear(1, 1)})
+    m["a"].weight = nn.Parameter(torch.randn(shape))
+    tying.Plan([tying.share("a.weight", relation=relation)]).apply(m)
+    return m
+
+
+def _like(relation, source, target, tie=True):
+    """``t.w`` read from ``s.w`` through ``relation`` (``tie=False``: not tied yet)."""
+    torch.manual_seed(0)
+    m = nn.Module()
+    m.s, m.t = nn.Module(), nn.Module()
+    m.s.w = nn.Parameter(torch.randn(source))
+    m.t.w = nn.Parameter(torch.randn(target))
+    if tie:
+        tying.Plan([tying.share("t.w", like="s.w", relation=relation)]).apply(m)
+    return m
+
+
+# (saved model, model loaded into): the physical tensors fit, the logical slot does not
+OTHER_LOGICAL = {
+    "mirrored-odd-to-even": (
+        lambda: _own(tying.Mirrored(), (3, 5)),
+        lambda: _own(tying.Mirrored(), (3, 6)),
+        r"a\.weight: file \(3, 5\), model \(3, 6\)",
+    ),
+    "mirrored-even-to-odd-from-a-source": (
+        lambda: _like(tying.Mirrored(), (2, 3), (2, 6)),
+        lambda: _like(tying.Mirrored(), (2, 3), (2, 5)),
+        r"t\.w: file \(2, 6\), model \(2, 5\)",
+    ),
+    "mirrored-into-an-untied-model": (
+        lambda: _like(tying.Mirrored(), (2, 3), (2, 6)),
+        lambda: _like(tying.Mirrored(), (2, 3), (2, 5), tie=False),
+        r"t\.w: file \(2, 6\), model \(2, 5\)",
+    ),
+    "hashed-transposed-shape": (
+        lambda: _own(tying.Hashed(8), (4, 5)),
+        lambda: _own(tying.Hashed(8), (5, 4)),
+        r"a\.weight: file \(4, 5\), model \(5, 4\)",
+    ),
+    "hashed-other-size-from-a-source": (
+        lambda: _like(tying.Hashed(8), (8,), (4, 5)),
+        lambda: _like(tying.Hashed(8), (8,), (3, 3)),
+        r"t\.w: file \(4, 5\), model \(3, 3\)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OTHER_LOGICAL))
+def test_a_file_of_another_logical_shape_is_refused_though_its_tensors_fit(tmp_path, case):
+    """Stop 32: SymmetricConv1d(2, 3, 5) saved and loaded into SymmetricConv1d(2, 3, 6)
+    loaded silently (both store 3 taps): the model then computed a 6-tap kernel the file
+    never held."""
+    saved, into, names = OTHER_LOGICAL[case]
+    path = tying.save(saved(), tmp_path / "m.safetensors")
+    fresh = into()
+    snap, ties_before = state_bytes(fresh), tying.ties(fresh)
+    with pytest.raises(
+        tying.TieError,
+        match=r"load: '.*m\.safetensors' was saved from a model whose tied slots had other "
+        r"logical shapes \(" + names + r"\).*build the model with the architecture the file "
+        r"was saved from.*left as it was",
+    ):
+        tying.load(fresh, path)
+    assert state_bytes(fresh) == snap and tying.ties(fresh) == ties_before
+    again = saved()  # the right architecture loads
+    tying.load(again, path)
+    assert tying.verify(again) == 1
+
+
+@pytest.mark.parametrize(
+    "relation,source,logical,other",
+    [
+        (tying.Transposed(), (3, 4), (4, 3), (3, 4)),
+        (tying.Rotated(), (3, 4), (4, 3), (3, 4)),
+        (tying.Rotated(k=2), (3, 4), (3, 4), (4, 3)),
+        (tying.Scaled(2.0), (3, 4), (3, 4), (4, 3)),
+        (tying.Flipped((0,)), (3, 4), (3, 4), (4, 3)),
+        (tying.Mirrored(), (3, 2), (3, 4), (3, 3)),
+        (tying.Hashed(6), (6,), (3, 4), (4, 3)),
+    ],
+    ids=lambda v: repr(v) if isinstance(v, tying.core.relations.Relation) else None,
+)
+def test_every_relation_records_the_logical_shape_and_refuses_another(
+    tmp_path, relation, source, logical, other
+):
+    # the relations whose logical shape follows from the source's are refused by the
+    # physical tensors' shapes already; the record holds for every relation alike
+    m = _own(relation, logical)
+    path = tying.save(m, tmp_path / "m.safetensors")
+    with safe_open(str(path), "pt") as f:
+        (entry,) = json.loads(f.metadata()["tying.ties"])
+    assert entry["shape"] == list(logical) and entry["dtype"] == "float32"
+    fresh = _own(relation, other)
+    snap = state_bytes(fresh)
+    with pytest.raises(tying.TieError, match=r"load: .*(logical shapes|does not fit this model)"):
+        tying.load(fresh, path)
+    assert state_bytes(fresh) == snap
+    again = _own(relation, logical)
+    tying.load(again, path)
+    assert state_bytes(again) == state_bytes(m) and tying.verify(again) == 1
+    _ = _like(relation, source, logical)  # the same relation tied to a source fits too
+
+
+def test_a_file_written_before_the_shape_record_loads_as_before(tmp_path):
+    from tying.core.checkpoint import save_state
+    from tying.core.verify import TieInfo
+
+    m = _own(tying.Mirrored(), (3, 5))
+    old = [TieInfo(t.target, t.source, t.relation) for t in tying.ties(m)]  # no shape, dtype
+    path = save_state(m.state_dict(), old, tmp_path / "old.safetensors")
+    with safe_open(str(path), "pt") as f:
+        assert set(json.loads(f.metadata()["tying.ties"])[0]) == {"target", "like", "relation"}
+    fresh = _own(tying.Mirrored(), (3, 5))
+    tying.load(fresh, path)
+    assert state_bytes(fresh) == state_bytes(m)
+
+
+@pytest.mark.parametrize(
+    "entry,match",
+    [
+        ({"shape": [3, -1]}, r"\.shape: expected a list of sizes >= 0, got \[3, -1\]"),
+        ({"shape": "3x6"}, r"\.shape: expected a list of sizes >= 0, got '3x6'"),
+        ({"shape": [True, 6]}, r"\.shape: expected a list of sizes >= 0"),
+        (
+            {"dtype": "tensor"},
+            r"\.dtype: expected a torch dtype name such as 'float32', got 'tensor'",
+        ),
+        ({"dtype": "Tensor"}, r"\.dtype: expected a torch dtype name"),
+        ({"note": 1}, r": expected an object with target, like, relation \(and optionally"),
+    ],
+    ids=["negative", "string", "bool", "a-function", "not-a-dtype", "other-key"],
+)
+def test_a_crafted_shape_record_names_the_file_and_field(tmp_path, entry, match):
+    _, path = _ae_file(tmp_path)
+
+    def edit(meta):
+        ties = json.loads(meta["tying.ties"])
+        ties[0].update(entry)
+        meta["tying.ties"] = json.dumps(ties)
+
+    _rewrite(path, meta_edit=edit)
+    fresh = AE()
+    snap = state_bytes(fresh)
+    with pytest.raises(
+        tying.TieError, match=r"has malformed tie metadata: field 'tying.ties'\[0\]" + match
+    ):
+        tying.load(fresh, path, verify_hash=False)
+    assert state_bytes(fresh) == snap

@@ -1023,3 +1023,105 @@ def test_torch_jit_trace_still_refuses_a_lost_write_and_a_resized_source():
     with pytest.raises(tying.TieError, match=r"changed from \(4, 4\) to \(3, 4\)"):
         torch.jit.trace(m, x)
     assert not torch._C._is_tracing()  # the refusal left no trace running
+
+
+def _move_storage(t: torch.Tensor) -> None:
+    """What FSDP2 does to a gathered parameter between steps: free its memory and
+    allocate it again (the storage object stays, its address moves), values put back."""
+    keep = t.detach().clone()
+    storage = t.untyped_storage()
+    n = storage.nbytes()
+    with torch.no_grad():
+        storage.resize_(0)
+        _ = torch.empty(n, dtype=torch.uint8)  # takes the freed address, so the new one differs
+        storage.resize_(n)
+        t.copy_(keep)
+
+
+def test_a_transposed_view_whose_source_memory_moved_reads_on():
+    """Stop 32: FSDP2 re-allocates a gathered parameter's memory every step; the view a
+    Transposed slot handed out moved with it, and the next read refused it as a .data
+    write ('dec.weight was written by replacing its .data') at the second step."""
+    ae = _ae()
+    _ = ae.dec.weight
+    _move_storage(ae.enc.weight)
+    assert torch.equal(ae.dec.weight, ae.enc.weight.T)  # no TieError
+    _ = ae.dec.weight
+    _move_storage(ae.enc.weight)
+    assert tying.verify(ae) == 1
+    sgd_step(ae, ae(torch.randn(2, 6)).pow(2).sum())
+    assert tying.verify(ae) == 1 and torch.equal(ae.dec.weight, ae.enc.weight.T)
+
+
+def test_verify_with_the_sources_memory_freed_reads_no_memory():
+    ae = _ae()
+    _ = ae.dec.weight
+    ae.enc.weight.untyped_storage().resize_(0)  # FSDP2 between uses
+    assert tying.verify(ae) == 1  # nothing to read: not a write, not a RuntimeError
+
+
+_OTHER_TENSOR = ("other-tensor", lambda w, src: setattr(w, "data", torch.randn(w.shape)))
+# what a structured pruner does (same address, another shape: was lost, verify included)
+_SHRUNK = ("shrunk-in-place", lambda w, src: setattr(w, "data", w.data[:, :2]))
+# the source's memory in another layout, at its new address
+_RESHAPED = ("source-reshaped", lambda w, src: setattr(w, "data", src.data.reshape(w.shape)))
+
+
+@pytest.mark.parametrize(
+    ("replace", "moved"),
+    [(_OTHER_TENSOR, False), (_OTHER_TENSOR, True), (_SHRUNK, False), (_SHRUNK, True)]
+    + [(_RESHAPED, True)],
+    ids=lambda v: v[0] if isinstance(v, tuple) else ("moved" if v else "in-place"),
+)
+def test_replacing_a_transposed_views_data_is_refused_even_after_its_source_moved(replace, moved):
+    # the read no longer takes a new address for a write; a new storage, shape or layout
+    # still is one
+    ae = _ae()
+    w = ae.dec.weight
+    if moved:
+        _move_storage(ae.enc.weight)
+    before = ae.enc.weight.detach().clone()
+    replace[1](w, ae.enc.weight)
+    with pytest.raises(tying.TieError, match=r"dec\.weight was written by replacing its \.data"):
+        ae(torch.randn(2, 6))
+    assert torch.equal(ae.enc.weight, before)
+    assert torch.equal(ae.dec.weight, before.T) and tying.verify(ae) == 1  # reads on
+
+
+def test_a_transposed_tie_trains_under_fsdp2_like_the_unsharded_model():
+    """Stop 32: the real thing, one process (gloo): the second step was refused."""
+    dist = pytest.importorskip("torch.distributed")
+    fsdp = pytest.importorskip("torch.distributed.fsdp")
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def build():
+        torch.manual_seed(0)
+        m = nn.Sequential(nn.Linear(4, 8, bias=False), nn.Tanh(), nn.Linear(8, 4, bias=False))
+        tying.Plan([tying.share("2.weight", like="0.weight", relation=tying.Transposed())]).apply(m)
+        return m
+
+    def train(m):
+        opt = torch.optim.SGD(m.parameters(), lr=0.1)
+        x = torch.randn(5, 4, generator=torch.Generator().manual_seed(1))
+        for _ in range(3):
+            opt.zero_grad()
+            m(x).pow(2).mean().backward()
+            opt.step()
+        return m
+
+    reference = train(build())[0].weight.detach()
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        m = build()
+        fsdp.fully_shard(m)
+        train(m)
+        sharded = m[0].weight.full_tensor().detach()
+    finally:
+        dist.destroy_process_group()
+    torch.testing.assert_close(sharded, reference)

@@ -241,12 +241,7 @@ def save_state(
     meta.update(
         {
             "tying.format": FORMAT,
-            "tying.ties": json.dumps(
-                [
-                    {"target": t.target, "like": t.source, "relation": t.relation.spec()}
-                    for t in plan_ties
-                ]
-            ),
+            "tying.ties": json.dumps([_tie_entry(t) for t in plan_ties]),
             "tying.aliases": json.dumps(aliases),
         }
     )
@@ -272,6 +267,21 @@ def save_state(
     finally:
         os.close(dir_fd)
     return path
+
+
+def _tie_entry(t) -> dict:
+    """One tie of the file's ``tying.ties``: target, source, relation and, when known, the
+    target's logical shape and dtype (a relation such as ``Mirrored`` or ``Hashed`` serves
+    slots of several shapes from one source shape: ``SymmetricConv1d(2, 3, 5)`` and ``(2, 3,
+    6)`` both store 3 taps, so the physical tensors alone cannot tell them apart; stop 32).
+    Files without them (written before) load as before."""
+    entry = {"target": t.target, "like": t.source, "relation": t.relation.spec()}
+    shape, dtype = getattr(t, "shape", None), getattr(t, "dtype", None)
+    if shape is not None:
+        entry["shape"] = [int(n) for n in shape]
+    if dtype is not None:
+        entry["dtype"] = str(dtype).removeprefix("torch.")
+    return entry
 
 
 def _writable_target(path: pathlib.Path) -> tuple[pathlib.Path, int | None]:
@@ -359,10 +369,15 @@ def _check_integrity(path: pathlib.Path, tensors, meta: dict[str, str], verify_h
         )
 
 
+_TIE_KEYS = {"target", "like", "relation"}
+_TIE_RECORD = {"shape", "dtype"}  # optional: files written before stop 32 have neither
+
+
 def _parse(
     path: pathlib.Path, meta: dict[str, str], saving: bool = False
-) -> tuple[list, dict[str, str]]:
-    """The file's plan rules and aliases; TieError naming the file and field otherwise.
+) -> tuple[list, dict[str, str], dict[str, tuple]]:
+    """The file's plan rules, aliases and recorded logical ``{target: (shape, dtype)}``
+    (either None when not recorded); TieError naming the file and field otherwise.
 
     ``save`` runs it on the metadata it is about to write (``saving=True``), so a file
     that ``load`` would refuse is never written, let alone over a good one.
@@ -398,10 +413,15 @@ def _parse(
         if not isinstance(v, str) or not k:
             raise bad(f"'tying.aliases'[{k!r}]", f"expected a non-empty key and a str, got {v!r}")
     rules = []
+    logical: dict[str, tuple] = {}
     for i, s in enumerate(specs):
         field = f"'tying.ties'[{i}]"
-        if not isinstance(s, dict) or set(s) != {"target", "like", "relation"}:
-            raise bad(field, f"expected an object with target, like, relation; got {s!r}")
+        if not isinstance(s, dict) or not _TIE_KEYS <= set(s) <= _TIE_KEYS | _TIE_RECORD:
+            raise bad(
+                field,
+                f"expected an object with target, like, relation (and optionally shape, "
+                f"dtype); got {s!r}",
+            )
         target, like = s["target"], s["like"]
         if not isinstance(target, str) or not target or "*" in target:
             raise bad(f"{field}.target", f"expected a parameter path, got {target!r}")
@@ -412,7 +432,23 @@ def _parse(
             rules.append(share(target, like, relation))
         except (TypeError, ValueError) as err:
             raise bad(f"{field}.relation", str(err)) from None
-    return rules, aliases
+        shape, dtype = s.get("shape"), s.get("dtype")
+        if "shape" in s and (
+            not isinstance(shape, list)
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+        ):
+            raise bad(f"{field}.shape", f"expected a list of sizes >= 0, got {shape!r}")
+        if "dtype" in s and not (
+            isinstance(dtype, str) and isinstance(getattr(torch, dtype, None), torch.dtype)
+        ):
+            raise bad(
+                f"{field}.dtype", f"expected a torch dtype name such as 'float32', got {dtype!r}"
+            )
+        logical[target] = (
+            None if shape is None else tuple(shape),
+            None if dtype is None else getattr(torch, dtype),
+        )
+    return rules, aliases, logical
 
 
 def _refuse_meta_device(model: nn.Module) -> None:
@@ -449,7 +485,9 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
         FileNotFoundError: no file at ``path``.
         TieError: truncated or altered file, missing hash, malformed metadata,
             ties that do not fit the model, missing/unexpected tensors, shape or
-            dtype mismatches, a model on the meta device.
+            dtype mismatches, a tied slot whose logical shape differs from the one
+            recorded in the file (``Mirrored`` 5 vs 6 taps from 3 stored), a model on
+            the meta device.
 
     Example:
         >>> import torch, tying, tempfile, os
@@ -466,7 +504,7 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
     path = pathlib.Path(path)
     tensors, meta = _read(path)
     _check_integrity(path, tensors, meta, verify_hash)
-    rules, aliases = _parse(path, meta)
+    rules, aliases, logical = _parse(path, meta)
     plan = Plan(rules)
     _refuse_meta_device(model)
     try:
@@ -561,6 +599,7 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
             f"load: {str(path)!r} does not fit this model ({'; '.join(parts)}); "
             f"build the model with the architecture and dtype the file was saved from"
         )
+    _check_logical_shapes(inv, logical, path)
     _check_shared_buffers(model, inv, full, path)
     kept = _values_kept_until_loaded(model)
 
@@ -613,6 +652,31 @@ def _values_kept_until_loaded(model: nn.Module) -> list[tuple[torch.Tensor, torc
             seen.add(id(t))
             kept.append((t, t.detach().to("cpu", copy=True)))
     return kept
+
+
+def _check_logical_shapes(inv: Inventory, logical: dict[str, tuple], path: pathlib.Path) -> None:
+    """Refuse a file whose tied slot had another logical shape than the model's slot.
+
+    The file stores the physical tensor and the relation; where the relation serves several
+    logical shapes from one source shape (``Mirrored``: 5 or 6 taps from 3; ``Hashed``: any
+    shape from its buckets) the physical shapes all fit, and the model computed another
+    value than the saved one with no error (stop 32). Files without the record load as
+    before.
+    """
+    bad = []
+    for target, (shape, _) in logical.items():
+        info = inv.slots.get(target)
+        if shape is None or info is None or tuple(info.shape) == shape:
+            continue
+        bad.append(f"{target}: file {shape}, model {tuple(info.shape)}")
+    if bad:
+        raise TieError(
+            f"load: {str(path)!r} was saved from a model whose tied slots had other logical "
+            f"shapes ({'; '.join(bad[:10])}): its physical tensors fit this model, but the "
+            f"relation would compute values of another shape than were saved (e.g. a "
+            f"Mirrored kernel of 5 taps read as 6); build the model with the architecture the "
+            f"file was saved from (kernel size, in/out sizes); the model was left as it was"
+        )
 
 
 def _check_shared_buffers(model: nn.Module, inv: Inventory, full, path: pathlib.Path) -> None:

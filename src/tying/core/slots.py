@@ -343,8 +343,11 @@ class Slot:
         held, version, ptr, key, probe = self._handed
         if version is not None and held._version != version:
             how = "in place"
-        elif held.data_ptr() != ptr or (
-            probe is not None and (tuple(held.shape), held.stride()) != probe[2]
+        elif (
+            held.shape != self.shape or held.data_ptr() != ptr and _replaced_view(self, held, key)
+            if version is None and probe is None  # a view of the source (Transposed)
+            else held.data_ptr() != ptr
+            or (probe is not None and (tuple(held.shape), held.stride()) != probe[2])
         ):
             how = "by replacing its .data"
         elif probe is not None and not _same_values(probe[1], _probe(held, probe[0])[1]):
@@ -505,6 +508,44 @@ def _shares_storage(view: torch.Tensor, src: torch.Tensor) -> bool:
     if view.is_meta or src.is_meta or type(src) is not torch.Tensor:
         return False
     return view.untyped_storage().data_ptr() == src.untyped_storage().data_ptr()
+
+
+def _replaced_view(slot: Slot, held: torch.Tensor, key: list) -> bool:
+    """Whether a handed-out view of the source whose address changed had its ``.data``
+    replaced.
+
+    A new address alone is no proof: FSDP2 frees a gathered parameter's memory after each
+    use and re-allocates it at the next gather (``untyped_storage().resize_``), so the
+    storage stays and its address moves, and every view's with it (stop 32: a Transposed
+    tie under FSDP2 was refused as a ``.data`` write at its second step). Then the view
+    must still be the relation's view of that storage (``held.data = other`` gives it
+    another storage). Another shape at the same address (``held.data = held.data[:, :3]``,
+    a structured pruning tool shrinking a weight) is a replacement too (stop 32: it was
+    lost silently, even by verify: the caller compares the shape at every read).
+    """
+    src = key[0][0]
+    if held.is_meta or type(src) not in (torch.Tensor, nn.Parameter) or src.is_meta:
+        return True
+    try:
+        storage = src.untyped_storage()
+        if held.untyped_storage()._cdata != storage._cdata:
+            return True  # held.data = another tensor
+    except (RuntimeError, NotImplementedError):  # a wrapper without storage
+        return True
+    if storage.nbytes() == 0:
+        return False  # freed (FSDP2 between uses): the same storage, no layout to rebuild
+    roles = [r for r in slot.storage if r != "source"]  # the order value() recorded them in
+    extras = {r: t for r, (t, _, _) in zip(roles, key[1:])}
+    with torch.no_grad():
+        now = slot.relation(src, shape=slot.shape, **extras)  # a view: no values copied
+    return not (
+        type(now) is torch.Tensor
+        and now.untyped_storage()._cdata == storage._cdata
+        and now.storage_offset() == held.storage_offset()
+        and now.shape == held.shape
+        and now.stride() == held.stride()
+        and now.dtype == held.dtype
+    )
 
 
 def _span(t: torch.Tensor) -> int:

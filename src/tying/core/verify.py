@@ -24,12 +24,19 @@ class TieInfo:
     ``hand`` is True for a hand-made tie: ``target`` registers the very
     ``nn.Parameter`` of ``source`` (``lm_head.weight = embed.weight``, Hugging
     Face's ``tie_word_embeddings``); its relation is always :class:`~tying.Same`.
+
+    ``shape`` and ``dtype`` are the target's logical shape and the dtype of the tensor
+    it is computed from (None when not known): ``tying.save`` records them, because a
+    relation such as ``Mirrored`` or ``Hashed`` serves slots of several shapes from one
+    source shape. They take no part in comparisons.
     """
 
     target: str
     source: str | None
     relation: Relation
     hand: bool = False
+    shape: tuple[int, ...] | None = dataclasses.field(default=None, compare=False)
+    dtype: torch.dtype | None = dataclasses.field(default=None, compare=False)
 
     def __repr__(self) -> str:
         hand = ", hand=True" if self.hand else ""
@@ -63,7 +70,12 @@ def ties(model: nn.Module) -> list[TieInfo]:
     for path, info in inv.slots.items():
         if info.tie is not None:
             own = "source" in info.tie.storage
-            out.append(TieInfo(path, None if own else info.source, info.tie.relation))
+            try:
+                dtype = inv.tensor(inv.root_of(path)).dtype
+            except (TieError, KeyError):  # a source outside the model: save names it
+                dtype = None
+            source = None if own else info.source
+            out.append(TieInfo(path, source, info.tie.relation, shape=info.shape, dtype=dtype))
         elif path in inv.hand:
             out.append(TieInfo(path, inv.hand[path], Same(), hand=True))
     return out
