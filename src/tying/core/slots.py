@@ -323,6 +323,18 @@ class Slot:
         own = self.storage.get("source", name)
         return target, f"{mod_path}.{own}" if mod_path else own
 
+    def _data_replaced(self, held, version, ptr, key, probe) -> bool:
+        """Whether the handed-out tensor's ``.data`` was replaced since it was handed out."""
+        if version is None and probe is None:  # a view of the source (Transposed)
+            # another shape is a replacement; another address may only be the source's
+            # storage re-allocated in place (FSDP2), which _replaced_view tells apart
+            return held.shape != self.shape or (
+                held.data_ptr() != ptr and _replaced_view(self, held, key)
+            )
+        return held.data_ptr() != ptr or (
+            probe is not None and (tuple(held.shape), held.stride()) != probe[2]
+        )
+
     def check_written(self, module: nn.Module, *, values: bool = False) -> None:
         """Refuse when the tensor this computed slot last handed out was written to.
 
@@ -343,12 +355,7 @@ class Slot:
         held, version, ptr, key, probe = self._handed
         if version is not None and held._version != version:
             how = "in place"
-        elif (
-            held.shape != self.shape or held.data_ptr() != ptr and _replaced_view(self, held, key)
-            if version is None and probe is None  # a view of the source (Transposed)
-            else held.data_ptr() != ptr
-            or (probe is not None and (tuple(held.shape), held.stride()) != probe[2])
-        ):
+        elif self._data_replaced(held, version, ptr, key, probe):
             how = "by replacing its .data"
         elif probe is not None and not _same_values(probe[1], _probe(held, probe[0])[1]):
             how = "through .data"
