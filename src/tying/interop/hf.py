@@ -276,10 +276,7 @@ def _hf_reties_exactly(model: nn.Module, head: str) -> bool:
     old = config.tie_word_embeddings
     try:
         config.tie_word_embeddings = True
-        try:
-            mapping = model.get_expanded_tied_weights_keys(all_submodels=True)
-        except ValueError:  # HF expands patterns over parameters; a Plan-tied slot is none
-            mapping = _expand_over_slots(model)
+        mapping = _config_ties(model)
     except (AttributeError, TypeError, ValueError):  # HF cannot tie this model by the flag
         return False
     finally:
