@@ -433,6 +433,35 @@ def test_a_buffer_written_now_and_then_is_refused_at_that_step(mode):
     assert all(torch.equal(a, b) for a, b in zip(params, model.parameters()))
 
 
+class SometimesReassigned(EMAInPlace):
+    """Reassigns the buffer to the batch mean only once ``write`` is set."""
+
+    write = False
+
+    def forward(self, x):
+        if self.write:
+            self.mean = x.mean(0).detach()
+        return x
+
+
+def test_a_buffer_reassigned_now_and_then_is_put_back_and_said_so():
+    """The message said "written in place: restore it from a checkpoint" for a reassigned
+    buffer too (it was asked after the buffer had been put back)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(SometimesReassigned(), nn.Linear(3, 2)).double()
+    x, y = torch.randn(8, 3).double(), torch.randint(0, 2, (8,))
+    dp = _dp(model, "ghost")
+    dp.step(ce, x, y, n_data=80)
+    kept = model[0].mean
+    model[0].write = True
+    with pytest.raises(
+        ValueError, match=r"wrote buffer 0.mean .*reassigned buffer was put back"
+    ) as err:
+        dp.step(ce, x, y, n_data=80)
+    assert "already updated" not in str(err.value)
+    assert model[0].mean is kept
+
+
 def test_an_empty_batch_does_not_let_a_buffer_written_from_the_batch_through():
     """No verdict is drawn from an empty batch (an EMA of nothing writes NaN whatever the
     inputs: taken for a write that does not depend on the data, for every later batch)."""

@@ -543,11 +543,13 @@ class BufferWrites:
         written = [i for i in written_buffers(self.slots, marks) if i not in let]
         if not written:
             return
+        # which were written in place, before the reassigned ones are put back (after,
+        # every written buffer is the marked tensor again and all read as in place)
+        in_place = [i for i in written if self.slots[i][1]._buffers.get(self.slots[i][2])
+                    is marks[i][0] and marks[i][0] is not None]  # fmt: skip
         for i, (_, mod, name) in enumerate(self.slots):
             if mod._buffers.get(name) is not marks[i][0]:
                 mod._buffers[name] = marks[i][0]
-        in_place = [i for i in written if self.slots[i][1]._buffers.get(self.slots[i][2])
-                    is marks[i][0] and marks[i][0] is not None]  # fmt: skip
         raise ValueError(
             f"{who}: the forward wrote {_describe(self.slots, written[0])} in this step, "
             f"though the probe of this input signature saw no such write (a forward that "
