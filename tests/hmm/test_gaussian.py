@@ -337,6 +337,19 @@ def test_n_features_that_is_not_a_positive_integer_is_refused(bad):
     assert "n_features_" not in vars(m)
 
 
+def test_fit_holds_x_to_an_n_features_set_before_it_as_hmmlearn_does():
+    # was (stop 33): m.n_features = 3, then fit on 2 columns fitted a 2-feature model
+    X = np.random.default_rng(0).normal(size=(50, 2))
+    m = GaussianHMM(2, n_iter=2, random_state=0)
+    m.n_features = 3
+    with pytest.raises(ValueError, match="X has 2 features but n_features was set to 3"):
+        m.fit(X)
+    assert m.n_features == 3 and "_means" not in vars(m)  # the refused fit changed nothing
+    m.n_features = 2
+    assert m.fit(X).n_features == 2
+    assert m.fit(np.c_[X, X[:, :1]]).n_features == 3  # after a fit: a new fit, new data
+
+
 def test_floor_eigenvalues_of_a_stack_is_each_matrix_floored_alone():
     """The full M-step floors every covariance group in one call (one LAPACK ``eigh`` per
     matrix, no Python loop): each matrix comes out as it does alone, bit for bit when the

@@ -30,6 +30,7 @@ from tying.hmm import forward_backward as _fb
 from tying.hmm.estimator import EstimatorParams
 from tying.hmm.forward_backward import Posteriors, forward_backward, forward_log_likelihood
 from tying.hmm.monitor import ConvergenceMonitor
+from tying.hmm.priors import check_priors
 from tying.hmm.sequences import SequenceBatch, check_lengths
 from tying.hmm.stationary import stationary_distribution
 from tying.hmm.ties import StateTies
@@ -375,6 +376,7 @@ class BaseHMM(EstimatorParams):
                         f"m.{_public(param)} for {self.n_components} states, or let fit "
                         f"initialise it"
                     )
+            check_priors(self, self._prior_shapes())  # shapes known now; one prior a group
             self._warn_degenerate(X)
             rng = _fit_rng(self.random_state)  # made on the first draw, if any
             if self.n_init > 1:  # restarts re-use the given start values' checked forms
@@ -460,6 +462,15 @@ class BaseHMM(EstimatorParams):
 
     def _param_kind(self, param: str) -> str:
         return param
+
+    def _prior_shapes(self) -> dict:
+        """Each prior's tie kind and per-state shape, for :func:`~tying.hmm.priors.check_priors`
+        (subclasses add their emission priors)."""
+        K = self.n_components
+        return {
+            "startprob_prior": (None, (K,), "n_components"),
+            "transmat_prior": ("transitions", (K, K), "n_components, n_components"),
+        }
 
     def _em(self, X, batch, monitor: ConvergenceMonitor, context, start: int = 0) -> None:
         """EM iterations ``start..n_iter-1`` (a subclass's compiled loop may hand over

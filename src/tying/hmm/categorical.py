@@ -148,6 +148,12 @@ class CategoricalHMM(BaseHMM):
             )
         _check_prior("emissionprob_prior", self.emissionprob_prior, nonneg=True)
 
+    def _prior_shapes(self) -> dict:
+        shape = (self.n_components, self.n_symbols_)
+        return super()._prior_shapes() | {
+            "emissionprob_prior": ("emissions", shape, "n_components, n_symbols")
+        }
+
     def _check_X(self, X, lengths, fitting):
         X = check_observations(X, lengths, ndim=1)
         if fitting:

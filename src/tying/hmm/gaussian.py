@@ -42,6 +42,7 @@ from tying.hmm.forward_backward import (
 from tying.hmm.fused_em import FusedEM
 from tying.hmm.fused_em_full import FusedEMFull
 from tying.hmm.sequences import check_observations, check_squares
+from tying.hmm.start_covariance import data_covariance, start_variances
 from tying.hmm.ties import StateTies
 from tying.hmm.validation import _broadcast, _check_prior, _positive_int
 
@@ -274,6 +275,7 @@ class GaussianHMM(BaseHMM):
         if have is not None and value != have:
             raise ValueError(f"n_features={value!r} but means_ has {have} features")
         self.n_features_ = value
+        self._assigned.add("n_features")  # the next fit holds X to it, as hmmlearn does
 
     @property
     def _covars_(self) -> np.ndarray:
@@ -298,6 +300,16 @@ class GaussianHMM(BaseHMM):
         _check_prior("means_prior", self.means_prior, nonneg=False)
         for name in ("means_weight", "covars_prior", "covars_weight"):
             _check_prior(name, getattr(self, name), nonneg=name != "covars_prior")
+
+    def _prior_shapes(self) -> dict:
+        K, D, full = self.n_components, self.n_features_, self._full()
+        kd = (K, D)
+        return super()._prior_shapes() | {
+            "means_prior": ("means", kd, "n_components, n_features"),
+            "means_weight": ("means", kd, "n_components, n_features"),
+            "covars_prior": ("covars", (K, D, D) if full else kd, "per state, as covars_"),
+            "covars_weight": ("covars", (K,) if full else kd, "per state, as covars_"),
+        }
 
     def _check_features(self, name: str, D: int) -> None:
         if "_covars" in self.__dict__ and self.covariance_type != "spherical":
@@ -335,6 +347,11 @@ class GaussianHMM(BaseHMM):
             # the finiteness check's pass over X also sums its columns: the fit's centre
             # (_em_context takes them, for this very array, instead of a second pass)
             X, sums = check_observations(X, lengths, column_sums=True)
+            if "n_features" in self._assigned and X.shape[1] != self.n_features_:
+                raise ValueError(
+                    f"X has {X.shape[1]} features but n_features was set to "
+                    f"{self.n_features_}; give X of that many columns, or set n_features"
+                )
             check_squares(X, lengths)
             self._fit_sums = (X, sums)
             self.n_features_ = X.shape[1]
@@ -822,14 +839,11 @@ class GaussianHMM(BaseHMM):
             self._covars = self._to_groups("covars", "covars_", cv)
         elif self.covars_init is None:
             if self._full():
-                cov = np.atleast_2d(np.cov(X.T)) if len(X) > 1 else np.eye(D)
-                cov = cov + self.min_covar * np.eye(D)
+                cov = data_covariance(X, self.min_covar)
                 self._covars = np.repeat(cov[None], Gc, axis=0)
-            else:
-                var = X.var(0) if len(X) > 1 else np.ones(D)
-                var = np.maximum(var, self.min_covar)
-                if self.covariance_type == "spherical":
-                    var = var.mean(keepdims=True)
+            else:  # hmmlearn-style: hmmlearn's start (stop 33), see start_covariance
+                spherical, style = self.covariance_type == "spherical", self._hmmlearn_style()
+                var = start_variances(X, self.min_covar, hmmlearn=style, spherical=spherical)
                 self._covars = np.repeat(var[None], Gc, axis=0)
         else:
             self._covars = self._checked_start(

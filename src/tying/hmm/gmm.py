@@ -40,6 +40,7 @@ from tying.hmm.gaussian import (
     kmeans_centres,
 )
 from tying.hmm.sequences import check_observations, check_squares
+from tying.hmm.start_covariance import data_covariance, start_variances
 from tying.hmm.ties import StateTies
 from tying.hmm.validation import _positive_int, _stochastic
 
@@ -488,11 +489,11 @@ class GMMHMM(BaseHMM):
             self._covars = self._to_groups("covars", "covars_", kept["covars"])
         elif self.covars_init is None:
             if self.covariance_type == "full":
-                cov = np.atleast_2d(np.cov(X.T)) if len(X) > 1 else np.eye(D)
-                cov = cov + self.min_covar * np.eye(D)
+                cov = data_covariance(X, self.min_covar)
                 self._covars = np.broadcast_to(cov, (Gc, M, D, D)).copy()
-            else:
-                var = np.maximum(X.var(0) if len(X) > 1 else np.ones(D), self.min_covar)
+            else:  # hmmlearn-style: hmmlearn's start (stop 33), see start_covariance
+                style = self._hmmlearn_style()
+                var = start_variances(X, self.min_covar, hmmlearn=style, spherical=False)
                 self._covars = np.broadcast_to(var, (Gc, M, D)).copy()
         else:
             arr = self._checked_covars("covars_init", self.covars_init, per_group_ok=True)
