@@ -52,3 +52,16 @@ def test_parse_value_kinds():
     assert parse_value("1.0") == 1.0
     assert parse_value("auto") == "auto"
     assert parse_value("0.5 * angstrom") == Quantity(0.5, parse_unit("angstrom"))
+
+
+def test_conversion_near_the_float_limit_does_not_overflow_on_the_way():
+    # was (stop 33): 1.8e307 nm read as inf in nm (value * scale overflowed before the
+    # division), found by test_schema's property test against the toolkit's pint
+    q = parse_quantity("1.797693134862316e+307 * nanometer")
+    assert q.to("nanometer").value == 1.797693134862316e307
+    assert q.to("nanometers").value == 1.797693134862316e307
+    big = parse_quantity("1e308 * kilojoule * nanometer")
+    assert big.to("kilocalorie * nanometer").value == pytest.approx(1e308 / 4.184, rel=1e-15)
+    assert q.to("angstrom").value == float("inf")  # 1.8e308 Å is past float64: inf, as pint
+    small = parse_quantity("1.525970013793 * angstrom ** 1")  # every finite result keeps its bits
+    assert small.to("nanometer").value == 1.525970013793 * 1.0 / 10.0

@@ -37,6 +37,7 @@ import numpy as np
 
 from tying.chem._rdkit import Chem
 from tying.chem.chain_table import ARITY, ChainTable
+from tying.chem.mapped import check_flag, map_order, renumber, warn_if_reordered
 from tying.chem.molecules import canonical_order, parse_smiles, prepare_molecule
 from tying.chem.offxml import ForceField, Parameter, load_force_field
 from tying.chem.packed import pack, views
@@ -352,6 +353,7 @@ class SmirksAssigner:
         n_jobs: int = 1,
         progress: bool = False,
         chunksize: int | None = None,
+        mapped: bool = False,
     ) -> list[Assignment]:
         """:meth:`assign` each molecule, in this process or over ``n_jobs`` processes.
 
@@ -368,6 +370,10 @@ class SmirksAssigner:
             progress: show a progress bar (rich) with done/total, elapsed and remaining.
             chunksize: molecules per task sent to a worker (default: about 32 tasks
                 per worker, at most 200 molecules each).
+            mapped: number each SMILES' atoms by its atom map, as :meth:`assign`
+                (every molecule must then be a fully mapped SMILES). Without it, a
+                call with SMILES whose complete map is not their written order warns
+                once (``UserWarning``), naming the first.
 
         Returns:
             One :class:`Assignment` per molecule, in input order, whatever ``n_jobs``;
@@ -394,19 +400,28 @@ class SmirksAssigner:
         """
         from tying.chem.parallel import assign_many
 
-        return assign_many(self, molecules, n_jobs=n_jobs, progress=progress, chunksize=chunksize)
+        return assign_many(
+            self, molecules, n_jobs=n_jobs, progress=progress, chunksize=chunksize, mapped=mapped
+        )
 
-    def assign(self, molecule: Any, *, name: str | None = None) -> Assignment:
+    def assign(self, molecule: Any, *, name: str | None = None, mapped: bool = False) -> Assignment:
         """Assign parameters to one molecule.
 
         Args:
             molecule: a SMILES string or an ``rdkit.Chem.Mol`` (hydrogens are added
                 after the existing atoms, so its atom indices are kept).
             name: a name to carry along (and to show in errors).
+            mapped: number the atoms by the SMILES' atom map (atom ``n - 1`` is map
+                number ``n``), as ``Molecule.from_mapped_smiles`` does; every atom,
+                hydrogens included, must be mapped, ``1..N`` each once
+                (:mod:`tying.chem.mapped`). Without it a SMILES whose complete map
+                is not its written order is labelled in written order with a
+                ``UserWarning``.
 
         Returns:
             An :class:`Assignment` whose term keys are atom indices of the molecule
-            (for a SMILES: heavy atoms in SMILES order, then the hydrogens).
+            (for a SMILES: heavy atoms in SMILES order, then the hydrogens; with
+            ``mapped=True``, map order).
 
         Raises:
             TypeError: when ``molecule`` is neither a ``str`` nor an RDKit molecule.
@@ -418,9 +433,14 @@ class SmirksAssigner:
         """
         # One copy of the cache logic: a batch of one is exactly assign (the batch's
         # docstring says so), unpacked as assign's results always were.
+        mapped = check_flag(mapped, molecule)
         results, failure = self._assign_batch([(molecule, name)], pack=False)
         if failure is not None:
             raise failure[1]
+        if mapped:
+            return renumber(results[0], map_order(molecule, len(results[0].elements)))
+        if isinstance(molecule, str):
+            warn_if_reordered(molecule)
         return results[0]
 
     def _assign_batch(
@@ -950,13 +970,7 @@ def _remap(base: Assignment, base_order: tuple[int, ...], order: tuple[int, ...]
     perm = [0] * len(order)
     for b, o in zip(base_order, order):
         perm[b] = o
-    elements = [""] * len(order)
-    for b, o in enumerate(perm):
-        elements[o] = base.elements[b]
-    terms = {
-        s: {KEYS[s]([perm[i] for i in k]): p for k, p in t.items()} for s, t in base.terms.items()
-    }
-    return dataclasses.replace(base, elements=tuple(elements), terms=terms)
+    return renumber(base, perm)
 
 
 def assign_parameters(

@@ -25,9 +25,12 @@ import dataclasses
 import multiprocessing
 import os
 import threading
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from tying.chem.errors import SmilesError
+from tying.chem.mapped import check_flag, map_order, renumber, reordered, reordered_warning
 from tying.chem.packed import columns, views
 
 if TYPE_CHECKING:
@@ -107,6 +110,7 @@ def assign_many(
     n_jobs: int = 1,
     progress: bool = False,
     chunksize: int | None = None,
+    mapped: bool = False,
 ) -> list[Assignment]:
     """Label molecules with ``assigner``'s force field over ``n_jobs`` processes, in input order.
 
@@ -117,6 +121,35 @@ def assign_many(
     n = check_n_jobs(n_jobs)
     check_many(molecules, "assign_many", "molecules")
     items = [_split_item(i, m) for i, m in enumerate(molecules)]
+    if check_flag(mapped):
+        for i, molecule, name in items:
+            try:
+                check_flag(mapped, molecule)
+            except TypeError as err:
+                raise _named_error(err, _label(i, molecule, name)) from None
+    out = _assign_items(assigner, items, n, progress, chunksize)
+    return _in_map_order(out, items) if mapped else _warn_reordered(out, items)
+
+
+def _in_map_order(out: list[Assignment], items) -> list[Assignment]:
+    """Each result renumbered into its SMILES' atom-map order (:mod:`tying.chem.mapped`)."""
+    for k, (i, molecule, name) in enumerate(items):
+        try:
+            out[k] = renumber(out[k], map_order(molecule, len(out[k].elements)))
+        except SmilesError as err:
+            raise _named_error(err, _label(i, molecule, name)) from None
+    return out
+
+
+def _warn_reordered(out: list[Assignment], items) -> list[Assignment]:
+    """Warn once when some SMILES maps every atom in another order than the written one."""
+    found = [m for _, m, _ in items if isinstance(m, str) and reordered(m)]
+    if found:
+        warnings.warn(reordered_warning(found[0], len(found) - 1), UserWarning, stacklevel=4)
+    return out
+
+
+def _assign_items(assigner, items, n: int, progress: bool, chunksize) -> list[Assignment]:
     if chunksize is None:
         chunksize = default_chunksize(len(items), n)
     elif isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:

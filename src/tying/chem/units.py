@@ -129,7 +129,15 @@ class Quantity:
                 f"cannot convert {self.unit} to {target}: dimensions differ "
                 f"({_dim_text(self.unit)} vs {_dim_text(target)})"
             )
-        return Quantity(self.value * self.unit.scale / target.scale, target)
+        if target == self.unit:  # no arithmetic: 1.8e307 nm stayed 1.8e307, not inf
+            return Quantity(self.value, target)
+        value = self.value * self.unit.scale / target.scale
+        if math.isinf(value) and math.isfinite(self.value):
+            # the product overflowed before the division (1.8e307 nm -> Å -> pm); the ratio
+            # first keeps a value the target unit can hold (the order above keeps the bits
+            # every finite result had)
+            value = self.value * (self.unit.scale / target.scale)
+        return Quantity(value, target)
 
     def __str__(self) -> str:
         return f"{self.value:g} {self.unit}"

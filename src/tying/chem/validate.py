@@ -37,7 +37,7 @@ def openff_force_field(name: str) -> Any:
 
 
 def openff_labels(
-    smiles: str, force_field: Any, sections: Sequence[str] = SECTIONS
+    smiles: str, force_field: Any, sections: Sequence[str] = SECTIONS, *, mapped: bool = False
 ) -> dict[str, dict[tuple[int, ...], str]]:
     """Label one molecule with ``ForceField.label_molecules``: section -> {key: parameter id}.
 
@@ -48,13 +48,16 @@ def openff_labels(
         smiles: the molecule (undefined stereo allowed).
         force_field: an OpenFF toolkit ``ForceField`` (:func:`openff_force_field`).
         sections: which sections to keep.
+        mapped: read ``smiles`` with ``Molecule.from_mapped_smiles`` (atoms in map
+            order), as ``assign(smiles, mapped=True)``.
 
     Example:
         >>> labels = openff_labels("CCO", openff_force_field("openff-2.3.0"))
         >>> labels["Bonds"][(0, 1)], labels["vdW"][(8,)]
         ('b1', 'n12')
     """
-    mol = _OpenFFMolecule.from_smiles(smiles, allow_undefined_stereo=True)
+    read = _OpenFFMolecule.from_mapped_smiles if mapped else _OpenFFMolecule.from_smiles
+    mol = read(smiles, allow_undefined_stereo=True)
     labels = force_field.label_molecules(mol.to_topology())[0]
     return {s: {KEYS[s](k): p.id for k, p in labels[s].items()} for s in sections}
 
