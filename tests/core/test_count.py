@@ -145,3 +145,23 @@ def test_meta_parameters_are_counted_by_shape():
         m = nn.ModuleDict({"a": nn.Linear(4, 4), "b": nn.Linear(4, 4)})
     c = tying.count(m)
     assert (c.physical, c.logical, c.groups) == (40, 40, [])
+
+
+@pytest.mark.parametrize("call", ["count", "verify", "ties", "plan", "save"])
+def test_a_lazy_layer_before_its_first_forward_is_named_by_every_engine_call(call, tmp_path):
+    # stop 33: torch's "Can't access the shape of an uninitialized parameter" named none
+    m = nn.ModuleDict({"enc": nn.Linear(3, 4), "dec": nn.LazyLinear(3)})
+    run = {
+        "count": lambda: tying.count(m),
+        "verify": lambda: tying.verify(m),
+        "ties": lambda: tying.ties(m),
+        "plan": lambda: tying.Plan([tying.share("dec.bias", like="enc.bias")]).apply(m),
+        "save": lambda: tying.save(m, tmp_path / "m.safetensors"),
+    }[call]
+    with pytest.raises(
+        tying.TieError, match=r"dec\.weight is an uninitialized parameter of a lazy"
+    ):
+        run()
+    assert not (tmp_path / "m.safetensors").exists() and type(m["dec"]) is nn.LazyLinear
+    m["dec"](torch.randn(2, 4))  # the first forward: now it counts
+    assert tying.count(m).physical == 4 * 3 + 4 + 3 * 4 + 3

@@ -116,3 +116,49 @@ def test_accidental_ties_of_a_meta_model_are_refused_by_name():
         net = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
     with pytest.raises(ValueError, match=r"0 \(or the layer after it\) is on the meta device"):
         tying.find_accidental_ties(net)
+
+
+def _symmetric_net():
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+    for p in net.parameters():
+        nn.init.constant_(p, 0.5)  # four identical hidden units
+    return net
+
+
+@pytest.mark.filterwarnings(  # torch.ao.quantization's notices
+    "ignore::DeprecationWarning", "ignore:.*quantize_per_tensor"
+)
+def test_accidental_ties_of_a_quantized_model_are_found_in_its_dequantized_weights():
+    """Stop 33: torch.ao's quantized Linear is no nn.Linear, so a quantized model was scanned
+    as having no layers: no ties, silently, where every unit was identical."""
+    want = [tying.AccidentalTie("0", (0, 1, 2, 3), "2")]
+    assert tying.find_accidental_ties(_symmetric_net()) == want
+    dynamic = torch.ao.quantization.quantize_dynamic(_symmetric_net(), {nn.Linear}, torch.qint8)
+    assert tying.find_accidental_ties(dynamic) == want
+    with torch.no_grad():  # one unit apart: found apart in the quantized model too
+        net = _symmetric_net()
+        net[0].weight[1, 0] = -0.5
+    dynamic = torch.ao.quantization.quantize_dynamic(net, {nn.Linear}, torch.qint8)
+    assert tying.find_accidental_ties(dynamic) == [tying.AccidentalTie("0", (0, 2, 3), "2")]
+    conv = torch.ao.nn.quantized.Conv2d(1, 3, 2)  # a static quantized conv
+    w = torch.quantize_per_tensor(torch.full((3, 1, 2, 2), 0.25), 0.05, 0, torch.qint8)
+    conv.set_weight_bias(w, torch.zeros(3))
+    assert tying.find_accidental_ties(nn.Sequential(conv)) == [tying.AccidentalTie("0", (0, 1, 2))]
+
+
+@pytest.mark.parametrize(
+    "net, match",
+    [
+        (nn.Sequential(nn.LazyLinear(4), nn.Linear(4, 2)), r"0\.weight is uninitialized \(a lazy "),
+        (
+            nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2)).requires_grad_(False),
+            r"1\.weight is a torch\.sparse_coo tensor",
+        ),
+    ],
+    ids=["lazy", "sparse"],
+)
+def test_accidental_ties_name_a_layer_without_dense_values(net, match):
+    if not isinstance(net[0], nn.LazyLinear):
+        net[1].weight = nn.Parameter(torch.eye(2, 4).to_sparse())
+    with pytest.raises(ValueError, match=match):  # torch's own errors named no layer
+        tying.find_accidental_ties(net)

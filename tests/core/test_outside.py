@@ -270,3 +270,93 @@ def test_count_verify_untie_save_on_a_reparametrised_source_name_it_then_a_retie
     tying.Plan([tying.share("c.weight", like="a.weight")]).apply(m)
     tying.verify(m)
     assert m.c.weight is m.a.weight and tying.count(m).physical == 3 * 20 - 16
+
+
+class Double(nn.Module):
+    def forward(self, X):
+        return 2 * X
+
+
+def _with_parametrized_bias(relation, order):
+    """Net with c.weight tied and c.bias parametrized, the tie made first or last."""
+    if order == "tie first":
+        m = Net(relation)
+        parametrize.register_parametrization(m.c, "bias", Double())
+        return m
+    torch.manual_seed(0)
+    m = Net.__new__(Net)
+    nn.Module.__init__(m)
+    m.a, m.b, m.c = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4)
+    parametrize.register_parametrization(m.c, "bias", Double())
+    tying.Plan([tying.share("c.weight", like="a.weight", relation=relation)]).apply(m)
+    return m
+
+
+def _reference(m, relation, x):  # c by hand: its tied weight and its doubled bias
+    h = torch.tanh(m.b(torch.tanh(m.a(x))))
+    want_w = relation(m.a.weight, shape=(4, 4))
+    return h @ want_w.T + 2 * m.c.parametrizations.bias.original
+
+
+@pytest.mark.parametrize("order", ["tie first", "parametrize first"])
+@pytest.mark.parametrize("relation", [SAME, ROTATED])
+def test_remove_parametrizations_on_another_tensor_of_a_tied_module_keeps_the_tie(relation, order):
+    # stop 33: tie first, remove_parametrizations recursed in tying's register_parameter
+    # (RecursionError, the bias gone from the module); parametrize first, it raised
+    # AttributeError after setting the bias to its parametrized value, still parametrized
+    m = _with_parametrized_bias(relation, order)
+    x = _x(m)
+    out = m(x)
+    torch.testing.assert_close(out, _reference(m, relation, x))
+    bias = 2 * m.c.parametrizations.bias.original.detach()
+    parametrize.remove_parametrizations(m.c, "bias")
+    assert not parametrize.is_parametrized(m.c) and type(m.c).__name__ == "TiedLinear"
+    assert torch.equal(m.c.bias, bias) and isinstance(m.c.bias, nn.Parameter)
+    assert torch.equal(m(x), out) and tying.verify(m) == 1
+    assert torch.equal(m.c.weight, relation(m.a.weight, shape=(4, 4)))
+    m(x).sum().backward()
+    torch.optim.SGD(m.parameters(), lr=0.1).step()
+    assert torch.equal(m.c.weight, relation(m.a.weight, shape=(4, 4)))
+
+
+@pytest.mark.parametrize("order", ["tie first", "parametrize first"])
+@pytest.mark.parametrize("relation", [SAME, ROTATED])
+def test_untie_and_retie_of_a_module_parametrized_elsewhere_keep_its_parametrization(
+    relation, order
+):
+    # stop 33: tie first, untie returned 1 and left c raising KeyError('_tying_slots') at
+    # every attribute access; parametrize first, untie kept the parametrization but a later
+    # remove_parametrizations failed (tying's class sat above parametrize's)
+    m = _with_parametrized_bias(relation, order)
+    x = _x(m)
+    out = m(x)
+    assert tying.untie(m) == 1
+    assert type(m.c).__name__ == "ParametrizedLinear" and parametrize.is_parametrized(m.c, "bias")
+    assert torch.equal(m(x), out) and m.c.weight is not m.a.weight
+    tying.Plan([tying.share("c.weight", like="a.weight", relation=relation)]).apply(m)
+    assert type(m.c).__mro__[1].__name__ == "TiedLinear" and parametrize.is_parametrized(m.c)
+    assert torch.equal(m.c.weight, relation(m.a.weight, shape=(4, 4))) and tying.verify(m) == 1
+    parametrize.remove_parametrizations(m.c, "bias")
+    assert type(m.c).__name__ == "TiedLinear" and tying.verify(m) == 1
+
+
+@pytest.mark.parametrize("order", ["tie first", "parametrize first"])
+def test_an_lstm_with_tied_inputs_and_an_orthogonal_recurrence_unties_and_unparametrizes(order):
+    torch.manual_seed(0)
+    m = nn.ModuleDict({"l1": nn.LSTM(3, 4), "l2": nn.LSTM(3, 4)})
+    plan = tying.Plan([tying.share("l2.weight_ih_l0", like="l1.weight_ih_l0")])
+    if order == "tie first":
+        plan.apply(m)
+    PZ.orthogonal(m["l2"], "weight_hh_l0")
+    if order == "parametrize first":
+        plan.apply(m)
+    x = torch.randn(5, 2, 3)
+    out = m["l2"](x)[0]
+    assert m["l2"].weight_ih_l0 is m["l1"].weight_ih_l0 and tying.verify(m) == 1
+    w_hh = m["l2"].weight_hh_l0.detach().clone()
+    parametrize.remove_parametrizations(m["l2"], "weight_hh_l0")
+    assert torch.equal(m["l2"].weight_hh_l0, w_hh) and tying.verify(m) == 1
+    torch.testing.assert_close(m["l2"](x)[0], out)
+    tying.untie(m)
+    assert type(m["l2"]) is nn.LSTM and m["l2"].weight_ih_l0 is not m["l1"].weight_ih_l0
+    torch.testing.assert_close(m["l2"](x)[0], out)

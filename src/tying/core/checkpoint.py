@@ -167,8 +167,8 @@ def save(
         (True, True)
     """
     check_writes(model)  # before any read: a lost write to a computed slot is refused
+    tie_list = ties(model)  # first: its inventory names a lazy parameter (torch's error did not)
     tensors, aliases = _physical_state(model)
-    tie_list = ties(model)
     inv = Inventory(model)
     for t in tie_list:
         if t.source:  # a source re-parametrised under the tie: TieError naming it and the fix

@@ -117,7 +117,8 @@ def find_accidental_ties(model: nn.Module, atol: float = 0.0) -> list[Accidental
     layer in module order reads this one's outputs (its input width equals this
     layer's output width), the neuron's outgoing column must match too. Units
     that agree within ``atol`` get identical gradients forever: training cannot
-    tell them apart.
+    tell them apart. torch.ao's quantized Linear/ConvNd layers are compared by their
+    dequantized weights.
 
     Args:
         model: the model to scan.
@@ -128,7 +129,8 @@ def find_accidental_ties(model: nn.Module, atol: float = 0.0) -> list[Accidental
 
     Raises:
         TypeError: ``atol`` not a real number.
-        ValueError: ``atol`` negative or NaN, or a layer on the meta device (no values).
+        ValueError: ``atol`` negative or NaN, or a layer on the meta device (no values), a
+            lazy layer before its first forward, or a sparse weight.
 
     Example:
         >>> import torch, tying
@@ -144,24 +146,26 @@ def find_accidental_ties(model: nn.Module, atol: float = 0.0) -> list[Accidental
         )
     if not atol >= 0:  # a negative or NaN tolerance matched nothing: silently no ties
         raise ValueError(f"find_accidental_ties: atol must be >= 0, got {atol}")
+    quantized = _quantized_layers()
     layers = [
         (path, m)
         for path, m in model.named_modules()
         if isinstance(m, (nn.Linear, *_CONV))
         and isinstance(getattr(m, "weight", None), torch.Tensor)
+        or isinstance(m, quantized)
     ]
     found = []
     with torch.no_grad():
         for i, (path, layer) in enumerate(layers):
-            w = layer.weight.detach()
+            w, bias = _weight_and_bias(path, layer)
             out_units = w.shape[0]
             rows = [w.reshape(out_units, -1)]
-            if getattr(layer, "bias", None) is not None:
-                rows.append(layer.bias.detach().reshape(out_units, 1))
+            if bias is not None:
+                rows.append(bias.reshape(out_units, 1))
             next_path = ""
             if i + 1 < len(layers):
                 npath, nxt = layers[i + 1]
-                nw = nxt.weight.detach()
+                nw = _weight_and_bias(npath, nxt)[0]
                 if nw.ndim >= 2 and nw.shape[1] == out_units:
                     rows.append(nw.transpose(0, 1).reshape(out_units, -1))
                     next_path = npath
@@ -186,3 +190,35 @@ def find_accidental_ties(model: nn.Module, atol: float = 0.0) -> list[Accidental
                     found.append(AccidentalTie(path, units, next_path))
                 assigned |= same
     return found
+
+
+def _quantized_layers() -> tuple[type, ...]:
+    """torch.ao's quantized Linear and ConvNd (static and dynamic): their weights are packed
+    and read through ``weight()``; they are no ``nn.Linear``, and a scan of a quantized model
+    found nothing, silently, where units were identical (stop 33)."""
+    from torch.ao.nn import quantized as q
+
+    return (q.Linear, q.Conv1d, q.Conv2d, q.Conv3d)
+
+
+def _weight_and_bias(path: str, layer: nn.Module):
+    """A layer's weight and bias (or None) as plain tensors, refusing what has no values."""
+    weight, bias = layer.weight, getattr(layer, "bias", None)
+    if callable(weight):  # torch.ao quantized: the values the layer computes with
+        weight, bias = weight().dequantize(), bias() if callable(bias) else bias
+    for name, t in (("weight", weight), ("bias", bias)):
+        if isinstance(t, nn.parameter.UninitializedParameter):
+            # torch's own error named no layer
+            raise ValueError(
+                f"find_accidental_ties: {path or 'the model'}.{name} is uninitialized (a lazy "
+                f"{type(layer).__name__} before its first forward); run one forward with an "
+                f"example input first"
+            )
+        if t is not None and t.layout != torch.strided:
+            # torch failed in reshape ("not implemented for sparse tensors"), naming no layer
+            raise ValueError(
+                f"find_accidental_ties: {path or 'the model'}.{name} is a {t.layout} tensor; "
+                f"units are compared as dense rows: pass a model with dense weights (a copy "
+                f"whose weights are .to_dense())"
+            )
+    return weight.detach(), None if bias is None else bias.detach()

@@ -74,6 +74,8 @@ class Inventory:
             for name, p in mod._parameters.items():
                 if p is None:
                     continue
+                if isinstance(p, nn.parameter.UninitializedParameter):
+                    _refuse_lazy(join(mpath, name), mod)
                 name = pruned.get(name, name)
                 path = join(mpath, name)
                 if name in stores:
@@ -200,6 +202,17 @@ class Inventory:
     def relation_of(self, path: str) -> Relation | None:
         info = self.slots[path]
         return None if info.tie is None else info.tie.relation
+
+
+def _refuse_lazy(path: str, module: nn.Module) -> None:
+    # torch's own error ("Can't access the shape of an uninitialized parameter") named no
+    # parameter: on a model of many layers, which lazy one had not run (stop 33)
+    raise TieError(
+        f"{path} is an uninitialized parameter of a lazy {type(module).__name__}: its shape is "
+        f"not known until the module's first forward, so it cannot be tied, counted, verified "
+        f"or saved; run one forward with an example input first (model(example)), then ask "
+        f"again"
+    )
 
 
 class _SlotTable(dict):

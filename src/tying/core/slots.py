@@ -603,7 +603,9 @@ def check_writes(model: nn.Module) -> None:
 
 def _guarded_register_parameter(self, name, param):
     check_register(self, name, self.__dict__.get(SLOTS_ATTR, {}))
-    super(type(self), self).register_parameter(name, param)
+    # the base's method, not super(type(self), self): a class another tool put on top of the
+    # tied one (parametrize's) inherits this method, and super() of it came back here forever
+    type(self)._tying_base.register_parameter(self, name, param)
 
 
 def _mask_property(name: str) -> property:
@@ -916,7 +918,7 @@ def install(module: nn.Module, name: str, slot: Slot) -> None:
     slots[name] = slot
     module.__dict__[SLOTS_ATTR] = slots
     module.__dict__[SLOTS_GENERATION_ATTR] = next(_GENERATIONS)
-    module.__class__ = tied_class(base_class(module), slots)
+    _set_class(module, slots)
 
 
 def uninstall(module: nn.Module, name: str, value: torch.Tensor | None) -> None:
@@ -928,10 +930,47 @@ def uninstall(module: nn.Module, name: str, value: torch.Tensor | None) -> None:
         module._parameters.pop(storage, None)
     if slots:
         module.__dict__[SLOTS_ATTR] = slots
-        module.__class__ = tied_class(base_class(module), slots)
     else:
         module.__dict__.pop(SLOTS_ATTR, None)
         module.__dict__.pop(SLOTS_GENERATION_ATTR, None)  # back to the plain module
-        module.__class__ = base_class(module)
+    _set_class(module, slots)
     if value is not None:
         module._parameters[name] = value
+
+
+_PARAMETRIZE = "torch.nn.utils.parametrize"
+
+
+def _set_class(module: nn.Module, slots: dict) -> None:
+    """Make ``module`` the tied class serving ``slots`` (none: its plain class), keeping the
+    classes torch.nn.utils.parametrize put on top of it.
+
+    parametrize, like tying, swaps a module's class for a subclass (``ParametrizedLinear``,
+    one per module, holding a property per parametrized name). Stop 33: a tie installed over
+    such a class, or one removed from under it, left a class that no longer matched the
+    module: after ``register_parametrization(lstm, "weight_hh_l0", ...)`` on a tied module,
+    ``tying.untie`` returned and left every attribute access raising ``KeyError``, and
+    ``remove_parametrizations`` recursed or half-ran (its tensor gone, or set to the
+    parametrized value and still parametrized). So tying's class always sits directly on
+    the plain class, and parametrize's classes are rebuilt, unchanged, on top of it.
+    """
+    layers, cls = [], type(module)
+    while _is_parametrize_class(cls):
+        layers.append(cls)
+        cls = cls.__bases__[0]
+    plain = cls.__dict__.get("_tying_base", cls)
+    new = tied_class(plain, slots) if slots else plain
+    for layer in reversed(layers):
+        body = {k: v for k, v in layer.__dict__.items() if k not in ("__dict__", "__weakref__")}
+        new = type(f"Parametrized{new.__name__}", (new,), body)
+    module.__class__ = new
+
+
+def _is_parametrize_class(cls: type) -> bool:
+    """Whether ``cls`` is the per-module class ``register_parametrization`` made."""
+    return (
+        cls.__module__ == _PARAMETRIZE
+        and cls.__name__.startswith("Parametrized")
+        and "__getstate__" in cls.__dict__
+        and len(cls.__bases__) == 1
+    )
