@@ -169,3 +169,14 @@ def test_given_self_loop_weighs_one_not_two():
     assert a[2, 2].item() == pytest.approx(0.5, abs=1e-15)
     plain = normalized_adjacency(edges[:, :4], 3, dtype=torch.float64).to_dense()
     torch.testing.assert_close(a, plain, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.int64, torch.complex64, "float32"])
+def test_a_dtype_that_is_not_floating_point_is_refused(dtype):
+    # dtype=torch.bool summed the degrees as a logical or: A + I came back with every
+    # weight 1, not normalised, with no error (int64 came back as float32, not int64)
+    edges = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+    with pytest.raises(ValueError, match=r"dtype must be a floating-point torch.dtype .* got"):
+        normalized_adjacency(edges, 3, dtype=dtype)
+    for ok in (torch.float16, torch.bfloat16, torch.float64):
+        assert normalized_adjacency(edges, 3, dtype=ok).dtype == ok

@@ -84,3 +84,40 @@ def test_the_range_check_stays_out_of_torch_func_transforms():
     got = vmap(grad(one))(z, t)
     want = torch.stack([torch.func.grad(one)(z[i], t[i]) for i in range(3)])
     torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.uint8, torch.int64])
+def test_a_hard_mask_prediction_is_scored_as_its_floats(dtype):
+    # a bool prediction made p * t a logical and and p + t a logical or: soft_dice of a
+    # perfect bool mask read 2.0 (and soft_iou raised torch's bool-subtraction error)
+    t = torch.zeros(2, 1, 4, 4)
+    t[0, :, :2, :2] = 1
+    t[1, :, 1:, 1:] = 1
+    p = torch.zeros(2, 1, 4, 4)
+    p[0, :, :2, :3] = 1
+    p[1] = t[1]
+    for fn in (soft_dice, soft_iou):
+        want = fn(p, t, reduction="none")
+        got = fn(p.to(dtype), t, reduction="none")
+        assert torch.equal(got, want)
+    assert soft_dice(t.bool(), t.bool(), reduction="none").tolist() == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("fn", [soft_iou, soft_dice], ids=["iou", "dice"])
+def test_float16_sums_do_not_overflow(fn):
+    # a 256x256 float16 mask of ones sums to 65,536 > 65,504: inf, so the score read
+    # inf/inf = NaN (and 0 where only the union overflowed), with no error
+    t = torch.ones(2, 1, 256, 256)
+    p = torch.full_like(t, 0.9)
+    p[1] = 0.2
+    want = fn(p.double(), t.double(), reduction="none")
+    got = fn(p.half(), t.half(), reduction="none")
+    assert got.dtype == torch.float16
+    torch.testing.assert_close(got.double(), want, atol=1e-3, rtol=0)
+    got = fn(torch.logit(p.double()).half(), t.half(), from_logits=True, reduction="none")
+    torch.testing.assert_close(got.double(), want, atol=2e-3, rtol=0)
+
+
+def test_a_bool_eps_is_refused():
+    with pytest.raises(ValueError, match=r"eps must be a finite number >= 0, got True"):
+        soft_dice(torch.zeros(1, 4), torch.zeros(1, 4), eps=True)

@@ -114,3 +114,21 @@ def test_an_empty_sequence_passes_the_state_through(batch_first):
     out, (h, c) = lstm(x, (h0, c0))
     assert out.shape == ((2, 0, 4) if batch_first else (0, 2, 4))
     assert torch.equal(h, h0) and torch.equal(c, c0)
+
+
+def test_a_state_that_is_not_a_pair_of_tensors_is_refused():
+    # one (2, B, H) tensor (a bidirectional nn.LSTM's h0, or h0 and c0 stacked) unpacked
+    # into h = state[0], c = state[1] with no error
+    lstm = TiedGateLSTM(3, 4)
+    x = torch.randn(2, 5, 3)
+    with pytest.raises(
+        ValueError,
+        match=r"state must be a pair \(h0, c0\) of tensors of shape \(2, 4\) each, got a "
+        r"tensor of shape \(2, 2, 4\); pass state=\(h0, c0\)",
+    ):
+        lstm(x, torch.zeros(2, 2, 4))
+    with pytest.raises(ValueError, match=r"got tuple of length 3"):
+        lstm(x, (torch.zeros(2, 4), torch.zeros(2, 4), torch.zeros(2, 4)))
+    h0, c0 = torch.randn(2, 4), torch.randn(2, 4)
+    out, _ = lstm(x, (h0, c0))
+    assert torch.equal(lstm(x, [h0, c0])[0], out)

@@ -104,3 +104,76 @@ def test_periodic_features_built_on_meta_then_to_empty_compute_the_same_features
     assert torch.equal(lazy(x), ref(x))
     assert torch.equal(lazy.omega, 2 * math.pi * torch.arange(1.0, 4.0, dtype=torch.float64) / 2.0)
     assert dict(ref.named_buffers()) == {} and ref.state_dict() == {}
+
+
+def test_partial_refuses_a_column_it_would_slice_to_nothing():
+    # dim=-1 (or dim=d) sliced the gradient to an empty (N, 0): a PDE residual of no
+    # columns, whose mean is NaN and whose sum is 0, with no error
+    x = torch.rand(6, 2, dtype=torch.float64, requires_grad=True)
+    u = x[:, :1] ** 3 * torch.sin(x[:, 1:])
+    torch.testing.assert_close(partial(u, x, -1), partial(u, x, 1), rtol=0, atol=0)
+    torch.testing.assert_close(
+        partial(u, x, -1), x[:, :1] ** 3 * torch.cos(x[:, 1:]), rtol=0, atol=1e-15
+    )
+    for dim in (2, -3, True, 0.0):
+        with pytest.raises(ValueError, match=r"dim must be an int in \[-2, 2\), got"):
+            partial(u, x, dim)
+    for order in (0, 1.5, True):
+        with pytest.raises(ValueError, match=r"order must be an int >= 1, got"):
+            partial(u, x, 0, order=order)
+
+
+def test_partial_refuses_several_outputs_and_batched_coordinates():
+    # u with two columns: the derivative of u.sum() (the sum of both outputs' derivatives)
+    # came back as (N, 1); a (B, N, d) x was differentiated along its N axis
+    x = torch.rand(6, 2, dtype=torch.float64, requires_grad=True)
+    u = torch.cat([x[:, :1] ** 2, x[:, 1:] ** 2], 1)
+    with pytest.raises(
+        ValueError, match=r"u must hold one value per row of x, \(6, 1\) or \(6,\), got \(6, 2\)"
+    ):
+        partial(u, x, 0)
+    torch.testing.assert_close(partial(u[:, 0], x, 0), 2 * x[:, :1], rtol=0, atol=0)
+    xb = torch.rand(2, 3, 2, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(ValueError, match=r"x must be coordinates \(N, d\), got shape \(2, 3, 2\)"):
+        partial(xb[..., :1] ** 2, xb, 0)
+
+
+def test_periodic_helpers_refuse_an_infinite_period_and_bools():
+    # period=inf made every frequency 0 (features sin 0, cos 0 whatever x); SharedBoundary
+    # put the right end at x = inf. True was read as 1 (period, in_features, dim, ...)
+    with pytest.raises(ValueError, match=r"period must be > 0, got inf; give a finite number"):
+        PeriodicFeatures(1, period=float("inf"))
+    with pytest.raises(ValueError, match=r"period must be > 0, got True"):
+        PeriodicFeatures(1, period=True)
+    with pytest.raises(ValueError, match=r"in_features must be a positive int, got True"):
+        PeriodicFeatures(True, period=1.0)
+    with pytest.raises(
+        ValueError, match=r"periodic_dims must be ints \(column indices\), got \(True,\)"
+    ):
+        PeriodicFeatures(2, period=1.0, periodic_dims=(True,))
+    with pytest.raises(ValueError, match=r"periodic_dims must be ints"):
+        PeriodicFeatures(2, period=1.0, periodic_dims=(1.0,))
+    with pytest.raises(ValueError, match=r"period must be > 0, got inf; give a finite number"):
+        SharedBoundary(2, period=float("inf"))
+    with pytest.raises(ValueError, match=r"dim must be in \[0, 2\), got True"):
+        SharedBoundary(2, period=1.0, dim=True)
+    with pytest.raises(ValueError, match=r"derivatives must be an int >= 0, got True"):
+        SharedBoundary(2, period=1.0, derivatives=True)
+    with pytest.raises(ValueError, match=r"in_features must be a positive int, got 0"):
+        SharedBoundary(0, period=1.0)
+
+
+def test_periodic_features_refuse_integer_coordinates():
+    # an integer x cast omega = 2πn/L to integers (π became 3 for L = 2): sin(3·1) = 0.14
+    # where sin(π·1) = 0, with no error
+    feats = PeriodicFeatures(1, period=2.0)
+    with pytest.raises(
+        ValueError, match=r"coordinates must be floating point, got torch.int64; pass x.float\(\)"
+    ):
+        feats(torch.ones(2, 1, dtype=torch.long))
+    torch.testing.assert_close(
+        feats(torch.ones(2, 1, dtype=torch.float64)),
+        torch.tensor([[0.0, -1.0]] * 2, dtype=torch.float64),
+        rtol=0,
+        atol=1e-15,
+    )

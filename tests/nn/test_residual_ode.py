@@ -108,3 +108,49 @@ def test_an_infinite_t1_or_a_bad_step_count_is_refused():
     for t1, steps in [(float("inf"), 8), (1.0, 2.5), (1.0, True)]:
         with pytest.raises(ValueError, match=r"need a finite t1 > 0 and an int steps >= 1"):
             odeint(lambda x: -x, torch.ones(1), t1, method="rk4", steps=steps)
+
+
+@pytest.mark.parametrize("method", ["rk4", "dopri5"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_precision_state_is_refused(method, dtype):
+    # each step's update fell below the state's last bit: bf16 rk4 of dx/dt = -x from 1
+    # to 0.5 returned 1.0 (e^-0.5 = 0.61) and dopri5 0.996, with no error
+    with pytest.raises(ValueError, match=rf"x0 is {dtype}, too coarse .* float32 or float64"):
+        odeint(lambda x: -x, torch.ones(2, dtype=dtype), 0.5, method=method)
+
+
+@pytest.mark.parametrize(
+    ("rtol", "atol", "match"),
+    [
+        (-1.0, 1e-9, r"rtol must be a finite number >= 0, got -1.0"),
+        (float("nan"), 1e-9, r"rtol must be a finite number >= 0, got nan"),
+        (1e-7, float("inf"), r"atol must be a finite number >= 0, got inf"),
+        (1e-7, True, r"atol must be a finite number >= 0, got True"),
+        (0.0, 0.0, r"rtol and atol are both 0, so no step can meet them"),
+    ],
+)
+def test_tolerances_that_no_step_can_honour_are_refused(rtol, atol, match):
+    # rtol=-1 let torchdiffeq accept every step: 0.58 for e^-0.5 = 0.61, no error; NaN or
+    # both 0 ended in torchdiffeq's "underflow in dt" AssertionError
+    with pytest.raises(ValueError, match=match):
+        odeint(lambda x: -x, torch.ones(2, dtype=torch.float64), 0.5, rtol=rtol, atol=atol)
+    with pytest.raises(ValueError, match=match):  # at construction, not at the first call
+        NeuralODE(VectorField(2, 3), rtol=rtol, atol=atol)
+
+
+def test_neural_ode_checks_its_settings_at_construction():
+    with pytest.raises(ValueError, match=r"method must be 'dopri5' or 'rk4', got 'euler'"):
+        NeuralODE(VectorField(2, 3), method="euler")
+    for t1 in (0.0, True, float("inf")):
+        with pytest.raises(ValueError, match=r"need a finite t1 > 0"):
+            NeuralODE(VectorField(2, 3), t1=t1)
+    with pytest.raises(ValueError, match=r"t1 must be > 0 and finite, got True"):
+        TiedResidualNet(2, 4, 3, t1=True)
+
+
+@pytest.mark.parametrize("method", ["rk4", "dopri5"])
+def test_an_empty_batch_is_integrated_to_an_empty_batch(method):
+    # dopri5 ended in torchdiffeq's "underflow in dt" AssertionError on a (0, dim) state
+    field = VectorField(3, 4).double()
+    out = odeint(field, torch.zeros(0, 3, dtype=torch.float64), 0.5, method=method)
+    assert out.shape == (0, 3) and out.dtype == torch.float64

@@ -140,3 +140,11 @@ def test_a_shared_buffer_made_two_tensors_is_joined_or_refused():
     fresh.right[1].running_mean = torch.zeros(3)
     with pytest.raises(ValueError, match=r"right.1.running_mean is no longer left.1.running_mean"):
         fresh(a, b)
+
+
+@pytest.mark.parametrize("margin", [float("inf"), True, float("nan"), 0.0])
+def test_a_margin_that_is_not_a_finite_positive_number_is_refused(margin):
+    # margin=inf made every matching pair's term 0·inf: the loss read NaN with no error
+    za, zb = torch.zeros(2, 3), torch.ones(2, 3)
+    with pytest.raises(ValueError, match=r"margin must be > 0 and finite, got"):
+        contrastive_loss(za, zb, torch.tensor([0.0, 1.0]), margin=margin)

@@ -59,7 +59,7 @@ def normalized_adjacency(
             ``A + I``); a loop already in ``edge_index`` is replaced, not counted twice,
             as in torch_geometric's ``gcn_norm``. False (TAGConv) keeps the edges as
             given.
-        dtype: value dtype.
+        dtype: value dtype, floating point.
 
     Returns:
         A coalesced ``torch.sparse_coo`` tensor ``(N, N)``; row ``i`` gathers node ``i``'s
@@ -67,7 +67,8 @@ def normalized_adjacency(
 
     Raises:
         ValueError: on an ``edge_index`` that is not ``(2, E)`` integers (bool refused) or
-            has node ids outside ``[0, num_nodes)``; a ``num_nodes`` that is not an int >= 0.
+            has node ids outside ``[0, num_nodes)``; a ``num_nodes`` that is not an int >= 0;
+            a ``dtype`` that is not floating point.
 
     Example:
         >>> adj = normalized_adjacency(torch.tensor([[0, 1], [1, 0]]), 2, self_loops=False)
@@ -86,6 +87,13 @@ def normalized_adjacency(
             f"normalized_adjacency: edge_index must be a (2, E) integer tensor, got "
             f"{edge_index.dtype} of shape {tuple(edge_index.shape)}; pass node ids (from a "
             f"boolean (N, N) matrix A with A[src, dst]: A.nonzero().T)"
+        )
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        # dtype=torch.bool summed the degrees as a logical or and returned A + I with
+        # every weight 1, not normalised, with no error (stop 33)
+        raise ValueError(
+            f"normalized_adjacency: dtype must be a floating-point torch.dtype (the weights "
+            f"are 1/sqrt(deg) products), got {dtype!r}; pass e.g. dtype=torch.float32"
         )
     if not is_int(num_nodes, 0):  # True was read as 1 node
         raise ValueError(f"normalized_adjacency: num_nodes must be an int >= 0, got {num_nodes!r}")

@@ -69,8 +69,13 @@ def _prepare(pred, target, from_logits, eps, reduction):
         )
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-    if not (eps >= 0 and math.isfinite(eps)):
+    if isinstance(eps, bool) or not (eps >= 0 and math.isfinite(eps)):
         raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+    if pred.dtype == torch.bool or not (pred.is_floating_point() or pred.is_complex()):
+        # a hard bool mask made p * t a logical and and p + t a logical or: Dice read
+        # 2 Σ(p∧t) / Σ(p∨t), 2.0 for a perfect prediction, with no error (stop 33). 0/1
+        # ints and bools are exact in floating point, so score them as the floats they are
+        pred = pred.to(torch.get_default_dtype())
     if not from_logits:
         _check_unit_range("prediction", pred, "pass probabilities, or logits with from_logits=True")
     _check_unit_range("target", target, "a mask holds values in [0, 1] (one channel per class)")
@@ -78,6 +83,22 @@ def _prepare(pred, target, from_logits, eps, reduction):
     t = target.to(p.dtype)
     dims = tuple(range(1, p.ndim))
     return p, t, dims
+
+
+def _sum(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """Per-sample sums; float16 ones in float32.
+
+    A float16 sum over more than 65,504 pixels' worth of mask is inf (a 256×256 mask
+    of ones is 65,536): the score read inf/inf = NaN, or 0 when only the union overflowed,
+    with no error (stop 33). Other dtypes sum in their own.
+    """
+    if x.dtype == torch.float16:
+        return x.sum(dims, dtype=torch.float32)
+    return x.sum(dims)
+
+
+def _score(num: torch.Tensor, den: torch.Tensor, eps: float, like: torch.Tensor) -> torch.Tensor:
+    return ((num + eps) / (den + eps)).to(like.dtype)
 
 
 def _reduce(score: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -99,7 +120,9 @@ def soft_iou(
     """Soft IoU ``(Σ p·t + eps) / (Σ (p + t − p·t) + eps)`` per sample.
 
     Args:
-        pred: probabilities in [0, 1] (or logits with ``from_logits=True``), ``(B, …)``.
+        pred: probabilities in [0, 1] (or logits with ``from_logits=True``), ``(B, …)``;
+            a bool or integer hard mask is scored as its 0/1 floats. float16 sums
+            run in float32 (the score comes back in float16).
         target: the true mask, same shape, values in [0, 1].
         from_logits: apply a sigmoid to ``pred`` first.
         eps: smoothing; an empty prediction of an empty mask scores 1.
@@ -118,9 +141,9 @@ def soft_iou(
         tensor(0.3333)
     """
     p, t, dims = _prepare(pred, target, from_logits, eps, reduction)
-    inter = (p * t).sum(dims)
-    union = (p + t - p * t).sum(dims)
-    return _reduce((inter + eps) / (union + eps), reduction)
+    inter = _sum(p * t, dims)
+    union = _sum(p + t - p * t, dims)
+    return _reduce(_score(inter, union, eps, p), reduction)
 
 
 def soft_dice(
@@ -134,7 +157,9 @@ def soft_dice(
     """Soft Dice ``(2 Σ p·t + eps) / (Σ (p + t) + eps)`` per sample.
 
     Args:
-        pred: probabilities in [0, 1] (or logits with ``from_logits=True``), ``(B, …)``.
+        pred: probabilities in [0, 1] (or logits with ``from_logits=True``), ``(B, …)``;
+            a bool or integer hard mask is scored as its 0/1 floats. float16 sums
+            run in float32 (the score comes back in float16).
         target: the true mask, same shape, values in [0, 1].
         from_logits: apply a sigmoid to ``pred`` first.
         eps: smoothing; an empty prediction of an empty mask scores 1.
@@ -153,9 +178,9 @@ def soft_dice(
         tensor(0.5000)
     """
     p, t, dims = _prepare(pred, target, from_logits, eps, reduction)
-    inter = (p * t).sum(dims)
-    total = (p + t).sum(dims)
-    return _reduce((2 * inter + eps) / (total + eps), reduction)
+    inter = _sum(p * t, dims)
+    total = _sum(p + t, dims)
+    return _reduce(_score(2 * inter, total, eps, p), reduction)
 
 
 class SoftIoULoss(nn.Module):

@@ -111,7 +111,8 @@ class TiedGateLSTM(nn.Module):
 
         Args:
             x: ``(B, T, input_size)`` (``(T, B, input_size)`` when not ``batch_first``).
-            state: optional ``(h0, c0)``, each ``(B, hidden_size)``.
+            state: optional ``(h0, c0)``, each ``(B, hidden_size)`` (a tuple or list; one
+                stacked tensor is refused).
 
         Returns:
             ``(output, (h_T, c_T))`` with ``output`` ``(B, T, hidden_size)`` (or time-first).
@@ -129,6 +130,24 @@ class TiedGateLSTM(nn.Module):
             h = x.new_zeros(b, hs)
             c = x.new_zeros(b, hs)
         else:
+            # a tensor of shape (2, B, H) unpacked into h = state[0], c = state[1] with no
+            # error: a bidirectional nn.LSTM's h0 (or h0 alone) read its rows as (h, c) (stop 33)
+            if not (
+                isinstance(state, tuple | list)
+                and len(state) == 2
+                and all(isinstance(v, torch.Tensor) for v in state)
+            ):
+                got = (
+                    f"a tensor of shape {tuple(state.shape)}"
+                    if isinstance(state, torch.Tensor)
+                    else f"{type(state).__name__} of length {len(state)}"
+                    if isinstance(state, tuple | list)
+                    else type(state).__name__
+                )
+                raise ValueError(
+                    f"TiedGateLSTM: state must be a pair (h0, c0) of tensors of shape "
+                    f"({b}, {hs}) each, got {got}; pass state=(h0, c0)"
+                )
             h, c = state
             if tuple(h.shape) != (b, hs) or tuple(c.shape) != (b, hs):
                 raise ValueError(

@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -35,6 +36,11 @@ from torch import nn
 from tying.nn._args import is_int
 
 __all__ = ["PeriodicFeatures", "SharedBoundary", "mlp", "partial"]
+
+
+def _is_period(value) -> bool:
+    """A finite number > 0, not a bool (``True`` is not the period 1)."""
+    return not isinstance(value, bool) and value > 0 and math.isfinite(value)
 
 
 class PeriodicFeatures(nn.Module):
@@ -51,8 +57,9 @@ class PeriodicFeatures(nn.Module):
         out_features: ``in_features − len(periodic_dims) + 2·harmonics·len(periodic_dims)``.
 
     Raises:
-        ValueError: for a non-positive period or harmonics, or a periodic dim out of
-            range; on an input whose last dim is not ``in_features``.
+        ValueError: for a period that is not finite and > 0, a non-positive
+            ``in_features`` or ``harmonics``, a periodic dim that is not an int in range;
+            on an input whose last dim is not ``in_features`` or that is not floating point.
 
     Example:
         >>> feats = PeriodicFeatures(1, period=1.0, harmonics=2)
@@ -69,10 +76,28 @@ class PeriodicFeatures(nn.Module):
         periodic_dims: Sequence[int] = (0,),
     ) -> None:
         super().__init__()
-        if not period > 0:
-            raise ValueError(f"PeriodicFeatures: period must be > 0, got {period!r}")
+        if not is_int(in_features, 1):  # True was read as one column
+            raise ValueError(
+                f"PeriodicFeatures: in_features must be a positive int, got {in_features!r}"
+            )
+        # period=inf made every frequency 0: features sin 0, cos 0 for every x (stop 33)
+        if not _is_period(period):
+            raise ValueError(
+                f"PeriodicFeatures: period must be > 0, got {period!r}; give a finite number "
+                f"(not a bool): an infinite period makes every frequency 0"
+            )
         if not is_int(harmonics, 1):
             raise ValueError(f"PeriodicFeatures: harmonics must be an int >= 1, got {harmonics!r}")
+        periodic_dims = tuple(periodic_dims)
+        if not all(
+            isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in periodic_dims
+        ):
+            # True was read as column 1; 1.0 was kept and failed as a slice at the first call
+            raise ValueError(
+                f"PeriodicFeatures: periodic_dims must be ints (column indices), got "
+                f"{periodic_dims!r}"
+            )
+        periodic_dims = tuple(int(d) for d in periodic_dims)  # numpy ints too
         dims = sorted({d % in_features for d in periodic_dims if -in_features <= d < in_features})
         if len(dims) != len(set(periodic_dims)) or not dims:
             raise ValueError(
@@ -103,6 +128,13 @@ class PeriodicFeatures(nn.Module):
         if x.shape[-1] != self.in_features:
             raise ValueError(
                 f"PeriodicFeatures: expected coordinates (..., {self.in_features}), got {tuple(x.shape)}"
+            )
+        if not x.is_floating_point():
+            # an integer x cast omega = 2πn/L to integers (π for L = 2 became 3): wrong
+            # features with no error (stop 33)
+            raise ValueError(
+                f"PeriodicFeatures: coordinates must be floating point, got {x.dtype}; "
+                f"pass x.float() (or x.double())"
             )
         omega = self._omega(x.device).to(x.dtype)
         feats = []
@@ -161,17 +193,34 @@ def partial(u: torch.Tensor, x: torch.Tensor, dim: int, order: int = 1) -> torch
         ``(N, 1)``, with a graph so it can enter a loss.
 
     Raises:
-        ValueError: when ``x`` does not require grad or ``order < 1``.
+        ValueError: when ``x`` is not ``(N, d)`` or does not require grad, ``u`` is not
+            one value per row of ``x`` (``(N, 1)`` or ``(N,)``), ``dim`` is not an int in
+            ``[-d, d)``, or ``order`` is not an int >= 1.
 
     Example:
         >>> x = torch.linspace(0, 1, 5).unsqueeze(1).requires_grad_()
         >>> partial(x**3, x, 0, order=2).detach().squeeze().tolist()
         [0.0, 1.5, 3.0, 4.5, 6.0]
     """
+    if x.ndim != 2:
+        # a (B, N, d) x was differentiated along its N axis (g[:, dim]): wrong slice, no error
+        raise ValueError(f"partial: x must be coordinates (N, d), got shape {tuple(x.shape)}")
     if not x.requires_grad:
         raise ValueError("partial: x must require grad (call x.requires_grad_() before the model)")
-    if order < 1:
-        raise ValueError(f"partial: order must be >= 1, got {order!r}")
+    n, d = x.shape
+    if u.shape not in ((n, 1), (n,)):
+        # the derivative of u.sum() over several outputs is the sum of their derivatives
+        raise ValueError(
+            f"partial: u must hold one value per row of x, ({n}, 1) or ({n},), got "
+            f"{tuple(u.shape)}; differentiate one output at a time (u[:, j:j+1])"
+        )
+    if not is_int(dim, -d) or dim >= d:
+        # dim=-1 or dim=d sliced g[:, dim:dim+1] to an empty (N, 0): a residual of no
+        # columns whose sum is 0, with no error (stop 33)
+        raise ValueError(f"partial: dim must be an int in [{-d}, {d}), got {dim!r}")
+    if not is_int(order, 1):
+        raise ValueError(f"partial: order must be an int >= 1, got {order!r}")
+    dim %= d
     out = u
     for _ in range(order):
         g = torch.autograd.grad(out.sum(), x, create_graph=True)[0]
@@ -194,7 +243,8 @@ class SharedBoundary(nn.Module):
         derivatives: also tie ∂u/∂x … ∂ᵐu/∂xᵐ (1 for second-order PDEs).
 
     Raises:
-        ValueError: for a bad ``dim`` or period; on coordinates of the wrong width.
+        ValueError: for a bad ``in_features``, ``dim`` or ``derivatives`` (ints, not bools),
+            a period that is not finite and > 0; on coordinates of the wrong width.
 
     Example:
         >>> u = mlp([2, 16, 1])
@@ -214,12 +264,24 @@ class SharedBoundary(nn.Module):
         derivatives: int = 0,
     ) -> None:
         super().__init__()
-        if not period > 0:
-            raise ValueError(f"SharedBoundary: period must be > 0, got {period!r}")
-        if not 0 <= dim < in_features:
-            raise ValueError(f"SharedBoundary: dim must be in [0, {in_features}), got {dim!r}")
-        if derivatives < 0:
-            raise ValueError(f"SharedBoundary: derivatives must be >= 0, got {derivatives!r}")
+        if not is_int(in_features, 1):
+            raise ValueError(
+                f"SharedBoundary: in_features must be a positive int, got {in_features!r}"
+            )
+        # period=inf put the right end at x = inf: a finite (saturated) penalty, no error
+        if not _is_period(period):
+            raise ValueError(
+                f"SharedBoundary: period must be > 0, got {period!r}; give a finite number "
+                f"(not a bool): the right end is at x = period"
+            )
+        if not is_int(dim, 0) or dim >= in_features:
+            raise ValueError(
+                f"SharedBoundary: dim must be in [0, {in_features}), got {dim!r} (an int, not a bool)"
+            )
+        if not is_int(derivatives, 0):
+            raise ValueError(
+                f"SharedBoundary: derivatives must be an int >= 0, got {derivatives!r}"
+            )
         self.in_features, self.period, self.dim = in_features, float(period), dim
         self.derivatives = derivatives
         n_other = in_features - 1

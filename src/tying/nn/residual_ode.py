@@ -138,7 +138,8 @@ class TiedResidualNet(nn.Module):
         super().__init__()
         if not is_int(depth, 1):
             raise ValueError(f"TiedResidualNet: depth must be a positive int, got {depth!r}")
-        if not (t1 > 0 and math.isfinite(t1)):  # an inf t1 made every step inf·f(x)
+        # an inf t1 made every step inf·f(x); True was read as 1.0
+        if isinstance(t1, bool) or not (t1 > 0 and math.isfinite(t1)):
             raise ValueError(f"TiedResidualNet: t1 must be > 0 and finite, got {t1!r}")
         self.depth, self.t1, self.tied = depth, float(t1), bool(tied)
         self.h = self.t1 / depth
@@ -169,6 +170,26 @@ def _rk4(field: nn.Module, x: torch.Tensor, t1: float, steps: int) -> torch.Tens
     return x
 
 
+def _check_solver(t1, method, steps, rtol, atol) -> None:
+    """Refuse solver settings that gave a wrong answer or a solver's assertion (stop 33)."""
+    if method not in ("dopri5", "rk4"):
+        raise ValueError(f"odeint: method must be 'dopri5' or 'rk4', got {method!r}")
+    bad_t1 = isinstance(t1, bool) or not (t1 > 0 and math.isfinite(t1))
+    if bad_t1 or not is_int(steps, 1):
+        raise ValueError(
+            f"odeint: need a finite t1 > 0 and an int steps >= 1, got t1={t1!r}, steps={steps!r}"
+        )
+    # rtol=-1 let torchdiffeq accept every step (0.58 for e^-0.5 = 0.61, no error); NaN or
+    # both 0 ended in its "underflow in dt" assertion
+    for name, tol in (("rtol", rtol), ("atol", atol)):
+        if isinstance(tol, bool) or not (tol >= 0 and math.isfinite(tol)):
+            raise ValueError(f"odeint: {name} must be a finite number >= 0, got {tol!r}")
+    if rtol == 0 and atol == 0:
+        raise ValueError(
+            "odeint: rtol and atol are both 0, so no step can meet them; give one of them > 0"
+        )
+
+
 def odeint(
     field: nn.Module,
     x0: torch.Tensor,
@@ -195,8 +216,9 @@ def odeint(
         ``x(t1)``, shaped like ``x0``.
 
     Raises:
-        ValueError: for an unknown method, a ``t1`` that is not finite and > 0, or
-            ``steps`` that is not an int >= 1.
+        ValueError: for an unknown method, a ``t1`` that is not finite and > 0,
+            ``steps`` that is not an int >= 1, an ``rtol``/``atol`` that is negative or not
+            finite (or both 0), or a float16/bfloat16 ``x0``.
 
     Example:
         >>> decay = lambda x: -x
@@ -204,13 +226,18 @@ def odeint(
         >>> abs(float(x1) - 0.36787944117) < 1e-9
         True
     """
-    if method not in ("dopri5", "rk4"):
-        raise ValueError(f"odeint: method must be 'dopri5' or 'rk4', got {method!r}")
-    bad_steps = not is_int(steps, 1)
-    if not (t1 > 0 and math.isfinite(t1)) or bad_steps:
+    _check_solver(t1, method, steps, rtol, atol)
+    if x0.dtype in (torch.float16, torch.bfloat16):
+        # a step adds h·f(x), far below x's last bit in 8 (bf16) or 11 (fp16) bits of
+        # mantissa: bf16 rk4 of dx/dt = -x from 1 to t1 = 0.5 returned 1.0 (e^-0.5 = 0.61),
+        # dopri5 0.996, with no error (stop 33)
         raise ValueError(
-            f"odeint: need a finite t1 > 0 and an int steps >= 1, got t1={t1!r}, steps={steps!r}"
+            f"odeint: x0 is {x0.dtype}, too coarse to add up the solver's small steps "
+            f"(each update falls below the state's last bit and is lost); integrate in "
+            f"float32 or float64 (x0.float() and a float32 field)"
         )
+    if x0.numel() == 0:  # nothing to integrate (torchdiffeq's step control asserted here)
+        return _rk4(field, x0, t1, 1)
     if method == "dopri5":
         if importlib.util.find_spec("torchdiffeq") is not None:
             import torchdiffeq
@@ -237,6 +264,9 @@ class NeuralODE(nn.Module):
         t1: integration time.
         method, steps, rtol, atol: as for :func:`odeint`.
 
+    Raises:
+        ValueError: for the settings :func:`odeint` refuses (at construction).
+
     Example:
         >>> net = TiedResidualNet(2, 8, 1000)
         >>> ode = NeuralODE(net.field, method="rk4", steps=200)
@@ -256,6 +286,7 @@ class NeuralODE(nn.Module):
         atol: float = 1e-9,
     ) -> None:
         super().__init__()
+        _check_solver(t1, method, steps, rtol, atol)  # here, not at the first call
         self.field, self.t1 = field, float(t1)
         self.method, self.steps, self.rtol, self.atol = method, steps, rtol, atol
 

@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
@@ -194,13 +195,14 @@ def contrastive_loss(
     Args:
         za, zb: embeddings ``(B, …)`` of the two inputs of each pair.
         same: ``(B,)`` with 1 for a matching pair and 0 otherwise.
-        margin: how far apart non-matching pairs must be pushed (> 0).
+        margin: how far apart non-matching pairs must be pushed (finite, > 0).
 
     Returns:
         A scalar tensor.
 
     Raises:
-        ValueError: on mismatched shapes, a non-positive margin, or labels not in {0, 1}.
+        ValueError: on mismatched shapes, a margin that is not > 0 and finite, or labels
+            not in {0, 1}.
 
     Example:
         >>> za = torch.tensor([[0.0, 0.0], [0.0, 0.0]]); zb = torch.tensor([[3.0, 4.0], [0.3, 0.4]])
@@ -217,8 +219,9 @@ def contrastive_loss(
             f"contrastive_loss: same must be ({za.shape[0]},), one label per pair, got "
             f"{tuple(same.shape)}"
         )
-    if not margin > 0:
-        raise ValueError(f"contrastive_loss: margin must be > 0, got {margin!r}")
+    # an inf margin made every matching pair's term 0·inf = NaN; True was read as 1 (stop 33)
+    if isinstance(margin, bool) or not (margin > 0 and math.isfinite(margin)):
+        raise ValueError(f"contrastive_loss: margin must be > 0 and finite, got {margin!r}")
     if not torch.compiler.is_compiling() and not bool(((same == 0) | (same == 1)).all()):
         raise ValueError("contrastive_loss: same must hold 0 (different) or 1 (same) labels")
     same = same.to(za.dtype)
