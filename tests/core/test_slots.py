@@ -681,6 +681,28 @@ def test_computed_ties_read_under_inference_mode(relation):
     assert tying.verify(ae) == 1
 
 
+@pytest.mark.parametrize("relation", [tying.Rotated(), tying.Scaled(2.0), tying.Transposed()])
+def test_a_model_tied_under_inference_mode_reads_there_and_under_no_grad(relation):
+    # Stop 33: built and tied inside torch.inference_mode (its Parameters inference
+    # tensors), every read failed with torch's "Inference tensors do not track version
+    # counter" (the slot keeps its source's counter); the nn probe found it on
+    # SymmetricConv1d. Now it reads, checks writes by its probe, and equals the same model
+    # built normally.
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        ae = AE(d_in=6, d_hid=6)
+        tying.Plan([tying.share("dec.weight", like="enc.weight", relation=relation)]).apply(ae)
+        x = torch.randn(2, 6)
+        y = ae(x)
+        assert torch.equal(ae(x), y)  # the second read checks the first
+        assert tying.verify(ae) == 1
+    ref = AE(d_in=6, d_hid=6)
+    tying.Plan([tying.share("dec.weight", like="enc.weight", relation=relation)]).apply(ref)
+    ref.load_state_dict(ae.state_dict())
+    with torch.no_grad():
+        assert torch.equal(ae(x), y) and torch.equal(ref(x), y)
+
+
 @pytest.mark.parametrize("relation", ["Transposed", "Rotated", "Same"])
 def test_functional_call_with_the_callers_source_edited_in_place_is_no_write_to_the_slot(relation):
     """Stop 26: a Transposed slot is a view of its source; under functional_call the source

@@ -233,9 +233,14 @@ class Slot:
                         and (isinstance(base, nn.Parameter) or _shares_storage(out, src))
                     )
                     version = out._version if probed else None
-                key = [(src, src._version, src.data_ptr())]
-                if extras:
-                    key += [(t, t._version, t.data_ptr()) for t in extras.values()]
+                try:
+                    key = [(src, src._version, src.data_ptr())]
+                    if extras:
+                        key += [(t, t._version, t.data_ptr()) for t in extras.values()]
+                except RuntimeError:  # stop 33: parameters made under torch.inference_mode
+                    # have no version counter; every read of a tied layer built there
+                    # failed with torch's "Inference tensors do not track version counter"
+                    key = [(t, _version(t), t.data_ptr()) for t in (src, *extras.values())]
                 # a fresh tensor: a write through .data bumps no counter, so keep a few of
                 # its values to compare at the next read (a view writes through to the source)
                 probe = (
@@ -442,6 +447,11 @@ class _untraced:
         torch._C._set_tracing_state(self.state)
 
 
+def _version(t: torch.Tensor) -> int | None:
+    """``t``'s version counter, or None for an inference tensor (it has none)."""
+    return None if t.is_inference() else t._version
+
+
 def compiling_or_functional(t) -> bool:
     return torch.compiler.is_compiling() or type(t) is not torch.Tensor or _is_functorch(t)
 
@@ -458,7 +468,7 @@ def _equal_now(slot: Slot, module: nn.Module, held: torch.Tensor, key: tuple) ->
     weight) is the very tensor used then, held in ``key``.
     """
     for t, version, ptr in key:
-        if t._version != version or t.data_ptr() != ptr:
+        if t.data_ptr() != ptr or version is not None and t._version != version:
             return None
     src = key[0][0]
     if isinstance(src, nn.Parameter) and _own_source(slot) is not src:
