@@ -496,3 +496,92 @@ def test_resizing_a_model_with_shared_adapters_then_merging_keeps_the_ties_and_r
         torch.testing.assert_close(_out(merged, x), want, rtol=0, atol=1e-5)
     assert tying.verify(merged) == n_ties
     assert merged.lm_head.weight is merged.transformer.wte.weight
+
+
+def test_from_pretrained_refuses_a_base_model_that_lacks_the_ties_the_adapter_is_shared_over(
+    tmp_path,
+):
+    """A shared adapter holds no weights for the tied paths (get_peft_model excludes them
+    from peft's wrapping). Loaded onto a base model without those ties (plain HF loading of
+    a tying.hf folder: equal values, untied copies), they were left out again and ran
+    without the delta: logits 0.42 off the adapter model's, no error (stop 33 review)."""
+    import transformers
+
+    import tying.hf
+    from tying.interop.lora import from_pretrained
+
+    model = M.gpt2()
+    M.GPT2_PLAN.apply(model)
+    base_dir = tying.hf.save_pretrained(model, tmp_path / "base")
+    pm = get_peft_model(model, _lora(["c_attn"], conv1d=True))
+    x = M.ids(97)
+    with torch.no_grad():
+        want = _out(pm, x)
+    pm.save_pretrained(tmp_path / "adapter")
+
+    untied = transformers.GPT2LMHeadModel.from_pretrained(base_dir).eval()
+    before = {k: v.clone() for k, v in untied.state_dict().items()}
+    with pytest.raises(
+        tying.TieError,
+        match=r"'transformer\.h\.1\.attn\.c_attn' is not tied whole to a module the adapter "
+        r"wraps: it would run without the adapter's delta.*tying\.hf\.from_pretrained",
+    ):
+        from_pretrained(untied, tmp_path / "adapter")
+    assert not any(is_adapter(m) for m in untied.modules())  # left as it was
+    after = untied.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+
+    tied = tying.hf.from_pretrained(transformers.GPT2LMHeadModel, base_dir).eval()
+    loaded = from_pretrained(tied, tmp_path / "adapter")
+    with torch.no_grad():
+        assert torch.equal(_out(loaded, x), want)
+
+
+@pytest.mark.parametrize("target", ["lm_head", "wte"])
+def test_the_refusal_of_hf_own_head_tie_gives_a_fix_that_works(target):
+    """HF's tie of a Linear head to an Embedding is a hand-made tie; the refusal told the
+    user to declare it a tie of whole modules and target both, which is then refused again
+    (a Linear and an Embedding cannot be one module). It now says so and gives the copy
+    (stop 33 review); a pair of one class keeps the whole-module advice."""
+    model = M.gpt2(tie_word_embeddings=True)
+    with pytest.raises(
+        tying.TieError,
+        match=r"Leave '.*' out of target_modules, or 'lm_head' \(Linear\) and "
+        r"'transformer\.wte' \(Embedding\) cannot be one module.*"
+        r"tying\.Plan\(\[tying\.free\('lm_head\.weight'\)\]\)\.apply\(model\).*"
+        r"tie_word_embeddings = False",
+    ):
+        get_peft_model(model, _lora([target]))
+    assert not any(is_adapter(m) for m in model.modules())
+    tying.Plan([tying.free("lm_head.weight")]).apply(model)  # the fix it gives
+    model.config.tie_word_embeddings = False
+    pm = get_peft_model(model, _lora([target]))
+    assert is_adapter(pm.base_model.model.get_submodule(target.replace("wte", "transformer.wte")))
+
+    with pytest.raises(
+        tying.TieError, match=r"declare it as a tie of whole modules .* and target both"
+    ):
+        get_peft_model(_hand_tied(), _lora(["0"]))
+
+
+def test_from_pretrained_refuses_an_adapter_file_that_lacks_a_wrapped_modules_weights(tmp_path):
+    """An adapter made on a module seated twice holds weights for its first seat only; on a
+    model whose two seats are two modules, peft wrapped the second with its initial (here
+    random) values and only warned (stop 33 review). Refused now, the model as it was."""
+    import copy
+
+    from tying.interop.lora import from_pretrained
+
+    get_peft_model(_seated_twice(), _lora(["0", "2"])).save_pretrained(tmp_path)
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(8, 8)
+    two = torch.nn.Sequential(lin, torch.nn.ReLU(), copy.deepcopy(lin))  # equal values, two modules
+    before = [(p, m) for p, m in two.named_modules()]
+    with pytest.raises(
+        tying.TieError,
+        match=r"missing adapter keys .*base_model\.model\.2\.lora_A.* would keep their initial "
+        r"values.*seated at several paths",
+    ):
+        from_pretrained(two, tmp_path)
+    assert [(p, m) for p, m in two.named_modules()] == before
+    assert not any(is_adapter(m) for m in two.modules())

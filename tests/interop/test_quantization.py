@@ -474,3 +474,21 @@ def test_an_embedding_with_max_norm_is_refused_as_torch_would_drop_the_cap():
     assert isinstance(m["f"], nn.Embedding)
     q = quantize_dynamic(m, {nn.Embedding}, dtype=torch.quint8, exclude={"e"})
     assert isinstance(q["e"], nn.Embedding) and not isinstance(q["f"], nn.Embedding)
+
+
+def test_a_hand_tie_of_a_head_to_an_embedding_is_refused_with_a_fix_that_applies():
+    # the refusal said to declare a tie of whole modules, which a Linear and an Embedding
+    # cannot be (stop 33 review); the copy it names now quantizes
+    torch.manual_seed(0)
+    m = nn.ModuleDict({"emb": nn.Embedding(10, 8), "head": nn.Linear(8, 10, bias=False)})
+    m["head"].weight = m["emb"].weight  # as HF's tie_word_embeddings does
+    with pytest.raises(
+        tying.TieError,
+        match=r"Exclude it from quantization, or 'head' \(Linear\) and 'emb' \(Embedding\) "
+        r"cannot be one module.*tying\.Plan\(\[tying\.free\('head\.weight'\)\]\)",
+    ):
+        quantize_dynamic(m, {nn.Linear})
+    assert m["head"].weight is m["emb"].weight
+    tying.Plan([tying.free("head.weight")]).apply(m)
+    q = quantize_dynamic(m, {nn.Linear})
+    assert not isinstance(q["head"], nn.Linear) and isinstance(q["emb"], nn.Embedding)

@@ -81,6 +81,39 @@ def hand_ties_touching(
             yield target, source, t, s, touched[0]
 
 
+def hand_tie_fix(target: str, t_mod: nn.Module, s_mod: nn.Module, t_path: str, s_path: str) -> str:
+    """The way out of a hand-made tie ``target`` (in ``t_mod``) that a tool refuses.
+
+    Two modules of one class with the same parameters can be declared a tie of whole
+    modules (one wrapper or quantized module then serves both); any other pair cannot
+    (HF's ``lm_head`` <- ``embed_tokens``: a ``Linear`` and an ``Embedding``), so the only
+    way to change one of them is to give it its own copy.
+
+    Example:
+        >>> import torch
+        >>> from tying.interop.groups import hand_tie_fix
+        >>> emb, head = torch.nn.Embedding(5, 3), torch.nn.Linear(3, 5, bias=False)
+        >>> hand_tie_fix("head.weight", head, emb, "head", "emb")[:48]
+        "'head' (Linear) and 'emb' (Embedding) cannot be "
+    """
+
+    def params(m: nn.Module) -> dict[str, tuple[int, ...]]:
+        return {n: tuple(p.shape) for n, p in m.named_parameters()}
+
+    free = f"tying.Plan([tying.free({target!r})]).apply(model)"
+    if base_class(t_mod) is base_class(s_mod) and params(t_mod) == params(s_mod):
+        return (
+            f"declare it as a tie of whole modules ({free}, then tying.Plan([tying.share("
+            f"{t_path!r}, like={s_path!r})]).apply(model))"
+        )
+    return (
+        f"{t_path!r} ({base_class(t_mod).__name__}) and {s_path!r} "
+        f"({base_class(s_mod).__name__}) cannot be one module, so no tie of whole modules "
+        f"can serve both; give {target!r} its own copy ({free}; for HF's own tie also set "
+        f"model.config.tie_word_embeddings = False, or HF ties it again)"
+    )
+
+
 def set_module(model: nn.Module, path: str, value: nn.Module) -> None:
     """Put ``value`` at module path ``path`` of ``model`` (how the tools here re-seat a tie).
 

@@ -37,9 +37,12 @@ from torch import nn
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory
 from tying.core.outside import is_adapter
-from tying.interop.groups import hand_ties_touching, set_module, whole_module_ties
+from tying.interop.groups import hand_tie_fix, hand_ties_touching, set_module, whole_module_ties
 
 SHARED_ATTR = "_tying_shared_adapters"
+# the regex group that marks, in a saved adapter's exclude_modules, the paths that shared
+# their source's adapter (so from_pretrained can tell them from the user's own exclusions)
+SHARED_GROUP = "tying_shared"
 
 
 def _peft():
@@ -148,14 +151,15 @@ def get_peft_model(model: nn.Module, peft_config, **kwargs: Any):
         # exactly the tied paths, as one regex (peft fullmatches a str): as a list they were
         # matched as suffixes, so excluding the tied "2" also excluded an untied, targeted
         # "3.2" (stop 30 review); the user's own list keeps peft's list rule (the name, or
-        # the end of a name after a dot)
+        # the end of a name after a dot). The tied paths sit in a named group, which the
+        # saved adapter_config.json keeps: from_pretrained checks each is shared again
         old = getattr(config, "exclude_modules", None)
-        exact = [re.escape(p) for p in sorted(shared)]
+        exact = f"(?P<{SHARED_GROUP}>{'|'.join(re.escape(p) for p in sorted(shared))})"
         if isinstance(old, str):
-            config.exclude_modules = "|".join([f"(?:{old})", *exact])
+            config.exclude_modules = "|".join([f"(?:{old})", exact])
         else:
             theirs = [rf"(?:.*\.)?{re.escape(x)}" for x in sorted(old or [])]
-            config.exclude_modules = "|".join(theirs + exact)
+            config.exclude_modules = "|".join([*theirs, exact])
     return _wrap(
         model,
         lambda: peft.get_peft_model(model, config, **kwargs),
@@ -184,8 +188,11 @@ def from_pretrained(model: nn.Module, adapter_path: str, **kwargs: Any):
         The ``PeftModel``; ``tying.verify`` passes.
 
     Raises:
-        TieError: when the loaded adapter sits on a tie it cannot serve (named);
-            the model is put back as it was.
+        TieError: when the loaded adapter sits on a tie it cannot serve (named); when
+            ``model`` lacks the sharing the adapter was made on (a path that shared its
+            source's adapter is not tied whole here, or the file holds no weights for a
+            module peft wraps here, e.g. one seated twice when it was made); the model
+            is put back as it was.
 
     Example:
         >>> import tempfile, torch, tying, peft
@@ -209,15 +216,61 @@ def from_pretrained(model: nn.Module, adapter_path: str, **kwargs: Any):
         pairs.update({p: paths[0] for p in paths[1:]})
 
     def load():
-        pm = peft.PeftModel.from_pretrained(model, adapter_path, **kwargs)
+        with warnings.catch_warnings():
+            # peft only warns when the file lacks a wrapped module's weights (that adapter
+            # keeps its initial values): one module seated twice when the adapter was made,
+            # two modules here
+            warnings.filterwarnings("error", message="Found missing adapter keys")
+            try:
+                pm = peft.PeftModel.from_pretrained(model, adapter_path, **kwargs)
+            except UserWarning as warning:
+                raise TieError(
+                    f"from_pretrained: {warning} The file holds no weights for these adapters, "
+                    f"so they would keep their initial values (outputs off). Was one module "
+                    f"seated at several paths, or were modules tied whole, in the model the "
+                    f"adapter was made on? Give this model the same sharing (apply the plan, or "
+                    f"load it with tying.hf.from_pretrained) and load again; the model was left "
+                    f"as it was"
+                ) from None
         base = pm.base_model.model
         for path, src in pairs.items():
             if is_adapter(base.get_submodule(src)) and not is_adapter(base.get_submodule(path)):
                 shared[path] = src
         return pm
 
+    def check(pm) -> None:
+        config = pm.peft_config.get(kwargs.get("adapter_name", "default"))
+        base = pm.base_model.model
+        for path in _shared_when_saved(config, base):
+            if path not in shared and not is_adapter(base.get_submodule(path)):
+                raise TieError(
+                    f"from_pretrained: the adapter in {str(adapter_path)!r} was made on a model in "
+                    f"which {path!r} is tied whole to another module and shares its adapter (so "
+                    f"the file holds no adapter for it), but in this model {path!r} is not tied "
+                    f"whole to a module the adapter wraps: it would run without the adapter's "
+                    f"delta (outputs off, no error). Give the base model the ties it was trained "
+                    f"with (tying.hf.from_pretrained, or apply the plan) and load the adapter "
+                    f"again; the model was left as it was"
+                )
+
     shared: dict[str, str] = {}
-    return _wrap(model, load, shared, "from_pretrained")
+    return _wrap(model, load, shared, "from_pretrained", check)
+
+
+def _shared_when_saved(config, model: nn.Module) -> list[str]:
+    """The module paths that shared their source's adapter when the adapter was made by
+    :func:`get_peft_model`: the ones its ``exclude_modules`` matches in the named group
+    (an adapter made otherwise, or before stop 33, has none)."""
+    pattern = getattr(config, "exclude_modules", None)
+    if not isinstance(pattern, str) or f"(?P<{SHARED_GROUP}>" not in pattern:
+        return []
+    rx = re.compile(pattern)
+    out = []
+    for path, _ in model.named_modules(remove_duplicate=False):
+        hit = rx.fullmatch(path) if path else None
+        if hit is not None and hit.group(SHARED_GROUP) is not None:
+            out.append(path)
+    return out
 
 
 def _refuse_saved_copies(config, model: nn.Module, inv: Inventory) -> None:
@@ -305,13 +358,13 @@ def _seats(model: nn.Module, inv: Inventory, targets: set[str]) -> dict[str, str
             )
         out.update({p: paths[0] for p in paths[1:]})
     for target, source, t, s, hit in hand_ties_touching(inv, targets):
+        fix = hand_tie_fix(target, t.module, s.module, t.module_path, s.module_path)
+        both = " and target both" if fix.startswith("declare") else ""
         raise TieError(
             f"get_peft_model: target module {hit!r} takes part in the hand-made tie "
             f"{target} <- {source} (one nn.Parameter in two modules); an adapter there "
             f"would change one use of the tensor and merging would write its delta into "
-            f"every use. Make it a tie of whole modules first (tying.Plan([tying.free("
-            f"{target!r})]) then tying.Plan([tying.share({t.module_path!r}, like="
-            f"{s.module_path!r})])) and target both, or leave it out of target_modules"
+            f"every use. Leave {hit!r} out of target_modules, or {fix}{both}"
         )
     return out
 
@@ -331,8 +384,9 @@ def _seat_groups(inv: Inventory) -> list[list[str]]:
     return [paths for paths in seats.values() if len(paths) > 1]
 
 
-def _wrap(model: nn.Module, make, shared: dict[str, str], what: str):
-    """Run peft's ``make()``, put each shared wrapper at its tied paths, verify; undo on error."""
+def _wrap(model: nn.Module, make, shared: dict[str, str], what: str, check=None):
+    """Run peft's ``make()``, put each shared wrapper at its tied paths, ``check`` the result
+    (its refusal is raised as it is), verify; undo on error."""
     inv = Inventory(model)
     # peft changes the model in place; keep what undoing it needs
     tree = [(p, m) for p, m in model.named_modules(remove_duplicate=False) if p]
@@ -346,6 +400,7 @@ def _wrap(model: nn.Module, make, shared: dict[str, str], what: str):
 
     from tying.core.verify import verify
 
+    verifying = False
     try:
         with warnings.catch_warnings():  # peft asks transformers a deprecated question
             warnings.filterwarnings(
@@ -356,9 +411,14 @@ def _wrap(model: nn.Module, make, shared: dict[str, str], what: str):
         for path, src in shared.items():
             set_module(base, path, base.get_submodule(src))
         pm.__dict__[SHARED_ATTR] = {p: inv.modules[p] for p in shared}
+        if check is not None:
+            check(pm)
+        verifying = True
         verify(pm)  # a safety net for what the checks before cannot foresee
     except TieError as err:
         undo()
+        if not verifying:  # a refusal of make() or check(): it says what it is
+            raise
         raise TieError(f"{what}: wrapping broke a tie, undone: {err}") from None
     except BaseException:
         undo()

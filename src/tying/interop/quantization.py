@@ -46,7 +46,7 @@ from tying.core.errors import TieError
 from tying.core.inventory import Inventory, join
 from tying.core.plan import DECLARED_ATTR
 from tying.core.slots import base_class
-from tying.interop.groups import hand_ties_touching, set_module, whole_module_ties
+from tying.interop.groups import hand_tie_fix, hand_ties_touching, set_module, whole_module_ties
 
 
 def _ties_touching(inv: Inventory, selected: set[str]):
@@ -71,10 +71,9 @@ def _check_hand(inv: Inventory, selected: set[str], what: str) -> None:
         raise TieError(
             f"{what}: the hand-made tie {target} <- {source} (one nn.Parameter in two "
             f"modules) touches {touched!r}, which would be quantized: each module would "
-            f"get its own quantized copy and the tie would be lost. Declare it as a tie of "
-            f"whole modules (tying.Plan([tying.share({t.module_path!r}, like="
-            f"{s.module_path!r})]).apply(model), after tying.Plan([tying.free({target!r})])), "
-            f"exclude it from quantization, or untie it"
+            f"get its own quantized copy and the tie would be lost. Exclude it from "
+            f"quantization, or "
+            f"{hand_tie_fix(target, t.module, s.module, t.module_path, s.module_path)}"
         )
 
 
