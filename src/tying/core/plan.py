@@ -497,7 +497,15 @@ def _check_tie(target: str, tie: Tie, rules: list[Rule], inv: Inventory) -> None
             raise _fail(
                 tie.rule,
                 rule,
-                f"{target!r} is on {tdev} but its source {tie.source!r} is on {sdev}; move them to one device first",
+                f"{target!r} is on {tdev} but its source {tie.source!r} is on {sdev}; move them "
+                f"to one device first"
+                + (
+                    " (a meta tensor holds no data: weights not loaded yet, or offloaded by "
+                    "accelerate; load them first, or with a device_map keep both ends of the "
+                    "tie out of the offload, on one device)"
+                    if "meta" in (str(tdev), str(sdev))
+                    else ""
+                ),
             )
         # A tie makes one tensor of two: if one was frozen and the other trained, the
         # merged tensor would silently drop one member's freeze (or its training).
