@@ -271,6 +271,29 @@ def test_noise_for_epsilon_asks_rdp_alone_where_prv_cannot_grid(monkeypatch):
         noise_for_epsilon(3.0, 1e-5, 0.01, 1000, accountant="prv")
 
 
+def test_noise_for_epsilon_prv_searches_on_above_a_sigma_whose_grid_is_too_large(monkeypatch):
+    """Stop 33: with accountant="prv", a bisection midpoint whose PRV grid was too large
+    raised, naming a sigma the caller never passed, though a larger sigma meets the budget
+    (noise_for_epsilon(0.2, 1e-5, 1e-4, 100_000, accountant="prv") failed at sigma 0.224;
+    sigma 0.829 meets it). Here the limit is set so that the first midpoint (0.224) is over
+    it and the answer (0.708) is not."""
+    import tying.train.accounting as acc
+
+    monkeypatch.setattr(acc, "PRV_MAX_POINTS", 28_000)
+    assert acc._prv_grid_points(1.0, math.sqrt(0.05), 2, 1e-5) > 28_000
+    sigma = noise_for_epsilon(10.0, 1e-5, 1.0, 2, accountant="prv")
+    assert epsilon(1.0, sigma, 2, 1e-5, accountant="prv") <= 10.0
+    assert epsilon(1.0, sigma / 1.002, 2, 1e-5, accountant="prv") > 10.0  # the smallest
+    assert sigma == pytest.approx(0.7076, abs=1e-3)
+
+
+@pytest.mark.parametrize("target", [True, "3", None])
+def test_noise_for_epsilon_refuses_a_target_that_is_not_a_number(target):
+    """True was read as a budget of 1.0 (the other arguments refuse bools already)."""
+    with pytest.raises(ValueError, match="target_epsilon must be a real number, got"):
+        noise_for_epsilon(target, 1e-5, 0.01, 100)
+
+
 def _gaussian_delta(eps, sigma):
     """Exact δ(ε) of one Gaussian mechanism (q = 1, sensitivity 1, noise σ): Balle & Wang 2018."""
     from scipy.stats import norm

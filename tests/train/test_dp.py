@@ -127,6 +127,43 @@ def test_poisson_batches_sample_each_example_with_rate_q():
     assert min(sizes) < 50 < 70 < max(sizes)  # the batch size varies, as Poisson sampling must
 
 
+def test_torch_rand_draws_float32_on_the_grid_poisson_batches_corrects():
+    """poisson_batches' exact rate rests on torch.rand's float32 draws being k / 2**24."""
+    u = torch.rand(1 << 16, generator=torch.Generator().manual_seed(0)).double() * 2**24
+    assert torch.equal(u, u.round())
+
+
+def test_poisson_batches_join_with_rate_q_below_float32_resolution():
+    """Stop 33: "torch.rand(n) < q" joined with probability ceil(q * 2**24) / 2**24, so
+    q = 1e-8 sampled at 6.0e-8 (6x the rate the accountant charges; 1e-6 at 1.3 % more).
+    Over 2**20 examples x 150 batches, rate 1e-8 expects 1.6 joins; the old rule 9.4
+    (8 with this seed)."""
+    n, steps, q = 1 << 20, 150, 1e-8
+    joined = sum(len(b) for b in poisson_batches(n, q, steps, torch.Generator().manual_seed(4)))
+    assert joined <= 5
+    # each batch is as before (u < q) wherever no example lands on the grid cell q is in
+    g_old, g_new = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    for new in poisson_batches(3000, 0.037, 20, g_new):
+        assert torch.equal(new, (torch.rand(3000, generator=g_old) < 0.037).nonzero().squeeze(1))
+
+
+def test_poisson_batches_take_the_cell_q_falls_in_with_the_fraction_below_q(monkeypatch):
+    """An example drawn on the grid cell holding q joins with probability (q*2**24) mod 1:
+    every draw put on that cell, 10,000 examples at q = 2.3 / 2**24 join ~30 % of the time
+    (the old rule: all of them)."""
+    q = 2.3 / 2**24
+    real_rand = torch.rand
+
+    def on_the_cell(*size, generator=None, dtype=None):
+        if dtype is None:  # poisson_batches' float32 draw: every example on cell 2
+            return torch.full(size, 2 / 2**24)
+        return real_rand(*size, generator=generator, dtype=dtype)
+
+    monkeypatch.setattr(torch, "rand", on_the_cell)
+    (batch,) = poisson_batches(10_000, q, 1, torch.Generator().manual_seed(0))
+    assert abs(len(batch) / 10_000 - 0.3) < 0.02
+
+
 @pytest.mark.parametrize("mode", ["vmap", "ghost"])
 def test_dpsgd_steps_keep_the_tie_and_account(mode):
     model = TinyLM().float()

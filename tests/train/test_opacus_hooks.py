@@ -401,3 +401,69 @@ def test_a_tie_inside_a_module_that_opacus_samples_with_functorch_is_refused(han
                        r"into a child module"):  # fmt: skip
         grad_sample_module(model)
     assert not hasattr(model.embed.weight, "_forward_counter")  # not wrapped
+
+
+def _conv(padding_mode):
+    return nn.Sequential(nn.Conv1d(2, 3, 3, padding=1, padding_mode=padding_mode), nn.Flatten(),
+                         nn.Linear(3 * 5, 2)).double()  # fmt: skip
+
+
+def _scaled_embedding():
+    return nn.Sequential(nn.Embedding(6, 3, scale_grad_by_freq=True), nn.Flatten(),
+                         nn.Linear(3 * 4, 2)).double()  # fmt: skip
+
+
+_DROPPED = {
+    "circular": (lambda: _conv("circular"), "a Conv1d with padding_mode='circular'"),
+    "reflect": (lambda: _conv("reflect"), "a Conv1d with padding_mode='reflect'"),
+    "replicate": (lambda: _conv("replicate"), "a Conv1d with padding_mode='replicate'"),
+    "scale_grad_by_freq": (_scaled_embedding, "an Embedding with scale_grad_by_freq=True"),
+}
+
+
+def _batch(name):
+    g = torch.Generator().manual_seed(0)
+    if name == "scale_grad_by_freq":
+        x = torch.randint(0, 6, (5, 4), generator=g)
+        x[:, 1] = x[:, 0]  # a token twice in every example: its gradient is scaled by 1/2
+        return x, torch.randint(0, 2, (5,), generator=g)
+    x = torch.randn(5, 2, 5, generator=g, dtype=torch.float64)
+    return x, torch.randint(0, 2, (5,), generator=g)
+
+
+# Opacus' functorch path enters CPU autocast, which warns on float64 and disables itself
+@pytest.mark.filterwarnings("ignore:In CPU autocast, but the target dtype:UserWarning")
+@pytest.mark.parametrize("name", list(_DROPPED))
+def test_a_layer_whose_opacus_sampler_drops_a_setting_is_refused(name):
+    """Stop 33: Opacus' Conv sampler unfolds with zero padding whatever the padding_mode,
+    and its Embedding sampler ignores scale_grad_by_freq: the per-sample gradients were
+    28-66 % off a per-example loop, with no error. Refused before wrapping, naming the
+    layer; under force_functorch=True Opacus follows autograd and equals the loop."""
+    make, what = _DROPPED[name]
+    net = make()
+    with pytest.raises(ValueError, match=rf"grad_sample_module: 0 is {what}.*force_functorch=True"):
+        grad_sample_module(net)
+    assert not hasattr(net, "_module") and not hasattr(net[0].weight, "grad_sample")
+    x, y = _batch(name)
+    want = tying.train.per_example_grads(net, ce, x, y)["0.weight"]
+    gsm = grad_sample_module(copy.deepcopy(net), force_functorch=True)
+    ce(gsm(x), y).mean().backward()
+    torch.testing.assert_close(gsm._module[0].weight.grad_sample, want, rtol=1e-9, atol=1e-12)
+    plain = opacus.GradSampleModule(copy.deepcopy(net))  # what the refusal stops
+    ce(plain(x), y).mean().backward()
+    off = (plain._module[0].weight.grad_sample - want).norm() / want.norm()
+    assert off > 0.1
+
+
+def test_layers_opacus_samples_right_are_still_wrapped():
+    """Zero padding, padding 0 with another mode, and 'same' padding: Opacus' samplers
+    equal a per-example loop, and nothing is refused."""
+    for layer in (nn.Conv1d(2, 3, 3, padding=1), nn.Conv1d(2, 3, 3, padding_mode="circular"),
+                  nn.Conv1d(2, 3, 1, padding="same", padding_mode="reflect")):  # fmt: skip
+        d = 3 * layer(torch.zeros(1, 2, 5)).shape[-1]
+        net = nn.Sequential(layer, nn.Flatten(), nn.Linear(d, 2)).double()
+        x, y = _batch("circular")
+        want = tying.train.per_example_grads(net, ce, x, y)["0.weight"]
+        gsm = grad_sample_module(copy.deepcopy(net))
+        ce(gsm(x), y).mean().backward()
+        torch.testing.assert_close(gsm._module[0].weight.grad_sample, want, rtol=1e-9, atol=1e-12)

@@ -12,7 +12,7 @@ from torch.overrides import TorchFunctionMode
 
 import tying.train.per_example as pex
 from tests.train.models import ce, loop_grads
-from tying.train import DPSGD, private_grad
+from tying.train import DPSGD, per_example_grads, private_grad
 
 
 class Net(nn.Module):
@@ -359,6 +359,51 @@ def test_a_recurrent_layer_that_vmap_cannot_run_is_refused_by_name(kind, dtype):
         dp.step(ce, x, y)
     assert dp.steps == 0
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+class Cell(nn.Module):
+    """A recurrent cell stepped over the sequence by hand."""
+
+    def __init__(self, cell):
+        super().__init__()
+        self.cell, self.head = cell, nn.Linear(5, 3)
+
+    def forward(self, x):  # (B, T, 4) -> (B, 3)
+        h = None
+        for t in range(x.shape[1]):
+            h = self.cell(x[:, t], h)
+        return self.head(h[0] if isinstance(h, tuple) else h)
+
+
+@pytest.mark.parametrize("kind", ["RNNCell", "GRUCell", "LSTMCell"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_recurrent_cell_that_vmap_cannot_run_is_refused_by_name(kind, dtype):
+    """Stop 33: the cells failed with torch's "output with shape [1, 5] doesn't match the
+    broadcast shape [6, 1, 5]" in every dtype, naming nothing (the full layers were named
+    since stop 23)."""
+    torch.manual_seed(0)
+    model = Cell(getattr(nn, kind)(4, 5)).to(dtype)
+    x, y = _sequences(dtype)
+    before = [p.detach().clone() for p in model.parameters()]
+    dp = DPSGD(model, torch.optim.SGD(model.parameters(), lr=0.1), noise_multiplier=0.0,
+               max_grad_norm=1.0, sample_rate=0.1)  # fmt: skip
+    fix = f"opacus.layers.dp_rnn.DP{kind}"
+    with pytest.raises(ValueError, match=rf"cell \({kind}\): per-example .* {fix} .* or freeze"):
+        dp.step(ce, x, y)
+    assert dp.steps == 0
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+@pytest.mark.parametrize("kind", ["DPRNNCell", "DPGRUCell", "DPLSTMCell"])
+def test_the_suggested_opacus_cells_equal_a_loop(kind):
+    dp_rnn = pytest.importorskip("opacus.layers.dp_rnn")
+    torch.manual_seed(0)
+    model = Cell(getattr(dp_rnn, kind)(4, 5, bias=True)).double()
+    x, y = _sequences(torch.float64)
+    got = per_example_grads(model, ce, x, y)
+    want = loop_grads(model, ce, x, y)
+    for n, g in got.items():
+        torch.testing.assert_close(g, want[n], rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.filterwarnings("ignore:There is a performance drop")  # torch's vmap fallback

@@ -274,6 +274,52 @@ def test_an_embedding_with_max_norm_is_refused_before_anything_runs(frozen):
     assert torch.equal(model.emb.weight, before)
 
 
+class _BagModel(nn.Module):
+    def __init__(self, **kwargs):
+        super().__init__()
+        self.bag, self.head = nn.EmbeddingBag(7, 4, mode="sum", **kwargs), nn.Linear(4, 3)
+
+    def forward(self, tok):
+        return self.head(self.bag(tok))
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_an_embedding_bag_with_max_norm_is_refused_before_anything_runs(frozen):
+    """Stop 33: the Embedding check (stop 31) missed its sibling: per_example_grads on an
+    EmbeddingBag(max_norm=0.5) failed with torch's "embedding_renorm_ ... is not possible"
+    and left the weight renormalised by the probe forward (rows moved by 1.7)."""
+    torch.manual_seed(0)
+    model = _BagModel(max_norm=0.5).double()
+    model.bag.weight.requires_grad_(not frozen)
+    before = model.bag.weight.detach().clone()
+    tok, y = torch.randint(0, 7, (5, 4)), torch.randint(0, 3, (5,))
+    with pytest.raises(ValueError, match=r"bag \(EmbeddingBag\) has max_norm=0.5.*max_norm=None"):
+        per_example_grads(model, ce, tok, y)
+    assert torch.equal(model.bag.weight, before)
+
+
+@pytest.mark.filterwarnings("ignore:There is a performance drop")  # torch's vmap fallback
+@pytest.mark.parametrize("bag", [False, True])
+def test_a_trainable_sparse_embedding_is_refused_by_name_and_a_frozen_one_runs(bag):
+    """Stop 33: sparse=True failed with torch's "Could not run 'aten::view' with arguments
+    from the 'SparseCPU' backend", naming no layer."""
+    torch.manual_seed(0)
+    if bag:
+        model, kind = _BagModel(sparse=True).double(), "EmbeddingBag"
+    else:
+        model = nn.Sequential(nn.Embedding(7, 4, sparse=True), nn.Flatten(), nn.Linear(16, 3))
+        model, kind = model.double(), "Embedding"
+    first = "bag" if bag else "0"
+    tok, y = torch.randint(0, 7, (5, 4)), torch.randint(0, 3, (5,))
+    with pytest.raises(ValueError, match=rf"{first} \({kind}\) has sparse=True.*sparse=False"):
+        per_example_grads(model, ce, tok, y)
+    model.get_submodule(first).weight.requires_grad_(False)
+    got = per_example_grads(model, ce, tok, y)
+    want = loop_grads(model, ce, tok, y)
+    for n, g in got.items():
+        torch.testing.assert_close(g, want[n], rtol=1e-10, atol=1e-12)
+
+
 # -- stop 32 round 4: a buffer the forward writes from the batch ------------------------
 
 

@@ -445,7 +445,8 @@ def noise_for_epsilon(
     upper bound that carries Opacus' error margin (``eps_error=0.01``), so budgets
     near 0.01 need much noise and budgets below it cannot be certified. Where PRV's
     grid would be too large (see :func:`epsilon`), only RDP is asked when it is the
-    accountant named; with ``accountant="prv"`` that case is refused.
+    accountant named; with ``accountant="prv"`` such a σ counts as not meeting the
+    budget, and the answer is the smallest σ that PRV can compute and certify.
 
     Args:
         target_epsilon: the ε budget (> 0).
@@ -456,7 +457,8 @@ def noise_for_epsilon(
         σ as a float.
 
     Raises:
-        ValueError: parameters out of range, or a budget no σ ≤ 1e4 reaches.
+        ValueError: parameters out of range (``target_epsilon`` not a finite real
+            number > 0, ``True`` included), or a budget no σ ≤ 1e4 reaches.
         ImportError: Opacus is not installed.
 
     Example:
@@ -469,6 +471,12 @@ def noise_for_epsilon(
     """
     if accountant not in ACCOUNTANTS:
         raise ValueError(f"accountant must be one of {ACCOUNTANTS}, got {accountant!r}")
+    if isinstance(target_epsilon, (bool, str, bytes)) or not hasattr(target_epsilon, "__float__"):
+        # True was read as a budget of 1.0, as _check refuses for the other arguments
+        raise ValueError(
+            f"target_epsilon must be a real number, got "
+            f"{type(target_epsilon).__name__} {target_epsilon!r}"
+        )
     if not (target_epsilon > 0 and math.isfinite(target_epsilon)):
         raise ValueError(f"target_epsilon must be a finite number > 0, got {target_epsilon}")
     _check(sample_rate, 1.0, steps, delta)
@@ -484,7 +492,12 @@ def noise_for_epsilon(
                     return False
             except _PRVGridTooLarge:
                 if name == accountant:
-                    raise
+                    # PRV, the accountant named, cannot certify this σ; its grid shrinks as
+                    # σ grows, so the search goes on above it. Raising here refused a budget
+                    # a larger σ meets, naming a σ the caller never passed (stop 33:
+                    # noise_for_epsilon(0.2, 1e-5, 1e-4, 100_000, accountant="prv") failed
+                    # at σ = 0.224 though σ = 0.829 meets it).
+                    return False
                 # PRV cannot be computed here; RDP's ε (a valid upper bound) met the budget.
         return True
 

@@ -212,6 +212,41 @@ def _refuse_functorch_units(model: nn.Module, uses, samplers) -> None:
                 )
 
 
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _refuse_samplers_that_drop_a_setting(model: nn.Module) -> None:
+    """Refuse a layer whose per-sample gradient Opacus' own sampler computes without one of
+    its settings (stop 33): a ``Conv1d/2d/3d`` with ``padding_mode`` ``"circular"``,
+    ``"reflect"`` or ``"replicate"`` (the sampler unfolds the input with zero padding:
+    28-66 % off a per-example loop) and an ``Embedding`` with ``scale_grad_by_freq`` (the
+    sampler does not scale: 46 % off). Only the exact classes are sampled that way; a
+    subclass, and every layer under ``force_functorch=True``, goes through
+    ``torch.func``, which follows autograd."""
+    for path, module in model.named_modules():
+        weight = module._parameters.get("weight")
+        if weight is None or not weight.requires_grad:
+            continue
+        what = None
+        if (
+            type(module) in _CONVS
+            and module.padding_mode != "zeros"
+            and any(module._reversed_padding_repeated_twice)
+        ):
+            what = f"a {type(module).__name__} with padding_mode={module.padding_mode!r}"
+            wrong = "pads the input with zeros"
+        elif type(module) is nn.Embedding and module.scale_grad_by_freq:
+            what = "an Embedding with scale_grad_by_freq=True"
+            wrong = "does not scale by the tokens' frequency"
+        if what is not None:
+            raise ValueError(
+                f"grad_sample_module: {path or '<root>'} is {what}, and Opacus' per-sample "
+                f"gradient of that layer {wrong} (its per-sample gradients would be off "
+                f"autograd's with no error); pass force_functorch=True (Opacus then "
+                f"follows autograd), or use tying.train.DPSGD or per_example_grads"
+            )
+
+
 def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwargs):
     """Opacus' ``GradSampleModule`` (hooks mode) whose per-sample gradients count tied uses.
 
@@ -229,7 +264,9 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
         TieError: a tied slot on a module other than ``nn.Linear``/``nn.Embedding``, an
             Embedding with ``max_norm``/``scale_grad_by_freq``, or a source that is not a
             parameter (the model is left unwrapped).
-        ValueError: ``batch_first=False``.
+        ValueError: ``batch_first=False``; a layer Opacus' own sampler gets wrong (an
+            Embedding with ``padding_idx`` or ``scale_grad_by_freq``, a Conv with a
+            ``padding_mode`` other than ``"zeros"``), naming it.
         ImportError: Opacus is not installed (names the extra).
 
     Example:
@@ -275,6 +312,8 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
                 f"of); use tying.train.DPSGD or per_example_grads (they follow autograd), or "
                 f"padding_idx=None"
             )
+    if not kwargs.get("force_functorch", False):
+        _refuse_samplers_that_drop_a_setting(model)
     ours = {type(m) for _, m, _, _ in uses if any(True for _ in m.parameters(recurse=False))}
     _refuse_functorch_units(model, uses, {*GradSampleModule.GRAD_SAMPLERS, *ours})
     for _, module, _, _ in uses:  # Opacus' documented extension point, per class

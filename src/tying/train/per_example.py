@@ -176,19 +176,22 @@ def _refuse_recurrent_kernels(modules, err: RuntimeError) -> None:
     example's shape in place; with per-example weights under ``vmap`` most of them fail
     with torch's "output with shape [1, 20] doesn't match the broadcast shape [6, 1, 20]"
     (a float64 LSTM, every GRU and RNN tried at stop 23; a float32 LSTM runs, and its
-    gradients equal a per-example loop). Only a failure of a model holding one is turned
-    into this error; the original is chained.
+    gradients equal a per-example loop). The cells (``nn.RNNCell``/``GRUCell``/``LSTMCell``)
+    fail the same way in every dtype (stop 33: torch's message named no layer). Only a
+    failure of a model holding one is turned into this error; the original is chained.
     """
-    rnns = [(path, m) for path, m in modules if isinstance(m, nn.RNNBase)]
+    rnns = [(path, m) for path, m in modules if isinstance(m, (nn.RNNBase, nn.RNNCellBase))]
     if not rnns:
         return
     path, mod = rnns[0]
     kind = type(mod).__name__
+    dp_kind = "DPRNN" + kind[3:] if kind.startswith("RNN") else "DP" + kind
+    where = "opacus.layers.dp_rnn" if kind.endswith("Cell") else "opacus.layers"
     raise ValueError(
         f"{path or '<root>'} ({kind}): per-example gradients through torch's fused "
         f"recurrent kernel failed under torch.func.vmap ({str(err)[:120]}); replace it with "
-        f"opacus.layers.DP{kind.upper() if kind == 'RNN' else kind} (the same layer built "
-        f"from nn.Linear, which mode='vmap' handles), or freeze it (requires_grad_(False))"
+        f"{where}.{dp_kind} (the same layer built from nn.Linear, which mode='vmap' "
+        f"handles), or freeze it (requires_grad_(False))"
     ) from err
 
 
@@ -223,20 +226,35 @@ def _refuse_buffer_in_place(modules, err: RuntimeError) -> None:
 
 
 def _refuse_in_place_renorm(modules) -> None:
-    """Refuse an ``nn.Embedding`` with ``max_norm``, before anything runs.
+    """Refuse an ``nn.Embedding``/``nn.EmbeddingBag`` with ``max_norm``, or a trainable
+    one with ``sparse=True``, before anything runs.
 
-    Its forward renormalises rows of the weight in place (``torch.embedding_renorm_``),
-    which ``torch.func.vmap`` cannot run (torch's "embedding_renorm_ ... is not possible
-    because there exists a Tensor `other` ...", trainable weight or frozen), and which a
-    probe forward on the batch would have applied to the model before that error.
+    A ``max_norm`` forward renormalises rows of the weight in place
+    (``torch.embedding_renorm_``), which ``torch.func.vmap`` cannot run (torch's
+    "embedding_renorm_ ... is not possible because there exists a Tensor `other` ...",
+    trainable weight or frozen), and which a probe forward on the batch would have applied
+    to the model before that error (stop 33: an ``EmbeddingBag(max_norm=0.5)`` was left
+    renormalised, rows moved by 1.7, by the call that failed). A sparse gradient has no
+    per-example form here (torch's "Could not run 'aten::view' ... 'SparseCPU' backend",
+    naming no layer).
     """
     for path, mod in modules:
-        if isinstance(mod, nn.Embedding) and mod.max_norm is not None:
+        if not isinstance(mod, (nn.Embedding, nn.EmbeddingBag)):
+            continue
+        kind = type(mod).__name__
+        if mod.max_norm is not None:
             raise ValueError(
-                f"{path or '<root>'} (Embedding) has max_norm={mod.max_norm}: its forward "
+                f"{path or '<root>'} ({kind}) has max_norm={mod.max_norm}: its forward "
                 f"renormalises the weight in place, which per-example gradients "
                 f"(torch.func.vmap) cannot run; set max_norm=None and renormalise after each "
                 f"step instead (torch.embedding_renorm_ under torch.no_grad())"
+            )
+        if mod.sparse and mod.weight.requires_grad:
+            raise ValueError(
+                f"{path or '<root>'} ({kind}) has sparse=True: its gradient is a sparse "
+                f"tensor, which per-example gradients (torch.func.vmap) cannot form; set "
+                f"sparse=False (DP-SGD's noise makes every row's gradient dense anyway), or "
+                f"freeze it (requires_grad_(False))"
             )
 
 
