@@ -152,3 +152,28 @@ def test_object_arrays_of_real_numbers_are_still_read():
     assert data.xs[0].tolist() == [1.0, 0.0, 1.0, 1.0] and data.weight[0].tolist() == [2.0] * 4
     with pytest.raises(ValueError, match=r"y has 1 NaN/inf value\(s\), the first at point 1"):
         stack([(np.arange(3.0), np.array([1.0, None, 2.0], dtype=object))])
+
+
+def test_a_dict_with_lmfit_weights_is_told_that_sigma_is_one_over_weights():
+    # lmfit's weights multiply the residual (1/sigma): read as sigma they would invert each
+    # point's weight, so the key is refused, now with the conversion; a dict with a key
+    # that is not a str raised sorted()'s bare "'<' not supported" naming nothing
+    x = np.arange(3.0)
+    with pytest.raises(TypeError, match=r"got keys \['weights', 'x', 'y'\]; lmfit's 'weights' "
+                                        r"multiply the residual, so pass 'sigma': 1 / weights"):  # fmt: skip
+        stack([{"x": x, "y": x, "weights": 2 * np.ones(3)}])
+    with pytest.raises(TypeError, match=r"dataset 0: a dict data set needs keys .* got keys "
+                                        r"\[0, 'x', 'y'\]$"):  # fmt: skip
+        stack([{"x": x, "y": x, 0: x}])
+
+
+def test_a_two_dimensional_y_is_told_to_pass_one_data_set_per_row_not_to_flatten():
+    # lmfit's multi-data-set example keeps its five data sets as rows of one (5, 151)
+    # array; the advice was "flatten it", which makes one data set of 755 points
+    x = np.linspace(-1, 2, 151)
+    with pytest.raises(ValueError, match=r"got shape \(5, 151\); for several data sets in the "
+                                         r"rows of one array pass one data set per row: "
+                                         r"\[\(x, row\) for row in y\]"):  # fmt: skip
+        stack([(x, np.ones((5, 151)))])
+    with pytest.raises(ValueError, match=r"got shape \(151, 1\); flatten the column: y.ravel\(\)"):
+        stack([(x, np.ones((151, 1)))])

@@ -140,3 +140,34 @@ def test_same_chi2_values_and_errors_as_lmfit(method):
     np.testing.assert_allclose(
         ours.covariance, ref.covar[np.ix_([i_c, i_w], [i_c, i_w])], rtol=2e-3, atol=1e-9
     )
+
+
+def test_a_second_independent_variable_as_a_column_of_x_matches_lmfit_independent_vars():
+    # lmfit's Model(f, independent_vars=["x", "t"]) ported as fixed={"t": t} (one value per
+    # point) is refused with the way to write it: t as a column of x (stop 33 review)
+    lmfit = pytest.importorskip("lmfit", reason="lmfit is the anchor: pip install 'tying[bench]'")
+    rng = np.random.default_rng(3)
+    x, t = np.linspace(0, 2, 50), rng.uniform(0, 1, 50)
+    y = 2.0 * np.exp(-0.8 * x) + 0.5 * t + rng.normal(0, 0.02, 50)
+
+    def f(x, t, a, k, b):
+        return a * np.exp(-k * x) + b * t
+
+    fit = GlobalFit(f, [(x, y)], shared=["a", "k", "b"], fixed={"t": t},
+                    init={"a": 1.0, "k": 1.0, "b": 0.0})  # fmt: skip
+    with pytest.raises(ValueError, match=r"fixed\['t'\] must be a number or 1 values .* got "
+                                         r"shape \(50,\); .* x = np.column_stack\(\[x, t\]\)"):  # fmt: skip
+        fit.run()
+
+    def g(xt, a, k, b):
+        return a * np.exp(-k * xt[:, 0]) + b * xt[:, 1]
+
+    ours = GlobalFit(g, [(np.column_stack([x, t]), y)], shared=["a", "k", "b"],
+                     init={"a": 1.0, "k": 1.0, "b": 0.0}).run()  # fmt: skip
+    ref = lmfit.Model(f, independent_vars=["x", "t"]).fit(y, x=x, t=t, a=1.0, k=1.0, b=0.0)
+    assert ours.success and ref.success
+    assert ours.chi2 == pytest.approx(ref.chisqr, rel=1e-9)
+    for name in ("a", "k", "b"):
+        p = ref.params[name]
+        assert abs(ours.values[name] - p.value) < 1e-3 * p.stderr
+        assert ours.stderr[name] == pytest.approx(p.stderr, rel=1e-3)

@@ -300,3 +300,42 @@ def test_a_name_python_normalised_in_the_signature_gets_a_hint():
     fit = GlobalFit(namespace["model"], [(x, 2 * x)], shared=["\u00b5"], init={"\u00b5": 0.0})
     with pytest.raises(ValueError, match=r"did you mean 'μ' \('\\u03bc'\)\? Python stores"):
         fit.run()
+
+
+def test_an_lmfit_parameter_is_refused_where_its_bounds_vary_or_expr_would_be_lost():
+    # a Parameter casts to its value: init=params (an lmfit Parameters, ported as it was)
+    # fitted a past its max of 2 (a = 3.0), varied k (vary=False) and fitted c freely
+    # (expr='a/10'), all with success=True and no word (stop 33 review)
+    lmfit = pytest.importorskip("lmfit", reason="lmfit is the anchor: pip install 'tying[bench]'")
+    params = lmfit.create_params(
+        a=dict(value=1.0, min=0.0, max=2.0), k=dict(value=1.0, vary=False),
+        c=dict(value=0.0, expr="a/10"),
+    )  # fmt: skip
+    x = np.linspace(0, 5, 40)
+    data = [(x, 3 * np.exp(-0.7 * x) + 0.5)]
+
+    def decay(x, a, k, c):
+        return a * np.exp(-k * x) + c
+
+    fit = GlobalFit(decay, data, shared=["a", "k", "c"], init=params)
+    with pytest.raises(TypeError, match=r"init\['a'\] is an lmfit Parameter .* its min=0\.0, "
+                                        r"max=2\.0 would be dropped .* bounds=\{'a': \(0\.0, 2\.0\)"):  # fmt: skip
+        fit.run()
+    fit.init = {"a": 1.0, "k": params["k"], "c": 0.0}
+    with pytest.raises(TypeError, match=r"init\['k'\] .* vary=False .* fixed=\{'k': 1\.0\}"):
+        fit.run()
+    fit.init = {"a": 1.0, "k": 1.0, "c": params["c"]}
+    with pytest.raises(TypeError, match=r"init\['c'\] .* its expr='a/10' would be dropped"):
+        fit.run()
+    fit.shared, fit.local = ["a", "k"], ["c"]
+    fit.init = {"a": 1.0, "k": 1.0, "c": [params["c"]]}  # one per data set: each is checked
+    with pytest.raises(TypeError, match=r"init\['c'\] .* expr='a/10'"):
+        fit.run()
+    fit.shared, fit.local = ["a", "c"], []
+    fit.fixed, fit.init = {"k": params["k"]}, {"a": 1.0, "c": 0.0}  # vary=False and fixed agree
+    assert fit.run().values["k"] == 1.0
+    # a Parameter with nothing to lose (varied, unbounded, no expr) is read as its value
+    fit.shared, fit.fixed = ["a", "k", "c"], None
+    fit.init = {"a": lmfit.Parameter("a", value=1.5), "k": 1.0, "c": 0.0}
+    res = fit.run()
+    assert res.success and round(res.values["a"], 8) == 3.0

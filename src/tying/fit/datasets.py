@@ -113,9 +113,16 @@ def as_dataset(item: Any, index: int) -> Dataset:
     if isinstance(item, Mapping):
         unknown = set(item) - {"x", "y", "sigma", "metadata", "name"}
         if unknown or "x" not in item or "y" not in item:
+            # lmfit's weights multiply the residual (weights = 1/sigma): read as sigma they
+            # would invert every point's weight, so the name is the only guard
+            hint = (
+                "; lmfit's 'weights' multiply the residual, so pass 'sigma': 1 / weights"
+                if {"weights", "weight", "w"} & unknown
+                else ""
+            )
             raise TypeError(
                 f"dataset {index}: a dict data set needs keys 'x' and 'y' (optional 'sigma', "
-                f"'metadata', 'name'), got keys {sorted(item)}"
+                f"'metadata', 'name'), got keys {sorted(item, key=str)}{hint}"
             )
         return Dataset(
             item["x"], item["y"], item.get("sigma"), item.get("metadata") or {}, item.get("name")
@@ -249,7 +256,20 @@ def stack(datasets: Sequence[Any]) -> StackedData:
         x = _as_float(where, "x", ds.x)
         y = _as_float(where, "y", ds.y)
         if y.ndim != 1:
-            raise ValueError(f"{where}: y must be 1-D, got shape {y.shape}; flatten it")
+            # lmfit's multi-data-set example keeps its data sets as rows of one (K, n) array:
+            # flattening it (the old advice) makes one data set of K·n points
+            column = y.ndim == 2 and y.shape[1] == 1
+            raise ValueError(
+                f"{where}: y must be 1-D (one value per point), got shape {y.shape}; "
+                + (
+                    "give an array of one value per point"
+                    if y.ndim == 0
+                    else "flatten the column: y.ravel()"
+                    if column
+                    else "for several data sets in the rows of one array pass one data set "
+                    "per row: [(x, row) for row in y]"
+                )
+            )
         if len(y) == 0:
             raise ValueError(f"{where}: has no points")
         if x.ndim == 0 or len(x) != len(y):

@@ -51,13 +51,54 @@ from tying.core import Count, Group, TieError
 ROLES = ("shared", "per_group", "local", "fixed")
 
 
+def _lmfit_parameter(label: str, value: Any) -> None:
+    """Refuse an lmfit ``Parameter`` whose bounds, ``vary=False`` or ``expr`` a cast would drop.
+
+    A ``Parameter`` casts to its value, so ``init=params`` (an lmfit ``Parameters``, ported
+    as it was) fitted ``a`` past its ``max``, varied a ``vary=False`` parameter and fitted
+    an ``expr`` parameter freely, with no error (stop 33 review). Here roles, bounds and
+    start values are declared apart, so what the Parameter holds beyond its value is
+    refused by name instead of lost. A plain one (no bounds, varied, no expr) loses
+    nothing and is read as its value, as before.
+    """
+    items = value if isinstance(value, (list, tuple)) else [value]
+    key = label[label.index("[") + 1 : label.index("]")] if "[" in label else "'name'"
+    role = label.split("[")[0]
+    if role not in ("init", "fixed"):  # a bound is a number; what it came from is moot
+        return
+    for item in items:
+        if not all(hasattr(item, a) for a in ("value", "min", "max", "vary", "expr")):
+            continue
+        lost, fixes = [], []
+        if item.expr:  # lmfit sets vary=False on an expr parameter: the expr is the point
+            lost.append(f"expr={item.expr!r}")
+            fixes.append(
+                "a tie is a role (shared= or per_group=), any other constraint is written "
+                "into model_fn"
+            )
+        elif role != "fixed" and not item.vary:  # a fixed value is held anyway
+            lost.append("vary=False")
+            fixes.append(f"hold it with fixed={{{key}: {item.value}}} instead of {role}")
+        lo, hi = item.min, item.max
+        if role != "fixed" and (lo is not None and lo > -np.inf or hi is not None and hi < np.inf):
+            lost.append(f"min={lo}, max={hi}")
+            fixes.append(f"give bounds={{{key}: ({lo}, {hi})}} and {role}={{{key}: {item.value}}}")
+        if lost:
+            raise TypeError(
+                f"{label} is an lmfit Parameter ({getattr(item, 'name', '?')!r}) and {role} "
+                f"reads only its value: its {', '.join(lost)} would be dropped without a "
+                f"word; {'; '.join(fixes)}"
+            )
+
+
 def _real(label: str, value: Any) -> np.ndarray:
     """``value`` as a float array, refusing what a cast would silently change or misread.
 
     ``np.asarray(v, dtype=float)`` parsed a string (``init={"a": "1"}``), took ``True`` for
     1, and failed on a complex value or a dict with a message that named nothing (stop 31
-    review).
+    review); an lmfit ``Parameter`` lost its bounds, ``vary`` and ``expr`` (stop 33).
     """
+    _lmfit_parameter(label, value)
     arr = np.asarray(value)
     kind = arr.dtype.kind
     if kind == "O":
@@ -447,7 +488,9 @@ class ParameterMap:
             else:
                 raise ValueError(
                     f"fixed[{name!r}] must be a number or {self.n_datasets} values (one per "
-                    f"data set), got shape {arr.shape}"
+                    f"data set), got shape {arr.shape}; a second independent variable (one "
+                    f"value per point, lmfit's independent_vars) goes into x as a column: "
+                    f"x = np.column_stack([x, {name}]), read in model_fn as x[:, 0], x[:, 1]"
                 )
         return out
 
