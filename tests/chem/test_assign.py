@@ -631,3 +631,26 @@ def test_count_unique_parameters_refuses_mixed_force_fields_and_non_assignments(
         count_unique_parameters(["CCO"])
     counts = count_unique_parameters(sage.assign(s) for s in ("CC", "CO"))
     assert counts["Bonds"] == 4 and count_unique_parameters([]) == {"total": 0}
+
+
+def test_count_unique_parameters_refuses_one_id_naming_two_parameters(tmp_path):
+    # Two force fields of one name (the file's stem): b2 is C-O in one and C-C in the
+    # other, and the two were counted as one parameter (2 bonds instead of 3).
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = write_offxml(tmp_path / "a", [bond("[*:1]~[*:2]", "b1"), bond("[#6:1]-[#8:2]", "b2")],
+                         name="mine")  # fmt: skip
+    second = write_offxml(tmp_path / "b", [bond("[*:1]~[*:2]", "b1"), bond("[#6:1]-[#6:2]", "b2")],
+                          name="mine")  # fmt: skip
+    labelled = [SmirksAssigner(p, sections=["Bonds"]).assign("CCO") for p in (first, second)]
+    assert labelled[0].force_field == labelled[1].force_field == "mine"
+    with pytest.raises(ValueError, match=r"item 1 \(mine\) uses Bonds 'b2' = \[#6:1\]-\[#6:2\], "
+                       r"but an earlier item's 'b2' is \[#6:1\]-\[#8:2\] with length=1.5 angstrom"
+                       r".* count each force field's assignments separately"):  # fmt: skip
+        count_unique_parameters(labelled)
+    # The same content read from two paths is one force field: counted as before.
+    copy = tmp_path / "b" / "copy" / "mine.offxml"
+    copy.parent.mkdir()
+    copy.write_bytes(first.read_bytes())
+    again = SmirksAssigner(copy, sections=["Bonds"]).assign("CCO")
+    assert count_unique_parameters([labelled[0], again]) == {"Bonds": 2, "total": 2}

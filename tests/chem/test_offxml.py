@@ -9,6 +9,7 @@ pytest.importorskip("openforcefields")
 
 from tying.chem import (  # noqa: E402
     ForceFieldNotFoundError,
+    OffxmlError,
     available_force_fields,
     find_force_field,
     load_force_field,
@@ -110,6 +111,42 @@ def test_a_file_that_is_not_smirnoff(tmp_path):
     bad.write_text("<Other></Other>")
     with pytest.raises(ValueError, match="expected a <SMIRNOFF> document, got <Other>"):
         load_force_field(bad)
+
+
+@pytest.mark.parametrize(
+    "root, match",
+    [
+        # read as SMIRNOFF 0.3 before: a later version may give its values another meaning
+        ('<SMIRNOFF version="1.0" aromaticity_model="OEAroModel_MDL">',
+         r"tiny-1.0.0.offxml: <SMIRNOFF version='1.0'> is not supported: expected 0.1 to 0.3 "
+         r"\(as the OpenFF toolkit\); .* write the file in SMIRNOFF 0.3"),
+        ('<SMIRNOFF version="0.4" aromaticity_model="OEAroModel_MDL">',
+         r"<SMIRNOFF version='0.4'> is not supported"),
+        ('<SMIRNOFF version="draft" aromaticity_model="OEAroModel_MDL">',
+         r"<SMIRNOFF version='draft'> is not supported"),
+        ('<SMIRNOFF aromaticity_model="OEAroModel_MDL">',
+         r"tiny-1.0.0.offxml: the <SMIRNOFF> tag has no version attribute; .* add "
+         r'version="0.3"'),
+    ],
+)  # fmt: skip
+def test_a_document_version_the_toolkit_refuses_is_refused(tmp_path, root, match):
+    path = write_offxml(tmp_path, [bond("[#6:1]-[#6:2]", "cc")])
+    text = path.read_text()
+    path.write_text(
+        text.replace('<SMIRNOFF version="0.3" aromaticity_model="OEAroModel_MDL">', root)
+    )
+    assert path.read_text() != text
+    with pytest.raises(OffxmlError, match=match):
+        load_force_field(path)
+
+
+@pytest.mark.parametrize("version", ["0.3", "0.3.0", "0.2"])
+def test_a_document_version_the_toolkit_reads_is_read(tmp_path, version):
+    path = write_offxml(tmp_path, [bond("[#6:1]-[#6:2]", "cc", 1.53)])
+    path.write_text(
+        path.read_text().replace('SMIRNOFF version="0.3"', f'SMIRNOFF version="{version}"')
+    )
+    assert load_force_field(path)["Bonds"]["cc"]["length"].value == 1.53
 
 
 def test_an_unreadable_value_names_the_parameter(tmp_path):

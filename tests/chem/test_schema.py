@@ -414,3 +414,40 @@ def test_a_positive_divisor_is_read_as_written(tmp_path):
     ff = load_force_field(path)
     assert [ff.idivf("ProperTorsions", t) for t in ff["ProperTorsions"]["t1"].terms] == [0.5, 1.0]
     assert ff.idivf("ImproperTorsions", ff["ImproperTorsions"]["i1"].terms[0]) == 2.0
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        # the toolkit reads <idivf1>2.0</idivf1> as idivf1="2.0" (k / 2); it was left out
+        # here, so the term's divisor was the default 1, without a word
+        (('idivf1="1.0" idivf2="1.0"/>', 'idivf2="1.0"><idivf1>2.0</idivf1></Proper>'),
+         r"mutant.offxml ProperTorsions id 't1': <Proper> holds the element <idivf1>; a "
+         r"parameter's values are read from its attributes only .* write it as idivf1=\"...\""),
+        (('k1="1.1 * kilocalorie_per_mole"/>', '><k1>1.1 * kilocalorie_per_mole</k1></Improper>'),
+         r"ImproperTorsions id 'i1': <Improper> holds the element <k1>"),
+        # an id written as an element: the toolkit names the parameter by it, we did not
+        (('id="n2" epsilon="0.086 * kilocalorie_per_mole" sigma="3.4 * angstrom"/>',
+          'epsilon="0.086 * kilocalorie_per_mole" sigma="3.4 * angstrom"><id>n2</id></Atom>'),
+         r"mutant.offxml vdW parameter 2: <Atom> holds the element <id>"),
+        (('id="a1" angle="109.5 * degree" k="100.0 * kilocalorie_per_mole / radian ** 2"/>',
+          'id="a1" angle="109.5 * degree" k="100.0 * kilocalorie_per_mole / radian ** 2">'
+          "sp3</Angle>"),
+         r"Angles id 'a1': <Angle> holds the text 'sp3'; .* remove the text"),
+    ],
+)  # fmt: skip
+def test_a_value_written_inside_a_parameter_is_refused(tmp_path, change, match):
+    text = BASE.replace(*change)
+    assert text != BASE
+    assert re.search(match, _check(tmp_path, text, "content")), match
+
+
+def test_a_parameter_with_a_parent_id_loads_as_the_toolkit_reads_it(tmp_path):
+    # parent_id is an attribute of every toolkit ParameterType (force-field fitting writes
+    # it); it was refused as unknown. Read as text, like id; labels do not change.
+    text = BASE.replace('id="b2"', 'id="b2" parent_id="b1"')
+    assert _check(tmp_path, text, "parent_id") == ""
+    ff = load_force_field(tmp_path / "mutant.offxml")
+    assert ff["Bonds"]["b2"]["parent_id"] == "b1"
+    assert "parent_id" not in ff["Bonds"]["b1"].values
+    assert SmirksAssigner(ff, sections=["Bonds"]).assign("CC").ids("Bonds")[(0, 2)] == "b2"

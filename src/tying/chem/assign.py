@@ -173,7 +173,8 @@ def count_unique_parameters(assignments: Iterable[Assignment]) -> dict[str, int]
         TypeError: for one Assignment or a string instead of a collection, or an item
             that is not an Assignment (names its position).
         ValueError: when the assignments come from different force fields (their ids
-            name different parameters).
+            name different parameters), also two of one name (an id naming two
+            different parameters).
 
     Example:
         >>> assigner = SmirksAssigner("openff-2.3.0")
@@ -182,9 +183,10 @@ def count_unique_parameters(assignments: Iterable[Assignment]) -> dict[str, int]
         (4, True)
     """
     from tying.chem.parallel import check_many
+    from tying.chem.used_parameters import add_used
 
     check_many(assignments, "count_unique_parameters", "Assignments")
-    used: dict[str, set[str]] = {}
+    used: dict[str, dict[str, Parameter]] = {}
     force_field = None
     for k, a in enumerate(assignments):
         if not isinstance(a, Assignment):
@@ -202,8 +204,7 @@ def count_unique_parameters(assignments: Iterable[Assignment]) -> dict[str, int]
                 f"ones before with {force_field!r}; parameter ids of two force fields name "
                 f"different parameters, so count each force field's assignments separately"
             )
-        for section, ids in a.used().items():
-            used.setdefault(section, set()).update(ids)
+        add_used(used, a, k)  # an id that names two parameters is refused
     out = {s: len(ids) for s, ids in used.items()}
     out["total"] = sum(out.values())
     return out

@@ -76,8 +76,10 @@ def drug_like_smiles(n: int, *, seed: int = 0) -> list[str]:
         Canonical SMILES, each a different molecule with 12-36 heavy atoms.
 
     Raises:
-        ValueError: when ``n`` is not a positive int, or more molecules are asked for
-            than the building blocks can make.
+        ValueError: when ``n`` is not a positive int, ``seed`` is negative, or more
+            molecules are asked for than the building blocks can make.
+        TypeError: when ``seed`` is not an int (None would draw a different list on
+            every call).
 
     Example:
         >>> smiles = drug_like_smiles(5)
@@ -86,6 +88,7 @@ def drug_like_smiles(n: int, *, seed: int = 0) -> list[str]:
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
+    _check_seed(seed)
     out: list[str] = []
     seen: set[str] = set()
     stale = 0
@@ -104,6 +107,19 @@ def drug_like_smiles(n: int, *, seed: int = 0) -> list[str]:
         f"only {len(out)} distinct drug-like molecules can be built from the shipped set; "
         f"asked for {n}"
     )
+
+
+def _check_seed(seed: object) -> None:
+    """Refuse a seed that does not name one list: None (fresh entropy), a bool, a float, a Generator."""
+    # NumPy took seed=None as fresh entropy (a new list every call: a benchmark that could
+    # not be re-run, silently), seed=True as 1, and a Generator as itself (its state moved).
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(
+            f"seed must be an int (the same (n, seed) gives the same list), got "
+            f"{type(seed).__name__}: {seed!r:.80}; pass e.g. seed=0"
+        )
+    if seed < 0:
+        raise ValueError(f"seed must be 0 or above, got {seed}; pass e.g. seed=0")
 
 
 def _enumerate(seed: int) -> Iterator[str | None]:

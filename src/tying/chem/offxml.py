@@ -28,7 +28,7 @@ from importlib import metadata
 from typing import Any
 
 from tying.chem.errors import ForceFieldNotFoundError, OffxmlError
-from tying.chem.schema import read_header, read_parameter
+from tying.chem.schema import _version, read_header, read_parameter
 from tying.chem.units import Quantity
 
 ENTRY_POINT_GROUP = "openforcefield.smirnoff_forcefield_directory"
@@ -373,6 +373,7 @@ def _parse(path: pathlib.Path, data: bytes, digest: str) -> ForceField:
         raise OffxmlError(f"{path}: not a readable XML file ({err})") from err
     if root.tag != "SMIRNOFF":
         raise OffxmlError(f"{path}: expected a <SMIRNOFF> document, got <{root.tag}>")
+    _check_document_version(path, root.get("version"))
     sections: dict[str, Section] = {}
     for elem in root:
         if not isinstance(elem.tag, str) or elem.tag in ("Author", "Date"):
@@ -414,6 +415,9 @@ def _read_section(path: pathlib.Path, elem: ET.Element) -> Section:
         attrib = dict(child.attrib)
         pid = attrib.pop("id", None)
         where = f"{path.name} {elem.tag} id {pid!r}" if pid is not None else position
+        _check_no_content(where, child)
+        # Like id, a base attribute of every parameter (the toolkit's ParameterType): text.
+        parent_id = attrib.pop("parent_id", None)
         smirks = attrib.pop("smirks", None)
         if not smirks or not smirks.strip():
             raise OffxmlError(f"{where}: missing or empty smirks attribute; add its SMIRKS pattern")
@@ -431,5 +435,58 @@ def _read_section(path: pathlib.Path, elem: ET.Element) -> Section:
             )
         seen[pid] = len(params)
         values = read_parameter(where, elem.tag, attrib)
+        if parent_id is not None:
+            values["parent_id"] = parent_id
         params.append(Parameter(elem.tag, pid, smirks, len(params), values))
     return Section(elem.tag, attributes, tuple(params))
+
+
+# The SMIRNOFF document versions the OpenFF toolkit reads (ForceField refuses the rest).
+_DOCUMENT_VERSIONS = ("0.1", "0.3")
+
+
+def _check_document_version(path: pathlib.Path, text: str | None) -> None:
+    """Refuse a ``<SMIRNOFF>`` tag without a version, or with one the toolkit does not read.
+
+    A document of a later version (``version="1.0"``) was read as if it were 0.3, its
+    values taken to mean what they mean in 0.3, without a word; the toolkit refuses it.
+    """
+    lo, hi = _DOCUMENT_VERSIONS
+    if text is None:
+        raise OffxmlError(
+            f"{path.name}: the <SMIRNOFF> tag has no version attribute; the version says what "
+            f'its values mean (supported: {lo} to {hi}, as the OpenFF toolkit); add version="{hi}" '
+            f"if the file follows SMIRNOFF {hi}"
+        )
+    version = _version(text)
+    if version is None or not _version(lo) <= version <= _version(hi):
+        raise OffxmlError(
+            f"{path.name}: <SMIRNOFF version={text!r}> is not supported: expected {lo} to {hi} "
+            f"(as the OpenFF toolkit); a later version may give its values another meaning; "
+            f"write the file in SMIRNOFF {hi}"
+        )
+
+
+def _check_no_content(where: str, param: ET.Element) -> None:
+    """Refuse a parameter that holds elements or text: its values must be attributes.
+
+    The OpenFF toolkit reads ``<Proper ...><idivf1>2.0</idivf1></Proper>`` as the attribute
+    ``idivf1="2.0"`` (its XML reader makes no difference between the two); read attributes
+    only, such a value was left out, so the term's divisor (k, an id, ...) differed from the
+    toolkit's without a word.
+    """
+    nested = [child.tag for child in param if isinstance(child.tag, str)]
+    if nested:
+        tag = nested[0]
+        raise OffxmlError(
+            f"{where}: <{param.tag}> holds the element <{tag}>; a parameter's values are read "
+            f"from its attributes only (the OpenFF toolkit reads <{tag}> as the attribute {tag}); "
+            f'write it as {tag}="..." on the <{param.tag}> tag, or remove it'
+        )
+    text = (param.text or "").strip()
+    if text:
+        raise OffxmlError(
+            f"{where}: <{param.tag}> holds the text {text[:40]!r}; a parameter's values are "
+            f"attributes (the OpenFF toolkit refuses text too); remove the text or make it an "
+            f"XML comment"
+        )
