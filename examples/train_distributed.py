@@ -2,7 +2,8 @@
 
     torchrun --standalone --nproc-per-node 2 examples/train_distributed.py /tmp/ckpt.safetensors
 
-CPU (gloo) here; on GPUs use backend "nccl" and move the model to the rank's device.
+CPU (gloo) here, also on a machine with GPUs (the device mesh is a CPU one); on GPUs use
+backend "nccl", a "cuda" mesh, and move the model to the rank's device.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.device_mesh import init_device_mesh
 
 import tying
 import tying.distributed as td
@@ -29,7 +31,10 @@ def build() -> nn.Module:
 def main(path: str) -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
-    model = td.fully_shard(build(), units=["*"])  # one FSDP unit per block, ties kept
+    # the mesh says CPU: FSDP2's default mesh is CUDA's wherever a GPU is seen, and gloo
+    # then fails inside FSDP's set-up
+    mesh = init_device_mesh("cpu", (world,))
+    model = td.fully_shard(build(), units=["*"], mesh=mesh)  # one FSDP unit per block, ties kept
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(64, 16, generator=gen)

@@ -90,7 +90,12 @@ def _worker(rank: int, mode: str, port: int, out: str) -> None:
 
         model.register_comm_hook(None, count_hook)
     else:
-        real_rs, real_ar = dist.reduce_scatter_single, dist.all_reduce
+        # FSDP2's gradient reduce-scatter: reduce_scatter_single in torch 2.13,
+        # reduce_scatter_tensor before (the same input position)
+        rs_name = next(
+            n for n in ("reduce_scatter_single", "reduce_scatter_tensor") if hasattr(dist, n)
+        )
+        real_rs, real_ar = getattr(dist, rs_name), dist.all_reduce
 
         def rs(*a, **k):
             reduced[0] += k.get("input", a[1] if len(a) > 1 else None).numel()
@@ -100,7 +105,8 @@ def _worker(rank: int, mode: str, port: int, out: str) -> None:
             reduced[0] += tensor.numel()
             return real_ar(tensor, *a, **k)
 
-        dist.reduce_scatter_single, dist.all_reduce = rs, ar
+        setattr(dist, rs_name, rs)
+        dist.all_reduce = ar
         units = {"fsdp-root": [], "fsdp-layers": ["layers.*"]}[mode]
         model = td.fully_shard(m, units=units)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -110,7 +116,8 @@ def _worker(rank: int, mode: str, port: int, out: str) -> None:
         model(x).pow(2).mean().backward()
         opt.step()
     if mode != "ddp":
-        dist.reduce_scatter_single, dist.all_reduce = real_rs, real_ar
+        setattr(dist, rs_name, real_rs)
+        dist.all_reduce = real_ar
     holds = m.head.weight is m.embed.weight or mode != "ddp"
     holds = holds and all(type(m.layers[i][0]).__name__.find("Tied") >= 0 for i in range(1, 4))
     td.save(model, os.path.join(out, f"{mode}.safetensors"))

@@ -30,13 +30,14 @@ Example (2 processes: ``torchrun --nproc-per-node 2 train.py``):
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable
 
 from torch import nn
 
 from tying.core.checkpoint import save_state
 from tying.core.errors import TieError
-from tying.core.inventory import Inventory
+from tying.core.inventory import Inventory, join
 from tying.core.patterns import Pattern
 from tying.core.verify import ties, verify
 
@@ -48,22 +49,35 @@ def ddp(model: nn.Module, **kwargs) -> nn.Module:
     there once, so its gradient (summed over every use by autograd) is
     all-reduced once. The declared ties are verified first.
 
+    DDP all-reduces the tensors it was built with, so the wrapped model's parameters
+    must stay those tensors: a tie made, removed or re-made after wrapping (``Plan.apply``,
+    ``tying.untie``/``retie``, ``load_state_dict(assign=True)``) is refused with a
+    :class:`tying.TieError` at the next training forward (before it, a new tensor such
+    as a ``Scaled`` tie's scale, or an untied copy, trained apart on every rank).
+
     Args:
-        model: the tied model (already on its device).
+        model: the tied model (already on its device), not yet wrapped or sharded.
         **kwargs: passed to ``DistributedDataParallel``.
 
     Returns:
         The DDP-wrapped model (``tying.verify`` works on it through ``.module``).
 
     Raises:
-        TieError: a declared tie is broken.
+        TieError: a declared tie is broken; ``model`` is already wrapped by DDP or
+            sharded by FSDP; (at a forward) its parameters changed after wrapping.
         RuntimeError: the default process group is not initialised.
+
+    Tie first, then wrap: ``td.ddp(tied_model)``; a ``tying.Plan(...).apply(model.module)``
+    after it is refused at the next training forward (``docs/distributed.md``).
     """
     from torch.nn.parallel import DistributedDataParallel
 
     _require_group()
+    _refuse_wrapped(model, "ddp")
     verify(model)
-    return DistributedDataParallel(model, **kwargs)
+    wrapped = DistributedDataParallel(model, **kwargs)
+    wrapped.register_forward_pre_hook(_ParametersKept(model, "ddp"), prepend=True)
+    return wrapped
 
 
 def fully_shard(model: nn.Module, units: Iterable[str] = (), **kwargs) -> nn.Module:
@@ -85,13 +99,22 @@ def fully_shard(model: nn.Module, units: Iterable[str] = (), **kwargs) -> nn.Mod
     Returns:
         ``model``, sharded in place.
 
+    Everything is checked before the first unit is sharded, so a refused call leaves
+    ``model`` unsharded. A tie made or removed after sharding is refused with a
+    :class:`tying.TieError` at the next training forward.
+
     Raises:
-        TieError: a unit pattern matches no module, or a declared tie is broken.
+        TieError: a unit pattern matches no module; a declared tie is broken; ``model``
+            is already sharded or wrapped by DDP; a hand-made tie (one ``nn.Parameter``
+            in two modules) spans two units; a parameter is 0-dim (a ``Scaled`` tie's
+            scale), which FSDP2 cannot shard; (at a forward) the model's parameters
+            changed after sharding.
         RuntimeError: the default process group is not initialised.
     """
     from torch.distributed.fsdp import fully_shard as _fully_shard
 
     _require_group()
+    _refuse_wrapped(model, "fully_shard")
     verify(model)
     inv = Inventory(model)
     # one pattern given as a str was read letter by letter ('layers.*' as 'l', 'a', ...:
@@ -115,9 +138,12 @@ def fully_shard(model: nn.Module, units: Iterable[str] = (), **kwargs) -> nn.Mod
                 best = u
         return best
 
+    _refuse_unshardable(inv, unit_of)
     keep_gathered: set[str] = set()
     readers: dict[str, list[tuple[str, str, str]]] = {}
     for tie in ties(model):
+        if tie.hand:  # one Parameter in two modules: FSDP2 itself shards it with one unit
+            continue
         info = inv.slots[tie.target]
         root = inv.root_of(tie.target)
         owner_module = root.rsplit(".", 1)[0] if "." in root else ""
@@ -136,7 +162,121 @@ def fully_shard(model: nn.Module, units: Iterable[str] = (), **kwargs) -> nn.Mod
 
     for module_path, reads in readers.items():
         inv.modules[module_path].register_forward_pre_hook(_GatheredCheck(reads))
+    model.register_forward_pre_hook(_ParametersKept(model, "fully_shard"), prepend=True)
     return model
+
+
+def _refuse_wrapped(model: nn.Module, helper: str) -> None:
+    """A model already wrapped by DDP or sharded by FSDP2 is refused before anything changes."""
+    from torch.distributed.fsdp import FSDPModule
+    from torch.nn.parallel import DistributedDataParallel
+
+    # stop 33: ddp(ddp(m)) reduced every gradient twice, ddp(sharded) failed inside
+    # DDP's broadcast with no name, fully_shard(ddp(m)) sharded under DDP's reducer,
+    # and fully_shard twice hit FSDP's AssertionError after the inner units were sharded
+    for path, mod in model.named_modules():
+        if isinstance(mod, (DistributedDataParallel, nn.DataParallel)):
+            what = f"wrapped by {type(mod).__name__}"
+            fix = f"pass the model inside (ddp_model.module) to td.{helper} instead"
+        elif isinstance(mod, FSDPModule):
+            what = "sharded by FSDP (fully_shard)"
+            fix = f"use it as it is, or build the model again and call td.{helper} on that"
+        else:
+            continue
+        raise TieError(
+            f"tying.distributed.{helper}: the model{' at ' + repr(path) if path else ''} is "
+            f"already {what}; a model is wrapped once, by one of td.ddp / td.fully_shard: "
+            f"{fix}"
+        )
+
+
+def _refuse_unshardable(inv: Inventory, unit_of) -> None:
+    """What FSDP2 would refuse half-way through sharding, refused before the first unit."""
+    # stop 33: a Scaled tie's scale failed inside FSDP2 ("Change weight_scale to a 1D
+    # tensor") after the units before it were sharded, naming neither the tie nor a fix
+    roles = {
+        join(info.module_path, stored): f" (the {role} of the tie {info.path} <- "
+        f"{info.source or 'its own storage'}, {info.tie.relation!r})"
+        for info in inv.slots.values()
+        if info.tie is not None
+        for role, stored in info.tie.storage.items()
+    }
+    physical = [path for path, info in inv.slots.items() if not info.is_tied]
+    for path in [*inv.storage, *physical]:
+        if inv.tensor(path).dim() == 0:
+            role = roles.get(path, "")
+            raise TieError(
+                f"fully_shard: {path} is a 0-dim parameter{role}, which FSDP2 cannot shard "
+                f"(expected at least 1 dim, got shape ()); train this model with td.ddp, or "
+                f"tie with a relation that stores no scalar (Same, Transposed, Rotated, "
+                f"Flipped, Mirrored)"
+            )
+    for target, source in inv.hand.items():
+        a = unit_of(inv.slots[source].module_path)
+        b = unit_of(inv.slots[target].module_path)
+        if a != b:
+            raise TieError(
+                f"fully_shard: {target} holds the same nn.Parameter as {source} (a hand-made "
+                f"tie) but the two ends fall in different FSDP units ({a or '<root>'!r}, "
+                f"{b or '<root>'!r}), and FSDP2 shards a tensor in one unit only; declare the "
+                f"tie instead, which fully_shard keeps gathered for its reader: "
+                f"tying.Plan([tying.free({target!r})]).apply(model), then "
+                f"tying.Plan([tying.share({target!r}, like={source!r})]).apply(model); or "
+                f"choose units= so that both ends fall in one unit"
+            )
+
+
+class _ParametersKept:
+    """Forward pre-hook on a wrapped model: its parameters are still the ones it was wrapped with.
+
+    DDP all-reduces the tensors it was built with and FSDP2 shards the ones it found, so a
+    tie made or removed afterwards (``Plan.apply``, ``tying.untie``) left a tensor outside
+    both: under DDP with ``find_unused_parameters`` or ``static_graph`` a ``Scaled`` tie's
+    new scale, or every untied copy, then trained apart on each rank with no error (stop 33).
+    DDP keeps each Parameter object, so its check is by identity; FSDP2 swaps sharded and
+    gathered tensors under the same names, so its check is by name. Training forwards only:
+    one walk over the modules, no tensor is read.
+    """
+
+    def __init__(self, model: nn.Module, helper: str):
+        self.model, self.helper = model, helper
+        self.by_id = helper == "ddp"
+        self.names = self._names()
+        self.key = self._key()
+
+    def _names(self) -> set[tuple[int, str]]:
+        pairs = self.model.named_parameters(remove_duplicate=False)
+        return {(id(p) if self.by_id else 0, n) for n, p in pairs}
+
+    def _key(self) -> list:
+        out: list = []
+        stack = [self.model]
+        while stack:
+            mod = stack.pop()
+            params = mod._parameters
+            out.append(tuple(map(id, params.values())) if self.by_id else tuple(params))
+            stack.extend(m for m in mod._modules.values() if m is not None)
+        return out
+
+    def __call__(self, module, args):
+        import torch
+
+        if not torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return
+        if self._key() == self.key:
+            return
+        now = self._names()
+        gone = sorted(n for _, n in self.names - now)
+        new = sorted(n for _, n in now - self.names)
+        tool = "DDP all-reduces" if self.by_id else "FSDP2 shards and reduces"
+        raise TieError(
+            f"tying.distributed.{self.helper}: the model's parameters changed after it was "
+            f"wrapped (replaced or removed: {', '.join(gone) or 'none'}; new: "
+            f"{', '.join(new) or 'none'}): {tool} only the tensors it was given, so a new "
+            f"one would train apart on every rank; make every tie change (Plan.apply, "
+            f"tying.untie / retie / load, load_state_dict(assign=True)) before "
+            f"td.{self.helper}(model), then build and wrap the model again"
+        )
 
 
 class _GatheredCheck:
@@ -176,9 +316,7 @@ def save(model: nn.Module, path: str | os.PathLike, metadata: dict[str, str] | N
     import torch.distributed as dist
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    inner = (
-        model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
-    )
+    inner = _unwrapped(model)
     state = get_model_state_dict(
         inner, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
     )
@@ -203,6 +341,24 @@ def save(model: nn.Module, path: str | os.PathLike, metadata: dict[str, str] | N
             f"tying.distributed.save: rank 0 could not write {os.fspath(path)!r} "
             f"({outcome[0]}); rank 0 raised that error, and no rank holds a new file"
         )
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The user's model inside DDP / DataParallel / ``torch.compile`` wrappers (any nesting)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    # stop 33: any model with an attribute named ``module`` (``self.module = backbone``)
+    # used to be taken for DDP, and only that submodule was written; a compiled model
+    # wrote ties under '_orig_mod.' paths that no model has
+    while True:
+        if isinstance(model, (DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif "torch._dynamo" in sys.modules and isinstance(
+            model, sys.modules["torch._dynamo"].eval_frame.OptimizedModule
+        ):
+            model = model._orig_mod
+        else:
+            return model
 
 
 def _require_group() -> None:
