@@ -48,6 +48,15 @@ PLAN = tying.Plan(
 )
 
 
+def _cpu_mesh():
+    """A CPU device mesh over the group: FSDP2's default mesh is CUDA's wherever a GPU is
+    seen, and these gloo tests then crashed on a GPU machine (SIGSEGV, torch 2.11)."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    return init_device_mesh("cpu", (dist.get_world_size(),))
+
+
 def _build():
     torch.manual_seed(0)
     m = LM()
@@ -108,7 +117,7 @@ def _worker(rank: int, mode: str, port: int, out: str) -> None:
         setattr(dist, rs_name, rs)
         dist.all_reduce = ar
         units = {"fsdp-root": [], "fsdp-layers": ["layers.*"]}[mode]
-        model = td.fully_shard(m, units=units)
+        model = td.fully_shard(m, units=units, mesh=_cpu_mesh())
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     x = _batch()[rank::WORLD]
     for _ in range(STEPS):
@@ -180,7 +189,7 @@ def _bad_worker(rank: int, port: int, out: str) -> None:
     m = LM()
     # embed reads the head's tensor, but the head's unit runs last: cannot hold
     tying.Plan([tying.share("embed.weight", like="head.weight")]).apply(m)
-    td.fully_shard(m, units=["head"])
+    td.fully_shard(m, units=["head"], mesh=_cpu_mesh())
     try:
         m(_batch()[rank::WORLD])
         msg = ""
@@ -286,7 +295,7 @@ def test_units_given_as_one_str_is_one_pattern():
     store = dist.HashStore()
     dist.init_process_group("gloo", store=store, rank=0, world_size=1)
     try:
-        model = td.fully_shard(_build(), units="layers.*")
+        model = td.fully_shard(_build(), units="layers.*", mesh=_cpu_mesh())
         assert [type(layer).__name__.startswith("FSDP") for layer in model.layers] == [True] * 4
         assert model(_batch()).shape == (4, 5, 16)
     finally:

@@ -38,6 +38,15 @@ class AE(nn.Module):
         return self.dec(h)
 
 
+def _cpu_mesh():
+    """A CPU device mesh over the group: FSDP2's default mesh is CUDA's wherever a GPU is
+    seen, and these gloo tests then crashed on a GPU machine (SIGSEGV, torch 2.11)."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    return init_device_mesh("cpu", (dist.get_world_size(),))
+
+
 def _plan(scaled: bool) -> tying.Plan:
     mid2 = tying.Scaled(0.5) if scaled else tying.Rotated(k=1)
     return tying.Plan(
@@ -135,7 +144,7 @@ def test_untie_after_ddp_wrapping_is_refused_at_the_next_training_forward(group,
 
 def test_a_tie_made_after_sharding_is_named_at_the_next_forward(group):
     m = _build(tie=False)
-    td.fully_shard(m, units=["enc", "dec"])
+    td.fully_shard(m, units=["enc", "dec"], mesh=_cpu_mesh())
     _plan(scaled=False).apply(m)  # used to fail inside FSDP's lazy init: "start (0) + length (4)"
     with pytest.raises(
         tying.TieError,
@@ -181,9 +190,11 @@ def test_wrapping_twice_or_by_both_helpers_is_refused_before_anything_changes(gr
         td.fully_shard(wrapped)  # sharded under DDP's reducer
     assert not _sharded(m)
     s = _build()
-    td.fully_shard(s, units=["enc"])
+    td.fully_shard(s, units=["enc"], mesh=_cpu_mesh())
     with pytest.raises(tying.TieError, match=r"fully_shard: the model is already sharded by"):
-        td.fully_shard(s, units=["dec"])  # FSDP's AssertionError, after 'dec' was sharded
+        td.fully_shard(
+            s, units=["dec"], mesh=_cpu_mesh()
+        )  # FSDP's AssertionError, after 'dec' was sharded
     assert not _sharded(s.dec)
     with pytest.raises(tying.TieError, match=r"ddp: the model is already sharded by FSDP"):
         td.ddp(s)  # failed inside DDP's broadcast: "c10d.broadcast_ ... no sharding strategy"
@@ -199,7 +210,7 @@ def test_a_scaled_ties_scalar_is_refused_before_any_unit_is_sharded(group):
         match=r"fully_shard: mid2\.weight_scale is a 0-dim parameter \(the scale of the tie "
         r"mid2\.weight <- mid\.weight, Scaled\(init=0\.5\)\), which FSDP2 cannot shard.*td\.ddp",
     ):
-        td.fully_shard(m, units=["enc", "mid", "mid2"])
+        td.fully_shard(m, units=["enc", "mid", "mid2"], mesh=_cpu_mesh())
     assert not _sharded(m)  # 'enc' and 'mid' used to be sharded before FSDP2 refused
 
 
@@ -232,7 +243,7 @@ def test_a_hand_tie_across_units_is_refused_and_the_declared_tie_trains_right(gr
         match=r"fully_shard: out\.weight holds the same nn\.Parameter as inp\.weight \(a "
         r"hand-made tie\) but the two ends fall in different FSDP units \('inp', 'out'\)",
     ):
-        td.fully_shard(m, units=["inp", "out"])
+        td.fully_shard(m, units=["inp", "out"], mesh=_cpu_mesh())
     assert not _sharded(m)  # FSDP2's own ValueError came after 'inp' was sharded
     # the fix the message gives: declare the tie, then shard
     tying.Plan([tying.free("out.weight")]).apply(m)
@@ -240,7 +251,7 @@ def test_a_hand_tie_across_units_is_refused_and_the_declared_tie_trains_right(gr
     x = torch.randn(8, 4, generator=torch.Generator().manual_seed(1))
     torch.manual_seed(0)
     want = _train(Hand(), x)
-    td.fully_shard(m, units=["inp", "out"])
+    td.fully_shard(m, units=["inp", "out"], mesh=_cpu_mesh())
     _train(m, x)
     fresh = Hand()
     tying.untie(fresh)

@@ -1141,7 +1141,9 @@ def test_a_transposed_tie_trains_under_fsdp2_like_the_unsharded_model():
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
     try:
         m = build()
-        fsdp.fully_shard(m)
+        from torch.distributed.device_mesh import init_device_mesh
+
+        fsdp.fully_shard(m, mesh=init_device_mesh("cpu", (1,)))  # CPU, GPUs seen or not
         train(m)
         sharded = m[0].weight.full_tensor().detach()
     finally:
