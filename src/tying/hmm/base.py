@@ -26,17 +26,19 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from tying.core.count import Count
+from tying.hmm import compiled
 from tying.hmm import forward_backward as _fb
 from tying.hmm.estimator import EstimatorParams
 from tying.hmm.forward_backward import Posteriors, forward_backward, forward_log_likelihood
 from tying.hmm.monitor import ConvergenceMonitor
 from tying.hmm.priors import check_priors
-from tying.hmm.sequences import SequenceBatch, check_lengths
+from tying.hmm.sequences import SequenceBatch, check_lengths, check_unmasked
 from tying.hmm.stationary import stationary_distribution
 from tying.hmm.ties import StateTies
 from tying.hmm.validation import (
     _broadcast,
     _check_finite,
+    _check_n_threads,
     _check_prior,
     _fit_rng,
     _positive_int,
@@ -61,6 +63,7 @@ def _threads(n_threads: int | None):
     hot loops are small NumPy operations, and large products gain little on 2 shared cores.
     The controller is built once (scanning loaded libraries costs milliseconds); when
     every library already runs ``n_threads`` threads, its limiter (~10 us) is skipped."""
+    _check_n_threads(n_threads)
     if n_threads is None:
         return contextlib.nullcontext()
     if not _CONTROLLER:
@@ -914,6 +917,8 @@ class BaseHMM(EstimatorParams):
                 f"n_iter must be a non-negative integer (0 only initialises), got {n_iter!r}"
             )
         _positive_int("n_init", self.n_init)
+        _check_n_threads(self.n_threads)
+        compiled.resolve_n_jobs(self.n_jobs)  # refused here too, so set_params refuses it
         tol = self._resolved("tol")
         if not isinstance(tol, (int, float, np.number)) or np.isnan(tol) or tol == np.inf:
             raise ValueError(f"tol must be a number (-inf runs all n_iter iterations), got {tol!r}")
@@ -1008,6 +1013,7 @@ class BaseHMM(EstimatorParams):
         X0 = np.asarray(X)
         n = X0.shape[0] if X0.ndim else 0
         lengths = check_lengths(lengths, n)
+        check_unmasked(X, lengths)  # np.asarray dropped the mask of a masked array
         X = self._check_X(X0, lengths, fitting=fitting)
         return X, SequenceBatch(lengths)
 

@@ -41,7 +41,7 @@ from tying.hmm.pair_dp import (
     posterior_counts,
     viterbi,
 )
-from tying.hmm.validation import _positive_int
+from tying.hmm.validation import _check_n_threads, _positive_int
 
 __all__ = ["PairHMM", "mirror"]
 
@@ -232,6 +232,7 @@ class PairHMM(EstimatorParams):
             )
         for name in ("chunk_size", "table_memory"):
             _positive_int(name, getattr(self, name))
+        _check_n_threads(self.n_threads)
         for name in ("pseudocount", "tol"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):

@@ -23,7 +23,13 @@ import functools
 
 import numpy as np
 
-__all__ = ["SequenceBatch", "check_lengths", "check_observations", "check_squares"]
+__all__ = [
+    "SequenceBatch",
+    "check_lengths",
+    "check_observations",
+    "check_squares",
+    "check_unmasked",
+]
 
 
 def check_lengths(lengths: object, n_samples: int) -> np.ndarray:
@@ -70,6 +76,43 @@ def check_lengths(lengths: object, n_samples: int) -> np.ndarray:
     return arr
 
 
+def check_unmasked(X: object, lengths: np.ndarray | None = None) -> None:
+    """Refuse a masked array that masks an entry: ``np.asarray`` drops the mask.
+
+    The models read every value of ``X``; a masked value (a missing observation) would be
+    scored, fitted and decoded as the number under the mask, with no error (stop 33, second
+    round). A masked array with nothing masked is plain data and passes.
+
+    Args:
+        X: the observations as given (any array-like).
+        lengths: validated lengths, used to name the sequence of the first masked value.
+
+    Raises:
+        ValueError: naming the first masked entry's sequence, position and row, and the fix.
+
+    Example:
+        >>> X = np.ma.masked_array([[0.0], [1.0], [2.0]], mask=[[False], [True], [False]])
+        >>> check_unmasked(X, np.array([2, 1]))
+        Traceback (most recent call last):
+        ...
+        ValueError: X is a masked array with a masked value at sequence 0, position 1 (row 1 of X), which would be read as the value under the mask; drop the masked rows (X[~np.ma.getmaskarray(X).any(axis=1)], with lengths to match) or fill them (X.filled(...))
+    """
+    if not isinstance(X, np.ma.MaskedArray):
+        return
+    mask = np.ma.getmaskarray(X)
+    if not mask.any():
+        return
+    rows = mask.reshape(len(mask), -1).any(axis=1) if mask.ndim else mask.reshape(1)
+    row = int(np.flatnonzero(rows)[0])
+    seq, pos = _locate(row, lengths)
+    raise ValueError(
+        f"X is a masked array with a masked value at sequence {seq}, position {pos} "
+        f"(row {row} of X), which would be read as the value under the mask; drop the "
+        f"masked rows (X[~np.ma.getmaskarray(X).any(axis=1)], with lengths to match) or "
+        f"fill them (X.filled(...))"
+    )
+
+
 def check_observations(
     X: object, lengths: np.ndarray | None = None, *, ndim: int = 2, column_sums: bool = False
 ):
@@ -89,7 +132,8 @@ def check_observations(
         ``column_sums``, the pair ``(X, sums)``.
 
     Raises:
-        ValueError: on the wrong shape, or a NaN/inf, naming the sequence and position.
+        ValueError: on the wrong shape, a NaN/inf or a masked value (:func:`check_unmasked`),
+            naming the sequence and position.
 
     Example:
         >>> check_observations([[0.0], [float("nan")]], np.array([1, 1]))
@@ -97,6 +141,7 @@ def check_observations(
         ...
         ValueError: X contains nan at sequence 1, position 0 (row 1 of X); remove or impute non-finite values before fitting
     """
+    check_unmasked(X, lengths)
     arr = np.asarray(X)
     if ndim == 1:
         if arr.ndim == 2 and arr.shape[1] == 1:

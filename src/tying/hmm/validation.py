@@ -62,6 +62,21 @@ def _positive_int(name: str, value) -> int:
     return int(value)
 
 
+def _check_n_threads(n_threads) -> None:
+    """``n_threads`` is None (BLAS left alone) or an integer >= 1 (not bool).
+
+    threadpoolctl took any value through ``int()``: 0 and -2 went to BLAS as they were,
+    ``"2"`` and ``3.5`` were read as 2 and 3, ``True`` as 1 (stop 33, second round).
+    """
+    if n_threads is None:
+        return
+    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) or n_threads < 1:
+        raise ValueError(
+            f"n_threads must be a positive number of BLAS threads or None (leave them as they "
+            f"are), got {n_threads!r}; use n_threads=1 for one thread"
+        )
+
+
 def _check_prior(name: str, value, *, nonneg: bool) -> None:
     """A prior is None (default) or finite numbers (non-negative where required)."""
     if value is None:
