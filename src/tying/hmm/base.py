@@ -1047,18 +1047,15 @@ class BaseHMM(EstimatorParams):
         values = np.asarray(values, dtype=np.float64)
         if values.ndim and len(values) == self.n_components and self.ties_._untied(kind):
             return values.copy()  # every state its own group, in order: nothing to compare
-        out = []
-        for group in self.ties_.groups(kind):
-            first = values[group[0]]
-            for s in group[1:]:
-                if not np.allclose(values[s], first, rtol=1e-12, atol=0):
-                    raise ValueError(
-                        f"{name}: states {group[0]} and {s} are tied (ties[{kind!r}] group "
-                        f"{group}) but their values differ; give tied states the same value "
-                        f"or untie them"
-                    )
-            out.append(first)
-        return np.array(out)
+        found = self.ties_.differing(kind, values)
+        if found is not None:
+            group, s = found
+            raise ValueError(
+                f"{name}: states {group[0]} and {s} are tied (ties[{kind!r}] group "
+                f"{group}) but their values differ; give tied states the same value "
+                f"or untie them"
+            )
+        return np.array([values[group[0]] for group in self.ties_.groups(kind)])
 
     def _per_group(self, kind: str, name: str, values, shape: tuple[int, ...]) -> np.ndarray:
         """Per-group values from ``values`` given one per state or one per tie group."""

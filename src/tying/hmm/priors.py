@@ -78,13 +78,12 @@ def check_priors(model, shapes: dict) -> None:
         if kind is None or not model.ties_.is_tied(kind):
             continue
         full = np.broadcast_to(arr, shape)
-        for group in model.ties_.groups(kind):
-            first = full[group[0]]
-            for s in group[1:]:
-                if not np.allclose(full[s], first, rtol=1e-12, atol=0):
-                    raise ValueError(
-                        f"{name}: states {group[0]} and {s} are tied (ties[{kind!r}] group "
-                        f"{group}) but their priors differ ({first.tolist()} vs "
-                        f"{full[s].tolist()}); a tie group has one parameter and takes one "
-                        f"prior: give tied states the same prior, or untie them"
-                    )
+        found = model.ties_.differing(kind, full)
+        if found is not None:
+            group, s = found
+            raise ValueError(
+                f"{name}: states {group[0]} and {s} are tied (ties[{kind!r}] group "
+                f"{group}) but their priors differ ({full[group[0]].tolist()} vs "
+                f"{full[s].tolist()}); a tie group has one parameter and takes one "
+                f"prior: give tied states the same prior, or untie them"
+            )

@@ -215,6 +215,24 @@ class StateTies:
             hit = memo[(query, kind)] = (key, make(labels))
         return hit[1]
 
+    def differing(self, kind: str, per_state: np.ndarray) -> tuple[list[int], int] | None:
+        """The first tie group of ``kind`` whose states' values differ (beyond 1e-12
+        relative), with the first state that differs from the group's first; None when
+        every group agrees. Start values and priors of tied states are checked with it.
+
+        Example:
+            >>> t = StateTies.resolve({"means": [[0, 2]]}, n_states=3, kinds=("means",))
+            >>> t.differing("means", np.array([1.0, 5.0, 1.0])), t.differing(
+            ...     "means", np.array([1.0, 5.0, 2.0]))
+            (None, ([0, 2], 2))
+        """
+        for group in self.groups(kind):
+            first = per_state[group[0]]
+            for s in group[1:]:
+                if not np.allclose(per_state[s], first, rtol=1e-12, atol=0):
+                    return group, s
+        return None
+
     def spread(self, kind: str, per_group: np.ndarray) -> np.ndarray:
         """Each state's copy of a per-group array: ``(n_groups, ...) -> (n_states, ...)``."""
         return np.asarray(per_group)[self.group_of[kind]]
