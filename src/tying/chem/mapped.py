@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -80,8 +81,7 @@ def map_order(smiles: str, n_atoms: int) -> tuple[int, ...]:
             f"map every atom, or drop mapped=True to label in the written order"
         )
     if sorted(numbers) != list(range(1, n_atoms + 1)):
-        seen: set[int] = set()
-        twice = sorted({n for n in numbers if n in seen or seen.add(n)})
+        twice = sorted(n for n, count in Counter(numbers).items() if count > 1)
         raise SmilesError(
             f"{label}: map numbers must be 1..{n_atoms}, each once; got "
             + (f"{twice[:10]} more than once" if twice else f"{sorted(numbers)[:12]}")

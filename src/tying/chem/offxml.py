@@ -28,7 +28,7 @@ from importlib import metadata
 from typing import Any
 
 from tying.chem.errors import ForceFieldNotFoundError, OffxmlError
-from tying.chem.schema import _version, read_header, read_parameter
+from tying.chem.schema import read_header, read_parameter, version_in
 from tying.chem.units import Quantity
 
 ENTRY_POINT_GROUP = "openforcefield.smirnoff_forcefield_directory"
@@ -458,8 +458,7 @@ def _check_document_version(path: pathlib.Path, text: str | None) -> None:
             f'its values mean (supported: {lo} to {hi}, as the OpenFF toolkit); add version="{hi}" '
             f"if the file follows SMIRNOFF {hi}"
         )
-    version = _version(text)
-    if version is None or not _version(lo) <= version <= _version(hi):
+    if not version_in(text, lo, hi):
         raise OffxmlError(
             f"{path.name}: <SMIRNOFF version={text!r}> is not supported: expected {lo} to {hi} "
             f"(as the OpenFF toolkit); a later version may give its values another meaning; "

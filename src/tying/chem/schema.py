@@ -466,8 +466,7 @@ def _check_header(
             f"{where}: missing attribute version; a <{section}> section needs its own "
             f'version (supported: {supported}); add version="{hi}" if its parameters follow it'
         )
-    version = _version(text)
-    if version is None or not _version(lo) <= version <= _version(hi):
+    if not version_in(text, lo, hi):
         raise OffxmlError(
             f"{where}: attribute version={text!r} is not supported: expected {supported} (as "
             f"the OpenFF toolkit); write the section in a supported version"
@@ -486,11 +485,22 @@ def _check_header(
                 f"{where}: attribute {key}={value!r} is not supported: expected "
                 f"{' or '.join(map(repr, allowed))} (as the OpenFF toolkit); fix the value"
             )
-        if section == "vdW" and key == "method" and version > _version("0.3"):
+        if section == "vdW" and key == "method" and _version(text) > _version("0.3"):
             raise OffxmlError(
                 f"{where}: attribute method={value!r} is only read in version 0.3 of <vdW>, "
                 f"this one is version {text!r}; use periodic_method and nonperiodic_method"
             )
+
+
+def version_in(text: str, lo: str, hi: str) -> bool:
+    """Whether ``text`` is a version from ``lo`` to ``hi`` (``"0.3.0"`` is ``"0.3"``).
+
+    Example:
+        >>> version_in("0.3.0", "0.1", "0.3"), version_in("1.0", "0.1", "0.3"), version_in("x", "0.1", "0.3")
+        (True, False, False)
+    """
+    version = _version(text)
+    return version is not None and _version(lo) <= version <= _version(hi)
 
 
 def _version(text: str) -> tuple[int, ...] | None:
