@@ -33,6 +33,7 @@ import os
 import sys
 from collections.abc import Iterable
 
+import torch
 from torch import nn
 
 from tying.core.checkpoint import save_state
@@ -259,8 +260,6 @@ class _ParametersKept:
         return out
 
     def __call__(self, module, args):
-        import torch
-
         if not torch.is_grad_enabled() or torch.compiler.is_compiling():
             return
         if self._key() == self.key:
