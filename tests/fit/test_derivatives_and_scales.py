@@ -129,3 +129,48 @@ def test_a_budget_stop_that_met_a_wall_is_not_called_a_minimum(solver, k):
     assert not res.success
     assert "which it treated as a wall" in res.message
     assert "minimum all the same" not in res.message
+
+
+def test_a_float32_model_is_flagged_its_fit_carries_float32_digits():
+    """stop 34: NIST Hahn1 with its model computed in float32 came back success=True with
+    values 60 % off the certified ones and standard errors 80 % off, no word: the model,
+    its differences and χ² carry 7 digits, not 16."""
+    import pathlib
+
+    import tying.fit.nist as nist
+
+    hahn1 = nist.load(pathlib.Path(__file__).parent / "data" / "nist-strd" / "Hahn1.dat")
+    model = hahn1.model("numpy")
+
+    def in_float32(x, **params):
+        return model(x.astype(np.float32), **{k: np.float32(v) for k, v in params.items()})
+
+    fit = GlobalFit(in_float32, [(hahn1.x, hahn1.y)], shared=hahn1.param_names, init=hahn1.init(2))
+    with pytest.warns(UserWarning) as record:
+        res = fit.run()
+    assert any("model_fn returns float32 values" in str(w.message) for w in record)
+    assert "carry about 6 digits" in res.message and "compute in float64" in res.message
+    values = [res.values[n] for n in hahn1.param_names]
+    assert nist.lre(values, hahn1.certified).min() < 2  # the reason for the flag
+    # the float64 model: no flag
+    res = GlobalFit(model, [(hahn1.x, hahn1.y)], shared=hahn1.param_names, init=hahn1.init(2)).run()
+    assert res.success and "float" not in res.message
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_a_torch_model_in_low_precision_is_flagged(dtype):
+    # bfloat16 raised "model_fn raised TypeError: Got unsupported ScalarType BFloat16 ...
+    # (each data set alone works)", a ModelError that blamed the batched call
+    x = np.linspace(0, 5, 40)
+    data = [(x, a * np.exp(-0.7 * x), 0.01) for a in (1.0, 2.0, 3.0)]
+
+    def decay(x, a, k):
+        return (a * torch.exp(-k * x)).to(dtype)
+
+    fit = GlobalFit(decay, data, shared=["k"], local=["a"], init={"a": 1.0, "k": 1.0})
+    name = str(dtype).removeprefix("torch.")
+    with pytest.warns(UserWarning) as record:
+        res = fit.run()
+    assert any(f"model_fn returns {name} values" in str(w.message) for w in record)
+    assert f"model_fn returns {name} values" in res.message
+    assert abs(res.values["k"] - 0.7) < 0.01

@@ -65,6 +65,11 @@ from tying.fit.uncertainty import FitContext
 DEGENERATE_CORRELATION = 1 - 1e-8
 #: a parameter whose 100 % change moves the model by less than this (relative) has no effect
 PLATEAU_SENSITIVITY = 1e-8
+#: a variance inflation ``var_ii·(JᵀJ)_ii`` past this leaves a standard error with less than
+#: about 2 reliable digits: inverting the normal matrix in float64 loses ~log10(inflation)
+#: of its 16 (stop 34: a degree-8 polynomial on x in [-9, -3], inflation 5e13, read errors
+#: 5 % off, degree 10 80 % off, success=True with no word; NIST's largest is 6.5e8)
+ILL_CONDITIONED_INFLATION = 1e12
 
 
 def _signature(model_fn: Callable[..., Any]) -> tuple[list[str] | None, dict[str, Any]]:
@@ -139,19 +144,54 @@ def _at_bounds(pmap: ParameterMap, theta: np.ndarray, jw: np.ndarray, r: np.ndar
 def _degenerate_pair(cov_logical: np.ndarray, pmap: ParameterMap) -> str:
     """Name two fitted parameters whose estimates are (almost) perfectly correlated, or ""."""
     d = np.sqrt(np.abs(np.diagonal(cov_logical, axis1=1, axis2=2)))  # (K, P)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         corr = np.abs(cov_logical / (d[:, :, None] * d[:, None, :]))
     p = corr.shape[1]
     corr[:, np.arange(p), np.arange(p)] = 0.0
-    corr = np.nan_to_num(corr)
+    # an inverse of rounding noise can hold a variance of exactly 0: x/0 is no correlation
+    # (nan_to_num made it 1.8e308, so a well-determined parameter was named as one of the
+    # pair, its |corr| printed with 300 digits; stop 34)
+    corr = np.where(np.isfinite(corr), corr, 0.0)
     k, i, j = np.unravel_index(int(np.argmax(corr)), corr.shape)
     if corr[k, i, j] <= DEGENERATE_CORRELATION:
         return ""
     a, b = (pmap.physical_names[pmap.index[k, c]] for c in (i, j))
-    return f"parameters {a!r} and {b!r} are fully correlated (|corr| = {corr[k, i, j]:.10f})"
+    # rounding noise can read past 1: a correlation is at most 1
+    return (
+        f"parameters {a!r} and {b!r} are fully correlated "
+        f"(|corr| = {min(float(corr[k, i, j]), 1.0):.10f})"
+    )
 
 
-def _inverse_ok(cov_logical: np.ndarray, h: np.ndarray, pmap: ParameterMap) -> bool:
+def _inflation(cov_logical: np.ndarray, h: np.ndarray, pmap: ParameterMap) -> np.ndarray:
+    """Each physical parameter's variance inflation ``var_ii·(JᵀJ)_ii`` (unscaled covariance).
+
+    1 for a Jacobian column orthogonal to the others, larger the more the other columns
+    can stand in for it; free of units. Inverting ``JᵀJ`` in float64 loses about
+    ``log10(inflation)`` digits of that parameter's variance.
+    """
+    var = np.zeros(pmap.n_physical)
+    var[pmap.index.ravel()] = np.diagonal(cov_logical, axis1=1, axis2=2).ravel()
+    return var * schur.diagonal(h, pmap.index, pmap.n_physical)
+
+
+def _ill_conditioned(inflation: np.ndarray, pmap: ParameterMap) -> str:
+    """Name the parameters whose standard errors rounding leaves unreliable, or ""."""
+    worst = np.flatnonzero(inflation > ILL_CONDITIONED_INFLATION)
+    if not worst.size:
+        return ""
+    worst = worst[np.argsort(-inflation[worst], kind="stable")]
+    names = ", ".join(repr(pmap.physical_names[i]) for i in worst[:8])
+    top = float(inflation[worst[0]])
+    return (
+        f"the standard errors of {names}{', ...' if worst.size > 8 else ''} are "
+        f"ill-conditioned (variance inflation up to {top:.2g}: inverting the normal matrix "
+        f"in float64 loses about {np.log10(top):.0f} of its 16 digits), so they may be off "
+        f"by percents or more"
+    )
+
+
+def _inverse_ok(inflation: np.ndarray) -> bool:
     """False when ``(JᵀJ)⁻¹`` came back from a ``JᵀJ`` singular to rounding.
 
     ``inv`` raises only on an exactly singular matrix; one singular to rounding (three
@@ -161,11 +201,10 @@ def _inverse_ok(cov_logical: np.ndarray, h: np.ndarray, pmap: ParameterMap) -> b
     (stop 31 review; lmfit gives NaN there). The test,
     free of units, is each parameter's variance inflation ``var_ii·(JᵀJ)_ii``: at least 1
     for a true inverse (1 for a column orthogonal to the rest; at most 6.5e8 on the 54 NIST
-    cases), and an inverse past ``1/eps`` has no correct digit.
+    cases), and an inverse past ``1/eps`` has no correct digit. Between
+    :data:`ILL_CONDITIONED_INFLATION` and that, the errors are kept and flagged
+    (:func:`_ill_conditioned`).
     """
-    var = np.zeros(pmap.n_physical)
-    var[pmap.index.ravel()] = np.diagonal(cov_logical, axis1=1, axis2=2).ravel()
-    inflation = var * schur.diagonal(h, pmap.index, pmap.n_physical)
     return bool(np.all((inflation > 0) & (inflation < 1 / np.finfo(float).eps)))
 
 
@@ -608,12 +647,27 @@ class GlobalFit:
             # "a minimum all the same" only when nothing else failed: a fit stopped by its
             # budget after meeting the wall was reported a minimum too (stop 32 review)
             message += f"; {walls}" + (" (the result is a minimum all the same)" if success else "")
+        if ev.low_precision:
+            digits = 2 if ev.low_precision == "bfloat16" else np.finfo(ev.low_precision).precision
+            low = (
+                f"model_fn returns {ev.low_precision} values: the model, its derivatives and "
+                f"chi2 carry about {digits} digits, not float64's 16, so the values and "
+                f"standard errors of parameters the data determine weakly can be off by far "
+                f"more than their standard errors"
+            )
+            message += (
+                f"; {low}; compute in float64 (cast the arrays and constants model_fn uses "
+                f"with np.float64 or torch.float64)"
+            )
+            warnings.warn(f"global fit: {low}", FitWarning, stacklevel=3)
         rounding_pair = ""  # two parameters an inverse singular to rounding still names
         try:
             cov_global, cov_logical = schur.covariance(h, pmap.index, pmap.n_global)
-            if not _inverse_ok(cov_logical, h, pmap):
+            inflation = _inflation(cov_logical, h, pmap)
+            if not _inverse_ok(inflation):
                 rounding_pair = _degenerate_pair(cov_logical, pmap)
                 raise np.linalg.LinAlgError("the normal matrix is singular to rounding")
+            ill = _ill_conditioned(inflation, pmap)
             cov_global, cov_logical = cov_global * scale, cov_logical * scale
             var = np.zeros(pmap.n_physical)
             var[pmap.index.ravel()] = np.diagonal(cov_logical, axis1=1, axis2=2).ravel()
@@ -625,6 +679,13 @@ class GlobalFit:
                     f"meaningless; fix one of them or change their roles"
                 )
                 warnings.warn(f"global fit: {pair}", FitWarning, stacklevel=3)
+            elif ill:
+                message += (
+                    f"; {ill}: the data determine these parameters mostly in a "
+                    f"combination; rescale or reparametrise the model (center x, use "
+                    f"orthogonal terms), or fix some of them"
+                )
+                warnings.warn(f"global fit: {ill}", FitWarning, stacklevel=3)
         except np.linalg.LinAlgError:
             cov_global = cov_logical = None
             stderr_x = np.full(pmap.n_physical, np.nan)
