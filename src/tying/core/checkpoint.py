@@ -17,6 +17,7 @@ naming the file (and the field).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -261,12 +262,43 @@ def save_state(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    dir_fd = os.open(target.parent, os.O_RDONLY)
+    _sync_folder(target)
+    return path
+
+
+# a folder fsync these errors refuse is one the file system does not offer (some network
+# and FUSE file systems): the rename is as durable as that file system makes it
+_NO_FOLDER_SYNC = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF, errno.EACCES}
+
+
+def _sync_folder(target: pathlib.Path) -> None:
+    """fsync the folder after the rename, so the new name survives a power loss.
+
+    The new file is in place by now: a raise here must say so (stop 34: an ``EINVAL`` from a
+    file system without folder fsync made every save raise after it had replaced the file).
+    """
+    try:
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+    except OSError as err:
+        if err.errno in _NO_FOLDER_SYNC:
+            return
+        raise _synced_late(target, err) from err
     try:
         os.fsync(dir_fd)
+    except OSError as err:
+        if err.errno not in _NO_FOLDER_SYNC:
+            raise _synced_late(target, err) from err
     finally:
         os.close(dir_fd)
-    return path
+
+
+def _synced_late(target: pathlib.Path, err: OSError) -> OSError:
+    return OSError(
+        err.errno,
+        f"save: the new file is in place at {str(target)!r}, but syncing its folder failed "
+        f"({err.strerror or err}): the rename may not survive a power loss; check the disk, "
+        f"then save again",
+    )
 
 
 def _tie_entry(t) -> dict:
@@ -332,6 +364,7 @@ def _read(path: pathlib.Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     except (KeyboardInterrupt, SystemExit, MemoryError):
         raise
     except BaseException as err:  # SafetensorError, OSError, a Rust panic on a mangled header
+        _refuse_pickle(path)
         raise TieError(
             f"load: {str(path)!r} is truncated or not a safetensors file "
             f"({type(err).__name__}: {err}); restore it from a good copy"
@@ -339,10 +372,41 @@ def _read(path: pathlib.Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     return tensors, meta
 
 
+def _refuse_pickle(path: pathlib.Path) -> None:
+    """A ``torch.save`` file (a zip archive, or a bare pickle) is named as one: "truncated,
+    restore it from a good copy" sent the user hunting for a good copy of a good file."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return
+    if head == b"PK\x03\x04" or head[:1] == b"\x80":
+        raise TieError(
+            f"load: {str(path)!r} is a torch.save (pickle) file, not safetensors; tying.load "
+            f"reads safetensors only (no pickle); load it with "
+            f"model.load_state_dict(torch.load(path, weights_only=True)), then tying.save(model, "
+            f"...) writes a file tying.load reads"
+        )
+
+
+def _newer(fmt) -> str | None:
+    """The message for a file written by a newer tying (format ``tying/N``, N > 2), or None."""
+    m = re.fullmatch(r"tying/([0-9]{1,6})", fmt) if isinstance(fmt, str) else None
+    if m is None or int(m[1]) <= int(FORMAT.split("/")[1]):
+        return None
+    return (
+        f"it was written by a newer version of tying (format {fmt!r}; this version reads "
+        f"'tying/1' and {FORMAT!r}); upgrade tying (pip install -U tying) to load it"
+    )
+
+
 def _check_integrity(path: pathlib.Path, tensors, meta: dict[str, str], verify_hash: bool):
     where = f"load: {str(path)!r}"
     if not verify_hash:
         return
+    newer = _newer(meta.get("tying.format"))
+    if newer:  # before the hash: a newer format may keep its hash elsewhere
+        raise TieError(f"{where}: {newer}; the model was left as it was")
     if HASH_KEY not in meta:
         if any(k.startswith("tying.") for k in meta):
             raise TieError(
@@ -405,6 +469,8 @@ def _parse(
         return value
 
     fmt = meta.get("tying.format", FORMAT)
+    if not saving and _newer(fmt):
+        raise TieError(f"load: {str(path)!r}: {_newer(fmt)}; the model was left as it was")
     if fmt not in (FORMAT, "tying/1"):
         raise bad("'tying.format'", f"unknown format {fmt!r}, expected {FORMAT!r}")
     specs = decode("tying.ties", "[]", list)
@@ -453,12 +519,36 @@ def _parse(
 
 def _refuse_meta_device(model: nn.Module) -> None:
     for key, t in model.state_dict(keep_vars=True).items():
+        _refuse_unwritable(key, t)
         if t.device.type == "meta":
             raise TieError(
                 f"load: {key} is on the meta device, so no value can be loaded into it (the "
                 f"load would report success and load nothing); materialise the model first "
                 f"with model.to_empty(device='cpu') (or your device), then load"
             )
+
+
+def _refuse_unwritable(key: str, t: torch.Tensor) -> None:
+    """Refuse, before anything is loaded, a tensor no value can be copied into.
+
+    Stop 34: ``load_state_dict`` copies one tensor after another and reports the failures
+    at the end, so one such tensor left every other one loaded from the file while the load
+    raised (a module made under ``torch.inference_mode()``, an ``expand``-ed parameter).
+    """
+    if t.is_inference() and not torch.is_inference_mode_enabled():
+        raise TieError(
+            f"load: {key} is an inference tensor (made under torch.inference_mode()), which "
+            f"cannot be written outside inference mode; rebuild that module outside "
+            f"torch.inference_mode(), or load inside `with torch.inference_mode():`; the model "
+            f"was left as it was"
+        )
+    if any(stride == 0 and n > 1 for stride, n in zip(t.stride(), t.shape)):
+        raise TieError(
+            f"load: {key} is an expanded tensor (stride {tuple(t.stride())}: one memory "
+            f"location serves several elements), so the file's values cannot be written into "
+            f"it; give it memory of its own first (e.g. module.bias = "
+            f"nn.Parameter(module.bias.clone())); the model was left as it was"
+        )
 
 
 def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) -> Plan:
@@ -532,6 +622,15 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
             f"load into a model without that tie"
         )
 
+    if not any(k.startswith("tying.") for k in meta):
+        # a plain safetensors file stores a tied weight once: transformers' model.safetensors
+        # and safetensors.torch.save_model leave the tied key out (save_model names it in its
+        # metadata); where this model ties it by hand to a stored tensor, the file's value is
+        # the tie's value, as transformers and safetensors.torch.load_model read it (stop 34:
+        # refused, saying the file "stores it as its own tensor")
+        for target, source in inv.hand.items():
+            if target not in tensors and source in tensors and meta.get(target, source) == source:
+                aliases.setdefault(target, source)
     full = dict(tensors)
     for alias, key in aliases.items():
         if alias in inv.slots and key in inv.slots:  # a hand-made tie between parameters
@@ -549,9 +648,10 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
             full[alias] = full[key]
     for target, source in inv.hand.items():
         if aliases.get(target) != source and final[target] is None:
+            how = "stores it as its own tensor" if target in full else "has no value for it"
             raise TieError(
                 f"load: {target} is the same nn.Parameter as {source} in this model (a "
-                f"hand-made tie) but {str(path)!r} stores it as its own tensor; let them part "
+                f"hand-made tie) but {str(path)!r} {how}; let them part "
                 f"first with tying.Plan([tying.free({target!r})]).apply(model), or load into a "
                 f"model without that tie"
             )
@@ -591,6 +691,14 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
         parts = []
         if missing:
             parts.append(f"missing in file: {', '.join(missing[:10])}")
+            shared = [k for k in missing if meta.get(k) in full]
+            if shared:  # safetensors.torch.save_model's record of a tensor it stored once
+                k = shared[0]
+                parts.append(
+                    f"the file stores {k} as the same tensor as {meta[k]} (saved from a model "
+                    f"that tied them): tie them in this model first (model.{k} = "
+                    f"model.{meta[k]}, or tying.share({k!r}, like={meta[k]!r})), then load"
+                )
         if unexpected:
             parts.append(f"not in model: {', '.join(unexpected[:10])}")
         if bad:

@@ -174,12 +174,14 @@ class Plan:
             TieError: a pattern that matches nothing, an ambiguous pairing, a source
                 that does not exist, a shape/dtype/device mismatch, a cycle, a buffer.
         """
-        res = self.resolve(model)
-        res.commit()
-        changes, unchanged = res.changes, res.unchanged
         from tying.core.count import count
 
-        c = count(model)
+        res = self.resolve(model)
+        counted = []
+        # counted inside the commit: a count that fails rolls the ties back (stop 34: the
+        # model was left tied while apply raised)
+        res.commit(_then=lambda: counted.append(count(model)))
+        changes, unchanged, c = res.changes, res.unchanged, counted[0]
         return ApplyReport(
             tied={ch.path: ch.new.source for ch in changes if ch.new is not None},
             freed=[ch.path for ch in changes if ch.new is None],
@@ -611,7 +613,11 @@ def _commit(model: nn.Module, inv: Inventory, changes: list[Change], then=None) 
         )
         for key, m in touched.items()
     }
+    # guard_loading adds load pre-hooks to the model and the modules above a tied one;
+    # a failure after it must take them back too (stop 34)
+    hooks = {id(m): (m, dict(m._load_state_dict_pre_hooks)) for m in model.modules()}
     where = None  # the change being made, named in a failure's note
+    recorded: list = []
     try:
         old_declared = model.__dict__.get(DECLARED_ATTR)
         declared = dict(old_declared or {})
@@ -667,9 +673,14 @@ def _commit(model: nn.Module, inv: Inventory, changes: list[Change], then=None) 
             model.__dict__[DECLARED_ATTR] = declared
         guard_loading(model)
         where = None
+        successors += _dropped_for_sources(model, old_roots, changes)
+        # optimizers built before now must not step on (tying.core.stale); a record whose
+        # new Parameter a rollback drops dies with it, so this may come before then()
+        recorded = stale.record(successors)
         if then is not None:
-            then()
+            then()  # last: load's values cannot be taken back on a plain model
     except BaseException as err:
+        stale.withdraw(recorded)
         if (
             where is not None
             and isinstance(err, Exception)
@@ -705,9 +716,11 @@ def _commit(model: nn.Module, inv: Inventory, changes: list[Change], then=None) 
                     m.__dict__.pop(attr, None)
                 else:
                     m.__dict__[attr] = val
+        for m, pre in hooks.values():
+            if dict(m._load_state_dict_pre_hooks) != pre:
+                m._load_state_dict_pre_hooks.clear()
+                m._load_state_dict_pre_hooks.update(pre)
         raise
-    successors += _dropped_for_sources(model, old_roots, changes)
-    stale.record(successors)  # optimizers built before now must not step on (tying.core.stale)
 
 
 def _dropped_for_sources(

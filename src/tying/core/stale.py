@@ -36,29 +36,52 @@ _LOCK = threading.RLock()
 _HOOK = None
 
 
-def record(pairs: list[tuple[torch.Tensor, nn.Parameter, str]]) -> None:
-    """Note that each ``(old, new, what)``: ``new`` now holds what ``old`` gave a slot."""
+def record(pairs: list[tuple[torch.Tensor, nn.Parameter, str]]) -> list:
+    """Note that each ``(old, new, what)``: ``new`` now holds what ``old`` gave a slot.
+
+    Returns the entries added, for :func:`withdraw` when the change is rolled back.
+    """
     global _HOOK
     pairs = [(old, new, what) for old, new, what in pairs if old is not new]
+    added: list = []
     if not pairs:
-        return
+        return added
     with _LOCK:
         for old, new, what in pairs:
             key = id(old)
             if key not in _SUCCESSORS:
                 _SUCCESSORS[key] = []
                 weakref.finalize(old, _forget, key)
-            _SUCCESSORS[key].append((weakref.ref(new), what))
+            entry = (weakref.ref(new), what)
+            _SUCCESSORS[key].append(entry)
+            added.append(entry)
             # a chain P0 -> P1 -> P2 (re-tied twice): an optimizer that holds P0 must want
             # P2 too, and P1's own record dies with P1 (nobody holds it), so P0 inherits
             # P2 now; otherwise that optimizer stepped P0 silently, training nothing
             for earlier in list(_SUCCESSORS.values()):
                 if any(ref() is old for ref, _ in earlier):
-                    earlier.append((weakref.ref(new), what))
+                    entry = (weakref.ref(new), what)
+                    earlier.append(entry)
+                    added.append(entry)
         if _HOOK is None:
             from torch.optim.optimizer import register_optimizer_step_pre_hook
 
             _HOOK = register_optimizer_step_pre_hook(_refuse_stale_step)
+    return added
+
+
+def withdraw(added: list) -> None:
+    """Take back the entries one :func:`record` added (its change was rolled back: the
+    Parameters it named are not the model's, and a traceback that keeps them alive must
+    not make an optimizer over the restored model refuse its step; stop 34)."""
+    if not added:
+        return
+    ids = {id(entry) for entry in added}
+    with _LOCK:
+        for key, entries in list(_SUCCESSORS.items()):
+            entries[:] = [e for e in entries if id(e) not in ids]
+            if not entries:
+                _SUCCESSORS.pop(key, None)
 
 
 def _forget(key: int) -> None:

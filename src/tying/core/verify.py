@@ -14,7 +14,13 @@ from tying.core.inventory import Inventory, join
 from tying.core.outside import ORIG, adapter_wrapper, declared_through_adapters
 from tying.core.plan import DECLARED_ATTR, ApplyReport, Plan
 from tying.core.relations import Relation, Same, relation_from_spec
-from tying.core.slots import check_writes, uninstall
+from tying.core.slots import (
+    SLOTS_ATTR,
+    SLOTS_GENERATION_ATTR,
+    check_writes,
+    slots_of,
+    uninstall,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,6 +264,9 @@ def retie(model: nn.Module) -> ApplyReport:
     return Plan.declared(model).apply(model)
 
 
+_UNTIE_ATTRS = (SLOTS_ATTR, SLOTS_GENERATION_ATTR, DECLARED_ATTR)  # what untie changes
+
+
 def untie(model: nn.Module) -> int:
     """Give every tied slot of ``model`` its own independent copy of its current value.
 
@@ -277,6 +286,8 @@ def untie(model: nn.Module) -> int:
     inv = Inventory(model)
     todo = []
     successors = []  # (the Parameter a slot read, its own new copy, the slot's path)
+    # Every copy is made before the first change, and the modules are restored on any
+    # failure (stop 34: a failure part way left some slots untied and the rest tied).
     with torch.no_grad():
         for info in inv.slots.values():
             if info.tie is not None:
@@ -286,19 +297,46 @@ def untie(model: nn.Module) -> int:
                 )
                 todo.append((info.module, info.name, value))
                 successors.append((root, value, info.path))
-    for mod, name, value in todo:
-        uninstall(mod, name, value)
-    n = len(todo)
-    seen: set[int] = set()
-    for prefix, mod in model.named_modules():
-        for name, p in list(mod._parameters.items()):
-            if p is None:
-                continue
-            if id(p) in seen:
-                mod._parameters[name] = copy = nn.Parameter(p.detach().clone(), p.requires_grad)
-                successors.append((p, copy, join(prefix, name)))
-                n += 1
-            seen.add(id(p))
-        mod.__dict__.pop(DECLARED_ATTR, None)
-    stale.record(successors)  # optimizers built before now must not step on (tying.core.stale)
+        dropped = {
+            (id(mod), s) for mod, name, _ in todo for s in slots_of(mod)[name].storage.values()
+        }
+        seen: set[int] = set()
+        copies = []  # (module, name, copy): the second and later seats of one Parameter
+        for prefix, mod in model.named_modules():
+            for name, p in mod._parameters.items():
+                if p is None or (id(mod), name) in dropped:
+                    continue
+                if id(p) in seen:
+                    copy = nn.Parameter(p.detach().clone(), p.requires_grad)
+                    copies.append((mod, name, copy))
+                    successors.append((p, copy, join(prefix, name)))
+                seen.add(id(p))
+    mods = list(model.modules())
+    snapshot = [
+        (
+            m,
+            m.__class__,
+            dict(m._parameters),
+            {k: m.__dict__[k] for k in _UNTIE_ATTRS if k in m.__dict__},
+        )
+        for m in mods
+    ]
+    try:
+        for mod, name, value in todo:
+            uninstall(mod, name, value)
+        for mod, name, copy in copies:
+            mod._parameters[name] = copy
+        for mod in mods:
+            mod.__dict__.pop(DECLARED_ATTR, None)
+        stale.record(successors)  # optimizers built before now must not step on
+    except BaseException:
+        for m, cls, params, attrs in snapshot:
+            m.__class__ = cls
+            m._parameters.clear()
+            m._parameters.update(params)
+            for k in _UNTIE_ATTRS:
+                m.__dict__.pop(k, None)
+            m.__dict__.update(attrs)
+        raise
+    n = len(todo) + len(copies)
     return n
