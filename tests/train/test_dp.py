@@ -973,6 +973,31 @@ def test_a_low_precision_model_is_clipped_to_the_bound(dtype, limit, monkeypatch
     assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("mode", ["vmap", "expanded", "ghost"])
+def test_a_step_under_autocast_is_clipped_to_the_bound(dtype, mode, monkeypatch):
+    # stop 34: under torch.autocast the clipping's own matmuls (the weighted sum, the Gram
+    # matrices) ran in bfloat16 too, so an example was clipped by a norm that was not the
+    # norm of what was summed: a clipped example reached 1.003 C, with no error
+    import tying.train.per_example as pe
+
+    monkeypatch.setattr(pe, "EXPAND_MAX_ELEMENTS", 2**62 if mode == "expanded" else 0)
+    C, worst = 1e-3, 0.0
+    for seed in range(12):
+        model = TinyLM(vocab=30, d=16, seed=seed).float()  # the output layer is the embedding
+        g = torch.Generator().manual_seed(seed)
+        x, y = torch.randint(0, 30, (1, 7), generator=g), torch.randint(0, 30, (1, 7), generator=g)
+        with torch.autocast("cpu", dtype=dtype):
+            pg = private_grad(
+                model, seq_ce, x, y, max_grad_norm=C, noise_multiplier=0.0, denominator=1,
+                mode="ghost" if mode == "ghost" else "vmap",
+            )  # fmt: skip
+        assert float(pg.norms[0]) > 10 * C  # clipped
+        summed = torch.sqrt(sum(v.double().square().sum() for v in pg.grads.values()))
+        worst = max(worst, float(summed) / C)
+    assert worst <= 1 + 1e-6  # float32 rounding, not bfloat16's (was 1.003)
+
+
 # --- a property: whatever forward hooks are attached, and whenever, a DP step equals the
 # clipped per-example loop (the kind of defect of stop 18, not only its instances) -------
 
@@ -1172,15 +1197,20 @@ def test_property_the_direct_forward_equals_vmap(widths, act, B, bias, seed):
 def test_a_step_leaves_every_gradient_none_as_zero_grad_did():
     """stop 23: DPSGD clears gradients itself for torch's own zero_grad; the result must
     be what ``zero_grad(set_to_none=True)`` left: every optimizer parameter's ``.grad``
-    None, a stale one on a frozen parameter included, and a custom zero_grad still run."""
+    None, and a custom zero_grad still run. A stale ``.grad`` on a frozen parameter is
+    refused since stop 34 (the optimizer applied it unclipped and without noise)."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2))
     model[0].bias.requires_grad_(False)
-    model[0].bias.grad = torch.ones(3)  # stale, from the user's own code
     x, y = torch.randn(6, 4), torch.randint(0, 2, (6,))
     for momentum in (0.0, 0.9):
+        for p in model.parameters():
+            p.grad = torch.ones_like(p)  # stale, from the user's own code
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=momentum)
         dp = DPSGD(model, opt, noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.1)
+        with pytest.raises(ValueError, match=r"\['0.bias \(requires_grad=False\)'\]"):
+            dp.step(ce, x, y)
+        model[0].bias.grad = None  # a trainable one's stale .grad is replaced by the step's
         dp.step(ce, x, y)
         assert all(p.grad is None for p in model.parameters())
     calls = []
@@ -1384,3 +1414,50 @@ def test_private_grad_in_ghost_mode_takes_an_empty_batch():
     vmap = private_grad(model, ce, x, y, mode="vmap", generator=gen[1], **kw)
     assert list(ghost.grads) == list(vmap.grads) and ghost.norms.shape == (0,)
     assert all(torch.equal(ghost.grads[n], vmap.grads[n]) for n in vmap.grads)
+
+
+@pytest.mark.parametrize("mode", ["vmap", "ghost"])
+@pytest.mark.parametrize("where", ["frozen", "outside"])
+def test_a_gradient_the_step_did_not_make_is_refused_before_the_optimizer_applies_it(mode, where):
+    # stop 34: a frozen layer left with a .grad by a backward on the private batch (or a
+    # parameter outside the model) was moved by the optimizer, unclipped and without noise
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 2))
+    x, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
+    ce(model(x), y).mean().backward()  # a non-private backward
+    extra = nn.Parameter(torch.ones(3))
+    if where == "frozen":
+        model[0].requires_grad_(False)
+        params, match = list(model.parameters()), r"\['0.weight \(requires_grad=False\)'"
+    else:
+        extra.grad = torch.full((3,), 5.0)
+        params, match = [*model.parameters(), extra], r"param_groups\[0\]\['params'\]\[4\]"
+    dp = DPSGD(model, torch.optim.SGD(params, lr=1.0), noise_multiplier=1.0,
+               max_grad_norm=1.0, sample_rate=0.1, mode=mode)  # fmt: skip
+    before = [p.detach().clone() for p in params]
+    with pytest.raises(ValueError, match=match + r".*outside epsilon.*zero_grad\(set_to_none"):
+        dp.step(ce, x, y, n_data=80)
+    assert dp.steps == 0 and all(torch.equal(a, p) for a, p in zip(before, params))
+    dp.optimizer.zero_grad(set_to_none=True)
+    dp.step(ce, x, y, n_data=80)  # cleared: steps, and what is not trained stays
+    assert dp.steps == 1 and torch.equal(model[0].weight, before[0]) == (where == "frozen")
+    assert torch.equal(extra, torch.ones(3))
+
+
+@pytest.mark.parametrize("bound", [[1.0, 2.0], (0.5,)])
+def test_per_layer_clipping_bounds_are_refused_naming_the_one_bound(bound):
+    model = nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(TypeError, match=r"max_grad_norm must be one real number.*per_layer"):
+        DPSGD(model, opt, noise_multiplier=1.0, max_grad_norm=bound, sample_rate=0.1)
+    x, y = torch.randn(4, 3), torch.randint(0, 2, (4,))
+    with pytest.raises(TypeError, match=r"sqrt\(sum of C_k squared\)"):
+        private_grad(model, ce, x, y, max_grad_norm=bound, noise_multiplier=1.0)
+
+
+def test_an_optimizer_whose_step_needs_a_closure_is_refused_at_construction():
+    # stop 34: LBFGS failed with torch's "missing ... 'closure'" after the noise was drawn
+    model = nn.Linear(3, 2)
+    with pytest.raises(ValueError, match=r"LBFGS.step needs a closure .*first-order optimizer"):
+        DPSGD(model, torch.optim.LBFGS(model.parameters()), noise_multiplier=1.0,
+              max_grad_norm=1.0, sample_rate=0.1)  # fmt: skip

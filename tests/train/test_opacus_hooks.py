@@ -467,3 +467,64 @@ def test_layers_opacus_samples_right_are_still_wrapped():
         gsm = grad_sample_module(copy.deepcopy(net))
         ce(gsm(x), y).mean().backward()
         torch.testing.assert_close(gsm._module[0].weight.grad_sample, want, rtol=1e-9, atol=1e-12)
+
+
+class _Pair(nn.Module):
+    """Two 6x6 layers; ``rules`` ties (or re-parametrises) the second's weight."""
+
+    def __init__(self, rules):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = nn.Linear(6, 6)
+        self.b = nn.Linear(6, 6)
+        tying.Plan(rules).apply(self)
+        self.double()
+
+    def forward(self, x):
+        return self.b(torch.tanh(self.a(x)))
+
+
+_KEPT = {  # slots that keep a tensor on their own module (a source, or Scaled's scale)
+    "scaled_like": [tying.share("b.weight", like="a.weight", relation=tying.Scaled(init=0.7))],
+    "scaled_own": [tying.share("b.weight", relation=tying.Scaled(init=2.0))],
+    "mirrored_own": [tying.share("b.weight", relation=tying.Mirrored())],
+    "hashed_own": [tying.share("b.weight", relation=tying.Hashed(buckets=7))],
+}
+
+
+@pytest.mark.parametrize("name", list(_KEPT))
+def test_a_tensor_a_tied_slot_keeps_on_its_module_gets_its_own_per_sample_gradient(name):
+    # stop 34: Scaled's scale got the weight formula's (B, 6, 6) per-sample gradient and
+    # Opacus' DPOptimizer failed with "shape '[]' is invalid for input of size 36"; a slot
+    # whose source is its module's own (Mirrored, Hashed, Scaled without like=) was refused
+    # at the first forward with advice to wrap with grad_sample_module, the call just made
+    from opacus.optimizers import DPOptimizer
+
+    x = torch.randn(5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    want = tying.train.per_example_grads(_Pair(_KEPT[name]), mse, x, x)
+    ours = private_grad(
+        _Pair(_KEPT[name]), mse, x, x, max_grad_norm=0.05, noise_multiplier=0.0, denominator=1.0
+    )
+    model = _Pair(_KEPT[name])
+    gsm = grad_sample_module(model, loss_reduction="sum")
+    opt = DPOptimizer(
+        torch.optim.SGD(gsm.parameters(), lr=0.0),
+        noise_multiplier=0.0,
+        max_grad_norm=0.05,
+        expected_batch_size=5,
+        loss_reduction="sum",
+    )
+    mse(gsm(x), x).sum().backward()
+    for pname, p in model.named_parameters():
+        torch.testing.assert_close(p.grad_sample, want[pname], rtol=1e-9, atol=1e-12)
+    opt.pre_step()  # clip, sum, (zero) noise, no update
+    for pname, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, ours.grads[pname], rtol=1e-7, atol=1e-12)
+
+
+def test_a_kept_slot_on_a_layer_the_hooks_cannot_sample_is_refused_before_wrapping():
+    model = nn.Sequential(nn.Conv1d(2, 2, 3), nn.Conv1d(2, 2, 3))
+    tying.Plan([tying.share("1.weight", relation=tying.Flipped())]).apply(model)
+    with pytest.raises(tying.TieError, match=r"1.weight: .*nn.Linear .* only, got Conv1d.weight"):
+        grad_sample_module(model)
+    assert not hasattr(model[1].weight_physical, "_forward_counter")  # not wrapped

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import math
 import numbers
 from collections.abc import Callable, Iterator
@@ -44,7 +45,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
-from tying.train.ghost import _LOW_PRECISION, GhostClipping
+from tying.train.ghost import _LOW_PRECISION, GhostClipping, _autocast_off
 from tying.train.per_example import (  # noqa: F401 - EXPAND_MAX_ELEMENTS: its old address
     EXPAND_MAX_ELEMENTS,
     _fingerprint,
@@ -74,6 +75,14 @@ def _check_noise_multiplier(value) -> None:
 
 def _check_max_grad_norm(value) -> None:
     # inf: nothing is clipped and the noise σ·C is infinite, so every parameter turns NaN.
+    if isinstance(value, (list, tuple)):
+        raise TypeError(
+            f"max_grad_norm must be one real number, got {type(value).__name__} {value!r}: "
+            f"per-layer bounds (Opacus' clipping='per_layer') are not supported; each "
+            f"example's whole gradient (every physical tensor, a tie's uses summed) is "
+            f"clipped to one bound C, so pass one float (per-layer bounds C_k bound the "
+            f"same sensitivity as C = sqrt(sum of C_k squared))"
+        )
     v = _real("max_grad_norm", value)
     if not (math.isfinite(v) and v > 0):
         raise ValueError(
@@ -246,9 +255,10 @@ def _vmap_clipped_sum(
             part = slice(start, start + chunk)
             grads, loss = pe(loss_fn, tuple(t[part] for t in xs), y[part])
         rows = [_rows(g) for g in grads]
-        n_b = _norms([r for r, _ in rows])
-        c = _clip_factors(n_b, max_grad_norm)
-        parts = [_weighted_sum(c, r, o, p.shape) for (r, o), p in zip(rows, pe.params)]
+        with _autocast_off(loss.device):  # the clipped sum's norm is the norm clipped
+            n_b = _norms([r for r, _ in rows])
+            c = _clip_factors(n_b, max_grad_norm)
+            parts = [_weighted_sum(c, r, o, p.shape) for (r, o), p in zip(rows, pe.params)]
         if summed is None:  # one chunk covers most batches: no zeros and no add
             summed = parts
         else:
@@ -420,6 +430,26 @@ def _check_learning_rates(optimizer) -> None:
             )
 
 
+def _check_no_closure(optimizer) -> None:
+    """Refuse an optimizer whose ``step`` needs a closure (``torch.optim.LBFGS``), stop 34.
+
+    Its step re-evaluates the loss and gradient as often as its line search wants, on
+    the data, outside the clipping and the noise; the DP step hands it one noisy gradient
+    and no closure, and torch's "missing ... 'closure'" came after the noise was drawn.
+    """
+    try:
+        closure = inspect.signature(optimizer.step).parameters.get("closure")
+    except (TypeError, ValueError):  # a step without a signature: nothing to read
+        return
+    if closure is not None and closure.default is inspect.Parameter.empty:
+        raise ValueError(
+            f"{type(optimizer).__name__}.step needs a closure that recomputes the loss and "
+            f"its gradient, which a DP step cannot give (every evaluation would read the "
+            f"private batch without clipping or noise); use a first-order optimizer "
+            f"(torch.optim.SGD, Adam, AdamW, ...)"
+        )
+
+
 def _check_optimizer_holds(optimizer, names, params, model: nn.Module) -> None:
     """Refuse a step whose optimizer does not hold every trainable parameter of the model.
 
@@ -442,6 +472,40 @@ def _check_optimizer_holds(optimizer, names, params, model: nn.Module) -> None:
             f"a replaced Parameter holds the old objects); set dp.optimizer to one built on "
             f"model.parameters() now, or freeze them (requires_grad_(False))"
         )
+    if len(held) > len(params):
+        _refuse_stale_grads(groups, params, model)
+
+
+def _refuse_stale_grads(groups, params, model: nn.Module) -> None:
+    """Refuse a step whose optimizer holds a gradient the DP step did not make (stop 34).
+
+    The step sets ``.grad`` of the trainable parameters only; the optimizer then updates
+    every parameter with a ``.grad``. One left by a backward outside the step (a frozen
+    layer after ``loss.backward()`` on the private batch, a parameter outside the model)
+    was applied unclipped and without noise: a frozen layer moved by 0.30, no error.
+    """
+    mine = {id(p) for p in params}
+    stale = [
+        (i, j, p)
+        for i, group in enumerate(groups)
+        for j, p in enumerate(group["params"])
+        if p.grad is not None and id(p) not in mine
+    ]
+    if not stale:
+        return
+    names = {id(p): n for n, p in model.named_parameters(remove_duplicate=False)}
+    said = [
+        f"{names[id(p)]} (requires_grad={p.requires_grad})"
+        if id(p) in names
+        else f"optimizer.param_groups[{i}]['params'][{j}] (not in the model)"
+        for i, j, p in stale[:5]
+    ]
+    raise ValueError(
+        f"the optimizer holds {said}{' ...' if len(stale) > 5 else ''} with a .grad the DP "
+        f"step did not compute (a backward outside it); the optimizer would apply it "
+        f"unclipped and without noise, outside epsilon. Clear it first "
+        f"(optimizer.zero_grad(set_to_none=True)), and freeze or drop what should not move"
+    )
 
 
 class DPSGD:
@@ -465,8 +529,8 @@ class DPSGD:
     Raises:
         ValueError: a ``sample_rate`` outside (0, 1], a ``noise_multiplier`` that is
             negative or not finite, a ``max_grad_norm`` that is not a finite number > 0,
-            an optimizer learning rate that is negative or not finite, or an unknown
-            mode/accountant. Nothing is changed by a refused call.
+            an optimizer learning rate that is negative or not finite, an optimizer whose
+            ``step`` needs a closure (``LBFGS``), or an unknown mode/accountant. Nothing is changed by a refused call.
         TypeError: an argument of the wrong type.
 
     Example:
@@ -505,6 +569,7 @@ class DPSGD:
         _check_noise_multiplier(noise_multiplier)
         _check_max_grad_norm(max_grad_norm)
         _check_learning_rates(optimizer)
+        _check_no_closure(optimizer)
         self.model = model
         self.optimizer = optimizer
         self.noise_multiplier = noise_multiplier
@@ -565,7 +630,9 @@ class DPSGD:
                 ``noise_multiplier``, ``max_grad_norm``, ``sample_rate`` or ``mode`` set
                 since construction to a value the constructor refuses, a per-example
                 gradient that is not finite, an optimizer that does not hold every
-                trainable parameter, a hook that per-example gradients cannot run, or a
+                trainable parameter or that holds a ``.grad`` the step did not compute (a
+                frozen layer after a backward outside the step: it would move unclipped and
+                without noise), a hook that per-example gradients cannot run, or a
                 buffer the forward writes from the batch (its un-noised statistics of the
                 private data are outside epsilon). A refused step changes nothing (parameters,
                 optimizer state, step count; buffers too, except one written in place by a

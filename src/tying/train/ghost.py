@@ -50,6 +50,7 @@ parameter. Use :func:`tying.train.per_example_grads` (``mode="vmap"``) for anyth
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 
@@ -446,7 +447,10 @@ class GhostClipping:
             A (B,) tensor.
         """
         losses, uses = self._record(loss_fn, x, y)
-        return _norms(uses, losses.shape[0], _wide_dtype(losses.dtype), cross_terms, self.strategy)
+        with _autocast_off(losses.device):
+            return _norms(
+                uses, losses.shape[0], _wide_dtype(losses.dtype), cross_terms, self.strategy
+            )
 
     def clip(self, loss_fn: LossFn, x, y, max_grad_norm: float) -> GhostResult:
         """Per-example norms, and ``Σ_b min(1, C/‖g_b‖) g_b`` per physical parameter.
@@ -467,6 +471,10 @@ class GhostClipping:
         if not max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm}")
         losses, uses = self._record(loss_fn, x, y)
+        with _autocast_off(losses.device):
+            return self._clipped(losses, uses, max_grad_norm)
+
+    def _clipped(self, losses, uses, max_grad_norm: float) -> GhostResult:
         B = losses.shape[0]
         norms = _norms(uses, B, _wide_dtype(losses.dtype), True, self.strategy)
         c = (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)  # same rule as Opacus
@@ -587,6 +595,25 @@ def _wide_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def _wide(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in _LOW_PRECISION else t
+
+
+def _autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast turned off on ``device``'s type and the CPU, where a caller turned it on.
+
+    The clipping arithmetic (norms, Gram matrices, clipped sums) runs on gradients the
+    forward and backward already made; under ``torch.autocast`` its matmuls ran in bfloat16
+    too, so an example was clipped by a norm that was not the norm of what was summed: the
+    clipped example reached 1.003 C (bfloat16), over the bound the accounting assumes,
+    with no error (stop 34). Without autocast this is a no-op (about 1 µs).
+    """
+    kinds = {device.type, "cpu"}
+    on = [k for k in kinds if torch.is_autocast_enabled(k)]
+    if not on:
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    for k in on:
+        stack.enter_context(torch.autocast(k, enabled=False))
+    return stack
 
 
 def _flush_tiny(g: torch.Tensor) -> torch.Tensor:

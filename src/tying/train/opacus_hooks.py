@@ -22,7 +22,9 @@ included.
   so the gradient is complete before Opacus hands it on, whatever the order of
   the uses;
 - Opacus' registered grad sampler for the tied classes, computing their own
-  parameters by the base class's formula (no deep copy).
+  parameters by the base class's formula (no deep copy), and a tensor a slot's relation
+  reads on its own module (its physical tensor under ``Mirrored``/``Hashed``, ``Scaled``'s
+  scale) through the relation.
 
 Then ``p.grad_sample`` of every physical parameter is the sum over all its uses,
 and Opacus' ``DPOptimizer`` clips and noises the right vector. Opacus wrapping a
@@ -57,13 +59,16 @@ HOOKED_ATTR = GRAD_SAMPLE_HOOKED_ATTR  # the mark core.slots checks at every rea
 _SUPPORTED = (nn.Linear, nn.Embedding)
 
 
-def _uses(model: nn.Module) -> list[tuple[str, nn.Module, str, object]]:
-    """(path, module, slot name, slot) of every tied slot whose source is another module's."""
+def _tied_slots(model: nn.Module) -> list[tuple[str, nn.Module, str, object]]:
+    """(path, module, slot name, slot) of every tied slot, each checked as the hooks need.
+
+    A slot whose physical tensor is its module's own (``share("b.weight",
+    relation=Mirrored())``) is Opacus' to hook, by the tied class's sampler
+    (:func:`_own_params_sampler`); one reading another module's tensor gets tying's hooks.
+    """
     out = []
     for path, module in model.named_modules():
         for name, slot in slots_of(module).items():
-            if "source" in slot.storage:
-                continue  # the physical tensor is the module's own: Opacus hooks it itself
             where = f"{path + '.' if path else ''}{name}"
             base = base_class(module)
             if not issubclass(base, _SUPPORTED) or (
@@ -146,13 +151,54 @@ def _to_physical(module: nn.Module, slot, src: torch.Tensor, gs: torch.Tensor) -
     return vmap(pullback)(gs)[0]
 
 
+def _to_role(module: nn.Module, slot, role: str, gs: torch.Tensor) -> torch.Tensor:
+    """Per-example gradients of one tensor the relation reads (its source or an extra such
+    as ``Scaled``'s scale), from the logical slot's ``gs`` (B, *slot shape): a vjp of the
+    relation in that tensor, the others held fixed."""
+    if "source" in slot.storage:
+        src = getattr(module, slot.storage["source"])
+    else:
+        src = getattr(slot.source_module, slot.source_name)
+    held = {"source": src.detach()}
+    held.update({r: getattr(module, n).detach() for r, n in slot.storage.items() if r != "source"})
+
+    def logical(t):
+        args = {**held, role: t}
+        return slot.relation(args.pop("source"), shape=slot.shape, **args)
+
+    _, pullback = vjp(logical, held[role])
+    return vmap(pullback)(gs)[0]
+
+
 def _own_params_sampler(base: type):
-    """An Opacus grad sampler for a tied class: its *own* parameters, by the base formula."""
+    """An Opacus grad sampler for a tied class: its *own* parameters, by the base formula.
+
+    A parameter that a tied slot's relation reads (the physical tensor a slot keeps on its
+    own module, ``Mirrored``'s half or ``Hashed``'s buckets; ``Scaled``'s scale) gets the
+    slot's per-example gradient mapped through the relation. Stop 34: the base formula
+    gave a ``Scaled`` tie's scalar scale a (B, out, in) weight gradient, and Opacus'
+    ``DPOptimizer`` failed with torch's "shape '[]' is invalid for input of size 36".
+    """
 
     def sampler(module, activations, backprops):
         a = activations[0]
-        own = {n: p for n, p in module.named_parameters(recurse=False) if p.requires_grad}
-        return {p: _slot_grad_sample(module, n, a, backprops) for n, p in own.items()}
+        roles = {
+            pname: (sname, slot, role)
+            for sname, slot in slots_of(module).items()
+            for role, pname in slot.storage.items()
+        }
+        out = {}
+        for n, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            if n in roles:
+                sname, slot, role = roles[n]
+                out[p] = _to_role(
+                    module, slot, role, _slot_grad_sample(module, sname, a, backprops)
+                )
+            else:
+                out[p] = _slot_grad_sample(module, n, a, backprops)
+        return out
 
     return sampler
 
@@ -298,7 +344,11 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
         ) from err
     if not kwargs.get("batch_first", True):
         raise ValueError("batch_first must be True: tying's tied-use hooks read the batch first")
-    uses = _uses(model)  # refuses before anything is registered or wrapped
+    slots = _tied_slots(model)  # refuses before anything is registered or wrapped
+    uses = [u for u in slots if "source" not in u[3].storage]
+    # modules whose slots keep their physical tensor (or a relation's extra, Scaled's scale)
+    # on the module itself: Opacus hooks them, by the sampler registered below
+    keepers = {id(m): m for _, m, _, slot in slots if slot.storage}
     for path, module in model.named_modules():
         weight = module._parameters.get("weight") if isinstance(module, nn.Embedding) else None
         if weight is not None and weight.requires_grad and module.padding_idx is not None:
@@ -314,9 +364,10 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
             )
     if not kwargs.get("force_functorch", False):
         _refuse_samplers_that_drop_a_setting(model)
-    ours = {type(m) for _, m, _, _ in uses if any(True for _ in m.parameters(recurse=False))}
+    tied_modules = [m for _, m, _, _ in uses] + list(keepers.values())
+    ours = {type(m) for m in tied_modules if any(True for _ in m.parameters(recurse=False))}
     _refuse_functorch_units(model, uses, {*GradSampleModule.GRAD_SAMPLERS, *ours})
-    for _, module, _, _ in uses:  # Opacus' documented extension point, per class
+    for module in tied_modules:  # Opacus' documented extension point, per class
         cls = type(module)
         if any(True for _ in module.parameters(recurse=False)):
             GradSampleModule.GRAD_SAMPLERS.setdefault(cls, _own_params_sampler(base_class(module)))
@@ -361,8 +412,10 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
     for module, _ in by_module.values():
         gsm.autograd_grad_sample_hooks.append(module.register_forward_hook(forward_hook))
         module.__dict__[HOOKED_ATTR] = True
+    for module in keepers.values():  # Opacus' own hooks and counter serve their slots
+        module.__dict__[HOOKED_ATTR] = True
     gsm.autograd_grad_sample_hooks.append(
-        model.register_forward_pre_hook(_vet(gsm, model, uses), with_kwargs=True)
+        model.register_forward_pre_hook(_vet(gsm, model, slots), with_kwargs=True)
     )
     return gsm
 
