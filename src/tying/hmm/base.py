@@ -28,6 +28,7 @@ import numpy as np
 from tying.core.count import Count
 from tying.hmm import compiled
 from tying.hmm import forward_backward as _fb
+from tying.hmm.draws import last_possible
 from tying.hmm.estimator import EstimatorParams
 from tying.hmm.forward_backward import Posteriors, forward_backward, forward_log_likelihood
 from tying.hmm.monitor import ConvergenceMonitor
@@ -823,8 +824,9 @@ class BaseHMM(EstimatorParams):
             n_samples: length of the sequence.
             random_state: seed or ``numpy.random.Generator``; None uses the
                 constructor's ``random_state`` (as hmmlearn does).
-            currstate: the first state (continue a sequence: ``currstate=Z[-1]``
-                makes the next draw start there); None draws it from ``startprob_``.
+            currstate: the first sample's state (hmmlearn's), None: drawn from ``startprob_``.
+                It is not a step of the chain: to continue ``Z``, drop the first of
+                ``sample(n + 1, currstate=Z[-1])`` (else ``Z[-1]`` is repeated).
 
         Returns:
             ``(X, states)``.
@@ -856,16 +858,19 @@ class BaseHMM(EstimatorParams):
         ):
             raise ValueError(f"currstate must be a state 0..{K - 1}, got {currstate!r}")
         rng = np.random.default_rng(self.random_state if random_state is None else random_state)
-        A_cdf = np.cumsum(self.transmat_, axis=1)
+        A = self.transmat_
+        A_cdf = np.cumsum(A, axis=1)
+        cap = last_possible(A).tolist()  # a u past a row's rounded sum: never a 0 (draws.py)
         states = np.empty(n_samples, dtype=np.int64)
         u = rng.random(n_samples)
         if currstate is None:
-            states[0] = min(np.searchsorted(np.cumsum(self._startprob), u[0], side="right"), K - 1)
+            first = np.searchsorted(np.cumsum(self._startprob), u[0], side="right")
+            states[0] = min(first, last_possible(self._startprob))
         else:
             states[0] = currstate
         for t in range(1, n_samples):
-            row = A_cdf[states[t - 1]]
-            states[t] = min(np.searchsorted(row, u[t], side="right"), K - 1)
+            prev = states[t - 1]
+            states[t] = min(np.searchsorted(A_cdf[prev], u[t], side="right"), cap[prev])
         return self._sample_emissions(states, rng), states
 
     # ------------------------------------------------------------- internals

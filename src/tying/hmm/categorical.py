@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from tying.hmm.base import BaseHMM
+from tying.hmm.draws import last_possible
 from tying.hmm.sequences import check_observations
 from tying.hmm.ties import StateTies
 from tying.hmm.validation import _check_prior, _stochastic
@@ -234,6 +235,8 @@ class CategoricalHMM(BaseHMM):
         return {"emissions": self.n_symbols_ - 1}
 
     def _sample_emissions(self, states, rng) -> np.ndarray:
-        cdf = np.cumsum(self.emissionprob_, axis=1)[states]  # (n, M)
+        E = self.emissionprob_
+        cdf = np.cumsum(E, axis=1)[states]  # (n, M)
         u = rng.random(len(states))[:, None]
-        return np.minimum((cdf <= u).sum(1), self.n_symbols_ - 1).reshape(-1, 1)
+        # a u past a row's rounded sum: its last possible symbol, not symbol M - 1
+        return np.minimum((cdf <= u).sum(1), last_possible(E)[states]).reshape(-1, 1)

@@ -33,6 +33,7 @@ from scipy.linalg import cho_factor, solve_triangular
 from scipy.special import logsumexp
 
 from tying.hmm.base import BaseHMM
+from tying.hmm.draws import last_possible
 from tying.hmm.gaussian import (
     _check_covariance,
     _check_min_covar,
@@ -513,7 +514,8 @@ class GMMHMM(BaseHMM):
     def _sample_emissions(self, states, rng) -> np.ndarray:
         w, means, covars = self.weights_, self.means_, self.covars_
         cdf = np.cumsum(w, axis=1)[states]  # (n, M)
-        mix = np.minimum((cdf <= rng.random(len(states))[:, None]).sum(1), self.n_mix - 1)
+        cap = last_possible(w)[states]  # a u past a row's rounded sum: a possible component
+        mix = np.minimum((cdf <= rng.random(len(states))[:, None]).sum(1), cap)
         z = rng.standard_normal((len(states), self.n_features_))
         mu = means[states, mix]
         if self.covariance_type == "diag":

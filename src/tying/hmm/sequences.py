@@ -195,7 +195,8 @@ def check_observations(
                     f"{seq}, position {pos} (row {row} of X)"
                 )
         top = 2.0**63 if arr.dtype.kind == "f" else np.iinfo(np.int64).max + 1
-        if arr.dtype.kind in "fu" and arr.size and arr.max() >= top:
+        # compared as Python numbers: 2.0**63 cast to float16 X overflows (a RuntimeWarning)
+        if arr.dtype.kind in "fu" and arr.size and arr.max().item() >= top:
             # no int64 holds it: the cast would wrap it (or make it -2**63) and the error
             # would name another value; it is no symbol of any model
             row = int(np.argmax(arr))
@@ -204,7 +205,7 @@ def check_observations(
                 f"X holds symbols (integers 0..n_symbols-1), got {arr[row]} at sequence "
                 f"{seq}, position {pos} (row {row} of X)"
             )
-        if arr.dtype.kind == "f" and arr.size and arr.min() < -(2.0**63):
+        if arr.dtype.kind == "f" and arr.size and arr.min().item() < -(2.0**63):
             row = int(np.argmin(arr))
             seq, pos = _locate(row, lengths)
             raise ValueError(
