@@ -619,3 +619,129 @@ def test_resizing_a_part_whose_embedding_a_plan_on_the_whole_ties_is_refused_unc
     assert model.encoder.embeddings.word_embeddings.weight.shape == (91, 32)
     tying.verify(model)
     assert torch.equal(model(input_ids=x, decoder_input_ids=d).logits, before)
+
+
+# -- stop 34 review: flags transformers 5 ignores, config kwargs, tables a resize joins ---
+
+
+@pytest.mark.parametrize("where", ["encoder-decoder", "bart"])
+def test_hf_ties_plan_refuses_tie_encoder_decoder_which_transformers_5_ignores(where):
+    # transformers 4 tied the decoder's weights to the encoder's under this flag;
+    # transformers 5 keeps the key and ties nothing: every layer apart, and hf_ties_plan
+    # returned the head ties only, no error.
+    if where == "bart":
+        model = M.T.BartForConditionalGeneration(
+            M.T.BartConfig(**{**_bart_kw(), "tie_encoder_decoder": True})
+        )
+        named = r"model\.config\.tie_encoder_decoder is True"  # one config, named once
+    else:
+        model = _bert2bert(True)
+        model.config.tie_encoder_decoder = True
+        named = r"model\.config\.tie_encoder_decoder is True"
+    enc, dec = (
+        ("model.encoder.layers.0.self_attn.q_proj", "model.decoder.layers.0.self_attn.q_proj")
+        if where == "bart"
+        else ("encoder.encoder.layer.0.attention.self.query", "decoder.bert.encoder.layer.0.attention.self.query")
+    )  # fmt: skip
+    # HF tied nothing: the two layers hold their own (different) weights
+    assert not torch.equal(model.get_submodule(enc).weight, model.get_submodule(dec).weight)
+    with pytest.raises(
+        tying.TieError,
+        match=named + r", but transformers 5 no longer ties by that flag.*independent copies.*"
+        r"Declare the tie with a Plan.*set it to False.*nothing was changed",
+    ):
+        hf.hf_ties_plan(model)
+    assert not tying.Plan.declared(model).rules  # nothing declared
+    model.config.tie_encoder_decoder = False  # the fix it names
+    assert hf.hf_ties_plan(model).rules  # the head / shared-embedding ties HF makes
+
+
+def _bart_kw():
+    return dict(
+        encoder_layers=1, decoder_layers=1, d_model=16, encoder_ffn_dim=32, decoder_ffn_dim=32,
+        encoder_attention_heads=2, decoder_attention_heads=2, vocab_size=50,
+        max_position_embeddings=32, pad_token_id=1,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["llama", "bart"])
+def test_from_pretrained_gives_config_attributes_to_the_config_as_hf_does(name, tmp_path):
+    # Passed with config=, the kwargs went to the model's __init__: TypeError
+    # "unexpected keyword argument 'tie_word_embeddings'" where HF's own load works.
+    if name == "llama":
+        model = M.llama(False)
+        M.LLAMA_PLAN.apply(model)
+        x = {"input_ids": M.ids(70)}
+    else:
+        model, _ = M.more("bart", "plan")
+        x = M.more_inputs(model)
+    hf.save_pretrained(model, tmp_path)
+    with torch.no_grad():
+        want = model(**x).logits
+    again = hf.from_pretrained(type(model), tmp_path, tie_word_embeddings=False).eval()
+    assert again.config.tie_word_embeddings is False  # as cls.from_pretrained sets it
+    with torch.no_grad():
+        assert torch.equal(again(**x).logits, want)  # the recorded plan keeps the head tied
+    assert _tie_set(again) == _tie_set(model)
+
+
+@pytest.mark.parametrize("name", ["bart", "mbart"])
+def test_resize_refuses_to_let_hf_seat_one_table_where_the_model_holds_several(name):
+    # transformers 5 keeps BART's encoder and decoder embeddings apart from model.shared
+    # when tie_word_embeddings is False; its resize seats shared at both: kept-token
+    # logits 0.28 away, no error (plain HF alike).
+    build = M.MORE[name][0]
+    torch.manual_seed(0)
+    model = build(False).eval()
+    vocab = model.config.vocab_size
+    x = M.more_inputs(model)
+    before, state = M.more_logits(model, x), copy.deepcopy(model.state_dict())
+    plain = copy.deepcopy(model)
+    plain.resize_token_embeddings(vocab + 8, mean_resizing=False)
+    assert not torch.allclose(M.more_logits(plain, x)[..., :vocab], before, atol=1e-3)  # HF's
+    with pytest.raises(
+        tying.TieError,
+        match=r"resize_token_embeddings: HF's resize seats one embedding module at paths that "
+        r"held different tables before: model\.shared and model\.encoder\.embed_tokens "
+        r"\(max \|diff\| .*model\.shared and model\.decoder\.embed_tokens.*tie them first.*"
+        r"resize each table yourself.*nothing was changed",
+    ):
+        hf.resize_token_embeddings(model, vocab + 8, mean_resizing=False)
+    assert _same_state(model.state_dict(), state) and model.config.vocab_size == vocab
+    assert model.model.encoder.embed_tokens is not model.model.shared
+    assert torch.equal(M.more_logits(model, x), before)
+    # the fix it names: one table on purpose (the encoder's values), then the resize keeps it
+    tying.Plan(
+        [
+            tying.share("model.shared.weight", like="model.encoder.embed_tokens.weight"),
+            tying.share(
+                "model.decoder.embed_tokens.weight", like="model.encoder.embed_tokens.weight"
+            ),
+        ]
+    ).apply(model)
+    tied = M.more_logits(model, x)
+    hf.resize_token_embeddings(model, vocab + 8, mean_resizing=False)
+    assert model.model.encoder.embed_tokens.weight.shape[0] == vocab + 8
+    assert torch.equal(M.more_logits(model, x)[..., :vocab], tied)
+    tying.verify(model)
+
+
+def test_from_pretrained_with_a_config_given_re_creates_the_ties_the_folder_recorded(tmp_path):
+    # config= built by hand (no recorded plan): the plan was read from that config only,
+    # so every tie was dropped without a word (BERT's ALBERT-style stack: three untied
+    # copies of layer 0, physical count 1.8x; a training step then moved layer 0 alone).
+    model = M.bert()
+    M.BERT_PLAN.apply(model)
+    hf.save_pretrained(model, tmp_path)
+    config = M.bert().config  # same architecture, no "tying" key
+    assert getattr(config, hf.CONFIG_KEY, None) is None
+    again = hf.from_pretrained(type(model), tmp_path, config=config).eval()
+    assert _tie_set(again) == _tie_set(model)
+    assert tying.count(again).physical == tying.count(model).physical
+    x = M.ids(90)
+    assert torch.equal(again(x).last_hidden_state, model(x).last_hidden_state)
+    opt = torch.optim.SGD(again.parameters(), lr=0.5)
+    again(x).last_hidden_state.square().mean().backward()
+    opt.step()
+    layers = again.encoder.layer
+    assert layers[3].attention.self.query.weight is layers[0].attention.self.query.weight

@@ -161,6 +161,9 @@ def hf_ties_plan(model: nn.Module) -> Plan:
             equal values (HF loaded a checkpoint holding both ends, different, and
             left them untied): applying it would overwrite the target. Set
             ``model.config.tie_word_embeddings = False`` if they are meant to differ.
+            Also when a config in ``model`` sets ``tie_encoder_decoder=True``, which
+            transformers 5 ignores (the encoder and decoder are not tied): declare that
+            tie with a Plan and set the flag to False.
 
     Example:
         >>> import tying, tying.hf
@@ -180,6 +183,16 @@ def hf_ties_plan(model: nn.Module) -> Plan:
         raise TypeError(
             f"hf_ties_plan: expected a transformers PreTrainedModel (5.x), got {type(model).__name__}"
         )
+    ignored = _ignored_tie_flags(model)
+    if ignored:
+        raise TieError(
+            f"hf_ties_plan: {' and '.join(ignored)} is True, but transformers 5 no longer ties by that "
+            f"flag: the encoder's and the decoder's weights are independent copies in this "
+            f"model (HF ties none of them, and says nothing), and a plan of HF's ties would not "
+            f"tie them either. Declare the tie with a Plan on the model (e.g. "
+            f"tying.share('decoder.<part>', like='encoder.<part>') per shared part) and say so: "
+            f"set it to False (on every config named); nothing was changed"
+        )
     mapping = expand(all_submodels=True)
     differ = _config_ties_not_held(model, mapping)
     if differ:
@@ -197,6 +210,23 @@ _UNTIED_FIX = (
     "then neither ties nor re-ties them); to tie them on purpose, with the source's "
     "values, apply tying.Plan([tying.share(target, like=source)]); nothing was changed"
 )
+
+
+def _ignored_tie_flags(model: nn.Module) -> list[str]:
+    """``config.tie_encoder_decoder`` set true on ``model`` or a sub-model, as
+    ``"<path>.config.tie_encoder_decoder"``: transformers 4 tied the decoder's weights to
+    the encoder's under it; transformers 5 keeps the key and ties nothing (stop 34 review:
+    a BERT2BERT ``EncoderDecoderModel`` built with it has every encoder and decoder layer
+    apart, and ``hf_ties_plan`` returned only the head ties, no error)."""
+    found, seen = [], set()
+    for prefix, sub in model.named_modules():
+        config = getattr(sub, "config", None)
+        if getattr(sub, "get_expanded_tied_weights_keys", None) is None or id(config) in seen:
+            continue
+        seen.add(id(config))  # BART's sub-models share the model's config: named once
+        if getattr(config, "tie_encoder_decoder", False) is True:
+            found.append(f"{f'model.{prefix}' if prefix else 'model'}.config.tie_encoder_decoder")
+    return found
 
 
 def _config_ties_not_held(model: nn.Module, mapping: dict[str, str]) -> list[tuple[str, str, str]]:
@@ -837,8 +867,10 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
     Args:
         cls: a ``transformers`` model class (``GPT2LMHeadModel``, an ``AutoModel...``).
         path: a local folder (safetensors weights).
-        plan: the plan to re-apply; default: the one recorded in the config.
-        **kwargs: passed to ``cls.from_pretrained`` (``dtype``, ``config``, ...).
+        plan: the plan to re-apply; default: the one recorded in ``config=`` when
+            given and holding one, else the one in the folder's ``config.json``.
+        **kwargs: passed to ``cls.from_pretrained`` (``dtype``, ``config``, config
+            attributes such as ``tie_word_embeddings=False``, ...).
 
     Returns:
         The loaded model, tied as saved (``tying.verify`` passes).
@@ -864,7 +896,7 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
         >>> torch.equal(again(x).last_hidden_state, bert(x).last_hidden_state)
         True
     """
-    transformers = _transformers()
+    _transformers()
     folder = pathlib.Path(path)
     if not folder.is_dir():
         raise FileNotFoundError(
@@ -873,12 +905,17 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
         )
     sub = kwargs.get("subfolder") or ""
     files = _checkpoint_files(folder / sub, kwargs.get("variant"))  # refuse before building
-    config = kwargs.pop("config", None)
-    if config is None:
-        config = transformers.AutoConfig.from_pretrained(folder, subfolder=sub)
-    recorded = getattr(config, CONFIG_KEY, None)
+    # The recorded plan belongs to the weights: read from the folder's config.json unless
+    # a config= given holds one (a config built by hand has none, and every tie was
+    # dropped, silently). HF builds the model's config itself, so that config attributes
+    # among kwargs (tie_word_embeddings=False) update it as in cls.from_pretrained; passed
+    # with config=, they went to the model's __init__ (TypeError).
+    recorded, where_recorded = getattr(kwargs.get("config"), CONFIG_KEY, None), "config="
+    if recorded is None:
+        where_recorded = folder / sub / "config.json"
+        recorded = _recorded_plan(where_recorded)
     if plan is None and recorded is not None:
-        plan = plan_from_json(recorded, where=f"{folder / 'config.json'}: key {CONFIG_KEY!r}")
+        plan = plan_from_json(recorded, where=f"{where_recorded}: key {CONFIG_KEY!r}")
     if plan is not None and not isinstance(plan, Plan):
         raise TypeError(f"from_pretrained: plan must be a tying.Plan, got {type(plan).__name__}")
     if kwargs.pop("output_loading_info", False):
@@ -887,7 +924,7 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
             "the loading itself); call cls.from_pretrained for HF's report"
         )
     with _quiet():
-        model, info = cls.from_pretrained(folder, config=config, output_loading_info=True, **kwargs)
+        model, info = cls.from_pretrained(folder, output_loading_info=True, **kwargs)
     hf_values = model.state_dict()  # as HF loaded them (references, no copies)
     loaded_by_hf = set(hf_values) - set(info.get("missing_keys", ()))
     if plan is not None:
@@ -923,6 +960,16 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
         )
     verify(model)
     return model
+
+
+def _recorded_plan(config_file: pathlib.Path) -> Any:
+    """The plan recorded under ``CONFIG_KEY`` in ``config_file``, or None (no file, no key;
+    HF reports an unreadable config itself)."""
+    try:
+        data = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data.get(CONFIG_KEY) if isinstance(data, dict) else None
 
 
 def _check_as_loaded(tied, where, loaded_by_hf, hf_values, inv: Inventory, model, folder) -> None:
@@ -1014,7 +1061,10 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
             embedding is tied by a plan applied to a model containing ``model`` (resize
             through that one, or free the tie there first); or when a tie the config
             declares holds different values (a checkpoint HF loaded untied: HF's resize
-            would re-tie it, overwriting the head); nothing is changed then.
+            would re-tie it, overwriting the head); or when HF's resize would seat one
+            embedding module at paths that held different tables (BART-family models
+            with ``tie_word_embeddings=False``: ``shared`` at the encoder and decoder);
+            nothing is changed then.
         TypeError: when ``new_num_tokens`` is not a positive int or None.
 
     Example:
@@ -1056,6 +1106,7 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
     had_attr, old_attr = hasattr(model, "vocab_size"), getattr(model, "vocab_size", None)
     state = _ModuleState(model)  # everything HF and the plan change, for the rollback
     params_before = dict(model.named_parameters(remove_duplicate=False))
+    tables_before = _embedding_tables(model, emb_in, emb_out)
     try:
         if involved:
             Plan([free(r.target) for r in involved]).apply(model)
@@ -1073,6 +1124,7 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
                     f"longer fits ({err}); the model is unchanged. Untie it first "
                     f"(tying.Plan([tying.free({(outside or involved)[0].target!r})]).apply(model))"
                 ) from None
+        _refuse_tables_joined(model, tables_before)
         verify(model)
         _record_replaced(model, params_before)
         return out
@@ -1085,6 +1137,64 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
             with contextlib.suppress(AttributeError):
                 delattr(model, "vocab_size")
         raise
+
+
+def _embedding_tables(
+    model: nn.Module, emb_in, emb_out
+) -> dict[str, tuple[nn.Module, torch.Tensor]]:
+    """``{path: (module, weight data)}`` of every embedding module (``nn.Embedding`` or the
+    model's input / output embedding) under every path, as it is now: HF's resize gives
+    the modules new tensors, so these references keep the values from before."""
+    out = {}
+    for path, mod in model.named_modules(remove_duplicate=False):
+        if not (isinstance(mod, nn.Embedding) or mod is emb_in or mod is emb_out):
+            continue
+        weight = getattr(mod, "weight", None)
+        if isinstance(weight, torch.Tensor):
+            out[path] = (mod, weight.data)
+    return out
+
+
+def _refuse_tables_joined(
+    model: nn.Module, before: dict[str, tuple[nn.Module, torch.Tensor]]
+) -> None:
+    """Refuse when HF's resize seated one embedding module at paths that held different
+    tables before.
+
+    transformers 5 keeps BART's (mBART's, Pegasus', Marian's) encoder and decoder
+    embeddings apart from ``model.shared`` when ``tie_word_embeddings`` is False, but its
+    ``resize_token_embeddings`` calls ``set_input_embeddings``, which seats ``shared``
+    at both: the encoder and decoder then read another table, kept-token logits 0.28
+    away on a tiny BART, no error (plain HF alike; stop 34 review). A path that held the
+    same values before (a tie, a freed copy) may be joined.
+    """
+    now: dict[int, list[str]] = {}
+    for path, mod in model.named_modules(remove_duplicate=False):
+        if path in before:
+            now.setdefault(id(mod), []).append(path)
+    joined = []
+    for paths in now.values():
+        first = paths[0]
+        for other in paths[1:]:
+            (a_mod, a), (b_mod, b) = before[first], before[other]
+            if a_mod is b_mod or a is b:
+                continue
+            if tuple(a.shape) != tuple(b.shape):
+                joined.append((first, other, f"shapes {tuple(a.shape)} vs {tuple(b.shape)}"))
+            elif not torch.equal(a, b.to(a.dtype)):
+                diff = (a.float() - b.float()).abs().max().item()
+                joined.append((first, other, f"max |diff| {diff:.3g}"))
+    if joined:
+        first, other, _ = joined[0]
+        raise TieError(
+            f"resize_token_embeddings: HF's resize seats one embedding module at paths that "
+            f"held different tables before: {_list_pairs(joined).replace(' <- ', ' and ')}; "
+            f"from then on they would read one table's values, silently. If they are meant "
+            f"to be one table, tie them first, keeping the values the model computes with "
+            f"(e.g. tying.Plan([tying.share({first + '.weight'!r}, like={other + '.weight'!r})])"
+            f".apply(model) keeps {other}'s); if they are meant to differ, resize each table "
+            f"yourself (this model's resize cannot keep them apart); nothing was changed"
+        )
 
 
 def _refuse_ties_resize_cannot_keep(model: nn.Module, embed_slots: set[str], declared) -> None:
