@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Iterable
 
 import torch
@@ -78,6 +79,7 @@ def ddp(model: nn.Module, **kwargs) -> nn.Module:
     verify(model)
     wrapped = DistributedDataParallel(model, **kwargs)
     wrapped.register_forward_pre_hook(_ParametersKept(model, "ddp"), prepend=True)
+    _mark(model, "ddp")
     return wrapped
 
 
@@ -164,6 +166,10 @@ def fully_shard(model: nn.Module, units: Iterable[str] = (), **kwargs) -> nn.Mod
     for module_path, reads in readers.items():
         inv.modules[module_path].register_forward_pre_hook(_GatheredCheck(reads))
     model.register_forward_pre_hook(_ParametersKept(model, "fully_shard"), prepend=True)
+    # stop 34: tying.load (and load_state_dict) of a full state failed inside FSDP's copy
+    # with "got mixed torch.Tensor and DTensor", naming no fix
+    model.register_load_state_dict_pre_hook(_FullStateRefused())
+    _mark(model, "fully_shard")
     return model
 
 
@@ -297,6 +303,246 @@ class _GatheredCheck:
                 )
 
 
+#: set on every module of a model that td.ddp / td.fully_shard wrapped: "ddp" or "fully_shard"
+WRAPPED_ATTR = "_tying_wrapped"
+
+
+def _mark(model: nn.Module, helper: str) -> None:
+    for mod in model.modules():
+        mod.__dict__[WRAPPED_ATTR] = helper
+
+
+def wrapped_by(model: nn.Module) -> str | None:
+    """Which helper wrapped ``model`` or one of its submodules: ``"ddp"``, ``"fully_shard"`` or None.
+
+    ``td.ddp`` and ``td.fully_shard`` mark every module of the model they wrap, so a tie
+    change on it (or on one of its submodules) can be refused before it is made: the
+    wrapped model's collectives know only the tensors it was wrapped with.
+
+    Args:
+        model: a module (the wrapped model, its ``.module``, or any submodule).
+
+    Returns:
+        The helper's name, or None for a model no helper wrapped.
+
+    Example:
+        >>> import torch, tying.distributed as td
+        >>> td.wrapped_by(torch.nn.Linear(2, 2)) is None
+        True
+    """
+    for mod in model.modules():
+        helper = mod.__dict__.get(WRAPPED_ATTR)
+        if helper is not None:
+            return helper
+    return None
+
+
+class _FullStateRefused:
+    """Load pre-hook on a sharded model: a full (unsharded) state is refused before any copy."""
+
+    def __call__(self, module, state_dict, prefix, *args) -> None:
+        from torch.distributed.tensor import DTensor
+
+        for name, p in module.named_parameters(remove_duplicate=False):
+            value = state_dict.get(prefix + name)
+            if isinstance(p, DTensor) and value is not None and not isinstance(value, DTensor):
+                raise TieError(
+                    f"tying.distributed.fully_shard: {prefix + name} is sharded (a DTensor of "
+                    f"shape {tuple(p.shape)}) but the state given holds a full tensor for it, "
+                    f"which FSDP2 cannot copy into its shard; load a tying file with "
+                    f"td.load(model, path) on every rank (or tying.load before "
+                    f"td.fully_shard), and a full state dict with torch.distributed."
+                    f"checkpoint.state_dict.set_model_state_dict(model, state, "
+                    f"options=StateDictOptions(full_state_dict=True)); nothing was loaded"
+                )
+
+
+def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True):
+    """Load a tying file into a plain, DDP-wrapped or FSDP2-sharded tied model, on every rank.
+
+    A collective when a process group is initialised: every rank must call it, each
+    reading ``path`` (a shared file, or one copy per machine). Every rank reads and checks
+    its file first; when any rank fails, or the ranks read files with different contents
+    (DDP never broadcasts again after wrapping, so the ranks would train different
+    models), every rank raises and no model is changed. A wrapped model's ties cannot
+    change, so the file must tie exactly as the model does (load a file of other ties
+    before wrapping, with :func:`tying.load`). A sharded model receives each rank's shard
+    of the file's tensors, as a single-process :func:`tying.load` followed by
+    :func:`fully_shard` would hold.
+
+    Args:
+        model: a plain, ``td.ddp``-wrapped or ``td.fully_shard``-sharded model.
+        path: a file :func:`save` or :func:`tying.save` wrote.
+        verify_hash: as for :func:`tying.load`.
+
+    Returns:
+        The :class:`tying.Plan` of the file's ties.
+
+    Raises:
+        TieError: the file does not fit the model (as :func:`tying.load`); the model is
+            wrapped and the file ties otherwise; the ranks read different files.
+        RuntimeError: on every other rank, when one rank could not read or check its file.
+
+    Example (in every process of ``torchrun``):
+
+    .. code-block:: python
+
+        td.fully_shard(model, units=["layers.*"], mesh=mesh)
+        td.load(model, "ckpt.safetensors")      # each rank receives its shards
+    """
+    import pathlib
+
+    import torch.distributed as dist
+
+    from tying.core.checkpoint import load as load_file
+
+    path = pathlib.Path(path)
+    inner = _unwrapped(model)
+    helper = wrapped_by(inner) or ("ddp" if inner is not model else None)
+    group = dist.is_available() and dist.is_initialized()
+    if not group:
+        if helper is not None:
+            _require_group()
+        return load_file(inner, path, verify_hash)
+    # every rank checks its own file, then all learn how it went: a rank that went on
+    # alone would wait in the first collective (or train a model the others do not hold)
+    checked, digests = _agreed(
+        lambda: _checked_file(inner, path, verify_hash, helper), "load", str(path), lambda r: r[3]
+    )
+    if len(set(digests)) > 1:
+        by_rank = ", ".join(f"rank {r}: {d[:12]}" for r, d in enumerate(digests))
+        raise TieError(
+            f"tying.distributed.load: the ranks read different contents from {str(path)!r} "
+            f"(SHA-256 {by_rank}), so they would hold different models; give every rank the "
+            f"same file (copy it to every machine, or use a shared folder); no rank's model "
+            f"was changed"
+        )
+    if helper != "fully_shard":
+        return load_file(inner, path, verify_hash)
+    plan, full, _, _ = checked
+    _load_shards(inner, full, path)
+    verify(inner)
+    return plan
+
+
+def _checked_file(inner: nn.Module, path, verify_hash: bool, helper: str | None):
+    """Read and check ``path`` against ``inner``: ``(plan, full state, file ties, digest)``.
+
+    For a wrapped model the file must tie as the model does (its tensors cannot change), and
+    for a sharded one its tensors must fit the model's state dict by name, shape and dtype:
+    all refused here, before any rank changes anything.
+    """
+    from tying.core.checkpoint import (
+        HASH_KEY,
+        _check_integrity,
+        _check_logical_shapes,
+        _digest,
+        _parse,
+        _read,
+    )
+    from tying.core.plan import Plan
+
+    tensors, meta = _read(path)
+    _check_integrity(path, tensors, meta, verify_hash)
+    rules, aliases, logical = _parse(path, meta)
+    digest = meta.get(HASH_KEY) if verify_hash else None
+    digest = digest or _digest(tensors, meta)
+    plan = Plan(rules)
+    if helper is None:
+        return plan, tensors, rules, digest
+    where = f"tying.distributed.load: {str(path)!r}"
+    fix = (
+        f"the model was wrapped by td.{helper}, whose collectives know only the tensors it "
+        f"was wrapped with; load this file with tying.load(model, path) before "
+        f"td.{helper}(model), or into a model tied as the file; nothing was loaded"
+    )
+    try:
+        res = plan.resolve(inner)
+    except TieError as err:
+        raise TieError(f"{where}: its ties do not fit this model ({err}); {fix}") from None
+    inv = res.inventory
+    if res.changes:
+        what = "; ".join(
+            f"{ch.path}: model {_tie_text(ch.old)}, file {_tie_text(ch.new)}"
+            for ch in res.changes[:10]
+        )
+        raise TieError(f"{where} ties otherwise than this model ({what}); {fix}")
+    full = dict(tensors)
+    for alias, key in aliases.items():
+        in_model = alias in inv.slots and key in inv.slots  # else a shared buffer's alias
+        if in_model and inv.hand.get(alias) != key and not _declared_same(inv, alias, key):
+            raise TieError(
+                f"{where} stores {alias} as the same tensor as {key} (a hand-made tie) but "
+                f"this model holds them apart; {fix}"
+            )
+        if key in full:
+            full[alias] = full[key]
+    expected = {k: (tuple(t.shape), t.dtype) for k, t in inner.state_dict(keep_vars=True).items()}
+    missing = sorted(set(expected) - set(full))
+    unexpected = sorted(set(full) - set(expected))
+    bad = [
+        f"{k}: file {tuple(full[k].shape)} {full[k].dtype}, model {expected[k][0]} {expected[k][1]}"
+        for k in sorted(set(full) & set(expected))
+        if tuple(full[k].shape) != expected[k][0] or full[k].dtype != expected[k][1]
+    ]
+    if missing or unexpected or bad:
+        parts = []
+        if missing:
+            parts.append(f"missing in file: {', '.join(missing[:10])}")
+        if unexpected:
+            tied = [k for k in unexpected if k in inv.slots and inv.slots[k].is_tied]
+            parts.append(
+                f"not in model: {', '.join(unexpected[:10])}"
+                + (
+                    f" (tied in this model, stored apart in the file: {', '.join(tied)})"
+                    if tied
+                    else ""
+                )
+            )
+        if bad:
+            parts.append(f"shape/dtype mismatch: {'; '.join(bad[:10])}")
+        raise TieError(
+            f"{where} does not fit this model ({'; '.join(parts)}); build the model with the "
+            f"architecture, dtype and ties the file was saved from; nothing was loaded"
+        )
+    _check_logical_shapes(inv, logical, path)
+    return plan, full, rules, digest
+
+
+def _declared_same(inv: Inventory, alias: str, key: str) -> bool:
+    info = inv.slots.get(alias)
+    return info is not None and info.tie is not None and info.source == key
+
+
+def _tie_text(tie) -> str:
+    if tie is None:
+        return "untied"
+    return f"tied to {tie.source or 'its own storage'} via {tie.relation!r}"
+
+
+def _load_shards(inner: nn.Module, full: dict[str, torch.Tensor], path) -> None:
+    """Each rank's shard of ``full`` into the sharded ``inner``; on failure the shards are restored."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+    from torch.distributed.tensor import DTensor
+
+    kept = []
+    seen: set[int] = set()
+    for t in inner.state_dict(keep_vars=True).values():
+        local = t.to_local() if isinstance(t, DTensor) else t
+        if local.data_ptr() not in seen or local.numel() == 0:
+            seen.add(local.data_ptr())
+            kept.append((local, local.detach().clone()))
+    try:
+        set_model_state_dict(
+            inner, dict(full), options=StateDictOptions(full_state_dict=True, strict=True)
+        )
+    except BaseException:
+        with torch.no_grad():
+            for local, copy in kept:
+                local.copy_(copy)
+        raise
+
+
 def save(model: nn.Module, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
     """Gather the full state of a (sharded) tied model and write it from rank 0.
 
@@ -342,6 +588,196 @@ def save(model: nn.Module, path: str | os.PathLike, metadata: dict[str, str] | N
         )
 
 
+#: the checkpoint entry that records the model's ties (JSON, as a uint8 tensor: no pickle)
+DCP_TIES_KEY = "tying.ties"
+
+
+def dcp_save(model: nn.Module, checkpoint_id, optimizer: torch.optim.Optimizer | None = None):
+    """Save a (wrapped) tied model with ``torch.distributed.checkpoint``, its ties recorded.
+
+    A collective: every rank writes its shards (each physical tensor once, as
+    ``get_model_state_dict`` gives it) under ``"model"``, the optimizer's state (one per
+    physical tensor) under ``"optim"``, and the model's ties under ``"tying.ties"``, so
+    :func:`dcp_load` refuses a model tied otherwise instead of loading the stored tensors
+    into other ties (a tensor the model reads through a tie was dropped with no error).
+
+    Args:
+        model: a plain, ``td.ddp``-wrapped or ``td.fully_shard``-sharded tied model.
+        checkpoint_id: the checkpoint folder (as for ``dcp.save``).
+        optimizer: the model's optimizer, or None.
+
+    Raises:
+        TieError: a declared tie is broken.
+
+    Example (every rank): ``td.dcp_save(model, "ckpt/step-100", optimizer=opt)``
+    """
+    import json
+
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    inner = _unwrapped(model)
+    verify(inner)
+    record = json.dumps(_tie_record(inner), sort_keys=True).encode()
+    state = {
+        "model": get_model_state_dict(inner),
+        DCP_TIES_KEY: torch.frombuffer(bytearray(record), dtype=torch.uint8),
+    }
+    if optimizer is not None:
+        state["optim"] = get_optimizer_state_dict(inner, optimizer)
+    dcp.save(state, checkpoint_id=checkpoint_id)
+
+
+def dcp_load(model: nn.Module, checkpoint_id, optimizer: torch.optim.Optimizer | None = None):
+    """Load a ``torch.distributed.checkpoint`` folder into a (wrapped) tied model, ties checked.
+
+    A collective on any world size (1 <-> N, DDP <-> FSDP2). Before anything is read
+    into the model, every rank checks the checkpoint against the model: its recorded
+    ties (:func:`dcp_save`) must be the model's (same targets, sources and relations), and
+    a tensor the model reads through a tie must not be stored on its own in the checkpoint
+    (a plain ``dcp.load`` into the tied model dropped it with no error: an untied
+    ``lm_head.weight`` was replaced by the embedding). A folder written by plain
+    ``dcp.save({"model": get_model_state_dict(m)})`` is checked by its tensor names.
+
+    Args:
+        model: the model, built, tied and wrapped as the checkpoint's.
+        checkpoint_id: the checkpoint folder (a path; read with ``FileSystemReader``).
+        optimizer: restore its state from the checkpoint's ``"optim"`` entry, or None.
+
+    Raises:
+        TieError: the checkpoint ties otherwise, stores a tied slot as its own tensor,
+            lacks a tensor of the model or holds one of another shape; nothing was loaded.
+        RuntimeError: on every other rank, when one rank refused (that rank raises its own).
+    """
+    import json
+
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_optimizer_state_dict,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    inner = _unwrapped(model)
+    where = f"tying.distributed.dcp_load: {os.fspath(checkpoint_id)!r}"
+
+    def check() -> bool:
+        stored = dcp.FileSystemReader(checkpoint_id).read_metadata().state_dict_metadata
+        tensors = {
+            k[len("model.") :]: tuple(v.size)
+            for k, v in stored.items()
+            if k.startswith("model.") and isinstance(v, TensorStorageMetadata)
+        }
+        want = {k: tuple(t.shape) for k, t in inner.state_dict(keep_vars=True).items()}
+        mine = _tie_record(inner)
+        fix = (
+            "build and tie the model as the checkpoint's was (tying.Plan(...).apply(model) "
+            "before wrapping); nothing was loaded"
+        )
+        tied_apart = sorted(t for t in mine if t in tensors and t not in want)
+        if tied_apart:
+            raise TieError(
+                f"{where} stores {', '.join(tied_apart[:10])} as its own tensor, but this model "
+                f"reads it through a tie, so its stored value would be dropped; load it into "
+                f"a model without that tie (tying.Plan([tying.free(...)]).apply(model)) or "
+                f"{fix}"
+            )
+        if DCP_TIES_KEY in stored:
+            holder = {DCP_TIES_KEY: torch.zeros(stored[DCP_TIES_KEY].size, dtype=torch.uint8)}
+            with warnings.catch_warnings():  # no_dist: each rank reads it alone, no collective
+                warnings.filterwarnings("ignore", "torch.distributed is disabled")
+                dcp.load(holder, checkpoint_id=checkpoint_id, no_dist=True)
+            theirs = json.loads(bytes(holder[DCP_TIES_KEY].tolist()).decode())
+            diff = [
+                f"{t}: checkpoint {_record_text(theirs.get(t))}, model {_record_text(mine.get(t))}"
+                for t in sorted(set(theirs) | set(mine))
+                if theirs.get(t) != mine.get(t)
+            ]
+            if diff:
+                raise TieError(
+                    f"{where} ties otherwise than this model ({'; '.join(diff[:10])}); {fix}"
+                )
+        if optimizer is not None and not any(k.startswith("optim.") for k in stored):
+            raise TieError(
+                f"{where} holds no optimizer state (no 'optim' entry: it was saved without "
+                f"optimizer=); call td.dcp_load without optimizer=, or load the checkpoint "
+                f"td.dcp_save(model, ..., optimizer=opt) wrote; nothing was loaded"
+            )
+        missing = sorted(set(want) - set(tensors))
+        bad = [
+            f"{k}: checkpoint {tensors[k]}, model {want[k]}"
+            for k in sorted(set(want) & set(tensors))
+            if tensors[k] != want[k]
+        ]
+        if missing or bad:
+            parts = ([f"missing in checkpoint: {', '.join(missing[:10])}"] if missing else []) + (
+                [f"shape mismatch: {'; '.join(bad[:10])}"] if bad else []
+            )
+            raise TieError(f"{where} does not fit this model ({'; '.join(parts)}); {fix}")
+        return True
+
+    _agreed(check, "dcp_load", os.fspath(checkpoint_id))
+    state = {"model": get_model_state_dict(inner)}
+    if optimizer is not None:
+        state["optim"] = get_optimizer_state_dict(inner, optimizer)
+    dcp.load(state, checkpoint_id=checkpoint_id)
+    set_model_state_dict(inner, state["model"])
+    if optimizer is not None:
+        set_optimizer_state_dict(inner, optimizer, state["optim"])
+    verify(inner)
+
+
+def _tie_record(inner: nn.Module) -> dict[str, dict]:
+    """``{target: {"like", "relation", "hand"}}`` of every tie; a Scaled tie's initial
+    scale is left out (its value is a stored tensor)."""
+    out = {}
+    for t in ties(inner):
+        spec = {k: v for k, v in t.relation.spec().items() if k != "init"}
+        out[t.target] = {"like": t.source, "relation": spec, "hand": bool(t.hand)}
+    return out
+
+
+def _record_text(entry: dict | None) -> str:
+    if entry is None:
+        return "untied"
+    hand = ", hand-made" if entry["hand"] else ""
+    return f"tied to {entry['like'] or 'its own storage'} via {entry['relation']['type']}{hand}"
+
+
+def _agreed(fn, helper: str, what: str, told=lambda result: None):
+    """Run ``fn`` on every rank; if it raised on any rank, raise on every rank (no rank
+    goes on alone into a collective the others never reach). Returns this rank's result
+    and every rank's ``told(result)`` (something small: it is sent to every rank)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        result = fn()
+        return result, [told(result)]
+    failure: BaseException | None = None
+    result = None
+    try:
+        result = fn()
+        outcome = ("ok", told(result))
+    except BaseException as err:  # told to the other ranks, then re-raised here
+        failure, outcome = err, ("error", f"{type(err).__name__}: {err}")
+    outcomes: list = [None] * dist.get_world_size()
+    dist.all_gather_object(outcomes, outcome)
+    if failure is not None:
+        raise failure
+    for rank, (kind, msg) in enumerate(outcomes):
+        if kind == "error":
+            raise RuntimeError(
+                f"tying.distributed.{helper}: rank {rank} could not load {what!r} ({msg}); "
+                f"rank {rank} raised that error, and no rank's model was changed"
+            )
+    return result, [value for _, value in outcomes]
+
+
 def _unwrapped(model: nn.Module) -> nn.Module:
     """The user's model inside DDP / DataParallel / ``torch.compile`` wrappers (any nesting)."""
     from torch.nn.parallel import DistributedDataParallel
@@ -370,4 +806,4 @@ def _require_group() -> None:
         )
 
 
-__all__ = ["ddp", "fully_shard", "save"]
+__all__ = ["dcp_load", "dcp_save", "ddp", "fully_shard", "load", "save", "wrapped_by"]
