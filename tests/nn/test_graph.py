@@ -180,3 +180,32 @@ def test_a_dtype_that_is_not_floating_point_is_refused(dtype):
         normalized_adjacency(edges, 3, dtype=dtype)
     for ok in (torch.float16, torch.bfloat16, torch.float64):
         assert normalized_adjacency(edges, 3, dtype=ok).dtype == ok
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_autocast_forward_and_backward_run(shared):
+    # sparse.mm's backward under CPU autocast met the float32 adjacency and failed
+    # ("expected scalar type Float but found BFloat16"); Â is cast as autocast casts it
+    torch.manual_seed(0)
+    conv = MultiHopGraphConv(6, 4, hops=3, shared=shared)
+    adj = normalized_adjacency(_graph(20, 50), 20)
+    x = torch.randn(20, 6, requires_grad=True)
+    ref = conv(x, adj)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv(x, adj)
+    y.float().square().sum().backward()
+    err = ((y.detach().float() - ref.detach()).norm() / ref.detach().norm()).item()
+    assert err < 2e-2, err  # bfloat16 round-off
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert all(p.grad is not None for p in conv.parameters())
+
+
+def test_an_adjacency_of_another_dtype_is_refused_by_name():
+    conv = MultiHopGraphConv(6, 4).double()
+    adj = normalized_adjacency(_graph(20, 50), 20)  # float32 by default
+    with pytest.raises(
+        ValueError,
+        match=r"adjacency is torch.float32 but the node features are "
+        r"torch.float64.*dtype=torch.float64",
+    ):
+        conv(torch.randn(20, 6, dtype=torch.float64), adj)

@@ -211,3 +211,19 @@ def test_to_conv_refuses_a_bad_atol(atol):
         lc.weight[1, 1] += 1.0
     with pytest.raises(ValueError, match="atol must be a non-negative number"):
         lc.to_conv(atol=atol)
+
+
+def test_autocast_returns_the_product_dtype_as_conv2d_does():
+    # the float32 bias promoted the bfloat16 product back to float32 (nn.Conv2d: bfloat16)
+    torch.manual_seed(0)
+    layer = LocallyConnected2d(3, 4, (7, 6), 3, stride=(2, 1), padding=1)
+    x = torch.randn(2, 3, 7, 6)
+    ref = layer(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+        conv_dtype = nn.Conv2d(3, 4, 3)(x).dtype
+    assert y.dtype == conv_dtype == torch.bfloat16
+    assert ((y.detach().float() - ref.detach()).norm() / ref.detach().norm()).item() < 2e-2
+    y.float().sum().backward()
+    assert layer.weight.grad.dtype == torch.float32
+    assert torch.equal(layer(x), ref)  # outside autocast: the same bits

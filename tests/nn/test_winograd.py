@@ -127,7 +127,9 @@ def test_any_shape_matches_f_conv2d(b, ci, co, h, w, p, f32, bias, channels_last
     for out, ref in pairs:
         assert _rel(out, ref) <= (REL32 if f32 else REL64)
     y, dx = pairs[0][0], pairs[1][0]
-    if channels_last and ci > 1 and co > 1:  # channels-last in, channels-last out (as F.conv2d)
+    # channels-last in, channels-last out (as F.conv2d); a 1x1 input is both layouts at once
+    # and F.conv2d returns it contiguous (hypothesis found h = w = 1)
+    if channels_last and ci > 1 and co > 1 and not x.is_contiguous():
         assert y.is_contiguous(memory_format=torch.channels_last)
         assert dx.is_contiguous(memory_format=torch.channels_last)
 
@@ -246,6 +248,32 @@ def test_double_backward_is_refused():
     (gx,) = torch.autograd.grad(W.winograd_conv2d(x, w, b, 1).square().sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable|differentiate twice"):
         gx.sum().backward()
+
+
+def test_a_second_derivative_through_the_gradient_is_refused_not_dropped():
+    # once_differentiable's guard hung off fresh leaves: a gradient penalty whose upstream
+    # needs no grad, and autograd.grad of a MAML meta-loss, read the inner gradient as a
+    # constant (a penalty's weight gradient 0.62 for the direct layer's 11946), no error
+    direct, wino = _pair(LiftingConv2d, "C4", 2, 2)
+    x = torch.randn(2, 2, 7, 7, dtype=F64, requires_grad=True)
+    (gx,) = torch.autograd.grad(wino(x).sum(), x, create_graph=True)  # first order: runs
+    (ref,) = torch.autograd.grad(direct(x).sum(), x)
+    assert _rel(gx, ref) <= REL64
+    with pytest.raises(NotImplementedError, match="no second derivative.*algorithm='direct'"):
+        (wino(x).square().mean() + gx.square().sum()).backward()
+    params = dict(wino.named_parameters())
+    inner = torch.func.functional_call(wino, params, (x,)).square().mean()
+    grads = torch.autograd.grad(inner, list(params.values()), create_graph=True)
+    fast = {k: p - 0.1 * g for (k, p), g in zip(params.items(), grads, strict=True)}
+    outer = torch.func.functional_call(wino, fast, (x,)).pow(3).mean()
+    with pytest.raises(NotImplementedError, match="refusing to differentiate twice"):
+        torch.autograd.grad(outer, list(params.values()))
+    # a gradient that depends on nothing requiring grad is a constant, and right as one
+    xc = x.detach().requires_grad_()
+    (gw,) = torch.autograd.grad(
+        W.winograd_conv2d(xc, params["kernels.e"].detach(), None, 1).sum(), xc, create_graph=True
+    )
+    assert not gw.requires_grad
 
 
 # -- the layers' opt-in path -------------------------------------------------------------

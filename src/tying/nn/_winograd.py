@@ -47,7 +47,6 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from tying.nn._args import is_int
 
@@ -311,6 +310,36 @@ def _backward_impl(
     return dx, dw, db
 
 
+_NO_SECOND = (
+    "algorithm='winograd' has no second derivative: a gradient taken through it with "
+    "create_graph=True (a gradient penalty, a MAML meta-gradient, a Hessian) was "
+    "differentiated again; refusing to differentiate twice, which would treat that "
+    "gradient as a constant; use algorithm='direct' for double backward"
+)
+
+
+class _NoSecondDerivative(torch.autograd.Function):
+    """A gradient of the Winograd path, joined to what it depends on, whose own gradient
+    is an error (``once_differentiable``'s guard hangs off fresh leaves instead, so
+    ``autograd.grad(..., params)`` and a gradient of ``dy``-free penalties never reached
+    it: the second-order term was dropped without a word)."""
+
+    @staticmethod
+    def forward(ctx, value, *depends_on):
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise NotImplementedError(_NO_SECOND)
+
+
+def _first_order_only(value: Tensor | None, *depends_on: Tensor) -> Tensor | None:
+    deps = [t for t in depends_on if t.requires_grad]
+    if value is None or not deps:
+        return value  # a constant of everything that requires grad: right as it is
+    return _NoSecondDerivative.apply(value, *deps)
+
+
 class _WinogradFn(torch.autograd.Function):
     """The eager path: the same two functions as the custom ops, without their dispatch
     (about 50 µs a call, measured 2026-12-02, 1 thread)."""
@@ -323,9 +352,15 @@ class _WinogradFn(torch.autograd.Function):
         return y
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dy):
-        return _autograd_backward(ctx, dy, None, _backward_impl)
+        with torch.no_grad():
+            dx, dw, db, _ = _autograd_backward(ctx, dy, None, _backward_impl)
+        if torch.is_grad_enabled():  # create_graph=True: these may be differentiated again
+            x, weight, _ = ctx.saved_tensors
+            dx = _first_order_only(dx, dy, weight)
+            dw = _first_order_only(dw, dy, x)
+            db = _first_order_only(db, dy)
+        return dx, dw, db, None
 
 
 # -- the same as torch.library custom ops: opaque calls for torch.compile ------------------
@@ -411,6 +446,8 @@ def winograd_conv2d(
             than float32/float64, mixed dtypes, an input smaller than the kernel, or a
             call under a ``torch.func`` transform.
         ImportError: when numba is not installed (``pip install 'tying[fast]'``).
+        NotImplementedError: when a gradient taken with ``create_graph=True`` is
+            differentiated again (no double backward; use ``algorithm='direct'``).
 
     Example:
         >>> import torch, torch.nn.functional as F

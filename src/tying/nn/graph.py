@@ -225,6 +225,17 @@ class MultiHopGraphConv(nn.Module):
                 f"(see normalized_adjacency), got {'sparse' if adj.is_sparse else 'dense'} "
                 f"{tuple(adj.shape)}"
             )
+        if torch.is_autocast_enabled(x.device.type) and adj.dtype == torch.float32:
+            # autocast runs sparse.mm in its low dtype, but its backward met the float32 Â
+            # and failed ("expected scalar type Float but found BFloat16", torch 2.13): cast Â
+            # as autocast casts it for the forward
+            adj = adj.to(torch.get_autocast_dtype(x.device.type))
+        elif adj.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise ValueError(
+                f"MultiHopGraphConv: the adjacency is {adj.dtype} but the node features are "
+                f"{x.dtype}; make Â in the features' dtype (normalized_adjacency(..., "
+                f"dtype={x.dtype}))"
+            )
         scales = self._scales()
         if scales is not None:
             z = F.linear(x, self.hops[0].weight)  # (N, out): project once, propagate narrow

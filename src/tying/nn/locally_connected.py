@@ -223,7 +223,9 @@ class LocallyConnected2d(nn.Module):
         weight = self.weight.reshape(out_h * out_w, self.out_channels, -1)  # (L, C_out, K)
         out = torch.einsum("blk,lok->blo", patches, weight)  # (B, L, C_out)
         if self.bias is not None:
-            out = out + self.bias.reshape(out_h * out_w, self.out_channels)
+            # in the product's dtype: under autocast a float32 bias made a bfloat16 product
+            # float32, where nn.Conv2d returns bfloat16 (no-op otherwise: the same bits)
+            out = out + self.bias.reshape(out_h * out_w, self.out_channels).to(out.dtype)
         out = out.transpose(1, 2).reshape(x.shape[0], self.out_channels, out_h, out_w)
         return out.squeeze(0) if unbatched else out
 
