@@ -199,7 +199,7 @@ def test_worker_results_round_trip_to_the_parents_parameters(sage):
     assert all(p is not ff["Bonds"][p.id] for p in theirs[0][1].bonds.values())
     failure = ValueError("molecule 99: broken")
     packed = pickle.loads(pickle.dumps(_encode(theirs, other.sections, failure)))
-    back, error = _decode(packed, parameters, ff.name)
+    back, error = _decode(packed, parameters, ff.name, sage.not_assigned)
     assert str(error) == "molecule 99: broken" and sorted(back) == [i for i, _ in theirs]
     for (i, a), m in zip(theirs, molecules):
         b = back[i]
@@ -217,7 +217,8 @@ def test_packed_terms_behave_as_the_dict_they_stand_for(sage):
     ff = sage.force_field
     parameters = {s: ff[s].parameters for s in sage.sections}
     plain = sage.assign("CC(=O)Nc1ccc(O)cc1")
-    packed = _decode(_encode([(0, plain)], sage.sections, None), parameters, ff.name)[0][0]
+    encoded = _encode([(0, plain)], sage.sections, None)
+    packed = _decode(encoded, parameters, ff.name, sage.not_assigned)[0][0]
     for s, t in plain.terms.items():
         lazy = packed.terms[s]
         assert len(lazy) == len(t) and lazy == t and t == lazy and not (lazy != t)

@@ -57,6 +57,8 @@ from tying.chem.terms import (  # the names no code here uses are re-exported
     trefoil,  # noqa: F401
     valence_key,  # noqa: F401
 )
+from tying.chem.unassigned import missing_section
+from tying.chem.unassigned import not_assigned as _not_assigned
 from tying.core.resolver import last_match_wins
 
 SECTIONS = ("Bonds", "Angles", "ProperTorsions", "ImproperTorsions", "vdW")
@@ -77,6 +79,11 @@ class Assignment:
         force_field: the force field's name.
         elements: element symbol of each atom, by index.
         terms: section -> {term key: winning :class:`~tying.chem.offxml.Parameter`}.
+        not_assigned: the force field's sections this assignment did not label (file
+            order): the ones ``tying.chem`` does not assign (``Constraints``,
+            ``LibraryCharges``, ``VirtualSites``, charge models; the OpenFF toolkit
+            applies them) and any left out by ``sections=``. Empty only when the whole
+            force field was assigned (:mod:`tying.chem.unassigned`).
 
     Example:
         >>> a = SmirksAssigner("openff-2.3.0").assign("CCO")
@@ -84,6 +91,8 @@ class Assignment:
         ('b1', 'b14', 'b88')
         >>> a.count_unique()["Bonds"]
         4
+        >>> a.not_assigned  # Sage's H-bond constraints and charges are not in it
+        ('Constraints', 'Electrostatics', 'LibraryCharges', 'NAGLCharges')
     """
 
     smiles: str
@@ -91,6 +100,7 @@ class Assignment:
     force_field: str
     elements: tuple[str, ...]
     terms: Mapping[str, Mapping[tuple[int, ...], Parameter]]
+    not_assigned: tuple[str, ...] = ()
 
     def _section(self, section: str) -> Mapping[tuple[int, ...], Parameter]:
         # A section that was not labelled is not a section without terms: an assigner
@@ -98,12 +108,7 @@ class Assignment:
         # .angles, so a molecule read as having no angles, silently.
         terms = self.terms.get(section)
         if terms is None:
-            raise KeyError(
-                f"the assignment of {self.smiles!r} ({self.force_field}) has no {section} "
-                f"section: it was labelled with sections {list(self.terms)}; build the "
-                f"SmirksAssigner with {section!r} in sections= (or use a force field that "
-                f"has a <{section}> section)"
-            )
+            raise missing_section(self, section)
         return terms
 
     @property
@@ -294,6 +299,8 @@ class SmirksAssigner:
                     )
         self.strict = strict
         self.cache = cache
+        # Named on every result: an assignment without them read as the whole force field.
+        self.not_assigned = _not_assigned(self.force_field, self.sections)
         self._compiled = {s: compile_section(self.force_field, s) for s in self.sections}
         self._flat = [c for s in self.sections for c in self._compiled[s]]
         bounds, start = {}, 0
@@ -389,6 +396,7 @@ class SmirksAssigner:
 
         Raises:
             ValueError: on a bad ``n_jobs`` or ``chunksize``.
+            TypeError: when ``progress`` or ``mapped`` is not a bool.
             RuntimeError: when a worker process dies (e.g. an unguarded script: call
                 ``assign_many(n_jobs>1)`` under ``if __name__ == "__main__":``).
             SmilesError, UnassignedParameterError, TypeError: for the first molecule
@@ -650,7 +658,7 @@ class SmirksAssigner:
                 terms[section] = resolved
             start = end
         elements = (*scan.symbols, *("H",) * (n_atoms - n_written))
-        result = Assignment(smiles, name, self.force_field.name, elements, terms)
+        result = Assignment(smiles, name, self.force_field.name, elements, terms, self.not_assigned)
         if self.strict:
             self._check_scanned(mol, result, name or smiles, scan, n_atoms)
         return result
@@ -728,7 +736,7 @@ class SmirksAssigner:
             mol, n_written, smiles, name, (scan, _) = todo[ks[x]]
             n_atoms = sizes[x]
             elements = (*scan.symbols, *("H",) * (n_atoms - n_written))
-            result = Assignment(smiles, name, ff, elements, terms)
+            result = Assignment(smiles, name, ff, elements, terms, self.not_assigned)
             if self.strict:
                 try:
                     self._check_scanned(mol, result, name or smiles, scan, n_atoms)
@@ -782,7 +790,7 @@ class SmirksAssigner:
             won = last_match_wins((i for i in candidates if lo <= i < hi), keys_of)
             terms[section] = {k: flat[i].parameter for k, i in won.items()}
         elements = tuple(a.GetSymbol() for a in mol.GetAtoms())
-        result = Assignment(smiles, name, self.force_field.name, elements, terms)
+        result = Assignment(smiles, name, self.force_field.name, elements, terms, self.not_assigned)
         if self.strict:
             _check_complete(mol, result, name or smiles, _term_counts(mol))
         return result

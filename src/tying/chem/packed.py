@@ -121,7 +121,11 @@ def pack(
         if b is None:
             terms = new_terms.get(id(a.terms))
             # The constructor, not dataclasses.replace: 4x cheaper, once per molecule.
-            b = a if terms is None else type(a)(a.smiles, a.name, a.force_field, a.elements, terms)
+            b = (
+                a
+                if terms is None
+                else type(a)(a.smiles, a.name, a.force_field, a.elements, terms, a.not_assigned)
+            )
             done[id(a)] = b
         out.append(b)
     return out

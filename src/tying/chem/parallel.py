@@ -119,6 +119,10 @@ def assign_many(
     """
 
     n = check_n_jobs(n_jobs)
+    if not isinstance(progress, bool):  # progress="no" showed a bar: no silent coercion
+        raise TypeError(
+            f"progress must be True or False, got {type(progress).__name__}: {progress!r}"
+        )
     check_many(molecules, "assign_many", "molecules")
     items = [_split_item(i, m) for i, m in enumerate(molecules)]
     if check_flag(mapped):
@@ -190,7 +194,7 @@ def _assign_items(assigner, items, n: int, progress: bool, chunksize) -> list[As
                 futures += [pool.submit(_label_chunk, chunk) for chunk in chunks]
                 for future in futures:  # in submission order: the lowest failing index wins
                     packed = future.result()
-                    done, error = _decode(packed, sections, ff.name)
+                    done, error = _decode(packed, sections, ff.name, assigner.not_assigned)
                     if error is not None:
                         raise error  # nothing cached or counted (see _count_as_one_process)
                     results.update(done)
@@ -362,7 +366,10 @@ def _encode(
 
 
 def _decode(
-    packed: Packed, parameters: dict[str, Sequence[Any]], force_field: str
+    packed: Packed,
+    parameters: dict[str, Sequence[Any]],
+    force_field: str,
+    not_assigned: tuple[str, ...],
 ) -> tuple[dict[int, Assignment], Exception | None]:
     """The Assignments of a packed chunk, with this process's Parameter objects.
 
@@ -375,7 +382,7 @@ def _decode(
     molecules, cols, error, _ = packed
     counts = [m[4] for m in molecules]
     out = {
-        i: Assignment(smiles, name, force_field, elements, terms)
+        i: Assignment(smiles, name, force_field, elements, terms, not_assigned)
         for (i, smiles, name, elements, _), terms in zip(
             molecules, views(counts, cols, parameters), strict=True
         )
@@ -659,7 +666,9 @@ def label_lines(
         strict: as :class:`~tying.chem.assign.SmirksAssigner`.
 
     Returns:
-        ``[{"smiles", "name", "force_field", "ids": {section: {"0-1": "b1", ...}}}]``.
+        ``[{"smiles", "name", "force_field", "not_assigned", "ids": {section: {"0-1":
+        "b1", ...}}}]``; ``not_assigned`` lists the force field's sections left out
+        (``Assignment.not_assigned``).
 
     Raises:
         SmilesError, UnassignedParameterError: naming the line's SMILES and name.
@@ -689,6 +698,7 @@ def label_lines(
                     "smiles": smiles,
                     "name": name,
                     "force_field": a.force_field,
+                    "not_assigned": list(a.not_assigned),  # sections left out (stop 34)
                     "ids": {
                         s: {"-".join(map(str, key)): p.id for key, p in sorted(t.items())}
                         for s, t in a.terms.items()
