@@ -474,3 +474,51 @@ def test_parametrized_member_is_named_as_such(rule):
     ):
         tying.Plan([tying.share(target, like=source)]).apply(m)
     assert parametrize.is_parametrized(m.c, "weight") and m.a.weight is not m.c.weight
+
+
+@pytest.mark.parametrize(
+    "build,match",
+    [
+        # stop 34: these were built, and failed at apply as "a pattern must be a non-empty
+        # str, got 3", naming neither the rule nor the field
+        (
+            lambda: tying.share(3, like="b"),
+            r"share: target must be a non-empty str .* got 3 \(int\)",
+        ),
+        (
+            lambda: tying.share("", like="b"),
+            r"share: target must be a non-empty str .* got '' \(str\)",
+        ),
+        (
+            lambda: tying.share("a", like=""),
+            r"share\('a'\): like must be a non-empty str .* got ''",
+        ),
+        (
+            lambda: tying.free(None),
+            r"free: target must be a non-empty str .* got None \(NoneType\)",
+        ),
+        (
+            lambda: tying.free(("a",)),
+            r"free: target must be a non-empty str .* got \('a',\) \(tuple\)",
+        ),
+    ],
+)
+def test_a_rule_with_a_target_that_is_no_pattern_is_refused_when_built(build, match):
+    with pytest.raises(TypeError, match=match):
+        build()
+
+
+def test_a_plan_of_a_set_or_a_bare_rule_is_refused():
+    """Stop 34: a set of overlapping rules was applied in hash order, so whether
+    share(...) or the free(...) after it won changed between runs; a bare rule failed
+    in Python's words."""
+    rules = {tying.share("b", like="a"), tying.free("b.bias")}
+    with pytest.raises(TypeError, match=r"Plan takes an ordered sequence of rules .* got set"):
+        tying.Plan(rules)
+    with pytest.raises(TypeError, match=r"got the single rule share\('b', like='a'\); wrap it"):
+        tying.Plan(tying.share("b", like="a"))
+    with pytest.raises(TypeError, match=r"an ordered sequence of rules .* got str 'b'"):
+        tying.Plan("b")
+    m = nn.ModuleDict({"a": nn.Linear(2, 2), "b": nn.Linear(2, 2)})
+    tying.Plan(r for r in [tying.share("b", like="a"), tying.free("b.bias")]).apply(m)
+    assert m["b"].weight is m["a"].weight and m["b"].bias is not m["a"].bias

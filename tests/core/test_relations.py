@@ -307,3 +307,88 @@ def test_register_relation_refuses_a_second_class_under_a_known_kind():
     assert RELATIONS == before  # nothing replaced
     assert register_relation(tying.Same) is tying.Same  # the same class again: a no-op
     assert RELATIONS == before
+
+
+# -- stop 34: low-precision and complex slots under the averaging and scaling relations
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_hashed_reparametrisation_of_a_half_slot_stores_the_bucket_mean(dtype):
+    """Stop 34: summed in bfloat16 the bucket count stuck at 256 (256 + 1 rounds to 256),
+    so a bucket of 256 ones and 1,000 twos stored 2.0 instead of 1.80."""
+    w = torch.cat([torch.ones(256), torch.full((1000,), 2.0)])
+    m = nn.ParameterDict({"w": nn.Parameter(w.to(dtype))})
+    tying.Plan([tying.share("w", relation=tying.Hashed(1, signed=False))]).apply(m)
+    assert m["w_physical"].dtype == dtype
+    assert m["w_physical"].item() == w.mean().to(dtype).item()
+    assert torch.equal(m["w"].detach(), m["w_physical"].detach().expand(1256))
+
+
+def test_mirrored_reparametrisation_of_a_float16_slot_near_its_range_top_stays_finite():
+    """Stop 34: the two float16 halves (60000 + 60000) summed to inf, and the slot read inf."""
+    w = torch.tensor([60000.0, 1.0, 65504.0], dtype=torch.float16)
+    m = nn.ParameterDict({"w": nn.Parameter(w.clone())})
+    tying.Plan([tying.share("w", relation=tying.Mirrored())]).apply(m)
+    assert torch.equal(m["w_physical"].detach(), torch.tensor([62752.0, 1.0]).half())
+
+
+def test_scaled_init_that_does_not_fit_a_complex_slot_is_refused_by_name():
+    """Stop 34: complex slots skipped the range check; torch raised 'value cannot be
+    converted to type c10::complex<float> without overflow', naming no slot."""
+    m = nn.ParameterDict({k: nn.Parameter(torch.randn(2, dtype=torch.complex64)) for k in "ab"})
+    before = {k: m[k].detach().clone() for k in "ab"}
+    with pytest.raises(
+        tying.TieError,
+        match=r"rule 0 .*'b': Scaled\(init=1e\+39\): init 1e\+39 does not fit torch.complex64",
+    ):
+        tying.Plan([tying.share("b", like="a", relation=tying.Scaled(1e39))]).apply(m)
+    assert tying.ties(m) == [] and all(torch.equal(m[k], before[k]) for k in "ab")
+
+
+@pytest.mark.parametrize(
+    "w,relation,shown",
+    [
+        # stop 34: Scaled(1e-4) on float16 stored w / 1e-4, past float16's 65504: the slot
+        # read inf (and -inf), silently; Mirrored's two float32 halves summed to inf
+        ([[10.0, -7.0], [0.5, 20.0]], tying.Scaled(1e-4), r"Scaled\(init=0.0001\)"),
+        ([3e38, 1.0, 3e38], tying.Mirrored(), r"Mirrored\(dim=-1\)"),
+    ],
+)
+def test_a_reparametrisation_that_overflows_the_slot_dtype_is_refused(w, relation, shown):
+    dtype = torch.float16 if isinstance(relation, tying.Scaled) else torch.float32
+    w = torch.tensor(w, dtype=dtype)
+    m = nn.ParameterDict({"w": nn.Parameter(w.clone())})
+    with pytest.raises(
+        tying.TieError,
+        match=rf"'w': {shown} would store this slot's finite {dtype} values as {dtype} inf "
+        r"or nan .*cast the model to a wider dtype first \(.float\(\), .double\(\)\)",
+    ):
+        tying.Plan([tying.share("w", relation=relation)]).apply(m)
+    assert tying.ties(m) == [] and list(m.keys()) == ["w"] and torch.equal(m["w"], w)
+    m.double()
+    tying.Plan([tying.share("w", relation=relation)]).apply(m)
+    torch.testing.assert_close(m["w"].detach(), w.double())
+
+
+def test_load_ties_a_fresh_model_whose_own_values_would_overflow_the_reparametrisation(
+    tmp_path,
+):
+    """The overflow refusal is for the values a plan keeps: tying.load overwrites them with
+    the file's, so a fresh float16 model of 100s still loads a Scaled(1e-4) file."""
+    w = torch.tensor([[1.0, -2.0], [0.5, 3.0]], dtype=torch.float16)
+    m = nn.ParameterDict({"w": nn.Parameter(w.clone())})
+    tying.Plan([tying.share("w", relation=tying.Scaled(1e-4))]).apply(m)
+    tying.save(m, tmp_path / "m.safetensors")
+    fresh = nn.ParameterDict({"w": nn.Parameter(torch.full((2, 2), 100.0).half())})
+    tying.load(fresh, tmp_path / "m.safetensors")
+    assert torch.equal(fresh["w"].detach(), m["w"].detach())
+    assert tying.ties(fresh) == tying.ties(m)
+
+
+def test_a_reparametrisation_on_the_meta_device_is_not_checked_for_overflow():
+    """The overflow check reads values; a model built on the meta device has none (stop 34:
+    the check called .all() on meta tensors, so HashedLinear could not be built)."""
+    with torch.device("meta"):
+        m = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    tying.Plan([tying.share("1.weight", like="0.weight", relation=tying.Scaled(2.0))]).apply(m)
+    assert m[1].weight.is_meta and tying.count(m).physical < tying.count(m).logical

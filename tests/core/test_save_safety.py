@@ -143,3 +143,29 @@ def test_loading_a_folder_says_so(tmp_path):
     # it said "truncated or not a safetensors file (OSError: No such device)"
     with pytest.raises(IsADirectoryError, match=r"is a folder; give the file tying.save wrote"):
         tying.load(_fresh(), tmp_path)
+
+
+def test_a_dtype_safetensors_cannot_write_is_refused_by_name_and_the_old_file_kept(tmp_path):
+    """Stop 34: a complex128 model failed inside safetensors with a bare KeyError."""
+    path = tmp_path / "m.safetensors"
+    tying.save(_model(), path)
+    before = path.read_bytes()
+
+    def tied(dtype):
+        m = nn.ParameterDict({k: nn.Parameter(torch.randn(3, dtype=dtype)) for k in "ab"})
+        tying.Plan([tying.share("b", like="a", relation=tying.Flipped())]).apply(m)
+        return m
+
+    m = tied(torch.complex128)
+    with pytest.raises(
+        tying.TieError,
+        match=r"save: a is torch.complex128, which safetensors cannot write \(it writes "
+        r".*complex64.*\); cast the model to one of those first",
+    ):
+        tying.save(m, path)
+    assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["m.safetensors"]
+    m = tied(torch.complex64)  # the fix
+    tying.save(m, path)
+    fresh = nn.ParameterDict({k: nn.Parameter(torch.zeros(3, dtype=torch.complex64)) for k in "ab"})
+    tying.load(fresh, path)
+    assert torch.equal(fresh["b"].detach(), m["a"].detach().flip(-1))

@@ -238,6 +238,21 @@ def save_state(
                 f"save: {k} is on the meta device and has no values to write; materialise "
                 f"the model (model.to_empty(device=...) and initialise or load it) first"
             )
+    # stop 34: a complex128 model failed inside safetensors with a bare KeyError naming
+    # neither the tensor nor the fix (the dtypes it writes are its private _SIZE table)
+    import safetensors.torch
+
+    writable = getattr(safetensors.torch, "_SIZE", None)
+    if isinstance(writable, dict):
+        for k, t in tensors.items():
+            if t.dtype not in writable:
+                known = ", ".join(sorted(str(d).removeprefix("torch.") for d in writable))
+                raise TieError(
+                    f"save: {k} is {t.dtype}, which safetensors cannot write (it writes "
+                    f"{known}); cast the model to one of those first (a complex128 one "
+                    f"with .to(torch.complex64)); nothing was written to "
+                    f"{os.fspath(path)!r}"
+                )
     tensors = {k: t.detach().to("cpu").contiguous() for k, t in tensors.items()}
     meta.update(
         {
@@ -722,7 +737,7 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
     # the values from the copy kept here (stop 31: the model was left re-tied with the
     # file's relations and partly loaded).
     try:
-        res.commit(_then=load_values)
+        res.commit(_then=load_values, _values_follow=True)
     except BaseException:
         with torch.no_grad():
             for t, copy in kept:

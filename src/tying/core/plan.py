@@ -24,7 +24,7 @@ uses them to add the checks of a file between the two):
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -112,7 +112,8 @@ class Plan:
         rules: :func:`tying.share` / :func:`tying.free` rules.
 
     Raises:
-        TypeError: when an element is not a rule.
+        TypeError: when ``rules`` is not an ordered sequence (a set, a str, a bare
+            rule) or an element is not a rule.
 
     Example:
         >>> import torch, tying
@@ -126,6 +127,18 @@ class Plan:
     """
 
     def __init__(self, rules: Sequence[Rule]):
+        # stop 34: a set of rules was taken in its hash order, so which of two overlapping
+        # rules won (last match wins) changed between runs; a bare rule failed in
+        # Python's words ("'Rule' object is not iterable")
+        if isinstance(rules, Rule):
+            raise TypeError(
+                f"Plan takes a list of rules, got the single rule {rules!r}; wrap it: Plan([rule])"
+            )
+        if isinstance(rules, (set, frozenset, str, bytes)) or not isinstance(rules, Iterable):
+            raise TypeError(
+                f"Plan takes an ordered sequence of rules (the last matching rule wins), got "
+                f"{type(rules).__name__} {rules!r}; pass a list, e.g. Plan([share(...), free(...)])"
+            )
         rules = list(rules)
         for i, rule in enumerate(rules):
             if not isinstance(rule, Rule):
@@ -235,12 +248,14 @@ class Resolution:
         self._fingerprint = _fingerprint(inventory)
         self._committed = False
 
-    def commit(self, _then=None) -> None:
+    def commit(self, _then=None, _values_follow: bool = False) -> None:
         """Phase 2: make the changes, all or nothing.
 
         (``_then``, private: a callable run after the changes and inside the same all or
         nothing, e.g. :func:`tying.load`'s ``load_state_dict``; if it raises, the ties are
-        restored as for a failed commit.)
+        restored as for a failed commit. ``_values_follow``, private: ``_then`` overwrites
+        every value, so a re-parametrisation of the current values that overflows is not
+        refused: :func:`tying.load` ties a fresh model, then loads the file.)
 
         Raises:
             TieError: when the model changed since it was resolved (resolve again),
@@ -255,7 +270,7 @@ class Resolution:
                 "the model changed between Plan.resolve and Resolution.commit (a module or "
                 "parameter was replaced); resolve the plan again, then commit"
             )
-        _commit(self.model, self.inventory, self.changes, _then)
+        _commit(self.model, self.inventory, self.changes, _then, _values_follow)
         self._committed = True
 
     def __repr__(self) -> str:
@@ -563,6 +578,26 @@ def _check_reparam_dtype(target: str, tie: Tie, info, inv: Inventory, rules: lis
         )
 
 
+def _check_reparam_finite(path: str, relation: Relation, current, phys) -> None:
+    """Refuse a re-parametrisation that turned a finite slot into inf or nan.
+
+    Stop 34: ``Scaled(1e-4)`` on a float16 slot stored ``w / 1e-4``, past float16's
+    65504, so the slot read inf; ``Mirrored`` summed two float32 halves near the top of
+    the range to inf (float16 ones now sum in float32). Checked before anything changes,
+    so the model is left as it was.
+    """
+    if phys.is_meta or current.is_meta:
+        return  # no values (a model built on the meta device): nothing to overflow yet
+    if phys.is_floating_point() or phys.is_complex():
+        if not bool(torch.isfinite(phys).all()) and bool(torch.isfinite(current).all()):
+            raise TieError(
+                f"{path!r}: {relation!r} would store this slot's finite {current.dtype} "
+                f"values as {phys.dtype} inf or nan (they overflow {phys.dtype}), and the "
+                f"slot would read them; cast the model to a wider dtype first (.float(), "
+                f".double()), or choose another relation or init"
+            )
+
+
 def _storage_names(tie: Tie, info, inv: Inventory, rules: list[Rule]) -> list[str]:
     """Names of the parameters the tie will own on the target's module."""
     dtype, device = _meta(inv, info.path)
@@ -574,7 +609,9 @@ def _storage_names(tie: Tie, info, inv: Inventory, rules: list[Rule]) -> list[st
     return ([f"{info.name}_physical"] if tie.source is None else []) + names
 
 
-def _commit(model: nn.Module, inv: Inventory, changes: list[Change], then=None) -> None:
+def _commit(
+    model: nn.Module, inv: Inventory, changes: list[Change], then=None, values_follow=False
+) -> None:
     """Phase 2's work: perform ``changes`` on ``model`` (then call ``then()``, if given);
     on any exception restore it."""
     # Everything that reads the current values happens before the first mutation.
@@ -595,6 +632,8 @@ def _commit(model: nn.Module, inv: Inventory, changes: list[Change], then=None) 
             storage: dict[str, nn.Parameter] = {}
             if ch.new.source is None:
                 phys = ch.new.relation.right_inverse(current.detach()).clone()
+                if not values_follow:
+                    _check_reparam_finite(ch.path, ch.new.relation, current, phys)
                 storage[f"{info.name}_physical"] = nn.Parameter(phys, root.requires_grad)
             for role, t in ch.new.relation.extras(info.shape, current).items():
                 storage[f"{info.name}_{role}"] = nn.Parameter(t, root.requires_grad)

@@ -33,6 +33,9 @@ from tying.core.errors import TieError
 Shape = tuple[int, ...]
 
 
+_HALF = (torch.float16, torch.bfloat16)  # too few bits to sum in: averaging relations upcast
+
+
 def _norm_dim(dim: int, ndim: int) -> int:
     return dim + ndim if dim < 0 else dim
 
@@ -251,6 +254,10 @@ class Mirrored(Relation):
         return tuple(out)
 
     def right_inverse(self, logical):
+        if logical.dtype in _HALF:
+            # stop 34: float16 halves near the top of the range summed to inf; float32 sums
+            # exactly, then one rounding to the slot's dtype
+            return self.right_inverse(logical.float()).to(logical.dtype)
         d = _norm_dim(self.dim, logical.ndim)
         m = math.ceil(logical.shape[d] / 2)
         front = logical.narrow(d, 0, m)
@@ -292,8 +299,10 @@ class Scaled(Relation):
                 f"the model with .float() first, or use a relation that computes nothing "
                 f"new (Same, Transposed, Rotated, Flipped)"
             )
-        if like.dtype.is_floating_point:
-            fi = torch.finfo(like.dtype)
+        if like.dtype.is_floating_point or like.dtype.is_complex:
+            # stop 34: a complex slot skipped the check, and init 1e39 on complex64 failed in
+            # torch's words ("cannot be converted ... without overflow"), naming no slot
+            fi = torch.finfo(like.dtype.to_real() if like.dtype.is_complex else like.dtype)
             if abs(self.init) > fi.max or (self.init != 0 and abs(self.init) < fi.tiny):
                 raise TieError(
                     f"{self!r}: init {self.init:g} does not fit {like.dtype} (magnitudes "
@@ -385,6 +394,11 @@ class Hashed(Relation):
     def right_inverse(self, logical):
         idx, sign = self.index_and_sign(logical.numel(), logical.device)
         flat = logical.reshape(-1)
+        if flat.dtype in _HALF:
+            # stop 34: summed in bfloat16 a bucket's count stuck at 256 (256 + 1 rounds to
+            # 256) and its total drifted, so a bucket of 1,256 entries stored 2.0 for a mean
+            # of 1.80; float32 sums, then one rounding to the slot's dtype
+            return self.right_inverse(flat.float()).to(flat.dtype)
         if sign is not None:
             flat = flat * sign.to(flat.dtype)
         total = torch.zeros(self.buckets, dtype=flat.dtype, device=flat.device).index_add_(

@@ -54,7 +54,8 @@ def share(target: str, like: Like = None, relation: Relation | None = None) -> R
         A :class:`Rule` for :class:`~tying.Plan`.
 
     Raises:
-        TypeError: when ``relation`` is not a Relation or ``like`` has the wrong type.
+        TypeError: when ``target`` (or a str ``like``) is not a non-empty str,
+            ``relation`` is not a Relation, or ``like`` has the wrong type.
         ValueError: when neither ``like`` nor a re-parametrising relation is given.
 
     Example:
@@ -62,6 +63,9 @@ def share(target: str, like: Like = None, relation: Relation | None = None) -> R
         >>> tying.share("lm_head.weight", like="embed.weight")
         share('lm_head.weight', like='embed.weight')
     """
+    _check_pattern("share", "target", target)
+    if isinstance(like, str):
+        _check_pattern(f"share({target!r})", "like", like)
     relation = Same() if relation is None else relation
     if not isinstance(relation, Relation):
         raise TypeError(f"share({target!r}): relation must be a tying relation, got {relation!r}")
@@ -86,9 +90,23 @@ def free(target: str) -> Rule:
     Returns:
         A :class:`Rule` for :class:`~tying.Plan`.
 
+    Raises:
+        TypeError: when ``target`` is not a non-empty str.
+
     Example:
         >>> import tying
         >>> tying.free("encoder.layers.*.norm")
         free('encoder.layers.*.norm')
     """
+    _check_pattern("free", "target", target)
     return Rule(target, None, Same(), "free")
+
+
+def _check_pattern(where: str, field: str, value) -> None:
+    # stop 34: share(3, ...), share("", ...) and free(None) were built, and failed at apply
+    # as "a pattern must be a non-empty str, got 3", naming neither the rule nor the field
+    if not isinstance(value, str) or not value:
+        raise TypeError(
+            f"{where}: {field} must be a non-empty str (a dotted path or a glob such as "
+            f"'layers.*.weight'), got {value!r} ({type(value).__name__})"
+        )
