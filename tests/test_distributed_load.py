@@ -8,6 +8,8 @@ defect needs two ranks to show."""
 
 from __future__ import annotations
 
+import copy
+import gc
 import json
 import os
 import socket
@@ -219,8 +221,13 @@ def test_td_load_refuses_a_file_of_other_ties_into_a_wrapped_model(group, tmp_pa
 def test_wrapped_by_names_the_helper_on_every_module(group):
     m = _ae()
     assert td.wrapped_by(m) is None
-    td.ddp(m)
+    wrapper = td.ddp(m)
     assert td.wrapped_by(m) == td.wrapped_by(m.dec) == "ddp"
+    # a copy is not wrapped (an attribute mark travelled with deepcopy and pickle)
+    assert td.wrapped_by(copy.deepcopy(m)) is None
+    del wrapper  # the DDP wrapper gone, the model may be tied and wrapped again
+    gc.collect()
+    assert td.wrapped_by(m) is None
     s = _ae()
     td.fully_shard(s, units=["enc"], mesh=_mesh())
     assert td.wrapped_by(s.mid) == "fully_shard"

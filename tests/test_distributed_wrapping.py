@@ -93,7 +93,17 @@ def _after_wrap_worker(rank: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     m = _build(tie=False)
     model = td.ddp(m, find_unused_parameters=True)
-    _plan(scaled=True).apply(m)  # after wrapping: the new scale is no tensor DDP reduces
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    msgs = []
+    try:  # stop 34: refused by Plan.apply itself, before anything changes
+        _plan(scaled=True).apply(m)
+        msgs.append("applied")
+    except tying.TieError as err:
+        msgs.append(str(err))
+    msgs.append(sorted(m.state_dict()) == sorted(before))
+    # a hand-made change (no tying call to refuse it) is still caught at the next forward:
+    # the new tensor is no tensor DDP reduces
+    m.mid2.weight = nn.Parameter(m.mid.weight.detach() * 0.5)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     x = _x()[rank::2]
     try:
@@ -101,11 +111,11 @@ def _after_wrap_worker(rank: int, port: int, out: str) -> None:
             opt.zero_grad()
             model(x).pow(2).mean().backward()
             opt.step()
-        msg = f"trained; scale {float(m.mid2.weight_scale):.9f}"
+        msgs.append("trained")
     except tying.TieError as err:
-        msg = str(err)
+        msgs.append(str(err))
     with open(os.path.join(out, f"after-{rank}.json"), "w") as fh:
-        json.dump(msg, fh)
+        json.dump(msgs, fh)
     os._exit(0)
 
 
@@ -119,39 +129,38 @@ def test_a_tie_made_after_ddp_wrapping_is_refused_on_every_rank(tmp_path):
         _after_wrap_worker, args=(port, str(tmp_path)), nprocs=2, start_method="spawn"
     )
     for rank in range(2):
-        msg = json.loads((tmp_path / f"after-{rank}.json").read_text())
-        assert "the model's parameters changed after it was wrapped" in msg, msg
-        assert "new: mid2.weight_scale" in msg and "dec.weight" in msg
-        assert "before td.ddp(model)" in msg
+        applied, unchanged, trained = json.loads((tmp_path / f"after-{rank}.json").read_text())
+        assert applied.startswith("Plan.apply: the model is wrapped by ddp"), applied
+        assert "the model was left as it was" in applied and unchanged is True
+        assert "the model's parameters changed after it was wrapped" in trained, trained
+        assert "replaced or removed: mid2.weight" in trained
+        assert "before td.ddp(model)" in trained
 
 
 @pytest.mark.parametrize("kw", [{"find_unused_parameters": True}, {"static_graph": True}])
-def test_untie_after_ddp_wrapping_is_refused_at_the_next_training_forward(group, kw):
+def test_untie_after_ddp_wrapping_is_refused_before_it_changes_anything(group, kw):
     m = _build()
     model = td.ddp(m, **kw)
-    with torch.no_grad():
-        model(_x())  # an evaluation forward is not checked, and nothing changed yet
-    tying.untie(m)  # the untied copies would train apart on every rank
-    with torch.no_grad():
-        model(_x())  # no gradients: nothing to reduce, so not refused
-    with pytest.raises(
-        tying.TieError,
-        match=r"ddp: the model's parameters changed after it was wrapped \(replaced or "
-        r"removed: none; new: dec\.weight, mid2\.weight\)",
-    ):
-        model(_x())
+    params = dict(m.named_parameters())
+    # stop 33 refused it only at the next training forward; now untie itself refuses
+    with pytest.raises(tying.TieError, match=r"tying\.untie: the model is wrapped by ddp"):
+        tying.untie(m)  # the untied copies would train apart on every rank
+    assert dict(m.named_parameters()) == params
+    tying.verify(m)
+    model(_x()).sum().backward()  # and the model trains as wrapped
+    # a re-application of the same plan changes nothing, so it stays allowed
+    _plan(scaled=False).apply(m)
 
 
-def test_a_tie_made_after_sharding_is_named_at_the_next_forward(group):
+def test_a_tie_made_after_sharding_is_refused_by_plan_apply(group):
     m = _build(tie=False)
     td.fully_shard(m, units=["enc", "dec"], mesh=_cpu_mesh())
-    _plan(scaled=False).apply(m)  # used to fail inside FSDP's lazy init: "start (0) + length (4)"
-    with pytest.raises(
-        tying.TieError,
-        match=r"fully_shard: the model's parameters changed after it was wrapped \(replaced "
-        r"or removed: dec\.weight, mid2\.weight; new: none\)",
-    ):
-        m(_x())
+    # stop 33: failed inside FSDP's lazy init ("start (0) + length (4)"), then was named at
+    # the next forward; now Plan.apply refuses it before anything changes
+    with pytest.raises(tying.TieError, match=r"Plan\.apply: the model is wrapped by fully_shard"):
+        _plan(scaled=False).apply(m)
+    assert tying.count(m).physical == tying.count(_build(tie=False)).physical
+    m(_x())  # nothing changed: the sharded model still runs
 
 
 def test_a_ddp_run_with_no_sync_accumulation_is_not_refused(group):

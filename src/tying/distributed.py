@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+import weakref
 from collections.abc import Iterable
 
 import torch
@@ -79,7 +80,7 @@ def ddp(model: nn.Module, **kwargs) -> nn.Module:
     verify(model)
     wrapped = DistributedDataParallel(model, **kwargs)
     wrapped.register_forward_pre_hook(_ParametersKept(model, "ddp"), prepend=True)
-    _mark(model, "ddp")
+    _mark(model, "ddp", wrapped)
     return wrapped
 
 
@@ -303,27 +304,32 @@ class _GatheredCheck:
                 )
 
 
-#: set on every module of a model that td.ddp / td.fully_shard wrapped: "ddp" or "fully_shard"
-WRAPPED_ATTR = "_tying_wrapped"
+#: every module of a model td.ddp / td.fully_shard wrapped -> (helper, the DDP wrapper's
+#: weakref, or None for fully_shard, which shards the model for good). Weak both ways: a
+#: deepcopy or a pickle of the module is not wrapped (an attribute would travel with it),
+#: and a model whose DDP wrapper is gone may be tied and wrapped again.
+_WRAPPED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _mark(model: nn.Module, helper: str) -> None:
+def _mark(model: nn.Module, helper: str, wrapper: nn.Module | None = None) -> None:
+    ref = None if wrapper is None else weakref.ref(wrapper)
     for mod in model.modules():
-        mod.__dict__[WRAPPED_ATTR] = helper
+        _WRAPPED[mod] = (helper, ref)
 
 
 def wrapped_by(model: nn.Module) -> str | None:
     """Which helper wrapped ``model`` or one of its submodules: ``"ddp"``, ``"fully_shard"`` or None.
 
-    ``td.ddp`` and ``td.fully_shard`` mark every module of the model they wrap, so a tie
-    change on it (or on one of its submodules) can be refused before it is made: the
-    wrapped model's collectives know only the tensors it was wrapped with.
+    ``td.ddp`` and ``td.fully_shard`` record every module of the model they wrap, so a
+    tie change on it (or on one of its submodules) is refused before it is made: the
+    wrapped model's collectives know only the tensors it was wrapped with. A DDP record
+    lasts as long as the DDP wrapper; a copy of a wrapped module is not wrapped.
 
     Args:
         model: a module (the wrapped model, its ``.module``, or any submodule).
 
     Returns:
-        The helper's name, or None for a model no helper wrapped.
+        The helper's name, or None for a model no live wrapper holds.
 
     Example:
         >>> import torch, tying.distributed as td
@@ -331,9 +337,17 @@ def wrapped_by(model: nn.Module) -> str | None:
         True
     """
     for mod in model.modules():
-        helper = mod.__dict__.get(WRAPPED_ATTR)
+        helper = _helper_of(mod)
         if helper is not None:
             return helper
+    return None
+
+
+def _helper_of(module: nn.Module) -> str | None:
+    """The helper that wrapped this one module (``tying.core.outside.check_not_wrapped``)."""
+    entry = _WRAPPED.get(module)
+    if entry is not None and (entry[1] is None or entry[1]() is not None):
+        return entry[0]
     return None
 
 

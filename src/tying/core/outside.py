@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ORIG",
     "adapter_wrapper",
+    "check_not_wrapped",
     "check_prune_query",
     "check_register",
     "declared_through_adapters",
@@ -183,3 +184,30 @@ def declared_through_adapters(inv: Inventory, target: str, source: str | None) -
         f"for every use. Use tying.interop.lora.get_peft_model (one adapter shared by a module "
         f"tied whole) or leave {where!r} out of target_modules"
     )
+
+
+def check_not_wrapped(model: nn.Module, what: str) -> None:
+    """Refuse a tie change on a model (or a submodule of one) wrapped for data parallelism.
+
+    DDP all-reduces, and FSDP2 shards, only the tensors the model held when it was
+    wrapped, so a tie made or removed afterwards leaves a tensor that trains apart on
+    every rank (stop 33 caught it only at the next training forward). ``td.ddp`` records
+    the modules it wraps while its wrapper lives (``tying.distributed.wrapped_by``);
+    FSDP2's modules are known by class. Called only for a change that is not a no-op, so
+    re-applying a plan (or ``td.load`` of the same ties) stays allowed.
+    """
+    dist = sys.modules.get("tying.distributed")
+    fsdp = sys.modules.get("torch.distributed.fsdp")
+    for path, mod in model.named_modules():
+        helper = None if dist is None else dist._helper_of(mod)
+        if helper is None and fsdp is not None and isinstance(mod, fsdp.FSDPModule):
+            helper = "fully_shard"
+        if helper is None:
+            continue
+        where = f" (at {path!r})" if path else ""
+        raise TieError(
+            f"{what}: the model{where} is wrapped by {helper}, which reduces only the tensors "
+            f"it was wrapped with, so a tie made or removed now would train apart on every "
+            f"rank; make every tie change before wrapping: build the model again, tie it, "
+            f"then td.{helper}(model); the model was left as it was"
+        )

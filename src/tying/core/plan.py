@@ -32,7 +32,7 @@ from torch import nn
 from tying.core import resolver, stale
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory, join
-from tying.core.outside import ORIG
+from tying.core.outside import ORIG, check_not_wrapped
 from tying.core.patterns import Pattern
 from tying.core.relations import Relation, Same, relation_from_spec
 from tying.core.rules import Rule, share
@@ -270,6 +270,8 @@ class Resolution:
                 "the model changed between Plan.resolve and Resolution.commit (a module or "
                 "parameter was replaced); resolve the plan again, then commit"
             )
+        if self.changes:  # a no-op re-application stays allowed on a wrapped model
+            check_not_wrapped(self.model, "Plan.apply")
         _commit(self.model, self.inventory, self.changes, _then, _values_follow)
         self._committed = True
 

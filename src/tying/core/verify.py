@@ -11,7 +11,7 @@ from torch.nn.utils import parametrize
 from tying.core import stale
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory, join
-from tying.core.outside import ORIG, adapter_wrapper, declared_through_adapters
+from tying.core.outside import ORIG, adapter_wrapper, check_not_wrapped, declared_through_adapters
 from tying.core.plan import DECLARED_ATTR, ApplyReport, Plan
 from tying.core.relations import Relation, Same, relation_from_spec
 from tying.core.slots import (
@@ -311,6 +311,8 @@ def untie(model: nn.Module) -> int:
                     copies.append((mod, name, copy))
                     successors.append((p, copy, join(prefix, name)))
                 seen.add(id(p))
+    if todo or copies:  # a model with no tie has nothing to untie, wrapped or not
+        check_not_wrapped(model, "tying.untie")
     mods = list(model.modules())
     snapshot = [
         (
