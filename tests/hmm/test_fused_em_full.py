@@ -169,6 +169,7 @@ def test_priors_and_params_agree_with_the_general_loop(ctype, kw, monkeypatch):
     )  # fmt: skip
     if ctype == "tied":
         start["covars_init"] = np.eye(D)
+    monkeypatch.setattr(fused_em, "BATCH_CYCLES", 2**62)  # one call per fit, whatever the load
     calls = _count_iterations(monkeypatch)
     fast = [_fit(X, lengths, K, ctype, n_jobs=n, **start, **kw) for n in (1, 2)]
     assert calls == [(5, False)] * 2
@@ -185,6 +186,7 @@ def test_the_eigenvalue_floor_agrees_with_the_general_loop(ctype, monkeypatch):
     lengths = [30] * 40
     X = _data(5, 3, 3, lengths)
     X[:, 2] = 0.5 * X[:, 0] + 1e-7 * np.random.default_rng(0).normal(size=len(X))
+    monkeypatch.setattr(fused_em, "BATCH_CYCLES", 2**62)  # one call per fit, whatever the load
     calls = _count_iterations(monkeypatch)
     fast = _fit(X, lengths, 3, ctype, min_covar=1e-2, n_jobs=2)
     assert calls == [(5, False)]
@@ -240,6 +242,7 @@ def test_what_needs_another_loop_does_not_run_this_one(ctype, kw, lengths, monke
 def test_a_density_too_costly_per_state_runs_the_general_loop(ctype, limit, monkeypatch):
     """Each covariance type has its own limit: "tied" (one factor for every state) gets the
     NumPy density sooner (one triangular product per row for all K states)."""
+    monkeypatch.setattr(fused_em, "BATCH_CYCLES", 2**62)  # one call per fit, whatever the load
     calls = _count_iterations(monkeypatch)
     monkeypatch.setattr(gaussian_module, limit, 8)  # K D (D + 1) / 2 = 9 above it
     lengths = [30] * 20
@@ -304,20 +307,38 @@ def test_a_handover_mid_fit_continues_from_that_iteration(monkeypatch):
 
 
 @needs_numba
-def test_a_handover_after_a_converged_iteration_runs_no_further_iteration(monkeypatch):
+# one call for the whole fit, and one iteration per call (what a loaded machine gets: a
+# call returns after BATCH_CYCLES of wall-clock cycles, preempted time included)
+@pytest.mark.parametrize("batch_cycles", [2**62, 1], ids=["one-call", "a-call-per-iteration"])
+def test_a_handover_after_a_converged_iteration_runs_no_further_iteration(
+    batch_cycles, monkeypatch
+):
     """A covariance with no Cholesky factor after an M-step hands over after it: when that
-    M-step's iteration converged, the fit ends there, as the general loop's would."""
+    M-step's iteration converged, the fit ends there, as the general loop's would.
+
+    The handover is forced on the call whose last iteration converged, not on every call:
+    forced on a call the cycle budget ended (3 runs in 10 under load), it handed a fit that
+    had not converged to the general loop, whose bits differ in the last place (stop 34).
+    """
+    monkeypatch.setattr(fused_em, "BATCH_CYCLES", batch_cycles)
     lengths = [60] * 80
     X = _data(2, 4, 2, lengths)
     ref = _fit(X, lengths, 4, "full", n_iter=200, tol=1e-3)
     run = fused_em_full.FusedEMFull.run
+    handed = []
 
     def hand_over_at_the_end(self, n_max, tol, prev):
         history, failed = run(self, n_max, tol, prev)
-        return history, True  # as if the last M-step left no Cholesky factor
+        gains = np.diff([prev, *history])  # prev NaN (the first call): no gain, NaN
+        converged = len(history) > 0 and gains[-1] < tol
+        handed.append(converged)
+        return history, failed or converged  # as if the last M-step left no Cholesky factor
 
     monkeypatch.setattr(fused_em_full.FusedEMFull, "run", hand_over_at_the_end)
     fast = _fit(X, lengths, 4, "full", n_iter=200, tol=1e-3)
+    assert handed[-1] and not any(handed[:-1])  # handed over once: after converging
+    if batch_cycles == 1:
+        assert len(handed) == ref.n_iter_
     assert fast.converged_ and fast.n_iter_ == ref.n_iter_
     _assert_same_bits(fast, ref)
 
