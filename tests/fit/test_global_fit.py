@@ -588,3 +588,111 @@ def test_a_zero_variance_in_a_rounding_inverse_does_not_name_the_wrong_pair():
     with pytest.warns(FitWarning, match=r"'b' and 'a\[\d\]' are fully correlated"):
         res = fit.run()
     assert "'k'" not in res.message and "|corr| = 1.0000000000)" in res.message
+
+
+def _quad(x, a, b, c):
+    return a * x + b + c * x**2
+
+
+def _lines(x_last, k=4, seed=0):
+    """k data sets of a quadratic; the last one on ``x_last``."""
+    rng = np.random.default_rng(seed)
+    xs = [np.linspace(0, 1, 20)] * (k - 1) + [x_last]
+    return [(x, 2 * x + 1 + 0.3 * x**2 + rng.normal(0, 0.01, x.size), 0.01) for x in xs]
+
+
+@pytest.mark.parametrize("solver", ["lm", "trf"])
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_a_singular_local_block_names_its_parameters_and_data_set(solver, backend):
+    # stop 34, round 2: x constant in one data set, so its local slope and offset act alike;
+    # the message read "two or more parameters change the model the same way", naming
+    # nothing (lmfit's leastsq: standard errors of 3e13 for the two, no word)
+    fit = GlobalFit(
+        _quad,
+        _lines(np.full(20, 0.5)),
+        shared=["c"],
+        local=["a", "b"],
+        init={"a": 1.0, "b": 0.0, "c": 0.0},
+        solver=solver,
+        backend=backend,
+    )
+    match = (
+        r"'a\[3\]' and 'b\[3\]' change the model the same way in dataset 'dataset 3' \(index 3\)"
+    )
+    with pytest.warns(FitWarning, match=match):
+        res = fit.run()
+    assert not res.errorbars and np.isnan(res.stderr["c"])
+    assert "drop or extend that data set, or make one of them shared" in res.message
+    assert "two or more parameters" not in res.message
+
+
+def test_an_inverse_of_rounding_noise_does_not_name_a_determined_pair():
+    # x spread over 3e-9 in data set 3: the rounding-noise inverse read 'c' and 'b[0]' as
+    # fully correlated (both well determined); the null direction is a[3] against b[3]
+    rng = np.random.default_rng(2)
+    fit = GlobalFit(
+        _quad,
+        _lines(0.5 + 3e-9 * rng.normal(size=20)),
+        shared=["c"],
+        local=["a", "b"],
+        init={"a": 1.0, "b": 0.0, "c": 0.0},
+    )
+    with pytest.warns(FitWarning, match=r"'a\[3\]' and 'b\[3\]' change the model the same way"):
+        res = fit.run()
+    assert "'c'" not in res.message and "'b[0]'" not in res.message
+
+
+def test_singular_blocks_in_many_data_sets_are_all_counted():
+    # the Schur path with 60 data sets, two of them on one x each
+    data = _lines(np.linspace(0, 1, 20), k=60)
+    data[17] = _lines(np.full(20, 0.3), k=1, seed=17)[0]
+    data[42] = _lines(np.full(20, 0.7), k=1, seed=42)[0]
+    fit = GlobalFit(
+        _quad, data, shared=["c"], local=["a", "b"], init={"a": 1.0, "b": 0.0, "c": 0.0}
+    )
+    match = r"'a\[17\]' and 'b\[17\]' .* \(and likewise in 1 more data set\(s\): index 42\)"
+    with pytest.warns(FitWarning, match=match):
+        fit.run()
+
+
+def test_a_product_of_two_locals_is_named_as_the_model_s_not_the_data_s():
+    # a·b in every data set: no data can tell them apart, so "drop that data set" is wrong
+    x = np.linspace(0, 2, 20)
+    data = [(x, (1 + i) * np.exp(-0.7 * x), 0.01) for i in range(3)]
+    fit = GlobalFit(
+        lambda x, a, b, k: a * b * np.exp(-k * x),
+        data,
+        shared=["k"],
+        local=["a", "b"],
+        init={"a": 1.0, "b": 0.5, "k": 1.0},
+    )
+    with pytest.warns(
+        FitWarning, match=r"'a\[0\]' and 'b\[0\]' change the model the same way in every"
+    ):
+        res = fit.run()
+    assert "write model_fn with their combination as one parameter" in res.message
+
+
+def test_a_global_degeneracy_names_every_parameter_in_it():
+    # a shared offset plus a per-group one: b + off[a] + off[b] is one direction (dense MINPACK
+    # for one data set names the pair a, b of (a + b)·x the same way)
+    rng = np.random.default_rng(0)
+    x = np.linspace(0, 1, 20)
+    data = [(x, 2 * x + 1 + rng.normal(0, 0.01, 20), 0.01, {"g": "ab"[i % 2]}) for i in range(6)]
+    fit = GlobalFit(
+        lambda x, a, off, b: a * x + off + b,
+        data,
+        shared=["b"],
+        per_group={"off": "g"},
+        local=["a"],
+        init={"a": 1.0, "b": 0.0, "off": 0.0},
+    )
+    match = r"'b', 'off\[a\]' and 'off\[b\]' change the model the same way in combination"
+    with pytest.warns(FitWarning, match=match):
+        fit.run()
+    y = 2 * x + 0.01 * np.sin(9 * x)
+    fit = GlobalFit(
+        lambda x, a, b: (a + b) * x, [(x, y)], shared=["a", "b"], init={"a": 1.0, "b": 0.5}
+    )
+    with pytest.warns(FitWarning, match=r"\('a' and 'b' change the model the same way\)"):
+        fit.run()

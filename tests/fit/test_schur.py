@@ -65,3 +65,37 @@ def test_singular_normal_matrix_raises():
     h[0, -1, :] = h[0, :, -1] = 0.0  # a local parameter of data set 0 has no effect
     with pytest.raises(np.linalg.LinAlgError):
         schur.covariance(h, index, m)
+
+
+def _dense_null(dense):
+    d = np.sqrt(np.diag(dense))
+    _, vec = np.linalg.eigh(dense / np.outer(d, d))
+    return vec[:, 0] / np.max(np.abs(vec[:, 0]))
+
+
+def test_weakest_finds_a_singular_local_block_and_a_global_null_direction():
+    # a local column of data set 2 doubles another: its block is singular, named alone
+    h, g, index, m, dense, grad = problem()
+    h[2, -1, :] = 2 * h[2, -2, :]
+    h[2, :, -1] = 2 * h[2, :, -2]
+    h[2, -1, -1] = 4 * h[2, -2, -2]
+    rows, directions = schur.weakest(h, index, m, dense.shape[0])
+    assert rows.tolist() == [2]
+    assert set(np.flatnonzero(np.abs(directions[0]) > 0.1)) == set(index[2, -2:])
+    # a global column that doubles another everywhere: the Schur complement's null direction,
+    # extended to the locals, is the dense matrix's (up to sign)
+    h, g, index, m, dense, grad = problem(k=4, m=2, n_global=2)
+    j = np.random.default_rng(1).normal(size=(4, 12, 4))
+    j[:, :, 1] = 2 * j[:, :, 0]
+    h = j.transpose(0, 2, 1) @ j
+    index[:, :2] = [0, 1]
+    dense = np.zeros_like(dense[:10, :10])
+    for i in range(4):
+        dense[np.ix_(index[i], index[i])] += h[i]
+    rows, directions = schur.weakest(h, index, 2, 10)
+    expected = _dense_null(dense)
+    assert rows.size == 0
+    np.testing.assert_allclose(np.abs(directions[0]), np.abs(expected), atol=1e-6)
+    assert np.sign(directions[0][0] * expected[0]) * directions[0] == pytest.approx(
+        expected, abs=1e-6
+    )

@@ -163,6 +163,62 @@ def _degenerate_pair(cov_logical: np.ndarray, pmap: ParameterMap) -> str:
     )
 
 
+def _names(names: list[str]) -> str:
+    """``'a'``, ``'a' and 'b'``, ``'a', 'b' and 'c'`` (at most 8, then ``...``)."""
+    shown = [repr(n) for n in names[:8]] + (["..."] if len(names) > 8 else [])
+    return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} and {shown[-1]}"
+
+
+def _weakest(h: np.ndarray, data: StackedData, pmap: ParameterMap, pair: str = "") -> str:
+    """Name the parameters of the combination a singular fit cannot determine, and the fix.
+
+    The last resort of a singular Jacobian's message, after parameters with no effect:
+    "two or more parameters change the model the same way" named nothing (x constant in
+    one data set of a global fit, so its local slope and offset act alike; stop 34, round
+    2; lmfit's ``leastsq`` gives no word there, and standard errors of 3e13 for the two
+    locals as if they were numbers). ``pair`` (the fully correlated pair read from an
+    inverse of rounding noise) is kept when the null direction holds both its names:
+    that inverse's correlations are noise too, and with x spread over 3e-9 in one data
+    set they named a shared parameter and another data set's offset.
+    """
+    try:
+        rows, directions = schur.weakest(h, pmap.index, pmap.n_global, pmap.n_physical)
+    except np.linalg.LinAlgError:  # an eigensolver that did not converge: say what we know
+        if pair:
+            return f"{pair}: the data cannot tell them apart"
+        return "two or more parameters change the model the same way"
+    names = [pmap.physical_names[i] for i in np.flatnonzero(np.abs(directions[0]) >= 0.1)]
+    if not rows.size and sum(repr(n) in pair for n in names) == 2:
+        return f"{pair}: the data cannot tell them apart"
+    how = (
+        f"{names[0]!r} does not change the model"
+        if len(names) == 1
+        else f"{_names(names)} change the model the same way"
+        + (" in combination (one is a mix of the others)" if len(names) > 2 else "")
+    )
+    if not rows.size:
+        return how
+    i = int(rows[0])
+    if rows.size == data.n_datasets > 1:
+        return (
+            f"{how} in every data set (shown for dataset {data.names[i]!r}, index {i}): "
+            f"the model reads them only in a combination (such as a·b or a + b), or no "
+            f"data set's x tells them apart; fix one of them, or write model_fn with "
+            f"their combination as one parameter"
+        )
+    more = (
+        f" (and likewise in {rows.size - 1} more data set(s): index "
+        f"{', '.join(str(int(j)) for j in rows[1:6])}{', ...' if rows.size > 6 else ''})"
+        if rows.size > 1
+        else ""
+    )
+    return (
+        f"{how} in dataset {data.names[i]!r} (index {i}){more}: its points cannot tell "
+        f"them apart (x constant there, or too few distinct x); drop or extend that data "
+        f"set, or make one of them shared, per-group or fixed"
+    )
+
+
 def _inflation(cov_logical: np.ndarray, h: np.ndarray, pmap: ParameterMap) -> np.ndarray:
     """Each physical parameter's variance inflation ``var_ii·(JᵀJ)_ii`` (unscaled covariance).
 
@@ -565,7 +621,9 @@ class GlobalFit:
             ConvergenceWarning: when the solver stopped before converging
                 (``result_.success`` is then False).
             FitWarning: when two fitted parameters are fully correlated (the
-                data cannot tell them apart; ``result_.message`` names them), or a
+                data cannot tell them apart; ``result_.message`` names them), a
+                singular Jacobian (standard errors NaN; the message names the parameters
+                of the undetermined combination, and the data set for local ones), or a
                 fitted parameter ended on a bound (its standard error assumes it free).
         """
         data, pmap, ev = self._prepare()
@@ -695,9 +753,7 @@ class GlobalFit:
                 f"{', '.join(map(repr, dead[:8]))}{', ...' if len(dead) > 8 else ''} "
                 f"do(es) not change the model at the solution"
                 if dead
-                else f"{rounding_pair}: the data cannot tell them apart"
-                if rounding_pair
-                else "two or more parameters change the model the same way"
+                else _weakest(h, data, pmap, rounding_pair)
             )
             message += (
                 f"; standard errors could not be estimated: the Jacobian is singular ({which}), "

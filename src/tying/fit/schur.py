@@ -171,3 +171,72 @@ def covariance(h: np.ndarray, index: np.ndarray, n_global: int) -> tuple[np.ndar
     if not np.all(np.isfinite(out)) or not np.all(np.isfinite(cov_global)):
         raise np.linalg.LinAlgError("the normal matrix is singular")
     return cov_global, out
+
+
+def weakest(
+    h: np.ndarray, index: np.ndarray, n_global: int, n_physical: int, tol: float = 1e-12
+) -> tuple[np.ndarray, np.ndarray]:
+    """The combinations of parameters the data determine least: what a singular fit names.
+
+    Works on the column-scaled normal matrix ``D^-½ JᵀJ D^-½`` (unit diagonal, free of
+    units), by the same block elimination as :func:`covariance`, so it costs O(K):
+
+    - each data set's local block ``C_k`` whose smallest eigenvalue is below ``tol``
+      (x constant in that data set, so its local slope and offset act alike; a local
+      parameter with no effect there) gives that eigenvector, zero elsewhere: a
+      direction along which the whole ``JᵀJ`` is singular too;
+    - when no local block is, the smallest eigenvector ``g`` of the Schur complement,
+      extended to the locals by ``l_k = -C_k⁻¹ B_kᵀ g`` (with no global parameter, the
+      local block with the smallest eigenvalue).
+
+    Args:
+        h: ``(K, P, P)`` per-data-set normal blocks (free logical order).
+        index: ``(K, P)`` physical indices.
+        n_global: number of global physical parameters M.
+        n_physical: length of the physical vector.
+        tol: a scaled eigenvalue below this marks a local block as singular.
+
+    Returns:
+        ``(datasets, directions)``: the data sets whose local block is singular (empty
+        when the direction comes from the Schur complement), and the directions, one
+        per row ``(rows, n_physical)``, largest entry ±1, over the scaled physical
+        vector (multiply by ``1/‖J column‖`` for the parameters' own units).
+
+    Example:
+        >>> import numpy as np
+        >>> j = np.array([[1.0, 2.0], [1.0, 2.0], [1.0, 2.0]])   # one local block, x constant
+        >>> ds, d = weakest((j.T @ j)[None], np.array([[0, 1]]), n_global=0, n_physical=2)
+        >>> ds.tolist(), np.round(np.abs(d), 3).tolist()
+        ([0], [[1.0, 1.0]])
+    """
+    k, p, _ = h.shape
+    m = int(np.sum(index[0] < n_global)) if k else 0
+    d = np.sqrt(diagonal(h, index, n_physical))
+    d = np.where(d > 0, d, 1.0)  # a zero column stays zero: an eigenvalue 0, named
+    ds = d[index]  # (K, P)
+    hs = h / (ds[:, :, None] * ds[:, None, :])
+    a, b, c, _ = _split(hs, None, m)
+    gidx = index[:, :m]
+    out = []
+    if p > m:
+        lam, vec = np.linalg.eigh(c)  # ascending eigenvalues, (K, L), (K, L, L)
+        singular = np.flatnonzero(lam[:, 0] < tol)
+        if not singular.size and not n_global:  # only local blocks: the weakest of them
+            singular = np.array([int(np.argmin(lam[:, 0]))])
+        for i in singular:
+            v = np.zeros(n_physical)
+            v[index[i, m:]] = vec[i, :, 0]
+            out.append(v)
+        if singular.size:
+            return singular, np.stack(out) / np.max(np.abs(out), axis=1, keepdims=True)
+        e_mat = np.linalg.solve(c, b.transpose(0, 2, 1))  # (K, L, m)
+        schur = a - b @ e_mat
+    else:
+        schur = a
+    v = np.zeros(n_physical)
+    if n_global:
+        _, gvec = np.linalg.eigh(_scatter_matrix(schur, gidx, n_global))
+        v[:n_global] = gvec[:, 0]
+        if p > m:
+            v[index[:, m:].ravel()] = -(e_mat @ gvec[gidx, 0][:, :, None])[:, :, 0].ravel()
+    return np.array([], dtype=np.int64), v[None] / np.max(np.abs(v))
