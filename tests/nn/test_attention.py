@@ -279,3 +279,42 @@ def test_d_head_and_d_context_must_be_positive_ints(arg, value):
     # stop 32: d_head=True built one-wide heads; 2.5 died in torch.empty
     with pytest.raises(ValueError, match=rf"{arg} must be a positive int, got {value!r}"):
         Attention(16, 4, **{arg: value})
+
+
+def _plain_attention(a, x, causal):
+    """The layer in plain ops (repeat K/V heads, softmax(QKᵀ/√d)V): the reference."""
+    b, t, _ = x.shape
+    q = a.q_proj(x).view(b, t, a.n_heads, a.d_head).transpose(1, 2)
+    k = a.k_proj(x).view(b, t, a.kv_heads, a.d_head).transpose(1, 2)
+    v = a.v_proj(x).view(b, t, a.v_heads, a.d_head).transpose(1, 2)
+    k = k.repeat_interleave(a.n_heads // a.kv_heads, 1)
+    v = v.repeat_interleave(a.n_heads // a.v_heads, 1)
+    s = q @ k.transpose(-1, -2) / math.sqrt(a.d_head)
+    if causal:
+        s = s.masked_fill(~torch.ones(t, t, dtype=torch.bool).tril(), float("-inf"))
+    return a.out_proj((s.softmax(-1) @ v).transpose(1, 2).reshape(b, t, -1))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize(("kv_heads", "causal"), [(4, False), (2, True), (1, False)])
+def test_forward_mode_ad_and_jacfwd_match_plain_attention(kv_heads, causal):
+    # stop 34: SDPA's CPU flash kernel has no forward derivative ("Trying to use forward
+    # AD with _scaled_dot_product_flash_attention_for_cpu"); forward AD takes its math
+    # backend, and the first-order results keep their bits
+    import torch.autograd.forward_ad as fwAD
+
+    torch.manual_seed(0)
+    a = Attention(16, 4, kv_heads=kv_heads, causal=causal, dtype=torch.float64)
+    x = torch.randn(2, 5, 16, dtype=torch.float64)
+    t = torch.randn_like(x)
+    plain = a(x)
+    with fwAD.dual_level():
+        dual = a(fwAD.make_dual(x, t))
+        value, tangent = fwAD.unpack_dual(dual)
+    assert torch.equal(a(x), plain)  # outside forward AD: the flash kernel, as before
+    expected = torch.func.jvp(lambda x: _plain_attention(a, x, causal), (x,), (t,))[1]
+    torch.testing.assert_close(value, plain, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(tangent, expected, rtol=1e-12, atol=1e-12)
+    jac = torch.func.jacfwd(a)(x)
+    ref = torch.func.jacrev(lambda x: _plain_attention(a, x, causal))(x)
+    torch.testing.assert_close(jac, ref, rtol=1e-12, atol=1e-12)

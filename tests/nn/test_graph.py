@@ -209,3 +209,36 @@ def test_an_adjacency_of_another_dtype_is_refused_by_name():
         r"torch.float64.*dtype=torch.float64",
     ):
         conv(torch.randn(20, 6, dtype=torch.float64), adj)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("shared", [True, False])
+def test_forward_mode_ad_and_jacfwd_match_the_dense_adjacency(shared):
+    # stop 34: sparse mm has no forward derivative ("Trying to use forward AD with
+    # _sparse_addmm"); forward AD propagates over Â's entries by gather and index_add
+    import torch.autograd.forward_ad as fwAD
+
+    torch.manual_seed(0)
+    conv = MultiHopGraphConv(3, 2, hops=3, shared=shared).double()
+    edges = torch.tensor([[0, 1, 1, 2, 2, 3, 0], [1, 0, 2, 1, 3, 2, 0]])
+    adj = normalized_adjacency(edges, 4, dtype=torch.float64)
+    dense = adj.to_dense()
+    x = torch.randn(4, 3, dtype=torch.float64)
+
+    def reference(x):  # the same layer with Â as a dense matrix
+        h, out = x, torch.zeros(4, 2, dtype=torch.float64)
+        for hop in conv.hops:
+            out = out + h @ hop.weight.T
+            h = dense @ h
+        return out + conv.bias
+
+    plain = conv(x, adj)
+    torch.testing.assert_close(plain, reference(x), rtol=1e-12, atol=1e-12)
+    t = torch.randn_like(x)
+    with fwAD.dual_level():
+        tangent = fwAD.unpack_dual(conv(fwAD.make_dual(x, t), adj)).tangent
+    expected = torch.func.jvp(reference, (x,), (t,))[1]
+    torch.testing.assert_close(tangent, expected, rtol=1e-12, atol=1e-12)
+    jac = torch.func.jacfwd(lambda x: conv(x, adj))(x)
+    torch.testing.assert_close(jac, torch.func.jacrev(reference)(x), rtol=1e-12, atol=1e-12)
+    assert torch.equal(conv(x, adj), plain)  # outside forward AD: sparse mm, as before

@@ -688,3 +688,125 @@ def test_lookup_refuses_a_weight_tied_through_another_hash(tmp_path):
     same = HashedEmbeddingBag(100, 8, 48, seed=0)
     tying.load(same, path)
     torch.testing.assert_close(same(ids[None]), same.weight[ids].mean(0, keepdim=True))
+
+
+# -- stop 34: torch.func transforms, second derivatives and forward-mode AD --------------
+_TRANSFORM_CASES = [
+    pytest.param(HashedEmbedding, {}, id="entry"),
+    pytest.param(HashedEmbedding, {"mode": "block", "block": 4}, id="block"),
+    pytest.param(HashedEmbedding, {"mode": "block", "block": 4, "aligned": True}, id="aligned"),
+    pytest.param(HashedEmbedding, {"sparse": True}, id="entry-sparse"),
+    pytest.param(
+        HashedEmbedding,
+        {"mode": "block", "block": 4, "aligned": True, "sparse": True},
+        id="aligned-sparse",
+    ),
+    pytest.param(HashedEmbedding, {"mode": "qr"}, id="qr"),
+    pytest.param(HashedEmbeddingBag, {"pooling": "sum"}, id="bag-entry-sum"),
+    pytest.param(HashedEmbeddingBag, {"mode": "block", "block": 4}, id="bag-block-mean"),
+    pytest.param(HashedEmbeddingBag, {"sparse": True, "pooling": "sum"}, id="bag-entry-sparse"),
+]
+
+
+class _Table(torch.nn.Module):
+    """Reads the layer's logical ``weight`` (materialised through its tie): the reference."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self):
+        return self.layer.weight
+
+
+def _layer_and_reference(cls, kw):
+    torch.manual_seed(0)
+    layer = cls(50, 8, 160, dtype=torch.float64, **kw)
+    table = _Table(layer)
+    bag = isinstance(layer, HashedEmbeddingBag)
+
+    def run(w, ids):  # the layer's lookup, with its stored values swapped for w
+        return torch.func.functional_call(layer, {"weight_physical": w}, (ids,))
+
+    def ref(w, ids):  # rows of the materialised table, pooled as the bag pools
+        rows = torch.func.functional_call(table, {"layer.weight_physical": w}, ())[ids]
+        if not bag:
+            return rows
+        return rows.sum(-2) if layer.pooling == "sum" else rows.mean(-2)
+
+    return layer, run, ref
+
+
+def _dense(t):
+    return t.to_dense() if t.is_sparse else t
+
+
+# torch.func's forward mode scripts its decompositions on first use (torch 2.13 warns)
+_JIT_WARNING = pytest.mark.filterwarnings(
+    "ignore:`torch.jit.script` is deprecated:DeprecationWarning"
+)
+
+
+@pytest.mark.parametrize(("cls", "kw"), _TRANSFORM_CASES)
+@_JIT_WARNING
+def test_torch_func_transforms_run_and_match_the_materialised_table(cls, kw):
+    # stop 34: the fused kernels (numba) gave torch's "must override the setup_context
+    # staticmethod" under vmap/grad/jacrev/jacfwd, and a vmap over ids failed on .item();
+    # under torch.func the torch path serves the lookup
+    layer, run, ref = _layer_and_reference(cls, kw)
+    w = layer.weight_physical.detach().clone()
+    ids = torch.randint(0, 50, (4, 5), generator=torch.Generator().manual_seed(1))
+
+    def loss(f):
+        return lambda w, i: f(w, i.unsqueeze(0)).square().sum()
+
+    per_sample = torch.func.vmap(torch.func.grad(loss(run)), in_dims=(None, 0))(w, ids)
+    expected = torch.func.vmap(torch.func.grad(loss(ref)), in_dims=(None, 0))(w, ids)
+    torch.testing.assert_close(_dense(per_sample), _dense(expected), rtol=1e-12, atol=1e-12)
+    batched = ids.view(2, 2, 5)  # two (2, 5) samples: a bag layer's 2-D input
+    torch.testing.assert_close(torch.func.vmap(layer)(batched), ref(w, batched))
+    for jac in (torch.func.jacrev, torch.func.jacfwd):
+        got = jac(lambda w: run(w, ids))(w)
+        torch.testing.assert_close(got, jac(lambda w: ref(w, ids))(w), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(("cls", "kw"), _TRANSFORM_CASES)
+def test_a_second_derivative_through_the_lookup_matches_the_materialised_table(cls, kw):
+    # stop 34: a gradient penalty through the fused kernels failed in torch's words
+    # ("Can't call numpy() on Tensor that requires grad"); under create_graph=True the
+    # gradient is now the torch path's, a graph of the incoming gradient
+    layer, run, ref = _layer_and_reference(cls, kw)
+    ids = torch.randint(0, 50, (3, 4), generator=torch.Generator().manual_seed(2))
+    w = layer.weight_physical
+    (g,) = torch.autograd.grad(layer(ids).pow(3).sum(), w, create_graph=True)
+    (gg,) = torch.autograd.grad(_dense(g).square().sum(), w)
+
+    def penalty(w):
+        return torch.func.grad(lambda w: ref(w, ids).pow(3).sum())(w).square().sum()
+
+    expected = torch.func.grad(penalty)(w.detach())
+    torch.testing.assert_close(_dense(gg), expected, rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize(("cls", "kw"), _TRANSFORM_CASES)
+@_JIT_WARNING
+def test_forward_mode_ad_through_the_lookup_matches_the_materialised_table(cls, kw):
+    # stop 34: "You must implement the jvp function" from the fused kernels
+    import torch.autograd.forward_ad as fwAD
+
+    layer, run, ref = _layer_and_reference(cls, kw)
+    ids = torch.randint(0, 50, (3, 4), generator=torch.Generator().manual_seed(3))
+    w = layer.weight_physical.detach().clone()
+    t = torch.randn_like(w)
+    with fwAD.dual_level():
+        tangent = fwAD.unpack_dual(run(fwAD.make_dual(w, t), ids)).tangent
+    expected = torch.func.jvp(lambda w: ref(w, ids), (w,), (t,))[1]
+    torch.testing.assert_close(tangent, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_an_out_of_range_id_under_vmap_is_still_refused():
+    emb = HashedEmbedding(50, 8, 64)
+    ids = torch.randint(0, 50, (4, 5))
+    ids[2, 1] = 50
+    with pytest.raises(IndexError, match=r"indices must be in \[0, 50\), got min \d+, max 50"):
+        torch.func.vmap(emb)(ids)

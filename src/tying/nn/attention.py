@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tying.core import Plan, share
-from tying.nn._args import is_int
+from tying.nn._args import forward_ad_active, is_int
 
 __all__ = ["Attention", "kv_sharing_plan"]
 
@@ -299,6 +299,18 @@ class Attention(nn.Module):
                 f"in length; pass attn_mask= explicitly for a causal cross-attention"
             )
         drop = self.dropout if self.training else 0.0
+        if not torch.compiler.is_compiling() and forward_ad_active(q, k, v, attn_mask):
+            # SDPA's CPU flash kernel has no forward derivative (torch's "Trying to use
+            # forward AD with _scaled_dot_product_flash_attention_for_cpu", stop 34): its
+            # math backend, plain differentiable ops, serves forward AD and jacfwd
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            with sdpa_kernel(SDPBackend.MATH):
+                return self._attend(q, k, v, attn_mask, drop, is_causal)
+        return self._attend(q, k, v, attn_mask, drop, is_causal)
+
+    def _attend(self, q, k, v, attn_mask, drop: float, is_causal: bool) -> torch.Tensor:
+        """SDPA over the projected heads and the output projection: ``(B, T, d_model)``."""
         if self.kv_heads == self.v_heads and self.kv_heads < self.n_heads and _SDPA_GQA:
             # SDPA broadcasts K/V heads itself: no repeated copy of K and V in memory.
             out = F.scaled_dot_product_attention(

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tying.core import Plan, Scaled, share
-from tying.nn._args import is_int
+from tying.nn._args import forward_ad_active, is_int
 
 __all__ = ["MultiHopGraphConv", "normalized_adjacency"]
 
@@ -237,19 +237,35 @@ class MultiHopGraphConv(nn.Module):
                 f"dtype={x.dtype}))"
             )
         scales = self._scales()
+        mm = torch.sparse.mm
+        if not torch.compiler.is_compiling() and forward_ad_active(x, adj, *self.parameters()):
+            mm = _gather_mm  # sparse mm has no forward derivative (stop 34)
         if scales is not None:
             z = F.linear(x, self.hops[0].weight)  # (N, out): project once, propagate narrow
             out = z
             for scale in scales:
-                z = torch.sparse.mm(adj, z)
+                z = mm(adj, z)
                 out = out + scale * z
         else:
             h = x
             out = F.linear(h, self.hops[0].weight)
             for hop in self.hops[1:]:
-                h = torch.sparse.mm(adj, h)  # (N, in)
+                h = mm(adj, h)  # (N, in)
                 out = out + F.linear(h, hop.weight)
         return out if self.bias is None else out + self.bias
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, hops={self.K}, shared={self.shared}"
+
+
+def _gather_mm(adj: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """``Â @ z`` as a gather and an ``index_add`` over Â's entries (O(edges)).
+
+    Forward-mode AD (``jacfwd``, ``forward_ad``) reaches no derivative of sparse ``mm``
+    (torch's "Trying to use forward AD with _sparse_addmm", stop 34); these plain ops
+    have one.
+    """
+    adj = adj.coalesce()
+    row, col = adj.indices()  # (E,) each
+    msg = adj.values().unsqueeze(-1) * z[col]  # (E, F)
+    return torch.zeros_like(z).index_add(0, row, msg)

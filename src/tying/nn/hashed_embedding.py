@@ -37,6 +37,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -121,6 +122,13 @@ def _check_saved_hash(module: nn.Module, local_metadata, prefix: str) -> None:
         f"every stored value would land in other logical entries; build the layer with the "
         f"saved settings (e.g. seed=, signed=, mode=) and load into that"
     )
+
+
+def _unwrapped(t: torch.Tensor) -> torch.Tensor:
+    """``t``'s values under every ``torch.func`` wrapper (all of vmap's batch)."""
+    while torch._C._functorch.is_functorch_wrapped_tensor(t):
+        t = torch._C._functorch.get_unwrapped(t)
+    return t
 
 
 def _default_block(D: int) -> int:
@@ -363,7 +371,9 @@ class HashedEmbedding(nn.Module):
                 f"{name}: {what} must be in [0, {self.num_embeddings}); {fix}",
             )
         elif input.numel():
-            lo, hi = (int(v) for v in torch.aminmax(input))  # one pass
+            # under vmap the ids are a batched wrapper whose values no int() may read
+            # (torch's ".item()" error, stop 34): check every id of the batch underneath
+            lo, hi = (int(v) for v in torch.aminmax(_unwrapped(input)))  # one pass
             if lo < 0 or hi >= self.num_embeddings:
                 raise IndexError(
                     f"{name}: {what} must be in [0, {self.num_embeddings}), got min {lo}, max "
@@ -375,18 +385,34 @@ class HashedEmbedding(nn.Module):
         """Rows of ``ids`` ``(n, D)``, or their weighted sums into ``nbags`` bags ``(nbags, D)``."""
         self._check_own_tie()
         w = self.weight_physical
+        # the fused kernels are numba loops outside PyTorch: torch.func transforms (vmap,
+        # grad, jacrev, jacfwd) cannot see through them, so those take the torch path
+        # (stop 34); a second derivative and forward-mode AD reach the torch path from
+        # the kernels' backward and jvp (``plain``)
+        if (
+            self.mode != "qr"
+            and fused_available(w)
+            and not torch._C._are_functorch_transforms_active()
+        ):
+            c1, c2 = self.hash_cols.unbind()
+            Z = 0 if self.mode == "entry" else self.block
+            args = (self._hash.row_coef, c1, c2, self.signed, Z, nbags, bags, fac)
+            plain = functools.partial(self._plain_lookup, ids=ids, nbags=nbags, bags=bags, fac=fac)
+            if self.aligned or (self.sparse and self.mode == "entry"):
+                return FusedKeepLookup.apply(w, ids, *args, self.sparse, plain)  # keeps its reads
+            return FusedLookup.apply(w, ids, *args, plain)
+        return self._plain_lookup(w, ids, nbags, bags, fac)
+
+    def _plain_lookup(self, w, ids, nbags=0, bags=None, fac=None) -> torch.Tensor:
+        """:meth:`_lookup` in torch ops: any device, ``torch.compile``, ``torch.func``."""
+        # torch.func transforms take no sparse gradient (SparseGather has no functorch
+        # rule; a sparse F.embedding under vmap fails in aten::view): there it is dense
+        sp = self.sparse and not torch._C._are_functorch_transforms_active()
         if self.mode == "qr":
             q, m = self._qr
-            sp = self.sparse
             out = F.embedding(ids // m, w, sparse=sp) * F.embedding(q + ids % m, w, sparse=sp)
         else:
             c1, c2 = self.hash_cols.unbind()
-            if fused_available(w):
-                Z = 0 if self.mode == "entry" else self.block
-                args = (self._hash.row_coef, c1, c2, self.signed, Z, nbags, bags, fac)
-                if self.aligned or (self.sparse and self.mode == "entry"):
-                    return FusedKeepLookup.apply(w, ids, *args, self.sparse)  # keeps what it read
-                return FusedLookup.apply(w, ids, *args)
             r1, r2 = self._hash.rows(ids)  # (n,) each: one row term per looked-up id
             if self.mode == "entry":
                 idx = combine(r1, c1) % self.buckets  # (n, D)
@@ -398,12 +424,12 @@ class HashedEmbedding(nn.Module):
                         f"torch.compile without fullgraph=True (this lookup then runs eagerly), "
                         f"sparse=False, or mode='block' with aligned=True"
                     )
-                out = SparseGather.apply(w, idx) if self.sparse else w[idx]
+                out = SparseGather.apply(w, idx) if sp else w[idx]
                 if self.signed:
                     out = out * ((combine(r2, c2) & 1) * 2 - 1).to(out.dtype)
             elif self.aligned:  # block rows of the (B/Z, Z) table
                 off, sgn = self._blocks(r1, r2, c1, c2, self.buckets // self.block)
-                out = F.embedding(off, w, sparse=self.sparse) * sgn.unsqueeze(-1).to(w.dtype)
+                out = F.embedding(off, w, sparse=sp) * sgn.unsqueeze(-1).to(w.dtype)
                 out = out.flatten(-2)  # (n, D/Z, Z) -> (n, D)
             else:
                 off, sgn = self._blocks(r1, r2, c1, c2, self.buckets)  # (n, D/Z) each

@@ -70,16 +70,30 @@ def _items(n: int, bags, fac, dtype):
     return rows, f if fac is None else fac.to(dtype).numpy()
 
 
+def _differentiable_grad(plain, g: torch.Tensor, shape, dtype) -> torch.Tensor:
+    """The stored values' gradient ``Jᵀg`` through the torch path, as a graph of ``g``.
+
+    ``create_graph=True`` (a gradient penalty, a MAML meta-gradient): the kernels' scatter
+    is a numba loop that autograd cannot record. The lookup is linear in the stored
+    values, so ``J`` does not depend on them and a zero leaf stands in for them: the
+    gradient depends on ``g`` only, which this graph keeps (stop 34).
+    """
+    leaf = torch.zeros(shape, dtype=dtype, device=g.device, requires_grad=True)
+    (gw,) = torch.autograd.grad(plain(leaf), leaf, g, create_graph=True)
+    return gw
+
+
 class FusedLookup(torch.autograd.Function):
     """Hashed lookup (entry or block mode), optionally pooled into bags, in one fused loop.
 
     ``fac`` weighs each item (per-sample weight × 1/bag size); it is data, not trained.
     The backward recomputes the hashes (one per entry or block) and scatter-adds
-    straight into the ``B`` stored values.
+    straight into the ``B`` stored values. ``plain(w)`` is the same lookup in torch ops:
+    the backward under ``create_graph=True`` and the forward-mode ``jvp`` run it.
     """
 
     @staticmethod
-    def forward(ctx, w, ids, coef, c1, c2, signed, Z, nbags, bags, fac):
+    def forward(ctx, w, ids, coef, c1, c2, signed, Z, nbags, bags, fac, plain):
         k = _nb()
         n = ids.shape[0]
         D = c1.shape[0] * max(Z, 1)  # Z = 0: entry mode, one term per column
@@ -97,13 +111,20 @@ class FusedLookup(torch.autograd.Function):
             k.block_hash_fwd(wn, *hashes, f, Z, rows, out.numpy(), pooled, off.numpy(), sf.numpy())
         ctx.save_for_backward(ids, coef, c1, c2, off, sf)
         ctx.args = (signed, Z, w.shape[0], w.dtype, bags, fac)
+        ctx.plain = plain
         return out
 
     @staticmethod
+    def jvp(ctx, w_t, *_):
+        return ctx.plain(w_t)  # linear in w: the tangent's lookup
+
+    @staticmethod
     def backward(ctx, g):
+        signed, Z, B, dtype, bags, fac = ctx.args
+        if torch.is_grad_enabled() and g.requires_grad:  # create_graph=True
+            return _differentiable_grad(ctx.plain, g, (B,), dtype), *(None,) * 10
         k = _nb()
         ids, coef, c1, c2, off, sf = ctx.saved_tensors
-        signed, Z, B, dtype, bags, fac = ctx.args
         rows, f = _items(ids.shape[0], bags, fac, dtype)
         gw = torch.zeros(B, dtype=dtype)
         hashes = (ids.numpy(), coef.numpy(), c1.numpy(), c2.numpy(), bool(signed))
@@ -112,7 +133,7 @@ class FusedLookup(torch.autograd.Function):
             k.entry_bwd(*hashes, f, rows, g, gw.numpy())
         else:
             k.block_bwd(off.numpy(), sf.numpy(), Z, rows, g, gw.numpy())
-        return gw, None, None, None, None, None, None, None, None, None
+        return gw, *(None,) * 10
 
 
 def _sparse(idx: torch.Tensor, values: torch.Tensor, shape) -> torch.Tensor:
@@ -151,10 +172,11 @@ class FusedKeepLookup(torch.autograd.Function):
     gradient when ``sparse``: the incoming gradient signed and weighed (one pass), or
     the incoming gradient itself for an unsigned, unpooled lookup (no pass, as
     ``nn.Embedding(sparse=True)``); else (aligned blocks only) the dense scatter-add.
+    ``plain`` as for :class:`FusedLookup`.
     """
 
     @staticmethod
-    def forward(ctx, w, ids, coef, c1, c2, signed, Z, nbags, bags, fac, sparse):
+    def forward(ctx, w, ids, coef, c1, c2, signed, Z, nbags, bags, fac, sparse, plain):
         k = _nb()
         n, C = ids.shape[0], c1.shape[0]
         D = C * max(Z, 1)
@@ -171,17 +193,24 @@ class FusedKeepLookup(torch.autograd.Function):
             k.aligned_fwd(w.detach().numpy(), *args, out.numpy(), pooled, idx.numpy(), sf.numpy())
         ctx.save_for_backward(idx, sf, ids, coef, c2)
         ctx.args = (Z, w.shape, w.dtype, bags, fac, signed, sparse)
+        ctx.plain = plain
         return out
 
     @staticmethod
+    def jvp(ctx, w_t, *_):
+        return ctx.plain(w_t)
+
+    @staticmethod
     def backward(ctx, g):
+        Z, shape, dtype, bags, fac, signed, sparse = ctx.args
+        if torch.is_grad_enabled() and g.requires_grad:  # create_graph=True
+            return _differentiable_grad(ctx.plain, g, shape, dtype), *(None,) * 11
         k = _nb()
         idx, sf, ids, coef, c2 = ctx.saved_tensors
-        Z, shape, dtype, bags, fac, signed, sparse = ctx.args
         n, C = idx.shape
         g = g.to(dtype)
         if sparse and not signed and bags is None and fac is None:  # the gradient as it is
-            return _sparse(idx, g.reshape(n * C, *shape[1:]), shape), *(None,) * 10
+            return _sparse(idx, g.reshape(n * C, *shape[1:]), shape), *(None,) * 11
         rows, f = _items(n, bags, fac, dtype)
         g = g.contiguous().numpy()
         if sparse:
@@ -196,4 +225,4 @@ class FusedKeepLookup(torch.autograd.Function):
             gw = torch.zeros(shape, dtype=dtype)
             sf = sf.t().contiguous()
             k.block_bwd((idx * Z).numpy(), sf.numpy(), Z, rows, g, gw.view(-1).numpy())
-        return gw, *(None,) * 10
+        return gw, *(None,) * 11
