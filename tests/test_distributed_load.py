@@ -23,21 +23,9 @@ from torch import nn
 import tying
 import tying.distributed as td
 
+from .test_distributed_wrapping import AE  # the same autoencoder
+
 pytestmark = pytest.mark.filterwarnings("ignore:It seems like you did not set/select the default")
-
-
-class AE(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.enc = nn.Linear(6, 4)
-        self.mid = nn.Linear(4, 4)
-        self.mid2 = nn.Linear(4, 4)
-        self.dec = nn.Linear(4, 6)
-
-    def forward(self, x):  # (B, 6) -> (B, 6)
-        h = torch.tanh(self.enc(x))
-        h = torch.tanh(self.mid(h)) + torch.tanh(self.mid2(h))
-        return self.dec(h)
 
 
 class LM(nn.Module):

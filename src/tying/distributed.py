@@ -453,6 +453,7 @@ def _checked_file(inner: nn.Module, path, verify_hash: bool, helper: str | None)
         _digest,
         _parse,
         _read,
+        mismatched,
     )
     from tying.core.plan import Plan
 
@@ -494,11 +495,7 @@ def _checked_file(inner: nn.Module, path, verify_hash: bool, helper: str | None)
     expected = {k: (tuple(t.shape), t.dtype) for k, t in inner.state_dict(keep_vars=True).items()}
     missing = sorted(set(expected) - set(full))
     unexpected = sorted(set(full) - set(expected))
-    bad = [
-        f"{k}: file {tuple(full[k].shape)} {full[k].dtype}, model {expected[k][0]} {expected[k][1]}"
-        for k in sorted(set(full) & set(expected))
-        if tuple(full[k].shape) != expected[k][0] or full[k].dtype != expected[k][1]
-    ]
+    bad = mismatched(full, expected)
     if missing or unexpected or bad:
         parts = []
         if missing:

@@ -566,6 +566,16 @@ def _refuse_unwritable(key: str, t: torch.Tensor) -> None:
         )
 
 
+def mismatched(full: dict[str, torch.Tensor], expected: dict[str, tuple]) -> list[str]:
+    """``"key: file shape dtype, model shape dtype"`` for each tensor of ``full`` whose
+    shape or dtype differs from ``expected`` (key -> (shape, dtype)), sorted by key."""
+    return [
+        f"{k}: file {tuple(full[k].shape)} {full[k].dtype}, model {expected[k][0]} {expected[k][1]}"
+        for k in sorted(set(full) & set(expected))
+        if tuple(full[k].shape) != expected[k][0] or full[k].dtype != expected[k][1]
+    ]
+
+
 def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) -> Plan:
     """Load a file written by :func:`save` into ``model``, re-creating its ties.
 
@@ -697,11 +707,7 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
     for key in unexpected:
         if key in final and final[key] is not None:
             raise tied_here(key, "stores it as its own tensor (the saved model did not tie it)")
-    bad = [
-        f"{k}: file {tuple(full[k].shape)} {full[k].dtype}, model {expected[k][0]} {expected[k][1]}"
-        for k in sorted(set(full) & set(expected))
-        if tuple(full[k].shape) != expected[k][0] or full[k].dtype != expected[k][1]
-    ]
+    bad = mismatched(full, expected)
     if missing or unexpected or bad:
         parts = []
         if missing:
