@@ -61,9 +61,14 @@ def test_what_the_toolkit_labels_is_assigned_or_named():
     ("force_field", "section", "message"),
     [
         # sections= refuses these: the old message sent the user there
-        ("openff-2.3.0", "Constraints", r"tying.chem does not assign <Constraints> .*label_mol"),
+        # Constraints are assignable (opt-in, stop 34 second round): sections= is the fix now
+        (
+            "openff-2.3.0",
+            "Constraints",
+            r"build the SmirksAssigner with 'Constraints' in sections=",
+        ),
         ("tip4p_fb", "VirtualSites", r"does not assign <VirtualSites> .*the force field has one"),
-        ("openff_unconstrained-1.0.0", "Constraints", r"no <Constraints> section, and tying"),
+        ("openff_unconstrained-1.0.0", "Constraints", r"no <Constraints> section; use one that"),
         ("tip3p", "Bonds", r"\(tip3p\) has no Bonds section.*force field has no <Bonds> section"),
     ],
 )

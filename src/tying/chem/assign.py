@@ -23,7 +23,6 @@ caller's atom order when the same molecule comes back written differently.
 
 from __future__ import annotations
 
-import array
 import bisect
 import contextlib
 import dataclasses
@@ -37,10 +36,11 @@ import numpy as np
 
 from tying.chem._rdkit import Chem
 from tying.chem.chain_table import ARITY, ChainTable
+from tying.chem.constraints import constraint_labeller
 from tying.chem.mapped import check_flag, map_order, renumber, warn_if_reordered
 from tying.chem.molecules import canonical_order, parse_smiles, prepare_molecule
 from tying.chem.offxml import ForceField, Parameter, load_force_field
-from tying.chem.packed import pack, views
+from tying.chem.packed import _buffer, pack, views
 from tying.chem.search_order import anchored, has_stereo, reordered
 from tying.chem.smirks import CompiledSmirks, Prefilter, compile_section, scan_heavy
 from tying.chem.terms import (  # the names no code here uses are re-exported
@@ -80,9 +80,9 @@ class Assignment:
         elements: element symbol of each atom, by index.
         terms: section -> {term key: winning :class:`~tying.chem.offxml.Parameter`}.
         not_assigned: the force field's sections this assignment did not label (file
-            order): the ones ``tying.chem`` does not assign (``Constraints``,
-            ``LibraryCharges``, ``VirtualSites``, charge models; the OpenFF toolkit
-            applies them) and any left out by ``sections=``. Empty only when the whole
+            order): the ones ``tying.chem`` does not assign (``LibraryCharges``,
+            ``VirtualSites``, charge models; the OpenFF toolkit applies them) and any
+            left out by ``sections=`` (``Constraints`` is opt-in). Empty only when the whole
             force field was assigned (:mod:`tying.chem.unassigned`).
 
     Example:
@@ -221,7 +221,8 @@ class SmirksAssigner:
     Args:
         force_field: a :class:`~tying.chem.offxml.ForceField` or an installed name.
         sections: which sections to assign; by default every one of :data:`SECTIONS`
-            (bonds, angles, propers, impropers, vdW) that the force field has.
+            (bonds, angles, propers, impropers, vdW) that the force field has; add
+            ``"Constraints"`` to label those too (opt-in: :mod:`tying.chem.constraints`).
         strict: raise :class:`~tying.chem.errors.UnassignedParameterError` when an atom,
             bond, angle or proper torsion gets no parameter (a force field cannot be
             applied to such a molecule).
@@ -301,22 +302,25 @@ class SmirksAssigner:
         self.cache = cache
         # Named on every result: an assignment without them read as the whole force field.
         self.not_assigned = _not_assigned(self.force_field, self.sections)
-        self._compiled = {s: compile_section(self.force_field, s) for s in self.sections}
-        self._flat = [c for s in self.sections for c in self._compiled[s]]
+        # Constraints (opt-in) are searched per molecule, not tabled (tying.chem.constraints).
+        valence = tuple(s for s in sections if s != "Constraints")
+        self._constraints = constraint_labeller(self.force_field, sections)
+        self._compiled = {s: compile_section(self.force_field, s) for s in valence}
+        self._flat = [c for s in valence for c in self._compiled[s]]
         bounds, start = {}, 0
-        for s in self.sections:
+        for s in valence:
             bounds[s] = (start, start + len(self._compiled[s]))
             start += len(self._compiled[s])
         self._bounds = bounds
         self._prefilter = Prefilter(self._flat)
         # Each section's patterns end before this position in self._flat.
-        self._stops = [(s, bounds[s][1]) for s in self.sections]
+        self._stops = [(s, bounds[s][1]) for s in valence]
         self._match_params = _match_parameters(chirality=True, recursion=True)
         # Per pattern, the cheapest search that gives the same matches: RDKit's
         # recursion and chirality bookkeeping cost ~25% of the search, and most
         # patterns have neither a recursive SMARTS nor a stereo query (claim C9 speed).
         kinds = {(c, r): _match_parameters(c, r) for c in (False, True) for r in (False, True)}
-        section_of = [s for s in self.sections for _ in self._compiled[s]]  # per pattern
+        section_of = [s for s in valence for _ in self._compiled[s]]  # per pattern
         self._plan = []
         for compiled, section in zip(self._flat, section_of, strict=True):
             chirality = _needs_chirality(compiled)
@@ -531,7 +535,7 @@ class SmirksAssigner:
         # from the chain table's arrays, merged with RDKit's search of the others, into
         # packed results (_assign_arrays); or, unpacked, from the table's dicts.
         computed: dict[int, Any] = {}
-        if self._tabled and pack and len(prepared) >= _ARRAYS_FROM:
+        if self._tabled and pack and len(prepared) >= _ARRAYS_FROM and not self._constraints:
             computed = self._assign_arrays(
                 {
                     k: (*parsed[k][1:], canonical[k][0], items[k][1] or parsed[k][0], p)
@@ -657,6 +661,8 @@ class SmirksAssigner:
                         update(term_dict(matches, parameter))
                 terms[section] = resolved
             start = end
+        if self._constraints is not None:
+            terms["Constraints"] = self._constraints(mol)
         elements = (*scan.symbols, *("H",) * (n_atoms - n_written))
         result = Assignment(smiles, name, self.force_field.name, elements, terms, self.not_assigned)
         if self.strict:
@@ -785,10 +791,11 @@ class SmirksAssigner:
             return keys(matches) if matches else _NONE
 
         terms: dict[str, dict[tuple[int, ...], Parameter]] = {}
-        for section in self.sections:
-            lo, hi = self._bounds[section]
+        for section, (lo, hi) in self._bounds.items():
             won = last_match_wins((i for i in candidates if lo <= i < hi), keys_of)
             terms[section] = {k: flat[i].parameter for k, i in won.items()}
+        if self._constraints is not None:
+            terms["Constraints"] = self._constraints(mol)
         elements = tuple(a.GetSymbol() for a in mol.GetAtoms())
         result = Assignment(smiles, name, self.force_field.name, elements, terms, self.not_assigned)
         if self.strict:
@@ -838,17 +845,6 @@ def _merged(
     last[:-1] = code[1:] != code[:-1]
     order = order[last]
     return g[order], keys.take(order, 0), where[order]
-
-
-def _buffer(values: np.ndarray) -> Any:
-    """Non-negative ints as :func:`~tying.chem.packed.columns` stores them: a bytearray
-    when each fits a byte, else ``array('H')`` or ``array('i')``."""
-    top = int(values.max()) if len(values) else 0
-    if top < 256:
-        return bytearray(values.astype(np.uint8).tobytes())
-    out = array.array("H" if top < 65536 else "i")
-    out.frombytes(values.astype(np.uint16 if top < 65536 else np.int32).tobytes())
-    return out
 
 
 def _merge(

@@ -88,6 +88,12 @@ class Parameter:
         try:
             return self.values[name]
         except KeyError:
+            if self.section == "Constraints" and name == "distance":  # as the toolkit: None
+                raise KeyError(
+                    f"constraint {self.id!r} ({self.smirks}) writes no distance: it holds the "
+                    f"pair at the equilibrium length of the pair's bond parameter, read "
+                    f"assignment.bonds[key]['length'] (parameter.values.get('distance') is None)"
+                ) from None
             raise KeyError(
                 f"parameter {self.id!r} ({self.section}) has no attribute {name!r}; "
                 f"it has: {', '.join(sorted(self.values))}"

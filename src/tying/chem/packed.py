@@ -19,6 +19,8 @@ import operator
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 if TYPE_CHECKING:
     from tying.chem.assign import Assignment
 
@@ -78,6 +80,17 @@ def _smallest(values: list[int]) -> Any:
         return array.array("H", values)
     except OverflowError:
         return array.array("i", values)
+
+
+def _buffer(values: np.ndarray) -> Any:
+    """Non-negative ints as :func:`columns` stores them: a bytearray when each fits a
+    byte, else ``array('H')`` or ``array('i')`` (for the assigner's batch arrays)."""
+    top = int(values.max()) if len(values) else 0
+    if top < 256:
+        return bytearray(values.astype(np.uint8).tobytes())
+    out = array.array("H" if top < 65536 else "i")
+    out.frombytes(values.astype(np.uint16 if top < 65536 else np.int32).tobytes())
+    return out
 
 
 def pack(

@@ -136,6 +136,8 @@ def compile_smirks(
             f"{expected} for a {parameter.section} parameter; renumber its tagged atoms"
         )
     pairs = _IMPROPER if parameter.section == "ImproperTorsions" else _CHAIN.get(len(expected), ())
+    if parameter.section == "Constraints":  # water's H-H: a constrained pair need not be bonded
+        pairs = ()
     for a, b in pairs:
         if query.GetBondBetweenAtoms(tags[a], tags[b]) is None:
             raise SmirksError(

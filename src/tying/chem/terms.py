@@ -75,6 +75,7 @@ KEYS: dict[str, Callable[[Sequence[int]], tuple[int, ...]]] = {
     "ProperTorsions": valence_key,
     "ImproperTorsions": improper_key,
     "vdW": _atom_key,
+    "Constraints": valence_key,  # opt-in (tying.chem.constraints): a pair, keyed as a bond
 }
 
 
@@ -164,7 +165,8 @@ def _check_complete(mol: Any, a: Assignment, label: str, counts: dict[str, int] 
     # Every assigned key is a real term: compile_smirks checked that the tagged
     # atoms are bonded in each pattern. So a full count (``counts``: _term_counts) means
     # a complete assignment; None (a 3-ring) checks term by term.
-    sections = [s for s in a.terms if s != "ImproperTorsions"]
+    # Impropers and constraints cover some terms only: nothing to check complete.
+    sections = [s for s in a.terms if s not in ("ImproperTorsions", "Constraints")]
     if counts is not None and all(len(a.terms[s]) == counts[s] for s in sections):
         return
     topo = topology_terms(mol)

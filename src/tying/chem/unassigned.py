@@ -1,7 +1,8 @@
 """The sections of a force field an assignment leaves out, named on every result (stop 34).
 
-``tying.chem`` assigns five sections (:data:`~tying.chem.terms.KEYS`: bonds, angles,
-proper and improper torsions, vdW). A SMIRNOFF force field holds more, and the OpenFF
+``tying.chem`` assigns five sections by default (:data:`~tying.chem.assign.SECTIONS`:
+bonds, angles, proper and improper torsions, vdW), and ``Constraints`` when asked for
+(:mod:`tying.chem.constraints`). A SMIRNOFF force field holds more, and the OpenFF
 toolkit's ``label_molecules`` labels them: ``Constraints`` (every bond to a hydrogen in
 Parsley and Sage, water's H-H distance in every water model), ``LibraryCharges`` (ions,
 water), ``VirtualSites`` (TIP4P, TIP5P, OPC), and the charge models (``ToolkitAM1BCC``,
@@ -51,9 +52,12 @@ def missing_section(assignment: Any, section: str) -> KeyError:
 
     Example:
         >>> from tying.chem import SmirksAssigner
+        >>> print(missing_section(SmirksAssigner("tip4p_fb").assign("O"), "VirtualSites"))
+        ... # doctest: +ELLIPSIS
+        "the assignment of '[H]O[H]' (tip4p_fb) has no VirtualSites section: ... tying.chem does not assign <VirtualSites> ...
         >>> print(missing_section(SmirksAssigner("openff-2.3.0").assign("O"), "Constraints"))
         ... # doctest: +ELLIPSIS
-        "the assignment of '[H]O[H]' (openff-2.3.0) has no Constraints section: ... tying.chem does not assign <Constraints> ...
+        "... has no Constraints section: ...; build the SmirksAssigner with 'Constraints' in sections="
     """
     head = (
         f"the assignment of {assignment.smiles!r} ({assignment.force_field}) has no "
