@@ -646,7 +646,8 @@ def _worker_cpu_row(assigner, smiles: list[str]) -> dict:
         for future in [pool.submit(_timed_chunk, c) for c in chunks]:
             cpu, packed = future.result()
             spent.append(cpu)
-            parallel._decode(packed, parameters, ff.name)  # what assign_many's parent does
+            # what assign_many's parent does with each chunk
+            parallel._decode(packed, parameters, ff.name, assigner.not_assigned)
     wall = time.perf_counter() - t0
     parent_cpu = time.process_time() - parent0
     worker_cpu = sum(spent)
