@@ -32,7 +32,6 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-import weakref
 from collections.abc import Iterable
 
 import torch
@@ -41,6 +40,7 @@ from torch import nn
 from tying.core.checkpoint import save_state
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory, join
+from tying.core.outside import mark_wrapped, wrapped_helper
 from tying.core.patterns import Pattern
 from tying.core.verify import ties, verify
 
@@ -80,7 +80,7 @@ def ddp(model: nn.Module, **kwargs) -> nn.Module:
     verify(model)
     wrapped = DistributedDataParallel(model, **kwargs)
     wrapped.register_forward_pre_hook(_ParametersKept(model, "ddp"), prepend=True)
-    _mark(model, "ddp", wrapped)
+    mark_wrapped(model, "ddp", wrapped)
     return wrapped
 
 
@@ -170,7 +170,7 @@ def fully_shard(model: nn.Module, units: Iterable[str] = (), **kwargs) -> nn.Mod
     # stop 34: tying.load (and load_state_dict) of a full state failed inside FSDP's copy
     # with "got mixed torch.Tensor and DTensor", naming no fix
     model.register_load_state_dict_pre_hook(_FullStateRefused())
-    _mark(model, "fully_shard")
+    mark_wrapped(model, "fully_shard")
     return model
 
 
@@ -304,19 +304,6 @@ class _GatheredCheck:
                 )
 
 
-#: every module of a model td.ddp / td.fully_shard wrapped -> (helper, the DDP wrapper's
-#: weakref, or None for fully_shard, which shards the model for good). Weak both ways: a
-#: deepcopy or a pickle of the module is not wrapped (an attribute would travel with it),
-#: and a model whose DDP wrapper is gone may be tied and wrapped again.
-_WRAPPED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _mark(model: nn.Module, helper: str, wrapper: nn.Module | None = None) -> None:
-    ref = None if wrapper is None else weakref.ref(wrapper)
-    for mod in model.modules():
-        _WRAPPED[mod] = (helper, ref)
-
-
 def wrapped_by(model: nn.Module) -> str | None:
     """Which helper wrapped ``model`` or one of its submodules: ``"ddp"``, ``"fully_shard"`` or None.
 
@@ -337,17 +324,9 @@ def wrapped_by(model: nn.Module) -> str | None:
         True
     """
     for mod in model.modules():
-        helper = _helper_of(mod)
+        helper = wrapped_helper(mod)
         if helper is not None:
             return helper
-    return None
-
-
-def _helper_of(module: nn.Module) -> str | None:
-    """The helper that wrapped this one module (``tying.core.outside.check_not_wrapped``)."""
-    entry = _WRAPPED.get(module)
-    if entry is not None and (entry[1] is None or entry[1]() is not None):
-        return entry[0]
     return None
 
 

@@ -13,6 +13,7 @@ The user-facing entry points stay in :mod:`tying.interop` (``prune``,
 from __future__ import annotations
 
 import sys
+import weakref
 from typing import TYPE_CHECKING
 
 import torch
@@ -31,8 +32,10 @@ __all__ = [
     "check_register",
     "declared_through_adapters",
     "is_adapter",
+    "mark_wrapped",
     "pruned_names",
     "source_value",
+    "wrapped_helper",
 ]
 
 ORIG = "_orig"
@@ -186,20 +189,42 @@ def declared_through_adapters(inv: Inventory, target: str, source: str | None) -
     )
 
 
+#: every module of a model ``tying.distributed`` wrapped -> (helper, the DDP wrapper's
+#: weakref, or None for fully_shard, which shards the model for good). Weak both ways: a
+#: deepcopy or a pickle of the module is not wrapped (an attribute would travel with it),
+#: and a model whose DDP wrapper is gone may be tied and wrapped again.
+_WRAPPED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def mark_wrapped(model: nn.Module, helper: str, wrapper: nn.Module | None = None) -> None:
+    """Record that ``helper`` (``"ddp"``/``"fully_shard"``) wrapped every module of ``model``,
+    for as long as ``wrapper`` lives (None: for good)."""
+    ref = None if wrapper is None else weakref.ref(wrapper)
+    for mod in model.modules():
+        _WRAPPED[mod] = (helper, ref)
+
+
+def wrapped_helper(module: nn.Module) -> str | None:
+    """The helper that wrapped this one module while its wrapper lives, or None."""
+    entry = _WRAPPED.get(module)
+    if entry is not None and (entry[1] is None or entry[1]() is not None):
+        return entry[0]
+    return None
+
+
 def check_not_wrapped(model: nn.Module, what: str) -> None:
     """Refuse a tie change on a model (or a submodule of one) wrapped for data parallelism.
 
     DDP all-reduces, and FSDP2 shards, only the tensors the model held when it was
     wrapped, so a tie made or removed afterwards leaves a tensor that trains apart on
     every rank (stop 33 caught it only at the next training forward). ``td.ddp`` records
-    the modules it wraps while its wrapper lives (``tying.distributed.wrapped_by``);
+    the modules it wraps while its wrapper lives (:func:`mark_wrapped`);
     FSDP2's modules are known by class. Called only for a change that is not a no-op, so
     re-applying a plan (or ``td.load`` of the same ties) stays allowed.
     """
-    dist = sys.modules.get("tying.distributed")
     fsdp = sys.modules.get("torch.distributed.fsdp")
     for path, mod in model.named_modules():
-        helper = None if dist is None else dist._helper_of(mod)
+        helper = wrapped_helper(mod)
         if helper is None and fsdp is not None and isinstance(mod, fsdp.FSDPModule):
             helper = "fully_shard"
         if helper is None:
