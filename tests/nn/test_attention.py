@@ -318,3 +318,18 @@ def test_forward_mode_ad_and_jacfwd_match_plain_attention(kv_heads, causal):
     jac = torch.func.jacfwd(a)(x)
     ref = torch.func.jacrev(lambda x: _plain_attention(a, x, causal))(x)
     torch.testing.assert_close(jac, ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8])
+def test_an_integer_mask_is_refused_with_the_fix(dtype, causal):
+    # stop 35: SDPA's "Expected attn_mask dtype to be bool or float", or in a causal layer
+    # "value cannot be converted to type int64_t without overflow" from the causal fill
+    attn = Attention(8, n_heads=2, causal=causal)
+    x = torch.randn(2, 5, 8)
+    keep = torch.ones(5, 5, dtype=dtype)
+    with pytest.raises(
+        TypeError, match=r"attn_mask must be boolean .* got torch\..*attn_mask\.bool\(\)"
+    ):
+        attn(x, attn_mask=keep)
+    torch.testing.assert_close(attn(x, attn_mask=keep.bool()), attn(x))  # the fix runs

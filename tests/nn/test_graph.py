@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import warnings
 
@@ -242,3 +243,35 @@ def test_forward_mode_ad_and_jacfwd_match_the_dense_adjacency(shared):
     jac = torch.func.jacfwd(lambda x: conv(x, adj))(x)
     torch.testing.assert_close(jac, torch.func.jacrev(reference)(x), rtol=1e-12, atol=1e-12)
     assert torch.equal(conv(x, adj), plain)  # outside forward AD: sparse mm, as before
+
+
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("how", ["prune", "spectral_norm"])
+def test_a_reparametrised_hop_weight_is_read_at_its_current_value(how, shared):
+    # stop 35: the hop Linears are read, never called, so the pre-hook that writes a
+    # pruned / spectral-normed weight never ran: an eval call after training read the
+    # weight as it was when reparametrised (no error), a second pruned step failed
+    from torch.nn.utils import prune
+
+    torch.manual_seed(0)
+    conv = MultiHopGraphConv(5, 3, hops=2, shared=shared).double()
+    if how == "prune":
+        prune.l1_unstructured(conv.hops[0], "weight", amount=0.5)
+    else:
+        torch.nn.utils.spectral_norm(conv.hops[0])
+    adj = normalized_adjacency(_graph(12, 30), 12, dtype=torch.float64)
+    x = torch.randn(12, 5, dtype=torch.float64)
+    opt = torch.optim.SGD(conv.parameters(), lr=0.3)
+    for _ in range(3):
+        opt.zero_grad()
+        conv(x, adj).square().sum().backward()
+        opt.step()
+    conv.eval()
+    with torch.no_grad():
+        got = conv(x, adj)
+        plain = copy.deepcopy(conv)  # computes the weight now, as a plain parameter
+        if how == "prune":
+            prune.remove(plain.hops[0], "weight")
+        else:
+            torch.nn.utils.remove_spectral_norm(plain.hops[0])
+        assert torch.equal(got, plain(x, adj))

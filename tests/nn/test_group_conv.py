@@ -809,3 +809,68 @@ def test_a_layer_re_tied_in_place_by_another_relation_reads_the_new_slots(bank):
     tying.Plan(rules).apply(conv)
     assert (len(conv.kernels._parameters), len(conv.biases._parameters)) == counts
     torch.testing.assert_close(conv(x), _slot_reference(conv, x), rtol=0, atol=0)
+
+
+def _reparametrised_as_plain(layer, bank, key):
+    """A fresh layer of ``layer``'s kind whose ``bank.key`` holds the reparametrised value now."""
+    state = {k: v.detach().clone() for k, v in layer.state_dict().items()}
+    for suffix in ("_orig", "_mask", "_u", "_v"):
+        state.pop(f"{bank}.{key}{suffix}", None)
+    state[f"{bank}.{key}"] = getattr(getattr(layer, bank), key).detach().clone()
+    fresh = type(layer)(
+        layer.in_channels, layer.out_channels, 3, group=layer.group, tied=layer.tied, dtype=F64
+    )
+    fresh.load_state_dict(state)
+    return fresh
+
+
+@pytest.mark.parametrize("tied", [True, False])
+@pytest.mark.parametrize("kind", ["lift", "group"])
+@pytest.mark.parametrize("bank", ["kernels", "biases"])
+def test_a_pruned_block_is_read_as_its_mask_times_the_trained_original(kind, bank, tied):
+    # stop 35: the banks are read, never called, so prune's forward pre-hook never ran:
+    # after an optimizer step the layer read the block as it was when pruned (a tied
+    # layer mixed that stale block with fresh rotated copies: 0.8 off and no longer
+    # equivariant), and a second training step failed on the freed graph
+    from torch.nn.utils import prune
+
+    torch.manual_seed(0)
+    lift, conv = _net("C4", tied=tied)
+    layer = lift if kind == "lift" else conv
+    x = torch.randn(2, *((2,) if kind == "lift" else (3, 4)), 7, 7, dtype=F64)
+    key = "e" if bank == "biases" or kind == "lift" else "e_r"
+    prune.l1_unstructured(getattr(layer, bank), key, amount=0.5)
+    for _ in range(3):  # the second step raised before
+        _sgd(layer.parameters(), layer(x).square().mean(), lr=0.5)
+    orig, mask = (
+        getattr(layer, bank)._parameters[f"{key}_orig"],
+        getattr(layer, bank)._buffers[f"{key}_mask"],
+    )
+    layer.eval()
+    with torch.no_grad():
+        got = layer(x)
+    assert torch.equal(getattr(getattr(layer, bank), key), orig * mask)
+    assert torch.equal(got, _reparametrised_as_plain(layer, bank, key).eval()(x).detach())
+    if tied and kind == "group":
+        torch.testing.assert_close(
+            layer(group_act(x, "r", "C4")), group_act(got, "r", "C4"), rtol=1e-12, atol=1e-12
+        )
+
+
+def test_an_untied_bank_under_spectral_norm_reads_the_current_normalised_block():
+    # stop 35: spectral_norm (like weight_norm) writes the block in a pre-hook of the bank;
+    # unrun, the layer read the raw block as a constant and training never reached it
+    torch.manual_seed(0)
+    layer = GroupConv2d(2, 3, 3, tied=False, dtype=F64)
+    torch.nn.utils.spectral_norm(layer.kernels, "e_r")
+    before = layer.kernels.e_r_orig.detach().clone()
+    x = torch.randn(2, 2, 4, 7, 7, dtype=F64)
+    for _ in range(2):
+        _sgd(layer.parameters(), layer(x).square().mean(), lr=0.5)
+    assert not torch.equal(layer.kernels.e_r_orig, before)  # the gradient reached it
+    layer.eval()
+    with torch.no_grad():
+        got = layer(x)
+        plain = copy.deepcopy(layer)
+        torch.nn.utils.remove_spectral_norm(plain.kernels, "e_r")  # computes W / sigma
+        assert torch.equal(got, plain(x))

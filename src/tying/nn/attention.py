@@ -230,6 +230,14 @@ class Attention(nn.Module):
         *head*: with ``B == n_heads`` or ``B == 1`` it ran, and sequence 0's padding
         masked head 0 of every sequence (stop 26).
         """
+        if mask.dtype != torch.bool and not mask.is_floating_point():
+            # SDPA's "Expected attn_mask dtype to be bool or float", or in a causal layer an
+            # int64 overflow from the causal fill (stop 35): say which mask and the fix
+            raise TypeError(
+                f"Attention: attn_mask must be boolean (True = may attend) or an additive float "
+                f"mask, got {mask.dtype}; a 0/1 integer mask (1 = attend, as a tokenizer's "
+                f"attention_mask) is attn_mask.bool()"
+            )
         shape = tuple(mask.shape)
         ok = (mask.ndim == 2 and shape == (t, s)) or (
             mask.ndim == 4
@@ -266,6 +274,7 @@ class Attention(nn.Module):
 
         Raises:
             ValueError: on inputs or a mask of the wrong shape, naming expected and got.
+            TypeError: on a mask that is neither boolean nor floating point.
         """
         if x.ndim != 3 or x.shape[-1] != self.d_model:
             raise ValueError(

@@ -38,6 +38,7 @@ from torch import nn
 
 from tying.core import Plan, Scaled, share
 from tying.nn._args import forward_ad_active, is_int
+from tying.nn._reparam import refresh
 
 __all__ = ["MultiHopGraphConv", "normalized_adjacency"]
 
@@ -236,6 +237,8 @@ class MultiHopGraphConv(nn.Module):
                 f"{x.dtype}; make Â in the features' dtype (normalized_adjacency(..., "
                 f"dtype={x.dtype}))"
             )
+        for hop in self.hops:  # read, never called: a pruned/normed weight's hook runs here
+            refresh(hop)
         scales = self._scales()
         mm = torch.sparse.mm
         if not torch.compiler.is_compiling() and forward_ad_active(x, adj, *self.parameters()):

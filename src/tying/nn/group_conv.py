@@ -74,6 +74,7 @@ from tying.core import Flipped, Plan, Rotated, share
 from tying.core.slots import SLOTS_ATTR, SLOTS_GENERATION_ATTR, slots_of
 from tying.nn import _group_conv_tie, _winograd
 from tying.nn._args import is_int
+from tying.nn._reparam import refresh
 
 __all__ = [
     "GROUPS",
@@ -367,6 +368,7 @@ class _GroupConvBase(nn.Module):
         """
         if self.biases is None:
             return None
+        refresh(self._modules["biases"])  # a pruned/normed bias: its hook, as a call would
         if self._fast_ready():
             if not _cacheable(self):  # build the bias alone, not the bank beside it
                 return self._fast_bias(self._modules["biases"]._parameters["e"])
@@ -631,6 +633,9 @@ class _GroupConvBase(nn.Module):
         physical kernel; in eval mode without autograd it is cached until a
         parameter changes.
         """
+        # the bank is read, never called: run its prune/weight_norm/spectral_norm hooks
+        # here, or a reparametrised block keeps its value from when it was reparametrised
+        refresh(self._modules["kernels"])
         if self._fast_ready():
             return self._fast_bank() if not _cacheable(self) else self._banks()[0]
         if not self._tie_intact():
