@@ -528,6 +528,24 @@ def test_a_model_whose_layers_cannot_refuse_keeps_no_copy_while_loading():
     assert len(_values_kept_until_loaded(m)) == len(list(m.parameters()))
 
 
+class _Tagged(nn.Parameter):
+    """A parameter subclass (as quantization and sharding libraries make): its copy_ is
+    its own, so it may fail after the tensors before it were loaded."""
+
+
+def test_a_model_with_a_tensor_whose_copy_may_fail_keeps_one_copy_of_each():
+    # stop 35: only module hooks counted, so a subclass that refused its copy_ left the
+    # tensors before it loaded from the file
+    from tying.core.checkpoint import _values_kept_until_loaded
+
+    m = nn.ModuleDict({"a": nn.Linear(3, 3), "b": nn.Linear(3, 3)})
+    tying.Plan([tying.share("b.weight", like="a.weight")]).apply(m)
+    m["a"].bias = _Tagged(m["a"].bias.detach().clone())
+    kept = _values_kept_until_loaded(m)
+    assert [t for t, _ in kept] == list(m.parameters())
+    assert all(c.device.type == "cpu" and torch.equal(t, c) for t, c in kept)
+
+
 # -- stop 32: a tied slot's logical shape is recorded and checked --------------------------
 
 

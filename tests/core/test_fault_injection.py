@@ -352,3 +352,124 @@ def test_an_optimizer_over_the_model_steps_after_a_failed_load(monkeypatch, tmp_
     before = model.enc.weight.detach().clone()
     opt.step()
     assert not torch.equal(model.enc.weight, before)
+
+
+# -- stop 35: a copy_ that fails part way through a load --------------------------------
+
+
+class _Tagged(nn.Parameter):
+    """A parameter subclass (as quantization and sharding libraries make): its copy_ is its
+    own, so it may fail part way through a load."""
+
+
+def _with_subclass(make):
+    def build(seed=0):
+        m = make(seed)
+        owner = m["c"] if isinstance(m, nn.ModuleDict) else m.enc
+        owner.bias = _Tagged(owner.bias.detach().clone())
+        return m
+
+    return build
+
+
+@pytest.mark.parametrize("make", [_plain, _tied, _linears], ids=["untied", "tied", "plain"])
+def test_a_load_whose_copy_fails_at_any_tensor_leaves_the_model_as_it_was(
+    monkeypatch, tmp_path, make
+):
+    # a plain model kept no copy of its values: load_state_dict copied tensor after
+    # tensor, so a copy_ that failed at the Nth left the N-1 before it loaded from the file
+    # (load_state_dict reports the failure as a RuntimeError naming the tensor). A model of
+    # dense CPU tensors of torch's own types keeps no copy: their copy_ cannot fail once
+    # shapes, dtypes, writability and memory were checked, so the model has a subclass.
+    make = _with_subclass(make)
+    path = tying.save(make(1), tmp_path / "m.safetensors")
+    failures = 0
+    for n in range(1, 200):
+        model = make()
+        before = _snapshot(model)
+        _inject(monkeypatch, [(torch.Tensor, "copy_")], n)
+        try:
+            tying.load(model, path)
+        except RuntimeError as err:
+            assert f"call {n}: copy_" in str(err)
+            failures += 1
+        else:
+            break
+        finally:
+            monkeypatch.undo()
+        _assert_same(before, _snapshot(model))
+    assert failures >= 5
+    model = make()
+    tying.load(model, path)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), make(1).parameters()))
+
+
+class _RefusesCopies(nn.Parameter):
+    """A parameter subclass whose copy_ refuses (a frozen or read-only parameter type)."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func is torch.Tensor.copy_ and isinstance(args[0], _RefusesCopies):
+            raise RuntimeError("this parameter is read-only")
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+def test_a_parameter_that_refuses_its_copy_leaves_every_other_one_as_it_was(tmp_path):
+    path = tying.save(_linears(1), tmp_path / "m.safetensors")
+    model = _linears(0)
+    model["c"].bias = _RefusesCopies(model["c"].bias.detach().clone())
+    before = _snapshot(model)
+    with pytest.raises(RuntimeError, match="c.bias.*this parameter is read-only"):
+        tying.load(model, path)
+    _assert_same(before, _snapshot(model))  # a.weight ... c.weight were loaded
+
+
+# -- stop 35: tensors that share memory -------------------------------------------------
+
+
+def test_a_load_into_parameters_that_share_memory_is_refused_when_the_file_differs(tmp_path):
+    # c.weight was a view of b.weight's rows 2 and 3: the load wrote c's values over b's
+    # rows and reported success
+    src = _linears(1)
+    path = tying.save(src, tmp_path / "m.safetensors")
+    model = _linears(0)
+    model["c"].weight = nn.Parameter(model["b"].weight.data[2:])
+    before = _snapshot(model)
+    with pytest.raises(
+        tying.TieError,
+        match=r"b.weight shares memory with c.weight .*differ where they meet.*"
+        r"nn.Parameter\(module.weight.detach\(\).clone\(\)\)\); the model was left as it was",
+    ):
+        tying.load(model, path)
+    _assert_same(before, _snapshot(model))
+    model["c"].weight = nn.Parameter(model["c"].weight.detach().clone())  # the fix given
+    tying.load(model, path)
+    assert torch.equal(model["b"].weight, src["b"].weight)
+
+
+def test_a_load_into_a_tensor_whose_elements_share_memory_is_refused(tmp_path):
+    path = tying.save(_linears(1), tmp_path / "m.safetensors")
+    model = _linears(0)
+    model["c"].weight = nn.Parameter(torch.zeros(5).as_strided((2, 4), (1, 1)))
+    before = _snapshot(model)
+    with pytest.raises(tying.TieError, match=r"c.weight shares memory between its own elements"):
+        tying.load(model, path)
+    _assert_same(before, _snapshot(model))
+
+
+def test_views_that_do_not_meet_or_agree_where_they_meet_load_as_before(tmp_path):
+    src = _linears(1)
+    path = tying.save(src, tmp_path / "m.safetensors")
+    model = _linears(0)
+    flat = torch.zeros(6)  # two biases as slices of one buffer, side by side
+    model["c"].bias = nn.Parameter(flat[:2])
+    model["a"].bias = nn.Parameter(flat[2:])
+    tying.load(model, path)
+    assert torch.equal(model["c"].bias, src["c"].bias)
+    assert torch.equal(model["a"].bias, src["a"].bias)
+    fused = torch.zeros(4, 8)  # interleaved columns of one storage: no element shared
+    model["b"].weight = nn.Parameter(fused[:, 0::2])
+    model["c"].weight = nn.Parameter(fused[:2, 1::2])
+    tying.load(model, path)
+    assert torch.equal(model["b"].weight, src["b"].weight)
+    assert torch.equal(model["c"].weight, src["c"].weight)

@@ -522,3 +522,73 @@ def test_a_plan_of_a_set_or_a_bare_rule_is_refused():
     m = nn.ModuleDict({"a": nn.Linear(2, 2), "b": nn.Linear(2, 2)})
     tying.Plan(r for r in [tying.share("b", like="a"), tying.free("b.bias")]).apply(m)
     assert m["b"].weight is m["a"].weight and m["b"].bias is not m["a"].bias
+
+
+# -- stop 35: self-ties and cycles -------------------------------------------------------
+
+
+def _stack_with_source():
+    torch.manual_seed(0)
+    return nn.ModuleDict(
+        {"src": nn.Linear(3, 3), "layers": nn.ModuleList(nn.Linear(3, 3) for _ in range(3))}
+    )
+
+
+def test_a_module_tied_to_itself_by_name_is_refused():
+    # share("layers.0", like="layers.0") tied nothing and raised nothing
+    m = _stack_with_source()
+    before = state_bytes(m)
+    with pytest.raises(tying.TieError, match=r"rule 0 .*every slot it matches reads itself"):
+        tying.Plan([tying.share("layers.0", like="layers.0")]).apply(m)
+    assert state_bytes(m) == before and tying.ties(m) == []
+
+
+def test_an_albert_rule_over_an_earlier_tie_of_layer_0_is_refused_naming_both_rules():
+    # the Plan kept layers.0 -> src while tying.core.resolver.resolve (HMM, fit) gave
+    # layers.0 its own value: "reads itself" meant two things
+    m = _stack_with_source()
+    first, albert = tying.share("layers.0", like="src"), tying.share("layers.*", like="layers.0")
+    before = state_bytes(m)
+    with pytest.raises(
+        tying.TieError,
+        match=r"rule 1 .*'layers\.0\.weight' reads itself .*rule 0 share\('layers\.0', "
+        r"like='src'\) ties it to 'src\.weight'.*move rule 0 after",
+    ):
+        tying.Plan([first, albert]).apply(m)
+    assert state_bytes(m) == before and tying.ties(m) == []
+    tying.Plan([albert, first]).apply(m)  # the first fix the message gives
+    assert m.layers[0].weight is m.src.weight and m.layers[2].weight is m.src.weight
+    m = _stack_with_source()
+    tying.Plan([first, tying.free("layers.0"), albert]).apply(m)  # the second
+    assert m.layers[0].weight is not m.src.weight and m.layers[2].weight is m.layers[0].weight
+    one = nn.ModuleDict({"layers": nn.ModuleList([nn.Linear(2, 2)])})
+    assert not tying.Plan([albert]).apply(one).changed  # a stack of one layer ties nothing
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        [tying.share("layers.0", like="layers.1"), tying.share("layers.1", like="layers.0")],
+        [
+            tying.share("layers.0.weight", like="layers.1.weight", relation=tying.Transposed()),
+            tying.share("layers.1.weight", like="layers.2.weight", relation=tying.Scaled()),
+            tying.share("layers.2.weight", like="layers.0.weight", relation=tying.Transposed()),
+        ],
+        [tying.share("layers.0.weight", like="layers.0.weight", relation=tying.Transposed())],
+    ],
+    ids=["two", "relation-chain", "self-relation"],
+)
+def test_a_cycle_is_refused_by_name_before_anything_changes(rules):
+    m = _stack_with_source()
+    before = state_bytes(m)
+    with pytest.raises(tying.TieError, match=r"layers\.0\.weight.*cycle"):
+        tying.Plan(rules).apply(m)
+    assert state_bytes(m) == before and tying.ties(m) == []
+
+
+def test_a_cycle_through_a_tie_made_by_an_earlier_plan_is_refused():
+    m = _stack_with_source()
+    tying.Plan([tying.share("layers.1", like="layers.0")]).apply(m)
+    with pytest.raises(tying.TieError, match=r"cycle of ties layers\.0\.\w+ -> layers\.1"):
+        tying.Plan([tying.share("layers.0", like="layers.1")]).apply(m)
+    assert m.layers[1].weight is m.layers[0].weight

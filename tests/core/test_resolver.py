@@ -77,3 +77,40 @@ def test_last_match_wins_for_smirks_style_rules():
         [("generic", {1, 2, 3}), ("specific", {2}), ("late", {3})], lambda r: r[1]
     )
     assert {k: r[0] for k, r in won.items()} == {1: "generic", 2: "specific", 3: "late"}
+
+
+# -- stop 35: rules under which a slot reads itself --------------------------------------
+
+
+@pytest.mark.parametrize(
+    "like", ["means.1", {"means.1": "means.1"}, lambda slot: slot], ids=["str", "map", "call"]
+)
+def test_a_rule_without_wildcards_whose_slot_reads_itself_is_refused(like):
+    # it tied nothing and raised nothing (a typo for the source)
+    with pytest.raises(
+        TieError, match=r"rule 0 .*every slot it matches reads itself .*ties nothing"
+    ):
+        resolve([share("means.1", like=like)], SLOTS)
+
+
+def test_a_group_of_one_still_resolves_to_its_own_value():
+    # the degenerate case of a real tie: one data set, one-member groups, a one-layer stack
+    assert _sources(resolve([share("means.*", like="means.0")], ["means.0"])) == {"means.0": None}
+    like = {s: s for s in SLOTS[:4]}
+    assert _sources(resolve([share("means.*", like=like)], SLOTS)) == dict.fromkeys(like)
+
+
+def test_a_slot_reading_itself_after_an_earlier_tie_is_refused_naming_both_rules():
+    # resolve gave means.0 its own value, dropping rule 0, while Plan kept rule 0's tie
+    rules = [share("means.0", like="prior"), share("means.*", like="means.0")]
+    slots = [*SLOTS, "prior"]
+    with pytest.raises(
+        TieError,
+        match=r"rule 1 .*'means\.0' reads itself .*rule 0 share\('means\.0', like='prior'\) "
+        r"ties it to 'prior'.*move rule 0 after this one.*tying\.free\('means\.0'\) before",
+    ):
+        resolve(rules, slots)
+    # each fix the message gives says which holds
+    assert _sources(resolve([rules[1], rules[0]], slots))["means.0"] == "prior"
+    freed = resolve([rules[0], free("means.0"), rules[1]], slots)
+    assert _sources(freed)["means.0"] is None

@@ -169,3 +169,39 @@ def test_a_dtype_safetensors_cannot_write_is_refused_by_name_and_the_old_file_ke
     fresh = nn.ParameterDict({k: nn.Parameter(torch.zeros(3, dtype=torch.complex64)) for k in "ab"})
     tying.load(fresh, path)
     assert torch.equal(fresh["b"].detach(), m["a"].detach().flip(-1))
+
+
+# -- stop 35: folders a failed save made --------------------------------------------------
+
+
+def _failing_save_file(monkeypatch, before_raising=None):
+    import safetensors.torch
+
+    def fails(tensors, filename, metadata=None):
+        if before_raising is not None:
+            before_raising(filename)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", fails)
+
+
+def test_a_failed_save_removes_the_folders_it_made_and_no_other(tmp_path, monkeypatch):
+    # the folders made for runs/exp1/ckpt/model.safetensors stayed behind, empty
+    (tmp_path / "runs").mkdir()
+    _failing_save_file(monkeypatch)
+    with pytest.raises(OSError, match="No space left"):
+        tying.save(_model(0), tmp_path / "runs" / "exp1" / "ckpt" / "m.safetensors")
+    assert _listing(tmp_path) == ["runs"] and _listing(tmp_path / "runs") == []
+    monkeypatch.undo()
+    path = tying.save(_model(0), tmp_path / "runs" / "exp1" / "ckpt" / "m.safetensors")
+    assert path.exists()  # missing folders are still made
+
+
+def test_a_folder_a_failed_save_made_stays_when_something_else_was_put_in_it(tmp_path, monkeypatch):
+    def other_writer(filename):  # another process writes into the new folder meanwhile
+        (tmp_path / "a" / "theirs.txt").write_text("keep")
+
+    _failing_save_file(monkeypatch, other_writer)
+    with pytest.raises(OSError, match="No space left"):
+        tying.save(_model(0), tmp_path / "a" / "b" / "m.safetensors")
+    assert _listing(tmp_path / "a") == ["theirs.txt"]

@@ -264,10 +264,10 @@ def save_state(
     meta[HASH_KEY] = _digest(tensors, meta)
     path = pathlib.Path(path)
     _parse(path, meta, saving=True)  # what load would refuse is never written
-    target, mode = _writable_target(path)
-    _remove_stale_temps(target.parent)
+    target, mode, created = _writable_target(path)
     tmp = _temp_name(target)
     try:
+        _remove_stale_temps(target.parent)
         save_file(tensors, str(tmp), metadata=meta)
         if mode is not None:  # the file keeps the permission bits it had
             os.chmod(tmp, mode)
@@ -276,6 +276,7 @@ def save_state(
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        _remove_created(created)
         raise
     _sync_folder(target)
     return path
@@ -331,8 +332,10 @@ def _tie_entry(t) -> dict:
     return entry
 
 
-def _writable_target(path: pathlib.Path) -> tuple[pathlib.Path, int | None]:
-    """The file ``save`` replaces (a symlink's final target) and its permission bits.
+def _writable_target(path: pathlib.Path) -> tuple[pathlib.Path, int | None, list[pathlib.Path]]:
+    """The file ``save`` replaces (a symlink's final target), its permission bits, and the
+    folders made for it (missing parents are made, as ``save_pretrained`` does; deepest
+    last).
 
     Refuses, before anything is written, a folder, a read-only file and a folder it
     cannot write in. Replacing the link itself would turn a symlink into a plain file
@@ -353,13 +356,35 @@ def _writable_target(path: pathlib.Path) -> tuple[pathlib.Path, int | None]:
             f"save: {os.fspath(path)!r} is read-only (mode {mode:o}); make it writable "
             f"(chmod u+w) or save to another path; it was left as it was"
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
+    created: list[pathlib.Path] = []
+    try:
+        for folder in reversed(target.parents):
+            if not folder.exists():
+                try:
+                    folder.mkdir()
+                except FileExistsError:
+                    continue  # made by someone else meanwhile: not ours to remove
+                created.append(folder)
+    except BaseException:
+        _remove_created(created)
+        raise
     if not os.access(target.parent, os.W_OK):
         raise PermissionError(
             f"save: cannot write in the folder {os.fspath(target.parent)!r}; make it "
             f"writable or save to another path"
         )
-    return target, mode
+    return target, mode, created
+
+
+def _remove_created(created: list[pathlib.Path]) -> None:
+    """Remove the folders a failed save made, deepest first; never one that holds anything
+    (stop 35: a failed save left the folders it had made for the file). ``rmdir`` removes
+    only empty folders, so a folder another process wrote into in the meantime stays."""
+    for folder in reversed(created):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _read(path: pathlib.Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -730,6 +755,7 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
         )
     _check_logical_shapes(inv, logical, path)
     _check_shared_buffers(model, inv, full, path)
+    _check_overlapping_memory(model, expected, full, path)
     kept = _values_kept_until_loaded(model)
 
     def load_values() -> None:
@@ -744,18 +770,24 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
     # file's relations and partly loaded).
     try:
         res.commit(_then=load_values, _values_follow=True)
-    except BaseException:
-        with torch.no_grad():
-            for t, copy in kept:
-                t.copy_(copy)
+    except BaseException as err:
+        _restore(kept, err)
         raise
     return plan
 
 
 def _values_kept_until_loaded(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``(tensor, CPU copy)`` of every parameter and buffer a refusing load hook could leave
-    half-written; none when no module has a load hook or a ``_load_from_state_dict`` of its
-    own (tying's checks run before anything is copied): a plain model pays no copy."""
+    """``(tensor, CPU copy)`` of every parameter and buffer, each once, for the way back;
+    none when no copy of the load can fail part way.
+
+    ``load_state_dict`` copies one tensor after another and raises at the end, so anything
+    that refuses part way leaves the tensors before it loaded from the file: a module's
+    own load hook or ``_load_from_state_dict`` (stop 31), and (stop 35) a ``copy_`` that
+    can fail for reasons of its own: a tensor subclass (``__torch_function__``), a tensor
+    on an accelerator, a conjugate or negative view, a sparse or other layout. A plain
+    model keeps no copy only when every tensor is a dense CPU ``Tensor``/``Parameter``:
+    its shape, dtype, writability and memory were checked before, so its copy cannot fail.
+    """
     tied_load = slots_load_from_state_dict
     plain = nn.Module._load_from_state_dict
     own_hooks = (check_before_load, check_before_load_into_part)
@@ -772,15 +804,46 @@ def _values_kept_until_loaded(model: nn.Module) -> list[tuple[torch.Tensor, torc
             or bool(m._load_state_dict_post_hooks)
         )
 
-    if not any(may_refuse(m) for m in model.modules()):
+    def copy_may_fail(t: torch.Tensor) -> bool:
+        return (
+            type(t) not in (torch.Tensor, nn.Parameter)
+            or t.device.type != "cpu"
+            or t.layout != torch.strided
+            or t.is_conj()
+            or t.is_neg()
+        )
+
+    tensors = [*model.parameters(), *model.buffers()]
+    if not any(may_refuse(m) for m in model.modules()) and not any(map(copy_may_fail, tensors)):
         return []
     seen: set[int] = set()
     kept = []
-    for t in [*model.parameters(), *model.buffers()]:
+    for t in tensors:
         if id(t) not in seen:
             seen.add(id(t))
             kept.append((t, t.detach().to("cpu", copy=True)))
     return kept
+
+
+def _restore(kept: list[tuple[torch.Tensor, torch.Tensor]], err: BaseException) -> None:
+    """Write the kept values back; tensors that refuse again are counted in a note on ``err``."""
+    failed = []
+    with torch.no_grad():
+        for t, copy in kept:
+            try:
+                t.copy_(copy)
+            except Exception:  # the tensor that refused the load refuses its old value too
+                try:
+                    same = torch.equal(t.detach().to("cpu"), copy)
+                except Exception:
+                    same = False
+                if not same:
+                    failed.append(t)
+    if failed:
+        err.add_note(
+            f"tying.load could not write the old values back into {len(failed)} tensor(s) "
+            f"that refused the copy; reload the model from a good file"
+        )
 
 
 def _check_logical_shapes(inv: Inventory, logical: dict[str, tuple], path: pathlib.Path) -> None:
@@ -832,6 +895,99 @@ def _check_shared_buffers(model: nn.Module, inv: Inventory, full, path: pathlib.
             f"keep only one of them; load into a model whose modules have buffers of their "
             f"own (assign a separate tensor to {key}), or save from a model that shares it; "
             f"the model was left as it was"
+        )
+
+
+def _span(t: torch.Tensor) -> int:
+    """How many elements of its storage ``t`` reaches from its first (0 when empty)."""
+    if t.numel() == 0:
+        return 0
+    return 1 + sum((n - 1) * st for n, st in zip(t.shape, t.stride()))
+
+
+def _may_overlap_itself(t: torch.Tensor) -> bool:
+    """False when no two elements of ``t`` can share memory (its strides nest)."""
+    reach = 1
+    for st, n in sorted((st, n) for st, n in zip(t.stride(), t.shape) if n > 1):
+        if st < reach:
+            return True
+        reach += (n - 1) * st
+    return False
+
+
+def _check_overlapping_memory(model: nn.Module, expected, full, path: pathlib.Path) -> None:
+    """Refuse a load whose values cannot all be held: two tensors sharing memory (views of
+    one storage, as ``nn.Parameter(other.data[2:])``) or a tensor whose elements share it
+    (``as_strided`` with overlapping strides), where the file's values differ there.
+
+    Stop 35: ``load_state_dict`` wrote tensor after tensor, the later one over the earlier
+    where they met, and reported success (``b.weight`` read two rows of ``c.weight``).
+    The writes are played on a scratch copy of each shared stretch of memory, in the
+    load's order, and every tensor is read back; views that do not meet (a fused weight
+    split in slices) and files whose values agree where they meet load as before.
+    """
+    groups: dict[tuple, list[tuple[str, torch.Tensor]]] = {}
+    seen: set[int] = set()
+    for key, t in model.state_dict(keep_vars=True).items():
+        if key not in expected or key not in full or id(t) in seen or t.numel() == 0:
+            continue
+        seen.add(id(t))
+        groups.setdefault((t.device, t.untyped_storage().data_ptr()), []).append((key, t))
+    for members in groups.values():
+        ranges = sorted(
+            (t.storage_offset(), t.storage_offset() + _span(t), i)
+            for i, (_, t) in enumerate(members)
+        )
+        cluster: list[int] = []
+        end = -1
+        for start, stop, i in [*ranges, (None, None, None)]:
+            if start is None or start >= end:
+                _play(members, cluster, full, path)
+                cluster, end = [], -1
+            if start is None:
+                break
+            cluster.append(i)
+            end = max(end, stop)
+
+
+def _play(members, cluster: list[int], full, path: pathlib.Path) -> None:
+    """Write the file's values of one cluster of tensors into scratch memory, read back."""
+    if not cluster or (len(cluster) == 1 and not _may_overlap_itself(members[cluster[0]][1])):
+        return
+    cluster = sorted(cluster)  # the load's order: later keys are written last
+    tensors = [members[i][1] for i in cluster]
+    if len({t.dtype for t in tensors}) > 1:
+        keys = ", ".join(members[i][0] for i in cluster)
+        raise TieError(
+            f"load: {keys} share memory in this model but have different dtypes, so loading "
+            f"would write one over the other; give each its own memory (e.g. module.weight "
+            f"= nn.Parameter(module.weight.detach().clone())); the model was left as it was"
+        )
+    base = min(t.storage_offset() for t in tensors)
+    size = max(t.storage_offset() + _span(t) for t in tensors) - base
+    scratch = torch.empty(size, dtype=tensors[0].dtype, device=tensors[0].device)
+
+    def view(t):
+        return scratch.as_strided(t.shape, t.stride(), t.storage_offset() - base)
+
+    for i in cluster:
+        view(members[i][1]).copy_(full[members[i][0]])
+    for i in cluster:
+        key, t = members[i]
+        got, want = view(t).cpu(), full[key]
+        if torch.equal(got, want) or (
+            got.is_floating_point()
+            and bool(torch.eq(got, want).logical_or_(got.isnan() & want.isnan()).all())
+        ):
+            continue
+        others = [members[j][0] for j in cluster if j != i]
+        with_what = f"with {', '.join(others)}" if others else "between its own elements"
+        raise TieError(
+            f"load: {key} shares memory {with_what} in this model (a view, e.g. "
+            f"nn.Parameter(other.data[2:]) or as_strided), and {str(path)!r} holds values "
+            f"that differ where they meet, so loading would silently overwrite part of "
+            f"{key}; give it memory of its own first (module.weight = "
+            f"nn.Parameter(module.weight.detach().clone())); the model was left as it was"
         )
 
 

@@ -1,6 +1,9 @@
 """Glob patterns on dotted paths, with captures for pairing.
 
-``*`` matches one path segment, ``**`` any number of segments (at least one).
+``*`` matches one path segment, or one or more characters inside one (``layers.1*``
+matches ``layers.10`` but not ``layers.1``, unlike ``fnmatch``); ``**`` matches one or more
+characters, dots included (``a.**`` matches ``a.b.c``, not ``a``). Every other character,
+``?`` and ``[`` included, is literal, and a pattern matches the whole path.
 Each wildcard captures what it matched, so ``dec.*.weight`` can be paired with
 ``enc.*.weight``: the source path is the ``like`` pattern with its wildcards
 replaced, in order, by the target's captures.

@@ -349,6 +349,8 @@ def _resolve_rules(rules: list[Rule], inv: Inventory) -> tuple[list[Change], int
                 rule,
                 f"pattern {rule.target!r} matches no parameter or module{inv.closest(rule.target)}",
             )
+        if rule.kind == "share" and type(rule.relation) is Same:
+            resolver.refuse_all_self(i, rule, list(matched.items()))
         for target, source in matched.items():
             if rule.kind == "free":
                 desired[target] = None
@@ -362,6 +364,11 @@ def _resolve_rules(rules: list[Rule], inv: Inventory) -> tuple[list[Change], int
                 )
             if source == target:
                 if type(rule.relation) is Same:
+                    earlier = desired.get(target) if target in touched else None
+                    if earlier is not None and earlier.rule >= 0 and earlier.source is not None:
+                        raise resolver.self_override_error(
+                            i, rule, target, earlier.rule, rules[earlier.rule], earlier.source
+                        )
                     continue  # a module tied to itself: layer 0 of an ALBERT stack
                 raise _fail(
                     i, rule, f"{target!r} is tied to itself through {rule.relation!r}: a cycle"

@@ -186,7 +186,8 @@ def resolve(
     known = set(slots)
     won: dict[str, tuple[int, str | None]] = {}
     for index, rule in enumerate(rules):
-        for slot, caps in match(index, rule, slots, what=what, hint=hint):
+        found = match(index, rule, slots, what=what, hint=hint)
+        for slot, caps in found:
             if rule.kind == "free":
                 won[slot] = (index, None)
                 continue
@@ -201,14 +202,63 @@ def resolve(
                     f"{slot!r} would read {source!r}, which is not a {what} of this "
                     f"model{hint}{closest(source, slots)}",
                 )
-            if check is not None:
+            if source == slot:
+                earlier = won.get(slot)
+                if earlier is not None and earlier[1] is not None:
+                    raise self_override_error(
+                        index, rule, slot, earlier[0], rules[earlier[0]], earlier[1]
+                    )
+            elif check is not None:
                 check(index, rule, slot, source)
             won[slot] = (index, None if source == slot else source)
+        if rule.kind != "free" and rule.like is not None:
+            refuse_all_self(index, rule, [(slot, won[slot][1] or slot) for slot, _ in found])
     check_cycles(
         {slot: source for slot, (_, source) in won.items()},
         {slot: (index, rules[index]) for slot, (index, _) in won.items()},
     )
     return won
+
+
+def self_override_error(
+    index: int, rule: Any, slot: str, earlier: int, earlier_rule: Any, source: str
+) -> TieError:
+    """A rule that matches ``slot`` to itself after rule ``earlier`` tied it to ``source``.
+
+    Stop 35: ``[share("l.0", like="src"), share("l.*", like="l.0")]`` kept ``l.0`` tied to
+    ``src`` in a :class:`~tying.Plan` while :func:`resolve` (HMM, fit) gave ``l.0`` its own
+    value, dropping rule 0 with no error: "reads itself" can mean either. It is refused.
+    """
+    return rule_error(
+        index,
+        rule,
+        f"{slot!r} reads itself under this rule (a group tied to its first member), but "
+        f"rule {earlier} {earlier_rule!r} ties it to {source!r}, so it is unclear which "
+        f"holds; to keep that tie, move rule {earlier} after this one; to let {slot!r} keep "
+        f"its own value, add tying.free({slot!r}) before this rule",
+    )
+
+
+def refuse_all_self(index: int, rule: Any, pairs: Sequence[tuple[str, str | None]]) -> None:
+    """Refuse a ``share`` rule without wildcards under which every slot reads itself.
+
+    ``pairs`` are the rule's ``(slot, source)``, whatever ``like=`` is (a str, a mapping, a
+    callable). Stop 35: ``share("lm_head.weight",
+    like="lm_head.weight")`` (a typo for the source) tied nothing and raised nothing. A
+    wildcard target (``share("l.*", like="l.0")`` on a stack of one layer, or with a
+    mapping that sends each slot of a one-member group to itself) is the degenerate case
+    of a real tie and stays allowed.
+    """
+    if rule.kind == "free" or getattr(rule, "like", None) is None or Pattern(rule.target).wildcards:
+        return
+    if pairs and all(slot == source for slot, source in pairs):
+        slot = pairs[0][0]
+        raise rule_error(
+            index,
+            rule,
+            f"every slot it matches reads itself ({slot!r} <- {slot!r}), so it ties nothing; "
+            f"like= names the source to read, another slot than the target",
+        )
 
 
 def check_cycles(

@@ -41,7 +41,8 @@ def share(target: str, like: Like = None, relation: Relation | None = None) -> R
     """Declare that the slots matching ``target`` read their value from ``like``.
 
     Args:
-        target: a glob on dotted paths (``*`` one segment, ``**`` several). A
+        target: a glob on dotted paths (``*`` one segment or one or more characters
+            of one, ``**`` one or more segments; see :mod:`tying.core.patterns`). A
             module path ties every parameter inside it.
         like: the source: a pattern whose wildcards take the target's captures
             (``"enc.*.weight"``), a mapping ``{target_path: source_path}``, a
