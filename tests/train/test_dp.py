@@ -1461,3 +1461,169 @@ def test_an_optimizer_whose_step_needs_a_closure_is_refused_at_construction():
     with pytest.raises(ValueError, match=r"LBFGS.step needs a closure .*first-order optimizer"):
         DPSGD(model, torch.optim.LBFGS(model.parameters()), noise_multiplier=1.0,
               max_grad_norm=1.0, sample_rate=0.1)  # fmt: skip
+
+
+class _WritesHalfThenRaises(torch.optim.SGD):
+    """A step of one's own that updates the first param group, then a NaN check fails."""
+
+    def step(self, closure=None):
+        with torch.no_grad():
+            for p in self.param_groups[0]["params"]:
+                p.add_(p.grad, alpha=-self.param_groups[0]["lr"])
+        raise FloatingPointError("NaN in param group 1")
+
+
+def _noted(err, text) -> bool:
+    """Whether the error carries a note with ``text`` (notes exist from Python 3.11)."""
+    return not hasattr(BaseException, "add_note") or any(text in n for n in err.__notes__)
+
+
+def _two_groups(opt_cls, model, **kw):
+    return opt_cls([{"params": model[0].parameters()}, {"params": model[2].parameters()}], **kw)
+
+
+@pytest.mark.parametrize("mode", ["vmap", "ghost"])
+def test_an_optimizer_that_raises_after_applying_part_of_the_step_has_it_counted(mode):
+    # stop 35: the first group moved by the noisy gradient, but the step was not counted:
+    # epsilon missed a release, with no error
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    before = [p.detach().clone() for p in model.parameters()]
+    gen = torch.Generator().manual_seed(0)
+    dp = DPSGD(model, _two_groups(_WritesHalfThenRaises, model, lr=0.1), noise_multiplier=1.0,
+               max_grad_norm=1.0, sample_rate=0.1, mode=mode, generator=gen)  # fmt: skip
+    state = gen.get_state()
+    x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
+    with pytest.raises(FloatingPointError, match="NaN in param group 1") as info:
+        dp.step(ce, x, y, n_data=80)
+    assert not torch.equal(model[0].weight, before[0])  # the release happened
+    assert torch.equal(model[2].weight, before[2])
+    assert dp.steps == 1 and dp.history == [(0.1, 1.0, 1)] and dp.epsilon(1e-5) > 0
+    assert not torch.equal(gen.get_state(), state)  # its noise is never drawn again
+    assert all(p.grad is None for p in model.parameters())
+    assert _noted(info.value, "wrote to a parameter or its state; the step is counted")
+
+
+def test_an_optimizer_of_ones_own_that_raises_is_counted_as_it_may_have_written_through_data():
+    class DataWrites(torch.optim.SGD):
+        def step(self, closure=None):
+            for p in self.param_groups[0]["params"]:
+                p.data.add_(p.grad, alpha=-0.1)  # moves no version counter
+            raise FloatingPointError("NaN in param group 1")
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    dp = DPSGD(model, _two_groups(DataWrites, model, lr=0.1), noise_multiplier=1.0,
+               max_grad_norm=1.0, sample_rate=0.1)  # fmt: skip
+    with pytest.raises(FloatingPointError) as info:
+        dp.step(ce, torch.randn(8, 3), torch.randint(0, 2, (8,)), n_data=80)
+    assert dp.steps == 1 and dp.history == [(0.1, 1.0, 1)]
+    assert _noted(info.value, "may have applied part of it")
+
+
+@pytest.mark.parametrize("mode", ["vmap", "ghost"])
+@pytest.mark.parametrize("how", ["pre_hook", "sparse_adam"])
+def test_a_torch_optimizer_that_raises_before_writing_leaves_everything_as_it_was(mode, how):
+    # stop 35: the noisy gradient stayed in .grad and the generator had moved on, so the
+    # retried step drew other noise than an uninterrupted run; now the failed call is undone
+    def run(fail):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+        gen = torch.Generator().manual_seed(0)
+        opt = torch.optim.Adam(model.parameters(), lr=0.1)
+        dp = DPSGD(model, opt, noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.1,
+                   mode=mode, generator=gen)  # fmt: skip
+        x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
+        if fail:
+            model[2].bias.grad = torch.full((2,), 7.0)  # a trainable .grad the step overwrites
+            before = [p.detach().clone() for p in model.parameters()]
+            state = gen.get_state()
+
+            def refuse(*_):
+                raise FloatingPointError("NaN guard")
+
+            if how == "pre_hook":
+                handle = opt.register_step_pre_hook(refuse)
+                match = "NaN guard"
+            else:
+                dp.optimizer = torch.optim.SparseAdam(model.parameters(), lr=0.1)
+                match = "SparseAdam does not support dense gradients"
+            with pytest.raises((FloatingPointError, RuntimeError), match=match) as info:
+                dp.step(ce, x, y, n_data=80)
+            assert _noted(info.value, "it is not counted")
+            assert dp.steps == 0 and dp.history == [] and opt.state == {}
+            assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
+            assert torch.equal(gen.get_state(), state)
+            assert torch.equal(model[2].bias.grad, torch.full((2,), 7.0))
+            assert all(p.grad is None for p in list(model.parameters())[:3])
+            model[2].bias.grad = None
+            if how == "pre_hook":
+                handle.remove()
+            dp.optimizer = opt
+        dp.step(ce, x, y, n_data=80)
+        return dp, model
+
+    dp, model = run(fail=True)
+    want_dp, want = run(fail=False)
+    assert dp.steps == want_dp.steps == 1 and dp.history == want_dp.history
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), want.parameters()))
+
+
+def _linear_dp(sample_rate, **kw):
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    dp = DPSGD(model, torch.optim.SGD(model.parameters(), lr=0.1), noise_multiplier=1.0,
+               max_grad_norm=1.0, sample_rate=sample_rate, **kw)  # fmt: skip
+    return model, dp
+
+
+def _rows(b):
+    return torch.randn(b, 3), torch.randint(0, 2, (b,))
+
+
+def test_batches_drawn_at_another_rate_than_sample_rate_are_refused_before_anything_changes():
+    # stop 35: 100-row batches from 1,000 examples at sample_rate=0.01 trained and were
+    # charged epsilon 1.21 for what cost 7.90 (100 steps), with no error
+    model, dp = _linear_dp(0.01)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"this batch holds 100 rows where Poisson sampling at "
+                       r"sample_rate=0.01 from n_data=1000 gives 10 .*Set dp.sample_rate"):  # fmt: skip
+        dp.step(ce, *_rows(100), n_data=1000)
+    assert dp.steps == 0 and dp.history == []
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    dp.sample_rate = 0.1  # the rate the loader draws at: charged at it
+    dp.step(ce, *_rows(100), n_data=1000)
+    assert dp.history == [(0.1, 1.0, 1)]
+    with pytest.raises(ValueError, match=r"a batch of 12 rows from n_data=10 examples"):
+        dp.step(ce, *_rows(12), n_data=10)
+    with pytest.raises(ValueError, match=r"this batch holds 0 rows .* gives 100"):
+        dp.step(ce, *_rows(0), n_data=1000)  # no Poisson draw at 0.1 of 1,000 is empty
+
+
+def test_a_persistent_excess_over_the_sample_rate_is_refused_when_the_batches_add_up_to_it():
+    # 112 rows a step where 100 ± 9.5 are expected: no single batch is off, 60 of them are
+    model, dp = _linear_dp(0.1)
+    with pytest.raises(ValueError, match=r"the last \d+ batches hold \d+ rows"):
+        for _ in range(80):
+            dp.step(ce, *_rows(112), n_data=1000)
+    assert 30 < dp.steps < 80 and dp.history == [(0.1, 1.0, dp.steps)]
+    dp.sample_rate = 0.112  # a new rate starts a new count
+    dp.step(ce, *_rows(112), n_data=1000)
+    assert dp.history[-1] == (0.112, 1.0, 1)
+
+
+@pytest.mark.parametrize("q", [1e-3, 0.05, 0.5, 1.0])
+def test_poisson_batches_at_the_sample_rate_and_fixed_batches_of_its_size_are_never_refused(q):
+    n = 400
+    model, dp = _linear_dp(q)
+    X, Y = _rows(n)
+    for idx in poisson_batches(n, q, 150, torch.Generator().manual_seed(1)):
+        dp.step(ce, X[idx], Y[idx], n_data=n)
+    b = round(q * n)  # shuffled batches of the expected size (not Poisson, but its rate)
+    for _ in range(50):
+        idx = torch.randperm(n)[:b]
+        dp.step(ce, X[idx], Y[idx], n_data=n)
+    assert dp.steps == 200
+    if q == 1.0:
+        with pytest.raises(ValueError, match=r"sample_rate=1.0 from n_data=400 gives 400"):
+            dp.step(ce, X[:399], Y[:399], n_data=n)  # a full batch holds every example

@@ -528,3 +528,63 @@ def test_a_kept_slot_on_a_layer_the_hooks_cannot_sample_is_refused_before_wrappi
     with pytest.raises(tying.TieError, match=r"1.weight: .*nn.Linear .* only, got Conv1d.weight"):
         grad_sample_module(model)
     assert not hasattr(model[1].weight_physical, "_forward_counter")  # not wrapped
+
+
+def _opacus_clipped_norms(grad_samples, max_grad_norm):
+    """Each example's clipped contribution as Opacus' DPOptimizer.clip_and_accumulate makes
+    it (norms of the grad samples as they are, then each cast to the parameter's float32),
+    its norm taken in float64."""
+    per = [g.reshape(len(g), -1).norm(2, dim=-1) for g in grad_samples]
+    norms = torch.stack(per, dim=1).norm(2, dim=1)
+    factor = (max_grad_norm / (norms + 1e-6)).clamp(max=1.0).double()
+    exact = torch.stack([g.float().double().flatten(1).norm(dim=1) for g in grad_samples], 1)
+    return factor * exact.norm(dim=1)
+
+
+@pytest.mark.parametrize("backward_under_autocast", [False, True])
+@pytest.mark.parametrize("relation", ["same", "transposed"])
+def test_a_tied_use_under_bf16_autocast_gets_a_float32_grad_sample_clipped_to_the_bound(
+    backward_under_autocast, relation
+):
+    # stop 35: the tied use's per-sample gradient was made in bfloat16 (the float32 input cast
+    # down), so Opacus' DPOptimizer took its norm in bfloat16: a clipped example reached
+    # 1.006 C, over the bound the accounting assumes, with no error
+    def loss(o, t):
+        return 1000 * nn.functional.cross_entropy(
+            o.transpose(1, 2).float(), t, reduction="none"
+        ).sum(1)
+
+    worst = 0.0
+    for seed in range(4):
+        torch.manual_seed(seed)
+        if relation == "same":
+            net = nn.Sequential(nn.Embedding(50, 64), nn.Tanh(), nn.Linear(64, 50, bias=False))
+            tying.Plan([tying.share("2.weight", like="0.weight")]).apply(net)
+        else:
+            net = nn.Sequential(nn.Embedding(64, 50), nn.Tanh(), nn.Linear(50, 64, bias=False))
+            net.insert(3, nn.Linear(64, 50, bias=False))  # reads 2.weight transposed
+            tying.Plan(
+                [tying.share("3.weight", like="2.weight", relation=tying.Transposed())]
+            ).apply(net)
+        tok = torch.randint(0, 50, (32, 12))
+        gsm = grad_sample_module(net, loss_reduction="sum")
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            total = loss(gsm(tok), tok).sum()
+            if backward_under_autocast:
+                total.backward()
+        if not backward_under_autocast:
+            total.backward()
+        params = [p for p in net.parameters() if p.requires_grad]
+        tied = net[0].weight if relation == "same" else net[2].weight
+        assert tied.grad_sample.dtype == torch.float32  # was bfloat16
+        assert (tied.grad_sample.sum(0) - tied.grad).norm() <= 1e-2 * tied.grad.norm()  # bf16 grad
+        grad_samples = [
+            p.grad_sample for p in params if p is tied or p.grad_sample.dtype == torch.float32
+        ]
+        exact = torch.stack([g.double().flatten(1).norm(dim=1) for g in grad_samples], 1).norm(
+            dim=1
+        )
+        C = float(exact.median()) / 2  # half the examples clipped
+        worst = max(worst, float(_opacus_clipped_norms(grad_samples, C).max()) / C)
+        gsm._close()
+    assert worst <= 1 + 1e-6

@@ -53,6 +53,7 @@ from tying.train._vetting import (
     refuse_mixing_forward,
     tensors_in,
 )
+from tying.train.ghost import _autocast_off
 
 # The key that tells tying.core.slots this module's tied uses are counted.
 HOOKED_ATTR = GRAD_SAMPLE_HOOKED_ATTR  # the mark core.slots checks at every read
@@ -188,19 +189,29 @@ def _own_params_sampler(base: type):
             for role, pname in slot.storage.items()
         }
         out = {}
-        for n, p in module.named_parameters(recurse=False):
-            if not p.requires_grad:
-                continue
-            if n in roles:
-                sname, slot, role = roles[n]
-                out[p] = _to_role(
-                    module, slot, role, _slot_grad_sample(module, sname, a, backprops)
-                )
-            else:
-                out[p] = _slot_grad_sample(module, n, a, backprops)
+        with _autocast_off(backprops.device):  # in each parameter's dtype (see backward)
+            for n, p in module.named_parameters(recurse=False):
+                if not p.requires_grad:
+                    continue
+                g = backprops.to(p.dtype)
+                _widen_current(p, p.dtype)
+                if n in roles:
+                    sname, slot, role = roles[n]
+                    out[p] = _to_role(module, slot, role, _slot_grad_sample(module, sname, a, g))
+                else:
+                    out[p] = _slot_grad_sample(module, n, a, g)
         return out
 
     return sampler
+
+
+def _widen_current(p: torch.Tensor, dtype: torch.dtype) -> None:
+    """Widen a per-sample gradient Opacus began in a lower precision (its own sampler of
+    another use, under autocast) to ``dtype`` before a use in ``dtype`` is added to it:
+    Opacus adds in place, which would round the sum back to bfloat16 (stop 35)."""
+    cur = getattr(p, "_current_grad_sample", None)
+    if cur is not None and cur.dtype.itemsize < dtype.itemsize:
+        p._current_grad_sample = cur.to(dtype)
 
 
 def _refuse_functorch_units(model: nn.Module, uses, samplers) -> None:
@@ -400,10 +411,17 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
 
     def backward(module, uses_now, a, g):
         g = g.detach()  # (B, ..., out)
-        if gsm.loss_reduction == "mean":  # as Opacus: per-example gradients of the sum
-            g = g * g.shape[0]
         for name, slot, src in uses_now:
-            gs = _to_physical(module, slot, src, _slot_grad_sample(module, name, a, g))
+            # in the parameter's dtype, autocast off (stop 35): under bfloat16 autocast the
+            # use's per-sample gradient was made in bfloat16 (the float32 input cast down),
+            # so Opacus' DPOptimizer took its norm in bfloat16 and a clipped example reached
+            # 1.006 C, over the bound the accounting assumes; float32 models: bit for bit
+            with _autocast_off(g.device):
+                gw = g.to(src.dtype)
+                if gsm.loss_reduction == "mean":  # as Opacus: per-example gradients of the sum
+                    gw = gw * gw.shape[0]
+                gs = _to_physical(module, slot, src, _slot_grad_sample(module, name, a, gw))
+            _widen_current(src, gs.dtype)
             create_or_accumulate_grad_sample(param=src, grad_sample=gs, max_batch_len=g.shape[0])
             src._forward_counter -= 1
             if src._forward_counter == 0:
