@@ -13,6 +13,10 @@ from hypothesis import strategies as st
 
 from tying.hmm import GMMHMM, CategoricalHMM, GaussianHMM, NotFittedError
 
+# fits here stop at a small n_iter on purpose (their numbers are what is tested); the
+# budget's ConvergenceWarning is tested in test_review35.py and test_monitor.py
+pytestmark = pytest.mark.filterwarnings("ignore::tying.hmm.ConvergenceWarning")
+
 
 def _model(ctype="diag", ties=None):
     cov = {

@@ -15,6 +15,10 @@ from tying.hmm import GaussianHMM, SequenceBatch, compiled
 
 from .helpers import rows_per_unit
 
+# fits here stop at a small n_iter on purpose (their numbers are what is tested); the
+# budget's ConvergenceWarning is tested in test_review35.py and test_monitor.py
+pytestmark = pytest.mark.filterwarnings("ignore::tying.hmm.ConvergenceWarning")
+
 fb = importlib.import_module("tying.hmm.forward_backward")  # the module, not the function
 
 needs_numba = pytest.mark.skipif(

@@ -17,6 +17,10 @@ import tying
 from tying import TieError
 from tying.hmm import GMMHMM, CategoricalHMM, GaussianHMM, PairHMM, StateTies
 
+# fits here stop at a small n_iter on purpose (their numbers are what is tested); the
+# budget's ConvergenceWarning is tested in test_review35.py and test_monitor.py
+pytestmark = pytest.mark.filterwarnings("ignore::tying.hmm.ConvergenceWarning")
+
 sklearn_base = pytest.importorskip("sklearn.base", reason="scikit-learn not installed")
 model_selection = pytest.importorskip("sklearn.model_selection")
 

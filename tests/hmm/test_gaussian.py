@@ -17,6 +17,10 @@ from tying.hmm import GaussianHMM
 
 from .helpers import random_params
 
+# fits here stop at a small n_iter on purpose (their numbers are what is tested); the
+# budget's ConvergenceWarning is tested in test_review35.py and test_monitor.py
+pytestmark = pytest.mark.filterwarnings("ignore::tying.hmm.ConvergenceWarning")
+
 
 def _data(seed=0, K=4, D=2, lengths=(120, 80, 50)):
     return random_params(np.random.default_rng(seed), K, D, lengths=lengths)

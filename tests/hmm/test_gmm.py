@@ -10,6 +10,10 @@ from scipy.stats import multivariate_normal
 
 from tying.hmm import GMMHMM, GaussianHMM
 
+# fits here stop at a small n_iter on purpose (their numbers are what is tested); the
+# budget's ConvergenceWarning is tested in test_review35.py and test_monitor.py
+pytestmark = pytest.mark.filterwarnings("ignore::tying.hmm.ConvergenceWarning")
+
 SEMI = {"means": "all", "covars": "all"}  # the tied-mixture (semi-continuous) HMM
 
 

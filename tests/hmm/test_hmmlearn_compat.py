@@ -12,6 +12,10 @@ import pytest
 
 import tying.hmm as ours
 
+# fits here stop at a small n_iter on purpose (their numbers are what is tested); the
+# budget's ConvergenceWarning is tested in test_review35.py and test_monitor.py
+pytestmark = pytest.mark.filterwarnings("ignore::tying.hmm.ConvergenceWarning")
+
 hmm = pytest.importorskip(
     "hmmlearn.hmm", reason="hmmlearn not installed: pip install 'tying[bench]'"
 )

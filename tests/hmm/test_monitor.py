@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from tying.hmm import ConvergenceMonitor, GaussianHMM
+from tying.hmm import ConvergenceMonitor, ConvergenceWarning, GaussianHMM
 
 
 def test_running_out_of_iterations_is_not_reported_as_converged():
     X = np.random.default_rng(0).normal(size=(200, 1))
-    m = GaussianHMM(3, n_iter=2, tol=1e-12, random_state=0).fit(X)
+    with pytest.warns(ConvergenceWarning, match="budget of n_iter=2 iterations"):
+        m = GaussianHMM(3, n_iter=2, tol=1e-12, random_state=0).fit(X)
     assert m.monitor_.iter == 2 and not m.monitor_.converged and not m.converged_
     assert m.monitor_.history == m.history_
 

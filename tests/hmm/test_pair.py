@@ -8,6 +8,10 @@ import pytest
 from tying.hmm import NotFittedError, PairHMM, mirror
 from tying.hmm.pair_dp import M, X, Y
 
+# fits here stop at a small n_iter on purpose (their numbers are what is tested); the
+# budget's ConvergenceWarning is tested in test_review35.py and test_monitor.py
+pytestmark = pytest.mark.filterwarnings("ignore::tying.hmm.ConvergenceWarning")
+
 S = 3
 
 

@@ -17,6 +17,10 @@ import pytest
 
 from tying.hmm import GMMHMM, CategoricalHMM, GaussianHMM, PairHMM
 
+# fits here stop at a small n_iter on purpose (their numbers are what is tested); the
+# budget's ConvergenceWarning is tested in test_review35.py and test_monitor.py
+pytestmark = pytest.mark.filterwarnings("ignore::tying.hmm.ConvergenceWarning")
+
 
 @pytest.fixture(autouse=True)
 def _quiet():

@@ -13,6 +13,10 @@ import pytest
 
 from tying.hmm import GaussianHMM, PairHMM
 
+# fits here stop at a small n_iter on purpose (their numbers are what is tested); the
+# budget's ConvergenceWarning is tested in test_review35.py and test_monitor.py
+pytestmark = pytest.mark.filterwarnings("ignore::tying.hmm.ConvergenceWarning")
+
 
 def _pairs():
     truth = PairHMM.from_params("ACGT", delta=0.1, epsilon=0.4, tau=0.02)

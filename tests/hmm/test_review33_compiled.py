@@ -14,6 +14,10 @@ from scipy.stats import norm
 
 from tying.hmm import GMMHMM, CategoricalHMM, GaussianHMM, PairHMM, check_observations
 
+# fits here stop at a small n_iter on purpose (their numbers are what is tested); the
+# budget's ConvergenceWarning is tested in test_review35.py and test_monitor.py
+pytestmark = pytest.mark.filterwarnings("ignore::tying.hmm.ConvergenceWarning")
+
 MASKED = r"X is a masked array with a masked value at sequence 1, position 2 \(row 5 of X\)"
 
 

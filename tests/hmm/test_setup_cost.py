@@ -15,6 +15,10 @@ from tying.hmm.validation import _stochastic
 
 from .helpers import rows_per_unit
 
+# fits here stop at a small n_iter on purpose (their numbers are what is tested); the
+# budget's ConvergenceWarning is tested in test_review35.py and test_monitor.py
+pytestmark = pytest.mark.filterwarnings("ignore::tying.hmm.ConvergenceWarning")
+
 needs_numba = pytest.mark.skipif(
     not compiled.available(),
     reason="compiled kernels unavailable: numba not installed (pip install numba) or TYING_DISABLE_NUMBA set",

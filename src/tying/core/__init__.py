@@ -17,6 +17,7 @@ _WHERE = {
     "ApplyReport": "tying.core.plan",
     "Count": "tying.core.count",
     "Flipped": "tying.core.relations",
+    "ConvergenceWarning": "tying.core.errors",
     "Group": "tying.core.count",
     "Hashed": "tying.core.relations",
     "Mirrored": "tying.core.relations",

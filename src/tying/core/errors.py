@@ -19,3 +19,24 @@ class TieError(ValueError):
         ...     print(str(err).splitlines()[0])
         rule 0 share('9.weight', like='0.weight'): pattern '9.weight' matches no parameter or module; closest: 0.weight
     """
+
+
+class ConvergenceWarning(UserWarning):
+    """An iterative fit stopped at its budget (iterations, evaluations) before its own
+    convergence test held: its result may still be moving.
+
+    The base of every domain's budget warning (``tying.hmm.ConvergenceWarning``,
+    ``tying.fit.ConvergenceWarning``), so that one filter or one ``except`` clause
+    catches them all; each names the fit, the budget and the fix.
+
+    Example:
+        >>> import warnings, numpy as np
+        >>> import tying
+        >>> from tying.hmm import GaussianHMM
+        >>> X = np.random.default_rng(0).normal(size=(200, 1))
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     _ = GaussianHMM(2, n_iter=2, random_state=0).fit(X)
+        >>> any(issubclass(w.category, tying.ConvergenceWarning) for w in caught)
+        True
+    """

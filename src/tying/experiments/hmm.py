@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import warnings
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from tying.experiments.common import largest, smallest
 from tying.experiments.registry import Result, Table, check_size, experiment
-from tying.hmm import GaussianHMM, PairHMM, mirror
+from tying.hmm import ConvergenceWarning, GaussianHMM, PairHMM, mirror
 
 log = logging.getLogger("tying.experiments")
 
@@ -35,14 +36,17 @@ class TiedEmissionConfig:
     steps: tuple[int, ...] = (100, 200, 400, 800, 1600, 3200)  # training-set sizes (time steps)
     seq_len: int = 50  # many short sequences: exercises the batched E-step
     replicates: int = 12  # independent data sets per size, for error bars
-    n_iter: int = 60  # EM iterations (stops earlier at tol)
+    # EM iterations, a cap: fits stop at tol (stop 35: a cap of 60 stopped 140 of 144 report
+    # fits short of tol, still gaining; 2,000 lets all but about 1 in 15 converge, whose
+    # count the result reports; the verdict and ratio were the same with either cap)
+    n_iter: int = 2000
     tol: float = 1e-7
     init_noise: float = 0.6  # start means = truth + this much noise (same start for both fits)
     small: int = 2  # the claim is checked on the smallest `small` sizes
 
 
 TIED_EMISSION = {
-    "quick": TiedEmissionConfig(steps=(100, 200, 800), replicates=5, n_iter=40),
+    "quick": TiedEmissionConfig(steps=(100, 200, 800), replicates=5),
     "report": TiedEmissionConfig(),
 }
 
@@ -107,6 +111,7 @@ def hmm_tied_emissions(size: str, seed: int) -> Result:
     err = {"tied": {}, "untied": {}}
     terr = {"tied": {}, "untied": {}}
     worst_step, one_step_dA = 0.0, 0.0
+    at_budget, n_fits = 0, 0  # fits that stopped at the n_iter cap, still gaining over tol
     for n in cfg.steps:
         for key in err:
             err[key][n], terr[key][n] = [], []
@@ -118,14 +123,18 @@ def hmm_tied_emissions(size: str, seed: int) -> Result:
                 "untied": GaussianHMM(6, n_iter=cfg.n_iter, tol=cfg.tol, **start),
             }
             for key, model in fits.items():
-                model.fit(X, lengths)
+                with warnings.catch_warnings():  # counted and reported below instead
+                    warnings.simplefilter("ignore", ConvergenceWarning)
+                    model.fit(X, lengths)
+                at_budget += bool(model.monitor_.hit_budget)
+                n_fits += 1
                 worst_step = smallest([worst_step, _monotone(model.history_)])
                 err[key][n].append(float(np.sqrt(((model.means_ - truth[2]) ** 2).sum(1).mean())))
                 terr[key][n].append(float(np.abs(model.transmat_ - truth[1]).mean()))
             # the transition update does not see the tie: one EM step from the same
             # parameters gives the same transition matrix, tied or untied
             one = {
-                k: GaussianHMM(6, ties=t, n_iter=1, **start).fit(X, lengths)
+                k: GaussianHMM(6, ties=t, n_iter=1, tol=-np.inf, **start).fit(X, lengths)
                 for k, t in (("tied", ties), ("untied", None))
             }
             one_step_dA = largest(
@@ -159,6 +168,7 @@ def hmm_tied_emissions(size: str, seed: int) -> Result:
         "tied better at every small size": tied_better,
         "worst relative EM step (>= -1e-9)": worst_step,
         "max |ΔA| after one EM step, tied vs untied": one_step_dA,
+        "fits stopped at the n_iter cap before tol": f"{at_budget} of {n_fits}",
     }
     return Result(
         tables=[
@@ -174,7 +184,10 @@ def hmm_tied_emissions(size: str, seed: int) -> Result:
             "is the RMS distance of the 6 estimated state means to the truth. The transition "
             "update is the same formula in both: from identical parameters one EM step gives "
             "identical transition matrices; over a whole fit the tied model's transitions end up "
-            "better too, because its posteriors are."
+            "better too, because its posteriors are. EM runs to a gain below tol="
+            f"{cfg.tol:g}, capped at {cfg.n_iter} iterations: {at_budget} of {n_fits} fits "
+            "reached the cap (slow EM on flat likelihoods of small data sets); their "
+            "estimates are included as they stand."
         ),
     )
 

@@ -15,7 +15,7 @@ Example:
     >>> import numpy as np
     >>> from tying.hmm import GaussianHMM
     >>> X = np.random.default_rng(0).normal(size=(200, 2))
-    >>> model = GaussianHMM(4, ties={"covars": "all"}, random_state=0).fit(X, [120, 80])
+    >>> model = GaussianHMM(4, ties={"covars": "all"}, tol=1e-2, random_state=0).fit(X, [120, 80])
     >>> model.ties_.groups("covars")
     [[0, 1, 2, 3]]
 """
@@ -25,7 +25,7 @@ from tying.hmm.categorical import CategoricalHMM
 from tying.hmm.forward_backward import Posteriors, forward_backward, forward_log_likelihood
 from tying.hmm.gaussian import GaussianHMM
 from tying.hmm.gmm import GMMHMM
-from tying.hmm.monitor import ConvergenceMonitor
+from tying.hmm.monitor import ConvergenceMonitor, ConvergenceWarning
 from tying.hmm.pair import PairHMM, mirror
 from tying.hmm.pair_dp import PairChunk, PairParams
 from tying.hmm.sequences import SequenceBatch, check_lengths, check_observations
@@ -36,6 +36,7 @@ __all__ = [
     "BaseHMM",
     "CategoricalHMM",
     "ConvergenceMonitor",
+    "ConvergenceWarning",
     "GMMHMM",
     "GaussianHMM",
     "NotFittedError",

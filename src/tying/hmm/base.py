@@ -41,6 +41,8 @@ from tying.hmm.validation import (
     _check_finite,
     _check_n_threads,
     _check_prior,
+    _check_seed,
+    _check_tol,
     _fit_rng,
     _positive_int,
     _stochastic,
@@ -129,7 +131,9 @@ class BaseHMM(EstimatorParams):
             when the model is built hmmlearn-style (any of ``init_params``,
             ``implementation``, a prior, or letter ``params`` given).
         tol: stop when the total log-likelihood gains less than this; None:
-            1e-4, or hmmlearn's 1e-2 when built hmmlearn-style.
+            1e-4, or hmmlearn's 1e-2 when built hmmlearn-style. A fit that runs out of
+            iterations first warns (:class:`~tying.hmm.ConvergenceWarning`, and
+            ``converged_`` is False); ``-np.inf`` runs exactly ``n_iter`` iterations.
         n_init: restarts from different random starts; the best is kept.
         random_state: seed or ``numpy.random.Generator``.
         n_threads: BLAS threads while fitting/scoring (None leaves them alone).
@@ -345,6 +349,10 @@ class BaseHMM(EstimatorParams):
             best restart), ``log_likelihood_``, ``n_iter_``, ``converged_``,
             ``monitor_``.
 
+        Warns:
+            ConvergenceWarning: EM ran all ``n_iter`` iterations without its gain
+                falling below a finite ``tol`` (``tol=-np.inf`` asks for that).
+
         Raises:
             ValueError: on bad data (named by sequence and position), lengths
                 that do not partition X, or bad settings; the model is unchanged.
@@ -354,7 +362,8 @@ class BaseHMM(EstimatorParams):
             >>> import numpy as np
             >>> from tying.hmm import GaussianHMM
             >>> X = np.random.default_rng(0).normal(size=(60, 1))
-            >>> m = GaussianHMM(2, ties={"covars": "all"}, n_iter=5, random_state=0).fit(X, [40, 20])
+            >>> m = GaussianHMM(2, ties={"covars": "all"}, n_iter=5, tol=-np.inf, random_state=0)
+            >>> m = m.fit(X, [40, 20])  # exactly 5 iterations
             >>> m.n_iter_, bool(np.all(np.diff(m.history_) >= 0))
             (5, True)
         """
@@ -402,6 +411,10 @@ class BaseHMM(EstimatorParams):
             self.n_iter_ = monitor.iter
             self.converged_ = monitor.converged
             self.best_restart_ = restart
+            name = type(self).__name__  # a budget stop is flagged, never passed as a result
+            if self.n_init > 1:
+                name += f" (restart {restart}, the best of n_init={self.n_init})"
+            monitor.warn_if_budget(name)
             self._assigned.clear()
             self.__dict__.pop("_stale_params", None)
             self.__dict__.pop("_start_memo", None)
@@ -857,7 +870,9 @@ class BaseHMM(EstimatorParams):
             or not 0 <= currstate < K
         ):
             raise ValueError(f"currstate must be a state 0..{K - 1}, got {currstate!r}")
-        rng = np.random.default_rng(self.random_state if random_state is None else random_state)
+        seed = self.random_state if random_state is None else random_state
+        _check_seed(seed)
+        rng = np.random.default_rng(seed)
         A = self.transmat_
         A_cdf = np.cumsum(A, axis=1)
         cap = last_possible(A).tolist()  # a u past a row's rounded sum: never a 0 (draws.py)
@@ -924,9 +939,8 @@ class BaseHMM(EstimatorParams):
         _positive_int("n_init", self.n_init)
         _check_n_threads(self.n_threads)
         compiled.resolve_n_jobs(self.n_jobs)  # refused here too, so set_params refuses it
-        tol = self._resolved("tol")
-        if not isinstance(tol, (int, float, np.number)) or np.isnan(tol) or tol == np.inf:
-            raise ValueError(f"tol must be a number (-inf runs all n_iter iterations), got {tol!r}")
+        _check_tol(self._resolved("tol"))
+        _check_seed(self.random_state)
         if self.algorithm not in _ALGORITHMS:
             raise ValueError(f"algorithm must be one of {_ALGORITHMS}, got {self.algorithm!r}")
         if self.implementation is not None and self.implementation not in _IMPLEMENTATIONS:

@@ -27,8 +27,8 @@ Example:
     >>> import numpy as np
     >>> from tying.hmm import GaussianHMM
     >>> X = np.random.default_rng(0).normal(size=(400, 2))
-    >>> a = GaussianHMM(3, n_iter=5, random_state=0, n_jobs=1).fit(X, [50] * 8)
-    >>> b = GaussianHMM(3, n_iter=5, random_state=0, n_jobs=2).fit(X, [50] * 8)
+    >>> a = GaussianHMM(3, n_iter=5, tol=-np.inf, random_state=0, n_jobs=1).fit(X, [50] * 8)
+    >>> b = GaussianHMM(3, n_iter=5, tol=-np.inf, random_state=0, n_jobs=2).fit(X, [50] * 8)
     >>> bool(np.array_equal(a.means_, b.means_)), a.history_ == b.history_
     (True, True)
 """

@@ -26,8 +26,8 @@ Example:
     >>> import numpy as np
     >>> from tying.hmm import GaussianHMM
     >>> X = np.random.default_rng(0).normal(size=(400, 2))
-    >>> a = GaussianHMM(3, "full", n_iter=5, random_state=0, n_jobs=1).fit(X, [50] * 8)
-    >>> b = GaussianHMM(3, "full", n_iter=5, random_state=0, n_jobs=2).fit(X, [50] * 8)
+    >>> a = GaussianHMM(3, "full", n_iter=5, tol=-np.inf, random_state=0, n_jobs=1).fit(X, [50] * 8)
+    >>> b = GaussianHMM(3, "full", n_iter=5, tol=-np.inf, random_state=0, n_jobs=2).fit(X, [50] * 8)
     >>> bool(np.array_equal(a.covars_, b.covars_)), a.history_ == b.history_
     (True, True)
 """

@@ -19,7 +19,8 @@ Example:
     >>> from tying.hmm import GMMHMM
     >>> rng = np.random.default_rng(0)
     >>> X = np.concatenate([rng.normal(-3, 1, (80, 1)), rng.normal(3, 1, (80, 1))])
-    >>> m = GMMHMM(3, n_mix=4, ties={"means": "all", "covars": "all"}, random_state=0).fit(X)
+    >>> ties = {"means": "all", "covars": "all"}
+    >>> m = GMMHMM(3, n_mix=4, ties=ties, tol=1e-2, random_state=0).fit(X)
     >>> m.group_params("means").shape            # one codebook of 4 Gaussians
     (1, 4, 1)
     >>> m.weights_.shape                          # per-state weights over it

@@ -8,6 +8,9 @@ iterations "converged"; we do not report a budget stop as convergence. Nor do we
 call a fall of the log-likelihood convergence (hmmlearn does, after logging "Model is
 not converging"): EM stops there, as in hmmlearn, with the same warning, but
 ``converged`` is False and ``decreases`` names the iterations that fell (stop 25).
+A fit that ran out of iterations with a finite ``tol`` says so with a
+:class:`ConvergenceWarning` (stop 35); ``tol=-np.inf`` runs exactly ``n_iter``
+iterations on purpose, without it.
 
 Example:
     >>> m = ConvergenceMonitor(tol=0.1, n_iter=5, verbose=False)
@@ -21,8 +24,11 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 import numpy as np
+
+from tying.core.errors import ConvergenceWarning as _BudgetWarning
 
 _log = logging.getLogger(__name__)
 
@@ -31,7 +37,30 @@ _log = logging.getLogger(__name__)
 _SLACK = np.finfo(float).eps ** 0.5
 _REL_SLACK = 1e3 * np.finfo(float).eps
 
-__all__ = ["ConvergenceMonitor"]
+__all__ = ["ConvergenceMonitor", "ConvergenceWarning"]
+
+
+class ConvergenceWarning(_BudgetWarning):
+    """An EM fit stopped at its iteration budget (``n_iter``) before its gain fell
+    below ``tol``: its parameters may still be moving, and ``converged_`` is False.
+
+    Raise ``n_iter`` (or ``tol``), or pass ``tol=-np.inf`` to run exactly ``n_iter``
+    iterations on purpose (no warning then). A subclass of
+    :class:`tying.ConvergenceWarning`, which ``tying.fit``'s budget warning shares.
+
+    Example:
+        >>> import warnings
+        >>> import numpy as np
+        >>> from tying.hmm import GaussianHMM
+        >>> X = np.random.default_rng(0).normal(size=(60, 1))
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     m = GaussianHMM(2, n_iter=2, random_state=0).fit(X)
+        >>> [w.category.__name__ for w in caught], m.converged_
+        (['ConvergenceWarning'], False)
+        >>> GaussianHMM(2, n_iter=2, tol=-np.inf, random_state=0).fit(X).n_iter_  # on purpose
+        2
+    """
 
 
 class ConvergenceMonitor:
@@ -106,6 +135,44 @@ class ConvergenceMonitor:
         # a fall within rounding, or smaller than tol itself (EM's rounding near its
         # optimum: hmmlearn logs those too), is still convergence; a larger one is not
         return not _fell(self.history[-2], self.history[-1], max(self.tol, 0.0))
+
+    @property
+    def hit_budget(self) -> bool:
+        """True when EM ran all of ``n_iter >= 1`` iterations and the last gain was not
+        below a finite ``tol`` (``tol=-inf`` asks for exactly ``n_iter`` iterations).
+
+        Example:
+            >>> m = ConvergenceMonitor(tol=0.1, n_iter=2)
+            >>> m.report(-10.0); m.report(-9.0)
+            >>> m.hit_budget, m.converged
+            (True, False)
+        """
+        return (
+            self.n_iter > 0 and self.iter >= self.n_iter and not self.stopped
+            and self.tol != -np.inf
+        )  # fmt: skip
+
+    def warn_if_budget(self, model: str, what: str = "log-likelihood") -> None:
+        """Warn (:class:`ConvergenceWarning`) when :attr:`hit_budget`, naming ``model``,
+        the iterations run, the last gain of ``what`` against ``tol``, and the fix. Called
+        by the estimators' ``fit`` (the warning points at the caller of ``fit``)."""
+        if not self.hit_budget:
+            return
+        if len(self.history) >= 2:
+            gain = self.history[-1] - self.history[-2]
+            last = (
+                f"the last gain of the {what} was {gain:.6g} (iteration {self.iter - 1} -> "
+                f"{self.iter}), not below tol={self.tol!r}"
+            )
+        else:
+            last = f"one iteration gives no gain of the {what} to compare with tol={self.tol!r}"
+        warnings.warn(
+            f"{model}: EM stopped at its budget of n_iter={self.n_iter} iterations before "
+            f"converging: {last}; the parameters may still be moving (converged_ is False). "
+            f"Raise n_iter, or pass tol=-np.inf to run exactly n_iter iterations on purpose",
+            ConvergenceWarning,
+            stacklevel=4,  # this, the estimator's _fit, its fit, the caller of fit
+        )
 
     @property
     def decreased(self) -> bool:

@@ -41,7 +41,7 @@ from tying.hmm.pair_dp import (
     posterior_counts,
     viterbi,
 )
-from tying.hmm.validation import _check_n_threads, _positive_int
+from tying.hmm.validation import _check_n_threads, _check_seed, _check_tol, _positive_int
 
 __all__ = ["PairHMM", "mirror"]
 
@@ -130,8 +130,10 @@ class PairHMM(EstimatorParams):
         others: ``history_`` (log-likelihood per iteration), ``objective_`` (what EM
             raises: the log-likelihood plus, with ``pseudocount > 0``, the log-prior;
             its gain is the stop test), ``log_likelihood_``, ``n_iter_``,
-            ``converged_`` (False when the objective fell, as for the other HMMs) after
-            ``fit``.
+            ``converged_`` (False when the objective fell, as for the other HMMs),
+            ``monitor_`` (its :class:`ConvergenceMonitor`) after ``fit``. A fit that
+            ran out of iterations with a finite ``tol`` warns
+            (:class:`~tying.hmm.ConvergenceWarning`); ``tol=-np.inf`` runs all of them.
     """
 
     def __init__(
@@ -233,16 +235,12 @@ class PairHMM(EstimatorParams):
         for name in ("chunk_size", "table_memory"):
             _positive_int(name, getattr(self, name))
         _check_n_threads(self.n_threads)
-        for name in ("pseudocount", "tol"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-                raise TypeError(f"{name} must be a number, got {value!r}")
-        if not (np.isfinite(self.pseudocount) and self.pseudocount >= 0):
-            raise ValueError(f"pseudocount must be >= 0, got {self.pseudocount!r}")
-        if np.isnan(self.tol) or self.tol == np.inf:
-            raise ValueError(
-                f"tol must be a number (-inf runs all n_iter iterations), got {self.tol!r}"
-            )
+        pc = self.pseudocount
+        if isinstance(pc, (bool, np.bool_)) or not isinstance(pc, (int, float, np.number)):
+            raise TypeError(f"pseudocount must be a number, got {pc!r}")
+        if not (np.isfinite(pc) and pc >= 0):
+            raise ValueError(f"pseudocount must be >= 0, got {pc!r}")
+        _check_tol(self.tol)
         side = () if self.tied else (2,)
         delta = _prob("delta", self.delta, side)
         epsilon = _prob("epsilon", self.epsilon, side)
@@ -532,6 +530,7 @@ class PairHMM(EstimatorParams):
         if isinstance(n_pairs, bool) or not isinstance(n_pairs, (int, np.integer)) or n_pairs < 0:
             raise ValueError(f"n_pairs must be a non-negative integer, got {n_pairs!r}")
         _positive_int("max_length", max_length)
+        _check_seed(random_state)
         rng = np.random.default_rng(random_state)
         p = self.log_params()
         trans = np.exp(p.trans)
@@ -687,7 +686,7 @@ class PairHMM(EstimatorParams):
 
         Example:
             >>> pairs, _ = PairHMM.from_params("ACGT", tau=0.1).sample(10, random_state=0)
-            >>> fit = PairHMM("ACGT", n_iter=3).fit(pairs)
+            >>> fit = PairHMM("ACGT", n_iter=3, tol=-np.inf).fit(pairs)  # exactly 3
             >>> fit.n_iter_, bool(fit.history_[-1] >= fit.history_[0])
             (3, True)
         """
@@ -727,6 +726,10 @@ class PairHMM(EstimatorParams):
         self.history_, self.log_likelihood_ = history, history[-1] if history else np.nan
         self.objective_ = list(monitor.history)
         self.n_iter_, self.converged_ = len(history), monitor.converged
+        self.monitor_ = monitor  # as the other HMMs: its history is objective_
+        monitor.warn_if_budget(
+            "PairHMM", "log-likelihood" if self.pseudocount == 0 else "MAP objective"
+        )
         self.__dict__.pop("_assigned_names", None)
         return self
 

@@ -77,6 +77,40 @@ def _check_n_threads(n_threads) -> None:
         )
 
 
+def _check_tol(tol) -> None:
+    """``tol`` is a real number, not NaN or +inf (``-inf`` runs all ``n_iter`` iterations).
+
+    ``True`` was read as ``tol=1`` and a complex number lost its imaginary part inside
+    the compiled loop (stop 35); both are refused as strings are.
+    """
+    real = isinstance(tol, (int, float, np.integer, np.floating))
+    if isinstance(tol, (bool, np.bool_)) or not real:
+        raise TypeError(
+            f"tol must be a number, got {tol!r} ({type(tol).__name__}); pass a real number "
+            f"like tol=1e-4, or tol=-np.inf to run all n_iter iterations"
+        )
+    if np.isnan(tol) or tol == np.inf:
+        raise ValueError(f"tol must be a number (-inf runs all n_iter iterations), got {tol!r}")
+
+
+def _check_seed(seed, name: str = "random_state") -> None:
+    """``seed`` is one ``np.random.default_rng`` takes, and not a bool (``True`` was
+    seed 1, silently; stop 35). A refused seed is named, with what would do."""
+    if seed is None or isinstance(seed, np.random.Generator):
+        return
+    fix = f"pass None, an int >= 0 (e.g. {name}=0) or a numpy Generator"
+    if isinstance(seed, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a seed, got {seed!r} (a bool); {fix}")
+    if isinstance(seed, (int, np.integer)):
+        if seed < 0:
+            raise ValueError(f"{name} must be a seed, got {seed!r} (negative); {fix}")
+        return
+    try:
+        np.random.default_rng(seed)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name} must be a seed, got {seed!r} ({e}); {fix}") from None
+
+
 def _check_prior(name: str, value, *, nonneg: bool) -> None:
     """A prior is None (default) or finite numbers (non-negative where required)."""
     if value is None:
