@@ -633,6 +633,33 @@ def test_count_unique_parameters_refuses_mixed_force_fields_and_non_assignments(
     assert counts["Bonds"] == 4 and count_unique_parameters([]) == {"total": 0}
 
 
+def test_count_unique_parameters_refuses_assignments_labelled_with_other_sections(sage):
+    # Stop 35: a section labelled for some molecules only was counted over those only:
+    # a Bonds-only ethanol with a full propanol gave 2 angle and 2 vdW parameters for the
+    # pair (total 10) where labelling both gives 3 and 5 (total 17), with no error.
+    from tying.chem import SECTIONS
+
+    bonds_only = SmirksAssigner(sage.force_field, sections=["Bonds"])
+    with pytest.raises(
+        ValueError,
+        match=r"item 1 was labelled with sections \['Bonds', 'Angles', 'ProperTorsions', "
+        r"'ImproperTorsions', 'vdW'\], the ones before with \['Bonds'\]; a section labelled "
+        r"for some molecules only would be counted over those only; label every molecule",
+    ):
+        count_unique_parameters([bonds_only.assign("CCO"), sage.assign("CCC")])
+    with_constraints = SmirksAssigner(sage.force_field, sections=(*SECTIONS, "Constraints"))
+    with pytest.raises(ValueError, match=r"item 2 was labelled with sections \[.*'Constraints'"):
+        count_unique_parameters([sage.assign("O"), sage.assign("CC"), with_constraints.assign("C")])
+    # The same sections in another order, and molecules without bonds, still count.
+    reordered = SmirksAssigner(sage.force_field, sections=list(reversed(SECTIONS)))
+    both = count_unique_parameters(
+        [sage.assign("CCO"), reordered.assign("CCC"), sage.assign("[Na+]")]
+    )
+    assert (
+        both["total"] == count_unique_parameters(sage.assign_many(["CCO", "CCC", "[Na+]"]))["total"]
+    )
+
+
 def test_count_unique_parameters_refuses_one_id_naming_two_parameters(tmp_path):
     # Two force fields of one name (the file's stem): b2 is C-O in one and C-C in the
     # other, and the two were counted as one parameter (2 bonds instead of 3).

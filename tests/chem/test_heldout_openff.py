@@ -429,3 +429,36 @@ def test_open_shell_metals_are_labelled_as_the_toolkit_labels_them(tmp_path):
         SmirksAssigner("openff-2.3.0").assign("[Fe+3]")
     with pytest.raises(SmilesError, match=r"atom 0 \(C\) is a radical"):  # s/p block: still
         SmirksAssigner("openff-2.3.0").assign("[CH3].[Fe+3]")
+
+
+SPELLINGS = [  # (first, second): one molecule, atoms written in another order
+    ("CCO", "OCC"),
+    ("c1ccccc1O", "Oc1ccccc1"),
+    ("[NH3+]CC(=O)[O-]", "[O-]C(=O)C[NH3+]"),
+    ("CC(=O)[O-].[Na+]", "[Na+].[O-]C(C)=O"),
+    ("C[C@H](N)C(=O)O", "N[C@@H](C)C(=O)O"),
+    ("F/C=C/Cl", "Cl/C=C/F"),
+    ("[2H]C([2H])([2H])O", "OC([2H])([2H])[2H]"),
+    ("[H]OC([H])([H])C", "CCO[H]"),
+]
+
+
+def test_a_second_spelling_from_the_cache_is_numbered_as_it_is_written():
+    # Stop 35, left open at stop 34: a second spelling of a cached molecule is a cache hit
+    # remapped onto its own atom order. Every term key must be the toolkit's for that
+    # spelling (the numbers), whatever came first; only the name is the first one's.
+    ff = validate.openff_force_field("openff-2.3.0")
+    warm = SmirksAssigner("openff-2.3.0", strict=False)
+    for first, second in SPELLINGS:
+        one = warm.assign(first)
+        hits = warm.hits
+        two = warm.assign(second)
+        assert warm.hits == hits + 1, second  # a cache hit, not labelled anew
+        assert validate.compare(two, validate.openff_labels(second, ff), second) == []
+        assert validate.compare(one, validate.openff_labels(first, ff), first) == []
+        assert two.name == one.name  # unnamed: the first spelling labelled names both
+    many = SmirksAssigner("openff-2.3.0", strict=False).assign_many(
+        [s for pair in SPELLINGS for s in pair]
+    )
+    for (_, second), a in zip(SPELLINGS, many[1::2], strict=True):
+        assert validate.compare(a, validate.openff_labels(second, ff), second) == []

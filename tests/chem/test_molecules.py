@@ -185,3 +185,47 @@ def test_chirality_without_a_cip_label_is_dropped_as_the_toolkit_drops_it():
     assert prepare_molecule(Chem.MolFromSmiles("C[C@H]1CC[C@@H](C)CC1")).GetAtomWithIdx(
         1
     ).GetChiralTag() == (Chem.CHI_UNSPECIFIED)
+
+
+@pytest.mark.parametrize(
+    "smiles, position, shown",
+    [
+        ("\ufeffCCO", 0, r"'\\ufeff' \(U\+FEFF\)"),  # a file's byte-order mark
+        ("CCO\u200b", 3, r"'\\u200b' \(U\+200B\)"),  # a zero-width space pasted along
+        ("CCO\x00", 3, r"'\\x00' \(U\+0000\)"),
+        ("\xe9CCO", 0, r"'\xe9' \(U\+00E9\)"),
+        ("CC(=O)[O-]\u2060", 10, r"'\\u2060' \(U\+2060\)"),
+    ],
+)
+def test_a_character_outside_printable_ascii_is_refused(smiles, position, shown):
+    # Stop 35: RDKit drops any such character at either end of a SMILES without a word,
+    # so "\ufeffCCO" (the first line of a file with a byte-order mark) was labelled as
+    # ethanol and kept with the invisible character as its name, cache key and record.
+    from rdkit import RDLogger
+
+    from tying.chem import SmirksAssigner
+    from tying.chem.parallel import label_lines
+
+    RDLogger.DisableLog("rdApp.*")
+    try:
+        assert Chem.MolFromSmiles(smiles) is not None  # what made it silent
+    finally:
+        RDLogger.EnableLog("rdApp.*")
+    with pytest.raises(SmilesError, match=rf"contains {shown} at position {position}, which is "
+                       r"not printable ASCII; RDKit drops such a character"):  # fmt: skip
+        molecule_from_smiles(smiles)
+    assigner = SmirksAssigner("openff-2.3.0")
+    with pytest.raises(SmilesError, match=r"not printable ASCII"):
+        assigner.assign(smiles)
+    assert (assigner.hits, assigner.misses) == (0, 0) and not assigner._by_text
+    with pytest.raises(SmilesError, match=r"^line 2 \(.*\): SMILES .* not printable ASCII"):
+        label_lines(["CC ethane", f"{smiles} x"])
+
+
+def test_a_byte_order_mark_says_how_to_read_the_file():
+    from tying.chem.parallel import label_lines
+
+    with pytest.raises(SmilesError, match=r"a byte-order mark: read the file with "
+                       r"encoding='utf-8-sig'"):  # fmt: skip
+        label_lines(["\ufeffCCO ethanol", "CC ethane"])
+    assert label_lines(["CCO caf\xe9"])[0]["name"] == "caf\xe9"  # names may be any text

@@ -110,7 +110,7 @@ def test_label_lines_reads_a_smiles_file_partition():
     assert [r["name"] for r in records] == ["ethanol", "benzene ring"]
     assert records[0]["ids"]["Bonds"]["0-1"] == "b1"
     assert parse_smiles_line("  ") is None
-    with pytest.raises(SmilesError, match=r"line 'C1CC broken': cannot parse SMILES 'C1CC'"):
+    with pytest.raises(SmilesError, match=r"line 1 \('C1CC broken'\): cannot parse SMILES 'C1CC'"):
         label_lines(["C1CC broken"])
 
 
@@ -248,7 +248,7 @@ def test_label_lines_over_several_batches_equals_assign_line_by_line():
         assert record["ids"]["vdW"] == {str(k[0]): p.id for k, p in sorted(a.vdw.items())}
     # The first failing line is named, in a later batch, with a bad line after it too.
     bad = [f"{s} m{k}" for k, s in enumerate(smiles)] + ["C1CC first", "[Xe] second"]
-    with pytest.raises(SmilesError, match=r"line 'C1CC first'"):
+    with pytest.raises(SmilesError, match=r"line 81 \('C1CC first'\)"):
         label_lines(bad)
 
 
@@ -445,3 +445,123 @@ def test_one_molecule_or_a_mapping_is_not_taken_for_many(sage, molecules, match)
     assert (sage.hits, sage.misses) == (hits, misses)  # nothing labelled or counted
     with pytest.raises(TypeError, match=r"label_lines: expected an iterable of lines, got the str"):
         label_lines("CCO ethanol")
+
+
+# -- stop 35 ------------------------------------------------------------------------------------
+
+
+def test_n_jobs_minus_one_counts_the_cpus_this_process_may_use(monkeypatch):
+    # Stop 35: -1 was os.cpu_count(), the machine's CPUs: a Slurm job given 3 CPUs of a
+    # 128-core node started 128 workers. It is now the affinity mask's CPUs.
+    import os
+
+    from tying.chem import parallel
+
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("no CPU affinity mask on this platform")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 5, 7})
+    monkeypatch.setattr(os, "cpu_count", lambda: 128)
+    assert parallel.usable_cpus() == 3
+    assert check_n_jobs(-1) == 3
+    assert check_n_jobs(64) == 64  # validated only; capped_n_jobs caps
+
+
+def test_n_jobs_beyond_the_usable_cpus_is_capped_with_a_warning(sage, monkeypatch):
+    # Stop 35: n_jobs=64 on 2 CPUs started 64 workers, each building its assigner and
+    # taking turns on the 2 CPUs (n_jobs=16 took 1.7x as long as 2), with no word.
+    from tying.chem import parallel
+
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: 2)
+    assert parallel.capped_n_jobs(2) == 2 and parallel.capped_n_jobs(1) == 1
+    with pytest.warns(UserWarning, match=r"n_jobs=64 is more than the CPUs this process may use "
+                      r"\(2\); starting 2 worker processes instead .* Pass n_jobs=-1"):  # fmt: skip
+        assert parallel.capped_n_jobs(64) == 2
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: 1)
+    assert parallel.capped_n_jobs(2) == 2  # two workers are always allowed
+    # Through assign_many: the warning points at the caller; the results do not change.
+    molecules = drug_like_smiles(6)
+    sage.clear_cache()
+    serial = sage.assign_many(molecules)  # all cached: the call below starts no worker
+    with pytest.warns(
+        UserWarning, match=r"n_jobs=64 is more than the CPUs this process may use \(1\)"
+    ) as caught:
+        capped = sage.assign_many(molecules, n_jobs=64)
+    assert caught[0].filename == __file__
+    assert _ids(capped) == _ids(serial)
+    with pytest.raises(ValueError, match="n_jobs must be a positive int or -1"):
+        sage.assign_many(molecules, n_jobs=0)  # still refused before any capping
+
+
+def test_label_lines_names_the_failing_lines_number():
+    # Stop 35: the error named the line's text only; in a file of 1,000 lines (where the
+    # same text may be written twice) the number is what finds it. Blanks and comments count.
+    lines = ["# library", "CCO ethanol", "", "C1CC broken", "C1CC broken", "CC ethane"]
+    with pytest.raises(SmilesError, match=r"^line 4 \('C1CC broken'\): cannot parse SMILES"):
+        label_lines(lines)
+    many = [f"{s} m{k}" for k, s in enumerate(drug_like_smiles(100, seed=3))]
+    many[70] = "[CH3] methyl"
+    with pytest.raises(SmilesError, match=r"^line 71 \('\[CH3\] methyl'\): .* radical"):
+        label_lines(many)
+
+
+@pytest.mark.parametrize("line", [b"CCO ethanol", None, 7])
+def test_label_lines_refuses_a_line_that_is_not_text(line):
+    # Stop 35: bytes (a file opened in binary) and None ended in an AttributeError or a
+    # TypeError about str.startswith, naming no line.
+    with pytest.raises(TypeError, match=r"label_lines: line 2 is a .*expected str; decode"):
+        label_lines(["CC ethane", line])
+
+
+def test_label_lines_labels_the_sections_asked_for(sage):
+    # Stop 35: label_lines had no sections=, so a Dask run could not label Constraints
+    # (opt-in since stop 34) though assign_many could.
+    from tying.chem import SECTIONS
+
+    lines = ["CCO ethanol", "O water", "c1ccccc1O phenol", "OCC ethanol again"]
+    sections = (*SECTIONS, "Constraints")
+    records = label_lines(lines, sections=sections)
+    expected = SmirksAssigner("openff-2.3.0", sections=sections).assign_many(
+        [parse_smiles_line(line) for line in lines]
+    )
+    for record, a in zip(records, expected, strict=True):
+        assert set(record["ids"]) == set(sections)
+        assert record["not_assigned"] == list(a.not_assigned)
+        assert "Constraints" not in record["not_assigned"]
+        for s in sections:
+            assert record["ids"][s] == {
+                "-".join(map(str, k)): i for k, i in sorted(a.ids(s).items())
+            }
+    assert records[1]["ids"]["Constraints"] == {"0-1": "c-tip3p-H-O", "0-2": "c-tip3p-H-O",
+                                                "1-2": "c-tip3p-H-O-H"}  # fmt: skip
+    only = label_lines(["CCO ethanol"], sections=iter(["Bonds"]))  # read once, not used up
+    assert list(only[0]["ids"]) == ["Bonds"] and len(only[0]["ids"]["Bonds"]) == 8
+    plain = label_lines(["CCO ethanol"])  # the default five, as before
+    assert "Constraints" in plain[0]["not_assigned"] and "Constraints" not in plain[0]["ids"]
+
+
+@pytest.mark.parametrize(
+    "sections, error, match",
+    [
+        ("Bonds", TypeError, r"sections must be a list of section names, got the string 'Bonds'"),
+        ([1], TypeError, r"sections must be a list of section names \(str\), got int: 1 in \[1\]"),
+        (["Bond"], ValueError, r"cannot assign sections \['Bond'\]; supported: Bonds"),
+        ([], ValueError, r"sections is empty"),
+    ],
+)
+def test_label_lines_refuses_bad_sections(sections, error, match):
+    with pytest.raises(error, match=match):
+        label_lines(["CCO ethanol"], sections=sections)
+
+
+def test_label_lines_refuses_several_lines_read_as_one():
+    # Stop 35: a classic-Mac ("\r") file split on "\n" gave one line; its first molecule
+    # was labelled and the others became its name, lost without an error.
+    text = "CCO ethanol\rCC ethane\rc1ccccc1 benzene\r"
+    with pytest.raises(SmilesError, match=r"^line 1 \('CCO ethanol\\rCC ethane.*'\): one line "
+                       r"holds a line break '\\r' at position 11, so it is several lines"):  # fmt: skip
+        label_lines(text.split("\n"))
+    with pytest.raises(SmilesError, match=r"^line 2 .* line break '\\u2028'"):
+        label_lines(["CC ethane", "CCO ethanol\u2028CC ethane"])
+    records = label_lines(text.splitlines())  # split as a text-mode file is: all three
+    assert [r["name"] for r in records] == ["ethanol", "ethane", "benzene"]
+    assert parse_smiles_line("CCO ethanol\r\n") == ("CCO", "ethanol")  # line ends stay fine

@@ -179,7 +179,8 @@ def count_unique_parameters(assignments: Iterable[Assignment]) -> dict[str, int]
             that is not an Assignment (names its position).
         ValueError: when the assignments come from different force fields (their ids
             name different parameters), also two of one name (an id naming two
-            different parameters).
+            different parameters), or were labelled with different sections (a section
+            would be counted over some of the molecules only).
 
     Example:
         >>> assigner = SmirksAssigner("openff-2.3.0")
@@ -188,11 +189,11 @@ def count_unique_parameters(assignments: Iterable[Assignment]) -> dict[str, int]
         (4, True)
     """
     from tying.chem.parallel import check_many
-    from tying.chem.used_parameters import add_used
+    from tying.chem.used_parameters import add_used, check_same_sections
 
     check_many(assignments, "count_unique_parameters", "Assignments")
     used: dict[str, dict[str, Parameter]] = {}
-    force_field = None
+    force_field = first = None
     for k, a in enumerate(assignments):
         if not isinstance(a, Assignment):
             raise TypeError(
@@ -209,6 +210,7 @@ def count_unique_parameters(assignments: Iterable[Assignment]) -> dict[str, int]
                 f"ones before with {force_field!r}; parameter ids of two force fields name "
                 f"different parameters, so count each force field's assignments separately"
             )
+        first = check_same_sections(first, a, k)  # no section counted over some items only
         add_used(used, a, k)  # an id that names two parameters is refused
     out = {s: len(ids) for s, ids in used.items()}
     out["total"] = sum(out.values())
@@ -372,9 +374,13 @@ class SmirksAssigner:
         Args:
             molecules: SMILES strings, ``(smiles, name)`` pairs or RDKit molecules.
             n_jobs: processes to use; 1 labels here (with the cache), -1 uses every
-                core. Workers are processes (forkserver/spawn), each building the
-                assigner once from the bytes of the force field this assigner read
-                (a fraction of a second once the fork server has imported RDKit);
+                core this process may run on (its affinity mask: a Slurm job's or a
+                ``taskset``'s CPUs, not the machine's); more than those (and more than
+                2) is capped at them with a ``UserWarning`` (``parallel.capped_n_jobs``:
+                labelling is CPU-bound, extra workers only cost). Workers are
+                processes (forkserver/spawn), each building the assigner once from
+                the bytes of the force field this assigner read (a fraction of a
+                second once the fork server has imported RDKit);
                 they are kept for the next call with the same set-up for
                 ``tying.chem.parallel.KEEP_WORKERS_S`` seconds (see
                 ``parallel.release_workers``), so spreading pays from about a

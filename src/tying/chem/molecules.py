@@ -36,6 +36,9 @@ _DUMMY_OR_RADICAL.ExpandQuery(
 _D_AND_F_BLOCK = frozenset([*range(21, 31), *range(39, 49), *range(57, 81), *range(89, 113)])
 _HYDROGEN = rdqueries.AtomNumEqualsQueryAtom(1)
 _SPACE = re.compile(r"\s")
+# Control characters that are not whitespace (those are _SPACE's); with non-ASCII ones,
+# what RDKit drops at either end of a SMILES without a word (stop 35).
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1b\x7f]")
 _UNSPECIFIED = Chem.ChiralType.CHI_UNSPECIFIED
 # Set by _prepare when the SSSR keeps fewer rings than the symmetrized SSSR (cages).
 _SSSR_AMBIGUOUS = "_tying_sssr_ambiguous"
@@ -57,9 +60,10 @@ def molecule_from_smiles(
     Raises:
         TypeError: when ``smiles`` is not a ``str`` (or ``name`` not a str or None).
         SmilesError: when the SMILES is empty, contains whitespace (RDKit would
-            silently drop what follows), cannot be parsed or sanitised, or has a
-            radical (d- and f-block metals excepted, as in the OpenFF toolkit) or a
-            dummy atom ``*`` (names it and the atom).
+            silently drop what follows) or a character outside printable ASCII (RDKit
+            drops one at either end: a byte-order mark, a zero-width space), cannot be
+            parsed or sanitised, or has a radical (d- and f-block metals excepted, as
+            in the OpenFF toolkit) or a dummy atom ``*`` (names it and the atom).
         ValueError: on an unsupported aromaticity model.
 
     Example:
@@ -114,6 +118,8 @@ def parse_smiles(
             f"{smiles[:space]!r} and drop the rest; remove the whitespace (strip() a line read "
             f"from a file, and join components with '.')"
         )
+    if not smiles.isascii() or _CONTROL.search(smiles) is not None:
+        raise _not_printable(smiles, label)
     with quiet():
         mol = Chem.MolFromSmiles(smiles, sanitize=False)
     if mol is None:
@@ -124,6 +130,29 @@ def parse_smiles(
     if "<" in smiles or ">" in smiles:  # a dative bond: of order 1 like a single bond
         n_written = None
     return mol, n_written
+
+
+def _not_printable(smiles: str, label: str) -> SmilesError:
+    """The error for a SMILES holding a character outside printable ASCII.
+
+    SMILES are printable ASCII. RDKit drops any other character at either end without
+    a word: ``"\\ufeffCCO"`` (a file's byte-order mark), ``"CCO\\u200b"`` (a zero-width
+    space pasted along) and ``"CCO\\x00"`` were read as ethanol, and the text, with the
+    invisible character, was kept as the molecule's name, cache key and record
+    (``label_lines``), so it no longer matched its own SMILES elsewhere.
+    """
+    at = next(i for i, c in enumerate(smiles) if not " " < c < "\x7f")
+    char = smiles[at]
+    hint = (
+        "a byte-order mark: read the file with encoding='utf-8-sig'"
+        if char == "\ufeff"
+        else "remove it (SMILES are printable ASCII)"
+    )
+    return SmilesError(
+        f"SMILES {label} contains {char!r} (U+{ord(char):04X}) at position {at}, which is "
+        f"not printable ASCII; RDKit drops such a character at either end of a SMILES "
+        f"without a word; {hint}"
+    )
 
 
 def prepare_molecule(mol: Any, *, aromaticity_model: str = "OEAroModel_MDL") -> Any:

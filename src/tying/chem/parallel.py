@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import multiprocessing
 import os
+import re
 import threading
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -37,11 +38,28 @@ if TYPE_CHECKING:
     from tying.chem.assign import Assignment, SmirksAssigner
 
 
-def check_n_jobs(n_jobs: Any) -> int:
-    """The number of processes ``n_jobs`` asks for: a positive int, or -1 for every core.
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask where the OS keeps one.
+
+    ``os.cpu_count()`` counts the machine's CPUs, not the ones a Slurm job, a
+    ``taskset`` or a container's cpuset gives this process: ``n_jobs=-1`` on 4 CPUs
+    of a 128-core node started 128 workers (stop 35).
 
     Example:
-        >>> check_n_jobs(2), check_n_jobs(-1) == (os.cpu_count() or 1)
+        >>> 1 <= usable_cpus() <= (os.cpu_count() or 1)
+        True
+    """
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # no affinity mask (macOS, Windows)
+        return os.cpu_count() or 1
+
+
+def check_n_jobs(n_jobs: Any) -> int:
+    """The number of processes ``n_jobs`` asks for: a positive int, or -1 for every usable CPU.
+
+    Example:
+        >>> check_n_jobs(2), check_n_jobs(-1) == usable_cpus()
         (2, True)
     """
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1:
@@ -49,7 +67,34 @@ def check_n_jobs(n_jobs: Any) -> int:
             f"n_jobs must be a positive int or -1 (every core), got {n_jobs!r}; "
             f"use n_jobs=1 to label in this process"
         )
-    return (os.cpu_count() or 1) if n_jobs == -1 else n_jobs
+    return usable_cpus() if n_jobs == -1 else n_jobs
+
+
+def capped_n_jobs(n_jobs: int, stacklevel: int = 2) -> int:
+    """``n_jobs`` capped at the usable CPUs (never below 2), with a warning when it is.
+
+    Labelling is CPU-bound: workers beyond the CPUs only take turns on them, each
+    costing its start-up (~0.2 s of CPU to build its assigner) and its memory;
+    ``n_jobs=16`` on 2 CPUs took 1.7x as long as ``n_jobs=2`` (stop 35). Results do not
+    depend on ``n_jobs``. Two workers are always allowed, so that ``n_jobs=2`` spreads
+    (and its tests test the pool) on one CPU too.
+
+    Example:
+        >>> capped_n_jobs(2)
+        2
+    """
+    limit = max(usable_cpus(), 2)
+    if n_jobs <= limit:
+        return n_jobs
+    warnings.warn(
+        f"assign_many: n_jobs={n_jobs} is more than the CPUs this process may use "
+        f"({usable_cpus()}); starting {limit} worker processes instead (labelling is CPU-bound: more "
+        f"processes only add start-up time and memory; the results are the same). Pass "
+        f"n_jobs=-1 for every usable CPU",
+        UserWarning,
+        stacklevel=stacklevel + 1,
+    )
+    return limit
 
 
 def check_many(values: Any, function: str, what: str) -> None:
@@ -131,6 +176,7 @@ def assign_many(
                 check_flag(mapped, molecule)
             except TypeError as err:
                 raise _named_error(err, _label(i, molecule, name)) from None
+    n = capped_n_jobs(n, stacklevel=3)  # once the call is known good; points at the user
     out = _assign_items(assigner, items, n, progress, chunksize)
     return _in_map_order(out, items) if mapped else _warn_reordered(out, items)
 
@@ -612,12 +658,15 @@ _ASSIGNERS: dict[tuple, SmirksAssigner] = {}
 _ASSIGNERS_LOCK = threading.Lock()
 
 
-def worker_assigner(force_field: str, strict: bool = True) -> SmirksAssigner:
-    """One assigner per process and force field, built on first use (for Dask tasks).
+def worker_assigner(
+    force_field: str, strict: bool = True, sections: Sequence[str] | None = None
+) -> SmirksAssigner:
+    """One assigner per process, force field and sections, built on first use (for Dask tasks).
 
     Kept by the force field's content, not its name: a long-lived worker whose file
     was edited between two computations labels with the file as it is now (kept by
-    name, it went on with the first reading).
+    name, it went on with the first reading). ``sections`` as
+    :class:`~tying.chem.assign.SmirksAssigner`'s (None: the default five).
 
     Example:
         >>> worker_assigner("openff-2.3.0") is worker_assigner("openff-2.3.0")
@@ -627,18 +676,43 @@ def worker_assigner(force_field: str, strict: bool = True) -> SmirksAssigner:
     from tying.chem.offxml import load_force_field
 
     ff = load_force_field(force_field)  # keyed on the file's content
-    key = (ff.path, ff.digest, strict)
+    sections = _sections_key(sections)
+    key = (ff.path, ff.digest, strict, sections)
     with _ASSIGNERS_LOCK:  # a Dask worker runs tasks on threads
         assigner = _ASSIGNERS.get(key)
         if assigner is None:
             if len(_ASSIGNERS) >= 4:
                 _ASSIGNERS.pop(next(iter(_ASSIGNERS)))
-            assigner = _ASSIGNERS[key] = SmirksAssigner(ff, strict=strict)
+            assigner = _ASSIGNERS[key] = SmirksAssigner(ff, strict=strict, sections=sections)
     return assigner
+
+
+def _sections_key(sections: Any) -> Any:
+    """``sections`` read once into a tuple (an iterator is used up by reading it); a
+    string is passed on whole, for SmirksAssigner's own TypeError."""
+    if sections is None or isinstance(sections, str):
+        return sections
+    sections = tuple(sections)
+    for s in sections:  # keys of a dict: refuse what SmirksAssigner would, before hashing
+        if not isinstance(s, str):
+            raise TypeError(
+                f"sections must be a list of section names (str), got {type(s).__name__}: "
+                f"{s!r:.80} in {list(sections)!r:.200}"
+            )
+    return sections
+
+
+# The characters str.splitlines ends a line at (a classic-Mac "\r" file split on "\n").
+_LINE_BREAK = re.compile("[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
 def parse_smiles_line(line: str) -> tuple[str, str | None] | None:
     """One line of a SMILES file: ``SMILES[<whitespace>name]``; None for blanks and ``#`` comments.
+
+    Raises:
+        SmilesError: when the line holds a line break inside (several lines of a file
+            split on ``"\\n"`` only: the ones after the first were read as its name and
+            lost, silently).
 
     Example:
         >>> parse_smiles_line("CCO\\tethanol\\n"), parse_smiles_line("# header")
@@ -647,12 +721,23 @@ def parse_smiles_line(line: str) -> tuple[str, str | None] | None:
     text = line.strip()
     if not text or text.startswith("#"):
         return None
+    found = _LINE_BREAK.search(text)
+    if found is not None:
+        raise SmilesError(
+            f"one line holds a line break {found.group()!r} at position {found.start()}, so it "
+            f"is several lines of the file and all but the first would be lost in its name; "
+            f"split the text with str.splitlines() (or open the file in text mode)"
+        )
     parts = text.split(None, 1)
     return parts[0], (parts[1].strip() if len(parts) > 1 else None)
 
 
 def label_lines(
-    lines: Iterable[str], force_field: str = "openff-2.3.0", *, strict: bool = True
+    lines: Iterable[str],
+    force_field: str = "openff-2.3.0",
+    *,
+    strict: bool = True,
+    sections: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Label the molecules of some lines of a SMILES file; one plain record per molecule.
 
@@ -664,6 +749,9 @@ def label_lines(
         lines: lines ``SMILES[<whitespace>name]``; blanks and ``#`` comments are skipped.
         force_field: an installed force field name or a path visible to the workers.
         strict: as :class:`~tying.chem.assign.SmirksAssigner`.
+        sections: as :class:`~tying.chem.assign.SmirksAssigner` (None: the five it
+            assigns by default); add ``"Constraints"`` to label those too, as
+            ``assign_many`` does with such an assigner.
 
     Returns:
         ``[{"smiles", "name", "force_field", "not_assigned", "ids": {section: {"0-1":
@@ -671,7 +759,10 @@ def label_lines(
         (``Assignment.not_assigned``).
 
     Raises:
-        SmilesError, UnassignedParameterError: naming the line's SMILES and name.
+        SmilesError, UnassignedParameterError: naming the line's number (1-based, among
+            the lines given: blanks and comments count) and its text.
+        TypeError, ValueError, KeyError: on bad ``sections`` or ``strict``, as
+            :class:`~tying.chem.assign.SmirksAssigner`.
 
     Example:
         >>> rec = label_lines(["CCO ethanol", "", "C methane"])
@@ -679,19 +770,29 @@ def label_lines(
         (['ethanol', 'methane'], 'b1')
     """
     check_many(lines, "label_lines", "lines")
-    assigner = worker_assigner(force_field, strict)
-    todo = []  # (line, smiles, name)
-    for line in lines:
-        parsed = parse_smiles_line(line)
+    assigner = worker_assigner(force_field, strict, sections)
+    todo = []  # ((line number, line), smiles, name)
+    for number, line in enumerate(lines, 1):
+        if not isinstance(line, str):  # bytes, None: AttributeError deep in the parsing
+            raise TypeError(
+                f"label_lines: line {number} is a {type(line).__name__} ({line!r:.80}), "
+                f"expected str; decode the file's lines first (open it in text mode)"
+            )
+        try:
+            parsed = parse_smiles_line(line)
+        except SmilesError as err:
+            raise _named_error(err, f"line {number} ({line.strip()!r:.80})") from None
         if parsed is not None:
-            todo.append((line, *parsed))
+            todo.append(((number, line), *parsed))
     out = []
     # Packed results come straight from the labelling's arrays (no dicts); each record
     # then decodes its molecule's terms once.
     for batch, done, failure in _in_batches(assigner, todo):
         if failure is not None:
             err = failure[1]
-            raise _named_error(err, f"line {batch[failure[0]][0].strip()!r}") from err
+            number, line = batch[failure[0]][0]
+            # The number finds the line in a file of thousands (the text may repeat).
+            raise _named_error(err, f"line {number} ({line.strip()!r})") from err
         for (_, smiles, name), a in zip(batch, done):
             out.append(
                 {

@@ -57,3 +57,42 @@ def add_used(seen: dict[str, dict[str, Parameter]], assignment: Any, item: int) 
 def _shown(parameter: Parameter) -> str:
     text = ", ".join(f"{k}={v}" for k, v in parameter.values.items())
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+def check_same_sections(first: Any, assignment: Any, item: int) -> Any:
+    """Refuse an assignment labelled with other sections than the first one counted.
+
+    A section labelled for some molecules only was counted over those only: a
+    ``sections=["Bonds"]`` ethanol counted with a default propanol gave 2 angle and 2
+    vdW parameters for the pair instead of 3 and 5 (total 10 instead of 17), silently
+    (stop 35). The same holds for ``"Constraints"`` labelled for some molecules only.
+
+    Args:
+        first: the first :class:`~tying.chem.assign.Assignment` counted (None before it).
+        assignment: the one counted now.
+        item: its position in the caller's collection (for the message).
+
+    Returns:
+        The first assignment (``assignment`` itself when ``first`` is None).
+
+    Raises:
+        ValueError: naming the item, both sets of sections and the fix.
+
+    Example:
+        >>> from tying.chem import SmirksAssigner
+        >>> sage = SmirksAssigner("openff-2.3.0")
+        >>> ethanol = check_same_sections(None, sage.assign("CCO"), 0)
+        >>> check_same_sections(ethanol, sage.assign("CCC"), 1) is ethanol
+        True
+    """
+    if first is None:
+        return assignment
+    if first.terms.keys() == assignment.terms.keys():  # set comparison: order aside
+        return first
+    theirs, ours = list(assignment.terms), list(first.terms)
+    raise ValueError(
+        f"count_unique_parameters: item {item} was labelled with sections {theirs}, the "
+        f"ones before with {ours}; a section labelled for some molecules only would be "
+        f"counted over those only; label every molecule with one assigner (the same "
+        f"sections=), or count each set separately"
+    )
