@@ -38,6 +38,7 @@ from torch import nn
 
 from tying.core import Plan, share
 from tying.nn._args import forward_ad_active, is_int
+from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 
 __all__ = ["Attention", "kv_sharing_plan"]
 
@@ -294,29 +295,44 @@ class Attention(nn.Module):
             )
         if attn_mask is not None:
             self._check_mask(attn_mask, x.shape[0], x.shape[1], ctx.shape[1])
-        q = self._heads(self.q_proj(x), self.n_heads)  # (B, H, T, dh)
-        k = self._heads(self.k_proj(ctx), self.kv_heads)  # (B, Hk, S, dh)
-        v = self._heads(self.v_proj(ctx), self.v_heads)  # (B, Hv, S, dh)
-        is_causal = self.causal and attn_mask is None
-        if self.causal and attn_mask is not None and context is None:
-            # a causal self-attention stays causal under a (padding) mask: before stop 26
-            # the mask replaced the causal rule and every query read the keys after it
-            attn_mask = _with_causal(attn_mask, x.shape[1])
-        if is_causal and context is not None and ctx.shape[1] != x.shape[1]:
-            raise ValueError(
-                f"Attention(causal=True): queries ({x.shape[1]}) and keys ({ctx.shape[1]}) differ "
-                f"in length; pass attn_mask= explicitly for a causal cross-attention"
-            )
-        drop = self.dropout if self.training else 0.0
-        if not torch.compiler.is_compiling() and forward_ad_active(q, k, v, attn_mask):
-            # SDPA's CPU flash kernel has no forward derivative (torch's "Trying to use
-            # forward AD with _scaled_dot_product_flash_attention_for_cpu", stop 34): its
-            # math backend, plain differentiable ops, serves forward AD and jacfwd
-            from torch.nn.attention import SDPBackend, sdpa_kernel
+        try:
+            q = self._heads(self.q_proj(x), self.n_heads)  # (B, H, T, dh)
+            k = self._heads(self.k_proj(ctx), self.kv_heads)  # (B, Hk, S, dh)
+            v = self._heads(self.v_proj(ctx), self.v_heads)  # (B, Hv, S, dh)
+            is_causal = self.causal and attn_mask is None
+            if self.causal and attn_mask is not None and context is None:
+                # a causal self-attention stays causal under a (padding) mask: before stop 26
+                # the mask replaced the causal rule and every query read the keys after it
+                attn_mask = _with_causal(attn_mask, x.shape[1])
+            if is_causal and context is not None and ctx.shape[1] != x.shape[1]:
+                raise ValueError(
+                    f"Attention(causal=True): queries ({x.shape[1]}) and keys ({ctx.shape[1]}) differ "
+                    f"in length; pass attn_mask= explicitly for a causal cross-attention"
+                )
+            drop = self.dropout if self.training else 0.0
+            if not torch.compiler.is_compiling() and forward_ad_active(q, k, v, attn_mask):
+                # SDPA's CPU flash kernel has no forward derivative (torch's "Trying to use
+                # forward AD with _scaled_dot_product_flash_attention_for_cpu", stop 34): its
+                # math backend, plain differentiable ops, serves forward AD and jacfwd
+                from torch.nn.attention import SDPBackend, sdpa_kernel
 
-            with sdpa_kernel(SDPBackend.MATH):
-                return self._attend(q, k, v, attn_mask, drop, is_causal)
-        return self._attend(q, k, v, attn_mask, drop, is_causal)
+                with sdpa_kernel(SDPBackend.MATH):
+                    return self._attend(q, k, v, attn_mask, drop, is_causal)
+            return self._attend(q, k, v, attn_mask, drop, is_causal)
+        except CAUGHT as e:
+            raise_if_mismatched(
+                self, e, x, context, names=("x", "context"), devices={"attn_mask": attn_mask}
+            )
+            if attn_mask is not None and attn_mask.is_floating_point():
+                dev = x.device.type
+                want = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+                if attn_mask.dtype != want:  # SDPA's message named no layer
+                    raise TypeError(
+                        f"Attention: an additive (float) attn_mask must have the queries' dtype "
+                        f"{want}, got {attn_mask.dtype}; pass attn_mask.to({want}) (or a bool "
+                        f"mask, True = may attend)"
+                    ) from e
+            raise
 
     def _attend(self, q, k, v, attn_mask, drop: float, is_causal: bool) -> torch.Tensor:
         """SDPA over the projected heads and the output projection: ``(B, T, d_model)``."""

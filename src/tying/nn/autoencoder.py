@@ -28,6 +28,7 @@ from torch import nn
 
 from tying.core import Plan, Transposed, share
 from tying.nn._args import is_int
+from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 
 __all__ = ["TiedAutoencoder"]
 
@@ -103,7 +104,11 @@ class TiedAutoencoder(nn.Module):
             raise ValueError(
                 f"TiedAutoencoder: expected input of shape (..., {self.in_features}), got {tuple(x.shape)}"
             )
-        return self.activation(self.encoder(x))
+        try:
+            return self.activation(self.encoder(x))
+        except CAUGHT as e:
+            raise_if_mismatched(self, e, x)
+            raise
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Code ``(..., k)`` → reconstruction ``(..., d)``."""
@@ -111,7 +116,11 @@ class TiedAutoencoder(nn.Module):
             raise ValueError(
                 f"TiedAutoencoder: expected a code of shape (..., {self.latent}), got {tuple(z.shape)}"
             )
-        return self.decoder(z)
+        try:
+            return self.decoder(z)
+        except CAUGHT as e:
+            raise_if_mismatched(self, e, z, names=("z",))
+            raise
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))

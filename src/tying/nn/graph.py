@@ -38,6 +38,7 @@ from torch import nn
 
 from tying.core import Plan, Scaled, share
 from tying.nn._args import forward_ad_active, is_int
+from tying.nn._input_errors import CAUGHT, InputDtypeError, dtype_detail, raise_if_mismatched
 from tying.nn._reparam import refresh
 
 __all__ = ["MultiHopGraphConv", "normalized_adjacency"]
@@ -232,30 +233,38 @@ class MultiHopGraphConv(nn.Module):
             # as autocast casts it for the forward
             adj = adj.to(torch.get_autocast_dtype(x.device.type))
         elif adj.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
+            w = self.hops[0].weight
+            if x.dtype != w.dtype:  # the features are the first clash: name the layer's dtype
+                detail = dtype_detail(x.dtype, w.dtype) + ", and Â in the same dtype"
+                raise InputDtypeError(f"MultiHopGraphConv: {detail}", self, detail)
             raise ValueError(
                 f"MultiHopGraphConv: the adjacency is {adj.dtype} but the node features are "
                 f"{x.dtype}; make Â in the features' dtype (normalized_adjacency(..., "
                 f"dtype={x.dtype}))"
             )
-        for hop in self.hops:  # read, never called: a pruned/normed weight's hook runs here
-            refresh(hop)
-        scales = self._scales()
-        mm = torch.sparse.mm
-        if not torch.compiler.is_compiling() and forward_ad_active(x, adj, *self.parameters()):
-            mm = _gather_mm  # sparse mm has no forward derivative (stop 34)
-        if scales is not None:
-            z = F.linear(x, self.hops[0].weight)  # (N, out): project once, propagate narrow
-            out = z
-            for scale in scales:
-                z = mm(adj, z)
-                out = out + scale * z
-        else:
-            h = x
-            out = F.linear(h, self.hops[0].weight)
-            for hop in self.hops[1:]:
-                h = mm(adj, h)  # (N, in)
-                out = out + F.linear(h, hop.weight)
-        return out if self.bias is None else out + self.bias
+        try:
+            for hop in self.hops:  # read, never called: a pruned/normed weight's hook runs here
+                refresh(hop)
+            scales = self._scales()
+            mm = torch.sparse.mm
+            if not torch.compiler.is_compiling() and forward_ad_active(x, adj, *self.parameters()):
+                mm = _gather_mm  # sparse mm has no forward derivative (stop 34)
+            if scales is not None:
+                z = F.linear(x, self.hops[0].weight)  # (N, out): project once, propagate narrow
+                out = z
+                for scale in scales:
+                    z = mm(adj, z)
+                    out = out + scale * z
+            else:
+                h = x
+                out = F.linear(h, self.hops[0].weight)
+                for hop in self.hops[1:]:
+                    h = mm(adj, h)  # (N, in)
+                    out = out + F.linear(h, hop.weight)
+            return out if self.bias is None else out + self.bias
+        except CAUGHT as e:
+            raise_if_mismatched(self, e, x, devices={"adj": adj})
+            raise
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, hops={self.K}, shared={self.shared}"

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tying.core import Hashed
+from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 from tying.nn.hashed_embedding import (
     HashedEmbedding,
     HashedEmbeddingBag,
@@ -139,7 +140,11 @@ class HashedLinear(nn.Module):
             raise ValueError(
                 f"HashedLinear expected (*, {self.in_features}), got shape {tuple(x.shape)}"
             )
-        return F.linear(x, self.weight, self.bias)
+        try:
+            return F.linear(x, self.weight, self.bias)
+        except CAUGHT as e:
+            raise_if_mismatched(self, e, x)
+            raise
 
     def extra_repr(self) -> str:
         return (

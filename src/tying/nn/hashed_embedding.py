@@ -48,6 +48,7 @@ from tying.core import Hashed, Plan, share
 from tying.core.errors import TieError
 from tying.core.slots import base_class, slots_of
 from tying.nn._args import is_int
+from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 from tying.nn.hashed_kernels import FusedKeepLookup, FusedLookup, SparseGather, fused_available
 from tying.nn.hashing import MAX_LOGICAL, MODES, HashedTable, P, combine, qr_split
 
@@ -455,7 +456,11 @@ class HashedEmbedding(nn.Module):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         ids = self._ids(input)
-        return self._lookup(ids).reshape(*input.shape, self.embedding_dim)
+        try:
+            return self._lookup(ids).reshape(*input.shape, self.embedding_dim)
+        except CAUGHT as e:
+            raise_if_mismatched(self, e, devices={"input": ids})
+            raise
 
     def extra_repr(self) -> str:
         block = f", block={self.block}" if self.mode == "block" else ""
@@ -574,7 +579,13 @@ class HashedEmbeddingBag(HashedEmbedding):
             fac = per_sample_weights.double()
         if self.pooling == "mean":
             fac = fac / counts.clamp_min(1).double()[bags]
-        return self._lookup(ids, nbags, bags, fac)
+        try:
+            return self._lookup(ids, nbags, bags, fac)
+        except CAUGHT as e:
+            raise_if_mismatched(
+                self, e, devices={"input": ids, "per_sample_weights": per_sample_weights}
+            )
+            raise
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", pooling={self.pooling!r}"

@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from tying.nn._args import is_int
+from tying.nn._input_errors import CAUGHT, InputDeviceError, raise_if_mismatched
 
 __all__ = ["LocallyConnected2d"]
 
@@ -216,18 +217,30 @@ class LocallyConnected2d(nn.Module):
                 f"{tuple(x.shape) if not unbatched else tuple(x.shape[1:])}; the layer owns "
                 f"one filter per position, so build it with the input_size you feed it"
             )
-        out_h, out_w = self.output_size
-        patches = F.unfold(x, self.kernel_size, padding=self.padding, stride=self.stride)
-        # (B, C_in*kh*kw, L) with L = out_h*out_w; unfold orders channels as (C_in, kh, kw)
-        patches = patches.transpose(1, 2)  # (B, L, K)
-        weight = self.weight.reshape(out_h * out_w, self.out_channels, -1)  # (L, C_out, K)
-        out = torch.einsum("blk,lok->blo", patches, weight)  # (B, L, C_out)
-        if self.bias is not None:
-            # in the product's dtype: under autocast a float32 bias made a bfloat16 product
-            # float32, where nn.Conv2d returns bfloat16 (no-op otherwise: the same bits)
-            out = out + self.bias.reshape(out_h * out_w, self.out_channels).to(out.dtype)
-        out = out.transpose(1, 2).reshape(x.shape[0], self.out_channels, out_h, out_w)
-        return out.squeeze(0) if unbatched else out
+        if x.is_meta and not self.weight.is_meta:
+            # torch.einsum of a meta and a CPU tensor returns a CPU tensor of uninitialised
+            # memory (torch 2.13), where nn.Conv2d returns meta: refuse, as another device
+            detail = (
+                f"the input is on meta but the layer's parameters are on {self.weight.device}; "
+                f"move one to the other: x.to({str(self.weight.device)!r}) or layer.to('meta')"
+            )
+            raise InputDeviceError(f"LocallyConnected2d: {detail}", self, detail)
+        try:
+            out_h, out_w = self.output_size
+            patches = F.unfold(x, self.kernel_size, padding=self.padding, stride=self.stride)
+            # (B, C_in*kh*kw, L) with L = out_h*out_w; unfold orders channels as (C_in, kh, kw)
+            patches = patches.transpose(1, 2)  # (B, L, K)
+            weight = self.weight.reshape(out_h * out_w, self.out_channels, -1)  # (L, C_out, K)
+            out = torch.einsum("blk,lok->blo", patches, weight)  # (B, L, C_out)
+            if self.bias is not None:
+                # in the product's dtype: under autocast a float32 bias made a bfloat16 product
+                # float32, where nn.Conv2d returns bfloat16 (no-op otherwise: the same bits)
+                out = out + self.bias.reshape(out_h * out_w, self.out_channels).to(out.dtype)
+            out = out.transpose(1, 2).reshape(x.shape[0], self.out_channels, out_h, out_w)
+            return out.squeeze(0) if unbatched else out
+        except CAUGHT as e:
+            raise_if_mismatched(self, e, x)
+            raise
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, input_size: int | tuple[int, int]) -> LocallyConnected2d:

@@ -31,6 +31,7 @@ from torch import nn
 
 from tying.core import Plan, share
 from tying.nn._args import is_int
+from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 
 __all__ = ["TiedGateLSTM"]
 
@@ -157,16 +158,22 @@ class TiedGateLSTM(nn.Module):
         if t == 0:  # no step: the state passes through (torch.stack refused an empty list)
             out = x.new_zeros(b, 0, hs)
             return (out if self.batch_first else out.transpose(0, 1)), (h, c)
-        w_ih = torch.cat([getattr(self, f"weight_ih_{g}") for g in _GATES])  # (4H, in)
-        xw = F.linear(x, w_ih, self.bias)  # (B, T, 4H): the input side of every step at once
-        outs = []
-        for step in range(t):
-            gates = xw[:, step] + F.linear(h, self.weight_hh)  # (B, 4H)
-            i, f, g, o = gates.chunk(4, dim=-1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(c)
-            outs.append(h)
-        out = torch.stack(outs, dim=1)  # (B, T, H)
+        try:
+            w_ih = torch.cat([getattr(self, f"weight_ih_{g}") for g in _GATES])  # (4H, in)
+            xw = F.linear(x, w_ih, self.bias)  # (B, T, 4H): the input side of every step at once
+            outs = []
+            for step in range(t):
+                gates = xw[:, step] + F.linear(h, self.weight_hh)  # (B, 4H)
+                i, f, g, o = gates.chunk(4, dim=-1)
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h = torch.sigmoid(o) * torch.tanh(c)
+                outs.append(h)
+            out = torch.stack(outs, dim=1)  # (B, T, H)
+        except CAUGHT as e:
+            raise_if_mismatched(
+                self, e, x, *(() if state is None else state), names=("x", "h0", "c0")
+            )
+            raise
         if not self.batch_first:
             out = out.transpose(0, 1)
         return out, (h, c)

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from tying.nn._args import is_int
+from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 
 __all__ = ["PeriodicFeatures", "SharedBoundary", "mlp", "partial"]
 
@@ -295,7 +296,11 @@ class SharedBoundary(nn.Module):
         """``g(t)``: ``(N, derivatives+1)`` boundary value (and slopes)."""
         if self.g is None:
             return self.values.expand(t.shape[0], -1)
-        return self.g(t)
+        try:
+            return self.g(t)
+        except CAUGHT as e:
+            raise_if_mismatched(self, e, t, names=("t",))
+            raise
 
     def ends(self, u: nn.Module, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``u`` (and its x-derivatives up to ``derivatives``) at ``x = 0`` and ``x = L``.

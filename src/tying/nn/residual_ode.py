@@ -38,6 +38,7 @@ from torch import nn
 
 from tying.core import Plan, share
 from tying.nn._args import is_int
+from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 
 __all__ = ["NeuralODE", "TiedResidualNet", "VectorField", "odeint"]
 
@@ -95,7 +96,11 @@ class VectorField(nn.Module):
             raise ValueError(
                 f"VectorField: expected input of shape (..., {self.dim}), got {tuple(x.shape)}"
             )
-        return self.outer(self.act(self.inner(x)))
+        try:
+            return self.outer(self.act(self.inner(x)))
+        except CAUGHT as e:
+            raise_if_mismatched(self, e, x)
+            raise
 
 
 class TiedResidualNet(nn.Module):
@@ -154,9 +159,13 @@ class TiedResidualNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` ``(..., dim)`` → the state after ``depth`` steps, ``(..., dim)``."""
-        for f in self.steps:
-            x = x + self.h * f(x)
-        return x
+        try:
+            for f in self.steps:
+                x = x + self.h * f(x)
+            return x
+        except CAUGHT as e:
+            raise_if_mismatched(self, e, x)
+            raise
 
 
 def _rk4(field: nn.Module, x: torch.Tensor, t1: float, steps: int) -> torch.Tensor:
@@ -291,12 +300,16 @@ class NeuralODE(nn.Module):
         self.method, self.steps, self.rtol, self.atol = method, steps, rtol, atol
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return odeint(
-            self.field,
-            x,
-            self.t1,
-            method=self.method,
-            steps=self.steps,
-            rtol=self.rtol,
-            atol=self.atol,
-        )
+        try:
+            return odeint(
+                self.field,
+                x,
+                self.t1,
+                method=self.method,
+                steps=self.steps,
+                rtol=self.rtol,
+                atol=self.atol,
+            )
+        except CAUGHT as e:
+            raise_if_mismatched(self, e, x)
+            raise

@@ -37,6 +37,7 @@ from torch import nn
 
 from tying.core import Plan, share
 from tying.core.slots import slots_of
+from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 
 __all__ = ["Siamese", "contrastive_loss"]
 
@@ -173,7 +174,11 @@ class Siamese(nn.Module):
                 f"{tuple(b.shape)}"
             )
         self._sync_buffers()
-        return self.left(a), self.right(b)
+        try:
+            return self.left(a), self.right(b)
+        except CAUGHT as e:
+            raise_if_mismatched(self, e, a, b, names=("a", "b"))
+            raise
 
     def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Euclidean distance between the embeddings, one per pair: ``(B,)``."""

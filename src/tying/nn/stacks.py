@@ -34,6 +34,7 @@ from torch import nn
 from tying.core import ApplyReport, Plan, share
 from tying.core import free as _free
 from tying.nn._args import is_int
+from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 from tying.nn.attention import Attention, kv_sharing_plan
 
 __all__ = ["EncoderDecoder", "Stack", "TransformerBlock", "albert_plan", "share_layers"]
@@ -111,10 +112,14 @@ class TransformerBlock(nn.Module):
             raise ValueError(
                 "TransformerBlock got memory= but has no cross-attention; build it with cross=True"
             )
-        x = x + self.drop(self.self_attn(self.norm1(x)))
-        if self.cross:
-            x = x + self.drop(self.cross_attn(self.norm3(x), memory))
-        return x + self.drop(self.mlp(self.norm2(x)))
+        try:
+            x = x + self.drop(self.self_attn(self.norm1(x)))
+            if self.cross:
+                x = x + self.drop(self.cross_attn(self.norm3(x), memory))
+            return x + self.drop(self.mlp(self.norm2(x)))
+        except CAUGHT as e:
+            raise_if_mismatched(self, e, x, memory, names=("x", "memory"))
+            raise
 
 
 def _reset_children(module: nn.Module) -> None:
@@ -151,9 +156,13 @@ class Stack(nn.Module):
             raise ValueError("Stack needs at least one layer")
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
-        for layer in self.layers:
-            x = layer(x) if memory is None else layer(x, memory)
-        return x
+        try:
+            for layer in self.layers:
+                x = layer(x) if memory is None else layer(x, memory)
+            return x
+        except CAUGHT as e:
+            raise_if_mismatched(self, e, x, memory, names=("x", "memory"))
+            raise
 
 
 def albert_plan(stack: str = "layers", *, free: Iterable[str] = ()) -> Plan:
@@ -310,6 +319,10 @@ class EncoderDecoder(nn.Module):
 
     def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
         """Source ``(B, S)`` and target-input tokens ``(B, T)`` → logits ``(B, T, vocab)``."""
-        memory = self.encode(src)
-        h = self.decoder(self._embed(tgt, self.tgt_pos, "target"), memory)
-        return self.head(self.dec_norm(h))
+        try:
+            memory = self.encode(src)
+            h = self.decoder(self._embed(tgt, self.tgt_pos, "target"), memory)
+            return self.head(self.dec_norm(h))
+        except CAUGHT as e:
+            raise_if_mismatched(self, e, devices={"src": src, "tgt": tgt})
+            raise

@@ -34,6 +34,7 @@ from torch import nn
 
 from tying.core import Mirrored, Plan, share
 from tying.nn._args import is_int
+from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 
 __all__ = ["SymmetricConv1d"]
 
@@ -156,7 +157,11 @@ class SymmetricConv1d(nn.Conv1d):
                 f"SymmetricConv1d expected (B, {self.in_channels}, L) or ({self.in_channels}, L), "
                 f"got shape {tuple(x.shape)}"
             )
-        return super().forward(x)
+        try:
+            return super().forward(x)
+        except CAUGHT as e:
+            raise_if_mismatched(self, e, x)
+            raise
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", tied={self.tied}"

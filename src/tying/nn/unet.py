@@ -41,6 +41,7 @@ from torch import nn
 
 from tying.core import Plan, share
 from tying.nn._args import is_int
+from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 
 __all__ = ["TiedUNet"]
 
@@ -124,15 +125,19 @@ class TiedUNet(nn.Module):
                 f"TiedUNet with {self.levels} levels needs H and W divisible by {step}, got "
                 f"{tuple(x.shape[-2:])}; pad or crop the input"
             )
-        h = F.relu(self.stem(x))  # (B, w0, H, W)
-        skips = [h]
-        for conv in self.down:
-            h = F.relu(conv(F.max_pool2d(h, 2)))  # (B, w_{l+1}, H/2^{l+1}, W/2^{l+1})
-            skips.append(h)
-        for level in reversed(range(self.levels)):
-            h = F.interpolate(h, scale_factor=2.0, mode="nearest")
-            h = F.relu(self.up[level](h) + skips[level])  # (B, w_l, H/2^l, W/2^l)
-        return self.head(h)
+        try:
+            h = F.relu(self.stem(x))  # (B, w0, H, W)
+            skips = [h]
+            for conv in self.down:
+                h = F.relu(conv(F.max_pool2d(h, 2)))  # (B, w_{l+1}, H/2^{l+1}, W/2^{l+1})
+                skips.append(h)
+            for level in reversed(range(self.levels)):
+                h = F.interpolate(h, scale_factor=2.0, mode="nearest")
+                h = F.relu(self.up[level](h) + skips[level])  # (B, w_l, H/2^l, W/2^l)
+            return self.head(h)
+        except CAUGHT as e:
+            raise_if_mismatched(self, e, x)
+            raise
 
     def extra_repr(self) -> str:
         return f"widths={self.widths}, tied={self.tied}"
