@@ -585,3 +585,92 @@ def test_from_pretrained_refuses_an_adapter_file_that_lacks_a_wrapped_modules_we
         from_pretrained(two, tmp_path)
     assert [(p, m) for p, m in two.named_modules()] == before
     assert not any(is_adapter(m) for m in two.modules())
+
+
+# -- stop 35 review: target_modules left to peft ------------------------------------------
+
+
+def test_targets_left_to_peft_share_one_adapter_as_named_ones_do():
+    # LoraConfig() without target_modules: peft fills them from the model type (GPT-2:
+    # c_attn); get_peft_model crashed with "argument of type 'NoneType' is not iterable"
+    model = M.gpt2()
+    M.GPT2_PLAN.apply(model)
+    x = torch.randint(0, 97, (2, 7))
+    config = peft.LoraConfig(r=4, init_lora_weights=False, fan_in_fan_out=True)  # Conv1D
+    pm = get_peft_model(model, config)
+    h = pm.base_model.model.transformer.h
+    assert h[2].attn.c_attn is h[0].attn.c_attn and is_adapter(h[0].attn.c_attn)
+    assert pm.peft_config["default"].target_modules == {"c_attn"}
+    with torch.no_grad():
+        adapted = _out(pm, x)
+    merged = merge_and_unload(pm)
+    with torch.no_grad():
+        torch.testing.assert_close(_out(merged, x), adapted, rtol=0, atol=1e-5)
+    assert merged.transformer.h[2].attn.c_attn.weight is merged.transformer.h[0].attn.c_attn.weight
+
+
+def test_targets_left_to_peft_are_checked_against_the_ties():
+    # peft's table for Llama names q_proj and v_proj; a relation tie on one of them is
+    # refused before peft runs, as when the targets are named
+    model = M.llama()
+    tying.Plan(
+        [
+            tying.share(
+                "model.layers.1.self_attn.q_proj.weight",
+                like="model.layers.0.self_attn.q_proj.weight",
+                relation=tying.Scaled(2.0),
+            )
+        ]
+    ).apply(model)
+    with pytest.raises(
+        tying.TieError,
+        match=r"target module 'model\.layers\.0\.self_attn\.q_proj' takes part in the tie "
+        r"model\.layers\.1\.self_attn\.q_proj\.weight <- ",
+    ):
+        get_peft_model(model, peft.LoraConfig(r=4))
+    assert not any(is_adapter(m) for m in model.modules())
+
+
+# -- stop 35 review: hooks on a module tied whole ----------------------------------------
+
+
+def _tied_pair():
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8))
+    tying.Plan([tying.share("2", like="0")]).apply(m)
+    return m
+
+
+def test_a_module_tied_whole_with_its_own_hook_is_refused_before_peft_runs():
+    # the shared wrapper replaced the tied module, whose forward hook went with it: the
+    # adapter model (zero-initialised LoRA) ran 0.41 away from the base model, no error
+    m = _tied_pair()
+    x = torch.randn(3, 8)
+    handle = m[2].register_forward_hook(lambda mod, args, out: 2 * out)
+    with torch.no_grad():
+        want = m(x)
+    with pytest.raises(
+        tying.TieError,
+        match=r"get_peft_model: '2' is tied whole to '0' and would become the very same "
+        r"module, but they carry different forward hooks \(1 on '2', 0 on '0'\)",
+    ):
+        get_peft_model(m, peft.LoraConfig(r=2, target_modules=["0", "2"]))
+    assert not any(is_adapter(mod) for mod in m.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), want, rtol=0, atol=0)
+    handle.remove()
+    pm = get_peft_model(m, peft.LoraConfig(r=2, target_modules=["0", "2"]))
+    assert pm.base_model.model[2] is pm.base_model.model[0]
+
+
+def test_from_pretrained_refuses_a_tied_module_with_its_own_hook(tmp_path):
+    from tying.interop.lora import from_pretrained
+
+    get_peft_model(_tied_pair(), peft.LoraConfig(r=2, target_modules=["0", "2"])).save_pretrained(
+        tmp_path
+    )
+    m = _tied_pair()
+    m[2].register_forward_hook(lambda mod, args, out: 2 * out)
+    with pytest.raises(tying.TieError, match=r"from_pretrained: '2' is tied whole to '0'"):
+        from_pretrained(m, tmp_path)
+    assert not any(is_adapter(mod) for mod in m.modules()) and len(m[2]._forward_hooks) == 1

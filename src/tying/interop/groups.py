@@ -114,6 +114,53 @@ def hand_tie_fix(target: str, t_mod: nn.Module, s_mod: nn.Module, t_path: str, s
     )
 
 
+_HOOKS = {
+    "_forward_pre_hooks": "forward pre-hooks",
+    "_forward_hooks": "forward hooks",
+    "_backward_pre_hooks": "backward pre-hooks",
+    "_backward_hooks": "backward hooks",
+}
+
+
+def refuse_other_hooks(what: str, path: str, source: str, tied: nn.Module, src: nn.Module) -> None:
+    """Refuse to make ``tied`` the very same object as ``src`` when their hooks differ.
+
+    A tool that seats one module at both paths (a quantized module, a shared adapter)
+    runs one set of hooks at both uses: a forward hook on the tied module was dropped,
+    one on the source ran at both uses (outputs 0.19-0.41 away from the untied model
+    quantized by torch.ao or wrapped by peft, no error; stop 35 review).
+    The same hooks (one callable registered on both) are fine.
+
+    Raises:
+        TieError: naming both paths, the kind of hook, and the way out.
+
+    Example:
+        >>> import torch
+        >>> from tying.interop.groups import refuse_other_hooks
+        >>> a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+        >>> refuse_other_hooks("quantize_dynamic", "b", "a", b, a)  # no hooks: fine
+        >>> _ = b.register_forward_hook(lambda mod, args, out: 2 * out)
+        >>> refuse_other_hooks("quantize_dynamic", "b", "a", b, a)
+        Traceback (most recent call last):
+        ...
+        tying.core.errors.TieError: quantize_dynamic: 'b' is tied whole to 'a' ...
+    """
+    from tying.core.errors import TieError
+
+    for attr, kind in _HOOKS.items():
+        mine, theirs = list(getattr(tied, attr).values()), list(getattr(src, attr).values())
+        if mine != theirs:
+            raise TieError(
+                f"{what}: {path!r} is tied whole to {source!r} and would become the very same "
+                f"module, but they carry different {kind} ({len(mine)} on {path!r}, "
+                f"{len(theirs)} on {source!r}): one module cannot run the hooks of {path!r} at "
+                f"one use and those of {source!r} at the other (the tied use's would be "
+                f"dropped, the source's would run at both). Remove them first (the handle's .remove()), "
+                f"then register them on the result, where they run at every use; or untie "
+                f"{path!r} (tying.Plan([tying.free({path!r})]).apply(model))"
+            )
+
+
 def set_module(model: nn.Module, path: str, value: nn.Module) -> None:
     """Put ``value`` at module path ``path`` of ``model`` (how the tools here re-seat a tie).
 

@@ -37,7 +37,13 @@ from torch import nn
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory
 from tying.core.outside import is_adapter
-from tying.interop.groups import hand_tie_fix, hand_ties_touching, set_module, whole_module_ties
+from tying.interop.groups import (
+    hand_tie_fix,
+    hand_ties_touching,
+    refuse_other_hooks,
+    set_module,
+    whole_module_ties,
+)
 
 SHARED_ATTR = "_tying_shared_adapters"
 # the regex group that marks, in a saved adapter's exclude_modules, the paths that shared
@@ -55,9 +61,35 @@ def _peft():
     return peft
 
 
+def _default_targets(config, model: nn.Module):
+    """``config`` with ``target_modules`` filled in as peft fills it when it is ``None``
+    (from the tuner's table for the model's ``config.model_type``: ``c_attn`` for GPT-2).
+
+    Without it every ``LoraConfig()`` that leaves the targets to peft crashed here with
+    ``TypeError: argument of type 'NoneType' is not iterable`` (stop 35 review); a
+    config that has no ``target_modules`` (prompt tuning) or no table entry is left as
+    it is (peft then says what is missing).
+    """
+    if not hasattr(config, "target_modules") or config.target_modules is not None:
+        return config
+    from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
+    from peft.tuners.tuners_utils import BaseTuner
+
+    table = getattr(PEFT_TYPE_TO_TUNER_MAPPING.get(config.peft_type), "target_module_mapping", None)
+    found = (table or {}).get(BaseTuner.get_model_config(model).get("model_type"))
+    if found is None:
+        return config
+    config = copy.deepcopy(config)
+    config.target_modules = found if isinstance(found, str) else set(found)
+    return config
+
+
 def _targets(config, model: nn.Module, inv: Inventory) -> set[str]:
     from peft.tuners.tuners_utils import check_target_module_exists
 
+    config = _default_targets(config, model)
+    if getattr(config, "target_modules", None) is None:
+        return set()  # nothing named (prompt tuning): the verify after wrapping checks
     try:  # "all-linear" is expanded by peft at injection time; expand it here the same way
         from peft.tuners.tuners_utils import _maybe_include_all_linear_layers
 
@@ -108,7 +140,8 @@ def get_peft_model(model: nn.Module, peft_config, **kwargs: Any):
     Raises:
         TieError: when a targeted module takes part in any other tie (a partial
             or relation tie, or its source/tied partner is not targeted too),
-            naming the tie; raised before peft changes the model.
+            naming the tie; also a module tied whole whose hooks differ from its
+            source's (one wrapper will serve both); raised before peft changes the model.
 
     Example:
         >>> import torch, tying, peft
@@ -143,6 +176,8 @@ def get_peft_model(model: nn.Module, peft_config, **kwargs: Any):
             f"Only modules tied whole (every parameter, Same) can share one adapter, with their "
             f"source targeted too; leave {sorted(hit)[0]!r} out of target_modules, or untie it first"
         )
+    for path, src in shared.items():
+        refuse_other_hooks("get_peft_model", path, src, inv.modules[path], inv.modules[src])
     _refuse_other_ranks(peft_config, shared)
     _refuse_saved_copies(peft_config, model, inv)
     seated = _seats(model, inv, targets)  # peft does not list the later seats: no exclude
@@ -235,6 +270,9 @@ def from_pretrained(model: nn.Module, adapter_path: str, **kwargs: Any):
         base = pm.base_model.model
         for path, src in pairs.items():
             if is_adapter(base.get_submodule(src)) and not is_adapter(base.get_submodule(path)):
+                refuse_other_hooks(
+                    "from_pretrained", path, src, inv.modules[path], inv.modules[src]
+                )
                 shared[path] = src
         return pm
 

@@ -46,7 +46,13 @@ from tying.core.errors import TieError
 from tying.core.inventory import Inventory, join
 from tying.core.plan import DECLARED_ATTR
 from tying.core.slots import base_class
-from tying.interop.groups import hand_tie_fix, hand_ties_touching, set_module, whole_module_ties
+from tying.interop.groups import (
+    hand_tie_fix,
+    hand_ties_touching,
+    refuse_other_hooks,
+    set_module,
+    whole_module_ties,
+)
 
 
 def _ties_touching(inv: Inventory, selected: set[str]):
@@ -154,12 +160,59 @@ def _check_dtype(classes, dtype: torch.dtype) -> None:
                 f"{' or '.join(map(str, allowed))}, got {dtype}; call quantize_dynamic(model, "
                 f"{{nn.{c.__name__}}}, dtype=torch.quint8){rest}"
             )
+    if other and not emb and dtype not in (torch.qint8, torch.float16):
+        # torch failed with "Unknown dtype" or an AssertionError (stop 35 review)
+        raise TypeError(
+            f"quantize_dynamic: {[c.__name__ for c in other]} are quantized with dtype "
+            f"torch.qint8 or torch.float16, got {dtype!r}; pass dtype=torch.qint8 (or "
+            f"torch.float16)"
+        )
     if emb and other:
         raise TypeError(
             f"quantize_dynamic: {[c.__name__ for c in other]} cannot take dtype {dtype} "
             f"(qint8 or float16 only), which {emb[0].__name__} needs; quantize them in two calls: "
             f"quantize_dynamic(model, {{nn.{emb[0].__name__}}}, dtype=torch.quint8), then "
             f"quantize_dynamic(model, {{{', '.join('nn.' + c.__name__ for c in other)}}})"
+        )
+
+
+def _check_embedding(path: str, mod: nn.Module) -> None:
+    """Refuse an embedding whose settings torch's quantized module ignores, before any change.
+
+    Each came back computing something else, with no error: ``max_norm`` is dropped
+    (a 0.5-capped table: row norms 2.5, outputs 1.7 away; stop 26); a quantized
+    ``EmbeddingBag`` always sums (torch passes mode 0 to its kernel whatever ``mode``
+    says: ``mode="mean"`` 1.8 away, ``"max"`` 1.6 away) and reads the ``padding_idx``
+    row into the bag (a non-zero one: 1.0 away; stop 35).
+    """
+    if not isinstance(mod, _EMBEDDINGS):
+        return
+    kind = type(mod).__name__
+    if mod.max_norm is not None:
+        raise TypeError(
+            f"quantize_dynamic: {path!r} is an {kind} with max_norm="
+            f"{mod.max_norm}, which torch's quantized embedding ignores (its rows would "
+            f"no longer be capped); exclude it (exclude={{{path!r}}}), or renormalize its "
+            f"weight and set max_norm=None first"
+        )
+    if not isinstance(mod, nn.EmbeddingBag):
+        return
+    if mod.mode != "sum":
+        raise TypeError(
+            f"quantize_dynamic: {path!r} is an EmbeddingBag with mode={mod.mode!r}, but "
+            f"torch's quantized EmbeddingBag always sums (expected mode='sum', got "
+            f"{mod.mode!r}): its bags would come back as sums, not as the {mod.mode} it "
+            f"computes now. Exclude it "
+            f"(exclude={{{path!r}}})"
+        )
+    pad = mod.padding_idx
+    if pad is not None and bool(mod.weight[pad].detach().ne(0).any()):
+        raise TypeError(
+            f"quantize_dynamic: {path!r} is an EmbeddingBag with padding_idx={pad} whose row "
+            f"is not zero, and torch's quantized EmbeddingBag has no padding_idx: that row "
+            f"would be added into every bag that holds index {pad}. Exclude it "
+            f"(exclude={{{path!r}}}), or zero the row first "
+            f"(with torch.no_grad(): model.get_submodule({path!r}).weight[{pad}] = 0)"
         )
 
 
@@ -189,6 +242,34 @@ def _check_swappable(model: nn.Module, classes) -> None:
             f"swaps child modules only: it would stay float without a word. Wrap it: "
             f"quantize_dynamic(torch.nn.Sequential(model), ...)[0]"
         )
+
+
+def _later_seats(
+    inv: Inventory, selected: set[str], candidates: set[str], what: str, why: str, fix: str
+) -> dict[str, str]:
+    """``{later path: first path}`` of each selected module seated at several paths.
+
+    A module reached twice (``Sequential(lin, act, lin)``, or one layer in two
+    blocks) is quantized once and re-seated at its later paths. Selecting some of its
+    paths only is refused, naming them: it would run quantized at one use and float at
+    the other, yet it is one module.
+    """
+    seats: dict[int, list[str]] = {}
+    for p in inv.modules:
+        if p in candidates:
+            seats.setdefault(id(inv.modules[p]), []).append(p)
+    again: dict[str, str] = {}
+    for paths in seats.values():
+        chosen = [p for p in paths if p in selected]
+        if chosen and len(chosen) != len(paths):
+            raise TieError(
+                f"{what}: the module at {chosen[0]!r} is also seated at "
+                f"{', '.join(repr(p) for p in paths if p not in selected)} (one module reached "
+                f"twice), which {why}: it would run quantized at one use and float "
+                f"at the other. {fix} ({paths}) or none"
+            )
+        again.update({p: chosen[0] for p in chosen[1:]})
+    return again
 
 
 def _drop_declared(model: nn.Module, paths: set[str]) -> None:
@@ -233,9 +314,13 @@ def quantize_dynamic(
             ``torch.quint8`` only, ``nn.Linear`` ``qint8``/``float16``), before
             any change; also a class torch has no dynamic module for
             (``nn.Conv2d``) and a model that is itself of a selected class (torch
-            swaps children only): both would stay float without a word.
-            Any failure inside torch leaves ``model`` as it was, and so does a
+            swaps children only): both would stay float without a word; and a
+            selected embedding whose settings torch's quantized module ignores
+            (``max_norm``; an ``EmbeddingBag`` with ``mode`` other than ``"sum"``,
+            or a non-zero ``padding_idx`` row). Any failure inside torch leaves ``model`` as it was, and so does a
             selected module torch left in float (``TieError``, a safety net).
+        TieError: when a module tied whole and its source carry different hooks
+            (one quantized module will serve both), before any change.
         TieError: when an ``exclude`` path is not a module of ``model`` (naming
             the closest), or covers some paths only of a module reached under several.
 
@@ -278,36 +363,22 @@ def quantize_dynamic(
         p for p, m in inv.modules.items() if p and base_class(m) in classes and not excluded(p)
     }
     groups = _check(inv, selected, "quantize_dynamic")
+    for path, src in groups.items():  # one quantized module will serve both: one set of hooks
+        refuse_other_hooks("quantize_dynamic", path, src, inv.modules[path], inv.modules[src])
     for p in sorted(selected):
-        mod = inv.modules[p]
-        if isinstance(mod, _EMBEDDINGS) and mod.max_norm is not None:
-            # torch's quantized Embedding drops max_norm: rows came back uncapped (a
-            # max_norm=0.5 table: row norms 2.5, outputs 1.7 away), no error (stop 26)
-            raise TypeError(
-                f"quantize_dynamic: {p!r} is an {type(mod).__name__} with max_norm="
-                f"{mod.max_norm}, which torch's quantized embedding ignores (its rows would "
-                f"no longer be capped); exclude it (exclude={{{p!r}}}), or renormalize its "
-                f"weight and set max_norm=None first"
-            )
+        _check_embedding(p, inv.modules[p])
     # one module reached under several paths (Sequential(lin, act, lin)): torch lists
     # children without duplicates and quantizes the first reference only, the later ones
     # stayed float; they are re-seated with the quantized module below. An exclude= that
     # covers some of its paths only would leave it float at one use, quantized at another.
-    seats: dict[int, list[str]] = {}
-    for p, mod in inv.modules.items():
-        if p and base_class(mod) in classes:
-            seats.setdefault(id(mod), []).append(p)
-    again: dict[str, str] = {}
-    for paths in seats.values():
-        chosen = [p for p in paths if p in selected]
-        if chosen and len(chosen) != len(paths):
-            raise TieError(
-                f"quantize_dynamic: the module at {chosen[0]!r} is also seated at "
-                f"{', '.join(repr(p) for p in paths if p not in selected)} (one module reached "
-                f"twice), which exclude= covers: it would run quantized at one use and float "
-                f"at the other. Exclude every seat ({paths}) or none"
-            )
-        again.update({p: chosen[0] for p in chosen[1:]})
+    again = _later_seats(
+        inv,
+        selected,
+        {p for p, m in inv.modules.items() if p and base_class(m) in classes},
+        "quantize_dynamic",
+        "exclude= covers",
+        "Exclude every seat",
+    )
     target = model if inplace else copy.deepcopy(model)
     # anything torch fails on half-way (inplace=True) is undone: the seats emptied below
     # and the modules torch swapped or gave a qconfig stayed changed (stop 26 review)
@@ -394,6 +465,23 @@ def quantize_(
     inv = Inventory(model)
     selected = {p for p, m in inv.modules.items() if p and choose(m, p)}
     groups = _check(inv, selected, "quantize_")
+    # a module seated in two parents (one layer in two blocks): torchao visited it at each
+    # and failed at the second on the weight it had just quantized (NotImplementedError
+    # aten.view, half-way); it is quantized at its first seat only and seated again after
+    again = _later_seats(
+        inv,
+        selected,
+        {p for p in inv.modules if p},
+        "quantize_",
+        "filter_fn leaves out",
+        "Select every seat",
+    )
     skip = {id(inv.modules[p]) for p in groups}
-    ao_quantize_(model, config, filter_fn=lambda m, fqn: id(m) not in skip and choose(m, fqn))
+    ao_quantize_(
+        model,
+        config,
+        filter_fn=lambda m, fqn: id(m) not in skip and fqn not in again and choose(m, fqn),
+    )
+    for path, first in again.items():
+        set_module(model, path, model.get_submodule(first))
     return model
