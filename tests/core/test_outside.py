@@ -360,3 +360,20 @@ def test_an_lstm_with_tied_inputs_and_an_orthogonal_recurrence_unties_and_unpara
     tying.untie(m)
     assert type(m["l2"]) is nn.LSTM and m["l2"].weight_ih_l0 is not m["l1"].weight_ih_l0
     torch.testing.assert_close(m["l2"](x)[0], out)
+
+
+def test_pruning_a_relation_tied_slot_names_the_fix_that_works():
+    """Stop 35: the message sent users to ``pruning.prune`` on the tied slot itself, which
+    refuses a relation tie too; it now names the source, which prunes every use."""
+    from tying.interop import pruning
+
+    m = nn.ModuleDict({"enc": nn.Linear(4, 3), "dec": nn.Linear(3, 4)})
+    rule = tying.share("dec.weight", like="enc.weight", relation=tying.Transposed())
+    tying.Plan([rule]).apply(m)
+    before = state_bytes(m)
+    with pytest.raises(tying.TieError, match=r"prune the source instead .*'enc.weight'"):
+        prune.l1_unstructured(m["dec"], "weight", amount=0.5)
+    assert state_bytes(m) == before
+    pruning.prune(m, "enc.weight", prune.l1_unstructured, amount=0.5)  # the fix it names
+    assert torch.equal(m["dec"].weight, m["enc"].weight.T)
+    assert int((m["dec"].weight == 0).sum()) == 6

@@ -101,10 +101,22 @@ def check_register(module: nn.Module, name: str, slots: dict) -> None:
     if name.endswith(ORIG) and name[: -len(ORIG)] in slots:
         slot = slots[name[: -len(ORIG)]]
         where, src = slot.target_and_source(name[: -len(ORIG)])
+        from tying.core.relations import Same
+
+        if type(slot.relation) is Same:
+            fix = (
+                f"prune the physical tensor so every use sees the mask: "
+                f"tying.interop.pruning.prune(model, {where!r}, method, amount=...)"
+            )
+        else:  # a mask on the source would not match the layout this slot reads (stop 35)
+            fix = (
+                f"a mask cannot follow {slot.relation!r}: prune the source instead "
+                f"(tying.interop.pruning.prune(model, {src!r}, method, amount=...)), or untie "
+                f"first (tying.Plan([tying.free({where!r})]).apply(model))"
+            )
         raise TieError(
             f"torch.nn.utils.prune on the tied slot {where!r} (reads {src} via {slot.relation!r}) "
-            f"would give it a private copy and break the tie; prune the physical tensor so every "
-            f"use sees the mask: tying.interop.pruning.prune(model, {where!r}, method, amount=...)"
+            f"would give it a private copy and break the tie; {fix}"
         )
 
 
