@@ -177,3 +177,28 @@ def test_a_two_dimensional_y_is_told_to_pass_one_data_set_per_row_not_to_flatten
         stack([(x, np.ones((5, 151)))])
     with pytest.raises(ValueError, match=r"got shape \(151, 1\); flatten the column: y.ravel\(\)"):
         stack([(x, np.ones((151, 1)))])
+
+
+@pytest.mark.parametrize("tiny", [1e-309, 1e-320, 5e-324])
+def test_a_sigma_whose_weight_overflows_is_refused_by_point(tiny):
+    # stop 35: a subnormal sigma gave an inf weight (and a RuntimeWarning from the divide),
+    # then NaN residuals where y = 0 and an error blaming "underflow" or the start values
+    x = np.arange(5.0)
+    sigma = np.ones(5)
+    sigma[3] = tiny
+    with pytest.raises(ValueError, match=r"dataset 'dataset 0' \(index 0\): sigma is .* at "
+                                         r"point 3, so its weight 1/sigma overflows float64; "
+                                         r"sigma is the standard deviation of y"):  # fmt: skip
+        stack([(x, np.where(x == 3, 0.0, x), sigma)])
+
+
+def test_x_is_stored_as_a_read_only_copy():
+    # stop 35: the caller's float x was stored (and passed to model_fn) as is
+    x = np.linspace(0, 1, 4)
+    data = stack([(x, x), (x[:3], x[:3])])
+    assert data.xs[0] is not x and not np.shares_memory(data.xs[0], x)
+    with pytest.raises(ValueError, match="read-only"):
+        data.xs[0][0] = 5.0
+    with pytest.raises(ValueError, match="read-only"):
+        data.x_padded[0, 0] = 5.0
+    assert x[0] == 0.0

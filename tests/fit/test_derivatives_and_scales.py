@@ -174,3 +174,28 @@ def test_a_torch_model_in_low_precision_is_flagged(dtype):
     assert any(f"model_fn returns {name} values" in str(w.message) for w in record)
     assert f"model_fn returns {name} values" in res.message
     assert abs(res.values["k"] - 0.7) < 0.01
+
+
+@pytest.mark.parametrize("tiny", [1e-160, 1e-300])
+def test_a_tiny_sigma_that_overflows_chi2_is_named_not_the_start(tiny):
+    """stop 35: sigma = 1e-300 at a point where y = 0 overflowed chi2 at the start and
+    the error said "the start is too far from the data; move init closer" (it was not);
+    where y != 0 the error named no point and no sigma."""
+    x = np.linspace(0, 5, 30)
+    y = 2 * np.exp(-0.7 * x) + 0.1
+    y[3] = 0.0
+    sigma = np.ones(30)
+    sigma[3] = tiny
+    decay = lambda x, a, k, c: a * np.exp(-k * x) + c  # noqa: E731
+    fit = GlobalFit(decay, [(x, y, sigma)], shared=["a", "k", "c"],
+                    init={"a": 1.0, "k": 1.0, "c": 0.0})  # fmt: skip
+    with pytest.raises(ValueError, match=r"chi2 at the starting values overflows float64 "
+                                         r"because sigma is 1e-\d+ at point 3 of dataset "
+                                         r"'dataset 0' \(index 0\) \(model - y there is only "
+                                         r"0\.596.*standard deviation of y"):  # fmt: skip
+        fit.run()
+    y[3] = 1.0
+    with pytest.raises(ValueError, match=r"the weighted data y/sigma reach 1e\+\d+ \(dataset "
+                                         r"'dataset 0', index 0, point 3: y = 1, sigma = "
+                                         r"1e-\d+\)"):  # fmt: skip
+        fit.run()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.fit.helpers import INIT, gauss, peaks
-from tying.fit import GlobalFit
+from tying.fit import Dataset, FitWarning, GlobalFit
 
 # NIST StRD nonlinear regression, Misra1a (lower difficulty): y = b1 (1 - exp(-b2 x))
 MISRA1A_X = np.array(
@@ -171,3 +171,51 @@ def test_a_second_independent_variable_as_a_column_of_x_matches_lmfit_independen
         p = ref.params[name]
         assert abs(ours.values[name] - p.value) < 1e-3 * p.stderr
         assert ours.stderr[name] == pytest.approx(p.stderr, rel=1e-3)
+
+
+def _poisson_peaks(seed, k=3):
+    """k Poisson-count Gaussian peaks on a background, their sigma = sqrt(counts)."""
+    rng = np.random.default_rng(seed)
+    x = np.linspace(-5, 5, 200)
+    out = []
+    for i in range(k):
+        y = rng.poisson(gauss(x, 0.3, 1.0, 500.0 * (1 + i)) + 2.0 + 18.0 * (i % 2)).astype(float)
+        out.append((x, y, np.sqrt(np.maximum(y, 1.0))))
+    return out
+
+
+def _peak_bg(x, center, width, amplitude, bg):
+    return gauss(x, center, width, amplitude) + bg
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lmfit_weights_in_a_tuple_read_as_sigma_are_flagged(seed):
+    # stop 35: a tuple's third item is sigma (scipy curve_fit's convention); lmfit's
+    # weights are 1/sigma. (x, y, 1/sigma) fitted with success=True, no word, the
+    # standard errors 1.3-3x too large: now a FitWarning and the message say how
+    # the residuals scale with sigma and how to pass weights
+    data = _poisson_peaks(seed)
+    kw = dict(shared=["center", "width"], local=["amplitude", "bg"],
+              init={"center": 0.0, "width": 1.5, "amplitude": 300.0, "bg": 5.0})  # fmt: skip
+    right = GlobalFit(_peak_bg, data, **kw).run()  # no warning: warnings are errors here
+    assert "grow as sigma" not in right.message
+    weights = [(x, y, 1 / s) for x, y, s in data]
+    with pytest.warns(FitWarning, match=r"the weighted residuals grow as sigma\^-[12]\.\d\d "
+                                        r"within the data sets .* Dataset\(x, y, sigma=1 / w\) "
+                                        r"or \{'x': x, 'y': y, 'sigma': 1 / w\}"):  # fmt: skip
+        wrong = GlobalFit(_peak_bg, weights, **kw).run()
+    assert "lmfit's weights = 1/sigma" in wrong.message
+    fixed = GlobalFit(_peak_bg, [Dataset(x, y, sigma=1 / w) for x, y, w in weights], **kw).run()
+    assert fixed.values["center"] == right.values["center"]
+
+
+def test_sigma_misread_is_quiet_for_a_right_sigma_and_an_exact_fit():
+    rng = np.random.default_rng(5)
+    x = np.linspace(0, 5, 60)
+    mu = 100 * np.exp(-0.8 * x) + 1
+    sigma = 0.05 * mu  # relative errors: sigma spans 0.05 .. 5
+    decay = lambda x, a, k, c: a * np.exp(-k * x) + c  # noqa: E731
+    init = {"a": 50.0, "k": 1.0, "c": 0.0}
+    for y in (mu + rng.normal(0, sigma), mu):  # noisy, and exact (rounding-level residuals)
+        res = GlobalFit(decay, [(x, y, sigma)], shared=["a", "k", "c"], init=init).run()
+        assert res.success and "grow as sigma" not in res.message

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ from hypothesis import strategies as st
 from tests.fit.helpers import INIT, gauss, gauss_torch, peaks
 from tying.fit import FitWarning, GlobalFit
 from tying.fit.datasets import stack
-from tying.fit.model import ModelEvaluator
+from tying.fit.model import ModelError, ModelEvaluator
 from tying.fit.roles import ParameterMap
 
 
@@ -519,3 +521,53 @@ def test_a_model_with_zero_imaginary_parts_is_fitted_as_real():
     res = fit.run()
     assert res.success
     np.testing.assert_allclose([res.values["a"], res.values["b"]], [3.0, 1.0], rtol=1e-8)
+
+
+def _shift_numpy(x, a, b):
+    x -= 0.5  # in place: the caller's array, and every later call's x
+    return a * x + b
+
+
+def _clip_numpy(x, a, b):
+    x[x < 0] = 0.0
+    return a * x + b
+
+
+def _shift_torch(x, a, b):
+    x.sub_(0.5)
+    return a * x + b
+
+
+@pytest.mark.parametrize("backend", ["auto", "numpy"])
+@pytest.mark.parametrize("model", [_shift_numpy, _clip_numpy])
+def test_a_numpy_model_that_writes_into_x_is_refused_and_the_callers_x_kept(model, backend):
+    # stop 35: model_fn got the caller's own array: x -= 0.5 shifted it (and every later
+    # call's x) with no error; the fit was of other data and the user's x was lost
+    x = np.linspace(-1, 5, 40)
+    given = x.copy()
+    data = [(x, 2 * x + 1), (x[:30], 2 * x[:30] + 3)]
+    fit = GlobalFit(model, data, shared=["a"], local=["b"], init={"a": 1.0, "b": 0.0},
+                    backend=backend)  # fmt: skip
+    error = ValueError if backend == "auto" else ModelError
+    with pytest.raises(error, match=r"dataset 'dataset 0' \(index 0\): model_fn writes into "
+                                    r"its x argument \(ValueError: .*read-only\).* x = x - c, "
+                                    r"or x = x.copy\(\) first"):  # fmt: skip
+        fit.run()
+    np.testing.assert_array_equal(x, given)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_a_torch_model_that_shifts_x_in_place_is_refused(k):
+    # torch cannot share a read-only array, so the torch copies are checked after the fit
+    x = np.linspace(0, 5, 40)
+    given = x.copy()
+    data = [(x, 2 * x + 1 + i) for i in range(k)]
+    fit = GlobalFit(_shift_torch, data, shared=["a"], local=["b"], init={"a": 1.0, "b": 0.0},
+                    backend="torch")  # fmt: skip
+    with pytest.raises(ValueError, match=r"model_fn changed its x argument in place \(dataset "
+                                         r"'dataset \d' \(index \d\), point \d+: x is .*, a "
+                                         r"call left .*x = x.clone\(\) in torch"):  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the shifted fit's own flags
+            fit.run()
+    np.testing.assert_array_equal(x, given)

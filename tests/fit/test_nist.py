@@ -179,3 +179,16 @@ def test_trf_converged_cases_keep_success():
                 warnings.simplefilter("ignore")  # the model overflows on trial steps
                 res, value_lre, _ = nist.fit(problem, start, solver="trf")
             assert res.success and value_lre.min() >= 4, (name, start, res.message)
+
+
+def test_trf_stopped_far_above_the_lanczos1_minimum_is_not_reported_converged():
+    # stop 35: trf's gtol stop on Lanczos1 left chi2 at 2e11 x (start 1) and 3e10 x
+    # (start 2) the certified RSS, values LRE 3.0/3.4, success=True: each Jacobian column
+    # alone is near orthogonal to the residuals, the span of the six is not
+    problem = nist.load(DATA / "Lanczos1.dat")
+    for start in (1, 2):
+        with pytest.warns(UserWarning) as record:
+            res, value_lre, _ = nist.fit(problem, start, solver="trf")
+        assert res.chi2 > 1e9 * problem.certified_rss and value_lre.min() < 4
+        assert not res.success and "a Gauss-Newton step along" in res.message
+        assert any("did not converge" in str(w.message) for w in record)

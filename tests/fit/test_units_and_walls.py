@@ -5,6 +5,7 @@ model whose NaN the solvers took for a wall, and group labels that Python merges
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -149,3 +150,29 @@ def test_group_labels_that_python_merges_or_prints_alike_are_refused(labels, mat
     with pytest.raises(ValueError, match=match):
         GlobalFit(lambda x, z, s: s * x + z, ds, shared=["s"], per_group={"z": "det"},
                   init={"z": 0.0, "s": 1.0}).run()  # fmt: skip
+
+
+def test_an_asymptote_where_each_column_alone_looks_orthogonal_is_not_a_minimum():
+    """stop 35: ``a·log(b·x)`` with b shared and a local ran on trf to ``b = 2e-156``,
+    ``a ≈ -0.004``, where ``a·log b`` fits each data set's mean and every Jacobian column
+    is mostly that constant: each column's cosine with the residuals read ~0, so the fit
+    came back success=True at 5,000x the minimum's chi2, "a minimum all the same". The
+    residuals' cosine with the span of the columns is 1."""
+    rng = np.random.default_rng(4)
+    x = np.linspace(0.1, 5, 40)
+    data = [(x, a * np.log(2.0 * x) + rng.normal(0, 0.02, 40)) for a in (1.0, 2.0)]
+    fit = GlobalFit(lambda x, a, b: a * np.log(b * x), data, shared=["b"], local=["a"],
+                    init={"a": 1.0, "b": 0.05}, solver="trf")  # fmt: skip
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        res = fit.run()
+    assert not res.success and res.values["b"] < 1e-100
+    assert re.search(r"but a Gauss-Newton step along 'b' and 'a\[1\]' would lower chi2 by "
+                     r"100% .* this is not a minimum", res.message)  # fmt: skip
+    assert "a minimum all the same" not in res.message
+    # the singular Jacobian is named for what it is (it read "'b' does not change the model")
+    assert "JᵀJ overflows float64 in the column(s) of 'b'" in res.message
+    assert any(w.category is ConvergenceWarning for w in record)
+    fit.solver = "lm"  # the default reaches the minimum
+    res = _fit_quietly(fit)
+    assert res.success and res.values["b"] == pytest.approx(2.0, rel=1e-2)

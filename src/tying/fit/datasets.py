@@ -100,6 +100,10 @@ def as_dataset(item: Any, index: int) -> Dataset:
     Accepted forms: a :class:`Dataset`; a dict with keys ``x``, ``y`` and
     optionally ``sigma``, ``metadata``, ``name``; a tuple ``(x, y)``,
     ``(x, y, sigma)``, ``(x, y, metadata)`` or ``(x, y, sigma, metadata)``.
+    A tuple's third item is always σ, the standard deviation of y (scipy's
+    ``curve_fit(sigma=...)``), never lmfit's ``weights`` (``1/σ``): pass those as
+    ``Dataset(x, y, sigma=1 / w)`` or ``{"x": x, "y": y, "sigma": 1 / w}``. A fit whose
+    weighted residuals grow as σ shrinks is flagged (:func:`sigma_misread`).
 
     Raises:
         TypeError: for any other form, naming the data set.
@@ -222,7 +226,8 @@ def stack(datasets: Sequence[Any]) -> StackedData:
             name that is not a str.
         ValueError: no data sets; NaN/inf in x, y or σ (naming the data set and
             the first bad point); a masked array with masked values; complex, boolean
-            (y, σ) or text values; σ ≤ 0; x and y of different lengths; an empty
+            (y, σ) or text values; σ ≤ 0, or so small that 1/σ overflows;
+            x and y of different lengths; an empty
             data set; two data sets with the same name.
 
     Example:
@@ -294,11 +299,27 @@ def stack(datasets: Sequence[Any]) -> StackedData:
                 f"{where}: sigma must be > 0, got {sigma[first]} at point {first}; "
                 f"drop the point or give it a positive uncertainty"
             )
+        with np.errstate(over="ignore"):
+            weight = 1.0 / sigma
+        if not np.all(np.isfinite(weight)):
+            # a subnormal sigma (below 1/float64 max, ~5.6e-309) gave an inf weight, then
+            # NaN residuals where y = 0 and an error blaming the start or "underflow"
+            first = int(np.flatnonzero(~np.isfinite(weight))[0])
+            raise ValueError(
+                f"{where}: sigma is {sigma[first]:.3g} at point {first}, so its weight "
+                f"1/sigma overflows float64; sigma is the standard deviation of y (scipy "
+                f"curve_fit's sigma, not lmfit's weights or a variance): check it, or rescale "
+                f"y and sigma together to a scale near 1"
+            )
+        # our own read-only copy: model_fn gets it, and one that shifts x in place
+        # (x -= c) changed the caller's array and every later call's x, without a word
+        x = np.array(x, dtype=float)
+        x.flags.writeable = False
         names.append(name)
         metas.append(dict(ds.metadata))
         xs.append(x)
         ys.append(y)
-        ws.append(1.0 / sigma)
+        ws.append(weight)
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise ValueError(f"two data sets are named {dup!r}; names must be unique")
@@ -316,4 +337,72 @@ def stack(datasets: Sequence[Any]) -> StackedData:
             # Pad with the last x so that a model stays finite on padded points.
             x_pad[i, :n] = xs[i]
             x_pad[i, n:] = xs[i][-1]
+    if x_pad is not None:
+        x_pad.flags.writeable = False
     return StackedData(names, metas, xs, x_pad, y_pad, w_pad, mask, lengths)
+
+
+#: a within-data-set slope of log|weighted residual| on log σ below this, ...
+SIGMA_SLOPE = -0.5
+#: ... and this many standard errors below 0, says the residuals are not noise of size σ
+SIGMA_SLOPE_T = -5.0
+
+
+def sigma_misread(data: StackedData, r: np.ndarray) -> str:
+    """Say why σ looks misstated, or "": the weighted residuals shrink as σ grows.
+
+    With the right σ the weighted residuals ``r = (model - y)/σ`` are noise of one size
+    whatever σ; with lmfit's weights (``1/σ``) in σ's place they grow as ``σ_given⁻²``.
+    A tuple ``(x, y, w)`` cannot tell the two apart, so this reads the slope of
+    ``log|r|`` on ``log σ`` within each data set (a per-point σ that varies), and names it
+    when it is below ``SIGMA_SLOPE`` and ``SIGMA_SLOPE_T`` standard errors below 0 (a right
+    σ reads |t| < 2; lmfit weights in a Poisson peak fit -1.5 to -2.2, t < -11). An exact
+    fit (residuals at rounding level) is skipped: its residuals are not noise.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.linspace(0, 1, 200)
+        >>> sigma = np.linspace(0.5, 2.0, 200)
+        >>> data = stack([(x, np.zeros(200), sigma)])
+        >>> noise = np.random.default_rng(0).normal(0, 1, 200)
+        >>> sigma_misread(data, (noise / sigma)[None]) == ""
+        True
+        >>> sigma_misread(data, (noise / sigma**3)[None])[:37]
+        'the weighted residuals grow as sigma^'
+    """
+    w = data.weight
+    varies = np.ptp(np.where(data.mask, w, w[:, :1]), axis=1) > 1e-6 * np.max(w, axis=1)
+    if not varies.any():  # a scalar σ per data set: nothing to compare
+        return ""
+    rows = np.flatnonzero(varies)
+    w, rr, mask = w[rows], r[rows], data.mask[rows]
+    wy = np.where(mask, data.y[rows] * w, 0.0)
+    if not np.linalg.norm(rr) > 1e-8 * np.linalg.norm(wy):
+        return ""
+    use = mask & (rr != 0)
+    n = use.sum(axis=1)
+    keep = n >= 3
+    if not keep.any():
+        return ""
+    use, n = use[keep], n[keep]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = np.where(use, -np.log(w[keep]), 0.0)
+        a = np.where(use, np.log(np.abs(rr[keep])), 0.0)
+    s = np.where(use, s - (s.sum(axis=1) / n)[:, None], 0.0)
+    a = np.where(use, a - (a.sum(axis=1) / n)[:, None], 0.0)
+    sxx, dof = float(np.sum(s * s)), int(n.sum()) - int(keep.sum()) - 1
+    if not sxx > 0 or dof < 10:
+        return ""
+    slope = float(np.sum(s * a)) / sxx
+    spread = float(np.sum((a - slope * s) ** 2)) / dof
+    t = slope / np.sqrt(spread / sxx) if spread > 0 else -np.inf
+    if not (slope < SIGMA_SLOPE and t < SIGMA_SLOPE_T):
+        return ""
+    return (
+        f"the weighted residuals grow as sigma^{slope:.2f} within the data sets (t = {t:.1f}): "
+        f"they are largest where sigma is smallest, which noise of size sigma is not; if the "
+        f"third item of a data set holds weights (lmfit's weights = 1/sigma), pass their "
+        f"inverse as sigma: Dataset(x, y, sigma=1 / w) or {{'x': x, 'y': y, 'sigma': 1 / w}} "
+        f"(a variance needs np.sqrt); otherwise sigma misstates the noise (an estimate from "
+        f"a few replicates reads the same) or the model misses the points with small sigma"
+    )

@@ -46,7 +46,7 @@ import scipy.sparse as sp
 from tying.core import Count
 from tying.fit import jacobian as jac_mod
 from tying.fit import schur
-from tying.fit.datasets import StackedData, stack
+from tying.fit.datasets import StackedData, sigma_misread, stack
 from tying.fit.model import ModelEvaluator
 from tying.fit.result import FitResult, build_values
 from tying.fit.roles import ParameterMap
@@ -300,18 +300,31 @@ def _check_scale(data: StackedData, pmap: ParameterMap, start_model: np.ndarray)
         r0 = jac_mod.residuals(start_model, data)
         chi2_0 = float(np.sum(r0 * r0))
     if np.any(w_y != 0) and not np.finfo(float).tiny <= own < np.inf:  # all zero: fine
-        i = int(np.argmax(np.max(np.abs(data.y * data.weight), axis=1)))
+        i, j = np.unravel_index(int(np.argmax(np.abs(data.y * data.weight))), data.y.shape)
         raise ValueError(
             f"the weighted data y/sigma reach {float(np.max(np.abs(w_y))):.3g} (dataset "
-            f"{data.names[i]!r}, index {i}), so their sum of squares {own:.3g} is not a "
+            f"{data.names[i]!r}, index {i}, point {j}: y = {data.y[i, j]:.3g}, sigma = "
+            f"{1.0 / data.weight[i, j]:.3g}), so their sum of squares {own:.3g} is not a "
             f"normal float64 ({'overflow' if own == np.inf else 'underflow'}) and chi2 "
             f"cannot be measured; rescale y and sigma (and the parameters that carry "
             f"their units) to a scale near 1"
         )
-    worst = int(np.unravel_index(int(np.argmax(np.abs(r0))), r0.shape)[0])
+    worst, point = np.unravel_index(int(np.argmax(np.abs(r0))), r0.shape)
     where = f"dataset {data.names[worst]!r} (index {worst})"
     if not np.isfinite(chi2_0):
         shown = ", ".join(f"{n}={v:.6g}" for n, v in zip(pmap.physical_names, pmap.x0))
+        with np.errstate(over="ignore", invalid="ignore"):
+            gap = float(abs(start_model[worst, point] - data.y[worst, point]))
+        sigma = 1.0 / float(data.weight[worst, point])
+        if gap < 1e150 and gap / sigma > 1e150:
+            # a tiny sigma, not the start, overflows chi2: "move init closer" misled
+            raise ValueError(
+                f"chi2 at the starting values overflows float64 because sigma is {sigma:.3g} "
+                f"at point {point} of {where} (model - y there is only {gap:.3g}, weighted "
+                f"{gap / sigma:.3g}); sigma is the standard deviation of y (scipy curve_fit's "
+                f"sigma, not lmfit's weights or a variance): check it, or rescale y and sigma "
+                f"together to a scale near 1"
+            )
         raise ValueError(
             f"chi2 at the starting values overflows float64 (the largest weighted residual "
             f"is {float(np.max(np.abs(r0))):.3g}, on {where}), at {shown}: the start is too "
@@ -395,12 +408,53 @@ def _not_stationary(data: StackedData, pmap: ParameterMap, theta: np.ndarray, r,
     )
     cos = np.where(held, 0.0, cos)
     i = int(np.argmax(cos)) if cos.size else 0
-    if not cos.size or cos[i] <= MAX_COSINE:
+    if cos.size and cos[i] > MAX_COSINE:
+        return (
+            f"the residuals are not orthogonal to the Jacobian column of "
+            f"{pmap.physical_names[i]!r} (cosine {cos[i]:.2g} > {MAX_COSINE:g}): this is not a "
+            f"minimum"
+        )
+    return _gauss_newton_gain(pmap, jw, r, held)
+
+
+def _gauss_newton_gain(pmap: ParameterMap, jw: np.ndarray, r: np.ndarray, held) -> str:
+    """Name the parameters of a Gauss-Newton step that would still lower χ² by more than
+    ``MAX_COSINE²`` of it, or "": the cosine between the residuals and the span of the
+    free columns, where :func:`_not_stationary` reads each column alone.
+
+    Two nearly parallel columns can each be orthogonal to the residuals while a
+    combination of them is not (stop 35 review: ``a·log(b·x)`` with b shared ran on trf
+    to ``b = 2e-156``, ``a ≈ -0.004``, where ``a·log b`` fits the mean and every column is
+    mostly constant: success=True with χ² 5,000x its minimum, "a minimum all the same").
+    The step is solved on unit-scaled columns (no overflow of huge columns) with a
+    relative damping of 1e-10, so a direction singular to rounding gains nothing.
+    """
+    idx = pmap.index
+    with np.errstate(over="ignore", invalid="ignore"):
+        h, g = jac_mod.normal_blocks(jw, r)
+    if not (np.all(np.isfinite(h)) and np.all(np.isfinite(g))):
+        # columns near 1e154 overflow JᵀJ: bring each to a largest entry of 1 first
+        big = np.zeros(pmap.n_physical)
+        np.maximum.at(big, idx.ravel(), np.max(np.abs(jw), axis=1).ravel())
+        h, g = jac_mod.normal_blocks(jw / np.where(big > 0, big, 1.0)[idx][:, None, :], r)
+    col = np.sqrt(schur.diagonal(h, idx, pmap.n_physical))
+    d = (1.0 / np.where(col > 0, col, 1.0))[idx]  # (K, P): unit columns
+    h = h * d[:, :, None] * d[:, None, :]
+    g = g * d / float(np.linalg.norm(r))
+    try:
+        step = schur.solve(h, g, idx, pmap.n_global, 1e-10, frozen=held)
+    except np.linalg.LinAlgError:
         return ""
+    gain = -float(jac_mod.gradient(g, pmap) @ step)  # ≈ |P r̂|², the χ² fraction a step removes
+    if not gain > MAX_COSINE**2:
+        return ""
+    lead = np.argsort(-np.abs(step))[:2]
+    names = " and ".join(repr(pmap.physical_names[i]) for i in sorted(lead) if step[i] != 0)
     return (
-        f"the residuals are not orthogonal to the Jacobian column of "
-        f"{pmap.physical_names[i]!r} (cosine {cos[i]:.2g} > {MAX_COSINE:g}): this is not a "
-        f"minimum"
+        f"a Gauss-Newton step along {names} would lower chi2 by {min(gain, 1.0):.0%} "
+        f"(the residuals' cosine with the span of the free Jacobian columns is "
+        f"{min(gain, 1.0) ** 0.5:.2g}, though with each column alone it is at most "
+        f"{MAX_COSINE:g}): this is not a minimum"
     )
 
 
@@ -612,7 +666,8 @@ class GlobalFit:
                 start whose chi2 float64 cannot hold (overflow, underflow); a NaN or
                 inf derivative at the starting values (naming the parameter); with
                 ``vectorized=True``, a batched model that disagrees with the
-                per-data-set model at the solution.
+                per-data-set model at the solution; a model_fn that changed its x
+                argument in place (a torch model; NumPy's x is read-only).
             tying.fit.ModelError: ``model_fn`` raised during the fit, or its
                 derivative was NaN or inf there (the message names the data set and
                 the parameter values).
@@ -623,8 +678,10 @@ class GlobalFit:
             FitWarning: when two fitted parameters are fully correlated (the
                 data cannot tell them apart; ``result_.message`` names them), a
                 singular Jacobian (standard errors NaN; the message names the parameters
-                of the undetermined combination, and the data set for local ones), or a
-                fitted parameter ended on a bound (its standard error assumes it free).
+                of the undetermined combination, and the data set for local ones), a
+                fitted parameter ended on a bound (its standard error assumes it free),
+                or weighted residuals that grow as sigma shrinks (lmfit's weights, 1/σ,
+                given as sigma; :func:`~tying.fit.datasets.sigma_misread`).
         """
         data, pmap, ev = self._prepare()
         _check_determined(data, pmap)
@@ -648,6 +705,9 @@ class GlobalFit:
                 ev.nfev = ev.njev = ev.n_nonfinite = 0
                 ev.nonfinite_theta = None
                 out = run_solver(self.solver, ev, data, pmap, tol)
+        changed = ev.x_changed()
+        if changed:
+            raise ValueError(changed)
         # the complex step was checked on the first Jacobian only; the standard errors
         # come from the one at the solution, so it is checked there too
         mismatch = ev.complex_step_mismatch(out.theta)
@@ -705,6 +765,12 @@ class GlobalFit:
             # "a minimum all the same" only when nothing else failed: a fit stopped by its
             # budget after meeting the wall was reported a minimum too (stop 32 review)
             message += f"; {walls}" + (" (the result is a minimum all the same)" if success else "")
+        misread = sigma_misread(data, r)
+        if misread:
+            # a tuple (x, y, w) reads w as sigma (scipy's curve_fit convention), while
+            # lmfit's weights are 1/sigma: values and errors then come out wrong, no error
+            message += f"; {misread}"
+            warnings.warn(f"global fit: {misread}", FitWarning, stacklevel=3)
         if ev.low_precision:
             digits = 2 if ev.low_precision == "bfloat16" else np.finfo(ev.low_precision).precision
             low = (
@@ -749,12 +815,22 @@ class GlobalFit:
             stderr_x = np.full(pmap.n_physical, np.nan)
             sens = _sensitivity(h, out.model * data.weight, out.theta, pmap)
             dead = [pmap.physical_names[i] for i in np.flatnonzero(~(sens >= PLATEAU_SENSITIVITY))]
-            which = (
-                f"{', '.join(map(repr, dead[:8]))}{', ...' if len(dead) > 8 else ''} "
-                f"do(es) not change the model at the solution"
-                if dead
-                else _weakest(h, data, pmap, rounding_pair)
-            )
+            diag = schur.diagonal(h, pmap.index, pmap.n_physical)
+            if not np.all(np.isfinite(diag)):
+                # ‖J column‖² past float64 (b → 1e-156 in a·log(b·x)): such a column
+                # changes the model hugely, so "does not change the model" misled
+                huge = [pmap.physical_names[i] for i in np.flatnonzero(~np.isfinite(diag))]
+                which = (
+                    f"JᵀJ overflows float64 in the column(s) of {_names(huge[:8])}: their "
+                    f"squared norm exceeds 1.8e308"
+                )
+            else:
+                which = (
+                    f"{', '.join(map(repr, dead[:8]))}{', ...' if len(dead) > 8 else ''} "
+                    f"do(es) not change the model at the solution"
+                    if dead
+                    else _weakest(h, data, pmap, rounding_pair)
+                )
             message += (
                 f"; standard errors could not be estimated: the Jacobian is singular ({which}), "
                 f"so the values of those parameters are arbitrary, not fitted; fix them, "

@@ -108,6 +108,18 @@ def _agrees(batched: np.ndarray, one: np.ndarray, rtol: float) -> bool:
     return bool(_rows_agree(batched, one, np.ones(one.shape, dtype=bool), rtol))
 
 
+#: the x model_fn gets is read-only: a model that writes into it would change the data
+_WRITES_X = (
+    "model_fn writes into its x argument ({}); x is read-only so that no call can change "
+    "the data (an in-place x -= c changed the caller's array and every later call's x); "
+    "compute on a new array: x = x - c, or x = x.copy() first"
+)
+
+
+def _writes_x(err: Exception) -> bool:
+    return isinstance(err, ValueError) and "read-only" in str(err)
+
+
 class ModelError(RuntimeError):
     """``model_fn`` raised during a fit; the message names the data set and the parameter values."""
 
@@ -171,7 +183,8 @@ class ModelEvaluator:
         theta0 = pmap.x0
         self.backend = self._detect_backend(theta0) if backend == "auto" else backend
         if self.backend == "torch":
-            self._xt = [torch.as_tensor(x, dtype=torch.float64) for x in data.xs]
+            # copies: torch cannot share a read-only array (see ``check_x_intact``)
+            self._xt = [torch.tensor(x, dtype=torch.float64) for x in data.xs]
         self.why_not_vectorized = ""
         self.vectorized = False
         if vectorized is not False:
@@ -196,7 +209,7 @@ class ModelEvaluator:
     def _call_one(self, i: int, params: dict[str, Any], torch_inputs: bool) -> Any:
         x = self._xt[i] if torch_inputs and self._xt is not None else self.data.xs[i]
         if torch_inputs and not _is_tensor(x):
-            x = torch.as_tensor(x, dtype=torch.float64)
+            x = torch.tensor(x, dtype=torch.float64)
         with np.errstate(all="ignore"):  # non-finite values are checked, not warned about
             return self.model_fn(x, **params)
 
@@ -265,6 +278,9 @@ class ModelEvaluator:
                 return "numpy"
             numpy_error = "returned a torch tensor"
         except Exception as err:  # a torch model rejects NumPy arrays: try torch next
+            if _writes_x(err):
+                why = _WRITES_X.format(f"{type(err).__name__}: {err}")
+                raise ValueError(f"{self._where(0)}: {why}") from err
             numpy_error = f"{type(err).__name__}: {err}"
             numpy_exc = err
         params = {
@@ -294,7 +310,7 @@ class ModelEvaluator:
         x = self.data.x_padded
         if self.backend == "torch":
             if getattr(self, "_xpad_t", None) is None:
-                self._xpad_t = torch.from_numpy(x)
+                self._xpad_t = torch.tensor(x)  # a copy: x_padded is read-only
             x = self._xpad_t
         with np.errstate(all="ignore"):
             return self.model_fn(x, **params)  # (K, n_max)
@@ -338,6 +354,37 @@ class ModelEvaluator:
             return self._as_array(
                 self._call_one(i, self._params_one(values, i, use_torch), use_torch), i
             )
+
+    def x_changed(self) -> str:
+        """Where ``model_fn`` changed its x in place, or "" (checked once per fit).
+
+        The NumPy x it gets is read-only (an in-place ``x -= c`` raises); torch cannot hold
+        a read-only tensor, so the cached torch copies (and the tiled x of the complex
+        step) are compared with the data here: a model that shifts its x in place made
+        every later call read a shifted x, and the fit was of other data (stop 35 review).
+        """
+        seen = [(i, t, self.data.xs[i]) for i, t in enumerate(self._xt or [])]
+        if getattr(self, "_xpad_t", None) is not None:
+            seen += [(None, self._xpad_t, self.data.x_padded)]
+        for (reps, _), t in self._tiled.items():
+            seen += [(None, t, np.tile(self.data.x_padded, (reps, 1)))]
+        for i, got, want in seen:
+            got = got.detach().cpu().numpy() if _is_tensor(got) else np.asarray(got)
+            if np.array_equal(got, want):
+                continue
+            at = tuple(int(v) for v in np.argwhere(got != want)[0])
+            if i is None:  # a padded or tiled (R·K, n_max) x: row r is data set r mod K
+                i, point = at[0] % self.data.n_datasets, at[1]
+            else:
+                point = at[0]
+            return (
+                f"model_fn changed its x argument in place ({self._where(i)}, point {point}: "
+                f"x is {float(want[at]):.6g}, a call left {float(got[at]):.6g}), so every "
+                f"later call read "
+                f"another x and the fit is of other data; compute on a new array "
+                f"(x = x - c, not x -= c, or x = x.clone() in torch)"
+            )
+        return ""
 
     def loop_mismatch(self, theta: np.ndarray, batched: np.ndarray) -> str:
         """Compare a batched model ``(K, n_max)`` with per-data-set calls.
@@ -442,6 +489,8 @@ class ModelEvaluator:
         else:
             where = self._where(culprit)
         shown = ", ".join(f"{n}={float(v[culprit]):.10g}" for n, v in values.items())
+        if _writes_x(err):
+            return ModelError(f"{where}: " + _WRITES_X.format(f"{type(err).__name__}: {err}"))
         return ModelError(
             f"model_fn raised {type(err).__name__}: {err} during the fit, on {where}, at "
             f"{shown}; make model_fn defined wherever the fit may go, or keep it there "

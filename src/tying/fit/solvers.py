@@ -35,6 +35,7 @@ import dataclasses
 
 import numpy as np
 
+from tying.core.errors import ConvergenceWarning as _BudgetWarning
 from tying.fit import jacobian as jac_mod
 from tying.fit import schur
 from tying.fit.datasets import StackedData
@@ -66,8 +67,11 @@ class FitWarning(UserWarning):
     """Something about a fit's result that must not pass unnoticed (see ``FitResult.message``)."""
 
 
-class ConvergenceWarning(FitWarning):
-    """A fit stopped before its convergence tests were met (see ``FitResult.message``)."""
+class ConvergenceWarning(FitWarning, _BudgetWarning):
+    """A fit stopped before its convergence tests were met (see ``FitResult.message``).
+
+    Also a :class:`tying.ConvergenceWarning`, the base the HMMs' budget warning shares.
+    """
 
 
 @dataclasses.dataclass
