@@ -162,3 +162,61 @@ def test_accidental_ties_name_a_layer_without_dense_values(net, match):
         net[1].weight = nn.Parameter(torch.eye(2, 4).to_sparse())
     with pytest.raises(ValueError, match=match):  # torch's own errors named no layer
         tying.find_accidental_ties(net)
+
+
+# -- stop 35 (second round) -----------------------------------------------------------------
+
+
+def test_accidental_ties_keep_the_groups_of_a_grouped_conv_apart():
+    """Units in different groups read different input channels: a depthwise conv whose
+    channels all start as one kernel trains them apart, but was reported as one tie."""
+    torch.manual_seed(0)
+    depthwise = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+    nn.init.dirac_(depthwise.weight, groups=4)
+    nn.init.zeros_(depthwise.bias)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), depthwise)
+    assert tying.find_accidental_ties(net) == []
+    net(torch.randn(2, 3, 8, 8)).pow(2).sum().backward()  # and training tells them apart:
+    assert depthwise.weight.grad[:, 0, 1, 1].unique().numel() == 4
+    grouped = nn.Conv2d(4, 4, 1, groups=2)
+    nn.init.constant_(grouped.weight, 0.5)
+    nn.init.zeros_(grouped.bias)
+    want = [tying.AccidentalTie("1", (0, 1)), tying.AccidentalTie("1", (2, 3))]
+    assert tying.find_accidental_ties(nn.Sequential(nn.Conv2d(3, 4, 1), grouped)) == want
+
+
+def test_accidental_ties_find_identical_units_with_infinite_weights():
+    layer = nn.Linear(3, 3)
+    with torch.no_grad():
+        layer.weight[1] = layer.weight[0] = torch.tensor([float("inf"), 1.0, -2.0])
+        layer.bias[1] = layer.bias[0]
+    want = [tying.AccidentalTie("0", (0, 1))]
+    assert tying.find_accidental_ties(nn.Sequential(layer)) == want  # inf - inf is nan: missed
+    assert tying.find_accidental_ties(nn.Sequential(layer), atol=1e-3) == want
+
+
+@pytest.mark.parametrize("which", ["0.weight", "0.bias", "1.weight"])
+def test_accidental_ties_refuse_nan_weights_by_name(which):
+    """A NaN equals nothing, so a diverged model scanned as "no accidental ties"."""
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    for p in net.parameters():
+        nn.init.constant_(p, 0.5)
+    with torch.no_grad():
+        net.get_parameter(which.replace("1.", "2."))[0].fill_(float("nan"))
+    name = which.replace("1.", "2.")
+    with pytest.raises(ValueError, match=rf"{name}.* has \d+ NaN entries, so its units cannot"):
+        tying.find_accidental_ties(net)
+
+
+def test_fan_in_of_layers_whose_weight_is_not_out_by_in():
+    """weight[0].numel() is the fan-in only of an (out, in, ...) weight: an EmbeddingBag
+    (num_embeddings, dim) gave dim, GPT-2's Conv1D (in, out) gave its output width."""
+    assert tying.fan_in(nn.EmbeddingBag(100, 8)) == tying.fan_in(nn.Embedding(100, 8)) == 1
+    pytorch_utils = pytest.importorskip("transformers.pytorch_utils")
+    assert tying.fan_in(pytorch_utils.Conv1D(nf=12, nx=5)) == 5  # was 12
+
+
+def test_fan_in_of_quantized_layers_is_their_float_layers():
+    q = torch.ao.nn.quantized
+    assert tying.fan_in(q.Linear(5, 7)) == tying.fan_in(q.dynamic.Linear(5, 7)) == 5
+    assert tying.fan_in(q.Conv2d(4, 6, 3, groups=2)) == tying.fan_in(nn.Conv2d(4, 6, 3, groups=2))

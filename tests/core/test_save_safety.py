@@ -205,3 +205,38 @@ def test_a_folder_a_failed_save_made_stays_when_something_else_was_put_in_it(tmp
     with pytest.raises(OSError, match="No space left"):
         tying.save(_model(0), tmp_path / "a" / "b" / "m.safetensors")
     assert _listing(tmp_path / "a") == ["theirs.txt"]
+
+
+# -- stop 35 (second round): memory two parameters share, a file in the path -----------------
+
+
+def _views(seed):
+    torch.manual_seed(seed)
+    m = nn.ModuleDict({"b": nn.Linear(4, 4), "c": nn.Linear(4, 2), "e": nn.Linear(4, 4)})
+    m["c"].weight = nn.Parameter(m["b"].weight.data[2:])  # rows 2, 3 of b.weight
+    m["e"].register_buffer("rb", m["b"].weight.data[1])  # a buffer reading row 1
+    return m
+
+
+def test_parameters_that_are_overlapping_views_save_and_load_back_equal(tmp_path):
+    # safetensors refused in its own words ("Some tensors share memory ... use save_model")
+    m = _views(0)
+    path = tying.save(m, tmp_path / "m.safetensors")
+    same = _views(1)  # built the same way: the views hold again after the load
+    tying.load(same, path)
+    plain = nn.ModuleDict({"b": nn.Linear(4, 4), "c": nn.Linear(4, 2), "e": nn.Linear(4, 4)})
+    plain["e"].register_buffer("rb", torch.zeros(4))
+    tying.load(plain, path)
+    for loaded in (same, plain):
+        for (k, want), got in zip(m.state_dict().items(), loaded.state_dict().values()):
+            assert torch.equal(got, want), k
+    assert same["c"].weight.data_ptr() == same["b"].weight[2].data_ptr()
+
+
+def test_saving_under_a_path_through_a_file_names_the_file_and_writes_nothing(tmp_path):
+    (tmp_path / "runs").write_text("a file, not a folder")
+    for path in (tmp_path / "runs" / "m.safetensors", tmp_path / "runs" / "a" / "m.safetensors"):
+        with pytest.raises(NotADirectoryError, match=r"'.*runs' is a file, not a folder; save to"):
+            tying.save(_model(0), path)
+    assert _listing(tmp_path) == ["runs"]
+    assert (tmp_path / "runs").read_text() == "a file, not a folder"

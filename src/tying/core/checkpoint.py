@@ -152,6 +152,7 @@ def save(
             ties would not load back. Nothing is written then.
         IsADirectoryError, PermissionError: ``path`` is a folder or a read-only file,
             or its folder cannot be written; nothing is written.
+        NotADirectoryError: a folder on ``path`` is a file; nothing is written.
 
     A symlink is written through (its target is replaced, the link stays), and an
     existing file keeps its permission bits.
@@ -253,7 +254,7 @@ def save_state(
                     f"with .to(torch.complex64)); nothing was written to "
                     f"{os.fspath(path)!r}"
                 )
-    tensors = {k: t.detach().to("cpu").contiguous() for k, t in tensors.items()}
+    tensors = _own_memory({k: t.detach().to("cpu").contiguous() for k, t in tensors.items()})
     meta.update(
         {
             "tying.format": FORMAT,
@@ -280,6 +281,28 @@ def save_state(
         raise
     _sync_folder(target)
     return path
+
+
+def _own_memory(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``tensors`` with every one that shares its storage with another cloned.
+
+    Stop 35: a model whose parameters are overlapping views of one storage
+    (``c.weight = nn.Parameter(b.weight.data[2:])``) failed inside safetensors ("Some
+    tensors share memory ... use save_model"), while a transposed view of the same kind
+    (copied by ``.contiguous()``) saved. Each tensor's values are written as the model
+    reads them; the file does not record that they share memory (the model does: a
+    :func:`load` into a model that builds the same views plays the writes and refuses
+    values that differ where they meet). The bytes written are the same as before.
+    """
+    owners: dict[tuple, int] = {}
+    for t in tensors.values():
+        if t.numel():
+            key = (t.device, t.untyped_storage().data_ptr())
+            owners[key] = owners.get(key, 0) + 1
+    return {
+        k: t.clone() if t.numel() and owners[(t.device, t.untyped_storage().data_ptr())] > 1 else t
+        for k, t in tensors.items()
+    }
 
 
 # a folder fsync these errors refuse is one the file system does not offer (some network
@@ -342,6 +365,15 @@ def _writable_target(path: pathlib.Path) -> tuple[pathlib.Path, int | None, list
     (the file it pointed to kept the old model) and would drop a file's mode.
     """
     target = pathlib.Path(os.path.realpath(path))
+    for folder in reversed(target.parents):  # outermost first: the file in the way
+        if folder.exists() and not folder.is_dir():
+            # stop 35: os.stat/mkdir raised a bare NotADirectoryError naming the whole path
+            raise NotADirectoryError(
+                errno.ENOTDIR,
+                f"save: cannot write {os.fspath(path)!r}: {os.fspath(folder)!r} is a file, "
+                f"not a folder; save to another path, or move that file away first; "
+                f"nothing was written",
+            )
     if target.is_dir():
         raise IsADirectoryError(
             f"save: {os.fspath(path)!r} is a folder; give a file path, e.g. "

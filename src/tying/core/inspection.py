@@ -28,7 +28,9 @@ def fan_in(module: nn.Module) -> int:
       gathers at stride 1)
     - RNN/LSTM/GRU (and cells): ``input_size + hidden_size`` (``proj_size`` for an
       LSTM with projections)
-    - Embedding: 1 (each output reads one row)
+    - Embedding, EmbeddingBag: 1 (each output reads one row)
+    - transformers' ``Conv1D`` (GPT-2; weight stored ``(in, out)``): ``nx``
+    - torch.ao's quantized Linear and ConvNd: as their float layers
     - any module with ``fan_in()`` or a ``weight`` of ≥ 2 dims: that method, or
       ``weight[0].numel()``.
 
@@ -57,11 +59,12 @@ def fan_in(module: nn.Module) -> int:
             f"fan_in: {type(module).__name__} has not seen an input yet, so its input size is "
             f"unknown (0 until the first forward); run one forward first, then ask"
         )
-    if isinstance(module, nn.Linear):
+    quantized = _quantized_layers()
+    if isinstance(module, nn.Linear) or isinstance(module, quantized[0]):
         return module.in_features
     if isinstance(module, nn.Bilinear):
         return module.in1_features + module.in2_features
-    if isinstance(module, _CONV):
+    if isinstance(module, (*_CONV, *quantized[1:])):
         return module.in_channels // module.groups * math.prod(module.kernel_size)
     if isinstance(module, _CONV_T):
         # one output pixel gathers in_channels × kernel area inputs (stride 1); PyTorch's
@@ -84,9 +87,21 @@ def fan_in(module: nn.Module) -> int:
                     f"(weight_ih_l{{k}}.shape[1] + weight_hh_l{{k}}.shape[1]) per layer"
                 )
         return first
-    if isinstance(module, nn.Embedding):
+    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+        # an EmbeddingBag's weight is (num_embeddings, dim) too: weight[0].numel() below
+        # gave dim, its fan-out (stop 35); torch initialises both N(0, 1), as for fan-in 1
         return 1
     weight = getattr(module, "weight", None)
+    nx, nf = getattr(module, "nx", None), getattr(module, "nf", None)
+    if (
+        type(module).__name__ == "Conv1D"
+        and isinstance(weight, torch.Tensor)
+        and isinstance(nx, int)
+        and tuple(weight.shape) == (nx, nf)
+    ):
+        # transformers' Conv1D (GPT-2) stores its weight (in, out), transposed to nn.Linear:
+        # weight[0].numel() below gave nf, its output width (stop 35)
+        return nx
     if isinstance(weight, torch.Tensor) and weight.ndim >= 2:
         return weight[0].numel()
     raise TypeError(
@@ -130,7 +145,11 @@ def find_accidental_ties(model: nn.Module, atol: float = 0.0) -> list[Accidental
     Raises:
         TypeError: ``atol`` not a real number.
         ValueError: ``atol`` negative or NaN, or a layer on the meta device (no values), a
-            lazy layer before its first forward, or a sparse weight.
+            lazy layer before its first forward, a sparse weight, or NaN weights (a NaN
+            equals nothing: units holding one could never be found identical).
+
+    Units of a grouped conv are compared within their group only (the groups read
+    different input channels).
 
     Example:
         >>> import torch, tying
@@ -160,14 +179,18 @@ def find_accidental_ties(model: nn.Module, atol: float = 0.0) -> list[Accidental
             w, bias = _weight_and_bias(path, layer)
             out_units = w.shape[0]
             rows = [w.reshape(out_units, -1)]
+            prefix = f"{path}." if path else ""
+            named = [(f"{prefix}weight", w)]
             if bias is not None:
                 rows.append(bias.reshape(out_units, 1))
+                named.append((f"{prefix}bias", bias))
             next_path = ""
             if i + 1 < len(layers):
                 npath, nxt = layers[i + 1]
                 nw = _weight_and_bias(npath, nxt)[0]
                 if nw.ndim >= 2 and nw.shape[1] == out_units:
                     rows.append(nw.transpose(0, 1).reshape(out_units, -1))
+                    named.append((f"{npath}.weight (the next layer)", nw))
                     next_path = npath
             if any(r.is_meta for r in rows):
                 raise ValueError(
@@ -179,17 +202,41 @@ def find_accidental_ties(model: nn.Module, atol: float = 0.0) -> list[Accidental
             # parts, so units differing there only were reported tied (stop 32)
             wide = torch.complex128 if any(r.is_complex() for r in rows) else torch.float64
             feats = torch.cat([r.to(wide) for r in rows], dim=1)  # (units, features)
+            _refuse_nan(named)
+            # units in different groups of a grouped conv read different input channels: a
+            # depthwise conv whose channels all start as one kernel (dirac_, a fixed blur)
+            # trains them apart (stop 35: they were reported as one accidental tie)
+            groups = 1 if isinstance(layer, nn.Linear) else int(getattr(layer, "groups", 1))
+            per_group = out_units // max(groups, 1) or 1
+            group = torch.arange(out_units, device=feats.device) // per_group
             assigned = torch.zeros(out_units, dtype=torch.bool, device=feats.device)
             for u in range(out_units):
                 if assigned[u]:
                     continue
-                same = (feats - feats[u]).abs().amax(dim=1) <= atol
+                # equal entries match too: inf - inf is nan, so identical units with an
+                # infinite weight were not found (stop 35)
+                close = ((feats - feats[u]).abs() <= atol) | (feats == feats[u])
+                same = close.all(dim=1) & (group == group[u])
                 same &= ~assigned
                 if int(same.sum()) > 1:
                     units = tuple(int(j) for j in torch.nonzero(same).flatten())
                     found.append(AccidentalTie(path, units, next_path))
                 assigned |= same
     return found
+
+
+def _refuse_nan(named: list[tuple[str, torch.Tensor]]) -> None:
+    """A NaN compares unequal to everything, itself included, so units holding one were
+    never found identical: a diverged model scanned as "no accidental ties" (stop 35)."""
+    for name, t in named:
+        bad = int(t.isnan().sum()) if t.is_floating_point() or t.is_complex() else 0
+        if bad:
+            raise ValueError(
+                f"find_accidental_ties: {name} has {bad} NaN entries, so its units cannot be "
+                f"compared (NaN equals nothing, itself included); the weights diverged or "
+                f"were never set: find where the NaN came from (e.g. "
+                f"torch.autograd.set_detect_anomaly(True)), or scan a checkpoint from before"
+            )
 
 
 def _quantized_layers() -> tuple[type, ...]:
