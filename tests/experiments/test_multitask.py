@@ -29,3 +29,23 @@ def test_deterministic_for_a_seed():
 @pytest.mark.slow
 def test_report_size():
     assert multitask("report", 0).passed
+
+
+def test_fits_run_to_convergence_and_say_so():
+    # stop 35: a cap of 50 L-BFGS iterations stopped the λ = 1e3 fits still moving
+    m = multitask("quick", 0).measured
+    assert m["fits not converged (restart moves test MSE > moved_tol)"] == "0 of 14"
+    assert m["largest relative test-MSE change on restarting L-BFGS"] < 1e-2
+
+
+def test_a_fit_stopped_at_its_cap_fails_the_check(monkeypatch):
+    import dataclasses
+
+    import tying.experiments.multitask as mod
+
+    short = dataclasses.replace(mod.CONFIGS["quick"], lbfgs_iters=50)
+    monkeypatch.setitem(mod.CONFIGS, "quick", short)
+    r = multitask("quick", 0)
+    assert r.measured["fits not converged (restart moves test MSE > moved_tol)"] == "2 of 14"
+    assert not r.passed
+    assert "2 of 14 fits moved" in r.notes

@@ -19,10 +19,14 @@ def test_pinn_periodic():
 
 def test_pinn_optimizers():
     r = pinn_optimizers("quick", 0)
-    assert r.passed
     m = r.measured
     assert m["clean: L-BFGS / Adam error"] < 1 / 3
     assert m["noisy gradients: L-BFGS / Adam error"] > 3
+    # stop 35: both Adam runs on fixed points are still gaining at 300 steps (at 1,500 the
+    # clean ratio reads 1.33, Adam ahead): no pass is given on them
+    assert m["Adam runs still gaining at the step budget (fixed points)"] == "2 of 2"
+    assert not r.passed
+    assert "2 of 2 were" in r.notes and "5x the Adam steps" in r.notes
 
 
 def test_pinn_optimizers_verdict_follows_from_the_measured_numbers():
@@ -34,6 +38,7 @@ def test_pinn_optimizers_verdict_follows_from_the_measured_numbers():
         and m["noisy/clean error growth, L-BFGS"] > 3 * m["noisy/clean error growth, Adam"]
         and m["noisy gradients: L-BFGS / Adam error"] > 3
         and m["Adam error, noisy gradients / noisy data"] < 3
+        and m["Adam runs still gaining at the step budget (fixed points)"].startswith("0 of")
     )
     assert verdict == r.passed
     assert "Check:" in r.notes and "< 3× its error on noisy data" in r.notes
@@ -56,6 +61,14 @@ def test_pinn_periodic_notes_state_the_check():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fn", [pinn_periodic, pinn_optimizers])
-def test_report_size(fn):
-    assert fn("report", 0).passed
+def test_report_size():
+    assert pinn_periodic("report", 0).passed
+
+
+@pytest.mark.slow
+def test_pinn_optimizers_report_size_gives_no_pass_on_runs_still_gaining():
+    # stop 35: with 3,000 Adam steps the report check failed (clean ratio 0.41, Adam's
+    # noisy/clean growth 461): the 600-step pass rested on Adam runs still gaining
+    r = pinn_optimizers("report", 0)
+    assert r.measured["Adam runs still gaining at the step budget (fixed points)"] == "3 of 6"
+    assert not r.passed

@@ -203,8 +203,12 @@ OPT = {
 SETTINGS = ("clean data", "noisy data", "noisy data + noisy gradients")
 
 
-def _poisson_run(cfg: OptConfig, optimizer: str, setting: str, seed: int) -> float:
-    """u'' = −π² sin(πx) on [0, 1], u(0) = u(1) = 0, plus observations; returns RMS error vs sin(πx)."""
+def _poisson_run(cfg: OptConfig, optimizer: str, setting: str, seed: int) -> tuple[float, bool]:
+    """u'' = −π² sin(πx) on [0, 1], u(0) = u(1) = 0, plus observations.
+
+    Returns the RMS error vs sin(πx) and whether an Adam run on fixed collocation points was
+    still gaining at its step budget (its best loss fell by over 10% in its last fifth of steps).
+    """
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     f64 = torch.float64
@@ -230,10 +234,15 @@ def _poisson_run(cfg: OptConfig, optimizer: str, setting: str, seed: int) -> flo
 
     if optimizer == "Adam":
         opt = torch.optim.Adam(net.parameters(), lr=cfg.adam_lr)
+        losses = []
         for _ in range(cfg.adam_steps):
             opt.zero_grad()
-            loss_fn().backward()
+            loss = loss_fn()
+            loss.backward()
             opt.step()
+            losses.append(loss.item())
+        cut = cfg.adam_steps * 4 // 5  # the run's last fifth
+        gaining = not resample and min(losses[cut:]) < 0.9 * min(losses[:cut])
     else:
         opt = torch.optim.LBFGS(
             net.parameters(),
@@ -252,9 +261,11 @@ def _poisson_run(cfg: OptConfig, optimizer: str, setting: str, seed: int) -> flo
             return loss
 
         opt.step(closure)
+        gaining = False
     x_test = torch.linspace(0, 1, 201, dtype=f64).unsqueeze(1)
     with torch.no_grad():
-        return float((net(x_test) - torch.sin(math.pi * x_test)).pow(2).mean().sqrt())
+        error = float((net(x_test) - torch.sin(math.pi * x_test)).pow(2).mean().sqrt())
+    return error, gaining
 
 
 @experiment("pinn-optimizers")
@@ -262,17 +273,23 @@ def pinn_optimizers(size: str, seed: int) -> Result:
     check_size(size)
     cfg = OPT[size]
     torch.set_num_threads(1)
-    err = {
-        (opt, setting): statistics.median(
-            _poisson_run(cfg, opt, setting, seed * 1000 + s) for s in range(cfg.seeds)
-        )
+    runs = {
+        (opt, setting): [_poisson_run(cfg, opt, setting, seed * 1000 + s) for s in range(cfg.seeds)]
         for opt in ("Adam", "L-BFGS")
         for setting in SETTINGS
     }
+    err = {key: statistics.median(e for e, _ in r) for key, r in runs.items()}
+    # stop 35: Adam at a constant lr does not settle on clean data (its loss still falls, and
+    # jumps, long after the budget); at 5x adam_steps the clean ratio read 0.41 (report,
+    # seed 0) and 1.33 (quick) and the check failed. A verdict on runs still gaining at their
+    # budget is not the converged one, so such runs fail the check.
+    gaining = sum(g for (opt, _), r in runs.items() if opt == "Adam" for _, g in r)
+    n_fixed = sum(len(r) for (opt, s), r in runs.items() if opt == "Adam" and s != SETTINGS[2])
     clean, noisy, stoch = SETTINGS
     growth = {opt: err[(opt, noisy)] / err[(opt, clean)] for opt in ("Adam", "L-BFGS")}
     passed = (
-        err[("L-BFGS", clean)] < err[("Adam", clean)] / 3  # sharper
+        gaining == 0
+        and err[("L-BFGS", clean)] < err[("Adam", clean)] / 3  # sharper
         and growth["L-BFGS"] > 3 * growth["Adam"]  # its edge does not survive noisy data
         and err[("L-BFGS", stoch)] > 3 * err[("Adam", stoch)]  # noisy gradients break it
         and err[("Adam", stoch)] < 3 * err[("Adam", noisy)]  # ... but not Adam
@@ -317,6 +334,7 @@ def pinn_optimizers(size: str, seed: int) -> Result:
             "noisy gradients: L-BFGS / Adam error": err[("L-BFGS", stoch)] / err[("Adam", stoch)],
             # the fourth condition's number: Adam is not broken by noisy gradients
             "Adam error, noisy gradients / noisy data": err[("Adam", stoch)] / err[("Adam", noisy)],
+            "Adam runs still gaining at the step budget (fixed points)": f"{gaining} of {n_fixed}",
         },
         key_figure=(
             f"clean: L-BFGS {err[('L-BFGS', clean)]:.1e} vs Adam {err[('Adam', clean)]:.1e}; noisy gradients: "
@@ -328,6 +346,11 @@ def pinn_optimizers(size: str, seed: int) -> Result:
             "collocation points are redrawn at every loss evaluation, which breaks L-BFGS's line search "
             "and curvature pairs; Adam averages the noise out. Check: clean L-BFGS / Adam error "
             "< 1/3; L-BFGS's noisy/clean error growth > 3× Adam's; with noisy gradients "
-            "L-BFGS / Adam error > 3; Adam's error with noisy gradients < 3× its error on noisy data."
+            "L-BFGS / Adam error > 3; Adam's error with noisy gradients < 3× its error on noisy data; "
+            f"and no Adam run on fixed points still gaining at its budget of {cfg.adam_steps} "
+            f"steps (best loss down over 10% in its last fifth): {gaining} of {n_fixed} were. "
+            "The comparison is at fixed budgets (Adam lr "
+            f"{cfg.adam_lr:g}, L-BFGS {cfg.lbfgs_iters} iterations); with 5x the Adam steps the "
+            "clean-data check failed (stop 35), so a pass on runs still gaining is not given."
         ),
     )

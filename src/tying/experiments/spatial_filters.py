@@ -62,7 +62,13 @@ class SymFilterConfig:
     hiss: float = 1.0  # std of the antisymmetric noise (the pulse amplitude has std 1)
     white: float = 0.1  # std of white noise on every sample
     test: int = 2000
-    iters: int = 50  # L-BFGS iterations (quadratic loss: converges in ≤ kernel of them)
+    # L-BFGS iterations: the loss is quadratic, but the untied fit on fewest windows is
+    # ill-conditioned (stop 35: 50 iterations left its test MSE up to 28% from the exact
+    # least-squares filter's and read the report MSE ratio as 3.96 where the converged one is
+    # 4.67; from 200 on the ratio stays put to 5 digits and the gap at about 1e-3, as at
+    # 2,000); every fit is checked against the exact least-squares filter
+    iters: int = 200
+    exact_tol: float = 1e-2  # largest test-MSE gap (relative) to the least-squares filter
 
 
 SYM_FILTER = {
@@ -84,12 +90,26 @@ def _windows(cfg: SymFilterConfig, n: int, gen: torch.Generator):
     return x.unsqueeze(1), amp  # (n, 1, k), (n,)
 
 
+def _least_squares_filter(x: torch.Tensor, a: torch.Tensor, tied: bool) -> torch.Tensor:
+    """The exact least-squares filter (palindromic when ``tied``): what L-BFGS should reach."""
+    X = x[:, 0, :]  # (n, k): a window's one output is the dot product with the filter
+    k = X.shape[1]
+    if not tied:
+        return torch.linalg.lstsq(X, a[:, None], driver="gelsd").solution[:, 0]
+    mirror = torch.zeros(k, k // 2 + 1, dtype=X.dtype)  # half-filter -> palindromic filter
+    for i in range(k):
+        mirror[i, min(i, k - 1 - i)] = 1.0
+    half = torch.linalg.lstsq(X @ mirror, a[:, None], driver="gelsd").solution[:, 0]
+    return mirror @ half
+
+
 @experiment("symmetric-filter")
 def symmetric_filter(size: str, seed: int) -> Result:
     cfg = by_size(SYM_FILTER, size)
     names = ("palindromic (tied)", "untied")
     mse = {name: np.zeros((len(cfg.train_sizes), cfg.seeds)) for name in names}
     deaf = {name: 0.0 for name in names}
+    exact_gap = 0.0  # largest relative test-MSE gap, trained vs least-squares filter
     filters = {}
     for r in range(cfg.seeds):
         gen, _ = rngs(seed * 1000 + r)
@@ -107,7 +127,10 @@ def symmetric_filter(size: str, seed: int) -> Result:
                 with torch.no_grad():
                     mse[name][i, r] = float(F.mse_loss(conv(x_test).flatten(), a_test))
                     response = float(conv(anti).abs().max() / anti.abs().max())
+                    w = _least_squares_filter(x, a, conv.tied)
+                    exact = float(F.mse_loss(x_test[:, 0, :] @ w, a_test))
                 deaf[name] = largest([deaf[name], response])
+                exact_gap = largest([exact_gap, abs(mse[name][i, r] - exact) / exact])
                 if r == 0 and i == 0:
                     filters[name] = conv.weight.detach()[0, 0].numpy()
     mean = {name: np.median(m, axis=1) for name, m in mse.items()}  # median over repeats
@@ -124,6 +147,7 @@ def symmetric_filter(size: str, seed: int) -> Result:
     tied_count = tying.count(SymmetricConv1d(1, 1, cfg.kernel, bias=False))
     passed = deaf["palindromic (tied)"] < 1e-12 and deaf["untied"] > 1e-3 and bool(ratio[0] > 1.3)
     passed = passed and bool((ratio > 0.98).all())  # equal in the large-data limit
+    passed = passed and exact_gap <= cfg.exact_tol  # the fits reached least squares
     log.info("symmetric-filter: response tied %.2g untied %.2g", *deaf.values())
 
     fig, (ax0, ax1) = new_figure(2, width=4.4, height=3.4)
@@ -160,13 +184,16 @@ def symmetric_filter(size: str, seed: int) -> Result:
             "MSE ratio untied/palindromic at fewest windows": float(ratio[0]),
             "MSE ratio untied/palindromic, smallest over sizes": float(ratio.min()),
             "palindromic physical/logical taps": (tied_count.physical, tied_count.logical),
+            "largest test-MSE gap to the least-squares filter (rel.)": exact_gap,
         },
         key_figure=f"antisymmetric response {deaf['palindromic (tied)']:.0e}; untied MSE ×{ratio[0]:.1f}",
         notes=f"Each window is a symmetric pulse of random amplitude plus antisymmetric hiss "
         f"(std {cfg.hiss}) plus white noise (std {cfg.white}); a length-{cfg.kernel} filter "
         "estimates the amplitude, fitted by least squares (L-BFGS) on the windows. Check: "
         "palindromic response < 1e-12, untied > 1e-3, untied median MSE over 1.3× the palindromic at "
-        "the smallest size and never below 0.98× (they meet as data grows).",
+        "the smallest size and never below 0.98× (they meet as data grows), with every "
+        f"L-BFGS fit ({cfg.iters} iterations) within {cfg.exact_tol:g} (relative test MSE) "
+        "of the exact least-squares filter.",
     )
 
 
