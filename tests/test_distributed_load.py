@@ -291,7 +291,8 @@ def test_dcp_load_refuses_a_checkpoint_of_other_relations(group, tmp_path):
     with pytest.raises(
         tying.TieError,
         match=r"ties otherwise than this model \(mid2\.weight: checkpoint tied to mid\.weight "
-        r"via Flipped, model tied to mid\.weight via Rotated\)",
+        r"via Flipped\(dims=\[-1\]\), model tied to mid\.weight via Rotated\(dims=\[-2, "
+        r"-1\], k=1\)\)",
     ):
         td.dcp_load(m, tmp_path / "ckpt")
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())

@@ -67,7 +67,10 @@ def ddp(model: nn.Module, **kwargs) -> nn.Module:
 
     Raises:
         TieError: a declared tie is broken; ``model`` is already wrapped by DDP or
-            sharded by FSDP; (at a forward) its parameters changed after wrapping.
+            sharded by FSDP; (at a forward) its parameters changed after wrapping; (at a
+            backward, unless ``static_graph=True``) a tied tensor's gradient is accumulated
+            twice between two forwards (a reentrant activation checkpoint around some of
+            its uses), of which DDP would all-reduce only the first.
         RuntimeError: the default process group is not initialised.
 
     Tie first, then wrap: ``td.ddp(tied_model)``; a ``tying.Plan(...).apply(model.module)``
@@ -80,6 +83,8 @@ def ddp(model: nn.Module, **kwargs) -> nn.Module:
     verify(model)
     wrapped = DistributedDataParallel(model, **kwargs)
     wrapped.register_forward_pre_hook(_ParametersKept(model, "ddp"), prepend=True)
+    if not kwargs.get("static_graph", False):  # static_graph reduces a nested use right
+        _NestedAccumulation(model).attach(wrapped)
     mark_wrapped(model, "ddp", wrapped)
     return wrapped
 
@@ -283,6 +288,69 @@ class _ParametersKept:
             f"tying.untie / retie / load, load_state_dict(assign=True)) before "
             f"td.{self.helper}(model), then build and wrap the model again"
         )
+
+
+class _NestedAccumulation:
+    """A tied tensor's gradient accumulated twice between two training forwards.
+
+    Autograd sums every use of a tensor and accumulates its gradient once per backward,
+    when DDP all-reduces it; DDP reduces once per forward. A reentrant activation
+    checkpoint (``torch.utils.checkpoint(..., use_reentrant=True)``) runs a backward of its
+    own inside the outer one, so a tied tensor read inside and outside the checkpoint (or in
+    two checkpoints) is accumulated twice: DDP all-reduced the first part, finished the step
+    at the end of that backward, and each rank kept its own rest; the ranks' models diverged
+    with no error (stop 35). Two backward passes of one forward lose the second the same way.
+    Gradient accumulation (a forward before each backward, with or without ``no_sync``) is
+    counted afresh at each forward. One hook per tied tensor, on training steps only;
+    ``static_graph=True``, which DDP reduces right, is not checked.
+    """
+
+    def __init__(self, model: nn.Module):
+        inv = Inventory(model)
+        self.readers: dict[str, list[str]] = {}
+        self.params: dict[str, nn.Parameter] = {}
+        for tie in ties(model):
+            root = tie.source if tie.hand else inv.root_of(tie.target)
+            p = inv.tensor(root)
+            if isinstance(p, nn.Parameter) and p.requires_grad:
+                self.params[root] = p
+                self.readers.setdefault(root, []).append(tie.target)
+        self.seen: set[str] = set()
+
+    def attach(self, wrapped: nn.Module) -> None:
+        import weakref
+
+        handles = [
+            p.register_post_accumulate_grad_hook(self._hook(root))
+            for root, p in self.params.items()
+        ]
+        if handles:
+            wrapped.register_forward_pre_hook(self._reset, prepend=True)
+            # a model whose wrapper is gone may be wrapped again (stop 34): no hook outlives it
+            weakref.finalize(wrapped, lambda: [h.remove() for h in handles])
+
+    def _reset(self, module, args) -> None:
+        if torch.is_grad_enabled():
+            self.seen.clear()
+
+    def _hook(self, root: str):
+        def accumulated(param) -> None:
+            if root not in self.seen:
+                self.seen.add(root)
+                return
+            raise TieError(
+                f"tying.distributed.ddp: the gradient of {root} (tied, read by "
+                f"{', '.join([root, *self.readers[root]])}) was accumulated twice since the "
+                f"last forward, by a backward nested in another (a reentrant activation "
+                f"checkpoint, torch.utils.checkpoint(..., use_reentrant=True), around some of "
+                f"its uses) or by two backward passes of one forward: DDP all-reduces the "
+                f"first part only and each rank keeps its own rest, so the ranks' models "
+                f"would diverge; use checkpoint(..., use_reentrant=False), or "
+                f"td.ddp(model, static_graph=True), or checkpoint every use of the tie "
+                f"together"
+            )
+
+        return accumulated
 
 
 class _GatheredCheck:
@@ -597,7 +665,9 @@ def dcp_save(model: nn.Module, checkpoint_id, optimizer: torch.optim.Optimizer |
         optimizer: the model's optimizer, or None.
 
     Raises:
-        TieError: a declared tie is broken.
+        TieError: a declared tie is broken; (after writing, on every rank) the ranks do not
+            find one checkpoint in their folders (each was given its own folder, or a folder
+            not shared between machines), so no folder holds the whole checkpoint.
 
     Example (every rank): ``td.dcp_save(model, "ckpt/step-100", optimizer=opt)``
     """
@@ -619,6 +689,9 @@ def dcp_save(model: nn.Module, checkpoint_id, optimizer: torch.optim.Optimizer |
     if optimizer is not None:
         state["optim"] = get_optimizer_state_dict(inner, optimizer)
     dcp.save(state, checkpoint_id=checkpoint_id)
+    # stop 35: ranks given different folders each wrote their shards apart, and only
+    # rank 0's folder got the index (.metadata), naming shard files it does not hold
+    _same_checkpoint(checkpoint_id, "dcp_save")
 
 
 def dcp_load(model: nn.Module, checkpoint_id, optimizer: torch.optim.Optimizer | None = None):
@@ -639,7 +712,9 @@ def dcp_load(model: nn.Module, checkpoint_id, optimizer: torch.optim.Optimizer |
 
     Raises:
         TieError: the checkpoint ties otherwise, stores a tied slot as its own tensor,
-            lacks a tensor of the model or holds one of another shape; nothing was loaded.
+            lacks a tensor of the model or holds one of another shape or dtype (dcp.load
+            would cast it); the ranks' folders hold different checkpoints (each rank would
+            load its own); nothing was loaded.
         RuntimeError: on every other rank, when one rank refused (that rank raises its own).
     """
     import json
@@ -656,14 +731,16 @@ def dcp_load(model: nn.Module, checkpoint_id, optimizer: torch.optim.Optimizer |
     inner = _unwrapped(model)
     where = f"tying.distributed.dcp_load: {os.fspath(checkpoint_id)!r}"
 
-    def check() -> bool:
+    def check() -> str | None:
         stored = dcp.FileSystemReader(checkpoint_id).read_metadata().state_dict_metadata
+        # (shape, dtype): dcp.load cast a float32 checkpoint into a bfloat16 model with no
+        # error, where tying.load and td.load refuse a dtype mismatch (stop 35)
         tensors = {
-            k[len("model.") :]: tuple(v.size)
+            k[len("model.") :]: (tuple(v.size), v.properties.dtype)
             for k, v in stored.items()
             if k.startswith("model.") and isinstance(v, TensorStorageMetadata)
         }
-        want = {k: tuple(t.shape) for k, t in inner.state_dict(keep_vars=True).items()}
+        want = {k: (tuple(t.shape), t.dtype) for k, t in inner.state_dict(keep_vars=True).items()}
         mine = _tie_record(inner)
         fix = (
             "build and tie the model as the checkpoint's was (tying.Plan(...).apply(model) "
@@ -700,18 +777,31 @@ def dcp_load(model: nn.Module, checkpoint_id, optimizer: torch.optim.Optimizer |
             )
         missing = sorted(set(want) - set(tensors))
         bad = [
-            f"{k}: checkpoint {tensors[k]}, model {want[k]}"
+            f"{k}: checkpoint {tensors[k][0]} {tensors[k][1]}, model {want[k][0]} {want[k][1]}"
             for k in sorted(set(want) & set(tensors))
             if tensors[k] != want[k]
         ]
         if missing or bad:
             parts = ([f"missing in checkpoint: {', '.join(missing[:10])}"] if missing else []) + (
-                [f"shape mismatch: {'; '.join(bad[:10])}"] if bad else []
+                [f"shape/dtype mismatch: {'; '.join(bad[:10])}"] if bad else []
             )
-            raise TieError(f"{where} does not fit this model ({'; '.join(parts)}); {fix}")
-        return True
+            shared = set(want) & set(tensors)
+            dtype_fix = (
+                " (for another dtype, build the model in the checkpoint's dtype, load, then "
+                "model.to(dtype))"
+                if any(tensors[k][1] != want[k][1] for k in shared)
+                else ""
+            )
+            raise TieError(
+                f"{where} does not fit this model ({'; '.join(parts)}); {fix}{dtype_fix}"
+            )
+        return _metadata_digest(checkpoint_id)
 
-    _agreed(check, "dcp_load", os.fspath(checkpoint_id))
+    # stop 35: ranks given folders of different checkpoints each loaded their own, and
+    # trained different models with no error (DDP never broadcasts again after wrapping)
+    folder = os.fspath(checkpoint_id)
+    _, seen = _agreed(check, "dcp_load", folder, lambda digest: (digest, folder))
+    _refuse_different_checkpoints(seen, "dcp_load", "no rank's model was changed")
     state = {"model": get_model_state_dict(inner)}
     if optimizer is not None:
         state["optim"] = get_optimizer_state_dict(inner, optimizer)
@@ -720,6 +810,57 @@ def dcp_load(model: nn.Module, checkpoint_id, optimizer: torch.optim.Optimizer |
     if optimizer is not None:
         set_optimizer_state_dict(inner, optimizer, state["optim"])
     verify(inner)
+
+
+def _metadata_digest(checkpoint_id) -> str | None:
+    """SHA-256 of a DCP folder's index (``.metadata``), or None when there is none. The
+    index records the save's id, so two saves differ and copies of one save agree."""
+    import hashlib
+
+    from torch.distributed.checkpoint import filesystem
+
+    name = getattr(filesystem, "_metadata_fn", ".metadata")
+    try:
+        with open(os.path.join(os.fspath(checkpoint_id), name), "rb") as fh:
+            return hashlib.sha256(fh.read()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def _refuse_different_checkpoints(seen: list, helper: str, after: str) -> None:
+    """Every rank must see one checkpoint: the same index in its folder. ``seen`` holds
+    each rank's ``(index digest, folder)``."""
+    digests = [d for d, _ in seen]
+    if len(set(digests)) <= 1 and digests[0] is not None:
+        return
+    by_rank = ", ".join(
+        f"rank {r}: {folder!r} (index {d[:12] if d else 'missing'})"
+        for r, (d, folder) in enumerate(seen)
+    )
+    raise TieError(
+        f"tying.distributed.{helper}: the ranks do not see one checkpoint ({by_rank}; "
+        f"SHA-256 of each folder's .metadata); a DCP checkpoint is one folder written by "
+        f"every rank together: give every rank the same folder (a shared filesystem, or "
+        f"copies of one checkpoint); {after}"
+    )
+
+
+def _same_checkpoint(checkpoint_id, helper: str) -> None:
+    """After ``dcp.save``: every rank finds the same index in its folder."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if "://" in str(os.fspath(checkpoint_id)):  # fsspec storage (s3://...): no local folder
+        return
+    seen: list = [None] * dist.get_world_size()
+    dist.all_gather_object(seen, (_metadata_digest(checkpoint_id), os.fspath(checkpoint_id)))
+    _refuse_different_checkpoints(
+        seen,
+        helper,
+        "each rank wrote its shards into its own folder, so no folder holds a whole "
+        "checkpoint: save again with one folder",
+    )
 
 
 def _tie_record(inner: nn.Module) -> dict[str, dict]:
@@ -736,7 +877,10 @@ def _record_text(entry: dict | None) -> str:
     if entry is None:
         return "untied"
     hand = ", hand-made" if entry["hand"] else ""
-    return f"tied to {entry['like'] or 'its own storage'} via {entry['relation']['type']}{hand}"
+    # with its arguments: Rotated(k=1) against Rotated(k=3) printed "via Rotated" twice
+    spec = entry["relation"]
+    args = ", ".join(f"{k}={v!r}" for k, v in sorted(spec.items()) if k != "type")
+    return f"tied to {entry['like'] or 'its own storage'} via {spec['type']}({args}){hand}"
 
 
 def _agreed(fn, helper: str, what: str, told=lambda result: None):

@@ -964,7 +964,11 @@ def _check_overlapping_memory(model: nn.Module, expected, full, path: pathlib.Pa
         if key not in expected or key not in full or id(t) in seen or t.numel() == 0:
             continue
         seen.add(id(t))
-        groups.setdefault((t.device, t.untyped_storage().data_ptr()), []).append((key, t))
+        try:  # a DTensor shard (FSDP2) or another subclass may hold no storage of its own:
+            ptr = t.untyped_storage().data_ptr()  # it is refused or loaded by its own checks
+        except (RuntimeError, NotImplementedError):
+            continue
+        groups.setdefault((t.device, ptr), []).append((key, t))
     for members in groups.values():
         ranges = sorted(
             (t.storage_offset(), t.storage_offset() + _span(t), i)
