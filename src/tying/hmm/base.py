@@ -209,7 +209,9 @@ class BaseHMM(EstimatorParams):
     def startprob_(self, value) -> None:
         with self._assignment("startprob"):
             K = self._checked_n_components()
-            startprob = _stochastic("startprob_", value, (K,))
+            # a copy: the caller's array is not the model's (a later in-place change to it
+            # would change the model, unvalidated: rows that no longer sum to 1, no error)
+            startprob = np.array(_stochastic("startprob_", value, (K,)))
             if "ties_" in self.__dict__:  # n_components may have changed since the others
                 self._ensure_ties()
             self._startprob = startprob
@@ -1044,8 +1046,9 @@ class BaseHMM(EstimatorParams):
         elif self.startprob_init is None:
             self._startprob = np.full(K, 1.0 / K)
         else:
-            self._startprob = self._checked_start(
-                "startprob_init", lambda: _stochastic("startprob_init", self.startprob_init, (K,))
+            self._startprob = self._checked_start(  # a copy, as the setter keeps
+                "startprob_init",
+                lambda: np.array(_stochastic("startprob_init", self.startprob_init, (K,))),
             )
         if "transmat" in kept:
             self._transitions = self._to_groups("transitions", "transmat_", kept["transmat"])

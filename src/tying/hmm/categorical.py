@@ -205,8 +205,12 @@ class CategoricalHMM(BaseHMM):
                 f"{(G, M)} (one per tie group), got {arr.shape}"
             )
         arr = _stochastic("emissionprob_init", arr, arr.shape)
+        # one row per group is copied: the M-step updates its rows in place, which would
+        # rewrite the caller's emissionprob_init (a refit or clone then started elsewhere)
         self._emissions = (
-            self._to_groups("emissions", "emissionprob_init", arr) if arr.shape[0] == K else arr
+            self._to_groups("emissions", "emissionprob_init", arr)
+            if arr.shape[0] == K
+            else arr.copy()
         )
 
     def _emission_mstep(self, X, gamma, learn) -> None:

@@ -884,4 +884,4 @@ def _distribution(name, value, shape) -> np.ndarray:
     sums = arr.sum(axis=axes)
     if not np.allclose(sums, 1.0, rtol=0, atol=1e-8):
         raise ValueError(f"{name} must sum to 1 (got {np.round(sums, 6)}); normalise it")
-    return arr
+    return arr.copy()  # not the caller's array: changing it later must not change the model
