@@ -23,7 +23,6 @@ import concurrent.futures as cf
 import contextlib
 import dataclasses
 import multiprocessing
-import os
 import re
 import threading
 import warnings
@@ -33,26 +32,10 @@ from typing import TYPE_CHECKING, Any
 from tying.chem.errors import SmilesError
 from tying.chem.mapped import check_flag, map_order, renumber, reordered, reordered_warning
 from tying.chem.packed import columns, views
+from tying.core.cpus import usable_cpus
 
 if TYPE_CHECKING:
     from tying.chem.assign import Assignment, SmirksAssigner
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on: its affinity mask where the OS keeps one.
-
-    ``os.cpu_count()`` counts the machine's CPUs, not the ones a Slurm job, a
-    ``taskset`` or a container's cpuset gives this process: ``n_jobs=-1`` on 4 CPUs
-    of a 128-core node started 128 workers (stop 35).
-
-    Example:
-        >>> 1 <= usable_cpus() <= (os.cpu_count() or 1)
-        True
-    """
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except AttributeError:  # no affinity mask (macOS, Windows)
-        return os.cpu_count() or 1
 
 
 def check_n_jobs(n_jobs: Any) -> int:

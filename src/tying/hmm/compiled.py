@@ -36,6 +36,8 @@ import threading
 
 import numpy as np
 
+from tying.core.cpus import usable_cpus
+
 __all__ = ["available", "get_n_jobs", "resolve_n_jobs", "row_cost", "set_n_jobs"]
 
 log = logging.getLogger(__name__)
@@ -122,10 +124,7 @@ def resolve_n_jobs(n_jobs: int | None) -> int:
             f"use n_jobs=1 for one thread"
         )
     if n_jobs == -1:
-        try:
-            return max(1, len(os.sched_getaffinity(0)))
-        except AttributeError:  # not on Linux
-            return max(1, os.cpu_count() or 1)
+        return usable_cpus()
     return int(n_jobs)
 
 
