@@ -99,15 +99,6 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def group():
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
-
-
 # -- loading a tying file into a sharded model ---------------------------------------------
 
 

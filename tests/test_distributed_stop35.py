@@ -69,15 +69,6 @@ def _steps(model: nn.Module, x: torch.Tensor, accumulate: bool = False) -> None:
         opt.step()
 
 
-@pytest.fixture
-def group():
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
-
-
 # -- a reentrant checkpoint around one use of a tie ---------------------------------------
 
 

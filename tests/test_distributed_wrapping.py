@@ -69,15 +69,6 @@ def _x() -> torch.Tensor:
     return torch.randn(8, 6, generator=torch.Generator().manual_seed(1))
 
 
-@pytest.fixture
-def group():
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
-
-
 def _sharded(model: nn.Module) -> bool:
     from torch.distributed.fsdp import FSDPModule
 
