@@ -34,9 +34,13 @@ def test_docs_python_blocks_run(page, tmp_path, monkeypatch):
         pytest.skip(f"{page.name} has no python block")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from tying.experiments import load_all
     from tying.experiments.registry import REGISTRY
 
-    before = dict(REGISTRY)
+    # Load every experiment before the snapshot: a block that calls load_all() first
+    # would otherwise leave the registry restored to empty with load_all() marked done,
+    # and a later test (tying.report's doctest) would find no experiment at all.
+    before = dict(load_all())
     for i, block in enumerate(blocks):
         module = types.ModuleType(f"docs_{page.stem}_{i}")
         monkeypatch.setitem(sys.modules, module.__name__, module)
