@@ -282,15 +282,35 @@ def test_dataset_with_fewer_points_than_its_local_parameters_is_refused():
 
 def test_exactly_determined_fit_has_nan_errors_not_zero():
     x = np.array([0.0, 1.0, 2.0])
-    res = GlobalFit(
+    fit = GlobalFit(
         lambda x, a, b, c: a + b * x + c * x**2,
         [(x, 1 + x)],
         shared=["a", "b", "c"],
         init={"a": 0.0, "b": 0.0, "c": 0.0},
-    ).run()
+    )
+    with pytest.warns(FitWarning, match=r"standard errors are NaN: no degree of freedom"):
+        res = fit.run()
     assert res.nfree == 0
     assert all(np.isnan(res.stderr[n]) for n in "abc")
     assert "no degree of freedom" in res.message and not res.errorbars
+
+
+@pytest.mark.parametrize("scale_covar", [True, False])
+def test_exactly_determined_fit_has_a_nan_reduced_chi2_not_chi2(scale_covar):
+    # stop 36: redchi = chi2 / max(1, nfree) (lmfit's) read 0.0 for nfree = 0, no word
+    x = np.array([0.0, 1.0, 2.0])
+    fit = GlobalFit(lambda x, a, b, c: a + b * x + c * x**2, [(x, np.array([1.0, 2.5, 5.0]), 0.1)],
+                    shared=["a", "b", "c"], init={"a": 1.0, "b": 1.0, "c": 1.0},
+                    scale_covar=scale_covar)  # fmt: skip
+    if scale_covar:
+        with pytest.warns(FitWarning, match="no degree of freedom"):
+            res = fit.run()
+    else:
+        res = fit.run()  # sigma known: the errors stand (lmfit's to 1e-9)
+        assert res.stderr["b"] == pytest.approx(0.2549509756796391, rel=1e-9)
+    assert res.nfree == 0 and np.isnan(res.redchi)
+    assert "the reduced chi2 is NaN: chi2 / nfree with nfree = 0 is undefined" in res.message
+    assert "reduced chi2 = nan" in res.table()
 
 
 @pytest.mark.parametrize(

@@ -219,3 +219,91 @@ def test_sigma_misread_is_quiet_for_a_right_sigma_and_an_exact_fit():
     for y in (mu + rng.normal(0, sigma), mu):  # noisy, and exact (rounding-level residuals)
         res = GlobalFit(decay, [(x, y, sigma)], shared=["a", "k", "c"], init=init).run()
         assert res.success and "grow as sigma" not in res.message
+
+
+def _decay(x, a, k, c):
+    return a * np.exp(-k * x) + c
+
+
+def _decay_data(seed: int, n: int = 50, noise: float = 0.1):
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0, 5, n)
+    return x, _decay(x, 3.0, 0.7, 0.5) + rng.normal(0, noise, n)
+
+
+@pytest.mark.parametrize(
+    ("sigma", "scatter"),
+    [(10.0, r"0\.0088\d x sigma"), (0.01, r"8\.8\d x sigma"), (100.0, r"0\.00088\d x sigma")],
+    ids=["a weight of 10", "the variance", "the inverse variance"],
+)
+def test_a_scalar_sigma_contradicted_by_chi2_is_flagged_when_scale_covar_is_false(sigma, scatter):
+    # stop 36: with scale_covar=False the standard errors trust sigma. A scalar in sigma's
+    # place that is really a weight (1/sigma), a variance or its inverse moves no value
+    # and no check of the residuals' shape, only chi2: (x, y, 10.0) for a noise of 0.1
+    # read standard errors 100x too large, success=True, no word
+    x, y = _decay_data(7)
+    init = {"a": 1.0, "k": 1.0, "c": 0.0}
+    right = GlobalFit(_decay, [(x, y, 0.1)], shared=["a", "k", "c"], init=init,
+                      scale_covar=False).run()  # fmt: skip
+    assert "takes sigma as the noise" not in right.message
+    fit = GlobalFit(_decay, [(x, y, sigma)], shared=["a", "k", "c"], init=init, scale_covar=False)
+    with pytest.warns(FitWarning, match=r"scale_covar=False takes sigma as the noise, but chi2 = "
+                                        rf".* on 47 degrees of freedom .* scatter as {scatter}"):  # fmt: skip
+        wrong = fit.run()
+    assert wrong.success and "not lmfit's weights 1/sigma or a variance" in wrong.message
+    # the errors it names: sigma / 0.1 times the right ones, the values the same
+    ratio = wrong.stderr["k"] / right.stderr["k"]
+    assert ratio == pytest.approx(sigma / 0.1, rel=1e-6)
+    assert wrong.values["k"] == pytest.approx(right.values["k"], rel=1e-8)
+    fit.scale_covar = True  # the fix it names: the errors of the right sigma
+    assert fit.run().stderr["k"] == pytest.approx(right.stderr["k"] * np.sqrt(right.redchi))
+
+
+def test_a_right_sigma_with_scale_covar_false_is_not_flagged():
+    # the chi2 test's tail is 1e-6: 200 fits of 4 to 400 points with the right sigma
+    init = {"a": 1.0, "k": 1.0, "c": 0.0}
+    for seed in range(200):
+        n = int(np.random.default_rng(seed).integers(4, 400))
+        x, y = _decay_data(seed, n)
+        res = GlobalFit(_decay, [(x, y, 0.1)], shared=["a", "k", "c"], init=init,
+                        scale_covar=False).run()  # fmt: skip
+        assert "takes sigma as the noise" not in res.message, (seed, res.redchi)
+    # an exact fit: residuals at rounding level are not noise
+    x = np.linspace(0, 5, 50)
+    exact = GlobalFit(_decay, [(x, _decay(x, 3.0, 0.7, 0.5), 0.1)], shared=["a", "k", "c"],
+                      init=init, scale_covar=False).run()  # fmt: skip
+    assert "takes sigma as the noise" not in exact.message
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lmfit_weights_as_one_sigma_per_data_set_are_flagged(seed):
+    # stop 36: one scalar weight per data set (lmfit's 1/sigma) in sigma's place passes the
+    # within-data-set test (sigma does not vary there) but weights the data sets wrongly:
+    # the shared rate moved by up to 6.6 standard errors, success=True, no word
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0, 5, 60)
+    sig = [0.02, 0.05, 0.1, 0.2, 0.4]
+    data = [(x, _decay(x, 2.0 + i, 0.7, 0.3) + rng.normal(0, s, 60), s) for i, s in enumerate(sig)]
+    kw = dict(shared=["k"], local=["a", "c"], init={"a": 1.0, "k": 1.0, "c": 0.0})
+    right = GlobalFit(_decay, data, **kw).run()  # no warning: warnings are errors here
+    assert "grow as sigma" not in right.message
+    weights = [(x, y, 1 / s) for x, y, s in data]
+    with pytest.warns(FitWarning, match=r"the weighted residuals grow as sigma\^-[12]\.\d\d "
+                                        r"between the data sets .* sigma=1 / w"):  # fmt: skip
+        wrong = GlobalFit(_decay, weights, **kw).run()
+    assert "lmfit's weights = 1/sigma" in wrong.message
+    fixed = GlobalFit(_decay, [Dataset(x, y, sigma=1 / w) for x, y, w in weights], **kw).run()
+    assert fixed.values["k"] == pytest.approx(right.values["k"], rel=1e-9)
+
+
+def test_one_right_sigma_per_data_set_is_not_flagged():
+    kw = dict(shared=["k"], local=["a", "c"], init={"a": 1.0, "k": 1.0, "c": 0.0})
+    for seed in range(60):  # 3 to 11 data sets of 4 to 80 points, sigma 0.01 .. 0.5
+        rng = np.random.default_rng(seed)
+        k = int(rng.integers(3, 12))
+        sig = np.exp(rng.uniform(np.log(0.01), np.log(0.5), k))
+        data = []
+        for i, n in enumerate(rng.integers(4, 80, k)):
+            x = np.sort(rng.uniform(0, 5, n))
+            data.append((x, _decay(x, 2.0 + i % 3, 0.7, 0.3) + rng.normal(0, sig[i], n), sig[i]))
+        assert "grow as sigma" not in GlobalFit(_decay, data, **kw).run().message, seed

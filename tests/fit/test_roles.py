@@ -263,6 +263,17 @@ def test_numeric_objects_and_numpy_scalars_still_count_as_numbers():
     assert pm.x0.tolist() == [0.5, 0.25, 0.25, 1.0, 2.0, 3.0]
 
 
+@pytest.mark.parametrize(
+    ("pair", "side"),
+    [((np.inf, None), r"the lower bound is \+inf"), ((None, -np.inf), r"the upper bound is -inf")],
+)
+def test_a_bound_no_value_can_meet_is_named(pair, side):
+    # stop 36: (inf, None) read "lower must be < upper; ... use fixed={'a': inf}"
+    with pytest.raises(ValueError, match=rf"bounds\['a'\] = .*: {side}, which no value can meet; "
+                                         r"an open side is None"):  # fmt: skip
+        pmap(bounds={"a": pair})
+
+
 @pytest.mark.parametrize("pair", [{1: (0.0, 1.0), 2: (0.0, 5.0)}, {5.0, -1.0}, "01"])
 def test_bounds_that_are_not_a_tuple_or_list_are_refused(pair):
     # a dict of per-group bounds unpacked to its keys: {1: ..., 2: ...} became (1, 2)

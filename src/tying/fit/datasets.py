@@ -348,7 +348,69 @@ SIGMA_SLOPE = -0.5
 SIGMA_SLOPE_T = -5.0
 
 
-def sigma_misread(data: StackedData, r: np.ndarray) -> str:
+def _slope_within(data: StackedData, r: np.ndarray) -> tuple[float, float] | None:
+    """Slope of ``log|r|`` on ``log σ`` within each data set whose σ varies, and its t."""
+    w = data.weight
+    varies = np.ptp(np.where(data.mask, w, w[:, :1]), axis=1) > 1e-6 * np.max(w, axis=1)
+    if not varies.any():  # a scalar σ per data set: nothing to compare
+        return None
+    rows = np.flatnonzero(varies)
+    w, rr, mask = w[rows], r[rows], data.mask[rows]
+    wy = np.where(mask, data.y[rows] * w, 0.0)
+    if not np.linalg.norm(rr) > 1e-8 * np.linalg.norm(wy):
+        return None
+    use = mask & (rr != 0)
+    n = use.sum(axis=1)
+    keep = n >= 3
+    if not keep.any():
+        return None
+    use, n = use[keep], n[keep]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = np.where(use, -np.log(w[keep]), 0.0)
+        a = np.where(use, np.log(np.abs(rr[keep])), 0.0)
+    s = np.where(use, s - (s.sum(axis=1) / n)[:, None], 0.0)
+    a = np.where(use, a - (a.sum(axis=1) / n)[:, None], 0.0)
+    sxx, dof = float(np.sum(s * s)), int(n.sum()) - int(keep.sum()) - 1
+    if not sxx > 0 or dof < 10:
+        return None
+    slope = float(np.sum(s * a)) / sxx
+    spread = float(np.sum((a - slope * s) ** 2)) / dof
+    return slope, (slope / np.sqrt(spread / sxx) if spread > 0 else -np.inf)
+
+
+def _slope_between(data: StackedData, r: np.ndarray, n_local: int) -> tuple[float, float] | None:
+    """Slope of each data set's log RMS weighted residual on its mean ``log σ``, and its t.
+
+    For a σ that is one number per data set, which :func:`_slope_within` cannot read: with
+    the right σ every data set's ``χ²_i / dof_i`` is near the same value; with weights in
+    σ's place it grows as ``σ_given⁻⁴``. A weighted regression over the data sets (three
+    or more), each log RMS weighted by its own ``2·dof_i`` (its variance is about
+    ``1/(2·dof_i)``), with the scatter about the line taken when it exceeds that.
+    """
+    mask = data.mask
+    if data.n_datasets < 3:
+        return None
+    wy = np.where(mask, data.y * data.weight, 0.0)
+    if not np.linalg.norm(np.where(mask, r, 0.0)) > 1e-8 * np.linalg.norm(wy):
+        return None
+    with np.errstate(divide="ignore"):
+        log_sigma = np.where(mask, -np.log(np.where(mask, data.weight, 1.0)), 0.0)
+    s = log_sigma.sum(axis=1) / data.lengths  # (K,) each data set's mean log σ
+    chi2 = np.sum(np.where(mask, r * r, 0.0), axis=1)  # (K,)
+    dof = np.maximum(data.lengths - n_local, 1).astype(float)
+    ok = chi2 > 0
+    if ok.sum() < 3 or not np.ptp(s[ok]) > 1e-6:  # one σ for every data set: nothing to read
+        return None
+    s, a, wt = s[ok], 0.5 * np.log(chi2[ok] / dof[ok]), 2.0 * dof[ok]
+    s = s - np.sum(wt * s) / np.sum(wt)
+    a = a - np.sum(wt * a) / np.sum(wt)
+    sxx = float(np.sum(wt * s * s))
+    slope = float(np.sum(wt * s * a)) / sxx
+    scatter = float(np.sum(wt * (a - slope * s) ** 2)) / (len(s) - 2) if len(s) > 2 else 1.0
+    return slope, slope / np.sqrt(max(scatter, 1.0) / sxx)
+
+
+def sigma_misread(data: StackedData, r: np.ndarray, n_local: int = 0) -> str:
     """Say why σ looks misstated, or "": the weighted residuals shrink as σ grows.
 
     With the right σ the weighted residuals ``r = (model - y)/σ`` are noise of one size
@@ -356,7 +418,11 @@ def sigma_misread(data: StackedData, r: np.ndarray) -> str:
     A tuple ``(x, y, w)`` cannot tell the two apart, so this reads the slope of
     ``log|r|`` on ``log σ`` within each data set (a per-point σ that varies), and names it
     when it is below ``SIGMA_SLOPE`` and ``SIGMA_SLOPE_T`` standard errors below 0 (a right
-    σ reads |t| < 2; lmfit weights in a Poisson peak fit -1.5 to -2.2, t < -11). An exact
+    σ reads |t| < 2; lmfit weights in a Poisson peak fit -1.5 to -2.2, t < -11). Across
+    three or more data sets with σ of different sizes (a scalar σ each: weights of
+    ``1/0.02 ... 1/0.4`` as σ moved a shared rate 6.6 standard errors, success=True, stop
+    36) it reads each data set's RMS weighted residual against its σ the same way
+    (``n_local`` local parameters come off each data set's degrees of freedom). An exact
     fit (residuals at rounding level) is skipped: its residuals are not noise.
 
     Example:
@@ -370,36 +436,16 @@ def sigma_misread(data: StackedData, r: np.ndarray) -> str:
         >>> sigma_misread(data, (noise / sigma**3)[None])[:37]
         'the weighted residuals grow as sigma^'
     """
-    w = data.weight
-    varies = np.ptp(np.where(data.mask, w, w[:, :1]), axis=1) > 1e-6 * np.max(w, axis=1)
-    if not varies.any():  # a scalar σ per data set: nothing to compare
-        return ""
-    rows = np.flatnonzero(varies)
-    w, rr, mask = w[rows], r[rows], data.mask[rows]
-    wy = np.where(mask, data.y[rows] * w, 0.0)
-    if not np.linalg.norm(rr) > 1e-8 * np.linalg.norm(wy):
-        return ""
-    use = mask & (rr != 0)
-    n = use.sum(axis=1)
-    keep = n >= 3
-    if not keep.any():
-        return ""
-    use, n = use[keep], n[keep]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s = np.where(use, -np.log(w[keep]), 0.0)
-        a = np.where(use, np.log(np.abs(rr[keep])), 0.0)
-    s = np.where(use, s - (s.sum(axis=1) / n)[:, None], 0.0)
-    a = np.where(use, a - (a.sum(axis=1) / n)[:, None], 0.0)
-    sxx, dof = float(np.sum(s * s)), int(n.sum()) - int(keep.sum()) - 1
-    if not sxx > 0 or dof < 10:
-        return ""
-    slope = float(np.sum(s * a)) / sxx
-    spread = float(np.sum((a - slope * s) ** 2)) / dof
-    t = slope / np.sqrt(spread / sxx) if spread > 0 else -np.inf
-    if not (slope < SIGMA_SLOPE and t < SIGMA_SLOPE_T):
-        return ""
+    where = "within the data sets"
+    read = _slope_within(data, r)
+    if read is None or not (read[0] < SIGMA_SLOPE and read[1] < SIGMA_SLOPE_T):
+        where = "between the data sets (each one's RMS weighted residual against its sigma)"
+        read = _slope_between(data, r, n_local)
+        if read is None or not (read[0] < SIGMA_SLOPE and read[1] < SIGMA_SLOPE_T):
+            return ""
+    slope, t = read
     return (
-        f"the weighted residuals grow as sigma^{slope:.2f} within the data sets (t = {t:.1f}): "
+        f"the weighted residuals grow as sigma^{slope:.2f} {where} (t = {t:.1f}): "
         f"they are largest where sigma is smallest, which noise of size sigma is not; if the "
         f"third item of a data set holds weights (lmfit's weights = 1/sigma), pass their "
         f"inverse as sigma: Dataset(x, y, sigma=1 / w) or {{'x': x, 'y': y, 'sigma': 1 / w}} "

@@ -70,6 +70,10 @@ PLATEAU_SENSITIVITY = 1e-8
 #: of its 16 (stop 34: a degree-8 polynomial on x in [-9, -3], inflation 5e13, read errors
 #: 5 % off, degree 10 80 % off, success=True with no word; NIST's largest is 6.5e8)
 ILL_CONDITIONED_INFLATION = 1e12
+#: with scale_covar=False, a chi2 this improbable under sigma (either tail of chi2(nfree)) ...
+SIGMA_CHI2_TAIL = 1e-6
+#: ... whose implied noise σ·√redchi is off sigma by more than this factor is named (stop 36)
+SIGMA_CHI2_FACTOR = 1.2
 
 
 def _signature(model_fn: Callable[..., Any]) -> tuple[list[str] | None, dict[str, Any]]:
@@ -458,6 +462,42 @@ def _gauss_newton_gain(pmap: ParameterMap, jw: np.ndarray, r: np.ndarray, held) 
     )
 
 
+def _sigma_contradicted(data: StackedData, r: np.ndarray, chi2: float, nfree: int) -> str:
+    """Say why the residuals contradict sigma taken as known (``scale_covar=False``), or "".
+
+    With ``scale_covar=False`` the standard errors are ``(JᵀJ)⁻¹`` of the weighted Jacobian
+    as it stands: they trust sigma as the noise. A sigma off by a factor (a weight ``1/σ``
+    or a variance ``σ²`` in its place, a scalar in other units) moves every standard error
+    by that factor, and the values not at all, so nothing else shows it: ``(x, y, 0.1)``
+    meant as a weight (σ = 10) read standard errors 100x too large, ``success=True`` and no
+    word (stop 36). The one witness is χ²: under the right sigma and model it follows
+    χ²(nfree). A χ² in either tail beyond :data:`SIGMA_CHI2_TAIL` whose implied noise
+    ``σ·√redchi`` differs from sigma by more than :data:`SIGMA_CHI2_FACTOR` is named (an
+    exact fit, residuals at rounding level, is skipped: its residuals are not noise).
+    """
+    if nfree <= 0:
+        return ""
+    wy = (data.y * data.weight)[data.mask]
+    if not np.sqrt(chi2) > 1e-10 * float(np.linalg.norm(wy)):
+        return ""
+    from scipy import stats  # only for fits that trust sigma
+
+    redchi = chi2 / nfree
+    tail = min(float(stats.chi2.sf(chi2, nfree)), float(stats.chi2.cdf(chi2, nfree)))
+    if not (tail < SIGMA_CHI2_TAIL and abs(np.log(redchi)) > 2 * np.log(SIGMA_CHI2_FACTOR)):
+        return ""
+    noise = float(np.sqrt(redchi))
+    return (
+        f"scale_covar=False takes sigma as the noise, but chi2 = {chi2:.4g} on {nfree} degrees "
+        f"of freedom (reduced chi2 {redchi:.3g}) has a probability below "
+        f"{SIGMA_CHI2_TAIL:g} under it: the residuals scatter as {noise:.3g} x sigma, so the "
+        f"standard errors are about {1 / noise:.3g} x what the data support; give sigma as the "
+        f"standard deviation of y (not lmfit's weights 1/sigma or a variance), or pass "
+        f"scale_covar=True to scale the errors by the residuals (a model that misses the data "
+        f"reads the same)"
+    )
+
+
 def _nonfinite_note(ev: ModelEvaluator, pmap: ParameterMap) -> str:
     """What the fit met where ``model_fn`` gave NaN or inf (the solvers' wall), or ""."""
     if not ev.n_nonfinite:
@@ -737,11 +777,13 @@ class GlobalFit:
         chi2 = float(np.sum(r * r))
         ndata, nvarys = data.n_points, pmap.n_physical
         nfree = ndata - nvarys
-        redchi = chi2 / max(1, nfree)
+        # chi2 / 0 is undefined: lmfit's chi2 / max(1, nfree) read chi2 itself (0.0 for an
+        # exactly determined fit) as a reduced chi2, with no word (stop 36)
+        redchi = chi2 / nfree if nfree > 0 else float("nan")
         neg2ll = ndata * np.log(max(chi2, 1e-250 * ndata) / ndata)
         jw = jac_mod.weighted(ev.jacobian(out.theta), data)
         h, _ = jac_mod.normal_blocks(jw, r)
-        scale = redchi if self.scale_covar else 1.0
+        scale = redchi if self.scale_covar and nfree > 0 else 1.0
         message, success = out.message, out.success
         plateau = _plateau(ev, data, pmap, out, h)
         if plateau and success:
@@ -765,12 +807,17 @@ class GlobalFit:
             # "a minimum all the same" only when nothing else failed: a fit stopped by its
             # budget after meeting the wall was reported a minimum too (stop 32 review)
             message += f"; {walls}" + (" (the result is a minimum all the same)" if success else "")
-        misread = sigma_misread(data, r)
+        misread = sigma_misread(data, r, pmap.n_local)
         if misread:
             # a tuple (x, y, w) reads w as sigma (scipy's curve_fit convention), while
             # lmfit's weights are 1/sigma: values and errors then come out wrong, no error
             message += f"; {misread}"
             warnings.warn(f"global fit: {misread}", FitWarning, stacklevel=3)
+        if not self.scale_covar:
+            claim = _sigma_contradicted(data, r, chi2, nfree)
+            if claim:
+                message += f"; {claim}"
+                warnings.warn(f"global fit: {claim}", FitWarning, stacklevel=3)
         if ev.low_precision:
             digits = 2 if ev.low_precision == "bfloat16" else np.finfo(ev.low_precision).precision
             low = (
@@ -870,6 +917,15 @@ class GlobalFit:
                 "degree of freedom to scale them by; add data, or pass scale_covar=False "
                 "with known sigma"
             )
+            # NaN errors from a singular Jacobian warn; these came with a message alone
+            warnings.warn(
+                "global fit: standard errors are NaN: no degree of freedom (nfree = 0) to "
+                "scale them by",
+                FitWarning,
+                stacklevel=3,
+            )
+        if nfree <= 0:
+            message += "; the reduced chi2 is NaN: chi2 / nfree with nfree = 0 is undefined"
         return FitResult(
             values=build_values(pmap, out.theta, None),
             stderr=build_values(pmap, stderr_x, 0.0),

@@ -3,7 +3,8 @@
 Statistics follow lmfit's conventions, so numbers can be compared one to one:
 
 - ``chi2 = Σ ((model - y) / σ)²`` over all points of all data sets;
-- ``nfree = ndata - nvarys``, ``redchi = chi2 / max(1, nfree)``;
+- ``nfree = ndata - nvarys``, ``redchi = chi2 / nfree`` (NaN for ``nfree = 0``, where
+  lmfit's ``chi2 / max(1, nfree)`` reads χ² itself as a reduced χ²);
 - ``aic = ndata·ln(chi2/ndata) + 2·nvarys``, ``bic = ndata·ln(chi2/ndata) + ln(ndata)·nvarys``;
 - the covariance is ``(JᵀJ)⁻¹`` at the solution, **multiplied by redchi**
   when ``scale_covar=True`` (lmfit's default), and the standard errors are the

@@ -408,6 +408,14 @@ class ParameterMap:
                     f"bounds[{name!r}] = ({low}, {high}): a bound must be a number, not NaN; "
                     f"use None for an open side, e.g. bounds={{{name!r}: (None, 3.0)}}"
                 )
+            if low == np.inf or high == -np.inf:
+                # (inf, None) read "lower must be < upper; ... use fixed={'k': inf}" (stop 36)
+                side = "lower bound is +inf" if low == np.inf else "upper bound is -inf"
+                raise ValueError(
+                    f"bounds[{name!r}] = ({low}, {high}): the {side}, which no value can "
+                    f"meet; an open side is None (or -inf below, inf above), e.g. "
+                    f"bounds={{{name!r}: (None, None)}}"
+                )
             if not low < high:
                 fix = (
                     f"write ({high}, {low})"
