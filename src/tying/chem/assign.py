@@ -368,6 +368,7 @@ class SmirksAssigner:
         progress: bool = False,
         chunksize: int | None = None,
         mapped: bool = False,
+        errors: str = "raise",
     ) -> list[Assignment]:
         """:meth:`assign` each molecule, in this process or over ``n_jobs`` processes.
 
@@ -392,6 +393,8 @@ class SmirksAssigner:
                 (every molecule must then be a fully mapped SMILES). Without it, a
                 call with SMILES whose complete map is not their written order warns
                 once (``UserWarning``), naming the first.
+            errors: ``"raise"`` stops at the first molecule that fails; ``"skip"`` gives ``None``
+                in its place, its error in ``.skipped`` (:mod:`tying.chem.skipping`).
 
         Returns:
             One :class:`Assignment` per molecule, in input order, whatever ``n_jobs``;
@@ -419,9 +422,8 @@ class SmirksAssigner:
         """
         from tying.chem.parallel import assign_many
 
-        return assign_many(
-            self, molecules, n_jobs=n_jobs, progress=progress, chunksize=chunksize, mapped=mapped
-        )
+        options = {"n_jobs": n_jobs, "progress": progress, "chunksize": chunksize}
+        return assign_many(self, molecules, mapped=mapped, errors=errors, **options)
 
     def assign(self, molecule: Any, *, name: str | None = None, mapped: bool = False) -> Assignment:
         """Assign parameters to one molecule.

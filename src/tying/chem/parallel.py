@@ -32,6 +32,14 @@ from typing import TYPE_CHECKING, Any
 from tying.chem.errors import SmilesError
 from tying.chem.mapped import check_flag, map_order, renumber, reordered, reordered_warning
 from tying.chem.packed import columns, views
+from tying.chem.skipping import (
+    Labelled,
+    check_errors,
+    counts_a_miss,
+    label_each,
+    reason,
+    warn_skipped,
+)
 from tying.core.cpus import usable_cpus
 
 if TYPE_CHECKING:
@@ -139,6 +147,7 @@ def assign_many(
     progress: bool = False,
     chunksize: int | None = None,
     mapped: bool = False,
+    errors: str = "raise",
 ) -> list[Assignment]:
     """Label molecules with ``assigner``'s force field over ``n_jobs`` processes, in input order.
 
@@ -147,6 +156,7 @@ def assign_many(
     """
 
     n = check_n_jobs(n_jobs)
+    skip = check_errors(errors, "assign_many")
     if not isinstance(progress, bool):  # progress="no" showed a bar: no silent coercion
         raise TypeError(
             f"progress must be True or False, got {type(progress).__name__}: {progress!r}"
@@ -160,17 +170,29 @@ def assign_many(
             except TypeError as err:
                 raise _named_error(err, _label(i, molecule, name)) from None
     n = capped_n_jobs(n, stacklevel=3)  # once the call is known good; points at the user
-    out = _assign_items(assigner, items, n, progress, chunksize)
-    return _in_map_order(out, items) if mapped else _warn_reordered(out, items)
+    skipped: dict[int, Exception] | None = {} if skip else None
+    out = _assign_items(assigner, items, n, progress, chunksize, skipped)
+    out = _in_map_order(out, items, skipped) if mapped else _warn_reordered(out, items)
+    if skipped is None:
+        return out
+    skipped = dict(sorted(skipped.items()))
+    reasons = [reason(err) for err in skipped.values()]
+    where = "None in their places, each error in the result's .skipped ({index: error})"
+    warn_skipped("assign_many", reasons, len(items), where)
+    return Labelled(out, skipped)
 
 
-def _in_map_order(out: list[Assignment], items) -> list[Assignment]:
+def _in_map_order(out: list[Assignment], items, skipped=None) -> list[Assignment]:
     """Each result renumbered into its SMILES' atom-map order (:mod:`tying.chem.mapped`)."""
     for k, (i, molecule, name) in enumerate(items):
+        if out[k] is None:  # skipped (errors="skip")
+            continue
         try:
             out[k] = renumber(out[k], map_order(molecule, len(out[k].elements)))
         except SmilesError as err:
-            raise _named_error(err, _label(i, molecule, name)) from None
+            if skipped is None:
+                raise _named_error(err, _label(i, molecule, name)) from None
+            out[k], skipped[i] = None, _named_error(err, _label(i, molecule, name))
     return out
 
 
@@ -182,13 +204,19 @@ def _warn_reordered(out: list[Assignment], items) -> list[Assignment]:
     return out
 
 
-def _assign_items(assigner, items, n: int, progress: bool, chunksize) -> list[Assignment]:
+def _assign_items(
+    assigner, items, n: int, progress: bool, chunksize, skipped: dict | None = None
+) -> list[Assignment]:
+    """The results in input order; with ``skipped`` (errors="skip"), None for each molecule
+    that fails, whose error (named by its index) goes into ``skipped``."""
     if chunksize is None:
         chunksize = default_chunksize(len(items), n)
     elif isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
         raise ValueError(f"chunksize must be a positive int, got {chunksize!r}")
     with _progress(progress, len(items), n) as advance:
         if n == 1 or len(items) <= chunksize:
+            if skipped is not None:
+                return _skipping_here(assigner, items, skipped, advance)
             out = []
             for batch, done, failure in _in_batches(assigner, items):
                 out += done
@@ -214,17 +242,21 @@ def _assign_items(assigner, items, n: int, progress: bool, chunksize) -> list[As
         orders: dict[int, tuple[int, ...]] = {}  # canonical atom order of worker cache misses
         ff = assigner.force_field
         sections = assigner._parameters  # per section, its parameters in file order
+        skip, failed = skipped is not None, {}  # failed: index -> error, not yet named
         # every molecule may be in the cache already: then no worker is started
         workers = _workers(worker_config(assigner), min(n, len(chunks))) if chunks else None
         with workers or contextlib.nullcontext() as pool:
             futures = []
             try:
                 # submitting starts the workers: one that dies at once breaks the pipe
-                futures += [pool.submit(_label_chunk, chunk) for chunk in chunks]
+                futures += [pool.submit(_label_chunk, chunk, skip) for chunk in chunks]
                 for future in futures:  # in submission order: the lowest failing index wins
                     packed = future.result()
                     done, error = _decode(packed, sections, ff.name, assigner.not_assigned)
-                    if error is not None:
+                    if skip:
+                        failed.update(error)  # (index, error) of each molecule skipped
+                        advance(len(error))
+                    elif error is not None:
                         raise error  # nothing cached or counted (see _count_as_one_process)
                     results.update(done)
                     orders.update(packed[3])
@@ -240,20 +272,38 @@ def _assign_items(assigner, items, n: int, progress: bool, chunksize) -> list[As
                 for f in futures:
                     f.cancel()
                 raise
+        for i, molecule, _ in items:  # a repeat of a failing SMILES fails again
+            if i not in results and isinstance(molecule, str) and first[molecule] in failed:
+                failed[i] = failed[first[molecule]]
         _names_as_in_one_process(assigner, items, results, first)
-        _count_as_one_process(assigner, items, results, orders, first)
+        _count_as_one_process(assigner, items, results, orders, first, failed)
         for molecule, i in first.items():
-            if assigner.cache:
+            if assigner.cache and i in results:
                 assigner._by_text[molecule] = results[i]
         for i, molecule, name in items:
-            if i not in results:  # a repeat of a SMILES labelled in this call
+            if i in failed:
+                skipped[i] = _named_error(failed[i], _label(i, molecule, name))
+                results[i] = None
+            elif i not in results:  # a repeat of a SMILES labelled in this call
                 # Without the cache one process labels a repeat anew: named by its SMILES.
                 again = name if assigner.cache or name is not None else molecule
                 results[i] = assigner._named(results[first[molecule]], again)
         return [results[i] for i in range(len(items))]
 
 
-def _count_as_one_process(assigner, items, results, orders, first) -> None:
+def _skipping_here(assigner, items, skipped: dict, advance) -> list[Assignment | None]:
+    """``errors="skip"`` in this process: None for each failing molecule, its error
+    (named by its index) in ``skipped``."""
+    out = []
+    for (i, molecule, name), a, err in label_each(assigner, items):
+        if err is not None:
+            skipped[i] = _named_error(err, _label(i, molecule, name))
+        out.append(a)
+        advance(1)
+    return out
+
+
+def _count_as_one_process(assigner, items, results, orders, first, failed=None) -> None:
     """Update the cache counters and the canonical cache as one process would have.
 
     Replays, in input order, what :meth:`SmirksAssigner.assign
@@ -263,14 +313,20 @@ def _count_as_one_process(assigner, items, results, orders, first) -> None:
     it) is a hit, and any other a miss, whose result is cached with its canonical atom
     order (sent by the worker that labelled it), so that a later call remaps it as one
     process would. Without the cache every molecule is a miss, as in one process.
-    Called only when every molecule was labelled: a failing call caches and counts
+    Called only when every molecule was labelled, or skipped (``failed``: index ->
+    error, repeats included; a skipped molecule counts a miss when one process counted
+    one, :func:`~tying.chem.skipping.counts_a_miss`): a failing call caches and counts
     nothing, where one process keeps what it labelled before the failure.
     """
+    failed = failed or {}
     if not assigner.cache:
-        assigner.misses += len(items)
+        assigner.misses += sum(i not in failed or counts_a_miss(failed[i]) for i, _, _ in items)
         return
     by_canonical = assigner._by_canonical
     for i, molecule, _ in items:
+        if i in failed:
+            assigner.misses += counts_a_miss(failed[i])
+            continue
         if isinstance(molecule, str) and (molecule in assigner._by_text or first[molecule] != i):
             assigner.hits += 1  # the text cache
             continue
@@ -567,10 +623,22 @@ def release_workers() -> bool:
     return True
 
 
-def _label_chunk(chunk: list[tuple[int, Any, str | None]]) -> Packed:
+def _label_chunk(chunk: list[tuple[int, Any, str | None]], skip: bool = False) -> Packed:
     assigner = _WORKER["assigner"]
     out, error = [], None
     orders = {}
+    if skip:  # every molecule: the error slot carries [(index, bare error), ...]
+        error = []
+        for (i, _, _), a, err in label_each(assigner, chunk):
+            if err is not None:
+                error.append((i, err))
+                continue
+            out.append((i, a))
+            entry = assigner._by_canonical.get(a.smiles)
+            if entry is not None and entry[1].terms is a.terms:  # labelled, not remapped
+                orders[i] = entry[0]
+        assigner.clear_cache()
+        return _encode(out, assigner.sections, error, orders)
     for batch, done, failure in _in_batches(assigner, chunk):  # packed: columns slices them
         for (i, _, _), a in zip(batch, done):
             out.append((i, a))
@@ -685,6 +753,46 @@ def _sections_key(sections: Any) -> Any:
     return sections
 
 
+def _skipped_record(number: int, smiles, name, assigner, err: Exception) -> dict[str, Any]:
+    return {
+        "line": number,
+        "smiles": smiles,
+        "name": name,
+        "force_field": assigner.force_field.name,
+        "error": reason(err),
+    }
+
+
+def _label_lines_skipping(assigner, todo, bad: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+    """label_lines(errors="skip"): every line's record in line order, the bad ones with
+    their error (lines that could not be read are in ``bad`` already)."""
+    by_line = dict(bad)
+    for ((number, line), smiles, name), a, err in label_each(assigner, todo):
+        if err is not None:
+            err = _named_error(err, f"line {number} ({line.strip()!r})")
+            by_line[number] = _skipped_record(number, smiles, name, assigner, err)
+        else:
+            by_line[number] = {"line": number, **_record(smiles, name, a)}
+    out = [by_line[k] for k in sorted(by_line)]
+    reasons = [r["error"] for r in out if "error" in r]
+    where = "their records hold 'error' in place of 'ids', and every record its 'line'"
+    warn_skipped("label_lines", reasons, len(out), where)
+    return out
+
+
+def _record(smiles: str, name: str | None, a: Assignment) -> dict[str, Any]:
+    return {
+        "smiles": smiles,
+        "name": name,
+        "force_field": a.force_field,
+        "not_assigned": list(a.not_assigned),  # sections left out (stop 34)
+        "ids": {
+            s: {"-".join(map(str, key)): p.id for key, p in sorted(t.items())}
+            for s, t in a.terms.items()
+        },
+    }
+
+
 # The characters str.splitlines ends a line at (a classic-Mac "\r" file split on "\n").
 _LINE_BREAK = re.compile("[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
@@ -721,6 +829,7 @@ def label_lines(
     *,
     strict: bool = True,
     sections: Sequence[str] | None = None,
+    errors: str = "raise",
 ) -> list[dict[str, Any]]:
     """Label the molecules of some lines of a SMILES file; one plain record per molecule.
 
@@ -735,6 +844,11 @@ def label_lines(
         sections: as :class:`~tying.chem.assign.SmirksAssigner` (None: the five it
             assigns by default); add ``"Constraints"`` to label those too, as
             ``assign_many`` does with such an assigner.
+        errors: ``"raise"`` (default) stops at the first line that cannot be labelled;
+            ``"skip"`` labels the others, and each bad line keeps its place as a record
+            ``{"line", "smiles", "name", "force_field", "error"}`` (no ``"ids"``; the
+            error names its line), with one ``UserWarning`` giving their count. Every
+            record then carries its ``"line"`` number (:mod:`tying.chem.skipping`).
 
     Returns:
         ``[{"smiles", "name", "force_field", "not_assigned", "ids": {section: {"0-1":
@@ -743,7 +857,7 @@ def label_lines(
 
     Raises:
         SmilesError, UnassignedParameterError: naming the line's number (1-based, among
-            the lines given: blanks and comments count) and its text.
+            the lines given: blanks and comments count) and its text (``errors="raise"``).
         TypeError, ValueError, KeyError: on bad ``sections`` or ``strict``, as
             :class:`~tying.chem.assign.SmirksAssigner`.
 
@@ -753,20 +867,30 @@ def label_lines(
         (['ethanol', 'methane'], 'b1')
     """
     check_many(lines, "label_lines", "lines")
+    skip = check_errors(errors, "label_lines")
     assigner = worker_assigner(force_field, strict, sections)
     todo = []  # ((line number, line), smiles, name)
+    bad: dict[int, dict[str, Any]] = {}  # errors="skip": line number -> its record
     for number, line in enumerate(lines, 1):
-        if not isinstance(line, str):  # bytes, None: AttributeError deep in the parsing
-            raise TypeError(
-                f"label_lines: line {number} is a {type(line).__name__} ({line!r:.80}), "
-                f"expected str; decode the file's lines first (open it in text mode)"
-            )
         try:
-            parsed = parse_smiles_line(line)
-        except SmilesError as err:
-            raise _named_error(err, f"line {number} ({line.strip()!r:.80})") from None
+            if not isinstance(line, str):  # bytes, None: AttributeError deep in the parsing
+                raise TypeError(
+                    f"label_lines: line {number} is a {type(line).__name__} ({line!r:.80}), "
+                    f"expected str; decode the file's lines first (open it in text mode)"
+                )
+            try:
+                parsed = parse_smiles_line(line)
+            except SmilesError as err:
+                raise _named_error(err, f"line {number} ({line.strip()!r:.80})") from None
+        except (TypeError, SmilesError) as err:
+            if not skip:
+                raise
+            bad[number] = _skipped_record(number, None, None, assigner, err)
+            continue
         if parsed is not None:
             todo.append(((number, line), *parsed))
+    if skip:
+        return _label_lines_skipping(assigner, todo, bad)
     out = []
     # Packed results come straight from the labelling's arrays (no dicts); each record
     # then decodes its molecule's terms once.
@@ -777,16 +901,5 @@ def label_lines(
             # The number finds the line in a file of thousands (the text may repeat).
             raise _named_error(err, f"line {number} ({line.strip()!r})") from err
         for (_, smiles, name), a in zip(batch, done):
-            out.append(
-                {
-                    "smiles": smiles,
-                    "name": name,
-                    "force_field": a.force_field,
-                    "not_assigned": list(a.not_assigned),  # sections left out (stop 34)
-                    "ids": {
-                        s: {"-".join(map(str, key)): p.id for key, p in sorted(t.items())}
-                        for s, t in a.terms.items()
-                    },
-                }
-            )
+            out.append(_record(smiles, name, a))
     return out
