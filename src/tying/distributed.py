@@ -80,7 +80,7 @@ def ddp(model: nn.Module, **kwargs) -> nn.Module:
 
     _require_group()
     _refuse_wrapped(model, "ddp")
-    verify(model)
+    _verified(model, "ddp")
     wrapped = DistributedDataParallel(model, **kwargs)
     wrapped.register_forward_pre_hook(_ParametersKept(model, "ddp"), prepend=True)
     if not kwargs.get("static_graph", False):  # static_graph reduces a nested use right
@@ -124,7 +124,7 @@ def fully_shard(model: nn.Module, units: Iterable[str] = (), **kwargs) -> nn.Mod
 
     _require_group()
     _refuse_wrapped(model, "fully_shard")
-    verify(model)
+    _verified(model, "fully_shard")
     inv = Inventory(model)
     # one pattern given as a str was read letter by letter ('layers.*' as 'l', 'a', ...:
     # refused for 'l', or with one-letter module names sharded by the letters; stop 32)
@@ -455,8 +455,6 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True):
 
     import torch.distributed as dist
 
-    from tying.core.checkpoint import load as load_file
-
     path = pathlib.Path(path)
     inner = _unwrapped(model)
     helper = wrapped_by(inner) or ("ddp" if inner is not model else None)
@@ -464,7 +462,7 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True):
     if not group:
         if helper is not None:
             _require_group()
-        return load_file(inner, path, verify_hash)
+        return _load_file(inner, path, verify_hash)
     # every rank checks its own file, then all learn how it went: a rank that went on
     # alone would wait in the first collective (or train a model the others do not hold)
     checked, digests = _agreed(
@@ -479,11 +477,34 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True):
             f"was changed"
         )
     if helper != "fully_shard":
-        return load_file(inner, path, verify_hash)
+        return _load_file(inner, path, verify_hash)
     plan, full, _, _ = checked
     _load_shards(inner, full, path)
     verify(inner)
     return plan
+
+
+def _load_file(inner: nn.Module, path, verify_hash: bool):
+    """``tying.load``; a file whose tie paths a wrapper renamed (on either side) says so."""
+    from tying.core.checkpoint import load as load_file
+
+    try:
+        return load_file(inner, path, verify_hash)
+    except TieError as err:
+        wrappers = _wrapper_paths(inner)
+        if not wrappers and not any(seg in str(err) for seg in WRAPPER_SEGMENTS):
+            raise
+        # stop 36: "pattern 'head._checkpoint_wrapped_module.weight' matches no parameter"
+        raise TieError(
+            f"tying.distributed.load: {err} (a tying file names each tie by the saved "
+            f"model's module paths, wrapper segments such as {WRAPPER_SEGMENTS[0]!r} "
+            f"included, and this model's wrapped modules are "
+            f"{', '.join(wrappers[:10]) or 'none'}: load the file into the model as it was "
+            f"saved, wrapped or not: e.g. load before apply_activation_checkpointing when "
+            f"the file was saved before it, or apply it before loading when it was saved "
+            f"after; td.dcp_save/dcp_load name tensors and ties without wrapper segments and "
+            f"load either way)"
+        ) from None
 
 
 def _checked_file(inner: nn.Module, path, verify_hash: bool, helper: str | None):
@@ -620,6 +641,8 @@ def save(model: nn.Module, path: str | os.PathLike, metadata: dict[str, str] | N
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     inner = _unwrapped(model)
+    if dist.is_initialized():
+        _same_target(path, metadata)
     state = get_model_state_dict(
         inner, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
     )
@@ -643,6 +666,39 @@ def save(model: nn.Module, path: str | os.PathLike, metadata: dict[str, str] | N
         raise RuntimeError(
             f"tying.distributed.save: rank 0 could not write {os.fspath(path)!r} "
             f"({outcome[0]}); rank 0 raised that error, and no rank holds a new file"
+        )
+
+
+def _same_target(path, metadata) -> None:
+    """Every rank was given the same ``path`` and ``metadata`` (a collective): rank 0 alone
+    writes, so ranks given other ones returned as if they had saved there (stop 36)."""
+    import torch.distributed as dist
+
+    try:
+        given = ("ok", os.fspath(path), repr(metadata))
+    except TypeError as err:  # told to the other ranks, which would wait for this one
+        given = ("error", f"{type(err).__name__}: {err}", "")
+    seen: list = [None] * dist.get_world_size()
+    dist.all_gather_object(seen, given)
+    rank = dist.get_rank()
+    for r, (kind, msg, _) in enumerate(seen):
+        if kind == "error":
+            if r == rank:
+                raise TypeError(
+                    f"tying.distributed.save: path must be a str or os.PathLike, got "
+                    f"{type(path).__name__} ({msg}); nothing was written"
+                )
+            raise RuntimeError(
+                f"tying.distributed.save: rank {r} was given a bad path ({msg}); rank {r} "
+                f"raised that error, and nothing was written"
+            )
+    if len({(p, m) for _, p, m in seen}) > 1:
+        by_rank = "; ".join(f"rank {r}: {p!r}, metadata {m}" for r, (_, p, m) in enumerate(seen))
+        raise ValueError(
+            f"tying.distributed.save: every rank must pass the same path and metadata, got "
+            f"{by_rank}; rank 0 alone writes the file, so the other ranks' paths would hold "
+            f"no file: pass one path (rank 0's is written; on several machines, a shared "
+            f"folder) and one metadata on every rank; nothing was written"
         )
 
 
@@ -680,7 +736,7 @@ def dcp_save(model: nn.Module, checkpoint_id, optimizer: torch.optim.Optimizer |
     )
 
     inner = _unwrapped(model)
-    verify(inner)
+    _verified(inner, "dcp_save")
     record = json.dumps(_tie_record(inner), sort_keys=True).encode()
     state = {
         "model": get_model_state_dict(inner),
@@ -732,6 +788,9 @@ def dcp_load(model: nn.Module, checkpoint_id, optimizer: torch.optim.Optimizer |
     where = f"tying.distributed.dcp_load: {os.fspath(checkpoint_id)!r}"
 
     def check() -> str | None:
+        # stop 36: a model whose declared ties do not hold was loaded first and refused
+        # after (by the verify at the end), changed
+        _verified(inner, "dcp_load")
         stored = dcp.FileSystemReader(checkpoint_id).read_metadata().state_dict_metadata
         # (shape, dtype): dcp.load cast a float32 checkpoint into a bfloat16 model with no
         # error, where tying.load and td.load refuse a dtype mismatch (stop 35)
@@ -864,13 +923,66 @@ def _same_checkpoint(checkpoint_id, helper: str) -> None:
 
 
 def _tie_record(inner: nn.Module) -> dict[str, dict]:
-    """``{target: {"like", "relation", "hand"}}`` of every tie; a Scaled tie's initial
+    """``{target: {"like", "relation", "hand"}}`` of every tie, by the names the checkpoint's
+    tensors have (wrapper segments dropped, see :func:`_canonical`); a Scaled tie's initial
     scale is left out (its value is a stored tensor)."""
     out = {}
     for t in ties(inner):
         spec = {k: v for k, v in t.relation.spec().items() if k != "init"}
-        out[t.target] = {"like": t.source, "relation": spec, "hand": bool(t.hand)}
+        like = None if t.source is None else _canonical(t.source)
+        out[_canonical(t.target)] = {"like": like, "relation": spec, "hand": bool(t.hand)}
     return out
+
+
+#: the attributes under which wrappers hold the module they wrap; torch's state dicts
+#: (``get_model_state_dict``, and ``state_dict()`` for activation checkpointing) leave these
+#: segments out of a tensor's name: activation checkpointing and offloading
+#: (``apply_activation_checkpointing``), ``torch.compile`` of a submodule, FSDP1
+WRAPPER_SEGMENTS = ("_checkpoint_wrapped_module", "_orig_mod", "_fsdp_wrapped_module")
+
+
+def _canonical(path: str) -> str:
+    """``path`` as a DCP checkpoint names it: without wrapper segments, so a model wrapped
+    by ``apply_activation_checkpointing`` and the bare model name a tie alike. A tie's
+    path keeps the segment (``head._checkpoint_wrapped_module.weight``) while the
+    checkpoint's tensor is ``head.weight``: ``td.dcp_load`` compared the two, missed a tied
+    slot stored as its own tensor, and dropped it with no error (stop 36)."""
+    return ".".join(seg for seg in path.split(".") if seg not in WRAPPER_SEGMENTS)
+
+
+def _wrapper_paths(model: nn.Module) -> list[str]:
+    """Paths of the modules in ``model`` that hold their module under a wrapper segment."""
+    return [
+        path or "<root>"
+        for path, mod in model.named_modules()
+        if any(seg in mod._modules for seg in WRAPPER_SEGMENTS)
+    ]
+
+
+def _verified(model: nn.Module, helper: str) -> None:
+    """``verify(model)``; a failure on a model whose paths a wrapper renamed says so."""
+    try:
+        verify(model)
+    except TieError as err:
+        wrappers = _wrapper_paths(model)
+        if not wrappers:
+            raise
+        # stop 36: after apply_activation_checkpointing the error said "head.weight: no such
+        # parameter any more", naming neither the wrapper nor a fix
+        raise TieError(
+            f"tying.distributed.{helper}: {err} The model holds wrapped modules "
+            f"({', '.join(wrappers[:10])}: activation checkpointing, torch.compile of a "
+            f"submodule or FSDP1), which put their parameters under new paths "
+            f"('{wrappers[0]}.{_inner_segment(model, wrappers[0])}.weight'), and ties declared "
+            f"before the wrapping name the old ones; wrap those modules before tying "
+            f"(tying.Plan(...).apply with the wrapped paths), or checkpoint inside forward "
+            f"with torch.utils.checkpoint.checkpoint(..., use_reentrant=False)"
+        ) from None
+
+
+def _inner_segment(model: nn.Module, path: str) -> str:
+    mod = model if path == "<root>" else model.get_submodule(path)
+    return next(seg for seg in WRAPPER_SEGMENTS if seg in mod._modules)
 
 
 def _record_text(entry: dict | None) -> str:
