@@ -1402,6 +1402,48 @@ def test_load_state_dict_refuses_what_dpsgd_did_not_save(change, err, match):
         fresh.load_state_dict(dp.state_dict(), sigma=1.0)
 
 
+def test_load_state_dict_refuses_a_generator_state_it_cannot_take():
+    """Stop 36: a state saved with a generator, loaded into a DPSGD without one, dropped
+    the noise state with no error: the resumed run drew from torch's global generator, not
+    the noise an uninterrupted run draws."""
+    x, y, batches = _resume_data()
+    dp = _dp_run(mlp(), "vmap")
+    dp.step(ce, x[batches[0]], y[batches[0]], n_data=200)
+    state = dp.state_dict()
+    bare = DPSGD(mlp(), torch.optim.SGD(mlp().parameters(), lr=0.1), noise_multiplier=1.1,
+                 max_grad_norm=1.0, sample_rate=0.05)  # fmt: skip
+    with pytest.raises(ValueError, match=r"holds the noise generator's state .* no generator"):
+        bare.load_state_dict(state)
+    assert bare.steps == 0 and bare.history == []
+    bare.load_state_dict({k: v for k, v in state.items() if k != "generator_state"})
+    assert bare.steps == 1  # the documented opt-out: torch's global generator from here
+    other = _dp_run(mlp(), "vmap")
+    before = other.generator.get_state()
+    with pytest.raises(ValueError, match=r"'generator_state'\] must be .*shape \(5056,\)"):
+        other.load_state_dict({**state, "generator_state": torch.zeros(16, dtype=torch.uint8)})
+    assert other.steps == 0 and torch.equal(other.generator.get_state(), before)
+
+
+def test_a_state_with_numpy_settings_loads_with_weights_only(tmp_path):
+    """Stop 36: NumPy settings were saved as NumPy scalars, and torch.load's default
+    (weights_only=True) refused the checkpoint; they are saved as Python numbers now."""
+    import numpy as np
+
+    x, y, batches = _resume_data()
+    model = mlp()
+    dp = DPSGD(model, torch.optim.SGD(model.parameters(), lr=0.1),
+               noise_multiplier=np.float64(1.1), max_grad_norm=np.float32(1.0),
+               sample_rate=np.float64(0.05))  # fmt: skip
+    dp.step(ce, x[batches[0]], y[batches[0]], n_data=np.int64(200))
+    torch.save(dp.state_dict(), tmp_path / "dp.pt")
+    state = torch.load(tmp_path / "dp.pt", weights_only=True)
+    assert state["history"] == [(0.05, 1.1, 1)] and type(state["noise_multiplier"]) is float
+    resumed = DPSGD(mlp(), torch.optim.SGD(mlp().parameters(), lr=0.1), noise_multiplier=1.1,
+                    max_grad_norm=1.0, sample_rate=0.05)  # fmt: skip
+    resumed.load_state_dict(state)
+    assert resumed.epsilon(1e-5) == dp.epsilon(1e-5)
+
+
 def test_private_grad_in_ghost_mode_takes_an_empty_batch():
     """It failed with torch's "cannot reshape tensor of 0 elements" (mode="vmap" and
     DPSGD.step returned the noise alone)."""

@@ -588,3 +588,28 @@ def test_a_tied_use_under_bf16_autocast_gets_a_float32_grad_sample_clipped_to_th
         worst = max(worst, float(_opacus_clipped_norms(grad_samples, C).max()) / C)
         gsm._close()
     assert worst <= 1 + 1e-6
+
+
+@pytest.mark.parametrize("cleanup", ["to_standard_module", "_close"])
+def test_plain_opacus_is_still_refused_after_our_wrapper_is_cleaned_up(cleanup):
+    """Stop 36: grad_sample_module's mark stayed on the tied module after Opacus' cleanup,
+    so a plain Opacus GradSampleModule wrapped around the same model later was let
+    through (the tied LM's embedding per-sample gradients 86 % off), with no error."""
+    from opacus import GradSampleModule
+
+    model = TinyLM()
+    tok = torch.randint(0, 7, (4, 5), generator=torch.Generator().manual_seed(0))
+    gsm = grad_sample_module(model, loss_reduction="sum")
+    seq_ce(gsm(tok), tok).sum().backward()
+    assert model.embed.weight.grad_sample.shape[0] == 4
+    getattr(gsm, cleanup)()
+    model.zero_grad(set_to_none=True)
+    plain = GradSampleModule(model, loss_reduction="sum")
+    with pytest.raises(tying.TieError, match=r"lm_head reads embed.weight .*grad_sample_module"):
+        plain(tok)
+    plain._close()
+    again = grad_sample_module(model, loss_reduction="sum")  # ours wraps it again, right
+    seq_ce(again(tok), tok).sum().backward()
+    w = model.embed.weight
+    assert torch.allclose(w.grad_sample.sum(0), w.grad, atol=1e-10)
+    again._close()

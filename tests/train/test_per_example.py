@@ -427,3 +427,121 @@ def test_the_suggested_opacus_layers_equal_a_loop(kind):
     model = Recurrent(getattr(layers, kind)(4, 5, batch_first=True)).double()
     x, y = _sequences(torch.float64)
     _check(model, x, y, ce, "expanded-watched")
+
+
+def _weighted_models():
+    torch.manual_seed(0)
+    return {
+        "direct": nn.Sequential(nn.Linear(4, 3)).double(),  # the bmm forward
+        "class": Net((4, 5, 3)).double(),  # the watched way
+        "layernorm": nn.Sequential(nn.Linear(4, 5), nn.LayerNorm(5), nn.Linear(5, 3)).double(),
+        "dict_output": _DictOut().double(),  # vmap(grad(...)): the old way
+    }
+
+
+class _DictOut(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return {"logits": self.lin(x)}
+
+
+@pytest.mark.parametrize("kind", ["direct", "class", "layernorm", "dict_output"])
+def test_a_loss_broadcast_against_the_whole_batch_is_refused(kind):
+    """Stop 36: per-example weights captured by the loss (``ce(out, y) * w``, w of shape
+    (B,)) broadcast each example's one loss to (B,), and the sum gave it the gradient of
+    its loss times w.sum(): 4.2x off a per-example loop, no error, in every way."""
+    model = _weighted_models()[kind]
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 3, (6,), generator=g)
+    w = torch.rand(6, generator=g, dtype=torch.float64)
+
+    def logits(out):
+        return out["logits"] if isinstance(out, dict) else out
+
+    captured = lambda out, y: F.cross_entropy(logits(out), y, reduction="none") * w  # noqa: E731
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"loss_fn returned shape \(6,\) for one example.*in y"):
+        per_example_grads(model, captured, x, labels)
+    dp = DPSGD(model, torch.optim.SGD(model.parameters(), lr=0.1), noise_multiplier=1.0,
+               max_grad_norm=1.0, sample_rate=0.1)  # fmt: skip
+    with pytest.raises(ValueError, match=r"loss_fn returned shape \(6,\) for one example"):
+        dp.step(captured, x, labels, n_data=60)
+    assert dp.steps == 0 and all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    # the fix the message names: the weights ride in y, row b with example b
+    yw = torch.stack([labels.double(), w], 1)
+    inside = lambda out, t: F.cross_entropy(logits(out), t[:, 0].long(), reduction="none") * t[:, 1]  # noqa: E731,E501
+    got = per_example_grads(model, inside, x, yw)
+    want = loop_grads(model, inside, x, yw)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-10, atol=1e-12)
+    # a 0-d loss (reduction="mean") of one example stays legal, as before
+    mean = lambda out, y: F.cross_entropy(logits(out), y)  # noqa: E731
+    got = per_example_grads(model, mean, x, labels)
+    want = loop_grads(model, mean, x, labels)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-10, atol=1e-12)
+
+
+class _ScaledByAttribute(nn.Module):
+    """A per-example scale set as a plain attribute before the call, not passed as input."""
+
+    def __init__(self, as_dict=False):
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+        self.norm = nn.LayerNorm(3)
+        self.scale = None
+        self.as_dict = as_dict
+
+    def forward(self, x):
+        out = self.norm(self.lin(x)) * self.scale  # (B, 3) * (B, 1)
+        return {"pred": out} if self.as_dict else out
+
+
+@pytest.mark.parametrize("as_dict", [False, True])
+def test_a_forward_broadcast_against_the_whole_batch_is_refused(as_dict):
+    """Stop 36: a forward multiplying by a (B, 1) tensor kept on the model gave one
+    example's batch of one the shape (B, 3); under a 0-d loss (F.mse_loss) every example
+    got the whole batch's gradient, 56 % off a per-example loop, no error."""
+    torch.manual_seed(0)
+    model = _ScaledByAttribute(as_dict).double()
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    y = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    model.scale = torch.rand(5, 1, generator=g, dtype=torch.float64) + 0.5
+
+    def pred(out):
+        return out["pred"] if isinstance(out, dict) else out
+
+    mse = lambda out, t: F.mse_loss(pred(out), t)  # noqa: E731
+    with pytest.raises(ValueError, match=r"forward returned shape \(5, 3\) for one example"):
+        per_example_grads(model, mse, x, y)
+    # the fix the message names: the scale as an input, batch first
+    model.forward = lambda x, s: {"pred": model.norm(model.lin(x)) * s}
+    got = per_example_grads(model, mse, (x, model.scale), y)
+    want = {}
+    for b in range(5):
+        loss = mse(model(x[b : b + 1], model.scale[b : b + 1]), y[b : b + 1])
+        for (name, _p), gr in zip(
+            model.named_parameters(), torch.autograd.grad(loss, list(model.parameters()))
+        ):
+            want.setdefault(name, []).append(gr)
+    for name, gs in want.items():
+        torch.testing.assert_close(got[name], torch.stack(gs), rtol=1e-10, atol=1e-12)
+
+
+def test_a_loss_with_one_row_per_token_stays_legal():
+    """The stop 36 check refuses a loss with the batch's rows for one example only: a loss
+    flattening an example's tokens (T rows, T != B) is summed per example as before."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(7, 4), nn.Tanh(), nn.Linear(4, 7)).double()
+    g = torch.Generator().manual_seed(3)
+    tok, tgt = torch.randint(0, 7, (5, 3), generator=g), torch.randint(0, 7, (5, 3), generator=g)
+    flat = lambda out, y: F.cross_entropy(out.reshape(-1, 7), y.reshape(-1), reduction="none")  # noqa: E731
+    got = per_example_grads(model, flat, tok, tgt)
+    want = loop_grads(model, flat, tok, tgt)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-10, atol=1e-12)

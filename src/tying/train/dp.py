@@ -223,7 +223,10 @@ def per_example_grads(model: nn.Module, loss_fn: LossFn, x, y) -> dict[str, torc
             examples of a batch (naming the module where it starts); an
             ``nn.Embedding`` with ``max_norm``; a model with no trainable
             parameter; a buffer the forward writes from the batch (a running mean of
-            the inputs, an InstanceNorm's running statistics), naming it; a full backward hook (module or global) or a gradient hook on
+            the inputs, an InstanceNorm's running statistics), naming it; a loss or a
+            forward that gives one example as many rows as the batch (a tensor of the
+            whole batch captured outside the inputs, such as per-example loss weights);
+            a full backward hook (module or global) or a gradient hook on
             a parameter, which no way to per-example gradients runs right (forward
             hooks and pre-hooks are fine: they run per example).
 
@@ -841,11 +844,16 @@ class DPSGD:
             >>> resumed.steps, resumed.epsilon(1e-5) == dp.epsilon(1e-5)
             (3, True)
         """
+        # plain Python numbers (stop 36): a NumPy setting (np.float64(1.0) from a config
+        # array) was saved as is, and torch.load's default weights_only=True refused the
+        # checkpoint; float() keeps the value bit for bit
         state = {
-            "steps": self.steps,
-            "history": [tuple(seg) for seg in self.history],
+            "steps": int(self.steps),
+            "history": [(float(q), float(s), int(n)) for q, s, n in self.history],
             **{k: getattr(self, k) for k in self.SETTINGS},
         }
+        for k in ("noise_multiplier", "max_grad_norm", "sample_rate"):
+            state[k] = float(state[k])
         if self.generator is not None:
             state["generator_state"] = self.generator.get_state()
         return state
@@ -865,7 +873,8 @@ class DPSGD:
             ValueError: a key missing or unknown (not a DPSGD state); steps, history or a
                 setting that the constructor refuses, or steps that the history does not
                 account for; a setting of this object that differs from the state's and
-                was not passed, naming it. A refused call changes nothing.
+                was not passed, naming it; a saved generator state and no ``generator`` on
+                this object (or one of another device). A refused call changes nothing.
             TypeError: a keyword that is not one of the settings.
         """
         from tying.train.accounting import ACCOUNTANTS
@@ -927,15 +936,39 @@ class DPSGD:
             )
         new = {k: settings.get(k, state_dict[k]) for k in self.SETTINGS}
         gen_state = state_dict.get("generator_state")
-        if gen_state is not None and self.generator is not None:
-            if not isinstance(gen_state, torch.Tensor) or gen_state.dtype != torch.uint8:
+        if gen_state is not None and self.generator is None:
+            # stop 36: the saved noise state was dropped without a word, and the resumed
+            # run drew its noise from torch's global generator instead of going on where
+            # the saved run stopped (not the update an uninterrupted run makes)
+            raise ValueError(
+                "load_state_dict: the state holds the noise generator's state "
+                "('generator_state', saved from a DPSGD built with generator=...), but this "
+                "DPSGD has no generator to take it, so the resumed run would not draw the "
+                "noise an uninterrupted one would; build it with generator=torch.Generator() "
+                "(on the saved run's device), or drop the key (state.pop('generator_state')) "
+                "to draw from torch's global generator"
+            )
+        if gen_state is not None:
+            own = self.generator.get_state()
+            if (
+                not isinstance(gen_state, torch.Tensor)
+                or gen_state.dtype != torch.uint8
+                or gen_state.shape != own.shape
+            ):
+                got = (
+                    f"a {tuple(gen_state.shape)} {gen_state.dtype} tensor"
+                    if isinstance(gen_state, torch.Tensor)
+                    else type(gen_state).__name__
+                )
                 raise ValueError(
                     f"state_dict['generator_state'] must be the uint8 tensor "
-                    f"torch.Generator.get_state() returns, got {type(gen_state).__name__}"
+                    f"torch.Generator.get_state() returns for this DPSGD's generator (on "
+                    f"{self.generator.device}, shape {tuple(own.shape)}), got {got}; build the "
+                    f"generator on the saved run's device"
                 )
         if new["mode"] == "ghost" and self.mode != "ghost":
             self._ghost_plan()  # a model ghost clipping cannot handle is refused here
-        if gen_state is not None and self.generator is not None:
+        if gen_state is not None:
             self.generator.set_state(gen_state)  # before any setting: a refusal changes nothing
         for k, v in new.items():
             setattr(self, k, v)

@@ -427,15 +427,36 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
             if src._forward_counter == 0:
                 promote_current_grad_sample(src)
 
+    marked = [module for module, _ in by_module.values()] + list(keepers.values())
     for module, _ in by_module.values():
         gsm.autograd_grad_sample_hooks.append(module.register_forward_hook(forward_hook))
+    for module in marked:  # keepers: Opacus' own hooks and counter serve their slots
         module.__dict__[HOOKED_ATTR] = True
-    for module in keepers.values():  # Opacus' own hooks and counter serve their slots
-        module.__dict__[HOOKED_ATTR] = True
+    # Opacus' cleanup (``to_standard_module``, ``_close``) removes every handle in this
+    # list; the marks go with them (stop 36: they stayed, so a plain Opacus
+    # GradSampleModule wrapped around the same model later was let through, 86 % off)
+    gsm.autograd_grad_sample_hooks.append(_Unmark(marked))
     gsm.autograd_grad_sample_hooks.append(
         model.register_forward_pre_hook(_vet(gsm, model, slots), with_kwargs=True)
     )
     return gsm
+
+
+class _Unmark:
+    """A handle in Opacus' hook list whose ``remove`` takes the grad-sample mark off.
+
+    :func:`grad_sample_module` marks each module whose tied uses it hooks, and
+    ``core.slots`` lets a tied read through under an Opacus counter only on a marked
+    module. Opacus removes the handles in ``autograd_grad_sample_hooks`` when it
+    cleans up; this one makes the marks leave with the hooks they vouch for.
+    """
+
+    def __init__(self, modules: list[nn.Module]):
+        self.modules = modules
+
+    def remove(self) -> None:
+        for module in self.modules:
+            module.__dict__.pop(HOOKED_ATTR, None)
 
 
 class _ReadsOutside(TorchFunctionMode):

@@ -339,6 +339,7 @@ class _PerExample:
         self.last_forward: str | None = None
         self.model = model
         self._loss_fn: LossFn | None = None
+        self._batch = 0  # the batch's rows at this call: no example's output has as many
         self.fn = vmap(
             grad(self._loss_one, has_aux=True), in_dims=(None, None, 0, 0), randomness="different"
         )
@@ -397,7 +398,10 @@ class _PerExample:
                 mod._buffers[name] = bufs[i]
             if batched:
                 return self.model(*xb)
-            return self.model(*(t.unsqueeze(0) for t in xb))
+            out = self.model(*(t.unsqueeze(0) for t in xb))
+            if self._batch > 1:
+                _refuse_batch_sized_output(out, self._batch)
+            return out
         finally:
             for where, name, orig in reversed(saved):
                 where[name] = orig
@@ -408,7 +412,12 @@ class _PerExample:
 
     def _one_loss(self, out, yb):
         """One example's loss from its output (the old way's loss, on a stored output)."""
-        return self._loss_fn(out, yb.unsqueeze(0)).sum()
+        loss = self._loss_fn(out, yb.unsqueeze(0))
+        # (B,) for one example: broadcast against a tensor of the whole batch (stop 36);
+        # (T,) stays legal: F.cross_entropy(out.view(-1, V), y.view(-1)) gives one loss a token
+        if isinstance(loss, torch.Tensor) and loss.dim() and loss.shape[0] == self._batch > 1:
+            _refuse_batch_sized_loss(loss)
+        return loss.sum()
 
     def __call__(self, loss_fn: LossFn, xs: tuple, y: torch.Tensor):
         """``(grads, losses)``: a tuple of ``(B, *param.shape)`` in :attr:`names` order, ``(B,)``."""
@@ -428,6 +437,7 @@ class _PerExample:
     def _call(self, loss_fn: LossFn, xs: tuple, y: torch.Tensor):
         bufs = tuple(b.detach() for b in self.buffers)
         self._loss_fn = loss_fn
+        self._batch = y.shape[0]
         self.last_loss = self.last_forward = None
         try:
             if (
@@ -717,6 +727,58 @@ def _direct_layers(model: nn.Module, p_slots) -> list | None:
         else:
             return None
     return layers
+
+
+def _refuse_batch_sized_loss(loss: torch.Tensor) -> None:
+    """Refuse a loss that gives one example as many rows of losses as the batch (stop 36).
+
+    Each example's loss is computed on a batch of one, so a loss that broadcasts against
+    a tensor holding the whole batch (per-example weights captured from outside the call,
+    ``ce(out, y) * w`` with ``w`` of shape ``(B,)``) returned ``(B,)`` for every example:
+    the sum gave each example the gradient of its loss times ``w.sum()``, 4.2x off a
+    per-example loop with no error. Ghost clipping applies the loss to the batch and is
+    right for it.
+    """
+    raise ValueError(
+        f"loss_fn returned shape {tuple(loss.shape)} for one example, as many rows as the "
+        f"batch: per-example gradients apply the loss to each example alone (a batch of "
+        f"one), so its losses must have that batch first, shape (1, ...) (or be 0-d). A "
+        f"loss that broadcasts against a tensor of the whole batch captured outside the "
+        f"call (per-example weights: ce(out, y) * w) gives every example all the batch's "
+        f"losses; pass such a tensor in y (e.g. y = torch.stack([target, w], 1), split "
+        f"inside loss_fn) or use mode='ghost', which applies the loss to the batch (a "
+        f"loss with one row per token, as many as the batch, can sum them per example)"
+    )
+
+
+def _refuse_batch_sized_output(out, B: int) -> None:
+    """Refuse a forward whose output for one example has the whole batch's rows (stop 36).
+
+    A forward that reads a tensor of the whole batch kept outside its inputs (a
+    per-example scale or mask set as a plain attribute before the call) broadcast each
+    example's batch of one to ``(B, ...)``: under a 0-d loss (``F.mse_loss``) every
+    example got the gradient of the whole batch's broadcast outputs, 56 % off a
+    per-example loop with no error. Checked on a tensor output and on the tensors of a
+    tuple, list or dict output.
+    """
+    if isinstance(out, dict):
+        leaves = tuple(out.values())
+    elif isinstance(out, (tuple, list)):
+        leaves = out
+    else:
+        leaves = (out,)
+    for t in leaves:
+        if isinstance(t, torch.Tensor) and t.dim() and t.shape[0] == B:
+            raise ValueError(
+                f"the forward returned shape {tuple(t.shape)} for one example of a batch of "
+                f"{B}: per-example gradients run it on each example alone (a batch of one), "
+                f"so its output must have that batch first, shape (1, ...). A forward that "
+                f"broadcasts against a tensor of the whole batch kept outside its inputs (a "
+                f"per-example mask or scale set as an attribute) gives every example the "
+                f"whole batch's outputs; pass such a tensor as an input (x as a tuple, "
+                f"batch first), or keep the batch dimension of a batch of one (squeeze(-1), "
+                f"not squeeze())"
+            )
 
 
 class _NotATensor(Exception):
