@@ -701,3 +701,87 @@ def test_a_crafted_shape_record_names_the_file_and_field(tmp_path, entry, match)
     ):
         tying.load(fresh, path, verify_hash=False)
     assert state_bytes(fresh) == snap
+
+
+def _sq():
+    torch.manual_seed(0)
+    return nn.ModuleDict({"enc": nn.Linear(4, 4), "mid": nn.Linear(4, 4), "dec": nn.Linear(4, 4)})
+
+
+@pytest.mark.parametrize(
+    ("saved", "here"),
+    [
+        (
+            tying.share("dec.weight", like="enc.weight"),
+            tying.share("dec.weight", like="enc.weight", relation=tying.Scaled(2.0)),
+        ),
+        (
+            tying.share("dec.weight", like="enc.weight", relation=tying.Scaled(2.0)),
+            tying.share("dec.weight", like="enc.weight"),
+        ),
+        (
+            tying.share("dec.weight", like="mid.weight"),
+            tying.share("dec.weight", like="enc.weight"),
+        ),
+        (
+            tying.share("dec.weight", like="enc.weight", relation=tying.Transposed()),
+            tying.share("dec.weight", like="enc.weight", relation=tying.Rotated()),
+        ),
+    ],
+    ids=["same-into-scaled", "scaled-into-same", "other-source", "transposed-into-rotated"],
+)
+def test_a_file_that_ties_a_slot_otherwise_is_refused_not_re_tied(saved, here, tmp_path):
+    # stop 36: the file's tie replaced the model's (another relation or source) without a
+    # word, so the model the user built and tied computed something else after the load
+    m = _sq()
+    tying.Plan([saved]).apply(m)
+    path = tying.save(m, tmp_path / "m.safetensors")
+    model = _sq()
+    tying.Plan([here]).apply(model)
+    ties_before, state_before = tying.ties(model), state_bytes(model)
+    with pytest.raises(
+        tying.TieError,
+        match=r"load: dec\.weight is tied in this model \(to .*\) but .* ties it to .*; "
+        r"loading would replace .*tying\.free\('dec\.weight'\)",
+    ):
+        tying.load(model, path)
+    assert tying.ties(model) == ties_before and state_bytes(model) == state_before
+    tying.Plan([tying.free("dec.weight")]).apply(model)  # the fix the message names
+    tying.load(model, path)
+    assert tying.ties(model) == tying.ties(m)
+    assert torch.equal(model["dec"].weight, m["dec"].weight)
+
+
+def test_a_file_and_a_model_one_wrapper_apart_are_refused_with_the_way_in(tmp_path):
+    # stop 36: a file saved through torch.compile (keys '_orig_mod.*') or DataParallel
+    # ('module.*') listed every key as missing, and a load into the wrapper of a plain
+    # file named only the closest keys; the refusal now says which side is wrapped
+    def ae():
+        torch.manual_seed(0)
+        m = nn.ModuleDict({"enc": nn.Linear(4, 4), "dec": nn.Linear(4, 4)})
+        tying.Plan(
+            [tying.share("dec.weight", like="enc.weight", relation=tying.Transposed())]
+        ).apply(m)
+        return m
+
+    class Compiled(nn.Module):  # what torch.compile's OptimizedModule holds: _orig_mod
+        def __init__(self, inner):
+            super().__init__()
+            self._orig_mod = inner
+
+    compiled = tying.save(Compiled(ae()), tmp_path / "c.safetensors")
+    plain = tying.save(ae(), tmp_path / "p.safetensors")
+    model = nn.ModuleDict({"enc": nn.Linear(4, 4), "dec": nn.Linear(4, 4)})
+    before = state_bytes(model)
+    with pytest.raises(
+        tying.TieError,
+        match=r"starts with '_orig_mod\.'.*tying\.load\(torch\.compile\(model\), path\)",
+    ):
+        tying.load(model, compiled)
+    with pytest.raises(
+        tying.TieError, match=r"starts with 'module\.'.*tying\.load\(model\.module, path\)"
+    ):
+        tying.load(nn.DataParallel(model), plain)
+    assert state_bytes(model) == before and tying.ties(model) == []
+    tying.load(Compiled(model), compiled)  # the way in the first message names
+    assert tying.ties(model) == tying.ties(ae())

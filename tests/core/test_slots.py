@@ -549,6 +549,54 @@ def test_a_whole_tensor_write_through_data_is_refused_by_the_next_forward(write,
     assert tying.verify(ae) == 1
 
 
+@pytest.mark.parametrize(
+    "relation", [tying.Rotated(), tying.Scaled(2.0), tying.Flipped((1,))], ids=repr
+)
+@pytest.mark.parametrize("check", ["forward", "verify", "save"])
+def test_a_data_write_in_a_statement_that_reads_the_slot_again_is_refused(
+    relation, check, tmp_path
+):
+    # stop 35's open question: the shape read after `.data` replaced the record of the
+    # value being written, and the write was lost with no error (forward, verify and save
+    # all passed). A value whose memory a `.data` alias still shares is now kept watched.
+    ae = AE(d_in=6, d_hid=6)
+    tying.Plan([tying.share("dec.weight", like="enc.weight", relation=relation)]).apply(ae)
+    before = ae.enc.weight.detach().clone()
+    ae.dec.weight.data.copy_(torch.randn(ae.dec.weight.shape))
+    with pytest.raises(tying.TieError, match=r"dec\.weight was written through \.data"):
+        if check == "forward":
+            ae(torch.randn(2, 6))
+        elif check == "verify":
+            tying.verify(ae)
+        else:
+            tying.save(ae, tmp_path / "m.safetensors")
+    assert torch.equal(ae.enc.weight, before)
+    ae(torch.randn(2, 6))  # refused once; the tie reads on
+    assert tying.verify(ae) == 1
+
+
+def test_a_computed_value_is_watched_only_while_another_tensor_shares_its_memory():
+    # keeping a record must never keep alive a value nothing else holds: plain training
+    # reads keep none, and a view autograd saved for backward is let go at the backward
+    ae = AE(d_in=6, d_hid=6)
+    tying.Plan([tying.share("dec.weight", like="enc.weight", relation=tying.Scaled(2.0))]).apply(ae)
+    slot = ae.dec.__dict__["_tying_slots"]["weight"]
+    for _ in range(3):
+        sgd_step(ae, ae(torch.randn(2, 6)).sum())
+        assert slot._kept == ()
+    x = torch.randn(1, 6, 3)
+    out = sum(nn.functional.conv1d(x, ae.dec.weight.unsqueeze(-1)).sum() for _ in range(4))
+    assert len(slot._kept) == 3  # each earlier value lives on in a view conv1d saved
+    out.backward()
+    assert slot._kept == ()
+    alias = ae.dec.weight.detach()
+    _ = ae.dec.weight
+    del alias
+    _ = ae.dec.weight
+    assert slot._kept == ()
+    assert tying.verify(ae) == 1
+
+
 def test_reads_that_write_nothing_are_never_refused_even_with_nan():
     ae = AE(d_in=6, d_hid=6)
     tying.Plan([tying.share("dec.weight", like="enc.weight", relation=tying.Rotated())]).apply(ae)
@@ -1149,3 +1197,27 @@ def test_a_transposed_tie_trains_under_fsdp2_like_the_unsharded_model():
     finally:
         dist.destroy_process_group()
     torch.testing.assert_close(sharded, reference)
+
+
+def test_a_fresh_instance_of_a_tied_class_serves_its_own_parameters(tmp_path):
+    # stop 36: type(layer)(3, 3) built a TiedLinear without ties, whose first read, load
+    # or state_dict raised a bare KeyError('_tying_slots')
+    m = nn.ModuleDict({"a": nn.Linear(3, 3), "b": nn.Linear(3, 3)})
+    tying.Plan([tying.share("b.weight", like="a.weight", relation=tying.Scaled(2.0))]).apply(m)
+    torch.manual_seed(0)
+    fresh = type(m["b"])(3, 3)
+    torch.manual_seed(0)
+    plain = nn.Linear(3, 3)
+    x = torch.randn(2, 3)
+    assert isinstance(fresh, nn.Linear) and torch.equal(fresh.weight, plain.weight)
+    assert torch.equal(fresh(x), plain(x))
+    fresh.load_state_dict(nn.Linear(3, 3).state_dict())
+    assert list(fresh.state_dict()) == ["weight", "bias"]
+    assert tying.ties(fresh) == [] and tying.count(fresh).physical == 12
+    loaded = type(m["b"])(3, 3)
+    tying.load(loaded, tying.save(fresh, tmp_path / "f.safetensors"))
+    assert torch.equal(loaded.weight, fresh.weight)
+    outer = nn.ModuleDict({"a": nn.Linear(3, 3), "b": fresh})
+    tying.Plan([tying.share("b.weight", like="a.weight", relation=tying.Transposed())]).apply(outer)
+    assert torch.equal(outer["b"].weight, outer["a"].weight.T) and tying.verify(outer) == 1
+    assert torch.equal(m["b"].weight, 2 * m["a"].weight)  # the tied original is untouched

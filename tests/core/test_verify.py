@@ -195,3 +195,45 @@ def test_a_hand_tie_parametrized_the_same_at_every_end_still_holds():
     _double(m[1])
     assert torch.equal(m[0].weight, m[1].weight)
     assert tying.verify(m) == 1
+
+
+@pytest.mark.parametrize(
+    "relation", [tying.Same(), tying.Transposed(), tying.Scaled(2.0)], ids=repr
+)
+def test_a_part_whose_tie_reads_outside_it_is_refused_by_name(relation, tmp_path):
+    # stop 36: tying.verify(model["dec"]) returned 0 ("nothing to check") for a decoder
+    # tied to the encoder; count, untie and save blamed a replaced module that was not
+    torch.manual_seed(0)
+    m = nn.ModuleDict(
+        {"enc": nn.Linear(4, 4), "dec": nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))}
+    )
+    tying.Plan([tying.share("dec.1.weight", like="enc.weight", relation=relation)]).apply(m)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    outside = r"1\.weight is tied to enc\.weight .*outside the module given to {}.*pass that model"
+    with pytest.raises(tying.TieError, match=outside.format(r"tying\.verify")):
+        tying.verify(m["dec"])
+    with pytest.raises(tying.TieError, match=outside.format(r"tying\.verify")):
+        tying.verify(m["dec"][1:])  # a Sequential slice is a part too
+    with pytest.raises(tying.TieError, match=outside.format("the call")):
+        tying.count(m["dec"])
+    with pytest.raises(tying.TieError, match=outside.format("the call")):
+        tying.untie(m["dec"])
+    with pytest.raises(tying.TieError, match=outside.format(r"tying\.save")):
+        tying.save(m["dec"], tmp_path / "dec.safetensors")
+    assert not (tmp_path / "dec.safetensors").exists()
+    assert tying.verify(m) == 1  # the whole model: the tie held throughout
+    assert all(torch.equal(v, before[k]) for k, v in m.state_dict().items())
+
+
+def test_a_part_with_its_source_module_replaced_is_still_named_as_replaced(tmp_path):
+    m = nn.ModuleDict(
+        {"enc": nn.Linear(4, 4), "dec": nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))}
+    )
+    tying.Plan([tying.share("dec.1.weight", like="enc.weight")]).apply(m)
+    m["enc"] = nn.Linear(4, 4)
+    with pytest.raises(tying.TieError, match=r"enc\.weight\) was replaced after the plan"):
+        tying.verify(m["dec"])
+    with pytest.raises(
+        tying.TieError, match=r"module that held its source \(enc\.weight\) was replaced"
+    ):
+        tying.save(m["dec"], tmp_path / "dec.safetensors")

@@ -175,6 +175,10 @@ def save(
     for t in tie_list:
         if t.source:  # a source re-parametrised under the tie: TieError naming it and the fix
             inv.slots[t.source]  # noqa: B018
+        elif t.source == "":  # a part of the tied model, or a source module replaced
+            raise TieError(
+                f"save: {inv.outside(t.target, 'save')}; nothing was written to {os.fspath(path)!r}"
+            )
     return save_state(tensors, tie_list, path, metadata, aliases)
 
 
@@ -682,7 +686,10 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
     try:
         res = plan.resolve(model)  # phase 1: changes nothing
     except TieError as err:
-        raise TieError(f"load: the ties in {str(path)!r} do not fit this model: {err}") from None
+        raise TieError(
+            f"load: the ties in {str(path)!r} do not fit this model: {err}"
+            f"{_wrapper_hint(tensors, model)}"
+        ) from None
     inv, changes = res.inventory, res.changes
 
     final: dict[str, Tie | None] = {}
@@ -694,6 +701,18 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
             final[p] = None
     for ch in changes:
         final[ch.path] = ch.new
+        if ch.old is not None and ch.new is not None and not (ch.old.hand or ch.new.hand):
+            # stop 36: the file's tie replaced the model's (another source or relation)
+            # without a word, while a hand tie the file ties otherwise was refused below
+            was, now = (
+                f"{t.source or 'its own storage'} via {t.relation!r}" for t in (ch.old, ch.new)
+            )
+            raise TieError(
+                f"load: {ch.path} is tied in this model (to {was}) but {str(path)!r} ties it "
+                f"to {now}; loading would replace this model's tie with the file's. Free it "
+                f"first with tying.Plan([tying.free({ch.path!r})]).apply(model) to take the "
+                f"file's tie, or load a file saved from a model tied as this one"
+            )
 
     def tied_here(key: str, what: str) -> TieError:
         t = final[key]
@@ -784,6 +803,7 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
         raise TieError(
             f"load: {str(path)!r} does not fit this model ({'; '.join(parts)}); "
             f"build the model with the architecture and dtype the file was saved from"
+            f"{_wrapper_hint(tensors, model)}"
         )
     _check_logical_shapes(inv, logical, path)
     _check_shared_buffers(model, inv, full, path)
@@ -806,6 +826,43 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
         _restore(kept, err)
         raise
     return plan
+
+
+def _wrapper_hint(tensors, model: nn.Module) -> str:
+    """Why no key fits when one side was saved or built inside a wrapper, or ``""``.
+
+    ``tying.save(torch.compile(model))`` writes ``_orig_mod.*`` keys, DataParallel and
+    DDP ``module.*``; the refusal listed every key as missing (stop 36).
+    """
+    try:
+        here = set(model.state_dict(keep_vars=True))
+    except TieError:  # a lost write to a computed slot: the load's own checks name it
+        return ""
+    there = set(tensors)
+    if not there or not here or there & here:
+        return ""
+    for keys, other, saved in ((there, here, True), (here, there, False)):
+        heads = {k.split(".", 1)[0] for k in keys}
+        if len(heads) != 1 or not all("." in k for k in keys):
+            continue
+        (head,) = heads
+        inner = {k.split(".", 1)[1] for k in keys}
+        if saved and inner <= other:
+            wrap = {"module": "nn.DataParallel(model)", "_orig_mod": "torch.compile(model)"}
+            return (
+                f". Every key in the file starts with '{head}.': it was saved from a wrapped "
+                f"model (DataParallel/DDP keep it under 'module', torch.compile under "
+                f"'_orig_mod'); load into the same wrapper (tying.load("
+                f"{wrap.get(head, f'nn.ModuleDict({{{head!r}: model}})')}, path)), and save "
+                f"the inner model next time (tying.save(wrapped.{head}, path))"
+            )
+        if not saved and other <= inner:
+            return (
+                f". Every key of this model starts with '{head}.' and the file's keys fit "
+                f"without it: it is a wrapper (DataParallel/DDP, torch.compile); load into "
+                f"the model inside it, tying.load(model.{head}, path)"
+            )
+    return ""
 
 
 def _values_kept_until_loaded(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:

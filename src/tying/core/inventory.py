@@ -175,10 +175,39 @@ class Inventory:
                 return path
             if "source" in info.tie.storage:
                 return join(info.module_path, info.tie.storage["source"])
+            if info.source == "":
+                raise TieError(self.outside(path))
             if not info.source or path in seen:
                 return path
             seen.add(path)
             path = info.source
+
+    def outside(self, path: str, what: str = "") -> str:
+        """Why the tie at ``path`` reads a module that is not in this model, and the fix.
+
+        Either the module given is a part of the model the plan was applied to
+        (``tying.count(model.decoder)`` where the decoder reads the encoder), or the
+        module that held the source was replaced after the plan. Both used to be told
+        as the second, from a check that was about something else (stop 36).
+        """
+        info = self.slots[path]
+        slot = info.tie
+        src = slot.paths[1] or slot.source_name
+        links = slot._links() if slot.anchor is not None else None
+        if links is not None and all(p._modules.get(c) is held for p, c, held in links):
+            where = f"tying.{what}" if what else "the call"
+            return (
+                f"{path} is tied to {src} (via {slot.relation!r}), which lies outside the "
+                f"module given to {where}: it is a part of the model the plan was applied "
+                f"to, and a tie is counted, checked, saved and untied there; pass that "
+                f"model (or a parent of it) instead"
+            )
+        return (
+            f"{path} is tied to a tensor outside the model: the module that held its "
+            f"source ({src}) was replaced after the plan was applied (e.g. "
+            f"model.emb = nn.Embedding(...)); re-apply the plan to the new module, or "
+            f"tying.untie(model) first"
+        )
 
     def tensor(self, path: str) -> torch.Tensor:
         """The physical tensor at ``path`` (a physical slot or a storage parameter)."""

@@ -39,6 +39,7 @@ import dataclasses
 import itertools
 import secrets
 import sys
+import weakref
 from typing import Any
 
 import torch
@@ -97,6 +98,14 @@ class Slot:
     # read (its autograd graph's saved tensors are freed by backward as usual). Not a
     # dataclass field: it is per-process state, left out of pickles and deep copies.
     _handed = None
+    # Earlier records like ``_handed`` whose tensor something else still held when a later
+    # read replaced the record (a Python name, or a ``.data``/``.detach()`` alias of its
+    # memory): ``m.b.weight.data.copy_(torch.randn(m.b.weight.shape))`` reads the slot
+    # twice and writes into the first value after the second read, which used to drop
+    # the only record of it (stop 35's open question). Kept only while held elsewhere, so
+    # it keeps alive no tensor that would otherwise be freed before the next read; at most
+    # ``KEPT_MAX`` (per-process state like ``_handed``).
+    _kept = ()
     # The source shape the relation needs for ``shape`` (cached by ``source_shape``; a
     # per-process cache like ``_handed``, left out of pickles and deep copies).
     _need = None
@@ -104,6 +113,7 @@ class Slot:
     def __getstate__(self):
         state = dict(self.__dict__)
         state.pop("_handed", None)
+        state.pop("_kept", None)
         state.pop("_need", None)
         return state
 
@@ -138,14 +148,18 @@ class Slot:
         # constants of the trace (a computed slot's last value; stop 32), so they run
         # untraced, and nothing is recorded from inside the trace
         tracing = not compiling and torch._C._is_tracing()
-        if self._handed is not None and not compiling:
+        if (self._handed is not None or self._kept) and not compiling:
+            # Let the old value go before computing the new one: a read never holds two
+            # logical-sized copies at once (verify/save check values through _handed
+            # first), unless another tensor still shares its memory (then keeping it
+            # costs nothing until that lets go, and a write into it later is still caught)
             if tracing:
                 with _untraced():
                     self.check_written(module)
+                    self._kept = _still_held(self, self._handed)
             else:
                 self.check_written(module)  # version, pointer and a probe of the values
-            # Let the old value go before computing the new one: a read never holds two
-            # logical-sized copies at once (verify/save check values through _handed first).
+                self._kept = _still_held(self, self._handed)
             self._handed = None
         if self.anchor is not None and not compiling:
             for depth, (parent, child, held) in enumerate(self._links()):
@@ -349,15 +363,31 @@ class Slot:
         ``PROBE_SIZE`` evenly spaced values kept when the value was handed out (any
         whole-tensor write: ``.data.copy_``, ``.data.fill_``, an init through
         ``.data``); with ``values=True`` (``verify``, ``save``) every value is
-        compared, by recomputing it, when the source has not changed since.
+        compared, by recomputing it, when the source has not changed since. Earlier
+        values that another tensor still shared when the slot was read again
+        (``_kept``: ``m.b.weight.data.copy_(torch.randn(m.b.weight.shape))``) are
+        checked the same way.
 
         Raises:
             TieError: naming the slot, its source and the fix; the stale record is
                 dropped, so the tie reads on unchanged afterwards.
         """
+        if self._kept:
+            for i, record in enumerate(self._kept):
+                how = self._written(module, record, values)
+                if how is not None:
+                    self._kept = self._kept[:i] + self._kept[i + 1 :]
+                    self._refuse(module, how)
         if self._handed is None:
             return
-        held, version, ptr, key, probe = self._handed
+        how = self._written(module, self._handed, values)
+        if how is not None:
+            self._handed = None
+            self._refuse(module, how)
+
+    def _written(self, module: nn.Module, record: tuple, values: bool) -> str | None:
+        """How the tensor of ``record`` was written since it was handed out (None: not)."""
+        held, version, ptr, key, probe = record
         if version is not None and held._version != version:
             how = "in place"
         elif self._data_replaced(held, version, ptr, key, probe):
@@ -367,8 +397,10 @@ class Slot:
         elif values and not held.is_meta and _equal_now(self, module, held, key) is False:
             how = "through .data"
         else:
-            return
-        self._handed = None
+            return None
+        return how
+
+    def _refuse(self, module: nn.Module, how: str):
         target, source = self.target_and_source(_name_in(module, self))
         raise TieError(
             f"{target} was written {how} (by nn.init.*, .fill_, .copy_ or .data): it is computed "
@@ -518,6 +550,57 @@ def _probe(t: torch.Tensor, where=None):
         if where.numel() == 0:
             return where, t.new_empty(0)
         return where, t.as_strided((_span(t),), (1,)).index_select(0, where)
+
+
+KEPT_MAX = 8  # earlier handed-out values of one slot watched at once (see Slot._kept)
+
+
+def _storage_uses(t: torch.Tensor) -> int:
+    """How many tensors share ``t``'s memory (a ``.data`` or ``.detach()`` alias is one)."""
+    return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
+
+
+def _own_uses(t: torch.Tensor) -> int:
+    # what _storage_uses counts for a computed value nothing else aliases: the value,
+    # the storage object the count is read through, and the tensor it is a view of
+    # (rot90 hands out a transposed view of a flipped copy)
+    return 2 if t._base is None else 3
+
+
+def _still_held(slot: Slot, record: tuple | None) -> tuple:
+    """The records of ``slot._kept`` and ``record`` whose memory another tensor shares.
+
+    Once the slot is read again, a computed value's memory is shared with nothing but
+    its record unless something took an alias of it: ``m.b.weight.data`` (whose write
+    the second read of ``m.b.weight.data.copy_(torch.randn(m.b.weight.shape))`` used to
+    hide), ``.detach()``, or a view that autograd saved for backward. One integer read
+    per record; no record is kept in the common case (``F.linear``, ``F.embedding``,
+    ``F.conv2d`` save the tensor itself), so nothing is held that would otherwise be
+    freed. A record whose tensor takes part in a backward is let go when its gradient is
+    computed, when autograd lets go of its saved views too.
+    """
+    out = []
+    for r in (*slot._kept, record):
+        # r[4] is None: the slot's value is a view of its source or made under a functorch
+        # transform, where writes reach the source or cannot be checked
+        if r is None or r[4] is None or _storage_uses(r[0]) <= _own_uses(r[0]):
+            continue
+        if r is record and r[0].requires_grad:
+            _let_go_at_backward(slot, r)
+        out.append(r)
+    return tuple(out[-KEPT_MAX:])
+
+
+def _let_go_at_backward(slot: Slot, record: tuple) -> None:
+    ref = weakref.ref(slot)
+    key = id(record)
+
+    def hook(grad):
+        held = ref()
+        if held is not None and held._kept:
+            held._kept = tuple(r for r in held._kept if id(r) != key)
+
+    record[0].register_hook(hook)
 
 
 def _shares_storage(view: torch.Tensor, src: torch.Tensor) -> bool:
@@ -694,7 +777,14 @@ def tied_class(base: type, names) -> type:
 
 def _slot_property(name: str) -> property:
     def fget(self):
-        return self.__dict__[SLOTS_ATTR][name].value(self)
+        try:
+            slot = self.__dict__[SLOTS_ATTR][name]
+        except KeyError:
+            # a fresh instance of a tied class (type(layer)(4, 4), layer.__class__(...)): it
+            # has no ties, so it serves its own parameter as its base class would (stop 36:
+            # a bare KeyError('_tying_slots') at its first read, load or state_dict)
+            return nn.Module.__getattr__(self, name)
+        return slot.value(self)
 
     fget.__name__ = name
     return property(fget, doc=f"Tied slot {name!r}, served by tying (read-only).")
@@ -737,7 +827,7 @@ def _guarded_setattr(self, name, value):
 def _check_pending_writes(module: nn.Module, *, values: bool = False) -> None:
     """Refuse when a computed slot of ``module`` was written to since its last read."""
     for slot in module.__dict__.get(SLOTS_ATTR, {}).values():
-        if slot._handed is not None:
+        if slot._handed is not None or slot._kept:
             slot.check_written(module, values=values)
 
 
@@ -795,7 +885,7 @@ def _load_from_state_dict(
         _check_before_load(self, state_dict, prefix, local_metadata, strict, missing, unexpected,
                            errors)  # fmt: skip
     errors.extend(_contradictions(self, state_dict, prefix))
-    for name in self.__dict__[SLOTS_ATTR]:
+    for name in slots_of(self):
         state_dict.pop(prefix + name, None)
     type(self)._tying_base._load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors

@@ -25,7 +25,8 @@ from tying.core.slots import (
 
 @dataclasses.dataclass(frozen=True)
 class TieInfo:
-    """One tie in a model: ``target`` reads ``source`` (None: its own storage) via ``relation``.
+    """One tie in a model: ``target`` reads ``source`` (None: its own storage; ``""``: a
+    module outside the model given, see :func:`verify`) via ``relation``.
 
     ``hand`` is True for a hand-made tie: ``target`` registers the very
     ``nn.Parameter`` of ``source`` (``lm_head.weight = embed.weight``, Hugging
@@ -106,7 +107,9 @@ def verify(model: nn.Module) -> int:
         The number of ties verified.
 
     Raises:
-        TieError: listing every broken tie and the fix; or naming a computed slot
+        TieError: listing every broken tie and the fix; naming a tie whose source lies
+            outside ``model`` (a part of the model the plan was applied to: verify that
+            model instead); or naming a computed slot
             (a relation's view) written to since it was last read, whose write was
             lost (``nn.init.normal_(dec.weight)``, ``dec.weight.data.fill_(0)``).
 
@@ -162,6 +165,15 @@ def verify(model: nn.Module) -> int:
                 # a source that is itself a computed view is a new tensor at every read
                 if isinstance(want, nn.Parameter) and got is not want:
                     broken.append(f"{tpath}: is not the same tensor object as {source}")
+    # A part of a tied model (tying.verify(model.decoder)) holds slots whose declaration
+    # and source lie above it: it returned 0 ("nothing to check") without a word (stop 36)
+    outside = [
+        inv.outside(path, "verify")
+        for path, info in inv.slots.items()
+        if info.tie is not None and info.source == "" and path not in checked
+    ]
+    if outside:
+        raise TieError("; ".join(outside))
     broken += _hand_tie_problems(inv, checked)
     if broken:
         raise TieError(
