@@ -391,6 +391,52 @@ def test_from_pretrained_refuses_a_plan_that_is_not_a_plan(tmp_path):
         hf.from_pretrained(cls, tmp_path, plan=[tying.share("a", like="b")])
 
 
+def test_a_given_plan_without_the_recorded_ties_is_warned_naming_them(tmp_path):
+    # stop 36: a plan= passed for another reason (here the head tie only) loaded the
+    # recorded stack tie as independent copies, with no word: physical count 2.5x, and a
+    # step moved layer 0 alone.
+    model, _, cls, vocab = _tied("gpt2")
+    x = M.ids(vocab)
+    hf.save_pretrained(model, tmp_path)
+    head = tying.Plan([tying.share("lm_head.weight", like="transformer.wte.weight")])
+    with pytest.warns(
+        UserWarning,
+        match=r"records 24 tie\(s\) that the given plan= does not make: "
+        r"transformer\.h\.1\.ln_1\.weight <- transformer\.h\.0\.ln_1\.weight; .*"
+        r"To keep them, pass no plan= .*free them in your plan",
+    ):
+        again = hf.from_pretrained(cls, tmp_path, plan=head).eval()
+    assert torch.equal(M.logits(again, x), M.logits(model, x))  # values as saved, untied
+    assert tying.count(again).physical > tying.count(model).physical
+    # the recorded plan, the same plan, or the stack freed on purpose: no warning
+    for plan in (None, M.GPT2_PLAN, tying.Plan([*head.rules, tying.free("transformer.h.*")])):
+        again = hf.from_pretrained(cls, tmp_path, plan=plan).eval()
+        assert torch.equal(M.logits(again, x), M.logits(model, x))
+    _step(again, x)
+
+
+def test_a_given_plan_need_not_name_a_tie_hf_makes_itself(tmp_path):
+    # Llama with tie_word_embeddings: the recorded head tie holds by HF's own tie
+    model = M.llama(tie_word_embeddings=True)
+    stack = tying.Plan([tying.share("model.layers.*.mlp", like="model.layers.0.mlp")])
+    tying.Plan([*hf.hf_ties_plan(model).rules, *stack.rules]).apply(model)
+    hf.save_pretrained(model, tmp_path)
+    again = hf.from_pretrained(type(model), tmp_path, plan=stack)  # no warning
+    assert again.lm_head.weight is again.model.embed_tokens.weight
+    assert tying.count(again).physical == tying.count(model).physical
+    # into the base model (no lm_head): the recorded ties at its paths are compared
+    base = transformers.LlamaModel
+    hf.from_pretrained(
+        base, tmp_path, plan=tying.Plan([tying.share("layers.*.mlp", like="layers.0.mlp")])
+    )
+    with pytest.warns(
+        UserWarning, match=r"records 3 tie\(s\) .*: layers\.2\.mlp\.gate_proj\.weight <- "
+    ):
+        hf.from_pretrained(
+            base, tmp_path, plan=tying.Plan([tying.share("layers.1.mlp", like="layers.0.mlp")])
+        )
+
+
 def test_save_pretrained_refuses_a_non_hf_module_and_a_state_dict(tmp_path):
     with pytest.raises(
         TypeError, match=r"expected a transformers PreTrainedModel, got Linear; use tying\.save"

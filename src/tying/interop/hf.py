@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import pathlib
+import warnings
 from typing import Any
 
 import torch
@@ -36,6 +37,7 @@ from torch import nn
 
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory, join
+from tying.core.patterns import Pattern
 from tying.core.plan import Plan
 from tying.core.relations import Same, relation_from_spec
 from tying.core.rules import share
@@ -868,7 +870,9 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
         cls: a ``transformers`` model class (``GPT2LMHeadModel``, an ``AutoModel...``).
         path: a local folder (safetensors weights).
         plan: the plan to re-apply; default: the one recorded in ``config=`` when
-            given and holding one, else the one in the folder's ``config.json``.
+            given and holding one, else the one in the folder's ``config.json``. A
+            plan given here replaces the recorded one; a ``UserWarning`` names each
+            recorded tie it neither makes nor frees (those load as untied copies).
         **kwargs: passed to ``cls.from_pretrained`` (``dtype``, ``config``, config
             attributes such as ``tie_word_embeddings=False``, ...).
 
@@ -914,6 +918,7 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
     if recorded is None:
         where_recorded = folder / sub / "config.json"
         recorded = _recorded_plan(where_recorded)
+    given_plan = plan
     if plan is None and recorded is not None:
         plan = plan_from_json(recorded, where=f"{where_recorded}: key {CONFIG_KEY!r}")
     if plan is not None and not isinstance(plan, Plan):
@@ -928,6 +933,8 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
     hf_values = model.state_dict()  # as HF loaded them (references, no copies)
     loaded_by_hf = set(hf_values) - set(info.get("missing_keys", ()))
     if plan is not None:
+        # the recorded ties at this model's paths, read before the given plan ties any
+        recorded_rules = _recorded_rules(recorded, model) if given_plan is not None else []
         plan = _rebase(plan, model)
         plan.apply(model)
     # HF loaded every tensor the untied model has. Left: the storage of relation ties
@@ -959,7 +966,73 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
             f"explains them: {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}; {hint}"
         )
     verify(model)
+    if given_plan is not None and recorded_rules:
+        _warn_recorded_ties_dropped(model, given_plan, recorded_rules, where_recorded)
     return model
+
+
+def _recorded_rules(recorded: Any, model: nn.Module) -> list:
+    """The ties recorded in the folder, at ``model``'s paths (as :func:`_rebase` moves them),
+    less those of a part ``model`` lacks (a head class's ``lm_head``); [] when none is
+    recorded or the record is malformed (a ``plan=`` given is then what the caller chose)."""
+    if recorded is None:
+        return []
+    try:
+        rules = _rebase(plan_from_json(recorded), model).rules
+    except TieError:
+        return []
+    paths = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    paths |= {n for n, _ in model.named_modules(remove_duplicate=False)}
+    return [r for r in rules if r.target in paths]
+
+
+def _warn_recorded_ties_dropped(
+    model: nn.Module, given: Plan, wanted: list, where_recorded
+) -> None:
+    """Warn when a ``plan=`` given to :func:`from_pretrained` lacks ties the folder recorded.
+
+    The folder's tied slots hold equal values, so such a load runs as saved, but the
+    slots are independent copies from then on: a training step moves them apart
+    (a GPT-2 stack tied ALBERT-style came back with 2.5x the physical parameters).
+    A tie the model holds anyway (one Parameter under both paths, as HF's own
+    ``tie_word_embeddings`` makes) is not lost; one the given plan frees is meant.
+    """
+
+    def key(r) -> tuple:
+        return r.target, r.like, json.dumps(r.relation.spec(), sort_keys=True)
+
+    have = {key(r) for r in Plan.declared(model).rules}
+    freed = [Pattern(r.target) for r in given.rules if r.kind == "free"]
+    lost = []
+    for r in wanted:
+        if key(r) in have:
+            continue
+        if r.like is not None and isinstance(r.relation, Same):
+            value = _value_at(model, r.target)
+            if value is not None and value is _value_at(model, r.like):
+                continue  # held anyway (a hand tie such as HF's own)
+        parts = r.target.split(".")
+        ancestors = [".".join(parts[:i]) for i in range(len(parts), 0, -1)]
+        if any(p.match(a) is not None for p in freed for a in ancestors):
+            continue  # freed on purpose by the given plan
+        lost.append(r)
+    if not lost:
+        return
+    names = "; ".join(
+        f"{r.target} <- {r.like}" + ("" if isinstance(r.relation, Same) else f" ({r.relation!r})")
+        for r in lost[:4]
+    )
+    warnings.warn(
+        f"tying.hf.from_pretrained: {where_recorded} records {len(lost)} tie(s) that the given "
+        f"plan= does not make: {names}{'; ...' if len(lost) > 4 else ''}. They were loaded as "
+        f"independent copies (equal values now, apart after a training step). To keep them, "
+        f"pass no plan= (the recorded one is applied) or add them to yours: "
+        f"tying.Plan([*tying.hf.plan_from_json(recorded).rules, *plan.rules]) with recorded = "
+        f"json.load(open(config.json))[{CONFIG_KEY!r}]; to load them untied on purpose, "
+        f"free them in your plan (tying.free('<target>')), or ignore this warning",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def _recorded_plan(config_file: pathlib.Path) -> Any:
