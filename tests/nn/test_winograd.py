@@ -482,3 +482,30 @@ def test_assigning_the_algorithm_later_is_checked_as_the_argument_is():
     wino.load_state_dict(layer.state_dict())
     x = torch.randn(1, 2, 4, 9, 9)
     torch.testing.assert_close(layer(x), wino(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("layer_cls", [LiftingConv2d, GroupConv2d])
+@pytest.mark.parametrize("on", ["input", "weight"])
+def test_forward_mode_ad_is_refused_by_name(layer_cls, on):
+    # stop 36: a tangent reaching the Winograd call (a forward_ad.dual_level, the
+    # documented way to get a JVP without torch.func) failed with torch's "You must
+    # implement the jvp function", naming neither the layer nor the fix
+    import torch.autograd.forward_ad as fwAD
+
+    direct, wino = _pair(layer_cls, "C4", 2, 2)
+    shape = (2, 2, 7, 7) if layer_cls is LiftingConv2d else (2, 2, 4, 7, 7)
+    x = torch.randn(shape, dtype=F64)
+    w = wino.kernels.e if layer_cls is LiftingConv2d else wino.kernels.e_e
+    name = "kernels.e" if layer_cls is LiftingConv2d else "kernels.e_e"
+    with fwAD.dual_level():
+        with pytest.raises(ValueError, match="no forward-mode derivative.*algorithm='direct'"):
+            if on == "input":
+                wino(fwAD.make_dual(x, torch.ones_like(x)))
+            else:
+                dual = fwAD.make_dual(w.detach(), torch.ones_like(w))
+                torch.func.functional_call(wino, {name: dual}, (x,), strict=False)
+        # the fix runs: the direct layer's tangent
+        tangent = fwAD.unpack_dual(direct(fwAD.make_dual(x, torch.ones_like(x)))).tangent
+        assert tangent is not None
+        # a dual level with no tangent on this call's tensors: the Winograd path runs
+        assert _rel(wino(x), direct(x)) <= REL64

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tying.nn._args import is_int
+from tying.nn._args import forward_ad_active, is_int
 
 __all__ = ["available", "winograd_conv2d"]
 
@@ -443,8 +443,8 @@ def winograd_conv2d(
 
     Raises:
         ValueError: for another kernel size, a device other than the CPU, a dtype other
-            than float32/float64, mixed dtypes, an input smaller than the kernel, or a
-            call under a ``torch.func`` transform.
+            than float32/float64, mixed dtypes, an input smaller than the kernel, a
+            call under a ``torch.func`` transform, or a forward-mode AD tangent.
         ImportError: when numba is not installed (``pip install 'tying[fast]'``).
         NotImplementedError: when a gradient taken with ``create_graph=True`` is
             differentiated again (no double backward; use ``algorithm='direct'``).
@@ -470,6 +470,13 @@ def winograd_conv2d(
             "algorithm='winograd' does not run under torch.func transforms (vmap, grad, "
             "jacrev, ...): its tile transforms are compiled loops outside PyTorch; use "
             "algorithm='direct' there"
+        )
+    if torch.autograd.forward_ad._current_level >= 0 and forward_ad_active(x, weight, bias):
+        # torch's "You must implement the jvp function" named neither the layer nor the fix
+        raise ValueError(
+            "algorithm='winograd' has no forward-mode derivative (a tangent reached it in a "
+            "torch.autograd.forward_ad.dual_level): its tile transforms are compiled loops "
+            "outside PyTorch; use algorithm='direct' for forward-mode AD"
         )
     require_numba()
     return _WinogradFn.apply(x, weight, bias, padding)

@@ -240,17 +240,22 @@ class Attention(nn.Module):
                 f"attention_mask) is attn_mask.bool()"
             )
         shape = tuple(mask.shape)
+        # a 4-D mask may also have 1 query row: a key-padding mask (B, 1, 1, S), the layout
+        # of transformers' extended attention masks, read by every query (stop 36; it was
+        # refused with a fix that did not fit it)
         ok = (mask.ndim == 2 and shape == (t, s)) or (
             mask.ndim == 4
-            and shape[2:] == (t, s)
+            and shape[3] == s
+            and shape[2] in (1, t)
             and shape[0] in (1, b)
             and shape[1] in (1, self.n_heads)
         )
         if not ok:
             raise ValueError(
-                f"Attention: attn_mask must be (T, S) = ({t}, {s}) or (B or 1, 1 or n_heads, T, S) "
-                f"= ({b} or 1, 1 or {self.n_heads}, {t}, {s}), got {shape}; for a per-sequence "
-                f"(B, T, S) mask pass mask[:, None]"
+                f"Attention: attn_mask must be (T, S) = ({t}, {s}) or (B or 1, 1 or n_heads, "
+                f"T or 1, S) = ({b} or 1, 1 or {self.n_heads}, {t} or 1, {s}), got {shape}; for "
+                f"a per-sequence (B, T, S) mask pass mask[:, None], for a key-padding (B, S) "
+                f"mask mask[:, None, None, :]"
             )
 
     def forward(
@@ -265,8 +270,9 @@ class Attention(nn.Module):
         Args:
             x: queries ``(B, T, d_model)``.
             context: keys/values ``(B, S, d_context)``; None for self-attention.
-            attn_mask: boolean ``(T, S)`` or ``(B, 1 or n_heads, T, S)`` (True = may
-                attend) or an additive float mask. In a causal self-attention
+            attn_mask: boolean ``(T, S)`` or ``(B, 1 or n_heads, T or 1, S)`` (True = may
+                attend; ``(B, 1, 1, S)`` is a key-padding mask, read by every query) or an
+                additive float mask. In a causal self-attention
                 (``context`` None) it is combined with the causal rule (a key must be
                 allowed by both); with a ``context`` it replaces ``causal``.
 
