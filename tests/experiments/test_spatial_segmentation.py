@@ -39,14 +39,35 @@ def test_soft_iou_dice_verdict_follows_from_the_measured_numbers():
 
 
 def test_bn_vs_gn():
+    # stop 36: trained to convergence, BN in batches of 2 reaches GN's accuracy; the check's
+    # first condition (GN ahead by >= 0.1) held only after one epoch, and now fails
     r = mod.bn_vs_gn("quick", 0)
     check_result(r)
-    assert r.passed
-    assert r.measured["GN output change when the batch partner changes"] == 0.0
-    assert r.measured["BN output change when the batch partner changes"] > 1e-3
+    assert not r.passed
+    m = r.measured
+    assert m["GN − BN accuracy, evaluated in batches of 2"] < 0.1
+    assert abs(m["BN eval − BN batch-of-2 accuracy (train/eval gap)"]) >= 0.05
+    assert m["GN output change when the batch partner changes"] == 0.0
+    assert m["BN output change when the batch partner changes"] > 1e-3
+    assert "At convergence the first condition fails" in r.notes
+
+
+def test_bn_vs_gn_trains_past_the_first_epoch():
+    # one epoch (200 steps) left BN in batches of 2 still learning: the gap read 0.24-0.30
+    # where the settled one is 0.01-0.03 (quick and report, seeds 0 and 1)
+    for size in ("quick", "report"):
+        cfg = mod.NORM[size]
+        assert cfg.steps * 2 >= 10 * cfg.train  # 10 epochs at batch size 2
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fn", [mod.tied_unet, mod.soft_iou_dice, mod.bn_vs_gn])
+@pytest.mark.parametrize("fn", [mod.tied_unet, mod.soft_iou_dice])
 def test_report_size(fn):
     assert fn("report", 0).passed
+
+
+@pytest.mark.slow
+def test_bn_vs_gn_report_size_fails_at_convergence():
+    m = mod.bn_vs_gn("report", 0)
+    assert not m.passed
+    assert m.measured["GN − BN accuracy, evaluated in batches of 2"] < 0.1

@@ -16,7 +16,16 @@ from torch import nn
 
 from tying.experiments.registry import check_size
 
-__all__ = ["UnrolledRNN", "by_size", "largest", "max_abs_diff", "new_figure", "rngs", "smallest"]
+__all__ = [
+    "UnrolledRNN",
+    "by_size",
+    "largest",
+    "max_abs_diff",
+    "new_figure",
+    "rngs",
+    "smallest",
+    "still_gaining",
+]
 
 log = logging.getLogger("tying.experiments")
 
@@ -121,6 +130,44 @@ def smallest(values: Iterable[float]) -> float:
         (0.7, 0.7, nan)
     """
     return float(_floats(values, "smallest").min())
+
+
+def still_gaining(losses: Iterable[float], tail: float = 0.2, by: float = 0.1) -> bool:
+    """Whether a fixed-step training run was still improving when its budget ran out.
+
+    The run counts as still gaining when the best loss of its last ``tail`` of steps is
+    more than ``by`` (relative) below the best loss before them: a comparison of such
+    runs is one at a step budget, not at convergence (stop 36). A loss history holding
+    NaN or inf counts as still gaining: that run did not settle anywhere.
+
+    Args:
+        losses: the training loss at every step, in order.
+        tail: fraction of the run that makes its end (0 < tail < 1).
+        by: relative drop of the best loss that counts as gaining (0 < by < 1).
+
+    Returns:
+        True when the run was still gaining at its last step.
+
+    Raises:
+        ValueError: for fewer than 5 losses, or ``tail``/``by`` outside (0, 1).
+
+    Example:
+        >>> still_gaining([1.0, 0.5, 0.25, 0.12, 0.06]), still_gaining([1.0, 0.5, 0.5, 0.49, 0.5])
+        (True, False)
+    """
+    arr = _floats(losses, "still_gaining")
+    for name, v in (("tail", tail), ("by", by)):
+        if not 0.0 < v < 1.0:
+            raise ValueError(f"still_gaining(): {name} must lie in (0, 1), got {v!r}")
+    if arr.size < 5:
+        raise ValueError(
+            f"still_gaining() needs the loss at 5 or more steps to split off the run's end, "
+            f"got {arr.size}"
+        )
+    if not np.isfinite(arr).all():
+        return True
+    cut = min(arr.size - 1, int(round(arr.size * (1 - tail))))
+    return bool(arr[cut:].min() < (1 - by) * arr[:cut].min())
 
 
 class RNNStep(nn.Module):

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 import tying
-from tying.experiments.common import new_figure
+from tying.experiments.common import new_figure, still_gaining
 from tying.experiments.registry import Result, Table, check_size, experiment
 from tying.nn import TiedResidualNet, VectorField, odeint
 
@@ -72,18 +72,22 @@ def _flow_task(cfg: DepthConfig, seed: int):
 
 def _fit(
     cfg: DepthConfig, hidden: int, tied: bool, data, seed: int
-) -> tuple[TiedResidualNet, float]:
+) -> tuple[TiedResidualNet, float, bool]:
+    """Train one stack; returns it, its relative test error, and whether it was still gaining."""
     x, y, x_test, y_test = data
     torch.manual_seed(seed)
     net = TiedResidualNet(cfg.dim, hidden, cfg.depth, tied=tied)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    losses = []
     for _ in range(cfg.train_steps):
         opt.zero_grad()
-        (net(x) - y).pow(2).mean().backward()
+        loss = (net(x) - y).pow(2).mean()
+        loss.backward()
         opt.step()
+        losses.append(float(loss.detach()))
     with torch.no_grad():
         rel = float((net(x_test) - y_test).pow(2).mean() / y_test.var())
-    return net, rel
+    return net, rel, still_gaining(losses)
 
 
 @experiment("cross-layer-sharing")
@@ -98,12 +102,13 @@ def cross_layer_sharing(size: str, seed: int) -> Result:
         f"tied, hidden {wide} (same budget)": (wide, True),
     }
     errors: dict[str, list[float]] = {name: [] for name in models}
-    counts, trained = {}, None
+    counts, trained, gaining = {}, None, 0
     for s in range(cfg.seeds):
         data = _flow_task(cfg, seed * 1000 + s)
         for name, (hidden, tied) in models.items():
-            net, rel = _fit(cfg, hidden, tied, data, seed * 1000 + s)
+            net, rel, still = _fit(cfg, hidden, tied, data, seed * 1000 + s)
             errors[name].append(rel)
+            gaining += still
             counts[name] = tying.count(net)
             if tied and hidden == wide and s == 0:
                 trained = net
@@ -163,6 +168,7 @@ def cross_layer_sharing(size: str, seed: int) -> Result:
             "convergence order": order,
             f"ODE error at L={cfg.ode_depths[0]}": ode_err[0],
             f"ODE error at L={cfg.ode_depths[-1]}": ode_err[-1],
+            "runs still gaining at the step budget": f"{gaining} of {cfg.seeds * len(models)}",
         },
         key_figure=(
             f"same budget: tied h={wide} error {statistics.mean(errors[wide_name]):.4f} vs untied "
@@ -175,6 +181,11 @@ def cross_layer_sharing(size: str, seed: int) -> Result:
             "the tied wide stack, within the untied budget, has a lower mean error than untied "
             "and wins on a majority of seeds; tied narrow is worse than untied; convergence order "
             f"in (0.85, 1.15); the error at L={cfg.ode_depths[-1]} below a tenth of L={cfg.ode_depths[0]}'s."
+            f" The errors are at a budget of {cfg.train_steps} Adam steps, not at convergence: "
+            f"{gaining} of {cfg.seeds * len(models)} runs were still gaining at the end (best "
+            "training loss down over 10% in the last fifth). With more steps every error falls "
+            "and the tied wide stack's edge shrinks (quick, seed 0: untied / tied-wide error "
+            "about 2.0 at 200 steps, 1.4 at 3,200) but it still wins (stop 36)."
         ),
     )
 

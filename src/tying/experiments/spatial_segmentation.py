@@ -337,7 +337,10 @@ def soft_iou_dice(size: str, seed: int) -> Result:
 @dataclasses.dataclass(frozen=True)
 class NormConfig:
     seeds: int  # training runs per normalisation: one run is a noisy estimate
-    steps: int  # Adam steps at batch size 2
+    # Adam steps at batch size 2: enough for every run to settle (stop 36: at 200 steps, one
+    # epoch, BN evaluated in batches of 2 was still on its way from 0.70 to 0.99 while GN sat at
+    # 0.97-1.0; the gap the check compares, 0.24-0.30 there, is 0.01-0.03 from 2,000 steps on)
+    steps: int
     side: int = 8
     train: int = 400
     test: int = 500
@@ -349,7 +352,7 @@ class NormConfig:
     lr: float = 0.01
 
 
-NORM = {"quick": NormConfig(seeds=2, steps=200), "report": NormConfig(seeds=6, steps=200)}
+NORM = {"quick": NormConfig(seeds=2, steps=2000), "report": NormConfig(seeds=6, steps=2000)}
 
 
 def _two_colour(cfg: NormConfig, n: int, rng) -> tuple[torch.Tensor, torch.Tensor]:
@@ -479,5 +482,13 @@ def bn_vs_gn(size: str, seed: int) -> Result:
         "Check: evaluated in batches of 2, GN's accuracy beats BN's by ≥ 0.1; BN's accuracy "
         "changes by ≥ 0.05 between batch statistics and eval mode (its train/eval gap); GN's "
         "output for an image is bit-identical whatever its batch partner (BN's is not), and GN "
-        "is not worse than BN's eval mode (tolerance 0.02).",
+        "is not worse than BN's eval mode (tolerance 0.02). "
+        f"Every run trains for {cfg.steps} steps ({cfg.steps * 2 // cfg.train} epochs), to where "
+        "the accuracies have settled: after one epoch (200 steps, the budget before stop 36) BN "
+        "in batches of 2 still lagged GN by 0.24-0.30 and the check passed, but that lag is "
+        "training not yet done, not a property of BN: trained on, BN learns to use its "
+        "partner's statistics and reaches GN's accuracy within 0.01-0.03, and its eval-mode "
+        "accuracy differs from its batch-of-2 accuracy by 0.02-0.05, either way. At "
+        "convergence the first condition fails (report, seed 0: the train/eval-gap condition "
+        "too).",
     )

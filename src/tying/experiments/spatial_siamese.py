@@ -16,6 +16,7 @@ from torch import nn
 
 import tying
 from tying.experiments._spatial_common import by_size, log, new_figure, rngs, seeded
+from tying.experiments.common import still_gaining
 from tying.experiments.registry import Result, Table, experiment
 from tying.nn import Siamese
 
@@ -69,23 +70,28 @@ def _balanced_accuracy(d: torch.Tensor, same: torch.Tensor, threshold: float) ->
     return 0.5 * float(pred[same].float().mean() + (~pred[~same]).float().mean())
 
 
-def _verify(cfg, tied: bool, train, test, seed: int) -> float:
+def _verify(cfg, tied: bool, train, test, seed: int) -> tuple[float, bool]:
+    """Train one pair of towers; returns the test balanced accuracy and whether the run was
+    still gaining at its step budget (best loss down over 10% in its last fifth)."""
     (x, y), (xt, yt) = train, test
     i, j, same = _pairs(y)
     it, jt, same_t = _pairs(yt)
     with seeded(seed):
         net = Siamese(nn.Linear(x.shape[1], cfg.embed_dim), tied=tied)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    losses = []
     for _ in range(cfg.steps):
         opt.zero_grad()
-        _balanced_contrastive(net.distance(x[i], x[j]), same, cfg.margin).backward()
+        loss = _balanced_contrastive(net.distance(x[i], x[j]), same, cfg.margin)
+        loss.backward()
         opt.step()
+        losses.append(float(loss.detach()))
     with torch.no_grad():
         d_train, d_test = net.distance(x[i], x[j]), net.distance(xt[it], xt[jt])
         # the decision threshold is fitted on training pairs only
         candidates = torch.quantile(d_train, torch.linspace(0.02, 0.98, 49))
         best = max(candidates.tolist(), key=lambda t: _balanced_accuracy(d_train, same, t))
-        return _balanced_accuracy(d_test, same_t, best)
+        return _balanced_accuracy(d_test, same_t, best), still_gaining(losses)
 
 
 def _gradient_is_sum_of_uses(seed: int, dim: int) -> float:
@@ -113,6 +119,7 @@ def siamese(size: str, seed: int) -> Result:
         "tied": np.zeros((len(cfg.writers), cfg.seeds)),
         "untied": np.zeros((len(cfg.writers), cfg.seeds)),
     }
+    gaining = 0
     for r in range(cfg.seeds):
         _, rng = rngs(seed * 1000 + r)
         mix = rng.standard_normal((dim, dim)) / np.sqrt(dim)  # one "scanner" for all writers
@@ -120,7 +127,8 @@ def siamese(size: str, seed: int) -> Result:
         for k, w in enumerate(cfg.writers):
             train = _signatures(cfg, w, mix, rng)
             for name in acc:
-                acc[name][k, r] = _verify(cfg, name == "tied", train, test, seed * 1000 + r)
+                acc[name][k, r], still = _verify(cfg, name == "tied", train, test, seed * 1000 + r)
+                gaining += still
     mean = {name: a.mean(axis=1) for name, a in acc.items()}
     gap = mean["tied"] - mean["untied"]
     grad_err = _gradient_is_sum_of_uses(seed, dim)
@@ -178,6 +186,7 @@ def siamese(size: str, seed: int) -> Result:
             "max |grad − (left use + right use)|": grad_err,
             "d(x, x) tied / untied": (self_tied, self_untied),
             "tied logical/physical params": (c.logical, c.physical),
+            "runs still gaining at the step budget": f"{gaining} of {acc['tied'].size * 2}",
         },
         key_figure=f"tied {mean['tied'].mean():.2f} vs untied {mean['untied'].mean():.2f} "
         "verification accuracy",
@@ -185,5 +194,11 @@ def siamese(size: str, seed: int) -> Result:
         "nuisance directions; linear towers trained with a contrastive loss on every ordered "
         "pair. Check: tied beats untied on average, reaches ≥ 0.75 with the most writers, its "
         "gradient equals the sum of the two towers' gradients (< 1e-6), and d(x, x) = 0 only "
-        "when tied.",
+        "when tied. "
+        f"The accuracies are at a budget of {cfg.steps} full-batch Adam steps: "
+        f"{gaining} of {acc['tied'].size * 2} runs were still gaining at the end (best training "
+        "loss down over 10% in the last fifth). Trained on, the gap narrows but stays positive "
+        "(stop 36; quick, seed 0: 0.071 at 100 steps, 0.033 at 400, 0.028 at 1,000, 0.032 at "
+        "3,000; seed 1: 0.070 at 100, 0.023 at 3,000), so the gap shown overstates the "
+        "settled one two- to threefold.",
     )
