@@ -78,7 +78,11 @@ def test_a_categorical_emission_prior_that_differs_within_a_tie_group_is_refused
 def test_a_refit_refused_for_its_prior_leaves_the_fitted_model_as_it_was():
     m, X = _fitted(ties={"means": [[0, 1]]})
     before = (m.means_, m.covars_, m.transmat_, list(m.history_))
-    m.set_params(means_prior=[[0.0, 0.0], [5.0, 5.0], [0.0, 0.0]], means_weight=1.0)
+    # tol and covars_prior given: a prior alone would switch them to hmmlearn's (refused)
+    m.set_params(
+        means_prior=[[0.0, 0.0], [5.0, 5.0], [0.0, 0.0]], means_weight=1.0, tol=1e-4,
+        covars_prior=0.0,
+    )  # fmt: skip
     with pytest.raises(ValueError, match="means_prior: states 0 and 1 are tied"):
         m.fit(X)
     after = (m.means_, m.covars_, m.transmat_, list(m.history_))

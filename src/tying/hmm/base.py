@@ -30,6 +30,7 @@ from tying.hmm import compiled
 from tying.hmm import forward_backward as _fb
 from tying.hmm.draws import last_possible
 from tying.hmm.estimator import EstimatorParams
+from tying.hmm.fitted_array import fitted
 from tying.hmm.forward_backward import Posteriors, forward_backward, forward_log_likelihood
 from tying.hmm.monitor import ConvergenceMonitor
 from tying.hmm.priors import check_priors
@@ -199,7 +200,7 @@ class BaseHMM(EstimatorParams):
         self.verbose = verbose
 
     # ------------------------------------------------------------ attributes
-    @property
+    @fitted
     def startprob_(self) -> np.ndarray:
         """``(K,)`` initial state distribution; assignable (validated)."""
         self._check_set("startprob_", "_startprob")
@@ -216,7 +217,7 @@ class BaseHMM(EstimatorParams):
                 self._ensure_ties()
             self._startprob = startprob
 
-    @property
+    @fitted
     def transmat_(self) -> np.ndarray:
         """``(K, K)`` transition matrix (tied states read the same row); assignable."""
         self._check_set("transmat_", "_transitions")
@@ -229,6 +230,38 @@ class BaseHMM(EstimatorParams):
             full = _stochastic("transmat_", value, (K, K))
             self._ensure_ties()
             self._transitions = self._to_groups("transitions", "transmat_", full)
+
+    def _plain(self, name: str) -> np.ndarray:
+        """The fitted attribute ``name``'s current value as a plain array (for our own reads:
+        the public one is a :class:`~tying.hmm.fitted_array.FittedArray`)."""
+        return getattr(type(self), name).fget.plain(self)
+
+    def _write_back(self, name: str, before: np.ndarray, after: np.ndarray) -> None:
+        """Assign ``after``, a write into ``m.<name>`` (which held ``before``), to the model.
+
+        States of a tie group share one stored value, so a write to some of them holds for
+        the whole group; states of one group written with different values are refused,
+        naming the tie. The setter then validates the whole value (all or nothing).
+        """
+        kind = {"startprob_": None, "transmat_": "transitions"}.get(name)
+        if name not in ("startprob_", "transmat_"):
+            kind = next((k for k in self._emission_kinds if _public(k) == name), None)
+        if kind is not None and "ties_" in self.__dict__ and len(after) == self.n_components:
+            changed = ~_rows_equal(before, after)
+            for group in self.ties_.groups(kind):
+                written = [s for s in group if changed[s]]
+                if not written or len(group) == 1:
+                    continue
+                for s in written[1:]:
+                    if not np.array_equal(after[s], after[written[0]], equal_nan=True):
+                        raise ValueError(
+                            f"{name}: states {written[0]} and {s} are tied (ties[{kind!r}] "
+                            f"group {group}) and store one value, but this write gives them "
+                            f"different values; write one value to the group (e.g. "
+                            f"m.{name}[{group}] = value) or untie them"
+                        )
+                after[group] = after[written[0]]  # the group's one value, in every state
+        setattr(self, name, after)
 
     @property
     def _assigned(self) -> set:
@@ -516,7 +549,7 @@ class BaseHMM(EstimatorParams):
         """
         seqs = np.arange(batch.n_sequences)
         gamma = np.empty((batch.n_samples, self.n_components))
-        start, A = self._startprob, self.transmat_
+        start, A = self._startprob, self._plain("transmat_")
         ll, xi = _fb._log_space_subset(start, A, log_b, batch, seqs, posteriors=True, out=gamma)
         with np.errstate(invalid="ignore"):  # a sequence of probability 0: NaN, as before
             return Posteriors(ll, gamma, xi, gamma[batch.starts].sum(0), batch.n_sequences)
@@ -533,7 +566,9 @@ class BaseHMM(EstimatorParams):
         ``gamma`` is then None and ``stats`` holds the emission statistics.
         """
         log_b = self._em_log_emission(X, context)
-        return forward_backward(self._startprob, self.transmat_, log_b, batch, n_jobs=self.n_jobs)
+        return forward_backward(
+            self._startprob, self._plain("transmat_"), log_b, batch, n_jobs=self.n_jobs
+        )
 
     def _em_log_emission(self, X, context) -> np.ndarray:
         """Subclass hook: the E-step's emission log-densities; a subclass may keep what
@@ -610,7 +645,11 @@ class BaseHMM(EstimatorParams):
         with _threads(self.n_threads):
             X, batch = self._prepare(X, lengths)
             return forward_log_likelihood(
-                self._startprob, self.transmat_, self._log_emission(X), batch, n_jobs=self.n_jobs
+                self._startprob,
+                self._plain("transmat_"),
+                self._log_emission(X),
+                batch,
+                n_jobs=self.n_jobs,
             )
 
     def score_samples(self, X, lengths=None) -> tuple[float, np.ndarray]:
@@ -640,7 +679,7 @@ class BaseHMM(EstimatorParams):
             X, batch = self._prepare(X, lengths)
             log_b = self._log_emission(X)
             post = forward_backward(
-                self._startprob, self.transmat_, log_b, batch, n_jobs=self.n_jobs
+                self._startprob, self._plain("transmat_"), log_b, batch, n_jobs=self.n_jobs
             )
             if not _posteriors_finite(post):  # see _log_space_posteriors
                 post = self._log_space_posteriors(log_b, batch)
@@ -723,7 +762,9 @@ class BaseHMM(EstimatorParams):
                 return float(np.log(post.max(1)).sum()), post.argmax(1)
         with _threads(self.n_threads):
             X, batch = self._prepare(X, lengths)
-            log_p, states = viterbi(self._startprob, self.transmat_, self._log_emission(X), batch)
+            log_p, states = viterbi(
+                self._startprob, self._plain("transmat_"), self._log_emission(X), batch
+            )
         return float(log_p.sum()), states
 
     def predict(self, X, lengths=None) -> np.ndarray:
@@ -761,7 +802,7 @@ class BaseHMM(EstimatorParams):
             X, batch = self._prepare(X, lengths)
             log_b = self._log_emission(X)
             ll = forward_log_likelihood(
-                self._startprob, self.transmat_, log_b, batch, n_jobs=self.n_jobs
+                self._startprob, self._plain("transmat_"), log_b, batch, n_jobs=self.n_jobs
             )
         bad = np.flatnonzero(~np.isfinite(ll))
         if not bad.size:  # every sequence is possible after all: nothing to refuse
@@ -828,7 +869,7 @@ class BaseHMM(EstimatorParams):
             >>> m.get_stationary_distribution().round(6).tolist()
             [0.666667, 0.333333]
         """
-        return stationary_distribution(self.transmat_)
+        return stationary_distribution(self._plain("transmat_"))
 
     def sample(
         self, n_samples: int = 1, random_state=None, currstate: int | None = None
@@ -875,7 +916,7 @@ class BaseHMM(EstimatorParams):
         seed = self.random_state if random_state is None else random_state
         _check_seed(seed)
         rng = np.random.default_rng(seed)
-        A = self.transmat_
+        A = self._plain("transmat_")
         A_cdf = np.cumsum(A, axis=1)
         cap = last_possible(A).tolist()  # a u past a row's rounded sum: never a 0 (draws.py)
         states = np.empty(n_samples, dtype=np.int64)
@@ -896,6 +937,11 @@ class BaseHMM(EstimatorParams):
         if isinstance(self.params, str):
             return True
         return any(getattr(self, name, None) is not None for name in self._hmmlearn_only)
+
+    def _style_defaults(self) -> dict:
+        if "_startprob" not in self.__dict__:  # nothing to go on fitting from: a fresh start
+            return {}
+        return {n: self._resolved(n) for n in ("n_iter", "tol") if getattr(self, n) is None}
 
     def _resolved(self, name: str):
         value = getattr(self, name)
@@ -1152,6 +1198,12 @@ def _posteriors_finite(post: Posteriors) -> bool:
         if post.gamma is not None:
             total += float(np.add.reduce(post.gamma, axis=None))
     return bool(np.isfinite(total))
+
+
+def _rows_equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per leading index: whether ``a`` and ``b`` hold the same values (NaN equals NaN)."""
+    same = (a == b) | (np.isnan(a) & np.isnan(b))
+    return same.reshape(len(a), -1).all(axis=1)
 
 
 def _public(param: str) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 
 from tying.hmm.base import BaseHMM
 from tying.hmm.draws import last_possible
+from tying.hmm.fitted_array import fitted
 from tying.hmm.sequences import check_observations
 from tying.hmm.ties import StateTies
 from tying.hmm.validation import _check_prior, _stochastic
@@ -106,7 +107,7 @@ class CategoricalHMM(BaseHMM):
         model._initialise(np.zeros(1, dtype=np.int64), np.random.default_rng(0), {})
         return model
 
-    @property
+    @fitted
     def emissionprob_(self) -> np.ndarray:
         """``(K, M)`` emission probabilities (a copy); assignable (validated)."""
         self._check_set("emissionprob_", "_emissions")
@@ -180,7 +181,7 @@ class CategoricalHMM(BaseHMM):
 
     def _log_emission(self, X):
         with np.errstate(divide="ignore"):
-            log_e = np.log(self.emissionprob_)  # (K, M)
+            log_e = np.log(self._plain("emissionprob_"))  # (K, M)
         return np.ascontiguousarray(log_e.T[X])  # (N, K)
 
     def _emission_init(self, X, rng, kept) -> None:
@@ -239,7 +240,7 @@ class CategoricalHMM(BaseHMM):
         return {"emissions": self.n_symbols_ - 1}
 
     def _sample_emissions(self, states, rng) -> np.ndarray:
-        E = self.emissionprob_
+        E = self._plain("emissionprob_")
         cdf = np.cumsum(E, axis=1)[states]  # (n, M)
         u = rng.random(len(states))[:, None]
         # a u past a row's rounded sum: its last possible symbol, not symbol M - 1

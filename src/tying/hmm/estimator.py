@@ -166,10 +166,12 @@ class EstimatorParams:
                     f"nothing was set"
                 )
         old = {name: self.__dict__[name] for name in params if name in self.__dict__}
+        style = self._style_defaults()
         for name, value in params.items():
             setattr(self, name, value)
         try:
             self._check_params()
+            self._check_style(style, params)
         except BaseException:
             for name in params:
                 if name in old:
@@ -178,6 +180,32 @@ class EstimatorParams:
                     self.__dict__.pop(name, None)
             raise
         return self
+
+    def _style_defaults(self) -> dict:
+        """The unset settings whose defaults depend on the style (hmmlearn's or ours) of a
+        model that has parameters; none for a model without its own defaults."""
+        return {}
+
+    def _check_style(self, before: dict, params: dict) -> None:
+        """Refuse a ``set_params`` that silently changes the defaults the next fit runs under.
+
+        ``init_params`` (or a prior, or letter ``params``) makes a model hmmlearn-style;
+        on a model that has parameters, the usual reason is to go on fitting from them,
+        and the unset ``n_iter``, ``tol`` and ``covars_prior`` would change under it.
+        """
+        after = self._style_defaults()
+        changed = {k: (v, after[k]) for k, v in before.items() if k in after and after[k] != v}
+        if changed:
+            what = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
+            keep = ", ".join(f"{k}={a!r}" for k, (a, _) in changed.items())
+            raise ValueError(
+                f"set_params({', '.join(sorted(params))}=...) switches this "
+                f"{type(self).__name__} between our defaults and hmmlearn's, so its next fit "
+                f"would run under other settings it was not given ({what}); pass them in the "
+                f"same call (set_params(..., {keep}) keeps them, or give hmmlearn's), or, to "
+                f"go on fitting from the current values, assign them (m.means_ = m.means_) "
+                f"instead of setting init_params; nothing was set"
+            )
 
     def _check_params(self) -> None:  # pragma: no cover - every estimator overrides it
         """Refuse settings ``fit`` would refuse before it looks at the data."""

@@ -34,6 +34,7 @@ from scipy.linalg import cho_factor, solve_triangular
 
 from tying.hmm import compiled
 from tying.hmm.base import BaseHMM, _posteriors_finite
+from tying.hmm.fitted_array import fitted
 from tying.hmm.forward_backward import (
     LaneLayout,
     _deal_rows,
@@ -218,7 +219,7 @@ class GaussianHMM(BaseHMM):
         return model
 
     # ------------------------------------------------------------ attributes
-    @property
+    @fitted
     def means_(self) -> np.ndarray:
         """``(K, D)`` state means (a copy; tied states have equal rows); assignable."""
         self._check_set("means_", "_means")
@@ -242,7 +243,7 @@ class GaussianHMM(BaseHMM):
             self.n_features_ = arr.shape[1]
             self._means = groups
 
-    @property
+    @fitted
     def covars_(self) -> np.ndarray:
         """``(K, D, D)`` covariance of every state, for every type (hmmlearn's convention)."""
         self._check_set("covars_", "_covars")
@@ -287,6 +288,12 @@ class GaussianHMM(BaseHMM):
         return cv[:, 0] if self.covariance_type == "spherical" else cv
 
     # ------------------------------------------------------------- settings
+    def _style_defaults(self) -> dict:
+        out = super()._style_defaults()
+        if out is not None and "_startprob" in self.__dict__ and self.covars_prior is None:
+            out["covars_prior"] = float(self._prior("covars_prior", 0.0, 1e-2))
+        return out
+
     def _check_type(self) -> None:
         if self.covariance_type not in _COVARIANCE_TYPES:
             raise ValueError(
@@ -621,7 +628,7 @@ class GaussianHMM(BaseHMM):
         Xf = context["X"]
         return forward_backward_stats(
             self._startprob,
-            self.transmat_,
+            self._plain("transmat_"),
             Xf,
             context["center"],
             batch,
@@ -867,12 +874,12 @@ class GaussianHMM(BaseHMM):
         return {"means": self.n_features_, "covars": self._covar_size(stored=False)}
 
     def _sample_emissions(self, states, rng) -> np.ndarray:
-        means = self.means_
+        means = self._plain("means_")
         z = rng.standard_normal((len(states), self.n_features_))
         if not self._full():
             var = self._variances()[self.ties_.group_of["covars"]]
             return means[states] + z * np.sqrt(var[states])
-        chol = np.linalg.cholesky(self.covars_)  # (K, D, D)
+        chol = np.linalg.cholesky(self._plain("covars_"))  # (K, D, D)
         return means[states] + np.einsum("nij,nj->ni", chol[states], z)
 
 

@@ -35,6 +35,7 @@ from scipy.special import logsumexp
 
 from tying.hmm.base import BaseHMM
 from tying.hmm.draws import last_possible
+from tying.hmm.fitted_array import fitted
 from tying.hmm.gaussian import (
     _check_covariance,
     _check_min_covar,
@@ -198,7 +199,7 @@ class GMMHMM(BaseHMM):
         return model
 
     # ------------------------------------------------------------ attributes
-    @property
+    @fitted
     def weights_(self) -> np.ndarray:
         """``(K, M)`` mixture weights of every state; assignable."""
         self._check_set("weights_", "_weights")
@@ -212,7 +213,7 @@ class GMMHMM(BaseHMM):
             self._ensure_ties()
             self._weights = self._to_groups("weights", "weights_", arr)
 
-    @property
+    @fitted
     def means_(self) -> np.ndarray:
         """``(K, M, D)`` component means of every state; assignable."""
         self._check_set("means_", "_means")
@@ -239,7 +240,7 @@ class GMMHMM(BaseHMM):
             self._means = self._to_groups("means", "means_", arr)
             self.n_features_ = arr.shape[2]
 
-    @property
+    @fitted
     def covars_(self) -> np.ndarray:
         """Component covariances: ``(K, M, D)`` diag, ``(K, M, D, D)`` full; assignable."""
         self._check_set("covars_", "_covars")
@@ -379,7 +380,7 @@ class GMMHMM(BaseHMM):
         """Per-state emission log-density and, per codebook, the component table."""
         center = X.mean(0) if len(X) else np.zeros(X.shape[1])
         with np.errstate(divide="ignore"):
-            log_w = np.log(self.weights_)  # (K, M)
+            log_w = np.log(self._plain("weights_"))  # (K, M)
         log_b = np.empty((len(X), self.ties_.n_states))
         tables = {}
         for (gm, gc), states in self._pairs().items():
@@ -513,7 +514,7 @@ class GMMHMM(BaseHMM):
         return {"weights": M - 1, "means": M * D, "covars": cov}
 
     def _sample_emissions(self, states, rng) -> np.ndarray:
-        w, means, covars = self.weights_, self.means_, self.covars_
+        w, means, covars = self._plain("weights_"), self._plain("means_"), self._plain("covars_")
         cdf = np.cumsum(w, axis=1)[states]  # (n, M)
         cap = last_possible(w)[states]  # a u past a row's rounded sum: a possible component
         mix = np.minimum((cdf <= rng.random(len(states))[:, None]).sum(1), cap)

@@ -29,6 +29,7 @@ import numpy as np
 from tying.core.count import Count, Group
 from tying.hmm.base import NotFittedError, _threads, _unchanged_on_error
 from tying.hmm.estimator import EstimatorParams
+from tying.hmm.fitted_array import linked
 from tying.hmm.monitor import ConvergenceMonitor
 from tying.hmm.pair_dp import (
     IMPOSSIBLE,
@@ -53,10 +54,14 @@ _TABLES = ("match_probs", "insert_probs")  # indexed by symbol: read through the
 def _fitted_attribute(name: str, doc: str) -> property:
     """A fitted attribute that is validated (alone and with the others) when assigned."""
 
-    def get(self):
+    def plain(self):
         self._check_has_params()  # reading a stored value; the methods check it fits
         value = self.__dict__[f"_{name}"]
         return value.copy() if isinstance(value, np.ndarray) else value
+
+    def get(self):  # an array's item writes go to the model (m.delta_[0] = 0.1, untied)
+        value = plain(self)
+        return linked(self, f"{name}_", value) if isinstance(value, np.ndarray) else value
 
     def set_(self, value):
         if "_delta" not in self.__dict__:
@@ -64,6 +69,7 @@ def _fitted_attribute(name: str, doc: str) -> property:
         self._store(**{name: self._validated(name, value)})
         self.__dict__.setdefault("_assigned_names", set()).add(name)  # fit starts from it
 
+    get.plain = plain
     return property(get, set_, doc=doc)
 
 
@@ -324,15 +330,15 @@ class PairHMM(EstimatorParams):
         """The model's parameters in the log-space form the DP kernels take."""
         self._check_fitted()
         qx, qy = (
-            (self.insert_probs_, None)
+            (self._plain("insert_probs_"), None)
             if self.tied
-            else (self.insert_probs_[0], self.insert_probs_[1])
+            else (self._plain("insert_probs_")[0], self._plain("insert_probs_")[1])
         )
         return PairParams.from_probs(
-            delta=self.delta_,
-            epsilon=self.epsilon_,
+            delta=self._plain("delta_"),
+            epsilon=self._plain("epsilon_"),
             tau=self.tau_,
-            match=self.match_probs_,
+            match=self._plain("match_probs_"),
             insert_x=qx,
             insert_y=qy,
         )
@@ -743,8 +749,8 @@ class PairHMM(EstimatorParams):
         if pc == 0:
             return 0.0
         with np.errstate(divide="ignore"):  # a start value of 0: -inf, EM lifts it
-            match = np.log(self.match_probs_).sum() * (pc / 2 if self.tied else pc)
-            return float(match + pc * np.log(self.insert_probs_).sum())
+            match = np.log(self._plain("match_probs_")).sum() * (pc / 2 if self.tied else pc)
+            return float(match + pc * np.log(self._plain("insert_probs_")).sum())
 
     def _expected_counts(self, enc):
         p = self.log_params()
@@ -810,6 +816,14 @@ class PairHMM(EstimatorParams):
                 f"the pairs cannot support a valid model: the EM update gives {err}; fit on "
                 f"more (or longer) pairs"
             ) from None
+
+    def _plain(self, name: str):
+        """The fitted attribute ``name``'s current value, plain (see :mod:`tying.hmm.fitted_array`)."""
+        return getattr(type(self), name).fget.plain(self)
+
+    def _write_back(self, name: str, before, after) -> None:
+        """Assign ``after``, a write into ``m.<name>``, through its validating setter."""
+        setattr(self, name, after)
 
     def _check_has_params(self) -> None:
         if "_delta" not in self.__dict__:
