@@ -774,14 +774,14 @@ def test_a_file_and_a_model_one_wrapper_apart_are_refused_with_the_way_in(tmp_pa
     model = nn.ModuleDict({"enc": nn.Linear(4, 4), "dec": nn.Linear(4, 4)})
     before = state_bytes(model)
     with pytest.raises(
-        tying.TieError,
-        match=r"starts with '_orig_mod\.'.*tying\.load\(torch\.compile\(model\), path\)",
-    ):
-        tying.load(model, compiled)
-    with pytest.raises(
         tying.TieError, match=r"starts with 'module\.'.*tying\.load\(model\.module, path\)"
     ):
         tying.load(nn.DataParallel(model), plain)
     assert state_bytes(model) == before and tying.ties(model) == []
-    tying.load(Compiled(model), compiled)  # the way in the first message names
+    # a wrapper segment ('_orig_mod', '_checkpoint_wrapped_module') is left out of a file's
+    # paths since the second round of stop 36: the file loads into the bare model and back
+    # into the wrapper (see test_wrapper_paths.py)
+    tying.load(model, compiled)
+    assert tying.ties(model) == tying.ties(ae())
+    tying.load(Compiled(model), compiled)
     assert tying.ties(model) == tying.ties(ae())

@@ -17,6 +17,7 @@ naming the file (and the field).
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import json
@@ -31,7 +32,8 @@ import torch
 from torch import nn
 
 from tying.core.errors import TieError
-from tying.core.inventory import Inventory
+from tying.core.inventory import Inventory, join
+from tying.core.outside import WRAPPER_SEGMENTS, canonical, canonical_index
 from tying.core.plan import Change, Plan, Tie
 from tying.core.relations import Same, relation_from_spec
 from tying.core.rules import share
@@ -179,6 +181,19 @@ def save(
             raise TieError(
                 f"save: {inv.outside(t.target, 'save')}; nothing was written to {os.fspath(path)!r}"
             )
+    # Written without wrapper segments (apply_activation_checkpointing, torch.compile,
+    # FSDP1), as torch's own state-dict hooks write checkpoint_wrapper's tensors: the file
+    # loads into the model wrapped or not (its ties kept the segment while its tensors did
+    # not, and it loaded into neither: stop 36)
+    where = f"save: nothing was written to {os.fspath(path)!r}"
+    canonical_index(tensors, where)
+    canonical_index([t.target for t in tie_list], where)
+    tensors = {canonical(k): t for k, t in tensors.items()}
+    aliases = {canonical(k): canonical(v) for k, v in aliases.items()}
+    tie_list = [
+        dataclasses.replace(t, target=canonical(t.target), source=t.source and canonical(t.source))
+        for t in tie_list
+    ]
     return save_state(tensors, tie_list, path, metadata, aliases)
 
 
@@ -681,8 +696,26 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
     tensors, meta = _read(path)
     _check_integrity(path, tensors, meta, verify_hash)
     rules, aliases, logical = _parse(path, meta)
-    plan = Plan(rules)
     _refuse_meta_device(model)
+    # Paths on either side of a wrapper that inserts a segment (apply_activation_
+    # checkpointing, torch.compile, FSDP1) name the same slots once it is left out: the
+    # file's keys and ties are matched to the model's by that canonical form (a file saved
+    # from a wrapped model was refused by a bare one and the other way round, and a wrapped
+    # model's own file did not load back into it: stop 36)
+    C = canonical
+    slot_at = canonical_index(Inventory(model).slots, "load")
+    tensors = _canonical_keys(tensors, path)
+    aliases = {C(k): C(v) for k, v in aliases.items()}
+    rules = [
+        dataclasses.replace(
+            r,
+            target=slot_at.get(C(r.target), r.target),
+            like=r.like if r.like is None else slot_at.get(C(r.like), r.like),
+        )
+        for r in rules
+    ]
+    logical = {slot_at.get(C(k), k): v for k, v in logical.items()}
+    plan = Plan(rules)
     try:
         res = plan.resolve(model)  # phase 1: changes nothing
     except TieError as err:
@@ -730,10 +763,12 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
         # the tie's value, as transformers and safetensors.torch.load_model read it (stop 34:
         # refused, saying the file "stores it as its own tensor")
         for target, source in inv.hand.items():
-            if target not in tensors and source in tensors and meta.get(target, source) == source:
-                aliases.setdefault(target, source)
+            ct, cs = C(target), C(source)
+            if ct not in tensors and cs in tensors and meta.get(target, source) == source:
+                aliases.setdefault(ct, cs)
     full = dict(tensors)
-    for alias, key in aliases.items():
+    for calias, ckey in aliases.items():
+        alias, key = slot_at.get(calias, calias), slot_at.get(ckey, ckey)
         if alias in inv.slots and key in inv.slots:  # a hand-made tie between parameters
             if final[key] is not None:
                 raise tied_here(key, "stores it as its own tensor")
@@ -745,11 +780,11 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
             a, k = inv.slots[alias], inv.slots[key]
             if a.module._parameters[a.name] is not k.module._parameters[k.name]:
                 changes.append(Change(alias, None, Tie(key, Same(), hand=True)))
-        if key in full:
-            full[alias] = full[key]
+        if ckey in full:
+            full[calias] = full[ckey]
     for target, source in inv.hand.items():
-        if aliases.get(target) != source and final[target] is None:
-            how = "stores it as its own tensor" if target in full else "has no value for it"
+        if aliases.get(C(target)) != C(source) and final[target] is None:
+            how = "stores it as its own tensor" if C(target) in full else "has no value for it"
             raise TieError(
                 f"load: {target} is the same nn.Parameter as {source} in this model (a "
                 f"hand-made tie) but {str(path)!r} {how}; let them part "
@@ -757,19 +792,21 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
                 f"model without that tie"
             )
 
-    expected = {k: (tuple(t.shape), t.dtype) for k, t in model.state_dict(keep_vars=True).items()}
+    expected = {
+        C(k): (tuple(t.shape), t.dtype) for k, t in model.state_dict(keep_vars=True).items()
+    }
     for ch in changes:
         info = inv.slots[ch.path]
         if ch.new is not None and ch.new.hand:
             continue  # stays a physical entry of the state dict
         if ch.old is not None:
             for sname in info.tie.storage.values():
-                expected.pop(f"{info.module_path}.{sname}" if info.module_path else sname, None)
+                expected.pop(C(join(info.module_path, sname)), None)
         if ch.new is None:
-            expected[ch.path] = (info.shape, _dtype(inv, ch.path))
+            expected[C(ch.path)] = (info.shape, _dtype(inv, ch.path))
             continue
-        expected.pop(ch.path, None)
-        prefix = f"{info.module_path}." if info.module_path else ""
+        expected.pop(C(ch.path), None)
+        prefix = f"{C(info.module_path)}." if C(info.module_path) else ""
         dt = _dtype(inv, ch.path)
         if ch.new.source is None:
             expected[f"{prefix}{info.name}_physical"] = (
@@ -781,6 +818,7 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
     missing = sorted(set(expected) - set(full))
     unexpected = sorted(set(full) - set(expected))
     for key in unexpected:
+        key = slot_at.get(key, key)
         if key in final and final[key] is not None:
             raise tied_here(key, "stores it as its own tensor (the saved model did not tie it)")
     bad = mismatched(full, expected)
@@ -811,8 +849,10 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
     kept = _values_kept_until_loaded(model)
 
     def load_values() -> None:
+        # the keys the model's state dict has now (the file's ties are in place)
+        now = canonical_index(model.state_dict(keep_vars=True), "load")
         with torch.no_grad():
-            model.load_state_dict(full, strict=True)
+            model.load_state_dict({now.get(k, k): v for k, v in full.items()}, strict=True)
 
     # phase 2: all or nothing, with the file's hand ties among the changes and the values.
     # Everything the file and the model say was checked above, but a module's own load
@@ -826,6 +866,24 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
         _restore(kept, err)
         raise
     return plan
+
+
+def _canonical_keys(tensors: dict, path: pathlib.Path) -> dict:
+    """``tensors`` keyed without wrapper segments; a file holding two keys that differ only
+    by them is refused by name (which of the two values is meant cannot be told)."""
+    out: dict = {}
+    for k, t in tensors.items():
+        c = canonical(k)
+        if c in out:
+            other = next(o for o in tensors if o != k and canonical(o) == c)
+            raise TieError(
+                f"load: {str(path)!r} holds both {other} and {k}, which name the same tensor "
+                f"once the wrapper segments {'/'.join(WRAPPER_SEGMENTS)} are left out; "
+                f"save the model again with this version of tying.save (it writes each "
+                f"tensor once, without wrapper segments); the model was left as it was"
+            )
+        out[c] = t
+    return out
 
 
 def _wrapper_hint(tensors, model: nn.Module) -> str:
@@ -970,6 +1028,7 @@ def _check_shared_buffers(model: nn.Module, inv: Inventory, full, path: pathlib.
     """
     first: dict[int, str] = {}
     for key, t in model.state_dict(keep_vars=True).items():
+        key = canonical(key)  # the file's keys are canonical (see load)
         owner = first.setdefault(id(t), key)
         if owner == key or key in inv.slots or key not in full or owner not in full:
             continue
@@ -1018,6 +1077,7 @@ def _check_overlapping_memory(model: nn.Module, expected, full, path: pathlib.Pa
     groups: dict[tuple, list[tuple[str, torch.Tensor]]] = {}
     seen: set[int] = set()
     for key, t in model.state_dict(keep_vars=True).items():
+        key = canonical(key)  # the file's keys are canonical (see load)
         if key not in expected or key not in full or id(t) in seen or t.numel() == 0:
             continue
         seen.add(id(t))

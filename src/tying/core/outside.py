@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ORIG",
+    "WRAPPER_SEGMENTS",
     "adapter_wrapper",
+    "canonical",
     "check_not_wrapped",
     "check_prune_query",
     "check_register",
@@ -39,6 +41,44 @@ __all__ = [
 ]
 
 ORIG = "_orig"
+
+#: Path segments that wrappers insert above a module without changing what it computes:
+#: ``apply_activation_checkpointing``'s ``checkpoint_wrapper``, ``torch.compile``'s
+#: ``OptimizedModule`` and FSDP1. A tie declared, or a file saved, on one side of such a
+#: wrapper names the same slots as on the other side once these are left out (torch's own
+#: state-dict hooks strip ``_checkpoint_wrapped_module.`` the same way).
+WRAPPER_SEGMENTS = ("_checkpoint_wrapped_module", "_orig_mod", "_fsdp_wrapped_module")
+
+
+def canonical(path: str) -> str:
+    """``path`` without wrapper segments (:data:`WRAPPER_SEGMENTS`).
+
+    Example:
+        >>> from tying.core.outside import canonical
+        >>> canonical("_orig_mod.2._checkpoint_wrapped_module.weight")
+        '2.weight'
+    """
+    if "_" not in path:  # the common case: no segment can be there
+        return path
+    return ".".join(seg for seg in path.split(".") if seg not in WRAPPER_SEGMENTS)
+
+
+def canonical_index(paths, what: str) -> dict[str, str]:
+    """``{canonical(p): p}`` for ``paths``; a :class:`TieError` naming both when two paths
+    of one model differ only by wrapper segments (which of them a file or a declaration
+    names cannot be told)."""
+    out: dict[str, str] = {}
+    for p in paths:
+        c = canonical(p)
+        other = out.setdefault(c, p)
+        if other != p:
+            raise TieError(
+                f"{what}: {other} and {p} name the same slot once the wrapper segments "
+                f"{'/'.join(WRAPPER_SEGMENTS)} are left out, so a path saved or declared on "
+                f"the other side of a wrapper cannot be matched to one of them; rename the "
+                f"module whose name is one of those segments"
+            )
+    return out
 
 
 def _pruning_hook(module: nn.Module, name: str):

@@ -46,7 +46,14 @@ import torch
 from torch import nn
 
 from tying.core.errors import TieError
-from tying.core.outside import ORIG, check_prune_query, check_register, pruned_names, source_value
+from tying.core.outside import (
+    ORIG,
+    WRAPPER_SEGMENTS,
+    check_prune_query,
+    check_register,
+    pruned_names,
+    source_value,
+)
 from tying.core.relations import Relation, Same
 
 SLOTS_ATTR = "_tying_slots"
@@ -273,7 +280,20 @@ class Slot:
         return anchor
 
     def _swapped(self, module: nn.Module, depth: int, now) -> None:
-        """Refuse a read whose source sits under a module that was replaced."""
+        """Refuse a read whose source sits under a module that was replaced.
+
+        A wrapper that holds the very module under one of ``WRAPPER_SEGMENTS``
+        (``apply_activation_checkpointing``'s ``checkpoint_wrapper``, FSDP1) replaced
+        nothing: the source is still the one trained, so the read goes on (every read of a
+        tie declared before such wrapping was refused as a stale copy, stop 36)."""
+        links = self._links()
+        held = links[depth][2]
+        inner, seen = now, 0
+        while isinstance(inner, nn.Module) and inner is not held and seen < 8:
+            inner = next((inner._modules[s] for s in WRAPPER_SEGMENTS if s in inner._modules), None)
+            seen += 1
+        if inner is held and held is not None:
+            return
         src_path = self.paths[1] or self.source_name
         names = src_path.split(".")[:-1]  # the source module's path, when the paths are known
         links = self._links()

@@ -11,7 +11,14 @@ from torch.nn.utils import parametrize
 from tying.core import stale
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory, join
-from tying.core.outside import ORIG, adapter_wrapper, check_not_wrapped, declared_through_adapters
+from tying.core.outside import (
+    ORIG,
+    adapter_wrapper,
+    canonical,
+    canonical_index,
+    check_not_wrapped,
+    declared_through_adapters,
+)
 from tying.core.plan import DECLARED_ATTR, ApplyReport, Plan
 from tying.core.relations import Relation, Same, relation_from_spec
 from tying.core.slots import (
@@ -129,42 +136,53 @@ def verify(model: nn.Module) -> int:
     inv = Inventory(model)
     broken: list[str] = []
     checked: set[str] = set()
-    for prefix, mod in model.named_modules():
-        for target, spec in mod.__dict__.get(DECLARED_ATTR, {}).items():
-            tpath = join(prefix, target)
-            checked.add(tpath)
-            source = None if spec["like"] is None else join(prefix, spec["like"])
-            relation = relation_from_spec(spec["relation"])
-            adapted = declared_through_adapters(inv, tpath, source)  # peft wrappers (base_layer)
-            if adapted is not None:  # "": one adapter serves both ends, the tie holds
-                if adapted:
-                    broken.append(adapted)
-                continue
-            info = inv.slots.get(tpath)
-            if info is None:
-                broken.append(f"{tpath}: no such parameter any more")
-            elif spec.get("hand"):
-                if not _same_object(inv, tpath, source):
-                    broken.append(
-                        f"{tpath}: is no longer the same nn.Parameter as {source} (a hand-made "
-                        f"tie: something assigned a new Parameter to one end)"
-                    )
-            elif info.tie is None:
+    index: dict[str, str] | None = None
+
+    def here(path: str | None) -> str | None:
+        # a declaration made before a wrapper renamed the path (apply_activation_
+        # checkpointing: "2.weight" is now "2._checkpoint_wrapped_module.weight") or after
+        # one: "no such parameter" before stop 36
+        nonlocal index
+        if path is None or path in inv.slots:
+            return path
+        if index is None:
+            index = canonical_index(inv.slots, "tying.verify")
+        return index.get(canonical(path), path)
+
+    for tpath, source, spec in _declarations(model, inv):
+        tpath, source = here(tpath), here(source)
+        checked.add(tpath)
+        relation = relation_from_spec(spec["relation"])
+        adapted = declared_through_adapters(inv, tpath, source)  # peft wrappers (base_layer)
+        if adapted is not None:  # "": one adapter serves both ends, the tie holds
+            if adapted:
+                broken.append(adapted)
+            continue
+        info = inv.slots.get(tpath)
+        if info is None:
+            broken.append(f"{tpath}: no such parameter any more")
+        elif spec.get("hand"):
+            if not _same_object(inv, tpath, source):
                 broken.append(
-                    f"{tpath}: is an independent parameter, expected tied to {source or 'its own storage'}"
+                    f"{tpath}: is no longer the same nn.Parameter as {source} (a hand-made "
+                    f"tie: something assigned a new Parameter to one end)"
                 )
-            elif info.tie.relation != relation:
-                broken.append(f"{tpath}: relation is {info.tie.relation!r}, declared {relation!r}")
-            elif source is not None and info.source != source:
-                broken.append(
-                    f"{tpath}: reads {info.source or '<a module outside the model>'}, declared {source}"
-                )
-            elif source is not None and type(relation) is Same:
-                got = getattr(info.module, info.name)
-                want = getattr(inv.slots[source].module, inv.slots[source].name)
-                # a source that is itself a computed view is a new tensor at every read
-                if isinstance(want, nn.Parameter) and got is not want:
-                    broken.append(f"{tpath}: is not the same tensor object as {source}")
+        elif info.tie is None:
+            broken.append(
+                f"{tpath}: is an independent parameter, expected tied to {source or 'its own storage'}"
+            )
+        elif info.tie.relation != relation:
+            broken.append(f"{tpath}: relation is {info.tie.relation!r}, declared {relation!r}")
+        elif source is not None and info.source != source:
+            broken.append(
+                f"{tpath}: reads {info.source or '<a module outside the model>'}, declared {source}"
+            )
+        elif source is not None and type(relation) is Same:
+            got = getattr(info.module, info.name)
+            want = getattr(inv.slots[source].module, inv.slots[source].name)
+            # a source that is itself a computed view is a new tensor at every read
+            if isinstance(want, nn.Parameter) and got is not want:
+                broken.append(f"{tpath}: is not the same tensor object as {source}")
     # A part of a tied model (tying.verify(model.decoder)) holds slots whose declaration
     # and source lie above it: it returned 0 ("nothing to check") without a word (stop 36)
     outside = [
@@ -182,6 +200,48 @@ def verify(model: nn.Module) -> int:
             + ". Re-create them with tying.retie(model) (or re-apply your plan)."
         )
     return len(checked | set(inv.hand))
+
+
+def _declarations(model: nn.Module, inv: Inventory):
+    """``(target, source, spec)`` of every tie declared for slots of ``model``, paths
+    relative to ``model``: those declared on ``model`` and its modules, then those a plan
+    applied to a module above it declared for slots inside it (``tying.verify(part)`` and,
+    after ``tying.load(torch.compile(model), path)``, ``tying.verify(model)`` returned 0
+    for them, as if there were nothing to check; stop 36). The modules above are found
+    through each tied slot's links to the module the plan was applied to; a tie whose
+    source lies outside ``model`` is left to the caller, which names it."""
+    for prefix, mod in model.named_modules():
+        for target, spec in mod.__dict__.get(DECLARED_ATTR, {}).items():
+            source = None if spec["like"] is None else join(prefix, spec["like"])
+            yield join(prefix, target), source, spec
+    inside = {id(m) for m in model.modules()}
+    roots: dict[int, nn.Module] = {}
+    for info in inv.slots.values():
+        if info.tie is not None and info.tie.anchor is not None and info.source:
+            root = info.tie._links()[0][0]
+            if id(root) not in inside:
+                roots.setdefault(id(root), root)
+    for root in roots.values():
+        where = next((p for p, m in root.named_modules() if m is model), None)
+        if where is None:
+            continue
+        cut = canonical(where)
+
+        def rel(path: str | None, cut: str = cut) -> str | None:
+            # the path below ``model``, or None when it lies outside it
+            c = canonical(path)
+            if not cut:
+                return c
+            return c[len(cut) + 1 :] if c.startswith(cut + ".") else None
+
+        for prefix, mod in root.named_modules():
+            if id(mod) in inside:
+                continue  # declared on model or below it: yielded above
+            for target, spec in mod.__dict__.get(DECLARED_ATTR, {}).items():
+                tpath = rel(join(prefix, target))
+                source = None if spec["like"] is None else rel(join(prefix, spec["like"]))
+                if tpath and (spec["like"] is None or source):
+                    yield tpath, source, spec
 
 
 def _read(inv: Inventory, path: str):
