@@ -1669,3 +1669,43 @@ def test_poisson_batches_at_the_sample_rate_and_fixed_batches_of_its_size_are_ne
     if q == 1.0:
         with pytest.raises(ValueError, match=r"sample_rate=1.0 from n_data=400 gives 400"):
             dp.step(ce, X[:399], Y[:399], n_data=n)  # a full batch holds every example
+
+
+def test_a_resumed_run_goes_on_with_the_batch_rate_record(tmp_path):
+    """Stop 36: the running record behind the batch-rate check was not in state_dict(), so a
+    run resumed from a checkpoint started that check over: 112-row batches at
+    sample_rate=0.1 of 1,000 (refused after some 40 steps in one run) trained on past a
+    checkpoint every 20 steps, each charged at 0.1, with no error."""
+    model, dp = _linear_dp(0.1)
+    with pytest.raises(ValueError, match=r"the last \d+ batches hold \d+ rows"):
+        for _ in range(80):
+            dp.step(ce, *_rows(112), n_data=1000)
+    refused_at = dp.steps
+    model, dp = _linear_dp(0.1)
+    with pytest.raises(ValueError, match=r"the last \d+ batches hold \d+ rows"):
+        for i in range(80):
+            if i and i % 20 == 0:  # a checkpoint and a fresh DPSGD every 20 steps
+                torch.save(dp.state_dict(), tmp_path / "dp.pt")
+                _, dp = _linear_dp(0.1)
+                dp.load_state_dict(torch.load(tmp_path / "dp.pt", weights_only=True))
+            dp.step(ce, *_rows(112), n_data=1000)
+    assert dp.steps == refused_at
+    state = dp.state_dict()
+    assert state["drawn"] == [0.1, refused_at, 112 * refused_at, 1000 * refused_at]
+
+
+def test_a_state_without_the_batch_rate_record_loads_and_a_bad_one_is_refused():
+    model, dp = _linear_dp(0.1)
+    dp.step(ce, *_rows(100), n_data=1000)
+    old = {k: v for k, v in dp.state_dict().items() if k != "drawn"}  # saved before stop 36
+    _, resumed = _linear_dp(0.1)
+    resumed.load_state_dict(old)
+    assert resumed.steps == 1 and resumed.state_dict()["drawn"] is None  # starts over
+    _, fresh = _linear_dp(0.1)
+    for bad in ([0.1, 2, 100, 1000], [0.1, 1, 2000, 1000], [0.0, 1, 0, 1000], (0.1, 1)):
+        with pytest.raises(ValueError, match=r"'drawn'\] must be None or \[sample_rate"):
+            fresh.load_state_dict({**dp.state_dict(), "drawn": bad})
+        assert fresh.steps == 0 and fresh.history == [] and fresh.state_dict()["drawn"] is None
+    _, unsampled = _linear_dp(0.1)
+    unsampled.step(ce, *_rows(10))  # no n_data: nothing to record
+    assert unsampled.state_dict()["drawn"] is None

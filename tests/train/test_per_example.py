@@ -545,3 +545,91 @@ def test_a_loss_with_one_row_per_token_stays_legal():
     want = loop_grads(model, flat, tok, tgt)
     for name in want:
         torch.testing.assert_close(got[name], want[name], rtol=1e-10, atol=1e-12)
+
+
+_POSITION_LOSSES = {
+    # weights by position in the batch: example b counts b + 1 times (1 alone)
+    "arange": lambda out, y: (
+        F.cross_entropy(out, y, reduction="none") * torch.arange(1, len(y) + 1, dtype=out.dtype)
+    ),
+    # a per-batch normalisation inside the loss: 1/B on the batch, 1 alone
+    "batch_size": lambda out, y: F.cross_entropy(out, y, reduction="none") / y.shape[0],
+    "linspace": lambda out, y: (
+        F.cross_entropy(out, y, reduction="none")
+        * torch.linspace(0.5, 1.5, len(y), dtype=out.dtype)
+    ),
+}
+
+
+@pytest.mark.parametrize("loss", sorted(_POSITION_LOSSES))
+@pytest.mark.parametrize("kind", ["direct", "class", "layernorm", "dict_output", "vmap_grad"])
+def test_a_loss_that_reads_the_position_or_the_batch_size_is_refused(kind, loss, monkeypatch):
+    """Stop 36: each example's loss is computed on a batch of one (position 0, size 1), so
+    a loss weighting by torch.arange(len(y)) or dividing by y.shape[0] gave every example
+    another loss than its row on the batch: 0.78 off the batch's per-example gradients
+    (position weights), 5x (a division by B = 6), no error, in every way."""
+    if kind == "vmap_grad":
+        monkeypatch.setattr(pex, "EXPAND_MAX_ELEMENTS", 0)
+    model = _weighted_models()["class" if kind == "vmap_grad" else kind]
+    logits = (lambda o: o["logits"]) if kind == "dict_output" else (lambda o: o)
+    fn = _POSITION_LOSSES[loss]
+    wrapped = lambda out, y: fn(logits(out), y)  # noqa: E731
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 3, (6,), generator=g)
+    with pytest.raises(ValueError, match=r"loss_fn gives example \d the loss .* when applied "
+                       r"to it alone but .* as row \d of the whole batch.*in y"):  # fmt: skip
+        per_example_grads(model, wrapped, x, labels)
+    before = [p.detach().clone() for p in model.parameters()]
+    dp = DPSGD(model, torch.optim.SGD(model.parameters(), lr=0.1), noise_multiplier=1.0,
+               max_grad_norm=1.0, sample_rate=0.1)  # fmt: skip
+    for _ in range(2):  # the second step takes the way cached after the first
+        with pytest.raises(ValueError, match=r"reads an example's position or the batch size"):
+            dp.step(wrapped, x, labels, n_data=60)
+    assert dp.steps == 0 and all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    # the fix the message names: position weights ride in y, row b with example b
+    w = fn(torch.zeros(6, 3, dtype=torch.float64), torch.zeros(6, dtype=torch.long))
+    w = w / F.cross_entropy(torch.zeros(1, 3, dtype=torch.float64), torch.zeros(1).long())
+    yw = torch.stack([labels.double(), w], 1)
+    inside = lambda out, t: F.cross_entropy(logits(out), t[:, 0].long(), reduction="none") * t[:, 1]  # noqa: E731,E501
+    got = per_example_grads(model, inside, x, yw)
+    want = loop_grads(model, inside, x, yw)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-10, atol=1e-12)
+
+
+def test_the_batch_loss_check_leaves_random_mean_and_mixing_losses_alone(monkeypatch):
+    """What the stop 36 check does not refuse: a 0-d loss (nothing per example to
+    compare), a loss that draws random numbers (two calls on the batch disagree), a batch
+    of one, a loss that mixes examples by broadcasting (each example alone is what it
+    means); and it puts the random state back, so a step draws what it drew before."""
+    model = _weighted_models()["class"]
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 3, (6,), generator=g)
+    mean = lambda out, y: F.cross_entropy(out, y)  # noqa: E731
+    per_example_grads(model, mean, x, labels)
+
+    def noisy(out, y):  # multiplicative noise on each example's loss
+        return F.cross_entropy(out, y, reduction="none") * (1 + 0.1 * torch.rand(len(y)))
+
+    states = []
+    for check in (True, False):  # the check draws nothing from the step's random state
+        if not check:
+            monkeypatch.setattr(pex._PerExample, "_refuse_position_loss", lambda *a: None)
+        torch.manual_seed(0)
+        per_example_grads(model, noisy, x, labels)
+        states.append(torch.get_rng_state())
+    assert torch.equal(*states)
+    monkeypatch.undo()
+    pos = _POSITION_LOSSES["arange"]
+    per_example_grads(model, pos, x[:1], labels[:1])  # one example: nothing to compare
+    yr = torch.randn(6, dtype=torch.float64, generator=g)
+
+    def mixing(out, t):  # (B, 1) - (B,): (B, B) on the batch, right for each example alone
+        return (out[:, :1] - t).pow(2).mean(1)
+
+    got = per_example_grads(model, mixing, x, yr)
+    want = loop_grads(model, mixing, x, yr)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-10, atol=1e-12)

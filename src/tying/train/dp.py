@@ -824,8 +824,10 @@ class DPSGD:
 
         Returns:
             ``{"steps", "history", "noise_multiplier", "max_grad_norm", "sample_rate",
-            "mode", "accountant"}``, plus ``"generator_state"`` when a ``generator`` was
-            given (so that a resumed run draws the noise an uninterrupted one would, not
+            "mode", "accountant", "drawn"}`` (``"drawn"``: the running record of batch sizes
+            behind the batch-rate check, ``[sample_rate, steps, rows, examples]`` of the
+            steps with ``n_data`` since the rate was last set, or None), plus
+            ``"generator_state"`` when a ``generator`` was given (so that a resumed run draws the noise an uninterrupted one would, not
             the first steps' noise again); plain Python values and one tensor, which
             ``torch.save`` and ``torch.load(weights_only=True)`` take.
 
@@ -854,6 +856,11 @@ class DPSGD:
         }
         for k in ("noise_multiplier", "max_grad_norm", "sample_rate"):
             state[k] = float(state[k])
+        # the batch-rate check's running record (stop 36): without it a resumed run started
+        # that check over, so batches drawn at another rate since the last step before the
+        # checkpoint went unseen until enough new ones added up again
+        q, *counts = self._drawn
+        state["drawn"] = None if q is None else [float(q), *(int(c) for c in counts)]
         if self.generator is not None:
             state["generator_state"] = self.generator.get_state()
         return state
@@ -863,7 +870,9 @@ class DPSGD:
         charges every step taken before), and its generator state.
 
         Args:
-            state_dict: what :meth:`state_dict` returned.
+            state_dict: what :meth:`state_dict` returned. A state saved before stop 36 has
+                no ``"drawn"`` record: it loads, and the batch-rate check starts over from
+                the next step (as it did for every resumed run before).
             **settings: any of ``noise_multiplier``, ``max_grad_norm``, ``sample_rate``,
                 ``mode``, ``accountant``, to go on with a value other than the one the
                 state was saved with (this object then takes it). The history keeps
@@ -874,7 +883,9 @@ class DPSGD:
                 setting that the constructor refuses, or steps that the history does not
                 account for; a setting of this object that differs from the state's and
                 was not passed, naming it; a saved generator state and no ``generator`` on
-                this object (or one of another device). A refused call changes nothing.
+                this object (or one of another device); a ``"drawn"`` record that is not
+                ``[sample_rate, steps, rows, examples]`` as saved. A refused call changes
+                nothing.
             TypeError: a keyword that is not one of the settings.
         """
         from tying.train.accounting import ACCOUNTANTS
@@ -892,7 +903,7 @@ class DPSGD:
             )
         required = {"steps", "history", *self.SETTINGS}
         missing = sorted(required - set(state_dict))
-        extra = sorted(set(state_dict) - required - {"generator_state"})
+        extra = sorted(set(state_dict) - required - {"generator_state", "drawn"})
         if missing or extra:
             raise ValueError(
                 f"not a DPSGD state: keys missing {missing}, unknown {extra}; pass what "
@@ -935,6 +946,7 @@ class DPSGD:
                 f"they ran with)"
             )
         new = {k: settings.get(k, state_dict[k]) for k in self.SETTINGS}
+        drawn = _checked_drawn(state_dict.get("drawn"), int(steps))
         gen_state = state_dict.get("generator_state")
         if gen_state is not None and self.generator is None:
             # stop 36: the saved noise state was dropped without a word, and the resumed
@@ -974,6 +986,7 @@ class DPSGD:
             setattr(self, k, v)
         self.history = history
         self.steps = int(steps)
+        self._drawn = drawn
 
     def __getstate__(self) -> dict:
         """Everything but the caches of per-example functions (``vmap`` closures, which
@@ -1037,6 +1050,39 @@ def _checked_history(history) -> list[tuple[float, float, int]]:
             raise ValueError(f"state_dict['history'][{i}] = {seg!r}: its steps must be an int > 0")
         out.append((q, sigma, int(n)))
     return out
+
+
+def _checked_drawn(drawn, steps: int) -> tuple:
+    """A saved batch-rate record (``state_dict()["drawn"]``) as :class:`DPSGD` keeps it.
+
+    None (nothing recorded, or a state saved before stop 36) starts the check over. Else
+    ``[sample_rate, steps, rows, examples]``: a rate the constructor takes, at most
+    ``steps`` steps, and ``0 <= rows <= examples``.
+    """
+    if drawn is None:
+        return (None, 0, 0, 0)
+    ok = isinstance(drawn, (list, tuple)) and len(drawn) == 4
+    if ok:
+        q, n, rows, seen = drawn
+        ints = all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (n, rows, seen)
+        )
+        ok = (
+            ints
+            and isinstance(q, numbers.Real)
+            and not isinstance(q, bool)
+            and 0 < q <= 1
+            and 0 <= n <= steps
+            and 0 <= rows <= seen
+        )
+    if not ok:
+        raise ValueError(
+            f"state_dict['drawn'] must be None or [sample_rate, steps, rows, examples] as "
+            f"DPSGD.state_dict() saves it (a rate in (0, 1], at most state_dict['steps'] = "
+            f"{steps} steps, 0 <= rows <= examples), got {drawn!r}; pass the state as saved, "
+            f"or drop the key to start the batch-rate check over"
+        )
+    return (float(q), int(n), int(rows), int(seen))
 
 
 def _optimizer_versions(optimizer) -> list | None:

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import grad, vmap
 from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from tying.train._vetting import (
     BUFFER_FIX,
@@ -48,9 +49,10 @@ from tying.train._vetting import (
     refuse_mixing_forward,
     refuse_parameter_hooks,
     tensors_in,
+    unchanged,
 )
 from tying.train._vetting import METADATA_CALLS as _METADATA_CALLS
-from tying.train.known_losses import KnownLosses
+from tying.train.known_losses import KnownLosses, loss_key
 from tying.train.row_watch import RowLosses, RowWatch, Stopped
 
 _is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
@@ -352,6 +354,9 @@ class _PerExample:
         self._forwards: dict[tuple[int, bool], Callable] = {}
         self._loss_each: Callable | None = None
         self._known = KnownLosses()
+        # loss functions whose rows on the batch equalled their per-example losses once
+        # (_refuse_position_loss): not checked again, as a vetted forward is not (~50 µs)
+        self._position_free: dict[tuple[int, int], object] = {}
         self._row_losses = RowLosses()  # a user's own loss on the batch, rows kept apart
         self._rows_stopped = False  # the row-watched forward stopped once: vmap from then on
         self._outputs_are_tensors = True
@@ -377,8 +382,10 @@ class _PerExample:
 
     def _loss_one(self, p, bufs, xb, yb):
         with _HiddenReads(self._originals):
-            loss = self._loss_value(p, bufs, xb, yb)
-        return loss, loss.detach()
+            out = self._output(p, bufs, xb)
+            loss = self._one_loss(out, yb)
+        # the output too, for the batch-loss check (_refuse_position_loss)
+        return loss, (loss.detach(), _output_aux(out, loss))
 
     def _one_loss_watched(self, out, yb):
         """:meth:`_one_loss` refusing a read of a trainable parameter (a penalty)."""
@@ -455,10 +462,12 @@ class _PerExample:
             self.last_way = "vmap-grad"
             self._vet_forward(xs)
             try:
-                return self.fn(tuple(p.detach() for p in self.params), bufs, xs, y)
+                grads, (losses, outs) = self.fn(tuple(p.detach() for p in self.params), bufs, xs, y)
             except RuntimeError as err:
                 _refuse_recurrent_kernels(self.modules, err)
                 raise
+            self._refuse_position_loss(outs, y, losses)
+            return grads, losses
         finally:
             self._loss_fn = None
 
@@ -575,15 +584,18 @@ class _PerExample:
 
             def flat(*args):
                 p, b = args[:n_p], args[n_p : n_p + n_b]
-                return self._loss_value(p, b, args[n_p + n_b : -1], args[-1])
+                out = self._output(p, b, args[n_p + n_b : -1])
+                loss = self._one_loss(out, args[-1])
+                return loss, _output_aux(out, loss)  # the output: _refuse_position_loss
 
             dims = (0,) * n_p + (None,) * n_b + (0,) * (len(xs) + 1)
             fn = self._losses[len(xs)] = vmap(flat, in_dims=dims, randomness="different")
         with torch.enable_grad():  # grad() enables it itself; autograd.grad needs it on
-            losses = fn(*per, *bufs, *xs, y)  # (B,)
+            losses, outs = fn(*per, *bufs, *xs, y)  # (B,), (B, 1, ...)
             grads = torch.autograd.grad(
                 losses.sum(), per, allow_unused=True, materialize_grads=True
             )
+        self._refuse_position_loss(outs, y, losses.detach())
         return grads, losses.detach()
 
     def _expanded_batched_loss(self, per, bufs, xs, y, watched=False):
@@ -650,6 +662,7 @@ class _PerExample:
                 if self._loss_each is None:
                     self._loss_each = vmap(self._one_loss_watched, randomness="different")
                 losses = self._loss_each(out, y)  # (B,)
+                self._refuse_position_loss(out, y, losses.detach())
             else:
                 self.last_loss = how
                 if losses.dim() != 1:  # the old way summed each example's loss
@@ -658,6 +671,89 @@ class _PerExample:
                 losses.sum(), per, allow_unused=True, materialize_grads=True
             )
         return grads, losses.detach()
+
+    def _refuse_position_loss(self, out, y: torch.Tensor, losses: torch.Tensor) -> None:
+        """Refuse a loss whose per-example values differ from its rows on the batch (stop 36).
+
+        A loss computed one example at a time sees a batch of one: position 0, size 1. A
+        loss that reads an example's position or the batch size (weights from
+        ``torch.arange(len(y))``, a division by ``y.shape[0]``) then gave every example
+        another loss than the batch's, with no error (0.78 off the batch's per-example
+        gradients with position weights, 5x with a division by the batch size at B=6),
+        and another than ghost clipping's, which applies the loss to the batch. Here the
+        loss is applied once more, without gradients, to the batch of the outputs the
+        per-example forwards made (``out``: ``(B, 1, ...)``), and its rows (summed per
+        example) must equal the per-example ``losses`` (:func:`~tying.train._vetting.
+        unchanged`'s tolerance). No verdict, and nothing refused, when the output is not
+        tensors of the form ``(B, 1, ...)`` (one level of tuple/list/dict), the loss
+        fails on the batch or returns one number (``reduction=
+        "mean"``: nothing per example to compare), two calls on the batch disagree (a
+        loss that draws random numbers; the random state is put back either way), or a
+        batch of copies of the example that differs gives every copy its loss alone (a
+        loss that mixes examples by broadcasting, whose per-example form is the one
+        meant and is kept, as before). A loss
+        function that passed once (at two examples or more) is not checked again, as a
+        vetted forward is not: one that starts to read positions later is not caught.
+        """
+        B = y.shape[0]
+        key = loss_key(self._loss_fn)
+        if key in self._position_free:
+            return
+        batch = _batch_form(out, B) if B > 1 else None  # (B, *each example's output shape)
+        if batch is None:
+            return
+        lead = tree_flatten(batch)[0][0]
+        devices = [lead.device.index or 0] if lead.device.type == "cuda" else []
+        # one forked random state for both calls: a loss that draws random numbers draws
+        # other ones the second time (no verdict), and the step's own draws are as before
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            first = self._batch_loss_rows(batch, y)
+            if first is None or first.shape != losses.shape:
+                return
+            if bool(unchanged(first, losses.to(first.dtype)).all()):
+                if len(self._position_free) >= 16:
+                    self._position_free.clear()
+                # the function kept alive: its id is not reused while remembered
+                fn = self._loss_fn
+                self._position_free[key] = (fn, getattr(fn, "__self__", None))
+                return
+            again = self._batch_loss_rows(batch, y)
+            if again is None or not bool(unchanged(first, again).all()):
+                return  # a loss that draws random numbers: no verdict
+            diff = (first - losses.to(first.dtype)).abs().nan_to_num(nan=float("inf"))
+            worst = int(diff.argmax())
+            # a batch of B copies of that example: a loss that mixes examples by
+            # broadcasting (its rows read the others' targets) gives every copy the
+            # example's own loss, which is what each example alone computes (legal under
+            # per-example gradients, stop 30); one reading positions or B does not
+            copies = self._batch_loss_rows(_copies(batch, worst, B), _copies(y, worst, B))
+            if copies is None or bool(unchanged(losses[worst].expand(B), copies).all()):
+                return
+        raise ValueError(
+            f"loss_fn gives example {worst} the loss {float(losses[worst]):.6g} when applied "
+            f"to it alone but {float(first[worst]):.6g} as row {worst} of the whole batch: it "
+            f"reads an example's position or the batch size (torch.arange(len(y)), "
+            f"y.shape[0] as a count, a division by the batch size). Per-example gradients "
+            f"apply the loss to each example alone (position 0 of a batch of one), so every "
+            f"example would get another gradient than the batch gives it (and than "
+            f"mode='ghost' gives it). Pass per-example weights in y (e.g. y = torch.stack([target, "
+            f"w], 1), split inside loss_fn); drop a division by the batch size (the DP step "
+            f"already divides the clipped sum by the expected batch size)"
+        )
+
+    def _batch_loss_rows(self, batch: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+        """``loss_fn`` on the whole batch's outputs, summed per example (``(B,)``), or None
+        when it has no rows to compare (fails on the batch, one number, another layout)."""
+        B = y.shape[0]
+        try:
+            whole = self._loss_fn(batch, y)
+        except Exception:  # noqa: BLE001 - a loss written for one example: no verdict
+            return None
+        if not isinstance(whole, torch.Tensor) or whole.dim() == 0 or whole.shape[0] != B:
+            return None
+        if not (whole.is_floating_point() or whole.is_complex()):
+            return None
+        return whole.reshape(B, -1).sum(1)
 
     def _direct_applies(self, xs, bufs) -> bool:
         """Whether :meth:`_direct_forward` runs this call: a :func:`_direct_layers` model
@@ -779,6 +875,35 @@ def _refuse_batch_sized_output(out, B: int) -> None:
                 f"batch first), or keep the batch dimension of a batch of one (squeeze(-1), "
                 f"not squeeze())"
             )
+
+
+def _output_aux(out, loss: torch.Tensor):
+    """One example's output, detached, for :meth:`_PerExample._refuse_position_loss` (vmap
+    stacks each tensor to ``(B, 1, ...)``): a tensor, or a tuple/list/dict of tensors as
+    the forward returned it; an empty tensor for anything else (vmap returns tensors
+    only), on which no check runs."""
+    leaves, spec = tree_flatten(out)
+    if leaves and all(isinstance(t, torch.Tensor) for t in leaves):
+        return tree_unflatten([t.detach() for t in leaves], spec)
+    return loss.detach().new_zeros(0)
+
+
+def _copies(tree, i: int, B: int):
+    """Each tensor of ``tree`` with its row ``i`` repeated ``B`` times."""
+    leaves, spec = tree_flatten(tree)
+    return tree_unflatten([t[i : i + 1].expand(B, *t.shape[1:]) for t in leaves], spec)
+
+
+def _batch_form(out, B: int):
+    """The batch's output from the per-example outputs vmap stacked (each tensor ``(B, 1,
+    ...)`` -> ``(B, ...)``), or None when a tensor lacks that form (an output squeezed to
+    0-d, the placeholder of :func:`_output_aux`)."""
+    leaves, spec = tree_flatten(out)
+    if not leaves or not all(
+        isinstance(t, torch.Tensor) and t.dim() >= 2 and t.shape[:2] == (B, 1) for t in leaves
+    ):
+        return None
+    return tree_unflatten([t.detach().select(1, 0) for t in leaves], spec)
 
 
 class _NotATensor(Exception):
