@@ -229,3 +229,73 @@ def test_a_byte_order_mark_says_how_to_read_the_file():
                        r"encoding='utf-8-sig'"):  # fmt: skip
         label_lines(["\ufeffCCO ethanol", "CC ethane"])
     assert label_lines(["CCO caf\xe9"])[0]["name"] == "caf\xe9"  # names may be any text
+
+
+@pytest.mark.parametrize(
+    ("smiles", "bond"),
+    [
+        ("C~C", r"bond 0 \(0-1, '~'\)"),
+        ("CCO~CC", r"bond 2 \(2-3, '~'\)"),
+        ("c1ccccc1~C", r"bond 5 \(5-6, '~'\)"),
+    ],
+)
+def test_an_any_bond_in_a_smiles_is_refused(smiles, bond):
+    # Stop 36: RDKit reads SMARTS' any-bond '~' in a SMILES as a query bond; "C~C" was
+    # labelled as two carbons with four hydrogens each and an unmatched bond (no error at
+    # all with strict=False), where the OpenFF toolkit refuses it.
+    from tying.chem import SmirksAssigner
+
+    assigner = SmirksAssigner("openff-2.3.0", strict=False)
+    with pytest.raises(SmilesError, match=bond + r" is a query bond .*write it as a bond"):
+        assigner.assign(smiles)
+    with pytest.raises(SmilesError, match=rf"molecule 0 .*{bond} is a query bond"):
+        assigner.assign_many([smiles, "CCO"])
+    assert (assigner.hits, assigner.misses) == (0, 0)
+    assert not assigner._by_text and not assigner._by_canonical
+
+
+@pytest.mark.parametrize(
+    ("smiles", "bond"),
+    [
+        ("C:C", r"bond 0 \(0-1, C:C\)"),
+        ("CC:OCC", r"bond 1 \(1-2, C:O\)"),
+        ("CC:C", r"bond 1 \(1-2, C:C\)"),
+    ],
+)
+def test_an_aromatic_bond_outside_an_aromatic_ring_is_refused(smiles, bond):
+    # Stop 36: kekulization leaves such a bond aromatic; "C:C" got the aromatic bond b5
+    # (strict or not) and "CC:OCC" no parameter for C:O, where label_molecules reads the
+    # bond as single (b4, b17): a silent divergence on an undefined molecule.
+    from tying.chem import SmirksAssigner
+
+    for strict in (True, False):
+        with pytest.raises(SmilesError, match=bond + r" is aromatic but in no aromatic ring"):
+            SmirksAssigner("openff-2.3.0", strict=strict).assign(smiles)
+    with pytest.raises(SmilesError, match=bond + r" is aromatic but in no aromatic ring"):
+        prepare_molecule(Chem.MolFromSmiles(smiles))  # an RDKit molecule too
+
+
+@pytest.mark.parametrize(
+    "smiles",
+    ["c1ccccc1:C", "C1:C:C:C:C:C:1", "C1=CC=CC=C1:C", "c1ccccc1:c1ccccc1", "[CH3:1][OH:2]"],
+)
+def test_aromatic_bonds_that_kekulize_are_read_as_before(smiles):
+    # ':' inside or next to a ring that kekulizes is a bond order RDKit resolves (the
+    # toolkit labels these alike); an atom map's ':' is no bond at all.
+    mol = molecule_from_smiles(smiles)
+    assert mol.GetNumAtoms() > 2
+
+
+def test_a_non_molecule_input_names_how_to_pass_it():
+    from tying.chem import SmirksAssigner
+
+    assigner = SmirksAssigner("openff-2.3.0")
+    with pytest.raises(TypeError, match=r"got NoneType: None; RDKit's readers .* yield None"):
+        assigner.assign(None)
+    with pytest.raises(TypeError, match=r"molecule 1 .*errors='skip'"):
+        assigner.assign_many(["CCO", None])
+    with pytest.raises(TypeError, match=r"decode bytes first"):
+        assigner.assign(b"CCO")
+    toolkit = pytest.importorskip("openff.toolkit")
+    with pytest.raises(TypeError, match=r"got Molecule: .*pass an OpenFF Molecule as .*to_rdkit"):
+        assigner.assign(toolkit.Molecule.from_smiles("CCO"))

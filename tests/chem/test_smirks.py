@@ -261,3 +261,16 @@ def test_isotope_patterns_are_refused(smirks):
 def test_patterns_without_isotopes_still_compile():
     for smirks in ("[#1:1]", "[#6X4:1]-[#1:2]", "[#6:1]-,:1CC1", "[$(*~[#8]):1]"):
         compile_smirks(Parameter("vdW", "n", smirks, 0, {}), force_field="plain")
+
+
+def test_tag_errors_give_the_section_its_article():
+    # Stop 36: the messages read "a Angles parameter", "a ImproperTorsions term".
+    angle = Parameter("Angles", "a-2", "[#6:1]-[#6:2]", 0, {})
+    with pytest.raises(SmirksError, match=r"expected \[1, 2, 3\] for an Angles parameter"):
+        compile_smirks(angle, valence=3)
+    improper = Parameter("ImproperTorsions", "i-x", "[*:1]~[*:2]~[*:3]~[*:4]", 0, {})
+    with pytest.raises(SmirksError, match="would not be an ImproperTorsions term"):
+        compile_smirks(improper, valence=4)
+    bond = Parameter("Bonds", "b-1", "[#6:1]-[#6:2]-[#6:3]", 0, {})
+    with pytest.raises(SmirksError, match=r"expected \[1, 2\] for a Bonds parameter"):
+        compile_smirks(bond, valence=2)

@@ -38,7 +38,7 @@ from tying.chem._rdkit import Chem
 from tying.chem.chain_table import ARITY, ChainTable
 from tying.chem.constraints import constraint_labeller
 from tying.chem.mapped import check_flag, map_order, renumber, warn_if_reordered
-from tying.chem.molecules import canonical_order, parse_smiles, prepare_molecule
+from tying.chem.molecules import canonical_order, input_hint, parse_smiles, prepare_molecule
 from tying.chem.offxml import ForceField, Parameter, load_force_field
 from tying.chem.packed import _buffer, pack, views
 from tying.chem.search_order import anchored, has_stereo, reordered
@@ -945,8 +945,7 @@ def _check_input(molecule: Any, name: Any) -> None:
     if not isinstance(molecule, (str, Chem.Mol)):
         raise TypeError(
             f"assign: expected a SMILES string or an rdkit.Chem.Mol, got "
-            f"{type(molecule).__name__}: {molecule!r:.80}"
-            + ("; decode bytes first (smiles.decode())" if isinstance(molecule, bytes) else "")
+            f"{type(molecule).__name__}: {molecule!r:.80}" + input_hint(molecule)
         )
     if name is not None and not isinstance(name, str):
         raise TypeError(f"assign: name must be a string or None, got {type(name).__name__}")

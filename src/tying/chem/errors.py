@@ -48,3 +48,14 @@ def missing_extra(what: str, err: BaseException) -> MissingExtraError:
     return MissingExtraError(
         f"tying.chem needs {what} ({err}); install it with: pip install 'tying[chem]'"
     )
+
+
+def a_or_an(word: str) -> str:
+    """``word`` with its indefinite article, for messages: "an Angles", "a vdW".
+
+    Example:
+        >>> a_or_an("Angles"), a_or_an("ImproperTorsions"), a_or_an("Bonds")
+        ('an Angles', 'an ImproperTorsions', 'a Bonds')
+    """
+    article = "an" if word[:1].lower() in ("a", "e", "i", "o", "u") else "a"
+    return f"{article} {word}"

@@ -35,6 +35,7 @@ _DUMMY_OR_RADICAL.ExpandQuery(
 # in RDKit; refusing it said, wrongly, that the toolkit refuses it too.
 _D_AND_F_BLOCK = frozenset([*range(21, 31), *range(39, 49), *range(57, 81), *range(89, 113)])
 _HYDROGEN = rdqueries.AtomNumEqualsQueryAtom(1)
+_AROMATIC_BOND = Chem.BondType.AROMATIC
 _SPACE = re.compile(r"\s")
 # Control characters that are not whitespace (those are _SPACE's); with non-ASCII ones,
 # what RDKit drops at either end of a SMILES without a word (stop 35).
@@ -126,7 +127,11 @@ def parse_smiles(
         raise SmilesError(f"cannot parse SMILES {label}: RDKit rejected it; check its syntax")
     if name:
         mol.SetProp("_Name", name)
-    mol, n_written = _prepare(mol, label, aromaticity_model, chiral="@" in smiles)
+    if "~" in smiles:  # RDKit reads SMARTS' any-bond into a SMILES: a query, not a bond
+        _refuse_query_bonds(mol, label)
+    mol, n_written = _prepare(
+        mol, label, aromaticity_model, chiral="@" in smiles, aromatic_bonds=":" in smiles
+    )
     if "<" in smiles or ">" in smiles:  # a dative bond: of order 1 like a single bond
         n_written = None
     return mol, n_written
@@ -153,6 +158,28 @@ def _not_printable(smiles: str, label: str) -> SmilesError:
         f"not printable ASCII; RDKit drops such a character at either end of a SMILES "
         f"without a word; {hint}"
     )
+
+
+def input_hint(molecule: Any) -> str:
+    """How to pass ``molecule`` (not a SMILES or RDKit molecule) instead; ``""`` if unknown.
+
+    Example:
+        >>> input_hint(b"CCO"), input_hint(3.5)
+        ('; decode bytes first (smiles.decode())', '')
+    """
+    if isinstance(molecule, bytes):
+        return "; decode bytes first (smiles.decode())"
+    if molecule is None:
+        return (
+            "; RDKit's readers (Chem.SDMolSupplier, Chem.SmilesMolSupplier) yield None for a "
+            "record they cannot read: leave it out, or pass errors='skip' to assign_many"
+        )
+    if type(molecule).__module__.startswith("openff."):
+        return (
+            "; pass an OpenFF Molecule as molecule.to_rdkit() (same atom order), or its "
+            "molecule.to_smiles(mapped=True) with mapped=True"
+        )
+    return ""
 
 
 def prepare_molecule(mol: Any, *, aromaticity_model: str = "OEAroModel_MDL") -> Any:
@@ -192,14 +219,7 @@ def prepare_molecule(mol: Any, *, aromaticity_model: str = "OEAroModel_MDL") -> 
                 f"build the molecule from a SMILES (Chem.MolFromSmiles) or a mol file without "
                 f"queries"
             )
-    for bond in mol.GetBonds():
-        if bond.HasQuery():
-            raise SmilesError(
-                f"molecule {Chem.MolToSmarts(mol)!r}: bond {bond.GetIdx()} "
-                f"({bond.GetBeginAtomIdx()}-{bond.GetEndAtomIdx()}, {bond.GetSmarts()!r}) is a "
-                f"query bond (a SMARTS pattern, not a molecule); build the molecule from a "
-                f"SMILES (Chem.MolFromSmiles) or a mol file without queries"
-            )
+    _refuse_query_bonds(mol, repr(Chem.MolToSmarts(mol)))
     label = Chem.MolToSmiles(mol)
     mol = Chem.RWMol(mol)
     # Drop the aromaticity that RDKit's own model may have set: MDL is perceived anew.
@@ -211,8 +231,51 @@ def prepare_molecule(mol: Any, *, aromaticity_model: str = "OEAroModel_MDL") -> 
     return _prepare(mol.GetMol(), repr(label), aromaticity_model)[0]
 
 
+def _refuse_query_bonds(mol: Any, label: str) -> None:
+    """Refuse a query bond (``~``, SMARTS' any-bond, which RDKit also reads in a SMILES).
+
+    Such a bond has no order: ``"C~C"`` was labelled as two carbons with four hydrogens
+    each and a bond no parameter matches (with ``strict=False``, no error at all), where
+    the OpenFF toolkit refuses the SMILES.
+    """
+    for bond in mol.GetBonds():
+        if bond.HasQuery():
+            raise SmilesError(
+                f"molecule {label}: bond {bond.GetIdx()} "
+                f"({bond.GetBeginAtomIdx()}-{bond.GetEndAtomIdx()}, {bond.GetSmarts()!r}) is a "
+                f"query bond (a SMARTS pattern, not a molecule); write it as a bond of the "
+                f"molecule ('-', '=', '#'), or build the molecule from a SMILES "
+                f"(Chem.MolFromSmiles) or a mol file without queries"
+            )
+
+
+def _refuse_aromatic_bonds(mol: Any, label: str) -> None:
+    """Refuse a bond still aromatic after kekulization: one outside any aromatic ring.
+
+    ``"C:C"`` or ``"CC:OCC"`` write an aromatic bond ``:`` between atoms that are in no
+    aromatic ring, so kekulization leaves it aromatic: it was matched as an aromatic bond
+    (``b5``, ``[#6X3:1]:[#6X3:2]``) or left without parameter, where the OpenFF toolkit
+    reads it as a single bond (``b4``, ``b17``) and leaves its atoms a hydrogen short. The
+    molecule is not defined; the user meant ``-``, ``=`` or an aromatic ring.
+    """
+    for bond in mol.GetBonds():
+        if bond.GetBondType() == _AROMATIC_BOND:
+            begin, end = bond.GetBeginAtom(), bond.GetEndAtom()
+            raise SmilesError(
+                f"molecule {label}: bond {bond.GetIdx()} ({begin.GetIdx()}-{end.GetIdx()}, "
+                f"{begin.GetSymbol()}:{end.GetSymbol()}) is aromatic but in no aromatic ring, "
+                f"so it has no bond order (the OpenFF toolkit reads it as single and leaves "
+                f"its atoms a hydrogen short); write it as '-' or '=', or write the ring's "
+                f"atoms in lower case"
+            )
+
+
 def _prepare(
-    mol: Any, label: str, aromaticity_model: str, chiral: bool = True
+    mol: Any,
+    label: str,
+    aromaticity_model: str,
+    chiral: bool = True,
+    aromatic_bonds: bool = True,
 ) -> tuple[Any, int | None]:
     if aromaticity_model not in SUPPORTED_AROMATICITY:
         raise ValueError(
@@ -224,6 +287,8 @@ def _prepare(
             Chem.SanitizeMol(mol, _SANITIZE)
         except Exception as err:  # RDKit raises several sanitisation exception types
             raise SmilesError(f"cannot sanitise SMILES {label}: {err}") from err
+    if aromatic_bonds:  # a SMILES that wrote ':' (always checked for an RDKit molecule)
+        _refuse_aromatic_bonds(mol, label)
     n_written = mol.GetNumAtoms()
     # Found by RDKit in C++ (two calls instead of a Python loop over every atom); the
     # lowest-index offending atom is named, a dummy before a radical, as atom by atom.

@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from tying.chem.errors import OffxmlError
+from tying.chem.errors import OffxmlError, a_or_an
 from tying.chem.units import Unit, parse_quantity, parse_unit
 
 _NUMBER = re.compile(r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$")
@@ -346,7 +346,7 @@ def read_parameter(where: str, section: str, attributes: Mapping[str, str]) -> d
             *(f"{p}1_bondorder1, {p}1_bondorder2, ..." for p in spec.mapped),
         ]
         raise OffxmlError(
-            f"{where}: unknown attribute {key}={text!r}; a {section} parameter has: "
+            f"{where}: unknown attribute {key}={text!r}; {a_or_an(section)} parameter has: "
             f"{', '.join(known)}; fix its name or remove it"
         )
     for prefix, terms in mapped.items():

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from tying.chem._rdkit import Chem, quiet, rdqueries
-from tying.chem.errors import SmirksError
+from tying.chem.errors import SmirksError, a_or_an
 from tying.chem.offxml import ForceField, Parameter
 
 # Number of tagged atoms that each section's patterns must have.
@@ -133,7 +133,7 @@ def compile_smirks(
     if sorted(tags) != expected:
         raise SmirksError(
             f"{where}: SMIRKS {parameter.smirks!r} has tags {sorted(tags)}, expected "
-            f"{expected} for a {parameter.section} parameter; renumber its tagged atoms"
+            f"{expected} for {a_or_an(parameter.section)} parameter; renumber its tagged atoms"
         )
     pairs = _IMPROPER if parameter.section == "ImproperTorsions" else _CHAIN.get(len(expected), ())
     if parameter.section == "Constraints":  # water's H-H: a constrained pair need not be bonded
@@ -142,7 +142,7 @@ def compile_smirks(
         if query.GetBondBetweenAtoms(tags[a], tags[b]) is None:
             raise SmirksError(
                 f"{where}: in SMIRKS {parameter.smirks!r} tags :{a} and :{b} are not bonded, so "
-                f"a match would not be a {parameter.section} term; fix the pattern"
+                f"a match would not be {a_or_an(parameter.section)} term; fix the pattern"
             )
     isotope = _isotope_atom(query)
     if isotope is not None:
