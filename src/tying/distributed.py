@@ -37,10 +37,11 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from tying.core.checkpoint import save_state
+from tying.core.checkpoint import _refuse_meta_device, save_state
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory, join
-from tying.core.outside import mark_wrapped, wrapped_helper
+from tying.core.outside import WRAPPER_SEGMENTS, mark_wrapped, wrapped_helper
+from tying.core.outside import canonical as _canonical
 from tying.core.patterns import Pattern
 from tying.core.verify import ties, verify
 
@@ -272,8 +273,14 @@ class _ParametersKept:
         return out
 
     def __call__(self, module, args):
-        if not torch.is_grad_enabled() or torch.compiler.is_compiling():
-            return
+        if torch.is_grad_enabled():
+            self._check()
+
+    # stop 36: under torch.compile(td.ddp(model)) this hook is traced, and it returned when
+    # compiling: a parameter replaced after wrapping trained apart on every rank with no
+    # error. Run eagerly instead (a graph break before the model's first op)
+    @torch.compiler.disable
+    def _check(self) -> None:
         if self._key() == self.key:
             return
         now = self._names()
@@ -455,19 +462,30 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True):
 
     import torch.distributed as dist
 
-    path = pathlib.Path(path)
     inner = _unwrapped(model)
     helper = wrapped_by(inner) or ("ddp" if inner is not model else None)
     group = dist.is_available() and dist.is_initialized()
     if not group:
         if helper is not None:
             _require_group()
-        return _load_file(inner, path, verify_hash)
+        return _load_file(inner, pathlib.Path(path), verify_hash)
+
     # every rank checks its own file, then all learn how it went: a rank that went on
     # alone would wait in the first collective (or train a model the others do not hold)
-    checked, digests = _agreed(
-        lambda: _checked_file(inner, path, verify_hash, helper), "load", str(path), lambda r: r[3]
-    )
+    def check():
+        # stop 36: a path that is no path (None where one rank's environment lacked it)
+        # raised on that rank alone, before the collective the others waited in
+        checked = _checked_file(inner, _as_path(path), verify_hash, helper)
+        if helper is not None:  # a wrapper checked the ranks' models alike when it wrapped
+            return checked, None
+        # stop 36: a plain model is checked against the file only by tying.load, after
+        # this collective: a rank whose model did not fit (another vocabulary size or dtype,
+        # built on the meta device) raised alone while the others loaded the file
+        _refuse_meta_device(inner)
+        return checked, _model_signature(inner)
+
+    (checked, _), seen = _agreed(check, "load", str(path), lambda r: (r[0][3], r[1]))
+    digests = [d for d, _ in seen]
     if len(set(digests)) > 1:
         by_rank = ", ".join(f"rank {r}: {d[:12]}" for r, d in enumerate(digests))
         raise TieError(
@@ -476,12 +494,76 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True):
             f"same file (copy it to every machine, or use a shared folder); no rank's model "
             f"was changed"
         )
+    signatures = [sig for _, sig in seen]
+    if len(set(signatures)) > 1:
+        by_rank = ", ".join(
+            f"rank {r}: {sig[0][:12] if sig else 'a wrapped model'}"
+            for r, sig in enumerate(signatures)
+        )
+        first = _first_difference(signatures)
+        raise TieError(
+            f"tying.distributed.load: the ranks' models differ ({first}; SHA-256 of each "
+            f"model's parameter and buffer paths, shapes and dtypes: {by_rank}), so the file "
+            f"would load on some ranks and be refused on others; build the same model on "
+            f"every rank (same config and dtype), then call td.load on every rank; no "
+            f"rank's model was changed"
+        )
+    path = pathlib.Path(path)
     if helper != "fully_shard":
         return _load_file(inner, path, verify_hash)
     plan, full, _, _ = checked
     _load_shards(inner, full, path)
     verify(inner)
     return plan
+
+
+def _as_path(path):
+    import pathlib
+
+    try:
+        return pathlib.Path(path)
+    except TypeError:
+        raise TypeError(
+            f"tying.distributed.load: path must be a str or os.PathLike, got "
+            f"{type(path).__name__} ({path!r}); pass the file's path on every rank; no rank's "
+            f"model was changed"
+        ) from None
+
+
+def _model_signature(inner: nn.Module) -> tuple[str, tuple]:
+    """(SHA-256, entries) of the model's logical parameters and buffers: path, shape and
+    dtype, tied or not (a rank whose model lacks a tie the file makes loads as the others)."""
+    import hashlib
+
+    inv = Inventory(inner)
+    entries = [
+        (p, tuple(info.shape), str(inv.tensor(inv.root_of(p)).dtype), "parameter")
+        for p, info in sorted(inv.slots.items())
+    ]
+    saved = inner.state_dict(keep_vars=True)  # a non-persistent buffer is no file's business
+    entries += [
+        (b, tuple(t.shape), str(t.dtype), "buffer")
+        for b, t in sorted(inner.named_buffers(remove_duplicate=False))
+        if b in saved
+    ]
+    digest = hashlib.sha256(repr(entries).encode()).hexdigest()
+    return digest, tuple(entries)
+
+
+def _first_difference(signatures: list) -> str:
+    """The first entry in which a rank's model differs from rank 0's, as text (``None``: a
+    rank whose model td.ddp / td.fully_shard wrapped, where the others' is plain)."""
+    if any(sig is None for sig in signatures):
+        wrapped = [r for r, sig in enumerate(signatures) if sig is None]
+        return f"wrapped by td.ddp or td.fully_shard on ranks {wrapped} only"
+    base = dict((e[0], e[1:]) for e in signatures[0][1])
+    for rank, (_, entries) in enumerate(signatures[1:], start=1):
+        other = dict((e[0], e[1:]) for e in entries)
+        for name in sorted(set(base) | set(other)):
+            if base.get(name) != other.get(name):
+                what = lambda v: "absent" if v is None else f"{v[2]} of shape {v[0]}, {v[1]}"  # noqa: E731
+                return f"{name}: rank 0 {what(base.get(name))}, rank {rank} {what(other.get(name))}"
+    return "their models differ"
 
 
 def _load_file(inner: nn.Module, path, verify_hash: bool):
@@ -737,6 +819,20 @@ def dcp_save(model: nn.Module, checkpoint_id, optimizer: torch.optim.Optimizer |
 
     inner = _unwrapped(model)
     _verified(inner, "dcp_save")
+
+    def folder_given() -> None:
+        # stop 36: dcp.save raised on the rank given no folder (None) and the other ranks
+        # waited in its collective until the process group's timeout
+        try:
+            os.fspath(checkpoint_id)
+        except TypeError:
+            raise TypeError(
+                f"tying.distributed.dcp_save: checkpoint_id must be a str or os.PathLike "
+                f"(the checkpoint folder), got {type(checkpoint_id).__name__} "
+                f"({checkpoint_id!r}); pass the folder on every rank; nothing was written"
+            ) from None
+
+    _agreed(folder_given, "dcp_save", str(checkpoint_id), verb="save to")
     record = json.dumps(_tie_record(inner), sort_keys=True).encode()
     state = {
         "model": get_model_state_dict(inner),
@@ -785,9 +881,22 @@ def dcp_load(model: nn.Module, checkpoint_id, optimizer: torch.optim.Optimizer |
     )
 
     inner = _unwrapped(model)
-    where = f"tying.distributed.dcp_load: {os.fspath(checkpoint_id)!r}"
+    # stop 36: os.fspath(None) (a rank whose environment lacked the folder) raised on that
+    # rank alone, before the collective the other ranks then waited in
+    try:
+        folder = os.fspath(checkpoint_id)
+    except TypeError:
+        folder = None
+    where = f"tying.distributed.dcp_load: {folder!r}"
 
     def check() -> str | None:
+        if folder is None:
+            raise TypeError(
+                f"tying.distributed.dcp_load: checkpoint_id must be a str or os.PathLike "
+                f"(the checkpoint folder), got {type(checkpoint_id).__name__} "
+                f"({checkpoint_id!r}); pass the folder on every rank; no rank's model was "
+                f"changed"
+            )
         # stop 36: a model whose declared ties do not hold was loaded first and refused
         # after (by the verify at the end), changed
         _verified(inner, "dcp_load")
@@ -858,8 +967,7 @@ def dcp_load(model: nn.Module, checkpoint_id, optimizer: torch.optim.Optimizer |
 
     # stop 35: ranks given folders of different checkpoints each loaded their own, and
     # trained different models with no error (DDP never broadcasts again after wrapping)
-    folder = os.fspath(checkpoint_id)
-    _, seen = _agreed(check, "dcp_load", folder, lambda digest: (digest, folder))
+    _, seen = _agreed(check, "dcp_load", str(folder), lambda digest: (digest, folder))
     _refuse_different_checkpoints(seen, "dcp_load", "no rank's model was changed")
     state = {"model": get_model_state_dict(inner)}
     if optimizer is not None:
@@ -924,7 +1032,7 @@ def _same_checkpoint(checkpoint_id, helper: str) -> None:
 
 def _tie_record(inner: nn.Module) -> dict[str, dict]:
     """``{target: {"like", "relation", "hand"}}`` of every tie, by the names the checkpoint's
-    tensors have (wrapper segments dropped, see :func:`_canonical`); a Scaled tie's initial
+    tensors have (wrapper segments dropped, see :func:`tying.core.outside.canonical`); a Scaled tie's initial
     scale is left out (its value is a stored tensor)."""
     out = {}
     for t in ties(inner):
@@ -932,22 +1040,6 @@ def _tie_record(inner: nn.Module) -> dict[str, dict]:
         like = None if t.source is None else _canonical(t.source)
         out[_canonical(t.target)] = {"like": like, "relation": spec, "hand": bool(t.hand)}
     return out
-
-
-#: the attributes under which wrappers hold the module they wrap; torch's state dicts
-#: (``get_model_state_dict``, and ``state_dict()`` for activation checkpointing) leave these
-#: segments out of a tensor's name: activation checkpointing and offloading
-#: (``apply_activation_checkpointing``), ``torch.compile`` of a submodule, FSDP1
-WRAPPER_SEGMENTS = ("_checkpoint_wrapped_module", "_orig_mod", "_fsdp_wrapped_module")
-
-
-def _canonical(path: str) -> str:
-    """``path`` as a DCP checkpoint names it: without wrapper segments, so a model wrapped
-    by ``apply_activation_checkpointing`` and the bare model name a tie alike. A tie's
-    path keeps the segment (``head._checkpoint_wrapped_module.weight``) while the
-    checkpoint's tensor is ``head.weight``: ``td.dcp_load`` compared the two, missed a tied
-    slot stored as its own tensor, and dropped it with no error (stop 36)."""
-    return ".".join(seg for seg in path.split(".") if seg not in WRAPPER_SEGMENTS)
 
 
 def _wrapper_paths(model: nn.Module) -> list[str]:
@@ -995,7 +1087,7 @@ def _record_text(entry: dict | None) -> str:
     return f"tied to {entry['like'] or 'its own storage'} via {spec['type']}({args}){hand}"
 
 
-def _agreed(fn, helper: str, what: str, told=lambda result: None):
+def _agreed(fn, helper: str, what: str, told=lambda result: None, verb: str = "load"):
     """Run ``fn`` on every rank; if it raised on any rank, raise on every rank (no rank
     goes on alone into a collective the others never reach). Returns this rank's result
     and every rank's ``told(result)`` (something small: it is sent to every rank)."""
@@ -1018,8 +1110,9 @@ def _agreed(fn, helper: str, what: str, told=lambda result: None):
     for rank, (kind, msg) in enumerate(outcomes):
         if kind == "error":
             raise RuntimeError(
-                f"tying.distributed.{helper}: rank {rank} could not load {what!r} ({msg}); "
-                f"rank {rank} raised that error, and no rank's model was changed"
+                f"tying.distributed.{helper}: rank {rank} could not {verb} {what!r} ({msg}); "
+                f"rank {rank} raised that error, and "
+                + ("no rank's model was changed" if verb == "load" else "nothing was written")
             )
     return result, [value for _, value in outcomes]
 
