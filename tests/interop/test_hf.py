@@ -629,3 +629,100 @@ def test_the_flag_is_not_written_where_hf_would_tie_otherwise_or_compute_otherwi
     assert _tie_set(again) == _tie_set(model)
     assert tying.count(again).physical == tying.count(model).physical
     assert model.config.tie_word_embeddings is False  # the in-memory config is unchanged
+
+
+def _load_both(cls, folder, **kw):
+    """tying's and plain HF's load of ``folder`` into ``cls``, each from the same seed."""
+    torch.manual_seed(5)
+    ours = hf.from_pretrained(cls, folder, **kw).eval()
+    torch.manual_seed(5)
+    plain = cls.from_pretrained(folder, **kw).eval()
+    return ours, plain
+
+
+@pytest.mark.parametrize("head", ["ForSequenceClassification", "ForTokenClassification"])
+@pytest.mark.parametrize("source", ["gpt2-plan", "llama-hf-tie", "llama-hf-tie-plain-save"])
+def test_a_causal_lm_folder_loads_into_a_classification_class_as_plain_hf_does(
+    head, source, tmp_path, caplog
+):
+    # The usual fine-tuning start: a causal-LM folder into ...ForSequenceClassification.
+    # It was refused ("pattern 'lm_head.weight' matches no parameter"; for an HF tie:
+    # "score.weight ... not in the file ...; pass plan="). Now the fresh head is
+    # initialised as plain HF does (same seed, same values), the recorded ties the class
+    # has are made, the head tie of the part it lacks is skipped, and both are noted.
+    if source == "gpt2-plan":
+        model, _, _, vocab = _tied("gpt2")
+        hf.save_pretrained(model, tmp_path)
+        cls = getattr(transformers, "GPT2" + head)
+    else:
+        model, vocab = M.llama(tie_word_embeddings=True), 70
+        if source == "llama-hf-tie":
+            hf.save_pretrained(model, tmp_path)
+        else:
+            model.save_pretrained(tmp_path)
+        cls = getattr(transformers, "Llama" + head)
+    with caplog.at_level("WARNING", logger="tying.hf"):
+        ours, plain = _load_both(cls, tmp_path, pad_token_id=0)
+    fresh = "classifier" if cls is transformers.GPT2ForTokenClassification else "score"
+    assert "newly initialized (not in the file; train them on a down-stream task): " in caplog.text
+    assert f"{fresh}.weight" in caplog.text
+    x = M.ids(vocab, batch=2)
+    with torch.no_grad():
+        assert torch.equal(ours(x).logits, plain(x).logits)
+    want = dict(plain.named_parameters())
+    assert all(torch.equal(p, want[n]) for n, p in ours.named_parameters())
+    if source == "gpt2-plan":
+        assert "recorded tie(s) skipped, " in caplog.text
+        assert "has no such part: lm_head.weight <- transformer.wte.weight" in caplog.text
+        h = ours.transformer.h
+        assert h[2].attn.c_attn.weight is h[0].attn.c_attn.weight  # the stack tie made
+        assert tying.count(ours).physical < tying.count(plain).physical
+    tying.verify(ours)
+    _step(ours, x)
+    tying.verify(ours)
+
+
+def test_a_fresh_head_does_not_excuse_a_tied_slot_the_file_omits(tmp_path):
+    # HF's own save of a Plan-tied GPT-2 omits the stack's tied layers; loaded into
+    # ...ForSequenceClassification without plan= they are still refused (HF would
+    # initialise them at random), and only they are named, not the fresh score head.
+    model, plan, _, _ = _tied("gpt2")
+    model.save_pretrained(tmp_path)
+    cls = transformers.GPT2ForSequenceClassification
+    with pytest.raises(
+        tying.TieError, match=r"not in the file and no tie explains them: transformer\.h\.1\."
+    ) as err:
+        hf.from_pretrained(cls, tmp_path, pad_token_id=0)
+    assert "score" not in str(err.value)
+    stack = tying.Plan([plan.rules[0]])
+    again = hf.from_pretrained(cls, tmp_path, plan=stack, pad_token_id=0)
+    assert again.transformer.h[1].mlp.c_fc.weight is again.transformer.h[0].mlp.c_fc.weight
+
+
+def test_a_base_model_under_another_name_is_refused_not_loaded_at_random(tmp_path):
+    # LlamaForQuestionAnswering holds the base model as `transformer`, the causal LM as
+    # `model`: HF finds none of the file's weights and initialises the whole body at
+    # random. That is no fresh head: refused, naming the class the folder came from.
+    model, _, _, _ = _tied("llama")
+    hf.save_pretrained(model, tmp_path)
+    with pytest.raises(
+        tying.TieError,
+        match=r"transformer\.embed_tokens\.weight.*saved from LlamaForCausalLM, whose weights "
+        r"do not all reach LlamaForQuestionAnswering .*load it as LlamaForCausalLM",
+    ):
+        hf.from_pretrained(transformers.LlamaForQuestionAnswering, tmp_path)
+
+
+def test_recorded_ties_under_the_heads_base_model_are_kept_when_the_head_is_skipped(tmp_path):
+    # T5ForSequenceClassification holds the encoder/decoder under `transformer`; the
+    # recorded decoder-K tie must be moved there, not dropped with the lm_head tie.
+    model, _, _, _ = _tied("t5-kv")
+    hf.save_pretrained(model, tmp_path)
+    cls = transformers.T5ForSequenceClassification
+    ours, plain = _load_both(cls, tmp_path)
+    dec, enc = ours.transformer.decoder.block, ours.transformer.encoder.block
+    assert dec[1].layer[0].SelfAttention.k.weight is enc[1].layer[0].SelfAttention.k.weight
+    x = torch.cat([M.ids(80).clamp(min=2), torch.ones(2, 1, dtype=torch.long)], 1)  # one eos
+    with torch.no_grad():
+        assert torch.equal(ours(x).logits, plain(x).logits)
+    assert tying.count(ours).physical < tying.count(plain).physical

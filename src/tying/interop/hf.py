@@ -25,6 +25,7 @@ Needs the ``interop`` extra (``pip install 'tying[interop]'``).
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -930,13 +931,21 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
         )
     with _quiet():
         model, info = cls.from_pretrained(folder, output_loading_info=True, **kwargs)
+    # A causal-LM folder loaded into ...ForSequenceClassification (the usual fine-tuning
+    # start): the paths of the class the folder was saved from tell a fresh head (score,
+    # newly initialised as HF does) from a tied slot the file omits (refused below).
+    saved_paths = _saved_class_paths(model)
+    skipped: list = []
     hf_values = model.state_dict()  # as HF loaded them (references, no copies)
     loaded_by_hf = set(hf_values) - set(info.get("missing_keys", ()))
     if plan is not None:
         # the recorded ties at this model's paths, read before the given plan ties any
         recorded_rules = _recorded_rules(recorded, model) if given_plan is not None else []
+        if given_plan is None:  # the recorded plan: its ties of a part this class lacks go
+            plan, skipped = _without_lacking_parts(plan, model, saved_paths)
         plan = _rebase(plan, model)
-        plan.apply(model)
+        if plan.rules:
+            plan.apply(model)
     # HF loaded every tensor the untied model has. Left: the storage of relation ties
     # (weight_physical, weight_scale), which HF does not know, and each tied slot's value
     # in the file, which must agree with its tie, compared in the file's own dtype (a
@@ -955,20 +964,131 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
     model.load_state_dict({k: tensors[k] for k in storage}, strict=False)
     _check_tied_values(inv, checks, tensors, folder)
     missing = _missing(expected - loaded_by_hf, where, model)
+    prefix = getattr(model, "base_model_prefix", "") or ""
+    fresh = [k for k in missing if saved_paths is not None and not _known(k, saved_paths, prefix)]
+    missing = [k for k in missing if k not in fresh]
     if missing:
-        hint = (
-            "pass plan= (the plan the model was saved with)"
-            if plan is None
-            else "the plan does not match the model that was saved"
-        )
+        if saved_paths is not None:
+            arch = model.config.architectures[0]
+            hint = (
+                f"the folder was saved from {arch}, whose weights do not all reach "
+                f"{type(model).__name__} (HF loads the others at random); load it as {arch}, "
+                f"or pass plan= if it was saved by HF's own save_pretrained from a tied model"
+            )
+        elif plan is None:
+            hint = "pass plan= (the plan the model was saved with)"
+        else:
+            hint = "the plan does not match the model that was saved"
         raise TieError(
             f"{folder}: {len(missing)} weight(s) the model needs are not in the file and no tie "
             f"explains them: {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}; {hint}"
         )
     verify(model)
+    if fresh or skipped:
+        _note_fresh_parts(model, folder, fresh, skipped)
     if given_plan is not None and recorded_rules:
         _warn_recorded_ties_dropped(model, given_plan, recorded_rules, where_recorded)
     return model
+
+
+def _model_paths(model: nn.Module) -> set[str]:
+    paths = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    paths |= {n for n, _ in model.named_buffers(remove_duplicate=False)}
+    return paths | {n for n, _ in model.named_modules(remove_duplicate=False)}
+
+
+def _saved_class_paths(model: nn.Module) -> set[str] | None:
+    """The parameter, buffer and module paths of the class the folder was saved from
+    (``config.architectures``), built on the meta device; None when it is ``model``'s
+    own class or cannot be built (then nothing is taken for a fresh head)."""
+    archs = getattr(getattr(model, "config", None), "architectures", None) or []
+    if len(archs) != 1 or archs[0] == type(model).__name__:
+        return None
+    saved_cls = getattr(_transformers(), archs[0], None)
+    if not isinstance(saved_cls, type) or not issubclass(saved_cls, nn.Module):
+        return None
+    try:
+        # meta: no memory, no values; fork_rng: the caller's RNG stays as plain HF's load left it
+        with torch.random.fork_rng(devices=[]), torch.device("meta"), _quiet():
+            skeleton = saved_cls(copy.deepcopy(model.config))
+    except Exception:  # a class that needs more than its config: no fresh parts known
+        return None
+    paths = _model_paths(skeleton)
+    # a base model the saving class holds under another name (LlamaForCausalLM's `model`,
+    # LlamaForQuestionAnswering's `transformer`): HF finds none of its weights
+    saved_prefix = getattr(skeleton, "base_model_prefix", "") or ""
+    prefix = getattr(model, "base_model_prefix", "") or ""
+    if saved_prefix and prefix and saved_prefix != prefix:
+        paths |= {
+            f"{prefix}.{p[len(saved_prefix) + 1 :]}"
+            for p in paths
+            if p.startswith(saved_prefix + ".")
+        }
+    return paths
+
+
+def _known(path: str, saved_paths: set[str], prefix: str) -> bool:
+    """Whether the saving class had ``path`` (with the base model's prefix added or removed,
+    as HF moves weights between a head model and its base model)."""
+    alts = {path}
+    if prefix:
+        alts.add(f"{prefix}.{path}")
+        if path.startswith(prefix + "."):
+            alts.add(path[len(prefix) + 1 :])
+    return bool(alts & saved_paths)
+
+
+def _without_lacking_parts(plan: Plan, model: nn.Module, saved_paths: set[str] | None):
+    """``plan`` (before :func:`_rebase`) less its ties to a part the loading class lacks
+    and the saving class had (``lm_head`` of a causal-LM folder loaded into
+    ``...ForSequenceClassification``), and those ties. A path neither class has stays
+    (the plan then fails, naming it)."""
+    if saved_paths is None:
+        return plan, []
+    paths = _model_paths(model)
+    prefix = getattr(model, "base_model_prefix", "") or ""
+
+    def here(p: str) -> bool:  # at p, or where _rebase moves it by the base model's prefix
+        alts = {p, f"{prefix}.{p}"} if prefix else {p}
+        if prefix and p.startswith(prefix + "."):
+            alts.add(p[len(prefix) + 1 :])
+        return bool(alts & paths)
+
+    def lacking(r) -> bool:
+        return any(
+            p is not None and not here(p) and _known(p, saved_paths, prefix)
+            for p in (r.target, r.like)
+        )
+
+    skipped = [r for r in plan.rules if lacking(r)]
+    if not skipped:
+        return plan, []
+    return Plan([r for r in plan.rules if not lacking(r)]), skipped
+
+
+def _note_fresh_parts(model: nn.Module, folder: pathlib.Path, fresh: list, skipped: list) -> None:
+    """Log, as HF does, the weights newly initialised and the recorded ties skipped
+    because the loading class lacks a part the saving class had."""
+    arch = (getattr(model.config, "architectures", None) or ["?"])[0]
+    parts = []
+    if fresh:
+        parts.append(
+            f"newly initialized (not in the file; train them on a down-stream task): "
+            f"{', '.join(fresh[:6])}{' ...' if len(fresh) > 6 else ''}"
+        )
+    if skipped:
+        ties = "; ".join(f"{r.target} <- {r.like}" for r in skipped[:4])
+        parts.append(
+            f"recorded tie(s) skipped, {type(model).__name__} has no such part: "
+            f"{ties}{'; ...' if len(skipped) > 4 else ''}"
+        )
+    logging.getLogger("tying.hf").warning(
+        "tying.hf.from_pretrained: %s was saved from %s, loaded into %s: %s",
+        folder,
+        arch,
+        type(model).__name__,
+        "; ".join(parts),
+    )
 
 
 def _recorded_rules(recorded: Any, model: nn.Module) -> list:
