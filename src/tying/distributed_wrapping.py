@@ -1,0 +1,449 @@
+"""Wrapping a tied model for ``torch.distributed``: ``td.ddp``, ``td.fully_shard`` and their checks.
+
+The helpers that wrap a tied model (DDP) or shard it (FSDP2), the hooks they leave on
+it (parameters kept, a gradient accumulated once, an owner gathered for its reader, a
+full state refused by a sharded model), :func:`wrapped_by`, and the checks shared with
+the checkpoint helpers (a process group, ties verified on a wrapped model). Every name
+here is re-exported by :mod:`tying.distributed`, where the module docstring explains
+how ties meet data parallelism and sharding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from tying.core.errors import TieError
+from tying.core.inventory import Inventory, join
+from tying.core.outside import WRAPPER_SEGMENTS, mark_wrapped, wrapped_helper
+from tying.core.patterns import Pattern
+from tying.core.verify import ties, verify
+
+
+def ddp(model: nn.Module, **kwargs) -> nn.Module:
+    """Wrap a tied model in ``DistributedDataParallel``.
+
+    DDP reduces each tensor of ``model.parameters()``; a tied tensor appears
+    there once, so its gradient (summed over every use by autograd) is
+    all-reduced once. The declared ties are verified first.
+
+    DDP all-reduces the tensors it was built with, so the wrapped model's parameters
+    must stay those tensors: a tie made, removed or re-made after wrapping (``Plan.apply``,
+    ``tying.untie``/``retie``, ``load_state_dict(assign=True)``) is refused with a
+    :class:`tying.TieError` at the next training forward (before it, a new tensor such
+    as a ``Scaled`` tie's scale, or an untied copy, trained apart on every rank).
+
+    Args:
+        model: the tied model (already on its device), not yet wrapped or sharded.
+        **kwargs: passed to ``DistributedDataParallel``.
+
+    Returns:
+        The DDP-wrapped model (``tying.verify`` works on it through ``.module``).
+
+    Raises:
+        TieError: a declared tie is broken; ``model`` is already wrapped by DDP or
+            sharded by FSDP; (at a forward) its parameters changed after wrapping; (at a
+            backward, unless ``static_graph=True``) a tied tensor's gradient is accumulated
+            twice between two forwards (a reentrant activation checkpoint around some of
+            its uses), of which DDP would all-reduce only the first.
+        RuntimeError: the default process group is not initialised.
+
+    Tie first, then wrap: ``td.ddp(tied_model)``; a ``tying.Plan(...).apply(model.module)``
+    after it is refused at the next training forward (``docs/distributed.md``).
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    _require_group()
+    _refuse_wrapped(model, "ddp")
+    _verified(model, "ddp")
+    wrapped = DistributedDataParallel(model, **kwargs)
+    wrapped.register_forward_pre_hook(_ParametersKept(model, "ddp"), prepend=True)
+    if not kwargs.get("static_graph", False):  # static_graph reduces a nested use right
+        _NestedAccumulation(model).attach(wrapped)
+    mark_wrapped(model, "ddp", wrapped)
+    return wrapped
+
+
+def fully_shard(model: nn.Module, units: Iterable[str] = (), **kwargs) -> nn.Module:
+    """Shard a tied model with FSDP2 so that every tie keeps working.
+
+    ``units`` are module paths (globs allowed, e.g. ``"layers.*"``) that become
+    their own FSDP units, innermost first; the root is always a unit. Every tie
+    group's physical tensor belongs to exactly one unit (its owner's), so it is
+    gathered and reduce-scattered once per step. When a tied slot is read from
+    a module outside the owner's unit, the owner's unit keeps its parameters
+    gathered after its forward, and the reader checks at each forward that it
+    finds them gathered.
+
+    Args:
+        model: the tied model, on its device, identical on every rank.
+        units: module path patterns to shard as separate units (one str is one pattern).
+        **kwargs: passed to ``torch.distributed.fsdp.fully_shard`` for every unit.
+
+    Returns:
+        ``model``, sharded in place.
+
+    Everything is checked before the first unit is sharded, so a refused call leaves
+    ``model`` unsharded. A tie made or removed after sharding is refused with a
+    :class:`tying.TieError` at the next training forward.
+
+    Raises:
+        TieError: a unit pattern matches no module; a declared tie is broken; ``model``
+            is already sharded or wrapped by DDP; a hand-made tie (one ``nn.Parameter``
+            in two modules) spans two units; a parameter is 0-dim (a ``Scaled`` tie's
+            scale), which FSDP2 cannot shard; (at a forward) the model's parameters
+            changed after sharding.
+        RuntimeError: the default process group is not initialised.
+    """
+    from torch.distributed.fsdp import fully_shard as _fully_shard
+
+    _require_group()
+    _refuse_wrapped(model, "fully_shard")
+    _verified(model, "fully_shard")
+    inv = Inventory(model)
+    # one pattern given as a str was read letter by letter ('layers.*' as 'l', 'a', ...:
+    # refused for 'l', or with one-letter module names sharded by the letters; stop 32)
+    units = (units,) if isinstance(units, str) else tuple(units)
+    unit_paths: list[str] = []
+    for pattern in units:
+        pat = Pattern(pattern)
+        found = [p for p in inv.modules if p and pat.match(p) is not None]
+        if not found:
+            raise TieError(
+                f"fully_shard: unit pattern {pattern!r} matches no module{inv.closest(pattern)}"
+            )
+        unit_paths += [p for p in found if p not in unit_paths]
+    unit_paths.sort(key=lambda p: -p.count("."))  # innermost first, as FSDP2 requires
+
+    def unit_of(module_path: str) -> str:
+        best = ""
+        for u in unit_paths:
+            if (module_path == u or module_path.startswith(u + ".")) and len(u) > len(best):
+                best = u
+        return best
+
+    _refuse_unshardable(inv, unit_of)
+    keep_gathered: set[str] = set()
+    readers: dict[str, list[tuple[str, str, str]]] = {}
+    for tie in ties(model):
+        if tie.hand:  # one Parameter in two modules: FSDP2 itself shards it with one unit
+            continue
+        info = inv.slots[tie.target]
+        root = inv.root_of(tie.target)
+        owner_module = root.rsplit(".", 1)[0] if "." in root else ""
+        owner, reader = unit_of(owner_module), unit_of(info.module_path)
+        if owner != reader:
+            if owner:
+                keep_gathered.add(owner)
+            readers.setdefault(info.module_path, []).append((tie.target, root, owner or "<root>"))
+
+    for path in unit_paths:
+        kw = dict(kwargs)
+        if path in keep_gathered:
+            kw["reshard_after_forward"] = False
+        _fully_shard(inv.modules[path], **kw)
+    _fully_shard(model, **kwargs)
+
+    for module_path, reads in readers.items():
+        inv.modules[module_path].register_forward_pre_hook(_GatheredCheck(reads))
+    model.register_forward_pre_hook(_ParametersKept(model, "fully_shard"), prepend=True)
+    # stop 34: tying.load (and load_state_dict) of a full state failed inside FSDP's copy
+    # with "got mixed torch.Tensor and DTensor", naming no fix
+    model.register_load_state_dict_pre_hook(_FullStateRefused())
+    mark_wrapped(model, "fully_shard")
+    return model
+
+
+def _refuse_wrapped(model: nn.Module, helper: str) -> None:
+    """A model already wrapped by DDP or sharded by FSDP2 is refused before anything changes."""
+    from torch.distributed.fsdp import FSDPModule
+    from torch.nn.parallel import DistributedDataParallel
+
+    # stop 33: ddp(ddp(m)) reduced every gradient twice, ddp(sharded) failed inside
+    # DDP's broadcast with no name, fully_shard(ddp(m)) sharded under DDP's reducer,
+    # and fully_shard twice hit FSDP's AssertionError after the inner units were sharded
+    for path, mod in model.named_modules():
+        if isinstance(mod, (DistributedDataParallel, nn.DataParallel)):
+            what = f"wrapped by {type(mod).__name__}"
+            fix = f"pass the model inside (ddp_model.module) to td.{helper} instead"
+        elif isinstance(mod, FSDPModule):
+            what = "sharded by FSDP (fully_shard)"
+            fix = f"use it as it is, or build the model again and call td.{helper} on that"
+        else:
+            continue
+        raise TieError(
+            f"tying.distributed.{helper}: the model{' at ' + repr(path) if path else ''} is "
+            f"already {what}; a model is wrapped once, by one of td.ddp / td.fully_shard: "
+            f"{fix}"
+        )
+
+
+def _refuse_unshardable(inv: Inventory, unit_of) -> None:
+    """What FSDP2 would refuse half-way through sharding, refused before the first unit."""
+    # stop 33: a Scaled tie's scale failed inside FSDP2 ("Change weight_scale to a 1D
+    # tensor") after the units before it were sharded, naming neither the tie nor a fix
+    roles = {
+        join(info.module_path, stored): f" (the {role} of the tie {info.path} <- "
+        f"{info.source or 'its own storage'}, {info.tie.relation!r})"
+        for info in inv.slots.values()
+        if info.tie is not None
+        for role, stored in info.tie.storage.items()
+    }
+    physical = [path for path, info in inv.slots.items() if not info.is_tied]
+    for path in [*inv.storage, *physical]:
+        if inv.tensor(path).dim() == 0:
+            role = roles.get(path, "")
+            raise TieError(
+                f"fully_shard: {path} is a 0-dim parameter{role}, which FSDP2 cannot shard "
+                f"(expected at least 1 dim, got shape ()); train this model with td.ddp, or "
+                f"tie with a relation that stores no scalar (Same, Transposed, Rotated, "
+                f"Flipped, Mirrored)"
+            )
+    for target, source in inv.hand.items():
+        a = unit_of(inv.slots[source].module_path)
+        b = unit_of(inv.slots[target].module_path)
+        if a != b:
+            raise TieError(
+                f"fully_shard: {target} holds the same nn.Parameter as {source} (a hand-made "
+                f"tie) but the two ends fall in different FSDP units ({a or '<root>'!r}, "
+                f"{b or '<root>'!r}), and FSDP2 shards a tensor in one unit only; declare the "
+                f"tie instead, which fully_shard keeps gathered for its reader: "
+                f"tying.Plan([tying.free({target!r})]).apply(model), then "
+                f"tying.Plan([tying.share({target!r}, like={source!r})]).apply(model); or "
+                f"choose units= so that both ends fall in one unit"
+            )
+
+
+class _ParametersKept:
+    """Forward pre-hook on a wrapped model: its parameters are still the ones it was wrapped with.
+
+    DDP all-reduces the tensors it was built with and FSDP2 shards the ones it found, so a
+    tie made or removed afterwards (``Plan.apply``, ``tying.untie``) left a tensor outside
+    both: under DDP with ``find_unused_parameters`` or ``static_graph`` a ``Scaled`` tie's
+    new scale, or every untied copy, then trained apart on each rank with no error (stop 33).
+    DDP keeps each Parameter object, so its check is by identity; FSDP2 swaps sharded and
+    gathered tensors under the same names, so its check is by name. Training forwards only:
+    one walk over the modules, no tensor is read.
+    """
+
+    def __init__(self, model: nn.Module, helper: str):
+        self.model, self.helper = model, helper
+        self.by_id = helper == "ddp"
+        self.names = self._names()
+        self.key = self._key()
+
+    def _names(self) -> set[tuple[int, str]]:
+        pairs = self.model.named_parameters(remove_duplicate=False)
+        return {(id(p) if self.by_id else 0, n) for n, p in pairs}
+
+    def _key(self) -> list:
+        out: list = []
+        stack = [self.model]
+        while stack:
+            mod = stack.pop()
+            params = mod._parameters
+            out.append(tuple(map(id, params.values())) if self.by_id else tuple(params))
+            stack.extend(m for m in mod._modules.values() if m is not None)
+        return out
+
+    def __call__(self, module, args):
+        if torch.is_grad_enabled():
+            self._check()
+
+    # stop 36: under torch.compile(td.ddp(model)) this hook is traced, and it returned when
+    # compiling: a parameter replaced after wrapping trained apart on every rank with no
+    # error. Run eagerly instead (a graph break before the model's first op)
+    @torch.compiler.disable
+    def _check(self) -> None:
+        if self._key() == self.key:
+            return
+        now = self._names()
+        gone = sorted(n for _, n in self.names - now)
+        new = sorted(n for _, n in now - self.names)
+        tool = "DDP all-reduces" if self.by_id else "FSDP2 shards and reduces"
+        raise TieError(
+            f"tying.distributed.{self.helper}: the model's parameters changed after it was "
+            f"wrapped (replaced or removed: {', '.join(gone) or 'none'}; new: "
+            f"{', '.join(new) or 'none'}): {tool} only the tensors it was given, so a new "
+            f"one would train apart on every rank; make every tie change (Plan.apply, "
+            f"tying.untie / retie / load, load_state_dict(assign=True)) before "
+            f"td.{self.helper}(model), then build and wrap the model again"
+        )
+
+
+class _NestedAccumulation:
+    """A tied tensor's gradient accumulated twice between two training forwards.
+
+    Autograd sums every use of a tensor and accumulates its gradient once per backward,
+    when DDP all-reduces it; DDP reduces once per forward. A reentrant activation
+    checkpoint (``torch.utils.checkpoint(..., use_reentrant=True)``) runs a backward of its
+    own inside the outer one, so a tied tensor read inside and outside the checkpoint (or in
+    two checkpoints) is accumulated twice: DDP all-reduced the first part, finished the step
+    at the end of that backward, and each rank kept its own rest; the ranks' models diverged
+    with no error (stop 35). Two backward passes of one forward lose the second the same way.
+    Gradient accumulation (a forward before each backward, with or without ``no_sync``) is
+    counted afresh at each forward. One hook per tied tensor, on training steps only;
+    ``static_graph=True``, which DDP reduces right, is not checked.
+    """
+
+    def __init__(self, model: nn.Module):
+        inv = Inventory(model)
+        self.readers: dict[str, list[str]] = {}
+        self.params: dict[str, nn.Parameter] = {}
+        for tie in ties(model):
+            root = tie.source if tie.hand else inv.root_of(tie.target)
+            p = inv.tensor(root)
+            if isinstance(p, nn.Parameter) and p.requires_grad:
+                self.params[root] = p
+                self.readers.setdefault(root, []).append(tie.target)
+        self.seen: set[str] = set()
+
+    def attach(self, wrapped: nn.Module) -> None:
+        import weakref
+
+        handles = [
+            p.register_post_accumulate_grad_hook(self._hook(root))
+            for root, p in self.params.items()
+        ]
+        if handles:
+            wrapped.register_forward_pre_hook(self._reset, prepend=True)
+            # a model whose wrapper is gone may be wrapped again (stop 34): no hook outlives it
+            weakref.finalize(wrapped, lambda: [h.remove() for h in handles])
+
+    def _reset(self, module, args) -> None:
+        if torch.is_grad_enabled():
+            self.seen.clear()
+
+    def _hook(self, root: str):
+        def accumulated(param) -> None:
+            if root not in self.seen:
+                self.seen.add(root)
+                return
+            raise TieError(
+                f"tying.distributed.ddp: the gradient of {root} (tied, read by "
+                f"{', '.join([root, *self.readers[root]])}) was accumulated twice since the "
+                f"last forward, by a backward nested in another (a reentrant activation "
+                f"checkpoint, torch.utils.checkpoint(..., use_reentrant=True), around some of "
+                f"its uses) or by two backward passes of one forward: DDP all-reduces the "
+                f"first part only and each rank keeps its own rest, so the ranks' models "
+                f"would diverge; use checkpoint(..., use_reentrant=False), or "
+                f"td.ddp(model, static_graph=True), or checkpoint every use of the tie "
+                f"together"
+            )
+
+        return accumulated
+
+
+class _GatheredCheck:
+    """Forward pre-hook: every tied slot this module reads must find its owner gathered."""
+
+    def __init__(self, reads: list[tuple[str, str, str]]):
+        self.reads = reads
+
+    def __call__(self, module, args):
+        from torch.distributed.tensor import DTensor
+
+        for target, root, owner in self.reads:
+            name = target.rsplit(".", 1)[-1]
+            if isinstance(getattr(module, name), DTensor):
+                raise TieError(
+                    f"{target} reads {root}, whose FSDP unit {owner!r} is still sharded: that unit "
+                    f"must run its forward before this module in every step; make the owner's unit "
+                    f"an ancestor of this module (drop it from units=) or reorder the model"
+                )
+
+
+def wrapped_by(model: nn.Module) -> str | None:
+    """Which helper wrapped ``model`` or one of its submodules: ``"ddp"``, ``"fully_shard"`` or None.
+
+    ``td.ddp`` and ``td.fully_shard`` record every module of the model they wrap, so a
+    tie change on it (or on one of its submodules) is refused before it is made: the
+    wrapped model's collectives know only the tensors it was wrapped with. A DDP record
+    lasts as long as the DDP wrapper; a copy of a wrapped module is not wrapped.
+
+    Args:
+        model: a module (the wrapped model, its ``.module``, or any submodule).
+
+    Returns:
+        The helper's name, or None for a model no live wrapper holds.
+
+    Example:
+        >>> import torch, tying.distributed as td
+        >>> td.wrapped_by(torch.nn.Linear(2, 2)) is None
+        True
+    """
+    for mod in model.modules():
+        helper = wrapped_helper(mod)
+        if helper is not None:
+            return helper
+    return None
+
+
+class _FullStateRefused:
+    """Load pre-hook on a sharded model: a full (unsharded) state is refused before any copy."""
+
+    def __call__(self, module, state_dict, prefix, *args) -> None:
+        from torch.distributed.tensor import DTensor
+
+        for name, p in module.named_parameters(remove_duplicate=False):
+            value = state_dict.get(prefix + name)
+            if isinstance(p, DTensor) and value is not None and not isinstance(value, DTensor):
+                raise TieError(
+                    f"tying.distributed.fully_shard: {prefix + name} is sharded (a DTensor of "
+                    f"shape {tuple(p.shape)}) but the state given holds a full tensor for it, "
+                    f"which FSDP2 cannot copy into its shard; load a tying file with "
+                    f"td.load(model, path) on every rank (or tying.load before "
+                    f"td.fully_shard), and a full state dict with torch.distributed."
+                    f"checkpoint.state_dict.set_model_state_dict(model, state, "
+                    f"options=StateDictOptions(full_state_dict=True)); nothing was loaded"
+                )
+
+
+def _wrapper_paths(model: nn.Module) -> list[str]:
+    """Paths of the modules in ``model`` that hold their module under a wrapper segment."""
+    return [
+        path or "<root>"
+        for path, mod in model.named_modules()
+        if any(seg in mod._modules for seg in WRAPPER_SEGMENTS)
+    ]
+
+
+def _verified(model: nn.Module, helper: str) -> None:
+    """``verify(model)``; a failure on a model whose paths a wrapper renamed says so."""
+    try:
+        verify(model)
+    except TieError as err:
+        wrappers = _wrapper_paths(model)
+        if not wrappers:
+            raise
+        # stop 36: after apply_activation_checkpointing the error said "head.weight: no such
+        # parameter any more", naming neither the wrapper nor a fix
+        raise TieError(
+            f"tying.distributed.{helper}: {err} The model holds wrapped modules "
+            f"({', '.join(wrappers[:10])}: activation checkpointing, torch.compile of a "
+            f"submodule or FSDP1), which put their parameters under new paths "
+            f"('{wrappers[0]}.{_inner_segment(model, wrappers[0])}.weight'), and ties declared "
+            f"before the wrapping name the old ones; wrap those modules before tying "
+            f"(tying.Plan(...).apply with the wrapped paths), or checkpoint inside forward "
+            f"with torch.utils.checkpoint.checkpoint(..., use_reentrant=False)"
+        ) from None
+
+
+def _inner_segment(model: nn.Module, path: str) -> str:
+    mod = model if path == "<root>" else model.get_submodule(path)
+    return next(seg for seg in WRAPPER_SEGMENTS if seg in mod._modules)
+
+
+def _require_group() -> None:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError(
+            "tying.distributed needs an initialised default process group: call "
+            "torch.distributed.init_process_group(...) first (torchrun sets the environment)"
+        )
+
+
+__all__ = ["ddp", "fully_shard", "wrapped_by"]
