@@ -398,13 +398,13 @@ def test_dpsgd_epsilon_after_one_step_of_large_noise_is_positive():
 def test_chunked_clipped_sum_equals_clipping_the_whole_batch(case, chunk_elements, monkeypatch):
     # The DP step makes per-example gradients a chunk of examples at a time (issue 19);
     # the result must be the whole-batch one: Σ_b min(1, C/‖g_b‖) g_b over per-example loops.
-    import tying.train.dp as dp
+    import tying.train.private_gradient as pg
 
     name, model, loss_fn, x, y = case
     want = loop_grads(model, loss_fn, x, y)
     norms = per_example_norms(want)
     c = clip_factors(norms, 0.3)
-    monkeypatch.setattr(dp, "CHUNK_ELEMENTS", chunk_elements)
+    monkeypatch.setattr(pg, "CHUNK_ELEMENTS", chunk_elements)
     got = private_grad(
         model, loss_fn, x, y, max_grad_norm=0.3, noise_multiplier=0.0, denominator=1.0
     )

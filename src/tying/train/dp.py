@@ -31,116 +31,66 @@ Two ways to the per-example norms, one result:
   cross terms between uses, and the clipped sum without per-example gradients.
 
 Poisson sampling (:func:`poisson_batches`) is what the accountants assume.
+
+One private gradient (:func:`private_grad`, :func:`per_example_grads`, the clipping and
+the noise) lives in :mod:`tying.train.private_gradient`, split from here (house rule 1);
+its names are still importable from this module. Here: the :class:`DPSGD` step, its
+state for resuming a run, and the sampling.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import inspect
 import math
 import numbers
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 
-from tying.train.ghost import _LOW_PRECISION, GhostClipping, _autocast_off
+from tying.train.ghost import (  # noqa: F401 - _LOW_PRECISION, _autocast_off: old address
+    _LOW_PRECISION,
+    GhostClipping,
+    _autocast_off,
+)
 from tying.train.per_example import (  # noqa: F401 - EXPAND_MAX_ELEMENTS: its old address
     EXPAND_MAX_ELEMENTS,
     _fingerprint,
     _PerExample,
 )
-
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-MODES = ("vmap", "ghost")
-
-
-def _real(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    return float(value)
-
-
-def _check_noise_multiplier(value) -> None:
-    # NaN would add no noise at all (normal(0, nan) is refused by torch only sometimes,
-    # and a NaN σ compares False to 0), inf makes every parameter NaN: neither is DP.
-    v = _real("noise_multiplier", value)
-    if not (math.isfinite(v) and v >= 0):
-        raise ValueError(
-            f"noise_multiplier must be a finite number >= 0 (the noise std over the clipping "
-            f"bound), got {value}"
-        )
-
-
-def _check_max_grad_norm(value) -> None:
-    # inf: nothing is clipped and the noise σ·C is infinite, so every parameter turns NaN.
-    if isinstance(value, (list, tuple)):
-        raise TypeError(
-            f"max_grad_norm must be one real number, got {type(value).__name__} {value!r}: "
-            f"per-layer bounds (Opacus' clipping='per_layer') are not supported; each "
-            f"example's whole gradient (every physical tensor, a tie's uses summed) is "
-            f"clipped to one bound C, so pass one float (per-layer bounds C_k bound the "
-            f"same sensitivity as C = sqrt(sum of C_k squared))"
-        )
-    v = _real("max_grad_norm", value)
-    if not (math.isfinite(v) and v > 0):
-        raise ValueError(
-            f"max_grad_norm must be a finite number > 0 (the per-example clipping bound C), "
-            f"got {value}"
-        )
+from tying.train.private_gradient import (  # noqa: F401 - the moved names' old address
+    CHUNK_ELEMENTS,
+    MODES,
+    LossFn,
+    PrivateGrad,
+    _accumulate,
+    _check_batch,
+    _check_denominator,
+    _check_empty_batch,
+    _check_finite_norms,
+    _check_max_grad_norm,
+    _check_noise_multiplier,
+    _clip_factors,
+    _clipped_sum,
+    _in_param_dtypes,
+    _noisy,
+    _norms,
+    _real,
+    _rows,
+    _vmap_clipped_sum,
+    _vmap_grads,
+    _weighted_sum,
+    clip_factors,
+    per_example_grads,
+    per_example_norms,
+    private_grad,
+)
 
 
 def _check_sample_rate(value) -> None:
     v = _real("sample_rate", value)
     if not 0 < v <= 1:  # NaN fails the comparison too
         raise ValueError(f"sample_rate must be in (0, 1] (batch size / data set size), got {value}")
-
-
-def _check_denominator(value) -> None:
-    v = _real("denominator", value)
-    if not (math.isfinite(v) and v > 0):
-        raise ValueError(
-            f"denominator must be a finite number > 0 (the expected batch size), got {value}"
-        )
-
-
-def _check_batch(x, y) -> None:
-    """x (a tensor or a tuple of tensors) and y must have the same number of rows."""
-    if not isinstance(y, torch.Tensor):
-        raise TypeError(f"y must be a tensor with the batch first, got {type(y).__name__}")
-    if y.dim() == 0:
-        raise ValueError("y must have the batch as its first dimension, got a 0-d tensor")
-    xs = x if isinstance(x, tuple) else (x,)
-    for i, t in enumerate(xs):
-        where = "x" if not isinstance(x, tuple) else f"x[{i}]"
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(
-                f"{where} must be a tensor with the batch first, got {type(t).__name__}"
-            )
-        if t.dim() == 0 or t.shape[0] != y.shape[0]:
-            got = "a 0-d tensor" if t.dim() == 0 else f"{t.shape[0]} rows"
-            raise ValueError(
-                f"{where} has {got} but y has {y.shape[0]}: every input and the targets must "
-                f"hold the same examples, batch first"
-            )
-
-
-def _check_empty_batch(y: torch.Tensor, denominator, sigma, name: str) -> None:
-    """Refuse an empty batch averaged by its actual size (stop 32).
-
-    Its actual size is 0, and the noise was divided by 1 instead: a step of pure noise
-    with std ``σC``, ``B`` times the usual ``σC/B`` (64x at a batch of 64), with no
-    error. Only the expected batch size gives such a step its right scale (at σ = 0 the
-    step is 0 either way, and is let through).
-    """
-    if y.shape[0] == 0 and denominator is None and sigma > 0:
-        raise ValueError(
-            f"an empty batch (0 rows, as Poisson sampling draws) has no actual batch size "
-            f"to average by: its noise (std noise_multiplier * max_grad_norm) would be "
-            f"divided by 1, a step B times the usual size at batches of B; pass {name} so "
-            f"that every step averages over the expected batch size (as Opacus does)"
-        )
 
 
 # A batch size that Binomial(n_data, sample_rate) gives with probability below e**-40 (the
@@ -188,283 +138,6 @@ def _check_batch_rate(b: int, n: int, q: float, run: tuple[int, int, int]) -> No
                 f"at (about {got / size:.4g}). Set dp.sample_rate to the rate the batches are "
                 f"drawn at, or draw them with poisson_batches(n_data, dp.sample_rate, ...)"
             )
-
-
-def _check_finite_norms(norms: torch.Tensor) -> None:
-    # norms are >= 0, NaN or inf, and amax propagates NaN: one reduction and one read-back
-    # where isfinite(...).all() took two reductions (~3 µs a step, stop 23)
-    if norms.numel() == 0 or math.isfinite(float(norms.amax())):
-        return
-    bad = (~torch.isfinite(norms)).nonzero().flatten()  # not empty: some norm is not finite
-    raise ValueError(
-        f"the per-example gradients of examples {bad[:5].tolist()} are not finite "
-        f"(norms {norms[bad[:5]].tolist()}): clipping cannot bound them, so the step is "
-        f"refused and the model left unchanged; check the loss and the inputs"
-    )
-
-
-def per_example_grads(model: nn.Module, loss_fn: LossFn, x, y) -> dict[str, torch.Tensor]:
-    """Every example's gradient on every trainable *physical* parameter.
-
-    Args:
-        model: any ``nn.Module`` (tied with ``tying`` or by hand); batch-first input.
-        loss_fn: ``(output, target) -> per-example losses (B,)``
-            (e.g. ``lambda out, y: F.cross_entropy(out, y, reduction="none")``).
-        x: the inputs, a tensor or a tuple of tensors with the batch first.
-        y: the targets, batch first.
-
-    Returns:
-        ``{name: tensor of shape (B, *param.shape)}`` keyed like ``model.named_parameters()``;
-        a tied tensor appears once, holding the sum of its uses' gradients.
-
-    Raises:
-        ValueError: inputs and targets of different batch sizes;
-            a BatchNorm layer in training mode, or any forward that mixes the
-            examples of a batch (naming the module where it starts); an
-            ``nn.Embedding`` with ``max_norm``; a model with no trainable
-            parameter; a buffer the forward writes from the batch (a running mean of
-            the inputs, an InstanceNorm's running statistics), naming it; a loss or a
-            forward that gives one example as many rows as the batch (a tensor of the
-            whole batch captured outside the inputs, such as per-example loss weights);
-            a full backward hook (module or global) or a gradient hook on
-            a parameter, which no way to per-example gradients runs right (forward
-            hooks and pre-hooks are fine: they run per example).
-
-    Example:
-        >>> import torch, tying
-        >>> from tying.train import per_example_grads
-        >>> m = torch.nn.ModuleDict({"emb": torch.nn.Embedding(5, 3),
-        ...                          "out": torch.nn.Linear(3, 5, bias=False)})
-        >>> _ = tying.Plan([tying.share("out.weight", like="emb.weight")]).apply(m)
-        >>> net = torch.nn.Sequential(m.emb, m.out)
-        >>> ce = lambda out, y: torch.nn.functional.cross_entropy(out, y, reduction="none")
-        >>> g = per_example_grads(net, ce, torch.tensor([0, 1, 2]), torch.tensor([1, 2, 3]))
-        >>> list(g), tuple(g["0.weight"].shape)        # one tensor, both uses summed
-        (['0.weight'], (3, 5, 3))
-    """
-    _check_batch(x, y)
-    return _vmap_grads(model, loss_fn, x, y)[0]
-
-
-def _vmap_grads(model: nn.Module, loss_fn: LossFn, x, y):
-    pe = _PerExample(model)
-    xs = x if isinstance(x, tuple) else (x,)
-    grads, losses = pe(loss_fn, xs, y)
-    return dict(zip(pe.names, grads)), losses  # ({name: (B, *shape)}, losses (B,))
-
-
-# The DP step makes per-example gradients of at most this many elements (floats) at a
-# time: 1 GiB in float32 whatever the batch size, where the whole batch at once holds B
-# copies of the model. Not smaller: on the MLP of issue 19 (B x 400k = 102M elements)
-# 4 chunks ran at 0.9-1.1x Opacus' speed with 2 threads, one chunk at 1.4-1.5x.
-CHUNK_ELEMENTS = 2**28
-
-
-def _rows(g: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
-    """``g`` (B, *shape) as a (B, P) matrix in its memory order, and that order of dims 1...
-
-    Autograd hands a Linear's per-example weight gradients transposed in memory
-    ((B, out, in) with strides (out*in, 1, out)); ``g.reshape(B, -1)`` then copies the
-    whole tensor, once for the norms and once for the sum (a third of a tiny model's
-    clipping time). Read in memory order, the same entries form a (B, P) view.
-    """
-    order = sorted(range(1, g.dim()), key=lambda d: g.stride(d), reverse=True)
-    return g.permute(0, *order).reshape(g.shape[0], -1), order
-
-
-def _weighted_sum(c: torch.Tensor, rows: torch.Tensor, order: list[int], shape) -> torch.Tensor:
-    """``Σ_b c_b g_b`` from :func:`_rows`' view: one vector-matrix product, back in ``shape``."""
-    if rows.dtype != c.dtype:  # a float16/bfloat16 parameter: summed in the norms' dtype
-        rows = rows.to(c.dtype)
-    s = (c @ rows).view([shape[d - 1] for d in order])
-    return s.permute([order.index(d) for d in range(1, len(shape) + 1)])
-
-
-def _vmap_clipped_sum(
-    model: nn.Module, loss_fn: LossFn, x, y, max_grad_norm: float, pe: _PerExample | None = None
-):
-    """Σ_b clip_C(g_b), per-example norms and losses, one chunk of examples at a time.
-
-    An example's clipping factor depends on its own gradient only, so each chunk is
-    clipped and summed as soon as its gradients exist; the result equals clipping
-    the whole batch at once (up to the order of the float additions). ``pe``: a
-    :class:`_PerExample` of ``model`` that is known fresh (default: built here).
-    """
-    pe = pe or _PerExample(model)
-    xs = x if isinstance(x, tuple) else (x,)
-    B = y.shape[0]
-    chunk = max(1, min(B, CHUNK_ELEMENTS // max(pe.size, 1)))
-    if B == 0:  # an empty batch: nothing to clip
-        zero = {n: torch.zeros_like(p) for n, p in zip(pe.names, pe.params)}
-        return PrivateGrad(zero, torch.zeros(0), torch.zeros(0))
-    summed, norms, losses = None, [], []
-    for start in range(0, B, chunk):
-        if chunk >= B:  # the whole batch: no slicing (two ops on a tiny model's step)
-            grads, loss = pe(loss_fn, xs, y)
-        else:
-            part = slice(start, start + chunk)
-            grads, loss = pe(loss_fn, tuple(t[part] for t in xs), y[part])
-        rows = [_rows(g) for g in grads]
-        with _autocast_off(loss.device):  # the clipped sum's norm is the norm clipped
-            n_b = _norms([r for r, _ in rows])
-            c = _clip_factors(n_b, max_grad_norm)
-            parts = [_weighted_sum(c, r, o, p.shape) for (r, o), p in zip(rows, pe.params)]
-        if summed is None:  # one chunk covers most batches: no zeros and no add
-            summed = parts
-        else:
-            for s, part_sum in zip(summed, parts):
-                s.add_(part_sum)
-        norms.append(n_b)
-        losses.append(loss)
-    if len(norms) == 1:
-        return PrivateGrad(dict(zip(pe.names, summed)), norms[0], losses[0])
-    return PrivateGrad(dict(zip(pe.names, summed)), torch.cat(norms), torch.cat(losses))
-
-
-# Norms, clip factors, the clipped sum and its noise are kept in float32 for float16 and
-# bfloat16 models, and cast to the parameter's dtype only after the noise: norms rounded
-# to bfloat16 (8 bits) and a clip factor rounded again let a clipped example reach
-# 1.0086 C on a bfloat16 MLP (float16: 1.0012 C), over the bound the privacy accounting
-# assumes, with no error (stop 18). float32/float64 models are computed as before.
-# (_LOW_PRECISION is ghost.py's: both modes widen the same dtypes.)
-
-
-def _accumulate(t: torch.Tensor) -> torch.dtype | None:
-    return torch.float32 if t.dtype in _LOW_PRECISION else None
-
-
-def _norms(rows: list[torch.Tensor]) -> torch.Tensor:
-    """Per-example norms of (B, P_k) matrices taken together as one (B, Σ P_k) matrix."""
-    if len(rows) == 1:
-        return torch.linalg.vector_norm(rows[0], dim=1, dtype=_accumulate(rows[0]))
-    per = [torch.linalg.vector_norm(r, dim=1, dtype=_accumulate(r)) for r in rows]
-    dtype = functools.reduce(torch.promote_types, (n.dtype for n in per))
-    per = torch.stack([n.to(dtype) for n in per], 1)  # (B, k)
-    return torch.linalg.vector_norm(per, dim=1)  # sqrt(Σ_k ‖g_bk‖²)
-
-
-def per_example_norms(grads: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The norm of each example's whole gradient (all parameters as one vector), shape (B,).
-
-    Example:
-        >>> import torch
-        >>> from tying.train import per_example_norms
-        >>> per_example_norms({"a": torch.tensor([[3.0], [0.0]]), "b": torch.tensor([[4.0], [1.0]])})
-        tensor([5., 1.])
-    """
-    # vector_norm reduces in one pass; pow(2).sum(1) first wrote a squared copy of every
-    # per-example gradient (B copies of the model), which cost more than making them.
-    sq = sum(
-        torch.linalg.vector_norm(g.reshape(g.shape[0], -1), dim=1, dtype=_accumulate(g)).square()
-        for g in grads.values()
-    )
-    return torch.as_tensor(sq).sqrt()
-
-
-def clip_factors(norms: torch.Tensor, max_grad_norm: float) -> torch.Tensor:
-    """``min(1, C / (‖g_b‖ + 1e-6))`` per example (Opacus' rule).
-
-    Example:
-        >>> import torch
-        >>> from tying.train import clip_factors
-        >>> clip_factors(torch.tensor([0.5, 4.0]), 1.0)
-        tensor([1.0000, 0.2500])
-    """
-    _check_max_grad_norm(max_grad_norm)
-    return _clip_factors(norms, max_grad_norm)
-
-
-def _clip_factors(norms: torch.Tensor, max_grad_norm: float) -> torch.Tensor:
-    """:func:`clip_factors` without the check (a DP step checked ``C`` once, up front)."""
-    return (max_grad_norm / (norms + 1e-6)).clamp_(max=1.0)
-
-
-@dataclasses.dataclass
-class PrivateGrad:
-    """One private gradient.
-
-    Attributes:
-        grads: noisy, averaged gradient per physical parameter name.
-        norms: per-example gradient norms before clipping, shape (B,).
-        losses: per-example losses, shape (B,) (for logging; not private).
-    """
-
-    grads: dict[str, torch.Tensor]
-    norms: torch.Tensor
-    losses: torch.Tensor
-
-
-def private_grad(
-    model: nn.Module,
-    loss_fn: LossFn,
-    x,
-    y,
-    *,
-    max_grad_norm: float,
-    noise_multiplier: float,
-    denominator: float | None = None,
-    mode: str = "vmap",
-    generator: torch.Generator | None = None,
-) -> PrivateGrad:
-    """``(Σ_b clip_C(g_b) + N(0, σ²C²)) / denominator`` on the physical parameters.
-
-    Args:
-        model, loss_fn, x, y: as in :func:`per_example_grads`.
-        max_grad_norm: the clipping bound ``C``.
-        noise_multiplier: ``σ`` (noise std is ``σ·C``); 0 gives clipping only.
-        denominator: what the sum is divided by; the *expected* batch size under
-            Poisson sampling (default: the actual batch size).
-        mode: ``"vmap"`` (any model) or ``"ghost"`` (Linear/Embedding models, faster).
-        generator: a ``torch.Generator`` for the noise.
-
-    Returns:
-        A :class:`PrivateGrad`.
-
-    Raises:
-        ValueError: unknown ``mode``; ``noise_multiplier`` negative or not finite;
-            ``max_grad_norm`` or ``denominator`` not a finite number > 0; ``x`` and
-            ``y`` with different numbers of rows; an empty batch with noise and no
-            ``denominator`` (it has no size to average by); a per-example gradient that is not
-            finite; or a model that ``mode`` cannot handle (see :func:`per_example_grads`
-            and :class:`GhostClipping` for the hooks each refuses).
-        TypeError: an argument of the wrong type.
-
-    Example:
-        >>> import torch
-        >>> from tying.train import private_grad
-        >>> model = torch.nn.Linear(4, 2)
-        >>> x, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
-        >>> ce = lambda out, y: torch.nn.functional.cross_entropy(out, y, reduction="none")
-        >>> pg = private_grad(model, ce, x, y, max_grad_norm=1.0, noise_multiplier=0.0)
-        >>> bool(pg.grads["weight"].norm() <= 1.0 + 1e-6)   # a mean of vectors of norm <= C
-        True
-    """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    _check_noise_multiplier(noise_multiplier)
-    _check_max_grad_norm(max_grad_norm)
-    if denominator is not None:
-        _check_denominator(denominator)
-    _check_batch(x, y)
-    _check_empty_batch(y, denominator, noise_multiplier, "denominator=")
-    ghost = GhostClipping(model) if mode == "ghost" else None
-    res = _clipped_sum(model, ghost, loss_fn, x, y, max_grad_norm)
-    pg = _noisy(res, noise_multiplier, max_grad_norm, denominator, generator)
-    return _in_param_dtypes(pg, dict(model.named_parameters()))
-
-
-def _clipped_sum(model, ghost, loss_fn, x, y, max_grad_norm, pe=None):
-    if ghost is not None and y.shape[0] == 0:  # an empty Poisson batch: nothing to clip
-        # (ghost clipping's reshapes failed on it: "cannot reshape tensor of 0 elements")
-        zero = {n: torch.zeros_like(p) for n, p in zip(*ghost._trainable)}
-        return PrivateGrad(zero, torch.zeros(0), torch.zeros(0))
-    if ghost is not None:
-        res = ghost.clip(loss_fn, x, y, max_grad_norm)
-        _check_finite_norms(res.norms)
-        return PrivateGrad(res.grads, res.norms, res.losses)
-    res = _vmap_clipped_sum(model, loss_fn, x, y, max_grad_norm, pe)
-    _check_finite_norms(res.norms)  # before anything is applied: a refused step changes nothing
-    return res
 
 
 def _check_learning_rates(optimizer) -> None:
@@ -1128,32 +801,6 @@ def _clear_grads(optimizer) -> None:
     for group in optimizer.param_groups:
         for p in group["params"]:
             p.grad = None
-
-
-def _in_param_dtypes(pg: PrivateGrad, params: dict[str, torch.Tensor]) -> PrivateGrad:
-    """The noisy gradients cast to their parameters' dtypes (after the noise: see
-    ``_LOW_PRECISION``); a no-op for float32/float64 models."""
-    grads = {
-        n: g if g.dtype == params[n].dtype else g.to(params[n].dtype) for n, g in pg.grads.items()
-    }
-    return PrivateGrad(grads, pg.norms, pg.losses)
-
-
-def _noisy(res: PrivateGrad, sigma: float, C: float, denom, generator) -> PrivateGrad:
-    """Add ``N(0, σ²C²)`` to each summed gradient and divide by ``denom`` (default: batch size)."""
-    _check_noise_multiplier(sigma)
-    B = res.norms.shape[0]
-    d = float(denom) if denom is not None else float(max(B, 1))
-    out = {}
-    for name, s in res.grads.items():
-        if sigma > 0:
-            noise = torch.normal(
-                0.0, sigma * C, size=s.shape, generator=generator, dtype=s.dtype, device=s.device
-            )
-            out[name] = noise.add_(s).div_(d)  # (s + noise) / d in the noise's own memory
-        else:
-            out[name] = s / d
-    return PrivateGrad(out, res.norms, res.losses)
 
 
 def poisson_batches(

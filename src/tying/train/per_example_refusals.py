@@ -1,0 +1,196 @@
+"""What per-example gradients refuse, and the errors that name the layer (claim D10).
+
+:class:`~tying.train.per_example._PerExample` runs these around each call: before it, a
+full backward hook or a parameter's gradient hook (:func:`_refuse_backward_hooks`) and an
+``nn.Embedding`` that renormalises or is sparse (:func:`_refuse_in_place_renorm`); while
+one example's forward and loss run, an output or a loss with the whole batch's rows
+(:func:`_refuse_batch_sized_output`, :func:`_refuse_batch_sized_loss`); after torch
+failed under ``vmap``, an error that names the recurrent layer
+(:func:`_refuse_recurrent_kernels`) or the module whose buffer was written in place
+(:func:`_refuse_buffer_in_place`), the original chained.
+
+Split from ``per_example.py`` (house rule 1: under 1,000 lines); every name here is
+still importable from :mod:`tying.train.per_example`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tying.train._vetting import BUFFER_FIX, refuse_parameter_hooks
+
+
+def _refuse_backward_hooks(modules, names, params) -> None:
+    """Refuse the hooks that no way to per-example gradients runs right (checked per call).
+
+    A full backward hook (module or global, ``register_full_backward_hook`` and its
+    ``_pre_hook``) wraps the module's inputs and outputs in an autograd.Function:
+    ``vmap(grad(...))`` fails on it with torch's "must override the setup_context
+    staticmethod", and the expanded way runs it on the whole batch's gradients, which
+    gave wrong per-example gradients (0.76 off on a 6-8-3 MLP, found here). A gradient
+    hook on a parameter (``Tensor.register_hook``) never runs, because the parameters
+    are swapped for substitutes: whatever it changes would be missing from every example.
+    """
+    g = nn.modules.module
+    if g._global_backward_pre_hooks or (
+        g._global_backward_hooks and g._global_is_full_backward_hook
+    ):
+        raise ValueError(
+            "a global full backward hook is registered "
+            "(torch.nn.modules.module.register_module_full_backward_hook or ..._pre_hook): "
+            "per-example gradients cannot run it right (torch.func fails on it, a batched "
+            "backward would hand it the whole batch); remove it (handle.remove()) while "
+            "taking DP steps"
+        )
+    for path, mod in modules:
+        if mod._backward_pre_hooks or (mod._backward_hooks and mod._is_full_backward_hook):
+            raise ValueError(
+                f"{path or '<root>'} ({type(mod).__name__}) has a full backward hook "
+                f"(register_full_backward_hook or register_full_backward_pre_hook): "
+                f"per-example gradients cannot run it right (torch.func fails on it, a "
+                f"batched backward would hand it the whole batch); remove it "
+                f"(handle.remove()) while taking DP steps"
+            )
+    refuse_parameter_hooks(names, params)
+
+
+def _refuse_recurrent_kernels(modules, err: RuntimeError) -> None:
+    """Name the recurrent layer when ``vmap(grad(...))`` failed inside torch's RNN kernels.
+
+    ``nn.LSTM``/``nn.GRU``/``nn.RNN`` run fused kernels that write into buffers of one
+    example's shape in place; with per-example weights under ``vmap`` most of them fail
+    with torch's "output with shape [1, 20] doesn't match the broadcast shape [6, 1, 20]"
+    (a float64 LSTM, every GRU and RNN tried at stop 23; a float32 LSTM runs, and its
+    gradients equal a per-example loop). The cells (``nn.RNNCell``/``GRUCell``/``LSTMCell``)
+    fail the same way in every dtype (stop 33: torch's message named no layer). Only a
+    failure of a model holding one is turned into this error; the original is chained.
+    """
+    rnns = [(path, m) for path, m in modules if isinstance(m, (nn.RNNBase, nn.RNNCellBase))]
+    if not rnns:
+        return
+    path, mod = rnns[0]
+    kind = type(mod).__name__
+    dp_kind = "DPRNN" + kind[3:] if kind.startswith("RNN") else "DP" + kind
+    where = "opacus.layers.dp_rnn" if kind.endswith("Cell") else "opacus.layers"
+    raise ValueError(
+        f"{path or '<root>'} ({kind}): per-example gradients through torch's fused "
+        f"recurrent kernel failed under torch.func.vmap ({str(err)[:120]}); replace it with "
+        f"{where}.{dp_kind} (the same layer built from nn.Linear, which mode='vmap' "
+        f"handles), or freeze it (requires_grad_(False))"
+    ) from err
+
+
+def _refuse_buffer_in_place(modules, err: RuntimeError) -> None:
+    """Name the module when ``vmap`` failed on an in-place write inside a module that
+    holds buffers (a running statistic updated from the batch, which the probe of
+    :class:`~tying.train._vetting.BufferWrites` did not see: a forward that writes only
+    now and then, or one that fails on the whole batch). torch's own message ("vmap:
+    inplace arithmetic(self, *extra_args) is not possible ...") names no module. The
+    innermost frame of the traceback whose ``self`` is such a module is named; the
+    original error is chained."""
+    text = str(err)
+    if not any(w in text for w in ("inplace", "in-place", "in place")):
+        return
+    owners = {id(m): (path, m) for path, m in modules if m._buffers}
+    found, tb = None, err.__traceback__
+    while tb is not None:
+        me = tb.tb_frame.f_locals.get("self")
+        if id(me) in owners and owners[id(me)][1] is me:
+            found = owners[id(me)]
+        tb = tb.tb_next
+    if found is None:
+        return
+    path, mod = found
+    raise ValueError(
+        f"per-example gradients: {path or '<root>'} ({type(mod).__name__}) failed under "
+        f"torch.func.vmap on an in-place write (torch: {text[:100]}...), most likely to one "
+        f"of its buffers {sorted(mod._buffers)} from the batch: such a buffer would hold "
+        f"un-noised statistics of the private data, which the privacy accounting (epsilon) "
+        f"does not cover. No parameter changed. {BUFFER_FIX}"
+    ) from err
+
+
+def _refuse_in_place_renorm(modules) -> None:
+    """Refuse an ``nn.Embedding``/``nn.EmbeddingBag`` with ``max_norm``, or a trainable
+    one with ``sparse=True``, before anything runs.
+
+    A ``max_norm`` forward renormalises rows of the weight in place
+    (``torch.embedding_renorm_``), which ``torch.func.vmap`` cannot run (torch's
+    "embedding_renorm_ ... is not possible because there exists a Tensor `other` ...",
+    trainable weight or frozen), and which a probe forward on the batch would have applied
+    to the model before that error (stop 33: an ``EmbeddingBag(max_norm=0.5)`` was left
+    renormalised, rows moved by 1.7, by the call that failed). A sparse gradient has no
+    per-example form here (torch's "Could not run 'aten::view' ... 'SparseCPU' backend",
+    naming no layer).
+    """
+    for path, mod in modules:
+        if not isinstance(mod, (nn.Embedding, nn.EmbeddingBag)):
+            continue
+        kind = type(mod).__name__
+        if mod.max_norm is not None:
+            raise ValueError(
+                f"{path or '<root>'} ({kind}) has max_norm={mod.max_norm}: its forward "
+                f"renormalises the weight in place, which per-example gradients "
+                f"(torch.func.vmap) cannot run; set max_norm=None and renormalise after each "
+                f"step instead (torch.embedding_renorm_ under torch.no_grad())"
+            )
+        if mod.sparse and mod.weight.requires_grad:
+            raise ValueError(
+                f"{path or '<root>'} ({kind}) has sparse=True: its gradient is a sparse "
+                f"tensor, which per-example gradients (torch.func.vmap) cannot form; set "
+                f"sparse=False (DP-SGD's noise makes every row's gradient dense anyway), or "
+                f"freeze it (requires_grad_(False))"
+            )
+
+
+def _refuse_batch_sized_loss(loss: torch.Tensor) -> None:
+    """Refuse a loss that gives one example as many rows of losses as the batch (stop 36).
+
+    Each example's loss is computed on a batch of one, so a loss that broadcasts against
+    a tensor holding the whole batch (per-example weights captured from outside the call,
+    ``ce(out, y) * w`` with ``w`` of shape ``(B,)``) returned ``(B,)`` for every example:
+    the sum gave each example the gradient of its loss times ``w.sum()``, 4.2x off a
+    per-example loop with no error. Ghost clipping applies the loss to the batch and is
+    right for it.
+    """
+    raise ValueError(
+        f"loss_fn returned shape {tuple(loss.shape)} for one example, as many rows as the "
+        f"batch: per-example gradients apply the loss to each example alone (a batch of "
+        f"one), so its losses must have that batch first, shape (1, ...) (or be 0-d). A "
+        f"loss that broadcasts against a tensor of the whole batch captured outside the "
+        f"call (per-example weights: ce(out, y) * w) gives every example all the batch's "
+        f"losses; pass such a tensor in y (e.g. y = torch.stack([target, w], 1), split "
+        f"inside loss_fn) or use mode='ghost', which applies the loss to the batch (a "
+        f"loss with one row per token, as many as the batch, can sum them per example)"
+    )
+
+
+def _refuse_batch_sized_output(out, B: int) -> None:
+    """Refuse a forward whose output for one example has the whole batch's rows (stop 36).
+
+    A forward that reads a tensor of the whole batch kept outside its inputs (a
+    per-example scale or mask set as a plain attribute before the call) broadcast each
+    example's batch of one to ``(B, ...)``: under a 0-d loss (``F.mse_loss``) every
+    example got the gradient of the whole batch's broadcast outputs, 56 % off a
+    per-example loop with no error. Checked on a tensor output and on the tensors of a
+    tuple, list or dict output.
+    """
+    if isinstance(out, dict):
+        leaves = tuple(out.values())
+    elif isinstance(out, (tuple, list)):
+        leaves = out
+    else:
+        leaves = (out,)
+    for t in leaves:
+        if isinstance(t, torch.Tensor) and t.dim() and t.shape[0] == B:
+            raise ValueError(
+                f"the forward returned shape {tuple(t.shape)} for one example of a batch of "
+                f"{B}: per-example gradients run it on each example alone (a batch of one), "
+                f"so its output must have that batch first, shape (1, ...). A forward that "
+                f"broadcasts against a tensor of the whole batch kept outside its inputs (a "
+                f"per-example mask or scale set as an attribute) gives every example the "
+                f"whole batch's outputs; pass such a tensor as an input (x as a tuple, "
+                f"batch first), or keep the batch dimension of a batch of one (squeeze(-1), "
+                f"not squeeze())"
+            )
