@@ -616,7 +616,7 @@ def test_a_refit_after_editing_x_in_place_fits_the_edited_data(n_jobs, monkeypat
     the caller's X was edited in place, equals a fit of the edited data with nothing kept."""
     import importlib
 
-    forward_backward = importlib.import_module("tying.hmm.forward_backward")
+    lane_layout = importlib.import_module("tying.hmm.lane_layout")
 
     rows_per_unit(monkeypatch, 1_000)
     lengths = [40] * 60
@@ -625,7 +625,7 @@ def test_a_refit_after_editing_x_in_place_fits_the_edited_data(n_jobs, monkeypat
     X[::7] *= 3.0
     X[5] += 100.0
     again = _fit(X, lengths, 3, n_jobs=n_jobs)
-    monkeypatch.setattr(forward_backward, "_PLANS", type(forward_backward._PLANS)())
+    monkeypatch.setattr(lane_layout, "_PLANS", type(lane_layout._PLANS)())
     monkeypatch.setattr(fused_em, "_TABLES", type(fused_em._TABLES)())
     fresh = _fit(X.copy(), lengths, 3, n_jobs=n_jobs)
     _assert_same_bits(again, fresh)
