@@ -716,3 +716,69 @@ def test_a_global_degeneracy_names_every_parameter_in_it():
     )
     with pytest.warns(FitWarning, match=r"\('a' and 'b' change the model the same way\)"):
         fit.run()
+
+
+@pytest.mark.parametrize("solver", ["lm", "trf"])
+def test_a_local_parameter_one_form_does_not_read_is_held_and_the_rest_get_errors(solver):
+    # stop 36: one model_fn of two forms (a switch on a fixed value per data set) sharing k;
+    # 'b' is read by form 1 only, so b[0] had a zero column, JᵀJ was singular and every
+    # standard error NaN ("fix them", which a local slot cannot be). lmfit's vary=False on
+    # b0 gives them; reference: the fit without b[0], by scipy with its exact Jacobian
+    rng = np.random.default_rng(2)
+    x1, x2 = np.linspace(0, 5, 40), np.linspace(0, 3, 25)
+    y1 = 2.0 * np.exp(-0.8 * x1) + rng.normal(0, 0.03, 40)
+    y2 = 1.5 / (1 + (0.8 * x2) ** 2) + 0.2 + rng.normal(0, 0.02, 25)
+
+    def two_forms(x, k, a, b, kind):
+        return np.where(kind == 0, a * np.exp(-k * x), a / (1 + (k * x) ** 2) + b)
+
+    data = [(x1, y1, 0.03), (x2, y2, 0.02)]
+    with pytest.warns(FitWarning, match=r"'b\[0\]' do\(es\) not change the model in its data"):
+        res = GlobalFit(
+            two_forms, data, shared=["k"], local=["a", "b"], fixed={"kind": [0, 1]},
+            init={"k": 1.0, "a": 1.0, "b": 0.0}, solver=solver,
+        ).run()  # fmt: skip
+
+    def resid(p):  # k, a0, a1, b1
+        k, a0, a1, b1 = p
+        return np.concatenate(
+            [(a0 * np.exp(-k * x1) - y1) / 0.03, (a1 / (1 + (k * x2) ** 2) + b1 - y2) / 0.02]
+        )
+
+    def jac(p):
+        k, a0, a1, b1 = p
+        e, q = np.exp(-k * x1), 1 + (k * x2) ** 2
+        j = np.zeros((65, 4))
+        j[:40, 0], j[:40, 1] = -a0 * x1 * e / 0.03, e / 0.03
+        j[40:, 0], j[40:, 2], j[40:, 3] = -2 * a1 * k * x2**2 / q**2 / 0.02, 1 / q / 0.02, 50.0
+        return j
+
+    ref = scipy.optimize.least_squares(resid, [1.0, 1.0, 1.0, 0.0], jac=jac, xtol=1e-15)
+    j = jac(ref.x)
+    cov = np.linalg.inv(j.T @ j) * 2 * ref.cost / (65 - 4)
+    assert res.success and res.errorbars and (res.nvarys, res.nfree) == (4, 61)
+    assert res.values["b"][0] == 0.0 and np.isnan(res.stderr["b"][0])  # held at its start
+    got = [res.stderr["k"], res.stderr["a"][0], res.stderr["a"][1], res.stderr["b"][1]]
+    np.testing.assert_allclose(got, np.sqrt(np.diag(cov)), rtol=1e-6)
+    assert res.chi2 == pytest.approx(2 * ref.cost, rel=1e-9)
+    assert res.redchi == pytest.approx(2 * ref.cost / 61, rel=1e-9)
+    np.testing.assert_allclose(res.dataset_covariance(1)[:, [0, 1, 2]][[0, 1, 2]],
+                               cov[np.ix_([0, 2, 3], [0, 2, 3])], rtol=1e-6)  # fmt: skip
+    assert not res.dataset_covariance(0)[2].any()  # the held slot carries no uncertainty
+    assert np.all(res.eval_uncertainty(0, x1) > 0)
+
+
+def test_a_local_parameter_no_data_set_reads_still_gives_nan_errors():
+    x = np.linspace(0, 1, 20)
+    data = [(x, 2 * x + 1 + 0.01 * np.sin(9 * x)), (x, 2 * x + 3 + 0.01 * np.cos(7 * x))]
+    with pytest.warns(FitWarning, match=r"singular Jacobian"):
+        res = GlobalFit(lambda x, a, b, c: a * x + b, data, shared=["a"], local=["b", "c"],
+                        init={"a": 0.0, "b": 0.0, "c": 0.0}).run()  # fmt: skip
+    assert not res.errorbars and np.isnan(res.stderr["a"])
+
+
+def test_a_list_of_models_is_told_how_to_write_a_form_per_data_set():
+    x = np.linspace(0, 1, 10)
+    f = lambda x, a: a * x  # noqa: E731
+    with pytest.raises(TypeError, match=r"got list; for a different functional form per data"):
+        GlobalFit([f, f], [(x, x), (x, x)], shared=["a"], init={"a": 1.0}).run()

@@ -131,8 +131,41 @@ def test_fixed_values_and_signature_defaults():
         ParameterMap(
             ["a", "lam"], [{}, {}], shared=["a"], fixed={"lam": [1.0, 2.0, 3.0]}, init={"a": 0}
         )
-    with pytest.raises(ValueError, match=r"init names 'lam' \(it is fixed\)"):
-        ParameterMap(["a", "lam"], [{}], shared=["a"], fixed={"lam": 1.0}, init={"a": 0, "lam": 1})
+    with pytest.raises(ValueError, match=r"init\['lam'\] = 2.0, but 'lam' is fixed at 1.0"):
+        ParameterMap(["a", "lam"], [{}], shared=["a"], fixed={"lam": 1.0}, init={"a": 0, "lam": 2})
+
+
+def test_a_continuation_from_result_values_accepts_the_fixed_values_it_holds():
+    # stop 36: init=result.values named the fixed 'bg' ("init names 'bg' (it is fixed)"), so
+    # the natural restart of a fit with a fixed parameter was an error
+    rng = np.random.default_rng(0)
+    x = np.linspace(0, 5, 40)
+    data = [
+        (x, (2.0 + i) * np.exp(-0.7 * x) + 0.3 + rng.normal(0, 0.05, 40), 0.05) for i in range(3)
+    ]
+    for bg in (0.3, [0.3, 0.3, 0.31]):
+        fit = GlobalFit(
+            lambda x, a, k, bg: a * np.exp(-k * x) + bg,
+            data,
+            shared=["k"],
+            local=["a"],
+            fixed={"bg": bg},
+            init={"a": 1.0, "k": 1.0},
+        )
+        res = fit.run()
+        fit.init = res.values  # 'bg' in it, at its fixed value (a float or one per data set)
+        again = fit.run()
+        assert again.success and again.values["k"] == pytest.approx(res.values["k"], rel=1e-8)
+        np.testing.assert_array_equal(again.values["bg"], res.values["bg"])
+    for other in (0.31, [0.3, 0.3], [0.3, 0.3, 0.4]):  # a start the fixed value contradicts
+        with pytest.raises(ValueError, match=r"init\['bg'\] = .* but 'bg' is fixed at 0.3.*drop"):
+            ParameterMap(
+                ["a", "bg"],
+                [{}, {}, {}],
+                shared=["a"],
+                fixed={"bg": 0.3},
+                init={"a": 0, "bg": other},
+            )
 
 
 def test_unhashable_group_label():

@@ -268,6 +268,28 @@ def _inverse_ok(inflation: np.ndarray) -> bool:
     return bool(np.all((inflation > 0) & (inflation < 1 / np.finfo(float).eps)))
 
 
+def _unread_locals(h: np.ndarray, pmap: ParameterMap, theta: np.ndarray) -> np.ndarray:
+    """``(K, P)`` True at a local slot whose Jacobian column is exactly zero in its data set
+    while the same local parameter changes the model in another data set, and whose value
+    is still its start (no solver moves a value whose column is zero).
+
+    One ``model_fn`` that switches between forms per data set (``fixed={"kind": [0, 1]}``)
+    reads some local parameters in one form only. A parameter zero in every data set is
+    left to the singular-Jacobian message (the model does not read it at all).
+    """
+    out = np.zeros(pmap.index.shape, dtype=bool)
+    m = len(pmap.global_names)
+    if not pmap.n_local or pmap.n_datasets < 2:
+        return out
+    diag = np.diagonal(h, axis1=1, axis2=2)[:, m:]  # (K, L): ‖J column‖² per local slot
+    zero = diag == 0.0
+    # one that moved and then lost its effect (an exp that underflows) is a plateau, named
+    # as such elsewhere, not a slot held at its start
+    at_start = theta[pmap.index[:, m:]] == pmap.x0[pmap.index[:, m:]]
+    out[:, m:] = zero & (diag > 0.0).any(axis=0) & at_start
+    return out
+
+
 def _check_determined(data: StackedData, pmap: ParameterMap) -> None:
     """Refuse a fit with fewer data points than the parameters they must determine."""
     if data.n_points < pmap.n_physical:
@@ -601,7 +623,20 @@ class GlobalFit:
         running again, returned the old fit with no error (stop 31 review).
         """
         if not callable(self.model_fn):
-            raise TypeError(f"model_fn must be callable, got {type(self.model_fn).__name__}")
+            several = isinstance(self.model_fn, (list, tuple, dict)) and any(
+                callable(f)
+                for f in (
+                    self.model_fn.values() if isinstance(self.model_fn, dict) else self.model_fn
+                )
+            )
+            hint = (
+                "; for a different functional form per data set write one model_fn that "
+                "switches on a fixed value per data set, e.g. fixed={'kind': [0, 1, ...]} and "
+                "np.where(kind == 0, form0, form1)"
+                if several
+                else ""
+            )
+            raise TypeError(f"model_fn must be callable, got {type(self.model_fn).__name__}{hint}")
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
         if isinstance(self.max_iter, bool) or not (
@@ -775,14 +810,15 @@ class GlobalFit:
     def _result(self, out, data: StackedData, pmap: ParameterMap, ev: ModelEvaluator) -> FitResult:
         r = jac_mod.residuals(out.model, data)
         chi2 = float(np.sum(r * r))
-        ndata, nvarys = data.n_points, pmap.n_physical
+        jw = jac_mod.weighted(ev.jacobian(out.theta), data)
+        h, _ = jac_mod.normal_blocks(jw, r)
+        unread = _unread_locals(h, pmap, out.theta)  # (K, P): local slots model_fn does not read
+        ndata, nvarys = data.n_points, pmap.n_physical - int(unread.sum())
         nfree = ndata - nvarys
         # chi2 / 0 is undefined: lmfit's chi2 / max(1, nfree) read chi2 itself (0.0 for an
         # exactly determined fit) as a reduced chi2, with no word (stop 36)
         redchi = chi2 / nfree if nfree > 0 else float("nan")
         neg2ll = ndata * np.log(max(chi2, 1e-250 * ndata) / ndata)
-        jw = jac_mod.weighted(ev.jacobian(out.theta), data)
-        h, _ = jac_mod.normal_blocks(jw, r)
         scale = redchi if self.scale_covar and nfree > 0 else 1.0
         message, success = out.message, out.success
         plateau = _plateau(ev, data, pmap, out, h)
@@ -831,18 +867,43 @@ class GlobalFit:
                 f"with np.float64 or torch.float64)"
             )
             warnings.warn(f"global fit: {low}", FitWarning, stacklevel=3)
+        h_cov = h
+        if unread.any():
+            # one model_fn of different forms per data set (a switch on a fixed value): a
+            # local parameter one form does not read has a zero column there, JᵀJ was
+            # singular and every standard error NaN (stop 36). Such a slot is held at its
+            # start, as lmfit's vary=False: decoupled (a unit diagonal on its zero row) for
+            # the inverse, out of nvarys, its standard error NaN
+            h_cov = h.copy()
+            ks, js = np.nonzero(unread)
+            h_cov[ks, js, js] = 1.0
+            slots = [pmap.physical_names[p] for p in pmap.index[ks, js]]
+            held = (
+                f"{_names(slots[:8])}{', ...' if len(slots) > 8 else ''} do(es) not change "
+                f"the model in its data set (a derivative of 0 at every point there: "
+                f"model_fn does not read it, or that data set's x cancel it), though the same "
+                f"parameter does in others: held at its start value, not fitted (standard "
+                f"error NaN, not counted in nvarys), as lmfit's vary=False"
+            )
+            message += f"; {held}"
+            warnings.warn(f"global fit: {held}", FitWarning, stacklevel=3)
         rounding_pair = ""  # two parameters an inverse singular to rounding still names
         try:
-            cov_global, cov_logical = schur.covariance(h, pmap.index, pmap.n_global)
-            inflation = _inflation(cov_logical, h, pmap)
+            cov_global, cov_logical = schur.covariance(h_cov, pmap.index, pmap.n_global)
+            inflation = _inflation(cov_logical, h_cov, pmap)
             if not _inverse_ok(inflation):
                 rounding_pair = _degenerate_pair(cov_logical, pmap)
                 raise np.linalg.LinAlgError("the normal matrix is singular to rounding")
             ill = _ill_conditioned(inflation, pmap)
             cov_global, cov_logical = cov_global * scale, cov_logical * scale
+            if unread.any():  # a held value carries no uncertainty into a band
+                cov_logical[ks, js, :] = 0.0
+                cov_logical[ks, :, js] = 0.0
             var = np.zeros(pmap.n_physical)
             var[pmap.index.ravel()] = np.diagonal(cov_logical, axis1=1, axis2=2).ravel()
             stderr_x = np.sqrt(np.maximum(var, 0.0))
+            if unread.any():
+                stderr_x[pmap.index[ks, js]] = np.nan
             pair = _degenerate_pair(cov_logical, pmap)
             if pair:
                 message += (

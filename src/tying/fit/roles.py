@@ -178,10 +178,13 @@ class ParameterMap:
         self._group_datasets(metadata)
         self._lay_out()
         self._check_names("bounds", bounds, self.free_names)
-        self._check_names("init", init, [n for n in self.names if self.roles[n] != "fixed"])
+        self._check_names(
+            "init", init, [n for n in self.names if self.roles[n] != "fixed"], self.fixed_names
+        )
         self.lower, self.upper = self._bounds(bounds)
         self.x0 = self._init(init, defaults)
         self.fixed_values = self._fixed(fixed)
+        self._check_fixed_init(init)
 
     # -- the four phases of construction --------------------------------------
 
@@ -369,9 +372,15 @@ class ParameterMap:
 
     # -- construction helpers -------------------------------------------------
 
-    def _check_names(self, label: str, given: Mapping[str, Any], valid: list[str]) -> None:
+    def _check_names(
+        self,
+        label: str,
+        given: Mapping[str, Any],
+        valid: list[str],
+        also: Sequence[str] = (),
+    ) -> None:
         for name in given:
-            if name not in valid:
+            if name not in valid and name not in also:
                 why = " (it is fixed)" if self.roles.get(name) == "fixed" else ""
                 raise ValueError(
                     f"{label} names {name!r}{why}, which is not a fitted parameter; "
@@ -501,6 +510,26 @@ class ParameterMap:
                     f"x = np.column_stack([x, {name}]), read in model_fn as x[:, 0], x[:, 1]"
                 )
         return out
+
+    def _check_fixed_init(self, init: Mapping[str, Any]) -> None:
+        """A fixed name in ``init`` must repeat its fixed value (``init=result.values``)."""
+        # a continuation passes a result's values, fixed ones included: refusing them made
+        # the natural restart an error (stop 36); a start that differs from the held value
+        # cannot be honoured, so it is still refused, by name
+        for name in self.fixed_names:
+            if name not in init:
+                continue
+            held = self.fixed_values[:, self.fixed_names.index(name)]
+            arr = _real(f"init[{name!r}]", init[name])
+            same = (arr.ndim == 0 or arr.shape == held.shape) and bool(np.all(arr == held))
+            if not same:
+                shown = float(held[0]) if np.ptp(held) == 0 else held.tolist()
+                raise ValueError(
+                    f"init[{name!r}] = {arr.tolist()}, but {name!r} is fixed at {shown}: a "
+                    f"fixed parameter is not fitted, so init may only repeat its fixed value "
+                    f"(as result.values does); drop {name!r} from init, change fixed= to the "
+                    f"value you mean, or give {name!r} a role to fit it"
+                )
 
     # -- the map --------------------------------------------------------------
 
