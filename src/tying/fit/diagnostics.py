@@ -1,0 +1,466 @@
+"""Diagnostics of a finished global fit: what the covariance and the residuals say about
+the result (parameters at bounds, degenerate pairs, ill-conditioning, plateaus, a point
+that is not stationary, sigma the residuals contradict, model values that were not
+finite), each as a message for :class:`~tying.fit.global_fit.GlobalFit`'s result.
+
+Moved out of :mod:`tying.fit.global_fit` (stop 36), which re-exports every name.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tying.fit import jacobian as jac_mod
+from tying.fit import schur
+from tying.fit.datasets import StackedData
+from tying.fit.model import ModelEvaluator
+from tying.fit.roles import ParameterMap
+from tying.fit.solvers import MAX_COSINE, residual_cosines
+
+#: |correlation| above this marks two parameters the data cannot tell apart
+DEGENERATE_CORRELATION = 1 - 1e-8
+#: a parameter whose 100 % change moves the model by less than this (relative) has no effect
+PLATEAU_SENSITIVITY = 1e-8
+#: a variance inflation ``var_ii·(JᵀJ)_ii`` past this leaves a standard error with less than
+#: about 2 reliable digits: inverting the normal matrix in float64 loses ~log10(inflation)
+#: of its 16 (stop 34: a degree-8 polynomial on x in [-9, -3], inflation 5e13, read errors
+#: 5 % off, degree 10 80 % off, success=True with no word; NIST's largest is 6.5e8)
+ILL_CONDITIONED_INFLATION = 1e12
+#: with scale_covar=False, a chi2 this improbable under sigma (either tail of chi2(nfree)) ...
+SIGMA_CHI2_TAIL = 1e-6
+#: ... whose implied noise σ·√redchi is off sigma by more than this factor is named (stop 36)
+SIGMA_CHI2_FACTOR = 1.2
+
+
+def _on_bounds(
+    pmap: ParameterMap, theta: np.ndarray, jw: np.ndarray, r: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(at_lower, at_upper)`` masks: parameters on a finite bound.
+
+    trf keeps its iterates strictly inside the box, so a parameter it holds on a bound
+    ends a hair inside (1.5000000000000016 for a bound at 1.5), not on it. A parameter is
+    on its bound when both
+
+    - it is within ``1e-8·max(1, |bound|, |start|)`` of it (relative to its start value's
+      magnitude, so a hair of 6e-7 at a parameter near 1e9 counts), and
+    - moving it onto the bound changes the model by a negligible part of the residuals:
+      ``|θ - bound|·‖J column‖ <= 1e-6·‖r‖`` (units-free; trf's hairs read ~1e-16).
+
+    The second test keeps a parameter near 1e-9 with a bound at 0 (a rate in 1/s) free:
+    with an absolute floor alone, ``k = 5e-9`` (276 standard errors from 0) was named
+    "ended at a bound" (the value is the bound, says the message) and exempted from the
+    test of a minimum (stop 31, round 2).
+    """
+    h, _ = jac_mod.normal_blocks(jw, r)
+    col = np.sqrt(schur.diagonal(h, pmap.index, pmap.n_physical))  # ‖J column‖ per parameter
+    rnorm = float(np.linalg.norm(r))
+    scale = np.maximum(1.0, np.abs(pmap.x0))
+    out = []
+    for b in (pmap.lower, pmap.upper):
+        with np.errstate(invalid="ignore"):
+            dist = np.abs(theta - b)
+            near = dist <= 1e-8 * np.maximum(scale, np.abs(b))
+            negligible = (dist == 0) | (dist * col <= 1e-6 * rnorm)
+            out.append(np.isfinite(b) & near & negligible)
+    return out[0], out[1]
+
+
+def _at_bounds(pmap: ParameterMap, theta: np.ndarray, jw: np.ndarray, r: np.ndarray) -> str:
+    """The fitted parameters that ended on a finite bound (see :func:`_on_bounds`), named."""
+    out = []
+    for side, mask, bound in zip(
+        ("lower", "upper"), _on_bounds(pmap, theta, jw, r), (pmap.lower, pmap.upper), strict=True
+    ):
+        out += [
+            (i, f"{pmap.physical_names[i]} (= {bound[i]:g}, its {side} bound)")
+            for i in np.flatnonzero(mask)
+        ]
+    return ", ".join(text for _, text in sorted(out))
+
+
+def _degenerate_pair(cov_logical: np.ndarray, pmap: ParameterMap) -> str:
+    """Name two fitted parameters whose estimates are (almost) perfectly correlated, or ""."""
+    d = np.sqrt(np.abs(np.diagonal(cov_logical, axis1=1, axis2=2)))  # (K, P)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        corr = np.abs(cov_logical / (d[:, :, None] * d[:, None, :]))
+    p = corr.shape[1]
+    corr[:, np.arange(p), np.arange(p)] = 0.0
+    # an inverse of rounding noise can hold a variance of exactly 0: x/0 is no correlation
+    # (nan_to_num made it 1.8e308, so a well-determined parameter was named as one of the
+    # pair, its |corr| printed with 300 digits; stop 34)
+    corr = np.where(np.isfinite(corr), corr, 0.0)
+    k, i, j = np.unravel_index(int(np.argmax(corr)), corr.shape)
+    if corr[k, i, j] <= DEGENERATE_CORRELATION:
+        return ""
+    a, b = (pmap.physical_names[pmap.index[k, c]] for c in (i, j))
+    # rounding noise can read past 1: a correlation is at most 1
+    return (
+        f"parameters {a!r} and {b!r} are fully correlated "
+        f"(|corr| = {min(float(corr[k, i, j]), 1.0):.10f})"
+    )
+
+
+def _names(names: list[str]) -> str:
+    """``'a'``, ``'a' and 'b'``, ``'a', 'b' and 'c'`` (at most 8, then ``...``)."""
+    shown = [repr(n) for n in names[:8]] + (["..."] if len(names) > 8 else [])
+    return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} and {shown[-1]}"
+
+
+def _weakest(h: np.ndarray, data: StackedData, pmap: ParameterMap, pair: str = "") -> str:
+    """Name the parameters of the combination a singular fit cannot determine, and the fix.
+
+    The last resort of a singular Jacobian's message, after parameters with no effect:
+    "two or more parameters change the model the same way" named nothing (x constant in
+    one data set of a global fit, so its local slope and offset act alike; stop 34, round
+    2; lmfit's ``leastsq`` gives no word there, and standard errors of 3e13 for the two
+    locals as if they were numbers). ``pair`` (the fully correlated pair read from an
+    inverse of rounding noise) is kept when the null direction holds both its names:
+    that inverse's correlations are noise too, and with x spread over 3e-9 in one data
+    set they named a shared parameter and another data set's offset.
+    """
+    try:
+        rows, directions = schur.weakest(h, pmap.index, pmap.n_global, pmap.n_physical)
+    except np.linalg.LinAlgError:  # an eigensolver that did not converge: say what we know
+        if pair:
+            return f"{pair}: the data cannot tell them apart"
+        return "two or more parameters change the model the same way"
+    names = [pmap.physical_names[i] for i in np.flatnonzero(np.abs(directions[0]) >= 0.1)]
+    if not rows.size and sum(repr(n) in pair for n in names) == 2:
+        return f"{pair}: the data cannot tell them apart"
+    how = (
+        f"{names[0]!r} does not change the model"
+        if len(names) == 1
+        else f"{_names(names)} change the model the same way"
+        + (" in combination (one is a mix of the others)" if len(names) > 2 else "")
+    )
+    if not rows.size:
+        return how
+    i = int(rows[0])
+    if rows.size == data.n_datasets > 1:
+        return (
+            f"{how} in every data set (shown for dataset {data.names[i]!r}, index {i}): "
+            f"the model reads them only in a combination (such as a·b or a + b), or no "
+            f"data set's x tells them apart; fix one of them, or write model_fn with "
+            f"their combination as one parameter"
+        )
+    more = (
+        f" (and likewise in {rows.size - 1} more data set(s): index "
+        f"{', '.join(str(int(j)) for j in rows[1:6])}{', ...' if rows.size > 6 else ''})"
+        if rows.size > 1
+        else ""
+    )
+    return (
+        f"{how} in dataset {data.names[i]!r} (index {i}){more}: its points cannot tell "
+        f"them apart (x constant there, or too few distinct x); drop or extend that data "
+        f"set, or make one of them shared, per-group or fixed"
+    )
+
+
+def _inflation(cov_logical: np.ndarray, h: np.ndarray, pmap: ParameterMap) -> np.ndarray:
+    """Each physical parameter's variance inflation ``var_ii·(JᵀJ)_ii`` (unscaled covariance).
+
+    1 for a Jacobian column orthogonal to the others, larger the more the other columns
+    can stand in for it; free of units. Inverting ``JᵀJ`` in float64 loses about
+    ``log10(inflation)`` digits of that parameter's variance.
+    """
+    var = np.zeros(pmap.n_physical)
+    var[pmap.index.ravel()] = np.diagonal(cov_logical, axis1=1, axis2=2).ravel()
+    return var * schur.diagonal(h, pmap.index, pmap.n_physical)
+
+
+def _ill_conditioned(inflation: np.ndarray, pmap: ParameterMap) -> str:
+    """Name the parameters whose standard errors rounding leaves unreliable, or ""."""
+    worst = np.flatnonzero(inflation > ILL_CONDITIONED_INFLATION)
+    if not worst.size:
+        return ""
+    worst = worst[np.argsort(-inflation[worst], kind="stable")]
+    names = ", ".join(repr(pmap.physical_names[i]) for i in worst[:8])
+    top = float(inflation[worst[0]])
+    return (
+        f"the standard errors of {names}{', ...' if worst.size > 8 else ''} are "
+        f"ill-conditioned (variance inflation up to {top:.2g}: inverting the normal matrix "
+        f"in float64 loses about {np.log10(top):.0f} of its 16 digits), so they may be off "
+        f"by percents or more"
+    )
+
+
+def _inverse_ok(inflation: np.ndarray) -> bool:
+    """False when ``(JᵀJ)⁻¹`` came back from a ``JᵀJ`` singular to rounding.
+
+    ``inv`` raises only on an exactly singular matrix; one singular to rounding (three
+    parameters that change the model in a combination that cancels: ``a·x + b·x² +
+    c·(x + x²)``, or a shared center plus a per-group zero shift) gives an inverse of
+    rounding noise, with negative variances, which were clipped to standard errors of 0
+    (stop 31 review; lmfit gives NaN there). The test,
+    free of units, is each parameter's variance inflation ``var_ii·(JᵀJ)_ii``: at least 1
+    for a true inverse (1 for a column orthogonal to the rest; at most 6.5e8 on the 54 NIST
+    cases), and an inverse past ``1/eps`` has no correct digit. Between
+    :data:`ILL_CONDITIONED_INFLATION` and that, the errors are kept and flagged
+    (:func:`_ill_conditioned`).
+    """
+    return bool(np.all((inflation > 0) & (inflation < 1 / np.finfo(float).eps)))
+
+
+def _unread_locals(h: np.ndarray, pmap: ParameterMap, theta: np.ndarray) -> np.ndarray:
+    """``(K, P)`` True at a local slot whose Jacobian column is exactly zero in its data set
+    while the same local parameter changes the model in another data set, and whose value
+    is still its start (no solver moves a value whose column is zero).
+
+    One ``model_fn`` that switches between forms per data set (``fixed={"kind": [0, 1]}``)
+    reads some local parameters in one form only. A parameter zero in every data set is
+    left to the singular-Jacobian message (the model does not read it at all).
+    """
+    out = np.zeros(pmap.index.shape, dtype=bool)
+    m = len(pmap.global_names)
+    if not pmap.n_local or pmap.n_datasets < 2:
+        return out
+    diag = np.diagonal(h, axis1=1, axis2=2)[:, m:]  # (K, L): ‖J column‖² per local slot
+    zero = diag == 0.0
+    # one that moved and then lost its effect (an exp that underflows) is a plateau, named
+    # as such elsewhere, not a slot held at its start
+    at_start = theta[pmap.index[:, m:]] == pmap.x0[pmap.index[:, m:]]
+    out[:, m:] = zero & (diag > 0.0).any(axis=0) & at_start
+    return out
+
+
+def _check_determined(data: StackedData, pmap: ParameterMap) -> None:
+    """Refuse a fit with fewer data points than the parameters they must determine."""
+    if data.n_points < pmap.n_physical:
+        raise ValueError(
+            f"{data.n_points} data point(s) cannot determine {pmap.n_physical} fitted "
+            f"parameters ({', '.join(pmap.physical_names[:8])}"
+            f"{', ...' if pmap.n_physical > 8 else ''}): the fit is underdetermined; add data, "
+            f"move parameters to fixed=, or share them across data sets"
+        )
+    short = np.flatnonzero(data.lengths < pmap.n_local)
+    if short.size:
+        i = int(short[0])
+        raise ValueError(
+            f"dataset {data.names[i]!r} (index {i}) has {int(data.lengths[i])} point(s) but "
+            f"{pmap.n_local} local parameters ({', '.join(pmap.local_names)}) to determine: "
+            f"its block is underdetermined; add points, or make some of them shared or fixed"
+        )
+
+
+def _check_scale(data: StackedData, pmap: ParameterMap, start_model: np.ndarray) -> None:
+    """Refuse data or a start whose χ² float64 cannot hold (stop 32 review).
+
+    - χ² at the start past float64 (residuals near 1e155: a start far off, ``exp(400·x)``)
+      stopped our LM on its gtol test with ``success=True`` at the start values and χ²
+      inf, and made trf raise SciPy's bare "array must not contain infs or NaNs" (lmfit:
+      "Fit succeeded", χ² inf).
+    - Weighted data whose own ``Σ (y/σ)²`` is not a normal float64 (inf, or below 2.2e-308:
+      data near 1e-160 without sigma) lose χ² to overflow or underflow: a fit at 1e-170
+      came back ``success=True`` at its start values with standard errors of 0.
+    """
+    w_y = (data.y * data.weight)[data.mask]
+    with np.errstate(over="ignore", under="ignore"):
+        own = float(np.sum(w_y * w_y))
+        r0 = jac_mod.residuals(start_model, data)
+        chi2_0 = float(np.sum(r0 * r0))
+    if np.any(w_y != 0) and not np.finfo(float).tiny <= own < np.inf:  # all zero: fine
+        i, j = np.unravel_index(int(np.argmax(np.abs(data.y * data.weight))), data.y.shape)
+        raise ValueError(
+            f"the weighted data y/sigma reach {float(np.max(np.abs(w_y))):.3g} (dataset "
+            f"{data.names[i]!r}, index {i}, point {j}: y = {data.y[i, j]:.3g}, sigma = "
+            f"{1.0 / data.weight[i, j]:.3g}), so their sum of squares {own:.3g} is not a "
+            f"normal float64 ({'overflow' if own == np.inf else 'underflow'}) and chi2 "
+            f"cannot be measured; rescale y and sigma (and the parameters that carry "
+            f"their units) to a scale near 1"
+        )
+    worst, point = np.unravel_index(int(np.argmax(np.abs(r0))), r0.shape)
+    where = f"dataset {data.names[worst]!r} (index {worst})"
+    if not np.isfinite(chi2_0):
+        shown = ", ".join(f"{n}={v:.6g}" for n, v in zip(pmap.physical_names, pmap.x0))
+        with np.errstate(over="ignore", invalid="ignore"):
+            gap = float(abs(start_model[worst, point] - data.y[worst, point]))
+        sigma = 1.0 / float(data.weight[worst, point])
+        if gap < 1e150 and gap / sigma > 1e150:
+            # a tiny sigma, not the start, overflows chi2: "move init closer" misled
+            raise ValueError(
+                f"chi2 at the starting values overflows float64 because sigma is {sigma:.3g} "
+                f"at point {point} of {where} (model - y there is only {gap:.3g}, weighted "
+                f"{gap / sigma:.3g}); sigma is the standard deviation of y (scipy curve_fit's "
+                f"sigma, not lmfit's weights or a variance): check it, or rescale y and sigma "
+                f"together to a scale near 1"
+            )
+        raise ValueError(
+            f"chi2 at the starting values overflows float64 (the largest weighted residual "
+            f"is {float(np.max(np.abs(r0))):.3g}, on {where}), at {shown}: the start is too "
+            f"far from the data for any solver to measure progress; move init closer to "
+            f"the data (or bound the parameters)"
+        )
+
+
+def _sensitivity(
+    h: np.ndarray, model_w: np.ndarray, theta: np.ndarray, pmap: ParameterMap
+) -> np.ndarray:
+    """How much a 100 % change of each physical parameter moves the model, relative.
+
+    ``‖∂model/∂p‖·max(|p|, |p_start|) / ‖model‖`` (weighted, over the data
+    sets that read p; ``|p_start|`` is taken as 1 for a parameter started at 0).
+    """
+    diag = schur.diagonal(h, pmap.index, pmap.n_physical)  # (n_physical,) Σ ‖J column‖²
+    ds_norm2 = np.sum(model_w * model_w, axis=1)  # (K,)
+    reach = np.bincount(
+        pmap.index.ravel(),
+        weights=np.repeat(ds_norm2, pmap.index.shape[1]),
+        minlength=pmap.n_physical,
+    )
+    # the parameter's own scale: its value or start, whichever is larger (at least 1 when it
+    # started at 0), so that a parameter converging to 0 is not taken for one without effect
+    start = np.abs(pmap.x0)
+    scale = np.maximum(np.abs(theta), np.where(start > 0, start, 1.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.sqrt(diag) * scale / np.sqrt(np.maximum(reach, 1e-300))
+
+
+def _plateau(ev: ModelEvaluator, data: StackedData, pmap: ParameterMap, out, h: np.ndarray) -> str:
+    """Name a parameter that moved the model at the start but does not at the solution, or "".
+
+    Such a stationary point (BoxBOD from start 1: ``exp(-b2·x)`` underflows,
+    so b2 stops mattering) is a plateau the solver drifted onto, not a minimum
+    the data locate. A parameter that never changes the model is another case
+    (a singular Jacobian, reported with the standard errors).
+    """
+    sens = _sensitivity(h, out.model * data.weight, out.theta, pmap)
+    flat = ~(sens >= PLATEAU_SENSITIVITY)
+    if not flat.any():
+        return ""
+    # only now (rarely) pay for the Jacobian at the start
+    nfev, njev = ev.nfev, ev.njev
+    model0 = ev.predict(pmap.x0)
+    jw0 = jac_mod.weighted(ev.jacobian(pmap.x0), data)
+    ev.nfev, ev.njev = nfev, njev
+    h0, _ = jac_mod.normal_blocks(jw0, jac_mod.residuals(model0, data))
+    sens0 = _sensitivity(h0, model0 * data.weight, pmap.x0, pmap)
+    drifted = np.flatnonzero(flat & (sens0 >= PLATEAU_SENSITIVITY))
+    if not drifted.size:
+        return ""
+    i = int(drifted[0])
+    return (
+        f"parameter {pmap.physical_names[i]!r} = {out.theta[i]:.6g} changed the model at the "
+        f"start but does not at the solution (a 100% change moves it by {sens[i]:.2g} "
+        f"relative): the fit stopped on a plateau, not at a minimum the data locate; try "
+        f"other starting values, bounds, or solver='trf'"
+    )
+
+
+def _not_stationary(data: StackedData, pmap: ParameterMap, theta: np.ndarray, r, jw) -> str:
+    """Name a free parameter whose Jacobian column the residuals are not orthogonal to
+    (cosine above ``MAX_COSINE``), or "": the first-order test of a minimum, free of the
+    units that the solvers' own gtol tests are absolute in, checked on every result (stop
+    30 review: trf's gtol and the LM's scaling floor stopped at the start values on data
+    near 1e-12 or a parameter near 1e22; a model that gave NaN near the optimum stopped
+    on that wall). A parameter held on a bound by an outward gradient is exempt, and so
+    is an exact fit, whose residuals are rounding noise."""
+    rnorm = float(np.linalg.norm(r))
+    ynorm = float(np.linalg.norm((data.y * data.weight)[data.mask]))
+    if not rnorm > 1e-10 * ynorm:
+        return ""
+    cos, grad = residual_cosines(jac_mod.assemble(jw, data, pmap), r[data.mask])
+    # on a bound to the tolerance _at_bounds names it with (stop 31 review: trf's iterates
+    # stay a hair inside the box, so a correct fit with an active bound read "not a minimum")
+    at_lower, at_upper = _on_bounds(pmap, theta, jw, r)
+    held = ((at_lower | (theta <= pmap.lower)) & (grad > 0)) | (
+        (at_upper | (theta >= pmap.upper)) & (grad < 0)
+    )
+    cos = np.where(held, 0.0, cos)
+    i = int(np.argmax(cos)) if cos.size else 0
+    if cos.size and cos[i] > MAX_COSINE:
+        return (
+            f"the residuals are not orthogonal to the Jacobian column of "
+            f"{pmap.physical_names[i]!r} (cosine {cos[i]:.2g} > {MAX_COSINE:g}): this is not a "
+            f"minimum"
+        )
+    return _gauss_newton_gain(pmap, jw, r, held)
+
+
+def _gauss_newton_gain(pmap: ParameterMap, jw: np.ndarray, r: np.ndarray, held) -> str:
+    """Name the parameters of a Gauss-Newton step that would still lower χ² by more than
+    ``MAX_COSINE²`` of it, or "": the cosine between the residuals and the span of the
+    free columns, where :func:`_not_stationary` reads each column alone.
+
+    Two nearly parallel columns can each be orthogonal to the residuals while a
+    combination of them is not (stop 35 review: ``a·log(b·x)`` with b shared ran on trf
+    to ``b = 2e-156``, ``a ≈ -0.004``, where ``a·log b`` fits the mean and every column is
+    mostly constant: success=True with χ² 5,000x its minimum, "a minimum all the same").
+    The step is solved on unit-scaled columns (no overflow of huge columns) with a
+    relative damping of 1e-10, so a direction singular to rounding gains nothing.
+    """
+    idx = pmap.index
+    with np.errstate(over="ignore", invalid="ignore"):
+        h, g = jac_mod.normal_blocks(jw, r)
+    if not (np.all(np.isfinite(h)) and np.all(np.isfinite(g))):
+        # columns near 1e154 overflow JᵀJ: bring each to a largest entry of 1 first
+        big = np.zeros(pmap.n_physical)
+        np.maximum.at(big, idx.ravel(), np.max(np.abs(jw), axis=1).ravel())
+        h, g = jac_mod.normal_blocks(jw / np.where(big > 0, big, 1.0)[idx][:, None, :], r)
+    col = np.sqrt(schur.diagonal(h, idx, pmap.n_physical))
+    d = (1.0 / np.where(col > 0, col, 1.0))[idx]  # (K, P): unit columns
+    h = h * d[:, :, None] * d[:, None, :]
+    g = g * d / float(np.linalg.norm(r))
+    try:
+        step = schur.solve(h, g, idx, pmap.n_global, 1e-10, frozen=held)
+    except np.linalg.LinAlgError:
+        return ""
+    gain = -float(jac_mod.gradient(g, pmap) @ step)  # ≈ |P r̂|², the χ² fraction a step removes
+    if not gain > MAX_COSINE**2:
+        return ""
+    lead = np.argsort(-np.abs(step))[:2]
+    names = " and ".join(repr(pmap.physical_names[i]) for i in sorted(lead) if step[i] != 0)
+    return (
+        f"a Gauss-Newton step along {names} would lower chi2 by {min(gain, 1.0):.0%} "
+        f"(the residuals' cosine with the span of the free Jacobian columns is "
+        f"{min(gain, 1.0) ** 0.5:.2g}, though with each column alone it is at most "
+        f"{MAX_COSINE:g}): this is not a minimum"
+    )
+
+
+def _sigma_contradicted(data: StackedData, r: np.ndarray, chi2: float, nfree: int) -> str:
+    """Say why the residuals contradict sigma taken as known (``scale_covar=False``), or "".
+
+    With ``scale_covar=False`` the standard errors are ``(JᵀJ)⁻¹`` of the weighted Jacobian
+    as it stands: they trust sigma as the noise. A sigma off by a factor (a weight ``1/σ``
+    or a variance ``σ²`` in its place, a scalar in other units) moves every standard error
+    by that factor, and the values not at all, so nothing else shows it: ``(x, y, 0.1)``
+    meant as a weight (σ = 10) read standard errors 100x too large, ``success=True`` and no
+    word (stop 36). The one witness is χ²: under the right sigma and model it follows
+    χ²(nfree). A χ² in either tail beyond :data:`SIGMA_CHI2_TAIL` whose implied noise
+    ``σ·√redchi`` differs from sigma by more than :data:`SIGMA_CHI2_FACTOR` is named (an
+    exact fit, residuals at rounding level, is skipped: its residuals are not noise).
+    """
+    if nfree <= 0:
+        return ""
+    wy = (data.y * data.weight)[data.mask]
+    if not np.sqrt(chi2) > 1e-10 * float(np.linalg.norm(wy)):
+        return ""
+    from scipy import stats  # only for fits that trust sigma
+
+    redchi = chi2 / nfree
+    tail = min(float(stats.chi2.sf(chi2, nfree)), float(stats.chi2.cdf(chi2, nfree)))
+    if not (tail < SIGMA_CHI2_TAIL and abs(np.log(redchi)) > 2 * np.log(SIGMA_CHI2_FACTOR)):
+        return ""
+    noise = float(np.sqrt(redchi))
+    return (
+        f"scale_covar=False takes sigma as the noise, but chi2 = {chi2:.4g} on {nfree} degrees "
+        f"of freedom (reduced chi2 {redchi:.3g}) has a probability below "
+        f"{SIGMA_CHI2_TAIL:g} under it: the residuals scatter as {noise:.3g} x sigma, so the "
+        f"standard errors are about {1 / noise:.3g} x what the data support; give sigma as the "
+        f"standard deviation of y (not lmfit's weights 1/sigma or a variance), or pass "
+        f"scale_covar=True to scale the errors by the residuals (a model that misses the data "
+        f"reads the same)"
+    )
+
+
+def _nonfinite_note(ev: ModelEvaluator, pmap: ParameterMap) -> str:
+    """What the fit met where ``model_fn`` gave NaN or inf (the solvers' wall), or ""."""
+    if not ev.n_nonfinite:
+        return ""
+    at = ", ".join(
+        f"{n}={v:.6g}" for n, v in zip(pmap.physical_names, ev.nonfinite_theta, strict=True)
+    )
+    return (
+        f"model_fn returned NaN or inf at {ev.n_nonfinite} of the points the solver tried "
+        f"(first at {at}), which it treated as a wall"
+    )
