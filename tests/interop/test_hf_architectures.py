@@ -171,7 +171,7 @@ def test_tied_copies_tying_cannot_name_in_the_file_are_checked_as_hf_loaded_them
 ):
     # Were a weight converted by HF on load (merged or split: no one-to-one saved name),
     # its tied copy is compared as HF loaded it; it must not be dropped silently.
-    import tying.interop.hf as ihf
+    import tying.interop.hf_loading as ihf  # from_pretrained looks _saved_names up there
 
     model, _ = M.more("vit", "plan")
     hf.save_pretrained(model, tmp_path)
