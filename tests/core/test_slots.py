@@ -1221,3 +1221,18 @@ def test_a_fresh_instance_of_a_tied_class_serves_its_own_parameters(tmp_path):
     tying.Plan([tying.share("b.weight", like="a.weight", relation=tying.Transposed())]).apply(outer)
     assert torch.equal(outer["b"].weight, outer["a"].weight.T) and tying.verify(outer) == 1
     assert torch.equal(m["b"].weight, 2 * m["a"].weight)  # the tied original is untouched
+
+
+def test_without_torchs_storage_use_count_no_earlier_value_is_kept(monkeypatch):
+    # older CPU-only torch builds lack torch._C._storage_Use_Count (pytorch#131881): reads
+    # must go on as before stop 36 (nothing kept), never fail
+    from tying.core import lost_writes
+
+    monkeypatch.setattr(lost_writes, "_USE_COUNT", None)
+    m = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3))
+    tying.Plan([tying.share("1.weight", like="0.weight", relation=tying.Scaled(2.0))]).apply(m)
+    w = m[1].weight.data  # an alias that would be kept with the use count
+    m(torch.randn(2, 3)).sum().backward()
+    assert lost_writes._storage_uses(w) == 0
+    assert torch.equal(m[1].weight, 2.0 * m[0].weight)
+    assert tying.verify(m) == 1

@@ -90,9 +90,21 @@ def _probe(t: torch.Tensor, where=None):
 KEPT_MAX = 8  # earlier handed-out values of one slot watched at once (see Slot._kept)
 
 
+#: torch's storage use count; CPU-only builds of older torch (within our torch>=2.4 range)
+#: registered it with the CUDA module only (pytorch#131881). Without it no earlier value is
+#: kept (the behaviour before stop 36): a write hidden by a second read is not caught there.
+_USE_COUNT = getattr(torch._C, "_storage_Use_Count", None)
+
+
 def _storage_uses(t: torch.Tensor) -> int:
-    """How many tensors share ``t``'s memory (a ``.data`` or ``.detach()`` alias is one)."""
-    return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
+    """How many tensors share ``t``'s memory (a ``.data`` or ``.detach()`` alias is one);
+    0 where it cannot be read (no ``_storage_Use_Count``, a tensor without storage)."""
+    if _USE_COUNT is None:
+        return 0
+    try:
+        return _USE_COUNT(t.untyped_storage()._cdata)
+    except (RuntimeError, NotImplementedError, TypeError):  # a subclass without storage
+        return 0
 
 
 def _own_uses(t: torch.Tensor) -> int:
