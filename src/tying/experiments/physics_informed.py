@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tying.experiments.common import new_figure
+from tying.experiments.common import new_figure, still_gaining
 from tying.experiments.registry import Result, Table, check_size, experiment
 from tying.nn import PeriodicFeatures, SharedBoundary, mlp, partial
 
@@ -241,8 +241,7 @@ def _poisson_run(cfg: OptConfig, optimizer: str, setting: str, seed: int) -> tup
             loss.backward()
             opt.step()
             losses.append(loss.item())
-        cut = cfg.adam_steps * 4 // 5  # the run's last fifth
-        gaining = not resample and min(losses[cut:]) < 0.9 * min(losses[:cut])
+        gaining = not resample and still_gaining(losses)  # best loss down >10% in the last fifth
     else:
         opt = torch.optim.LBFGS(
             net.parameters(),
