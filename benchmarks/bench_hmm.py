@@ -32,7 +32,9 @@ one fused compiled E-step per unit of sequences):
    with what bounds it measured in the same run: before each shape, a
    GIL-free compiled multiply-add loop on 2 threads vs 1 (what a free second
    core gives), and the share of the 1-thread fit spent outside the threaded
-   units (Amdahl). ``python -m benchmarks.bench_hmm goal`` runs only the goal
+   units (Amdahl); next to every goal pair, a short multiply-add control (2
+   threads vs 1) and the memory bandwidth one thread gets (a sum over 64 MiB),
+   with their rank correlations with the pair ratios. ``python -m benchmarks.bench_hmm goal`` runs only the goal
    rows (1 thread vs hmmlearn at both ends, and these), in about two minutes.
 10. First-call compile cost, cold and from numba's on-disk cache.
 11. Why the pair DP stays NumPy: the same recursion compiled per cell.
@@ -461,12 +463,15 @@ def _threads_case(rows, n_seq, T, repeat):
                 for p in ("startprob_", "transmat_", "means_", "covars_")
             )
         if goal:  # more pairs, each order alternated (see GOAL_PAIRS)
-            t2s, t1s, ratios = _alternated_pairs(fn(2, ctype), fn(1, ctype), GOAL_PAIRS)
+            t2s, t1s, ratios, probes = _alternated_pairs_probed(
+                fn(2, ctype), fn(1, ctype), GOAL_PAIRS
+            )
             t1 = float(np.median(t1s))
             extra = {
                 "pairs": len(ratios),
                 "speedup_quartiles": "-".join(f"{q:.2f}" for q in np.percentile(ratios, [25, 75])),
                 "speedup_best_of_n": float(min(t1s) / min(t2s)),
+                **_probe_columns(ratios, probes),
             }
         else:
             _, t1, ratios = _paired(
@@ -519,6 +524,90 @@ def _alternated_pairs(two, one, n, warmup=1):
     return t_two, t_one, [a / b for a, b in zip(t_one, t_two, strict=True)]
 
 
+def _alternated_pairs_probed(two, one, n):
+    """:func:`_alternated_pairs`, with two probes of the machine taken right after each
+    pair: the multiply-add control on 2 threads vs 1 at a few milliseconds a thread
+    (a free second core), and the memory bandwidth one thread gets (:func:`_stream_1`,
+    GB/s). Returns ``(t_two, t_one, ratios, probes)``, ``probes[i] = (core, gbps)`` next
+    to pair ``i``: whether a dip of a pair's ratio goes with either."""
+    import time
+
+    def wall(fn):
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    def core():
+        return wall(lambda: (_spin_n(1, _SPIN_SHORT), _spin_n(1, _SPIN_SHORT))) / wall(
+            lambda: _spin_n(2, _SPIN_SHORT)
+        )
+
+    for _ in range(0 if SMOKE else 1):
+        two(), one(), core(), _stream_1()
+    t_two, t_one, probes = [], [], []
+    for i in range(n):
+        if i % 2 == 0:
+            t_two.append(wall(two))
+            t_one.append(wall(one))
+        else:
+            t_one.append(wall(one))
+            t_two.append(wall(two))
+        probes.append((core(), 2 * 8 * _STREAM_WORDS / wall(_stream_1) / 1e9))
+    return t_two, t_one, [a / b for a, b in zip(t_one, t_two, strict=True)], probes
+
+
+def _probe_columns(ratios, probes, target=1.8) -> dict:
+    """What the probes of :func:`_alternated_pairs_probed` read next to a row's pairs:
+    medians overall and next to the pairs below ``target``, and the rank correlation of
+    the pair ratios with each (Spearman; NaN with fewer than three pairs)."""
+    from scipy.stats import spearmanr
+
+    r = np.asarray(ratios)
+    low = r < target
+    out = {"pairs_below_target": int(low.sum())}
+    for k, name in enumerate(("core_control", "memory_gbps")):
+        v = np.asarray([p[k] for p in probes])
+        rho = (
+            spearmanr(r, v).statistic if len(r) >= 3 and np.ptp(v) > 0 and np.ptp(r) > 0 else np.nan
+        )
+        out[name] = float(np.median(v))
+        out[f"{name}_quartiles"] = "-".join(f"{q:.2f}" for q in np.percentile(v, [25, 75]))
+        out[f"{name}_at_pairs_below_target"] = float(np.median(v[low])) if low.any() else None
+        out[f"spearman_pair_ratio_vs_{name}"] = float(rho)
+    return out
+
+
+def _stream_kernel():
+    """A GIL-free compiled sum over an array far larger than the caches (the memory
+    probe of the n_jobs goal rows: another VM on the same host can take bandwidth
+    without showing in the load or in the multiply-add control)."""
+    import numba
+
+    @numba.njit(nogil=True, fastmath=True, cache=False)
+    def stream(a):
+        s = 0.0
+        for i in range(a.size):
+            s += a[i]
+        return s
+
+    return stream
+
+
+#: 32 MiB an array (smoke: 32 KiB), two arrays: beyond the L3 a vCPU of this VM sees
+_STREAM_WORDS = smoke(4 * 1024 * 1024, 4096)
+_STREAM = []
+
+
+def _stream_1():
+    """One thread sums both arrays, one after the other."""
+    if not _STREAM:
+        _STREAM.append(_stream_kernel())
+        _STREAM.extend(np.random.default_rng(i).random(_STREAM_WORDS) for i in range(2))
+        _STREAM[0](_STREAM[1][:8])
+    for a in _STREAM[1:]:
+        _STREAM[0](a)
+
+
 def _spin_kernel():
     """A GIL-free compiled loop of multiply-adds on 16 registers-resident values (the
     control of the n_jobs rows: it needs nothing but a free core)."""
@@ -540,6 +629,7 @@ _SPIN = []
 
 
 _SPIN_N = smoke(4_000_000, 100_000)
+_SPIN_SHORT = smoke(200_000, 10_000)  # a few milliseconds a thread: the per-pair probe
 
 
 def _spin_n(n_threads, n=_SPIN_N):
@@ -1495,6 +1585,17 @@ def summary(rows) -> None:
                 else ""
             )
         )
+        if "core_control" in row:
+            at_c, at_m = (
+                row[f"{k}_at_pairs_below_target"] for k in ("core_control", "memory_gbps")
+            )
+            print(f"  {'':<22} next to its pairs: core control {row['core_control']:.2f}x "
+                  f"({row['core_control_quartiles']}), memory {row['memory_gbps']:.1f} GB/s "
+                  f"({row['memory_gbps_quartiles']}); next to the {row['pairs_below_target']} "
+                  f"pairs below target: {'-' if at_c is None else f'{at_c:.2f}x'}, "
+                  f"{'-' if at_m is None else f'{at_m:.1f} GB/s'}; Spearman with the pair "
+                  f"ratio {row['spearman_pair_ratio_vs_core_control']:.2f}, "
+                  f"{row['spearman_pair_ratio_vs_memory_gbps']:.2f}")  # fmt: skip
     for row in rows:
         if row.get("case", "").startswith("control"):
             when = row["case"].split("(wall), ")[-1]
