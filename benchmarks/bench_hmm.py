@@ -528,8 +528,9 @@ def _alternated_pairs_probed(two, one, n):
     """:func:`_alternated_pairs`, with two probes of the machine taken right after each
     pair: the multiply-add control on 2 threads vs 1 at a few milliseconds a thread
     (a free second core), and the memory bandwidth one thread gets (:func:`_stream_1`,
-    GB/s). Returns ``(t_two, t_one, ratios, probes)``, ``probes[i] = (core, gbps)`` next
-    to pair ``i``: whether a dip of a pair's ratio goes with either."""
+    GB/s), and the hypervisor's steal count. Returns ``(t_two, t_one, ratios, probes)``,
+    ``probes[i + 1] = (core, gbps, steal)`` next to pair ``i`` (``probes[0]``: the steal
+    count before the first pair): whether a dip of a pair's ratio goes with any."""
     import time
 
     def wall(fn):
@@ -544,7 +545,7 @@ def _alternated_pairs_probed(two, one, n):
 
     for _ in range(0 if SMOKE else 1):
         two(), one(), core(), _stream_1()
-    t_two, t_one, probes = [], [], []
+    t_two, t_one, probes = [], [], [(0.0, 0.0, _steal_ticks())]
     for i in range(n):
         if i % 2 == 0:
             t_two.append(wall(two))
@@ -552,8 +553,18 @@ def _alternated_pairs_probed(two, one, n):
         else:
             t_one.append(wall(one))
             t_two.append(wall(two))
-        probes.append((core(), 2 * 8 * _STREAM_WORDS / wall(_stream_1) / 1e9))
+        probes.append((core(), 2 * 8 * _STREAM_WORDS / wall(_stream_1) / 1e9, _steal_ticks()))
     return t_two, t_one, [a / b for a, b in zip(t_one, t_two, strict=True)], probes
+
+
+def _steal_ticks() -> float:
+    """Clock ticks the hypervisor gave to others while this VM's vCPUs wanted to run
+    (``steal`` of ``/proc/stat``, all CPUs; NaN where there is no such file)."""
+    try:
+        with open("/proc/stat") as f:
+            return float(f.readline().split()[8])
+    except (OSError, IndexError, ValueError):
+        return float("nan")
 
 
 def _probe_columns(ratios, probes, target=1.8) -> dict:
@@ -564,7 +575,9 @@ def _probe_columns(ratios, probes, target=1.8) -> dict:
 
     r = np.asarray(ratios)
     low = r < target
-    out = {"pairs_below_target": int(low.sum())}
+    steal = np.diff([p[2] for p in probes])  # ticks over each pair and its probes
+    probes = probes[1:]
+    out = {"pairs_below_target": int(low.sum()), "steal_ticks": float(np.sum(steal))}
     for k, name in enumerate(("core_control", "memory_gbps")):
         v = np.asarray([p[k] for p in probes])
         rho = (
@@ -1597,7 +1610,8 @@ def summary(rows) -> None:
                   f"pairs below target: {'-' if at_c is None else f'{at_c:.2f}x'}, "
                   f"{'-' if at_m is None else f'{at_m:.1f} GB/s'}; Spearman with the pair "
                   f"ratio {row['spearman_pair_ratio_vs_core_control']:.2f}, "
-                  f"{row['spearman_pair_ratio_vs_memory_gbps']:.2f}")  # fmt: skip
+                  f"{row['spearman_pair_ratio_vs_memory_gbps']:.2f}; steal "
+                  f"{row['steal_ticks']:.0f} ticks over the row")  # fmt: skip
     for row in rows:
         if row.get("case", "").startswith("control"):
             when = row["case"].split("(wall), ")[-1]
