@@ -726,3 +726,32 @@ def test_recorded_ties_under_the_heads_base_model_are_kept_when_the_head_is_skip
     with torch.no_grad():
         assert torch.equal(ours(x).logits, plain(x).logits)
     assert tying.count(ours).physical < tying.count(plain).physical
+
+
+@pytest.mark.parametrize(
+    ("pad", "error", "match"),
+    [
+        (-8, ValueError, "pad_to_multiple_of must be a positive int or None, got -8"),
+        (0, ValueError, "pad_to_multiple_of must be a positive int or None, got 0"),
+        (8.0, TypeError, r"pad_to_multiple_of must be a positive int or None, got 8\.0 \(float\)"),
+        (True, TypeError, r"pad_to_multiple_of must be a positive int or None, got True \(bool\)"),
+    ],
+)
+def test_resize_refuses_a_bad_pad_to_multiple_of_before_any_change(pad, error, match):
+    # stop 37: HF rounds with ceil(n / pad) * pad, so pad=-8 turned 90 tokens into 88 rows
+    # (two rows of the vocabulary gone, no error); 0 was a bare ZeroDivisionError.
+    model, _, _, vocab = _tied("gpt2")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(error, match=match):
+        hf.resize_token_embeddings(model, vocab - 7, pad_to_multiple_of=pad)
+    assert model.config.vocab_size == vocab
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    tying.verify(model)
+
+
+def test_resize_with_a_positive_pad_to_multiple_of_rounds_up_as_hf_does():
+    model, _, _, vocab = _tied("gpt2")  # 97 tokens
+    hf.resize_token_embeddings(model, vocab - 7, pad_to_multiple_of=8, mean_resizing=False)
+    assert model.lm_head.weight is model.transformer.wte.weight
+    assert tuple(model.lm_head.weight.shape) == (96, 32) and model.config.vocab_size == 96

@@ -490,7 +490,10 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
             embedding module at paths that held different tables (BART-family models
             with ``tie_word_embeddings=False``: ``shared`` at the encoder and decoder);
             nothing is changed then.
-        TypeError: when ``new_num_tokens`` is not a positive int or None.
+        TypeError: when ``new_num_tokens`` is not a positive int or None, or
+            ``pad_to_multiple_of`` is not an int or None.
+        ValueError: when ``pad_to_multiple_of`` is 0 or negative (HF rounded the size
+            down then, dropping rows, or divided by zero).
 
     Example:
         >>> import torch, tying, tying.hf
@@ -513,6 +516,7 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
         raise TypeError(
             f"resize_token_embeddings: new_num_tokens must be a positive int or None, got {new_num_tokens!r}"
         )
+    _check_pad_to_multiple_of(kwargs.get("pad_to_multiple_of"))
     emb_in, emb_out = model.get_input_embeddings(), model.get_output_embeddings()
     embed_slots = _resized_slots(model, emb_in, emb_out)
     rules = Plan.declared(model).rules
@@ -562,6 +566,30 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
             with contextlib.suppress(AttributeError):
                 delattr(model, "vocab_size")
         raise
+
+
+def _check_pad_to_multiple_of(pad: Any) -> None:
+    """``pad_to_multiple_of`` must be None or a positive int, checked before any change.
+
+    HF rounds the size up with ``ceil(n / pad) * pad``: a negative value rounded it
+    *down* (60 tokens with ``-8`` gave a 56-row table: four rows of the vocabulary
+    gone, no error; plain HF the same), and 0 failed inside HF with a bare
+    ``ZeroDivisionError`` (stop 37 review).
+    """
+    if pad is None:
+        return
+    if isinstance(pad, bool) or not isinstance(pad, int):
+        raise TypeError(
+            f"resize_token_embeddings: pad_to_multiple_of must be a positive int or None, got "
+            f"{pad!r} ({type(pad).__name__}); pass e.g. pad_to_multiple_of=8, or None to keep "
+            f"new_num_tokens as it is; nothing was changed"
+        )
+    if pad <= 0:
+        raise ValueError(
+            f"resize_token_embeddings: pad_to_multiple_of must be a positive int or None, got "
+            f"{pad!r} (HF rounds the size to a multiple of it: a value <= 0 would drop rows or "
+            f"divide by zero); pass e.g. pad_to_multiple_of=8, or None; nothing was changed"
+        )
 
 
 def _embedding_tables(
