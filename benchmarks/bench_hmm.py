@@ -570,23 +570,28 @@ def _steal_ticks() -> float:
 def _probe_columns(ratios, probes, target=1.8) -> dict:
     """What the probes of :func:`_alternated_pairs_probed` read next to a row's pairs:
     medians overall and next to the pairs below ``target``, and the rank correlation of
-    the pair ratios with each (Spearman; NaN with fewer than three pairs)."""
+    the pair ratios with each (Spearman; None with fewer than three pairs or a constant
+    column, and the steal count None where ``/proc/stat`` is missing: results hold no
+    NaN)."""
     from scipy.stats import spearmanr
 
     r = np.asarray(ratios)
     low = r < target
     steal = np.diff([p[2] for p in probes])  # ticks over each pair and its probes
     probes = probes[1:]
-    out = {"pairs_below_target": int(low.sum()), "steal_ticks": float(np.sum(steal))}
+    total = float(np.sum(steal))
+    out = {"pairs_below_target": int(low.sum()), "steal_ticks": total if total == total else None}
     for k, name in enumerate(("core_control", "memory_gbps")):
         v = np.asarray([p[k] for p in probes])
         rho = (
-            spearmanr(r, v).statistic if len(r) >= 3 and np.ptp(v) > 0 and np.ptp(r) > 0 else np.nan
+            float(spearmanr(r, v).statistic)
+            if len(r) >= 3 and np.ptp(v) > 0 and np.ptp(r) > 0
+            else None
         )
         out[name] = float(np.median(v))
         out[f"{name}_quartiles"] = "-".join(f"{q:.2f}" for q in np.percentile(v, [25, 75]))
         out[f"{name}_at_pairs_below_target"] = float(np.median(v[low])) if low.any() else None
-        out[f"spearman_pair_ratio_vs_{name}"] = float(rho)
+        out[f"spearman_pair_ratio_vs_{name}"] = rho
     return out
 
 
@@ -1581,6 +1586,11 @@ def print_shapes(rows) -> None:
                   f"load {row['load_average_1min']:.1f}")  # fmt: skip
 
 
+def _num(value, spec: str) -> str:
+    """``value`` formatted by ``spec``, or "-" for None (a figure the run could not make)."""
+    return "-" if value is None else format(value, spec)
+
+
 def summary(rows) -> None:
     """The goal rows of issues 17 and 19, one line each: ratio, spread, target, met or not."""
     print("\n== hmm goal rows (ratios of interleaved runs: median and spread)")
@@ -1609,9 +1619,9 @@ def summary(rows) -> None:
                   f"({row['memory_gbps_quartiles']}); next to the {row['pairs_below_target']} "
                   f"pairs below target: {'-' if at_c is None else f'{at_c:.2f}x'}, "
                   f"{'-' if at_m is None else f'{at_m:.1f} GB/s'}; Spearman with the pair "
-                  f"ratio {row['spearman_pair_ratio_vs_core_control']:.2f}, "
-                  f"{row['spearman_pair_ratio_vs_memory_gbps']:.2f}; steal "
-                  f"{row['steal_ticks']:.0f} ticks over the row")  # fmt: skip
+                  f"ratio {_num(row['spearman_pair_ratio_vs_core_control'], '.2f')}, "
+                  f"{_num(row['spearman_pair_ratio_vs_memory_gbps'], '.2f')}; steal "
+                  f"{_num(row['steal_ticks'], '.0f')} ticks over the row")  # fmt: skip
     for row in rows:
         if row.get("case", "").startswith("control"):
             when = row["case"].split("(wall), ")[-1]
