@@ -26,7 +26,7 @@ log-sum-exp), so the result is right either way.
 
 Example:
     >>> import numpy as np
-    >>> from tying.hmm.sequences import SequenceBatch
+    >>> from tying.hmm.sequences import SequenceBatch, check_recursion_inputs
     >>> A = np.array([[0.9, 0.1], [0.2, 0.8]])
     >>> logB = np.log([[0.5, 0.1], [0.5, 0.1], [0.1, 0.7]])     # 3 steps, 2 states
     >>> post = forward_backward(np.array([0.5, 0.5]), A, logB, SequenceBatch.from_lengths([3]))
@@ -53,7 +53,7 @@ from tying.hmm.lane_layout import (  # noqa: F401  (re-exported: fb.<name> as be
     _unit_plans,
     _windows,
 )
-from tying.hmm.sequences import SequenceBatch
+from tying.hmm.sequences import SequenceBatch, check_recursion_inputs
 
 __all__ = [
     "GaussianStats",
@@ -167,15 +167,18 @@ def forward_log_likelihood(
         ``(n_sequences,)`` log-likelihoods in the caller's sequence order.
 
     Raises:
-        ValueError: for an ``n_jobs`` that is not a positive integer or -1.
+        ValueError: for an ``n_jobs`` that is not a positive integer or -1, or arrays
+            whose shapes do not fit each other or ``batch``
+            (:func:`~tying.hmm.sequences.check_recursion_inputs`).
 
     Example:
-        >>> from tying.hmm.sequences import SequenceBatch
+        >>> from tying.hmm.sequences import SequenceBatch, check_recursion_inputs
         >>> ll = forward_log_likelihood(np.ones(1), np.ones((1, 1)), np.zeros((4, 1)),
         ...                             SequenceBatch.from_lengths([3, 1]))
         >>> ll.tolist()
         [0.0, 0.0]
     """
+    check_recursion_inputs("forward_log_likelihood", startprob, transmat, log_emission, batch)
     n_jobs = compiled.resolve_n_jobs(n_jobs)
     kernels = compiled._kernels()
     start, A, logb = _as_f64(startprob, transmat, log_emission)
@@ -234,16 +237,19 @@ def forward_backward(
         A :class:`Posteriors`.
 
     Raises:
-        ValueError: for an ``n_jobs`` that is not a positive integer or -1.
+        ValueError: for an ``n_jobs`` that is not a positive integer or -1, or arrays
+            whose shapes do not fit each other or ``batch``
+            (:func:`~tying.hmm.sequences.check_recursion_inputs`).
 
     Example:
-        >>> from tying.hmm.sequences import SequenceBatch
+        >>> from tying.hmm.sequences import SequenceBatch, check_recursion_inputs
         >>> A = np.array([[0.5, 0.5], [0.5, 0.5]])
         >>> post = forward_backward(np.array([1.0, 0.0]), A, np.zeros((2, 2)),
         ...                         SequenceBatch.from_lengths([2]))
         >>> post.gamma.tolist(), post.xi_sum.tolist()
         ([[1.0, 0.0], [0.5, 0.5]], [[0.5, 0.5], [0.0, 0.0]])
     """
+    check_recursion_inputs("forward_backward", startprob, transmat, log_emission, batch)
     n_jobs = compiled.resolve_n_jobs(n_jobs)
     kernels = compiled._kernels()
     if kernels is None:

@@ -27,9 +27,14 @@ __all__ = [
     "SequenceBatch",
     "check_lengths",
     "check_observations",
+    "check_recursion_inputs",
     "check_squares",
     "check_unmasked",
 ]
+
+
+#: no sequence is this long; a larger float or uint64 length would not cast to int64
+_MAX_LENGTH = 2**62
 
 
 def check_lengths(lengths: object, n_samples: int) -> np.ndarray:
@@ -61,6 +66,14 @@ def check_lengths(lengths: object, n_samples: int) -> np.ndarray:
     if arr.dtype.kind not in "ium":
         if not (arr.dtype.kind == "f" and np.all(arr == np.round(arr))):
             raise TypeError(f"lengths must be integers, got {arr.dtype} values {arr[:5]}")
+    if arr.dtype.kind in "fu":  # inf, 1e30 or a uint64 past 2**63 do not cast to int64
+        lo, hi = arr.min().item(), arr.max().item()  # Python numbers: no float16 overflow
+        if hi >= _MAX_LENGTH or lo <= -_MAX_LENGTH:
+            i = int(np.argmax(arr) if hi >= _MAX_LENGTH else np.argmin(arr))
+            raise ValueError(
+                f"lengths[{i}] = {arr[i]} is not a sequence length (X has {n_samples} "
+                f"rows); lengths must partition X (one entry per sequence)"
+            )
     arr = arr.astype(np.int64)
     if arr.min() <= 0:  # the position only for the error
         bad = np.flatnonzero(arr <= 0)
@@ -68,9 +81,12 @@ def check_lengths(lengths: object, n_samples: int) -> np.ndarray:
             f"lengths[{bad[0]}] = {arr[bad[0]]}: every sequence needs at least one "
             f"observation; drop empty sequences"
         )
-    if int(arr.sum()) != n_samples:
+    # the int64 sum wraps: four lengths of 2**62 (+5) summed to 5 and, taken for a
+    # partition of 5 rows, crashed the compiled kernels; any length past n_samples means
+    # the exact sum is not n_samples either
+    if int(arr.sum()) != n_samples or (len(arr) > 1 and arr.max() > n_samples):
         raise ValueError(
-            f"lengths sum to {int(arr.sum())} but X has {n_samples} rows; "
+            f"lengths sum to {sum(arr.tolist())} but X has {n_samples} rows; "
             f"lengths must partition X (one entry per sequence)"
         )
     return arr
@@ -261,6 +277,51 @@ def check_squares(X: np.ndarray, lengths: np.ndarray | None = None) -> None:
 #: of a fit's rows cost 40-50 us, cold, 2026-12-02), for up to this many rows
 _ONES_MAX = 1 << 18
 _ONES = [np.ones(0)]
+
+
+def check_recursion_inputs(who: str, startprob, transmat, log_emission, batch) -> None:
+    """Refuse arrays whose shapes do not fit each other or ``batch`` (stop 37).
+
+    The compiled recursions index ``log_emission`` by the batch's row offsets and
+    ``K = len(transmat)`` states: a ``log_emission`` with fewer rows than the batch
+    covers, or fewer columns than there are states, was read past its end (numbers from
+    other memory, with no error), and one with more rows was silently cut to the batch.
+
+    Args:
+        who: the calling function, for the message.
+        startprob, transmat, log_emission: as given to it.
+        batch: its :class:`SequenceBatch`.
+
+    Raises:
+        ValueError: naming the array, its shape and the shape it must have.
+
+    Example:
+        >>> check_recursion_inputs("viterbi", np.ones(2) / 2, np.eye(2), np.zeros((4, 2)),
+        ...                        SequenceBatch.from_lengths([3, 3]))
+        Traceback (most recent call last):
+        ...
+        ValueError: viterbi: log_emission has shape (4, 2) but the batch covers 6 rows (lengths [3 3]) of 2 states: expected (6, 2); build the batch from the same X (SequenceBatch.from_lengths(lengths, len(X)))
+    """
+    sp, A, lb = np.shape(startprob), np.shape(transmat), np.shape(log_emission)
+    K = A[0] if len(A) else 0
+    if len(A) != 2 or A != (K, K) or K == 0:
+        raise ValueError(f"{who}: transmat must be square (K, K) with K >= 1, got shape {A}")
+    if sp != (K,):
+        raise ValueError(
+            f"{who}: startprob has shape {sp} but transmat has {K} states: expected ({K},)"
+        )
+    lengths = batch.lengths
+    if lengths.ndim != 1 or lengths.size == 0 or lengths.min() <= 0:
+        raise ValueError(
+            f"{who}: the batch's lengths must be positive, got {lengths[:5]}; build it "
+            f"with SequenceBatch.from_lengths, which checks them"
+        )
+    if lb != (batch.n_samples, K):
+        raise ValueError(
+            f"{who}: log_emission has shape {lb} but the batch covers {batch.n_samples} "
+            f"rows (lengths {lengths[:5]}) of {K} states: expected ({batch.n_samples}, {K}); "
+            f"build the batch from the same X (SequenceBatch.from_lengths(lengths, len(X)))"
+        )
 
 
 def _ones(n: int) -> np.ndarray:

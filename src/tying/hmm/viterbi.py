@@ -6,7 +6,7 @@ longest-first padded layout as the forward-backward pass.
 
 Example:
     >>> import numpy as np
-    >>> from tying.hmm.sequences import SequenceBatch
+    >>> from tying.hmm.sequences import SequenceBatch, check_recursion_inputs
     >>> A = np.array([[0.9, 0.1], [0.1, 0.9]])
     >>> logB = np.log([[0.9, 0.1], [0.9, 0.1], [0.1, 0.9], [0.2, 0.8]])
     >>> log_p, path = viterbi(np.array([0.5, 0.5]), A, logB, SequenceBatch.from_lengths([2, 2]))
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tying.hmm.sequences import SequenceBatch
+from tying.hmm.sequences import SequenceBatch, check_recursion_inputs
 
 __all__ = ["viterbi"]
 
@@ -42,13 +42,18 @@ def viterbi(
         ``(n_sequences,)`` in the caller's order, and the states ``(n_samples,)``
         aligned with the rows of ``X``.
 
+    Raises:
+        ValueError: for arrays whose shapes do not fit each other or ``batch``
+            (:func:`~tying.hmm.sequences.check_recursion_inputs`).
+
     Example:
-        >>> from tying.hmm.sequences import SequenceBatch
+        >>> from tying.hmm.sequences import SequenceBatch, check_recursion_inputs
         >>> lp, s = viterbi(np.array([1.0, 0.0]), np.eye(2), np.zeros((3, 2)),
         ...                 SequenceBatch.from_lengths([3]))
         >>> float(lp[0]), s.tolist()
         (0.0, [0, 0, 0])
     """
+    check_recursion_inputs("viterbi", startprob, transmat, log_emission, batch)
     n_active = batch.n_active
     lb = batch.pad(log_emission)  # (T, B, K)
     T, B, K = lb.shape
