@@ -40,17 +40,20 @@ from tying.core.checkpoint import _refuse_meta_device, save_state
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory
 from tying.core.outside import WRAPPER_SEGMENTS
-from tying.core.outside import canonical as _canonical
 from tying.core.verify import ties, verify
 from tying.distributed_wrapping import (  # noqa: F401  (re-exported: td.<name> as before)
+    _first_difference,
     _FullStateRefused,
     _GatheredCheck,
     _inner_segment,
+    _model_signature,
     _NestedAccumulation,
     _ParametersKept,
+    _record_text,
     _refuse_unshardable,
     _refuse_wrapped,
     _require_group,
+    _tie_record,
     _verified,
     _wrapper_paths,
     ddp,
@@ -162,42 +165,6 @@ def _as_path(path):
             f"{type(path).__name__} ({path!r}); pass the file's path on every rank; no rank's "
             f"model was changed"
         ) from None
-
-
-def _model_signature(inner: nn.Module) -> tuple[str, tuple]:
-    """(SHA-256, entries) of the model's logical parameters and buffers: path, shape and
-    dtype, tied or not (a rank whose model lacks a tie the file makes loads as the others)."""
-    import hashlib
-
-    inv = Inventory(inner)
-    entries = [
-        (p, tuple(info.shape), str(inv.tensor(inv.root_of(p)).dtype), "parameter")
-        for p, info in sorted(inv.slots.items())
-    ]
-    saved = inner.state_dict(keep_vars=True)  # a non-persistent buffer is no file's business
-    entries += [
-        (b, tuple(t.shape), str(t.dtype), "buffer")
-        for b, t in sorted(inner.named_buffers(remove_duplicate=False))
-        if b in saved
-    ]
-    digest = hashlib.sha256(repr(entries).encode()).hexdigest()
-    return digest, tuple(entries)
-
-
-def _first_difference(signatures: list) -> str:
-    """The first entry in which a rank's model differs from rank 0's, as text (``None``: a
-    rank whose model td.ddp / td.fully_shard wrapped, where the others' is plain)."""
-    if any(sig is None for sig in signatures):
-        wrapped = [r for r, sig in enumerate(signatures) if sig is None]
-        return f"wrapped by td.ddp or td.fully_shard on ranks {wrapped} only"
-    base = dict((e[0], e[1:]) for e in signatures[0][1])
-    for rank, (_, entries) in enumerate(signatures[1:], start=1):
-        other = dict((e[0], e[1:]) for e in entries)
-        for name in sorted(set(base) | set(other)):
-            if base.get(name) != other.get(name):
-                what = lambda v: "absent" if v is None else f"{v[2]} of shape {v[0]}, {v[1]}"  # noqa: E731
-                return f"{name}: rank 0 {what(base.get(name))}, rank {rank} {what(other.get(name))}"
-    return "their models differ"
 
 
 def _load_file(inner: nn.Module, path, verify_hash: bool):
@@ -662,28 +629,6 @@ def _same_checkpoint(checkpoint_id, helper: str) -> None:
         "each rank wrote its shards into its own folder, so no folder holds a whole "
         "checkpoint: save again with one folder",
     )
-
-
-def _tie_record(inner: nn.Module) -> dict[str, dict]:
-    """``{target: {"like", "relation", "hand"}}`` of every tie, by the names the checkpoint's
-    tensors have (wrapper segments dropped, see :func:`tying.core.outside.canonical`); a Scaled tie's initial
-    scale is left out (its value is a stored tensor)."""
-    out = {}
-    for t in ties(inner):
-        spec = {k: v for k, v in t.relation.spec().items() if k != "init"}
-        like = None if t.source is None else _canonical(t.source)
-        out[_canonical(t.target)] = {"like": like, "relation": spec, "hand": bool(t.hand)}
-    return out
-
-
-def _record_text(entry: dict | None) -> str:
-    if entry is None:
-        return "untied"
-    hand = ", hand-made" if entry["hand"] else ""
-    # with its arguments: Rotated(k=1) against Rotated(k=3) printed "via Rotated" twice
-    spec = entry["relation"]
-    args = ", ".join(f"{k}={v!r}" for k, v in sorted(spec.items()) if k != "type")
-    return f"tied to {entry['like'] or 'its own storage'} via {spec['type']}({args}){hand}"
 
 
 def _agreed(fn, helper: str, what: str, told=lambda result: None, verb: str = "load"):

@@ -18,6 +18,7 @@ from torch import nn
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory, join
 from tying.core.outside import WRAPPER_SEGMENTS, mark_wrapped, wrapped_helper
+from tying.core.outside import canonical as _canonical
 from tying.core.patterns import Pattern
 from tying.core.verify import ties, verify
 
@@ -44,11 +45,14 @@ def ddp(model: nn.Module, **kwargs) -> nn.Module:
 
     Raises:
         TieError: a declared tie is broken; ``model`` is already wrapped by DDP or
-            sharded by FSDP; (at a forward) its parameters changed after wrapping; (at a
+            sharded by FSDP; the ranks' models differ (parameter paths, shapes or dtypes,
+            ties, frozen parameters: checked on every rank before wrapping, and raised on
+            every rank); (at a forward) its parameters changed after wrapping; (at a
             backward, unless ``static_graph=True``) a tied tensor's gradient is accumulated
             twice between two forwards (a reentrant activation checkpoint around some of
             its uses), of which DDP would all-reduce only the first.
-        RuntimeError: the default process group is not initialised.
+        RuntimeError: the default process group is not initialised; (on every other
+            rank) one rank's model was refused by its own check.
 
     Tie first, then wrap: ``td.ddp(tied_model)``; a ``tying.Plan(...).apply(model.module)``
     after it is refused at the next training forward (``docs/distributed.md``).
@@ -56,8 +60,8 @@ def ddp(model: nn.Module, **kwargs) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     _require_group()
-    _refuse_wrapped(model, "ddp")
-    _verified(model, "ddp")
+    # stop 37: ranks tied otherwise trained apart; one rank's refusal left the others waiting
+    _agreed_to_wrap(model, "ddp", _ddp_group(kwargs))
     wrapped = DistributedDataParallel(model, **kwargs)
     wrapped.register_forward_pre_hook(_ParametersKept(model, "ddp"), prepend=True)
     if not kwargs.get("static_graph", False):  # static_graph reduces a nested use right
@@ -91,17 +95,19 @@ def fully_shard(model: nn.Module, units: Iterable[str] = (), **kwargs) -> nn.Mod
 
     Raises:
         TieError: a unit pattern matches no module; a declared tie is broken; ``model``
-            is already sharded or wrapped by DDP; a hand-made tie (one ``nn.Parameter``
-            in two modules) spans two units; a parameter is 0-dim (a ``Scaled`` tie's
-            scale), which FSDP2 cannot shard; (at a forward) the model's parameters
-            changed after sharding.
-        RuntimeError: the default process group is not initialised.
+            is already sharded or wrapped by DDP; the ranks' models differ (paths, shapes,
+            dtypes, ties or frozen parameters; raised on every rank); a hand-made tie (one
+            ``nn.Parameter`` in two modules) spans two units; a parameter is 0-dim (a
+            ``Scaled`` tie's scale), which FSDP2 cannot shard; (at a forward) the model's
+            parameters changed after sharding.
+        RuntimeError: the default process group is not initialised; (on every other
+            rank) one rank's model was refused by its own check.
     """
     from torch.distributed.fsdp import fully_shard as _fully_shard
 
     _require_group()
-    _refuse_wrapped(model, "fully_shard")
-    _verified(model, "fully_shard")
+    # stop 37: ranks tied otherwise trained apart; one rank's refusal left the others waiting
+    _agreed_to_wrap(model, "fully_shard", _mesh_group(kwargs.get("mesh")))
     inv = Inventory(model)
     # one pattern given as a str was read letter by letter ('layers.*' as 'l', 'a', ...:
     # refused for 'l', or with one-letter module names sharded by the letters; stop 32)
@@ -154,6 +160,102 @@ def fully_shard(model: nn.Module, units: Iterable[str] = (), **kwargs) -> nn.Mod
     model.register_load_state_dict_pre_hook(_FullStateRefused())
     mark_wrapped(model, "fully_shard")
     return model
+
+
+def _agreed_to_wrap(model: nn.Module, helper: str, group=None) -> None:
+    """The checks before wrapping, on every rank, then the ranks' models compared.
+
+    Raises on every rank or on none. DDP broadcasts rank 0's values into the tensors each
+    rank was built with and FSDP2 shards each rank's own, so ranks whose models were tied
+    by different plans (or one tied, one not) but hold tensors of the same shapes trained
+    different functions with no error (stop 37); a rank whose check failed left the others
+    in DDP's first collective until the process group's timeout. ``group``: the process
+    group the wrapper will use (None: the default one; False, for a multi-dimensional mesh
+    over some of the ranks: each rank checks its own model only).
+    """
+    import hashlib
+    import json
+
+    import torch.distributed as dist
+
+    failure: BaseException | None = None
+    try:
+        _refuse_wrapped(model, helper)
+        _verified(model, helper)
+        record = _tie_record(model)
+        frozen = sorted(n for n, p in model.named_parameters() if not p.requires_grad)
+        digest, entries = _model_signature(model)
+        ties_digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+        mine = ("ok", digest, ties_digest, tuple(frozen))
+    except BaseException as err:  # told to the other ranks, then re-raised here
+        failure, mine = err, ("error", f"{type(err).__name__}: {err}")
+    if group is False:
+        if failure is not None:
+            raise failure
+        return
+    seen: list = [None] * dist.get_world_size(group)
+    dist.all_gather_object(seen, mine, group=group)
+    if failure is not None:
+        raise failure
+    for rank, outcome in enumerate(seen):
+        if outcome[0] == "error":
+            raise RuntimeError(
+                f"tying.distributed.{helper}: rank {rank} refused to wrap its model "
+                f"({outcome[1]}); rank {rank} raised that error, and no rank's model was "
+                f"wrapped"
+            )
+    if len({s[1:] for s in seen}) == 1:
+        return
+    # the ranks differ: every rank learns how (a second collective, on every rank alike)
+    details: list = [None] * len(seen)
+    dist.all_gather_object(details, ((digest, entries), record, frozen), group=group)
+    fix = (
+        f"build, tie and freeze the model alike on every rank (the same config, dtype and "
+        f"tying.Plan, applied before td.{helper}); no rank's model was wrapped"
+    )
+    if len({s[1] for s in seen}) > 1:
+        first = _first_difference([d[0] for d in details])
+        raise TieError(
+            f"tying.distributed.{helper}: the ranks' models differ ({first}), so they would "
+            f"train different models; {fix}"
+        )
+    if len({s[2] for s in seen}) > 1:
+        base = details[0][1]
+        for rank, (_, other, _) in enumerate(details[1:], start=1):
+            diff = [
+                f"{t}: rank 0 {_record_text(base.get(t))}, rank {rank} {_record_text(other.get(t))}"
+                for t in sorted(set(base) | set(other))
+                if base.get(t) != other.get(t)
+            ]
+            if diff:
+                raise TieError(
+                    f"tying.distributed.{helper}: the ranks' models are tied differently "
+                    f"({'; '.join(diff[:10])}): each rank would compute another function of "
+                    f"the tensors it holds, and the ranks would train apart with no error; "
+                    f"{fix}"
+                )
+    by_rank = "; ".join(f"rank {r}: {', '.join(d[2]) or 'none'}" for r, d in enumerate(details))
+    raise TieError(
+        f"tying.distributed.{helper}: the ranks froze different parameters (requires_grad="
+        f"False: {by_rank}), so their gradients would not be reduced together; {fix}"
+    )
+
+
+def _ddp_group(kwargs: dict):
+    """The process group DDP will reduce over (``process_group=`` or a 1-D ``device_mesh=``)."""
+    if kwargs.get("process_group") is not None:
+        return kwargs["process_group"]
+    return _mesh_group(kwargs.get("device_mesh"))
+
+
+def _mesh_group(mesh):
+    """The group of every rank in ``mesh`` (None: the default group); ``False`` for a
+    multi-dimensional mesh over some of the ranks, whose ranks are not compared."""
+    import torch.distributed as dist
+
+    if mesh is None or mesh.size() == dist.get_world_size():
+        return None
+    return mesh.get_group() if mesh.ndim == 1 else False
 
 
 def _refuse_wrapped(model: nn.Module, helper: str) -> None:
@@ -434,6 +536,64 @@ def _verified(model: nn.Module, helper: str) -> None:
 def _inner_segment(model: nn.Module, path: str) -> str:
     mod = model if path == "<root>" else model.get_submodule(path)
     return next(seg for seg in WRAPPER_SEGMENTS if seg in mod._modules)
+
+
+def _model_signature(inner: nn.Module) -> tuple[str, tuple]:
+    """(SHA-256, entries) of the model's logical parameters and buffers: path, shape and
+    dtype, tied or not (a rank whose model lacks a tie the file makes loads as the others)."""
+    import hashlib
+
+    inv = Inventory(inner)
+    entries = [
+        (p, tuple(info.shape), str(inv.tensor(inv.root_of(p)).dtype), "parameter")
+        for p, info in sorted(inv.slots.items())
+    ]
+    saved = inner.state_dict(keep_vars=True)  # a non-persistent buffer is no file's business
+    entries += [
+        (b, tuple(t.shape), str(t.dtype), "buffer")
+        for b, t in sorted(inner.named_buffers(remove_duplicate=False))
+        if b in saved
+    ]
+    digest = hashlib.sha256(repr(entries).encode()).hexdigest()
+    return digest, tuple(entries)
+
+
+def _first_difference(signatures: list) -> str:
+    """The first entry in which a rank's model differs from rank 0's, as text (``None``: a
+    rank whose model td.ddp / td.fully_shard wrapped, where the others' is plain)."""
+    if any(sig is None for sig in signatures):
+        wrapped = [r for r, sig in enumerate(signatures) if sig is None]
+        return f"wrapped by td.ddp or td.fully_shard on ranks {wrapped} only"
+    base = dict((e[0], e[1:]) for e in signatures[0][1])
+    for rank, (_, entries) in enumerate(signatures[1:], start=1):
+        other = dict((e[0], e[1:]) for e in entries)
+        for name in sorted(set(base) | set(other)):
+            if base.get(name) != other.get(name):
+                what = lambda v: "absent" if v is None else f"{v[2]} of shape {v[0]}, {v[1]}"  # noqa: E731
+                return f"{name}: rank 0 {what(base.get(name))}, rank {rank} {what(other.get(name))}"
+    return "their models differ"
+
+
+def _tie_record(inner: nn.Module) -> dict[str, dict]:
+    """``{target: {"like", "relation", "hand"}}`` of every tie, by the names the checkpoint's
+    tensors have (wrapper segments dropped, see :func:`tying.core.outside.canonical`); a Scaled tie's initial
+    scale is left out (its value is a stored tensor)."""
+    out = {}
+    for t in ties(inner):
+        spec = {k: v for k, v in t.relation.spec().items() if k != "init"}
+        like = None if t.source is None else _canonical(t.source)
+        out[_canonical(t.target)] = {"like": like, "relation": spec, "hand": bool(t.hand)}
+    return out
+
+
+def _record_text(entry: dict | None) -> str:
+    if entry is None:
+        return "untied"
+    hand = ", hand-made" if entry["hand"] else ""
+    # with its arguments: Rotated(k=1) against Rotated(k=3) printed "via Rotated" twice
+    spec = entry["relation"]
+    args = ", ".join(f"{k}={v!r}" for k, v in sorted(spec.items()) if k != "type")
+    return f"tied to {entry['like'] or 'its own storage'} via {spec['type']}({args}){hand}"
 
 
 def _require_group() -> None:
