@@ -176,3 +176,133 @@ def test_an_edited_force_field_file_is_read_anew(tmp_path):
     assert again is not first and again.digest != first.digest
     assert str(again["Bonds"]["b1"]["length"]) != length
     assert str(first["Bonds"]["b1"]["length"]) == length  # the object read before is unchanged
+
+
+# --- stop 37: a proper's 'auto' divisor, text between elements, <SMIRNOFF> attributes ---
+
+_TORSIONS = (
+    '    <ProperTorsions version="0.4" potential="k*(1+cos(periodicity*theta-phase))"{default}>\n'
+    '        <Proper smirks="[*:1]~[#6:2]-[#6:3]~[*:4]" id="t1" periodicity1="3" '
+    'phase1="0.0 * degree" k1="0.15 * kilocalorie_per_mole"{idivf}/>\n'
+    "    </ProperTorsions>\n"
+    '    <ImproperTorsions version="0.3" potential="k*(1+cos(periodicity*theta-phase))"{default}>\n'
+    '        <Improper smirks="[*:1]~[#6X3:2](~[*:3])~[*:4]" id="i1" periodicity1="2" '
+    'phase1="180.0 * degree" k1="1.1 * kilocalorie_per_mole"/>\n'
+    "    </ImproperTorsions>\n"
+)
+
+
+def _torsions(tmp_path, default: str, idivf: str):
+    from .helpers import HEADER
+
+    path = tmp_path / "torsions.offxml"
+    path.write_text(HEADER + _TORSIONS.format(default=default, idivf=idivf) + "</SMIRNOFF>\n")
+    ff = load_force_field(path)
+    return ff, ff["ProperTorsions"]["t1"].terms[0], ff["ImproperTorsions"]["i1"].terms[0]
+
+
+@pytest.mark.parametrize("default", ['default_idivf="auto"', ""])  # "auto" is the default
+def test_a_proper_term_divided_automatically_is_refused_by_name(tmp_path, default):
+    # ForceField.idivf gave 1.0: for a proper torsion 'auto' means k divided by the number
+    # of torsions about the central bond (SMIRNOFF spec), a number that depends on the
+    # molecule and that the OpenFF toolkit does not compute either.
+    ff, proper, improper = _torsions(tmp_path, f" {default}" if default else "", "")
+    with pytest.raises(
+        ValueError,
+        match=r"ProperTorsions term \(periodicity 3, k 0.15 kilocalorie / mole\) has no idivfN "
+        r"and <ProperTorsions default_idivf='auto'>.*\(n_j - 1\) \* \(n_k - 1\).*write idivfN",
+    ):
+        ff.idivf("ProperTorsions", proper)
+    assert ff.idivf("ImproperTorsions", improper) == 3.0  # the trefoil, as Interchange
+
+
+def test_a_proper_divisor_written_or_given_as_a_number_is_read(tmp_path):
+    ff, proper, _ = _torsions(tmp_path, ' default_idivf="auto"', ' idivf1="2.0"')
+    assert ff.idivf("ProperTorsions", proper) == 2.0
+    ff, proper, improper = _torsions(tmp_path, ' default_idivf="1.5"', "")
+    assert ff.idivf("ProperTorsions", proper) == 1.5
+    assert ff.idivf("ImproperTorsions", improper) == 1.5
+
+
+@pytest.mark.parametrize("name", ["openff-1.0.0", "openff-2.0.0", "openff-2.3.0"])
+def test_every_installed_proper_has_its_divisor_written(name):
+    ff = load_force_field(name)
+    divisors = {ff.idivf("ProperTorsions", t) for p in ff["ProperTorsions"] for t in p.terms}
+    assert divisors <= {1.0, 3.0}  # each written as idivfN: none refused
+
+
+_BONDS = (
+    '    <Bonds version="0.4" potential="harmonic">\n'
+    '        <Bond smirks="[#6:1]-[#6:2]" id="b1" length="1.5 * angstrom" '
+    'k="500.0 * kilocalorie_per_mole / angstrom ** 2"/>\n'
+    "    </Bonds>\n"
+)
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (("<Bonds", "junk\n    <Bonds"), r"mine.offxml: <SMIRNOFF> holds the text 'junk' between"),
+        (("</Bonds>", "</Bonds> tail"), r"mine.offxml: <SMIRNOFF> holds the text 'tail'"),
+        (('harmonic">', 'harmonic">lost'), r"mine.offxml Bonds: <Bonds> holds the text 'lost'"),
+        (("/>\n", "/>&lt;Bond smirks=\"[#6:1]=[#6:2]\"/&gt;\n"),
+         r"mine.offxml Bonds: <Bonds> holds the text '<Bond smirks=\"\[#6:1\]=\[#6:2\]\"/>'"),
+        (('version="0.3" ', 'version="0.3" aromaticty_model="OEAroModel_MDL" '),
+         r"unknown attribute aromaticty_model='OEAroModel_MDL' of the <SMIRNOFF> tag; it takes: "
+         r"version, aromaticity_model, Author, Date"),
+    ],
+)  # fmt: skip
+def test_text_between_elements_and_unknown_document_attributes_are_refused(tmp_path, change, match):
+    # Both were dropped without a word (a parameter written as text was lost; a misspelled
+    # aromaticity_model fell back to the default); the OpenFF toolkit refuses both.
+    from .helpers import HEADER
+
+    text = (HEADER + _BONDS + "</SMIRNOFF>\n").replace(*change)
+    assert change[1] in text
+    path = tmp_path / "mine.offxml"
+    path.write_text(text)
+    with pytest.raises(OffxmlError, match=match):
+        load_force_field(path)
+
+
+def test_comments_author_and_date_are_still_read(tmp_path):
+    from .helpers import HEADER
+
+    head = HEADER.replace('version="0.3"', 'version="0.3" Author="me" Date="2026-12-05"')
+    text = head + "  <Author>me</Author>\n  <!-- a note -->\n  <Date>today</Date>\n" + _BONDS
+    path = tmp_path / "mine.offxml"
+    path.write_text(
+        text.replace("    </Bonds>", "    <!-- old bond -->\n    </Bonds>") + "</SMIRNOFF>"
+    )
+    assert [p.id for p in load_force_field(path)["Bonds"]] == ["b1"]
+
+
+def test_several_files_say_how_the_toolkit_merges_them():
+    with pytest.raises(
+        TypeError,
+        match=r"got list of 2 \['openff-2.3.0', 'tip3p'\]; tying.chem reads one file at a time.*"
+        r"ForceField\(\*files\).to_file\('merged.offxml'\)",
+    ):
+        load_force_field(["openff-2.3.0", "tip3p"])
+
+
+@pytest.mark.parametrize(
+    "tag, hint",
+    [("ProperTorsion", "; did you mean <ProperTorsions>?"), ("vdw", "; did you mean <vdW>?"),
+     ("Foo", "; fix the tag")],
+)  # fmt: skip
+def test_an_unknown_section_is_named_with_the_closest_one(tmp_path, tag, hint):
+    # It was blamed on its first parameter ("unexpected element <Proper> in <ProperTorsion>;
+    # expected no parameters"); the OpenFF toolkit refuses an unknown section too.
+    from .helpers import HEADER
+
+    path = tmp_path / "mine.offxml"
+    path.write_text(
+        HEADER + f'<{tag} version="0.3"><Proper smirks="[*:1]~[#6:2]-[#6:3]~[*:4]"/></{tag}>'
+        "</SMIRNOFF>"
+    )
+    with pytest.raises(OffxmlError, match=rf"mine.offxml: unknown section <{tag}> holding "):
+        load_force_field(path)
+    with pytest.raises(OffxmlError) as err:
+        load_force_field(path)
+    assert hint in str(err.value)

@@ -451,3 +451,14 @@ def test_a_parameter_with_a_parent_id_loads_as_the_toolkit_reads_it(tmp_path):
     assert ff["Bonds"]["b2"]["parent_id"] == "b1"
     assert "parent_id" not in ff["Bonds"]["b1"].values
     assert SmirksAssigner(ff, sections=["Bonds"]).assign("CC").ids("Bonds")[(0, 2)] == "b2"
+
+
+def test_an_improper_interpolated_by_bond_order_is_refused(tmp_path):
+    # The toolkit's ImproperTorsionType has no k_bondorder and refuses the file; read here
+    # (stop 36 and before), the improper was labelled and Parameter.terms then had no k.
+    text = BASE.replace(
+        'k1="1.1 * kilocalorie_per_mole', 'k1_bondorder1="1.1 * kilocalorie_per_mole'
+    ).replace('k1_bondorder1="1.1', 'k1_bondorder2="2.2 * kilocalorie_per_mole" k1_bondorder1="1.1')
+    assert "k1_bondorder2" in text
+    message = _check(tmp_path, text, "i1")
+    assert re.search(r"ImproperTorsions id 'i1': unknown attribute k1_bondorder", message), message

@@ -65,3 +65,12 @@ def test_conversion_near_the_float_limit_does_not_overflow_on_the_way():
     assert q.to("angstrom").value == float("inf")  # 1.8e308 Å is past float64: inf, as pint
     small = parse_quantity("1.525970013793 * angstrom ** 1")  # every finite result keeps its bits
     assert small.to("nanometer").value == 1.525970013793 * 1.0 / 10.0
+
+
+@pytest.mark.parametrize(
+    "text", ["kilocalorie / (mole * angstrom ** 2)", "(kilocalorie_per_mole) / angstrom ** 2"]
+)
+def test_parentheses_are_refused_with_the_spelling_to_write(text):
+    # named "unknown unit '('" before (stop 37), as if a unit were misspelled
+    with pytest.raises(ValueError, match=r"parentheses are not read; write the unit as names"):
+        parse_unit(text)

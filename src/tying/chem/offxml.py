@@ -47,6 +47,8 @@ PARAMETER_TAGS = {
     "GBSA": "Atom",
     "VirtualSites": "VirtualSite",
 }
+# Sections of the SMIRNOFF spec that hold no parameters, only their header.
+HEADER_ONLY = ("Electrostatics", "ToolkitAM1BCC", "NAGLCharges")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,8 +215,15 @@ class ForceField:
     def idivf(self, section: str, term: TorsionTerm) -> float:
         """The divisor of a torsion term: its own ``idivf``, else the section's default.
 
-        ``default_idivf="auto"`` means 1 for proper torsions and 3 for impropers (the
-        trefoil: one improper is applied in three orderings, each with ``k / 3``).
+        ``default_idivf="auto"`` means 3 for impropers (the trefoil: one improper is
+        applied in three orderings, each with ``k / 3``, as OpenFF Interchange applies
+        it). For a proper torsion it means the number of torsions about the central
+        bond, ``(n_j - 1) * (n_k - 1)`` (SMIRNOFF spec, OFF-EP 0010), which depends on
+        the molecule: such a term is refused (stop 37).
+
+        Raises:
+            ValueError: for a proper torsion term without its own ``idivfN`` in a section
+                whose ``default_idivf`` is ``"auto"`` (no installed force field has one).
 
         Example:
             >>> ff = load_force_field("openff-2.3.0")
@@ -224,9 +233,20 @@ class ForceField:
         if term.idivf is not None and term.idivf != "auto":
             return float(term.idivf)
         default = self[section].attributes.get("default_idivf", "auto")
-        if default == "auto":
-            return 3.0 if section == "ImproperTorsions" else 1.0
-        return float(default)
+        if default != "auto":
+            return float(default)
+        if section == "ImproperTorsions":
+            return 3.0
+        # This returned 1.0: a number the spec does not give (it divides by the torsion
+        # count about the central bond) and the OpenFF toolkit does not compute.
+        raise ValueError(
+            f"force field {self.name}: a {section} term (periodicity {term.periodicity}, "
+            f"k {term.k}) has no idivfN and <{section} default_idivf='auto'>; for a proper "
+            f"torsion 'auto' divides k by the number of torsions about the central bond, "
+            f"(n_j - 1) * (n_k - 1) (SMIRNOFF spec), which depends on the molecule and which "
+            f"the OpenFF toolkit does not implement either; write idivfN on the parameter "
+            f'(e.g. idivf1="1.0", as every OpenFF release does) or a number as default_idivf'
+        )
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{k}={len(v)}" for k, v in self.sections.items() if len(v))
@@ -276,6 +296,16 @@ def find_force_field(name: str | pathlib.Path) -> pathlib.Path:
         >>> find_force_field("openff-2.3.0").name
         'openff-2.3.0.offxml'
     """
+    if isinstance(name, (list, tuple)) and all(isinstance(n, (str, pathlib.Path)) for n in name):
+        # The toolkit's ForceField(a, b) merges files (b's parameters appended, so they win
+        # over a's, headers checked for agreement); that merge is not reimplemented here.
+        raise TypeError(
+            f"force field: expected an installed name (e.g. 'openff-2.3.0') or a path, got "
+            f"{type(name).__name__} of {len(name)} {[str(n) for n in name]}; tying.chem reads one "
+            f"file at a time. To combine files as the OpenFF toolkit's ForceField(a, b) does "
+            f"(later parameters appended, so they win), write the merged force field with "
+            f"openff.toolkit.ForceField(*files).to_file('merged.offxml') and pass that path"
+        )
     if not isinstance(name, (str, pathlib.Path)):
         raise TypeError(
             f"force field: expected an installed name (e.g. 'openff-2.3.0') or a path, "
@@ -380,6 +410,8 @@ def _parse(path: pathlib.Path, data: bytes, digest: str) -> ForceField:
     if root.tag != "SMIRNOFF":
         raise OffxmlError(f"{path}: expected a <SMIRNOFF> document, got <{root.tag}>")
     _check_document_version(path, root.get("version"))
+    _check_root_attributes(path, root)
+    _check_no_loose_text(path.name, "<SMIRNOFF>", root)
     sections: dict[str, Section] = {}
     for elem in root:
         if not isinstance(elem.tag, str) or elem.tag in ("Author", "Date"):
@@ -405,6 +437,7 @@ def _parse(path: pathlib.Path, data: bytes, digest: str) -> ForceField:
 
 def _read_section(path: pathlib.Path, elem: ET.Element) -> Section:
     attributes = read_header(f"{path.name} {elem.tag}", elem.attrib, elem.tag)
+    _check_no_loose_text(f"{path.name} {elem.tag}", f"<{elem.tag}>", elem)
     child_tag = PARAMETER_TAGS.get(elem.tag)
     params: list[Parameter] = []
     seen: dict[str, int] = {}
@@ -412,6 +445,17 @@ def _read_section(path: pathlib.Path, elem: ET.Element) -> Section:
         if not isinstance(child.tag, str):
             continue  # comments
         position = f"{path.name} {elem.tag} parameter {len(params) + 1}"
+        if child_tag is None and elem.tag not in HEADER_ONLY:
+            # A misspelled section (<ProperTorsion>) was blamed on its first parameter.
+            known = [*PARAMETER_TAGS, *HEADER_ONLY]
+            lower = {k.lower(): k for k in known}
+            close = difflib.get_close_matches(elem.tag.lower(), lower, n=1, cutoff=0.6)
+            hint = f"; did you mean <{lower[close[0]]}>?" if close else ";"
+            raise OffxmlError(
+                f"{path.name}: unknown section <{elem.tag}> holding <{child.tag}> elements: not "
+                f"a SMIRNOFF section the OpenFF toolkit reads ({', '.join(known)}){hint} fix "
+                f"the tag"
+            )
         if child.tag != child_tag:
             expected = f"<{child_tag}>" if child_tag else "no parameters"
             raise OffxmlError(
@@ -494,4 +538,41 @@ def _check_no_content(where: str, param: ET.Element) -> None:
             f"{where}: <{param.tag}> holds the text {text[:40]!r}; a parameter's values are "
             f"attributes (the OpenFF toolkit refuses text too); remove the text or make it an "
             f"XML comment"
+        )
+
+
+# What the OpenFF toolkit reads from the <SMIRNOFF> tag itself; any other attribute it
+# takes for a section it does not know, and refuses.
+_ROOT_ATTRIBUTES = ("version", "aromaticity_model", "Author", "Date")
+
+
+def _check_root_attributes(path: pathlib.Path, root: ET.Element) -> None:
+    """Refuse an attribute of ``<SMIRNOFF>`` that the toolkit does not read.
+
+    A typo such as ``aromaticty_model="..."`` was ignored and the default model used
+    (the toolkit refuses it, as a section it does not know).
+    """
+    for key, value in root.attrib.items():
+        if key not in _ROOT_ATTRIBUTES:
+            raise OffxmlError(
+                f"{path.name}: unknown attribute {key}={value!r} of the <SMIRNOFF> tag; it "
+                f"takes: {', '.join(_ROOT_ATTRIBUTES)} (the OpenFF toolkit refuses others "
+                f"too); fix its name or remove it"
+            )
+
+
+def _check_no_loose_text(where: str, tag: str, elem: ET.Element) -> None:
+    """Refuse text directly inside ``<SMIRNOFF>`` or a section (between its elements).
+
+    It was dropped without a word, so a parameter written as text (an escaped
+    ``&lt;Bond .../&gt;``, a hand-made comment without ``<!-- -->``) was lost; the OpenFF
+    toolkit refuses such text too. XML comments are not text and stay allowed.
+    """
+    pieces = [elem.text] + [child.tail for child in elem]
+    text = " ".join((piece or "").strip() for piece in pieces).strip()
+    if text:
+        raise OffxmlError(
+            f"{where}: {tag} holds the text {text[:40]!r} between its elements; only elements "
+            f"belong there (the OpenFF toolkit refuses the text too); remove it, or make it an "
+            f"XML comment <!-- ... -->"
         )

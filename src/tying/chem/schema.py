@@ -130,7 +130,11 @@ SPECS: dict[str, Spec] = {
         required=(("angle",), ("k",)),
     ),
     "ProperTorsions": _TORSION,
-    "ImproperTorsions": _TORSION,
+    # An improper's k is not interpolated by bond order (the toolkit's ImproperTorsionType
+    # has no k_bondorder and refuses the file); read here, it labelled as a term without k.
+    "ImproperTorsions": dataclasses.replace(
+        _TORSION, mapped={}, required=(("periodicity",), ("phase",), ("k",)), one_of=()
+    ),
     "vdW": Spec(
         fixed={"epsilon": ENERGY, "sigma": LENGTH, "rmin_half": LENGTH},
         required=(("epsilon",), ("sigma", "rmin_half")),

@@ -169,6 +169,13 @@ def parse_unit(text: str) -> Unit:
     expect_name = True
     while i < len(tokens):
         tok = tokens[i]
+        if tok in ("(", ")"):
+            # named "unknown unit '('" before, as if the unit were misspelled
+            raise ValueError(
+                f"unit expression {text!r}: parentheses are not read; write the unit as names "
+                f"joined by '*' and '/', each with an optional '** n', e.g. "
+                f"'kilocalorie / mole / angstrom ** 2' for 'kilocalorie / (mole * angstrom ** 2)'"
+            )
         if expect_name:
             if tok not in _BASE and tok not in _ALIASES:
                 raise ValueError(
