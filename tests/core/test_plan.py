@@ -592,3 +592,34 @@ def test_a_cycle_through_a_tie_made_by_an_earlier_plan_is_refused():
     with pytest.raises(tying.TieError, match=r"cycle of ties layers\.0\.\w+ -> layers\.1"):
         tying.Plan([tying.share("layers.0", like="layers.1")]).apply(m)
     assert m.layers[1].weight is m.layers[0].weight
+
+
+@pytest.mark.parametrize(
+    "relation",
+    [tying.Transposed(), tying.Scaled(0.5), tying.Rotated(), tying.Flipped((0,))],
+    ids=repr,
+)
+def test_a_relation_rule_over_its_own_source_then_free_of_the_source_applies(relation):
+    # stop 37: share("layers.*.weight", like="layers.0.weight", relation=...) matches the
+    # source too; a later free("layers.0.weight") takes it out (the last matching rule
+    # wins), but rule 0 was refused as a cycle before the free was read
+    m = _stack_with_source()
+    albert = tying.share("layers.*.weight", like="layers.0.weight", relation=relation)
+    tying.Plan([albert, tying.free("layers.0.weight")]).apply(m)
+    assert {t.target for t in tying.ties(m)} == {"layers.1.weight", "layers.2.weight"}
+    assert tying.verify(m) == 2
+    w = m.layers[0].weight
+    extra = {"scale": m.layers[2].weight_scale} if type(relation) is tying.Scaled else {}
+    assert torch.equal(m.layers[2].weight, relation(w, shape=(3, 3), **extra))
+    sgd_step(m, m.layers[2](m.layers[1](m.layers[0](torch.ones(2, 3)))).pow(2).sum())
+    assert torch.equal(m.layers[2].weight, relation(m.layers[0].weight, shape=(3, 3), **extra))
+    # without the free, the self-tie is still refused, naming the fix
+    m = _stack_with_source()
+    before = state_bytes(m)
+    with pytest.raises(
+        tying.TieError,
+        match=r"rule 0 .*'layers\.0\.weight' is tied to itself .*a cycle; take it out with a "
+        r"later tying\.free\('layers\.0\.weight'\)",
+    ):
+        tying.Plan([albert]).apply(m)
+    assert state_bytes(m) == before and tying.ties(m) == []

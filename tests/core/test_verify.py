@@ -237,3 +237,68 @@ def test_a_part_with_its_source_module_replaced_is_still_named_as_replaced(tmp_p
         tying.TieError, match=r"module that held its source \(enc\.weight\) was replaced"
     ):
         tying.save(m["dec"], tmp_path / "dec.safetensors")
+
+
+def _seq_tied(relation):
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 4))
+    tying.Plan([tying.share("2.weight", like="0.weight", relation=relation)]).apply(m)
+    return m
+
+
+@pytest.mark.parametrize("relation", [tying.Same(), tying.Scaled(0.5)], ids=repr)
+def test_retie_after_a_tied_module_moved_is_refused_instead_of_tying_what_sits_there(relation):
+    # stop 37: after m.insert(2, layer) verify said "2.weight: is an independent parameter"
+    # and told the user to retie, and retie tied the *new* layer at 2 to 0.weight (its
+    # own weights dropped, no error) while the moved layer at 3 stayed tied as well
+    m = _seq_tied(relation)
+    new = nn.Linear(4, 4)
+    own = new.weight.detach().clone()
+    m.insert(2, new)
+    with pytest.raises(
+        tying.TieError,
+        match=r"2\.weight: its tie now sits at 3\.weight \(the tied module moved .*do not "
+        r"tying\.retie\(model\)",
+    ):
+        tying.verify(m)
+    with pytest.raises(tying.TieError, match=r"retie: 2\.weight: its tie now sits at 3\.weight"):
+        tying.retie(m)
+    assert m[2] is new and type(new) is nn.Linear and torch.equal(new.weight, own)
+    assert [t.target for t in tying.ties(m)] == ["3.weight"]
+    del m[2]  # the first fix the message gives: the module back at its path
+    assert tying.verify(m) == 1 and not tying.retie(m).changed
+
+
+def test_verify_names_the_new_path_of_a_tied_module_after_del_and_the_documented_retie_still_works():
+    m = _seq_tied(tying.Same())
+    del m[1]  # the tied layer moves from 2 to 1
+    with pytest.raises(tying.TieError, match=r"2\.weight: its tie now sits at 1\.weight"):
+        tying.verify(m)
+    # a module replaced in place (what retie repairs) is no move: retie re-ties it
+    m = _seq_tied(tying.Same())
+    m[2] = nn.Linear(4, 4)
+    with pytest.raises(tying.TieError, match=r"2\.weight: is an independent parameter"):
+        tying.verify(m)
+    assert tying.retie(m).tied == {"2.weight": "0.weight"} and tying.verify(m) == 1
+    # a tied module reachable from a second path is no move either
+    m = _seq_tied(tying.Same())
+    m.add_module("again", m[2])
+    assert tying.verify(m) >= 1 and not tying.retie(m).changed
+
+
+@pytest.mark.parametrize("relation", [tying.Same(), tying.Rotated(), tying.Hashed(5)], ids=repr)
+def test_verify_of_a_new_container_of_tied_modules_counts_their_ties(relation):
+    # stop 37: a slice (m[0:3]) or nn.Sequential(*modules) of a tied model is no part of the
+    # module the plan was applied to: verify returned 0 ("no ties") while tying.ties listed
+    # the tie inside it
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 4), nn.Tanh())
+    like = None if type(relation) is tying.Hashed else "0.weight"
+    tying.Plan([tying.share("2.weight", like=like, relation=relation)]).apply(m)
+    for part in (m[0:3], nn.Sequential(*list(m)[:3]), nn.Sequential(m[2], m[0])):
+        assert len(tying.ties(part)) == 1
+        assert tying.verify(part) == 1
+    if like is not None:  # a container without the tie's source is still refused by name
+        with pytest.raises(tying.TieError, match=r"weight is tied to 0\.weight"):
+            tying.verify(m[2:])
+    assert tying.verify(m) == 1

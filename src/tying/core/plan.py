@@ -302,6 +302,11 @@ def _resolve_rules(rules: list[Rule], inv: Inventory) -> tuple[list[Change], int
     desired: dict[str, Tie | None] = dict(current)
     touched: set[str] = set()
     freed: set[str] = set()
+    # A slot a relation rule ties to itself, by the rule that did: refused only if no later
+    # rule overrides it. ``share("l.*.weight", like="l.0.weight", relation=Scaled())``
+    # then ``free("l.0.weight")`` (the last matching rule wins) was refused at rule 0 as a
+    # cycle before the free could take l.0.weight out (stop 37).
+    loops: dict[str, int] = {}
 
     for i, rule in enumerate(rules):
         pat = Pattern(rule.target)
@@ -352,6 +357,7 @@ def _resolve_rules(rules: list[Rule], inv: Inventory) -> tuple[list[Change], int
         if rule.kind == "share" and type(rule.relation) is Same:
             resolver.refuse_all_self(i, rule, list(matched.items()))
         for target, source in matched.items():
+            loops.pop(target, None)
             if rule.kind == "free":
                 desired[target] = None
                 touched.add(target)
@@ -370,13 +376,19 @@ def _resolve_rules(rules: list[Rule], inv: Inventory) -> tuple[list[Change], int
                             i, rule, target, earlier.rule, rules[earlier.rule], earlier.source
                         )
                     continue  # a module tied to itself: layer 0 of an ALBERT stack
-                raise _fail(
-                    i, rule, f"{target!r} is tied to itself through {rule.relation!r}: a cycle"
-                )
+                loops[target] = i
             desired[target] = Tie(source, rule.relation, i)
             touched.add(target)
             freed.discard(target)
 
+    if loops:
+        target, i = next(iter(loops.items()))
+        raise _fail(
+            i,
+            rules[i],
+            f"{target!r} is tied to itself through {rules[i].relation!r}: a cycle; take it out "
+            f"with a later tying.free({target!r}) (the last matching rule wins)",
+        )
     _check_cycles(desired, rules)
     _check_hand_ties(inv, desired, touched, rules)
     hand = set(inv.hand) | set(inv.hand.values())

@@ -149,9 +149,13 @@ def verify(model: nn.Module) -> int:
             index = canonical_index(inv.slots, "tying.verify")
         return index.get(canonical(path), path)
 
+    moved = _moved(model, inv)
     for tpath, source, spec in _declarations(model, inv):
         tpath, source = here(tpath), here(source)
         checked.add(tpath)
+        if tpath in moved:
+            broken.append(_moved_note(tpath, moved[tpath]))
+            continue
         relation = relation_from_spec(spec["relation"])
         adapted = declared_through_adapters(inv, tpath, source)  # peft wrappers (base_layer)
         if adapted is not None:  # "": one adapter serves both ends, the tie holds
@@ -192,6 +196,16 @@ def verify(model: nn.Module) -> int:
     ]
     if outside:
         raise TieError("; ".join(outside))
+    # A new container of a tied model's modules (model[0:3], nn.Sequential(*list(model)[:2]))
+    # is no part of the module the plan was applied to, so no declaration names its ties:
+    # verify returned 0 ("nothing to check") while tying.ties listed them (stop 37). A tie
+    # read live with its source inside holds by construction (its last write was checked
+    # above, its source's shape at every read): counted.
+    live = {
+        path
+        for path, info in inv.slots.items()
+        if info.tie is not None and info.source != "" and path not in checked
+    }
     broken += _hand_tie_problems(inv, checked)
     if broken:
         raise TieError(
@@ -199,7 +213,7 @@ def verify(model: nn.Module) -> int:
             + "; ".join(broken)
             + ". Re-create them with tying.retie(model) (or re-apply your plan)."
         )
-    return len(checked | set(inv.hand))
+    return len(checked | set(inv.hand) | live)
 
 
 def _declarations(model: nn.Module, inv: Inventory):
@@ -333,7 +347,73 @@ def retie(model: nn.Module) -> ApplyReport:
         >>> len(tying.retie(m).tied), tying.verify(m)
         (2, 2)
     """
+    moved = _moved(model, Inventory(model))
+    if moved:
+        # stop 37: after model.insert(2, layer) the declaration of 2.weight named the new
+        # layer, and retie tied it (its own weights dropped, no error) while the moved
+        # layer at 3 stayed tied as well
+        raise TieError(
+            "retie: "
+            + "; ".join(_moved_note(t, live) for t, live in moved.items())
+            + ". retie re-applies ties by path, so it would tie whatever sits at the old "
+            "path now; nothing was changed"
+        )
     return Plan.declared(model).apply(model)
+
+
+def _moved(model: nn.Module, inv: Inventory) -> dict[str, str]:
+    """``{declared target: the path its tie now sits at}`` for ties declared on ``model``
+    whose tied module moved to another path (``nn.Sequential.insert``/``del``, a
+    re-ordered ``ModuleList``, a renamed ``ModuleDict`` key): the declaration (by path)
+    names whatever sits at the old path now, while the tie still holds at the new one.
+
+    A slot records the path of its module (relative to the module the plan was applied
+    to) when it is tied; only slots whose plan was applied to ``model`` itself are
+    compared (a slot without links to a root is compared when ``model`` declares its
+    recorded path with its relation).
+    """
+    declared = model.__dict__.get(DECLARED_ATTR) or {}
+    if not declared:
+        return {}
+    now: dict[str, str] = {}  # recorded path -> live path, for slots that moved
+    for path, info in inv.slots.items():
+        slot = info.tie
+        if slot is None:
+            continue
+        recorded = canonical(join(slot.paths[0], info.name))
+        if recorded == canonical(path):
+            continue
+        spec = declared.get(recorded)
+        if spec is None or spec.get("hand"):
+            continue
+        if slot.anchor is not None:
+            if slot._links()[0][0] is not model:
+                continue
+        elif relation_from_spec(spec["relation"]) != slot.relation:
+            continue
+        now.setdefault(recorded, path)
+    moved = {}
+    for target in declared:
+        live = now.get(canonical(target))
+        if live is None:
+            continue
+        info = inv.slots.get(target)
+        here = None
+        if info is not None and info.tie is not None:
+            here = canonical(join(info.tie.paths[0], info.name))
+        if here != canonical(target):  # the slot at the declared path is not the declared one
+            moved[target] = live
+    return moved
+
+
+def _moved_note(target: str, live: str) -> str:
+    return (
+        f"{target}: its tie now sits at {live} (the tied module moved to another path, e.g. "
+        f"nn.Sequential.insert/del or a re-ordered ModuleList, so the declaration names "
+        f"whatever sits at {target} now); put the module back at its path, or untie "
+        f"(tying.untie(model)) and apply a plan written for the new paths; do not "
+        f"tying.retie(model), which would tie {target} instead"
+    )
 
 
 _UNTIE_ATTRS = (SLOTS_ATTR, SLOTS_GENERATION_ATTR, DECLARED_ATTR)  # what untie changes
