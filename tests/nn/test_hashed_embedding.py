@@ -663,6 +663,63 @@ def test_a_state_dict_saved_with_another_seed_is_refused(build):
     other.load_state_dict(dict(state))  # a plain dict carries no record: loads as before
 
 
+@pytest.mark.parametrize(
+    "saved, other, differs",
+    [
+        (
+            lambda: HashedLinear(12, 2, 9, bias=False),
+            lambda: HashedLinear(8, 3, 9, bias=False),
+            r"out_features=2 \(this layer: 3\), in_features=12 \(this layer: 8\)",
+        ),
+        (
+            lambda: HashedLinear(12, 2, 9, bias=False),
+            lambda: HashedLinear(2, 12, 9, bias=False),
+            r"out_features=2 \(this layer: 12\)",
+        ),
+        (
+            lambda: HashedEmbedding(100, 8, 48),
+            lambda: HashedEmbedding(100, 4, 48),
+            r"embedding_dim=8 \(this layer: 4\)",
+        ),
+        (
+            lambda: HashedEmbedding(100, 8, 48),
+            lambda: HashedEmbedding(200, 8, 48),
+            r"num_embeddings=100 \(this layer: 200\)",
+        ),
+        (
+            lambda: HashedEmbedding(100, 8, 48, mode="block", block=4),
+            lambda: HashedEmbedding(50, 16, 48, mode="block", block=4),
+            r"num_embeddings=100 \(this layer: 50\), embedding_dim=8 \(this layer: 16\)",
+        ),
+        (
+            lambda: HashedEmbeddingBag(100, 8, 200, mode="qr"),
+            lambda: HashedEmbeddingBag(105, 8, 200, mode="qr"),
+            r"num_embeddings=100 \(this layer: 105\)",
+        ),
+    ],
+    ids=["linear", "linear-transposed", "entry-D", "entry-V", "block-VD", "qr-bag-V"],
+)
+def test_a_state_dict_of_other_sizes_is_refused(saved, other, differs):
+    # stop 37: weight_physical holds `buckets` values whatever the logical sizes, so a
+    # HashedLinear(12, 2) state dict loaded into a HashedLinear(8, 3) with no error, its
+    # values read as other rows and columns (nn.Linear refuses the shape)
+    torch.manual_seed(0)
+    state = _saved(saved())
+    layer = other()
+    before = layer.weight_physical.detach().clone()
+    with pytest.raises(ValueError, match=r"saved from a layer of other sizes \(" + differs):
+        layer.load_state_dict(state)
+    assert torch.equal(layer.weight_physical, before)
+    with pytest.raises(ValueError, match=r"at 'm'.*build the layer with"):
+        torch.nn.ModuleDict({"m": other()}).load_state_dict(
+            _saved(torch.nn.ModuleDict({"m": saved()}))
+        )
+    same = saved()
+    same.load_state_dict(state)  # the same sizes load, bit for bit
+    assert torch.equal(same.weight_physical, state["weight_physical"])
+    layer.load_state_dict(dict(state))  # a plain dict carries no record: loads as before
+
+
 def test_lookup_refuses_a_weight_tied_through_another_hash(tmp_path):
     # stop 31: the lookup hashes with the layer's own functions, not through the slot; a
     # re-tie (a plan, or tying.load of a file saved with another seed) left layer(ids)

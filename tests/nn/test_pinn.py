@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -161,6 +162,17 @@ def test_periodic_helpers_refuse_an_infinite_period_and_bools():
         SharedBoundary(2, period=1.0, derivatives=True)
     with pytest.raises(ValueError, match=r"in_features must be a positive int, got 0"):
         SharedBoundary(0, period=1.0)
+
+
+@pytest.mark.parametrize("dims", [(0, 0), (1, 1, 2), (2, -1)])
+def test_periodic_features_refuse_a_column_named_twice(dims):
+    # stop 37: the check counted the set of the dims, so (0, 0) was read as (0,) with no
+    # error (a typo for (0, 1) gave one periodic column); (2, -1) was already refused
+    with pytest.raises(
+        ValueError, match=rf"periodic_dims {re.escape(str(dims))} must be distinct columns"
+    ):
+        PeriodicFeatures(3, period=2.0, periodic_dims=dims)
+    assert PeriodicFeatures(3, period=2.0, periodic_dims=(0, -1)).periodic_dims == (0, 2)
 
 
 def test_periodic_features_refuse_integer_coordinates():

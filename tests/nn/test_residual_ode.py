@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 
 import pytest
@@ -117,6 +118,32 @@ def test_a_half_precision_state_is_refused(method, dtype):
     # to 0.5 returned 1.0 (e^-0.5 = 0.61) and dopri5 0.996, with no error
     with pytest.raises(ValueError, match=rf"x0 is {dtype}, too coarse .* float32 or float64"):
         odeint(lambda x: -x, torch.ones(2, dtype=dtype), 0.5, method=method)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "depth", "most"), [(torch.bfloat16, 64, 16), (torch.float16, 1024, 128)]
+)
+def test_a_half_precision_residual_stream_with_steps_it_cannot_add_is_refused(dtype, depth, most):
+    # stop 37: x + h·f(x) rounded to bfloat16 lost each update below the state's last bit:
+    # depth=1024 returned its input unchanged, depth=64 was 0.33 off (a move of 0.89), with
+    # no error, where odeint refuses the same state
+    torch.manual_seed(0)
+    net = TiedResidualNet(3, 16, depth).to(dtype)
+    x = torch.randn(8, 3, dtype=dtype)
+    with pytest.raises(
+        ValueError,
+        match=rf"a {dtype} state cannot add up steps of h = t1/depth = 1/{depth} .* "
+        rf"run the layer in float32 .* or use depth <= {most} at t1=1",
+    ):
+        net(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the stream stays float32: runs
+        assert TiedResidualNet(3, 16, depth)(x.float()).dtype == torch.float32
+    # the deepest accepted stack keeps its bits, and within half precision of float64
+    ok = TiedResidualNet(3, 16, most)
+    ref = copy.deepcopy(ok).double()(x.double())
+    out = ok.to(dtype)(x)
+    assert out.dtype == dtype
+    assert (out.double() - ref).abs().max() < 0.15 * (ref - x.double()).abs().max()
 
 
 @pytest.mark.parametrize(

@@ -93,6 +93,20 @@ def test_block_and_encoder_decoder_sizes_are_checked():
         EncoderDecoder(vocab=11, d_model=8, n_heads=2, layers=2, max_len=0)
 
 
+@pytest.mark.parametrize("d_model", [-1, 0, 2.0, True])
+def test_a_width_that_is_not_a_positive_int_is_named(d_model):
+    # stop 37: d_model=-1 died in LayerNorm's / nn.Embedding's torch.empty ("Trying to
+    # create tensor with negative dimension"), naming neither the layer nor the argument
+    with pytest.raises(
+        ValueError, match=rf"TransformerBlock: d_model must be a positive int, got {d_model!r}"
+    ):
+        TransformerBlock(d_model, 2)
+    with pytest.raises(
+        ValueError, match=rf"EncoderDecoder: d_model must be a positive int, got {d_model!r}"
+    ):
+        EncoderDecoder(vocab=11, d_model=d_model, n_heads=2, layers=2, max_len=7)
+
+
 def test_encoder_decoder_kv_plan_can_tie_queries_too():
     model = EncoderDecoder(vocab=11, d_model=16, n_heads=2, layers=1, max_len=8)
     before = tying.count(model).physical

@@ -91,12 +91,26 @@ def _hash_spec(module: nn.Module) -> dict | None:
     return None if slot is None else slot.relation.spec()
 
 
+# ... and the logical weight's sizes, which the stored values' shape does not tell (stop 37)
+SHAPE_METADATA_KEY = "tying.logical_shape"
+
+
+def _logical_sizes(module: nn.Module) -> dict[str, int]:
+    """The sizes of the logical weight, by constructor argument (no ``V × D`` tensor is made)."""
+    if hasattr(module, "num_embeddings"):
+        return {"num_embeddings": module.num_embeddings, "embedding_dim": module.embedding_dim}
+    return {"out_features": module.out_features, "in_features": module.in_features}
+
+
 def _save_hash(module: nn.Module, destination, prefix: str) -> None:
-    """Record the layer's hash in the state dict's metadata (which ``torch.save`` keeps)."""
+    """Record the layer's hash and logical sizes in the state dict's metadata (which
+    ``torch.save`` keeps)."""
     meta = getattr(destination, "_metadata", None)
     spec = _hash_spec(module)
     if meta is not None and spec is not None:
-        meta.setdefault(prefix[:-1], {})[HASH_METADATA_KEY] = spec
+        record = meta.setdefault(prefix[:-1], {})
+        record[HASH_METADATA_KEY] = spec
+        record[SHAPE_METADATA_KEY] = _logical_sizes(module)
 
 
 def _check_saved_hash(module: nn.Module, local_metadata, prefix: str) -> None:
@@ -107,8 +121,10 @@ def _check_saved_hash(module: nn.Module, local_metadata, prefix: str) -> None:
     numbers with no error (stop 31). State dicts without the record (older ones, or
     rebuilt as a plain dict) load as before.
     """
-    saved = local_metadata.get(HASH_METADATA_KEY) if local_metadata else None
     mine = _hash_spec(module)
+    if mine is not None:
+        _check_saved_sizes(module, local_metadata, prefix)
+    saved = local_metadata.get(HASH_METADATA_KEY) if local_metadata else None
     if saved is None or mine is None or saved == mine:
         return
     name = base_class(module).__name__
@@ -122,6 +138,33 @@ def _check_saved_hash(module: nn.Module, local_metadata, prefix: str) -> None:
         f"from a layer hashing with {saved} and this layer hashes with {mine} ({diff}), so "
         f"every stored value would land in other logical entries; build the layer with the "
         f"saved settings (e.g. seed=, signed=, mode=) and load into that"
+    )
+
+
+def _check_saved_sizes(module: nn.Module, local_metadata, prefix: str) -> None:
+    """Refuse stored values saved from a layer of other logical sizes.
+
+    ``weight_physical`` has ``buckets`` values whatever the table's sizes, so a state dict
+    of a ``HashedLinear(12, 2)`` loaded into a ``HashedLinear(8, 3)`` (or an embedding of
+    another ``V`` or ``D``) with no error: the same values, read as other rows and columns
+    (stop 37), where ``nn.Linear``/``nn.Embedding`` refuse the shape. A state dict without
+    the record (older, or rebuilt as a plain dict) loads as before.
+    """
+    saved = local_metadata.get(SHAPE_METADATA_KEY) if local_metadata else None
+    mine = _logical_sizes(module)
+    if saved is None or dict(saved) == mine:
+        return
+    name = base_class(module).__name__
+    diff = ", ".join(
+        f"{k}={saved.get(k)!r} (this layer: {v!r})" for k, v in mine.items() if saved.get(k) != v
+    )
+    fix = ", ".join(f"{k}={saved.get(k)!r}" for k in mine)
+    raise ValueError(
+        f"{name} at {prefix[:-1] or '<root>'!r}: the state dict's weight_physical was saved "
+        f"from a layer of other sizes ({diff}); its values would be read as other rows and "
+        f"columns of the weight; build the layer with {fix} and load into that (or, to "
+        f"reuse the stored values in a table of other sizes on purpose, copy "
+        f"weight_physical by hand)"
     )
 
 

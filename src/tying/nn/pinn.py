@@ -100,7 +100,8 @@ class PeriodicFeatures(nn.Module):
             )
         periodic_dims = tuple(int(d) for d in periodic_dims)  # numpy ints too
         dims = sorted({d % in_features for d in periodic_dims if -in_features <= d < in_features})
-        if len(dims) != len(set(periodic_dims)) or not dims:
+        # len(periodic_dims), not of its set: (0, 0) was read as (0,) with no error (stop 37)
+        if len(dims) != len(periodic_dims) or not dims:
             raise ValueError(
                 f"PeriodicFeatures: periodic_dims {tuple(periodic_dims)} must be distinct columns "
                 f"of an input of width {in_features}"

@@ -82,6 +82,8 @@ class TransformerBlock(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        if not is_int(d_model, 1):  # d_model=-1 died in LayerNorm's torch.empty (stop 37)
+            raise ValueError(f"TransformerBlock: d_model must be a positive int, got {d_model!r}")
         if d_ff is not None and not is_int(d_ff, 1):
             # d_ff=0 built an MLP with no hidden unit (the branch added only its bias)
             raise ValueError(
@@ -259,7 +261,8 @@ class EncoderDecoder(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        for name, value in (("vocab", vocab), ("layers", layers), ("max_len", max_len)):
+        sizes = (("vocab", vocab), ("d_model", d_model), ("layers", layers), ("max_len", max_len))
+        for name, value in sizes:  # d_model=-1 died in nn.Embedding's torch.empty (stop 37)
             if not is_int(value, 1):  # layers=True built one layer per stack
                 raise ValueError(f"EncoderDecoder: {name} must be a positive int, got {value!r}")
         self.vocab, self.max_len, self.n_layers = vocab, max_len, layers
