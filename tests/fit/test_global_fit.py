@@ -782,3 +782,24 @@ def test_a_list_of_models_is_told_how_to_write_a_form_per_data_set():
     f = lambda x, a: a * x  # noqa: E731
     with pytest.raises(TypeError, match=r"got list; for a different functional form per data"):
         GlobalFit([f, f], [(x, x), (x, x)], shared=["a"], init={"a": 1.0}).run()
+
+
+@pytest.mark.parametrize("bounds", [None, {"k": (0.0, 10.0)}])
+@pytest.mark.parametrize("role", ["shared", "local"])
+def test_trf_fits_a_single_free_parameter(role, bounds):
+    # stop 37: scipy's trf with tr_solver="lsmr" raised a bare IndexError ("index 1 is out
+    # of bounds for axis 1 with size 1") for one free parameter, everything else fixed
+    x = np.linspace(0, 4, 25)
+    y = 2.0 * np.exp(-0.7 * x) + 0.01 * np.sin(9 * x)
+    kw = dict(fixed={"a": 2.0}, init={"k": 0.1}, bounds=bounds)  # a long first step
+    kw["shared" if role == "shared" else "local"] = ["k"]
+    model = lambda x, a, k: a * np.exp(-k * x)  # noqa: E731
+    trf = GlobalFit(model, [(x, y)], solver="trf", **kw).run()
+    lm = GlobalFit(model, [(x, y)], **kw).run()
+    assert trf.success, trf.message
+    assert float(np.ravel(trf.values["k"])[0]) == pytest.approx(
+        float(np.ravel(lm.values["k"])[0]), rel=1e-7
+    )
+    assert float(np.ravel(trf.stderr["k"])[0]) == pytest.approx(
+        float(np.ravel(lm.stderr["k"])[0]), rel=1e-5
+    )

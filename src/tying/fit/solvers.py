@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import scipy.sparse as sp
 
 from tying.core.errors import ConvergenceWarning as _BudgetWarning
 from tying.fit import jacobian as jac_mod
@@ -251,9 +252,16 @@ def trust_region(
         r = jac_mod.residuals(model, data)[data.mask]
         return np.where(np.isfinite(r), r, 1e150)
 
+    # scipy's trf with tr_solver="lsmr" solves its trust region on a 2-D subspace and
+    # raises a bare IndexError for one free parameter (a shared rate alone, a local
+    # parameter of one data set, everything else fixed): that case takes the exact solver
+    # on the dense (N, 1) Jacobian, which costs nothing at one column
+    one = pmap.x0.size == 1
+
     def jac(theta):
         jw = jac_mod.weighted(ev.jacobian(theta), data)
-        return jac_mod.assemble(jw, data, pmap)
+        jm = jac_mod.assemble(jw, data, pmap)
+        return jm.toarray() if one else jm
 
     def solve(x0, gtol, max_nfev):
         # a wall of 1e150 residuals (NaN from model_fn) overflows trf's trust-radius ratio;
@@ -265,7 +273,7 @@ def trust_region(
                 jac=jac,
                 bounds=(pmap.lower, pmap.upper),
                 method="trf",
-                tr_solver="lsmr",
+                tr_solver="exact" if one else "lsmr",
                 x_scale="jac",
                 ftol=tol.ftol,
                 xtol=tol.xtol,
@@ -275,7 +283,7 @@ def trust_region(
 
     out = solve(pmap.x0, tol.gtol, tol.max_iter)
     nfev = int(out.nfev)
-    cos, _ = residual_cosines(out.jac, out.fun)
+    cos, _ = residual_cosines(sp.csr_matrix(out.jac), out.fun)
     if out.status == 1 and np.where(out.active_mask == 0, cos, 0.0).max() > MAX_COSINE:
         # stop 30 review: trf's gtol test bounds |J^T r| in the residuals' and the
         # parameters' own units, so residuals near 1e-12 (data in amperes, no sigma) or a
