@@ -224,15 +224,53 @@ def test_a_pass_whose_measured_numbers_hold_nan_is_no_verdict(temp_experiment, m
     assert repr(next(iter(measured))) in rec.error and "largest/smallest" in rec.error
 
 
-def test_a_fail_with_nan_stays_a_fail_and_inf_is_a_number(temp_experiment):
+def test_a_fail_with_nan_or_inf_stays_a_fail(temp_experiment):
     temp_experiment(
         "runner-nan-fail", lambda size, seed: Result(passed=False, measured={"x": float("nan")})
     )
     temp_experiment(
-        "runner-inf", lambda size, seed: Result(passed=True, measured={"ratio": float("inf")})
+        "runner-inf-fail", lambda size, seed: Result(passed=False, measured={"x": float("inf")})
     )
     assert run_experiment("runner-nan-fail").status == "fail"
-    assert run_experiment("runner-inf").status == "pass"
+    assert run_experiment("runner-inf-fail").status == "fail"
+
+
+# Stop 37: `inf > 3` and `x / inf < 0.5` are True, so an overflow or a 0 division passed.
+
+
+@pytest.mark.parametrize(
+    "measured",
+    [
+        {"ratio": float("inf")},
+        {"log p": float("-inf")},
+        {"errors": [1e-16, float("inf")]},
+        {"per seed": np.array([0.5, np.inf])},
+        {"tensor": torch.tensor([0.0, float("-inf")])},
+        {"nested": {"a": np.float32("inf")}},
+        {"complex": complex(float("inf"), 0.0)},
+    ],
+)
+def test_a_pass_whose_measured_numbers_hold_inf_is_no_verdict(temp_experiment, measured):
+    temp_experiment("runner-inf", lambda size, seed: Result(passed=True, measured=measured))
+    rec = run_experiment("runner-inf")
+    assert rec.status == "error" and not rec.passed
+    key = repr(next(iter(measured)))
+    assert f"measured value(s) {key} are infinite" in rec.error
+    assert "belongs in a table, or in measured as None" in rec.error
+
+
+def test_an_infinity_in_a_table_or_as_words_still_passes(temp_experiment):
+    """An infinite answer (dp-sgd's ε at σ = 0) is shown in a table, not checked."""
+    temp_experiment(
+        "runner-inf-table",
+        lambda size, seed: Result(
+            passed=True,
+            tables=[Table("runs", [{"σ": 0.0, "ε": float("inf")}])],
+            measured={"ε at σ = 1": 2.5, "ε at σ = 0": None, "note": "inf"},
+        ),
+    )
+    rec = run_experiment("runner-inf-table")
+    assert rec.status == "pass" and rec.tables[0].rows == [{"σ": 0.0, "ε": "inf"}]
 
 
 @pytest.mark.parametrize("verdict", ["no", float("nan"), 1, np.array([True]), None])

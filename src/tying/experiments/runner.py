@@ -76,7 +76,7 @@ class RunRecord:
         source: ``file:line`` of the experiment function.
         size, seed: how it was run.
         status: ``"pass"``, ``"fail"``, ``"error"`` (it raised, or its result is no
-            verdict: ``passed`` not a bool, or a pass beside a NaN in ``measured``) or
+            verdict: ``passed`` not a bool, or a pass beside a NaN or ±inf in ``measured``) or
             ``"missing-extra"``.
         measured: the numbers that decided the check.
         key_figure: one line for the summary table.
@@ -300,15 +300,24 @@ def _run_here(id: str, size: str, seed: int, out_dir: str | pathlib.Path | None)
 
 def _has_nan(value: Any) -> bool:
     """Whether a measured value (a number, array, tensor, or a list/dict of them) holds a NaN."""
+    return _holds(value, np.isnan)
+
+
+def _has_inf(value: Any) -> bool:
+    """Whether a measured value (a number, array, tensor, or a list/dict of them) holds ±inf."""
+    return _holds(value, np.isinf)
+
+
+def _holds(value: Any, test: Callable[[Any], Any]) -> bool:
     if isinstance(value, dict):
-        return any(_has_nan(v) for v in value.values())
+        return any(_holds(v, test) for v in value.values())
     if isinstance(value, list | tuple):
-        return any(_has_nan(v) for v in value)
+        return any(_holds(v, test) for v in value)
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     if isinstance(value, np.ndarray | np.generic):
-        return value.dtype.kind in "fc" and bool(np.isnan(value).any())
-    return isinstance(value, float | complex) and value != value
+        return value.dtype.kind in "fc" and bool(test(value).any())
+    return isinstance(value, float | complex) and bool(test(value))
 
 
 def _verdict_problem(id: str, result: Result) -> str | None:
@@ -318,7 +327,9 @@ def _verdict_problem(id: str, result: Result) -> str | None:
     one-element array is True, and would report a pass no comparison made. A pass
     whose measured numbers hold a NaN did not use them: every comparison with NaN
     is False, so the NaN was dropped on the way (Python's ``max(0.0, nan)`` is 0.0)
-    or never compared.
+    or never compared. A pass beside ±inf is no verdict either: ``inf > 3`` and
+    ``x / inf < 0.5`` are True, so an overflow or a division by zero passes a check
+    (stop 37).
     """
     verdict = result.passed
     if not isinstance(verdict, bool | np.bool_):
@@ -335,6 +346,16 @@ def _verdict_problem(id: str, result: Result) -> str | None:
             "False, so its check cannot have used them, and a pass is not reported. Find "
             "where the NaN comes from (a diverged fit, a 0/0), or aggregate with "
             "tying.experiments.common.largest/smallest, which keep a NaN, not max/min"
+        )
+    inf = [str(k) for k, v in result.measured.items() if _has_inf(v)]
+    if verdict and inf:
+        return (
+            f"experiment {id!r} reported a pass, but the measured value(s) "
+            f"{', '.join(repr(k) for k in inf)} are infinite: an overflow, a division by "
+            "zero or a diverged run passes any 'x > bound' (and 'bound > y / inf') check, so "
+            "a pass beside one is not reported. Find where the inf comes from; an infinity "
+            "that is the answer (ε of a run without noise) belongs in a table, or in "
+            "measured as None or words, not as a number the check compared"
         )
     return None
 
