@@ -49,6 +49,7 @@ from tying.distributed_wrapping import (  # noqa: F401  (re-exported: td.<name> 
     _model_signature,
     _NestedAccumulation,
     _ParametersKept,
+    _record_diff,
     _record_text,
     _refuse_unshardable,
     _refuse_wrapped,
@@ -529,11 +530,7 @@ def dcp_load(model: nn.Module, checkpoint_id, optimizer: torch.optim.Optimizer |
                 warnings.filterwarnings("ignore", "torch.distributed is disabled")
                 dcp.load(holder, checkpoint_id=checkpoint_id, no_dist=True)
             theirs = json.loads(bytes(holder[DCP_TIES_KEY].tolist()).decode())
-            diff = [
-                f"{t}: checkpoint {_record_text(theirs.get(t))}, model {_record_text(mine.get(t))}"
-                for t in sorted(set(theirs) | set(mine))
-                if theirs.get(t) != mine.get(t)
-            ]
+            diff = _record_diff(theirs, mine, "checkpoint", "model")
             if diff:
                 raise TieError(
                     f"{where} ties otherwise than this model ({'; '.join(diff[:10])}); {fix}"

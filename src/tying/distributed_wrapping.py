@@ -222,11 +222,7 @@ def _agreed_to_wrap(model: nn.Module, helper: str, group=None) -> None:
     if len({s[2] for s in seen}) > 1:
         base = details[0][1]
         for rank, (_, other, _) in enumerate(details[1:], start=1):
-            diff = [
-                f"{t}: rank 0 {_record_text(base.get(t))}, rank {rank} {_record_text(other.get(t))}"
-                for t in sorted(set(base) | set(other))
-                if base.get(t) != other.get(t)
-            ]
+            diff = _record_diff(base, other, "rank 0", f"rank {rank}")
             if diff:
                 raise TieError(
                     f"tying.distributed.{helper}: the ranks' models are tied differently "
@@ -584,6 +580,15 @@ def _tie_record(inner: nn.Module) -> dict[str, dict]:
         like = None if t.source is None else _canonical(t.source)
         out[_canonical(t.target)] = {"like": like, "relation": spec, "hand": bool(t.hand)}
     return out
+
+
+def _record_diff(a: dict, b: dict, name_a: str, name_b: str) -> list[str]:
+    """One line per tie target whose records in ``a`` and ``b`` differ, both named."""
+    return [
+        f"{t}: {name_a} {_record_text(a.get(t))}, {name_b} {_record_text(b.get(t))}"
+        for t in sorted(set(a) | set(b))
+        if a.get(t) != b.get(t)
+    ]
 
 
 def _record_text(entry: dict | None) -> str:
