@@ -111,9 +111,16 @@ def test_a_strided_call_is_passed_to_numpys_loop():
 
 
 def test_the_em_loop_uses_it_only_where_the_bits_agree(monkeypatch):
+    from tying.hmm import vector_exp
+
     fns = np.arange(6, dtype=np.int64) + 1000
+    monkeypatch.setitem(vector_exp._STATE, "loop", None)  # decided afresh, restored after
     monkeypatch.setattr(_numba_exp, "same_bits", lambda *a: False)
     assert _bits_equal(fused_em._with_vector_exp(fns), fns)
+    assert vector_exp.loop() is None and _bits_equal(
+        vector_exp.exp_in_place(np.zeros(3)), np.ones(3)
+    )
+    monkeypatch.setitem(vector_exp._STATE, "loop", None)
     monkeypatch.setenv("TYING_HMM_VECTOR_EXP", "0")
     monkeypatch.setattr(_numba_exp, "same_bits", lambda *a: True)
     assert _bits_equal(fused_em._with_vector_exp(fns), fns)
@@ -155,3 +162,62 @@ def test_fits_are_bit_identical_with_and_without_it(monkeypatch, covariance_type
     # the loop is on the fit's path: a wrong one (2**x) changes the fit
     wrong = fit_with(np.exp2)
     assert not np.array_equal(wrong.means_, a.means_)
+
+
+@needs_libm
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: GaussianHMM(4, covariance_type="spherical", n_iter=5, tol=-np.inf, random_state=0),
+        lambda: GaussianHMM(
+            4,
+            covariance_type="diag",
+            n_iter=5,
+            tol=-np.inf,
+            random_state=0,
+            ties={"means": [[0, 1]]},
+        ),
+        lambda: GaussianHMM(
+            4, covariance_type="diag", n_iter=5, tol=-np.inf, random_state=0, n_jobs=2
+        ),
+    ],
+    ids=["spherical", "tied-means", "n_jobs=2"],
+)
+def test_the_general_loop_is_bit_identical_with_and_without_it(monkeypatch, make):
+    """The general loop's E-step (spherical, ties) takes the vectorised exp too: its fits,
+    scores and posteriors keep their bits when it is switched off."""
+    from tying.hmm import vector_exp
+
+    rng = np.random.default_rng(3)
+    centers = rng.normal(0, 4, (4, 2))
+    X = np.concatenate(
+        [centers[rng.integers(0, 4, 80)] + rng.normal(0, 1, (80, 2)) for _ in range(30)]
+    )
+    X[7] = 80.0  # shifted densities below -512: the subnormal-safe steps
+    lengths = [80] * 30
+    assert vector_exp.loop() is not None
+
+    def run():
+        model = make().fit(X.copy(), lengths)
+        return model, model.score(X, lengths), model.predict_proba(X, lengths)
+
+    a, score_a, post_a = run()
+    monkeypatch.setitem(vector_exp._STATE, "loop", False)
+    monkeypatch.setitem(fused_em._STATE, "fns", None)  # rebuilt with NumPy's loop
+    b, score_b, post_b = run()
+    assert fused_em._STATE["fns"] is None or fused_em._STATE["fns"][0] != _numba_exp.loop_address()
+    for name in ("startprob_", "transmat_", "means_", "_covars_"):
+        assert _bits_equal(getattr(a, name), getattr(b, name)), name
+    assert score_a == score_b and _bits_equal(post_a, post_b)
+
+
+def test_exp_in_place_keeps_numpys_bits_on_any_layout():
+    from tying.hmm import vector_exp
+
+    rng = np.random.default_rng(4)
+    x = rng.uniform(-800, 5, (40, 7))
+    x[3, 4] = np.nan
+    for a in (x.copy(), np.asfortranarray(x), x.copy()[:, ::2], x.astype(np.float32)):
+        want = np.exp(a)
+        got = vector_exp.exp_in_place(a)
+        assert got is a and np.array_equal(got, want, equal_nan=True)

@@ -41,7 +41,7 @@ import dataclasses
 import numpy as np
 from scipy.special import logsumexp
 
-from tying.hmm import arenas, compiled, windows
+from tying.hmm import arenas, compiled, vector_exp, windows
 from tying.hmm.lane_layout import (  # noqa: F401  (re-exported: fb.<name> as before)
     _PLANS,
     _PLANS_KEPT,
@@ -285,16 +285,16 @@ def forward_backward(
 def _shifted_exp(lb, kernels):
     """``(exp(lb - m), m)`` with ``m`` the row maxima: emission probabilities / their max.
 
-    The maxima and the shift are one compiled pass; the ``exp`` is NumPy's,
-    vectorised (SIMD), which beats a compiled scalar ``exp``; both release the
-    GIL, so chunks on different threads overlap. A row with no finite entry
-    gives NaN, which the kernel reports as a failed (log-space) sequence.
+    The maxima and the shift are one compiled pass; the ``exp`` has NumPy's bits,
+    vectorised (NumPy's SIMD loop, or :mod:`tying.hmm.vector_exp` where NumPy's is
+    scalar), which beats a compiled scalar ``exp``; both release the GIL, so chunks
+    on different threads overlap. A row with no finite entry gives NaN, which the
+    kernel reports as a failed (log-space) sequence.
     """
     b = np.empty_like(lb)
     m = np.empty(lb.shape[0])
     kernels.shift_rows(lb, b, m)
-    with np.errstate(invalid="ignore"):  # NaN from -inf - -inf: flagged by the kernel
-        np.exp(b, out=b)
+    vector_exp.exp_in_place(b)  # NaN from -inf - -inf: flagged by the kernel
     return b, m
 
 
@@ -633,8 +633,7 @@ def forward_backward_stats(
         b, alpha = layout.scratch(u, K)
         m = unit["m"]
         density(unit, b, m)
-        with np.errstate(invalid="ignore"):  # NaN rows: flagged by the kernel
-            np.exp(b, out=b)
+        vector_exp.exp_in_place(b)  # NaN rows: flagged by the kernel
         if unit["kind"] == "rows":  # windows in the lanes, else one sequence at a time;
             # writes ll, bad of its own (the compiled EM loop calls the same kernel)
             from tying.hmm._numba_windows import rows_windows_fb_stats

@@ -38,13 +38,12 @@ from __future__ import annotations
 import collections
 import ctypes
 import logging
-import os
 import platform
 import threading
 
 import numpy as np
 
-from tying.hmm import arenas, compiled
+from tying.hmm import arenas, compiled, vector_exp
 
 __all__ = ["FusedEM"]
 
@@ -128,27 +127,13 @@ def _fns(kernels) -> np.ndarray | None:
 
 
 def _with_vector_exp(fns: np.ndarray) -> np.ndarray:
-    """``fns`` with NumPy's exp loop replaced by :mod:`tying.hmm._numba_exp`'s vectorised
-    copy of glibc's ``exp``, where that copy gives ``np.exp``'s bits (CPUs without
-    AVX-512, on which NumPy's float64 ``exp`` is glibc's, one element at a time). Where
-    it does not (NumPy's own AVX-512 loop, another C library), or with
-    ``TYING_HMM_VECTOR_EXP=0`` set, NumPy's loop stays."""
-    if os.environ.get("TYING_HMM_VECTOR_EXP", "1") == "0":
+    """``fns`` with NumPy's exp loop replaced by the vectorised copy of glibc's ``exp``
+    where :func:`tying.hmm.vector_exp.loop` allows it (the same bits, checked)."""
+    found = vector_exp.loop()
+    if found is None:
         return fns
-    try:
-        from tying.hmm import _numba_exp
-
-        numpy_loop = np.array(fns[:2], dtype=np.int64)  # NumPy's loop, for special inputs
-        address = _numba_exp.loop_address()
-        if not _numba_exp.same_bits(address, numpy_loop.ctypes.data):
-            log.debug("tying.hmm: NumPy's exp is not glibc's here; the EM loop calls NumPy's")
-            return fns
-    except Exception as err:  # numba could not build it: NumPy's loop is as right
-        log.info("tying.hmm: the vectorised exp is off (%s); the EM loop calls NumPy's", err)
-        return fns
-    _STATE["numpy_exp"] = numpy_loop  # the loop reads it at every call: keep it alive
     out = fns.copy()
-    out[0], out[1] = address, numpy_loop.ctypes.data
+    out[0], out[1] = found[0], found[1].ctypes.data
     return out
 
 
