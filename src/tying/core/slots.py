@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from tying.core.errors import TieError
+from tying.core.freezing import requires_grad_ as _requires_grad_
 from tying.core.lost_writes import _PROBE_AT as _PROBE_AT
 from tying.core.lost_writes import KEPT_MAX as KEPT_MAX
 from tying.core.lost_writes import PROBE_SIZE as PROBE_SIZE
@@ -70,7 +71,10 @@ from tying.core.outside import (
     pruned_names,
     source_value,
 )
+from tying.core.part_copies import rebased_for_part as _rebased_for_part
 from tying.core.relations import Relation, Same
+from tying.core.sharded_check import agrees as _agrees
+from tying.core.sharded_check import joined as _joined
 
 SLOTS_ATTR = "_tying_slots"
 # A number that changes whenever a module's slots are installed or removed: code that
@@ -246,6 +250,20 @@ class Slot:
                 if role != "source"
             }
             out = self.relation(src, shape=self.shape, **extras)
+            if (
+                _swapping_on_conversion()  # first: a C flag read, usually False
+                and not compiling
+                and type(out) is torch.Tensor
+                and isinstance(out._base, nn.Parameter)
+            ):
+                # A view of the source (Transposed), kept to catch a lost .data write, holds
+                # the source's TensorImpl, and torch.utils.swap_tensors refuses a tensor held
+                # elsewhere: with torch's swap-on-conversion, .to(dtype) after a forward
+                # failed at the source ("Couldn't swap Linear.weight") with the modules
+                # before it already converted (stop 38). Under that flag the slot hands out
+                # a copy instead, checked as any computed value (an in-place write to it is
+                # refused as lost, not silently dropped).
+                out = out.clone()
         if not compiling and not tracing:
             if type(out) is not torch.Tensor or _is_functorch(out):
                 # the Parameter itself (writes reach it), a tensor subclass (DTensor, ...),
@@ -314,6 +332,22 @@ class Slot:
         names = src_path.split(".")[:-1]  # the source module's path, when the paths are known
         links = self._links()
         gone = ".".join(names[: len(names) - len(links) + depth + 1]) if names else "its module"
+        moved = _moved_to(links[0][0], held, gone)
+        if moved is not None:
+            # nn.Sequential.insert/del, a re-ordered ModuleList: nothing was swapped out, the
+            # modules shifted, and the old message blamed a quantizer (stop 38)
+            target = self.paths[0] or type(module).__name__
+            now_at = _moved_to(links[0][0], module, target)
+            here = f" (now at {now_at!r})" if now_at is not None else ""
+            raise TieError(
+                f"{target}{here} reads {src_path}, but {gone!r}, which held it, moved to "
+                f"{moved!r} (nn.Sequential.insert/del/pop or a re-ordered ModuleList shifted "
+                f"the modules; {gone!r} is now a {type(now).__module__}.{type(now).__qualname__}), "
+                f"so the tie declared by path names a module that no longer sits there; put "
+                f"the modules back at their paths, or untie (tying.untie(model)) and apply a "
+                f"plan written for the new paths; do not tying.retie(model), which would tie "
+                f"whatever sits at the old paths now"
+            )
         raise TieError(
             f"{self.paths[0] or type(module).__name__} reads {src_path}, but {gone!r}, which "
             f"held it, was replaced in the model (by {type(now).__module__}."
@@ -448,60 +482,15 @@ class Slot:
 
 
 _is_functorch = torch._C._functorch.is_functorch_wrapped_tensor
+_swapping_on_conversion = torch.__future__.get_swap_module_params_on_conversion
 
 
-def _rebased_for_part(slot: Slot, memo: dict) -> dict[str, Any]:
-    """What a deep copy of ``slot`` changes: nothing when the module the plan was applied
-    to is copied too; when only a piece of it is (``copy.deepcopy(model.decoder)``), the
-    anchor and paths relative to that piece, or a :class:`TieError` when the tie's source
-    lies outside it.
-
-    ``copy.deepcopy`` records every object it has started copying in ``memo`` before it
-    copies that object's contents, so the modules above this slot's module that are in
-    ``memo`` are the ones being copied; the highest of them is the piece.
-    """
-    mod_path, src_path = slot.paths
-    if not src_path:  # its own storage: a parameter of the tied module, copied with it
-        return {}
-    links = slot._links() if slot.anchor is not None else ()
-    root = links[0][0] if links else slot.source_module
-    if id(root) in memo:
-        return {}
-    chain, mod = [], root  # the modules from the plan's root down to the tied module
-    names = mod_path.split(".") if mod_path else []
-    for i, name in enumerate(names):
-        mod = mod._modules.get(name) if isinstance(mod, nn.Module) else None
-        if mod is None:
-            return {}  # moved since the tie was made: a read names what broke
-        chain.append((".".join(names[: i + 1]), mod))
-    part_path, part = next(((p, m) for p, m in chain if id(m) in memo), (None, None))
-    if part is None:
-        return {}  # not copied through a module (the slot alone): as it is
-    where = next((p for p, m in part.named_modules() if m is slot.source_module), None)
-    if where is None:
-        target = f"{mod_path}.{_name_in(chain[-1][1], slot)}"
-        raise TieError(
-            f"copy.deepcopy of {part_path!r}, a part of a tied model, would copy {target} "
-            f"without its tie's source {src_path} (via {slot.relation!r}), which lies outside "
-            f"{part_path!r}: the copy would read a hidden private copy of the whole model, "
-            f"which its parameters(), optimizers, state_dict() and tying.save do not see "
-            f"(training the copy would never update that weight). Copy the module the plan "
-            f"was applied to (copy.deepcopy(model)); for a standalone {part_path!r} with "
-            f"weights of its own, untie a copy first: c = copy.deepcopy(model); "
-            f"tying.untie(c); then use c.{part_path}"
-        )
-    hops = where.split(".") if where else []
-    anchor = tuple(
-        (
-            part.get_submodule(".".join(hops[:i])),
-            hops[i],
-            part.get_submodule(".".join(hops[: i + 1])),
-        )
-        for i in range(len(hops))
-    )
-    rest = mod_path[len(part_path) + 1 :]
-    source = f"{where}.{slot.source_name}" if where else slot.source_name
-    return {"anchor": anchor or None, "paths": (rest, source)}
+def _moved_to(root: nn.Module, held, old: str) -> str | None:
+    """The path of ``held`` in ``root`` when it sits there at a path other than ``old``."""
+    if not isinstance(held, nn.Module):
+        return None
+    path = next((p for p, m in root.named_modules() if m is held), None)
+    return path if path is not None and path != old else None
 
 
 class _untraced:
@@ -617,6 +606,8 @@ def tied_class(base: type, names) -> type:
             __reduce_ex__=_reduce_ex,
             __setattr__=_guarded_setattr,
             register_parameter=_guarded_register_parameter,
+            requires_grad_=_requires_grad_,
+            _apply=_apply,
             extra_repr=_extra_repr,
             _load_from_state_dict=_load_from_state_dict,
             _save_to_state_dict=_save_to_state_dict,
@@ -699,6 +690,17 @@ def _save_to_state_dict(self, destination, prefix, keep_vars):
     type(self)._tying_base._save_to_state_dict(self, destination, prefix, keep_vars)
 
 
+def _apply(self, fn, *args, **kwargs):
+    # Under torch's swap-tensors conversion a recorded view of a source (Transposed) holds
+    # that source, and torch.utils.swap_tensors refuses it ("Couldn't swap"): drop such
+    # records before this module's sources are converted (the values are replaced anyway).
+    if _swapping_on_conversion():
+        for slot in slots_of(self).values():
+            if slot._handed is not None and slot._handed[1] is None and slot._handed[4] is None:
+                slot._handed = None
+    return type(self)._tying_base._apply(self, fn, *args, **kwargs)
+
+
 def _prepare_scriptable(self):
     # torch.jit.script calls this on every module before compiling any: a tied slot is a
     # Python property that reads its source at each access, which TorchScript cannot
@@ -762,7 +764,7 @@ def _contradictions(module, state_dict, prefix) -> list[str]:
         incoming = state_dict[key]
         expected = _expected_from(state_dict, prefix, module, name, slot)
         if tuple(incoming.shape) != tuple(slot.shape) or (
-            expected is not None and not torch.equal(incoming.to(expected.dtype), expected)
+            expected is not None and not _agrees(incoming, expected)
         ):
             out.append(
                 f"{key} is tied (to {slot.paths[1] or 'its own storage'} via {slot.relation!r}) "
@@ -782,6 +784,7 @@ def _check_before_load(
     for path, mod in root.named_modules():
         if slots_of(mod):
             problems += _contradictions(mod, state_dict, prefix + (path + "." if path else ""))
+    problems = _joined(root, problems)
     if problems:
         raise RuntimeError(
             f"Error(s) in loading state_dict for {type(root).__name__} (nothing was loaded):\n\t"

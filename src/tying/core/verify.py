@@ -177,7 +177,9 @@ def verify(model: nn.Module) -> int:
             )
         elif info.tie.relation != relation:
             broken.append(f"{tpath}: relation is {info.tie.relation!r}, declared {relation!r}")
-        elif source is not None and info.source != source:
+        elif (
+            source is not None and info.source != source and not _aliases(inv, info.source, source)
+        ):
             broken.append(
                 f"{tpath}: reads {info.source or '<a module outside the model>'}, declared {source}"
             )
@@ -277,6 +279,15 @@ def _how_read(inv: Inventory, path: str) -> str:
             if name + ORIG in mod._parameters:
                 return f"as {name}, recomputed from {name}{ORIG} by a {type(hook).__name__} hook"
     return "plainly"
+
+
+def _aliases(inv, a: str | None, b: str) -> bool:
+    """Whether paths ``a`` and ``b`` name one parameter of one module registered at two
+    paths (T5's ``shared`` is also ``encoder.embed_tokens``): the inventory names a tie's
+    source by the module's first path, a plan may name it by another, and verify right
+    after apply called the tie broken (stop 38)."""
+    sa, sb = inv.slots.get(a) if a else None, inv.slots.get(b)
+    return sa is not None and sb is not None and sa.module is sb.module and sa.name == sb.name
 
 
 def _hand_tie_problems(inv: Inventory, checked: set[str]) -> list[str]:

@@ -1,0 +1,89 @@
+"""``requires_grad_`` on a tied module: a tied slot is frozen or trained with its source.
+
+``module.requires_grad_(flag)`` sets the flag on ``module.parameters()`` only. A tied slot's
+tensor belongs to its source's module, so ``model[1].requires_grad_(False)`` on a layer
+tied to ``model[0]`` froze its bias and left its tied weight training, without a word
+(stop 38). Setting the shared tensor instead would freeze every other use of it, which the
+caller did not name. A plan refuses to tie tensors whose ``requires_grad`` differ for the
+same reason (a tied tensor is frozen or trained as one), so a call that cannot give a tied
+slot the asked state is refused too, before anything changes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tying.core.errors import TieError
+
+if TYPE_CHECKING:
+    from tying.core.slots import Slot
+
+
+def requires_grad_(self, requires_grad: bool = True):
+    """``nn.Module.requires_grad_`` of a tied module (installed on its tied class).
+
+    Args:
+        requires_grad: the flag to set on the module's parameters.
+
+    Returns:
+        The module, as ``nn.Module.requires_grad_`` does.
+
+    Raises:
+        TieError: a tied slot of the module reads a source outside it whose flag differs
+            from ``requires_grad``, naming the slot, its source and both fixes; nothing is
+            changed.
+
+    Example:
+        >>> import torch, tying
+        >>> m = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+        >>> _ = tying.Plan([tying.share("1.weight", like="0.weight")]).apply(m)
+        >>> m[1].requires_grad_(False)
+        Traceback (most recent call last):
+        ...
+        tying.core.errors.TieError: requires_grad_(False) on TiedLinear cannot freeze ...
+        >>> _ = m[0].requires_grad_(False)    # the source: every use follows
+        >>> m[1].weight.requires_grad
+        False
+    """
+    from tying.core.slots import slots_of
+
+    own = {id(p) for p in self.parameters()}
+    clash, targets, sources = [], [], []
+    for name, slot in slots_of(self).items():
+        leaf = _physical_leaf(slot)
+        if leaf is None or id(leaf) in own or leaf.requires_grad == bool(requires_grad):
+            continue
+        target, source = slot.target_and_source(name)
+        clash.append(f"{target} (served from {source} via {slot.relation!r})")
+        targets.append(target)
+        sources.append(source)
+    if clash:
+        flag = bool(requires_grad)
+        verb = "unfreeze" if flag else "freeze"
+        raise TieError(
+            f"requires_grad_({flag}) on {type(self).__name__} cannot {verb} its tied slot(s) "
+            f"{', '.join(clash)}: each is one tensor shared with its source, whose other uses "
+            f"would change too, and requires_grad_ sets only the module's own parameters; "
+            f"{verb} the source itself, every use follows it (model.get_parameter("
+            f"{sources[0]!r}).requires_grad_({flag})), or untie the slot to give it a tensor "
+            f"of its own (tying.Plan([tying.free({targets[0]!r})]).apply(model)); nothing "
+            f"was changed"
+        )
+    return type(self)._tying_base.requires_grad_(self, requires_grad)
+
+
+def _physical_leaf(slot: Slot):
+    """The parameter a slot's value is computed from, following chains of ties (None: not a
+    registered parameter, e.g. pruned or re-parametrised)."""
+    from tying.core.slots import slots_of
+
+    mod, name = slot.source_module, slot.source_name
+    for _ in range(64):
+        inner = slots_of(mod).get(name)
+        if inner is None:
+            break
+        if not inner.paths[1]:  # own storage of the chained slot
+            name = inner.storage.get("source", name)
+            break
+        mod, name = inner.source_module, inner.source_name
+    return mod._parameters.get(name)
