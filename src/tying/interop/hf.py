@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import numbers
 import os
 import pathlib
 from typing import Any
@@ -210,7 +211,9 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike, **kwargs: Any) ->
     itself, unless HF would tie other slots under that flag or the model's forward
     reads it (Marian with unshared embeddings, SwitchTransformers): then the head is
     written as a copy and the flag left as it was. The model's in-memory config is
-    left as it was.
+    left as it was. A ``torch.compile`` wrapper is saved as the model it wraps; a
+    process HF does not save from (``is_main_process=False``, a rank other than 0)
+    writes and removes nothing, as in HF.
 
     Args:
         model: a ``transformers.PreTrainedModel`` (ties from :class:`~tying.Plan`).
@@ -247,6 +250,7 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike, **kwargs: Any) ->
         (True, True)
     """
     _transformers()
+    model = _unwrap_compiled(model)
     config = getattr(model, "config", None)
     if config is None or not callable(getattr(model, "save_pretrained", None)):
         raise TypeError(
@@ -295,6 +299,24 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike, **kwargs: Any) ->
         if old_tie is not None:
             config.tie_word_embeddings = old_tie
     return pathlib.Path(path)
+
+
+def _unwrap_compiled(model: nn.Module) -> nn.Module:
+    """The model ``torch.compile`` wrapped (``OptimizedModule._orig_mod``), else ``model``.
+
+    The wrapper forwards ``save_pretrained`` and ``config`` to the model, but its own
+    ``state_dict`` and module paths start with ``_orig_mod.``: the file and the recorded
+    plan were written under those names, so plain HF loading of the folder found none of
+    the weights and initialised every one at random, and ``tying.hf.from_pretrained``
+    refused the folder (stop 38 review). HF's own save writes the inner model's names.
+    """
+    import sys
+
+    # not imported: nothing was compiled (and importing it costs seconds and warns)
+    wrapper = getattr(sys.modules.get("torch._dynamo.eval_frame"), "OptimizedModule", None)
+    while wrapper is not None and isinstance(model, wrapper):
+        model = model._orig_mod
+    return model
 
 
 def _refuse_pruned(model: nn.Module) -> None:
@@ -364,11 +386,15 @@ def _save_all_or_nothing(model: nn.Module, folder: pathlib.Path, state, kwargs) 
         written = {f.name for f in tmp.iterdir()}
         old = {f.name for f in folder.iterdir() if f.is_file()} if folder.is_dir() else set()
         sharded = any(n.endswith(".index.json") for n in written)
-        shard = re.compile(r"(model|pytorch_model)-\d{5}-of-\d{5}\.(safetensors|bin)")
-        gone = {n for n in old - written if shard.fullmatch(n)}  # as HF: its old shards
+        # As HF: the old shards of *this* weights name (model-00002-of-00003.safetensors);
+        # a legacy pickle checkpoint's shards (pytorch_model-00001-of-00002.bin) and their
+        # index are kept, as HF keeps them (it reads safetensors first): they were removed,
+        # the only copy of an older model gone (stop 38 review).
+        shard = re.compile(r"model-\d{5}-of-\d{5}\.(safetensors|bin)")
+        gone = {n for n in old - written if shard.fullmatch(n)}
         shadowing = []
         for n in sorted(old - written):
-            if n in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+            if n == "model.safetensors.index.json":
                 # an old index is read before a single file: it goes with its shards
                 index = json.loads((folder / n).read_text())
                 listed = set(index.get("weight_map", {}).values())
@@ -379,6 +405,10 @@ def _save_all_or_nothing(model: nn.Module, folder: pathlib.Path, state, kwargs) 
             elif sharded and n in ("model.safetensors", "pytorch_model.bin"):
                 shadowing.append(n)
         if kwargs.get("variant"):  # another variant's files are kept, as HF keeps them
+            gone, shadowing = set(), []
+        if not _saves_on_this_rank(model, kwargs.get("is_main_process", True)):
+            # HF wrote nothing here (another process writes the folder): the files in it are
+            # that process's, new or old, and none is this call's to remove (stop 38)
             gone, shadowing = set(), []
         if shadowing:
             raise FileExistsError(
@@ -394,6 +424,24 @@ def _save_all_or_nothing(model: nn.Module, folder: pathlib.Path, state, kwargs) 
             os.replace(tmp / name, folder / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _saves_on_this_rank(model: nn.Module, is_main_process: Any) -> bool:
+    """Whether HF's ``save_pretrained`` writes files in this process, as HF decides it.
+
+    With ``is_main_process=False``, or on a rank other than 0 of an initialised
+    ``torch.distributed`` group, HF writes nothing (and removes nothing). The old-shard
+    cleanup of :func:`_save_all_or_nothing` then saw every file in the folder as an
+    earlier save's and removed them all: a second process's call deleted the sharded
+    checkpoint the main process had just written (stop 38 review).
+    """
+    decide = getattr(model, "should_save_on_this_rank", None)
+    if callable(decide):
+        return bool(decide(is_main_process))
+    if not is_main_process:
+        return False
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0)
 
 
 def _temporary_folder(folder: pathlib.Path) -> pathlib.Path:
@@ -491,7 +539,8 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
             with ``tie_word_embeddings=False``: ``shared`` at the encoder and decoder);
             nothing is changed then.
         TypeError: when ``new_num_tokens`` is not a positive int or None, or
-            ``pad_to_multiple_of`` is not an int or None.
+            ``pad_to_multiple_of`` is not an int or None (integral scalars such as
+            ``numpy.int64`` are taken as ints, as HF takes them).
         ValueError: when ``pad_to_multiple_of`` is 0 or negative (HF rounded the size
             down then, dropping rows, or divided by zero).
 
@@ -508,6 +557,13 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
         >>> tying.count(model).logical - tying.count(model).physical
         1280
     """
+    # numpy / other integral scalars are sizes as HF takes them; passed on as int, so the
+    # config (vocab_size) is written to JSON as HF writes it
+    if isinstance(new_num_tokens, numbers.Integral) and not isinstance(new_num_tokens, bool):
+        new_num_tokens = int(new_num_tokens)
+    pad = kwargs.get("pad_to_multiple_of")
+    if isinstance(pad, numbers.Integral) and not isinstance(pad, bool):
+        kwargs["pad_to_multiple_of"] = int(pad)
     if new_num_tokens is not None and (
         isinstance(new_num_tokens, bool)
         or not isinstance(new_num_tokens, int)

@@ -344,6 +344,17 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
     fresh = [k for k in missing if saved_paths is not None and not _known(k, saved_paths, prefix)]
     missing = [k for k in missing if k not in fresh]
     if missing:
+        untied = _untied_by_caller(model, folder / sub / "config.json", missing)
+        if untied:
+            raise TieError(
+                f"{folder}: {', '.join(untied[:4])} is not in the file: the folder's config.json "
+                f"has tie_word_embeddings=true, so it was saved as the embedding itself and left "
+                f"out, but this load sets tie_word_embeddings=False, which gives it no value "
+                f"(plain HF initialises it at random). Load without tie_word_embeddings=False "
+                f"to get it tied as saved; to train it apart from the embedding, load it tied, "
+                f"then untie it keeping its values: tying.Plan([tying.free({untied[0]!r})])"
+                f".apply(model); model.config.tie_word_embeddings = False"
+            )
         if saved_paths is not None:
             arch = model.config.architectures[0]
             hint = (
@@ -365,6 +376,33 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
     if given_plan is not None and recorded_rules:
         _warn_recorded_ties_dropped(model, given_plan, recorded_rules, where_recorded)
     return model
+
+
+def _untied_by_caller(model: nn.Module, config_file: pathlib.Path, missing: list) -> list[str]:
+    """The ``missing`` keys HF leaves out of a folder because its ``config.json`` ties them
+    (``tie_word_embeddings: true``) while the load turned the flag off
+    (``tie_word_embeddings=False`` or a ``config=`` saying so); [] otherwise.
+
+    Plain HF then loads the head at random with a LOAD REPORT; tying refused it too, but
+    told the caller to pass ``plan=``, which does not bring the head back (stop 38 review).
+    """
+    config = getattr(model, "config", None)
+    if getattr(config, "tie_word_embeddings", None) is not False:
+        return []
+    try:
+        saved = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(saved, dict) or saved.get("tie_word_embeddings") is not True:
+        return []
+    from tying.interop.hf_plan import _config_ties
+
+    try:
+        config.tie_word_embeddings = True
+        tied = _config_ties(model)
+    finally:
+        config.tie_word_embeddings = False
+    return [k for k in missing if k in tied]
 
 
 def _model_paths(model: nn.Module) -> set[str]:
