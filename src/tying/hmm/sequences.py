@@ -293,7 +293,9 @@ def check_recursion_inputs(who: str, startprob, transmat, log_emission, batch) -
         batch: its :class:`SequenceBatch`.
 
     Raises:
-        ValueError: naming the array, its shape and the shape it must have.
+        ValueError: naming the array, its shape and the shape it must have; or naming
+            the row of ``startprob`` / ``transmat`` that is not a probability
+            distribution (non-finite, negative, or not summing to 1; stop 38).
 
     Example:
         >>> check_recursion_inputs("viterbi", np.ones(2) / 2, np.eye(2), np.zeros((4, 2)),
@@ -310,6 +312,16 @@ def check_recursion_inputs(who: str, startprob, transmat, log_emission, batch) -
         raise ValueError(
             f"{who}: startprob has shape {sp} but transmat has {K} states: expected ({K},)"
         )
+    for name, rows in (("startprob", np.reshape(startprob, (1, K))), ("transmat", transmat)):
+        problem = _not_a_distribution(np.asarray(rows, dtype=np.float64))
+        if problem:
+            where = name if name == "startprob" else f"{name} row {problem[0]}"
+            raise ValueError(
+                f"{who}: {where} {problem[1]}, so it is not a probability distribution and "
+                f"the results would not be a likelihood; "
+                f"pass probabilities that are finite, >= 0 and sum to 1 "
+                f"(e.g. p / p.sum(axis=-1, keepdims=True))"
+            )
     lengths = batch.lengths
     if lengths.ndim != 1 or lengths.size == 0 or lengths.min() <= 0:
         raise ValueError(
@@ -322,6 +334,33 @@ def check_recursion_inputs(who: str, startprob, transmat, log_emission, batch) -
             f"rows (lengths {lengths[:5]}) of {K} states: expected ({batch.n_samples}, {K}); "
             f"build the batch from the same X (SequenceBatch.from_lengths(lengths, len(X)))"
         )
+
+
+def _not_a_distribution(rows: np.ndarray) -> tuple[int, str] | None:
+    """The first row of ``rows`` that is not a distribution, and why; None when all are.
+
+    A row must be finite, have no negative entry and sum to 1 with hmmlearn's tolerance
+    (``np.allclose``: 1e-5 relative, 1e-8 absolute), so that what hmmlearn accepts is
+    accepted here too (stop 38: the public recursions read any numbers as probabilities).
+
+    Example:
+        >>> _not_a_distribution(np.array([[0.5, 0.5], [0.2, 0.7]]))
+        (1, 'sums to 0.9')
+    """
+    finite = np.isfinite(rows).all(axis=1)
+    if not finite.all():
+        i = int(np.argmin(finite))
+        return i, f"holds {rows[i][~np.isfinite(rows[i])][0]}"
+    negative = (rows < 0).any(axis=1)
+    if negative.any():
+        i = int(np.argmax(negative))
+        return i, f"holds {rows[i].min():.6g}, below 0"
+    sums = rows.sum(axis=1)
+    off = ~np.isclose(sums, 1.0, rtol=1e-5, atol=1e-8)
+    if off.any():
+        i = int(np.argmax(off))
+        return i, f"sums to {sums[i]:.6g}"
+    return None
 
 
 def _ones(n: int) -> np.ndarray:
