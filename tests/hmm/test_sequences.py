@@ -212,7 +212,11 @@ def test_check_lengths_answers_as_before_on_any_input(values, dtype, half, n_del
         if half and dtype.startswith("float") and len(values):
             lengths = lengths + 0.5
     n = int(np.sum(np.asarray(values, dtype=np.int64))) + n_delta
-    assert _outcome(check_lengths, lengths, n) == _outcome(_check_lengths_before_stop22, lengths, n)
+    # stop 38: an object array of ints answers as the same ints do (it was refused)
+    reference = np.array(values, dtype=np.int64) if dtype == "object" and len(values) else lengths
+    assert _outcome(check_lengths, lengths, n) == _outcome(
+        _check_lengths_before_stop22, reference, n
+    )
 
 
 @settings(max_examples=200, deadline=None)

@@ -62,6 +62,8 @@ def check_lengths(lengths: object, n_samples: int) -> np.ndarray:
     arr = np.asarray(lengths)
     if arr.ndim != 1 or arr.size == 0:
         raise ValueError(f"lengths must be a 1-d list of sequence lengths, got shape {arr.shape}")
+    if arr.dtype.kind == "O":  # e.g. a pandas object column: Python ints, as hmmlearn takes
+        arr = _object_lengths(arr, n_samples)
     # dtype kinds: np.issubdtype's answers without its cost ("m": timedelta64 is an integer)
     if arr.dtype.kind not in "ium":
         if not (arr.dtype.kind == "f" and np.all(arr == np.round(arr))):
@@ -90,6 +92,24 @@ def check_lengths(lengths: object, n_samples: int) -> np.ndarray:
             f"lengths must partition X (one entry per sequence)"
         )
     return arr
+
+
+def _object_lengths(arr: np.ndarray, n_samples: int) -> np.ndarray:
+    """An object array of lengths as int64 when every entry is an integer (not a bool);
+    refused by entry otherwise (stop 38: integer object arrays were refused, hmmlearn
+    takes them)."""
+    for i, v in enumerate(arr):
+        if isinstance(v, bool | np.bool_) or not isinstance(v, int | np.integer):
+            raise TypeError(
+                f"lengths must be integers, got lengths[{i}] = {v!r} ({type(v).__name__}) in "
+                f"an object array; pass a list or array of ints"
+            )
+        if not -_MAX_LENGTH < int(v) < _MAX_LENGTH:
+            raise ValueError(
+                f"lengths[{i}] = {v} is not a sequence length (X has {n_samples} rows); "
+                f"lengths must partition X (one entry per sequence)"
+            )
+    return np.array([int(v) for v in arr], dtype=np.int64)
 
 
 def check_unmasked(X: object, lengths: np.ndarray | None = None) -> None:
