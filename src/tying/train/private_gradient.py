@@ -268,12 +268,24 @@ def _norms(rows: list[torch.Tensor]) -> torch.Tensor:
 def per_example_norms(grads: dict[str, torch.Tensor]) -> torch.Tensor:
     """The norm of each example's whole gradient (all parameters as one vector), shape (B,).
 
+    Args:
+        grads: per-example gradients by parameter name, each ``(B, *param.shape)`` with
+            the same ``B``.
+
+    Returns:
+        The ``(B,)`` norms.
+
+    Raises:
+        ValueError: for no gradients, a 0-d entry, or entries of different ``B`` (one
+            of batch 1 was broadcast over the others' examples, stop 38).
+
     Example:
         >>> import torch
         >>> from tying.train import per_example_norms
         >>> per_example_norms({"a": torch.tensor([[3.0], [0.0]]), "b": torch.tensor([[4.0], [1.0]])})
         tensor([5., 1.])
     """
+    _check_batches(grads)
     # vector_norm reduces in one pass; pow(2).sum(1) first wrote a squared copy of every
     # per-example gradient (B copies of the model), which cost more than making them.
     sq = sum(
@@ -281,6 +293,30 @@ def per_example_norms(grads: dict[str, torch.Tensor]) -> torch.Tensor:
         for g in grads.values()
     )
     return torch.as_tensor(sq).sqrt()
+
+
+def _check_batches(grads: dict[str, torch.Tensor]) -> None:
+    """Refuse what :func:`per_example_norms` would sum into wrong norms with no error."""
+    if not grads:
+        raise ValueError(
+            "per_example_norms: no per-example gradients were given (an empty dict), so "
+            "there is no batch to take norms of; pass {name: grad of shape (B, *shape)}"
+        )
+    batches = {}
+    for name, g in grads.items():
+        if g.dim() == 0:
+            raise ValueError(
+                f"per_example_norms: {name!r} is a 0-d tensor; each entry needs a leading "
+                f"batch dimension (B, *param.shape)"
+            )
+        batches.setdefault(int(g.shape[0]), name)
+    if len(batches) > 1:
+        (b0, n0), (b1, n1) = list(batches.items())[:2]
+        raise ValueError(
+            f"per_example_norms: {n0!r} holds {b0} examples but {n1!r} holds {b1}; every "
+            f"entry must hold the same examples (a batch of 1 would be added to every "
+            f"example's norm)"
+        )
 
 
 def clip_factors(norms: torch.Tensor, max_grad_norm: float) -> torch.Tensor:
