@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import scipy.optimize
@@ -514,7 +516,9 @@ def test_a_shared_center_and_a_group_shift_get_nan_errors_and_are_named():
     with pytest.warns(FitWarning, match="singular Jacobian"):
         res = fit.run()
     assert np.isnan(res.stderr["center"])
-    assert "'center' and 'zero[a]' are fully correlated" in res.message
+    # center is degenerate with both group shifts; which pair reads |corr| = 1 first is
+    # rounding (zero[a] on AVX-512 machines, zero[b] on a Zen 3 VM, stop 38)
+    assert re.search(r"'center' and 'zero\[[ab]\]' are fully correlated", res.message)
 
 
 def test_trf_holding_a_parameter_on_its_bound_is_a_minimum():

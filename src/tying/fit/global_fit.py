@@ -100,11 +100,39 @@ def _signature(model_fn: Callable[..., Any]) -> tuple[list[str] | None, dict[str
             f"name: model_fn(x, center, width, ...); got {sig}"
         )
     rest = params[1:]
+    by_position = [p.name for p in rest if p.kind is inspect.Parameter.POSITIONAL_ONLY]
+    if by_position:  # stop 38: they failed at the first call, inside the start's check
+        listed = ", ".join(by_position)
+        raise TypeError(
+            f"model_fn takes {listed} by position only (declared before '/' in {sig}), "
+            f"but GlobalFit passes every parameter by name: model_fn(x, {by_position[0]}=...). "
+            f"Drop the '/' or wrap it: lambda x, {listed}: model_fn(x, {listed})"
+        )
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in rest):
         return None, {}
     names = [p.name for p in rest if p.kind is not inspect.Parameter.VAR_POSITIONAL]
     defaults = {p.name: p.default for p in rest if p.default is not inspect.Parameter.empty}
     return names, defaults
+
+
+def _refuse_x_in_roles(model_fn, shared, per_group, local, fixed) -> None:
+    """Name the rule when a role names the model's first argument, the data's x (stop 38:
+    it was refused as a name "which model_fn does not take")."""
+    try:
+        x_name = next(iter(inspect.signature(model_fn).parameters))
+    except (TypeError, ValueError, StopIteration):
+        return
+    for role, names in (("shared", shared), ("per_group", per_group), ("local", local),
+                        ("fixed", fixed)):  # fmt: skip
+        if isinstance(names, str) or names is None:
+            continue  # the role checks refuse a bare string by name
+        if x_name in list(names):
+            raise ValueError(
+                f"{role} names {x_name!r}, model_fn's first argument: that is the data's "
+                f"independent variable, which every data set gives as its own x, not a "
+                f"parameter to fit; remove {x_name!r} from {role}= (to fit a shift of x, add "
+                f"a parameter: model_fn(x, x0, ...) using x - x0)"
+            )
 
 
 class GlobalFit:
@@ -237,6 +265,7 @@ class GlobalFit:
                 )
         data = stack(self.datasets)
         names, defaults = _signature(self.model_fn)
+        _refuse_x_in_roles(self.model_fn, self.shared, self.per_group, self.local, self.fixed)
         pmap = ParameterMap(
             names,
             data.metadata,
