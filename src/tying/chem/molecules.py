@@ -22,8 +22,8 @@ from typing import Any
 
 from tying.chem._rdkit import Chem, quiet, rdqueries
 from tying.chem.errors import SmilesError
+from tying.chem.offxml import SUPPORTED_AROMATICITY
 
-SUPPORTED_AROMATICITY = ("OEAroModel_MDL",)
 _SANITIZE = Chem.SANITIZE_ALL ^ Chem.SANITIZE_ADJUSTHS ^ Chem.SANITIZE_SETAROMATICITY
 # Atom queries _prepare runs in C++: dummy atoms (*) or radicals, refused; hydrogens.
 _DUMMY_OR_RADICAL = rdqueries.AtomNumEqualsQueryAtom(0)

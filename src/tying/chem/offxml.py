@@ -31,6 +31,9 @@ from tying.chem.errors import ForceFieldNotFoundError, OffxmlError
 from tying.chem.schema import read_header, read_parameter, version_in
 from tying.chem.units import Quantity
 
+#: the aromaticity models the SMIRNOFF spec (and the OpenFF toolkit) define
+SUPPORTED_AROMATICITY = ("OEAroModel_MDL",)
+
 ENTRY_POINT_GROUP = "openforcefield.smirnoff_forcefield_directory"
 
 # Section tag -> tag of its parameters. Sections not listed are kept with their
@@ -423,10 +426,18 @@ def _parse(path: pathlib.Path, data: bytes, digest: str) -> ForceField:
                 f"into one <{elem.tag}> block (in the order they should win)"
             )
         sections[elem.tag] = _read_section(path, elem)
+    aromaticity = root.get("aromaticity_model", "OEAroModel_MDL")
+    if aromaticity not in SUPPORTED_AROMATICITY:
+        # the toolkit refuses it when it reads the file; here it was only refused at the
+        # first molecule (stop 38)
+        raise OffxmlError(
+            f"{path.name}: aromaticity_model={aromaticity!r} is not supported; the SMIRNOFF "
+            f"spec and the OpenFF toolkit know only {list(SUPPORTED_AROMATICITY)}"
+        )
     ff = ForceField(
         name=path.stem,
         path=path,
-        aromaticity_model=root.get("aromaticity_model", "OEAroModel_MDL"),
+        aromaticity_model=aromaticity,
         sections=sections,
         digest=digest,
         source=data,
