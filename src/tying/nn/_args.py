@@ -2,10 +2,35 @@
 
 from __future__ import annotations
 
+import numbers
+
+import numpy as np
+
 
 def is_int(value, minimum: int) -> bool:
     """``value`` is an int (not a bool: ``True`` is not the size 1) of at least ``minimum``."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def check_conv1d_geometry(layer: str, stride, padding, dilation) -> None:
+    """Refuse what ``torch.nn.functional.conv1d`` would refuse only at the first call
+    (stop 38): ``stride`` and ``dilation`` an int >= 1, ``padding`` an int >= 0 or
+    ``"same"``/``"valid"``, each int also as a 1-tuple (bools are not sizes)."""
+    for name, value, minimum in (
+        ("stride", stride, 1),
+        ("dilation", dilation, 1),
+        ("padding", padding, 0),
+    ):
+        if name == "padding" and value in ("same", "valid"):
+            continue
+        one = value[0] if isinstance(value, tuple | list) and len(value) == 1 else value
+        integral = isinstance(one, numbers.Integral) and not isinstance(one, bool | np.bool_)
+        if not (integral and one >= minimum):  # NumPy ints too, as nn.Conv1d takes them
+            also = ' or "same"/"valid"' if name == "padding" else ""
+            raise ValueError(
+                f"{layer}: {name} must be an int >= {minimum} (or a 1-tuple of one){also}, "
+                f"got {value!r}"
+            )
 
 
 def forward_ad_active(*tensors) -> bool:

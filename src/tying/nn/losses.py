@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import nn
@@ -71,6 +72,8 @@ def _prepare(pred, target, from_logits, eps, reduction):
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     if isinstance(eps, bool) or not (eps >= 0 and math.isfinite(eps)):
         raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+    if not isinstance(from_logits, bool):  # "no" is truthy: a sigmoid nobody asked for
+        raise TypeError(f"from_logits must be True or False, got {from_logits!r}")
     if pred.dtype == torch.bool or not (pred.is_floating_point() or pred.is_complex()):
         # a hard bool mask made p * t a logical and and p + t a logical or: Dice read
         # 2 Σ(p∧t) / Σ(p∨t), 2.0 for a perfect prediction, with no error (stop 33). 0/1
@@ -83,6 +86,22 @@ def _prepare(pred, target, from_logits, eps, reduction):
     t = target.to(p.dtype)
     dims = tuple(range(1, p.ndim))
     return p, t, dims
+
+
+def _check_settings(who: str, from_logits, eps, reduction) -> None:
+    """A loss module's settings, checked when it is built (stop 38: ``eps`` was checked
+    only at the first call, ``from_logits`` never: ``"no"`` is truthy and applied a
+    sigmoid)."""
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if not isinstance(from_logits, bool):
+        raise TypeError(f"{who}: from_logits must be True or False, got {from_logits!r}")
+    if (
+        isinstance(eps, bool)
+        or not isinstance(eps, numbers.Real)
+        or not (eps >= 0 and math.isfinite(eps))
+    ):
+        raise ValueError(f"{who}: eps must be a finite number >= 0, got {eps!r}")
 
 
 def _sum(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
@@ -192,7 +211,8 @@ class SoftIoULoss(nn.Module):
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
 
     Raises:
-        ValueError: for a bad reduction (at construction) or bad inputs (when called).
+        ValueError: for a bad reduction or eps (at construction) or bad inputs (when called).
+        TypeError: for a ``from_logits`` that is not a bool (at construction).
 
     Example:
         >>> SoftIoULoss(from_logits=True)(torch.full((2, 1, 3, 3), 20.0), torch.ones(2, 1, 3, 3))
@@ -201,8 +221,7 @@ class SoftIoULoss(nn.Module):
 
     def __init__(self, *, from_logits: bool = False, eps: float = 1e-6, reduction: str = "mean"):
         super().__init__()
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        _check_settings(type(self).__name__, from_logits, eps, reduction)
         self.from_logits, self.eps, self.reduction = from_logits, eps, reduction
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -219,7 +238,8 @@ class SoftDiceLoss(nn.Module):
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
 
     Raises:
-        ValueError: for a bad reduction (at construction) or bad inputs (when called).
+        ValueError: for a bad reduction or eps (at construction) or bad inputs (when called).
+        TypeError: for a ``from_logits`` that is not a bool (at construction).
 
     Example:
         >>> SoftDiceLoss()(torch.zeros(1, 4), torch.ones(1, 4))
@@ -228,8 +248,7 @@ class SoftDiceLoss(nn.Module):
 
     def __init__(self, *, from_logits: bool = False, eps: float = 1e-6, reduction: str = "mean"):
         super().__init__()
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        _check_settings(type(self).__name__, from_logits, eps, reduction)
         self.from_logits, self.eps, self.reduction = from_logits, eps, reduction
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

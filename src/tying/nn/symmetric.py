@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from tying.core import Mirrored, Plan, share
-from tying.nn._args import is_int
+from tying.nn._args import check_conv1d_geometry, is_int
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 
 __all__ = ["SymmetricConv1d"]
@@ -92,6 +92,7 @@ class SymmetricConv1d(nn.Conv1d):
             raise ValueError(
                 f"SymmetricConv1d: kernel_size must be a positive int, got {kernel_size!r}"
             )
+        check_conv1d_geometry("SymmetricConv1d", stride, padding, dilation)
         super().__init__(
             in_channels,
             out_channels,
