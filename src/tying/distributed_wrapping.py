@@ -186,7 +186,10 @@ def _agreed_to_wrap(model: nn.Module, helper: str, group=None) -> None:
         frozen = sorted(n for n, p in model.named_parameters() if not p.requires_grad)
         digest, entries = _model_signature(model)
         ties_digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
-        mine = ("ok", digest, ties_digest, tuple(frozen))
+        # stop 38: FSDP2 shards each rank's own values (DDP broadcasts rank 0's); a model
+        # loaded on rank 0 only trained as a mix of its shards and another rank's init
+        values = _value_digests(model) if helper == "fully_shard" else ()
+        mine = ("ok", digest, ties_digest, tuple(frozen), _joined(values))
     except BaseException as err:  # told to the other ranks, then re-raised here
         failure, mine = err, ("error", f"{type(err).__name__}: {err}")
     if group is False:
@@ -208,7 +211,7 @@ def _agreed_to_wrap(model: nn.Module, helper: str, group=None) -> None:
         return
     # the ranks differ: every rank learns how (a second collective, on every rank alike)
     details: list = [None] * len(seen)
-    dist.all_gather_object(details, ((digest, entries), record, frozen), group=group)
+    dist.all_gather_object(details, ((digest, entries), record, frozen, values), group=group)
     fix = (
         f"build, tie and freeze the model alike on every rank (the same config, dtype and "
         f"tying.Plan, applied before td.{helper}); no rank's model was wrapped"
@@ -221,7 +224,7 @@ def _agreed_to_wrap(model: nn.Module, helper: str, group=None) -> None:
         )
     if len({s[2] for s in seen}) > 1:
         base = details[0][1]
-        for rank, (_, other, _) in enumerate(details[1:], start=1):
+        for rank, (_, other, _, _) in enumerate(details[1:], start=1):
             diff = _record_diff(base, other, "rank 0", f"rank {rank}")
             if diff:
                 raise TieError(
@@ -230,6 +233,16 @@ def _agreed_to_wrap(model: nn.Module, helper: str, group=None) -> None:
                     f"the tensors it holds, and the ranks would train apart with no error; "
                     f"{fix}"
                 )
+    if len({s[4] for s in seen}) > 1:
+        raise TieError(
+            f"tying.distributed.{helper}: the ranks hold different values "
+            f"({_first_value_difference([d[3] for d in details])}). FSDP2 shards each rank's "
+            f"own tensors (it broadcasts nothing, unlike DDP), so the sharded model would be "
+            f"a mix of the ranks' values, with no error; seed every rank alike before "
+            f"building the model (torch.manual_seed), or load the same checkpoint on every "
+            f"rank, or broadcast rank 0's values (torch.distributed.broadcast of each "
+            f"parameter and buffer) before td.{helper}; no rank's model was wrapped"
+        )
     by_rank = "; ".join(f"rank {r}: {', '.join(d[2]) or 'none'}" for r, d in enumerate(details))
     raise TieError(
         f"tying.distributed.{helper}: the ranks froze different parameters (requires_grad="
@@ -552,6 +565,41 @@ def _model_signature(inner: nn.Module) -> tuple[str, tuple]:
     ]
     digest = hashlib.sha256(repr(entries).encode()).hexdigest()
     return digest, tuple(entries)
+
+
+def _value_digests(model: nn.Module) -> tuple[tuple[str, str], ...]:
+    """``(name, digest)`` of the bytes of every parameter (each tie's one tensor) and
+    persistent buffer; ``"meta"`` for a tensor with no values yet (a model built on the
+    meta device and initialised after sharding, as FSDP2's recipes do)."""
+    import hashlib
+
+    saved = model.state_dict(keep_vars=True)
+    tensors = list(model.named_parameters())
+    tensors += [(n, b) for n, b in model.named_buffers() if n in saved]
+    out = []
+    for name, t in tensors:
+        if t.is_meta:
+            out.append((name, "meta"))
+            continue
+        data = t.detach().contiguous().reshape(-1).view(torch.uint8).cpu().numpy()
+        out.append((name, hashlib.blake2b(memoryview(data), digest_size=16).hexdigest()))
+    return tuple(out)
+
+
+def _joined(values: tuple[tuple[str, str], ...]) -> str:
+    import hashlib
+
+    return hashlib.sha256(repr(values).encode()).hexdigest() if values else ""
+
+
+def _first_value_difference(per_rank: list) -> str:
+    """The first tensor whose values differ from rank 0's, as text."""
+    base = dict(per_rank[0])
+    for rank, values in enumerate(per_rank[1:], start=1):
+        for name, digest in values:
+            if base.get(name) != digest:
+                return f"{name} differs between rank 0 and rank {rank}"
+    return "their values differ"
 
 
 def _first_difference(signatures: list) -> str:
