@@ -26,6 +26,26 @@ from tying.chem.units import Unit, parse_quantity, parse_unit
 
 _NUMBER = re.compile(r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$")
 _INTEGER = re.compile(r"^\s*[-+]?\d+\s*$")
+_LEADING_ZERO = re.compile(r"^\s*[-+]?0\d")
+
+
+def _read_int(where: str, key: str, text: str) -> int:
+    """A positive integer (a periodicity), as the OpenFF toolkit reads it where it reads
+    it right: ``"3"``, ``"+3"``, and since stop 38 the integral floats ``"3.0"`` and
+    ``"3e0"`` (refused before; the toolkit reads 3). Refused: ``"3.5"`` (the toolkit
+    truncates it to 3 with no error) and a leading zero, ``"03"`` (the toolkit reads 0)."""
+    if _LEADING_ZERO.match(text):
+        raise _bad(
+            where, key, text,
+            "a leading zero is read as another number by the OpenFF toolkit (0 for '03'); "
+            "write the integer without it (e.g. '3')",
+        )  # fmt: skip
+    if _INTEGER.match(text) and int(text) >= 1:
+        return int(text)
+    value = float(text) if _NUMBER.match(text) else math.nan
+    if math.isfinite(value) and value >= 1 and value == int(value):
+        return int(value)
+    raise _bad(where, key, text, "expected a positive integer (e.g. '3')")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,9 +298,7 @@ def read_value(where: str, key: str, text: str, kind: Kind) -> Any:
             raise _bad(where, key, text, f"expected a number above 0 (a divisor, e.g. '1.0'){also}")
         return value
     if kind.kind == "int":
-        if not _INTEGER.match(text) or int(text) < 1:
-            raise _bad(where, key, text, "expected a positive integer (e.g. '3')")
-        return int(text)
+        return _read_int(where, key, text)
     try:
         q = parse_quantity(text)
     except ValueError as err:

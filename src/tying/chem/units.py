@@ -37,6 +37,22 @@ _ALIASES: dict[str, dict[str, int]] = {
     "degrees": {"degree": 1},
     "radians": {"radian": 1},
     "dimensionless": {},
+    # pint's symbols and spellings, which the OpenFF toolkit (openff-units) reads: a file
+    # written with them was refused here (stop 38); "A" stays unknown (pint: ampere)
+    "nm": {"nanometer": 1},
+    "nanometre": {"nanometer": 1},
+    "nanometres": {"nanometer": 1},
+    "\u00c5": {"angstrom": 1},  # Å
+    "\u212b": {"angstrom": 1},  # the angstrom sign (NFC makes it U+00C5)
+    "ångström": {"angstrom": 1},
+    "kcal": {"kilocalorie": 1},
+    "kilocalories": {"kilocalorie": 1},
+    "kJ": {"kilojoule": 1},
+    "kilojoules": {"kilojoule": 1},
+    "mol": {"mole": 1},
+    "moles": {"mole": 1},
+    "rad": {"radian": 1},
+    "deg": {"degree": 1},
 }
 _ORDER = (
     "kilocalorie",
@@ -48,7 +64,7 @@ _ORDER = (
     "degree",
     "radian",
 )
-_TOKEN = re.compile(r"\s*(\*\*|\*|/|\(|\)|[A-Za-z_]+|[-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)")
+_TOKEN = re.compile(r"\s*(\*\*|\*|/|\(|\)|[^\W\d]+|[-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)")
 _NUMBER = re.compile(r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$")
 
 
