@@ -42,9 +42,10 @@ from tying.chem.molecules import canonical_order, input_hint, parse_smiles, prep
 from tying.chem.offxml import ForceField, Parameter, load_force_field
 from tying.chem.packed import _buffer, pack, views
 from tying.chem.search_order import anchored, has_stereo, reordered
+from tying.chem.section_choice import SECTIONS, chosen_sections  # noqa: F401 (SECTIONS re-exported)
 from tying.chem.smirks import CompiledSmirks, Prefilter, compile_section, scan_heavy
 from tying.chem.terms import (  # the names no code here uses are re-exported
-    KEYS,
+    KEYS,  # noqa: F401
     _check_complete,
     _outer_symmetric,
     _reversible,
@@ -61,7 +62,6 @@ from tying.chem.unassigned import missing_section
 from tying.chem.unassigned import not_assigned as _not_assigned
 from tying.core.resolver import last_match_wins
 
-SECTIONS = ("Bonds", "Angles", "ProperTorsions", "ImproperTorsions", "vdW")
 # RDKit stops at 1000 matches by default; OpenFF asks for all of them.
 _MAX_MATCHES = 2**32 - 1
 
@@ -258,38 +258,7 @@ class SmirksAssigner:
         self.force_field = (
             force_field if isinstance(force_field, ForceField) else load_force_field(force_field)
         )
-        if sections is None:
-            sections = [s for s in SECTIONS if s in self.force_field.sections]
-        elif isinstance(sections, str):
-            raise TypeError(
-                f"sections must be a list of section names, got the string {sections!r}; "
-                f"write sections=[{sections!r}]"
-            )
-        # Read once: an iterator was used up by the check below and left no section to
-        # assign, so every molecule came back with no terms at all, silently.
-        sections = tuple(sections)
-        unknown = [s for s in sections if s not in KEYS]
-        if unknown:
-            raise ValueError(f"cannot assign sections {unknown}; supported: {', '.join(KEYS)}")
-        if not sections:
-            raise ValueError(
-                f"sections is empty, so no term would be assigned; pass the sections to "
-                f"assign (supported: {', '.join(KEYS)}) or sections=None for every one the "
-                f"force field has"
-            )
-        twice = sorted({s for s in sections if sections.count(s) > 1})
-        if twice:
-            raise ValueError(
-                f"sections lists {', '.join(twice)} more than once ({list(sections)}); "
-                f"give each section once"
-            )
-        for name, flag in (("strict", strict), ("cache", cache)):
-            # strict="False" read as true, strict=None as false: no silent coercion.
-            if not isinstance(flag, bool):
-                raise TypeError(
-                    f"{name} must be True or False, got {type(flag).__name__}: {flag!r}"
-                )
-        self.sections = sections
+        self.sections = sections = chosen_sections(self.force_field, sections, strict, cache)
         for s in self.sections:  # results store each parameter's position as its index
             for i, p in enumerate(self.force_field[s].parameters):
                 if p.index != i:
