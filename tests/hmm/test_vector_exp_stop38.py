@@ -89,7 +89,7 @@ def test_property_every_input_gives_numpys_bits(x):
 def test_a_strided_call_is_passed_to_numpys_loop():
     """The C entry point takes NumPy's inner-loop arguments: steps other than 8 go to
     NumPy's own loop rather than being read as contiguous."""
-    from tying.hmm._numba_exp import _call_loop
+    from tying.hmm._numba_exp import call_loop
 
     address, numpy_loop = _loops()
 
@@ -100,7 +100,7 @@ def test_a_strided_call_is_passed_to_numpys_loop():
         argv[1] = a.ctypes.data
         dims = np.full(1, a.shape[0] // 2, np.int64)
         steps = np.full(2, 16, np.int64)
-        _call_loop(fn, argv.ctypes.data, dims.ctypes.data, steps.ctypes.data, data)
+        call_loop(fn, argv.ctypes.data, dims.ctypes.data, steps.ctypes.data, data)
 
     x = np.linspace(-30, 3, 101)
     y = x.copy()

@@ -33,6 +33,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from tying import _numba_cache
+from tying.hmm._numba_exp import call_loop  # a NumPy inner loop called by address
 from tying.hmm._numba_kernels import (
     _np_sum,
     deal_rows,
@@ -184,25 +185,6 @@ def cycles(typingctx):
         fnty = ir.FunctionType(ir.IntType(64), [])
         fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.readcyclecounter")
         return builder.call(fn, [])
-
-    return sig, codegen
-
-
-@intrinsic
-def call_loop(typingctx, fn, args, dims, steps, data):
-    """Call a NumPy ufunc inner loop ``void f(char **args, npy_intp *dims, npy_intp
-    *steps, void *data)`` at address ``fn``, the pointers given as integers."""
-    sig = types.void(fn, args, dims, steps, data)
-
-    def codegen(context, builder, sig, llargs):
-        vp = ir.IntType(8).as_pointer()
-        fnty = ir.FunctionType(ir.VoidType(), [vp, vp, vp, vp])
-        ptrs = [
-            context.cast(builder, a, t, types.int64) for a, t in zip(llargs, sig.args, strict=True)
-        ]
-        f = builder.inttoptr(ptrs[0], fnty.as_pointer())
-        builder.call(f, [builder.inttoptr(p, vp) for p in ptrs[1:]])
-        return context.get_dummy_value()
 
     return sig, codegen
 

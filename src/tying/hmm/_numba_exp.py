@@ -135,8 +135,10 @@ def _i64_at(typingctx, addr):
 
 
 @intrinsic
-def _call_loop(typingctx, fn, argv, dims, steps, data):
-    """``fn(argv, dims, steps, data)``: a NumPy inner loop at integer address ``fn``."""
+def call_loop(typingctx, fn, argv, dims, steps, data):
+    """``fn(argv, dims, steps, data)``: a NumPy inner loop ``void f(char **args, npy_intp
+    *dims, npy_intp *steps, void *data)`` at address ``fn``, the others as integers or
+    pointers (also the compiled EM loop's way to call NumPy's loops)."""
     sig = types.void(fn, argv, dims, steps, data)
 
     def codegen(context, builder, sig, llargs):
@@ -245,9 +247,7 @@ def exp_in_place(a, np_fn, np_data, one):
                 one[2] = 1  # dims
                 one[3] = 8  # steps
                 one[4] = 8
-                _call_loop(
-                    np_fn, one.ctypes.data, one[2:].ctypes.data, one[3:].ctypes.data, np_data
-                )
+                call_loop(np_fn, one.ctypes.data, one[2:].ctypes.data, one[3:].ctypes.data, np_data)
             else:
                 b[i] = _exp_vec(b[i])
 
@@ -261,7 +261,7 @@ def apply_loop(fn, data, a):
     one[2] = a.shape[0]  # dims
     one[3] = 8  # steps
     one[4] = 8
-    _call_loop(fn, one.ctypes.data, one[2:].ctypes.data, one[3:].ctypes.data, data)
+    call_loop(fn, one.ctypes.data, one[2:].ctypes.data, one[3:].ctypes.data, data)
 
 
 _LOOP_SIG = types.void(
@@ -278,7 +278,7 @@ def _exp_loop(args, dims, steps, data):
     n = dims[0]
     ctx = numba.carray(_i64_at(data), 2)
     if steps[0] != 8 or steps[1] != 8:
-        _call_loop(ctx[0], args, dims, steps, ctx[1])
+        call_loop(ctx[0], args, dims, steps, ctx[1])
         return
     dst = numba.carray(_f64_at(args[1]), n)
     if args[0] != args[1]:
