@@ -446,27 +446,38 @@ def _parse(path: pathlib.Path, data: bytes, digest: str) -> ForceField:
     return ff
 
 
+def _refuse_unknown_section(path: pathlib.Path, elem: ET.Element) -> None:
+    """Refuse a section the toolkit has no handler for, empty or not.
+
+    A misspelled section (<ProperTorsion>) was blamed on its first parameter; an empty
+    one (<Foo/>, <Electrostatic scale14=...>) loaded and was listed as a section of the
+    force field, where the toolkit refuses the file (stop 38).
+    """
+    known = [*PARAMETER_TAGS, *HEADER_ONLY]
+    lower = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(elem.tag.lower(), lower, n=1, cutoff=0.6)
+    hint = f"; did you mean <{lower[close[0]]}>?" if close else ";"
+    children = [c.tag for c in elem if isinstance(c.tag, str)]
+    holding = f"holding <{children[0]}> elements" if children else "(empty)"
+    raise OffxmlError(
+        f"{path.name}: unknown section <{elem.tag}> {holding}: not a SMIRNOFF section the "
+        f"OpenFF toolkit reads ({', '.join(known)}){hint} fix the tag"
+        + ("" if children else " or remove the section")
+    )
+
+
 def _read_section(path: pathlib.Path, elem: ET.Element) -> Section:
     attributes = read_header(f"{path.name} {elem.tag}", elem.attrib, elem.tag)
     _check_no_loose_text(f"{path.name} {elem.tag}", f"<{elem.tag}>", elem)
     child_tag = PARAMETER_TAGS.get(elem.tag)
+    if child_tag is None and elem.tag not in HEADER_ONLY:
+        _refuse_unknown_section(path, elem)
     params: list[Parameter] = []
     seen: dict[str, int] = {}
     for child in elem:
         if not isinstance(child.tag, str):
             continue  # comments
         position = f"{path.name} {elem.tag} parameter {len(params) + 1}"
-        if child_tag is None and elem.tag not in HEADER_ONLY:
-            # A misspelled section (<ProperTorsion>) was blamed on its first parameter.
-            known = [*PARAMETER_TAGS, *HEADER_ONLY]
-            lower = {k.lower(): k for k in known}
-            close = difflib.get_close_matches(elem.tag.lower(), lower, n=1, cutoff=0.6)
-            hint = f"; did you mean <{lower[close[0]]}>?" if close else ";"
-            raise OffxmlError(
-                f"{path.name}: unknown section <{elem.tag}> holding <{child.tag}> elements: not "
-                f"a SMIRNOFF section the OpenFF toolkit reads ({', '.join(known)}){hint} fix "
-                f"the tag"
-            )
         if child.tag != child_tag:
             expected = f"<{child_tag}>" if child_tag else "no parameters"
             raise OffxmlError(
