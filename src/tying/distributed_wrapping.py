@@ -46,13 +46,17 @@ def ddp(model: nn.Module, **kwargs) -> nn.Module:
     Raises:
         TieError: a declared tie is broken; ``model`` is already wrapped by DDP or
             sharded by FSDP; the ranks' models differ (parameter paths, shapes or dtypes,
-            ties, frozen parameters: checked on every rank before wrapping, and raised on
-            every rank); (at a forward) its parameters changed after wrapping; (at a
-            backward, unless ``static_graph=True``) a tied tensor's gradient is accumulated
-            twice between two forwards (a reentrant activation checkpoint around some of
-            its uses), of which DDP would all-reduce only the first.
+            ties, frozen parameters, and with ``init_sync=False``, which broadcasts nothing,
+            parameter values: checked on every rank before wrapping, and raised on every
+            rank); (at a forward) its parameters changed after wrapping; (at a
+            backward, unless ``static_graph=True``, of a forward outside ``no_sync()``) a
+            tied tensor's gradient is accumulated twice between two forwards (a reentrant
+            activation checkpoint around some of its uses), of which DDP would all-reduce
+            only the first.
         RuntimeError: the default process group is not initialised; (on every other
-            rank) one rank's model was refused by its own check.
+            rank) one rank's model was refused by its own check; (at a forward, with
+            ``static_graph=True``) a training forward under ``no_sync()`` before any
+            synchronised one, which torch's reducer fails with an internal assert.
 
     Tie first, then wrap: ``td.ddp(tied_model)``; a ``tying.Plan(...).apply(model.module)``
     after it is refused at the next training forward (``docs/distributed.md``).
@@ -61,11 +65,21 @@ def ddp(model: nn.Module, **kwargs) -> nn.Module:
 
     _require_group()
     # stop 37: ranks tied otherwise trained apart; one rank's refusal left the others waiting
-    _agreed_to_wrap(model, "ddp", _ddp_group(kwargs))
+    # stop 38: with init_sync=False DDP broadcasts nothing, and ranks seeded apart trained
+    # apart (each its own values, the gradients averaged) with no error
+    _agreed_to_wrap(
+        model,
+        "ddp",
+        _ddp_group(kwargs),
+        compare_values=not kwargs.get("init_sync", True),
+        ignored=_ddp_ignored(model),
+    )
     wrapped = DistributedDataParallel(model, **kwargs)
     wrapped.register_forward_pre_hook(_ParametersKept(model, "ddp"), prepend=True)
     if not kwargs.get("static_graph", False):  # static_graph reduces a nested use right
         _NestedAccumulation(model).attach(wrapped)
+    else:
+        wrapped.register_forward_pre_hook(_StaticGraphFirstStep(), prepend=True)
     mark_wrapped(model, "ddp", wrapped)
     return wrapped
 
@@ -96,8 +110,9 @@ def fully_shard(model: nn.Module, units: Iterable[str] = (), **kwargs) -> nn.Mod
     Raises:
         TieError: a unit pattern matches no module; a declared tie is broken; ``model``
             is already sharded or wrapped by DDP; the ranks' models differ (paths, shapes,
-            dtypes, ties or frozen parameters; raised on every rank); a hand-made tie (one
-            ``nn.Parameter`` in two modules) spans two units; a parameter is 0-dim (a
+            dtypes, ties, frozen parameters, or values but ``ignored_params``; raised on
+            every rank); a hand-made tie (one ``nn.Parameter`` in two modules) spans two
+            units; a parameter is 0-dim (a
             ``Scaled`` tie's scale), which FSDP2 cannot shard; (at a forward) the model's
             parameters changed after sharding.
         RuntimeError: the default process group is not initialised; (on every other
@@ -107,7 +122,13 @@ def fully_shard(model: nn.Module, units: Iterable[str] = (), **kwargs) -> nn.Mod
 
     _require_group()
     # stop 37: ranks tied otherwise trained apart; one rank's refusal left the others waiting
-    _agreed_to_wrap(model, "fully_shard", _mesh_group(kwargs.get("mesh")))
+    _agreed_to_wrap(
+        model,
+        "fully_shard",
+        _mesh_group(kwargs.get("mesh")),
+        compare_values=True,
+        ignored={id(p) for p in kwargs.get("ignored_params") or ()},
+    )
     inv = Inventory(model)
     # one pattern given as a str was read letter by letter ('layers.*' as 'l', 'a', ...:
     # refused for 'l', or with one-letter module names sharded by the letters; stop 32)
@@ -162,7 +183,13 @@ def fully_shard(model: nn.Module, units: Iterable[str] = (), **kwargs) -> nn.Mod
     return model
 
 
-def _agreed_to_wrap(model: nn.Module, helper: str, group=None) -> None:
+def _agreed_to_wrap(
+    model: nn.Module,
+    helper: str,
+    group=None,
+    compare_values: bool = False,
+    ignored: set[int] = frozenset(),
+) -> None:
     """The checks before wrapping, on every rank, then the ranks' models compared.
 
     Raises on every rank or on none. DDP broadcasts rank 0's values into the tensors each
@@ -171,7 +198,8 @@ def _agreed_to_wrap(model: nn.Module, helper: str, group=None) -> None:
     different functions with no error (stop 37); a rank whose check failed left the others
     in DDP's first collective until the process group's timeout. ``group``: the process
     group the wrapper will use (None: the default one; False, for a multi-dimensional mesh
-    over some of the ranks: each rank checks its own model only).
+    over some of the ranks: each rank checks its own model only). ``ignored``: ids of the
+    tensors the wrapper leaves alone, whose values are not compared.
     """
     import hashlib
     import json
@@ -188,7 +216,11 @@ def _agreed_to_wrap(model: nn.Module, helper: str, group=None) -> None:
         ties_digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
         # stop 38: FSDP2 shards each rank's own values (DDP broadcasts rank 0's); a model
         # loaded on rank 0 only trained as a mix of its shards and another rank's init
-        values = _value_digests(model) if helper == "fully_shard" else ()
+        # (``compare_values``); DDP with init_sync=False broadcasts nothing either, and
+        # syncs buffers at each forward (or keeps them rank-local by choice), so its
+        # parameters are compared
+        buffers = helper == "fully_shard"
+        values = _value_digests(model, buffers, ignored) if compare_values else ()
         mine = ("ok", digest, ties_digest, tuple(frozen), _joined(values))
     except BaseException as err:  # told to the other ranks, then re-raised here
         failure, mine = err, ("error", f"{type(err).__name__}: {err}")
@@ -234,20 +266,39 @@ def _agreed_to_wrap(model: nn.Module, helper: str, group=None) -> None:
                     f"{fix}"
                 )
     if len({s[4] for s in seen}) > 1:
+        if helper == "fully_shard":
+            why = (
+                "FSDP2 shards each rank's own tensors (it broadcasts nothing, unlike DDP), so "
+                "the sharded model would be a mix of the ranks' values"
+            )
+            also = ""
+        else:
+            why = (
+                "DDP with init_sync=False broadcasts nothing, so each rank would train its "
+                "own values (the gradients averaged)"
+            )
+            also = ", or drop init_sync=False (DDP then broadcasts rank 0's values)"
         raise TieError(
             f"tying.distributed.{helper}: the ranks hold different values "
-            f"({_first_value_difference([d[3] for d in details])}). FSDP2 shards each rank's "
-            f"own tensors (it broadcasts nothing, unlike DDP), so the sharded model would be "
-            f"a mix of the ranks' values, with no error; seed every rank alike before "
-            f"building the model (torch.manual_seed), or load the same checkpoint on every "
-            f"rank, or broadcast rank 0's values (torch.distributed.broadcast of each "
-            f"parameter and buffer) before td.{helper}; no rank's model was wrapped"
+            f"({_first_value_difference([d[3] for d in details])}). {why}, with no error; "
+            f"seed every rank alike before building the model (torch.manual_seed), or load "
+            f"the same checkpoint on every rank, or broadcast rank 0's values "
+            f"(torch.distributed.broadcast of each parameter and buffer) before "
+            f"td.{helper}{also}; no rank's model was wrapped"
         )
     by_rank = "; ".join(f"rank {r}: {', '.join(d[2]) or 'none'}" for r, d in enumerate(details))
     raise TieError(
         f"tying.distributed.{helper}: the ranks froze different parameters (requires_grad="
         f"False: {by_rank}), so their gradients would not be reduced together; {fix}"
     )
+
+
+def _ddp_ignored(model: nn.Module) -> set[int]:
+    """Ids of the tensors DDP leaves alone (``DistributedDataParallel.
+    _set_params_and_buffers_to_ignore_for_model``): neither broadcast nor all-reduced."""
+    names = set(getattr(model, "_ddp_params_and_buffers_to_ignore", ()))
+    pairs = [*model.named_parameters(), *model.named_buffers()]
+    return {id(t) for n, t in pairs if n in names}
 
 
 def _ddp_group(kwargs: dict):
@@ -384,6 +435,40 @@ class _ParametersKept:
         )
 
 
+class _StaticGraphFirstStep:
+    """Forward pre-hook of ``td.ddp(model, static_graph=True)``: a training forward under
+    ``no_sync()`` before any synchronised one is refused, naming the fix.
+
+    DDP learns a static graph in its first synchronised iteration; a ``no_sync()`` forward
+    before it made the backward fail with torch's ``expect_autograd_hooks_ INTERNAL ASSERT
+    FAILED ... please report a bug to PyTorch`` (reducer.cpp), after the forward had run.
+    Plain ``DistributedDataParallel`` fails the same way (torch 2.13), so this names torch's
+    limit before torch meets it (stop 38); after one synchronised forward, no check is left.
+    """
+
+    def __init__(self):
+        self.synced = False
+
+    def __call__(self, module, args) -> None:
+        if not self.synced and torch.is_grad_enabled():
+            self._check(module)
+
+    @torch.compiler.disable  # as _ParametersKept: run eagerly under torch.compile
+    def _check(self, module) -> None:
+        if module.require_backward_grad_sync:
+            self.synced = True
+            return
+        raise RuntimeError(
+            "tying.distributed.ddp: a training forward under no_sync() before the first "
+            "synchronised one, with static_graph=True: DDP records the static graph in its "
+            "first synchronised iteration, and without it the backward fails inside torch "
+            "(reducer.cpp: expect_autograd_hooks_ INTERNAL ASSERT FAILED; plain "
+            "DistributedDataParallel does the same); run one step outside no_sync() first "
+            "(e.g. the last micro-batch of the first step), or wrap without "
+            "static_graph=True; nothing was run"
+        )
+
+
 class _NestedAccumulation:
     """A tied tensor's gradient accumulated twice between two training forwards.
 
@@ -395,7 +480,10 @@ class _NestedAccumulation:
     at the end of that backward, and each rank kept its own rest; the ranks' models diverged
     with no error (stop 35). Two backward passes of one forward lose the second the same way.
     Gradient accumulation (a forward before each backward, with or without ``no_sync``) is
-    counted afresh at each forward. One hook per tied tensor, on training steps only;
+    counted afresh at each forward. A forward under ``no_sync()`` is not checked: DDP reduces
+    nothing in its backward, and the next synchronised backward all-reduces the whole
+    accumulated gradient, nested parts included (stop 38: such steps, which train as one
+    process, were refused). One hook per tied tensor, on training steps only;
     ``static_graph=True``, which DDP reduces right, is not checked.
     """
 
@@ -410,6 +498,7 @@ class _NestedAccumulation:
                 self.params[root] = p
                 self.readers.setdefault(root, []).append(tie.target)
         self.seen: set[str] = set()
+        self.syncing = True  # whether DDP reduces in the backward of the last forward
 
     def attach(self, wrapped: nn.Module) -> None:
         import weakref
@@ -426,9 +515,13 @@ class _NestedAccumulation:
     def _reset(self, module, args) -> None:
         if torch.is_grad_enabled():
             self.seen.clear()
+            # DDP decides at the forward whether its backward reduces (no_sync sets this)
+            self.syncing = getattr(module, "require_backward_grad_sync", True)
 
     def _hook(self, root: str):
         def accumulated(param) -> None:
+            if not self.syncing:
+                return
             if root not in self.seen:
                 self.seen.add(root)
                 return
@@ -567,21 +660,39 @@ def _model_signature(inner: nn.Module) -> tuple[str, tuple]:
     return digest, tuple(entries)
 
 
-def _value_digests(model: nn.Module) -> tuple[tuple[str, str], ...]:
+def _value_digests(
+    model: nn.Module, buffers: bool = True, ignored: set[int] = frozenset()
+) -> tuple[tuple[str, str], ...]:
     """``(name, digest)`` of the bytes of every parameter (each tie's one tensor) and
-    persistent buffer; ``"meta"`` for a tensor with no values yet (a model built on the
-    meta device and initialised after sharding, as FSDP2's recipes do)."""
+    persistent buffer (``buffers``) but the ``ignored`` ones (by id: a wrapper's
+    ``ignored_params``, which may differ by rank, e.g. each rank's own experts); ``"meta"``
+    for a tensor with no values yet (a model built on the meta device and initialised after
+    sharding, as FSDP2's recipes do). A DTensor (a
+    tensor-parallel layer sharded over another mesh dimension) gives its local shard, which
+    the ranks of one data-parallel group hold alike; another tensor subclass, whose bytes
+    are not its values, is named by its type and not compared."""
     import hashlib
+
+    from torch.distributed.tensor import DTensor
 
     saved = model.state_dict(keep_vars=True)
     tensors = list(model.named_parameters())
-    tensors += [(n, b) for n, b in model.named_buffers() if n in saved]
+    if buffers:
+        tensors += [(n, b) for n, b in model.named_buffers() if n in saved]
     out = []
     for name, t in tensors:
+        if id(t) in ignored:
+            continue
         if t.is_meta:
             out.append((name, "meta"))
             continue
-        data = t.detach().contiguous().reshape(-1).view(torch.uint8).cpu().numpy()
+        # stop 38: TP then FSDP2 (the 2-D recipe) raised ".numpy() is not supported for
+        # tensor subclasses" here, so td.fully_shard refused every tensor-parallel model
+        local = (t.to_local() if isinstance(t, DTensor) else t).detach()
+        if type(local) is not torch.Tensor:
+            out.append((name, f"a {type(local).__name__}"))
+            continue
+        data = local.contiguous().reshape(-1).view(torch.uint8).cpu().numpy()
         out.append((name, hashlib.blake2b(memoryview(data), digest_size=16).hexdigest()))
     return tuple(out)
 
@@ -598,7 +709,10 @@ def _first_value_difference(per_rank: list) -> str:
     for rank, values in enumerate(per_rank[1:], start=1):
         for name, digest in values:
             if base.get(name) != digest:
-                return f"{name} differs between rank 0 and rank {rank}"
+                # a rank that built its model on the meta device holds no values to compare
+                meta = [r for r, d in ((0, base.get(name)), (rank, digest)) if d == "meta"]
+                where = f": on the meta device on rank {meta[0]} only" if meta else ""
+                return f"{name} differs between rank 0 and rank {rank}{where}"
     return "their values differ"
 
 
