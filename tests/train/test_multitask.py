@@ -53,7 +53,7 @@ def test_hard_sharing_is_a_plan_and_survives_training():
 
 
 def test_share_hard_rejects_overlapping_groups():
-    with pytest.raises(ValueError, match=r"task 1 is out of range 0..3 or in two groups"):
+    with pytest.raises(ValueError, match=r"task 1 is in two groups, \[0, 1\] and \[1, 2\]"):
         _net().share_hard([[0, 1], [1, 2]])
 
 

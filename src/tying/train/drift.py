@@ -95,7 +95,11 @@ class PageHinkley:
         """
         x = float(x)
         if not math.isfinite(x):
-            raise ValueError(f"PageHinkley.update: got a non-finite value {x}")
+            raise ValueError(
+                f"PageHinkley.update: got a non-finite value {x}; it would make the statistic "
+                f"NaN (no alarm ever again), so it was not added: pass finite losses (skip "
+                f"a diverged step's, or reset the model and the detector)"
+            )
         self.n_ += 1
         self.mean_ += (x - self.mean_) / self.n_
         self.cum_ += x - self.mean_ - self.delta
@@ -156,7 +160,11 @@ class CUSUM:
         """
         x = float(x)
         if not math.isfinite(x):
-            raise ValueError(f"CUSUM.update: got a non-finite value {x}")
+            raise ValueError(
+                f"CUSUM.update: got a non-finite value {x}; it would make the statistic "
+                f"NaN (no alarm ever again), so it was not added: pass finite losses (skip "
+                f"a diverged step's, or reset the model and the detector)"
+            )
         self.n_ += 1
         if self.n_ <= self.burn_in:
             return False
@@ -198,14 +206,23 @@ class DriftMonitor:
         self.detections: list[int] = []
 
     def update(self, loss: float) -> bool:
-        """Add one loss value; True (after calling back) when a drift is detected."""
+        """Add one loss value; True (after calling back) when a drift is detected.
+
+        Raises:
+            Exception: whatever the detector (a non-finite loss) or ``on_drift`` raises. A
+                refused loss changes nothing; an alarm whose callback raised is still
+                recorded, the detector reset and ``t`` advanced before the callback ran, so
+                the next value starts a new reference instead of raising the same alarm
+                again at the same ``t`` (stop 38).
+        """
         alarm = self.detector.update(loss)
-        if alarm:
-            self.detections.append(self.t)
-            if self.on_drift is not None:
-                self.on_drift(self.t)
-            self.detector.reset()
+        t = self.t
         self.t += 1
+        if alarm:
+            self.detections.append(t)
+            self.detector.reset()
+            if self.on_drift is not None:
+                self.on_drift(t)
         return alarm
 
 

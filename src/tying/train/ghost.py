@@ -77,6 +77,7 @@ from tying.train._vetting import (
 )
 from tying.train._vetting import unchanged as _unchanged
 from tying.train.known_losses import KnownLosses
+from tying.train.per_example_refusals import _refuse_inference_mode
 from tying.train.row_watch import RowLosses
 
 _next_node_number = torch._C._autograd._get_sequence_nr  # this thread's next autograd node
@@ -272,6 +273,14 @@ class GhostClipping:
         return _ReadsOutsideUses(self._names, self._owned, start)
 
     def _record(self, loss_fn: LossFn, x, y):
+        _refuse_inference_mode("ghost clipping")
+        # the uses are recorded by autograd: under a caller's torch.no_grad() no hook saw
+        # one, and the norms and the clipped sum were 0 (a DP step applied noise alone),
+        # with no error (stop 38); mode="vmap" (torch.func.grad) ignores an outer no_grad too
+        with torch.enable_grad():
+            return self._record_with_grad(loss_fn, x, y)
+
+    def _record_with_grad(self, loss_fn: LossFn, x, y):
         self._refuse_unvetted()
         self._vet_forward(x)  # before the forward: a refusal leaves the model as it was
         xs = x if isinstance(x, tuple) else (x,)
@@ -343,8 +352,11 @@ class GhostClipping:
                 continue
             if g.dim() < 2 or g.shape[0] != B:
                 raise ValueError(
-                    f"ghost clipping: {type(module).__name__} output has shape {tuple(g.shape)} "
-                    f"but the batch has {B} examples; inputs must be batch-first (B, ..., d)"
+                    f"ghost clipping: {self._paths.get(module, '<root>')} "
+                    f"({type(module).__name__}) output has shape {tuple(g.shape)} but the batch "
+                    f"has {B} examples; every input must be batch-first (B, ..., d) with the "
+                    f"same B as y (pass a tensor shared by all examples as a buffer or "
+                    f"parameter, not as an input)"
                 )
             g = _wide(g).reshape(B, -1, g.shape[-1])  # (B, T, d_out), flushed by the hook above
             if isinstance(module, nn.Embedding):
@@ -466,10 +478,13 @@ class GhostClipping:
             any rounding to them).
 
         Raises:
-            ValueError: ``max_grad_norm`` not positive.
+            ValueError: ``max_grad_norm`` not a finite number > 0 (``inf`` clipped nothing,
+                with no error).
+            TypeError: ``max_grad_norm`` not one real number (``True`` was taken for 1).
         """
-        if not max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm}")
+        from tying.train.private_gradient import _check_max_grad_norm  # it imports this module
+
+        _check_max_grad_norm(max_grad_norm)  # private_grad's rule and message (stop 38)
         losses, uses = self._record(loss_fn, x, y)
         with _autocast_off(losses.device):
             return self._clipped(losses, uses, max_grad_norm)

@@ -39,7 +39,18 @@ def _matches(patterns: list[Pattern], name: str) -> bool:
     return any(p.match(prefix) is not None for p in patterns for prefix in prefixes)
 
 
-def _refuse_split_ties(model: nn.Module, patterns: list[Pattern]) -> None:
+def _trainable_paths(model: nn.Module) -> dict[int, list[str]]:
+    """Every slot path of each trainable tensor (hand ties and Plan ties, any relation)."""
+    inv = Inventory(model)
+    paths: dict[int, list[str]] = {}
+    for path in inv.slots:
+        t = inv.tensor(inv.root_of(path))
+        if isinstance(t, nn.Parameter) and t.requires_grad:
+            paths.setdefault(id(t), []).append(path)
+    return paths
+
+
+def _refuse_split_ties(paths: dict[int, list[str]], patterns: list[Pattern]) -> None:
     """Refuse a tensor reachable from two paths of which ``fast`` matches one only.
 
     ``named_parameters()`` names a tied tensor once, by its first path, and the split
@@ -47,12 +58,6 @@ def _refuse_split_ties(model: nn.Module, patterns: list[Pattern]) -> None:
     ``2.bias`` fast and left ``2.weight`` slow (it is ``0.weight``), with no error (stop 31).
     One tensor cannot be both.
     """
-    inv = Inventory(model)  # every slot path, hand ties and Plan ties (any relation) alike
-    paths: dict[int, list[str]] = {}
-    for path in inv.slots:
-        t = inv.tensor(inv.root_of(path))
-        if isinstance(t, nn.Parameter) and t.requires_grad:
-            paths.setdefault(id(t), []).append(path)
     for names in paths.values():
         hit = [n for n in names if _matches(patterns, n)]
         if hit and len(hit) != len(names):
@@ -120,13 +125,19 @@ class FastSlow:
             fast = [fast]
         patterns = [Pattern(p) for p in fast]
         names = [n for n, p in model.named_parameters() if p.requires_grad]
+        # every path of a trainable tensor, a tie's other paths too: named_parameters()
+        # names a tied tensor by its first path only, so fast=["emb", "out"] with out.weight
+        # tied to emb.weight was refused ("'out' matches no trainable parameter"), while
+        # fast=["emb"] was refused for leaving out.weight slow: no list of paths passed
+        # (stop 38)
+        paths = _trainable_paths(model)
         for pat in patterns:
-            if not any(_matches([pat], n) for n in names):
+            if not any(_matches([pat], n) for ns in paths.values() for n in ns):
                 raise ValueError(
                     f"fast pattern {pat.text!r} matches no trainable parameter; "
                     f"parameters are {names[:8]}{' …' if len(names) > 8 else ''}"
                 )
-        _refuse_split_ties(model, patterns)
+        _refuse_split_ties(paths, patterns)
         if isinstance(inner_steps, bool) or not isinstance(inner_steps, numbers.Integral):
             raise ValueError(f"inner_steps must be an int >= 0, got {inner_steps!r}")
         if inner_steps < 0:
@@ -283,7 +294,19 @@ class FastSlow:
 
         Returns:
             The meta-loss at every step.
+
+        Raises:
+            ValueError: ``meta_steps`` not an int >= 0 (``range(-1)`` ran no step and
+                returned an empty history, the model untrained, with no error).
         """
+        if (
+            isinstance(meta_steps, bool)
+            or not isinstance(meta_steps, numbers.Integral)
+            or meta_steps < 0
+        ):
+            raise ValueError(
+                f"meta_fit: meta_steps must be an int >= 0 (outer steps), got {meta_steps!r}"
+            )
         params = [p for p in self.model.parameters() if p.requires_grad]
         opt = torch.optim.Adam(params + list(self.inner_lrs.values()), lr=lr)
         history = []

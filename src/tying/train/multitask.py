@@ -116,20 +116,56 @@ class MultiTaskNet(nn.Module):
             The :class:`tying.ApplyReport` of the plan.
 
         Raises:
-            ValueError: a task index out of range or in two groups.
+            ValueError: a task index out of range or in two groups; trunks already tied
+                (by an earlier call) that ``groups`` puts apart: ties are only added, so
+                they would stay one tensor (nothing is changed; untie first).
+            TypeError: a task index that is not an int.
         """
         groups = [list(range(self.n_tasks))] if groups is None else [list(g) for g in groups]
-        seen: set[int] = set()
-        for g in groups:
+        where: dict[int, int] = {}
+        for gi, g in enumerate(groups):
             for k in g:
-                if not 0 <= k < self.n_tasks or k in seen:
-                    raise ValueError(
-                        f"share_hard: task {k} is out of range 0..{self.n_tasks - 1} or in two "
-                        f"groups; groups were {groups}"
+                if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+                    raise TypeError(
+                        f"share_hard: task indices must be ints, got {type(k).__name__} "
+                        f"{k!r} in groups {groups}"
                     )
-                seen.add(k)
+                if not 0 <= k < self.n_tasks:
+                    raise ValueError(
+                        f"share_hard: task {k} is out of range 0..{self.n_tasks - 1}; groups "
+                        f"were {groups}"
+                    )
+                if k in where:
+                    raise ValueError(
+                        f"share_hard: task {k} is in two groups, {groups[where[k]]} and {g}; "
+                        f"put each task in one group"
+                    )
+                where[int(k)] = gi
+        self._refuse_split_of_tied(groups, where)
         rules = [tying.share(f"trunks.{k}", like=f"trunks.{g[0]}") for g in groups for k in g[1:]]
         return tying.Plan(rules).apply(self) if rules else tying.Plan([]).apply(self)
+
+    def _refuse_split_of_tied(self, groups: list[list[int]], where: dict[int, int]) -> None:
+        """Refuse a grouping that puts apart trunks an earlier call tied (stop 38).
+
+        ``share_hard`` only adds ties: ``share_hard([[0, 1]])`` then
+        ``share_hard([[0], [1]])`` returned as if the trunks were now separate, but they
+        stayed one tensor, so "independent" tasks kept training one trunk, with no error.
+        A task in no group counts as its own group.
+        """
+        for info in tying.ties(self):
+            parts = [p.split(".") for p in (info.target, info.source)]
+            if not all(len(p) > 2 and p[0] == "trunks" and p[1].isdigit() for p in parts):
+                continue
+            i, j = (int(p[1]) for p in parts)
+            if i != j and where.get(i, ("alone", i)) != where.get(j, ("alone", j)):
+                raise ValueError(
+                    f"share_hard: the trunks of tasks {j} and {i} are already tied "
+                    f"({info.target} -> {info.source}, from an earlier share_hard), but "
+                    f"groups {groups} puts them apart; share_hard only adds ties, so they "
+                    f"would stay one tensor. Untie first (tying.untie(net) gives every trunk "
+                    f"its own copy) or build a new MultiTaskNet; nothing was changed"
+                )
 
     def soft_penalty(self, edges: Sequence[tuple[int, int]], lam: float) -> torch.Tensor:
         """``λ/2 Σ_(i,j)∈edges ‖trunk_i − trunk_j‖²`` over every trunk parameter.
@@ -145,7 +181,10 @@ class MultiTaskNet(nn.Module):
             ValueError: negative ``lam`` or an edge naming a missing task.
         """
         total = torch.zeros(())
-        names = [n for n, _ in self.trunks[0].named_parameters()]
+        # every trunk's names (copies of one trunk, so one list): a trunk tied to another
+        # lists none, and reading trunk 0's alone gave a penalty of 0 for every edge once
+        # share_hard([[1, 0]]) had made trunk 0 the tied one, with no error (stop 38)
+        names = list(dict.fromkeys(n for t in self.trunks for n, _ in t.named_parameters()))
         for name in names:
             per_task = {k: self.trunks[k].get_parameter(name) for k in range(self.n_tasks)}
             total = total + tying.soft.laplacian_penalty(per_task, edges, lam)

@@ -369,9 +369,9 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
             raise ValueError(
                 f"grad_sample_module: {path or '<root>'} is an Embedding with padding_idx="
                 f"{module.padding_idx}, and Opacus' per-sample gradient of an Embedding "
-                f"ignores padding_idx (the padding row gets gradients autograd gives it none "
-                f"of); use tying.train.DPSGD or per_example_grads (they follow autograd), or "
-                f"padding_idx=None"
+                f"ignores padding_idx (it gives the padding row per-sample gradients, where "
+                f"autograd gives it none); use tying.train.DPSGD or per_example_grads (they "
+                f"follow autograd), or set padding_idx=None"
             )
     if not kwargs.get("force_functorch", False):
         _refuse_samplers_that_drop_a_setting(model)

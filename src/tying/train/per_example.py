@@ -62,6 +62,7 @@ from tying.train.per_example_refusals import (
     _refuse_batch_sized_output,
     _refuse_buffer_in_place,
     _refuse_in_place_renorm,
+    _refuse_inference_mode,
     _refuse_recurrent_kernels,
 )
 from tying.train.row_watch import RowLosses, RowWatch, Stopped
@@ -316,6 +317,7 @@ class _PerExample:
 
     def __call__(self, loss_fn: LossFn, xs: tuple, y: torch.Tensor):
         """``(grads, losses)``: a tuple of ``(B, *param.shape)`` in :attr:`names` order, ``(B,)``."""
+        _refuse_inference_mode("per-example gradients")
         _refuse_backward_hooks(self.modules, self.names, self.params)
         # a buffer written from the batch is refused before any forward writes it (a
         # forward on the batch, once per signature), and any write at every call after

@@ -144,6 +144,21 @@ def _refuse_in_place_renorm(modules) -> None:
             )
 
 
+def _refuse_inference_mode(who: str) -> None:
+    """Refuse a call under ``torch.inference_mode()`` (stop 38): no way to per-example
+    gradients runs without autograd. ``mode="vmap"`` failed with torch's "element 0 of
+    tensors does not require grad"; ghost clipping returned norms of 0 and a clipped sum
+    of 0, so a DP step applied noise alone, with no error. (``torch.no_grad()`` is fine:
+    both ways turn gradients on for their own computation, as ``torch.func.grad`` does.)
+    """
+    if torch.is_inference_mode_enabled():
+        raise ValueError(
+            f"{who}: called under torch.inference_mode(), where autograd records nothing, "
+            f"so there is no per-example gradient to compute; call it outside the "
+            f"inference_mode block (torch.no_grad() is fine), on inputs made outside it"
+        )
+
+
 def _refuse_batch_sized_loss(loss: torch.Tensor) -> None:
     """Refuse a loss that gives one example as many rows of losses as the batch (stop 36).
 
