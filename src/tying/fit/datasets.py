@@ -148,6 +148,32 @@ def as_dataset(item: Any, index: int) -> Dataset:
     )
 
 
+def _from_torch(where: str, label: str, value: Any) -> Any:
+    """A torch tensor's values on the CPU (bfloat16/float16 widened exactly), else ``value``.
+
+    ``np.asarray`` of a tensor raised torch's own errors, naming no data set: "Got
+    unsupported ScalarType BFloat16" for bfloat16 data, "Can't call numpy() on Tensor that
+    requires grad" for a tensor from a model, "can't convert meta device type tensor"
+    (stop 38). The values are read as they are (a CUDA tensor is copied, ``requires_grad``
+    does not change a value); a tensor on the meta device holds none and is refused.
+    """
+    module = type(value).__module__ or ""
+    if not (module == "torch" or module.startswith("torch.")) or not hasattr(value, "detach"):
+        return value
+    if value.device.type == "meta":
+        raise ValueError(
+            f"{where}: {label} is a torch tensor on the 'meta' device, which holds no values "
+            f"(shape {tuple(value.shape)}); pass the measured data, e.g. the tensor before "
+            f".to('meta') or {label}.cpu().numpy() of a real one"
+        )
+    value = value.detach().cpu()
+    if value.is_floating_point() and value.element_size() < 4:
+        import torch  # a torch tensor is here, so torch is installed
+
+        value = value.to(torch.float64)  # bfloat16/float16 (and float8) are exact in float64
+    return value.resolve_conj().resolve_neg() if value.is_complex() else value
+
+
 def _as_float(where: str, label: str, value: Any) -> np.ndarray:
     """``value`` as a float array, refusing what a cast would silently change.
 
@@ -166,7 +192,14 @@ def _as_float(where: str, label: str, value: Any) -> np.ndarray:
                 f"x[keep], y[keep].data, ...)"
             )
         value = value.data
-    arr = np.asarray(value)
+    value = _from_torch(where, label, value)
+    try:
+        arr = np.asarray(value)
+    except ValueError as err:  # ragged lists: NumPy's message named no data set
+        raise ValueError(
+            f"{where}: {label} is not a rectangular array ({err}); give one row per point, "
+            f"each of the same length"
+        ) from err
     kind = arr.dtype.kind
     if kind in "Mm":
         # a cast counts in the dtype's own unit (days for datetime64[D], ns for pandas'
@@ -410,7 +443,27 @@ def _slope_between(data: StackedData, r: np.ndarray, n_local: int) -> tuple[floa
     return slope, slope / np.sqrt(max(scatter, 1.0) / sxx)
 
 
-def sigma_misread(data: StackedData, r: np.ndarray, n_local: int = 0) -> str:
+def sigma_reading(
+    data: StackedData, r: np.ndarray, n_local: int = 0
+) -> tuple[float, float, str] | None:
+    """The slope and t of ``log|r|`` on ``log σ`` that :func:`sigma_misread` names, and where.
+
+    None when neither reading (within, then between the data sets) is below
+    ``SIGMA_SLOPE`` and ``SIGMA_SLOPE_T``: the weighted residuals are noise of one size.
+    """
+    read = _slope_within(data, r)
+    if read is not None and read[0] < SIGMA_SLOPE and read[1] < SIGMA_SLOPE_T:
+        return read[0], read[1], "within the data sets"
+    read = _slope_between(data, r, n_local)
+    if read is not None and read[0] < SIGMA_SLOPE and read[1] < SIGMA_SLOPE_T:
+        where = "between the data sets (each one's RMS weighted residual against its sigma)"
+        return read[0], read[1], where
+    return None
+
+
+def sigma_misread(
+    data: StackedData, r: np.ndarray, n_local: int = 0, as_weights: float | None = None
+) -> str:
     """Say why σ looks misstated, or "": the weighted residuals shrink as σ grows.
 
     With the right σ the weighted residuals ``r = (model - y)/σ`` are noise of one size
@@ -425,6 +478,14 @@ def sigma_misread(data: StackedData, r: np.ndarray, n_local: int = 0) -> str:
     (``n_local`` local parameters come off each data set's degrees of freedom). An exact
     fit (residuals at rounding level) is skipped: its residuals are not noise.
 
+    ``as_weights`` is the slope the same data read when refitted with the third item
+    taken as lmfit's weights (σ = 1/item), when that refit still reads one below
+    ``SIGMA_SLOPE``: weights in σ's place read about 0 there (|slope| < 0.25 measured),
+    a model that misses the points with small σ reads -0.9 to -1.4, and the two read
+    alike (-0.6 to -2) on the fit as given. The advice then leads with the model, not
+    with weights (stop 38: a shared rate that differs between three data sets got the
+    weights advice in 14 to 38 of 40 fits, by how far the rates differ).
+
     Example:
         >>> import numpy as np
         >>> x = np.linspace(0, 1, 200)
@@ -436,14 +497,20 @@ def sigma_misread(data: StackedData, r: np.ndarray, n_local: int = 0) -> str:
         >>> sigma_misread(data, (noise / sigma**3)[None])[:37]
         'the weighted residuals grow as sigma^'
     """
-    where = "within the data sets"
-    read = _slope_within(data, r)
-    if read is None or not (read[0] < SIGMA_SLOPE and read[1] < SIGMA_SLOPE_T):
-        where = "between the data sets (each one's RMS weighted residual against its sigma)"
-        read = _slope_between(data, r, n_local)
-        if read is None or not (read[0] < SIGMA_SLOPE and read[1] < SIGMA_SLOPE_T):
-            return ""
-    slope, t = read
+    read = sigma_reading(data, r, n_local)
+    if read is None:
+        return ""
+    slope, t, where = read
+    if as_weights is not None:
+        return (
+            f"the weighted residuals grow as sigma^{slope:.2f} {where} (t = {t:.1f}): "
+            f"they are largest where sigma is smallest, which noise of size sigma is not; "
+            f"refitted with the third item read as lmfit's weights (sigma = 1/w) they still "
+            f"grow as sigma^{as_weights:.2f}, so weights in sigma's place do not explain "
+            f"them: the model most likely misses the points with small sigma (a parameter "
+            f"shared that differs between the data sets, a missing term); look at "
+            f"result.residual(i) against x there and fix the model, then sigma"
+        )
     return (
         f"the weighted residuals grow as sigma^{slope:.2f} {where} (t = {t:.1f}): "
         f"they are largest where sigma is smallest, which noise of size sigma is not; if the "

@@ -34,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import time
 import warnings
@@ -46,7 +47,7 @@ import scipy.sparse as sp
 from tying.core import Count
 from tying.fit import jacobian as jac_mod
 from tying.fit import schur
-from tying.fit.datasets import StackedData, sigma_misread, stack
+from tying.fit.datasets import StackedData, sigma_misread, sigma_reading, stack
 from tying.fit.diagnostics import (  # noqa: F401  (re-exported: global_fit.<name> as before)
     DEGENERATE_CORRELATION,
     ILL_CONDITIONED_INFLATION,
@@ -410,6 +411,37 @@ class GlobalFit:
         """Run the fit and return its :class:`~tying.fit.FitResult` (``fit().result_``)."""
         return self.fit().result_
 
+    def _read_as_weights(
+        self, data: StackedData, pmap: ParameterMap, ev: ModelEvaluator
+    ) -> float | None:
+        """Refit with each σ read as lmfit's weight (σ = 1/w); the slope still read, or None.
+
+        Run only when :func:`~tying.fit.datasets.sigma_misread` fires: on the fit as given,
+        weights in σ's place and a model that misses the small-σ points both read a
+        negative slope; refitted as weights, the first reads about 0 and the second stays
+        negative (stop 38). None when the weights reading explains the residuals, or the
+        refit cannot be read (it raised, or its χ² is not finite): the advice is then kept.
+        """
+        # the refit must leave the evaluator as the reported fit left it (counts, ways)
+        state = (ev.nfev, ev.njev, ev.n_nonfinite, ev.nonfinite_theta, ev._complex_ok)
+        with np.errstate(divide="ignore"):
+            weight = np.where(data.mask, 1.0 / np.where(data.mask, data.weight, 1.0), 0.0)
+        alt = dataclasses.replace(data, weight=weight)
+        tol = Tolerances(self.ftol, self.xtol, self.gtol, int(self.max_iter))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out = run_solver(self.solver, ev, alt, pmap, tol)
+                r = jac_mod.residuals(out.model, alt)
+        except Exception:  # a refit for advice only: the reported fit stands as it is
+            return None
+        finally:
+            ev.nfev, ev.njev, ev.n_nonfinite, ev.nonfinite_theta, ev._complex_ok = state
+        if not np.isfinite(r).all():
+            return None
+        read = sigma_reading(alt, r, pmap.n_local)
+        return None if read is None else read[0]
+
     def _result(self, out, data: StackedData, pmap: ParameterMap, ev: ModelEvaluator) -> FitResult:
         r = jac_mod.residuals(out.model, data)
         chi2 = float(np.sum(r * r))
@@ -448,6 +480,9 @@ class GlobalFit:
             message += f"; {walls}" + (" (the result is a minimum all the same)" if success else "")
         misread = sigma_misread(data, r, pmap.n_local)
         if misread:
+            as_weights = self._read_as_weights(data, pmap, ev)
+            if as_weights is not None:
+                misread = sigma_misread(data, r, pmap.n_local, as_weights=as_weights)
             # a tuple (x, y, w) reads w as sigma (scipy's curve_fit convention), while
             # lmfit's weights are 1/sigma: values and errors then come out wrong, no error
             message += f"; {misread}"

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import special, stats
 
-from tying.fit.datasets import Dataset, stack
+from tying.fit.datasets import Dataset, _from_torch, stack
 from tying.fit.model import ModelError, ModelEvaluator
 from tying.fit.roles import ParameterMap
 from tying.fit.solvers import Tolerances
@@ -107,7 +107,7 @@ def _sigma(value: Any, label: str) -> float:
 
 def _new_x(result: FitResult, i: int, x: Any) -> np.ndarray:
     """The new x of data set ``i``, checked against the kind of x it was fitted on."""
-    arr = np.asarray(x)
+    arr = np.asarray(_from_torch(f"new x of dataset {result.dataset_names[i]!r}", "x", x))
     if arr.dtype.kind not in "iuf":
         raise TypeError(
             f"x must be real numbers, got {arr.dtype} ({type(x).__name__}); pass a float array"
