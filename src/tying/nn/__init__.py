@@ -2,7 +2,7 @@
 
 from tying.nn.attention import Attention, kv_sharing_plan
 from tying.nn.autoencoder import TiedAutoencoder
-from tying.nn.graph import MultiHopGraphConv, normalized_adjacency
+from tying.nn.graph import EdgeAdjacency, MultiHopGraphConv, normalized_adjacency
 from tying.nn.group_conv import (
     GROUPS,
     GroupConv2d,
@@ -24,6 +24,7 @@ from tying.nn.unet import TiedUNet
 
 __all__ = [
     "Attention",
+    "EdgeAdjacency",
     "EncoderDecoder",
     "GROUPS",
     "GroupConv2d",

@@ -12,6 +12,31 @@ def is_int(value, minimum: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
+def flag(layer: str, name: str, value) -> bool:
+    """``value`` as a bool: ``True``/``False`` (NumPy's too) or the ints ``0``/``1`` (as
+    ``nn.Linear(bias=0)`` takes them), else a ``TypeError``.
+
+    ``bool(value)`` read ``tied="no"``/``"False"`` (truthy strings) as True and built the
+    tied layer the caller switched off, ``batch_first="no"`` read the batch as time, with
+    no error (stop 38). A string, ``None``, a float or any other int is refused.
+    """
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer) and value in (0, 1):
+        return bool(value)
+    raise TypeError(
+        f"{layer}: {name} must be True or False, got {value!r} ({type(value).__name__}); "
+        f'a string or number is read as its truth value ("no" means True): pass a bool'
+    )
+
+
+def plain_int(value):
+    """A NumPy integer as the Python int it holds (``np.int64(3)`` → ``3``, as torch's layers
+    take it); anything else unchanged, for the caller's own check (``np.bool_`` is not a
+    ``np.integer``, so it stays refused)."""
+    return int(value) if isinstance(value, np.integer) else value
+
+
 def check_conv1d_geometry(layer: str, stride, padding, dilation) -> None:
     """Refuse what ``torch.nn.functional.conv1d`` would refuse only at the first call
     (stop 38): ``stride`` and ``dilation`` an int >= 1, ``padding`` an int >= 0 or

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tying.core import Plan, share
-from tying.nn._args import forward_ad_active, is_int
+from tying.nn._args import flag, forward_ad_active, is_int
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 
 __all__ = ["Attention", "kv_sharing_plan"]
@@ -133,7 +133,8 @@ class Attention(nn.Module):
             d_context,
         )
         self.kv_heads, self.v_heads = kv_heads, v_heads
-        self.causal, self.dropout = bool(causal), float(dropout)
+        self.causal, self.dropout = flag("Attention", "causal", causal), float(dropout)
+        bias = flag("Attention", "bias", bias)
         kw = {"bias": bias, "device": device, "dtype": dtype}
         self.q_proj = nn.Linear(d_model, n_heads * d_head, **kw)
         self.k_proj = nn.Linear(d_context, kv_heads * d_head, **kw)

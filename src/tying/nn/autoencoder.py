@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from tying.core import Plan, Transposed, share
-from tying.nn._args import is_int
+from tying.nn._args import flag, is_int
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 
 __all__ = ["TiedAutoencoder"]
@@ -70,7 +70,9 @@ class TiedAutoencoder(nn.Module):
         for name, value in (("in_features", in_features), ("latent", latent)):
             if not is_int(value, 1):
                 raise ValueError(f"TiedAutoencoder: {name} must be a positive int, got {value!r}")
-        self.in_features, self.latent, self.tied = in_features, latent, bool(tied)
+        self.in_features, self.latent = in_features, latent
+        self.tied = flag("TiedAutoencoder", "tied", tied)
+        bias = flag("TiedAutoencoder", "bias", bias)
         self.encoder = nn.Linear(in_features, latent, bias=bias)
         self.decoder = nn.Linear(latent, in_features, bias=bias)
         self.activation = activation if activation is not None else nn.Identity()

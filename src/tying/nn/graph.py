@@ -31,17 +31,68 @@ Example:
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from tying.core import Plan, Scaled, share
-from tying.nn._args import forward_ad_active, is_int
+from tying.nn._args import flag, forward_ad_active, is_int
 from tying.nn._input_errors import CAUGHT, InputDtypeError, dtype_detail, raise_if_mismatched
 from tying.nn._reparam import refresh
 
-__all__ = ["MultiHopGraphConv", "normalized_adjacency"]
+__all__ = ["EdgeAdjacency", "MultiHopGraphConv", "normalized_adjacency"]
+
+
+class EdgeAdjacency(NamedTuple):
+    """Â as its entries, for ``torch.compile(fullgraph=True)``, which cannot take a sparse tensor.
+
+    Row ``0`` of ``index`` holds the rows of Â (destinations), row ``1`` the columns
+    (sources): ``Â[index[0, e], index[1, e]] = weight[e]``, the order of a sparse Â's
+    ``indices()`` (torch_geometric's ``edge_index`` is ``[src; dst]``, the other way:
+    build this with :meth:`from_sparse`, not by hand from an ``edge_index``).
+
+    Attributes:
+        index: ``(2, E)`` integer tensor ``[rows; cols]``.
+        weight: ``(E,)`` floating-point tensor, in the node features' dtype.
+
+    Example:
+        >>> adj = normalized_adjacency(torch.tensor([[0, 1], [1, 0]]), 2)
+        >>> pair = EdgeAdjacency.from_sparse(adj)
+        >>> pair.index.tolist(), pair.weight.tolist()
+        ([[0, 0, 1, 1], [0, 1, 0, 1]], [0.5, 0.5, 0.5, 0.5])
+    """
+
+    index: torch.Tensor
+    weight: torch.Tensor
+
+    @staticmethod
+    def from_sparse(adj: torch.Tensor) -> EdgeAdjacency:
+        """The entries of a sparse ``(N, N)`` Â (coalesced first; repeated entries are summed).
+
+        Raises:
+            ValueError: on a tensor that is not sparse COO.
+        """
+        if not isinstance(adj, torch.Tensor) or adj.layout != torch.sparse_coo:
+            raise ValueError(
+                f"EdgeAdjacency.from_sparse: expected a sparse COO Â (normalized_adjacency's "
+                f"result), got {_describe(adj)}"
+            )
+        adj = adj.coalesce()
+        # copies, not views: torch.compile cannot wrap a view whose base is sparse
+        return EdgeAdjacency(adj.indices().clone(), adj.values().clone())
+
+
+def _describe(adj) -> str:
+    if isinstance(adj, torch.Tensor):
+        if adj.layout not in (torch.strided, torch.sparse_coo):  # CSR/CSC/BSR were "dense"
+            return (
+                f"{adj.layout} {tuple(adj.shape)} ({adj.dtype}); convert with adj.to_sparse_coo()"
+            )
+        kind = "sparse" if adj.is_sparse else "dense"
+        return f"{kind} {tuple(adj.shape)} ({adj.dtype})"
+    return f"{type(adj).__name__}"
 
 
 def normalized_adjacency(
@@ -90,6 +141,7 @@ def normalized_adjacency(
             f"{edge_index.dtype} of shape {tuple(edge_index.shape)}; pass node ids (from a "
             f"boolean (N, N) matrix A with A[src, dst]: A.nonzero().T)"
         )
+    self_loops = flag("normalized_adjacency", "self_loops", self_loops)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         # dtype=torch.bool summed the degrees as a logical or and returned A + I with
         # every weight 1, not normalised, with no error (stop 33)
@@ -143,7 +195,10 @@ class MultiHopGraphConv(nn.Module):
 
     Raises:
         ValueError: for non-positive sizes or negative ``hops``; on features or an
-            adjacency of the wrong shape or a dense adjacency.
+            adjacency of the wrong shape, a dense or CSR adjacency, a plain
+            ``(indices, values)`` pair (use :class:`EdgeAdjacency`), or an
+            ``EdgeAdjacency`` with node ids outside ``[0, N)``.
+        TypeError: when ``shared`` or ``bias`` is not True/False.
 
     Example:
         >>> import tying
@@ -169,7 +224,8 @@ class MultiHopGraphConv(nn.Module):
         if not is_int(hops, 0):
             raise ValueError(f"MultiHopGraphConv: hops must be an int >= 0, got {hops!r}")
         self.in_features, self.out_features, self.K = in_features, out_features, hops
-        self.shared = bool(shared)
+        self.shared = flag("MultiHopGraphConv", "shared", shared)
+        bias = flag("MultiHopGraphConv", "bias", bias)
         self.hops = nn.ModuleList(
             nn.Linear(in_features, out_features, bias=False) for _ in range(hops + 1)
         )
@@ -215,30 +271,51 @@ class MultiHopGraphConv(nn.Module):
         scales = [hop._parameters.get("weight_scale") for hop in self.hops[1:]]
         return None if any(s is None for s in scales) else scales  # None once untied
 
-    def forward(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
-        """Node features ``(N, in)`` and sparse ``Â`` ``(N, N)`` → ``(N, out)``."""
+    def forward(self, x: torch.Tensor, adj: torch.Tensor | EdgeAdjacency) -> torch.Tensor:
+        """Node features ``(N, in)`` and ``Â`` ``(N, N)`` → ``(N, out)``.
+
+        ``adj`` is the sparse Â, or its entries as an :class:`EdgeAdjacency` (the form
+        ``torch.compile(fullgraph=True)`` takes: it cannot wrap a sparse tensor). Both
+        give the same numbers.
+        """
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(
                 f"MultiHopGraphConv: expected node features (N, {self.in_features}), got {tuple(x.shape)}"
             )
-        if not adj.is_sparse or tuple(adj.shape) != (x.shape[0], x.shape[0]):
+        n = x.shape[0]
+        if isinstance(adj, EdgeAdjacency):
+            _check_edges(adj, n)
+            adj_dtype = adj.weight.dtype
+        elif not isinstance(adj, torch.Tensor) or not adj.is_sparse or tuple(adj.shape) != (n, n):
+            plain = isinstance(adj, tuple | list)
             raise ValueError(
-                f"MultiHopGraphConv: expected a sparse adjacency ({x.shape[0]}, {x.shape[0]}) "
-                f"(see normalized_adjacency), got {'sparse' if adj.is_sparse else 'dense'} "
-                f"{tuple(adj.shape)}"
+                f"MultiHopGraphConv: expected a sparse adjacency ({n}, {n}) (see "
+                f"normalized_adjacency) or its EdgeAdjacency, got {_describe(adj)}"
+                + (
+                    "; a plain pair is not read as Â (which row is the destination?): "
+                    "pass EdgeAdjacency.from_sparse(adj)"
+                    if plain
+                    else ""
+                )
             )
-        if torch.is_autocast_enabled(x.device.type) and adj.dtype == torch.float32:
+        else:
+            adj_dtype = adj.dtype
+        if torch.is_autocast_enabled(x.device.type) and adj_dtype == torch.float32:
             # autocast runs sparse.mm in its low dtype, but its backward met the float32 Â
             # and failed ("expected scalar type Float but found BFloat16", torch 2.13): cast Â
             # as autocast casts it for the forward
-            adj = adj.to(torch.get_autocast_dtype(x.device.type))
-        elif adj.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
+            low = torch.get_autocast_dtype(x.device.type)
+            if isinstance(adj, EdgeAdjacency):
+                adj = EdgeAdjacency(adj.index, adj.weight.to(low))
+            else:
+                adj = adj.to(low)
+        elif adj_dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
             w = self.hops[0].weight
             if x.dtype != w.dtype:  # the features are the first clash: name the layer's dtype
                 detail = dtype_detail(x.dtype, w.dtype) + ", and Â in the same dtype"
                 raise InputDtypeError(f"MultiHopGraphConv: {detail}", self, detail)
             raise ValueError(
-                f"MultiHopGraphConv: the adjacency is {adj.dtype} but the node features are "
+                f"MultiHopGraphConv: the adjacency is {adj_dtype} but the node features are "
                 f"{x.dtype}; make Â in the features' dtype (normalized_adjacency(..., "
                 f"dtype={x.dtype}))"
             )
@@ -246,9 +323,14 @@ class MultiHopGraphConv(nn.Module):
             for hop in self.hops:  # read, never called: a pruned/normed weight's hook runs here
                 refresh(hop)
             scales = self._scales()
-            mm = torch.sparse.mm
-            if not torch.compiler.is_compiling() and forward_ad_active(x, adj, *self.parameters()):
-                mm = _gather_mm  # sparse mm has no forward derivative (stop 34)
+            if isinstance(adj, EdgeAdjacency):
+                mm = _edges_mm
+            else:
+                mm = torch.sparse.mm
+                if not torch.compiler.is_compiling() and forward_ad_active(
+                    x, adj, *self.parameters()
+                ):
+                    mm = _gather_mm  # sparse mm has no forward derivative (stop 34)
             if scales is not None:
                 z = F.linear(x, self.hops[0].weight)  # (N, out): project once, propagate narrow
                 out = z
@@ -263,7 +345,8 @@ class MultiHopGraphConv(nn.Module):
                     out = out + F.linear(h, hop.weight)
             return out if self.bias is None else out + self.bias
         except CAUGHT as e:
-            raise_if_mismatched(self, e, x, devices={"adj": adj})
+            on = adj.weight if isinstance(adj, EdgeAdjacency) else adj
+            raise_if_mismatched(self, e, x, devices={"adj": on})
             raise
 
     def extra_repr(self) -> str:
@@ -278,6 +361,46 @@ def _gather_mm(adj: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     have one.
     """
     adj = adj.coalesce()
-    row, col = adj.indices()  # (E,) each
-    msg = adj.values().unsqueeze(-1) * z[col]  # (E, F)
+    return _edges_mm(EdgeAdjacency(adj.indices(), adj.values()), z)
+
+
+def _edges_mm(adj: EdgeAdjacency, z: torch.Tensor) -> torch.Tensor:
+    """``Â @ z`` from Â's entries: repeated entries add up, as in an uncoalesced sparse Â."""
+    row, col = adj.index  # (E,) each
+    msg = adj.weight.unsqueeze(-1) * z[col]  # (E, F)
     return torch.zeros_like(z).index_add(0, row, msg)
+
+
+def _check_edges(adj: EdgeAdjacency, n: int) -> None:
+    """Shapes and dtypes always; node ids in ``[0, n)`` too, as ``z[col]`` would read a
+    negative id from the end with no error (a device assert when compiling)."""
+    index, weight = adj
+    if not isinstance(index, torch.Tensor) or not isinstance(weight, torch.Tensor):
+        raise ValueError(
+            f"MultiHopGraphConv: EdgeAdjacency holds two tensors, got index "
+            f"{type(index).__name__} and weight {type(weight).__name__}; build it with "
+            f"EdgeAdjacency.from_sparse(adj)"
+        )
+    if (
+        index.ndim != 2
+        or index.shape[0] != 2
+        or index.is_floating_point()
+        or index.is_complex()
+        or index.dtype == torch.bool
+        or weight.ndim != 1
+        or weight.shape[0] != index.shape[1]
+        or not weight.is_floating_point()
+    ):
+        raise ValueError(
+            f"MultiHopGraphConv: EdgeAdjacency expects index (2, E) integers and weight (E,) "
+            f"floating point, got index {index.dtype} {tuple(index.shape)} and weight "
+            f"{weight.dtype} {tuple(weight.shape)}; build it with EdgeAdjacency.from_sparse(adj)"
+        )
+    inside = ((index >= 0) & (index < n)).all()
+    if torch.compiler.is_compiling():
+        torch._assert_async(inside, "MultiHopGraphConv: EdgeAdjacency node ids outside [0, N)")
+    elif index.numel() and not bool(inside):
+        raise ValueError(
+            f"MultiHopGraphConv: EdgeAdjacency node ids must lie in [0, {n}) (N node feature "
+            f"rows), got [{int(index.min())}, {int(index.max())}]; check the graph matches x"
+        )

@@ -73,7 +73,7 @@ from torch import nn
 from tying.core import Flipped, Plan, Rotated, share
 from tying.core.slots import SLOTS_ATTR, SLOTS_GENERATION_ATTR, slots_of
 from tying.nn import _group_conv_tie, _winograd
-from tying.nn._args import is_int
+from tying.nn._args import flag, is_int
 from tying.nn._group_elements import (  # noqa: F401  (public names re-exported)
     GROUPS,
     _check_group,
@@ -192,6 +192,7 @@ class _GroupConvBase(nn.Module):
     ) -> None:
         super().__init__()
         names = _check_group(group)
+        bias = flag(type(self).__name__, "bias", bias)
         self.padding = _check_args(in_channels, out_channels, kernel_size, padding)
         self.in_channels, self.out_channels, self.kernel_size = (
             in_channels,
@@ -199,7 +200,7 @@ class _GroupConvBase(nn.Module):
             kernel_size,
         )
         self.algorithm = algorithm  # checked by the property's setter
-        self.group, self.tied = group, bool(tied)
+        self.group, self.tied = group, flag(type(self).__name__, "tied", tied)
         self.elements = names
         kw = {"device": device, "dtype": dtype}
         self.kernels = _Bank()

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tying.core import Hashed
+from tying.nn._args import flag
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 from tying.nn.hashed_embedding import (
     HashedEmbedding,
@@ -92,6 +93,7 @@ class HashedLinear(nn.Module):
         dtype=None,
     ) -> None:
         super().__init__()
+        bias = flag("HashedLinear", "bias", bias)
         self.in_features = _positive_int("in_features", in_features)
         self.out_features = _positive_int("out_features", out_features)
         self.relation = Hashed(_positive_int("buckets", buckets), seed, signed)

@@ -47,7 +47,7 @@ from torch import nn
 from tying.core import Hashed, Plan, share
 from tying.core.errors import TieError
 from tying.core.slots import base_class, slots_of
-from tying.nn._args import is_int
+from tying.nn._args import is_int, plain_int
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 from tying.nn.hashed_kernels import FusedKeepLookup, FusedLookup, SparseGather, fused_available
 from tying.nn.hashing import MAX_LOGICAL, MODES, HashedTable, P, combine, qr_split
@@ -239,6 +239,10 @@ class HashedEmbedding(nn.Module):
     ) -> None:
         super().__init__()
         name = base_class(self).__name__  # not Tied…
+        # NumPy ints as nn.Embedding takes them (stop 38: seed=np.int64(3) was refused)
+        num_embeddings, embedding_dim, buckets, block, seed = map(
+            plain_int, (num_embeddings, embedding_dim, buckets, block, seed)
+        )
         V = self.num_embeddings = _positive_int("num_embeddings", num_embeddings)
         D = self.embedding_dim = _positive_int("embedding_dim", embedding_dim)
         B = _positive_int("buckets", buckets)

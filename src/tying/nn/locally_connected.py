@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from tying.nn._args import is_int
+from tying.nn._args import flag, is_int
 from tying.nn._input_errors import CAUGHT, InputDeviceError, raise_if_mismatched
 
 __all__ = ["LocallyConnected2d"]
@@ -94,6 +94,7 @@ class LocallyConnected2d(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        bias = flag("LocallyConnected2d", "bias", bias)
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
             if not is_int(value, 1):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")

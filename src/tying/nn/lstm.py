@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tying.core import Plan, share
-from tying.nn._args import is_int
+from tying.nn._args import flag, is_int
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 
 __all__ = ["TiedGateLSTM"]
@@ -71,7 +71,8 @@ class TiedGateLSTM(nn.Module):
             if not is_int(value, 1):
                 raise ValueError(f"TiedGateLSTM: {name} must be a positive int, got {value!r}")
         self.input_size, self.hidden_size = input_size, hidden_size
-        self.batch_first, self.tie_gates = bool(batch_first), bool(tie_gates)
+        self.batch_first = flag("TiedGateLSTM", "batch_first", batch_first)
+        self.tie_gates = flag("TiedGateLSTM", "tie_gates", tie_gates)
         for gate in _GATES:
             self.register_parameter(
                 f"weight_ih_{gate}", nn.Parameter(torch.empty(hidden_size, input_size))

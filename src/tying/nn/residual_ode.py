@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from tying.core import Plan, share
-from tying.nn._args import is_int
+from tying.nn._args import flag, is_int
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 
 __all__ = ["NeuralODE", "TiedResidualNet", "VectorField", "odeint"]
@@ -146,7 +146,8 @@ class TiedResidualNet(nn.Module):
         # an inf t1 made every step inf·f(x); True was read as 1.0
         if isinstance(t1, bool) or not (t1 > 0 and math.isfinite(t1)):
             raise ValueError(f"TiedResidualNet: t1 must be > 0 and finite, got {t1!r}")
-        self.depth, self.t1, self.tied = depth, float(t1), bool(tied)
+        self.depth, self.t1 = depth, float(t1)
+        self.tied = flag("TiedResidualNet", "tied", tied)
         self.h = self.t1 / depth
         self.steps = nn.ModuleList(VectorField(dim, hidden, activation) for _ in range(depth))
         if self.tied:

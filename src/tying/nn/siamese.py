@@ -37,6 +37,7 @@ from torch import nn
 
 from tying.core import Plan, share
 from tying.core.slots import slots_of
+from tying.nn._args import flag
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 
 __all__ = ["Siamese", "contrastive_loss"]
@@ -76,7 +77,7 @@ class Siamese(nn.Module):
         super().__init__()
         if not isinstance(tower, nn.Module):
             raise TypeError(f"Siamese(tower=...) needs an nn.Module, got {type(tower).__name__}")
-        self.tied = bool(tied)
+        self.tied = flag("Siamese", "tied", tied)
         self.left = tower
         self.right = copy.deepcopy(tower)
         if self.tied:

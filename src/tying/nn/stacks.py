@@ -33,7 +33,7 @@ from torch import nn
 
 from tying.core import ApplyReport, Plan, share
 from tying.core import free as _free
-from tying.nn._args import is_int
+from tying.nn._args import flag, is_int
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 from tying.nn.attention import Attention, kv_sharing_plan
 
@@ -94,7 +94,7 @@ class TransformerBlock(nn.Module):
         heads = {"kv_heads": kv_heads, "v_heads": v_heads, "dropout": dropout}
         self.norm1 = nn.LayerNorm(d_model)
         self.self_attn = Attention(d_model, n_heads, causal=causal, **heads)
-        self.cross = bool(cross)
+        self.cross = flag("TransformerBlock", "cross", cross)
         if self.cross:
             self.norm3 = nn.LayerNorm(d_model)
             self.cross_attn = Attention(d_model, n_heads, **heads)
@@ -294,7 +294,7 @@ class EncoderDecoder(nn.Module):
         Returns:
             A :class:`tying.Plan` built by :func:`kv_sharing_plan`.
         """
-        if across_layers:
+        if flag("EncoderDecoder.kv_plan", "across_layers", across_layers):
             targets = ["encoder.layers.*.self_attn", "decoder.layers.*.self_attn"]
             return kv_sharing_plan(
                 targets + ["decoder.layers.*.cross_attn"],

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from tying.core import Mirrored, Plan, share
-from tying.nn._args import check_conv1d_geometry, is_int
+from tying.nn._args import check_conv1d_geometry, flag, is_int
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 
 __all__ = ["SymmetricConv1d"]
@@ -93,6 +93,8 @@ class SymmetricConv1d(nn.Conv1d):
                 f"SymmetricConv1d: kernel_size must be a positive int, got {kernel_size!r}"
             )
         check_conv1d_geometry("SymmetricConv1d", stride, padding, dilation)
+        bias = flag("SymmetricConv1d", "bias", bias)
+        tied = flag("SymmetricConv1d", "tied", tied)
         super().__init__(
             in_channels,
             out_channels,
@@ -106,7 +108,7 @@ class SymmetricConv1d(nn.Conv1d):
             device=device,
             dtype=dtype,
         )
-        self.tied = bool(tied)
+        self.tied = tied
         if self.tied:
             Plan([share("weight", relation=Mirrored(dim=-1))]).apply(self)
             self.reset_parameters()

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tying.core import Plan, share
-from tying.nn._args import is_int
+from tying.nn._args import flag, is_int
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 
 __all__ = ["TiedUNet"]
@@ -93,7 +93,7 @@ class TiedUNet(nn.Module):
                 f"got {kernel_size!r}"
             )
         self.in_channels, self.out_channels, self.widths = in_channels, out_channels, widths
-        self.tied = bool(tied)
+        self.tied = flag("TiedUNet", "tied", tied)
         pad = kernel_size // 2
         self.stem = nn.Conv2d(in_channels, widths[0], kernel_size, padding=pad)
         self.down = nn.ModuleList(
