@@ -56,12 +56,12 @@ def rebased_for_part(slot: Slot, memo: dict) -> dict[str, Any]:
         # The piece may be a new module that holds the tied module and its source but is
         # not part of the model itself: model[0:3] (a new nn.Sequential of the same
         # children) was refused although the copy holds the source (stop 38).
-        top = _copied_top(memo)
-        if top is not None:
+        for top in _copied_modules(memo):  # the highest one that holds both ends
             found = _paths_in(top, (chain[-1][1], slot.source_module))
             if found is not None:
                 part, part_path = top, None
                 mod_path, where = found
+                break
     if where is None:
         target = f"{mod_path}.{_name_in(chain[-1][1], slot)}"
         raise TieError(
@@ -88,15 +88,19 @@ def rebased_for_part(slot: Slot, memo: dict) -> dict[str, Any]:
     return {"anchor": anchor or None, "paths": (rest, source)}
 
 
-def _copied_top(memo: dict) -> nn.Module | None:
-    """The module the running ``copy.deepcopy`` call (the one that owns ``memo``) was given,
-    when it was given a module; None otherwise."""
-    frame, top = sys._getframe(1), None
+def _copied_modules(memo: dict) -> list[nn.Module]:
+    """The modules the running ``copy.deepcopy`` call (the one that owns ``memo``) is
+    copying, outermost first: the module it was given, or, when it was given a container
+    (``copy.deepcopy({"m": model[0:3]})``, refused before stop 38's second round), the
+    modules in that container on the way down to this slot."""
+    frame, tops = sys._getframe(1), []
     while frame is not None:
         if frame.f_code is copy.deepcopy.__code__ and frame.f_locals.get("memo") is memo:
-            top = frame.f_locals.get("x")  # the outermost such call: keep looking up
+            x = frame.f_locals.get("x")
+            if isinstance(x, nn.Module):
+                tops.append(x)
         frame = frame.f_back
-    return top if isinstance(top, nn.Module) else None
+    return tops[::-1]
 
 
 def _paths_in(top: nn.Module, mods: tuple[nn.Module, nn.Module]) -> tuple[str, str] | None:

@@ -72,6 +72,8 @@ from tying.core.outside import (
     source_value,
 )
 from tying.core.part_copies import rebased_for_part as _rebased_for_part
+from tying.core.part_pickles import check_unpickled_piece as _check_unpickled_piece
+from tying.core.part_pickles import piece_without_source as _piece_without_source
 from tying.core.relations import Relation, Same
 from tying.core.sharded_check import agrees as _agrees
 from tying.core.sharded_check import joined as _joined
@@ -136,13 +138,19 @@ class Slot:
     # The source shape the relation needs for ``shape`` (cached by ``source_shape``; a
     # per-process cache like ``_handed``, left out of pickles and deep copies).
     _need = None
+    # Set when unpickled as part of a piece of the model without the tie's source: the
+    # first read checks that the load holds the source (see part_pickles; per-process).
+    _piece = None
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.pop("_handed", None)
-        state.pop("_kept", None)
-        state.pop("_need", None)
+        for key in ("_handed", "_kept", "_need", "_piece"):
+            state.pop(key, None)
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._piece = _piece_without_source(self)
 
     def source_shape(self) -> tuple[int, ...] | None:
         """The shape the tie's source must have (None: the relation cannot say)."""
@@ -188,6 +196,9 @@ class Slot:
                 self.check_written(module)  # version, pointer and a probe of the values
                 self._kept = _still_held(self, self._handed)
             self._handed = None
+        if self._piece is not None and not compiling:
+            _check_unpickled_piece(self, module, self._piece)
+            self._piece = None
         if self.anchor is not None and not compiling:
             for depth, (parent, child, held) in enumerate(self._links()):
                 now = parent._modules.get(child)
