@@ -93,13 +93,40 @@ def _check_rows(delta, epsilon, tau) -> None:
 def mirror(states) -> np.ndarray:
     """An alignment's states with x and y exchanged (insert-X <-> insert-Y).
 
+    Args:
+        states: one state per column (0 = match, 1 = insert-X, 2 = insert-Y).
+
+    Returns:
+        A new integer array, insert-X and insert-Y exchanged.
+
+    Raises:
+        ValueError: on anything but a 1-d sequence of the states 0, 1 and 2.
+
     Example:
         >>> mirror([0, 1, 2]).tolist()
         [0, 2, 1]
     """
-    s = np.asarray(states).copy()
-    s[np.asarray(states) == X], s[np.asarray(states) == Y] = Y, X
+    states = _checked_states(states)  # a 5 or a 1.5 went through unchanged, with no error
+    s = states.copy()
+    s[states == X], s[states == Y] = Y, X
     return s
+
+
+def _checked_states(states) -> np.ndarray:
+    """``states`` as an integer array of alignment states, refused by entry otherwise."""
+    states = np.asarray(states)
+    if states.ndim != 1 or (states.size and states.dtype.kind not in "iu"):
+        raise ValueError(
+            f"states must be a 1-d sequence of integer states (0 = match, 1 = insert-X, "
+            f"2 = insert-Y), got {states.dtype} of shape {states.shape}"
+        )
+    if states.size and (states.min() < 0 or states.max() > 2):
+        bad = int(np.flatnonzero((states < 0) | (states > 2))[0])
+        raise ValueError(
+            f"states[{bad}] = {states[bad]} is not a state; states are 0 (match), "
+            f"1 (insert-X) and 2 (insert-Y)"
+        )
+    return states
 
 
 class PairHMM(EstimatorParams):
@@ -228,6 +255,14 @@ class PairHMM(EstimatorParams):
             )
         if self.alphabet is None and self.n_symbols is not None:
             _positive_int("n_symbols", self.n_symbols)
+        if self.alphabet is not None and self.n_symbols is not None:
+            n = _positive_int("n_symbols", self.n_symbols)
+            if n != len(self.alphabet):  # the alphabet's size won and n_symbols went unread
+                raise ValueError(
+                    f"n_symbols={self.n_symbols!r} but alphabet {self.alphabet!r} has "
+                    f"{len(self.alphabet)} symbols; give one of them (n_symbols=None with an "
+                    f"alphabet), or an alphabet of n_symbols symbols"
+                )
         S = self.n_symbols_
         if self.alphabet is not None and len(set(self.alphabet)) != len(self.alphabet):
             raise ValueError(f"alphabet {self.alphabet!r} repeats a symbol")
@@ -408,13 +443,14 @@ class PairHMM(EstimatorParams):
                     arr = np.asarray(seq)
                     if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
                         raise ValueError(f"pair {p}, {side}: expected a 1-d integer sequence")
-                    arr = arr.astype(np.int64)
+                    # checked before the cast: a uint64 past 2**63 was named as a negative
                     bad = np.flatnonzero((arr < 0) | (arr >= S))
                     if bad.size:
                         raise ValueError(
                             f"pair {p}, {side}[{bad[0]}] = {arr[bad[0]]} is not a symbol "
                             f"(0..{S - 1})"
                         )
+                    arr = arr.astype(np.int64)
                 enc.append(arr)
             out.append((enc[0], enc[1]))
         if not out:
@@ -592,18 +628,7 @@ class PairHMM(EstimatorParams):
         self._check_fitted()
         ((xe, ye),) = self._encode([(x, y)])
         p = self.log_params()
-        states = np.asarray(states)
-        if states.ndim != 1 or (states.size and states.dtype.kind not in "iu"):
-            raise ValueError(
-                f"states must be a 1-d sequence of integer states (0 = match, 1 = insert-X, "
-                f"2 = insert-Y), got {states.dtype} of shape {states.shape}"
-            )
-        if states.size and (states.min() < 0 or states.max() > 2):
-            bad = int(np.flatnonzero((states < 0) | (states > 2))[0])
-            raise ValueError(
-                f"states[{bad}] = {states[bad]} is not a state; states are 0 (match), "
-                f"1 (insert-X) and 2 (insert-Y)"
-            )
+        states = _checked_states(states)
         if np.sum(states != Y) != len(xe) or np.sum(states != X) != len(ye):
             raise ValueError("states do not consume x and y exactly")
         total, prev, i, j = 0.0, M, 0, 0

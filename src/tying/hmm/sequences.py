@@ -112,6 +112,23 @@ def _object_lengths(arr: np.ndarray, n_samples: int) -> np.ndarray:
     return np.array([int(v) for v in arr], dtype=np.int64)
 
 
+def _checked_batch_lengths(arr: np.ndarray) -> np.ndarray:
+    """Lengths given to :class:`SequenceBatch` directly that are not integers already:
+    :func:`check_lengths`' checks by entry (non-integral, bool, out of range), against
+    their own exact sum (there is no X to partition here)."""
+    try:
+        total = sum(int(v) for v in arr.ravel().tolist())
+    except (TypeError, ValueError, OverflowError):  # non-integral or non-finite: refused
+        total = 0  # by check_lengths before it reads the total
+    try:
+        return check_lengths(arr, total)
+    except (TypeError, ValueError) as err:
+        raise type(err)(
+            f"SequenceBatch: {err}; a batch takes integer sequence lengths (build it with "
+            f"SequenceBatch.from_lengths(lengths, n_samples), which checks them against X)"
+        ) from None
+
+
 def check_unmasked(X: object, lengths: np.ndarray | None = None) -> None:
     """Refuse a masked array that masks an entry: ``np.asarray`` drops the mask.
 
@@ -197,6 +214,8 @@ def check_observations(
             raise ValueError(f"X must be 2-d (n_samples, n_features), got shape {arr.shape}")
     if arr.dtype.kind not in "biuf":
         raise ValueError(f"X must be numeric, got dtype {arr.dtype}")
+    if ndim == 2 and arr.dtype.kind == "f" and arr.dtype.itemsize > 8 and arr.size:
+        _check_float64_range(arr, lengths)  # the cast made 1e400 inf, with a RuntimeWarning
     sums = None
     if column_sums and ndim == 2:  # the sums are of the float64 X this returns
         arr = np.ascontiguousarray(arr, dtype=np.float64)
@@ -227,7 +246,7 @@ def check_observations(
                 row = int(np.flatnonzero(arr != np.round(arr))[0])
                 seq, pos = _locate(row, lengths)
                 raise ValueError(
-                    f"X holds symbols (integers 0..n_symbols-1), got {arr[row]} at sequence "
+                    f"X holds symbols (integers 0..n_symbols-1), got {arr[row]!s} at sequence "
                     f"{seq}, position {pos} (row {row} of X)"
                 )
         top = 2.0**63 if arr.dtype.kind == "f" else np.iinfo(np.int64).max + 1
@@ -238,19 +257,38 @@ def check_observations(
             row = int(np.argmax(arr))
             seq, pos = _locate(row, lengths)
             raise ValueError(
-                f"X holds symbols (integers 0..n_symbols-1), got {arr[row]} at sequence "
+                f"X holds symbols (integers 0..n_symbols-1), got {arr[row]!s} at sequence "
                 f"{seq}, position {pos} (row {row} of X)"
             )
         if arr.dtype.kind == "f" and arr.size and arr.min().item() < -(2.0**63):
             row = int(np.argmin(arr))
             seq, pos = _locate(row, lengths)
             raise ValueError(
-                f"X holds symbols (integers 0..n_symbols-1), got {arr[row]} at sequence "
+                f"X holds symbols (integers 0..n_symbols-1), got {arr[row]!s} at sequence "
                 f"{seq}, position {pos} (row {row} of X)"
             )
         return arr.astype(np.int64)
     arr = np.ascontiguousarray(arr, dtype=np.float64)
     return (arr, sums) if sums is not None else arr
+
+
+def _check_float64_range(arr: np.ndarray, lengths: np.ndarray | None) -> None:
+    """Refuse a finite long-double value past float64's range (the models compute in
+    float64): the cast turned it into inf, with NumPy's overflow warning (an error under
+    ``-W error``), and the refusal named inf rather than the value given. NaN and inf
+    are left to the finiteness check."""
+    past = np.isfinite(arr) & (np.abs(arr) > np.finfo(np.float64).max)
+    if not past.any():
+        return
+    flat = int(np.flatnonzero(past.reshape(-1))[0])
+    row = flat // (arr.size // len(arr))
+    value = arr.reshape(-1)[flat]
+    seq, pos = _locate(row, lengths)
+    raise ValueError(
+        f"X holds {value!s} at sequence {seq}, position {pos} (row {row} of X): past "
+        f"float64's range ({np.finfo(np.float64).max:g}), which the models compute in; "
+        f"rescale X (e.g. divide each feature by its standard deviation)"
+    )
 
 
 def check_squares(X: np.ndarray, lengths: np.ndarray | None = None) -> None:
@@ -412,7 +450,9 @@ class SequenceBatch:
     """The padded, time-major, longest-first layout of a set of sequences.
 
     Args:
-        lengths: validated sequence lengths (in the caller's order).
+        lengths: sequence lengths (in the caller's order), positive integers; lengths
+            of another dtype are checked by entry (``[2.7]`` is refused, not cut to 2).
+            :meth:`from_lengths` also checks them against the rows of ``X``.
 
     Attributes:
         lengths: lengths in the caller's order.
@@ -424,7 +464,10 @@ class SequenceBatch:
     """
 
     def __init__(self, lengths: np.ndarray):
-        self.lengths = np.asarray(lengths, dtype=np.int64)
+        arr = np.asarray(lengths)
+        if arr.dtype.kind != "i":  # the models pass checked int64; SequenceBatch([2.7]) was
+            arr = _checked_batch_lengths(arr)  # cut to [2] by the cast, with no error
+        self.lengths = arr.astype(np.int64, copy=False)
         self.n_sequences = len(self.lengths)
         ends = np.cumsum(self.lengths)
         self.starts = np.empty_like(ends)  # 0, then the running ends (no list concatenate)

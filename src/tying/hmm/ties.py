@@ -23,7 +23,7 @@ reports logical vs physical parameter counts as a :class:`tying.Count`.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -337,6 +337,7 @@ def _groups_to_labels(kind: str, groups: object, n_states: int) -> np.ndarray:
             f"ties[{kind!r}] must be 'all', 'none' or a list of groups of states like "
             f"[[0, 1], [2, 3]], got {groups!r}"
         )
+    _check_rereadable(f"ties[{kind!r}]", groups)
     labels = np.arange(n_states)
     owner: dict[int, tuple[int, list]] = {}
     for gi, group in enumerate(groups):
@@ -344,6 +345,7 @@ def _groups_to_labels(kind: str, groups: object, n_states: int) -> np.ndarray:
             raise TypeError(
                 f"ties[{kind!r}] group {gi}: a group is a list of states like [0, 1], got {group!r}"
             )
+        _check_rereadable(f"ties[{kind!r}] group {gi}", group)
         members = list(group)
         if not members:
             raise TieError(f"ties[{kind!r}] group {gi} is empty; remove it or name its states")
@@ -365,6 +367,18 @@ def _groups_to_labels(kind: str, groups: object, n_states: int) -> np.ndarray:
             owner[s] = (gi, members)
             labels[s] = n_states + gi  # out of the singleton range until relabelled
     return _relabel(labels)
+
+
+def _check_rereadable(where: str, value: object) -> None:
+    """Refuse a one-shot iterator (a generator, ``iter(...)``, ``map``): a model resolves
+    its ``ties`` at every fit and assignment, and the second read of an iterator is empty,
+    so the second fit ran untied (or refused a group as empty) with no word on why."""
+    if isinstance(value, Iterator):
+        raise TypeError(
+            f"{where} is a {type(value).__name__}, which can be read only once, but a "
+            f"model reads its ties at every fit and set_params (a later read finds it "
+            f"empty and runs untied); pass a list, e.g. list(...)"
+        )
 
 
 def _resolve_rules(rules: list[Rule], n_states: int, kinds: Sequence[str]) -> dict:
