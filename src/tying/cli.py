@@ -8,10 +8,13 @@ Exit codes: ``run``: 0 the claim's check passed, 1 it failed or the experiment
 raised (or an extra it needs is missing), 2 usage error (an unknown id names the
 closest valid one; a bad ``--seed``; ``--out`` that is a file, cannot be written,
 holds files tying did not write, or holds a report whose page shows a figure the run
-would replace). ``report``: 0 when the page was written, 2 on
-usage errors (also ``--only`` with an empty id, ``--jobs 0``), all checked before
-any experiment runs. ``list``: 0, 2 on usage errors. The output-folder policy is
-in :mod:`tying.experiments.output`.
+would replace). ``report``: 0 when the page was written (whatever the verdicts), 1
+when the experiments ran but the page could not be written (a file appeared in
+``--out`` meanwhile, say), 2 on usage errors (also ``--only`` with an empty id,
+``--jobs 0``), all checked before any experiment runs. Any command: 130 on Ctrl-C;
+an interrupted ``report`` writes no page and says so (and that the earlier report
+it removed at its start is gone). ``list``: 0, 2 on usage errors. The output-folder
+policy is in :mod:`tying.experiments.output`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from collections.abc import Sequence
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -39,12 +43,15 @@ from rich.text import Text
 
 from tying.experiments import SIZES, get, load_all
 from tying.experiments.claims import CLAIMS, claim_for, in_claim_order
+from tying.experiments.registry import MAX_SEED
 from tying.experiments.runner import RunRecord, import_errors, run_experiment, run_many
 from tying.report.format import format_runtime, format_value
 
 __all__ = ["main"]
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+#: Ctrl-C: the shell's code for a process ended by SIGINT (128 + 2).
+EXIT_INTERRUPTED = 130
 _STYLE = {
     "pass": "bold green",
     "fail": "bold red",
@@ -70,35 +77,37 @@ def _check_ids(ids: Sequence[str]) -> list[str]:
 def _print_record(console: Console, rec: RunRecord) -> None:
     claim = claim_for(rec.id)
     code = f"{claim.code} " if claim else ""
-    console.rule(f"[bold]{code}{rec.id}[/] — {rec.title}")
-    console.print(rec.claim)
+    console.rule(f"[bold]{escape(code + rec.id)}[/] — {escape(rec.title)}")
+    console.print(Text(rec.claim))
     if rec.source:
-        console.print(f"[dim]code: {rec.source} · chapter {rec.chapter}[/]", highlight=False)
+        console.print(
+            f"[dim]code: {escape(rec.source)} · chapter {escape(rec.chapter)}[/]", highlight=False
+        )
     for table in rec.tables:
-        rt = RichTable(title=table.title, title_justify="left", show_lines=False)
+        rt = RichTable(title=Text(table.title), title_justify="left", show_lines=False)
         for col in table.columns:
             values = [row.get(col) for row in table.rows if row.get(col) is not None]
             numeric = values and all(
                 isinstance(v, int | float) and not isinstance(v, bool) for v in values
             )
-            rt.add_column(col, overflow="fold", justify="right" if numeric else "left")
+            rt.add_column(Text(col), overflow="fold", justify="right" if numeric else "left")
         for row in table.rows:
-            rt.add_row(*(format_value(row.get(c)) for c in table.columns))
+            rt.add_row(*(Text(format_value(row.get(c))) for c in table.columns))
         console.print(rt)
     if rec.measured:
         rt = RichTable(title="Measured (decides the check)", title_justify="left")
         rt.add_column("quantity")
         rt.add_column("value", justify="right")
         for k, v in rec.measured.items():
-            rt.add_row(k, format_value(v))
+            rt.add_row(Text(k), Text(format_value(v)))
         console.print(rt)
     if rec.figures:
-        console.print("figures: " + ", ".join(rec.figures))
+        console.print(Text("figures: " + ", ".join(rec.figures)))
     if rec.error:
-        console.print(f"[red]{rec.error}[/]", markup=True, highlight=False)
+        console.print(Text(rec.error, style="red"), highlight=False)
     console.print(
-        f"[{_STYLE[rec.status]}]{rec.status.upper()}[/]  {rec.key_figure}  "
-        f"({format_runtime(rec.runtime_s)}, size {rec.size}, seed {rec.seed})"
+        f"[{_STYLE[rec.status]}]{rec.status.upper()}[/]  {escape(rec.key_figure)}  "
+        f"({format_runtime(rec.runtime_s)}, size {escape(rec.size)}, seed {rec.seed})"
     )
 
 
@@ -114,16 +123,17 @@ def _cmd_list(args: argparse.Namespace, console: Console) -> int:
     for claim in CLAIMS:
         spec = registry.get(claim.id)
         table.add_row(
-            claim.code, claim.id, claim.title, _spec_status(spec), spec.source if spec else ""
+            Text(claim.code),
+            Text(claim.id),
+            Text(claim.title),
+            _spec_status(spec),
+            Text(spec.source if spec else ""),
         )
     for exp_id, spec in registry.items():
         if exp_id not in known:
-            table.add_row("", exp_id, spec.title, _spec_status(spec), spec.source)
+            table.add_row("", Text(exp_id), Text(spec.title), _spec_status(spec), Text(spec.source))
     console.print(table)
-    for module, err in import_errors().items():
-        console.print(
-            f"[red]experiment module {module} failed to import:[/] {err.splitlines()[-1]}"
-        )
+    _print_import_errors(console)
     return EXIT_PASS
 
 
@@ -132,7 +142,7 @@ def _spec_status(spec) -> str:
         return "[dim]not yet implemented[/]"
     missing = [m for m in spec.requires if importlib.util.find_spec(m) is None]
     if missing:
-        return f"[yellow]needs {', '.join(missing)}[/]"
+        return f"[yellow]needs {escape(', '.join(missing))}[/]"
     return "[green]ready[/]"
 
 
@@ -185,15 +195,84 @@ class _RunningColumn(ProgressColumn):
 
 
 def _cmd_report(args: argparse.Namespace, console: Console) -> int:
-    from tying.report import write_report
+    from tying.report import OutputFolderError, write_report
 
     # every argument is checked, and the folder claimed, before any experiment runs
     only = _split_ids(args.only)
     ids = _check_ids(only) if only is not None else in_claim_order(list(load_all()))
     out = pathlib.Path(args.out)
-    _claim(out, ids, fresh=True)
+    earlier = _earlier_report(out)
+    _claim(out, ids, fresh=True)  # removes an earlier report of ours (checked: ours)
     t0 = time.perf_counter()
     running: dict[str, float] = {}
+    finished: list[str] = []
+    try:
+        records = _run_with_progress(args, console, ids, out, running, finished)
+    except KeyboardInterrupt:
+        replaced = (
+            f"; the earlier report there ({', '.join(earlier)}) was removed when this run started"
+            if earlier
+            else ""
+        )
+        print(
+            f"tying report: interrupted after {len(finished)} of {len(ids)} experiment(s): "
+            f"no report page was written in {out}{replaced}. Figures of finished "
+            f"experiments are in {out / 'figures'}; run the same command again for a report",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    runtime = time.perf_counter() - t0
+    try:
+        paths = write_report(
+            records, out, size=args.size, seed=args.seed, jobs=args.jobs, runtime_s=runtime
+        )
+    except (OSError, OutputFolderError) as exc:  # the folder changed during the run
+        print(
+            f"tying report: error: the experiments ran, but the page could not be written: {exc}",
+            file=sys.stderr,
+        )
+        return EXIT_FAIL
+    n_pass = sum(r.passed for r in records)
+    console.print(
+        f"[bold]{n_pass} of {len(records)} claims passed[/] in {format_runtime(runtime)} "
+        f"(size {args.size}, {args.jobs} job(s)); report: {escape(str(paths['html']))}",
+        highlight=False,
+    )
+    for rec in records:
+        if not rec.passed:
+            console.print(
+                f"  [{_STYLE[rec.status]}]{rec.status}[/]: {escape(rec.id)}", highlight=False
+            )
+    _print_import_errors(console)  # their claims did not run: the count above omits them
+    return EXIT_PASS
+
+
+def _print_import_errors(console: Console) -> None:
+    for module, err in import_errors().items():
+        last = err.splitlines()[-1] if err.strip() else "(no message)"
+        console.print(
+            f"[red]experiment module {escape(module)} failed to import:[/] {escape(last)}",
+            highlight=False,
+        )
+
+
+def _earlier_report(out: pathlib.Path) -> list[str]:
+    """The page files of a report already in ``out`` (unreadable: none; _claim says why)."""
+    try:
+        return [n for n in ("index.html", "results.json") if (out / n).is_file()]
+    except OSError:
+        return []
+
+
+def _run_with_progress(
+    args: argparse.Namespace,
+    console: Console,
+    ids: list[str],
+    out: pathlib.Path,
+    running: dict[str, float],
+    finished: list[str],
+) -> list[RunRecord]:
+    """:func:`run_many` under a live progress bar; ``finished`` collects the ids done."""
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -211,13 +290,14 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
         def on_done(rec: RunRecord) -> None:
             running.pop(rec.id, None)
             progress.console.print(
-                f"  [{_STYLE[rec.status]}]{rec.status.upper():>5}[/] {rec.id}  "
-                f"[dim]{format_runtime(rec.runtime_s)}[/]  {rec.key_figure}",
+                f"  [{_STYLE[rec.status]}]{rec.status.upper():>5}[/] {escape(rec.id)}  "
+                f"[dim]{format_runtime(rec.runtime_s)}[/]  {escape(rec.key_figure)}",
                 highlight=False,
             )
             progress.update(task, advance=1)
+            finished.append(rec.id)
 
-        records = run_many(
+        return run_many(
             ids,
             size=args.size,
             seed=args.seed,
@@ -226,25 +306,8 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
             on_start=on_start,
             on_done=on_done,
         )
-    runtime = time.perf_counter() - t0
-    paths = write_report(
-        records, out, size=args.size, seed=args.seed, jobs=args.jobs, runtime_s=runtime
-    )
-    n_pass = sum(r.passed for r in records)
-    console.print(
-        f"[bold]{n_pass} of {len(records)} claims passed[/] in {format_runtime(runtime)} "
-        f"(size {args.size}, {args.jobs} job(s)); report: {paths['html']}",
-        highlight=False,
-    )
-    for rec in records:
-        if not rec.passed:
-            console.print(f"  [{_STYLE[rec.status]}]{rec.status}[/]: {rec.id}", highlight=False)
-    return EXIT_PASS
 
 
-#: Seeds reach numpy (which takes 0 .. 2**32 - 1 for its global RNG) and torch
-#: generators, after experiments derive more seeds from them (``seed * 1000 + i``).
-MAX_SEED = 2**32 - 1
 _SEED_HELP = f"seed, an integer in 0..{MAX_SEED} (default: 0)"
 
 
@@ -280,7 +343,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tying",
         description="Run the experiments that check the claims of CLAIMS.md.",
-        epilog="exit codes: 0 pass / page written, 1 claim failed or raised, 2 usage error",
+        epilog=(
+            "exit codes: 0 pass / page written, 1 claim failed or raised (or the page could "
+            "not be written), 2 usage error, 130 interrupted"
+        ),
     )
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="log progress (-v) or everything (-vv)"
@@ -355,6 +421,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UsageError as exc:
         print(f"tying {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # `tying report` says what it left; here: nothing to say
+        print(f"tying {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -212,11 +212,18 @@ def claim_folder(
             one run's numbers beside another run's figure.
     """
     out = pathlib.Path(out_dir)
-    if out.exists() and not out.is_dir():
+    try:  # a name too long for the file system, a path through an unreadable folder
+        exists, is_dir = out.exists(), out.is_dir()
+    except OSError as exc:
+        raise OutputFolderError(
+            f"--out {out}: cannot use that path ({exc.strerror or exc}); choose a folder "
+            "path this system accepts and you can read"
+        ) from None
+    if exists and not is_dir:
         raise OutputFolderError(
             f"--out {out} is a file, not a folder; give a folder (it is created if missing)"
         )
-    if out.is_dir():
+    if is_dir:
         manifest = _read_manifest(out)
         try:
             ours, foreign = _owned(out, manifest)

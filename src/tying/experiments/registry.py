@@ -34,9 +34,15 @@ import pathlib
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from tying.experiments.claims import CLAIMS, claim_for
 
 SIZES = ("quick", "report")
+
+#: Seeds reach numpy (which takes 0 .. 2**32 - 1 for its global RNG) and torch
+#: generators, after experiments derive more seeds from them (``seed * 1000 + i``).
+MAX_SEED = 2**32 - 1
 
 
 @dataclasses.dataclass
@@ -191,3 +197,39 @@ def check_size(size: str) -> None:
     """Raise ValueError unless ``size`` is one of :data:`SIZES`."""
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}, got {size!r}")
+
+
+def check_seed(seed: int) -> int:
+    """The seed as a Python int, after checking it is an integer in ``0..MAX_SEED``.
+
+    The ``tying`` command takes the same range. A NumPy integer is accepted (it is
+    an integer); a bool, float or string is not (``seed=1.5`` would be truncated,
+    ``seed=True`` is a slip), and a negative seed is refused: experiments derive
+    more seeds from it, which NumPy's generators refuse or wrap.
+
+    Args:
+        seed: the seed a run was asked for.
+
+    Returns:
+        ``int(seed)``.
+
+    Raises:
+        TypeError: when ``seed`` is not an integer.
+        ValueError: when it lies outside ``0..MAX_SEED``.
+
+    Example:
+        >>> check_seed(np.int64(7)), check_seed(0)
+        (7, 0)
+    """
+    if isinstance(seed, bool | np.bool_) or not isinstance(seed, int | np.integer):
+        raise TypeError(
+            f"seed must be an integer in 0..{MAX_SEED}, got {seed!r} ({type(seed).__name__}); "
+            "pass an int such as seed=0"
+        )
+    value = int(seed)
+    if not 0 <= value <= MAX_SEED:
+        raise ValueError(
+            f"seed must be an integer in 0..{MAX_SEED}, got {value}; "
+            f"{'seeds are not negative' if value < 0 else 'pick a smaller seed'}"
+        )
+    return value

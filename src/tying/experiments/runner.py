@@ -16,17 +16,19 @@ Example:
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import importlib.util
 import logging
 import multiprocessing
+import os
 import pathlib
 import random
 import re
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,7 +36,7 @@ import torch
 
 from tying.experiments import IMPORT_ERRORS, load_all
 from tying.experiments.output import claim_folder, record_files
-from tying.experiments.registry import Result, Table, check_size, get
+from tying.experiments.registry import Result, Table, check_seed, check_size, get
 
 __all__ = [
     "EXTRAS",
@@ -137,8 +139,10 @@ def jsonable(value: Any) -> Any:
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
+    if isinstance(value, set | frozenset):  # in a stable order, NaN kept as a number
+        return jsonable(sorted(value, key=repr))
     if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
+        value = _tensor_numpy(value)
     if isinstance(value, np.ndarray):
         return jsonable(value.tolist())
     if isinstance(value, np.generic):
@@ -148,6 +152,35 @@ def jsonable(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float | str):
         return value
     return str(value)
+
+
+def _tensor_numpy(t: torch.Tensor) -> np.ndarray:
+    """A tensor's values as a NumPy array, whatever its dtype, layout or device.
+
+    ``Tensor.numpy()`` refuses bfloat16, float8 and complex32 (NumPy has no such
+    dtype), conjugate views and sparse tensors; it raised out of the runner for a
+    bfloat16 number in ``measured`` (stop 38). Those are widened exactly (bfloat16
+    and float8 to float32, complex32 to complex64) or made dense first.
+
+    Raises:
+        ValueError: for a tensor on the meta device, which holds no values.
+    """
+    t = t.detach()
+    if t.device.type == "meta":
+        raise ValueError(
+            f"a tensor on the meta device (shape {tuple(t.shape)}, {t.dtype}) holds no "
+            "values to report; compute the number on a real device"
+        )
+    t = t.cpu()
+    if t.is_quantized:
+        t = t.dequantize()
+    if t.layout != torch.strided:
+        t = t.to_dense()
+    if t.dtype == torch.complex32:
+        t = t.to(torch.complex64)
+    elif t.is_floating_point() and t.dtype not in (torch.float16, torch.float32, torch.float64):
+        t = t.float()  # bfloat16 and the float8 types: exact in float32
+    return t.resolve_conj().resolve_neg().numpy()
 
 
 def _missing_message(missing: Sequence[str]) -> str:
@@ -168,17 +201,47 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _figure_names(stems: Iterable[Any]) -> list[str]:
+    """A distinct file-safe name per figure stem, in order.
+
+    Stems that differ only in characters a file name drops (``"a b"``, ``"a/b"``,
+    ``"a-b"``) would all be saved as ``a-b.png``: each save would overwrite the one
+    before, and the page would show the last figure under every caption. A repeat gets
+    ``-2``, ``-3``, ... instead (stop 38).
+
+    Example:
+        >>> _figure_names(["a b", "a/b", "a-b", "é", ""])
+        ['a-b', 'a-b-2', 'a-b-3', 'figure', 'figure-2']
+    """
+    names: list[str] = []
+    for stem in stems:
+        safe = re.sub(r"[^A-Za-z0-9_-]+", "-", str(stem)).strip("-") or "figure"
+        name, n = safe, 1
+        while name in names:
+            n += 1
+            name = f"{safe}-{n}"
+        names.append(name)
+    return names
+
+
 def _save_figures(figures: dict[str, Any], exp_id: str, out_dir: pathlib.Path | None) -> list[str]:
     paths: list[str] = []
-    for stem, fig in figures.items():
-        if out_dir is not None:
-            safe = re.sub(r"[^A-Za-z0-9_-]+", "-", str(stem)).strip("-") or "figure"
-            rel = f"{FIGURES_DIR}/{exp_id}--{safe}.png"
-            (out_dir / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
-            fig.savefig(out_dir / rel, dpi=100, bbox_inches="tight")
-            paths.append(rel)
-        if "matplotlib.pyplot" in sys.modules:  # a pyplot figure stays registered until closed
-            sys.modules["matplotlib.pyplot"].close(fig)
+    try:
+        for safe, fig in zip(_figure_names(figures), figures.values(), strict=True):
+            if out_dir is not None:
+                rel = f"{FIGURES_DIR}/{exp_id}--{safe}.png"
+                (out_dir / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
+                paths.append(rel)
+                fig.savefig(out_dir / rel, dpi=100, bbox_inches="tight")
+            if "matplotlib.pyplot" in sys.modules:  # a pyplot figure stays registered until closed
+                sys.modules["matplotlib.pyplot"].close(fig)
+    except Exception:
+        # The run reports no figures, so none may stay: one left behind would be in no
+        # manifest, and the next run into the folder refused it as a user's file (stop 38).
+        for rel in paths:
+            if out_dir is not None:
+                (out_dir / rel).unlink(missing_ok=True)
+        raise
     return paths
 
 
@@ -193,7 +256,8 @@ def run_experiment(
     Args:
         id: a registered experiment id.
         size: ``"quick"`` or ``"report"``.
-        seed: the seed passed to the experiment (and to the global RNGs).
+        seed: the seed passed to the experiment (and to the global RNGs): an integer
+            in ``0..2**32 - 1`` (a NumPy integer is taken as its int).
         out_dir: folder to save figures in (under ``figures/``); None to discard them.
             It is checked first (:func:`tying.experiments.output.claim_folder`): a
             folder holding files tying did not write is refused before anything runs.
@@ -204,10 +268,12 @@ def run_experiment(
 
     Raises:
         KeyError: when ``id`` is not registered (naming the closest id).
-        ValueError: when ``size`` is not one of the sizes.
+        ValueError: when ``size`` is not one of the sizes, or ``seed`` is out of range.
+        TypeError: when ``seed`` is not an integer.
         OutputFolderError: when ``out_dir`` cannot be used (see above).
     """
     check_size(size)
+    seed = check_seed(seed)
     load_all()
     get(id)
     if out_dir is not None:
@@ -225,13 +291,44 @@ def _run(
     out_dir: str | pathlib.Path | None = None,
 ) -> RunRecord:
     """:func:`run_experiment` without the folder check, on :data:`THREADS_PER_EXPERIMENT`
-    torch threads; the caller's thread count is restored afterwards."""
-    before = torch.get_num_threads()
+    torch threads and torch's fresh-process defaults (see :func:`_fresh_torch`); the
+    caller's settings are restored afterwards."""
+    before, cwd = torch.get_num_threads(), os.getcwd()
     torch.set_num_threads(THREADS_PER_EXPERIMENT)
     try:
-        return _run_here(id, size, seed, out_dir)
+        with _fresh_torch():
+            return _run_here(id, size, seed, out_dir)
     finally:
         torch.set_num_threads(before)
+        # an os.chdir() inside moved a relative --out (the default, "report"): the page
+        # and the later figures went to another folder than the one checked (stop 38)
+        os.chdir(cwd)
+
+
+@contextlib.contextmanager
+def _fresh_torch() -> Iterator[None]:
+    """Run under a fresh process's torch defaults; restore the caller's afterwards.
+
+    An experiment that sets ``torch.set_default_dtype(torch.float64)`` or turns grad
+    mode off changed every experiment after it in the same process (``--jobs 1``) but
+    not those in other workers, so a seed gave other numbers with ``--jobs 2``; and
+    the change leaked to the caller (stop 38). Each run now starts from float32 and
+    grad mode on, whatever ran before or the caller set, and NumPy's error state and
+    torch's default dtype, grad mode and deterministic-algorithms flag are put back.
+    """
+    dtype, grad = torch.get_default_dtype(), torch.is_grad_enabled()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    np_err = np.geterr()
+    torch.set_default_dtype(torch.float32)
+    torch.set_grad_enabled(True)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(dtype)
+        torch.set_grad_enabled(grad)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        np.seterr(**np_err)
 
 
 def _run_here(id: str, size: str, seed: int, out_dir: str | pathlib.Path | None) -> RunRecord:
@@ -271,24 +368,33 @@ def _run_here(id: str, size: str, seed: int, out_dir: str | pathlib.Path | None)
         if (exc.name or "").split(".")[0] != "tying":  # ours missing is a bug, not an extra
             record.status, record.missing = "missing-extra", [exc.name or str(exc)]
             record.error = _missing_message(record.missing) + "\n\n" + record.error
-    except Exception:
+    except (Exception, SystemExit):  # sys.exit() inside ended `tying report` with no page
         record.error = traceback.format_exc()
     record.runtime_s = time.perf_counter() - t0
     if record.error is not None:
         log.error("%s did not finish:\n%s", id, record.error)
         return record
 
-    record.measured = jsonable(result.measured)
-    record.key_figure = result.key_figure
-    record.notes = result.notes
-    record.tables = [Table(t.title, jsonable(t.rows)) for t in result.tables]
+    try:  # a value the record cannot hold is this run's error, never the caller's crash
+        problem = _verdict_problem(id, result)
+        record.measured = jsonable(result.measured)
+        record.key_figure = str(result.key_figure)
+        record.notes = str(result.notes)
+        record.tables = [_table(t) for t in result.tables]
+    except Exception:
+        record.error = (
+            f"experiment {id!r} returned a Result the report cannot record (measured must "
+            "be a dict of numbers, arrays or words; tables a list of Table):\n"
+            + traceback.format_exc()
+        )
+        log.error("%s: %s", id, record.error)
+        return record
     try:
         record.figures = _save_figures(result.figures, spec.id, out)
     except Exception:
         record.error = "saving a figure failed:\n" + traceback.format_exc()
         log.error("%s: %s", id, record.error)
         return record
-    problem = _verdict_problem(id, result)
     if problem is not None:  # status stays "error": no verdict is reported
         record.error = problem
         log.error("%s: %s", id, problem)
@@ -296,6 +402,18 @@ def _run_here(id: str, size: str, seed: int, out_dir: str | pathlib.Path | None)
     record.status = "pass" if result.passed else "fail"
     log.info("%s: %s in %.2f s", id, record.status.upper(), record.runtime_s)
     return record
+
+
+def _table(table: Table) -> Table:
+    """A result table as plain data; every row must be a dict (the page reads its keys)."""
+    rows = jsonable(list(table.rows))
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise TypeError(
+                f"table {table.title!r}: row {i} is {type(table.rows[i]).__name__}, expected "
+                "a dict of column -> value"
+            )
+    return Table(str(table.title), rows)
 
 
 def _has_nan(value: Any) -> bool:
@@ -311,10 +429,12 @@ def _has_inf(value: Any) -> bool:
 def _holds(value: Any, test: Callable[[Any], Any]) -> bool:
     if isinstance(value, dict):
         return any(_holds(v, test) for v in value.values())
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple | set | frozenset):
         return any(_holds(v, test) for v in value)
     if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
+        value = _tensor_numpy(value)
+    if isinstance(value, np.ndarray) and value.dtype.kind == "O":  # numbers as objects
+        return _holds(value.tolist(), test)
     if isinstance(value, np.ndarray | np.generic):
         return value.dtype.kind in "fc" and bool(test(value).any())
     return isinstance(value, float | complex) and bool(test(value))
@@ -380,8 +500,18 @@ def _crashed_record(id: str, size: str, seed: int, exc: BaseException) -> RunRec
         seed=seed,
         status="error",
         source=spec.source,
-        error="the worker process running it failed:\n" + "".join(traceback.format_exception(exc)),
+        error="the worker process running it failed:\n"
+        + "".join(traceback.format_exception(exc))
+        + (_BROKEN_HINT if isinstance(exc, cf.process.BrokenProcessPool) else ""),
     )
+
+
+# Python's own advice for worker processes, which import the caller's main module.
+_BROKEN_HINT = (
+    "\nA worker process died (out of memory, a crash, or killed). If run_many(jobs > 1) "
+    "was called from a script, the workers import that script again: put the call under "
+    '`if __name__ == "__main__":`, or pass jobs=1.'
+)
 
 
 def _mp_context() -> multiprocessing.context.BaseContext:
@@ -412,15 +542,26 @@ def run_many(
         The records, in the order of ``ids``.
 
     Raises:
-        KeyError: for an unknown id; ValueError: for a bad size or ``jobs < 1``;
+        KeyError: for an unknown id; ValueError: for a bad size or seed, ``jobs < 1``,
+        or an id given twice; TypeError: for a seed that is not an integer;
         OutputFolderError: when ``out_dir`` holds files tying did not write (checked
         before anything runs; see :mod:`tying.experiments.output`).
     """
     check_size(size)
+    seed = check_seed(seed)
     load_all()
     ids = list(ids)
     for id in ids:
         get(id)
+    twice = sorted({id for id in ids if ids.count(id) > 1})
+    if twice:
+        # one record per id: a repeat would be counted twice ("2 of 2 claims passed" for
+        # one claim) and, in workers, two runs would write the same figure at once
+        raise ValueError(
+            f"run_many() got the id(s) {', '.join(map(repr, twice))} more than once; "
+            "each experiment runs once per call: pass each id once "
+            "(list(dict.fromkeys(ids)) keeps the first of each)"
+        )
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
     if out_dir is not None:  # once, here: workers only write figures the claim covers

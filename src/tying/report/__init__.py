@@ -15,12 +15,16 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 from collections.abc import Sequence
+
+import numpy as np
 
 from tying.experiments import REGISTRY, load_all
 from tying.experiments.claims import claim_for
 from tying.experiments.output import MANIFEST, OutputFolderError, claim_folder, record_files
+from tying.experiments.registry import check_seed, check_size
 from tying.experiments.runner import RunRecord, import_errors
 from tying.report.environment import collect_environment
 from tying.report.html import render_page, summary_rows
@@ -64,6 +68,35 @@ def results_dict(records: Sequence[RunRecord], environment: dict, runtime_s: flo
     }
 
 
+def _check_run(
+    records: Sequence[RunRecord], size: str, seed: int, jobs: int, runtime_s: float
+) -> tuple[int, int]:
+    """``(seed, jobs)`` as ints, after checking that the page's header tells the truth."""
+    check_size(size)
+    seed = check_seed(seed)
+    if isinstance(jobs, bool | np.bool_) or not isinstance(jobs, int | np.integer) or jobs < 1:
+        raise ValueError(f"jobs must be an int >= 1 (worker processes), got {jobs!r}")
+    if isinstance(runtime_s, bool) or not isinstance(runtime_s, int | float | np.number):
+        raise ValueError(f"runtime_s must be a number of seconds, got {runtime_s!r}")
+    if not (math.isfinite(runtime_s) and runtime_s >= 0):
+        raise ValueError(f"runtime_s must be finite and >= 0 seconds, got {runtime_s!r}")
+    ids = [r.id for r in records]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise ValueError(
+            f"records hold {', '.join(map(repr, twice))} more than once; the page has one "
+            "section and one count per experiment: pass one record per id"
+        )
+    for rec in records:  # the page states one size and seed for every number on it
+        if rec.size != size or rec.seed != seed:
+            raise ValueError(
+                f"record {rec.id!r} was run at size {rec.size!r}, seed {rec.seed}, but the "
+                f"page would say size {size!r}, seed {seed}; pass the size and seed the "
+                "records were run with (or run them again)"
+            )
+    return seed, int(jobs)
+
+
 def write_report(
     records: Sequence[RunRecord],
     out_dir: str | pathlib.Path,
@@ -89,8 +122,12 @@ def write_report(
     Raises:
         OutputFolderError: ``out_dir`` holds a file tying did not write (a user's
             ``index.html``, say) or cannot be written; nothing is written then.
+        ValueError: a bad ``size``, ``seed``, ``jobs`` or ``runtime_s``, an id twice in
+            ``records``, or a record run at another size or seed than the page would
+            state; TypeError: ``seed``/``jobs`` not an integer. Nothing is written then.
     """
     load_all()
+    seed, jobs = _check_run(records, size, seed, jobs, runtime_s)
     out = pathlib.Path(out_dir)
     # refuses to overwrite a page the user made; the records' own figures are ours
     claim_folder(out, [r.id for r in records], fresh=False, writes_page=True)
@@ -99,10 +136,15 @@ def write_report(
         size=size, seed=seed, jobs=jobs, **{"torch threads per experiment": threads}
     )
     page = render_page(records, REGISTRY, env, runtime_s, import_errors())
+    # Both files are encoded before either is written: a failure leaves the old pair. A
+    # lone surrogate (an OS error naming a file whose name is not UTF-8) cannot be UTF-8:
+    # it is written as its escape, ``\udcff``, which JSON reads back as the same string.
+    results = json.dumps(results_dict(records, env, runtime_s), indent=2, ensure_ascii=False)
+    page_bytes = page.encode("utf-8", errors="backslashreplace")
+    json_bytes = (results + "\n").encode("utf-8", errors="backslashreplace")
     html_path, json_path = out / "index.html", out / "results.json"
-    html_path.write_text(page, encoding="utf-8")
-    results = results_dict(records, env, runtime_s)
-    json_path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    html_path.write_bytes(page_bytes)
+    json_path.write_bytes(json_bytes)
     figures = [f for r in records for f in r.figures if (out / f).is_file()]
     record_files(out, [*_PAGE, *figures])
     return {"html": html_path, "json": json_path}

@@ -62,7 +62,7 @@ figure img { max-width: 100%; border: 1px solid #e3e6eb; background: #fff; }
 figcaption { font-size: 12px; color: #5a6477; }
 pre.error { background: #fff3f2; border: 1px solid #f0c2bd; padding: 10px; overflow-x: auto;
             font-size: 12px; white-space: pre-wrap; }
-p.broken { color: #c0392b; font-weight: 600; }
+p.broken, span.broken, span.broken a { color: #c0392b; font-weight: 600; }
 table.env { width: auto; }
 footer { color: #5a6477; font-size: 13px; margin-top: 28px; }
 """
@@ -271,7 +271,16 @@ def render_page(
         f'<div class="totals"><span id="passed-count"><b>{n_pass}</b> of {len(records)} '
         f"claims passed</span><span>{len(registered)} experiments registered</span>"
         f"<span>{missing} claims not yet implemented</span>"
-        f"<span>total runtime {format_runtime(runtime_s)}</span></div>"
+        f"<span>total runtime {format_runtime(runtime_s)}</span>"
+        # a module that failed to import registered nothing: its claims are not counted
+        + (
+            f'<span class="broken" id="import-error-count"><a href="#import-errors">'
+            f"{len(import_errors)} experiment module(s) failed to import</a>; their claims "
+            "did not run</span>"
+            if import_errors
+            else ""
+        )
+        + "</div>"
     )
     broken = ""
     if import_errors:
