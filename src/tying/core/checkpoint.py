@@ -70,7 +70,9 @@ def _physical_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str
             aliases[key] = first[id(t)]
             continue
         first[id(t)] = key
-        tensors[key] = t.detach()
+        # a quantized module's state holds non-tensors (its packed params' dtype): kept
+        # as they are for save_state to refuse by name (t.detach() raised AttributeError)
+        tensors[key] = t.detach() if isinstance(t, torch.Tensor) else t
     return tensors, aliases
 
 
@@ -265,6 +267,7 @@ def save_state(
         else:
             plan_ties.append(t)
     for k, t in tensors.items():
+        _refuse_unwritable(k, t, path)
         if t.device.type == "meta":
             raise TieError(
                 f"save: {k} is on the meta device and has no values to write; materialise "
@@ -312,6 +315,31 @@ def save_state(
         raise
     _sync_folder(target)
     return path
+
+
+def _refuse_unwritable(key: str, value, path) -> None:
+    """Refuse a state entry a safetensors file cannot hold, by name (stop 39).
+
+    A quantized model's state (``torch.ao``'s dynamic or static modules) holds a
+    ``torch.dtype`` and packed-parameter tuples, and quantized or sparse tensors: save
+    failed with ``AttributeError: 'torch.dtype' object has no attribute 'detach'`` (or
+    inside safetensors), naming neither the entry nor the fix.
+    """
+    what = None
+    if not isinstance(value, torch.Tensor):
+        what = f"a {type(value).__name__}, not a tensor"
+    elif value.is_quantized:
+        what = f"a quantized tensor ({value.dtype})"
+    elif value.layout != torch.strided:
+        what = f"a {value.layout} tensor"
+    if what is None:
+        return
+    raise TieError(
+        f"save: state entry {key!r} is {what}, which a safetensors file cannot hold (a "
+        f"quantized or sparse module's state); save the float model before quantizing "
+        f"(tying.save, then quantize after tying.load), or save this one with "
+        f"torch.save(model.state_dict(), f); nothing was written to {os.fspath(path)!r}"
+    )
 
 
 def _own_memory(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
