@@ -29,9 +29,14 @@ PT2E: its ``nn_module_stack`` names the base class), and FX's reads of a tie's
 source are re-pointed to the model's own Parameter (held by the graph module under
 ``_tying_<path>``), which neither fusion nor ``convert_fx`` replaces. QAT trains
 the one Parameter; after ``convert_fx`` / ``convert_pt2e`` every use is
-quantized as an untied copy's would be. A tie through a relation (``Transposed``)
-is quantized after its relation in PT2E (as the untied layer), while FX observes
-the source before the relation (per tensor): it runs, quantized more coarsely.
+quantized as an untied copy's would be. A tie through a relation (``Transposed``,
+``Scaled``) or from a source pruned by ``torch.nn.utils.prune`` is quantized after
+the relation and the mask, as the untied layer: FX's observers on the ops between
+the source and its use (per tensor, as activations) are dropped, so the weight is
+observed once (stop 39; before, 0.010-0.029 from the untied copy, and a pruned
+source failed with ``AttributeError: ... 'weight_orig'``). In PT2E the ops that
+compute a weight from stored tensors are left out of the layer's partition (a pruned
+source failed in ``X86InductorQuantizer`` with "to is not an aten linear operator").
 
 Example:
     >>> import warnings, torch, tying
@@ -74,17 +79,38 @@ def _tied_modules(model: nn.Module) -> dict[str, nn.Module]:
     return {p: m for p, m in model.named_modules() if type(m) is not base_class(m)}
 
 
-def _tie_sources(model: nn.Module) -> dict[str, nn.Parameter]:
-    """``{path: Parameter}`` of every tie source (and root source) stored in ``model``."""
+def _tie_sources(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``{path: tensor}`` of every tensor stored in a module that holds a tie source.
+
+    The traced tied use reads its source by path. That is the slot itself
+    (``0.weight``), but a source pruned by ``torch.nn.utils.prune`` is read as
+    ``0.weight_orig`` and ``0.weight_mask``, and a parametrized one as
+    ``0.parametrizations.weight.original``: fusion replaced module ``0`` and the
+    first calibration call failed with ``AttributeError: 'LinearReLU' object has no
+    attribute 'weight_orig'`` (stop 39). Every tensor of the source's module is
+    therefore a candidate.
+    """
     inv = Inventory(model)
-    params = dict(model.named_parameters(remove_duplicate=False))
-    out = {}
+    holders: set[str] = set()
     for info in inv.slots.values():
         if not info.is_tied:
             continue
         for path in (info.source, inv.root_of(info.path)):
-            if path and path in params:
-                out[path] = params[path]
+            if path:
+                holders.add(
+                    inv.slots[path].module_path if path in inv.slots else path.rsplit(".", 1)[0]
+                )
+    out: dict[str, torch.Tensor] = {}
+    for prefix in sorted(holders):
+        if prefix not in inv.modules:
+            continue
+        mod = inv.modules[prefix]
+        tensors = [
+            *mod.named_parameters(remove_duplicate=False),
+            *mod.named_buffers(remove_duplicate=False),
+        ]
+        for name, tensor in tensors:
+            out[f"{prefix}.{name}" if prefix else name] = tensor
     return out
 
 
@@ -113,27 +139,95 @@ def _mapping_for_tied(model: nn.Module, qconfig_mapping: Any) -> Any:
     return mapping
 
 
-def _keep_source_reads(prepared: torch.fx.GraphModule, sources: dict[str, nn.Parameter]) -> None:
-    """Re-point the graph's reads of a tie source to the model's own Parameter.
+def _keep_source_reads(
+    prepared: torch.fx.GraphModule, sources: dict[str, torch.Tensor]
+) -> set[torch.fx.Node]:
+    """Re-point the graph's reads of a tie source to the model's own tensors.
 
     The traced tied use reads ``get_attr <source path>``; fusion and ``convert_fx``
     replace the module at that path (folded, fused or packed weights), so the read
-    is moved to an attribute of the root that holds the Parameter itself.
+    is moved to an attribute of the root that holds the Parameter (or the buffer:
+    a pruning mask) itself. Returns the re-pointed read nodes.
     """
     alias: dict[str, str] = {}
+    reads: set[torch.fx.Node] = set()
     for node in prepared.graph.nodes:
         if node.op != "get_attr" or node.target not in sources:
             continue
+        reads.add(node)
         if node.target not in alias:
             name = base = "_tying_" + node.target.replace(".", "_")
             k = 1
             while hasattr(prepared, name):
                 name, k = f"{base}_{k}", k + 1
-            prepared.register_parameter(name, sources[node.target])
+            tensor = sources[node.target]
+            if isinstance(tensor, nn.Parameter):
+                prepared.register_parameter(name, tensor)
+            else:
+                prepared.register_buffer(name, tensor)
             alias[node.target] = name
+        _fold_dtype_reads(prepared.graph, node, sources[node.target].dtype)
         node.target = alias[node.target]
-    if alias:
-        prepared.recompile()
+    return reads
+
+
+def _drop_inner_observers(prepared: torch.fx.GraphModule, reads: set[torch.fx.Node]) -> None:
+    """Keep only the last observer on the way from a tie source to the op that uses it.
+
+    A tied use computes its weight from the source (``transpose``, ``* scale``, or
+    ``weight_mask * weight_orig`` for a pruned source), and FX observed each of those
+    ops as an *activation* (per tensor, quint8) before the weight observer (per
+    channel): the tied use was quantized three times, 0.005-0.02 from the untied
+    copy, with no error (stop 32 "seen and left"; stop 39). An untied layer's weight
+    is observed once, as a weight: so is the tied use's now. Only observers whose
+    input and every user are computed from tie-source reads alone are dropped.
+    """
+    from torch.ao.quantization import FakeQuantizeBase
+    from torch.ao.quantization.observer import ObserverBase
+
+    def is_observer(node: torch.fx.Node) -> bool:
+        return node.op == "call_module" and isinstance(
+            prepared.get_submodule(node.target), (ObserverBase, FakeQuantizeBase)
+        )
+
+    constant: set[torch.fx.Node] = set()
+    for node in prepared.graph.nodes:  # topological order
+        inputs = node.all_input_nodes
+        if (
+            node in reads
+            or (node.op in ("call_function", "call_method") or is_observer(node))
+            and inputs
+            and all(i in constant for i in inputs)
+        ):
+            constant.add(node)
+    for node in list(prepared.graph.nodes):
+        if node in constant and is_observer(node) and all(u in constant for u in node.users):
+            node.replace_all_uses_with(node.args[0])
+            prepared.graph.erase_node(node)
+            prepared.delete_submodule(node.target)
+
+
+def _fold_dtype_reads(graph: torch.fx.Graph, read: torch.fx.Node, dtype: torch.dtype) -> None:
+    """Replace ``getattr(<source read>, "dtype")`` nodes with the dtype itself.
+
+    A pruned source is read as ``weight_mask.to(dtype=weight_orig.dtype) * weight_orig``.
+    ``convert_fx`` folds a weight's producer nodes into a module but does not follow
+    the argument of a ``getattr`` node, and failed with ``KeyError: _0_weight_orig``
+    (stop 39). The dtype of a stored tensor is a constant of the model anyway.
+    """
+    for user in list(read.users):
+        if not (
+            user.op == "call_function" and user.target is getattr and user.args[1:] == ("dtype",)
+        ):
+            continue
+        for consumer in list(user.users):
+            consumer.args = torch.fx.node.map_aggregate(
+                consumer.args, lambda a, u=user, d=dtype: d if a is u else a
+            )
+            consumer.kwargs = torch.fx.node.map_aggregate(
+                consumer.kwargs, lambda a, u=user, d=dtype: d if a is u else a
+            )
+        graph.erase_node(user)
 
 
 def _prepare_fx(model, qconfig_mapping, example_inputs, qat: bool, **kwargs):
@@ -146,7 +240,12 @@ def _prepare_fx(model, qconfig_mapping, example_inputs, qat: bool, **kwargs):
         # torch.ao's notice that FX mode moves to torchao; the caller chose this flow
         warnings.filterwarnings("ignore", message="torch.ao.quantization is deprecated")
         prepared = fn(model, mapping, example_inputs, **kwargs)
-    _keep_source_reads(prepared, sources)
+    reads = _keep_source_reads(prepared, sources)
+    # a relation's own parameters (Scaled's scale) live on the tied module, read in place
+    tied = tuple(p + "." for p in _tied_modules(model) if p)
+    reads |= {n for n in prepared.graph.nodes if n.op == "get_attr" and n.target.startswith(tied)}
+    _drop_inner_observers(prepared, reads)
+    prepared.recompile()
     return prepared
 
 
@@ -214,7 +313,23 @@ def _name_base_classes(graph_module: torch.fx.GraphModule, model: nn.Module) -> 
     """Make each node's ``nn_module_stack`` name a tied module's base class."""
     tied = _tied_modules(model)
     by_path = {p: (_qualname(type(m)), _qualname(base_class(m))) for p, m in tied.items()}
+    # the ops that compute a weight from stored tensors (a relation, a pruning mask) are
+    # no part of the layer's op. A pruned source's mask.to(dtype) is one node that the
+    # tied use reads too: inside the source's nn.Linear partition, it became an output
+    # of it, and X86InductorQuantizer failed with "to is not an aten linear operator"
+    # (stop 39). They are left out of every module's partition.
+    constant: set[torch.fx.Node] = set()
     for node in graph_module.graph.nodes:
+        inputs = node.all_input_nodes
+        if node.op == "get_attr" or (
+            node.op == "call_function" and inputs and all(i in constant for i in inputs)
+        ):
+            constant.add(node)
+    for node in graph_module.graph.nodes:
+        if node in constant and node.op == "call_function":
+            node.meta.pop("nn_module_stack", None)
+            node.meta.pop("source_fn_stack", None)
+            continue
         stack = node.meta.get("nn_module_stack")
         if stack:
             for key, (fqn, cls) in list(stack.items()):

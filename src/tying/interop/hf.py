@@ -231,6 +231,7 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike, **kwargs: Any) ->
         TieError: when a declared tie is broken (run ``tying.retie`` first), or a
             module is pruned by ``torch.nn.utils.prune`` (``prune.remove`` first);
             nothing is written then.
+        FileExistsError: when ``path`` is an existing file, not a folder (left as it is).
         PermissionError: when neither ``path``'s parent nor an existing ``path``
             is writable (the files are written into a temporary folder beside
             ``path``, or inside it when only ``path`` is writable, then moved in).
@@ -275,6 +276,16 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike, **kwargs: Any) ->
             "peft_model.save_pretrained(path) (load it with tying.interop.lora.from_pretrained), "
             "or merge it first (tying.interop.lora.merge_and_unload) and save the merged model"
         )
+    folder = pathlib.Path(path)
+    if folder.exists() and not folder.is_dir():
+        # (plain HF logs an error and returns, having saved nothing; here os.mkdir failed
+        # after the whole save was written aside, with a bare "[Errno 17] File exists")
+        raise FileExistsError(
+            f"tying.hf.save_pretrained: {str(folder)!r} is a file, not a folder; save_pretrained "
+            f"writes a folder (config.json and the weights). Pass a folder path instead "
+            f"(e.g. {str(folder) + '_saved'!r}); the file was left as it was and nothing "
+            f"was written"
+        )
     verify(model)
     _refuse_pruned(model)
     _refuse_unwritable(model)
@@ -289,7 +300,7 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike, **kwargs: Any) ->
         state = logical_state_dict(model)
         if tie_embed:  # HF re-ties it from tie_word_embeddings; a copy would be 154 MB in GPT-2
             state.pop(f"{Inventory(model).path_of(model.get_output_embeddings())}.weight", None)
-        _save_all_or_nothing(model, pathlib.Path(path), state, kwargs)
+        _save_all_or_nothing(model, folder, state, kwargs)
     finally:
         if had_key:
             setattr(config, CONFIG_KEY, old_plan)
@@ -298,7 +309,7 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike, **kwargs: Any) ->
                 delattr(config, CONFIG_KEY)
         if old_tie is not None:
             config.tie_word_embeddings = old_tie
-    return pathlib.Path(path)
+    return folder
 
 
 def _unwrap_compiled(model: nn.Module) -> nn.Module:
@@ -592,6 +603,8 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
     state = _ModuleState(model)  # everything HF and the plan change, for the rollback
     params_before = dict(model.named_parameters(remove_duplicate=False))
     tables_before = _embedding_tables(model, emb_in, emb_out)
+    kept_before = _slot_values(model, embed_slots) if involved else {}
+    extras_before = _relation_extras(model, {r.target for r in involved})
     try:
         if involved:
             Plan([free(r.target) for r in involved]).apply(model)
@@ -599,6 +612,7 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
         if involved:
             try:
                 Plan(involved).apply(model)
+                _restore_relation_extras(model, extras_before)
             except TieError as err:
                 named = "; ".join(
                     f"{r.target} <- {r.like} ({r.relation!r})" for r in outside or involved
@@ -609,6 +623,7 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
                     f"longer fits ({err}); the model is unchanged. Untie it first "
                     f"(tying.Plan([tying.free({(outside or involved)[0].target!r})]).apply(model))"
                 ) from None
+        _refuse_kept_rows_moved(model, kept_before, involved)
         _refuse_tables_joined(model, tables_before)
         verify(model)
         _record_replaced(model, params_before)
@@ -662,6 +677,117 @@ def _embedding_tables(
         if isinstance(weight, torch.Tensor):
             out[path] = (mod, weight.data)
     return out
+
+
+def _relation_extras(model: nn.Module, targets: set[str]) -> dict[str, dict[str, torch.Tensor]]:
+    """``{target: {role: a copy of the value}}`` of each tied target's relation extras (the
+    learned ``scale`` of ``Scaled``, stored as ``weight_scale``) where the tie reads another
+    slot. A self re-parametrisation (no source) is left out: re-applying it re-makes its
+    physical storage from the resized value for the extras' initial values, so the logical
+    values come back exactly (a restored scale would multiply them by scale / init)."""
+    inv = Inventory(model)
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    with torch.no_grad():
+        for target in sorted(targets):
+            info = inv.slots.get(target)
+            if info is None or not info.is_tied or "source" in info.tie.storage:
+                continue
+            roles = {}
+            for role, name in info.tie.storage.items():
+                value = getattr(info.module, name, None)
+                if role != "source" and isinstance(value, torch.Tensor):
+                    roles[role] = value.detach().clone()
+            if roles:
+                out[target] = roles
+    return out
+
+
+def _restore_relation_extras(model: nn.Module, before: dict[str, dict[str, torch.Tensor]]) -> None:
+    """Give the re-applied ties their relation extras' values from before the resize.
+
+    Re-applying a ``Scaled`` tie made its scale anew at ``init``: a scale trained to 3.0
+    came back as 2.0, and every logit of the kept tokens moved (0.075 on a tiny GPT-2,
+    no error; stop 39 review). The values are copied into the new extras (HF replaced
+    the module; an optimizer built before is refused as for every replaced parameter).
+    """
+    inv = Inventory(model)
+    with torch.no_grad():
+        for target, roles in before.items():
+            info = inv.slots.get(target)
+            if info is None or not info.is_tied:
+                continue
+            for role, old in roles.items():
+                name = info.tie.storage.get(role)
+                new = getattr(info.module, name, None) if name else None
+                if isinstance(new, torch.Tensor) and new.shape == old.shape:
+                    new.copy_(old.to(new.dtype))
+
+
+def _slot_values(model: nn.Module, paths: set[str]) -> dict[str, torch.Tensor]:
+    """``{path: a copy of the value the model reads there}`` for each floating-point slot in
+    ``paths`` (a tied slot's logical value, computed by its relation); meta tensors and a
+    tie's own storage (``weight_physical``, ``weight_scale``: not values the model reads as
+    they are) skipped."""
+    inv = Inventory(model)
+    storage = {
+        join(info.module_path, name)
+        for info in inv.slots.values()
+        if info.is_tied
+        for name in info.tie.storage.values()
+    }
+    out = {}
+    with torch.no_grad():
+        for path in sorted(paths - storage):
+            value = _value_at(model, path)
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and not value.is_meta:
+                out[path] = value.detach().clone()
+    return out
+
+
+def _refuse_kept_rows_moved(model: nn.Module, before: dict[str, torch.Tensor], involved) -> None:
+    """Refuse when an embedding slot's kept tokens read other values after the resize.
+
+    HF's resize keeps the first ``min(old, new)`` rows of every embedding table as they
+    were; the re-applied ties must too. A relation that does not keep each row where it
+    was did not: ``lm_head.weight`` tied to ``wte.weight`` by ``Flipped(dims=(0,))`` or
+    ``Rotated(k=2)`` read the *new* rows for the first tokens after growing 50 -> 60
+    (kept-token logits 0.39 away), ``Mirrored(dim=0)`` re-averaged the table (0.15 away),
+    ``Hashed`` re-bucketed the new random rows into the old ones (0.025 away), all with
+    no error (stop 39 review). Compared over the overlap of the old and new shapes, to a
+    few units of rounding (``Hashed``'s buckets are re-averaged when re-applied).
+    """
+    moved = []
+    with torch.no_grad():
+        for path, old in before.items():
+            new = _value_at(model, path)
+            if not isinstance(new, torch.Tensor) or new.ndim != old.ndim:
+                continue
+            overlap = tuple(slice(0, min(a, b)) for a, b in zip(old.shape, new.shape))
+            # in the table's own dtype (float32 for halves): a float64 copy of a 128k-token
+            # table would cost 4 GB
+            work = torch.float32 if old.dtype in (torch.float16, torch.bfloat16) else old.dtype
+            a, b = old[overlap].to(work), new[overlap].detach().to(work)
+            if torch.equal(a, b):
+                continue
+            eps = torch.finfo(old.dtype).eps
+            scale = float(a.abs().nan_to_num(0.0, 0.0, 0.0).max()) if a.numel() else 0.0
+            if not torch.allclose(b, a, rtol=8 * eps, atol=8 * eps * scale, equal_nan=True):
+                diff = (a - b).abs().nan_to_num(float("inf")).max().item()
+                moved.append((path, overlap, diff))
+    if not moved:
+        return
+    path, overlap, diff = moved[0]
+    ties = [r for r in involved if path in (r.target, r.like)] or list(involved)
+    named = "; ".join(f"{r.target} <- {r.like or 'its own storage'} ({r.relation!r})" for r in ties)
+    kept = "x".join(str(s.stop) for s in overlap)
+    raise TieError(
+        f"resize_token_embeddings: after the resize, {path} no longer holds its kept values "
+        f"(the first {kept} entries, which HF's resize keeps as they were; max |diff| "
+        f"{diff:.3g}): the tie {named} does not keep each token's row where it was when the "
+        f"vocabulary changes size, so kept tokens would read other values, silently. Free it "
+        f"first (tying.Plan([tying.free({ties[0].target!r})]).apply(model)), resize, then tie "
+        f"again with a relation that keeps rows in place (Same, Scaled); nothing was changed"
+    )
 
 
 def _refuse_tables_joined(

@@ -56,8 +56,10 @@ def prune(model: nn.Module, path: str, method: Callable[..., nn.Module], **kwarg
         TieError: when ``path`` is not a slot of ``model`` (naming the closest),
             reads its source through a relation other than ``Same`` (the mask
             would be defined on a different layout than the one read), or is one
-            ``nn.Parameter`` under several paths (a hand-made tie: the mask would
+            ``nn.Parameter`` in several modules (a hand-made tie: the mask would
             reach one module only), with the plans that make it a declared tie.
+            One module seated at several paths is pruned: its one mask serves
+            every seat.
 
     Example:
         >>> import torch, tying
@@ -83,12 +85,16 @@ def prune(model: nn.Module, path: str, method: Callable[..., nn.Module], **kwarg
                 f"{path!r} reads; untie it first (tying.Plan([tying.free({path!r})]).apply(model))"
             )
         hops = info.source
-    group = next((g for g in inv.hand_groups() if hops in g), None)
-    if group is not None:
+    group = next((g for g in inv.hand_groups() if hops in g), [])
+    # one module seated at several paths (Sequential(lin, act, lin)) holds one hook and one
+    # mask for every seat: no tie to break. It was refused as a hand-made tie, with a fix
+    # that would have split the module's seats into two tensors (stop 39)
+    here = (inv.slots[hops].module, inv.slots[hops].name)
+    others = [p for p in group if (inv.slots[p].module, inv.slots[p].name) != here]
+    if others:
         # one Parameter under several paths: torch's prune re-registers it as weight_orig
         # on one module and masks only there; the others kept reading it unmasked, and
         # verify still counted the tie as holding (stop 18)
-        others = [p for p in group if p != hops]
         fix = "; ".join(
             f"tying.Plan([tying.free({p!r})]).apply(model); "
             f"tying.Plan([tying.share({p!r}, like={hops!r})]).apply(model)"
