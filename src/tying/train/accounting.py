@@ -200,7 +200,9 @@ def epsilon(
         ValueError: parameters out of range, an unknown accountant, (PRV) a ``δ``
             Opacus' grid cannot place while RDP's bound is above 0, or (PRV) a case
             whose grid would exceed ``PRV_MAX_POINTS`` points: small ``σ`` with many
-            steps, where PRV would run for minutes in gigabytes; RDP answers those.
+            steps, where PRV would run for minutes in gigabytes; RDP answers those; (PRV)
+            a noise so small that Opacus' grid overflows float64 (ε in the hundreds, where
+            its figure stopped near 705), with RDP's figure in the message.
         ImportError: Opacus is not installed (names the extra to install).
 
     Example:
@@ -347,18 +349,60 @@ def _prv_get_epsilon(acc, delta: float) -> float:
     Increase delta or reduce domain size." (δ <= 1e-15 at σ=1, q=0.1, 10 steps), naming
     neither the argument's value nor that RDP answers it.
     """
+    segments = [(float(q), float(sigma), int(n)) for sigma, q, n in acc.history]
     try:
-        return float(acc.get_epsilon(delta=delta))
+        with (
+            warnings.catch_warnings(record=True) as caught,
+            np.errstate(over="warn", invalid="warn"),
+        ):
+            warnings.simplefilter("always", RuntimeWarning)
+            eps = float(acc.get_epsilon(delta=delta))
     except ValueError as err:
         if "Floating point errors will dominate" not in str(err):
             raise
-        segments = [(float(q), float(sigma), int(n)) for sigma, q, n in acc.history]
         rdp = _rdp_epsilon(segments, delta)
         raise ValueError(
             f"the PRV accountant cannot compute epsilon at delta={delta}: its grid's "
             f"rounding error is larger than delta (Opacus: {err}); use accountant='rdp', "
             f"which gives {max(rdp, 0.0):.6g}, or a larger delta"
         ) from err
+    except RuntimeError as err:
+        # stop 39: at a tiny noise (σ = 0.02 at q = 0.5 or 1) Opacus' discretisation of the
+        # privacy loss fails its own check and raised this RuntimeError from its internals,
+        # naming no argument and no way out
+        if "Discrete mean differs significantly" not in str(err):
+            raise
+        rdp = _rdp_epsilon(segments, delta)
+        said = ", ".join(
+            f"(sample_rate={q}, noise_multiplier={sigma}, steps={n})" for q, sigma, n in segments
+        )
+        raise _PRVUnusable(
+            f"the PRV accountant cannot discretise the privacy loss of {said} at "
+            f"delta={delta}: the noise is too small for its grid (Opacus: {err}); use "
+            f"accountant='rdp', which gives {max(rdp, 0.0):.6g}, or a larger noise_multiplier"
+        ) from err
+    broke = []
+    for w in caught:
+        text = str(w.message)
+        if issubclass(w.category, RuntimeWarning) and ("overflow" in text or "invalid" in text):
+            broke.append(text)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if broke:
+        # stop 39: where the privacy loss passes ~709 (exp overflows float64), Opacus' PRV
+        # grid holds inf and NaN and its ε is capped near 705 with no error: q=0.01,
+        # σ=0.0125, one step read 705.18 where the exact ε is about 3,440 (RDP: 3,581)
+        rdp = _rdp_epsilon(segments, delta)
+        said = ", ".join(
+            f"(sample_rate={q}, noise_multiplier={sigma}, steps={n})" for q, sigma, n in segments
+        )
+        raise _PRVUnusable(
+            f"the PRV accountant's grid overflows for {said} at delta={delta} ({broke[0]}): "
+            f"its privacy loss passes what float64 can exponentiate, so its ε ({eps:.6g}) "
+            f"cannot be trusted; use accountant='rdp', which gives {max(rdp, 0.0):.6g}, or a "
+            f"larger noise_multiplier"
+        )
+    return eps
 
 
 def _at_least_zero(eps: float) -> float:
@@ -369,7 +413,11 @@ def _at_least_zero(eps: float) -> float:
     return max(eps, 0.0)
 
 
-class _PRVGridTooLarge(ValueError):
+class _PRVUnusable(ValueError):
+    """PRV cannot compute this case (a ``ValueError`` for the user); RDP can."""
+
+
+class _PRVGridTooLarge(_PRVUnusable):
     """PRV's grid would be too large to compute (a ``ValueError`` for the user)."""
 
 
@@ -511,7 +559,7 @@ def noise_for_epsilon(
             try:
                 if epsilon(sample_rate, sigma, steps, delta, accountant=name) > target_epsilon:
                     return False
-            except _PRVGridTooLarge:
+            except _PRVUnusable:
                 if name == accountant:
                     # PRV, the accountant named, cannot certify this σ; its grid shrinks as
                     # σ grows, so the search goes on above it. Raising here refused a budget

@@ -320,7 +320,8 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
     Raises:
         TieError: a tied slot on a module other than ``nn.Linear``/``nn.Embedding``, an
             Embedding with ``max_norm``/``scale_grad_by_freq``, or a source that is not a
-            parameter (the model is left unwrapped).
+            parameter (the model is left unwrapped); at the backward, a tied use whose
+            module is in eval mode (Opacus' hooks skip it, so its use would be missing).
         ValueError: ``batch_first=False``; a layer Opacus' own sampler gets wrong (an
             Embedding with ``padding_idx`` or ``scale_grad_by_freq``, a Conv with a
             ``padding_mode`` other than ``"zeros"``), naming it.
@@ -385,8 +386,10 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
     gsm = GradSampleModule(model, loss_reduction=loss_reduction, **kwargs)
 
     by_module: dict[int, tuple[nn.Module, list]] = {}
-    for _, module, name, slot in uses:
+    paths: dict[int, str] = {}
+    for path, module, name, slot in uses:
         by_module.setdefault(id(module), (module, []))[1].append((name, slot))
+        paths[id(module)] = path or "<root>"
 
     def active(module, slots):
         out = []
@@ -397,10 +400,18 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
         return out
 
     def forward_hook(module, inputs, output):
-        if not (gsm.hooks_enabled and module.training and torch.is_grad_enabled()):
+        if not (gsm.hooks_enabled and torch.is_grad_enabled()):
             return
         uses_now = active(module, by_module[id(module)][1])
         if not (uses_now and isinstance(output, torch.Tensor) and output.requires_grad):
+            return
+        if not module.training:
+            # stop 39: Opacus skips a module in eval mode, and refuses at the backward the
+            # parameters it owns ("No activations detected"); a tied use in eval mode was
+            # skipped with no error, so the source's grad_sample missed it (TinyLM with
+            # lm_head.eval(): 2.24 off a per-example loop). Refused at the same moment:
+            # a forward in eval mode that is never backpropagated stays allowed.
+            output.register_hook(lambda g: _refuse_eval_use(paths[id(module)], uses_now))
             return
         for _, _, src in uses_now:  # Opacus promotes a gradient once every use is counted
             src._forward_counter += 1
@@ -440,6 +451,22 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
         model.register_forward_pre_hook(_vet(gsm, model, slots), with_kwargs=True)
     )
     return gsm
+
+
+def _refuse_eval_use(path: str, uses_now) -> None:
+    """Raised from the backward through a tied use whose module is in eval mode."""
+    where = "" if path == "<root>" else f"{path}."
+    names = ", ".join(
+        f"{where}{name} (reads {slot.paths[1] or slot.source_name})" for name, slot, _ in uses_now
+    )
+    raise TieError(
+        f"grad_sample_module: {path} is in eval mode and a backward runs through its tied "
+        f"use of {names}: Opacus' hooks skip a module in eval mode, so that use's per-sample "
+        f"gradient would be missing from the source's grad_sample while .grad holds it "
+        f"(Opacus refuses an eval-mode module that owns its parameters the same way); put "
+        f"the model in training mode (model.train()) for the forward you backpropagate, or "
+        f"run evaluation under torch.no_grad()"
+    )
 
 
 class _Unmark:
