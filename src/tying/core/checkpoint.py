@@ -267,7 +267,7 @@ def save_state(
         else:
             plan_ties.append(t)
     for k, t in tensors.items():
-        _refuse_unwritable(k, t, path)
+        _refuse_unsavable(k, t, path)
         if t.device.type == "meta":
             raise TieError(
                 f"save: {k} is on the meta device and has no values to write; materialise "
@@ -317,7 +317,7 @@ def save_state(
     return path
 
 
-def _refuse_unwritable(key: str, value, path) -> None:
+def _refuse_unsavable(key: str, value, path) -> None:
     """Refuse a state entry a safetensors file cannot hold, by name (stop 39).
 
     A quantized model's state (``torch.ao``'s dynamic or static modules) holds a
