@@ -435,11 +435,12 @@ class GhostClipping:
             if rows_out != B + 1:
                 raise ValueError(
                     f"ghost clipping: {self._paths.get(mod, type(mod).__name__)} "
-                    f"({type(mod).__name__}) gave {rows_out} rows for a batch of {B + 1} "
-                    f"examples: its input is not batch-first (positions from arange(T), or a "
-                    f"sequence-first view), so its rows are not examples; with {B} examples "
-                    f"the row counts only happened to agree. Give it batch-first input "
-                    f"(e.g. expand the positions to (B, T)), or use mode='vmap'"
+                    f"({type(mod).__name__}) does not give one row per example: a probe "
+                    f"with one example more than your batch of {B} ({B + 1}) gave it "
+                    f"{rows_out} rows, so its input is not batch-first (positions from "
+                    f"arange(T), or a sequence-first view) and its rows are not examples. "
+                    f"Give it batch-first input (e.g. expand the positions to (B, T)), or use "
+                    f"mode='vmap'"
                 )
         return True
 
