@@ -129,12 +129,29 @@ def parse_smiles(
         mol.SetProp("_Name", name)
     if "~" in smiles:  # RDKit reads SMARTS' any-bond into a SMILES: a query, not a bond
         _refuse_query_bonds(mol, label)
+    if ":" in smiles and "[" in smiles:  # an atom map may be written ([CH3:1])
+        _strip_atom_maps(mol)
     mol, n_written = _prepare(
         mol, label, aromaticity_model, chiral="@" in smiles, aromatic_bonds=":" in smiles
     )
     if "<" in smiles or ">" in smiles:  # a dative bond: of order 1 like a single bond
         n_written = None
     return mol, n_written
+
+
+def _strip_atom_maps(mol: Any) -> None:
+    """Set every atom map number to 0 before stereo perception, as the OpenFF toolkit does.
+
+    RDKit ranks mapped atoms apart, so the ring atoms of ``[CH3:1][C@H:2]1...`` (cis/trans
+    1,4-dimethylcyclohexane) got R/S labels that the same SMILES without a map does not
+    give; those atoms stayed chiral and a chiral SMIRKS atom (``[#6@:1]``) matched them,
+    where ``Molecule.from_smiles`` and ``from_mapped_smiles`` (which strip the map first)
+    see no chirality: other labels, silently (stop 39). The map order itself is read from
+    the SMILES text (:func:`tying.chem.mapped.map_order`), not from the molecule.
+    """
+    for atom in mol.GetAtoms():
+        if atom.GetAtomMapNum():
+            atom.SetAtomMapNum(0)
 
 
 def _not_printable(smiles: str, label: str) -> SmilesError:

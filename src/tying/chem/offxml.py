@@ -292,8 +292,10 @@ def find_force_field(name: str | pathlib.Path) -> pathlib.Path:
 
     Raises:
         TypeError: when ``name`` is neither a str nor a path.
-        ForceFieldNotFoundError: for a path that does not exist (says so), or a name
-            no installed force field carries (suggests the closest names only).
+        ForceFieldNotFoundError: for a path that does not exist (says so), a name
+            no installed force field carries (suggests the closest names only), a name
+            the file system cannot look up (too long), or the text of an XML document
+            (the toolkit's ``ForceField(text)``: write it to a file and pass the path).
 
     Example:
         >>> find_force_field("openff-2.3.0").name
@@ -319,7 +321,24 @@ def find_force_field(name: str | pathlib.Path) -> pathlib.Path:
         raise ForceFieldNotFoundError(
             "force field '': empty name; give an installed name such as 'openff-2.3.0' or a path"
         )
-    if path.is_file():
+    if isinstance(name, str) and name.lstrip().startswith(("<?xml", "<SMIRNOFF")):
+        # The toolkit's ForceField(text) reads a document passed as a string; here it
+        # was taken for a file name (an OSError "File name too long", stop 39).
+        raise ForceFieldNotFoundError(
+            f"force field: got the text of an XML document ({len(name)} characters, "
+            f"starting {name.lstrip()[:40]!r}), not a name or path; tying.chem reads force "
+            f"fields from files: write the text to a file (pathlib.Path('mine.offxml')"
+            f".write_text(text)) and pass that path"
+        )
+    try:
+        is_file = path.is_file()
+    except OSError as err:  # e.g. a name longer than the file system allows
+        raise ForceFieldNotFoundError(
+            f"force field {_shortened(str(name))!r} cannot be looked up as a file "
+            f"({err.strerror or err}); pass an installed name such as 'openff-2.3.0' or "
+            f"the path of an .offxml file"
+        ) from err
+    if is_file:
         return path
     # A name with a directory part (or a Path) is a file the user pointed at: say that
     # it is missing, not that no installed force field has that name.
@@ -348,6 +367,10 @@ def find_force_field(name: str | pathlib.Path) -> pathlib.Path:
         f"force field called {stem!r}.{hint} tying.chem.available_force_fields() lists the "
         f"{len(names)} installed ones."
     )
+
+
+def _shortened(text: str, keep: int = 60) -> str:
+    return text if len(text) <= keep else f"{text[:keep]}... ({len(text)} characters)"
 
 
 def load_force_field(name: str | pathlib.Path = "openff-2.3.0") -> ForceField:
