@@ -47,7 +47,7 @@ def _epsilon_lower_bound(q: float, sigma: float, delta: float) -> float:
 def test_a_capped_prv_epsilon_is_refused_with_the_rdp_figure():
     assert _epsilon_lower_bound(0.01, 0.0125, 1e-5) > 3000  # PRV answered 705.18
     with pytest.raises(
-        ValueError, match=r"grid overflows .*noise_multiplier=0\.0125.*accountant='rdp'"
+        ValueError, match=r"grid breaks down .*noise_multiplier=0\.0125.*accountant='rdp'"
     ) as info:
         epsilon(0.01, 0.0125, 1, 1e-5, accountant="prv")
     assert _rdp_quoted(info.value) == pytest.approx(epsilon(0.01, 0.0125, 1, 1e-5), rel=1e-5)

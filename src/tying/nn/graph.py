@@ -60,7 +60,7 @@ class EdgeAdjacency(NamedTuple):
     Example:
         >>> adj = normalized_adjacency(torch.tensor([[0, 1], [1, 0]]), 2)
         >>> pair = EdgeAdjacency.from_sparse(adj)
-        >>> pair.index.tolist(), pair.weight.tolist()
+        >>> pair.index.tolist(), [round(w, 6) for w in pair.weight.tolist()]
         ([[0, 0, 1, 1], [0, 1, 0, 1]], [0.5, 0.5, 0.5, 0.5])
     """
 
