@@ -118,7 +118,26 @@ class TiedGateLSTM(nn.Module):
 
         Returns:
             ``(output, (h_T, c_T))`` with ``output`` ``(B, T, hidden_size)`` (or time-first).
+
+        Raises:
+            TypeError: for an input that is not a tensor (a ``PackedSequence`` included).
+            ValueError: on an input or state of the wrong shape.
         """
+        if not isinstance(x, torch.Tensor):
+            # a PackedSequence (what nn.LSTM takes) died on "'PackedSequence' object has no
+            # attribute 'ndim'" (stop 39)
+            packed = isinstance(x, nn.utils.rnn.PackedSequence)
+            raise TypeError(
+                f"TiedGateLSTM: input must be a tensor (batch, seq, {self.input_size}) (or "
+                f"time-first), got {type(x).__name__}"
+                + (
+                    "; packed sequences are not supported: pass the padded batch "
+                    "(nn.utils.rnn.pad_packed_sequence) and read each sequence's last state "
+                    "from output[i, length_i - 1]"
+                    if packed
+                    else ""
+                )
+            )
         if x.ndim != 3 or x.shape[-1] != self.input_size:
             layout = "(batch, seq, " if self.batch_first else "(seq, batch, "
             raise ValueError(

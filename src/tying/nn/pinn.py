@@ -197,7 +197,9 @@ def partial(u: torch.Tensor, x: torch.Tensor, dim: int, order: int = 1) -> torch
     Raises:
         ValueError: when ``x`` is not ``(N, d)`` or does not require grad, ``u`` is not
             one value per row of ``x`` (``(N, 1)`` or ``(N,)``), ``dim`` is not an int in
-            ``[-d, d)``, or ``order`` is not an int >= 1.
+            ``[-d, d)``, or ``order`` is not an int >= 1; when ``u`` was not computed
+            from ``x``. A derivative that no longer depends on ``x`` (order 2 of a linear
+            function) is returned as zeros.
 
     Example:
         >>> x = torch.linspace(0, 1, 5).unsqueeze(1).requires_grad_()
@@ -223,9 +225,26 @@ def partial(u: torch.Tensor, x: torch.Tensor, dim: int, order: int = 1) -> torch
     if not is_int(order, 1):
         raise ValueError(f"partial: order must be an int >= 1, got {order!r}")
     dim %= d
+    if not u.requires_grad:  # torch's "element 0 of tensors does not require grad"
+        raise ValueError(
+            "partial: u has no graph back to x (it does not require grad); compute u from x "
+            "after x.requires_grad_(), outside torch.no_grad()"
+        )
     out = u
-    for _ in range(order):
-        g = torch.autograd.grad(out.sum(), x, create_graph=True)[0]
+    for k in range(order):
+        # a derivative that no longer depends on x (order 2 of 3·x, of a linear layer)
+        # is 0; torch.autograd.grad crashed on it ("element 0 of tensors does not require
+        # grad", or "appears to not have been used in the graph") (stop 39)
+        g = None
+        if out.requires_grad:
+            (g,) = torch.autograd.grad(out.sum(), x, create_graph=True, allow_unused=True)
+        if g is None:
+            if k == 0:  # u itself does not reach x: a mistake, not a zero derivative
+                raise ValueError(
+                    "partial: u was not computed from x (x is not in its graph; a copy or "
+                    "x.detach() was fed to the model?); pass the x the model read"
+                )
+            return torch.zeros(n, 1, dtype=out.dtype, device=out.device)
         out = g[:, dim : dim + 1]
     return out
 

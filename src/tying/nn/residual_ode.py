@@ -260,7 +260,8 @@ def odeint(
     Raises:
         ValueError: for an unknown method, a ``t1`` that is not finite and > 0,
             ``steps`` that is not an int >= 1, an ``rtol``/``atol`` that is negative or not
-            finite (or both 0), or a float16/bfloat16 ``x0``.
+            finite (or both 0), a float16/bfloat16 ``x0``, or an ``x0`` that is not a
+            floating-point or complex tensor.
 
     Example:
         >>> decay = lambda x: -x
@@ -269,6 +270,15 @@ def odeint(
         True
     """
     _check_solver(t1, method, steps, rtol, atol)
+    if not isinstance(x0, torch.Tensor) or not (x0.is_floating_point() or x0.is_complex()):
+        # an integer or bool state failed inside torchdiffeq ("`t` must be a floating point
+        # Tensor", a t nobody passed) and was cast silently by rk4 (stop 39)
+        got = x0.dtype if isinstance(x0, torch.Tensor) else type(x0).__name__
+        # a ValueError, as the float16/bfloat16 state below: a state odeint cannot integrate
+        raise ValueError(
+            f"odeint: x0 must be a floating-point (or complex) tensor, the state the solver "
+            f"moves by fractional steps, got {got}; pass x0.float() (or x0.double())"
+        )
     if x0.dtype in (torch.float16, torch.bfloat16):
         # a step adds h·f(x), far below x's last bit in 8 (bf16) or 11 (fp16) bits of
         # mantissa: bf16 rk4 of dx/dt = -x from 1 to t1 = 0.5 returned 1.0 (e^-0.5 = 0.61),
@@ -284,7 +294,8 @@ def odeint(
         if importlib.util.find_spec("torchdiffeq") is not None:
             import torchdiffeq
 
-            t = torch.tensor([0.0, t1], dtype=x0.dtype, device=x0.device)
+            # the times are real for a complex state too (torchdiffeq refuses complex t)
+            t = torch.tensor([0.0, t1], dtype=x0.real.dtype, device=x0.device)
             return torchdiffeq.odeint(lambda _t, x: field(x), x0, t, rtol=rtol, atol=atol)[-1]
         # the answer is still computed, but not to the rtol/atol asked for: say so
         warnings.warn(
@@ -345,4 +356,10 @@ class NeuralODE(nn.Module):
             )
         except CAUGHT as e:
             raise_if_mismatched(self, e, x)
+            raise
+        except ValueError as e:
+            # odeint refuses an integer state (stop 39): name the layer and its dtype, as for
+            # any other dtype clash (a float16 state keeps odeint's own refusal)
+            if isinstance(x, torch.Tensor) and not (x.is_floating_point() or x.is_complex()):
+                raise_if_mismatched(self, e, x)
             raise

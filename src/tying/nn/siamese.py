@@ -184,7 +184,7 @@ class Siamese(nn.Module):
     def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Euclidean distance between the embeddings, one per pair: ``(B,)``."""
         za, zb = self(a, b)
-        return (za - zb).flatten(1).norm(dim=1)
+        return _pair_distance(za, zb, "Siamese.distance")
 
     def extra_repr(self) -> str:
         return f"tied={self.tied}"
@@ -220,6 +220,11 @@ def contrastive_loss(
             f"contrastive_loss: za and zb must have one shape, got {tuple(za.shape)} and "
             f"{tuple(zb.shape)}"
         )
+    if za.ndim == 0:
+        raise ValueError(
+            "contrastive_loss: za and zb must be (B, …) embeddings, one row per pair, got 0-d "
+            "tensors; pass za.reshape(1, -1) for one pair"
+        )
     if same.shape != za.shape[:1]:
         raise ValueError(
             f"contrastive_loss: same must be ({za.shape[0]},), one label per pair, got "
@@ -231,6 +236,21 @@ def contrastive_loss(
     if not torch.compiler.is_compiling() and not bool(((same == 0) | (same == 1)).all()):
         raise ValueError("contrastive_loss: same must hold 0 (different) or 1 (same) labels")
     same = same.to(za.dtype)
-    d = (za - zb).flatten(1).norm(dim=1)  # (B,)
+    d = _pair_distance(za, zb, "contrastive_loss")  # (B,)
     loss = same * d.square() + (1 - same) * (margin - d).clamp_min(0).square()
     return loss.mean()
+
+
+def _pair_distance(za: torch.Tensor, zb: torch.Tensor, who: str) -> torch.Tensor:
+    """``‖za_i − zb_i‖`` per pair ``(B,)``; a 1-D ``(B,)`` embedding is one value per pair.
+
+    ``flatten(1)`` of a ``(B,)`` embedding (a tower ending in one unit, flattened) crashed
+    with torch's "Dimension out of range" (stop 39): it is the distance ``|za_i − zb_i|``.
+    """
+    if za.ndim == 0 or za.shape != zb.shape:
+        raise ValueError(
+            f"{who}: the embeddings must be (B, …), one row per pair, of one shape, got "
+            f"{tuple(za.shape)} and {tuple(zb.shape)}"
+        )
+    diff = za - zb
+    return (diff.unsqueeze(1) if diff.ndim == 1 else diff.flatten(1)).norm(dim=1)
