@@ -39,7 +39,7 @@ from tying.hmm.inference import (  # noqa: F401  (re-exported: base.<name> as be
     _threads,
 )
 from tying.hmm.monitor import ConvergenceMonitor
-from tying.hmm.priors import check_priors
+from tying.hmm.priors import check_fitted_finite, check_priors
 from tying.hmm.sequences import SequenceBatch, check_lengths, check_unmasked
 from tying.hmm.ties import StateTies
 from tying.hmm.validation import (
@@ -410,7 +410,17 @@ class BaseHMM(HMMInference, EstimatorParams):
             for restart in range(self.n_init):
                 self._initialise(X, rng, kept)
                 monitor = ConvergenceMonitor(tol, n_iter, bool(self.verbose))
-                self._em(X, batch, monitor, context)
+                # a prior past float64's range (1e308 summed over a row) overflows in the
+                # M-step: not NumPy's RuntimeWarning (an error naming nothing under -W
+                # error) nor the E-step's "probability 0" that follows, but the parameter
+                # and the priors, by name, once the loop is done (stop 39)
+                try:
+                    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                        self._em(X, batch, monitor, context)
+                except (ValueError, np.linalg.LinAlgError) as err:
+                    check_fitted_finite(self, err)
+                    raise
+                check_fitted_finite(self)
                 last = monitor.history[-1] if monitor.history else -np.inf  # n_iter=0
                 if best is None or last > best[0]:
                     best = (last, self._snapshot(), monitor, restart)

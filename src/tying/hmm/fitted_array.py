@@ -154,8 +154,13 @@ class FittedArray(np.ndarray):
                 f"compute into a new array and assign it whole"
             )
         target = outs[0]
-        result = getattr(ufunc, method)(*plain, **kwargs)
-        target[...] = result
+        # computed into a copy of the output, as NumPy computes into the output itself:
+        # entries a ``where=`` mask skips keep their values (a fresh result left them
+        # uninitialised, and that memory went into the model: stop 39), and NumPy's
+        # casting rule refuses what does not fit (``x += 1j`` lost its imaginary part)
+        buf = np.array(target)
+        getattr(ufunc, method)(*plain, out=(buf,), **kwargs)
+        target[...] = buf
         return target
 
     def _write_through(self, write) -> None:

@@ -15,6 +15,13 @@ checked there, before the first E-step (stop 33):
   50 on a tied row changed nothing; a means prior was used in the covariance update but
   not in the mean's), so it is refused by name, as start values that differ are.
 
+A prior can also be too large for float64: the M-step adds it to expected counts and
+normalises (``transmat_prior=1e308`` summed over a row is inf), or divides it by a
+small count (``covars_prior=1e308``). Such fits returned an infinite covariance with no
+error, or stopped with an error that blamed the data ("sequence 0 has probability 0")
+or NumPy's ``LinAlgError`` (stop 39); :func:`check_fitted_finite` refuses them by the
+parameter and the priors instead.
+
 Example:
     >>> import numpy as np
     >>> from tying.hmm import GaussianHMM
@@ -32,7 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["check_priors"]
+__all__ = ["check_fitted_finite", "check_priors"]
 
 
 def check_priors(model, shapes: dict) -> None:
@@ -87,3 +94,119 @@ def check_priors(model, shapes: dict) -> None:
                 f"{full[s].tolist()}); a tie group has one parameter and takes one "
                 f"prior: give tied states the same prior, or untie them"
             )
+
+
+def check_fitted_finite(model, cause: BaseException | None = None) -> None:
+    """Refuse an EM whose M-step left a parameter invalid (non-finite, a probability row
+    not summing to 1, a covariance that is not positive definite), naming it and the priors.
+
+    Called once per restart, after the EM loop (or when it raised: ``cause``), on the
+    per-group parameters; valid start values and data keep every M-step finite, so a
+    non-finite one comes from priors past float64's range.
+
+    Args:
+        model: an HMM inside ``fit``.
+        cause: the error the EM loop raised, if it did (chained to this one).
+
+    Returns:
+        None (every parameter is finite).
+
+    Raises:
+        ValueError: naming the first non-finite parameter, its value and the priors set.
+
+    Example:
+        >>> import numpy as np
+        >>> from tying.hmm import GaussianHMM
+        >>> X = np.random.default_rng(0).normal(size=(40, 2))
+        >>> try:
+        ...     GaussianHMM(2, transmat_prior=1e308, random_state=0).fit(X)
+        ... except ValueError as err:
+        ...     print(str(err)[:59])
+        fit: the M-step left transmat_ with a row summing to 0, not
+    """
+    for private, value in model._state_arrays().items():
+        kind = private[1:]
+        bad = ~np.isfinite(value)
+        if kind in _DISTRIBUTIONS and not bad.any():
+            # a row sum of inf normalises every entry to 0: finite, but no distribution
+            bad = np.broadcast_to(~np.isclose(value.sum(-1, keepdims=True), 1.0), value.shape)
+        elif kind == "covars" and isinstance(cause, np.linalg.LinAlgError) and not bad.any():
+            # a full covariance the E-step could not factorise: a scalar covars_prior is
+            # added to every entry (hmmlearn's rule), and past ~1e16 times the data's
+            # scale the matrix is singular to rounding
+            bad = _not_positive_definite(value)
+            if bad.any():
+                group = int(np.argwhere(bad)[0][0])
+                where = _group_text(model, kind, group)
+                raise ValueError(
+                    f"fit: the M-step left covars_ not positive definite ({where}); {_why(model)}"
+                ) from cause
+        if not bad.any():
+            continue
+        public = {"transitions": "transmat_", "emissions": "emissionprob_"}.get(kind, f"{kind}_")
+        group = int(np.argwhere(bad)[0][0]) if value.ndim > 1 else int(np.argmax(bad))
+        where = f"state {group}" if kind == "startprob" else _group_text(model, kind, group)
+        raise ValueError(
+            f"fit: the M-step left {public} {_what(value, bad, where)}; {_why(model)}"
+        ) from cause
+
+
+def _why(model) -> str:
+    """The priors set, as the likely cause (or a request to report the defect)."""
+    priors = [
+        f"{name}={_short(getattr(model, name))}"
+        for name in model._prior_shapes()
+        if getattr(model, name, None) is not None
+    ]
+    if not priors:
+        return "no prior is set, so this is a defect: please report it with the data"
+    return (
+        f"priors this large overflow float64 (max {np.finfo(np.float64).max:.3g}) or "
+        f"swamp the data when the M-step adds them to the expected counts or divides "
+        f"them by them ({', '.join(priors)}); give smaller priors"
+    )
+
+
+def _not_positive_definite(value: np.ndarray) -> np.ndarray:
+    """Per leading index of stacked ``(..., D, D)`` matrices: not positive definite."""
+    if value.ndim < 3 or value.shape[-1] != value.shape[-2]:
+        return np.zeros(len(value), dtype=bool)
+    mats = value.reshape(len(value), -1, *value.shape[-2:])
+    out = np.zeros(len(value), dtype=bool)
+    for g, block in enumerate(mats):
+        try:
+            np.linalg.cholesky(block)
+        except np.linalg.LinAlgError:
+            out[g] = True
+    return out
+
+
+#: parameters whose rows are probability distributions (each sums to 1)
+_DISTRIBUTIONS = ("startprob", "transitions", "emissions", "weights")
+
+
+def _what(value: np.ndarray, bad: np.ndarray, where: str) -> str:
+    """What is wrong with ``value`` (its first non-finite entry, or a row sum) and where."""
+    first = value[bad][0]
+    if not np.isfinite(first):
+        return f"non-finite ({first} in {where})"
+    sums = np.atleast_1d(value.sum(-1))
+    return (
+        f"with a row summing to {sums.flat[np.argmax(~np.isclose(sums, 1.0))]:.6g}, not 1 ({where})"
+    )
+
+
+def _group_text(model, kind: str, group: int) -> str:
+    """``"state s"`` for an untied state, else the tie group's states."""
+    kinds = model.ties_.group_of
+    if kind not in kinds:  # a parameter stored per state
+        return f"state {group}"
+    states = model.ties_.groups(kind)[group]
+    return f"state {states[0]}" if len(states) == 1 else f"tie group {states}"
+
+
+def _short(value) -> str:
+    arr = np.asarray(value)
+    if arr.ndim == 0:
+        return f"{arr.item()!r}"
+    return f"array of shape {arr.shape} up to {np.max(np.abs(arr)):.3g}"
