@@ -758,6 +758,10 @@ def _load_from_state_dict(
         _check_before_load(self, state_dict, prefix, local_metadata, strict, missing, unexpected,
                            errors)  # fmt: skip
     errors.extend(_contradictions(self, state_dict, prefix))
+    for name, slot in slots_of(self).items():
+        own = _own_storage_from(state_dict, prefix, self, name, slot)
+        if own is not None:  # an untied model's entry that fits the tie: load it (stop 39)
+            state_dict[prefix + slot.storage["source"]] = own
     for name in slots_of(self):
         state_dict.pop(prefix + name, None)
     type(self)._tying_base._load_from_state_dict(
@@ -773,6 +777,8 @@ def _contradictions(module, state_dict, prefix) -> list[str]:
         if key not in state_dict:
             continue
         incoming = state_dict[key]
+        if _own_storage_from(state_dict, prefix, module, name, slot) is not None:
+            continue  # the untied value fits the tie: it is loaded into the tie's storage
         expected = _expected_from(state_dict, prefix, module, name, slot)
         if tuple(incoming.shape) != tuple(slot.shape) or (
             expected is not None and not _agrees(incoming, expected)
@@ -835,6 +841,40 @@ def guard_loading(model: nn.Module) -> None:
         part = model.get_submodule(path)
         if not _has_hook(part, _check_before_load_into_part):
             part.register_load_state_dict_pre_hook(_check_before_load_into_part)
+
+
+def _own_storage_from(state_dict, prefix, module, name, slot):
+    """The tie's own storage for an untied model's entry of a self re-parametrised slot
+    (``SymmetricConv1d``'s ``Mirrored`` weight), when the state dict holds the slot but not
+    the storage and the entry fits the tie exactly; else None.
+
+    A plain ``nn.Conv1d``'s state dict with a palindromic kernel was refused as "a different
+    value" (it was compared with the tie's current value, the storage not being in the
+    load), so no anchor's weights could be loaded (stop 39). The entry is mapped to the
+    storage by the relation's ``right_inverse`` and accepted only when the relation gives
+    it back exactly (the current extras, e.g. a scale, kept): a value the tie cannot hold
+    is still refused.
+    """
+    storage = slot.storage.get("source")
+    key = prefix + name
+    if storage is None or key not in state_dict or prefix + storage in state_dict:
+        return None
+    incoming = state_dict[key]
+    if not isinstance(incoming, torch.Tensor) or tuple(incoming.shape) != tuple(slot.shape):
+        return None
+    with torch.no_grad():
+        current = getattr(module, storage)
+        extras = {r: getattr(module, n) for r, n in slot.storage.items() if r != "source"}
+        try:
+            own = slot.relation.right_inverse(incoming.detach().to(current.dtype))
+            back = slot.relation(own, shape=slot.shape, **extras)
+        except Exception:  # noqa: BLE001 - no inverse here: the usual check refuses it
+            return None
+        if tuple(own.shape) != tuple(current.shape) or not torch.equal(
+            back.to(incoming.dtype), incoming.detach()
+        ):
+            return None
+    return own
 
 
 def _expected_from(state_dict, prefix, module, name, slot):
