@@ -47,7 +47,13 @@ import scipy.sparse as sp
 from tying.core import Count
 from tying.fit import jacobian as jac_mod
 from tying.fit import schur
-from tying.fit.datasets import StackedData, sigma_misread, sigma_reading, stack
+from tying.fit.datasets import (
+    StackedData,
+    _from_torch,
+    sigma_misread,
+    sigma_reading,
+    stack,
+)
 from tying.fit.diagnostics import (  # noqa: F401  (re-exported: global_fit.<name> as before)
     DEGENERATE_CORRELATION,
     ILL_CONDITIONED_INFLATION,
@@ -319,6 +325,15 @@ class GlobalFit:
                 not finite.
         """
         data, pmap, ev = self._prepare()
+        if theta is not None:
+            # a tensor (result.x moved to torch) raised torch's own error; a complex theta
+            # lost its imaginary part with only NumPy's ComplexWarning (stop 39)
+            theta = np.asarray(_from_torch("theta", "theta", theta))
+            if theta.dtype.kind not in "iuf":
+                raise TypeError(
+                    f"theta must be real numbers, got {theta.dtype}; pass result.x of a fit "
+                    f"with the same roles"
+                )
         theta = pmap.x0 if theta is None else np.asarray(theta, dtype=float)
         if theta.shape != (pmap.n_physical,) or not np.all(np.isfinite(theta)):
             raise ValueError(

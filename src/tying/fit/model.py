@@ -245,10 +245,20 @@ class ModelEvaluator:
                     else int(np.flatnonzero(np.any(imag != 0, axis=-1))[0])
                 )
                 where = self._where(i if i is not None else row)
+                ratio = float(np.max(np.abs(imag)) / max(float(np.max(np.abs(out))), 1e-300))
+                # an FFT convolution leaves 1e-17 of imaginary rounding: that model is real,
+                # and the advice about a real domain misled it (stop 39)
+                rounding = (
+                    f" (max |imag| / max |value| = {ratio:.1e}: rounding, as np.fft leaves; "
+                    f"return the real part, np.fft.ifft(...).real or np.fft.irfft)"
+                    if ratio < 1e-12
+                    else ""
+                )
                 raise _ShapeError(
                     f"model_fn returned complex values with a non-zero imaginary part for "
-                    f"{where} at real parameters; a fit needs real model values: keep the "
-                    f"model in its real domain (bounds=, np.sqrt instead of np.emath.sqrt)"
+                    f"{where} at real parameters{rounding}; a fit needs real model values: "
+                    f"keep the model in its real domain (bounds=, np.sqrt instead of "
+                    f"np.emath.sqrt)"
                 )
             out = np.real(out)
         arr = np.asarray(out, dtype=float)
@@ -300,11 +310,13 @@ class ModelEvaluator:
         ) from numpy_exc
 
     def _batched_params(self, values: dict[str, np.ndarray]) -> dict[str, Any]:
+        # copies, as lmfit passes floats: a view of the fixed values (or of an array that
+        # the finite-difference calls share) let a model that updates a parameter in place
+        # (c -= 1.0) shift it for every later call: fit, Jacobian and reported fixed value
+        # silently wrong (stop 39)
         if self.backend == "torch":
-            return {
-                n: torch.from_numpy(np.ascontiguousarray(v)[:, None]) for n, v in values.items()
-            }
-        return {n: v[:, None] for n, v in values.items()}
+            return {n: torch.from_numpy(np.array(v)[:, None]) for n, v in values.items()}
+        return {n: np.array(v)[:, None] for n, v in values.items()}
 
     def _call_batched(self, params: dict[str, Any]) -> Any:
         x = self.data.x_padded

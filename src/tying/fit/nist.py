@@ -352,10 +352,17 @@ def fit_lmfit(problem: Problem, start: int, model: Any = None):
 def lre(estimate: Any, certified: Any) -> np.ndarray | float:
     """Log relative error ``-log10(|estimate - certified| / |certified|)``, capped at 15.
 
-    NaN estimates score 0.
+    Where the certified value is 0 the error is absolute, ``-log10(|estimate|)``
+    (McCullough 1998, as the StRD comparisons score it): the relative error was 0/0 or
+    x/0 there, and an exact 0 scored 0 digits, the worst score (stop 39). NaN estimates
+    score 0.
+
+    Example:
+        >>> lre([1.0 + 1e-6, 0.0, 1e-9], [1.0, 0.0, 0.0]).round(6).tolist()
+        [6.0, 15.0, 9.0]
     """
     est, cert = np.asarray(estimate, dtype=float), np.asarray(certified, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
-        rel = np.abs(est - cert) / np.abs(cert)
+        rel = np.abs(est - cert) / np.where(cert == 0, 1.0, np.abs(cert))
         out = np.where(np.isfinite(rel), np.clip(-np.log10(rel), 0.0, 15.0), 0.0)
     return float(out) if out.ndim == 0 else out

@@ -462,7 +462,8 @@ def conf_interval(
         ValueError: a result that is not a success, has no covariance or no degree of
             freedom, or has chi2 = 0; an unknown or repeated name; sigma outside
             [1, 10]; a refit that finds a lower chi2 than the best fit (the fit was
-            not at its minimum).
+            not at its minimum); a local slot the fit held at its start (its data
+            set's model does not read it; ``names=None`` leaves such slots out).
         TypeError: names or sigmas of the wrong type.
 
     Warns:
@@ -508,8 +509,12 @@ def conf_interval(
     if progress is not None and not isinstance(progress, (bool, np.bool_)):
         raise TypeError(f"progress must be True, False or None, got {progress!r}")
     physical = result.physical_names
+    # a local slot its data set's model does not read is held at its start (standard error
+    # NaN, as lmfit's vary=False): its refits stepped by NaN, ran max_iter at a NaN value
+    # and reported "the refit at b[1] = nan failed (max_iter=2000 reached ...)" (stop 39)
+    held = [n for n, s in zip(physical, result._stderr_x) if np.isnan(s)]
     if names is None:
-        names = list(result.covariance_names) or list(physical)
+        names = [n for n in list(result.covariance_names) or list(physical) if n not in held]
     elif isinstance(names, str) or not isinstance(names, (Sequence, np.ndarray)):
         raise TypeError(f"names must be a list of parameter names, e.g. ['center']; got {names!r}")
     names = list(names)
@@ -527,6 +532,13 @@ def conf_interval(
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise ValueError(f"names lists {dup!r} twice")
+    not_fitted = [n for n in names if n in held]
+    if not_fitted:
+        raise ValueError(
+            f"names has {', '.join(map(repr, not_fitted))}, held at its start value by the "
+            f"fit, not fitted: the model of its data set does not change with it (the fit's "
+            f"message says so; standard error NaN), so it has no profile; leave it out of names"
+        )
     if not names:
         raise ValueError("names is empty; give the parameters to profile")
     tails = [float(special.erfc(s / np.sqrt(2.0))) for s in levels]

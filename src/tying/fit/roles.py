@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from tying.core import Count, Group, TieError
+from tying.fit.datasets import _from_torch
 
 ROLES = ("shared", "per_group", "local", "fixed")
 
@@ -99,7 +100,9 @@ def _real(label: str, value: Any) -> np.ndarray:
     review); an lmfit ``Parameter`` lost its bounds, ``vary`` and ``expr`` (stop 33).
     """
     _lmfit_parameter(label, value)
-    arr = np.asarray(value)
+    if isinstance(value, (list, tuple)):  # init for a per_group parameter, by group, say
+        value = [_tensor_values(label, v) for v in value]
+    arr = np.asarray(_tensor_values(label, value))
     kind = arr.dtype.kind
     if kind == "O":
         flat = arr.ravel().tolist()
@@ -111,6 +114,25 @@ def _real(label: str, value: Any) -> np.ndarray:
             f"give a float (or one per data set / group where that role allows it)"
         )
     return np.asarray(arr, dtype=float)
+
+
+def _tensor_values(label: str, value: Any) -> Any:
+    """A torch tensor's values as a NumPy array (widened to float64), else ``value``.
+
+    ``np.asarray`` raised torch's own errors, naming no argument, for a start value taken
+    from a trained torch parameter (``requires_grad``: "Can't call numpy() on Tensor that
+    requires grad"), a bfloat16 one ("Got unsupported ScalarType BFloat16") or one on the
+    meta device (stop 39); the data read such tensors as their values since stop 38.
+    """
+    module = type(value).__module__ or ""
+    if not (module == "torch" or module.startswith("torch.")) or not hasattr(value, "detach"):
+        return value
+    if value.device.type == "meta":
+        raise ValueError(
+            f"{label} is a torch tensor on the 'meta' device, which holds no values (shape "
+            f"{tuple(value.shape)}); pass a number, or the tensor before .to('meta')"
+        )
+    return np.asarray(_from_torch(label, "the value", value))
 
 
 def _hint(name: str, valid: Sequence[str]) -> str:

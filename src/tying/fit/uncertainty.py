@@ -108,7 +108,9 @@ def _sigma(value: Any, label: str) -> float:
 def _new_x(result: FitResult, i: int, x: Any) -> np.ndarray:
     """The new x of data set ``i``, checked against the kind of x it was fitted on."""
     arr = np.asarray(_from_torch(f"new x of dataset {result.dataset_names[i]!r}", "x", x))
-    if arr.dtype.kind not in "iuf":
+    # a boolean x is read as 0/1, as the fit read it (stop 39: the fit took a boolean x,
+    # predict and eval_uncertainty refused it)
+    if arr.dtype.kind not in "biuf":
         raise TypeError(
             f"x must be real numbers, got {arr.dtype} ({type(x).__name__}); pass a float array"
         )
