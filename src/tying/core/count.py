@@ -81,6 +81,9 @@ def count(model: nn.Module) -> Count:
     physical. Hand-made ties (one ``nn.Parameter`` in two modules) are seen too, and so
     are Parameters that share memory through views (``nn.Parameter(a.weight.data[:2])``):
     ``physical`` counts the distinct entries stored, and overlapping ones form a group.
+    A quantized module's packed weight and bias (``torch.ao``'s ``quantize_dynamic``,
+    ``convert``), which are not parameters, count too: once per module object in
+    ``physical``, once per seat in ``logical`` (:mod:`tying.core.packed`).
 
     Args:
         model: any ``nn.Module``, or an estimator with ``n_parameters()``
@@ -107,6 +110,7 @@ def count(model: nn.Module) -> Count:
             f"global fit), got {type(model).__name__}"
         )
     from tying.core.inventory import Inventory
+    from tying.core.packed import packed_weights
 
     inv = Inventory(model)
     physical_tensors: dict[int, tuple[str, object]] = {}  # id -> (path, tensor), each once
@@ -140,6 +144,21 @@ def count(model: nn.Module) -> Count:
     tie_groups = [
         g for g in groups.values() if len(g.slots) > 1 or any(inv.slots[s].is_tied for s in g.slots)
     ]
+    # A quantized module's int8 weight and bias are packed, not parameters: count(q) was 0
+    # and a quantized module seated twice formed no group (stop 39). Each packed object
+    # counts once in physical, once per seat in logical, like a module tied whole.
+    packed: dict[tuple[int, str], Group] = {}
+    for key, seat, tensors in packed_weights(model):
+        for name, t in tensors:
+            n, nbytes = t.numel(), t.numel() * t.element_size()
+            g = packed.get((key, name))
+            if g is None:
+                g = packed[key, name] = Group(f"{seat}.{name}", n, nbytes, [], 0, 0)
+                physical, bytes_physical = physical + n, bytes_physical + nbytes
+            g.slots.append(f"{seat}.{name}")
+            g.logical, g.bytes_logical = g.logical + n, g.bytes_logical + nbytes
+            logical, bytes_logical = logical + n, bytes_logical + nbytes
+    tie_groups += [g for g in packed.values() if len(g.slots) > 1]
     return Count(logical, physical, bytes_logical, bytes_physical, tie_groups)
 
 

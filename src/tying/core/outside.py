@@ -36,6 +36,7 @@ __all__ = [
     "is_adapter",
     "mark_wrapped",
     "pruned_names",
+    "saved_copy_problems",
     "source_value",
     "wrapped_helper",
 ]
@@ -239,6 +240,78 @@ def declared_through_adapters(inv: Inventory, target: str, source: str | None) -
         f"for every use. Use tying.interop.lora.get_peft_model (one adapter shared by a module "
         f"tied whole) or leave {where!r} out of target_modules"
     )
+
+
+def _saved_copy_wrapper(module: nn.Module) -> bool:
+    """True for peft's ``ModulesToSaveWrapper`` (``modules_to_save``), by duck typing: it
+    keeps the module as ``original_module`` and runs a trained copy per adapter from a
+    ``modules_to_save`` ModuleDict while an adapter is active."""
+    return (
+        "original_module" in module._modules
+        and isinstance(module._modules.get("modules_to_save"), nn.ModuleDict)
+        and hasattr(type(module), "active_adapters")
+    )
+
+
+def _run_copy(inv: Inventory, path: str) -> tuple[str, str] | None:
+    """``(wrapper path, path the forward reads instead)`` when ``path`` lies in the
+    ``original_module`` of a peft ``modules_to_save`` wrapper whose trained copy runs in
+    its place (an adapter active, with a copy); None when the forward reads ``path``."""
+    head = path
+    while "." in head:
+        head = head.rpartition(".")[0]
+        mod = inv.modules.get(head)
+        if mod is None or not _saved_copy_wrapper(mod):
+            continue
+        inner = head + ".original_module."
+        if not path.startswith(inner) or getattr(mod, "disable_adapters", False):
+            return None
+        active = list(getattr(mod, "active_adapters", None) or [])
+        if not active or active[0] not in mod._modules["modules_to_save"]:
+            return None
+        return head, f"{head}.modules_to_save.{active[0]}.{path[len(inner) :]}"
+    return None
+
+
+def saved_copy_problems(inv: Inventory) -> list[str]:
+    """Hand ties (one Parameter under several paths) that the forward no longer uses as one.
+
+    peft's ``modules_to_save=["lm_head"]`` (peft's own ``get_peft_model``, not
+    :func:`tying.interop.lora.get_peft_model`, which refuses it) keeps the tied head as
+    ``lm_head.original_module`` and runs a deep copy of it instead: HF's declared tie
+    (``tie_word_embeddings``) still holds by identity between the embedding and the
+    unused original, so ``tying.verify`` counted it as holding while the logits read a
+    separate tensor that trains apart from the embedding (stop 39). peft's
+    ``ensure_weight_tying=True`` ties the copies to each other: that holds.
+
+    Called by ``tying.verify``; returns one message per broken use, [] when none.
+    """
+    problems = []
+    for group in inv.hand_groups():
+        runs = {p: _run_copy(inv, p) for p in group}
+        if not any(runs.values()):
+            continue
+
+        def read(p: str, runs: dict = runs):
+            run = runs[p]
+            owner, _, name = (run[1] if run else p).rpartition(".")
+            return getattr(inv.modules.get(owner), name, None)
+
+        first = read(group[0])
+        for p in group[1:]:
+            if read(p) is first:
+                continue
+            copy = next((runs[q] for q in (p, group[0]) if runs[q]), None)
+            ends = f"{group[0]} and {p}"
+            problems.append(
+                f"{p}: holds the same nn.Parameter as {group[0]} (a hand-made tie, e.g. HF's "
+                f"tie_word_embeddings), but peft's modules_to_save wrapper at {copy[0]!r} runs "
+                f"its trained copy ({copy[1]}) instead, a separate tensor: {ends} are no longer "
+                f"one weight in the forward and train apart. Pass ensure_weight_tying=True to "
+                f"peft's LoraConfig (it ties the copies), leave that module out of "
+                f"modules_to_save, or use tying.interop.lora.get_peft_model (it refuses this)"
+            )
+    return problems
 
 
 #: every module of a model ``tying.distributed`` wrapped -> (helper, the DDP wrapper's

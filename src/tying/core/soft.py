@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 
+_HALF = (torch.float16, torch.bfloat16)
+
 
 def laplacian_penalty(
     params: Sequence[torch.Tensor] | Mapping[object, torch.Tensor],
@@ -35,7 +37,9 @@ def laplacian_penalty(
         ValueError: negative, NaN or infinite ``lam``, an edge that is not a pair or names
             a missing key (a bool is no index of a list), or shapes that differ.
 
-    Complex members count ``|a − b|²`` (real and ≥ 0).
+    Complex members count ``|a − b|²`` (real and ≥ 0). float16 and bfloat16 members
+    are squared and summed in float32 and the penalty rounded once to their dtype (it
+    is inf only when the penalty itself does not fit).
 
     Example:
         >>> import torch, tying
@@ -56,6 +60,7 @@ def laplacian_penalty(
     keys = list(params.keys()) if mapping else list(range(len(params)))
     get = params.__getitem__
     total = None
+    out = None  # the dtype of the penalty: the members' (real) dtype, promoted
     for edge in edges:
         if isinstance(edge, (str, bytes)) or not isinstance(edge, Sequence) or len(edge) != 2:
             raise ValueError(
@@ -88,9 +93,14 @@ def laplacian_penalty(
         d = a - b
         # ‖d‖² is Σ|d|²: for complex members (a - b)² would be complex, even negative
         # (a = 1j, b = 0 gave -1), so square the real and imaginary parts
-        term = (torch.view_as_real(d) if d.is_complex() else d).pow(2).sum()
+        r = torch.view_as_real(d) if d.is_complex() else d
+        out = r.dtype if out is None else torch.promote_types(out, r.dtype)
+        # float16 squares overflow past |d| = 256: a penalty of 180 came back inf (stop
+        # 39); squared and summed in float32, rounded once to the members' dtype below
+        term = (r.float() if r.dtype in _HALF else r).pow(2).sum()
         total = term if total is None else total + term
     if total is None:
         first = get(keys[0]) if keys else torch.zeros(())
         return first.new_zeros(())
-    return 0.5 * lam * total
+    penalty = 0.5 * lam * total
+    return penalty.to(out) if out in _HALF else penalty

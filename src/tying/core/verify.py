@@ -18,6 +18,7 @@ from tying.core.outside import (
     canonical_index,
     check_not_wrapped,
     declared_through_adapters,
+    saved_copy_problems,
 )
 from tying.core.plan import DECLARED_ATTR, ApplyReport, Plan
 from tying.core.relations import Relation, Same, relation_from_spec
@@ -105,7 +106,9 @@ def verify(model: nn.Module) -> int:
     Hand-made ties (one ``nn.Parameter`` under two paths) are checked too: every
     one found holds by identity and counts; one that a plan or :func:`tying.load`
     saw and that no longer holds (``lm_head.weight`` replaced by a new Parameter)
-    is reported broken.
+    is reported broken. So is a hand tie whose use peft's ``modules_to_save`` replaced
+    by a trained copy (HF's tied ``lm_head`` under plain ``peft.get_peft_model``): the
+    unused original still holds the Parameter, the forward reads the copy.
 
     Args:
         model: a model a plan was applied to (or any parent of it).
@@ -163,6 +166,8 @@ def verify(model: nn.Module) -> int:
                 broken.append(adapted)
             continue
         info = inv.slots.get(tpath)
+        if info is None and spec.get("hand") and _one_module_seated(inv, tpath, source):
+            continue  # torch's quantize_dynamic of a module seated twice: one module (stop 39)
         if info is None:
             broken.append(f"{tpath}: no such parameter any more")
         elif spec.get("hand"):
@@ -209,11 +214,14 @@ def verify(model: nn.Module) -> int:
         if info.tie is not None and info.source != "" and path not in checked
     }
     broken += _hand_tie_problems(inv, checked)
-    if broken:
+    copied = saved_copy_problems(inv)  # a tied head peft's modules_to_save copied (stop 39)
+    if broken or copied:
+        # retie cannot re-tie peft's copy (it would tie the unused original): say so
+        fix = ". Re-create them with tying.retie(model) (or re-apply your plan)." if broken else "."
         raise TieError(
-            f"{len(broken)} declared tie(s) broken: "
-            + "; ".join(broken)
-            + ". Re-create them with tying.retie(model) (or re-apply your plan)."
+            f"{len(broken) + len(copied)} declared tie(s) broken: "
+            + "; ".join(broken + copied)
+            + fix
         )
     return len(checked | set(inv.hand) | live)
 
@@ -303,7 +311,8 @@ def _hand_tie_problems(inv: Inventory, checked: set[str]) -> list[str]:
     for group in inv.hand_groups():
         wrappers = [adapter_wrapper(inv, p) for p in group]
         ids = {None if w is None else id(w[1]) for w in wrappers}
-        if len(ids) > 1:  # a peft adapter on some uses only (one module seated twice too)
+        if len(ids) > 1 and not _one_token_delta(wrappers):
+            # a peft adapter on some uses only (one module seated twice too)
             ends = ", ".join(
                 f"{p} by {'the adapter at ' + repr(w[0]) if w else 'no adapter'}"
                 for p, w in zip(group, wrappers)
@@ -335,6 +344,38 @@ def _hand_tie_problems(inv: Inventory, checked: set[str]) -> list[str]:
                 f"masks every use"
             )
     return problems
+
+
+def _one_token_delta(wrappers: list) -> bool:
+    """Whether every use is wrapped by a peft trainable-tokens layer, all holding the same
+    delta Parameters for the same rows: peft's ``trainable_token_indices`` on a tied
+    embedding gives the tied head a layer that shares the embedding's deltas
+    (``tied_adapter``), so every use reads the same rows, and merging (an ``index_copy``
+    of those rows) writes the same values whichever layer merges. verify called it two
+    adapters whose delta does not reach the other use (stop 39)."""
+    mods = [None if w is None else w[1] for w in wrappers]
+    deltas = [getattr(m, "trainable_tokens_delta", None) for m in mods]
+    if any(not isinstance(d, nn.ParameterDict) for d in deltas):
+        return False
+    first, rows = dict(deltas[0]), getattr(mods[0], "token_indices", None)
+    return all(
+        d.keys() == first.keys()
+        and all(d[k] is first[k] for k in first)
+        and getattr(m, "token_indices", None) == rows
+        for m, d in zip(mods[1:], deltas[1:])
+    )
+
+
+def _one_module_seated(inv: Inventory, a: str, b: str | None) -> bool:
+    """Whether the modules owning paths ``a`` and ``b`` (same name) are one module object:
+    a hand tie of a module seated twice, whose Parameter a quantizer replaced by packed
+    weights in that one module (``quantize_dynamic`` of ``Sequential(inner, act, inner)``),
+    still holds; verify said "no such parameter any more" and offered retie (stop 39)."""
+    if b is None:
+        return False
+    (ma, _, na), (mb, _, nb) = a.rpartition("."), b.rpartition(".")
+    one, two = inv.modules.get(ma), inv.modules.get(mb)
+    return na == nb and one is not None and one is two
 
 
 def _same_object(inv: Inventory, a: str, b: str | None) -> bool:
