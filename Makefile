@@ -25,8 +25,9 @@ venv: $(STAMP)
 report: $(STAMP)
 	$(BIN)/tying report --size report --jobs $(JOBS) --out report
 
+# one pytest worker process per job (pytest-xdist); `make test JOBS=1` runs in one process
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(JOBS) $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
