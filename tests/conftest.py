@@ -7,6 +7,7 @@ are skipped, and CI runs the same checks at quick size instead.
 from __future__ import annotations
 
 import os
+import warnings
 
 import pytest
 import torch
@@ -21,6 +22,14 @@ _CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if _CI else "dev"))
 
 torch.set_num_threads(int(os.environ.get("TYING_TEST_THREADS", "1")))
+
+# torch registers its forward-mode decompositions through torch.jit.script on the first
+# forward-AD call of a process, which warns that jit.script is deprecated: the test that
+# happens to be first in a worker failed on that warning (4 of them on one xdist run, none
+# serially). Registered here, once per process, whatever the order.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import torch._decomp.decompositions_for_jvp  # noqa: F401
 
 
 def pytest_collection_modifyitems(config, items):
