@@ -376,9 +376,7 @@ def _prv_get_epsilon(acc, delta: float) -> float:
         if "Discrete mean differs significantly" not in str(err):
             raise
         rdp = _rdp_epsilon(segments, delta)
-        said = ", ".join(
-            f"(sample_rate={q}, noise_multiplier={sigma}, steps={n})" for q, sigma, n in segments
-        )
+        said = _segments_text(segments)
         raise _PRVUnusable(
             f"the PRV accountant cannot discretise the privacy loss of {said} at "
             f"delta={delta}: the noise is too small for its grid (Opacus: {err}); use "
@@ -405,9 +403,7 @@ def _prv_get_epsilon(acc, delta: float) -> float:
         # grid holds inf and NaN and its ε is capped near 705 with no error: q=0.01,
         # σ=0.0125, one step read 705.18 where the exact ε is about 3,440 (RDP: 3,581)
         rdp = _rdp_epsilon(segments, delta)
-        said = ", ".join(
-            f"(sample_rate={q}, noise_multiplier={sigma}, steps={n})" for q, sigma, n in segments
-        )
+        said = _segments_text(segments)
         raise _PRVUnusable(
             f"the PRV accountant's grid breaks down for {said} at delta={delta} "
             f"({broke[0]}): at so little noise its privacy loss passes what float64 can "
@@ -415,6 +411,13 @@ def _prv_get_epsilon(acc, delta: float) -> float:
             f"which gives {max(rdp, 0.0):.6g}, or a larger noise_multiplier"
         )
     return eps
+
+
+def _segments_text(segments) -> str:
+    """``(q, σ, steps)`` segments as the arguments a user passed, for a refusal."""
+    return ", ".join(
+        f"(sample_rate={q}, noise_multiplier={sigma}, steps={n})" for q, sigma, n in segments
+    )
 
 
 def _at_least_zero(eps: float) -> float:
