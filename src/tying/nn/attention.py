@@ -258,6 +258,25 @@ class Attention(nn.Module):
                 f"a per-sequence (B, T, S) mask pass mask[:, None], for a key-padding (B, S) "
                 f"mask mask[:, None, None, :]"
             )
+        if (
+            mask.is_floating_point()
+            and mask.device.type != "meta"
+            and not torch.compiler.is_compiling()
+            and not torch._C._are_functorch_transforms_active()
+            and not torch.jit.is_tracing()
+            and not (mask.is_cuda and torch.cuda.is_current_stream_capturing())
+        ):
+            # SDPA turns a NaN or +inf score into a NaN row with no error, and the NaN then
+            # reaches every gradient of the batch (stop 40); -inf (masked) is fine. Not read
+            # back where a value cannot be (compile, torch.func, tracing, CUDA graph capture)
+            bad = torch.isnan(mask) | torch.isposinf(mask)
+            if bool(bad.any()):
+                where = tuple(int(i) for i in bad.nonzero()[0])
+                raise ValueError(
+                    f"Attention: an additive attn_mask must hold finite values or -inf (masked), "
+                    f"got {mask[where].item()} at index {where}; SDPA would return NaN for that "
+                    f"query row; use -inf (or a bool mask, False) for keys a query may not read"
+                )
 
     def forward(
         self,
@@ -278,10 +297,13 @@ class Attention(nn.Module):
                 allowed by both); with a ``context`` it replaces ``causal``.
 
         Returns:
-            ``(B, T, d_model)``.
+            ``(B, T, d_model)``. A query row with no key to attend to (all masked) reads
+            ``out_proj.bias``, with a zero (not NaN) gradient, as SDPA gives 0 for it;
+            :meth:`unattended` says which rows those are.
 
         Raises:
             ValueError: on inputs or a mask of the wrong shape, naming expected and got.
+            ValueError: on an additive mask holding NaN or +inf (SDPA returns NaN rows).
             TypeError: on a mask that is neither boolean nor floating point.
         """
         if x.ndim != 3 or x.shape[-1] != self.d_model:
@@ -341,6 +363,74 @@ class Attention(nn.Module):
                     ) from e
             raise
 
+    def unattended(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        *,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Which query rows have no key to attend to, for the same arguments as :meth:`forward`.
+
+        A query whose keys are all masked (``False`` in a bool mask, ``-inf`` in an additive
+        one, after the causal rule of a causal self-attention) has no softmax to take. This
+        layer follows :func:`torch.nn.functional.scaled_dot_product_attention`: that head's
+        attention output is 0, so a row masked in every head reads ``out_proj.bias`` (zeros
+        without a bias), and its gradient is 0 for the queries, keys and values: finite, never
+        NaN. ``nn.MultiheadAttention`` agrees with ``need_weights=False`` (its SDPA route)
+        and returns NaN with ``need_weights=True``. Such rows are usually padding
+        (a left-padded causal batch masks its padding queries on purpose); use this mask to
+        drop them from a loss or to tell them from real rows. An additive mask of large
+        finite negatives (``torch.finfo(dtype).min``, as transformers' eager path) masks
+        nothing here: such a row averages the values uniformly, as SDPA does.
+
+        Args:
+            x: queries ``(B, T, d_model)``.
+            context: keys/values ``(B, S, d_context)``; None for self-attention.
+            attn_mask: as in :meth:`forward`.
+
+        Returns:
+            Bool ``(B, n_heads, T)``: True where that head's query row has no key to attend
+            to. ``.all(1)`` marks the output rows equal to ``out_proj``'s bias.
+
+        Raises:
+            ValueError, TypeError: as :meth:`forward` for inputs or a mask it refuses.
+
+        Example:
+            >>> attn = Attention(8, n_heads=2, causal=True)
+            >>> keep = torch.tensor([[False, True, True], [True, True, True]])  # left padding
+            >>> mask = keep[:, None, None, :]
+            >>> attn.unattended(torch.randn(2, 3, 8), attn_mask=mask).all(1)
+            tensor([[ True, False, False],
+                    [False, False, False]])
+        """
+        if x.ndim != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(
+                f"Attention: expected x of shape (batch, seq, {self.d_model}), got {tuple(x.shape)}"
+            )
+        b, t = x.shape[0], x.shape[1]
+        s = t if context is None else context.shape[1]
+        if context is not None and (
+            context.ndim != 3 or context.shape[-1] != self.d_context or context.shape[0] != b
+        ):
+            raise ValueError(
+                f"Attention: expected context of shape ({b}, seq, {self.d_context}), "
+                f"got {tuple(context.shape)}"
+            )
+        if attn_mask is None:
+            if self.causal and context is not None and s != t:
+                raise ValueError(
+                    f"Attention(causal=True): queries ({t}) and keys ({s}) differ in length; "
+                    f"pass attn_mask= explicitly for a causal cross-attention"
+                )
+            # causal rows always keep their own (diagonal) key; S > 0 is forward's rule
+            return torch.full((b, self.n_heads, t), s == 0, dtype=torch.bool, device=x.device)
+        self._check_mask(attn_mask, b, t, s)
+        allowed = attn_mask if attn_mask.dtype == torch.bool else attn_mask != float("-inf")
+        if self.causal and context is None:
+            allowed = allowed & torch.ones(t, t, dtype=torch.bool, device=allowed.device).tril()
+        return ~allowed.expand(b, self.n_heads, t, s).any(-1)  # (B, H, T)
+
     def _attend(self, q, k, v, attn_mask, drop: float, is_causal: bool) -> torch.Tensor:
         """SDPA over the projected heads and the output projection: ``(B, T, d_model)``."""
         if self.kv_heads == self.v_heads and self.kv_heads < self.n_heads and _SDPA_GQA:
@@ -374,7 +464,7 @@ def _with_causal(mask: torch.Tensor, t: int) -> torch.Tensor:
 
 
 def kv_sharing_plan(
-    targets: str | list[str], like: str, *, parts: tuple[str, ...] = ("k_proj", "v_proj")
+    targets: str | list[str], like: str, *, parts: str | tuple[str, ...] = ("k_proj", "v_proj")
 ) -> Plan:
     """A plan tying the K/V projections of the attention modules ``targets`` to ``like``'s (claim B10).
 
@@ -385,7 +475,8 @@ def kv_sharing_plan(
     Args:
         targets: module path pattern(s) of :class:`Attention` modules whose K/V are tied.
         like: the attention module (pattern) that owns the shared K/V projections.
-        parts: which projections to tie (default K and V; ``("v_proj",)`` for V only).
+        parts: which projections to tie (default K and V; ``"v_proj"`` or ``("v_proj",)``
+            for V only).
 
     Returns:
         A :class:`tying.Plan`; ``plan.apply(model)`` ties them (all or nothing).
@@ -404,6 +495,9 @@ def kv_sharing_plan(
         (3264, 2176)
     """
     targets = [targets] if isinstance(targets, str) else list(targets)
+    # one part as a str, as targets: "v_proj" was iterated as letters and refused with a
+    # message that listed 'v_proj' as valid (stop 40)
+    parts = (parts,) if isinstance(parts, str) else tuple(parts)
     if not targets:
         raise ValueError("kv_sharing_plan: give at least one target attention path")
     bad = [p for p in parts if p not in ("q_proj", "k_proj", "v_proj", "out_proj")]

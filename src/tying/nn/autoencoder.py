@@ -50,6 +50,8 @@ class TiedAutoencoder(nn.Module):
 
     Raises:
         ValueError: for non-positive sizes; on input whose last dim is not ``in_features``.
+        TypeError: for an ``activation`` that is a class (``nn.ReLU``, not ``nn.ReLU()``) or
+            not callable.
 
     Example:
         >>> untied = TiedAutoencoder(20, 3, tied=False)
@@ -75,6 +77,17 @@ class TiedAutoencoder(nn.Module):
         bias = flag("TiedAutoencoder", "bias", bias)
         self.encoder = nn.Linear(in_features, latent, bias=bias)
         self.decoder = nn.Linear(latent, in_features, bias=bias)
+        if isinstance(activation, type) or not (activation is None or callable(activation)):
+            # activation=nn.ReLU (the class, as mlp() takes it) was called on the code as
+            # ReLU(inplace=code): encode() returned a module, not a tensor (stop 40)
+            what = (
+                activation.__name__ if isinstance(activation, type) else type(activation).__name__
+            )
+            raise TypeError(
+                f"TiedAutoencoder: activation must be a module instance or a function applied "
+                f"to the code, got {'the class ' if isinstance(activation, type) else ''}"
+                f"{what}; pass an instance, e.g. activation=nn.ReLU()"
+            )
         self.activation = activation if activation is not None else nn.Identity()
         self.reset_parameters()
         if self.tied:

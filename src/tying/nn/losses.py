@@ -74,7 +74,15 @@ def _prepare(pred, target, from_logits, eps, reduction):
         raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
     if not isinstance(from_logits, bool):  # "no" is truthy: a sigmoid nobody asked for
         raise TypeError(f"from_logits must be True or False, got {from_logits!r}")
-    if pred.dtype == torch.bool or not (pred.is_floating_point() or pred.is_complex()):
+    for what, x in (("prediction", pred), ("target", target)):
+        if x.is_complex():
+            # complex logits came back as a complex score (0.38+0.05j) with no error, and a
+            # complex probability or target died in aminmax (stop 40): a mask is real
+            raise TypeError(
+                f"the {what} must be real (probabilities, logits or a mask), got {x.dtype}; "
+                f"pass its real part or magnitude (x.real, x.abs())"
+            )
+    if pred.dtype == torch.bool or not pred.is_floating_point():
         # a hard bool mask made p * t a logical and and p + t a logical or: Dice read
         # 2 Σ(p∧t) / Σ(p∨t), 2.0 for a perfect prediction, with no error (stop 33). 0/1
         # ints and bools are exact in floating point, so score them as the floats they are
@@ -105,13 +113,15 @@ def _check_settings(who: str, from_logits, eps, reduction) -> None:
 
 
 def _sum(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    """Per-sample sums; float16 ones in float32.
+    """Per-sample sums; float16 and bfloat16 ones in float32.
 
     A float16 sum over more than 65,504 pixels' worth of mask is inf (a 256×256 mask
     of ones is 65,536): the score read inf/inf = NaN, or 0 when only the union overflowed,
     with no error (stop 33). Other dtypes sum in their own.
     """
-    if x.dtype == torch.float16:
+    if x.dtype in (torch.float16, torch.bfloat16):
+        # bfloat16 did not overflow but rounded each sum to 8 bits: the score was off by
+        # up to 1.5 of its own last bits against float64 (stop 40)
         return x.sum(dims, dtype=torch.float32)
     return x.sum(dims)
 
@@ -153,6 +163,7 @@ def soft_iou(
     Raises:
         ValueError: on mismatched shapes, no batch dim, a bad reduction or eps, or a
             prediction (without ``from_logits``) or target with values outside [0, 1].
+        TypeError: on a complex prediction or target.
 
     Example:
         >>> t = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
@@ -190,6 +201,7 @@ def soft_dice(
     Raises:
         ValueError: on mismatched shapes, no batch dim, a bad reduction or eps, or a
             prediction (without ``from_logits``) or target with values outside [0, 1].
+        TypeError: on a complex prediction or target.
 
     Example:
         >>> t = torch.tensor([[1.0, 1.0, 0.0, 0.0]])

@@ -57,6 +57,9 @@ class PeriodicFeatures(nn.Module):
     Attributes:
         out_features: ``in_features − len(periodic_dims) + 2·harmonics·len(periodic_dims)``.
 
+    Float16 and bfloat16 coordinates have their phase ``2πn·x/L`` taken in float32 (their
+    own 11 or 8 bits broke the periodicity); the features come back in the input's dtype.
+
     Raises:
         ValueError: for a period that is not finite and > 0, a non-positive
             ``in_features`` or ``harmonics``, a periodic dim that is not an int in range;
@@ -138,11 +141,16 @@ class PeriodicFeatures(nn.Module):
                 f"PeriodicFeatures: coordinates must be floating point, got {x.dtype}; "
                 f"pass x.float() (or x.double())"
             )
-        omega = self._omega(x.device).to(x.dtype)
+        # a float16/bfloat16 phase 2πn·x/L is rounded to 11/8 bits: bfloat16 features were
+        # off by up to 0.17 and no longer periodic (cos at x = 0.25, 1.25, 3.25 with L = 1:
+        # 0.001, 0.02, 0.09) with no error (stop 40); the phase is taken in float32 then
+        low = x.dtype in (torch.float16, torch.bfloat16)
+        work = torch.float32 if low else x.dtype
+        omega = self._omega(x.device).to(work)
         feats = []
         for d in self.periodic_dims:
-            phase = x[..., d : d + 1] * omega  # (..., harmonics)
-            feats += [torch.sin(phase), torch.cos(phase)]
+            phase = x[..., d : d + 1].to(work) * omega  # (..., harmonics)
+            feats += [torch.sin(phase).to(x.dtype), torch.cos(phase).to(x.dtype)]
         feats += [x[..., d : d + 1] for d in self.other_dims]
         return torch.cat(feats, dim=-1)
 
@@ -159,6 +167,8 @@ def mlp(sizes: Sequence[int], activation: type[nn.Module] = nn.Tanh) -> nn.Seque
 
     Raises:
         ValueError: for fewer than two sizes or a non-positive size.
+        TypeError: for an ``activation`` that is a module instance (``nn.ReLU()``, not
+            ``nn.ReLU``) or not callable.
 
     Example:
         >>> mlp([2, 8, 1])
@@ -171,6 +181,16 @@ def mlp(sizes: Sequence[int], activation: type[nn.Module] = nn.Tanh) -> nn.Seque
     sizes = list(sizes)
     if len(sizes) < 2 or any(not is_int(s, 1) for s in sizes):
         raise ValueError(f"mlp: sizes must be at least two positive ints, got {sizes!r}")
+    if isinstance(activation, nn.Module) or not callable(activation):
+        # an instance (nn.ReLU(), as TiedAutoencoder takes it) was called with no input:
+        # "forward() missing 1 required positional argument", or for sizes of length 2 taken
+        # with no error and never used (stop 40)
+        raise TypeError(
+            f"mlp: activation must be a module class (one new module per hidden layer), got "
+            f"{'an instance of ' if isinstance(activation, nn.Module) else ''}"
+            f"{type(activation).__name__}; pass the class, e.g. activation=nn.ReLU, or "
+            f"functools.partial(nn.Softplus, beta=2) for arguments"
+        )
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         lin = nn.Linear(a, b)
@@ -265,7 +285,8 @@ class SharedBoundary(nn.Module):
 
     Raises:
         ValueError: for a bad ``in_features``, ``dim`` or ``derivatives`` (ints, not bools),
-            a period that is not finite and > 0; on coordinates of the wrong width.
+            a period that is not finite and > 0; on coordinates of the wrong width; when
+            ``u`` returns other than one value per point (``(N, 1)`` or ``(N,)``).
 
     Example:
         >>> u = mlp([2, 16, 1])
@@ -332,7 +353,15 @@ class SharedBoundary(nn.Module):
         Returns:
             ``(left, right)``, each ``(N, derivatives + 1)``.
         """
+        self._check_t(t, "ends")
         return self._at(u, t, 0.0), self._at(u, t, self.period)
+
+    def _check_t(self, t: torch.Tensor, who: str) -> None:
+        if t.ndim != 2 or t.shape[-1] != self.in_features - 1:
+            raise ValueError(
+                f"SharedBoundary.{who}: expected t of shape (N, {self.in_features - 1}), "
+                f"got {tuple(t.shape)}"
+            )
 
     def _at(self, u: nn.Module, t: torch.Tensor, x_value: float) -> torch.Tensor:
         n = t.shape[0]
@@ -341,6 +370,17 @@ class SharedBoundary(nn.Module):
         cols.insert(self.dim, x.squeeze(-1))
         coords = torch.stack(cols, dim=-1).requires_grad_(True)  # (N, in_features)
         out = u(coords)
+        shape = tuple(getattr(out, "shape", ()))
+        if shape == (n,):
+            out = out.unsqueeze(-1)  # one value per point, as partial() takes it
+        elif shape != (n, 1):
+            # a (N,) output broadcast against g's (N, 1) into (N, N): the penalty summed
+            # every point's value against every point's boundary, with no error (stop 40)
+            raise ValueError(
+                f"SharedBoundary: u must return one value per point, ({n}, 1) or ({n},), got "
+                f"{shape if isinstance(out, torch.Tensor) else type(out).__name__}; tie one "
+                f"output at a time (lambda c: u(c)[:, j:j+1])"
+            )
         values = [out]
         for k in range(1, self.derivatives + 1):
             values.append(partial(out, coords, self.dim, order=k))
@@ -356,16 +396,13 @@ class SharedBoundary(nn.Module):
         Returns:
             A scalar penalty.
         """
-        if t.ndim != 2 or t.shape[-1] != self.in_features - 1:
-            raise ValueError(
-                f"SharedBoundary.penalty: expected t of shape (N, {self.in_features - 1}), "
-                f"got {tuple(t.shape)}"
-            )
+        self._check_t(t, "penalty")
         g = self.boundary(t)
         left, right = self.ends(u, t)
         return ((left - g) ** 2 + (right - g) ** 2).sum(-1).mean()
 
     def mismatch(self, u: nn.Module, t: torch.Tensor) -> torch.Tensor:
         """``max |u(0,t) − u(L,t)|`` over ``t`` (values only): the periodicity error."""
+        self._check_t(t, "mismatch")
         left, right = self.ends(u, t)
         return (left[:, 0] - right[:, 0]).abs().max()
