@@ -59,6 +59,7 @@ def check_lengths(lengths: object, n_samples: int) -> np.ndarray:
         if n_samples == 0:
             raise ValueError("X has no rows; give at least one observation")
         return np.array([n_samples], dtype=np.int64)
+    _refuse_bool_entries(lengths)
     arr = np.asarray(lengths)
     if arr.ndim != 1 or arr.size == 0:
         raise ValueError(f"lengths must be a 1-d list of sequence lengths, got shape {arr.shape}")
@@ -92,6 +93,25 @@ def check_lengths(lengths: object, n_samples: int) -> np.ndarray:
             f"lengths must partition X (one entry per sequence)"
         )
     return arr
+
+
+def _refuse_bool_entries(lengths: object, who: str = "") -> None:
+    """Refuse a list or tuple of lengths holding a bool among numbers.
+
+    ``np.asarray([True, 6])`` is ``[1, 6]``: the bool became a length of 1 and the fit
+    ran on sequences the caller never meant, with no error (stop 40). A bool array is
+    refused by its dtype; a list hides it, so its entries are looked at here.
+    """
+    if isinstance(lengths, list | tuple) and not all(
+        isinstance(v, bool | np.bool_) for v in lengths
+    ):  # all bools: a bool array, refused by its dtype with the general message
+        for i, v in enumerate(lengths):
+            if isinstance(v, bool | np.bool_):
+                raise TypeError(
+                    f"{who}lengths[{i}] = {v!r} is a bool, not a sequence length; lengths must be "
+                    f"integers (one per sequence), e.g. lengths=[3, 6]; a mask of rows is not "
+                    f"a lengths argument"
+                )
 
 
 def _object_lengths(arr: np.ndarray, n_samples: int) -> np.ndarray:
@@ -464,6 +484,7 @@ class SequenceBatch:
     """
 
     def __init__(self, lengths: np.ndarray):
+        _refuse_bool_entries(lengths, "SequenceBatch: ")
         arr = np.asarray(lengths)
         if arr.dtype.kind != "i":  # the models pass checked int64; SequenceBatch([2.7]) was
             arr = _checked_batch_lengths(arr)  # cut to [2] by the cast, with no error
@@ -523,6 +544,7 @@ class SequenceBatch:
             >>> SequenceBatch.from_lengths([4, 1]).n_active.tolist()
             [2, 1, 1, 1]
         """
+        _refuse_bool_entries(lengths, "SequenceBatch: ")
         arr = np.asarray(lengths)
         total = int(arr.sum()) if n_samples is None else n_samples
         return cls(check_lengths(arr, total))
