@@ -36,6 +36,7 @@ _WHERE = {
     "free": "tying.core.rules",
     "load": "tying.core.checkpoint",
     "relation_from_spec": "tying.core.relations",
+    "reset_relations": "tying.core.reset",
     "retie": "tying.core.verify",
     "save": "tying.core.checkpoint",
     "share": "tying.core.rules",
