@@ -148,7 +148,13 @@ def as_dataset(item: Any, index: int) -> Dataset:
     )
 
 
-def _from_torch(where: str, label: str, value: Any) -> Any:
+def _is_torch(value: Any) -> bool:
+    """Whether ``value`` is a torch tensor (without importing torch)."""
+    module = type(value).__module__ or ""
+    return (module == "torch" or module.startswith("torch.")) and hasattr(value, "detach")
+
+
+def _from_torch(where: str, label: str, value: Any, *, meta_fix: str | None = None) -> Any:
     """A torch tensor's values on the CPU (bfloat16/float16 widened exactly), else ``value``.
 
     ``np.asarray`` of a tensor raised torch's own errors, naming no data set: "Got
@@ -157,14 +163,17 @@ def _from_torch(where: str, label: str, value: Any) -> Any:
     (stop 38). The values are read as they are (a CUDA tensor is copied, ``requires_grad``
     does not change a value); a tensor on the meta device holds none and is refused.
     """
-    module = type(value).__module__ or ""
-    if not (module == "torch" or module.startswith("torch.")) or not hasattr(value, "detach"):
+    if not _is_torch(value):
         return value
     if value.device.type == "meta":
+        fix = meta_fix or (
+            f"pass the measured data, e.g. the tensor before .to('meta') or "
+            f"{label}.cpu().numpy() of a real one"
+        )
+        what = f"{where}: {label}" if where else label
         raise ValueError(
-            f"{where}: {label} is a torch tensor on the 'meta' device, which holds no values "
-            f"(shape {tuple(value.shape)}); pass the measured data, e.g. the tensor before "
-            f".to('meta') or {label}.cpu().numpy() of a real one"
+            f"{what} is a torch tensor on the 'meta' device, which holds no values "
+            f"(shape {tuple(value.shape)}); {fix}"
         )
     value = value.detach().cpu()
     if value.is_floating_point() and value.element_size() < 4:

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from tying.core import Count, Group, TieError
-from tying.fit.datasets import _from_torch
+from tying.fit.datasets import _from_torch, _is_torch
 
 ROLES = ("shared", "per_group", "local", "fixed")
 
@@ -124,15 +124,10 @@ def _tensor_values(label: str, value: Any) -> Any:
     requires grad"), a bfloat16 one ("Got unsupported ScalarType BFloat16") or one on the
     meta device (stop 39); the data read such tensors as their values since stop 38.
     """
-    module = type(value).__module__ or ""
-    if not (module == "torch" or module.startswith("torch.")) or not hasattr(value, "detach"):
+    if not _is_torch(value):
         return value
-    if value.device.type == "meta":
-        raise ValueError(
-            f"{label} is a torch tensor on the 'meta' device, which holds no values (shape "
-            f"{tuple(value.shape)}); pass a number, or the tensor before .to('meta')"
-        )
-    return np.asarray(_from_torch(label, "the value", value))
+    fix = "pass a number, or the tensor before .to('meta')"
+    return np.asarray(_from_torch("", label, value, meta_fix=fix))
 
 
 def _hint(name: str, valid: Sequence[str]) -> str:
