@@ -46,7 +46,9 @@ class FitResult:
 
     Attributes:
         values: ``{name: value}`` by role: a float (shared), ``{group: float}``
-            (per group), a ``(K,)`` array (local) or the constant(s) (fixed).
+            (per group), a ``(K,)`` array (local); for fixed, a float when given as
+            one number and a ``(K,)`` array when given one per data set (even when the
+            values are equal).
         stderr: the same structure with standard errors (0 for fixed; NaN when
             the covariance could not be estimated).
         x: the physical parameter vector; ``physical_names`` labels it.
@@ -343,11 +345,15 @@ def build_values(pmap: ParameterMap, vec: np.ndarray, fixed_value: Any) -> dict[
         role = pmap.roles[name]
         if role == "fixed":
             col = pmap.fixed_values[:, pmap.fixed_names.index(name)]
-            out[name] = (
-                fixed_value
-                if fixed_value is not None
-                else (float(col[0]) if np.ptp(col) == 0 else col.copy())
-            )
+            per_dataset = getattr(pmap, "fixed_per_dataset", None)
+            if per_dataset is None:  # a map pickled before stop 40: the old rule
+                per_dataset = {name} if np.ptp(col) != 0 else set()
+            if fixed_value is not None:  # a held value has no error: 0.0, as before
+                out[name] = fixed_value
+            elif name in per_dataset:  # one value per data set, as given: an array always
+                out[name] = col.copy()
+            else:
+                out[name] = float(col[0])
             continue
         j = pmap.free_names.index(name)
         if role == "shared":

@@ -510,8 +510,14 @@ class ParameterMap:
 
     def _fixed(self, fixed: Mapping[str, Any]) -> np.ndarray:
         out = np.empty((self.n_datasets, len(self.fixed_names)))
+        # names held at one value per data set: their result is an array even when the
+        # values happen to be equal (the type of values[name] followed the data before
+        # stop 40: a float for [1.0, 1.0], an array for [1.0, 1.2])
+        self.fixed_per_dataset = set()
         for j, name in enumerate(self.fixed_names):
             arr = _real(f"fixed[{name!r}]", fixed[name])
+            if arr.ndim == 1:
+                self.fixed_per_dataset.add(name)
             if arr.ndim == 0 or arr.shape == (self.n_datasets,):
                 if not np.all(np.isfinite(arr)):  # named here, not as a model returning NaN
                     raise ValueError(
