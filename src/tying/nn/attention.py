@@ -306,22 +306,7 @@ class Attention(nn.Module):
             ValueError: on an additive mask holding NaN or +inf (SDPA returns NaN rows).
             TypeError: on a mask that is neither boolean nor floating point.
         """
-        if x.ndim != 3 or x.shape[-1] != self.d_model:
-            raise ValueError(
-                f"Attention: expected x of shape (batch, seq, {self.d_model}), got {tuple(x.shape)}"
-            )
-        ctx = x if context is None else context
-        if ctx.ndim != 3 or ctx.shape[-1] != self.d_context or ctx.shape[0] != x.shape[0]:
-            raise ValueError(
-                f"Attention: expected context of shape ({x.shape[0]}, seq, {self.d_context}), "
-                f"got {tuple(ctx.shape)}"
-            )
-        if ctx.shape[1] == 0 and x.shape[1] > 0:
-            # SDPA returns zeros over no keys: every query would read the out_proj bias
-            raise ValueError(
-                "Attention: the context has no positions (S = 0), so the queries have nothing to "
-                "attend to; pass a context with at least one position"
-            )
+        ctx = self._checked_inputs(x, context)
         if attn_mask is not None:
             self._check_mask(attn_mask, x.shape[0], x.shape[1], ctx.shape[1])
         try:
@@ -404,32 +389,40 @@ class Attention(nn.Module):
             tensor([[ True, False, False],
                     [False, False, False]])
         """
-        if x.ndim != 3 or x.shape[-1] != self.d_model:
-            raise ValueError(
-                f"Attention: expected x of shape (batch, seq, {self.d_model}), got {tuple(x.shape)}"
-            )
-        b, t = x.shape[0], x.shape[1]
-        s = t if context is None else context.shape[1]
-        if context is not None and (
-            context.ndim != 3 or context.shape[-1] != self.d_context or context.shape[0] != b
-        ):
-            raise ValueError(
-                f"Attention: expected context of shape ({b}, seq, {self.d_context}), "
-                f"got {tuple(context.shape)}"
-            )
+        b, t, s = x.shape[0], x.shape[1], self._checked_inputs(x, context).shape[1]
         if attn_mask is None:
             if self.causal and context is not None and s != t:
                 raise ValueError(
                     f"Attention(causal=True): queries ({t}) and keys ({s}) differ in length; "
                     f"pass attn_mask= explicitly for a causal cross-attention"
                 )
-            # causal rows always keep their own (diagonal) key; S > 0 is forward's rule
-            return torch.full((b, self.n_heads, t), s == 0, dtype=torch.bool, device=x.device)
+            # causal rows always keep their own (diagonal) key; S > 0 is checked above
+            return torch.zeros((b, self.n_heads, t), dtype=torch.bool, device=x.device)
         self._check_mask(attn_mask, b, t, s)
         allowed = attn_mask if attn_mask.dtype == torch.bool else attn_mask != float("-inf")
         if self.causal and context is None:
             allowed = allowed & torch.ones(t, t, dtype=torch.bool, device=allowed.device).tril()
         return ~allowed.expand(b, self.n_heads, t, s).any(-1)  # (B, H, T)
+
+    def _checked_inputs(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        """The keys/values' input (``context``, or ``x`` itself), after the shape checks."""
+        if x.ndim != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(
+                f"Attention: expected x of shape (batch, seq, {self.d_model}), got {tuple(x.shape)}"
+            )
+        ctx = x if context is None else context
+        if ctx.ndim != 3 or ctx.shape[-1] != self.d_context or ctx.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"Attention: expected context of shape ({x.shape[0]}, seq, {self.d_context}), "
+                f"got {tuple(ctx.shape)}"
+            )
+        if ctx.shape[1] == 0 and x.shape[1] > 0:
+            # SDPA returns zeros over no keys: every query would read the out_proj bias
+            raise ValueError(
+                "Attention: the context has no positions (S = 0), so the queries have nothing to "
+                "attend to; pass a context with at least one position"
+            )
+        return ctx
 
     def _attend(self, q, k, v, attn_mask, drop: float, is_causal: bool) -> torch.Tensor:
         """SDPA over the projected heads and the output projection: ``(B, T, d_model)``."""
