@@ -135,7 +135,9 @@ def get_peft_model(model: nn.Module, peft_config, **kwargs: Any):
 
     Returns:
         The ``PeftModel``. Every module tied whole to a targeted source holds the
-        source's very adapter wrapper, so the delta reaches every use.
+        source's very adapter wrapper, so the delta reaches every use. Its
+        ``add_adapter`` is all or nothing: a new adapter that would break a tie is
+        refused (``TieError``) with the model left as it was.
 
     Raises:
         TieError: when a targeted module takes part in any other tie (a partial
@@ -461,7 +463,65 @@ def _wrap(model: nn.Module, make, shared: dict[str, str], what: str, check=None)
     except BaseException:
         undo()
         raise
+    # peft's own add_adapter on this model, all or nothing (stop 40): a new adapter on a
+    # tie's source was accepted, and every later forward refused the moved module
+    pm.__dict__["add_adapter"] = _AddAdapter(pm)
     return pm
+
+
+class _AddAdapter:
+    """``pm.add_adapter`` through :func:`_add_adapter`; a plain object holding the model, so
+    pickling and deep copies keep it bound to their own copy (a bound method pickles as a
+    name lookup, which failed on the half-built copy)."""
+
+    def __init__(self, pm) -> None:
+        self.pm = pm
+
+    def __call__(self, adapter_name: str, peft_config, *args: Any, **kwargs: Any):
+        return _add_adapter(self.pm, adapter_name, peft_config, *args, **kwargs)
+
+
+def _add_adapter(self, adapter_name: str, peft_config, *args: Any, **kwargs: Any):
+    """``PeftModel.add_adapter`` on a model from :func:`get_peft_model` / :func:`from_pretrained`:
+    refused, with the model left exactly as it was, when the new adapter breaks a tie.
+
+    peft wraps the new targets in place; an adapter on a module whose weight another module
+    reads through a tie (a ``Transposed`` source, say) moved that weight under the wrapper,
+    so the call returned and every later forward (and ``tying.verify``) raised. Here the
+    result is verified, and on a refusal the modules go back to their paths and the new
+    adapter's entries leave the wrappers that were there before.
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from tying.core.verify import verify
+
+    base = self.base_model.model
+    tree = [(p, m) for p, m in base.named_modules(remove_duplicate=False) if p]
+    grads = [(p, p.requires_grad) for p in base.parameters()]
+    had = adapter_name in self.peft_config
+    try:
+        out = type(self).add_adapter(self, adapter_name, peft_config, *args, **kwargs)
+        verify(self)
+    except BaseException as err:
+        for path, mod in tree:  # parents first: every path gets its original module back
+            set_module(base, path, mod)
+        if not had:
+            for mod in base.modules():
+                names = getattr(mod, "adapter_layer_names", ())
+                if isinstance(mod, BaseTunerLayer) and any(
+                    adapter_name in getattr(mod, n, {}) for n in names
+                ):
+                    mod.delete_adapter(adapter_name)
+            self.peft_config.pop(adapter_name, None)
+        for param, flag in grads:
+            param.requires_grad_(flag)
+        if isinstance(err, TieError):
+            raise TieError(
+                f"add_adapter({adapter_name!r}): {err}; the adapter was not added and the "
+                f"model was left as it was"
+            ) from None
+        raise
+    return out
 
 
 def merge_and_unload(peft_model, **kwargs: Any) -> nn.Module:
