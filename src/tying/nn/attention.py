@@ -269,8 +269,10 @@ class Attention(nn.Module):
             # SDPA turns a NaN or +inf score into a NaN row with no error, and the NaN then
             # reaches every gradient of the batch (stop 40); -inf (masked) is fine. Not read
             # back where a value cannot be (compile, torch.func, tracing, CUDA graph capture)
-            bad = torch.isnan(mask) | torch.isposinf(mask)
-            if bool(bad.any()):
+            # one reduction on the usual path (NaN propagates through max, +inf is the max);
+            # the entry is looked for only when there is one to name
+            if mask.numel() and not bool(mask.max() < float("inf")):
+                bad = torch.isnan(mask) | torch.isposinf(mask)
                 where = tuple(int(i) for i in bad.nonzero()[0])
                 raise ValueError(
                     f"Attention: an additive attn_mask must hold finite values or -inf (masked), "
