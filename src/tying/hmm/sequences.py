@@ -102,16 +102,17 @@ def _refuse_bool_entries(lengths: object, who: str = "") -> None:
     ran on sequences the caller never meant, with no error (stop 40). A bool array is
     refused by its dtype; a list hides it, so its entries are looked at here.
     """
-    if isinstance(lengths, list | tuple) and not all(
-        isinstance(v, bool | np.bool_) for v in lengths
-    ):  # all bools: a bool array, refused by its dtype with the general message
-        for i, v in enumerate(lengths):
-            if isinstance(v, bool | np.bool_):
-                raise TypeError(
-                    f"{who}lengths[{i}] = {v!r} is a bool, not a sequence length; lengths must be "
-                    f"integers (one per sequence), e.g. lengths=[3, 6]; a mask of rows is not "
-                    f"a lengths argument"
-                )
+    if not isinstance(lengths, list | tuple):
+        return
+    bools = [i for i, v in enumerate(lengths) if isinstance(v, bool | np.bool_)]
+    # all bools: a bool array, refused by its dtype with the general message
+    if bools and len(bools) < len(lengths):
+        i = bools[0]
+        raise TypeError(
+            f"{who}lengths[{i}] = {lengths[i]!r} is a bool, not a sequence length; lengths "
+            f"must be integers (one per sequence), e.g. lengths=[3, 6]; a mask of rows is not "
+            f"a lengths argument"
+        )
 
 
 def _object_lengths(arr: np.ndarray, n_samples: int) -> np.ndarray:
