@@ -84,7 +84,9 @@ def ddp(model: nn.Module, **kwargs) -> nn.Module:
     return wrapped
 
 
-def fully_shard(model: nn.Module, units: Iterable[str] = (), **kwargs) -> nn.Module:
+def fully_shard(
+    model: nn.Module, units: Iterable[str] = (), *, rank_local: Iterable[str] = (), **kwargs
+) -> nn.Module:
     """Shard a tied model with FSDP2 so that every tie keeps working.
 
     ``units`` are module paths (globs allowed, e.g. ``"layers.*"``) that become
@@ -98,6 +100,10 @@ def fully_shard(model: nn.Module, units: Iterable[str] = (), **kwargs) -> nn.Mod
     Args:
         model: the tied model, on its device, identical on every rank.
         units: module path patterns to shard as separate units (one str is one pattern).
+        rank_local: names of buffers whose values may differ between ranks (FSDP2 never
+            shards, broadcasts or reduces a buffer, so each rank keeps its own); every
+            other buffer, persistent or not, must hold the same values on every rank, as
+            every parameter but ``ignored_params`` must.
         **kwargs: passed to ``torch.distributed.fsdp.fully_shard`` for every unit.
 
     Returns:
@@ -110,8 +116,9 @@ def fully_shard(model: nn.Module, units: Iterable[str] = (), **kwargs) -> nn.Mod
     Raises:
         TieError: a unit pattern matches no module; a declared tie is broken; ``model``
             is already sharded or wrapped by DDP; the ranks' models differ (paths, shapes,
-            dtypes, ties, frozen parameters, or values but ``ignored_params``; raised on
-            every rank); a hand-made tie (one ``nn.Parameter`` in two modules) spans two
+            dtypes, ties, frozen parameters, or values but ``ignored_params`` and
+            ``rank_local`` buffers; raised on every rank); a ``rank_local`` name is not a
+            buffer of ``model``; a hand-made tie (one ``nn.Parameter`` in two modules) spans two
             units; a parameter is 0-dim (a
             ``Scaled`` tie's scale), which FSDP2 cannot shard; (at a forward) the model's
             parameters changed after sharding.
@@ -128,6 +135,7 @@ def fully_shard(model: nn.Module, units: Iterable[str] = (), **kwargs) -> nn.Mod
         _mesh_group(kwargs.get("mesh")),
         compare_values=True,
         ignored={id(p) for p in kwargs.get("ignored_params") or ()},
+        rank_local=rank_local,
     )
     inv = Inventory(model)
     # one pattern given as a str was read letter by letter ('layers.*' as 'l', 'a', ...:
@@ -183,12 +191,50 @@ def fully_shard(model: nn.Module, units: Iterable[str] = (), **kwargs) -> nn.Mod
     return model
 
 
+def _rank_local_buffers(model: nn.Module, names: Iterable[str]) -> list[torch.Tensor]:
+    """The buffers ``names`` (``td.fully_shard(rank_local=...)``), each checked to be one.
+
+    Stop 41: non-persistent buffers were not compared across ranks, so a buffer of random
+    features made on each rank's own seed gave each rank another function under FSDP2
+    (which broadcasts no buffer), with no error. Every buffer is compared now; a buffer
+    that is rank-local by design (a per-rank cache, an RNG state) is named here.
+    """
+    import difflib
+
+    names = (names,) if isinstance(names, str) else tuple(names)
+    buffers = dict(model.named_buffers(remove_duplicate=False))
+    out = []
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(
+                f"td.fully_shard: rank_local must hold buffer names (str), got {name!r} "
+                f"({type(name).__name__})"
+            )
+        if name in buffers:
+            out.append(buffers[name])
+            continue
+        is_param = name in dict(model.named_parameters(remove_duplicate=False))
+        close = difflib.get_close_matches(name, list(buffers), n=3)
+        hint = (
+            "; it is a parameter: pass it in ignored_params (FSDP2 then neither shards nor "
+            "reduces it)"
+            if is_param
+            else (f"; closest: {', '.join(close)}" if close else "")
+        )
+        raise TieError(
+            f"td.fully_shard: rank_local names {name!r}, which is not a buffer of the "
+            f"model{hint}; no rank's model was wrapped"
+        )
+    return out
+
+
 def _agreed_to_wrap(
     model: nn.Module,
     helper: str,
     group=None,
     compare_values: bool = False,
     ignored: set[int] = frozenset(),
+    rank_local: Iterable[str] = (),
 ) -> None:
     """The checks before wrapping, on every rank, then the ranks' models compared.
 
@@ -199,7 +245,8 @@ def _agreed_to_wrap(
     in DDP's first collective until the process group's timeout. ``group``: the process
     group the wrapper will use (None: the default one; False, for a multi-dimensional mesh
     over some of the ranks: each rank checks its own model only). ``ignored``: ids of the
-    tensors the wrapper leaves alone, whose values are not compared.
+    tensors the wrapper leaves alone, whose values are not compared; ``rank_local``: names
+    of buffers not compared either (checked here, so a wrong name is refused on every rank).
     """
     import hashlib
     import json
@@ -220,6 +267,7 @@ def _agreed_to_wrap(
         # syncs buffers at each forward (or keeps them rank-local by choice), so its
         # parameters are compared
         buffers = helper == "fully_shard"
+        ignored = set(ignored) | {id(b) for b in _rank_local_buffers(model, rank_local)}
         values = _value_digests(model, buffers, ignored) if compare_values else ()
         mine = ("ok", digest, ties_digest, tuple(frozen), _joined(values))
     except BaseException as err:  # told to the other ranks, then re-raised here
@@ -664,8 +712,9 @@ def _value_digests(
     model: nn.Module, buffers: bool = True, ignored: set[int] = frozenset()
 ) -> tuple[tuple[str, str], ...]:
     """``(name, digest)`` of the bytes of every parameter (each tie's one tensor) and
-    persistent buffer (``buffers``) but the ``ignored`` ones (by id: a wrapper's
-    ``ignored_params``, which may differ by rank, e.g. each rank's own experts); ``"meta"``
+    buffer, persistent or not (``buffers``), but the ``ignored`` ones (by id: a wrapper's
+    ``ignored_params``, which may differ by rank, e.g. each rank's own experts, and
+    ``td.fully_shard``'s ``rank_local`` buffers); ``"meta"``
     for a tensor with no values yet (a model built on the meta device and initialised after
     sharding, as FSDP2's recipes do). A DTensor (a
     tensor-parallel layer sharded over another mesh dimension) gives its local shard, which
@@ -675,10 +724,9 @@ def _value_digests(
 
     from torch.distributed.tensor import DTensor
 
-    saved = model.state_dict(keep_vars=True)
     tensors = list(model.named_parameters())
-    if buffers:
-        tensors += [(n, b) for n, b in model.named_buffers() if n in saved]
+    if buffers:  # non-persistent ones too (stop 41): FSDP2 broadcasts none of them
+        tensors += list(model.named_buffers())
     out = []
     for name, t in tensors:
         if id(t) in ignored:
