@@ -1,4 +1,6 @@
-"""Opacus' own ghost clipping on a hand-made tie is loud, not wrong (stop 40).
+"""Opacus' own ghost clipping on a hand-made tie between Linear/Embedding uses is loud,
+not wrong (stop 40; stop 41 found a mixed tie it gets wrong silently, see
+``test_opacus_ghost_mixed_tie_stop41.py``).
 
 Stop 39 left open whether Opacus' ``GradSampleModuleFastGradientClipping`` (ghost
 clipping) misses one use of a tied weight in the per-example norms. Run, Opacus 1.6
