@@ -31,7 +31,7 @@ def test_empty_pattern_is_rejected():
         Pattern("")
 
 
-# stop 35: what each wildcard promises (docs/core.md, "Stop 35"), pinned as a table.
+# stop 35: what each wildcard promises (docs/core.md, "What patterns match"), pinned as a table.
 # `*` stays within one segment and needs at least one character (unlike fnmatch);
 # `**` takes one or more characters, dots included; everything else is literal.
 @pytest.mark.parametrize(

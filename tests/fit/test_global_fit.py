@@ -395,7 +395,7 @@ def test_trf_on_a_bound_of_a_parameter_near_1e9_is_named_at_the_bound():
 
     with warnings.catch_warnings():
         # trf's hair inside the bound also trips its finite differences (a known, separate
-        # issue: see docs/fit.md, stop 31); only the naming of the bound is tested here
+        # issue: see docs/fit.md, "Known limitations"); only the naming of the bound is tested here
         warnings.simplefilter("ignore")
         res = GlobalFit(
             lambda x, a, k: a * np.exp(-k * x),

@@ -1,7 +1,7 @@
 """Ties on a CUDA device: the same results as on the CPU, and the ties still hold.
 
 Every test here needs CUDA and is skipped without it (CI has no GPU; these run on a
-lent GPU machine, see docs/core.md "On a GPU"). ``TYING_TEST_DEVICE=cpu`` runs them on
+lent GPU machine; docs/core.md, "Writing into a tied slot", says what a GPU changes). ``TYING_TEST_DEVICE=cpu`` runs them on
 the CPU against itself, to check the tests' own wiring on a machine without a GPU.
 """
 

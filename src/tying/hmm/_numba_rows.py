@@ -26,7 +26,7 @@ caller recomputes it exactly in log space).
 
 Measured 2026-12-02 (1 thread, load about 3): 51 ns a step at K=8, D=4 against the
 stop 13 kernel's 74 (about 19 forward, 32 backward with the statistics); what is left is
-mostly the step-to-step latency of the two recursions (docs/hmm-performance.md, "Stop 24").
+mostly the step-to-step latency of the two recursions (docs/hmm-performance.md, "A few long sequences").
 
 The compiled EM loops (``_numba_em``, ``_numba_em_full``) compile this kernel in; their
 numba cache is keyed on this file's source too (:mod:`tying._numba_cache`).

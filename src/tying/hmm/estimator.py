@@ -124,7 +124,7 @@ class EstimatorParams:
         bad value is refused here, by name, and the model keeps all its old
         values. Setting an argument is the same as assigning its attribute: on a
         fitted model the new setting takes effect at the next ``fit`` (see
-        ``docs/hmm.md``, stop 31).
+        ``docs/hmm.md``, "Changing a setting after fit").
 
         Args:
             **params: argument names and their new values.

@@ -300,7 +300,7 @@ def from_pretrained(model: nn.Module, adapter_path: str, **kwargs: Any):
 def _shared_when_saved(config, model: nn.Module) -> list[str]:
     """The module paths that shared their source's adapter when the adapter was made by
     :func:`get_peft_model`: the ones its ``exclude_modules`` matches in the named group
-    (an adapter made otherwise, or before stop 33, has none)."""
+    (an adapter made otherwise, or by an older tying, has none)."""
     pattern = getattr(config, "exclude_modules", None)
     if not isinstance(pattern, str) or f"(?P<{SHARED_GROUP}>" not in pattern:
         return []
