@@ -1,8 +1,9 @@
 """Ties on a CUDA device: the same results as on the CPU, and the ties still hold.
 
 Every test here needs CUDA and is skipped without it (CI has no GPU; these run on a
-lent GPU machine; docs/core.md, "Writing into a tied slot", says what a GPU changes). ``TYING_TEST_DEVICE=cpu`` runs them on
-the CPU against itself, to check the tests' own wiring on a machine without a GPU.
+lent GPU machine; docs/core.md, "Writing into a tied slot", says what a GPU changes).
+``TYING_TEST_DEVICE=cpu`` runs them on the CPU against itself, to check the tests' own
+wiring on a machine without a GPU.
 """
 
 from __future__ import annotations
