@@ -117,6 +117,55 @@ def test_rank_local_refuses_a_non_string_name_before_any_collective():
         _rank_local_buffers(model, [0])
 
 
+def _tp_worker(rank: int, port_: int, out: str) -> None:
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor.parallel import (
+        ColwiseParallel,
+        RowwiseParallel,
+        parallelize_module,
+    )
+
+    init(rank, port_)
+    result = {}
+    # (data, tensor) = (1, 2): FSDP2's data groups are one rank each, so before stop 41
+    # nothing was compared; the embedding (a plain tensor) is replicated over both ranks
+    mesh = init_device_mesh("cpu", (1, 2), mesh_dim_names=("dp", "tp"))
+    for seeds in ("apart", "alike", "apart_ignored"):
+        model = stack(TIE, seed=0 if seeds == "alike" else rank)
+        parallelize_module(
+            model, mesh["tp"], {"layers.0": ColwiseParallel(), "layers.1": RowwiseParallel()}
+        )
+        if seeds == "apart_ignored":  # the plain tensors, each rank's own by design
+            ignored = {p for n, p in model.named_parameters() if not n.startswith("layers.0")}
+            ignored -= {model.layers[1].weight}
+            kw = {"ignored_params": ignored}
+        else:
+            kw = {}
+        result[seeds] = outcome(
+            lambda m=model, kw=kw: _train(td.fully_shard(m, mesh=mesh["dp"], **kw))
+        )
+        result[seeds + "/wrapped"] = td.wrapped_by(model)
+    with open(os.path.join(out, f"tp{rank}.json"), "w") as fh:
+        json.dump(result, fh)
+    dist.barrier()
+    dist.destroy_process_group()
+    os._exit(0)
+
+
+def test_plain_tensors_a_tensor_parallel_group_replicates_are_compared(tmp_path):
+    mp.spawn(_tp_worker, args=(port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    for r in range(2):
+        got = json.loads((tmp_path / f"tp{r}.json").read_text())
+        assert got["apart"].startswith(
+            "TieError: tying.distributed.fully_shard: the ranks hold different values "
+            "(emb.weight differs between rank 0 and rank 1). tensor parallelism leaves a "
+            "plain tensor whole on every rank of the mesh"
+        ), (r, got["apart"])
+        assert got["apart/wrapped"] is None
+        assert got["alike"] == "ok", (r, got["alike"])
+        assert got["apart_ignored"] == "ok", (r, got["apart_ignored"])
+
+
 @settings(derandomize=True, deadline=None, max_examples=25)
 @given(
     kinds=st.lists(st.booleans(), min_size=1, max_size=4),  # persistent or not, per buffer

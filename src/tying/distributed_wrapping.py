@@ -129,11 +129,13 @@ def fully_shard(
 
     _require_group()
     # stop 37: ranks tied otherwise trained apart; one rank's refusal left the others waiting
+    group, data_group = _fsdp_groups(kwargs.get("mesh"))
     _agreed_to_wrap(
         model,
         "fully_shard",
-        _mesh_group(kwargs.get("mesh")),
+        group,
         compare_values=True,
+        data_group=data_group,
         ignored={id(p) for p in kwargs.get("ignored_params") or ()},
         rank_local=rank_local,
     )
@@ -235,6 +237,7 @@ def _agreed_to_wrap(
     compare_values: bool = False,
     ignored: set[int] = frozenset(),
     rank_local: Iterable[str] = (),
+    data_group=None,
 ) -> None:
     """The checks before wrapping, on every rank, then the ranks' models compared.
 
@@ -247,6 +250,10 @@ def _agreed_to_wrap(
     over some of the ranks: each rank checks its own model only). ``ignored``: ids of the
     tensors the wrapper leaves alone, whose values are not compared; ``rank_local``: names
     of buffers not compared either (checked here, so a wrong name is refused on every rank).
+    ``data_group``: for FSDP2 over the data dimension of a larger mesh (the 2-D recipe,
+    tensor parallelism on the other dimension), that dimension's group; ``group`` is then
+    every rank: plain tensors (which tensor parallelism leaves whole, replicated on every
+    rank) are compared across all ranks, a DTensor's local shard within the data group.
     """
     import hashlib
     import json
@@ -269,7 +276,14 @@ def _agreed_to_wrap(
         buffers = helper == "fully_shard"
         ignored = set(ignored) | {id(b) for b in _rank_local_buffers(model, rank_local)}
         values = _value_digests(model, buffers, ignored) if compare_values else ()
-        mine = ("ok", digest, ties_digest, tuple(frozen), _joined(values))
+        # stop 41: a plain tensor of a tensor-parallel model is replicated over the whole
+        # mesh; ranks of one tensor-parallel group seeded apart computed with their own
+        # copies, with no error (the data group of (1, 2) ranks compared nothing)
+        shards = _dtensor_names(model) if data_group is not None else set()
+        plain = tuple(v for v in values if v[0] not in shards)
+        sharded = tuple(v for v in values if v[0] in shards)
+        where = _group_ranks(data_group) if data_group is not None else ()
+        mine = ("ok", digest, ties_digest, tuple(frozen), _joined(plain), _joined(sharded), where)
     except BaseException as err:  # told to the other ranks, then re-raised here
         failure, mine = err, ("error", f"{type(err).__name__}: {err}")
     if group is False:
@@ -287,11 +301,15 @@ def _agreed_to_wrap(
                 f"({outcome[1]}); rank {rank} raised that error, and no rank's model was "
                 f"wrapped"
             )
-    if len({s[1:] for s in seen}) == 1:
+    if len({s[1:5] for s in seen}) == 1 and all(
+        len({t[5] for t in seen if t[6] == s[6]}) == 1 for s in seen
+    ):
         return
     # the ranks differ: every rank learns how (a second collective, on every rank alike)
     details: list = [None] * len(seen)
-    dist.all_gather_object(details, ((digest, entries), record, frozen, values), group=group)
+    dist.all_gather_object(
+        details, ((digest, entries), record, frozen, values, tuple(sorted(shards))), group=group
+    )
     fix = (
         f"build, tie and freeze the model alike on every rank (the same config, dtype and "
         f"tying.Plan, applied before td.{helper}); no rank's model was wrapped"
@@ -304,7 +322,7 @@ def _agreed_to_wrap(
         )
     if len({s[2] for s in seen}) > 1:
         base = details[0][1]
-        for rank, (_, other, _, _) in enumerate(details[1:], start=1):
+        for rank, (_, other, _, _, _) in enumerate(details[1:], start=1):
             diff = _record_diff(base, other, "rank 0", f"rank {rank}")
             if diff:
                 raise TieError(
@@ -313,8 +331,14 @@ def _agreed_to_wrap(
                     f"the tensors it holds, and the ranks would train apart with no error; "
                     f"{fix}"
                 )
-    if len({s[4] for s in seen}) > 1:
-        if helper == "fully_shard":
+    if len({s[4] for s in seen}) > 1 or len({s[4:] for s in seen}) > len({s[6] for s in seen}):
+        if data_group is not None and len({s[4] for s in seen}) > 1:
+            why = (
+                "tensor parallelism leaves a plain tensor whole on every rank of the mesh and "
+                "nothing makes the copies agree, so each rank would compute with its own"
+            )
+            also = ""
+        elif helper == "fully_shard":
             why = (
                 "FSDP2 shards each rank's own tensors (it broadcasts nothing, unlike DDP), so "
                 "the sharded model would be a mix of the ranks' values"
@@ -328,7 +352,7 @@ def _agreed_to_wrap(
             also = ", or drop init_sync=False (DDP then broadcasts rank 0's values)"
         raise TieError(
             f"tying.distributed.{helper}: the ranks hold different values "
-            f"({_first_value_difference([d[3] for d in details])}). {why}, with no error; "
+            f"({_value_difference(details, seen, data_group)}). {why}, with no error; "
             f"seed every rank alike before building the model (torch.manual_seed), or load "
             f"the same checkpoint on every rank, or broadcast rank 0's values "
             f"(torch.distributed.broadcast of each parameter and buffer) before "
@@ -339,6 +363,52 @@ def _agreed_to_wrap(
         f"tying.distributed.{helper}: the ranks froze different parameters (requires_grad="
         f"False: {by_rank}), so their gradients would not be reduced together; {fix}"
     )
+
+
+def _fsdp_groups(mesh):
+    """``(group, data_group)`` of ``td.fully_shard(mesh=...)``: the ranks whose models are
+    compared, and (for a 1-D mesh cut from a larger mesh that spans every rank: FSDP2 over
+    the data dimension, tensor parallelism over the other) that mesh's own group, within
+    which DTensor shards are compared; None when the mesh is every rank or not cut."""
+    import torch.distributed as dist
+
+    group = _mesh_group(mesh)
+    if mesh is None or group is None or mesh.ndim != 1:
+        return group, None
+    root = mesh._get_root_mesh()
+    if root is mesh or root.size() != dist.get_world_size():
+        return group, None
+    return None, group
+
+
+def _group_ranks(group) -> tuple[int, ...]:
+    import torch.distributed as dist
+
+    return tuple(dist.get_process_group_ranks(group))
+
+
+def _dtensor_names(model: nn.Module) -> set[str]:
+    from torch.distributed.tensor import DTensor
+
+    tensors = list(model.named_parameters()) + list(model.named_buffers())
+    return {name for name, t in tensors if isinstance(t, DTensor)}
+
+
+def _value_difference(details: list, seen: list, data_group) -> str:
+    """The first tensor whose values differ, as text: across every rank for a plain tensor,
+    within a data group for a DTensor's shard (``data_group``: see ``_agreed_to_wrap``)."""
+    if data_group is None:
+        return _first_value_difference([d[3] for d in details])
+    # compare within each data group first (shards and plain tensors alike), then across
+    groups: dict[tuple, list[int]] = {}
+    for rank, s in enumerate(seen):
+        groups.setdefault(s[6], []).append(rank)
+    for ranks in groups.values():
+        text = _first_value_difference([details[r][3] for r in ranks], ranks)
+        if text != "their values differ":
+            return text
+    shards = set(details[0][4])  # the same names on every rank (their signatures agree)
+    return _first_value_difference([tuple(v for v in d[3] if v[0] not in shards) for d in details])
 
 
 def _ddp_ignored(model: nn.Module) -> set[int]:
@@ -751,16 +821,18 @@ def _joined(values: tuple[tuple[str, str], ...]) -> str:
     return hashlib.sha256(repr(values).encode()).hexdigest() if values else ""
 
 
-def _first_value_difference(per_rank: list) -> str:
-    """The first tensor whose values differ from rank 0's, as text."""
-    base = dict(per_rank[0])
-    for rank, values in enumerate(per_rank[1:], start=1):
+def _first_value_difference(per_rank: list, ranks: list[int] | None = None) -> str:
+    """The first tensor whose values differ from the first rank's, as text (``ranks``: the
+    ranks ``per_rank`` belongs to; default 0, 1, ...)."""
+    ranks = list(range(len(per_rank))) if ranks is None else ranks
+    first, base = ranks[0], dict(per_rank[0])
+    for rank, values in zip(ranks[1:], per_rank[1:], strict=True):
         for name, digest in values:
             if base.get(name) != digest:
                 # a rank that built its model on the meta device holds no values to compare
-                meta = [r for r, d in ((0, base.get(name)), (rank, digest)) if d == "meta"]
+                meta = [r for r, d in ((first, base.get(name)), (rank, digest)) if d == "meta"]
                 where = f": on the meta device on rank {meta[0]} only" if meta else ""
-                return f"{name} differs between rank 0 and rank {rank}{where}"
+                return f"{name} differs between rank {first} and rank {rank}{where}"
     return "their values differ"
 
 
