@@ -24,7 +24,10 @@ batched model with per-data-set calls on every data set at the solution.
 
 Finite differences take a relative step ``eps^(1/3)·|v|`` per parameter
 (``eps^(1/3)`` times the start value's magnitude, or 1, for a parameter at 0),
-so a parameter of 2e-6 is differenced as accurately as one of 2e6.
+so a parameter of 2e-6 is differenced as accurately as one of 2e6. A column that
+such a step leaves 0 on every point of a data set (lost in rounding under a model near
+1e14, or stepped into the flat tails of a peak 1e-9 wide) is differenced again with
+shorter, then longer steps.
 
 Example:
     >>> import numpy as np
@@ -85,6 +88,13 @@ def _is_tensor(x: object) -> bool:
 
 BACKENDS = ("auto", "numpy", "torch")
 _FD_STEP = np.finfo(float).eps ** (1 / 3)  # the optimal relative step of central differences
+#: ulps of rounding allowed in each model value a central difference subtracts: the part
+#: of a difference that rounding can account for is no evidence against the complex step
+_FD_ROUNDING_ULPS = 16.0
+#: a difference column that is 0 on every point of a data set is tried again with steps
+#: these times the first, in turn: shorter first (a center at 0 stepped by 6e-6 across a
+#: peak 1e-9 wide sees its flat tails), then longer (a step lost in rounding of 1e14)
+_LOST_STEP_FACTORS = (1e-4, 1e-8, 1e-12, 1e4, 1e8, 1e12)
 _N_SAMPLED = 8  # data sets of the most common length checked against single calls
 # one stacked call (finite differences, complex step) while it stays this small (values):
 # it saves per-call overhead on one small data set (every NIST problem is below 3,400);
@@ -462,7 +472,11 @@ class ModelEvaluator:
         finally:
             self._complex_ok = True
         rtol = 1e-9 if self.backend == "torch" else 1e-6
-        if fast is not None and _same_jacobian(fast, reference, rtol=rtol):
+        noise = None
+        if self.backend != "torch":  # what rounding can put in the differences, as at the start
+            v = np.stack([values[n] for n in free], axis=1)  # (K, P)
+            noise = self._fd_noise(values, *self._inside_bounds(v, fd_step(v, self._fd_zero_scale)))
+        if fast is not None and _same_jacobian(fast, reference, rtol=rtol, noise=noise):
             return ""
         if fast is not None and self.backend != "torch":
             # central differences are the weak witness near 0 (a step relative to 1e-16 is
@@ -715,11 +729,78 @@ class ModelEvaluator:
                 return exact
         v = np.stack([values[n] for n in free], axis=1)  # (K, P)
         h_up, h_dn = self._inside_bounds(v, fd_step(v, self._fd_zero_scale))
-        jac = self._jac_central(values, v, h_up, h_dn, small)
+        jac = self._recover_lost_columns(values, v, self._jac_central(values, v, h_up, h_dn, small))
         if self.vectorized and small and self._complex_ok is None:
-            # central differences are good to ~1e-10 relative: agreement to 1e-6 is a match
-            self._complex_ok = exact is not None and _same_jacobian(exact, jac, rtol=1e-6)
+            # central differences are good to ~1e-10 relative: agreement to 1e-6 is a match,
+            # beyond what rounding of the differenced values explains (stop 41: an offset
+            # started at 0 under a model near 1e14 has a difference lost in rounding, a
+            # column of 0; the exact complex step was refused for it, the offset never
+            # moved, and the fit reported it "does not change the model")
+            self._complex_ok = exact is not None and _same_jacobian(
+                exact, jac, rtol=1e-6, noise=self._fd_noise(values, h_up, h_dn)
+            )
         return jac
+
+    def _recover_lost_columns(
+        self, values: dict[str, np.ndarray], v: np.ndarray, jac: np.ndarray
+    ) -> np.ndarray:
+        """Difference again, with other steps, a column lost on every point of a data set.
+
+        A column is lost when it is 0, or below the rounding of the model's size at the
+        start, on every point of a data set. A parameter at 0 is stepped by ``eps^(1/3)``
+        times its start's magnitude (or 1).
+        Under a model near 1e14 that step of an offset is lost in rounding; across a peak
+        1e-9 wide, a center stepped by 6e-6 lands in the flat tails on both sides. Either
+        way the column was 0, no solver moved the parameter, and the fit came back
+        success=True at its start value with a warning that it "does not change the model"
+        (stop 41). Such a column is tried with the steps ``_LOST_STEP_FACTORS`` times the
+        first, in turn, and kept where its differences stand above rounding: a parameter
+        the model does not read stays 0.
+        """
+        mask = self.data.mask[:, :, None]  # (K, n_max, 1)
+        h0 = fd_step(v, self._fd_zero_scale)
+        # below rounding of the model's size at the start (free to read), or exactly 0
+        start = getattr(self, "start_model", None)  # None while __init__ runs
+        start = np.zeros(self.data.y.shape) if start is None else start
+        size = np.max(np.abs(np.where(self.data.mask, start, 0.0)), axis=1)  # (K,)
+        width = np.maximum(sum(self._inside_bounds(v, h0)), 1e-300)  # (K, P)
+        floor = 2 * _FD_ROUNDING_ULPS * np.finfo(float).eps * size[:, None] / width  # (K, P)
+        lost = ~np.any((np.abs(jac) > floor[:, None, :]) & mask, axis=1)  # (K, P)
+        if not lost.any():
+            return jac
+        f = None
+        jac = jac.copy()
+        for factor in _LOST_STEP_FACTORS:
+            columns = np.flatnonzero(lost.any(axis=0))
+            if not columns.size:
+                break
+            h = np.where(lost, _representable(v, h0 * factor), h0)
+            h_up, h_dn = self._inside_bounds(v, h)
+            try:
+                with np.errstate(all="ignore"):
+                    cols = self._fd_columns(values, v, h_up, h_dn, columns)
+                    if f is None:
+                        f = np.abs(self._predict_values(values))  # (K, n_max)
+            except Exception:
+                continue  # this step left the model's domain: the next one may not
+            width = np.maximum(h_up + h_dn, 1e-300)[:, columns]  # (K, C)
+            noise = 2 * _FD_ROUNDING_ULPS * np.finfo(float).eps * f[:, :, None] / width[:, None]
+            real = mask & np.isfinite(cols)
+            seen = np.all(real | ~mask, axis=1) & np.any(real & (np.abs(cols) > noise), axis=1)
+            ks, cs = np.nonzero(lost[:, columns] & seen)  # (data set, column) pairs found
+            jac[ks, :, columns[cs]] = np.where(self.data.mask[ks], cols[ks, :, cs], 0.0)
+            lost[ks, columns[cs]] = False
+        return jac
+
+    def _fd_noise(self, values: dict[str, np.ndarray], h_up, h_dn) -> np.ndarray:
+        """``(K, n_max, P)`` the error rounding can put in a central difference with steps
+        ``h_up``, ``h_dn`` (``(K, P)``): ``_FD_ROUNDING_ULPS`` ulps of each value, over the
+        width of the step."""
+        with np.errstate(all="ignore"):
+            f = np.abs(self._predict_values(values))  # (K, n_max)
+            width = np.maximum(h_up + h_dn, 1e-300)  # (K, P)
+            noise = 2 * _FD_ROUNDING_ULPS * np.finfo(float).eps * f[:, :, None] / width[:, None]
+        return np.where(np.isfinite(noise), noise, 0.0)
 
     def _fd_floored(self, values: dict[str, np.ndarray], free: list[str]) -> np.ndarray:
         """Central differences with steps relative to ``max(|v|, |start|)``, one column at a time."""
@@ -796,13 +877,15 @@ def _float64(t: Any) -> np.ndarray:
     return t.detach().to(torch.float64).numpy()
 
 
-def _same_jacobian(a: np.ndarray, b: np.ndarray, rtol: float = 1e-6) -> bool:
-    """Two Jacobians ``(K, n, P)`` agree to ``rtol`` of each column's largest entry."""
+def _same_jacobian(
+    a: np.ndarray, b: np.ndarray, rtol: float = 1e-6, noise: np.ndarray | None = None
+) -> bool:
+    """Two Jacobians ``(K, n, P)`` agree to ``rtol`` of each column's largest entry, plus
+    ``noise`` (``(K, n, P)``: what rounding can put in ``b``'s entries) where given."""
     scale = np.max(np.abs(b), axis=(0, 1), keepdims=True)
+    tol = rtol * scale + 1e-300 if noise is None else rtol * scale + 1e-300 + noise
     with np.errstate(invalid="ignore"):
-        return bool(
-            np.all(np.abs(a - b) <= rtol * scale + 1e-300) or np.array_equal(a, b, equal_nan=True)
-        )
+        return bool(np.all(np.abs(a - b) <= tol) or np.array_equal(a, b, equal_nan=True))
 
 
 def fd_step(v: np.ndarray, zero_scale: np.ndarray | float = 1.0) -> np.ndarray:

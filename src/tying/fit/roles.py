@@ -159,7 +159,7 @@ class ParameterMap:
         dataset_names: names for messages (default ``"dataset <i>"``).
 
     Raises:
-        tying.TieError: a parameter declared in two roles.
+        tying.TieError: a parameter declared in two roles, or twice in one.
         ValueError: an unknown name (with the closest valid one), a model
             parameter with no role, a group key missing from a data set's
             metadata (naming the data set), a missing or mis-sized start value,
@@ -228,6 +228,11 @@ class ParameterMap:
             for name in names:
                 if name in roles:
                     other = roles[name]
+                    if other == role:  # "declared in two roles: shared and shared" misled
+                        raise TieError(
+                            f"{role} lists {name!r} twice; a parameter is named once, in "
+                            f"one role: remove the repeat"
+                        )
                     raise TieError(
                         f"parameter {name!r} is declared in two roles: {other} and {role}; "
                         f"a parameter has exactly one role ({', '.join(ROLES)}); remove it from one"
