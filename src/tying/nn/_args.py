@@ -8,8 +8,57 @@ import numpy as np
 
 
 def is_int(value, minimum: int) -> bool:
-    """``value`` is an int (not a bool: ``True`` is not the size 1) of at least ``minimum``."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+    """``value`` is an integer (Python's or NumPy's, as torch's layers take them; not a
+    bool: ``True`` is not the size 1) of at least ``minimum``."""
+    return (
+        isinstance(value, numbers.Integral)
+        and not isinstance(value, bool | np.bool_)
+        and int(value) >= minimum
+    )
+
+
+def int_arg(value, minimum: int, error: str, exc: type[Exception] = ValueError) -> int:
+    """``value`` as a plain Python ``int`` when it is an integer of at least ``minimum``
+    (``np.int64(8)`` → ``8``, as ``nn.Linear`` takes it), else ``exc(error)``.
+
+    Every size and count of ``tying.nn`` goes through here, so a NumPy size
+    (``np.prod(shape)``) is taken and stored as an int (repr, json and pickles see
+    ``8``, not ``np.int64(8)``), while a bool, a float (``8.0``) or a string is refused
+    as before (stop 41: only ``HashedEmbedding`` took NumPy sizes).
+    """
+    if not is_int(value, minimum):
+        raise exc(error)
+    return int(value)
+
+
+def is_bool(value) -> bool:
+    """``value`` is a bool, Python's or NumPy's: refused where a number is meant
+    (``t1=np.True_`` was read as 1.0 with no error while ``t1=True`` was refused)."""
+    return isinstance(value, bool | np.bool_)
+
+
+def scalar_value(value):
+    """``value`` as a number to check: a one-element real tensor read without its graph
+    (reading a tensor that requires grad as a float warns), anything else as given."""
+    import torch
+
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
+        return value.detach().item()
+    return value
+
+
+def stored_float(who: str, name: str, value, fix: str) -> float:
+    """The float a module stores for ``name``; a tensor that requires grad is refused:
+    ``float(value)`` dropped the gradient to a learned ``t1``/``period`` with no error
+    (stop 41)."""
+    import torch
+
+    if isinstance(value, torch.Tensor) and value.requires_grad:
+        raise ValueError(
+            f"{who}: {name} is stored as a float, so a {name} tensor that requires grad "
+            f"would get no gradient; {fix}"
+        )
+    return float(scalar_value(value))
 
 
 def flag(layer: str, name: str, value) -> bool:
@@ -30,32 +79,32 @@ def flag(layer: str, name: str, value) -> bool:
     )
 
 
-def plain_int(value):
-    """A NumPy integer as the Python int it holds (``np.int64(3)`` → ``3``, as torch's layers
-    take it); anything else unchanged, for the caller's own check (``np.bool_`` is not a
-    ``np.integer``, so it stays refused)."""
-    return int(value) if isinstance(value, np.integer) else value
-
-
-def check_conv1d_geometry(layer: str, stride, padding, dilation) -> None:
+def check_conv1d_geometry(layer: str, stride, padding, dilation) -> tuple:
     """Refuse what ``torch.nn.functional.conv1d`` would refuse only at the first call
     (stop 38): ``stride`` and ``dilation`` an int >= 1, ``padding`` an int >= 0 or
-    ``"same"``/``"valid"``, each int also as a 1-tuple (bools are not sizes)."""
+    ``"same"``/``"valid"``, each int also as a 1-tuple (bools are not sizes).
+
+    Returns ``(stride, padding, dilation)`` with each int a plain Python int (NumPy ints
+    taken, as ``nn.Conv1d`` takes them) and a 1-tuple kept a 1-tuple.
+    """
+    out = []
     for name, value, minimum in (
         ("stride", stride, 1),
-        ("dilation", dilation, 1),
         ("padding", padding, 0),
+        ("dilation", dilation, 1),
     ):
-        if name == "padding" and value in ("same", "valid"):
+        if name == "padding" and isinstance(value, str) and value in ("same", "valid"):
+            out.append(value)
             continue
-        one = value[0] if isinstance(value, tuple | list) and len(value) == 1 else value
-        integral = isinstance(one, numbers.Integral) and not isinstance(one, bool | np.bool_)
-        if not (integral and one >= minimum):  # NumPy ints too, as nn.Conv1d takes them
-            also = ' or "same"/"valid"' if name == "padding" else ""
-            raise ValueError(
-                f"{layer}: {name} must be an int >= {minimum} (or a 1-tuple of one){also}, "
-                f"got {value!r}"
-            )
+        one_tuple = isinstance(value, tuple | list) and len(value) == 1
+        also = ' or "same"/"valid"' if name == "padding" else ""
+        error = (
+            f"{layer}: {name} must be an int >= {minimum} (or a 1-tuple of one){also}, "
+            f"got {value!r}"
+        )
+        one = int_arg(value[0] if one_tuple else value, minimum, error)
+        out.append((one,) if one_tuple else one)
+    return tuple(out)
 
 
 def forward_ad_active(*tensors) -> bool:

@@ -463,6 +463,7 @@ def winograd_conv2d(
             t if t is None or t.dtype not in _AUTOCAST_LOW else t.float() for t in (x, weight, bias)
         )
     check_args(x, weight, bias, padding)
+    padding = int(padding)  # a NumPy int as the custom op's int argument
     if torch.compiler.is_compiling():  # the layer checked numba when it was built
         return _forward_op(x, weight, bias, padding)[0]
     if any(_is_functorch(t) for t in (x, weight, bias) if t is not None):

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tying.core import Plan, share
-from tying.nn._args import flag, forward_ad_active, is_int
+from tying.nn._args import flag, forward_ad_active, int_arg
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 
 __all__ = ["Attention", "kv_sharing_plan"]
@@ -102,17 +102,22 @@ class Attention(nn.Module):
         dtype=None,
     ) -> None:
         super().__init__()
-        for name, value in (("d_model", d_model), ("n_heads", n_heads)):
-            if not is_int(value, 1):
-                raise ValueError(f"Attention: {name} must be a positive int, got {value!r}")
+        d_model, n_heads = (
+            int_arg(value, 1, f"Attention: {name} must be a positive int, got {value!r}")
+            for name, value in (("d_model", d_model), ("n_heads", n_heads))
+        )
         kv_heads = n_heads if kv_heads is None else kv_heads
         v_heads = kv_heads if v_heads is None else v_heads
+        heads = []
         for name, value in (("kv_heads", kv_heads), ("v_heads", v_heads)):
-            if not is_int(value, 1) or n_heads % value:
-                raise ValueError(
-                    f"Attention: {name} must divide n_heads={n_heads} (MHA: {n_heads}, MQA: 1, "
-                    f"GQA: a divisor in between), got {value!r}"
-                )
+            error = (
+                f"Attention: {name} must divide n_heads={n_heads} (MHA: {n_heads}, MQA: 1, "
+                f"GQA: a divisor in between), got {value!r}"
+            )
+            heads.append(int_arg(value, 1, error))
+            if n_heads % heads[-1]:
+                raise ValueError(error)
+        kv_heads, v_heads = heads
         if d_head is None:
             if d_model % n_heads:
                 raise ValueError(
@@ -121,9 +126,10 @@ class Attention(nn.Module):
                 )
             d_head = d_model // n_heads
         d_context = d_model if d_context is None else d_context
-        for name, value in (("d_head", d_head), ("d_context", d_context)):
-            if not is_int(value, 1):  # d_head=True built one-wide heads (stop 32)
-                raise ValueError(f"Attention: {name} must be a positive int, got {value!r}")
+        d_head, d_context = (  # d_head=True built one-wide heads (stop 32)
+            int_arg(value, 1, f"Attention: {name} must be a positive int, got {value!r}")
+            for name, value in (("d_head", d_head), ("d_context", d_context))
+        )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"Attention: dropout must be in [0, 1), got {dropout!r}")
         self.d_model, self.n_heads, self.d_head, self.d_context = (

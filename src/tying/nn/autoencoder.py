@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from tying.core import Plan, Transposed, share
-from tying.nn._args import flag, is_int
+from tying.nn._args import flag, int_arg
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 
 __all__ = ["TiedAutoencoder"]
@@ -69,9 +69,10 @@ class TiedAutoencoder(nn.Module):
         activation: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (("in_features", in_features), ("latent", latent)):
-            if not is_int(value, 1):
-                raise ValueError(f"TiedAutoencoder: {name} must be a positive int, got {value!r}")
+        in_features, latent = (
+            int_arg(value, 1, f"TiedAutoencoder: {name} must be a positive int, got {value!r}")
+            for name, value in (("in_features", in_features), ("latent", latent))
+        )
         self.in_features, self.latent = in_features, latent
         self.tied = flag("TiedAutoencoder", "tied", tied)
         bias = flag("TiedAutoencoder", "bias", bias)

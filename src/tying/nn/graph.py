@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tying.core import Plan, Scaled, share
-from tying.nn._args import flag, forward_ad_active, is_int
+from tying.nn._args import flag, forward_ad_active, int_arg
 from tying.nn._input_errors import CAUGHT, InputDtypeError, dtype_detail, raise_if_mismatched
 from tying.nn._reparam import refresh
 
@@ -149,8 +149,9 @@ def normalized_adjacency(
             f"normalized_adjacency: dtype must be a floating-point torch.dtype (the weights "
             f"are 1/sqrt(deg) products), got {dtype!r}; pass e.g. dtype=torch.float32"
         )
-    if not is_int(num_nodes, 0):  # True was read as 1 node
-        raise ValueError(f"normalized_adjacency: num_nodes must be an int >= 0, got {num_nodes!r}")
+    num_nodes = int_arg(  # True was read as 1 node
+        num_nodes, 0, f"normalized_adjacency: num_nodes must be an int >= 0, got {num_nodes!r}"
+    )
     if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes):
         raise ValueError(
             f"normalized_adjacency: node ids must lie in [0, {num_nodes}), got "
@@ -218,11 +219,11 @@ class MultiHopGraphConv(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if not is_int(value, 1):
-                raise ValueError(f"MultiHopGraphConv: {name} must be a positive int, got {value!r}")
-        if not is_int(hops, 0):
-            raise ValueError(f"MultiHopGraphConv: hops must be an int >= 0, got {hops!r}")
+        in_features, out_features = (
+            int_arg(value, 1, f"MultiHopGraphConv: {name} must be a positive int, got {value!r}")
+            for name, value in (("in_features", in_features), ("out_features", out_features))
+        )
+        hops = int_arg(hops, 0, f"MultiHopGraphConv: hops must be an int >= 0, got {hops!r}")
         self.in_features, self.out_features, self.K = in_features, out_features, hops
         self.shared = flag("MultiHopGraphConv", "shared", shared)
         bias = flag("MultiHopGraphConv", "bias", bias)

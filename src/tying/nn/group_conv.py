@@ -73,7 +73,7 @@ from torch import nn
 from tying.core import Flipped, Plan, Rotated, share
 from tying.core.slots import SLOTS_ATTR, SLOTS_GENERATION_ATTR, slots_of
 from tying.nn import _group_conv_tie, _winograd
-from tying.nn._args import flag, is_int
+from tying.nn._args import flag, int_arg
 from tying.nn._group_elements import (  # noqa: F401  (public names re-exported)
     GROUPS,
     _check_group,
@@ -111,27 +111,31 @@ def _check_algorithm(algorithm: str, kernel_size: int) -> str:
     return algorithm
 
 
-def _check_args(in_channels, out_channels, kernel_size, padding) -> int:
-    for name, v in (("in_channels", in_channels), ("out_channels", out_channels)):
-        if not is_int(v, 1):
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
-    if not is_int(kernel_size, 1):
-        raise ValueError(
-            f"kernel_size must be one positive int (group convs need square kernels), got "
-            f"{kernel_size!r}"
-        )
-    if padding == "same":
+def _check_args(in_channels, out_channels, kernel_size, padding) -> tuple[int, int, int, int]:
+    """``(in_channels, out_channels, kernel_size, padding)`` as plain ints (NumPy's taken)."""
+    in_channels, out_channels = (
+        int_arg(v, 1, f"{name} must be a positive int, got {v!r}")
+        for name, v in (("in_channels", in_channels), ("out_channels", out_channels))
+    )
+    kernel_size = int_arg(
+        kernel_size,
+        1,
+        f"kernel_size must be one positive int (group convs need square kernels), got "
+        f"{kernel_size!r}",
+    )
+    if isinstance(padding, str) and padding == "same":
         if kernel_size % 2 == 0:
             raise ValueError(
                 f"padding='same' with an even kernel_size={kernel_size} pads asymmetrically and "
                 f"breaks equivariance; use an odd kernel_size or an int padding"
             )
-        return kernel_size // 2
-    if not is_int(padding, 0):
-        raise ValueError(
-            f"padding must be 'same' or a non-negative int (the same on every side), got {padding!r}"
-        )
-    return padding
+        return in_channels, out_channels, kernel_size, kernel_size // 2
+    padding = int_arg(
+        padding,
+        0,
+        f"padding must be 'same' or a non-negative int (the same on every side), got {padding!r}",
+    )
+    return in_channels, out_channels, kernel_size, padding
 
 
 class _Bank(nn.Module):
@@ -193,7 +197,9 @@ class _GroupConvBase(nn.Module):
         super().__init__()
         names = _check_group(group)
         bias = flag(type(self).__name__, "bias", bias)
-        self.padding = _check_args(in_channels, out_channels, kernel_size, padding)
+        in_channels, out_channels, kernel_size, self.padding = _check_args(
+            in_channels, out_channels, kernel_size, padding
+        )
         self.in_channels, self.out_channels, self.kernel_size = (
             in_channels,
             out_channels,

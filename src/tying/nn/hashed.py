@@ -94,8 +94,8 @@ class HashedLinear(nn.Module):
     ) -> None:
         super().__init__()
         bias = flag("HashedLinear", "bias", bias)
-        self.in_features = _positive_int("in_features", in_features)
-        self.out_features = _positive_int("out_features", out_features)
+        in_features = self.in_features = _positive_int("in_features", in_features)
+        out_features = self.out_features = _positive_int("out_features", out_features)
         self.relation = Hashed(_positive_int("buckets", buckets), seed, signed)
         _hash_weight(self, (out_features, in_features), self.relation, device, dtype)
         self.bias = (

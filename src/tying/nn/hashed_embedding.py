@@ -47,7 +47,7 @@ from torch import nn
 from tying.core import Hashed, Plan, share
 from tying.core.errors import TieError
 from tying.core.slots import base_class, slots_of
-from tying.nn._args import is_int, plain_int
+from tying.nn._args import int_arg
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 from tying.nn.hashed_kernels import FusedKeepLookup, FusedLookup, SparseGather, fused_available
 from tying.nn.hashing import MAX_LOGICAL, MODES, HashedTable, P, combine, qr_split
@@ -56,9 +56,7 @@ __all__ = ["HashedEmbedding", "HashedEmbeddingBag"]
 
 
 def _positive_int(name: str, value) -> int:
-    if not is_int(value, 1):
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
+    return int_arg(value, 1, f"{name} must be a positive int, got {value!r}")
 
 
 def _hash_weight(module: nn.Module, shape: tuple[int, int], relation, device, dtype):
@@ -239,10 +237,6 @@ class HashedEmbedding(nn.Module):
     ) -> None:
         super().__init__()
         name = base_class(self).__name__  # not Tied…
-        # NumPy ints as nn.Embedding takes them (stop 38: seed=np.int64(3) was refused)
-        num_embeddings, embedding_dim, buckets, block, seed = map(
-            plain_int, (num_embeddings, embedding_dim, buckets, block, seed)
-        )
         V = self.num_embeddings = _positive_int("num_embeddings", num_embeddings)
         D = self.embedding_dim = _positive_int("embedding_dim", embedding_dim)
         B = _positive_int("buckets", buckets)
@@ -253,8 +247,8 @@ class HashedEmbedding(nn.Module):
             )
         if mode not in MODES:
             raise ValueError(f"{name}: mode must be one of {MODES}, got {mode!r}")
-        if not is_int(seed, 0):
-            raise ValueError(f"{name}: seed must be a non-negative int, got {seed!r}")
+        # NumPy ints as nn.Embedding takes them (stop 38: seed=np.int64(3) was refused)
+        seed = int_arg(seed, 0, f"{name}: seed must be a non-negative int, got {seed!r}")
         if not isinstance(signed, bool):
             raise TypeError(f"{name}: signed must be True or False, got {signed!r}")
         for flag, value in (("aligned", aligned), ("sparse", sparse)):

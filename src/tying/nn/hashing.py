@@ -46,7 +46,7 @@ import torch
 
 from tying.core.errors import TieError
 from tying.core.relations import Relation, register_relation
-from tying.nn._args import is_int
+from tying.nn._args import int_arg
 
 __all__ = ["HashedTable", "MODES", "PairHash", "qr_split"]
 
@@ -171,12 +171,15 @@ class HashedTable(Relation):
     def __post_init__(self):
         if not isinstance(self.mode, str) or self.mode not in MODES:
             raise TieError(f"HashedTable(mode=...) must be one of {MODES}, got {self.mode!r}")
-        for name in ("buckets", "block"):
+        # NumPy ints stored as ints: the relation's fields go to json and the hash seeds
+        for name, minimum, what in (
+            ("buckets", 1, "a positive"),
+            ("block", 1, "a positive"),
+            ("seed", 0, "a non-negative"),
+        ):
             v = getattr(self, name)
-            if not is_int(v, 1):
-                raise TieError(f"HashedTable({name}=...) must be a positive int, got {v!r}")
-        if not is_int(self.seed, 0):
-            raise TieError(f"HashedTable(seed=...) must be a non-negative int, got {self.seed!r}")
+            error = f"HashedTable({name}=...) must be {what} int, got {v!r}"
+            object.__setattr__(self, name, int_arg(v, minimum, error, TieError))
         if not isinstance(self.signed, bool):
             raise TieError(f"HashedTable(signed=...) must be True or False, got {self.signed!r}")
         if not isinstance(self.aligned, bool):

@@ -12,25 +12,27 @@ that every position reads.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from tying.nn._args import flag, is_int
+from tying.nn._args import flag, int_arg, is_bool, is_int
 from tying.nn._input_errors import CAUGHT, InputDeviceError, raise_if_mismatched
 
 __all__ = ["LocallyConnected2d"]
 
 
 def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
-    if isinstance(value, bool) or not isinstance(value, int | tuple):
+    """``value`` (an int, or a tuple or list of two) as a pair of plain ints; NumPy ints
+    are taken as ``nn.Conv2d`` takes them, bools refused (the sign is checked by the
+    caller)."""
+    pair = tuple(value) if isinstance(value, tuple | list) else (value, value)
+    if len(pair) != 2 or not all(is_int(v, -math.inf) for v in pair):
         raise TypeError(f"{name}: expected an int or a pair of ints, got {value!r}")
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
-        raise TypeError(f"{name}: expected an int or a pair of ints, got {value!r}")
-    return pair  # type: ignore[return-value]
+    return (int(pair[0]), int(pair[1]))
 
 
 class _SharedAcrossPositions(nn.Module):
@@ -95,9 +97,10 @@ class LocallyConnected2d(nn.Module):
     ) -> None:
         super().__init__()
         bias = flag("LocallyConnected2d", "bias", bias)
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if not is_int(value, 1):
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        in_channels, out_channels = (
+            int_arg(value, 1, f"{name} must be a positive int, got {value!r}")
+            for name, value in (("in_channels", in_channels), ("out_channels", out_channels))
+        )
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.input_size = _pair(input_size, "input_size")
@@ -318,7 +321,7 @@ class LocallyConnected2d(nn.Module):
             >>> lc.to_conv().weight.shape
             torch.Size([2, 1, 3, 3])
         """
-        if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not atol >= 0:
+        if is_bool(atol) or not isinstance(atol, numbers.Real) or not atol >= 0:
             raise ValueError(f"to_conv: atol must be a non-negative number, got {atol!r}")
         checks = [("weight", self.weight)]
         if self.bias is not None:

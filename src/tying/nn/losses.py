@@ -34,6 +34,8 @@ import numbers
 import torch
 from torch import nn
 
+from tying.nn._args import is_bool
+
 __all__ = ["SoftDiceLoss", "SoftIoULoss", "soft_dice", "soft_iou"]
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -70,7 +72,7 @@ def _prepare(pred, target, from_logits, eps, reduction):
         )
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-    if isinstance(eps, bool) or not (eps >= 0 and math.isfinite(eps)):
+    if is_bool(eps) or not (eps >= 0 and math.isfinite(eps)):
         raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
     if not isinstance(from_logits, bool):  # "no" is truthy: a sigmoid nobody asked for
         raise TypeError(f"from_logits must be True or False, got {from_logits!r}")
@@ -104,11 +106,7 @@ def _check_settings(who: str, from_logits, eps, reduction) -> None:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     if not isinstance(from_logits, bool):
         raise TypeError(f"{who}: from_logits must be True or False, got {from_logits!r}")
-    if (
-        isinstance(eps, bool)
-        or not isinstance(eps, numbers.Real)
-        or not (eps >= 0 and math.isfinite(eps))
-    ):
+    if is_bool(eps) or not isinstance(eps, numbers.Real) or not (eps >= 0 and math.isfinite(eps)):
         raise ValueError(f"{who}: eps must be a finite number >= 0, got {eps!r}")
 
 

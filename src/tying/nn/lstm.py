@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tying.core import Plan, share
-from tying.nn._args import flag, is_int
+from tying.nn._args import flag, int_arg
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 
 __all__ = ["TiedGateLSTM"]
@@ -67,9 +67,10 @@ class TiedGateLSTM(nn.Module):
         self, input_size: int, hidden_size: int, *, tie_gates: bool = True, batch_first: bool = True
     ) -> None:
         super().__init__()
-        for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
-            if not is_int(value, 1):
-                raise ValueError(f"TiedGateLSTM: {name} must be a positive int, got {value!r}")
+        input_size, hidden_size = (
+            int_arg(value, 1, f"TiedGateLSTM: {name} must be a positive int, got {value!r}")
+            for name, value in (("input_size", input_size), ("hidden_size", hidden_size))
+        )
         self.input_size, self.hidden_size = input_size, hidden_size
         self.batch_first = flag("TiedGateLSTM", "batch_first", batch_first)
         self.tie_gates = flag("TiedGateLSTM", "tie_gates", tie_gates)

@@ -33,15 +33,19 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from tying.nn._args import is_int
+from tying.nn._args import int_arg, is_bool, is_int, scalar_value, stored_float
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 
 __all__ = ["PeriodicFeatures", "SharedBoundary", "mlp", "partial"]
 
 
 def _is_period(value) -> bool:
-    """A finite number > 0, not a bool (``True`` is not the period 1)."""
-    return not isinstance(value, bool) and value > 0 and math.isfinite(value)
+    """A finite number > 0, not a bool (``True`` is not the period 1); a one-element
+    tensor by its value."""
+    value = scalar_value(value)
+    if isinstance(value, torch.Tensor):
+        return False
+    return not is_bool(value) and value > 0 and math.isfinite(value)
 
 
 class PeriodicFeatures(nn.Module):
@@ -80,18 +84,20 @@ class PeriodicFeatures(nn.Module):
         periodic_dims: Sequence[int] = (0,),
     ) -> None:
         super().__init__()
-        if not is_int(in_features, 1):  # True was read as one column
-            raise ValueError(
-                f"PeriodicFeatures: in_features must be a positive int, got {in_features!r}"
-            )
+        in_features = int_arg(  # True was read as one column
+            in_features,
+            1,
+            f"PeriodicFeatures: in_features must be a positive int, got {in_features!r}",
+        )
         # period=inf made every frequency 0: features sin 0, cos 0 for every x (stop 33)
         if not _is_period(period):
             raise ValueError(
                 f"PeriodicFeatures: period must be > 0, got {period!r}; give a finite number "
                 f"(not a bool): an infinite period makes every frequency 0"
             )
-        if not is_int(harmonics, 1):
-            raise ValueError(f"PeriodicFeatures: harmonics must be an int >= 1, got {harmonics!r}")
+        harmonics = int_arg(
+            harmonics, 1, f"PeriodicFeatures: harmonics must be an int >= 1, got {harmonics!r}"
+        )
         periodic_dims = tuple(periodic_dims)
         if not all(
             isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in periodic_dims
@@ -109,7 +115,13 @@ class PeriodicFeatures(nn.Module):
                 f"PeriodicFeatures: periodic_dims {tuple(periodic_dims)} must be distinct columns "
                 f"of an input of width {in_features}"
             )
-        self.in_features, self.period, self.harmonics = in_features, float(period), harmonics
+        period = stored_float(
+            "PeriodicFeatures",
+            "period",
+            period,
+            "the period is a fixed setting: pass period.item()",
+        )
+        self.in_features, self.period, self.harmonics = in_features, period, harmonics
         self.periodic_dims = tuple(dims)
         self.other_dims = tuple(d for d in range(in_features) if d not in dims)
         self.out_features = len(self.other_dims) + 2 * harmonics * len(dims)
@@ -179,8 +191,10 @@ def mlp(sizes: Sequence[int], activation: type[nn.Module] = nn.Tanh) -> nn.Seque
         )
     """
     sizes = list(sizes)
-    if len(sizes) < 2 or any(not is_int(s, 1) for s in sizes):
-        raise ValueError(f"mlp: sizes must be at least two positive ints, got {sizes!r}")
+    error = f"mlp: sizes must be at least two positive ints, got {sizes!r}"
+    if len(sizes) < 2:
+        raise ValueError(error)
+    sizes = [int_arg(s, 1, error) for s in sizes]  # NumPy sizes as ints, as nn.Linear shows
     if isinstance(activation, nn.Module) or not callable(activation):
         # an instance (nn.ReLU(), as TiedAutoencoder takes it) was called with no input:
         # "forward() missing 1 required positional argument", or for sizes of length 2 taken
@@ -242,8 +256,8 @@ def partial(u: torch.Tensor, x: torch.Tensor, dim: int, order: int = 1) -> torch
         # dim=-1 or dim=d sliced g[:, dim:dim+1] to an empty (N, 0): a residual of no
         # columns whose sum is 0, with no error (stop 33)
         raise ValueError(f"partial: dim must be an int in [{-d}, {d}), got {dim!r}")
-    if not is_int(order, 1):
-        raise ValueError(f"partial: order must be an int >= 1, got {order!r}")
+    dim = int(dim)
+    order = int_arg(order, 1, f"partial: order must be an int >= 1, got {order!r}")
     dim %= d
     if not u.requires_grad:  # torch's "element 0 of tensors does not require grad"
         raise ValueError(
@@ -306,10 +320,11 @@ class SharedBoundary(nn.Module):
         derivatives: int = 0,
     ) -> None:
         super().__init__()
-        if not is_int(in_features, 1):
-            raise ValueError(
-                f"SharedBoundary: in_features must be a positive int, got {in_features!r}"
-            )
+        in_features = int_arg(
+            in_features,
+            1,
+            f"SharedBoundary: in_features must be a positive int, got {in_features!r}",
+        )
         # period=inf put the right end at x = inf: a finite (saturated) penalty, no error
         if not _is_period(period):
             raise ValueError(
@@ -320,11 +335,17 @@ class SharedBoundary(nn.Module):
             raise ValueError(
                 f"SharedBoundary: dim must be in [0, {in_features}), got {dim!r} (an int, not a bool)"
             )
-        if not is_int(derivatives, 0):
-            raise ValueError(
-                f"SharedBoundary: derivatives must be an int >= 0, got {derivatives!r}"
-            )
-        self.in_features, self.period, self.dim = in_features, float(period), dim
+        derivatives = int_arg(
+            derivatives, 0, f"SharedBoundary: derivatives must be an int >= 0, got {derivatives!r}"
+        )
+        # checked when unused too (in_features=1): hidden=0 was taken there with no error
+        hidden = int_arg(
+            hidden, 1, f"SharedBoundary: hidden must be a positive int, got {hidden!r}"
+        )
+        period = stored_float(
+            "SharedBoundary", "period", period, "the period is a fixed setting: pass period.item()"
+        )
+        self.in_features, self.period, self.dim = in_features, period, int(dim)
         self.derivatives = derivatives
         n_other = in_features - 1
         if n_other:

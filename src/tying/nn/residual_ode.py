@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from tying.core import Plan, share
-from tying.nn._args import flag, is_int
+from tying.nn._args import flag, int_arg, is_bool, scalar_value, stored_float
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 
 __all__ = ["NeuralODE", "TiedResidualNet", "VectorField", "odeint"]
@@ -64,10 +64,8 @@ class VectorField(nn.Module):
 
     def __init__(self, dim: int, hidden: int, activation: str = "tanh") -> None:
         super().__init__()
-        if not (is_int(dim, 1) and is_int(hidden, 1)):
-            raise ValueError(
-                f"VectorField: dim and hidden must be positive ints, got {dim!r}, {hidden!r}"
-            )
+        error = f"VectorField: dim and hidden must be positive ints, got {dim!r}, {hidden!r}"
+        dim, hidden = int_arg(dim, 1, error), int_arg(hidden, 1, error)
         if activation not in _ACTIVATIONS:
             raise ValueError(
                 f"VectorField: activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}"
@@ -141,12 +139,16 @@ class TiedResidualNet(nn.Module):
         activation: str = "tanh",
     ) -> None:
         super().__init__()
-        if not is_int(depth, 1):
-            raise ValueError(f"TiedResidualNet: depth must be a positive int, got {depth!r}")
+        depth = int_arg(depth, 1, f"TiedResidualNet: depth must be a positive int, got {depth!r}")
         # an inf t1 made every step inf·f(x); True was read as 1.0
-        if isinstance(t1, bool) or not (t1 > 0 and math.isfinite(t1)):
+        value = scalar_value(t1)
+        if (
+            is_bool(value)
+            or isinstance(value, torch.Tensor)
+            or not (value > 0 and math.isfinite(value))
+        ):
             raise ValueError(f"TiedResidualNet: t1 must be > 0 and finite, got {t1!r}")
-        self.depth, self.t1 = depth, float(t1)
+        self.depth, self.t1 = depth, _stored_time("TiedResidualNet", t1)
         self.tied = flag("TiedResidualNet", "tied", tied)
         self.h = self.t1 / depth
         self.steps = nn.ModuleList(VectorField(dim, hidden, activation) for _ in range(depth))
@@ -212,24 +214,39 @@ def _rk4(field: nn.Module, x: torch.Tensor, t1: float, steps: int) -> torch.Tens
     return x
 
 
-def _check_solver(t1, method, steps, rtol, atol) -> None:
-    """Refuse solver settings that gave a wrong answer or a solver's assertion (stop 33)."""
+def _stored_time(who: str, t1) -> float:
+    return stored_float(
+        who,
+        "t1",
+        t1,
+        "for a learned end time call odeint(field, x, t1=t1); for a fixed one pass t1.item()",
+    )
+
+
+def _check_solver(t1, method, steps, rtol, atol) -> int:
+    """Refuse solver settings that gave a wrong answer or a solver's assertion (stop 33);
+    return ``steps`` as a plain int (NumPy's taken)."""
     if method not in ("dopri5", "rk4"):
         raise ValueError(f"odeint: method must be 'dopri5' or 'rk4', got {method!r}")
-    bad_t1 = isinstance(t1, bool) or not (t1 > 0 and math.isfinite(t1))
-    if bad_t1 or not is_int(steps, 1):
-        raise ValueError(
-            f"odeint: need a finite t1 > 0 and an int steps >= 1, got t1={t1!r}, steps={steps!r}"
-        )
+    error = f"odeint: need a finite t1 > 0 and an int steps >= 1, got t1={t1!r}, steps={steps!r}"
+    value = scalar_value(t1)
+    if (
+        is_bool(value)
+        or isinstance(value, torch.Tensor)
+        or not (value > 0 and math.isfinite(value))
+    ):
+        raise ValueError(error)
+    steps = int_arg(steps, 1, error)
     # rtol=-1 let torchdiffeq accept every step (0.58 for e^-0.5 = 0.61, no error); NaN or
     # both 0 ended in its "underflow in dt" assertion
     for name, tol in (("rtol", rtol), ("atol", atol)):
-        if isinstance(tol, bool) or not (tol >= 0 and math.isfinite(tol)):
+        if is_bool(tol) or not (tol >= 0 and math.isfinite(tol)):
             raise ValueError(f"odeint: {name} must be a finite number >= 0, got {tol!r}")
     if rtol == 0 and atol == 0:
         raise ValueError(
             "odeint: rtol and atol are both 0, so no step can meet them; give one of them > 0"
         )
+    return steps
 
 
 def odeint(
@@ -269,7 +286,7 @@ def odeint(
         >>> abs(float(x1) - 0.36787944117) < 1e-9
         True
     """
-    _check_solver(t1, method, steps, rtol, atol)
+    steps = _check_solver(t1, method, steps, rtol, atol)
     if not isinstance(x0, torch.Tensor) or not (x0.is_floating_point() or x0.is_complex()):
         # an integer or bool state failed inside torchdiffeq ("`t` must be a floating point
         # Tensor", a t nobody passed) and was cast silently by rk4 (stop 39)
@@ -294,8 +311,12 @@ def odeint(
         if importlib.util.find_spec("torchdiffeq") is not None:
             import torchdiffeq
 
-            # the times are real for a complex state too (torchdiffeq refuses complex t)
-            t = torch.tensor([0.0, t1], dtype=x0.real.dtype, device=x0.device)
+            # the times are real for a complex state too (torchdiffeq refuses complex t);
+            # stacked, not torch.tensor([0, t1]): a t1 that requires grad (a learned end
+            # time) got no gradient from dopri5 with no error, while rk4 gave it (stop 41)
+            real = {"dtype": x0.real.dtype, "device": x0.device}
+            end = torch.as_tensor(t1, **real).reshape(())
+            t = torch.stack([torch.zeros((), **real), end])
             return torchdiffeq.odeint(lambda _t, x: field(x), x0, t, rtol=rtol, atol=atol)[-1]
         # the answer is still computed, but not to the rtol/atol asked for: say so
         warnings.warn(
@@ -339,8 +360,8 @@ class NeuralODE(nn.Module):
         atol: float = 1e-9,
     ) -> None:
         super().__init__()
-        _check_solver(t1, method, steps, rtol, atol)  # here, not at the first call
-        self.field, self.t1 = field, float(t1)
+        steps = _check_solver(t1, method, steps, rtol, atol)  # here, not at the first call
+        self.field, self.t1 = field, _stored_time("NeuralODE", t1)
         self.method, self.steps, self.rtol, self.atol = method, steps, rtol, atol
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

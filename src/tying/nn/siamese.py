@@ -37,7 +37,7 @@ from torch import nn
 
 from tying.core import Plan, share
 from tying.core.slots import slots_of
-from tying.nn._args import flag
+from tying.nn._args import flag, is_bool, scalar_value
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 
 __all__ = ["Siamese", "contrastive_loss"]
@@ -231,7 +231,12 @@ def contrastive_loss(
             f"{tuple(same.shape)}"
         )
     # an inf margin made every matching pair's term 0·inf = NaN; True was read as 1 (stop 33)
-    if isinstance(margin, bool) or not (margin > 0 and math.isfinite(margin)):
+    value = scalar_value(margin)  # a learned margin is read without its graph here
+    if (
+        is_bool(value)
+        or isinstance(value, torch.Tensor)
+        or not (value > 0 and math.isfinite(value))
+    ):
         raise ValueError(f"contrastive_loss: margin must be > 0 and finite, got {margin!r}")
     if not torch.compiler.is_compiling() and not bool(((same == 0) | (same == 1)).all()):
         raise ValueError("contrastive_loss: same must hold 0 (different) or 1 (same) labels")

@@ -33,7 +33,7 @@ from torch import nn
 
 from tying.core import ApplyReport, Plan, share
 from tying.core import free as _free
-from tying.nn._args import flag, is_int
+from tying.nn._args import flag, int_arg
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 from tying.nn.attention import Attention, kv_sharing_plan
 
@@ -82,13 +82,17 @@ class TransformerBlock(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if not is_int(d_model, 1):  # d_model=-1 died in LayerNorm's torch.empty (stop 37)
-            raise ValueError(f"TransformerBlock: d_model must be a positive int, got {d_model!r}")
-        if d_ff is not None and not is_int(d_ff, 1):
+        # d_model=-1 died in LayerNorm's torch.empty (stop 37)
+        d_model = int_arg(
+            d_model, 1, f"TransformerBlock: d_model must be a positive int, got {d_model!r}"
+        )
+        if d_ff is not None:
             # d_ff=0 built an MLP with no hidden unit (the branch added only its bias)
-            raise ValueError(
+            d_ff = int_arg(
+                d_ff,
+                1,
                 f"TransformerBlock: d_ff must be a positive int (or None for 4·d_model), "
-                f"got {d_ff!r}"
+                f"got {d_ff!r}",
             )
         d_ff = 4 * d_model if d_ff is None else d_ff
         heads = {"kv_heads": kv_heads, "v_heads": v_heads, "dropout": dropout}
@@ -262,9 +266,12 @@ class EncoderDecoder(nn.Module):
     ) -> None:
         super().__init__()
         sizes = (("vocab", vocab), ("d_model", d_model), ("layers", layers), ("max_len", max_len))
-        for name, value in sizes:  # d_model=-1 died in nn.Embedding's torch.empty (stop 37)
-            if not is_int(value, 1):  # layers=True built one layer per stack
-                raise ValueError(f"EncoderDecoder: {name} must be a positive int, got {value!r}")
+        # d_model=-1 died in nn.Embedding's torch.empty (stop 37); layers=True built one
+        # layer per stack
+        vocab, d_model, layers, max_len = (
+            int_arg(value, 1, f"EncoderDecoder: {name} must be a positive int, got {value!r}")
+            for name, value in sizes
+        )
         self.vocab, self.max_len, self.n_layers = vocab, max_len, layers
         self.embed = nn.Embedding(vocab, d_model)
         self.src_pos = nn.Embedding(max_len, d_model)

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from tying.core import Mirrored, Plan, share
-from tying.nn._args import check_conv1d_geometry, flag, is_int
+from tying.nn._args import check_conv1d_geometry, flag, int_arg
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 
 __all__ = ["SymmetricConv1d"]
@@ -87,12 +87,25 @@ class SymmetricConv1d(nn.Conv1d):
             if isinstance(kernel_size, tuple) and len(kernel_size) == 1
             else kernel_size
         )
-        if not is_int(k, 1):
-            # nn.Conv1d takes 0 and our reset_parameters then divided by zero
-            raise ValueError(
-                f"SymmetricConv1d: kernel_size must be a positive int, got {kernel_size!r}"
+        # nn.Conv1d takes 0 and our reset_parameters then divided by zero
+        kernel_size = int_arg(
+            k, 1, f"SymmetricConv1d: kernel_size must be a positive int, got {kernel_size!r}"
+        )
+        stride, padding, dilation = check_conv1d_geometry(
+            "SymmetricConv1d", stride, padding, dilation
+        )
+        # NumPy ints stored as ints; 0 channels divided by zero in reset_parameters, and
+        # groups=True was read as 1 group
+        in_channels, out_channels, groups = (
+            int_arg(
+                value, minimum, f"SymmetricConv1d: {name} must be a positive int, got {value!r}"
             )
-        check_conv1d_geometry("SymmetricConv1d", stride, padding, dilation)
+            for name, value, minimum in (
+                ("in_channels", in_channels, 1),
+                ("out_channels", out_channels, 1),
+                ("groups", groups, 1),
+            )
+        )
         bias = flag("SymmetricConv1d", "bias", bias)
         tied = flag("SymmetricConv1d", "tied", tied)
         super().__init__(

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tying.core import Plan, share
-from tying.nn._args import flag, is_int
+from tying.nn._args import flag, int_arg
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 
 __all__ = ["TiedUNet"]
@@ -80,18 +80,21 @@ class TiedUNet(nn.Module):
     ) -> None:
         super().__init__()
         widths = tuple(widths)
-        if len(widths) < 2 or any(not is_int(w, 1) for w in widths):
-            raise ValueError(
-                f"widths must be at least two positive ints (w0, ..., wL), got {widths!r}"
-            )
-        for name, v in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if not is_int(v, 1):
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if not is_int(kernel_size, 1) or kernel_size % 2 == 0:
-            raise ValueError(
-                f"kernel_size must be an odd positive int (so 'same' padding is symmetric), "
-                f"got {kernel_size!r}"
-            )
+        error = f"widths must be at least two positive ints (w0, ..., wL), got {widths!r}"
+        if len(widths) < 2:
+            raise ValueError(error)
+        widths = tuple(int_arg(w, 1, error) for w in widths)
+        in_channels, out_channels = (
+            int_arg(v, 1, f"{name} must be a positive int, got {v!r}")
+            for name, v in (("in_channels", in_channels), ("out_channels", out_channels))
+        )
+        error = (
+            f"kernel_size must be an odd positive int (so 'same' padding is symmetric), "
+            f"got {kernel_size!r}"
+        )
+        kernel_size = int_arg(kernel_size, 1, error)
+        if kernel_size % 2 == 0:
+            raise ValueError(error)
         self.in_channels, self.out_channels, self.widths = in_channels, out_channels, widths
         self.tied = flag("TiedUNet", "tied", tied)
         pad = kernel_size // 2
