@@ -41,7 +41,7 @@ from tying.hmm.inference import (  # noqa: F401  (re-exported: base.<name> as be
 from tying.hmm.monitor import ConvergenceMonitor
 from tying.hmm.priors import check_fitted_finite, check_priors
 from tying.hmm.sequences import SequenceBatch, check_lengths, check_unmasked
-from tying.hmm.ties import StateTies
+from tying.hmm.ties import StateTies, listed_groups
 from tying.hmm.validation import (
     _broadcast,
     _check_finite,
@@ -57,6 +57,16 @@ from tying.hmm.validation import (
 __all__ = ["BaseHMM", "NotFittedError"]
 
 _log = logging.getLogger(__name__)
+
+
+def _sequence_list(X) -> bool:
+    """Whether ``X`` is a list or tuple of array-likes (sequences given one by one)."""
+    if not isinstance(X, (list, tuple)) or not X:
+        return False
+    try:
+        return all(np.ndim(x) >= 1 for x in X)
+    except ValueError:  # an entry ragged itself
+        return False
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -732,7 +742,16 @@ class BaseHMM(HMMInference, EstimatorParams):
         """Subclass hook: assigned parameters agree with each other (e.g. feature counts)."""
 
     def _prepare(self, X, lengths, fitting=False):
-        X0 = np.asarray(X)
+        try:
+            X0 = np.asarray(X)
+        except ValueError:  # NumPy's "inhomogeneous shape", which names no fix
+            if _sequence_list(X):
+                raise ValueError(
+                    f"X is a {type(X).__name__} of {len(X)} sequences of different lengths; "
+                    f"X is one array of all sequences concatenated, with their lengths: "
+                    f"fit(np.concatenate(seqs), lengths=[len(s) for s in seqs])"
+                ) from None
+            raise
         n = X0.shape[0] if X0.ndim else 0
         lengths = check_lengths(lengths, n)
         check_unmasked(X, lengths)  # np.asarray dropped the mask of a masked array
@@ -780,6 +799,30 @@ class BaseHMM(HMMInference, EstimatorParams):
             )
         return np.array([values[group[0]] for group in self.ties_.groups(kind)])
 
+    def _check_group_order(self, kind: str, name: str) -> None:
+        """Refuse values given one per tie group when ``ties`` lists the groups in
+        another order than the one their rows are read in.
+
+        Rows are read in the order of ``ties_.groups(kind)`` (by each group's smallest
+        state); ``ties={"means": [[2], [0, 1]]}`` with ``means_init=[[10.0], [20.0]]``
+        gave state 2 the mean 20 and states 0, 1 the mean 10, the reverse of the
+        spec's order, with no error (as did a group listed before states it leaves
+        untied).
+        """
+        listed = listed_groups(self.ties, kind, self.ties_.n_states)
+        order = self.ties_.groups(kind)
+        if listed is None or listed == order:
+            return
+        K = self.ties_.n_states
+        raise ValueError(
+            f"{name} has one row per tie group of {kind!r} ({len(order)} rows), read in "
+            f"order of each group's smallest state, {order}, but ties[{kind!r}] lists the "
+            f"groups (then the states it leaves untied) as {listed}, so its rows would go "
+            f"to other states than that order suggests; give one row per state "
+            f"({K} rows, equal within each group), or list the groups in that order "
+            f"(ties={{{kind!r}: {order}}})"
+        )
+
     def _per_group(self, kind: str, name: str, values, shape: tuple[int, ...]) -> np.ndarray:
         """Per-group values from ``values`` given one per state or one per tie group."""
         arr = np.asarray(values, dtype=np.float64)
@@ -790,6 +833,7 @@ class BaseHMM(HMMInference, EstimatorParams):
             return self._to_groups(kind, name, arr)
         G = self.ties_.n_groups(kind)
         if arr.shape == (G,) + shape:
+            self._check_group_order(kind, name)
             return arr.copy()
         raise ValueError(
             f"{name} must have shape {(K,) + shape} (one per state) or {(G,) + shape} "

@@ -205,6 +205,8 @@ class CategoricalHMM(BaseHMM):
                 f"emissionprob_init must have shape {(K, M)} (one row per state) or "
                 f"{(G, M)} (one per tie group), got {arr.shape}"
             )
+        if arr.shape[0] != K:
+            self._check_group_order("emissions", "emissionprob_init")
         arr = _stochastic("emissionprob_init", arr, arr.shape)
         # one row per group is copied: the M-step updates its rows in place, which would
         # rewrite the caller's emissionprob_init (a refit or clone then started elsewhere)

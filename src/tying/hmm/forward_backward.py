@@ -53,7 +53,11 @@ from tying.hmm.lane_layout import (  # noqa: F401  (re-exported: fb.<name> as be
     _unit_plans,
     _windows,
 )
-from tying.hmm.sequences import SequenceBatch, check_recursion_inputs
+from tying.hmm.sequences import (
+    SequenceBatch,
+    check_recursion_inputs,
+    refuse_undefined_emissions,
+)
 
 __all__ = [
     "GaussianStats",
@@ -198,6 +202,7 @@ def forward_log_likelihood(
         bad = np.flatnonzero(~np.isfinite(ll))
         if bad.size:
             ll[bad] = _log_space_subset(start, A, logb, batch, bad, posteriors=False)
+    refuse_undefined_emissions("forward_log_likelihood", log_emission, batch, ll)
     return ll
 
 
@@ -253,7 +258,9 @@ def forward_backward(
     n_jobs = compiled.resolve_n_jobs(n_jobs)
     kernels = compiled._kernels()
     if kernels is None:
-        return _forward_backward_numpy(startprob, transmat, log_emission, batch)
+        post = _forward_backward_numpy(startprob, transmat, log_emission, batch)
+        refuse_undefined_emissions("forward_backward", log_emission, batch, post.log_likelihood)
+        return post
     start, A, logb = _as_f64(startprob, transmat, log_emission)
     n_seq, K = batch.n_sequences, A.shape[0]
     gamma = np.empty((batch.n_samples, K))
@@ -275,6 +282,7 @@ def forward_backward(
     if bad.size:
         ll[bad], xi_bad = _log_space_subset(start, A, logb, batch, bad, posteriors=True, out=gamma)
         xi_sum = xi_sum + xi_bad
+    refuse_undefined_emissions("forward_backward", log_emission, batch, ll)
     first = np.empty(K)
     kernels.sum_first_axis(gamma[batch.starts], first)
     return Posteriors(

@@ -477,6 +477,7 @@ class GaussianHMM(BaseHMM):
                 _check_covariance(f"{name}[{bad[0]}]", cv[bad[0]], full=False)
         if cv.shape[0] == K:
             return self._to_groups("covars", name, cv)
+        self._check_group_order("covars", name)
         return cv.copy()
 
     def _variances(self) -> np.ndarray:
@@ -938,6 +939,8 @@ def _plain_variances(cv: np.ndarray, K: int, D: int | None) -> bool:
 
 def _check_min_covar(min_covar) -> None:
     """Refuse a ``min_covar`` that is not a positive finite number."""
+    if isinstance(min_covar, (bool, np.bool_)):  # True read as a floor of 1.0, no error
+        raise TypeError(f"min_covar must be a positive number, got {min_covar!r} (bool)")
     if not (
         isinstance(min_covar, (int, float, np.number)) and np.isfinite(min_covar) and min_covar > 0
     ):

@@ -29,6 +29,7 @@ __all__ = [
     "check_observations",
     "check_recursion_inputs",
     "check_squares",
+    "refuse_undefined_emissions",
     "check_unmasked",
 ]
 
@@ -232,7 +233,11 @@ def check_observations(
                 f"use X.reshape(-1, 1) for one feature"
             )
         if arr.ndim != 2:
-            raise ValueError(f"X must be 2-d (n_samples, n_features), got shape {arr.shape}")
+            raise ValueError(
+                f"X must be 2-d (n_samples, n_features), got shape {arr.shape}; for "
+                f"several sequences, concatenate them and give their lengths: "
+                f"np.concatenate(seqs), lengths=[len(s) for s in seqs]"
+            )
     if arr.dtype.kind not in "biuf":
         raise ValueError(f"X must be numeric, got dtype {arr.dtype}")
     if ndim == 2 and arr.dtype.kind == "f" and arr.dtype.itemsize > 8 and arr.size:
@@ -401,6 +406,11 @@ def check_recursion_inputs(who: str, startprob, transmat, log_emission, batch) -
                 f"pass probabilities that are finite, >= 0 and sum to 1 "
                 f"(e.g. p / p.sum(axis=-1, keepdims=True))"
             )
+    if not isinstance(batch, SequenceBatch):  # None or a list of lengths: an AttributeError
+        raise TypeError(
+            f"{who}: batch must be a SequenceBatch, got {type(batch).__name__}; build it "
+            f"with SequenceBatch.from_lengths(lengths, len(X))"
+        )
     lengths = batch.lengths
     if lengths.ndim != 1 or lengths.size == 0 or lengths.min() <= 0:
         raise ValueError(
@@ -413,6 +423,51 @@ def check_recursion_inputs(who: str, startprob, transmat, log_emission, batch) -
             f"rows (lengths {lengths[:5]}) of {K} states: expected ({batch.n_samples}, {K}); "
             f"build the batch from the same X (SequenceBatch.from_lengths(lengths, len(X)))"
         )
+
+
+def refuse_undefined_emissions(who: str, log_emission, batch, log_prob: np.ndarray) -> None:
+    """Refuse a ``log_emission`` holding NaN or +inf, once the recursion has run.
+
+    Such an entry is no log-density, so a sequence holding it has no likelihood; the
+    recursions' log-space fallback read a NaN as a state of probability 0, which gave
+    log p(x) = -inf (a sequence no path can emit) with no error, and Viterbi returned a
+    path with a NaN score. Every such entry of a state the sequence can reach leaves
+    ``log_prob`` non-finite, so ``log_emission`` is searched only when a sequence's
+    result is (free for valid input: the E-step of every fit goes through here).
+
+    Args:
+        who: the calling function, for the message.
+        log_emission: ``(n_samples, K)``, as given to it.
+        batch: its :class:`SequenceBatch`.
+        log_prob: ``(n_sequences,)`` the recursion's per-sequence result.
+
+    Raises:
+        ValueError: naming the first NaN or +inf entry: its row, sequence, position
+            and state.
+
+    Example:
+        >>> lb = np.array([[0.0, -1.0], [np.nan, 0.0]])
+        >>> refuse_undefined_emissions("viterbi", lb, SequenceBatch.from_lengths([2]),
+        ...                            np.array([np.nan]))
+        Traceback (most recent call last):
+        ...
+        ValueError: viterbi: log_emission[1, 0] is nan (sequence 0, position 1, state 0), which is no log-density, so the sequence has no likelihood; a log-density is a number or -inf (probability 0): fix what computed it (a log of a negative number, inf - inf)
+    """
+    if np.isfinite(log_prob).all():
+        return
+    lb = np.asarray(log_emission, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        undefined = ~(lb < np.inf) & ~np.isneginf(lb)  # NaN or +inf
+    if not undefined.any():  # only sequences of probability 0 (-inf): a valid answer
+        return
+    row, k = (int(i) for i in np.argwhere(undefined)[0])
+    seq, pos = _locate(row, batch.lengths)
+    raise ValueError(
+        f"{who}: log_emission[{row}, {k}] is {lb[row, k]} (sequence {seq}, position {pos}, "
+        f"state {k}), which is no log-density, so the sequence has no likelihood; a "
+        f"log-density is a number or -inf (probability 0): fix what computed it (a log "
+        f"of a negative number, inf - inf)"
+    )
 
 
 def _not_a_distribution(rows: np.ndarray) -> tuple[int, str] | None:

@@ -294,6 +294,32 @@ class StateTies:
 
 
 # ---------------------------------------------------------------- helpers
+def listed_groups(spec: object, kind: str, n_states: int) -> list[list[int]] | None:
+    """The groups of ``kind`` in the order a mapping spec lists them, then the states it
+    does not name (singletons, in state order); None when the spec lists no groups of
+    ``kind`` (``"all"``, ``"none"``, rules, a :class:`StateTies`).
+
+    Values given one per tie group are read in the resolved order
+    (:meth:`StateTies.groups`: by each group's smallest state); a caller compares the
+    two to refuse rows that would go to other groups than the spec's order suggests.
+    The spec must have resolved already (its states are valid).
+
+    Example:
+        >>> listed_groups({"means": [[2], [0, 1]]}, "means", 4)
+        [[2], [0, 1], [3]]
+        >>> listed_groups({"means": "all"}, "means", 4) is None
+        True
+    """
+    if not isinstance(spec, Mapping) or kind not in spec:
+        return None
+    groups = spec[kind]
+    if groups is None or isinstance(groups, str):
+        return None
+    listed = [sorted(int(s) for s in group) for group in groups]
+    named = {s for group in listed for s in group}
+    return listed + [[s] for s in range(n_states) if s not in named]
+
+
 def _check_kind(kind: object, kinds: Sequence[str]) -> None:
     if kind not in kinds:
         close = difflib.get_close_matches(str(kind), list(kinds), n=1)

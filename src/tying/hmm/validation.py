@@ -115,6 +115,11 @@ def _check_prior(name: str, value, *, nonneg: bool) -> None:
     """A prior is None (default) or finite numbers (non-negative where required)."""
     if value is None:
         return
+    if np.asarray(value).dtype == np.bool_:  # True read as the prior 1.0, with no error
+        raise TypeError(
+            f"{name} must be a number or an array of numbers, got {value!r} (bool); give "
+            f"the prior's value itself (None leaves the default)"
+        )
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):

@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from tying.hmm.sequences import SequenceBatch, check_recursion_inputs
+from tying.hmm.sequences import (
+    SequenceBatch,
+    check_recursion_inputs,
+    refuse_undefined_emissions,
+)
 
 __all__ = ["viterbi"]
 
@@ -82,4 +86,6 @@ def viterbi(
             prev = psi[t + 1, np.arange(n_next), states[t + 1, :n_next]]
             states[t, :n_next] = prev
         states[t, n_next:n] = cur[n_next:n]  # slots whose last step is t
-    return batch.per_sequence(log_prob), batch.unpad(states)
+    log_prob = batch.per_sequence(log_prob)
+    refuse_undefined_emissions("viterbi", log_emission, batch, log_prob)
+    return log_prob, batch.unpad(states)
