@@ -113,7 +113,10 @@ class CUSUM:
     Args:
         k: allowance, in standard deviations (half the shift to detect, classically).
         h: decision threshold, in standard deviations.
-        warmup: samples used to estimate the reference mean and standard deviation.
+        warmup: samples used to estimate the reference mean and (sample) standard
+            deviation, ``mu_`` and ``sigma_``; a warm-up constant to the floats'
+            resolution gets ``sigma_ = 1e-8 + 1e-3·|mu_|``, so that a later wiggle is
+            not infinitely many deviations away.
         burn_in: samples ignored (after construction and after each reset) before the
             warm-up starts: e.g. while a model is still learning, whose loss is no
             reference for "normal".
@@ -146,8 +149,8 @@ class CUSUM:
     def reset(self) -> None:
         """Forget the stream so far; the next ``warmup`` values set a new reference."""
         self.n_ = 0
-        self._sum = 0.0
-        self._sumsq = 0.0
+        self._mean = 0.0  # the warm-up's running mean and sum of squared deviations
+        self._m2 = 0.0  # (Welford's update: see update)
         self.mu_ = math.nan
         self.sigma_ = math.nan
         self.statistic = 0.0
@@ -169,13 +172,24 @@ class CUSUM:
         if self.n_ <= self.burn_in:
             return False
         if self.n_ <= self.burn_in + self.warmup:
-            self._sum += x
-            self._sumsq += x * x
-            if self.n_ == self.burn_in + self.warmup:
-                self.mu_ = self._sum / self.warmup
-                var = (self._sumsq - self.warmup * self.mu_**2) / (self.warmup - 1)
-                # a constant warm-up would make every later wiggle infinite: floor σ
-                self.sigma_ = max(math.sqrt(max(var, 0.0)), 1e-8 + 1e-3 * abs(self.mu_))
+            # Welford's update, not Σx² − n·μ²: that difference cancelled to rounding
+            # noise once the stream sat far from 0 (σ = 1 read as 0 or 20 at a loss of
+            # 1e8), so the detector's result depended on the stream's offset (stop 41)
+            i = self.n_ - self.burn_in
+            step = x - self._mean
+            self._mean += step / i
+            self._m2 += step * (x - self._mean)
+            if i == self.warmup:
+                self.mu_ = self._mean
+                sd = math.sqrt(max(self._m2, 0.0) / (self.warmup - 1))
+                # a warm-up constant to the floats' resolution would make every later
+                # wiggle infinite: only then is σ floored (1e-3 of |μ|). A measured σ is
+                # kept: a floor of 1e-3·|μ| under it made σ = 1000 out of a measured 1 at
+                # a loss of 1e6, so a 5σ jump never raised an alarm (stop 41)
+                if sd > 8 * math.ulp(abs(self.mu_)) and math.isfinite(sd):
+                    self.sigma_ = sd
+                else:
+                    self.sigma_ = 1e-8 + 1e-3 * abs(self.mu_)
             return False
         z = (x - self.mu_) / self.sigma_
         self.statistic = max(0.0, self.statistic + z - self.k)

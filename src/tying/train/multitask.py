@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import numbers
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -38,13 +39,18 @@ def components(n_tasks: int, edges: Sequence[tuple[int, int]]) -> list[list[int]
         A list of components (lists of task indices).
 
     Raises:
-        ValueError: an edge naming a task outside ``0 .. n_tasks-1``.
+        ValueError: an edge naming a task outside ``0 .. n_tasks-1``, or an edge that
+            is not a pair.
+        TypeError: ``n_tasks`` or a task of an edge that is not an int (a bool, a
+            float such as ``1.0``), naming the edge.
 
     Example:
         >>> from tying.train import components
         >>> components(5, [(0, 1), (1, 2), (3, 4)])
         [[0, 1, 2], [3, 4]]
     """
+    _check_n_tasks("components", n_tasks)
+    edges = _checked_edges(n_tasks, edges)
     parent = list(range(n_tasks))
 
     def find(i: int) -> int:
@@ -54,14 +60,58 @@ def components(n_tasks: int, edges: Sequence[tuple[int, int]]) -> list[list[int]
         return i
 
     for i, j in edges:
-        for k in (i, j):
-            if not 0 <= k < n_tasks:
-                raise ValueError(f"edge ({i}, {j}) names task {k}, expected 0 <= task < {n_tasks}")
         parent[find(i)] = find(j)
     groups: dict[int, list[int]] = {}
     for k in range(n_tasks):
         groups.setdefault(find(k), []).append(k)
     return sorted(groups.values(), key=lambda g: g[0])
+
+
+def _check_n_tasks(owner: str, n_tasks) -> None:
+    """``n_tasks`` an int >= 1 (``True`` was read as 1 task)."""
+    if isinstance(n_tasks, bool) or not isinstance(n_tasks, numbers.Integral):
+        raise TypeError(
+            f"{owner}: n_tasks must be an int >= 1, got {type(n_tasks).__name__} {n_tasks!r}"
+        )
+    if n_tasks < 1:
+        raise ValueError(f"n_tasks must be >= 1, got {n_tasks}")
+
+
+def _checked_edges(n_tasks: int, edges) -> list[tuple[int, int]]:
+    """The task graph's edges as ``(int, int)`` pairs of tasks in ``0 .. n_tasks-1``.
+
+    A bool was read as task 0 or 1 (``(0, True)`` joined tasks 0 and 1) and a float task
+    ``1.0`` failed inside the union-find with "list indices must be integers", naming no
+    edge (stop 41). Ties are named, not coerced: each task must be an int.
+    """
+    if isinstance(edges, (str, bytes)):
+        raise TypeError(f"edges must be a list of (task, task) pairs, got {edges!r}")
+    out = []
+    for e in edges:
+        if isinstance(e, (str, bytes)) or not (isinstance(e, Sequence) or hasattr(e, "__len__")):
+            raise ValueError(f"edge {e!r} is not a (task, task) pair; edges were {edges!r:.200}")
+        if len(e) != 2:
+            raise ValueError(
+                f"edge {tuple(e)!r} has {len(e)} entries, expected a (task, task) pair"
+            )
+        i, j = e
+        pair = []
+        for k in (i, j):
+            is_bool = isinstance(k, bool) or (isinstance(k, torch.Tensor) and k.dtype == torch.bool)
+            try:  # an int, a NumPy integer or an integer 0-d tensor; not a float or a bool
+                index = None if is_bool else operator.index(k)
+            except TypeError:
+                index = None
+            if index is None:
+                raise TypeError(
+                    f"edge ({i!r}, {j!r}) names task {k!r} ({type(k).__name__}); tasks must "
+                    f"be ints in 0..{n_tasks - 1} (int(...) a float index first)"
+                )
+            if not 0 <= index < n_tasks:
+                raise ValueError(f"edge ({i}, {j}) names task {k}, expected 0 <= task < {n_tasks}")
+            pair.append(index)
+        out.append((pair[0], pair[1]))
+    return out
 
 
 class MultiTaskNet(nn.Module):
@@ -74,6 +124,7 @@ class MultiTaskNet(nn.Module):
 
     Raises:
         ValueError: ``n_tasks`` < 1.
+        TypeError: ``n_tasks`` that is not an int (``True``, ``2.0``).
 
     Example:
         >>> import torch, tying
@@ -88,8 +139,7 @@ class MultiTaskNet(nn.Module):
 
     def __init__(self, trunk: nn.Module, head: nn.Module, n_tasks: int):
         super().__init__()
-        if n_tasks < 1:
-            raise ValueError(f"n_tasks must be >= 1, got {n_tasks}")
+        _check_n_tasks("MultiTaskNet", n_tasks)
         self.trunks = nn.ModuleList(copy.deepcopy(trunk) for _ in range(n_tasks))
         self.heads = nn.ModuleList(copy.deepcopy(head) for _ in range(n_tasks))
 
@@ -179,7 +229,9 @@ class MultiTaskNet(nn.Module):
 
         Raises:
             ValueError: negative ``lam`` or an edge naming a missing task.
+            TypeError: a task in an edge that is not an int (see :func:`components`).
         """
+        edges = _checked_edges(self.n_tasks, edges)  # (0, True) was read as (0, 1)
         total = torch.zeros(())
         # every trunk's names (copies of one trunk, so one list): a trunk tied to another
         # lists none, and reading trunk 0's alone gave a penalty of 0 for every edge once
@@ -244,7 +296,9 @@ def fit_multitask(
         )
     if method not in ("adam", "lbfgs"):
         raise ValueError(f"method must be 'adam' or 'lbfgs', got {method!r}")
-    _check_settings(net, edges, lam, steps)
+    # a list once: a generator of edges was used up by the check, and the penalty then
+    # read no edge at every step (λ ignored, the tasks fitted apart; stop 41)
+    edges = _check_settings(net, edges, lam, steps)
     _check_task_data(net, data)
 
     def objective() -> torch.Tensor:
@@ -289,7 +343,7 @@ def fit_multitask(
     return net
 
 
-def _check_settings(net: MultiTaskNet, edges, lam, steps) -> None:
+def _check_settings(net: MultiTaskNet, edges, lam, steps) -> list[tuple[int, int]]:
     """The dial, the graph and the budget, checked whatever their values (stop 32).
 
     The penalty is added only for ``lam > 0``, so a negative or NaN ``lam`` fitted the
@@ -303,9 +357,10 @@ def _check_settings(net: MultiTaskNet, edges, lam, steps) -> None:
         raise ValueError(
             f"fit_multitask: lam must be finite and >= 0 (0: independent tasks), got {lam}"
         )
-    components(net.n_tasks, edges)  # an edge naming a missing task: refused by name
+    edges = _checked_edges(net.n_tasks, edges)  # an edge naming a missing task, by name
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
         raise ValueError(f"fit_multitask: steps must be an int >= 0, got {steps!r}")
+    return edges
 
 
 def _check_task_data(net: MultiTaskNet, data: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
