@@ -17,7 +17,10 @@ The policy here:
   modules back.
 - **Any other adapter on a tied weight** (a partial tie such as ``lm_head`` <-
   embedding, a relation, an adapter on one end only) is refused with a
-  ``TieError`` naming the tie, before peft changes anything.
+  ``TieError`` naming the tie, before peft changes anything. So is a
+  ``modules_to_save`` entry in a tie, except on HF's own embedding tie with peft's
+  ``ensure_weight_tying=True``, which keeps one trained copy for both
+  (:mod:`tying.interop.lora_saved`).
 - ``tying.verify`` sees through adapter wrappers (``base_layer``): a shared
   adapter passes; plain peft's adapter on a tied weight is reported, naming the
   tie, so it is never silently wrong.
@@ -43,6 +46,11 @@ from tying.interop.groups import (
     refuse_other_hooks,
     set_module,
     whole_module_ties,
+)
+from tying.interop.lora_saved import (
+    redeclare_through_copies,
+    refuse_saved_copies,
+    restore_declarations,
 )
 
 SHARED_ATTR = "_tying_shared_adapters"
@@ -181,7 +189,7 @@ def get_peft_model(model: nn.Module, peft_config, **kwargs: Any):
     for path, src in shared.items():
         refuse_other_hooks("get_peft_model", path, src, inv.modules[path], inv.modules[src])
     _refuse_other_ranks(peft_config, shared)
-    _refuse_saved_copies(peft_config, model, inv)
+    refuse_saved_copies(peft_config, model, inv)
     seated = _seats(model, inv, targets)  # peft does not list the later seats: no exclude
     config = copy.deepcopy(peft_config)
     if shared:
@@ -313,65 +321,6 @@ def _shared_when_saved(config, model: nn.Module) -> list[str]:
     return out
 
 
-def _refuse_saved_copies(config, model: nn.Module, inv: Inventory) -> None:
-    """``modules_to_save`` / ``trainable_token_indices`` on a module in a tie: refused
-    before peft runs, naming the entry and the tie.
-
-    peft replaces such a module with a wrapper that trains a private copy of it (or
-    of some of its rows): the copy's weight is no longer the tied tensor (a tied
-    ``lm_head`` copy stops reading the embedding; a copied layer of a shared stack
-    stops being shared). peft matches a name as a plain suffix of every module path
-    (``"norm"`` matches ``input_layernorm``), as here; a list of token indices
-    names the input embedding.
-    """
-    entries = [("modules_to_save", n) for n in getattr(config, "modules_to_save", None) or []]
-    tokens = getattr(config, "trainable_token_indices", None)
-    if isinstance(tokens, dict):
-        entries += [("trainable_token_indices", n) for n in tokens]
-    elif tokens:
-        get_in = getattr(model, "get_input_embeddings", None)
-        emb = get_in() if callable(get_in) else None
-        path = inv.path_of(emb) if emb is not None else None
-        if path:
-            entries.append(("trainable_token_indices", path))
-    if not entries:
-        return
-    saved = {}  # module path -> (option, the entry naming it)
-    for p, _ in model.named_modules(remove_duplicate=False):
-        entry = next(((k, n) for k, n in entries if p and p.endswith(n)), None)
-        if entry is not None:
-            saved[p] = entry
-
-    def inside(path: str | None) -> str | None:
-        if path is None:
-            return None
-        return next((m for m in sorted(saved) if path == m or path.startswith(m + ".")), None)
-
-    def what(hit: str) -> str:
-        option, entry = saved[hit]
-        return f"{option} {entry!r} (module {hit!r})"
-
-    for info in inv.slots.values():
-        if not info.is_tied:
-            continue
-        src_mod = info.source.rpartition(".")[0] if info.source else None
-        hit = inside(info.module_path) or inside(src_mod)
-        if hit:
-            raise TieError(
-                f"get_peft_model: {what(hit)} takes part in the tie {info.path} <- "
-                f"{info.source or 'its own storage'} ({info.tie.relation!r}); peft would train a "
-                f"private copy of it, so the tie would no longer hold. Leave {saved[hit][1]!r} "
-                f"out of {saved[hit][0]}, or untie it first "
-                f"(tying.Plan([tying.free({info.path!r})]).apply(model))"
-            )
-    for target, source, _t, _s, hit in hand_ties_touching(inv, set(saved)):
-        raise TieError(
-            f"get_peft_model: {what(hit)} takes part in the hand-made tie {target} <- {source} "
-            f"(one nn.Parameter in two modules); peft would train a private copy of it, so the "
-            f"tie would no longer hold. Leave {saved[hit][1]!r} out of {saved[hit][0]}"
-        )
-
-
 def _seats(model: nn.Module, inv: Inventory, targets: set[str]) -> dict[str, str]:
     """``{later path: first path}`` for a targeted module seated at several paths; refuses
     a targeted module in a hand-made tie with another module.
@@ -433,6 +382,8 @@ def _wrap(model: nn.Module, make, shared: dict[str, str], what: str, check=None)
     grads = [(p, p.requires_grad) for p in model.parameters()]
 
     def undo() -> None:
+        if pm is not None:
+            restore_declarations(pm)
         for path, mod in tree:  # parents first: every path gets its original module back
             set_module(model, path, mod)
         for param, flag in grads:
@@ -441,6 +392,7 @@ def _wrap(model: nn.Module, make, shared: dict[str, str], what: str, check=None)
     from tying.core.verify import verify
 
     verifying = False
+    pm = None
     try:
         with warnings.catch_warnings():  # peft asks transformers a deprecated question
             warnings.filterwarnings(
@@ -451,6 +403,9 @@ def _wrap(model: nn.Module, make, shared: dict[str, str], what: str, check=None)
         for path, src in shared.items():
             set_module(base, path, base.get_submodule(src))
         pm.__dict__[SHARED_ATTR] = {p: inv.modules[p] for p in shared}
+        # a tie peft keeps through modules_to_save (ensure_weight_tying): declared where
+        # its tensor now lives, so verify checks it there
+        redeclare_through_copies(pm)
         if check is not None:
             check(pm)
         verifying = True
@@ -607,6 +562,7 @@ def _unload(peft_model, how: str, kwargs) -> nn.Module:
             p for p, m in base_inv.modules.items() if m is wrapper and p not in originals
         )
     merged = getattr(peft_model, how)(**kwargs)
+    restore_declarations(peft_model)  # each copied module is back at its path
     for path, original in originals.items():
         src = sources[path]
         at_src = merged.get_submodule(src)

@@ -1,0 +1,196 @@
+"""peft's ``modules_to_save`` on a tied module: refused, or kept tied by ``ensure_weight_tying``.
+
+peft replaces a ``modules_to_save`` module with a wrapper that keeps the module as
+``original_module`` and trains a private copy of it (``modules_to_save.<adapter>``).
+On a tied module the copy is no longer the tied tensor, so the tie breaks.
+
+One case holds (measured, peft 0.21): HF's own ``tie_word_embeddings`` (one
+``nn.Parameter`` in the input embedding and the output head) with
+``LoraConfig(ensure_weight_tying=True)``. peft then copies the embedding once and
+gives the head's wrapper a ``Linear`` whose weight *is* that copy: one tensor through
+training, ``save_pretrained`` / ``from_pretrained`` and ``merge_and_unload``. That is
+accepted; every other ``modules_to_save`` entry in a tie is refused, naming the tie.
+
+An accepted model keeps its declared ties: the paths that now lie under a wrapper
+are declared through ``original_module`` (still one ``nn.Parameter``), and
+``tying.verify`` checks that the copies the forward runs are one tensor too.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from tying.core.errors import TieError
+from tying.core.inventory import Inventory, join
+from tying.core.plan import DECLARED_ATTR
+from tying.interop.groups import hand_ties_touching
+
+REDECLARED_ATTR = "_tying_redeclared"  # on the PeftModel: [(module, its old declarations)]
+
+
+def _peft_ties(config, model: nn.Module) -> tuple[set[frozenset[str]], list[str]]:
+    """The module pairs ``{input embedding path, tied module path}`` that peft's
+    ``ensure_weight_tying=True`` ties again after copying (none without it), and the
+    tied modules that are no ``Linear``.
+
+    peft seats a plain ``Linear`` on the embedding's copy for every module tied to the
+    input embedding: right for a head, wrong for a second embedding (BART's encoder and
+    decoder ``embed_tokens`` got a ``Linear``; the forward failed), so then none is kept.
+    """
+    if not getattr(config, "ensure_weight_tying", False):
+        return set(), []
+    from peft.utils.other import _get_module_names_tied_with_embedding
+
+    get_in = getattr(model, "get_input_embeddings", None)
+    emb = get_in() if callable(get_in) else None
+    emb_path = next((p for p, m in model.named_modules() if m is emb), None)
+    if emb_path is None:
+        return set(), []
+    modules = dict(model.named_modules())
+    tied = _get_module_names_tied_with_embedding(model)
+    odd = sorted(t for t in tied if type(modules.get(t)) is not nn.Linear)
+    if odd:
+        return set(), odd
+    return {frozenset((emb_path, t)) for t in tied}, []
+
+
+def refuse_saved_copies(config, model: nn.Module, inv: Inventory) -> None:
+    """``modules_to_save`` / ``trainable_token_indices`` on a module in a tie: refused
+    before peft runs, naming the entry and the tie, unless peft keeps that tie itself
+    (``ensure_weight_tying=True`` on HF's ``tie_word_embeddings``).
+
+    peft matches a name as a plain suffix of every module path (``"norm"`` matches
+    ``input_layernorm``), as here; a list of token indices names the input embedding.
+
+    Raises:
+        TieError: naming the entry, the module, the tie and what to do instead.
+    """
+    entries = [("modules_to_save", n) for n in getattr(config, "modules_to_save", None) or []]
+    tokens = getattr(config, "trainable_token_indices", None)
+    if isinstance(tokens, dict):
+        entries += [("trainable_token_indices", n) for n in tokens]
+    elif tokens:
+        get_in = getattr(model, "get_input_embeddings", None)
+        emb = get_in() if callable(get_in) else None
+        path = inv.path_of(emb) if emb is not None else None
+        if path:
+            entries.append(("trainable_token_indices", path))
+    if not entries:
+        return
+    saved = {}  # module path -> (option, the entry naming it)
+    for p, _ in model.named_modules(remove_duplicate=False):
+        entry = next(((k, n) for k, n in entries if p and p.endswith(n)), None)
+        if entry is not None:
+            saved[p] = entry
+
+    def inside(path: str | None) -> str | None:
+        if path is None:
+            return None
+        return next((m for m in sorted(saved) if path == m or path.startswith(m + ".")), None)
+
+    def what(hit: str) -> str:
+        option, entry = saved[hit]
+        return f"{option} {entry!r} (module {hit!r})"
+
+    kept, odd = _peft_ties(config, model)
+    could = _peft_ties(_Ensured(), model)[0]  # what ensure_weight_tying=True would keep
+    why_not = ""
+    if getattr(config, "ensure_weight_tying", False):
+        why_not = (
+            " ensure_weight_tying=True does not keep it: peft ties the copies only for HF's "
+            "own tie_word_embeddings (one nn.Parameter in the input embedding and the Linear "
+            "heads that config.tie_word_embeddings=True and _tied_weights_keys name) with "
+            "modules_to_save, and this tie is not that."
+        )
+        if odd:
+            why_not += (
+                f" Here peft would also seat a Linear in place of the tied embedding(s) "
+                f"{', '.join(repr(t) for t in odd)} (the forward fails)."
+            )
+    for info in inv.slots.values():
+        if not info.is_tied:
+            continue
+        src_mod = info.source.rpartition(".")[0] if info.source else None
+        hit = inside(info.module_path) or inside(src_mod)
+        if hit:
+            raise TieError(
+                f"get_peft_model: {what(hit)} takes part in the tie {info.path} <- "
+                f"{info.source or 'its own storage'} ({info.tie.relation!r}); peft would train a "
+                f"private copy of it, so the tie would no longer hold.{why_not} Leave "
+                f"{saved[hit][1]!r} out of {saved[hit][0]}, or untie it first "
+                f"(tying.Plan([tying.free({info.path!r})]).apply(model))"
+            )
+    for target, source, t, s, hit in hand_ties_touching(inv, set(saved)):
+        pair = frozenset((t.module_path, s.module_path))
+        if pair in kept and all(saved[p][0] == "modules_to_save" for p in pair & set(saved)):
+            continue  # peft's ensure_weight_tying gives both one trained copy
+        fix = (
+            ", or pass ensure_weight_tying=True to the LoraConfig (peft then trains one copy "
+            "for both)"
+            if pair in could and saved[hit][0] == "modules_to_save"
+            else ""
+        )
+        raise TieError(
+            f"get_peft_model: {what(hit)} takes part in the hand-made tie {target} <- {source} "
+            f"(one nn.Parameter in two modules); peft would train a private copy of it, so the "
+            f"tie would no longer hold.{why_not if pair not in kept else ''} Leave "
+            f"{saved[hit][1]!r} out of {saved[hit][0]}{fix}"
+        )
+
+
+class _Ensured:
+    """A config that asks for ``ensure_weight_tying`` (to name it as the fix)."""
+
+    ensure_weight_tying = True
+
+
+def _is_copy_wrapper(module: nn.Module) -> bool:
+    return "original_module" in module._modules and isinstance(
+        module._modules.get("modules_to_save"), nn.ModuleDict
+    )
+
+
+def _through(base: nn.Module, path: str) -> str:
+    """``path`` with ``original_module`` put after every peft ``modules_to_save`` wrapper
+    that now sits on it (the path as it was no longer names a parameter)."""
+    parts, out, mod = path.split("."), [], base
+    for i, name in enumerate(parts):
+        out.append(name)
+        if i == len(parts) - 1:
+            break
+        mod = mod._modules.get(name) if mod is not None else None
+        if mod is not None and _is_copy_wrapper(mod):
+            if parts[i + 1] not in ("original_module", "modules_to_save"):
+                out.append("original_module")
+                mod = mod._modules["original_module"]
+    return ".".join(out)
+
+
+def redeclare_through_copies(pm) -> None:
+    """Declare every tie whose ends peft's ``modules_to_save`` wrapped at the wrapped
+    ``original_module`` paths (the same ``nn.Parameter`` as before); the old declarations
+    are kept on ``pm`` for :func:`restore_declarations`."""
+    base = pm.base_model.model
+    changed = pm.__dict__.setdefault(REDECLARED_ATTR, [])
+    for prefix, mod in base.named_modules():
+        declared = mod.__dict__.get(DECLARED_ATTR)
+        if not declared:
+            continue
+        new = {}
+        for target, spec in declared.items():
+            t = _through(base, join(prefix, target))[len(prefix) + 1 if prefix else 0 :]
+            spec = dict(spec)
+            if spec.get("like") is not None:
+                like = _through(base, join(prefix, spec["like"]))
+                spec["like"] = like[len(prefix) + 1 if prefix else 0 :]
+            new[t] = spec
+        if new != declared:
+            changed.append((mod, declared))
+            mod.__dict__[DECLARED_ATTR] = new
+
+
+def restore_declarations(pm) -> None:
+    """Put back the declarations :func:`redeclare_through_copies` changed (peft's unload
+    puts each wrapped module back at its path)."""
+    for mod, declared in reversed(pm.__dict__.pop(REDECLARED_ATTR, [])):
+        mod.__dict__[DECLARED_ATTR] = declared
