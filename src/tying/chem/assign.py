@@ -41,6 +41,7 @@ from tying.chem.mapped import check_flag, map_order, renumber, warn_if_reordered
 from tying.chem.molecules import canonical_order, input_hint, parse_smiles, prepare_molecule
 from tying.chem.offxml import ForceField, Parameter, load_force_field
 from tying.chem.packed import _buffer, pack, views
+from tying.chem.read_only import read_only_terms
 from tying.chem.search_order import anchored, has_stereo, reordered
 from tying.chem.section_choice import SECTIONS, chosen_sections  # noqa: F401 (SECTIONS re-exported)
 from tying.chem.smirks import CompiledSmirks, Prefilter, compile_section, scan_heavy
@@ -101,6 +102,11 @@ class Assignment:
     elements: tuple[str, ...]
     terms: Mapping[str, Mapping[tuple[int, ...], Parameter]]
     not_assigned: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # assign returns the object its cache keeps: an edit of its terms was an edit of
+        # every later cache hit of the molecule (tying.chem.read_only)
+        object.__setattr__(self, "terms", read_only_terms(self.terms))
 
     def _section(self, section: str) -> Mapping[tuple[int, ...], Parameter]:
         # A section that was not labelled is not a section without terms: an assigner

@@ -36,6 +36,28 @@ _DUMMY_OR_RADICAL.ExpandQuery(
 _D_AND_F_BLOCK = frozenset([*range(21, 31), *range(39, 49), *range(57, 81), *range(89, 113)])
 _HYDROGEN = rdqueries.AtomNumEqualsQueryAtom(1)
 _AROMATIC_BOND = Chem.BondType.AROMATIC
+# RDKit bond types without a bond order (GetBondTypeAsDouble gives 0 or fails on them),
+# and those of a fractional order outside an aromatic ring (the toolkit truncates them).
+_ORDERLESS = frozenset(
+    getattr(Chem.BondType, name)
+    for name in (
+        "UNSPECIFIED",
+        "ZERO",
+        "IONIC",
+        "HYDROGEN",
+        "THREECENTER",
+        "DATIVEL",
+        "DATIVER",
+        "OTHER",
+    )
+    if hasattr(Chem.BondType, name)
+)
+_FRACTIONAL = frozenset(
+    getattr(Chem.BondType, f"{n}ANDAHALF")
+    for n in ("ONE", "TWO", "THREE", "FOUR", "FIVE")
+    if hasattr(Chem.BondType, f"{n}ANDAHALF")
+)
+_REFUSED_BONDS = _ORDERLESS | _FRACTIONAL
 _SPACE = re.compile(r"\s")
 # Control characters that are not whitespace (those are _SPACE's); with non-ASCII ones,
 # what RDKit drops at either end of a SMILES without a word (stop 35).
@@ -236,7 +258,11 @@ def prepare_molecule(mol: Any, *, aromaticity_model: str = "OEAroModel_MDL") -> 
                 f"build the molecule from a SMILES (Chem.MolFromSmiles) or a mol file without "
                 f"queries"
             )
-    _refuse_query_bonds(mol, repr(Chem.MolToSmarts(mol)))
+    try:
+        smarts = repr(Chem.MolToSmarts(mol))
+    except RuntimeError:  # RDKit cannot write some bond types (OTHER, DATIVEL): refused below
+        smarts = f"of {mol.GetNumAtoms()} atoms"
+    _refuse_query_bonds(mol, smarts, orderless=True)
     label = Chem.MolToSmiles(mol)
     mol = Chem.RWMol(mol)
     # Drop the aromaticity that RDKit's own model may have set: MDL is perceived anew.
@@ -248,12 +274,13 @@ def prepare_molecule(mol: Any, *, aromaticity_model: str = "OEAroModel_MDL") -> 
     return _prepare(mol.GetMol(), repr(label), aromaticity_model)[0]
 
 
-def _refuse_query_bonds(mol: Any, label: str) -> None:
+def _refuse_query_bonds(mol: Any, label: str, orderless: bool = False) -> None:
     """Refuse a query bond (``~``, SMARTS' any-bond, which RDKit also reads in a SMILES).
 
     Such a bond has no order: ``"C~C"`` was labelled as two carbons with four hydrogens
     each and a bond no parameter matches (with ``strict=False``, no error at all), where
-    the OpenFF toolkit refuses the SMILES.
+    the OpenFF toolkit refuses the SMILES. With ``orderless`` (an RDKit molecule), a bond
+    of a type without order too (:func:`_refuse_orderless_bond`), in the same pass.
     """
     for bond in mol.GetBonds():
         if bond.HasQuery():
@@ -264,6 +291,43 @@ def _refuse_query_bonds(mol: Any, label: str) -> None:
                 f"molecule ('-', '=', '#'), or build the molecule from a SMILES "
                 f"(Chem.MolFromSmiles) or a mol file without queries"
             )
+        if orderless and bond.GetBondType() in _REFUSED_BONDS:  # after: a query's has none
+            _refuse_orderless_bond(mol, bond)
+
+
+def _refuse_orderless_bond(mol: Any, bond: Any) -> None:
+    """Refuse a bond of an RDKit molecule without an integral order (zero-order, ionic, 1.5).
+
+    A zero-order bond (mol files of metal complexes, ``Chem.BondType.ZERO``), an ionic,
+    hydrogen or unspecified one counts as a neighbour (``X``) but adds no valence: each
+    of its atoms was read with one connection too many, so with ``strict=False`` most of
+    their terms silently lost their parameters (``C.C`` joined by a zero-order bond:
+    no bond, angle or torsion left), and with ``strict=True`` the force field was blamed
+    for not covering the atoms. The OpenFF toolkit reads such a bond as order 0 and then
+    cannot label the molecule. A fractional type (``ONEANDAHALF``) the toolkit truncates
+    (to 1) while RDKit counts 1.5 of valence: the labels differed.
+    """
+    begin, end = bond.GetBeginAtom(), bond.GetEndAtom()
+    kind = bond.GetBondType()
+    try:
+        label = repr(Chem.MolToSmiles(mol))
+    except Exception:  # an unsanitized molecule RDKit cannot write
+        label = f"of {mol.GetNumAtoms()} atoms"
+    if kind in _FRACTIONAL:
+        why = (
+            f"which has a fractional bond order outside an aromatic ring (RDKit counts "
+            f"{bond.GetBondTypeAsDouble()} of valence, the OpenFF toolkit truncates it to "
+            f"{int(bond.GetBondTypeAsDouble())})"
+        )
+    else:
+        why = "which has no bond order"
+    raise SmilesError(
+        f"molecule {label}: bond {bond.GetIdx()} ({begin.GetIdx()}-{end.GetIdx()}, "
+        f"{begin.GetSymbol()}-{end.GetSymbol()}) is of type {kind.name}, {why}; a force "
+        f"field assigns bonds of order 1, 2, 3 (or aromatic, or dative) only: remove the "
+        f"bond (Chem.RWMol.RemoveBond, e.g. to label a metal and its ligands as separate "
+        f"components) or give it an integral order"
+    )
 
 
 def _refuse_aromatic_bonds(mol: Any, label: str) -> None:

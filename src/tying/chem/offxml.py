@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import difflib
+import functools
 import hashlib
 import pathlib
 import threading
@@ -28,6 +29,7 @@ from importlib import metadata
 from typing import Any
 
 from tying.chem.errors import ForceFieldNotFoundError, OffxmlError
+from tying.chem.read_only import read_only
 from tying.chem.schema import read_header, read_parameter, version_in
 from tying.chem.units import Quantity
 
@@ -88,6 +90,11 @@ class Parameter:
     smirks: str
     index: int
     values: Mapping[str, Any]
+
+    def __post_init__(self) -> None:
+        # Read-only: a force field is shared per file and results name its parameters.
+        what = functools.partial(_values_message, self.section, self.id)
+        object.__setattr__(self, "values", read_only(self.values, what))
 
     def __getitem__(self, name: str) -> Any:
         try:
@@ -161,6 +168,10 @@ class Section:
     attributes: Mapping[str, Any]
     parameters: tuple[Parameter, ...]
 
+    def __post_init__(self) -> None:
+        what = functools.partial(_attributes_message, self.name)
+        object.__setattr__(self, "attributes", read_only(self.attributes, what))
+
     def __len__(self) -> int:
         return len(self.parameters)
 
@@ -206,6 +217,12 @@ class ForceField:
     _compiled: dict = dataclasses.field(
         default_factory=dict, init=False, repr=False, compare=False
     )  # not init: a copy made with dataclasses.replace compiles its own patterns
+
+    def __post_init__(self) -> None:
+        # An edit in place changed the object load_force_field shares for the file, while
+        # the SMIRKS compiled before it (_compiled) kept labelling the old parameters.
+        what = functools.partial(_sections_message, self.name)
+        object.__setattr__(self, "sections", read_only(self.sections, what))
 
     def __getitem__(self, section: str) -> Section:
         if section not in self.sections:
@@ -254,6 +271,34 @@ class ForceField:
     def __repr__(self) -> str:
         counts = ", ".join(f"{k}={len(v)}" for k, v in self.sections.items() if len(v))
         return f"ForceField({self.name!r}: {counts})"
+
+
+def _sections_message(name: str) -> str:
+    return (
+        f"the sections of force field {name!r} are read-only: load_force_field shares one "
+        f"ForceField per file, so an edit in place would change it for every caller, and "
+        f"assigners would keep the patterns compiled before the edit; make a changed copy, "
+        f"dataclasses.replace(ff, sections={{**ff.sections, 'Bonds': new_section}}) (its "
+        f"parameters' index renumbered 0, 1, ...), or write an .offxml file and load that"
+    )
+
+
+def _attributes_message(section: str) -> str:
+    return (
+        f"the header attributes of section {section} are read-only (force fields are shared "
+        f"per file); make a changed copy, dataclasses.replace(section, attributes="
+        f"{{**section.attributes, name: value}}), and put it in a copy of the force field "
+        f"(dataclasses.replace(ff, sections=...)), or edit the .offxml file"
+    )
+
+
+def _values_message(section: str, id: str) -> str:
+    return (
+        f"the values of parameter {id!r} ({section}) are read-only: force fields are shared "
+        f"per file and every result names their parameters; make a changed copy, "
+        f"dataclasses.replace(p, values={{**p.values, name: value}}), in a copy of its "
+        f"section and force field (dataclasses.replace), or edit the .offxml file"
+    )
 
 
 def force_field_directories() -> list[pathlib.Path]:

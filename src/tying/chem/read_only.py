@@ -1,0 +1,152 @@
+"""Read-only dicts for what ``tying.chem`` shares: force fields and cached results.
+
+``load_force_field`` returns one :class:`~tying.chem.offxml.ForceField` per file for the
+whole process, and ``SmirksAssigner.assign`` returns the very :class:`Assignment` its
+cache keeps. Their mappings were plain dicts, so an edit in place reached further than
+the object in hand, silently:
+
+- ``ff.sections["Bonds"] = edited`` changed every later ``load_force_field`` of that file,
+  while the SMIRKS compiled before the edit kept labelling with the old parameters (an
+  assigner built afterwards still named ``b1``, which the edited section no longer held);
+- ``del a.terms["Bonds"][(0, 1)]`` on a result removed that bond from every later cache
+  hit of the molecule (``assign("OCC")`` after ``assign("CCO")`` came back with 7 bonds
+  and no error, ``strict`` or not).
+
+:class:`ReadOnlyDict` is a ``dict`` (equal to one, pickles and deep-copies as itself,
+reads at dict speed) whose every in-place change is a ``TypeError`` that says what is
+shared and how to make a changed copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+_DEFAULT = "this mapping is shared and read-only; copy it with dict(...) to change it"
+
+
+class ReadOnlyDict(dict):
+    """A ``dict`` that refuses in-place changes, naming what it belongs to and the fix.
+
+    Args:
+        *args, **kwargs: as ``dict(...)``.
+        what: the message of the ``TypeError`` an in-place change raises (what the
+            mapping is, why it is shared, how to get a changed copy), or a function
+            that returns it (formatted only when it is needed).
+
+    Raises:
+        TypeError: on ``d[k] = v``, ``del d[k]``, ``update``, ``pop``, ``popitem``,
+            ``setdefault``, ``clear`` and ``|=``.
+
+    Example:
+        >>> d = ReadOnlyDict({"a": 1}, what="a shared table; copy it with dict(d)")
+        >>> d == {"a": 1}, d["a"], dict(d) | {"b": 2}
+        (True, 1, {'a': 1, 'b': 2})
+        >>> d["b"] = 2
+        Traceback (most recent call last):
+        ...
+        TypeError: cannot set 'b': a shared table; copy it with dict(d)
+    """
+
+    __slots__ = ("_message",)
+    #: the message of a subclass whose instances all say the same (no per-instance cost)
+    _what: str = _DEFAULT
+
+    def __init__(self, *args: Any, what: str | Callable[[], str] = _DEFAULT, **kwargs: Any) -> None:
+        dict.__init__(self, *args, **kwargs)
+        self._message = what
+
+    def _refuse(self, action: str) -> TypeError:
+        what = getattr(self, "_message", None) or self._what
+        what = what if isinstance(what, str) else what()
+        return TypeError(f"cannot {action}: {what}")
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        raise self._refuse(f"set {key!r}")
+
+    def __delitem__(self, key: Any) -> None:
+        raise self._refuse(f"delete {key!r}")
+
+    def __ior__(self, other: Any) -> ReadOnlyDict:
+        raise self._refuse("update it with |=")
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        raise self._refuse("update it")
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        raise self._refuse(f"pop {key!r}")
+
+    def popitem(self) -> Any:
+        raise self._refuse("pop an item")
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        raise self._refuse(f"setdefault {key!r}")
+
+    def clear(self) -> None:
+        raise self._refuse("clear it")
+
+    def copy(self) -> dict:
+        """A plain, changeable ``dict`` of the same items (what ``dict.copy`` gives)."""
+        return dict(self)
+
+    def __reduce__(self) -> tuple:
+        # dict subclasses unpickle by setting items one by one, which is refused here
+        return (_rebuild, (type(self), dict(self), getattr(self, "_message", None)))
+
+    def __repr__(self) -> str:
+        return dict.__repr__(self)
+
+
+def _rebuild(cls: type, items: dict, what: str | Callable[[], str] | None) -> ReadOnlyDict:
+    if what is None:
+        return cls(items)
+    return cls(items, what=what)
+
+
+def read_only(mapping: Any, what: str | Callable[[], str]) -> Any:
+    """``mapping`` as a :class:`ReadOnlyDict` when it is a plain ``dict``; anything else as is.
+
+    Example:
+        >>> type(read_only({"a": 1}, "shared")).__name__, read_only((1, 2), "shared")
+        ('ReadOnlyDict', (1, 2))
+    """
+    return ReadOnlyDict(mapping, what=what) if type(mapping) is dict else mapping
+
+
+_TERMS = (
+    "an Assignment's terms are read-only: assign and assign_many return the objects their "
+    "cache keeps, so an edit would change every later result for this molecule; copy "
+    "them first, {section: dict(terms) for section, terms in assignment.terms.items()}"
+)
+
+
+class _Terms(ReadOnlyDict):
+    """What an Assignment's terms are made of: built by ``dict``'s own ``__init__`` (the
+    labelling path makes one per molecule and section)."""
+
+    __slots__ = ()
+    _what = _TERMS
+    __init__ = dict.__init__  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple:
+        # packed sections unpickle as plain dicts: read-only again, as the original
+        return (read_only_terms, (dict(self),))
+
+
+def read_only_terms(terms: Any) -> Any:
+    """An Assignment's ``{section: {term key: parameter}}``, read-only at both levels.
+
+    Packed sections (:class:`~tying.chem.packed.PackedTerms`) are read-only already and
+    kept as they are; a mapping already read-only at both levels is returned as is.
+
+    Example:
+        >>> t = read_only_terms({"Bonds": {(0, 1): "b1"}})
+        >>> t == {"Bonds": {(0, 1): "b1"}}, read_only_terms(t) is t, type(t["Bonds"]).__name__
+        (True, True, '_Terms')
+    """
+    # a copy (dataclasses.replace) of an Assignment made before keeps its terms
+    out = terms if type(terms) is _Terms else _Terms(terms)
+    for section, t in out.items():  # an unpickled one may hold plain dicts inside
+        if type(t) is dict:
+            dict.__setitem__(out, section, _Terms(t))
+    return out
