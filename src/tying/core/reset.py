@@ -38,8 +38,11 @@ def reset_relations(model: nn.Module) -> list[str]:
         relation owns one).
 
     Raises:
-        TieError: a relation parameter still on the ``meta`` device (materialise the model
-            first with ``model.to_empty(device=...)``); nothing is written then.
+        TieError: relation parameters still on the ``meta`` device, all named (the first
+            five, and how many more); materialise the model first with
+            ``model.to_empty(device=...)``; or a relation's init that does not fit its
+            parameter's dtype now (``Scaled(init=1e5)`` after ``model.half()``), named.
+            Nothing is written then.
 
     Example:
         >>> import torch, tying
@@ -60,6 +63,7 @@ def reset_relations(model: nn.Module) -> list[str]:
     if not isinstance(model, nn.Module):
         raise TypeError(f"reset_relations: expected an nn.Module, got {type(model).__name__}")
     todo: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+    on_meta: list[str] = []  # every relation parameter with no memory, named in one refusal
     for path, module in model.named_modules():
         prefix = f"{path}." if path else ""
         for slot in slots_of(module).values():
@@ -70,16 +74,29 @@ def reset_relations(model: nn.Module) -> list[str]:
             like = next(iter(held.values()))
             if any(t is None for t in held.values()):  # pragma: no cover - a broken install
                 raise TieError(f"reset_relations: {prefix}{slot!r} lost its storage")
-            if any(t.device.type == "meta" for t in held.values()):
-                raise TieError(
-                    f"reset_relations: {prefix}{roles[next(iter(roles))]} is on the meta "
-                    f"device and has no memory to write; materialise the model first with "
-                    f"model.to_empty(device='cpu') (or your device), then call reset_relations"
-                )
-            init = slot.relation.extras(slot.shape, like)
+            meta = [f"{prefix}{roles[r]}" for r, t in held.items() if t.device.type == "meta"]
+            if meta:
+                on_meta += meta
+                continue
+            try:
+                init = slot.relation.extras(slot.shape, like)
+            except TieError as err:  # e.g. an init that does not fit the model's dtype now
+                names = ", ".join(f"{prefix}{n}" for n in roles.values())
+                raise TieError(f"reset_relations: {names}: {err}; nothing was written") from None
             for role, name in roles.items():
                 if role in init:
                     todo.append((f"{prefix}{name}", held[role], init[role]))
+    if on_meta:
+        shown = ", ".join(on_meta[:5])
+        more = f" (and {len(on_meta) - 5} more)" if len(on_meta) > 5 else ""
+        if len(on_meta) == 1:
+            what = f"{shown} is on the meta device and has"
+        else:
+            what = f"{len(on_meta)} relation parameters, {shown}{more}, are on the meta device and have"
+        raise TieError(
+            f"reset_relations: {what} no memory to write; materialise the model first with "
+            f"model.to_empty(device='cpu') (or your device), then call reset_relations"
+        )
     # checked first, written after: a refusal leaves every parameter as it was
     with torch.no_grad():
         for _, tensor, value in todo:

@@ -48,7 +48,32 @@ def agrees(incoming: torch.Tensor, expected: torch.Tensor) -> bool:
         if incoming is None or tuple(incoming.shape) != tuple(expected.shape):
             return False
         incoming = incoming.to(expected.device)
-    return torch.equal(incoming.to(expected.dtype), expected)
+    return same_values(incoming.to(expected.dtype), expected)
+
+
+def same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """``torch.equal``, with NaN equal to NaN at the same place.
+
+    A NaN equals nothing, itself included, so an untied checkpoint of a diverged model
+    (``lm_head.weight`` a copy of ``embed.weight``, NaN entries and all) was refused as
+    holding "a different value" for the tie (stop 41); torch and transformers load it.
+
+    Args:
+        a, b: tensors of one dtype.
+
+    Returns:
+        True when the shapes agree and every entry is equal or NaN in both.
+
+    Example:
+        >>> nan = float("nan")
+        >>> same_values(torch.tensor([1.0, nan]), torch.tensor([1.0, nan]))
+        True
+    """
+    if torch.equal(a, b):
+        return True
+    if a.shape != b.shape or not (a.is_floating_point() or a.is_complex()):
+        return False
+    return bool(torch.isclose(a, b, rtol=0.0, atol=0.0, equal_nan=True).all())
 
 
 def _dtensor_type():

@@ -754,12 +754,15 @@ def _load_from_state_dict(
     # not: dropping a differing tensor silently would lose data.
     # (Loading through a parent of the module the plan was applied to reaches here with
     # the modules before this one already loaded; guard_loading's pre-hook refuses first.)
+    # computed once per slot (stop 41): the checks and the load below share it
+    owns = {n: _own_storage_from(state_dict, prefix, self, n, s) for n, s in slots_of(self).items()}
     if not prefix:  # this module is what is loaded into: refuse before anything is copied
         _check_before_load(self, state_dict, prefix, local_metadata, strict, missing, unexpected,
-                           errors)  # fmt: skip
-    errors.extend(_contradictions(self, state_dict, prefix))
+                           errors, owns)  # fmt: skip
+    else:  # a root above checked before copying; these join its error list
+        errors.extend(_contradictions(self, state_dict, prefix, owns))
     for name, slot in slots_of(self).items():
-        own = _own_storage_from(state_dict, prefix, self, name, slot)
+        own = owns[name]
         if own is not None:  # an untied model's entry that fits the tie: load it (stop 39)
             state_dict[prefix + slot.storage["source"]] = own
     for name in slots_of(self):
@@ -769,15 +772,17 @@ def _load_from_state_dict(
     )
 
 
-def _contradictions(module, state_dict, prefix) -> list[str]:
-    """Entries of ``state_dict`` (loaded into ``module`` at ``prefix``) that contradict a tie."""
+def _contradictions(module, state_dict, prefix, owns=None) -> list[str]:
+    """Entries of ``state_dict`` (loaded into ``module`` at ``prefix``) that contradict a tie;
+    ``owns``: the slots' :func:`_own_storage_from`, when the caller has computed them."""
     out = []
     for name, slot in slots_of(module).items():
         key = prefix + name
         if key not in state_dict:
             continue
         incoming = state_dict[key]
-        if _own_storage_from(state_dict, prefix, module, name, slot) is not None:
+        own = owns[name] if owns else _own_storage_from(state_dict, prefix, module, name, slot)
+        if own is not None:
             continue  # the untied value fits the tie: it is loaded into the tie's storage
         expected = _expected_from(state_dict, prefix, module, name, slot)
         if tuple(incoming.shape) != tuple(slot.shape) or (
@@ -792,7 +797,7 @@ def _contradictions(module, state_dict, prefix) -> list[str]:
 
 
 def _check_before_load(
-    root, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+    root, state_dict, prefix, local_metadata, strict, missing, unexpected, errors, owns=None
 ):
     # load_state_dict copies module by module and reports errors only at the end, so a
     # contradiction found at the tied module would leave every module loaded before it
@@ -800,7 +805,8 @@ def _check_before_load(
     problems = []
     for path, mod in root.named_modules():
         if slots_of(mod):
-            problems += _contradictions(mod, state_dict, prefix + (path + "." if path else ""))
+            here = prefix + (path + "." if path else "")
+            problems += _contradictions(mod, state_dict, here, owns if mod is root else None)
     problems = _joined(root, problems)
     if problems:
         raise RuntimeError(
@@ -870,7 +876,8 @@ def _own_storage_from(state_dict, prefix, module, name, slot):
             back = slot.relation(own, shape=slot.shape, **extras)
         except Exception:  # noqa: BLE001 - no inverse here: the usual check refuses it
             return None
-        if tuple(own.shape) != tuple(current.shape) or not torch.equal(
+        # a NaN at mirrored places gives itself back (stop 41: torch.equal refused it)
+        if tuple(own.shape) != tuple(current.shape) or not _same_values(
             back.to(incoming.dtype), incoming.detach()
         ):
             return None

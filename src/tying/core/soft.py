@@ -32,8 +32,9 @@ def laplacian_penalty(
         A scalar tensor (differentiable).
 
     Raises:
-        TypeError: ``lam`` not a real number (a bool, a string, None), or a member that is
-            not floating-point or complex.
+        TypeError: ``lam`` not a real number (a bool, a string, None, a tensor that is not
+            0-d, or a bool or complex one), or a member that is not floating-point or
+            complex.
         ValueError: negative, NaN or infinite ``lam``, an edge that is not a pair or names
             a missing key (a bool is no index of a list), or shapes that differ.
 
@@ -52,6 +53,17 @@ def laplacian_penalty(
         raise TypeError(
             f"laplacian_penalty: lam must be a real number (float, int or a 0-d tensor), got "
             f"{type(lam).__name__} {lam!r}"
+        )
+    if isinstance(lam, torch.Tensor) and (
+        lam.dtype == torch.bool or lam.is_complex() or lam.ndim != 0
+    ):
+        # stop 41: tensor(True) was taken as 1 (a Python True is refused), a (1,)-shaped lam
+        # made the penalty (1,)-shaped, not a scalar, and a complex or longer one failed in
+        # torch's words, naming no argument
+        raise TypeError(
+            f"laplacian_penalty: lam must be a real number (float, int or a 0-d real tensor), "
+            f"got a tensor of shape {tuple(lam.shape)} and dtype {lam.dtype}; pass a float "
+            f"(lam.item() for a one-element tensor)"
         )
     if not (lam >= 0) or lam == float("inf"):  # NaN fails every comparison
         raise ValueError(f"laplacian_penalty: lam must be finite and >= 0, got {lam}")

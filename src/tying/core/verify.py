@@ -22,6 +22,7 @@ from tying.core.outside import (
 )
 from tying.core.plan import DECLARED_ATTR, ApplyReport, Plan
 from tying.core.relations import Relation, Same, relation_from_spec
+from tying.core.sharded_check import same_values
 from tying.core.slots import (
     SLOTS_ATTR,
     SLOTS_GENERATION_ATTR,
@@ -333,8 +334,10 @@ def _hand_tie_problems(inv: Inventory, checked: set[str]) -> list[str]:
             if how == hows[0]:
                 if how == "plainly" or how.startswith("through"):
                     continue  # the Parameter itself, or the same parametrizations of it
-                if torch.equal(_read(inv, path), first):
-                    continue  # both ends recomputed by the same kind of hook, equal (masks)
+                if same_values(_read(inv, path), first):
+                    # both ends recomputed by the same kind of hook, equal (masks); a NaN
+                    # in both (a diverged model) is no broken tie (stop 41)
+                    continue
             problems.append(
                 f"{path}: holds the same nn.Parameter as {group[0]} but the two uses read "
                 f"different values ({group[0]} reads it {hows[0]}, {path} {how}); apply the "
