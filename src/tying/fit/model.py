@@ -728,8 +728,10 @@ class ModelEvaluator:
             if self._complex_ok and exact is not None:
                 return exact
         v = np.stack([values[n] for n in free], axis=1)  # (K, P)
-        h_up, h_dn = self._inside_bounds(v, fd_step(v, self._fd_zero_scale))
-        jac = self._recover_lost_columns(values, v, self._jac_central(values, v, h_up, h_dn, small))
+        h0 = fd_step(v, self._fd_zero_scale)
+        h_up, h_dn = self._inside_bounds(v, h0)
+        jac = self._jac_central(values, v, h_up, h_dn, small)
+        jac = self._recover_lost_columns(values, v, jac, h0, h_up + h_dn)
         if self.vectorized and small and self._complex_ok is None:
             # central differences are good to ~1e-10 relative: agreement to 1e-6 is a match,
             # beyond what rounding of the differenced values explains (stop 41: an offset
@@ -742,7 +744,12 @@ class ModelEvaluator:
         return jac
 
     def _recover_lost_columns(
-        self, values: dict[str, np.ndarray], v: np.ndarray, jac: np.ndarray
+        self,
+        values: dict[str, np.ndarray],
+        v: np.ndarray,
+        jac: np.ndarray,
+        h0: np.ndarray,
+        width: np.ndarray,
     ) -> np.ndarray:
         """Difference again, with other steps, a column lost on every point of a data set.
 
@@ -755,15 +762,15 @@ class ModelEvaluator:
         success=True at its start value with a warning that it "does not change the model"
         (stop 41). Such a column is tried with the steps ``_LOST_STEP_FACTORS`` times the
         first, in turn, and kept where its differences stand above rounding: a parameter
-        the model does not read stays 0.
+        the model does not read stays 0. ``h0``: the first steps (``(K, P)``); ``width``:
+        their ``h_up + h_dn`` inside the bounds, as the caller differenced with.
         """
         mask = self.data.mask[:, :, None]  # (K, n_max, 1)
-        h0 = fd_step(v, self._fd_zero_scale)
         # below rounding of the model's size at the start (free to read), or exactly 0
         start = getattr(self, "start_model", None)  # None while __init__ runs
         start = np.zeros(self.data.y.shape) if start is None else start
         size = np.max(np.abs(np.where(self.data.mask, start, 0.0)), axis=1)  # (K,)
-        width = np.maximum(sum(self._inside_bounds(v, h0)), 1e-300)  # (K, P)
+        width = np.maximum(width, 1e-300)  # (K, P): the first steps' width, up plus down
         floor = 2 * _FD_ROUNDING_ULPS * np.finfo(float).eps * size[:, None] / width  # (K, P)
         lost = ~np.any((np.abs(jac) > floor[:, None, :]) & mask, axis=1)  # (K, P)
         if not lost.any():
