@@ -199,3 +199,30 @@ def test_a_change_to_any_buffer_changes_the_digests_unless_it_is_rank_local(kind
         f"b{i}" for i in range(len(kinds)) if not (local and i == touched)
     }
     assert (digests[0] != digests[1]) is (not local)
+
+
+def test_a_difference_within_a_data_group_is_named_as_fsdp2_s_not_tensor_parallelism_s():
+    """On a 2 x 2 mesh (data groups (0, 2) and (1, 3)), a plain tensor that differs inside
+    one data group is FSDP2's case (a mix of shards); one that differs only between the
+    groups is tensor parallelism's (each rank its own copy). The reason follows the place."""
+    from tying.distributed_wrapping import _value_difference
+
+    def seen_details(values_by_rank):
+        groups = {0: (0, 2), 2: (0, 2), 1: (1, 3), 3: (1, 3)}
+        seen = [("ok", "", "", (), "", "", groups[r]) for r in range(4)]
+        details = [(None, None, None, values_by_rank[r], ("w",)) for r in range(4)]
+        return details, seen
+
+    a, b = (("emb", "x"), ("w", "s0")), (("emb", "y"), ("w", "s0"))
+    shard1 = (("emb", "x"), ("w", "s1"))  # the other tensor-parallel rank's shard
+    details, seen = seen_details([a, shard1, b, shard1])  # rank 2 differs from rank 0
+    assert _value_difference(details, seen, object()) == (
+        "emb differs between rank 0 and rank 2",
+        False,
+    )
+    other = (("emb", "y"), ("w", "s1"))
+    details, seen = seen_details([a, other, a, other])  # only between the groups
+    assert _value_difference(details, seen, object()) == (
+        "emb differs between rank 0 and rank 1",
+        True,
+    )

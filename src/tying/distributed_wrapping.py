@@ -332,7 +332,8 @@ def _agreed_to_wrap(
                     f"{fix}"
                 )
     if len({s[4] for s in seen}) > 1 or len({s[4:] for s in seen}) > len({s[6] for s in seen}):
-        if data_group is not None and len({s[4] for s in seen}) > 1:
+        first, across = _value_difference(details, seen, data_group)
+        if across:  # two data groups' copies of a plain tensor differ
             why = (
                 "tensor parallelism leaves a plain tensor whole on every rank of the mesh and "
                 "nothing makes the copies agree, so each rank would compute with its own"
@@ -352,7 +353,7 @@ def _agreed_to_wrap(
             also = ", or drop init_sync=False (DDP then broadcasts rank 0's values)"
         raise TieError(
             f"tying.distributed.{helper}: the ranks hold different values "
-            f"({_value_difference(details, seen, data_group)}). {why}, with no error; "
+            f"({first}). {why}, with no error; "
             f"seed every rank alike before building the model (torch.manual_seed), or load "
             f"the same checkpoint on every rank, or broadcast rank 0's values "
             f"(torch.distributed.broadcast of each parameter and buffer) before "
@@ -394,11 +395,12 @@ def _dtensor_names(model: nn.Module) -> set[str]:
     return {name for name, t in tensors if isinstance(t, DTensor)}
 
 
-def _value_difference(details: list, seen: list, data_group) -> str:
-    """The first tensor whose values differ, as text: across every rank for a plain tensor,
-    within a data group for a DTensor's shard (``data_group``: see ``_agreed_to_wrap``)."""
+def _value_difference(details: list, seen: list, data_group) -> tuple[str, bool]:
+    """The first tensor whose values differ, as text: within a data group first (FSDP2's
+    case), then, for a plain tensor, across the data groups (``data_group``: see
+    ``_agreed_to_wrap``); and whether it is the latter (tensor parallelism's case)."""
     if data_group is None:
-        return _first_value_difference([d[3] for d in details])
+        return _first_value_difference([d[3] for d in details]), False
     # compare within each data group first (shards and plain tensors alike), then across
     groups: dict[tuple, list[int]] = {}
     for rank, s in enumerate(seen):
@@ -406,9 +408,10 @@ def _value_difference(details: list, seen: list, data_group) -> str:
     for ranks in groups.values():
         text = _first_value_difference([details[r][3] for r in ranks], ranks)
         if text != "their values differ":
-            return text
+            return text, False
     shards = set(details[0][4])  # the same names on every rank (their signatures agree)
-    return _first_value_difference([tuple(v for v in d[3] if v[0] not in shards) for d in details])
+    plain = [tuple(v for v in d[3] if v[0] not in shards) for d in details]
+    return _first_value_difference(plain), True
 
 
 def _ddp_ignored(model: nn.Module) -> set[int]:
