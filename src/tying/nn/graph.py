@@ -41,6 +41,7 @@ from tying.core import Plan, Scaled, share
 from tying.nn._args import flag, forward_ad_active, int_arg
 from tying.nn._input_errors import CAUGHT, InputDtypeError, dtype_detail, raise_if_mismatched
 from tying.nn._reparam import refresh
+from tying.nn._sparse import sparse_coo
 
 __all__ = ["EdgeAdjacency", "MultiHopGraphConv", "normalized_adjacency"]
 
@@ -172,9 +173,10 @@ def normalized_adjacency(
     deg = torch.zeros(num_nodes, dtype=dtype, device=values.device).index_add_(0, dst, values)
     inv_sqrt = deg.clamp_min(1e-12).rsqrt().masked_fill(deg == 0, 0.0)
     values = inv_sqrt[dst] * values * inv_sqrt[src]
-    return torch.sparse_coo_tensor(
-        torch.stack([dst, src]), values, (num_nodes, num_nodes), check_invariants=True
-    ).coalesce()
+    return sparse_coo(
+        torch.stack([dst, src]), values, (num_nodes, num_nodes), check_invariants=True,
+        coalesce=True,
+    )  # fmt: skip
 
 
 class MultiHopGraphConv(nn.Module):

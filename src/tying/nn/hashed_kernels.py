@@ -38,6 +38,8 @@ import os
 
 import torch
 
+from tying.nn._sparse import sparse_coo
+
 
 @functools.cache
 def _nb():
@@ -138,7 +140,7 @@ class FusedLookup(torch.autograd.Function):
 
 def _sparse(idx: torch.Tensor, values: torch.Tensor, shape) -> torch.Tensor:
     """An uncoalesced sparse COO gradient, as ``nn.Embedding(sparse=True)`` returns."""
-    return torch.sparse_coo_tensor(
+    return sparse_coo(
         idx.reshape(1, -1), values, tuple(shape), check_invariants=False, is_coalesced=False
     )
 
