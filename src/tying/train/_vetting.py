@@ -211,9 +211,10 @@ def _batched_leaves(out, B: int) -> list[torch.Tensor]:
             and t.shape[0] == B]  # fmt: skip
 
 
-def _largest_change(base, other, B: int, i: int) -> float | None:
-    """The largest change of any example but ``i`` between two outputs (None: none)."""
-    keep = torch.arange(B) != i
+def _largest_change(base, other, B: int, i) -> float | None:
+    """The largest change of any example but ``i`` between two outputs (None: none);
+    ``i`` an index, or a ``(B,)`` bool mask of the examples whose change is not looked at."""
+    keep = torch.arange(B) != i if isinstance(i, int) else ~i
     worst = None
     for a, b in zip(_batched_leaves(base, B), _batched_leaves(other, B)):
         if a.shape != b.shape:
@@ -243,6 +244,7 @@ def refuse_mixing_forward(
     detail: str = "",
     batch_may_fail: bool = False,
     kwargs: dict | None = None,
+    groups: bool = False,
 ) -> bool:
     """Refuse a forward in which an example's output reads another example's input.
 
@@ -258,6 +260,9 @@ def refuse_mixing_forward(
         batch_may_fail: an error of a probe forward is no verdict (True is returned);
             else it is raised.
         kwargs: keyword arguments of the forward, handed to every probe as they are.
+        groups: also probe every other pair of examples (:func:`_refuse_group_mixing`,
+            ``2 * ceil(log2 B)`` more forwards): for the ways that take row b of the
+            batch for example b's own (ghost clipping, Opacus' hooks).
 
     Returns:
         True if the probe was made; False if no example's input differs from example
@@ -300,7 +305,75 @@ def refuse_mixing_forward(
                 f"validators.ModuleValidator.fix(model) swaps BatchNorm for GroupNorm), or "
                 f"model.eval() with running statistics, or compute that layer per example"
             )
+    if groups and B >= 3:
+        return _refuse_group_mixing(model, xs, B, who, detail, batch_may_fail, kwargs, base, seed)
     return True
+
+
+def _partners(batched: list[torch.Tensor], B: int) -> torch.Tensor:
+    """``(B,)``: for each example, the row (among at most 64 spread over the batch) whose
+    inputs differ most from its own (L1 over every batched input)."""
+    cand = torch.linspace(0, B - 1, min(B, 64)).round().long().unique()
+    dist = torch.zeros(B, len(cand), dtype=torch.float64)
+    for t in batched:
+        flat = t.reshape(B, -1)
+        flat = (torch.view_as_real(flat).reshape(B, -1) if flat.is_complex() else flat).double()
+        d = torch.cdist(flat, flat[cand.to(flat.device)], p=1)  # (B, |cand|)
+        dist += d.nan_to_num(nan=float("inf")).cpu()
+    return cand[dist.argmax(1)]
+
+
+def _refuse_group_mixing(model, xs, B, who, detail, batch_may_fail, kwargs, base, seed) -> bool:
+    """Probe every ordered pair of examples (k reads i) with ``2 * ceil(log2 B)`` forwards.
+
+    Moving example 0 and then the last one sees a forward in which example k reads
+    example i only when i is one of those two: a forward that mixes examples 1 and 2
+    only, or in which every example reads the middle one (``h + h[B // 2]``), gave
+    ghost clipping each row's gradient as if it were that example's own, with no error
+    (stop 42). Here the examples whose index has bit ``b`` set (then clear) are all given
+    other examples' inputs at once, and every example not moved must keep its output:
+    any two examples differ in some bit, so each pair is seen moved apart once.
+    """
+    batched = [t for t in xs if isinstance(t, torch.Tensor) and t.dim() >= 1]
+    partner = _partners(batched, B)
+    index = torch.arange(B)
+    for bit in range((B - 1).bit_length()):
+        for want in (1, 0):
+            moved = ((index >> bit) & 1) == want
+            probe = tuple(_take_rows(t, moved, partner) if isinstance(t, torch.Tensor)
+                          and t.dim() >= 1 else t for t in xs)  # fmt: skip
+            try:
+                other = run_forward(model, probe, seed, kwargs)
+            except Exception:
+                if batch_may_fail:
+                    return True
+                raise
+            change = _largest_change(base, other, B, moved)
+            if change is None:
+                continue
+            where = _mixing_module(model, xs, probe, B, moved, seed, kwargs)
+            who_moved = index[moved].tolist()
+            shown = ", ".join(map(str, who_moved[:8])) + (", ..." if len(who_moved) > 8 else "")
+            raise ValueError(
+                f"{who}: the forward mixes examples: giving examples {shown} the inputs of "
+                f"other examples changed the outputs of examples whose inputs did not change "
+                f"(largest change {change:.3g})"
+                f"{f', first in the output of module {where}' if where else ''}, so no "
+                f"example's gradient is its own and clipping does not bound it{detail}. "
+                f"Common causes: an output that reads fixed rows of the batch (h[1], "
+                f"h[B // 2]), a shift or a window over the batch, a BatchNorm in training "
+                f"mode, a mean, sum or softmax over the batch. Compute every layer per "
+                f"example (each row from its own input only)"
+            )
+    return True
+
+
+def _take_rows(t: torch.Tensor, moved: torch.Tensor, partner: torch.Tensor) -> torch.Tensor:
+    """``t`` with each row in ``moved`` replaced by the row ``partner`` names (a copy)."""
+    out = t.clone()
+    rows = moved.nonzero().flatten()
+    out[rows.to(t.device)] = t[partner[rows].to(t.device)]
+    return out
 
 
 def _take(t: torch.Tensor, i: int, j: int) -> torch.Tensor:
@@ -313,8 +386,9 @@ def _take(t: torch.Tensor, i: int, j: int) -> torch.Tensor:
 def _mixing_module(model: nn.Module, xs, swapped, B: int, i: int, seed: int, kwargs):
     """``"path (Type)"`` of the first module call whose output changed for an example
     other than ``i`` while its inputs for those examples did not: where the mixing is.
-    Only run once a forward was found to mix (two more probe forwards)."""
-    keep = torch.arange(B) != i
+    Only run once a forward was found to mix (two more probe forwards); ``i`` as in
+    :func:`_largest_change`."""
+    keep = torch.arange(B) != i if isinstance(i, int) else ~i
     paths: dict[int, str] = {}
     for path, mod in model.named_modules():
         paths.setdefault(id(mod), path or "<root>")

@@ -404,7 +404,7 @@ class GhostClipping:
             return
         with buffers_kept(self.model):
             if self._vet_rows_grow(xs, B):
-                done = refuse_mixing_forward(self.model, xs, B, "ghost clipping")
+                done = refuse_mixing_forward(self.model, xs, B, "ghost clipping", groups=True)
             else:  # an input that only looks batched: a swap would change it too
                 done = True
         if done:

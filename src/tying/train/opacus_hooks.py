@@ -272,6 +272,42 @@ def _refuse_functorch_units(model: nn.Module, uses, samplers) -> None:
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
+def _refuse_embedding_bag(model: nn.Module) -> None:
+    """Refuse a trainable ``nn.EmbeddingBag``: Opacus' sampler writes each bag's rows with
+    ``gsm[i][index] += g`` (a token repeated in a bag counted once) and skips
+    ``mode="max"``, ``per_sample_weights`` and ``padding_idx``; per-sample gradients were
+    0.031 (mean), 0.19 (sum) and 3.09 (max) off a per-example loop on a bag with a
+    repeated token, with no error (stop 42). Its functorch way refuses the class, and a
+    2-D input failed with "not enough values to unpack"."""
+    for path, module in model.named_modules():
+        weight = module._parameters.get("weight")
+        if isinstance(module, nn.EmbeddingBag) and weight is not None and weight.requires_grad:
+            raise ValueError(
+                f"grad_sample_module: {path or '<root>'} is an nn.EmbeddingBag (mode="
+                f"{module.mode!r}), and Opacus' per-sample gradient of it counts a token "
+                f"repeated in one bag once and ignores mode='max', per_sample_weights and "
+                f"padding_idx (off autograd's with no error); use tying.train.DPSGD or "
+                f"per_example_grads with the bags as a (B, L) tensor (they follow "
+                f"autograd), or freeze it"
+            )
+
+
+def _refuse_fused_recurrent(model: nn.Module) -> None:
+    """Refuse a trainable ``nn.RNN``/``nn.LSTM``/``nn.GRU``: Opacus has no grad sampler
+    for them and samples them with functorch, which fails inside torch's fused recurrent
+    kernel with a shape error that names no layer ("output with shape [1, 20] doesn't
+    match the broadcast shape [7, 1, 20]", at the backward, stop 42)."""
+    for path, module in model.named_modules():
+        if isinstance(module, nn.RNNBase) and any(p.requires_grad for p in module.parameters()):
+            dp = {"LSTM": "DPLSTM", "GRU": "DPGRU"}.get(type(module).__name__, "DPRNN")
+            raise ValueError(
+                f"grad_sample_module: {path or '<root>'} is an nn.{type(module).__name__}, "
+                f"whose fused recurrent kernel Opacus cannot sample per example (functorch "
+                f"fails on it at the backward); swap it for opacus.layers.{dp} "
+                f"(opacus.validators.ModuleValidator.fix(model) does), or freeze it"
+            )
+
+
 def _refuse_samplers_that_drop_a_setting(model: nn.Module) -> None:
     """Refuse a layer whose per-sample gradient Opacus' own sampler computes without one of
     its settings (stop 33): a ``Conv1d/2d/3d`` with ``padding_mode`` ``"circular"``,
@@ -324,7 +360,9 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
             module is in eval mode (Opacus' hooks skip it, so its use would be missing).
         ValueError: ``batch_first=False``; a layer Opacus' own sampler gets wrong (an
             Embedding with ``padding_idx`` or ``scale_grad_by_freq``, a Conv with a
-            ``padding_mode`` other than ``"zeros"``), naming it.
+            ``padding_mode`` other than ``"zeros"``), or that it cannot sample (a trainable
+            ``nn.RNN``/``nn.LSTM``/``nn.GRU``, an ``nn.EmbeddingBag``), naming it; a
+            forward that mixes examples.
         ImportError: Opacus is not installed (names the extra).
 
     Example:
@@ -374,6 +412,8 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
                 f"autograd gives it none); use tying.train.DPSGD or per_example_grads (they "
                 f"follow autograd), or set padding_idx=None"
             )
+    _refuse_fused_recurrent(model)
+    _refuse_embedding_bag(model)
     if not kwargs.get("force_functorch", False):
         _refuse_samplers_that_drop_a_setting(model)
     tied_modules = [m for _, m, _, _ in uses] + list(keepers.values())
@@ -634,7 +674,7 @@ def _vet(gsm, model: nn.Module, uses):
             with buffers_kept(model):
                 # an error of a probe forward is no verdict: the forward itself raises it
                 done = refuse_mixing_forward(
-                    model, args, B, "grad_sample_module", _OPACUS, True, kwargs
+                    model, args, B, "grad_sample_module", _OPACUS, True, kwargs, groups=True
                 )
         finally:
             probing[0] = False
