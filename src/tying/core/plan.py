@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-from tying.core import resolver, stale
+from tying.core import param_order, resolver, stale
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory, join
 from tying.core.outside import ORIG, check_not_wrapped
@@ -646,13 +646,16 @@ def _commit(
             root = inv.tensor(inv.root_of(ch.path))
             old_roots[ch.path] = root
             if ch.new is None:
-                value = nn.Parameter(current.detach().clone(), root.requires_grad)
+                # contiguous, as the parameter of a model built untied (stop 42: a freed
+                # Transposed/Rotated slot kept the source's transposed strides, and
+                # parameters_to_vector, safetensors' save_file and .view() refused it)
+                value = nn.Parameter(_contiguous_copy(current, root), root.requires_grad)
                 prepared.append((ch, info, value, {}))
                 successors.append((root, value, ch.path))
                 continue
             storage: dict[str, nn.Parameter] = {}
             if ch.new.source is None:
-                phys = ch.new.relation.right_inverse(current.detach()).clone()
+                phys = _contiguous_copy(ch.new.relation.right_inverse(current.detach()), current)
                 if not values_follow:
                     _check_reparam_finite(ch.path, ch.new.relation, current, phys)
                 storage[f"{info.name}_physical"] = nn.Parameter(phys, root.requires_grad)
@@ -685,15 +688,17 @@ def _commit(
         for ch, info, value, storage in prepared:
             where = ch
             mod, name = info.module, info.name
-            if name in slots_of(mod):
+            previous = slots_of(mod).get(name)
+            if previous is not None:
                 uninstall(mod, name, value)
+                param_order.seat(mod, name, param_order.order_of(previous))
             elif value is not None:
                 mod._parameters[name] = value
             if ch.new is None:
                 declared.pop(ch.path, None)
                 continue
             if ch.new.hand:
-                by_hand.append(ch)
+                by_hand.append((ch, param_order.order_of(previous)))
                 continue
             for sname, p in storage.items():
                 mod._parameters[sname] = p
@@ -720,11 +725,13 @@ def _commit(
                     for i in range(len(names))
                 )
             slot = Slot(src_mod, src_name, ch.new.relation, info.shape, roles, paths, anchor)
+            param_order.remember(slot, mod, name, previous)
             install(mod, name, slot)
             declared[ch.path] = {"like": ch.new.source, "relation": ch.new.relation.spec()}
-        for ch in by_hand:  # after the rest, so each source is in its final place
+        for ch, order in by_hand:  # after the rest, so each source is in its final place
             info, src = inv.slots[ch.path], inv.slots[ch.new.source]
             info.module._parameters[info.name] = src.module._parameters[src.name]
+            param_order.seat(info.module, info.name, order)
         # Hand ties become declared ties too, so verify() notices when one is broken.
         declared = {k: v for k, v in declared.items() if not v.get("hand")}
         for target, source in Inventory(model).hand.items():
@@ -781,6 +788,28 @@ def _commit(
                 m._load_state_dict_pre_hooks.clear()
                 m._load_state_dict_pre_hooks.update(pre)
         raise
+
+
+_DENSE_FORMATS = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
+def _contiguous_copy(t: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:
+    """A new tensor of ``t``'s values in the layout a freshly built module has.
+
+    A plain ``clone()`` keeps the strides of a view (``Transposed``/``Rotated`` compute
+    one), and a parameter with such strides is refused by torch's flat-vector tools
+    (``parameters_to_vector``) and by ``safetensors.torch.save_file``. Row-major, unless
+    ``like`` (the tie's physical tensor) is ``channels_last``: a model the user converted
+    with ``.to(memory_format=torch.channels_last)`` keeps that layout.
+    """
+    if t.layout != torch.strided:  # sparse: no strides to fix, and no memory_format
+        return t.detach().clone()
+    fmt = torch.contiguous_format
+    if like is not None and t.dim() == like.dim() and like.dim() in _DENSE_FORMATS:
+        dense = _DENSE_FORMATS[like.dim()]
+        if like.is_contiguous(memory_format=dense) and not like.is_contiguous():
+            fmt = dense
+    return t.detach().clone(memory_format=fmt)
 
 
 def _dropped_for_sources(

@@ -208,7 +208,11 @@ class Rotated(Relation):
         return torch.rot90(logical, -self.k, self.dims)
 
     def __call__(self, source, *, shape, **extras):
-        return torch.rot90(source, self.k, self.dims)
+        out = torch.rot90(source, self.k, self.dims)
+        # an odd k returns a transposed view of a flipped copy; served contiguous, as the
+        # untied copy of the slot is (stop 42), so that tying.untie changes no output bit
+        # (a strided weight takes another matmul path than a contiguous one: last bits)
+        return out if self.k % 2 == 0 else out.contiguous()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from tying.core import stale
+from tying.core import param_order, stale
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory, join
 from tying.core.outside import (
@@ -20,7 +20,7 @@ from tying.core.outside import (
     declared_through_adapters,
     saved_copy_problems,
 )
-from tying.core.plan import DECLARED_ATTR, ApplyReport, Plan
+from tying.core.plan import DECLARED_ATTR, ApplyReport, Plan, _contiguous_copy
 from tying.core.relations import Relation, Same, relation_from_spec
 from tying.core.sharded_check import same_values
 from tying.core.slots import (
@@ -499,8 +499,9 @@ def untie(model: nn.Module) -> int:
         for info in inv.slots.values():
             if info.tie is not None:
                 root = inv.tensor(inv.root_of(info.path))
+                # contiguous, as in a model built untied (stop 42: see plan._contiguous_copy)
                 value = nn.Parameter(
-                    getattr(info.module, info.name).detach().clone(), root.requires_grad
+                    _contiguous_copy(getattr(info.module, info.name), root), root.requires_grad
                 )
                 todo.append((info.module, info.name, value))
                 successors.append((root, value, info.path))
@@ -532,7 +533,9 @@ def untie(model: nn.Module) -> int:
     ]
     try:
         for mod, name, value in todo:
+            order = param_order.order_of(slots_of(mod)[name])
             uninstall(mod, name, value)
+            param_order.seat(mod, name, order)  # where it was before the tie (stop 42)
         for mod, name, copy in copies:
             mod._parameters[name] = copy
         for mod in mods:
