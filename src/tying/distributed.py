@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -41,6 +42,7 @@ from tying.core.errors import TieError
 from tying.core.inventory import Inventory
 from tying.core.outside import WRAPPER_SEGMENTS
 from tying.core.verify import ties, verify
+from tying.distributed_agreement import refuse_rank_values
 from tying.distributed_wrapping import (  # noqa: F401  (re-exported: td.<name> as before)
     _first_difference,
     _FullStateRefused,
@@ -306,18 +308,31 @@ def _load_shards(inner: nn.Module, full: dict[str, torch.Tensor], path) -> None:
         raise
 
 
-def save(model: nn.Module, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+def save(
+    model: nn.Module,
+    path: str | os.PathLike,
+    metadata: dict[str, str] | None = None,
+    *,
+    rank_local: Iterable[str] = (),
+) -> None:
     """Gather the full state of a (sharded) tied model and write it from rank 0.
 
     A collective: every rank must call it. The file is the usual tying file, so
-    :func:`tying.load` restores it into an unsharded model on any world size.
+    :func:`tying.load` restores it into an unsharded model on any world size. Rank 0
+    writes its own values, so every replicated (unsharded) tensor must hold the same
+    values on every rank: they are compared first (a digest per tensor).
 
     Args:
         model: the model (plain, DDP-wrapped or FSDP2-sharded).
         path: the file rank 0 writes (atomically).
         metadata: extra str → str header entries.
+        rank_local: state-dict names of tensors that may differ between ranks by design
+            (a buffer DDP leaves alone with ``broadcast_buffers=False``); rank 0's is written.
 
     Raises:
+        TieError: (on every rank, nothing written) the ranks hold different values of a
+            replicated tensor not in ``rank_local``; a ``rank_local`` name is not in the
+            model's state dict.
         RuntimeError: on every rank but 0 when rank 0's write failed (rank 0 raises its
             own error); every rank returns or raises, none is left waiting.
     """
@@ -327,6 +342,14 @@ def save(model: nn.Module, path: str | os.PathLike, metadata: dict[str, str] | N
     inner = _unwrapped(model)
     if dist.is_initialized():
         _same_target(path, metadata)
+    # stop 42: rank 0 wrote its own values where the other ranks held others (a model
+    # seeded apart, never wrapped), and the file was a model no other rank held
+    refuse_rank_values(
+        lambda: inner.state_dict(keep_vars=True),
+        "save",
+        rank_local,
+        "rank 0 alone writes the file, from its own values",
+    )
     state = get_model_state_dict(
         inner, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
     )
@@ -390,7 +413,13 @@ def _same_target(path, metadata) -> None:
 DCP_TIES_KEY = "tying.ties"
 
 
-def dcp_save(model: nn.Module, checkpoint_id, optimizer: torch.optim.Optimizer | None = None):
+def dcp_save(
+    model: nn.Module,
+    checkpoint_id,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    rank_local: Iterable[str] = (),
+):
     """Save a (wrapped) tied model with ``torch.distributed.checkpoint``, its ties recorded.
 
     A collective: every rank writes its shards (each physical tensor once, as
@@ -398,14 +427,22 @@ def dcp_save(model: nn.Module, checkpoint_id, optimizer: torch.optim.Optimizer |
     physical tensor) under ``"optim"``, and the model's ties under ``"tying.ties"``, so
     :func:`dcp_load` refuses a model tied otherwise instead of loading the stored tensors
     into other ties (a tensor the model reads through a tie was dropped with no error).
+    A replicated (unsharded) tensor is written once, from whichever rank DCP's planner
+    picks, so every one must hold the same values on every rank: they are compared first.
 
     Args:
         model: a plain, ``td.ddp``-wrapped or ``td.fully_shard``-sharded tied model.
         checkpoint_id: the checkpoint folder (as for ``dcp.save``).
         optimizer: the model's optimizer, or None.
+        rank_local: state-dict names of tensors that may differ between ranks by design
+            (a buffer DDP leaves alone with ``broadcast_buffers=False``); rank 0's value
+            (and its optimizer state) is written.
 
     Raises:
-        TieError: a declared tie is broken; (after writing, on every rank) the ranks do not
+        TieError: a declared tie is broken; (on every rank, nothing written) the ranks hold
+            different values of a replicated tensor (parameter, buffer or optimizer state)
+            not in ``rank_local``, or a ``rank_local`` name is not in the model's state
+            dict; (after writing, on every rank) the ranks do not
             find one checkpoint in their folders (each was given its own folder, or a folder
             not shared between machines), so no folder holds the whole checkpoint.
 
@@ -442,6 +479,25 @@ def dcp_save(model: nn.Module, checkpoint_id, optimizer: torch.optim.Optimizer |
     }
     if optimizer is not None:
         state["optim"] = get_optimizer_state_dict(inner, optimizer)
+    # stop 42: DCP writes a replicated tensor from one rank of its choosing (balancing the
+    # bytes), so ranks holding different values wrote a mix: a model no rank held
+    local = refuse_rank_values(
+        lambda: state,
+        "dcp_save",
+        rank_local,
+        "DCP writes each replicated tensor once, from a rank its planner picks per tensor, "
+        "so the checkpoint would mix the ranks' values",
+        nested=True,
+    )
+    if local and _rank() != 0:  # rank 0's value, and its optimizer state, is written
+        from torch.distributed.tensor import DTensor
+
+        for name in local:
+            if isinstance(state["model"].get(name), DTensor):  # each rank's own shard
+                continue
+            state["model"].pop(name, None)
+            if "optim" in state:
+                state["optim"].get("state", {}).pop(name, None)
     dcp.save(state, checkpoint_id=checkpoint_id)
     # stop 35: ranks given different folders each wrote their shards apart, and only
     # rank 0's folder got the index (.metadata), naming shard files it does not hold
@@ -575,6 +631,12 @@ def dcp_load(model: nn.Module, checkpoint_id, optimizer: torch.optim.Optimizer |
     if optimizer is not None:
         set_optimizer_state_dict(inner, optimizer, state["optim"])
     verify(inner)
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def _metadata_digest(checkpoint_id) -> str | None:

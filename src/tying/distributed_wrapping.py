@@ -45,7 +45,9 @@ def ddp(model: nn.Module, **kwargs) -> nn.Module:
 
     Raises:
         TieError: a declared tie is broken; ``model`` is already wrapped by DDP or
-            sharded by FSDP; the ranks' models differ (parameter paths, shapes or dtypes,
+            sharded by FSDP; ``model`` holds tensor-parallel (DTensor) parameters, which
+            DDP swaps at every forward (use ``td.fully_shard(model, mesh=mesh["dp"])``);
+            the ranks' models differ (parameter paths, shapes or dtypes,
             ties, frozen parameters, and with ``init_sync=False``, which broadcasts nothing,
             parameter values: checked on every rank before wrapping, and raised on every
             rank); (at a forward) its parameters changed after wrapping; (at a
@@ -263,6 +265,8 @@ def _agreed_to_wrap(
     failure: BaseException | None = None
     try:
         _refuse_wrapped(model, helper)
+        if helper == "ddp":
+            _refuse_tensor_parallel(model)
         _verified(model, helper)
         record = _tie_record(model)
         frozen = sorted(n for n, p in model.named_parameters() if not p.requires_grad)
@@ -364,6 +368,32 @@ def _agreed_to_wrap(
         f"tying.distributed.{helper}: the ranks froze different parameters (requires_grad="
         f"False: {by_rank}), so their gradients would not be reduced together; {fix}"
     )
+
+
+def _refuse_tensor_parallel(model: nn.Module) -> None:
+    """``td.ddp`` of a tensor-parallel model (DTensor parameters) is refused before wrapping.
+
+    Stop 42: torch's DDP + tensor parallelism (``torch.distributed.tensor.parallel.ddp``)
+    swaps each DTensor parameter for a new local ``nn.Parameter`` in DDP's constructor and
+    back at every forward, so after the first step the model's parameters are no longer
+    the tensors DDP reduces (torch 2.13 then held the tensor-parallel weights as plain
+    attributes, gone from ``parameters()``); ``td.ddp`` wrapped such a model, compared its
+    replicated tensors only within the data group, and refused it at the second forward
+    as "parameters changed after wrapping", after one step.
+    """
+    from torch.distributed.tensor import DTensor
+
+    sharded = [n for n, p in model.named_parameters() if isinstance(p, DTensor)]
+    if sharded:
+        raise TieError(
+            f"tying.distributed.ddp: the model holds tensor-parallel parameters (DTensors: "
+            f"{', '.join(sharded[:5])}{', ...' if len(sharded) > 5 else ''}); DDP with tensor "
+            f"parallelism swaps them for new local tensors and back at every forward, so the "
+            f"tensors DDP reduces would not stay the model's; shard the data dimension with "
+            f"td.fully_shard(model, mesh=mesh['dp']) instead (FSDP2 with tensor parallelism, "
+            f"which compares every replicated tensor across the whole mesh); no rank's model "
+            f"was wrapped"
+        )
 
 
 def _fsdp_groups(mesh):
