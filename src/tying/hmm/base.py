@@ -51,6 +51,7 @@ from tying.hmm.validation import (
     _check_tol,
     _fit_rng,
     _positive_int,
+    _real_array,
     _stochastic,
 )
 
@@ -617,7 +618,7 @@ class BaseHMM(HMMInference, EstimatorParams):
     def _prior(self, name: str, ours, hmmlearn=None):
         value = getattr(self, name)
         if value is not None:
-            return np.asarray(value, dtype=np.float64)
+            return _real_array(name, value)
         default = hmmlearn if (hmmlearn is not None and self._hmmlearn_style()) else ours
         return np.asarray(default, dtype=np.float64)
 
@@ -786,7 +787,7 @@ class BaseHMM(HMMInference, EstimatorParams):
 
     def _to_groups(self, kind: str, name: str, values: np.ndarray) -> np.ndarray:
         """Per-group values from per-state ``values`` that agree within each group."""
-        values = np.asarray(values, dtype=np.float64)
+        values = _real_array(name, values)
         if values.ndim and len(values) == self.n_components and self.ties_._untied(kind):
             return values.copy()  # every state its own group, in order: nothing to compare
         found = self.ties_.differing(kind, values)
@@ -825,7 +826,7 @@ class BaseHMM(HMMInference, EstimatorParams):
 
     def _per_group(self, kind: str, name: str, values, shape: tuple[int, ...]) -> np.ndarray:
         """Per-group values from ``values`` given one per state or one per tie group."""
-        arr = np.asarray(values, dtype=np.float64)
+        arr = _real_array(name, values)
         if not np.isfinite(arr).all():  # else a score of NaN, or an E-step "of probability 0"
             raise ValueError(f"{name} must be finite, got {arr}; give finite start values")
         K = self.n_components

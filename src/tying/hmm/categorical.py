@@ -22,7 +22,7 @@ from tying.hmm.draws import last_possible
 from tying.hmm.fitted_array import fitted
 from tying.hmm.sequences import check_observations
 from tying.hmm.ties import StateTies
-from tying.hmm.validation import _check_prior, _stochastic
+from tying.hmm.validation import _check_prior, _real_array, _stochastic
 
 __all__ = ["CategoricalHMM"]
 
@@ -91,7 +91,7 @@ class CategoricalHMM(BaseHMM):
             >>> round(m.score([[1], [1]]), 6)    # 2 log 0.75
             -0.575364
         """
-        emission = np.asarray(emissionprob, dtype=np.float64)
+        emission = _real_array("emissionprob", emissionprob)
         model = cls(
             len(np.asarray(startprob)),
             n_symbols=emission.shape[-1],
@@ -117,7 +117,7 @@ class CategoricalHMM(BaseHMM):
     def emissionprob_(self, value) -> None:
         with self._assignment("emissions"):
             K = self._checked_n_components()
-            arr = np.asarray(value, dtype=np.float64)
+            arr = _real_array("emissionprob_", value)
             M = self._alphabet_size()
             if arr.ndim != 2 or arr.shape[0] != K or (M is not None and arr.shape[1] != M):
                 want = f"({K}, {M})" if M is not None else f"({K}, n_symbols)"
@@ -198,7 +198,7 @@ class CategoricalHMM(BaseHMM):
         if self.emissionprob_init is None:
             self._emissions = rng.dirichlet(np.ones(M), size=G)
             return
-        arr = np.asarray(self.emissionprob_init, dtype=np.float64)
+        arr = _real_array("emissionprob_init", self.emissionprob_init)
         K = self.n_components
         if arr.ndim != 2 or arr.shape[1] != M or arr.shape[0] not in (K, G):
             raise ValueError(

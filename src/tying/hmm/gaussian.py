@@ -45,7 +45,7 @@ from tying.hmm.fused_em_full import FusedEMFull
 from tying.hmm.sequences import check_observations, check_squares
 from tying.hmm.start_covariance import data_covariance, start_variances
 from tying.hmm.ties import StateTies
-from tying.hmm.validation import _broadcast, _check_prior, _positive_int
+from tying.hmm.validation import _broadcast, _check_prior, _positive_int, _real_array
 
 __all__ = ["GaussianHMM", "kmeans_centres"]
 
@@ -229,7 +229,7 @@ class GaussianHMM(BaseHMM):
     def means_(self, value) -> None:
         with self._assignment("means"):
             self._check_type()
-            arr = np.asarray(value, dtype=np.float64)
+            arr = _real_array("means_", value)
             K = self._checked_n_components()
             if arr.ndim != 2 or arr.shape[0] != K:
                 raise ValueError(
@@ -403,7 +403,7 @@ class GaussianHMM(BaseHMM):
         Compact storage: spherical ``(G, 1)``, diag ``(G, D)``, full/tied ``(G, D, D)``.
         """
         ct = self.covariance_type
-        cv = np.asarray(value, dtype=np.float64)
+        cv = _real_array(name, value)
         K = self.n_components
         if ct == "diag":
             if per_state_only:  # the feature count the checks below hold it to

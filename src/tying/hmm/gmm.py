@@ -45,7 +45,7 @@ from tying.hmm.gaussian import (
 from tying.hmm.sequences import check_observations, check_squares
 from tying.hmm.start_covariance import data_covariance, start_variances
 from tying.hmm.ties import StateTies
-from tying.hmm.validation import _positive_int, _stochastic
+from tying.hmm.validation import _positive_int, _real_array, _stochastic
 
 __all__ = ["GMMHMM"]
 
@@ -179,7 +179,7 @@ class GMMHMM(BaseHMM):
             >>> round(m.score([[0.0]]), 6)         # log N(0; ±1, 1)
             -1.418939
         """
-        means = np.asarray(means, dtype=np.float64)
+        means = _real_array("means", means)
         model = cls(
             len(np.asarray(startprob)),
             means.shape[1] if means.ndim == 3 else 1,
@@ -223,7 +223,7 @@ class GMMHMM(BaseHMM):
     def means_(self, value) -> None:
         with self._assignment("means"):
             K, M = self._checked_n_components(), self._checked_n_mix()
-            arr = np.asarray(value, dtype=np.float64)
+            arr = _real_array("means_", value)
             if arr.ndim != 3 or arr.shape[:2] != (K, M):
                 raise ValueError(
                     f"means_ must have shape (n_components={K}, n_mix={M}, n_features), "
@@ -293,7 +293,7 @@ class GMMHMM(BaseHMM):
     def _checked_covars(self, name, value, *, per_group_ok) -> np.ndarray:
         K, M = self.n_components, self.n_mix
         G = self.ties_.n_groups("covars")
-        arr = np.asarray(value, dtype=np.float64)
+        arr = _real_array(name, value)
         full = self.covariance_type == "full"
         D = self._means.shape[2] if "_means" in self.__dict__ else arr.shape[-1]
         shape = (M, D, D) if full else (M, D)
@@ -478,7 +478,7 @@ class GMMHMM(BaseHMM):
         elif self.weights_init is None:
             self._weights = np.full((Gw, M), 1.0 / M)
         else:
-            w = np.asarray(self.weights_init, dtype=np.float64)
+            w = _real_array("weights_init", self.weights_init)
             self._weights = self._per_group("weights", "weights_init", w, (M,))
             _stochastic("weights_init", self._weights, self._weights.shape)
         if "means" in kept:

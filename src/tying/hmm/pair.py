@@ -42,7 +42,13 @@ from tying.hmm.pair_dp import (
     posterior_counts,
     viterbi,
 )
-from tying.hmm.validation import _check_n_threads, _check_seed, _check_tol, _positive_int
+from tying.hmm.validation import (
+    _check_n_threads,
+    _check_seed,
+    _check_tol,
+    _positive_int,
+    _real_array,
+)
 
 __all__ = ["PairHMM", "mirror"]
 
@@ -902,7 +908,7 @@ class PairHMM(EstimatorParams):
 
 
 def _prob(name, value, shape) -> np.ndarray | float:
-    arr = np.asarray(value, dtype=np.float64)
+    arr = _real_array(name, value)  # text and complex: refused, not coerced (stop 42)
     if arr.shape != shape and not (shape and arr.shape == ()):
         raise ValueError(
             f"{name} must be a probability{' or an (x, y) pair' if shape else ''}, got {value!r}"
@@ -914,7 +920,7 @@ def _prob(name, value, shape) -> np.ndarray | float:
 
 
 def _distribution(name, value, shape) -> np.ndarray:
-    arr = np.asarray(value, dtype=np.float64)
+    arr = _real_array(name, value)
     if arr.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
     if not np.all(np.isfinite(arr)) or np.any(arr < 0):

@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tying.hmm.validation import _real_array
+
 __all__ = ["check_fitted_finite", "check_priors"]
 
 
@@ -71,7 +73,7 @@ def check_priors(model, shapes: dict) -> None:
         value = getattr(model, name, None)
         if value is None:
             continue
-        arr = np.asarray(value, dtype=np.float64)
+        arr = _real_array(name, value)
         try:
             fits = np.broadcast_shapes(arr.shape, shape) == shape
         except ValueError:

@@ -28,6 +28,63 @@ def _check_finite(log_likelihood: np.ndarray, it: int) -> None:
         )
 
 
+def _real_array(name: str, value) -> np.ndarray:
+    """``value`` as a float64 array, refusing what NumPy would silently coerce to one.
+
+    ``np.asarray(value, dtype=np.float64)`` parses text (``"0.5"``) and drops the
+    imaginary part of a complex number with only a ``ComplexWarning``, so a parameter,
+    start value or prior of the wrong kind became a model with no error, while the same
+    text in ``X`` is refused (stop 42). A float64 array comes back as it is.
+
+    Args:
+        name: the argument or attribute, for the message.
+        value: an array-like of real numbers (bools, ints and floats; an object array of
+            them).
+
+    Returns:
+        ``value`` as a float64 array (the same array when it already is one).
+
+    Raises:
+        TypeError: for text, bytes or complex values, naming ``name`` and the entry.
+
+    Example:
+        >>> _real_array("means_init", [[0], [1]]).dtype
+        dtype('float64')
+        >>> _real_array("means_init", ["0.5"])
+        Traceback (most recent call last):
+        ...
+        TypeError: means_init must hold real numbers, got text (dtype <U3): '0.5' at index (0,); ...
+    """
+    if type(value) is np.ndarray and value.dtype == np.float64:
+        return value
+    arr = np.asarray(value)
+    kind, bad = arr.dtype.kind, None
+    if kind in "USc" and arr.size:
+        # a complex array is named by its first entry with an imaginary part, if any
+        first = np.flatnonzero(arr.imag)[:1] if kind == "c" else []
+        idx = np.unravel_index(int(first[0]) if len(first) else 0, arr.shape)
+        what = "complex values" if kind == "c" else "text"
+        bad = (f"{what} (dtype {arr.dtype})", arr[idx], idx)
+    elif kind == "O":
+        for idx, v in np.ndenumerate(arr):
+            if isinstance(v, (str, bytes, complex, np.complexfloating)):
+                bad = ("an object array", v, idx)
+                break
+    if bad is not None:
+        what, v, idx = bad
+        v = v.item() if isinstance(v, np.generic) else v  # '0.5', not np.str_('0.5')
+        fix = (
+            "take .real of an array whose imaginary parts are 0"
+            if isinstance(v, (complex, np.complexfloating))
+            else "give numbers (np.asarray(value, dtype=float) converts text you have checked)"
+        )
+        raise TypeError(
+            f"{name} must hold real numbers, got {what}: {v!r} at index "
+            f"{tuple(int(i) for i in idx)}; {fix}"
+        )
+    return np.asarray(arr, dtype=np.float64)
+
+
 def _broadcast(value: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """``np.broadcast_to(value, shape)``'s values in a fresh array, without its per-call
     cost (about 7 us, several times an M-step; 2026-12-01). Shapes that do not broadcast
@@ -120,10 +177,15 @@ def _check_prior(name: str, value, *, nonneg: bool) -> None:
             f"{name} must be a number or an array of numbers, got {value!r} (bool); give "
             f"the prior's value itself (None leaves the default)"
         )
+    generic = f"{name} must be a number or an array of numbers, got {value!r}"
     try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number or an array of numbers, got {value!r}") from None
+        arr = _real_array(name, value)  # text and complex: refused by entry, not coerced
+    except TypeError as e:
+        if str(e).startswith(f"{name} must hold real numbers"):
+            raise
+        raise TypeError(generic) from None
+    except ValueError:
+        raise TypeError(generic) from None
     if not np.all(np.isfinite(arr)) or (nonneg and np.any(arr < 0)):
         need = "finite non-negative" if nonneg else "finite"
         raise ValueError(f"{name} must hold {need} numbers, got {value!r}")
@@ -131,7 +193,7 @@ def _check_prior(name: str, value, *, nonneg: bool) -> None:
 
 def _stochastic(name: str, value, shape: tuple[int, ...]) -> np.ndarray:
     """Validate a probability vector / row-stochastic matrix."""
-    arr = np.asarray(value, dtype=np.float64)
+    arr = _real_array(name, value)
     if arr.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
     # the checks below in three comparisons (NaN fails >= 0; with no negatives an inf
