@@ -389,13 +389,17 @@ def _gauss_newton_gain(pmap: ParameterMap, jw: np.ndarray, r: np.ndarray, held) 
     relative damping of 1e-10, so a direction singular to rounding gains nothing.
     """
     idx = pmap.index
+    # columns near 1e154 overflow JᵀJ: bring each to a largest entry of 1 first, always.
+    # Stop 42: tested only on each data set's block, a column of 1e153 passed there
+    # (4e307 and 1.6e308) and overflowed in their sum over data sets, the unit scaling
+    # zeroed it, and a step that removes all of chi2 read a gain of 1e-12
+    big = np.zeros(pmap.n_physical)
+    np.maximum.at(big, idx.ravel(), np.max(np.abs(jw), axis=1).ravel())
+    big = np.where((big > 0) & np.isfinite(big), big, 1.0)
     with np.errstate(over="ignore", invalid="ignore"):
-        h, g = jac_mod.normal_blocks(jw, r)
+        h, g = jac_mod.normal_blocks(jw / big[idx][:, None, :], r)
     if not (np.all(np.isfinite(h)) and np.all(np.isfinite(g))):
-        # columns near 1e154 overflow JᵀJ: bring each to a largest entry of 1 first
-        big = np.zeros(pmap.n_physical)
-        np.maximum.at(big, idx.ravel(), np.max(np.abs(jw), axis=1).ravel())
-        h, g = jac_mod.normal_blocks(jw / np.where(big > 0, big, 1.0)[idx][:, None, :], r)
+        return ""
     col = np.sqrt(schur.diagonal(h, idx, pmap.n_physical))
     d = (1.0 / np.where(col > 0, col, 1.0))[idx]  # (K, P): unit columns
     h = h * d[:, :, None] * d[:, None, :]

@@ -173,7 +173,9 @@ class GlobalFit:
         solver: ``"lm"`` (default: MINPACK ``lmder`` for a small unbounded
             problem, else Schur-complement Levenberg-Marquardt; see
             :mod:`tying.fit.solvers`) or ``"trf"``
-            (``scipy.optimize.least_squares``, trf + lsmr, sparse Jacobian).
+            (``scipy.optimize.least_squares``: the exact trust-region solver on the
+            dense Jacobian where ``"lm"`` takes MINPACK, lsmr on the sparse one of a
+            global fit with local parameters).
         scale_covar: multiply the covariance by the reduced χ² (lmfit's default).
         ftol, xtol, gtol, max_iter: stopping tests (see :class:`~tying.fit.solvers.Tolerances`).
             The default budget of 2,000 iterations lets the hard NIST problems
