@@ -10,9 +10,16 @@ each id and refuses another one under that id.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import Any
 
 from tying.chem.offxml import Parameter
+from tying.chem.units import Quantity
+
+#: how close two values of one dimension must be, after conversion, to be one value: a
+#: unit conversion (1.52597 angstrom -> 0.152597 nm -> back) moves the last bits only
+REL_TOL = 1e-12
 
 
 def add_used(seen: dict[str, dict[str, Parameter]], assignment: Any, item: int) -> None:
@@ -25,7 +32,9 @@ def add_used(seen: dict[str, dict[str, Parameter]], assignment: Any, item: int) 
 
     Raises:
         ValueError: when an id names a parameter with another SMIRKS or other values
-            than the one seen under that id before (two force fields of one name).
+            than the one seen under that id before (two force fields of one name);
+            values are compared in one unit (:func:`same_values`), so the same value
+            written in nm in one file and in angstrom in the other is one value.
 
     Example:
         >>> from tying.chem import SmirksAssigner
@@ -42,7 +51,7 @@ def add_used(seen: dict[str, dict[str, Parameter]], assignment: Any, item: int) 
                 continue
             # The same parameter read twice (the same file at two paths, a process's
             # copy) is one parameter; its position may differ, what it says may not.
-            if first.smirks != parameter.smirks or first.values != parameter.values:
+            if first.smirks != parameter.smirks or not same_values(first.values, parameter.values):
                 raise ValueError(
                     f"count_unique_parameters: item {item} ({assignment.force_field}) uses "
                     f"{section} {parameter.id!r} = {parameter.smirks}, but an earlier item's "
@@ -52,6 +61,36 @@ def add_used(seen: dict[str, dict[str, Parameter]], assignment: Any, item: int) 
                     f"name different parameters; count each force field's assignments "
                     f"separately"
                 )
+
+
+def same_values(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two parameters' values are the same physical values, whatever their units.
+
+    ``Quantity`` equality compares as written: ``1.52597 angstrom`` and ``0.152597
+    nanometer`` differ. The same force field written in other units (a copy saved by
+    another tool) was refused by :func:`add_used` as a different force field of the same
+    name, with a message saying its ids named different parameters (stop 42).
+
+    Example:
+        >>> from tying.chem import parse_quantity as q
+        >>> same_values({"length": q("1.5 * angstrom")}, {"length": q("0.15 * nanometer")})
+        True
+        >>> same_values({"length": q("1.5 * angstrom")}, {"length": q("0.16 * nanometer")})
+        False
+    """
+    return a.keys() == b.keys() and all(_same_value(a[k], b[k]) for k in a)
+
+
+def _same_value(x: Any, y: Any) -> bool:
+    if isinstance(x, Quantity) and isinstance(y, Quantity):
+        if x.unit.dimension != y.unit.dimension:
+            return False
+        if x.unit == y.unit:
+            return x.value == y.value
+        return math.isclose(x.to(y.unit).value, y.value, rel_tol=REL_TOL, abs_tol=0.0)
+    if isinstance(x, Quantity) or isinstance(y, Quantity):
+        return False
+    return bool(x == y)
 
 
 def _shown(parameter: Parameter) -> str:
