@@ -19,8 +19,12 @@ The policy here:
   embedding, a relation, an adapter on one end only) is refused with a
   ``TieError`` naming the tie, before peft changes anything. So is a
   ``modules_to_save`` entry in a tie, except on HF's own embedding tie with peft's
-  ``ensure_weight_tying=True``, which keeps one trained copy for both
-  (:mod:`tying.interop.lora_saved`).
+  ``ensure_weight_tying=True``, which keeps one trained copy for both, and
+  ``trainable_token_indices`` on that tie, where the head reads the embedding's token delta
+  (:mod:`tying.interop.lora_saved`). LoRA on that tie stays refused: peft's
+  ``merge_and_unload`` writes its delta into the one shared weight twice.
+- peft's own ``pm.merge_and_unload()`` / ``pm.unload()`` on a model made here run
+  :func:`merge_and_unload` / :func:`unload`.
 - ``tying.verify`` sees through adapter wrappers (``base_layer``): a shared
   adapter passes; plain peft's adapter on a tied weight is reported, naming the
   tie, so it is never silently wrong.
@@ -48,6 +52,7 @@ from tying.interop.groups import (
     whole_module_ties,
 )
 from tying.interop.lora_saved import (
+    peft_embedding_ties,
     redeclare_through_copies,
     refuse_saved_copies,
     restore_declarations,
@@ -190,7 +195,7 @@ def get_peft_model(model: nn.Module, peft_config, **kwargs: Any):
         refuse_other_hooks("get_peft_model", path, src, inv.modules[path], inv.modules[src])
     _refuse_other_ranks(peft_config, shared)
     refuse_saved_copies(peft_config, model, inv)
-    seated = _seats(model, inv, targets)  # peft does not list the later seats: no exclude
+    seated = _seats(model, inv, targets, peft_config)  # peft lists no later seats: no exclude
     config = copy.deepcopy(peft_config)
     if shared:
         # exactly the tied paths, as one regex (peft fullmatches a str): as a list they were
@@ -321,7 +326,7 @@ def _shared_when_saved(config, model: nn.Module) -> list[str]:
     return out
 
 
-def _seats(model: nn.Module, inv: Inventory, targets: set[str]) -> dict[str, str]:
+def _seats(model: nn.Module, inv: Inventory, targets: set[str], config=None) -> dict[str, str]:
     """``{later path: first path}`` for a targeted module seated at several paths; refuses
     a targeted module in a hand-made tie with another module.
 
@@ -349,13 +354,36 @@ def _seats(model: nn.Module, inv: Inventory, targets: set[str]) -> dict[str, str
     for target, source, t, s, hit in hand_ties_touching(inv, targets):
         fix = hand_tie_fix(target, t.module, s.module, t.module_path, s.module_path)
         both = " and target both" if fix.startswith("declare") else ""
+        why = ""
+        pair = frozenset((t.module_path, s.module_path))
+        if (
+            getattr(config, "ensure_weight_tying", False)
+            and pair in peft_embedding_ties(config, model)[0]
+        ):
+            why = (
+                f" This is HF's embedding tie, and ensure_weight_tying=True does not keep it "
+                f"for target_modules: {_ENSURED_TARGETS_BREAK} To train the tied embedding, "
+                f"pass modules_to_save=[{hit.rpartition('.')[2]!r}] with "
+                f"ensure_weight_tying=True (one trained copy for both), or "
+                f"trainable_token_indices (one token delta for both)"
+            )
         raise TieError(
             f"get_peft_model: target module {hit!r} takes part in the hand-made tie "
             f"{target} <- {source} (one nn.Parameter in two modules); an adapter there "
             f"would change one use of the tensor and merging would write its delta into "
-            f"every use. Leave {hit!r} out of target_modules, or {fix}{both}"
+            f"every use. Leave {hit!r} out of target_modules, or {fix}{both}.{why}"
         )
     return out
+
+
+# measured, peft 0.21, a tiny tied Llama, LoRA r=2 on embed_tokens (or lm_head) with
+# ensure_weight_tying=True, 3 steps at lr 0.05 (stop 42)
+_ENSURED_TARGETS_BREAK = (
+    "peft's ensure_weight_tying=True gives the head's LoRA factors the embedding's (one delta "
+    "in the forward), but its merge_and_unload then writes that delta into the one shared "
+    "weight twice, once per wrapper: the merged model computes other logits than the adapter "
+    "model (2.0 away after 3 SGD steps of a tiny Llama, 4.8 after 3 Adam steps)."
+)
 
 
 def _seat_groups(inv: Inventory) -> list[list[str]]:
@@ -421,7 +449,25 @@ def _wrap(model: nn.Module, make, shared: dict[str, str], what: str, check=None)
     # peft's own add_adapter on this model, all or nothing (stop 40): a new adapter on a
     # tie's source was accepted, and every later forward refused the moved module
     pm.__dict__["add_adapter"] = _AddAdapter(pm)
+    # peft's own merge_and_unload / unload (pm.merge_and_unload(), as peft's docs call it)
+    # took a shared wrapper off one of its paths only and left the declarations pointing
+    # into peft's wrappers: tying.verify then reported ties broken on a right model
+    # (stop 42). They run as this module's functions
+    # (on the tuner too: pm.base_model.unload() left the delta at one tied path, silently)
+    for how in ("merge_and_unload", "unload"):
+        pm.__dict__[how] = pm.base_model.__dict__[how] = _Unloading(pm, how)
     return pm
+
+
+class _Unloading:
+    """``pm.merge_and_unload`` / ``pm.unload`` through :func:`_unload` (a plain object, as
+    :class:`_AddAdapter`, so pickles and deep copies keep it bound to their own copy)."""
+
+    def __init__(self, pm, how: str) -> None:
+        self.pm, self.how = pm, how
+
+    def __call__(self, *args: Any, **kwargs: Any) -> nn.Module:
+        return _unload(self.pm, self.how, kwargs, args)
 
 
 class _AddAdapter:
@@ -481,6 +527,11 @@ def _add_adapter(self, adapter_name: str, peft_config, *args: Any, **kwargs: Any
 
 def merge_and_unload(peft_model, **kwargs: Any) -> nn.Module:
     """Merge every adapter exactly once per physical tensor and give back the tied base model.
+
+    peft's own ``peft_model.merge_and_unload()`` on a model from :func:`get_peft_model` or
+    :func:`from_pretrained` runs this function (it used to leave a shared wrapper at one of
+    its paths, or the declarations inside peft's wrappers, and ``tying.verify`` reported the
+    merged model broken).
 
     Args:
         peft_model: a ``PeftModel`` from :func:`get_peft_model`.
@@ -548,7 +599,7 @@ def unload(peft_model) -> nn.Module:
     return _unload(peft_model, "unload", {})
 
 
-def _unload(peft_model, how: str, kwargs) -> nn.Module:
+def _unload(peft_model, how: str, kwargs, args=()) -> nn.Module:
     """peft's ``merge_and_unload`` / ``unload``, then every shared wrapper's paths put back."""
     from tying.core.verify import verify
 
@@ -561,7 +612,9 @@ def _unload(peft_model, how: str, kwargs) -> nn.Module:
         sources[path] = next(
             p for p, m in base_inv.modules.items() if m is wrapper and p not in originals
         )
-    merged = getattr(peft_model, how)(**kwargs)
+    # the tuner class's own method: the attributes of that name are this module's (_Unloading)
+    tuner = peft_model.base_model
+    merged = getattr(type(tuner), how)(tuner, *args, **kwargs)
     restore_declarations(peft_model)  # each copied module is back at its path
     for path, original in originals.items():
         src = sources[path]

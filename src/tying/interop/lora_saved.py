@@ -11,6 +11,11 @@ gives the head's wrapper a ``Linear`` whose weight *is* that copy: one tensor th
 training, ``save_pretrained`` / ``from_pretrained`` and ``merge_and_unload``. That is
 accepted; every other ``modules_to_save`` entry in a tie is refused, naming the tie.
 
+``trainable_token_indices`` on that tie is accepted too, with or without the option: peft
+gives the head's wrapper the embedding's very token delta (one ``nn.Parameter``), so
+both read one tensor. A head named alone, or with other indices, trains a delta of its
+own and is refused.
+
 An accepted model keeps its declared ties: the paths that now lie under a wrapper
 are declared through ``original_module`` (still one ``nn.Parameter``), and
 ``tying.verify`` checks that the copies the forward runs are one tensor too.
@@ -28,7 +33,7 @@ from tying.interop.groups import hand_ties_touching
 REDECLARED_ATTR = "_tying_redeclared"  # on the PeftModel: [(module, its old declarations)]
 
 
-def _peft_ties(config, model: nn.Module) -> tuple[set[frozenset[str]], list[str]]:
+def peft_embedding_ties(config, model: nn.Module) -> tuple[set[frozenset[str]], list[str]]:
     """The module pairs ``{input embedding path, tied module path}`` that peft's
     ``ensure_weight_tying=True`` ties again after copying (none without it), and the
     tied modules that are no ``Linear``.
@@ -52,6 +57,46 @@ def _peft_ties(config, model: nn.Module) -> tuple[set[frozenset[str]], list[str]
     if odd:
         return set(), odd
     return {frozenset((emb_path, t)) for t in tied}, []
+
+
+def _token_ties(config, model: nn.Module) -> set[frozenset[str]]:
+    """The module pairs ``{input embedding path, tied head path}`` whose ``trainable_token_indices``
+    peft keeps tied (none where it does not).
+
+    peft (0.21, ``utils.other._set_trainable`` for trainable tokens) wraps the input embedding
+    and, when ``config.tie_word_embeddings`` is true, gives every module tied to it a wrapper
+    that reads the embedding's very token delta (``tied_adapter``): embedding and head read
+    one value through training, saving, loading and merging. It does not when the embedding
+    is not named (a dict naming the head only: the head trains a delta of its own) or a tied
+    module is named with other indices than the embedding's (then each trains its own delta
+    unless ``ensure_weight_tying=True``, where peft raises). Tied modules other than a
+    ``Linear`` head are not kept here (not measured).
+    """
+    tokens = getattr(config, "trainable_token_indices", None)
+    model_config = getattr(model, "config", None)
+    if not tokens or getattr(model_config, "tie_word_embeddings", False) is not True:
+        return set()
+    from peft.utils.other import _get_module_names_tied_with_embedding
+
+    get_in = getattr(model, "get_input_embeddings", None)
+    emb = get_in() if callable(get_in) else None
+    emb_path = next((p for p, m in model.named_modules() if m is emb), None) if emb else None
+    if not emb_path:
+        return set()
+    tied = _get_module_names_tied_with_embedding(model)
+    modules = dict(model.named_modules())
+    if not tied or any(type(modules.get(t)) is not nn.Linear for t in tied):
+        return set()
+    if isinstance(tokens, dict):
+        mine = [k for k in tokens if emb_path.endswith(k)]
+        if not mine:
+            return set()  # the embedding is not wrapped: a named head trains its own delta
+        indices = list(tokens[mine[0]])
+        for key, value in tokens.items():
+            names_tied = any(t.endswith(key) or key in t.split(".") for t in tied)
+            if names_tied and list(value) != indices:
+                return set()
+    return {frozenset((emb_path, t)) for t in tied}
 
 
 def refuse_saved_copies(config, model: nn.Module, inv: Inventory) -> None:
@@ -92,8 +137,9 @@ def refuse_saved_copies(config, model: nn.Module, inv: Inventory) -> None:
         option, entry = saved[hit]
         return f"{option} {entry!r} (module {hit!r})"
 
-    kept, odd = _peft_ties(config, model)
-    could = _peft_ties(_Ensured(), model)[0]  # what ensure_weight_tying=True would keep
+    kept, odd = peft_embedding_ties(config, model)
+    token_kept = _token_ties(config, model)
+    could = peft_embedding_ties(_Ensured(), model)[0]  # what ensure_weight_tying=True would keep
     why_not = ""
     if getattr(config, "ensure_weight_tying", False):
         why_not = (
@@ -124,12 +170,22 @@ def refuse_saved_copies(config, model: nn.Module, inv: Inventory) -> None:
         pair = frozenset((t.module_path, s.module_path))
         if pair in kept and all(saved[p][0] == "modules_to_save" for p in pair & set(saved)):
             continue  # peft's ensure_weight_tying gives both one trained copy
+        if pair in token_kept and all(
+            saved[p][0] == "trainable_token_indices" for p in pair & set(saved)
+        ):
+            continue  # peft gives the tied head the embedding's own token delta
         fix = (
             ", or pass ensure_weight_tying=True to the LoraConfig (peft then trains one copy "
             "for both)"
             if pair in could and saved[hit][0] == "modules_to_save"
             else ""
         )
+        if saved[hit][0] == "trainable_token_indices" and pair in could:
+            fix = (
+                "; peft keeps this tie for trainable_token_indices only when they name the "
+                "input embedding, and name its tied head with the same indices or not at all "
+                "(the head then reads the embedding's token delta)"
+            )
         raise TieError(
             f"get_peft_model: {what(hit)} takes part in the hand-made tie {target} <- {source} "
             f"(one nn.Parameter in two modules); peft would train a private copy of it, so the "
@@ -150,9 +206,16 @@ def _is_copy_wrapper(module: nn.Module) -> bool:
     )
 
 
+def _is_token_wrapper(module: nn.Module) -> bool:
+    """peft's ``TrainableTokensWrapper``: the module under ``token_adapter.base_layer``."""
+    layer = module._modules.get("token_adapter")
+    return layer is not None and isinstance(layer._modules.get("base_layer"), nn.Module)
+
+
 def _through(base: nn.Module, path: str) -> str:
     """``path`` with ``original_module`` put after every peft ``modules_to_save`` wrapper
-    that now sits on it (the path as it was no longer names a parameter)."""
+    (``token_adapter.base_layer`` after every ``trainable_token_indices`` wrapper) that now
+    sits on it (the path as it was no longer names a parameter)."""
     parts, out, mod = path.split("."), [], base
     for i, name in enumerate(parts):
         out.append(name)
@@ -163,6 +226,9 @@ def _through(base: nn.Module, path: str) -> str:
             if parts[i + 1] not in ("original_module", "modules_to_save"):
                 out.append("original_module")
                 mod = mod._modules["original_module"]
+        elif mod is not None and _is_token_wrapper(mod) and parts[i + 1] != "token_adapter":
+            out += ["token_adapter", "base_layer"]
+            mod = mod._modules["token_adapter"]._modules["base_layer"]
     return ".".join(out)
 
 
@@ -178,6 +244,8 @@ def redeclare_through_copies(pm) -> None:
             continue
         new = {}
         for target, spec in declared.items():
+            if _one_token_delta(base, join(prefix, target), spec.get("like"), prefix):
+                continue  # held by peft's one token delta; checked there, back on unload
             t = _through(base, join(prefix, target))[len(prefix) + 1 if prefix else 0 :]
             spec = dict(spec)
             if spec.get("like") is not None:
@@ -187,6 +255,51 @@ def redeclare_through_copies(pm) -> None:
         if new != declared:
             changed.append((mod, declared))
             mod.__dict__[DECLARED_ATTR] = new
+
+
+def _token_layer(base: nn.Module, path: str) -> nn.Module | None:
+    """The ``TrainableTokensLayer`` of the ``trainable_token_indices`` wrapper that ``path``'s
+    module now is, else None."""
+    mpath = path.rpartition(".")[0]
+    try:
+        mod = base.get_submodule(mpath) if mpath else base
+    except AttributeError:
+        return None
+    return mod._modules["token_adapter"] if _is_token_wrapper(mod) else None
+
+
+def _one_token_delta(base: nn.Module, target: str, like: str | None, prefix: str) -> bool:
+    """True when the declared tie ``target <- like`` has both ends wrapped by peft's
+    ``trainable_token_indices`` wrappers that read one tensor: the same base ``nn.Parameter``
+    and one layer reading the other's token delta (``tied_adapter``).
+
+    ``tying.verify`` reports any adapter on one end of a tie that is not the very module on
+    the other end; these are two modules that hold one delta, so the tie holds (peft keeps
+    it through training, saving and merging). The declaration is set aside while they are
+    wrapped (``restore_declarations`` puts it back) and this check stands in for it.
+
+    Raises:
+        TieError: when both ends are wrapped but read different deltas or base tensors
+            (the head would train apart from the embedding).
+    """
+    if like is None:
+        return False
+    source = join(prefix, like)
+    tl, sl = _token_layer(base, target), _token_layer(base, source)
+    if tl is None or sl is None:
+        return False
+    name = target.rpartition(".")[2]
+    t_base, s_base = tl.base_layer, sl.base_layer
+    same_base = getattr(t_base, name, None) is getattr(s_base, source.rpartition(".")[2], None)
+    linked = getattr(tl, "tied_adapter", None) is sl or getattr(sl, "tied_adapter", None) is tl
+    if not (same_base and linked):
+        raise TieError(
+            f"get_peft_model: trainable_token_indices wraps both ends of the tie {target} <- "
+            f"{source}, but the two wrappers train separate token deltas, so the tie would no "
+            f"longer hold; name the input embedding (and the tied head with the same indices, "
+            f"or not at all) so that peft gives the head the embedding's delta"
+        )
+    return True
 
 
 def restore_declarations(pm) -> None:
