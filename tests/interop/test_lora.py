@@ -374,9 +374,7 @@ def test_plain_peft_unload_of_a_shared_adapter_keeps_its_delta_at_one_use_and_ve
     m = _two_embeddings()
     i = torch.arange(10)
     base_out = copy.deepcopy(m)(i)
-    pm = get_peft_model(
-        m, peft.LoraConfig(r=2, target_modules=["a", "b"], init_lora_weights=False)
-    )
+    pm = get_peft_model(m, peft.LoraConfig(r=2, target_modules=["a", "b"], init_lora_weights=False))
     # peft's own unload, by its class: pm.unload() is routed to ours since stop 42
     u = type(pm.base_model).unload(pm.base_model)
     assert (u(i) - base_out).abs().max() > 1.0
