@@ -11,7 +11,8 @@ holds files tying did not write, or holds a report whose page shows a figure the
 would replace). ``report``: 0 when the page was written (whatever the verdicts), 1
 when the experiments ran but the page could not be written (a file appeared in
 ``--out`` meanwhile, say), 2 on usage errors (also ``--only`` with an empty id,
-``--jobs 0``), all checked before any experiment runs. Any command: 130 on Ctrl-C;
+``--jobs 0``, a ``--seed``/``--jobs`` that is not plain digits such as ``1_0``, an empty
+``--out``), all checked before any experiment runs. Any command: 130 on Ctrl-C;
 an interrupted ``report`` writes no page and says so (and that the earlier report
 it removed at its start is gone). ``list``: 0, 2 on usage errors. The output-folder
 policy is in :mod:`tying.experiments.output`.
@@ -23,6 +24,7 @@ import argparse
 import importlib.util
 import logging
 import pathlib
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -64,13 +66,13 @@ class _UsageError(Exception):
     """A bad argument found after parsing (an unknown id); exits with code 2."""
 
 
-def _check_ids(ids: Sequence[str]) -> list[str]:
+def _check_ids(ids: Sequence[str], option: str = "") -> list[str]:
     load_all()
     for exp_id in ids:
         try:
             get(exp_id)
         except KeyError as exc:  # its message names the closest valid id
-            raise _UsageError(exc.args[0]) from None
+            raise _UsageError(f"{option}{exc.args[0]}") from None
     return list(ids)
 
 
@@ -199,7 +201,7 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
 
     # every argument is checked, and the folder claimed, before any experiment runs
     only = _split_ids(args.only)
-    ids = _check_ids(only) if only is not None else in_claim_order(list(load_all()))
+    ids = _check_ids(only, "--only: ") if only is not None else in_claim_order(list(load_all()))
     out = pathlib.Path(args.out)
     earlier = _earlier_report(out)
     _claim(out, ids, fresh=True)  # removes an earlier report of ours (checked: ours)
@@ -209,23 +211,16 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
     try:
         records = _run_with_progress(args, console, ids, out, running, finished)
     except KeyboardInterrupt:
-        replaced = (
-            f"; the earlier report there ({', '.join(earlier)}) was removed when this run started"
-            if earlier
-            else ""
-        )
-        print(
-            f"tying report: interrupted after {len(finished)} of {len(ids)} experiment(s): "
-            f"no report page was written in {out}{replaced}. Figures of finished "
-            f"experiments are in {out / 'figures'}; run the same command again for a report",
-            file=sys.stderr,
-        )
+        _say_interrupted(f"after {len(finished)} of {len(ids)} experiment(s)", out, earlier)
         return EXIT_INTERRUPTED
     runtime = time.perf_counter() - t0
     try:
         paths = write_report(
             records, out, size=args.size, seed=args.seed, jobs=args.jobs, runtime_s=runtime
         )
+    except KeyboardInterrupt:  # the page is written whole or not at all: say which
+        _say_interrupted(f"while writing the page, all {len(ids)} experiment(s) done", out, earlier)
+        return EXIT_INTERRUPTED
     except (OSError, OutputFolderError) as exc:  # the folder changed during the run
         print(
             f"tying report: error: the experiments ran, but the page could not be written: {exc}",
@@ -245,6 +240,27 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
             )
     _print_import_errors(console)  # their claims did not run: the count above omits them
     return EXIT_PASS
+
+
+def _say_interrupted(when: str, out: pathlib.Path, earlier: list[str]) -> None:
+    """What an interrupted ``tying report`` left in ``out``, on stderr."""
+    written = _earlier_report(out)  # the page files there now: none, or (rarely) new ones
+    replaced = (
+        f"; the earlier report there ({', '.join(earlier)}) was removed when this run started"
+        if earlier
+        else ""
+    )
+    if len(written) == 2:
+        left = f"the page was written in {out} just before"
+    elif written:
+        left = f"only {written[0]} of the page was written in {out}"
+    else:
+        left = f"no report page was written in {out}{replaced}"
+    print(
+        f"tying report: interrupted {when}: {left}. Figures of finished experiments are in "
+        f"{out / 'figures'}; run the same command again for a report",
+        file=sys.stderr,
+    )
 
 
 def _print_import_errors(console: Console) -> None:
@@ -311,13 +327,22 @@ def _run_with_progress(
 _SEED_HELP = f"seed, an integer in 0..{MAX_SEED} (default: 0)"
 
 
+#: A whole number as a person types it: ASCII digits, an optional sign. Python's int()
+#: also takes "1_0" (10), " 5 " and other scripts' digits ("٣" is 3): a typo there would
+#: run, and the page state, a seed or job count the user never typed.
+_WHOLE = re.compile(r"[+-]?[0-9]+")
+
+
+def _whole(text: str) -> int | None:
+    return int(text) if _WHOLE.fullmatch(text) else None
+
+
 def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
+    value = _whole(text)
+    if value is None:
         raise argparse.ArgumentTypeError(
-            f"expected an integer in 0..{MAX_SEED}, got {text!r}"
-        ) from None
+            f"expected an integer in 0..{MAX_SEED} (digits 0-9 only), got {text!r}"
+        )
     if not 0 <= value <= MAX_SEED:
         raise argparse.ArgumentTypeError(
             f"expected an integer in 0..{MAX_SEED}, got {text}; "
@@ -327,16 +352,33 @@ def _seed(text: str) -> int:
 
 
 def _jobs(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    value = _whole(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number >= 1 (digits 0-9 only), got {text!r}"
+        )
     if value < 1:
         raise argparse.ArgumentTypeError(
             f"expected a whole number >= 1 (worker processes), got {value}; use --jobs 1 to run "
             "in this process"
         )
     return value
+
+
+def _folder(text: str) -> pathlib.Path:
+    """``--out``: a folder path; an empty one is refused (``Path("")`` is the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"expected a folder path, got {text!r}: an empty or blank name is most likely an "
+            "unset variable (an empty path means the current folder); give a folder such as "
+            "--out report (it is created if missing)"
+        )
+    if "\x00" in text:
+        raise argparse.ArgumentTypeError(
+            f"expected a folder path, got {text!r}, which holds a NUL character no file system "
+            "accepts; give a folder such as --out report"
+        )
+    return pathlib.Path(text)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -367,7 +409,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=0, help=_SEED_HELP)
     p.add_argument(
         "--out",
-        type=pathlib.Path,
+        type=_folder,
         default=None,
         help="folder to save its figures in (under figures/)",
     )
@@ -390,7 +432,12 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="worker processes; each uses one torch thread (default: 1)",
     )
-    p.add_argument("--out", default="report", help="report folder (default: report)")
+    p.add_argument(
+        "--out",
+        type=_folder,
+        default="report",
+        help="report folder, created if missing (default: report)",
+    )
     p.set_defaults(fn=_cmd_report)
     return parser
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pathlib
+import tempfile
 from collections.abc import Sequence
 
 import numpy as np
@@ -97,6 +99,33 @@ def _check_run(
     return seed, int(jobs)
 
 
+def _write_pair(out: pathlib.Path, files: list[tuple[pathlib.Path, bytes]]) -> None:
+    """Write every file in full under a temporary name, then move each into place.
+
+    ``Path.write_bytes`` truncates the old file first: a full disk, a file-size limit or a
+    Ctrl-C in the middle left a half-written ``index.html`` (or a new page beside the old
+    ``results.json``). Here a failure before the moves leaves the old files as they were,
+    and the temporary files are removed (they are no file the user wrote).
+    """
+    mask = os.umask(0o22)  # mkstemp makes 0600 files; the page gets the usual mode
+    os.umask(mask)
+    temps: list[tuple[str, pathlib.Path]] = []
+    try:
+        for path, data in files:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=out)
+            temps.append((tmp, path))
+            with os.fdopen(fd, "wb") as fh:
+                os.chmod(tmp, 0o666 & ~mask)
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        for tmp, path in temps:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in temps:
+            pathlib.Path(tmp).unlink(missing_ok=True)
+
+
 def write_report(
     records: Sequence[RunRecord],
     out_dir: str | pathlib.Path,
@@ -125,6 +154,8 @@ def write_report(
         ValueError: a bad ``size``, ``seed``, ``jobs`` or ``runtime_s``, an id twice in
             ``records``, or a record run at another size or seed than the page would
             state; TypeError: ``seed``/``jobs`` not an integer. Nothing is written then.
+        OSError: a page file could not be written (a full disk); the old
+            ``index.html`` and ``results.json`` are left as they were.
     """
     load_all()
     seed, jobs = _check_run(records, size, seed, jobs, runtime_s)
@@ -143,8 +174,7 @@ def write_report(
     page_bytes = page.encode("utf-8", errors="backslashreplace")
     json_bytes = (results + "\n").encode("utf-8", errors="backslashreplace")
     html_path, json_path = out / "index.html", out / "results.json"
-    html_path.write_bytes(page_bytes)
-    json_path.write_bytes(json_bytes)
+    _write_pair(out, [(html_path, page_bytes), (json_path, json_bytes)])
     figures = [f for r in records for f in r.figures if (out / f).is_file()]
     record_files(out, [*_PAGE, *figures])
     return {"html": html_path, "json": json_path}

@@ -13,7 +13,7 @@ def format_value(value: Any) -> str:
 
     Ints get thousands separators, floats four significant digits (at least the
     units from 1,000 on; scientific when very small or large), booleans yes/no,
-    lists their items.
+    lists their items; NumPy and torch scalars as the Python number they hold.
 
     Example:
         >>> format_value(9437184), format_value(0.000012345), format_value(3.14159)
@@ -22,9 +22,16 @@ def format_value(value: Any) -> str:
         ('7,487', '1.23e+07')
         >>> format_value(True), format_value([1, 2.5]), format_value(None)
         ('yes', '[1, 2.5]', '')
+        >>> import numpy as np
+        >>> format_value(np.int64(1234567)), format_value(np.True_)
+        ('1,234,567', 'yes')
     """
     if value is None:
         return ""
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        # a NumPy or torch scalar reads as the Python number it holds: np.int64(1234567)
+        # printed "1234567" beside "1,234,567", np.True_ "True", a tensor "tensor(3)"
+        value = value.item()
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int):
