@@ -23,6 +23,7 @@ import math
 import numbers
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 
@@ -39,6 +40,51 @@ def _check(owner: str, reals: dict, ints: dict) -> None:
     for name, v in ints.items():
         if isinstance(v, bool) or not isinstance(v, numbers.Integral):
             raise ValueError(f"{owner}: {name} must be an int, got {v!r}")
+
+
+def _value(owner: str, x) -> float:
+    """One loss value as a float: a real number, a NumPy scalar or a one-element tensor.
+
+    ``float("1.5")`` and ``float(True)`` read a string and a bool as losses with no
+    error (stop 42); a loss is a real number, so both are refused, as is a complex one.
+    """
+    if isinstance(x, (bool, np.bool_, str, bytes, bytearray)) or (
+        isinstance(x, torch.Tensor) and (x.dtype == torch.bool or x.is_complex())
+    ):
+        raise TypeError(
+            f"{owner}: a loss value must be a real number (a float, an int, a NumPy scalar "
+            f"or a one-element tensor), got {type(x).__name__} {x!r:.40}; pass the loss itself"
+        )
+    if isinstance(x, torch.Tensor):
+        # the training step's loss itself: float() of a tensor that requires grad warns
+        # on recent torch (an error where warnings are errors, as under pytest)
+        x = x.detach()
+    x = float(x)
+    if not math.isfinite(x):
+        raise ValueError(
+            f"{owner}: got a non-finite value {x}; it would make the statistic NaN (no alarm "
+            f"ever again), so it was not added: pass finite losses (skip a diverged step's, "
+            f"or reset the model and the detector)"
+        )
+    return x
+
+
+def _overflowed(owner: str, x: float, state: dict) -> None:
+    """Refuse a finite value that overflowed the detector's running sums.
+
+    ``1e308`` then ``-1e308`` made the running mean ``-inf`` and then NaN: every later
+    statistic was NaN, so no alarm ever came, with no error (stop 42). The value is not
+    added; the state is as before the call.
+    """
+    bad = {k: v for k, v in state.items() if not math.isfinite(v)}
+    if bad:
+        shown = ", ".join(f"{k} {v}" for k, v in bad.items())
+        raise ValueError(
+            f"{owner}: the value {x!r} overflowed the running sums ({shown}), which would "
+            f"leave the statistic NaN or infinite for good, so it was not added; scale the "
+            f"stream (e.g. its logarithm, or divide by a typical loss) so that sums of its "
+            f"values stay below 1e308"
+        )
 
 
 class PageHinkley:
@@ -91,18 +137,16 @@ class PageHinkley:
         """Add one value; True when a drift (an increase) is detected.
 
         Raises:
-            ValueError: a value that is not finite.
+            ValueError: a value that is not finite, or one that would overflow the running
+                sums (the value is not added).
+            TypeError: a string, a bool or a complex value.
         """
-        x = float(x)
-        if not math.isfinite(x):
-            raise ValueError(
-                f"PageHinkley.update: got a non-finite value {x}; it would make the statistic "
-                f"NaN (no alarm ever again), so it was not added: pass finite losses (skip "
-                f"a diverged step's, or reset the model and the detector)"
-            )
-        self.n_ += 1
-        self.mean_ += (x - self.mean_) / self.n_
-        self.cum_ += x - self.mean_ - self.delta
+        x = _value("PageHinkley.update", x)
+        n = self.n_ + 1
+        mean = self.mean_ + (x - self.mean_) / n
+        cum = self.cum_ + (x - mean - self.delta)
+        _overflowed("PageHinkley.update", x, {"running mean": mean, "cumulative sum": cum})
+        self.n_, self.mean_, self.cum_ = n, mean, cum
         self.min_ = min(self.min_, self.cum_)
         return self.n_ >= self.min_samples and self.statistic > self.threshold
 
@@ -159,26 +203,24 @@ class CUSUM:
         """Add one value; True when a drift (an increase) is detected.
 
         Raises:
-            ValueError: a value that is not finite.
+            ValueError: a value that is not finite, or one that would overflow the running
+                sums (the value is not added).
+            TypeError: a string, a bool or a complex value.
         """
-        x = float(x)
-        if not math.isfinite(x):
-            raise ValueError(
-                f"CUSUM.update: got a non-finite value {x}; it would make the statistic "
-                f"NaN (no alarm ever again), so it was not added: pass finite losses (skip "
-                f"a diverged step's, or reset the model and the detector)"
-            )
-        self.n_ += 1
-        if self.n_ <= self.burn_in:
+        x = _value("CUSUM.update", x)
+        if self.n_ + 1 <= self.burn_in:
+            self.n_ += 1
             return False
-        if self.n_ <= self.burn_in + self.warmup:
+        if self.n_ + 1 <= self.burn_in + self.warmup:
             # Welford's update, not Σx² − n·μ²: that difference cancelled to rounding
             # noise once the stream sat far from 0 (σ = 1 read as 0 or 20 at a loss of
             # 1e8), so the detector's result depended on the stream's offset (stop 41)
-            i = self.n_ - self.burn_in
+            i = self.n_ + 1 - self.burn_in
             step = x - self._mean
-            self._mean += step / i
-            self._m2 += step * (x - self._mean)
+            mean = self._mean + step / i
+            m2 = self._m2 + step * (x - mean)
+            _overflowed("CUSUM.update", x, {"warm-up mean": mean, "sum of squares": m2})
+            self.n_, self._mean, self._m2 = self.n_ + 1, mean, m2
             if i == self.warmup:
                 self.mu_ = self._mean
                 sd = math.sqrt(max(self._m2, 0.0) / (self.warmup - 1))
@@ -191,6 +233,7 @@ class CUSUM:
                 else:
                     self.sigma_ = 1e-8 + 1e-3 * abs(self.mu_)
             return False
+        self.n_ += 1
         z = (x - self.mu_) / self.sigma_
         self.statistic = max(0.0, self.statistic + z - self.k)
         return self.statistic > self.h

@@ -96,7 +96,8 @@ class FastSlow:
             inner step can then go much further in the right directions.
 
     Raises:
-        ValueError: a pattern that matches no parameter, or one that makes every
+        ValueError: no pattern at all (``fast=[]``: nothing would be adapted); a pattern
+            that matches no parameter, or one that makes every
             parameter fast *and* leaves no slow one when ``fast`` was meant to split; a
             tied tensor whose paths the patterns split into fast and slow.
 
@@ -124,6 +125,12 @@ class FastSlow:
         if isinstance(fast, str):
             fast = [fast]
         patterns = [Pattern(p) for p in fast]
+        if not patterns:  # every weight slow: adapt returned the shared init, with no error
+            raise ValueError(
+                "FastSlow: fast names no pattern, so no weight would be adapted (adapt would "
+                "return the shared initial value for every task); name the fast parameters "
+                "or the modules holding them, e.g. fast=['head'] (or fast=['**'] for MAML)"
+            )
         names = [n for n, p in model.named_parameters() if p.requires_grad]
         # every path of a trainable tensor, a tie's other paths too: named_parameters()
         # names a tied tensor by its first path only, so fast=["emb", "out"] with out.weight
@@ -297,7 +304,8 @@ class FastSlow:
 
         Raises:
             ValueError: ``meta_steps`` not an int >= 0 (``range(-1)`` ran no step and
-                returned an empty history, the model untrained, with no error).
+                returned an empty history, the model untrained, with no error); ``lr``
+                not a finite number >= 0 (a bool included).
         """
         if (
             isinstance(meta_steps, bool)
@@ -307,6 +315,9 @@ class FastSlow:
             raise ValueError(
                 f"meta_fit: meta_steps must be an int >= 0 (outer steps), got {meta_steps!r}"
             )
+        if isinstance(lr, bool) or not (isinstance(lr, numbers.Real) and 0 <= lr < math.inf):
+            # Adam took lr=True for 1.0 with no error
+            raise ValueError(f"meta_fit: lr must be a finite number >= 0, got {lr!r}")
         params = [p for p in self.model.parameters() if p.requires_grad]
         opt = torch.optim.Adam(params + list(self.inner_lrs.values()), lr=lr)
         history = []

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 import tying
+from tying.train._vetting import buffers_kept, cuda_devices, run_forward
 
 
 def components(n_tasks: int, edges: Sequence[tuple[int, int]]) -> list[list[int]]:
@@ -270,8 +271,8 @@ def fit_multitask(
 
     Raises:
         ValueError: ``len(data)`` differs from the number of tasks, an unknown method,
-            ``lam`` negative, NaN or infinite, an edge naming a missing task, ``steps``
-            not an int >= 0, a task with no rows,
+            ``lam`` negative, NaN or infinite, ``lr`` a bool, an edge naming a missing
+            task, ``steps`` not an int >= 0, a task with no rows,
             a task whose targets are not shaped as the net's outputs (an ``(N,)`` target
             against ``(N, 1)`` outputs would broadcast to ``(N, N)``), rows that differ
             between ``X`` and ``y``, or NaN/inf data.
@@ -296,6 +297,8 @@ def fit_multitask(
         )
     if method not in ("adam", "lbfgs"):
         raise ValueError(f"method must be 'adam' or 'lbfgs', got {method!r}")
+    if isinstance(lr, bool):  # torch's optimizers took lr=True for 1.0, with no error
+        raise ValueError(f"fit_multitask: lr must be a finite number > 0, got {lr!r}")
     # a list once: a generator of edges was used up by the check, and the penalty then
     # read no edge at every step (λ ignored, the tasks fitted apart; stop 41)
     edges = _check_settings(net, edges, lam, steps)
@@ -321,8 +324,7 @@ def fit_multitask(
             return loss
 
         opt.step(closure)
-        with torch.no_grad():
-            final = objective()
+        final = _checked_loss(net, objective)
         if not torch.isfinite(final):
             _diverged(params, start, "L-BFGS", lr, "its start")
         return net
@@ -336,8 +338,7 @@ def fit_multitask(
         good = [p.detach().clone() for p in params] if step else good
         loss.backward()
         opt.step()
-    with torch.no_grad():
-        final = objective()
+    final = _checked_loss(net, objective)
     if not torch.isfinite(final):
         _diverged(params, good, f"step {steps}", lr, "the last finite loss")
     return net
@@ -395,8 +396,11 @@ def _check_task_data(net: MultiTaskNet, data: Sequence[tuple[torch.Tensor, torch
                 f"fit_multitask: task {k} has {X.shape[0] if X.ndim else 0} inputs but "
                 f"{y.shape[0] if y.ndim else 0} targets; X and y must hold the same rows"
             )
-        with torch.no_grad():
-            out_shape = net(X[:1], k).shape
+        # two rows (a BatchNorm in training mode refused one, naming no task), the random
+        # state and the buffers kept: this check drew dropout masks and moved running
+        # statistics, so a seeded fit differed from the same loop written by hand, and a
+        # refused call had changed the net (stop 42)
+        out_shape = run_forward(net, (X[:2], k)).shape
         if y.shape[1:] != out_shape[1:]:
             fix = "y.unsqueeze(-1)" if y.ndim + 1 == len(out_shape) else "reshape y"
             raise ValueError(
@@ -404,6 +408,16 @@ def _check_task_data(net: MultiTaskNet, data: Sequence[tuple[torch.Tensor, torch
                 f"outputs {(X.shape[0], *out_shape[1:])}; the squared error would broadcast "
                 f"them against each other instead of pairing rows; {fix} to match"
             )
+
+
+def _checked_loss(net: MultiTaskNet, objective) -> torch.Tensor:
+    """The trained net's loss, for the finiteness check only: without gradients, the
+    random state and the buffers kept (this extra forward in training mode moved a
+    BatchNorm's running statistics once more than the steps run, even at ``steps=0``, and
+    drew dropout masks; stop 42)."""
+    with torch.no_grad(), torch.random.fork_rng(devices=cuda_devices(net, ())):
+        with buffers_kept(net):
+            return objective()
 
 
 def _diverged(params, good, where: str, lr: float, restored: str) -> None:

@@ -386,8 +386,11 @@ class _PerExample:
         with buffers_kept(self.model):
             # a forward that fails on the batch (written for one example at a time) has
             # no batched forward to differ from: no verdict, and vmap runs it as before
+            # every pair of examples too (groups): vmap runs each example alone, so a
+            # forward in which examples 1 and 2 read each other, or every row reads
+            # h[B // 2], was accepted with each gradient that of another model (stop 42)
             done = refuse_mixing_forward(
-                self.model, xs, B, "per-example gradients", _VMAP, batch_may_fail=True
+                self.model, xs, B, "per-example gradients", _VMAP, batch_may_fail=True, groups=True
             )
         if done:
             self._vetted.add(key)
