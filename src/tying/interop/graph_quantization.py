@@ -66,7 +66,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from tying.core.errors import TieError
 from tying.core.inventory import Inventory
+from tying.core.relations import Flipped, Rotated, Same, Scaled, Transposed
 from tying.core.slots import base_class
 
 
@@ -112,6 +114,48 @@ def _tie_sources(model: nn.Module) -> dict[str, torch.Tensor]:
         for name, tensor in tensors:
             out[f"{prefix}.{name}" if prefix else name] = tensor
     return out
+
+
+# relations both flows trace and quantize as the untied layer (tests/interop/
+# test_relation_sweep_stop42b.py); a failure with only these ties is not blamed on them
+_TRACED = (Same, Transposed, Scaled, Flipped, Rotated)
+
+
+def _relation_ties(model: nn.Module) -> list[str]:
+    """``"target <- source (relation)"`` for each tie read through a relation outside ``_TRACED``."""
+    inv = Inventory(model)
+    return [
+        f"{i.path} <- {i.source or 'its own storage'} ({i.tie.relation!r})"
+        for i in inv.slots.values()
+        if i.is_tied and type(i.tie.relation) not in _TRACED
+    ]
+
+
+def _traced(what: str, model: nn.Module, run):
+    """Run torch's tracing/preparing ``run()``; a failure on a relation tie names the tie.
+
+    Some relations compute their layout from the shape (``Mirrored`` indexes a shape
+    with a traced value) or gather by a hashed index (``Hashed``): FX failed with
+    ``TypeError: tuple indices must be integers or slices, not Proxy`` or ``KeyError:
+    _2_weight_physical``, and X86InductorQuantizer with ``AttributeError: 'int' object
+    has no attribute 'op'``, none naming the tie (stop 42). The model is not changed
+    by either flow, so the caller can untie and retry.
+    """
+    try:
+        return run()
+    except Exception as err:
+        ties = _relation_ties(model)
+        if not ties:
+            raise
+        first = ties[0].split(" <- ", 1)[0]
+        raise TieError(
+            f"{what}: torch failed to trace or quantize the model ({type(err).__name__}: "
+            f"{str(err)[:200]}), which reads {len(ties)} tie(s) through a relation: "
+            f"{'; '.join(ties[:4])}. Graph quantization reads Same, Transposed, Scaled, "
+            f"Flipped and Rotated ties as the untied layer; give the others their own "
+            f"weight first (tying.Plan([tying.free({first!r})]).apply(model)), or quantize "
+            f"with the other flow (prepare_fx or prepare_pt2e). Its tensors are unchanged"
+        ) from err
 
 
 def _mapping_for_tied(model: nn.Module, qconfig_mapping: Any) -> Any:
@@ -239,14 +283,53 @@ def _prepare_fx(model, qconfig_mapping, example_inputs, qat: bool, **kwargs):
     with warnings.catch_warnings():
         # torch.ao's notice that FX mode moves to torchao; the caller chose this flow
         warnings.filterwarnings("ignore", message="torch.ao.quantization is deprecated")
-        prepared = fn(model, mapping, example_inputs, **kwargs)
+        prepared = _traced(fn.__name__, model, lambda: fn(model, mapping, example_inputs, **kwargs))
     reads = _keep_source_reads(prepared, sources)
     # a relation's own parameters (Scaled's scale) live on the tied module, read in place
     tied = tuple(p + "." for p in _tied_modules(model) if p)
     reads |= {n for n in prepared.graph.nodes if n.op == "get_attr" and n.target.startswith(tied)}
     _drop_inner_observers(prepared, reads)
+    _refuse_computed_dtype(fn.__name__, prepared, reads, model)
     prepared.recompile()
     return prepared
+
+
+def _refuse_computed_dtype(
+    what: str, prepared: torch.fx.GraphModule, reads: set[torch.fx.Node], model: nn.Module
+) -> None:
+    """Refuse a tied weight that reads ``.dtype`` of a tensor computed from its storage.
+
+    ``Hashed`` gathers its buckets (``w[idx]``) and casts the signs to that gather's
+    dtype; ``convert_fx`` folds the weight's producers but not the ``getattr`` node,
+    and failed with ``KeyError: _2_weight_physical``, naming no tie, after the user
+    had calibrated (stop 42). Refused at prepare time instead.
+    """
+    constant: set[torch.fx.Node] = set()
+    for node in prepared.graph.nodes:
+        inputs = node.all_input_nodes
+        if node in reads or (
+            node.op in ("call_function", "call_method")
+            and inputs
+            and all(i in constant for i in inputs)
+        ):
+            constant.add(node)
+    for node in prepared.graph.nodes:
+        if (
+            node.op == "call_function"
+            and node.target is getattr
+            and node.args[1:] == ("dtype",)
+            and node.args[0] in constant
+        ):
+            ties = _relation_ties(model)
+            first = ties[0].split(" <- ", 1)[0] if ties else "the tied slot"
+            raise TieError(
+                f"{what}: a tied weight reads the dtype of a tensor computed from its "
+                f"storage ({node.args[0].name}.dtype), which torch's convert_fx cannot fold: "
+                f"it would fail after calibration (KeyError). Ties through a relation: "
+                f"{'; '.join(ties[:4]) or 'none'}. Give it its own weight first "
+                f"(tying.Plan([tying.free({first!r})]).apply(model)), then quantize. Its "
+                f"tensors are unchanged"
+            )
 
 
 def prepare_fx(
@@ -257,7 +340,10 @@ def prepare_fx(
     Calibrate the result and convert it with torch's ``convert_fx`` as usual.
 
     Args:
-        model: the float model, in eval mode (not changed).
+        model: the float model, in eval mode. Its tensors are not changed, but torch
+            leaves a ``qconfig`` attribute on its modules, and a later
+            ``prepare_qat_fx`` of the same model reads it (outputs 0.01 from a fresh
+            model's, untied or tied alike): prepare each flow from a fresh model.
         qconfig_mapping: a ``QConfigMapping`` (or its dict form); an
             ``object_type`` entry for a class serves the tied modules of that class too.
         example_inputs: passed to torch.
@@ -270,6 +356,8 @@ def prepare_fx(
 
     Raises:
         TypeError: when ``qconfig_mapping`` is not a ``QConfigMapping`` or dict.
+        TieError: when torch cannot trace or convert a tie read through a relation
+            (``Mirrored``, ``Hashed``), naming the tie and the fix; its tensors are unchanged.
 
     Example:
         >>> import torch, tying
@@ -377,6 +465,8 @@ def prepare_pt2e(
 
     Raises:
         ImportError: without torchao (``pip install torchao``).
+        TieError: when torch fails on a model that reads a tie through a relation
+            (``Hashed``), naming the tie and the fix; its tensors are unchanged.
 
     Example:
         >>> import warnings, torch, tying
@@ -402,7 +492,11 @@ def prepare_pt2e(
         raise ImportError(
             "tying.interop.graph_quantization.prepare_pt2e needs torchao: pip install torchao"
         ) from err
-    exported = torch.export.export(model, args, kwargs, **export_kwargs).module()
+    exported = _traced(
+        "prepare_pt2e",
+        model,
+        lambda: torch.export.export(model, args, kwargs, **export_kwargs).module(),
+    )
     _name_base_classes(exported, model)
     fn = quantize_pt2e.prepare_qat_pt2e if qat else quantize_pt2e.prepare_pt2e
-    return fn(exported, quantizer)
+    return _traced(fn.__name__, model, lambda: fn(exported, quantizer))

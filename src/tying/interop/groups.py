@@ -173,3 +173,63 @@ def set_module(model: nn.Module, path: str, value: nn.Module) -> None:
     """
     parent, _, name = path.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, name, value)
+
+
+_SETTINGS = (type(None), bool, int, float, str, tuple)
+
+
+def refuse_other_settings(
+    what: str,
+    path: str,
+    source: str,
+    tied: nn.Module,
+    src: nn.Module,
+    ignore: frozenset[str] = frozenset(),
+) -> None:
+    """Refuse to make ``tied`` the very same object as ``src`` when their settings differ.
+
+    A tie of whole modules shares the parameters, not the settings that say how they are
+    read (``batch_first``, ``dropout`` of an ``nn.LSTM``). A tool that seats one module at both paths runs the source's
+    settings at both uses: an ``LSTM(batch_first=True)`` tied whole to an
+    ``LSTM(batch_first=False)`` came back from ``quantize_dynamic`` as the source's
+    quantized module, reading its input's batch dimension as time, with no error (stop 42).
+
+    Args:
+        ignore: settings the tool's module does not read (the caller says why).
+
+    Raises:
+        TieError: naming both paths, each differing setting with both values, and the way out.
+
+    Example:
+        >>> import torch
+        >>> from tying.interop.groups import refuse_other_settings
+        >>> a, b = torch.nn.LSTM(4, 4), torch.nn.LSTM(4, 4)
+        >>> refuse_other_settings("quantize_dynamic", "b", "a", b, a)  # same settings: fine
+        >>> b.batch_first = True
+        >>> refuse_other_settings("quantize_dynamic", "b", "a", b, a)
+        Traceback (most recent call last):
+        ...
+        tying.core.errors.TieError: quantize_dynamic: 'b' is tied whole to 'a' ...
+    """
+    from tying.core.errors import TieError
+
+    def settings(m: nn.Module) -> dict[str, Any]:
+        return {
+            k: v
+            for k, v in vars(m).items()
+            if not k.startswith("_")
+            and k != "training"
+            and k not in ignore
+            and isinstance(v, _SETTINGS)
+        }
+
+    mine, theirs = settings(tied), settings(src)
+    differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+    if differ:
+        both = ", ".join(f"{k}: {mine.get(k)!r} vs {theirs.get(k)!r}" for k in differ)
+        raise TieError(
+            f"{what}: {path!r} is tied whole to {source!r} and would become the very same "
+            f"module, but their settings differ ({both}; {path!r} vs {source!r}): one module "
+            f"would read both uses with the settings of {source!r}. Give them the same settings, "
+            f"exclude both, or untie {path!r} (tying.Plan([tying.free({path!r})]).apply(model))"
+        )

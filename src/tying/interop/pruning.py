@@ -53,6 +53,7 @@ def prune(model: nn.Module, path: str, method: Callable[..., nn.Module], **kwarg
         The path of the physical tensor that was pruned.
 
     Raises:
+        TypeError: when ``path`` is not a str or ``method`` is not callable.
         TieError: when ``path`` is not a slot of ``model`` (naming the closest),
             reads its source through a relation other than ``Same`` (the mask
             would be defined on a different layout than the one read), or is one
@@ -72,6 +73,18 @@ def prune(model: nn.Module, path: str, method: Callable[..., nn.Module], **kwarg
         >>> torch_prune.remove(m[0], "weight") is m[0], tying.verify(m)
         (True, 4)
     """
+    if not isinstance(path, str):
+        # a list or tuple of paths failed with "unhashable type: 'list'"
+        raise TypeError(
+            f"prune: path must be one slot path (str), got {type(path).__name__} {path!r}; "
+            f"call prune once per slot, or torch.nn.utils.prune.global_unstructured over the "
+            f"physical tensors for one global threshold"
+        )
+    if not callable(method):
+        raise TypeError(
+            f"prune: method must be a torch.nn.utils.prune function (e.g. "
+            f"torch.nn.utils.prune.l1_unstructured), got {type(method).__name__} {method!r}"
+        )
     inv = Inventory(model)
     if path not in inv.slots:
         raise TieError(f"prune: {path!r} is not a parameter of the model{inv.closest(path)}")

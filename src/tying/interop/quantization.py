@@ -50,6 +50,7 @@ from tying.interop.groups import (
     hand_tie_fix,
     hand_ties_touching,
     refuse_other_hooks,
+    refuse_other_settings,
     set_module,
     whole_module_ties,
 )
@@ -174,6 +175,12 @@ def _check_dtype(classes, dtype: torch.dtype) -> None:
             f"quantize_dynamic(model, {{nn.{emb[0].__name__}}}, dtype=torch.quint8), then "
             f"quantize_dynamic(model, {{{', '.join('nn.' + c.__name__ for c in other)}}})"
         )
+
+
+# embedding settings a quantized embedding does not read: they act on gradients only
+# (padding_idx in nn.Embedding, sparse, scale_grad_by_freq) or with max_norm (norm_type),
+# which is refused on its own; a non-zero padding row of a bag is refused below
+_GRAD_ONLY = frozenset({"padding_idx", "sparse", "scale_grad_by_freq", "norm_type"})
 
 
 def _check_embedding(path: str, mod: nn.Module) -> None:
@@ -320,7 +327,8 @@ def quantize_dynamic(
             or a non-zero ``padding_idx`` row). Any failure inside torch leaves ``model`` as it was, and so does a
             selected module torch left in float (``TieError``, a safety net).
         TieError: when a module tied whole and its source carry different hooks
-            (one quantized module will serve both), before any change.
+            or settings (``batch_first`` of an ``nn.LSTM``; one quantized module will
+            serve both), before any change.
         TieError: when an ``exclude`` path is not a module of ``model`` (naming
             the closest), or covers some paths only of a module reached under several.
             ``TypeError`` for an ``exclude`` item that is not a str. A path inside
@@ -376,6 +384,9 @@ def quantize_dynamic(
     groups = _check(inv, selected, "quantize_dynamic")
     for path, src in groups.items():  # one quantized module will serve both: one set of hooks
         refuse_other_hooks("quantize_dynamic", path, src, inv.modules[path], inv.modules[src])
+        refuse_other_settings(
+            "quantize_dynamic", path, src, inv.modules[path], inv.modules[src], _GRAD_ONLY
+        )
     for p in sorted(selected):
         _check_embedding(p, inv.modules[p])
     # one module reached under several paths (Sequential(lin, act, lin)): torch lists
@@ -451,6 +462,9 @@ def quantize_(
     Raises:
         TieError: a tie that touches a selected module other than a whole-module
             ``Same`` tie between two selected modules; raised before any change.
+        TypeError: for a ``FqnToConfig`` (``ModuleFqnToConfig``): torchao takes no
+            ``filter_fn`` with it, which the skip of a tied module needs; one call per
+            config with a ``filter_fn`` does the same. Raised before any change.
 
     Example:
         >>> import torch, tying
@@ -468,6 +482,20 @@ def quantize_(
         raise ImportError(
             "tying.interop.quantization.quantize_ needs torchao: pip install torchao"
         ) from err
+
+    from torchao.quantization import FqnToConfig
+
+    if isinstance(config, FqnToConfig):
+        # torchao takes no filter_fn with it, and the skip of a tied module is one: it
+        # failed with "Custom filter_fn and FqnToConfig were both specified", a filter_fn
+        # the caller never passed (stop 42)
+        raise TypeError(
+            f"quantize_: a {type(config).__name__} (one config per module name) cannot be "
+            f"applied here: the tied modules are skipped through filter_fn, which torchao "
+            f"does not take with it. Call quantize_ once per config, with filter_fn selecting "
+            f"its modules, e.g. quantize_(model, Int8WeightOnlyConfig(), filter_fn=lambda m, "
+            f"fqn: fqn in {{'0', '2'}}); the model is unchanged"
+        )
 
     def default(mod, fqn):
         return isinstance(mod, nn.Linear)
