@@ -52,3 +52,28 @@ def group():
         yield
     finally:
         dist.destroy_process_group()
+
+
+@pytest.fixture
+def register(monkeypatch):
+    """``register(exp_id, fn, *, title=None, claim=None)``: a temporary experiment (and its
+    claim row) for the command-line tests, removed after the test."""
+    import tying.experiments.claims as claims_module
+    from tying.experiments import REGISTRY, load_all
+    from tying.experiments.claims import Claim
+    from tying.experiments.registry import experiment
+
+    load_all()
+    added = []
+
+    def reg(exp_id, fn, *, title=None, claim=None):
+        row = Claim(
+            "", exp_id, "test", ("004",), "004", title or exp_id, claim or f"{exp_id} claims.", ""
+        )
+        monkeypatch.setitem(claims_module._BY_ID, exp_id, row)
+        experiment(exp_id)(fn)
+        added.append(exp_id)
+
+    yield reg
+    for exp_id in added:
+        REGISTRY.pop(exp_id, None)

@@ -8,32 +8,18 @@ import sys
 
 import pytest
 
-import tying.experiments.claims as claims_module
 from tying.cli import main
 from tying.experiments import REGISTRY, Result, load_all
-from tying.experiments.claims import Claim
-from tying.experiments.registry import experiment
 
 
 @pytest.fixture
-def temp_experiment(monkeypatch):
-    load_all()
-    added = []
-
-    def register(exp_id, fn):
-        row = Claim("", exp_id, "test", ("004",), "004", exp_id, f"{exp_id} claims.", "")
-        monkeypatch.setitem(claims_module._BY_ID, exp_id, row)
-        experiment(exp_id)(fn)
-        added.append(exp_id)
-
-    yield register
-    for exp_id in added:
-        REGISTRY.pop(exp_id, None)
+def temp_experiment(register):
+    """A temporary experiment (tests/conftest.py's ``register``)."""
+    return register
 
 
 def test_list_shows_ids_titles_and_status(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "300")
-    from tying.experiments import REGISTRY, load_all
 
     load_all()
     monkeypatch.delitem(REGISTRY, "gan-clipping")  # as if that claim had no experiment yet

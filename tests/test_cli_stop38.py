@@ -14,30 +14,11 @@ import os
 
 import pytest
 
-import tying.experiments.claims as claims_module
 from tying.cli import main
 from tying.experiments import REGISTRY, Result, Table, load_all
-from tying.experiments.claims import Claim
-from tying.experiments.registry import experiment
 
 EXIT_FAIL, EXIT_INTERRUPTED = 1, 130  # documented in tying.cli
 BRACKETED = ["w[i] = x[t+1]", "[b]bold[/b]", "[red]", "[/tmp/x]", "[link=x]y[/link]", "\\[z]"]
-
-
-@pytest.fixture
-def register(monkeypatch):
-    load_all()
-    added = []
-
-    def reg(exp_id, fn, *, title=None, claim=None):
-        row = Claim("", exp_id, "test", ("004",), "004", title or exp_id, claim or "c.", "")
-        monkeypatch.setitem(claims_module._BY_ID, exp_id, row)
-        experiment(exp_id)(fn)
-        added.append(exp_id)
-
-    yield reg
-    for exp_id in added:
-        REGISTRY.pop(exp_id, None)
 
 
 @pytest.mark.parametrize("text", BRACKETED)

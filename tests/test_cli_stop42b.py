@@ -22,11 +22,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import tying.experiments.claims as claims_module
 from tying.cli import _jobs, _parser, _seed, main
-from tying.experiments import REGISTRY, Result, load_all
-from tying.experiments.claims import Claim
-from tying.experiments.registry import MAX_SEED, experiment
+from tying.experiments import Result
+from tying.experiments.registry import MAX_SEED
 
 EXIT_USAGE = 2
 OK, NEVER = "cli42-ok", "cli42-never"
@@ -100,22 +98,6 @@ def test_every_option_of_the_parser_is_swept():
     options = _options(_parser())
     assert options - set(BAD) == set(), "add bad values for these options to BAD"
     assert set(BAD) - options == set(), "BAD names options the parser no longer has"
-
-
-@pytest.fixture
-def register(monkeypatch):
-    load_all()
-    added = []
-
-    def reg(exp_id, fn):
-        row = Claim("", exp_id, "test", ("004",), "004", exp_id, f"{exp_id} claims.", "")
-        monkeypatch.setitem(claims_module._BY_ID, exp_id, row)
-        experiment(exp_id)(fn)
-        added.append(exp_id)
-
-    yield reg
-    for exp_id in added:
-        REGISTRY.pop(exp_id, None)
 
 
 def _snapshot(root: pathlib.Path) -> dict[str, bytes | None]:

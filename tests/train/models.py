@@ -159,3 +159,21 @@ def cases():
         ("embed_from_linear", EmbedFromLinear(), ce, tok, tgt[:, 0] % 3),
         ("twice", twice(), mse, x5, x5),
     ]
+
+
+def sq_err(out, y):
+    """Per-example squared error, (B, D), (B, D) -> (B,)."""
+    return (out - y).pow(2).sum(1)
+
+
+class Reads(nn.Module):
+    """Linear-tanh-Linear whose hidden rows are mixed by ``mix(h, c)`` (the batch-mixing
+    probe's tests: ``c = 0`` mixes nothing)."""
+
+    def __init__(self, mix, c=0.5):
+        super().__init__()
+        self.a, self.b, self.mix, self.c = nn.Linear(4, 6), nn.Linear(6, 3), mix, c
+
+    def forward(self, x):  # (B, 4) -> (B, 3)
+        h = torch.tanh(self.a(x))  # (B, 6)
+        return self.b(self.mix(h, self.c))

@@ -16,28 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from tests.train.models import loop_grads
+from tests.train.models import Reads, loop_grads, sq_err
 from tying.train import ghost_norms, grad_sample_module, private_grad
 
 pytest.importorskip("opacus", reason="the privacy extra: pip install 'tying[privacy]'")
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
-
-
-def sq_err(out, y):
-    return (out - y).pow(2).sum(1)
-
-
-class Reads(nn.Module):
-    """Linear-tanh-Linear whose hidden row ``k`` adds ``c`` times row ``i`` (c = 0: no mix)."""
-
-    def __init__(self, mix, c=0.5):
-        super().__init__()
-        self.a, self.b, self.mix, self.c = nn.Linear(4, 6), nn.Linear(6, 3), mix, c
-
-    def forward(self, x):  # (B, 4) -> (B, 3)
-        h = torch.tanh(self.a(x))  # (B, 6)
-        return self.b(self.mix(h, self.c))
 
 
 def _pair(k, i):

@@ -17,24 +17,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import tying.train.per_example as pex
-from tests.train.models import loop_grads
+from tests.train.models import Reads, loop_grads, sq_err
 from tying.train import DPSGD, per_example_grads, private_grad
-
-
-def sq_err(out, y):
-    return (out - y).pow(2).sum(1)
-
-
-class Reads(nn.Module):
-    """Linear-tanh-Linear whose hidden rows are mixed by ``mix(h, c)``."""
-
-    def __init__(self, mix, c=0.5):
-        super().__init__()
-        self.a, self.b, self.mix, self.c = nn.Linear(4, 6), nn.Linear(6, 3), mix, c
-
-    def forward(self, x):  # (B, 4) -> (B, 3)
-        h = torch.tanh(self.a(x))  # (B, 6)
-        return self.b(self.mix(h, self.c))
 
 
 def _pair(k, i):
