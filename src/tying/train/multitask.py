@@ -261,7 +261,8 @@ def fit_multitask(
         data: one ``(X_k, y_k)`` per task.
         edges: the task graph for the soft penalty.
         lam: the penalty strength (0: none).
-        steps: optimizer steps (for L-BFGS: function evaluations).
+        steps: optimizer steps (for L-BFGS: its iterations, ``max_iter`` of one
+            ``step`` call; the line search makes up to ``1.25 * steps`` evaluations).
         lr: learning rate.
         method: ``"adam"``, or ``"lbfgs"`` (full-batch L-BFGS with a strong-Wolfe line
             search: far fewer steps on smooth, small problems).
