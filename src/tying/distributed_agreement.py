@@ -71,8 +71,6 @@ def replicated_digests(state: dict, skip: set[str] = frozenset()) -> tuple[tuple
         >>> [name for name, _ in replicated_digests({"w": torch.zeros(2), "b": torch.ones(1)}, {"b"})]
         ['w']
     """
-    import hashlib
-
     from torch.distributed.tensor import DTensor
 
     out = []
@@ -81,16 +79,24 @@ def replicated_digests(state: dict, skip: set[str] = frozenset()) -> tuple[tuple
             continue
         if name in skip or any(name.startswith(s + ".") for s in skip):
             continue
-        if t.is_meta:
-            out.append((name, "meta"))
-            continue
-        local = t.detach()
-        if type(local) is not torch.Tensor:  # another subclass: its bytes are not its values
-            out.append((name, f"a {type(local).__name__}"))
-            continue
-        data = local.contiguous().reshape(-1).view(torch.uint8).cpu().numpy()
-        out.append((name, hashlib.blake2b(memoryview(data), digest_size=16).hexdigest()))
+        out.append((name, tensor_digest(t)))
     return tuple(sorted(out))
+
+
+def tensor_digest(t: torch.Tensor) -> str:
+    """A digest of a plain tensor's bytes; ``"meta"`` for a tensor with no values yet (a
+    model built on the meta device), and ``"a <type>"`` for another tensor subclass, whose
+    bytes are not its values (so it is named, not compared). A DTensor is given by the
+    caller as its local shard."""
+    import hashlib
+
+    if t.is_meta:
+        return "meta"
+    local = t.detach()
+    if type(local) is not torch.Tensor:
+        return f"a {type(local).__name__}"
+    data = local.contiguous().reshape(-1).view(torch.uint8).cpu().numpy()
+    return hashlib.blake2b(memoryview(data), digest_size=16).hexdigest()
 
 
 def refuse_rank_values(

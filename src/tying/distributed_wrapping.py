@@ -823,9 +823,9 @@ def _value_digests(
     tensor-parallel layer sharded over another mesh dimension) gives its local shard, which
     the ranks of one data-parallel group hold alike; another tensor subclass, whose bytes
     are not its values, is named by its type and not compared."""
-    import hashlib
-
     from torch.distributed.tensor import DTensor
+
+    from tying.distributed_agreement import tensor_digest
 
     tensors = list(model.named_parameters())
     if buffers:  # non-persistent ones too (stop 41): FSDP2 broadcasts none of them
@@ -834,17 +834,10 @@ def _value_digests(
     for name, t in tensors:
         if id(t) in ignored:
             continue
-        if t.is_meta:
-            out.append((name, "meta"))
-            continue
         # stop 38: TP then FSDP2 (the 2-D recipe) raised ".numpy() is not supported for
         # tensor subclasses" here, so td.fully_shard refused every tensor-parallel model
-        local = (t.to_local() if isinstance(t, DTensor) else t).detach()
-        if type(local) is not torch.Tensor:
-            out.append((name, f"a {type(local).__name__}"))
-            continue
-        data = local.contiguous().reshape(-1).view(torch.uint8).cpu().numpy()
-        out.append((name, hashlib.blake2b(memoryview(data), digest_size=16).hexdigest()))
+        local = t if t.is_meta or not isinstance(t, DTensor) else t.to_local()
+        out.append((name, tensor_digest(local)))
     return tuple(out)
 
 
