@@ -157,6 +157,25 @@ _ON_BLOCK = (("XL", 0), ("XcL", 0), ("ic", 0), ("m", 0), ("b", 1), ("alpha", 1),
 _NO_WINDOWS = {"XLw": "XL", "XcLw": "XcL", "icw": "m", "mw": "m", "bw": "b", "alphaw": "alpha"}
 #: the block (0: data, 1: recursion) of each offset column
 _BLOCK_OF = np.array([k for _, k in _ON_BLOCK], dtype=np.int64)
+#: the column whose block depends on the unit: a rows unit keeps ``inv_c`` there, on the
+#: recursion's block (see :func:`_unit_offsets`)
+_IC_COLUMN = [name for name, _ in _ON_BLOCK].index("ic")
+
+
+def _unit_blocks(layout) -> np.ndarray:
+    """``(units, 12)``: the block each offset of :func:`_unit_offsets` is measured in.
+
+    A rows unit's ``ic`` column is on the recursion's block. Reading it against the data
+    block (as every unit was read until 2026-12-05) made a kept table of a rows unit
+    match only when the two arenas happened to share their alignment, so fits of a few
+    long sequences rebuilt their table on every fit (83 us of a 1.2 ms fit of one
+    sequence of 1,000 steps); the rebuilt table was right, only the keeping was lost.
+    """
+    blocks = np.repeat(_BLOCK_OF[None], len(layout.units), axis=0)
+    for u, unit in enumerate(layout.units):
+        if unit["kind"] == "rows":
+            blocks[u, _IC_COLUMN] = 1
+    return blocks
 
 
 def _unit_offsets(layout, block_a, block_b, base_a, base_b) -> np.ndarray:
@@ -406,7 +425,7 @@ class FusedEM:
             return None
         # where the arenas' first arrays start (their alignment differs per allocation)
         base_a, base_b = int(now[0, 0]), int(now[0, 4])
-        rel = now - np.where(_BLOCK_OF == 0, base_a, base_b)
+        rel = now - np.where(_unit_blocks(layout) == 0, base_a, base_b)
         cols = _offset_columns(_numba_em)
         # the tail item only where a second thread can take it (it adds a few loop
         # starts: one thread runs without it)
