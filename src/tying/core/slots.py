@@ -46,6 +46,9 @@ from torch import nn
 
 from tying.core.errors import TieError
 from tying.core.freezing import requires_grad_ as _requires_grad_
+from tying.core.func_calls import check_global_prune_read as _check_global_prune_read
+from tying.core.func_calls import check_source_swap as _check_source_swap
+from tying.core.func_calls import in_functional_swap as _in_functional_swap
 from tying.core.lost_writes import _PROBE_AT as _PROBE_AT
 from tying.core.lost_writes import KEPT_MAX as KEPT_MAX
 from tying.core.lost_writes import PROBE_SIZE as PROBE_SIZE
@@ -141,10 +144,13 @@ class Slot:
     # Set when unpickled as part of a piece of the model without the tie's source: the
     # first read checks that the load holds the source (see part_pickles; per-process).
     _piece = None
+    # The source tensor last read outside torch.func.functional_call (see
+    # func_calls.check_source_swap; per-process).
+    _seen = None
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        for key in ("_handed", "_kept", "_need", "_piece"):
+        for key in ("_handed", "_kept", "_need", "_piece", "_seen"):
             state.pop(key, None)
         return state
 
@@ -183,6 +189,10 @@ class Slot:
         # constants of the trace (a computed slot's last value; stop 32), so they run
         # untraced, and nothing is recorded from inside the trace
         tracing = not compiling and torch._C._is_tracing()
+        if not compiling:  # global_unstructured flattens the slot before it asks for a mask
+            caller = sys._getframe(1).f_back  # who read the slot (frame 1: the property)
+            if caller is not None and caller.f_globals.get("__name__") == "torch.nn.utils.prune":
+                _check_global_prune_read(module, self, caller)
         if (self._handed is not None or self._kept) and not compiling:
             # Let the old value go before computing the new one: a read never holds two
             # logical-sized copies at once (verify/save check values through _handed
@@ -237,6 +247,8 @@ class Slot:
                 f"gradients would miss this use; wrap with tying.train.grad_sample_module(model) "
                 f"or train with tying.train.DPSGD"
             )
+        if not compiling and isinstance(src, torch.Tensor):
+            _check_source_swap(self, module, src)  # functional_call(tie_weights=False)
         if type(src) is not nn.Parameter and self.source_name not in self.source_module._parameters:
             src = self._derived_source(module, src)
         if not compiling and isinstance(src, torch.Tensor):
@@ -728,22 +740,6 @@ def _prepare_scriptable(self):
         f"(c = copy.deepcopy(model); tying.untie(c); torch.jit.script(c)); the model is "
         f"unchanged"
     )
-
-
-def _in_functional_swap() -> bool:
-    """Whether the caller is torch's ``swap_tensor`` (``torch.func.functional_call`` and
-    ``torch.nn.utils.stateless`` swapping the model's tensors in or out)."""
-    frame = sys._getframe(2)  # _guarded_setattr's caller
-    for _ in range(4):  # swap_tensor calls setattr(module, name, tensor) itself
-        if frame is None:
-            return False
-        if (
-            frame.f_code.co_name == "swap_tensor"
-            and frame.f_globals.get("__name__") == "torch.nn.utils._named_member_accessor"
-        ):
-            return True
-        frame = frame.f_back
-    return False
 
 
 def _load_from_state_dict(

@@ -1,0 +1,155 @@
+"""What ``torch.func.functional_call`` means for a tied slot, and the prune read refused.
+
+``functional_call(model, params, args, tie_weights=...)`` swaps the tensors named in
+``params`` into the model for one call. A tied slot is not a parameter of its own: it reads
+its source, so a value given for the source reaches every use of the tie. That is what
+plain PyTorch does for a model tied by hand (``b.weight = a.weight``) with
+``tie_weights=True`` (the default). With ``tie_weights=False`` plain PyTorch unties: the
+name given is replaced alone and its tied partner keeps the model's own tensor (and gets
+no gradient from the given one). A tied slot cannot keep a value of its own, so a call
+with ``tie_weights=False`` that replaces a tie's source with another tensor is refused at
+the slot's first read (stop 47: the slot used to read the new value silently, so outputs
+and gradients differed from the same call on a hand-tied model). Given the model's own
+source tensor (``dict(model.named_parameters())``), both readings agree and the call runs.
+
+Both checks walk Python frames, so each runs only behind a cheap gate (an identity check
+of the source, one frame's module name).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from torch import nn
+
+from tying.core.errors import TieError
+
+__all__ = ["check_global_prune_read", "check_source_swap", "in_functional_swap"]
+
+_STATELESS = "torch.nn.utils.stateless"
+_PRUNE = "torch.nn.utils.prune"
+_ACCESSOR = "torch.nn.utils._named_member_accessor"
+
+
+def in_functional_swap() -> bool:
+    """Whether the caller's caller is torch's ``swap_tensor`` (``torch.func.functional_call``
+    and ``torch.nn.utils.stateless`` swapping the model's tensors in or out)."""
+    frame = sys._getframe(2)  # in_functional_swap <- _guarded_setattr <- its caller
+    for _ in range(4):  # swap_tensor calls setattr(module, name, tensor) itself
+        if frame is None:
+            return False
+        if frame.f_code.co_name == "swap_tensor" and frame.f_globals.get("__name__") == _ACCESSOR:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _functional_tie_weights() -> bool | None:
+    """``tie_weights`` of the innermost ``functional_call`` running now; None outside one."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code.co_name == "_functional_call" and frame.f_globals.get("__name__") == (
+            _STATELESS
+        ):
+            return bool(frame.f_locals.get("tie_weights", True))
+        frame = frame.f_back
+    return None
+
+
+def check_source_swap(slot, module: nn.Module, src: torch.Tensor) -> None:
+    """Refuse a read of ``slot`` whose source ``functional_call(..., tie_weights=False)`` replaced.
+
+    The slot remembers the source tensor it last read outside ``functional_call``; only
+    when the source is another tensor are the frames walked. (A strong reference: a weak
+    one would stop ``torch.utils.swap_tensors`` converting the source, and the tensor is
+    the model's own parameter, alive anyway until it is replaced.)
+
+    Raises:
+        TieError: naming the slot, its source and relation, and the two ways out; torch's
+            ``functional_call`` swaps the model's own tensors back, so the model is unchanged.
+
+    Example:
+        >>> import torch, tying
+        >>> from torch.func import functional_call
+        >>> m = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 3))
+        >>> _ = tying.Plan([tying.share("1.weight", like="0.weight")]).apply(m)
+        >>> x, w = torch.ones(1, 3), torch.zeros(3, 3)
+        >>> _ = functional_call(m, {"0.weight": w}, (x,))  # tie_weights=True: both read w
+        >>> functional_call(m, {"0.weight": w}, (x,), tie_weights=False)
+        Traceback (most recent call last):
+        ...
+        tying.core.errors.TieError: torch.func.functional_call(..., tie_weights=False) ...
+    """
+    seen = slot._seen
+    if seen is src:
+        return
+    smod, name = slot.source_module, slot.source_name
+    if smod is module and name in slot.storage.values():
+        return  # the slot's own storage (a self re-parametrisation): no partner to keep
+    params, buffers = smod._parameters, smod._buffers  # a scripted source: dict-like wrappers
+    held = params[name] if name in params else buffers[name] if name in buffers else None
+    if held is not src:
+        return  # computed (a pruned source): functional_call swaps what a module holds
+    tie_weights = _functional_tie_weights()
+    if tie_weights is None:  # outside functional_call: the model's own source
+        slot._seen = src
+        return
+    if tie_weights or (seen is None and type(src) is nn.Parameter):
+        # tie_weights=True: every use reads the given source, as in plain torch. Never read
+        # outside a call before (a fresh copy): a Parameter is taken for the model's own.
+        return
+    if _reading_to_swap():
+        return  # a value given for the slot itself: its own refusal follows, more precise
+    target, source = slot.target_and_source(_name_in(module, slot))
+    raise TieError(
+        f"torch.func.functional_call(..., tie_weights=False) replaced {source}, the source "
+        f"the tied slot {target} reads via {slot.relation!r}; plain PyTorch would keep "
+        f"{target} at the model's own value there, but a tie is one tensor, so {target} "
+        f"would silently read the given value (and pass its gradient to it). Call "
+        f"functional_call with tie_weights=True (the default: every use of the tie reads "
+        f"the given {source}), or untie a copy first (c = copy.deepcopy(model); "
+        f"tying.untie(c)) to give each use its own value; the model is unchanged"
+    )
+
+
+def _reading_to_swap() -> bool:
+    """Whether the slot is read by torch's ``swap_tensor`` (the old value, before it sets a
+    value given for the slot, which ``_guarded_setattr`` refuses by the slot's name)."""
+    frame = sys._getframe(4)  # _reading_to_swap <- check_source_swap <- value <- fget <- ?
+    return frame is not None and frame.f_globals.get("__name__") == _ACCESSOR
+
+
+def _name_in(module: nn.Module, slot) -> str:
+    from tying.core.slots import slots_of
+
+    return next((n for n, s in slots_of(module).items() if s is slot), slot.source_name)
+
+
+def check_global_prune_read(module: nn.Module, slot, frame) -> None:
+    """Refuse ``torch.nn.utils.prune.global_unstructured`` reading the tied ``slot``.
+
+    ``global_unstructured`` flattens every listed tensor (``parameters_to_vector``) before
+    it asks for any ``<name>_mask`` (where :func:`tying.core.outside.check_prune_query`
+    refuses): a ``Transposed`` slot, a view with transposed strides, failed there with
+    torch's own "view size is not compatible" (stop 47). ``frame`` is the reader's frame,
+    already known to lie in torch's prune module; single-module pruning reads the slot too
+    and is refused at ``register_parameter`` instead, so only ``global_unstructured`` is
+    refused here.
+    """
+    for _ in range(2):  # the comprehension, then global_unstructured itself
+        if frame is None or frame.f_globals.get("__name__") != _PRUNE:
+            return
+        if frame.f_code.co_name == "global_unstructured":
+            break
+        frame = frame.f_back
+    else:
+        return
+    name = _name_in(module, slot)
+    where, src = slot.target_and_source(name)
+    raise TieError(
+        f"torch.nn.utils.prune.global_unstructured: {where!r} is a tied slot (reads {src} via "
+        f"{slot.relation!r}); pruning it would give it a private copy and break the tie, so "
+        f"nothing was pruned. List the physical tensor ({src}) once instead of {where!r}, or "
+        f"untie first (tying.untie(model))"
+    )
