@@ -204,7 +204,8 @@ class CUSUM:
 
         Raises:
             ValueError: a value that is not finite, or one that would overflow the running
-                sums (the value is not added).
+                sums or the statistic (more than ~1e308 standard deviations in all; the
+                value is not added).
             TypeError: a string, a bool or a complex value.
         """
         x = _value("CUSUM.update", x)
@@ -233,9 +234,21 @@ class CUSUM:
                 else:
                     self.sigma_ = 1e-8 + 1e-3 * abs(self.mu_)
             return False
-        self.n_ += 1
         z = (x - self.mu_) / self.sigma_
-        self.statistic = max(0.0, self.statistic + z - self.k)
+        statistic = max(0.0, self.statistic + z - self.k)
+        if not (math.isfinite(z) and math.isfinite(statistic)):
+            # an infinite statistic raised its alarm, and a later value as far below
+            # made inf + (-inf) = NaN and max(0, NaN) = 0: alarm gone, no error (stop 47)
+            raise ValueError(
+                f"CUSUM.update: the value {x!r} is {z:.3g} standard deviations (sigma_ = "
+                f"{self.sigma_:.3g}) from the reference mean mu_ = {self.mu_:.3g}, so the "
+                f"statistic ({self.statistic:.3g} before) would overflow to "
+                f"{statistic if math.isfinite(z) else z}; it was not added (the statistic "
+                f"is as before). A value this far off is a drift by any measure: reset() "
+                f"the detector and adapt, or scale the stream (e.g. its logarithm)"
+            )
+        self.n_ += 1
+        self.statistic = statistic
         return self.statistic > self.h
 
 

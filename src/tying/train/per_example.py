@@ -40,6 +40,7 @@ from torch.func import grad, vmap
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
+from tying.train._batch_size_probe import refuse_batch_dependent_forward
 from tying.train._vetting import (
     BUFFER_FIX,  # noqa: F401 - its old address (used by per_example_refusals)
     BufferWrites,
@@ -373,7 +374,9 @@ class _PerExample:
         forward checked row by row (``last_forward == "rows"``), nor for a model built of
         :data:`_EXPAND_SAFE` types with nothing attached: none of them reads the batch. A
         forward that starts to mix later under the same signature (a flag read in
-        ``forward``) is not probed again.
+        ``forward``) is not probed again. A forward whose rows stay apart but read the
+        batch's size or their position in it (``h / x.shape[0]``) is refused too
+        (:func:`~tying.train._batch_size_probe.refuse_batch_dependent_forward`).
         """
         if self.expandable and _expand_vetted(self.modules, self._keys):
             return
@@ -392,6 +395,9 @@ class _PerExample:
             done = refuse_mixing_forward(
                 self.model, xs, B, "per-example gradients", _VMAP, batch_may_fail=True, groups=True
             )
+            # rows kept apart may still read the batch's size or their position in it
+            # (h / x.shape[0]): vmap runs each example alone, so they differ (stop 47)
+            refuse_batch_dependent_forward(self.model, xs, B, "per-example gradients")
         if done:
             self._vetted.add(key)
 
