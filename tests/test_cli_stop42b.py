@@ -213,7 +213,13 @@ def test_ctrl_c_while_the_page_is_written_says_what_is_left(
     assert main(["report", "--size", "quick", "--only", OK, "--out", str(out)]) == 130
     err = capsys.readouterr().err
     assert "interrupted while writing the page, all 1 experiment(s) done: no report page" in err
-    assert "the earlier report there (index.html, results.json) was removed" in err
-    assert sorted(os.listdir(out)) == [".tying-report.json", "figures"]  # no half page
+    # (stop 47: a run builds aside, so the earlier report is kept whole, not removed)
+    assert "the earlier report there (index.html, results.json) is left as it was" in err
+    assert sorted(os.listdir(out)) == [
+        ".tying-report.json",
+        "figures",
+        "index.html",
+        "results.json",
+    ]
     monkeypatch.setattr(tying.report, "render_page", real)  # and the folder is still ours
     assert main(["report", "--size", "quick", "--only", OK, "--out", str(out)]) == 0

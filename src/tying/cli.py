@@ -13,8 +13,9 @@ when the experiments ran but the page could not be written (a file appeared in
 ``--out`` meanwhile, say), 2 on usage errors (also ``--only`` with an empty id,
 ``--jobs 0``, a ``--seed``/``--jobs`` that is not plain digits such as ``1_0``, an empty
 ``--out``), all checked before any experiment runs. Any command: 130 on Ctrl-C;
-an interrupted ``report`` writes no page and says so (and that the earlier report
-it removed at its start is gone). ``list``: 0, 2 on usage errors. The output-folder
+an interrupted or failed ``report`` writes no page and says so: it builds the new
+report in a folder inside ``--out`` and moves it into place only when it is whole, so
+an earlier report there is left as it was. ``list``: 0, 2 on usage errors. The output-folder
 policy is in :mod:`tying.experiments.output`.
 """
 
@@ -197,6 +198,7 @@ class _RunningColumn(ProgressColumn):
 
 
 def _cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from tying.experiments.output import discard_build, install_build, start_build
     from tying.report import OutputFolderError, write_report
 
     # every argument is checked, and the folder claimed, before any experiment runs
@@ -204,33 +206,53 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
     ids = _check_ids(only, "--only: ") if only is not None else in_claim_order(list(load_all()))
     out = pathlib.Path(args.out)
     earlier = _earlier_report(out)
-    _claim(out, ids, fresh=True)  # removes an earlier report of ours (checked: ours)
+    try:  # the new report is built beside the earlier one, which stays until it is whole
+        build = start_build(out, ids)
+    except OutputFolderError as exc:
+        raise _UsageError(str(exc)) from None
+    try:
+        return _build_report(args, console, ids, out, build, earlier, write_report, install_build)
+    except KeyboardInterrupt:
+        _say_interrupted("at the end", out, earlier, build)
+        return EXIT_INTERRUPTED
+    finally:
+        discard_build(build)  # a no-op once the report was moved into place
+
+
+def _build_report(args, console, ids, out, build, earlier, write_report, install_build) -> int:
+    from tying.report import OutputFolderError
+
     t0 = time.perf_counter()
     running: dict[str, float] = {}
     finished: list[str] = []
     try:
-        records = _run_with_progress(args, console, ids, out, running, finished)
+        records = _run_with_progress(args, console, ids, build, running, finished)
     except KeyboardInterrupt:
-        _say_interrupted(f"after {len(finished)} of {len(ids)} experiment(s)", out, earlier)
+        _say_interrupted(f"after {len(finished)} of {len(ids)} experiment(s)", out, earlier, build)
         return EXIT_INTERRUPTED
     runtime = time.perf_counter() - t0
     try:
-        paths = write_report(
-            records, out, size=args.size, seed=args.seed, jobs=args.jobs, runtime_s=runtime
+        write_report(
+            records, build, size=args.size, seed=args.seed, jobs=args.jobs, runtime_s=runtime
         )
-    except KeyboardInterrupt:  # the page is written whole or not at all: say which
-        _say_interrupted(f"while writing the page, all {len(ids)} experiment(s) done", out, earlier)
+        install_build(build, out)
+    except KeyboardInterrupt:  # the page is moved in whole or not at all
+        _say_interrupted(
+            f"while writing the page, all {len(ids)} experiment(s) done", out, earlier, build
+        )
         return EXIT_INTERRUPTED
     except (OSError, OutputFolderError) as exc:  # the folder changed during the run
+        kept = " (the earlier report there is left as it was)" if earlier else ""
         print(
-            f"tying report: error: the experiments ran, but the page could not be written: {exc}",
+            f"tying report: error: the experiments ran, but the page could not be written: "
+            f"{exc}{kept}",
             file=sys.stderr,
         )
         return EXIT_FAIL
     n_pass = sum(r.passed for r in records)
     console.print(
         f"[bold]{n_pass} of {len(records)} claims passed[/] in {format_runtime(runtime)} "
-        f"(size {args.size}, {args.jobs} job(s)); report: {escape(str(paths['html']))}",
+        f"(size {args.size}, {args.jobs} job(s)); report: {escape(str(out / 'index.html'))}",
         highlight=False,
     )
     for rec in records:
@@ -242,23 +264,18 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
     return EXIT_PASS
 
 
-def _say_interrupted(when: str, out: pathlib.Path, earlier: list[str]) -> None:
+def _say_interrupted(when: str, out: pathlib.Path, earlier: list[str], build: pathlib.Path) -> None:
     """What an interrupted ``tying report`` left in ``out``, on stderr."""
-    written = _earlier_report(out)  # the page files there now: none, or (rarely) new ones
-    replaced = (
-        f"; the earlier report there ({', '.join(earlier)}) was removed when this run started"
-        if earlier
-        else ""
-    )
-    if len(written) == 2:
-        left = f"the page was written in {out} just before"
-    elif written:
-        left = f"only {written[0]} of the page was written in {out}"
-    else:
-        left = f"no report page was written in {out}{replaced}"
+    if not build.exists():  # a Ctrl-C held while the report moved in: it is there, whole
+        print(
+            f"tying report: interrupted {when}: the new report was written in {out} just before",
+            file=sys.stderr,
+        )
+        return
+    kept = f"; the earlier report there ({', '.join(earlier)}) is left as it was" if earlier else ""
     print(
-        f"tying report: interrupted {when}: {left}. Figures of finished experiments are in "
-        f"{out / 'figures'}; run the same command again for a report",
+        f"tying report: interrupted {when}: no report page was written in {out}{kept}. "
+        "Run the same command again for a report",
         file=sys.stderr,
     )
 

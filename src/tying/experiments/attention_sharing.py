@@ -37,6 +37,7 @@ import tying
 from tying.experiments.common import new_figure
 from tying.experiments.registry import Result, Table, check_size, experiment
 from tying.nn import Attention, EncoderDecoder
+from tying.report.format import format_number
 
 log = logging.getLogger(__name__)
 
@@ -459,7 +460,7 @@ def encdec_kv_sharing(size: str, seed: int) -> Result:
                     "train accuracy": statistics.mean(runs[v]["train accuracy"]),
                     "shared − separate ± 2 s.e.": ""
                     if v == "separate"
-                    else f"{m:+.3f} ± {2 * se:.3f}",
+                    else f"{format_number(m, 4, sign=True)} ± {format_number(2 * se, 4)}",
                 }
             )
     figure = _encdec_figure({"geometry (cost)": cost_d, "copy (small data)": copy_d})
@@ -474,15 +475,15 @@ def encdec_kv_sharing(size: str, seed: int) -> Result:
             "(2) paired s.e.": cost_se,
             "(2) shared worse by > 2 s.e.": cost_shown,
             "(3) copy: shared − separate": copy_mean,
-            "(3) ±2 s.e. interval": f"[{low:+.3f}, {high:+.3f}]",
+            "(3) ±2 s.e. interval": f"[{format_number(low, 4, sign=True)}, {format_number(high, 4, sign=True)}]",
             "(3) paired seeds": len(copy_d),
             "(3) resolved (half-width ≤ 0.05)": resolved,
             "(3) 'helps copying' is": verdict.split(":")[0],
             "separate models learn both tasks (> 2× chance)": all(learned.values()),
         },
         key_figure=(
-            f"−{removed} params; cost {cost:+.3f}±{2 * cost_se:.3f}; copying {copy_mean:+.3f}"
-            f"±{2 * copy_se:.3f} ({verdict.split(':')[0]})"
+            f"−{removed} params; cost {format_number(cost, 4, sign=True)}±{format_number(2 * cost_se, 4)}; copying {format_number(copy_mean, 4, sign=True)}"
+            f"±{format_number(2 * copy_se, 4)} ({verdict.split(':')[0]})"
         ),
         notes=(
             f"'Helps copying' is {verdict}. "

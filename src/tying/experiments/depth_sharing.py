@@ -25,6 +25,7 @@ import tying
 from tying.experiments.common import new_figure, still_gaining
 from tying.experiments.registry import Result, Table, check_size, experiment
 from tying.nn import TiedResidualNet, VectorField, odeint
+from tying.report.format import format_number
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ def cross_layer_sharing(size: str, seed: int) -> Result:
             "physical params": counts[name].physical,
             "logical params": counts[name].logical,
             "test error (rel. MSE, mean)": statistics.mean(errors[name]),
-            "per seed": ", ".join(f"{e:.4f}" for e in errors[name]),
+            "per seed": ", ".join(f"{format_number(e, 5)}" for e in errors[name]),
         }
         for name in models
     ]
@@ -171,8 +172,8 @@ def cross_layer_sharing(size: str, seed: int) -> Result:
             "runs still gaining at the step budget": f"{gaining} of {cfg.seeds * len(models)}",
         },
         key_figure=(
-            f"same budget: tied h={wide} error {statistics.mean(errors[wide_name]):.4f} vs untied "
-            f"h={cfg.narrow} {statistics.mean(errors[untied_name]):.4f}; ODE order {order:.2f}"
+            f"same budget: tied h={wide} error {format_number(statistics.mean(errors[wide_name]), 5)} vs untied "
+            f"h={cfg.narrow} {format_number(statistics.mean(errors[untied_name]), 5)}; ODE order {format_number(order)}"
         ),
         notes=(
             "Task: map x to x(1) under dx/dt = f*(x), f* a random tanh field of width "

@@ -36,6 +36,7 @@ from torch import nn
 
 import tying
 from tying.experiments.registry import Result, Table, check_size, experiment
+from tying.report.format import format_number
 from tying.train import (
     DPSGD,
     epsilon,
@@ -265,9 +266,9 @@ def dp_sgd(size: str, seed: int) -> Result:
         passed=passed,
         measured=measured,
         key_figure=(
-            f"σ=1: ε={ref['epsilon (RDP)']:.2f} (naive rule claims {ref['epsilon claimed by naive rule']:.2f}); "
-            f"at {cfg.curve_steps[-1]:,} steps {ratio_long:.0f}× understated; "
-            f"accuracy {ref['test accuracy']:.2f} vs {nonprivate_acc:.2f} non-private"
+            f"σ=1: ε={format_number(ref['epsilon (RDP)'])} (naive rule claims {format_number(ref['epsilon claimed by naive rule'])}); "
+            f"at {cfg.curve_steps[-1]:,} steps {format_number(ratio_long)}× understated; "
+            f"accuracy {format_number(ref['test accuracy'])} vs {format_number(nonprivate_acc)} non-private"
         ),
         notes=(
             "Pass: ghost norms with cross terms equal the explicit per-example norms (≤1e-6 "

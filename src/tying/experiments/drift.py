@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from tying.experiments.registry import Result, Table, check_size, experiment
+from tying.report.format import format_number
 from tying.train import CUSUM, DriftMonitor, PageHinkley, reset_optimizer
 
 log = logging.getLogger("tying.experiments")
@@ -227,9 +228,9 @@ def concept_drift(size: str, seed: int) -> Result:
         measured=measured,
         key_figure=(
             f"Page-Hinkley: {len(found)}/{len(delays_ph)} drifts, median delay "
-            f"{measured['median_delay_page_hinkley']:.0f} steps, "
-            f"{measured['false_alarms_per_1000_steps_page_hinkley']:.2f} false alarms/1000 steps; "
-            f"reset cuts post-drift loss {after_keep.mean():.2f} → {after_reset.mean():.2f}"
+            f"{format_number(measured['median_delay_page_hinkley'])} steps, "
+            f"{format_number(measured['false_alarms_per_1000_steps_page_hinkley'])} false alarms/1000 steps; "
+            f"reset cuts post-drift loss {format_number(after_keep.mean())} → {format_number(after_reset.mean())}"
         ),
         notes=(
             "Pass: every drift detected by Page-Hinkley, median delay ≤ 10 steps, ≤ 0.5 false "

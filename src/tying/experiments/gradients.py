@@ -28,6 +28,7 @@ from tying.experiments.common import (
 )
 from tying.experiments.registry import Result, Table, experiment
 from tying.nn import LocallyConnected2d
+from tying.report.format import format_number
 
 # ---------------------------------------------------------------------------- B5
 
@@ -421,7 +422,7 @@ def tied_init(size: str, seed: int) -> Result:
             "RNN, right fan-in: min/max over time": [smallest(right_rnn), largest(right_rnn)],
             "RNN, reuse counted: last step": reuse_rnn[-1],
         },
-        key_figure=f"conv variance at depth {cfg.depth}: {right_conv[-1]:.2f} "
+        key_figure=f"conv variance at depth {cfg.depth}: {format_number(right_conv[-1])} "
         f"(vs {reuse_conv[-1]:.0e} if reuse is counted)",
         notes=f"He/Xavier variances use tying.fan_in; the check requires every layer's and "
         f"step's mean square within [{lo:g}, {hi:g}] with it, and a collapse when fan-in is "

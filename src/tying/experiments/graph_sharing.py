@@ -22,6 +22,7 @@ import tying
 from tying.experiments.common import new_figure
 from tying.experiments.registry import Result, Table, check_size, experiment
 from tying.nn import MultiHopGraphConv, normalized_adjacency
+from tying.report.format import format_number
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,9 @@ def gnn_hops(size: str, seed: int) -> Result:
         ax2.plot(cfg.hops, [params[(k, shared)] for k in cfg.hops], marker=marker)
     ax1.set_xlabel("hops K")
     ax1.set_ylabel("test accuracy")
-    ax1.set_title(f"SBM, {cfg.nodes} nodes, {cfg.label_rate:.0%} labelled")
+    ax1.set_title(
+        f"SBM, {cfg.nodes} nodes, {format_number(cfg.label_rate, 2, percent=True)} labelled"
+    )
     ax1.legend(fontsize=8)
     ax2.set_xlabel("hops K")
     ax2.set_ylabel("parameters")
@@ -134,8 +137,8 @@ def gnn_hops(size: str, seed: int) -> Result:
             f"params shared / per hop, K={k_max}": params[(k_max, True)] / params[(k_max, False)],
         },
         key_figure=(
-            f"K={k_max}: shared {mean[(k_max, True)]:.3f} ({params[(k_max, True)]} params) vs per hop "
-            f"{mean[(k_max, False)]:.3f} ({params[(k_max, False)]}); K=0 {mean[(0, True)]:.3f}"
+            f"K={k_max}: shared {format_number(mean[(k_max, True)], 4)} ({params[(k_max, True)]} params) vs per hop "
+            f"{format_number(mean[(k_max, False)], 4)} ({params[(k_max, False)]}); K=0 {format_number(mean[(0, True)], 4)}"
         ),
         notes="One MultiHopGraphConv layer (logistic regression on propagated features), full-batch Adam.",
     )

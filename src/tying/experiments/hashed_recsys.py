@@ -27,6 +27,7 @@ import tying
 from tying.experiments._spatial_common import by_size, log, new_figure, rngs, seeded
 from tying.experiments.registry import Result, Table, experiment
 from tying.nn import HashedEmbedding
+from tying.report.format import format_number
 
 # The claim's words live in experiments/claims.py (EXTRA_CLAIMS, id "hashed-recsys").
 AUC_MARGIN = 0.02  # block at 1/100 memory must be within this of dense
@@ -272,8 +273,8 @@ def hashed_recsys(size: str, seed: int) -> Result:
             },
         },
         key_figure=(
-            f"AUC {dense_auc:.3f} dense → {block100[1]:.3f} block-hashed at 1/100 of the memory, "
-            f"{block100[2] / dense_speed:.2f}× the dense training speed"
+            f"AUC {format_number(dense_auc, 4)} dense → {format_number(block100[1], 4)} block-hashed at 1/100 of the memory, "
+            f"{format_number(block100[2] / dense_speed)}× the dense training speed"
         ),
         notes=(
             f"Check: block-hashed (ROBE-Z, Z = {cfg.block}) at 1/100 of the dense tables' memory "

@@ -36,6 +36,7 @@ from matplotlib.figure import Figure
 from tying.experiments.common import largest, smallest
 from tying.experiments.registry import Result, Table, check_size, experiment
 from tying.fit import GlobalFit
+from tying.report.format import format_number
 
 log = logging.getLogger("tying.experiments")
 
@@ -288,9 +289,9 @@ def joint_refinement(size: str, seed: int) -> Result:
         passed=passed,
         measured=measured,
         key_figure=(
-            f"RMS error of a: joint {joint_s['RMS error of a (mÅ)']:.3f} mÅ vs X-ray only "
-            f"{xray_s['RMS error of a (mÅ)']:.3f}, neutron only "
-            f"{neutron_s['RMS error of a (mÅ)']:.3f} ({cfg.seeds} seeds)"
+            f"RMS error of a: joint {format_number(joint_s['RMS error of a (mÅ)'], 4)} mÅ vs X-ray only "
+            f"{format_number(xray_s['RMS error of a (mÅ)'], 4)}, neutron only "
+            f"{format_number(neutron_s['RMS error of a (mÅ)'], 4)} ({cfg.seeds} seeds)"
         ),
         notes=(
             f"Both patterns are simulated from one fcc crystal (a = {cfg.a} Å) with Poisson "
@@ -329,7 +330,7 @@ def _parameter_table(cfg: Config, res) -> Table:
                     "stderr": res.stderr[p][inst.name],
                 }
             )
-    return Table(f"joint fit, noise seed 0 (reduced χ² = {res.redchi:.3f})", rows)
+    return Table(f"joint fit, noise seed 0 (reduced χ² = {format_number(res.redchi, 4)})", rows)
 
 
 def _covariance_table(res) -> Table:
@@ -354,7 +355,7 @@ def _pattern_figure(data: list[dict], res) -> Figure:
         top.plot(d["x"], res.best_fit(col), color="C3", lw=0.9, label="joint fit")
         inst = d["metadata"]["instrument"]
         top.set_title(
-            f"{inst}: zero {res.values['zero'][inst]:+.4f}°, width {res.values['width'][inst]:.3f}°"
+            f"{inst}: zero {format_number(res.values['zero'][inst], 5, sign=True)}°, width {format_number(res.values['width'][inst], 4)}°"
         )
         top.set_ylabel("counts")
         top.legend(loc="upper right", fontsize=8)
@@ -363,8 +364,8 @@ def _pattern_figure(data: list[dict], res) -> Figure:
         bottom.set_xlabel("2θ (degrees)")
         bottom.set_ylabel("(y − fit)/σ")
     fig.suptitle(
-        f"one crystal, two instruments: a = {res.values['a']:.5f} ± {res.stderr['a']:.5f} Å "
-        f"(joint, reduced χ² {res.redchi:.2f})"
+        f"one crystal, two instruments: a = {format_number(res.values['a'], 6)} ± {format_number(res.stderr['a'], 6)} Å "
+        f"(joint, reduced χ² {format_number(res.redchi)})"
     )
     return fig
 

@@ -23,6 +23,7 @@ import tying
 from tying.experiments.common import new_figure
 from tying.experiments.registry import Result, Table, check_size, experiment
 from tying.nn import TiedAutoencoder
+from tying.report.format import format_number
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ def rnn_identifiability(size: str, seed: int) -> Result:
             "poorly excited rank": rank_poor,
             "poorly excited W error": poor_err,
         },
-        key_figure=f"tied W error {tied_err:.1e}; untied rank deficit {deficit} → W_t error {untied_err:.2f}",
+        key_figure=f"tied W error {tied_err:.1e}; untied rank deficit {deficit} → W_t error {format_number(untied_err)}",
         notes=(
             "Noise-free data from one trajectory. The untied least-squares problem fits the data "
             "exactly (it has more unknowns than equations) but its minimum-norm W_t are far from W; "
@@ -322,6 +323,6 @@ def tied_autoencoder_pca(size: str, seed: int) -> Result:
             "err PCA": pca_err,
             "tied W Wᵀ − I (max)": orth,
         },
-        key_figure=f"angle to PCA {angle_tied:.1e} rad; error tied {err_tied:.4f} = untied {err_untied:.4f} = PCA {pca_err:.4f}",
+        key_figure=f"angle to PCA {angle_tied:.1e} rad; error tied {format_number(err_tied, 5)} = untied {format_number(err_untied, 5)} = PCA {format_number(pca_err, 5)}",
         notes="Both autoencoders trained by full-batch Adam in float64 on centred data; the tied one stores half the weights.",
     )

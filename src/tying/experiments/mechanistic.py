@@ -33,6 +33,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from tying.experiments.registry import Result, Table, check_size, experiment
+from tying.report.format import format_number
 
 log = logging.getLogger("tying.experiments")
 
@@ -173,7 +174,7 @@ def _figure(example) -> Figure:
                 s=4,
                 alpha=0.4,
                 color=color,
-                label=f"{name} (RMSE {_rmse(d[model], d['truth']):.2f})",
+                label=f"{name} (RMSE {format_number(_rmse(d[model], d['truth']))})",
             )
         lo = min(float(example["out of distribution"]["truth"].min()), -10.0)
         ax.plot([lo, 0], [lo, 0], "k:", lw=1)
@@ -232,8 +233,8 @@ def mechanistic_vs_deep(size: str, seed: int) -> Result:
         passed=passed,
         measured=measured,
         key_figure=(
-            f"RMSE in distribution: deep {id_deep:.2f} < mechanistic {id_mech:.2f}; "
-            f"out: deep {ood_deep:.2f} vs mechanistic {ood_mech:.2f}"
+            f"RMSE in distribution: deep {format_number(id_deep)} < mechanistic {format_number(id_mech)}; "
+            f"out: deep {format_number(ood_deep)} vs mechanistic {format_number(ood_mech)}"
         ),
         notes=(
             "Pass: the deep model's in-distribution error is below the mechanistic model's, and "

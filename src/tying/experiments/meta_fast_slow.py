@@ -34,6 +34,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from tying.experiments.registry import Result, Table, check_size, experiment
+from tying.report.format import format_number
 from tying.train import FastSlow
 
 log = logging.getLogger("tying.experiments")
@@ -212,8 +213,8 @@ def meta_fast_slow(size: str, seed: int) -> Result:
         passed=passed,
         measured=measured,
         key_figure=(
-            f"{cfg.shots}-shot MSE: fast/slow {meta.mean():.2f} vs scratch {scratch.mean():.2f} "
-            f"(wins on {wins:.0%} of tasks; {fs.n_fast} of {fs.n_fast + fs.n_slow} weights adapted)"
+            f"{cfg.shots}-shot MSE: fast/slow {format_number(meta.mean())} vs scratch {format_number(scratch.mean())} "
+            f"(wins on {format_number(wins, 2, percent=True)} of tasks; {fs.n_fast} of {fs.n_fast + fs.n_slow} weights adapted)"
         ),
         notes=(
             "Pass: mean query error of the meta-trained fast/slow model below half the "

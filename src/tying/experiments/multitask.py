@@ -34,6 +34,7 @@ from torch import nn
 import tying
 from tying.experiments.common import largest
 from tying.experiments.registry import Result, Table, check_size, experiment
+from tying.report.format import format_number
 from tying.train import MultiTaskNet, components, fit_multitask
 
 log = logging.getLogger("tying.experiments")
@@ -221,8 +222,8 @@ def multitask(size: str, seed: int) -> Result:
         passed=passed,
         measured=measured,
         key_figure=(
-            f"test MSE: independent {indep:.2f}, soft best {soft_mean[best]:.2f} (λ={cfg.lams[best]:g}), "
-            f"hard {hard:.2f}, fully shared {full:.2f}"
+            f"test MSE: independent {format_number(indep)}, soft best {format_number(soft_mean[best])} (λ={cfg.lams[best]:g}), "
+            f"hard {format_number(hard)}, fully shared {format_number(full)}"
         ),
         notes=(
             "Pass: the soft curve is within 10% of independent at the smallest λ and within 5% "

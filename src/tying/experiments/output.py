@@ -15,7 +15,12 @@ Before any experiment runs, :func:`claim_folder` checks ``DIR``:
 
 A report (``fresh=True``) then removes its own previous files (stale figures);
 ``tying run`` (``fresh=False``) keeps them and adds its figures. Nothing is ever
-removed with ``rmtree``: only listed files, one by one.
+removed with ``rmtree``: only listed files, one by one. ``tying report`` itself builds
+the new report in ``DIR/.tying-build-XXXXXXXX/`` (:func:`start_build`) and moves it in
+only when whole (:func:`install_build`), so a failed or interrupted run leaves the
+earlier report as it was. Temporary files that only tying's own names produce (a page
+file half-written by a run killed with ``kill -9``, a build folder) count as tying's
+and are removed.
 
 Example:
     >>> import pathlib, tempfile
@@ -40,15 +45,38 @@ import hashlib
 import json
 import os
 import pathlib
+import re
+import signal
 import tempfile
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
-__all__ = ["MANIFEST", "OutputFolderError", "claim_folder", "record_files"]
+__all__ = [
+    "MANIFEST",
+    "OutputFolderError",
+    "claim_folder",
+    "discard_build",
+    "install_build",
+    "record_files",
+    "start_build",
+]
 
 #: The manifest's file name inside the output folder.
 MANIFEST = ".tying-report.json"
 _FIGURES = "figures"
 _PAGE_FILES = ("index.html", "results.json")
+#: A report is built in ``DIR/.tying-build-XXXXXXXX/`` and moved into ``DIR`` when whole.
+BUILD_PREFIX = ".tying-build-"
+_RAND = "[a-z0-9_]{8}"  # the 8 characters tempfile.mkstemp/mkdtemp put in a name
+_TEMP = rf"\.(?:index\.html|results\.json|tying-report\.json)\.{_RAND}\.tmp"
+#: Files that only this module's own temporary names can produce: a page or manifest
+#: file being written (``.index.html.k3j9x_2a.tmp``), or anything a report build
+#: wrote. A ``kill -9`` mid-write leaves them; they are recognised and removed.
+_LEFTOVER = re.compile(
+    rf"{_TEMP}|{re.escape(BUILD_PREFIX)}{_RAND}/(?:"
+    rf"{_TEMP}|\.tying-report\.json|index\.html|results\.json|figures/[A-Za-z0-9_-]+\.png)"
+)
 
 
 class OutputFolderError(ValueError):
@@ -180,9 +208,38 @@ def _owned(out: pathlib.Path, manifest: dict) -> tuple[list[str], list[tuple[str
                 foreign.append((rel, "was changed since tying wrote it"))
         elif any(fnmatch.fnmatchcase(rel, p) for p in manifest["pending"]):
             ours.append(rel)  # written by a run of ours that was interrupted before listing it
+        elif _LEFTOVER.fullmatch(rel):
+            ours.append(rel)  # a temporary file of ours that a killed run left behind
         else:
             foreign.append((rel, "was not written by tying"))
     return ours, foreign
+
+
+def _refuse_foreign(out: pathlib.Path, foreign: list[tuple[str, str]]) -> None:
+    if foreign:
+        rel, why = foreign[0]
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise OutputFolderError(
+            f"--out {out} holds {out / rel}, which {why}{more}; tying never overwrites "
+            "or removes files it did not write. Choose an empty or new folder with --out, "
+            "or move those files away"
+        )
+
+
+def _remove_leftovers(out: pathlib.Path, rels: Iterable[str], keep: str = "") -> None:
+    """Remove the temporary files of killed runs among ``rels`` (but none under ``keep``)."""
+    builds = set()
+    for rel in rels:
+        if _LEFTOVER.fullmatch(rel) and not (keep and rel.startswith(keep + "/")):
+            (out / rel).unlink(missing_ok=True)
+            if rel.startswith(BUILD_PREFIX):
+                builds.add(rel.split("/", 1)[0])
+    for name in builds:  # emptied build folders; one holding anything else stays
+        for folder in (out / name / _FIGURES, out / name):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
 
 
 def claim_folder(
@@ -232,14 +289,7 @@ def claim_folder(
                 f"--out {out}: cannot read what is there ({exc.strerror or exc}); choose a "
                 "folder you can read and write"
             ) from None
-        if foreign:
-            rel, why = foreign[0]
-            more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
-            raise OutputFolderError(
-                f"--out {out} holds {out / rel}, which {why}{more}; tying never overwrites "
-                "or removes files it did not write. Choose an empty or new folder with --out, "
-                "or move those files away"
-            )
+        _refuse_foreign(out, foreign)
     else:
         manifest, ours = {"files": {}, "pending": []}, []
     ids = list(ids)
@@ -263,9 +313,11 @@ def claim_folder(
         _write_manifest(out, kept, [*manifest["pending"], *pending])
         if fresh:
             for rel in ours:
-                (out / rel).unlink()
+                if not _LEFTOVER.fullmatch(rel):
+                    (out / rel).unlink()
                 kept.pop(rel, None)
             _write_manifest(out, kept, pending)
+        _remove_leftovers(out, ours)
         (out / _FIGURES).mkdir(exist_ok=True)
     except OSError as exc:
         raise OutputFolderError(
@@ -292,3 +344,129 @@ def record_files(out_dir: str | pathlib.Path, paths: Iterable[str]) -> None:
             raise OutputFolderError(f"{out / str(rel)}: not a file inside {out} to record")
         files[rel] = _sha256(out / rel)
     _write_manifest(out, files, [])
+
+
+def start_build(out_dir: str | pathlib.Path, ids: Iterable[str]) -> pathlib.Path:
+    """Check ``out_dir`` and make the folder a new report is built in, inside it.
+
+    ``tying report`` writes figures and page into ``out_dir/.tying-build-XXXXXXXX/``
+    and moves them into ``out_dir`` only when the page is whole
+    (:func:`install_build`): a Ctrl-C, an exception or a ``kill -9`` before that
+    leaves the earlier report in ``out_dir`` as it was. The build folder lies inside
+    ``out_dir`` so that the move is a rename on one file system.
+
+    Args:
+        out_dir: the report folder (``--out``); it may not exist yet.
+        ids: the experiment ids that will run.
+
+    Returns:
+        The build folder.
+
+    Raises:
+        OutputFolderError: as :func:`claim_folder` (nothing is written or removed then).
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> out = pathlib.Path(tempfile.mkdtemp())
+        >>> build = start_build(out, ["param-counts"])
+        >>> build.parent == out, build.name.startswith(".tying-build-")
+        (True, True)
+        >>> discard_build(build); build.exists()
+        False
+    """
+    out = pathlib.Path(out_dir)
+    ids = list(ids)
+    claim_folder(out, ids, fresh=False, writes_page=True)  # refusals first; removes nothing
+    try:
+        build = pathlib.Path(tempfile.mkdtemp(prefix=BUILD_PREFIX, dir=out))
+    except OSError as exc:
+        raise OutputFolderError(
+            f"--out {out}: cannot write there ({exc.strerror or exc}); choose a folder you can "
+            "write to"
+        ) from None
+    claim_folder(build, ids, fresh=True)
+    return build
+
+
+def discard_build(build: str | pathlib.Path) -> None:
+    """Remove a build folder of :func:`start_build` and the files tying wrote in it.
+
+    A no-op when it is gone (installed, or removed before); a file in it that tying
+    did not write is left, with the folder.
+    """
+    build = pathlib.Path(build)
+    if not build.is_dir() or build.is_symlink():
+        return
+    try:
+        ours, _ = _owned(build, _read_manifest(build))
+    except (OSError, OutputFolderError):
+        ours = []
+    for rel in [*ours, MANIFEST]:
+        (build / rel).unlink(missing_ok=True)
+    for folder in (build / _FIGURES, build):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
+
+
+@contextmanager
+def _interrupt_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C until the block is done, then raise it (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
+def install_build(build: str | pathlib.Path, out_dir: str | pathlib.Path) -> None:
+    """Move the whole report in ``build`` into ``out_dir``, replacing the earlier one.
+
+    ``out_dir`` is checked again first (a file the user put there during the run
+    refuses the move, and the earlier report stays). Every file is moved with a
+    rename, figures first and the page last; the earlier report's files that the new
+    one does not replace (stale figures) are then removed; a Ctrl-C meanwhile is held
+    until the move is done.
+
+    Args:
+        build: the folder :func:`start_build` made, holding a finished report.
+        out_dir: the report folder it was made in.
+
+    Raises:
+        OutputFolderError: ``out_dir`` now holds a file tying did not write, or the
+            move failed (the OS error is named).
+    """
+    build, out = pathlib.Path(build), pathlib.Path(out_dir)
+    try:
+        manifest = _read_manifest(out)
+        ours, foreign = _owned(out, manifest)
+        _refuse_foreign(out, foreign)
+        new = _read_manifest(build)["files"]
+        old = [r for r in ours if not _LEFTOVER.fullmatch(r) and r not in new]
+        # the page last: index.html never names a figure that is not there yet
+        order = sorted(new, key=lambda r: (r in _PAGE_FILES, r))
+        with _interrupt_deferred():
+            # while files move, both reports' files count as ours (a kill -9 here
+            # leaves a folder the next run accepts)
+            kept = {r: manifest["files"][r] for r in old if r in manifest["files"]}
+            _write_manifest(out, kept, [*order, *old, *manifest["pending"]])
+            (out / _FIGURES).mkdir(exist_ok=True)
+            for rel in order:
+                os.replace(build / rel, out / rel)
+            for rel in old:
+                (out / rel).unlink(missing_ok=True)
+            _write_manifest(out, new, [])
+            discard_build(build)
+            _remove_leftovers(out, ours)
+    except OSError as exc:
+        raise OutputFolderError(
+            f"--out {out}: cannot move the new report into place ({exc.strerror or exc}); "
+            "choose a folder you can write to"
+        ) from None

@@ -26,6 +26,7 @@ from torch import nn
 from tying.experiments.common import new_figure, still_gaining
 from tying.experiments.registry import Result, Table, check_size, experiment
 from tying.nn import PeriodicFeatures, SharedBoundary, mlp, partial
+from tying.report.format import format_number
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ def pinn_periodic(size: str, seed: int) -> Result:
         measured=measured,
         key_figure=(
             f"mismatch hard {measured['hard mismatch']:.1e} vs soft {measured['soft mismatch']:.1e}; "
-            f"residual {measured['hard residual']:.3f} / {measured['soft residual']:.3f}"
+            f"residual {format_number(measured['hard residual'], 4)} / {format_number(measured['soft residual'], 4)}"
         ),
         notes=(
             "Trained in float32, evaluated in float64. The soft model also ties u_x at both ends "

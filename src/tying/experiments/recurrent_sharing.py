@@ -26,6 +26,7 @@ import tying
 from tying.experiments.common import new_figure
 from tying.experiments.registry import Result, Table, check_size, experiment
 from tying.nn import TiedGateLSTM
+from tying.report.format import format_number
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +159,8 @@ def lstm_tied_gates(size: str, seed: int) -> Result:
             "seeds with higher tied train MSE": f"{higher_train}/{cfg.seeds}",
         },
         key_figure=(
-            f"gap {mean[True]['gap']:.3f} tied vs {mean[False]['gap']:.3f} untied; "
-            f"train MSE {mean[True]['train']:.3f} vs {mean[False]['train']:.3f}"
+            f"gap {format_number(mean[True]['gap'], 4)} tied vs {format_number(mean[False]['gap'], 4)} untied; "
+            f"train MSE {format_number(mean[True]['train'], 4)} vs {format_number(mean[False]['train'], 4)}"
         ),
         notes=(
             "Task: a step is marked when its 16 features point along a hidden direction; the model "
@@ -310,11 +311,16 @@ def network_motifs(size: str, seed: int) -> Result:
     rows = [
         {
             "network": f"seed {i}",
-            **{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()},
+            **r,
         }
         for i, r in enumerate(runs)
     ]
-    tables = [Table(f"FFL z-scores, {cfg.hidden} units, top {cfg.density:.0%} of weights", rows)]
+    tables = [
+        Table(
+            f"FFL z-scores, {cfg.hidden} units, top {format_number(cfg.density, 2, percent=True)} of weights",
+            rows,
+        )
+    ]
     if control:
         tables.append(
             Table(
@@ -334,7 +340,7 @@ def network_motifs(size: str, seed: int) -> Result:
             "mean FFL z after": mean_after,
             "networks whose z rose": f"{rose}/{cfg.seeds}",
         },
-        key_figure=f"FFL z-score {mean_before:.2f} → {mean_after:.2f} (mean of {cfg.seeds} RNNs)",
+        key_figure=f"FFL z-score {format_number(mean_before)} → {format_number(mean_after)} (mean of {cfg.seeds} RNNs)",
         notes=(
             "Graph: input, hidden and output units; an edge for each of the strongest 10% of weights "
             "(each weight matrix scaled by its RMS). Training uses an L1 penalty so that the wiring is "

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from tying.experiments.common import by_size, log, new_figure, rngs
 from tying.experiments.registry import Result, Table, experiment
+from tying.report.format import format_number
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,7 +196,7 @@ def sample_efficiency(size: str, seed: int) -> Result:
             "positions": positions,
             "ratio / positions": ratio / positions,
         },
-        key_figure=f"{n_unshared:,.0f} vs {n_shared:,.1f} images (ratio {ratio:,.0f}, "
+        key_figure=f"{format_number(n_unshared)} vs {format_number(n_shared)} images (ratio {format_number(ratio)}, "
         f"{positions} positions)",
         notes=f"The check requires the ratio of images needed to be within a factor "
         f"{cfg.band} of the number of positions. Both layers see the same kind of images "
@@ -228,10 +229,16 @@ def _sample_efficiency_figure(
         if math.isfinite(n):
             ax.axvline(n, color=color, ls=":", lw=1)
             ax.annotate(
-                f"{n:,.0f}", (n, cfg.target), textcoords="offset points", xytext=(4, 8), color=color
+                f"{format_number(n)}",
+                (n, cfg.target),
+                textcoords="offset points",
+                xytext=(4, 8),
+                color=color,
             )
     ax.set_xlabel("training images")
     ax.set_ylabel("‖ŵ − w‖² (relative)")
-    ax.set_title(f"3×3 filter from noisy images: {positions} positions, ratio {ratio:,.0f}")
+    ax.set_title(
+        f"3×3 filter from noisy images: {positions} positions, ratio {format_number(ratio)}"
+    )
     ax.legend(fontsize=8)
     return fig

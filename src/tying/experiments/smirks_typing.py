@@ -25,6 +25,7 @@ import logging
 import numpy as np
 
 from tying.experiments.registry import Result, Table, check_size, experiment
+from tying.report.format import format_number
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def smirks_typing(size: str, seed: int) -> Result:
             "SMIRKS parameters used": final_smirks[s],
             "SMIRKS parameters in file": in_file[s],
             "typed tuples needed": final_typed[s],
-            "typed / SMIRKS": round(final_typed[s] / max(final_smirks[s], 1), 2),
+            "typed / SMIRKS": final_typed[s] / max(final_smirks[s], 1),
         }
         for s in SECTIONS
     ]
@@ -112,15 +113,15 @@ def smirks_typing(size: str, seed: int) -> Result:
             "SMIRKS parameters used": int(smirks_total[-1]),
             "SMIRKS parameters in file": sum(in_file.values()),
             "typed tuples needed": int(typed_total[-1]),
-            "typed / SMIRKS": round(ratio, 2),
+            "typed / SMIRKS": ratio,
         }
     )
     checkpoints = sorted({max(1, round(n * f)) for f in (0.1, 0.25, 0.5, 0.75, 1.0)})
     growth_rows = [
         {
             "molecules": k,
-            "SMIRKS parameters": round(float(smirks_total[k - 1]), 1),
-            "typed tuples": round(float(typed_total[k - 1]), 1),
+            "SMIRKS parameters": float(smirks_total[k - 1]),
+            "typed tuples": float(typed_total[k - 1]),
         }
         for k in checkpoints
     ]
@@ -140,14 +141,14 @@ def smirks_typing(size: str, seed: int) -> Result:
             "molecules": n,
             "smirks_parameters": int(smirks_total[-1]),
             "typed_tuples": int(typed_total[-1]),
-            "typed_over_smirks": round(ratio, 2),
-            "last_quarter_growth_smirks": round(late_smirks, 3),
-            "last_quarter_growth_typed": round(late_typed, 3),
+            "typed_over_smirks": ratio,
+            "last_quarter_growth_smirks": late_smirks,
+            "last_quarter_growth_typed": late_typed,
             "atom_types": final_typed["vdW"],
         },
         key_figure=(
             f"{int(smirks_total[-1])} SMIRKS parameters vs {int(typed_total[-1])} type tuples "
-            f"({ratio:.1f}x) for {n} molecules"
+            f"({format_number(ratio)}x) for {n} molecules"
         ),
         notes=(
             f"Passes when a typed force field needs at least {cfg.min_ratio:g}x as many "

@@ -33,6 +33,7 @@ from tying.experiments._spatial_common import (
 )
 from tying.experiments.registry import Result, Table, experiment
 from tying.nn import GROUPS, GroupConv2d, GroupPool, LiftingConv2d, group_act
+from tying.report.format import format_number
 
 F64 = torch.float64
 
@@ -125,7 +126,7 @@ def translation_equivariance(size: str, seed: int) -> Result:
             "zero-pad conv interior max error": float(np.abs(interior).max()),
             "dense max rel. error": dense_err,
         },
-        key_figure=f"circular conv error {circ:.1e} vs dense {dense_err:.2f}",
+        key_figure=f"circular conv error {circ:.1e} vs dense {format_number(dense_err)}",
         notes="Shifts are cyclic (torch.roll), so circular padding is the conv that matches "
         "them exactly; with zero padding only pixels within reach of the border differ. Check: "
         "circular < 1e-12, zero-pad interior < 1e-12, dense > 0.1.",
@@ -238,7 +239,7 @@ def c4_equivariance(size: str, seed: int) -> Result:
             "untied min rel. error": untied_min,
             "C4 tied logical/physical params": counts["C4 tied"],
         },
-        key_figure=f"tied error {tied_max:.1e}, untied {untied_min:.2f}",
+        key_figure=f"tied error {tied_max:.1e}, untied {format_number(untied_min)}",
         notes="Three layers (lift, group conv, group conv) in float64. g·f permutes the "
         "orientation axis as well as rotating (or mirroring, for D4) each map. Check: every "
         "tied error < 1e-12 and every untied error > 0.1.",
@@ -391,7 +392,7 @@ def c4_sample_efficiency(size: str, seed: int) -> Result:
             "smallest gap": float(gap.min()),
             "parameters C4 / plain": (sizes["C4-tied"], sizes["plain CNN"]),
         },
-        key_figure=f"C4 beats plain by {gap.mean():+.2f} accuracy on average",
+        key_figure=f"C4 beats plain by {format_number(gap.mean(), sign=True)} accuracy on average",
         notes=f"{cfg.classes} random {cfg.pattern}×{cfg.pattern} binary patterns, each at a random "
         f"position and 90° orientation in a {cfg.image}×{cfg.image} image with noise "
         f"σ={cfg.noise}. The C4 net pools over orientations, so it is invariant by construction. "
@@ -502,7 +503,7 @@ def motif_scan(size: str, seed: int) -> Result:
             "conv accuracy, negatives": neg_conv,
             "dense accuracy, unseen positions": unseen_dense,
         },
-        key_figure=f"unseen positions: conv {unseen_conv:.2f} vs dense {unseen_dense:.2f}",
+        key_figure=f"unseen positions: conv {format_number(unseen_conv)} vs dense {format_number(unseen_dense)}",
         notes=f"Training positives carry {cfg.motif} only in the left half of a length-{L} "
         "sequence. Check: conv ≥ 0.95 on unseen positions and ≥ 0.9 on negatives; the dense net "
         "at least 0.2 lower on unseen positions.",

@@ -21,6 +21,7 @@ import tying
 from tying.experiments._spatial_common import by_size, largest, log, new_figure, rngs, seeded
 from tying.experiments.registry import Result, Table, experiment
 from tying.nn import SymmetricConv1d
+from tying.report.format import format_number
 
 F64 = torch.float64
 
@@ -186,7 +187,7 @@ def symmetric_filter(size: str, seed: int) -> Result:
             "palindromic physical/logical taps": (tied_count.physical, tied_count.logical),
             "largest test-MSE gap to the least-squares filter (rel.)": exact_gap,
         },
-        key_figure=f"antisymmetric response {deaf['palindromic (tied)']:.0e}; untied MSE ×{ratio[0]:.1f}",
+        key_figure=f"antisymmetric response {deaf['palindromic (tied)']:.0e}; untied MSE ×{format_number(ratio[0])}",
         notes=f"Each window is a symmetric pulse of random amplitude plus antisymmetric hiss "
         f"(std {cfg.hiss}) plus white noise (std {cfg.white}); a length-{cfg.kernel} filter "
         "estimates the amplitude, fitted by least squares (L-BFGS) on the windows. Check: "

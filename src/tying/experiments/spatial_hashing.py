@@ -19,6 +19,7 @@ import tying
 from tying.experiments._spatial_common import by_size, log, new_figure, rngs, seeded
 from tying.experiments.registry import Result, Table, experiment
 from tying.nn import HashedEmbedding
+from tying.report.format import format_number
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +124,7 @@ def hashednets(size: str, seed: int) -> Result:
     passed = (
         monotone and hashed[-1] > 1.5 * hashed[0] and hashed[0] < 1.5 * ppl["dense nn.Embedding"]
     )
-    log.info("hashednets: perplexities %s", [round(p, 2) for p in hashed])
+    log.info("hashednets: perplexities %s", [format_number(p) for p in hashed])
 
     fig, (ax,) = new_figure(width=5.4, height=3.6)
     bs = [b for _, b in settings if b is not None]
@@ -151,7 +152,7 @@ def hashednets(size: str, seed: int) -> Result:
             "true-model perplexity": true_ppl,
             "monotone in B": monotone,
         },
-        key_figure=f"perplexity {hashed[0]:.1f} → {hashed[-1]:.1f} as B: V² → V²/{cfg.compression[-1]}",
+        key_figure=f"perplexity {format_number(hashed[0])} → {format_number(hashed[-1])} as B: V² → V²/{cfg.compression[-1]}",
         notes="The table is tying.nn.HashedEmbedding: entry (i, j) reads sign·bucket[h(i·V+j)] "
         "with a universal hash; tying.count reports V² logical against B physical entries. "
         "Check: held-out perplexity never falls (1% tolerance) as B shrinks, rises over 1.5× "

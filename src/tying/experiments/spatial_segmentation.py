@@ -31,6 +31,7 @@ from tying.experiments._spatial_common import (
 )
 from tying.experiments.registry import Result, Table, experiment
 from tying.nn import SoftDiceLoss, SoftIoULoss, TiedUNet, soft_dice, soft_iou
+from tying.report.format import format_number
 
 
 def _scenes(side: int, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,8 +172,8 @@ def tied_unet(size: str, seed: int) -> Result:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(
-        f"tied: {counts['tied'][1]:,} params, soft IoU {mean['tied'][0]:.2f}   ·   untied: "
-        f"{counts['untied'][1]:,} params, soft IoU {mean['untied'][0]:.2f}",
+        f"tied: {counts['tied'][1]:,} params, soft IoU {format_number(mean['tied'][0])}   ·   untied: "
+        f"{counts['untied'][1]:,} params, soft IoU {format_number(mean['untied'][0])}",
         fontsize=10,
     )
     return Result(
@@ -184,7 +185,7 @@ def tied_unet(size: str, seed: int) -> Result:
             "soft IoU untied": float(mean["untied"][0]),
             "physical params saved": saved,
         },
-        key_figure=f"soft IoU {mean['tied'][0]:.2f} vs {mean['untied'][0]:.2f} with {saved:.0%} fewer params",
+        key_figure=f"soft IoU {format_number(mean['tied'][0])} vs {format_number(mean['untied'][0])} with {format_number(saved, 2, percent=True)} fewer params",
         notes="Decoder level l applies encoder level l's weight tensor as a transposed conv "
         "(tying.share('up.*.weight', like='down.*.weight')). Check: the tied U-Net loses at "
         "most 0.05 soft IoU, stores ≥ 30% fewer parameters, and reaches soft IoU ≥ 0.5.",
@@ -321,8 +322,8 @@ def soft_iou_dice(size: str, seed: int) -> Result:
             "soft IoU relative weight on the smallest object": float(rel["soft IoU"][0]),
             "cross-entropy relative weight on the smallest object": float(rel["cross-entropy"][0]),
         },
-        key_figure=f"both train (IoU {smallest(trained.values()):.2f}+); Dice weighs the smallest "
-        f"object {dice_over_iou_small:.1f}× more than IoU does",
+        key_figure=f"both train (IoU {format_number(smallest(trained.values()))}+); Dice weighs the smallest "
+        f"object {format_number(dice_over_iou_small)}× more than IoU does",
         notes="J = D/(2−D), so ∇J = 2/(2−D)²·∇D: parallel, scaled by a factor that runs from ½ "
         "(poor overlap, typical of small objects) to 2 (good overlap). Check: both losses "
         "train a U-Net to test IoU ≥ 0.6; relative to the largest object, soft Dice weighs the "
@@ -473,8 +474,8 @@ def bn_vs_gn(size: str, seed: int) -> Result:
             "GN output change when the batch partner changes": dependence["GN"],
             "BN output change when the batch partner changes": dependence["BN"],
         },
-        key_figure=f"accuracy at batch 2: GN {mean['GN']:.2f} vs BN {mean['BN (batch stats, pairs)']:.2f} "
-        f"(BN eval mode {mean['BN (eval mode)']:.2f})",
+        key_figure=f"accuracy at batch 2: GN {format_number(mean['GN'])} vs BN {format_number(mean['BN (batch stats, pairs)'])} "
+        f"(BN eval mode {format_number(mean['BN (eval mode)'])})",
         notes="Two-channel images under a random exposure per image; the label is which "
         "channel is brighter, so only per-image ratios carry it. A two-conv net, Adam at batch "
         "size 2, torch's BatchNorm2d vs GroupNorm. BN normalises with the statistics of two "

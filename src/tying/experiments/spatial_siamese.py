@@ -19,6 +19,7 @@ from tying.experiments._spatial_common import by_size, log, new_figure, rngs, se
 from tying.experiments.common import still_gaining
 from tying.experiments.registry import Result, Table, experiment
 from tying.nn import Siamese
+from tying.report.format import format_number
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,7 +189,7 @@ def siamese(size: str, seed: int) -> Result:
             "tied logical/physical params": (c.logical, c.physical),
             "runs still gaining at the step budget": f"{gaining} of {acc['tied'].size * 2}",
         },
-        key_figure=f"tied {mean['tied'].mean():.2f} vs untied {mean['untied'].mean():.2f} "
+        key_figure=f"tied {format_number(mean['tied'].mean())} vs untied {format_number(mean['untied'].mean())} "
         "verification accuracy",
         notes="Each writer is a point in a 6-d identity space hidden in 24-d features with 18 "
         "nuisance directions; linear towers trained with a contrastive loss on every ordered "

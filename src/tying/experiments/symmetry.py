@@ -22,6 +22,7 @@ import tying
 from tying.experiments.common import by_size, largest, log, new_figure, rngs, smallest
 from tying.experiments.registry import Result, Table, experiment
 from tying.nn import LocallyConnected2d
+from tying.report.format import format_number
 
 # ---------------------------------------------------------------------------- A6
 
@@ -249,7 +250,7 @@ def _landscape_figure(
         math.log10(max(enum["keep the conv"], 1)),
     ]
     bars = ax1.bar(labels, vals, color=["#c44e52", "#4c72b0", "#c44e52", "#4c72b0"])
-    ax1.bar_label(bars, labels=[f"{v:.1f}" for v in vals], padding=2)
+    ax1.bar_label(bars, labels=[f"{format_number(v)}" for v in vals], padding=2)
     ax1.set_ylabel("log10(number of equivalent minima)")
     ax1.set_title("permutation symmetries")
     for eig, null, name in (

@@ -27,6 +27,7 @@ from torch import nn
 
 from tying.experiments.common import largest, new_figure
 from tying.experiments.registry import Result, Table, check_size, experiment
+from tying.report.format import format_number
 
 log = logging.getLogger(__name__)
 
@@ -244,8 +245,8 @@ def ctc(size: str, seed: int) -> Result:
             else None,
         },
         key_figure=(
-            f"blank ratio peaks at {peak:.2f}, ends {blank[-1]:.2f}; accuracy {final['greedy accuracy']:.2f}; "
-            f"greedy ≠ beam on {snapshot['greedy ≠ beam'] if snapshot else float('nan'):.0%} (half-trained)"
+            f"blank ratio peaks at {format_number(peak)}, ends {format_number(blank[-1])}; accuracy {format_number(final['greedy accuracy'])}; "
+            f"greedy ≠ beam on {format_number(snapshot['greedy ≠ beam'] if snapshot else float('nan'), 2, percent=True)} (half-trained)"
         ),
         notes=(
             "Blank ratio: fraction of frames whose most likely output is the blank. P(labelling) is "
@@ -361,8 +362,8 @@ def gan_clipping(size: str, seed: int) -> Result:
             f"bilinear final, clip {best}": final(("bilinear", best)),
         },
         key_figure=(
-            f"distance to equilibrium {start:.2f} → {final(('GAN', None)):.2f} plain, "
-            f"{final(('GAN', best)):.3f} with clip {best}"
+            f"distance to equilibrium {format_number(start)} → {format_number(final(('GAN', None)))} plain, "
+            f"{format_number(final(('GAN', best)), 4)} with clip {best}"
         ),
         notes=(
             "Simultaneous gradient steps on both players. Clipping caps the step length, which far "

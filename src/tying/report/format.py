@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["format_runtime", "format_value"]
+__all__ = ["format_number", "format_runtime", "format_value"]
 
 
 def format_value(value: Any) -> str:
@@ -36,20 +36,76 @@ def format_value(value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, int):
         return f"{value:,}"
-    if isinstance(value, float):
-        if math.isnan(value) or math.isinf(value):
-            return str(value)
-        if value == 0:
-            return "0"
-        if value.is_integer() and abs(value) < 1e15:
-            return f"{int(value):,}"
-        mag = abs(value)
-        if mag < 1e-3 or mag >= 1e6:
-            return f"{value:.3g}"
-        return f"{value:,.0f}" if mag >= 1e3 else f"{value:.4g}"
+    if isinstance(value, int | float):
+        return format_number(value, 4)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(format_value(v) for v in value) + "]"
     return str(value)
+
+
+def format_number(value: Any, digits: int = 3, *, sign: bool = False, percent: bool = False) -> str:
+    """A measured number as text that never reads as zero or with meaningless digits.
+
+    The one formatter for every number an experiment writes into its key figure,
+    a table cell or a figure title. A fixed-decimal format (``{x:.4f}``) printed a
+    1e-7 error as ``0.0000`` -- evidence that read as exactly zero -- and a huge
+    value with digits that mean nothing. Here: ``digits`` significant digits (at
+    least the units from 1,000 on, with thousands separators), scientific with three
+    significant digits below 1e-3 and from 1e6 on, integers as integers, and ``nan``,
+    ``inf``, ``-inf`` spelt out. Only an exact zero reads ``0``.
+
+    Args:
+        value: an int or float (a NumPy or torch scalar is taken as its Python number).
+        digits: significant digits in the ordinary range (>= 1).
+        sign: write ``+`` before a positive number (a difference, a gain).
+        percent: show ``value`` (a fraction) as a percentage: ``0.25`` -> ``25%``.
+
+    Returns:
+        The text.
+
+    Raises:
+        TypeError: ``value`` is not a number (a bool, a string, an array).
+        ValueError: ``digits`` < 1.
+
+    Example:
+        >>> format_number(1.234e-7), format_number(0.87345), format_number(12345.6)
+        ('1.23e-07', '0.873', '12,346')
+        >>> format_number(0.25, percent=True), format_number(0.004, percent=True)
+        ('25%', '0.4%')
+        >>> format_number(0.0123, sign=True), format_number(3), format_number(float("nan"))
+        ('+0.0123', '3', 'nan')
+    """
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        value = value.item()  # a NumPy or torch scalar: the Python number it holds
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(
+            f"format_number() takes an int or float, got {value!r} ({type(value).__name__}); "
+            "pass the number (format words and lists yourself)"
+        )
+    if isinstance(digits, bool) or not isinstance(digits, int) or digits < 1:
+        raise ValueError(f"format_number(): digits must be an int >= 1, got {digits!r}")
+    suffix = ""
+    if percent:
+        value, suffix = value * 100, "%"
+    plus = "+" if sign and value > 0 else ""
+    if isinstance(value, int):
+        return f"{plus}{value:,}{suffix}"
+    if math.isnan(value) or math.isinf(value):
+        return f"{plus}{value}{suffix}"
+    if value == 0:
+        return f"0{suffix}"
+    if value.is_integer() and abs(value) < 1e15:
+        return f"{plus}{int(value):,}{suffix}"
+    mag = abs(value)
+    if mag < 1e-3 or mag >= 1e6:
+        text = f"{value:.3g}"
+    elif mag >= 10 ** (digits - 1) and mag >= 1e3:
+        text = f"{value:,.0f}"
+    else:
+        text = f"{value:.{digits}g}"
+        if "e" in text:  # .Ng of 123.4 with N=2 is 1.2e+02: the units instead
+            text = f"{value:,.0f}"
+    return f"{plus}{text}{suffix}"
 
 
 def format_runtime(seconds: float) -> str:
