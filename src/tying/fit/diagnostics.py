@@ -32,6 +32,61 @@ SIGMA_CHI2_TAIL = 1e-6
 SIGMA_CHI2_FACTOR = 1.2
 
 
+def column_scale(jw: np.ndarray, pmap: ParameterMap) -> np.ndarray:
+    """``(n_physical,)`` each parameter's largest ``|weighted Jacobian|`` entry, rounded down
+    to a power of 2 (1 for a column that is zero or not finite).
+
+    Dividing the columns by it is exact and leaves each a largest entry in [1, 2), so
+    ``JᵀJ`` of the scaled columns neither overflows nor underflows. Stop 47: a parameter
+    or sigma near 1e±299 made a column near 1e-299, whose square underflowed to 0 (or
+    near 1e299, which overflowed), and a fit with the right values reported NaN standard
+    errors and "'a' does not change the model".
+    """
+    big = np.zeros(pmap.n_physical)
+    np.maximum.at(big, pmap.index.ravel(), np.max(np.abs(jw), axis=1).ravel())
+    ok = (big > 0) & np.isfinite(big)
+    _, e = np.frexp(np.where(ok, big, 1.0))
+    return np.ldexp(1.0, e - 1)
+
+
+def scaled_normal(jw: np.ndarray, r: np.ndarray, pmap: ParameterMap):
+    """``(h, jw_scaled, scale)``: the normal blocks ``(K, P, P)`` of the Jacobian whose columns
+    are divided by :func:`column_scale` ``scale`` (physical order), and those columns.
+
+    The covariance of the parameters is ``(h⁻¹)_ij / (scale_i·scale_j)``.
+    """
+    cs = column_scale(jw, pmap)
+    jws = jw / cs[pmap.index][:, None, :]
+    h, _ = jac_mod.normal_blocks(jws, r)
+    return h, jws, cs
+
+
+#: a variance is a normal float64 only for a standard error inside this range
+VARIANCE_RANGE = (float(np.sqrt(np.finfo(float).tiny)), float(np.sqrt(np.finfo(float).max)))
+
+
+def _covariance_range(stderr_x: np.ndarray, pmap: ParameterMap) -> str:
+    """Name the parameters whose variance (standard error squared) is past float64, or "".
+
+    Their standard errors are computed from scaled columns and are right, but the
+    covariance matrix would hold 0 or inf for them (stop 47: a parameter near 1e-299 had
+    variance 0, and a band ``J C Jᵀ`` of 0 would have come back with no word).
+    """
+    lo, hi = VARIANCE_RANGE
+    s = np.abs(stderr_x)
+    bad = np.flatnonzero(np.isfinite(s) & (s > 0) & ((s < lo) | (s > hi)))
+    if not bad.size:
+        return ""
+    names = _names([pmap.physical_names[i] for i in bad])
+    return (
+        f"the standard error(s) of {names} ({', '.join(f'{s[i]:.3g}' for i in bad[:8])}) "
+        f"square past float64's range ({lo:.2g} to {hi:.2g}), so the covariance matrix "
+        f"cannot be stored: covariance is None and bands/correlations are unavailable, "
+        f"the values and standard errors are right; rescale those parameters (fit them in "
+        f"units that bring them near 1) for a covariance"
+    )
+
+
 def _on_bounds(
     pmap: ParameterMap, theta: np.ndarray, jw: np.ndarray, r: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -51,8 +106,9 @@ def _on_bounds(
     "ended at a bound" (the value is the bound, says the message) and exempted from the
     test of a minimum (stop 31, round 2).
     """
-    h, _ = jac_mod.normal_blocks(jw, r)
-    col = np.sqrt(schur.diagonal(h, pmap.index, pmap.n_physical))  # ‖J column‖ per parameter
+    h, _, cs = scaled_normal(jw, r, pmap)
+    # ‖J column‖ per parameter, from unit-scaled columns: no under/overflow (stop 47)
+    col = np.sqrt(schur.diagonal(h, pmap.index, pmap.n_physical)) * cs
     rnorm = float(np.linalg.norm(r))
     scale = np.maximum(1.0, np.abs(pmap.x0))
     out = []
@@ -293,14 +349,20 @@ def _check_scale(data: StackedData, pmap: ParameterMap, start_model: np.ndarray)
 
 
 def _sensitivity(
-    h: np.ndarray, model_w: np.ndarray, theta: np.ndarray, pmap: ParameterMap
+    h: np.ndarray,
+    model_w: np.ndarray,
+    theta: np.ndarray,
+    pmap: ParameterMap,
+    cs: np.ndarray | None = None,
 ) -> np.ndarray:
     """How much a 100 % change of each physical parameter moves the model, relative.
 
     ``‖∂model/∂p‖·max(|p|, |p_start|) / ‖model‖`` (weighted, over the data
-    sets that read p; ``|p_start|`` is taken as 1 for a parameter started at 0).
+    sets that read p; ``|p_start|`` is taken as 1 for a parameter started at 0). ``h``
+    is of columns divided by ``cs`` (:func:`scaled_normal`) when ``cs`` is given.
     """
     diag = schur.diagonal(h, pmap.index, pmap.n_physical)  # (n_physical,) Σ ‖J column‖²
+    col = np.sqrt(diag) * (1.0 if cs is None else cs)
     ds_norm2 = np.sum(model_w * model_w, axis=1)  # (K,)
     reach = np.bincount(
         pmap.index.ravel(),
@@ -312,10 +374,17 @@ def _sensitivity(
     start = np.abs(pmap.x0)
     scale = np.maximum(np.abs(theta), np.where(start > 0, start, 1.0))
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.sqrt(diag) * scale / np.sqrt(np.maximum(reach, 1e-300))
+        return col * scale / np.sqrt(np.maximum(reach, 1e-300))
 
 
-def _plateau(ev: ModelEvaluator, data: StackedData, pmap: ParameterMap, out, h: np.ndarray) -> str:
+def _plateau(
+    ev: ModelEvaluator,
+    data: StackedData,
+    pmap: ParameterMap,
+    out,
+    h: np.ndarray,
+    cs: np.ndarray | None = None,
+) -> str:
     """Name a parameter that moved the model at the start but does not at the solution, or "".
 
     Such a stationary point (BoxBOD from start 1: ``exp(-b2·x)`` underflows,
@@ -323,7 +392,7 @@ def _plateau(ev: ModelEvaluator, data: StackedData, pmap: ParameterMap, out, h: 
     the data locate. A parameter that never changes the model is another case
     (a singular Jacobian, reported with the standard errors).
     """
-    sens = _sensitivity(h, out.model * data.weight, out.theta, pmap)
+    sens = _sensitivity(h, out.model * data.weight, out.theta, pmap, cs)
     flat = ~(sens >= PLATEAU_SENSITIVITY)
     if not flat.any():
         return ""
@@ -332,8 +401,8 @@ def _plateau(ev: ModelEvaluator, data: StackedData, pmap: ParameterMap, out, h: 
     model0 = ev.predict(pmap.x0)
     jw0 = jac_mod.weighted(ev.jacobian(pmap.x0), data)
     ev.nfev, ev.njev = nfev, njev
-    h0, _ = jac_mod.normal_blocks(jw0, jac_mod.residuals(model0, data))
-    sens0 = _sensitivity(h0, model0 * data.weight, pmap.x0, pmap)
+    h0, _, cs0 = scaled_normal(jw0, jac_mod.residuals(model0, data), pmap)
+    sens0 = _sensitivity(h0, model0 * data.weight, pmap.x0, pmap, cs0)
     drifted = np.flatnonzero(flat & (sens0 >= PLATEAU_SENSITIVITY))
     if not drifted.size:
         return ""

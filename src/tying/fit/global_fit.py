@@ -63,6 +63,7 @@ from tying.fit.diagnostics import (  # noqa: F401  (re-exported: global_fit.<nam
     _at_bounds,
     _check_determined,
     _check_scale,
+    _covariance_range,
     _degenerate_pair,
     _gauss_newton_gain,
     _ill_conditioned,
@@ -77,6 +78,7 @@ from tying.fit.diagnostics import (  # noqa: F401  (re-exported: global_fit.<nam
     _sigma_contradicted,
     _unread_locals,
     _weakest,
+    scaled_normal,
 )
 from tying.fit.model import ModelEvaluator
 from tying.fit.result import FitResult, build_values
@@ -463,7 +465,11 @@ class GlobalFit:
         r = jac_mod.residuals(out.model, data)
         chi2 = float(np.sum(r * r))
         jw = jac_mod.weighted(ev.jacobian(out.theta), data)
-        h, _ = jac_mod.normal_blocks(jw, r)
+        # JᵀJ of columns brought to a largest entry in [1, 2) (exact powers of 2), its
+        # inverse scaled back per parameter below. Stop 47: a column near 1e-299 (sigma or
+        # a parameter near 1e±299) squared to 0, JᵀJ read singular, and a fit with the
+        # right values gave NaN errors and "'a' does not change the model"
+        h, _, cs = scaled_normal(jw, r, pmap)
         unread = _unread_locals(h, pmap, out.theta)  # (K, P): local slots model_fn does not read
         ndata, nvarys = data.n_points, pmap.n_physical - int(unread.sum())
         nfree = ndata - nvarys
@@ -473,7 +479,7 @@ class GlobalFit:
         neg2ll = ndata * np.log(max(chi2, 1e-250 * ndata) / ndata)
         scale = redchi if self.scale_covar and nfree > 0 else 1.0
         message, success = out.message, out.success
-        plateau = _plateau(ev, data, pmap, out, h)
+        plateau = _plateau(ev, data, pmap, out, h, cs)
         if plateau and success:
             message, success = f"{message}; but {plateau}", False
         walls = _nonfinite_note(ev, pmap)
@@ -543,23 +549,50 @@ class GlobalFit:
             message += f"; {held}"
             warnings.warn(f"global fit: {held}", FitWarning, stacklevel=3)
         rounding_pair = ""  # two parameters an inverse singular to rounding still names
+        # ‖J column‖² past float64 (b → 1e-156 in a·log(b·x), sigma near 1e-299): the
+        # scaled inverse copes, but the user is told (lmfit's errors are inf there)
+        with np.errstate(over="ignore"):
+            norm = np.sqrt(schur.diagonal(h, pmap.index, pmap.n_physical)) * cs
+        huge = [pmap.physical_names[i] for i in np.flatnonzero(~(norm <= 1.3e154))]
+        overflow = (
+            f"JᵀJ overflows float64 in the column(s) of {_names(huge[:8])}: their squared "
+            f"norm exceeds 1.8e308"
+            if huge
+            else ""
+        )
         try:
-            cov_global, cov_logical = schur.covariance(h_cov, pmap.index, pmap.n_global)
-            inflation = _inflation(cov_logical, h_cov, pmap)
+            cov_s_global, cov_s_logical = schur.covariance(h_cov, pmap.index, pmap.n_global)
+            inflation = _inflation(cov_s_logical, h_cov, pmap)
             if not _inverse_ok(inflation):
-                rounding_pair = _degenerate_pair(cov_logical, pmap)
+                rounding_pair = _degenerate_pair(cov_s_logical, pmap)
                 raise np.linalg.LinAlgError("the normal matrix is singular to rounding")
             ill = _ill_conditioned(inflation, pmap)
-            cov_global, cov_logical = cov_global * scale, cov_logical * scale
+            # cov_ij = cov_s_ij·f_i·f_j with f = √scale / cs: each factor is about a
+            # standard error over the scaled one, so it is finite where the errors are
+            f = np.sqrt(scale) / cs  # (n_physical,)
+            fl = f[pmap.index]  # (K, P)
+            with np.errstate(over="ignore", invalid="ignore"):
+                cov_global = cov_s_global * f[: pmap.n_global, None] * f[None, : pmap.n_global]
+                cov_logical = cov_s_logical * fl[:, :, None] * fl[:, None, :]
             if unread.any():  # a held value carries no uncertainty into a band
                 cov_logical[ks, js, :] = 0.0
                 cov_logical[ks, :, js] = 0.0
             var = np.zeros(pmap.n_physical)
-            var[pmap.index.ravel()] = np.diagonal(cov_logical, axis1=1, axis2=2).ravel()
-            stderr_x = np.sqrt(np.maximum(var, 0.0))
+            var[pmap.index.ravel()] = np.diagonal(cov_s_logical, axis1=1, axis2=2).ravel()
+            stderr_x = np.sqrt(np.maximum(var, 0.0)) * f
             if unread.any():
                 stderr_x[pmap.index[ks, js]] = np.nan
-            pair = _degenerate_pair(cov_logical, pmap)
+            pair = _degenerate_pair(cov_s_logical, pmap)
+            if overflow:
+                message += (
+                    f"; {overflow} (the covariance is computed on columns scaled to 1; "
+                    f"rescale those parameters or sigma nearer 1 to be safe from rounding)"
+                )
+            out_of_range = _covariance_range(stderr_x, pmap)
+            if out_of_range:
+                cov_global = cov_logical = None
+                message += f"; {out_of_range}"
+                warnings.warn(f"global fit: {out_of_range}", FitWarning, stacklevel=3)
             if pair:
                 message += (
                     f"; {pair}: the data cannot tell them apart, so their standard errors are "
@@ -576,17 +609,11 @@ class GlobalFit:
         except np.linalg.LinAlgError:
             cov_global = cov_logical = None
             stderr_x = np.full(pmap.n_physical, np.nan)
-            sens = _sensitivity(h, out.model * data.weight, out.theta, pmap)
+            sens = _sensitivity(h, out.model * data.weight, out.theta, pmap, cs)
             dead = [pmap.physical_names[i] for i in np.flatnonzero(~(sens >= PLATEAU_SENSITIVITY))]
-            diag = schur.diagonal(h, pmap.index, pmap.n_physical)
-            if not np.all(np.isfinite(diag)):
-                # ‖J column‖² past float64 (b → 1e-156 in a·log(b·x)): such a column
-                # changes the model hugely, so "does not change the model" misled
-                huge = [pmap.physical_names[i] for i in np.flatnonzero(~np.isfinite(diag))]
-                which = (
-                    f"JᵀJ overflows float64 in the column(s) of {_names(huge[:8])}: their "
-                    f"squared norm exceeds 1.8e308"
-                )
+            if overflow:
+                # such a column changes the model hugely: "does not change the model" misled
+                which = overflow
             else:
                 which = (
                     f"{', '.join(map(repr, dead[:8]))}{', ...' if len(dead) > 8 else ''} "

@@ -88,6 +88,7 @@ def _is_tensor(x: object) -> bool:
 
 BACKENDS = ("auto", "numpy", "torch")
 _FD_STEP = np.finfo(float).eps ** (1 / 3)  # the optimal relative step of central differences
+_FD_SCALE_FLOOR = np.finfo(float).tiny / _FD_STEP  # the smallest scale with a normal step
 #: ulps of rounding allowed in each model value a central difference subtracts: the part
 #: of a difference that rounding can account for is no evidence against the complex step
 _FD_ROUNDING_ULPS = 16.0
@@ -679,7 +680,9 @@ class ModelEvaluator:
         k, n_max = self.data.y.shape
         v = np.stack([values[n] for n in free], axis=1)  # (K, P)
         scale = np.where(np.abs(v) > 0, np.abs(v), self._fd_zero_scale)
-        h = 1e-30 * scale  # (K, P)
+        # at least the smallest normal float: 1e-30·|v| underflowed to 0 for a parameter
+        # near 1e-299, and imag / 0 warned "invalid value in divide" (stop 47)
+        h = np.maximum(1e-30 * scale, np.finfo(float).tiny)  # (K, P)
         table = np.empty((p, k, p), dtype=complex)  # (copy, data set, parameter)
         table[:] = v
         ar = np.arange(p)
@@ -918,7 +921,10 @@ def fd_step(v: np.ndarray, zero_scale: np.ndarray | float = 1.0) -> np.ndarray:
     """
     v = np.asarray(v, dtype=float)
     scale = np.where(np.abs(v) > 0, np.abs(v), zero_scale)
-    return _representable(v, _FD_STEP * np.maximum(scale, 1e-290))
+    # the floor keeps the step a normal float; a floor of 1e-290 stepped k = 1e-299 by
+    # 6e-296, 6,000 times itself, and exp(-k·x) at x near 1e299 overflowed: a false
+    # "derivative is -inf, not differentiable" refusal (stop 47)
+    return _representable(v, _FD_STEP * np.maximum(scale, _FD_SCALE_FLOOR))
 
 
 def _representable(v: np.ndarray, h: np.ndarray) -> np.ndarray:

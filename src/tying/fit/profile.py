@@ -28,6 +28,7 @@ from scipy import optimize, special, stats
 
 from tying.fit import jacobian as jac_mod
 from tying.fit import schur
+from tying.fit.diagnostics import column_scale
 from tying.fit.model import ModelError, ModelEvaluator
 from tying.fit.roles import ParameterMap
 from tying.fit.solvers import FitWarning, Tolerances, levenberg_marquardt
@@ -110,7 +111,10 @@ def _gauss_newton_drop(
 
     Parameters held on a bound by an outward gradient, and ``pinned``, do not move.
     """
-    h, g = jac_mod.normal_blocks(jw, r)
+    # on columns scaled by powers of 2 (exact; the step is scaled back): at x, y near 1e150
+    # JᵀJ overflowed and every profile point warned "overflow encountered in matmul"
+    cs = column_scale(jw, pm)  # (n_physical,)
+    h, g = jac_mod.normal_blocks(jw / cs[pm.index][:, None, :], r)
     grad = jac_mod.gradient(g, pm)
     held = ((theta <= pm.lower) & (grad > 0)) | ((theta >= pm.upper) & (grad < 0))
     if pinned is not None:
@@ -119,7 +123,7 @@ def _gauss_newton_drop(
         step = schur.solve(h, g, pm.index, pm.n_global, 0.0, held)
     except np.linalg.LinAlgError:
         return 0.0  # singular here: the cosine test of a minimum is all there is
-    step = np.clip(theta + step, pm.lower, pm.upper) - theta
+    step = (np.clip(theta + step / cs, pm.lower, pm.upper) - theta) * cs
     s = step[pm.index]  # (K, P)
     return float(-2 * (np.sum(g * s) + 0.5 * np.sum(s * (h @ s[:, :, None])[:, :, 0])))
 

@@ -36,6 +36,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 import scipy.sparse as sp
@@ -92,6 +93,7 @@ class SolverOutput:
     niter: int
     success: bool
     message: str
+    units: np.ndarray | None = None  # (P,) the parameter units trf solved in (_units)
 
 
 @dataclasses.dataclass
@@ -126,23 +128,32 @@ def levenberg_marquardt(
     pmap: ParameterMap,
     tol: Tolerances,
     theta0: np.ndarray | None = None,
+    units: np.ndarray | None = None,
 ) -> SolverOutput:
     """Levenberg–Marquardt on the block-arrowhead normal equations (see module docstring).
 
-    ``theta0`` starts it elsewhere than ``pmap.x0`` (trf's lsmr result, polished)."""
+    ``theta0`` starts it elsewhere than ``pmap.x0`` (trf's lsmr result, polished), with
+    the parameter ``units`` trf solved in (:func:`_units`; else read at the start)."""
     lo, hi = pmap.lower, pmap.upper
     has_bounds = bool(np.isfinite(lo).any() or np.isfinite(hi).any())
     theta = (pmap.x0 if theta0 is None else np.clip(theta0, lo, hi)).copy()
     model, r, cost = _state(ev, data, theta)
     lam, nu = 1e-3, 2.0
     scale = None
+    # (n_physical,) solved in u = θ / units (see _units), read at the start values: a
+    # polish gets trf's. From trf's end point instead, an asymptote (b → 1e-156 in
+    # a·log(b·x)) gave b a unit of 1e-156 and LM walked it into subnormals (stop 47)
     message, success = "", False
     need_jac = True
     niter = 0
     for niter in range(1, tol.max_iter + 1):  # noqa: B007 (niter is reported after the loop)
         if need_jac:
             jw = jac_mod.weighted(ev.jacobian(theta), data)
-            h, g = jac_mod.normal_blocks(jw, r)
+            if units is None:  # fixed at the first Jacobian: one set of units throughout
+                big = np.zeros(pmap.n_physical)
+                np.maximum.at(big, pmap.index.ravel(), np.max(np.abs(jw), axis=1).ravel())
+                units = _units(big)
+            h, g = jac_mod.normal_blocks(jw * units[pmap.index][:, None, :], r)
             grad = jac_mod.gradient(g, pmap)
             diag = schur.diagonal(h, pmap.index, pmap.n_physical)
             # Marquardt scaling: the largest diagonal seen so far; a zero column starts at 1
@@ -169,12 +180,12 @@ def levenberg_marquardt(
         except np.linalg.LinAlgError:
             lam, nu = lam * nu, nu * 2
             continue
-        new = np.clip(theta + step, lo, hi)
-        step = new - theta
+        new = np.clip(theta + step * units, lo, hi)
+        step = (new - theta) / units
         d = np.sqrt(scale)
         # MINPACK's test, relative only: SciPy's extra "xtol +" is absolute in the scaled
         # units, which data near 1e-18 make tiny (a stop 4.5e-4 short of the minimum)
-        if np.linalg.norm(d * step) <= tol.xtol * np.linalg.norm(d * theta):
+        if np.linalg.norm(d * step) <= tol.xtol * np.linalg.norm(d * theta / units):
             message, success = f"xtol: relative step <= {tol.xtol:g}", True
             break
         new_model, new_r, new_cost = _state(ev, data, new)
@@ -225,16 +236,23 @@ def minpack(
             return jw[0, : data.lengths[0]]
         return jac_mod.assemble(jw, data, pmap).toarray()
 
-    theta, _, info, _, ier = leastsq(
-        fun,
-        pmap.x0.copy(),
-        Dfun=jac,
-        full_output=True,
-        ftol=tol.ftol,
-        xtol=tol.xtol,
-        gtol=tol.gtol,
-        maxfev=tol.max_iter,
-    )
+    with warnings.catch_warnings():
+        # leastsq's full_output also forms cov_x = R⁻¹R⁻ᵀ, unused here (the covariance is
+        # computed on scaled columns in global_fit), whose overflow for a parameter near
+        # 1e±299 warned; warnings of model_fn (another module) still pass (stop 47)
+        warnings.filterwarnings(
+            "ignore", category=RuntimeWarning, module=r"scipy\.optimize\._minpack_py"
+        )
+        theta, _, info, _, ier = leastsq(
+            fun,
+            pmap.x0.copy(),
+            Dfun=jac,
+            full_output=True,
+            ftol=tol.ftol,
+            xtol=tol.xtol,
+            gtol=tol.gtol,
+            maxfev=tol.max_iter,
+        )
     model = cache["model"] if np.array_equal(cache.get("theta"), theta) else ev.predict(theta)
     r = jac_mod.residuals(model, data)
     cost = 0.5 * float(np.sum(r * r))
@@ -296,19 +314,24 @@ def trust_region(
         # its SVD mixes rounding into that direction and moved a local parameter model_fn
         # does not read in its data set from 0 to -6120 (lsmr leaves it where it is)
         full = x0.copy()
+        ps = units[free]
 
         def put(t):
-            full[free] = t
+            full[free] = t * ps
             return full.copy()
+
+        def jac_free(t):
+            jm = jac(put(t))[:, free]
+            return jm * ps if dense else jm @ sp.diags(ps)
 
         with np.errstate(over="ignore"):
             # a wall of 1e150 residuals (NaN from model_fn) overflows trf's trust-radius
             # ratio; the result is judged by the checks on it, not by that warning
             out = least_squares(
                 lambda t: fun(put(t)),
-                x0[free],
-                jac=lambda t: jac(put(t))[:, free],
-                bounds=(pmap.lower[free], pmap.upper[free]),
+                x0[free] / ps,
+                jac=jac_free,
+                bounds=(pmap.lower[free] / ps, pmap.upper[free] / ps),
                 method="trf",
                 tr_solver="exact" if dense else "lsmr",
                 x_scale="jac",
@@ -322,6 +345,7 @@ def trust_region(
 
     every = np.ones(pmap.x0.size, dtype=bool)
     free = every
+    units = _parameter_units(jac(pmap.x0))
     if dense and pmap.x0.size > 1:
         column = np.abs(jac(pmap.x0)).max(axis=0)
         free = ~(column == 0) if (column > 0).any() else every
@@ -343,14 +367,47 @@ def trust_region(
     model = cache["model"] if np.array_equal(cache.get("theta"), out.x) else ev.predict(out.x)
     result = SolverOutput(out.x, model, float(out.cost), nfev, out.status > 0, out.message)
     if not dense and result.success:
+        result.units = units
         result = _polish(ev, data, pmap, tol, result)
     # whether this is a minimum at all (trf's ftol test also fires on a stall) is checked
     # for every solver on the result (global_fit._not_stationary)
     return result
 
 
+def _units(big: np.ndarray) -> np.ndarray:
+    """``(P,)`` from each column's largest entry ``big``: all 1, unless one lies outside
+    1e±100, then ``1 / (a power of 2 at most big)`` per column (exact; 1 for a zero one).
+
+    A column near 1e-299 (sigma or x near 1e±299) squares to 0 in ``JᵀJ`` and one near
+    1e299 to inf; solved in ``u = θ / units`` its column is near 1. Stop 47: the
+    Schur-complement LM stopped 50 % off with overflow warnings there, and trf's
+    ``x_scale="jac"`` ran out of evaluations at the start values.
+    """
+    ok = (big > 0) & np.isfinite(big)
+    if not np.any(ok & ((big < 1e-100) | (big > 1e100))):
+        return np.ones(big.size)
+    _, e = np.frexp(np.where(ok, big, 1.0))
+    return np.ldexp(1.0, 1 - e)
+
+
+def _parameter_units(jm) -> np.ndarray:
+    """``(P,)`` the unit trf solves each parameter in: 1, unless a Jacobian column's largest
+    entry lies outside 1e±100, then a power of 2 that brings it near 1 (exact).
+
+    trf's ``x_scale="jac"`` squares the column norms: a column near 1e-299 (sigma or x near
+    1e±299) squared to 0, its scale to inf, and trf ran out of evaluations at the start
+    values where lm gave the rescaled problem's answers (stop 47). Where every column is
+    inside 1e±100 nothing changes.
+    """
+    return _units(np.asarray(abs(sp.csr_matrix(jm)).max(axis=0).toarray()).ravel())
+
+
 def _polish(
-    ev: ModelEvaluator, data: StackedData, pmap: ParameterMap, tol: Tolerances, out: SolverOutput
+    ev: ModelEvaluator,
+    data: StackedData,
+    pmap: ParameterMap,
+    tol: Tolerances,
+    out: SolverOutput,
 ) -> SolverOutput:
     """Go on from a converged lsmr trf result with the Schur-complement LM.
 
@@ -361,7 +418,8 @@ def _polish(
     Jacobians. Its result is taken only where its chi2 is no higher.
     """
     budget = max(tol.max_iter - out.niter, 1)
-    lm = levenberg_marquardt(ev, data, pmap, dataclasses.replace(tol, max_iter=budget), out.theta)
+    tol = dataclasses.replace(tol, max_iter=budget)
+    lm = levenberg_marquardt(ev, data, pmap, tol, out.theta, out.units)
     if not (lm.cost <= out.cost):
         return out
     success = lm.success or lm.cost == out.cost
@@ -374,13 +432,22 @@ def residual_cosines(jm, r) -> tuple[np.ndarray, np.ndarray]:
     (sparse) Jacobian ``jm`` (0 at a minimum, and where ``r`` or the column is 0), and the
     gradient, whose sign tells which bound holds a parameter. The test of a minimum free
     of units (``MAX_COSINE``), for trf's gtol stops here and for every result in
-    ``global_fit._not_stationary``."""
+    ``global_fit._not_stationary``.
+
+    The columns are first divided by a power of 2 near their largest entry (exact): a
+    column near 1e-160 squared to 0 and one near 1e160 to inf, and either read cosine 0,
+    "a minimum", wherever the fit stopped (stop 47)."""
+    jm = sp.csr_matrix(jm)
+    big = np.asarray(abs(jm).max(axis=0).toarray()).ravel()
+    _, e = np.frexp(np.where((big > 0) & np.isfinite(big), big, 1.0))
+    unit = np.maximum(np.ldexp(1.0, e - 1), 2.0**-1022)  # (P,) column scales, 1/unit finite
+    jm = jm @ sp.diags(1.0 / unit)
     grad = np.asarray(jm.T @ r).ravel()
     rnorm = float(np.linalg.norm(r))
     cols = np.sqrt(np.asarray(jm.multiply(jm).sum(axis=0)).ravel())
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         cos = np.nan_to_num(np.abs(grad) / (cols * rnorm), nan=0.0, posinf=0.0)
-    return cos, grad
+        return cos, grad * unit  # the sign of Jᵀr is kept where its size overflows
 
 
 def run_solver(
