@@ -121,9 +121,9 @@ def _reading_to_swap() -> bool:
 
 
 def _name_in(module: nn.Module, slot) -> str:
-    from tying.core.slots import slots_of
+    from tying.core.slots import _name_in  # slots imports this module: a lazy import
 
-    return next((n for n, s in slots_of(module).items() if s is slot), slot.source_name)
+    return _name_in(module, slot)
 
 
 def check_global_prune_read(module: nn.Module, slot, frame) -> None:
