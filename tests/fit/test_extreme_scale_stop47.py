@@ -214,3 +214,18 @@ def test_profile_intervals_near_1e150_rescale_without_overflow_warnings():
     for name, unit in (("a", s), ("k", 1 / s)):
         np.testing.assert_allclose(ci[name].lower / unit, ci0[name].lower, rtol=1e-6)
         np.testing.assert_allclose(ci[name].upper / unit, ci0[name].upper, rtol=1e-6)
+
+
+@pytest.mark.parametrize("es", [3, 5, 6, -3])
+def test_trf_stopped_by_its_absolute_gtol_is_finished_to_the_minimum(es):
+    """trf's gtol test bounds |Jᵀr| in the residuals' own units: with sigma·1e5 (chi2·1e-10)
+    it stopped 5.7e-7 (relative) short of the minimum in `a` with success=True, a cosine
+    under MAX_COSINE (found by the property test above under xdist). The LM's relative
+    tests now finish a gtol stop on the exact-solver path too."""
+    ref, _ = _fit()
+    ss = 10.0**es
+    res, _ = _fit(ss=ss, solver="trf")
+    assert res.success, res.message
+    np.testing.assert_allclose(res.values["a"], ref.values["a"], rtol=1e-9)
+    np.testing.assert_allclose(res.values["k"], ref.values["k"], rtol=1e-9)
+    np.testing.assert_allclose(res.chi2 * ss**2, ref.chi2, rtol=1e-9)

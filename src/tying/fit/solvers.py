@@ -366,7 +366,10 @@ def trust_region(
         nfev += int(out.nfev)
     model = cache["model"] if np.array_equal(cache.get("theta"), out.x) else ev.predict(out.x)
     result = SolverOutput(out.x, model, float(out.cost), nfev, out.status > 0, out.message)
-    if not dense and result.success:
+    if result.success and (not dense or out.status == 1):
+        # stop 47: trf's gtol test is absolute, so with sigma x 1e5 (chi2 x 1e-10) it
+        # stopped 5.7e-7 (relative) short of the minimum in `a`, success=True, at a cosine
+        # under MAX_COSINE; the LM's tests are relative and finish it
         result.units = units
         result = _polish(ev, data, pmap, tol, result)
     # whether this is a minimum at all (trf's ftol test also fires on a stall) is checked
