@@ -15,7 +15,7 @@ from tying.fit import schur
 from tying.fit.datasets import StackedData
 from tying.fit.model import ModelEvaluator
 from tying.fit.roles import ParameterMap
-from tying.fit.solvers import MAX_COSINE, residual_cosines
+from tying.fit.solvers import MAX_COSINE, column_max, pow2_floor, residual_cosines
 
 #: |correlation| above this marks two parameters the data cannot tell apart
 DEGENERATE_CORRELATION = 1 - 1e-8
@@ -42,11 +42,7 @@ def column_scale(jw: np.ndarray, pmap: ParameterMap) -> np.ndarray:
     near 1e299, which overflowed), and a fit with the right values reported NaN standard
     errors and "'a' does not change the model".
     """
-    big = np.zeros(pmap.n_physical)
-    np.maximum.at(big, pmap.index.ravel(), np.max(np.abs(jw), axis=1).ravel())
-    ok = (big > 0) & np.isfinite(big)
-    _, e = np.frexp(np.where(ok, big, 1.0))
-    return np.ldexp(1.0, e - 1)
+    return pow2_floor(column_max(jw, pmap))
 
 
 def scaled_normal(jw: np.ndarray, r: np.ndarray, pmap: ParameterMap):

@@ -150,9 +150,7 @@ def levenberg_marquardt(
         if need_jac:
             jw = jac_mod.weighted(ev.jacobian(theta), data)
             if units is None:  # fixed at the first Jacobian: one set of units throughout
-                big = np.zeros(pmap.n_physical)
-                np.maximum.at(big, pmap.index.ravel(), np.max(np.abs(jw), axis=1).ravel())
-                units = _units(big)
+                units = _units(column_max(jw, pmap))
             h, g = jac_mod.normal_blocks(jw * units[pmap.index][:, None, :], r)
             grad = jac_mod.gradient(g, pmap)
             diag = schur.diagonal(h, pmap.index, pmap.n_physical)
@@ -377,6 +375,23 @@ def trust_region(
     return result
 
 
+def column_max(jw: np.ndarray, pmap: ParameterMap) -> np.ndarray:
+    """``(n_physical,)`` each parameter's largest ``|weighted Jacobian|`` entry, over
+    every data set that reads it."""
+    big = np.zeros(pmap.n_physical)
+    np.maximum.at(big, pmap.index.ravel(), np.max(np.abs(jw), axis=1).ravel())
+    return big
+
+
+def pow2_floor(big: np.ndarray) -> np.ndarray:
+    """The largest power of 2 at most each entry of ``big`` (1 where it is 0 or not
+    finite): dividing a column by it is exact and leaves its largest entry in [1, 2).
+    The one rule behind the column scales of the standard errors, the residual cosines
+    and the solvers' parameter units (stop 47)."""
+    _, e = np.frexp(np.where((big > 0) & np.isfinite(big), big, 1.0))
+    return np.ldexp(1.0, e - 1)
+
+
 def _units(big: np.ndarray) -> np.ndarray:
     """``(P,)`` from each column's largest entry ``big``: all 1, unless one lies outside
     1e±100, then ``1 / (a power of 2 at most big)`` per column (exact; 1 for a zero one).
@@ -389,8 +404,7 @@ def _units(big: np.ndarray) -> np.ndarray:
     ok = (big > 0) & np.isfinite(big)
     if not np.any(ok & ((big < 1e-100) | (big > 1e100))):
         return np.ones(big.size)
-    _, e = np.frexp(np.where(ok, big, 1.0))
-    return np.ldexp(1.0, 1 - e)
+    return 1.0 / pow2_floor(big)  # exact: the reciprocal of a power of 2
 
 
 def _parameter_units(jm) -> np.ndarray:
@@ -442,8 +456,7 @@ def residual_cosines(jm, r) -> tuple[np.ndarray, np.ndarray]:
     "a minimum", wherever the fit stopped (stop 47)."""
     jm = sp.csr_matrix(jm)
     big = np.asarray(abs(jm).max(axis=0).toarray()).ravel()
-    _, e = np.frexp(np.where((big > 0) & np.isfinite(big), big, 1.0))
-    unit = np.maximum(np.ldexp(1.0, e - 1), 2.0**-1022)  # (P,) column scales, 1/unit finite
+    unit = np.maximum(pow2_floor(big), 2.0**-1022)  # (P,) column scales, 1/unit finite
     jm = jm @ sp.diags(1.0 / unit)
     grad = np.asarray(jm.T @ r).ravel()
     rnorm = float(np.linalg.norm(r))
