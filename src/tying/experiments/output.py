@@ -235,11 +235,16 @@ def _remove_leftovers(out: pathlib.Path, rels: Iterable[str], keep: str = "") ->
             if rel.startswith(BUILD_PREFIX):
                 builds.add(rel.split("/", 1)[0])
     for name in builds:  # emptied build folders; one holding anything else stays
-        for folder in (out / name / _FIGURES, out / name):
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
+        _remove_if_empty(out / name)
+
+
+def _remove_if_empty(build: pathlib.Path) -> None:
+    """Remove a build folder and its ``figures`` folder where they are empty."""
+    for folder in (build / _FIGURES, build):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
 
 
 def claim_folder(
@@ -403,11 +408,7 @@ def discard_build(build: str | pathlib.Path) -> None:
         ours = []
     for rel in [*ours, MANIFEST]:
         (build / rel).unlink(missing_ok=True)
-    for folder in (build / _FIGURES, build):
-        try:
-            folder.rmdir()
-        except OSError:
-            pass
+    _remove_if_empty(build)
 
 
 @contextmanager
