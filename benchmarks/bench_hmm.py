@@ -1460,6 +1460,45 @@ def bench_hmmlearn_script(rows, n_seq=100, T=300, D=3):
         )
 
 
+def bench_default_start(rows, repeat=3, shapes=((150, 400), (200, 500), (1, 1000))):
+    """A user's first fit: both libraries' defaults (k-means start, every parameter fitted),
+    10 iterations, diag, one thread. hmmlearn starts from scikit-learn's ``KMeans``, we
+    from SciPy's k-means++ and Lloyd, so the two fits start (and end) elsewhere: the
+    final log-likelihoods are reported side by side, not compared bit for bit."""
+    from hmmlearn import hmm
+
+    from tying.hmm import GaussianHMM
+
+    for n_seq, T in shapes:
+        K, D = (8, 4) if n_seq > 1 else (3, 1)
+        X, lengths, *_ = _diag_case(K=K, n_seq=n_seq, T=T, D=D)
+        out: dict = {}
+
+        def ours(X=X, lengths=lengths, K=K, out=out):
+            m = GaussianHMM(K, n_iter=10, tol=-np.inf, random_state=0, n_jobs=1)
+            out["ours"] = m.fit(X, lengths).score(X, lengths)
+
+        def theirs(X=X, lengths=lengths, K=K, out=out):
+            m = hmm.GaussianHMM(K, n_iter=10, tol=-np.inf, random_state=0,
+                                implementation="scaling")  # fmt: skip
+            out["ref"] = m.fit(X, lengths).score(X, lengths)
+
+        t_ours, t_ref, ratios = _paired(ours, theirs, repeat=repeat)
+        rows.append(
+            {
+                "case": f"default fit (k-means start), diag K={K}, {len(lengths)}x{len(X) // len(lengths)}x{D}, 10 iter, n_jobs=1",
+                "anchor": "hmmlearn GaussianHMM defaults (scikit-learn KMeans start), implementation='scaling'",
+                "ours_s": t_ours,
+                "anchor_s": t_ref,
+                "speedup": float(np.median(ratios)),
+                "speedup_spread": _spread(ratios),
+                "loglik_ours": out["ours"],
+                "loglik_anchor": out["ref"],
+                "load_average_1min": os.getloadavg()[0],
+            }
+        )  # fmt: skip
+
+
 def main(parts: list[str] | None = None) -> None:
     """All rows (``python -m benchmarks hmm``, written to ``bench-results/hmm.json``), or
     ``python -m benchmarks.bench_hmm goal``: only issue 19's goal rows at both ends of its
@@ -1471,7 +1510,8 @@ def main(parts: list[str] | None = None) -> None:
     ``... jobs``: its n_jobs rows only (``hmm-jobs.json``); ``... rows``: only
     :func:`bench_rows` (a few long sequences, about a minute, ``hmm-rows.json``);
     ``... split``: :func:`bench_split_threshold` (``hmm-split.json``); ``... costs``:
-    the cost model's data (``hmm-costs.json``)."""
+    the cost model's data (``hmm-costs.json``); ``... default``: :func:`bench_default_start`
+    (both libraries' default fits, k-means start included; ``hmm-default.json``)."""
     # load every BLAS before limiting threads: threadpoolctl limits only the libraries
     # loaded when the limit is set, and a BLAS loaded later (SciPy's, via hmmlearn)
     # would run multi-threaded, oversubscribing a loaded machine and slowing the anchor
@@ -1533,6 +1573,15 @@ def main(parts: list[str] | None = None) -> None:
                   f"{row['loglik_history_max_rel_diff_vs_exact_log']:.1e}, "
                   f"load {row['load_average_1min']:.1f}")  # fmt: skip
         return
+    if parts == ["default"]:  # a user's first fit: k-means start included
+        with threadpool_limits(limits=1):
+            bench_default_start(rows)
+        write("hmm-default", rows)
+        for row in rows:
+            print(f"  {row['case']}: {row['speedup']:.2f}x ({row['speedup_spread']}); "
+                  f"log-likelihood {row['loglik_ours']:.1f} vs {row['loglik_anchor']:.1f}, "
+                  f"load {row['load_average_1min']:.1f}")  # fmt: skip
+        return
     if parts == ["goal"]:
         with threadpool_limits(limits=1):
             bench_diag_em(rows)
@@ -1557,6 +1606,7 @@ def main(parts: list[str] | None = None) -> None:
         bench_shapes(rows, repeat=smoke(5, 1))
         bench_rows(rows, repeat=smoke(5, 1))
         bench_cov_shapes(rows, repeat=smoke(3, 1))
+        bench_default_start(rows, repeat=smoke(3, 1))
     write("hmm", rows)
     summary(rows)
 

@@ -42,6 +42,7 @@ from tying.hmm.forward_backward import (
 )
 from tying.hmm.fused_em import FusedEM
 from tying.hmm.fused_em_full import FusedEMFull
+from tying.hmm.kmeans_start import kmeans_centres
 from tying.hmm.sequences import check_observations, check_squares
 from tying.hmm.start_covariance import data_covariance, start_variances
 from tying.hmm.ties import StateTies
@@ -882,29 +883,6 @@ class GaussianHMM(BaseHMM):
             return means[states] + z * np.sqrt(var[states])
         chol = np.linalg.cholesky(self._plain("covars_"))  # (K, D, D)
         return means[states] + np.einsum("nij,nj->ni", chol[states], z)
-
-
-def kmeans_centres(X: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """``(k, D)`` starting means: k-means++ then Lloyd (SciPy), as hmmlearn starts from k-means.
-
-    Falls back to random rows of ``X`` when there are fewer distinct rows than ``k``.
-
-    Example:
-        >>> X = np.concatenate([np.zeros((5, 1)), np.full((5, 1), 10.0)])
-        >>> sorted(kmeans_centres(X, 2, np.random.default_rng(0))[:, 0].tolist())
-        [0.0, 10.0]
-    """
-    import warnings
-
-    from scipy.cluster.vq import kmeans2
-
-    if len(np.unique(X, axis=0)) < k:
-        rows = rng.choice(len(X), size=k, replace=len(X) < k)
-        return np.array(X[rows], dtype=np.float64)
-    with warnings.catch_warnings():  # an empty cluster keeps its k-means++ seed; fine to start
-        warnings.simplefilter("ignore")
-        centres, _ = kmeans2(X, k, minit="++", seed=int(rng.integers(2**31)))
-    return np.asarray(centres, dtype=np.float64)
 
 
 def _blocks(rows: np.ndarray, width: int):
