@@ -10,9 +10,12 @@ and ghost clipping differentiate the batched forward. Moving rows (the mixing pr
 :mod:`tying.train._vetting`) cannot see it: no example reads another.
 
 The probe here runs the forward on the batch and under ``vmap`` one example at a time
-(as ``mode="vmap"`` runs it), and every row must agree. Once per input signature and
-set of training flags, with the mixing probe (:meth:`_PerExample._vet_forward`): on a
-784-256-10 MLP of a class of one's own at B = 256, two forwards more at the first step.
+(as ``mode="vmap"`` runs it), and every row must agree: at every batch size not seen before
+under an input signature and set of training flags (:meth:`_PerExample._vet_forward`),
+since a forward may read the size only past some threshold (``if x.shape[0] > 64``). On a
+784-256-10 MLP of a class of one's own at B = 256, two forwards without gradients (14 ms
+where the step takes 540 ms, one thread); a Poisson run of 1,000 steps at B ~ 256 meets 87
+sizes. A dependence that shows at no size the run meets is never seen, and needs none.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ from tying.train._vetting import (
     refuse_mixing_forward,
     tensors_in,
 )
-from tying.train.ghost import _autocast_off
+from tying.train.ghost import _autocast_off, reads_no_size
 
 # The key that tells tying.core.slots this module's tied uses are counted.
 HOOKED_ATTR = GRAD_SAMPLE_HOOKED_ATTR  # the mark core.slots checks at every read
@@ -636,9 +636,11 @@ def _vet(gsm, model: nn.Module, uses):
       through: it has no parameters) spreads every example over every row, and the
       clipped gradients were wrong with no error. The probe is
       :func:`~tying.train._vetting.refuse_mixing_forward`, once per input signature and
-      set of training flags.
+      set of training flags, and again (example 0 and the last moved) at a batch size
+      past every one probed.
     """
     vetted: set = set()
+    sized: dict = {}  # the smallest and largest batch size probed, by signature
     reads_vetted: set = set()
     modules = list(model.modules())
     tied = {id(module): (path, module) for path, module, _, _ in uses}
@@ -667,19 +669,33 @@ def _vet(gsm, model: nn.Module, uses):
             finally:
                 probing[0] = False
         B = batch_rows(args)
-        if B is None or key in vetted:
+        if B is None:
+            return
+        lo, hi = sized.get(key, (B, B))
+        if key in vetted and (lo <= B <= hi or reads_no_size(modules)):
             return
         probing[0] = True
         try:
             with buffers_kept(model):
-                # an error of a probe forward is no verdict: the forward itself raises it
+                # an error of a probe forward is no verdict: the forward itself raises it.
+                # Again at a batch size past every one probed, example 0 and the last
+                # moved only: a forward that mixes only past some size passed the first
+                # batch's probe and then trained on rows that were no example's (stop 49)
                 done = refuse_mixing_forward(
-                    model, args, B, "grad_sample_module", _OPACUS, True, kwargs, groups=True
+                    model,
+                    args,
+                    B,
+                    "grad_sample_module",
+                    _OPACUS,
+                    True,
+                    kwargs,
+                    groups=key not in vetted,
                 )
         finally:
             probing[0] = False
         if done:
             vetted.add(key)
+            sized[key] = (min(lo, B), max(hi, B))
 
     return hook
 
