@@ -11,6 +11,8 @@ with ``tie_weights=False`` that replaces a tie's source with another tensor is r
 the slot's first read (stop 47: the slot used to read the new value silently, so outputs
 and gradients differed from the same call on a hand-tied model). Given the model's own
 source tensor (``dict(model.named_parameters())``), both readings agree and the call runs.
+A pruned source is swapped as ``<name>_orig`` and watched as such; a copied or unpickled
+model knows its own source tensor from the start (stop 49).
 
 Both checks walk Python frames, so each runs only behind a cheap gate (an identity check
 of the source, one frame's module name).
@@ -18,6 +20,7 @@ of the source, one frame's module name).
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import torch
@@ -25,7 +28,7 @@ from torch import nn
 
 from tying.core.errors import TieError
 
-__all__ = ["check_global_prune_read", "check_source_swap", "in_functional_swap"]
+__all__ = ["check_global_prune_read", "check_source_swap", "in_functional_swap", "own_seen"]
 
 _STATELESS = "torch.nn.utils.stateless"
 _PRUNE = "torch.nn.utils.prune"
@@ -90,17 +93,31 @@ def check_source_swap(slot, module: nn.Module, src: torch.Tensor) -> None:
     params, buffers = smod._parameters, smod._buffers  # a scripted source: dict-like wrappers
     held = params[name] if name in params else buffers[name] if name in buffers else None
     if held is not src:
-        return  # computed (a pruned source): functional_call swaps what a module holds
+        if held is not None or name + "_orig" not in params:
+            return
+        # A pruned source is computed (orig * mask): functional_call swaps what the module
+        # holds, ``<name>_orig``, so that is what is watched (stop 49: a swapped
+        # weight_orig under tie_weights=False reached the slot silently).
+        src = held = params[name + "_orig"]
+        if seen is src:
+            return
     tie_weights = _functional_tie_weights()
     if tie_weights is None:  # outside functional_call: the model's own source
         slot._seen = src
         return
-    if tie_weights or (seen is None and type(src) is nn.Parameter):
-        # tie_weights=True: every use reads the given source, as in plain torch. Never read
-        # outside a call before (a fresh copy): a Parameter is taken for the model's own.
+    if tie_weights:  # every use reads the given source, as in plain torch
         return
     if _reading_to_swap():
         return  # a value given for the slot itself: its own refusal follows, more precise
+    own = _given_in_its_own_place(src)
+    if own:
+        # the model's own tensor, replaced outside any call since the last read
+        # (load_state_dict(assign=True), model.a.weight = nn.Parameter(...)): the record
+        # was stale, and the call that gives the model's own tensors was refused (stop 49)
+        slot._seen = src
+        return
+    if own is None and seen is None and type(src) is nn.Parameter:
+        return  # torch's swap not found, never read before: a Parameter is taken as own
     target, source = slot.target_and_source(_name_in(module, slot))
     raise TieError(
         f"torch.func.functional_call(..., tie_weights=False) replaced {source}, the source "
@@ -111,6 +128,55 @@ def check_source_swap(slot, module: nn.Module, src: torch.Tensor) -> None:
         f"the given {source}), or untie a copy first (c = copy.deepcopy(model); "
         f"tying.untie(c)) to give each use its own value; the model is unchanged"
     )
+
+
+def own_seen(slot, mapped):
+    """``mapped(the tensor slot's source module holds)`` as the model's own source, for a
+    copied (``mapped`` looks it up in deepcopy's memo) or unpickled slot; None when the
+    source module is not rebuilt yet (pickle rebuilds it first unless it holds the slot).
+
+    Without it, a copy's first ``functional_call(..., tie_weights=False)`` took any
+    Parameter given for the source for the model's own and served it silently (stop 49).
+    """
+    params = getattr(slot.source_module, "__dict__", {}).get("_parameters")
+    if params is None:
+        return None
+    name, orig = slot.source_name, slot.source_name + "_orig"
+    held = params[name] if name in params else params[orig] if orig in params else None
+    return None if held is None else mapped(held)
+
+
+def _given_in_its_own_place(src: torch.Tensor) -> bool | None:
+    """Whether the innermost ``functional_call`` swapped ``src`` in for ``src`` itself
+    (None: torch's swap was not found).
+
+    Only on the way to a refusal (it searches the garbage collector's referrers): torch's
+    ``_reparametrize_module`` generator, suspended while the call runs, holds both the
+    dict given (``untied_parameters_and_buffers``) and what it swapped out
+    (``orig_parameters_and_buffers``), by the same names."""
+    frame = sys._getframe(1)
+    while frame is not None and not (
+        frame.f_code.co_name == "_functional_call" and frame.f_globals.get("__name__") == _STATELESS
+    ):
+        frame = frame.f_back
+    if frame is None:
+        return None
+    given = frame.f_locals.get("parameters_and_buffers")
+    for gen in gc.get_referrers(given) if isinstance(given, dict) else ():
+        code = getattr(gen, "gi_code", None)
+        if code is None or code.co_name != "_reparametrize_module" or gen.gi_frame is None:
+            continue
+        local = gen.gi_frame.f_locals
+        new, orig = (
+            local.get("untied_parameters_and_buffers"),
+            local.get("orig_parameters_and_buffers"),
+        )
+        if isinstance(new, dict) and isinstance(orig, dict):
+            names = [k for k, v in new.items() if v is src]
+            if not names:  # not given to this call (an outer call's, or the model's own)
+                return None
+            return all(orig.get(k) is src for k in names)
+    return None
 
 
 def _reading_to_swap() -> bool:

@@ -49,6 +49,7 @@ from tying.core.freezing import requires_grad_ as _requires_grad_
 from tying.core.func_calls import check_global_prune_read as _check_global_prune_read
 from tying.core.func_calls import check_source_swap as _check_source_swap
 from tying.core.func_calls import in_functional_swap as _in_functional_swap
+from tying.core.func_calls import own_seen as _own_seen
 from tying.core.lost_writes import _PROBE_AT as _PROBE_AT
 from tying.core.lost_writes import KEPT_MAX as KEPT_MAX
 from tying.core.lost_writes import PROBE_SIZE as PROBE_SIZE
@@ -144,8 +145,8 @@ class Slot:
     # Set when unpickled as part of a piece of the model without the tie's source: the
     # first read checks that the load holds the source (see part_pickles; per-process).
     _piece = None
-    # The source tensor last read outside torch.func.functional_call (see
-    # func_calls.check_source_swap; per-process).
+    # The source tensor last read outside torch.func.functional_call, or a copy's own
+    # (see func_calls.check_source_swap and own_seen; per-process).
     _seen = None
 
     def __getstate__(self):
@@ -157,6 +158,7 @@ class Slot:
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._piece = _piece_without_source(self)
+        self._seen = _own_seen(self, lambda held: held)  # None if its module isn't built yet
 
     def source_shape(self) -> tuple[int, ...] | None:
         """The shape the tie's source must have (None: the relation cannot say)."""
@@ -180,6 +182,7 @@ class Slot:
         new = object.__new__(type(self))
         memo[id(self)] = new
         new.__dict__.update({k: copy.deepcopy(v, memo) for k, v in state.items()})
+        new._seen = _own_seen(self, lambda held: memo.get(id(held)))  # the copy's own source
         return new
 
     def value(self, module: nn.Module) -> torch.Tensor:
