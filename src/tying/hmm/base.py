@@ -246,6 +246,7 @@ class BaseHMM(HMMInference, EstimatorParams):
                             f"group {group}) and store one value, but this write gives them "
                             f"different values; write one value to the group (e.g. "
                             f"m.{name}[{group}] = value) or untie them"
+                            f"{self._pending_ties_note(kind)}"
                         )
                 after[group] = after[written[0]]  # the group's one value, in every state
         setattr(self, name, after)
@@ -639,9 +640,21 @@ class BaseHMM(HMMInference, EstimatorParams):
                 stale = self.__dict__.setdefault("_stale_params", {})
                 for public, private in self._required().items():
                     if private in self.__dict__:
-                        stale.setdefault(public, old.n_states)
+                        stale.setdefault(public, old)  # the ties its rows are held under
+                # n_components set back: a parameter held under ties equal to the new ones
+                # reads as it was (it was refused "for 2 states" with n_components 2)
+                for public in [p for p, held in stale.items() if self._held_by(p, held, ties)]:
+                    del stale[public]
             self.ties_ = ties
         return self.ties_
+
+    def _held_by(self, public: str, held: StateTies, ties: StateTies) -> bool:
+        """Whether ``public``'s rows, held under ``held``, read the same under ``ties``."""
+        if not isinstance(held, StateTies) or held.n_states != ties.n_states:
+            return False  # (a model pickled before stop 49 recorded the old size only)
+        kind = "transitions" if public == "transmat_" else None
+        kind = kind or next((k for k in self._emission_kinds if _public(k) == public), None)
+        return kind is None or held.groups(kind) == ties.groups(kind)
 
     def _check_settings(self) -> None:
         self._checked_n_components()
@@ -706,6 +719,13 @@ class BaseHMM(HMMInference, EstimatorParams):
                 f"this {name} has no {public} yet; call fit(X, lengths), assign "
                 f"m.{public} = ..., or build one with {name}.from_params(...)"
             )
+        # held for the old n_components: read through the new size's ties_ it raised an
+        # IndexError (more states) or silently returned some old states' rows (fewer)
+        if public in self.__dict__.get("_stale_params", ()):
+            try:
+                self._check_not_stale({public})
+            except ValueError as err:
+                raise NotFittedError(str(err)) from None
 
     def _check_fitted(self) -> None:
         missing = [pub for pub, priv in self._required().items() if priv not in self.__dict__]
@@ -731,12 +751,15 @@ class BaseHMM(HMMInference, EstimatorParams):
         names = [p for p in stale if params is None or p in params]
         if names:
             K = self.ties_.n_states
-            old = sorted({stale[p] for p in names})
+            old = sorted({getattr(stale[p], "n_states", stale[p]) for p in names})
+            held = " or ".join(map(str, old)) + " states"
+            if K in old:  # set back to the size they have, but other tie groups since
+                held += f" (under other tie groups than ties={self.ties!r} gives)"
             raise ValueError(
                 f"n_components is {K}, but {', '.join(names)} still hold(s) the values for "
-                f"{' or '.join(map(str, old))} states (n_components changed after they were "
-                f"set); assign {' and '.join('m.' + p for p in names)} for {K} states, or "
-                f"call fit(X, lengths)"
+                f"{held} (n_components changed after they were set); assign "
+                f"{' and '.join('m.' + p for p in names)} for {K} states, or call "
+                f"fit(X, lengths)"
             )
 
     def _check_consistent(self) -> None:
@@ -796,9 +819,27 @@ class BaseHMM(HMMInference, EstimatorParams):
             raise ValueError(
                 f"{name}: states {group[0]} and {s} are tied (ties[{kind!r}] group "
                 f"{group}) but their values differ; give tied states the same value "
-                f"or untie them"
+                f"or untie them{self._pending_ties_note(kind)}"
             )
         return np.array([values[group[0]] for group in self.ties_.groups(kind)])
+
+    def _pending_ties_note(self, kind: str) -> str:
+        """A tie refusal's addition when ``ties`` was changed since ``ties_`` was resolved:
+        the refusal reads the fitted ``ties_`` (the new spec takes effect at the next
+        ``fit``), so "untie them" in ``ties`` alone is no fix (stop 49)."""
+        try:
+            declared = StateTies.resolve(
+                self._tie_spec(), n_states=self.ties_.n_states, kinds=self.tie_kinds
+            ).groups(kind)
+        except (ValueError, TypeError):  # a spec for another size: it differs
+            declared = None
+        if declared == self.ties_.groups(kind):
+            return ""
+        return (
+            f"; note: these are the ties the model holds now (ties_, from the last fit), "
+            f"not the ties={self.ties!r} set since, which take effect at the next fit: "
+            f"call fit first to use them"
+        )
 
     def _check_group_order(self, kind: str, name: str) -> None:
         """Refuse values given one per tie group when ``ties`` lists the groups in
