@@ -135,3 +135,20 @@ def test_values_whose_squared_distances_overflow_start_finite(d):
     centres = kmeans_centres(X, 3, np.random.default_rng(0))
     assert np.isfinite(centres).all()
     assert (centres >= X.min(0)).all() and (centres <= X.max(0)).all()
+
+
+@pytest.mark.parametrize("ctype", ["diag", "spherical", "full", "tied"])
+@pytest.mark.parametrize("hmmlearn_start", [False, True])
+def test_a_fit_of_rows_near_the_limit_is_refused_with_the_fix(ctype, hmmlearn_start):
+    """Rows up to 1.3e154 (each square finite, so accepted) crashed the process in the
+    k-means start; now the start runs, and the variance that overflows is refused at the
+    start, naming the feature and the fix (it went on to fail every M-step as "a defect
+    of ours", with a RuntimeWarning first). The model is left unfitted."""
+    X = np.random.default_rng(2).uniform(-1.3e154, 1.3e154, size=(400, 2))
+    style = {"params": "stmc"} if hmmlearn_start else {}  # a str params: hmmlearn's start
+    model = GaussianHMM(3, ctype, n_iter=5, tol=-np.inf, random_state=0, **style)
+    with pytest.raises(
+        ValueError, match=r"X's feature 0 spreads from .* variance overflows float64.*rescale X"
+    ):
+        model.fit(X, [200, 200])
+    assert not hasattr(model, "means_")

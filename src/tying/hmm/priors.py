@@ -193,7 +193,15 @@ def _why(model) -> str:
         if getattr(model, name, None) is not None
     ]
     if not priors:
-        return "no prior is set, so this is a defect: please report it with the data"
+        # data whose squares are finite one by one (a fit accepts them) may still overflow
+        # the M-step's sums of squared deviations: values near 1e154 read as a defect of
+        # ours (stop 49)
+        return (
+            "no prior is set; if X holds values near float64's limits (the M-step sums "
+            "squared deviations, which overflow past about 1e308), rescale X (e.g. divide "
+            "each feature by its standard deviation); otherwise this is a defect: please "
+            "report it with the data"
+        )
     return (
         f"priors this large overflow float64 (max {np.finfo(np.float64).max:.3g}) or "
         f"swamp the data when the M-step adds them to the expected counts or divides "

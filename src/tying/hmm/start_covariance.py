@@ -46,8 +46,25 @@ def data_covariance(X: np.ndarray, min_covar: float) -> np.ndarray:
         [[1.25]]
     """
     D = X.shape[1]
-    cov = np.atleast_2d(np.cov(X.T)) if len(X) > 1 else np.eye(D)
+    with np.errstate(over="ignore", invalid="ignore"):
+        cov = np.atleast_2d(np.cov(X.T)) if len(X) > 1 else np.eye(D)
+    _check_spread(np.diag(cov), X)
     return cov + min_covar * np.eye(D)
+
+
+def _check_spread(var: np.ndarray, X: np.ndarray) -> None:
+    """Refuse ``X`` whose per-feature variance overflows float64: its rows pass the
+    squares check one by one (up to about 1.3e154), but a start variance of inf made
+    every later M-step fail as "a defect" (stop 49)."""
+    bad = np.flatnonzero(~np.isfinite(var))
+    if bad.size:
+        d = int(bad[0])
+        raise ValueError(
+            f"X's feature {d} spreads from {X[:, d].min():g} to {X[:, d].max():g}: its "
+            f"variance overflows float64 (a sum of {len(X)} squared deviations, as every "
+            f"M-step sums them), so no Gaussian start or M-step can be computed; rescale X "
+            f"(e.g. divide each feature by its standard deviation)"
+        )
 
 
 def start_variances(X: np.ndarray, min_covar: float, *, hmmlearn: bool, spherical: bool):
@@ -70,6 +87,8 @@ def start_variances(X: np.ndarray, min_covar: float, *, hmmlearn: bool, spherica
     if hmmlearn:
         cov = data_covariance(X, min_covar)
         return np.array([cov.mean()]) if spherical else np.diag(cov).copy()
-    var = X.var(0) if len(X) > 1 else np.ones(X.shape[1])
+    with np.errstate(over="ignore", invalid="ignore"):
+        var = X.var(0) if len(X) > 1 else np.ones(X.shape[1])
+    _check_spread(var, X)
     var = np.maximum(var, min_covar)
     return var.mean(keepdims=True) if spherical else var
