@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from tying.core.errors import TieError
-from tying.core.inventory import Inventory, join
+from tying.core.inventory import REPLACED_SOURCE_FIX, Inventory, join
 from tying.core.load_guards import (
     _check_logical_shapes,
     _check_overlapping_memory,
@@ -258,8 +258,8 @@ def save_state(
             raise TieError(
                 f"save: {t.target} is tied to a tensor outside the model: the module that "
                 f"held its source was replaced after the plan was applied (e.g. "
-                f"model.emb = nn.Embedding(...)); re-apply the plan to the new module, or "
-                f"tying.untie(model) first; nothing was written to {os.fspath(path)!r}"
+                f"model.emb = nn.Embedding(...)); {REPLACED_SOURCE_FIX}; nothing was written "
+                f"to {os.fspath(path)!r}"
             )
         if getattr(t, "hand", False):
             aliases[t.target] = t.source

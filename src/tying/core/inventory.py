@@ -29,6 +29,15 @@ from tying.core.outside import ORIG, pruned_names
 from tying.core.relations import Relation
 from tying.core.slots import Slot, slots_of, storage_names
 
+#: what to do when the module holding a tie's source was replaced after the plan: neither
+#: re-applying the plan nor untying can start from a source outside the model (both used
+#: to be advised, and both refused with the same advice, stop 49)
+REPLACED_SOURCE_FIX = (
+    "a tie cannot be moved onto the module that replaced its source: put the module it "
+    "replaced back at its path, then tying.untie(model) (every slot keeps its value), "
+    "then put the new module in and apply a plan to it"
+)
+
 
 @dataclasses.dataclass
 class SlotInfo:
@@ -205,8 +214,7 @@ class Inventory:
         return (
             f"{path} is tied to a tensor outside the model: the module that held its "
             f"source ({src}) was replaced after the plan was applied (e.g. "
-            f"model.emb = nn.Embedding(...)); re-apply the plan to the new module, or "
-            f"tying.untie(model) first"
+            f"model.emb = nn.Embedding(...)); {REPLACED_SOURCE_FIX}"
         )
 
     def tensor(self, path: str) -> torch.Tensor:

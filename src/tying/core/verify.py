@@ -10,7 +10,7 @@ from torch.nn.utils import parametrize
 
 from tying.core import param_order, stale
 from tying.core.errors import TieError
-from tying.core.inventory import Inventory, join
+from tying.core.inventory import REPLACED_SOURCE_FIX, Inventory, join
 from tying.core.outside import (
     ORIG,
     adapter_wrapper,
@@ -219,6 +219,8 @@ def verify(model: nn.Module) -> int:
     if broken or copied:
         # retie cannot re-tie peft's copy (it would tie the unused original): say so
         fix = ". Re-create them with tying.retie(model) (or re-apply your plan)." if broken else "."
+        if any(info.tie is not None and info.source == "" for info in inv.slots.values()):
+            fix = f"; {REPLACED_SOURCE_FIX}."  # retie refuses such a tie (stop 49)
         raise TieError(
             f"{len(broken) + len(copied)} declared tie(s) broken: "
             + "; ".join(broken + copied)
