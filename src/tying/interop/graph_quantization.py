@@ -274,23 +274,80 @@ def _fold_dtype_reads(graph: torch.fx.Graph, read: torch.fx.Node, dtype: torch.d
         graph.erase_node(user)
 
 
+def _refuse_prepared_before(what: str, model: nn.Module, mapping: Any) -> None:
+    """Refuse a model whose modules carry a ``qconfig`` other than ``mapping`` gives them.
+
+    torch's FX prepare leaves a ``qconfig`` on the modules and reads it before the
+    mapping's the next time (for QAT swaps and ``convert_fx``): a second prepare of one
+    model silently ran with the first call's settings (stop 49: ``prepare_fx(x86)`` then
+    ``prepare_qat_fx(qnnpack)`` gave layer 0 a PerChannelMinMaxObserver, not a fake-quant,
+    outputs 0.005 from a fresh model's). A ``copy.deepcopy`` taken after a prepare carries
+    it too. A leftover equal to what the mapping assigns changes nothing and is kept.
+    """
+    left = {p: m.qconfig for p, m in model.named_modules() if getattr(m, "qconfig", None)}
+    if not left:
+        return
+    from torch.ao.quantization.fx.qconfig_mapping_utils import _get_flattened_qconfig_dict
+    from torch.ao.quantization.qconfig import qconfig_equals
+    from torch.ao.quantization.quantize import propagate_qconfig_
+
+    fresh = copy.deepcopy(model)  # what the mapping alone assigns, on a copy
+    for m in fresh.modules():
+        m.__dict__.pop("qconfig", None)
+    propagate_qconfig_(fresh, _get_flattened_qconfig_dict(mapping))
+    want = dict(fresh.named_modules())
+    stale = [
+        p or "<root>"
+        for p, q in left.items()
+        if p not in want or not qconfig_equals(q, getattr(want[p], "qconfig", None))
+    ]
+    if stale:
+        shown = ", ".join(repr(p) for p in stale[:4]) + (", ..." if len(stale) > 4 else "")
+        raise ValueError(
+            f"{what}: {len(stale)} module(s) of the model carry a qconfig other than the "
+            f"qconfig_mapping gives them ({shown}), left by an earlier prepare_fx/prepare_qat_fx "
+            f"(or copied with the model after one, or set by hand); torch reads it before the "
+            f"mapping, so this call would quantize them with those settings. Prepare each flow "
+            f"from a copy of the float model taken before the first prepare (float_model = "
+            f"copy.deepcopy(model)), or drop the attribute on a copy (for m in copy.modules(): "
+            f"m.__dict__.pop('qconfig', None)); nothing was changed"
+        )
+
+
 def _prepare_fx(model, qconfig_mapping, example_inputs, qat: bool, **kwargs):
     from torch.ao.quantization import quantize_fx
 
+    what = "prepare_qat_fx" if qat else "prepare_fx"
     mapping = _mapping_for_tied(model, qconfig_mapping)
+    _refuse_prepared_before(what, model, mapping)
+    before = {m: m.__dict__["qconfig"] for m in model.modules() if "qconfig" in m.__dict__}
     sources = _tie_sources(model)
     fn = quantize_fx.prepare_qat_fx if qat else quantize_fx.prepare_fx
-    with warnings.catch_warnings():
-        # torch.ao's notice that FX mode moves to torchao; the caller chose this flow
-        warnings.filterwarnings("ignore", message="torch.ao.quantization is deprecated")
-        prepared = _traced(fn.__name__, model, lambda: fn(model, mapping, example_inputs, **kwargs))
-    reads = _keep_source_reads(prepared, sources)
-    # a relation's own parameters (Scaled's scale) live on the tied module, read in place
-    tied = tuple(p + "." for p in _tied_modules(model) if p)
-    reads |= {n for n in prepared.graph.nodes if n.op == "get_attr" and n.target.startswith(tied)}
-    _drop_inner_observers(prepared, reads)
-    _refuse_computed_dtype(fn.__name__, prepared, reads, model)
-    prepared.recompile()
+    try:
+        with warnings.catch_warnings():
+            # torch.ao's notice that FX mode moves to torchao; the caller chose this flow
+            warnings.filterwarnings("ignore", message="torch.ao.quantization is deprecated")
+            prepared = _traced(
+                fn.__name__, model, lambda: fn(model, mapping, example_inputs, **kwargs)
+            )
+        reads = _keep_source_reads(prepared, sources)
+        # a relation's own parameters (Scaled's scale) live on the tied module, read in place
+        tied = tuple(p + "." for p in _tied_modules(model) if p)
+        reads |= {
+            n for n in prepared.graph.nodes if n.op == "get_attr" and n.target.startswith(tied)
+        }
+        _drop_inner_observers(prepared, reads)
+        _refuse_computed_dtype(fn.__name__, prepared, reads, model)
+        prepared.recompile()
+    except BaseException:
+        # a failed prepare leaves no qconfig of its own behind, so the model can be fixed
+        # (untie the relation the refusal names) and prepared again
+        for m in model.modules():
+            if m in before:
+                m.__dict__["qconfig"] = before[m]
+            else:
+                m.__dict__.pop("qconfig", None)
+        raise
     return prepared
 
 
@@ -341,9 +398,10 @@ def prepare_fx(
 
     Args:
         model: the float model, in eval mode. Its tensors are not changed, but torch
-            leaves a ``qconfig`` attribute on its modules, and a later
-            ``prepare_qat_fx`` of the same model reads it (outputs 0.01 from a fresh
-            model's, untied or tied alike): prepare each flow from a fresh model.
+            leaves a ``qconfig`` attribute on its modules and reads it before the
+            mapping in a later prepare: preparing the same model again with another
+            mapping is refused (``ValueError``); prepare each flow from a fresh copy of
+            the float model.
         qconfig_mapping: a ``QConfigMapping`` (or its dict form); an
             ``object_type`` entry for a class serves the tied modules of that class too.
         example_inputs: passed to torch.
@@ -358,6 +416,10 @@ def prepare_fx(
         TypeError: when ``qconfig_mapping`` is not a ``QConfigMapping`` or dict.
         TieError: when torch cannot trace or convert a tie read through a relation
             (``Mirrored``, ``Hashed``), naming the tie and the fix; its tensors are unchanged.
+        ValueError: when a module of ``model`` carries a ``qconfig`` other than the
+            mapping gives it (left by an earlier call of this function or
+            :func:`prepare_qat_fx`, or copied with the model after one): torch would read
+            it instead of the mapping; naming the modules; nothing is changed.
 
     Example:
         >>> import torch, tying
