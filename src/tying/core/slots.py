@@ -67,6 +67,7 @@ from tying.core.lost_writes import _own_source as _own_source
 from tying.core.lost_writes import _own_uses as _own_uses
 from tying.core.lost_writes import _span as _span
 from tying.core.lost_writes import _storage_uses as _storage_uses
+from tying.core.lost_writes import forget_source_keys as _forget_source_keys
 from tying.core.outside import (
     ORIG,
     WRAPPER_SEGMENTS,
@@ -724,7 +725,9 @@ def _apply(self, fn, *args, **kwargs):
         for slot in slots_of(self).values():
             if slot._handed is not None and slot._handed[1] is None and slot._handed[4] is None:
                 slot._handed = None
-    return type(self)._tying_base._apply(self, fn, *args, **kwargs)
+    out = type(self)._tying_base._apply(self, fn, *args, **kwargs)
+    _forget_source_keys(slots_of(self).values())  # sources converted: not a write (stop 49)
+    return out
 
 
 def _prepare_scriptable(self):
