@@ -202,9 +202,17 @@ def count_unique_parameters(assignments: Iterable[Assignment]) -> dict[str, int]
     force_field = first = None
     for k, a in enumerate(assignments):
         if not isinstance(a, Assignment):
+            # None is what assign_many(errors="skip") gives for a skipped molecule: "pass
+            # what assign_many returns" was the advice, and that is what had been passed.
+            fix = (
+                "a molecule assign_many(errors='skip') skipped; count the labelled ones: "
+                "[a for a in results if a is not None]"
+                if a is None
+                else "pass what SmirksAssigner.assign / assign_many return"
+            )
             raise TypeError(
                 f"count_unique_parameters: item {k} is a {type(a).__name__}, not an Assignment; "
-                f"pass what SmirksAssigner.assign / assign_many return"
+                f"{fix}"
             )
         # Ids name parameters within one force field only: b1 of openff-1.0.0 and b1 of
         # openff-2.3.0 were counted as one parameter, silently.
@@ -235,6 +243,8 @@ class SmirksAssigner:
             bond, angle or proper torsion gets no parameter (a force field cannot be
             applied to such a molecule).
         cache: reuse the result for a molecule seen before (same canonical SMILES).
+            A copy (``pickle``, ``copy.copy``, ``copy.deepcopy``) is rebuilt from the
+            force field and these options and starts with an empty cache of its own.
 
     Raises:
         ValueError: on an unsupported section name (lists the supported ones), an
@@ -328,6 +338,13 @@ class SmirksAssigner:
         self._by_canonical: dict[str, tuple[tuple[int, ...], Assignment]] = {}
         self.hits = 0
         self.misses = 0
+
+    def __reduce__(self) -> tuple:
+        # RDKit's compiled queries and match parameters do not pickle (deepcopy and pickle
+        # died in Boost.Python): a copy is rebuilt from the force field and the options,
+        # with a cache of its own, empty, so clearing one leaves the other alone.
+        options = (list(self.sections), self.strict, self.cache)
+        return (_rebuilt, (self.force_field, *options))
 
     def clear_cache(self) -> None:
         """Forget every cached molecule (the compiled SMIRKS stay)."""
@@ -958,6 +975,11 @@ def _remap(base: Assignment, base_order: tuple[int, ...], order: tuple[int, ...]
     for b, o in zip(base_order, order):
         perm[b] = o
     return renumber(base, perm)
+
+
+def _rebuilt(force_field: ForceField, sections: list[str], strict: bool, cache: bool):
+    """A :class:`SmirksAssigner` unpickled or copied (its ``__reduce__``)."""
+    return SmirksAssigner(force_field, sections=sections, strict=strict, cache=cache)
 
 
 def assign_parameters(

@@ -224,6 +224,14 @@ class ForceField:
         what = functools.partial(_sections_message, self.name)
         object.__setattr__(self, "sections", read_only(self.sections, what))
 
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # Read from a file: copied (pickle, deepcopy, another process) as a fresh reading
+        # of the bytes it was read from, which goes to worker processes as this one does;
+        # copied field by field it was a stranger that assign_many(n_jobs>1) refused.
+        if self in _PARSED:
+            return (_parse, (self.path, self.source, self.digest))
+        return super().__reduce_ex__(protocol)
+
     def __getitem__(self, section: str) -> Section:
         if section not in self.sections:
             raise KeyError(
