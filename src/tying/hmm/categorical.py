@@ -121,7 +121,15 @@ class CategoricalHMM(BaseHMM):
             M = self._alphabet_size()
             if arr.ndim != 2 or arr.shape[0] != K or (M is not None and arr.shape[1] != M):
                 want = f"({K}, {M})" if M is not None else f"({K}, n_symbols)"
-                raise ValueError(f"emissionprob_ must have shape {want}, got {arr.shape}")
+                held = self.__dict__.get("n_symbols_")
+                note = (
+                    f" (n_symbols/n_features is {M}, but the model holds {held} symbols: the "
+                    f"size set since takes effect at the next fit; assign all {M} symbols' "
+                    f"probabilities, or set n_features back to {held})"
+                    if M is not None and held is not None and held != M
+                    else ""
+                )
+                raise ValueError(f"emissionprob_ must have shape {want}, got {arr.shape}{note}")
             arr = _stochastic("emissionprob_", arr, arr.shape)
             self._ensure_ties()
             self._emissions = self._to_groups("emissions", "emissionprob_", arr)
