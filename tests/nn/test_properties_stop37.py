@@ -201,7 +201,8 @@ def test_an_untied_gate_lstm_equals_nn_lstm(
     if t == 0:  # nn.LSTM refuses an empty sequence; ours passes the state through
         assert out.numel() == 0
         if state is not None:
-            assert h is state[0] and c is state[1]
+            assert torch.equal(h, state[0]) and torch.equal(c, state[1])
+            assert h is not state[0] and c is not state[1]  # copies (stop 49)
         return
     r_out, (r_h, r_c) = ref(x, None if state is None else tuple(s[None] for s in state))
     torch.testing.assert_close(out, r_out, rtol=1e-12, atol=1e-12)

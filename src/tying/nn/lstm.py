@@ -178,7 +178,9 @@ class TiedGateLSTM(nn.Module):
                 )
         if t == 0:  # no step: the state passes through (torch.stack refused an empty list)
             out = x.new_zeros(b, 0, hs)
-            return (out if self.batch_first else out.transpose(0, 1)), (h, c)
+            # as copies: the caller's own h0/c0 came back, so an in-place edit of h_T
+            # (h_T.zero_() before the next chunk) rewrote h0 too (stop 49)
+            return (out if self.batch_first else out.transpose(0, 1)), (h.clone(), c.clone())
         try:
             w_ih = torch.cat([getattr(self, f"weight_ih_{g}") for g in _GATES])  # (4H, in)
             xw = F.linear(x, w_ih, self.bias)  # (B, T, 4H): the input side of every step at once
