@@ -188,6 +188,10 @@ def fully_shard(
     for module_path, reads in readers.items():
         inv.modules[module_path].register_forward_pre_hook(_GatheredCheck(reads))
     model.register_forward_pre_hook(_ParametersKept(model, "fully_shard"), prepend=True)
+    # stop 49: a forward with no gradient (an evaluation) left the units gathered, as no
+    # backward came to reshard them; parameters() then gave the gathered copies, and an
+    # optimizer built on them trained tensors FSDP2 never reads again, with no error
+    model.register_forward_hook(_ReshardAfterNoGrad())
     # stop 34: tying.load (and load_state_dict) of a full state failed inside FSDP's copy
     # with "got mixed torch.Tensor and DTensor", naming no fix
     model.register_load_state_dict_pre_hook(_FullStateRefused())
@@ -689,6 +693,19 @@ class _NestedAccumulation:
             )
 
         return accumulated
+
+
+class _ReshardAfterNoGrad:
+    """Forward hook on a sharded root: after a forward with no gradient, reshard every unit."""
+
+    def __call__(self, module, args, output):
+        from torch.distributed.fsdp import FSDPModule
+
+        if torch.is_grad_enabled():  # the backward reshards, as FSDP2 plans
+            return
+        for mod in module.modules():
+            if isinstance(mod, FSDPModule):
+                mod.reshard()
 
 
 class _GatheredCheck:
