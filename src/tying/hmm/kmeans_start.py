@@ -7,7 +7,8 @@ it now sorts growing prefixes and stops at the first that holds ``k`` distinct r
 which is almost always the first. The decision, and so every start, is unchanged:
 the distinct rows of a prefix are distinct rows of ``X``. For fewer than 5 features,
 the Lloyd steps after the first run compiled with SciPy's own arithmetic
-(:mod:`tying.hmm._numba_kmeans`), the same bits in a quarter of the time.
+(:mod:`tying.hmm._numba_kmeans`), the same bits in about a third of the time
+(1.05 against 3.2-3.6 ms a step at 60,000 x 4, K=8).
 """
 
 from __future__ import annotations
