@@ -1499,6 +1499,60 @@ def bench_default_start(rows, repeat=3, shapes=((150, 400), (200, 500), (1, 1000
         )  # fmt: skip
 
 
+#: K, D, sequences, length: fits the size of hmmlearn's tutorials (a few states, one to
+#: a few features, one sequence of hundreds of steps, or a few dozen short ones)
+SMALL_SHAPES = ((2, 1, 1, 200), (3, 1, 1, 1000), (4, 2, 1, 500), (3, 2, 10, 100), (5, 3, 20, 50))
+
+
+def bench_small(rows, repeat=7, shapes=SMALL_SHAPES, iters=(10, 50)):
+    """Small fits against hmmlearn ``scaling``: the same start (``init_params=""``), diag,
+    one thread, CPU time, ``repeat`` interleaved pairs, at 10 and 50 iterations. Here a
+    fit's fixed cost (validation, planning, the start's checks: Python, about 0.6 ms)
+    outweighs its iterations (tens of microseconds each), so the ratio grows with the
+    iterations; the histories are compared entry by entry."""
+    from hmmlearn import hmm
+
+    from tying.hmm import GaussianHMM
+
+    for K, D, n_seq, T in shapes:
+        X, lengths, start, A, means, covars = _diag_case(K=K, D=D, n_seq=n_seq, T=T)
+        for n_iter in iters:
+            fits: dict = {}
+
+            def ours(K=K, X=X, lengths=lengths, start=start, A=A, means=means, covars=covars,
+                     n_iter=n_iter, fits=fits):  # fmt: skip
+                fits["ours"] = GaussianHMM(
+                    K, "diag", startprob_init=start, transmat_init=A, means_init=means,
+                    covars_init=covars, n_iter=n_iter, tol=-np.inf, n_jobs=1,
+                ).fit(X, lengths)  # fmt: skip
+
+            def anchor(K=K, X=X, lengths=lengths, start=start, A=A, means=means,
+                       covars=covars, n_iter=n_iter, fits=fits):  # fmt: skip
+                m = hmm.GaussianHMM(K, "diag", init_params="", n_iter=n_iter, tol=-np.inf,
+                                    covars_prior=0.0, implementation="scaling")  # fmt: skip
+                m.startprob_, m.transmat_, m.means_, m.covars_ = start, A, means, covars
+                fits["ref"] = m.fit(X, lengths)
+
+            t_ours, t_ref, ratios = _paired(ours, anchor, repeat=repeat)
+            h_ours = np.array(fits["ours"].history_)
+            h_ref = np.array(fits["ref"].monitor_.history)
+            rows.append(
+                {
+                    "case": f"small fit: diag K={K}, D={D}, {n_seq}x{T}, {n_iter} iter, "
+                    "1 thread (CPU time) vs scaling",
+                    "anchor": "hmmlearn 0.3 GaussianHMM(implementation='scaling')",
+                    "ours_s": t_ours,
+                    "anchor_s": t_ref,
+                    "speedup": float(np.median(ratios)),
+                    "speedup_spread": _spread(ratios),
+                    "load_average_1min": os.getloadavg()[0],
+                    "loglik_history_max_rel_diff": float(
+                        np.max(np.abs(h_ours - h_ref) / np.abs(h_ref))
+                    ),
+                }
+            )
+
+
 def bench_other_models(rows, repeat=3):
     """The categorical and GMM HMMs against hmmlearn ``scaling``: the same start
     (``init_params=""``), 10 iterations, one thread. Issue 19 names the Gaussian HMM
@@ -1570,7 +1624,9 @@ def main(parts: list[str] | None = None) -> None:
     ``... split``: :func:`bench_split_threshold` (``hmm-split.json``); ``... costs``:
     the cost model's data (``hmm-costs.json``); ``... default``: :func:`bench_default_start`
     (both libraries' default fits, k-means start included) and
-    :func:`bench_other_models` (the categorical and GMM HMMs; ``hmm-default.json``)."""
+    :func:`bench_other_models` (the categorical and GMM HMMs; ``hmm-default.json``);
+    ``... small``: :func:`bench_small` (fits the size of hmmlearn's tutorials,
+    ``hmm-small.json``)."""
     # load every BLAS before limiting threads: threadpoolctl limits only the libraries
     # loaded when the limit is set, and a BLAS loaded later (SciPy's, via hmmlearn)
     # would run multi-threaded, oversubscribing a loaded machine and slowing the anchor
@@ -1646,6 +1702,15 @@ def main(parts: list[str] | None = None) -> None:
             print(f"  {row['case']}: {row['speedup']:.2f}x ({row['speedup_spread']}); {ll}, "
                   f"load {row['load_average_1min']:.1f}")  # fmt: skip
         return
+    if parts == ["small"]:  # fits the size of hmmlearn's tutorials
+        with threadpool_limits(limits=1):
+            bench_small(rows, repeat=smoke(7, 1))
+        write("hmm-small", rows)
+        for row in rows:
+            print(f"  {row['case']}: {row['speedup']:.2f}x ({row['speedup_spread']}), ours "
+                  f"{row['ours_s'] * 1e3:.2f} ms, history vs hmmlearn "
+                  f"{row['loglik_history_max_rel_diff']:.1e}, load {row['load_average_1min']:.1f}")  # fmt: skip
+        return
     if parts == ["goal"]:
         with threadpool_limits(limits=1):
             bench_diag_em(rows)
@@ -1672,6 +1737,7 @@ def main(parts: list[str] | None = None) -> None:
         bench_cov_shapes(rows, repeat=smoke(3, 1))
         bench_default_start(rows, repeat=smoke(3, 1))
         bench_other_models(rows, repeat=smoke(3, 1))
+        bench_small(rows, repeat=smoke(7, 1))
     write("hmm", rows)
     summary(rows)
 
