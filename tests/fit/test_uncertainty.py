@@ -459,12 +459,21 @@ def test_an_unbounded_side_gives_inf_like_lmfit():
 
 def test_a_fit_stopped_short_of_its_minimum_is_refused():
     # ftol=1e-2 stopped 0.36 of the chi2 rise at 1 sigma above the minimum with
-    # success=True: the intervals came back shifted by a third of a standard error
+    # success=True: the intervals came back shifted by a third of a standard error.
+    # Since stop 50 the Schur LM confirms its stop tests by a Gauss-Newton step and goes
+    # on to the minimum; MINPACK (one data set) keeps its own tests and stops short
+    datasets, _ = peaks(k=1, n=40, seed=16, noise=0.05)
+    res = GlobalFit(gauss, datasets, ftol=1e-2, xtol=1e-2, gtol=1e-2, shared=list(INIT),
+                    init={"center": 1.0, "width": 1.5, "amplitude": 1.0}).run()  # fmt: skip
+    assert res.success
+    with pytest.raises(ValueError, match=r"the fit stopped 0.00\d+ of the chi2 rise at 1 sigma above its minimum"):  # fmt: skip
+        res.conf_interval(["center"], sigmas=(1,))
     datasets, _ = peaks(k=4, n=40, seed=11, noise=0.05)
     res = GlobalFit(gauss, datasets, ftol=1e-2, xtol=1e-2, gtol=1e-2, **SHARED).run()
-    assert res.success
-    with pytest.raises(ValueError, match=r"the fit stopped 0.3\d+ of the chi2 rise at 1 sigma above its minimum"):  # fmt: skip
-        res.conf_interval(["center"], sigmas=(1,))
+    assert (
+        res.success
+        and res.conf_interval(["center"], sigmas=(1,))["center"].lower[0] < res.values["center"]
+    )
 
 
 def test_an_exact_fit_has_no_profile():

@@ -501,6 +501,13 @@ class GlobalFit:
             # "a minimum all the same" only when nothing else failed: a fit stopped by its
             # budget after meeting the wall was reported a minimum too (stop 32 review)
             message += f"; {walls}" + (" (the result is a minimum all the same)" if success else "")
+            if not success and "this is not a minimum" in message:
+                # the Schur LM's own verdict (stop 50), where _not_stationary's came after
+                # a success before: the same advice
+                message += (
+                    ": bound the parameter (bounds=) so that the fit stays where model_fn "
+                    "is defined, or make model_fn finite there"
+                )
         misread = sigma_misread(data, r, pmap.n_local)
         if misread:
             as_weights = self._read_as_weights(data, pmap, ev)
