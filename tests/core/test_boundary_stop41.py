@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import tying
-import tying.core.slots as slots_mod
+import tying.core.slot_loads as slots_mod
 from tying import TieError
 
 

@@ -53,7 +53,7 @@ from tying.core.plan import Change, Plan, Tie
 from tying.core.relations import Same, relation_from_spec
 from tying.core.rules import share
 from tying.core.slots import check_writes
-from tying.core.verify import ties
+from tying.core.verify import dropped_ties, ties
 
 FORMAT = "tying/2"  # tying/1: the hash covered the tensors only
 HASH_KEY = "tying.sha256"
@@ -195,6 +195,16 @@ def save(
             raise TieError(
                 f"save: {inv.outside(t.target, 'save')}; nothing was written to {os.fspath(path)!r}"
             )
+    dropped = dropped_ties(model, inv)
+    if dropped:
+        raise TieError(
+            f"save: {len(dropped)} tie(s) a plan declared no longer hold: {', '.join(dropped)} "
+            f"is now an independent parameter (the module holding it was replaced after the "
+            f"plan, e.g. model.lm_head = nn.Linear(...)), so the file would hold it as a tensor "
+            f"of its own and a load would not re-create the tie; re-create it with "
+            f"tying.retie(model), or keep it untied with tying.untie(model) and a plan without "
+            f"that rule; nothing was written to {os.fspath(path)!r}"
+        )
     # Written without wrapper segments (apply_activation_checkpointing, torch.compile,
     # FSDP1), as torch's own state-dict hooks write checkpoint_wrapper's tensors: the file
     # loads into the model wrapped or not (its ties kept the segment while its tensors did

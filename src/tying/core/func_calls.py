@@ -12,7 +12,9 @@ the slot's first read (stop 47: the slot used to read the new value silently, so
 and gradients differed from the same call on a hand-tied model). Given the model's own
 source tensor (``dict(model.named_parameters())``), both readings agree and the call runs.
 A pruned source is swapped as ``<name>_orig`` and watched as such; a copied or unpickled
-model knows its own source tensor from the start (stop 49).
+model knows its own source tensor from the start (stop 49). torch's
+``stateless._reparametrize_module`` used directly (a context manager whose default is
+``tie_weights=False``) is held to the same rule (stop 50).
 
 Both checks walk Python frames, so each runs only behind a cheap gate (an identity check
 of the source, one frame's module name).
@@ -102,9 +104,25 @@ def check_source_swap(slot, module: nn.Module, src: torch.Tensor) -> None:
         if seen is src:
             return
     tie_weights = _functional_tie_weights()
-    if tie_weights is None:  # outside functional_call: the model's own source
-        slot._seen = src
-        return
+    if tie_weights is None:
+        # outside functional_call: the model's own source, unless torch's
+        # _reparametrize_module, used directly as a context manager (its generator is
+        # suspended, so no frame of it is on the stack), swapped it in (stop 50: a read
+        # under tie_weights=False served the given value silently)
+        held_by = (
+            _suspended_reparametrize(src)
+            if type(src) in _PLAIN and _held_elsewhere(slot, seen)
+            else None
+        )
+        if held_by is None:
+            slot._seen = src
+            return
+        tie_weights, own = held_by
+        if own:
+            slot._seen = src
+        if tie_weights or own:
+            return
+        _refuse_untied_swap(slot, module, "torch.nn.utils.stateless._reparametrize_module")
     if tie_weights:  # every use reads the given source, as in plain torch
         return
     if _reading_to_swap():
@@ -118,13 +136,68 @@ def check_source_swap(slot, module: nn.Module, src: torch.Tensor) -> None:
         return
     if own is None and seen is None and type(src) is nn.Parameter:
         return  # torch's swap not found, never read before: a Parameter is taken as own
+    _refuse_untied_swap(slot, module, "torch.func.functional_call")
+
+
+_PLAIN = (torch.Tensor, nn.Parameter)  # tracers' tensors (fake, functional) are never checked
+
+
+def _held_elsewhere(slot, seen) -> bool:
+    """Whether the source the slot last read is still held by more than this slot.
+
+    A swap by ``_reparametrize_module`` keeps the model's own tensor alive (it swaps it
+    back at the end); ``model.a.weight = nn.Parameter(...)`` and an FSDP1 view set at each
+    forward usually leave it to the slot alone. Only then is the costly search skipped
+    (a holder such as an optimizer costs one search, after which the new source is read
+    as the model's own).
+    """
+    if seen is None:
+        return False
+    ours = 4  # slot._seen, the caller's local, this parameter, getrefcount's argument
+    for record in (slot._handed, *(slot._kept or ())):
+        if record is not None and isinstance(record[3], list):
+            ours += sum(t is seen for t, _, _ in record[3])
+    return sys.getrefcount(seen) > ours
+
+
+def _suspended_reparametrize(src: torch.Tensor):
+    """``(tie_weights, given in its own place)`` of a suspended ``_reparametrize_module``
+    that swapped ``src`` into the model; None when none did.
+
+    Only when the source changed since the slot's last read outside ``functional_call``
+    and the one read then is still held elsewhere (see :func:`_held_elsewhere`; ``commit``
+    records the source and an assign load forgets it, so neither asks): it asks the
+    garbage collector who holds ``src``, which walks every object (about 0.1 s).
+    """
+    for given in gc.get_referrers(src):
+        if type(given) is not dict:
+            continue
+        for gen in gc.get_referrers(given):
+            code = getattr(gen, "gi_code", None)
+            if code is None or code.co_name != "_reparametrize_module" or gen.gi_frame is None:
+                continue
+            local = gen.gi_frame.f_locals
+            new, orig = (
+                local.get("untied_parameters_and_buffers"),
+                local.get("orig_parameters_and_buffers"),
+            )
+            if not (isinstance(new, dict) and isinstance(orig, dict)):
+                continue
+            names = [k for k, v in new.items() if v is src]
+            if names:
+                return bool(local.get("tie_weights")), all(orig.get(k) is src for k in names)
+    return None
+
+
+def _refuse_untied_swap(slot, module: nn.Module, how: str):
     target, source = slot.target_and_source(_name_in(module, slot))
+    default = "the default: " if how.endswith("functional_call") else ""
     raise TieError(
-        f"torch.func.functional_call(..., tie_weights=False) replaced {source}, the source "
+        f"{how}(..., tie_weights=False) replaced {source}, the source "
         f"the tied slot {target} reads via {slot.relation!r}; plain PyTorch would keep "
         f"{target} at the model's own value there, but a tie is one tensor, so {target} "
         f"would silently read the given value (and pass its gradient to it). Call "
-        f"functional_call with tie_weights=True (the default: every use of the tie reads "
+        f"{how.rsplit('.', 1)[-1]} with tie_weights=True ({default}every use of the tie reads "
         f"the given {source}), or untie a copy first (c = copy.deepcopy(model); "
         f"tying.untie(c)) to give each use its own value; the model is unchanged"
     )

@@ -80,8 +80,16 @@ from tying.core.part_copies import rebased_for_part as _rebased_for_part
 from tying.core.part_pickles import check_unpickled_piece as _check_unpickled_piece
 from tying.core.part_pickles import piece_without_source as _piece_without_source
 from tying.core.relations import Relation, Same
-from tying.core.sharded_check import agrees as _agrees
-from tying.core.sharded_check import joined as _joined
+
+# loading a state dict through tied slots (split out in stop 50; importable from here)
+from tying.core.slot_loads import _check_before_load as _check_before_load
+from tying.core.slot_loads import _check_before_load_into_part as _check_before_load_into_part
+from tying.core.slot_loads import _contradictions as _contradictions
+from tying.core.slot_loads import _expected_from as _expected_from
+from tying.core.slot_loads import _has_hook as _has_hook
+from tying.core.slot_loads import _load_from_state_dict as _load_from_state_dict
+from tying.core.slot_loads import _own_storage_from as _own_storage_from
+from tying.core.slot_loads import guard_loading as guard_loading
 
 SLOTS_ATTR = "_tying_slots"
 # A number that changes whenever a module's slots are installed or removed: code that
@@ -748,177 +756,6 @@ def _prepare_scriptable(self):
     )
 
 
-def _load_from_state_dict(
-    self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
-):
-    # A state dict of an untied model (or a hand-tied one) carries the tied slot as
-    # its own entry. Accept it when it agrees with the tie, refuse it when it does
-    # not: dropping a differing tensor silently would lose data.
-    # (Loading through a parent of the module the plan was applied to reaches here with
-    # the modules before this one already loaded; guard_loading's pre-hook refuses first.)
-    # computed once per slot (stop 41): the checks and the load below share it
-    owns = {n: _own_storage_from(state_dict, prefix, self, n, s) for n, s in slots_of(self).items()}
-    if not prefix:  # this module is what is loaded into: refuse before anything is copied
-        _check_before_load(self, state_dict, prefix, local_metadata, strict, missing, unexpected,
-                           errors, owns)  # fmt: skip
-    else:  # a root above checked before copying; these join its error list
-        errors.extend(_contradictions(self, state_dict, prefix, owns))
-    for name, slot in slots_of(self).items():
-        own = owns[name]
-        if own is not None:  # an untied model's entry that fits the tie: load it (stop 39)
-            state_dict[prefix + slot.storage["source"]] = own
-    for name in slots_of(self):
-        state_dict.pop(prefix + name, None)
-    type(self)._tying_base._load_from_state_dict(
-        self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
-    )
-
-
-def _contradictions(module, state_dict, prefix, owns=None) -> list[str]:
-    """Entries of ``state_dict`` (loaded into ``module`` at ``prefix``) that contradict a tie;
-    ``owns``: the slots' :func:`_own_storage_from`, when the caller has computed them."""
-    out = []
-    for name, slot in slots_of(module).items():
-        key = prefix + name
-        if key not in state_dict:
-            continue
-        incoming = state_dict[key]
-        own = owns[name] if owns else _own_storage_from(state_dict, prefix, module, name, slot)
-        if own is not None:
-            continue  # the untied value fits the tie: it is loaded into the tie's storage
-        expected = _expected_from(state_dict, prefix, module, name, slot)
-        if tuple(incoming.shape) != tuple(slot.shape) or (
-            expected is not None and not _agrees(incoming, expected)
-        ):
-            out.append(
-                f"{key} is tied (to {slot.paths[1] or 'its own storage'} via {slot.relation!r}) "
-                f"but the state dict holds a different value for it; load it into an untied "
-                f"model (tying.untie) or drop the key"
-            )
-    return out
-
-
-def _check_before_load(
-    root, state_dict, prefix, local_metadata, strict, missing, unexpected, errors, owns=None
-):
-    # load_state_dict copies module by module and reports errors only at the end, so a
-    # contradiction found at the tied module would leave every module loaded before it
-    # changed. This pre-hook on the module a plan was applied to checks them all first.
-    problems = []
-    for path, mod in root.named_modules():
-        if slots_of(mod):
-            here = prefix + (path + "." if path else "")
-            problems += _contradictions(mod, state_dict, here, owns if mod is root else None)
-    problems = _joined(root, problems)
-    if problems:
-        raise RuntimeError(
-            f"Error(s) in loading state_dict for {type(root).__name__} (nothing was loaded):\n\t"
-            + "\n\t".join(problems)
-        )
-
-
-def _check_before_load_into_part(
-    part, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
-):
-    # The same check for a load into a part of the model (``model.backbone.load_state_dict``,
-    # ``model.lm_head.load_state_dict``): before stop 30 only the module a plan was applied
-    # to had the pre-hook, and a part's tied entries that differed were dropped silently
-    # ("All keys matched"). A part loaded as a piece of a larger load (prefix not empty) was
-    # checked by that load's root.
-    if not prefix:
-        _check_before_load(part, state_dict, prefix, local_metadata, strict, missing, unexpected,
-                           errors)  # fmt: skip
-
-
-def _has_hook(module: nn.Module, fn) -> bool:
-    return any(getattr(h, "hook", h) is fn for h in module._load_state_dict_pre_hooks.values())
-
-
-def guard_loading(model: nn.Module) -> None:
-    """Make ``model.load_state_dict`` refuse a contradicting state dict before it copies
-    anything, and so ``load_state_dict`` on any part of ``model`` that holds a tied module
-    (a backbone, the tied module itself)."""
-    if not _has_hook(model, _check_before_load):
-        model.register_load_state_dict_pre_hook(_check_before_load)
-    parts = set()  # the modules above a tied one (the tied module checks itself:
-    for path, mod in model.named_modules():  # _load_from_state_dict)
-        if path and slots_of(mod):
-            names = path.split(".")
-            parts.update(".".join(names[:i]) for i in range(1, len(names)))
-    for path in parts:
-        part = model.get_submodule(path)
-        if not _has_hook(part, _check_before_load_into_part):
-            part.register_load_state_dict_pre_hook(_check_before_load_into_part)
-
-
-def _own_storage_from(state_dict, prefix, module, name, slot):
-    """The tie's own storage for an untied model's entry of a self re-parametrised slot
-    (``SymmetricConv1d``'s ``Mirrored`` weight), when the state dict holds the slot but not
-    the storage and the entry fits the tie exactly; else None.
-
-    A plain ``nn.Conv1d``'s state dict with a palindromic kernel was refused as "a different
-    value" (it was compared with the tie's current value, the storage not being in the
-    load), so no anchor's weights could be loaded (stop 39). The entry is mapped to the
-    storage by the relation's ``right_inverse`` and accepted only when the relation gives
-    it back exactly (the current extras, e.g. a scale, kept): a value the tie cannot hold
-    is still refused.
-    """
-    storage = slot.storage.get("source")
-    key = prefix + name
-    if storage is None or key not in state_dict or prefix + storage in state_dict:
-        return None
-    incoming = state_dict[key]
-    if not isinstance(incoming, torch.Tensor) or tuple(incoming.shape) != tuple(slot.shape):
-        return None
-    with torch.no_grad():
-        current = getattr(module, storage)
-        extras = {r: getattr(module, n) for r, n in slot.storage.items() if r != "source"}
-        try:
-            own = slot.relation.right_inverse(incoming.detach().to(current.dtype))
-            back = slot.relation(own, shape=slot.shape, **extras)
-        except Exception:  # noqa: BLE001 - no inverse here: the usual check refuses it
-            return None
-        # a NaN at mirrored places gives itself back (stop 41: torch.equal refused it)
-        if tuple(own.shape) != tuple(current.shape) or not _same_values(
-            back.to(incoming.dtype), incoming.detach()
-        ):
-            return None
-    return own
-
-
-def _expected_from(state_dict, prefix, module, name, slot):
-    """The value the tie gives ``module.<name>`` once ``state_dict`` (loaded at ``prefix``)
-    is in: from the state dict's entry for the source when it holds one, else the tie's
-    current value (the source is not part of this load, or has no entry)."""
-    mod_path, src_path = slot.paths
-    src_key = None
-    if not mod_path:  # the tied module is the plan's root: loaded at prefix
-        src_key = prefix + src_path if src_path else None
-    elif prefix.endswith(mod_path + "."):  # loaded through the plan's root, or a parent of it
-        src_key = prefix[: len(prefix) - len(mod_path) - 1] + src_path if src_path else None
-    else:
-        # loaded into a part of the model: prefix is the end of mod_path, and the part's own
-        # path (relative to the plan's root) is what comes before it
-        here = prefix[:-1]
-        if not here or mod_path == here or mod_path.endswith("." + here):
-            part = mod_path[: len(mod_path) - len(here)].rstrip(".")
-            if src_path and src_path.startswith(part + "."):
-                src_key = src_path[len(part) + 1 :]
-    with torch.no_grad():
-        if "source" in slot.storage:
-            src = state_dict.get(prefix + slot.storage["source"])
-        else:
-            src = state_dict.get(src_key) if src_key is not None else None
-        if src is None:
-            return getattr(module, name).detach()
-        extras = {
-            r: state_dict.get(prefix + n, getattr(module, n))
-            for r, n in slot.storage.items()
-            if r != "source"
-        }
-        return slot.relation(src, shape=slot.shape, **extras)
-
-
 def _rebuild(base: type, names: tuple[str, ...]):
     cls = tied_class(base, names)
     return cls.__new__(cls)
@@ -941,6 +778,8 @@ def install(module: nn.Module, name: str, slot: Slot) -> None:
     slots[name] = slot
     module.__dict__[SLOTS_ATTR] = slots
     module.__dict__[SLOTS_GENERATION_ATTR] = next(_GENERATIONS)
+    if slot._seen is None:  # the model's own source now: a first read needs no search
+        slot._seen = _own_seen(slot, lambda held: held)
     _set_class(module, slots)
 
 

@@ -229,6 +229,31 @@ def verify(model: nn.Module) -> int:
     return len(checked | set(inv.hand) | live)
 
 
+def dropped_ties(model: nn.Module, inv: Inventory) -> list[str]:
+    """Ties a plan declared on ``model`` whose target is now an independent parameter.
+
+    ``model.lm_head = nn.Linear(...)`` after a plan tied ``lm_head.weight`` puts a module
+    without the tie at its path: plain PyTorch drops a hand tie the same way, and the
+    forward reads the new weight. ``verify`` reports it; ``tying.save`` refuses it (stop
+    50: the file held the head as its own tensor, and a load into the tied model refused
+    it or a load into a fresh one dropped the tie, without a word at save time).
+    A module that only moved, an adapter wrapping the target, and a declared hand tie
+    (checked by identity in ``verify``) are not counted.
+    """
+    moved = _moved(model, inv)
+    out = []
+    for tpath, source, spec in _declarations(model, inv):
+        if spec.get("hand") or tpath in moved:
+            continue
+        info = inv.slots.get(tpath)
+        if info is None or info.tie is not None:
+            continue
+        if declared_through_adapters(inv, tpath, source) is not None:
+            continue
+        out.append(f"{tpath} (declared tied to {source or 'its own storage'})")
+    return out
+
+
 def _declarations(model: nn.Module, inv: Inventory):
     """``(target, source, spec)`` of every tie declared for slots of ``model``, paths
     relative to ``model``: those declared on ``model`` and its modules, then those a plan

@@ -1,0 +1,227 @@
+"""How a state dict is loaded through tied slots, and the checks that run before it.
+
+A tied slot is not stored on its module (see :mod:`tying.core.slots`), so a state dict of
+an untied or hand-tied model carries an entry the tied model does not hold. The tied
+class's ``_load_from_state_dict`` accepts such an entry when it agrees with the tie (a
+self re-parametrised slot's entry is mapped to its storage by the relation's
+``right_inverse``) and refuses it when it does not: dropping a differing tensor silently
+would lose data. ``load_state_dict`` copies module by module and reports errors only at the
+end, so :func:`guard_loading` adds pre-hooks that check every tie first, on the module a
+plan was applied to and on every part above a tied module: nothing is copied when one
+contradicts the tie.
+
+Split out of ``slots.py`` (stop 50); the names stay importable from there.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tying.core.lost_writes import _same_values
+from tying.core.sharded_check import agrees as _agrees
+from tying.core.sharded_check import joined as _joined
+
+__all__ = ["guard_loading"]
+
+
+def slots_of(module: nn.Module) -> dict:
+    # slots imports this module for its tied classes: a lazy import (one dict look-up
+    # after the first call), not a second definition of where a module keeps its slots
+    from tying.core.slots import slots_of as _slots_of
+
+    return _slots_of(module)
+
+
+def _load_from_state_dict(
+    self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+):
+    # A state dict of an untied model (or a hand-tied one) carries the tied slot as
+    # its own entry. Accept it when it agrees with the tie, refuse it when it does
+    # not: dropping a differing tensor silently would lose data.
+    # (Loading through a parent of the module the plan was applied to reaches here with
+    # the modules before this one already loaded; guard_loading's pre-hook refuses first.)
+    # computed once per slot (stop 41): the checks and the load below share it
+    owns = {n: _own_storage_from(state_dict, prefix, self, n, s) for n, s in slots_of(self).items()}
+    if not prefix:  # this module is what is loaded into: refuse before anything is copied
+        _check_before_load(self, state_dict, prefix, local_metadata, strict, missing, unexpected,
+                           errors, owns)  # fmt: skip
+    else:  # a root above checked before copying; these join its error list
+        errors.extend(_contradictions(self, state_dict, prefix, owns))
+    for name, slot in slots_of(self).items():
+        own = owns[name]
+        if own is not None:  # an untied model's entry that fits the tie: load it (stop 39)
+            state_dict[prefix + slot.storage["source"]] = own
+    for name in slots_of(self):
+        state_dict.pop(prefix + name, None)
+    type(self)._tying_base._load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+    )
+
+
+def _contradictions(module, state_dict, prefix, owns=None) -> list[str]:
+    """Entries of ``state_dict`` (loaded into ``module`` at ``prefix``) that contradict a tie;
+    ``owns``: the slots' :func:`_own_storage_from`, when the caller has computed them."""
+    out = []
+    for name, slot in slots_of(module).items():
+        key = prefix + name
+        if key not in state_dict:
+            continue
+        incoming = state_dict[key]
+        own = owns[name] if owns else _own_storage_from(state_dict, prefix, module, name, slot)
+        if own is not None:
+            continue  # the untied value fits the tie: it is loaded into the tie's storage
+        expected = _expected_from(state_dict, prefix, module, name, slot)
+        if tuple(incoming.shape) != tuple(slot.shape) or (
+            expected is not None and not _agrees(incoming, expected)
+        ):
+            out.append(
+                f"{key} is tied (to {slot.paths[1] or 'its own storage'} via {slot.relation!r}) "
+                f"but the state dict holds a different value for it; load it into an untied "
+                f"model (tying.untie) or drop the key"
+            )
+    return out
+
+
+def _check_before_load(
+    root, state_dict, prefix, local_metadata, strict, missing, unexpected, errors, owns=None
+):
+    # load_state_dict copies module by module and reports errors only at the end, so a
+    # contradiction found at the tied module would leave every module loaded before it
+    # changed. This pre-hook on the module a plan was applied to checks them all first.
+    problems = []
+    for path, mod in root.named_modules():
+        if slots_of(mod):
+            here = prefix + (path + "." if path else "")
+            problems += _contradictions(mod, state_dict, here, owns if mod is root else None)
+    problems = _joined(root, problems)
+    if problems:
+        raise RuntimeError(
+            f"Error(s) in loading state_dict for {type(root).__name__} (nothing was loaded):\n\t"
+            + "\n\t".join(problems)
+        )
+    if local_metadata.get("assign_to_params_buffers"):
+        _let_go_of_sources(root)
+
+
+def _let_go_of_sources(root: nn.Module) -> None:
+    """Drop what the slots under ``root`` hold of their sources, before
+    ``load_state_dict(..., assign=True)`` replaces those sources.
+
+    A slot remembers the source it last read (``_seen``) and, for a computed slot, the
+    value it last handed out (a view of the source for ``Transposed``): after an assign
+    load they kept every replaced source alive until the slot's next read (stop 50: the
+    tied embedding held twice, the old one unreachable but not freed). A record of a write
+    not caught yet is kept, so the next read still refuses it (this pre-hook may run with
+    modules before it already loaded: it raises nothing itself).
+    """
+    for mod in root.modules():
+        for slot in slots_of(mod).values():
+            slot._seen = None  # the next read outside functional_call records the new one
+            records = (slot._handed, *(slot._kept or ()))
+            if any(r is not None and slot._written(mod, r, False) for r in records):
+                continue
+            slot._handed = None
+            slot._kept = ()
+
+
+def _check_before_load_into_part(
+    part, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+):
+    # The same check for a load into a part of the model (``model.backbone.load_state_dict``,
+    # ``model.lm_head.load_state_dict``): before stop 30 only the module a plan was applied
+    # to had the pre-hook, and a part's tied entries that differed were dropped silently
+    # ("All keys matched"). A part loaded as a piece of a larger load (prefix not empty) was
+    # checked by that load's root.
+    if not prefix:
+        _check_before_load(part, state_dict, prefix, local_metadata, strict, missing, unexpected,
+                           errors)  # fmt: skip
+
+
+def _has_hook(module: nn.Module, fn) -> bool:
+    return any(getattr(h, "hook", h) is fn for h in module._load_state_dict_pre_hooks.values())
+
+
+def guard_loading(model: nn.Module) -> None:
+    """Make ``model.load_state_dict`` refuse a contradicting state dict before it copies
+    anything, and so ``load_state_dict`` on any part of ``model`` that holds a tied module
+    (a backbone, the tied module itself)."""
+    if not _has_hook(model, _check_before_load):
+        model.register_load_state_dict_pre_hook(_check_before_load)
+    parts = set()  # the modules above a tied one (the tied module checks itself:
+    for path, mod in model.named_modules():  # _load_from_state_dict)
+        if path and slots_of(mod):
+            names = path.split(".")
+            parts.update(".".join(names[:i]) for i in range(1, len(names)))
+    for path in parts:
+        part = model.get_submodule(path)
+        if not _has_hook(part, _check_before_load_into_part):
+            part.register_load_state_dict_pre_hook(_check_before_load_into_part)
+
+
+def _own_storage_from(state_dict, prefix, module, name, slot):
+    """The tie's own storage for an untied model's entry of a self re-parametrised slot
+    (``SymmetricConv1d``'s ``Mirrored`` weight), when the state dict holds the slot but not
+    the storage and the entry fits the tie exactly; else None.
+
+    A plain ``nn.Conv1d``'s state dict with a palindromic kernel was refused as "a different
+    value" (it was compared with the tie's current value, the storage not being in the
+    load), so no anchor's weights could be loaded (stop 39). The entry is mapped to the
+    storage by the relation's ``right_inverse`` and accepted only when the relation gives
+    it back exactly (the current extras, e.g. a scale, kept): a value the tie cannot hold
+    is still refused.
+    """
+    storage = slot.storage.get("source")
+    key = prefix + name
+    if storage is None or key not in state_dict or prefix + storage in state_dict:
+        return None
+    incoming = state_dict[key]
+    if not isinstance(incoming, torch.Tensor) or tuple(incoming.shape) != tuple(slot.shape):
+        return None
+    with torch.no_grad():
+        current = getattr(module, storage)
+        extras = {r: getattr(module, n) for r, n in slot.storage.items() if r != "source"}
+        try:
+            own = slot.relation.right_inverse(incoming.detach().to(current.dtype))
+            back = slot.relation(own, shape=slot.shape, **extras)
+        except Exception:  # noqa: BLE001 - no inverse here: the usual check refuses it
+            return None
+        # a NaN at mirrored places gives itself back (stop 41: torch.equal refused it)
+        if tuple(own.shape) != tuple(current.shape) or not _same_values(
+            back.to(incoming.dtype), incoming.detach()
+        ):
+            return None
+    return own
+
+
+def _expected_from(state_dict, prefix, module, name, slot):
+    """The value the tie gives ``module.<name>`` once ``state_dict`` (loaded at ``prefix``)
+    is in: from the state dict's entry for the source when it holds one, else the tie's
+    current value (the source is not part of this load, or has no entry)."""
+    mod_path, src_path = slot.paths
+    src_key = None
+    if not mod_path:  # the tied module is the plan's root: loaded at prefix
+        src_key = prefix + src_path if src_path else None
+    elif prefix.endswith(mod_path + "."):  # loaded through the plan's root, or a parent of it
+        src_key = prefix[: len(prefix) - len(mod_path) - 1] + src_path if src_path else None
+    else:
+        # loaded into a part of the model: prefix is the end of mod_path, and the part's own
+        # path (relative to the plan's root) is what comes before it
+        here = prefix[:-1]
+        if not here or mod_path == here or mod_path.endswith("." + here):
+            part = mod_path[: len(mod_path) - len(here)].rstrip(".")
+            if src_path and src_path.startswith(part + "."):
+                src_key = src_path[len(part) + 1 :]
+    with torch.no_grad():
+        if "source" in slot.storage:
+            src = state_dict.get(prefix + slot.storage["source"])
+        else:
+            src = state_dict.get(src_key) if src_key is not None else None
+        if src is None:
+            return getattr(module, name).detach()
+        extras = {
+            r: state_dict.get(prefix + n, getattr(module, n))
+            for r, n in slot.storage.items()
+            if r != "source"
+        }
+        return slot.relation(src, shape=slot.shape, **extras)
