@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import tying
@@ -65,7 +65,9 @@ def test_plain_peft_merges_a_head_token_adapter_away_from_its_adapter_model():
     assert (pm.merge_and_unload()(input_ids=X).logits - adapter).abs().max() > 1.0
 
 
-@pytest.mark.parametrize("target", ["lm_head", "embed_tokens"])
+# stop 50: TrainableTokensConfig on the embedding of HF's own tie is accepted
+# (test_trainable_tokens_stop50.py); on the head it stays refused
+@pytest.mark.parametrize("target", ["lm_head"])
 def test_a_trainable_tokens_config_on_the_tie_is_refused_naming_the_way_out(target):
     model = _hf_tied()
     state = {k: v.clone() for k, v in tying.hf.logical_state_dict(model).items()}
@@ -104,7 +106,9 @@ def test_the_named_way_out_trains_and_merges_as_plain_peft():
 )
 def test_every_trainable_tokens_config_on_a_tie_is_refused_unchanged(target, tokens, plan):
     """The kind of defect: whatever the targets, tokens and the kind of tie (a Plan's or
-    HF's), a token adapter on a tie is refused loudly and changes nothing."""
+    HF's), a token adapter on a tie is refused loudly and changes nothing; except the
+    embedding alone on HF's own tie, which peft keeps tied (accepted since stop 50)."""
+    assume(plan or "lm_head" in target)
     if plan:
         model = M.llama()
         M.LLAMA_PLAN.apply(model)

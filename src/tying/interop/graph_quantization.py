@@ -212,7 +212,28 @@ def _keep_source_reads(
             alias[node.target] = name
         _fold_dtype_reads(prepared.graph, node, sources[node.target].dtype)
         node.target = alias[node.target]
+    for node in list(reads):
+        reads |= _read_per_use(prepared.graph, node)
     return reads
+
+
+def _read_per_use(graph: torch.fx.Graph, read: torch.fx.Node) -> set[torch.fx.Node]:
+    """Give every user of a tie-source read but the first a ``get_attr`` node of its own.
+
+    FX's tracer makes one ``get_attr`` node per Parameter, however many tied uses read it.
+    When the qconfig quantizes some of those uses only (a whole-block tie with
+    ``set_module_name("1.2", None)``), ``convert_fx`` folded the read into the quantized
+    use's packed weight and erased it, and the float use still pointed at it:
+    ``KeyError: '_0_2_weight'`` after calibration, naming no tie (stop 50). Untied layers
+    read one node each; so does each tied use now. Returns the new nodes.
+    """
+    out = set()
+    for user in list(read.users)[1:]:
+        with graph.inserting_before(user):
+            copy_ = graph.get_attr(read.target)
+        user.replace_input_with(read, copy_)
+        out.add(copy_)
+    return out
 
 
 def _drop_inner_observers(prepared: torch.fx.GraphModule, reads: set[torch.fx.Node]) -> None:
@@ -274,6 +295,79 @@ def _fold_dtype_reads(graph: torch.fx.Graph, read: torch.fx.Node, dtype: torch.d
         graph.erase_node(user)
 
 
+def _qconfig_helpers() -> tuple[Any, Any, Any]:
+    """torch's ``(_get_flattened_qconfig_dict, qconfig_equals, propagate_qconfig_)``, each
+    replaced by the equivalent below where this torch lacks it.
+
+    The first is private (``torch.ao.quantization.fx.qconfig_mapping_utils``) and all three
+    live in ``torch.ao.quantization``, which torch deprecates in favour of torchao: a
+    release that moves one must not turn the check into an ``ImportError`` (imported
+    here, at call time, never when this module is imported). Each fallback does what
+    torch 2.4-2.13 does (``tests/interop/test_graph_quant_stop50.py`` compares them).
+    """
+    try:
+        from torch.ao.quantization.fx.qconfig_mapping_utils import (
+            _get_flattened_qconfig_dict as flatten,
+        )
+    except ImportError:
+        flatten = _flattened_qconfig_dict
+    try:
+        from torch.ao.quantization.qconfig import qconfig_equals
+    except ImportError:
+        qconfig_equals = _qconfig_equals
+    try:
+        from torch.ao.quantization.quantize import propagate_qconfig_
+    except ImportError:
+        propagate_qconfig_ = _propagate_qconfig
+    return flatten, qconfig_equals, propagate_qconfig_
+
+
+def _flattened_qconfig_dict(mapping: Any) -> dict[Any, Any]:
+    """``{"": global, <class>: qconfig, <module name>: qconfig}`` of a ``QConfigMapping``
+    (regex and order entries left out, as torch's ``propagate_qconfig_`` ignores them)."""
+    flat: dict[Any, Any] = {"": mapping.global_qconfig}
+    flat.update(mapping.object_type_qconfigs)
+    flat.update(mapping.module_name_qconfigs)
+    return flat
+
+
+def _ctr_equals(a: Any, b: Any) -> bool:
+    """Two observer / fake-quant constructors alike: ``with_args`` partials by function,
+    arguments and keywords (their ``observer=`` keyword compared the same way)."""
+    pa, pb = getattr(a, "p", None), getattr(b, "p", None)
+    if not (hasattr(pa, "func") and hasattr(pb, "func")):
+        return a == b
+    ka, kb = dict(pa.keywords), dict(pb.keywords)
+    same = True
+    if "observer" in ka and "observer" in kb:
+        same = _ctr_equals(ka.pop("observer"), kb.pop("observer"))
+    return same and ka == kb and pa.func == pb.func and pa.args == pb.args
+
+
+def _qconfig_equals(q1: Any, q2: Any) -> bool:
+    """torch's ``qconfig_equals``: activation and weight constructors alike."""
+    if q1 is None or q2 is None:
+        return q1 == q2
+    try:
+        return _ctr_equals(q1.activation, q2.activation) and _ctr_equals(q1.weight, q2.weight)
+    except AttributeError:
+        return q1 == q2
+
+
+def _propagate_qconfig(module: nn.Module, flat: dict[Any, Any], parent: Any = None, prefix=""):
+    """torch's ``propagate_qconfig_``: each module's qconfig by its name, else its class,
+    else its parent's; a ``qconfig`` the module holds wins (the device check left out:
+    the result is only compared with ``qconfig_equals``)."""
+    from torch.nn.utils.parametrize import type_before_parametrizations
+
+    mine = flat.get(type_before_parametrizations(module), parent)
+    mine = flat.get(prefix, mine)
+    mine = getattr(module, "qconfig", mine)
+    module.qconfig = mine
+    for name, child in module.named_children():
+        _propagate_qconfig(child, flat, mine, f"{prefix}.{name}" if prefix else name)
+
+
 def _refuse_prepared_before(what: str, model: nn.Module, mapping: Any) -> None:
     """Refuse a model whose modules carry a ``qconfig`` other than ``mapping`` gives them.
 
@@ -287,14 +381,11 @@ def _refuse_prepared_before(what: str, model: nn.Module, mapping: Any) -> None:
     left = {p: m.qconfig for p, m in model.named_modules() if getattr(m, "qconfig", None)}
     if not left:
         return
-    from torch.ao.quantization.fx.qconfig_mapping_utils import _get_flattened_qconfig_dict
-    from torch.ao.quantization.qconfig import qconfig_equals
-    from torch.ao.quantization.quantize import propagate_qconfig_
-
+    flatten, qconfig_equals, propagate_qconfig_ = _qconfig_helpers()
     fresh = copy.deepcopy(model)  # what the mapping alone assigns, on a copy
     for m in fresh.modules():
         m.__dict__.pop("qconfig", None)
-    propagate_qconfig_(fresh, _get_flattened_qconfig_dict(mapping))
+    propagate_qconfig_(fresh, flatten(mapping))
     want = dict(fresh.named_modules())
     stale = [
         p or "<root>"

@@ -20,7 +20,8 @@ The policy here:
   ``TieError`` naming the tie, before peft changes anything. So is a
   ``modules_to_save`` entry in a tie, except on HF's own embedding tie with peft's
   ``ensure_weight_tying=True``, which keeps one trained copy for both, and
-  ``trainable_token_indices`` on that tie, where the head reads the embedding's token delta
+  ``trainable_token_indices`` (or a ``TrainableTokensConfig`` on the input embedding) on
+  that tie, where the head reads the embedding's token delta
   (:mod:`tying.interop.lora_saved`). LoRA on that tie stays refused: peft's
   ``merge_and_unload`` writes its delta into the one shared weight twice.
 - peft's own ``pm.merge_and_unload()`` / ``pm.unload()`` on a model made here run
@@ -55,8 +56,10 @@ from tying.interop.groups import (
 from tying.interop.lora_saved import (
     peft_embedding_ties,
     redeclare_through_copies,
+    refuse_config_tie_apart,
     refuse_saved_copies,
     restore_declarations,
+    tokens_tuner_ties,
 )
 
 SHARED_ATTR = "_tying_shared_adapters"
@@ -85,6 +88,13 @@ def _default_targets(config, model: nn.Module):
     it is (peft then says what is missing).
     """
     if not hasattr(config, "target_modules") or config.target_modules is not None:
+        return config
+    if str(getattr(config, "peft_type", "")).endswith("TRAINABLE_TOKENS"):
+        # peft's TrainableTokensModel._prepare_adapter_config: the input embedding
+        from peft.utils.other import _get_input_embeddings_name
+
+        config = copy.deepcopy(config)
+        config.target_modules = _get_input_embeddings_name(model, "embed_tokens")
         return config
     from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
     from peft.tuners.tuners_utils import BaseTuner
@@ -160,9 +170,13 @@ def get_peft_model(model: nn.Module, peft_config, **kwargs: Any):
             (``padding_mode``, ``dilation``, ``padding_idx``) differ from its source's
             (one wrapper will run the source's module at both); raised before peft
             changes the model.
-            For a ``TrainableTokensConfig`` on a tied embedding or head the message also
-            says what peft would do and names the accepted way
-            (``LoraConfig(trainable_token_indices=...)`` on HF's own embedding tie).
+            For a ``TrainableTokensConfig`` on a tied head, or on a Plan-tied embedding, the
+            message also says what peft would do and names the accepted way (on HF's own
+            embedding tie, the input embedding alone is accepted: peft gives every tied
+            module its token delta). Also a config that peft ties across the input
+            embedding and a module ``config.tie_word_embeddings=True`` calls tied but that
+            holds another tensor (a head trained apart; token adapters,
+            ``ensure_weight_tying``), naming the fix.
 
     Example:
         >>> import torch, tying, peft
@@ -183,11 +197,14 @@ def get_peft_model(model: nn.Module, peft_config, **kwargs: Any):
 
 # measured, peft 0.21, a tiny tied Llama, token_indices=[3, 5, 7], 2 SGD steps (stop 49)
 _TOKENS_HINT = (
-    "(TrainableTokensConfig: on the head, peft trains the head's rows alone and merging "
-    "writes them into the embedding too, 33.6 away from the adapter model; on the embedding "
-    "of a Plan tie, peft wraps the embedding alone and the head loses its source. To train "
-    "some tokens of HF's own embedding tie, pass LoraConfig(target_modules=[...], trainable_token_indices={"
-    "'embed_tokens': [...]}): peft gives the head the embedding's delta, and it is accepted.)"
+    "(TrainableTokensConfig: on the head alone, peft trains the head's rows alone and merging "
+    "writes them into the embedding too, 33.6 away from the adapter model; naming the head "
+    "and the embedding, peft's forward fails; on the embedding of a Plan tie, peft wraps the "
+    "embedding alone and the head loses its source. On HF's own embedding tie "
+    "(config.tie_word_embeddings=True), target the input embedding alone "
+    "(target_modules=['embed_tokens'], or None): peft gives every tied module the "
+    "embedding's token delta, and it is accepted; or pass LoraConfig(target_modules=[...], "
+    "trainable_token_indices={'embed_tokens': [...]}).)"
 )
 
 
@@ -195,6 +212,7 @@ def _get_peft_model(model: nn.Module, peft_config, **kwargs: Any):
     peft = _peft()
     inv = Inventory(model)
     targets = _targets(peft_config, model, inv)
+    refuse_config_tie_apart(peft_config, model, targets, "get_peft_model")
     whole = whole_module_ties(inv)
     shared = {}
     for info in inv.slots.values():
@@ -292,6 +310,15 @@ def from_pretrained(model: nn.Module, adapter_path: str, **kwargs: Any):
         pairs.update({p: paths[0] for p in paths[1:]})
 
     def load():
+        try:  # the adapter's config, to check before peft changes the model
+            config = kwargs.get("config") or peft.PeftConfig.from_pretrained(
+                adapter_path, subfolder=kwargs.get("subfolder")
+            )
+        except Exception:  # noqa: BLE001 - peft's own load below says what is wrong
+            config = None
+        if config is not None:
+            targets = _targets(config, model, inv)
+            refuse_config_tie_apart(config, model, targets, "from_pretrained")
         with warnings.catch_warnings():
             # peft only warns when the file lacks a wrapped module's weights (that adapter
             # keeps its initial values): one module seated twice when the adapter was made,
@@ -380,7 +407,10 @@ def _seats(model: nn.Module, inv: Inventory, targets: set[str], config=None) -> 
                 f"both. Target every seat ({paths}), one adapter then serves them all, or none"
             )
         out.update({p: paths[0] for p in paths[1:]})
+    token_kept = tokens_tuner_ties(config, model, targets)
     for target, source, t, s, hit in hand_ties_touching(inv, targets):
+        if frozenset((t.module_path, s.module_path)) in token_kept:
+            continue  # peft gives every tied module the embedding's one token delta
         fix = hand_tie_fix(target, t.module, s.module, t.module_path, s.module_path)
         both = " and target both" if fix.startswith("declare") else ""
         why = ""

@@ -212,6 +212,14 @@ def _is_token_wrapper(module: nn.Module) -> bool:
     return layer is not None and isinstance(layer._modules.get("base_layer"), nn.Module)
 
 
+def _is_tokens_layer(module: nn.Module) -> bool:
+    """peft's ``TrainableTokensLayer`` itself (what ``TrainableTokensConfig`` seats): the
+    module under ``base_layer``, token deltas in ``trainable_tokens_delta``."""
+    return isinstance(module._modules.get("base_layer"), nn.Module) and hasattr(
+        module, "trainable_tokens_delta"
+    )
+
+
 def _through(base: nn.Module, path: str) -> str:
     """``path`` with ``original_module`` put after every peft ``modules_to_save`` wrapper
     (``token_adapter.base_layer`` after every ``trainable_token_indices`` wrapper) that now
@@ -229,6 +237,9 @@ def _through(base: nn.Module, path: str) -> str:
         elif mod is not None and _is_token_wrapper(mod) and parts[i + 1] != "token_adapter":
             out += ["token_adapter", "base_layer"]
             mod = mod._modules["token_adapter"]._modules["base_layer"]
+        elif mod is not None and _is_tokens_layer(mod) and parts[i + 1] != "base_layer":
+            out.append("base_layer")
+            mod = mod._modules["base_layer"]
     return ".".join(out)
 
 
@@ -258,13 +269,15 @@ def redeclare_through_copies(pm) -> None:
 
 
 def _token_layer(base: nn.Module, path: str) -> nn.Module | None:
-    """The ``TrainableTokensLayer`` of the ``trainable_token_indices`` wrapper that ``path``'s
-    module now is, else None."""
+    """The ``TrainableTokensLayer`` that ``path``'s module now is (``TrainableTokensConfig``) or
+    holds (a ``trainable_token_indices`` wrapper), else None."""
     mpath = path.rpartition(".")[0]
     try:
         mod = base.get_submodule(mpath) if mpath else base
     except AttributeError:
         return None
+    if _is_tokens_layer(mod):
+        return mod
     return mod._modules["token_adapter"] if _is_token_wrapper(mod) else None
 
 
@@ -291,7 +304,9 @@ def _one_token_delta(base: nn.Module, target: str, like: str | None, prefix: str
     name = target.rpartition(".")[2]
     t_base, s_base = tl.base_layer, sl.base_layer
     same_base = getattr(t_base, name, None) is getattr(s_base, source.rpartition(".")[2], None)
-    linked = getattr(tl, "tied_adapter", None) is sl or getattr(sl, "tied_adapter", None) is tl
+    # both read one delta: each its own, or the one of the layer it is tied to (T5's encoder
+    # and decoder embeddings and head all read the delta of ``shared``)
+    linked = (getattr(tl, "tied_adapter", None) or tl) is (getattr(sl, "tied_adapter", None) or sl)
     if not (same_base and linked):
         raise TieError(
             f"get_peft_model: trainable_token_indices wraps both ends of the tie {target} <- "
@@ -307,3 +322,117 @@ def restore_declarations(pm) -> None:
     puts each wrapped module back at its path)."""
     for mod, declared in reversed(pm.__dict__.pop(REDECLARED_ATTR, [])):
         mod.__dict__[DECLARED_ATTR] = declared
+
+
+def _is_tokens_tuner(config) -> bool:
+    return str(getattr(config, "peft_type", "")).endswith("TRAINABLE_TOKENS")
+
+
+def _input_embedding_path(model: nn.Module) -> str | None:
+    get_in = getattr(model, "get_input_embeddings", None)
+    emb = get_in() if callable(get_in) else None
+    if emb is None:
+        return None
+    return next((p for p, m in model.named_modules() if m is emb), None) or None
+
+
+def _peft_tied_paths(model: nn.Module) -> set[str]:
+    """The module paths peft treats as tied to the input embedding: every path (duplicates
+    kept) ending with a name of ``_get_module_names_tied_with_embedding``, as peft matches
+    them. Empty unless ``config.tie_word_embeddings`` is true."""
+    if getattr(getattr(model, "config", None), "tie_word_embeddings", False) is not True:
+        return set()
+    from peft.utils.other import _get_module_names_tied_with_embedding
+
+    names = _get_module_names_tied_with_embedding(model)
+    return {
+        p
+        for p, _ in model.named_modules(remove_duplicate=False)
+        if p and any(p == n or p.endswith("." + n) for n in names)
+    }
+
+
+def tokens_tuner_ties(config, model: nn.Module, targets: set[str]) -> set[frozenset[str]]:
+    """The module pairs that peft's ``TrainableTokensConfig`` keeps tied (none where it
+    does not).
+
+    peft (0.21, ``TrainableTokensModel.inject_adapter``) wraps the targeted input embedding
+    and, when ``config.tie_word_embeddings`` is true, gives every module tied to it a
+    layer reading the embedding's very token delta (``tied_adapter``): trained, every
+    use reads one value, and merging writes it once (measured: Llama, Qwen2, Gemma, GPT-2,
+    BART and T5, whose encoder and decoder embeddings and head all read ``shared``;
+    logits and merged logits equal plain PyTorch training those rows of HF's tied tensor,
+    Δ = 0). It does not when the embedding is not targeted (the head trains rows of its
+    own), and a target list naming a tied module too fails in peft's forward, so neither
+    is kept.
+    """
+    if not _is_tokens_tuner(config):
+        return set()
+    emb_path = _input_embedding_path(model)
+    tied = _peft_tied_paths(model)
+    if emb_path is None or emb_path not in targets or not tied or tied & targets:
+        return set()
+    modules = dict(model.named_modules(remove_duplicate=False))
+    if any(not isinstance(modules[p], (nn.Linear, nn.Embedding)) for p in tied):
+        return set()  # peft's layer computes a Linear or an Embedding only
+    ends = sorted({emb_path, *tied})
+    return {frozenset((a, b)) for i, a in enumerate(ends) for b in ends[i + 1 :]}
+
+
+def refuse_config_tie_apart(config, model: nn.Module, targets: set[str], what: str) -> None:
+    """Refuse a peft config that peft ties across the input embedding and a module that
+    ``config.tie_word_embeddings=True`` calls tied but that holds another tensor.
+
+    peft decides "tied" from the config and ``_tied_weights_keys``, not from the tensors.
+    A head trained apart under a config that says tied (transformers 5 loads such a
+    checkpoint untied, with a warning) then reads the embedding's rows: a fresh
+    ``TrainableTokensConfig`` or ``trainable_token_indices`` adapter, or
+    ``modules_to_save`` with ``ensure_weight_tying=True``, moved a tiny Llama's logits
+    0.99 before any training, no error (stop 50).
+
+    Raises:
+        TieError: naming the module, the embedding, their largest difference and the fix
+            (``model.config.tie_word_embeddings = False``).
+    """
+    tied = _peft_tied_paths(model)
+    emb_path = _input_embedding_path(model)
+    if not tied or emb_path is None:
+        return
+    ends = {emb_path} | tied
+    tokens = getattr(config, "trainable_token_indices", None)
+    if _is_tokens_tuner(config):
+        ties = emb_path in targets
+    elif isinstance(tokens, dict):
+        ties = any(emb_path == k or emb_path.endswith("." + k) for k in tokens)
+    elif tokens:
+        ties = True
+    else:
+        saved = {
+            p
+            for p, _ in model.named_modules(remove_duplicate=False)
+            for n in getattr(config, "modules_to_save", None) or []
+            if p and (p == n or p.endswith("." + n))
+        }
+        ties = bool(getattr(config, "ensure_weight_tying", False) and ends & (targets | saved))
+    if not ties:
+        return
+    weight = model.get_submodule(emb_path).weight
+    for path in sorted(tied):
+        other = getattr(model.get_submodule(path), "weight", None)
+        if other is weight:
+            continue
+        diff = (
+            f"max |diff| {(other.detach().float() - weight.detach().float()).abs().max().item():.3g}"
+            if other is not None and tuple(other.shape) == tuple(weight.shape)
+            else "another tensor"
+        )
+        raise TieError(
+            f"{what}: model.config.tie_word_embeddings is True, so peft ties this adapter of "
+            f"{emb_path!r} to {path!r}, but {path}.weight is not {emb_path}.weight ({diff}; "
+            f"a head trained apart, which transformers loads untied): peft would give "
+            f"{path!r} the embedding's adapter (trainable tokens or a modules_to_save copy "
+            f"replace its rows before any training; LoRA trains it with the embedding's "
+            f"delta). Set "
+            f"model.config.tie_word_embeddings = False to say they differ (peft then adapts "
+            f"{emb_path!r} alone), or tie them first; the model was left as it was"
+        )
