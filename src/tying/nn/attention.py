@@ -170,9 +170,16 @@ class Attention(nn.Module):
         # the same shapes: the rows loaded from one were read as other heads, and other
         # query heads shared each K/V head, with no error (stop 32). A state dict without
         # the record (older, or rebuilt as a plain dict) loads as before.
+        # Only a load that holds projections is checked (stop 50): a partial load
+        # (strict=False) of the rest of a model, this layer's entries dropped, was refused.
         saved = local_metadata.get(HEADS_METADATA_KEY) if local_metadata else None
         mine = self._layout()
-        if saved is not None and dict(saved) != mine:
+        projections = tuple(f"{prefix}{p}_proj." for p in ("q", "k", "v", "out"))
+        if (
+            saved is not None
+            and dict(saved) != mine
+            and any(key.startswith(projections) for key in state_dict)
+        ):
             diff = ", ".join(
                 f"{k}={saved.get(k)!r} (this layer: {mine[k]!r})"
                 for k in mine

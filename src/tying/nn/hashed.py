@@ -116,7 +116,7 @@ class HashedLinear(nn.Module):
     ):
         # buckets saved from a layer with another seed or sign would land in other
         # weight entries with no error (stop 31)
-        _check_saved_hash(self, local_metadata, prefix)
+        _check_saved_hash(self, local_metadata, prefix, state_dict)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing, unexpected, errors
         )

@@ -111,14 +111,18 @@ def _save_hash(module: nn.Module, destination, prefix: str) -> None:
         record[SHAPE_METADATA_KEY] = _logical_sizes(module)
 
 
-def _check_saved_hash(module: nn.Module, local_metadata, prefix: str) -> None:
+def _check_saved_hash(module: nn.Module, local_metadata, prefix: str, state_dict) -> None:
     """Refuse stored values saved from a layer that hashes differently (another seed...).
 
     A state dict holds only ``weight_physical``; loaded into a layer with another seed,
     sign or mode, every value lands in other logical entries and the layer computes other
     numbers with no error (stop 31). State dicts without the record (older ones, or
-    rebuilt as a plain dict) load as before.
+    rebuilt as a plain dict) load as before. A load without ``weight_physical`` (a
+    partial ``strict=False`` load: a bias alone, or the rest of a model) is not checked:
+    it was refused although no stored value was loaded (stop 50).
     """
+    if prefix + "weight_physical" not in state_dict:
+        return
     mine = _hash_spec(module)
     if mine is not None:
         _check_saved_sizes(module, local_metadata, prefix)
@@ -341,7 +345,7 @@ class HashedEmbedding(nn.Module):
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
     ):
-        _check_saved_hash(self, local_metadata, prefix)
+        _check_saved_hash(self, local_metadata, prefix, state_dict)
         self._check_own_tie(loading=True)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing, unexpected, errors

@@ -116,10 +116,11 @@ class TiedResidualNet(nn.Module):
     Attributes:
         steps: ``ModuleList`` of :class:`VectorField`; ``steps.i`` reads ``steps.0``'s
             parameters when tied.
-        h: the step size.
+        h: the step size ``t1 / depth`` (read-only; follows an assignment to ``t1``).
 
     Raises:
-        ValueError: for a non-positive ``depth`` or ``t1``.
+        ValueError: for a non-positive ``depth`` or ``t1`` (built or assigned later), and
+            on an assignment to ``depth`` (build a new net instead).
 
     Example:
         >>> import tying
@@ -140,6 +141,22 @@ class TiedResidualNet(nn.Module):
     ) -> None:
         super().__init__()
         depth = int_arg(depth, 1, f"TiedResidualNet: depth must be a positive int, got {depth!r}")
+        self.t1 = t1  # checked by the property's setter
+        self.tied = flag("TiedResidualNet", "tied", tied)
+        self.steps = nn.ModuleList(VectorField(dim, hidden, activation) for _ in range(depth))
+        if self.tied:
+            Plan([share("steps.*", like="steps.0")]).apply(self)
+
+    # t1, depth and h are read from one place (stop 50): h was stored at construction, so
+    # net.t1 = 2.0 afterwards ran the old step (0.46 off at depth 8, no error)
+    @property
+    def t1(self) -> float:
+        """The integration time; assigning it is checked as the argument is, and moves ``h``."""
+        d = self.__dict__  # a layer pickled before stop 50 stored it as "t1"
+        return d.get("_t1", d.get("t1"))
+
+    @t1.setter
+    def t1(self, t1) -> None:
         # an inf t1 made every step inf·f(x); True was read as 1.0
         value = scalar_value(t1)
         if (
@@ -148,12 +165,24 @@ class TiedResidualNet(nn.Module):
             or not (value > 0 and math.isfinite(value))
         ):
             raise ValueError(f"TiedResidualNet: t1 must be > 0 and finite, got {t1!r}")
-        self.depth, self.t1 = depth, _stored_time("TiedResidualNet", t1)
-        self.tied = flag("TiedResidualNet", "tied", tied)
-        self.h = self.t1 / depth
-        self.steps = nn.ModuleList(VectorField(dim, hidden, activation) for _ in range(depth))
-        if self.tied:
-            Plan([share("steps.*", like="steps.0")]).apply(self)
+        self.__dict__["_t1"] = _stored_time("TiedResidualNet", t1)
+
+    @property
+    def depth(self) -> int:
+        """The number of residual steps: ``len(self.steps)``."""
+        return len(self._modules["steps"])
+
+    @depth.setter
+    def depth(self, value) -> None:
+        raise ValueError(
+            f"TiedResidualNet: depth is the number of steps built ({self.depth}), got an "
+            f"assignment of {value!r}; build a new TiedResidualNet(..., depth={value!r})"
+        )
+
+    @property
+    def h(self) -> float:
+        """The step size ``t1 / depth``."""
+        return self.t1 / self.depth
 
     @property
     def field(self) -> VectorField:

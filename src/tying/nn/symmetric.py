@@ -153,9 +153,13 @@ class SymmetricConv1d(nn.Conv1d):
         # kernel_size 5 and 6 both store 3 taps: the taps of one loaded into the other
         # made another filter ([a, b, c, b, a] read as [a, b, c, c, b, a]) with no error
         # (stop 32). A state dict without the record (older, or a plain dict) loads as before.
+        # Only a load that holds the taps is checked (stop 50): a partial load (strict=False)
+        # of the bias alone was refused as if the filters were loaded, where nn.Conv1d loads
+        # the bias and reports the weight missing.
         saved = local_metadata.get(KERNEL_METADATA_KEY) if local_metadata else None
         tied = "weight_physical" in self._parameters
-        if saved is not None and tied and saved != self.kernel_size[0]:
+        key = prefix + "weight_physical"
+        if saved is not None and tied and saved != self.kernel_size[0] and key in state_dict:
             raise ValueError(
                 f"SymmetricConv1d at {prefix[:-1] or '<root>'!r}: the state dict's "
                 f"weight_physical holds the stored half of palindromes of length {saved}, and "
