@@ -50,11 +50,14 @@ def test_tied_parameters_are_one_value_and_pool_the_statistics():
     assert np.array_equal(m.means_[0], m.means_[2]) and np.array_equal(m.covars_[1], m.covars_[3])
     assert np.array_equal(m.transmat_[0], m.transmat_[3])
     assert m.group_params("means").shape == (2, 2)
-    # one more M-step by hand from the posteriors of the current model: the pooled estimate
+    # one more M-step by hand from the posteriors of the current model
     start = GaussianHMM.from_params(m.startprob_, m.transmat_, m.means_, m.covars_, ties=ties)
     gamma = start.predict_proba(X, lengths)
-    g = gamma[:, :3].sum(1)
-    pooled_mean = (g[:, None] * X).sum(0) / g.sum()
+    # states 0..2 share a mean but not a covariance (state 1's is tied to 3's): the exact
+    # M-step weights each state's statistics by its precision (stop 50; pooling them,
+    # the old reference here, is exact only for equal covariances)
+    lam = 1.0 / np.array([np.diag(c) for c in m.covars_[:3]])  # (3, D)
+    exact_mean = (lam * (gamma[:, :3].T @ X)).sum(0) / (lam * gamma[:, :3].sum(0)[:, None]).sum(0)
     again = GaussianHMM(
         4,
         "diag",
@@ -65,7 +68,7 @@ def test_tied_parameters_are_one_value_and_pool_the_statistics():
         means_init=m.means_,
         covars_init=m.covars_,
     ).fit(X, lengths)
-    np.testing.assert_allclose(again.means_[1], pooled_mean, rtol=1e-10)
+    np.testing.assert_allclose(again.means_[1], exact_mean, rtol=1e-10)
     w = gamma[:, [1, 3]]
     mu = again.means_[[1, 3]]
     pooled_var = sum((w[:, k, None] * (X - mu[k]) ** 2).sum(0) for k in range(2)) / w.sum()

@@ -45,6 +45,7 @@ from tying.hmm.fused_em_full import FusedEMFull
 from tying.hmm.kmeans_start import kmeans_centres
 from tying.hmm.sequences import check_observations, check_squares
 from tying.hmm.start_covariance import data_covariance, start_variances
+from tying.hmm.tied_means import weighted_means
 from tying.hmm.ties import StateTies
 from tying.hmm.validation import _broadcast, _check_prior, _positive_int, _real_array
 
@@ -785,6 +786,13 @@ class GaussianHMM(BaseHMM):
             denom = wg + Ng[:, None]
             ok = np.all(denom > _EMPTY, axis=1)
             self._means[ok] = (wg[ok] * pg[ok] + Sg[ok]) / denom[ok] + center
+            if self.covariance_type != "tied":  # a group over unequal covariances: see tied_means
+                covs = self._covars[ties.group_of["covars"]]
+                covs = covs if self._full() else np.broadcast_to(covs, (K, D))
+                for g, mu in weighted_means(
+                    ties.group_of["means"], N, Sx, w, mu0 - center, covs, ok
+                ):
+                    self._means[g] = mu + center
         if "covars" not in learn:
             return
         m = self._means[ties.group_of["means"]] - center  # (K, D), each state's (tied) mean

@@ -44,6 +44,7 @@ from tying.hmm.gaussian import (
 )
 from tying.hmm.sequences import check_observations, check_squares
 from tying.hmm.start_covariance import data_covariance, start_variances
+from tying.hmm.tied_means import weighted_means
 from tying.hmm.ties import StateTies
 from tying.hmm.validation import _positive_int, _real_array, _stochastic
 
@@ -436,6 +437,13 @@ class GMMHMM(BaseHMM):
             ok = Nm > _EMPTY  # (G, M)
             new = Sm / np.where(ok, Nm, 1.0)[..., None] + center
             self._means[ok] = new[ok]
+            covs = self._covars[ties.group_of["covars"]]  # (K, M, D[, D]): before this M-step
+            zero = np.zeros((K, D))  # GMMHMM takes no means prior
+            for m in range(M):  # a component tied over unequal covariances: see tied_means
+                for g, mu in weighted_means(
+                    ties.group_of["means"], Nkm[:, m], Sx[:, m], zero, zero, covs[:, m], ok[:, m]
+                ):
+                    self._means[g, m] = mu + center
         if "covars" not in learn:
             return
         mu = self._means[ties.group_of["means"]] - center  # (K, M, D), each state's codebook
