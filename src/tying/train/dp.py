@@ -68,6 +68,7 @@ from tying.train.private_gradient import (  # noqa: F401 - the moved names' old 
     _check_denominator,
     _check_empty_batch,
     _check_finite_norms,
+    _check_finite_release,
     _check_max_grad_norm,
     _check_noise_multiplier,
     _clip_factors,
@@ -357,7 +358,9 @@ class DPSGD:
                 the one drawn at), a learning rate that is negative or not finite, a
                 ``noise_multiplier``, ``max_grad_norm``, ``sample_rate`` or ``mode`` set
                 since construction to a value the constructor refuses, a per-example
-                gradient that is not finite, an optimizer that does not hold every
+                gradient or loss that is not finite, a noisy gradient that is not finite
+                in the parameter's dtype (``noise_multiplier * max_grad_norm`` past its
+                range), an optimizer that does not hold every
                 trainable parameter or that holds a ``.grad`` the step did not compute (a
                 frozen layer after a backward outside the step: it would move unclipped and
                 without noise), a hook that per-example gradients cannot run, or a
@@ -418,6 +421,7 @@ class DPSGD:
         try:
             pg = _noisy(res, self.noise_multiplier, self.max_grad_norm, denom, self.generator)
             pg = _in_param_dtypes(pg, params)
+            _check_finite_release(pg, self.noise_multiplier, self.max_grad_norm)
             for name, g in pg.grads.items():
                 params[name].grad = g
             stepped = True

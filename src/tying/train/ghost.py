@@ -202,8 +202,8 @@ class GhostClipping:
         # input signatures (and modules' training flags) whose forward was found to be
         # example by example (_vet_forward): vetted once each
         self._vetted: set = set()
-        # the smallest and largest batch size probed, by signature (stop 49): _vet_forward
-        self._sized: dict = {}
+        # (signature, batch size) pairs probed (stop 49, every size since stop 50): _vet_forward
+        self._sized: set = set()
         self._names = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
         self._params = {id(p): p for _, p in model.named_parameters() if p.requires_grad}
         # (names, tensors) in named_parameters order, for a DP step: two walks fewer
@@ -405,7 +405,7 @@ class GhostClipping:
     def _vet_forward(self, x) -> None:
         """Refuse a forward that is not example by example (stop 30 review), once per input
         signature and set of training flags (again, without the pair probe, at each batch
-        size past every one probed), by forwards without gradients:
+        size not probed before), by forwards without gradients:
 
         - with one example more, every Linear/Embedding use's output must have one row
           more. A use whose first dimension only happened to equal the batch size (a
@@ -424,17 +424,18 @@ class GhostClipping:
         if B is None:
             return
         key = forward_key(xs, self._all_modules)
-        lo, hi = self._sized.get(key, (B, B))
-        if key in self._vetted and (lo <= B <= hi or self._reads_no_size()):
+        if key in self._vetted and ((key, B) in self._sized or self._reads_no_size()):
             return
-        # a vetted signature at a batch size past every one probed (a new largest or
-        # smallest) gets the probes again, example 0 and the last moved only (4 forwards,
-        # not 2 log2 B + 5): a forward that mixes only past some size (``if x.shape[0] >
-        # 6: h = h - h.mean(0)``) passed the first step's probe at B = 4 and then ran at
-        # B = 8 with norms that were no example's own, no error (stop 49). Not at every
-        # new size: on a model of one's own class (784-256-10, B ~ 256) they cost 3 ghost
-        # steps' time, and a Poisson run of 1,000 steps meets 87 sizes but about 10 new
-        # extremes. Models of torch's own layers only skip them.
+        # a vetted signature at a batch size not probed before gets the probes again,
+        # example 0 and the last moved only (4 forwards, not 2 log2 B + 5): a forward
+        # that mixes only past some size (``if x.shape[0] > 6: h = h - h.mean(0)``)
+        # passed the first step's probe at B = 4 and then ran at B = 8 with norms that
+        # were no example's own, no error (stop 49). At every new size, not only a new
+        # largest or smallest: one that mixes at one size inside the range probed (in-batch
+        # pairs at ``x.shape[0] == 6``, probed at 3 and 9) gave norms 0.81 off a
+        # per-example loop at B = 6, no error (stop 50). On a model of one's own class
+        # (784-256-10, B ~ 256) a probe costs about 3 ghost steps' time, and a Poisson run
+        # of 1,000 steps meets 87 sizes, each once. Models of torch's own layers skip them.
         groups = key not in self._vetted
         with buffers_kept(self.model):
             if self._vet_rows_grow(xs, B):
@@ -443,7 +444,7 @@ class GhostClipping:
                 done = True
         if done:
             self._vetted.add(key)
-            self._sized[key] = (min(lo, B), max(hi, B))
+            self._sized.add((key, B))
 
     def _reads_no_size(self) -> bool:
         return reads_no_size(self._all_modules)
@@ -496,12 +497,22 @@ class GhostClipping:
 
         Returns:
             A (B,) tensor.
+
+        Raises:
+            ValueError: an example whose loss is NaN or inf (its gradient may be finite,
+                0 on that row, and would read as a norm of 0), naming the examples.
         """
+        from tying.train.private_gradient import _check_finite_losses  # it imports this module
+
         losses, uses = self._record(loss_fn, x, y)
         with _autocast_off(losses.device):
-            return _norms(
+            norms = _norms(
                 uses, losses.shape[0], _wide_dtype(losses.dtype), cross_terms, self.strategy
             )
+        # a NaN/inf loss whose gradient is finite (0 on that row) read as a norm of 0, and
+        # was clipped into the sum, with no error (stop 50)
+        _check_finite_losses(losses, norms)
+        return norms
 
     def clip(self, loss_fn: LossFn, x, y, max_grad_norm: float) -> GhostResult:
         """Per-example norms, and ``Σ_b min(1, C/‖g_b‖) g_b`` per physical parameter.
@@ -518,7 +529,7 @@ class GhostClipping:
 
         Raises:
             ValueError: ``max_grad_norm`` not a finite number > 0 (``inf`` clipped nothing,
-                with no error).
+                with no error); an example whose loss is NaN or inf (as :meth:`norms`).
             TypeError: ``max_grad_norm`` not one real number (``True`` was taken for 1).
         """
         from tying.train.private_gradient import _check_max_grad_norm  # it imports this module
@@ -529,8 +540,11 @@ class GhostClipping:
             return self._clipped(losses, uses, max_grad_norm)
 
     def _clipped(self, losses, uses, max_grad_norm: float) -> GhostResult:
+        from tying.train.private_gradient import _check_finite_losses  # it imports this module
+
         B = losses.shape[0]
         norms = _norms(uses, B, _wide_dtype(losses.dtype), True, self.strategy)
+        _check_finite_losses(losses, norms)  # as in norms() (stop 50)
         c = (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)  # same rule as Opacus
         grads = {}
         for pid, name in self._names.items():

@@ -636,11 +636,11 @@ def _vet(gsm, model: nn.Module, uses):
       through: it has no parameters) spreads every example over every row, and the
       clipped gradients were wrong with no error. The probe is
       :func:`~tying.train._vetting.refuse_mixing_forward`, once per input signature and
-      set of training flags, and again (example 0 and the last moved) at a batch size
-      past every one probed.
+      set of training flags, and again (example 0 and the last moved) at each batch size
+      not probed before.
     """
     vetted: set = set()
-    sized: dict = {}  # the smallest and largest batch size probed, by signature
+    sized: set = set()  # the (signature, batch size) pairs probed
     reads_vetted: set = set()
     modules = list(model.modules())
     tied = {id(module): (path, module) for path, module, _, _ in uses}
@@ -671,16 +671,17 @@ def _vet(gsm, model: nn.Module, uses):
         B = batch_rows(args)
         if B is None:
             return
-        lo, hi = sized.get(key, (B, B))
-        if key in vetted and (lo <= B <= hi or reads_no_size(modules)):
+        if key in vetted and ((key, B) in sized or reads_no_size(modules)):
             return
         probing[0] = True
         try:
             with buffers_kept(model):
                 # an error of a probe forward is no verdict: the forward itself raises it.
-                # Again at a batch size past every one probed, example 0 and the last
+                # Again at each batch size not probed before, example 0 and the last
                 # moved only: a forward that mixes only past some size passed the first
-                # batch's probe and then trained on rows that were no example's (stop 49)
+                # batch's probe and then trained on rows that were no example's (stop 49);
+                # one that mixes at one size inside the range probed (``x.shape[0] ==
+                # 6``, probed at 3 and 9) did so too at that size (stop 50)
                 done = refuse_mixing_forward(
                     model,
                     args,
@@ -695,7 +696,7 @@ def _vet(gsm, model: nn.Module, uses):
             probing[0] = False
         if done:
             vetted.add(key)
-            sized[key] = (min(lo, B), max(hi, B))
+            sized.add((key, B))
 
     return hook
 

@@ -125,6 +125,56 @@ def _check_finite_norms(norms: torch.Tensor) -> None:
     )
 
 
+def _check_finite_losses(losses: torch.Tensor, norms: torch.Tensor | None = None) -> None:
+    """Refuse an example whose loss is NaN or inf (stop 50).
+
+    Its gradient may still be finite, 0 where the loss is a constant NaN/inf on that row
+    (``torch.where(bad, nan, loss)``, a masked or overflowed term): the example was
+    averaged in as one of norm 0 (counted in the denominator, moving nothing), and the
+    step ran with no error. A loss that is not a number has no gradient to trust.
+    ``norms``: where some are not finite too, :func:`_check_finite_norms` says so first.
+    """
+    if losses.numel() == 0 or math.isfinite(float(losses.detach().sum())):
+        return  # a finite sum: every loss is finite (a sum that overflows is checked below)
+    bad = (~torch.isfinite(losses.detach())).nonzero().flatten()
+    if bad.numel() == 0:  # the sum overflowed, every loss is finite
+        return
+    if norms is not None:
+        _check_finite_norms(norms)  # a gradient that is not finite: that message first
+    raise ValueError(
+        f"the losses of examples {bad[:5].tolist()} are not finite "
+        f"({losses.detach()[bad[:5]].tolist()}): an example with a NaN or inf loss has no "
+        f"gradient to trust (a NaN/inf that does not reach the gradient would be averaged "
+        f"in as a gradient of 0), so they are refused and nothing is changed; check the "
+        f"loss (log of 0, 0/0, an overflow) and the inputs of those examples"
+    )
+
+
+def _check_finite_release(pg: PrivateGrad, sigma: float, C: float) -> None:
+    """Refuse a noisy gradient that is not finite although every clipped one was (stop 50).
+
+    The noise's std ``σC`` past the dtype's range (``max_grad_norm=1e38``,
+    ``noise_multiplier=10``: 1e39 in float32), or a noisy mean past float16's 65504 when
+    cast back to a float16 parameter, gave inf/NaN gradients and parameters, no error.
+    One read-back for all tensors (an infinity-norm each, which propagates NaN).
+    """
+    grads = [g for g in pg.grads.values() if g.numel()]
+    if not grads:
+        return
+    peaks = torch.stack([torch.linalg.vector_norm(g.detach(), ord=math.inf).float() for g in grads])
+    if math.isfinite(float(peaks.amax())):
+        return
+    name = next(n for n, g in pg.grads.items() if g.numel() and not bool(g.isfinite().all()))
+    dtype = pg.grads[name].dtype
+    raise ValueError(
+        f"the noisy gradient of {name!r} is not finite in {dtype} (largest representable "
+        f"{torch.finfo(dtype).max:.3g}): noise_multiplier * max_grad_norm = {sigma * C:.3g} "
+        f"is the noise's std, and the clipped sum is up to batch size * max_grad_norm; "
+        f"the step is refused and the model left unchanged. Lower max_grad_norm (clipping "
+        f"bounds of 0.1-10 are usual) or train in a wider dtype"
+    )
+
+
 def per_example_grads(model: nn.Module, loss_fn: LossFn, x, y) -> dict[str, torch.Tensor]:
     """Every example's gradient on every trainable *physical* parameter.
 
@@ -140,7 +190,8 @@ def per_example_grads(model: nn.Module, loss_fn: LossFn, x, y) -> dict[str, torc
         a tied tensor appears once, holding the sum of its uses' gradients.
 
     Raises:
-        ValueError: inputs and targets of different batch sizes;
+        ValueError: inputs and targets of different batch sizes; an example whose loss
+            is NaN or inf (its gradient may read as 0);
             a BatchNorm layer in training mode, or any forward that mixes the
             examples of a batch (naming the module where it starts); an
             ``nn.Embedding`` with ``max_norm``; a model with no trainable
@@ -165,7 +216,9 @@ def per_example_grads(model: nn.Module, loss_fn: LossFn, x, y) -> dict[str, torc
         (['0.weight'], (3, 5, 3))
     """
     _check_batch(x, y)
-    return _vmap_grads(model, loss_fn, x, y)[0]
+    grads, losses = _vmap_grads(model, loss_fn, x, y)
+    _check_finite_losses(losses)  # a NaN-loss row would read as a gradient of 0 (stop 50)
+    return grads
 
 
 def _vmap_grads(model: nn.Module, loss_fn: LossFn, x, y):
@@ -382,8 +435,9 @@ def private_grad(
         ValueError: unknown ``mode``; ``noise_multiplier`` negative or not finite;
             ``max_grad_norm`` or ``denominator`` not a finite number > 0; ``x`` and
             ``y`` with different numbers of rows; an empty batch with noise and no
-            ``denominator`` (it has no size to average by); a per-example gradient that is not
-            finite; or a model that ``mode`` cannot handle (see :func:`per_example_grads`
+            ``denominator`` (it has no size to average by); a per-example gradient or loss
+            that is not finite; a noisy gradient that is not finite in the parameter's dtype
+            (``noise_multiplier * max_grad_norm`` past its range); or a model that ``mode`` cannot handle (see :func:`per_example_grads`
             and :class:`GhostClipping` for the hooks each refuses).
         TypeError: an argument of the wrong type.
 
@@ -408,7 +462,9 @@ def private_grad(
     ghost = GhostClipping(model) if mode == "ghost" else None
     res = _clipped_sum(model, ghost, loss_fn, x, y, max_grad_norm)
     pg = _noisy(res, noise_multiplier, max_grad_norm, denominator, generator)
-    return _in_param_dtypes(pg, dict(model.named_parameters()))
+    pg = _in_param_dtypes(pg, dict(model.named_parameters()))
+    _check_finite_release(pg, noise_multiplier, max_grad_norm)
+    return pg
 
 
 def _clipped_sum(model, ghost, loss_fn, x, y, max_grad_norm, pe=None):
@@ -417,11 +473,12 @@ def _clipped_sum(model, ghost, loss_fn, x, y, max_grad_norm, pe=None):
         zero = {n: torch.zeros_like(p) for n, p in zip(*ghost._trainable)}
         return PrivateGrad(zero, torch.zeros(0), torch.zeros(0))
     if ghost is not None:
-        res = ghost.clip(loss_fn, x, y, max_grad_norm)
+        res = ghost.clip(loss_fn, x, y, max_grad_norm)  # it refuses NaN/inf losses itself
         _check_finite_norms(res.norms)
         return PrivateGrad(res.grads, res.norms, res.losses)
     res = _vmap_clipped_sum(model, loss_fn, x, y, max_grad_norm, pe)
     _check_finite_norms(res.norms)  # before anything is applied: a refused step changes nothing
+    _check_finite_losses(res.losses)  # ghost.clip checks its own
     return res
 
 
