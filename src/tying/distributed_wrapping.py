@@ -21,6 +21,7 @@ from tying.core.outside import WRAPPER_SEGMENTS, mark_wrapped, wrapped_helper
 from tying.core.outside import canonical as _canonical
 from tying.core.patterns import Pattern
 from tying.core.verify import ties, verify
+from tying.distributed_gathered import AfterForward, MidStepRefused, install_step_hook
 
 
 def ddp(model: nn.Module, **kwargs) -> nn.Module:
@@ -45,7 +46,9 @@ def ddp(model: nn.Module, **kwargs) -> nn.Module:
 
     Raises:
         TieError: a declared tie is broken; ``model`` is already wrapped by DDP or
-            sharded by FSDP; ``model`` holds tensor-parallel (DTensor) parameters, which
+            sharded by FSDP, or it (or one of its modules) is held by a live ``td.ddp``
+            wrapper (``td.ddp(w.module)`` while ``w`` lives) or lies inside a
+            ``td.fully_shard`` model; ``model`` holds tensor-parallel (DTensor) parameters, which
             DDP swaps at every forward (use ``td.fully_shard(model, mesh=mesh["dp"])``);
             the ranks' models differ (parameter paths, shapes or dtypes,
             ties, frozen parameters, and with ``init_sync=False``, which broadcasts nothing,
@@ -123,7 +126,13 @@ def fully_shard(
             buffer of ``model``; a hand-made tie (one ``nn.Parameter`` in two modules) spans two
             units; a parameter is 0-dim (a
             ``Scaled`` tie's scale), which FSDP2 cannot shard; (at a forward) the model's
-            parameters changed after sharding.
+            parameters changed after sharding; ``model`` (or one of its modules) is held
+            by a live ``td.ddp`` wrapper; (at an optimizer's ``step()``) the optimizer
+            holds gathered copies of the parameters (built from ``model.parameters()``
+            after a forward with gradients that no backward followed); (at a
+            ``state_dict()`` or ``load_state_dict``, as in ``td.save`` / ``td.load``,
+            between a forward and its backward) a tie spans units, whose owner's unit the
+            state dict would reshard under the backward.
         RuntimeError: the default process group is not initialised; (on every other
             rank) one rank's model was refused by its own check.
     """
@@ -190,8 +199,22 @@ def fully_shard(
     model.register_forward_pre_hook(_ParametersKept(model, "fully_shard"), prepend=True)
     # stop 49: a forward with no gradient (an evaluation) left the units gathered, as no
     # backward came to reshard them; parameters() then gave the gathered copies, and an
-    # optimizer built on them trained tensors FSDP2 never reads again, with no error
-    model.register_forward_hook(_ReshardAfterNoGrad())
+    # optimizer built on them trained tensors FSDP2 never reads again, with no error.
+    # Stop 50: the same after a forward with gradients and no backward; that one cannot
+    # reshard (a backward may still come), so a step of an optimizer holding one is refused
+    after = AfterForward()
+    model.register_forward_hook(after)
+    install_step_hook()
+    # stop 50: a state dict saved or loaded between a forward and its backward resharded a
+    # tie owner's unit, and the reader's backward failed inside FSDP2 ("setStorage")
+    owners = {}
+    for reads in readers.values():
+        for target, root, owner in reads:
+            if owner in keep_gathered and owner not in owners:
+                owners[owner] = (inv.modules[owner], f"{target} reads {root}")
+    if owners:
+        model.register_state_dict_pre_hook(MidStepRefused(owners, after))
+        model.register_load_state_dict_pre_hook(MidStepRefused(owners, after))
     # stop 34: tying.load (and load_state_dict) of a full state failed inside FSDP's copy
     # with "got mixed torch.Tensor and DTensor", naming no fix
     model.register_load_state_dict_pre_hook(_FullStateRefused())
@@ -481,6 +504,10 @@ def _refuse_wrapped(model: nn.Module, helper: str) -> None:
     # stop 33: ddp(ddp(m)) reduced every gradient twice, ddp(sharded) failed inside
     # DDP's broadcast with no name, fully_shard(ddp(m)) sharded under DDP's reducer,
     # and fully_shard twice hit FSDP's AssertionError after the inner units were sharded
+    # stop 50: td.ddp(w.module) (or td.fully_shard of it) while the first td.ddp wrapper
+    # lived was accepted: two reducers on one model's tensors, and the first wrapper's
+    # checks refused the second's steps ("accumulated twice", "parameters changed")
+    live = _live_wrapped(model)
     for path, mod in model.named_modules():
         if isinstance(mod, (DistributedDataParallel, nn.DataParallel)):
             what = f"wrapped by {type(mod).__name__}"
@@ -488,6 +515,17 @@ def _refuse_wrapped(model: nn.Module, helper: str) -> None:
         elif isinstance(mod, FSDPModule):
             what = "sharded by FSDP (fully_shard)"
             fix = f"use it as it is, or build the model again and call td.{helper} on that"
+        elif live.get(mod) == "fully_shard":  # a module inside a unit, not a unit itself
+            what = "part of a model sharded by td.fully_shard"
+            fix = f"use the sharded model as it is, or build the model again and call td.{helper} on that"
+        elif live.get(mod) == "ddp":
+            what = "wrapped by td.ddp, whose DistributedDataParallel wrapper is still alive"
+            fix = (
+                f"train through that wrapper, or drop every reference to it first (inner = "
+                f"wrapped.module; del wrapped), then td.{helper}(inner); two live wrappers "
+                f"would each reduce this model's tensors, and the first one's checks would "
+                f"refuse the second's steps"
+            )
         else:
             continue
         raise TieError(
@@ -495,6 +533,20 @@ def _refuse_wrapped(model: nn.Module, helper: str) -> None:
             f"already {what}; a model is wrapped once, by one of td.ddp / td.fully_shard: "
             f"{fix}"
         )
+
+
+def _live_wrapped(model: nn.Module) -> dict[nn.Module, str]:
+    """``{module: helper}`` of the modules of ``model`` that ``td.ddp`` (while its wrapper
+    lives) or ``td.fully_shard`` wrapped. A DDP wrapper that is only garbage (DDP holds
+    reference cycles) is collected first, so a model whose wrapper was dropped may be
+    wrapped again."""
+    import gc
+
+    found = {m: h for m in model.modules() if (h := wrapped_helper(m)) is not None}
+    if "ddp" in found.values():
+        gc.collect()
+        found = {m: h for m in model.modules() if (h := wrapped_helper(m)) is not None}
+    return found
 
 
 def _refuse_unshardable(inv: Inventory, unit_of) -> None:
@@ -693,19 +745,6 @@ class _NestedAccumulation:
             )
 
         return accumulated
-
-
-class _ReshardAfterNoGrad:
-    """Forward hook on a sharded root: after a forward with no gradient, reshard every unit."""
-
-    def __call__(self, module, args, output):
-        from torch.distributed.fsdp import FSDPModule
-
-        if torch.is_grad_enabled():  # the backward reshards, as FSDP2 plans
-            return
-        for mod in module.modules():
-            if isinstance(mod, FSDPModule):
-                mod.reshard()
 
 
 class _GatheredCheck:
