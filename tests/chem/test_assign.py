@@ -464,7 +464,7 @@ def test_gc_comes_back_only_when_the_last_thread_leaves_its_batch(sage, monkeypa
     # the collector back on under A, and A's end must.
     import gc
 
-    from tying.chem import assign as assign_module
+    from tying.chem import gc_pause
 
     thread, entered, release = _thread_held_inside_a_batch(sage, monkeypatch)
     try:
@@ -474,7 +474,7 @@ def test_gc_comes_back_only_when_the_last_thread_leaves_its_batch(sage, monkeypa
     finally:
         release.set()
         thread.join(30)
-    assert gc.isenabled() and assign_module._GC_DEPTH == 0
+    assert gc.isenabled() and gc_pause._GC_DEPTH == 0
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX fork only")
@@ -509,12 +509,12 @@ def test_a_child_forked_during_a_batch_gets_the_collector_back(sage, monkeypatch
 def test_batch_too_large_for_term_codes_is_labelled_one_by_one(sage, monkeypatch):
     # A batch whose term codes (molecule, then atoms, in base atoms + 1) would not fit
     # an int64 takes _assign_scanned molecule by molecule: the same results and errors.
-    from tying.chem import assign as assign_module
+    from tying.chem import batch_arrays
     from tying.chem.generate import drug_like_smiles
 
     items = [(s, None) for s in drug_like_smiles(20, seed=9)] + [("[Xe]", None)]
     expected = _one_by_one(SmirksAssigner(sage.force_field), items)
-    monkeypatch.setattr(assign_module, "_CODE_LIMIT", 1000)
+    monkeypatch.setattr(batch_arrays, "_CODE_LIMIT", 1000)
     calls = []
     batch = SmirksAssigner(sage.force_field)
     original = batch._assign_arrays_one_by_one
@@ -531,8 +531,7 @@ def test_packed_buffers_from_arrays_are_the_columns_buffers(values):
     # _assign_arrays' buffers: the type and contents packed.columns would choose.
     import numpy as np
 
-    from tying.chem.assign import _buffer
-    from tying.chem.packed import _smallest
+    from tying.chem.packed import _buffer, _smallest
 
     got, expected = _buffer(np.array(values, dtype=np.intp)), _smallest(values)
     assert type(got) is type(expected) and list(got) == list(expected)

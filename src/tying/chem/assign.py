@@ -24,23 +24,21 @@ caller's atom order when the same molecule comes back written differently.
 from __future__ import annotations
 
 import bisect
-import contextlib
 import dataclasses
-import gc
-import os
-import threading
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
 
 from tying.chem._rdkit import Chem
-from tying.chem.chain_table import ARITY, ChainTable
+from tying.chem.batch_arrays import assign_arrays
+from tying.chem.chain_table import ChainTable
 from tying.chem.constraints import constraint_labeller
+from tying.chem.gc_pause import gc_paused
 from tying.chem.mapped import check_flag, map_order, renumber, warn_if_reordered
 from tying.chem.molecules import canonical_order, input_hint, parse_smiles, prepare_molecule
 from tying.chem.offxml import ForceField, Parameter, load_force_field
-from tying.chem.packed import _buffer, pack, views
+from tying.chem.packed import pack
 from tying.chem.read_only import read_only_terms
 from tying.chem.search_order import anchored, has_stereo, reordered
 from tying.chem.section_choice import SECTIONS, chosen_sections  # noqa: F401 (SECTIONS re-exported)
@@ -670,87 +668,8 @@ class SmirksAssigner:
         return result
 
     def _assign_arrays(self, todo: dict[int, tuple]) -> dict[int, Any]:
-        """:meth:`_assign_scanned` of many molecules at once, packed (:mod:`~tying.chem.packed`).
-
-        The decided patterns' winners come as arrays (:meth:`ChainTable.label_arrays`),
-        RDKit's matches of each molecule's other candidates are merged into them (the
-        later pattern wins, as in :func:`_merge`), and each section's terms of the
-        whole batch become one pair of packed columns, sorted by molecule and key: no
-        dict or tuple per term is made. Equal results (``==``) and errors to
-        :meth:`_assign_scanned` (``tests/chem/test_assign.py`` checks it).
-
-        Args:
-            todo: ``{k: (mol, n_written, canonical SMILES, name, (scan, candidates))}``.
-
-        Returns:
-            ``{k: Assignment or the exception _assign_scanned raises}``; molecules the
-            table labels one by one (an undecided atom) come back unpacked.
-        """
-        ks = list(todo)
-        mols = [todo[k][0] for k in ks]
-        sizes = [m.GetNumAtoms() for m in mols]
-        scans = [todo[k][4][0] for k in ks]
-        single, batch, found = self._chain.label_arrays(scans, sizes)
-        out: dict[int, Any] = {}
-        for x, labelled in enumerate(single):
-            if labelled is not None:
-                mol, n_written, smiles, name, (scan, candidates) = todo[ks[x]]
-                try:
-                    out[ks[x]] = self._assign_scanned(
-                        mol, smiles, name, n_written, (scan, candidates, labelled)
-                    )
-                except Exception as err:  # raised in its turn by the caller
-                    out[ks[x]] = err
-        if not batch:
-            return out
-        width = max(sizes[x] for x in batch) + 1
-        plan, match = self._fast_plan, None
-        # RDKit's matches of the searched candidates, per section: key, molecule, pattern.
-        hits: dict[str, tuple[list, list, list]] = {s: ([], [], []) for s in self.sections}
-        for b, x in enumerate(batch):
-            candidates = todo[ks[x]][4][1]
-            match = mols[x].GetSubstructMatches
-            start = 0
-            for section, stop in self._stops:
-                end = bisect.bisect_left(candidates, stop, start)
-                if end > start:
-                    keys, where, which = hits[section]
-                    for i in candidates[start:end]:
-                        query, match_params, term_dict, _ = plan[i]
-                        matches = match(query, match_params)
-                        if matches:
-                            found_i = term_dict(matches, i)
-                            keys += found_i
-                            which += found_i.values()
-                            where += [b] * len(found_i)
-                start = end
-        counts = [[0] * len(self.sections) for _ in batch]
-        cols = {}
-        for q, section in enumerate(self.sections):
-            arity = ARITY[section]
-            if len(batch) * width**arity >= _CODE_LIMIT:  # codes would overflow: one by one
-                return self._assign_arrays_one_by_one(todo, out, batch, ks)
-            g, keys, where = _merged(found.get(section), hits[section], arity, width, len(batch))
-            bounds = np.searchsorted(where, np.arange(len(batch) + 1)).tolist()
-            for b in range(len(batch)):
-                counts[b][q] = bounds[b + 1] - bounds[b]
-            positions = self._positions[g]
-            cols[section] = (arity, _buffer(keys.reshape(-1)), _buffer(positions))
-        terms_of = views([tuple(c) for c in counts], cols, self._parameters)
-        ff = self.force_field.name
-        for x, terms in zip(batch, terms_of, strict=True):
-            mol, n_written, smiles, name, (scan, _) = todo[ks[x]]
-            n_atoms = sizes[x]
-            elements = (*scan.symbols, *("H",) * (n_atoms - n_written))
-            result = Assignment(smiles, name, ff, elements, terms, self.not_assigned)
-            if self.strict:
-                try:
-                    self._check_scanned(mol, result, name or smiles, scan, n_atoms)
-                except Exception as err:
-                    out[ks[x]] = err
-                    continue
-            out[ks[x]] = result
-        return out
+        """:func:`tying.chem.batch_arrays.assign_arrays` of this assigner's batch."""
+        return assign_arrays(self, todo)
 
     def _assign_arrays_one_by_one(self, todo, out, batch, ks):
         """:meth:`_assign_arrays`'s fallback for molecules too large for its int64 keys."""
@@ -803,50 +722,6 @@ class SmirksAssigner:
         return result
 
 
-def _merged(
-    decided: tuple[np.ndarray, ...] | None,
-    hits: tuple[list, list, list],
-    arity: int,
-    width: int,
-    n_molecules: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One section's winners of a batch: the chain table's, and RDKit's matches over them.
-
-    Each term is coded as one int64, its molecule then its atoms in base ``width`` (so
-    codes sort by molecule, then key); a term both sides match takes the later
-    pattern, as :func:`_merge` does.
-
-    Args:
-        decided: :meth:`ChainTable.label_arrays`'s ``(winners, keys, molecule, bounds)``
-            of the section, or None when it decides none of its patterns.
-        hits: RDKit's matches: lists of term keys, their molecules, their patterns.
-
-    Returns:
-        ``(winners, keys, molecule)`` of every term, sorted by molecule and key.
-    """
-    if decided is None:
-        g = np.zeros(0, dtype=np.intp)
-        keys = np.zeros((0, arity), dtype=np.intp)
-        where = np.zeros(0, dtype=np.intp)
-    else:
-        g, keys, where, _ = decided
-    found_keys, found_where, found_g = hits
-    if found_keys:
-        keys = np.concatenate([keys, np.array(found_keys, dtype=np.intp).reshape(-1, arity)])
-        where = np.concatenate([where, np.array(found_where, dtype=np.intp)])
-        g = np.concatenate([g, np.array(found_g, dtype=np.intp)])
-    code = where.astype(np.int64)
-    for q in range(arity):
-        code = code * width + keys[:, q]
-    # Sorted by code, then pattern: the last of each code is its latest pattern.
-    order = np.lexsort((g, code))
-    code = code[order]
-    last = np.ones(len(code), dtype=bool)
-    last[:-1] = code[1:] != code[:-1]
-    order = order[last]
-    return g[order], keys.take(order, 0), where[order]
-
-
 def _merge(
     won: dict[tuple[int, ...], int],
     searched: list[int],
@@ -868,68 +743,6 @@ def _merge(
                 if j > won.get(key, -1):  # the later pattern wins
                     won[key] = j
     return dict(zip(won, map(parameters.__getitem__, won.values())))
-
-
-_GC_LOCK = threading.Lock()
-_GC_DEPTH = 0  # batches running now (any thread) inside gc_paused
-_GC_WE_DISABLED = False  # whether the outermost of them switched the collector off
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """Hold Python's cyclic garbage collector off while a batch is labelled.
-
-    A batch allocates thousands of short-lived tuples and dicts (RDKit's matches, the
-    term dicts), freed by reference counting as soon as they are dropped (anything
-    cyclic, such as a caught error's traceback, is collected once the collector is
-    back on). Each 700 allocations still started a collection, and every so often a
-    full one that walks every object in the process: cold labelling of 1,000
-    drug-like molecules cost about 5 % more for that in a fresh process, and about
-    10 % more in one holding the OpenFF toolkit's object graph (measured 2026-12-01,
-    1 thread). The collector is switched back on when the last batch running in any
-    thread ends, and only if it was on before: a caller's ``gc.disable()`` is kept,
-    and nothing else about the collector changes. ``assign_many``'s batches are 64
-    molecules (``assign``'s, one), so what waits for the collector stays small.
-
-    Example:
-        >>> import gc
-        >>> with gc_paused():
-        ...     inside = gc.isenabled()
-        >>> inside, gc.isenabled()
-        (False, True)
-    """
-    global _GC_DEPTH, _GC_WE_DISABLED
-    with _GC_LOCK:
-        if _GC_DEPTH == 0:
-            _GC_WE_DISABLED = gc.isenabled()
-            gc.disable()
-        _GC_DEPTH += 1
-    try:
-        yield
-    finally:
-        with _GC_LOCK:
-            _GC_DEPTH -= 1
-            if _GC_DEPTH == 0 and _GC_WE_DISABLED:
-                gc.enable()
-                _GC_WE_DISABLED = False
-
-
-def _gc_after_fork_in_child() -> None:
-    """A child forked while a batch ran in another thread: that batch never ends here.
-
-    The child would keep the collector off for its whole life (and a lock held at the
-    fork would never be released); it starts with no batch running and the collector
-    as the parent had it before its batches.
-    """
-    global _GC_LOCK, _GC_DEPTH, _GC_WE_DISABLED
-    _GC_LOCK = threading.Lock()
-    if _GC_DEPTH and _GC_WE_DISABLED:
-        gc.enable()
-    _GC_DEPTH, _GC_WE_DISABLED = 0, False
-
-
-if hasattr(os, "register_at_fork"):  # POSIX
-    os.register_at_fork(after_in_child=_gc_after_fork_in_child)
 
 
 def _check_input(molecule: Any, name: Any) -> None:
@@ -961,8 +774,6 @@ def _needs_chirality(compiled: CompiledSmirks) -> bool:
 
 
 _NONE: frozenset = frozenset()
-# _assign_arrays codes a term as one int64 (molecule, then atoms, in base atoms + 1).
-_CODE_LIMIT = 2**62
 # Fewer scanned molecules than this in a batch take _assign_scanned one by one: the
 # arrays' fixed cost (some 60 NumPy calls a batch) is paid back from a few molecules on.
 _ARRAYS_FROM = 4

@@ -15,7 +15,9 @@ charged groups, halogenated, sulfur and phosphorus compounds.
 
 from __future__ import annotations
 
+import codecs
 import importlib.resources
+import os
 import pathlib
 import re
 from typing import Any
@@ -63,6 +65,8 @@ _SPACE = re.compile(r"\s")
 # what RDKit drops at either end of a SMILES without a word (stop 35).
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1b\x7f]")
 _UNSPECIFIED = Chem.ChiralType.CHI_UNSPECIFIED
+# A text file's line ends (Python's universal newlines), and no other character.
+_NEWLINE = re.compile("\r\n|\r|\n")
 # Set by _prepare when the SSSR keeps fewer rings than the symmetrized SSSR (cages).
 _SSSR_AMBIGUOUS = "_tying_sssr_ambiguous"
 
@@ -455,6 +459,14 @@ def data_path(filename: str = "molecules.smi") -> pathlib.Path:
 def load_molecule_set(path: str | pathlib.Path | None = None) -> list[tuple[str, str]]:
     """Read a SMILES list: one ``SMILES<TAB>name`` a line, ``#`` comments.
 
+    The file is read as UTF-8 whatever the locale (a name may be ``α-pinene``; under
+    ``LC_ALL=C`` or a Windows code page it was read in the locale's encoding, so the
+    same file gave other names, or failed with a bare ``UnicodeDecodeError``), and a
+    byte-order mark at its start is dropped (it was read into the first SMILES, or
+    hid a first ``#`` comment). Lines end at ``\\n``, ``\\r\\n`` or ``\\r`` only, so line
+    numbers are an editor's (``str.splitlines`` also split at form feeds, ``\\x1c``-``\\x1e``,
+    U+0085 and U+2028: one line of the file read as two, and later lines misnumbered).
+
     Args:
         path: a file; by default the shipped set of real molecules.
 
@@ -462,20 +474,63 @@ def load_molecule_set(path: str | pathlib.Path | None = None) -> list[tuple[str,
         ``[(smiles, name), ...]`` in file order.
 
     Raises:
-        ValueError: on a line without a tab-separated name (names the line).
+        TypeError: when ``path`` is not a path or string.
+        ValueError: on bytes that are not UTF-8 (names the file, line and column and
+            the bytes), a line without a tab-separated name, or a SMILES field holding
+            a space or a character outside printable ASCII (names the line).
 
     Example:
         >>> mols = load_molecule_set()
         >>> len(mols) >= 200, mols[1]
         (True, ('CC', 'ethane'))
     """
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            f"load_molecule_set: path must be a str or os.PathLike, got "
+            f"{type(path).__name__}: {path!r:.80}; pass the file's path (an open file's .name)"
+        )
     path = data_path() if path is None else pathlib.Path(path)
+    data = path.read_bytes()
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise _undecodable(path, data, err) from None
     out = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(_NEWLINE.split(text), 1):
         if not line.strip() or line.startswith("#"):
             continue
         smiles, tab, name = line.partition("\t")
         if not tab or not smiles.strip() or not name.strip():
             raise ValueError(f"{path.name}:{lineno}: expected 'SMILES<TAB>name', got {line!r}")
-        out.append((smiles.strip(), name.strip()))
+        smiles = smiles.strip()
+        # Refused here, where the line is known: assign would refuse it too, naming only
+        # the SMILES ("CCO ethanol\tx" is a space-separated line with a stray tab).
+        bad = next((i for i, c in enumerate(smiles) if not " " < c < "\x7f"), None)
+        if bad is not None:
+            raise ValueError(
+                f"{path.name}:{lineno}: the SMILES field {smiles!r} holds {smiles[bad]!r} "
+                f"(U+{ord(smiles[bad]):04X}) at position {bad}, and a SMILES is printable "
+                f"ASCII without spaces; separate the SMILES from its name with one tab"
+                + (" (the line looks space-separated)" if smiles[bad] == " " else "")
+            )
+        out.append((smiles, name.strip()))
     return out
+
+
+def _undecodable(path: pathlib.Path, data: bytes, err: UnicodeDecodeError) -> ValueError:
+    """:func:`load_molecule_set`'s error for bytes that are not UTF-8: file, line, column."""
+    before = _NEWLINE.split(data[: err.start].decode("utf-8"))  # valid up to err.start
+    lineno, column = len(before), len(before[-1]) + 1
+    line_start = err.start - len(before[-1].encode("utf-8"))
+    line = re.split(rb"\r|\n", data[line_start:], maxsplit=1)[0]
+    utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    return ValueError(
+        f"{path}:{lineno}:{column}: {data[err.start : err.end]!r} is not UTF-8 ({err.reason}) "
+        f"in line {line!r:.120}"
+        + ("; the file starts with a UTF-16 byte-order mark" if utf16 else "")
+        + "; SMILES files are read as UTF-8: re-save the file as UTF-8 (e.g. iconv -f "
+        + ("utf-16" if utf16 else "latin1")
+        + " -t utf-8)"
+    )
