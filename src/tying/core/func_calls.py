@@ -173,20 +173,27 @@ def _suspended_reparametrize(src: torch.Tensor):
         if type(given) is not dict:
             continue
         for gen in gc.get_referrers(given):
-            code = getattr(gen, "gi_code", None)
-            if code is None or code.co_name != "_reparametrize_module" or gen.gi_frame is None:
+            swap = _swap_dicts(gen)
+            if swap is None:
                 continue
-            local = gen.gi_frame.f_locals
-            new, orig = (
-                local.get("untied_parameters_and_buffers"),
-                local.get("orig_parameters_and_buffers"),
-            )
-            if not (isinstance(new, dict) and isinstance(orig, dict)):
-                continue
+            new, orig, local = swap
             names = [k for k, v in new.items() if v is src]
             if names:
                 return bool(local.get("tie_weights")), all(orig.get(k) is src for k in names)
     return None
+
+
+def _swap_dicts(gen) -> tuple[dict, dict, dict] | None:
+    """``(given, swapped out, its locals)`` of a suspended torch ``_reparametrize_module``
+    generator ``gen`` (the dicts it holds by the same names), or None for anything else."""
+    code = getattr(gen, "gi_code", None)
+    if code is None or code.co_name != "_reparametrize_module" or gen.gi_frame is None:
+        return None
+    local = gen.gi_frame.f_locals
+    new, orig = local.get("untied_parameters_and_buffers"), local.get("orig_parameters_and_buffers")
+    if not (isinstance(new, dict) and isinstance(orig, dict)):
+        return None
+    return new, orig, local
 
 
 def _refuse_untied_swap(slot, module: nn.Module, how: str):
@@ -236,15 +243,9 @@ def _given_in_its_own_place(src: torch.Tensor) -> bool | None:
         return None
     given = frame.f_locals.get("parameters_and_buffers")
     for gen in gc.get_referrers(given) if isinstance(given, dict) else ():
-        code = getattr(gen, "gi_code", None)
-        if code is None or code.co_name != "_reparametrize_module" or gen.gi_frame is None:
-            continue
-        local = gen.gi_frame.f_locals
-        new, orig = (
-            local.get("untied_parameters_and_buffers"),
-            local.get("orig_parameters_and_buffers"),
-        )
-        if isinstance(new, dict) and isinstance(orig, dict):
+        swap = _swap_dicts(gen)
+        if swap is not None:
+            new, orig, _ = swap
             names = [k for k, v in new.items() if v is src]
             if not names:  # not given to this call (an outer call's, or the model's own)
                 return None
