@@ -1033,10 +1033,12 @@ ROW_SHAPES_ALL = tuple(
 )  # fmt: skip
 
 
-def bench_rows(rows, repeat=5, shapes=ROW_SHAPES, impls=("scaling", "log")):
-    """EM (10 iterations, explicit starts, 1 thread) on a few long sequences vs hmmlearn
-    ``"scaling"`` and ``"log"``: CPU time, ``repeat`` interleaved pairs per anchor, the
-    ratio's median and spread, and the log-likelihood histories compared."""
+def bench_rows(rows, repeat=5, shapes=ROW_SHAPES, impls=("scaling", "log"), n_iter=10,
+               label=""):  # fmt: skip
+    """EM (``n_iter`` iterations, explicit starts, 1 thread) on a few long sequences vs
+    hmmlearn ``"scaling"`` and ``"log"``: CPU time, ``repeat`` interleaved pairs per anchor,
+    the ratio's median and spread, and the log-likelihood histories compared. ``label``
+    starts each row's case (:func:`bench_small` runs its shapes here)."""
     from hmmlearn import hmm
 
     from tying.hmm import GaussianHMM
@@ -1050,7 +1052,7 @@ def bench_rows(rows, repeat=5, shapes=ROW_SHAPES, impls=("scaling", "log")):
                  means=means, fits=fits):  # fmt: skip
             fits["ours"] = GaussianHMM(
                 K, ctype, startprob_init=start, transmat_init=A, means_init=means,
-                covars_init=covars, n_iter=10, tol=-np.inf, n_jobs=1,
+                covars_init=covars, n_iter=n_iter, tol=-np.inf, n_jobs=1,
             ).fit(X, lengths)  # fmt: skip
 
         for impl in impls:
@@ -1058,7 +1060,7 @@ def bench_rows(rows, repeat=5, shapes=ROW_SHAPES, impls=("scaling", "log")):
             def anchor(impl=impl, covars=covars, ctype=ctype, K=K, X=X, lengths=lengths,
                        start=start, A=A, means=means, fits=fits):  # fmt: skip
                 m = hmm.GaussianHMM(
-                    K, ctype, init_params="", n_iter=10, tol=-np.inf, covars_prior=0.0,
+                    K, ctype, init_params="", n_iter=n_iter, tol=-np.inf, covars_prior=0.0,
                     implementation=impl,
                 )  # fmt: skip
                 m.startprob_, m.transmat_, m.means_, m.covars_ = start, A, means, covars
@@ -1069,9 +1071,8 @@ def bench_rows(rows, repeat=5, shapes=ROW_SHAPES, impls=("scaling", "log")):
             h_ref = np.array(fits[impl].monitor_.history)
             rows.append(
                 {
-                    "case": f"{ctype} HMM EM, K={K}, D={D}, {len(lengths)}x{lengths[0]}, 10 iter, "
-                    "1 thread "
-                    f"(CPU time) vs {impl}",
+                    "case": f"{label}{ctype} HMM EM, K={K}, D={D}, {len(lengths)}x{lengths[0]}, "
+                    f"{n_iter} iter, 1 thread (CPU time) vs {impl}",
                     "anchor": f"hmmlearn 0.3 GaussianHMM(implementation='{impl}')",
                     "ours_s": t_ours,
                     "anchor_s": t_ref,
@@ -1505,52 +1506,14 @@ SMALL_SHAPES = ((2, 1, 1, 200), (3, 1, 1, 1000), (4, 2, 1, 500), (3, 2, 10, 100)
 
 
 def bench_small(rows, repeat=7, shapes=SMALL_SHAPES, iters=(10, 50)):
-    """Small fits against hmmlearn ``scaling``: the same start (``init_params=""``), diag,
-    one thread, CPU time, ``repeat`` interleaved pairs, at 10 and 50 iterations. Here a
-    fit's fixed cost (validation, planning, the start's checks: Python, about 0.6 ms)
-    outweighs its iterations (tens of microseconds each), so the ratio grows with the
-    iterations; the histories are compared entry by entry."""
-    from hmmlearn import hmm
-
-    from tying.hmm import GaussianHMM
-
-    for K, D, n_seq, T in shapes:
-        X, lengths, start, A, means, covars = _diag_case(K=K, D=D, n_seq=n_seq, T=T)
-        for n_iter in iters:
-            fits: dict = {}
-
-            def ours(K=K, X=X, lengths=lengths, start=start, A=A, means=means, covars=covars,
-                     n_iter=n_iter, fits=fits):  # fmt: skip
-                fits["ours"] = GaussianHMM(
-                    K, "diag", startprob_init=start, transmat_init=A, means_init=means,
-                    covars_init=covars, n_iter=n_iter, tol=-np.inf, n_jobs=1,
-                ).fit(X, lengths)  # fmt: skip
-
-            def anchor(K=K, X=X, lengths=lengths, start=start, A=A, means=means,
-                       covars=covars, n_iter=n_iter, fits=fits):  # fmt: skip
-                m = hmm.GaussianHMM(K, "diag", init_params="", n_iter=n_iter, tol=-np.inf,
-                                    covars_prior=0.0, implementation="scaling")  # fmt: skip
-                m.startprob_, m.transmat_, m.means_, m.covars_ = start, A, means, covars
-                fits["ref"] = m.fit(X, lengths)
-
-            t_ours, t_ref, ratios = _paired(ours, anchor, repeat=repeat)
-            h_ours = np.array(fits["ours"].history_)
-            h_ref = np.array(fits["ref"].monitor_.history)
-            rows.append(
-                {
-                    "case": f"small fit: diag K={K}, D={D}, {n_seq}x{T}, {n_iter} iter, "
-                    "1 thread (CPU time) vs scaling",
-                    "anchor": "hmmlearn 0.3 GaussianHMM(implementation='scaling')",
-                    "ours_s": t_ours,
-                    "anchor_s": t_ref,
-                    "speedup": float(np.median(ratios)),
-                    "speedup_spread": _spread(ratios),
-                    "load_average_1min": os.getloadavg()[0],
-                    "loglik_history_max_rel_diff": float(
-                        np.max(np.abs(h_ours - h_ref) / np.abs(h_ref))
-                    ),
-                }
-            )
+    """Small fits against hmmlearn ``scaling`` (:func:`bench_rows`' rows: the same start,
+    diag, one thread, CPU time, ``repeat`` interleaved pairs), at 10 and 50 iterations.
+    Here a fit's fixed cost (validation, planning, the start's checks: Python, about
+    0.6 ms) outweighs its iterations (tens of microseconds each), so the ratio grows with
+    the iterations."""
+    for n_iter in iters:
+        bench_rows(rows, repeat=repeat, shapes=tuple(("diag", *shape) for shape in shapes),
+                   impls=("scaling",), n_iter=n_iter, label="small fit: ")  # fmt: skip
 
 
 def bench_other_models(rows, repeat=3):
