@@ -189,6 +189,35 @@ def test_non_finite_values_land_where_the_direct_convolution_puts_them(
         assert ((ours[fin] - direct[fin]).abs() <= 1e-4 * scale + 1e-30).all()
 
 
+@pytest.mark.parametrize("channels", [8, 13])  # all in blocks of eight; a remainder of 5
+@pytest.mark.parametrize("where", ["input", "weight", "upstream"])
+@pytest.mark.parametrize("channel", ["first", "last"])
+def test_wide_layers_find_non_finite_values_in_every_channel_block(channels, where, channel):
+    """The NCHW copies move eight channels at a time (``_winograd_kernels._CB``) and a
+    remainder one by one: a non-finite value in either part must still send the call to
+    the direct convolution (the test above uses 3 and 4 channels, below one block)."""
+    gen = torch.Generator().manual_seed(channels)
+    x, w, b = (t.detach() for t in _data(2, channels, channels, 9, 10, dtype=torch.float32))
+    g = torch.randn(2, channels, 9, 10, generator=gen)
+    c = 0 if channel == "first" else channels - 1
+    if where == "input":
+        x[1, c, 4, 7] = float("inf")
+    elif where == "weight":
+        w[c, c, 1, 2] = float("nan")
+    else:
+        g[0, c, 8, 9] = -float("inf")
+    outs = []
+    for fn in (lambda *a: W.winograd_conv2d(*a, 1), lambda *a: F.conv2d(*a, padding=1)):
+        leaves = [t.clone().requires_grad_() for t in (x, w, b)]
+        y = fn(*leaves)
+        outs.append([y, *torch.autograd.grad(y, leaves, g)])
+    # the output (from the input or weight), or the input gradient (from the upstream), is hit
+    assert not torch.isfinite(outs[1][1 if where == "upstream" else 0]).all()
+    for ours, direct in zip(*outs, strict=True):
+        assert torch.equal(torch.isnan(ours), torch.isnan(direct))
+        assert torch.equal(torch.isinf(ours), torch.isinf(direct))
+
+
 def test_results_do_not_depend_on_the_thread_count():
     x, w, b = _data(3, 16, 16, 19, 23, dtype=torch.float32)
     before = torch.get_num_threads()
