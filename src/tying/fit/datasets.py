@@ -238,9 +238,18 @@ def _as_float(where: str, label: str, value: Any) -> np.ndarray:
         what = {"c": "complex (the imaginary part would be dropped)", "b": "boolean"}.get(
             kind, f"not numeric ({arr.dtype})"
         )
+        # stop 51: complex data (an impedance, a Fourier transform) were told to take
+        # y.real, which fits half the data; lmfit fits real and imaginary parts together
+        both = (
+            "; to fit complex data, give its real and imaginary parts as two data sets "
+            "sharing the parameters, (x, y.real) and (x, y.imag) with fixed={'part': [0, 1]}, "
+            "and a model_fn returning np.where(part == 0, z.real, z.imag)"
+            if kind == "c" and label == "y"
+            else ""
+        )
         raise ValueError(
             f"{where}: {label} is {what}, expected real numbers; convert it yourself "
-            f"(e.g. {label}.real or {label}.astype(float)) if that is what you mean"
+            f"(e.g. {label}.real or {label}.astype(float)) if that is what you mean{both}"
         )
     return np.asarray(arr, dtype=float)
 

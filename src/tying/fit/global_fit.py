@@ -144,6 +144,36 @@ def _refuse_x_in_roles(model_fn, shared, per_group, local, fixed) -> None:
             )
 
 
+def _lmfit_model(model_fn: Any) -> str:
+    """How to pass an lmfit ``Model`` (or its ``eval``) as ``model_fn``, or "".
+
+    Stop 51: a ``Model`` or ``CompositeModel`` was "model_fn must be callable", and its
+    bound ``eval(params=None, **kwargs)`` received x as ``params`` and failed with
+    lmfit's "'numpy.ndarray' object has no attribute 'items'".
+    """
+    model = getattr(model_fn, "__self__", model_fn)
+    names = getattr(model, "param_names", None)
+    xs = getattr(model, "independent_vars", None)
+    if not (callable(getattr(model, "eval", None)) and isinstance(names, (list, tuple))
+            and isinstance(xs, (list, tuple)) and xs):  # fmt: skip
+        return ""
+    x = str(xs[0])
+    names = [str(n) for n in names]
+    args = ", ".join(names)
+    kwargs = ", ".join(f"{n}={n}" for n in names)
+    more = (
+        f"; its other independent variables {[str(v) for v in xs[1:]]} go into x as columns"
+        if len(xs) > 1
+        else ""
+    )
+    what = f"lmfit {type(model).__name__}" + (".eval" if model is not model_fn else "")
+    return (
+        f"model_fn is an {what}, which reads its parameters from an lmfit Parameters "
+        f"object, while GlobalFit calls model_fn(x, name=value, ...); pass "
+        f"model_fn=lambda x, {args}: model.eval({x}=x, {kwargs}){more}"
+    )
+
+
 class GlobalFit:
     """A global least-squares fit of one model to many data sets.
 
@@ -235,6 +265,9 @@ class GlobalFit:
         later ``run()``, so changing ``fit.datasets`` (or a data array in place), then
         running again, returned the old fit with no error (stop 31 review).
         """
+        lmfit_model = _lmfit_model(self.model_fn)
+        if lmfit_model:
+            raise TypeError(lmfit_model)
         if not callable(self.model_fn):
             several = isinstance(self.model_fn, (list, tuple, dict)) and any(
                 callable(f)

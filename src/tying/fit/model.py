@@ -269,7 +269,8 @@ class ModelEvaluator:
                     f"model_fn returned complex values with a non-zero imaginary part for "
                     f"{where} at real parameters{rounding}; a fit needs real model values: "
                     f"keep the model in its real domain (bounds=, np.sqrt instead of "
-                    f"np.emath.sqrt)"
+                    f"np.emath.sqrt); for complex data, fit z.real and z.imag as two data "
+                    f"sets (see the error for a complex y)"
                 )
             out = np.real(out)
         arr = np.asarray(out, dtype=float)
@@ -871,15 +872,26 @@ class ModelEvaluator:
                 out = self.model_fn(
                     self._stacked(2 * p, False), **self._stacked_params(values, table)
                 )
-            arr = np.asarray(out, dtype=float)
+            arr = _stacked_float(out)
         except Exception:
             return None
-        if arr.shape != (2 * p * k, n_max):
+        if arr is None or arr.shape != (2 * p * k, n_max):
             return None
         arr = arr.reshape(p, 2, k, n_max)
         width = (h_up + h_dn).T  # (P, K)
         cols = (arr[:, 0] - arr[:, 1]) / width[:, :, None]  # (P, K, n_max)
         return np.ascontiguousarray(cols.transpose(1, 2, 0))
+
+
+def _stacked_float(out: Any) -> np.ndarray | None:
+    """A stacked call's values as float64; None where an imaginary part is not 0 (the
+    per-column calls refuse it by name). Stop 51: a cast warned "discards the imaginary
+    part" for a complex-typed real model, and took the real part of any other."""
+    if np.iscomplexobj(out):
+        if np.any(np.imag(out) != 0):
+            return None
+        out = np.real(out)
+    return np.asarray(out, dtype=float)
 
 
 def _float64(t: Any) -> np.ndarray:
