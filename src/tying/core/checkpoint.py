@@ -37,6 +37,7 @@ from tying.core.load_guards import (
     _check_logical_shapes,
     _check_overlapping_memory,
     _check_shared_buffers,
+    _read_shared_records,
     _refuse_meta_device,
     _restore,
     _values_kept_until_loaded,
@@ -782,6 +783,7 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
             ct, cs = C(target), C(source)
             if ct not in tensors and cs in tensors and meta.get(target, source) == source:
                 aliases.setdefault(ct, cs)
+        _read_shared_records(tensors, meta, final, slot_at, path)
     full = dict(tensors)
     for calias, ckey in aliases.items():
         alias, key = slot_at.get(calias, calias), slot_at.get(ckey, ckey)

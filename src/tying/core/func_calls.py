@@ -150,14 +150,53 @@ def _held_elsewhere(slot, seen) -> bool:
     forward usually leave it to the slot alone. Only then is the costly search skipped
     (a holder such as an optimizer costs one search, after which the new source is read
     as the model's own).
+
+    What ``sys.getrefcount`` counts for a tensor held by the slot alone depends on the
+    interpreter (3.14 may borrow the references of locals and arguments), so it is measured
+    on this one (:data:`_ALONE`) through a call of the same shape; a fixed count tuned to
+    3.11 would skip the search where it is needed, a missed refusal (stop 51).
     """
     if seen is None:
         return False
-    ours = 4  # slot._seen, the caller's local, this parameter, getrefcount's argument
+    return _references(slot, seen) > _ALONE
+
+
+def _references(slot, seen) -> int:
+    """``sys.getrefcount(seen)`` less the references the slot's own records hold."""
+    ours = 0
     for record in (slot._handed, *(slot._kept or ())):
         if record is not None and isinstance(record[3], list):
             ours += sum(t is seen for t, _, _ in record[3])
-    return sys.getrefcount(seen) > ours
+    return sys.getrefcount(seen) - ours
+
+
+class _Alone:
+    """A stand-in slot for :func:`_references_when_alone`: what a Slot holds that counts."""
+
+    _handed = None
+    _kept = ()
+
+    def __init__(self):
+        self._seen = object()
+
+
+def _references_when_alone() -> int:
+    """:func:`_references` of an object held by a slot and the caller's local alone, through
+    calls of the same shape as ``check_source_swap`` -> ``_held_elsewhere`` (a local, then
+    an argument twice), measured on this interpreter."""
+    slot = _Alone()
+    seen = slot._seen
+    return _as_held_elsewhere(slot, seen)
+
+
+def _as_held_elsewhere(slot, seen) -> int:
+    # the frame of _held_elsewhere: the object is an argument here and in _references
+    return _references(slot, seen)
+
+
+#: what :func:`_references` counts for a source held by the slot alone (4 on 3.11: the
+#: slot, the caller's local, the argument, getrefcount's own)
+_ALONE = _references_when_alone()
 
 
 def _suspended_reparametrize(src: torch.Tensor):

@@ -19,6 +19,7 @@ from torch import nn
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory
 from tying.core.outside import canonical
+from tying.core.relations import Same
 from tying.core.slots import _check_before_load as check_before_load
 from tying.core.slots import _check_before_load_into_part as check_before_load_into_part
 from tying.core.slots import _load_from_state_dict as slots_load_from_state_dict
@@ -277,3 +278,42 @@ def _play(members, cluster: list[int], full, path: pathlib.Path) -> None:
             f"{key}; give it memory of its own first (module.weight = "
             f"nn.Parameter(module.weight.detach().clone())); the model was left as it was"
         )
+
+
+def _read_shared_records(tensors: dict, meta: dict, final: dict, slot_at: dict, path) -> None:
+    """Hold a plain safetensors file's record of a tensor it stored once to this model's ties.
+
+    ``safetensors.torch.save_model`` stores a tensor shared by two names once and records
+    the other name in the metadata (``{"lm_head.weight": "embed.weight"}``): the two names
+    were one tensor, the same values. Stop 51: where this model computes the dropped name
+    from another source or through a relation (``Transposed``), ``tying.load`` loaded the
+    file and the model computed other values than the model that wrote it, with no error;
+    and where this model names the tie the other way round (the file keeps the target's
+    name, the source's dropped) the file was refused as "not tied". The first is refused;
+    the second is loaded into the source. ``tensors`` (canonical keys) is updated in place.
+    """
+    for dropped, kept in meta.items():
+        if not (isinstance(kept, str) and canonical(kept) in tensors):
+            continue
+        cd, ck = canonical(dropped), canonical(kept)
+        if cd in tensors:
+            continue
+        d, k = slot_at.get(cd, cd), slot_at.get(ck, ck)
+        if d not in final or k not in final:
+            continue
+        td, tk = final[d], final[k]
+        if td is not None and not td.hand:
+            if td.source is not None and canonical(td.source) == ck and type(td.relation) is Same:
+                continue  # the model ties them as the file did
+            src = td.source or "its own storage"
+            raise TieError(
+                f"load: {str(path)!r} stores {dropped} as the same tensor as {kept} (the record "
+                f"of safetensors.torch.save_model: the saved model shared one tensor between "
+                f"them), but this model computes {d} from {src} via {td.relation!r}, so it "
+                f"would hold other values than the saved model; tie it as the file does "
+                f"(tying.share({d!r}, like={k!r})), or load into a model without that tie; "
+                f"the model was left as it was"
+            )
+        if td is None and tk is not None and not tk.hand:
+            if tk.source is not None and canonical(tk.source) == cd and type(tk.relation) is Same:
+                tensors[cd] = tensors.pop(ck)  # the one value, stored under the tie's target

@@ -36,6 +36,7 @@ from tying.core.outside import ORIG, check_not_wrapped
 from tying.core.patterns import Pattern
 from tying.core.relations import Relation, Same, relation_from_spec
 from tying.core.rules import Rule, share
+from tying.core.slot_loads import ancestors
 from tying.core.slots import (
     SLOTS_ATTR,
     SLOTS_GENERATION_ATTR,
@@ -678,7 +679,9 @@ def _commit(
     }
     # guard_loading adds load pre-hooks to the model and the modules above a tied one;
     # a failure after it must take them back too (stop 34)
-    hooks = {id(m): (m, dict(m._load_state_dict_pre_hooks)) for m in model.modules()}
+    # (and to the modules known to hold the model: slot_loads.ancestors)
+    above = [m for m in ancestors(model) if hasattr(m, "_load_state_dict_pre_hooks")]
+    hooks = {id(m): (m, dict(m._load_state_dict_pre_hooks)) for m in [*model.modules(), *above]}
     where = None  # the change being made, named in a failure's note
     recorded: list = []
     try:

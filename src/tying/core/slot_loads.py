@@ -15,14 +15,25 @@ Split out of ``slots.py`` (stop 50); the names stay importable from there.
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch import nn
 
+from tying.core import load_ancestors
 from tying.core.lost_writes import _same_values
 from tying.core.sharded_check import agrees as _agrees
 from tying.core.sharded_check import joined as _joined
 
-__all__ = ["guard_loading"]
+__all__ = ["ancestors", "guard_loading"]
+
+
+def ancestors(module: nn.Module) -> list[nn.Module]:
+    """Every module known to hold ``module``, nearest first (see
+    :mod:`tying.core.load_ancestors`; the links from before the first plan are looked up
+    once)."""
+    load_ancestors.record_from_before()
+    return load_ancestors.ancestors(module)
 
 
 def slots_of(module: nn.Module) -> dict:
@@ -42,12 +53,15 @@ def _load_from_state_dict(
     # (Loading through a parent of the module the plan was applied to reaches here with
     # the modules before this one already loaded; guard_loading's pre-hook refuses first.)
     # computed once per slot (stop 41): the checks and the load below share it
-    owns = {n: _own_storage_from(state_dict, prefix, self, n, s) for n, s in slots_of(self).items()}
+    owns = {n: _own_once(state_dict, prefix, self, n, s) for n, s in slots_of(self).items()}
     if not prefix:  # this module is what is loaded into: refuse before anything is copied
         _check_before_load(self, state_dict, prefix, local_metadata, strict, missing, unexpected,
                            errors, owns)  # fmt: skip
     else:  # a root above checked before copying; these join its error list
-        errors.extend(_contradictions(self, state_dict, prefix, owns))
+        problems = _contradictions(self, state_dict, prefix, owns)
+        if problems:  # the root did not check (see _unchecked): say what was loaded
+            problems[-1] += _unchecked(prefix)
+        errors.extend(problems)
     for name, slot in slots_of(self).items():
         own = owns[name]
         if own is not None:  # an untied model's entry that fits the tie: load it (stop 39)
@@ -68,7 +82,7 @@ def _contradictions(module, state_dict, prefix, owns=None) -> list[str]:
         if key not in state_dict:
             continue
         incoming = state_dict[key]
-        own = owns[name] if owns else _own_storage_from(state_dict, prefix, module, name, slot)
+        own = owns[name] if owns else _own_once(state_dict, prefix, module, name, slot, keep=True)
         if own is not None:
             continue  # the untied value fits the tie: it is loaded into the tie's storage
         expected = _expected_from(state_dict, prefix, module, name, slot)
@@ -90,6 +104,8 @@ def _check_before_load(
     # contradiction found at the tied module would leave every module loaded before it
     # changed. This pre-hook on the module a plan was applied to checks them all first.
     problems = []
+    if not prefix:
+        _OWNS.clear()  # what a load before this one left (it failed part way)
     for path, mod in root.named_modules():
         if slots_of(mod):
             here = prefix + (path + "." if path else "")
@@ -97,11 +113,39 @@ def _check_before_load(
     problems = _joined(root, problems)
     if problems:
         raise RuntimeError(
-            f"Error(s) in loading state_dict for {type(root).__name__} (nothing was loaded):\n\t"
+            f"Error(s) in loading state_dict for {type(root).__name__} "
+            f"{'(nothing was loaded)' if not prefix else 'at ' + repr(prefix[:-1])}:\n\t"
             + "\n\t".join(problems)
+            + (_unchecked(prefix) if prefix else "")
         )
+    if not prefix:
+        _own_checks(root, state_dict)
     if local_metadata.get("assign_to_params_buffers"):
         _let_go_of_sources(root)
+
+
+#: a method a module class may define, ``(self, state_dict, prefix, local_metadata)``,
+#: raising when it would refuse the load; see :func:`_own_checks`
+LOAD_CHECK = "_tying_check_load"
+
+
+def _own_checks(root: nn.Module, state_dict) -> None:
+    """Run every module's own load check (:data:`LOAD_CHECK`) under ``root`` before
+    anything is copied.
+
+    A layer that refuses a state dict in its own ``_load_from_state_dict`` (a
+    ``tying.nn`` layer whose file was saved with another kernel size or head layout)
+    refuses part way through a load into a module above it: the modules before it are
+    loaded by then. The same check, defined as ``_tying_check_load(self, state_dict,
+    prefix, local_metadata)`` on the class, is run here first (with the prefix and
+    metadata the layer's own load will see), and a registration of such a layer guards
+    the modules above it as a tie does (stop 51).
+    """
+    metadata = getattr(state_dict, "_metadata", None) or {}
+    for path, mod in root.named_modules():
+        check = getattr(type(mod), LOAD_CHECK, None)
+        if check is not None:
+            check(mod, state_dict, path + "." if path else "", metadata.get(path, {}))
 
 
 def _let_go_of_sources(root: nn.Module) -> None:
@@ -139,13 +183,38 @@ def _check_before_load_into_part(
 
 
 def _has_hook(module: nn.Module, fn) -> bool:
-    return any(getattr(h, "hook", h) is fn for h in module._load_state_dict_pre_hooks.values())
+    hooks = getattr(module, "_load_state_dict_pre_hooks", None) or {}
+    return any(getattr(h, "hook", h) is fn for h in hooks.values())
+
+
+def _checked(module: nn.Module) -> bool:
+    """Whether a load into ``module`` is checked before it copies."""
+    return _has_hook(module, _check_before_load) or _has_hook(module, _check_before_load_into_part)
+
+
+def _guard(modules) -> None:
+    for mod in modules:
+        if not _checked(mod):
+            try:
+                mod.register_load_state_dict_pre_hook(_check_before_load_into_part)
+            except (AttributeError, RuntimeError):  # a scripted module takes no hook
+                pass
+
+
+def _on_child(parent: nn.Module, child: nn.Module) -> None:
+    """A module registered into ``parent``: when it holds ties, the load into ``parent`` and
+    into every module known to hold ``parent`` is checked first (see
+    :mod:`tying.core.load_ancestors`)."""
+    if _checked(child) or slots_of(child) or hasattr(type(child), LOAD_CHECK):
+        _guard([parent, *ancestors(parent)])
 
 
 def guard_loading(model: nn.Module) -> None:
     """Make ``model.load_state_dict`` refuse a contradicting state dict before it copies
     anything, and so ``load_state_dict`` on any part of ``model`` that holds a tied module
-    (a backbone, the tied module itself)."""
+    (a backbone, the tied module itself) and on every module known to hold ``model``
+    (stop 51: a ``tying.nn`` layer in an ``nn.Sequential``, a plan applied to
+    ``model.encoder``)."""
     if not _has_hook(model, _check_before_load):
         model.register_load_state_dict_pre_hook(_check_before_load)
     parts = set()  # the modules above a tied one (the tied module checks itself:
@@ -153,10 +222,61 @@ def guard_loading(model: nn.Module) -> None:
         if path and slots_of(mod):
             names = path.split(".")
             parts.update(".".join(names[:i]) for i in range(1, len(names)))
-    for path in parts:
-        part = model.get_submodule(path)
-        if not _has_hook(part, _check_before_load_into_part):
-            part.register_load_state_dict_pre_hook(_check_before_load_into_part)
+    _guard(model.get_submodule(path) for path in parts)
+    load_ancestors.record_below(model)
+    _guard(ancestors(model))
+
+
+def _unchecked(prefix: str) -> str:
+    """The end of a refusal found at ``prefix`` by the tie itself: the module loaded into
+    was not checked first (held past torch's registration, see
+    :mod:`tying.core.load_ancestors`), so the modules before ``prefix`` were loaded; it is
+    guarded for the next load."""
+    root = _loading_root()
+    if root is not None:
+        load_ancestors.record_below(root)
+        for mod in root.modules():
+            if slots_of(mod):
+                _guard(ancestors(mod))
+    return (
+        f"\n\t(the load into the module above {prefix[:-1]!r} was not checked before it "
+        f"copied: the modules loaded before {prefix[:-1]!r} now hold the state dict's values; "
+        f"load a good state dict again. Loads into it are checked first from now on.)"
+    )
+
+
+def _loading_root() -> nn.Module | None:
+    """The module whose ``load_state_dict`` is running (its frame's ``self``), if any."""
+    code = nn.Module.load_state_dict.__code__
+    frame = sys._getframe(1)
+    found = None
+    while frame is not None:
+        if frame.f_code is code:
+            found = frame.f_locals.get("self")  # the outermost one: the load called
+        frame = frame.f_back
+    return found if isinstance(found, nn.Module) else None
+
+
+load_ancestors.install(_on_child)
+
+
+#: ``(id(module), slot name) -> (the entry, its own storage)`` computed by the check of a
+#: module above, taken by the module's own load (one ``right_inverse`` per slot and load)
+_OWNS: dict[tuple[int, str], tuple] = {}
+
+
+def _own_once(state_dict, prefix, module, name, slot, keep=False):
+    """:func:`_own_storage_from`, computed once per load: the check of a module above
+    (``keep``) leaves it for the module's own load, which takes it when the entry is the
+    same tensor."""
+    incoming = state_dict.get(prefix + name)
+    kept = _OWNS.pop((id(module), name), None)
+    if kept is not None and incoming is not None and kept[0] is incoming:
+        return kept[1]
+    own = _own_storage_from(state_dict, prefix, module, name, slot)
+    if keep and incoming is not None:
+        _OWNS[(id(module), name)] = (incoming, own)
+    return own
 
 
 def _own_storage_from(state_dict, prefix, module, name, slot):
