@@ -132,10 +132,11 @@ def test_a_temp_file_a_killed_run_left_is_cleaned_not_refused(earlier, leftover,
 
 
 def test_a_build_folder_a_killed_run_left_is_cleaned(earlier, capsys):
-    from tying.experiments.output import start_build
+    from tying.experiments.output import _release, start_build
 
     out, before = earlier
-    build = start_build(out, [OK])  # as a run killed mid-way leaves it
+    build = start_build(out, [OK])  # as a run killed mid-way leaves it ...
+    _release(build)  # ... whose lock on its build folder died with it (stop 51)
     (build / "figures" / f"{OK}--plot.png").write_bytes(b"png")
     assert _report(out) == 0, capsys.readouterr().err
     assert not build.exists()

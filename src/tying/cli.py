@@ -8,9 +8,10 @@ Exit codes: ``run``: 0 the claim's check passed, 1 it failed or the experiment
 raised (or an extra it needs is missing), 2 usage error (an unknown id names the
 closest valid one; a bad ``--seed``; ``--out`` that is a file, cannot be written,
 holds files tying did not write, or holds a report whose page shows a figure the run
-would replace). ``report``: 0 when the page was written (whatever the verdicts), 1
-when the experiments ran but the page could not be written (a file appeared in
-``--out`` meanwhile, say), 2 on usage errors (also ``--only`` with an empty id,
+would replace, or into which another ``tying report`` is writing now). ``report``: 0
+when the page was written (whatever the verdicts), 1 when the experiments ran but the
+page could not be written (a file appeared in ``--out`` meanwhile, say), 2 on usage
+errors (also ``--only`` with an empty id,
 ``--jobs 0``, a ``--seed``/``--jobs`` that is not plain digits such as ``1_0``, an empty
 ``--out``), all checked before any experiment runs. Any command: 130 on Ctrl-C;
 an interrupted or failed ``report`` writes no page and says so: it builds the new
@@ -162,7 +163,16 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     (exp_id,) = _check_ids([args.id])
     if args.out is not None:  # checked before the experiment runs
         _claim(args.out, [exp_id], fresh=False)
-    rec = run_experiment(exp_id, size=args.size, seed=args.seed, out_dir=args.out)
+    from tying.experiments.output import OutputFolderError
+
+    try:
+        rec = run_experiment(exp_id, size=args.size, seed=args.seed, out_dir=args.out)
+    except OutputFolderError as exc:  # --out changed while the experiment ran
+        print(
+            f"tying run: error: {exp_id} ran, but its figures could not be recorded: {exc}",
+            file=sys.stderr,
+        )
+        return EXIT_FAIL
     _print_record(console, rec)
     if args.out is None:
         console.print("[dim](figures not saved; pass --out DIR to keep them as PNG)[/]")
@@ -230,6 +240,8 @@ def _build_report(args, console, ids, out, build, earlier, write_report, install
     except KeyboardInterrupt:
         _say_interrupted(f"after {len(finished)} of {len(ids)} experiment(s)", out, earlier, build)
         return EXIT_INTERRUPTED
+    except (OSError, OutputFolderError) as exc:  # the build folder changed under the run
+        return _say_unwritten(exc, earlier)
     runtime = time.perf_counter() - t0
     try:
         write_report(
@@ -242,13 +254,7 @@ def _build_report(args, console, ids, out, build, earlier, write_report, install
         )
         return EXIT_INTERRUPTED
     except (OSError, OutputFolderError) as exc:  # the folder changed during the run
-        kept = " (the earlier report there is left as it was)" if earlier else ""
-        print(
-            f"tying report: error: the experiments ran, but the page could not be written: "
-            f"{exc}{kept}",
-            file=sys.stderr,
-        )
-        return EXIT_FAIL
+        return _say_unwritten(exc, earlier)
     n_pass = sum(r.passed for r in records)
     console.print(
         f"[bold]{n_pass} of {len(records)} claims passed[/] in {format_runtime(runtime)} "
@@ -262,6 +268,16 @@ def _build_report(args, console, ids, out, build, earlier, write_report, install
             )
     _print_import_errors(console)  # their claims did not run: the count above omits them
     return EXIT_PASS
+
+
+def _say_unwritten(exc: Exception, earlier: list[str]) -> int:
+    """The experiments ran but the page could not be written (the folder changed): exit 1."""
+    kept = " (the earlier report there is left as it was)" if earlier else ""
+    print(
+        f"tying report: error: the experiments ran, but the page could not be written: {exc}{kept}",
+        file=sys.stderr,
+    )
+    return EXIT_FAIL
 
 
 def _say_interrupted(when: str, out: pathlib.Path, earlier: list[str], build: pathlib.Path) -> None:

@@ -133,12 +133,14 @@ def kv_sharing(size: str, seed: int) -> Result:
     ax1.bar(idx + 0.2, ranks, 0.4, label="Jacobian rank")
     ax1.set_xticks(idx, [r["attention"].split(" (")[0] for r in rows])
     ax1.set_title(f"d={cfg.d_model}, {cfg.n_heads} heads")
+    ax1.set_ylabel("count")
     ax1.legend()
     for name, sv in spectra.items():
         ax2.semilogy(sv / sv[0], label=name)
     ax2.set_ylim(1e-18, 2)
     ax2.set_xlabel("singular value index")
     ax2.set_ylabel("σ / σ_max of ∂outputs/∂params")
+    ax2.set_title("Jacobian singular values")
     ax2.legend(fontsize=8)
     return Result(
         tables=[Table(f"{outputs} outputs at {cfg.sequences} random sequences", rows)],

@@ -126,6 +126,7 @@ def gnn_hops(size: str, seed: int) -> Result:
     ax1.legend(fontsize=8)
     ax2.set_xlabel("hops K")
     ax2.set_ylabel("parameters")
+    ax2.set_title("stored parameters")
     return Result(
         tables=[Table(f"mean over {cfg.seeds} graphs", rows)],
         figures={"gnn_hops": fig},

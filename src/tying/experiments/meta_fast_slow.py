@@ -115,7 +115,7 @@ def _adapted(fs: FastSlow, xs, ys, xq):
     return torch.stack(out)
 
 
-def _figure(xs, ys, xq, yq, preds: dict[str, torch.Tensor], history) -> Figure:
+def _figure(xs, ys, xq, yq, preds: dict[str, torch.Tensor], history, n_fast, n_all) -> Figure:
     fig = Figure(figsize=(11, 3.6), layout="constrained")
     axes = fig.subplots(1, 4)
     colors = {
@@ -132,14 +132,20 @@ def _figure(xs, ys, xq, yq, preds: dict[str, torch.Tensor], history) -> Figure:
         ax.plot(xs[j, :, 0], ys[j, :, 0], "k^", ms=6, label=f"{xs.shape[1]} shots")
         ax.set_title(f"held-out task {j + 1}")
         ax.set_xlabel("x")
+        ax.set_ylabel("y")
     axes[0].legend(fontsize=7, loc="lower left")
     ax = axes[3]
     h = np.convolve(history, np.ones(20) / 20, mode="valid")
     ax.plot(h)
     ax.set_yscale("log")
     ax.set_xlabel("meta step")
+    ax.set_ylabel("query MSE (20-step mean)")
     ax.set_title("meta-training query loss")
-    fig.suptitle("C7: a new task from K examples: adapt 41 fast weights on shared slow weights")
+    # the counts are the model's own (they were typed in: a change of the net left them wrong)
+    fig.suptitle(
+        f"C7: a new task from {xs.shape[1]} examples: adapt {n_fast} fast weights "
+        f"(of {n_all:,}) on shared slow weights"
+    )
     return fig
 
 
@@ -209,7 +215,11 @@ def meta_fast_slow(size: str, seed: int) -> Result:
     log.info("meta-fast-slow: %s", measured)
     return Result(
         tables=[Table(f"{cfg.eval_tasks} held-out tasks, {cfg.shots} shots each", rows)],
-        figures={"meta_fast_slow": _figure(xs, ys, xq, yq, preds, history)},
+        figures={
+            "meta_fast_slow": _figure(
+                xs, ys, xq, yq, preds, history, fs.n_fast, fs.n_fast + fs.n_slow
+            )
+        },
         passed=passed,
         measured=measured,
         key_figure=(

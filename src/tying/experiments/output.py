@@ -20,7 +20,11 @@ the new report in ``DIR/.tying-build-XXXXXXXX/`` (:func:`start_build`) and moves
 only when whole (:func:`install_build`), so a failed or interrupted run leaves the
 earlier report as it was. Temporary files that only tying's own names produce (a page
 file half-written by a run killed with ``kill -9``, a build folder) count as tying's
-and are removed.
+and are removed -- but never the build folder of a report still being written: a
+running ``tying report`` holds a lock on its build folder (``flock``, released when the
+process ends, however it ends), and a second ``tying report`` or ``tying run`` into the
+same folder meanwhile is refused, naming that build folder, instead of deleting the
+first one's figures mid-run (stop 51).
 
 Example:
     >>> import pathlib, tempfile
@@ -52,6 +56,11 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
+try:  # POSIX; without it (Windows) a live build folder cannot be told from a killed one's
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = [
     "MANIFEST",
     "OutputFolderError",
@@ -81,6 +90,81 @@ _LEFTOVER = re.compile(
 
 class OutputFolderError(ValueError):
     """The output folder cannot be used; the message names the file or the reason and the fix."""
+
+
+#: Build folders of this process, resolved path -> the open descriptor holding its flock.
+_HELD: dict[str, int] = {}
+_BUILD_NAME = re.compile(rf"{re.escape(BUILD_PREFIX)}{_RAND}")
+
+
+def _hold(build: pathlib.Path) -> None:
+    """Lock ``build`` for this process: a report is being written in it."""
+    if fcntl is None:  # pragma: no cover
+        return
+    try:
+        fd = os.open(build, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # a file system without locks: the build is then not told apart
+        os.close(fd)
+        return
+    _HELD[str(build.resolve())] = fd
+
+
+def _release(build: pathlib.Path) -> None:
+    fd = _HELD.pop(str(build.resolve()), None)
+    if fd is not None:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _in_use(build: pathlib.Path) -> bool:
+    """Whether ``build`` is the build folder of a report being written now (this process or another)."""
+    if str(build.resolve()) in _HELD:
+        return True
+    if fcntl is None:  # pragma: no cover
+        return False
+    try:
+        fd = os.open(build, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True  # another process holds it: its report is being written
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # a lock taken here on a dead build is released with it
+    return False
+
+
+def _live_builds(out: pathlib.Path) -> list[str]:
+    """The names of the build folders in ``out`` whose report is still being written."""
+    try:
+        names = sorted(os.listdir(out))
+    except OSError:
+        return []
+    return [
+        n
+        for n in names
+        if _BUILD_NAME.fullmatch(n)
+        and not (out / n).is_symlink()
+        and (out / n).is_dir()
+        and _in_use(out / n)
+    ]
+
+
+def _refuse_busy(out: pathlib.Path) -> None:
+    live = _live_builds(out)
+    if live:
+        raise OutputFolderError(
+            f"--out {out}: another `tying report` is writing a report there now (its build "
+            f"folder {out / live[0]} is in use); running a second one into the same folder "
+            "would delete its files mid-run. Wait for it to finish, or choose another folder "
+            "with --out"
+        )
 
 
 def _sha256(path: pathlib.Path) -> str:
@@ -226,11 +310,16 @@ def _refuse_foreign(out: pathlib.Path, foreign: list[tuple[str, str]]) -> None:
         )
 
 
-def _remove_leftovers(out: pathlib.Path, rels: Iterable[str], keep: str = "") -> None:
-    """Remove the temporary files of killed runs among ``rels`` (but none under ``keep``)."""
+def _remove_leftovers(out: pathlib.Path, rels: Iterable[str]) -> None:
+    """Remove the temporary files of killed runs among ``rels``.
+
+    A build folder whose report is still being written (:func:`_in_use`) is no
+    leftover: its files are left alone.
+    """
     builds = set()
+    live = set(_live_builds(out))
     for rel in rels:
-        if _LEFTOVER.fullmatch(rel) and not (keep and rel.startswith(keep + "/")):
+        if _LEFTOVER.fullmatch(rel) and rel.split("/", 1)[0] not in live:
             (out / rel).unlink(missing_ok=True)
             if rel.startswith(BUILD_PREFIX):
                 builds.add(rel.split("/", 1)[0])
@@ -271,7 +360,8 @@ def claim_folder(
             created or written (the OS error is named); or (``fresh=False``,
             ``writes_page=False``) the folder holds a report page of ours that shows a
             figure of ``ids``: the run would replace it, and the page would describe
-            one run's numbers beside another run's figure.
+            one run's numbers beside another run's figure; or another ``tying report``
+            is being written into the folder now (its build folder is named).
     """
     out = pathlib.Path(out_dir)
     try:  # a name too long for the file system, a path through an unreadable folder
@@ -295,6 +385,7 @@ def claim_folder(
                 "folder you can read and write"
             ) from None
         _refuse_foreign(out, foreign)
+        _refuse_busy(out)
     else:
         manifest, ours = {"files": {}, "pending": []}, []
     ids = list(ids)
@@ -389,7 +480,12 @@ def start_build(out_dir: str | pathlib.Path, ids: Iterable[str]) -> pathlib.Path
             f"--out {out}: cannot write there ({exc.strerror or exc}); choose a folder you can "
             "write to"
         ) from None
-    claim_folder(build, ids, fresh=True)
+    try:
+        _hold(build)  # until install_build or discard_build: no other run removes it
+        claim_folder(build, ids, fresh=True)
+    except BaseException:
+        discard_build(build)
+        raise
     return build
 
 
@@ -400,15 +496,18 @@ def discard_build(build: str | pathlib.Path) -> None:
     did not write is left, with the folder.
     """
     build = pathlib.Path(build)
-    if not build.is_dir() or build.is_symlink():
-        return
     try:
-        ours, _ = _owned(build, _read_manifest(build))
-    except (OSError, OutputFolderError):
-        ours = []
-    for rel in [*ours, MANIFEST]:
-        (build / rel).unlink(missing_ok=True)
-    _remove_if_empty(build)
+        if not build.is_dir() or build.is_symlink():
+            return
+        try:
+            ours, _ = _owned(build, _read_manifest(build))
+        except (OSError, OutputFolderError):
+            ours = []
+        for rel in [*ours, MANIFEST]:
+            (build / rel).unlink(missing_ok=True)
+        _remove_if_empty(build)
+    finally:
+        _release(build)  # after the files are gone: no other run sees them as leftovers
 
 
 @contextmanager

@@ -229,6 +229,7 @@ def c4_equivariance(size: str, seed: int) -> Result:
     bar.set_yscale("log")
     bar.set_xticks(range(4), [s.replace(" ", "\n") for s in labels], fontsize=8)
     bar.set_title("max rel. error", fontsize=9)
+    bar.set_ylabel("‖f(g·x) − g·f(x)‖ / ‖f(x)‖ (log)", fontsize=8)
     fig.suptitle("Rotating the input rotates each map and shifts the orientations by one")
     return Result(
         tables=[Table("Equivariance error ‖f(g·x) − g·f(x)‖ / ‖f(x)‖ per group element", rows)],

@@ -157,6 +157,7 @@ def symmetric_filter(size: str, seed: int) -> Result:
         ax0.plot(taps, w, "o-", color=color, label=name)
     ax0.axhline(0, color="gray", lw=0.5)
     ax0.set_xlabel("tap (relative to centre)")
+    ax0.set_ylabel("filter weight")
     ax0.set_title(f"filters learned from {cfg.train_sizes[0]} windows", fontsize=10)
     ax0.legend(fontsize=8)
     for name, color in zip(names, ("#4c72b0", "#c44e52")):
@@ -166,7 +167,7 @@ def symmetric_filter(size: str, seed: int) -> Result:
     ax1.set_xticks(cfg.train_sizes, [str(n) for n in cfg.train_sizes])
     ax1.minorticks_off()
     ax1.set_xlabel("training windows")
-    ax1.set_ylabel("test MSE of the pulse amplitude")
+    ax1.set_ylabel(f"test MSE of the pulse amplitude (median of {cfg.seeds})")
     ax1.set_title("denoising error", fontsize=10)
     ax1.legend(fontsize=8)
     return Result(
@@ -259,6 +260,7 @@ def cnn_as_pgm(size: str, seed: int) -> Result:
     axes[3].semilogy(range(1, len(dist) + 1), np.maximum(dist, 1e-17), "o-", ms=3)
     axes[3].set_xlabel("loss evaluations (L-BFGS)")
     axes[3].set_title("‖w − w_LS‖ / ‖w_LS‖", fontsize=10)
+    axes[3].set_ylabel("relative distance (log)")
     return Result(
         tables=[
             Table(
