@@ -211,6 +211,7 @@ def _keep_source_reads(
                 prepared.register_buffer(name, tensor)
             alias[node.target] = name
         _fold_dtype_reads(prepared.graph, node, sources[node.target].dtype)
+        node.meta["tying_source"] = node.target
         node.target = alias[node.target]
     for node in list(reads):
         reads |= _read_per_use(prepared.graph, node)
@@ -231,6 +232,7 @@ def _read_per_use(graph: torch.fx.Graph, read: torch.fx.Node) -> set[torch.fx.No
     for user in list(read.users)[1:]:
         with graph.inserting_before(user):
             copy_ = graph.get_attr(read.target)
+        copy_.meta.update(read.meta)
         user.replace_input_with(read, copy_)
         out.add(copy_)
     return out
@@ -429,6 +431,7 @@ def _prepare_fx(model, qconfig_mapping, example_inputs, qat: bool, **kwargs):
         }
         _drop_inner_observers(prepared, reads)
         _refuse_computed_dtype(fn.__name__, prepared, reads, model)
+        _warn_unfused_bn(fn.__name__, prepared, model)
         prepared.recompile()
     except BaseException:
         # a failed prepare leaves no qconfig of its own behind, so the model can be fixed
@@ -440,6 +443,86 @@ def _prepare_fx(model, qconfig_mapping, example_inputs, qat: bool, **kwargs):
                 m.__dict__.pop("qconfig", None)
         raise
     return prepared
+
+
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def _warn_unfused_bn(what: str, prepared: torch.fx.GraphModule, model: nn.Module) -> None:
+    """Warn for each quantized tied conv / linear that a BatchNorm of its own follows.
+
+    FX fuses an untied ``Conv2d`` with the ``BatchNorm2d`` after it (the BN folded into
+    a copy of the weight, quantized once, one output observer). A tied use is traced
+    through to a functional call reading its source's weight, which FX does not fuse:
+    the BN runs as its own quantized op after the quantized conv. The converted outputs
+    differ from the untied copy's by about the quantization error (0.0066 ``prepare_fx``,
+    0.016 ``prepare_qat_fx``, on outputs of 0.43; stop 50 open, stop 51), and nothing
+    said so. Folding the BN into the one shared weight would change the other uses, so
+    the tie is named with the way to torch's fusion (untie that use).
+    """
+    from torch.ao.quantization import FakeQuantizeBase
+    from torch.ao.quantization.observer import ObserverBase
+
+    def is_observer(node: Any) -> bool:
+        return (
+            isinstance(node, torch.fx.Node)
+            and node.op == "call_module"
+            and isinstance(prepared.get_submodule(node.target), (ObserverBase, FakeQuantizeBase))
+        )
+
+    def source_of(node: torch.fx.Node) -> str | None:
+        seen, todo = set(), [node]
+        while todo:
+            n = todo.pop()
+            if n in seen:
+                continue
+            seen.add(n)
+            if "tying_source" in n.meta:
+                return n.meta["tying_source"]
+            todo.extend(n.all_input_nodes)
+        return None
+
+    found: list[str] = []
+    inv = None
+    for bn in prepared.graph.nodes:
+        if bn.op != "call_module" or not bn.args:
+            continue
+        if not isinstance(prepared.get_submodule(bn.target), _BATCH_NORMS):
+            continue
+        node, observed = bn.args[0], False
+        while is_observer(node) and len(node.users) == 1:
+            node, observed = node.args[0], True
+        name = getattr(getattr(node, "target", None), "__name__", "")
+        if not observed or node.op != "call_function" or name not in _FOLDABLE:
+            continue
+        weight = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
+        source = source_of(weight) if isinstance(weight, torch.fx.Node) else None
+        if source is None:
+            continue
+        inv = inv or Inventory(model)
+        uses = [i.path for i in inv.slots.values() if i.is_tied and i.source == source]
+        stack = node.meta.get("nn_module_stack") or {}
+        scope = next(reversed(stack.values()))[0] if stack else None
+        mine = [u for u in uses if scope and u.rsplit(".", 1)[0] == scope] or uses
+        found.append(
+            f"{' or '.join(repr(u) for u in mine) or 'a use'} (tied to {source!r}) before "
+            f"BatchNorm {bn.target!r}"
+        )
+    if found:
+        first = found[0].split("'")[1] if "'" in found[0] else "<slot>"
+        warnings.warn(
+            f"{what}: {len(found)} tied conv/linear use(s) followed by a BatchNorm of their "
+            f"own are not fused with it: {'; '.join(found[:4])}. torch's FX folds the "
+            f"BatchNorm into an untied layer's weight (quantized once); a tied use reads its "
+            f"source's weight, so the BatchNorm runs as its own quantized op after it, and the "
+            f"converted outputs differ from an untied copy's by about the quantization error "
+            f"(0.0066 prepare_fx / 0.016 prepare_qat_fx on outputs of 0.43 measured). For "
+            f"torch's fusion, give that use its own weight before preparing "
+            f"(tying.Plan([tying.free({first!r})]).apply(model)); prepare_pt2e fuses it as the "
+            f"untied layer",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 def _refuse_computed_dtype(
@@ -550,6 +633,11 @@ def prepare_qat_fx(
     return _prepare_fx(model, qconfig_mapping, example_inputs, True, **kwargs)
 
 
+def _mutates(node: torch.fx.Node) -> bool:
+    schema = getattr(node.target, "_schema", None)
+    return bool(schema is not None and schema.is_mutable)
+
+
 def _name_base_classes(graph_module: torch.fx.GraphModule, model: nn.Module) -> None:
     """Make each node's ``nn_module_stack`` name a tied module's base class."""
     tied = _tied_modules(model)
@@ -559,11 +647,18 @@ def _name_base_classes(graph_module: torch.fx.GraphModule, model: nn.Module) -> 
     # tied use reads too: inside the source's nn.Linear partition, it became an output
     # of it, and X86InductorQuantizer failed with "to is not an aten linear operator"
     # (stop 39). They are left out of every module's partition.
+    # An in-place op on stored tensors (a training BatchNorm's ``num_batches_tracked.add_(1)``)
+    # computes no weight and keeps its stack: torchao's convert_pt2e finds that node by the
+    # BatchNorm class in its stack, and failed with ``KeyError: 'nn_module_stack'`` after
+    # QAT of any model with a BatchNorm, tied or not (stop 51).
     constant: set[torch.fx.Node] = set()
     for node in graph_module.graph.nodes:
         inputs = node.all_input_nodes
         if node.op == "get_attr" or (
-            node.op == "call_function" and inputs and all(i in constant for i in inputs)
+            node.op == "call_function"
+            and not _mutates(node)
+            and inputs
+            and all(i in constant for i in inputs)
         ):
             constant.add(node)
     for node in graph_module.graph.nodes:
@@ -587,6 +682,88 @@ def _name_base_classes(graph_module: torch.fx.GraphModule, model: nn.Module) -> 
                 )
                 for name, fn in source_fn
             ]
+
+
+_FOLDABLE = ("conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+             "conv_transpose3d", "linear")  # fmt: skip
+
+
+def _packet_name(node: torch.fx.Node) -> str:
+    packet = getattr(node.target, "_overloadpacket", None)
+    return getattr(packet, "__name__", "") if node.op == "call_function" else ""
+
+
+def _private_bn_reads(graph_module: torch.fx.GraphModule, model: nn.Module) -> None:
+    """Give a conv / linear that a BatchNorm follows reads of its own of a shared tensor.
+
+    torchao folds a BN into the conv before it (``prepare_pt2e``; ``convert_pt2e`` after
+    QAT) by assigning the folded weight to the attribute the conv's ``get_attr`` names.
+    A tie is one attribute read by every use, so the fold reached the uses that no BN
+    follows: a tied ``Conv2d`` + its own ``BatchNorm2d`` (or a tie source followed by
+    one) gave the other use the BN-folded weight, outputs 0.24 from the eager model
+    already after ``prepare_pt2e``, no error (stop 51). Each such conv now reads the one
+    Parameter under a name of its own, so the fold replaces that name only (an untied
+    layer's fold); QAT still trains the one Parameter. A weight computed through a relation
+    (``Scaled``) has no attribute to fold into: torchao failed with a bare ``ValueError:
+    Expected get_attr node, got call_function``; it is a ``TieError`` naming the tie.
+    """
+    graph = graph_module.graph
+    readers: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "get_attr":
+            readers[node.target] = readers.get(node.target, 0) + len(node.users)
+    for bn in list(graph.nodes):
+        if "batch_norm" not in _packet_name(bn) or not bn.args:
+            continue
+        conv = bn.args[0]
+        if not isinstance(conv, torch.fx.Node) or _packet_name(conv) not in _FOLDABLE:
+            continue
+        for index in (1, 2):
+            read = conv.args[index] if len(conv.args) > index else None
+            if not isinstance(read, torch.fx.Node):
+                continue
+            if read.op != "get_attr":
+                inv = Inventory(model)
+                ties = [
+                    f"{i.path} <- {i.source or 'its own storage'} ({i.tie.relation!r})"
+                    for i in inv.slots.values()
+                    if i.is_tied and type(i.tie.relation) is not Same
+                ]
+                if not ties:  # a parametrization of an untied layer: torchao's to say
+                    continue
+                first = ties[0].split(" <- ", 1)[0]
+                raise TieError(
+                    f"prepare_pt2e: the {_packet_name(conv)} before BatchNorm node "
+                    f"{bn.name!r} computes its {'weight' if index == 1 else 'bias'} "
+                    f"({read.name}), as a tie through a relation does ({'; '.join(ties[:4])}); "
+                    f"torchao folds a BatchNorm into the attribute the layer reads and fails "
+                    f"on a computed one (ValueError: Expected get_attr node). Give that use "
+                    f"its own weight first (tying.Plan([tying.free({first!r})]).apply(model)), "
+                    f"or quantize with prepare_fx; the model is unchanged"
+                )
+            if readers.get(read.target, 0) < 2:
+                continue  # read by this conv alone: the fold changes nothing else
+            tensor = _attr(graph_module, read.target)
+            name = base = "_tying_bn_" + read.target.replace(".", "_")
+            k = 1
+            while hasattr(graph_module, name):
+                name, k = f"{base}_{k}", k + 1
+            if isinstance(tensor, nn.Parameter):
+                graph_module.register_parameter(name, tensor)
+            else:
+                graph_module.register_buffer(name, tensor)
+            with graph.inserting_before(conv):
+                own = graph.get_attr(name)
+            own.meta = dict(read.meta)
+            conv.replace_input_with(read, own)
+            readers[read.target] -= 1
+    graph_module.recompile()
+
+
+def _attr(module: nn.Module, target: str) -> Any:
+    for atom in target.split("."):
+        module = getattr(module, atom)
+    return module
 
 
 def prepare_pt2e(
@@ -619,7 +796,8 @@ def prepare_pt2e(
     Raises:
         ImportError: without torchao (``pip install torchao``).
         TieError: when torch fails on a model that reads a tie through a relation
-            (``Hashed``), naming the tie and the fix; its tensors are unchanged.
+            (``Hashed``), or a BatchNorm follows a layer whose weight a relation computes
+            (torchao cannot fold it), naming the tie and the fix; its tensors are unchanged.
 
     Example:
         >>> import warnings, torch, tying
@@ -651,5 +829,6 @@ def prepare_pt2e(
         lambda: torch.export.export(model, args, kwargs, **export_kwargs).module(),
     )
     _name_base_classes(exported, model)
+    _private_bn_reads(exported, model)
     fn = quantize_pt2e.prepare_qat_pt2e if qat else quantize_pt2e.prepare_pt2e
     return _traced(fn.__name__, model, lambda: fn(exported, quantizer))
