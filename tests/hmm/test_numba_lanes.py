@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -16,8 +18,11 @@ needs_numba = pytest.mark.skipif(
 LB = 8
 
 
+@functools.cache
 def _jitted():
-    """njit wrappers of the intrinsics (callable only from compiled code)."""
+    """njit wrappers of the intrinsics (callable only from compiled code); made once, so
+    each is compiled once per session, not once per example (a property test paid 40
+    compilations: 94 s under load, stop 51)."""
     import numba
 
     from tying.hmm import _numba_lanes as L

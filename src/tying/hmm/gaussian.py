@@ -45,7 +45,7 @@ from tying.hmm.fused_em_full import FusedEMFull
 from tying.hmm.kmeans_start import kmeans_centres
 from tying.hmm.sequences import check_observations, check_squares
 from tying.hmm.start_covariance import data_covariance, start_variances
-from tying.hmm.tied_means import weighted_means
+from tying.hmm.tied_means import prior_once, weighted_means
 from tying.hmm.ties import StateTies
 from tying.hmm.validation import _broadcast, _check_prior, _positive_int, _real_array
 
@@ -796,7 +796,7 @@ class GaussianHMM(BaseHMM):
         if "covars" not in learn:
             return
         m = self._means[ties.group_of["means"]] - center  # (K, D), each state's (tied) mean
-        md = m + center - mu0  # distance from the prior mean
+        md, w = m + center - mu0, prior_once(ties.group_of["means"], w)  # a tie's prior once
         Nc = ties.pool("covars", N)
         ok = Nc > _EMPTY
         first = ties.firsts("covars")

@@ -9,13 +9,22 @@ precision-weighted mean
 
 with ``N_k`` and ``S_k`` state ``k``'s soft count and sum of observations, and ``P``,
 ``p`` the prior's precision and mean (hmmlearn's ``means_weight`` ``w`` on the group's
-first state's covariance: ``P = W^{1/2} Λ_first W^{1/2}``, ``W = diag(w)``; zero
-without a prior). When the group's covariances are equal, ``Λ`` cancels and this is the
-pooled mean ``(Σ_k S_k + w p) / (Σ_k N_k + w)`` that the M-steps compute for every
+first state's covariance: ``P = Λ_first W``, ``W = diag(w)``, hmmlearn's per-feature
+reading of ``w``; zero without a prior). When the group's covariances are equal, ``Λ``
+cancels and this is the pooled mean ``(Σ_k S_k + w p) / (Σ_k N_k + w)`` that the M-steps compute for every
 group. With unequal covariances the pooled mean is no maximiser: EM stopped with
 ``converged_=True`` where moving the shared mean raised the log-likelihood by 8.8 nats
 (``tests/hmm/test_tied_means_stop50.py``). :func:`weighted_means` gives the exact step
 for just those groups; every other group keeps the pooled mean and its bits.
+
+The same prior enters the covariance M-step once per means group too, on the group's
+first state's covariance (:func:`prior_once`): before stop 51 every state of a group
+added its ``w (mu - p)^2`` there, so a mean tied over n states with ``means_weight``
+counted its prior n times in the covariance and once in the mean (a covariance 0.3-0.9
+off the M-step's maximiser on 12 rows; no error). And ``P`` was ``W^{1/2} Λ_first
+W^{1/2}``, which differs from ``Λ_first W`` for a full covariance and a ``means_weight``
+that varies by feature: covariances 1e-9 apart (weighted) and equal (pooled) gave tied
+means 1.0 apart.
 
 Example:
     >>> import numpy as np
@@ -30,7 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["weighted_means"]
+__all__ = ["prior_once", "weighted_means"]
 
 
 def weighted_means(group_of, N, Sx, w, p, covs, ok) -> list[tuple[int, np.ndarray]]:
@@ -68,9 +77,36 @@ def weighted_means(group_of, N, Sx, w, p, covs, ok) -> list[tuple[int, np.ndarra
             out.append((int(g), num / den))
             continue
         lam = np.linalg.inv(covs[states])  # (n, D, D)
-        root = np.sqrt(w[first])
-        prior = root[:, None] * lam[0] * root[None, :]
+        # Λ_first W, hmmlearn's per-feature reading of w ((w p + S) / (w + N) per feature
+        # when the covariances are equal); W^1/2 Λ W^1/2 jumped from it (stop 51)
+        prior = lam[0] * w[first][None, :]
         A = (N[states, None, None] * lam).sum(0) + prior
         b = np.einsum("nij,nj->i", lam, Sx[states]) + prior @ p[first]
         out.append((int(g), np.linalg.solve(A, b)))
     return out
+
+
+def prior_once(group_of, w) -> np.ndarray:
+    """The means prior's weight as the covariance M-step reads it: once per means group.
+
+    A tied mean has one prior, ``N(p, Σ_first / w)`` on the group's first state's
+    covariance (the mean's update above reads it once). Its term ``w (mu - p)^2`` (or
+    ``w (mu - p)(mu - p)^T``) therefore belongs to that state's covariance only; the
+    group's other states add none.
+
+    Args:
+        group_of: ``(K,)`` each state's means group.
+        w: ``(K, D)`` prior weights (``means_weight``) per state.
+
+    Returns:
+        ``w`` with the rows of the states that are not their group's first set to 0
+        (``w`` itself when no mean is tied).
+
+    Example:
+        >>> prior_once(np.array([0, 0, 1]), np.full((3, 1), 2.0)).ravel().tolist()
+        [2.0, 0.0, 2.0]
+    """
+    group_of = np.asarray(group_of)
+    first = np.zeros(len(group_of), dtype=bool)
+    first[np.unique(group_of, return_index=True)[1]] = True
+    return w if first.all() else np.where(first[:, None], w, 0.0)
