@@ -24,6 +24,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from tying.train import wide_norms
 from tying.train.ghost import _LOW_PRECISION, GhostClipping, _autocast_off
 from tying.train.per_example import _PerExample
 
@@ -112,14 +113,15 @@ def _check_empty_batch(y: torch.Tensor, denominator, sigma, name: str) -> None:
         )
 
 
-def _check_finite_norms(norms: torch.Tensor) -> None:
+def _check_finite_norms(norms: torch.Tensor, offset: int = 0) -> None:
+    """Refuse norms that are not finite; ``offset``: the first example's index in the batch."""
     # norms are >= 0, NaN or inf, and amax propagates NaN: one reduction and one read-back
     # where isfinite(...).all() took two reductions (~3 µs a step, stop 23)
     if norms.numel() == 0 or math.isfinite(float(norms.amax())):
         return
     bad = (~torch.isfinite(norms)).nonzero().flatten()  # not empty: some norm is not finite
     raise ValueError(
-        f"the per-example gradients of examples {bad[:5].tolist()} are not finite "
+        f"the per-example gradients of examples {(bad[:5] + offset).tolist()} are not finite "
         f"(norms {norms[bad[:5]].tolist()}): clipping cannot bound them, so the step is "
         f"refused and the model left unchanged; check the loss and the inputs"
     )
@@ -281,7 +283,9 @@ def _vmap_clipped_sum(
             grads, loss = pe(loss_fn, tuple(t[part] for t in xs), y[part])
         rows = [_rows(g) for g in grads]
         with _autocast_off(loss.device):  # the clipped sum's norm is the norm clipped
-            n_b = _norms([r for r, _ in rows])
+            n_b, finite = _norms([r for r, _ in rows])
+            if not finite:  # refused before anything is summed or applied
+                _check_finite_norms(n_b, start)
             c = _clip_factors(n_b, max_grad_norm)
             parts = [_weighted_sum(c, r, o, p.shape) for (r, o), p in zip(rows, pe.params)]
         if summed is None:  # one chunk covers most batches: no zeros and no add
@@ -308,8 +312,18 @@ def _accumulate(t: torch.Tensor) -> torch.dtype | None:
     return torch.float32 if t.dtype in _LOW_PRECISION else None
 
 
-def _norms(rows: list[torch.Tensor]) -> torch.Tensor:
-    """Per-example norms of (B, P_k) matrices taken together as one (B, Σ P_k) matrix."""
+def _norms(rows: list[torch.Tensor]) -> tuple[torch.Tensor, bool]:
+    """Per-example norms of (B, P_k) matrices taken together as one (B, Σ P_k) matrix,
+    and whether all are finite (one read-back for both).
+
+    A finite gradient whose squares overflow the dtype (entries ~1e20 in float32) had a
+    norm of inf and was refused as "not finite" (stop 51): such norms are taken again,
+    scaled, in float64 (:mod:`~tying.train.wide_norms`).
+    """
+    return wide_norms.rescued(_fast_norms(rows), lambda: wide_norms.scaled_norms(rows))
+
+
+def _fast_norms(rows: list[torch.Tensor]) -> torch.Tensor:
     if len(rows) == 1:
         return torch.linalg.vector_norm(rows[0], dim=1, dtype=_accumulate(rows[0]))
     per = [torch.linalg.vector_norm(r, dim=1, dtype=_accumulate(r)) for r in rows]
@@ -330,7 +344,10 @@ def per_example_norms(grads: dict[str, torch.Tensor]) -> torch.Tensor:
 
     Raises:
         ValueError: for no gradients, a 0-d entry, or entries of different ``B`` (one
-            of batch 1 was broadcast over the others' examples, stop 38).
+            of batch 1 was broadcast over the others' examples, stop 38); a finite
+            gradient whose norm is past its dtype's range (float32: 3.4e38). A norm
+            whose squares alone overflow (entries ~1e20 in float32) is taken scaled,
+            in float64, and returned right (stop 51).
 
     Example:
         >>> import torch
@@ -341,11 +358,12 @@ def per_example_norms(grads: dict[str, torch.Tensor]) -> torch.Tensor:
     _check_batches(grads)
     # vector_norm reduces in one pass; pow(2).sum(1) first wrote a squared copy of every
     # per-example gradient (B copies of the model), which cost more than making them.
-    sq = sum(
-        torch.linalg.vector_norm(g.reshape(g.shape[0], -1), dim=1, dtype=_accumulate(g)).square()
-        for g in grads.values()
-    )
-    return torch.as_tensor(sq).sqrt()
+    rows = [g.reshape(g.shape[0], -1) for g in grads.values()]
+    sq = sum(torch.linalg.vector_norm(r, dim=1, dtype=_accumulate(r)).square() for r in rows)
+    # squares past the dtype's range (a finite gradient of entries ~1e20 in float32) gave
+    # inf with no error (stop 51): those norms are taken again, scaled, in float64
+    norms = torch.as_tensor(sq).sqrt()
+    return wide_norms.finite_or_rescaled(norms, lambda: wide_norms.scaled_norms(rows))
 
 
 def _check_batches(grads: dict[str, torch.Tensor]) -> None:
@@ -476,8 +494,9 @@ def _clipped_sum(model, ghost, loss_fn, x, y, max_grad_norm, pe=None):
         res = ghost.clip(loss_fn, x, y, max_grad_norm)  # it refuses NaN/inf losses itself
         _check_finite_norms(res.norms)
         return PrivateGrad(res.grads, res.norms, res.losses)
+    # its chunks' norms were checked as they came (before anything is applied: a refused
+    # step changes nothing), with the read-back that rescues norms past the dtype (stop 51)
     res = _vmap_clipped_sum(model, loss_fn, x, y, max_grad_norm, pe)
-    _check_finite_norms(res.norms)  # before anything is applied: a refused step changes nothing
     _check_finite_losses(res.losses)  # ghost.clip checks its own
     return res
 
