@@ -20,6 +20,15 @@ loss was dropped).
   :func:`refuse_gathered` (a global optimizer step pre-hook, installed by the first
   ``td.fully_shard`` of a process) refuses a step of an optimizer that holds one, before
   any tensor is changed.
+- A tie's reader in another unit needs its owner's unit gathered in its backward.
+  :class:`GatheredCheck` checks that at the reader's forward; :class:`OwnerRegathered`
+  gathers the owner again at the reader's backward when another backward has resharded it
+  (two forwards, then one backward of both, or their backwards in either order: each
+  failed inside FSDP2 with ``setStorage: ... out of bounds for storage of size 0``, stop 51).
+- All of this reads FSDP2's private state (``FSDPParam._unsharded_param`` and the rest,
+  :data:`FSDP_PRIVATE`); :func:`refuse_renamed_internals` checks at wrap time, before any
+  unit is sharded, that the installed torch still has each of them (a rename would have
+  silently turned the refusals off).
 """
 
 from __future__ import annotations
@@ -105,8 +114,9 @@ def _record(model: nn.Module) -> None:
     read from FSDP2's per-unit state (``FSDPParam._unsharded_param``): the sharded
     parameters may be replaced after sharding (``to_empty`` of a meta-device model), so
     no other test tells a gathered copy from a sharded parameter (under tensor
-    parallelism both are DTensors). ``tests/test_distributed_gathered_stop50.py`` fails
-    if a torch release renames them.
+    parallelism both are DTensors). A torch release that renamed them is refused when
+    sharding (:func:`refuse_renamed_internals`), so a copy missing here is one FSDP2 has not
+    made yet (a unit whose forward has not run), not a renamed attribute.
     """
     from torch.distributed.fsdp import FSDPModule
 
@@ -133,6 +143,149 @@ def _param_groups(unit: nn.Module) -> list:
     if groups is None:  # torch before grouped units: one group per unit
         groups = [g for g in (getattr(state, "_fsdp_param_group", None),) if g is not None]
     return list(groups)
+
+
+# FSDP2's private names read here, each as (module, class, function or property, name):
+# the name the function writes (its code names it) or, for a property, None. A torch release
+# that renames one would silently turn a refusal off (``_record`` finding no gathered copy, a
+# unit's groups found empty), so each is looked up at wrap time (stop 51)
+FSDP_PRIVATE = (
+    ("_fsdp_state", "FSDPState", "__init__", "_fsdp_param_groups"),
+    ("_fsdp_param_group", "FSDPParamGroup", "__init__", "fsdp_params"),
+    ("_fsdp_param_group", "FSDPParamGroup", "is_unsharded", None),
+    ("_fsdp_param", "FSDPParam", "__init__", "_param_fqn"),
+    ("_fsdp_param", "FSDPParam", "init_unsharded_param", "_unsharded_param"),
+)
+_FSDP_PACKAGES = ("torch.distributed.fsdp._fully_shard", "torch.distributed._composable.fsdp")
+
+
+def refuse_renamed_internals() -> None:
+    """Refuse to shard when the installed torch lacks an FSDP2 private name read here.
+
+    The refusals of this module (an optimizer holding gathered copies, a state dict between
+    a forward and its backward) and the owner gathered again for a reader's backward read
+    FSDP2's private state: :data:`FSDP_PRIVATE`, plus ``FSDPModule._get_fsdp_state`` and
+    ``FSDPModule.unshard``. Each is looked up in the installed torch (a function's code must
+    name the attribute it writes), before any unit is sharded.
+
+    Raises:
+        TieError: a name is missing (a torch release renamed or moved it), naming it and
+            the torch version; nothing was sharded.
+
+    Example:
+        >>> from tying.distributed_gathered import refuse_renamed_internals
+        >>> refuse_renamed_internals() is None  # this torch has every name
+        True
+    """
+    import importlib
+    import inspect
+
+    from torch.distributed.fsdp import FSDPModule
+
+    missing = [
+        f"FSDPModule.{name}"
+        for name in ("_get_fsdp_state", "unshard")
+        if not callable(getattr(FSDPModule, name, None))
+    ]
+    for module_name, cls_name, attr, writes in FSDP_PRIVATE:
+        where = f"{cls_name}.{attr}" + (f" (writing {writes})" if writes else "")
+        cls = None
+        for package in _FSDP_PACKAGES:
+            try:
+                cls = getattr(importlib.import_module(f"{package}.{module_name}"), cls_name, None)
+            except ImportError:
+                continue
+            if cls is not None:
+                break
+        found = None if cls is None else inspect.getattr_static(cls, attr, None)
+        if writes is None:
+            ok = isinstance(found, property)
+        else:
+            code = getattr(inspect.unwrap(found), "__code__", None) if found else None
+            # FSDPState before torch 2.6 held one group, as _fsdp_param_group
+            names = {writes, "_fsdp_param_group"} if writes == "_fsdp_param_groups" else {writes}
+            ok = code is not None and bool(names & set(code.co_names))
+        if not ok:
+            missing.append(where)
+    if missing:
+        raise TieError(
+            f"tying.distributed.fully_shard: this torch ({torch.__version__}) lacks FSDP2's "
+            f"private {', '.join(missing)}, which td.fully_shard reads to refuse an optimizer "
+            f"built on gathered copies and a state dict between a forward and its backward, "
+            f"and to gather a tie's owner for its reader's backward: a torch release renamed "
+            f"or moved it, and those checks would be off with no error; use a torch release "
+            f"tying supports (see pyproject.toml), or train with td.ddp; nothing was sharded"
+        )
+
+
+class GatheredCheck:
+    """Forward pre-hook: every tied slot this module reads must find its owner gathered."""
+
+    def __init__(self, reads: list[tuple[str, str, str]]):
+        self.reads = reads
+
+    def __call__(self, module, args):
+        from torch.distributed.tensor import DTensor
+
+        for target, root, owner in self.reads:
+            name = target.rsplit(".", 1)[-1]
+            if isinstance(getattr(module, name), DTensor):
+                raise TieError(
+                    f"{target} reads {root}, whose FSDP unit {owner!r} is still sharded: that unit "
+                    f"must run its forward before this module in every step; make the owner's unit "
+                    f"an ancestor of this module (drop it from units=) or reorder the model"
+                )
+
+
+class OwnerRegathered:
+    """Forward hook on a tie's reader in another unit: its owner's unit gathered again for
+    the reader's backward.
+
+    The reader's backward reads the owner's gathered storage (saved by its forward), and
+    FSDP2 gathers the owner only when the backward reaches the owner's own forward, after
+    the reader's. With one forward, the owner stays gathered from its forward
+    (``reshard_after_forward=False``) until its backward. With two forwards before their
+    backwards (``(model(a) + model(b)).backward()``, or ``la.backward()`` and
+    ``lb.backward()`` in either order), the owner's backward of one forward resharded it
+    before the reader's backward of the other, which failed inside FSDP2 with
+    ``setStorage: ... out of bounds for storage of size 0`` (stop 51). A pre-hook on the
+    reader's outputs' nodes gathers every owner that is not gathered
+    (``FSDPModule.unshard``, a collective every rank reaches at the same point of the
+    same backward); the owner's own backward then reduces its gradient as usual.
+
+    Args:
+        owners: ``[(unit path, unit module, "reader reads owner" text)]``.
+    """
+
+    def __init__(self, owners: list[tuple[str, nn.Module, str]]):
+        self.owners = owners
+
+    def __call__(self, module: nn.Module, args, output) -> None:
+        if torch.is_grad_enabled():
+            self._watch(output)
+
+    @torch.compiler.disable  # bookkeeping only: never traced into a compiled graph
+    def _watch(self, output) -> None:
+        from torch.utils._pytree import tree_leaves
+
+        for t in tree_leaves(output):
+            if isinstance(t, torch.Tensor) and t.grad_fn is not None:
+                t.grad_fn.register_prehook(self._regather)
+
+    def _regather(self, grad_outputs) -> None:
+        for path, unit, tie in self.owners:
+            groups = _param_groups(unit)
+            if all(group.is_unsharded for group in groups):
+                continue
+            unit.unshard()
+            if not all(group.is_unsharded for group in groups):
+                raise TieError(
+                    f"tying.distributed.fully_shard: {tie} (a tie across FSDP units), and the "
+                    f"unit {path!r} could not be gathered again for the reader's backward "
+                    f"(FSDPModule.unshard left it sharded, torch {torch.__version__}); run "
+                    f"each forward's backward before the next forward, or put both ends of "
+                    f"the tie in one unit (units=)"
+                )
 
 
 class MidStepRefused:
@@ -232,4 +385,4 @@ def refuse_gathered(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
     )
 
 
-__all__ = ["refuse_gathered"]  # the hooks are td.fully_shard's own
+__all__ = ["refuse_gathered", "refuse_renamed_internals"]  # the hooks are td.fully_shard's own

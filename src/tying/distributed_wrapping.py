@@ -21,7 +21,20 @@ from tying.core.outside import WRAPPER_SEGMENTS, mark_wrapped, wrapped_helper
 from tying.core.outside import canonical as _canonical
 from tying.core.patterns import Pattern
 from tying.core.verify import ties, verify
-from tying.distributed_gathered import AfterForward, MidStepRefused, install_step_hook
+from tying.distributed_gathered import (
+    AfterForward,
+    MidStepRefused,
+    OwnerRegathered,
+    install_step_hook,
+    refuse_renamed_internals,
+)
+from tying.distributed_gathered import GatheredCheck as _GatheredCheck
+from tying.distributed_hooks import (  # noqa: F401  (importable from here as before)
+    _identity,
+    _NestedAccumulation,
+    _ParametersKept,
+    _StaticGraphFirstStep,
+)
 
 
 def ddp(model: nn.Module, **kwargs) -> nn.Module:
@@ -53,7 +66,9 @@ def ddp(model: nn.Module, **kwargs) -> nn.Module:
             the ranks' models differ (parameter paths, shapes or dtypes,
             ties, frozen parameters, and with ``init_sync=False``, which broadcasts nothing,
             parameter values: checked on every rank before wrapping, and raised on every
-            rank); (at a forward) its parameters changed after wrapping; (at a
+            rank); (at a forward) its parameters changed after wrapping (replaced, or
+            changed in place: another dtype, shape or device, as ``model.double()`` or a
+            Hugging Face ``resize_token_embeddings`` makes); (at a
             backward, unless ``static_graph=True``, of a forward outside ``no_sync()``) a
             tied tensor's gradient is accumulated twice between two forwards (a reentrant
             activation checkpoint around some of its uses), of which DDP would all-reduce
@@ -132,7 +147,9 @@ def fully_shard(
             after a forward with gradients that no backward followed); (at a
             ``state_dict()`` or ``load_state_dict``, as in ``td.save`` / ``td.load``,
             between a forward and its backward) a tie spans units, whose owner's unit the
-            state dict would reshard under the backward.
+            state dict would reshard under the backward; the installed torch lacks one
+            of FSDP2's private names these checks read (a release renamed it; checked
+            before the first unit is sharded).
         RuntimeError: the default process group is not initialised; (on every other
             rank) one rank's model was refused by its own check.
     """
@@ -173,6 +190,7 @@ def fully_shard(
         return best
 
     _refuse_unshardable(inv, unit_of)
+    refuse_renamed_internals()  # stop 51: before any unit is sharded
     keep_gathered: set[str] = set()
     readers: dict[str, list[tuple[str, str, str]]] = {}
     for tie in ties(model):
@@ -196,6 +214,15 @@ def fully_shard(
 
     for module_path, reads in readers.items():
         inv.modules[module_path].register_forward_pre_hook(_GatheredCheck(reads))
+        # stop 51: two forwards before their backwards: one backward resharded the owner
+        # before the other's reader ran its backward, which failed inside FSDP2 (setStorage)
+        regather = [
+            (owner, inv.modules[owner], f"{target} reads {root}")
+            for target, root, owner in reads
+            if owner in keep_gathered
+        ]
+        if regather:
+            inv.modules[module_path].register_forward_hook(OwnerRegathered(regather))
     model.register_forward_pre_hook(_ParametersKept(model, "fully_shard"), prepend=True)
     # stop 49: a forward with no gradient (an evaluation) left the units gathered, as no
     # backward came to reshard them; parameters() then gave the gathered copies, and an
@@ -583,187 +610,6 @@ def _refuse_unshardable(inv: Inventory, unit_of) -> None:
                 f"tying.Plan([tying.share({target!r}, like={source!r})]).apply(model); or "
                 f"choose units= so that both ends fall in one unit"
             )
-
-
-class _ParametersKept:
-    """Forward pre-hook on a wrapped model: its parameters are still the ones it was wrapped with.
-
-    DDP all-reduces the tensors it was built with and FSDP2 shards the ones it found, so a
-    tie made or removed afterwards (``Plan.apply``, ``tying.untie``) left a tensor outside
-    both: under DDP with ``find_unused_parameters`` or ``static_graph`` a ``Scaled`` tie's
-    new scale, or every untied copy, then trained apart on each rank with no error (stop 33).
-    DDP keeps each Parameter object, so its check is by identity; FSDP2 swaps sharded and
-    gathered tensors under the same names, so its check is by name. Training forwards only:
-    one walk over the modules, no tensor is read.
-    """
-
-    def __init__(self, model: nn.Module, helper: str):
-        self.model, self.helper = model, helper
-        self.by_id = helper == "ddp"
-        self.names = self._names()
-        self.key = self._key()
-
-    def _names(self) -> set[tuple[int, str]]:
-        pairs = self.model.named_parameters(remove_duplicate=False)
-        return {(id(p) if self.by_id else 0, n) for n, p in pairs}
-
-    def _key(self) -> list:
-        out: list = []
-        stack = [self.model]
-        while stack:
-            mod = stack.pop()
-            params = mod._parameters
-            out.append(tuple(map(id, params.values())) if self.by_id else tuple(params))
-            stack.extend(m for m in mod._modules.values() if m is not None)
-        return out
-
-    def __call__(self, module, args):
-        if torch.is_grad_enabled():
-            self._check()
-
-    # stop 36: under torch.compile(td.ddp(model)) this hook is traced, and it returned when
-    # compiling: a parameter replaced after wrapping trained apart on every rank with no
-    # error. Run eagerly instead (a graph break before the model's first op)
-    @torch.compiler.disable
-    def _check(self) -> None:
-        if self._key() == self.key:
-            return
-        now = self._names()
-        gone = sorted(n for _, n in self.names - now)
-        new = sorted(n for _, n in now - self.names)
-        tool = "DDP all-reduces" if self.by_id else "FSDP2 shards and reduces"
-        raise TieError(
-            f"tying.distributed.{self.helper}: the model's parameters changed after it was "
-            f"wrapped (replaced or removed: {', '.join(gone) or 'none'}; new: "
-            f"{', '.join(new) or 'none'}): {tool} only the tensors it was given, so a new "
-            f"one would train apart on every rank; make every tie change (Plan.apply, "
-            f"tying.untie / retie / load, load_state_dict(assign=True)) before "
-            f"td.{self.helper}(model), then build and wrap the model again"
-        )
-
-
-class _StaticGraphFirstStep:
-    """Forward pre-hook of ``td.ddp(model, static_graph=True)``: a training forward under
-    ``no_sync()`` before any synchronised one is refused, naming the fix.
-
-    DDP learns a static graph in its first synchronised iteration; a ``no_sync()`` forward
-    before it made the backward fail with torch's ``expect_autograd_hooks_ INTERNAL ASSERT
-    FAILED ... please report a bug to PyTorch`` (reducer.cpp), after the forward had run.
-    Plain ``DistributedDataParallel`` fails the same way (torch 2.13), so this names torch's
-    limit before torch meets it (stop 38); after one synchronised forward, no check is left.
-    """
-
-    def __init__(self):
-        self.synced = False
-
-    def __call__(self, module, args) -> None:
-        if not self.synced and torch.is_grad_enabled():
-            self._check(module)
-
-    @torch.compiler.disable  # as _ParametersKept: run eagerly under torch.compile
-    def _check(self, module) -> None:
-        if module.require_backward_grad_sync:
-            self.synced = True
-            return
-        raise RuntimeError(
-            "tying.distributed.ddp: a training forward under no_sync() before the first "
-            "synchronised one, with static_graph=True: DDP records the static graph in its "
-            "first synchronised iteration, and without it the backward fails inside torch "
-            "(reducer.cpp: expect_autograd_hooks_ INTERNAL ASSERT FAILED; plain "
-            "DistributedDataParallel does the same); run one step outside no_sync() first "
-            "(e.g. the last micro-batch of the first step), or wrap without "
-            "static_graph=True; nothing was run"
-        )
-
-
-class _NestedAccumulation:
-    """A tied tensor's gradient accumulated twice between two training forwards.
-
-    Autograd sums every use of a tensor and accumulates its gradient once per backward,
-    when DDP all-reduces it; DDP reduces once per forward. A reentrant activation
-    checkpoint (``torch.utils.checkpoint(..., use_reentrant=True)``) runs a backward of its
-    own inside the outer one, so a tied tensor read inside and outside the checkpoint (or in
-    two checkpoints) is accumulated twice: DDP all-reduced the first part, finished the step
-    at the end of that backward, and each rank kept its own rest; the ranks' models diverged
-    with no error (stop 35). Two backward passes of one forward lose the second the same way.
-    Gradient accumulation (a forward before each backward, with or without ``no_sync``) is
-    counted afresh at each forward. A forward under ``no_sync()`` is not checked: DDP reduces
-    nothing in its backward, and the next synchronised backward all-reduces the whole
-    accumulated gradient, nested parts included (stop 38: such steps, which train as one
-    process, were refused). One hook per tied tensor, on training steps only;
-    ``static_graph=True``, which DDP reduces right, is not checked.
-    """
-
-    def __init__(self, model: nn.Module):
-        inv = Inventory(model)
-        self.readers: dict[str, list[str]] = {}
-        self.params: dict[str, nn.Parameter] = {}
-        for tie in ties(model):
-            root = tie.source if tie.hand else inv.root_of(tie.target)
-            p = inv.tensor(root)
-            if isinstance(p, nn.Parameter) and p.requires_grad:
-                self.params[root] = p
-                self.readers.setdefault(root, []).append(tie.target)
-        self.seen: set[str] = set()
-        self.syncing = True  # whether DDP reduces in the backward of the last forward
-
-    def attach(self, wrapped: nn.Module) -> None:
-        import weakref
-
-        handles = [
-            p.register_post_accumulate_grad_hook(self._hook(root))
-            for root, p in self.params.items()
-        ]
-        if handles:
-            wrapped.register_forward_pre_hook(self._reset, prepend=True)
-            # a model whose wrapper is gone may be wrapped again (stop 34): no hook outlives it
-            weakref.finalize(wrapped, lambda: [h.remove() for h in handles])
-
-    def _reset(self, module, args) -> None:
-        if torch.is_grad_enabled():
-            self.seen.clear()
-            # DDP decides at the forward whether its backward reduces (no_sync sets this)
-            self.syncing = getattr(module, "require_backward_grad_sync", True)
-
-    def _hook(self, root: str):
-        def accumulated(param) -> None:
-            if not self.syncing:
-                return
-            if root not in self.seen:
-                self.seen.add(root)
-                return
-            raise TieError(
-                f"tying.distributed.ddp: the gradient of {root} (tied, read by "
-                f"{', '.join([root, *self.readers[root]])}) was accumulated twice since the "
-                f"last forward, by a backward nested in another (a reentrant activation "
-                f"checkpoint, torch.utils.checkpoint(..., use_reentrant=True), around some of "
-                f"its uses) or by two backward passes of one forward: DDP all-reduces the "
-                f"first part only and each rank keeps its own rest, so the ranks' models "
-                f"would diverge; use checkpoint(..., use_reentrant=False), or "
-                f"td.ddp(model, static_graph=True), or checkpoint every use of the tie "
-                f"together"
-            )
-
-        return accumulated
-
-
-class _GatheredCheck:
-    """Forward pre-hook: every tied slot this module reads must find its owner gathered."""
-
-    def __init__(self, reads: list[tuple[str, str, str]]):
-        self.reads = reads
-
-    def __call__(self, module, args):
-        from torch.distributed.tensor import DTensor
-
-        for target, root, owner in self.reads:
-            name = target.rsplit(".", 1)[-1]
-            if isinstance(getattr(module, name), DTensor):
-                raise TieError(
-                    f"{target} reads {root}, whose FSDP unit {owner!r} is still sharded: that unit "
-                    f"must run its forward before this module in every step; make the owner's unit "
-                    f"an ancestor of this module (drop it from units=) or reorder the model"
-                )
 
 
 def wrapped_by(model: nn.Module) -> str | None:
