@@ -163,9 +163,13 @@ class Attention(nn.Module):
         if meta is not None:  # kept by torch.save, read back by _load_from_state_dict
             meta.setdefault(prefix[:-1], {})[HEADS_METADATA_KEY] = self._layout()
 
-    def _load_from_state_dict(
-        self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
-    ):
+    def _tying_check_load(self, state_dict, prefix, local_metadata):
+        """Refuse a state dict with a saved head layout that differs (raises ValueError).
+
+        Run by the layer's own load and, before anything is copied, by a load into any
+        module above it (``tying.core.slot_loads.LOAD_CHECK``): refused inside a container,
+        the load changes nothing (stop 51; it had loaded the modules before this one).
+        """
         # Attention(64, 8, kv_heads=2) and Attention(64, 16, kv_heads=4) have projections of
         # the same shapes: the rows loaded from one were read as other heads, and other
         # query heads shared each K/V head, with no error (stop 32). A state dict without
@@ -191,6 +195,11 @@ class Attention(nn.Module):
                 f"read as other heads, shared by other query heads; build the layer with the "
                 f"saved n_heads=, kv_heads=, v_heads= and d_head= and load into that"
             )
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+    ):
+        self._tying_check_load(state_dict, prefix, local_metadata)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing, unexpected, errors
         )

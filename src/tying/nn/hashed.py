@@ -111,12 +111,21 @@ class HashedLinear(nn.Module):
         super()._save_to_state_dict(destination, prefix, keep_vars)
         _save_hash(self, destination, prefix)
 
-    def _load_from_state_dict(
-        self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
-    ):
+    def _tying_check_load(self, state_dict, prefix, local_metadata):
+        """Refuse a state dict with buckets saved with another hash (raises ValueError).
+
+        Run by the layer's own load and, before anything is copied, by a load into any
+        module above it (``tying.core.slot_loads.LOAD_CHECK``): refused inside a container,
+        the load changes nothing (stop 51; it had loaded the modules before this one).
+        """
         # buckets saved from a layer with another seed or sign would land in other
         # weight entries with no error (stop 31)
         _check_saved_hash(self, local_metadata, prefix, state_dict)
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+    ):
+        self._tying_check_load(state_dict, prefix, local_metadata)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing, unexpected, errors
         )

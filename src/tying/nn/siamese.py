@@ -139,9 +139,13 @@ class Siamese(nn.Module):
             self._share_buffers()
         return out
 
-    def _load_from_state_dict(
-        self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
-    ):
+    def _tying_check_load(self, state_dict, prefix, local_metadata):
+        """Refuse a state dict with two different values for the shared buffer (raises ValueError).
+
+        Run by the layer's own load and, before anything is copied, by a load into any
+        module above it (``tying.core.slot_loads.LOAD_CHECK``): refused inside a container,
+        the load changes nothing (stop 51; it had loaded the modules before this one).
+        """
         # the shared buffer has two keys; loading two different values into it would keep
         # the right tower's and drop the left's with no error (a state dict of a Siamese
         # from before stop 31, or of an untied one): refuse before anything is copied
@@ -157,6 +161,11 @@ class Siamese(nn.Module):
                         f"values for them; keep one of them (state_dict[{rkey!r}] = "
                         f"state_dict[{lkey!r}]) or load into Siamese(..., tied=False)"
                     )
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+    ):
+        self._tying_check_load(state_dict, prefix, local_metadata)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing, unexpected, errors
         )

@@ -147,9 +147,13 @@ class SymmetricConv1d(nn.Conv1d):
         if meta is not None and "weight_physical" in self._parameters:  # kept by torch.save
             meta.setdefault(prefix[:-1], {})[KERNEL_METADATA_KEY] = self.kernel_size[0]
 
-    def _load_from_state_dict(
-        self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
-    ):
+    def _tying_check_load(self, state_dict, prefix, local_metadata):
+        """Refuse a state dict with a saved kernel length that differs (raises ValueError).
+
+        Run by the layer's own load and, before anything is copied, by a load into any
+        module above it (``tying.core.slot_loads.LOAD_CHECK``): refused inside a container,
+        the load changes nothing (stop 51; it had loaded the modules before this one).
+        """
         # kernel_size 5 and 6 both store 3 taps: the taps of one loaded into the other
         # made another filter ([a, b, c, b, a] read as [a, b, c, c, b, a]) with no error
         # (stop 32). A state dict without the record (older, or a plain dict) loads as before.
@@ -167,6 +171,11 @@ class SymmetricConv1d(nn.Conv1d):
                 f"{math.ceil(saved / 2)} taps), so every filter would change; build the layer "
                 f"with kernel_size={saved} and load into that"
             )
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+    ):
+        self._tying_check_load(state_dict, prefix, local_metadata)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing, unexpected, errors
         )
