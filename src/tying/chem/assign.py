@@ -42,7 +42,13 @@ from tying.chem.packed import pack
 from tying.chem.read_only import read_only_terms
 from tying.chem.search_order import anchored, has_stereo, reordered
 from tying.chem.section_choice import SECTIONS, chosen_sections  # noqa: F401 (SECTIONS re-exported)
-from tying.chem.smirks import CompiledSmirks, Prefilter, compile_section, scan_heavy
+from tying.chem.smirks import (
+    CompiledSmirks,
+    Prefilter,
+    check_unlabelled_patterns,
+    compile_section,
+    scan_heavy,
+)
 from tying.chem.terms import (  # the names no code here uses are re-exported
     KEYS,  # noqa: F401
     _check_complete,
@@ -291,6 +297,8 @@ class SmirksAssigner:
         valence = tuple(s for s in sections if s != "Constraints")
         self._constraints = constraint_labeller(self.force_field, sections)
         self._compiled = {s: compile_section(self.force_field, s) for s in valence}
+        # the toolkit refuses a malformed pattern in any section, labelled here or not
+        check_unlabelled_patterns(self.force_field, sections)
         self._flat = [c for s in valence for c in self._compiled[s]]
         bounds, start = {}, 0
         for s in valence:

@@ -115,13 +115,7 @@ def compile_smirks(
         ((0, 1), ('[#6&X4]', '[#8]'), (('[#6&X4]', '-', '[#8]'),))
     """
     where = f"{force_field} {parameter.section} parameter {parameter.id!r}"
-    with quiet():
-        query = Chem.MolFromSmarts(parameter.smirks)
-    if query is None:
-        raise SmirksError(
-            f"{where}: RDKit cannot parse its SMIRKS {parameter.smirks!r}; "
-            f"fix the pattern in the .offxml file"
-        )
+    query = _parsed(parameter, where, "fix the pattern in the .offxml file")
     tags = {}
     for atom in query.GetAtoms():
         n = atom.GetAtomMapNum()
@@ -161,6 +155,52 @@ def compile_smirks(
         for b in query.GetBonds()
     )
     return CompiledSmirks(parameter, query, tuple(tags[n] for n in expected), atoms, bonds)
+
+
+def _parsed(parameter, where: str, fix: str):
+    """RDKit's query of ``parameter``'s SMIRKS; a :class:`SmirksError` naming ``where``, the
+    pattern and ``fix`` where RDKit cannot parse it."""
+    with quiet():
+        query = Chem.MolFromSmarts(parameter.smirks)
+    if query is None:
+        raise SmirksError(f"{where}: RDKit cannot parse its SMIRKS {parameter.smirks!r}; {fix}")
+    return query
+
+
+def check_unlabelled_patterns(force_field: ForceField, labelled: Iterable[str]) -> None:
+    """Refuse a force field with a SMIRKS RDKit cannot parse in a section left unlabelled.
+
+    ``tying.chem`` compiles only the sections it labels; a malformed pattern in another
+    one (``LibraryCharges``, ``GBSA``, ``VirtualSites``, ``ChargeIncrementModel``, or a
+    valence section left out by ``sections=``) went unread, and the force field labelled
+    molecules, where the OpenFF toolkit refuses the file (``SMIRKSParsingError`` when it
+    loads ``LibraryCharges``; an error from ``label_molecules`` for ``GBSA``). Only
+    parsing is checked here: what a pattern of such a section must tag is the toolkit's
+    rule, not ours.
+
+    Args:
+        force_field: a loaded force field.
+        labelled: the sections compiled for labelling (checked there, tags included).
+
+    Raises:
+        SmirksError: naming the force field, section, parameter id and pattern.
+
+    Example:
+        >>> from tying.chem.offxml import load_force_field
+        >>> check_unlabelled_patterns(load_force_field("tip4p_fb"), ["vdW"])
+    """
+    done = set(labelled)
+    for section, parameters in force_field.sections.items():
+        if section in done:
+            continue
+        for parameter in parameters:
+            _parsed(
+                parameter,
+                f"{force_field.name} {section} parameter {parameter.id!r}",
+                f"tying.chem does not label <{section}>, but the OpenFF toolkit refuses a force "
+                f"field with a malformed pattern in any section; fix the pattern in the .offxml "
+                f"file or remove the parameter",
+            )
 
 
 # -- the pre-filter: can any atom (bond) of a molecule satisfy a query atom (bond)? ----------
