@@ -121,13 +121,13 @@ def _tie_sources(model: nn.Module) -> dict[str, torch.Tensor]:
 _TRACED = (Same, Transposed, Scaled, Flipped, Rotated)
 
 
-def _relation_ties(model: nn.Module) -> list[str]:
-    """``"target <- source (relation)"`` for each tie read through a relation outside ``_TRACED``."""
+def _relation_ties(model: nn.Module, traced: tuple = _TRACED) -> list[str]:
+    """``"target <- source (relation)"`` for each tie read through a relation outside ``traced``."""
     inv = Inventory(model)
     return [
         f"{i.path} <- {i.source or 'its own storage'} ({i.tie.relation!r})"
         for i in inv.slots.values()
-        if i.is_tied and type(i.tie.relation) not in _TRACED
+        if i.is_tied and type(i.tie.relation) not in traced
     ]
 
 
@@ -723,12 +723,7 @@ def _private_bn_reads(graph_module: torch.fx.GraphModule, model: nn.Module) -> N
             if not isinstance(read, torch.fx.Node):
                 continue
             if read.op != "get_attr":
-                inv = Inventory(model)
-                ties = [
-                    f"{i.path} <- {i.source or 'its own storage'} ({i.tie.relation!r})"
-                    for i in inv.slots.values()
-                    if i.is_tied and type(i.tie.relation) is not Same
-                ]
+                ties = _relation_ties(model, traced=(Same,))
                 if not ties:  # a parametrization of an untied layer: torchao's to say
                     continue
                 first = ties[0].split(" <- ", 1)[0]

@@ -17,9 +17,9 @@ the batch's backward. Torch's own backward formulas need no probe.
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import BackwardCFunction
 
 from tying.train._vetting import unchanged
+from tying.train.row_watch import custom_nodes
 
 
 def custom_backward_nodes(out: torch.Tensor, given=()) -> list[str]:
@@ -47,16 +47,7 @@ def custom_backward_nodes(out: torch.Tensor, given=()) -> list[str]:
         (['HalveBackward'], [])
     """
     seen = {id(t.grad_fn) for t in given if isinstance(t, torch.Tensor) and t.grad_fn}
-    todo, found = [out.grad_fn], []
-    while todo:
-        node = todo.pop()
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        if isinstance(node, BackwardCFunction):
-            found.append(type(node).__name__)
-        todo.extend(nxt for nxt, _ in node.next_functions)
-    return found
+    return custom_nodes(out.grad_fn, seen)
 
 
 def refuse_mixing_backward(losses, anchors, grads, names, where, who: str) -> None:

@@ -176,16 +176,8 @@ class RowWatch(TorchFunctionMode):
         """
         if self.stopped or not self.is_row(out):
             self._stop()
-        seen, todo = set(self._given), [out.grad_fn]
-        while todo:
-            node = todo.pop()
-            if node is None or id(node) in seen:
-                continue
-            seen.add(id(node))
-            if isinstance(node, BackwardCFunction):
-                self._stop()
-            for nxt, _ in node.next_functions:
-                todo.append(nxt)
+        if custom_nodes(out.grad_fn, self._given):
+            self._stop()
         return out
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -497,3 +489,19 @@ class RowLosses:
             self._not.clear()
         self._not[key] = (loss_fn, getattr(loss_fn, "__self__", None))
         return None
+
+
+def custom_nodes(root, given_ids) -> list[str]:
+    """The class names of the custom ``autograd.Function`` nodes in the graph under
+    ``root`` (a ``grad_fn``), in the order found, not walking past the nodes whose ids
+    are in ``given_ids`` (the inputs' own history)."""
+    seen, todo, found = set(given_ids), [root], []
+    while todo:
+        node = todo.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, BackwardCFunction):
+            found.append(type(node).__name__)
+        todo.extend(nxt for nxt, _ in node.next_functions)
+    return found
