@@ -26,6 +26,7 @@ import gc
 import weakref
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 __all__ = ["ancestors", "install", "record_below", "record_from_before"]
@@ -43,8 +44,10 @@ _SWEPT: list = []  # True once the modules from before the hook are recorded
 
 
 def _forget(key: int) -> Callable[[weakref.ref], None]:
+    table = _PARENTS  # bound here: at interpreter exit the module's globals are None
+
     def gone(_ref: weakref.ref) -> None:
-        _PARENTS.pop(key, None)
+        table.pop(key, None)
 
     return gone
 
@@ -101,7 +104,11 @@ def install(on_child: Callable[[nn.Module, nn.Module], None]) -> None:
 
     def hook(parent, name, child):
         # runs inside every registration of every module in the process (other
-        # libraries' too, on half-built modules): it never raises into it
+        # libraries' too, on half-built modules): it never raises into it. A module made
+        # inside a compiled forward is not recorded: adding a load hook there is nothing
+        # torch.compile can trace (fullgraph=True failed on it), and a load never runs there
+        if torch.compiler.is_compiling():
+            return
         try:
             if isinstance(child, nn.Module):
                 _link(parent, child)
