@@ -23,13 +23,16 @@ policy is in :mod:`tying.experiments.output`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import logging
 import pathlib
 import re
+import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -497,13 +500,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
     )
     try:
-        return args.fn(args, console)
+        with _sigterm_interrupts():
+            return args.fn(args, console)
     except _UsageError as exc:
         print(f"tying {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:  # `tying report` says what it left; here: nothing to say
         print(f"tying {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (``kill``, a CI timeout, a closing terminal) ends a command as Ctrl-C does.
+
+    Python's default for SIGTERM ends the process at once: no ``finally`` ran, so a
+    ``tying report`` left its build folder and its worker processes behind. Here it
+    raises :class:`KeyboardInterrupt`, and the command says what it left and exits 130.
+    """
+
+    def interrupt(signum, frame):  # noqa: ARG001 - the signal module's signature
+        raise KeyboardInterrupt("SIGTERM")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 if __name__ == "__main__":  # pragma: no cover

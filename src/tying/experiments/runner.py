@@ -480,13 +480,58 @@ def _verdict_problem(id: str, result: Result) -> str | None:
     return None
 
 
-def _init_worker() -> None:
+def _init_worker(parent: int | None = None) -> None:
     # One intra-op thread per worker: `--jobs N` processes share the machine's cores.
     torch.set_num_threads(THREADS_PER_EXPERIMENT)
+    if parent is not None:
+        _exit_with(parent)
     import matplotlib
 
     matplotlib.use("Agg")
     load_all()
+
+
+def _exit_with(parent: int, every_s: float = 0.5) -> None:
+    """End this worker soon after the process that started the pool is gone.
+
+    A ``tying report`` stopped with SIGTERM or ``kill -9`` left its workers running
+    their experiments to the end, minutes of CPU for a report nobody would see (the
+    forkserver's children do not die with the caller). A daemon thread looks every
+    ``every_s`` seconds whether ``parent`` still lives and ends the process if not.
+    """
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(every_s)
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(EXIT_PARENT_GONE)
+            except PermissionError:  # the pid was taken by another user's process
+                os._exit(EXIT_PARENT_GONE)
+
+    threading.Thread(target=watch, name="tying-parent-watch", daemon=True).start()
+
+
+# the exit status of a worker that ended because its caller was gone
+EXIT_PARENT_GONE = 143
+
+
+def _stop_workers(pool: cf.ProcessPoolExecutor) -> None:
+    """Stop the pool's worker processes now, not after their experiments end."""
+    if hasattr(pool, "terminate_workers"):  # Python 3.14 and later
+        pool.terminate_workers()
+        return
+    # the pool's own list (private, so read with care): shutdown() empties it
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            proc.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            proc.join(5)
 
 
 def _crashed_record(id: str, size: str, seed: int, exc: BaseException) -> RunRecord:
@@ -586,17 +631,17 @@ def _run_all(ids, size, seed, out_dir, jobs, on_start, on_done) -> list[RunRecor
 
     queue = list(ids)
     jobs = min(jobs, len(ids))  # never more worker processes than experiments
-    pool = cf.ProcessPoolExecutor(jobs, mp_context=_mp_context(), initializer=_init_worker)
+    start = {"mp_context": _mp_context(), "initializer": _init_worker, "initargs": (os.getpid(),)}
+    pool = cf.ProcessPoolExecutor(jobs, **start)
     running: dict[cf.Future, str] = {}
     broken = False
+    finished = False
     try:
         while queue or running:
             if broken and not running:
                 # A dead worker breaks the whole pool; the rest of the queue gets a new one.
                 pool.shutdown(wait=False, cancel_futures=True)
-                pool = cf.ProcessPoolExecutor(
-                    jobs, mp_context=_mp_context(), initializer=_init_worker
-                )
+                pool = cf.ProcessPoolExecutor(jobs, **start)
                 broken = False
             # Keep at most `jobs` in flight, so "started" means "running", not "queued".
             while queue and not broken and len(running) < jobs:
@@ -612,8 +657,12 @@ def _run_all(ids, size, seed, out_dir, jobs, on_start, on_done) -> list[RunRecor
                     records[id] = _crashed_record(id, size, seed, exc)
                     broken = broken or isinstance(exc, cf.process.BrokenProcessPool)
                 on_done(records[id])
+        finished = True
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        if finished:
+            pool.shutdown(wait=True, cancel_futures=True)
+        else:  # interrupted (Ctrl-C, SIGTERM) or failed: the running experiments stop too
+            _stop_workers(pool)
     return [records[id] for id in ids]
 
 

@@ -52,7 +52,9 @@ def format_number(value: Any, digits: int = 3, *, sign: bool = False, percent: b
     value with digits that mean nothing. Here: ``digits`` significant digits (at
     least the units from 1,000 on, with thousands separators), scientific with three
     significant digits below 1e-3 and from 1e6 on, integers as integers, and ``nan``,
-    ``inf``, ``-inf`` spelt out. Only an exact zero reads ``0``.
+    ``inf``, ``-inf`` spelt out. Only an exact zero reads ``0``, and below 1,000 only
+    a whole number reads as one: more digits are shown where rounding would make one
+    (``0.99996``, not ``1``).
 
     Args:
         value: an int or float (a NumPy or torch scalar is taken as its Python number).
@@ -74,6 +76,8 @@ def format_number(value: Any, digits: int = 3, *, sign: bool = False, percent: b
         ('25%', '0.4%')
         >>> format_number(0.0123, sign=True), format_number(3), format_number(float("nan"))
         ('+0.0123', '3', 'nan')
+        >>> format_number(0.99996), format_number(0.99996, percent=True), format_number(12.96)
+        ('0.99996', '99.996%', '12.96')
     """
     if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
         value = value.item()  # a NumPy or torch scalar: the Python number it holds
@@ -102,10 +106,21 @@ def format_number(value: Any, digits: int = 3, *, sign: bool = False, percent: b
     elif mag >= 10 ** (digits - 1) and mag >= 1e3:
         text = f"{value:,.0f}"
     else:
-        text = f"{value:.{digits}g}"
+        text = _not_a_whole_number(value, digits)
         if "e" in text:  # .Ng of 123.4 with N=2 is 1.2e+02: the units instead
             text = f"{value:,.0f}"
     return f"{plus}{text}{suffix}"
+
+
+def _not_a_whole_number(value: float, digits: int) -> str:
+    """``value`` (not a whole number) to ``digits`` significant digits, or more where
+    fewer would read as a whole number: 0.99996 is ``0.99996``, not ``1`` (a
+    correlation or a fraction that read as exactly 1), 99.996% not ``100%``."""
+    for n in range(digits, 18):
+        text = f"{value:.{n}g}"
+        if not float(text).is_integer():
+            return text
+    return repr(value)
 
 
 def format_runtime(seconds: float) -> str:
