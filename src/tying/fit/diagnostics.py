@@ -529,7 +529,8 @@ def _nonfinite_note(ev: ModelEvaluator, pmap: ParameterMap) -> str:
     at = ", ".join(
         f"{n}={v:.6g}" for n, v in zip(pmap.physical_names, ev.nonfinite_theta, strict=True)
     )
+    where = getattr(ev, "nonfinite_where", "")
     return (
         f"model_fn returned NaN or inf at {ev.n_nonfinite} of the points the solver tried "
-        f"(first at {at}), which it treated as a wall"
+        f"(first at {at}{f', on {where}' if where else ''}), which it treated as a wall"
     )

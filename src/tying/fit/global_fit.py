@@ -92,6 +92,9 @@ from tying.fit.solvers import (
 )
 from tying.fit.uncertainty import FitContext
 
+#: the largest budget every solver can count (MINPACK's maxfev is a C int)
+_MAX_ITER = 2**31 - 1
+
 
 def _signature(model_fn: Callable[..., Any]) -> tuple[list[str] | None, dict[str, Any]]:
     """The model's parameter names after x (None if it takes **kwargs) and their defaults."""
@@ -289,6 +292,12 @@ class GlobalFit:
             isinstance(self.max_iter, (int, np.integer)) and self.max_iter > 0
         ):
             raise ValueError(f"max_iter must be a positive int, got {self.max_iter!r}")
+        if self.max_iter > _MAX_ITER:
+            # MINPACK's maxfev is a C int: 2**31 raised a bare OverflowError (stop 52)
+            raise ValueError(
+                f"max_iter must be at most {_MAX_ITER:,} (MINPACK counts its evaluations in "
+                f"a C int), got {self.max_iter:,}; e.g. max_iter=100_000"
+            )
         if not isinstance(self.scale_covar, (bool, np.bool_)):
             # a truthy string ("no") scaled the errors, None did not: both without a word
             raise TypeError(

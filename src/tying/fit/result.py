@@ -291,6 +291,10 @@ class FitResult:
     def plot(self, i: int | str, ax=None, sigma: float | None = None):
         """Data set ``i`` with its fit (top) and weighted residuals (bottom).
 
+        The data are drawn with their σ as error bars, the model as a line along x
+        (sorted), the residuals ``(model - y)/σ`` at each x; the axes are labelled (by
+        point index where x is not 1-D).
+
         Args:
             i: data set index or name.
             ax: optional pair of matplotlib Axes (fit, residuals) to draw into.
@@ -299,6 +303,20 @@ class FitResult:
 
         Returns:
             The matplotlib ``Figure``.
+
+        Raises:
+            TypeError: ``ax`` that is not a pair of Axes.
+            ValueError: ``sigma`` for a data set whose x is not 1-D, or a band that
+                :meth:`eval_uncertainty` refuses.
+
+        Example:
+            >>> import numpy as np
+            >>> from tying.fit import GlobalFit
+            >>> x = np.linspace(0, 1, 10)
+            >>> res = GlobalFit(lambda x, a: a * x, [(x, 2 * x + 0.01 * np.cos(9 * x))],
+            ...                 shared=["a"], init={"a": 1.0}).run()
+            >>> [(a.get_xlabel(), a.get_ylabel()) for a in res.plot(0).axes]
+            [('', 'y'), ('x', '(model - y)/σ')]
         """
         from matplotlib.figure import Figure
 
@@ -314,17 +332,29 @@ class FitResult:
                 )
             grid = np.linspace(x.min(), x.max(), 200)
             band = (grid, self.predict(i, grid), self.eval_uncertainty(i, grid, sigma=sigma))
+        along = "x" if x.ndim == 1 else "point index (x is not 1-D)"
         x = x if x.ndim == 1 else np.arange(n)
         if ax is None:
             fig = Figure(figsize=(6, 4.5), layout="constrained")
             top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
         else:
-            top, bottom = ax
+            pair = list(ax) if isinstance(ax, (list, tuple, np.ndarray)) else None
+            if pair is None or len(pair) != 2:
+                # one Axes raised "cannot unpack non-iterable Axes object" (stop 52)
+                raise TypeError(
+                    f"plot(ax=...) takes a pair of matplotlib Axes (fit, residuals), got "
+                    f"{type(ax).__name__}{f' of {len(pair)}' if pair is not None else ''}; "
+                    f"e.g. fig, ax = plt.subplots(2, 1, sharex=True); result.plot({i}, ax=ax)"
+                )
+            top, bottom = pair
             fig = top.figure
         y = self._data.y[i, :n]
         yerr = 1.0 / self._data.weight[i, :n]
         top.errorbar(x, y, yerr=yerr, fmt=".", ms=3, lw=0.5, color="0.45", label="data")
-        top.plot(x, self.best_fit(i), color="C3", lw=1.5, label="global fit")
+        # the line in x order: data sets stored in another order (a scan back and forth,
+        # random x) drew a zigzag through the points, not the model (stop 52)
+        order = np.argsort(x, kind="stable")
+        top.plot(x[order], self.best_fit(i)[order], color="C3", lw=1.5, label="global fit")
         if band is not None:
             grid, mid, half = band
             top.fill_between(
@@ -334,7 +364,9 @@ class FitResult:
         top.legend(loc="best", fontsize=8)
         bottom.plot(x, self.residual(i), ".", ms=3, color="C0")
         bottom.axhline(0.0, color="0.3", lw=0.8)
+        top.set_ylabel("y")
         bottom.set_ylabel("(model - y)/σ")
+        bottom.set_xlabel(along)
         return fig
 
 

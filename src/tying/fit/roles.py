@@ -185,10 +185,10 @@ class ParameterMap:
         self.dataset_names = (
             list(dataset_names) if dataset_names is not None else [f"dataset {i}" for i in range(k)]
         )
-        per_group = dict(per_group or {})
-        fixed = dict(fixed or {})
-        init = dict(init or {})
-        bounds = dict(bounds or {})
+        per_group = _as_mapping("per_group", per_group, "{'offset': 'instrument'}")
+        fixed = _as_mapping("fixed", fixed, "{'c': 0.1}")
+        init = _as_mapping("init", init, "{'a': 1.0}")
+        bounds = _as_mapping("bounds", bounds, "{'a': (0.0, None)}")
         defaults = dict(defaults or {})
         self._assign_roles(model_params, shared, per_group, local, fixed, defaults)
         self._order_names()
@@ -218,6 +218,13 @@ class ParameterMap:
         for label, value in (("shared", shared), ("local", local)):
             if isinstance(value, str) or not isinstance(value, Sequence):
                 raise TypeError(f"{label} must be a list of parameter names, got {value!r}")
+            for name in value:
+                if not isinstance(name, str):
+                    # [["k"]] raised "unhashable type: 'list'", naming nothing (stop 52)
+                    raise TypeError(
+                        f"{label} must be a list of parameter names (str), got {name!r} "
+                        f"({type(name).__name__}) in it; e.g. {label}=['k']"
+                    )
         roles: dict[str, str] = {}
         for role, names in (
             ("shared", list(shared)),
@@ -640,6 +647,46 @@ class ParameterMap:
         """The role of ``name`` in words, e.g. ``"per group (instrument)"``."""
         role = self.roles[name]
         return f"per group ({self.group_key[name]})" if role == "per_group" else role
+
+
+def _as_mapping(label: str, value: Any, example: str) -> dict[str, Any]:
+    """``value`` as a dict, refusing what is not a mapping (None is an empty one).
+
+    ``dict(value or {})`` raised NumPy's "truth value of an array is ambiguous" for an
+    array (``init=result.x``), "'FitResult' object is not iterable" for a result, and
+    "dictionary update sequence element #0" for a list of names (stop 52).
+
+    Example:
+        >>> _as_mapping("init", None, "{'a': 1.0}")
+        {}
+        >>> _as_mapping("init", [1.0, 2.0], "{'a': 1.0}")
+        Traceback (most recent call last):
+        ...
+        TypeError: init must be a dict {name: value}, got list [1.0, 2.0]; e.g. init={'a': 1.0}; ...
+    """
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        return dict(value)
+    hint = ""
+    if hasattr(value, "values") and hasattr(value, "physical_names"):  # a FitResult
+        hint = f"; to start from a fit's result pass {label}=result.values"
+    elif isinstance(value, np.ndarray) or (
+        isinstance(value, (list, tuple)) and all(_is_number(v) for v in value)
+    ):
+        hint = (
+            f"; a vector of values (result.x) has no names: pass {label}=result.values"
+            if label == "init"
+            else ""
+        )
+    shown = ""
+    if isinstance(value, (list, tuple, np.ndarray, str)):
+        text = repr(value)
+        shown = " " + (text if len(text) <= 60 else text[:57] + "...")
+    raise TypeError(
+        f"{label} must be a dict {{name: value}}, got {type(value).__name__}{shown}; e.g. "
+        f"{label}={example}{hint}"
+    )
 
 
 def _is_number(value: Any) -> bool:
