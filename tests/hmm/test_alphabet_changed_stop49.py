@@ -31,5 +31,7 @@ def test_an_item_write_after_the_alphabet_changed_names_the_change(name):
 def test_no_note_when_the_size_did_not_change():
     m, _ = _fitted()
     m.set_params(n_features=3)  # fixed, and what the model holds
-    with pytest.raises(ValueError, match=r"must have shape \(2, 3\), got \(2, 4\)$"):
+    with pytest.raises(
+        ValueError, match=r"must have shape \(2, 3\) = \(n_components, n_symbols\), got \(2, 4\)$"
+    ):
         m.emissionprob_ = np.full((2, 4), 0.25)

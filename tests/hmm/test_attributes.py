@@ -41,16 +41,28 @@ X = np.random.default_rng(0).normal(size=(20, 2))
 @pytest.mark.parametrize(
     "name, value, match",
     [
-        ("startprob_", [2, 5], r"startprob_ must have shape \(3,\), got \(2,\)"),
+        (
+            "startprob_",
+            [2, 5],
+            r"startprob_ must have shape \(3,\) = \(n_components,\), got \(2,\)",
+        ),
         ("startprob_", [2, 5, -6], "startprob_ must hold finite non-negative probabilities"),
         ("startprob_", [0.5, 0.5, 0.5], r"startprob_ must sum to 1 .* sum to \[1.5\]"),
         ("transmat_", np.ones((3, 3)), r"transmat_ must sum to 1 .* row\(s\) \[0, 1, 2\]"),
         ("transmat_", np.eye(2), r"transmat_ must have shape \(3, 3\)"),
-        ("means_", np.zeros((2, 2)), r"means_ must have shape \(n_components=3, n_features\)"),
+        (
+            "means_",
+            np.zeros((2, 2)),
+            r"means_ must have shape \(3, n_features\) = \(n_components, n_features\)",
+        ),
         ("means_", np.full((3, 2), np.nan), "means_ must be finite"),
         ("means_", np.zeros((3, 4)), "means_ has 4 features but covars_ has 2"),
         ("covars_", -np.ones((3, 2)), r"covars_\[0\]: variances must be positive"),
-        ("covars_", np.ones((3, 3)), r"covars_ must have shape \(3, 2\) for 'diag'"),
+        (
+            "covars_",
+            np.ones((3, 3)),
+            r"covars_ must have shape \(3, 2\) = \(n_components, n_features\) for 'diag'",
+        ),
         (
             "covars_",
             np.array([[[1.0, 0.5], [0.5, 1.0]]] * 3),
@@ -76,7 +88,11 @@ def test_bad_assignment_is_refused_and_changes_nothing(name, value, match):
         ),
         ("full", np.array([[[1.0, 0.5], [0.0, 1.0]]] * 3), r"covars_\[0\] must be symmetric"),
         ("tied", np.array([[1.0, 2.0], [2.0, 1.0]]), "covars_ must be positive definite"),
-        ("spherical", np.ones((3, 2)), r"covars_ must have shape \(3,\) for 'spherical'"),
+        (
+            "spherical",
+            np.ones((3, 2)),
+            r"covars_ must have shape \(3,\) = \(n_components,\) for 'spherical'",
+        ),
         ("spherical", np.zeros(3), "variances must be positive"),
     ],
 )
@@ -149,7 +165,10 @@ def test_assigned_attributes_are_the_start_values_of_fit():
 
 def test_categorical_emissionprob_is_validated_on_assignment():
     m = CategoricalHMM.from_params([0.5, 0.5], np.full((2, 2), 0.5), [[0.5, 0.5], [0.1, 0.9]])
-    with pytest.raises(ValueError, match=r"emissionprob_ must have shape \(2, 2\), got \(2, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"emissionprob_ must have shape \(2, 2\) = \(n_components, n_symbols\), got \(2, 3\)",
+    ):
         m.emissionprob_ = np.full((2, 3), 1 / 3)
     with pytest.raises(ValueError, match=r"emissionprob_ must sum to 1 .* row\(s\) \[1\]"):
         m.emissionprob_ = [[0.5, 0.5], [0.5, 0.6]]

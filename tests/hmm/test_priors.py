@@ -103,11 +103,11 @@ def test_tied_states_with_equal_priors_fit_and_keep_their_tie():
     "kwargs, match",
     [
         ({"startprob_prior": np.ones(K + 1)}, r"startprob_prior has shape \(4,\), which does "
-         r"not broadcast to \(3,\) \(n_components\)"),
+         r"not broadcast to \(3,\) = \(n_components\)"),
         ({"transmat_prior": np.ones((K, K + 1))}, r"transmat_prior has shape \(3, 4\)"),
         ({"means_prior": np.zeros((K + 1, D)), "means_weight": 1.0},
          r"means_prior has shape \(4, 2\), which does not broadcast to \(3, 2\) "
-         r"\(n_components, n_features\)"),
+         r"= \(n_components, n_features\)"),
         ({"means_weight": np.ones(K)}, r"means_weight has shape \(3,\)"),  # (K,) vs (K, D)
         ({"covariance_type": "full", "covars_prior": np.ones((K, D))},
          r"covars_prior has shape \(3, 2\), which does not broadcast to \(3, 2, 2\)"),
@@ -128,7 +128,7 @@ def test_a_prior_of_the_wrong_shape_is_refused_by_name(kwargs, match):
 def test_a_categorical_prior_of_the_wrong_shape_is_refused_by_name():
     m = CategoricalHMM(2, emissionprob_prior=np.ones(7), random_state=0)
     with pytest.raises(ValueError, match=r"emissionprob_prior has shape \(7,\), which does not "
-                       r"broadcast to \(2, 3\) \(n_components, n_symbols\)"):  # fmt: skip
+                       r"broadcast to \(2, 3\) = \(n_components, n_symbols\)"):  # fmt: skip
         m.fit(np.array([[0], [1], [2], [1]]))
 
 

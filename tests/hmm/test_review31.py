@@ -242,9 +242,21 @@ PAIRS = [("GATTACA", "GATACA"), ("ACGT", "AGT")]
 @pytest.mark.parametrize(
     "setting,value,match",
     [
-        ("alphabet", "ACG", r"match_probs_ has shape \(4, 4\) \(expected \(3, 3\)\)"),
-        ("alphabet", "ACGTN", r"insert_probs_ has shape \(4,\) \(expected \(5,\)\)"),
-        ("tied", False, r"delta_ has shape \(\) \(expected \(2,\)\)"),
+        (
+            "alphabet",
+            "ACG",
+            r"match_probs_ has shape \(4, 4\) \(expected \(3, 3\) = \(n_symbols, n_symbols\)\)",
+        ),
+        (
+            "alphabet",
+            "ACGTN",
+            r"insert_probs_ has shape \(4,\) \(expected \(5,\) = \(n_symbols,\)\)",
+        ),
+        (
+            "tied",
+            False,
+            r"delta_ has shape \(\) \(expected \(2,\) \(one for insert-X, one for insert-Y\)\)",
+        ),
     ],
 )
 def test_pair_hmm_refuses_parameters_that_no_longer_fit_its_settings(setting, value, match):

@@ -427,8 +427,9 @@ def test_start_means_per_state_or_per_group_are_taken_and_other_shapes_named():
     bad = GaussianHMM(3, ties=ties, means_init=np.zeros((4, 2)), n_iter=2, random_state=0)
     with pytest.raises(
         ValueError,
-        match=r"means_init must have shape \(3, 2\) \(one per state\) or \(2, 2\) "
-        r"\(one per tie group of 'means'\), got \(4, 2\)",
+        match=r"means_init must have shape \(3, 2\) = \(n_components, n_features\) \(one per "
+        r"state\) or \(2, 2\) = \(groups in ties\['means'\], n_features\) \(one per group\), "
+        r"got \(4, 2\)",
     ):
         bad.fit(X, lengths)
     assert "_means" not in vars(bad)  # refused before anything was set

@@ -52,6 +52,7 @@ from tying.hmm.validation import (
     _fit_rng,
     _positive_int,
     _real_array,
+    _shape_text,
     _stochastic,
 )
 
@@ -199,7 +200,7 @@ class BaseHMM(HMMInference, EstimatorParams):
             K = self._checked_n_components()
             # a copy: the caller's array is not the model's (a later in-place change to it
             # would change the model, unvalidated: rows that no longer sum to 1, no error)
-            startprob = np.array(_stochastic("startprob_", value, (K,)))
+            startprob = np.array(_stochastic("startprob_", value, (K,), ("n_components",)))
             if "ties_" in self.__dict__:  # n_components may have changed since the others
                 self._ensure_ties()
             self._startprob = startprob
@@ -214,7 +215,7 @@ class BaseHMM(HMMInference, EstimatorParams):
     def transmat_(self, value) -> None:
         with self._assignment("transmat"):
             K = self._checked_n_components()
-            full = _stochastic("transmat_", value, (K, K))
+            full = _stochastic("transmat_", value, (K, K), ("n_components", "n_components"))
             self._ensure_ties()
             self._transitions = self._to_groups("transitions", "transmat_", full)
 
@@ -792,7 +793,9 @@ class BaseHMM(HMMInference, EstimatorParams):
         else:
             self._startprob = self._checked_start(  # a copy, as the setter keeps
                 "startprob_init",
-                lambda: np.array(_stochastic("startprob_init", self.startprob_init, (K,))),
+                lambda: np.array(
+                    _stochastic("startprob_init", self.startprob_init, (K,), ("n_components",))
+                ),
             )
         if "transmat" in kept:
             self._transitions = self._to_groups("transitions", "transmat_", kept["transmat"])
@@ -802,7 +805,9 @@ class BaseHMM(HMMInference, EstimatorParams):
         else:
 
             def check():
-                full = _stochastic("transmat_init", self.transmat_init, (K, K))
+                full = _stochastic(
+                    "transmat_init", self.transmat_init, (K, K), ("n_components", "n_components")
+                )
                 return self._to_groups("transitions", "transmat_init", full)
 
             self._transitions = self._checked_start("transmat_init", check)
@@ -865,8 +870,11 @@ class BaseHMM(HMMInference, EstimatorParams):
             f"(ties={{{kind!r}: {order}}})"
         )
 
-    def _per_group(self, kind: str, name: str, values, shape: tuple[int, ...]) -> np.ndarray:
-        """Per-group values from ``values`` given one per state or one per tie group."""
+    def _per_group(
+        self, kind: str, name: str, values, shape: tuple[int, ...], axes: tuple[str, ...]
+    ) -> np.ndarray:
+        """Per-group values from ``values`` given one per state or one per tie group
+        (``shape``: a state's, ``axes``: what each of its axes is, for the message)."""
         arr = _real_array(name, values)
         if not np.isfinite(arr).all():  # else a score of NaN, or an E-step "of probability 0"
             raise ValueError(f"{name} must be finite, got {arr}; give finite start values")
@@ -877,10 +885,13 @@ class BaseHMM(HMMInference, EstimatorParams):
         if arr.shape == (G,) + shape:
             self._check_group_order(kind, name)
             return arr.copy()
-        raise ValueError(
-            f"{name} must have shape {(K,) + shape} (one per state) or {(G,) + shape} "
-            f"(one per tie group of {kind!r}), got {arr.shape}"
-        )
+        trailing = tuple(zip(axes, shape))
+        want = f"{_shape_text(('n_components', K), *trailing)} (one per state)"
+        if G != K:  # untied, the two forms are one
+            want += (
+                f" or {_shape_text((f'groups in ties[{kind!r}]', G), *trailing)} (one per group)"
+            )
+        raise ValueError(f"{name} must have shape {want}, got {arr.shape}")
 
     def _snapshot(self) -> dict:
         return {k: np.array(v) for k, v in self._state_arrays().items()}

@@ -22,7 +22,7 @@ from tying.hmm.draws import last_possible
 from tying.hmm.fitted_array import fitted
 from tying.hmm.sequences import check_observations
 from tying.hmm.ties import StateTies
-from tying.hmm.validation import _check_prior, _real_array, _stochastic
+from tying.hmm.validation import _check_prior, _real_array, _shape_text, _stochastic
 
 __all__ = ["CategoricalHMM"]
 
@@ -120,7 +120,7 @@ class CategoricalHMM(BaseHMM):
             arr = _real_array("emissionprob_", value)
             M = self._alphabet_size()
             if arr.ndim != 2 or arr.shape[0] != K or (M is not None and arr.shape[1] != M):
-                want = f"({K}, {M})" if M is not None else f"({K}, n_symbols)"
+                want = _shape_text(("n_components", K), ("n_symbols", M))
                 held = self.__dict__.get("n_symbols_")
                 note = (
                     f" (n_symbols/n_features is {M}, but the model holds {held} symbols: the "
@@ -199,7 +199,8 @@ class CategoricalHMM(BaseHMM):
             if arr.shape[1] != M:
                 raise ValueError(
                     f"emissionprob_ has {arr.shape[1]} symbols but this fit needs {M}; assign "
-                    f"an emissionprob_ of shape ({self.n_components}, {M})"
+                    f"an emissionprob_ of shape "
+                    f"{_shape_text(('n_components', self.n_components), ('n_symbols', M))}"
                 )
             self._emissions = self._to_groups("emissions", "emissionprob_", arr)
             return
@@ -209,10 +210,11 @@ class CategoricalHMM(BaseHMM):
         arr = _real_array("emissionprob_init", self.emissionprob_init)
         K = self.n_components
         if arr.ndim != 2 or arr.shape[1] != M or arr.shape[0] not in (K, G):
-            raise ValueError(
-                f"emissionprob_init must have shape {(K, M)} (one row per state) or "
-                f"{(G, M)} (one per tie group), got {arr.shape}"
-            )
+            want = f"{_shape_text(('n_components', K), ('n_symbols', M))} (one row per state)"
+            if G != K:  # untied, the two forms are one
+                per_group = _shape_text(("groups in ties['emissions']", G), ("n_symbols", M))
+                want += f" or {per_group} (one per group)"
+            raise ValueError(f"emissionprob_init must have shape {want}, got {arr.shape}")
         if arr.shape[0] != K:
             self._check_group_order("emissions", "emissionprob_init")
         arr = _stochastic("emissionprob_init", arr, arr.shape)

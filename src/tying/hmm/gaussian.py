@@ -34,6 +34,14 @@ from scipy.linalg import cho_factor, solve_triangular
 
 from tying.hmm import compiled
 from tying.hmm.base import BaseHMM, _posteriors_finite
+from tying.hmm.covariances import (  # noqa: F401  (gaussian.<name> as before)
+    _check_covariance,
+    _check_min_covar,
+    _covariances_ok,
+    _covars_shape,
+    _floor_eigenvalues,
+    _plain_variances,
+)
 from tying.hmm.fitted_array import fitted
 from tying.hmm.forward_backward import (
     LaneLayout,
@@ -47,7 +55,13 @@ from tying.hmm.sequences import check_observations, check_squares
 from tying.hmm.start_covariance import data_covariance, start_variances
 from tying.hmm.tied_means import prior_once, weighted_means
 from tying.hmm.ties import StateTies
-from tying.hmm.validation import _broadcast, _check_prior, _positive_int, _real_array
+from tying.hmm.validation import (
+    _broadcast,
+    _check_prior,
+    _positive_int,
+    _real_array,
+    _shape_text,
+)
 
 __all__ = ["GaussianHMM", "kmeans_centres"]
 
@@ -234,9 +248,8 @@ class GaussianHMM(BaseHMM):
             arr = _real_array("means_", value)
             K = self._checked_n_components()
             if arr.ndim != 2 or arr.shape[0] != K:
-                raise ValueError(
-                    f"means_ must have shape (n_components={K}, n_features), got {arr.shape}"
-                )
+                want = _shape_text(("n_components", K), ("n_features", None))
+                raise ValueError(f"means_ must have shape {want}, got {arr.shape}")
             if not np.all(np.isfinite(arr)):
                 raise ValueError(f"means_ must be finite, got {arr}")
             self._check_features("means_", arr.shape[1])
@@ -407,19 +420,19 @@ class GaussianHMM(BaseHMM):
         ct = self.covariance_type
         cv = _real_array(name, value)
         K = self.n_components
-        if ct == "diag":
-            if per_state_only:  # the feature count the checks below hold it to
-                D = self._means.shape[1] if "_means" in self.__dict__ else None
-            else:
-                D = self.n_features_
-            if _plain_variances(cv, K, D):  # what the checks below accept, checked at once
-                return self._to_groups("covars", name, cv)
+        if per_state_only:  # the feature count the checks below hold it to (None: any)
+            D_want = self._means.shape[1] if "_means" in self.__dict__ else None
+        else:
+            D_want = self.n_features_
+        # what the checks below accept, checked at once
+        if ct == "diag" and _plain_variances(cv, K, D_want):
+            return self._to_groups("covars", name, cv)
         G = self.ties_.n_groups("covars")
-        want = {"spherical": (K,), "diag": (K, "D"), "full": (K, "D", "D"), "tied": ("D", "D")}
+        want = _covars_shape(ct, K, D_want, None if per_state_only else G)
         ndims = {"spherical": (1, 2, 3, 4), "diag": (2, 3), "full": (3,), "tied": (2, 3)}[ct]
         if cv.ndim not in ndims or 0 in cv.shape:
             raise ValueError(
-                f"{name} must have shape {want[ct]} for {ct!r} covariances, got {cv.shape}"
+                f"{name} must have shape {want} for {ct!r} covariances, got {cv.shape}"
             )
         if not np.all(np.isfinite(cv)):
             raise ValueError(f"{name} must be finite, got {cv}")
@@ -429,8 +442,9 @@ class GaussianHMM(BaseHMM):
             off = cv * (1 - np.eye(D))
             if cv.shape[1] != D or np.any(off != 0):
                 raise ValueError(
-                    f"{name}: a {ct!r} covariance given as matrices must be diagonal "
-                    f"(n, D, D); got shape {cv.shape} with off-diagonal entries; use "
+                    f"{name}: a {ct!r} covariance given as matrices must be diagonal, of "
+                    f"shape (n_components, n_features, n_features); got shape {cv.shape}"
+                    f"{'' if cv.shape[1] != D else ' with off-diagonal entries'}; use "
                     f"covariance_type='full' for correlated features"
                 )
             cv = np.diagonal(cv, axis1=1, axis2=2).copy()
@@ -444,18 +458,14 @@ class GaussianHMM(BaseHMM):
         elif ct == "spherical":
             if cv.size not in (K, G) or (cv.ndim > 1 and cv.shape[0] != cv.size):
                 raise ValueError(
-                    f"{name} must have shape ({K},) for 'spherical' covariances (one variance "
+                    f"{name} must have shape {want} for 'spherical' covariances (one variance "
                     f"per state), got {cv.shape}"
                 )
             cv = cv.reshape(-1, 1)  # hmmlearn accepts (K, 1) and the like: one value per state
         elif ct == "tied" and cv.ndim == 2:
             cv = cv[None]
-        D = self._means.shape[1] if "_means" in self.__dict__ else None
-        if per_state_only is False:
-            D = self.n_features_
         shape = {"spherical": (1,), "diag": (cv.shape[-1],)}.get(ct, cv.shape[-1:] * 2)
-        if ct != "spherical" and D is not None and cv.shape[-1] != D:
-            want = {"diag": (K, D), "full": (K, D, D), "tied": (D, D)}[ct]
+        if ct != "spherical" and D_want is not None and cv.shape[-1] != D_want:
             raise ValueError(
                 f"{name} must have shape {want} for {ct!r} covariances, got {np.shape(value)}"
             )
@@ -464,7 +474,7 @@ class GaussianHMM(BaseHMM):
             rows += (1,)
         if cv.shape[1:] != shape or cv.shape[0] not in rows:
             raise ValueError(
-                f"{name} must have shape {want[ct]} for {ct!r} covariances, got {np.shape(value)}"
+                f"{name} must have shape {want} for {ct!r} covariances, got {np.shape(value)}"
             )
         if self._full():  # every matrix at once; the first bad one is refused by name
             bad = np.flatnonzero(~_covariances_ok(cv))
@@ -829,13 +839,16 @@ class GaussianHMM(BaseHMM):
         if "means" in kept:
             means = np.asarray(kept["means"])
             if means.shape[1] != D:
-                raise ValueError(f"means_ has {means.shape[1]} features but X has {D}")
+                raise ValueError(_kept_features("means", means.shape[1], D, self.init_params))
             self._means = self._to_groups("means", "means_", means)
         elif self.means_init is None:
             self._means = kmeans_centres(X, Gm, rng)
         else:
             self._means = self._checked_start(
-                "means_init", lambda: self._per_group("means", "means_init", self.means_init, (D,))
+                "means_init",
+                lambda: self._per_group(
+                    "means", "means_init", self.means_init, (D,), ("n_features",)
+                ),
             )
         if "covars" in kept:
             cv = np.asarray(kept["covars"])
@@ -852,7 +865,7 @@ class GaussianHMM(BaseHMM):
                     f"{ct!r}, or let fit initialise them"
                 )
             if self.covariance_type != "spherical" and cv.shape[1] != D:
-                raise ValueError(f"covars_ has {cv.shape[1]} features but X has {D}")
+                raise ValueError(_kept_features("covars", cv.shape[1], D, self.init_params))
             self._covars = self._to_groups("covars", "covars_", cv)
         elif self.covars_init is None:
             if self._full():
@@ -893,6 +906,15 @@ class GaussianHMM(BaseHMM):
         return means[states] + np.einsum("nij,nj->ni", chol[states], z)
 
 
+def _kept_features(param: str, have: int, D: int, init_params) -> str:
+    """The refusal of a start value kept for another number of features than X has."""
+    return (
+        f"{param}_ has {have} features but X has {D}; fit starts from it (it was assigned, "
+        f"or init_params={init_params!r} leaves it out): assign m.{param}_ for {D} "
+        f"features, or let fit initialise it"
+    )
+
+
 def _blocks(rows: np.ndarray, width: int):
     """Split row indices into blocks whose (n, width) work arrays stay small."""
     step = max(1, _CHUNK // max(width, 1))
@@ -904,78 +926,3 @@ def _column_means(X: np.ndarray) -> np.ndarray:
     """``X.mean(0)`` as a mat-vec: NumPy's strided ``.mean(0)`` over 3 columns took
     ~25x longer (365 vs 15 µs for 30,000 rows)."""
     return (np.ones(len(X)) @ X) / len(X)
-
-
-def _plain_variances(cv: np.ndarray, K: int, D: int | None) -> bool:
-    """Whether ``cv`` is diag variances in hmmlearn's own form, ``(K, D)`` (any D when
-    None), every one finite and positive: what :meth:`GaussianHMM._covars_groups`'s
-    checks accept, tested in one comparison instead of their dozen NumPy calls (most
-    starts take this form; a start's checks run right after an E-step has flushed the
-    caches: 36 us of a 150 x 400 fit, 2026-12-02). False sends ``cv`` to those checks,
-    which accept it or name what is wrong.
-
-    Example:
-        >>> _plain_variances(np.ones((2, 3)), 2, 3), _plain_variances(np.zeros((2, 3)), 2, None)
-        (True, False)
-    """
-    if cv.ndim != 2 or cv.shape[0] != K or not cv.size or (D is not None and cv.shape[1] != D):
-        return False
-    return bool(((cv > 0) & (cv < np.inf)).all())  # NaN fails both comparisons
-
-
-def _check_min_covar(min_covar) -> None:
-    """Refuse a ``min_covar`` that is not a positive finite number."""
-    if isinstance(min_covar, (bool, np.bool_)):  # True read as a floor of 1.0, no error
-        raise TypeError(f"min_covar must be a positive number, got {min_covar!r} (bool)")
-    if not (
-        isinstance(min_covar, (int, float, np.number)) and np.isfinite(min_covar) and min_covar > 0
-    ):
-        raise ValueError(f"min_covar must be a positive number, got {min_covar!r}")
-
-
-def _check_covariance(who: str, c: np.ndarray, *, full: bool) -> None:
-    """Refuse non-positive variances, or a full matrix that is not symmetric positive definite."""
-    if not full:
-        if np.any(c <= 0):
-            raise ValueError(f"{who}: variances must be positive, got {c}")
-        return
-    if not np.allclose(c, c.T, rtol=1e-10, atol=1e-12):
-        raise ValueError(f"{who} must be symmetric, got {c}")
-    low = np.linalg.eigvalsh(c).min()
-    if low <= 0:
-        raise ValueError(
-            f"{who} must be positive definite (smallest eigenvalue {low:.3g}); add a "
-            f"multiple of the identity or fix the matrix"
-        )
-
-
-def _covariances_ok(c: np.ndarray) -> np.ndarray:
-    """``(n,)``: which matrices of a stack ``(n, D, D)`` :func:`_check_covariance` accepts.
-
-    Its two tests, over the whole stack in one pass each (one LAPACK call per matrix, as
-    one ``eigvalsh`` a matrix makes): ``np.allclose(c, c.T, rtol=1e-10, atol=1e-12)`` on
-    finite values, and the smallest eigenvalue above 0. A call per matrix cost 0.16 ms
-    of a full fit's start, K=8 (2026-12-02).
-
-    Example:
-        >>> _covariances_ok(np.array([np.eye(2), -np.eye(2), [[1.0, 0.5], [0.0, 1.0]]])).tolist()
-        [True, False, False]
-    """
-    ct = np.swapaxes(c, -1, -2)
-    sym = (np.abs(c - ct) <= 1e-12 + 1e-10 * np.abs(ct)).all(axis=(-2, -1))
-    return sym & (np.linalg.eigvalsh(c).min(axis=-1) > 0)
-
-
-def _floor_eigenvalues(S: np.ndarray, floor: float) -> np.ndarray:
-    """The covariance nearest ``S`` with every eigenvalue at least ``floor`` (for each
-    matrix of a stack ``(..., D, D)``).
-
-    This is also the constrained maximiser of the M-step objective, so EM stays
-    monotone when the floor binds.
-    """
-    w, V = np.linalg.eigh(S)  # S may be a stack (..., D, D): one LAPACK call per matrix
-    low = w.min(-1) < floor
-    if not np.any(low):
-        return S
-    floored = (V * np.maximum(w, floor)[..., None, :]) @ np.swapaxes(V, -1, -2)
-    return np.where(low[..., None, None], floored, S)

@@ -34,19 +34,15 @@ from scipy.linalg import cho_factor, solve_triangular
 from scipy.special import logsumexp
 
 from tying.hmm.base import BaseHMM
+from tying.hmm.covariances import _check_covariance, _check_min_covar, _floor_eigenvalues
 from tying.hmm.draws import last_possible
 from tying.hmm.fitted_array import fitted
-from tying.hmm.gaussian import (
-    _check_covariance,
-    _check_min_covar,
-    _floor_eigenvalues,
-    kmeans_centres,
-)
+from tying.hmm.gaussian import kmeans_centres
 from tying.hmm.sequences import check_observations, check_squares
 from tying.hmm.start_covariance import data_covariance, start_variances
 from tying.hmm.tied_means import weighted_means
 from tying.hmm.ties import StateTies
-from tying.hmm.validation import _positive_int, _real_array, _stochastic
+from tying.hmm.validation import _positive_int, _real_array, _shape_text, _stochastic
 
 __all__ = ["GMMHMM"]
 
@@ -210,7 +206,7 @@ class GMMHMM(BaseHMM):
     def weights_(self, value) -> None:
         with self._assignment("weights"):
             K, M = self._checked_n_components(), self._checked_n_mix()
-            arr = _stochastic("weights_", value, (K, M))
+            arr = _stochastic("weights_", value, (K, M), ("n_components", "n_mix"))
             self._ensure_ties()
             self._weights = self._to_groups("weights", "weights_", arr)
 
@@ -226,10 +222,8 @@ class GMMHMM(BaseHMM):
             K, M = self._checked_n_components(), self._checked_n_mix()
             arr = _real_array("means_", value)
             if arr.ndim != 3 or arr.shape[:2] != (K, M):
-                raise ValueError(
-                    f"means_ must have shape (n_components={K}, n_mix={M}, n_features), "
-                    f"got {arr.shape}"
-                )
+                want = _shape_text(("n_components", K), ("n_mix", M), ("n_features", None))
+                raise ValueError(f"means_ must have shape {want}, got {arr.shape}")
             if not np.all(np.isfinite(arr)):
                 raise ValueError("means_ must be finite")
             if "_covars" in self.__dict__ and self._covars.shape[2] != arr.shape[2]:
@@ -300,7 +294,12 @@ class GMMHMM(BaseHMM):
         shape = (M, D, D) if full else (M, D)
         rows = (K, G) if per_group_ok else (K,)
         if arr.shape[1:] != shape or arr.shape[0] not in rows:
-            want = (K, M, D, D) if full else (K, M, D)
+            known = D if "_means" in self.__dict__ else None  # else any D is accepted
+            axes = (("n_components", K), ("n_mix", M)) + (("n_features", known),) * (1 + full)
+            want = _shape_text(*axes)
+            if per_group_ok and G != K:
+                per_group = _shape_text(("groups in ties['covars']", G), *axes[1:])
+                want += f" or {per_group} (one per group)"
             raise ValueError(
                 f"{name} must have shape {want} for {self.covariance_type!r} components, "
                 f"got {arr.shape}"
@@ -471,12 +470,13 @@ class GMMHMM(BaseHMM):
         Gw, Gm, Gc = (ties.n_groups(k) for k in ("weights", "means", "covars"))
         full = self.covariance_type == "full"
         need = {"weights": (M,), "means": (M, D), "covars": (M, D, D) if full else (M, D)}
+        names = ("n_components", "n_mix", "n_features", "n_features")
         for param, value in kept.items():  # kept from a model of another n_mix or D
             if param in need and np.shape(value)[1:] != need[param]:
                 K = self.n_components
                 raise ValueError(
                     f"{param}_ has shape {np.shape(value)} but this fit needs "
-                    f"{(K,) + need[param]} (n_mix={M}, {D} features in X, "
+                    f"{_shape_text(*zip(names, (K,) + need[param]))} ({D} features in X, "
                     f"covariance_type={self.covariance_type!r}); fit starts from it (it was "
                     f"assigned, or init_params={self.init_params!r} leaves it out): assign "
                     f"m.{param}_ of that shape, or let fit initialise it"
@@ -487,7 +487,7 @@ class GMMHMM(BaseHMM):
             self._weights = np.full((Gw, M), 1.0 / M)
         else:
             w = _real_array("weights_init", self.weights_init)
-            self._weights = self._per_group("weights", "weights_init", w, (M,))
+            self._weights = self._per_group("weights", "weights_init", w, (M,), ("n_mix",))
             _stochastic("weights_init", self._weights, self._weights.shape)
         if "means" in kept:
             self._means = self._to_groups("means", "means_", kept["means"])
@@ -495,7 +495,9 @@ class GMMHMM(BaseHMM):
             centres = kmeans_centres(X, Gm * M, rng)
             self._means = centres[rng.permutation(Gm * M)].reshape(Gm, M, D)
         else:
-            self._means = self._per_group("means", "means_init", self.means_init, (M, D))
+            self._means = self._per_group(
+                "means", "means_init", self.means_init, (M, D), ("n_mix", "n_features")
+            )
         if "covars" in kept:
             self._covars = self._to_groups("covars", "covars_", kept["covars"])
         elif self.covars_init is None:
@@ -509,7 +511,8 @@ class GMMHMM(BaseHMM):
         else:
             arr = self._checked_covars("covars_init", self.covars_init, per_group_ok=True)
             shape = arr.shape[1:]
-            self._covars = self._per_group("covars", "covars_init", arr, shape)
+            axes = ("n_mix", "n_features", "n_features")[: len(shape)]
+            self._covars = self._per_group("covars", "covars_init", arr, shape, axes)
 
     def _emission_sizes(self) -> dict:
         M, D = self.n_mix, self.n_features_

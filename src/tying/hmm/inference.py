@@ -311,8 +311,9 @@ class HMMInference:
             >>> round(m.bic([[0.0]]), 6)            # log 1 = 0: no penalty
             1.837877
         """
+        log_l = self.score(X, lengths)  # first: X is checked (a ragged list refused by name)
         n = len(np.asarray(X))
-        return float(-2.0 * self.score(X, lengths) + self.n_free_parameters() * np.log(n))
+        return float(-2.0 * log_l + self.n_free_parameters() * np.log(n))
 
     def get_stationary_distribution(self) -> np.ndarray:
         """The stationary distribution π = π A of the transition matrix.

@@ -48,6 +48,7 @@ from tying.hmm.validation import (
     _check_tol,
     _positive_int,
     _real_array,
+    _shape_text,
 )
 
 __all__ = ["PairHMM", "mirror"]
@@ -891,7 +892,7 @@ class PairHMM(EstimatorParams):
         wrong = {n: w for n, w in want.items() if np.shape(d[f"_{n}"]) != w}
         if wrong:
             got = ", ".join(
-                f"{n}_ has shape {np.shape(self.__dict__[f'_{n}'])} (expected {w})"
+                f"{n}_ has shape {np.shape(self.__dict__[f'_{n}'])} (expected {_table_shape(n, w)})"
                 for n, w in wrong.items()
             )
             raise ValueError(
@@ -919,10 +920,20 @@ def _prob(name, value, shape) -> np.ndarray | float:
     return arr if shape else float(arr)
 
 
+def _table_shape(name: str, shape: tuple[int, ...]) -> str:
+    """A table's expected shape, readably: ``(4, 4) = (n_symbols, n_symbols)``."""
+    if name.rstrip("_") in ("delta", "epsilon"):
+        return "(2,) (one for insert-X, one for insert-Y)" if shape else "() (one number)"
+    if name.rstrip("_") == "match_probs":
+        return _shape_text(*zip(("n_symbols", "n_symbols"), shape))
+    axes = ("insert-X and insert-Y", "n_symbols") if len(shape) == 2 else ("n_symbols",)
+    return _shape_text(*zip(axes, shape))
+
+
 def _distribution(name, value, shape) -> np.ndarray:
     arr = _real_array(name, value)
     if arr.shape != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
+        raise ValueError(f"{name} must have shape {_table_shape(name, shape)}, got {arr.shape}")
     if not np.all(np.isfinite(arr)) or np.any(arr < 0):
         raise ValueError(f"{name} must hold non-negative probabilities")
     axes = tuple(range(len(shape) - (2 if name.rstrip("_") == "match_probs" else 1), len(shape)))

@@ -79,10 +79,10 @@ def check_priors(model, shapes: dict) -> None:
         except ValueError:
             fits = False
         if not fits:
+            named = f"({axes})" if axes.startswith("per ") else f"= ({axes})"
             raise ValueError(
-                f"{name} has shape {arr.shape}, which does not broadcast to {shape} "
-                f"({axes}); give one number, or an array of that shape (or one that "
-                f"broadcasts to it)"
+                f"{name} has shape {arr.shape}, which does not broadcast to {shape} {named}; "
+                f"give one number, or an array of that shape (or one that broadcasts to it)"
             )
         if kind is None or not model.ties_.is_tied(kind):
             continue

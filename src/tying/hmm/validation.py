@@ -191,11 +191,50 @@ def _check_prior(name: str, value, *, nonneg: bool) -> None:
         raise ValueError(f"{name} must hold {need} numbers, got {value!r}")
 
 
-def _stochastic(name: str, value, shape: tuple[int, ...]) -> np.ndarray:
-    """Validate a probability vector / row-stochastic matrix."""
+def _shape_text(*axes: tuple[str, int | None]) -> str:
+    """An expected shape written readably: its sizes, then what each axis is.
+
+    A shape printed as a tuple of sizes and letters (``(3, 'D')``) says neither what
+    ``'D'`` is nor which axis is which; this writes ``(3, 4) = (n_components, n_features)``,
+    an axis whose size is not known yet by its name (``(3, n_features) = (n_components,
+    n_features)``).
+
+    Args:
+        *axes: ``(name, size)`` per axis; ``size`` None when not known.
+
+    Returns:
+        The text.
+
+    Example:
+        >>> _shape_text(("n_components", 3), ("n_features", 4))
+        '(3, 4) = (n_components, n_features)'
+        >>> _shape_text(("n_components", 3), ("n_features", None))
+        '(3, n_features) = (n_components, n_features)'
+        >>> _shape_text(("n_components", 2))
+        '(2,) = (n_components,)'
+        >>> _shape_text(("n_features", None), ("n_features", None))
+        '(n_features, n_features)'
+    """
+
+    def tup(items: list[str]) -> str:
+        return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+
+    names = [name for name, _ in axes]
+    if all(size is None for _, size in axes):  # no size known: the names say it all
+        return tup(names)
+    sizes = [name if size is None else str(int(size)) for name, size in axes]
+    return f"{tup(sizes)} = {tup(names)}"
+
+
+def _stochastic(
+    name: str, value, shape: tuple[int, ...], axes: tuple[str, ...] | None = None
+) -> np.ndarray:
+    """Validate a probability vector / row-stochastic matrix (``axes``: what each axis
+    of ``shape`` is, for the message)."""
     arr = _real_array(name, value)
     if arr.shape != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
+        want = _shape_text(*zip(axes, shape)) if axes else str(shape)
+        raise ValueError(f"{name} must have shape {want}, got {arr.shape}")
     # the checks below in three comparisons (NaN fails >= 0; with no negatives an inf
     # makes its sum inf): np.allclose's own checks cost more than the rest of a start
     with np.errstate(over="ignore", invalid="ignore"):  # inf - inf: refused below
