@@ -276,7 +276,7 @@ def test_eval_bias_cache_follows_in_place_updates_and_train_mode():
 
     with torch.no_grad():
         first = conv(x)
-        assert conv.bias_bank() is conv.bias_bank()  # served from the cache
+        assert conv._bias_bank() is conv._bias_bank()  # served from the cache
         conv.biases.e.add_(1.0)  # the version counter moves
         torch.testing.assert_close(conv(x), _c4_reference(conv, x), rtol=0, atol=0)
         assert not conv(x).equal(first)
@@ -412,7 +412,7 @@ def test_eval_cache_of_bank_and_bias_follows_a_write_to_either_alone():
 
     with torch.no_grad():
         conv(x)
-        assert conv.filter_bank() is conv.filter_bank()  # served from the one cache
+        assert conv._filter_bank() is conv._filter_bank()  # served from the one cache
         conv.biases.e.data.add_(0.5)  # moves no version counter
         torch.testing.assert_close(conv(x), _c4_reference(conv, x), rtol=0, atol=0)
         conv.kernels.e_r2.data.mul_(-1.0)

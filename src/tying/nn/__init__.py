@@ -1,5 +1,6 @@
 """Layers whose sharing is the design (and their untied baselines)."""
 
+from tying.nn._args import refuse_script
 from tying.nn.attention import Attention, kv_sharing_plan
 from tying.nn.autoencoder import TiedAutoencoder
 from tying.nn.graph import EdgeAdjacency, MultiHopGraphConv, normalized_adjacency
@@ -62,3 +63,34 @@ __all__ = [
     "soft_dice",
     "soft_iou",
 ]
+
+# torch.jit.script compiles none of the layers (Python-side input checks): refuse it by
+# name, with what works instead, before TorchScript fails on a line of the layer (stop 52)
+for _layer in (
+    Attention,
+    EncoderDecoder,
+    GroupConv2d,
+    GroupPool,
+    HashedEmbedding,
+    HashedEmbeddingBag,
+    HashedLinear,
+    LiftingConv2d,
+    LocallyConnected2d,
+    MultiHopGraphConv,
+    NeuralODE,
+    PeriodicFeatures,
+    SharedBoundary,
+    Siamese,
+    SoftDiceLoss,
+    SoftIoULoss,
+    Stack,
+    SymmetricConv1d,
+    TiedAutoencoder,
+    TiedGateLSTM,
+    TiedResidualNet,
+    TiedUNet,
+    TransformerBlock,
+    VectorField,
+):
+    _layer.__prepare_scriptable__ = refuse_script
+del _layer

@@ -127,3 +127,88 @@ def forward_ad_active(*tensors) -> bool:
     from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 
     return any(i.key() == TransformType.Jvp for i in retrieve_all_functorch_interpreters())
+
+
+def in_graph() -> bool:
+    """Whether this call is being recorded into a graph (``torch.compile`` or
+    ``torch.jit.trace``), where a Python ``if`` on a tensor's value runs once, at
+    recording time, and is not part of what later calls run."""
+    import torch
+
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
+def assert_in_graph(ok, message: str, x):
+    """Refuse a bad value inside a compiled or traced graph; returns ``x``.
+
+    Args:
+        ok: a 0-d bool tensor, True when the value is acceptable.
+        message: the error's text (the rule and the fix; the values are not known
+            while the graph is recorded).
+        x: the tensor the caller goes on with.
+
+    Returns:
+        ``x``, bit for bit; under ``torch.jit.trace`` a tensor that depends on the check,
+        so the traced graph keeps it (it drops an op whose result nothing reads, as
+        ``torch._assert_async``'s; a traced ``HashedEmbedding`` read a row for an id out
+        of range, and a traced Dice loss took logits, with no error: stop 52).
+
+    Raises:
+        RuntimeError: when the graph runs on a value with ``ok`` False (torch's
+            assert), naming ``message``.
+
+    Example:
+        >>> import torch, warnings
+        >>> with warnings.catch_warnings():  # torch 2.13: "torch.jit.trace is deprecated"
+        ...     warnings.simplefilter("ignore", DeprecationWarning)
+        ...     f = torch.jit.trace(
+        ...         lambda x: assert_in_graph((x >= 0).all(), "x must be >= 0", x) * 2,
+        ...         (torch.ones(2),),
+        ...     )
+        >>> f(torch.tensor([1.0, 2.0]))
+        tensor([2., 4.])
+        >>> try:
+        ...     f(torch.tensor([-1.0, 2.0]))
+        ... except RuntimeError as e:
+        ...     print("x must be >= 0" in str(e))
+        True
+    """
+    import torch
+
+    if torch.jit.is_tracing():
+        dep = torch.ops.aten._functional_assert_async.msg(ok, message, x.new_zeros(0))
+        return torch.where(dep.sum() == 0, x, x)
+    torch._assert_async(ok, message)
+    return x
+
+
+def refuse_script(self):
+    """``__prepare_scriptable__`` of every ``tying.nn`` layer: refuse ``torch.jit.script``
+    by name, with what works instead.
+
+    TorchScript compiles none of them (their forwards check inputs in Python: ``try``
+    blocks, f-strings, keyword-only arguments); it failed deep inside with "try blocks
+    aren't supported" pointing at a line of the layer, also for an untied copy, the fix
+    the core's refusal of a tied slot suggests (stop 52). ``torch.jit.trace``,
+    ``torch.compile`` and ``torch.export`` run them.
+
+    Raises:
+        TypeError: always, naming the layer and the alternatives.
+
+    Example:
+        >>> import torch, warnings
+        >>> from tying.nn import GroupPool
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore", DeprecationWarning)
+        ...     try:
+        ...         torch.jit.script(GroupPool("max"))
+        ...     except TypeError as e:
+        ...         print(str(e)[:47])
+        torch.jit.script cannot compile GroupPool: it c
+    """
+    raise TypeError(
+        f"torch.jit.script cannot compile {type(self).__name__}: it checks its inputs in "
+        f"Python, which TorchScript does not compile (untied or not); use "
+        f"torch.jit.trace (the same outputs), torch.compile or torch.export; the module is "
+        f"unchanged"
+    )

@@ -265,8 +265,15 @@ class _GroupConvBase(nn.Module):
     def bias_bank(self) -> torch.Tensor | None:
         """The bias of every output channel ``c·|G| + g`` (None without bias).
 
-        In eval mode without autograd it is cached like :meth:`filter_bank`.
+        In eval mode without autograd the layer keeps it like :meth:`filter_bank`, and
+        returns a copy of the kept one: an in-place edit of the returned tensor cannot
+        reach the layer's later calls.
         """
+        bias = self._bias_bank()
+        return bias.clone() if bias is not None and _cacheable(self) else bias
+
+    def _bias_bank(self) -> torch.Tensor | None:
+        """:meth:`bias_bank` itself, the kept tensor in eval mode (for the forward)."""
         if self.biases is None:
             return None
         refresh(self._modules["biases"])  # a pruned/normed bias: its hook, as a call would
@@ -532,8 +539,26 @@ class _GroupConvBase(nn.Module):
         Output channel ``c·|G| + g`` is orientation ``g`` of channel ``c``; input
         channels are ordered the same way. When tied it is one gather from the
         physical kernel; in eval mode without autograd it is cached until a
-        parameter changes.
+        parameter changes, and this returns a copy of the kept bank (a ``bank.mul_``
+        on what it returned changed every later output, stop 52).
+
+        Returns:
+            A tensor the caller owns; under autograd it carries the graph to the
+            physical kernel.
+
+        Example:
+            >>> layer = LiftingConv2d(1, 2, 3, group="C4").eval()
+            >>> with torch.no_grad():
+            ...     layer.filter_bank().zero_().shape  # the layer's own bank stays intact
+            torch.Size([8, 1, 3, 3])
+            >>> bool(layer.filter_bank().abs().sum() > 0)
+            True
         """
+        bank = self._filter_bank()
+        return bank.clone() if _cacheable(self) else bank
+
+    def _filter_bank(self) -> torch.Tensor:
+        """:meth:`filter_bank` itself, the kept tensor in eval mode (for the forward)."""
         # the bank is read, never called: run its prune/weight_norm/spectral_norm hooks
         # here, or a reparametrised block keeps its value from when it was reparametrised
         refresh(self._modules["kernels"])
@@ -689,7 +714,7 @@ class _GroupConvBase(nn.Module):
         if bank is None and self._fast_ready():
             bank, bias = self._banks()  # both from one check (and one eval cache)
         elif bank is None:
-            bank, bias = self.filter_bank(), self.bias_bank()
+            bank, bias = self._filter_bank(), self._bias_bank()
         if self.algorithm == "winograd":
             y = _winograd.winograd_conv2d(x, bank, bias, self.padding)
         else:

@@ -47,7 +47,7 @@ from torch import nn
 from tying.core import Hashed, Plan, share
 from tying.core.errors import TieError
 from tying.core.slots import base_class, slots_of
-from tying.nn._args import int_arg
+from tying.nn._args import assert_in_graph, in_graph, int_arg
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 from tying.nn.hashed_kernels import FusedKeepLookup, FusedLookup, SparseGather, fused_available
 from tying.nn.hashing import MAX_LOGICAL, MODES, HashedTable, P, combine, qr_split
@@ -417,13 +417,16 @@ class HashedEmbedding(nn.Module):
         if input.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"{name} expects int64/int32 {what}, got {input.dtype}")
         fix = "map out-of-vocabulary ids into range (e.g. id % num_embeddings) first"
-        if torch.compiler.is_compiling() and input.numel():
+        if in_graph() and input.numel():
             # Any id hashes to some bucket, so an out-of-range id would read a row quietly:
             # a compiled graph cannot raise IndexError on a value, but it can assert one.
+            # A torch.jit.trace graph keeps only tensor ops: the Python check below ran at
+            # trace time alone, and the traced layer read a row for id 25 of 20 (stop 52).
             lo, hi = torch.aminmax(input)
-            torch._assert_async(
+            input = assert_in_graph(
                 (lo >= 0) & (hi < self.num_embeddings),
                 f"{name}: {what} must be in [0, {self.num_embeddings}); {fix}",
+                input,
             )
         elif input.numel():
             # under vmap the ids are a batched wrapper whose values no int() may read

@@ -59,6 +59,9 @@ def fused_available(w: torch.Tensor) -> bool:
         w.device.type == "cpu"
         and w.dtype in (torch.float32, torch.float64)
         and not torch.compiler.is_compiling()
+        # a traced graph records the numba kernels as Python ops it cannot save, and the
+        # pooled one failed to trace ("unordered_map::at"): trace the torch path (stop 52)
+        and not torch.jit.is_tracing()
         and _nb() is not None
     )
 

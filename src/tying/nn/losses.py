@@ -34,30 +34,37 @@ import numbers
 import torch
 from torch import nn
 
-from tying.nn._args import is_bool
+from tying.nn._args import assert_in_graph, in_graph, is_bool
 
 __all__ = ["SoftDiceLoss", "SoftIoULoss", "soft_dice", "soft_iou"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-def _check_unit_range(what: str, x: torch.Tensor, fix: str) -> None:
+def _check_unit_range(what: str, x: torch.Tensor, fix: str) -> torch.Tensor:
     """Refuse values outside [0, 1]: logits passed without ``from_logits=True`` gave a
-    score above 1 or below 0 (a loss below 0), with no error.
+    score above 1 or below 0 (a loss below 0), with no error. Returns ``x``.
 
-    Skipped inside ``torch.func`` transforms and ``torch.compile``, where reading a value
-    back to Python is not allowed (the same call outside them is checked).
+    Inside ``torch.compile`` and ``torch.jit.trace`` the check is an assert in the graph
+    (a Python ``if`` ran once, at recording time, or not at all: a compiled Dice loss took
+    logits and returned 2.25, stop 52); skipped inside ``torch.func`` transforms, where
+    no assert may read a value (the same call outside them is checked).
     """
-    if x.numel() == 0 or torch.compiler.is_compiling():
-        return
+    if x.numel() == 0:
+        return x
+    if in_graph():
+        lo, hi = torch.aminmax(x.detach())
+        ok = (lo >= 0) & (hi <= 1)  # NaN fails too
+        return assert_in_graph(ok, f"the {what} must hold values in [0, 1]; {fix}", x)
     if torch._C._functorch.is_functorch_wrapped_tensor(x):
-        return
+        return x
     lo, hi = torch.aminmax(x.detach())
     lo, hi = float(lo), float(hi)
     if not (0.0 <= lo and hi <= 1.0):  # NaN fails too
         raise ValueError(
             f"the {what} must hold values in [0, 1], got min {lo:.4g}, max {hi:.4g}; {fix}"
         )
+    return x
 
 
 def _prepare(pred, target, from_logits, eps, reduction):
@@ -90,8 +97,12 @@ def _prepare(pred, target, from_logits, eps, reduction):
         # ints and bools are exact in floating point, so score them as the floats they are
         pred = pred.to(torch.get_default_dtype())
     if not from_logits:
-        _check_unit_range("prediction", pred, "pass probabilities, or logits with from_logits=True")
-    _check_unit_range("target", target, "a mask holds values in [0, 1] (one channel per class)")
+        pred = _check_unit_range(
+            "prediction", pred, "pass probabilities, or logits with from_logits=True"
+        )
+    target = _check_unit_range(
+        "target", target, "a mask holds values in [0, 1] (one channel per class)"
+    )
     p = torch.sigmoid(pred) if from_logits else pred
     t = target.to(p.dtype)
     dims = tuple(range(1, p.ndim))

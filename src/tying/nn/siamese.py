@@ -37,7 +37,7 @@ from torch import nn
 
 from tying.core import Plan, share
 from tying.core.slots import slots_of
-from tying.nn._args import flag, is_bool, scalar_value
+from tying.nn._args import assert_in_graph, flag, in_graph, is_bool, scalar_value
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 
 __all__ = ["Siamese", "contrastive_loss"]
@@ -247,8 +247,11 @@ def contrastive_loss(
         or not (value > 0 and math.isfinite(value))
     ):
         raise ValueError(f"contrastive_loss: margin must be > 0 and finite, got {margin!r}")
-    if not torch.compiler.is_compiling() and not bool(((same == 0) | (same == 1)).all()):
-        raise ValueError("contrastive_loss: same must hold 0 (different) or 1 (same) labels")
+    labels = "contrastive_loss: same must hold 0 (different) or 1 (same) labels"
+    if in_graph():  # a Python if would run at recording time only (stop 52)
+        same = assert_in_graph(((same == 0) | (same == 1)).all(), labels, same)
+    elif not bool(((same == 0) | (same == 1)).all()):
+        raise ValueError(labels)
     same = same.to(za.dtype)
     d = _pair_distance(za, zb, "contrastive_loss")  # (B,)
     loss = same * d.square() + (1 - same) * (margin - d).clamp_min(0).square()
