@@ -127,9 +127,22 @@ class Inventory:
         return self._path_of.get(id(module))
 
     def under(self, module_path: str) -> list[str]:
-        """Slot paths inside the module at ``module_path`` (recursively)."""
-        prefix = module_path + "."
-        return [p for p in self.slots if p.startswith(prefix)]
+        """Slot paths inside the module at ``module_path`` (recursively), in slot order.
+
+        From an index of every module path above each slot, made on first use (and
+        again if slots were added since): a scan of every slot per call made a plan over
+        a stack of N tied blocks cost N^2 (1,024 blocks: 7 s of 16, stop 52).
+        """
+        index = self.__dict__.get("_under")
+        if index is None or index[0] != len(self.slots):
+            by_module: dict[str, list[str]] = {}
+            for path in self.slots:
+                dot = path.find(".")
+                while dot != -1:
+                    by_module.setdefault(path[:dot], []).append(path)
+                    dot = path.find(".", dot + 1)
+            index = self._under = (len(self.slots), by_module)
+        return list(index[1].get(module_path, ()))
 
     def closest(self, path: str) -> str:
         """A hint naming the closest existing slot or module path."""
