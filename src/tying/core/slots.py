@@ -751,8 +751,9 @@ def _prepare_scriptable(self):
         f"torch.jit.script cannot compile {type(self).__name__} ({where}): a tied slot is "
         f"served by tying at each read, which TorchScript cannot express; use torch.compile "
         f"or torch.export (they keep the tie), torch.jit.trace, or script an untied copy "
-        f"(c = copy.deepcopy(model); tying.untie(c); torch.jit.script(c)); the model is "
-        f"unchanged"
+        f"(c = copy.deepcopy(model); tying.untie(c); torch.jit.script(c); not for models "
+        f"holding tying.nn layers, which TorchScript cannot compile tied or not: trace "
+        f"those); the model is unchanged"
     )
 
 
