@@ -105,3 +105,128 @@ def refuse_mixing_backward(losses, anchors, grads, names, where, who: str) -> No
                     f"backward act per example (no sum, mean or norm over the batch "
                     f"dimension), or use mode='vmap', which runs each example's backward alone"
                 )
+
+
+def custom_function_nodes(outs, given=()) -> list:
+    """The custom ``autograd.Function`` nodes in the graphs of the tensors ``outs``.
+
+    Like :func:`custom_backward_nodes`, but the nodes themselves, and leaving out the
+    ``BackwardHookFunction`` nodes that full backward hooks (Opacus' own) put around a
+    module: their backward is the identity.
+
+    Args:
+        outs: the tensors whose graphs are walked (a forward's outputs).
+        given: tensors whose own history is not this run's (the inputs): not walked.
+
+    Returns:
+        The nodes, in the order found; empty where the graphs hold torch's own nodes only.
+
+    Example:
+        >>> import torch
+        >>> class Halve(torch.autograd.Function):
+        ...     @staticmethod
+        ...     def forward(ctx, x):
+        ...         return x / 2
+        ...     @staticmethod
+        ...     def backward(ctx, g):
+        ...         return g / 2
+        >>> x = torch.ones(3, requires_grad=True)
+        >>> [type(n).__name__ for n in custom_function_nodes([Halve.apply(x).exp(), x.sin()])]
+        ['HalveBackward']
+    """
+    from torch.autograd.function import BackwardCFunction
+
+    seen = {id(t.grad_fn) for t in given if isinstance(t, torch.Tensor) and t.grad_fn}
+    todo, found = [t.grad_fn for t in outs], []
+    while todo:
+        node = todo.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, BackwardCFunction) and not _hook_function(node._forward_cls):
+            found.append(node)
+        todo.extend(nxt for nxt, _ in node.next_functions)
+    return found
+
+
+def refuse_mixing_backward_at(losses, nodes, inputs, who: str, fix: str) -> None:
+    """Refuse a custom Function whose backward hands example 0 or the last another gradient.
+
+    Where no per-use anchor is at hand (Opacus' hooks read each layer's gradient inside
+    the backward the caller runs), the gradient each custom node hands down is compared
+    instead: from the batch's backward (``losses.sum()``) and from example 0's and the
+    last example's alone, on the same graph, which is kept (``retain_graph=True``) for
+    the caller's own backward. A row-by-row backward gives example ``i`` alone its own
+    row of the batch's gradient and zeros elsewhere; a gradient without the batch's rows
+    first (a Function on a weight) is not compared.
+
+    Args:
+        losses: per-example losses (B,), their graph kept.
+        nodes: the custom nodes (:func:`custom_function_nodes`).
+        inputs: the tensors the backward runs to (the trainable parameters).
+        who: the caller, for the message (``"grad_sample_module"``).
+        fix: the last sentence of the message (what to do instead).
+
+    Raises:
+        ValueError: naming the Function, the example, and the change.
+
+    Example:
+        >>> import torch
+        >>> class BatchNormed(torch.autograd.Function):   # its backward reads every row
+        ...     @staticmethod
+        ...     def forward(ctx, x):
+        ...         return x.clone()
+        ...     @staticmethod
+        ...     def backward(ctx, g):
+        ...         return g / g.norm()
+        >>> w = torch.ones(3, requires_grad=True)
+        >>> out = BatchNormed.apply(torch.tensor([[1.0], [2.0]]) * w)   # (2, 3)
+        >>> try:
+        ...     refuse_mixing_backward_at(out.pow(2).sum(1), custom_function_nodes([out]), [w], "demo", "fix it")
+        ... except ValueError as err:
+        ...     print(str(err).split(":")[1])
+         the backward of the custom autograd.Function BatchNormed mixes the examples of a batch
+    """
+    B = losses.shape[0]
+    got: dict[int, list] = {}
+
+    def catch(k):
+        def hook(grad_inputs, grad_outputs):
+            got[k] = [None if g is None else g.detach().clone() for g in grad_inputs]
+
+        return hook
+
+    handles = [n.register_hook(catch(k)) for k, n in enumerate(nodes)]
+    try:
+        torch.autograd.grad(losses.sum(), inputs, allow_unused=True, retain_graph=True)
+        batch = dict(got)
+        for i in dict.fromkeys((0, B - 1)):
+            got.clear()
+            torch.autograd.grad(losses[i], inputs, allow_unused=True, retain_graph=True)
+            for k, grads in batch.items():
+                alone = got.get(k, [None] * len(grads))
+                for g, gi in zip(grads, alone):
+                    if g is None or g.dim() == 0 or g.shape[0] != B:
+                        continue
+                    want = torch.zeros_like(g)
+                    want[i] = g[i]  # example i alone: its own row, and nothing elsewhere
+                    gi = torch.zeros_like(g) if gi is None else gi
+                    if not bool(unchanged(want, gi).all()):
+                        name = nodes[k]._forward_cls.__qualname__
+                        raise ValueError(
+                            f"{who}: the backward of the custom autograd.Function {name} "
+                            f"mixes the examples of a batch: the gradient it hands down for "
+                            f"example {i} alone differs from example {i}'s row of the batch's "
+                            f"by {float((gi - want).abs().max()):.3g} (or reaches other "
+                            f"examples' rows), so the per-sample gradients would not be the "
+                            f"examples' own and clipping would not bound them. {fix}"
+                        )
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _hook_function(cls) -> bool:
+    """Whether ``cls`` is torch's ``BackwardHookFunction`` (``register_full_backward_hook``
+    wraps a module's inputs and outputs in it; its backward is the identity)."""
+    return cls.__name__ == "BackwardHookFunction" and cls.__module__.startswith("torch.")

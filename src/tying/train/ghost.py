@@ -207,7 +207,6 @@ class GhostClipping:
         # (signature, batch size) pairs probed (stop 49, every size since stop 50): _vet_forward
         self._sized: set = set()
         self._key = None  # the last forward's input signature (_vet_forward)
-        self._torch_backward: set = set()  # (signature, loss) found with no custom Function
         self._names = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
         self._params = {id(p): p for _, p in model.named_parameters() if p.requires_grad}
         # (names, tensors) in named_parameters order, for a DP step: two walks fewer
@@ -371,7 +370,7 @@ class GhostClipping:
                 f"{tuple(losses.shape)}; use reduction='none' (and .sum(-1) over extra dims)"
             )
         anchors = [c[2] for c in calls]
-        custom = self._custom_backward(losses, xs, anchors, watch is not None, probe, loss_fn)
+        custom = self._custom_backward(losses, xs, anchors, watch is not None, probe)
         grads = (
             torch.autograd.grad(losses.sum(), anchors, allow_unused=True, retain_graph=bool(custom))
             if anchors
@@ -414,22 +413,18 @@ class GhostClipping:
             _refuse_losses_that_mix_examples(loss_fn, out, y, losses)
         return losses.detach(), uses
 
-    def _custom_backward(self, losses, xs, anchors, watched: bool, probe: bool, loss_fn):
+    def _custom_backward(self, losses, xs, anchors, watched: bool, probe: bool):
         """The custom ``autograd.Function`` nodes in the losses' graph, whose backward is
         then probed for mixing examples (:mod:`~tying.train.backward_probe`, stop 51: a
         backward dividing by the batch's gradient norm gave norms 0.19 off a per-example
-        loop, no error). Torch's own modules and known losses have none; a graph found
-        without one is not walked again for the same input signature and loss (a walk of
-        a small LM's graph took ~0.3 ms on a loaded 2-core machine)."""
+        loop, no error). Torch's own modules and known losses have none. The graph is
+        walked at every call: a walk cached per input signature and loss let a Function
+        that the forward applies only on some steps (``if self.use: h = F.apply(h)``)
+        through unprobed once a step without it had run (stop 52: norms 1.27 off a
+        per-example loop, no error); the walk is ~0.02 ms on a small LM's graph."""
         if not (anchors and (watched or probe) and losses.shape[0] > 1):
             return []
-        key = None if self._key is None else (self._key, id(loss_fn) if probe else None)
-        if key in self._torch_backward:
-            return []
-        found = custom_backward_nodes(losses, xs)
-        if not found and key is not None:
-            self._torch_backward.add(key)
-        return found
+        return custom_backward_nodes(losses, xs)
 
     def _vet_forward(self, x) -> None:
         """Refuse a forward that is not example by example (stop 30 review), once per input

@@ -34,6 +34,8 @@ Plan-tied model any other way is refused at the first forward pass with a
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 from torch.func import vjp, vmap
@@ -53,6 +55,7 @@ from tying.train._vetting import (
     refuse_mixing_forward,
     tensors_in,
 )
+from tying.train.backward_probe import custom_function_nodes, refuse_mixing_backward_at
 from tying.train.ghost import _autocast_off, reads_no_size
 
 # The key that tells tying.core.slots this module's tied uses are counted.
@@ -362,7 +365,8 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
             Embedding with ``padding_idx`` or ``scale_grad_by_freq``, a Conv with a
             ``padding_mode`` other than ``"zeros"``), or that it cannot sample (a trainable
             ``nn.RNN``/``nn.LSTM``/``nn.GRU``, an ``nn.EmbeddingBag``), naming it; a
-            forward that mixes examples.
+            forward that mixes examples; at a forward, a custom ``autograd.Function``
+            whose backward mixes them (naming it; Opacus' records of that forward taken back).
         ImportError: Opacus is not installed (names the extra).
 
     Example:
@@ -461,6 +465,8 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
         output.register_hook(lambda g: backward(module, uses_now, a, g))
 
     def backward(module, uses_now, a, g):
+        if not gsm.hooks_enabled:  # as Opacus' own hooks (and the backward probe's runs)
+            return
         g = g.detach()  # (B, ..., out)
         for name, slot, src in uses_now:
             # in the parameter's dtype, autocast off (stop 35): under bfloat16 autocast the
@@ -490,7 +496,98 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
     gsm.autograd_grad_sample_hooks.append(
         model.register_forward_pre_hook(_vet(gsm, model, slots), with_kwargs=True)
     )
+    probe = _BackwardProbe(gsm, model)
+    gsm.autograd_grad_sample_hooks.append(model.register_forward_pre_hook(probe.before))
+    gsm.autograd_grad_sample_hooks.append(
+        model.register_forward_hook(probe.after, with_kwargs=True)
+    )
     return gsm
+
+
+class _BackwardProbe:
+    """Refuse, after the forward and before any backward, a custom ``autograd.Function``
+    whose backward mixes the examples of a batch (stop 52).
+
+    Opacus' hooks take example b's per-sample gradient from row b of each layer's output
+    gradient; an identity Function whose backward divides by the gradient's norm over
+    the batch (``g / g.norm()``) made those rows no example's own: per-sample gradients
+    0.84 off a per-example loop at B = 5, no error. The forward probes cannot see it
+    (the forward is row by row). At every forward whose graph holds a custom Function
+    (its walk: ~0.02 ms on a small model), a surrogate loss (each output row against a
+    fixed random row) runs three backwards on that same graph, Opacus' hooks off
+    (:func:`~tying.train.backward_probe.refuse_mixing_backward_at`); the graph is kept
+    for the caller's backward. On a refusal the activations and forward counters
+    Opacus recorded in this forward are taken back, so the module is as it was before
+    it (the forward's buffer writes aside).
+    """
+
+    def __init__(self, gsm, model: nn.Module):
+        self.gsm, self.model = gsm, model
+        self._state: tuple = ((), ())
+
+    def _on(self) -> bool:
+        return self.gsm.hooks_enabled and torch.is_grad_enabled()
+
+    def before(self, module, args) -> None:
+        if not self._on():
+            return
+        # what Opacus' hooks record in a forward, to take it back on a refusal
+        self._state = (
+            [(p, getattr(p, "_forward_counter", None)) for p in self.model.parameters()],
+            [(m, len(m.__dict__.get("activations") or ())) for m in self.model.modules()],
+        )
+
+    def after(self, module, args, kwargs, output) -> None:
+        if not self._on():
+            return
+        given = list(tensors_in(args, kwargs))
+        # batch first (Opacus' batch_first=True): the first input's rows are the examples
+        rows = [t.shape[0] for t in given if t.dim()]
+        B = rows[0] if rows else 0
+        if B < 2:
+            return
+        outs = [
+            t
+            for t in tensors_in((output,), {})
+            if t.requires_grad and t.is_floating_point() and t.dim() and t.shape[0] == B
+        ]
+        nodes = custom_function_nodes(outs, given)
+        if not nodes:
+            return
+        gen = torch.Generator().manual_seed(0)  # the global random state is not drawn from
+        losses = sum(
+            (t * torch.randn(t.shape, generator=gen).to(t)).flatten(1).sum(1) for t in outs
+        )  # (B,)
+        inputs = [p for p in self.model.parameters() if p.requires_grad]
+        if not inputs:
+            return
+        self.gsm.disable_hooks()
+        try:
+            with warnings.catch_warnings():  # torch's note on Opacus' hook: the backward's own
+                warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                refuse_mixing_backward_at(losses, nodes, inputs, "grad_sample_module", _MIXING_FIX)
+        except BaseException:  # a refusal, or a hook's own error in the probe's backward
+            self._take_back()
+            raise
+        finally:
+            self.gsm.enable_hooks()
+
+    def _take_back(self) -> None:
+        counters, activations = self._state
+        for p, n in counters:
+            if n is not None:
+                p._forward_counter = n
+        for m, n in activations:
+            acts = m.__dict__.get("activations")
+            if acts is not None:
+                del acts[n:]
+
+
+_MIXING_FIX = (
+    "Make the Function's backward act per example (no sum, mean or norm over the batch "
+    "dimension), or use tying.train.DPSGD(mode='vmap'), which runs each example's backward "
+    "alone"
+)
 
 
 def _refuse_eval_use(path: str, uses_now) -> None:

@@ -62,6 +62,7 @@ from tying.train.per_example_refusals import (
     _refuse_batch_sized_loss,
     _refuse_batch_sized_output,
     _refuse_buffer_in_place,
+    _refuse_function_without_vmap,
     _refuse_in_place_renorm,
     _refuse_inference_mode,
     _refuse_recurrent_kernels,
@@ -329,6 +330,7 @@ class _PerExample:
         try:
             got = self._call(loss_fn, xs, y)
         except RuntimeError as err:
+            _refuse_function_without_vmap(self.modules, err)
             if self._buffer_writes.slots:
                 _refuse_buffer_in_place(self.modules, err)
             raise

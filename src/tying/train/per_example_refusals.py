@@ -6,8 +6,9 @@ full backward hook or a parameter's gradient hook (:func:`_refuse_backward_hooks
 one example's forward and loss run, an output or a loss with the whole batch's rows
 (:func:`_refuse_batch_sized_output`, :func:`_refuse_batch_sized_loss`); after torch
 failed under ``vmap``, an error that names the recurrent layer
-(:func:`_refuse_recurrent_kernels`) or the module whose buffer was written in place
-(:func:`_refuse_buffer_in_place`), the original chained.
+(:func:`_refuse_recurrent_kernels`), the module whose buffer was written in place
+(:func:`_refuse_buffer_in_place`) or the custom ``autograd.Function`` vmap cannot run
+(:func:`_refuse_function_without_vmap`), the original chained.
 
 Split from ``per_example.py`` (house rule 1: under 1,000 lines); every name here is
 still importable from :mod:`tying.train.per_example`.
@@ -78,6 +79,62 @@ def _refuse_recurrent_kernels(modules, err: RuntimeError) -> None:
         f"recurrent kernel failed under torch.func.vmap ({str(err)[:120]}); replace it with "
         f"{where}.{dp_kind} (the same layer built from nn.Linear, which mode='vmap' "
         f"handles), or freeze it (requires_grad_(False))"
+    ) from err
+
+
+_NO_VMAP_SUPPORT = ("must override the setup_context staticmethod", "does not have vmap support")
+
+
+def _refuse_function_without_vmap(modules, err: RuntimeError) -> None:
+    """Name the custom ``autograd.Function`` and the module applying it when ``vmap``
+    failed on it: one without a ``setup_context`` staticmethod (``forward(ctx, x)``, the
+    old style) or without a vmap rule. torch's message ("In order to use an
+    autograd.Function with functorch transforms ... it must override the setup_context
+    staticmethod") named neither the Function nor the module (stop 52). The innermost
+    ``Function.apply`` frame of the traceback gives the Function, the innermost module
+    forward above it the module (none: the loss function applied it); the original error
+    is chained."""
+    text = str(err)
+    if not any(w in text for w in _NO_VMAP_SUPPORT):
+        return
+    owners = {id(m): (path, m) for path, m in modules}
+    fn, owner, tb = None, None, err.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        cls = frame.f_locals.get("cls") if frame.f_code.co_name == "apply" else None
+        if isinstance(cls, type) and issubclass(cls, torch.autograd.Function):
+            fn = cls
+            break
+        me = frame.f_locals.get("self")
+        if id(me) in owners and owners[id(me)][1] is me:
+            owner = owners[id(me)]
+        tb = tb.tb_next
+    if fn is None:
+        return
+    where = (
+        "the loss function"
+        if owner is None
+        else f"the forward of {owner[0] or '<root>'} ({type(owner[1]).__name__})"
+    )
+    lacks = "setup_context staticmethod" if "setup_context" in text else "vmap rule"
+    if fn.__module__.startswith("torch."):  # torch.utils.checkpoint(use_reentrant=True)
+        fix = (
+            f"{fn.__module__}.{fn.__qualname__} is torch's own (CheckpointFunction: "
+            f"torch.utils.checkpoint with use_reentrant=True); drop it while taking DP steps, "
+            f"or use mode='ghost', which handles checkpointing"
+        )
+    else:
+        fix = (
+            "Give it forward(*args) without ctx, setup_context(ctx, inputs, output), and a "
+            "vmap staticmethod or generate_vmap_rule = True "
+            "(https://pytorch.org/docs/stable/notes/extending.func.html), or use "
+            "mode='ghost', which runs its backward on the whole batch (and refuses it if "
+            "that backward mixes examples)"
+        )
+    raise ValueError(
+        f"per-example gradients: the custom autograd.Function {fn.__qualname__}, applied in "
+        f"{where}, has no {lacks}, which torch.func.vmap needs to run it one example at a "
+        f"time (torch: {text[:90]}...). {fix}. No parameter changed"
     ) from err
 
 
