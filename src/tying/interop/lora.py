@@ -54,6 +54,8 @@ from tying.interop.groups import (
     whole_module_ties,
 )
 from tying.interop.lora_saved import (
+    base_of,
+    is_prompt_learning,
     peft_embedding_ties,
     redeclare_through_copies,
     refuse_config_tie_apart,
@@ -271,7 +273,11 @@ def from_pretrained(model: nn.Module, adapter_path: str, **kwargs: Any):
     so the tied uses would miss the delta (``tying.verify`` reports it); this
     puts the source's wrapper at every tied path again. The same holds for one
     module seated at several paths (``Sequential(lin, act, lin)``): its later
-    seats get the first seat's wrapper.
+    seats get the first seat's wrapper. A saved config that excludes nothing (a
+    config class without ``exclude_modules``, as ``VeraConfig``; an adapter plain
+    peft made on the model tied by hand) is read the same way when the file holds
+    the source's weights only. Prompt-learning adapters (prompt tuning, prefix
+    tuning) load as with peft.
 
     Args:
         model: the tied base model (the plan applied, as when the adapter was made).
@@ -316,16 +322,20 @@ def from_pretrained(model: nn.Module, adapter_path: str, **kwargs: Any):
             )
         except Exception:  # noqa: BLE001 - peft's own load below says what is wrong
             config = None
+        load_kwargs = kwargs
         if config is not None:
             targets = _targets(config, model, inv)
             refuse_config_tie_apart(config, model, targets, "from_pretrained")
+            rebuilt = _exclusions_not_saved(config, inv, targets, adapter_path, kwargs)
+            if rebuilt is not None:
+                load_kwargs = {**kwargs, "config": rebuilt}
         with warnings.catch_warnings():
             # peft only warns when the file lacks a wrapped module's weights (that adapter
             # keeps its initial values): one module seated twice when the adapter was made,
             # two modules here
             warnings.filterwarnings("error", message="Found missing adapter keys")
             try:
-                pm = peft.PeftModel.from_pretrained(model, adapter_path, **kwargs)
+                pm = peft.PeftModel.from_pretrained(model, adapter_path, **load_kwargs)
             except UserWarning as warning:
                 raise TieError(
                     f"from_pretrained: {warning} The file holds no weights for these adapters, "
@@ -335,7 +345,7 @@ def from_pretrained(model: nn.Module, adapter_path: str, **kwargs: Any):
                     f"load it with tying.hf.from_pretrained) and load again; the model was left "
                     f"as it was"
                 ) from None
-        base = pm.base_model.model
+        base = base_of(pm)
         for path, src in pairs.items():
             if is_adapter(base.get_submodule(src)) and not is_adapter(base.get_submodule(path)):
                 refuse_other_hooks(
@@ -349,7 +359,7 @@ def from_pretrained(model: nn.Module, adapter_path: str, **kwargs: Any):
 
     def check(pm) -> None:
         config = pm.peft_config.get(kwargs.get("adapter_name", "default"))
-        base = pm.base_model.model
+        base = base_of(pm)
         for path in _shared_when_saved(config, base):
             if path not in shared and not is_adapter(base.get_submodule(path)):
                 raise TieError(
@@ -364,6 +374,48 @@ def from_pretrained(model: nn.Module, adapter_path: str, **kwargs: Any):
 
     shared: dict[str, str] = {}
     return _wrap(model, load, shared, "from_pretrained", check)
+
+
+def _exclusions_not_saved(config, inv: Inventory, targets: set[str], adapter_path, kwargs):
+    """A copy of ``config`` that excludes the modules tied whole to a targeted source, when the
+    saved config excludes nothing and the file holds no adapter weights under those paths;
+    None otherwise.
+
+    :func:`get_peft_model` shares a source's adapter by excluding its tied paths. A config
+    class without an ``exclude_modules`` field (``VeraConfig``, ``RandLoraConfig``,
+    ``ShiraConfig``, ...) drops that from ``adapter_config.json``, so peft's load wrapped the
+    tied paths apart and the round trip was refused (stop 52: VeRA on GPT-2's shared stack,
+    ``save_pretrained`` then ``from_pretrained``); so was an adapter plain peft made on the
+    same model tied by hand (one module at every layer: one set of weights in the file). Both
+    files hold the source's weights only, which is what a shared adapter is. A file with
+    weights under a tied path (an adapter made on an untied model) keeps its refusal: sharing
+    would drop those weights silently.
+    """
+    if getattr(config, "exclude_modules", None):
+        return None  # saved with the config (tying's group, or the user's own): peft reads it
+    whole = whole_module_ties(inv)
+    tied = sorted(p for p, group in whole.items() if p in targets and group in targets)
+    keys = _adapter_file_keys(adapter_path, kwargs.get("subfolder")) if tied else None
+    if keys is None or any(f".{p}." in f".{k}" for p in tied for k in keys):
+        return None
+    config = copy.deepcopy(config)
+    config.exclude_modules = f"(?P<{SHARED_GROUP}>{'|'.join(re.escape(p) for p in tied)})"
+    return config
+
+
+def _adapter_file_keys(adapter_path, subfolder: str | None) -> list[str] | None:
+    """The tensor names in a local adapter folder's ``adapter_model.safetensors``; None when
+    there is no such file (a hub id, a ``.bin``): nothing is assumed then."""
+    import os
+
+    from safetensors import safe_open
+
+    folder = os.path.join(str(adapter_path), subfolder or "")
+    file = os.path.join(folder, "adapter_model.safetensors")
+    if not os.path.isfile(file):
+        return None
+    with safe_open(file, framework="pt") as f:
+        return list(f.keys())
 
 
 def _shared_when_saved(config, model: nn.Module) -> list[str]:
@@ -486,7 +538,7 @@ def _wrap(model: nn.Module, make, shared: dict[str, str], what: str, check=None)
                 "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
             )
             pm = make()
-        base = pm.base_model.model
+        base = base_of(pm)
         for path, src in shared.items():
             set_module(base, path, base.get_submodule(src))
         pm.__dict__[SHARED_ATTR] = {p: inv.modules[p] for p in shared}
@@ -514,7 +566,9 @@ def _wrap(model: nn.Module, make, shared: dict[str, str], what: str, check=None)
     # (stop 42). They run as this module's functions
     # (on the tuner too: pm.base_model.unload() left the delta at one tied path, silently)
     for how in ("merge_and_unload", "unload"):
-        pm.__dict__[how] = pm.base_model.__dict__[how] = _Unloading(pm, how)
+        pm.__dict__[how] = _Unloading(pm, how)
+        if not is_prompt_learning(pm):  # there pm.base_model is the user's own model
+            pm.base_model.__dict__[how] = pm.__dict__[how]
     return pm
 
 
@@ -555,7 +609,7 @@ def _add_adapter(self, adapter_name: str, peft_config, *args: Any, **kwargs: Any
 
     from tying.core.verify import verify
 
-    base = self.base_model.model
+    base = base_of(self)
     tree = [(p, m) for p, m in base.named_modules(remove_duplicate=False) if p]
     grads = [(p, p.requires_grad) for p in base.parameters()]
     had = adapter_name in self.peft_config
@@ -662,6 +716,15 @@ def _unload(peft_model, how: str, kwargs, args=()) -> nn.Module:
     """peft's ``merge_and_unload`` / ``unload``, then every shared wrapper's paths put back."""
     from tying.core.verify import verify
 
+    if is_prompt_learning(peft_model):
+        peft_type = peft_model.peft_config[peft_model.active_adapter].peft_type
+        kind = getattr(peft_type, "value", peft_type)
+        raise TypeError(
+            f"{how}: the active adapter {peft_model.active_adapter!r} is {kind}, a prompt-"
+            f"learning method: it adds virtual tokens and changes no weight of the model, so "
+            f"there is nothing to {'merge' if how == 'merge_and_unload' else 'unload'} (peft "
+            f"has no {how} for it either); pm.get_base_model() is the base model, ties as before"
+        )
     verify(peft_model)  # refuses an adapter on a tied weight, naming the tie
     originals = peft_model.__dict__.pop(SHARED_ATTR, {})
     base_inv = Inventory(peft_model.base_model.model)

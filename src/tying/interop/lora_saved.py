@@ -243,11 +243,27 @@ def _through(base: nn.Module, path: str) -> str:
     return ".".join(out)
 
 
+def is_prompt_learning(pm) -> bool:
+    """True when ``pm``'s active adapter is prompt learning (prompt, prefix, p-tuning)."""
+    active = getattr(pm, "active_adapter", "default")  # a list in a PeftMixedModel
+    names = active if isinstance(active, (list, tuple)) else [active]
+    return any(getattr(pm.peft_config.get(n), "is_prompt_learning", False) for n in names)
+
+
+def base_of(pm) -> nn.Module:
+    """The model under ``pm``'s adapters: the tuner's ``model`` for LoRA, IA3, ... (also in a
+    ``PeftMixedModel``, which has no ``get_base_model``); ``pm.base_model`` itself for prompt
+    learning, where ``pm.base_model.model`` is the model's own inner module (stop 52:
+    ``from_pretrained`` of a prompt-tuning adapter on a model with a whole-module tie crashed
+    with ``AttributeError: LlamaModel has no attribute `model```)."""
+    return pm.base_model if is_prompt_learning(pm) else pm.base_model.model
+
+
 def redeclare_through_copies(pm) -> None:
     """Declare every tie whose ends peft's ``modules_to_save`` wrapped at the wrapped
     ``original_module`` paths (the same ``nn.Parameter`` as before); the old declarations
     are kept on ``pm`` for :func:`restore_declarations`."""
-    base = pm.base_model.model
+    base = base_of(pm)
     changed = pm.__dict__.setdefault(REDECLARED_ATTR, [])
     for prefix, mod in base.named_modules():
         declared = mod.__dict__.get(DECLARED_ATTR)
