@@ -79,12 +79,27 @@ def _reference() -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in m.state_dict().items()}
 
 
-def _worker(rank: int, mode: str, port: int, out: str) -> None:
+MODES = ("ddp", "fsdp-root", "fsdp-layers")
+
+
+def _worker(rank: int, port: int, out: str) -> None:
+    """Every mode in turn on one process group: one spawn for the three (stop 52: a spawn
+    of two processes is most of each mode's time)."""
     import torch.distributed as dist
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     torch.set_num_threads(1)
+    for mode in MODES:
+        _train(rank, mode, out)
+    dist.destroy_process_group()
+    # skip interpreter finalization, where gloo's worker threads can abort (pytorch PR #179291)
+    os._exit(0)
+
+
+def _train(rank: int, mode: str, out: str) -> None:
+    import torch.distributed as dist
+
     reduced = [0]
     m = _build()
     if mode == "ddp":
@@ -133,9 +148,6 @@ def _worker(rank: int, mode: str, port: int, out: str) -> None:
     with open(os.path.join(out, f"{mode}-{rank}.json"), "w") as fh:
         json.dump({"reduced_per_step": reduced[0] / STEPS, "ties_hold": bool(holds)}, fh)
     dist.barrier()
-    dist.destroy_process_group()
-    # skip interpreter finalization, where gloo's worker threads can abort (pytorch PR #179291)
-    os._exit(0)
 
 
 def _free_port() -> int:
@@ -144,11 +156,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(mode: str, tmp_path) -> list[dict]:
-    mp.start_processes(
-        _worker, args=(mode, _free_port(), str(tmp_path)), nprocs=WORLD, start_method="spawn"
-    )
-    return [json.loads((tmp_path / f"{mode}-{r}.json").read_text()) for r in range(WORLD)]
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The folder where two spawned ranks trained every mode once and saved each."""
+    out = tmp_path_factory.mktemp("trained")
+    mp.start_processes(_worker, args=(_free_port(), str(out)), nprocs=WORLD, start_method="spawn")
+    return out
 
 
 def _physical_numel(padded: bool) -> int:
@@ -160,9 +173,9 @@ def _physical_numel(padded: bool) -> int:
     return total
 
 
-@pytest.mark.parametrize("mode", ["ddp", "fsdp-root", "fsdp-layers"])
-def test_matches_single_process_and_reduces_each_tensor_once(mode, tmp_path):
-    results = _run(mode, tmp_path)
+@pytest.mark.parametrize("mode", MODES)
+def test_matches_single_process_and_reduces_each_tensor_once(mode, trained):
+    results = [json.loads((trained / f"{mode}-{r}.json").read_text()) for r in range(WORLD)]
     assert all(r["ties_hold"] for r in results)
     physical = _physical_numel(padded=mode != "ddp")
     untied_logical = tying.count(_build()).logical
@@ -170,7 +183,7 @@ def test_matches_single_process_and_reduces_each_tensor_once(mode, tmp_path):
         # each physical tensor once per step; an untied copy would add the tied uses again
         assert r["reduced_per_step"] == physical < untied_logical
     fresh = LM()  # an untied model, restored from the rank-0 checkpoint on world size 1
-    tying.load(fresh, tmp_path / f"{mode}.safetensors")
+    tying.load(fresh, trained / f"{mode}.safetensors")
     tying.verify(fresh)
     assert fresh.head.weight is fresh.embed.weight
     ref = _reference()
@@ -178,35 +191,6 @@ def test_matches_single_process_and_reduces_each_tensor_once(mode, tmp_path):
     assert sorted(got) == sorted(ref)
     worst = max(float((got[k] - ref[k]).abs().max()) for k in ref)
     assert worst <= 1e-5, worst
-
-
-def _bad_worker(rank: int, port: int, out: str) -> None:
-    import torch.distributed as dist
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
-    torch.manual_seed(0)
-    m = LM()
-    # embed reads the head's tensor, but the head's unit runs last: cannot hold
-    tying.Plan([tying.share("embed.weight", like="head.weight")]).apply(m)
-    td.fully_shard(m, units=["head"], mesh=_cpu_mesh())
-    try:
-        m(_batch()[rank::WORLD])
-        msg = ""
-    except tying.TieError as err:
-        msg = str(err)
-    np.save(os.path.join(out, f"bad-{rank}.npy"), np.array(msg))
-    # the failed forward left FSDP's collectives half-way: leave without tearing down
-    os._exit(0)
-
-
-def test_a_tie_that_sharding_cannot_keep_fails_at_the_first_forward(tmp_path):
-    mp.start_processes(
-        _bad_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, start_method="spawn"
-    )
-    for r in range(WORLD):
-        msg = str(np.load(tmp_path / f"bad-{r}.npy"))
-        assert "embed.weight reads head.weight, whose FSDP unit 'head' is still sharded" in msg
 
 
 def test_helpers_need_a_process_group():
@@ -248,7 +232,10 @@ def test_the_readme_torchrun_example_runs(tmp_path):
     )
 
 
-def _failing_save_worker(rank: int, port: int, out: str) -> None:
+def _refusals_worker(rank: int, port: int, out: str) -> None:
+    """Both refusals in one spawn (stop 52: the spawn is most of each one's time): a failed
+    write on rank 0, then a tie that sharding cannot keep (its failed forward leaves FSDP's
+    collectives half-way, so it comes last and the process leaves without tearing down)."""
     import torch.distributed as dist
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -264,13 +251,26 @@ def _failing_save_worker(rank: int, port: int, out: str) -> None:
     # rank 0 lives on, as a training loop that caught the error would: on the old code its
     # next collective met rank 1 still inside save, which then returned as if saved
     dist.barrier()
+    torch.manual_seed(0)
+    m = LM()
+    # embed reads the head's tensor, but the head's unit runs last: cannot hold
+    tying.Plan([tying.share("embed.weight", like="head.weight")]).apply(m)
+    td.fully_shard(m, units=["head"], mesh=_cpu_mesh())
+    try:
+        m(_batch()[rank::WORLD])
+        msg = ""
+    except tying.TieError as err:
+        msg = str(err)
+    np.save(os.path.join(out, f"bad-{rank}.npy"), np.array(msg))
     os._exit(0)
 
 
-def test_a_failed_write_on_rank_0_raises_on_every_rank_instead_of_hanging(tmp_path):
+@pytest.fixture(scope="module")
+def refusals(tmp_path_factory):
+    out = tmp_path_factory.mktemp("refusals")
     ctx = mp.start_processes(
-        _failing_save_worker,
-        args=(_free_port(), str(tmp_path)),
+        _refusals_worker,
+        args=(_free_port(), str(out)),
         nprocs=WORLD,
         start_method="spawn",
         join=False,
@@ -281,10 +281,20 @@ def test_a_failed_write_on_rank_0_raises_on_every_rank_instead_of_hanging(tmp_pa
             for p in ctx.processes:
                 p.kill()
             pytest.fail("a rank was still waiting 120 s after rank 0's write failed")
-    first, other = (str(np.load(tmp_path / f"save-{r}.npy")) for r in range(WORLD))
+    return out
+
+
+def test_a_failed_write_on_rank_0_raises_on_every_rank_instead_of_hanging(refusals):
+    first, other = (str(np.load(refusals / f"save-{r}.npy")) for r in range(WORLD))
     assert first.startswith(("IsADirectoryError", "ValueError", "OSError")), first
     assert other.startswith("RuntimeError: tying.distributed.save: rank 0 could not write")
     assert first.split(": ", 1)[1] in other
+
+
+def test_a_tie_that_sharding_cannot_keep_fails_at_the_first_forward(refusals):
+    for r in range(WORLD):
+        msg = str(np.load(refusals / f"bad-{r}.npy"))
+        assert "embed.weight reads head.weight, whose FSDP unit 'head' is still sharded" in msg
 
 
 def test_units_given_as_one_str_is_one_pattern():

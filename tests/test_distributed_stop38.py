@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -23,8 +24,7 @@ from tests.test_distributed_stop37 import _cpu_mesh, _train, init, outcome, port
 TIE = [tying.share("head.weight", like="emb.weight")]
 
 
-def _worker(rank: int, port_: int, out: str) -> None:
-    init(rank, port_)
+def _worker(rank: int, out: str) -> None:
     result = {}
     # every rank seeded with its own rank
     model = stack(TIE, seed=rank)
@@ -54,12 +54,28 @@ def _worker(rank: int, port_: int, out: str) -> None:
     with open(os.path.join(out, f"r{rank}.json"), "w") as fh:
         json.dump(result, fh)
     dist.barrier()
+
+
+def _all_workers(rank: int, port_: int, out: str) -> None:
+    """Every worker of this file in turn, on one process group: one spawn for the five
+    tests (stop 52: the spawn of two processes was most of each test's time)."""
+    init(rank, port_)
+    for worker in (_worker, _tp_worker, _static_graph_worker, _no_sync_worker, _ignored_worker):
+        worker(rank, out)
     dist.destroy_process_group()
     os._exit(0)  # skip interpreter finalization, where gloo's threads can abort
 
 
-def test_fully_shard_refuses_ranks_holding_different_values(tmp_path):
-    mp.spawn(_worker, args=(port(), str(tmp_path)), nprocs=2, start_method="spawn")
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory):
+    """The folder where two spawned ranks ran every worker, each writing its results."""
+    out = tmp_path_factory.mktemp("stop38")
+    mp.spawn(_all_workers, args=(port(), str(out)), nprocs=2, start_method="spawn")
+    return out
+
+
+def test_fully_shard_refuses_ranks_holding_different_values(ran):
+    tmp_path = ran
     results = [json.loads((tmp_path / f"r{r}.json").read_text()) for r in range(2)]
     for r, got in enumerate(results):
         assert got["seeded_apart"].startswith(
@@ -103,7 +119,7 @@ def _max_diff(got: dict, want: dict) -> float:
     return max((got[k] - want[k]).abs().max().item() for k in want)
 
 
-def _tp_worker(rank: int, port_: int, out: str) -> None:
+def _tp_worker(rank: int, out: str) -> None:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor.parallel import (
         ColwiseParallel,
@@ -111,7 +127,6 @@ def _tp_worker(rank: int, port_: int, out: str) -> None:
         parallelize_module,
     )
 
-    init(rank, port_)
     result = {}
     # the anchor: one process, the whole batch
     ref = stack(TIE)
@@ -149,17 +164,15 @@ def _tp_worker(rank: int, port_: int, out: str) -> None:
     with open(os.path.join(out, f"tp{rank}.json"), "w") as fh:
         json.dump(result, fh)
     dist.barrier()
-    dist.destroy_process_group()
-    os._exit(0)
 
 
-def test_tensor_parallel_layers_shard_and_ddp_init_sync_false_compares_values(tmp_path):
+def test_tensor_parallel_layers_shard_and_ddp_init_sync_false_compares_values(ran):
     """TP then ``td.fully_shard`` (the 2-D recipe) raised ``.numpy() is not supported for
     tensor subclasses`` in the value check, refusing every tensor-parallel model; now each
     DTensor's local shard is compared and training matches one process. ``td.ddp(model,
     init_sync=False)`` (DDP broadcasts nothing) wrapped ranks seeded apart, which then
     trained their own values with averaged gradients; now refused like FSDP2."""
-    mp.spawn(_tp_worker, args=(port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    tmp_path = ran
     results = [json.loads((tmp_path / f"tp{r}.json").read_text()) for r in range(2)]
     for r, got in enumerate(results):
         for key in ("1x2/alike", "2x1/alike"):
@@ -178,8 +191,7 @@ def test_tensor_parallel_layers_shard_and_ddp_init_sync_false_compares_values(tm
         assert got["init_sync/alike"] < 1e-6, (r, got["init_sync/alike"])
 
 
-def _static_graph_worker(rank: int, port_: int, out: str) -> None:
-    init(rank, port_)
+def _static_graph_worker(rank: int, out: str) -> None:
     result = {}
     ref = stack(TIE)
     _steps(ref, X)
@@ -206,17 +218,15 @@ def _static_graph_worker(rank: int, port_: int, out: str) -> None:
     with open(os.path.join(out, f"sg{rank}.json"), "w") as fh:
         json.dump(result, fh)
     dist.barrier()
-    dist.destroy_process_group()
-    os._exit(0)
 
 
-def test_static_graph_no_sync_before_a_synced_step_is_named_before_torch_asserts(tmp_path):
+def test_static_graph_no_sync_before_a_synced_step_is_named_before_torch_asserts(ran):
     """``td.ddp(model, static_graph=True)`` with ``no_sync()`` in the first iteration failed
     in the backward with torch's ``expect_autograd_hooks_ INTERNAL ASSERT FAILED ... please
     report a bug to PyTorch``, after which the wrapper failed every later step (as plain
     DDP does). Now the forward is refused first, naming the fix, and the wrapper still
     trains, as one process would on the whole batch."""
-    mp.spawn(_static_graph_worker, args=(port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    tmp_path = ran
     for r in range(2):
         got = json.loads((tmp_path / f"sg{r}.json").read_text())
         assert got["first_no_sync"].startswith(
@@ -266,10 +276,9 @@ def _micro_step(model, opt, mine: torch.Tensor, nested: str, no_sync) -> None:
     opt.step()
 
 
-def _no_sync_worker(rank: int, port_: int, out: str) -> None:
+def _no_sync_worker(rank: int, out: str) -> None:
     from torch.nn.parallel import DistributedDataParallel
 
-    init(rank, port_)
     result = {}
     mine = X[2 * rank : 2 * rank + 2]  # (2, T)
     for nested in ("twice", "checkpoint"):
@@ -313,18 +322,16 @@ def _no_sync_worker(rank: int, port_: int, out: str) -> None:
     with open(os.path.join(out, f"ns{rank}.json"), "w") as fh:
         json.dump(result, fh)
     dist.barrier()
-    dist.destroy_process_group()
-    os._exit(0)
 
 
-def test_a_nested_backward_under_no_sync_trains_as_plain_ddp(tmp_path):
+def test_a_nested_backward_under_no_sync_trains_as_plain_ddp(ran):
     """Under ``no_sync()`` DDP reduces nothing, and the next synchronised backward
     all-reduces the whole accumulated gradient; so two backward passes of one forward, or
     a reentrant checkpoint around a tie's use, in a ``no_sync`` micro-batch train as one
     process (plain DDP does). ``td.ddp`` refused them ("accumulated twice since the last
     forward"); now it trains them as plain DDP, and still refuses them in a synchronised
     backward, where DDP would all-reduce only the first part."""
-    mp.spawn(_no_sync_worker, args=(port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    tmp_path = ran
     for r in range(2):
         got = json.loads((tmp_path / f"ns{r}.json").read_text())
         for nested in ("twice", "checkpoint"):
@@ -338,10 +345,9 @@ def test_a_nested_backward_under_no_sync_trains_as_plain_ddp(tmp_path):
             ), (r, nested, got[f"{nested}/synced"])
 
 
-def _ignored_worker(rank: int, port_: int, out: str) -> None:
+def _ignored_worker(rank: int, out: str) -> None:
     from torch.nn.parallel import DistributedDataParallel
 
-    init(rank, port_)
     result = {}
 
     def nudged(name: str):  # rank 1's value of ``name`` is 1e-3 off rank 0's
@@ -375,16 +381,14 @@ def _ignored_worker(rank: int, port_: int, out: str) -> None:
     with open(os.path.join(out, f"ig{rank}.json"), "w") as fh:
         json.dump(result, fh)
     dist.barrier()
-    dist.destroy_process_group()
-    os._exit(0)
 
 
-def test_tensors_the_wrapper_ignores_may_differ_between_ranks(tmp_path):
+def test_tensors_the_wrapper_ignores_may_differ_between_ranks(ran):
     """FSDP2's ``ignored_params`` (and DDP's ignored parameters) are neither sharded,
     broadcast nor reduced: rank-local by design (each rank's own experts). The value check
     refused ranks whose ignored tensors differed; now it skips them, and still refuses a
     difference in any other tensor. A rank whose model is on the meta device is named."""
-    mp.spawn(_ignored_worker, args=(port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    tmp_path = ran
     for r in range(2):
         got = json.loads((tmp_path / f"ig{r}.json").read_text())
         assert got["fsdp/ignored"] == "ok", (r, got["fsdp/ignored"])

@@ -80,8 +80,7 @@ def _agree(model: nn.Module) -> list[str]:
     return out
 
 
-def _sweep_worker(rank: int, port_: int, out: str) -> None:
-    init(rank, port_)
+def _sweep_worker(rank: int, out: str) -> None:
     result: dict = {}
     for kind in DIFFERS:
         model = _model(rank, kind)
@@ -132,20 +131,36 @@ def _sweep_worker(rank: int, port_: int, out: str) -> None:
     with open(os.path.join(out, f"sweep{rank}.json"), "w") as fh:
         json.dump(result, fh)
     dist.barrier()
+
+
+def _all_workers(rank: int, port_: int, out: str) -> None:
+    """Every worker of this file in turn, on one process group: one spawn for the three
+    tests (stop 52: the spawn of two processes was most of each test's time)."""
+    init(rank, port_)
+    for worker in (_sweep_worker, _round_trip_worker, _tp_worker):
+        worker(rank, out)
     dist.destroy_process_group()
     os._exit(0)  # skip interpreter finalization, where gloo's threads can abort
 
 
-def test_every_public_function_makes_the_ranks_agree_or_refuses_naming_the_tensor(tmp_path):
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory):
+    """``(folder, the file's bytes before)``: two spawned ranks ran every worker there."""
+    out = tmp_path_factory.mktemp("sweep42")
     source = _model(0, None)
-    tying.save(source, tmp_path / "file.safetensors")
+    tying.save(source, out / "file.safetensors")
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     try:
-        td.dcp_save(source, tmp_path / "ckpt")
+        td.dcp_save(source, out / "ckpt")
     finally:
         dist.destroy_process_group()
-    before = (tmp_path / "file.safetensors").read_bytes()
-    mp.spawn(_sweep_worker, args=(port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    before = (out / "file.safetensors").read_bytes()
+    mp.spawn(_all_workers, args=(port(), str(out)), nprocs=2, start_method="spawn")
+    return out, before
+
+
+def test_every_public_function_makes_the_ranks_agree_or_refuses_naming_the_tensor(ran):
+    tmp_path, before = ran
     for r in range(2):
         got = json.loads((tmp_path / f"sweep{r}.json").read_text())
         for kind, name in DIFFERS.items():
@@ -190,8 +205,7 @@ def _steps(model: nn.Module, x: torch.Tensor) -> None:
         opt.step()
 
 
-def _round_trip_worker(rank: int, port_: int, out: str) -> None:
-    init(rank, port_)
+def _round_trip_worker(rank: int, out: str) -> None:
     result: dict = {}
     model = _model(0, None)
     _steps(td.ddp(model), X[2 * rank : 2 * rank + 2])
@@ -206,17 +220,15 @@ def _round_trip_worker(rank: int, port_: int, out: str) -> None:
     with open(os.path.join(out, f"trip{rank}.json"), "w") as fh:
         json.dump(result, fh)
     dist.barrier()
-    dist.destroy_process_group()
-    os._exit(0)
 
 
-def test_a_two_rank_save_loads_on_one_and_two_ranks_as_the_single_process_run(tmp_path):
+def test_a_two_rank_save_loads_on_one_and_two_ranks_as_the_single_process_run(ran):
     """Anchor: the single-process model trained on the whole batch (DDP averages the two
     halves' gradients, which for a mean loss over equal halves is the whole batch's)."""
+    tmp_path = ran[0]
     reference = _model(0, None)
     _steps(reference, X)
     want = _state(reference)
-    mp.spawn(_round_trip_worker, args=(port(), str(tmp_path)), nprocs=2, start_method="spawn")
     one = _model(1, "untied")
     tying.load(one, tmp_path / "trained.safetensors")
     tying.verify(one)
@@ -280,7 +292,7 @@ def test_the_digests_differ_exactly_when_a_compared_tensor_differs(n, touched, i
     assert (digests[0] != digests[1]) is brute
 
 
-def _tp_worker(rank: int, port_: int, out: str) -> None:
+def _tp_worker(rank: int, out: str) -> None:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import DTensor
     from torch.distributed.tensor.parallel import (
@@ -289,7 +301,6 @@ def _tp_worker(rank: int, port_: int, out: str) -> None:
         parallelize_module,
     )
 
-    init(rank, port_)
     result: dict = {}
     mesh = init_device_mesh("cpu", (1, 2), mesh_dim_names=("dp", "tp"))
     for seeds in ("alike", "apart"):  # apart: each rank its own embedding, a plain tensor
@@ -308,17 +319,15 @@ def _tp_worker(rank: int, port_: int, out: str) -> None:
     with open(os.path.join(out, f"tp{rank}.json"), "w") as fh:
         json.dump(result, fh)
     dist.barrier()
-    dist.destroy_process_group()
-    os._exit(0)
 
 
-def test_ddp_of_a_tensor_parallel_model_is_refused_before_wrapping(tmp_path):
+def test_ddp_of_a_tensor_parallel_model_is_refused_before_wrapping(ran):
     """``td.ddp(model, device_mesh=mesh["dp"])`` of a tensor-parallel model wrapped ranks
     whose replicated embedding differed (compared within the one-rank data group only),
     trained one step, and was refused at the second forward as "parameters changed after
     wrapping": torch's DDP + TP swaps the DTensor parameters at every forward. Now it is
     refused before wrapping, naming the DTensors and td.fully_shard, model unchanged."""
-    mp.spawn(_tp_worker, args=(port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    tmp_path = ran[0]
     for r in range(2):
         got = json.loads((tmp_path / f"tp{r}.json").read_text())
         for seeds in ("alike", "apart"):

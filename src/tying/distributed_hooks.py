@@ -46,7 +46,9 @@ class _ParametersKept:
         self.names = self._names()
         self.key = self._key()
         params = dict.fromkeys(model.parameters()) if self.by_id else {}
-        self.layouts = [(p, p.shape, p.dtype) for p in params]
+        # stop 52: the device too (model.cuda() / .cpu() after wrapping keeps each Parameter
+        # and swaps its data); it was compared only when a shape or dtype changed with it
+        self.layouts = [(p, p.shape, p.dtype, p.device) for p in params]
 
     def _names(self) -> set[tuple]:
         pairs = self.model.named_parameters(remove_duplicate=False)
@@ -72,7 +74,8 @@ class _ParametersKept:
     @torch.compiler.disable
     def _check(self) -> None:
         if self._key() == self.key and all(
-            p.shape == shape and p.dtype is dtype for p, shape, dtype in self.layouts
+            p.shape == shape and p.dtype is dtype and p.device == device
+            for p, shape, dtype, device in self.layouts
         ):
             return
         now = self._names()
@@ -92,7 +95,7 @@ class _ParametersKept:
             f"tying.distributed.{self.helper}: the model's parameters changed after it was "
             f"wrapped (replaced or removed: {', '.join(gone) or 'none'}; new: "
             f"{', '.join(new) or 'none'}{changed}): {tool} only the tensors it was given, "
-            f"with the shapes and dtypes they had, so a new or changed one would train apart "
+            f"with the shapes, dtypes and devices they had, so a new or changed one would train apart "
             f"on every rank; make every tie change (Plan.apply, tying.untie / retie / load, "
             f"load_state_dict(assign=True)), resize (resize_token_embeddings) and dtype or "
             f"device change (model.to(...)) before td.{self.helper}(model), then build and "

@@ -34,6 +34,7 @@ __all__ = [
     "check_register",
     "declared_through_adapters",
     "is_adapter",
+    "live_wrapper",
     "mark_wrapped",
     "pruned_names",
     "saved_copy_problems",
@@ -361,3 +362,43 @@ def check_not_wrapped(model: nn.Module, what: str) -> None:
             f"rank; make every tie change before wrapping: build the model again, tie it, "
             f"then td.{helper}(model); the model was left as it was"
         )
+
+
+def live_wrapper(model: nn.Module) -> tuple[str, str] | None:
+    """``(path, helper)`` of the first module of ``model`` a data-parallel wrapper holds, or None.
+
+    ``helper`` is ``"ddp"`` for a module a live ``td.ddp`` wrapper holds, or a
+    ``DistributedDataParallel`` / ``DataParallel`` wrapper itself (``model`` given as the
+    wrapper), and ``"fully_shard"`` for a module ``td.fully_shard`` (or FSDP2's own
+    ``fully_shard``, known by class) sharded. A DDP wrapper that is only garbage (DDP holds
+    reference cycles) is collected first, so a model whose wrapper was dropped
+    (``inner = wrapped.module; del wrapped``) counts as unwrapped. A plain
+    ``DistributedDataParallel(model)`` leaves no mark on ``model``: only the wrapper is seen.
+
+    Example:
+        >>> import torch
+        >>> from tying.core.outside import live_wrapper
+        >>> live_wrapper(torch.nn.Linear(2, 2)) is None
+        True
+    """
+    import gc
+
+    wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
+
+    def first():
+        fsdp = sys.modules.get("torch.distributed.fsdp")
+        for path, mod in model.named_modules():
+            helper = wrapped_helper(mod)
+            if helper is None and isinstance(mod, wrappers):
+                helper = "ddp"
+            if helper is None and fsdp is not None and isinstance(mod, fsdp.FSDPModule):
+                helper = "fully_shard"
+            if helper is not None:
+                return path, helper, mod
+        return None
+
+    found = first()
+    if found is not None and found[1] == "ddp" and not isinstance(found[2], wrappers):
+        gc.collect()  # only a record: its wrapper may be garbage that a collection removes
+        found = first()
+    return None if found is None else found[:2]

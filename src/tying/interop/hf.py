@@ -548,7 +548,9 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
             would re-tie it, overwriting the head); or when HF's resize would seat one
             embedding module at paths that held different tables (BART-family models
             with ``tie_word_embeddings=False``: ``shared`` at the encoder and decoder);
-            nothing is changed then.
+            when the model (or a module of it) is wrapped by ``td.ddp`` or sharded by
+            ``td.fully_shard`` (resize before wrapping, then wrap again); nothing is
+            changed then.
         TypeError: when ``new_num_tokens`` is not a positive int or None, or
             ``pad_to_multiple_of`` is not an int or None (integral scalars such as
             ``numpy.int64`` are taken as ints, as HF takes them).
@@ -584,6 +586,7 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
             f"resize_token_embeddings: new_num_tokens must be a positive int or None, got {new_num_tokens!r}"
         )
     _check_pad_to_multiple_of(kwargs.get("pad_to_multiple_of"))
+    _refuse_wrapped(model)
     emb_in, emb_out = model.get_input_embeddings(), model.get_output_embeddings()
     embed_slots = _resized_slots(model, emb_in, emb_out)
     rules = Plan.declared(model).rules
@@ -637,6 +640,59 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
             with contextlib.suppress(AttributeError):
                 delattr(model, "vocab_size")
         raise
+
+
+def _refuse_wrapped(model: nn.Module) -> None:
+    """Refuse, before any change, a model a data-parallel wrapper holds (stop 52).
+
+    DDP all-reduces the tensors it was built with, in buckets of the shapes they had, and
+    FSDP2 holds each parameter as a shard (a DTensor). Under ``td.ddp`` HF's resize swapped
+    the embeddings' data for larger tables (an HF-tied model), or a Plan-tied model's untied
+    head for a new Parameter, and the call returned: the wrapped model was refused at its
+    next training forward, with the resize kept, so the model could not be used as it was
+    nor trained as it now is. Under ``td.fully_shard`` HF's resize failed inside HF
+    (``aten.copy_.default got mixed torch.Tensor and DTensor``), naming neither the
+    wrapper nor the fix.
+    """
+    from tying.core.outside import live_wrapper
+
+    found = live_wrapper(model)
+    if found is None:
+        return
+    path, helper = found
+    at = f" (at {path!r})" if path else ""
+    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        what = (
+            f"a {type(model).__name__} wrapper, which reduces (or replicates) only the tensors "
+            f"its module held when it was built, with the shapes they had"
+        )
+        fix = (
+            "resize the model inside before wrapping it: drop the wrapper (inner = "
+            "wrapped.module; del wrapped), call tying.hf.resize_token_embeddings(inner, n), "
+            "then wrap inner again (td.ddp(inner)) and build the optimizer anew"
+        )
+    elif helper == "ddp":
+        what = (
+            "wrapped by td.ddp (DistributedDataParallel), which all-reduces only the tensors "
+            "it was wrapped with, in buckets of the shapes they had: the resized embeddings "
+            "could not train under it (its next training forward would be refused)"
+        )
+        fix = (
+            "resize before wrapping: drop the wrapper (inner = wrapped.module; del wrapped), "
+            "call tying.hf.resize_token_embeddings(inner, n), then td.ddp(inner) again and "
+            "build the optimizer anew"
+        )
+    else:
+        what = (
+            "sharded by FSDP2 (td.fully_shard), which holds each parameter as a shard (a "
+            "DTensor) that HF's resize cannot grow"
+        )
+        fix = (
+            "resize before sharding: build the model again (or tying.load a td.save file of "
+            "this one into a new, unsharded model), call tying.hf.resize_token_embeddings on "
+            "it, then td.fully_shard it"
+        )
+    raise TieError(f"resize_token_embeddings: the model{at} is {what}; {fix}; nothing was changed")
 
 
 def _check_pad_to_multiple_of(pad: Any) -> None:
