@@ -202,7 +202,7 @@ class HeaderSpec:
 
 
 _TORSION_POTENTIAL = ("k*(1+cos(periodicity*theta-phase))",)
-# The sections whose parameters tying.chem reads and assigns: a typo in their header
+# Every section the OpenFF toolkit reads (those tying.chem assigns first): a typo in a header
 # (default_idvf) used to be kept as text, so ForceField.idivf gave the default instead
 # of the value written; a potential or combining rule other than the one the values
 # are meant for, a missing or unsupported version, were read as if they were fine.
@@ -246,6 +246,63 @@ HEADERS: dict[str, HeaderSpec] = {
             "method": ("cutoff",),  # version 0.3 only (see read_header)
         },
     ),
+    # Not labelled here, but read by Interchange from the same file: a misspelled
+    # attribute (cutof=) or an unknown potential loaded and was kept as text, where the
+    # OpenFF toolkit refuses the file (stop 52).
+    "Electrostatics": HeaderSpec(
+        ("0.3", "0.4"),
+        {
+            "scale12": (),
+            "scale13": (),
+            "scale14": (),
+            "scale15": (),
+            "cutoff": (),
+            "switch_width": (),
+            "periodic_potential": (
+                "Ewald3D-ConductingBoundary",
+                "PME",
+                "Coulomb",
+                "coulomb",
+                "reaction-field",
+                "charge1*charge2/(4*pi*epsilon0)*(1/r + k_rf*r^2 - c_rf);"
+                "k_rf=(cutoff^(-3))*(solvent_dielectric-1)/(2*solvent_dielectric+1);"
+                "c_rf=cutoff^(-1)*(3*solvent_dielectric)/(2*solvent_dielectric+1)",
+            ),
+            "nonperiodic_potential": ("Coulomb",),
+            "exception_potential": ("Coulomb",),
+            "method": ("PME", "Coulomb", "reaction-field"),  # version 0.3 only
+        },
+    ),
+    # The charge and solvent sections the toolkit reads: their headers were kept as text
+    # unchecked, so an unknown attribute or version loaded here and not there (stop 52).
+    "LibraryCharges": HeaderSpec(("0.3", "0.3"), {}),
+    "ToolkitAM1BCC": HeaderSpec(("0.3", "0.3"), {}),
+    "ChargeIncrementModel": HeaderSpec(
+        ("0.3", "0.4"), {"number_of_conformers": (), "partial_charge_method": ()}
+    ),
+    "NAGLCharges": HeaderSpec(
+        ("0.3", "0.3"),
+        {"model_file": (), "model_file_hash": (), "digital_object_identifier": ()},
+    ),
+    "VirtualSites": HeaderSpec(("0.3", "0.3"), {"exclusion_policy": ()}),
+    "GBSA": HeaderSpec(
+        ("0.3", "0.3"),
+        {
+            "gb_model": (),
+            "sa_model": (),
+            "solute_dielectric": (),
+            "solvent_dielectric": (),
+            "solvent_radius": (),
+            "surface_area_penalty": (),
+        },
+    ),
+}
+
+# Scale factors the OpenFF toolkit (and so Interchange) cannot apply: any other value is a
+# SMIRNOFFSpecError there, and a switched electrostatics cutoff is not implemented.
+_FIXED = {
+    "vdW": {"scale12": 0.0, "scale13": 0.0, "scale15": 1.0},
+    "Electrostatics": {"scale12": 0.0, "scale13": 0.0, "scale15": 1.0, "switch_width": 0.0},
 }
 
 # Section headers: attributes whose kind is known; every other one is kept as text.
@@ -442,7 +499,7 @@ def read_header(
 ) -> dict[str, Any]:
     """Read a section's own attributes: the kinds of :data:`HEADER_KINDS`, others as text.
 
-    For a section of :data:`HEADERS` (those whose parameters are assigned), every
+    For a section of :data:`HEADERS` (every section the toolkit reads), every
     attribute must be one the OpenFF toolkit reads, with a value it supports, and
     ``version`` must be given and supported.
 
@@ -507,11 +564,23 @@ def _check_header(
                 f"{where}: attribute {key}={value!r} is not supported: expected "
                 f"{' or '.join(map(repr, allowed))} (as the OpenFF toolkit); fix the value"
             )
-        if section == "vdW" and key == "method" and _version(text) > _version("0.3"):
-            raise OffxmlError(
-                f"{where}: attribute method={value!r} is only read in version 0.3 of <vdW>, "
-                f"this one is version {text!r}; use periodic_method and nonperiodic_method"
+        if key == "method" and _version(text) > _version("0.3"):
+            instead = {"vdW": "periodic_method and nonperiodic_method"}.get(
+                section, "periodic_potential, nonperiodic_potential and exception_potential"
             )
+            raise OffxmlError(
+                f"{where}: attribute method={value!r} is only read in version 0.3 of "
+                f"<{section}>, this one is version {text!r}; use {instead}"
+            )
+        fixed = _FIXED.get(section, {}).get(key)
+        if fixed is not None:
+            number = read_value(where, key, value, HEADER_KINDS[key])
+            if (number if isinstance(number, float) else number.value) != fixed:
+                raise OffxmlError(
+                    f"{where}: attribute {key}={value!r} is not supported: the OpenFF toolkit "
+                    f"(and Interchange) only apply {key} = {fixed:g}, and refuse the file "
+                    f"otherwise; write {fixed:g} or remove the attribute"
+                )
 
 
 def version_in(text: str, lo: str, hi: str) -> bool:

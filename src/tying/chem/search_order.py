@@ -35,11 +35,12 @@ import functools
 import re
 from typing import Any
 
+import numpy as np
+
 from tying.chem._rdkit import Chem, quiet
 from tying.chem.smirks import (
     CompiledSmirks,
     Prefilter,
-    evaluate,
     parse_atom_query,
     split_recursive,
 )
@@ -91,12 +92,47 @@ def count_atom_frequencies() -> tuple[tuple[tuple, int], ...]:
 def atom_weight(smarts: str) -> int:
     """How many atoms of the shipped set may satisfy one query atom's SMARTS.
 
+    The predicate is evaluated on every signature at once (:func:`_truth`), equal to
+    :func:`~tying.chem.smirks.evaluate` signature by signature
+    (``tests/chem/test_worker_start_stop52.py``): that loop was a fifth of an
+    ``assign_many`` worker's start-up.
+
     Example:
         >>> atom_weight("[#16&X4]") < atom_weight("[#6&X4]") < atom_weight("*")
         True
     """
-    tree = parse_atom_query(smarts)
-    return sum(n for sig, n in atom_frequencies() if evaluate(tree, sig) is not False)
+    fields, counts = _signature_table()
+    return int(counts[_truth(parse_atom_query(smarts), fields) > 0].sum())
+
+
+@functools.lru_cache(maxsize=1)
+def _signature_table() -> tuple[tuple[Any, ...], Any]:
+    """The signatures of :func:`atom_frequencies` as columns (one array per field; the
+    last, a tuple of ring sizes per signature or None where not known) and their counts."""
+    table = atom_frequencies()
+    columns = tuple(np.array([sig[f] for sig, _ in table]) for f in range(6))
+    sizes = np.empty(len(table), dtype=object)
+    sizes[:] = [sig[6] if len(sig) > 6 else None for sig, _ in table]
+    return (*columns, sizes), np.array([n for _, n in table], dtype=np.int64)
+
+
+_FIELD = {"Z": 0, "X": 1, "H": 2, "charge": 3, "aromatic": 4, "ring": 5}
+
+
+def _truth(tree: tuple, fields: tuple[Any, ...]) -> Any:
+    """:func:`~tying.chem.smirks.evaluate` on every signature: 0 False, 1 unknown, 2 True
+    (Kleene's logic: AND is the minimum, OR the maximum, NOT ``2 - v``)."""
+    kind = tree[0]
+    if kind == "prim":
+        return np.where(fields[_FIELD[tree[1]]] == tree[2], 2, 0)
+    if kind == "rsize":  # unknown where the ring sizes are not known or hold the size
+        return np.array([1 if s is None or tree[1] in s else 0 for s in fields[6]])
+    if kind == "unknown":
+        return np.ones(len(fields[0]), dtype=np.int64)
+    if kind == "not":
+        return 2 - _truth(tree[1], fields)
+    values = [_truth(t, fields) for t in tree[1]]
+    return np.minimum.reduce(values) if kind == "and" else np.maximum.reduce(values)
 
 
 def search_order(compiled: CompiledSmirks) -> tuple[int, ...]:
@@ -160,6 +196,11 @@ def has_stereo(compiled: CompiledSmirks) -> bool:
     smirks = compiled.parameter.smirks
     if "/" in smirks or "\\" in smirks:
         return True
+    if "@" not in smirks:
+        # A chiral tag comes only from '@' and bond stereo only from '/' or '\\' (checked on
+        # every shipped pattern): the atom walk below, through RDKit's slow Python
+        # sequences, was about a tenth of building an assigner (a worker's start-up).
+        return False
     unspecified = Chem.ChiralType.CHI_UNSPECIFIED
     return any(a.GetChiralTag() != unspecified for a in compiled.query.GetAtoms()) or any(
         b.GetStereo() != Chem.BondStereo.STEREONONE for b in compiled.query.GetBonds()

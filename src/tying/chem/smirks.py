@@ -175,15 +175,17 @@ def check_unlabelled_patterns(force_field: ForceField, labelled: Iterable[str]) 
     valence section left out by ``sections=``) went unread, and the force field labelled
     molecules, where the OpenFF toolkit refuses the file (``SMIRKSParsingError`` when it
     loads ``LibraryCharges``; an error from ``label_molecules`` for ``GBSA``). Only
-    parsing is checked here: what a pattern of such a section must tag is the toolkit's
-    rule, not ours.
+    parsing is checked here, and (since stop 52) that a ``<LibraryCharges>`` parameter
+    has one charge per tagged atom and a ``<ChargeIncrementModel>`` one increment per
+    tagged atom or one fewer, as the toolkit checks them when it loads the file.
 
     Args:
         force_field: a loaded force field.
         labelled: the sections compiled for labelling (checked there, tags included).
 
     Raises:
-        SmirksError: naming the force field, section, parameter id and pattern.
+        SmirksError: naming the force field, section, parameter id and pattern (and
+            both counts, for charges that do not fit the tagged atoms).
 
     Example:
         >>> from tying.chem.offxml import load_force_field
@@ -194,13 +196,42 @@ def check_unlabelled_patterns(force_field: ForceField, labelled: Iterable[str]) 
         if section in done:
             continue
         for parameter in parameters:
-            _parsed(
+            where = f"{force_field.name} {section} parameter {parameter.id!r}"
+            query = _parsed(
                 parameter,
-                f"{force_field.name} {section} parameter {parameter.id!r}",
+                where,
                 f"tying.chem does not label <{section}>, but the OpenFF toolkit refuses a force "
                 f"field with a malformed pattern in any section; fix the pattern in the .offxml "
                 f"file or remove the parameter",
             )
+            if section in _CHARGES:
+                _check_charge_count(parameter, query, where)
+
+
+# Sections whose parameters carry one charge per tagged atom: the attribute run and how
+# many charges fewer than tags the OpenFF toolkit accepts (a ChargeIncrement may leave
+# its last increment out: the toolkit fills it in so the increments sum to zero).
+_CHARGES = {"LibraryCharges": ("charge", 0), "ChargeIncrementModel": ("charge_increment", 1)}
+
+
+def _check_charge_count(parameter: Parameter, query: Any, where: str) -> None:
+    """Refuse a parameter whose number of charges does not fit its tagged atoms, as the
+    toolkit's ``LibraryChargeType`` and ``ChargeIncrementType`` refuse it when the file is
+    loaded (``SMIRNOFFSpecError``); before stop 52 such a file labelled molecules here."""
+    prefix, fewer = _CHARGES[parameter.section]
+    run = re.compile(rf"{prefix}\d+")
+    charges = sum(1 for key in parameter.values if run.fullmatch(key))
+    tags = len({a.GetAtomMapNum() for a in query.GetAtoms()} - {0})
+    if tags - fewer <= charges <= tags:
+        return
+    allowed = f"{tags}" if not fewer else f"{max(tags - fewer, 1)} or {tags}"
+    one = "one per tagged atom" + (", the last one may be left out" if fewer else "")
+    raise SmirksError(
+        f"{where}: SMIRKS {parameter.smirks!r} has {tags} tagged atom{'s' * (tags != 1)} but "
+        f"the parameter has {charges} {prefix} value{'s' * (charges != 1)} ({prefix}1, "
+        f"{prefix}2, ...); expected {allowed} ({one}), as the OpenFF toolkit refuses the file "
+        f"otherwise; add or remove {prefix}N attributes or tagged atoms so they agree"
+    )
 
 
 # -- the pre-filter: can any atom (bond) of a molecule satisfy a query atom (bond)? ----------

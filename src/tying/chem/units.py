@@ -11,6 +11,7 @@ kcal/kJ, degree/radian). No unit library is needed for that handful of units.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -91,7 +92,7 @@ class Unit:
         kept = {k: v for k, v in powers.items() if v != 0}
         return Unit(tuple(sorted(kept.items(), key=lambda kv: _ORDER.index(kv[0]))))
 
-    @property
+    @functools.cached_property
     def dimension(self) -> tuple[tuple[str, int], ...]:
         """The unit's dimension, e.g. ``(("energy", 1), ("amount", -1))``."""
         dims: dict[str, int] = {}
@@ -163,6 +164,10 @@ def _dim_text(unit: Unit) -> str:
     return " ".join(f"{d}^{p}" for d, p in unit.dimension) or "dimensionless"
 
 
+# Cached: a force field writes a handful of unit texts over and over (2,588 reads for
+# Sage's 452 parameters), a third of reading the file, which every assign_many worker
+# does when it starts. A Unit is immutable; a text that fails is not cached.
+@functools.lru_cache(maxsize=4096)
 def parse_unit(text: str) -> Unit:
     """Parse a unit expression: names joined by ``*`` and ``/``, each with an optional ``** n``.
 
