@@ -64,33 +64,17 @@ __all__ = [
     "soft_iou",
 ]
 
+
 # torch.jit.script compiles none of the layers (Python-side input checks): refuse it by
-# name, with what works instead, before TorchScript fails on a line of the layer (stop 52)
-for _layer in (
-    Attention,
-    EncoderDecoder,
-    GroupConv2d,
-    GroupPool,
-    HashedEmbedding,
-    HashedEmbeddingBag,
-    HashedLinear,
-    LiftingConv2d,
-    LocallyConnected2d,
-    MultiHopGraphConv,
-    NeuralODE,
-    PeriodicFeatures,
-    SharedBoundary,
-    Siamese,
-    SoftDiceLoss,
-    SoftIoULoss,
-    Stack,
-    SymmetricConv1d,
-    TiedAutoencoder,
-    TiedGateLSTM,
-    TiedResidualNet,
-    TiedUNet,
-    TransformerBlock,
-    VectorField,
-):
-    _layer.__prepare_scriptable__ = refuse_script
-del _layer
+# name, with what works instead, before TorchScript fails on a line of the layer (stop 52).
+# Every module class exported here, so a layer added later is covered too.
+def _refuse_script_on_every_layer() -> None:
+    from torch import nn
+
+    for name in __all__:
+        obj = globals()[name]
+        if isinstance(obj, type) and issubclass(obj, nn.Module):
+            obj.__prepare_scriptable__ = refuse_script
+
+
+_refuse_script_on_every_layer()
