@@ -29,10 +29,13 @@ from tying.core.errors import TieError
 
 #: id(predecessor Parameter) -> [(weakref to its successor, the successor's description)]
 _SUCCESSORS: dict[int, list[tuple[weakref.ref, str]]] = {}
-#: id(successor Parameter) -> the keys of ``_SUCCESSORS`` whose lists name it (while it
-#: lives): a chain's earlier predecessors are found by lookup, not by scanning every
-#: record (a scan per pair made building a 1,024-block tied stack take 22 s, stop 52)
+#: id(successor Parameter) -> the keys of ``_SUCCESSORS`` whose lists name it, and the
+#: reverse (key -> those ids), dropped with the key: a chain's earlier predecessors are
+#: found by lookup, not by scanning every record (a scan per pair made building a
+#: 1,024-block tied stack take 22 s, stop 52). No weak reference to a successor is kept
+#: beyond its record's: ``torch.utils.swap_tensors`` refuses a tensor that has one.
 _NAMED_BY: dict[int, set[int]] = {}
+_NAMES: dict[int, set[int]] = {}
 # re-entrant: any allocation under the lock may run the garbage collector, whose
 # finalizers (``_forget``) take the lock again on the same thread; a plain Lock
 # deadlocked there (the test suite hung in ``record``)
@@ -88,25 +91,29 @@ def withdraw(added: list) -> None:
             entries[:] = [e for e in entries if id(e) not in ids]
             if not entries:
                 _SUCCESSORS.pop(key, None)
+                _unindex(key)
 
 
 def _name(new: nn.Parameter, key: int) -> None:
-    """Index that the record ``key`` names ``new`` (until ``new`` is collected)."""
-    held = _NAMED_BY.get(id(new))
-    if held is None:
-        held = _NAMED_BY[id(new)] = set()
-        weakref.finalize(new, _unname, id(new))
-    held.add(key)
+    """Index that the record ``key`` names ``new`` (until the record goes)."""
+    _NAMED_BY.setdefault(id(new), set()).add(key)
+    _NAMES.setdefault(key, set()).add(id(new))
 
 
-def _unname(key: int) -> None:
-    with _LOCK:
-        _NAMED_BY.pop(key, None)
+def _unindex(key: int) -> None:
+    """Drop the record ``key`` from the index (it was forgotten or emptied)."""
+    for named in _NAMES.pop(key, ()):
+        held = _NAMED_BY.get(named)
+        if held is not None:
+            held.discard(key)
+            if not held:
+                del _NAMED_BY[named]
 
 
 def _forget(key: int) -> None:
     with _LOCK:
         _SUCCESSORS.pop(key, None)
+        _unindex(key)
 
 
 def _refuse_stale_step(optimizer, args, kwargs) -> None:
