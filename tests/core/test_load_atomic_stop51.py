@@ -171,9 +171,9 @@ def test_a_model_built_before_the_first_plan_has_its_parents_found(monkeypatch):
 
     torch.manual_seed(0)
     m = nn.Sequential(nn.Linear(4, 4), nn.ModuleDict({"a": nn.Linear(3, 3), "b": nn.Linear(3, 3)}))
-    for mod in m.modules():  # as if built before the hook: no link recorded
-        load_ancestors._PARENTS.pop(mod, None)
-    monkeypatch.setattr(load_ancestors, "_SWEPT", [])
+    for mod in m.modules():  # as if built before the hook: no registration recorded
+        load_ancestors._NEW.pop(id(mod), None)
+    monkeypatch.setattr(load_ancestors, "_MAP", [None])  # and no walk made yet
     tying.Plan([tying.share("b", like="a")]).apply(m[1])
     before = _values(m)
     sd = _noise(m) | {"1.b.weight": torch.randn(3, 3)}

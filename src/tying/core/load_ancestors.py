@@ -11,13 +11,18 @@ loaded").
 
 torch tells every registration of a child module to a global hook
 (``register_module_module_registration_hook``: ``add_module``, attribute assignment,
-``nn.Sequential``/``ModuleList``/``ModuleDict``); each parent is recorded (weakly), and a
-guarded child guards its new parent and, through the records, every module above it. The
-links made before the hook was installed are recorded once, when the first plan is applied. A link
-made past torch's registration (``model._modules[name] = m``, ``copy.deepcopy`` of an
-unguarded container) is not seen: such a load is refused by the tie itself, after the
-modules before it were loaded, with an error that says so, and the module loaded into is
-guarded for the next load.
+``nn.Sequential``/``ModuleList``/``ModuleDict``). The hook costs nothing measurable for a
+model without ties (stop 52: keeping a weak record of every link made building 5,000
+``nn.Linear`` 1.1x to 2x slower, the garbage collector walking the records): it keeps
+only ``id(child) -> id(type(child))`` (plain integers, which the collector does not
+track), and calls the guard only when the child holds a tie or a load check. The parents
+of a module are looked up when a tie needs them (a plan applied, a tied module
+registered): from one walk of the collector's modules, kept (weakly, checked against
+each parent's ``_modules`` when read) until a module met on the way up was registered
+again since. A link made past torch's registration (``model._modules[name] = m``, the
+copies ``copy.deepcopy`` makes) after that walk is not seen: such a load is refused by the
+tie itself, after the modules before it were loaded, with an error that says so, and the
+module loaded into is guarded for the next load.
 """
 
 from __future__ import annotations
@@ -29,109 +34,136 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-__all__ = ["ancestors", "install", "record_below", "record_from_before"]
+__all__ = ["ancestors", "install"]
 
-#: ``id(child) -> (a weak reference to the child, weak references to the modules it was
-#: registered into)``. Keyed by ``id``, never by the module: a weak dictionary or set
-#: hashes its keys, and a module class may define ``__hash__`` from attributes it sets
-#: after its children (e2cnn's ``BlocksBasisExpansion`` does: building an ``R2Conv``
-#: after any plan raised ``AttributeError`` from inside this hook, stop 51). The child's
-#: weak reference removes its entry when the child is collected, before its id can be
-#: given to another object.
-_PARENTS: dict[int, tuple[weakref.ref, list[weakref.ref]]] = {}
+#: ``id(child) -> id(type(child))`` for every registration since the last walk: integers
+#: only (no object the garbage collector tracks, no reference to the module). A dead
+#: module's id given to a new module of the same class costs one walk, never a missed
+#: parent.
+_NEW: dict[int, int] = {}
+#: above this many records they are dropped and the next look-up walks (memory bound)
+_MAX_NEW = 200_000
+#: ``id(child) -> weak references to its parents`` at the last walk; None: no walk yet,
+#: or the records of registrations since were dropped
+_MAP: list = [None]
+#: where a module keeps its ties (``tying.core.slots.SLOTS_ATTR``) and the method a layer
+#: checks a load with (``tying.core.slot_loads.LOAD_CHECK``); named here, not imported:
+#: both modules import this one
+TIE_ATTR = "_tying_slots"
+CHECK_ATTR = "_tying_check_load"
 _HOOK: list = []  # the handle of the installed hook (installed once)
-_SWEPT: list = []  # True once the modules from before the hook are recorded
 
 
-def _forget(key: int) -> Callable[[weakref.ref], None]:
-    table = _PARENTS  # bound here: at interpreter exit the module's globals are None
-
-    def gone(_ref: weakref.ref) -> None:
-        table.pop(key, None)
-
-    return gone
-
-
-def _link(parent: nn.Module, child: nn.Module) -> None:
-    key = id(child)
-    entry = _PARENTS.get(key)
-    try:
-        if entry is None or entry[0]() is not child:
-            entry = _PARENTS[key] = (weakref.ref(child, _forget(key)), [])
-        refs = entry[1]
-        if not any(r() is parent for r in refs):
-            refs[:] = [r for r in refs if r() is not None]  # parents collected meanwhile
-            refs.append(weakref.ref(parent))
-    except TypeError:  # a module class without __weakref__ (its own __slots__): not recorded
-        pass
-
-
-def _parents(module: nn.Module) -> list[nn.Module]:
-    entry = _PARENTS.get(id(module))
-    if entry is None or entry[0]() is not module:
-        return []
-    return [p for p in (r() for r in entry[1]) if p is not None]
-
-
-def record_below(root: nn.Module) -> None:
-    """Record the parent of every module under ``root`` (links made before the hook, or
-    past torch's registration, become known)."""
-    for mod in root.modules():
-        for child in mod._modules.values():
-            if child is not None:
-                _link(mod, child)
-
-
-def ancestors(module: nn.Module) -> list[nn.Module]:
-    """Every module known to hold ``module`` (directly or through others), nearest first."""
-    out: list[nn.Module] = []
-    seen = {id(module)}
-    todo = [module]
-    while todo:
-        for parent in _parents(todo.pop(0)):
-            if id(parent) not in seen:
-                seen.add(id(parent))
-                out.append(parent)
-                todo.append(parent)
-    return out
-
-
-def install(on_child: Callable[[nn.Module, nn.Module], None]) -> None:
-    """Install the global registration hook once; ``on_child(parent, child)`` is called after
-    each registration is recorded (it guards ``parent`` when ``child`` is guarded)."""
-    if _HOOK:
-        return
-
-    def hook(parent, name, child):
-        # runs inside every registration of every module in the process (other
-        # libraries' too, on half-built modules): it never raises into it. A module made
-        # inside a compiled forward is not recorded: adding a load hook there is nothing
-        # torch.compile can trace (fullgraph=True failed on it), and a load never runs there
-        if torch.compiler.is_compiling():
-            return
-        try:
-            if isinstance(child, nn.Module):
-                _link(parent, child)
-                on_child(parent, child)
-        except Exception:  # noqa: BLE001 - a load then is checked by the tie itself
-            pass
-        # returns None: the child is registered as given
-
-    _HOOK.append(nn.modules.module.register_module_module_registration_hook(hook))
-
-
-def record_from_before() -> None:
-    """Record, once per process, the parents of the modules that were registered before the
-    hook was installed (a model built before the first plan was applied): one walk of the
-    garbage collector's objects (about 0.1 s), at the first plan, not at import."""
-    if _SWEPT:
-        return
-    _SWEPT.append(True)
+def _walk() -> dict[int, list[weakref.ref]]:
+    """Every parent link of every live module: one walk of the collector's objects (about
+    0.05 s in a process with torch imported). Reads ``type`` and ``__dict__`` only: it may
+    run inside a registration, beside half-built modules (it never hashes, compares or calls
+    a method of one)."""
+    _NEW.clear()
+    found: dict[int, list[weakref.ref]] = {}
     for obj in gc.get_objects():
         # type(), not isinstance(): isinstance asks a lazy module's __class__, which may
         # import (and warn)
-        if issubclass(type(obj), nn.Module):
-            children = getattr(obj, "__dict__", {}).get("_modules")
-            for child in children.values() if isinstance(children, dict) else ():
-                if isinstance(child, nn.Module):
-                    _link(obj, child)
+        if not issubclass(type(obj), nn.Module):
+            continue
+        children = getattr(obj, "__dict__", {}).get("_modules")
+        if type(children) is not dict or not children:
+            continue
+        try:
+            ref = weakref.ref(obj)
+        except TypeError:  # a module class without __weakref__ (its own __slots__)
+            continue
+        for child in children.values():
+            if child is not None and issubclass(type(child), nn.Module):
+                found.setdefault(id(child), []).append(ref)
+    _MAP[0] = found
+    return found
+
+
+def _holds(parent: nn.Module, child: nn.Module) -> bool:
+    children = parent.__dict__.get("_modules")
+    return type(children) is dict and any(c is child for c in children.values())
+
+
+def _parents(module: nn.Module, links: dict) -> list[nn.Module]:
+    refs = links.get(id(module), ())
+    return [p for p in (r() for r in refs) if p is not None and _holds(p, module)]
+
+
+def _registered_since(module: nn.Module) -> bool:
+    return _NEW.get(id(module)) == id(type(module))
+
+
+def ancestors(module: nn.Module) -> list[nn.Module]:
+    """Every module that holds ``module`` (directly or through others), nearest first.
+
+    Args:
+        module: any module.
+
+    Returns:
+        The modules above it, each once; empty for a module no other holds.
+
+    Example:
+        >>> from torch import nn
+        >>> inner = nn.Linear(2, 2)
+        >>> outer = nn.Sequential(nn.Sequential(inner))
+        >>> [type(m).__name__ for m in ancestors(inner)]
+        ['Sequential', 'Sequential']
+    """
+    links = _MAP[0]
+    if links is None:
+        links = _walk()
+    while True:
+        out: list[nn.Module] = []
+        seen = {id(module)}
+        todo = [module]
+        stale = False
+        while todo and not stale:
+            here = todo.pop(0)
+            if _registered_since(here):
+                stale = True  # a link made since the last walk
+                break
+            for parent in _parents(here, links):
+                if id(parent) not in seen:
+                    seen.add(id(parent))
+                    out.append(parent)
+                    todo.append(parent)
+        if not stale:
+            return out
+        links = _walk()
+
+
+def install(on_child: Callable[[nn.Module, nn.Module], None]) -> None:
+    """Install the global registration hook once; ``on_child(parent, child)`` is called when
+    ``child`` holds a load pre-hook, a tie (``_tying_slots``) or a load check
+    (``_tying_check_load``): it guards ``parent`` and the modules above it."""
+    if _HOOK:
+        return
+    new = _NEW
+
+    def hook(parent, name, child):
+        # runs inside every registration of every module in the process (other
+        # libraries' too, on half-built modules): it never raises into it, hashes nothing,
+        # and allocates nothing the collector tracks. A module made inside a compiled
+        # forward is not recorded: adding a load hook there is nothing torch.compile can
+        # trace (fullgraph=True failed on it), and a load never runs there
+        if torch.compiler.is_compiling() or child is None:
+            return
+        try:
+            own = child.__dict__
+            if (
+                own.get("_load_state_dict_pre_hooks")
+                or TIE_ATTR in own
+                or hasattr(type(child), CHECK_ATTR)
+            ):
+                on_child(parent, child)
+        except Exception:  # noqa: BLE001 - a load then is checked by the tie itself
+            pass
+        # after on_child: a walk it made ran before torch puts the child in its parent
+        new[id(child)] = id(type(child))
+        if len(new) > _MAX_NEW:
+            new.clear()
+            _MAP[0] = None
+        # returns None: the child is registered as given
+
+    _HOOK.append(nn.modules.module.register_module_module_registration_hook(hook))

@@ -30,9 +30,7 @@ __all__ = ["ancestors", "guard_loading"]
 
 def ancestors(module: nn.Module) -> list[nn.Module]:
     """Every module known to hold ``module``, nearest first (see
-    :mod:`tying.core.load_ancestors`; the links from before the first plan are looked up
-    once)."""
-    load_ancestors.record_from_before()
+    :mod:`tying.core.load_ancestors`)."""
     return load_ancestors.ancestors(module)
 
 
@@ -126,7 +124,7 @@ def _check_before_load(
 
 #: a method a module class may define, ``(self, state_dict, prefix, local_metadata)``,
 #: raising when it would refuse the load; see :func:`_own_checks`
-LOAD_CHECK = "_tying_check_load"
+LOAD_CHECK = load_ancestors.CHECK_ATTR  # "_tying_check_load"
 
 
 def _own_checks(root: nn.Module, state_dict) -> None:
@@ -223,7 +221,6 @@ def guard_loading(model: nn.Module) -> None:
             names = path.split(".")
             parts.update(".".join(names[:i]) for i in range(1, len(names)))
     _guard(model.get_submodule(path) for path in parts)
-    load_ancestors.record_below(model)
     _guard(ancestors(model))
 
 
@@ -234,15 +231,25 @@ def _unchecked(prefix: str) -> str:
     guarded for the next load."""
     root = _loading_root()
     if root is not None:
-        load_ancestors.record_below(root)
-        for mod in root.modules():
-            if slots_of(mod):
-                _guard(ancestors(mod))
+        _guard_path_to_ties(root)
     return (
         f"\n\t(the load into the module above {prefix[:-1]!r} was not checked before it "
         f"copied: the modules loaded before {prefix[:-1]!r} now hold the state dict's values; "
         f"load a good state dict again. Loads into it are checked first from now on.)"
     )
+
+
+def _guard_path_to_ties(root: nn.Module) -> None:
+    """Guard ``root``, every module under it that holds a tie or a load check deeper down,
+    and the modules above ``root``: the links may have been made past torch's registration,
+    so they are read from ``root`` down, not looked up."""
+    parts = {""}
+    for path, mod in root.named_modules():
+        if path and (slots_of(mod) or hasattr(type(mod), LOAD_CHECK)):
+            names = path.split(".")
+            parts.update(".".join(names[:i]) for i in range(1, len(names)))
+    _guard(root.get_submodule(path) for path in sorted(parts))
+    _guard(ancestors(root))
 
 
 def _loading_root() -> nn.Module | None:
