@@ -529,9 +529,15 @@ def _stop_workers(pool: cf.ProcessPoolExecutor) -> None:
         with contextlib.suppress(Exception):
             proc.terminate()
     pool.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + 2.0
     for proc in procs:
         with contextlib.suppress(Exception):
-            proc.join(5)
+            proc.join(max(0.0, deadline - time.monotonic()))
+    for proc in procs:  # SIGTERM ignored (a disposition the worker inherited) or stuck
+        with contextlib.suppress(Exception):
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
 
 
 def _crashed_record(id: str, size: str, seed: int, exc: BaseException) -> RunRecord:
