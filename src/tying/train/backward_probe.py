@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from tying.train._vetting import unchanged
-from tying.train.row_watch import custom_nodes
+from tying.train.row_watch import custom_function_nodes_under, custom_nodes
 
 
 def custom_backward_nodes(out: torch.Tensor, given=()) -> list[str]:
@@ -134,19 +134,8 @@ def custom_function_nodes(outs, given=()) -> list:
         >>> [type(n).__name__ for n in custom_function_nodes([Halve.apply(x).exp(), x.sin()])]
         ['HalveBackward']
     """
-    from torch.autograd.function import BackwardCFunction
-
     seen = {id(t.grad_fn) for t in given if isinstance(t, torch.Tensor) and t.grad_fn}
-    todo, found = [t.grad_fn for t in outs], []
-    while todo:
-        node = todo.pop()
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        if isinstance(node, BackwardCFunction) and not _hook_function(node._forward_cls):
-            found.append(node)
-        todo.extend(nxt for nxt, _ in node.next_functions)
-    return found
+    return custom_function_nodes_under([t.grad_fn for t in outs], seen, _hook_function)
 
 
 def refuse_mixing_backward_at(losses, nodes, inputs, who: str, fix: str) -> None:

@@ -495,13 +495,20 @@ def custom_nodes(root, given_ids) -> list[str]:
     """The class names of the custom ``autograd.Function`` nodes in the graph under
     ``root`` (a ``grad_fn``), in the order found, not walking past the nodes whose ids
     are in ``given_ids`` (the inputs' own history)."""
-    seen, todo, found = set(given_ids), [root], []
+    return [type(node).__name__ for node in custom_function_nodes_under([root], given_ids)]
+
+
+def custom_function_nodes_under(roots, given_ids, skip=None) -> list:
+    """The custom ``autograd.Function`` nodes in the graphs under ``roots`` (``grad_fn``s),
+    in the order found, not walking past the nodes whose ids are in ``given_ids``;
+    ``skip(forward_cls)`` True leaves a node out (still walked through)."""
+    seen, todo, found = set(given_ids), list(roots), []
     while todo:
         node = todo.pop()
         if node is None or id(node) in seen:
             continue
         seen.add(id(node))
-        if isinstance(node, BackwardCFunction):
-            found.append(type(node).__name__)
+        if isinstance(node, BackwardCFunction) and not (skip and skip(node._forward_cls)):
+            found.append(node)
         todo.extend(nxt for nxt, _ in node.next_functions)
     return found
