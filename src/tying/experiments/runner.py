@@ -506,9 +506,8 @@ def _exit_with(parent: int, every_s: float = 0.5) -> None:
             time.sleep(every_s)
             try:
                 os.kill(parent, 0)
-            except ProcessLookupError:
-                os._exit(EXIT_PARENT_GONE)
-            except PermissionError:  # the pid was taken by another user's process
+            # gone, or its pid taken by another user's process
+            except (ProcessLookupError, PermissionError):
                 os._exit(EXIT_PARENT_GONE)
 
     threading.Thread(target=watch, name="tying-parent-watch", daemon=True).start()
