@@ -49,7 +49,7 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from tying.experiments import SIZES, get, load_all
-from tying.experiments.claims import CLAIMS, claim_for, in_claim_order
+from tying.experiments.claims import CLAIMS, EXTRA_CLAIMS, claim_for, in_claim_order
 from tying.experiments.registry import MAX_SEED
 from tying.experiments.runner import RunRecord, import_errors, run_experiment, run_many
 from tying.report.format import format_runtime, format_value
@@ -72,13 +72,28 @@ class _UsageError(Exception):
 
 
 def _check_ids(ids: Sequence[str], option: str = "") -> list[str]:
+    """The experiment ids of ``ids``, in order, once each; a claim's number (``A1``,
+    ``b10``: CLAIMS.md's numbering, any case) stands for its experiment's id."""
     load_all()
-    for exp_id in ids:
+    out = []
+    for given in ids:
+        exp_id = _by_code(given)
         try:
             get(exp_id)
         except KeyError as exc:  # its message names the closest valid id
             raise _UsageError(f"{option}{exc.args[0]}") from None
-    return list(ids)
+        out.append(exp_id)
+    return list(dict.fromkeys(out))
+
+
+def _by_code(given: str) -> str:
+    """The experiment id of claim number ``given`` (``"A1"`` -> ``"param-counts"``), or
+    ``given`` itself when it is no claim's number."""
+    code = given.strip().upper()
+    for claim in CLAIMS + EXTRA_CLAIMS:
+        if claim.code.upper() == code:
+            return claim.id
+    return given
 
 
 def _print_record(console: Console, rec: RunRecord) -> None:
@@ -435,7 +450,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_cmd_list)
 
     p = sub.add_parser("run", help="run one experiment and print its tables")
-    p.add_argument("id", help="experiment id, e.g. param-counts")
+    p.add_argument("id", help="experiment id (e.g. param-counts) or claim number (e.g. A1)")
     p.add_argument(
         "--size",
         choices=SIZES,
@@ -460,7 +475,7 @@ def _parser() -> argparse.ArgumentParser:
         "--only",
         action="append",
         metavar="IDS",
-        help="comma-separated ids to run (repeatable); default: all",
+        help="comma-separated experiment ids or claim numbers to run (repeatable); default: all",
     )
     p.add_argument(
         "--jobs",
