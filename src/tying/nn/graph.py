@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tying.core import Plan, Scaled, share
-from tying.nn._args import flag, forward_ad_active, int_arg
+from tying.nn._args import assert_in_graph, flag, forward_ad_active, in_graph, int_arg
 from tying.nn._input_errors import CAUGHT, InputDtypeError, dtype_detail, raise_if_mismatched
 from tying.nn._reparam import refresh
 from tying.nn._sparse import sparse_coo
@@ -287,7 +287,7 @@ class MultiHopGraphConv(nn.Module):
             )
         n = x.shape[0]
         if isinstance(adj, EdgeAdjacency):
-            _check_edges(adj, n)
+            adj = _check_edges(adj, n)
             adj_dtype = adj.weight.dtype
         elif not isinstance(adj, torch.Tensor) or not adj.is_sparse or tuple(adj.shape) != (n, n):
             plain = isinstance(adj, tuple | list)
@@ -374,9 +374,14 @@ def _edges_mm(adj: EdgeAdjacency, z: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(z).index_add(0, row, msg)
 
 
-def _check_edges(adj: EdgeAdjacency, n: int) -> None:
+def _check_edges(adj: EdgeAdjacency, n: int) -> EdgeAdjacency:
     """Shapes and dtypes always; node ids in ``[0, n)`` too, as ``z[col]`` would read a
-    negative id from the end with no error (a device assert when compiling)."""
+    negative id from the end with no error.
+
+    Returns ``adj``; inside a compiled or traced graph, one whose index carries the id
+    check (a Python ``if`` ran at recording time only: a ``torch.jit.trace`` of a model
+    that builds its ``EdgeAdjacency`` read node -1 as the last node, silently, stop 53).
+    """
     index, weight = adj
     if not isinstance(index, torch.Tensor) or not isinstance(weight, torch.Tensor):
         raise ValueError(
@@ -400,10 +405,17 @@ def _check_edges(adj: EdgeAdjacency, n: int) -> None:
             f"{weight.dtype} {tuple(weight.shape)}; build it with EdgeAdjacency.from_sparse(adj)"
         )
     inside = ((index >= 0) & (index < n)).all()
-    if torch.compiler.is_compiling():
-        torch._assert_async(inside, "MultiHopGraphConv: EdgeAdjacency node ids outside [0, N)")
-    elif index.numel() and not bool(inside):
+    if in_graph():
+        index = assert_in_graph(
+            inside,
+            "MultiHopGraphConv: EdgeAdjacency node ids must lie in [0, N) (N node feature "
+            "rows); check the graph matches x",
+            index,
+        )
+        return EdgeAdjacency(index, weight)
+    if index.numel() and not bool(inside):
         raise ValueError(
             f"MultiHopGraphConv: EdgeAdjacency node ids must lie in [0, {n}) (N node feature "
             f"rows), got [{int(index.min())}, {int(index.max())}]; check the graph matches x"
         )
+    return adj

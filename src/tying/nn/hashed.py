@@ -139,10 +139,18 @@ class HashedLinear(nn.Module):
         return self.buckets / (self.in_features * self.out_features)
 
     def reset_parameters(self) -> None:
-        """Buckets and bias ~ U(±1/√in_features), the rule of ``nn.Linear``."""
+        """Buckets and bias ~ U(±1/√in_features), the rule of ``nn.Linear``.
+
+        Once untied (``tying.untie``) the dense ``weight`` is drawn from the same law
+        (a signed hash of a symmetric law is that law); it died on "no attribute
+        'weight_physical'" (stop 53).
+        """
         bound = 1.0 / math.sqrt(self.in_features)
         with torch.no_grad():
-            self.weight_physical.uniform_(-bound, bound)
+            stored = self._parameters.get("weight_physical")
+            if stored is None:
+                stored = self.weight  # untied: the dense (out, in) parameter itself
+            stored.uniform_(-bound, bound)
             if self.bias is not None:
                 self.bias.uniform_(-bound, bound)
 

@@ -403,9 +403,24 @@ class HashedEmbedding(nn.Module):
         return self.weight_physical.numel() / (self.num_embeddings * self.embedding_dim)
 
     def reset_parameters(self) -> None:
-        """Stored values ~ N(0, 1), like ``nn.Embedding``: every logical entry then has variance 1."""
+        """Stored values ~ N(0, 1), like ``nn.Embedding``: every logical entry then has variance 1.
+
+        Raises:
+            TieError: once untied (``tying.untie``): there are no stored values (it died
+                on "no attribute 'weight_physical'", stop 53); the layer is unchanged.
+        """
+        stored = self._parameters.get("weight_physical")
+        if stored is None:
+            name = base_class(self).__name__
+            raise TieError(
+                f"{name}.reset_parameters: weight is no longer tied to its hash (tying.untie "
+                f"or a free rule), so there are no stored values to draw; for a dense table "
+                f"use torch.nn.{name.removeprefix('Hashed')}.from_pretrained("
+                f"layer.weight.detach()), or build a "
+                f"new {name}"
+            )
         with torch.no_grad():
-            self.weight_physical.normal_()
+            stored.normal_()
 
     def _ids(self, input: torch.Tensor, what: str = "indices") -> torch.Tensor:
         """``input`` checked (integer, in range) and flattened to int64."""
@@ -590,22 +605,25 @@ class HashedEmbeddingBag(HashedEmbedding):
                 raise ValueError(
                     f"{name}: offsets must be a 1-D int64/int32 tensor, got {offsets!r}"
                 )
-            nbags = offsets.numel()
-            ends = torch.cat([offsets[1:].long(), offsets.new_tensor([ids.numel()]).long()])
-            if not torch.compiler.is_compiling() and nbags:
+            # sizes read from .shape, not numel(): a traced graph keeps them as the input's
+            # (numel() was recorded as the trace's number, so a traced bag refused any
+            # other number of ids with torch's "allocated size does not match", stop 53)
+            nbags, n = offsets.shape[0], ids.shape[0]
+            ends = torch.cat([offsets[1:].long(), offsets.new_zeros(1).long() + n])
+            rule = f"{name}: offsets must start at 0, not decrease and stay <= len(input)"
+            if in_graph() and nbags:
+                # a Python if runs at recording time only: a traced or compiled bag failed
+                # in repeat_interleave with torch's "allocated size does not match" (stop 53)
                 starts = offsets.long()
-                if (
-                    int(starts[0]) != 0
-                    or bool((ends < starts).any())
-                    or int(starts[-1]) > ids.numel()
-                ):
-                    raise ValueError(
-                        f"{name}: offsets must start at 0, not decrease and stay <= len(input) = "
-                        f"{ids.numel()}, got {offsets.tolist()[:8]}"
-                    )
+                ok = (starts[0] == 0) & (ends >= starts).all() & (starts[-1] <= n)
+                offsets = assert_in_graph(ok, f"{rule}; fix the offsets", offsets)
+            elif nbags:
+                starts = offsets.long()
+                if int(starts[0]) != 0 or bool((ends < starts).any()) or int(starts[-1]) > n:
+                    raise ValueError(f"{rule} = {n}, got {offsets.tolist()[:8]}")
             counts = ends - offsets.long()
             bags = torch.repeat_interleave(
-                torch.arange(nbags, device=ids.device), counts, output_size=ids.numel()
+                torch.arange(nbags, device=ids.device), counts, output_size=n
             )
         else:
             raise ValueError(
@@ -631,7 +649,7 @@ class HashedEmbeddingBag(HashedEmbedding):
                 )
             per_sample_weights = per_sample_weights.reshape(-1)
         # one weight per item: its per-sample weight, over its bag's size for "mean"
-        fac = torch.ones(ids.numel(), dtype=torch.float64, device=ids.device)
+        fac = torch.ones(ids.shape[0], dtype=torch.float64, device=ids.device)
         if per_sample_weights is not None:
             fac = per_sample_weights.double()
         if self.pooling == "mean":

@@ -201,5 +201,106 @@ class TiedGateLSTM(nn.Module):
             out = out.transpose(0, 1)
         return out, (h, c)
 
+    def to_lstm(self) -> nn.LSTM:
+        """An :class:`torch.nn.LSTM` with the same outputs: the tie written out.
+
+        Its ``weight_ih_l0`` stacks the four gates' input weights (the tied three as
+        copies of one matrix), ``bias_ih_l0`` is ``bias`` and ``bias_hh_l0`` zeros; it
+        is an independent copy (training it does not keep ``W_f = W_i = W_o``). Its
+        state is ``(1, B, H)`` per tensor where this layer's is ``(B, H)``.
+
+        Returns:
+            ``nn.LSTM(input_size, hidden_size, batch_first=...)`` on this layer's
+            device and dtype.
+
+        Example:
+            >>> import torch
+            >>> tied = TiedGateLSTM(3, 4)
+            >>> x = torch.randn(2, 5, 3)
+            >>> torch.allclose(tied.to_lstm()(x)[0], tied(x)[0], atol=1e-6)
+            True
+        """
+        w = self.weight_hh
+        lstm = nn.LSTM(
+            self.input_size,
+            self.hidden_size,
+            batch_first=self.batch_first,
+            device=w.device,
+            dtype=w.dtype,
+        )
+        with torch.no_grad():
+            lstm.weight_ih_l0.copy_(torch.cat([getattr(self, f"weight_ih_{g}") for g in _GATES]))
+            lstm.weight_hh_l0.copy_(w)
+            lstm.bias_ih_l0.copy_(self.bias)
+            lstm.bias_hh_l0.zero_()
+        return lstm
+
+    @classmethod
+    def from_lstm(cls, lstm: nn.LSTM, *, tie_gates: bool = True) -> TiedGateLSTM:
+        """A :class:`TiedGateLSTM` with the outputs of a one-layer :class:`torch.nn.LSTM`.
+
+        Args:
+            lstm: an ``nn.LSTM`` with ``num_layers=1``, one direction and ``proj_size=0``.
+            tie_gates: tie ``W_f = W_i = W_o`` (default). The tie is a fact about the
+                weights, not a projection: it is refused unless the three gates' input
+                weights of ``lstm`` are equal (an LSTM made by :meth:`to_lstm` of a tied
+                layer, untrained since).
+
+        Returns:
+            A new layer on ``lstm``'s device and dtype; ``bias`` is ``bias_ih + bias_hh``
+            (zeros for ``bias=False``).
+
+        Raises:
+            TypeError: for anything but an ``nn.LSTM``.
+            ValueError: for a stacked, bidirectional or projected LSTM, or unequal gate
+                weights under ``tie_gates=True``; ``lstm`` is unchanged.
+
+        Example:
+            >>> import torch
+            >>> ref = torch.nn.LSTM(3, 4, batch_first=True)
+            >>> x = torch.randn(2, 5, 3)
+            >>> ours = TiedGateLSTM.from_lstm(ref, tie_gates=False)
+            >>> torch.allclose(ours(x)[0], ref(x)[0], atol=1e-6)
+            True
+        """
+        if not isinstance(lstm, nn.LSTM):
+            raise TypeError(
+                f"TiedGateLSTM.from_lstm: expected a torch.nn.LSTM, got {type(lstm).__name__}"
+            )
+        tie_gates = flag("TiedGateLSTM.from_lstm", "tie_gates", tie_gates)
+        if lstm.num_layers != 1 or lstm.bidirectional or lstm.proj_size:
+            raise ValueError(
+                f"TiedGateLSTM.from_lstm: TiedGateLSTM is one layer, one direction, no "
+                f"projection; got num_layers={lstm.num_layers}, bidirectional="
+                f"{lstm.bidirectional}, proj_size={lstm.proj_size}; convert each layer of a "
+                f"one-directional stack by itself"
+            )
+        w_ih = lstm.weight_ih_l0.detach()
+        hs = lstm.hidden_size
+        gates = dict(zip(_GATES, w_ih.split(hs), strict=True))  # (H, in) each
+        if tie_gates:
+            off = max(float((gates[g] - gates["f"]).abs().max()) for g in ("i", "o"))
+            if off != 0.0:
+                raise ValueError(
+                    f"TiedGateLSTM.from_lstm: tie_gates=True needs the input weights of the "
+                    f"input, forget and output gates equal (rows 0:{hs}, {hs}:{2 * hs} and "
+                    f"{3 * hs}:{4 * hs} of weight_ih_l0), got them {off:.3g} apart; pass "
+                    f"tie_gates=False for an untied copy (or tie them in lstm first)"
+                )
+        w = lstm.weight_hh_l0
+        layer = cls(lstm.input_size, hs, tie_gates=tie_gates, batch_first=lstm.batch_first)
+        layer.to(device=w.device, dtype=w.dtype)
+        with torch.no_grad():
+            for g in _GATES:
+                if g in ("i", "o") and tie_gates:
+                    continue  # read from weight_ih_f through the tie
+                getattr(layer, f"weight_ih_{g}").copy_(gates[g])
+            layer.weight_hh.copy_(w)
+            if lstm.bias:
+                layer.bias.copy_(lstm.bias_ih_l0 + lstm.bias_hh_l0)
+            else:
+                layer.bias.zero_()
+        return layer
+
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, tie_gates={self.tie_gates}"
