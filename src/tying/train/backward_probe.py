@@ -219,3 +219,79 @@ def _hook_function(cls) -> bool:
     """Whether ``cls`` is torch's ``BackwardHookFunction`` (``register_full_backward_hook``
     wraps a module's inputs and outputs in it; its backward is the identity)."""
     return cls.__name__ == "BackwardHookFunction" and cls.__module__.startswith("torch.")
+
+
+def loss_function_nodes(stop_at) -> list:
+    """The custom ``autograd.Function`` nodes of the loss that the running backward
+    started from, between its roots and the nodes ``stop_at`` (a model's outputs'
+    ``grad_fn``s), read from inside that backward (a hook on a model output, stop 53).
+
+    Opacus' hooks never see the loss: the caller builds it from the model's outputs and
+    runs its backward. The roots are the tensors handed to the autograd engine
+    (``torch.autograd.graph._engine_run_backward``'s ``t_outputs``), found on the calling
+    thread's stack, where the engine runs hooks of CPU nodes. Only nodes from which a
+    model output is reached count: a penalty on the weights alone is no example's.
+
+    Args:
+        stop_at: the ``grad_fn`` nodes of the model's outputs; the walk ends there.
+
+    Returns:
+        The nodes, in the order found; empty where the roots are not on this thread's
+        stack (a backward that a device thread runs) or the loss holds none.
+
+    Example:
+        >>> import torch
+        >>> class Halve(torch.autograd.Function):
+        ...     @staticmethod
+        ...     def forward(ctx, x):
+        ...         return x / 2
+        ...     @staticmethod
+        ...     def backward(ctx, g):
+        ...         return g / 2
+        >>> out = torch.ones(2, 3, requires_grad=True) * 3   # a model's output
+        >>> found = []
+        >>> _ = out.register_hook(lambda g: found.extend(loss_function_nodes([out.grad_fn])))
+        >>> Halve.apply(out).sum().backward()
+        >>> [type(n).__name__ for n in found]
+        ['HalveBackward']
+    """
+    import sys
+
+    try:  # private to torch (2.4-2.13 have it): without it, no check rather than a crash
+        from torch.autograd.graph import _engine_run_backward
+    except ImportError:
+        return []
+    frame, roots = sys._getframe(1), None
+    while frame is not None:
+        if frame.f_code is _engine_run_backward.__code__:
+            roots = frame.f_locals.get("t_outputs")
+            break
+        frame = frame.f_back
+    if not roots:
+        return []
+    stops = {id(n) for n in stop_at if n is not None}
+    heads = []
+    for r in roots:
+        node = r.grad_fn if isinstance(r, torch.Tensor) else getattr(r, "node", None)
+        heads.append(node)
+    reaches: dict[int, bool] = {}  # node id -> a model output is below it
+    found, todo = [], [(n, False) for n in heads if n is not None]
+    while todo:  # depth first, iterative: a long loss graph must not hit the recursion limit
+        node, done = todo.pop()
+        key = id(node)
+        if done:
+            below = [nxt for nxt, _ in node.next_functions if nxt is not None]
+            reaches[key] = any(id(n) in stops or reaches.get(id(n), False) for n in below)
+            if (
+                reaches[key]
+                and isinstance(node, torch.autograd.function.BackwardCFunction)
+                and not _hook_function(node._forward_cls)
+            ):
+                found.append(node)
+            continue
+        if key in reaches or key in stops:
+            continue
+        reaches[key] = False  # on the way down: a cycle cannot happen, but a revisit can
+        todo.append((node, True))
+        todo.extend((nxt, False) for nxt, _ in node.next_functions if nxt is not None)
+    return found[::-1]

@@ -55,7 +55,11 @@ from tying.train._vetting import (
     refuse_mixing_forward,
     tensors_in,
 )
-from tying.train.backward_probe import custom_function_nodes, refuse_mixing_backward_at
+from tying.train.backward_probe import (
+    custom_function_nodes,
+    loss_function_nodes,
+    refuse_mixing_backward_at,
+)
 from tying.train.ghost import _autocast_off, reads_no_size
 
 # The key that tells tying.core.slots this module's tied uses are counted.
@@ -366,7 +370,9 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
             ``padding_mode`` other than ``"zeros"``), or that it cannot sample (a trainable
             ``nn.RNN``/``nn.LSTM``/``nn.GRU``, an ``nn.EmbeddingBag``), naming it; a
             forward that mixes examples; at a forward, a custom ``autograd.Function``
-            whose backward mixes them (naming it; Opacus' records of that forward taken back).
+            whose backward mixes them (naming it; Opacus' records of that forward taken back);
+            at a backward, a custom ``autograd.Function`` in the loss applied to the
+            model's output (naming it, "in the loss"; nothing written).
         ImportError: Opacus is not installed (names the extra).
 
     Example:
@@ -551,6 +557,7 @@ class _BackwardProbe:
             for t in tensors_in((output,), {})
             if t.requires_grad and t.is_floating_point() and t.dim() and t.shape[0] == B
         ]
+        self._watch_loss(outs)
         nodes = custom_function_nodes(outs, given)
         if not nodes:
             return
@@ -572,8 +579,40 @@ class _BackwardProbe:
         finally:
             self.gsm.enable_hooks()
 
-    def _take_back(self) -> None:
-        counters, activations = self._state
+    def _watch_loss(self, outs) -> None:
+        """At the backward, refuse a custom Function in the loss built from ``outs``
+        (stop 53): the forward's probe ends at the model's outputs, and Opacus' hooks read
+        each layer's gradient as the loss's backward hands it down. A loss that divided
+        its gradient by the batch's norm gave per-sample gradients 0.69 off the loop, no
+        error. Such a Function's backward has run before the outputs' gradient exists and
+        its graph may be freed, so it cannot be probed as the model's are: it is refused
+        by name, before any parameter's gradient is written."""
+        state, stops = self._state, [t.grad_fn for t in outs]
+
+        def check(grad):
+            if not self.gsm.hooks_enabled:  # a probe's own backward, or Opacus' off
+                return None
+            nodes = loss_function_nodes(stops)
+            if nodes:
+                self._take_back(state)
+                names = ", ".join(dict.fromkeys(n._forward_cls.__qualname__ for n in nodes))
+                raise ValueError(
+                    f"grad_sample_module: the loss applies the custom autograd.Function "
+                    f"{names} to the model's output, in the loss: Opacus' hooks take each "
+                    f"example's gradient from the row its backward hands down, which they "
+                    f"cannot check (a backward that sums, averages or normalises over the "
+                    f"batch gives per-sample gradients that are no example's own, with no "
+                    f"error). Write the loss with torch operations, or use "
+                    f"tying.train.DPSGD(mode='ghost'), which probes such a backward, or "
+                    f"mode='vmap', which runs each example's backward alone"
+                )
+            return None
+
+        for t in outs:
+            t.register_hook(check)
+
+    def _take_back(self, state=None) -> None:
+        counters, activations = self._state if state is None else state
         for p, n in counters:
             if n is not None:
                 p._forward_counter = n
