@@ -24,7 +24,8 @@ plan_mod = importlib.import_module("tying.core.plan")
 verify_mod = importlib.import_module("tying.core.verify")
 stale = importlib.import_module("tying.core.stale")
 count_mod = importlib.import_module("tying.core.count")
-checkpoint = importlib.import_module("tying.core.checkpoint")
+# the atomic write lives here since stop 53 (split out of checkpoint.py)
+file_writing = importlib.import_module("tying.core.file_writing")
 
 
 class Injected(Exception):
@@ -310,14 +311,14 @@ def test_a_tying_file_that_stores_the_hand_tied_key_apart_is_still_refused(tmp_p
 
 
 def _fsync_folder_fails(monkeypatch, code):
-    real = checkpoint.os.fsync
+    real = file_writing.os.fsync
 
     def fsync(fd):
-        if checkpoint.stat.S_ISDIR(checkpoint.os.fstat(fd).st_mode):
-            raise OSError(code, checkpoint.os.strerror(code))
+        if file_writing.stat.S_ISDIR(file_writing.os.fstat(fd).st_mode):
+            raise OSError(code, file_writing.os.strerror(code))
         return real(fd)
 
-    monkeypatch.setattr(checkpoint.os, "fsync", fsync)
+    monkeypatch.setattr(file_writing.os, "fsync", fsync)
 
 
 def test_a_file_system_without_folder_fsync_saves(monkeypatch, tmp_path):

@@ -206,11 +206,38 @@ class Plan:
 
     @classmethod
     def declared(cls, model: nn.Module) -> Plan:
-        """The plan that re-creates every tie declared on ``model`` (and its submodules)."""
+        """The plan that re-creates every tie declared on ``model`` (and its submodules).
+
+        Args:
+            model: a model tied by :meth:`apply` (or :func:`~tying.load`).
+
+        Returns:
+            A plan of one exact rule per declared tie.
+
+        Raises:
+            TieError: a tied path holds ``*`` (a ``ModuleDict`` key such as ``"a*"``): a
+                rule reads it as a wildcard, so the plan would also tie every path it
+                matches (``"ab"``) in the model it is applied to (stop 53).
+
+        Example:
+            >>> import torch, tying
+            >>> m = torch.nn.ModuleDict({"a": torch.nn.Linear(2, 2), "b": torch.nn.Linear(2, 2)})
+            >>> _ = tying.Plan([tying.share("b.weight", like="a.weight")]).apply(m)
+            >>> tying.Plan.declared(m)
+            Plan([share('b.weight', like='a.weight')])
+        """
         rules = []
         for prefix, mod in model.named_modules():
             for target, spec in mod.__dict__.get(DECLARED_ATTR, {}).items():
                 like = None if spec["like"] is None else join(prefix, spec["like"])
+                for path in (join(prefix, target), like):
+                    if path is not None and "*" in path:
+                        raise TieError(
+                            f"Plan.declared: the tied path {path!r} holds '*', which a rule "
+                            f"reads as a wildcard (it matches one or more characters), so the "
+                            f"plan would also tie every other path it matches; rename the "
+                            f"module (a ModuleDict key) to a name without '*'"
+                        )
                 rules.append(
                     share(join(prefix, target), like, relation_from_spec(spec["relation"]))
                 )

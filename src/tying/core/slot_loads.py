@@ -58,7 +58,7 @@ def _load_from_state_dict(
     else:  # a root above checked before copying; these join its error list
         problems = _contradictions(self, state_dict, prefix, owns)
         if problems:  # the root did not check (see _unchecked): say what was loaded
-            problems[-1] += _unchecked(prefix)
+            problems[-1] += _unchecked(prefix, stopped=False)
         errors.extend(problems)
     for name, slot in slots_of(self).items():
         own = owns[name]
@@ -114,7 +114,7 @@ def _check_before_load(
             f"Error(s) in loading state_dict for {type(root).__name__} "
             f"{'(nothing was loaded)' if not prefix else 'at ' + repr(prefix[:-1])}:\n\t"
             + "\n\t".join(problems)
-            + (_unchecked(prefix) if prefix else "")
+            + (_unchecked(prefix, stopped=True) if prefix else "")
         )
     if not prefix:
         _own_checks(root, state_dict)
@@ -224,19 +224,54 @@ def guard_loading(model: nn.Module) -> None:
     _guard(ancestors(model))
 
 
-def _unchecked(prefix: str) -> str:
+def _unchecked(prefix: str, stopped: bool) -> str:
     """The end of a refusal found at ``prefix`` by the tie itself: the module loaded into
-    was not checked first (held past torch's registration, see
-    :mod:`tying.core.load_ancestors`), so the modules before ``prefix`` were loaded; it is
-    guarded for the next load."""
-    root = _loading_root()
-    if root is not None:
-        _guard_path_to_ties(root)
+    was not checked first (it holds the part past torch's registration, see
+    :mod:`tying.core.load_ancestors`), so some of its modules were loaded; it is guarded for
+    the next load.
+
+    ``stopped``: the refusal raises here (a part's pre-hook), so the modules before
+    ``prefix`` were loaded and the rest were not; else (a tied module's own load) the error
+    joins torch's list and the load goes on, so every other module is loaded. The message
+    names the module loaded into, the link, and the entries copied (stop 53: it named
+    neither, and said "the modules loaded before" where the ones after were loaded too).
+    """
+    here = prefix[:-1]
+    root, given = _loading_root()
+    if root is None:
+        return (
+            f"\n\t(the load into the module above {here!r} was not checked before it "
+            f"copied: other entries of the state dict may have been loaded; load a good "
+            f"state dict again)"
+        )
+    _guard_path_to_ties(root)
+    copied = _entries_loaded(root, here, given, stopped)
+    shown = ", ".join(copied[:8]) + (f" and {len(copied) - 8} more" if len(copied) > 8 else "")
+    which = "before" if stopped else "before and after"
     return (
-        f"\n\t(the load into the module above {prefix[:-1]!r} was not checked before it "
-        f"copied: the modules loaded before {prefix[:-1]!r} now hold the state dict's values; "
-        f"load a good state dict again. Loads into it are checked first from now on.)"
+        f"\n\t(the load into {type(root).__name__} was not checked before it copied: a "
+        f"module on the way to {here!r} is held past torch's registration (e.g. "
+        f"parent._modules[name] = part instead of parent.name = part or add_module), so "
+        f"torch's registration hook never guarded it; the modules loaded {which} {here!r} "
+        f"now hold the state dict's values: {shown or 'none'}; load a good state dict again. "
+        f"Loads into {type(root).__name__} are checked first from now on.)"
     )
+
+
+def _entries_loaded(root: nn.Module, here: str, state_dict, stopped: bool) -> list[str]:
+    """The state dict's entries that ``load_state_dict`` on ``root`` copies when the refusal
+    found at ``here`` raises (``stopped``: those of the modules before ``here`` in torch's
+    order), or when it is only listed (every module's: the tied slots are not among a
+    module's parameters, so they are not named)."""
+    out: dict[str, None] = {}  # ordered, each once (a shared module is loaded twice)
+    for path, mod in root.named_modules(remove_duplicate=False):  # torch's load order
+        if stopped and (path == here or path.startswith(here + ".")):
+            break
+        pre = path + "." if path else ""
+        skip = mod.__dict__.get("_non_persistent_buffers_set", ())
+        names = [*mod._parameters, *(n for n in mod._buffers if n not in skip)]
+        out.update((pre + n, None) for n in names if pre + n in state_dict)
+    return list(out)
 
 
 def _guard_path_to_ties(root: nn.Module) -> None:
@@ -252,16 +287,22 @@ def _guard_path_to_ties(root: nn.Module) -> None:
     _guard(ancestors(root))
 
 
-def _loading_root() -> nn.Module | None:
-    """The module whose ``load_state_dict`` is running (its frame's ``self``), if any."""
+def _loading_root() -> tuple[nn.Module | None, dict]:
+    """The module whose ``load_state_dict`` is running (its frame's ``self``), if any, and
+    the state dict it was given (torch hands each module only its own entries)."""
     code = nn.Module.load_state_dict.__code__
     frame = sys._getframe(1)
     found = None
     while frame is not None:
         if frame.f_code is code:
-            found = frame.f_locals.get("self")  # the outermost one: the load called
+            found = frame  # the outermost one: the load called
         frame = frame.f_back
-    return found if isinstance(found, nn.Module) else None
+    if found is None:
+        return None, {}
+    root, given = found.f_locals.get("self"), found.f_locals.get("state_dict")
+    if not isinstance(root, nn.Module):
+        return None, {}
+    return root, given if hasattr(given, "__contains__") else {}
 
 
 load_ancestors.install(_on_child)
