@@ -254,6 +254,46 @@ def _as_float(where: str, label: str, value: Any) -> np.ndarray:
     return np.asarray(arr, dtype=float)
 
 
+def _pandas_index(value: Any) -> Any:
+    """The row index of a pandas Series or DataFrame (without importing pandas), else None."""
+    module = type(value).__module__ or ""
+    if module.split(".")[0] != "pandas" or type(value).__name__ not in ("Series", "DataFrame"):
+        return None  # a pandas Index is its own labels: nothing to pair by
+    return value.index
+
+
+def _check_pandas_alignment(where: str, ds: Dataset) -> None:
+    """Refuse pandas x, y and σ whose row labels differ: NumPy pairs them by position.
+
+    pandas pairs two Series by label (``y - x`` aligns them); ``np.asarray`` drops the
+    labels, so ``y.sort_values()`` or ``y.sample(frac=1)`` against an unsorted ``x``
+    paired each x with another point's y and the fit returned a plausible wrong answer
+    with no error (stop 53).
+    """
+    labelled = [
+        (label, index)
+        for label, value in (("x", ds.x), ("y", ds.y), ("sigma", ds.sigma))
+        if (index := _pandas_index(value)) is not None
+    ]
+    label, index = labelled[0] if labelled else ("", None)
+    for other, other_index in labelled[1:]:
+        if not index.equals(other_index):
+            raise ValueError(
+                f"{where}: {label} and {other} are pandas objects with different row "
+                f"indexes ({label}: {_head(index)}, {other}: {_head(other_index)}), so "
+                f"their points would be paired by position, not by label; align them first "
+                f"({other} = {other}.reindex({label}.index), dropping the rows that leaves "
+                f"NaN), or pass {label}.to_numpy() and {other}.to_numpy() if position is "
+                f"what you mean"
+            )
+
+
+def _head(index: Any) -> str:
+    """The first few labels of an index, for a message."""
+    labels = list(index[:4])
+    return f"[{', '.join(map(repr, labels))}{', ...' if len(index) > 4 else ''}]"
+
+
 def _bad_values(values: np.ndarray) -> str | None:
     bad = ~np.isfinite(values)
     if not bad.any():
@@ -279,7 +319,8 @@ def stack(datasets: Sequence[Any]) -> StackedData:
             the first bad point); a masked array with masked values; complex, boolean
             (y, σ) or text values; σ ≤ 0, or so small that 1/σ overflows;
             x and y of different lengths; an empty
-            data set; two data sets with the same name.
+            data set; two data sets with the same name; pandas x, y or σ with
+            different row indexes (NumPy would pair their points by position).
 
     Example:
         >>> import numpy as np
@@ -309,6 +350,7 @@ def stack(datasets: Sequence[Any]) -> StackedData:
         where = f"dataset {name!r} (index {i})"
         if not isinstance(ds.metadata, Mapping):
             raise TypeError(f"{where}: metadata must be a dict, got {type(ds.metadata).__name__}")
+        _check_pandas_alignment(where, ds)
         x = _as_float(where, "x", ds.x)
         y = _as_float(where, "y", ds.y)
         if y.ndim != 1:

@@ -57,6 +57,10 @@ _LOST_STEP_FACTORS = (1e-4, 1e-8, 1e-12, 1e4, 1e8, 1e12)
 _STACK_MAX_VALUES = 8_192
 
 
+class _AutogradError(ValueError):
+    """A torch model whose autograd derivative two other ways refute (a ValueError)."""
+
+
 class Derivatives:
     """The Jacobian of ``model_fn``: the half of :class:`~tying.fit.model.ModelEvaluator`
     that differentiates it (a mixin: it calls the model through the evaluator).
@@ -106,6 +110,10 @@ class Derivatives:
             noise = self._fd_noise(values, *self._inside_bounds(v, fd_step(v, self._fd_zero_scale)))
         if fast is not None and _same_jacobian(fast, reference, rtol=rtol, noise=noise):
             return ""
+        if fast is not None and self.backend == "torch":
+            # autograd can be the wrong one (a backward wrong only where the fit ended):
+            # refitting with it would trade an exact Jacobian for a wrong one
+            self._check_autograd(values, free, fast, reference)
         if fast is not None and self.backend != "torch":
             # central differences are the weak witness near 0 (a step relative to 1e-16 is
             # lost in rounding): a second one, with steps no smaller than at the start
@@ -133,11 +141,13 @@ class Derivatives:
         values = self.pmap.logical(theta)
         try:
             jac = self._jac_torch(values) if self.backend == "torch" else self._jac_fd(values)
-        except (_ShapeError, ModelError):
+        except (_ShapeError, ModelError, _AutogradError):
             raise
         except Exception as err:
             raise self._failure(err, values) from err
         self._check_jacobian(jac, theta, values)
+        if self.backend == "torch" and not self._complex_ok and self.njev == 1:
+            self._check_autograd_alone(values, jac)  # no complex step to vouch for autograd
         return jac
 
     def _check_jacobian(self, jac: np.ndarray, theta: np.ndarray, values: dict) -> None:
@@ -199,6 +209,8 @@ class Derivatives:
             if self._complex_ok is None and small:
                 # used from now on only if it matches autograd (to 1e-9 of each column)
                 self._complex_ok = fast is not None and _same_jacobian(fast, jac, rtol=1e-9)
+                if fast is not None and not self._complex_ok:
+                    self._check_autograd(values, free, fast, jac)
             return jac
         for i in range(k):
             n = int(self.data.lengths[i])
@@ -211,6 +223,94 @@ class Derivatives:
                 )
             jac[i, :n] = cols
         return jac
+
+    def _check_autograd(self, values: dict, free: list[str], fast: np.ndarray, jac: np.ndarray):
+        """Refuse a torch model whose autograd disagrees with two witnesses that agree.
+
+        When the complex step and autograd differ, the complex step was dropped and
+        autograd trusted: right for a model with ``abs`` (the complex step is then wrong),
+        wrong for a custom ``torch.autograd.Function`` with a wrong ``backward`` or a
+        ``.detach()`` on a parameter's path. That fit converged and reported standard
+        errors 2x off with ``success=True`` and no word (stop 53). Central differences
+        arbitrate: where they agree with the complex step and not with autograd, autograd
+        is the one that is wrong.
+        """
+        if getattr(self, "low_precision", ""):
+            return  # float32 differences are noise at 1e-2: the fit is flagged for it anyway
+        v = np.stack([values[n] for n in free], axis=1)  # (K, P)
+        h_up, h_dn = self._inside_bounds(v, fd_step(v, self._fd_zero_scale))
+        try:
+            with np.errstate(all="ignore"):
+                fd = self._fd_columns(values, v, h_up, h_dn, range(len(free)))
+                noise = self._fd_noise(values, h_up, h_dn)
+        except Exception:
+            return  # no third witness: autograd stands, as before
+        if not _same_jacobian(fast, fd, rtol=1e-6, noise=noise) or _same_jacobian(
+            jac, fd, rtol=1e-6, noise=noise
+        ):
+            return
+        self._autograd_refuted(free, jac, fd, "the complex step and central differences")
+
+    def _check_autograd_alone(self, values: dict, jac: np.ndarray) -> None:
+        """Refuse autograd that central differences with two step sizes refute, on many points.
+
+        A problem too large for the complex step, or fitted with ``vectorized=False``, had
+        no check of autograd at all: a wrong ``backward`` gave wrong standard errors with
+        no word (stop 53). A kink (``relu``, ``clamp``) on a data point makes the two
+        disagree on that point alone, so a column is refuted only where more than
+        ``max(2, 10 %)`` of a data set's points disagree with both step sizes, which agree
+        with each other there.
+        """
+        if getattr(self, "low_precision", ""):
+            return  # float32 differences are noise at 1e-2: the fit is flagged for it anyway
+        free = self.pmap.free_names
+        v = np.stack([values[n] for n in free], axis=1)  # (K, P)
+        mask = self.data.mask[:, :, None]  # (K, n_max, 1)
+        allowed = np.maximum(2, 0.1 * self.data.lengths)[:, None]  # (K, 1)
+        h0 = fd_step(v, self._fd_zero_scale)
+        try:
+            with np.errstate(all="ignore"):
+                fds, tols = [], []
+                for factor in (1.0, 10.0):  # truncation 100x apart, rounding 10x apart
+                    h_up, h_dn = self._inside_bounds(v, factor * h0)
+                    fd = self._fd_columns(values, v, h_up, h_dn, range(len(free)))
+                    scale = np.max(np.abs(np.where(mask, fd, 0.0)), axis=(0, 1))  # (P,)
+                    fds.append(fd)
+                    tols.append(1e-5 * scale + self._fd_noise(values, h_up, h_dn) + 1e-300)
+                # a point refutes autograd when both differences agree with each other
+                # and not with it: noisy differences (an adaptive ODE solver inside the
+                # model) disagree with each other, and refute nothing
+                off = (
+                    mask
+                    & ~(np.abs(jac - fds[0]) <= tols[0])
+                    & ~(np.abs(jac - fds[1]) <= tols[1])
+                    & (np.abs(fds[0] - fds[1]) <= tols[0] + tols[1])
+                )
+        except Exception:
+            return  # no witness: autograd stands, as before
+        if not (off.sum(axis=1) > allowed).any():  # (K, P)
+            return
+        self._autograd_refuted(free, jac, fds[0], "central differences with two step sizes")
+
+    def _autograd_refuted(self, free: list[str], jac: np.ndarray, fd: np.ndarray, who: str):
+        """Raise the error naming the parameter, data set and point where autograd is off."""
+        mask = self.data.mask[:, :, None]
+        scale = np.max(np.abs(np.where(mask, fd, 0.0)), axis=(0, 1))  # (P,)
+        with np.errstate(invalid="ignore"):
+            gap = np.where(mask, np.abs(jac - fd), 0.0)  # (K, n_max, P)
+        gap = np.where(np.isnan(gap), np.inf, gap)  # autograd's NaN is a culprit too
+        err = np.max(gap, axis=(0, 1)) / np.maximum(scale, 1e-300)
+        j = int(np.argmax(err))
+        i, point = (int(a) for a in np.unravel_index(np.argmax(gap[:, :, j]), gap.shape[:2]))
+        raise _AutogradError(
+            f"model_fn's autograd derivative with respect to {free[j]!r} is wrong: on "
+            f"{self._where(i)} at point {point} it is {jac[i, point, j]:.10g}, where "
+            f"{who} agree on {fd[i, point, j]:.10g} (off by "
+            f"{err[j]:.3g} of the column's largest entry); a torch.autograd.Function with a "
+            f"wrong backward, or a .detach()/.data on the path of {free[j]!r}? Fix the backward "
+            f"(torch.autograd.gradcheck checks it), or write model_fn with NumPy operations "
+            f"(differentiated without autograd)"
+        )
 
     def _stacked(self, reps: int, torch_x: bool) -> Any:
         """x ``(reps·K, n_max)``: the padded x repeated ``reps`` times (cached)."""

@@ -407,7 +407,10 @@ class GlobalFit:
                 inf derivative at the starting values (naming the parameter); with
                 ``vectorized=True``, a batched model that disagrees with the
                 per-data-set model at the solution; a model_fn that changed its x
-                argument in place (a torch model; NumPy's x is read-only).
+                argument in place (a torch model; NumPy's x is read-only); a torch
+                model whose autograd derivative the complex step or central
+                differences refute (a wrong custom backward; naming the parameter,
+                data set and point).
             tying.fit.ModelError: ``model_fn`` raised during the fit, or its
                 derivative was NaN or inf there (the message names the data set and
                 the parameter values).

@@ -237,7 +237,34 @@ class FitResult:
         Args:
             max_local: how many data sets' local parameters to list (the rest
                 are summarised by their range).
+
+        Returns:
+            The table as one string (``str(result)`` gives the same).
+
+        Raises:
+            TypeError: ``max_local`` not an int (``True`` read as 1, ``2.5`` failed deep
+                inside ``range``).
+            ValueError: ``max_local`` negative (read as 0 before stop 53).
+
+        Example:
+            >>> import numpy as np
+            >>> from tying.fit import GlobalFit
+            >>> x = np.linspace(0, 1, 5)
+            >>> res = GlobalFit(lambda x, a, b: a * x + b, [(x, x), (x, x + 1), (x, x + 2)],
+            ...                 shared=["a"], local=["b"], init={"a": 0.0, "b": 0.0}).run()
+            >>> [row.split()[0] for row in res.table(max_local=1).splitlines()[4:]]
+            ['a', 'b[dataset', 'b[...]']
         """
+        if isinstance(max_local, bool) or not isinstance(max_local, (int, np.integer)):
+            raise TypeError(
+                f"max_local must be an int (how many data sets' local values to list), got "
+                f"{max_local!r} ({type(max_local).__name__})"
+            )
+        if max_local < 0:
+            raise ValueError(
+                f"max_local must be 0 or more (how many data sets' local values to list), "
+                f"got {max_local}; 0 lists none and summarises all by their range"
+            )
         pm = self._pmap
         head = [
             f"global fit: {len(self.dataset_names)} data sets, {self.ndata} points, "

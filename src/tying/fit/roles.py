@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from tying.core import Count, Group, TieError
-from tying.fit.datasets import _from_torch, _is_torch
+from tying.fit.datasets import _from_torch, _is_torch, _pandas_index
 
 ROLES = ("shared", "per_group", "local", "fixed")
 
@@ -100,6 +100,18 @@ def _real(label: str, value: Any) -> np.ndarray:
     review); an lmfit ``Parameter`` lost its bounds, ``vary`` and ``expr`` (stop 33).
     """
     _lmfit_parameter(label, value)
+    index = _pandas_index(value)
+    if index is not None and list(index) != list(range(len(index))):
+        # np.asarray drops a Series' labels: a Series by group or data-set name in another
+        # order than the fit's was read by position, a fixed value held for the wrong data
+        # set with no error (stop 53)
+        labels = list(index[:4])
+        raise ValueError(
+            f"{label} is a pandas object labelled {labels}{' ...' if len(index) > 4 else ''}, "
+            f"but it would be read by position, not by label; pass a dict for a per_group "
+            f"parameter ({{group: value}}, e.g. dict(series)), or put the values in data-set "
+            f"order and pass series.to_numpy()"
+        )
     if isinstance(value, (list, tuple)):  # init for a per_group parameter, by group, say
         value = [_tensor_values(label, v) for v in value]
     arr = np.asarray(_tensor_values(label, value))
