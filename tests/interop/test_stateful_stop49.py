@@ -275,11 +275,27 @@ class TiedHF(RuleBasedStateMachine):
         torch.testing.assert_close(_logits(m), _logits(self.ref), **TOL)
 
 
+# CI size (stop 53: 15 examples took 21 s on the 2-core VM, over the ~15 s a test may take);
+# the report size below runs the larger search under @pytest.mark.slow
 TiedHF.TestCase.settings = settings(
-    max_examples=15,
+    max_examples=8,
     stateful_step_count=8,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestTiedHF = TiedHF.TestCase
+
+
+class TiedHFReportSize(TiedHF):
+    """The same machine at the size it was written with (150 examples of 14 steps, stop 49)."""
+
+
+TiedHFReportSize.TestCase.settings = settings(
+    max_examples=150,
+    stateful_step_count=14,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestTiedHFReportSize = pytest.mark.slow(TiedHFReportSize.TestCase)

@@ -162,8 +162,9 @@ def get_peft_model(model: nn.Module, peft_config, **kwargs: Any):
     Returns:
         The ``PeftModel``. Every module tied whole to a targeted source holds the
         source's very adapter wrapper, so the delta reaches every use. Its
-        ``add_adapter`` is all or nothing: a new adapter that would break a tie is
-        refused (``TieError``) with the model left as it was.
+        ``add_adapter`` (and ``load_adapter``) is all or nothing: a new adapter that
+        would break a tie is refused (``TieError``) with the model left as it was; one
+        on modules tied whole that no adapter wraps yet gives them one shared wrapper.
 
     Raises:
         TieError: when a targeted module takes part in any other tie (a partial
@@ -242,26 +243,42 @@ def _get_peft_model(model: nn.Module, peft_config, **kwargs: Any):
     _refuse_other_ranks(peft_config, shared)
     refuse_saved_copies(peft_config, model, inv)
     seated = _seats(model, inv, targets, peft_config)  # peft lists no later seats: no exclude
-    config = copy.deepcopy(peft_config)
-    if shared:
-        # exactly the tied paths, as one regex (peft fullmatches a str): as a list they were
-        # matched as suffixes, so excluding the tied "2" also excluded an untied, targeted
-        # "3.2" (stop 30 review); the user's own list keeps peft's list rule (the name, or
-        # the end of a name after a dot). The tied paths sit in a named group, which the
-        # saved adapter_config.json keeps: from_pretrained checks each is shared again
-        old = getattr(config, "exclude_modules", None)
-        exact = f"(?P<{SHARED_GROUP}>{'|'.join(re.escape(p) for p in sorted(shared))})"
-        if isinstance(old, str):
-            config.exclude_modules = "|".join([f"(?:{old})", exact])
-        else:
-            theirs = [rf"(?:.*\.)?{re.escape(x)}" for x in sorted(old or [])]
-            config.exclude_modules = "|".join([*theirs, exact])
+    config = _excluding(peft_config, shared, model)
     return _wrap(
         model,
         lambda: peft.get_peft_model(model, config, **kwargs),
         {**shared, **seated},
         "get_peft_model",
     )
+
+
+def _excluding(peft_config, shared: dict[str, str], model: nn.Module):
+    """A copy of ``peft_config`` whose ``exclude_modules`` also excludes the tied paths of
+    ``shared`` (``{tied path: source path}``): peft wraps the source alone, and the tied
+    paths then get the source's wrapper.
+
+    Exactly the tied paths, as one regex (peft fullmatches a str): as a list they were
+    matched as suffixes, so excluding the tied "2" also excluded an untied, targeted "3.2"
+    (stop 30 review); the user's own list keeps peft's list rule (the name, or the end of a
+    name after a dot). The tied paths sit in a named group, which the saved
+    adapter_config.json keeps: from_pretrained checks each is shared again.
+    """
+    config = copy.deepcopy(peft_config)
+    if shared:
+        old = getattr(config, "exclude_modules", None)
+        paths = set(shared)
+        if isinstance(old, str) and f"(?P<{SHARED_GROUP}>" in old:
+            # a config saved by this function (load_adapter passes it to add_adapter): its
+            # group is kept as one (a regex cannot name two groups alike)
+            paths |= set(_shared_when_saved(config, model))
+            old = old.replace(f"(?P<{SHARED_GROUP}>", "(?:")
+        exact = f"(?P<{SHARED_GROUP}>{'|'.join(re.escape(p) for p in sorted(paths))})"
+        if isinstance(old, str):
+            config.exclude_modules = "|".join([f"(?:{old})", exact])
+        else:
+            theirs = [rf"(?:.*\.)?{re.escape(x)}" for x in sorted(old or [])]
+            config.exclude_modules = "|".join([*theirs, exact])
+    return config
 
 
 def from_pretrained(model: nn.Module, adapter_path: str, **kwargs: Any):
@@ -560,6 +577,7 @@ def _wrap(model: nn.Module, make, shared: dict[str, str], what: str, check=None)
     # peft's own add_adapter on this model, all or nothing (stop 40): a new adapter on a
     # tie's source was accepted, and every later forward refused the moved module
     pm.__dict__["add_adapter"] = _AddAdapter(pm)
+    pm.__dict__["load_adapter"] = _LoadAdapter(pm)
     # peft's own merge_and_unload / unload (pm.merge_and_unload(), as peft's docs call it)
     # took a shared wrapper off one of its paths only and left the declarations pointing
     # into peft's wrappers: tying.verify then reported ties broken on a right model
@@ -595,6 +613,27 @@ class _AddAdapter:
         return _add_adapter(self.pm, adapter_name, peft_config, *args, **kwargs)
 
 
+class _LoadAdapter:
+    """``pm.load_adapter`` with the adapter file's tensor names at hand: peft's load adds the
+    adapter through ``pm.add_adapter`` (:func:`_add_adapter`), which must not share a tied
+    path the file holds weights of its own for (sharing would drop them)."""
+
+    def __init__(self, pm) -> None:
+        self.pm = pm
+
+    def __call__(self, *args: Any, **kwargs: Any):
+        pm = self.pm
+        model_id = args[0] if args else kwargs.get("model_id")
+        pm.__dict__[_LOADING_KEYS] = _adapter_file_keys(model_id, kwargs.get("subfolder"))
+        try:
+            return type(pm).load_adapter(pm, *args, **kwargs)
+        finally:
+            pm.__dict__.pop(_LOADING_KEYS, None)
+
+
+_LOADING_KEYS = "_tying_loading_keys"  # on the PeftModel while load_adapter runs
+
+
 def _add_adapter(self, adapter_name: str, peft_config, *args: Any, **kwargs: Any):
     """``PeftModel.add_adapter`` on a model from :func:`get_peft_model` / :func:`from_pretrained`:
     refused, with the model left exactly as it was, when the new adapter breaks a tie.
@@ -603,20 +642,30 @@ def _add_adapter(self, adapter_name: str, peft_config, *args: Any, **kwargs: Any
     reads through a tie (a ``Transposed`` source, say) moved that weight under the wrapper,
     so the call returned and every later forward (and ``tying.verify``) raised. Here the
     result is verified, and on a refusal the modules go back to their paths and the new
-    adapter's entries leave the wrappers that were there before.
+    adapter's entries leave the wrappers that were there before. Modules tied whole that no
+    adapter wraps yet, both targeted, get one shared wrapper as in :func:`get_peft_model`
+    (:func:`_new_shared_wrappers`, stop 53).
     """
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     from tying.core.verify import verify
 
     base = base_of(self)
+    shared = _new_shared_wrappers(self, base, adapter_name, peft_config)
     tree = [(p, m) for p, m in base.named_modules(remove_duplicate=False) if p]
     grads = [(p, p.requires_grad) for p in base.parameters()]
     had = adapter_name in self.peft_config
+    had_shared = dict(self.__dict__.get(SHARED_ATTR, {}))
     try:
-        out = type(self).add_adapter(self, adapter_name, peft_config, *args, **kwargs)
+        config = _excluding(peft_config, shared, base)
+        out = type(self).add_adapter(self, adapter_name, config, *args, **kwargs)
+        originals = {p: base.get_submodule(p) for p in shared}
+        for path, src in shared.items():  # the source's new wrapper serves every use
+            set_module(base, path, base.get_submodule(src))
+        self.__dict__[SHARED_ATTR] = {**had_shared, **originals}
         verify(self)
     except BaseException as err:
+        self.__dict__[SHARED_ATTR] = had_shared
         for path, mod in tree:  # parents first: every path gets its original module back
             set_module(base, path, mod)
         if not had:
@@ -636,6 +685,82 @@ def _add_adapter(self, adapter_name: str, peft_config, *args: Any, **kwargs: Any
             ) from None
         raise
     return out
+
+
+def _new_shared_wrappers(pm, base: nn.Module, adapter_name: str, peft_config) -> dict[str, str]:
+    """``{tied path: source path}`` for the modules tied whole that the new adapter targets
+    and that no adapter wraps yet: they get one shared wrapper, as in :func:`get_peft_model`.
+
+    A second adapter on modules tied whole that the first adapter left unwrapped (a first
+    LoRA on ``q_proj``, a second on the shared MLP's ``gate_proj``) was wrapped by peft at
+    each path apart, and refused with "'0', which held it, moved to '0.base_layer'", which
+    named neither the adapter nor a fix (stop 52, open). A pair of which the new adapter
+    targets one path only is refused here, naming the adapter, both modules and the fix.
+    """
+    inv = Inventory(base)
+    # the paths a saved config excludes as sharing their source's adapter (load_adapter of
+    # an adapter added here) count as targeted: they are shared again
+    saved = _shared_when_saved(peft_config, base)
+    targets = _targets(peft_config, base, inv) | set(saved)
+    whole = whole_module_ties(inv)
+    for path in saved:
+        if path not in whole and not is_adapter(inv.modules[path]):
+            raise TieError(
+                f"add_adapter({adapter_name!r}): the adapter's config marks {path!r} as sharing "
+                f"its source's adapter (it was tied whole to another module when the adapter "
+                f"was made, so the adapter holds no weights of its own there), but in this "
+                f"model {path!r} is not tied whole to another module: it would run without "
+                f"the adapter's delta (outputs off, no error). Give the base model the ties "
+                f"the adapter was made with (tying.hf.from_pretrained, or apply the plan) "
+                f"before get_peft_model, then add the adapter; the adapter was not added and "
+                f"the model was left as it was"
+            )
+    shared = {}
+    for path, src in whole.items():
+        mod, src_mod = inv.modules[path], inv.modules[src]
+        if is_adapter(mod) or is_adapter(src_mod) or mod is src_mod:
+            continue  # already one shared wrapper (a new adapter lands in it), or untouched
+        hit = sorted({path, src} & targets)
+        if not hit:
+            continue
+        if len(hit) == 1:
+            other = src if hit[0] == path else path
+            raise TieError(
+                f"add_adapter({adapter_name!r}): target module {hit[0]!r} is tied whole to "
+                f"{other!r} ({path} <- {src}), which target_modules leaves out: an adapter on "
+                f"one of them would change one use of the shared weights and merging would "
+                f"write its delta into both. Target both ({[src, path]}): they then share one "
+                f"adapter; or neither; the adapter was not added and the model was left as it "
+                f"was"
+            )
+        shared[path] = src
+    keys = pm.__dict__.get(_LOADING_KEYS) or []
+    own = [p for p in shared if any(f".{p}." in f".{k}" for k in keys)]
+    if own:
+        raise TieError(
+            f"add_adapter({adapter_name!r}): the adapter file holds weights of its own for "
+            f"{own[0]!r}, which is tied whole to {shared[own[0]]!r} in this model (the adapter "
+            f"was made on a model where they were apart); one shared adapter would drop "
+            f"{own[0]!r}'s weights (outputs off, no error). Load it into a model where "
+            f"{own[0]!r} is not tied (tying.Plan([tying.free({own[0]!r})]).apply(model) before "
+            f"get_peft_model), or make the adapter on the tied model; the adapter was not "
+            f"added and the model was left as it was"
+        )
+    for path, src in shared.items():
+        refuse_other_hooks(
+            f"add_adapter({adapter_name!r})", path, src, inv.modules[path], inv.modules[src]
+        )
+        refuse_other_settings(
+            f"add_adapter({adapter_name!r})", path, src, inv.modules[path], inv.modules[src]
+        )
+    try:
+        _refuse_other_ranks(peft_config, shared)
+    except TieError as err:
+        said = str(err).replace("get_peft_model:", f"add_adapter({adapter_name!r}):", 1)
+        raise TieError(
+            f"{said}; the adapter was not added and the model was left as it was"
+        ) from None
+    return shared
 
 
 def merge_and_unload(peft_model, **kwargs: Any) -> nn.Module:
