@@ -78,6 +78,16 @@ def _full(model: nn.Module) -> dict[str, torch.Tensor]:
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
 
 
+def _full_optim(model: nn.Module, opt: torch.optim.Optimizer) -> dict:
+    """The optimizer's full state, keyed by parameter name, as plain tensors."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_optimizer_state_dict,
+    )
+
+    return get_optimizer_state_dict(model, opt, options=StateDictOptions(full_state_dict=True))
+
+
 def _train(model: nn.Module, x: torch.Tensor) -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     for _ in range(3):
@@ -229,8 +239,28 @@ def _dcp_worker(rank: int, port: int, out: str) -> None:
     got = m.state_dict()
     diff = max(float((got[k] - v).abs().max()) for k, v in want.items())
     state = opt.state_dict()["state"]
+    # stop 53: every optimizer state value too (exp_avg, exp_avg_sq, step per physical
+    # tensor, by name), not only how many states came back
+    want_opt = torch.load(os.path.join(out, "optim.pt"))
+    got_opt = _full_optim(d.module, opt)
+    opt_diff = {
+        f"{name}.{key}": float((got_opt["state"][name][key] - value).abs().max())
+        for name, entry in want_opt["state"].items()
+        for key, value in entry.items()
+    }
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in got_opt["param_groups"]]
     with open(os.path.join(out, f"dcp-{rank}.json"), "w") as fh:
-        json.dump({"diff": diff, "keys": sorted(got), "states": len(state)}, fh)
+        json.dump(
+            {
+                "diff": diff,
+                "keys": sorted(got),
+                "states": len(state),
+                "opt_diff": opt_diff,
+                "opt_names": sorted(got_opt["state"]),
+                "groups_equal": groups == want_opt["groups"],
+            },
+            fh,
+        )
     os._exit(0)
 
 
@@ -246,6 +276,9 @@ def test_a_dcp_round_trip_from_1_sharded_rank_to_2_ddp_ranks_keeps_ties_and_valu
             opt.step()
         td.dcp_save(m, tmp_path / "ckpt", optimizer=opt)
         torch.save(_full(m), tmp_path / "full.pt")
+        full_opt = _full_optim(m, opt)
+        groups = [{k: v for k, v in g.items() if k != "params"} for g in full_opt["param_groups"]]
+        torch.save({"state": full_opt["state"], "groups": groups}, tmp_path / "optim.pt")
     finally:
         dist.destroy_process_group()
     mp.start_processes(_dcp_worker, args=(_port(), str(tmp_path)), nprocs=2, start_method="spawn")
@@ -254,6 +287,12 @@ def test_a_dcp_round_trip_from_1_sharded_rank_to_2_ddp_ranks_keeps_ties_and_valu
         assert got["diff"] == 0.0, got
         assert "dec.weight" not in got["keys"] and "mid2.weight" not in got["keys"]
         assert got["states"] == 6  # enc.weight/bias, mid.weight/bias, mid2.bias, dec.bias
+        physical = ["dec.bias", "enc.bias", "enc.weight", "mid.bias", "mid.weight", "mid2.bias"]
+        assert got["opt_names"] == physical, got
+        assert sorted({k.rsplit(".", 1)[0] for k in got["opt_diff"]}) == physical, got
+        assert len(got["opt_diff"]) == 18, got  # step, exp_avg, exp_avg_sq each
+        assert all(d == 0.0 for d in got["opt_diff"].values()), got
+        assert got["groups_equal"], got
 
 
 def test_dcp_load_refuses_a_checkpoint_that_stores_a_tied_slot_apart(group, tmp_path):

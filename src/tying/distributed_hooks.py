@@ -99,7 +99,34 @@ class _ParametersKept:
             f"on every rank; make every tie change (Plan.apply, tying.untie / retie / load, "
             f"load_state_dict(assign=True)), resize (resize_token_embeddings) and dtype or "
             f"device change (model.to(...)) before td.{self.helper}(model), then build and "
-            f"wrap the model again"
+            f"wrap the model again{self._way_back(moved)}"
+        )
+
+    def _way_back(self, moved: list[str]) -> str:
+        """Stop 53: the change is already made when this forward sees it (Hugging Face's own
+        ``model.resize_token_embeddings`` returns under ``td.ddp`` with the tables grown), so
+        name the ways to go on from the model as it now is."""
+        if not (self.by_id and moved):
+            return ""
+        grown = [
+            (e[-1], e[1][0], now.shape[0])
+            for e in sorted(self.names, key=lambda e: e[-1])
+            for now in [p for p, *_ in self.layouts if id(p) == e[0]]
+            if tuple(now.shape) != e[1] and now.dim() == len(e[1]) and now.shape[1:] == e[1][1:]
+        ]
+        undo = "; for a resize, resize back" if grown else ""
+        if grown:
+            name, rows, _ = grown[0]
+            undo += (
+                f" ({name} had {rows} rows; Hugging Face: model.resize_token_embeddings({rows}) "
+                f"keeps the first {rows})"
+            )
+        return (
+            f". The model inside already holds the change: either "
+            f"undo it and train on with this wrapper (model.to the old dtype or device{undo}), "
+            f"or keep it and wrap again: inner = wrapped.module; del wrapped; wrapped = "
+            f"td.ddp(inner) (rank 0's values are broadcast, so rows a resize drew on each rank "
+            f"agree again), then build the optimizer anew"
         )
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "is_adapter",
     "live_wrapper",
     "mark_wrapped",
+    "plain_ddp_holding",
     "pruned_names",
     "saved_copy_problems",
     "source_value",
@@ -362,6 +363,78 @@ def check_not_wrapped(model: nn.Module, what: str) -> None:
             f"rank; make every tie change before wrapping: build the model again, tie it, "
             f"then td.{helper}(model); the model was left as it was"
         )
+    # stop 53: a plain DistributedDataParallel(model) leaves no mark, and a tie removed after
+    # it (tying.untie, Plan.apply of tying.free) trained the new copy apart on every rank:
+    # mid2.weight 0.9586 from the tied anchor on rank 0, 0.9620 on rank 1, after 3 steps
+    held = plain_ddp_holding(model)
+    if held is not None:
+        path, relation = held
+        where = f" (at {path!r})" if path else ""
+        raise TieError(
+            f"{what}: the model{where} is {relation} a torch DistributedDataParallel wrapper, "
+            f"which all-reduces only the tensors it was built with, so a tie made or removed "
+            f"now would train apart on every rank; make every tie change before wrapping: "
+            f"drop the wrapper (inner = wrapped.module; del wrapped), change the ties, then "
+            f"wrap again (td.ddp(inner) also refuses a later change at once) and build the "
+            f"optimizer anew; the model was left as it was"
+        )
+
+
+def plain_ddp_holding(model: nn.Module) -> tuple[str, str] | None:
+    """``(path, "held by")`` of the first module of ``model`` (``""``: the model itself)
+    that a live ``DistributedDataParallel`` not made by ``td.ddp`` holds, or None.
+
+    ``DistributedDataParallel`` leaves no mark on the module it wraps; its constructor's
+    ``self.module = module`` is seen by a module registration hook (:func:`_record_ddp`)
+    that this module installs when imported, so the check is one look-up per module. A
+    wrapper that was dropped but not yet collected (DDP holds reference cycles) is garbage,
+    not live: a collection runs before a wrapper is reported.
+
+    Example:
+        >>> import torch
+        >>> from tying.core.outside import plain_ddp_holding
+        >>> plain_ddp_holding(torch.nn.Linear(2, 2)) is None
+        True
+    """
+    import gc
+
+    def first():
+        for path, mod in model.named_modules():
+            ref = _PLAIN_DDP.get(mod)
+            wrapper = None if ref is None else ref()
+            if wrapper is not None and wrapper._modules.get("module") is mod:
+                return path
+        return None
+
+    if first() is None:
+        return None
+    gc.collect()
+    path = first()
+    return None if path is None else (path, "held by")
+
+
+#: ``{module: weakref to the DistributedDataParallel built on it}``; see :func:`_record_ddp`.
+_PLAIN_DDP: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _record_ddp(module: nn.Module, name: str, submodule: nn.Module | None) -> None:
+    """Module registration hook: remember the module a ``DistributedDataParallel`` wraps.
+
+    Every ``register_module`` / ``module.child = ...`` in the process calls it; all but
+    DDP's ``self.module = module`` return after one string compare and a type check.
+    """
+    if name != "module" or submodule is None:
+        return None
+    ddp = sys.modules.get("torch.nn.parallel.distributed")
+    if ddp is not None and isinstance(module, ddp.DistributedDataParallel):
+        try:  # never raise into a registration (a model class with __eq__ and no __hash__)
+            _PLAIN_DDP[submodule] = weakref.ref(module)
+        except TypeError:
+            pass
+    return None
+
+
+nn.modules.module.register_module_module_registration_hook(_record_ddp)
 
 
 def live_wrapper(model: nn.Module) -> tuple[str, str] | None:
