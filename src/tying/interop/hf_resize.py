@@ -196,14 +196,27 @@ def _refuse_wrapped(model: nn.Module) -> None:
     (``aten.copy_.default got mixed torch.Tensor and DTensor``), naming neither the
     wrapper nor the fix.
     """
-    from tying.core.outside import live_wrapper
+    from tying.core.outside import live_wrapper, plain_ddp_holding
 
     found = live_wrapper(model)
-    if found is None:
-        return
+    if found is None:  # a plain DistributedDataParallel(model) leaves no mark (stop 53)
+        held = plain_ddp_holding(model)
+        if held is None:
+            return
+        found = (held[0], "plain ddp")
     path, helper = found
     at = f" (at {path!r})" if path else ""
-    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+    if helper == "plain ddp":
+        what = (
+            "held by a torch DistributedDataParallel wrapper, which all-reduces only the "
+            "tensors its module held when it was built, with the shapes they had"
+        )
+        fix = (
+            "resize before wrapping: drop the wrapper (inner = wrapped.module; del wrapped), "
+            "call tying.hf.resize_token_embeddings(inner, n), then wrap inner again and "
+            "build the optimizer anew"
+        )
+    elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
         what = (
             f"a {type(model).__name__} wrapper, which reduces (or replicates) only the tensors "
             f"its module held when it was built, with the shapes they had"
