@@ -25,7 +25,7 @@ START, A = np.array([0.6, 0.4]), np.array([[0.7, 0.3], [0.2, 0.8]])
         ([2.7, 3], TypeError, r"SequenceBatch: lengths must be integers, got float64 values"),
         ([np.nan], TypeError, r"SequenceBatch: lengths must be integers"),
         ([True, True], TypeError, r"SequenceBatch: lengths must be integers, got bool"),
-        ([], ValueError, r"SequenceBatch: lengths must be a 1-d list of sequence lengths"),
+        ([], ValueError, r"SequenceBatch: lengths is empty \(no sequences\)"),
         ([np.inf], ValueError, r"SequenceBatch: lengths\[0\] = inf is not a sequence length"),
         ([2.0, -1.0], ValueError, r"SequenceBatch: lengths\[1\] = -1: every sequence needs"),
     ],

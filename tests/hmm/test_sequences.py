@@ -154,7 +154,18 @@ def _check_lengths_before_stop22(lengths, n_samples):
             raise ValueError("X has no rows; give at least one observation")
         return np.array([n_samples], dtype=np.int64)
     arr = np.asarray(lengths)
-    if arr.ndim != 1 or arr.size == 0:
+    if arr.ndim == 1 and arr.size == 0:  # stop 53: the cause and the fix, not "shape (0,)"
+        if n_samples == 0:
+            raise ValueError(
+                "lengths is empty (no sequences) and X has no rows; give at least one "
+                "sequence of at least one observation"
+            )
+        raise ValueError(
+            f"lengths is empty (no sequences) but X has {n_samples} rows; lengths must "
+            f"partition X with one positive entry per sequence, e.g. lengths=[{n_samples}] "
+            f"or lengths=None for a single sequence"
+        )
+    if arr.ndim != 1:
         raise ValueError(f"lengths must be a 1-d list of sequence lengths, got shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.integer):
         if not (np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr))):

@@ -189,7 +189,7 @@ def mstep_full_covars(means, center, mu0, w, N, Sx, Sxx, gmap, cp, cw, covars,
     ``-Sx m^T - m Sx^T + N m m^T + w md md^T`` per state, pooled with ``Sxx`` per
     covariance group (state order, as ``np.add.at``), plus the prior ``cp (G, D, D)``,
     symmetrised, over ``max(cw - D, 0) + N``, eigenvalues floored at ``min_covar``.
-    A group with no more than ``empty`` posterior mass keeps its covariance."""
+    A group whose count ``max(cw - D, 0) + N`` is no more than ``empty`` keeps its covariance."""
     K, D = means.shape
     G = covars.shape[0]
     Nc = np.zeros(G)
@@ -209,7 +209,7 @@ def mstep_full_covars(means, center, mu0, w, N, Sx, Sxx, gmap, cp, cw, covars,
                 c = c + (w[k, d] * md_d) * md_e
                 corr[g, d, e] += c
     for g in range(G):
-        if not Nc[g] > empty:
+        if not (_np_max(cw[g] - D, 0.0) + Nc[g]) > empty:  # neither mass nor prior counts
             continue
         for d in range(D):
             for e in range(D):

@@ -463,7 +463,11 @@ def mstep_diag_untied(
     if learn[3]:
         for k in range(K):
             Nc = N[k] + 0.0
-            if not Nc > empty:
+            ok = True  # empty only when neither posterior mass nor the prior counts
+            for d in range(D):
+                if not (_np_max(cw[k, d] - 1.0, 0.0) + Nc) > empty:
+                    ok = False
+            if not ok:
                 continue
             for d in range(D):
                 m = means[k, d] - center[d]

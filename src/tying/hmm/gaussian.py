@@ -67,7 +67,7 @@ __all__ = ["GaussianHMM", "kmeans_centres"]
 
 _COVARIANCE_TYPES = ("spherical", "diag", "full", "tied")
 _LOG_2PI = np.log(2 * np.pi)
-_EMPTY = 1e-10  # a group with less posterior mass than this keeps its old value
+_EMPTY = 1e-10  # a group whose count (posterior mass + the prior's) is below this keeps its value
 # the expanded quadratic form loses about eps·(|x-c|²/σ² + |mu-c|²/σ²) nats; rows where
 # that bound passes _EXACT_BELOW are recomputed from x - mu (hmmlearn's exact form)
 _EXACT_BELOW = 1e-10 / (8 * np.finfo(float).eps)
@@ -808,14 +808,18 @@ class GaussianHMM(BaseHMM):
         m = self._means[ties.group_of["means"]] - center  # (K, D), each state's (tied) mean
         md, w = m + center - mu0, prior_once(ties.group_of["means"], w)  # a tie's prior once
         Nc = ties.pool("covars", N)
-        ok = Nc > _EMPTY
         first = ties.firsts("covars")
         cw = self._prior("covars_weight", 1.0)
+        # a group keeps its covariance only when the update's count (posterior mass plus
+        # the prior's, covars_weight - 1 or - D) is empty: with a prior the MAP update of
+        # a state no observation reaches is the prior's mode, as hmmlearn computes it
         if not self._full():
             cp = _broadcast(self._prior("covars_prior", 0.0, 1e-2), (K, D))[first]
             cw = _broadcast(cw, (K, D))[first]
             c = ties.pool("covars", w * md**2 + Sxx - 2.0 * m * Sx + N[:, None] * m**2)
-            denom = np.maximum(np.maximum(cw - 1.0, 0.0) + Nc[:, None], 1e-5)
+            count = np.maximum(cw - 1.0, 0.0) + Nc[:, None]
+            ok = np.all(count > _EMPTY, axis=1)
+            denom = np.maximum(count, 1e-5)
             var = (cp + c) / denom
             if self.covariance_type == "spherical":
                 var = var.mean(1, keepdims=True)
@@ -823,6 +827,7 @@ class GaussianHMM(BaseHMM):
             return
         cp = _broadcast(self._prior("covars_prior", 0.0, 1e-2), (K, D, D))[first]
         cw = _broadcast(cw, (K,))[first] if np.ndim(cw) <= 1 else np.asarray(cw)[first]
+        ok = np.maximum(cw - D, 0.0) + Nc > _EMPTY
         cross = Sx[:, :, None] * m[:, None, :]  # (K, D, D): Σγx mᵀ
         corr = -cross - cross.transpose(0, 2, 1) + N[:, None, None] * m[:, :, None] * m[:, None, :]
         corr += w[:, :, None] * md[:, :, None] * md[:, None, :]  # hmmlearn's means_weight term

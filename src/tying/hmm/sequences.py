@@ -62,7 +62,18 @@ def check_lengths(lengths: object, n_samples: int) -> np.ndarray:
         return np.array([n_samples], dtype=np.int64)
     _refuse_bool_entries(lengths)
     arr = np.asarray(lengths)
-    if arr.ndim != 1 or arr.size == 0:
+    if arr.ndim == 1 and arr.size == 0:  # "got shape (0,)" named neither the cause nor the fix
+        if n_samples == 0:
+            raise ValueError(
+                "lengths is empty (no sequences) and X has no rows; give at least one "
+                "sequence of at least one observation"
+            )
+        raise ValueError(
+            f"lengths is empty (no sequences) but X has {n_samples} rows; lengths must "
+            f"partition X with one positive entry per sequence, e.g. lengths=[{n_samples}] "
+            f"or lengths=None for a single sequence"
+        )
+    if arr.ndim != 1:
         raise ValueError(f"lengths must be a 1-d list of sequence lengths, got shape {arr.shape}")
     if arr.dtype.kind == "O":  # e.g. a pandas object column: Python ints, as hmmlearn takes
         arr = _object_lengths(arr, n_samples)
