@@ -9,6 +9,7 @@ compared term by term with ``ForceField.label_molecules``.
 
 from __future__ import annotations
 
+import functools
 import pathlib
 
 import pytest
@@ -242,12 +243,21 @@ def custom_ff(tmp_path_factory):
     return str(path), ff
 
 
+@functools.cache
+def _toolkit_sage():
+    """The toolkit's Sage, read once for this module (labelling does not change it)."""
+    return validate.openff_force_field("openff-2.3.0")
+
+
 def _compare_both(force_field, ff, molecules):
     ours_many = SmirksAssigner(force_field, strict=False).assign_many(molecules)
+    # One by one, nothing cached: one assigner without a cache (building one per molecule
+    # compiled the force field's patterns again for each, most of this test's time).
+    single = SmirksAssigner(force_field, strict=False, cache=False)
     compared, mismatches = 0, []
     for smiles, many in zip(molecules, ours_many, strict=True):
         theirs = validate.openff_labels(smiles, ff)
-        one = SmirksAssigner(force_field, strict=False, cache=False).assign(smiles)
+        one = single.assign(smiles)
         compared += sum(map(len, theirs.values()))
         mismatches += validate.compare(many, theirs, smiles) + validate.compare(one, theirs, smiles)
     return compared, mismatches
@@ -260,7 +270,7 @@ def test_held_out_set_is_diverse():
 
 
 def test_held_out_molecules_match_the_toolkit_with_sage():
-    ff = validate.openff_force_field("openff-2.3.0")
+    ff = _toolkit_sage()
     compared, mismatches = _compare_both("openff-2.3.0", ff, HELD_OUT)
     assert compared > 4000
     assert mismatches == []
@@ -388,8 +398,9 @@ def test_chiral_patterns_match_where_the_toolkit_keeps_chirality(tmp_path):
     for a in SmirksAssigner(str(path), strict=False).assign_many(mols):
         used |= a.used()["vdW"] | a.used()["ProperTorsions"]
     assert {"vs1", "vs2", "vs3", "vs4", "ts0"} <= used  # still matched where labelled (R/S)
+    single = SmirksAssigner(str(path), strict=False, cache=False)
     for smiles in STEREO_MOLECULES:  # RDKit molecules take the same path
-        ours = SmirksAssigner(str(path), strict=False).assign(Chem.MolFromSmiles(smiles))
+        ours = single.assign(Chem.MolFromSmiles(smiles))
         assert validate.compare(ours, validate.openff_labels(smiles, ff), smiles) == []
 
 
@@ -423,7 +434,7 @@ def test_open_shell_metals_are_labelled_as_the_toolkit_labels_them(tmp_path):
     for a in SmirksAssigner(str(path), strict=False).assign_many(METALS):
         used |= a.used()["vdW"] | a.used()["Bonds"]
     assert {"vm1", "vm2", "vm3", "vm4", "bm0"} <= used
-    sage = validate.openff_force_field("openff-2.3.0")
+    sage = _toolkit_sage()
     assert _compare_both("openff-2.3.0", sage, METALS)[1] == []
     with pytest.raises(UnassignedParameterError, match=r"no vdW parameter for atom 0 \(Fe\)"):
         SmirksAssigner("openff-2.3.0").assign("[Fe+3]")
@@ -447,7 +458,7 @@ def test_a_second_spelling_from_the_cache_is_numbered_as_it_is_written():
     # Stop 35, left open at stop 34: a second spelling of a cached molecule is a cache hit
     # remapped onto its own atom order. Every term key must be the toolkit's for that
     # spelling (the numbers), whatever came first; only the name is the first one's.
-    ff = validate.openff_force_field("openff-2.3.0")
+    ff = _toolkit_sage()
     warm = SmirksAssigner("openff-2.3.0", strict=False)
     for first, second in SPELLINGS:
         one = warm.assign(first)

@@ -119,7 +119,8 @@ def test_mapped_over_two_processes_equals_one_process_and_one_by_one():
     texts = [_mapped(s, seed=20 + k)[0] for k, s in enumerate(drug_like_smiles(24, seed=7))]
     one = SmirksAssigner("openff-2.3.0").assign_many(texts, mapped=True)
     two = SmirksAssigner("openff-2.3.0").assign_many(texts, mapped=True, n_jobs=2, chunksize=5)
-    single = [SmirksAssigner("openff-2.3.0", cache=False).assign(t, mapped=True) for t in texts]
+    uncached = SmirksAssigner("openff-2.3.0", cache=False)
+    single = [uncached.assign(t, mapped=True) for t in texts]
     assert one == two == single
     with pytest.raises(SmilesError, match=r"molecule 3 \(.*4 hydrogens are implicit"):
         SmirksAssigner("openff-2.3.0").assign_many(

@@ -106,6 +106,15 @@ class Parameter:
                     f"pair at the equilibrium length of the pair's bond parameter, read "
                     f"assignment.bonds[key]['length'] (parameter.values.get('distance') is None)"
                 ) from None
+            run = sorted(k for k in self.values if k.startswith(f"{name}_bondorder"))
+            if run:  # a bond's k or length interpolated by fractional bond order (stop 53)
+                raise KeyError(
+                    f"parameter {self.id!r} ({self.section}, {self.smirks}) has no single "
+                    f"{name!r}: it is interpolated by fractional bond order ({', '.join(run)}), "
+                    f"so it depends on the molecule's bond order (e.g. AM1-Wiberg), which "
+                    f"tying.chem does not compute; the label is right, the value is not "
+                    f"defined here: read the {name}_bondorderN values or use the OpenFF toolkit"
+                ) from None
             raise KeyError(
                 f"parameter {self.id!r} ({self.section}) has no attribute {name!r}; "
                 f"it has: {', '.join(sorted(self.values))}"

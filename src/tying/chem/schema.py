@@ -53,7 +53,9 @@ class Kind:
     """What one attribute holds: a quantity of a unit's dimension, a number, an int, or text.
 
     Args:
-        kind: ``"quantity"``, ``"number"``, ``"int"`` (a positive integer) or ``"text"``.
+        kind: ``"quantity"``, ``"number"``, ``"int"`` (a positive integer), ``"count"``
+            (a header's ``number_of_conformers``: a positive integer, ``"2.0"`` read
+            as 2) or ``"text"``.
         unit: for a quantity, a unit of the required dimension (shown in errors).
         words: text values also allowed (``"auto"`` for ``idivf``, ``"None"`` for an
             unused virtual-site angle).
@@ -81,6 +83,9 @@ TEXT = Kind("text")
 # infinite or turned its sign (k / idivf) without a word.
 DIVISOR = Kind("number", positive=True)
 IDIVF = Kind("number", words=("auto",), positive=True)
+# A header's count (number_of_conformers): the toolkit reads it through float and int, so
+# "x" is refused there, "2.0" is 2, and "2.5" silently 2; "x" loaded here as text (stop 53).
+COUNT = Kind("count")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,9 +178,11 @@ SPECS: dict[str, Spec] = {
             "name": TEXT,
             "match": TEXT,
             "distance": LENGTH,
-            # "None": the toolkit's spelling for an angle a site type does not use
-            "outOfPlaneAngle": Kind("quantity", "degree", words=("None",)),
-            "inPlaneAngle": Kind("quantity", "degree", words=("None",)),
+            # "None": the toolkit's spelling for an angle a site type does not use; ""
+            # is how its ForceField.to_file writes that None (a merged TIP4P/OPC file).
+            # Which types take which angle: _check_virtual_site.
+            "outOfPlaneAngle": Kind("quantity", "degree", words=("None", "")),
+            "inPlaneAngle": Kind("quantity", "degree", words=("None", "")),
             "epsilon": ENERGY,
             "sigma": LENGTH,
             "rmin_half": LENGTH,
@@ -202,6 +209,9 @@ class HeaderSpec:
 
 
 _TORSION_POTENTIAL = ("k*(1+cos(periodicity*theta-phase))",)
+#: The scale factors of the nonbonded headers (<vdW>, <Electrostatics>): one list, read by
+#: both headers' specs and by HEADER_KINDS (each used to write the four names out again).
+SCALES = ("scale12", "scale13", "scale14", "scale15")
 # Every section the OpenFF toolkit reads (those tying.chem assigns first): a typo in a header
 # (default_idvf) used to be kept as text, so ForceField.idivf gave the default instead
 # of the value written; a potential or combining rule other than the one the values
@@ -235,10 +245,7 @@ HEADERS: dict[str, HeaderSpec] = {
         {
             "potential": ("Lennard-Jones-12-6",),
             "combining_rules": ("Lorentz-Berthelot",),
-            "scale12": (),
-            "scale13": (),
-            "scale14": (),
-            "scale15": (),
+            **dict.fromkeys(SCALES, ()),
             "cutoff": (),
             "switch_width": (),
             "periodic_method": ("cutoff", "no-cutoff", "Ewald3D"),
@@ -252,10 +259,7 @@ HEADERS: dict[str, HeaderSpec] = {
     "Electrostatics": HeaderSpec(
         ("0.3", "0.4"),
         {
-            "scale12": (),
-            "scale13": (),
-            "scale14": (),
-            "scale15": (),
+            **dict.fromkeys(SCALES, ()),
             "cutoff": (),
             "switch_width": (),
             "periodic_potential": (
@@ -288,8 +292,8 @@ HEADERS: dict[str, HeaderSpec] = {
     "GBSA": HeaderSpec(
         ("0.3", "0.3"),
         {
-            "gb_model": (),
-            "sa_model": (),
+            "gb_model": ("HCT", "OBC1", "OBC2"),
+            "sa_model": ("ACE", "None"),
             "solute_dielectric": (),
             "solvent_dielectric": (),
             "solvent_radius": (),
@@ -309,11 +313,14 @@ _FIXED = {
 HEADER_KINDS: dict[str, Kind] = {
     "cutoff": LENGTH,
     "switch_width": LENGTH,
-    "scale12": NUMBER,
-    "scale13": NUMBER,
-    "scale14": NUMBER,
-    "scale15": NUMBER,
+    **dict.fromkeys(SCALES, NUMBER),
     "default_idivf": IDIVF,
+    # the charge and solvent models' numbers, converted by the toolkit with int()/float()
+    # or a unit: "x" was kept here as text where the toolkit refuses the file (stop 53)
+    "number_of_conformers": COUNT,
+    "solvent_dielectric": NUMBER,
+    "solute_dielectric": NUMBER,
+    "solvent_radius": LENGTH,
 }
 
 
@@ -356,6 +363,15 @@ def read_value(where: str, key: str, text: str, kind: Kind) -> Any:
         return value
     if kind.kind == "int":
         return _read_int(where, key, text)
+    if kind.kind == "count":
+        value = float(text) if _NUMBER.match(text) else math.nan
+        if not (math.isfinite(value) and value >= 1 and value == int(value)):
+            raise _bad(
+                where, key, text,
+                "expected a whole number of at least 1 (e.g. '1'; the OpenFF toolkit "
+                "truncates '2.5' to 2 and reads '0' and negative counts)",
+            )  # fmt: skip
+        return int(value)
     try:
         q = parse_quantity(text)
     except ValueError as err:
@@ -387,7 +403,10 @@ def read_parameter(where: str, section: str, attributes: Mapping[str, str]) -> d
 
     Raises:
         OffxmlError: on an unknown attribute, a missing required one, a numbered
-            run with a gap, torsion terms of unequal counts, or a bad value.
+            run with a gap, torsion terms of unequal counts, a bad value, or a
+            ``<VirtualSite>`` the toolkit refuses (an unknown type, an angle its type
+            does not take or lacks, a ``match`` it does not support, another number
+            of charge increments than its parent atoms).
 
     Example:
         >>> v = read_parameter("f Angles id 'a1'", "Angles",
@@ -483,7 +502,73 @@ def read_parameter(where: str, section: str, attributes: Mapping[str, str]) -> d
                     f"{where}: term {i} has no k{i}; every term needs periodicityN, phaseN "
                     f"and kN; add k{i}"
                 )
+    if section == "VirtualSites":
+        _check_virtual_site(where, values, runs.get("charge_increment", []))
     return values
+
+
+# Virtual-site types as the OpenFF toolkit reads them: the angles each takes and its
+# number of charge increments (``_BaseVirtualSiteType``); "once" fits a TrivalentLonePair
+# or an in-plane DivalentLonePair only.
+_SITE_TYPES = {
+    "BondCharge": ((), 2),
+    "MonovalentLonePair": (("outOfPlaneAngle", "inPlaneAngle"), 3),
+    "DivalentLonePair": (("outOfPlaneAngle",), 3),
+    "TrivalentLonePair": ((), 4),
+}
+
+
+def _check_virtual_site(where: str, values: dict[str, Any], increments: list[int]) -> None:
+    """Refuse a ``<VirtualSite>`` the toolkit refuses; spell an unused angle ``"None"``.
+
+    The toolkit's ``ForceField.to_file`` writes an angle a site type does not use as
+    ``inPlaneAngle=""`` (a merged Sage + TIP4P/OPC file), which its own reader then
+    refuses; it means what ``"None"`` means, and is read so (stop 53).
+    """
+    site = values["type"]
+    if site not in _SITE_TYPES:
+        raise OffxmlError(
+            f"{where}: attribute type={site!r} is not a virtual-site type the OpenFF toolkit "
+            f"reads: expected {' or '.join(map(repr, _SITE_TYPES))}; fix the value in the file"
+        )
+    angles, n_increments = _SITE_TYPES[site]
+    for key in ("outOfPlaneAngle", "inPlaneAngle"):
+        value = values.get(key)
+        unused = value is None or (isinstance(value, str) and value.strip() in ("", "None"))
+        if key in angles and unused:
+            raise OffxmlError(
+                f"{where}: a {site} site needs {key} (an angle such as '0 * degree'), got "
+                f"{value!r}; write the angle"
+            )
+        if key not in angles and not unused:
+            raise OffxmlError(
+                f"{where}: attribute {key}={str(value)!r}: a {site} site has no {key} (the "
+                f'OpenFF toolkit refuses it); write {key}="None" or remove it'
+            )
+        if key not in angles and value is not None:
+            values[key] = "None"
+    if len(increments) != n_increments:
+        raise OffxmlError(
+            f"{where}: a {site} site takes {n_increments} charge increments "
+            f"(charge_increment1..{n_increments}), got {len(increments)}; fix the count"
+        )
+    match = values["match"]
+    in_plane = site != "DivalentLonePair" or _degrees(values["outOfPlaneAngle"]) == 0.0
+    fits = {
+        "once": site == "TrivalentLonePair" or (site == "DivalentLonePair" and in_plane),
+        "all_permutations": site in ("BondCharge", "MonovalentLonePair", "DivalentLonePair"),
+    }
+    if not fits.get(match, False):
+        ok = [m for m, good in fits.items() if good]
+        raise OffxmlError(
+            f"{where}: attribute match={match!r} is not supported for a {site} site"
+            f"{'' if in_plane else ' out of plane'} (as the OpenFF toolkit): expected "
+            f"{' or '.join(map(repr, ok))}; fix the value in the file"
+        )
+
+
+def _degrees(value: Any) -> float:
+    return value.to("degree").value
 
 
 def _run_text(prefix: str, spec: Spec) -> str:
@@ -621,7 +706,12 @@ def _example(kind: Kind) -> str:
 def _kind_text(kind: Kind) -> str:
     if kind.kind == "quantity":
         return f"a quantity in {kind.unit}"
-    return {"number": "a number", "int": "a positive integer", "text": "text"}[kind.kind]
+    return {
+        "number": "a number",
+        "int": "a positive integer",
+        "count": "a positive integer",
+        "text": "text",
+    }[kind.kind]
 
 
 _DIM_NAMES = {
