@@ -62,14 +62,20 @@ def record(pairs: list[tuple[torch.Tensor, nn.Parameter, str]]) -> list:
             # a chain P0 -> P1 -> P2 (re-tied twice): an optimizer that holds P0 must want
             # P2 too, and P1's own record dies with P1 (nobody holds it), so P0 inherits
             # P2 now; otherwise that optimizer stepped P0 silently, training nothing
+            # a snapshot: the collector may run a finalizer (_forget) on this thread
+            # while the loop allocates, and it drops records from these sets (the fresh-
+            # clone CI hit "Set changed size during iteration" here, stop 53)
             earlier = [
                 k
-                for k in _NAMED_BY.get(key, ())
-                if any(ref() is old for ref, _ in _SUCCESSORS.get(k, ()))
+                for k in tuple(_NAMED_BY.get(key, ()))
+                if any(ref() is old for ref, _ in tuple(_SUCCESSORS.get(k, ())))
             ]
             for k in dict.fromkeys((key, *earlier)):
+                entries = _SUCCESSORS.get(k)
+                if entries is None:  # forgotten meanwhile: its predecessor is gone
+                    continue
                 entry = (weakref.ref(new), what)
-                _SUCCESSORS[k].append(entry)
+                entries.append(entry)
                 added.append(entry)
                 _name(new, k)
         if _HOOK is None:
