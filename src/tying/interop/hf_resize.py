@@ -211,20 +211,14 @@ def _refuse_wrapped(model: nn.Module) -> None:
             "held by a torch DistributedDataParallel wrapper, which all-reduces only the "
             "tensors its module held when it was built, with the shapes they had"
         )
-        fix = (
-            "resize before wrapping: drop the wrapper (inner = wrapped.module; del wrapped), "
-            "call tying.hf.resize_token_embeddings(inner, n), then wrap inner again and "
-            "build the optimizer anew"
-        )
+        fix = _rewrap("resize before wrapping", "wrap inner again")
     elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
         what = (
             f"a {type(model).__name__} wrapper, which reduces (or replicates) only the tensors "
             f"its module held when it was built, with the shapes they had"
         )
-        fix = (
-            "resize the model inside before wrapping it: drop the wrapper (inner = "
-            "wrapped.module; del wrapped), call tying.hf.resize_token_embeddings(inner, n), "
-            "then wrap inner again (td.ddp(inner)) and build the optimizer anew"
+        fix = _rewrap(
+            "resize the model inside before wrapping it", "wrap inner again (td.ddp(inner))"
         )
     elif helper == "ddp":
         what = (
@@ -232,11 +226,7 @@ def _refuse_wrapped(model: nn.Module) -> None:
             "it was wrapped with, in buckets of the shapes they had: the resized embeddings "
             "could not train under it (its next training forward would be refused)"
         )
-        fix = (
-            "resize before wrapping: drop the wrapper (inner = wrapped.module; del wrapped), "
-            "call tying.hf.resize_token_embeddings(inner, n), then td.ddp(inner) again and "
-            "build the optimizer anew"
-        )
+        fix = _rewrap("resize before wrapping", "td.ddp(inner) again")
     else:
         what = (
             "sharded by FSDP2 (td.fully_shard), which holds each parameter as a shard (a "
@@ -248,6 +238,14 @@ def _refuse_wrapped(model: nn.Module) -> None:
             "it, then td.fully_shard it"
         )
     raise TieError(f"resize_token_embeddings: the model{at} is {what}; {fix}; nothing was changed")
+
+
+def _rewrap(lead: str, wrap: str) -> str:
+    """The fix for a resize under a DDP wrapper: drop it, resize the model inside, wrap again."""
+    return (
+        f"{lead}: drop the wrapper (inner = wrapped.module; del wrapped), call "
+        f"tying.hf.resize_token_embeddings(inner, n), then {wrap} and build the optimizer anew"
+    )
 
 
 def _check_pad_to_multiple_of(pad: Any) -> None:
