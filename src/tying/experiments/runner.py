@@ -530,13 +530,26 @@ def _stop_workers(pool: cf.ProcessPoolExecutor) -> None:
     pool.shutdown(wait=False, cancel_futures=True)
     deadline = time.monotonic() + 2.0
     for proc in procs:
-        with contextlib.suppress(Exception):
-            proc.join(max(0.0, deadline - time.monotonic()))
+        _wait_ended(proc, deadline)
     for proc in procs:  # SIGTERM ignored (a disposition the worker inherited) or stuck
         with contextlib.suppress(Exception):
             if proc.is_alive():
                 proc.kill()
-                proc.join(5)
+                _wait_ended(proc, time.monotonic() + 5.0)
+
+
+def _wait_ended(proc, deadline: float) -> None:
+    """Wait until ``proc`` reads as ended, or ``deadline`` (``time.monotonic``) passes.
+
+    The pool's own thread joins its workers too; when it reaps one first, this thread's
+    ``join`` returns at once and ``is_alive()`` reads True until that thread records the
+    exit code, which it can do only once this one lets go of the GIL (the fresh-clone CI
+    saw a stopped worker read as alive, stop 53): so poll, sleeping between looks.
+    """
+    with contextlib.suppress(Exception):
+        while proc.is_alive() and time.monotonic() < deadline:
+            proc.join(0.05)
+            time.sleep(0.005)
 
 
 def _crashed_record(id: str, size: str, seed: int, exc: BaseException) -> RunRecord:
