@@ -169,7 +169,7 @@ class CategoricalHMM(BaseHMM):
         if fitting:
             if self._alphabet_size() is not None:
                 self.n_symbols_ = self._alphabet_size()
-            elif "_emissions" in self.__dict__ and "emissions" in self._kept_start_values():
+            elif {"_emissions", "ties_"} <= self.__dict__.keys() and self._keeps_emissions():
                 self.n_symbols_ = self._emissions.shape[1]
             elif self.emissionprob_init is not None:
                 self.n_symbols_ = np.asarray(self.emissionprob_init).shape[-1]
@@ -186,6 +186,14 @@ class CategoricalHMM(BaseHMM):
                 f"model (0..{self.n_symbols_ - 1}); raise n_symbols or recode X"
             )
         return X
+
+    def _keeps_emissions(self) -> bool:
+        """Whether this fit starts from the held emissions (the rule of
+        ``_kept_start_values``, which ``fit`` has applied already): asking that method
+        again logged hmmlearn's "will be overwritten" warning a second time."""
+        if self.init_params is None:
+            return "emissions" in self._assigned
+        return "emissions" not in self._param_names(self.init_params, "init_params")
 
     def _log_emission(self, X):
         with np.errstate(divide="ignore"):
