@@ -50,7 +50,7 @@ from rich.text import Text
 
 from tying.experiments import SIZES, get, load_all
 from tying.experiments.claims import CLAIMS, EXTRA_CLAIMS, claim_for, in_claim_order
-from tying.experiments.registry import MAX_SEED
+from tying.experiments.registry import MAX_SEED, failed_module
 from tying.experiments.runner import RunRecord, import_errors, run_experiment, run_many
 from tying.report.format import format_runtime, format_value
 
@@ -144,11 +144,12 @@ def _cmd_list(args: argparse.Namespace, console: Console) -> int:
     known = {c.id for c in CLAIMS}
     for claim in CLAIMS:
         spec = registry.get(claim.id)
+        module = failed_module(claim.id) if spec is None else None
         table.add_row(
             Text(claim.code),
             Text(claim.id),
             Text(claim.title),
-            _spec_status(spec),
+            f"[red]import failed ({escape(module)})[/]" if module else _spec_status(spec),
             Text(spec.source if spec else ""),
         )
     for exp_id, spec in registry.items():

@@ -70,17 +70,48 @@ def new_figure(
 
 
 def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Largest absolute elementwise difference, as a Python float.
+    """Largest absolute elementwise difference, as a Python float (NaN if either holds one).
+
+    Args:
+        a, b: tensors of one shape.
+
+    Returns:
+        ``max |a - b|``.
+
+    Raises:
+        ValueError: the shapes differ. Broadcasting compared every element of one with
+            every element of the other (``(n,)`` against ``(n, 1)``), or a one-element
+            tensor with all of the other: a number for an "outputs agree" check that
+            compared no pair the check meant (stop 54). Or the tensors are empty.
 
     Example:
         >>> max_abs_diff(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.5]))
         0.5
     """
+    if a.shape != b.shape:
+        raise ValueError(
+            f"max_abs_diff() compares two tensors element by element: expected one shape, "
+            f"got {tuple(a.shape)} and {tuple(b.shape)}; reshape one to the other's shape "
+            "first (broadcasting would compare elements that do not correspond)"
+        )
+    if a.numel() == 0:
+        raise ValueError(
+            f"max_abs_diff() got two empty tensors (shape {tuple(a.shape)}); a check over no "
+            "elements would decide nothing"
+        )
     return float((a.detach() - b.detach()).abs().max())
 
 
 def _floats(values: Iterable[float], what: str) -> np.ndarray:
-    arr = np.asarray(list(values), dtype=np.float64)
+    given = np.asarray(list(values))
+    if given.size and given.dtype.kind not in "biuf":
+        # float64 would drop an imaginary part with a warning, and read "0.5" as a number
+        raise TypeError(
+            f"{what}() needs real numbers, got {given.dtype} values such as "
+            f"{given.reshape(-1)[0]!r}; pass the real numbers the check compares "
+            "(abs() of a complex error, float() of a text)"
+        )
+    arr = given.astype(np.float64)
     if arr.ndim != 1 or arr.size == 0:
         raise ValueError(
             f"{what}() needs one or more numbers, got {arr.size} in shape {arr.shape}; "

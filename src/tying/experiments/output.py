@@ -357,7 +357,8 @@ def claim_folder(
         OutputFolderError: ``out_dir`` is a file; it holds a file tying did not write
             (named, with the count of such files); a file tying wrote was changed
             since; the manifest is not one tying wrote; or the folder cannot be
-            created or written (the OS error is named); or (``fresh=False``,
+            created or written (the OS error is named); or it is a symbolic link to
+            nothing (named, with its target); or (``fresh=False``,
             ``writes_page=False``) the folder holds a report page of ours that shows a
             figure of ``ids``: the run would replace it, and the page would describe
             one run's numbers beside another run's figure; or another ``tying report``
@@ -374,6 +375,11 @@ def claim_folder(
     if exists and not is_dir:
         raise OutputFolderError(
             f"--out {out} is a file, not a folder; give a folder (it is created if missing)"
+        )
+    if not exists and out.is_symlink():  # mkdir said only "File exists" (stop 54)
+        raise OutputFolderError(
+            f"--out {out} is a symbolic link to {os.readlink(out)}, which does not exist; "
+            "create that folder first, or give another folder with --out"
         )
     if is_dir:
         manifest = _read_manifest(out)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import pathlib
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -184,13 +185,63 @@ def get(id: str) -> ExperimentSpec:
     """Return the spec registered under ``id``.
 
     Raises:
-        KeyError: naming the closest valid id (however far it is).
+        KeyError: naming the closest valid id (however far it is); for a claim's id
+            with no experiment registered, saying why instead: the module that declares
+            it failed to import (named, with its error), or it is not yet implemented.
     """
     if id not in REGISTRY:
+        row = claim_for(id)
+        if row is not None:  # a claim's id: "unknown", and a guess at another id, misled
+            module = failed_module(id)
+            if module is not None:
+                from tying.experiments import IMPORT_ERRORS  # the package imports this module
+
+                last = (IMPORT_ERRORS[module].strip().splitlines() or ["(no message)"])[-1]
+                why = (
+                    f"its module tying.experiments.{module} failed to import ({last}); "
+                    "fix that import (`tying list` shows the error)"
+                )
+            else:
+                why = "it is not yet implemented (`tying list` shows which claims are)"
+            raise KeyError(f"claim {row.code or id} ({id!r}) has no experiment here: {why}")
         close = difflib.get_close_matches(id, list(REGISTRY), n=1, cutoff=0.0)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise KeyError(f"unknown experiment id {id!r}{hint} (`tying list` shows them all)")
     return REGISTRY[id]
+
+
+def failed_module(id: str) -> str | None:
+    """The experiment module that registers ``id`` but failed to import, or None.
+
+    A module that fails to import registers nothing, so its claims would read as
+    unknown ids or "not yet implemented"; its source is read for ``@experiment("id"``
+    to name the module instead (stop 54).
+
+    Args:
+        id: an experiment id.
+
+    Returns:
+        The module's name (``"hmm"``), when ``id`` is not registered and a module
+        recorded in :data:`tying.experiments.IMPORT_ERRORS` declares it; else None.
+
+    Example:
+        >>> failed_module("param-counts") is None  # registered: nothing failed
+        True
+    """
+    from tying.experiments import IMPORT_ERRORS  # the package imports this module
+
+    if id in REGISTRY:
+        return None
+    pattern = re.compile(rf"""@experiment\(\s*["']{re.escape(id)}["']""")
+    folder = pathlib.Path(__file__).parent
+    for module in IMPORT_ERRORS:
+        try:
+            text = (folder / f"{module}.py").read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if pattern.search(text):
+            return module
+    return None
 
 
 def check_size(size: str) -> None:

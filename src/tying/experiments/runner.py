@@ -15,12 +15,15 @@ Example:
 
 from __future__ import annotations
 
+import array
 import concurrent.futures as cf
 import contextlib
 import dataclasses
+import decimal
 import importlib.util
 import logging
 import multiprocessing
+import numbers
 import os
 import pathlib
 import random
@@ -129,28 +132,83 @@ def jsonable(value: Any) -> Any:
     """Convert numpy/torch scalars and arrays (nested in dicts/lists) to plain Python.
 
     Non-finite floats become the strings ``"nan"``, ``"inf"``, ``"-inf"`` so the
-    output is strict JSON.
+    output is strict JSON. Anything else that holds numbers (an object with
+    ``__array__``, an ``array.array``, a ``Decimal``) is read as its numbers, not as
+    its ``repr``; any other object becomes its ``str``.
+
+    Raises:
+        ValueError: two keys of one dict read as the same text (``1`` and ``"1"``):
+            one value would silently replace the other.
 
     Example:
         >>> jsonable({"a": np.float32(0.5), "b": [torch.tensor(3)], "c": float("inf")})
         {'a': 0.5, 'b': [3], 'c': 'inf'}
     """
+    return _strict(_plain(value))
+
+
+def _strict(value: Any) -> Any:
+    """Plain data (:func:`_plain`) as strict JSON: non-finite floats spelt out, complex as text."""
     if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, set | frozenset):  # in a stable order, NaN kept as a number
-        return jsonable(sorted(value, key=repr))
-    if isinstance(value, torch.Tensor):
-        value = _tensor_numpy(value)
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strict(v) for v in value]
     if isinstance(value, float) and not np.isfinite(value):
         return "nan" if np.isnan(value) else ("inf" if value > 0 else "-inf")
-    if value is None or isinstance(value, bool | int | float | str):
+    if isinstance(value, complex):
+        return str(value)
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as nested dicts (str keys) and lists of bool, int, float, complex, str, None.
+
+    The one reading of a measured value: what the page shows is what the NaN and inf
+    checks of :func:`_verdict_problem` look at. A value read here as text (its ``repr``)
+    was no number to those checks: an ``__array__`` object or an ``array.array``
+    holding NaN passed as "pass" beside the text ``array('d', [nan])`` (stop 54).
+    """
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        given: dict[str, Any] = {}
+        for k, v in value.items():
+            key = str(k)
+            if key in out:
+                raise ValueError(
+                    f"the keys {given[key]!r} and {k!r} both read as {key!r} on the page and in "
+                    "results.json, so one value would silently replace the other; give each "
+                    "value its own key (as a string)"
+                )
+            out[key], given[key] = _plain(v), k
+        return out
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, set | frozenset):  # in a stable order, NaN kept as a number
+        return _plain(sorted(value, key=repr))
+    if isinstance(value, torch.Tensor):
+        value = _tensor_numpy(value)
+    elif isinstance(value, array.array | memoryview) or (
+        hasattr(value, "__array__") and not isinstance(value, np.ndarray | np.generic)
+    ):
+        numbers_of = np.asarray(value)
+        if numbers_of.dtype.kind == "O" and numbers_of.ndim == 0:  # no numbers: itself again
+            return str(value)
+        value = numbers_of
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, bool | int | float | complex | str):
         return value
+    if isinstance(value, numbers.Number):  # Decimal, Fraction, ...: its value, not its repr
+        try:
+            return (
+                float(value)
+                if isinstance(value, numbers.Real | decimal.Decimal)
+                else complex(value)
+            )
+        except (TypeError, ValueError, ArithmeticError):  # Decimal("sNaN") will not convert
+            return float("nan") if getattr(value, "is_nan", lambda: False)() else str(value)
     return str(value)
 
 
@@ -427,16 +485,16 @@ def _has_inf(value: Any) -> bool:
 
 
 def _holds(value: Any, test: Callable[[Any], Any]) -> bool:
+    if isinstance(value, np.ndarray) and value.dtype.kind in "fc":  # at NumPy's speed
+        return bool(test(value).any())
+    return _holds_plain(_plain(value), test)
+
+
+def _holds_plain(value: Any, test: Callable[[Any], Any]) -> bool:
     if isinstance(value, dict):
-        return any(_holds(v, test) for v in value.values())
-    if isinstance(value, list | tuple | set | frozenset):
-        return any(_holds(v, test) for v in value)
-    if isinstance(value, torch.Tensor):
-        value = _tensor_numpy(value)
-    if isinstance(value, np.ndarray) and value.dtype.kind == "O":  # numbers as objects
-        return _holds(value.tolist(), test)
-    if isinstance(value, np.ndarray | np.generic):
-        return value.dtype.kind in "fc" and bool(test(value).any())
+        return any(_holds_plain(v, test) for v in value.values())
+    if isinstance(value, list):
+        return any(_holds_plain(v, test) for v in value)
     return isinstance(value, float | complex) and bool(test(value))
 
 

@@ -66,6 +66,11 @@ def results_dict(records: Sequence[RunRecord], environment: dict, runtime_s: flo
             for row in rows
             if row["status"] == "not-implemented"
         ],
+        "import_failed": [
+            {"id": row["id"], "code": row["code"], "module": row["module"]}
+            for row in rows
+            if row["status"] == "import-failed"
+        ],
         "import_errors": import_errors(),
     }
 

@@ -13,7 +13,8 @@ import pathlib
 from collections.abc import Sequence
 from typing import Any
 
-from tying.experiments.claims import CHAPTER_FILES, CLAIMS, Claim, claim_for
+from tying.experiments.claims import CHAPTER_FILES, CLAIMS, EXTRA_CLAIMS, Claim, claim_for
+from tying.experiments.registry import failed_module
 from tying.experiments.runner import RunRecord
 from tying.report.format import format_runtime, format_value
 
@@ -27,6 +28,7 @@ BADGES: dict[str, tuple[str, str]] = {
     "missing-extra": ("MISSING EXTRA", "extra"),
     "not-run": ("NOT RUN", "notrun"),
     "not-implemented": ("NOT YET IMPLEMENTED", "missing"),
+    "import-failed": ("IMPORT FAILED", "error"),
 }
 
 _CSS = """
@@ -127,23 +129,31 @@ def summary_rows(records: Sequence[RunRecord], registered: dict[str, Any]) -> li
             ``title`` and ``claim``).
 
     Returns:
-        Dicts with ``id``, ``code``, ``claim``, ``status``, ``registered`` and, for
-        experiments that ran, ``record``.
+        Dicts with ``id``, ``code``, ``claim``, ``status``, ``registered``, ``record``
+        (the record of an experiment that ran, else None) and ``module`` (for status
+        ``"import-failed"``: the experiment module that declares the claim but failed
+        to import, else None).
     """
     by_id = {r.id: r for r in records}
     rows = []
     ids = [c.id for c in CLAIMS]
     ids += [i for i in list(registered) + list(by_id) if i not in ids]
+    # an extra claim whose module failed to import is in no list above: it would vanish
+    ids += [c.id for c in EXTRA_CLAIMS if failed_module(c.id) and c.id not in registered]
     for exp_id in dict.fromkeys(ids):
         claim: Claim | None = claim_for(exp_id)
         record = by_id.get(exp_id)
         spec = registered.get(exp_id)
+        module = None
         if record is not None:
             status, sentence = record.status, record.claim
         elif spec is not None:
             status, sentence = "not-run", spec.claim
         else:
-            status, sentence = "not-implemented", claim.claim if claim else ""
+            # a claim whose module failed to import is implemented, but broken (stop 54)
+            module = failed_module(exp_id)
+            status = "import-failed" if module else "not-implemented"
+            sentence = claim.claim if claim else ""
         rows.append(
             {
                 "id": exp_id,
@@ -152,6 +162,7 @@ def summary_rows(records: Sequence[RunRecord], registered: dict[str, Any]) -> li
                 "status": status,
                 "registered": spec is not None or record is not None,
                 "record": record,
+                "module": module,
             }
         )
     return rows
@@ -183,6 +194,11 @@ def _summary(rows: list[dict[str, Any]]) -> str:
                 f'alt="key figure of {_e(row["id"])}"></a>'
             )
         key = _e(rec.key_figure) if rec else ""
+        if row.get("module"):
+            key = (
+                f'<a href="#import-errors">module tying.experiments.{_e(row["module"])} '
+                "failed to import</a>"
+            )
         runtime = format_runtime(rec.runtime_s) if rec else ""
         classes = (
             "claim-row"
