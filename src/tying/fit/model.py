@@ -222,6 +222,18 @@ class ModelEvaluator(Derivatives):
                 f"float per point of x); return the model's values (np.where(cond, a, b) "
                 f"for a switch, not cond itself)"
             )
+        if isinstance(kind, np.dtype) and kind.kind in "iu":
+            # x and the parameters are float64: integer values come from a round or cast
+            # of them, flat between integers, so every derivative is 0 or a jump; the fit
+            # stopped where it started (success=False, "'a' and 'k' change the model the
+            # same way") or short of the minimum, with advice that did not fit (stop 54)
+            where = self._where(i) if i is not None else "the call on all data sets at once"
+            raise _ShapeError(
+                f"model_fn returned {kind} values for {where}, expected real numbers (one "
+                f"float per point of x): a model rounded or cast to integers is flat between "
+                f"integers, so its derivatives are 0 and a fit cannot move; return the "
+                f"values before the round or astype(int), or scale y instead"
+            )
         arr = np.asarray(out, dtype=float)
         if i is not None:
             n = int(self.data.lengths[i])

@@ -418,7 +418,16 @@ def trust_region(
         out = solve(out.x, None, max(tol.max_iter - nfev, 1), free)
         nfev += int(out.nfev)
     model = cache["model"] if np.array_equal(cache.get("theta"), out.x) else ev.predict(out.x)
-    result = SolverOutput(out.x, model, float(out.cost), nfev, out.status > 0, out.message)
+    message = out.message
+    if out.status == 0:
+        # scipy's "The maximum number of function evaluations is exceeded." named neither
+        # max_iter nor the fix, where MINPACK's and the LM's stops say both (stop 54)
+        message = (
+            f"max_iter={tol.max_iter} reached before ftol/xtol/gtol were met (trf counts "
+            f"model evaluations, max_nfev); raise max_iter, or check the starting values and "
+            f"bounds"
+        )
+    result = SolverOutput(out.x, model, float(out.cost), nfev, out.status > 0, message)
     if result.success and (not dense or out.status == 1):
         # stop 47: trf's gtol test is absolute, so with sigma x 1e5 (chi2 x 1e-10) it
         # stopped 5.7e-7 (relative) short of the minimum in `a`, success=True, at a cosine
