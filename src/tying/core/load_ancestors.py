@@ -52,6 +52,14 @@ _MAP: list = [None]
 TIE_ATTR = "_tying_slots"
 CHECK_ATTR = "_tying_check_load"
 _HOOK: list = []  # the handle of the installed hook (installed once)
+#: where the tying layers live: a load into one (tied or not) or into a module holding one
+#: is checked before it copies (stop 53: an untied ``GroupConv2d`` was half-loaded)
+LAYERS = "tying.nn."
+
+
+def is_layer(module: nn.Module) -> bool:
+    """Whether ``module`` is a ``tying.nn`` layer (tied or not)."""
+    return type(module).__module__.startswith(LAYERS)
 
 
 def _walk() -> dict[int, list[weakref.ref]]:
@@ -136,7 +144,8 @@ def ancestors(module: nn.Module) -> list[nn.Module]:
 def install(on_child: Callable[[nn.Module, nn.Module], None]) -> None:
     """Install the global registration hook once; ``on_child(parent, child)`` is called when
     ``child`` holds a load pre-hook, a tie (``_tying_slots``) or a load check
-    (``_tying_check_load``): it guards ``parent`` and the modules above it."""
+    (``_tying_check_load``), or either is a ``tying.nn`` layer (:func:`is_layer`): it guards
+    ``parent`` and the modules above it."""
     if _HOOK:
         return
     new = _NEW
@@ -155,6 +164,8 @@ def install(on_child: Callable[[nn.Module, nn.Module], None]) -> None:
                 own.get("_load_state_dict_pre_hooks")
                 or TIE_ATTR in own
                 or hasattr(type(child), CHECK_ATTR)
+                or is_layer(child)
+                or is_layer(parent)
             ):
                 on_child(parent, child)
         except Exception:  # noqa: BLE001 - a load then is checked by the tie itself

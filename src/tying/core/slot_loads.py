@@ -20,12 +20,12 @@ import sys
 import torch
 from torch import nn
 
-from tying.core import load_ancestors
+from tying.core import load_ancestors, load_precheck
 from tying.core.lost_writes import _same_values
 from tying.core.sharded_check import agrees as _agrees
 from tying.core.sharded_check import joined as _joined
 
-__all__ = ["ancestors", "guard_loading"]
+__all__ = ["ancestors", "guard_layer", "guard_loading"]
 
 
 def ancestors(module: nn.Module) -> list[nn.Module]:
@@ -118,8 +118,24 @@ def _check_before_load(
         )
     if not prefix:
         _own_checks(root, state_dict)
+        _refuse_what_torch_refuses(root, state_dict)
     if local_metadata.get("assign_to_params_buffers"):
         _let_go_of_sources(root)
+
+
+def _refuse_what_torch_refuses(root: nn.Module, state_dict) -> None:
+    """Raise torch's own refusal (size mismatch, missing or unexpected keys under
+    ``strict=True``) before anything is copied: torch raises it only after every module
+    was loaded (stop 53: a refused load left the model half-loaded). See
+    :mod:`tying.core.load_precheck`."""
+    own_loads = (nn.Module._load_from_state_dict, _load_from_state_dict)
+    own_hooks = (_check_before_load, _check_before_load_into_part)
+    problems = load_precheck.refusals(root, state_dict, slots_of, own_loads, own_hooks)
+    if problems:
+        raise RuntimeError(
+            f"Error(s) in loading state_dict for {type(root).__name__} (nothing was loaded):"
+            "\n\t" + "\n\t".join(problems)
+        )
 
 
 #: a method a module class may define, ``(self, state_dict, prefix, local_metadata)``,
@@ -203,8 +219,15 @@ def _on_child(parent: nn.Module, child: nn.Module) -> None:
     """A module registered into ``parent``: when it holds ties, the load into ``parent`` and
     into every module known to hold ``parent`` is checked first (see
     :mod:`tying.core.load_ancestors`)."""
-    if _checked(child) or slots_of(child) or hasattr(type(child), LOAD_CHECK):
+    if (
+        _checked(child)
+        or slots_of(child)
+        or hasattr(type(child), LOAD_CHECK)
+        or load_ancestors.is_layer(child)
+    ):
         _guard([parent, *ancestors(parent)])
+    elif load_ancestors.is_layer(parent):  # a tying layer (tied or not) building itself
+        _guard([parent])
 
 
 def guard_loading(model: nn.Module) -> None:
@@ -222,6 +245,43 @@ def guard_loading(model: nn.Module) -> None:
             parts.update(".".join(names[:i]) for i in range(1, len(names)))
     _guard(model.get_submodule(path) for path in parts)
     _guard(ancestors(model))
+
+
+def guard_layer(layer: nn.Module) -> None:
+    """Check a load into ``layer`` before it copies, from its ``__init__`` (stop 54).
+
+    A layer that holds no module and no tie is told to no registration hook, so nothing
+    else guards a load into it alone: torch copied its parameters one by one and refused a
+    size mismatch or a missing key only after (an untied ``TiedGateLSTM`` given a tied
+    one's state dict kept the gate weights it had copied). Installs the pre-hook that
+    applies torch's rules first (:mod:`tying.core.load_precheck`); a no-op when ``layer``
+    is checked already.
+
+    Args:
+        layer: the module being built (call it last in ``__init__``).
+
+    Returns:
+        None.
+
+    Raises:
+        Nothing: a scripted module takes no hook and is left as it is.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> layer = nn.Linear(2, 2)
+        >>> guard_layer(layer)
+        >>> before = layer.weight.detach().clone()
+        >>> bad = {"weight": torch.ones(2, 2), "bias": torch.ones(3)}
+        >>> try:
+        ...     layer.load_state_dict(bad)
+        ... except RuntimeError as err:
+        ...     print(str(err).splitlines()[0])
+        Error(s) in loading state_dict for Linear (nothing was loaded):
+        >>> torch.equal(layer.weight, before)
+        True
+    """
+    _guard([layer])
 
 
 def _unchecked(prefix: str, stopped: bool) -> str:

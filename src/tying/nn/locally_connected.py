@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from tying.core.slot_loads import guard_layer
 from tying.nn._args import flag, int_arg, is_bool, is_int
 from tying.nn._input_errors import CAUGHT, InputDeviceError, raise_if_mismatched
 
@@ -137,6 +138,7 @@ class LocallyConnected2d(nn.Module):
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()
+        guard_layer(self)  # holds no module: nothing else checks a load into it first
 
     def fan_in(self) -> int:
         """Inputs of one output unit: ``C_in * kh * kw`` (as for the conv it unties).

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tying.core import Plan, share
+from tying.core.slot_loads import guard_layer
 from tying.nn._args import flag, int_arg
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 
@@ -88,6 +89,7 @@ class TiedGateLSTM(nn.Module):
                     share("weight_ih_o", like="weight_ih_f"),
                 ]
             ).apply(self)
+        guard_layer(self)  # holds no module: nothing else checks a load into it first
 
     def fan_in(self) -> int:
         """Inputs of one gate unit: ``input_size + hidden_size`` (tying does not change it)."""

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from tying.core import Mirrored, Plan, share
+from tying.core.slot_loads import guard_layer
 from tying.nn._args import check_conv1d_geometry, flag, int_arg
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 
@@ -125,6 +126,7 @@ class SymmetricConv1d(nn.Conv1d):
         if self.tied:
             Plan([share("weight", relation=Mirrored(dim=-1))]).apply(self)
             self.reset_parameters()
+        guard_layer(self)  # holds no module: nothing else checks a load into it first
 
     def reset_parameters(self) -> None:
         """U(±1/√fan_in) on the stored taps (and bias), ``fan_in = C_in/groups × k``.
