@@ -467,6 +467,8 @@ class Attention(nn.Module):
         return (
             f"{self.kind}: d_model={self.d_model}, n_heads={self.n_heads}, kv_heads={self.kv_heads}, "
             f"v_heads={self.v_heads}, d_head={self.d_head}, causal={self.causal}"
+            + (f", d_context={self.d_context}" if self.d_context != self.d_model else "")
+            + (f", dropout={self.dropout}" if self.dropout else "")
         )
 
 

@@ -138,5 +138,8 @@ class TiedAutoencoder(nn.Module):
             raise_if_mismatched(self, e, z, names=("z",))
             raise
 
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.latent}, tied={self.tied}"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))

@@ -353,7 +353,10 @@ class MultiHopGraphConv(nn.Module):
             raise
 
     def extra_repr(self) -> str:
-        return f"{self.in_features}, {self.out_features}, hops={self.K}, shared={self.shared}"
+        return (
+            f"{self.in_features}, {self.out_features}, hops={self.K}, shared={self.shared}, "
+            f"bias={self.bias is not None}"
+        )
 
 
 def _gather_mm(adj: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

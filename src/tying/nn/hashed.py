@@ -168,5 +168,6 @@ class HashedLinear(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
-            f"buckets={self.buckets}, seed={self.relation.seed}, bias={self.bias is not None}"
+            f"buckets={self.buckets}, seed={self.relation.seed}, signed={self.relation.signed}, "
+            f"bias={self.bias is not None}"
         )

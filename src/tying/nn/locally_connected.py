@@ -11,6 +11,7 @@ that every position reads.
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 
@@ -366,9 +367,92 @@ class LocallyConnected2d(nn.Module):
                 conv.bias.copy_(self.bias[0, 0])
         return conv
 
+    def __reduce_ex__(self, protocol):
+        """Pickle a tied layer (``torch.save(layer)``, ``pickle``) as the tie it is.
+
+        ``tie_filters`` ties through ``torch.nn.utils.parametrize``, whose modules refuse
+        pickling ("Serialization of parametrized modules is only supported through
+        state_dict()", stop 54): a tied layer could not be saved whole, though an untied
+        one could. It is pickled as the untied layer (its weight a zero-stride view of
+        the one filter: one filter's bytes) and tied again on load, so the loaded layer
+        computes the same, stores one filter and keeps its hooks and mode. Other
+        parametrizations (``weight_norm`` on top of the tie) are refused by name.
+        """
+        if not parametrize.is_parametrized(self):
+            return super().__reduce_ex__(protocol)
+        others = {
+            name: [type(p).__name__ for p in plist if not isinstance(p, _SharedAcrossPositions)]
+            for name, plist in self.parametrizations.items()
+        }
+        others = {
+            name: kinds for name, kinds in others.items() if kinds or name not in ("weight", "bias")
+        }
+        if others or len(self.parametrizations.weight) != 1:
+            raise TypeError(
+                f"LocallyConnected2d: pickling (torch.save(layer)) supports the layer's own "
+                f"tie (tie_filters) only, got parametrizations {others or 'stacked on weight'} "
+                f"beside it, which torch.nn.utils.parametrize cannot pickle; save "
+                f"layer.state_dict() (or tying.save) and load it into a layer built the same "
+                f"way, or remove them first (parametrize.remove_parametrizations)"
+            )
+        state, shared = self._untied_state()
+        for name, original in shared.items():
+            # every position's value, a zero-stride view of the one filter: its bytes only
+            state["_parameters"][name] = self._spread(original)
+        return (_tied_again, (state,))
+
+    def __deepcopy__(self, memo):
+        # torch's deepcopy of a parametrized module shares the class parametrize made
+        # for it, so parametrize.remove_parametrizations(copy, "weight") deleted the
+        # original's weight too ("has no attribute 'weight'", stop 54): a tied copy is
+        # tied again by itself, on its own class
+        own_tie = parametrize.is_parametrized(self) and all(
+            name in ("weight", "bias")
+            and len(plist) == 1
+            and isinstance(plist[0], _SharedAcrossPositions)
+            for name, plist in self.parametrizations.items()
+        )
+        cls = LocallyConnected2d if own_tie else type(self)
+        new = cls.__new__(cls)
+        memo[id(self)] = new
+        if not own_tie:
+            # untied, or other parametrizations beside the tie: as torch copies (the
+            # latter still on the shared class: remove those before copying to be safe)
+            new.__dict__ = copy.deepcopy(self.__dict__, memo)
+            return new
+        state, shared = self._untied_state()
+        state = copy.deepcopy(state, memo)
+        for name, original in shared.items():
+            state["_parameters"][name] = self._spread(copy.deepcopy(original, memo))
+        new.__setstate__(state)
+        return new.tie_filters()
+
+    def _untied_state(self) -> tuple[dict, dict]:
+        """This tied layer's ``__dict__`` without its parametrizations, and the stored
+        filter and bias (built beside the layer, which is left as it is)."""
+        state = dict(self.__dict__)
+        state["_modules"] = {k: m for k, m in self._modules.items() if k != "parametrizations"}
+        state["_parameters"] = dict(self._parameters)
+        shared = {name: plist.original for name, plist in self.parametrizations.items()}
+        return state, shared
+
+    def _spread(self, original: torch.Tensor) -> nn.Parameter:
+        """``original`` read by every position: the untied parameter, as a zero-stride view."""
+        return nn.Parameter(
+            original.detach().expand(*self.output_size, *original.shape),
+            requires_grad=original.requires_grad,
+        )
+
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, input_size={self.input_size}, "
             f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
             f"bias={self.bias is not None}"
         )
+
+
+def _tied_again(state: dict) -> LocallyConnected2d:
+    """Unpickling a tied layer: the untied layer it was saved as, tied again."""
+    layer = LocallyConnected2d.__new__(LocallyConnected2d)
+    layer.__setstate__(state)
+    return layer.tie_filters()

@@ -245,6 +245,9 @@ class SoftIoULoss(nn.Module):
         _check_settings(type(self).__name__, from_logits, eps, reduction)
         self.from_logits, self.eps, self.reduction = from_logits, eps, reduction
 
+    def extra_repr(self) -> str:
+        return f"from_logits={self.from_logits}, eps={self.eps}, reduction={self.reduction!r}"
+
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         score = soft_iou(pred, target, from_logits=self.from_logits, eps=self.eps, reduction="none")
         return _reduce(1 - score, self.reduction)
@@ -271,6 +274,9 @@ class SoftDiceLoss(nn.Module):
         super().__init__()
         _check_settings(type(self).__name__, from_logits, eps, reduction)
         self.from_logits, self.eps, self.reduction = from_logits, eps, reduction
+
+    def extra_repr(self) -> str:
+        return f"from_logits={self.from_logits}, eps={self.eps}, reduction={self.reduction!r}"
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         score = soft_dice(

@@ -141,6 +141,13 @@ class PeriodicFeatures(nn.Module):
         n = torch.arange(1, self.harmonics + 1, dtype=torch.float64, device=device)
         return 2 * math.pi * n / self.period
 
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"period={self.period}, harmonics={self.harmonics}, "
+            f"periodic_dims={self.periodic_dims}"
+        )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
             raise ValueError(
@@ -353,6 +360,12 @@ class SharedBoundary(nn.Module):
         else:  # a stationary problem: the boundary values are plain learnable numbers
             self.g = None
             self.values = nn.Parameter(torch.zeros(derivatives + 1))
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, period={self.period}, dim={self.dim}, "
+            f"derivatives={self.derivatives}"
+        )
 
     def boundary(self, t: torch.Tensor) -> torch.Tensor:
         """``g(t)``: ``(N, derivatives+1)`` boundary value (and slopes)."""

@@ -189,6 +189,10 @@ class TiedResidualNet(nn.Module):
         """The shared vector field (step 0; every step when tied)."""
         return self.steps[0]
 
+    def extra_repr(self) -> str:
+        # t1 lives in no child: without it two nets of different step sizes printed alike
+        return f"depth={self.depth}, t1={self.t1}, tied={self.tied}"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` ``(..., dim)`` → the state after ``depth`` steps, ``(..., dim)``.
 
@@ -392,6 +396,12 @@ class NeuralODE(nn.Module):
         steps = _check_solver(t1, method, steps, rtol, atol)  # here, not at the first call
         self.field, self.t1 = field, _stored_time("NeuralODE", t1)
         self.method, self.steps, self.rtol, self.atol = method, steps, rtol, atol
+
+    def extra_repr(self) -> str:
+        return (
+            f"t1={self.t1}, method={self.method!r}, steps={self.steps}, rtol={self.rtol}, "
+            f"atol={self.atol}"
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         try:
