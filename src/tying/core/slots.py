@@ -631,6 +631,9 @@ def tied_class(base: type, names) -> type:
     key = (base, frozenset(names))
     cls = _CLASSES.get(key)
     if cls is None:
+        # "Tied" + the base's name, once: a tied tying.nn.TiedGateLSTM printed as
+        # "TiedTiedGateLSTM(...)" (stop 54); its extra_repr still lists the tied slots
+        title = base.__name__ if base.__name__.startswith("Tied") else f"Tied{base.__name__}"
         namespace: dict[str, Any] = {name: _slot_property(name) for name in sorted(key[1])}
         for name in key[1]:
             if not hasattr(base, name + "_mask"):
@@ -650,13 +653,13 @@ def tied_class(base: type, names) -> type:
             # The class lives here, not in the base's module (where no such name exists);
             # its name and docstring say what it wraps.
             __module__=__name__,
-            __qualname__=f"Tied{base.__name__}",
+            __qualname__=title,
             __doc__=(
                 f"{base.__module__}.{base.__qualname__} whose slot(s) "
                 f"{', '.join(sorted(key[1]))} are served by tying (see tying.core.slots)."
             ),
         )
-        cls = type(f"Tied{base.__name__}", (base,), namespace)
+        cls = type(title, (base,), namespace)
         _CLASSES[key] = cls
     return cls
 

@@ -304,12 +304,6 @@ class TiedGateLSTM(nn.Module):
                 layer.bias.zero_()
         return layer
 
-    def _get_name(self) -> str:
-        # tying serves the tie by swapping in a subclass named "Tied" + the class name,
-        # so a printed tied layer read "TiedTiedGateLSTM(...)" (stop 54): its own name once,
-        # keeping any prefix torch.nn.utils.parametrize adds ("ParametrizedTiedGateLSTM")
-        return type(self).__name__.replace("TiedTiedGateLSTM", "TiedGateLSTM", 1)
-
     def extra_repr(self) -> str:
         return (
             f"{self.input_size}, {self.hidden_size}, tie_gates={self.tie_gates}, "
