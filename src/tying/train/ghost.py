@@ -79,7 +79,7 @@ from tying.train._vetting import (
 from tying.train._vetting import unchanged as _unchanged
 from tying.train.backward_probe import custom_backward_nodes, refuse_mixing_backward
 from tying.train.known_losses import KnownLosses
-from tying.train.per_example_refusals import _refuse_inference_mode
+from tying.train.per_example_refusals import _refuse_inference_mode, losses_per_example
 from tying.train.row_watch import RowLosses
 
 _next_node_number = torch._C._autograd._get_sequence_nr  # this thread's next autograd node
@@ -364,11 +364,7 @@ class GhostClipping:
         if probe:
             with self._watch(start):
                 losses = loss_fn(out, y)
-        if losses.dim() != 1:
-            raise ValueError(
-                f"loss_fn must return one loss per example, shape (B,), got shape "
-                f"{tuple(losses.shape)}; use reduction='none' (and .sum(-1) over extra dims)"
-            )
+        losses = losses_per_example(losses, y.shape[0])  # mode="vmap"'s rule too (stop 54)
         anchors = [c[2] for c in calls]
         custom = self._custom_backward(losses, xs, anchors, watch is not None, probe)
         grads = (
@@ -782,6 +778,8 @@ def _probe_one_end(loss_fn: LossFn, out, y, losses: torch.Tensor, i: int) -> Non
             y2 = y.clone()
             y2[i] = y[j]
         again = loss_fn(out2, y2).detach()
+        if again.dim() > 1 and again.shape[0] == B:  # rows summed per example, as the step's
+            again = again.reshape(B, -1).sum(1)
         before = losses.detach()[others]
         after = again[others] if again.shape == losses.shape else None
         same = None if after is None else _unchanged(before, after)

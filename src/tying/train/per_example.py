@@ -66,6 +66,7 @@ from tying.train.per_example_refusals import (
     _refuse_in_place_renorm,
     _refuse_inference_mode,
     _refuse_recurrent_kernels,
+    losses_per_example,
 )
 from tying.train.row_watch import RowLosses, RowWatch, Stopped
 
@@ -318,6 +319,8 @@ class _PerExample:
         # (T,) stays legal: F.cross_entropy(out.view(-1, V), y.view(-1)) gives one loss a token
         if isinstance(loss, torch.Tensor) and loss.dim() and loss.shape[0] == self._batch > 1:
             _refuse_batch_sized_loss(loss)
+        if not isinstance(loss, torch.Tensor):  # a float: refused by type, as in ghost clipping
+            losses_per_example(loss, self._batch)
         return loss.sum()
 
     def __call__(self, loss_fn: LossFn, xs: tuple, y: torch.Tensor):
@@ -582,8 +585,7 @@ class _PerExample:
                 self._refuse_position_loss(out, y, losses.detach())
             else:
                 self.last_loss = how
-                if losses.dim() != 1:  # the old way summed each example's loss
-                    losses = losses.reshape(B, -1).sum(1)
+                losses = losses_per_example(losses, B)  # ghost clipping's rule too (stop 54)
             grads = torch.autograd.grad(
                 losses.sum(), per, allow_unused=True, materialize_grads=True
             )

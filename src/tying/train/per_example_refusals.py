@@ -238,6 +238,31 @@ def _refuse_batch_sized_loss(loss: torch.Tensor) -> None:
     )
 
 
+def losses_per_example(losses, B: int) -> torch.Tensor:
+    """The rule both modes share (stop 54): ``loss_fn`` on the batch returns its losses
+    batch first, ``(B, ...)``; any other dimension is summed per example, as the
+    per-example loop's ``.sum()`` and ``mode="vmap"`` do. Returns ``(B,)``.
+
+    Ghost clipping refused ``(B, D)`` and ``(B, T)`` rows that ``mode="vmap"`` summed, so
+    the same loss ran in one mode and was refused in the other; it read a flat
+    ``(B*T,)`` loss as B*T examples and blamed an input. A 0-d loss (``reduction=
+    "mean"``/``"sum"``) on the batch has no per-example losses and is refused.
+    """
+    if not isinstance(losses, torch.Tensor):
+        raise TypeError(
+            f"loss_fn must return a tensor of one loss per example, shape (B,) = ({B},), got "
+            f"{type(losses).__name__}; return the torch loss with reduction='none'"
+        )
+    if losses.dim() == 0 or losses.shape[0] != B:
+        raise ValueError(
+            f"loss_fn must return one loss per example, shape (B,) = ({B},) (or (B, ...), "
+            f"summed per example), got shape {tuple(losses.shape)}; use reduction='none' "
+            f"and keep the batch first, in the inputs and the loss (a 0-d loss, reduction='mean' or 'sum', has no "
+            f"per-example losses to clip; a flat (B*T,) loss, view it as (B, T))"
+        )
+    return losses if losses.dim() == 1 else losses.reshape(B, -1).sum(1)
+
+
 def _refuse_batch_sized_output(out, B: int) -> None:
     """Refuse a forward whose output for one example has the whole batch's rows (stop 36).
 
