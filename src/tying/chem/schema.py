@@ -321,6 +321,9 @@ HEADER_KINDS: dict[str, Kind] = {
     "solvent_dielectric": NUMBER,
     "solute_dielectric": NUMBER,
     "solvent_radius": LENGTH,
+    # kept as text for want of the calorie (stop 53): "5.4 * kilocalorie" (an energy, not
+    # per mole and area) loaded here where the toolkit refuses it (stop 54)
+    "surface_area_penalty": Kind("quantity", "calorie / mole / angstrom ** 2"),
 }
 
 

@@ -5,7 +5,7 @@ An ``.offxml`` file writes every physical value as ``number * unit expression``
 ``angstrom**-2 * mole**-1 * kilocalorie``). :func:`parse_quantity` turns one into a
 :class:`Quantity`; two spellings of the same unit compare equal, and
 :meth:`Quantity.to` converts between units of the same dimension (Å/nm,
-kcal/kJ, degree/radian). No unit library is needed for that handful of units.
+kcal/kJ/cal/J, degree/radian). No unit library is needed for that handful of units.
 """
 
 from __future__ import annotations
@@ -20,8 +20,13 @@ from collections.abc import Mapping
 _BASE: dict[str, tuple[str, float]] = {
     "angstrom": ("length", 1.0),
     "nanometer": ("length", 10.0),
+    "picometer": ("length", 0.01),
     "kilocalorie": ("energy", 1.0),
     "kilojoule": ("energy", 1.0 / 4.184),
+    # openff-units: calorie = 4.184 * joule (thermochemical); GBSA's surface_area_penalty
+    # is written in calories, and was kept as text for want of the unit (stop 54)
+    "calorie": ("energy", 1.0 / 1000.0),
+    "joule": ("energy", 1.0 / 4184.0),
     "mole": ("amount", 1.0),
     "radian": ("angle", 1.0),
     "degree": ("angle", math.pi / 180.0),
@@ -54,14 +59,33 @@ _ALIASES: dict[str, dict[str, int]] = {
     "moles": {"mole": 1},
     "rad": {"radian": 1},
     "deg": {"degree": 1},
+    # the rest of openff-units' energies and lengths of this size (stop 54): a file
+    # written with them loads in the toolkit and was refused here as an unknown unit
+    "calories": {"calorie": 1},
+    "cal": {"calorie": 1},
+    "cal_th": {"calorie": 1},
+    "thermochemical_calorie": {"calorie": 1},
+    "calorie_per_mole": {"calorie": 1, "mole": -1},
+    "calories_per_mole": {"calorie": 1, "mole": -1},
+    "joules": {"joule": 1},
+    "J": {"joule": 1},
+    "joule_per_mole": {"joule": 1, "mole": -1},
+    "joules_per_mole": {"joule": 1, "mole": -1},
+    "picometers": {"picometer": 1},
+    "picometre": {"picometer": 1},
+    "picometres": {"picometer": 1},
+    "pm": {"picometer": 1},
 }
 _ORDER = (
     "kilocalorie",
     "kilojoule",
+    "calorie",
+    "joule",
     "elementary_charge",
     "mole",
     "angstrom",
     "nanometer",
+    "picometer",
     "degree",
     "radian",
 )
@@ -198,7 +222,9 @@ def parse_unit(text: str) -> Unit:
                 f"'kilocalorie / mole / angstrom ** 2' for 'kilocalorie / (mole * angstrom ** 2)'"
             )
         if expect_name:
-            if tok not in _BASE and tok not in _ALIASES:
+            # "1 / mole" is how str(Unit) writes a unit with no positive power: it did not
+            # read back (q.to(str(q.unit)) was "unknown unit '1'"); pint reads it too
+            if tok not in _BASE and tok not in _ALIASES and tok != "1":
                 raise ValueError(
                     f"unknown unit {tok!r} in {text!r}; known: {', '.join(sorted({*_BASE, *_ALIASES}))}"
                 )
@@ -210,7 +236,7 @@ def parse_unit(text: str) -> Unit:
                     )
                 exp = int(tokens[i + 2])
                 i += 2
-            base = _ALIASES.get(tok, {tok: 1})
+            base = {} if tok == "1" else _ALIASES.get(tok, {tok: 1})
             for name, p in base.items():
                 powers[name] = powers.get(name, 0) + sign * exp * p
             expect_name = False
