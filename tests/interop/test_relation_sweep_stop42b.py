@@ -167,6 +167,29 @@ def _prune(m, x):
     return m(x), ref(x)
 
 
+def _remove(m, x):
+    # the mask on the source made permanent through the tie (stop 54); the untied copy gets
+    # the permanent masked source and, at the tied use, its relation, made by hand
+    ref = _untied(m)
+    relation = Inventory(m).slots["2.weight"].tie.relation
+    if type(relation) not in BY_HAND:  # storage of its own: no mask to follow (refused)
+        pruning.remove(m, "2.weight")
+    pruning.prune(m, "0.weight", torch_prune.l1_unstructured, amount=0.4)
+    if type(relation) is not tying.Same:  # names the module that holds the mask
+        snap = _snapshot(m)
+        fix = r"prune\.remove\(model\.get_submodule\('0'\), 'weight'\)"
+        with pytest.raises(tying.TieError, match=r"'2\.weight' reads 0\.weight via.*" + fix):
+            pruning.remove(m, "2.weight")
+        assert _unchanged(m, snap)
+    path = "2.weight" if type(relation) is tying.Same else "0.weight"
+    assert pruning.remove(m, path) == "0.weight" and not torch_prune.is_pruned(m)
+    torch_prune.l1_unstructured(ref[0], "weight", amount=0.4)
+    torch_prune.remove(ref[0], "weight")
+    with torch.no_grad():
+        ref[2].weight.copy_(BY_HAND[type(relation)](ref[0].weight))
+    return m(x), ref(x)
+
+
 def _prepare_fx(m, x):
     ref = _untied(m.eval())
     return _fx(graph_quantization.prepare_fx, m.eval(), x), _fx(torch_prepare_fx, ref, x)
@@ -203,6 +226,7 @@ SWEPT = {
     "quantize_dynamic": _dynamic,
     "quantize_": _torchao,
     "prune": _prune,
+    "remove": _remove,
     "prepare_fx": _prepare_fx,
     "prepare_qat_fx": _prepare_qat_fx,
     "prepare_pt2e": _prepare_pt2e,
@@ -217,6 +241,7 @@ REFUSED = {
     "quantize_": set(RELATIONS),
     # a mask on the source would not match the layout of storage of its own
     "prune": {tying.Mirrored, tying.Hashed},
+    "remove": {tying.Mirrored, tying.Hashed},
     "prepare_fx": {tying.Mirrored, tying.Hashed},
     "prepare_qat_fx": {tying.Mirrored, tying.Hashed},
     "prepare_pt2e": {tying.Hashed},

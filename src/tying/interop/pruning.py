@@ -15,6 +15,12 @@ a forward pre-hook of the pruned module. For ties this means:
   module a private ``weight_orig``, a second copy. It is refused with a
   ``TieError`` naming the tie, before anything changes; :func:`prune` prunes the
   physical tensor instead, so every use sees the mask.
+- **making a mask permanent**: ``prune.remove(lm_head, "weight")`` on the tied
+  module fails with torch's "has to be pruned before pruning can be removed"
+  (the mask sits on the source module, and a module whose class defines its own
+  ``__repr__``, such as transformers' GPT-2 ``Conv1D``, prints no tie in it);
+  :func:`remove` follows the tie and removes the pruning where it sits, or names
+  the source and that it is not pruned.
 
 Example:
     >>> import torch, tying
@@ -120,4 +126,85 @@ def prune(model: nn.Module, path: str, method: Callable[..., nn.Module], **kwarg
         )
     info = inv.slots[hops]
     method(info.module, info.name, **kwargs)
+    return hops
+
+
+def remove(model: nn.Module, path: str) -> str:
+    """Make the pruning behind slot ``path`` permanent, wherever the tie puts its mask.
+
+    ``torch.nn.utils.prune.remove(module, name)`` works on the module that holds the
+    mask only. On a tied slot (``lm_head.weight`` reading ``wte.weight``, layer 1 of
+    a shared stack) the mask sits on the source's module, and torch's error names
+    neither the tie nor the source (stop 54: GPT-2's ``Conv1D`` prints only
+    ``Conv1D(nf=48, nx=16)``). This follows ``Same`` ties to the physical tensor
+    and calls ``prune.remove`` there; every tied use keeps reading it.
+
+    Args:
+        model: the model holding ``path``.
+        path: a slot path, tied or not (``"lm_head.weight"``).
+
+    Returns:
+        The path of the physical tensor whose pruning was made permanent.
+
+    Raises:
+        TypeError: when ``path`` is not a str.
+        TieError: when ``path`` is not a slot of ``model`` (naming the closest),
+            reads its source through a relation other than ``Same``, or when the
+            physical tensor behind it is not pruned (naming that tensor and the
+            tie that leads to it); the model is unchanged.
+
+    Example:
+        >>> import torch, tying
+        >>> from torch.nn.utils import prune as torch_prune
+        >>> from tying.interop.pruning import prune, remove
+        >>> m = torch.nn.ModuleDict({"embed": torch.nn.Embedding(10, 4),
+        ...                          "head": torch.nn.Linear(4, 10, bias=False)})
+        >>> _ = tying.Plan([tying.share("head.weight", like="embed.weight")]).apply(m)
+        >>> prune(m, "head.weight", torch_prune.l1_unstructured, amount=0.5)
+        'embed.weight'
+        >>> remove(m, "head.weight"), torch_prune.is_pruned(m)
+        ('embed.weight', False)
+        >>> m["head"].weight is m["embed"].weight, tying.verify(m)
+        (True, 1)
+    """
+    from torch.nn.utils import prune as torch_prune
+    from torch.nn.utils.prune import BasePruningMethod
+
+    if not isinstance(path, str):
+        raise TypeError(
+            f"remove: path must be one slot path (str), got {type(path).__name__} {path!r}; "
+            f"call remove once per slot"
+        )
+    inv = Inventory(model)
+    if path not in inv.slots:
+        raise TieError(f"remove: {path!r} is not a parameter of the model{inv.closest(path)}")
+    hops, chain = path, []
+    while inv.slots[hops].is_tied:
+        info = inv.slots[hops]
+        if type(info.tie.relation) is not Same or "source" in info.tie.storage or not info.source:
+            src = inv.slots.get(info.source) if info.source else None
+            fix = (
+                f"make the mask on its source permanent: torch.nn.utils.prune.remove("
+                f"model.get_submodule({src.module_path!r}), {src.name!r})"
+                if src is not None
+                else "a tie with storage of its own holds no torch.nn.utils.prune mask"
+            )
+            raise TieError(
+                f"remove: {path!r} reads {info.source or 'its own storage'} via "
+                f"{info.tie.relation!r}, not Same, so its pruning is not the source's to "
+                f"follow here; {fix}; the model is unchanged"
+            )
+        chain.append(f"{hops} <- {info.source}")
+        hops = info.source
+    info = inv.slots[hops]
+    hooks = info.module._forward_pre_hooks.values()
+    if not any(isinstance(h, BasePruningMethod) and h._tensor_name == info.name for h in hooks):
+        via = f" (reached through the tie {'; '.join(chain)})" if chain else ""
+        raise TieError(
+            f"remove: {path!r} is not pruned: its physical tensor {hops!r}{via} holds no "
+            f"torch.nn.utils.prune mask, so there is nothing to make permanent; prune it first "
+            f"(tying.interop.pruning.prune(model, {path!r}, method, amount=...)); the model is "
+            f"unchanged"
+        )
+    torch_prune.remove(info.module, info.name)
     return hops
