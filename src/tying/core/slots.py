@@ -608,6 +608,15 @@ def _extra_repr(self):
     return ", ".join([base, "tied: " + "; ".join(ties)] if base else ["tied: " + "; ".join(ties)])
 
 
+def _own_repr(self):
+    """The base class's own ``__repr__`` with the tied slots added (see :func:`tied_class`)."""
+    ties = "; ".join(
+        f"{name} <- {slot.paths[1] or 'its own storage'} via {slot.relation!r}"
+        for name, slot in slots_of(self).items()
+    )
+    return f"{type(self)._tying_base.__repr__(self)} [tied: {ties}]"
+
+
 def slots_of(module: nn.Module) -> dict[str, Slot]:
     """The tied slots of one module (name → Slot); empty when none."""
     return module.__dict__.get(SLOTS_ATTR, {})
@@ -659,6 +668,10 @@ def tied_class(base: type, names) -> type:
                 f"{', '.join(sorted(key[1]))} are served by tying (see tying.core.slots)."
             ),
         )
+        if base.__repr__ is not nn.Module.__repr__:
+            # a class with its own __repr__ (transformers' Conv1D) prints no extra_repr:
+            # torch's errors that print the module (prune.remove) named no tie (stop 54)
+            namespace["__repr__"] = _own_repr
         cls = type(title, (base,), namespace)
         _CLASSES[key] = cls
     return cls
@@ -690,6 +703,19 @@ def _guarded_setattr(self, name, value):
             return
         target, source = slot.target_and_source(name)
         served = source if slot.paths[1] else f"its own storage {source}"
+        if type(value).__module__.startswith("torchao."):
+            # torchao's quantize_ walks the modules in order and swaps each weight: it
+            # reaches a tied slot after quantizing every module before it, and has no
+            # hook tying could refuse from earlier (stop 54)
+            raise TieError(
+                f"torchao's quantize_ reached {target}, a tied slot served from {served} "
+                f"via {slot.relation!r}: every module it visited before {target} (in "
+                f"named_modules order) is already quantized, so the model may now be PARTLY "
+                f"QUANTIZED ({target} and the modules after it are float). Rebuild or reload "
+                f"the float model and quantize it with "
+                f"tying.interop.quantization.quantize_(model, config), which decides every "
+                f"tie before any module changes"
+            )
         if swapping:
             # functional_call({"embed.weight": w, "lm_head.weight": w}) passed this slot the
             # source's new value, so the no-op above let it in; torch's swap back then set
