@@ -164,14 +164,15 @@ def test_dp_training_with_opacus_keeps_the_tie_and_stays_right_after_steps():
     assert g.shape == want.shape
 
 
-@pytest.mark.parametrize("make", [TinyLM, TiedAE], ids=["same", "transposed"])
-def test_plain_opacus_on_a_plan_tied_model_is_refused(make):
-    model = make()
+def test_plain_opacus_on_a_plan_tied_model_is_refused():
+    # the Transposed tie (refused at construction or at the first forward, depending on
+    # what ran before in the process): tests/train/test_opacus_order_stop54.py
+    model = TinyLM()
     gsm = opacus.GradSampleModule(model)
-    x = torch.randint(0, 7, (2, 3)) if make is TinyLM else torch.randn(2, 6, dtype=torch.float64)
+    x = torch.randint(0, 7, (2, 3))
     with pytest.raises(
         tying.TieError,
-        match=r"(lm_head reads embed.weight|dec reads enc.weight) through a tie that Opacus' "
+        match=r"lm_head reads embed.weight through a tie that Opacus' "
         r"GradSampleModule cannot see.*tying.train.grad_sample_module\(model\)",
     ):
         gsm(x)

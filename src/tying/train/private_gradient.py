@@ -81,6 +81,13 @@ def _check_batch(x, y) -> None:
         raise TypeError(f"y must be a tensor with the batch first, got {type(y).__name__}")
     if y.dim() == 0:
         raise ValueError("y must have the batch as its first dimension, got a 0-d tensor")
+    if isinstance(x, (dict, list)):  # stop 54: named as 'x', without the forms that run
+        kind = "a dict" if isinstance(x, dict) else "a list"
+        raise TypeError(
+            f"x must be a tensor or a tuple of tensors with the batch first (the model is "
+            f"called as model(x) or model(*x)), got {kind}; pass a tuple of tensors, or wrap "
+            f"the model so that its forward takes them positionally"
+        )
     xs = x if isinstance(x, tuple) else (x,)
     for i, t in enumerate(xs):
         where = "x" if not isinstance(x, tuple) else f"x[{i}]"
