@@ -64,6 +64,18 @@ def rebased_for_part(slot: Slot, memo: dict) -> dict[str, Any]:
                 break
     if where is None:
         target = f"{mod_path}.{_name_in(chain[-1][1], slot)}"
+        caller = _opacus_caller()
+        if caller is not None:
+            # Opacus' GradSampleModule deep-copies a layer it has no sampler for (its
+            # functorch fallback): the user never called deepcopy, and the fix below sent
+            # them the wrong way; Opacus has put hooks on the model by then (stop 54)
+            raise TieError(
+                f"Opacus ({caller}) deep-copies {part_path!r} to sample its gradients, but "
+                f"{target} reads {src_path} through a tie (via {slot.relation!r}) that "
+                f"Opacus' GradSampleModule cannot see. Use tying.train.grad_sample_module"
+                f"(model) (or tying.train.DPSGD) on a freshly built model: Opacus may "
+                f"already have put its hooks on this one"
+            )
         raise TieError(
             f"copy.deepcopy of {part_path!r}, a part of a tied model, would copy {target} "
             f"without its tie's source {src_path} (via {slot.relation!r}), which lies outside "
@@ -86,6 +98,22 @@ def rebased_for_part(slot: Slot, memo: dict) -> dict[str, Any]:
     rest = mod_path if part_path is None else mod_path[len(part_path) + 1 :]
     source = f"{where}.{slot.source_name}" if where else slot.source_name
     return {"anchor": anchor or None, "paths": (rest, source)}
+
+
+def _opacus_caller(depth: int = 60) -> str | None:
+    """The Opacus module whose code is running this deepcopy (a refusal's message only;
+    never on a copy that goes through), or None."""
+    import sys
+
+    frame = sys._getframe(1)
+    for _ in range(depth):
+        if frame is None:
+            return None
+        name = frame.f_globals.get("__name__", "")
+        if name == "opacus" or name.startswith("opacus."):
+            return name
+        frame = frame.f_back
+    return None
 
 
 def _copied_modules(memo: dict) -> list[nn.Module]:
