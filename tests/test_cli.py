@@ -133,7 +133,7 @@ def never_runs(temp_experiment):
 
     def fn(size, seed):
         calls.append(seed)
-        return Result(passed=True)
+        return Result(passed=True, measured={"x": 1.0})
 
     temp_experiment("cli-never-runs", fn)
     return calls

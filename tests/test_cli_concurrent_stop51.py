@@ -77,7 +77,9 @@ def test_a_report_into_a_folder_another_report_is_building_in_is_refused(
     register, running_report, capsys
 ):
     out, build, stop = running_report
-    register(OK, lambda size, seed: Result(passed=True, figures={"plot": Figure()}))
+    register(
+        OK, lambda size, seed: Result(passed=True, measured={"x": 1.0}, figures={"plot": Figure()})
+    )
     before = _files(out)
     assert f"{build.name}/figures/{OK}--plot.png" in before
 
@@ -123,7 +125,9 @@ def test_a_build_of_this_process_is_live_until_discarded(tmp_path):
 def test_a_folder_that_changes_under_a_running_report_is_exit_1_not_a_traceback(
     register, monkeypatch, tmp_path, capsys
 ):
-    register(OK, lambda size, seed: Result(passed=True, figures={"plot": Figure()}))
+    register(
+        OK, lambda size, seed: Result(passed=True, measured={"x": 1.0}, figures={"plot": Figure()})
+    )
     out = tmp_path / "rep"
     assert main(["report", "--size", "quick", "--only", OK, "--out", str(out)]) == 0
     before = _files(out, manifest=False)

@@ -69,7 +69,7 @@ def test_claim_b6_is_printed_with_its_subscripts(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "400")
     load_all()
     spec = REGISTRY["rnn-identifiability"]
-    fast = dataclasses.replace(spec, fn=lambda size, seed: Result(passed=True))
+    fast = dataclasses.replace(spec, fn=lambda size, seed: Result(passed=True, measured={"x": 1.0}))
     monkeypatch.setitem(REGISTRY, "rnn-identifiability", fast)
     assert main(["run", "rnn-identifiability"]) == 0
     assert "Linear system x[t+1] = W x[t] + U u[t]:" in capsys.readouterr().out
@@ -77,7 +77,7 @@ def test_claim_b6_is_printed_with_its_subscripts(capsys, monkeypatch):
 
 def test_ctrl_c_during_a_report_says_what_is_left_and_exits_130(register, capsys, tmp_path):
     out = tmp_path / "rep"
-    register("stop38-ok", lambda size, seed: Result(passed=True))
+    register("stop38-ok", lambda size, seed: Result(passed=True, measured={"x": 1.0}))
     assert main(["report", "--size", "quick", "--only", "stop38-ok", "--out", str(out)]) == 0
     assert (out / "index.html").is_file()
 
@@ -102,7 +102,7 @@ def test_a_file_that_appears_during_the_run_is_kept_and_the_run_fails(register, 
 
     def meanwhile(size, seed):  # the user saves a file into the folder while it runs
         (out / "notes.txt").write_text("mine")
-        return Result(passed=True)
+        return Result(passed=True, measured={"x": 1.0})
 
     register("stop38-meanwhile", meanwhile)
     rc = main(["report", "--size", "quick", "--only", "stop38-meanwhile", "--out", str(out)])
@@ -117,7 +117,7 @@ def test_a_module_that_failed_to_import_is_named_by_the_report(register, capsys,
     # its claims registered nothing, so "1 of 1 claims passed" alone would look complete
     from tying.experiments import IMPORT_ERRORS
 
-    register("stop38-ok2", lambda size, seed: Result(passed=True))
+    register("stop38-ok2", lambda size, seed: Result(passed=True, measured={"x": 1.0}))
     out = tmp_path / "rep"
     broken = "Traceback ...\nImportError: cannot import name 'x' [from y]"
     with pytest.MonkeyPatch.context() as mp:
@@ -140,7 +140,7 @@ def test_an_experiment_calling_sys_exit_is_an_error_not_the_end_of_the_report(
     def exits(size, seed):
         sys.exit(code)
 
-    register("stop38-fine", lambda size, seed: Result(passed=True))
+    register("stop38-fine", lambda size, seed: Result(passed=True, measured={"x": 1.0}))
     register("stop38-exits", exits)
     out = tmp_path / "rep"
     argv = ["report", "--size", "quick", "--only", "stop38-fine,stop38-exits", "--out", str(out)]
@@ -161,10 +161,10 @@ def test_an_experiment_that_changes_directory_does_not_move_a_relative_out(
 
     def wanders(size, seed):
         os.chdir(elsewhere)
-        return Result(passed=True)
+        return Result(passed=True, measured={"x": 1.0})
 
     register("stop38-cd", wanders)
-    register("stop38-after", lambda size, seed: Result(passed=True))
+    register("stop38-after", lambda size, seed: Result(passed=True, measured={"x": 1.0}))
     monkeypatch.chdir(tmp_path)
     argv = ["report", "--size", "quick", "--only", "stop38-cd,stop38-after", "--out", "report"]
     assert main(argv) == 0

@@ -113,7 +113,9 @@ def test_a_bad_value_exits_2_names_it_and_changes_nothing(
 ):
     calls = []
     register(OK, lambda size, seed: Result(passed=True, measured={"x": 1}))
-    register(NEVER, lambda size, seed: calls.append(seed) or Result(passed=True))
+    register(
+        NEVER, lambda size, seed: calls.append(seed) or Result(passed=True, measured={"x": 1.0})
+    )
     monkeypatch.chdir(tmp_path)  # an empty --out would mean this folder
     out = tmp_path / "rep"
     assert main(["report", "--size", "quick", "--only", OK, "--out", str(out)]) == 0
@@ -143,7 +145,7 @@ def test_an_empty_out_does_not_write_a_report_into_the_current_folder(
     register, tmp_path, monkeypatch, capsys
 ):
     # the old code took Path("") for "." and wrote index.html, results.json, figures/ here
-    register(OK, lambda size, seed: Result(passed=True))
+    register(OK, lambda size, seed: Result(passed=True, measured={"x": 1.0}))
     monkeypatch.chdir(tmp_path)
     assert main(["report", "--size", "quick", "--only", OK, "--out", ""]) == EXIT_USAGE
     assert os.listdir(tmp_path) == []
@@ -201,7 +203,7 @@ def test_ctrl_c_while_the_page_is_written_says_what_is_left(
     import tying.report
 
     out = tmp_path / "rep"
-    register(OK, lambda size, seed: Result(passed=True))
+    register(OK, lambda size, seed: Result(passed=True, measured={"x": 1.0}))
     assert main(["report", "--size", "quick", "--only", OK, "--out", str(out)]) == 0
 
     def ctrl_c(*args, **kwargs):

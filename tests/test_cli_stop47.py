@@ -39,7 +39,9 @@ def earlier(register, tmp_path):
     """A report folder holding an earlier report of ours (page and a figure)."""
     from matplotlib.figure import Figure
 
-    register(OK, lambda size, seed: Result(passed=True, figures={"plot": Figure()}))
+    register(
+        OK, lambda size, seed: Result(passed=True, measured={"x": 1.0}, figures={"plot": Figure()})
+    )
     out = tmp_path / "rep"
     assert _report(out) == 0
     before = _snapshot(out)

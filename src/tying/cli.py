@@ -51,7 +51,13 @@ from rich.text import Text
 from tying.experiments import SIZES, get, load_all
 from tying.experiments.claims import CLAIMS, EXTRA_CLAIMS, claim_for, in_claim_order
 from tying.experiments.registry import MAX_SEED, failed_module
-from tying.experiments.runner import RunRecord, import_errors, run_experiment, run_many
+from tying.experiments.runner import (
+    RunRecord,
+    import_errors,
+    run_experiment,
+    run_many,
+    workers_used,
+)
 from tying.report.format import format_runtime, format_value
 
 __all__ = ["main"]
@@ -178,8 +184,31 @@ def _claim(out: pathlib.Path, ids: Sequence[str], *, fresh: bool) -> None:
         raise _UsageError(str(exc)) from None
 
 
+@contextlib.contextmanager
+def _locked(out: pathlib.Path | None) -> Iterator[None]:
+    """Hold ``--out`` for this command (none: nothing to hold); a busy folder is a usage error."""
+    from tying.experiments.output import OutputFolderError, folder_lock
+
+    if out is None:
+        yield
+        return
+    lock = folder_lock(out)
+    try:
+        lock.__enter__()
+    except OutputFolderError as exc:
+        raise _UsageError(str(exc)) from None
+    with contextlib.ExitStack() as stack:
+        stack.push(lock)
+        yield
+
+
 def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     (exp_id,) = _check_ids([args.id])
+    with _locked(args.out):  # a second run or report into --out is refused meanwhile
+        return _run_one(args, console, exp_id)
+
+
+def _run_one(args: argparse.Namespace, console: Console, exp_id: str) -> int:
     if args.out is not None:  # checked before the experiment runs
         _claim(args.out, [exp_id], fresh=False)
     from tying.experiments.output import OutputFolderError
@@ -234,18 +263,21 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
     only = _split_ids(args.only)
     ids = _check_ids(only, "--only: ") if only is not None else in_claim_order(list(load_all()))
     out = pathlib.Path(args.out)
-    earlier = _earlier_report(out)
-    try:  # the new report is built beside the earlier one, which stays until it is whole
-        build = start_build(out, ids)
-    except OutputFolderError as exc:
-        raise _UsageError(str(exc)) from None
-    try:
-        return _build_report(args, console, ids, out, build, earlier, write_report, install_build)
-    except KeyboardInterrupt:
-        _say_interrupted("at the end", out, earlier, build)
-        return EXIT_INTERRUPTED
-    finally:
-        discard_build(build)  # a no-op once the report was moved into place
+    with _locked(out):  # a second report or run into --out is refused meanwhile
+        earlier = _earlier_report(out)
+        try:  # the new report is built beside the earlier one, which stays until it is whole
+            build = start_build(out, ids)
+        except OutputFolderError as exc:
+            raise _UsageError(str(exc)) from None
+        try:
+            return _build_report(
+                args, console, ids, out, build, earlier, write_report, install_build
+            )
+        except KeyboardInterrupt:
+            _say_interrupted("at the end", out, earlier, build)
+            return EXIT_INTERRUPTED
+        finally:
+            discard_build(build)  # a no-op once the report was moved into place
 
 
 def _build_report(args, console, ids, out, build, earlier, write_report, install_build) -> int:
@@ -262,10 +294,9 @@ def _build_report(args, console, ids, out, build, earlier, write_report, install
     except (OSError, OutputFolderError) as exc:  # the build folder changed under the run
         return _say_unwritten(exc, earlier)
     runtime = time.perf_counter() - t0
+    jobs = workers_used(args.jobs, len(ids))  # what ran, not what was asked (stop 54)
     try:
-        write_report(
-            records, build, size=args.size, seed=args.seed, jobs=args.jobs, runtime_s=runtime
-        )
+        write_report(records, build, size=args.size, seed=args.seed, jobs=jobs, runtime_s=runtime)
         install_build(build, out)
     except KeyboardInterrupt:  # the page is moved in whole or not at all
         _say_interrupted(
@@ -277,7 +308,8 @@ def _build_report(args, console, ids, out, build, earlier, write_report, install
     n_pass = sum(r.passed for r in records)
     console.print(
         f"[bold]{n_pass} of {len(records)} claims passed[/] in {format_runtime(runtime)} "
-        f"(size {args.size}, {args.jobs} job(s)); report: {escape(str(out / 'index.html'))}",
+        f"(size {args.size}, {_jobs_said(jobs, args.jobs)}); "
+        f"report: {escape(str(out / 'index.html'))}",
         highlight=False,
     )
     for rec in records:
@@ -287,6 +319,11 @@ def _build_report(args, console, ids, out, build, earlier, write_report, install
             )
     _print_import_errors(console)  # their claims did not run: the count above omits them
     return EXIT_PASS
+
+
+def _jobs_said(ran: int, asked: int) -> str:
+    """``"2 job(s)"``, and the ``--jobs`` asked for when fewer ran."""
+    return f"{ran} job(s)" + (f", of --jobs {asked}" if ran != asked else "")
 
 
 def _say_unwritten(exc: Exception, earlier: list[str]) -> int:

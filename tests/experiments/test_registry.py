@@ -64,10 +64,10 @@ def test_get_unknown_id_names_the_closest():
 
 def test_duplicate_id_is_an_error(temp_experiment):
     def one(size, seed):
-        return Result(passed=True)
+        return Result(passed=True, measured={"x": 1.0})
 
     def two(size, seed):
-        return Result(passed=True)
+        return Result(passed=True, measured={"x": 1.0})
 
     temp_experiment("dup-test", one)
     with pytest.raises(ValueError, match="registered twice"):
@@ -80,7 +80,7 @@ def test_register_false_leaves_the_registry_alone():
 
     @experiment("param-counts", register=False)
     def fn(size, seed):
-        return Result(passed=True)
+        return Result(passed=True, measured={"x": 1.0})
 
     assert fn.spec.id == "param-counts" and REGISTRY == REGISTRY_before
 

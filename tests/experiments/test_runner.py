@@ -81,7 +81,9 @@ def test_wrong_return_type_is_an_error(temp_experiment):
 
 def test_missing_extra_is_reported_by_name(temp_experiment):
     temp_experiment(
-        "runner-extra", lambda size, seed: Result(passed=True), requires=("rdkit_not_here_xyz",)
+        "runner-extra",
+        lambda size, seed: Result(passed=True, measured={"x": 1.0}),
+        requires=("rdkit_not_here_xyz",),
     )
     rec = run_experiment("runner-extra")
     assert rec.status == "missing-extra" and rec.missing == ["rdkit_not_here_xyz"]
@@ -109,7 +111,9 @@ def test_missing_module_of_our_own_is_an_error_not_an_extra(temp_experiment):
 def test_extra_named_in_the_hint(temp_experiment, monkeypatch):
     monkeypatch.setitem(runner_module.EXTRAS, "fake_chem_mod", "chem")
     temp_experiment(
-        "runner-hint", lambda size, seed: Result(passed=True), requires=("fake_chem_mod",)
+        "runner-hint",
+        lambda size, seed: Result(passed=True, measured={"x": 1.0}),
+        requires=("fake_chem_mod",),
     )
     assert "pip install -e '.[chem]'" in run_experiment("runner-hint").error
 
@@ -124,7 +128,7 @@ def test_unknown_id_and_bad_size_raise():
 
 
 def test_run_many_in_process_keeps_order_and_calls_back(temp_experiment):
-    temp_experiment("runner-a", lambda size, seed: Result(passed=True))
+    temp_experiment("runner-a", lambda size, seed: Result(passed=True, measured={"x": 1.0}))
     temp_experiment("runner-b", lambda size, seed: Result(passed=False))
     started, done = [], []
     recs = run_many(
@@ -190,7 +194,7 @@ def test_experiments_run_on_one_thread_and_the_callers_count_is_restored(temp_ex
 
     def probe(size, seed):
         seen.append(torch.get_num_threads())
-        return Result(passed=True)
+        return Result(passed=True, measured={"x": 1.0})
 
     temp_experiment("threads-probe", probe)
     before = torch.get_num_threads()
@@ -282,5 +286,7 @@ def test_passed_that_is_not_a_bool_is_no_verdict(temp_experiment, verdict):
 
 
 def test_numpy_bool_verdict_is_accepted(temp_experiment):
-    temp_experiment("runner-npbool", lambda size, seed: Result(passed=np.bool_(True)))
+    temp_experiment(
+        "runner-npbool", lambda size, seed: Result(passed=np.bool_(True), measured={"x": 1.0})
+    )
     assert run_experiment("runner-npbool").status == "pass"

@@ -100,7 +100,7 @@ def test_figure_stems_that_sanitise_alike_are_all_kept(temp_experiment, tmp_path
             fig = Figure(figsize=(1, 1))
             fig.patch.set_facecolor(colour)
             figs[stem] = fig
-        return Result(passed=True, figures=figs)
+        return Result(passed=True, measured={"x": 1.0}, figures=figs)
 
     temp_experiment("stop38-figs", two_figures)
     rec = run_experiment("stop38-figs", out_dir=tmp_path)
@@ -137,7 +137,9 @@ def test_a_numpy_integer_seed_is_the_same_seed(temp_experiment):
 )
 def test_a_bad_seed_is_refused_before_anything_runs(temp_experiment, tmp_path, seed, error, match):
     ran = []
-    temp_experiment("stop38-never", lambda size, s: ran.append(s) or Result(passed=True))
+    temp_experiment(
+        "stop38-never", lambda size, s: ran.append(s) or Result(passed=True, measured={"x": 1.0})
+    )
     out = tmp_path / "out"
     with pytest.raises(error, match=match):
         run_experiment("stop38-never", seed=seed, out_dir=out)
@@ -148,7 +150,9 @@ def test_a_bad_seed_is_refused_before_anything_runs(temp_experiment, tmp_path, s
 
 def test_run_many_refuses_an_id_given_twice(temp_experiment):
     ran = []
-    temp_experiment("stop38-once", lambda size, seed: ran.append(1) or Result(passed=True))
+    temp_experiment(
+        "stop38-once", lambda size, seed: ran.append(1) or Result(passed=True, measured={"x": 1.0})
+    )
     with pytest.raises(ValueError, match=r"got the id\(s\) 'stop38-once' more than once"):
         run_many(["stop38-once", "param-counts", "stop38-once"])
     assert ran == []
@@ -231,7 +235,7 @@ def test_an_experiment_sees_the_same_torch_defaults_whatever_ran_before(
     def leaky(size, seed):
         torch.set_default_dtype(leaked_dtype)
         torch.set_grad_enabled(leaked_grad)
-        return Result(passed=True)
+        return Result(passed=True, measured={"x": 1.0})
 
     load_all()
     for exp_id, fn in (("stop38-leaky", leaky), ("stop38-draw", _draw)):

@@ -124,6 +124,13 @@ def test_import_errors_are_shown(records):
 
 
 def test_write_report_files_and_json(records, tmp_path):
+    # the page refuses a figure that is not in the folder (stop 54): the run wrote it
+    from tying.experiments.output import claim_folder, record_files
+
+    claim_folder(tmp_path, ["param-counts"], fresh=True)
+    (tmp_path / "figures").mkdir(exist_ok=True)
+    (tmp_path / "figures" / "param-counts--counts.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    record_files(tmp_path, ["figures/param-counts--counts.png"])
     paths = write_report(records, tmp_path, size="quick", seed=0, jobs=1, runtime_s=2.5)
     data = json.loads(paths["json"].read_text())
     assert data["passed"] == 1 and data["total"] == 4 and data["runtime_s"] == 2.5

@@ -66,6 +66,7 @@ __all__ = [
     "OutputFolderError",
     "claim_folder",
     "discard_build",
+    "folder_lock",
     "install_build",
     "record_files",
     "start_build",
@@ -336,6 +337,126 @@ def _remove_if_empty(build: pathlib.Path) -> None:
             pass
 
 
+def _check_path(out: pathlib.Path) -> bool:
+    """Whether ``out`` is a folder already (False: it does not exist yet); refuse a file."""
+    try:  # a name too long for the file system, a path through an unreadable folder
+        exists, is_dir = out.exists(), out.is_dir()
+    except OSError as exc:
+        raise OutputFolderError(
+            f"--out {out}: cannot use that path ({exc.strerror or exc}); choose a folder "
+            "path this system accepts and you can read"
+        ) from None
+    if exists and not is_dir:
+        raise OutputFolderError(
+            f"--out {out} is a file, not a folder; give a folder (it is created if missing)"
+        )
+    if not exists and out.is_symlink():  # mkdir said only "File exists" (stop 54)
+        raise OutputFolderError(
+            f"--out {out} is a symbolic link to {os.readlink(out)}, which does not exist; "
+            "create that folder first, or give another folder with --out"
+        )
+    return is_dir
+
+
+def _check_contents(out: pathlib.Path) -> tuple[dict, list[str]]:
+    """``(manifest, files of ours)`` of the folder ``out``; refuse one holding a foreign file."""
+    manifest = _read_manifest(out)
+    try:
+        ours, foreign = _owned(out, manifest)
+    except OSError as exc:
+        raise OutputFolderError(
+            f"--out {out}: cannot read what is there ({exc.strerror or exc}); choose a "
+            "folder you can read and write"
+        ) from None
+    _refuse_foreign(out, foreign)
+    return manifest, ours
+
+
+#: Output folders this process holds the lock of: resolved path -> the lock file's descriptor.
+_LOCKED: dict[pathlib.Path, int] = {}
+
+
+def _locked_here(out: pathlib.Path) -> bool:
+    """Whether this process holds the lock of ``out`` or of a folder above it (a build)."""
+    where = out.resolve()
+    return any(where == held or held in where.parents for held in _LOCKED)
+
+
+@contextmanager
+def folder_lock(out_dir: str | pathlib.Path) -> Iterator[None]:
+    """Hold the output folder ``out_dir`` for this process while the block runs.
+
+    Two runs writing into one folder at the same time read and rewrite its manifest
+    in turn: one could drop the entries of the other's files, which the next run then
+    refuses as foreign. ``tying report --out DIR`` and ``tying run ID --out DIR`` (and
+    :func:`~tying.experiments.runner.run_experiment`, ``run_many`` and
+    :func:`tying.report.write_report` given a folder) therefore hold ``flock`` on the
+    folder ``DIR`` itself from their first check to their last write; a second one is
+    refused at once (it does not wait), and nothing is written or removed then. The
+    lock is on the folder, not on a lock file: a refused run leaves the folder exactly
+    as it was. It goes when the block ends or the process ends, however it ends.
+    Re-entrant in one process (a build folder inside a held folder counts as held).
+    Without ``fcntl`` (Windows), or on a file system without locks, nothing is locked.
+
+    Args:
+        out_dir: the output folder; created when missing.
+
+    Raises:
+        OutputFolderError: another process holds the folder now (named, with the fix),
+            ``out_dir`` is a file, or the folder cannot be created (the OS error is named).
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> out = pathlib.Path(tempfile.mkdtemp()) / "rep"
+        >>> with folder_lock(out):
+        ...     out.is_dir()
+        True
+    """
+    out = pathlib.Path(out_dir)
+    if fcntl is None or _locked_here(out):
+        yield
+        return
+    if not _check_path(out):
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputFolderError(
+                f"--out {out}: cannot write there ({exc.strerror or exc}); choose a folder you "
+                "can write to"
+            ) from None
+    try:
+        fd = os.open(out, os.O_RDONLY)
+    except OSError as exc:
+        raise OutputFolderError(
+            f"--out {out}: cannot read it ({exc.strerror or exc}); choose a folder you can "
+            "read and write"
+        ) from None
+    locks = True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OutputFolderError(
+            f"--out {out}: another `tying report` or `tying run --out` is writing there now "
+            "(it holds the folder's lock); two runs into one folder would drop each other's "
+            "files from its manifest. Wait for it to finish, or choose another folder with "
+            "--out"
+        ) from None
+    except OSError:  # a file system without locks: nothing to hold
+        locks = False
+    if not locks:
+        os.close(fd)
+        yield
+        return
+    where = out.resolve()
+    _LOCKED[where] = fd
+    try:
+        yield
+    finally:
+        _LOCKED.pop(where, None)
+        os.close(fd)  # releases the lock
+
+
 def claim_folder(
     out_dir: str | pathlib.Path, ids: Iterable[str], *, fresh: bool, writes_page: bool = False
 ) -> None:
@@ -365,32 +486,9 @@ def claim_folder(
             is being written into the folder now (its build folder is named).
     """
     out = pathlib.Path(out_dir)
-    try:  # a name too long for the file system, a path through an unreadable folder
-        exists, is_dir = out.exists(), out.is_dir()
-    except OSError as exc:
-        raise OutputFolderError(
-            f"--out {out}: cannot use that path ({exc.strerror or exc}); choose a folder "
-            "path this system accepts and you can read"
-        ) from None
-    if exists and not is_dir:
-        raise OutputFolderError(
-            f"--out {out} is a file, not a folder; give a folder (it is created if missing)"
-        )
-    if not exists and out.is_symlink():  # mkdir said only "File exists" (stop 54)
-        raise OutputFolderError(
-            f"--out {out} is a symbolic link to {os.readlink(out)}, which does not exist; "
-            "create that folder first, or give another folder with --out"
-        )
+    is_dir = _check_path(out)
     if is_dir:
-        manifest = _read_manifest(out)
-        try:
-            ours, foreign = _owned(out, manifest)
-        except OSError as exc:
-            raise OutputFolderError(
-                f"--out {out}: cannot read what is there ({exc.strerror or exc}); choose a "
-                "folder you can read and write"
-            ) from None
-        _refuse_foreign(out, foreign)
+        manifest, ours = _check_contents(out)
         _refuse_busy(out)
     else:
         manifest, ours = {"files": {}, "pending": []}, []

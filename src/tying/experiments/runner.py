@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from tying.experiments import IMPORT_ERRORS, load_all
-from tying.experiments.output import claim_folder, record_files
+from tying.experiments.output import claim_folder, folder_lock, record_files
 from tying.experiments.registry import Result, Table, check_seed, check_size, get
 
 __all__ = [
@@ -81,8 +81,8 @@ class RunRecord:
         source: ``file:line`` of the experiment function.
         size, seed: how it was run.
         status: ``"pass"``, ``"fail"``, ``"error"`` (it raised, or its result is no
-            verdict: ``passed`` not a bool, or a pass beside a NaN or ±inf in ``measured``) or
-            ``"missing-extra"``.
+            verdict: ``passed`` not a bool, a pass beside a NaN or ±inf in ``measured``,
+            or a pass with an empty ``measured``) or ``"missing-extra"``.
         measured: the numbers that decided the check.
         key_figure: one line for the summary table.
         notes: what the check means.
@@ -334,10 +334,11 @@ def run_experiment(
     seed = check_seed(seed)
     load_all()
     get(id)
-    if out_dir is not None:
+    if out_dir is None:
+        return _run(id, size, seed, None)
+    with folder_lock(out_dir):  # no other run writes there meanwhile (stop 54)
         claim_folder(out_dir, [id], fresh=False)
-    record = _run(id, size, seed, out_dir)
-    if out_dir is not None:
+        record = _run(id, size, seed, out_dir)
         record_files(out_dir, record.figures)
     return record
 
@@ -507,7 +508,8 @@ def _verdict_problem(id: str, result: Result) -> str | None:
     is False, so the NaN was dropped on the way (Python's ``max(0.0, nan)`` is 0.0)
     or never compared. A pass beside ±inf is no verdict either: ``inf > 3`` and
     ``x / inf < 0.5`` are True, so an overflow or a division by zero passes a check
-    (stop 37).
+    (stop 37). A pass with an empty ``measured`` shows no number that decided it
+    (stop 54).
     """
     verdict = result.passed
     if not isinstance(verdict, bool | np.bool_):
@@ -515,6 +517,13 @@ def _verdict_problem(id: str, result: Result) -> str | None:
             f"experiment {id!r} returned passed={verdict!r} ({type(verdict).__name__}); expected "
             "True or False, the outcome of its check's comparisons: fix the experiment so "
             "`passed` is a bool (its truth value is not a verdict)"
+        )
+    if verdict and isinstance(result.measured, dict) and not result.measured:
+        return (
+            f"experiment {id!r} reported a pass with no measured value (Result.measured is "
+            "empty): a verdict the report cannot show the numbers of is not reported (a "
+            "check that never ran reads the same). Put the numbers its check compared in "
+            "Result(measured={...})"
         )
     nan = [str(k) for k, v in result.measured.items() if _has_nan(v)]
     if verdict and nan:
@@ -655,7 +664,8 @@ def run_many(
     Args:
         ids: registered experiment ids (validated before anything runs).
         size, seed, out_dir: as for :func:`run_experiment`.
-        jobs: number of worker processes; 1 runs everything in this process.
+        jobs: the most worker processes; 1 runs everything in this process
+            (:func:`workers_used` says how many run).
         on_start: called with an id when its experiment starts.
         on_done: called with each record as it finishes.
 
@@ -685,12 +695,34 @@ def run_many(
         )
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
-    if out_dir is not None:  # once, here: workers only write figures the claim covers
-        claim_folder(out_dir, ids, fresh=False)
-    records = _run_all(ids, size, seed, out_dir, jobs, on_start, on_done)
-    if out_dir is not None:
+    if out_dir is None:
+        return _run_all(ids, size, seed, None, jobs, on_start, on_done)
+    with folder_lock(out_dir):  # no other run writes there meanwhile (stop 54)
+        claim_folder(out_dir, ids, fresh=False)  # once, here: workers write only these
+        records = _run_all(ids, size, seed, out_dir, jobs, on_start, on_done)
         record_files(out_dir, [f for r in records for f in r.figures])
     return records
+
+
+def workers_used(jobs: int, n: int) -> int:
+    """How many experiments :func:`run_many` runs at once for ``jobs`` and ``n`` ids.
+
+    ``jobs`` is an upper bound: one experiment (or ``jobs=1``) runs in this process,
+    and never more worker processes start than there are experiments. The report's
+    header states this number, not the ``--jobs`` asked for (stop 54).
+
+    Args:
+        jobs: the ``jobs`` given to :func:`run_many` (>= 1).
+        n: the number of experiment ids.
+
+    Returns:
+        The number of experiments running side by side: ``1`` or ``min(jobs, n)``.
+
+    Example:
+        >>> workers_used(8, 3), workers_used(8, 1), workers_used(1, 41)
+        (3, 1, 1)
+    """
+    return 1 if jobs == 1 or n <= 1 else min(jobs, n)
 
 
 def _run_all(ids, size, seed, out_dir, jobs, on_start, on_done) -> list[RunRecord]:
@@ -706,7 +738,7 @@ def _run_all(ids, size, seed, out_dir, jobs, on_start, on_done) -> list[RunRecor
         return [records[id] for id in ids]
 
     queue = list(ids)
-    jobs = min(jobs, len(ids))  # never more worker processes than experiments
+    jobs = workers_used(jobs, len(ids))  # never more worker processes than experiments
     start = {"mp_context": _mp_context(), "initializer": _init_worker, "initargs": (os.getpid(),)}
     pool = cf.ProcessPoolExecutor(jobs, **start)
     running: dict[cf.Future, str] = {}

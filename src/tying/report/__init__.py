@@ -25,9 +25,15 @@ import numpy as np
 
 from tying.experiments import REGISTRY, load_all
 from tying.experiments.claims import claim_for
-from tying.experiments.output import MANIFEST, OutputFolderError, claim_folder, record_files
+from tying.experiments.output import (
+    MANIFEST,
+    OutputFolderError,
+    claim_folder,
+    folder_lock,
+    record_files,
+)
 from tying.experiments.registry import check_seed, check_size
-from tying.experiments.runner import RunRecord, import_errors
+from tying.experiments.runner import RunRecord, import_errors, workers_used
 from tying.report.environment import collect_environment
 from tying.report.html import render_page, summary_rows
 
@@ -83,6 +89,13 @@ def _check_run(
     seed = check_seed(seed)
     if isinstance(jobs, bool | np.bool_) or not isinstance(jobs, int | np.integer) or jobs < 1:
         raise ValueError(f"jobs must be an int >= 1 (worker processes), got {jobs!r}")
+    if jobs > workers_used(int(jobs), len(records)):  # the header states what ran (stop 54)
+        raise ValueError(
+            f"jobs={jobs} for {len(records)} record(s), but run_many runs at most "
+            f"{workers_used(int(jobs), len(records))} at once then; the page states the "
+            "processes that ran: pass jobs=tying.experiments.runner.workers_used(jobs, "
+            "len(records))"
+        )
     if isinstance(runtime_s, bool) or not isinstance(runtime_s, int | float | np.number):
         raise ValueError(f"runtime_s must be a number of seconds, got {runtime_s!r}")
     if not (math.isfinite(runtime_s) and runtime_s >= 0):
@@ -147,7 +160,9 @@ def write_report(
             already saved under ``out_dir/figures``).
         out_dir: the report folder, checked with
             :func:`~tying.experiments.output.claim_folder` before the experiments ran.
-        size, seed, jobs: how the experiments were run (shown in the environment).
+        size, seed, jobs: how the experiments were run (shown in the environment);
+            ``jobs`` is the number that ran at once
+            (:func:`~tying.experiments.runner.workers_used`), not the ``--jobs`` asked.
         runtime_s: wall time of the whole run.
 
     Returns:
@@ -155,9 +170,10 @@ def write_report(
 
     Raises:
         OutputFolderError: ``out_dir`` holds a file tying did not write (a user's
-            ``index.html``, say) or cannot be written; nothing is written then.
-        ValueError: a bad ``size``, ``seed``, ``jobs`` or ``runtime_s``, an id twice in
-            ``records``, or a record run at another size or seed than the page would
+            ``index.html``, say) or cannot be written, or a figure a record lists is
+            missing there or is no PNG (named); nothing is written then.
+        ValueError: a bad ``size``, ``seed``, ``jobs`` (also more than ran) or
+            ``runtime_s``, an id twice in ``records``, or a record run at another size or seed than the page would
             state; TypeError: ``seed``/``jobs`` not an integer. Nothing is written then.
         OSError: a page file could not be written (a full disk); the old
             ``index.html`` and ``results.json`` are left as they were.
@@ -165,8 +181,43 @@ def write_report(
     load_all()
     seed, jobs = _check_run(records, size, seed, jobs, runtime_s)
     out = pathlib.Path(out_dir)
+    with folder_lock(out):  # no other run rewrites the manifest meanwhile (stop 54)
+        return _write_locked(records, out, size, seed, jobs, runtime_s)
+
+
+_PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _check_figures(records: Sequence[RunRecord], out: pathlib.Path) -> None:
+    """Refuse a page that would show a figure that is not in ``out`` or is no PNG (stop 54).
+
+    The page links every figure a record lists; one removed or overwritten since the
+    run showed as a broken image beside the claim's verdict, and the manifest left it out.
+    """
+    for rec in records:
+        for rel in rec.figures:
+            path = out / rel
+            try:
+                with path.open("rb") as fh:
+                    head = fh.read(len(_PNG))
+            except OSError as exc:
+                raise OutputFolderError(
+                    f"{path}: figure of {rec.id!r} cannot be read ({exc.strerror or exc}); "
+                    "the page would show a missing image. Run the experiments again with "
+                    "this folder as out_dir"
+                ) from None
+            if head != _PNG or path.is_symlink():
+                raise OutputFolderError(
+                    f"{path}: figure of {rec.id!r} is not a PNG file tying wrote (it starts "
+                    f"with {head!r}); the page would show a broken image. Run the "
+                    "experiments again with this folder as out_dir"
+                )
+
+
+def _write_locked(records, out, size, seed, jobs, runtime_s) -> dict[str, pathlib.Path]:
     # refuses to overwrite a page the user made; the records' own figures are ours
     claim_folder(out, [r.id for r in records], fresh=False, writes_page=True)
+    _check_figures(records, out)
     threads = sorted({r.threads for r in records})
     env = collect_environment(
         size=size, seed=seed, jobs=jobs, **{"torch threads per experiment": threads}
