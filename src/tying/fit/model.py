@@ -213,26 +213,24 @@ class ModelEvaluator(Derivatives):
                 )
             out = np.real(out)
         kind = getattr(out, "dtype", None)
-        if isinstance(kind, np.dtype) and kind.kind in "bUSVMm":
+        if isinstance(kind, np.dtype) and kind.kind in "bUSVMmiu":
             # a cast read booleans as 0/1 (a comparison returned in place of values),
-            # parsed strings and counted dates in their unit, without a word (stop 52)
+            # parsed strings and counted dates in their unit, without a word (stop 52);
+            # integers come from a round or cast of float64 x and parameters, flat between
+            # integers: every derivative 0 or a jump, and the fit stopped where it started
+            # (success=False) or short of the minimum, with advice that did not fit (stop 54)
             where = self._where(i) if i is not None else "the call on all data sets at once"
-            raise _ShapeError(
-                f"model_fn returned {kind} values for {where}, expected real numbers (one "
-                f"float per point of x); return the model's values (np.where(cond, a, b) "
-                f"for a switch, not cond itself)"
+            fix = (
+                ": a model rounded or cast to integers is flat between integers, so its "
+                "derivatives are 0 and a fit cannot move; return the values before the round "
+                "or astype(int), or scale y instead"
+                if kind.kind in "iu"
+                else "; return the model's values (np.where(cond, a, b) for a switch, not cond "
+                "itself)"
             )
-        if isinstance(kind, np.dtype) and kind.kind in "iu":
-            # x and the parameters are float64: integer values come from a round or cast
-            # of them, flat between integers, so every derivative is 0 or a jump; the fit
-            # stopped where it started (success=False, "'a' and 'k' change the model the
-            # same way") or short of the minimum, with advice that did not fit (stop 54)
-            where = self._where(i) if i is not None else "the call on all data sets at once"
             raise _ShapeError(
                 f"model_fn returned {kind} values for {where}, expected real numbers (one "
-                f"float per point of x): a model rounded or cast to integers is flat between "
-                f"integers, so its derivatives are 0 and a fit cannot move; return the "
-                f"values before the round or astype(int), or scale y instead"
+                f"float per point of x){fix}"
             )
         arr = np.asarray(out, dtype=float)
         if i is not None:

@@ -94,16 +94,13 @@ def prune(model: nn.Module, path: str, method: Callable[..., nn.Module], **kwarg
     inv = Inventory(model)
     if path not in inv.slots:
         raise TieError(f"prune: {path!r} is not a parameter of the model{inv.closest(path)}")
-    hops = path
-    while inv.slots[hops].is_tied:
-        info = inv.slots[hops]
-        if type(info.tie.relation) is not Same or "source" in info.tie.storage or not info.source:
-            raise TieError(
-                f"prune: {path!r} reads {info.source or 'its own storage'} via "
-                f"{info.tie.relation!r}; a mask on the physical tensor would not match the layout "
-                f"{path!r} reads; untie it first (tying.Plan([tying.free({path!r})]).apply(model))"
-            )
-        hops = info.source
+    hops, _, info = _follow_same(inv, path)
+    if info is not None:
+        raise TieError(
+            f"prune: {path!r} reads {info.source or 'its own storage'} via "
+            f"{info.tie.relation!r}; a mask on the physical tensor would not match the layout "
+            f"{path!r} reads; untie it first (tying.Plan([tying.free({path!r})]).apply(model))"
+        )
     group = next((g for g in inv.hand_groups() if hops in g), [])
     # one module seated at several paths (Sequential(lin, act, lin)) holds one hook and one
     # mask for every seat: no tie to break. It was refused as a hand-made tie, with a fix
@@ -178,24 +175,20 @@ def remove(model: nn.Module, path: str) -> str:
     inv = Inventory(model)
     if path not in inv.slots:
         raise TieError(f"remove: {path!r} is not a parameter of the model{inv.closest(path)}")
-    hops, chain = path, []
-    while inv.slots[hops].is_tied:
-        info = inv.slots[hops]
-        if type(info.tie.relation) is not Same or "source" in info.tie.storage or not info.source:
-            src = inv.slots.get(info.source) if info.source else None
-            fix = (
-                f"make the mask on its source permanent: torch.nn.utils.prune.remove("
-                f"model.get_submodule({src.module_path!r}), {src.name!r})"
-                if src is not None
-                else "a tie with storage of its own holds no torch.nn.utils.prune mask"
-            )
-            raise TieError(
-                f"remove: {path!r} reads {info.source or 'its own storage'} via "
-                f"{info.tie.relation!r}, not Same, so its pruning is not the source's to "
-                f"follow here; {fix}; the model is unchanged"
-            )
-        chain.append(f"{hops} <- {info.source}")
-        hops = info.source
+    hops, chain, info = _follow_same(inv, path)
+    if info is not None:
+        src = inv.slots.get(info.source) if info.source else None
+        fix = (
+            f"make the mask on its source permanent: torch.nn.utils.prune.remove("
+            f"model.get_submodule({src.module_path!r}), {src.name!r})"
+            if src is not None
+            else "a tie with storage of its own holds no torch.nn.utils.prune mask"
+        )
+        raise TieError(
+            f"remove: {path!r} reads {info.source or 'its own storage'} via "
+            f"{info.tie.relation!r}, not Same, so its pruning is not the source's to "
+            f"follow here; {fix}; the model is unchanged"
+        )
     info = inv.slots[hops]
     hooks = info.module._forward_pre_hooks.values()
     if not any(isinstance(h, BasePruningMethod) and h._tensor_name == info.name for h in hooks):
@@ -208,3 +201,20 @@ def remove(model: nn.Module, path: str) -> str:
         )
     torch_prune.remove(info.module, info.name)
     return hops
+
+
+def _follow_same(inv: Inventory, path: str) -> tuple[str, list[str], object]:
+    """Follow ``path``'s ``Same`` ties to the tensor that holds its values.
+
+    Returns ``(physical path, the hops "a <- b" taken, None)``, or, at the first tie that
+    is not a plain ``Same`` read of a source (a relation, or storage of its own), the path
+    reached so far, the hops and that tie's slot info (the caller refuses it by name).
+    """
+    hops, chain = path, []
+    while inv.slots[hops].is_tied:
+        info = inv.slots[hops]
+        if type(info.tie.relation) is not Same or "source" in info.tie.storage or not info.source:
+            return hops, chain, info
+        chain.append(f"{hops} <- {info.source}")
+        hops = info.source
+    return hops, chain, None
