@@ -25,22 +25,11 @@ from torch import nn
 
 import tying
 import tying.distributed as td
+from tests.test_distributed_plain_ddp_stop53 import _tied
 from tests.test_distributed_stop37 import init, port
 from tests.test_distributed_wrapping import AE
 
 pytestmark = pytest.mark.filterwarnings("ignore:It seems like you did not set/select the default")
-
-
-def _tied() -> AE:
-    torch.manual_seed(0)
-    m = AE()
-    tying.Plan(
-        [
-            tying.share("dec.weight", like="enc.weight", relation=tying.Transposed()),
-            tying.share("mid2.weight", like="mid.weight", relation=tying.Rotated(k=1)),
-        ]
-    ).apply(m)
-    return m
 
 
 class _Hand(nn.Module):
