@@ -21,14 +21,24 @@ from __future__ import annotations
 
 import dataclasses
 import decimal
+import difflib
 import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+#: keywords other tools use for what :class:`Dataset` calls ``sigma``, ``metadata``, ``name``
+_DATASET_ALIASES = {
+    **dict.fromkeys(
+        ("yerr", "err", "error", "errors", "dy", "std", "sd", "stderr", "uncertainty"), "sigma"
+    ),
+    **dict.fromkeys(("meta", "info", "attrs"), "metadata"),
+    **dict.fromkeys(("label", "title"), "name"),
+}
 
-@dataclasses.dataclass
+
+@dataclasses.dataclass(init=False)
 class Dataset:
     """One measured data set.
 
@@ -39,20 +49,69 @@ class Dataset:
         sigma: the standard deviation of each ``y`` (scalar or ``(n,)``); the
             residual is ``(model - y) / sigma``. None means 1.
         metadata: facts about the measurement, e.g. ``{"instrument": "xray"}``;
-            ``per_group`` roles group data sets by these keys.
+            ``per_group`` roles group data sets by these keys. None means ``{}``.
         name: used in messages and tables; defaults to ``"dataset <i>"``.
+
+    Raises:
+        TypeError: a keyword other than these (lmfit's ``weights=w`` is ``sigma=1 / w``;
+            the message names the keyword and the one to use), or a dict as ``sigma``
+            (metadata given third, as the tuple form allows: pass ``metadata=``).
 
     Example:
         >>> import numpy as np
         >>> Dataset(np.linspace(0, 1, 5), np.zeros(5), metadata={"T": 300}).metadata
         {'T': 300}
+        >>> Dataset(np.zeros(2), np.zeros(2), weights=np.ones(2))
+        Traceback (most recent call last):
+        ...
+        TypeError: Dataset() got an unexpected keyword argument 'weights': lmfit's weights multiply the residual (weights = 1/sigma), and Dataset takes sigma, the standard deviation of y; pass sigma=1 / weights
     """
 
     x: Any
     y: Any
-    sigma: Any = None
-    metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    name: str | None = None
+    sigma: Any
+    metadata: Mapping[str, Any]
+    name: str | None
+
+    def __init__(
+        self,
+        x: Any,
+        y: Any,
+        sigma: Any = None,
+        metadata: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        **unknown: Any,
+    ):
+        if unknown:
+            # Python's bare "unexpected keyword argument 'weights'" named no fix, and
+            # lmfit's weights (1/sigma) are the keyword users bring (stop 55)
+            key = sorted(unknown, key=str)[0]
+            valid = ["x", "y", "sigma", "metadata", "name"]
+            if key.lower() in ("weights", "weight", "w", "wts"):
+                fix = (
+                    "lmfit's weights multiply the residual (weights = 1/sigma), and Dataset "
+                    "takes sigma, the standard deviation of y; pass sigma=1 / weights"
+                )
+            else:
+                close = _DATASET_ALIASES.get(key.lower()) or next(
+                    iter(difflib.get_close_matches(key, valid, n=1)), None
+                )
+                fix = f"Dataset takes {', '.join(valid)}" + (
+                    f"; did you mean {close}=?" if close else ""
+                )
+            raise TypeError(f"Dataset() got an unexpected keyword argument {key!r}: {fix}")
+        if isinstance(sigma, Mapping):
+            # the tuple form allows (x, y, metadata): positionally, Dataset's third
+            # argument is sigma, and a dict there was refused as "sigma holds {...}"
+            raise TypeError(
+                f"Dataset's third argument is sigma, got a dict {dict(sigma)!r}; pass "
+                f"metadata by name: Dataset(x, y, metadata={dict(sigma)!r})"
+            )
+        self.x = x
+        self.y = y
+        self.sigma = sigma
+        self.metadata = {} if metadata is None else metadata
+        self.name = name
 
 
 @dataclasses.dataclass
@@ -371,9 +430,19 @@ def stack(datasets: Sequence[Any]) -> StackedData:
         if len(y) == 0:
             raise ValueError(f"{where}: has no points")
         if x.ndim == 0 or len(x) != len(y):
+            # x = [x1, x2] (lmfit's two independent variables, or np.vstack) puts the
+            # variables in rows: the bare mismatch named no fix (stop 55)
+            rows = x.ndim == 2 and x.shape[1] == len(y)
             raise ValueError(
                 f"{where}: x has {x.shape[0] if x.ndim else 0} point(s) along its first axis "
                 f"but y has {len(y)}; they must match"
+                + (
+                    f" (x has shape {x.shape}: {x.shape[0]} variables in rows?); put one "
+                    f"point per row, x = np.column_stack([x1, x2, ...]), and read x[:, 0], "
+                    f"x[:, 1], ... in model_fn"
+                    if rows
+                    else ""
+                )
             )
         sigma = np.ones_like(y) if ds.sigma is None else _as_float(where, "sigma", ds.sigma)
         if sigma.ndim == 0:

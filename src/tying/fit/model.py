@@ -60,6 +60,7 @@ from tying.fit.model_call import (
     _WRITES_X,
     ModelError,
     _agrees,
+    _DtypeError,
     _is_tensor,
     _no_grad,
     _rows_agree,
@@ -136,9 +137,12 @@ class ModelEvaluator(Derivatives):
             self._xt = [torch.tensor(x, dtype=torch.float64) for x in data.xs]
         self.why_not_vectorized = ""
         self.vectorized = False
+        self._dtype_error: Exception | None = None  # integer/text values of the batched call
         if vectorized is not False:
             self.why_not_vectorized = self._check_vectorized(theta0)
             self.vectorized = not self.why_not_vectorized
+            if vectorized is True and self._dtype_error is not None:
+                raise self._dtype_error  # named by its dtype, not as the batched call's (stop 55)
             if vectorized is True and not self.vectorized:
                 raise ValueError(
                     f"vectorized=True, but model_fn cannot be evaluated on all data sets at "
@@ -170,7 +174,8 @@ class ModelEvaluator(Derivatives):
     def _as_array(self, out: Any, i: int | None) -> np.ndarray:
         low = ""
         out = _unmasked(out)  # a masked value is undefined: NaN, not the value under it
-        if _is_tensor(out):
+        tensor = _is_tensor(out)
+        if tensor:
             out = out.detach().cpu()
             if out.dtype == torch.bfloat16:  # NumPy has no bfloat16
                 low, out = "bfloat16", out.float()
@@ -223,22 +228,33 @@ class ModelEvaluator(Derivatives):
             fix = (
                 ": a model rounded or cast to integers is flat between integers, so its "
                 "derivatives are 0 and a fit cannot move; return the values before the round "
-                "or astype(int), or scale y instead"
+                + ("or .long()/.int(), as float64" if tensor else "or astype(int)")
+                + ", or scale y instead"
                 if kind.kind in "iu"
-                else "; return the model's values (np.where(cond, a, b) for a switch, not cond "
-                "itself)"
+                else f"; return the model's values ({'torch' if tensor else 'np'}.where(cond, "
+                "a, b) for a switch, not cond itself)"
             )
-            raise _ShapeError(
-                f"model_fn returned {kind} values for {where}, expected real numbers (one "
-                f"float per point of x){fix}"
+            raise _DtypeError(
+                f"model_fn returned {'a torch tensor of ' if tensor else ''}{kind} values for "
+                f"{where}, expected real numbers (one float per point of x){fix}"
             )
         arr = np.asarray(out, dtype=float)
         if i is not None:
             n = int(self.data.lengths[i])
             if arr.shape != (n,):
+                # a constant (lmfit's ConstantModel) or a reduction returns one value:
+                # lmfit broadcasts it against y, and the refusal named no fix (stop 55)
+                one = arr.size == 1 and n > 1
                 raise _ShapeError(
                     f"model_fn returned shape {arr.shape} for {self._where(i)}, expected "
                     f"({n},): one value per point of x"
+                    + (
+                        "; a model that does not vary with x must still return one value "
+                        "per point: return "
+                        + ("c + 0 * x" if self.data.xs[i].ndim == 1 else "np.full(len(x), c)")
+                        if one
+                        else ""
+                    )
                 )
         return arr
 
@@ -272,9 +288,20 @@ class ModelEvaluator(Derivatives):
             out = self._call_one(0, params, torch_inputs=True)
             if _is_tensor(out) and out.requires_grad:
                 return "torch"
-            torch_error = f"returned {type(out).__name__} with no gradient"
         except Exception as err:
-            torch_error = f"{type(err).__name__}: {err}"
+            out, torch_error = None, f"{type(err).__name__}: {err}"
+        else:
+            if _is_tensor(out) and not (out.is_floating_point() or out.is_complex()):
+                # an integer or boolean tensor carries no gradient by its dtype: "returned
+                # Tensor with no gradient" named neither the dtype nor the fix (stop 55)
+                self._as_array(out, 0)  # raises _DtypeError naming the dtype and the fix
+            torch_error = (
+                f"returned a {str(out.dtype).removeprefix('torch.')} tensor with no gradient "
+                f"(requires_grad is False): compute it from the parameters with torch "
+                f"operations, without .detach(), .item(), .numpy() or torch.tensor(parameter)"
+                if _is_tensor(out)
+                else f"returned {type(out).__name__}, not a tensor that depends on the parameters"
+            )
         raise ValueError(
             f"model_fn fails on {self._where(0)} at the starting values. With torch "
             f"tensors: {torch_error}. With NumPy arrays: {numpy_error}"
@@ -306,6 +333,11 @@ class ModelEvaluator(Derivatives):
         try:
             out = self._call_batched(self._batched_params(values))
             batched = self._as_array(out, None)
+        except _DtypeError as err:
+            # integers or text: a call per data set returns them too, so "pass vectorized=
+            # 'auto' or False" (the advice under vectorized=True) led to the same refusal
+            self._dtype_error = err
+            return f"{err}"
         except Exception as err:
             return f"the call with x of shape (K, n) and parameters of shape (K, 1) raised {type(err).__name__}: {err}"
         shape = self.data.y.shape

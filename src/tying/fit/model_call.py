@@ -80,6 +80,10 @@ class _ShapeError(ValueError):
     """A model output of the wrong shape or kind (already names the data set)."""
 
 
+class _DtypeError(_ShapeError):
+    """Model values of a dtype no call shape can fix (integers, booleans, text, dates)."""
+
+
 def _unmasked(out: Any) -> Any:
     """``out`` with a masked array's masked values as NaN (what the model leaves undefined).
 

@@ -293,7 +293,16 @@ class ParameterMap:
         else:
             self.names = list(roles)
         if not any(roles[n] != "fixed" for n in self.names):
-            raise ValueError("no parameter to fit: every parameter is fixed or none was declared")
+            # the bare rule named neither the names nor the fix (stop 55)
+            held = [n for n in self.names if roles[n] == "fixed"]
+            raise ValueError(
+                f"no parameter to fit: every parameter is fixed ({held}); move at least one "
+                f"name to shared=, per_group= or local= (to evaluate the model at fixed "
+                f"values, call model_fn(x, ...) directly)"
+                if held
+                else "no parameter to fit: none was declared; name the model's parameters "
+                "in shared=, per_group= or local="
+            )
         self.roles = {n: roles[n] for n in self.names}
         self.group_key = {n: per_group[n] for n in self.names if roles[n] == "per_group"}
         for name, key in self.group_key.items():
