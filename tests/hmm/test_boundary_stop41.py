@@ -139,7 +139,7 @@ def test_gaussian_means_per_group_with_groups_listed_out_of_order_are_refused():
     """The rows would go to group [0, 1] then [2], the reverse of the listed order."""
     with pytest.raises(
         ValueError,
-        match=r"means_init has one row per tie group of 'means' \(2 rows\), read in order of "
+        match=r"means has one row per tie group of 'means' \(2 rows\), read in order of "
         r"each group's smallest state, \[\[0, 1\], \[2\]\], but ties\['means'\] lists the "
         r"groups \(then the states it leaves untied\) as \[\[2\], \[0, 1\]\].*give one row "
         r"per state \(3 rows.*ties=\{'means': \[\[0, 1\], \[2\]\]\}",
@@ -166,7 +166,7 @@ def test_categorical_and_gmm_per_group_rows_out_of_order_are_refused():
     with pytest.raises(ValueError, match=r"emissionprob_init has one row per tie group of "):
         cat.fit(X)
     assert not hasattr(cat, "ties_")
-    with pytest.raises(ValueError, match=r"weights_init has one row per tie group of 'weights'"):
+    with pytest.raises(ValueError, match=r"weights has one row per tie group of 'weights'"):
         GMMHMM.from_params(
             SP3,
             A3,

@@ -244,8 +244,9 @@ def test_grid_search_over_a_tied_model_picks_the_hand_loop_model():
 
 def test_grid_search_over_a_pair_hmm():
     # 8 pairs (4 per fold): the search must equal the folds fitted by hand, at any size;
-    # 16 pairs took 10-26 s for the same assertion (stop 52)
-    pairs = PairHMM.from_params("ACGT", delta=0.1).sample(8, random_state=0)[0]
+    # 16 pairs took 10-26 s for the same assertion (stop 52); tau=0.05 keeps the pairs
+    # under 32 symbols (tau=0.01 drew pairs up to 224 x 190: 8-14 s, stop 55)
+    pairs = PairHMM.from_params("ACGT", delta=0.1, tau=0.05).sample(8, random_state=0)[0]
     search = model_selection.GridSearchCV(
         PairHMM("ACGT", n_iter=3), {"tied": [True, False]}, cv=model_selection.KFold(2)
     ).fit(pairs)

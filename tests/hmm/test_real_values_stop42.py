@@ -165,7 +165,7 @@ def test_an_assigned_attribute_that_is_not_real_is_refused_and_changes_nothing(c
 
 
 def test_from_params_refuses_text_and_complex_by_argument():
-    with pytest.raises(TypeError, match=r"startprob_init must hold real numbers.*'0\.6'"):
+    with pytest.raises(TypeError, match=r"startprob must hold real numbers.*'0\.6'"):
         GaussianHMM.from_params(["0.6", "0.4"], A, [[0.0], [1.0]], [[1.0], [1.0]])
     with pytest.raises(TypeError, match=r"emissionprob must hold real numbers.*\(1, 1\)"):
         CategoricalHMM.from_params(START, A, np.array([[0.5, 0.5], [0.5, 0.5 + 1j]]))

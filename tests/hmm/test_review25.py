@@ -25,7 +25,7 @@ def _data(n=100):
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_from_params_refuses_non_finite_means(bad):
     # was: accepted, and every score NaN without an error
-    with pytest.raises(ValueError, match="means_init must be finite"):
+    with pytest.raises(ValueError, match="^means must be finite"):  # the argument typed
         GaussianHMM.from_params(SP, A, [[bad, 0.0], [1.0, 1.0]], CV)
 
 
@@ -38,7 +38,7 @@ def test_fit_refuses_non_finite_means_init_by_name():
 
 def test_gmm_from_params_refuses_non_finite_means():
     # was: accepted, score NaN
-    with pytest.raises(ValueError, match="means_init must be finite"):
+    with pytest.raises(ValueError, match="^means must be finite"):  # the argument typed
         GMMHMM.from_params(
             SP, A, [[0.5, 0.5], [0.5, 0.5]], np.full((2, 2, 2), np.nan), np.ones((2, 2, 2))
         )

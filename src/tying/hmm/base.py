@@ -40,7 +40,7 @@ from tying.hmm.inference import (  # noqa: F401  (re-exported: base.<name> as be
 )
 from tying.hmm.monitor import ConvergenceMonitor
 from tying.hmm.priors import check_fitted_finite, check_priors
-from tying.hmm.sequences import SequenceBatch, check_lengths, check_unmasked
+from tying.hmm.sequences import SequenceBatch, check_lengths, check_unmasked, n_rows
 from tying.hmm.ties import StateTies, listed_groups
 from tying.hmm.validation import (
     _broadcast,
@@ -777,8 +777,7 @@ class BaseHMM(HMMInference, EstimatorParams):
                     f"fit(np.concatenate(seqs), lengths=[len(s) for s in seqs])"
                 ) from None
             raise
-        n = X0.shape[0] if X0.ndim else 0
-        lengths = check_lengths(lengths, n)
+        lengths = check_lengths(lengths, n_rows(X0))  # a scalar X is refused as one
         check_unmasked(X, lengths)  # np.asarray dropped the mask of a masked array
         X = self._check_X(X0, lengths, fitting=fitting)
         return X, SequenceBatch(lengths)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tying.hmm import param_names
 from tying.hmm.base import BaseHMM
 from tying.hmm.draws import last_possible
 from tying.hmm.fitted_array import fitted
@@ -85,26 +86,33 @@ class CategoricalHMM(BaseHMM):
 
         Raises:
             ValueError: on shapes, non-stochastic rows, or tied states with different rows.
+            TypeError: for text or complex values, or a keyword that ``from_params``
+                fills itself (``n_components=``, ``means_init=``, ...). Every message
+                names the argument as typed (``means``, not ``means_init``).
 
         Example:
             >>> m = CategoricalHMM.from_params([1.0], [[1.0]], [[0.25, 0.75]])
             >>> round(m.score([[1], [1]]), 6)    # 2 log 0.75
             -0.575364
         """
-        emission = _real_array("emissionprob", emissionprob)
-        model = cls(
-            len(np.asarray(startprob)),
-            n_symbols=emission.shape[-1],
-            ties=ties,
-            startprob_init=startprob,
-            transmat_init=transmat,
-            emissionprob_init=emission,
-            **kwargs,
-        )
-        model._check_settings()
-        model.ties_ = StateTies.resolve(ties, n_states=model.n_components, kinds=model.tie_kinds)
-        model.n_symbols_ = emission.shape[-1]
-        model._initialise(np.zeros(1, dtype=np.int64), np.random.default_rng(0), {})
+        param_names.refuse_filled(kwargs, param_names.CATEGORICAL_FILLED)
+        K = param_names.n_states(startprob)
+        with param_names.typed_names(K, "startprob", "transmat", "emissionprob"):
+            axes = "(n_components, n_symbols)"
+            emission = param_names.array_of_ndim("emissionprob", emissionprob, (2,), axes)
+            model = cls(
+                K,
+                n_symbols=emission.shape[-1],
+                ties=ties,
+                startprob_init=startprob,
+                transmat_init=transmat,
+                emissionprob_init=emission,
+                **kwargs,
+            )
+            model._check_settings()
+            model.ties_ = StateTies.resolve(ties, n_states=K, kinds=model.tie_kinds)
+            model.n_symbols_ = emission.shape[-1]
+            model._initialise(np.zeros(1, dtype=np.int64), np.random.default_rng(0), {})
         return model
 
     @fitted

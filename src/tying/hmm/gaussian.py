@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import cho_factor, solve_triangular
 
-from tying.hmm import compiled
+from tying.hmm import compiled, param_names
 from tying.hmm.base import BaseHMM, _posteriors_finite
 from tying.hmm.covariances import (  # noqa: F401  (gaussian.<name> as before)
     _check_covariance,
@@ -210,28 +210,32 @@ class GaussianHMM(BaseHMM):
         Raises:
             ValueError: on shapes, non-stochastic rows, non-positive-definite
                 covariances, or tied states given different values.
+            TypeError: for text or complex values, or a keyword that ``from_params``
+                fills itself; messages name the arguments as typed.
 
         Example:
             >>> m = GaussianHMM.from_params([1.0], [[1.0]], [[0.0]], [[1.0]])
             >>> round(m.score(np.zeros((1, 1))), 6)    # log N(0; 0, 1)
             -0.918939
         """
-        model = cls(
-            len(np.asarray(startprob)),
-            covariance_type,
-            ties=ties,
-            startprob_init=startprob,
-            transmat_init=transmat,
-            means_init=means,
-            covars_init=covars,
-            **kwargs,
-        )
-        model._check_settings()
-        model.ties_ = StateTies.resolve(
-            model._tie_spec(), n_states=model.n_components, kinds=model.tie_kinds
-        )
-        model.n_features_ = np.asarray(means).shape[-1]
-        model._initialise(np.zeros((1, model.n_features_)), np.random.default_rng(0))
+        param_names.refuse_filled(kwargs, param_names.GAUSSIAN_FILLED)
+        K = param_names.n_states(startprob)
+        with param_names.typed_names(K, "startprob", "transmat", "means", "covars"):
+            means = param_names.array_of_ndim("means", means, (2,), "(n_components, n_features)")
+            model = cls(
+                K,
+                covariance_type,
+                ties=ties,
+                startprob_init=startprob,
+                transmat_init=transmat,
+                means_init=means,
+                covars_init=covars,
+                **kwargs,
+            )
+            model._check_settings()
+            model.ties_ = StateTies.resolve(model._tie_spec(), n_states=K, kinds=model.tie_kinds)
+            model.n_features_ = means.shape[-1]
+            model._initialise(np.zeros((1, model.n_features_)), np.random.default_rng(0))
         return model
 
     # ------------------------------------------------------------ attributes

@@ -33,6 +33,7 @@ import numpy as np
 from scipy.linalg import cho_factor, solve_triangular
 from scipy.special import logsumexp
 
+from tying.hmm import param_names
 from tying.hmm.base import BaseHMM
 from tying.hmm.covariances import _check_covariance, _check_min_covar, _floor_eigenvalues
 from tying.hmm.draws import last_possible
@@ -169,6 +170,9 @@ class GMMHMM(BaseHMM):
         Raises:
             ValueError: on shapes, non-stochastic rows, non-positive covariances,
                 or tied states given different values.
+            TypeError: for text or complex values, or a keyword that ``from_params``
+                fills itself (``n_components=``, ``means_init=``, ...). Every message
+                names the argument as typed (``means``, not ``means_init``).
 
         Example:
             >>> m = GMMHMM.from_params([1.0], [[1.0]], [[0.5, 0.5]], [[[-1.0], [1.0]]],
@@ -176,23 +180,35 @@ class GMMHMM(BaseHMM):
             >>> round(m.score([[0.0]]), 6)         # log N(0; ±1, 1)
             -1.418939
         """
-        means = _real_array("means", means)
-        model = cls(
-            len(np.asarray(startprob)),
-            means.shape[1] if means.ndim == 3 else 1,
-            covariance_type=covariance_type,
-            ties=ties,
-            startprob_init=startprob,
-            transmat_init=transmat,
-            weights_init=weights,
-            means_init=means,
-            covars_init=covars,
-            **kwargs,
-        )
-        model._check_settings()
-        model.ties_ = StateTies.resolve(ties, n_states=model.n_components, kinds=model.tie_kinds)
-        model.n_features_ = means.shape[-1]
-        model._initialise(np.zeros((1, model.n_features_)), np.random.default_rng(0), {})
+        param_names.refuse_filled(kwargs, param_names.GMM_FILLED)
+        K = param_names.n_states(startprob)
+        with param_names.typed_names(K, "startprob", "transmat", "weights", "means", "covars"):
+            weights = param_names.array_of_ndim("weights", weights, (2,), "(n_components, n_mix)")
+            means = param_names.array_of_ndim(
+                "means", means, (3,), "(n_components, n_mix, n_features)"
+            )
+            if weights.shape[1] != means.shape[1]:  # n_mix is read from both: they must agree
+                raise ValueError(
+                    f"weights has {weights.shape[1]} mixture components per state "
+                    f"(shape {weights.shape}) but means has {means.shape[1]} (shape "
+                    f"{means.shape}); give both n_mix components per state"
+                )
+            model = cls(
+                K,
+                means.shape[1],
+                covariance_type=covariance_type,
+                ties=ties,
+                startprob_init=startprob,
+                transmat_init=transmat,
+                weights_init=weights,
+                means_init=means,
+                covars_init=covars,
+                **kwargs,
+            )
+            model._check_settings()
+            model.ties_ = StateTies.resolve(ties, n_states=K, kinds=model.tie_kinds)
+            model.n_features_ = means.shape[-1]
+            model._initialise(np.zeros((1, model.n_features_)), np.random.default_rng(0), {})
         return model
 
     # ------------------------------------------------------------ attributes

@@ -38,6 +38,39 @@ __all__ = [
 _MAX_LENGTH = 2**62
 
 
+def n_rows(X: np.ndarray) -> int:
+    """The number of rows of an observation array, refusing a scalar.
+
+    A scalar ``X`` was read as 0 rows and refused as "X has no rows", which it has not:
+    it is no array of observations.
+
+    Args:
+        X: the observations as an array.
+
+    Returns:
+        ``len(X)``.
+
+    Raises:
+        ValueError: for a 0-d ``X``, naming its value and the fix.
+
+    Example:
+        >>> n_rows(np.zeros((3, 2)))
+        3
+        >>> n_rows(np.asarray(0.5))
+        Traceback (most recent call last):
+        ...
+        ValueError: X must be an array of observations, one row per time step, got the scalar 0.5; give [[0.5]] for one observation of one feature (or [0.5] for one symbol)
+    """
+    if X.ndim == 0:
+        v = X.item()
+        raise ValueError(
+            f"X must be an array of observations, one row per time step, got the scalar "
+            f"{v!r}; give [[{v!r}]] for one observation of one feature (or [{v!r}] for one "
+            f"symbol)"
+        )
+    return X.shape[0]
+
+
 def check_lengths(lengths: object, n_samples: int) -> np.ndarray:
     """Validate ``lengths`` against ``n_samples`` rows of ``X``.
 
@@ -61,6 +94,7 @@ def check_lengths(lengths: object, n_samples: int) -> np.ndarray:
             raise ValueError("X has no rows; give at least one observation")
         return np.array([n_samples], dtype=np.int64)
     _refuse_bool_entries(lengths)
+    _refuse_masked_lengths(lengths)
     arr = np.asarray(lengths)
     if arr.ndim == 1 and arr.size == 0:  # "got shape (0,)" named neither the cause nor the fix
         if n_samples == 0:
@@ -124,6 +158,19 @@ def _refuse_bool_entries(lengths: object, who: str = "") -> None:
             f"{who}lengths[{i}] = {lengths[i]!r} is a bool, not a sequence length; lengths "
             f"must be integers (one per sequence), e.g. lengths=[3, 6]; a mask of rows is not "
             f"a lengths argument"
+        )
+
+
+def _refuse_masked_lengths(lengths: object, who: str = "") -> None:
+    """Refuse a masked array of lengths that masks an entry: ``np.asarray`` drops the mask,
+    so a masked length was read as the number under it, with no error (as masked ``X``
+    was before :func:`check_unmasked`)."""
+    if isinstance(lengths, np.ma.MaskedArray) and np.ma.getmaskarray(lengths).any():
+        i = int(np.flatnonzero(np.ma.getmaskarray(lengths).ravel())[0])
+        raise ValueError(
+            f"{who}lengths[{i}] is masked; a masked length has no value (the mask would be "
+            f"dropped and the number under it read); give every sequence's length as a "
+            f"plain list or array of ints"
         )
 
 
@@ -552,6 +599,7 @@ class SequenceBatch:
 
     def __init__(self, lengths: np.ndarray):
         _refuse_bool_entries(lengths, "SequenceBatch: ")
+        _refuse_masked_lengths(lengths, "SequenceBatch: ")
         arr = np.asarray(lengths)
         if arr.dtype.kind != "i":  # the models pass checked int64; SequenceBatch([2.7]) was
             arr = _checked_batch_lengths(arr)  # cut to [2] by the cast, with no error
@@ -612,6 +660,7 @@ class SequenceBatch:
             [2, 1, 1, 1]
         """
         _refuse_bool_entries(lengths, "SequenceBatch: ")
+        _refuse_masked_lengths(lengths, "SequenceBatch: ")
         arr = np.asarray(lengths)
         total = int(arr.sum()) if n_samples is None else n_samples
         return cls(check_lengths(arr, total))
