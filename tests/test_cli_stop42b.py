@@ -68,6 +68,12 @@ BAD: dict[tuple[str, str], list[tuple[list[str], str]]] = {
         (["report", "--only", NEVER, "--jobs", "1_0"], "(digits 0-9 only), got '1_0'"),
         (["report", "--only", NEVER, "--jobs", ""], "got ''"),
     ],
+    ("report", "--timeout"): [  # stop 55
+        (["report", "--only", NEVER, "--timeout", "0"], "--timeout: expected a number of seconds"),
+        (["report", "--only", NEVER, "--timeout", "-1"], "(digits 0-9 only), got '-1'"),
+        (["report", "--only", NEVER, "--timeout", "inf"], "got 'inf'"),
+        (["report", "--only", NEVER, "--timeout", ""], "got ''"),
+    ],
     ("report", "--out"): [
         (["report", "--only", NEVER, "--out", ""], "--out: expected a folder path, got ''"),
         (["report", "--only", NEVER, "--out", "  "], "got '  ': an empty or blank name"),

@@ -13,7 +13,9 @@ when the page was written (whatever the verdicts), 1 when the experiments ran bu
 page could not be written (a file appeared in ``--out`` meanwhile, say), 2 on usage
 errors (also ``--only`` with an empty id,
 ``--jobs 0``, a ``--seed``/``--jobs`` that is not plain digits such as ``1_0``, an empty
-``--out``), all checked before any experiment runs. Any command: 130 on Ctrl-C;
+``--out``, a ``--timeout`` that is not a positive number of seconds), all checked before
+any experiment runs; an experiment that runs past ``--timeout`` is an error on the page
+(``timed out after N s``), not the command's. Any command: 130 on Ctrl-C;
 an interrupted or failed ``report`` writes no page and says so: it builds the new
 report in a folder inside ``--out`` and moves it into place only when it is whole, so
 an earlier report there is left as it was. ``list``: 0, 2 on usage errors. The output-folder
@@ -410,6 +412,7 @@ def _run_with_progress(
             jobs=args.jobs,
             on_start=on_start,
             on_done=on_done,
+            timeout=args.timeout,
         )
 
 
@@ -450,6 +453,24 @@ def _jobs(text: str) -> int:
         raise argparse.ArgumentTypeError(
             f"expected a whole number >= 1 (worker processes), got {value}; use --jobs 1 to run "
             "in this process"
+        )
+    return value
+
+
+#: Seconds as a person types them: ASCII digits, an optional decimal part.
+_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
+def _timeout(text: str) -> float:
+    """``--timeout``: seconds one experiment may run, a positive number."""
+    if not _SECONDS.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds > 0 such as 600 or 1.5 (digits 0-9 only), got {text!r}"
+        )
+    value = float(text)
+    if value <= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds > 0, got {text}; leave --timeout out for no limit"
         )
     return value
 
@@ -520,6 +541,17 @@ def _parser() -> argparse.ArgumentParser:
         type=_jobs,
         default=1,
         help="worker processes; each uses one torch thread (default: 1)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_timeout,
+        default=None,
+        metavar="SECONDS",
+        help=(
+            "seconds one experiment may run; one that runs longer is reported as an error "
+            "('timed out after N s') and the others go on. Experiments then run in worker "
+            "processes, also with --jobs 1. Left out: no limit"
+        ),
     )
     p.add_argument(
         "--out",

@@ -69,6 +69,7 @@ __all__ = [
     "folder_lock",
     "install_build",
     "record_files",
+    "remove_unlisted_figures",
     "start_build",
 ]
 
@@ -544,6 +545,51 @@ def record_files(out_dir: str | pathlib.Path, paths: Iterable[str]) -> None:
             raise OutputFolderError(f"{out / str(rel)}: not a file inside {out} to record")
         files[rel] = _sha256(out / rel)
     _write_manifest(out, files, [])
+
+
+def remove_unlisted_figures(
+    out_dir: str | pathlib.Path, exp_id: str, keep: Iterable[str] = ()
+) -> list[str]:
+    """Remove the figures of ``exp_id`` that a stopped run began writing in ``out_dir``.
+
+    An experiment stopped by its timeout may have written a figure, or part of one,
+    that no manifest lists: the next run into the folder would refuse it as a user's
+    file. Only ``figures/<exp_id>--<stem>.png`` files that the manifest does not list
+    and ``keep`` does not name are removed; the folder was claimed before the run
+    (:func:`claim_folder`), so no other file of that name can be a user's.
+
+    Args:
+        out_dir: the folder the experiment wrote into.
+        exp_id: the stopped experiment's id.
+        keep: relative paths to keep although not yet listed (other runs' figures).
+
+    Returns:
+        The relative paths removed.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> out = pathlib.Path(tempfile.mkdtemp())
+        >>> claim_folder(out, ["x"], fresh=True)
+        >>> (out / "figures").mkdir(exist_ok=True)
+        >>> _ = (out / "figures" / "x--half.png").write_bytes(b"PNG, cut off")
+        >>> remove_unlisted_figures(out, "x")
+        ['figures/x--half.png']
+    """
+    out = pathlib.Path(out_dir)
+    try:
+        listed = set(_read_manifest(out)["files"]) | set(keep)
+        names = sorted(os.listdir(out / _FIGURES))
+    except (OSError, OutputFolderError):
+        return []
+    mine = re.compile(rf"{re.escape(exp_id)}--[A-Za-z0-9_-]+\.png")
+    removed = []
+    for name in names:
+        rel = f"{_FIGURES}/{name}"
+        path = out / rel
+        if mine.fullmatch(name) and rel not in listed and path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed.append(rel)
+    return removed
 
 
 def start_build(out_dir: str | pathlib.Path, ids: Iterable[str]) -> pathlib.Path:

@@ -22,6 +22,7 @@ import dataclasses
 import decimal
 import importlib.util
 import logging
+import math
 import multiprocessing
 import numbers
 import os
@@ -38,7 +39,12 @@ import numpy as np
 import torch
 
 from tying.experiments import IMPORT_ERRORS, load_all
-from tying.experiments.output import claim_folder, folder_lock, record_files
+from tying.experiments.output import (
+    claim_folder,
+    folder_lock,
+    record_files,
+    remove_unlisted_figures,
+)
 from tying.experiments.registry import Result, Table, check_seed, check_size, get
 
 __all__ = [
@@ -46,6 +52,7 @@ __all__ = [
     "THREADS_PER_EXPERIMENT",
     "RunRecord",
     "jsonable",
+    "check_timeout",
     "run_experiment",
     "run_many",
 ]
@@ -291,8 +298,6 @@ def _save_figures(figures: dict[str, Any], exp_id: str, out_dir: pathlib.Path | 
                 (out_dir / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
                 paths.append(rel)
                 fig.savefig(out_dir / rel, dpi=100, bbox_inches="tight")
-            if "matplotlib.pyplot" in sys.modules:  # a pyplot figure stays registered until closed
-                sys.modules["matplotlib.pyplot"].close(fig)
     except Exception:
         # The run reports no figures, so none may stay: one left behind would be in no
         # manifest, and the next run into the folder refused it as a user's file (stop 38).
@@ -300,6 +305,13 @@ def _save_figures(figures: dict[str, Any], exp_id: str, out_dir: pathlib.Path | 
             if out_dir is not None:
                 (out_dir / rel).unlink(missing_ok=True)
         raise
+    finally:
+        # a pyplot figure stays registered until closed, saved or not: one left open by a
+        # failed save stayed pyplot's current figure for the next experiment (stop 55)
+        if "matplotlib.pyplot" in sys.modules:
+            for fig in figures.values():
+                with contextlib.suppress(Exception):
+                    sys.modules["matplotlib.pyplot"].close(fig)
     return paths
 
 
@@ -377,7 +389,7 @@ def _fresh_torch() -> Iterator[None]:
     """
     dtype, grad = torch.get_default_dtype(), torch.is_grad_enabled()
     deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    warn_only = _warn_only()
     np_err = np.geterr()
     torch.set_default_dtype(torch.float32)
     torch.set_grad_enabled(True)
@@ -386,8 +398,18 @@ def _fresh_torch() -> Iterator[None]:
     finally:
         torch.set_default_dtype(dtype)
         torch.set_grad_enabled(grad)
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        if (torch.are_deterministic_algorithms_enabled(), _warn_only()) != (
+            deterministic,
+            warn_only,
+        ):
+            # only when changed: the call imports torch._inductor, 2-4 s in a fresh worker,
+            # paid after its first experiment (it timed out a 0.3 s one under --timeout 1)
+            torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
         np.seterr(**np_err)
+
+
+def _warn_only() -> bool:
+    return torch.is_deterministic_algorithms_warn_only_enabled()
 
 
 def _run_here(id: str, size: str, seed: int, out_dir: str | pathlib.Path | None) -> RunRecord:
@@ -547,7 +569,17 @@ def _verdict_problem(id: str, result: Result) -> str | None:
     return None
 
 
-def _init_worker(parent: int | None = None) -> None:
+#: Modules a worker imports after :func:`load_all` (tests register fake experiments
+#: through it: a worker process does not see registrations made in the caller).
+_WORKER_IMPORTS: tuple[str, ...] = ()
+#: In a worker: the queue on which it says which experiment it starts (see :func:`_run_said`).
+_STARTED: Any = None
+
+
+def _init_worker(
+    parent: int | None = None, started: Any = None, imports: tuple[str, ...] = ()
+) -> None:
+    global _STARTED
     # One intra-op thread per worker: `--jobs N` processes share the machine's cores.
     torch.set_num_threads(THREADS_PER_EXPERIMENT)
     if parent is not None:
@@ -556,6 +588,20 @@ def _init_worker(parent: int | None = None) -> None:
 
     matplotlib.use("Agg")
     load_all()
+    for name in imports:
+        importlib.import_module(name)
+    _STARTED = started
+
+
+def _run_said(id: str, size: str, seed: int, out_dir: str | pathlib.Path | None) -> RunRecord:
+    """:func:`_run` in a worker, first telling the caller that ``id`` starts now.
+
+    A timeout counts from this moment, not from the submit: a fresh worker spends
+    seconds importing torch and the experiments before it takes its first task.
+    """
+    if _STARTED is not None:
+        _STARTED.put(id)
+    return _run(id, size, seed, out_dir)
 
 
 def _exit_with(parent: int, every_s: float = 0.5) -> None:
@@ -658,6 +704,7 @@ def run_many(
     jobs: int = 1,
     on_start: Callable[[str], None] | None = None,
     on_done: Callable[[RunRecord], None] | None = None,
+    timeout: float | None = None,
 ) -> list[RunRecord]:
     """Run several experiments, in this process or in ``jobs`` worker processes.
 
@@ -668,15 +715,27 @@ def run_many(
             (:func:`workers_used` says how many run).
         on_start: called with an id when its experiment starts.
         on_done: called with each record as it finishes.
+        timeout: seconds one experiment may run (from when it starts in its worker),
+            or None for no limit. With a limit every experiment runs in a worker
+            process, ``jobs=1`` too (a hung experiment in this process could not be
+            stopped): one that runs longer gets status ``"error"`` with the error
+            ``"timed out after N s"``, the others go on. Its worker is stopped once the
+            experiments running beside it have finished, and the rest of the queue
+            runs in fresh workers; no other process is touched.
 
     Returns:
         The records, in the order of ``ids``.
 
     Raises:
         KeyError: for an unknown id; ValueError: for a bad size or seed, ``jobs < 1``,
-        or an id given twice; TypeError: for a seed that is not an integer;
+        a ``timeout`` that is not a positive finite number, or an id given twice;
+        TypeError: for a seed or timeout that is not a number;
         OutputFolderError: when ``out_dir`` holds files tying did not write (checked
         before anything runs; see :mod:`tying.experiments.output`).
+
+    Example:
+        >>> [r.status for r in run_many(["param-counts", "rnn-unrolled"])]
+        ['pass', 'pass']
     """
     check_size(size)
     seed = check_seed(seed)
@@ -695,11 +754,12 @@ def run_many(
         )
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
+    timeout = check_timeout(timeout)
     if out_dir is None:
-        return _run_all(ids, size, seed, None, jobs, on_start, on_done)
+        return _run_all(ids, size, seed, None, jobs, on_start, on_done, timeout)
     with folder_lock(out_dir):  # no other run writes there meanwhile (stop 54)
         claim_folder(out_dir, ids, fresh=False)  # once, here: workers write only these
-        records = _run_all(ids, size, seed, out_dir, jobs, on_start, on_done)
+        records = _run_all(ids, size, seed, out_dir, jobs, on_start, on_done, timeout)
         record_files(out_dir, [f for r in records for f in r.figures])
     return records
 
@@ -725,12 +785,73 @@ def workers_used(jobs: int, n: int) -> int:
     return 1 if jobs == 1 or n <= 1 else min(jobs, n)
 
 
-def _run_all(ids, size, seed, out_dir, jobs, on_start, on_done) -> list[RunRecord]:
+def check_timeout(timeout: Any) -> float | None:
+    """``timeout`` as seconds (a float), or None for no limit.
+
+    Args:
+        timeout: None, or a positive finite real number of seconds.
+
+    Returns:
+        The timeout as a float, or None.
+
+    Raises:
+        TypeError: for a bool or anything that is not a real number.
+        ValueError: for zero, a negative number, NaN or infinity.
+
+    Example:
+        >>> check_timeout(90), check_timeout(None)
+        (90.0, None)
+    """
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+        raise TypeError(
+            f"timeout must be a number of seconds or None, got {timeout!r} "
+            f"({type(timeout).__name__}); pass e.g. timeout=600, or None for no limit"
+        )
+    value = float(timeout)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(
+            f"timeout must be a positive, finite number of seconds, got {timeout!r}; pass "
+            "e.g. timeout=600, or None for no limit"
+        )
+    return value
+
+
+def _seconds(timeout: float) -> str:
+    """``90.0`` -> ``"90"``, ``0.5`` -> ``"0.5"``."""
+    return f"{timeout:g}"
+
+
+def _timed_out_record(id: str, size: str, seed: int, timeout: float) -> RunRecord:
+    spec = get(id)
+    return RunRecord(
+        id=spec.id,
+        title=spec.title,
+        claim=spec.claim,
+        chapter=spec.chapter,
+        size=size,
+        seed=seed,
+        status="error",
+        source=spec.source,
+        key_figure=f"timed out after {_seconds(timeout)} s",
+        runtime_s=timeout,
+        error=(
+            f"timed out after {_seconds(timeout)} s (the per-experiment timeout): the "
+            "experiment did not finish and its worker process is stopped, so it has no "
+            "verdict. It may hang, or need longer at this size: run it alone with "
+            f"`tying run {spec.id} --size {size} --seed {seed} -v` to see where it spends "
+            "its time, or raise --timeout"
+        ),
+    )
+
+
+def _run_all(ids, size, seed, out_dir, jobs, on_start, on_done, timeout=None) -> list[RunRecord]:
     on_start = on_start or (lambda _id: None)
     on_done = on_done or (lambda _rec: None)
     records: dict[str, RunRecord] = {}
 
-    if jobs == 1 or len(ids) <= 1:
+    if timeout is None and (jobs == 1 or len(ids) <= 1):
         for id in ids:
             on_start(id)
             records[id] = _run(id, size, seed, out_dir)
@@ -738,25 +859,47 @@ def _run_all(ids, size, seed, out_dir, jobs, on_start, on_done) -> list[RunRecor
         return [records[id] for id in ids]
 
     queue = list(ids)
-    jobs = workers_used(jobs, len(ids))  # never more worker processes than experiments
-    start = {"mp_context": _mp_context(), "initializer": _init_worker, "initargs": (os.getpid(),)}
-    pool = cf.ProcessPoolExecutor(jobs, **start)
+    # never more worker processes than experiments; with a timeout, jobs=1 runs in one
+    # worker: an experiment that hangs in this process could not be stopped
+    jobs = min(jobs, len(ids))
+    context = _mp_context()
+
+    def new_pool() -> tuple[cf.ProcessPoolExecutor, Any]:
+        started = context.SimpleQueue() if timeout is not None else None
+        pool = cf.ProcessPoolExecutor(
+            jobs,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(os.getpid(), started, _WORKER_IMPORTS),
+        )
+        return pool, started
+
+    pool, started = new_pool()
     running: dict[cf.Future, str] = {}
+    deadline: dict[str, float] = {}  # id -> time.monotonic() when its time is up
+    hung: list[str] = []  # timed out; their workers are stopped once the others finish
     broken = False
     finished = False
     try:
         while queue or running:
-            if broken and not running:
-                # A dead worker breaks the whole pool; the rest of the queue gets a new one.
-                pool.shutdown(wait=False, cancel_futures=True)
-                pool = cf.ProcessPoolExecutor(jobs, **start)
-                broken = False
+            if (broken or hung) and not running:
+                # A dead worker breaks the whole pool, and a hung one is stopped with its
+                # pool (stopping one worker breaks the pool too): the rest of the queue
+                # gets a new one. No experiment still running is stopped with it.
+                if hung:
+                    _stop_workers(pool)
+                    _discard_figures(out_dir, hung, records)
+                else:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                hung, broken = [], False
+                pool, started = new_pool()  # the queue is not empty: the loop goes on
             # Keep at most `jobs` in flight, so "started" means "running", not "queued".
-            while queue and not broken and len(running) < jobs:
+            while queue and not broken and not hung and len(running) < jobs:
                 id = queue.pop(0)
-                running[pool.submit(_run, id, size, seed, out_dir)] = id
+                running[pool.submit(_run_said, id, size, seed, out_dir)] = id
                 on_start(id)
-            done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            wait_s = None if timeout is None else 0.1
+            done, _ = cf.wait(running, timeout=wait_s, return_when=cf.FIRST_COMPLETED)
             for fut in done:
                 id = running.pop(fut)
                 try:
@@ -765,13 +908,35 @@ def _run_all(ids, size, seed, out_dir, jobs, on_start, on_done) -> list[RunRecor
                     records[id] = _crashed_record(id, size, seed, exc)
                     broken = broken or isinstance(exc, cf.process.BrokenProcessPool)
                 on_done(records[id])
+            if timeout is None:
+                continue
+            while not started.empty():  # the experiments that began in a worker
+                deadline[started.get()] = time.monotonic() + timeout
+            now = time.monotonic()
+            for fut, id in list(running.items()):
+                if id in deadline and now >= deadline[id] and not fut.done():
+                    del running[fut]
+                    records[id] = _timed_out_record(id, size, seed, timeout)
+                    hung.append(id)
+                    log.error("%s: %s", id, records[id].error)
+                    on_done(records[id])
         finished = True
     finally:
-        if finished:
+        if finished and not hung:
             pool.shutdown(wait=True, cancel_futures=True)
-        else:  # interrupted (Ctrl-C, SIGTERM) or failed: the running experiments stop too
+        else:  # interrupted (Ctrl-C, SIGTERM), failed or hung: the running experiments stop too
             _stop_workers(pool)
+            _discard_figures(out_dir, hung, records)
     return [records[id] for id in ids]
+
+
+def _discard_figures(out_dir, hung: list[str], records: dict[str, RunRecord]) -> None:
+    """Remove the figures a stopped, timed-out experiment may have begun writing."""
+    if out_dir is None or not hung:
+        return
+    kept = {f for r in records.values() for f in r.figures}
+    for id in hung:
+        remove_unlisted_figures(out_dir, id, keep=kept)
 
 
 def import_errors() -> dict[str, str]:

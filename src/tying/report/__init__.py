@@ -41,16 +41,30 @@ _PAGE = ("index.html", "results.json")
 
 __all__ = [
     "MANIFEST",
+    "SCHEMA_VERSION",
     "OutputFolderError",
     "claim_folder",
+    "read_results",
     "record_files",
     "results_dict",
     "write_report",
 ]
 
+#: The layout of ``results.json``, stated in the file as ``schema_version``. Raise it
+#: when a key is renamed, removed or changes meaning (adding a key does not), and teach
+#: :func:`read_results` to migrate the older layout or to refuse it by name.
+#: 1: stop 55 (the first stated version). A file without it is version 0: the same
+#: layout, written before the version was stated.
+SCHEMA_VERSION = 1
+#: The keys every results.json of a version this tying reads holds.
+_RESULTS_KEYS = ("passed", "total", "runtime_s", "environment", "experiments")
+
 
 def results_dict(records: Sequence[RunRecord], environment: dict, runtime_s: float) -> dict:
-    """The machine-readable report: one entry per experiment that ran, plus what is missing."""
+    """The machine-readable report: one entry per experiment that ran, plus what is missing.
+
+    Its first key, ``schema_version``, is :data:`SCHEMA_VERSION`.
+    """
     load_all()
     rows = summary_rows(records, REGISTRY)
     experiments = []
@@ -61,6 +75,7 @@ def results_dict(records: Sequence[RunRecord], environment: dict, runtime_s: flo
         entry["shows"] = claim.shows if claim else ""
         experiments.append(entry)
     return {
+        "schema_version": SCHEMA_VERSION,
         "passed": sum(r.passed for r in records),
         "total": len(records),
         "runtime_s": runtime_s,
@@ -79,6 +94,69 @@ def results_dict(records: Sequence[RunRecord], environment: dict, runtime_s: flo
         ],
         "import_errors": import_errors(),
     }
+
+
+def read_results(path: str | pathlib.Path) -> dict:
+    """Read a ``results.json`` that ``tying report`` wrote, in this tying's layout.
+
+    Args:
+        path: the file, or the report folder holding it.
+
+    Returns:
+        Its contents, with ``schema_version`` equal to :data:`SCHEMA_VERSION`; a file of
+        version 0 (written before the version was stated; the same layout) is migrated.
+
+    Raises:
+        ValueError: the file is not JSON, not a tying results.json (a key of the layout
+            is missing), or states a version this tying does not read (a newer one, or
+            not a whole number); the message names the file and the version.
+        OSError: the file cannot be read.
+
+    Example:
+        >>> import json, pathlib, tempfile
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "results.json"
+        >>> _ = path.write_text(json.dumps({"schema_version": 99}))
+        >>> try:
+        ...     read_results(path)
+        ... except ValueError as exc:
+        ...     print(str(exc).split(":")[1].split(";")[0].strip())
+        schema_version 99 is newer than this tying reads (1)
+    """
+    path = pathlib.Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a results.json tying wrote (not JSON: {exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"{path}: not a results.json tying wrote (a JSON {type(data).__name__}, "
+            "expected an object)"
+        )
+    version = data.get("schema_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise ValueError(
+            f"{path}: schema_version {version!r} is not a version tying writes (a whole "
+            f"number, {SCHEMA_VERSION} for this tying); the file was not written by "
+            "`tying report`, or was edited"
+        )
+    if version > SCHEMA_VERSION:
+        raise ValueError(
+            f"{path}: schema_version {version} is newer than this tying reads "
+            f"({SCHEMA_VERSION}); read it with the tying that wrote it (its environment "
+            "section names the version), or upgrade tying"
+        )
+    missing = [k for k in _RESULTS_KEYS if k not in data]
+    if missing:
+        raise ValueError(
+            f"{path}: not a results.json tying wrote (schema_version {version}): the "
+            f"key(s) {', '.join(map(repr, missing))} are missing; write it again with "
+            "`tying report`"
+        )
+    if version == 0:  # version 0 -> 1: the layout is the same, only the version is new
+        data = {"schema_version": SCHEMA_VERSION, **data}
+    return data
 
 
 def _check_run(
