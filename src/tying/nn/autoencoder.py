@@ -29,6 +29,7 @@ from torch import nn
 from tying.core import Plan, Transposed, share
 from tying.nn._args import flag, int_arg
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
+from tying.nn._layer_plans import apply_plan
 
 __all__ = ["TiedAutoencoder"]
 
@@ -92,8 +93,9 @@ class TiedAutoencoder(nn.Module):
         self.activation = activation if activation is not None else nn.Identity()
         self.reset_parameters()
         if self.tied:
-            Plan([share("decoder.weight", like="encoder.weight", relation=Transposed())]).apply(
-                self
+            apply_plan(
+                Plan([share("decoder.weight", like="encoder.weight", relation=Transposed())]),
+                self,
             )
 
     def fan_in(self) -> int:

@@ -40,6 +40,7 @@ from torch import nn
 from tying.core import Plan, Scaled, share
 from tying.nn._args import assert_in_graph, flag, forward_ad_active, in_graph, int_arg
 from tying.nn._input_errors import CAUGHT, InputDtypeError, dtype_detail, raise_if_mismatched
+from tying.nn._layer_plans import apply_plan
 from tying.nn._reparam import refresh
 from tying.nn._sparse import sparse_coo
 
@@ -234,12 +235,13 @@ class MultiHopGraphConv(nn.Module):
         )
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
         if self.shared and hops > 0:
-            Plan(
+            plan = Plan(
                 [
                     share(f"hops.{k}.weight", like="hops.0.weight", relation=Scaled(1.0))
                     for k in range(1, hops + 1)
                 ]
-            ).apply(self)
+            )
+            apply_plan(plan, self)
         self.reset_parameters()
 
     def fan_in(self) -> int:

@@ -72,7 +72,7 @@ from torch import nn
 
 from tying.core import Flipped, Plan, Rotated, share
 from tying.core.slots import SLOTS_ATTR, SLOTS_GENERATION_ATTR, slots_of
-from tying.nn import _group_conv_tie, _winograd
+from tying.nn import _group_conv_tie, _layer_plans, _winograd
 from tying.nn._args import flag, int_arg
 from tying.nn._group_elements import (  # noqa: F401  (public names re-exported)
     GROUPS,
@@ -220,7 +220,7 @@ class _GroupConvBase(nn.Module):
                 self.biases.register_parameter(g, nn.Parameter(torch.empty(out_channels, **kw)))
         self.reset_parameters()
         if self.tied:
-            Plan(self._rules()).apply(self)
+            _layer_plans.apply_plan(Plan(self._rules()), self)
             # the ties the one-gather path reproduces; another plan applied later (other
             # relations under the same names) sends the layer down the slot path
             self.__dict__["_own_ties"] = {m: self._ties_of(m) for m in ("kernels", "biases")}

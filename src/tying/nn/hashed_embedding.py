@@ -44,11 +44,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tying.core import Hashed, Plan, share
+from tying.core import Hashed, Plan, Same, share
 from tying.core.errors import TieError
 from tying.core.slots import base_class, slots_of
 from tying.nn._args import assert_in_graph, in_graph, int_arg
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
+from tying.nn._layer_plans import apply_plan
 from tying.nn.hashed_kernels import FusedKeepLookup, FusedLookup, SparseGather, fused_available
 from tying.nn.hashing import MAX_LOGICAL, MODES, HashedTable, P, combine, qr_split
 
@@ -73,7 +74,7 @@ def _hash_weight(module: nn.Module, shape: tuple[int, int], relation, device, dt
     # expanded from one meta element: torch refuses meta storage of >= 2**63 bytes
     logical = torch.empty((1, 1), device="meta", dtype=dtype).expand(*shape)
     module.weight = nn.Parameter(logical)
-    Plan([share("weight", relation=relation)]).apply(module)
+    apply_plan(Plan([share("weight", relation=relation)]), module)
     module._parameters["weight_physical"] = nn.Parameter(
         torch.empty(relation.source_shape(shape), device=device, dtype=dtype)
     )
@@ -375,7 +376,7 @@ class HashedEmbedding(nn.Module):
             slot is not None
             and slot.source_module is self
             and (slot.relation is self.relation or slot.relation == self.relation)
-        ):
+        ) or self._table_owner() is not self:
             return
         name = base_class(self).__name__
         if slot is None and loading:
@@ -393,6 +394,29 @@ class HashedEmbedding(nn.Module):
             f"read other buckets than layer.weight; build the layer with the settings the tie or "
             f"file was made with (seed=, signed=, mode=, block=, aligned=) and load into that"
         )
+
+    def _table_owner(self) -> HashedEmbedding:
+        """The layer whose buckets this one looks up: itself, or the layer whose ``weight``
+        its own ``weight`` reads through ``Same`` when that layer hashes the same table
+        (the right tower of a ``Siamese``, a layer of a ``share_layers`` stack). Stop 55:
+        those were refused with advice to rebuild the layer, though the values agree."""
+        slot = slots_of(self).get("weight")
+        src = None if slot is None else slot.source_module
+        if (
+            type(slot.relation if slot else None) is not Same
+            or slot.source_name != "weight"
+            or not isinstance(src, HashedEmbedding)
+            or src is self
+            or (src.num_embeddings, src.embedding_dim, src.mode)
+            != (self.num_embeddings, self.embedding_dim, self.mode)
+            or not (src.relation is self.relation or src.relation == self.relation)
+        ):
+            return self
+        owner = src._table_owner()
+        own = slots_of(owner).get("weight")
+        if owner is src and (own is None or own.source_module is not src):
+            return self  # the source is not hashing its own table either: refused below
+        return owner
 
     def fan_in(self) -> int:
         """1: each output entry reads one stored value (claim B15)."""
@@ -457,7 +481,7 @@ class HashedEmbedding(nn.Module):
     def _lookup(self, ids, nbags=0, bags=None, fac=None) -> torch.Tensor:
         """Rows of ``ids`` ``(n, D)``, or their weighted sums into ``nbags`` bags ``(nbags, D)``."""
         self._check_own_tie()
-        w = self.weight_physical
+        w = self._table_owner().weight_physical
         # the fused kernels are numba loops outside PyTorch: torch.func transforms (vmap,
         # grad, jacrev, jacfwd) cannot see through them, so those take the torch path
         # (stop 34); a second derivative and forward-mode AD reach the torch path from

@@ -33,6 +33,7 @@ from tying.core import Plan, share
 from tying.core.slot_loads import guard_layer
 from tying.nn._args import flag, int_arg
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
+from tying.nn._layer_plans import apply_plan
 
 __all__ = ["TiedGateLSTM"]
 
@@ -83,12 +84,13 @@ class TiedGateLSTM(nn.Module):
         self.bias = nn.Parameter(torch.empty(4 * hidden_size))
         self.reset_parameters()
         if self.tie_gates:
-            Plan(
+            plan = Plan(
                 [
                     share("weight_ih_i", like="weight_ih_f"),
                     share("weight_ih_o", like="weight_ih_f"),
                 ]
-            ).apply(self)
+            )
+            apply_plan(plan, self)
         guard_layer(self)  # holds no module: nothing else checks a load into it first
 
     def fan_in(self) -> int:

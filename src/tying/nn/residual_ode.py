@@ -39,6 +39,7 @@ from torch import nn
 from tying.core import Plan, share
 from tying.nn._args import flag, int_arg, is_bool, scalar_value, stored_float
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
+from tying.nn._layer_plans import apply_plan
 
 __all__ = ["NeuralODE", "TiedResidualNet", "VectorField", "odeint"]
 
@@ -145,7 +146,7 @@ class TiedResidualNet(nn.Module):
         self.tied = flag("TiedResidualNet", "tied", tied)
         self.steps = nn.ModuleList(VectorField(dim, hidden, activation) for _ in range(depth))
         if self.tied:
-            Plan([share("steps.*", like="steps.0")]).apply(self)
+            apply_plan(Plan([share("steps.*", like="steps.0")]), self)
 
     # t1, depth and h are read from one place (stop 50): h was stored at construction, so
     # net.t1 = 2.0 afterwards ran the old step (0.46 off at depth 8, no error)

@@ -39,6 +39,7 @@ from tying.core import Plan, share
 from tying.core.slots import slots_of
 from tying.nn._args import assert_in_graph, flag, in_graph, is_bool, scalar_value
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
+from tying.nn._layer_plans import apply_plan
 
 __all__ = ["Siamese", "contrastive_loss"]
 
@@ -81,7 +82,7 @@ class Siamese(nn.Module):
         self.left = tower
         self.right = copy.deepcopy(tower)
         if self.tied:
-            Plan([share("right", like="left")]).apply(self)
+            apply_plan(Plan([share("right", like="left")]), self)
             self._shared_buffers = tuple(
                 (path, name)
                 for path, module in self.left.named_modules()

@@ -35,6 +35,7 @@ from tying.core import ApplyReport, Plan, share
 from tying.core import free as _free
 from tying.nn._args import flag, int_arg
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
+from tying.nn._layer_plans import apply_plan
 from tying.nn.attention import Attention, kv_sharing_plan
 
 __all__ = ["EncoderDecoder", "Stack", "TransformerBlock", "albert_plan", "share_layers"]
@@ -219,7 +220,7 @@ def share_layers(
         >>> share_layers(stack).physical, tying.count(stack).logical
         (72, 288)
     """
-    return albert_plan(stack, free=free).apply(model)
+    return apply_plan(albert_plan(stack, free=free), model)
 
 
 class EncoderDecoder(nn.Module):
@@ -285,7 +286,7 @@ class EncoderDecoder(nn.Module):
         self.dec_norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, vocab, bias=False)
         nn.init.normal_(self.embed.weight, std=d_model**-0.5)
-        Plan([share("head.weight", like="embed.weight")]).apply(self)
+        apply_plan(Plan([share("head.weight", like="embed.weight")]), self)
 
     def kv_plan(
         self, *, across_layers: bool = False, parts: tuple[str, ...] = ("k_proj", "v_proj")

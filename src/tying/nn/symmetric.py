@@ -36,6 +36,7 @@ from tying.core import Mirrored, Plan, share
 from tying.core.slot_loads import guard_layer
 from tying.nn._args import check_conv1d_geometry, flag, int_arg
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
+from tying.nn._layer_plans import apply_plan
 
 __all__ = ["SymmetricConv1d"]
 
@@ -124,7 +125,7 @@ class SymmetricConv1d(nn.Conv1d):
         )
         self.tied = tied
         if self.tied:
-            Plan([share("weight", relation=Mirrored(dim=-1))]).apply(self)
+            apply_plan(Plan([share("weight", relation=Mirrored(dim=-1))]), self)
             self.reset_parameters()
         guard_layer(self)  # holds no module: nothing else checks a load into it first
 

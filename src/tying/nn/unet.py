@@ -42,6 +42,7 @@ from torch import nn
 from tying.core import Plan, share
 from tying.nn._args import flag, int_arg
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
+from tying.nn._layer_plans import apply_plan
 
 __all__ = ["TiedUNet"]
 
@@ -110,7 +111,7 @@ class TiedUNet(nn.Module):
         self.head = nn.Conv2d(widths[0], out_channels, 1)
         if self.tied:
             # claim B13: decoder level l applies encoder level l's filters, transposed
-            Plan([share("up.*.weight", like="down.*.weight")]).apply(self)
+            apply_plan(Plan([share("up.*.weight", like="down.*.weight")]), self)
 
     @property
     def levels(self) -> int:
