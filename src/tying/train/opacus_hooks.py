@@ -44,6 +44,7 @@ from torch.overrides import TorchFunctionMode
 from tying.core.errors import TieError
 from tying.core.relations import Same
 from tying.core.slots import GRAD_SAMPLE_HOOKED_ATTR, base_class, slots_of
+from tying.train._opacus_wrapping import hooks_kwargs, opacus_undo
 from tying.train._vetting import (
     METADATA_CALLS,
     batch_rows,
@@ -320,14 +321,16 @@ def _refuse_samplers_that_drop_a_setting(model: nn.Module) -> None:
     its settings (stop 33): a ``Conv1d/2d/3d`` with ``padding_mode`` ``"circular"``,
     ``"reflect"`` or ``"replicate"`` (the sampler unfolds the input with zero padding:
     28-66 % off a per-example loop) and an ``Embedding`` with ``scale_grad_by_freq`` (the
-    sampler does not scale: 46 % off). Only the exact classes are sampled that way; a
+    sampler does not scale: 46 % off); and (stop 55) a ``LayerNorm(bias=False)``, whose
+    sampler reads ``layer.bias.requires_grad`` and failed at the backward with an
+    ``AttributeError`` naming no layer. Only the exact classes are sampled that way; a
     subclass, and every layer under ``force_functorch=True``, goes through
     ``torch.func``, which follows autograd."""
     for path, module in model.named_modules():
         weight = module._parameters.get("weight")
         if weight is None or not weight.requires_grad:
             continue
-        what = None
+        what, why = None, "its per-sample gradients would be off autograd's with no error"
         if (
             type(module) in _CONVS
             and module.padding_mode != "zeros"
@@ -338,11 +341,16 @@ def _refuse_samplers_that_drop_a_setting(model: nn.Module) -> None:
         elif type(module) is nn.Embedding and module.scale_grad_by_freq:
             what = "an Embedding with scale_grad_by_freq=True"
             wrong = "does not scale by the tokens' frequency"
+        elif type(module) is nn.LayerNorm and module.bias is None:
+            # stop 55: Opacus 1.6's sampler reads layer.bias.requires_grad, so the backward
+            # failed with "'NoneType' object has no attribute 'requires_grad'", naming no layer
+            what = "a LayerNorm with bias=False"
+            wrong = "reads the bias it lacks"
+            why = "it fails at the backward with an AttributeError naming no layer"
         if what is not None:
             raise ValueError(
                 f"grad_sample_module: {path or '<root>'} is {what}, and Opacus' per-sample "
-                f"gradient of that layer {wrong} (its per-sample gradients would be off "
-                f"autograd's with no error); pass force_functorch=True (Opacus then "
+                f"gradient of that layer {wrong} ({why}); pass force_functorch=True (Opacus then "
                 f"follows autograd), or use tying.train.DPSGD or per_example_grads"
             )
 
@@ -365,15 +373,23 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
             Embedding with ``max_norm``/``scale_grad_by_freq``, or a source that is not a
             parameter (the model is left unwrapped); at the backward, a tied use whose
             module is in eval mode (Opacus' hooks skip it, so its use would be missing).
-        ValueError: ``batch_first=False``; a layer Opacus' own sampler gets wrong (an
-            Embedding with ``padding_idx`` or ``scale_grad_by_freq``, a Conv with a
-            ``padding_mode`` other than ``"zeros"``), or that it cannot sample (a trainable
+        ValueError: ``batch_first=False``; ``loss_reduction`` not ``"mean"``/``"sum"``;
+            a ``grad_sample_mode`` other than ``"hooks"`` or ``"functorch"`` (and
+            ``force_functorch=True`` where a tied module holds parameters of its own);
+            a model an Opacus wrapper holds already; a layer
+            Opacus' own sampler gets wrong (an Embedding with ``padding_idx`` or
+            ``scale_grad_by_freq``, a Conv with a ``padding_mode`` other than
+            ``"zeros"``, a ``LayerNorm(bias=False)``), or that it cannot sample (a trainable
             ``nn.RNN``/``nn.LSTM``/``nn.GRU``, an ``nn.EmbeddingBag``), naming it; a
             forward that mixes examples; at a forward, a custom ``autograd.Function``
             whose backward mixes them (naming it; Opacus' records of that forward taken back);
             at a backward, a custom ``autograd.Function`` in the loss applied to the
             model's output (naming it, "in the loss"; nothing written).
         ImportError: Opacus is not installed (names the extra).
+
+    Whatever fails, the model is left as it was: an error Opacus raises halfway through
+    its wrapping (its ``validate``, a copy ``tying.core`` refuses) takes back the hooks
+    and parameter marks it had added, and the grad samplers registered here.
 
     Example:
         >>> import torch, tying
@@ -404,6 +420,23 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
         ) from err
     if not kwargs.get("batch_first", True):
         raise ValueError("batch_first must be True: tying's tied-use hooks read the batch first")
+    if not isinstance(loss_reduction, str) or loss_reduction not in ("mean", "sum"):
+        # stop 55: Opacus takes any value here and raises at the first backward, after
+        # the forward's activations were recorded
+        raise ValueError(
+            f"grad_sample_module: loss_reduction must be 'mean' or 'sum' (how the loss "
+            f"reduced the batch), got {loss_reduction!r}"
+        )
+    kwargs = hooks_kwargs(kwargs)
+    if "autograd_grad_sample_hooks" in model.__dict__:
+        # stop 55: Opacus' constructor reset every parameter's grad_sample to None and its
+        # forward counter to 0 before it found its own hooks ("Trying to add hooks twice"),
+        # wiping the live wrapper's per-sample gradients
+        raise ValueError(
+            f"grad_sample_module: the model ({type(model).__name__}) is wrapped by an Opacus "
+            f"GradSampleModule already (it holds autograd_grad_sample_hooks); use that "
+            f"wrapper, or release it first (gsm._close() or gsm.to_standard_module())"
+        )
     slots = _tied_slots(model)  # refuses before anything is registered or wrapped
     uses = [u for u in slots if "source" not in u[3].storage]
     # modules whose slots keep their physical tensor (or a relation's extra, Scaled's scale)
@@ -429,11 +462,42 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
     tied_modules = [m for _, m, _, _ in uses] + list(keepers.values())
     ours = {type(m) for m in tied_modules if any(True for _ in m.parameters(recurse=False))}
     _refuse_functorch_units(model, uses, {*GradSampleModule.GRAD_SAMPLERS, *ours})
+    if kwargs.get("force_functorch", False):
+        owners = [
+            path
+            for path, m, _, _ in slots
+            if any(p.requires_grad for p in m.parameters(recurse=False))  # Opacus samples it
+        ]
+        if owners:
+            # stop 55: functorch samples a module from a copy of it, and a copy of a tied
+            # module is refused by tying.core halfway through Opacus' wrapping, in a
+            # message that sent the user back to this function
+            raise ValueError(
+                f"grad_sample_module: force_functorch=True (grad_sample_mode='functorch') "
+                f"samples every layer from a functorch copy, but {owners[0] or '<root>'} "
+                f"holds a tied slot beside parameters of its own, and a copy cannot keep "
+                f"the tie; leave force_functorch out (Opacus' hooks then sample it with "
+                f"tying's tied-use hooks)"
+            )
+    added = []
     for module in tied_modules:  # Opacus' documented extension point, per class
         cls = type(module)
-        if any(True for _ in module.parameters(recurse=False)):
-            GradSampleModule.GRAD_SAMPLERS.setdefault(cls, _own_params_sampler(base_class(module)))
-    gsm = GradSampleModule(model, loss_reduction=loss_reduction, **kwargs)
+        if any(True for _ in module.parameters(recurse=False)) and cls not in (
+            GradSampleModule.GRAD_SAMPLERS
+        ):
+            GradSampleModule.GRAD_SAMPLERS[cls] = _own_params_sampler(base_class(module))
+            added.append(cls)
+    try:
+        # stop 55: Opacus marks every parameter and hooks module after module before a
+        # later one fails (a BatchNorm its validate refuses, a tied module under
+        # force_functorch=True); the model kept them, so every later plain forward was
+        # refused as wrapped by an Opacus no one held. Now taken back on any failure.
+        with opacus_undo(model):
+            gsm = GradSampleModule(model, loss_reduction=loss_reduction, **kwargs)
+    except BaseException:
+        for cls in added:
+            GradSampleModule.GRAD_SAMPLERS.pop(cls, None)
+        raise
 
     by_module: dict[int, tuple[nn.Module, list]] = {}
     paths: dict[int, str] = {}
