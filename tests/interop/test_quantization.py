@@ -484,7 +484,8 @@ def test_a_hand_tie_of_a_head_to_an_embedding_is_refused_with_a_fix_that_applies
     m["head"].weight = m["emb"].weight  # as HF's tie_word_embeddings does
     with pytest.raises(
         tying.TieError,
-        match=r"Exclude it from quantization, or 'head' \(Linear\) and 'emb' \(Embedding\) "
+        match=r"Exclude it from quantization \(quantize_dynamic\(\.\.\., exclude=\{'head'\}\)\), "
+        r"or 'head' \(Linear\) and 'emb' \(Embedding\) "
         r"cannot be one module.*tying\.Plan\(\[tying\.free\('head\.weight'\)\]\)",
     ):
         quantize_dynamic(m, {nn.Linear})

@@ -63,8 +63,10 @@ from tying.interop.lora_saved import (
     restore_declarations,
     tokens_tuner_ties,
 )
+from tying.interop.lora_unload import SHARED_ATTR, _Unloading, merge_and_unload, unload
 
-SHARED_ATTR = "_tying_shared_adapters"
+__all__ = ["from_pretrained", "get_peft_model", "merge_and_unload", "unload"]
+
 # the regex group that marks, in a saved adapter's exclude_modules, the paths that shared
 # their source's adapter (so from_pretrained can tell them from the user's own exclusions)
 SHARED_GROUP = "tying_shared"
@@ -590,17 +592,6 @@ def _wrap(model: nn.Module, make, shared: dict[str, str], what: str, check=None)
     return pm
 
 
-class _Unloading:
-    """``pm.merge_and_unload`` / ``pm.unload`` through :func:`_unload` (a plain object, as
-    :class:`_AddAdapter`, so pickles and deep copies keep it bound to their own copy)."""
-
-    def __init__(self, pm, how: str) -> None:
-        self.pm, self.how = pm, how
-
-    def __call__(self, *args: Any, **kwargs: Any) -> nn.Module:
-        return _unload(self.pm, self.how, kwargs, args)
-
-
 class _AddAdapter:
     """``pm.add_adapter`` through :func:`_add_adapter`; a plain object holding the model, so
     pickling and deep copies keep it bound to their own copy (a bound method pickles as a
@@ -647,6 +638,7 @@ def _add_adapter(self, adapter_name: str, peft_config, *args: Any, **kwargs: Any
     (:func:`_new_shared_wrappers`, stop 53).
     """
     from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.utils.other import AuxiliaryTrainingWrapper
 
     from tying.core.verify import verify
 
@@ -664,6 +656,7 @@ def _add_adapter(self, adapter_name: str, peft_config, *args: Any, **kwargs: Any
             set_module(base, path, base.get_submodule(src))
         self.__dict__[SHARED_ATTR] = {**had_shared, **originals}
         verify(self)
+        _verify_as_active(self, base, adapter_name)
     except BaseException as err:
         self.__dict__[SHARED_ATTR] = had_shared
         for path, mod in tree:  # parents first: every path gets its original module back
@@ -675,6 +668,9 @@ def _add_adapter(self, adapter_name: str, peft_config, *args: Any, **kwargs: Any
                     adapter_name in getattr(mod, n, {}) for n in names
                 ):
                     mod.delete_adapter(adapter_name)
+                elif isinstance(mod, AuxiliaryTrainingWrapper) and adapter_name in mod._adapters:
+                    # a modules_to_save wrapper of an earlier adapter kept the new copy
+                    mod.delete_adapter(adapter_name, list(mod.active_adapters))
             self.peft_config.pop(adapter_name, None)
         for param, flag in grads:
             param.requires_grad_(flag)
@@ -685,6 +681,41 @@ def _add_adapter(self, adapter_name: str, peft_config, *args: Any, **kwargs: Any
             ) from None
         raise
     return out
+
+
+def _verify_as_active(pm, base: nn.Module, adapter_name: str) -> None:
+    """``tying.verify`` of ``pm`` as its forward runs once ``pm.set_adapter(adapter_name)``.
+
+    peft's ``add_adapter`` leaves the earlier adapter active, so the verify before passes
+    while a new ``modules_to_save`` copy of a head tied to the embedding (HF's own
+    ``tie_word_embeddings``) waits for ``set_adapter``: then the head ran its copy and the
+    embedding the original, trained apart with no error (stop 55: a second adapter without
+    ``ensure_weight_tying``, or with it after a first adapter's copies, where peft gives the
+    head a copy and the embedding none). Only the adapter names the wrappers read are
+    switched, and put back (``requires_grad`` is not touched).
+    """
+    from tying.core.verify import verify
+
+    switched = [
+        (m, m.__dict__["_active_adapter"])
+        for m in base.modules()
+        if "_active_adapter" in m.__dict__ and hasattr(type(m), "active_adapters")
+    ]
+    try:
+        for mod, _ in switched:
+            mod.__dict__["_active_adapter"] = [adapter_name]
+        verify(pm)
+    except TieError as err:
+        raise TieError(
+            f"with the new adapter active (pm.set_adapter({adapter_name!r})), {err} (peft's "
+            f"add_adapter / load_adapter ties modules_to_save copies across HF's embedding tie "
+            f"only where no earlier adapter copied the head or the embedding; make or load "
+            f"this adapter on a fresh model instead: tying.interop.lora.get_peft_model / "
+            f"tying.interop.lora.from_pretrained)"
+        ) from None
+    finally:
+        for mod, active in switched:
+            mod.__dict__["_active_adapter"] = active
 
 
 def _new_shared_wrappers(pm, base: nn.Module, adapter_name: str, peft_config) -> dict[str, str]:
@@ -761,137 +792,3 @@ def _new_shared_wrappers(pm, base: nn.Module, adapter_name: str, peft_config) ->
             f"{said}; the adapter was not added and the model was left as it was"
         ) from None
     return shared
-
-
-def merge_and_unload(peft_model, **kwargs: Any) -> nn.Module:
-    """Merge every adapter exactly once per physical tensor and give back the tied base model.
-
-    peft's own ``peft_model.merge_and_unload()`` on a model from :func:`get_peft_model` or
-    :func:`from_pretrained` runs this function (it used to leave a shared wrapper at one of
-    its paths, or the declarations inside peft's wrappers, and ``tying.verify`` reported the
-    merged model broken).
-
-    Args:
-        peft_model: a ``PeftModel`` from :func:`get_peft_model`.
-        **kwargs: passed to peft's ``merge_and_unload``.
-
-    Returns:
-        The base model with the deltas merged; its ties are as before the
-        adapters (``tying.verify`` passes) and its outputs equal the adapter
-        model's (to float rounding).
-
-    Raises:
-        TieError: when an adapter sits on a tied weight in a way one merge cannot
-            serve (e.g. plain ``peft.get_peft_model`` on a tied ``lm_head``),
-            naming the tie, before anything is merged.
-
-    Example:
-        >>> import torch, tying, peft
-        >>> from tying.interop.lora import get_peft_model, merge_and_unload
-        >>> m = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8))
-        >>> _ = tying.Plan([tying.share("2", like="0")]).apply(m)
-        >>> pm = get_peft_model(m, peft.LoraConfig(r=2, target_modules=["0", "2"], init_lora_weights=False))
-        >>> x = torch.randn(3, 8)
-        >>> with torch.no_grad():
-        ...     y = pm(x)
-        >>> merged = merge_and_unload(pm)
-        >>> torch.allclose(merged(x), y, atol=1e-5), merged[2].weight is merged[0].weight
-        (True, True)
-    """
-    return _unload(peft_model, "merge_and_unload", kwargs)
-
-
-def unload(peft_model) -> nn.Module:
-    """Take every adapter off, unmerged, and give back the tied base model.
-
-    Plain peft's ``unload()`` on a model from :func:`get_peft_model` took the
-    shared wrapper off one path only: the other tied path kept it and still
-    added the delta (a stack of two tied embeddings: outputs 6.9 away from the
-    base model's, no error; only ``tying.verify`` named it). Stop 26 review.
-
-    Args:
-        peft_model: a ``PeftModel`` from :func:`get_peft_model` (or
-            :func:`from_pretrained`).
-
-    Returns:
-        The base model without the adapters: its weights, ties and outputs as
-        before :func:`get_peft_model` (``tying.verify`` passes).
-
-    Raises:
-        TieError: when an adapter sits on a tied weight in a way the shared
-            wrappers do not explain (plain peft on a tied weight), naming the tie.
-
-    Example:
-        >>> import torch, tying, peft
-        >>> from tying.interop.lora import get_peft_model, unload
-        >>> m = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8))
-        >>> _ = tying.Plan([tying.share("2", like="0")]).apply(m)
-        >>> x = torch.randn(3, 8)
-        >>> with torch.no_grad():
-        ...     y = m(x)
-        >>> pm = get_peft_model(m, peft.LoraConfig(r=2, target_modules=["0", "2"], init_lora_weights=False))
-        >>> base = unload(pm)
-        >>> torch.equal(base(x), y), base[2].weight is base[0].weight
-        (True, True)
-    """
-    return _unload(peft_model, "unload", {})
-
-
-def _unload(peft_model, how: str, kwargs, args=()) -> nn.Module:
-    """peft's ``merge_and_unload`` / ``unload``, then every shared wrapper's paths put back."""
-    from tying.core.verify import verify
-
-    if is_prompt_learning(peft_model):
-        peft_type = peft_model.peft_config[peft_model.active_adapter].peft_type
-        kind = getattr(peft_type, "value", peft_type)
-        raise TypeError(
-            f"{how}: the active adapter {peft_model.active_adapter!r} is {kind}, a prompt-"
-            f"learning method: it adds virtual tokens and changes no weight of the model, so "
-            f"there is nothing to {'merge' if how == 'merge_and_unload' else 'unload'} (peft "
-            f"has no {how} for it either); pm.get_base_model() is the base model, ties as before"
-        )
-    verify(peft_model)  # refuses an adapter on a tied weight, naming the tie
-    originals = peft_model.__dict__.pop(SHARED_ATTR, {})
-    base_inv = Inventory(peft_model.base_model.model)
-    sources = {}
-    for path in originals:
-        wrapper = base_inv.modules[path]
-        sources[path] = next(
-            p for p, m in base_inv.modules.items() if m is wrapper and p not in originals
-        )
-    # the tuner class's own method: the attributes of that name are this module's (_Unloading)
-    tuner = peft_model.base_model
-    merged = getattr(type(tuner), how)(tuner, *args, **kwargs)
-    restore_declarations(peft_model)  # each copied module is back at its path
-    for path, original in originals.items():
-        src = sources[path]
-        at_src = merged.get_submodule(src)
-        if is_adapter(at_src):  # peft replaced the wrapper under one path only
-            set_module(merged, src, at_src.get_base_layer())
-        set_module(merged, path, original)
-    _forget_adapter_hand_ties(merged)
-    verify(merged)
-    return merged
-
-
-def _forget_adapter_hand_ties(model: nn.Module) -> None:
-    """Drop the declared hand ties that ran through adapter internals (``base_layer``,
-    ``lora_*``): a plan applied while shared adapters were in place (stop 30 review:
-    ``tying.hf.resize_token_embeddings`` re-applies the plan) declared the shared
-    wrapper's parameters at each of its paths as hand ties, and once the adapters are
-    merged those paths are gone, so ``merge_and_unload`` merged correctly and then raised
-    "declared ties broken"."""
-    from tying.core.plan import DECLARED_ATTR
-
-    def inside_adapter(path: str | None) -> bool:
-        return bool(path) and any(
-            part == "base_layer" or part.startswith("lora_") for part in path.split(".")
-        )
-
-    for _, mod in model.named_modules():
-        declared = mod.__dict__.get(DECLARED_ATTR)
-        if not declared:
-            continue
-        for target, spec in list(declared.items()):
-            if spec.get("hand") and (inside_adapter(target) or inside_adapter(spec.get("like"))):
-                del declared[target]

@@ -79,22 +79,18 @@ def prune(model: nn.Module, path: str, method: Callable[..., nn.Module], **kwarg
         >>> torch_prune.remove(m[0], "weight") is m[0], tying.verify(m)
         (True, 4)
     """
-    if not isinstance(path, str):
-        # a list or tuple of paths failed with "unhashable type: 'list'"
-        raise TypeError(
-            f"prune: path must be one slot path (str), got {type(path).__name__} {path!r}; "
-            f"call prune once per slot, or torch.nn.utils.prune.global_unstructured over the "
-            f"physical tensors for one global threshold"
-        )
+    # a list or tuple of paths failed with "unhashable type: 'list'"
+    fix = (
+        "call prune once per slot, or torch.nn.utils.prune.global_unstructured over the "
+        "physical tensors for one global threshold"
+    )
+    _check_path("prune", path, fix)
     if not callable(method):
         raise TypeError(
             f"prune: method must be a torch.nn.utils.prune function (e.g. "
             f"torch.nn.utils.prune.l1_unstructured), got {type(method).__name__} {method!r}"
         )
-    inv = Inventory(model)
-    if path not in inv.slots:
-        raise TieError(f"prune: {path!r} is not a parameter of the model{inv.closest(path)}")
-    hops, _, info = _follow_same(inv, path)
+    inv, hops, _, info = _follow_same("prune", model, path)
     if info is not None:
         raise TieError(
             f"prune: {path!r} reads {info.source or 'its own storage'} via "
@@ -167,15 +163,8 @@ def remove(model: nn.Module, path: str) -> str:
     from torch.nn.utils import prune as torch_prune
     from torch.nn.utils.prune import BasePruningMethod
 
-    if not isinstance(path, str):
-        raise TypeError(
-            f"remove: path must be one slot path (str), got {type(path).__name__} {path!r}; "
-            f"call remove once per slot"
-        )
-    inv = Inventory(model)
-    if path not in inv.slots:
-        raise TieError(f"remove: {path!r} is not a parameter of the model{inv.closest(path)}")
-    hops, chain, info = _follow_same(inv, path)
+    _check_path("remove", path, "call remove once per slot")
+    inv, hops, chain, info = _follow_same("remove", model, path)
     if info is not None:
         src = inv.slots.get(info.source) if info.source else None
         fix = (
@@ -203,18 +192,33 @@ def remove(model: nn.Module, path: str) -> str:
     return hops
 
 
-def _follow_same(inv: Inventory, path: str) -> tuple[str, list[str], object]:
+def _check_path(what: str, path: object, fix: str) -> None:
+    """Refuse a ``path`` that is not one slot path (str), naming ``what`` and ``fix``."""
+    if not isinstance(path, str):
+        raise TypeError(
+            f"{what}: path must be one slot path (str), got {type(path).__name__} {path!r}; {fix}"
+        )
+
+
+def _follow_same(
+    what: str, model: nn.Module, path: str
+) -> tuple[Inventory, str, list[str], object]:
     """Follow ``path``'s ``Same`` ties to the tensor that holds its values.
 
-    Returns ``(physical path, the hops "a <- b" taken, None)``, or, at the first tie that
-    is not a plain ``Same`` read of a source (a relation, or storage of its own), the path
-    reached so far, the hops and that tie's slot info (the caller refuses it by name).
+    Returns ``(the model's inventory, physical path, the hops "a <- b" taken, None)``, or,
+    at the first tie that is not a plain ``Same`` read of a source (a relation, or storage
+    of its own), the path reached so far, the hops and that tie's slot info (the caller
+    refuses it by name). A ``path`` that is no slot of ``model`` is refused for ``what``,
+    naming the closest.
     """
+    inv = Inventory(model)
+    if path not in inv.slots:
+        raise TieError(f"{what}: {path!r} is not a parameter of the model{inv.closest(path)}")
     hops, chain = path, []
     while inv.slots[hops].is_tied:
         info = inv.slots[hops]
         if type(info.tie.relation) is not Same or "source" in info.tie.storage or not info.source:
-            return hops, chain, info
+            return inv, hops, chain, info
         chain.append(f"{hops} <- {info.source}")
         hops = info.source
-    return hops, chain, None
+    return inv, hops, chain, None

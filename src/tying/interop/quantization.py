@@ -79,9 +79,18 @@ def _check_hand(inv: Inventory, selected: set[str], what: str) -> None:
             f"{what}: the hand-made tie {target} <- {source} (one nn.Parameter in two "
             f"modules) touches {touched!r}, which would be quantized: each module would "
             f"get its own quantized copy and the tie would be lost. Exclude it from "
-            f"quantization, or "
+            f"quantization ({_exclude_fix(what, touched)}), or "
             f"{hand_tie_fix(target, t.module, s.module, t.module_path, s.module_path)}"
         )
+
+
+def _exclude_fix(what: str, path: str) -> str:
+    """How ``what`` (``quantize_dynamic`` / ``quantize_``) leaves module ``path`` in float:
+    each takes its own argument (the refusals named ``exclude=`` to ``quantize_``, which has
+    none, and ``filter_fn`` to ``quantize_dynamic``, which has none)."""
+    if what == "quantize_":
+        return f"quantize_(..., filter_fn=...) returning False for the fqn {path!r}"
+    return f"quantize_dynamic(..., exclude={{{path!r}}})"
 
 
 def _check_pruned(inv: Inventory, selected: set[str], what: str) -> None:
@@ -128,7 +137,7 @@ def _check(inv: Inventory, selected: set[str], what: str) -> dict[str, str]:
             f"({info.tie.relation!r}) touches {touched!r} "
             f"which would be quantized; only a module tied whole (every parameter, Same) to another "
             f"of its class can share one quantized module. Exclude it from quantization "
-            f"(quantize_dynamic(..., exclude={{{touched!r}}}) or a filter_fn), or untie "
+            f"({_exclude_fix(what, touched)}), or untie "
             f"it first (tying.Plan([tying.free({info.path!r})]).apply(model))"
         )
     return {t: s for t, s in whole.items() if t in selected}
