@@ -10,6 +10,8 @@
   step solved by the Schur complement (:mod:`tying.fit.schur`) in O(K).
   Bounds are kept by a projected step: parameters at a bound whose gradient
   points outward are held for that step, and the step is clipped to the box.
+  A step after which some parameter no longer changes the model (its Jacobian column
+  collapsed into the underflow of ``exp``, :data:`LOST_COLUMN`) is taken back and damped.
 - ``"trf"``: ``scipy.optimize.least_squares(method="trf")``: the exact trust-region
   solver on the dense Jacobian for a small problem that ``"lm"`` gives MINPACK (one data
   set or shared parameters only, at most :data:`DENSE_MAX_PARAMETERS` parameters and
@@ -72,6 +74,9 @@ NEWTON_SIGMAS = 1e-6
 MAX_PUSHES = 50
 #: steps refused in a row while the stop tests are held, before the same verdict
 MAX_REFUSED = 20
+#: a step after which a Jacobian column's largest entry is below this fraction of what it
+#: was is taken back (:func:`_lost_columns`)
+LOST_COLUMN = 1e-100
 _EPS = float(np.finfo(float).eps)  # the smallest tolerance scipy's trf tests honour
 _MINPACK_SUCCESS = {
     1: "ftol: relative reduction of chi2 <= ftol",
@@ -164,11 +169,25 @@ def levenberg_marquardt(
     pending, pushes, short, hold, refused = "", 0, "", False, 0
     nfree = max(data.n_points - pmap.n_physical, 1)
     ynorm = float(np.linalg.norm((data.y * data.weight)[data.mask]))
+    # the point before the last accepted step, its Jacobian's largest entries and blocks:
+    # a step that left a parameter no effect on the model is taken back (_lost_columns)
+    back, lost = None, 0
     for niter in range(1, tol.max_iter + 1):  # noqa: B007 (niter is reported after the loop)
         if need_jac:
             jw = jac_mod.weighted(ev.jacobian(theta), data)
+            big = column_max(jw, pmap)
+            if back is not None and lost < MAX_REFUSED and _lost_columns(back[-1], big):
+                # stop 55: a step with a poor gain ratio (accepted, as MINPACK accepts
+                # one over 1e-4) cut a Gaussian's width 0.34 -> -2.5e-4, where the peak
+                # underflows at every x and no derivative can bring it back (chi2 5539
+                # where lmfit, whose step landed at -3.5e-3, reaches 244): back to the
+                # point before, with the damping raised as for a refused step
+                theta, model, r, cost, h, g, grad, frozen, _ = back
+                lam, nu, lost, back, need_jac = lam * nu, nu * 2, lost + 1, None, False
+                pending = ""
+                continue
             if units is None:  # fixed at the first Jacobian: one set of units throughout
-                units = _units(column_max(jw, pmap))
+                units = _units(big)
             h, g = jac_mod.normal_blocks(jw * units[pmap.index][:, None, :], r)
             grad = jac_mod.gradient(g, pmap)
             diag = schur.diagonal(h, pmap.index, pmap.n_physical)
@@ -227,6 +246,7 @@ def levenberg_marquardt(
         rho = actual / predicted if predicted > 0 else -1.0
         small = abs(actual) <= tol.ftol * cost and 0 <= predicted <= tol.ftol * cost
         if rho > 1e-4:
+            back = (theta, model, r, cost, h, g, grad, frozen, big)
             theta, model, r, cost = new, new_model, new_r, new_cost
             lam *= max(1 / 3, 1 - (2 * rho - 1) ** 3)
             nu = 2.0
@@ -262,6 +282,16 @@ def levenberg_marquardt(
             f"solver='trf' or other starting values"
         )
     return SolverOutput(theta, model, cost, niter, success, message)
+
+
+def _lost_columns(before: np.ndarray, after: np.ndarray) -> bool:
+    """Whether a step left some parameter with no effect on the model: its Jacobian
+    column's largest entry ``after`` fell below :data:`LOST_COLUMN` of ``before`` (0 where
+    a peak's width or a rate crossed into the underflow of ``exp``). From there no
+    derivative can bring the parameter back; a column shrinking towards a true minimum
+    (``b`` of ``a·x + b**2``) shrinks by far less in one step."""
+    ok = (before > 0) & np.isfinite(before)  # an overflowing column is named elsewhere
+    return bool(np.any(ok & (after <= LOST_COLUMN * np.where(ok, before, 0.0))))
 
 
 def minpack(
