@@ -41,6 +41,7 @@ from tying.core.checkpoint import _refuse_meta_device, save_state
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory
 from tying.core.outside import WRAPPER_SEGMENTS
+from tying.core.outside import canonical as _canonical
 from tying.core.verify import ties, verify
 from tying.distributed_agreement import refuse_rank_values
 from tying.distributed_wrapping import (  # noqa: F401  (re-exported: td.<name> as before)
@@ -522,7 +523,8 @@ def dcp_load(model: nn.Module, checkpoint_id, optimizer: torch.optim.Optimizer |
 
     Raises:
         TieError: the checkpoint ties otherwise, stores a tied slot as its own tensor,
-            lacks a tensor of the model or holds one of another shape or dtype (dcp.load
+            stores two different values under the two names of one tensor the model
+            shares (a hand-made tie, from a plain ``dcp.save`` of an untied model), lacks a tensor of the model or holds one of another shape or dtype (dcp.load
             would cast it); the ranks' folders hold different checkpoints (each rank would
             load its own); nothing was loaded.
         RuntimeError: on every other rank, when one rank refused (that rank raises its own).
@@ -591,6 +593,13 @@ def dcp_load(model: nn.Module, checkpoint_id, optimizer: torch.optim.Optimizer |
                 raise TieError(
                     f"{where} ties otherwise than this model ({'; '.join(diff[:10])}); {fix}"
                 )
+        else:
+            # stop 55: a checkpoint of plain dcp.save stores a tensor the model shares (one
+            # Parameter under two names: lm_head.weight is embed.weight) under both names,
+            # and dcp.load read both into the one storage: the last name's value won and
+            # the other was dropped with no error (an untied model's embedding replaced by
+            # its head). Such a pair must hold one value in the checkpoint
+            _refuse_shared_apart(checkpoint_id, stored, inner, where, fix)
         if optimizer is not None and not any(k.startswith("optim.") for k in stored):
             raise TieError(
                 f"{where} holds no optimizer state (no 'optim' entry: it was saved without "
@@ -631,6 +640,52 @@ def dcp_load(model: nn.Module, checkpoint_id, optimizer: torch.optim.Optimizer |
     if optimizer is not None:
         set_optimizer_state_dict(inner, optimizer, state["optim"])
     verify(inner)
+
+
+def _refuse_shared_apart(checkpoint_id, stored: dict, inner: nn.Module, where, fix) -> None:
+    """Refuse a checkpoint holding two values for the two names of one shared tensor.
+
+    A tie whose target and source are both in the model's state dict, as one tensor, is
+    one tensor under two names (an identity tie, a hand-made tie), which ``dcp.load``
+    fills once per name. Only those pairs are read (each rank alone, no collective).
+    """
+    import torch.distributed.checkpoint as dcp
+
+    want = inner.state_dict(keep_vars=True)
+    pairs = []
+    for t in ties(inner):
+        target = _canonical(t.target)
+        source = None if t.source is None else _canonical(t.source)
+        if source is None or target not in want or source not in want:
+            continue
+        if want[target] is not want[source]:  # two tensors: each loads its own name
+            continue
+        if f"model.{target}" in stored and f"model.{source}" in stored:
+            pairs.append((target, source))
+    if not pairs:
+        return
+    names = {n for pair in pairs for n in pair}
+    holder = {
+        "model": {n: torch.empty(want[n].shape, dtype=want[n].dtype, device="cpu") for n in names}
+    }
+    with warnings.catch_warnings():  # no_dist: each rank reads it alone, no collective
+        warnings.filterwarnings("ignore", "torch.distributed is disabled")
+        dcp.load(holder, checkpoint_id=checkpoint_id, no_dist=True)
+    got = holder["model"]
+    apart = [
+        f"{target} vs {source} (max difference "
+        f"{(got[target].double() - got[source].double()).abs().max().item():.4g})"
+        for target, source in pairs
+        if not torch.equal(got[target], got[source])
+    ]
+    if apart:
+        raise TieError(
+            f"{where} stores different values for names this model reads as one tensor "
+            f"({'; '.join(apart[:10])}): it was saved from a model without that tie, and "
+            f"loading would keep one of the two and drop the other; load it into a model "
+            f"without that tie (tying.Plan([tying.free(...)]).apply(model) or an untied "
+            f"build), or {fix}"
+        )
 
 
 def _rank() -> int:
