@@ -665,7 +665,9 @@ def _wait_ended(proc, deadline: float) -> None:
             time.sleep(0.005)
 
 
-def _crashed_record(id: str, size: str, seed: int, exc: BaseException) -> RunRecord:
+def _error_record(id: str, size: str, seed: int, **fields: Any) -> RunRecord:
+    """An ``"error"`` record of ``id`` that no run of it produced (its worker crashed, or
+    was stopped at the timeout)."""
     spec = get(id)
     return RunRecord(
         id=spec.id,
@@ -676,6 +678,15 @@ def _crashed_record(id: str, size: str, seed: int, exc: BaseException) -> RunRec
         seed=seed,
         status="error",
         source=spec.source,
+        **fields,
+    )
+
+
+def _crashed_record(id: str, size: str, seed: int, exc: BaseException) -> RunRecord:
+    return _error_record(
+        id,
+        size,
+        seed,
         error="the worker process running it failed:\n"
         + "".join(traceback.format_exception(exc))
         + (_BROKEN_HINT if isinstance(exc, cf.process.BrokenProcessPool) else ""),
@@ -825,15 +836,10 @@ def _seconds(timeout: float) -> str:
 
 def _timed_out_record(id: str, size: str, seed: int, timeout: float) -> RunRecord:
     spec = get(id)
-    return RunRecord(
-        id=spec.id,
-        title=spec.title,
-        claim=spec.claim,
-        chapter=spec.chapter,
-        size=size,
-        seed=seed,
-        status="error",
-        source=spec.source,
+    return _error_record(
+        id,
+        size,
+        seed,
         key_figure=f"timed out after {_seconds(timeout)} s",
         runtime_s=timeout,
         error=(
