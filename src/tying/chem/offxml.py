@@ -29,6 +29,7 @@ from importlib import metadata
 from typing import Any
 
 from tying.chem.errors import ForceFieldNotFoundError, OffxmlError
+from tying.chem.old_spec import upgrade
 from tying.chem.read_only import read_only
 from tying.chem.schema import read_header, read_parameter, version_in
 from tying.chem.units import Quantity
@@ -438,6 +439,9 @@ def _shortened(text: str, keep: int = 60) -> str:
 def load_force_field(name: str | pathlib.Path = "openff-2.3.0") -> ForceField:
     """Read a SMIRNOFF force field by name or path (read once per file, then shared).
 
+    A file in SMIRNOFF 0.1 or 0.2 (units in ``*_unit`` attributes, OpenMM section names)
+    is converted to 0.3 as the OpenFF toolkit converts it (:mod:`tying.chem.old_spec`).
+
     Args:
         name: e.g. ``"openff-2.3.0"`` (Sage 2.3), ``"openff-1.0.0"`` (Parsley), or a path.
 
@@ -495,9 +499,12 @@ def _parse(path: pathlib.Path, data: bytes, digest: str) -> ForceField:
         root = ET.fromstring(data)
     except ET.ParseError as err:
         raise OffxmlError(f"{path}: not a readable XML file ({err})") from err
-    if root.tag != "SMIRNOFF":
+    if root.tag not in ("SMIRNOFF", "SMIRFF"):  # SMIRFF: 0.1 only (old_spec.upgrade)
         raise OffxmlError(f"{path}: expected a <SMIRNOFF> document, got <{root.tag}>")
     _check_document_version(path, root.get("version"))
+    # 0.1/0.2 files (units in *_unit attributes, OpenMM section names) read as the
+    # toolkit reads them, converted to 0.3 (they were refused before stop 55)
+    root = upgrade(path.name, root)
     _check_root_attributes(path, root)
     _check_no_loose_text(path.name, "<SMIRNOFF>", root)
     sections: dict[str, Section] = {}

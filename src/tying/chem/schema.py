@@ -448,7 +448,7 @@ def read_parameter(where: str, section: str, attributes: Mapping[str, str]) -> d
         ]
         raise OffxmlError(
             f"{where}: unknown attribute {key}={text!r}; {a_or_an(section)} parameter has: "
-            f"{', '.join(known)}; fix its name or remove it"
+            f"{', '.join(known)}; {_unit_fix(key)}"
         )
     for prefix, terms in mapped.items():
         if sorted(terms) != list(range(1, len(terms) + 1)):
@@ -644,7 +644,7 @@ def _check_header(
         if key not in spec.attributes:
             raise OffxmlError(
                 f"{where}: unknown attribute {key}={value!r} of a <{section}> section; it "
-                f"takes: {', '.join(['version', *spec.attributes])}; fix its name or remove it"
+                f"takes: {', '.join(['version', *spec.attributes])}; {_unit_fix(key)}"
             )
         allowed = spec.attributes[key]
         if allowed and value.strip() not in allowed:
@@ -669,6 +669,20 @@ def _check_header(
                     f"(and Interchange) only apply {key} = {fixed:g}, and refuse the file "
                     f"otherwise; write {fixed:g} or remove the attribute"
                 )
+
+
+def _unit_fix(key: str) -> str:
+    """The fix for an unknown attribute; for ``X_unit``, where units are written in 0.3."""
+    if key.endswith("_unit") and len(key) > len("_unit"):
+        # The toolkit reads X_unit only in SMIRNOFF 0.1/0.2 documents (old_spec), and
+        # refuses it in 0.3 as an unknown attribute too.
+        base = key[: -len("_unit")]
+        return (
+            f"a unit attribute is read in SMIRNOFF 0.1 and 0.2 documents only (the OpenFF "
+            f"toolkit refuses it in 0.3 too): write the unit into each value "
+            f'({base}="1.5 * <unit>") and remove {key}'
+        )
+    return "fix its name or remove it"
 
 
 def version_in(text: str, lo: str, hi: str) -> bool:
