@@ -29,6 +29,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 from scipy.linalg import cho_factor, solve_triangular
 
@@ -352,14 +354,23 @@ class GaussianHMM(BaseHMM):
         spec = self.ties
         if spec is None:
             return {"covars": "all"}
-        if isinstance(spec, dict):
-            if spec.get("covars", "all") != "all":
+        if isinstance(spec, Mapping):  # any mapping StateTies reads, not only a dict
+            covars = spec.get("covars", "all")
+            if not (isinstance(covars, str) and covars == "all"):  # groups may be arrays
                 raise ValueError(
                     f"covariance_type='tied' shares one covariance among all states, but ties "
-                    f"gives covars={spec['covars']!r}; use covariance_type='full' with those "
+                    f"gives covars={covars!r}; use covariance_type='full' with those "
                     f"covariance groups instead"
                 )
             return {**spec, "covars": "all"}
+        if isinstance(spec, StateTies) and "covars" in spec.group_of:  # a model's ties_
+            if not spec.group_of["covars"].any():  # one covariance group: what 'tied' is
+                return spec
+            raise ValueError(
+                f"covariance_type='tied' shares one covariance among all states, but ties "
+                f"(a StateTies) groups covars as {spec.groups('covars')}; use "
+                f"covariance_type='full' with those covariance groups instead"
+            )
         raise ValueError(
             "covariance_type='tied' takes its ties as a dict; with tying.share rules use "
             "covariance_type='full' and a rule tying every 'covars.*' to 'covars.0'"
