@@ -81,6 +81,65 @@ def _check_rate(name: str, value) -> None:
         )
 
 
+def _refuse_running_stats(owner: str, model: nn.Module) -> None:
+    """A norm layer that updates running statistics in training mode, refused by name.
+
+    The inner loop is ``torch.func.grad``, which cannot write a buffer in place: a
+    BatchNorm in training mode failed deep inside torch ("attempted to call in-place
+    operation (aten::add_.Tensor) that would mutate a captured Tensor"), naming neither
+    the layer nor the fix (stop 55).
+    """
+    for path, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._NormBase) and m.training and m.track_running_stats:
+            raise ValueError(
+                f"{owner}: {path or '<root>'} is a {type(m).__name__} in training mode, which "
+                f"writes its running statistics in place at every forward; the inner loop "
+                f"(torch.func.grad) cannot. Call model.eval() (running statistics as they "
+                f"are), or build it with track_running_stats=False (each set's own batch "
+                f"statistics)"
+            )
+
+
+def _rows(t) -> int | None:
+    return t.shape[0] if isinstance(t, torch.Tensor) and t.ndim else None
+
+
+def _check_rows(what: str, x, y, fix: str = "or adapt with steps=0") -> None:
+    """A set of examples: rows in ``x`` and as many in ``y`` (stop 55).
+
+    An empty support set gave a mean loss of NaN whose gradient is 0, so ``adapt``
+    returned the shared init as the "adapted" weights, with no error.
+    """
+    nx, ny = _rows(x), _rows(y)
+    if nx == 0:
+        raise ValueError(
+            f"{what} has no rows (x of shape {tuple(x.shape)}): a mean loss over no "
+            f"examples is NaN with gradient 0, so nothing is adapted or measured; give "
+            f"every task examples, {fix}"
+        )
+    if nx is not None and ny is not None and nx != ny:
+        raise ValueError(
+            f"{what} has {nx} inputs but {ny} targets; x and y must hold the same rows"
+        )
+
+
+def _check_task_batch(xs, ys, xq, yq) -> None:
+    """``meta_loss``'s four tensors: one shared number of tasks (> 0), rows in each set."""
+    counts = {n: _rows(t) for n, t in (("xs", xs), ("ys", ys), ("xq", xq), ("yq", yq))}
+    if len(set(counts.values())) != 1 or None in counts.values():
+        raise ValueError(
+            f"meta_loss: xs, ys, xq, yq must be tensors with one leading task dimension of "
+            f"the same size, got {counts}"
+        )
+    if counts["xs"] == 0:
+        raise ValueError(
+            "meta_loss: the batch holds no task (xs of shape "
+            f"{tuple(xs.shape)}): the mean query loss over no task is NaN; draw at least "
+            f"one task"
+        )
+    _check_rows("meta_loss: each query set", xq[0], yq[0], "or draw query examples for every task")
+
+
 class FastSlow:
     """Split ``model``'s parameters into fast (matching ``fast``) and slow (the rest).
 
@@ -223,6 +282,12 @@ class FastSlow:
             The task's fast weights (differentiable w.r.t. the slow ones unless
             ``first_order``).
 
+        Raises:
+            ValueError: ``steps`` not an int >= 0, a bad ``lr``; with ``steps`` > 0, a
+                support set with no rows or with different numbers of rows in ``x`` and
+                ``y``, or a BatchNorm (any layer with running statistics) in training
+                mode, named (``torch.func.grad`` cannot write its buffers).
+
         Example:
             >>> import torch
             >>> from tying.train import FastSlow
@@ -239,6 +304,9 @@ class FastSlow:
         if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
             # range(-1) ran no step: the "adapted" weights were the init, with no error
             raise ValueError(f"adapt: steps must be an int >= 0, got {steps!r}")
+        if steps:
+            _check_rows("adapt: the support set", x, y)
+            _refuse_running_stats("adapt", self.model)
         if lr is not None:
             _check_rate("adapt: lr", lr)
         rates = {
@@ -273,7 +341,18 @@ class FastSlow:
 
         Returns:
             A scalar; its gradient trains the slow weights and the fast weights' init.
+
+        Raises:
+            ValueError: no task, or a task batch whose four tensors disagree on the number
+                of tasks; a support set with no rows (while ``inner_steps`` > 0) or a query
+                set with no rows (a mean loss over no rows is NaN, and its gradient 0: the
+                "adapted" weights were the init, or the meta-loss NaN, with no error);
+                inputs and targets with different numbers of rows; a BatchNorm in
+                training mode (named).
         """
+
+        _check_task_batch(xs, ys, xq, yq)
+        _refuse_running_stats("meta_loss", self.model)
 
         def one(xs, ys, xq, yq):
             fast = self.adapt(loss_fn, xs, ys)
@@ -305,7 +384,10 @@ class FastSlow:
         Raises:
             ValueError: ``meta_steps`` not an int >= 0 (``range(-1)`` ran no step and
                 returned an empty history, the model untrained, with no error); ``lr``
-                not a finite number >= 0 (a bool included).
+                not a finite number >= 0 (a bool included); a task batch
+                :meth:`meta_loss` refuses.
+            FloatingPointError: a meta-loss or gradient that is not finite; that step is
+                not taken (the parameters are as the previous step left them).
         """
         if (
             isinstance(meta_steps, bool)
@@ -321,11 +403,34 @@ class FastSlow:
         params = [p for p in self.model.parameters() if p.requires_grad]
         opt = torch.optim.Adam(params + list(self.inner_lrs.values()), lr=lr)
         history = []
-        for _ in range(meta_steps):
+        for step in range(meta_steps):
             xs, ys, xq, yq = sample_tasks(generator)
             opt.zero_grad(set_to_none=True)
             loss = self.meta_loss(loss_fn, xs, ys, xq, yq)
             loss.backward()
+            # stop 55: a NaN/inf meta-loss (a NaN in one task's data, a diverging inner
+            # loop) went into Adam, which wrote NaN into every slow weight, with no error
+            # (history read nan from there on). Refused before the step: the model is as
+            # the last finite step left it.
+            bad = [
+                n
+                for n, p in self._outer_params()
+                if p.grad is not None and not bool(torch.isfinite(p.grad).all())
+            ]
+            if not bool(torch.isfinite(loss.detach())) or bad:
+                opt.zero_grad(set_to_none=True)
+                raise FloatingPointError(
+                    f"meta_fit: at step {step} the meta-loss was {loss.item():.4g} and the "
+                    f"gradient of {bad[:4] or 'no parameter'} not finite; the step was not "
+                    f"taken (the parameters are as before it; {len(history)} earlier steps "
+                    f"of this call were taken). Check the tasks sample_tasks drew for "
+                    f"NaN/inf, or lower inner_lr / lr"
+                )
             opt.step()
             history.append(loss.item())
         return history
+
+    def _outer_params(self) -> list[tuple[str, torch.Tensor]]:
+        """The tensors the outer loop trains, by name (the learned inner rates too)."""
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        return named + [(f"inner_lr[{n}]", p) for n, p in self.inner_lrs.items()]

@@ -272,11 +272,13 @@ def fit_multitask(
 
     Raises:
         ValueError: ``len(data)`` differs from the number of tasks, an unknown method,
-            ``lam`` negative, NaN or infinite, ``lr`` a bool, an edge naming a missing
-            task, ``steps`` not an int >= 0, a task with no rows,
-            a task whose targets are not shaped as the net's outputs (an ``(N,)`` target
+            ``lam`` negative, NaN or infinite, ``lr`` not a finite number > 0 (0 returned
+            the net untrained), an edge naming a missing task, ``steps`` not an int >= 0,
+            a task with no rows, a task whose targets are not shaped as the net's outputs (an ``(N,)`` target
             against ``(N, 1)`` outputs would broadcast to ``(N, N)``), rows that differ
             between ``X`` and ``y``, or NaN/inf data.
+        TypeError: ``lam`` not a real number (a bool, a string, a tensor of more than one
+            element).
         FloatingPointError: the loss became NaN/inf; the net is first put back to its
             last parameters with a finite loss.
 
@@ -298,8 +300,7 @@ def fit_multitask(
         )
     if method not in ("adam", "lbfgs"):
         raise ValueError(f"method must be 'adam' or 'lbfgs', got {method!r}")
-    if isinstance(lr, bool):  # torch's optimizers took lr=True for 1.0, with no error
-        raise ValueError(f"fit_multitask: lr must be a finite number > 0, got {lr!r}")
+    _check_lr(lr)
     # a list once: a generator of edges was used up by the check, and the penalty then
     # read no edge at every step (λ ignored, the tasks fitted apart; stop 41)
     edges = _check_settings(net, edges, lam, steps)
@@ -345,6 +346,23 @@ def fit_multitask(
     return net
 
 
+def _check_lr(lr) -> None:
+    """``lr`` a finite number > 0 (a one-element tensor too), checked before anything runs.
+
+    torch's optimizers took ``lr=True`` for 1.0; ``lr=0`` ran every step and returned the
+    net untrained (Adam and L-BFGS alike), and ``lr=inf`` ran until the loss was NaN, each
+    with no error naming the rate; a string failed inside torch on ``'<='`` (stop 55).
+    """
+    is_real = isinstance(lr, numbers.Real) or (isinstance(lr, torch.Tensor) and lr.numel() == 1)
+    if isinstance(lr, bool) or not is_real or not (0 < float(lr) < float("inf")):
+        # NaN fails the comparison too
+        raise ValueError(
+            f"fit_multitask: lr must be a finite number > 0, got {lr!r:.40} "
+            f"({type(lr).__name__}); lr=0 would return the net untrained, a negative one "
+            f"ascend the loss (steps=0 runs no step)"
+        )
+
+
 def _check_settings(net: MultiTaskNet, edges, lam, steps) -> list[tuple[int, int]]:
     """The dial, the graph and the budget, checked whatever their values (stop 32).
 
@@ -353,8 +371,16 @@ def _check_settings(net: MultiTaskNet, edges, lam, steps) -> list[tuple[int, int
     edge naming a missing task went unnoticed at λ = 0; ``steps=-3`` returned the net
     untrained.
     """
-    if isinstance(lam, bool) or not isinstance(lam, (numbers.Real, torch.Tensor)):
-        raise TypeError(f"fit_multitask: lam must be a real number, got {type(lam).__name__}")
+    if (
+        isinstance(lam, bool)
+        or not isinstance(lam, (numbers.Real, torch.Tensor))
+        or (isinstance(lam, torch.Tensor) and (lam.numel() != 1 or lam.is_complex()))
+    ):  # a (2,) tensor failed in float() with "only one element tensors can be converted"
+        shown = f"a tensor of shape {tuple(lam.shape)}" if isinstance(lam, torch.Tensor) else ""
+        raise TypeError(
+            f"fit_multitask: lam must be a real number, got {shown or type(lam).__name__} "
+            f"(pass a float, or a one-element tensor)"
+        )
     if not (0 <= float(lam) < float("inf")):  # NaN fails the comparison too
         raise ValueError(
             f"fit_multitask: lam must be finite and >= 0 (0: independent tasks), got {lam}"
@@ -401,7 +427,15 @@ def _check_task_data(net: MultiTaskNet, data: Sequence[tuple[torch.Tensor, torch
         # state and the buffers kept: this check drew dropout masks and moved running
         # statistics, so a seeded fit differed from the same loop written by hand, and a
         # refused call had changed the net (stop 42)
-        out_shape = run_forward(net, (X[:2], k)).shape
+        try:
+            out_shape = run_forward(net, (X[:2], k)).shape
+        except Exception as err:  # torch's "mat1 and mat2 ..." named no task (stop 55)
+            err.add_note(
+                f"fit_multitask: raised by the forward of task {k} on its X (shape "
+                f"{tuple(X.shape)}, dtype {X.dtype}); X must be what net(X, task={k}) "
+                f"takes: rows first, the trunk's input features and dtype"
+            )
+            raise
         if y.shape[1:] != out_shape[1:]:
             fix = "y.unsqueeze(-1)" if y.ndim + 1 == len(out_shape) else "reshape y"
             raise ValueError(
