@@ -216,6 +216,9 @@ def test_fan_in_of_layers_whose_weight_is_not_out_by_in():
     assert tying.fan_in(pytorch_utils.Conv1D(nf=12, nx=5)) == 5  # was 12
 
 
+# torch 2.13 warns (once a process) that quantized tensor creation is deprecated: the
+# test passed or failed with which test of the process built a quantized layer first
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")
 def test_fan_in_of_quantized_layers_is_their_float_layers():
     q = torch.ao.nn.quantized
     assert tying.fan_in(q.Linear(5, 7)) == tying.fan_in(q.dynamic.Linear(5, 7)) == 5

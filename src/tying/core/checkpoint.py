@@ -20,6 +20,7 @@ naming the file (and the field).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import pathlib
@@ -350,9 +351,16 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
 
     def load_values() -> None:
         # the keys the model's state dict has now (the file's ties are in place)
-        now = canonical_index(model.state_dict(keep_vars=True), "load")
+        own = model.state_dict(keep_vars=True)
+        now = canonical_index(own, "load")
+        values = collections.OrderedDict((now.get(k, k), v) for k, v in full.items())
+        # the model's own state-dict versions go with the values (stop 55): a file holds
+        # today's layout of these modules, and without versions torch's old-layout hooks
+        # convert it (spectral_norm's refused a Plan-tied weight_orig, which the state dict
+        # leaves out, as missing: 'Missing key(s) in state_dict: b.weight_orig, b.weight')
+        values._metadata = getattr(own, "_metadata", None)  # type: ignore[attr-defined]
         with torch.no_grad():
-            model.load_state_dict({now.get(k, k): v for k, v in full.items()}, strict=True)
+            model.load_state_dict(values, strict=True)
 
     # phase 2: all or nothing, with the file's hand ties among the changes and the values.
     # Everything the file and the model say was checked above, but a module's own load

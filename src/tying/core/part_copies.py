@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from tying.core.errors import TieError
+from tying.core.opacus_guards import release_opacus_wrapper
 
 if TYPE_CHECKING:
     from tying.core.slots import Slot
@@ -68,13 +69,20 @@ def rebased_for_part(slot: Slot, memo: dict) -> dict[str, Any]:
         if caller is not None:
             # Opacus' GradSampleModule deep-copies a layer it has no sampler for (its
             # functorch fallback): the user never called deepcopy, and the fix below sent
-            # them the wrong way; Opacus has put hooks on the model by then (stop 54)
+            # them the wrong way; Opacus has put hooks on the model by then (stop 54), and
+            # its half-built wrapper, which no one holds, left them there (stop 55)
+            released = release_opacus_wrapper()
+            where = (
+                "on this model (Opacus' hooks and parameter marks were taken off it: it is "
+                "as it was) or on a freshly built model"
+                if released
+                else "on a freshly built model: Opacus may already have put its hooks on this one"
+            )
             raise TieError(
                 f"Opacus ({caller}) deep-copies {part_path!r} to sample its gradients, but "
                 f"{target} reads {src_path} through a tie (via {slot.relation!r}) that "
                 f"Opacus' GradSampleModule cannot see. Use tying.train.grad_sample_module"
-                f"(model) (or tying.train.DPSGD) on a freshly built model: Opacus may "
-                f"already have put its hooks on this one"
+                f"(model) (or tying.train.DPSGD) {where}"
             )
         raise TieError(
             f"copy.deepcopy of {part_path!r}, a part of a tied model, would copy {target} "

@@ -24,12 +24,13 @@ uses them to add the checks of a file between the two):
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
 
-from tying.core import param_order, resolver, stale
+from tying.core import param_order, resolver, stale, unreached
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory, join
 from tying.core.outside import ORIG, check_not_wrapped
@@ -335,6 +336,10 @@ def _resolve_rules(rules: list[Rule], inv: Inventory) -> tuple[list[Change], int
     # then ``free("l.0.weight")`` (the last matching rule wins) was refused at rule 0 as a
     # cycle before the free could take l.0.weight out (stop 37).
     loops: dict[str, int] = {}
+    # a module registered at two paths (m.a = m.b = lin): a.weight and b.weight are one
+    # parameter, so b.weight tied to a.weight through a relation reads itself (stop 55: the
+    # commit failed half way, saying a module on the path "was replaced")
+    one = _aliases(inv)
 
     for i, rule in enumerate(rules):
         pat = Pattern(rule.target)
@@ -396,7 +401,9 @@ def _resolve_rules(rules: list[Rule], inv: Inventory) -> tuple[list[Change], int
                 raise _fail(
                     i, rule, f"source {source!r} (for {target!r}) is {what}{inv.closest(source)}"
                 )
-            if source == target:
+            if source == target or (
+                source is not None and one.get(source, source) == one.get(target, target)
+            ):
                 if type(rule.relation) is Same:
                     earlier = desired.get(target) if target in touched else None
                     if earlier is not None and earlier.rule >= 0 and earlier.source is not None:
@@ -411,13 +418,20 @@ def _resolve_rules(rules: list[Rule], inv: Inventory) -> tuple[list[Change], int
 
     if loops:
         target, i = next(iter(loops.items()))
+        source = desired[target].source
+        alias = (
+            ""
+            if source == target
+            else f" ({target!r} and {source!r} are one parameter of one module registered at "
+            f"two paths)"
+        )
         raise _fail(
             i,
             rules[i],
-            f"{target!r} is tied to itself through {rules[i].relation!r}: a cycle; take it out "
-            f"with a later tying.free({target!r}) (the last matching rule wins)",
+            f"{target!r} is tied to itself through {rules[i].relation!r}{alias}: a cycle; take "
+            f"it out with a later tying.free({target!r}) (the last matching rule wins)",
         )
-    _check_cycles(desired, rules)
+    _check_cycles(desired, rules, one)
     _check_hand_ties(inv, desired, touched, rules)
     hand = set(inv.hand) | set(inv.hand.values())
     changes = []
@@ -500,15 +514,44 @@ def _check_hand_ties(
                 )
 
 
-def _check_cycles(desired: dict[str, Tie | None], rules: list[Rule]) -> None:
-    resolver.check_cycles(
-        {path: None if tie is None else tie.source for path, tie in desired.items()},
-        {
-            path: (tie.rule, rules[tie.rule])
-            for path, tie in desired.items()
-            if tie is not None and tie.rule >= 0
-        },
-    )
+def _aliases(inv: Inventory) -> dict[str, str]:
+    """Each slot path naming the same parameter of the same module as an earlier path (a
+    module registered at two paths) -> that earlier path."""
+    first: dict[tuple[int, str], str] = {}
+    out: dict[str, str] = {}
+    for path, info in inv.slots.items():
+        earlier = first.setdefault((id(info.module), info.name), path)
+        if earlier != path:
+            out[path] = earlier
+    return out
+
+
+def _check_cycles(
+    desired: dict[str, Tie | None], rules: list[Rule], one: dict[str, str] | None = None
+) -> None:
+    """Refuse a cycle of ties; ``one`` (see :func:`_aliases`) merges the paths of a module
+    registered twice, whose slots are one slot."""
+    one = one or {}
+    source_of: dict[str, str | None] = {}
+    rule_of: dict[str, tuple[int, Rule]] = {}
+    for path, tie in desired.items():
+        key = one.get(path, path)
+        src = None if tie is None or tie.source is None else one.get(tie.source, tie.source)
+        if src is not None or key not in source_of:
+            source_of[key] = src
+        if tie is not None and tie.rule >= 0:
+            rule_of[key] = (tie.rule, rules[tie.rule])
+    try:
+        resolver.check_cycles(source_of, rule_of)
+    except TieError as err:
+        said = str(err)
+        named = sorted(
+            p for p in one if re.search(rf"(?<![\w.]){re.escape(one[p])}(?![\w.])", said)
+        )
+        if not named:
+            raise
+        pairs = ", ".join(f"{p} is {one[p]}" for p in named)
+        raise TieError(f"{err} ({pairs}: one module registered at two paths)") from None
 
 
 def _meta(inv: Inventory, path: str) -> tuple[torch.dtype, torch.device]:
@@ -694,6 +737,8 @@ def _commit(
 
     touched = {id(info.module): info.module for _, info, _, _ in prepared}
     touched[id(model)] = model
+    superseded = _superseded_declarations(inv.modules, {ch.path for ch in changes})
+    touched.update((id(m), m) for m, _ in superseded)  # rolled back with the rest
     snapshot = {
         key: (
             m.__class__,
@@ -768,12 +813,18 @@ def _commit(
             declared[target] = {"like": source, "relation": Same().spec(), "hand": True}
         if declared != (old_declared or {}):
             model.__dict__[DECLARED_ATTR] = declared
+        for mod, kept in superseded:
+            mod.__dict__[DECLARED_ATTR] = kept
         guard_loading(model)
         where = None
         successors += _dropped_for_sources(model, old_roots, changes)
         # optimizers built before now must not step on (tying.core.stale); a record whose
         # new Parameter a rollback drops dies with it, so this may come before then()
         recorded = stale.record(successors)
+        # an optimizer built after now over a tied module alone (tying.core.unreached)
+        unreached.watch(model.modules())  # a copy re-applied or loaded into: indexed too
+        if unreached.watching():
+            stale.install_hook()
         if then is not None:
             then()  # last: load's values cannot be taken back on a plain model
     except BaseException as err:
@@ -818,6 +869,33 @@ def _commit(
                 m._load_state_dict_pre_hooks.clear()
                 m._load_state_dict_pre_hooks.update(pre)
         raise
+
+
+def _superseded_declarations(
+    modules: dict[str, nn.Module], paths: set[str]
+) -> list[tuple[nn.Module, dict]]:
+    """Each submodule (``modules``: the model's, by every path, as the inventory holds
+    them) that declared a tie of its own for one of ``paths`` (the slots this plan
+    re-ties or frees), with the declarations it keeps.
+
+    Stop 55: ``share("y", like="x")`` over a ``y`` that had applied a plan of its own kept
+    ``y``'s declaration (``b.weight`` Transposed of ``a.weight``), which no longer
+    described the model: ``tying.verify`` refused a correct model ("relation is Same(),
+    declared Transposed"), ``tying.retie`` would have re-made the old tie, and
+    ``Plan.declared`` listed both (the old one last, so it won on a re-apply).
+    """
+    out: dict[int, tuple[nn.Module, dict]] = {}
+    for prefix, mod in modules.items():
+        declared = mod.__dict__.get(DECLARED_ATTR)
+        if not prefix or not declared:
+            continue
+        kept = out[id(mod)][1] if id(mod) in out else dict(declared)
+        for target in declared:
+            if join(prefix, target) in paths:
+                kept.pop(target, None)
+        if len(kept) < len(declared):
+            out[id(mod)] = (mod, kept)
+    return list(out.values())
 
 
 _DENSE_FORMATS = {4: torch.channels_last, 5: torch.channels_last_3d}

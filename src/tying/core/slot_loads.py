@@ -87,10 +87,19 @@ def _contradictions(module, state_dict, prefix, owns=None) -> list[str]:
         if tuple(incoming.shape) != tuple(slot.shape) or (
             expected is not None and not _agrees(incoming, expected)
         ):
+            absent = _missing_source(state_dict, prefix, slot)
+            # stop 55: a state dict holding the slot but not its source (strict=False) was
+            # told it "holds a different value", compared with a source it never named
+            why = (
+                f" (it has no entry {absent!r} for the source, so it was compared with the "
+                f"model's value of it: add {absent!r} to the state dict to load both)"
+                if absent is not None and tuple(incoming.shape) == tuple(slot.shape)
+                else ""
+            )
             out.append(
                 f"{key} is tied (to {slot.paths[1] or 'its own storage'} via {slot.relation!r}) "
-                f"but the state dict holds a different value for it; load it into an untied "
-                f"model (tying.untie) or drop the key"
+                f"but the state dict holds a different value for it{why}; load it into an "
+                f"untied model (tying.untie) or drop the key"
             )
     return out
 
@@ -426,6 +435,31 @@ def _expected_from(state_dict, prefix, module, name, slot):
     """The value the tie gives ``module.<name>`` once ``state_dict`` (loaded at ``prefix``)
     is in: from the state dict's entry for the source when it holds one, else the tie's
     current value (the source is not part of this load, or has no entry)."""
+    src_key = _source_key(prefix, slot)
+    with torch.no_grad():
+        if "source" in slot.storage:
+            src = state_dict.get(prefix + slot.storage["source"])
+        else:
+            src = state_dict.get(src_key) if src_key is not None else None
+        if src is None:
+            return getattr(module, name).detach()
+        extras = {
+            r: state_dict.get(prefix + n, getattr(module, n))
+            for r, n in slot.storage.items()
+            if r != "source"
+        }
+        return slot.relation(src, shape=slot.shape, **extras)
+
+
+def _missing_source(state_dict, prefix, slot) -> str | None:
+    """The key of the tie's source in a state dict loaded at ``prefix`` that lacks it (a
+    load with ``strict=False``), or None."""
+    src_key = None if "source" in slot.storage else _source_key(prefix, slot)
+    return src_key if src_key is not None and src_key not in state_dict else None
+
+
+def _source_key(prefix: str, slot) -> str | None:
+    """The key the tie's source has in a state dict loaded at ``prefix`` (None: outside it)."""
     mod_path, src_path = slot.paths
     src_key = None
     if not mod_path:  # the tied module is the plan's root: loaded at prefix
@@ -440,16 +474,4 @@ def _expected_from(state_dict, prefix, module, name, slot):
             part = mod_path[: len(mod_path) - len(here)].rstrip(".")
             if src_path and src_path.startswith(part + "."):
                 src_key = src_path[len(part) + 1 :]
-    with torch.no_grad():
-        if "source" in slot.storage:
-            src = state_dict.get(prefix + slot.storage["source"])
-        else:
-            src = state_dict.get(src_key) if src_key is not None else None
-        if src is None:
-            return getattr(module, name).detach()
-        extras = {
-            r: state_dict.get(prefix + n, getattr(module, n))
-            for r, n in slot.storage.items()
-            if r != "source"
-        }
-        return slot.relation(src, shape=slot.shape, **extras)
+    return src_key

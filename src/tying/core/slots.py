@@ -68,6 +68,7 @@ from tying.core.lost_writes import _own_uses as _own_uses
 from tying.core.lost_writes import _span as _span
 from tying.core.lost_writes import _storage_uses as _storage_uses
 from tying.core.lost_writes import forget_source_keys as _forget_source_keys
+from tying.core.opacus_guards import expanded_weight_error as _expanded_weight_error
 from tying.core.outside import (
     ORIG,
     WRAPPER_SEGMENTS,
@@ -100,6 +101,9 @@ SLOTS_GENERATION_ATTR = "_tying_slots_generation"
 # process carries that process's number, and a re-tie here must not give it the same one
 # (a compiled layer's record of its ties is keyed by it; stop 31).
 _GENERATIONS = itertools.count(1 + secrets.randbits(62))
+#: the generation last given to any module: a change means some tie was made or dropped
+#: since (tying.core.unreached keeps a scan per optimizer while it stays the same)
+LAST_GENERATION = [0]
 # Set on a tied module by tying.train.grad_sample_module, whose hooks count the tied use in
 # Opacus' per-sample gradients; a read through a tie that Opacus hooks without it is refused.
 GRAD_SAMPLE_HOOKED_ATTR = "_tying_grad_sample_hooked"
@@ -226,7 +230,19 @@ class Slot:
                 now = parent._modules.get(child)
                 if now is not held:
                     self._swapped(module, depth, now)
-        src = getattr(self.source_module, self.source_name)
+        try:
+            src = getattr(self.source_module, self.source_name)
+        except AttributeError:
+            # deleted (del module.weight, ParameterDict.pop): raised inside the property,
+            # an AttributeError made Python fall back to __getattr__, which said the
+            # *target* module had no such attribute (stop 55)
+            target, source = self.target_and_source(_name_in(module, self))
+            raise TieError(
+                f"{target} reads {source} through a tie ({self.relation!r}), but {source} is "
+                f"gone from its module (deleted: del module.{self.source_name}, or "
+                f"ParameterDict.pop); put a Parameter back there, or, to drop it, untie "
+                f"first (tying.untie(model)) and delete it after"
+            ) from None
         if (
             not compiling
             and isinstance(src, torch.Tensor)
@@ -651,6 +667,7 @@ def tied_class(base: type, names) -> type:
             _tying_base=base,
             _tying_names=key[1],
             __reduce_ex__=_reduce_ex,
+            __setstate__=_setstate,
             __setattr__=_guarded_setattr,
             register_parameter=_guarded_register_parameter,
             requires_grad_=_requires_grad_,
@@ -668,6 +685,8 @@ def tied_class(base: type, names) -> type:
                 f"{', '.join(sorted(key[1]))} are served by tying (see tying.core.slots)."
             ),
         )
+        if issubclass(base, nn.ParameterDict):
+            namespace["__delitem__"] = _guarded_delitem
         if base.__repr__ is not nn.Module.__repr__:
             # a class with its own __repr__ (transformers' Conv1D) prints no extra_repr:
             # torch's errors that print the module (prune.remove) named no tie (stop 54)
@@ -686,10 +705,35 @@ def _slot_property(name: str) -> property:
             # has no ties, so it serves its own parameter as its base class would (stop 36:
             # a bare KeyError('_tying_slots') at its first read, load or state_dict)
             return nn.Module.__getattr__(self, name)
-        return slot.value(self)
+        try:
+            return slot.value(self)
+        except RuntimeError as err:  # the failure's path only: a read pays nothing
+            # torch's Expanded Weights (Opacus' grad_sample_mode="ew") swapped the source
+            # for an ExpandedWeight, which failed as "cannot handle function __get__",
+            # naming no tie (stop 55)
+            explained = _expanded_weight_error(slot, self, name, err)
+            if explained is None:
+                raise
+            raise explained from err
 
     fget.__name__ = name
     return property(fget, doc=f"Tied slot {name!r}, served by tying (read-only).")
+
+
+def _guarded_delitem(self, key):
+    slots = self.__dict__.get(SLOTS_ATTR)
+    if slots and key in slots:
+        # ParameterDict.__delitem__ (and pop) dropped the key from its list first, then
+        # failed at the slot's property: the dict no longer listed a tie it still held
+        # (stop 55). Refused before anything changes.
+        target, source = slots[key].target_and_source(key)
+        raise TieError(
+            f"del / pop of {target}, a tied slot of {type(self).__name__} served from "
+            f"{source} via {slots[key].relation!r}; untie it first "
+            f"(tying.Plan([tying.free({target!r})]).apply(model)), then delete it; nothing "
+            f"was changed"
+        )
+    type(self)._tying_base.__delitem__(self, key)
 
 
 def _guarded_setattr(self, name, value):
@@ -791,6 +835,17 @@ def _rebuild(base: type, names: tuple[str, ...]):
     return cls.__new__(cls)
 
 
+def _setstate(self, state):
+    type(self)._tying_base.__setstate__(self, state)
+    # a deep copy or unpickled tied module: an optimizer over it alone is checked as the
+    # original's is (tying.core.unreached, stop 55)
+    from tying.core import stale, unreached
+
+    unreached.watch([self])
+    if unreached.watching():
+        stale.install_hook()
+
+
 def _reduce_ex(self, protocol):
     # Lets deepcopy and pickle rebuild the dynamic class from importable parts.
     # A write into a computed slot not yet caught by a read is caught here: the copy (an
@@ -807,7 +862,7 @@ def install(module: nn.Module, name: str, slot: Slot) -> None:
     slots = dict(slots_of(module))
     slots[name] = slot
     module.__dict__[SLOTS_ATTR] = slots
-    module.__dict__[SLOTS_GENERATION_ATTR] = next(_GENERATIONS)
+    module.__dict__[SLOTS_GENERATION_ATTR] = LAST_GENERATION[0] = next(_GENERATIONS)
     if slot._seen is None:  # the model's own source now: a first read needs no search
         slot._seen = _own_seen(slot, lambda held: held)
     _set_class(module, slots)
@@ -817,7 +872,7 @@ def uninstall(module: nn.Module, name: str, value: torch.Tensor | None) -> None:
     """Stop serving ``module.<name>``; register ``value`` (if given) as its own parameter."""
     slots = dict(slots_of(module))
     slot = slots.pop(name)
-    module.__dict__[SLOTS_GENERATION_ATTR] = next(_GENERATIONS)
+    module.__dict__[SLOTS_GENERATION_ATTR] = LAST_GENERATION[0] = next(_GENERATIONS)
     for storage in slot.storage.values():
         module._parameters.pop(storage, None)
     if slots:

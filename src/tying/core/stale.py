@@ -25,6 +25,7 @@ import weakref
 import torch
 from torch import nn
 
+from tying.core import unreached
 from tying.core.errors import TieError
 
 #: id(predecessor Parameter) -> [(weakref to its successor, the successor's description)]
@@ -48,7 +49,6 @@ def record(pairs: list[tuple[torch.Tensor, nn.Parameter, str]]) -> list:
 
     Returns the entries added, for :func:`withdraw` when the change is rolled back.
     """
-    global _HOOK
     pairs = [(old, new, what) for old, new, what in pairs if old is not new]
     added: list = []
     if not pairs:
@@ -78,11 +78,18 @@ def record(pairs: list[tuple[torch.Tensor, nn.Parameter, str]]) -> list:
                 entries.append(entry)
                 added.append(entry)
                 _name(new, k)
+        install_hook()
+    return added
+
+
+def install_hook() -> None:
+    """Install the optimizer step pre-hook (once per process)."""
+    global _HOOK
+    with _LOCK:
         if _HOOK is None:
             from torch.optim.optimizer import register_optimizer_step_pre_hook
 
             _HOOK = register_optimizer_step_pre_hook(_refuse_stale_step)
-    return added
 
 
 def withdraw(added: list) -> None:
@@ -123,9 +130,39 @@ def _forget(key: int) -> None:
 
 
 def _refuse_stale_step(optimizer, args, kwargs) -> None:
-    if not _SUCCESSORS:
+    watching = unreached.watching()
+    if not _SUCCESSORS and not watching:
         return None
     _KNOWN.add(optimizer)
+    if _SUCCESSORS:
+        _refuse_stale(optimizer)
+    if watching:
+        _refuse_unreached(optimizer)
+    return None
+
+
+def _refuse_unreached(optimizer) -> None:
+    """Refuse a step that trains a tied module but not the source its slot reads (see
+    :mod:`tying.core.unreached`)."""
+    left_out = [
+        (target, source)
+        for target, source, src in unreached.unreached(optimizer)
+        if not _trained_elsewhere(optimizer, src)
+    ]
+    if left_out:
+        named = ", ".join(f"{s} (which {t} reads)" for t, s in left_out[:5])
+        raise TieError(
+            f"{type(optimizer).__name__}.step refused: this optimizer trains a tied module "
+            f"but would never train {named}{' ...' if len(left_out) > 5 else ''}: a tied "
+            f"slot is no Parameter of its module, so module.parameters() leaves its source "
+            f"out (with a tie made by hand it is in); add the source "
+            f"(optimizer.add_param_group({{'params': [model.get_parameter({left_out[0][1]!r})]}})), build the "
+            f"optimizer on model.parameters(), or set the source's requires_grad=False to "
+            f"leave it untrained; nothing was changed by this step"
+        )
+
+
+def _refuse_stale(optimizer) -> None:
     missing = _missing(optimizer)
     for generation in (0, 2) if missing else ():
         # a successor may be garbage in a reference cycle that no collection has freed yet

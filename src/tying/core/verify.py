@@ -189,6 +189,10 @@ def verify(model: nn.Module) -> int:
             broken.append(
                 f"{tpath}: reads {info.source or '<a module outside the model>'}, declared {source}"
             )
+        elif source is not None and source not in inv.slots and _gone(info.tie):
+            # stop 55: a source deleted from its module (del pd["x"]) under a relation tie
+            # was counted as holding; under Same verify failed with a bare AttributeError
+            broken.append(f"{tpath}: reads {source}, which is no parameter of the model any more")
         elif source is not None and type(relation) is Same:
             got = getattr(info.module, info.name)
             want = getattr(inv.slots[source].module, inv.slots[source].name)
@@ -227,6 +231,18 @@ def verify(model: nn.Module) -> int:
             + fix
         )
     return len(checked | set(inv.hand) | live)
+
+
+def _gone(slot) -> bool:
+    """Whether a slot's source was deleted from its module (not re-parametrised: then
+    parametrize's property or the old weight_norm's plain attribute serves the name, and
+    the read names that)."""
+    mod, name = slot.source_module, slot.source_name
+    return (
+        name not in mod._parameters
+        and name not in mod.__dict__
+        and not isinstance(getattr(type(mod), name, None), property)
+    )
 
 
 def dropped_ties(model: nn.Module, inv: Inventory) -> list[str]:
