@@ -25,7 +25,7 @@ right tower to the left one, ``share_layers`` every layer to the first, each wit
 decoder, a ``HashedLinear``'s hash) carried its own declarations of those slots along
 (deep-copied), which no longer described it: ``tying.verify`` refused the model
 ("right.decoder.weight: relation is Same(), declared Transposed") though every value was
-right. The declarations the new plan supersedes are dropped.
+right. ``Plan.apply`` now drops the declarations a plan supersedes, for any model.
 """
 
 from __future__ import annotations
@@ -36,7 +36,11 @@ from tying.core import TieError
 from tying.core.plan import DECLARED_ATTR
 from tying.core.slots import slots_of
 
-__all__ = ["SlotParameters", "TiedSlotLookupError", "apply_plan"]
+__all__ = ["SlotParameters", "TiedSlotLookupError", "apply_plan", "tie_setting"]
+
+# Set on a layer whose own plan tied something (``tying.untie`` drops the ties but not this
+# mark: together they tell a layer untied since from one that had nothing to tie)
+OWN_TIES_ATTR = "_tying_nn_own_ties"
 
 
 class TiedSlotLookupError(TieError, KeyError):
@@ -125,25 +129,9 @@ def name_tied_slots(layer: nn.Module) -> None:
         module.__dict__["_parameters"] = SlotParameters(module._parameters, tied)
 
 
-def drop_superseded_declarations(layer: nn.Module) -> None:
-    """Drop the ties a submodule of ``layer`` declared for slots that a plan applied to
-    ``layer`` itself now declares (the plan re-tied them: the old declaration is stale)."""
-    top = layer.__dict__.get(DECLARED_ATTR, {})
-    if not top:
-        return
-    for prefix, module in layer.named_modules():
-        declared = module.__dict__.get(DECLARED_ATTR)
-        if not prefix or not declared:
-            continue
-        kept = {t: spec for t, spec in declared.items() if f"{prefix}.{t}" not in top}
-        if len(kept) < len(declared):
-            module.__dict__[DECLARED_ATTR] = kept
-
-
 def apply_plan(plan, layer: nn.Module):
-    """``plan.apply(layer)``, then drop the declarations it superseded (see
-    :func:`drop_superseded_declarations`) and name its tied slots (see
-    :func:`name_tied_slots`).
+    """``plan.apply(layer)`` (which drops the declarations it supersedes), then name its
+    tied slots (see :func:`name_tied_slots`).
 
     Args:
         plan: a :class:`tying.Plan`.
@@ -163,6 +151,41 @@ def apply_plan(plan, layer: nn.Module):
         'SlotParameters'
     """
     applied = plan.apply(layer)
-    drop_superseded_declarations(layer)
     name_tied_slots(layer)
+    if _holds_ties(layer):
+        layer.__dict__[OWN_TIES_ATTR] = True
     return applied
+
+
+def _holds_ties(layer: nn.Module) -> bool:
+    """Whether any module of ``layer`` has a tied slot or declares a tie. A slot counts
+    without a declaration: the right tower of a ``Siamese`` reads the left one's slots
+    though its own declarations were superseded (``Plan.apply`` drops them)."""
+    return any(slots_of(m) or m.__dict__.get(DECLARED_ATTR) for m in layer.modules())
+
+
+def tie_setting(layer: nn.Module, built_tied: bool) -> str:
+    """How a layer's ``extra_repr`` prints its tie setting: ``"False (untied)"`` once
+    ``tying.untie`` has undone the ties the layer made for itself, else ``built_tied``.
+
+    After ``tying.untie(layer)`` a layer built with ``tied=True`` printed ``tied=True`` (and
+    a ``HashedLinear`` its hash) though every slot had its own parameter (stop 55): a printed
+    model told a reader the weights were shared when they were not.
+
+    Args:
+        layer: the layer (its own plan went through :func:`apply_plan`).
+        built_tied: the setting it was built with (``tied``, ``tie_gates``, ``shared``).
+
+    Returns:
+        ``"True"``, ``"False"`` or ``"False (untied)"``.
+
+    Example:
+        >>> import tying
+        >>> m = nn.ModuleDict({"a": nn.Linear(2, 2), "b": nn.Linear(2, 2)})
+        >>> _ = apply_plan(tying.Plan([tying.share("b", like="a")]), m)
+        >>> tie_setting(m, True), (tying.untie(m), tie_setting(m, True))[1]
+        ('True', 'False (untied)')
+    """
+    if built_tied and layer.__dict__.get(OWN_TIES_ATTR) and not _holds_ties(layer):
+        return "False (untied)"
+    return str(built_tied)

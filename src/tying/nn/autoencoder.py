@@ -29,7 +29,7 @@ from torch import nn
 from tying.core import Plan, Transposed, share
 from tying.nn._args import flag, int_arg
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
-from tying.nn._layer_plans import apply_plan
+from tying.nn._layer_plans import apply_plan, tie_setting
 
 __all__ = ["TiedAutoencoder"]
 
@@ -141,7 +141,7 @@ class TiedAutoencoder(nn.Module):
             raise
 
     def extra_repr(self) -> str:
-        return f"{self.in_features}, {self.latent}, tied={self.tied}"
+        return f"{self.in_features}, {self.latent}, tied={tie_setting(self, self.tied)}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))

@@ -40,7 +40,7 @@ from torch import nn
 from tying.core import Plan, Scaled, share
 from tying.nn._args import assert_in_graph, flag, forward_ad_active, in_graph, int_arg
 from tying.nn._input_errors import CAUGHT, InputDtypeError, dtype_detail, raise_if_mismatched
-from tying.nn._layer_plans import apply_plan
+from tying.nn._layer_plans import apply_plan, tie_setting
 from tying.nn._reparam import refresh
 from tying.nn._sparse import sparse_coo
 
@@ -356,7 +356,8 @@ class MultiHopGraphConv(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"{self.in_features}, {self.out_features}, hops={self.K}, shared={self.shared}, "
+            f"{self.in_features}, {self.out_features}, hops={self.K}, "
+            f"shared={tie_setting(self, self.shared)}, "
             f"bias={self.bias is not None}"
         )
 

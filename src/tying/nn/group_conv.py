@@ -292,7 +292,7 @@ class _GroupConvBase(nn.Module):
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
             f"group={self.group}, padding={self.padding}, bias={self.biases is not None}, "
-            f"tied={self.tied}"
+            f"tied={_layer_plans.tie_setting(self, self.tied)}"
             + (f", algorithm={self.algorithm!r}" if self.algorithm != "direct" else "")
         )
 

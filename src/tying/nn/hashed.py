@@ -48,6 +48,7 @@ from tying.nn.hashed_embedding import (
     _hash_weight,
     _positive_int,
     _save_hash,
+    _untied_note,
 )
 
 __all__ = ["HashedEmbedding", "HashedEmbeddingBag", "HashedLinear"]
@@ -169,5 +170,5 @@ class HashedLinear(nn.Module):
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"buckets={self.buckets}, seed={self.relation.seed}, signed={self.relation.signed}, "
-            f"bias={self.bias is not None}"
+            f"bias={self.bias is not None}" + _untied_note(self)
         )

@@ -49,7 +49,7 @@ from tying.core.errors import TieError
 from tying.core.slots import base_class, slots_of
 from tying.nn._args import assert_in_graph, in_graph, int_arg
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
-from tying.nn._layer_plans import apply_plan
+from tying.nn._layer_plans import apply_plan, tie_setting
 from tying.nn.hashed_kernels import FusedKeepLookup, FusedLookup, SparseGather, fused_available
 from tying.nn.hashing import MAX_LOGICAL, MODES, HashedTable, P, combine, qr_split
 
@@ -82,6 +82,13 @@ def _hash_weight(module: nn.Module, shape: tuple[int, int], relation, device, dt
 
 # The key under which a hashed layer's state-dict metadata names its hash (stop 31)
 HASH_METADATA_KEY = "tying.hash"
+
+
+def _untied_note(module: nn.Module) -> str:
+    """``", tied=False (untied)"`` for a repr once ``tying.untie`` gave the weight its own
+    values (its buckets, seed and sign are no longer read; stop 55), else ``""``."""
+    setting = tie_setting(module, True)
+    return "" if setting == "True" else f", tied={setting}"
 
 
 def _hash_spec(module: nn.Module) -> dict | None:
@@ -565,6 +572,7 @@ class HashedEmbedding(nn.Module):
             f"mode={self.mode!r}{block}, seed={self.seed}, signed={self.signed}"
             + (", aligned=True" if self.aligned else "")
             + (", sparse=True" if self.sparse else "")
+            + _untied_note(self)
         )
 
 

@@ -139,8 +139,19 @@ def _score(num: torch.Tensor, den: torch.Tensor, eps: float, like: torch.Tensor)
     return ((num + eps) / (den + eps)).to(like.dtype)
 
 
-def _reduce(score: torch.Tensor, reduction: str) -> torch.Tensor:
+def _reduce(score: torch.Tensor, reduction: str, who: str) -> torch.Tensor:
     if reduction == "mean":
+        # the mean of no sample is NaN, returned with no error; a training step took it and
+        # turned every weight NaN (stop 55)
+        empty = (
+            f"{who}: the batch is empty (0 samples), so reduction='mean' has no score to "
+            f"average (it would return NaN); skip the empty batch, or pass "
+            f"reduction='sum' (0 for no sample) or reduction='none'"
+        )
+        # torch.compile guards on the size (0 is specialised); a traced graph fails on an
+        # empty batch before here (the [0, 1] check's aminmax has no identity)
+        if score.shape[0] == 0:
+            raise ValueError(empty)
         return score.mean()
     if reduction == "sum":
         return score.sum()
@@ -171,7 +182,8 @@ def soft_iou(
 
     Raises:
         ValueError: on mismatched shapes, no batch dim, a bad reduction or eps, or a
-            prediction (without ``from_logits``) or target with values outside [0, 1].
+            prediction (without ``from_logits``) or target with values outside [0, 1];
+            for an empty batch with ``reduction="mean"`` (the mean of no score is NaN).
         TypeError: on a complex prediction or target.
 
     Example:
@@ -182,7 +194,7 @@ def soft_iou(
     p, t, dims = _prepare(pred, target, from_logits, eps, reduction)
     inter = _sum(p * t, dims)
     union = _sum(p + t - p * t, dims)
-    return _reduce(_score(inter, union, eps, p), reduction)
+    return _reduce(_score(inter, union, eps, p), reduction, "soft_iou")
 
 
 def soft_dice(
@@ -209,7 +221,8 @@ def soft_dice(
 
     Raises:
         ValueError: on mismatched shapes, no batch dim, a bad reduction or eps, or a
-            prediction (without ``from_logits``) or target with values outside [0, 1].
+            prediction (without ``from_logits``) or target with values outside [0, 1];
+            for an empty batch with ``reduction="mean"`` (the mean of no score is NaN).
         TypeError: on a complex prediction or target.
 
     Example:
@@ -220,7 +233,7 @@ def soft_dice(
     p, t, dims = _prepare(pred, target, from_logits, eps, reduction)
     inter = _sum(p * t, dims)
     total = _sum(p + t, dims)
-    return _reduce(_score(2 * inter, total, eps, p), reduction)
+    return _reduce(_score(2 * inter, total, eps, p), reduction, "soft_dice")
 
 
 class SoftIoULoss(nn.Module):
@@ -232,7 +245,8 @@ class SoftIoULoss(nn.Module):
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
 
     Raises:
-        ValueError: for a bad reduction or eps (at construction) or bad inputs (when called).
+        ValueError: for a bad reduction or eps (at construction) or bad inputs (when called),
+            an empty batch with ``reduction="mean"`` among them.
         TypeError: for a ``from_logits`` that is not a bool (at construction).
 
     Example:
@@ -250,7 +264,7 @@ class SoftIoULoss(nn.Module):
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         score = soft_iou(pred, target, from_logits=self.from_logits, eps=self.eps, reduction="none")
-        return _reduce(1 - score, self.reduction)
+        return _reduce(1 - score, self.reduction, type(self).__name__)
 
 
 class SoftDiceLoss(nn.Module):
@@ -262,7 +276,8 @@ class SoftDiceLoss(nn.Module):
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
 
     Raises:
-        ValueError: for a bad reduction or eps (at construction) or bad inputs (when called).
+        ValueError: for a bad reduction or eps (at construction) or bad inputs (when called),
+            an empty batch with ``reduction="mean"`` among them.
         TypeError: for a ``from_logits`` that is not a bool (at construction).
 
     Example:
@@ -282,4 +297,4 @@ class SoftDiceLoss(nn.Module):
         score = soft_dice(
             pred, target, from_logits=self.from_logits, eps=self.eps, reduction="none"
         )
-        return _reduce(1 - score, self.reduction)
+        return _reduce(1 - score, self.reduction, type(self).__name__)

@@ -33,7 +33,7 @@ from tying.core import Plan, share
 from tying.core.slot_loads import guard_layer
 from tying.nn._args import flag, int_arg
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
-from tying.nn._layer_plans import apply_plan
+from tying.nn._layer_plans import apply_plan, tie_setting
 
 __all__ = ["TiedGateLSTM"]
 
@@ -308,6 +308,7 @@ class TiedGateLSTM(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"{self.input_size}, {self.hidden_size}, tie_gates={self.tie_gates}, "
+            f"{self.input_size}, {self.hidden_size}, "
+            f"tie_gates={tie_setting(self, self.tie_gates)}, "
             f"batch_first={self.batch_first}"
         )

@@ -307,7 +307,8 @@ class SharedBoundary(nn.Module):
     Raises:
         ValueError: for a bad ``in_features``, ``dim`` or ``derivatives`` (ints, not bools),
             a period that is not finite and > 0; on coordinates of the wrong width; when
-            ``u`` returns other than one value per point (``(N, 1)`` or ``(N,)``).
+            ``u`` returns other than one value per point (``(N, 1)`` or ``(N,)``); in
+            :meth:`penalty` and :meth:`mismatch`, for ``t`` of no points (N = 0).
 
     Example:
         >>> u = mlp([2, 16, 1])
@@ -390,11 +391,19 @@ class SharedBoundary(nn.Module):
         self._check_t(t, "ends")
         return self._at(u, t, 0.0), self._at(u, t, self.period)
 
-    def _check_t(self, t: torch.Tensor, who: str) -> None:
+    def _check_t(self, t: torch.Tensor, who: str, points: bool = False) -> None:
         if t.ndim != 2 or t.shape[-1] != self.in_features - 1:
             raise ValueError(
                 f"SharedBoundary.{who}: expected t of shape (N, {self.in_features - 1}), "
                 f"got {tuple(t.shape)}"
+            )
+        if points and t.shape[0] == 0:
+            # penalty's mean over no point was NaN with no error, mismatch's max a bare
+            # torch "Expected reduction dim" (stop 55)
+            raise ValueError(
+                f"SharedBoundary.{who}: t holds no points (shape {tuple(t.shape)}), so there "
+                f"is nothing to average or take the max of (the penalty would be NaN); pass "
+                f"at least one point (N >= 1)"
             )
 
     def _at(self, u: nn.Module, t: torch.Tensor, x_value: float) -> torch.Tensor:
@@ -430,13 +439,13 @@ class SharedBoundary(nn.Module):
         Returns:
             A scalar penalty.
         """
-        self._check_t(t, "penalty")
+        self._check_t(t, "penalty", points=True)
         g = self.boundary(t)
         left, right = self.ends(u, t)
         return ((left - g) ** 2 + (right - g) ** 2).sum(-1).mean()
 
     def mismatch(self, u: nn.Module, t: torch.Tensor) -> torch.Tensor:
         """``max |u(0,t) − u(L,t)|`` over ``t`` (values only): the periodicity error."""
-        self._check_t(t, "mismatch")
+        self._check_t(t, "mismatch", points=True)
         left, right = self.ends(u, t)
         return (left[:, 0] - right[:, 0]).abs().max()

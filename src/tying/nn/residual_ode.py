@@ -39,7 +39,7 @@ from torch import nn
 from tying.core import Plan, share
 from tying.nn._args import flag, int_arg, is_bool, scalar_value, stored_float
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
-from tying.nn._layer_plans import apply_plan
+from tying.nn._layer_plans import apply_plan, tie_setting
 
 __all__ = ["NeuralODE", "TiedResidualNet", "VectorField", "odeint"]
 
@@ -192,7 +192,7 @@ class TiedResidualNet(nn.Module):
 
     def extra_repr(self) -> str:
         # t1 lives in no child: without it two nets of different step sizes printed alike
-        return f"depth={self.depth}, t1={self.t1}, tied={self.tied}"
+        return f"depth={self.depth}, t1={self.t1}, tied={tie_setting(self, self.tied)}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` ``(..., dim)`` → the state after ``depth`` steps, ``(..., dim)``.

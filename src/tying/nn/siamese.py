@@ -39,7 +39,7 @@ from tying.core import Plan, share
 from tying.core.slots import slots_of
 from tying.nn._args import assert_in_graph, flag, in_graph, is_bool, scalar_value
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
-from tying.nn._layer_plans import apply_plan
+from tying.nn._layer_plans import apply_plan, tie_setting
 
 __all__ = ["Siamese", "contrastive_loss"]
 
@@ -83,6 +83,9 @@ class Siamese(nn.Module):
         self.right = copy.deepcopy(tower)
         if self.tied:
             apply_plan(Plan([share("right", like="left")]), self)
+            # a tower with no parameter (BatchNorm1d(affine=False)) has no slot to lose:
+            # read as untied at its first call, its statistics were parted (stop 55)
+            self._param_tie = any(slots_of(m) for m in self.right.modules())
             self._shared_buffers = tuple(
                 (path, name)
                 for path, module in self.left.named_modules()
@@ -112,7 +115,7 @@ class Siamese(nn.Module):
         """
         if not self._shared_buffers:
             return
-        if not any(slots_of(m) for m in self.right.modules()):
+        if getattr(self, "_param_tie", True) and not any(slots_of(m) for m in self.right.modules()):
             for path, name in self._shared_buffers:
                 right = self.right.get_submodule(path)
                 right._buffers[name] = right._buffers[name].clone()
@@ -197,7 +200,7 @@ class Siamese(nn.Module):
         return _pair_distance(za, zb, "Siamese.distance")
 
     def extra_repr(self) -> str:
-        return f"tied={self.tied}"
+        return f"tied={tie_setting(self, self.tied)}"
 
 
 def contrastive_loss(
@@ -217,8 +220,8 @@ def contrastive_loss(
         A scalar tensor.
 
     Raises:
-        ValueError: on mismatched shapes, a margin that is not > 0 and finite, or labels
-            not in {0, 1}.
+        ValueError: on mismatched shapes, a margin that is not > 0 and finite, labels
+            not in {0, 1}, or an empty batch (the mean over no pair is NaN).
 
     Example:
         >>> za = torch.tensor([[0.0, 0.0], [0.0, 0.0]]); zb = torch.tensor([[3.0, 4.0], [0.3, 0.4]])
@@ -240,6 +243,15 @@ def contrastive_loss(
             f"contrastive_loss: same must be ({za.shape[0]},), one label per pair, got "
             f"{tuple(same.shape)}"
         )
+    # the mean over no pair was NaN, with no error (stop 55)
+    empty = (
+        "contrastive_loss: the batch is empty (0 pairs), so the mean over pairs has no "
+        "term to average (it would return NaN); skip the empty batch"
+    )
+    if torch.jit.is_tracing():  # the size is a constant of the traced graph: check in it
+        same = assert_in_graph(torch.ones_like(same).sum() > 0, empty, same)
+    elif za.shape[0] == 0:  # torch.compile guards on it (a size of 0 is specialised)
+        raise ValueError(empty)
     # an inf margin made every matching pair's term 0·inf = NaN; True was read as 1 (stop 33)
     value = scalar_value(margin)  # a learned margin is read without its graph here
     if (

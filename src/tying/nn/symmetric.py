@@ -36,7 +36,7 @@ from tying.core import Mirrored, Plan, share
 from tying.core.slot_loads import guard_layer
 from tying.nn._args import check_conv1d_geometry, flag, int_arg
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
-from tying.nn._layer_plans import apply_plan
+from tying.nn._layer_plans import apply_plan, tie_setting
 
 __all__ = ["SymmetricConv1d"]
 
@@ -196,4 +196,4 @@ class SymmetricConv1d(nn.Conv1d):
             raise
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", tied={self.tied}"
+        return super().extra_repr() + f", tied={tie_setting(self, self.tied)}"

@@ -42,7 +42,7 @@ from torch import nn
 from tying.core import Plan, share
 from tying.nn._args import flag, int_arg
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
-from tying.nn._layer_plans import apply_plan
+from tying.nn._layer_plans import apply_plan, tie_setting
 
 __all__ = ["TiedUNet"]
 
@@ -144,4 +144,4 @@ class TiedUNet(nn.Module):
             raise
 
     def extra_repr(self) -> str:
-        return f"widths={self.widths}, tied={self.tied}"
+        return f"widths={self.widths}, tied={tie_setting(self, self.tied)}"
