@@ -121,75 +121,12 @@ class _ParametersKept:
                 f" ({name} had {rows} rows; Hugging Face: model.resize_token_embeddings({rows}) "
                 f"keeps the first {rows})"
             )
-        # stop 55: model.to(...) replaces every buffer, which DDP then broadcasts no more
-        # (_BuffersKept refuses it), so a dtype or device undone is no way back for them
-        buffers = (
-            "; a dtype or device change is no way back for this model: model.to replaces its "
-            "buffers, which DDP would broadcast no more, so wrap again"
-            if any(True for _ in self.model.buffers())
-            else ""
-        )
         return (
             f". The model inside already holds the change: either "
-            f"undo it and train on with this wrapper (model.to the old dtype or device{undo}"
-            f"{buffers}), "
+            f"undo it and train on with this wrapper (model.to the old dtype or device{undo}), "
             f"or keep it and wrap again: inner = wrapped.module; del wrapped; wrapped = "
             f"td.ddp(inner) (rank 0's values are broadcast, so rows a resize drew on each rank "
             f"agree again), then build the optimizer anew"
-        )
-
-
-class _BuffersKept:
-    """Forward pre-hook of ``td.ddp(model)`` while DDP broadcasts buffers (the default;
-    ``broadcast_buffers`` / ``forward_sync_buffers``): the model's buffers are still the tensors DDP was built with.
-
-    DDP broadcasts rank 0's buffers before each training forward, but only the tensors it
-    listed when it was built. A buffer replaced afterwards (a new tensor assigned: ``self.ema
-    = 0.9 * self.ema + 0.1 * x.mean(0)`` in a forward, or one buffer shared by two modules
-    re-assigned in both) is broadcast no more: each rank then computed with its own buffer,
-    0.042 apart after 3 steps, with no error, as under plain ``DistributedDataParallel``
-    (stop 55). Checked by identity at each training forward: one walk over the buffers.
-    """
-
-    def __init__(self, model: nn.Module, ignored: set[int]):
-        self.model = model
-        self.ignored = ignored
-        self.ids = self._ids()
-
-    def _ids(self) -> dict[str, int]:
-        out = {}
-        for mpath, mod in self.model.named_modules(remove_duplicate=False):
-            for name, b in mod._buffers.items():
-                if b is not None and id(b) not in self.ignored:
-                    out[f"{mpath}.{name}" if mpath else name] = id(b)
-        return out
-
-    def __call__(self, module, args) -> None:
-        if torch.is_grad_enabled() and self._broadcasts(module):
-            self._check()
-
-    @staticmethod
-    def _broadcasts(wrapped) -> bool:
-        # torch 2.13 renamed broadcast_buffers (kept as a property) to forward_sync_buffers
-        flag = getattr(wrapped, "forward_sync_buffers", None)
-        return bool(getattr(wrapped, "broadcast_buffers", True) if flag is None else flag)
-
-    @torch.compiler.disable  # as _ParametersKept: run eagerly under torch.compile
-    def _check(self) -> None:
-        now = self._ids()
-        if now == self.ids:
-            return
-        changed = sorted(n for n in set(now) | set(self.ids) if now.get(n) != self.ids.get(n))
-        more = f", ... ({len(changed)} in all)" if len(changed) > 5 else ""
-        raise TieError(
-            f"tying.distributed.ddp: buffer(s) {', '.join(changed[:5])}{more} were replaced "
-            f"after wrapping (a new tensor assigned, e.g. buf = 0.9 * buf + ... in a forward, "
-            f"or by model.to(dtype or device), which replaces every buffer): "
-            f"DDP (broadcast_buffers / forward_sync_buffers) broadcasts rank 0's values of the buffers it "
-            f"was built with only, so the new ones would differ between ranks with no error; "
-            f"update buffers in place (buf.mul_(0.9).add_(...), or buf.copy_(new)), or wrap "
-            f"with forward_sync_buffers=False if each rank keeps its own by design (then name "
-            f"them in rank_local= when saving)"
         )
 
 

@@ -30,7 +30,6 @@ from tying.distributed_gathered import (
 )
 from tying.distributed_gathered import GatheredCheck as _GatheredCheck
 from tying.distributed_hooks import (  # noqa: F401  (importable from here as before)
-    _BuffersKept,
     _identity,
     _NestedAccumulation,
     _ParametersKept,
@@ -69,10 +68,7 @@ def ddp(model: nn.Module, **kwargs) -> nn.Module:
             parameter values: checked on every rank before wrapping, and raised on every
             rank); (at a forward) its parameters changed after wrapping (replaced, or
             changed in place: another dtype, shape or device, as ``model.double()`` or a
-            Hugging Face ``resize_token_embeddings`` makes); (at a forward, while DDP
-            broadcasts buffers: ``broadcast_buffers`` / ``forward_sync_buffers``) a buffer
-            was replaced by a new tensor after wrapping (DDP broadcasts only the buffers it
-            was built with); (at a
+            Hugging Face ``resize_token_embeddings`` makes); (at a
             backward, unless ``static_graph=True``, of a forward outside ``no_sync()``) a
             tied tensor's gradient is accumulated twice between two forwards (a reentrant
             activation checkpoint around some of its uses), of which DDP would all-reduce
@@ -99,9 +95,6 @@ def ddp(model: nn.Module, **kwargs) -> nn.Module:
         ignored=_ddp_ignored(model),
     )
     wrapped = DistributedDataParallel(model, **kwargs)
-    # stop 55: a replaced buffer is not broadcast; registered first, so the parameters'
-    # check (prepended after it) runs before it
-    wrapped.register_forward_pre_hook(_BuffersKept(model, _ddp_ignored(model)), prepend=True)
     wrapped.register_forward_pre_hook(_ParametersKept(model, "ddp"), prepend=True)
     if not kwargs.get("static_graph", False):  # static_graph reduces a nested use right
         _NestedAccumulation(model).attach(wrapped)
