@@ -118,3 +118,32 @@ def test_an_unchanged_deterministic_flag_is_not_set_again(monkeypatch, temp_expe
     temp_experiment("stop55-deterministic", sets_the_flag)
     assert run_experiment("stop55-deterministic").status == "pass"
     assert torch.are_deterministic_algorithms_enabled() is False
+
+
+def test_the_timed_out_advice_is_a_command_the_cli_takes():
+    """Found in review: the advice read `tying run <id> ... -v`, which the parser refuses
+    (-v goes before the subcommand)."""
+    import re
+    import shlex
+
+    import tying.cli as cli
+    import tying.experiments.runner as runner
+
+    runner.load_all()
+    msg = runner._timed_out_record("param-counts", "quick", 0, 1.0).error
+    cmd = re.search(r"`tying ([^`]*)`", msg).group(1)
+    args = cli._parser().parse_args(shlex.split(cmd))
+    assert (args.command, args.size, args.seed) == ("run", "quick", 0)
+
+
+def test_inductor_determinism_set_by_an_experiment_does_not_reach_the_next():
+    """Found in review: restoring the deterministic flags only when they changed let an
+    experiment's torch._inductor.config.deterministic reach the next one."""
+    import torch._inductor.config as inductor_config
+
+    import tying.experiments.runner as runner
+
+    before = inductor_config.deterministic
+    with runner._fresh_torch():
+        inductor_config.deterministic = not before
+    assert inductor_config.deterministic == before

@@ -401,7 +401,7 @@ def _fresh_torch() -> Iterator[None]:
         if (torch.are_deterministic_algorithms_enabled(), _warn_only()) != (
             deterministic,
             warn_only,
-        ):
+        ) or _inductor_deterministic() not in (None, deterministic):
             # only when changed: the call imports torch._inductor, 2-4 s in a fresh worker,
             # paid after its first experiment (it timed out a 0.3 s one under --timeout 1)
             torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
@@ -410,6 +410,13 @@ def _fresh_torch() -> Iterator[None]:
 
 def _warn_only() -> bool:
     return torch.is_deterministic_algorithms_warn_only_enabled()
+
+
+def _inductor_deterministic() -> bool | None:
+    """torch._inductor.config.deterministic if inductor was imported (the flag that
+    use_deterministic_algorithms also sets), else None: importing it costs 2-4 s."""
+    config = sys.modules.get("torch._inductor.config")
+    return None if config is None else bool(config.deterministic)
 
 
 def _run_here(id: str, size: str, seed: int, out_dir: str | pathlib.Path | None) -> RunRecord:
@@ -846,7 +853,7 @@ def _timed_out_record(id: str, size: str, seed: int, timeout: float) -> RunRecor
             f"timed out after {_seconds(timeout)} s (the per-experiment timeout): the "
             "experiment did not finish and its worker process is stopped, so it has no "
             "verdict. It may hang, or need longer at this size: run it alone with "
-            f"`tying run {spec.id} --size {size} --seed {seed} -v` to see where it spends "
+            f"`tying -v run {spec.id} --size {size} --seed {seed}` to see where it spends "
             "its time, or raise --timeout"
         ),
     )
