@@ -65,3 +65,42 @@ def test_a_tie_made_after_a_passing_step_is_seen_at_the_next():
     before = m["other"].bias.detach().clone()
     opt.step()
     assert not torch.equal(m["other"].bias, before)
+
+
+def _bitfit_model(hand: bool):
+    torch.manual_seed(0)
+    m = nn.ModuleDict({"emb": nn.Embedding(5, 4), "norm": nn.LayerNorm(4), "head": nn.Linear(4, 5)})
+    if hand:
+        m["head"].weight = m["emb"].weight
+    else:
+        tying.Plan([tying.share("head.weight", like="emb.weight")]).apply(m)
+    return m
+
+
+def test_a_selection_of_parameters_steps_as_with_the_hand_tie():
+    """Found in review: an optimizer over every bias (BitFit), the weights left trainable,
+    was refused, though with the hand tie it leaves the embedding out too."""
+    out = []
+    for hand in (True, False):
+        m = _bitfit_model(hand)
+        opt = torch.optim.SGD([p for n, p in m.named_parameters() if n.endswith("bias")], lr=0.1)
+        for _ in range(3):
+            opt.zero_grad()
+            m["head"](m["norm"](m["emb"](IDS))).pow(2).sum().backward()
+            opt.step()
+        out.append({n: p.detach().clone() for n, p in m.named_parameters()})
+    assert out[0].keys() == out[1].keys()
+    assert all(torch.equal(out[0][n], out[1][n]) for n in out[0])
+
+
+def test_an_optimizer_over_a_module_above_the_tied_one_is_refused():
+    m = nn.ModuleDict(
+        {"emb": nn.Embedding(5, 4), "dec": nn.Sequential(nn.LayerNorm(4), nn.Linear(4, 5))}
+    )
+    tying.Plan([tying.share("dec.1.weight", like="emb.weight")]).apply(m)
+    opt = torch.optim.SGD(m["dec"].parameters(), lr=0.1)
+    m["dec"](m["emb"](IDS)).pow(2).sum().backward()
+    with pytest.raises(
+        tying.TieError, match=r"never train emb\.weight \(which dec\.1\.weight reads\)"
+    ):
+        opt.step()

@@ -161,6 +161,28 @@ def _scan(optimizer) -> list:
                         or any(v is src for v in mod._parameters.values())
                     ):
                         continue
+                    if not _built_from_a_module(slot, held):
+                        continue  # a selection by the user (biases only): the hand tie's too
                     target = ".".join(x for x in (slot.paths[0], name) if x)
                     out.append((target, slot.paths[1] or slot.source_name, ref, name))
     return out
+
+
+def _built_from_a_module(slot, held: set[int]) -> bool:
+    """Whether ``held`` is exactly the Parameters of the tied module or of a module above
+    it, as an optimizer built from ``module.parameters()`` holds (``SGD(model.head.
+    parameters())``). A hand tie's ``head.parameters()`` yields the shared weight there, and
+    the Plan tie's does not: that is the difference refused. An optimizer over a selection
+    (every bias of the model, a BitFit fine-tune) leaves the source out with a hand tie too,
+    and is not refused (found in review, stop 55: it was)."""
+    links = slot._links() if slot.anchor else ()
+    root = links[0][0] if links else slot.source_module
+    parts = slot.paths[0].split(".") if slot.paths[0] else []
+    for k in range(len(parts), -1, -1):
+        try:
+            module = root.get_submodule(".".join(parts[:k]))
+        except AttributeError:
+            continue
+        if {id(p) for p in module.parameters()} == held:
+            return True
+    return False
