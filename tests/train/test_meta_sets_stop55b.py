@@ -117,3 +117,15 @@ def test_a_batchnorm_in_training_mode_is_named_with_the_fix():
     got = fs.adapt(mse, xs[0], ys[0])
     for n in want:
         torch.testing.assert_close(got[n], want[n])
+
+
+def test_one_target_row_broadcast_over_the_inputs_still_adapts():
+    """Found in review: the row-count check refused one target row shared by every input
+    (a constant target), which a broadcasting loss reads as before."""
+    torch.manual_seed(0)
+    fs = FastSlow(nn.Linear(4, 1), fast=["**"])
+    x = torch.randn(5, 4)
+    fast = fs.adapt(lambda o, y: ((o - y) ** 2).mean(), x, torch.full((1, 1), 3.0), steps=1)
+    assert set(fast) == {"weight", "bias"}
+    moved = fs.adapt(lambda o, y: ((o - y) ** 2).mean(), x, torch.full((5, 1), 3.0), steps=1)
+    assert all(torch.equal(fast[k], moved[k]) for k in fast)  # same as the target written out

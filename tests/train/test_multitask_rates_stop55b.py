@@ -55,3 +55,13 @@ def test_a_task_the_net_cannot_take_is_named():
         fit_multitask(net, data, steps=2)
     notes = " ".join(getattr(info.value, "__notes__", []))
     assert "raised by the forward of task 1" in notes and "torch.float64" in notes
+
+
+def test_no_step_takes_any_rate_and_returns_the_net_as_given():
+    """Found in review: steps=0 runs no step, and lr=0 there was refused."""
+    torch.manual_seed(0)
+    net = MultiTaskNet(nn.Linear(3, 4), nn.Linear(4, 1), 2)
+    before = [p.detach().clone() for p in net.parameters()]
+    data = [(torch.randn(10, 3), torch.randn(10, 1)), (torch.randn(8, 3), torch.randn(8, 1))]
+    out = fit_multitask(net, data, lr=0, steps=0)
+    assert all(torch.equal(a, b) for a, b in zip(before, out.parameters()))

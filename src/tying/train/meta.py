@@ -117,7 +117,8 @@ def _check_rows(what: str, x, y, fix: str = "or adapt with steps=0") -> None:
             f"examples is NaN with gradient 0, so nothing is adapted or measured; give "
             f"every task examples, {fix}"
         )
-    if nx is not None and ny is not None and nx != ny:
+    # one target row broadcast over every input (a constant target) was right before
+    if nx is not None and ny is not None and nx != ny and ny != 1:
         raise ValueError(
             f"{what} has {nx} inputs but {ny} targets; x and y must hold the same rows"
         )
@@ -412,12 +413,14 @@ class FastSlow:
             # loop) went into Adam, which wrote NaN into every slow weight, with no error
             # (history read nan from there on). Refused before the step: the model is as
             # the last finite step left it.
-            bad = [
-                n
-                for n, p in self._outer_params()
-                if p.grad is not None and not bool(torch.isfinite(p.grad).all())
-            ]
-            if not bool(torch.isfinite(loss.detach())) or bad:
+            grads = [(n, p.grad) for n, p in self._outer_params() if p.grad is not None]
+            ok = torch.stack(
+                [torch.isfinite(loss.detach())] + [torch.isfinite(g).all() for _, g in grads]
+            )
+            bad = (
+                [] if bool(ok.all()) else [n for (n, _), f in zip(grads, ok[1:].tolist()) if not f]
+            )
+            if not bool(ok[0]) or bad:
                 opt.zero_grad(set_to_none=True)
                 raise FloatingPointError(
                     f"meta_fit: at step {step} the meta-loss was {loss.item():.4g} and the "

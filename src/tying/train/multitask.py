@@ -300,7 +300,8 @@ def fit_multitask(
         )
     if method not in ("adam", "lbfgs"):
         raise ValueError(f"method must be 'adam' or 'lbfgs', got {method!r}")
-    _check_lr(lr)
+    if not (isinstance(steps, numbers.Integral) and not isinstance(steps, bool) and steps == 0):
+        _check_lr(lr)  # steps=0 runs no step: any lr returns the net as given, as before
     # a list once: a generator of edges was used up by the check, and the penalty then
     # read no edge at every step (λ ignored, the tasks fitted apart; stop 41)
     edges = _check_settings(net, edges, lam, steps)
