@@ -534,3 +534,124 @@ def _nonfinite_note(ev: ModelEvaluator, pmap: ParameterMap) -> str:
         f"model_fn returned NaN or inf at {ev.n_nonfinite} of the points the solver tried "
         f"(first at {at}{f', on {where}' if where else ''}), which it treated as a wall"
     )
+
+
+#: a standard error is NaN where moving its parameter by it, alone, raises chi2 on both sides
+#: by more than this many times the linearised covariance's prediction (stop 56)
+NONLINEAR_RATIO = 100.0
+
+
+def _nonlinear_errors(
+    ev: ModelEvaluator,
+    data: StackedData,
+    pmap: ParameterMap,
+    theta: np.ndarray,
+    r: np.ndarray,
+    jw: np.ndarray,
+    stderr_x: np.ndarray,
+    col_norm: np.ndarray,
+) -> tuple[np.ndarray, str]:
+    """Parameters whose standard error the model's linearisation does not support.
+
+    A parameter at a point where the model's derivative in it vanishes though the model
+    still depends on it (``b**2`` at ``b = 0``, ``cos(b)`` at ``b = π``) has a Jacobian
+    column near 0, so the covariance gives it a huge standard error that is the inverse of
+    that small derivative: ``a·x + b**2`` fitted to data wanting a negative offset ended
+    at ``b = 1.7e-9`` with a standard error 2.9e7 (9e-10 and 5.3e7 from another start),
+    numbers set by where the solver stopped, not by the data (lmfit's leastsq reports no
+    error bars there). Only a parameter whose standard error exceeds its magnitude can
+    be such a case; each is moved, alone, by ± its standard error and by ± 1 % of its own
+    scale (clipped to its bounds) and χ² is recomputed: where both sides of one step raise
+    χ² by more than ``NONLINEAR_RATIO`` times ``(step·‖J column‖)² + 2·|step·(Jᵀr)_j|``,
+    the most the linearised model allows (and past χ²'s rounding), the error is
+    not a property of the data. A parameter on a bound moves inward only, and that side
+    alone decides: ``b**2`` with ``bounds={"b": (0, None)}`` ended at ``b = 0``, where the
+    one-sided difference reads a derivative of ``h`` (its step) for the true 0, and the
+    standard error 15910 was ``1/h`` scaled. A parameter merely nonlinear over its error
+    bar (``exp(b·x)``) rises far more on one side only and keeps its error, as in lmfit.
+
+    Returns:
+        A mask over the physical parameters, and a message naming them ("" if none).
+    """
+    with np.errstate(invalid="ignore"):
+        cand = np.isfinite(stderr_x) & (stderr_x > np.abs(theta)) & (col_norm > 0)
+    flagged = np.zeros(pmap.n_physical, dtype=bool)
+    if not cand.any():
+        return flagged, ""
+    chi2_k = np.sum(r * r, axis=1)  # (K,)
+    # the gradient Jᵀr per physical parameter: 0 at an interior minimum, the pull of the
+    # data past a bound where a parameter ended on one
+    grad = np.bincount(
+        pmap.index.ravel(),
+        weights=np.einsum("knp,kn->kp", jw, r).ravel(),
+        minlength=pmap.n_physical,
+    )
+    # one batch per global parameter; a local one moves in every data set at once (each
+    # data set reads its own slot alone), so the check costs 2 calls per name, not per slot
+    # (physical indices, a (K, len) mask of the data sets that read each)
+    batches = [
+        (np.array([i]), (pmap.index == i).any(axis=1)[:, None])
+        for i in np.flatnonzero(cand[: pmap.n_global])
+    ]
+    for j in range(pmap.index.shape[1]):
+        slots = pmap.index[:, j]
+        ks = np.flatnonzero(cand[slots])
+        if slots.size and slots[0] >= pmap.n_global and ks.size:
+            rows = np.zeros((slots.size, ks.size), dtype=bool)
+            rows[ks, np.arange(ks.size)] = True
+            batches.append((slots[ks], rows))
+    # a move into NaN must not change what the fit reports of its own walls
+    state = (ev.nfev, ev.njev, ev.n_nonfinite, ev.nonfinite_theta, ev.nonfinite_where)
+    notes = []
+    # the parameter's own scale, as for the plateau test: a periodic model (cos(b) at
+    # b = π) moved by a huge error lands on a random phase, so the test also steps by 1 %
+    # of the value, where the curvature still dominates a derivative that vanishes
+    own = np.maximum(np.abs(theta), np.where(pmap.x0 != 0, np.abs(pmap.x0), 1.0))
+    floor = 1e-8 * float(np.sum(chi2_k)) + np.finfo(float).tiny  # rounding of chi2
+    try:
+        for idx, rows in batches:
+            hit = np.zeros(idx.size, dtype=bool)
+            for size in (stderr_x[idx], np.minimum(stderr_x[idx], 1e-2 * own[idx])):
+                rises = []
+                for sign in (1.0, -1.0):
+                    moved = theta.copy()
+                    moved[idx] = np.clip(theta[idx] + sign * size, pmap.lower[idx], pmap.upper[idx])
+                    step = moved[idx] - theta[idx]
+                    try:
+                        with np.errstate(all="ignore"):
+                            rm = jac_mod.residuals(ev.predict(moved), data)
+                            dchi = np.sum(rm * rm, axis=1) - chi2_k  # (K,)
+                    except Exception:  # a model undefined there: no evidence either way
+                        dchi = np.full(chi2_k.shape, np.nan)
+                    with np.errstate(all="ignore"):
+                        rise = dchi @ rows  # each slot over the data sets that read it
+                        expected = (step * col_norm[idx]) ** 2 + 2 * np.abs(step * grad[idx])
+                        far = (rise > NONLINEAR_RATIO * expected) & (rise > floor)
+                        # a side a bound leaves (almost) no room on does not vote
+                        votes = np.abs(step) > 0.1 * size
+                        rises.append((rise, far | ~votes, votes, expected))
+                moved_any = rises[0][2] | rises[1][2]
+                bad = rises[0][1] & rises[1][1] & moved_any & ~hit
+                for k in np.flatnonzero(bad):
+                    i = int(idx[k])
+                    flagged[i] = True
+                    notes.append(
+                        f"{pmap.physical_names[i]!r} = {theta[i]:.3g} ± {stderr_x[i]:.2g} (moved "
+                        f"by {size[k]:.2g} it raises chi2 by "
+                        f"{min(v[0][k] for v in rises if v[2][k]):.2g} or more, where the "
+                        f"covariance predicts {max(v[3][k] for v in rises if v[2][k]):.2g})"
+                    )
+                hit |= bad
+    finally:
+        ev.nfev, ev.njev, ev.n_nonfinite, ev.nonfinite_theta, ev.nonfinite_where = state
+    if not notes:
+        return flagged, ""
+    shown = "; ".join(notes[:5]) + ("; ..." if len(notes) > 5 else "")
+    return flagged, (
+        f"standard errors set to NaN for {shown}: the model is far from linear in "
+        f"{'this parameter' if len(notes) == 1 else 'these parameters'} over the error bar "
+        f"(its derivative vanishes near the fitted value, as that of b**2 does at b = 0), so "
+        f"the covariance's number reflects where the solver stopped, not the data; "
+        f"reparametrise so that the model changes at first order (fit c = b**2 with "
+        f"bounds={{'c': (0, None)}}), or fix the parameter"
+    )

@@ -71,6 +71,7 @@ from tying.fit.diagnostics import (  # noqa: F401  (re-exported: global_fit.<nam
     _inverse_ok,
     _names,
     _nonfinite_note,
+    _nonlinear_errors,
     _not_stationary,
     _on_bounds,
     _plateau,
@@ -719,6 +720,29 @@ class GlobalFit:
                 FitWarning,
                 stacklevel=3,
             )
+        if np.isfinite(stderr_x).any():
+            # b**2 at b = 0: a vanishing derivative gave a finite error set by where the
+            # solver stopped (2.9e7 at b = 1.7e-9, 5.3e7 at 9e-10); lmfit gives none (stop 56)
+            bad, note = _nonlinear_errors(ev, data, pmap, out.theta, r, jw, stderr_x, norm)
+            if note:
+                stderr_x = np.where(bad, np.nan, stderr_x)
+                gl = np.flatnonzero(bad[: pmap.n_global])
+                if cov_global is not None:
+                    cov_global[gl, :] = cov_global[:, gl] = np.nan
+                if cov_logical is not None:
+                    ks, js = np.nonzero(bad[pmap.index])
+                    cov_logical[ks, js, :] = np.nan
+                    cov_logical[ks, :, js] = np.nan
+                if "this is not a minimum" in message:
+                    # the Gauss-Newton step reads the vanishing derivative as a free
+                    # direction, so "raise max_iter" alone would not help
+                    note += (
+                        "; the Gauss-Newton step reads such a derivative as a direction free "
+                        "to move, so the 'not a minimum' verdict above may come from it: "
+                        "refit the reparametrised model to tell"
+                    )
+                message += f"; {note}"
+                warnings.warn(f"global fit: {note}", FitWarning, stacklevel=3)
         if nfree <= 0:
             message += "; the reduced chi2 is NaN: chi2 / nfree with nfree = 0 is undefined"
         return FitResult(
