@@ -364,6 +364,15 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
             )
         elif plan is None:
             hint = "pass plan= (the plan the model was saved with)"
+            head = _left_out_by_flag(model, missing)
+            if head:
+                hint = (
+                    f"the file was likely written from a model whose {head[0]} is the "
+                    f"embedding (HF leaves a tied head out), but the config says "
+                    f"tie_word_embeddings=False, which gives it no value (plain HF loads it "
+                    f"at random); if so, load with tie_word_embeddings=True to tie it, else "
+                    f"{hint}"
+                )
         else:
             hint = "the plan does not match the model that was saved"
         raise TieError(
@@ -394,6 +403,21 @@ def _untied_by_caller(model: nn.Module, config_file: pathlib.Path, missing: list
     except (OSError, ValueError):
         return []
     if not isinstance(saved, dict) or saved.get("tie_word_embeddings") is not True:
+        return []
+    return _left_out_by_flag(model, missing)
+
+
+def _left_out_by_flag(model: nn.Module, missing: list) -> list[str]:
+    """The ``missing`` keys that ``tie_word_embeddings=True`` would make from the embedding
+    when the loaded config says False; [] otherwise.
+
+    A folder whose config.json was edited (or written by other code) to say false while its
+    file holds the embedding alone: plain HF loads the head at random with a LOAD REPORT,
+    and tying refused it telling the caller to pass ``plan=`` only (stop 56), which names
+    neither the flag nor that the head is the one tensor HF leaves out.
+    """
+    config = getattr(model, "config", None)
+    if getattr(config, "tie_word_embeddings", None) is not False:
         return []
     from tying.interop.hf_plan import _config_ties
 
