@@ -48,6 +48,12 @@ BAD: dict[tuple[str, str], list[tuple[list[str], str]]] = {
         (["run", NEVER, "--out", "{file}"], "is a file, not a folder"),
         (["run", NEVER, "--out", "{user}"], "notes.txt, which was not written by tying"),
     ],
+    ("run", "--timeout"): [  # stop 56: the same option as report's
+        (["run", NEVER, "--timeout", "0"], "--timeout: expected a number of seconds > 0, got 0"),
+        (["run", NEVER, "--timeout", "-1"], "(digits 0-9 only), got '-1'"),
+        (["run", NEVER, "--timeout", "ten"], "got 'ten'"),
+        (["run", NEVER, "--timeout", "inf"], "got 'inf'"),
+    ],
     ("report", "--size"): [
         (["report", "--only", NEVER, "--size", "Quick"], "--size: invalid choice: 'Quick'"),
     ],

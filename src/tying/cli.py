@@ -5,8 +5,9 @@
 writes ``report/index.html``.
 
 Exit codes: ``run``: 0 the claim's check passed, 1 it failed or the experiment
-raised (or an extra it needs is missing), 2 usage error (an unknown id names the
-closest valid one; a bad ``--seed``; ``--out`` that is a file, cannot be written,
+raised (or an extra it needs is missing, or it ran past ``--timeout``: its worker
+process is stopped and it has no verdict), 2 usage error (an unknown id names the
+closest valid one; a bad ``--seed`` or ``--timeout``; ``--out`` that is a file, cannot be written,
 holds files tying did not write, or holds a report whose page shows a figure the run
 would replace, or into which another ``tying report`` is writing now). ``report``: 0
 when the page was written (whatever the verdicts), 1 when the experiments ran but the
@@ -216,7 +217,12 @@ def _run_one(args: argparse.Namespace, console: Console, exp_id: str) -> int:
     from tying.experiments.output import OutputFolderError
 
     try:
-        rec = run_experiment(exp_id, size=args.size, seed=args.seed, out_dir=args.out)
+        if args.timeout is None:  # in this process, as before --timeout existed
+            rec = run_experiment(exp_id, size=args.size, seed=args.seed, out_dir=args.out)
+        else:  # in a worker process, which can be stopped at the timeout (as for report)
+            (rec,) = run_many(
+                [exp_id], size=args.size, seed=args.seed, out_dir=args.out, timeout=args.timeout
+            )
     except OutputFolderError as exc:  # --out changed while the experiment ran
         print(
             f"tying run: error: {exp_id} ran, but its figures could not be recorded: {exc}",
@@ -491,6 +497,21 @@ def _folder(text: str) -> pathlib.Path:
     return pathlib.Path(text)
 
 
+def _add_timeout(p: argparse.ArgumentParser, then: str) -> None:
+    """``--timeout``, the same option for ``run`` and ``report``; ``then`` ends its help's
+    first sentence."""
+    p.add_argument(
+        "--timeout",
+        type=_timeout,
+        default=None,
+        metavar="SECONDS",
+        help=(
+            "seconds one experiment may run; one that runs longer is reported as an error "
+            f"('timed out after N s'){then}. Left out: no limit"
+        ),
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tying",
@@ -523,6 +544,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="folder to save its figures in (under figures/)",
     )
+    _add_timeout(p, ", exit code 1. With it the experiment runs in a worker process")
     p.set_defaults(fn=_cmd_run)
 
     p = sub.add_parser("report", help="run experiments and write the HTML report")
@@ -542,16 +564,9 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="worker processes; each uses one torch thread (default: 1)",
     )
-    p.add_argument(
-        "--timeout",
-        type=_timeout,
-        default=None,
-        metavar="SECONDS",
-        help=(
-            "seconds one experiment may run; one that runs longer is reported as an error "
-            "('timed out after N s') and the others go on. Experiments then run in worker "
-            "processes, also with --jobs 1. Left out: no limit"
-        ),
+    _add_timeout(
+        p,
+        " and the others go on. Experiments then run in worker processes, also with --jobs 1",
     )
     p.add_argument(
         "--out",

@@ -66,6 +66,7 @@ __all__ = [
     "OutputFolderError",
     "claim_folder",
     "discard_build",
+    "expect_files",
     "folder_lock",
     "install_build",
     "record_files",
@@ -547,6 +548,51 @@ def record_files(out_dir: str | pathlib.Path, paths: Iterable[str]) -> None:
     _write_manifest(out, files, [])
 
 
+def expect_files(out_dir: str | pathlib.Path, paths: Iterable[str]) -> None:
+    """List files tying is about to replace in ``out_dir`` as pending in its manifest.
+
+    A file the manifest lists with its SHA-256 and that no longer matches it is refused
+    as changed by the user. :func:`tying.report.write_report` replaces ``index.html`` and
+    ``results.json`` and then lists their new hashes: a Ctrl-C or an error in between
+    left the new files beside the old hashes, and every later run into the folder was
+    refused ("changed since tying wrote it", stop 56). Listed as pending first, they are
+    tying's whether the old or the new ones are there, until :func:`record_files`
+    lists them again.
+
+    Args:
+        out_dir: a folder prepared with :func:`claim_folder`.
+        paths: relative paths of files tying will write next.
+
+    Raises:
+        OutputFolderError: a path is outside the folder, or the manifest cannot be
+            read or written (the OS error is named).
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> out = pathlib.Path(tempfile.mkdtemp())
+        >>> claim_folder(out, [], fresh=True)
+        >>> _ = (out / "index.html").write_text("<html>old</html>")
+        >>> record_files(out, ["index.html"])
+        >>> expect_files(out, ["index.html"])
+        >>> _ = (out / "index.html").write_text("<html>new</html>")  # then interrupted
+        >>> claim_folder(out, [], fresh=True)  # still tying's own file: not refused
+    """
+    out = pathlib.Path(out_dir)
+    rels = list(paths)
+    bad = [rel for rel in rels if not _safe_rel(rel)]
+    if bad:
+        raise OutputFolderError(f"{out / str(bad[0])}: not a path inside {out} to expect")
+    manifest = _read_manifest(out)
+    files = {rel: h for rel, h in manifest["files"].items() if rel not in rels}
+    try:
+        _write_manifest(out, files, [*manifest["pending"], *rels])
+    except OSError as exc:
+        raise OutputFolderError(
+            f"--out {out}: cannot write there ({exc.strerror or exc}); choose a folder you can "
+            "write to"
+        ) from None
+
+
 def remove_unlisted_figures(
     out_dir: str | pathlib.Path, exp_id: str, keep: Iterable[str] = ()
 ) -> list[str]:
@@ -660,19 +706,40 @@ def discard_build(build: str | pathlib.Path) -> None:
         _release(build)  # after the files are gone: no other run sees them as leftovers
 
 
+#: The signals held while a report moves into place: Ctrl-C, and SIGTERM (``kill``, a
+#: CI timeout), which ``tying`` turns into a Ctrl-C. Holding SIGINT alone let a SIGTERM
+#: stop the move between ``index.html`` and ``results.json``: the new page stood beside
+#: the old results, and the command said the earlier report was left as it was (stop 56).
+_DEFERRED = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextmanager
 def _interrupt_deferred() -> Iterator[None]:
-    """Hold a Ctrl-C until the block is done, then raise it (main thread only)."""
+    """Hold Ctrl-C and SIGTERM until the block is done, then deliver them (main thread only).
+
+    Once the block is done a held Ctrl-C raises ``KeyboardInterrupt``, and a held
+    SIGTERM is sent again to the handler that was there before (``tying``'s raises a
+    ``KeyboardInterrupt``; the default ends the process).
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    previous = {}
     try:
+        for signum in _DEFERRED:
+            if signal.getsignal(signum) is None:  # set outside Python: cannot be put back
+                continue
+            previous[signum] = signal.signal(signum, lambda n, frame: caught.append(n))
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if signal.SIGTERM in caught:  # its own handler decides (tying's raises a Ctrl-C)
+        signal.raise_signal(signal.SIGTERM)
+    if signal.SIGINT in caught:
+        # raised, not re-sent: a process started in the background (SIGINT ignored)
+        # still learns of the Ctrl-C the block held, as before stop 56
         raise KeyboardInterrupt
 
 

@@ -28,7 +28,9 @@ from tying.experiments.claims import claim_for
 from tying.experiments.output import (
     MANIFEST,
     OutputFolderError,
+    _interrupt_deferred,
     claim_folder,
+    expect_files,
     folder_lock,
     record_files,
 )
@@ -215,8 +217,9 @@ def _write_pair(out: pathlib.Path, files: list[tuple[pathlib.Path, bytes]]) -> N
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-        for tmp, path in temps:
-            os.replace(tmp, path)
+        with _interrupt_deferred():  # both files are moved, or neither (stop 56)
+            for tmp, path in temps:
+                os.replace(tmp, path)
     finally:
         for tmp, _ in temps:
             pathlib.Path(tmp).unlink(missing_ok=True)
@@ -308,6 +311,7 @@ def _write_locked(records, out, size, seed, jobs, runtime_s) -> dict[str, pathli
     page_bytes = page.encode("utf-8", errors="backslashreplace")
     json_bytes = (results + "\n").encode("utf-8", errors="backslashreplace")
     html_path, json_path = out / "index.html", out / "results.json"
+    expect_files(out, _PAGE)  # an interrupted write leaves the folder ours (stop 56)
     _write_pair(out, [(html_path, page_bytes), (json_path, json_bytes)])
     figures = [f for r in records for f in r.figures if (out / f).is_file()]
     record_files(out, [*_PAGE, *figures])
