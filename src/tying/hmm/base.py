@@ -402,7 +402,7 @@ class BaseHMM(HMMInference, EstimatorParams):
             kept = self._kept_start_values()  # per-state values, before ties are re-resolved
             X, batch = self._prepare(X, lengths, fitting=True)
             self.ties_ = StateTies.resolve(
-                self._tie_spec(), n_states=self.n_components, kinds=self.tie_kinds
+                self._tie_spec(self.n_components), n_states=self.n_components, kinds=self.tie_kinds
             )
             for param, value in kept.items():  # kept from a model of another size
                 if len(value) != self.n_components:
@@ -636,7 +636,7 @@ class BaseHMM(HMMInference, EstimatorParams):
         K = self._checked_n_components()
         old = self.__dict__.get("ties_")
         if old is None or old.n_states != K:
-            ties = StateTies.resolve(self._tie_spec(), n_states=K, kinds=self.tie_kinds)
+            ties = StateTies.resolve(self._tie_spec(K), n_states=K, kinds=self.tie_kinds)
             if old is not None:
                 stale = self.__dict__.setdefault("_stale_params", {})
                 for public, private in self._required().items():
@@ -833,7 +833,9 @@ class BaseHMM(HMMInference, EstimatorParams):
         ``fit``), so "untie them" in ``ties`` alone is no fix (stop 49)."""
         try:
             declared = StateTies.resolve(
-                self._tie_spec(), n_states=self.ties_.n_states, kinds=self.tie_kinds
+                self._tie_spec(self.ties_.n_states),
+                n_states=self.ties_.n_states,
+                kinds=self.tie_kinds,
             ).groups(kind)
         except (ValueError, TypeError):  # a spec for another size: it differs
             declared = None
@@ -908,7 +910,9 @@ class BaseHMM(HMMInference, EstimatorParams):
         return getattr(self, f"_{kind}")
 
     # subclass hooks
-    def _tie_spec(self):
+    def _tie_spec(self, n_states: int):
+        """The spec ``StateTies.resolve`` reads for ``n_states`` states (a subclass may
+        add the ties its settings imply, as covariance_type='tied' does)."""
         return self.ties
 
     def _check_X(self, X, lengths, fitting):  # pragma: no cover - abstract
@@ -936,7 +940,9 @@ class BaseHMM(HMMInference, EstimatorParams):
         """What ``fit`` refuses of the settings and the tie spec before it looks at the data
         (``set_params`` runs it)."""
         self._check_settings()
-        StateTies.resolve(self._tie_spec(), n_states=self.n_components, kinds=self.tie_kinds)
+        StateTies.resolve(
+            self._tie_spec(self.n_components), n_states=self.n_components, kinds=self.tie_kinds
+        )
 
 
 def _rows_equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -5,17 +5,88 @@ hmmlearn's per-type shapes (spherical ``(K,)``, diag ``(K, D)``, full ``(K, D, D
 tied ``(D, D)``); a bad one is refused here, by name: a shape (written readably by
 :func:`_covars_shape`), a non-positive variance, a matrix that is not symmetric
 positive definite, a ``min_covar`` that is not a positive number. The eigenvalue
-floor of the M-step (:func:`_floor_eigenvalues`) lives here too. Split from
-:mod:`tying.hmm.gaussian` (stop 52), which re-exports the names.
+floor of the M-step (:func:`_floor_eigenvalues`) and the tie spec the ``'tied'`` type
+implies (:func:`tied_type_spec`, one covariance group whatever else is tied) live here
+too. Split from :mod:`tying.hmm.gaussian` (stop 52), which re-exports the names.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 
+from tying.core.patterns import Pattern
+from tying.hmm.ties import StateTies, _is_rule
 from tying.hmm.validation import _shape_text
 
 __all__: list[str] = []
+
+
+def tied_type_spec(spec, n_states: int, kinds: Sequence[str]):
+    """The tie spec of a ``covariance_type='tied'`` model: ``spec`` with one covariance group.
+
+    A tied covariance is one matrix, so every state's covariance is one group whatever
+    else ``spec`` ties: means, transitions (a dict, a StateTies, or ``tying.share`` /
+    ``tying.free`` rules) are read as for any other type. A spec that groups the
+    covariances otherwise contradicts the type and is refused.
+
+    Args:
+        spec: the model's ``ties`` (None, a mapping, a StateTies, or a list of rules).
+        n_states: the states it is resolved for.
+        kinds: the model's tie kinds.
+
+    Returns:
+        A spec :meth:`StateTies.resolve` reads, with ``covars`` in one group.
+
+    Raises:
+        ValueError: covariance groups other than one, naming them and the fix
+            (``covariance_type='full'`` with those groups).
+
+    Example:
+        >>> tied_type_spec({"means": [[0, 1]]}, 3, ("transitions", "means", "covars"))
+        {'means': [[0, 1]], 'covars': 'all'}
+    """
+    why = "covariance_type='tied' shares one covariance among all states, but ties"
+    fix = "use covariance_type='full' with those covariance groups instead"
+    if spec is None:
+        return {"covars": "all"}
+    if isinstance(spec, Mapping):  # any mapping StateTies reads, not only a dict
+        covars = spec.get("covars", "all")
+        if not (isinstance(covars, str) and covars == "all"):  # groups may be arrays
+            raise ValueError(f"{why} gives covars={covars!r}; {fix}")
+        return {**spec, "covars": "all"}
+    if isinstance(spec, StateTies) and "covars" in spec.group_of:  # a model's ties_
+        if not spec.group_of["covars"].any():  # one covariance group: what 'tied' is
+            return spec
+        raise ValueError(f"{why} (a StateTies) groups covars as {spec.groups('covars')}; {fix}")
+    if isinstance(spec, (list, tuple)) and all(_is_rule(r) for r in spec):
+        return _tied_rules(list(spec), n_states, kinds, why)
+    return spec  # StateTies.resolve refuses it by type, naming the forms it takes
+
+
+def _tied_rules(rules: list, n_states: int, kinds: Sequence[str], why: str) -> StateTies:
+    """Rules resolved for ``n_states``, the covariances then one group; rules that tie the
+    covariances into one group are accepted (they say what 'tied' does), any other rule
+    on a ``covars.<state>`` slot is refused by index."""
+    ties = StateTies.resolve(rules, n_states=n_states, kinds=kinds)
+    if ties.n_groups("covars") == 1:
+        return ties
+    slots = [f"covars.{s}" for s in range(n_states)]
+    on_covars = [
+        f"rule {index} ({rule.kind} {rule.target!r})"
+        for index, rule in enumerate(rules)
+        if any(Pattern(rule.target).match(slot) is not None for slot in slots)
+    ]
+    if on_covars:
+        raise ValueError(
+            f"{why} {', '.join(on_covars)} leave covars grouped as {ties.groups('covars')}; "
+            f"drop the rules on 'covars.*' (the type ties them already), or use "
+            f"covariance_type='full' with those covariance groups"
+        )
+    group_of = dict(ties.group_of)
+    group_of["covars"] = np.zeros(n_states, dtype=np.intp)
+    return StateTies(n_states, group_of)
 
 
 def _covars_shape(ct: str, K: int, D: int | None, G: int | None = None) -> str:

@@ -29,8 +29,6 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 from scipy.linalg import cho_factor, solve_triangular
 
@@ -43,6 +41,7 @@ from tying.hmm.covariances import (  # noqa: F401  (gaussian.<name> as before)
     _covars_shape,
     _floor_eigenvalues,
     _plain_variances,
+    tied_type_spec,
 )
 from tying.hmm.fitted_array import fitted
 from tying.hmm.forward_backward import (
@@ -106,7 +105,8 @@ class GaussianHMM(BaseHMM):
         startprob_prior, transmat_prior: Dirichlet concentrations (None: 1.0).
         means_prior, means_weight: normal prior on the means (None: 0, 0).
         covars_prior, covars_weight: prior on the covariances (None: 0 and 1,
-            maximum likelihood; hmmlearn-style builds get hmmlearn's 1e-2 and 1).
+            maximum likelihood; hmmlearn-style builds get hmmlearn's 1e-2 and 1);
+            ``covars_prior`` is a scale: >= 0, or positive semidefinite for full/tied.
         others: ``algorithm``, ``random_state``, ``n_iter``, ``tol``, ``verbose``,
             ``params``, ``init_params``, ``implementation``: see
             :class:`~tying.hmm.base.BaseHMM`.
@@ -235,7 +235,7 @@ class GaussianHMM(BaseHMM):
                 **kwargs,
             )
             model._check_settings()
-            model.ties_ = StateTies.resolve(model._tie_spec(), n_states=K, kinds=model.tie_kinds)
+            model.ties_ = StateTies.resolve(model._tie_spec(K), n_states=K, kinds=model.tie_kinds)
             model.n_features_ = means.shape[-1]
             model._initialise(np.zeros((1, model.n_features_)), np.random.default_rng(0))
         return model
@@ -348,33 +348,10 @@ class GaussianHMM(BaseHMM):
                     f"shapes (or build a new model for a new number of features)"
                 )
 
-    def _tie_spec(self):
+    def _tie_spec(self, n_states: int):
         if self.covariance_type != "tied":
             return self.ties
-        spec = self.ties
-        if spec is None:
-            return {"covars": "all"}
-        if isinstance(spec, Mapping):  # any mapping StateTies reads, not only a dict
-            covars = spec.get("covars", "all")
-            if not (isinstance(covars, str) and covars == "all"):  # groups may be arrays
-                raise ValueError(
-                    f"covariance_type='tied' shares one covariance among all states, but ties "
-                    f"gives covars={covars!r}; use covariance_type='full' with those "
-                    f"covariance groups instead"
-                )
-            return {**spec, "covars": "all"}
-        if isinstance(spec, StateTies) and "covars" in spec.group_of:  # a model's ties_
-            if not spec.group_of["covars"].any():  # one covariance group: what 'tied' is
-                return spec
-            raise ValueError(
-                f"covariance_type='tied' shares one covariance among all states, but ties "
-                f"(a StateTies) groups covars as {spec.groups('covars')}; use "
-                f"covariance_type='full' with those covariance groups instead"
-            )
-        raise ValueError(
-            "covariance_type='tied' takes its ties as a dict; with tying.share rules use "
-            "covariance_type='full' and a rule tying every 'covars.*' to 'covars.0'"
-        )
+        return tied_type_spec(self.ties, n_states, self.tie_kinds)
 
     def _full(self) -> bool:
         return self.covariance_type in ("full", "tied")

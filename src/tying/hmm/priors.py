@@ -84,6 +84,8 @@ def check_priors(model, shapes: dict) -> None:
                 f"{name} has shape {arr.shape}, which does not broadcast to {shape} {named}; "
                 f"give one number, or an array of that shape (or one that broadcasts to it)"
             )
+        if name == "covars_prior":
+            _check_covars_prior(model, np.broadcast_to(arr, shape))
         if kind is None or not model.ties_.is_tied(kind):
             continue
         full = np.broadcast_to(arr, shape)
@@ -96,6 +98,41 @@ def check_priors(model, shapes: dict) -> None:
                 f"{full[s].tolist()}); a tie group has one parameter and takes one "
                 f"prior: give tied states the same prior, or untie them"
             )
+
+
+def _check_covars_prior(model, prior: np.ndarray) -> None:
+    """A covariance prior is a scale: non-negative variances, positive semidefinite
+    matrices. A negative one has no mode where a state's data are few (the M-step's
+    variance ``(prior + Σγ(x-μ)²) / count`` falls below 0): hmmlearn stored that negative
+    variance, ours floored it at ``min_covar``, a number no prior gives, with no error."""
+    if prior.ndim == 2:  # spherical/diag: (K, D), one scale per variance
+        bad = np.argwhere(prior < 0)
+        if bad.size:
+            k, d = (int(i) for i in bad[0])
+            raise ValueError(
+                f"covars_prior must be >= 0 for {model.covariance_type!r} covariances (the "
+                f"scale of each variance's inverse-gamma prior), got {float(prior[k, d])!r} "
+                f"for state {k}, feature {d}; with a negative scale the update of a state "
+                f"with little data is a negative variance: give numbers >= 0 (0 for none)"
+            )
+        return
+    # each state's matrix over its largest entry: no overflow at priors near 1e308
+    scale = np.abs(prior).max(axis=(1, 2), keepdims=True)  # (K, 1, 1)
+    unit = prior / np.where(scale > 0, scale, 1.0)
+    sym = 0.5 * (unit + unit.transpose(0, 2, 1))  # the update symmetrises it
+    low = np.linalg.eigvalsh(sym)[:, 0]  # each state's smallest eigenvalue, over its scale
+    bad = np.flatnonzero(low < -1e-12 * prior.shape[1])
+    with np.errstate(over="ignore"):  # -D * 1e308 is -inf, said as such
+        low = low * scale[:, 0, 0]
+    if bad.size:
+        k = int(bad[0])
+        raise ValueError(
+            f"covars_prior must be positive semidefinite for {model.covariance_type!r} "
+            f"covariances (the scale matrix of the inverse-Wishart prior), but state {k}'s "
+            f"has eigenvalue {float(low[k]):.6g}; with it the update of a state with little "
+            f"data is not a covariance: give c * I or c (every entry c) with c >= 0, or a "
+            f"positive semidefinite matrix"
+        )
 
 
 def check_fitted_finite(model, cause: BaseException | None = None) -> None:
