@@ -113,3 +113,16 @@ def test_rules_that_split_the_one_covariance_are_refused_by_index(rules, named):
     with pytest.raises(ValueError, match=r"use covariance_type='full' with those covariance"):
         m.fit(X, L)
     assert not hasattr(m, "means_")
+
+
+@pytest.mark.parametrize("groups", [[[0, 1, 2]], np.array([[2, 0, 1]])])
+def test_a_dict_grouping_every_covariance_in_one_fits_as_the_type_alone(groups):
+    # the rules form of one covariance group was accepted at stop 56, the dict form
+    # refused as a contradiction of the type it states
+    Y = np.random.default_rng(3).normal(size=(80, 2))
+    a = GaussianHMM(3, "tied", n_iter=3, tol=-np.inf, random_state=0, ties={"covars": groups})
+    b = GaussianHMM(3, "tied", n_iter=3, tol=-np.inf, random_state=0)
+    a.fit(Y)
+    b.fit(Y)
+    np.testing.assert_array_equal(a.covars_, b.covars_)
+    np.testing.assert_array_equal(a.means_, b.means_)

@@ -53,8 +53,8 @@ def tied_type_spec(spec, n_states: int, kinds: Sequence[str]):
         return {"covars": "all"}
     if isinstance(spec, Mapping):  # any mapping StateTies reads, not only a dict
         covars = spec.get("covars", "all")
-        if not (isinstance(covars, str) and covars == "all"):  # groups may be arrays
-            raise ValueError(f"{why} gives covars={covars!r}; {fix}")
+        if not (isinstance(covars, str) and covars == "all") and not _one_group(covars, n_states):
+            raise ValueError(f"{why} gives covars={covars!r}; {fix}")  # groups may be arrays
         return {**spec, "covars": "all"}
     if isinstance(spec, StateTies) and "covars" in spec.group_of:  # a model's ties_
         if not spec.group_of["covars"].any():  # one covariance group: what 'tied' is
@@ -63,6 +63,17 @@ def tied_type_spec(spec, n_states: int, kinds: Sequence[str]):
     if isinstance(spec, (list, tuple)) and all(_is_rule(r) for r in spec):
         return _tied_rules(list(spec), n_states, kinds, why)
     return spec  # StateTies.resolve refuses it by type, naming the forms it takes
+
+
+def _one_group(covars, n_states: int) -> bool:
+    """Whether ``covars`` (a dict spec's groups) puts every state in one group, as the
+    'tied' type does: ``[[0, 1, 2]]`` says what the type says (the rules form of it was
+    accepted, the dict form refused, stop 56)."""
+    try:
+        ties = StateTies.resolve({"covars": covars}, n_states=n_states, kinds=("covars",))
+    except (TypeError, ValueError):  # refused below with the type's own reason
+        return False
+    return ties.n_groups("covars") == 1
 
 
 def _tied_rules(rules: list, n_states: int, kinds: Sequence[str], why: str) -> StateTies:
