@@ -7,6 +7,13 @@ tied to ``model[0]`` froze its bias and left its tied weight training, without a
 caller did not name. A plan refuses to tie tensors whose ``requires_grad`` differ for the
 same reason (a tied tensor is frozen or trained as one), so a call that cannot give a tied
 slot the asked state is refused too, before anything changes.
+
+``module.zero_grad()`` clears ``module.parameters()`` only, so on a tied module it left the
+gradient its tied slot's source had gathered (``head.zero_grad()`` after a backward: the
+embedding's gradient stayed, and the next step applied it again, no error; stop 56). A
+gradient is no choice the caller has to name: with a hand tie ``head.weight.grad`` *is*
+``embed.weight.grad``, and ``head.zero_grad()`` clears it. So the tied class clears its
+slots' sources too.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tying.core.errors import TieError
+from tying.core.outside import ORIG
 
 if TYPE_CHECKING:
     from tying.core.slots import Slot
@@ -72,9 +80,55 @@ def requires_grad_(self, requires_grad: bool = True):
     return type(self)._tying_base.requires_grad_(self, requires_grad)
 
 
-def _physical_leaf(slot: Slot):
+def zero_grad(self, set_to_none: bool = True) -> None:
+    """``nn.Module.zero_grad`` of a tied module (installed on its tied class).
+
+    Clears the gradients of the module's own parameters, as PyTorch does, and those of the
+    parameters its tied slots (and those of the tied modules inside it) read, as
+    ``zero_grad`` on the same model tied by hand does: the slot's gradient is its source's.
+
+    Args:
+        set_to_none: set each gradient to ``None`` (default) instead of zeroing it.
+
+    Returns:
+        None, as ``nn.Module.zero_grad``.
+
+    Example:
+        >>> import torch, tying
+        >>> m = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+        >>> _ = tying.Plan([tying.share("1.weight", like="0.weight")]).apply(m)
+        >>> m(torch.ones(1, 2)).sum().backward()
+        >>> m[1].zero_grad()
+        >>> m[1].weight.grad is None and m[0].weight.grad is None
+        True
+        >>> m[0].bias.grad is None        # not read by m[1]: kept
+        False
+    """
+    from tying.core.slots import slots_of
+
+    type(self)._tying_base.zero_grad(self, set_to_none)
+    own = {id(p) for p in self.parameters()}
+    for mod in self.modules():
+        for slot in slots_of(mod).values():
+            leaf = _physical_leaf(slot, pruned=True)
+            if leaf is None or id(leaf) in own or leaf.grad is None:
+                continue
+            own.add(id(leaf))
+            # the same steps as torch's nn.Module.zero_grad for one parameter
+            if set_to_none:
+                leaf.grad = None
+            else:
+                if leaf.grad.grad_fn is not None:
+                    leaf.grad.detach_()
+                else:
+                    leaf.grad.requires_grad_(False)
+                leaf.grad.zero_()
+
+
+def _physical_leaf(slot: Slot, *, pruned: bool = False):
     """The parameter a slot's value is computed from, following chains of ties (None: not a
-    registered parameter, e.g. pruned or re-parametrised)."""
+    registered parameter, e.g. re-parametrised, or pruned unless ``pruned``: then a pruned
+    source's ``<name>_orig``, the Parameter its gradient reaches)."""
     from tying.core.slots import slots_of
 
     mod, name = slot.source_module, slot.source_name
@@ -86,4 +140,7 @@ def _physical_leaf(slot: Slot):
             name = inner.storage.get("source", name)
             break
         mod, name = inner.source_module, inner.source_name
-    return mod._parameters.get(name)
+    leaf = mod._parameters.get(name)
+    if leaf is None and pruned:
+        leaf = mod._parameters.get(name + ORIG)
+    return leaf

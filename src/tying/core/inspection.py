@@ -128,7 +128,7 @@ class AccidentalTie:
 def find_accidental_ties(model: nn.Module, atol: float = 0.0) -> list[AccidentalTie]:
     """Find groups of neurons with identical weights: the symptom of a symmetric init.
 
-    A neuron of a Linear/Conv layer is its incoming row (and bias); when the next
+    A neuron of a Linear/Conv/ConvTranspose layer is its incoming row (and bias); when the next
     layer in module order reads this one's outputs (its input width equals this
     layer's output width), the neuron's outgoing column must match too. Units
     that agree within ``atol`` get identical gradients forever: training cannot
@@ -169,7 +169,9 @@ def find_accidental_ties(model: nn.Module, atol: float = 0.0) -> list[Accidental
     layers = [
         (path, m)
         for path, m in model.named_modules()
-        if isinstance(m, (nn.Linear, *_CONV))
+        # stop 56: transposed convs were left out, so a decoder of ConvTranspose layers
+        # whose units a symmetric init made identical scanned as "no accidental ties"
+        if isinstance(m, (nn.Linear, *_CONV, *_CONV_T))
         and isinstance(getattr(m, "weight", None), torch.Tensor)
         or isinstance(m, quantized)
     ]
@@ -177,8 +179,8 @@ def find_accidental_ties(model: nn.Module, atol: float = 0.0) -> list[Accidental
     with torch.no_grad():
         for i, (path, layer) in enumerate(layers):
             w, bias = _weight_and_bias(path, layer)
-            out_units = w.shape[0]
-            rows = [w.reshape(out_units, -1)]
+            rows = [_incoming(layer, w)]
+            out_units = rows[0].shape[0]
             prefix = f"{path}." if path else ""
             named = [(f"{prefix}weight", w)]
             if bias is not None:
@@ -188,8 +190,11 @@ def find_accidental_ties(model: nn.Module, atol: float = 0.0) -> list[Accidental
             if i + 1 < len(layers):
                 npath, nxt = layers[i + 1]
                 nw = _weight_and_bias(npath, nxt)[0]
-                if nw.ndim >= 2 and nw.shape[1] == out_units:
-                    rows.append(nw.transpose(0, 1).reshape(out_units, -1))
+                # a transposed conv's weight is (in, out / groups, *kernel): its input
+                # channels, this layer's units, are its first axis
+                axis = 0 if isinstance(nxt, _CONV_T) else 1
+                if nw.ndim >= 2 and nw.shape[axis] == out_units:
+                    rows.append(nw.transpose(0, axis).reshape(out_units, -1))
                     named.append((f"{npath}.weight (the next layer)", nw))
                     next_path = npath
             if any(r.is_meta for r in rows):
@@ -223,6 +228,20 @@ def find_accidental_ties(model: nn.Module, atol: float = 0.0) -> list[Accidental
                     found.append(AccidentalTie(path, units, next_path))
                 assigned |= same
     return found
+
+
+def _incoming(layer: nn.Module, w: torch.Tensor) -> torch.Tensor:
+    """One row per output unit of ``layer``: the weights it reads, ``(units, features)``.
+
+    A Linear's or conv's weight is ``(out, in / groups, *kernel)``; a transposed conv's is
+    ``(in, out / groups, *kernel)``, so its unit ``o`` of group ``g`` reads
+    ``w[g * in_g:(g + 1) * in_g, o % out_g]`` (units are compared within their group)."""
+    if not isinstance(layer, _CONV_T):
+        return w.reshape(w.shape[0], -1)
+    groups = int(layer.groups)
+    in_g, out_g = w.shape[0] // groups, w.shape[1]
+    per = w.reshape(groups, in_g, out_g, -1).permute(0, 2, 1, 3)  # (groups, out_g, in_g, k)
+    return per.reshape(groups * out_g, -1)
 
 
 def _refuse_nan(named: list[tuple[str, torch.Tensor]]) -> None:

@@ -46,6 +46,7 @@ from torch import nn
 
 from tying.core.errors import TieError
 from tying.core.freezing import requires_grad_ as _requires_grad_
+from tying.core.freezing import zero_grad as _zero_grad
 from tying.core.func_calls import check_global_prune_read as _check_global_prune_read
 from tying.core.func_calls import check_source_swap as _check_source_swap
 from tying.core.func_calls import in_functional_swap as _in_functional_swap
@@ -207,8 +208,11 @@ class Slot:
         tracing = not compiling and torch._C._is_tracing()
         if not compiling:  # global_unstructured flattens the slot before it asks for a mask
             caller = sys._getframe(1).f_back  # who read the slot (frame 1: the property)
-            if caller is not None and caller.f_globals.get("__name__") == "torch.nn.utils.prune":
+            reader = None if caller is None else caller.f_globals.get("__name__")
+            if reader == "torch.nn.utils.prune":
                 _check_global_prune_read(module, self, caller)
+            elif reader == "torch.nn.utils.weight_norm":
+                self._refuse_weight_norm(module)
         if (self._handed is not None or self._kept) and not compiling:
             # Let the old value go before computing the new one: a read never holds two
             # logical-sized copies at once (verify/save check values through _handed
@@ -450,6 +454,18 @@ class Slot:
             f"remove_spectral_norm, remove_weight_norm), or untie first (tying.untie(model))"
         )
 
+    def _refuse_weight_norm(self, module: nn.Module):
+        # torch.nn.utils.weight_norm reads the slot, then deletes it from _parameters,
+        # where it is not: a bare KeyError('weight') naming no tie (stop 56)
+        where, src = self.target_and_source(_name_in(module, self))
+        raise TieError(
+            f"torch.nn.utils.weight_norm: {where} is a tied slot (reads {src} via "
+            f"{self.relation!r}); weight_norm would replace it with parameters of its own "
+            f"(weight_g, weight_v) and break the tie, so nothing was changed. Untie it "
+            f"first to give it a weight of its own (tying.Plan([tying.free({where!r})])"
+            f".apply(model))"
+        )
+
     def target_and_source(self, name: str) -> tuple[str, str]:
         """The full paths of this slot (``name`` on its module) and of what it reads.
 
@@ -671,6 +687,7 @@ def tied_class(base: type, names) -> type:
             __setattr__=_guarded_setattr,
             register_parameter=_guarded_register_parameter,
             requires_grad_=_requires_grad_,
+            zero_grad=_zero_grad,
             _apply=_apply,
             extra_repr=_extra_repr,
             _load_from_state_dict=_load_from_state_dict,

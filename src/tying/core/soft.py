@@ -33,8 +33,9 @@ def laplacian_penalty(
 
     Raises:
         TypeError: ``lam`` not a real number (a bool, a string, None, a tensor that is not
-            0-d, or a bool or complex one), or a member that is not floating-point or
-            complex.
+            0-d, or a bool or complex one), a member that is not floating-point or
+            complex, or ``edges`` given as a mapping (``{(i, j): weight}``: its weights
+            would be ignored).
         ValueError: negative, NaN or infinite ``lam``, an edge that is not a pair or names
             a missing key (a bool is no index of a list), or shapes that differ.
 
@@ -67,6 +68,16 @@ def laplacian_penalty(
         )
     if not (lam >= 0) or lam == float("inf"):  # NaN fails every comparison
         raise ValueError(f"laplacian_penalty: lam must be finite and >= 0, got {lam}")
+    if isinstance(edges, Mapping):
+        # stop 56: {(0, 1): 10.0} (edge weights) iterated its keys, so every weight was
+        # dropped without a word: the penalty came back unweighted
+        raise TypeError(
+            f"laplacian_penalty: edges must be pairs (i, j) of keys of params, got a "
+            f"{type(edges).__name__} ({list(edges.items())[:3]!r}...): its values (edge "
+            f"weights?) would be ignored; pass list(edges) for unweighted edges, or sum one "
+            f"penalty per weight: sum(laplacian_penalty(params, [e], lam * w) for e, w in "
+            f"edges.items())"
+        )
     # nn.ParameterDict is no Mapping, but is keyed like one (it was indexed 0, 1, ...)
     mapping = isinstance(params, Mapping) or isinstance(params, torch.nn.ParameterDict)
     keys = list(params.keys()) if mapping else list(range(len(params)))
