@@ -25,6 +25,7 @@ from typing import Any
 from tying.chem._rdkit import Chem, quiet, rdqueries
 from tying.chem.errors import SmilesError
 from tying.chem.offxml import SUPPORTED_AROMATICITY
+from tying.chem.stale import refuse_stale_perception
 
 _SANITIZE = Chem.SANITIZE_ALL ^ Chem.SANITIZE_ADJUSTHS ^ Chem.SANITIZE_SETAROMATICITY
 # Atom queries _prepare runs in C++: dummy atoms (*) or radicals, refused; hydrogens.
@@ -268,6 +269,9 @@ def prepare_molecule(mol: Any, *, aromaticity_model: str = "OEAroModel_MDL") -> 
         smarts = f"of {mol.GetNumAtoms()} atoms"
     _refuse_query_bonds(mol, smarts, orderless=True)
     label = Chem.MolToSmiles(mol)
+    # Perception left from before an edit (stereo labels, hydrogen counts): the toolkit
+    # reads it, RDKit re-perceives (stop 56: labels differed from the toolkit's)
+    refuse_stale_perception(mol, repr(label))
     mol = Chem.RWMol(mol)
     # Drop the aromaticity that RDKit's own model may have set: MDL is perceived anew.
     with quiet():

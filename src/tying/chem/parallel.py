@@ -29,6 +29,7 @@ import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from tying.chem._rdkit import Chem
 from tying.chem.errors import SmilesError
 from tying.chem.mapped import check_flag, map_order, renumber, reordered, reordered_warning
 from tying.chem.packed import columns, views
@@ -40,6 +41,7 @@ from tying.chem.skipping import (
     reason,
     warn_skipped,
 )
+from tying.chem.stale import CheckedMol
 from tying.core.cpus import usable_cpus
 
 if TYPE_CHECKING:
@@ -236,6 +238,8 @@ def _assign_items(
                 if molecule in first:
                     continue
                 first[molecule] = i
+            elif isinstance(molecule, Chem.Mol):  # checked here: pickling loses its caches
+                molecule = CheckedMol(molecule)
             todo.append((i, molecule, name))
         advance(len(items) - len(todo))
         chunks = [todo[k : k + chunksize] for k in range(0, len(todo), chunksize)]

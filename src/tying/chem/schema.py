@@ -386,7 +386,8 @@ def read_value(where: str, key: str, text: str, kind: Kind) -> Any:
         raise OffxmlError(
             f"{where}: attribute {key}={text!r} has the wrong unit: expected "
             f"{_dimension_name(kind)} (e.g. {_example(kind)}), got {q.unit} "
-            f"({_dim_text(q.unit)}); fix the value in the file"
+            f"({_dim_text(q.unit)}){_angle_note(q.unit.dimension, kind.dimension)}; "
+            f"fix the value in the file"
         )
     return q
 
@@ -741,6 +742,20 @@ _DIM_NAMES = {
 
 def _dimension_name(kind: Kind) -> str:
     return _DIM_NAMES.get(kind.dimension, f"a quantity in {kind.unit}")
+
+
+def _angle_note(got: tuple, expected: tuple) -> str:
+    """Why a unit off by angles only is refused, though the OpenFF toolkit reads it."""
+    if [d for d in got if d[0] != "angle"] != [d for d in expected if d[0] != "angle"]:
+        return ""
+    # pint counts radian as 1 and degree as pi/180: '1.5 * degree*angstrom' is 0.026 A
+    # there, a bond k per radian ** 2 is a bond k; a unit of the wrong kind, read as a
+    # number, is refused here rather than read to a value nobody wrote (stop 56)
+    return (
+        " (the OpenFF toolkit counts radian as the number 1 and degree as pi/180, and "
+        "would read this as a value in the expected unit times that factor; tying.chem "
+        "refuses it: write the value in the unit the attribute takes)"
+    )
 
 
 def _dim_text(unit: Unit) -> str:

@@ -143,11 +143,14 @@ def compile_smirks(
         # The toolkit's molecules carry no isotopes (from_rdkit keeps element, charge,
         # aromaticity and stereo only), so [2#1] matches no atom there and deuterium
         # here: labels that differed from label_molecules', silently.
+        # A negated mass reads the other way round: the toolkit takes [!1:1] (not mass 1)
+        # as any atom, where RDKit here would skip a [1H] (stop 56).
         raise SmirksError(
             f"{where}: SMIRKS {parameter.smirks!r} tests an isotope mass (query atom {isotope}); the "
-            f"OpenFF toolkit ignores isotopes (its molecules carry none), so this pattern would "
-            f"label differently there and here; write the element without a mass (e.g. "
-            f"[#1] for [2#1])"
+            f"OpenFF toolkit ignores isotopes (its molecules carry none: there [2#1] matches no "
+            f"atom and a negated mass such as [!1] every atom), so this pattern would label "
+            f"differently there and here; write the element without a mass (e.g. [#1] for "
+            f"[2#1], * for [!1])"
         )
     atoms = tuple(re.sub(r":\d+\]$", "]", a.GetSmarts()) for a in query.GetAtoms())
     bonds = tuple(

@@ -21,6 +21,10 @@ _BASE: dict[str, tuple[str, float]] = {
     "angstrom": ("length", 1.0),
     "nanometer": ("length", 10.0),
     "picometer": ("length", 0.01),
+    # openff-units' bohr (pint: hbar / (alpha * m_e * c)), to the bit: a file written in
+    # bohr loads in the toolkit and was refused here as an unknown unit (stop 56)
+    "bohr": ("length", 0.5291772109039773),
+    "meter": ("length", 1e10),
     "kilocalorie": ("energy", 1.0),
     "kilojoule": ("energy", 1.0 / 4.184),
     # openff-units: calorie = 4.184 * joule (thermochemical); GBSA's surface_area_penalty
@@ -75,6 +79,10 @@ _ALIASES: dict[str, dict[str, int]] = {
     "picometre": {"picometer": 1},
     "picometres": {"picometer": 1},
     "pm": {"picometer": 1},
+    "bohrs": {"bohr": 1},
+    "meters": {"meter": 1},
+    "metre": {"meter": 1},
+    "metres": {"meter": 1},
 }
 _ORDER = (
     "kilocalorie",
@@ -86,6 +94,8 @@ _ORDER = (
     "angstrom",
     "nanometer",
     "picometer",
+    "bohr",
+    "meter",
     "degree",
     "radian",
 )
