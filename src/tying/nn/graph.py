@@ -281,7 +281,8 @@ class MultiHopGraphConv(nn.Module):
 
         ``adj`` is the sparse Â, or its entries as an :class:`EdgeAdjacency` (the form
         ``torch.compile(fullgraph=True)`` takes: it cannot wrap a sparse tensor). Both
-        give the same numbers.
+        give the same numbers; under ``torch.func`` transforms and forward-mode AD a
+        sparse Â is read through its entries as an ``EdgeAdjacency`` is.
         """
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(
@@ -332,10 +333,15 @@ class MultiHopGraphConv(nn.Module):
                 mm = _edges_mm
             else:
                 mm = torch.sparse.mm
-                if not torch.compiler.is_compiling() and forward_ad_active(
-                    x, adj, *self.parameters()
+                if not torch.compiler.is_compiling() and (
+                    torch._C._are_functorch_transforms_active()
+                    or forward_ad_active(x, adj, *self.parameters())
                 ):
-                    mm = _gather_mm  # sparse mm has no forward derivative (stop 34)
+                    # sparse mm has no forward derivative (stop 34), and under torch.func
+                    # jacrev/jacfwd failed in torch ("expand is unsupported for Sparse
+                    # tensors", "Cannot access storage of SparseTensorImpl") and vmap warned
+                    # of a missing batching rule (an error under -W error) (stop 56)
+                    mm = _gather_mm
             if scales is not None:
                 z = F.linear(x, self.hops[0].weight)  # (N, out): project once, propagate narrow
                 out = z

@@ -48,7 +48,7 @@ from tying.core import Hashed, Plan, Same, share
 from tying.core.errors import TieError
 from tying.core.slots import base_class, slots_of
 from tying.nn._args import assert_in_graph, in_graph, int_arg
-from tying.nn._input_errors import CAUGHT, raise_if_mismatched
+from tying.nn._input_errors import CAUGHT, InputDtypeError, dtype_detail, raise_if_mismatched
 from tying.nn._layer_plans import apply_plan, tie_setting
 from tying.nn.hashed_kernels import FusedKeepLookup, FusedLookup, SparseGather, fused_available
 from tying.nn.hashing import MAX_LOGICAL, MODES, HashedTable, P, combine, qr_split
@@ -595,7 +595,9 @@ class HashedEmbeddingBag(HashedEmbedding):
 
     Raises:
         ValueError: for a bad ``pooling``, ``offsets`` or ``per_sample_weights``.
-        TypeError / IndexError: for bad ids, as :class:`HashedEmbedding`.
+        TypeError / IndexError: for bad ids, as :class:`HashedEmbedding`; a ``TypeError``
+            also for ``per_sample_weights`` of another dtype than the table (as
+            ``nn.EmbeddingBag``).
 
     Example:
         >>> bag = HashedEmbeddingBag(1000, 8, buckets=256, mode="block", block=4)
@@ -679,6 +681,13 @@ class HashedEmbeddingBag(HashedEmbedding):
                     f"{name}: per_sample_weights that require grad are not supported (no "
                     f"gradient would reach them); pass per_sample_weights.detach()"
                 )
+            w_dtype = self._table_owner().weight_physical.dtype
+            if per_sample_weights.dtype != w_dtype:
+                # nn.EmbeddingBag refuses the clash (also under autocast); the weights were
+                # cast to the table's dtype here with no error (float64 read as float32,
+                # a float32 layer took bfloat16 weights) (stop 56)
+                detail = dtype_detail(per_sample_weights.dtype, w_dtype, "per_sample_weights")
+                raise InputDtypeError(f"{name}: {detail}", self, detail)
             per_sample_weights = per_sample_weights.reshape(-1)
         # one weight per item: its per-sample weight, over its bag's size for "mean"
         fac = torch.ones(ids.shape[0], dtype=torch.float64, device=ids.device)

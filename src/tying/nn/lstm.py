@@ -32,7 +32,7 @@ from torch import nn
 from tying.core import Plan, share
 from tying.core.slot_loads import guard_layer
 from tying.nn._args import flag, int_arg
-from tying.nn._input_errors import CAUGHT, raise_if_mismatched
+from tying.nn._input_errors import CAUGHT, InputDtypeError, dtype_detail, raise_if_mismatched
 from tying.nn._layer_plans import apply_plan, tie_setting
 
 __all__ = ["TiedGateLSTM"]
@@ -125,7 +125,9 @@ class TiedGateLSTM(nn.Module):
             ``(output, (h_T, c_T))`` with ``output`` ``(B, T, hidden_size)`` (or time-first).
 
         Raises:
-            TypeError: for an input that is not a tensor (a ``PackedSequence`` included).
+            TypeError: for an input that is not a tensor (a ``PackedSequence`` included);
+                for an input or state (``h0``/``c0``) of another dtype than the layer's
+                parameters outside autocast (as ``nn.LSTM``), an empty sequence included.
             ValueError: on an input or state of the wrong shape.
         """
         if not isinstance(x, torch.Tensor):
@@ -180,6 +182,16 @@ class TiedGateLSTM(nn.Module):
                     f"TiedGateLSTM: expected state (h0, c0) of shape ({b}, {hs}) each, "
                     f"got {tuple(h.shape)} and {tuple(c.shape)}"
                 )
+            w_dtype = self.weight_hh.dtype
+            if not torch.is_autocast_enabled(x.device.type):  # autocast casts as nn.LSTM's
+                for name, v in (("h0", h), ("c0", c)):
+                    if v.dtype != w_dtype:
+                        # nn.LSTM refuses it; here a c0 of another dtype was promoted with no
+                        # error (float64 c0, one step: a float64 output from a float32
+                        # layer; bfloat16 c0 read as float32) or passed through an empty
+                        # sequence (stop 56)
+                        detail = dtype_detail(v.dtype, w_dtype, name)
+                        raise InputDtypeError(f"TiedGateLSTM: {detail}", self, detail)
         if t == 0:  # no step: the state passes through (torch.stack refused an empty list)
             out = x.new_zeros(b, 0, hs)
             # as copies: the caller's own h0/c0 came back, so an in-place edit of h_T

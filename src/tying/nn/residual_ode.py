@@ -311,8 +311,9 @@ def odeint(
     Raises:
         ValueError: for an unknown method, a ``t1`` that is not finite and > 0,
             ``steps`` that is not an int >= 1, an ``rtol``/``atol`` that is negative or not
-            finite (or both 0), a float16/bfloat16 ``x0``, or an ``x0`` that is not a
-            floating-point or complex tensor.
+            finite (or both 0), a float16/bfloat16 ``x0``, an ``x0`` that is not a
+            floating-point or complex tensor, or ``method="dopri5"`` with torchdiffeq
+            under a ``torch.func`` transform (use ``"rk4"`` there).
 
     Example:
         >>> decay = lambda x: -x
@@ -343,15 +344,26 @@ def odeint(
         return _rk4(field, x0, t1, 1)
     if method == "dopri5":
         if importlib.util.find_spec("torchdiffeq") is not None:
-            import torchdiffeq
-
-            # the times are real for a complex state too (torchdiffeq refuses complex t);
-            # stacked, not torch.tensor([0, t1]): a t1 that requires grad (a learned end
-            # time) got no gradient from dopri5 with no error, while rk4 gave it (stop 41)
-            real = {"dtype": x0.real.dtype, "device": x0.device}
-            end = torch.as_tensor(t1, **real).reshape(())
-            t = torch.stack([torch.zeros((), **real), end])
-            return torchdiffeq.odeint(lambda _t, x: field(x), x0, t, rtol=rtol, atol=atol)[-1]
+            if torch._C._are_functorch_transforms_active():
+                # torchdiffeq's step control is an autograd.Function without setup_context
+                # and updates its state in place: vmap/grad/jacrev failed deep inside it
+                # with torch's own message, naming neither odeint nor the fix (stop 56)
+                raise ValueError(
+                    "odeint: method='dopri5' (torchdiffeq) does not run under torch.func "
+                    "transforms (vmap, grad, jacrev, jacfwd, ...): its adaptive step control "
+                    "is an autograd.Function without setup_context and updates its state in "
+                    "place; pass method='rk4' (fixed step, built in; NeuralODE(..., "
+                    "method='rk4')) there"
+                )
+            if torch.compiler.is_compiling():
+                # torchdiffeq counts the steps that land on a time with Tensor.unique,
+                # whose size depends on the values: torch.compile's default backend failed
+                # on it ("LoweringException: DynamicOutputShapeException: aten._unique2",
+                # stop 56). The solve runs eagerly inside a compiled model (a graph break);
+                # the field it calls is the same module. Wrapped here, not by a decorator:
+                # torch.compiler.disable imports torch._dynamo (seconds at import time)
+                return torch.compiler.disable(_dopri5)(field, x0, t1, rtol, atol)
+            return _dopri5(field, x0, t1, rtol, atol)
         # the answer is still computed, but not to the rtol/atol asked for: say so
         warnings.warn(
             f"odeint: method='dopri5' needs torchdiffeq, which is not installed, so this is "
@@ -362,6 +374,18 @@ def odeint(
             stacklevel=2,
         )
     return _rk4(field, x0, t1, steps)
+
+
+def _dopri5(field, x0: torch.Tensor, t1, rtol: float, atol: float) -> torch.Tensor:
+    import torchdiffeq
+
+    # the times are real for a complex state too (torchdiffeq refuses complex t);
+    # stacked, not torch.tensor([0, t1]): a t1 that requires grad (a learned end
+    # time) got no gradient from dopri5 with no error, while rk4 gave it (stop 41)
+    real = {"dtype": x0.real.dtype, "device": x0.device}
+    end = torch.as_tensor(t1, **real).reshape(())
+    t = torch.stack([torch.zeros((), **real), end])
+    return torchdiffeq.odeint(lambda _t, x: field(x), x0, t, rtol=rtol, atol=atol)[-1]
 
 
 class NeuralODE(nn.Module):
