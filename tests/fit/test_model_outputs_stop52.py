@@ -199,15 +199,15 @@ def test_the_plot_draws_the_model_along_x_and_labels_its_axes(unsorted):
     order = np.argsort(x)
     np.testing.assert_array_equal(xs, x[order])
     np.testing.assert_array_equal(ys, res.best_fit(0)[order])
-    (points,) = bottom.get_lines()[:1]  # the residual panel: (model - y)/σ at each x
+    (points,) = bottom.get_lines()[:1]  # the residual panel: (y - model)/σ at each x (lmfit's sign)
     np.testing.assert_array_equal(points.get_xdata(), x)
     np.testing.assert_allclose(
-        points.get_ydata(), (res.best_fit(0) - res._data.y[0, :25]) / 0.01, rtol=1e-12
+        points.get_ydata(), (res._data.y[0, :25] - res.best_fit(0)) / 0.01, rtol=1e-12
     )
     assert (top.get_ylabel(), bottom.get_xlabel(), bottom.get_ylabel()) == (
         "y",
         "x",
-        "(model - y)/σ",
+        "(y - model)/σ",
     )
     # a data set with an x that is not 1-D is drawn by point index, and says so
     assert res.plot(1).axes[1].get_xlabel() == "point index (x is not 1-D)"

@@ -112,6 +112,29 @@ class Assignment:
         # every later cache hit of the molecule (tying.chem.read_only)
         object.__setattr__(self, "terms", read_only_terms(self.terms))
 
+    def __getitem__(self, section: str) -> Mapping[tuple[int, ...], Parameter]:
+        """``{term key: parameter}`` of one section, as ``label_molecules(...)[i][section]``.
+
+        A toolkit script that reads ``labels[0]["Bonds"]`` reads ``assignment["Bonds"]``
+        here: the same keys and the same winning parameter ids.
+
+        Raises:
+            TypeError: for a key that is not a section name.
+            KeyError: for a section this molecule was not labelled with (names the ones
+                it was, and why).
+        """
+        if not isinstance(section, str):
+            raise TypeError(
+                f"an Assignment is read by section name, e.g. assignment['Bonds'] (sections "
+                f"{list(self.terms)}), got {section!r}; assign_many returns one Assignment "
+                f"per molecule, as label_molecules returns one dict per molecule"
+            )
+        return self._section(section)
+
+    # Read by section, but one molecule is not a collection: ``count_unique_parameters(a)``
+    # and ``assign_many`` results must still tell one Assignment from many.
+    __iter__ = None
+
     def _section(self, section: str) -> Mapping[tuple[int, ...], Parameter]:
         # A section that was not labelled is not a section without terms: an assigner
         # built with sections=["Bonds"] (or a water model, vdW only) gave {} for
@@ -270,11 +293,13 @@ class SmirksAssigner:
     def __init__(
         self,
         force_field: ForceField | str = "openff-2.3.0",
-        *,
+        *more_files: Any,
         sections: Sequence[str] | None = None,
         strict: bool = True,
         cache: bool = True,
     ):
+        if more_files:  # the toolkit's ForceField(a, b): the error says how to merge them
+            load_force_field([force_field, *more_files])
         self.force_field = (
             force_field if isinstance(force_field, ForceField) else load_force_field(force_field)
         )

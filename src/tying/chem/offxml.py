@@ -121,6 +121,29 @@ class Parameter:
                 f"it has: {', '.join(sorted(self.values))}"
             ) from None
 
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails. The OpenFF toolkit's parameter types
+        # read values as attributes (``bond.k``, ``torsion.periodicity``); here they are
+        # items, so name the item instead of a bare "no attribute" (stop 56).
+        values = self.__dict__.get("values")
+        if name.startswith("_") or values is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        numbered = sorted(k for k in values if k.rstrip("0123456789") == name and k != name)
+        if name in values:
+            fix = f"read parameter[{name!r}] (values are items here, not attributes)"
+        elif numbered:  # the toolkit's torsion.k is a list of k1, k2, ...
+            fix = (
+                f"the toolkit's list {name!r} is {', '.join(numbered)} here: read "
+                f"parameter[{numbered[0]!r}], ... or parameter.terms"
+            )
+        elif name == "sigma" and "rmin_half" in values:
+            fix = "it holds rmin_half; sigma = 2 * rmin_half / 2 ** (1 / 6)"
+        else:
+            fix = f"it has: id, smirks, section, index and items {', '.join(sorted(values))}"
+        raise AttributeError(
+            f"parameter {self.id!r} ({self.section}) has no attribute {name!r}: {fix}"
+        )
+
     @property
     def terms(self) -> tuple[TorsionTerm, ...]:
         """The Fourier terms of a torsion (``k1, periodicity1, phase1, idivf1``, ``k2``, ...).

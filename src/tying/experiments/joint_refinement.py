@@ -359,7 +359,7 @@ def _pattern_figure(data: list[dict], res) -> Figure:
         )
         top.set_ylabel("counts")
         top.legend(loc="upper right", fontsize=8)
-        bottom.plot(d["x"], -res.residual(col), lw=0.5, color="C0")
+        bottom.plot(d["x"], res.residual(col), lw=0.5, color="C0")
         bottom.axhline(0.0, color="0.3", lw=0.6)
         bottom.set_xlabel("2θ (degrees)")
         bottom.set_ylabel("(y − fit)/σ")

@@ -39,6 +39,19 @@ import numpy as np
 from tying.fit.datasets import StackedData
 from tying.fit.roles import ParameterMap
 
+# lmfit's MinimizerResult / ModelResult names that FitResult spells otherwise
+_LMFIT_NAMES = {
+    "chisqr": "result.chi2",
+    "covar": "result.covariance (labelled by result.covariance_names)",
+    "best_values": "result.values (or result.params(i) for data set i)",
+    "init_values": "the init= you passed",
+    "var_names": "result.free_names",
+    "fit_report": "result.table()",
+    "rsquared": "1 - result.chi2 / sum(((y - y.mean()) / sigma) ** 2), computed by you",
+    "ci_report": "result.conf_interval(names)",
+    "nan_policy": "nothing: NaN/inf data is refused, as lmfit's 'raise'",
+}
+
 
 @dataclasses.dataclass
 class FitResult:
@@ -99,6 +112,17 @@ class FitResult:
     time: float = 0.0  # wall time of the solver, seconds
     # the model and solver settings, for predictions at new x and profile refits
     _context: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached when normal lookup fails: an lmfit name gets ours, not a bare
+        # "no attribute" (a ported ``out.chisqr`` / ``out.covar`` script)
+        ours = _LMFIT_NAMES.get(name)
+        if ours is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        raise AttributeError(
+            f"FitResult has no lmfit attribute {name!r}: read {ours} instead "
+            f"(docs/fit.md, Coming from lmfit)"
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         # a result pickled as before when its model is a lambda: the context (which holds
@@ -188,10 +212,15 @@ class FitResult:
         return self._model[i, : self._data.lengths[i]].copy()
 
     def residual(self, i: int | str) -> np.ndarray:
-        """Weighted residuals ``(model - y)/σ`` of data set ``i``."""
+        """Weighted residuals ``(y - model)/σ`` of data set ``i``.
+
+        The sign is lmfit's (``ModelResult.residual`` is ``(data - model) * weights``),
+        so a ported ``out.residual`` reads the same numbers; until stop 56 it was
+        ``(model - y)/σ``, the opposite sign under the same name.
+        """
         i = self._index(i)
         n = self._data.lengths[i]
-        return (self._model[i, :n] - self._data.y[i, :n]) * self._data.weight[i, :n]
+        return (self._data.y[i, :n] - self._model[i, :n]) * self._data.weight[i, :n]
 
     def chi2_of(self, i: int | str) -> float:
         """χ² of data set ``i`` alone."""
@@ -319,8 +348,8 @@ class FitResult:
         """Data set ``i`` with its fit (top) and weighted residuals (bottom).
 
         The data are drawn with their σ as error bars, the model as a line along x
-        (sorted), the residuals ``(model - y)/σ`` at each x; the axes are labelled (by
-        point index where x is not 1-D).
+        (sorted), the residuals ``(y - model)/σ`` (lmfit's sign) at each x; the axes
+        are labelled (by point index where x is not 1-D).
 
         Args:
             i: data set index or name.
@@ -343,7 +372,7 @@ class FitResult:
             >>> res = GlobalFit(lambda x, a: a * x, [(x, 2 * x + 0.01 * np.cos(9 * x))],
             ...                 shared=["a"], init={"a": 1.0}).run()
             >>> [(a.get_xlabel(), a.get_ylabel()) for a in res.plot(0).axes]
-            [('', 'y'), ('x', '(model - y)/σ')]
+            [('', 'y'), ('x', '(y - model)/σ')]
         """
         from matplotlib.figure import Figure
 
@@ -392,7 +421,7 @@ class FitResult:
         bottom.plot(x, self.residual(i), ".", ms=3, color="C0")
         bottom.axhline(0.0, color="0.3", lw=0.8)
         top.set_ylabel("y")
-        bottom.set_ylabel("(model - y)/σ")
+        bottom.set_ylabel("(y - model)/σ")
         bottom.set_xlabel(along)
         return fig
 

@@ -32,6 +32,37 @@ from tying.hmm.sequences import SequenceBatch, check_lengths, check_observations
 from tying.hmm.ties import StateTies
 from tying.hmm.viterbi import viterbi
 
+# hmmlearn classes this package does not have, and what to use instead. A bare "cannot
+# import name" left a porting user to guess (stop 56).
+_HMMLEARN_ONLY = {
+    "MultinomialHMM": (
+        "hmmlearn >= 0.2.8's MultinomialHMM models counts over n_trials draws, which "
+        "tying.hmm does not; for one symbol per step (hmmlearn < 0.2.8's MultinomialHMM) "
+        "use CategoricalHMM(n_components, n_symbols=M)"
+    ),
+    "PoissonHMM": "tying.hmm has no Poisson emissions; use hmmlearn.hmm.PoissonHMM",
+    "VariationalGaussianHMM": (
+        "tying.hmm has no variational HMMs; GaussianHMM with priors (means_prior, "
+        "covars_prior, ...) fits the MAP estimate"
+    ),
+    "VariationalCategoricalHMM": (
+        "tying.hmm has no variational HMMs; CategoricalHMM with emissionprob_prior fits "
+        "the MAP estimate"
+    ),
+}
+
+
+def __getattr__(name: str):
+    # ImportError, not AttributeError: ``from tying.hmm import X`` drops an
+    # AttributeError's message and says only "cannot import name"
+    if name in _HMMLEARN_ONLY:
+        raise ImportError(
+            f"tying.hmm has no {name}: {_HMMLEARN_ONLY[name]} (docs/hmm.md, Coming from hmmlearn)",
+            name=name,
+        )
+    raise AttributeError(f"module 'tying.hmm' has no attribute {name!r}")
+
+
 __all__ = [
     "BaseHMM",
     "CategoricalHMM",
