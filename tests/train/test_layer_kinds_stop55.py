@@ -90,7 +90,9 @@ REFUSED = {
     ("layer_norm_no_bias", "ghost"): _GHOST.format("body.1.weight"),
     ("attention_kdim_vdim_no_bias", "ghost"): _GHOST.format("att.q_proj_weight"),
     ("layer_norm_no_bias", "opacus"): r"body.1 is a LayerNorm with bias=False.*force_functorch",
-    ("attention_kdim_vdim_no_bias", "opacus"): r"att.out_proj.weight is read by multi_head_att",
+    # stop 56: refused at the wrapping (Opacus' functorch way takes the query alone)
+    ("attention_kdim_vdim_no_bias", "opacus"): r"att \(MultiheadAttention\) needs the inputs "
+    r"query, key, value.*DPMultiheadAttention",
 }
 
 

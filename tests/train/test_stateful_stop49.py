@@ -31,6 +31,9 @@ import tying
 from tests.train.models import Albert, TiedAE, ce, mlp, mse, twice
 from tying.train import DPSGD
 
+# stop 56: these steps vary the batch size without n_data on purpose (DPSGD warns once)
+pytestmark = pytest.mark.filterwarnings("ignore:DPSGD.step without n_data:UserWarning")
+
 Q, N_DATA, LR, MOMENTUM, DELTA = 0.5, 8, 0.1, 0.9, 1e-5
 
 

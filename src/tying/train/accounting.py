@@ -42,6 +42,10 @@ def _opacus_accountant(name: str):
     return {"rdp": RDPAccountant, "prv": PRVAccountant}[name]()
 
 
+# the smallest σ the accountants are asked about (see _check)
+_SIGMA_FLOOR = 1e-150
+
+
 def _check(sample_rate: float, noise_multiplier: float, steps: int, delta: float) -> None:
     for name, v in (
         ("sample_rate", sample_rate),
@@ -57,6 +61,16 @@ def _check(sample_rate: float, noise_multiplier: float, steps: int, delta: float
         raise ValueError(
             f"noise_multiplier must be a finite number > 0 for a finite epsilon, "
             f"got {noise_multiplier}"
+        )
+    if noise_multiplier < _SIGMA_FLOOR:
+        # stop 56: below ~1.5e-154 σ² leaves float64's normal range, and Opacus' RDP series
+        # never ended (epsilon(0.01, 1e-155, 1, 1e-5) hung) while PRV divided by zero
+        # (ZeroDivisionError) or sized its grid from inf (OverflowError at σ = 1e-153)
+        raise ValueError(
+            f"noise_multiplier={noise_multiplier} is below {_SIGMA_FLOOR:g}, where the "
+            f"accountants' arithmetic leaves float64 (1/σ² overflows); such a σ releases the "
+            f"gradient almost unchanged (ε is about 5.5e299 at σ = 1e-150, q = 0.01, one "
+            f"step): use a noise_multiplier of a useful size (noise_for_epsilon finds one)"
         )
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
         raise ValueError(f"steps must be an int >= 0, got {steps!r}")
@@ -197,7 +211,8 @@ def epsilon(
         conversions would give a meaningless negative figure.
 
     Raises:
-        ValueError: parameters out of range, an unknown accountant, (PRV) a ``δ``
+        ValueError: parameters out of range (``noise_multiplier`` must be finite and at
+            least 1e-150, where 1/σ² still fits float64), an unknown accountant, (PRV) a ``δ``
             Opacus' grid cannot place while RDP's bound is above 0, or (PRV) a case
             whose grid would exceed ``PRV_MAX_POINTS`` points: small ``σ`` with many
             steps, where PRV would run for minutes in gigabytes; RDP answers those; (PRV)

@@ -44,6 +44,7 @@ from torch.overrides import TorchFunctionMode
 from tying.core.errors import TieError
 from tying.core.relations import Same
 from tying.core.slots import GRAD_SAMPLE_HOOKED_ATTR, base_class, slots_of
+from tying.train._functorch_inputs import functorch_units, input_guards, refuse_multi_input_units
 from tying.train._opacus_wrapping import hooks_kwargs, opacus_undo
 from tying.train._vetting import (
     METADATA_CALLS,
@@ -381,6 +382,9 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
             ``scale_grad_by_freq``, a Conv with a ``padding_mode`` other than
             ``"zeros"``, a ``LayerNorm(bias=False)``), or that it cannot sample (a trainable
             ``nn.RNN``/``nn.LSTM``/``nn.GRU``, an ``nn.EmbeddingBag``), naming it; a
+            layer Opacus samples with functorch (no sampler of its class) whose forward
+            needs several inputs (``nn.Bilinear``, ``nn.MultiheadAttention``), and, at its
+            call, one handed more than its first positional input; a
             forward that mixes examples; at a forward, a custom ``autograd.Function``
             whose backward mixes them (naming it; Opacus' records of that forward taken back);
             at a backward, a custom ``autograd.Function`` in the loss applied to the
@@ -462,6 +466,10 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
     tied_modules = [m for _, m, _, _ in uses] + list(keepers.values())
     ours = {type(m) for m in tied_modules if any(True for _ in m.parameters(recurse=False))}
     _refuse_functorch_units(model, uses, {*GradSampleModule.GRAD_SAMPLERS, *ours})
+    units = functorch_units(
+        model, {*GradSampleModule.GRAD_SAMPLERS, *ours}, bool(kwargs.get("force_functorch"))
+    )
+    refuse_multi_input_units(units)  # stop 56: nn.Bilinear failed at the backward
     if kwargs.get("force_functorch", False):
         owners = [
             path
@@ -571,6 +579,7 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
     gsm.autograd_grad_sample_hooks.append(
         model.register_forward_hook(probe.after, with_kwargs=True)
     )
+    gsm.autograd_grad_sample_hooks.extend(input_guards(gsm, units, probe._take_back))
     return gsm
 
 
