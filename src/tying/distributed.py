@@ -103,7 +103,7 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True):
 
     import torch.distributed as dist
 
-    inner = _unwrapped(model)
+    inner = _unwrapped(model, "load")
     helper = wrapped_by(inner) or ("ddp" if inner is not model else None)
     group = dist.is_available() and dist.is_initialized()
     if not group:
@@ -340,9 +340,11 @@ def save(
     import torch.distributed as dist
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    inner = _unwrapped(model)
+    inner = _unwrapped(model, "save")
     if dist.is_initialized():
-        _same_target(path, metadata)
+        _same_target(path, metadata)  # metadata checked there, told to every rank
+    else:
+        _metadata_given(metadata)
     # stop 42: rank 0 wrote its own values where the other ranks held others (a model
     # seeded apart, never wrapped), and the file was a model no other rank held
     refuse_rank_values(
@@ -384,6 +386,7 @@ def _same_target(path, metadata) -> None:
 
     try:
         given = ("ok", os.fspath(path), repr(metadata))
+        _metadata_given(metadata)
     except TypeError as err:  # told to the other ranks, which would wait for this one
         given = ("error", f"{type(err).__name__}: {err}", "")
     seen: list = [None] * dist.get_world_size()
@@ -392,13 +395,14 @@ def _same_target(path, metadata) -> None:
     for r, (kind, msg, _) in enumerate(seen):
         if kind == "error":
             if r == rank:
+                _metadata_given(metadata)
                 raise TypeError(
                     f"tying.distributed.save: path must be a str or os.PathLike, got "
                     f"{type(path).__name__} ({msg}); nothing was written"
                 )
             raise RuntimeError(
-                f"tying.distributed.save: rank {r} was given a bad path ({msg}); rank {r} "
-                f"raised that error, and nothing was written"
+                f"tying.distributed.save: rank {r} was given a bad path or metadata ({msg}); "
+                f"rank {r} raised that error, and nothing was written"
             )
     if len({(p, m) for _, p, m in seen}) > 1:
         by_rank = "; ".join(f"rank {r}: {p!r}, metadata {m}" for r, (_, p, m) in enumerate(seen))
@@ -407,6 +411,16 @@ def _same_target(path, metadata) -> None:
             f"{by_rank}; rank 0 alone writes the file, so the other ranks' paths would hold "
             f"no file: pass one path (rank 0's is written; on several machines, a shared "
             f"folder) and one metadata on every rank; nothing was written"
+        )
+
+
+def _metadata_given(metadata) -> None:
+    """Stop 56: a list reached ``dict(...)`` as 'dictionary update sequence element #0 has
+    length 1; 2 is required'."""
+    if metadata is not None and not isinstance(metadata, dict):
+        raise TypeError(
+            f"tying.distributed.save: metadata must be a dict of str to str or None, got "
+            f"{type(metadata).__name__} ({metadata!r}); nothing was written"
         )
 
 
@@ -440,7 +454,9 @@ def dcp_save(
             (and its optimizer state) is written.
 
     Raises:
-        TieError: a declared tie is broken; (on every rank, nothing written) the ranks hold
+        TypeError: (on every rank, nothing written) ``optimizer`` is not an Optimizer.
+        TieError: a declared tie is broken; ``optimizer`` holds a parameter that is not
+            the model's; (on every rank, nothing written) the ranks hold
             different values of a replicated tensor (parameter, buffer or optimizer state)
             not in ``rank_local``, or a ``rank_local`` name is not in the model's state
             dict; (after writing, on every rank) the ranks do not
@@ -457,7 +473,7 @@ def dcp_save(
         get_optimizer_state_dict,
     )
 
-    inner = _unwrapped(model)
+    inner = _unwrapped(model, "dcp_save")
     _verified(inner, "dcp_save")
 
     def folder_given() -> None:
@@ -472,7 +488,11 @@ def dcp_save(
                 f"({checkpoint_id!r}); pass the folder on every rank; nothing was written"
             ) from None
 
-    _agreed(folder_given, "dcp_save", str(checkpoint_id), verb="save to")
+    def given() -> None:
+        folder_given()
+        _checked_optimizer(inner, optimizer, "dcp_save", "nothing was written")
+
+    _agreed(given, "dcp_save", str(checkpoint_id), verb="save to")
     record = json.dumps(_tie_record(inner), sort_keys=True).encode()
     state = {
         "model": get_model_state_dict(inner),
@@ -525,8 +545,11 @@ def dcp_load(model: nn.Module, checkpoint_id, optimizer: torch.optim.Optimizer |
         TieError: the checkpoint ties otherwise, stores a tied slot as its own tensor,
             stores two different values under the two names of one tensor the model
             shares (a hand-made tie, from a plain ``dcp.save`` of an untied model), lacks a tensor of the model or holds one of another shape or dtype (dcp.load
-            would cast it); the ranks' folders hold different checkpoints (each rank would
-            load its own); nothing was loaded.
+            would cast it); ``optimizer`` holds a parameter that is not the model's, or
+            needs an optimizer-state entry the checkpoint lacks (saved by another
+            optimizer class or settings); the ranks' folders hold different checkpoints
+            (each rank would load its own); nothing was loaded.
+        TypeError: ``optimizer`` is not a ``torch.optim.Optimizer``.
         RuntimeError: on every other rank, when one rank refused (that rank raises its own).
     """
     import json
@@ -540,7 +563,7 @@ def dcp_load(model: nn.Module, checkpoint_id, optimizer: torch.optim.Optimizer |
         set_optimizer_state_dict,
     )
 
-    inner = _unwrapped(model)
+    inner = _unwrapped(model, "dcp_load")
     # stop 36: os.fspath(None) (a rank whose environment lacked the folder) raised on that
     # rank alone, before the collective the other ranks then waited in
     try:
@@ -557,6 +580,7 @@ def dcp_load(model: nn.Module, checkpoint_id, optimizer: torch.optim.Optimizer |
                 f"({checkpoint_id!r}); pass the folder on every rank; no rank's model was "
                 f"changed"
             )
+        _checked_optimizer(inner, optimizer, "dcp_load", "no rank's model was changed")
         # stop 36: a model whose declared ties do not hold was loaded first and refused
         # after (by the verify at the end), changed
         _verified(inner, "dcp_load")
@@ -635,11 +659,75 @@ def dcp_load(model: nn.Module, checkpoint_id, optimizer: torch.optim.Optimizer |
     state = {"model": get_model_state_dict(inner)}
     if optimizer is not None:
         state["optim"] = get_optimizer_state_dict(inner, optimizer)
+        _agreed(
+            lambda: _refuse_other_optimizer(
+                checkpoint_id, state["optim"], where, type(optimizer).__name__
+            ),
+            "dcp_load",
+            str(folder),
+        )
     dcp.load(state, checkpoint_id=checkpoint_id)
     set_model_state_dict(inner, state["model"])
     if optimizer is not None:
         set_optimizer_state_dict(inner, optimizer, state["optim"])
     verify(inner)
+
+
+def _checked_optimizer(inner: nn.Module, optimizer, helper: str, after: str) -> None:
+    """``optimizer`` is None or a ``torch.optim.Optimizer`` over this model's parameters.
+
+    Stop 56: a str reached ``get_optimizer_state_dict`` (AttributeError: 'str' object has no
+    attribute 'state'), and an optimizer of another model a bare ``KeyError: 0``.
+    """
+    if optimizer is None:
+        return
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(
+            f"tying.distributed.{helper}: optimizer must be a torch.optim.Optimizer or None, "
+            f"got {type(optimizer).__name__}; pass the optimizer built on this model's "
+            f"parameters (after wrapping); {after}"
+        )
+    mine = {id(p) for p in inner.parameters()}
+    for i, group in enumerate(optimizer.param_groups):
+        for j, p in enumerate(group["params"]):
+            if id(p) not in mine:
+                raise TieError(
+                    f"tying.distributed.{helper}: the optimizer's param_groups[{i}] "
+                    f"parameter {j} (shape {tuple(p.shape)}) is not a parameter of this "
+                    f"model (expected every optimizer parameter in model.parameters()): it "
+                    f"was built on another model, or before a tie or td.fully_shard replaced "
+                    f"the model's parameters; build it from model.parameters() after "
+                    f"tying and wrapping; {after}"
+                )
+
+
+def _refuse_other_optimizer(checkpoint_id, optim: dict, where: str, kind: str) -> None:
+    """The checkpoint's optimizer state holds every entry this optimizer needs.
+
+    Stop 56: a checkpoint of an SGD (momentum_buffer) loaded into an Adam failed inside
+    ``dcp.load`` with a CheckpointException ('Missing key in checkpoint state_dict:
+    optim.state.enc.weight.step'), naming neither the optimizers nor a fix.
+    """
+    import torch.distributed.checkpoint as dcp
+
+    stored = dcp.FileSystemReader(checkpoint_id).read_metadata().state_dict_metadata
+    held: dict[str, set[str]] = {}
+    for key in stored:
+        if key.startswith("optim.state."):
+            fqn, _, entry = key[len("optim.state.") :].rpartition(".")
+            held.setdefault(fqn, set()).add(entry)
+    for fqn, entries in optim.get("state", {}).items():
+        lacking = sorted(set(entries) - held.get(fqn, set()))
+        if lacking:
+            raise TieError(
+                f"{where}: the checkpoint's optimizer state of {fqn} holds "
+                f"{sorted(held.get(fqn, set())) or 'nothing'}, but this optimizer "
+                f"({kind}) "
+                f"needs {sorted(entries)} (lacking {lacking}): it was saved by another "
+                f"optimizer class or settings; build the optimizer as the checkpoint's was "
+                f"(its class and options), or call td.dcp_load without optimizer=; nothing "
+                f"was loaded"
+            )
 
 
 def _refuse_shared_apart(checkpoint_id, stored: dict, inner: nn.Module, where, fix) -> None:
@@ -775,9 +863,20 @@ def _agreed(fn, helper: str, what: str, told=lambda result: None, verb: str = "l
     return result, [value for _, value in outcomes]
 
 
-def _unwrapped(model: nn.Module) -> nn.Module:
-    """The user's model inside DDP / DataParallel / ``torch.compile`` wrappers (any nesting)."""
+def _unwrapped(model: nn.Module, helper: str | None = None) -> nn.Module:
+    """The user's model inside DDP / DataParallel / ``torch.compile`` wrappers (any nesting).
+
+    ``helper`` (the public function's name): a model that is not an ``nn.Module`` is refused
+    with a TypeError naming it (stop 56: an AttributeError, 'str' object has no attribute
+    'modules').
+    """
     from torch.nn.parallel import DistributedDataParallel
+
+    if helper is not None and not isinstance(model, nn.Module):
+        raise TypeError(
+            f"tying.distributed.{helper}: model must be a torch.nn.Module (the tied model, "
+            f"plain or wrapped), got {type(model).__name__}; nothing was changed"
+        )
 
     # stop 33: any model with an attribute named ``module`` (``self.module = backbone``)
     # used to be taken for DDP, and only that submodule was written; a compiled model

@@ -58,6 +58,7 @@ def ddp(model: nn.Module, **kwargs) -> nn.Module:
         The DDP-wrapped model (``tying.verify`` works on it through ``.module``).
 
     Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
         TieError: a declared tie is broken; ``model`` is already wrapped by DDP or
             sharded by FSDP, or it (or one of its modules) is held by a live ``td.ddp``
             wrapper (``td.ddp(w.module)`` while ``w`` lives) or lies inside a
@@ -84,6 +85,7 @@ def ddp(model: nn.Module, **kwargs) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     _require_group()
+    _module_given(model, "ddp")
     # stop 37: ranks tied otherwise trained apart; one rank's refusal left the others waiting
     # stop 38: with init_sync=False DDP broadcasts nothing, and ranks seeded apart trained
     # apart (each its own values, the gradients averaged) with no error
@@ -134,7 +136,11 @@ def fully_shard(
     :class:`tying.TieError` at the next training forward.
 
     Raises:
+        TypeError: ``model`` is not an ``nn.Module``; ``mesh`` is not a DeviceMesh.
+        ValueError: ``mesh`` is not 1-D, or 2-D with ``mesh_dim_names`` (HSDP).
         TieError: a unit pattern matches no module; a declared tie is broken; ``model``
+            is a part of a tied model holding one end of a tie whose other end lies
+            outside it (shard the whole model, the part as a unit); ``model``
             is already sharded or wrapped by DDP; the ranks' models differ (paths, shapes,
             dtypes, ties, frozen parameters, or values but ``ignored_params`` and
             ``rank_local`` buffers; raised on every rank); a ``rank_local`` name is not a
@@ -156,6 +162,8 @@ def fully_shard(
     from torch.distributed.fsdp import fully_shard as _fully_shard
 
     _require_group()
+    _module_given(model, "fully_shard")
+    _mesh_given(kwargs.get("mesh"))
     # stop 37: ranks tied otherwise trained apart; one rank's refusal left the others waiting
     group, data_group = _fsdp_groups(kwargs.get("mesh"))
     _agreed_to_wrap(
@@ -170,6 +178,12 @@ def fully_shard(
     inv = Inventory(model)
     # one pattern given as a str was read letter by letter ('layers.*' as 'l', 'a', ...:
     # refused for 'l', or with one-letter module names sharded by the letters; stop 32)
+    if not isinstance(units, (str, Iterable)):
+        raise TypeError(
+            f"tying.distributed.fully_shard: units must be a module path pattern or a list "
+            f"of them (() for the root alone), got {type(units).__name__} ({units!r}); "
+            f"nothing was sharded"
+        )
     units = (units,) if isinstance(units, str) else tuple(units)
     unit_paths: list[str] = []
     for pattern in units:
@@ -259,6 +273,11 @@ def _rank_local_buffers(model: nn.Module, names: Iterable[str]) -> list[torch.Te
     """
     import difflib
 
+    if not isinstance(names, (str, Iterable)):  # stop 56: None gave 'not iterable'
+        raise TypeError(
+            f"td.fully_shard: rank_local must be a buffer name or a list of them (() for "
+            f"none), got {type(names).__name__} ({names!r}); no rank's model was wrapped"
+        )
     names = (names,) if isinstance(names, str) else tuple(names)
     buffers = dict(model.named_buffers(remove_duplicate=False))
     out = []
@@ -319,6 +338,8 @@ def _agreed_to_wrap(
     failure: BaseException | None = None
     try:
         _refuse_wrapped(model, helper)
+        if helper == "fully_shard":
+            _refuse_tie_across(model)
         if helper == "ddp":
             _refuse_tensor_parallel(model)
         _verified(model, helper)
@@ -450,6 +471,42 @@ def _refuse_tensor_parallel(model: nn.Module) -> None:
         )
 
 
+def _module_given(model, helper: str) -> None:
+    """Stop 56: a model that is not an ``nn.Module`` reached DDP or the checks as an
+    ``AttributeError`` ('str' object has no attribute 'named_parameters')."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"tying.distributed.{helper}: model must be a torch.nn.Module (the tied model), "
+            f"got {type(model).__name__}; nothing was wrapped"
+        )
+
+
+def _mesh_given(mesh) -> None:
+    """``mesh=`` of ``td.fully_shard`` is None, a 1-D ``DeviceMesh``, or a 2-D one with
+    named dimensions (FSDP2's HSDP: replicate, shard), refused by name before anything is
+    sharded (stop 56: a tuple reached ``mesh.size()`` as an AttributeError, and an unnamed
+    2-D mesh FSDP2's bare AssertionError)."""
+    from torch.distributed.device_mesh import DeviceMesh
+
+    if mesh is None:
+        return
+    if not isinstance(mesh, DeviceMesh):
+        raise TypeError(
+            f"tying.distributed.fully_shard: mesh must be a torch.distributed DeviceMesh or "
+            f"None, got {type(mesh).__name__} ({mesh!r}); build one with "
+            f"init_device_mesh(device_type, (world_size,)); nothing was sharded"
+        )
+    if mesh.ndim not in (1, 2) or (mesh.ndim == 2 and not mesh.mesh_dim_names):
+        raise ValueError(
+            f"tying.distributed.fully_shard: mesh must be 1-D (sharding) or 2-D with named "
+            f"dimensions (replicate, shard: HSDP), got a {mesh.ndim}-D mesh of shape "
+            f"{tuple(mesh.shape)} named {mesh.mesh_dim_names}; pass a 1-D mesh (for tensor "
+            f"parallelism, its data dimension: mesh['dp']) or name a 2-D one "
+            f"(init_device_mesh(..., mesh_dim_names=('replicate', 'shard'))); nothing was "
+            f"sharded"
+        )
+
+
 def _fsdp_groups(mesh):
     """``(group, data_group)`` of ``td.fully_shard(mesh=...)``: the ranks whose models are
     compared, and (for a 1-D mesh cut from a larger mesh that spans every rank: FSDP2 over
@@ -562,6 +619,48 @@ def _refuse_wrapped(model: nn.Module, helper: str) -> None:
         )
 
 
+def _refuse_tie_across(model: nn.Module, helper: str = "fully_shard") -> None:
+    """A module sharded apart from a tied model that holds it must hold both ends of each tie.
+
+    Stop 56: ``td.fully_shard(model.enc)`` of a model whose ``dec.weight`` reads
+    ``enc.weight`` (a tie declared on the whole model) was accepted, and the ranks trained
+    apart with no error (0.025 and 0.054 off the hand-tied anchor after 3 steps): the tie
+    read FSDP2's shard or its freed gathered copy outside the unit, which nothing kept
+    gathered. (``td.ddp`` of the owner's part is right: autograd sums the reader's
+    gradient into the owner's before DDP's hook reduces it; 0.0 off the anchor. A part
+    holding a reader alone is refused by ``verify``.)
+    """
+    from tying.core.load_ancestors import ancestors
+
+    for outer in reversed(ancestors(model)):  # the outermost model first
+        here = next((p for p, m in outer.named_modules() if m is model), None)
+        here = _canonical(here) if here else ""
+        if not here:  # the model itself under a wrapper (torch.compile's _orig_mod)
+            continue
+
+        def inside(path: str | None, here: str = here) -> bool:
+            return path is not None and (path == here or path.startswith(here + "."))
+
+        for tie in ties(outer):
+            target = _canonical(tie.target)
+            source = None if tie.source is None else _canonical(tie.source)
+            if source is None or inside(target) == inside(source):
+                continue
+            kind = "a hand-made tie" if tie.hand else f"a {tie.relation!r} tie"
+            # a hand-made tie's two ends must share a unit; a declared one may span units
+            units = f", units=[{here!r}]" if helper == "fully_shard" and not tie.hand else ""
+            raise TieError(
+                f"tying.distributed.{helper}: the module given is {here!r} of an enclosing "
+                f"tied model ({type(outer).__name__}) whose tie {tie.target} <- "
+                f"{tie.source} ({kind}) "
+                f"has one end inside it and one outside, so td.{helper} of {here!r} alone "
+                f"would shard one end and leave the other reading its shard, and the ranks "
+                f"would train apart with no error; wrap the whole model instead "
+                f"(td.{helper}(model{units})), "
+                f"or untie first (tying.untie); nothing was wrapped"
+            )
+
+
 def _live_wrapped(model: nn.Module) -> dict[nn.Module, str]:
     """``{module: helper}`` of the modules of ``model`` that ``td.ddp`` (while its wrapper
     lives) or ``td.fully_shard`` wrapped. A DDP wrapper that is only garbage (DDP holds
@@ -631,6 +730,11 @@ def wrapped_by(model: nn.Module) -> str | None:
         >>> td.wrapped_by(torch.nn.Linear(2, 2)) is None
         True
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"tying.distributed.wrapped_by: model must be a torch.nn.Module, got "
+            f"{type(model).__name__}"
+        )
     for mod in model.modules():
         helper = wrapped_helper(mod)
         if helper is not None:
