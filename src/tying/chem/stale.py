@@ -34,10 +34,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from tying.chem._rdkit import Chem, quiet
+from tying.chem._rdkit import Chem, quiet, rdqueries
 from tying.chem.errors import SmilesError
 
 _UNSPECIFIED = Chem.ChiralType.CHI_UNSPECIFIED
+_CHIRAL = rdqueries.HasChiralTagQueryAtom()
 _NONE = (Chem.BondStereo.STEREONONE, Chem.BondStereo.STEREOANY)
 _CIS_TRANS = (Chem.BondStereo.STEREOCIS, Chem.BondStereo.STEREOTRANS)
 _FIX = (
@@ -116,7 +117,7 @@ def refuse_stale_perception(mol: Any, label: str) -> None:
     fresh = Chem.Mol(mol)
     fresh.UpdatePropertyCache(strict=False)
     with quiet():  # an atom never perceived (unsanitized, just added) has no count to be stale
-        for atom, new in zip(mol.GetAtoms(), fresh.GetAtoms()):
+        for atom, new in zip(_atoms(mol), _atoms(fresh)):
             try:
                 was = atom.GetNumImplicitHs()
             except RuntimeError:
@@ -155,25 +156,27 @@ def refuse_stale_stereo(mol: Any, label: str) -> None:
         ...
         tying.chem.errors.SmilesError: molecule 'F[C@H](Cl)Br': atom 1 (C) is labelled R, ...
     """
-    if not any(a.GetChiralTag() != _UNSPECIFIED for a in mol.GetAtoms()) and all(
-        b.GetStereo() in _NONE for b in mol.GetBonds()
-    ):
+    if not mol.GetAtomsMatchingQuery(_CHIRAL) and all(b.GetStereo() in _NONE for b in _bonds(mol)):
         return  # no stereo stated: nothing to disagree (the common case, one pass)
-    stored = Chem.Mol(mol)  # what the toolkit's from_rdkit reads (labels kept if present)
-    Chem.AssignStereochemistry(stored, cleanIt=False)
+    stored = mol  # what the toolkit's from_rdkit reads (labels kept if present)
+    if not mol.HasProp("_StereochemDone"):  # else AssignStereochemistry would change nothing
+        stored = Chem.Mol(mol)
+        Chem.AssignStereochemistry(stored, cleanIt=False)
     fresh = Chem.Mol(mol)  # what the tags and bond directions say now
     Chem.AssignStereochemistry(fresh, cleanIt=True, force=True)
-    for old, new in zip(stored.GetAtoms(), fresh.GetAtoms()):
+    for old, new in zip(_atoms(stored), _atoms(fresh)):
         was, now = _cip(old), _cip(new)
         if was != now:
             raise SmilesError(
                 f"molecule {label}: atom {old.GetIdx()} ({old.GetSymbol()}) is labelled "
                 f"{was or 'without stereo'}, but its chiral tag gives {now or 'no stereo'} "
-                f"(the label was perceived before the tag was last set); the OpenFF toolkit "
+                f"(the label was perceived before the tag was last set, or by another "
+                f"labeller: rdCIPLabeler.AssignCIPLabels writes r/s, which the toolkit "
+                f"refuses, and may disagree with RDKit's legacy labels); the OpenFF toolkit "
                 f"reads the label and RDKit's matching the tag, so a chiral pattern would "
                 f"label two different molecules; {_FIX}"
             )
-    for old, new in zip(stored.GetBonds(), fresh.GetBonds()):
+    for old, new in zip(_bonds(stored), _bonds(fresh)):
         was, now = old.GetStereo(), new.GetStereo()
         where = (
             f"molecule {label}: bond {old.GetIdx()} ({old.GetBeginAtomIdx()}-"
@@ -182,7 +185,8 @@ def refuse_stale_stereo(mol: Any, label: str) -> None:
         )
         if was in _CIS_TRANS:
             raise SmilesError(
-                f"{where} has stereo {was.name}, relative to its stereo atoms; the OpenFF "
+                f"{where} has stereo {was.name}, relative to its stereo atoms (as "
+                f"rdCIPLabeler.AssignCIPLabels or Chem.SetBondStereoFromDirections leave it); the OpenFF "
                 f"toolkit refuses it (it reads E or Z only); write the double bond's "
                 f"directions (a SMILES with '/' and '\\', or Chem.SetDoubleBondNeighborDirections) "
                 f"and perceive it with Chem.AssignStereochemistry(mol, cleanIt=True, force=True)"
@@ -194,6 +198,15 @@ def refuse_stale_stereo(mol: Any, label: str) -> None:
                 f"the directions, so a pattern with '/' or '\\' would label two different "
                 f"molecules; set the directions to the stereo you mean, then {_FIX}"
             )
+
+
+def _atoms(mol: Any) -> list:
+    # by index: iterating mol.GetAtoms() asks the sequence's length at every step (2x slower)
+    return [mol.GetAtomWithIdx(i) for i in range(mol.GetNumAtoms())]
+
+
+def _bonds(mol: Any) -> list:
+    return [mol.GetBondWithIdx(i) for i in range(mol.GetNumBonds())]
 
 
 def _cip(atom: Any) -> str | None:

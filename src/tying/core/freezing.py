@@ -107,13 +107,16 @@ def zero_grad(self, set_to_none: bool = True) -> None:
     from tying.core.slots import slots_of
 
     type(self)._tying_base.zero_grad(self, set_to_none)
-    own = {id(p) for p in self.parameters()}
+    # no walk of self.parameters() to skip the module's own sources (a second traversal of
+    # a large tied container, 2x its zero_grad): a source cleared above has no grad left
+    # (set_to_none) or a zero one, which zeroing again leaves as it is
+    seen: set[int] = set()
     for mod in self.modules():
         for slot in slots_of(mod).values():
             leaf = _physical_leaf(slot, pruned=True)
-            if leaf is None or id(leaf) in own or leaf.grad is None:
+            if leaf is None or id(leaf) in seen or leaf.grad is None:
                 continue
-            own.add(id(leaf))
+            seen.add(id(leaf))
             # the same steps as torch's nn.Module.zero_grad for one parameter
             if set_to_none:
                 leaf.grad = None

@@ -68,7 +68,11 @@ def laplacian_penalty(
         )
     if not (lam >= 0) or lam == float("inf"):  # NaN fails every comparison
         raise ValueError(f"laplacian_penalty: lam must be finite and >= 0, got {lam}")
-    if isinstance(edges, Mapping):
+    # an edge view whose values carry nothing (networkx's G.edges of a graph without edge
+    # attributes: {(0, 1): {}}) is a list of pairs; values that do (a weight) are refused
+    if isinstance(edges, Mapping) and any(
+        v is not None and not (isinstance(v, Mapping) and not v) for v in edges.values()
+    ):
         # stop 56: {(0, 1): 10.0} (edge weights) iterated its keys, so every weight was
         # dropped without a word: the penalty came back unweighted
         raise TypeError(
