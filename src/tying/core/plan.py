@@ -746,6 +746,7 @@ def _commit(
             m.__dict__.get(SLOTS_ATTR),
             m.__dict__.get(DECLARED_ATTR),
             m.__dict__.get(SLOTS_GENERATION_ATTR),
+            m._parameters,  # the dict itself: a tie makes it a TiedParams (stop 56b)
         )
         for key, m in touched.items()
     }
@@ -849,9 +850,10 @@ def _commit(
                 f"was. A module class that manages its own attributes may not take a tie: "
                 f"tie the modules around it, or leave it untied"
             )
-        for key, (cls, params, slots, decl, generation) in snapshot.items():
+        for key, (cls, params, slots, decl, generation, own) in snapshot.items():
             m = touched[key]
             m.__class__ = cls
+            m.__dict__["_parameters"] = own
             m._parameters.clear()
             m._parameters.update(params)
             restore = (

@@ -44,6 +44,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tying.core.eager_quant import check_qconfig_set as _check_qconfig_set
 from tying.core.errors import TieError
 from tying.core.freezing import requires_grad_ as _requires_grad_
 from tying.core.freezing import zero_grad as _zero_grad
@@ -92,6 +93,7 @@ from tying.core.slot_loads import _has_hook as _has_hook
 from tying.core.slot_loads import _load_from_state_dict as _load_from_state_dict
 from tying.core.slot_loads import _own_storage_from as _own_storage_from
 from tying.core.slot_loads import guard_loading as guard_loading
+from tying.core.spectral_guard import TiedParams as _TiedParams
 
 SLOTS_ATTR = "_tying_slots"
 # A number that changes whenever a module's slots are installed or removed: code that
@@ -456,7 +458,11 @@ class Slot:
 
     def _refuse_weight_norm(self, module: nn.Module):
         # torch.nn.utils.weight_norm reads the slot, then deletes it from _parameters,
-        # where it is not: a bare KeyError('weight') naming no tie (stop 56)
+        # where it is not: a bare KeyError('weight') naming no tie (stop 56). A container
+        # of another kind names the tie at that deletion itself (tying.nn layers' own
+        # SlotParameters, whose message says what the layer's tie is): left to it
+        if type(module.__dict__.get("_parameters")) not in (dict, _TiedParams):
+            return
         where, src = self.target_and_source(_name_in(module, self))
         raise TieError(
             f"torch.nn.utils.weight_norm: {where} is a tied slot (reads {src} via "
@@ -755,6 +761,8 @@ def _guarded_delitem(self, key):
 
 def _guarded_setattr(self, name, value):
     slots = self.__dict__.get(SLOTS_ATTR)
+    if name == "qconfig" and slots:  # torch.ao's eager flows would leave it float (stop 56)
+        _check_qconfig_set(self, value, type(self)._tying_base, slots)
     if slots and name in slots:
         slot = slots[name]
         swapping = _in_functional_swap()
@@ -876,6 +884,8 @@ def _reduce_ex(self, protocol):
 def install(module: nn.Module, name: str, slot: Slot) -> None:
     """Serve ``module.<name>`` from ``slot`` (the physical parameter, if any, is dropped)."""
     module._parameters.pop(name, None)
+    if type(module._parameters) is dict:  # names the tie to spectral_norm (stop 56)
+        module.__dict__["_parameters"] = _TiedParams(module._parameters)
     slots = dict(slots_of(module))
     slots[name] = slot
     module.__dict__[SLOTS_ATTR] = slots
@@ -897,6 +907,8 @@ def uninstall(module: nn.Module, name: str, value: torch.Tensor | None) -> None:
     else:
         module.__dict__.pop(SLOTS_ATTR, None)
         module.__dict__.pop(SLOTS_GENERATION_ATTR, None)  # back to the plain module
+        if type(module._parameters) is _TiedParams:
+            module.__dict__["_parameters"] = dict(module._parameters)
     _set_class(module, slots)
     if value is not None:
         module._parameters[name] = value
