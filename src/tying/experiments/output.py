@@ -717,9 +717,10 @@ _DEFERRED = (signal.SIGINT, signal.SIGTERM)
 def _interrupt_deferred() -> Iterator[None]:
     """Hold Ctrl-C and SIGTERM until the block is done, then deliver them (main thread only).
 
-    Once the block is done a held Ctrl-C raises ``KeyboardInterrupt``, and a held
-    SIGTERM is sent again to the handler that was there before (``tying``'s raises a
-    ``KeyboardInterrupt``; the default ends the process).
+    Once the block is done each held signal is sent again to the handler that was
+    there before: ``tying``'s for SIGTERM raises ``KeyboardInterrupt``, a caller's own
+    handler is called, an ignored SIGTERM stays ignored; a held Ctrl-C over Python's
+    default, an ignored or the OS-default SIGINT raises ``KeyboardInterrupt``.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -735,12 +736,18 @@ def _interrupt_deferred() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    if signal.SIGTERM in caught:  # its own handler decides (tying's raises a Ctrl-C)
-        signal.raise_signal(signal.SIGTERM)
-    if signal.SIGINT in caught:
-        # raised, not re-sent: a process started in the background (SIGINT ignored)
-        # still learns of the Ctrl-C the block held, as before stop 56
-        raise KeyboardInterrupt
+    # each held signal goes to the handler that was there before: tying's and Python's
+    # default raise KeyboardInterrupt, a caller's own (a flag for a graceful stop) is
+    # called (raising KeyboardInterrupt over it made write_report fail after both page
+    # files had moved). A Ctrl-C held over an ignored or OS-default SIGINT is raised as
+    # before: a process started in the background (SIGINT ignored) still learns of it
+    for signum in _DEFERRED:
+        if signum not in caught:
+            continue
+        own = callable(previous.get(signum)) and previous[signum] is not signal.default_int_handler
+        if signum == signal.SIGINT and not own:
+            raise KeyboardInterrupt
+        signal.raise_signal(signum)
 
 
 def install_build(build: str | pathlib.Path, out_dir: str | pathlib.Path) -> None:

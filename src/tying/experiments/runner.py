@@ -584,9 +584,16 @@ _STARTED: Any = None
 
 
 def _init_worker(
-    parent: int | None = None, started: Any = None, imports: tuple[str, ...] = ()
+    parent: int | None = None,
+    started: Any = None,
+    imports: tuple[str, ...] = (),
+    log_level: int | None = None,
 ) -> None:
     global _STARTED
+    # the caller's level (`tying -v`): a fresh worker's root logger shows warnings only,
+    # so `tying -v run ID --timeout N` printed none of the experiment's INFO lines
+    if log_level is not None and not logging.getLogger().handlers:
+        logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
     # One intra-op thread per worker: `--jobs N` processes share the machine's cores.
     torch.set_num_threads(THREADS_PER_EXPERIMENT)
     if parent is not None:
@@ -883,7 +890,12 @@ def _run_all(ids, size, seed, out_dir, jobs, on_start, on_done, timeout=None) ->
             jobs,
             mp_context=context,
             initializer=_init_worker,
-            initargs=(os.getpid(), started, _WORKER_IMPORTS),
+            initargs=(
+                os.getpid(),
+                started,
+                _WORKER_IMPORTS,
+                logging.getLogger().getEffectiveLevel(),
+            ),
         )
         return pool, started
 

@@ -366,8 +366,10 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
             hint = "pass plan= (the plan the model was saved with)"
             head = _left_out_by_flag(model, missing)
             if head:
+                # the weight, not a tied bias (BERT's decoder.bias was named "the embedding")
+                name = next((k for k in head if k.endswith("weight")), head[0])
                 hint = (
-                    f"the file was likely written from a model whose {head[0]} is the "
+                    f"the file was likely written from a model whose {name} is the "
                     f"embedding (HF leaves a tied head out), but the config says "
                     f"tie_word_embeddings=False, which gives it no value (plain HF loads it "
                     f"at random); if so, load with tie_word_embeddings=True to tie it, else "

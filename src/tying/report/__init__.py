@@ -218,6 +218,9 @@ def _write_pair(out: pathlib.Path, files: list[tuple[pathlib.Path, bytes]]) -> N
                 fh.flush()
                 os.fsync(fh.fileno())
         with _interrupt_deferred():  # both files are moved, or neither (stop 56)
+            # listed as pending only now that both are written: a full disk above left
+            # them pending, and a page the user then edited was overwritten unrefused
+            expect_files(out, [str(path.relative_to(out)) for _, path in temps])
             for tmp, path in temps:
                 os.replace(tmp, path)
     finally:
@@ -311,7 +314,6 @@ def _write_locked(records, out, size, seed, jobs, runtime_s) -> dict[str, pathli
     page_bytes = page.encode("utf-8", errors="backslashreplace")
     json_bytes = (results + "\n").encode("utf-8", errors="backslashreplace")
     html_path, json_path = out / "index.html", out / "results.json"
-    expect_files(out, _PAGE)  # an interrupted write leaves the folder ours (stop 56)
     _write_pair(out, [(html_path, page_bytes), (json_path, json_bytes)])
     figures = [f for r in records for f in r.figures if (out / f).is_file()]
     record_files(out, [*_PAGE, *figures])
