@@ -611,7 +611,13 @@ def _nonlinear_errors(
     try:
         for idx, rows in batches:
             hit = np.zeros(idx.size, dtype=bool)
-            for size in (stderr_x[idx], np.minimum(stderr_x[idx], 1e-2 * own[idx])):
+            linear = np.zeros(idx.size, dtype=bool)
+            small = np.minimum(stderr_x[idx], 1e-2 * own[idx])
+            for size in (stderr_x[idx], small):
+                if size is small and (np.all(hit | linear) or np.array_equal(small, stderr_x[idx])):
+                    # the same step again, or every slot already judged or linear over its
+                    # error bar: the small step's two model calls cannot add a verdict
+                    break
                 rises = []
                 for sign in (1.0, -1.0):
                     moved = theta.copy()
@@ -630,6 +636,13 @@ def _nonlinear_errors(
                         # a side a bound leaves (almost) no room on does not vote
                         votes = np.abs(step) > 0.1 * size
                         rises.append((rise, far | ~votes, votes, expected))
+                        quad = (step * col_norm[idx]) ** 2
+                        # the linearised rise itself, signed (step²‖J‖² + 2·step·Jᵀr), to
+                        # rounding: a linear parameter (a polynomial or baseline coefficient
+                        # near 0) needs no second step
+                        near = np.abs(rise - quad - 2 * step * grad[idx]) <= 0.25 * quad + floor
+                        if size is not small:
+                            linear = (linear if sign < 0 else votes.copy()) & (near | ~votes)
                 moved_any = rises[0][2] | rises[1][2]
                 bad = rises[0][1] & rises[1][1] & moved_any & ~hit
                 for k in np.flatnonzero(bad):

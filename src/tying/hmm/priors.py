@@ -84,8 +84,9 @@ def check_priors(model, shapes: dict) -> None:
                 f"{name} has shape {arr.shape}, which does not broadcast to {shape} {named}; "
                 f"give one number, or an array of that shape (or one that broadcasts to it)"
             )
-        if name == "covars_prior":
-            _check_covars_prior(model, np.broadcast_to(arr, shape))
+        trained = model.params is None or "c" in model.params  # inert where covars stay fixed
+        if name == "covars_prior" and trained:
+            _check_covars_prior(model, np.broadcast_to(arr, shape), arr.ndim)
         if kind is None or not model.ties_.is_tied(kind):
             continue
         full = np.broadcast_to(arr, shape)
@@ -100,7 +101,7 @@ def check_priors(model, shapes: dict) -> None:
             )
 
 
-def _check_covars_prior(model, prior: np.ndarray) -> None:
+def _check_covars_prior(model, prior: np.ndarray, given_ndim: int = 3) -> None:
     """A covariance prior is a scale: non-negative variances, positive semidefinite
     matrices. A negative one has no mode where a state's data are few (the M-step's
     variance ``(prior + Σγ(x-μ)²) / count`` falls below 0): hmmlearn stored that negative
@@ -126,12 +127,18 @@ def _check_covars_prior(model, prior: np.ndarray) -> None:
         low = low * scale[:, 0, 0]
     if bad.size:
         k = int(bad[0])
+        rows = (
+            " (a vector of n_features numbers is read as every row, entry [i, j] = v[j], as "
+            "in hmmlearn, not as the diagonal: for one scale per feature give np.diag(v))"
+            if given_ndim == 1
+            else ""
+        )
         raise ValueError(
             f"covars_prior must be positive semidefinite for {model.covariance_type!r} "
             f"covariances (the scale matrix of the inverse-Wishart prior), but state {k}'s "
             f"has eigenvalue {float(low[k]):.6g}; with it the update of a state with little "
             f"data is not a covariance: give c * I or c (every entry c) with c >= 0, or a "
-            f"positive semidefinite matrix"
+            f"positive semidefinite matrix{rows}"
         )
 
 
