@@ -94,6 +94,7 @@ from tying.core.slot_loads import _load_from_state_dict as _load_from_state_dict
 from tying.core.slot_loads import _own_storage_from as _own_storage_from
 from tying.core.slot_loads import guard_loading as guard_loading
 from tying.core.spectral_guard import TiedParams as _TiedParams
+from tying.core.spectral_guard import norm_refusal as _norm_refusal
 
 SLOTS_ATTR = "_tying_slots"
 # A number that changes whenever a module's slots are installed or removed: code that
@@ -463,14 +464,8 @@ class Slot:
         # SlotParameters, whose message says what the layer's tie is): left to it
         if type(module.__dict__.get("_parameters")) not in (dict, _TiedParams):
             return
-        where, src = self.target_and_source(_name_in(module, self))
-        raise TieError(
-            f"torch.nn.utils.weight_norm: {where} is a tied slot (reads {src} via "
-            f"{self.relation!r}); weight_norm would replace it with parameters of its own "
-            f"(weight_g, weight_v) and break the tie, so nothing was changed. Untie it "
-            f"first to give it a weight of its own (tying.Plan([tying.free({where!r})])"
-            f".apply(model))"
-        )
+        name = _name_in(module, self)
+        raise _norm_refusal("weight_norm", self, name, f"{name}_g, {name}_v")
 
     def target_and_source(self, name: str) -> tuple[str, str]:
         """The full paths of this slot (``name`` on its module) and of what it reads.

@@ -42,13 +42,19 @@ class TiedParams(dict):
             module = caller.f_locals.get("module")
             slots = getattr(module, "__dict__", {}).get(SLOTS_ATTR) or {}
             if key in slots:
-                slot = slots[key]
-                where, src = slot.target_and_source(key)
-                raise TieError(
-                    f"torch.nn.utils.spectral_norm: {where} is a tied slot (reads {src} via "
-                    f"{slot.relation!r}); spectral_norm would replace it with parameters of "
-                    f"its own ({key}_orig, {key}_u, {key}_v) and break the tie, so nothing "
-                    f"was changed. Untie it first to give it a weight of its own "
-                    f"(tying.Plan([tying.free({where!r})]).apply(model))"
+                raise norm_refusal(
+                    "spectral_norm", slots[key], key, f"{key}_orig, {key}_u, {key}_v"
                 )
         raise KeyError(key)
+
+
+def norm_refusal(tool: str, slot, name: str, own: str) -> TieError:
+    """The refusal of an old-style ``torch.nn.utils.<tool>`` on the tied slot ``name``,
+    which would replace it with parameters of its own (``own``) and break the tie."""
+    where, src = slot.target_and_source(name)
+    return TieError(
+        f"torch.nn.utils.{tool}: {where} is a tied slot (reads {src} via "
+        f"{slot.relation!r}); {tool} would replace it with parameters of its own "
+        f"({own}) and break the tie, so nothing was changed. Untie it first to give it a "
+        f"weight of its own (tying.Plan([tying.free({where!r})]).apply(model))"
+    )
