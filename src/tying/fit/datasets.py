@@ -47,7 +47,7 @@ class Dataset:
             (a 1-D array lets the model be evaluated on all data sets at once).
         y: the measured values, shape ``(n,)``.
         sigma: the standard deviation of each ``y`` (scalar or ``(n,)``); the
-            residual is ``(model - y) / sigma``. None means 1.
+            residual is ``(y - model) / sigma`` (``result.residual(i)``). None means 1.
         metadata: facts about the measurement, e.g. ``{"instrument": "xray"}``;
             ``per_group`` roles group data sets by these keys. None means ``{}``.
         name: used in messages and tables; defaults to ``"dataset <i>"``.

@@ -21,6 +21,7 @@ takes back what Opacus recorded earlier in that forward.
 from __future__ import annotations
 
 import inspect
+import numbers
 
 import torch
 from torch import nn
@@ -109,10 +110,19 @@ def _extra_inputs(sig, args, kwargs) -> list[str]:
         default = sig.parameters[name].default
         # a positional one reaches Opacus' forward hook, which calls .detach() on it; a
         # keyword equal to the forward's default is what functorch's re-run uses anyway
-        same = value is default or (
-            type(value) is type(default)
-            and isinstance(value, (bool, int, float, str))
-            and value == default
+        same = (
+            value is default
+            or (
+                type(value) is type(default) and isinstance(value, (bool, str)) and value == default
+            )
+            or (
+                # a number equal to the default is the default (scale=1 for 1.0, np.float64(1.0))
+                isinstance(value, numbers.Real)
+                and isinstance(default, numbers.Real)
+                and not isinstance(value, bool)
+                and not isinstance(default, bool)
+                and value == default
+            )
         )
         if i >= len(args) and same:
             continue
