@@ -43,8 +43,15 @@ _HELPER = "_propagate_qconfig_helper"
 _TOOLS = ("quantize_dynamic", "quantize_qat", "prepare_qat", "quantize", "prepare")
 # graph-mode flows propagate through eager's helper too; they trace tied modules
 # through and keep the tie (tying.interop's FX / PT2E support, which also calls
-# propagate_qconfig_ itself to compare qconfigs)
-_GRAPH = ("torch.ao.quantization.fx", "torch.ao.quantization.quantize_fx", "torchao.", "tying.")
+# propagate_qconfig_ itself to compare qconfigs, and its quantize_dynamic). Only
+# tying.interop: with any "tying." frame let through, a call from code run by another
+# tying module (a doctest of this one, a callback) went unchecked and stayed float
+_GRAPH = (
+    "torch.ao.quantization.fx",
+    "torch.ao.quantization.quantize_fx",
+    "torchao.",
+    "tying.interop.",
+)
 
 
 def _would_quantize(tool: str, frames: dict) -> set:
