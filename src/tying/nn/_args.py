@@ -212,3 +212,21 @@ def refuse_script(self):
         f"torch.jit.trace (the same outputs), torch.compile or torch.export; the module is "
         f"unchanged"
     )
+
+
+def refuse_foreign_keywords(owner: str, given: dict, ours: dict[str, str]) -> None:
+    """Refuse a keyword that another library's counterpart takes, naming what to use here.
+
+    A script ported line by line from torch_geometric, torchdiffeq, e2cnn or Opacus
+    passed their names (``K=``, ``options=``, ``stride=``, ``clipping=``) and got
+    Python's bare "unexpected keyword argument", naming neither our equivalent nor
+    why there is none (stop 56). ``ours`` maps each such name to that advice; any
+    other name keeps Python's own message.
+
+    Raises:
+        TypeError: whenever ``given`` is not empty.
+    """
+    for name in given:
+        if name in ours:
+            raise TypeError(f"{owner}: no keyword {name!r} here; {ours[name]}")
+        raise TypeError(f"{owner}() got an unexpected keyword argument {name!r}")

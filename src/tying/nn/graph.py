@@ -38,7 +38,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from tying.core import Plan, Scaled, share
-from tying.nn._args import assert_in_graph, flag, forward_ad_active, in_graph, int_arg
+from tying.nn._args import (
+    assert_in_graph,
+    flag,
+    forward_ad_active,
+    in_graph,
+    int_arg,
+    refuse_foreign_keywords,
+)
 from tying.nn._input_errors import CAUGHT, InputDtypeError, dtype_detail, raise_if_mismatched
 from tying.nn._layer_plans import apply_plan, tie_setting
 from tying.nn._reparam import refresh
@@ -180,6 +187,23 @@ def normalized_adjacency(
     )  # fmt: skip
 
 
+# torch_geometric's TAGConv / GCNConv keywords, and what a ported script uses here: a
+# TAGConv(in, out, K=3) port got Python's bare "unexpected keyword argument" (stop 56)
+_TAGCONV_NAMES = {
+    "K": "torch_geometric's K (TAGConv, default 3) is hops= here (default 2): "
+    "MultiHopGraphConv(in_features, out_features, hops=K, shared=False) is TAGConv",
+    "normalize": "the layer takes Â built outside it: TAGConv's normalize=True is "
+    "normalized_adjacency(edge_index, N, self_loops=False) (the default self_loops=True "
+    "is GCN's A + I, other numbers); for normalize=False pass your own sparse Â",
+    "add_self_loops": "self loops belong to Â: normalized_adjacency(edge_index, N, "
+    "self_loops=True/False) (TAGConv adds none: self_loops=False)",
+    "cached": "the layer keeps no Â: build it once with normalized_adjacency and pass it "
+    "to every call",
+    "improved": "GCNConv's improved=True (A + 2I) is not provided; pass that Â as a sparse "
+    "(N, N) tensor",
+}
+
+
 class MultiHopGraphConv(nn.Module):
     """``y = Σ_{k=0..K} Â^k X W_kᵀ + b`` with ``W_k = α_k W`` when shared (claim B12).
 
@@ -202,7 +226,9 @@ class MultiHopGraphConv(nn.Module):
             adjacency of the wrong shape, a dense or CSR adjacency, a plain
             ``(indices, values)`` pair (use :class:`EdgeAdjacency`), or an
             ``EdgeAdjacency`` with node ids outside ``[0, N)``.
-        TypeError: when ``shared`` or ``bias`` is not True/False.
+        TypeError: when ``shared`` or ``bias`` is not True/False; for torch_geometric's
+            ``K``, ``normalize``, ``add_self_loops``, ``cached``, ``improved``, naming
+            what to use here (``hops=``; the adjacency is built outside the layer).
 
     Example:
         >>> import tying
@@ -220,8 +246,10 @@ class MultiHopGraphConv(nn.Module):
         *,
         shared: bool = True,
         bias: bool = True,
+        **torch_geometric: object,
     ) -> None:
         super().__init__()
+        refuse_foreign_keywords("MultiHopGraphConv", torch_geometric, _TAGCONV_NAMES)
         in_features, out_features = (
             int_arg(value, 1, f"MultiHopGraphConv: {name} must be a positive int, got {value!r}")
             for name, value in (("in_features", in_features), ("out_features", out_features))

@@ -73,7 +73,7 @@ from torch import nn
 from tying.core import Flipped, Plan, Rotated, share
 from tying.core.slots import SLOTS_ATTR, SLOTS_GENERATION_ATTR, slots_of
 from tying.nn import _group_conv_tie, _layer_plans, _winograd
-from tying.nn._args import flag, int_arg
+from tying.nn._args import flag, int_arg, refuse_foreign_keywords
 from tying.nn._group_elements import (  # noqa: F401  (public names re-exported)
     GROUPS,
     _check_group,
@@ -162,6 +162,21 @@ def _cacheable(layer: nn.Module) -> bool:
     return not (torch.is_grad_enabled() or layer.training or torch.compiler.is_compiling())
 
 
+# e2cnn R2Conv / torch Conv2d keywords with no counterpart here, and what a ported
+# script uses instead: they were Python's bare "unexpected keyword argument" (stop 56)
+_R2CONV_NAMES = {
+    "stride": "the layer runs at stride 1: y[..., ::s, ::s] of its output is the strided "
+    "conv's output with the same padding",
+    "dilation": "dilated kernels are not provided (square, undilated kernels only)",
+    "groups": "grouped convs are not provided (every output channel reads every input channel)",
+    "padding_mode": "only zero padding ('same' or an int): pad H, W yourself (F.pad over the "
+    "last two dims, mode='circular') and pass padding=0",
+    "initialize": "the layer is always initialised (reset_parameters())",
+    "basisexpansion": "the kernel is a free k x k array whose rotated copies are tied, not "
+    "e2cnn's steerable basis",
+}
+
+
 class _GroupConvBase(nn.Module):
     """Shared machinery: the banks, their plan, init, and the one ``F.conv2d`` call."""
 
@@ -193,8 +208,10 @@ class _GroupConvBase(nn.Module):
         device=None,
         dtype=None,
         _probe: bool = False,
+        **e2cnn: object,
     ) -> None:
         super().__init__()
+        refuse_foreign_keywords(type(self).__name__, e2cnn, _R2CONV_NAMES)
         names = _check_group(group)
         bias = flag(type(self).__name__, "bias", bias)
         in_channels, out_channels, kernel_size, self.padding = _check_args(
@@ -754,6 +771,8 @@ class LiftingConv2d(_GroupConvBase):
         ValueError: on bad sizes or padding, an unknown ``algorithm``, an input of the
             wrong shape, or ``algorithm="winograd"`` with another kernel size, device
             or dtype than it serves (the message says to use ``"direct"``).
+        TypeError: for e2cnn's / ``Conv2d``'s ``stride``, ``dilation``, ``groups``,
+            ``padding_mode``, ``initialize``, ``basisexpansion``, naming what to use here.
         ImportError: ``algorithm="winograd"`` without numba (``pip install 'tying[fast]'``).
 
     Example:
@@ -830,6 +849,8 @@ class GroupConv2d(_GroupConvBase):
         ValueError: on bad sizes or padding, an unknown ``algorithm``, an input of the
             wrong shape, or ``algorithm="winograd"`` with another kernel size, device
             or dtype than it serves (the message says to use ``"direct"``).
+        TypeError: for e2cnn's / ``Conv2d``'s ``stride``, ``dilation``, ``groups``,
+            ``padding_mode``, ``initialize``, ``basisexpansion``, naming what to use here.
         ImportError: ``algorithm="winograd"`` without numba (``pip install 'tying[fast]'``).
 
     Example:

@@ -37,7 +37,14 @@ import torch
 from torch import nn
 
 from tying.core import Plan, share
-from tying.nn._args import flag, int_arg, is_bool, scalar_value, stored_float
+from tying.nn._args import (
+    flag,
+    int_arg,
+    is_bool,
+    refuse_foreign_keywords,
+    scalar_value,
+    stored_float,
+)
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 from tying.nn._layer_plans import apply_plan, tie_setting
 
@@ -257,11 +264,32 @@ def _stored_time(who: str, t1) -> float:
     )
 
 
+# torchdiffeq.odeint keywords with no counterpart here, and what a ported call uses
+_TORCHDIFFEQ_NAMES = {
+    "options": "rk4's options=dict(step_size=h) is steps=round(t1 / h) (torchdiffeq's rk4 "
+    "without a step_size takes one step per interval of t: 0.375 for e^-1 on [0, 1], "
+    "steps=256 here gives 0.36788); dopri5's options are not passed on: call "
+    "torchdiffeq.odeint",
+    "event_fn": "events are not provided: call torchdiffeq.odeint_event",
+}
+
+
 def _check_solver(t1, method, steps, rtol, atol) -> int:
     """Refuse solver settings that gave a wrong answer or a solver's assertion (stop 33);
     return ``steps`` as a plain int (NumPy's taken)."""
     if method not in ("dopri5", "rk4"):
         raise ValueError(f"odeint: method must be 'dopri5' or 'rk4', got {method!r}")
+    if isinstance(t1, list | tuple) or (isinstance(t1, torch.Tensor) and t1.numel() > 1):
+        # torchdiffeq.odeint(func, y0, t) takes a grid t and returns x at every time; the
+        # same call here named only "a finite t1 > 0" (stop 56)
+        got = tuple(t1.shape) if isinstance(t1, torch.Tensor) else f"a {type(t1).__name__}"
+        raise ValueError(
+            f"odeint: need a finite t1 > 0, one number: the end time (the start is 0), not "
+            f"torchdiffeq's time grid t; got {got}; for x at the last time pass "
+            f"t1=float(t[-1]) (with t[0] = 0), "
+            f"for x at several times call odeint once per time, and write the field as "
+            f"x -> dx/dt (torchdiffeq's is (t, x) -> dx/dt)"
+        )
     error = f"odeint: need a finite t1 > 0 and an int steps >= 1, got t1={t1!r}, steps={steps!r}"
     value = scalar_value(t1)
     if (
@@ -292,6 +320,7 @@ def odeint(
     steps: int = 256,
     rtol: float = 1e-7,
     atol: float = 1e-9,
+    **torchdiffeq_names: object,
 ) -> torch.Tensor:
     """Solve ``dx/dt = field(x)`` from ``x(0) = x0`` and return ``x(t1)``.
 
@@ -314,6 +343,8 @@ def odeint(
             finite (or both 0), a float16/bfloat16 ``x0``, an ``x0`` that is not a
             floating-point or complex tensor, or ``method="dopri5"`` with torchdiffeq
             under a ``torch.func`` transform (use ``"rk4"`` there).
+            A ``t1`` that is a time grid (torchdiffeq's ``t``) names ``t1=float(t[-1])``.
+        TypeError: torchdiffeq's ``options`` or ``event_fn``, naming what to use here.
 
     Example:
         >>> decay = lambda x: -x
@@ -321,6 +352,7 @@ def odeint(
         >>> abs(float(x1) - 0.36787944117) < 1e-9
         True
     """
+    refuse_foreign_keywords("odeint", torchdiffeq_names, _TORCHDIFFEQ_NAMES)
     steps = _check_solver(t1, method, steps, rtol, atol)
     if not isinstance(x0, torch.Tensor) or not (x0.is_floating_point() or x0.is_complex()):
         # an integer or bool state failed inside torchdiffeq ("`t` must be a floating point
@@ -416,8 +448,10 @@ class NeuralODE(nn.Module):
         steps: int = 256,
         rtol: float = 1e-7,
         atol: float = 1e-9,
+        **torchdiffeq_names: object,
     ) -> None:
         super().__init__()
+        refuse_foreign_keywords("NeuralODE", torchdiffeq_names, _TORCHDIFFEQ_NAMES)
         steps = _check_solver(t1, method, steps, rtol, atol)  # here, not at the first call
         self.field, self.t1 = field, _stored_time("NeuralODE", t1)
         self.method, self.steps, self.rtol, self.atol = method, steps, rtol, atol

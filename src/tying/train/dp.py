@@ -256,7 +256,9 @@ class DPSGD:
             negative or not finite, a ``max_grad_norm`` that is not a finite number > 0,
             an optimizer learning rate that is negative or not finite, an optimizer whose
             ``step`` needs a closure (``LBFGS``), or an unknown mode/accountant. Nothing is changed by a refused call.
-        TypeError: an argument of the wrong type.
+        TypeError: an argument of the wrong type; Opacus' ``make_private`` keywords
+            (``clipping``, ``poisson_sampling``, ``loss_reduction``, ``grad_sample_mode``,
+            ``batch_first``, ``noise_generator``), naming what to use here.
 
     Example:
         >>> import torch
@@ -283,9 +285,14 @@ class DPSGD:
         mode: str = "vmap",
         accountant: str = "rdp",
         generator: torch.Generator | None = None,
+        **opacus: object,
     ):
         from tying.train.accounting import ACCOUNTANTS
 
+        for name in opacus:  # Opacus' make_private keywords: a bare TypeError named none (stop 56)
+            if name in _MAKE_PRIVATE_NAMES:
+                raise TypeError(f"DPSGD: no keyword {name!r} here; {_MAKE_PRIVATE_NAMES[name]}")
+            raise TypeError(f"DPSGD.__init__() got an unexpected keyword argument {name!r}")
         _check_sample_rate(sample_rate)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -445,20 +452,14 @@ class DPSGD:
         q = 0.0125) the update was 0.57x to 1.5x Opacus', with no word; and the size a step
         divides by is released, which the accountant does not charge for.
         """
-        # a loop over fixed-size batches ends each pass on one batch shorter than the
-        # first: dividing it by its own size is the mean asked for, and n_data there is
-        # refused by _check_batch_rate (16 rows of 256 at q = 0.0256). Poisson batches
-        # give a batch larger than the first, or a third size, within a few steps
-        sizes = self.__dict__.setdefault("_rows_seen", [])
-        if rows not in sizes:
-            sizes.append(rows)
-        odd = len(sizes) >= 3 or (len(sizes) == 2 and sizes[1] > sizes[0])
-        if odd and not self.__dict__.get("_size_warned"):
+        first = self.__dict__.get("_first_rows")
+        if first is None:
+            self._first_rows = rows
+        elif rows != first and not self.__dict__.get("_size_warned"):
             self._size_warned = True
             warnings.warn(
                 f"DPSGD.step without n_data divides each batch by its own size, and this "
-                f"run's batches have {', '.join(map(str, sizes))} rows: under Poisson "
-                f"sampling that "
+                f"run's batches have {first} and {rows} rows: under Poisson sampling that "
                 f"scales each step by a size the accountant does not charge for, and differs "
                 f"from Opacus, which divides by the expected size (its PrivacyEngine: "
                 f"int(len(dataset) * sample_rate)); pass n_data=len(dataset) to every step "
@@ -714,6 +715,18 @@ class DPSGD:
         state.setdefault("_drawn", (None, 0, 0, 0))  # pickled before stop 35
         self.__dict__.update(state)
 
+    def __getattr__(self, name: str):
+        # only reached for a missing attribute: Opacus' PrivacyEngine.get_epsilon(delta)
+        # defaults to the PRV accountant, so the same name here would give another ε
+        if name == "get_epsilon":
+            raise AttributeError(
+                "'DPSGD' object has no attribute 'get_epsilon' (Opacus' PrivacyEngine method, "
+                "accountant 'prv' by default); use dp.epsilon(delta), by the accountant given "
+                "to DPSGD (default 'rdp', a larger ε; DPSGD(..., accountant='prv') gives "
+                "Opacus' engine's figures)"
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def epsilon(self, delta: float) -> float:
         """ε spent so far at ``delta`` by the chosen accountant (see :func:`tying.train.epsilon`),
         each step at the noise and sampling rate it ran with (``self.history``)."""
@@ -731,6 +744,23 @@ class DPSGD:
                 f"epsilon charges each step at the noise it ran with"
             )
         return epsilon_of_history(self.history, delta, accountant=self.accountant)
+
+
+# Opacus make_private keywords with no counterpart on DPSGD, and what a ported script uses
+_MAKE_PRIVATE_NAMES = {
+    "clipping": "DPSGD clips flat (Opacus' clipping='flat': one bound max_grad_norm on each "
+    "example's whole gradient), so drop it; 'per_layer' and 'adaptive' are not provided",
+    "poisson_sampling": "DPSGD does not draw the batches: draw them with "
+    "tying.train.poisson_batches(n, sample_rate, steps=...) (Opacus' poisson_sampling=True) "
+    "and pass step(..., n_data=n) to average by the expected batch size as Opacus does",
+    "loss_reduction": "step(loss_fn, ...) clips each example's gradient (loss_fn returns the "
+    "(B,) losses, reduction='none'); pass step(..., n_data=n) to divide by the expected "
+    "batch size as Opacus' 'mean' does",
+    "grad_sample_mode": "mode='vmap' is Opacus' 'functorch', mode='ghost' its 'ghost'; for its "
+    "'hooks' use tying.train.grad_sample_module",
+    "batch_first": "the batch is always the first dimension of x and y",
+    "noise_generator": "pass generator= (a torch.Generator for the noise)",
+}
 
 
 def _check_choice(name: str, value, choices) -> None:
