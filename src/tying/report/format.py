@@ -78,6 +78,8 @@ def format_number(value: Any, digits: int = 3, *, sign: bool = False, percent: b
         ('+0.0123', '3', 'nan')
         >>> format_number(0.99996), format_number(0.99996, percent=True), format_number(12.96)
         ('0.99996', '99.996%', '12.96')
+        >>> format_number(0.58, 2, percent=True), format_number(0.1 + 0.2)
+        ('58%', '0.3')
     """
     if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
         value = value.item()  # a NumPy or torch scalar: the Python number it holds
@@ -91,6 +93,11 @@ def format_number(value: Any, digits: int = 3, *, sign: bool = False, percent: b
     suffix = ""
     if percent:
         value, suffix = value * 100, "%"
+        if isinstance(value, float) and math.isfinite(value):
+            # the product's binary rounding is not a digit: 0.58 * 100 is
+            # 57.99999999999999, which read "57.99999999999999%" (the report's ctc row,
+            # stop 56); 15 significant digits keep every digit a fraction can mean
+            value = float(f"{value:.15g}")
     plus = "+" if sign and value > 0 else ""
     if isinstance(value, int):
         return f"{plus}{value:,}{suffix}"
