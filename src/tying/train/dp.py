@@ -456,6 +456,8 @@ class DPSGD:
         # first: dividing it by its own size is the mean asked for, and n_data there is
         # refused by _check_batch_rate (16 rows of 256 at q = 0.0256). Poisson batches
         # give a batch larger than the first, or a third size, within a few steps
+        if self.__dict__.get("_size_warned"):
+            return  # said once: no list of every Poisson batch size kept after that
         sizes = self.__dict__.setdefault("_rows_seen", [])
         if rows not in sizes:
             sizes.append(rows)
