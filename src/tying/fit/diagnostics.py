@@ -400,6 +400,18 @@ def _plateau(
     h0, _, cs0 = scaled_normal(jw0, jac_mod.residuals(model0, data), pmap)
     sens0 = _sensitivity(h0, model0 * data.weight, pmap.x0, pmap, cs0)
     drifted = np.flatnonzero(flat & (sens0 >= PLATEAU_SENSITIVITY))
+    if drifted.size:
+        # b**2 on its bound at b = 0: the exact derivative is 0, but every move raises chi2,
+        # a minimum, not a plateau (stop 57: the kept complex step read it as one)
+        r = jac_mod.residuals(out.model, data)
+        drifted = np.array(
+            [
+                i
+                for i in drifted
+                if not all(v > 0 for v in _curved(ev, data, pmap, out.theta, r, i)[1] or [0])
+            ],
+            dtype=int,
+        )
     if not drifted.size:
         return ""
     i = int(drifted[0])
@@ -550,7 +562,7 @@ def _nonlinear_errors(
     jw: np.ndarray,
     stderr_x: np.ndarray,
     col_norm: np.ndarray,
-) -> tuple[np.ndarray, str]:
+) -> tuple[np.ndarray, str, np.ndarray]:
     """Parameters whose standard error the model's linearisation does not support.
 
     A parameter at a point where the model's derivative in it vanishes though the model
@@ -570,14 +582,22 @@ def _nonlinear_errors(
     standard error 15910 was ``1/h`` scaled. A parameter merely nonlinear over its error
     bar (``exp(b·x)``) rises far more on one side only and keeps its error, as in lmfit.
 
+    A flagged parameter's Jacobian column is replaced by its secant over the small step
+    (the residuals' change, moved by it alone), the direction in which the model changes
+    there (``b**2`` near 0 moves the model as an offset does), so that the other
+    parameters' errors can be computed beside it as beside the reparametrised one
+    (:func:`_secant_covariance`), whatever tiny derivative the solver stopped at.
+
     Returns:
-        A mask over the physical parameters, and a message naming them ("" if none).
+        A mask over the physical parameters, a message naming them ("" if none), and
+        ``jw`` with each flagged slot's column replaced by its secant.
     """
     with np.errstate(invalid="ignore"):
         cand = np.isfinite(stderr_x) & (stderr_x > np.abs(theta)) & (col_norm > 0)
     flagged = np.zeros(pmap.n_physical, dtype=bool)
+    secant = jw
     if not cand.any():
-        return flagged, ""
+        return flagged, "", secant
     chi2_k = np.sum(r * r, axis=1)  # (K,)
     # the gradient Jᵀr per physical parameter: 0 at an interior minimum, the pull of the
     # data past a bound where a parameter ended on one
@@ -618,7 +638,7 @@ def _nonlinear_errors(
                     # the same step again, or every slot already judged or linear over its
                     # error bar: the small step's two model calls cannot add a verdict
                     break
-                rises = []
+                rises, moves = [], []
                 for sign in (1.0, -1.0):
                     moved = theta.copy()
                     moved[idx] = np.clip(theta[idx] + sign * size, pmap.lower[idx], pmap.upper[idx])
@@ -629,6 +649,8 @@ def _nonlinear_errors(
                             dchi = np.sum(rm * rm, axis=1) - chi2_k  # (K,)
                     except Exception:  # a model undefined there: no evidence either way
                         dchi = np.full(chi2_k.shape, np.nan)
+                        rm = None
+                    moves.append((rm, step))
                     with np.errstate(all="ignore"):
                         rise = dchi @ rows  # each slot over the data sets that read it
                         expected = (step * col_norm[idx]) ** 2 + 2 * np.abs(step * grad[idx])
@@ -648,6 +670,7 @@ def _nonlinear_errors(
                 for k in np.flatnonzero(bad):
                     i = int(idx[k])
                     flagged[i] = True
+                    secant = _put_secant(secant, jw, pmap, r, i, moves, k)
                     notes.append(
                         f"{pmap.physical_names[i]!r} = {theta[i]:.3g} ± {stderr_x[i]:.2g} (moved "
                         f"by {size[k]:.2g} it raises chi2 by "
@@ -658,9 +681,9 @@ def _nonlinear_errors(
     finally:
         ev.nfev, ev.njev, ev.n_nonfinite, ev.nonfinite_theta, ev.nonfinite_where = state
     if not notes:
-        return flagged, ""
+        return flagged, "", secant
     shown = "; ".join(notes[:5]) + ("; ..." if len(notes) > 5 else "")
-    return flagged, (
+    note = (
         f"standard errors set to NaN for {shown}: the model is far from linear in "
         f"{'this parameter' if len(notes) == 1 else 'these parameters'} over the error bar "
         f"(its derivative vanishes near the fitted value, as that of b**2 does at b = 0), so "
@@ -668,3 +691,159 @@ def _nonlinear_errors(
         f"reparametrise so that the model changes at first order (fit c = b**2 with "
         f"bounds={{'c': (0, None)}}), or fix the parameter"
     )
+    return flagged, note, secant
+
+
+def _second_order(
+    ev: ModelEvaluator,
+    data: StackedData,
+    pmap: ParameterMap,
+    theta: np.ndarray,
+    r: np.ndarray,
+    jw: np.ndarray,
+    zero: np.ndarray,
+) -> tuple[np.ndarray, str, np.ndarray]:
+    """Of the parameters whose Jacobian column is exactly 0 (``zero``, physical indices),
+    those the model still depends on at second order.
+
+    ``a·x + b**2`` with ``bounds={"b": (0, None)}`` ends on ``b = 0``, where the exact
+    derivative ``2b`` (complex step, autograd) is 0: ``JᵀJ`` was singular, every standard
+    error NaN, ``a``'s included, and the message said ``'b'`` "does not change the model".
+    Each is moved alone by 1 % of its own scale, each way its bounds allow: where every such
+    move raises χ² past its rounding, the parameter is a minimum the data locate, its
+    standard error is NaN (no linear error exists) and its column becomes its secant
+    (:func:`_put_secant`), so the others' errors are computed beside it as beside the
+    reparametrised ``c = b**2``. A column dead in every direction (a parameter the model
+    does not read) or one that lowers χ² (a stationary start) is left to the singular message.
+
+    Returns:
+        A mask over the physical parameters, a message naming them ("" if none), and ``jw``
+        with their columns replaced by their secants.
+    """
+    flagged = np.zeros(pmap.n_physical, dtype=bool)
+    secant, notes = jw, []
+    own = np.maximum(np.abs(theta), np.where(pmap.x0 != 0, np.abs(pmap.x0), 1.0))
+    for i in zero:
+        moves, rises = _curved(ev, data, pmap, theta, r, int(i))
+        if rises and all(v > 0 for v in rises):
+            flagged[i] = True
+            secant = _put_secant(secant, jw, pmap, r, int(i), moves, 0)
+            notes.append(
+                f"{pmap.physical_names[i]!r} = {theta[i]:.3g} (moved by "
+                f"{1e-2 * own[i]:.2g} it raises chi2 by {min(rises):.2g} or more)"
+            )
+    if not notes:
+        return flagged, "", secant
+    shown = "; ".join(notes[:5]) + ("; ..." if len(notes) > 5 else "")
+    note = (
+        f"standard errors set to NaN for {shown}: the derivative of model_fn in "
+        f"{'this parameter' if len(notes) == 1 else 'these parameters'} is exactly 0 at the "
+        f"fitted value, though the model changes at second order (as b**2 does at b = 0), "
+        f"so no linear standard error exists; the other parameters' errors are computed "
+        f"beside the direction in which it moves the model; reparametrise so that the "
+        f"model changes at first order (fit c = b**2 with bounds={{'c': (0, None)}}), or "
+        f"fix the parameter"
+    )
+    return flagged, note, secant
+
+
+def _curved(
+    ev: ModelEvaluator,
+    data: StackedData,
+    pmap: ParameterMap,
+    theta: np.ndarray,
+    r: np.ndarray,
+    i: int,
+) -> tuple[list, list[float]]:
+    """Move physical parameter ``i`` alone by 1 % of its own scale, each way its bounds
+    allow: ``(moves, rises)``, each move's ``(residuals, step)`` and its rise of χ² over
+    the data sets that read it, less χ²'s rounding (NaN where the model raised). Every rise
+    above 0 marks a minimum whose derivative vanishes (``b**2`` at ``b = 0``), not a
+    plateau; the evaluator's counts are left as they were."""
+    chi2_k = np.sum(r * r, axis=1)  # (K,)
+    floor = 1e-8 * float(np.sum(chi2_k)) + np.finfo(float).tiny  # rounding of chi2
+    own = max(abs(theta[i]), abs(pmap.x0[i]) if pmap.x0[i] != 0 else 1.0)
+    rows = (pmap.index == i).any(axis=1)  # (K,) the data sets that read it
+    moves, rises = [], []
+    state = (ev.nfev, ev.njev, ev.n_nonfinite, ev.nonfinite_theta, ev.nonfinite_where)
+    try:
+        for sign in (1.0, -1.0):
+            moved = theta.copy()
+            moved[i] = np.clip(theta[i] + sign * 1e-2 * own, pmap.lower[i], pmap.upper[i])
+            step = np.array([moved[i] - theta[i]])
+            if step[0] == 0:
+                continue
+            try:
+                with np.errstate(all="ignore"):
+                    rm = jac_mod.residuals(ev.predict(moved), data)
+                    rise = float(np.sum(np.sum(rm * rm, axis=1)[rows] - chi2_k[rows])) - floor
+            except Exception:  # a model undefined there: no evidence either way
+                rise, rm = float("nan"), None
+            moves.append((rm, step))
+            rises.append(rise)
+    finally:
+        ev.nfev, ev.njev, ev.n_nonfinite, ev.nonfinite_theta, ev.nonfinite_where = state
+    return moves, rises
+
+
+def _put_secant(
+    secant: np.ndarray,
+    jw: np.ndarray,
+    pmap: ParameterMap,
+    r: np.ndarray,
+    i: int,
+    moves: list,
+    k: int,
+) -> np.ndarray:
+    """``secant`` (a copy of ``jw`` on first use) with physical parameter ``i``'s column
+    replaced, in every data set that reads it, by its secant ``(r - r_moved) / step`` over
+    the side of the step (``moves[s] = (r_moved, step)``, entry ``k`` of the batch) that
+    moved it furthest; unchanged where neither side could be evaluated."""
+    usable = [(abs(float(st[k])), rm, float(st[k])) for rm, st in moves if rm is not None]
+    usable = [u for u in usable if u[0] > 0]
+    if not usable:
+        return secant
+    _, rm, step = max(usable, key=lambda u: u[0])
+    if secant is jw:
+        secant = jw.copy()
+    ks, js = np.nonzero(pmap.index == i)
+    with np.errstate(all="ignore"):
+        secant[ks, :, js] = (r[ks] - rm[ks]) / step
+    return secant
+
+
+def _secant_covariance(
+    secant: np.ndarray, r: np.ndarray, pmap: ParameterMap, unread: np.ndarray, scale: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(stderr_x, cov_global, cov_logical)`` from the Jacobian ``secant`` (its flagged
+    columns replaced by :func:`_nonlinear_errors`), or None where its inverse fails.
+
+    ``a·x + b**2`` fitted where ``b**2`` sits at its floor has a ``b`` column ``2b·1``
+    that is exactly an offset's direction with the complex step, and rounding noise with
+    differences where ``b`` stopped nearer 0: the shared slope's error beside four such
+    data sets read 0.0648 batched and 0.0418 with ``vectorized=False`` (stop 56's open
+    item), the first beside a free offset, the second as if the offsets were held. With the
+    secant, both are the first: the error beside the reparametrised ``c = b**2``, as the
+    single-data-set fit gave and lmfit gives for a parameter on its bound.
+    """
+    h, _, cs = scaled_normal(secant, r, pmap)
+    if unread.any():
+        ks, js = np.nonzero(unread)
+        h[ks, js, :] = 0.0
+        h[ks, :, js] = 0.0
+        h[ks, js, js] = 1.0
+    try:
+        cov_s_global, cov_s_logical = schur.covariance(h, pmap.index, pmap.n_global)
+    except np.linalg.LinAlgError:
+        return None
+    if not _inverse_ok(_inflation(cov_s_logical, h, pmap)):
+        return None
+    f = np.sqrt(scale) / cs
+    fl = f[pmap.index]
+    with np.errstate(over="ignore", invalid="ignore"):
+        cov_global = cov_s_global * f[: pmap.n_global, None] * f[None, : pmap.n_global]
+        cov_logical = cov_s_logical * fl[:, :, None] * fl[:, None, :]
+    var = np.zeros(pmap.n_physical)
+    var[pmap.index.ravel()] = np.diagonal(cov_s_logical, axis1=1, axis2=2).ravel()
+    stderr_x = np.sqrt(np.maximum(var, 0.0)) * f
+    return stderr_x, cov_global, cov_logical

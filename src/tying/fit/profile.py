@@ -537,6 +537,24 @@ def conf_interval(
         dup = next(n for n in names if names.count(n) > 1)
         raise ValueError(f"names lists {dup!r} twice")
     not_fitted = [n for n in names if n in held]
+    cov = result._cov_logical
+    idx = result._pmap.index
+    # held slots have a zero covariance row; a NaN one is a fitted parameter whose error
+    # the fit could not give (b**2 at its floor, stop 56), which was called "held" too
+    no_error = [
+        n
+        for n in not_fitted
+        if cov is not None
+        and not all(cov[k, j, j] == 0.0 for k, j in zip(*np.nonzero(idx == physical.index(n))))
+    ]
+    if no_error:
+        raise ValueError(
+            f"names has {', '.join(map(repr, no_error))}, fitted but with a NaN standard "
+            f"error (the fit's message says why: a derivative that vanishes at the fitted "
+            f"value, or a singular Jacobian), and a profile steps by the standard error, so "
+            f"it has none; reparametrise so that the model changes at first order in it (fit "
+            f"c = b**2 with bounds={{'c': (0, None)}}), or leave it out of names"
+        )
     if not_fitted:
         raise ValueError(
             f"names has {', '.join(map(repr, not_fitted))}, held at its start value by the "

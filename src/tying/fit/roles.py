@@ -150,7 +150,9 @@ def _hint(name: str, valid: Sequence[str]) -> str:
             f"; did you mean {nfkc!r} ({ascii(nfkc)})? Python stores a parameter named "
             f"{name!r} ({ascii(name)}) as {nfkc!r}: the two print alike"
         )
-    close = difflib.get_close_matches(name, list(valid), n=1)
+    # a case slip in a one-letter name ('K' for 'k') scores 0 in difflib: compared folded
+    folded = [v for v in valid if v.casefold() == name.casefold()]
+    close = folded or difflib.get_close_matches(name, list(valid), n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
