@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import tying.train.opacus_hooks as opacus_hooks
+import tying.train._opacus_probe as opacus_probe
 from tests.train.models import loop_grads
 from tests.train.test_custom_backward_stop51 import BatchNormed
 from tying.train import ghost_norms, grad_sample_module, private_grad
@@ -105,13 +105,13 @@ class _FourHeads(nn.Module):
 @pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
 def test_hooks_walk_the_loss_once_per_backward_and_again_at_the_next(monkeypatch):
     calls = []
-    walk = opacus_hooks.loss_function_nodes
+    walk = opacus_probe.loss_function_nodes
 
-    def counted(stops):
+    def counted(stops, *roots):
         calls.append(1)
-        return walk(stops)
+        return walk(stops, *roots)
 
-    monkeypatch.setattr(opacus_hooks, "loss_function_nodes", counted)
+    monkeypatch.setattr(opacus_probe, "loss_function_nodes", counted)
     torch.manual_seed(0)
     model = _FourHeads()
     gsm = grad_sample_module(model, loss_reduction="sum")

@@ -130,6 +130,15 @@ def _extra_inputs(sig, args, kwargs) -> list[str]:
     return extra
 
 
+def _first_by_keyword(sig, args, kwargs) -> str | None:
+    """The name of the forward's first positional parameter when a call with no
+    positional input hands it by keyword (``a(x=x)``), else None."""
+    if args or sig is None:
+        return None
+    names = [n for n, p in sig.parameters.items() if p.kind in _POSITIONAL]
+    return names[0] if names and names[0] in kwargs else None
+
+
 def input_guards(gsm, units, take_back) -> list:
     """Forward pre-hooks (one per unit) refusing a call that hands the unit more than its
     first positional input; ``take_back()`` undoes Opacus' records of the forward so far.
@@ -145,6 +154,16 @@ def input_guards(gsm, units, take_back) -> list:
             if not (gsm.hooks_enabled and mod.training and torch.is_grad_enabled()):
                 return
             extra = _extra_inputs(sig, args, kwargs)
+            first = _first_by_keyword(sig, args, kwargs)
+            if first is not None:
+                # stop 57: a(x=x) was said to hand x "beyond its first positional input"
+                take_back()
+                raise ValueError(
+                    f"grad_sample_module: {path} ({type(mod).__name__}) is called with its "
+                    f"first input by keyword ({first}=...), and Opacus' hooks record a "
+                    f"layer's positional inputs only (its functorch re-run would have no "
+                    f"input); call it positionally, {path.rsplit('.', 1)[-1]}({first}), or " + _FIX
+                )
             if extra:
                 take_back()
                 got = ", ".join(extra)

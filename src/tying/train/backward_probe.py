@@ -221,7 +221,39 @@ def _hook_function(cls) -> bool:
     return cls.__name__ == "BackwardHookFunction" and cls.__module__.startswith("torch.")
 
 
-def loss_function_nodes(stop_at) -> list:
+def backward_roots() -> list | None:
+    """The tensors (or graph edges) the running backward started from, read from inside
+    it (a hook): ``torch.autograd.graph._engine_run_backward``'s ``t_outputs``, found on
+    the calling thread's stack, where the engine runs hooks of CPU nodes.
+
+    Returns:
+        The roots, or None where they are not on this thread's stack (a backward that a
+        device thread runs, a torch without that function).
+
+    Example:
+        >>> import torch
+        >>> w = torch.ones(3, requires_grad=True)
+        >>> loss, seen = (w * 2).sum(), []
+        >>> _ = w.register_hook(lambda g: seen.append(backward_roots()))
+        >>> loss.backward()
+        >>> seen[0][0] is loss
+        True
+    """
+    import sys
+
+    try:  # private to torch (2.4-2.13 have it): without it, no check rather than a crash
+        from torch.autograd.graph import _engine_run_backward
+    except ImportError:
+        return None
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is _engine_run_backward.__code__:
+            return list(frame.f_locals.get("t_outputs") or ()) or None
+        frame = frame.f_back
+    return None
+
+
+def loss_function_nodes(stop_at, roots=None) -> list:
     """The custom ``autograd.Function`` nodes of the loss that the running backward
     started from, between its roots and the nodes ``stop_at`` (a model's outputs'
     ``grad_fn``s), read from inside that backward (a hook on a model output, stop 53).
@@ -234,6 +266,8 @@ def loss_function_nodes(stop_at) -> list:
 
     Args:
         stop_at: the ``grad_fn`` nodes of the model's outputs; the walk ends there.
+        roots: the backward's roots when the caller has them (:func:`backward_roots`);
+            read from the stack otherwise.
 
     Returns:
         The nodes, in the order found; empty where the roots are not on this thread's
@@ -255,18 +289,7 @@ def loss_function_nodes(stop_at) -> list:
         >>> [type(n).__name__ for n in found]
         ['HalveBackward']
     """
-    import sys
-
-    try:  # private to torch (2.4-2.13 have it): without it, no check rather than a crash
-        from torch.autograd.graph import _engine_run_backward
-    except ImportError:
-        return []
-    frame, roots = sys._getframe(1), None
-    while frame is not None:
-        if frame.f_code is _engine_run_backward.__code__:
-            roots = frame.f_locals.get("t_outputs")
-            break
-        frame = frame.f_back
+    roots = backward_roots() if roots is None else roots
     if not roots:
         return []
     stops = {id(n) for n in stop_at if n is not None}

@@ -34,8 +34,6 @@ Plan-tied model any other way is refused at the first forward pass with a
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import nn
 from torch.func import vjp, vmap
@@ -45,6 +43,7 @@ from tying.core.errors import TieError
 from tying.core.relations import Same
 from tying.core.slots import GRAD_SAMPLE_HOOKED_ATTR, base_class, slots_of
 from tying.train._functorch_inputs import functorch_units, input_guards, refuse_multi_input_units
+from tying.train._opacus_probe import _BackwardProbe
 from tying.train._opacus_wrapping import hooks_kwargs, opacus_undo
 from tying.train._vetting import (
     METADATA_CALLS,
@@ -56,11 +55,6 @@ from tying.train._vetting import (
     func_name,
     refuse_mixing_forward,
     tensors_in,
-)
-from tying.train.backward_probe import (
-    custom_function_nodes,
-    loss_function_nodes,
-    refuse_mixing_backward_at,
 )
 from tying.train.ghost import _autocast_off, reads_no_size
 
@@ -388,7 +382,12 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
             forward that mixes examples; at a forward, a custom ``autograd.Function``
             whose backward mixes them (naming it; Opacus' records of that forward taken back);
             at a backward, a custom ``autograd.Function`` in the loss applied to the
-            model's output (naming it, "in the loss"; nothing written).
+            model's output (naming it, "in the loss"; nothing written), or a loss whose
+            own node reduces the batch otherwise than ``loss_reduction`` says (a torch loss
+            with ``reduction="sum"`` under ``"mean"``, a full ``.mean()`` under ``"sum"``;
+            per-sample gradients B times or 1/B of the examples' own; nothing written; a
+            loss scaled by hand, ``loss.sum() / B``, is taken as written). A layer handed
+            its first input by keyword (``a(x=x)``) is told to take it positionally.
         ImportError: Opacus is not installed (names the extra).
 
     Whatever fails, the model is left as it was: an error Opacus raises halfway through
@@ -581,141 +580,6 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
     )
     gsm.autograd_grad_sample_hooks.extend(input_guards(gsm, units, probe._take_back))
     return gsm
-
-
-class _BackwardProbe:
-    """Refuse, after the forward and before any backward, a custom ``autograd.Function``
-    whose backward mixes the examples of a batch (stop 52).
-
-    Opacus' hooks take example b's per-sample gradient from row b of each layer's output
-    gradient; an identity Function whose backward divides by the gradient's norm over
-    the batch (``g / g.norm()``) made those rows no example's own: per-sample gradients
-    0.84 off a per-example loop at B = 5, no error. The forward probes cannot see it
-    (the forward is row by row). At every forward whose graph holds a custom Function
-    (its walk: ~0.02 ms on a small model), a surrogate loss (each output row against a
-    fixed random row) runs three backwards on that same graph, Opacus' hooks off
-    (:func:`~tying.train.backward_probe.refuse_mixing_backward_at`); the graph is kept
-    for the caller's backward. On a refusal the activations and forward counters
-    Opacus recorded in this forward are taken back, so the module is as it was before
-    it (the forward's buffer writes aside).
-    """
-
-    def __init__(self, gsm, model: nn.Module):
-        self.gsm, self.model = gsm, model
-        self._state: tuple = ((), ())
-
-    def _on(self) -> bool:
-        return self.gsm.hooks_enabled and torch.is_grad_enabled()
-
-    def before(self, module, args) -> None:
-        if not self._on():
-            return
-        # what Opacus' hooks record in a forward, to take it back on a refusal
-        self._state = (
-            [(p, getattr(p, "_forward_counter", None)) for p in self.model.parameters()],
-            [(m, len(m.__dict__.get("activations") or ())) for m in self.model.modules()],
-        )
-
-    def after(self, module, args, kwargs, output) -> None:
-        if not self._on():
-            return
-        given = list(tensors_in(args, kwargs))
-        # batch first (Opacus' batch_first=True): the first input's rows are the examples
-        rows = [t.shape[0] for t in given if t.dim()]
-        B = rows[0] if rows else 0
-        if B < 2:
-            return
-        outs = [
-            t
-            for t in tensors_in((output,), {})
-            if t.requires_grad and t.is_floating_point() and t.dim() and t.shape[0] == B
-        ]
-        self._watch_loss(outs)
-        nodes = custom_function_nodes(outs, given)
-        if not nodes:
-            return
-        gen = torch.Generator().manual_seed(0)  # the global random state is not drawn from
-        losses = sum(
-            (t * torch.randn(t.shape, generator=gen).to(t)).flatten(1).sum(1) for t in outs
-        )  # (B,)
-        inputs = [p for p in self.model.parameters() if p.requires_grad]
-        if not inputs:
-            return
-        self.gsm.disable_hooks()
-        try:
-            with warnings.catch_warnings():  # torch's note on Opacus' hook: the backward's own
-                warnings.filterwarnings("ignore", message="Full backward hook is firing")
-                refuse_mixing_backward_at(losses, nodes, inputs, "grad_sample_module", _MIXING_FIX)
-        except BaseException:  # a refusal, or a hook's own error in the probe's backward
-            self._take_back()
-            raise
-        finally:
-            self.gsm.enable_hooks()
-
-    def _watch_loss(self, outs) -> None:
-        """At the backward, refuse a custom Function in the loss built from ``outs``
-        (stop 53): the forward's probe ends at the model's outputs, and Opacus' hooks read
-        each layer's gradient as the loss's backward hands it down. A loss that divided
-        its gradient by the batch's norm gave per-sample gradients 0.69 off the loop, no
-        error. Such a Function's backward has run before the outputs' gradient exists and
-        its graph may be freed, so it cannot be probed as the model's are: it is refused
-        by name, before any parameter's gradient is written."""
-        state, stops = self._state, [t.grad_fn for t in outs]
-        # the walk's verdict for the running backward (its graph task, unique per
-        # backward): every output's hook saw the same loss graph and walked all of it,
-        # k walks for k outputs (stop 54: 4 outputs, 4x the 1-output walk's time)
-        memo: dict[int, list] = {}
-
-        def check(grad):
-            if not self.gsm.hooks_enabled:  # a probe's own backward, or Opacus' off
-                return None
-            task = _graph_task()
-            nodes = memo.get(task) if task >= 0 else None
-            if nodes is None:
-                nodes = loss_function_nodes(stops)
-                memo.clear()  # one backward's verdict at a time: nothing kept past it
-                if task >= 0:
-                    memo[task] = nodes
-            if nodes:
-                self._take_back(state)
-                names = ", ".join(dict.fromkeys(n._forward_cls.__qualname__ for n in nodes))
-                raise ValueError(
-                    f"grad_sample_module: the loss applies the custom autograd.Function "
-                    f"{names} to the model's output, in the loss: Opacus' hooks take each "
-                    f"example's gradient from the row its backward hands down, which they "
-                    f"cannot check (a backward that sums, averages or normalises over the "
-                    f"batch gives per-sample gradients that are no example's own, with no "
-                    f"error). Write the loss with torch operations, or use "
-                    f"tying.train.DPSGD(mode='ghost'), which probes such a backward, or "
-                    f"mode='vmap', which runs each example's backward alone"
-                )
-            return None
-
-        for t in outs:
-            t.register_hook(check)
-
-    def _take_back(self, state=None) -> None:
-        counters, activations = self._state if state is None else state
-        for p, n in counters:
-            if n is not None:
-                p._forward_counter = n
-        for m, n in activations:
-            acts = m.__dict__.get("activations")
-            if acts is not None:
-                del acts[n:]
-
-
-def _graph_task() -> int:
-    """The running backward's graph task id (unique per backward), -1 if unknown."""
-    get = getattr(torch._C, "_current_graph_task_id", None)
-    return -1 if get is None else int(get())
-
-
-_MIXING_FIX = (
-    "Make the Function's backward act per example (no sum, mean or norm over the batch "
-    "dimension), or use tying.train.DPSGD(mode='vmap'), which runs each example's backward "
-    "alone"
-)
 
 
 def _refuse_eval_use(path: str, uses_now) -> None:
