@@ -20,6 +20,9 @@ Example:
     [[0, 1, 2, 3]]
 """
 
+import dis
+import sys
+
 from tying.hmm.base import BaseHMM, NotFittedError
 from tying.hmm.categorical import CategoricalHMM
 from tying.hmm.forward_backward import Posteriors, forward_backward, forward_log_likelihood
@@ -52,14 +55,39 @@ _HMMLEARN_ONLY = {
 }
 
 
+class _MissingHMMClassError(AttributeError):
+    """A hmmlearn class tying.hmm does not have, with what to use instead.
+
+    An AttributeError, so ``hasattr(tying.hmm, "PoissonHMM")`` is False and
+    ``getattr(tying.hmm, name, default)`` gives the default, as the data model requires of
+    a module ``__getattr__``; ``from tying.hmm import PoissonHMM`` raises ImportError with
+    the same message (see :func:`__getattr__`).
+    """
+
+
+def _importing_from() -> bool:
+    # True when the caller two frames up is executing ``from tying.hmm import name``.
+    # CPython's IMPORT_FROM swallows an AttributeError's message and says only "cannot
+    # import name", so that one statement gets the ImportError with our message; every
+    # other reader (hasattr, getattr with a default, attribute access) an AttributeError.
+    try:
+        frame = sys._getframe(2)
+        return frame.f_code.co_code[frame.f_lasti] == _IMPORT_FROM
+    except (AttributeError, IndexError, ValueError):  # pragma: no cover - other interpreters
+        return False
+
+
+_IMPORT_FROM = dis.opmap["IMPORT_FROM"]
+
+
 def __getattr__(name: str):
-    # ImportError, not AttributeError: ``from tying.hmm import X`` drops an
-    # AttributeError's message and says only "cannot import name"
     if name in _HMMLEARN_ONLY:
-        raise ImportError(
-            f"tying.hmm has no {name}: {_HMMLEARN_ONLY[name]} (docs/hmm.md, Coming from hmmlearn)",
-            name=name,
+        message = (
+            f"tying.hmm has no {name}: {_HMMLEARN_ONLY[name]} (docs/hmm.md, Coming from hmmlearn)"
         )
+        if _importing_from():
+            raise ImportError(message, name=name)
+        raise _MissingHMMClassError(message)
     raise AttributeError(f"module 'tying.hmm' has no attribute {name!r}")
 
 

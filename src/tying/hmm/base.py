@@ -38,7 +38,7 @@ from tying.hmm.inference import (  # noqa: F401  (re-exported: base.<name> as be
     _posteriors_finite,
     _threads,
 )
-from tying.hmm.monitor import ConvergenceMonitor
+from tying.hmm.monitor import ConvergenceMonitor, check_monitor_kept, keep_monitor
 from tying.hmm.priors import check_fitted_finite, check_priors
 from tying.hmm.sequences import SequenceBatch, check_lengths, check_unmasked, n_rows
 from tying.hmm.ties import StateTies, listed_groups
@@ -397,6 +397,7 @@ class BaseHMM(HMMInference, EstimatorParams):
 
     def _fit(self, X, lengths) -> None:
         self._check_settings()
+        check_monitor_kept(self)  # hmmlearn's custom-monitor hook: refused, not dropped
         n_iter, tol = self._resolved("n_iter"), self._resolved("tol")
         with _threads(self.n_threads):
             kept = self._kept_start_values()  # per-state values, before ties are re-resolved
@@ -439,7 +440,7 @@ class BaseHMM(HMMInference, EstimatorParams):
                     best = (last, self._snapshot(), monitor, restart)
             _, snap, monitor, restart = best
             self._restore(snap)
-            self.monitor_ = monitor
+            keep_monitor(self, monitor)
             self.history_ = list(monitor.history)
             self.log_likelihood_ = monitor.history[-1] if monitor.history else np.nan
             self.n_iter_ = monitor.iter
@@ -635,7 +636,7 @@ class BaseHMM(HMMInference, EstimatorParams):
         again (they would be read through the new ties: wrong states, no error)."""
         K = self._checked_n_components()
         old = self.__dict__.get("ties_")
-        if old is None or old.n_states != K:
+        if old is None or old.n_states != K or self._ties_outgrown(old):
             ties = StateTies.resolve(self._tie_spec(K), n_states=K, kinds=self.tie_kinds)
             if old is not None:
                 stale = self.__dict__.setdefault("_stale_params", {})
@@ -648,6 +649,11 @@ class BaseHMM(HMMInference, EstimatorParams):
                     del stale[public]
             self.ties_ = ties
         return self.ties_
+
+    def _ties_outgrown(self, ties: StateTies) -> bool:
+        """Whether a setting changed since ``ties`` were resolved makes them unable to hold
+        the parameters (a covariance_type set to 'tied' needs one covariance group)."""
+        return False
 
     def _held_by(self, public: str, held: StateTies, ties: StateTies) -> bool:
         """Whether ``public``'s rows, held under ``held``, read the same under ``ties``."""
@@ -754,11 +760,15 @@ class BaseHMM(HMMInference, EstimatorParams):
             K = self.ties_.n_states
             old = sorted({getattr(stale[p], "n_states", stale[p]) for p in names})
             held = " or ".join(map(str, old)) + " states"
-            if K in old:  # set back to the size they have, but other tie groups since
-                held += f" (under other tie groups than ties={self.ties!r} gives)"
+            why = "n_components changed after they were set"
+            if K in old:  # set back to the size they have, or the type, but other groups
+                tied = getattr(self, "covariance_type", None) == "tied"
+                extra = " with covariance_type='tied'" if tied else ""
+                held += f" (under other tie groups than ties={self.ties!r}{extra} gives)"
+                why = "n_components, ties or covariance_type changed after they were set"
             raise ValueError(
                 f"n_components is {K}, but {', '.join(names)} still hold(s) the values for "
-                f"{held} (n_components changed after they were set); assign "
+                f"{held} ({why}); assign "
                 f"{' and '.join('m.' + p for p in names)} for {K} states, or call "
                 f"fit(X, lengths)"
             )

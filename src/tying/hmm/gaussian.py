@@ -356,6 +356,11 @@ class GaussianHMM(BaseHMM):
     def _full(self) -> bool:
         return self.covariance_type in ("full", "tied")
 
+    def _ties_outgrown(self, ties) -> bool:
+        # covariance_type set to 'tied' after a fit under another type: the old ties hold
+        # a covariance per group, and a tied covars_ read through them crashed fit
+        return self.covariance_type == "tied" and ties.n_groups("covars") != 1
+
     def _check_X(self, X, lengths, fitting):
         if fitting:
             # the finiteness check's pass over X also sums its columns: the fit's centre

@@ -186,6 +186,80 @@ class ConvergenceMonitor:
         )
 
 
+def check_monitor_kept(model) -> None:
+    """Refuse a ``monitor_`` assigned (or re-set) since the last fit, before fit changes anything.
+
+    hmmlearn documents assigning ``model.monitor_`` (a subclass with its own
+    ``converged``) as the way to a custom stopping rule, and its ``fit`` reads
+    ``monitor_.tol`` and ``monitor_.n_iter``. Our ``fit`` builds its monitor from the
+    model's ``tol`` and ``n_iter`` (one per restart), so such a monitor, or a change to
+    the fitted one's settings, would be dropped with no error and EM would stop by
+    another rule than the one the caller set.
+
+    Args:
+        model: an HMM whose ``fit`` is about to run.
+
+    Raises:
+        ValueError: ``monitor_`` is not the monitor of the model's last fit, or its
+            ``tol`` / ``n_iter`` / ``verbose`` changed since; names the fix.
+
+    Example:
+        >>> import numpy as np
+        >>> from tying.hmm import ConvergenceMonitor, GaussianHMM
+        >>> m = GaussianHMM(2, random_state=0)
+        >>> m.monitor_ = ConvergenceMonitor(tol=5.0, n_iter=10)
+        >>> try:
+        ...     m.fit(np.random.default_rng(0).normal(size=(30, 1)))
+        ... except ValueError as err:
+        ...     print(str(err)[:58])
+        monitor_ was assigned before fit (hmmlearn's hook for a cu
+    """
+    held = model.__dict__.get("monitor_")
+    if held is None:
+        return
+    kept = model.__dict__.get("_fit_monitor")
+    fitted_before = held.__class__ is ConvergenceMonitor and (
+        getattr(held, "iter", None) == model.__dict__.get("n_iter_", -1)
+    )  # a model fitted (and pickled) before this check: its own monitor
+    if kept is None and fitted_before:
+        kept = (held, held.tol, held.n_iter, held.verbose)
+    name = type(model).__name__
+    if kept is None or held is not kept[0]:
+        raise ValueError(
+            f"monitor_ was assigned before fit (hmmlearn's hook for a custom convergence "
+            f"test, got a {type(held).__name__}); {name}.fit builds its own "
+            f"ConvergenceMonitor from the model's tol and n_iter and would ignore it, "
+            f"stopping EM by another rule than the one given: set tol / n_iter instead "
+            f"(tol=-np.inf runs exactly n_iter iterations) and del m.monitor_; nothing "
+            f"was fitted"
+        )
+    now = {"tol": held.tol, "n_iter": held.n_iter, "verbose": held.verbose}
+    was = dict(zip(now, kept[1:]))
+    changed = {k: (was[k], v) for k, v in now.items() if not _same_setting(was[k], v)}
+    if changed:
+        what = ", ".join(f"monitor_.{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
+        fix = ", ".join(f"{k}={b!r}" for k, (_, b) in changed.items())
+        raise ValueError(
+            f"{what} since the last fit: {name}.fit reads tol, n_iter and verbose from "
+            f"the model's settings, not from monitor_, and would ignore the change; set "
+            f"them on the model (m.set_params({fix})) and del m.monitor_; nothing was "
+            f"fitted"
+        )
+
+
+def keep_monitor(model, monitor: ConvergenceMonitor) -> None:
+    """Store a fit's monitor as ``model.monitor_``, remembered for :func:`check_monitor_kept`."""
+    model.monitor_ = monitor
+    model._fit_monitor = (monitor, monitor.tol, monitor.n_iter, monitor.verbose)
+
+
+def _same_setting(a, b) -> bool:
+    try:
+        return a is b or bool(a == b)
+    except (TypeError, ValueError):  # an array's == is not one truth value
+        return False
+
+
 def _fell(prev: float, new: float, tol: float = 0.0) -> bool:
     """``new`` is below ``prev`` by more than rounding (and than ``tol``)."""
     return new - prev < -max(_SLACK, _REL_SLACK * abs(prev), tol)

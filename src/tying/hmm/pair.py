@@ -30,7 +30,7 @@ from tying.core.count import Count, Group
 from tying.hmm.base import NotFittedError, _threads, _unchanged_on_error
 from tying.hmm.estimator import EstimatorParams
 from tying.hmm.fitted_array import linked
-from tying.hmm.monitor import ConvergenceMonitor
+from tying.hmm.monitor import ConvergenceMonitor, check_monitor_kept, keep_monitor
 from tying.hmm.pair_dp import (
     IMPOSSIBLE,
     M,
@@ -738,6 +738,7 @@ class PairHMM(EstimatorParams):
             n: self.__dict__[f"_{n}"] for n in sorted(self.__dict__.get("_assigned_names", ()))
         }
         self._check_table_alphabets([n for n in assigned if n in _TABLES])
+        check_monitor_kept(self)
         self._set_start()
         if assigned:
             self._store(**{n: self._validated(n, v) for n, v in assigned.items()})
@@ -764,7 +765,7 @@ class PairHMM(EstimatorParams):
         self.history_, self.log_likelihood_ = history, history[-1] if history else np.nan
         self.objective_ = list(monitor.history)
         self.n_iter_, self.converged_ = len(history), monitor.converged
-        self.monitor_ = monitor  # as the other HMMs: its history is objective_
+        keep_monitor(self, monitor)  # as the other HMMs: its history is objective_
         monitor.warn_if_budget(
             "PairHMM", "log-likelihood" if self.pseudocount == 0 else "MAP objective"
         )

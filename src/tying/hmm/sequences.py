@@ -107,6 +107,17 @@ def check_lengths(lengths: object, n_samples: int) -> np.ndarray:
             f"partition X with one positive entry per sequence, e.g. lengths=[{n_samples}] "
             f"or lengths=None for a single sequence"
         )
+    if arr.ndim == 0 and arr.dtype == object:  # a generator, set, dict: "got shape ()" said
+        raise TypeError(  # nothing of what was given (a set's order is not the sequences')
+            f"lengths must be a list or 1-d array of sequence lengths, in the order of "
+            f"the sequences in X, got a {type(lengths).__name__}; pass a list, e.g. "
+            f"lengths=[len(s) for s in seqs]"
+        )
+    if arr.ndim == 0:
+        raise ValueError(
+            f"lengths must be a 1-d list of sequence lengths, got the scalar {lengths!r}; "
+            f"for one sequence pass lengths=None or lengths=[n_samples]"
+        )
     if arr.ndim != 1:
         raise ValueError(f"lengths must be a 1-d list of sequence lengths, got shape {arr.shape}")
     if arr.dtype.kind == "O":  # e.g. a pandas object column: Python ints, as hmmlearn takes
