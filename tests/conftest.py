@@ -6,6 +6,7 @@ are skipped, and CI runs the same checks at quick size instead.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import warnings
 
@@ -22,6 +23,16 @@ _CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if _CI else "dev"))
 
 torch.set_num_threads(int(os.environ.get("TYING_TEST_THREADS", "1")))
+
+# Worker processes (the experiment runner's pools, assign_many's, the two-rank
+# distributed tests) fork from one server per test process, which imports torch,
+# tying, the experiments and the chem stack once: a spawned process imported them
+# itself, ~3-5 s of CPU each, most of the distributed tests' time (stop 57). The
+# server is a fresh interpreter, so each process still starts from a clean state.
+if "forkserver" in multiprocessing.get_all_start_methods():
+    multiprocessing.set_forkserver_preload(
+        ["tying.experiments._worker_preload", "tying.chem.assign", "tying.chem.parallel"]
+    )
 
 # torch registers its forward-mode decompositions through torch.jit.script on the first
 # forward-AD call of a process, which warns that jit.script is deprecated: the test that

@@ -160,7 +160,7 @@ def _free_port() -> int:
 def trained(tmp_path_factory):
     """The folder where two spawned ranks trained every mode once and saved each."""
     out = tmp_path_factory.mktemp("trained")
-    mp.start_processes(_worker, args=(_free_port(), str(out)), nprocs=WORLD, start_method="spawn")
+    mp.start_processes(_worker, args=(_free_port(), str(out)), nprocs=WORLD, start_method="forkserver")
     return out
 
 
@@ -272,7 +272,7 @@ def refusals(tmp_path_factory):
         _refusals_worker,
         args=(_free_port(), str(out)),
         nprocs=WORLD,
-        start_method="spawn",
+        start_method="forkserver",
         join=False,
     )
     deadline = time.monotonic() + 120

@@ -156,7 +156,7 @@ def _worker(rank: int, port: int, out: str) -> None:
 
 @pytest.mark.slow  # two spawned processes
 def test_ddp_options_and_cross_unit_fsdp_match_a_hand_tied_anchor(tmp_path):
-    mp.spawn(_worker, args=(port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    mp.start_processes(_worker, args=(port(), str(tmp_path)), nprocs=2, start_method="forkserver")
     for rank in (0, 1):
         with open(tmp_path / f"r{rank}.json") as fh:
             res = json.load(fh)

@@ -136,7 +136,7 @@ def _worker(rank: int, port_: int, out: str) -> None:
 
 @pytest.mark.slow  # two spawned processes; the one-process tests above are its CI size
 def test_two_ranks_train_two_pending_forwards_as_one_process(tmp_path):
-    mp.spawn(_worker, args=(port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    mp.start_processes(_worker, args=(port(), str(tmp_path)), nprocs=2, start_method="forkserver")
     # the mean over the ranks of each rank's summed pair, in one process
     pairs = [(X[r : r + 1], X[r : r + 1].flip(-1)) for r in (0, 1)]
     ref = _reference([pairs[0] + pairs[1]] * 2, 0.3, ranks=2)

@@ -245,7 +245,7 @@ def _worker(rank: int, port: int, out: str) -> None:
 
 @pytest.mark.slow  # two spawned processes; the refusal itself is checked above on one rank
 def test_two_ranks_refuse_the_submodule_and_train_the_whole_model_as_the_anchor(tmp_path):
-    mp.spawn(_worker, args=(port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    mp.start_processes(_worker, args=(port(), str(tmp_path)), nprocs=2, start_method="forkserver")
     for rank in (0, 1):
         with open(tmp_path / f"r{rank}.json") as fh:
             res = json.load(fh)

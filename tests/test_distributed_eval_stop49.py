@@ -118,7 +118,7 @@ def _worker(rank: int, port_: int, out: str) -> None:
 
 
 def test_two_ranks_step_after_eval_forwards_as_one_process(tmp_path):
-    mp.spawn(_worker, args=(port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    mp.start_processes(_worker, args=(port(), str(tmp_path)), nprocs=2, start_method="forkserver")
     with open(tmp_path / "r0.json") as fh:
         got = json.load(fh)
     ref = physical(tied(0))

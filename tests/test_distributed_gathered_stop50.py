@@ -213,7 +213,7 @@ def _worker(rank: int, port_: int, out: str) -> None:
 
 @pytest.mark.slow  # two spawned processes (17 s); the one-process tests above are its CI size
 def test_two_ranks_refuse_the_stale_optimizer_and_train_as_one_process(tmp_path):
-    mp.spawn(_worker, args=(port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    mp.start_processes(_worker, args=(port(), str(tmp_path)), nprocs=2, start_method="forkserver")
     ref = physical(tied(0))
     for lr in (0.05, 0.3):  # the mean of the two ranks' losses, in one process
         leaves = {k: v.clone().requires_grad_(True) for k, v in ref.items()}

@@ -109,7 +109,7 @@ def _worker(rank: int, port_: int, out: str) -> None:
 
 @pytest.mark.slow  # two spawned processes; the one-process tests above are its CI size
 def test_two_ranks_refuse_a_dtype_change_after_ddp(tmp_path):
-    mp.spawn(_worker, args=(port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    mp.start_processes(_worker, args=(port(), str(tmp_path)), nprocs=2, start_method="forkserver")
     for rank in (0, 1):  # the old code trained on: the ranks 0.25 apart after two steps
         with open(tmp_path / f"r{rank}.json") as fh:
             seen = json.load(fh)

@@ -191,6 +191,6 @@ def _worker(rank: int, port_: int, out: str) -> None:
 
 
 def test_ranks_holding_different_values_are_refused_where_nothing_broadcasts(tmp_path):
-    mp.spawn(_worker, args=(port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    mp.start_processes(_worker, args=(port(), str(tmp_path)), nprocs=2, start_method="forkserver")
     for rank in range(2):
         assert json.loads((tmp_path / f"r{rank}.json").read_text()) == "ok", rank

@@ -201,7 +201,7 @@ def test_dcp_save_and_load_refuse_ranks_given_different_folders(tmp_path):
         dist.destroy_process_group()
     shutil.copytree(tmp_path / "a", tmp_path / "a-copy")
     mp.start_processes(
-        _folders_worker, args=(_port(), str(tmp_path)), nprocs=2, start_method="spawn"
+        _folders_worker, args=(_port(), str(tmp_path)), nprocs=2, start_method="forkserver"
     )
     for rank in range(2):
         got = json.loads((tmp_path / f"folders-{rank}.json").read_text())

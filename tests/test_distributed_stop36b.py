@@ -117,7 +117,7 @@ def test_a_load_that_fails_on_one_rank_fails_on_every_rank_with_no_model_changed
     finally:
         dist.destroy_process_group()
     mp.start_processes(
-        _one_rank_worker, args=(_port(), str(tmp_path)), nprocs=2, start_method="spawn"
+        _one_rank_worker, args=(_port(), str(tmp_path)), nprocs=2, start_method="forkserver"
     )
     r0, r1 = (json.loads((tmp_path / f"one-{r}.json").read_text()) for r in range(2))
     for got in (r0, r1):

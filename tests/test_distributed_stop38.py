@@ -70,7 +70,7 @@ def _all_workers(rank: int, port_: int, out: str) -> None:
 def ran(tmp_path_factory):
     """The folder where two spawned ranks ran every worker, each writing its results."""
     out = tmp_path_factory.mktemp("stop38")
-    mp.spawn(_all_workers, args=(port(), str(out)), nprocs=2, start_method="spawn")
+    mp.start_processes(_all_workers, args=(port(), str(out)), nprocs=2, start_method="forkserver")
     return out
 
 

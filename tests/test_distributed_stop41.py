@@ -77,7 +77,7 @@ def _worker(rank: int, port_: int, out: str) -> None:
 
 
 def test_fully_shard_compares_every_buffer_and_takes_rank_local_names(tmp_path):
-    mp.spawn(_worker, args=(port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    mp.start_processes(_worker, args=(port(), str(tmp_path)), nprocs=2, start_method="forkserver")
     for r in range(2):
         got = json.loads((tmp_path / f"r{r}.json").read_text())
         for persistent in (False, True):
@@ -153,7 +153,7 @@ def _tp_worker(rank: int, port_: int, out: str) -> None:
 
 
 def test_plain_tensors_a_tensor_parallel_group_replicates_are_compared(tmp_path):
-    mp.spawn(_tp_worker, args=(port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    mp.start_processes(_tp_worker, args=(port(), str(tmp_path)), nprocs=2, start_method="forkserver")
     for r in range(2):
         got = json.loads((tmp_path / f"tp{r}.json").read_text())
         assert got["apart"].startswith(

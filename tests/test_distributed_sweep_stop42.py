@@ -155,7 +155,7 @@ def ran(tmp_path_factory):
     finally:
         dist.destroy_process_group()
     before = (out / "file.safetensors").read_bytes()
-    mp.spawn(_all_workers, args=(port(), str(out)), nprocs=2, start_method="spawn")
+    mp.start_processes(_all_workers, args=(port(), str(out)), nprocs=2, start_method="forkserver")
     return out, before
 
 

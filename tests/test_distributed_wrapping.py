@@ -117,7 +117,7 @@ def test_a_tie_made_after_ddp_wrapping_is_refused_on_every_rank(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     mp.start_processes(
-        _after_wrap_worker, args=(port, str(tmp_path)), nprocs=2, start_method="spawn"
+        _after_wrap_worker, args=(port, str(tmp_path)), nprocs=2, start_method="forkserver"
     )
     for rank in range(2):
         applied, unchanged, trained = json.loads((tmp_path / f"after-{rank}.json").read_text())

@@ -99,7 +99,7 @@ def _port() -> int:
 def test_a_full_state_loads_into_a_sharded_tied_model_and_a_contradiction_is_refused_on_every_rank(
     tmp_path,
 ):
-    mp.start_processes(_worker, args=(_port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    mp.start_processes(_worker, args=(_port(), str(tmp_path)), nprocs=2, start_method="forkserver")
     r = [json.loads((tmp_path / f"r{rank}.json").read_text()) for rank in range(2)]
     for got in r:
         assert got["loaded"] == 0.0, got  # was "aten.equal.default got mixed ..."
