@@ -160,7 +160,9 @@ def _free_port() -> int:
 def trained(tmp_path_factory):
     """The folder where two spawned ranks trained every mode once and saved each."""
     out = tmp_path_factory.mktemp("trained")
-    mp.start_processes(_worker, args=(_free_port(), str(out)), nprocs=WORLD, start_method="forkserver")
+    mp.start_processes(
+        _worker, args=(_free_port(), str(out)), nprocs=WORLD, start_method="forkserver"
+    )
     return out
 
 

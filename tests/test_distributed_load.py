@@ -175,7 +175,9 @@ def test_td_load_gives_every_rank_its_shards_and_refuses_different_files(tmp_pat
     tying.save(_shifted(_ae()), tmp_path / "m.safetensors")
     other = _shifted(_shifted(_ae()))
     tying.save(other, tmp_path / "other.safetensors")
-    mp.start_processes(_load_worker, args=(_port(), str(tmp_path)), nprocs=2, start_method="forkserver")
+    mp.start_processes(
+        _load_worker, args=(_port(), str(tmp_path)), nprocs=2, start_method="forkserver"
+    )
     for rank in range(2):
         got = json.loads((tmp_path / f"load-{rank}.json").read_text())
         assert got["loaded"] == 0.0, got
@@ -281,7 +283,9 @@ def test_a_dcp_round_trip_from_1_sharded_rank_to_2_ddp_ranks_keeps_ties_and_valu
         torch.save({"state": full_opt["state"], "groups": groups}, tmp_path / "optim.pt")
     finally:
         dist.destroy_process_group()
-    mp.start_processes(_dcp_worker, args=(_port(), str(tmp_path)), nprocs=2, start_method="forkserver")
+    mp.start_processes(
+        _dcp_worker, args=(_port(), str(tmp_path)), nprocs=2, start_method="forkserver"
+    )
     for rank in range(2):
         got = json.loads((tmp_path / f"dcp-{rank}.json").read_text())
         assert got["diff"] == 0.0, got

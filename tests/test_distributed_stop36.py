@@ -158,7 +158,9 @@ def _paths_worker(rank: int, port: int, out: str) -> None:
 
 
 def test_td_save_refuses_ranks_given_different_paths(tmp_path):
-    mp.start_processes(_paths_worker, args=(_port(), str(tmp_path)), nprocs=2, start_method="forkserver")
+    mp.start_processes(
+        _paths_worker, args=(_port(), str(tmp_path)), nprocs=2, start_method="forkserver"
+    )
     got = [json.loads((tmp_path / f"paths-{r}.json").read_text()) for r in range(2)]
     for r in range(2):
         # used to return on both ranks, with rank1.safetensors never written

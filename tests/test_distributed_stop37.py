@@ -151,7 +151,9 @@ def _mismatch_worker(rank: int, port: int, out: str) -> None:
 
 
 def test_ranks_tied_differently_are_refused_on_every_rank(tmp_path):
-    mp.start_processes(_mismatch_worker, args=(port(), str(tmp_path)), nprocs=2, start_method="forkserver")
+    mp.start_processes(
+        _mismatch_worker, args=(port(), str(tmp_path)), nprocs=2, start_method="forkserver"
+    )
     results = [json.loads((tmp_path / f"r{r}.json").read_text()) for r in range(2)]
     for r, got in enumerate(results):
         # used to train: each rank computed another function of the tensors it held

@@ -153,7 +153,9 @@ def _tp_worker(rank: int, port_: int, out: str) -> None:
 
 
 def test_plain_tensors_a_tensor_parallel_group_replicates_are_compared(tmp_path):
-    mp.start_processes(_tp_worker, args=(port(), str(tmp_path)), nprocs=2, start_method="forkserver")
+    mp.start_processes(
+        _tp_worker, args=(port(), str(tmp_path)), nprocs=2, start_method="forkserver"
+    )
     for r in range(2):
         got = json.loads((tmp_path / f"tp{r}.json").read_text())
         assert got["apart"].startswith(
