@@ -74,6 +74,7 @@ from tying.core import Flipped, Plan, Rotated, share
 from tying.core.slots import SLOTS_ATTR, SLOTS_GENERATION_ATTR, slots_of
 from tying.nn import _group_conv_tie, _layer_plans, _winograd
 from tying.nn._args import flag, int_arg, refuse_foreign_keywords
+from tying.nn._group_conv_loads import GroupRecord
 from tying.nn._group_elements import (  # noqa: F401  (public names re-exported)
     GROUPS,
     _check_group,
@@ -177,7 +178,7 @@ _R2CONV_NAMES = {
 }
 
 
-class _GroupConvBase(nn.Module):
+class _GroupConvBase(GroupRecord):  # the group travels with the state dict (stop 57)
     """Shared machinery: the banks, their plan, init, and the one ``F.conv2d`` call."""
 
     in_orientations: int  # 1 for lifting, |G| for group conv
@@ -770,7 +771,8 @@ class LiftingConv2d(_GroupConvBase):
     Raises:
         ValueError: on bad sizes or padding, an unknown ``algorithm``, an input of the
             wrong shape, or ``algorithm="winograd"`` with another kernel size, device
-            or dtype than it serves (the message says to use ``"direct"``).
+            or dtype than it serves (the message says to use ``"direct"``); in
+            ``load_state_dict``, for a state dict saved over another ``group``.
         TypeError: for e2cnn's / ``Conv2d``'s ``stride``, ``dilation``, ``groups``,
             ``padding_mode``, ``initialize``, ``basisexpansion``, naming what to use here.
         ImportError: ``algorithm="winograd"`` without numba (``pip install 'tying[fast]'``).
@@ -848,7 +850,8 @@ class GroupConv2d(_GroupConvBase):
     Raises:
         ValueError: on bad sizes or padding, an unknown ``algorithm``, an input of the
             wrong shape, or ``algorithm="winograd"`` with another kernel size, device
-            or dtype than it serves (the message says to use ``"direct"``).
+            or dtype than it serves (the message says to use ``"direct"``); in
+            ``load_state_dict``, for a state dict saved over another ``group``.
         TypeError: for e2cnn's / ``Conv2d``'s ``stride``, ``dilation``, ``groups``,
             ``padding_mode``, ``initialize``, ``basisexpansion``, naming what to use here.
         ImportError: ``algorithm="winograd"`` without numba (``pip install 'tying[fast]'``).
