@@ -55,10 +55,12 @@ from tying.interop.groups import (
 )
 from tying.interop.lora_saved import (
     base_of,
+    embedding_tie_pairs,
+    ensured_entry,
     is_prompt_learning,
-    peft_embedding_ties,
     redeclare_through_copies,
     refuse_config_tie_apart,
+    refuse_copies_trained_apart,
     refuse_saved_copies,
     restore_declarations,
     tokens_tuner_ties,
@@ -345,6 +347,7 @@ def from_pretrained(model: nn.Module, adapter_path: str, **kwargs: Any):
         if config is not None:
             targets = _targets(config, model, inv)
             refuse_config_tie_apart(config, model, targets, "from_pretrained")
+            refuse_copies_trained_apart(config, model, adapter_path)
             rebuilt = _exclusions_not_saved(config, inv, targets, adapter_path, kwargs)
             if rebuilt is not None:
                 load_kwargs = {**kwargs, "config": rebuilt}
@@ -486,16 +489,19 @@ def _seats(model: nn.Module, inv: Inventory, targets: set[str], config=None) -> 
         both = " and target both" if fix.startswith("declare") else ""
         why = ""
         pair = frozenset((t.module_path, s.module_path))
-        if (
-            getattr(config, "ensure_weight_tying", False)
-            and pair in peft_embedding_ties(config, model)[0]
-        ):
+        if getattr(config, "ensure_weight_tying", False) and pair in embedding_tie_pairs(model)[0]:
+            # the entry peft's ensure_weight_tying acts on (Whisper: not 'proj_out', stop 57)
+            entry = ensured_entry(pair)
+            copy_fix = (
+                f"pass modules_to_save=[{entry!r}] with ensure_weight_tying=True (one trained "
+                f"copy for both), or "
+                if entry
+                else ""
+            )
             why = (
                 f" This is HF's embedding tie, and ensure_weight_tying=True does not keep it "
                 f"for target_modules: {_ENSURED_TARGETS_BREAK} To train the tied embedding, "
-                f"pass modules_to_save=[{hit.rpartition('.')[2]!r}] with "
-                f"ensure_weight_tying=True (one trained copy for both), or "
-                f"trainable_token_indices (one token delta for both)"
+                f"{copy_fix}pass trainable_token_indices (one token delta for both)"
             )
         raise TieError(
             f"get_peft_model: target module {hit!r} takes part in the hand-made tie "

@@ -41,9 +41,19 @@ def peft_embedding_ties(config, model: nn.Module) -> tuple[set[frozenset[str]], 
     peft seats a plain ``Linear`` on the embedding's copy for every module tied to the
     input embedding: right for a head, wrong for a second embedding (BART's encoder and
     decoder ``embed_tokens`` got a ``Linear``; the forward failed), so then none is kept.
+    peft acts only when a ``modules_to_save`` entry ends in one of its embedding names
+    (:func:`_ensured_names`): Whisper's ``"proj_out"``, GPT-2's ``"wte"`` or BERT's
+    ``"decoder"`` are copied alone, the tie broken (stop 57), so none is kept then either.
     """
-    if not getattr(config, "ensure_weight_tying", False):
+    if not getattr(config, "ensure_weight_tying", False) or not _names_an_embedding(config):
         return set(), []
+    return embedding_tie_pairs(model)
+
+
+def embedding_tie_pairs(model: nn.Module) -> tuple[set[frozenset[str]], list[str]]:
+    """The pairs ``{input embedding path, tied module path}`` of HF's own embedding tie (as
+    peft's ``_get_module_names_tied_with_embedding`` names them), and the tied modules that
+    are no ``Linear`` (then no pair: peft cannot keep that tie)."""
     from peft.utils.other import _get_module_names_tied_with_embedding
 
     get_in = getattr(model, "get_input_embeddings", None)
@@ -57,6 +67,84 @@ def peft_embedding_ties(config, model: nn.Module) -> tuple[set[frozenset[str]], 
     if odd:
         return set(), odd
     return {frozenset((emb_path, t)) for t in tied}, []
+
+
+def _ensured_names() -> list[str]:
+    """The last path components that make peft's ``ensure_weight_tying`` act on a
+    ``modules_to_save`` entry (peft 0.21: ``EMBEDDING_LAYER_NAMES``, embed_tokens/lm_head)."""
+    try:
+        from peft.utils.constants import EMBEDDING_LAYER_NAMES
+    except ImportError:  # pragma: no cover - an older/newer peft without the constant
+        return ["embed_tokens", "lm_head"]
+    return list(EMBEDDING_LAYER_NAMES)
+
+
+def _names_an_embedding(config) -> bool:
+    """True when a ``modules_to_save`` entry ends in a name peft's ``ensure_weight_tying``
+    acts on (``m.split(".")[-1] in EMBEDDING_LAYER_NAMES``, as peft tests it)."""
+    names = _ensured_names()
+    return any(
+        str(m).split(".")[-1] in names for m in getattr(config, "modules_to_save", None) or []
+    )
+
+
+def ensured_entry(pair: frozenset[str]) -> str | None:
+    """A ``modules_to_save`` entry naming a module of ``pair`` that peft's
+    ``ensure_weight_tying`` acts on (the input embedding's path first), or None when neither
+    module's name is one peft knows (no ``modules_to_save`` keeps that tie)."""
+    names = _ensured_names()
+    hits = sorted(
+        (p for p in pair if p.split(".")[-1] in names), key=lambda p: not p.endswith("embed_tokens")
+    )
+    return hits[0] if hits else None
+
+
+def refuse_copies_trained_apart(config, model: nn.Module, adapter_path) -> None:
+    """A saved adapter whose ``modules_to_save`` copy of one end of HF's embedding tie peft
+    does not tie to the other end: refused before peft loads it (stop 57).
+
+    Plain peft made such an adapter from an entry its ``ensure_weight_tying`` does not act on
+    (Whisper's ``"proj_out"``, with or without the option) or without the option: the copy
+    trained apart from the embedding, so it cannot be served by the one tied tensor. It was
+    refused after loading, by the check that every declared tie holds, advising
+    ``ensure_weight_tying=True`` (which the adapter may already have had).
+
+    Raises:
+        TieError: naming the entry, the module, the tie and the way to make the adapter again.
+    """
+    entries = [str(e) for e in getattr(config, "modules_to_save", None) or []]
+    if not entries:
+        return
+    kept = peft_embedding_ties(config, model)[0]
+    modules = dict(model.named_modules())
+    for pair in sorted(embedding_tie_pairs(model)[0] - kept, key=sorted):
+        for path in sorted(pair):
+            entry = next((e for e in entries if path.endswith(e)), None)
+            if entry is None:
+                continue
+            (other,) = pair - {path}
+            weight = getattr(modules.get(path), "weight", None)
+            if weight is None or weight is not getattr(modules.get(other), "weight", None):
+                continue  # not one tensor here: the config check and verify speak for it
+            good = ensured_entry(pair)
+            remake = (
+                f"make the adapter again with modules_to_save=[{good!r}] and "
+                f"ensure_weight_tying=True (peft then trains one copy for both)"
+                if good
+                else "make the adapter again without that entry (no modules_to_save entry "
+                "keeps this tie in peft)"
+            )
+            raise TieError(
+                f"from_pretrained: the adapter in {str(adapter_path)!r} holds a modules_to_save "
+                f"copy of {path!r} (entry {entry!r}), which holds one nn.Parameter with "
+                f"{other!r} here (HF's tie_word_embeddings), and peft does not tie that copy to "
+                f"{other!r} (ensure_weight_tying="
+                f"{bool(getattr(config, 'ensure_weight_tying', False))}; peft acts only on an "
+                f"entry ending in {' or '.join(repr(n) for n in _ensured_names())}): the copy "
+                f"was trained apart, and the tied model would read two tensors where it has "
+                f"one. Use it with plain peft on a base whose head is untied, or {remake}; "
+                f"the model was left as it was"
+            )
 
 
 def _token_ties(config, model: nn.Module) -> set[frozenset[str]]:
@@ -139,7 +227,9 @@ def refuse_saved_copies(config, model: nn.Module, inv: Inventory) -> None:
 
     kept, odd = peft_embedding_ties(config, model)
     token_kept = _token_ties(config, model)
-    could = peft_embedding_ties(_Ensured(), model)[0]  # what ensure_weight_tying=True would keep
+    hf_pairs = embedding_tie_pairs(model)[0]  # HF's embedding tie, whatever the entry's name
+    # what ensure_weight_tying=True would keep with these very entries
+    could = peft_embedding_ties(_Ensured(config), model)[0]
     why_not = ""
     if getattr(config, "ensure_weight_tying", False):
         why_not = (
@@ -180,7 +270,24 @@ def refuse_saved_copies(config, model: nn.Module, inv: Inventory) -> None:
             if pair in could and saved[hit][0] == "modules_to_save"
             else ""
         )
-        if saved[hit][0] == "trainable_token_indices" and pair in could:
+        if pair in hf_pairs and pair not in could and saved[hit][0] == "modules_to_save":
+            # peft's ensure_weight_tying ignores an entry not named like its embedding names:
+            # it copies the module alone (Whisper's 'proj_out', GPT-2's 'wte'), so the
+            # option is no fix; name the entry it acts on, if any (stop 57)
+            entry = ensured_entry(pair)
+            fix = (
+                f". peft's ensure_weight_tying acts only on a modules_to_save entry ending in "
+                f"{' or '.join(repr(n) for n in _ensured_names())}, and {saved[hit][1]!r} does "
+                f"not (with it, peft copies {hit!r} alone and the tie breaks); "
+                + (
+                    f"pass modules_to_save=[{entry!r}] with ensure_weight_tying=True instead "
+                    f"(peft then trains one copy for both)"
+                    if entry
+                    else "neither module of this tie has such a name, so no modules_to_save "
+                    "entry keeps it"
+                )
+            )
+        if saved[hit][0] == "trainable_token_indices" and pair in hf_pairs:
             fix = (
                 "; peft keeps this tie for trainable_token_indices only when they name the "
                 "input embedding, and name its tied head with the same indices or not at all "
@@ -189,15 +296,19 @@ def refuse_saved_copies(config, model: nn.Module, inv: Inventory) -> None:
         raise TieError(
             f"get_peft_model: {what(hit)} takes part in the hand-made tie {target} <- {source} "
             f"(one nn.Parameter in two modules); peft would train a private copy of it, so the "
-            f"tie would no longer hold.{why_not if pair not in kept else ''} Leave "
+            f"tie would no longer hold.{why_not if pair not in kept | hf_pairs else ''} Leave "
             f"{saved[hit][1]!r} out of {saved[hit][0]}{fix}"
         )
 
 
 class _Ensured:
-    """A config that asks for ``ensure_weight_tying`` (to name it as the fix)."""
+    """``config``'s ``modules_to_save`` with ``ensure_weight_tying`` asked for (to name it as
+    the fix only where peft would act on these entries)."""
 
     ensure_weight_tying = True
+
+    def __init__(self, config=None) -> None:
+        self.modules_to_save = list(getattr(config, "modules_to_save", None) or [])
 
 
 def _is_copy_wrapper(module: nn.Module) -> bool:
