@@ -3,6 +3,8 @@ keeps its scan per optimizer: what may change between steps must still be seen.
 
 The scan is done again when the optimizer's parameter groups or any tie change; whether
 the left-out source is trained (requires grad, has a gradient) is asked at every step.
+The optimizers get a list built here (``list(head.parameters())``): since stop 57 the
+generator ``head.parameters()`` given to an optimizer holds the source (part_walks).
 """
 
 import pytest
@@ -32,7 +34,7 @@ def _step(m, opt):
 def test_a_source_unfrozen_after_a_passing_step_is_seen_at_the_next():
     m = _tied()
     m["emb"].weight.requires_grad_(False)  # left untrained on purpose: steps pass
-    opt = torch.optim.SGD(m["head"].parameters(), lr=0.1)
+    opt = torch.optim.SGD(list(m["head"].parameters()), lr=0.1)
     _step(m, opt)
     _step(m, opt)
     m["emb"].weight.requires_grad_(True)
@@ -98,7 +100,7 @@ def test_an_optimizer_over_a_module_above_the_tied_one_is_refused():
         {"emb": nn.Embedding(5, 4), "dec": nn.Sequential(nn.LayerNorm(4), nn.Linear(4, 5))}
     )
     tying.Plan([tying.share("dec.1.weight", like="emb.weight")]).apply(m)
-    opt = torch.optim.SGD(m["dec"].parameters(), lr=0.1)
+    opt = torch.optim.SGD(list(m["dec"].parameters()), lr=0.1)
     m["dec"](m["emb"](IDS)).pow(2).sum().backward()
     with pytest.raises(
         tying.TieError, match=r"never train emb\.weight \(which dec\.1\.weight reads\)"

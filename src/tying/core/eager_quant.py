@@ -125,3 +125,55 @@ def check_qconfig_set(module: nn.Module, value, base: type, slots: dict) -> None
         f"prepare_pt2e), which keep the tie, or with "
         f"tying.interop.quantization.quantize_dynamic; or untie first (tying.untie(model))"
     )
+
+
+_FUSE = "torch.ao.quantization.fuse_modules"
+_GETATTR = nn.Module.__getattr__.__code__
+
+
+def check_fuse_lookup(frame) -> None:
+    """Refuse torch.ao's eager ``fuse_modules`` on a tied module, by name.
+
+    ``fuse_known_modules`` looks a fuser method up by each module's exact class
+    (``type_before_parametrizations``, which first asks the module for
+    ``parametrizations``): a tied ``TiedConv2d`` is in no mapping, and torch failed with a
+    bare ``AssertionError: did not find fuser method for: (TiedConv2d, BatchNorm2d)``
+    naming no tie (stop 57). Fusing would also fold the batch norm into a weight of the
+    layer's own (as ``fuse_conv_bn_eval`` does), leaving the tie. Called by a tied
+    module's ``_parameters`` when asked whether it holds ``parametrizations``; does
+    nothing unless ``fuse_modules`` is the one asking.
+
+    Args:
+        frame: the frame that asked (``nn.Module.__getattr__`` of the module, when the
+            lookup comes from an attribute read).
+
+    Raises:
+        TieError: ``fuse_modules`` is fusing a tied module.
+    """
+    if frame.f_code is not _GETATTR:
+        return
+    f = frame.f_back
+    for _ in range(4):  # is_parametrized, type_before_parametrizations, the genexpr, ...
+        if f is None:
+            return
+        if f.f_globals.get("__name__") == _FUSE:
+            break
+        f = f.f_back
+    else:
+        return
+    module = frame.f_locals.get("self")
+    slots = getattr(module, "__dict__", {}).get("_tying_slots") or {}
+    if not slots:
+        return
+    name = sorted(slots)[0]
+    target, source = slots[name].target_and_source(name)
+    base = type(module).__dict__.get("_tying_base", type(module))
+    raise TieError(
+        f"torch.ao.quantization.fuse_modules: {target} is a tied slot ({type(module).__name__}, "
+        f"a {base.__name__} whose {target} reads {source} via {slots[name].relation!r}); "
+        f"torch looks fuser methods up by the exact class, so it cannot fuse it, and fusing "
+        f"would fold the batch norm into a weight of the layer's own and leave the tie. "
+        f"Nothing was fused (with inplace=True the groups listed before it are fused "
+        f"already). To fuse, untie that slot first "
+        f"(tying.Plan([tying.free({target!r})]).apply(model)), or leave it unfused"
+    )

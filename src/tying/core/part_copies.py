@@ -84,6 +84,19 @@ def rebased_for_part(slot: Slot, memo: dict) -> dict[str, Any]:
                 f"Opacus' GradSampleModule cannot see. Use tying.train.grad_sample_module"
                 f"(model) (or tying.train.DPSGD) {where}"
             )
+        fusing = _fusion_caller()
+        if fusing is not None:
+            # fuse_conv_bn_eval / fuse_linear_bn_eval deep-copy the layer to fold the batch
+            # norm into it: the message named a deepcopy the user never called (stop 57)
+            raise TieError(
+                f"torch.nn.utils.fusion.{fusing} deep-copies {part_path!r} to fold the batch "
+                f"norm into its weight, but {target} reads {src_path} through a tie (via "
+                f"{slot.relation!r}): the fused layer would get a weight of its own and leave "
+                f"the tie (a hand-tied model's fused layer stops sharing {src_path} without a "
+                f"word). Nothing was changed. To fuse, untie that slot first "
+                f"(tying.Plan([tying.free({target!r})]).apply(model)), or leave the batch norm "
+                f"unfused"
+            )
         raise TieError(
             f"copy.deepcopy of {part_path!r}, a part of a tied model, would copy {target} "
             f"without its tie's source {src_path} (via {slot.relation!r}), which lies outside "
@@ -106,6 +119,21 @@ def rebased_for_part(slot: Slot, memo: dict) -> dict[str, Any]:
     rest = mod_path if part_path is None else mod_path[len(part_path) + 1 :]
     source = f"{where}.{slot.source_name}" if where else slot.source_name
     return {"anchor": anchor or None, "paths": (rest, source)}
+
+
+def _fusion_caller(depth: int = 40) -> str | None:
+    """The ``torch.nn.utils.fusion`` function running this deepcopy (a refusal's message
+    only), or None."""
+    import sys
+
+    frame = sys._getframe(1)
+    for _ in range(depth):
+        if frame is None:
+            return None
+        if frame.f_globals.get("__name__") == "torch.nn.utils.fusion":
+            return frame.f_code.co_name
+        frame = frame.f_back
+    return None
 
 
 def _opacus_caller(depth: int = 60) -> str | None:

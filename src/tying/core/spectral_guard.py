@@ -25,16 +25,33 @@ from __future__ import annotations
 
 import sys
 
+from tying.core.eager_quant import check_fuse_lookup
 from tying.core.errors import TieError
+from tying.core.part_walks import walked_items
 
 _SPECTRAL = "torch.nn.utils.spectral_norm"
 SLOTS_ATTR = "_tying_slots"  # slots.SLOTS_ATTR (slots imports this module)
 
 
 class TiedParams(dict):
-    """A tied module's ``_parameters``: a ``dict`` that names the tie on a slot's key."""
+    """A tied module's ``_parameters``: a ``dict`` that names the tie on a slot's key.
+
+    Its ``items`` also serves torch's walks over a part of the model
+    (:mod:`tying.core.part_walks`), and its ``__contains__`` refuses torch.ao's eager
+    ``fuse_modules`` by name (:func:`tying.core.eager_quant.check_fuse_lookup`).
+    """
 
     __slots__ = ()
+
+    def __contains__(self, key):
+        if key == "parametrizations":  # torch.ao's fuse_modules asks it first (stop 57)
+            check_fuse_lookup(sys._getframe(1))
+        return dict.__contains__(self, key)
+
+    def items(self):
+        # torch's walks of a part (zero_grad, requires_grad_, clip_grad_norm_, ...) reach
+        # the sources this module's slots read, as with a hand tie (see part_walks)
+        return walked_items(self, sys._getframe(1))
 
     def __missing__(self, key):
         caller = sys._getframe(1)

@@ -6,6 +6,9 @@ tied slot is no Parameter of its module (the source keeps its one owner), so the
 optimizer built after a Plan tie holds the head's bias alone: its steps train the bias,
 the weight the head reads gets a gradient that nothing applies, and no error is raised
 (stop 55). An optimizer built *before* the tie is caught by :mod:`tying.core.stale`.
+Since stop 57 an optimizer given the generator ``model.head.parameters()`` holds the
+source, as on the hand tie (:mod:`tying.core.part_walks`); this check still catches a
+list the caller built (``list(model.head.parameters())``, a filtered selection).
 
 Each commit indexes the own Parameters of every module that holds a slot (by ``id``,
 checked against the module at a step: no weak reference to a Parameter is kept, since
