@@ -125,6 +125,8 @@ def pattern(two_theta, a, B, zero, width, scale, background, wavelength, form_de
     lp = (1 - polarised + polarised * 0.5 * (1 + cos2t**2)) / (sin_t**2 * torch.cos(theta))
     intensity = _M * lp * torch.exp(-2 * (B + form_decay) * s2) * seen  # (..., R)
     sigma = width * _FWHM_TO_SIGMA  # (..., 1)
+    if isinstance(two_theta, np.ndarray) and not two_theta.flags.writeable:
+        two_theta = two_theta.copy()  # the fit hands x read-only: as_tensor of it warns
     x = torch.as_tensor(two_theta, dtype=torch.float64)[..., None]  # (..., n, 1)
     z = (x - peak) / sigma  # (..., n, R): parameters' (K, 1, R) meets x's (K, n, 1)
     profile = torch.exp(-0.5 * z**2) / (sigma * math.sqrt(2 * math.pi))
