@@ -310,7 +310,9 @@ def saved_copy_problems(inv: Inventory) -> list[str]:
                 f"tie_word_embeddings), but peft's modules_to_save wrapper at {copy[0]!r} runs "
                 f"its trained copy ({copy[1]}) instead, a separate tensor: {ends} are no longer "
                 f"one weight in the forward and train apart. Pass ensure_weight_tying=True to "
-                f"peft's LoraConfig (it ties the copies), leave that module out of "
+                f"peft's LoraConfig with an entry it acts on (it ties the copies only for an "
+                f"entry whose last name is embed_tokens or lm_head: not proj_out, wte or "
+                f"decoder, with the option or without), leave that module out of "
                 f"modules_to_save, or use tying.interop.lora.get_peft_model (it refuses this)"
             )
     return problems
