@@ -227,7 +227,7 @@ def test_torsion_terms_must_be_complete_and_numbered_from_one(tmp_path):
         tmp_path, no_phase, "phase"
     )
     fraction = BASE.replace('periodicity1="3"', 'periodicity1="1.5"')
-    assert "periodicity1='1.5': expected a positive integer" in _check(tmp_path, fraction, "1.5")
+    assert "periodicity1='1.5': expected an integer" in _check(tmp_path, fraction, "1.5")
 
 
 def test_a_section_written_twice_is_refused(tmp_path):

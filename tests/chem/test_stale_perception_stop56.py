@@ -153,7 +153,7 @@ def test_a_molecule_never_sanitized_is_read_as_its_smiles():
 def test_worker_processes_read_rdkit_molecules_as_one_process_does():
     # Pickling loses which counts were never perceived (an unsanitized molecule came back
     # with 0 implicit H on every atom: refused as stale) and the R/S labels (a stale tag
-    # was read): the parent checks each molecule and the worker keeps its verdict.
+    # was read): the parent ships the counts it had cached (stop 57: it ran the whole check).
     sage = SmirksAssigner("openff-2.3.0")
     raw = Chem.MolFromSmiles("OCC(=O)[O-]", sanitize=False)
     filler = ["CCO", "CCN", "CCC", "c1ccccc1"]

@@ -218,6 +218,13 @@ def input_hint(molecule: Any) -> str:
             "; RDKit's readers (Chem.SDMolSupplier, Chem.SmilesMolSupplier) yield None for a "
             "record they cannot read: leave it out, or pass errors='skip' to assign_many"
         )
+    if type(molecule).__module__.startswith("openff.") and type(molecule).__name__ == "Topology":
+        # stop 57: it was told to pass "an OpenFF Molecule as molecule.to_rdkit()"
+        return (
+            "; an OpenFF Topology holds several molecules: label them with "
+            "assign_many([m.to_rdkit() for m in topology.molecules]), one result per molecule "
+            "with its own atom indices, as label_molecules(topology) gives one dict per molecule"
+        )
     if type(molecule).__module__.startswith("openff."):
         return (
             "; pass an OpenFF Molecule as molecule.to_rdkit() (same atom order), or its "

@@ -618,7 +618,9 @@ def _read_section(path: pathlib.Path, elem: ET.Element) -> Section:
             # Two parameters under one id: lookups by id and assignment would disagree.
             raise OffxmlError(
                 f"{where}: duplicate id {pid!r} (parameters {seen[pid] + 1} and "
-                f"{len(params) + 1} of <{elem.tag}>); give each parameter its own id"
+                f"{len(params) + 1} of <{elem.tag}>); the OpenFF toolkit loads such a file, "
+                f"but tying.chem ties and counts parameters by id, so the two would read as "
+                f"one parameter; give each parameter its own id"
             )
         seen[pid] = len(params)
         values = read_parameter(where, elem.tag, attrib)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from tying.chem.assign import Assignment
 
 _POSITION = operator.attrgetter("index")
+_KEY = operator.itemgetter(0)
 
 
 def columns(
@@ -224,7 +225,8 @@ class PackedTerms(Mapping):
             atoms = iter(self._atoms[lo * a : (lo + n) * a])
             keys = zip(*[atoms] * a)  # consecutive runs of `arity` atoms
             params = map(self._parameters.__getitem__, self._positions[lo : lo + n])
-            self._dict = dict(zip(keys, params))
+            # in key order, as the toolkit's label_molecules and unpacked sections (stop 57)
+            self._dict = dict(sorted(zip(keys, params), key=_KEY))
         return self._dict
 
     def __getitem__(self, key):

@@ -11,7 +11,7 @@ in C against its own force field (:func:`_decode`): every
 and the parent does little besides collecting, so the workers keep the cores. The first molecule that fails (lowest index) is named, with its
 index, in an error of the worker's own type.
 
-For libraries beyond one machine, :func:`label_lines` turns lines of a SMILES
+For libraries beyond one machine, :func:`~tying.chem.lines.label_lines` turns lines of a SMILES
 file into plain records; ``dask.bag.read_text(...).map_partitions(label_lines)``
 runs it on any Dask cluster (see ``docs/chem.md``): an existing distributed
 engine, no home-made one.
@@ -22,16 +22,16 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import dataclasses
-import multiprocessing
-import re
 import threading
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from tying._forkserver import pool_context
 from tying.chem._rdkit import Chem
 from tying.chem.errors import SmilesError
 from tying.chem.mapped import check_flag, map_order, renumber, reordered, reordered_warning
+from tying.chem.molecules import input_hint
 from tying.chem.packed import columns, views
 from tying.chem.skipping import (
     Labelled,
@@ -122,9 +122,13 @@ def check_many(values: Any, function: str, what: str) -> None:
             f"or list(d) for the keys alone"
         )
     if not isinstance(values, Iterable):  # None, a number, one RDKit molecule
+        # an OpenFF Molecule or Topology: how to pass it (stop 57: [topology] was advised)
+        hint = input_hint(values) if type(values).__module__.startswith("openff.") else ""
+        if hint and type(values).__name__ == "Molecule":
+            hint = f"; pass a list, e.g. {function}([molecule.to_rdkit()]) (same atom order)"
         raise TypeError(
-            f"{function}: expected an iterable of {what}, got {type(values).__name__}; "
-            f"pass a list, e.g. {function}([molecule])"
+            f"{function}: expected an iterable of {what}, got {type(values).__name__}"
+            + (hint or f"; pass a list, e.g. {function}([molecule])")
         )
 
 
@@ -238,7 +242,7 @@ def _assign_items(
                 if molecule in first:
                     continue
                 first[molecule] = i
-            elif isinstance(molecule, Chem.Mol):  # checked here: pickling loses its caches
+            elif isinstance(molecule, Chem.Mol):  # with what pickling loses (its unperceived H)
                 molecule = CheckedMol(molecule)
             todo.append((i, molecule, name))
         advance(len(items) - len(todo))
@@ -372,14 +376,10 @@ def _names_as_in_one_process(assigner, items, results, first) -> None:
 
 
 def _context() -> Any:
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
     # The fork server imports RDKit and tying.chem once (``import tying`` also pulls in
     # torch, seconds on a busy machine); every worker forked from it starts with them.
-    # Ignored when the server already runs (then it was started with its own list).
-    context.set_forkserver_preload(["tying.chem.assign", "tying.chem.parallel"])
-    return context
+    # Added to the server's list (tying._forkserver), read when the server starts.
+    return pool_context(["tying.chem.assign", "tying.chem.parallel"])
 
 
 def _split_item(i: int, m: Any) -> tuple[int, Any, str | None]:
@@ -706,204 +706,14 @@ class _RichProgress:
         return self._progress.__exit__(*exc)
 
 
-# -- Dask recipe --------------------------------------------------------------------------------
+# The Dask recipe lives in tying.chem.lines (split at stop 57); its names are still
+# read from here, lazily (lines imports this module).
+_FROM_LINES = ("label_lines", "parse_smiles_line", "worker_assigner")
 
 
-_ASSIGNERS: dict[tuple, SmirksAssigner] = {}
-_ASSIGNERS_LOCK = threading.Lock()
+def __getattr__(name: str) -> Any:
+    if name in _FROM_LINES:
+        from tying.chem import lines
 
-
-def worker_assigner(
-    force_field: str, strict: bool = True, sections: Sequence[str] | None = None
-) -> SmirksAssigner:
-    """One assigner per process, force field and sections, built on first use (for Dask tasks).
-
-    Kept by the force field's content, not its name: a long-lived worker whose file
-    was edited between two computations labels with the file as it is now (kept by
-    name, it went on with the first reading). ``sections`` as
-    :class:`~tying.chem.assign.SmirksAssigner`'s (None: the default five).
-
-    Example:
-        >>> worker_assigner("openff-2.3.0") is worker_assigner("openff-2.3.0")
-        True
-    """
-    from tying.chem.assign import SmirksAssigner
-    from tying.chem.offxml import load_force_field
-
-    ff = load_force_field(force_field)  # keyed on the file's content
-    sections = _sections_key(sections)
-    key = (ff.path, ff.digest, strict, sections)
-    with _ASSIGNERS_LOCK:  # a Dask worker runs tasks on threads
-        assigner = _ASSIGNERS.get(key)
-        if assigner is None:
-            if len(_ASSIGNERS) >= 4:
-                _ASSIGNERS.pop(next(iter(_ASSIGNERS)))
-            assigner = _ASSIGNERS[key] = SmirksAssigner(ff, strict=strict, sections=sections)
-    return assigner
-
-
-def _sections_key(sections: Any) -> Any:
-    """``sections`` read once into a tuple (an iterator is used up by reading it); a
-    string is passed on whole, for SmirksAssigner's own TypeError."""
-    if sections is None or isinstance(sections, str):
-        return sections
-    sections = tuple(sections)
-    for s in sections:  # keys of a dict: refuse what SmirksAssigner would, before hashing
-        if not isinstance(s, str):
-            raise TypeError(
-                f"sections must be a list of section names (str), got {type(s).__name__}: "
-                f"{s!r:.80} in {list(sections)!r:.200}"
-            )
-    return sections
-
-
-def _skipped_record(number: int, smiles, name, assigner, err: Exception) -> dict[str, Any]:
-    return {
-        "line": number,
-        "smiles": smiles,
-        "name": name,
-        "force_field": assigner.force_field.name,
-        "error": reason(err),
-    }
-
-
-def _label_lines_skipping(assigner, todo, bad: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
-    """label_lines(errors="skip"): every line's record in line order, the bad ones with
-    their error (lines that could not be read are in ``bad`` already)."""
-    by_line = dict(bad)
-    for ((number, line), smiles, name), a, err in label_each(assigner, todo):
-        if err is not None:
-            err = _named_error(err, f"line {number} ({line.strip()!r})")
-            by_line[number] = _skipped_record(number, smiles, name, assigner, err)
-        else:
-            by_line[number] = {"line": number, **_record(smiles, name, a)}
-    out = [by_line[k] for k in sorted(by_line)]
-    reasons = [r["error"] for r in out if "error" in r]
-    where = "their records hold 'error' in place of 'ids', and every record its 'line'"
-    warn_skipped("label_lines", reasons, len(out), where)
-    return out
-
-
-def _record(smiles: str, name: str | None, a: Assignment) -> dict[str, Any]:
-    return {
-        "smiles": smiles,
-        "name": name,
-        "force_field": a.force_field,
-        "not_assigned": list(a.not_assigned),  # sections left out (stop 34)
-        "ids": {
-            s: {"-".join(map(str, key)): p.id for key, p in sorted(t.items())}
-            for s, t in a.terms.items()
-        },
-    }
-
-
-# The characters str.splitlines ends a line at (a classic-Mac "\r" file split on "\n").
-_LINE_BREAK = re.compile("[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
-
-
-def parse_smiles_line(line: str) -> tuple[str, str | None] | None:
-    """One line of a SMILES file: ``SMILES[<whitespace>name]``; None for blanks and ``#`` comments.
-
-    Raises:
-        SmilesError: when the line holds a line break inside (several lines of a file
-            split on ``"\\n"`` only: the ones after the first were read as its name and
-            lost, silently).
-
-    Example:
-        >>> parse_smiles_line("CCO\\tethanol\\n"), parse_smiles_line("# header")
-        (('CCO', 'ethanol'), None)
-    """
-    text = line.strip()
-    if not text or text.startswith("#"):
-        return None
-    found = _LINE_BREAK.search(text)
-    if found is not None:
-        raise SmilesError(
-            f"one line holds a line break {found.group()!r} at position {found.start()}, so it "
-            f"is several lines of the file and all but the first would be lost in its name; "
-            f"split the text with str.splitlines() (or open the file in text mode)"
-        )
-    parts = text.split(None, 1)
-    return parts[0], (parts[1].strip() if len(parts) > 1 else None)
-
-
-def label_lines(
-    lines: Iterable[str],
-    force_field: str = "openff-2.3.0",
-    *,
-    strict: bool = True,
-    sections: Sequence[str] | None = None,
-    errors: str = "raise",
-) -> list[dict[str, Any]]:
-    """Label the molecules of some lines of a SMILES file; one plain record per molecule.
-
-    Made for ``dask.bag.read_text(paths).map_partitions(label_lines)``: it takes a
-    partition's lines and returns picklable records (no RDKit or force-field
-    objects), so any Dask scheduler can ship and store them.
-
-    Args:
-        lines: lines ``SMILES[<whitespace>name]``; blanks and ``#`` comments are skipped.
-        force_field: an installed force field name or a path visible to the workers.
-        strict: as :class:`~tying.chem.assign.SmirksAssigner`.
-        sections: as :class:`~tying.chem.assign.SmirksAssigner` (None: the five it
-            assigns by default); add ``"Constraints"`` to label those too, as
-            ``assign_many`` does with such an assigner.
-        errors: ``"raise"`` (default) stops at the first line that cannot be labelled;
-            ``"skip"`` labels the others, and each bad line keeps its place as a record
-            ``{"line", "smiles", "name", "force_field", "error"}`` (no ``"ids"``; the
-            error names its line), with one ``UserWarning`` giving their count. Every
-            record then carries its ``"line"`` number (:mod:`tying.chem.skipping`).
-
-    Returns:
-        ``[{"smiles", "name", "force_field", "not_assigned", "ids": {section: {"0-1":
-        "b1", ...}}}]``; ``not_assigned`` lists the force field's sections left out
-        (``Assignment.not_assigned``).
-
-    Raises:
-        SmilesError, UnassignedParameterError: naming the line's number (1-based, among
-            the lines given: blanks and comments count) and its text (``errors="raise"``).
-        TypeError, ValueError, KeyError: on bad ``sections`` or ``strict``, as
-            :class:`~tying.chem.assign.SmirksAssigner`.
-
-    Example:
-        >>> rec = label_lines(["CCO ethanol", "", "C methane"])
-        >>> [r["name"] for r in rec], rec[0]["ids"]["Bonds"]["0-1"]
-        (['ethanol', 'methane'], 'b1')
-    """
-    check_many(lines, "label_lines", "lines")
-    skip = check_errors(errors, "label_lines")
-    assigner = worker_assigner(force_field, strict, sections)
-    todo = []  # ((line number, line), smiles, name)
-    bad: dict[int, dict[str, Any]] = {}  # errors="skip": line number -> its record
-    for number, line in enumerate(lines, 1):
-        try:
-            if not isinstance(line, str):  # bytes, None: AttributeError deep in the parsing
-                raise TypeError(
-                    f"label_lines: line {number} is a {type(line).__name__} ({line!r:.80}), "
-                    f"expected str; decode the file's lines first (open it in text mode)"
-                )
-            try:
-                parsed = parse_smiles_line(line)
-            except SmilesError as err:
-                raise _named_error(err, f"line {number} ({line.strip()!r:.80})") from None
-        except (TypeError, SmilesError) as err:
-            if not skip:
-                raise
-            bad[number] = _skipped_record(number, None, None, assigner, err)
-            continue
-        if parsed is not None:
-            todo.append(((number, line), *parsed))
-    if skip:
-        return _label_lines_skipping(assigner, todo, bad)
-    out = []
-    # Packed results come straight from the labelling's arrays (no dicts); each record
-    # then decodes its molecule's terms once.
-    for batch, done, failure in _in_batches(assigner, todo):
-        if failure is not None:
-            err = failure[1]
-            number, line = batch[failure[0]][0]
-            # The number finds the line in a file of thousands (the text may repeat).
-            raise _named_error(err, f"line {number} ({line.strip()!r})") from err
-        for (_, smiles, name), a in zip(batch, done):
-            out.append(_record(smiles, name, a))
-    return out
+        return getattr(lines, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,6 +19,7 @@ shared and how to make a changed copy.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -138,6 +139,8 @@ def read_only_terms(terms: Any) -> Any:
 
     Packed sections (:class:`~tying.chem.packed.PackedTerms`) are read-only already and
     kept as they are; a mapping already read-only at both levels is returned as is.
+    Each section's plain dict is put in key order, as the toolkit's ``label_molecules``
+    gives its dicts (packed sections iterate in key order too).
 
     Example:
         >>> t = read_only_terms({"Bonds": {(0, 1): "b1"}})
@@ -148,5 +151,18 @@ def read_only_terms(terms: Any) -> Any:
     out = terms if type(terms) is _Terms else _Terms(terms)
     for section, t in out.items():  # an unpickled one may hold plain dicts inside
         if type(t) is dict:
-            dict.__setitem__(out, section, _Terms(t))
+            # In key order, as the OpenFF toolkit's label_molecules dicts: the labelling
+            # paths build them in other orders (assign and assign_many iterated one
+            # molecule's terms differently; stop 57)
+            dict.__setitem__(out, section, _Terms(_in_key_order(t)))
     return out
+
+
+def _in_key_order(terms: dict) -> Any:
+    try:
+        return sorted(terms.items(), key=_KEY)
+    except TypeError:  # keys that do not compare (a hand-made Assignment): as given
+        return terms
+
+
+_KEY = operator.itemgetter(0)

@@ -30,22 +30,28 @@ _LEADING_ZERO = re.compile(r"^\s*[-+]?0\d")
 
 
 def _read_int(where: str, key: str, text: str) -> int:
-    """A positive integer (a periodicity), as the OpenFF toolkit reads it where it reads
-    it right: ``"3"``, ``"+3"``, and since stop 38 the integral floats ``"3.0"`` and
-    ``"3e0"`` (refused before; the toolkit reads 3). Refused: ``"3.5"`` (the toolkit
-    truncates it to 3 with no error) and a leading zero, ``"03"`` (the toolkit reads 0)."""
+    """An integer (a periodicity), as the OpenFF toolkit reads it where it reads it
+    right: ``"3"``, ``"+3"``, and since stop 38 the integral floats ``"3.0"`` and
+    ``"3e0"`` (refused before; the toolkit reads 3). Since stop 57 also ``"0"`` and
+    negative ones (``"-2"``, ``"-2.0"``): the toolkit reads them as written (a term
+    ``k * (1 + cos(-2 phi - phase))`` is the periodicity 2 term with the phase negated),
+    and they were refused here. Refused: ``"3.5"`` (the toolkit truncates it to 3 with
+    no error) and a leading zero, ``"03"`` (the toolkit reads 0)."""
     if _LEADING_ZERO.match(text):
         raise _bad(
             where, key, text,
             "a leading zero is read as another number by the OpenFF toolkit (0 for '03'); "
             "write the integer without it (e.g. '3')",
         )  # fmt: skip
-    if _INTEGER.match(text) and int(text) >= 1:
+    if _INTEGER.match(text):
         return int(text)
     value = float(text) if _NUMBER.match(text) else math.nan
-    if math.isfinite(value) and value >= 1 and value == int(value):
+    if math.isfinite(value) and value == int(value):
         return int(value)
-    raise _bad(where, key, text, "expected a positive integer (e.g. '3')")
+    raise _bad(
+        where, key, text,
+        "expected an integer (e.g. '3'; the OpenFF toolkit truncates '3.5' to 3 with no error)",
+    )  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +59,7 @@ class Kind:
     """What one attribute holds: a quantity of a unit's dimension, a number, an int, or text.
 
     Args:
-        kind: ``"quantity"``, ``"number"``, ``"int"`` (a positive integer), ``"count"``
+        kind: ``"quantity"``, ``"number"``, ``"int"`` (an integer), ``"count"``
             (a header's ``number_of_conformers``: a positive integer, ``"2.0"`` read
             as 2) or ``"text"``.
         unit: for a quantity, a unit of the required dimension (shown in errors).
@@ -726,7 +732,7 @@ def _kind_text(kind: Kind) -> str:
         return f"a quantity in {kind.unit}"
     return {
         "number": "a number",
-        "int": "a positive integer",
+        "int": "an integer",
         "count": "a positive integer",
         "text": "text",
     }[kind.kind]

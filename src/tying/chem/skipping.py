@@ -2,7 +2,7 @@
 
 A library of a million SMILES lines holds a few bad ones; with ``errors="raise"``
 (the default) the first of them stops :func:`~tying.chem.parallel.assign_many` and
-:func:`~tying.chem.parallel.label_lines`, naming its index or line, and nothing is
+:func:`~tying.chem.lines.label_lines`, naming its index or line, and nothing is
 returned. With ``errors="skip"`` the others are labelled and the bad ones are never
 dropped silently: they keep their place (``None`` in ``assign_many``'s list, a record
 with an ``"error"`` in ``label_lines``'), each with its reason, and one

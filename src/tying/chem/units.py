@@ -25,6 +25,11 @@ _BASE: dict[str, tuple[str, float]] = {
     # bohr loads in the toolkit and was refused here as an unknown unit (stop 56)
     "bohr": ("length", 0.5291772109039773),
     "meter": ("length", 1e10),
+    # pint's centimeter, millimeter and micrometer (stop 57): a file written with them
+    # loads in the toolkit and was refused here as an unknown unit
+    "centimeter": ("length", 1e8),
+    "millimeter": ("length", 1e7),
+    "micrometer": ("length", 1e4),
     "kilocalorie": ("energy", 1.0),
     "kilojoule": ("energy", 1.0 / 4.184),
     # openff-units: calorie = 4.184 * joule (thermochemical); GBSA's surface_area_penalty
@@ -83,6 +88,26 @@ _ALIASES: dict[str, dict[str, int]] = {
     "meters": {"meter": 1},
     "metre": {"meter": 1},
     "metres": {"meter": 1},
+    # stop 57: pint's other names of the bohr (a0 was read as the unit 'a' and a number)
+    "a0": {"bohr": 1},
+    "a_0": {"bohr": 1},
+    "bohr_radius": {"bohr": 1},
+    "atomic_unit_of_length": {"bohr": 1},
+    "centimeters": {"centimeter": 1},
+    "centimetre": {"centimeter": 1},
+    "centimetres": {"centimeter": 1},
+    "cm": {"centimeter": 1},
+    "millimeters": {"millimeter": 1},
+    "millimetre": {"millimeter": 1},
+    "millimetres": {"millimeter": 1},
+    "mm": {"millimeter": 1},
+    "micrometers": {"micrometer": 1},
+    "micrometre": {"micrometer": 1},
+    "micrometres": {"micrometer": 1},
+    "micron": {"micrometer": 1},
+    "microns": {"micrometer": 1},
+    "um": {"micrometer": 1},
+    "\u00b5m": {"micrometer": 1},  # µm (micro sign)
 }
 _ORDER = (
     "kilocalorie",
@@ -96,10 +121,13 @@ _ORDER = (
     "picometer",
     "bohr",
     "meter",
+    "centimeter",
+    "millimeter",
+    "micrometer",
     "degree",
     "radian",
 )
-_TOKEN = re.compile(r"\s*(\*\*|\*|/|\(|\)|[^\W\d]+|[-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)")
+_TOKEN = re.compile(r"\s*(\*\*|\*|/|\(|\)|[^\W\d]\w*|[-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)")
 _NUMBER = re.compile(r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$")
 
 

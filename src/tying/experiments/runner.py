@@ -24,7 +24,6 @@ import importlib.util
 import logging
 import math
 import multiprocessing
-import multiprocessing.forkserver
 import numbers
 import os
 import pathlib
@@ -39,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tying._forkserver import pool_context
 from tying.experiments import IMPORT_ERRORS, load_all
 from tying.experiments.output import (
     claim_folder,
@@ -717,20 +717,10 @@ _BROKEN_HINT = (
 
 
 def _mp_context() -> multiprocessing.context.BaseContext:
-    # Never fork: torch's thread pools do not survive a fork of a process that used them.
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    # The fork server imports torch and the experiments once; every worker forked from
-    # it starts with them (was ~4.5 s of CPU per worker, per pool). Ignored when the
-    # server already runs (started by another pool with its own list: then each worker
-    # imports what it lacks in _init_worker, as before). Added to the list, never
-    # replacing it: another library's pool in this process keeps its own preloads.
-    server = getattr(multiprocessing.forkserver, "_forkserver", None)
-    earlier = list(getattr(server, "_preload_modules", None) or [])  # another pool's list
-    wanted = [*earlier, "tying.experiments._worker_preload"]
-    context.set_forkserver_preload(list(dict.fromkeys(wanted)))
-    return context
+    # forkserver (never fork: torch's thread pools do not survive it); the server imports
+    # torch and the experiments once, so a worker forked from it starts with them (each
+    # worker imported them itself: ~4.5 s of CPU per worker, per pool)
+    return pool_context(["tying.experiments._worker_preload"])
 
 
 def run_many(
