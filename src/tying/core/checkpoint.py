@@ -35,6 +35,7 @@ from tying.core.file_format import _check_integrity as _check_integrity
 from tying.core.file_format import _digest as _digest
 from tying.core.file_format import _parse as _parse
 from tying.core.file_format import _read as _read
+from tying.core.file_format import _state_metadata
 from tying.core.file_format import mismatched as mismatched
 from tying.core.file_writing import save_state as save_state
 from tying.core.inventory import Inventory, join
@@ -61,12 +62,14 @@ from tying.core.slots import check_writes
 from tying.core.verify import dropped_ties, ties
 
 
-def _physical_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """The model's state, each tensor once, and the aliases of hand-made duplicates."""
+def _physical_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str], dict]:
+    """The model's state, each tensor once, the aliases of hand-made duplicates, and the
+    state dict's own metadata (``_metadata``: module versions, a group conv's group)."""
     tensors: dict[str, torch.Tensor] = {}
     aliases: dict[str, str] = {}
     first: dict[int, str] = {}
-    for key, t in model.state_dict(keep_vars=True).items():
+    state = model.state_dict(keep_vars=True)
+    for key, t in state.items():
         if id(t) in first:
             aliases[key] = first[id(t)]
             continue
@@ -74,7 +77,7 @@ def _physical_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str
         # a quantized module's state holds non-tensors (its packed params' dtype): kept
         # as they are for save_state to refuse by name (t.detach() raised AttributeError)
         tensors[key] = t.detach() if isinstance(t, torch.Tensor) else t
-    return tensors, aliases
+    return tensors, aliases, getattr(state, "_metadata", None) or {}
 
 
 def save(
@@ -117,7 +120,7 @@ def save(
     """
     check_writes(model)  # before any read: a lost write to a computed slot is refused
     tie_list = ties(model)  # first: its inventory names a lazy parameter (torch's error did not)
-    tensors, aliases = _physical_state(model)
+    tensors, aliases, state_metadata = _physical_state(model)
     inv = Inventory(model)
     for t in tie_list:
         if t.source:  # a source re-parametrised under the tie: TieError naming it and the fix
@@ -149,7 +152,10 @@ def save(
         dataclasses.replace(t, target=canonical(t.target), source=t.source and canonical(t.source))
         for t in tie_list
     ]
-    return save_state(tensors, tie_list, path, metadata, aliases)
+    # the state dict's metadata goes into the file as torch.save keeps it (stop 57): a C4
+    # LiftingConv2d's file loaded into a D4 layer (every tie the file declares exists
+    # there too) with no error, and the layer computed another function
+    return save_state(tensors, tie_list, path, metadata, aliases, state_metadata)
 
 
 def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) -> Plan:
@@ -196,6 +202,7 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
     tensors, meta = _read(path)
     _check_integrity(path, tensors, meta, verify_hash)
     rules, aliases, logical = _parse(path, meta)
+    recorded = _state_metadata(path, meta)
     _refuse_meta_device(model)
     # Paths on either side of a wrapper that inserts a segment (apply_activation_
     # checkpointing, torch.compile, FSDP1) name the same slots once it is left out: the
@@ -293,6 +300,9 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
                 f"model without that tie"
             )
 
+    _check_modules_own(model, full, recorded, path)  # its own words first (a group conv's)
+    if "tying.format" in meta:
+        _refuse_undeclared_ties(final, {C(r.target) for r in rules} | set(aliases), full, path)
     expected = {
         C(k): (tuple(t.shape), t.dtype) for k, t in model.state_dict(keep_vars=True).items()
     }
@@ -354,11 +364,11 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
         own = model.state_dict(keep_vars=True)
         now = canonical_index(own, "load")
         values = collections.OrderedDict((now.get(k, k), v) for k, v in full.items())
-        # the model's own state-dict versions go with the values (stop 55): a file holds
-        # today's layout of these modules, and without versions torch's old-layout hooks
-        # convert it (spectral_norm's refused a Plan-tied weight_orig, which the state dict
-        # leaves out, as missing: 'Missing key(s) in state_dict: b.weight_orig, b.weight')
-        values._metadata = getattr(own, "_metadata", None)  # type: ignore[attr-defined]
+        # the state dict's metadata the file recorded, as torch.save keeps it (stop 57: a
+        # C4 LiftingConv2d's file loaded into a D4 layer, another function, no error), over
+        # the model's own versions (stop 55: without versions torch's old-layout hooks
+        # convert today's layout; spectral_norm refused a Plan-tied weight_orig as missing)
+        values._metadata = _merged_metadata(model, own, recorded)  # type: ignore[attr-defined]
         with torch.no_grad():
             model.load_state_dict(values, strict=True)
 
@@ -374,6 +384,61 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
         _restore(kept, err)
         raise
     return plan
+
+
+def _refuse_undeclared_ties(final: dict, declared: set, full: dict, path) -> None:
+    """Refuse a model that ties a slot a :func:`save` file neither declares a tie of nor
+    stores: the saved model had no such slot (a file of a C4 ``LiftingConv2d``, whose
+    ties are all in a D4 one, loaded with the D4 layer's mirrored copies left as they
+    were: another function, no error; stop 57). Every tie of a saved model is in its file."""
+    extra = sorted(
+        p
+        for p, t in final.items()
+        if t is not None and canonical(p) not in declared and canonical(p) not in full
+    )
+    if extra:
+        t = final[extra[0]]
+        more = f" (and {len(extra) - 1} more: {', '.join(extra[1:6])})" if len(extra) > 1 else ""
+        raise TieError(
+            f"load: {extra[0]} is tied in this model (to {t.source or 'its own storage'} via "
+            f"{t.relation!r}){more} but {str(path)!r} neither declares that tie nor stores "
+            f"{extra[0]}: the file was saved from a model without that slot (another "
+            f"architecture or configuration, e.g. a group conv over another group); build "
+            f"the model the file was saved from and load into that (then apply the plan "
+            f"that adds the tie, if it is wanted); the model was left as it was"
+        )
+
+
+def _merged_metadata(model: nn.Module, own, recorded: dict | None):
+    """The model's own state-dict metadata with the file's record (by canonical module
+    path) laid over it, entry by entry; the model's own alone for a file without one."""
+    merged = collections.OrderedDict(
+        (k, dict(v)) for k, v in (getattr(own, "_metadata", None) or {}).items()
+    )
+    if recorded:
+        for prefix, _ in model.named_modules(remove_duplicate=False):
+            entries = recorded.get(canonical(prefix))
+            if entries:
+                merged.setdefault(prefix, {}).update(entries)
+    return merged
+
+
+def _check_modules_own(model: nn.Module, full: dict, recorded: dict | None, path) -> None:
+    """Run every module's own load check (``_tying_check_load``: a group conv refusing a
+    file of another group) with the metadata the file recorded, before the model changes;
+    its refusal becomes a TieError naming the file."""
+    if not recorded:
+        return  # the model's own metadata: its checks pass against themselves
+    from tying.core.slot_loads import _own_checks
+
+    own = model.state_dict(keep_vars=True)
+    now = canonical_index(own, "load")
+    values = collections.OrderedDict((now.get(k, k), v) for k, v in full.items())
+    values._metadata = _merged_metadata(model, own, recorded)  # type: ignore[attr-defined]
+    try:
+        _own_checks(model, values)
+    except (ValueError, TypeError) as err:
+        raise TieError(f"load: {str(path)!r}: {err}; the model was left as it was") from None
 
 
 def _canonical_keys(tensors: dict, path: pathlib.Path) -> dict:

@@ -126,23 +126,36 @@ def count(model: nn.Module) -> Count:
     extent = _Extent([t for _, t in physical_tensors.values()])
     groups: dict[int, Group] = {}
     logical = bytes_logical = 0
+    # a tensor torch.nn.utils.parametrize computes from fewer stored entries (a
+    # LocallyConnected2d's tie_filters: one filter repeated over positions) is read as
+    # its computed value: count saw its stored original only and said "no tie groups"
+    # (stop 57); see _parametrized
+    reads = _parametrized(model, inv)
+    shared: set[int] = set()
     for path, info in inv.slots.items():
         root_path = inv.root_of(path)
         tensor = inv.tensor(root_path)
         size = tensor.element_size()
-        logical += info.numel
-        bytes_logical += info.numel * size
+        name, numel, nbytes_read = path, info.numel, info.numel * size
         key = extent.component(tensor)
+        if path in reads:
+            name, more, more_bytes = reads[path]
+            numel, nbytes_read = numel + more, nbytes_read + more_bytes
+            shared.add(key)
+        logical += numel
+        bytes_logical += nbytes_read
         g = groups.get(key)
         if g is None:
             entries, nbytes = extent.of_component(key, tensor)
             g = groups[key] = Group(root_path, entries, nbytes, [], 0, 0)
-        g.slots.append(path)
-        g.logical += info.numel
-        g.bytes_logical += info.numel * size
+        g.slots.append(name)
+        g.logical += numel
+        g.bytes_logical += nbytes_read
     physical, bytes_physical = extent.total()
     tie_groups = [
-        g for g in groups.values() if len(g.slots) > 1 or any(inv.slots[s].is_tied for s in g.slots)
+        g
+        for key, g in groups.items()
+        if len(g.slots) > 1 or key in shared or any(inv.slots[s].is_tied for s in g.slots)
     ]
     # A quantized module's int8 weight and bias are packed, not parameters: count(q) was 0
     # and a quantized module seated twice formed no group (stop 39). Each packed object
@@ -160,6 +173,81 @@ def count(model: nn.Module) -> Count:
             logical, bytes_logical = logical + n, bytes_logical + nbytes
     tie_groups += [g for g in packed.values() if len(g.slots) > 1]
     return Count(logical, physical, bytes_logical, bytes_physical, tie_groups)
+
+
+def _parametrized(model, inv) -> dict[str, tuple[str, int, int]]:
+    """``{stored original's path: (computed tensor's path, entries, bytes)}`` for each tensor
+    that ``torch.nn.utils.parametrize`` computes from fewer stored entries than it has.
+
+    Any parametrization (``register_parametrization``, ``unsafe=True`` too) is read by its
+    computed value: where it has more entries than its originals store (a weight repeated
+    from a smaller original, a filter shared over positions), the extra entries are
+    logical (on its largest original) and the originals form a tie group under the
+    computed tensor's name. One that stores at least as many as it computes
+    (``orthogonal``, ``weight_norm``'s g and v, ``spectral_norm``) shares nothing: counted
+    as its stored originals, logical = physical, as before.
+
+    Raises:
+        TieError: when computing a parametrized tensor raises (its count cannot be known).
+    """
+    import torch
+    from torch.nn.utils import parametrize
+
+    from tying.core.errors import TieError
+    from tying.core.inventory import join
+
+    out: dict[str, tuple[str, int, int]] = {}
+    for mpath, mod in model.named_modules(remove_duplicate=False):
+        if not parametrize.is_parametrized(mod):
+            continue
+        for name, plist in mod.parametrizations.items():
+            held = [
+                (join(mpath, f"parametrizations.{name}.{oname}"), t)
+                for oname, t in plist.named_parameters(recurse=False)
+                if oname == "original" or oname.removeprefix("original").isdigit()
+            ]
+            held = [(p, t) for p, t in held if p in inv.slots]
+            if not held:
+                continue
+            try:
+                value = _computed_quietly(mod, name, plist)
+            except Exception as err:  # a user's parametrization: any error it raises
+                raise TieError(
+                    f"count: {join(mpath, name)} is computed by torch.nn.utils.parametrize "
+                    f"({', '.join(type(f).__name__ for f in plist)}) and computing it raised "
+                    f"{type(err).__name__}: {err}; its logical size cannot be known without "
+                    f"it: fix the parametrization or remove it (parametrize."
+                    f"remove_parametrizations(module, {name!r})) before counting"
+                ) from err
+            stored = sum(t.numel() for _, t in held)
+            stored_bytes = sum(t.numel() * t.element_size() for _, t in held)
+            if not isinstance(value, torch.Tensor) or value.numel() <= stored:
+                continue
+            path = max(held, key=lambda pt: pt[1].numel())[0]
+            more_bytes = max(0, value.numel() * value.element_size() - stored_bytes)
+            out[path] = (join(mpath, name), value.numel() - stored, more_bytes)
+    return out
+
+
+def _computed_quietly(mod, name: str, plist):
+    """``getattr(mod, name)`` with nothing of the model changed: the parametrizations in
+    eval mode (``spectral_norm``'s power iteration in training mode updates its ``u`` and
+    ``v``) and any buffer they wrote put back. Counting changes nothing."""
+    import torch
+
+    modes = [(m, m.training) for m in plist.modules()]
+    kept = [(b, b.clone()) for b in plist.buffers()]
+    try:
+        plist.eval()
+        with torch.no_grad():
+            return getattr(mod, name)
+    finally:
+        for m, training in modes:
+            m.training = training
+        with torch.no_grad():
+            for b, before in kept:
+                if not torch.equal(b, before):
+                    b.copy_(before)
 
 
 def _memory_key(t) -> tuple | None:

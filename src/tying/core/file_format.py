@@ -244,3 +244,57 @@ def mismatched(full: dict[str, torch.Tensor], expected: dict[str, tuple]) -> lis
         for k in sorted(set(full) & set(expected))
         if tuple(full[k].shape) != expected[k][0] or full[k].dtype != expected[k][1]
     ]
+
+
+#: the header entry holding the state dict's own metadata (``state_dict()._metadata``:
+#: each module's version, a group conv's group), by module path without wrapper segments
+STATE_METADATA_KEY = "tying.state_metadata"
+
+
+def _state_metadata_entry(metadata) -> str:
+    """``state_dict()._metadata`` as the JSON of :data:`STATE_METADATA_KEY` (stop 57).
+
+    ``torch.save(model.state_dict())`` keeps it and ``load_state_dict`` hands each module
+    its own entry, so a module's load checks what it was saved as (a group conv's group,
+    a module's layout version). Entries JSON cannot hold (none of torch's own) are left
+    out; a load uses the model's own for them, as for files written before.
+    """
+    from tying.core.outside import canonical
+
+    out: dict[str, dict] = {}
+    for prefix, entries in (metadata or {}).items():
+        if not isinstance(prefix, str) or not isinstance(entries, dict):
+            continue
+        kept = {}
+        for k, v in entries.items():
+            try:
+                json.dumps(v, allow_nan=False)
+            except (TypeError, ValueError):
+                continue
+            if isinstance(k, str):
+                kept[k] = v
+        out.setdefault(canonical(prefix), {}).update(kept)
+    return json.dumps(out, sort_keys=True)
+
+
+def _state_metadata(path: pathlib.Path, meta: dict[str, str]) -> dict[str, dict] | None:
+    """The state dict's metadata a file recorded (by canonical module path), or None for a
+    file without the record (written before stop 57, or not by :func:`~tying.save`)."""
+    raw = meta.get(STATE_METADATA_KEY)
+    if raw is None:
+        return None
+    field = f"field {STATE_METADATA_KEY!r}"
+    try:
+        value = json.loads(raw)
+    except (TypeError, ValueError) as err:
+        value, why = None, f"not valid JSON ({err})"
+    else:
+        why = "expected a JSON object of module path -> object"
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, dict) for k, v in value.items()
+    ):
+        raise TieError(
+            f"load: {str(path)!r} has malformed tie metadata: {field}: {why}; restore the "
+            f"file from a good copy"
+        )
+    return value

@@ -22,7 +22,15 @@ import stat
 import torch
 
 from tying.core.errors import TieError
-from tying.core.file_format import FORMAT, HASH_KEY, _digest, _parse, _tie_entry
+from tying.core.file_format import (
+    FORMAT,
+    HASH_KEY,
+    STATE_METADATA_KEY,
+    _digest,
+    _parse,
+    _state_metadata_entry,
+    _tie_entry,
+)
 from tying.core.inventory import REPLACED_SOURCE_FIX
 
 # -- temporary files ------------------------------------------------------------------
@@ -87,6 +95,7 @@ def save_state(
     path: str | os.PathLike,
     metadata: dict[str, str] | None = None,
     aliases: dict[str, str] | None = None,
+    state_metadata=None,
 ) -> pathlib.Path:
     """Write ``tensors`` (each physical tensor once) and ``tie_list`` atomically.
 
@@ -100,6 +109,8 @@ def save_state(
         path: the file to write.
         metadata: extra str → str header entries (keys may not start with ``tying.``).
         aliases: ``{duplicate key: stored key}`` for tensors stored once.
+        state_metadata: the state dict's ``_metadata`` (module versions, a group conv's
+            group), written so that a load hands each module what it was saved with.
 
     Returns:
         The path written.
@@ -166,6 +177,8 @@ def save_state(
             "tying.aliases": json.dumps(aliases),
         }
     )
+    if state_metadata is not None:
+        meta[STATE_METADATA_KEY] = _state_metadata_entry(state_metadata)
     meta[HASH_KEY] = _digest(tensors, meta)
     path = pathlib.Path(path)
     _parse(path, meta, saving=True)  # what load would refuse is never written
