@@ -79,6 +79,43 @@ def _hand_scaled(node) -> bool:
     return False
 
 
+def seeded_with_one() -> bool:
+    """Whether the running backward started from a seed of 1 (``loss.backward()``), read
+    from inside it. A scaled seed (``loss.backward(torch.tensor(1 / B))``,
+    ``autograd.grad(loss, ps, grad_outputs=...)``) rescales the loss by hand, as
+    ``loss / B`` would, so the loss's own reduction says nothing certain.
+
+    Returns:
+        False where a seed other than 1 is found on this thread's stack, else True.
+
+    Example:
+        >>> import torch
+        >>> w = torch.ones(2, requires_grad=True)
+        >>> seen = []
+        >>> _ = w.register_hook(lambda g: seen.append(seeded_with_one()))
+        >>> (w * 2).sum().backward(torch.tensor(0.5))
+        >>> seen
+        [False]
+    """
+    import sys
+
+    try:
+        from torch.autograd.graph import _engine_run_backward
+    except ImportError:
+        return True
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is _engine_run_backward.__code__:
+            args = frame.f_locals.get("args") or ()
+            seeds = args[0] if args else ()
+            return all(
+                s is None or (isinstance(s, torch.Tensor) and s.numel() == 1 and float(s) == 1.0)
+                for s in (seeds or ())
+            )
+        frame = frame.f_back
+    return True
+
+
 def loss_batch_reduction(batch: int, roots=None) -> tuple[str, str] | None:
     """The reduction of the running backward's loss over a batch of ``batch`` examples,
     where its graph says it without doubt; call from a hook inside that backward.
@@ -112,8 +149,11 @@ def loss_batch_reduction(batch: int, roots=None) -> tuple[str, str] | None:
     name = type(node).__name__
     code = getattr(node, "_saved_reduction", None)
     if code in _TORCH_REDUCTION:
-        shape = _input_shape(node)  # its saved input is freed once it has run
-        if shape and shape[0] % batch == 0:
+        # its saved input is freed once it has run. Any number of rows: a torch loss's
+        # reduction is over all of them whatever a mask kept (o[keep]: 7 or 8 tokens of
+        # B = 4 read otherwise, so the same loop was refused at some steps only)
+        shape = _input_shape(node)
+        if shape and shape[0] >= 1:
             kind = _TORCH_REDUCTION[code]
             return kind, f"{name} with reduction={kind!r}"
         return None

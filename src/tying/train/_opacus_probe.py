@@ -12,7 +12,7 @@ import warnings
 import torch
 from torch import nn
 
-from tying.train._loss_reduction import loss_batch_reduction
+from tying.train._loss_reduction import loss_batch_reduction, seeded_with_one
 from tying.train._vetting import tensors_in
 from tying.train.backward_probe import (
     backward_roots,
@@ -131,7 +131,9 @@ class _BackwardProbe:
                     f"mode='vmap', which runs each example's backward alone"
                 )
             declared = self.gsm.loss_reduction
-            if reduced is not None and reduced[0] != declared:
+            # a seed other than 1 (loss.backward(torch.tensor(1 / B))) scales the loss by
+            # hand; read only on a mismatch, so the usual backward pays no device sync
+            if reduced is not None and reduced[0] != declared and seeded_with_one():
                 self._take_back(state)
                 raise ValueError(_reduction_message(declared, reduced, batch))
             return None
