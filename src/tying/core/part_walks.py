@@ -14,18 +14,12 @@ these utilities gave another result than on the hand tie, without an error (stop
   gradient (6.22 for 6.45) and left that gradient unclipped (1.69 for 0.026);
 - ``parameters_to_vector`` / ``vector_to_parameters`` over ``model.dec.parameters()``
   gave a shorter vector, so a vector of the hand-tied model filled the wrong entries;
-- ``SGD(model.dec.parameters())`` was refused at its step (stop 55) where the hand tie
-  trains the shared weight, and param groups per part (``[{"params": enc.parameters()},
-  {"params": dec.parameters(), "lr": ...}]``), which torch refuses on the hand tie (one
-  tensor in two groups), trained the shared weight at the first group's rate.
-
 Each of them walks ``named_parameters()``, which asks every module it reaches for
 ``module._parameters.items()``; a tied module's ``_parameters`` is a
 :class:`~tying.core.spectral_guard.TiedParams`, whose ``items`` calls :func:`walked_items`.
 When the walk was started by one of these walkers (``nn.Module.zero_grad`` and
 ``requires_grad_``, the functions of ``torch.nn.utils.clip_grad`` and
-``convert_parameters``, and ``torch.optim.Optimizer``'s constructor and
-``add_param_group``), each tied slot whose source lies *outside* the part being walked
+``convert_parameters``), each tied slot whose source lies *outside* the part being walked
 also yields the Parameter it reads (its ``<name>_orig`` when the source is pruned), under
 the slot's name and in the place the slot's parameter had before the tie, as the hand
 tie's module lists it. A part that holds the source (the whole model) lists it once from
@@ -33,6 +27,10 @@ its owner, in the same order as before. Every other walk (``named_parameters()``
 ``state_dict()`` themselves, FSDP, Opacus) and a list built by the caller
 (``list(dec.parameters())``) still hold a tied value once, from its owner (STYLE rule 2);
 an optimizer given such a list is still refused at its step (``tying.core.unreached``).
+An optimizer is no walker here (review): one per part (``SGD(enc.parameters())`` and
+``SGD(dec.parameters())``) would hold the shared weight twice and step it twice, as the
+hand tie does; it holds it once, in its owner's optimizer, and an optimizer over the
+reading part alone is refused at its step, naming the source.
 
 Example:
     >>> import torch, tying
@@ -74,9 +72,11 @@ _NAMED_PARAMETERS = nn.Module.named_parameters.__code__
 _PARAMETERS = nn.Module.parameters.__code__
 _REQUIRES_GRAD = nn.Module.requires_grad_.__code__
 #: torch modules whose functions walk the parameters they are given
-_UTILITIES = frozenset(
-    {"torch.nn.utils.clip_grad", "torch.nn.utils.convert_parameters", "torch.optim.optimizer"}
-)
+#: not torch.optim.optimizer: an optimizer given a part's parameters() would hold the
+#: source it reads, so one per part (enc, dec) stepped the shared weight twice (|dW| 0.338
+#: for 0.169) and param groups per part were refused; tying.core.unreached refuses the
+#: step of one that leaves the source untrained instead (STYLE rule 2: held once)
+_UTILITIES = frozenset({"torch.nn.utils.clip_grad", "torch.nn.utils.convert_parameters"})
 
 
 def walked_items(params: dict, caller):

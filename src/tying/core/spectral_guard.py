@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import sys
 
+import torch
+
 from tying.core.eager_quant import check_fuse_lookup
 from tying.core.errors import TieError
 from tying.core.part_walks import walked_items
@@ -50,7 +52,11 @@ class TiedParams(dict):
 
     def items(self):
         # torch's walks of a part (zero_grad, requires_grad_, clip_grad_norm_, ...) reach
-        # the sources this module's slots read, as with a hand tie (see part_walks)
+        # the sources this module's slots read, as with a hand tie (see part_walks). Not
+        # while dynamo traces: it cannot trace sys._getframe, and a forward that walks its
+        # parameters (HF's self.dtype) broke fullgraph=True; no walker runs in a graph
+        if torch.compiler.is_compiling():
+            return dict.items(self)
         return walked_items(self, sys._getframe(1))
 
     def __missing__(self, key):
