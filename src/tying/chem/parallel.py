@@ -124,7 +124,11 @@ def check_many(values: Any, function: str, what: str) -> None:
     if not isinstance(values, Iterable):  # None, a number, one RDKit molecule
         # an OpenFF Molecule or Topology: how to pass it (stop 57: [topology] was advised)
         hint = input_hint(values) if type(values).__module__.startswith("openff.") else ""
-        if hint and type(values).__name__ == "Molecule":
+        if hint and what == "lines":  # label_lines reads SMILES text, not molecules
+            many = type(values).__name__ == "Topology"
+            text = "[m.to_smiles() for m in topology.molecules]" if many else "[mol.to_smiles()]"
+            hint = f"; {function} reads lines of SMILES text: pass {text}, or use assign_many"
+        elif hint and type(values).__name__ == "Molecule":
             hint = f"; pass a list, e.g. {function}([molecule.to_rdkit()]) (same atom order)"
         raise TypeError(
             f"{function}: expected an iterable of {what}, got {type(values).__name__}"
