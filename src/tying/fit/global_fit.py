@@ -180,6 +180,21 @@ def _lmfit_model(model_fn: Any) -> str:
     )
 
 
+# lmfit's Model.fit / minimize keywords that users bring to GlobalFit, and ours
+_LMFIT_KEYWORDS = {
+    "weights": "lmfit's weights multiply the residual (weights = 1/sigma); GlobalFit "
+    "takes sigma per data set as the third item of each (x, y, sigma) tuple: pass "
+    "sigma = 1 / weights there",
+    "max_nfev": "the budget is max_iter= (iterations of the batched 'lm'; model "
+    "evaluations under MINPACK and solver='trf', as lmfit's max_nfev)",
+    "method": "the solver is solver='lm' (default) or solver='trf'",
+    "params": "starting values are init={name: value}, bounds bounds={name: (lo, hi)}, "
+    "fixed values fixed={name: value}",
+    "nan_policy": "there is no switch: NaN/inf in the data is refused (lmfit's 'raise'); "
+    "for 'omit' drop those points from the data set",
+}
+
+
 class GlobalFit:
     """A global least-squares fit of one model to many data sets.
 
@@ -219,6 +234,8 @@ class GlobalFit:
             The default budget of 2,000 iterations lets the hard NIST problems
             (Bennett5, MGH17) converge without raising it; a fit stopped by its
             budget is reported with ``success=False``, never as converged.
+        **lmfit: refused: lmfit's keywords (``weights``, ``max_nfev``, ``method``,
+            ``params``, ``nan_policy``) are a ``TypeError`` naming ours.
 
     Attributes:
         result_: the :class:`~tying.fit.FitResult` after :meth:`fit`.
@@ -243,7 +260,15 @@ class GlobalFit:
         xtol: float = 1e-10,
         gtol: float = 1e-10,
         max_iter: int = 2000,
+        **lmfit: object,
     ):
+        if lmfit:  # lmfit's keywords: name ours, not Python's bare "unexpected keyword"
+            key = next(iter(lmfit))
+            fix = _LMFIT_KEYWORDS.get(key, "")
+            raise TypeError(
+                f"GlobalFit() got an unexpected keyword argument {key!r}"
+                + (f": {fix}" if fix else "")
+            )
         self.model_fn = model_fn
         self.datasets = datasets
         self.shared = shared
