@@ -43,10 +43,25 @@ def table(name: str, results: pathlib.Path = RESULTS) -> str:
     return f"Last run (`bench-results/{name}.json`):\n\n" + "\n".join(lines)
 
 
-def all_tables(benchmarks: pathlib.Path = pathlib.Path("benchmarks")) -> str:
-    """One section per ``benchmarks/bench_*.py``, each with its last results."""
-    names = sorted(p.stem[len("bench_") :] for p in benchmarks.glob("bench_*.py"))
-    return "\n\n".join(f"### `{name}`\n\n{table(name)}" for name in names)
+def all_tables(
+    benchmarks: pathlib.Path = pathlib.Path("benchmarks"), results: pathlib.Path = RESULTS
+) -> str:
+    """One section per results file ``bench-results/*.json``, then one per
+    ``benchmarks/bench_*.py`` that has written none yet (how to produce it).
+
+    A benchmark writes files under names of its own (``bench_chem_sets.py`` writes
+    ``chem-sets.json``, ``bench_hmm.py`` several ``hmm-*.json``), so the page lists the
+    files, not the scripts' names: looking them up by script name said "no results
+    yet" for results that were there, and never showed the others."""
+    written = sorted(p.stem for p in results.glob("*.json"))
+    scripts = sorted(p.stem[len("bench_") :] for p in benchmarks.glob("bench_*.py"))
+
+    def wrote(script: str) -> bool:
+        keys = {script, script.replace("_", "-")}
+        return any(w in keys or w.startswith(script.replace("_", "-") + "-") for w in written)
+
+    names = written + [s for s in scripts if not wrote(s)]
+    return "\n\n".join(f"### `{name}`\n\n{table(name, results)}" for name in names)
 
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
