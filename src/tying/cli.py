@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import importlib.util
 import logging
+import os
 import pathlib
 import re
 import signal
@@ -40,6 +41,7 @@ from collections.abc import Iterator, Sequence
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -164,6 +166,11 @@ def _cmd_list(args: argparse.Namespace, console: Console) -> int:
     for exp_id, spec in registry.items():
         if exp_id not in known:
             table.add_row("", Text(exp_id), Text(spec.title), _spec_status(spec), Text(spec.source))
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        # piped (`tying list | grep ...`): rich drew the table 80 columns wide and cut the
+        # claim, title and status columns to "…"; a file or pipe gets the whole rows
+        wide = console.options.update_width(1000)
+        console.width = max(console.width, Measurement.get(console, wide, table).maximum)
     console.print(table)
     _print_import_errors(console)
     return EXIT_PASS
