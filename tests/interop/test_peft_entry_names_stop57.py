@@ -66,7 +66,7 @@ def test_plain_peft_copies_proj_out_alone_and_ties_under_the_embedding_name():
     "build, entry, advice",
     [
         (_whisper, "proj_out", "pass modules_to_save=['model.decoder.embed_tokens'] with"),
-        (lambda: M.gpt2(tie_word_embeddings=True), "wte", "pass modules_to_save=['lm_head'] with"),
+        (lambda: M.gpt2(tie_word_embeddings=True), "wte", "no modules_to_save entry keeps it"),
         (_bert, "decoder", "no modules_to_save entry keeps it"),
     ],
     ids=["whisper-proj_out", "gpt2-wte", "bert-decoder"],
@@ -126,3 +126,18 @@ def test_loading_a_plain_peft_copy_trained_apart_is_refused_naming_the_entry(ens
     )
     assert dict(model.named_modules()) == before
     assert model.proj_out.weight is model.model.decoder.embed_tokens.weight
+
+
+def test_gpt2_advice_survives_save_and_load(tmp_path):
+    # peft saves modules_to_save=['lm_head'] as the input embedding's path 'transformer.wte',
+    # on which it no longer acts when loading: the advice must not name an entry whose
+    # adapter tying's own from_pretrained then refuses ("make the adapter again with
+    # modules_to_save=['lm_head']": the same config, a loop)
+    with pytest.raises(tying.TieError) as err:
+        get_peft_model(M.gpt2(tie_word_embeddings=True), _config(["wte"], targets=["c_attn"]))
+    advice = "pass modules_to_save=['lm_head'] with ensure_weight_tying=True"
+    if advice not in str(err.value):
+        return
+    pm = get_peft_model(M.gpt2(tie_word_embeddings=True), _config(["lm_head"], targets=["c_attn"]))
+    pm.save_pretrained(tmp_path)
+    from_pretrained(M.gpt2(tie_word_embeddings=True), str(tmp_path))  # refused today

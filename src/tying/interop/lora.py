@@ -491,7 +491,7 @@ def _seats(model: nn.Module, inv: Inventory, targets: set[str], config=None) -> 
         pair = frozenset((t.module_path, s.module_path))
         if getattr(config, "ensure_weight_tying", False) and pair in embedding_tie_pairs(model)[0]:
             # the entry peft's ensure_weight_tying acts on (Whisper: not 'proj_out', stop 57)
-            entry = ensured_entry(pair)
+            entry = ensured_entry(pair, model)
             copy_fix = (
                 f"pass modules_to_save=[{entry!r}] with ensure_weight_tying=True (one trained "
                 f"copy for both), or "

@@ -88,11 +88,22 @@ def _names_an_embedding(config) -> bool:
     )
 
 
-def ensured_entry(pair: frozenset[str]) -> str | None:
+def ensured_entry(pair: frozenset[str], model: nn.Module | None = None) -> str | None:
     """A ``modules_to_save`` entry naming a module of ``pair`` that peft's
     ``ensure_weight_tying`` acts on (the input embedding's path first), or None when neither
-    module's name is one peft knows (no ``modules_to_save`` keeps that tie)."""
+    module's name is one peft knows (no ``modules_to_save`` keeps that tie).
+
+    peft saves the entry as the *input embedding's* path (``_add_modules_to_save_to_tie``):
+    GPT-2's ``"lm_head"`` is saved as ``"transformer.wte"``, on which peft no longer acts
+    when the adapter is loaded (the copy is untied again). So with ``model`` given, an
+    entry is named only when the input embedding's own name is one peft knows."""
     names = _ensured_names()
+    if model is not None:
+        get_in = getattr(model, "get_input_embeddings", None)
+        emb = get_in() if callable(get_in) else None
+        emb_path = next((p for p, m in model.named_modules() if m is emb), None)
+        if emb_path is not None and emb_path.split(".")[-1] not in names:
+            return None  # no entry survives save_pretrained -> from_pretrained
     hits = sorted(
         (p for p in pair if p.split(".")[-1] in names), key=lambda p: not p.endswith("embed_tokens")
     )
@@ -126,7 +137,7 @@ def refuse_copies_trained_apart(config, model: nn.Module, adapter_path) -> None:
             weight = getattr(modules.get(path), "weight", None)
             if weight is None or weight is not getattr(modules.get(other), "weight", None):
                 continue  # not one tensor here: the config check and verify speak for it
-            good = ensured_entry(pair)
+            good = ensured_entry(pair, model)
             remake = (
                 f"make the adapter again with modules_to_save=[{good!r}] and "
                 f"ensure_weight_tying=True (peft then trains one copy for both)"
@@ -274,7 +285,7 @@ def refuse_saved_copies(config, model: nn.Module, inv: Inventory) -> None:
             # peft's ensure_weight_tying ignores an entry not named like its embedding names:
             # it copies the module alone (Whisper's 'proj_out', GPT-2's 'wte'), so the
             # option is no fix; name the entry it acts on, if any (stop 57)
-            entry = ensured_entry(pair)
+            entry = ensured_entry(pair, model)
             fix = (
                 f". peft's ensure_weight_tying acts only on a modules_to_save entry ending in "
                 f"{' or '.join(repr(n) for n in _ensured_names())}, and {saved[hit][1]!r} does "

@@ -59,7 +59,9 @@ class GroupRecord(nn.Module):
             f"{type(self).__name__} at {prefix[:-1] or '<root>'!r}: the state dict was saved "
             f"from a layer over group {saved!r} and this layer is over group {self.group!r}, "
             f"so its kernels would be read as the copies of another group (another function, "
-            f"no error); build the layer with group={saved!r} and load into that"
+            f"no error); build the layer with group={saved!r} and load into that, or, to "
+            f"start this {self.group} layer from those kernels on purpose, load "
+            f"dict(state_dict) (a plain dict keeps no record)"
         )
 
     def _load_from_state_dict(
