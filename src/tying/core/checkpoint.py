@@ -302,7 +302,8 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
 
     _check_modules_own(model, full, recorded, path)  # its own words first (a group conv's)
     if "tying.format" in meta:
-        _refuse_undeclared_ties(final, {C(r.target) for r in rules} | set(aliases), full, path)
+        declared = {C(r.target) for r in rules} | set(aliases)
+        _refuse_undeclared_ties(model, final, declared, full, path)
     expected = {
         C(k): (tuple(t.shape), t.dtype) for k, t in model.state_dict(keep_vars=True).items()
     }
@@ -386,7 +387,7 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
     return plan
 
 
-def _refuse_undeclared_ties(final: dict, declared: set, full: dict, path) -> None:
+def _refuse_undeclared_ties(model: nn.Module, final: dict, declared: set, full: dict, path) -> None:
     """Refuse a model that ties a slot a :func:`save` file neither declares a tie of nor
     stores: the saved model had no such slot (a file of a C4 ``LiftingConv2d``, whose
     ties are all in a D4 one, loaded with the D4 layer's mirrored copies left as they
@@ -399,6 +400,19 @@ def _refuse_undeclared_ties(final: dict, declared: set, full: dict, path) -> Non
     if extra:
         t = final[extra[0]]
         more = f" (and {len(extra) - 1} more: {', '.join(extra[1:6])})" if len(extra) > 1 else ""
+        held = sorted({k.split(".", 1)[0] for k in full})
+        children = dict(model.named_children())
+        if extra[0].split(".", 1)[0] not in held and all(h in children for h in held):
+            # the file holds other modules only (a backbone, an embedding): loading it into
+            # them alone works, and the tie reads what was loaded
+            parts = ", ".join(f"{h!r}: model.get_submodule({h!r})" for h in held)
+            raise TieError(
+                f"load: {extra[0]} is tied in this model (to {t.source or 'its own storage'} "
+                f"via {t.relation!r}){more} but {str(path)!r} neither declares that tie nor stores "
+                f"{extra[0]}: it holds only {', '.join(held)}: "
+                f"load it into those modules alone, tying.load(torch.nn.ModuleDict({{{parts}}}), "
+                f"path), and {extra[0]} reads what was loaded; the model was left as it was"
+            )
         raise TieError(
             f"load: {extra[0]} is tied in this model (to {t.source or 'its own storage'} via "
             f"{t.relation!r}){more} but {str(path)!r} neither declares that tie nor stores "

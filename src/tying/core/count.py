@@ -232,22 +232,36 @@ def _parametrized(model, inv) -> dict[str, tuple[str, int, int]]:
 def _computed_quietly(mod, name: str, plist):
     """``getattr(mod, name)`` with nothing of the model changed: the parametrizations in
     eval mode (``spectral_norm``'s power iteration in training mode updates its ``u`` and
-    ``v``) and any buffer they wrote put back. Counting changes nothing."""
+    ``v``) and any buffer they wrote put back. Counting changes nothing.
+
+    Only the computed tensor's size is needed: it is computed on ``meta`` copies of the
+    originals and buffers first (no arithmetic, no random draw, works on a ``meta``
+    model); for real only where an operation has no meta kernel, with the random state
+    put back."""
     import torch
+    from torch.func import functional_call
 
     modes = [(m, m.training) for m in plist.modules()]
-    kept = [(b, b.clone()) for b in plist.buffers()]
     try:
         plist.eval()
         with torch.no_grad():
-            return getattr(mod, name)
+            state = {k: v.to("meta") for k, v in plist.named_parameters()}
+            state.update({k: v.to("meta") for k, v in plist.named_buffers()})
+            try:
+                return functional_call(plist, state, ())
+            except Exception:  # an operation without a meta kernel: computed for real
+                pass
+            kept = [(b, b.clone()) for b in plist.buffers() if not b.is_meta]
+            try:
+                with torch.random.fork_rng(devices=[]):
+                    return getattr(mod, name)
+            finally:
+                for b, before in kept:
+                    if not torch.equal(b, before):
+                        b.copy_(before)
     finally:
         for m, training in modes:
             m.training = training
-        with torch.no_grad():
-            for b, before in kept:
-                if not torch.equal(b, before):
-                    b.copy_(before)
 
 
 def _memory_key(t) -> tuple | None:

@@ -267,11 +267,13 @@ def _state_metadata_entry(metadata) -> str:
             continue
         kept = {}
         for k, v in entries.items():
+            # only what JSON gives back as it was: a tuple read back as a list failed the
+            # module's own check of its own file (saved layout [3, 2] != (3, 2))
             try:
-                json.dumps(v, allow_nan=False)
+                same = json.loads(json.dumps(v, allow_nan=False)) == v
             except (TypeError, ValueError):
-                continue
-            if isinstance(k, str):
+                same = False
+            if same and isinstance(k, str):
                 kept[k] = v
         out.setdefault(canonical(prefix), {}).update(kept)
     return json.dumps(out, sort_keys=True)
