@@ -363,7 +363,7 @@ class MultiHopGraphConv(nn.Module):
                 mm = torch.sparse.mm
                 if not torch.compiler.is_compiling() and (
                     torch._C._are_functorch_transforms_active()
-                    or forward_ad_active(x, adj, *self.parameters())
+                    or forward_ad_active(x, adj, *_own_parameters(self))
                 ):
                     # sparse mm has no forward derivative (stop 34), and under torch.func
                     # jacrev/jacfwd failed in torch ("expand is unsupported for Sparse
@@ -459,3 +459,14 @@ def _check_edges(adj: EdgeAdjacency, n: int) -> EdgeAdjacency:
             f"rows), got [{int(index.min())}, {int(index.max())}]; check the graph matches x"
         )
     return adj
+
+
+def _own_parameters(module: nn.Module) -> list:
+    """Every Parameter stored in ``module``'s tree, read with ``_parameters.values()``.
+
+    Not ``module.parameters()``: it calls a tied module's ``_parameters.items()`` (the core
+    ``TiedParams.items``, a Python method), and under ``torch.compile`` (after a graph
+    break, eager code run beside the compiled frames) torch's frame hook entered that
+    method again from inside itself until a RecursionError (stop 57b).
+    """
+    return [p for m in module.modules() for p in dict.values(m._parameters) if p is not None]
