@@ -111,7 +111,9 @@ def check_source_swap(slot, module: nn.Module, src: torch.Tensor) -> None:
         # under tie_weights=False served the given value silently)
         held_by = (
             _suspended_reparametrize(src)
-            if type(src) in _PLAIN and _held_elsewhere(slot, seen, module)
+            if type(src) in _PLAIN
+            and not _materialized(seen, src)
+            and _held_elsewhere(slot, seen, module)
             else None
         )
         if held_by is None:
@@ -142,6 +144,16 @@ def check_source_swap(slot, module: nn.Module, src: torch.Tensor) -> None:
 #: where a module keeps its slots (``tying.core.slots.SLOTS_ATTR``; slots imports this module)
 _SLOTS_ATTR = "_tying_slots"
 _PLAIN = (torch.Tensor, nn.Parameter)  # tracers' tensors (fake, functional) are never checked
+
+
+def _materialized(seen, src) -> bool:
+    """Whether the slot last read a meta tensor and now reads one with storage: the model
+    was materialised (``to_empty``, an assign load), not swapped. Each slot of a D4
+    ``GroupConv2d`` after ``to_empty`` still searched the garbage collector's objects once
+    (0.09 s each with 720k live objects, 39 searches for one forward; the old meta source
+    was counted as held elsewhere): a meta tensor holds no value a swap could hide (stop 57).
+    """
+    return isinstance(seen, torch.Tensor) and seen.is_meta and not src.is_meta
 
 
 def _held_elsewhere(slot, seen, module: nn.Module | None = None) -> bool:
