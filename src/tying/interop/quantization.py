@@ -458,7 +458,10 @@ def quantize_(
     """torchao's ``quantize_`` (e.g. ``Int8WeightOnlyConfig()``) that keeps ties right or refuses.
 
     A module tied whole to a selected module of its class is skipped: it reads
-    the source's quantized weight through the tie (one int8 tensor, every use).
+    the source's quantized weight through the tie (one int8 tensor, every use). A
+    config that replaces the module (torchao's ``QATConfig``, ``FakeQuantizedLinear``)
+    seats the one new module at both paths. All or nothing: if torchao fails on a
+    layer, the model is put back as it was and the error names the layer.
 
     Args:
         model: a (possibly tied) float model, changed in place.
@@ -474,6 +477,8 @@ def quantize_(
         TypeError: for a ``FqnToConfig`` (``ModuleFqnToConfig``): torchao takes no
             ``filter_fn`` with it, which the skip of a tied module needs; one call per
             config with a ``filter_fn`` does the same. Raised before any change.
+        TieError: a module swap (QAT) where the two ends of a whole tie carry other
+            hooks or settings; the model is put back as it was.
 
     Example:
         >>> import torch, tying
@@ -525,11 +530,67 @@ def quantize_(
         "Select every seat",
     )
     skip = {id(inv.modules[p]) for p in groups}
-    ao_quantize_(
-        model,
-        config,
-        filter_fn=lambda m, fqn: id(m) not in skip and fqn not in again and choose(m, fqn),
-    )
+    sources = {src: inv.modules[src] for src in groups.values()}
+    # torchao changes the model in place with no undo of its own: the children and the
+    # parameters of every module are put back if anything below fails
+    # (torchao failing half-way, e.g. a group size that does not divide one layer's
+    # width, left the layers before it quantized and named no layer)
+    undo = [(m, dict(m._modules), dict(m._parameters), set(m.__dict__)) for m in model.modules()]
+    reached: list[str] = []
+
+    def pick(m: nn.Module, fqn: str) -> bool:
+        chosen = id(m) not in skip and fqn not in again and choose(m, fqn)
+        if chosen:
+            reached.append(fqn)
+        return chosen
+
+    try:
+        ao_quantize_(model, config, filter_fn=pick)
+        swapped = _reseat_swapped(model, groups, sources, inv)
+    except BaseException as err:
+        for mod, children, params, attrs in undo:
+            mod._modules.clear()
+            mod._modules.update(children)
+            mod._parameters.clear()
+            mod._parameters.update(params)
+            for name in set(mod.__dict__) - attrs:  # torchao's extra_repr of a quantized weight
+                del mod.__dict__[name]
+        if reached and not isinstance(err, TieError):
+            err.add_note(
+                f"tying.interop.quantization.quantize_: torchao failed at {reached[-1]!r}; "
+                f"the model is as it was (nothing quantized). Leave {reached[-1]!r} out with "
+                f"filter_fn, or pick a config it fits"
+            )
+        raise
     for path, first in again.items():
         set_module(model, path, model.get_submodule(first))
+    _drop_declared(model, swapped)
     return model
+
+
+def _reseat_swapped(
+    model: nn.Module, groups: dict[str, str], sources: dict[str, nn.Module], inv: Inventory
+) -> set[str]:
+    """Seat a source module that torchao *replaced* at each path tied whole to it.
+
+    A weight config (``Int8WeightOnlyConfig``) swaps the source's weight in place and the
+    skipped tied module reads it through the tie. A QAT config (``QATConfig(...,
+    step="prepare")``) replaces the module (``FakeQuantizedLinear``): the tied module then
+    read a module no longer in the model, and every forward was refused, telling the user
+    to call the very function they had called (stop 57). The one new module now serves
+    both paths, as torch.ao's does in :func:`quantize_dynamic`; hooks or settings that
+    differ between the two would be lost, so they are refused (the caller undoes).
+
+    Returns:
+        the tied paths that now hold their source's module (their ties are structural).
+    """
+    done = set()
+    for path, src in groups.items():
+        new = model.get_submodule(src)
+        if new is sources[src]:
+            continue
+        refuse_other_hooks("quantize_", path, src, inv.modules[path], sources[src])
+        refuse_other_settings("quantize_", path, src, inv.modules[path], sources[src])
+        set_module(model, path, new)
+        done.add(path)
+    return done
