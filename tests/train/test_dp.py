@@ -1210,7 +1210,12 @@ def test_a_step_leaves_every_gradient_none_as_zero_grad_did():
         dp = DPSGD(model, opt, noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.1)
         with pytest.raises(ValueError, match=r"\['0.bias \(requires_grad=False\)'\]"):
             dp.step(ce, x, y)
-        model[0].bias.grad = None  # a trainable one's stale .grad is replaced by the step's
+        model[0].bias.grad = None
+        # a trainable one's stale .grad was replaced by the step's, dropping what it held
+        # (a micro-batch under gradient accumulation); refused since stop 57b
+        with pytest.raises(ValueError, match=r"\['0.weight', '2.weight', '2.bias'\] hold a"):
+            dp.step(ce, x, y)
+        opt.zero_grad(set_to_none=False)  # zeros hold nothing: taken
         dp.step(ce, x, y)
         assert all(p.grad is None for p in model.parameters())
     calls = []
@@ -1577,7 +1582,9 @@ def test_a_torch_optimizer_that_raises_before_writing_leaves_everything_as_it_wa
                    mode=mode, generator=gen)  # fmt: skip
         x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
         if fail:
-            model[2].bias.grad = torch.full((2,), 7.0)  # a trainable .grad the step overwrites
+            # a trainable .grad the step overwrites (zeros: a nonzero one is refused before
+            # the step since stop 57b, gradient accumulation)
+            model[2].bias.grad = torch.zeros(2)
             before = [p.detach().clone() for p in model.parameters()]
             state = gen.get_state()
 
@@ -1596,7 +1603,7 @@ def test_a_torch_optimizer_that_raises_before_writing_leaves_everything_as_it_wa
             assert dp.steps == 0 and dp.history == [] and opt.state == {}
             assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
             assert torch.equal(gen.get_state(), state)
-            assert torch.equal(model[2].bias.grad, torch.full((2,), 7.0))
+            assert torch.equal(model[2].bias.grad, torch.zeros(2))
             assert all(p.grad is None for p in list(model.parameters())[:3])
             model[2].bias.grad = None
             if how == "pre_hook":

@@ -201,6 +201,26 @@ def _check_optimizer_holds(optimizer, names, params, model: nn.Module) -> None:
         _refuse_stale_grads(groups, params, model)
 
 
+def _refuse_accumulated_grads(names, params) -> None:
+    """Refuse a step on trainable parameters that hold a nonzero ``.grad`` (stop 57b).
+
+    Gradient accumulation (``loss(mb1).backward()`` then ``dp.step(..., mb2)``) had its
+    first micro-batch dropped with no error: the step overwrites ``.grad`` with its own
+    clipped, noised gradient (the update was mb2's alone, at sigma 0 equal to a step on
+    mb2). A ``.grad`` of zeros (``zero_grad(set_to_none=False)``) holds nothing and is taken.
+    """
+    held = [n for n, p in zip(names, params) if p.grad is not None and bool(p.grad.any())]
+    if held:
+        raise ValueError(
+            f"DPSGD.step: trainable parameter(s) {held[:5]}{' ...' if len(held) > 5 else ''} "
+            f"hold a nonzero .grad from a backward outside the step (gradient accumulation?); "
+            f"the step computes its own clipped, noised gradient and would overwrite it, "
+            f"dropping that micro-batch with no error. Pass the micro-batches to one step as "
+            f"one batch (torch.cat; mode='vmap' chunks a large one itself), or clear it first "
+            f"(optimizer.zero_grad(set_to_none=True))"
+        )
+
+
 def _refuse_stale_grads(groups, params, model: nn.Module) -> None:
     """Refuse a step whose optimizer holds a gradient the DP step did not make (stop 34).
 
@@ -373,7 +393,8 @@ class DPSGD:
                 range), an optimizer that does not hold every
                 trainable parameter or that holds a ``.grad`` the step did not compute (a
                 frozen layer after a backward outside the step: it would move unclipped and
-                without noise), a hook that per-example gradients cannot run, or a
+                without noise), a trainable parameter holding a nonzero ``.grad`` (a
+                micro-batch's backward before the step: the step would drop it), a hook that per-example gradients cannot run, or a
                 buffer the forward writes from the batch (its un-noised statistics of the
                 private data are outside epsilon). A refused step changes nothing (parameters,
                 optimizer state, step count; buffers too, except one written in place by a
@@ -415,6 +436,7 @@ class DPSGD:
         # the model's structure or requires_grad, see _fingerprint): no walk per step
         names, tensors = (pe.names, pe.params) if pe is not None else ghost._trainable
         _check_optimizer_holds(self.optimizer, names, tensors, self.model)
+        _refuse_accumulated_grads(names, tensors)
         if len(y) > 0:
             res = _clipped_sum(self.model, ghost, loss_fn, x, y, self.max_grad_norm, pe)
         else:  # an empty Poisson batch still releases noise

@@ -295,6 +295,29 @@ def _refuse_embedding_bag(model: nn.Module) -> None:
             )
 
 
+def _refuse_max_norm(model: nn.Module) -> None:
+    """Refuse a trainable ``nn.Embedding`` with ``max_norm``: its forward renormalises, in
+    place and without noise, the rows the batch reads, so the weights released after a
+    step show which tokens the private batch held, outside epsilon (stop 57b: taken, the
+    rows written at the forward; ``DPSGD`` in either mode and a tied one here refuse it).
+    """
+    for path, module in model.named_modules():
+        weight = module._parameters.get("weight")
+        if (
+            isinstance(module, nn.Embedding)
+            and module.max_norm is not None
+            and weight is not None
+            and weight.requires_grad
+        ):
+            raise ValueError(
+                f"grad_sample_module: {path or '<root>'} is an Embedding with max_norm="
+                f"{module.max_norm}, whose forward renormalises the rows the batch reads in "
+                f"place (the private batch's tokens written into the weights without noise, "
+                f"outside epsilon); set max_norm=None and renormalise every row after each "
+                f"step (weight.data.renorm_(2, 0, max_norm)), or freeze it"
+            )
+
+
 def _refuse_fused_recurrent(model: nn.Module) -> None:
     """Refuse a trainable ``nn.RNN``/``nn.LSTM``/``nn.GRU``: Opacus has no grad sampler
     for them and samples them with functorch, which fails inside torch's fused recurrent
@@ -376,6 +399,7 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
             ``scale_grad_by_freq``, a Conv with a ``padding_mode`` other than
             ``"zeros"``, a ``LayerNorm(bias=False)``), or that it cannot sample (a trainable
             ``nn.RNN``/``nn.LSTM``/``nn.GRU``, an ``nn.EmbeddingBag``), naming it; a
+            trainable Embedding with ``max_norm`` (its forward writes the batch's rows); a
             layer Opacus samples with functorch (no sampler of its class) whose forward
             needs several inputs (``nn.Bilinear``, ``nn.MultiheadAttention``), and, at its
             call, one handed more than its first positional input; a
@@ -460,6 +484,7 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
             )
     _refuse_fused_recurrent(model)
     _refuse_embedding_bag(model)
+    _refuse_max_norm(model)
     if not kwargs.get("force_functorch", False):
         _refuse_samplers_that_drop_a_setting(model)
     tied_modules = [m for _, m, _, _ in uses] + list(keepers.values())

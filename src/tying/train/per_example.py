@@ -336,6 +336,10 @@ class _PerExample:
             _refuse_function_without_vmap(self.modules, err)
             if self._buffer_writes.slots:
                 _refuse_buffer_in_place(self.modules, err)
+            # every way, not only vmap(grad(...)) (_call): a PackedSequence failed in the
+            # expanded way with torch's "stack expects each tensor to be equal size", a
+            # RuntimeError naming no layer (stop 57b)
+            _refuse_recurrent_kernels(self.modules, err)
             raise
         self._buffer_writes.after(state, "per-example gradients")
         return got

@@ -64,8 +64,11 @@ def _refuse_recurrent_kernels(modules, err: RuntimeError) -> None:
     with torch's "output with shape [1, 20] doesn't match the broadcast shape [6, 1, 20]"
     (a float64 LSTM, every GRU and RNN tried at stop 23; a float32 LSTM runs, and its
     gradients equal a per-example loop). The cells (``nn.RNNCell``/``GRUCell``/``LSTMCell``)
-    fail the same way in every dtype (stop 33: torch's message named no layer). Only a
-    failure of a model holding one is turned into this error; the original is chained.
+    fail the same way in every dtype (stop 33: torch's message named no layer). A
+    ``PackedSequence`` (``pack_padded_sequence``) fails under ``vmap`` in any way, the
+    expanded one too ("stack expects each tensor to be equal size", ".item()"; stop 57:
+    a RuntimeError naming no layer). Only a failure of a model holding one is turned
+    into this error; the original is chained.
     """
     rnns = [(path, m) for path, m in modules if isinstance(m, (nn.RNNBase, nn.RNNCellBase))]
     if not rnns:
@@ -78,7 +81,8 @@ def _refuse_recurrent_kernels(modules, err: RuntimeError) -> None:
         f"{path or '<root>'} ({kind}): per-example gradients through torch's fused "
         f"recurrent kernel failed under torch.func.vmap ({str(err)[:120]}); replace it with "
         f"{where}.{dp_kind} (the same layer built from nn.Linear, which mode='vmap' "
-        f"handles), or freeze it (requires_grad_(False))"
+        f"handles), or freeze it (requires_grad_(False)); a PackedSequence cannot run "
+        f"under vmap at all: pass the padded batch and mask the padding by length"
     ) from err
 
 
