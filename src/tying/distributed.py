@@ -29,6 +29,7 @@ Example (2 processes: ``torchrun --nproc-per-node 2 train.py``):
 
 from __future__ import annotations
 
+import collections
 import os
 import sys
 import warnings
@@ -37,7 +38,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from tying.core.checkpoint import _refuse_meta_device, save_state
+from tying.core.checkpoint import _merged_metadata, _refuse_meta_device, save_state
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory
 from tying.core.outside import WRAPPER_SEGMENTS
@@ -77,7 +78,9 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True):
     change, so the file must tie exactly as the model does (load a file of other ties
     before wrapping, with :func:`tying.load`). A sharded model receives each rank's shard
     of the file's tensors, as a single-process :func:`tying.load` followed by
-    :func:`fully_shard` would hold.
+    :func:`fully_shard` would hold. Each module is handed the state-dict metadata the file
+    recorded and runs its own load check with it, as in :func:`tying.load` (a C4
+    ``LiftingConv2d``'s file refused by a D4 layer, sharded or not).
 
     Args:
         model: a plain, ``td.ddp``-wrapped or ``td.fully_shard``-sharded model.
@@ -272,7 +275,40 @@ def _checked_file(inner: nn.Module, path, verify_hash: bool, helper: str | None)
             f"architecture, dtype and ties the file was saved from; nothing was loaded"
         )
     _check_logical_shapes(inv, logical, path)
+    recorded = _check_saved_modules(inner, inv, path, meta, rules, aliases, full)
+    # a state dict as torch's carry it: the file's record over the model's own metadata,
+    # handed to each module's load as tying.load hands it
+    full = collections.OrderedDict(full)
+    full._metadata = _merged_metadata(inner, inner.state_dict(keep_vars=True), recorded)  # type: ignore[attr-defined]
     return plan, full, rules, digest
+
+
+def _check_saved_modules(inner, inv, path, meta, rules, aliases, full) -> dict | None:
+    """What :func:`tying.load` checks of the saved modules, for a wrapped model (stop 57):
+    each module's own load check with the state-dict metadata the file recorded (a C4
+    ``LiftingConv2d``'s file refused by a D4 layer, by its group), and a model tying a slot
+    the file neither declares nor stores (a file written before the record, or by another
+    architecture). A sharded model loaded a C4 file into a D4 layer with no error: its
+    mirrored copies read the C4 kernels, another function."""
+    from tying.core.checkpoint import _check_modules_own, _refuse_undeclared_ties
+    from tying.core.file_format import _state_metadata
+    from tying.core.outside import canonical
+    from tying.core.plan import Tie
+
+    recorded = _state_metadata(path, meta)
+    _check_modules_own(inner, full, recorded, path)
+    if "tying.format" not in meta:
+        return recorded
+    final = {
+        p: None
+        if info.tie is None
+        else Tie(None if "source" in info.tie.storage else info.source, info.tie.relation)
+        for p, info in inv.slots.items()
+    }
+    declared = {canonical(r.target) for r in rules} | {canonical(a) for a in aliases}
+    full = {canonical(k): v for k, v in full.items()}
+    _refuse_undeclared_ties(inner, final, declared, full, path)
+    return recorded
 
 
 def _declared_same(inv: Inventory, alias: str, key: str) -> bool:
@@ -298,9 +334,11 @@ def _load_shards(inner: nn.Module, full: dict[str, torch.Tensor], path) -> None:
         if local.data_ptr() not in seen or local.numel() == 0:
             seen.add(local.data_ptr())
             kept.append((local, local.detach().clone()))
+    values = collections.OrderedDict(full)  # torch's loader fills it in place
+    values._metadata = getattr(full, "_metadata", None) or {}  # type: ignore[attr-defined]
     try:
         set_model_state_dict(
-            inner, dict(full), options=StateDictOptions(full_state_dict=True, strict=True)
+            inner, values, options=StateDictOptions(full_state_dict=True, strict=True)
         )
     except BaseException:
         with torch.no_grad():
@@ -319,7 +357,9 @@ def save(
     """Gather the full state of a (sharded) tied model and write it from rank 0.
 
     A collective: every rank must call it. The file is the usual tying file, so
-    :func:`tying.load` restores it into an unsharded model on any world size. Rank 0
+    :func:`tying.load` restores it into an unsharded model on any world size; it records
+    the state dict's metadata as :func:`tying.save` does (a group conv's group: a load into
+    a layer over another group is refused). Rank 0
     writes its own values, so every replicated (unsharded) tensor must hold the same
     values on every rank: they are compared first (a digest per tensor).
 
@@ -356,8 +396,12 @@ def save(
     state = get_model_state_dict(
         inner, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
     )
+    # stop 57: the state dict's metadata goes into the file as tying.save writes it (a
+    # group conv's group, module versions): without it a C4 LiftingConv2d's file loaded into
+    # a D4 layer was caught only by a coarser guard, and a sharded one not at all
+    recorded = getattr(inner.state_dict(keep_vars=True), "_metadata", None) or {}
     if not dist.is_initialized():
-        save_state(state, ties(inner), path, metadata)
+        save_state(state, ties(inner), path, metadata, state_metadata=recorded)
         return
     # Rank 0 writes and then tells every rank how it went: a failed write used to raise
     # on rank 0 alone while the others waited at a barrier that never came (a hang).
@@ -365,7 +409,7 @@ def save(
     outcome: list[str | None] = [None]
     if dist.get_rank() == 0:
         try:
-            save_state(state, ties(inner), path, metadata)
+            save_state(state, ties(inner), path, metadata, state_metadata=recorded)
         except BaseException as err:  # told to the other ranks, then re-raised here
             failure = err
             outcome = [f"{type(err).__name__}: {err}"]
