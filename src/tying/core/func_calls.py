@@ -153,7 +153,15 @@ def _materialized(seen, src) -> bool:
     (0.09 s each with 720k live objects, 39 searches for one forward; the old meta source
     was counted as held elsewhere): a meta tensor holds no value a swap could hide (stop 57).
     """
-    return isinstance(seen, torch.Tensor) and seen.is_meta and not src.is_meta
+    # same type: to_empty and an assign load keep a Parameter a Parameter, while
+    # _reparametrize_module swaps in the caller's tensor (plain, usually): that one is still
+    # looked for, or a first read under tie_weights=False served it silently
+    return (
+        isinstance(seen, torch.Tensor)
+        and seen.is_meta
+        and not src.is_meta
+        and type(src) is type(seen)
+    )
 
 
 def _held_elsewhere(slot, seen, module: nn.Module | None = None) -> bool:
