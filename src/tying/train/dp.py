@@ -213,11 +213,13 @@ def _refuse_accumulated_grads(names, params) -> None:
     if held:
         raise ValueError(
             f"DPSGD.step: trainable parameter(s) {held[:5]}{' ...' if len(held) > 5 else ''} "
-            f"hold a nonzero .grad from a backward outside the step (gradient accumulation?); "
-            f"the step computes its own clipped, noised gradient and would overwrite it, "
-            f"dropping that micro-batch with no error. Pass the micro-batches to one step as "
-            f"one batch (torch.cat; mode='vmap' chunks a large one itself), or clear it first "
-            f"(optimizer.zero_grad(set_to_none=True))"
+            f"hold a nonzero .grad from a backward outside the step; the step computes its "
+            f"own clipped, noised gradient from its batch and would overwrite it. Clear it "
+            f"first (optimizer.zero_grad(set_to_none=True)): a .grad left by a step already "
+            f"taken (a warm-up of the plain optimizer, a GAN generator's loss backpropagated "
+            f"through this model, a public loss's backward for logging) needs nothing more; "
+            f"for gradient accumulation, also pass the micro-batches to one step as one batch "
+            f"(torch.cat; mode='vmap' chunks a large one itself)"
         )
 
 

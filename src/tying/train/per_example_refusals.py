@@ -77,11 +77,19 @@ def _refuse_recurrent_kernels(modules, err: RuntimeError) -> None:
     kind = type(mod).__name__
     dp_kind = "DPRNN" + kind[3:] if kind.startswith("RNN") else "DP" + kind
     where = "opacus.layers.dp_rnn" if kind.endswith("Cell") else "opacus.layers"
+    # a frozen LSTM fails too (torch has no batching rule for aten::lstm.input): to
+    # advise freezing a layer that is already frozen sends the user round in a circle
+    frozen = not any(p.requires_grad for p in mod.parameters())
+    freeze = (
+        " (it is frozen and still failed: its kernel cannot run under vmap either way)"
+        if frozen
+        else ", or freeze it (requires_grad_(False))"
+    )
     raise ValueError(
         f"{path or '<root>'} ({kind}): per-example gradients through torch's fused "
         f"recurrent kernel failed under torch.func.vmap ({str(err)[:120]}); replace it with "
         f"{where}.{dp_kind} (the same layer built from nn.Linear, which mode='vmap' "
-        f"handles), or freeze it (requires_grad_(False)); a PackedSequence cannot run "
+        f"handles){freeze}; a PackedSequence cannot run "
         f"under vmap at all: pass the padded batch and mask the padding by length"
     ) from err
 
