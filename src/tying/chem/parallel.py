@@ -27,7 +27,6 @@ import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from tying._forkserver import pool_context
 from tying.chem._rdkit import Chem
 from tying.chem.errors import SmilesError
 from tying.chem.mapped import check_flag, map_order, renumber, reordered, reordered_warning
@@ -43,6 +42,7 @@ from tying.chem.skipping import (
 )
 from tying.chem.stale import CheckedMol
 from tying.core.cpus import usable_cpus
+from tying.core.pools import pool_context
 
 if TYPE_CHECKING:
     from tying.chem.assign import Assignment, SmirksAssigner
@@ -382,7 +382,7 @@ def _names_as_in_one_process(assigner, items, results, first) -> None:
 def _context() -> Any:
     # The fork server imports RDKit and tying.chem once (``import tying`` also pulls in
     # torch, seconds on a busy machine); every worker forked from it starts with them.
-    # Added to the server's list (tying._forkserver), read when the server starts.
+    # Added to the server's list (tying.core.pools), read when the server starts.
     return pool_context(["tying.chem.assign", "tying.chem.parallel"])
 
 

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tying._forkserver import pool_context
+from tying.core.pools import pool_context
 from tying.experiments import IMPORT_ERRORS, load_all
 from tying.experiments.output import (
     claim_folder,
