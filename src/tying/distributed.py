@@ -290,21 +290,15 @@ def _check_saved_modules(inner, inv, path, meta, rules, aliases, full) -> dict |
     the file neither declares nor stores (a file written before the record, or by another
     architecture). A sharded model loaded a C4 file into a D4 layer with no error: its
     mirrored copies read the C4 kernels, another function."""
-    from tying.core.checkpoint import _check_modules_own, _refuse_undeclared_ties
+    from tying.core.checkpoint import _check_modules_own, _refuse_undeclared_ties, ties_now
     from tying.core.file_format import _state_metadata
     from tying.core.outside import canonical
-    from tying.core.plan import Tie
 
     recorded = _state_metadata(path, meta)
     _check_modules_own(inner, full, recorded, path)
     if "tying.format" not in meta:
         return recorded
-    final = {
-        p: None
-        if info.tie is None
-        else Tie(None if "source" in info.tie.storage else info.source, info.tie.relation)
-        for p, info in inv.slots.items()
-    }
+    final = ties_now(inv)
     declared = {canonical(r.target) for r in rules} | {canonical(a) for a in aliases}
     full = {canonical(k): v for k, v in full.items()}
     _refuse_undeclared_ties(inner, final, declared, full, path)

@@ -232,13 +232,7 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
         ) from None
     inv, changes = res.inventory, res.changes
 
-    final: dict[str, Tie | None] = {}
-    for p, info in inv.slots.items():
-        if info.tie is not None:
-            own = "source" in info.tie.storage
-            final[p] = Tie(None if own else info.source, info.tie.relation)
-        else:
-            final[p] = None
+    final = ties_now(inv)
     for ch in changes:
         final[ch.path] = ch.new
         if ch.old is not None and ch.new is not None and not (ch.old.hand or ch.new.hand):
@@ -385,6 +379,17 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
         _restore(kept, err)
         raise
     return plan
+
+
+def ties_now(inv: Inventory) -> dict[str, Tie | None]:
+    """Each slot's tie in the model ``inv`` was taken of (None: untied; a Tie with no
+    source: the slot's own storage)."""
+    return {
+        p: None
+        if info.tie is None
+        else Tie(None if "source" in info.tie.storage else info.source, info.tie.relation)
+        for p, info in inv.slots.items()
+    }
 
 
 def _refuse_undeclared_ties(model: nn.Module, final: dict, declared: set, full: dict, path) -> None:
