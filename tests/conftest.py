@@ -6,13 +6,14 @@ are skipped, and CI runs the same checks at quick size instead.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import warnings
 
 import pytest
 import torch
 from hypothesis import settings
+
+from tying.core.pools import pool_context
 
 # CI runs every property test on the same derandomised examples, so a run cannot fail
 # (or pass) by the luck of the draw; locally each run draws fresh examples, which is
@@ -29,10 +30,7 @@ torch.set_num_threads(int(os.environ.get("TYING_TEST_THREADS", "1")))
 # tying, the experiments and the chem stack once: a spawned process imported them
 # itself, ~3-5 s of CPU each, most of the distributed tests' time (stop 57). The
 # server is a fresh interpreter, so each process still starts from a clean state.
-if "forkserver" in multiprocessing.get_all_start_methods():
-    multiprocessing.set_forkserver_preload(
-        ["tying.experiments._worker_preload", "tying.chem.assign", "tying.chem.parallel"]
-    )
+pool_context(["tying.experiments._worker_preload", "tying.chem.assign", "tying.chem.parallel"])
 
 # torch registers its forward-mode decompositions through torch.jit.script on the first
 # forward-AD call of a process, which warns that jit.script is deprecated: the test that
