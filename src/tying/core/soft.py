@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 
+import numpy as np
 import torch
 
 _HALF = (torch.float16, torch.bfloat16)
@@ -24,9 +26,10 @@ def laplacian_penalty(
 
     Args:
         params: tensors of one shape, as a list (edges index it) or a mapping
-            (``nn.ParameterDict`` too).
-        edges: pairs of keys of ``params``.
-        lam: the penalty strength (≥ 0).
+            (``nn.ParameterDict`` too); any other ordered iterable (``model.parameters()``)
+            is listed once and indexed like a list.
+        edges: pairs of keys of ``params`` (a 0-d integer tensor counts as its int).
+        lam: the penalty strength (≥ 0): a number, a 0-d real tensor or NumPy array.
 
     Returns:
         A scalar tensor (differentiable).
@@ -35,13 +38,18 @@ def laplacian_penalty(
         TypeError: ``lam`` not a real number (a bool, a string, None, a tensor that is not
             0-d, or a bool or complex one), a member that is not floating-point or
             complex, or ``edges`` given as a mapping (``{(i, j): weight}``: its weights
-            would be ignored).
+            would be ignored), ``edges`` given as a tensor or array (``edges.tolist()``,
+            or ``edge_index.T.tolist()`` for torch_geometric's ``(2, E)`` layout) or not
+            iterable, or a networkx graph (it iterates its nodes: pass ``G.edges``);
+            ``params`` given as a set (unordered) or a member that is not a tensor.
         ValueError: negative, NaN or infinite ``lam``, an edge that is not a pair or names
-            a missing key (a bool is no index of a list), or shapes that differ.
+            a missing key (a bool, NumPy's or a tensor's too, is no index of a list), or shapes
+            that differ.
 
     Complex members count ``|a − b|²`` (real and ≥ 0). float16 and bfloat16 members
     are squared and summed in float32 and the penalty rounded once to their dtype (it
-    is inf only when the penalty itself does not fit).
+    is inf only when the penalty itself does not fit). With no edges the penalty is a
+    zero of the dtype it has with edges (real for complex members).
 
     Example:
         >>> import torch, tying
@@ -49,6 +57,8 @@ def laplacian_penalty(
         >>> tying.soft.laplacian_penalty([a, b], [(0, 1)], lam=2.0)
         tensor(2.)
     """
+    if isinstance(lam, np.ndarray) and lam.ndim == 0 and lam.dtype.kind in "fiu":
+        lam = lam.item()  # np.array(0.1), a 0-d array, as a 0-d tensor is taken (stop 58)
     if isinstance(lam, bool) or not isinstance(lam, (numbers.Real, torch.Tensor)):
         # True was taken as 1 and a string failed inside a comparison (stop 32)
         raise TypeError(
@@ -82,30 +92,28 @@ def laplacian_penalty(
             f"penalty per weight: sum(laplacian_penalty(params, [e], lam * w) for e, w in "
             f"edges.items())"
         )
-    # nn.ParameterDict is no Mapping, but is keyed like one (it was indexed 0, 1, ...)
-    mapping = isinstance(params, Mapping) or isinstance(params, torch.nn.ParameterDict)
-    keys = list(params.keys()) if mapping else list(range(len(params)))
-    get = params.__getitem__
+    _check_edges_container(edges)
+    mapping, keys, get = _members(params)
+    # stop 58: a key was looked up in the list of keys, once per edge end: 1.2 s for
+    # 3,000 members and 9,000 edges (the sum itself: 0.2 s), growing as members x edges
+    known = set(keys)
     total = None
     out = None  # the dtype of the penalty: the members' (real) dtype, promoted
     for edge in edges:
+        if isinstance(edge, (torch.Tensor, np.ndarray)):
+            # stop 58: a row of an (E, 2) tensor was refused as "not a pair", with advice
+            # to split a chain that was no chain
+            raise ValueError(
+                f"laplacian_penalty: each edge must be a pair (i, j) of keys of params, got "
+                f"{edge!r} (a {type(edge).__name__}); give it as a tuple: tuple(edge.tolist())"
+            )
         if isinstance(edge, (str, bytes)) or not isinstance(edge, Sequence) or len(edge) != 2:
             raise ValueError(
                 f"laplacian_penalty: each edge must be a pair (i, j) of keys of params, got "
-                f"{edge!r}; split a longer chain into pairs"
+                f"{edge!r}; {_pair_advice(edge, edges)}"
             )
-        i, j = edge
-        for k in (i, j):
-            if not mapping and isinstance(k, bool):  # True == 1: it indexed params[1]
-                raise ValueError(
-                    f"laplacian_penalty: edge ({i!r}, {j!r}) names {k!r}, which is not an "
-                    f"index of params (a bool); use the ints 0..{len(keys) - 1}"
-                )
-            if k not in keys:
-                raise ValueError(
-                    f"laplacian_penalty: edge ({i!r}, {j!r}) names {k!r}, which is not in params {keys[:8]}"
-                )
-        a, b = get(i), get(j)
+        i, j = (_key(k, edge, mapping, keys, known) for k in edge)
+        a, b = _member(get, i), _member(get, j)
         for k, t in ((i, a), (j, b)):
             if not (t.is_floating_point() or t.is_complex()):
                 # integer squares overflow silently (int32: 60000² gave -347483648)
@@ -126,8 +134,129 @@ def laplacian_penalty(
         # 39); squared and summed in float32, rounded once to the members' dtype below
         term = (r.float() if r.dtype in _HALF else r).pow(2).sum()
         total = term if total is None else total + term
-    if total is None:
-        first = get(keys[0]) if keys else torch.zeros(())
-        return first.new_zeros(())
+    if total is None:  # no edges: a zero of the dtype the penalty has with edges
+        first = _member(get, keys[0]) if keys else torch.zeros(())
+        # stop 58: complex members gave a complex zero, which made the loss complex
+        # (backward refused it) where an edge gives a real penalty
+        real = torch.view_as_real(first).dtype if first.is_complex() else first.dtype
+        return first.new_zeros((), dtype=real)
     penalty = 0.5 * lam * total
     return penalty.to(out) if out in _HALF else penalty
+
+
+def _check_edges_container(edges: object) -> None:
+    """Refuse ``edges`` that cannot be read as pairs of keys, naming the conversion."""
+    if isinstance(edges, (torch.Tensor, np.ndarray)):
+        # stop 58: an (E, 2) tensor was refused edge by edge as "not a pair"; a (2, E)
+        # edge_index (torch_geometric's layout) reads as pairs only after a transpose, and
+        # a (2, 2) one would read either way, so neither is guessed
+        raise TypeError(
+            f"laplacian_penalty: edges must be pairs (i, j) of keys of params, got a "
+            f"{type(edges).__name__} of shape {tuple(edges.shape)}; pass edges.tolist() for "
+            f"one pair per row (shape (E, 2)), or edge_index.T.tolist() for a (2, E) "
+            f"edge_index (torch_geometric's layout)"
+        )
+    if hasattr(edges, "adj") and hasattr(edges, "nodes"):
+        # stop 58: a networkx graph iterates its nodes; grid_2d_graph's nodes are pairs
+        # (0, 1), ..., read as edges between members 0 and 1: a penalty of 1.0 for 5.0
+        raise TypeError(
+            f"laplacian_penalty: edges is a {type(edges).__name__} (a graph): iterating it "
+            f"gives its nodes, not its edges; pass G.edges (params keyed by node, or "
+            f"[(index[u], index[v]) for u, v in G.edges] for a list)"
+        )
+    if isinstance(edges, (str, bytes)) or not isinstance(edges, Iterable):
+        raise TypeError(
+            f"laplacian_penalty: edges must be an iterable of pairs (i, j) of keys of params, "
+            f"got {type(edges).__name__} {edges!r}; pass [] for no edges"
+        )
+
+
+def _members(params: object) -> tuple[bool, list, object]:
+    """``(mapping, keys, get)`` of ``params``: a mapping is keyed by its keys, a sequence by
+    position; any other iterable (``model.parameters()``) is listed once, in its order."""
+    # nn.ParameterDict is no Mapping, but is keyed like one (it was indexed 0, 1, ...)
+    if isinstance(params, (Mapping, torch.nn.ParameterDict)):
+        return True, list(params.keys()), params.__getitem__
+    if isinstance(params, AbstractSet):
+        # a set's order is arbitrary: index 0 could name any member
+        raise TypeError(
+            f"laplacian_penalty: params is a {type(params).__name__}, whose order is "
+            f"arbitrary, so an edge's index names no particular member; pass a list (or a "
+            f"dict keyed by name)"
+        )
+    if not (hasattr(params, "__len__") and hasattr(params, "__getitem__")):
+        if not isinstance(params, Iterable):
+            raise TypeError(
+                f"laplacian_penalty: params must be a list or a mapping of tensors, got "
+                f"{type(params).__name__}"
+            )
+        # stop 58: model.parameters() (a generator) failed in len(), in Python's words
+        params = list(params)
+    return False, list(range(len(params))), params.__getitem__
+
+
+def _key(k: object, edge: object, mapping: bool, keys: list, known: set) -> object:
+    """``k`` of ``edge`` as a key of params: a 0-d integer tensor is its int; a bool (Python,
+    NumPy or tensor) is no index of a list."""
+    if isinstance(k, torch.Tensor) and k.ndim == 0 and not k.is_floating_point():
+        k = k.item()  # zip(*edge_index) gives 0-d tensors; a dict missed them (hashed by id)
+    if not mapping and isinstance(k, (bool, np.bool_)):
+        # True == 1: it indexed params[1] (np.True_ and tensor(True) too, stop 58)
+        raise ValueError(
+            f"laplacian_penalty: edge {_show(edge)} names {k!r}, which is not an index of "
+            f"params (a bool); use the ints 0..{len(keys) - 1}"
+        )
+    if not _is_key(k, known, keys):
+        raise ValueError(
+            f"laplacian_penalty: edge {_show(edge)} names {k!r}, which is not in params {keys[:8]}"
+        )
+    return k
+
+
+def _pair_advice(edge: object, edges: object) -> str:
+    """The fix for an edge that is not a pair."""
+    if isinstance(edge, Sequence) and not isinstance(edge, (str, bytes)) and len(edge) == 3:
+        # stop 58: (u, v, w) from G.edges(data="weight") or (u, v, key) from a MultiGraph's
+        # G.edges were told to "split a longer chain", which makes (v, w) an edge
+        return (
+            "a triple is no edge: for (i, j, weight) sum one penalty per edge, "
+            "sum(laplacian_penalty(params, [(i, j)], lam * w) for i, j, w in edges); for a "
+            "networkx MultiGraph's (u, v, key) pass G.edges() (its pairs); a chain (i, j, k) "
+            "is the pairs [(i, j), (j, k)]"
+        )
+    if isinstance(edge, Sequence) and not isinstance(edge, (str, bytes)) and len(edge) > 2:
+        return "split a longer chain into pairs"
+    if isinstance(edges, Sequence) and len(edges) == 2 and not isinstance(edge, Sequence):
+        # stop 58: edges=(0, 1), one pair not wrapped, was told to split a chain
+        return (
+            f"edges is a list of pairs: for the one edge {tuple(edges)!r} pass [{tuple(edges)!r}]"
+        )
+    return "give each edge as a tuple (i, j) of two keys"
+
+
+def _is_key(k: object, known: set, keys: list) -> bool:
+    """Whether ``k`` is one of ``keys`` (``known`` is their set; an unhashable ``k``, a
+    list, is looked for by equality)."""
+    try:
+        return k in known
+    except TypeError:
+        return k in keys
+
+
+def _show(edge: object) -> str:
+    i, j = edge
+    return f"({i!r}, {j!r})"
+
+
+def _member(get: object, k: object) -> torch.Tensor:
+    """``params[k]``, refused when it is no tensor (a module, a NumPy array)."""
+    t = get(k)
+    if not isinstance(t, torch.Tensor):
+        # stop 58: a dict of modules failed in "'Linear' object has no attribute
+        # 'is_floating_point'"
+        raise TypeError(
+            f"laplacian_penalty: params[{k!r}] is a {type(t).__name__}, not a tensor; pass "
+            f"the tensors to pull together (module.weight, one penalty per parameter name; "
+            f"torch.as_tensor(x) for an array)"
+        )
+    return t
