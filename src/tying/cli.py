@@ -470,8 +470,9 @@ def _jobs(text: str) -> int:
     return value
 
 
-#: Seconds as a person types them: ASCII digits, an optional decimal part.
-_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+#: Seconds as a person types them: ASCII digits, an optional decimal part (".5" and "5."
+#: too: both were refused, stop 58).
+_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 
 
 def _timeout(text: str) -> float:
