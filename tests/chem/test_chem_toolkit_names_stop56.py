@@ -53,7 +53,8 @@ def test_label_molecules_port_gives_the_toolkits_ids(ethanol):
             r".*is periodicity1, periodicity2 here: read parameter\['periodicity1'\]",
         ),
         ("ProperTorsions", "k", r".*is k1, k2 here: .* or parameter\.terms"),
-        ("vdW", "sigma", r"it holds rmin_half; sigma = 2 \* rmin_half"),
+        # stop 58: the advice names the item, and works when followed (test_scaling_stop58)
+        ("vdW", "sigma", r"the file writes rmin_half .*: sigma = 2 \* parameter\['rmin_half'\]"),
         ("Bonds", "nope", r"it has: id, smirks, section, index and items k, length"),
     ],
 )

@@ -86,8 +86,10 @@ def drug_like_smiles(n: int, *, seed: int = 0) -> list[str]:
         >>> len(set(smiles)), smiles == drug_like_smiles(5)
         (5, True)
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    # NumPy's integers too, as for seed (stop 58: n=np.int64(5) was refused)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
+    n = int(n)
     _check_seed(seed)
     out: list[str] = []
     seen: set[str] = set()

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import re
 import threading
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tying.chem.errors import SmilesError
+from tying.chem.mapped import check_flag, map_order, renumber, reordered, reordered_warning
 from tying.chem.parallel import _in_batches, _named_error, check_many
 from tying.chem.skipping import check_errors, label_each, reason, warn_skipped
 
@@ -81,11 +83,36 @@ def _skipped_record(number: int, smiles, name, assigner, err: Exception) -> dict
     }
 
 
-def _label_lines_skipping(assigner, todo, bad: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+def _in_map_order(a: Assignment, smiles: str, mapped: bool) -> Assignment:
+    """``a`` renumbered into its SMILES' atom-map order when ``mapped`` (as
+    ``assign_many(mapped=True)``); SmilesError for a map that is not complete."""
+    return renumber(a, map_order(smiles, len(a.elements))) if mapped else a
+
+
+def _warn_reordered(todo, mapped: bool) -> None:
+    """Warn once, as ``assign_many``, when some line's SMILES maps every atom in another
+    order than the written one and ``mapped`` is False (stop 58: label_lines said
+    nothing, and its keys followed the written order)."""
+    if mapped:
+        return
+    found = [(number, smiles) for (number, _), smiles, _ in todo if reordered(smiles)]
+    if found:
+        text = reordered_warning(found[0][1], len(found) - 1)
+        warnings.warn(f"label_lines: line {found[0][0]}: {text}", UserWarning, stacklevel=3)
+
+
+def _label_lines_skipping(
+    assigner, todo, bad: dict[int, dict[str, Any]], mapped: bool = False
+) -> list[dict[str, Any]]:
     """label_lines(errors="skip"): every line's record in line order, the bad ones with
     their error (lines that could not be read are in ``bad`` already)."""
     by_line = dict(bad)
     for ((number, line), smiles, name), a, err in label_each(assigner, todo):
+        if err is None:
+            try:
+                a = _in_map_order(a, smiles, mapped)
+            except SmilesError as map_err:
+                err = map_err
         if err is not None:
             err = _named_error(err, f"line {number} ({line.strip()!r})")
             by_line[number] = _skipped_record(number, smiles, name, assigner, err)
@@ -148,6 +175,7 @@ def label_lines(
     strict: bool = True,
     sections: Sequence[str] | None = None,
     errors: str = "raise",
+    mapped: bool = False,
 ) -> list[dict[str, Any]]:
     """Label the molecules of some lines of a SMILES file; one plain record per molecule.
 
@@ -167,6 +195,10 @@ def label_lines(
             ``{"line", "smiles", "name", "force_field", "error"}`` (no ``"ids"``; the
             error names its line), with one ``UserWarning`` giving their count. Every
             record then carries its ``"line"`` number (:mod:`tying.chem.skipping`).
+        mapped: number each line's atoms by its SMILES' atom map, as
+            ``assign_many(mapped=True)`` (the toolkit's ``from_mapped_smiles``). Without
+            it, lines whose map orders every atom otherwise than the written order are
+            labelled in written order with one ``UserWarning`` naming the first.
 
     Returns:
         ``[{"smiles", "name", "force_field", "not_assigned", "ids": {section: {"0-1":
@@ -177,7 +209,7 @@ def label_lines(
         SmilesError, UnassignedParameterError: naming the line's number (1-based, among
             the lines given: blanks and comments count) and its text (``errors="raise"``).
         TypeError, ValueError, KeyError: on bad ``sections`` or ``strict``, as
-            :class:`~tying.chem.assign.SmirksAssigner`.
+            :class:`~tying.chem.assign.SmirksAssigner`; ``TypeError`` on a non-bool ``mapped``.
 
     Example:
         >>> rec = label_lines(["CCO ethanol", "", "C methane"])
@@ -186,6 +218,7 @@ def label_lines(
     """
     check_many(lines, "label_lines", "lines")
     skip = check_errors(errors, "label_lines")
+    check_flag(mapped)
     assigner = worker_assigner(force_field, strict, sections)
     todo = []  # ((line number, line), smiles, name)
     bad: dict[int, dict[str, Any]] = {}  # errors="skip": line number -> its record
@@ -208,7 +241,9 @@ def label_lines(
         if parsed is not None:
             todo.append(((number, line), *parsed))
     if skip:
-        return _label_lines_skipping(assigner, todo, bad)
+        out = _label_lines_skipping(assigner, todo, bad, mapped)
+        _warn_reordered(todo, mapped)
+        return out
     out = []
     # Packed results come straight from the labelling's arrays (no dicts); each record
     # then decodes its molecule's terms once.
@@ -218,6 +253,11 @@ def label_lines(
             number, line = batch[failure[0]][0]
             # The number finds the line in a file of thousands (the text may repeat).
             raise _named_error(err, f"line {number} ({line.strip()!r})") from err
-        for (_, smiles, name), a in zip(batch, done):
+        for ((number, line), smiles, name), a in zip(batch, done):
+            try:
+                a = _in_map_order(a, smiles, mapped)
+            except SmilesError as err:
+                raise _named_error(err, f"line {number} ({line.strip()!r})") from None
             out.append(_record(smiles, name, a))
+    _warn_reordered(todo, mapped)
     return out

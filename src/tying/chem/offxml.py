@@ -116,6 +116,11 @@ class Parameter:
                     f"tying.chem does not compute; the label is right, the value is not "
                     f"defined here: read the {name}_bondorderN values or use the OpenFF toolkit"
                 ) from None
+            other = _vdw_size_advice(name, self.values)
+            if other is not None:  # the toolkit computes the size the file did not write
+                raise KeyError(
+                    f"parameter {self.id!r} ({self.section}) has no {name!r}: {other}"
+                ) from None
             raise KeyError(
                 f"parameter {self.id!r} ({self.section}) has no attribute {name!r}; "
                 f"it has: {', '.join(sorted(self.values))}"
@@ -136,8 +141,8 @@ class Parameter:
                 f"the toolkit's list {name!r} is {', '.join(numbered)} here: read "
                 f"parameter[{numbered[0]!r}], ... or parameter.terms"
             )
-        elif name == "sigma" and "rmin_half" in values:
-            fix = "it holds rmin_half; sigma = 2 * rmin_half / 2 ** (1 / 6)"
+        elif _vdw_size_advice(name, values) is not None:
+            fix = _vdw_size_advice(name, values)
         else:
             fix = f"it has: id, smirks, section, index and items {', '.join(sorted(values))}"
         raise AttributeError(
@@ -314,6 +319,24 @@ class ForceField:
         return f"ForceField({self.name!r}: {counts})"
 
 
+def _vdw_size_advice(name: str, values: Mapping[str, Any]) -> str | None:
+    """How to get the vdW size a parameter does not write from the one it writes (None:
+    not that case). The toolkit's vdW type computes either from the other; before stop 58
+    ``parameter["sigma"]`` said only "no attribute", and ``parameter.sigma`` advised
+    ``2 * rmin_half / 2 ** (1 / 6)``, a TypeError when followed (Quantity did not scale)."""
+    if name == "sigma" and "rmin_half" in values and "sigma" not in values:
+        return (
+            "the file writes rmin_half (the toolkit computes sigma from it): "
+            "sigma = 2 * parameter['rmin_half'] / 2 ** (1 / 6)"
+        )
+    if name == "rmin_half" and "sigma" in values and "rmin_half" not in values:
+        return (
+            "the file writes sigma (the toolkit computes rmin_half from it): "
+            "rmin_half = parameter['sigma'] * 2 ** (1 / 6) / 2"
+        )
+    return None
+
+
 def _sections_message(name: str) -> str:
     return (
         f"the sections of force field {name!r} are read-only: load_force_field shares one "
@@ -446,7 +469,9 @@ def find_force_field(name: str | pathlib.Path) -> pathlib.Path:
             f"(entry point {ENTRY_POINT_GROUP!r}); install them with: pip install 'tying[chem]'"
         )
     names = available_force_fields()
-    close = difflib.get_close_matches(stem, names, n=3, cutoff=0.6)
+    # Compared case-folded (stop 58): 'OPENFF-2.3.0' or 'OpenFF-2.3.0' got no suggestion.
+    folded = {n.casefold(): n for n in names}
+    close = [folded[c] for c in difflib.get_close_matches(stem.casefold(), folded, n=3, cutoff=0.6)]
     hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
     raise ForceFieldNotFoundError(
         f"force field {str(name)!r} not found: no file of that name here and no installed "

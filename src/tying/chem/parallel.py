@@ -22,6 +22,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import dataclasses
+import numbers
 import threading
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -55,12 +56,19 @@ def check_n_jobs(n_jobs: Any) -> int:
         >>> check_n_jobs(2), check_n_jobs(-1) == usable_cpus()
         (2, True)
     """
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1:
+    # NumPy's integers are ints here too (stop 58: n_jobs=np.int64(2) was refused), as in
+    # tying.hmm's resolve_n_jobs and drug_like_smiles' seed; a bool or a float is not
+    if not _is_count(n_jobs) or n_jobs == 0 or n_jobs < -1:
         raise ValueError(
             f"n_jobs must be a positive int or -1 (every core), got {n_jobs!r}; "
             f"use n_jobs=1 to label in this process"
         )
-    return usable_cpus() if n_jobs == -1 else n_jobs
+    return usable_cpus() if n_jobs == -1 else int(n_jobs)
+
+
+def _is_count(x: Any) -> bool:
+    """An integer, Python's or NumPy's (``numbers.Integral``), but not a bool."""
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
 def capped_n_jobs(n_jobs: int, stacklevel: int = 2) -> int:
@@ -221,8 +229,10 @@ def _assign_items(
     that fails, whose error (named by its index) goes into ``skipped``."""
     if chunksize is None:
         chunksize = default_chunksize(len(items), n)
-    elif isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
+    elif not _is_count(chunksize) or chunksize < 1:
         raise ValueError(f"chunksize must be a positive int, got {chunksize!r}")
+    else:
+        chunksize = int(chunksize)
     with _progress(progress, len(items), n) as advance:
         if n == 1 or len(items) <= chunksize:
             if skipped is not None:

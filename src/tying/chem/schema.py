@@ -24,9 +24,12 @@ from typing import Any
 from tying.chem.errors import OffxmlError, a_or_an
 from tying.chem.units import Unit, parse_quantity, parse_unit
 
-_NUMBER = re.compile(r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$")
-_INTEGER = re.compile(r"^\s*[-+]?\d+\s*$")
-_LEADING_ZERO = re.compile(r"^\s*[-+]?0\d")
+# Digits are ASCII's (stop 58): Python's \d and float() read any script's digits, so
+# periodicity1="３" or k1="٠.١٥ * ..." loaded here as 3 and 0.15, where the toolkit (pint)
+# refuses the file; _bad names such a digit.
+_NUMBER = re.compile(r"^\s*[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$")
+_INTEGER = re.compile(r"^\s*[-+]?[0-9]+\s*$")
+_LEADING_ZERO = re.compile(r"^\s*[-+]?0[0-9]")
 
 
 def _read_int(where: str, key: str, text: str) -> int:
@@ -438,12 +441,12 @@ def read_parameter(where: str, section: str, attributes: Mapping[str, str]) -> d
         if key in spec.fixed:
             values[key] = read_value(where, key, text, spec.fixed[key])
             continue
-        m = re.fullmatch(r"([A-Za-z_]+?)(\d+)", key)
+        m = re.fullmatch(r"([A-Za-z_]+?)([0-9]+)", key)
         if m and m.group(1) in spec.indexed:
             values[key] = read_value(where, key, text, spec.indexed[m.group(1)])
             runs.setdefault(m.group(1), []).append(int(m.group(2)))
             continue
-        m = re.fullmatch(r"([A-Za-z]+)(\d+)_bondorder(\d+)", key)
+        m = re.fullmatch(r"([A-Za-z]+)([0-9]+)_bondorder([0-9]+)", key)
         if m and m.group(1) in spec.mapped and int(m.group(3)) >= 1:
             values[key] = read_value(where, key, text, spec.mapped[m.group(1)])
             mapped.setdefault(f"{m.group(1)}_bondorder", set()).add(int(m.group(2)))
@@ -705,7 +708,7 @@ def version_in(text: str, lo: str, hi: str) -> bool:
 
 def _version(text: str) -> tuple[int, ...] | None:
     """``"0.4"`` as ``(0, 4)`` (trailing zeros dropped: ``"0.4.0"`` is the same); None if not a version."""
-    if not re.fullmatch(r"\s*\d+(\.\d+)*\s*", text):
+    if not re.fullmatch(r"\s*[0-9]+(\.[0-9]+)*\s*", text):
         return None
     parts = [int(x) for x in text.strip().split(".")]
     while len(parts) > 1 and parts[-1] == 0:
@@ -720,7 +723,22 @@ def _finite(where: str, key: str, text: str, value: float) -> float:
 
 
 def _bad(where: str, key: str, text: str, expected: str) -> OffxmlError:
-    return OffxmlError(f"{where}: attribute {key}={text!r}: {expected}; fix the value in the file")
+    return OffxmlError(
+        f"{where}: attribute {key}={text!r}: {expected}{_digit_note(text)}; fix the value "
+        f"in the file"
+    )
+
+
+def _digit_note(text: str) -> str:
+    """Name a digit outside ASCII (a full-width '３' from an input method), which Python
+    would read as a number and the toolkit refuses."""
+    odd = next((c for c in text if c.isdigit() and not c.isascii()), None)
+    if odd is None:
+        return ""
+    return (
+        f" ({odd!r}, U+{ord(odd):04X}, is not an ASCII digit: the OpenFF toolkit cannot read "
+        f"it; write numbers with 0-9)"
+    )
 
 
 def _example(kind: Kind) -> str:
