@@ -201,10 +201,46 @@ def as_dataset(item: Any, index: int) -> Dataset:
                 f"or (x, y, sigma, metadata); got {len(item)} items with no metadata dict last"
             )
         return Dataset(x, y, rest[0] if rest else None, metadata)
+    # GlobalFit(model, (x, y)) walked one data set's x and y as two data sets (stop 58)
+    hint = (
+        "; an array is one data set's x or y, not a data set: pass datasets=[(x, y)] for one"
+        if isinstance(item, (np.ndarray, list)) or hasattr(item, "__array__")
+        else ""
+    )
     raise TypeError(
         f"dataset {index}: expected a tying.fit.Dataset, a dict with 'x' and 'y', or a tuple "
-        f"(x, y[, sigma][, metadata]); got {type(item).__name__}"
+        f"(x, y[, sigma][, metadata]); got {type(item).__name__}{hint}"
     )
+
+
+def _not_a_list(datasets: Any) -> str:
+    """The fix for ``datasets`` given as something other than a list of data sets.
+
+    "wrap a single data set in a list" was the advice for every kind until stop 58; for a
+    dict of data sets by name, a generator or a pandas table it failed when followed.
+    """
+    kind = type(datasets).__name__
+    if isinstance(datasets, Dataset) or (
+        isinstance(datasets, Mapping) and "x" in datasets and "y" in datasets
+    ):
+        return "wrap a single data set in a list: [data]"
+    if isinstance(datasets, Mapping):
+        return (
+            "a dict of data sets by name is not read; pass list(data.values()), or name each "
+            "(d an (x, y) or (x, y, sigma) tuple): "
+            "[tying.fit.Dataset(*d, name=k) for k, d in data.items()]"
+        )
+    if hasattr(datasets, "groupby") or hasattr(datasets, "ngroups"):
+        return (
+            "a pandas table is not split into data sets by itself; pass one (x, y) per group: "
+            "[(g['x'].to_numpy(), g['y'].to_numpy()) for _, g in df.groupby('run')] (your "
+            "column names)"
+        )
+    if isinstance(datasets, np.ndarray) or hasattr(datasets, "__array__"):
+        return "an array is not read as data sets; pass a list of (x, y) tuples"
+    if hasattr(datasets, "__iter__"):
+        return f"a {kind} is not a list; pass list(...) of it"
+    return "wrap a single data set in a list"
 
 
 def _is_torch(value: Any) -> bool:
@@ -391,7 +427,7 @@ def stack(datasets: Sequence[Any]) -> StackedData:
     if isinstance(datasets, (Dataset, Mapping)) or not isinstance(datasets, Sequence):
         raise TypeError(
             f"datasets must be a list of data sets, got {type(datasets).__name__}; "
-            f"wrap a single data set in a list"
+            f"{_not_a_list(datasets)}"
         )
     if len(datasets) == 0:
         raise ValueError("datasets is empty; a global fit needs at least one data set")

@@ -126,6 +126,14 @@ def _signature(model_fn: Callable[..., Any]) -> tuple[list[str] | None, dict[str
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in rest):
         return None, {}
     names = [p.name for p in rest if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    if not names and any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in rest):
+        # scipy's curve_fit style f(x, *p): every role was refused as a name "which model_fn
+        # does not take; its parameters are []", with no fix (stop 58)
+        raise TypeError(
+            f"model_fn takes its parameters as *{rest[0].name} (model_fn{sig}), but "
+            f"GlobalFit passes each by name; name them: lambda x, a, b: model_fn(x, a, b) "
+            f"(with your parameters, in model_fn's order)"
+        )
     defaults = {p.name: p.default for p in rest if p.default is not inspect.Parameter.empty}
     return names, defaults
 
@@ -390,9 +398,26 @@ class GlobalFit:
         return jac_mod.sparsity(data, pmap)
 
     def jacobian(self, theta: np.ndarray | None = None) -> sp.csr_matrix:
-        """The global residual Jacobian (sparse CSR) at ``theta`` (default: the start).
+        """The Jacobian of the weighted model, ``∂(model/σ)/∂θ`` (sparse CSR), at ``theta``.
 
-        ``theta`` is a physical vector (``result.x``), one entry per ``physical_names``.
+        ``theta`` is a physical vector (``result.x``), one entry per ``physical_names``
+        (default: the start). The rows are every data set's points in order. It is the
+        Jacobian of the solver's residual ``(model - y)/σ`` and *minus* that of
+        ``result.residual(i)``, ``(y - model)/σ`` (lmfit's sign since stop 56), so a
+        Gauss-Newton step from residuals ``r`` of that sign is ``+lstsq(J, r)``.
+
+        Example:
+            >>> import numpy as np
+            >>> from tying.fit import GlobalFit
+            >>> x = np.linspace(0, 1, 5)
+            >>> fit = GlobalFit(lambda x, a, b: a * x + b, [(x, 2 * x + 1, 0.5)],
+            ...                 shared=["a", "b"], init={"a": 1.0, "b": 0.0})
+            >>> fit.jacobian().toarray()[:2].round(6).tolist()  # ∂model/∂(a, b) / σ
+            [[0.0, 2.0], [0.5, 2.0]]
+            >>> r = (2 * x + 1 - (1.0 * x + 0.0)) / 0.5        # (y - model)/σ at the start
+            >>> step = np.linalg.lstsq(fit.jacobian().toarray(), r, rcond=None)[0]
+            >>> (np.array([1.0, 0.0]) + step).round(6).tolist()    # one step: the line
+            [2.0, 1.0]
 
         Raises:
             ValueError: ``theta`` of another length (extra entries were ignored), or

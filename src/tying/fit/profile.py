@@ -428,6 +428,16 @@ def _root(prof: _Profile, inside, outside, tail: float) -> float:
     return root
 
 
+def _local_labels(result: FitResult) -> dict[str, str]:
+    """``{"a[<data set name>]": "a[<index>]"}``: a local value as ``result.table()`` labels it.
+
+    The table names a data set's local value by the data set's name, ``physical_names`` by
+    its index; either is a name ``conf_interval`` reads.
+    """
+    local = result._pmap.local_names
+    return {f"{n}[{d}]": f"{n}[{i}]" for i, d in enumerate(result.dataset_names) for n in local}
+
+
 class _RefitFailed(Exception):
     pass
 
@@ -452,8 +462,10 @@ def conf_interval(
     Args:
         result: a converged :class:`~tying.fit.FitResult` with standard errors.
         names: physical parameter names (``result.physical_names``: ``"center"``,
-            ``"zero[xray]"``, ``"amplitude[3]"``); default the global ones (shared
-            and per-group, ``result.covariance_names``).
+            ``"zero[xray]"``, ``"amplitude[3]"``), or a local value as ``result.table()``
+            labels it, by its data set's name (``"amplitude[run 3]"``; the answer is keyed
+            by the name given); default the global ones (shared and per-group,
+            ``result.covariance_names``).
         sigmas: the levels in σ (1 to 10), converted to probabilities ``erf(σ/√2)``.
         max_steps: the most profile steps per side before an end is given up (inf).
         progress: a progress bar (rich) over the profiles; None shows one from
@@ -464,7 +476,8 @@ def conf_interval(
 
     Raises:
         ValueError: a result that is not a success, has no covariance or no degree of
-            freedom, or has chi2 = 0; an unknown or repeated name; sigma outside
+            freedom, or has chi2 = 0; an unknown or repeated name; a name that is one
+            data set's index and another's name (data sets named ``"1"``, ``"0"``); sigma outside
             [1, 10]; a refit that finds a lower chi2 than the best fit (the fit was
             not at its minimum); a local slot the fit held at its start (its data
             set's model does not read it; ``names=None`` leaves such slots out).
@@ -517,25 +530,43 @@ def conf_interval(
     # NaN, as lmfit's vary=False): its refits stepped by NaN, ran max_iter at a NaN value
     # and reported "the refit at b[1] = nan failed (max_iter=2000 reached ...)" (stop 39)
     held = [n for n, s in zip(physical, result._stderr_x) if np.isnan(s)]
+    # the default names are physical ones; a name given may be a table label (below)
+    labels = {} if names is None else _local_labels(result)
     if names is None:
         names = [n for n in list(result.covariance_names) or list(physical) if n not in held]
     elif isinstance(names, str) or not isinstance(names, (Sequence, np.ndarray)):
         raise TypeError(f"names must be a list of parameter names, e.g. ['center']; got {names!r}")
+    # a local value named as result.table() labels it, a[<data set name>], is a[<index>]
+    # (a[s1] for data set 's1' was refused with "did you mean 'a[1]'", another data set's
+    # value, before stop 58)
     names = list(names)
     for n in names:
         if not isinstance(n, str):
             raise TypeError(f"names must be str (physical parameter names), got {n!r}")
-        if n not in physical:
-            close = difflib.get_close_matches(n, physical, n=1)
+        if n not in physical and n not in labels:
+            close = difflib.get_close_matches(n, physical + list(labels), n=1)
             fixed = " (it is fixed)" if n in result._pmap.fixed_names else ""
+            shown = f" (or a local one as result.table() shows it, {next(iter(labels), '')!r})"
             raise ValueError(
                 f"names has {n!r}{fixed}, which is not a fitted parameter; the fitted "
                 f"parameters are {physical[:10]}{' ...' if len(physical) > 10 else ''}"
-                f"{f'; did you mean {close[0]!r}?' if close else ''}"
+                f"{shown if labels else ''}{f'; did you mean {close[0]!r}?' if close else ''}"
             )
+        if n in physical and labels.get(n, n) != n:
+            k = int(labels[n][labels[n].rindex("[") + 1 : -1])
+            raise ValueError(
+                f"names has {n!r}, which is ambiguous: physical_names call data set index "
+                f"{n[n.rindex('[') + 1 : -1]}'s value {n!r}, and result.table() labels data "
+                f"set {result.dataset_names[k]!r} (index {k}, physical {labels[n]!r}) {n!r} "
+                f"too; name the data sets so that no name is another data set's index "
+                f"(e.g. 'run 1' for '1')"
+            )
+    asked, names = names, [labels.get(n, n) for n in names]
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
-        raise ValueError(f"names lists {dup!r} twice")
+        both = {a for a, n in zip(asked, names) if n == dup}
+        also = f" (as {' and '.join(map(repr, sorted(both)))})" if len(both) > 1 else ""
+        raise ValueError(f"names lists {dup!r} twice{also}")
     not_fitted = [n for n in names if n in held]
     cov = result._cov_logical
     idx = result._pmap.index
@@ -571,8 +602,9 @@ def conf_interval(
     )
     out: dict[str, ProfileInterval] = {}
     with _progress(bool(show), 2 * len(names)) as advance:
-        for n in names:
+        for label, n in zip(asked, names):
             prof = _Profile(result, physical.index(n))
+            prof.name = label  # messages name it as it was asked for
             lo, notes_lo = _side(prof, -1, tails, max_steps)
             advance()
             hi, notes_hi = _side(prof, +1, tails, max_steps)
@@ -581,8 +613,8 @@ def conf_interval(
             if message:
                 warnings.warn(f"conf_interval: {message}", FitWarning, stacklevel=3)
             profile = np.array(sorted((v, c) for v, (c, _) in prof.fits.items()))
-            out[n] = ProfileInterval(
-                name=n,
+            out[label] = ProfileInterval(
+                name=label,
                 best=float(result.x[prof.p]),
                 stderr=float(result._stderr_x[prof.p]),
                 sigmas=tuple(levels),

@@ -47,7 +47,20 @@ _LMFIT_NAMES = {
     "init_values": "the init= you passed",
     "var_names": "result.free_names",
     "fit_report": "result.table()",
-    "rsquared": "1 - result.chi2 / sum(((y - y.mean()) / sigma) ** 2), computed by you",
+    # lmfit's R² is unweighted (model.py: 1 - Σ(y - best_fit)² / Σ(y - ȳ)²): the χ² form
+    # advised before stop 58 read 0.8965 where lmfit reads 0.7584 (σ varying tenfold)
+    "rsquared": (
+        "1 - np.sum((y - result.best_fit(i)) ** 2) / np.sum((y - y.mean()) ** 2) with data "
+        "set i's y, computed by you (lmfit's R², unweighted)"
+    ),
+    "eval": "result.predict(i, x) (data set i's model at new x)",
+    "dely": "result.eval_uncertainty(i, x, sigma=1)",
+    "init_fit": "model_fn(x, **init), computed by you",
+    "plot_fit": "result.plot(i)",
+    "method": "result.solver",
+    "ier": "result.success and result.message",
+    "lmdif_message": "result.message",
+    "weights": "1 / sigma of the data set (sigma as you gave it)",
     "ci_report": "result.conf_interval(names)",
     "nan_policy": "nothing: NaN/inf data is refused, as lmfit's 'raise'",
 }

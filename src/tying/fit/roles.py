@@ -92,6 +92,36 @@ def _lmfit_parameter(label: str, value: Any) -> None:
             )
 
 
+def _refuse_rounded_labels(
+    name: str, key: str, values: list[Any], idx: np.ndarray, dataset_names: Sequence[str]
+) -> None:
+    """Refuse two number labels that differ by rounding only (0.1 + 0.2 and 0.3).
+
+    They are two groups, each with its own value of ``name``: a label computed as
+    ``0.1 + 0.2`` beside a typed ``0.3`` split one group in two with no error (stop 58).
+    Labels a rounding apart (4 ulps of float64) are never two conditions meant apart.
+    """
+    nums = []
+    for j, v in enumerate(values):
+        if isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)):
+            try:
+                nums.append((float(v), j))
+            except OverflowError:  # an int past float64: exact, never a rounded float
+                continue
+    nums.sort()
+    for (a, ja), (b, jb) in zip(nums, nums[1:]):
+        if all(isinstance(values[j], numbers.Integral) for j in (ja, jb)):
+            continue  # ints are exact labels (2**60 and 2**60 + 1 are two)
+        if b - a <= 4 * np.finfo(float).eps * max(abs(a), abs(b)):
+            first = [dataset_names[int(np.flatnonzero(idx == j)[0])] for j in (ja, jb)]
+            raise ValueError(
+                f"per_group[{name!r}]: the labels {values[ja]!r} (dataset {first[0]!r}) and "
+                f"{values[jb]!r} (dataset {first[1]!r}) of metadata key {key!r} differ only "
+                f"by rounding ({b - a:.2g}), so they would be two groups, each with its own "
+                f"{name!r}; round the labels (e.g. round(label, 9)) if they are one group"
+            )
+
+
 def _real(label: str, value: Any) -> np.ndarray:
     """``value`` as a float array, refusing what a cast would silently change or misread.
 
@@ -378,6 +408,7 @@ class ParameterMap:
                         f"groups that print alike, so their parameters would both be named "
                         f"{name}[{v}]; use labels that print differently"
                     )
+            _refuse_rounded_labels(name, key, values, idx, self.dataset_names)
             self.groups[name] = values
             self.group_index[name] = idx
 
