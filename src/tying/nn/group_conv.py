@@ -766,7 +766,8 @@ class LiftingConv2d(_GroupConvBase):
         device, dtype: where and how the parameters are created.
 
     Shape:
-        input ``(B, C_in, H, W)`` → output ``(B, C_out, |G|, H', W')``.
+        input ``(B, C_in, H, W)`` → output ``(B, C_out, |G|, H', W')``; an unbatched
+        image ``(C_in, H, W)`` (as ``nn.Conv2d`` takes it) → ``(C_out, |G|, H', W')``.
 
     Raises:
         ValueError: on bad sizes or padding, an unknown ``algorithm``, an input of the
@@ -810,10 +811,13 @@ class LiftingConv2d(_GroupConvBase):
         return torch.stack(blocks, dim=1).flatten(0, 1)  # (C_out·|G|, C_in, k, k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 3 and x.shape[0] == self.in_channels:
+            # one image (C_in, H, W), which nn.Conv2d takes; it was refused (stop 58)
+            return self.forward(x.unsqueeze(0)).squeeze(0)
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"LiftingConv2d expected an image batch (B, {self.in_channels}, H, W), got "
-                f"shape {tuple(x.shape)}"
+                f"shape {tuple(x.shape)} (one image is ({self.in_channels}, H, W))"
             )
         try:
             return self._conv(x)

@@ -135,7 +135,7 @@ def _check_saved_hash(module: nn.Module, local_metadata, prefix: str, state_dict
     if mine is not None:
         _check_saved_sizes(module, local_metadata, prefix)
     saved = local_metadata.get(HASH_METADATA_KEY) if local_metadata else None
-    if saved is None or mine is None or saved == mine:
+    if saved is None or mine is None or saved == mine or _same_qr_split(module, saved, mine):
         return
     name = base_class(module).__name__
     diff = ", ".join(
@@ -149,6 +149,24 @@ def _check_saved_hash(module: nn.Module, local_metadata, prefix: str, state_dict
         f"every stored value would land in other logical entries; build the layer with the "
         f"saved settings (e.g. seed=, signed=, mode=) and load into that"
     )
+
+
+def _same_qr_split(module: nn.Module, saved: dict, mine: dict) -> bool:
+    """True when both specs are quotient-remainder tables split alike for ``module``'s sizes.
+
+    A qr table hashes nothing: its seed and sign are not read, and its budget only picks
+    the split ``(q, m)``. A state dict of ``mode="qr", seed=0`` was refused by a
+    ``seed=1`` layer (and a budget of 40 by one of 41, both split ``(3, 10)``) as if
+    "every stored value would land in other logical entries" (stop 58), where both
+    compute the same table from the same values.
+    """
+    if not all(spec.get("mode") == "qr" for spec in (saved, mine)):
+        return False
+    V, D = module.num_embeddings, module.embedding_dim  # the sizes were checked equal
+    try:
+        return qr_split(V, D, int(saved["buckets"])) == qr_split(V, D, int(mine["buckets"]))
+    except (KeyError, TypeError, ValueError):  # a budget that no longer fits: another table
+        return False
 
 
 def _check_saved_sizes(module: nn.Module, local_metadata, prefix: str) -> None:
@@ -283,10 +301,19 @@ class HashedEmbedding(nn.Module):
                 f"{name}: buckets must be below 2**31-1 = {P:,} (the hash's range) in "
                 f"mode={mode!r}, got {B:,}; use fewer buckets or mode='qr'"
             )
-        if mode == "entry" and B > V * D:
+        if B > V * D:
+            # block and qr modes took it (stop 58): a block table of 100 values for 6
+            # entries, which tying.count reported as a ratio of 0.06; a qr budget of 200 for
+            # 60 entries stored 62 values, more than the dense table, as "compressed"
+            why = (
+                "its quotient and remainder tables could hold more values than the dense "
+                "table (a torch.nn.Embedding stores V × D)"
+                if mode == "qr"
+                else "some buckets would never be read"
+            )
             raise ValueError(
                 f"{name}: buckets={B:,} is more than the table's {V:,} × {D} = {V * D:,} "
-                f"entries, so some buckets would never be read; use buckets <= {V * D:,}"
+                f"entries (mode={mode!r}), so {why}; use buckets <= {V * D:,}"
             )
         if mode == "block":
             Z = _default_block(D) if block is None else _positive_int("block", block)

@@ -26,6 +26,9 @@ from tying.nn._input_errors import CAUGHT, InputDeviceError, raise_if_mismatched
 
 __all__ = ["LocallyConnected2d"]
 
+# The key under which a layer's state-dict metadata records where its windows sit (stop 58)
+WINDOWS_METADATA_KEY = "tying.windows"
+
 
 def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
     """``value`` (an int, or a tuple or list of two) as a pair of plain ints; NumPy ints
@@ -169,6 +172,64 @@ class LocallyConnected2d(nn.Module):
                     getattr(self.parametrizations, name).original.uniform_(-bound, bound)
                 else:
                     getattr(self, name).uniform_(-bound, bound)
+
+    def _windows(self) -> dict[str, list[int]]:
+        """Where position ``(i, j)``'s window starts: ``(i, j)·stride − padding``."""
+        return {"stride": list(self.stride), "padding": list(self.padding)}
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        meta = getattr(destination, "_metadata", None)
+        if meta is not None:  # kept by torch.save, read back by _tying_check_load
+            # the input size is kept for the advice only (the windows do not depend on it)
+            record = {**self._windows(), "input_size": list(self.input_size)}
+            meta.setdefault(prefix[:-1], {})[WINDOWS_METADATA_KEY] = record
+
+    def _tying_check_load(self, state_dict, prefix, local_metadata):
+        """Refuse per-position filters saved from a layer whose windows sit elsewhere
+        (raises ValueError).
+
+        Run by the layer's own load and, before anything is copied, by a load into any
+        module above it (``tying.core.slot_loads.LOAD_CHECK``), so a refused load changes
+        nothing. Only an untied ``weight`` is checked: a tied layer's one filter is a
+        convolution's, which ``nn.Conv2d`` loads across strides and paddings too.
+        """
+        # LocallyConnected2d(1, 2, 8, 3) and LocallyConnected2d(1, 2, 13, 3, stride=2) both
+        # hold 6 x 6 filters: the filter learned for the window at rows 1..3 was applied at
+        # rows 2..4, and so on, with no error (stop 58). The input size is not compared: at
+        # the same stride and padding every window is the same. A state dict without the
+        # record (older, or a plain dict) loads as before.
+        saved = local_metadata.get(WINDOWS_METADATA_KEY) if local_metadata else None
+        if saved is None or prefix + "weight" not in state_dict or "weight" not in self._parameters:
+            return
+        mine = self._windows()
+        size = tuple(int(v) for v in saved.get("input_size", self.input_size))
+        saved = {k: [int(v) for v in saved.get(k, ())] for k in mine}
+        if saved == mine:
+            return
+        diff = ", ".join(
+            f"{k}={tuple(saved[k])} (this layer: {tuple(mine[k])})"
+            for k in mine
+            if saved[k] != mine[k]
+        )
+        raise ValueError(
+            f"LocallyConnected2d at {prefix[:-1] or '<root>'!r}: the state dict's weight holds "
+            f"one filter per position of a layer with {diff}, so each filter would be applied "
+            f"to another window of the input (position (i, j) reads the window starting at "
+            f"(i, j)·stride − padding): another function, no error; build the layer as it was "
+            f"saved, input_size={size}, stride={tuple(saved['stride'])}, "
+            f"padding={tuple(saved['padding'])}, and load into that (to move the filters on "
+            f"purpose, e.g. padding=p as padding=0 on inputs you pad by p yourself, load "
+            f"dict(state_dict), which carries no record)"
+        )
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+    ):
+        self._tying_check_load(state_dict, prefix, local_metadata)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+        )
 
     @property
     def is_tied(self) -> bool:

@@ -58,7 +58,8 @@ class TiedUNet(nn.Module):
         tied: tie ``up.l.weight`` to ``down.l.weight``; False for the untied baseline.
 
     Shape:
-        ``(B, in, H, W)`` → ``(B, out, H, W)`` with ``H`` and ``W`` divisible by ``2**L``.
+        ``(B, in, H, W)`` → ``(B, out, H, W)`` with ``H`` and ``W`` divisible by ``2**L``;
+        an unbatched image ``(in, H, W)`` (as ``nn.Conv2d`` takes it) → ``(out, H, W)``.
 
     Raises:
         ValueError: for fewer than two widths, non-positive widths, an even kernel,
@@ -120,9 +121,13 @@ class TiedUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         step = 2**self.levels
+        if x.ndim == 3 and x.shape[0] == self.in_channels:
+            # one image (in, H, W), which nn.Conv2d takes; it was refused (stop 58)
+            return self.forward(x.unsqueeze(0)).squeeze(0)
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
-                f"TiedUNet expected (B, {self.in_channels}, H, W), got shape {tuple(x.shape)}"
+                f"TiedUNet expected (B, {self.in_channels}, H, W), got shape {tuple(x.shape)} "
+                f"(one image is ({self.in_channels}, H, W))"
             )
         if x.shape[-2] % step or x.shape[-1] % step:
             raise ValueError(
