@@ -29,7 +29,7 @@ from tying.core.count import Count
 from tying.hmm import compiled
 from tying.hmm import forward_backward as _fb
 from tying.hmm.estimator import EstimatorParams
-from tying.hmm.fitted_array import fitted
+from tying.hmm.fitted_array import assign_written, fitted
 from tying.hmm.forward_backward import Posteriors, forward_backward
 from tying.hmm.inference import (  # noqa: F401  (re-exported: base.<name> as before)
     _ALGORITHMS,
@@ -250,7 +250,7 @@ class BaseHMM(HMMInference, EstimatorParams):
                             f"{self._pending_ties_note(kind)}"
                         )
                 after[group] = after[written[0]]  # the group's one value, in every state
-        setattr(self, name, after)
+        assign_written(self, name, before, after)
 
     @property
     def _assigned(self) -> set:

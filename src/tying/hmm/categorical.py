@@ -174,15 +174,21 @@ class CategoricalHMM(BaseHMM):
 
     def _check_X(self, X, lengths, fitting):
         X = check_observations(X, lengths, ndim=1)
+        # what fixes the alphabet's size, so the refusal below names what to change
+        source = "held"
         if fitting:
             if self._alphabet_size() is not None:
                 self.n_symbols_ = self._alphabet_size()
+                source = "given"
             elif {"_emissions", "ties_"} <= self.__dict__.keys() and self._keeps_emissions():
                 self.n_symbols_ = self._emissions.shape[1]
+                source = "kept"
             elif self.emissionprob_init is not None:
                 self.n_symbols_ = np.asarray(self.emissionprob_init).shape[-1]
+                source = "init"
             else:
                 self.n_symbols_ = int(X.max()) + 1
+                source = "data"
         bad = np.flatnonzero((X < 0) | (X >= self.n_symbols_))
         if bad.size:
             row = int(bad[0])
@@ -191,9 +197,38 @@ class CategoricalHMM(BaseHMM):
             pos = row - (int(ends[seq - 1]) if seq else 0)
             raise ValueError(
                 f"X[{row}] = {X[row]} (sequence {seq}, position {pos}) is not a symbol of this "
-                f"model (0..{self.n_symbols_ - 1}); raise n_symbols or recode X"
+                f"model (0..{self.n_symbols_ - 1}), as {self._more_symbols(X, source)}"
             )
         return X
+
+    def _more_symbols(self, X, source: str) -> str:
+        """What fixed the alphabet's size (``source``), and the fix for symbols past it.
+        "raise n_symbols" alone was given whatever fixed the size, and it changes nothing
+        where the emissions are held: a fitted model refused the same X again after
+        set_params(n_symbols=...) (stop 58)."""
+        # the name the user gave (hmmlearn's n_features beside n_symbols is refused)
+        name = (
+            "n_features" if self.n_features is not None and self.n_symbols is None else "n_symbols"
+        )
+        why = {
+            "held": "a fitted model scores with the emissionprob_ it holds",
+            "given": f"{name}={self.n_symbols_} was given",
+            "kept": "this fit starts from the emissionprob_ held (init_params leaves it out)",
+            "init": "emissionprob_init has that many columns",
+            "data": "n_symbols_ is read from X's largest symbol",
+        }[source]
+        if np.any(X < 0):
+            return f"{why}; symbols are integers 0..n_symbols-1: recode X"
+        need = int(X.max()) + 1
+        if source == "given":
+            return f"{why}; raise it to {name}={need} or recode X"
+        if source == "init":
+            return f"{why}; give an emissionprob_init with {need} columns, or recode X"
+        return (
+            f"{why}; recode X, or learn the new symbols: fit again with {name}={need} and "
+            f"init_params that include 'e' (the default does), or assign an emissionprob_ "
+            f"with {need} columns"
+        )
 
     def _keeps_emissions(self) -> bool:
         """Whether this fit starts from the held emissions (the rule of

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["FittedArray", "fitted", "linked"]
+__all__ = ["FittedArray", "assign_written", "fitted", "linked"]
 
 
 def fitted(getter) -> property:
@@ -80,6 +80,74 @@ def linked(owner, name: str, value: np.ndarray) -> FittedArray:
     arr._owner, arr._name, arr._root, arr._data = owner, name, arr, base
     arr.flags.writeable = False  # the ways around __setitem__ meet NumPy's read-only error
     return arr
+
+
+def assign_written(owner, name: str, before: np.ndarray, after: np.ndarray) -> None:
+    """``setattr(owner, name, after)`` for a write into ``m.<name>`` that held ``before``.
+
+    The setter checks the whole value, so a write of some entries that leaves it invalid
+    on its own (``m.transmat_[0, 0] = 0.7``: row 0 then sums to 1.2) is refused; its
+    error then says so and how to change entries that must move together. The setter's
+    own advice ("normalise it") did not work there: the write was refused, so there was
+    nothing to normalise (stop 58).
+
+    Args:
+        owner: the model. name: the public attribute, e.g. ``"transmat_"``.
+        before, after: the attribute's value before and after the write.
+
+    Raises:
+        ValueError: the setter's, with the note added where the write changed only some
+            entries.
+
+    Example:
+        >>> from tying.hmm import GaussianHMM
+        >>> m = GaussianHMM.from_params([0.5, 0.5], [[0.5, 0.5], [0.5, 0.5]],
+        ...                             [[0.0], [1.0]], [[1.0], [1.0]])
+        >>> try:
+        ...     m.transmat_[0, 0] = 0.7
+        ... except ValueError as err:
+        ...     print(str(err).split("so nothing changed: ")[1])
+        write entries that must move together at once, a whole row m.transmat_[0] = row, or assign a corrected copy: v = m.transmat_.copy(); v[...] = ...; m.transmat_ = v)
+        >>> m.transmat_[0] = [0.7, 0.3]
+        >>> m.transmat_[0].tolist()
+        [0.7, 0.3]
+    """
+    try:
+        setattr(owner, name, after)
+    except ValueError as err:
+        same = (before == after) | (np.isnan(before) & np.isnan(after))
+        changed = int(np.count_nonzero(~same)) if before.shape == after.shape else 0
+        partial = 0 < changed < before.size and err.args and isinstance(err.args[0], str)
+        if partial and _couples_entries(owner, name, after):
+            one = {"covars_": "a state's whole matrix m.covars_[0] = matrix, or "}.get(
+                name, "" if name == "match_probs_" else f"a whole row m.{name}[0] = row, or "
+            )
+            err.args = (
+                f"{err.args[0]} (this write changed {changed} of the {before.size} entries "
+                f"of {name} and is checked as an assignment of the whole {name}, so nothing "
+                f"changed: write entries that must move together at once, {one}assign a "
+                f"corrected copy: v = m.{name}.copy(); v[...] = ...; m.{name} = v)",
+                *err.args[1:],
+            )
+        raise
+
+
+_DISTRIBUTIONS = ("startprob_", "transmat_", "emissionprob_", "weights_", "insert_probs_")
+
+
+def _couples_entries(owner, name: str, after: np.ndarray) -> bool:
+    """Whether ``after`` fails a rule that ties entries together (a distribution's sum,
+    a covariance's symmetry), which a write of one entry breaks however valid its value;
+    a NaN or a negative probability is refused for itself and needs no note."""
+    if after.dtype.kind not in "fiu" or not np.all(np.isfinite(after)):
+        return False
+    if name in _DISTRIBUTIONS or name == "match_probs_":
+        sums = after.sum() if name == "match_probs_" else after.sum(-1)
+        return bool(np.all(after >= 0) and not np.allclose(sums, 1.0))
+    if name == "covars_" and getattr(owner, "covariance_type", None) in ("full", "tied"):
+        # (a diag or spherical model refuses an off-diagonal entry for itself)
+        return not np.allclose(after, np.swapaxes(after, -1, -2))
+    return False
 
 
 class FittedArray(np.ndarray):

@@ -29,7 +29,7 @@ import numpy as np
 from tying.core.count import Count, Group
 from tying.hmm.base import NotFittedError, _threads, _unchanged_on_error
 from tying.hmm.estimator import EstimatorParams
-from tying.hmm.fitted_array import linked
+from tying.hmm.fitted_array import assign_written, linked
 from tying.hmm.monitor import ConvergenceMonitor, check_monitor_kept, keep_monitor
 from tying.hmm.pair_dp import (
     IMPOSSIBLE,
@@ -657,10 +657,27 @@ class PairHMM(EstimatorParams):
     def format_alignment(self, x, y) -> str:
         """The Viterbi alignment of one pair as two lines with ``-`` for gaps.
 
+        Symbols of one character are written side by side; where a symbol takes more
+        (integer symbols from 10), each column is padded to one width and columns are
+        separated by a space, so every symbol stays over the one it is aligned with.
+
+        Args:
+            x, y: the sequences (strings over the alphabet, or integer symbols).
+
+        Returns:
+            The two lines, joined by a newline.
+
+        Raises:
+            ValueError: for a pair of probability 0 (it has no alignment), or symbols
+                the model does not have.
+
         Example:
             >>> print(PairHMM.from_params("ACGT").format_alignment("ACGT", "AGT"))
             ACGT
             A-GT
+            >>> print(PairHMM.from_params(n_symbols=12).format_alignment([0, 11, 3], [0, 3]))
+            0 11 3
+            0  - 3
         """
         _, (path,) = self.viterbi([(x, y)])
         if path is None:
@@ -668,14 +685,30 @@ class PairHMM(EstimatorParams):
                 "this pair has probability 0 under the model (every alignment uses a zero "
                 "probability: a symbol's emission, or a gap), so it has no alignment"
             )
-        sx = x if isinstance(x, str) else [str(v) for v in x]
-        sy = y if isinstance(y, str) else [str(v) for v in y]
+        sx, sy = self._symbol_text(x), self._symbol_text(y)
         top, bottom, i, j = [], [], 0, 0
         for k in path:
             top.append(sx[i] if k != Y else "-")
             bottom.append(sy[j] if k != X else "-")
             i, j = i + (k != Y), j + (k != X)
+        if any(len(a) > 1 or len(b) > 1 for a, b in zip(top, bottom)):
+            # symbols 10.. are several characters: joined, [0, 11, 3] over [0, 3] read
+            # "0113" over "0-3", a column out of place (stop 58); one column each instead
+            width = [max(len(a), len(b)) for a, b in zip(top, bottom)]
+            top = [" ".join(a.rjust(w) for a, w in zip(top, width))]
+            bottom = [" ".join(b.rjust(w) for b, w in zip(bottom, width))]
         return "".join(top) + "\n" + "".join(bottom)
+
+    def _symbol_text(self, seq) -> list[str]:
+        """One string per symbol of an (encoded-checked) sequence: a string's own
+        characters, integer symbols through the alphabet where the model has one (they
+        printed as their indices), else their numbers."""
+        if isinstance(seq, str):
+            return list(seq)
+        codes = np.asarray(seq).tolist()
+        if self.alphabet is not None:
+            return [self.alphabet[c] for c in codes]
+        return [str(c) for c in codes]
 
     def match_posteriors(self, x, y) -> np.ndarray:
         """P(x_i is aligned to y_j | x, y) for one pair.
@@ -856,7 +889,7 @@ class PairHMM(EstimatorParams):
 
     def _write_back(self, name: str, before, after) -> None:
         """Assign ``after``, a write into ``m.<name>``, through its validating setter."""
-        setattr(self, name, after)
+        assign_written(self, name, before, after)
 
     def _check_has_params(self) -> None:
         if "_delta" not in self.__dict__:

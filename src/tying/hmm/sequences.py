@@ -308,7 +308,7 @@ def check_observations(
                 f"np.concatenate(seqs), lengths=[len(s) for s in seqs]"
             )
     if arr.dtype.kind not in "biuf":
-        raise ValueError(f"X must be numeric, got dtype {arr.dtype}")
+        raise ValueError(f"X must be numeric, got dtype {arr.dtype}{_numeric_fix(arr)}")
     if ndim == 2 and arr.dtype.kind == "f" and arr.dtype.itemsize > 8 and arr.size:
         _check_float64_range(arr, lengths)  # the cast made 1e400 inf, with a RuntimeWarning
     sums = None
@@ -581,6 +581,18 @@ def _ones(n: int) -> np.ndarray:
         ones.flags.writeable = False
         _ONES[0] = ones
     return ones[:n]
+
+
+def _numeric_fix(arr: np.ndarray) -> str:
+    """The way to numbers for an X that is not numeric: the bare dtype named no fix."""
+    if arr.dtype.kind == "c":
+        return "; complex values are no observations: if the imaginary parts are 0, pass X.real"
+    if arr.dtype.kind in "OUS":  # text or Python objects (a pandas column, a CSV read as text)
+        return (
+            "; convert it to numbers first, e.g. np.asarray(X, dtype=float) (missing values "
+            "such as None must be removed or imputed before)"
+        )
+    return ""
 
 
 def _locate(row: int, lengths: np.ndarray | None) -> tuple[int, int]:
