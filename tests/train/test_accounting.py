@@ -267,7 +267,11 @@ def test_noise_for_epsilon_asks_rdp_alone_where_prv_cannot_grid(monkeypatch):
     monkeypatch.setattr(acc, "PRV_MAX_POINTS", 10)  # every PRV grid is now "too large"
     sigma = noise_for_epsilon(3.0, 1e-5, 0.01, 1000)
     assert epsilon(0.01, sigma, 1000, 1e-5) <= 3.0 < epsilon(0.01, sigma / 1.002, 1000, 1e-5)
-    with pytest.raises(ValueError, match="PRV accountant would discretise"):
+    # stop 58: said in noise_for_epsilon's words (PRV's own refusal named sigma=1e4, a
+    # noise multiplier the caller never passed, and advised a larger one)
+    with pytest.raises(
+        ValueError, match=r"gives no figure \(its grid would be too large.*use accountant='rdp'"
+    ):
         noise_for_epsilon(3.0, 1e-5, 0.01, 1000, accountant="prv")
 
 

@@ -236,6 +236,17 @@ def _least_like(t: torch.Tensor, i: int) -> tuple[int, bool]:
     return j, bool(dist[j] > 0)
 
 
+# stop 58: a mask or table shared by every example, handed in x beside the batch, is read
+# row b for example b when its length happens to equal the batch size (refused here as
+# mixing, with causes that did not name it), and refused by its row count otherwise
+# (without the fix). Both messages name it; the buffer was checked equal to a loop.
+_SHARED_INPUT = (
+    ". If an input in x is shared by every example (a mask or position table whose length "
+    "only happens to equal the batch size), it is not one row per example: keep it on the "
+    "model (register_buffer) or expand it to one row per example"
+)
+
+
 def refuse_mixing_forward(
     model: nn.Module,
     xs: tuple,
@@ -304,6 +315,7 @@ def refuse_mixing_forward(
                 f"a mean, sum or softmax over the batch. Use GroupNorm/LayerNorm (opacus."
                 f"validators.ModuleValidator.fix(model) swaps BatchNorm for GroupNorm), or "
                 f"model.eval() with running statistics, or compute that layer per example"
+                f"{_SHARED_INPUT if len(xs) > 1 else ''}"
             )
     if groups and B >= 3:
         return _refuse_group_mixing(model, xs, B, who, detail, batch_may_fail, kwargs, base, seed)

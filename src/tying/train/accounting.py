@@ -381,7 +381,7 @@ def _prv_get_epsilon(acc, delta: float) -> float:
         if "Floating point errors will dominate" not in str(err):
             raise
         rdp = _rdp_epsilon(segments, delta)
-        raise ValueError(
+        raise _PRVDeltaTooSmall(
             f"the PRV accountant cannot compute epsilon at delta={delta}: its grid's "
             f"rounding error is larger than delta (Opacus: {err}); use accountant='rdp', "
             f"which gives {max(rdp, 0.0):.6g}, or a larger delta"
@@ -450,6 +450,21 @@ class _PRVUnusable(ValueError):
 
 class _PRVGridTooLarge(_PRVUnusable):
     """PRV's grid would be too large to compute (a ``ValueError`` for the user)."""
+
+
+class _PRVDeltaTooSmall(_PRVUnusable):
+    """PRV's grid rounds by more than ``δ`` (a ``ValueError`` for the user; stop 58: as a
+    plain ``ValueError`` it escaped ``noise_for_epsilon(..., accountant="rdp")``, whose
+    refusal told the caller to use ``accountant='rdp'``)."""
+
+
+def _prv_reason(err: _PRVUnusable) -> str:
+    """Why PRV could not answer, in a few words, for a caller's own refusal."""
+    if isinstance(err, _PRVDeltaTooSmall):
+        return "its grid's rounding error is larger than that delta"
+    if isinstance(err, _PRVGridTooLarge):
+        return "its grid would be too large to compute"
+    return "the noise is too small for its grid"
 
 
 # The PRV grid's size limit: 12 million points took 11 s and 2.3 GB on a 2-core machine.
@@ -586,7 +601,10 @@ def naive_epsilon(
         The claimed ε.
 
     Raises:
-        ValueError: parameters out of range or an unknown rule.
+        ValueError: parameters out of range or an unknown rule; a per-step ε₁ that PRV
+            cannot compute (a per-step δ below its grid's rounding, ``δ/steps`` for
+            ``"sequential"``; a noise too small for its grid), naming the arguments and
+            giving the run's real ε by RDP.
         ImportError: Opacus is not installed.
 
     Example:
@@ -601,9 +619,27 @@ def naive_epsilon(
     _check(sample_rate, noise_multiplier, steps, delta)
     if steps == 0:
         return 0.0
-    if rule == "parallel":
-        return _one_step(float(sample_rate), float(noise_multiplier), float(delta))
-    return steps * _one_step(float(sample_rate), float(noise_multiplier), delta / steps)
+    per_step = float(delta) if rule == "parallel" else delta / steps
+    try:
+        one = _one_step(float(sample_rate), float(noise_multiplier), per_step)
+    except _PRVUnusable as err:
+        # stop 58: PRV's own refusal escaped, naming a delta the caller never passed
+        # (delta/steps), RDP's figure for one step (3.72 at δ = 1e-16 for
+        # naive_epsilon(0.01, 1.0, 1000, 1e-13, rule="sequential"), whose run costs 4.66)
+        # and accountant='rdp', which naive_epsilon does not take (a TypeError)
+        at = f"delta={per_step:g}" + (" (delta/steps)" if rule == "sequential" else "")
+        real = _at_least_zero(
+            _rdp_epsilon([(float(sample_rate), float(noise_multiplier), int(steps))], delta)
+        )
+        raise ValueError(
+            f"naive_epsilon(sample_rate={sample_rate}, noise_multiplier={noise_multiplier}, "
+            f"steps={steps}, delta={delta}, rule={rule!r}) takes its per-step epsilon from "
+            f"the PRV accountant's one step at {at}, which PRV cannot compute here "
+            f"({_prv_reason(err)}), so there is no naive figure to give; the run's real "
+            f"epsilon is epsilon({sample_rate}, {noise_multiplier}, {steps}, {delta}, "
+            f"accountant='rdp') = {real:.6g}"
+        ) from err
+    return one if rule == "parallel" else steps * one
 
 
 @functools.lru_cache(maxsize=256)
@@ -640,7 +676,11 @@ def noise_for_epsilon(
 
     Raises:
         ValueError: parameters out of range (``target_epsilon`` not a finite real
-            number > 0, ``True`` included), or a budget no σ ≤ 1e4 reaches.
+            number > 0, ``True`` included), or a budget no σ ≤ 1e4 reaches (with
+            ``accountant="prv"`` also where PRV cannot compute any of them, a ``delta``
+            below its grid's rounding, naming ``accountant='rdp'``). With
+            ``accountant="rdp"``, a σ that PRV cannot compute (its grid too large, a
+            ``delta`` below its rounding) is decided by RDP alone.
         ImportError: Opacus is not installed.
 
     Example:
@@ -709,13 +749,25 @@ def noise_for_epsilon(
         while k <= _MAX_POWER and not within(2.0**k):
             k += 1
         if k > _MAX_POWER:
-            named = epsilon(sample_rate, 1e4, steps, delta, accountant=accountant)
-            prv = epsilon(sample_rate, 1e4, steps, delta, accountant="prv")
+            # where PRV cannot answer even at σ = 1e4 (a δ below its grid's rounding), its
+            # own refusal escaped from here, naming σ = 1e4 as if the caller had passed it
+            prv = _figure_at(sample_rate, 1e4, steps, delta, "prv")
+            said = (
+                ""
+                if accountant == "prv"
+                else (
+                    f"{accountant!r} gives {_figure_at(sample_rate, 1e4, steps, delta, accountant)} and "
+                )
+            )
+            fix = (
+                "PRV can certify no sigma here: use accountant='rdp' (or a larger delta)"
+                if accountant == "prv" and prv.startswith("no figure")
+                else "raise the budget or lower the rate"
+            )
             raise ValueError(
                 f"no noise multiplier up to 1e4 reaches epsilon={target_epsilon} at "
                 f"delta={delta} in {steps} steps of rate {sample_rate}: at sigma=1e4 "
-                f"{accountant!r} gives {named:.4g} and 'prv' (with its 0.01 error margin) "
-                f"gives {prv:.4g}; raise the budget or lower the rate"
+                f"{said}'prv' (with its 0.01 error margin) gives {prv}; {fix}"
             )
     lo, hi = (0.05 if k == 0 else 2.0 ** (k - 1)), 2.0**k
     if accountant == "rdp":
@@ -727,10 +779,23 @@ def noise_for_epsilon(
         lo_r, hi_r = _bisect(lo, hi, rdp_ok)
         if prv_ok(lo_r) is True:
             return hi_r
+        if prv_ok(lo_r) is None and prv_ok(hi_r) is not False:
+            # PRV cannot answer at lo_r (a δ below its grid's rounding, a tiny σ): hi_r
+            # meets RDP, PRV does not object, and no σ below lo_r meets RDP; the full
+            # search would ask PRV (seconds a call) at every σ it takes (stop 58)
+            return hi_r
     return _bisect(lo, hi, within)[1]
 
 
 _MAX_POWER = 13  # 2**13 = 8192: the last power of 2 at most 1e4
+
+
+def _figure_at(sample_rate: float, sigma: float, steps: int, delta: float, accountant: str) -> str:
+    """ε as text for a refusal, or why PRV cannot give one."""
+    try:
+        return f"{epsilon(sample_rate, sigma, steps, delta, accountant=accountant):.4g}"
+    except _PRVUnusable as err:
+        return f"no figure ({_prv_reason(err)})"
 
 
 def _bisect(lo: float, hi: float, ok) -> tuple[float, float]:

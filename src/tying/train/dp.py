@@ -761,8 +761,15 @@ class DPSGD:
 
     def epsilon(self, delta: float) -> float:
         """ε spent so far at ``delta`` by the chosen accountant (see :func:`tying.train.epsilon`),
-        each step at the noise and sampling rate it ran with (``self.history``)."""
-        from tying.train.accounting import epsilon_of_history
+        each step at the noise and sampling rate it ran with (``self.history``).
+
+        Raises:
+            ValueError: ``delta`` outside (0, 1); ``steps`` that the history does not
+                account for; with ``accountant="prv"``, a case PRV cannot compute (a
+                ``delta`` below its grid's rounding, a grid too large, a noise too small),
+                saying to set ``dp.accountant = "rdp"``, with RDP's figure.
+        """
+        from tying.train.accounting import _PRVUnusable, epsilon_of_history
 
         if not 0 < delta < 1:  # checked here too, so that 0 steps do not hide a bad delta
             raise ValueError(f"delta must be in (0, 1), got {delta}")
@@ -775,7 +782,15 @@ class DPSGD:
                 f"(sample_rate, noise_multiplier, steps) segments actually run, so that "
                 f"epsilon charges each step at the noise it ran with"
             )
-        return epsilon_of_history(self.history, delta, accountant=self.accountant)
+        try:
+            return epsilon_of_history(self.history, delta, accountant=self.accountant)
+        except _PRVUnusable as err:
+            # stop 58: PRV's refusal said "use accountant='rdp'", which dp.epsilon does not
+            # take (a TypeError when followed); here the accountant is this object's setting
+            raise type(err)(
+                f"DPSGD.epsilon({delta}) with accountant='prv': {err}. On this DPSGD, set "
+                f"dp.accountant = 'rdp' and call dp.epsilon({delta}) again"
+            ) from err
 
 
 # Opacus make_private keywords with no counterpart on DPSGD, and what a ported script uses

@@ -100,6 +100,13 @@ def _check_batch(x, y) -> None:
             raise ValueError(
                 f"{where} has {got} but y has {y.shape[0]}: every input and the targets must "
                 f"hold the same examples, batch first"
+                + (
+                    "; an input shared by every example (a mask, a position table) does not go "
+                    "in x: keep it on the model (register_buffer) or expand it to one row per "
+                    "example"
+                    if isinstance(x, tuple)
+                    else ""
+                )
             )
 
 
