@@ -161,6 +161,47 @@ class Inventory:
             )
         return hint
 
+    def wrong_kind(self, target: str, source: str) -> str | None:
+        """Why ``source`` cannot serve ``target`` when one is a module and the other is not.
+
+        Stop 58: ``share("l.1", like="l.0.weight")`` was refused as "source module
+        'l.0.weight' does not exist; closest: l.0.weight" (the path the user typed), and
+        ``share("l.1.weight", like="l.0")`` as "'l.0' is no parameter; closest: l.0".
+        Returns the reason and the rules that work (each offered only if its paths
+        exist), or None when ``source`` is of ``target``'s kind or does not exist.
+        """
+        if target in self.modules:
+            if source in self.modules or (source not in self.slots and source not in self.buffers):
+                return None
+            what = "a parameter" if source in self.slots else "a buffer (ties are for parameters)"
+            owner, _, leaf = source.rpartition(".")
+            fixes = []
+            if source in self.slots and join(target, leaf) in self.slots:
+                fixes.append(f"share({join(target, leaf)!r}, like={source!r}) ties that parameter")
+            if owner and owner in self.modules and self._fits(target, owner):
+                fixes.append(f"share({target!r}, like={owner!r}) ties the whole module")
+            return (
+                f"{target!r} is a module, so its source must be a module, but {source!r} is "
+                f"{what}; " + ("; or ".join(fixes) if fixes else "name a module in like=")
+            )
+        if target in self.slots and source in self.modules:
+            owner, _, leaf = target.rpartition(".")
+            fixes = []
+            if join(source, leaf) in self.slots:
+                fixes.append(f"like={join(source, leaf)!r} ties that parameter")
+            if owner and owner != source and owner in self.modules and self._fits(owner, source):
+                fixes.append(f"share({owner!r}, like={source!r}) ties the whole module")
+            return (
+                f"{target!r} is a parameter, so its source must be a parameter, but {source!r} "
+                f"is a module; " + ("; or ".join(fixes) if fixes else "name a parameter in like=")
+            )
+        return None
+
+    def _fits(self, target: str, source: str) -> bool:
+        """Whether every slot under module ``target`` has a counterpart under ``source``."""
+        n = len(target) + 1
+        return all(join(source, path[n:]) in self.slots for path in self.under(target))
+
     def missing(self, path: str) -> str:
         """Why ``path`` is not a slot, naming the ties that read it and the fix."""
         readers = sorted(p for p, info in self.items_reading(path))

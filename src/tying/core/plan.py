@@ -210,7 +210,9 @@ class Plan:
         """The plan that re-creates every tie declared on ``model`` (and its submodules).
 
         Args:
-            model: a model tied by :meth:`apply` (or :func:`~tying.load`).
+            model: a model tied by :meth:`apply` (or :func:`~tying.load`), or a part of
+                one: the ties a plan over the whole model declared inside the part are
+                included, relative to the part.
 
         Returns:
             A plan of one exact rule per declared tie.
@@ -218,7 +220,8 @@ class Plan:
         Raises:
             TieError: a tied path holds ``*`` (a ``ModuleDict`` key such as ``"a*"``): a
                 rule reads it as a wildcard, so the plan would also tie every path it
-                matches (``"ab"``) in the model it is applied to (stop 53).
+                matches (``"ab"``) in the model it is applied to (stop 53); or ``model``
+                is a part whose tie reads a module outside it.
 
         Example:
             >>> import torch, tying
@@ -227,21 +230,19 @@ class Plan:
             >>> tying.Plan.declared(m)
             Plan([share('b.weight', like='a.weight')])
         """
+        from tying.core.verify import declarations_for_plan  # verify imports this module
+
         rules = []
-        for prefix, mod in model.named_modules():
-            for target, spec in mod.__dict__.get(DECLARED_ATTR, {}).items():
-                like = None if spec["like"] is None else join(prefix, spec["like"])
-                for path in (join(prefix, target), like):
-                    if path is not None and "*" in path:
-                        raise TieError(
-                            f"Plan.declared: the tied path {path!r} holds '*', which a rule "
-                            f"reads as a wildcard (it matches one or more characters), so the "
-                            f"plan would also tie every other path it matches; rename the "
-                            f"module (a ModuleDict key) to a name without '*'"
-                        )
-                rules.append(
-                    share(join(prefix, target), like, relation_from_spec(spec["relation"]))
-                )
+        for target, like, spec in declarations_for_plan(model):  # a part's too (stop 58)
+            for path in (target, like):
+                if path is not None and "*" in path:
+                    raise TieError(
+                        f"Plan.declared: the tied path {path!r} holds '*', which a rule "
+                        f"reads as a wildcard (it matches one or more characters), so the "
+                        f"plan would also tie every other path it matches; rename the "
+                        f"module (a ModuleDict key) to a name without '*'"
+                    )
+            rules.append(share(target, like, relation_from_spec(spec["relation"])))
         return cls(rules)
 
 
@@ -352,10 +353,13 @@ def _resolve_rules(rules: list[Rule], inv: Inventory) -> tuple[list[Change], int
             hits += 1
             src_mod = resolver.source_for(i, rule, mpath, caps)
             if src_mod is not None and src_mod not in inv.modules:
+                why = inv.wrong_kind(mpath, src_mod)  # a parameter path: say so (stop 58)
                 raise _fail(
                     i,
                     rule,
-                    f"source module {src_mod!r} (for {mpath!r}) does not exist{inv.closest(src_mod)}",
+                    why
+                    or f"source module {src_mod!r} (for {mpath!r}) does not exist"
+                    f"{inv.closest(src_mod)}",
                 )
             for spath in inv.under(mpath):
                 suffix = spath[len(mpath) + 1 :]
@@ -398,8 +402,11 @@ def _resolve_rules(rules: list[Rule], inv: Inventory) -> tuple[list[Change], int
                 continue
             if source is not None and source not in inv.slots:
                 what = "a buffer" if source in inv.buffers else "no parameter"
+                why = inv.wrong_kind(target, source)  # a module path: say so (stop 58)
                 raise _fail(
-                    i, rule, f"source {source!r} (for {target!r}) is {what}{inv.closest(source)}"
+                    i,
+                    rule,
+                    why or f"source {source!r} (for {target!r}) is {what}{inv.closest(source)}",
                 )
             if source == target or (
                 source is not None and one.get(source, source) == one.get(target, target)

@@ -113,7 +113,19 @@ def source_for(index: int, rule: Any, slot: str, captures: Sequence[str]) -> str
             )
         source = like[slot]
     else:
-        source = like(slot)
+        try:
+            source = like(slot)
+        except Exception as err:
+            # stop 58: a like=lambda p: table[p] missing a path failed as a bare KeyError
+            # ('l.0.weight'), naming neither the rule nor that its target matched that path
+            if hasattr(err, "add_note"):  # Python >= 3.11
+                err.add_note(
+                    f"raised by like= of rule {index} {rule!r} for the matched path {slot!r}: "
+                    f"like= must return a source path for every path the target matches (a "
+                    f"path that reads itself may return itself, or narrow the target); "
+                    f"nothing was changed"
+                )
+            raise
     if not isinstance(source, str):
         raise rule_error(
             index, rule, f"like= returned {source!r} for {slot!r}; expected a path str"

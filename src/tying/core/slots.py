@@ -93,6 +93,10 @@ from tying.core.slot_loads import _has_hook as _has_hook
 from tying.core.slot_loads import _load_from_state_dict as _load_from_state_dict
 from tying.core.slot_loads import _own_storage_from as _own_storage_from
 from tying.core.slot_loads import guard_loading as guard_loading
+from tying.core.slot_names import add_module as _add_module
+from tying.core.slot_names import check_name_free as _check_name_free
+from tying.core.slot_names import register_buffer as _register_buffer
+from tying.core.slot_names import slot_deleter as _slot_deleter
 from tying.core.spectral_guard import TiedParams as _TiedParams
 from tying.core.spectral_guard import norm_refusal as _norm_refusal
 
@@ -613,6 +617,7 @@ def check_writes(model: nn.Module) -> None:
 
 def _guarded_register_parameter(self, name, param):
     check_register(self, name, self.__dict__.get(SLOTS_ATTR, {}))
+    _check_name_free(self, name, "register_parameter")
     # the base's method, not super(type(self), self): a class another tool put on top of the
     # tied one (parametrize's) inherits this method, and super() of it came back here forever
     type(self)._tying_base.register_parameter(self, name, param)
@@ -687,6 +692,8 @@ def tied_class(base: type, names) -> type:
             __setstate__=_setstate,
             __setattr__=_guarded_setattr,
             register_parameter=_guarded_register_parameter,
+            register_buffer=_register_buffer,
+            add_module=_add_module,
             requires_grad_=_requires_grad_,
             zero_grad=_zero_grad,
             _apply=_apply,
@@ -735,7 +742,7 @@ def _slot_property(name: str) -> property:
             raise explained from err
 
     fget.__name__ = name
-    return property(fget, doc=f"Tied slot {name!r}, served by tying (read-only).")
+    return property(fget, None, _slot_deleter(name), doc=f"Tied slot {name!r}, served by tying.")
 
 
 def _guarded_delitem(self, key):

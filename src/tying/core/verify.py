@@ -312,6 +312,38 @@ def _declarations(model: nn.Module, inv: Inventory):
                     yield tpath, source, spec
 
 
+def declarations_for_plan(model: nn.Module) -> list[tuple[str, str | None, dict]]:
+    """``(target, like, spec)`` of every tie of ``model``'s slots, for :meth:`Plan.declared`.
+
+    Those declared on ``model`` and its modules, then those a plan applied to a module
+    above it declared for slots inside it, paths relative to ``model``. Stop 58:
+    ``Plan.declared(model.decoder)`` after a plan over the whole model returned
+    ``Plan([])`` for a decoder whose ties ``tying.ties`` and ``tying.verify`` listed, so
+    the plan re-created nothing on a fresh decoder, silently. A tie whose source lies
+    outside ``model`` cannot be written relative to it: refused, naming it.
+
+    Raises:
+        TieError: a tie of a slot inside ``model`` reads a module outside it.
+    """
+    own = [
+        (join(prefix, target), None if spec["like"] is None else join(prefix, spec["like"]), spec)
+        for prefix, mod in model.named_modules()
+        for target, spec in mod.__dict__.get(DECLARED_ATTR, {}).items()
+    ]
+    inside = {id(m) for m in model.modules()}
+    if all(
+        slot.anchor is None or id(slot._links()[0][0]) in inside
+        for mod in model.modules()
+        for slot in slots_of(mod).values()
+    ):
+        return own  # every tie inside was declared on model or below it: no search
+    inv = Inventory(model)
+    for path, info in inv.slots.items():
+        if info.tie is not None and info.source == "":
+            raise TieError("Plan.declared: " + inv.outside(path, "Plan.declared"))
+    return list(_declarations(model, inv))
+
+
 def _read(inv: Inventory, path: str):
     info = inv.slots[path]
     return getattr(info.module, info.name)
