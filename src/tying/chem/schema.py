@@ -26,7 +26,8 @@ from tying.chem.units import Unit, parse_quantity, parse_unit
 
 # Digits are ASCII's (stop 58): Python's \d and float() read any script's digits, so
 # periodicity1="３" or k1="٠.١٥ * ..." loaded here as 3 and 0.15, where the toolkit (pint)
-# refuses the file; _bad names such a digit.
+# refuses the file or misreads it (sigma="３.4 * angstrom" reads there as 0.4 Å: the
+# full-width digit dropped); _bad names such a digit.
 _NUMBER = re.compile(r"^\s*[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$")
 _INTEGER = re.compile(r"^\s*[-+]?[0-9]+\s*$")
 _LEADING_ZERO = re.compile(r"^\s*[-+]?0[0-9]")

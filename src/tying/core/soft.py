@@ -41,7 +41,9 @@ def laplacian_penalty(
             would be ignored), ``edges`` given as a tensor or array (``edges.tolist()``,
             or ``edge_index.T.tolist()`` for torch_geometric's ``(2, E)`` layout) or not
             iterable, or a networkx graph (it iterates its nodes: pass ``G.edges``);
-            ``params`` given as a set (unordered) or a member that is not a tensor.
+            ``params`` given as a set (unordered), as ``(name, tensor)`` pairs
+            (``model.named_parameters()``: pass ``dict(...)``), or a member that is not a
+            tensor.
         ValueError: negative, NaN or infinite ``lam``, an edge that is not a pair or names
             a missing key (a bool, NumPy's or a tensor's too, is no index of a list), or shapes
             that differ.
@@ -192,7 +194,27 @@ def _members(params: object) -> tuple[bool, list, object]:
             )
         # stop 58: model.parameters() (a generator) failed in len(), in Python's words
         params = list(params)
+    if len(params) and _named(params[0]):
+        # stop 58 (review): model.named_parameters() was listed as (name, tensor) pairs:
+        # edges by name read "not in params [0, 1, ...]", edges by index "a tuple, not a
+        # tensor" with advice that named neither the cause nor dict()
+        raise TypeError(
+            f"laplacian_penalty: params holds (name, tensor) pairs "
+            f"({params[0][0]!r}, ...), as model.named_parameters() gives them; pass "
+            f"dict(model.named_parameters()) to name members in edges, or "
+            f"list(model.parameters()) to index them"
+        )
     return False, list(range(len(params))), params.__getitem__
+
+
+def _named(item: object) -> bool:
+    """Whether ``item`` is a ``(name, tensor)`` pair, as ``named_parameters()`` yields."""
+    return (
+        type(item) is tuple
+        and len(item) == 2
+        and isinstance(item[0], str)
+        and isinstance(item[1], torch.Tensor)
+    )
 
 
 def _key(k: object, edge: object, mapping: bool, keys: list, known: set) -> object:
