@@ -84,7 +84,12 @@ def test_get_peft_model_refuses_an_adapter_on_a_partial_tie_before_any_change():
 def test_get_peft_model_refuses_an_adapter_on_one_end_of_a_whole_module_tie():
     model = M.gpt2()
     M.GPT2_PLAN.apply(model)
-    with pytest.raises(tying.TieError, match=r"target module 'transformer\.h\.0\.attn\.c_attn'"):
+    # the whole group is named, and what the config leaves out of it (stop 58)
+    with pytest.raises(
+        tying.TieError,
+        match=r"config targets \['transformer\.h\.0\.attn\.c_attn'\] and leaves out "
+        r"\['transformer\.h\.1\.attn\.c_attn', 'transformer\.h\.2\.attn\.c_attn'\]",
+    ):
         get_peft_model(model, _lora(["transformer.h.0.attn.c_attn"], conv1d=True))
     assert not any(is_adapter(m) for m in model.modules())
 

@@ -65,13 +65,16 @@ from tying.interop.lora_saved import (
     restore_declarations,
     tokens_tuner_ties,
 )
+from tying.interop.lora_targets import (
+    SHARED_GROUP,
+    WeightedAdapter,
+    quiet_own_exclusions,
+    refuse_partial_groups,
+    refuse_tied_parameters,
+)
 from tying.interop.lora_unload import SHARED_ATTR, _Unloading, merge_and_unload, unload
 
 __all__ = ["from_pretrained", "get_peft_model", "merge_and_unload", "unload"]
-
-# the regex group that marks, in a saved adapter's exclude_modules, the paths that shared
-# their source's adapter (so from_pretrained can tell them from the user's own exclusions)
-SHARED_GROUP = "tying_shared"
 
 
 def _peft():
@@ -221,6 +224,8 @@ def _get_peft_model(model: nn.Module, peft_config, **kwargs: Any):
     targets = _targets(peft_config, model, inv)
     refuse_config_tie_apart(peft_config, model, targets, "get_peft_model")
     whole = whole_module_ties(inv)
+    refuse_partial_groups(peft_config, whole, targets)
+    refuse_tied_parameters(peft_config, inv, whole)
     shared = {}
     for info in inv.slots.values():
         if not info.is_tied:
@@ -595,6 +600,8 @@ def _wrap(model: nn.Module, make, shared: dict[str, str], what: str, check=None)
         pm.__dict__[how] = _Unloading(pm, how)
         if not is_prompt_learning(pm):  # there pm.base_model is the user's own model
             pm.base_model.__dict__[how] = pm.__dict__[how]
+    if callable(getattr(type(pm.base_model), "add_weighted_adapter", None)):
+        pm.base_model.__dict__["add_weighted_adapter"] = WeightedAdapter(pm.base_model)
     return pm
 
 
@@ -656,7 +663,8 @@ def _add_adapter(self, adapter_name: str, peft_config, *args: Any, **kwargs: Any
     had_shared = dict(self.__dict__.get(SHARED_ATTR, {}))
     try:
         config = _excluding(peft_config, shared, base)
-        out = type(self).add_adapter(self, adapter_name, config, *args, **kwargs)
+        with quiet_own_exclusions(config):  # a saved config of ours (load_adapter)
+            out = type(self).add_adapter(self, adapter_name, config, *args, **kwargs)
         originals = {p: base.get_submodule(p) for p in shared}
         for path, src in shared.items():  # the source's new wrapper serves every use
             set_module(base, path, base.get_submodule(src))
@@ -731,8 +739,10 @@ def _new_shared_wrappers(pm, base: nn.Module, adapter_name: str, peft_config) ->
     A second adapter on modules tied whole that the first adapter left unwrapped (a first
     LoRA on ``q_proj``, a second on the shared MLP's ``gate_proj``) was wrapped by peft at
     each path apart, and refused with "'0', which held it, moved to '0.base_layer'", which
-    named neither the adapter nor a fix (stop 52, open). A pair of which the new adapter
-    targets one path only is refused here, naming the adapter, both modules and the fix.
+    named neither the adapter nor a fix (stop 52, open). A group of which the new adapter
+    targets some paths only is refused here, naming the adapter, the whole group and the
+    fixes (:func:`~tying.interop.lora_targets.refuse_partial_groups`; pair by pair, the
+    advice "target both" looped on a group of three, stop 58).
     """
     inv = Inventory(base)
     # the paths a saved config excludes as sharing their source's adapter (load_adapter of
@@ -752,25 +762,22 @@ def _new_shared_wrappers(pm, base: nn.Module, adapter_name: str, peft_config) ->
                 f"before get_peft_model, then add the adapter; the adapter was not added and "
                 f"the model was left as it was"
             )
+    what = f"add_adapter({adapter_name!r})"
+    fresh = {  # pairs no adapter wraps yet; in one that does, a new adapter lands shared
+        path: src
+        for path, src in whole.items()
+        if not (is_adapter(inv.modules[path]) or is_adapter(inv.modules[src]))
+        and inv.modules[path] is not inv.modules[src]
+    }
+    refuse_partial_groups(peft_config, fresh, targets, what)
+    refuse_tied_parameters(peft_config, inv, whole, what)
     shared = {}
     for path, src in whole.items():
         mod, src_mod = inv.modules[path], inv.modules[src]
         if is_adapter(mod) or is_adapter(src_mod) or mod is src_mod:
             continue  # already one shared wrapper (a new adapter lands in it), or untouched
-        hit = sorted({path, src} & targets)
-        if not hit:
-            continue
-        if len(hit) == 1:
-            other = src if hit[0] == path else path
-            raise TieError(
-                f"add_adapter({adapter_name!r}): target module {hit[0]!r} is tied whole to "
-                f"{other!r} ({path} <- {src}), which target_modules leaves out: an adapter on "
-                f"one of them would change one use of the shared weights and merging would "
-                f"write its delta into both. Target both ({[src, path]}): they then share one "
-                f"adapter; or neither; the adapter was not added and the model was left as it "
-                f"was"
-            )
-        shared[path] = src
+        if {path, src} <= targets:  # (a pair targeted in part was refused above)
+            shared[path] = src
     keys = pm.__dict__.get(_LOADING_KEYS) or []
     own = [p for p in shared if any(f".{p}." in f".{k}" for k in keys)]
     if own:
