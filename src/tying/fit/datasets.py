@@ -213,6 +213,18 @@ def as_dataset(item: Any, index: int) -> Dataset:
     )
 
 
+def _is_a_data_set(value: Any) -> bool:
+    """Whether ``value`` is a data set in one of the forms ``as_dataset`` reads, not an x."""
+    if isinstance(value, (Dataset, Mapping)):
+        return True
+    if not (isinstance(value, tuple) and 2 <= len(value) <= 4):
+        return False
+    try:  # (x, y, ...) holds arrays; an x given as a tuple holds numbers
+        return np.ndim(value[0]) >= 1
+    except ValueError:  # ragged: not a tuple of numbers either
+        return True
+
+
 def _not_a_list(datasets: Any) -> str:
     """The fix for ``datasets`` given as something other than a list of data sets.
 
@@ -220,15 +232,38 @@ def _not_a_list(datasets: Any) -> str:
     dict of data sets by name, a generator or a pandas table it failed when followed.
     """
     kind = type(datasets).__name__
+    # data sets named "x" and "y" (two polarisations) are a dict of data sets, not one
+    # whose x is a tuple: told [data], they failed as "y must be 1-D" (stop 58 review)
     if isinstance(datasets, Dataset) or (
-        isinstance(datasets, Mapping) and "x" in datasets and "y" in datasets
+        isinstance(datasets, Mapping)
+        and "x" in datasets
+        and "y" in datasets
+        and not _is_a_data_set(datasets["x"])
     ):
         return "wrap a single data set in a list: [data]"
     if isinstance(datasets, Mapping):
+        # the naming fix for the form of the dict's values: Dataset(*d, name=k) unpacked a
+        # dict's keys as x and y ("x is not numeric (<U1)"), read a metadata dict third as
+        # sigma, and could not unpack a Dataset (stop 58 review)
+        first = next(iter(datasets.values()), None)
+        if isinstance(first, Dataset):
+            named = (
+                "[tying.fit.Dataset(d.x, d.y, d.sigma, d.metadata, name=k) "
+                "for k, d in data.items()]"
+            )
+            form = "d a tying.fit.Dataset"
+        elif isinstance(first, Mapping):
+            named = "[{**d, 'name': k} for k, d in data.items()]"
+            form = "d a dict with 'x' and 'y'"
+        elif isinstance(first, tuple) and len(first) > 2 and isinstance(first[-1], Mapping):
+            named = "[tying.fit.Dataset(*d[:-1], metadata=d[-1], name=k) for k, d in data.items()]"
+            form = "d an (x, y, metadata) or (x, y, sigma, metadata) tuple"
+        else:
+            named = "[tying.fit.Dataset(*d, name=k) for k, d in data.items()]"
+            form = "d an (x, y) or (x, y, sigma) tuple"
         return (
-            "a dict of data sets by name is not read; pass list(data.values()), or name each "
-            "(d an (x, y) or (x, y, sigma) tuple): "
-            "[tying.fit.Dataset(*d, name=k) for k, d in data.items()]"
+            f"a dict of data sets by name is not read; pass list(data.values()), or name each "
+            f"({form}): {named}"
         )
     if hasattr(datasets, "groupby") or hasattr(datasets, "ngroups"):
         return (

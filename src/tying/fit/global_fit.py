@@ -85,7 +85,7 @@ from tying.fit.diagnostics import (  # noqa: F401  (re-exported: global_fit.<nam
 )
 from tying.fit.model import ModelEvaluator
 from tying.fit.result import FitResult, build_values
-from tying.fit.roles import ParameterMap
+from tying.fit.roles import ParameterMap, _hint
 from tying.fit.solvers import (
     SOLVERS,
     ConvergenceWarning,
@@ -156,6 +156,49 @@ def _refuse_x_in_roles(model_fn, shared, per_group, local, fixed) -> None:
                 f"parameter to fit; remove {x_name!r} from {role}= (to fit a shift of x, add "
                 f"a parameter: model_fn(x, x0, ...) using x - x0)"
             )
+
+
+def _refuse_roles_in_star_args(model_fn, names, shared, per_group, local, fixed) -> None:
+    """Name the rule when a role names a parameter that only ``*rest`` could take.
+
+    ``f(x, a, *rest)`` with ``shared=["a", "b"]`` (``b`` meant for ``rest[0]``, scipy's
+    ``curve_fit`` style) was refused as a name "which model_fn does not take; its
+    parameters are ['a']", with no fix; ``f(x, *p)`` alone named the wrapper (stop 58
+    review).
+    """
+    if names is None:
+        return
+    try:
+        params = list(inspect.signature(model_fn).parameters.values())
+    except (TypeError, ValueError):
+        return
+    star = next((p.name for p in params if p.kind is inspect.Parameter.VAR_POSITIONAL), None)
+    if star is None:
+        return
+    extra: dict[str, str] = {}  # name -> the first role naming it
+    for role, given in (("shared", shared), ("per_group", per_group), ("local", local),
+                        ("fixed", fixed)):  # fmt: skip
+        if isinstance(given, str) or given is None:
+            continue  # the role checks refuse a bare string by name
+        try:
+            listed = list(given)
+        except TypeError:
+            continue  # the role checks name a role that is not a list
+        for n in listed:
+            if isinstance(n, str) and n not in names:
+                extra.setdefault(n, role)
+    if extra:
+        before = [p.name for p in params[1:] if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+        after = [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        args = ", ".join(before + list(extra) + after)
+        call = ", ".join(before + list(extra) + [f"{n}={n}" for n in after])
+        first = next(iter(extra))
+        raise ValueError(
+            f"{extra[first]} names {first!r}, which model_fn does not take by name; its "
+            f"parameters are {names} and *{star}{_hint(first, names)}; GlobalFit passes each "
+            f"parameter by name, so to fit {first!r} as an item of *{star} name them: "
+            f"lambda x, {args}: model_fn(x, {call}) (with your parameters, in model_fn's order)"
+        )
 
 
 def _lmfit_model(model_fn: Any) -> str:
@@ -355,6 +398,9 @@ class GlobalFit:
         data = stack(self.datasets)
         names, defaults = _signature(self.model_fn)
         _refuse_x_in_roles(self.model_fn, self.shared, self.per_group, self.local, self.fixed)
+        _refuse_roles_in_star_args(
+            self.model_fn, names, self.shared, self.per_group, self.local, self.fixed
+        )
         pmap = ParameterMap(
             names,
             data.metadata,

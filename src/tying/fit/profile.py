@@ -559,7 +559,8 @@ def conf_interval(
                 f"{n[n.rindex('[') + 1 : -1]}'s value {n!r}, and result.table() labels data "
                 f"set {result.dataset_names[k]!r} (index {k}, physical {labels[n]!r}) {n!r} "
                 f"too; name the data sets so that no name is another data set's index "
-                f"(e.g. 'run 1' for '1')"
+                f"(e.g. 'run 1' for '1'), with no refit: result = dataclasses.replace(result, "
+                f"dataset_names=[f'run {{n}}' for n in result.dataset_names])"
             )
     asked, names = names, [labels.get(n, n) for n in names]
     if len(set(names)) != len(names):
@@ -568,6 +569,8 @@ def conf_interval(
         also = f" (as {' and '.join(map(repr, sorted(both)))})" if len(both) > 1 else ""
         raise ValueError(f"names lists {dup!r} twice{also}")
     not_fitted = [n for n in names if n in held]
+    # named as asked: "names has 'a[0]'" for a[early] named a name the caller never wrote
+    as_asked = dict(zip(names, asked))
     cov = result._cov_logical
     idx = result._pmap.index
     # held slots have a zero covariance row; a NaN one is a fitted parameter whose error
@@ -580,17 +583,18 @@ def conf_interval(
     ]
     if no_error:
         raise ValueError(
-            f"names has {', '.join(map(repr, no_error))}, fitted but with a NaN standard "
-            f"error (the fit's message says why: a derivative that vanishes at the fitted "
-            f"value, or a singular Jacobian), and a profile steps by the standard error, so "
-            f"it has none; reparametrise so that the model changes at first order in it (fit "
-            f"c = b**2 with bounds={{'c': (0, None)}}), or leave it out of names"
+            f"names has {', '.join(repr(as_asked[n]) for n in no_error)}, fitted but with a "
+            f"NaN standard error (the fit's message says why: a derivative that vanishes at "
+            f"the fitted value, or a singular Jacobian), and a profile steps by the standard "
+            f"error, so it has none; reparametrise so that the model changes at first order "
+            f"in it (fit c = b**2 with bounds={{'c': (0, None)}}), or leave it out of names"
         )
     if not_fitted:
         raise ValueError(
-            f"names has {', '.join(map(repr, not_fitted))}, held at its start value by the "
-            f"fit, not fitted: the model of its data set does not change with it (the fit's "
-            f"message says so; standard error NaN), so it has no profile; leave it out of names"
+            f"names has {', '.join(repr(as_asked[n]) for n in not_fitted)}, held at its start "
+            f"value by the fit, not fitted: the model of its data set does not change with it "
+            f"(the fit's message says so; standard error NaN), so it has no profile; leave it "
+            f"out of names"
         )
     if not names:
         raise ValueError("names is empty; give the parameters to profile")

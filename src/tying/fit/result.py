@@ -55,7 +55,12 @@ _LMFIT_NAMES = {
     ),
     "eval": "result.predict(i, x) (data set i's model at new x)",
     "dely": "result.eval_uncertainty(i, x, sigma=1)",
-    "init_fit": "model_fn(x, **init), computed by you",
+    # model_fn(x, **init) was advised: a local init (one value per data set) or a group's
+    # {label: value} went in whole, and a start from the model's defaults was left out
+    "init_fit": (
+        "model_fn(x, **{n: v[i] for n, v in fit.parameter_map.logical(fit.parameter_map.x0)"
+        ".items()}) with data set i's x and your GlobalFit fit, computed by you"
+    ),
     "plot_fit": "result.plot(i)",
     "method": "result.solver",
     "ier": "result.success and result.message",

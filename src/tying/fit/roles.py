@@ -38,6 +38,8 @@ Example:
 from __future__ import annotations
 
 import difflib
+import fractions
+import math
 import numbers
 import unicodedata
 import warnings
@@ -92,6 +94,43 @@ def _lmfit_parameter(label: str, value: Any) -> None:
             )
 
 
+def _label_eps(kind: type) -> float | None:
+    """The relative rounding unit of a number label's type; 0 for exact ones, None for others.
+
+    A float32 label (a float32 CSV column) rounds at float32's eps: 0.64 + 0.27 is
+    0.90999997 beside a typed 0.91, 1 float32 ulp apart but 5e7 float64 ones, so a float64
+    tolerance let it through as a second group (stop 58 review).
+    """
+    if issubclass(kind, (bool, np.bool_)) or not issubclass(kind, numbers.Real):
+        return None
+    if issubclass(kind, numbers.Rational):
+        return 0.0  # ints and Fractions are exact labels (2**60 and 2**60 + 1 are two)
+    if issubclass(kind, np.floating):
+        return float(max(np.finfo(kind).eps, np.finfo(float).eps))
+    return float(np.finfo(float).eps)
+
+
+def _exact(value: Any) -> fractions.Fraction:
+    """A number label's exact value (a float's binary value, an int as itself)."""
+    if isinstance(value, numbers.Integral):
+        return fractions.Fraction(int(value))
+    if isinstance(value, fractions.Fraction):
+        return value
+    return fractions.Fraction(float(value))
+
+
+def _merging_fix(a: Any, b: Any) -> str:
+    """A rounding of the labels that makes ``a`` and ``b`` one label, as code to apply."""
+    if isinstance(a, float) and isinstance(b, float) and round(a, 9) == round(b, 9):
+        return "round(label, 9)"
+    # round(label, 9) leaves labels past ~1e7 (times near 1.7e9: 1700000000.1999998 and
+    # 1700000000.2), float32 ones and an int beside a float apart (stop 58 review)
+    for digits in range(15, 0, -1):
+        if float(f"%.{digits}g" % a) == float(f"%.{digits}g" % b):
+            return f"float('%.{digits}g' % label), {digits} significant digits"
+    return "float(label)"  # not reached for labels a rounding apart
+
+
 def _refuse_rounded_labels(
     name: str, key: str, values: list[Any], idx: np.ndarray, dataset_names: Sequence[str]
 ) -> None:
@@ -99,27 +138,44 @@ def _refuse_rounded_labels(
 
     They are two groups, each with its own value of ``name``: a label computed as
     ``0.1 + 0.2`` beside a typed ``0.3`` split one group in two with no error (stop 58).
-    Labels a rounding apart (4 ulps of float64) are never two conditions meant apart.
+    Labels a rounding apart (4 ulps of the coarser label's type, float64 or float32) are
+    never two conditions meant apart; two exact labels (ints, Fractions) never are.
     """
-    nums = []
+    eps_of: dict[type, float | None] = {}
+    pos, num, eps = [], [], []
     for j, v in enumerate(values):
-        if isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)):
-            try:
-                nums.append((float(v), j))
-            except OverflowError:  # an int past float64: exact, never a rounded float
-                continue
-    nums.sort()
-    for (a, ja), (b, jb) in zip(nums, nums[1:]):
-        if all(isinstance(values[j], numbers.Integral) for j in (ja, jb)):
-            continue  # ints are exact labels (2**60 and 2**60 + 1 are two)
-        if b - a <= 4 * np.finfo(float).eps * max(abs(a), abs(b)):
-            first = [dataset_names[int(np.flatnonzero(idx == j)[0])] for j in (ja, jb)]
-            raise ValueError(
-                f"per_group[{name!r}]: the labels {values[ja]!r} (dataset {first[0]!r}) and "
-                f"{values[jb]!r} (dataset {first[1]!r}) of metadata key {key!r} differ only "
-                f"by rounding ({b - a:.2g}), so they would be two groups, each with its own "
-                f"{name!r}; round the labels (e.g. round(label, 9)) if they are one group"
-            )
+        kind = type(v)
+        if kind not in eps_of:
+            eps_of[kind] = _label_eps(kind)
+        e = eps_of[kind]
+        if e is None:
+            continue  # strings, datetimes, bools: not numbers a rounding can split
+        try:
+            f = float(v)
+        except OverflowError:  # an int past float64: exact, never a rounded float
+            continue
+        if math.isfinite(f):  # inf beside 1e308 is no rounding
+            pos.append(j)
+            num.append(f)
+            eps.append(e)
+    if len(num) < 2:
+        return
+    f, e = np.asarray(num), np.asarray(eps)
+    order = np.argsort(f, kind="stable")
+    f, e, pos = f[order], e[order], np.asarray(pos)[order]
+    tol = 4 * np.maximum(e[:-1], e[1:]) * np.maximum(np.abs(f[:-1]), np.abs(f[1:]))
+    near = np.flatnonzero((f[1:] - f[:-1] <= tol) & ((e[:-1] > 0) | (e[1:] > 0)))
+    for k in near:
+        ja, jb = int(pos[k]), int(pos[k + 1])
+        first = [dataset_names[int(np.flatnonzero(idx == j)[0])] for j in (ja, jb)]
+        gap = float(abs(_exact(values[jb]) - _exact(values[ja])))
+        raise ValueError(
+            f"per_group[{name!r}]: the labels {values[ja]!r} (dataset {first[0]!r}) and "
+            f"{values[jb]!r} (dataset {first[1]!r}) of metadata key {key!r} differ only "
+            f"by rounding ({gap:.2g}), so they would be two groups, each with its own "
+            f"{name!r}; round the labels (e.g. {_merging_fix(values[ja], values[jb])}) if "
+            f"they are one group"
+        )
 
 
 def _real(label: str, value: Any) -> np.ndarray:
