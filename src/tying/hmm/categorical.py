@@ -210,10 +210,15 @@ class CategoricalHMM(BaseHMM):
         name = (
             "n_features" if self.n_features is not None and self.n_symbols is None else "n_symbols"
         )
+        kept = (
+            "init_params leaves it out"
+            if self.init_params is not None
+            else "an assigned emissionprob_ is where the next fit starts"
+        )
         why = {
             "held": "a fitted model scores with the emissionprob_ it holds",
             "given": f"{name}={self.n_symbols_} was given",
-            "kept": "this fit starts from the emissionprob_ held (init_params leaves it out)",
+            "kept": f"this fit starts from the emissionprob_ held ({kept})",
             "init": "emissionprob_init has that many columns",
             "data": "n_symbols_ is read from X's largest symbol",
         }[source]
@@ -224,10 +229,20 @@ class CategoricalHMM(BaseHMM):
             return f"{why}; raise it to {name}={need} or recode X"
         if source == "init":
             return f"{why}; give an emissionprob_init with {need} columns, or recode X"
+        # each way named only with the settings it needs here: a model from from_params
+        # (n_symbols and emissionprob_init given) refused "fit again with n_symbols=5"
+        # (emissionprob_init of 3 columns) and an emissionprob_ of 5 columns (n_symbols=3)
+        refit = f"{name}={need}" + (
+            ", emissionprob_init=None" if self.emissionprob_init is not None else ""
+        )
+        assign = f"assign an emissionprob_ with {need} columns"
+        if self._alphabet_size() is not None:
+            assign = f"set_params({name}={need}), then {assign}"
+        if self.init_params is None and self._keeps_emissions():
+            return f"{why}; recode X, or {assign}"  # a refit would start from it again
         return (
-            f"{why}; recode X, or learn the new symbols: fit again with {name}={need} and "
-            f"init_params that include 'e' (the default does), or assign an emissionprob_ "
-            f"with {need} columns"
+            f"{why}; recode X, or learn the new symbols: fit again with {refit} and "
+            f"init_params that include 'e' (the default does), or {assign}"
         )
 
     def _keeps_emissions(self) -> bool:

@@ -118,10 +118,8 @@ def assign_written(owner, name: str, before: np.ndarray, after: np.ndarray) -> N
         same = (before == after) | (np.isnan(before) & np.isnan(after))
         changed = int(np.count_nonzero(~same)) if before.shape == after.shape else 0
         partial = 0 < changed < before.size and err.args and isinstance(err.args[0], str)
-        if partial and _couples_entries(owner, name, after):
-            one = {"covars_": "a state's whole matrix m.covars_[0] = matrix, or "}.get(
-                name, "" if name == "match_probs_" else f"a whole row m.{name}[0] = row, or "
-            )
+        one = _coupled_write(owner, name, after, err.args[0]) if partial else None
+        if one is not None:
             err.args = (
                 f"{err.args[0]} (this write changed {changed} of the {before.size} entries "
                 f"of {name} and is checked as an assignment of the whole {name}, so nothing "
@@ -135,19 +133,43 @@ def assign_written(owner, name: str, before: np.ndarray, after: np.ndarray) -> N
 _DISTRIBUTIONS = ("startprob_", "transmat_", "emissionprob_", "weights_", "insert_probs_")
 
 
-def _couples_entries(owner, name: str, after: np.ndarray) -> bool:
-    """Whether ``after`` fails a rule that ties entries together (a distribution's sum,
-    a covariance's symmetry), which a write of one entry breaks however valid its value;
-    a NaN or a negative probability is refused for itself and needs no note."""
+def _coupled_write(owner, name: str, after: np.ndarray, message: str) -> str | None:
+    """The write that sets the entries of ``after`` that must move together at once
+    (``"a whole row m.transmat_[1] = row, or "``; ``""`` where only a copy does), where the
+    setter refused ``after`` for a rule that ties entries together (a distribution's sum,
+    a covariance's symmetry, a spherical variance), which a write of one entry breaks
+    however valid its value; else None. A NaN, a negative probability or a shape the
+    model no longer has (``set_params(n_components=3)`` since the read) is refused for
+    itself: a whole-row write meets the same refusal, so no note. The row or matrix
+    named is the first one refused, by the setter's tolerances: a GMMHMM's ``covars_[0]``
+    is all of state 0's components, and a 1-d ``startprob_[0]`` is one entry (stop 58)."""
     if after.dtype.kind not in "fiu" or not np.all(np.isfinite(after)):
-        return False
-    if name in _DISTRIBUTIONS or name == "match_probs_":
-        sums = after.sum() if name == "match_probs_" else after.sum(-1)
-        return bool(np.all(after >= 0) and not np.allclose(sums, 1.0))
-    if name == "covars_" and getattr(owner, "covariance_type", None) in ("full", "tied"):
-        # (a diag or spherical model refuses an off-diagonal entry for itself)
-        return not np.allclose(after, np.swapaxes(after, -1, -2))
-    return False
+        return None
+    if name == "match_probs_" and ("must sum to 1" in message or "symmetric" in message):
+        return ""  # one distribution over all pairs of symbols: no row of its own
+    if name in _DISTRIBUTIONS and "must sum to 1" in message and np.all(after >= 0):
+        bad = ~np.isclose(after.sum(-1), 1.0, rtol=0, atol=1e-8)
+        if after.ndim == 1:
+            return f"all of them m.{name}[:] = values, or " if bad else None
+        return f"a whole row m.{name}[{_first(bad)}] = row, or " if bad.any() else None
+    kind = getattr(owner, "covariance_type", None)
+    if name == "covars_" and after.ndim >= 3:
+        if kind in ("full", "tied") and "must be symmetric" in message:
+            swapped = np.swapaxes(after, -1, -2)
+            bad = ~np.isclose(after, swapped, rtol=1e-10, atol=1e-12).all(axis=(-1, -2))
+        elif kind == "spherical" and "one variance per state" in message:
+            diag = np.diagonal(after, axis1=-2, axis2=-1)
+            bad = ~np.isclose(diag, diag[..., :1], rtol=1e-12, atol=0).all(axis=-1)
+        else:
+            return None
+        return f"a whole matrix m.covars_[{_first(bad)}] = matrix, or " if bad.any() else None
+    return None
+
+
+def _first(bad: np.ndarray) -> str:
+    """The index of the first True of ``bad``, as written in a subscript (``1`` or ``0, 1``)."""
+    index = np.unravel_index(int(np.flatnonzero(bad)[0]), bad.shape)
+    return ", ".join(str(int(i)) for i in index)
 
 
 class FittedArray(np.ndarray):
