@@ -22,7 +22,7 @@ from tying.experiments.registry import (
 )
 
 IMPORT_ERRORS: dict[str, str] = {}
-_NOT_EXPERIMENTS = {"registry", "runner", "common", "claims", "output"}
+_NOT_EXPERIMENTS = {"registry", "runner", "common", "claims", "output", "verdict"}
 _LOADED: list[bool] = []
 
 
@@ -39,7 +39,9 @@ def load_all() -> dict[str, ExperimentSpec]:
             importlib.import_module(name)
         except ImportError as exc:  # an optional extra is missing
             IMPORT_ERRORS[info.name] = f"{type(exc).__name__}: {exc}"
-        except Exception as exc:  # a broken module must not take the whole report down
+        # a broken module must not take the whole report down, nor a sys.exit() in it
+        # (`tying report`, `tying list` ended before any experiment ran; exit 0 for sys.exit())
+        except (Exception, SystemExit) as exc:
             IMPORT_ERRORS[info.name] = "".join(traceback.format_exception(exc)).rstrip()
     return REGISTRY
 

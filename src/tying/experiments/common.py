@@ -83,6 +83,9 @@ def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
             every element of the other (``(n,)`` against ``(n, 1)``), or a one-element
             tensor with all of the other: a number for an "outputs agree" check that
             compared no pair the check meant (stop 54). Or the tensors are empty.
+            Integer, bool, half-precision and mixed dtypes are compared in int64,
+            float64 or complex128 (torch's own arithmetic wrapped ``uint8`` and rounded
+            an int to float32 before subtracting).
 
     Example:
         >>> max_abs_diff(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.5]))
@@ -99,7 +102,31 @@ def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
             f"max_abs_diff() got two empty tensors (shape {tuple(a.shape)}); a check over no "
             "elements would decide nothing"
         )
-    return float((a.detach() - b.detach()).abs().max())
+    a, b = _wide(a.detach(), b.dtype), _wide(b.detach(), a.dtype)
+    return float((a - b).abs().max())
+
+
+def _wide(t: torch.Tensor, other: torch.dtype) -> torch.Tensor:
+    """``t`` in a dtype its difference with a tensor of dtype ``other`` is right in.
+
+    Two float tensors of one dtype (float32 and wider) are left as they are (every
+    experiment's number unchanged). Otherwise torch's own arithmetic gave a wrong
+    difference without a word (stop 58): uint8 ``0 - 255`` wraps to 1; an int64 ``2**24 + 1``
+    against float32 ``2**24`` is computed in float32 and reads 0; float16 ``65504 -
+    (-65504)`` overflows to inf; bool does not subtract at all.
+    """
+    if t.dtype == other and t.dtype in (
+        torch.float32,
+        torch.float64,
+        torch.complex64,
+        torch.complex128,
+    ):
+        return t
+    if t.is_complex() or other.is_complex:
+        return t.to(torch.complex128)
+    if t.is_floating_point() or other.is_floating_point or t.dtype == torch.uint64:
+        return t.to(torch.float64)
+    return t.to(torch.int64)  # bool and integers of 32 bits or fewer: no wrap-around
 
 
 def _floats(values: Iterable[float], what: str) -> np.ndarray:
@@ -169,7 +196,8 @@ def still_gaining(losses: Iterable[float], tail: float = 0.2, by: float = 0.1) -
     The run counts as still gaining when the best loss of its last ``tail`` of steps is
     more than ``by`` (relative) below the best loss before them: a comparison of such
     runs is one at a step budget, not at convergence (stop 36). A loss history holding
-    NaN or inf counts as still gaining: that run did not settle anywhere.
+    NaN or inf counts as still gaining: that run did not settle anywhere. Losses may be
+    negative (a negative log-likelihood): "below" is then by ``by`` of the loss's size.
 
     Args:
         losses: the training loss at every step, in order.
@@ -198,7 +226,11 @@ def still_gaining(losses: Iterable[float], tail: float = 0.2, by: float = 0.1) -
     if not np.isfinite(arr).all():
         return True
     cut = min(arr.size - 1, int(round(arr.size * (1 - tail))))
-    return bool(arr[cut:].min() < (1 - by) * arr[:cut].min())
+    best = arr[:cut].min()
+    # "by below" is relative to the size of the loss: (1 - by) * best moved a negative
+    # loss (a negative log-likelihood, an energy) up, so a flat run read as gaining
+    bound = (1 - by) * best if best >= 0 else (1 + by) * best
+    return bool(arr[cut:].min() < bound)
 
 
 class RNNStep(nn.Module):

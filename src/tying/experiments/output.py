@@ -302,15 +302,74 @@ def _owned(out: pathlib.Path, manifest: dict) -> tuple[list[str], list[tuple[str
     return ours, foreign
 
 
+def _nested_reports(out: pathlib.Path, foreign: list[tuple[str, str]]) -> list[str]:
+    """The subfolders (relative) of ``out`` among ``foreign`` that are report folders of ours.
+
+    ``tying report --out ro/sub`` then ``--out ro``: ``ro/sub``'s files are tying's, but
+    another report's, and ``ro``'s manifest does not list them. They are refused all the
+    same (a report never removes another one's files), but named for what they are.
+    """
+    nested = []
+    for rel, _ in foreign:
+        folder, _, name = rel.rpartition("/")
+        if name != MANIFEST or not folder or any(folder.startswith(f"{n}/") for n in nested):
+            continue
+        try:
+            _read_manifest(out / folder)
+        except (OSError, OutputFolderError):
+            continue  # a look-alike file of that name: not a manifest of ours
+        nested.append(folder)
+    return nested
+
+
+def _report_above(out: pathlib.Path, rel: str) -> pathlib.Path | None:
+    """The folder above ``out`` whose report's manifest lists ``out/rel``, or None."""
+    path = out.absolute() / rel
+    for folder in out.absolute().parents:
+        try:
+            if not (folder / MANIFEST).is_file():
+                continue
+            manifest = _read_manifest(folder)
+        except (OSError, OutputFolderError):
+            continue
+        mine = path.relative_to(folder).as_posix()
+        if mine in manifest["files"] or any(
+            fnmatch.fnmatchcase(mine, p) for p in manifest["pending"]
+        ):  # named as the user named --out: relative to here when it was
+            return folder if out.is_absolute() else pathlib.Path(os.path.relpath(folder))
+    return None
+
+
 def _refuse_foreign(out: pathlib.Path, foreign: list[tuple[str, str]]) -> None:
-    if foreign:
-        rel, why = foreign[0]
-        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+    if not foreign:
+        return
+    nested = _nested_reports(out, foreign)
+    others = [(r, w) for r, w in foreign if not any(r.startswith(f"{n}/") for n in nested)]
+    if nested:
+        sub = out / nested[0]
+        also = [str(out / n) for n in nested[1:]] + [str(out / r) for r, _ in others]
+        more = f" (and {len(also)} more that tying did not write for {out})" if also else ""
         raise OutputFolderError(
-            f"--out {out} holds {out / rel}, which {why}{more}; tying never overwrites "
-            "or removes files it did not write. Choose an empty or new folder with --out, "
-            "or move those files away"
+            f"--out {out} holds {sub}, the folder of another report (its manifest "
+            f"{sub / MANIFEST} lists what tying wrote there){more}; a report never "
+            f"overwrites or removes another one's files. Choose another folder with --out "
+            f"(one that does not hold {sub}), or move {sub} out of {out}"
         )
+    rel, why = others[0]
+    more = f" (and {len(others) - 1} more)" if len(others) > 1 else ""
+    above = _report_above(out, rel) if why == "was not written by tying" else None
+    if above is not None:  # --out DIR/figures of a report in DIR: its files, not a user's
+        raise OutputFolderError(
+            f"--out {out} holds {out / rel}, a file of the report in {above} (its manifest "
+            f"{above / MANIFEST} lists it){more}; a report inside another report's folder "
+            f"would overwrite or remove that report's files. Choose a folder outside "
+            f"{above} with --out"
+        )
+    raise OutputFolderError(
+        f"--out {out} holds {out / rel}, which {why}{more}; tying never overwrites "
+        "or removes files it did not write. Choose an empty or new folder with --out, "
+        "or move those files away"
+    )
 
 
 def _remove_leftovers(out: pathlib.Path, rels: Iterable[str]) -> None:

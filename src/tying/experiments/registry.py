@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from tying.experiments.claims import CLAIMS, claim_for
+from tying.experiments.claims import CLAIMS, EXTRA_CLAIMS, Claim, claim_for
 
 SIZES = ("quick", "report")
 
@@ -187,7 +187,8 @@ def get(id: str) -> ExperimentSpec:
     Raises:
         KeyError: naming the closest valid id (however far it is); for a claim's id
             with no experiment registered, saying why instead: the module that declares
-            it failed to import (named, with its error), or it is not yet implemented.
+            it failed to import (named, with its error), or it is not yet implemented;
+            for a claim's number (``"A1"``), naming that claim's experiment id.
     """
     if id not in REGISTRY:
         row = claim_for(id)
@@ -204,10 +205,25 @@ def get(id: str) -> ExperimentSpec:
             else:
                 why = "it is not yet implemented (`tying list` shows which claims are)"
             raise KeyError(f"claim {row.code or id} ({id!r}) has no experiment here: {why}")
+        numbered = _numbered(id)
+        if numbered is not None:  # the closest spelling of "A1" is a guess at another claim
+            raise KeyError(
+                f"{id!r} is the number of claim {numbered.code} in CLAIMS.md, not an "
+                f"experiment id; its experiment id is {numbered.id!r}: pass {numbered.id!r} "
+                "(`tying run`, `tying report --only` take the number too)"
+            )
         close = difflib.get_close_matches(id, list(REGISTRY), n=1, cutoff=0.0)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise KeyError(f"unknown experiment id {id!r}{hint} (`tying list` shows them all)")
     return REGISTRY[id]
+
+
+def _numbered(given: object) -> Claim | None:
+    """The claim whose CLAIMS.md number ``given`` is (``"A1"``, ``"b10"``, any case), or None."""
+    if not isinstance(given, str):
+        return None
+    code = given.strip().upper()
+    return next((c for c in (*CLAIMS, *EXTRA_CLAIMS) if c.code and c.code.upper() == code), None)
 
 
 def failed_module(id: str) -> str | None:

@@ -47,6 +47,7 @@ from tying.experiments.output import (
     remove_unlisted_figures,
 )
 from tying.experiments.registry import Result, Table, check_seed, check_size, get
+from tying.experiments.verdict import nan_texts
 
 __all__ = [
     "EXTRAS",
@@ -563,6 +564,14 @@ def _verdict_problem(id: str, result: Result) -> str | None:
             "False, so its check cannot have used them, and a pass is not reported. Find "
             "where the NaN comes from (a diverged fit, a 0/0), or aggregate with "
             "tying.experiments.common.largest/smallest, which keep a NaN, not max/min"
+        )
+    worded = nan_texts(_plain(result.measured)) if verdict else []
+    if worded:  # a NaN formatted into text before the check saw it (stop 58)
+        return (
+            f"experiment {id!r} reported a pass, but the measured text(s) of "
+            f"{', '.join(map(repr, worded))} write a NaN ('nan'); a pass beside it is not "
+            "reported. Put the number itself in measured (not its text), and find where "
+            "the NaN comes from"
         )
     inf = [str(k) for k, v in result.measured.items() if _has_inf(v)]
     if verdict and inf:

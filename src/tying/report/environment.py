@@ -30,19 +30,43 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def _git_commit() -> str:
+#: This module's folder and file name: git runs there, and asks whether it tracks the file.
+_HERE, _THIS = os.path.split(os.path.abspath(__file__))
+
+
+def _git(*args: str) -> str | None:
+    """``git args...`` run in this package's folder: its output, or None when it failed."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
+            ["git", *args],
             capture_output=True,
             text=True,
             timeout=5,
-            cwd=os.path.dirname(__file__),
+            cwd=_HERE,
             check=False,
         )
     except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _git_commit() -> str:
+    """The commit of the code that ran, or why there is none to name.
+
+    HEAD alone named a commit whose code did not produce the numbers: with uncommitted
+    changes to the package it is marked so, and a tying installed into a virtual
+    environment that lies inside some other git repository (``project/.venv``) is no
+    file of that repository, whose HEAD is not tying's (stop 58).
+    """
+    commit = _git("rev-parse", "--short", "HEAD")
+    if not commit:
         return "unknown"
-    return out.stdout.strip() or "unknown"
+    if not _git("ls-files", "--", _THIS):
+        return "unknown (tying does not run from a git checkout of its own)"
+    changed = _git("status", "--porcelain", "--", "..")  # the tying package folder
+    if changed is None:
+        return f"{commit} (uncommitted changes unknown)"
+    return f"{commit} + uncommitted changes to tying" if changed else commit
 
 
 def collect_environment(**run: object) -> dict[str, object]:

@@ -13,7 +13,7 @@ def format_value(value: Any) -> str:
 
     Ints get thousands separators, floats four significant digits (at least the
     units from 1,000 on; scientific when very small or large), booleans yes/no,
-    lists their items; NumPy and torch scalars as the Python number they hold.
+    lists and dicts their items; NumPy and torch scalars as the Python number they hold.
 
     Example:
         >>> format_value(9437184), format_value(0.000012345), format_value(3.14159)
@@ -25,6 +25,8 @@ def format_value(value: Any) -> str:
         >>> import numpy as np
         >>> format_value(np.int64(1234567)), format_value(np.True_)
         ('1,234,567', 'yes')
+        >>> format_value({"tied": 0.1 + 0.2, "params": 1234567})
+        '{tied: 0.3, params: 1,234,567}'
     """
     if value is None:
         return ""
@@ -40,6 +42,8 @@ def format_value(value: Any) -> str:
         return format_number(value, 4)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(format_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # its repr printed 0.30000000000000004 (stop 58)
+        return "{" + ", ".join(f"{k}: {format_value(v)}" for k, v in value.items()) + "}"
     return str(value)
 
 
@@ -53,8 +57,9 @@ def format_number(value: Any, digits: int = 3, *, sign: bool = False, percent: b
     least the units from 1,000 on, with thousands separators), scientific with three
     significant digits below 1e-3 and from 1e6 on, integers as integers, and ``nan``,
     ``inf``, ``-inf`` spelt out. Only an exact zero reads ``0``, and below 1,000 only
-    a whole number reads as one: more digits are shown where rounding would make one
-    (``0.99996``, not ``1``).
+    a whole number reads as one, and below 1 only a power of ten reads as one: more
+    digits are shown where rounding would make one (``0.99996``, not ``1``;
+    ``0.099996``, not ``0.1``, the tolerance a check compares it with).
 
     Args:
         value: an int or float (a NumPy or torch scalar is taken as its Python number).
@@ -108,7 +113,9 @@ def format_number(value: Any, digits: int = 3, *, sign: bool = False, percent: b
     if value.is_integer() and abs(value) < 1e15:
         return f"{plus}{int(value):,}{suffix}"
     mag = abs(value)
-    if mag < 1e-3 or mag >= 1e6:
+    if mag < 1e-3:
+        text = _not_a_whole_number(value, 3)  # 0.000999996 is not "0.001"
+    elif mag >= 1e6:
         text = f"{value:.3g}"
     elif mag >= 10 ** (digits - 1) and mag >= 1e3:
         text = f"{value:,.0f}"
@@ -121,13 +128,22 @@ def format_number(value: Any, digits: int = 3, *, sign: bool = False, percent: b
 
 def _not_a_whole_number(value: float, digits: int) -> str:
     """``value`` (not a whole number) to ``digits`` significant digits, or more where
-    fewer would read as a whole number: 0.99996 is ``0.99996``, not ``1`` (a
-    correlation or a fraction that read as exactly 1), 99.996% not ``100%``."""
+    fewer would read as a whole number or a power of ten: 0.99996 is ``0.99996``, not
+    ``1`` (a correlation or a fraction that read as exactly 1), 99.996% not ``100%``,
+    and 0.099996 not ``0.1``, 9.99996e-07 not ``1e-06`` (stop 58: a gap of 0.099996
+    read as the 0.1 its check asked for, beside FAIL; tolerances are powers of ten)."""
     for n in range(digits, 18):
         text = f"{value:.{n}g}"
-        if not float(text).is_integer():
+        back = abs(float(text))
+        if back == abs(value) or not (back.is_integer() or _power_of_ten(back)):
             return text
     return repr(value)
+
+
+def _power_of_ten(x: float) -> bool:
+    """Whether ``x`` (> 0) is exactly the float of ``1e<k>`` for some whole ``k``."""
+    shown = f"{x:.0e}"  # "1e-01"
+    return shown.startswith("1e") and float(shown) == x
 
 
 def format_runtime(seconds: float) -> str:
