@@ -26,7 +26,7 @@ from torch import nn
 
 from tying.core.errors import TieError
 from tying.core.outside import ORIG, pruned_names
-from tying.core.relations import Relation
+from tying.core.relations import Relation, Same
 from tying.core.slots import Slot, slots_of, storage_names
 
 #: what to do when the module holding a tie's source was replaced after the plan: neither
@@ -161,25 +161,41 @@ class Inventory:
             )
         return hint
 
-    def wrong_kind(self, target: str, source: str) -> str | None:
+    def wrong_kind(self, target: str, source: str, rule=None) -> str | None:
         """Why ``source`` cannot serve ``target`` when one is a module and the other is not.
 
         Stop 58: ``share("l.1", like="l.0.weight")`` was refused as "source module
         'l.0.weight' does not exist; closest: l.0.weight" (the path the user typed), and
         ``share("l.1.weight", like="l.0")`` as "'l.0' is no parameter; closest: l.0".
         Returns the reason and the rules that work (each offered only if its paths
-        exist), or None when ``source`` is of ``target``'s kind or does not exist.
+        exist, its shapes fit ``rule``'s relation and it ties no path to itself; a fix
+        that is a new rule keeps that relation), or None when ``source`` is of
+        ``target``'s kind or does not exist.
         """
+        relation = getattr(rule, "relation", None) or Same()
+        rel = "" if type(relation) is Same else f", relation={relation!r}"
+        pattern = getattr(rule, "target", target)
         if target in self.modules:
             if source in self.modules or (source not in self.slots and source not in self.buffers):
                 return None
             what = "a parameter" if source in self.slots else "a buffer (ties are for parameters)"
             owner, _, leaf = source.rpartition(".")
             fixes = []
-            if source in self.slots and join(target, leaf) in self.slots:
-                fixes.append(f"share({join(target, leaf)!r}, like={source!r}) ties that parameter")
-            if owner and owner in self.modules and self._fits(target, owner):
-                fixes.append(f"share({target!r}, like={owner!r}) ties the whole module")
+            param = join(target, leaf)
+            if (
+                source in self.slots
+                and param in self.slots
+                and param != source
+                and self._fit(param, source, relation)
+            ):
+                fixes.append(f"share({param!r}, like={source!r}{rel}) ties that parameter")
+            if owner and owner in self.modules and self._fits(target, owner, relation):
+                if owner != target:
+                    fixes.append(f"share({target!r}, like={owner!r}{rel}) ties the whole module")
+                elif pattern != target and getattr(rule, "like", None) == source:
+                    # the pattern's first match holds the source (share("l.*", like=
+                    # "l.0.weight")): tying l.0 to itself is no fix, like=its module is
+                    fixes.append(f"like={owner!r} ties each module it matches to {owner!r}")
             return (
                 f"{target!r} is a module, so its source must be a module, but {source!r} is "
                 f"{what}; " + ("; or ".join(fixes) if fixes else "name a module in like=")
@@ -187,20 +203,46 @@ class Inventory:
         if target in self.slots and source in self.modules:
             owner, _, leaf = target.rpartition(".")
             fixes = []
-            if join(source, leaf) in self.slots:
-                fixes.append(f"like={join(source, leaf)!r} ties that parameter")
-            if owner and owner != source and owner in self.modules and self._fits(owner, source):
-                fixes.append(f"share({owner!r}, like={source!r}) ties the whole module")
+            param = join(source, leaf)
+            if (
+                param in self.slots
+                and (param != target or pattern != target)
+                and self._fit(target, param, relation)
+            ):
+                fixes.append(f"like={param!r} ties that parameter")
+            if (
+                owner
+                and owner != source
+                and owner in self.modules
+                and self._fits(owner, source, relation)
+            ):
+                fixes.append(f"share({owner!r}, like={source!r}{rel}) ties the whole module")
             return (
                 f"{target!r} is a parameter, so its source must be a parameter, but {source!r} "
                 f"is a module; " + ("; or ".join(fixes) if fixes else "name a parameter in like=")
             )
         return None
 
-    def _fits(self, target: str, source: str) -> bool:
-        """Whether every slot under module ``target`` has a counterpart under ``source``."""
+    def _fit(self, target: str, source: str, relation: Relation) -> bool:
+        """Whether slot ``source``'s shape is the one ``relation`` needs for ``target``."""
+        try:
+            need = relation.source_shape(tuple(self.slots[target].shape))
+        except NotImplementedError:
+            return True  # a relation that cannot say: the apply checks it
+        except ValueError:  # TieError: no source shape serves this target
+            return False
+        return tuple(need) == tuple(self.slots[source].shape)
+
+    def _fits(self, target: str, source: str, relation: Relation | None = None) -> bool:
+        """Whether every slot under module ``target`` has a counterpart under ``source``
+        of the shape ``relation`` needs."""
+        relation = relation or Same()
         n = len(target) + 1
-        return all(join(source, path[n:]) in self.slots for path in self.under(target))
+        return all(
+            join(source, path[n:]) in self.slots
+            and self._fit(path, join(source, path[n:]), relation)
+            for path in self.under(target)
+        )
 
     def missing(self, path: str) -> str:
         """Why ``path`` is not a slot, naming the ties that read it and the fix."""

@@ -353,7 +353,7 @@ def _resolve_rules(rules: list[Rule], inv: Inventory) -> tuple[list[Change], int
             hits += 1
             src_mod = resolver.source_for(i, rule, mpath, caps)
             if src_mod is not None and src_mod not in inv.modules:
-                why = inv.wrong_kind(mpath, src_mod)  # a parameter path: say so (stop 58)
+                why = inv.wrong_kind(mpath, src_mod, rule)  # a parameter path: say so (stop 58)
                 raise _fail(
                     i,
                     rule,
@@ -402,7 +402,7 @@ def _resolve_rules(rules: list[Rule], inv: Inventory) -> tuple[list[Change], int
                 continue
             if source is not None and source not in inv.slots:
                 what = "a buffer" if source in inv.buffers else "no parameter"
-                why = inv.wrong_kind(target, source)  # a module path: say so (stop 58)
+                why = inv.wrong_kind(target, source, rule)  # a module path: say so (stop 58)
                 raise _fail(
                     i,
                     rule,

@@ -289,6 +289,10 @@ def _declarations(model: nn.Module, inv: Inventory):
             root = info.tie._links()[0][0]
             if id(root) not in inside:
                 roots.setdefault(id(root), root)
+    # a plan applied to ``model.dec`` and another to ``model`` make two roots above
+    # ``model.dec.x``, one inside the other: each module's declarations are read once (the
+    # outer root's walk reached ``dec`` too, and Plan.declared listed its ties twice)
+    walked = set(inside)
     for root in roots.values():
         where = next((p for p, m in root.named_modules() if m is model), None)
         if where is None:
@@ -303,8 +307,9 @@ def _declarations(model: nn.Module, inv: Inventory):
             return c[len(cut) + 1 :] if c.startswith(cut + ".") else None
 
         for prefix, mod in root.named_modules():
-            if id(mod) in inside:
-                continue  # declared on model or below it: yielded above
+            if id(mod) in walked:
+                continue  # declared on model or below it (yielded above), or read already
+            walked.add(id(mod))
             for target, spec in mod.__dict__.get(DECLARED_ATTR, {}).items():
                 tpath = rel(join(prefix, target))
                 source = None if spec["like"] is None else rel(join(prefix, spec["like"]))
@@ -331,17 +336,29 @@ def declarations_for_plan(model: nn.Module) -> list[tuple[str, str | None, dict]
         for target, spec in mod.__dict__.get(DECLARED_ATTR, {}).items()
     ]
     inside = {id(m) for m in model.modules()}
+    declared = {target for target, _, _ in own}
     if all(
-        slot.anchor is None or id(slot._links()[0][0]) in inside
-        for mod in model.modules()
-        for slot in slots_of(mod).values()
+        join(prefix, name) in declared
+        and (slot.anchor is None or id(slot._links()[0][0]) in inside)
+        for prefix, mod in model.named_modules()
+        for name, slot in slots_of(mod).items()
     ):
         return own  # every tie inside was declared on model or below it: no search
     inv = Inventory(model)
     for path, info in inv.slots.items():
         if info.tie is not None and info.source == "":
             raise TieError("Plan.declared: " + inv.outside(path, "Plan.declared"))
-    return list(_declarations(model, inv))
+    out = list(_declarations(model, inv))
+    # A tie no declaration lists: ``copy.deepcopy(model.dec)`` rebases the copy's slots
+    # onto the copy, but the declarations stay on the model the plan was applied to, so
+    # Plan.declared(copy) was Plan([]) while tying.ties(copy) listed them. The slot itself
+    # says what to re-create, as tying.save writes it.
+    covered = {canonical(target) for target, _, _ in out}
+    for path, info in inv.slots.items():
+        if info.tie is not None and canonical(path) not in covered:
+            like = None if "source" in info.tie.storage else info.source
+            out.append((path, like, {"like": like, "relation": info.tie.relation.spec()}))
+    return out
 
 
 def _read(inv: Inventory, path: str):
