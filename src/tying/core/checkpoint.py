@@ -210,7 +210,8 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
     # from a wrapped model was refused by a bare one and the other way round, and a wrapped
     # model's own file did not load back into it: stop 36)
     C = canonical
-    slot_at = canonical_index(Inventory(model).slots, "load")
+    slots_now = Inventory(model).slots
+    slot_at = canonical_index(slots_now, "load")
     tensors = _canonical_keys(tensors, path)
     aliases = {C(k): C(v) for k, v in aliases.items()}
     rules = [
@@ -222,6 +223,7 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
         for r in rules
     ]
     logical = {slot_at.get(C(k), k): v for k, v in logical.items()}
+    rules = [_as_model_reads(r, slots_now) for r in rules]
     plan = Plan(rules)
     try:
         res = plan.resolve(model)  # phase 1: changes nothing
@@ -379,6 +381,23 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
         _restore(kept, err)
         raise
     return plan
+
+
+def _as_model_reads(rule, slots: dict):
+    """``rule`` with the model's own relation where the file's computes the same slot from
+    the same stored values (:meth:`Relation.reads_as`: two quotient-remainder tables of one
+    split, whatever their seed, sign and budget). ``load_state_dict`` loads those, and
+    ``tying.load`` refused them as a tie the file replaced (stop 58 review)."""
+    info = slots.get(rule.target)
+    if rule.kind != "share" or rule.like is not None or info is None or info.tie is None:
+        return rule
+    now = info.tie.relation
+    if "source" not in info.tie.storage or now == rule.relation:
+        return rule  # tied to another slot, or the same relation already
+    reads_as = getattr(now, "reads_as", None)
+    if reads_as is not None and reads_as(rule.relation, tuple(info.shape)):
+        return dataclasses.replace(rule, relation=now)
+    return rule
 
 
 def ties_now(inv: Inventory) -> dict[str, Tie | None]:

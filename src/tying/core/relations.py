@@ -116,6 +116,16 @@ class Relation:
         """Learnable parameters this relation owns (e.g. ``Scaled``'s scale)."""
         return {}
 
+    def reads_as(self, other: Relation, logical: Shape) -> bool:
+        """Whether ``other`` computes the same ``logical``-shaped slot from the same stored
+        values (``tying.load`` keeps the model's tie then); equal relations by default.
+
+        Example:
+            >>> Transposed().reads_as(Transposed(), (2, 3)), Same().reads_as(Transposed(), (2, 3))
+            (True, False)
+        """
+        return self == other
+
     def check_reparam(self) -> None:
         """Raise TieError when this relation cannot re-parametrise a slot by itself."""
         if type(self).right_inverse is Relation.right_inverse:

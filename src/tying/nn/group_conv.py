@@ -741,6 +741,15 @@ class _GroupConvBase(GroupRecord):  # the group travels with the state dict (sto
         return y.view(s[0], d["out_channels"], len(d["elements"]), s[2], s[3])
 
 
+# What a 4-D field given to GroupConv2d or GroupPool most likely is, and the fix that works
+_UNBATCHED_FIELD = (
+    "a 4-D field is what LiftingConv2d returns for one unbatched image (C_in, H, W): "
+    "GroupConv2d and GroupPool take batches only ((C, |G|, H, W) cannot be told from an "
+    "image batch), so give the network the image as a batch of one, net(x.unsqueeze(0))[0] "
+    "(under torch.func.vmap, call net on the batch itself)"
+)
+
+
 class LiftingConv2d(_GroupConvBase):
     """Lift an image to orientation channels: one learned kernel and its |G| transformed copies.
 
@@ -915,10 +924,16 @@ class GroupConv2d(_GroupConvBase):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = len(self.elements)
         if x.ndim != 5 or x.shape[1] != self.in_channels or x.shape[2] != n:
+            # since LiftingConv2d takes one image (stop 58), a net given one image reached
+            # here with a lifted field and was told to lift it (stop 58 review)
+            fix = (
+                _UNBATCHED_FIELD
+                if x.ndim == 4 and tuple(x.shape[:2]) == (self.in_channels, n)
+                else "lift an image with LiftingConv2d first"
+            )
             raise ValueError(
                 f"GroupConv2d expected a field (B, {self.in_channels}, {n}, H, W) "
-                f"({self.group} has {n} orientations), got shape {tuple(x.shape)}; "
-                f"lift an image with LiftingConv2d first"
+                f"({self.group} has {n} orientations), got shape {tuple(x.shape)}; {fix}"
             )
         try:
             return self._conv(x.flatten(1, 2))
@@ -955,8 +970,9 @@ class GroupPool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 5:
+            fix = f"; {_UNBATCHED_FIELD}" if x.ndim == 4 and x.shape[1] in (4, 8) else ""
             raise ValueError(
-                f"GroupPool expected a field (B, C, |G|, H, W), got shape {tuple(x.shape)}"
+                f"GroupPool expected a field (B, C, |G|, H, W), got shape {tuple(x.shape)}{fix}"
             )
         return x.amax(dim=2) if self.mode == "max" else x.mean(dim=2)
 

@@ -315,6 +315,20 @@ class HashedEmbedding(nn.Module):
                 f"{name}: buckets={B:,} is more than the table's {V:,} × {D} = {V * D:,} "
                 f"entries (mode={mode!r}), so {why}; use buckets <= {V * D:,}"
             )
+        if mode == "qr":
+            m0 = math.isqrt(V - 1) + 1 if V > 1 else 1  # the smallest tables: ⌈√V⌉ rows
+            need = (-(-V // m0) + m0) * D
+            if need > V * D:
+                # V <= 3: the smallest qr tables hold more rows than the table itself, so
+                # the two refusals sent a user back and forth (buckets=100 for V=3, D=64:
+                # "raise buckets to 256"; 256: "use buckets <= 192"; stop 58 review). After
+                # the cap above, so a budget over V·D is told that first
+                raise ValueError(
+                    f"{name}: mode='qr' cannot store a {V:,} × {D} table in fewer values "
+                    f"than the dense table: its smallest quotient and remainder tables hold "
+                    f"{need:,} values and the table {V * D:,}; use mode='entry' or "
+                    f"mode='block' with buckets <= {V * D:,}, or torch.nn.Embedding"
+                )
         if mode == "block":
             Z = _default_block(D) if block is None else _positive_int("block", block)
             if D % Z:

@@ -237,6 +237,30 @@ class HashedTable(Relation):
         count = flat.new_zeros(self.buckets).index_add_(0, idx.reshape(-1), torch.ones_like(flat))
         return (total / count.clamp_min(1)).reshape(shape)
 
+    def reads_as(self, other, logical) -> bool:
+        """A qr table reads no seed or sign and its budget only picks the split: two qr
+        tables of one split ``(q, m)`` for ``logical`` compute the same slot (stop 58 review:
+        ``load_state_dict`` took such a file and ``tying.load`` refused it).
+
+        Example:
+            >>> a = HashedTable(mode="qr", buckets=40, seed=0)  # split (3, 10) for (30, 2)
+            >>> a.reads_as(HashedTable(mode="qr", buckets=41, seed=5, signed=False), (30, 2))
+            True
+            >>> a.reads_as(HashedTable(mode="qr", buckets=36), (30, 2))  # split (4, 9)
+            False
+        """
+        if self == other:
+            return True
+        if not (isinstance(other, HashedTable) and self.mode == other.mode == "qr"):
+            return False
+        if len(logical) != 2:
+            return False
+        V, D = logical
+        try:
+            return qr_split(V, D, self.buckets) == qr_split(V, D, other.buckets)
+        except ValueError:  # a budget that does not fit: another table
+            return False
+
     def pair_hash(self, shape) -> PairHash:
         """The hash of this relation for a ``(V, D)`` table."""
         V, D = shape
