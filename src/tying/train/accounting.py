@@ -257,23 +257,7 @@ def epsilon(
                 f"grows with ε and with √steps; use accountant='rdp' (a valid upper bound) "
                 f"or a larger noise_multiplier"
             )
-        try:
-            return _at_least_zero(_prv_get_epsilon(acc, delta))
-        except RuntimeError as err:
-            if "Cannot compute epsilon" not in str(err):
-                raise
-            # Opacus' grid starts at ε = -L < 0 and δ(ε) is already below the target
-            # there. RDP (a valid upper bound) confirms ε <= 0 before we answer 0.
-            segment = (float(sample_rate), float(noise_multiplier), int(steps))
-            rdp = _rdp_epsilon([segment], delta)
-            if rdp <= 0:
-                return 0.0
-            raise ValueError(
-                f"the PRV accountant cannot place delta={delta} on its grid for "
-                f"sample_rate={sample_rate}, noise_multiplier={noise_multiplier}, "
-                f"steps={steps} (Opacus: {err}); use accountant='rdp', which gives "
-                f"{rdp:.6g}, or a smaller delta"
-            ) from err
+        return _at_least_zero(_prv_get_epsilon(acc, delta))
 
 
 def epsilon_of_history(history, delta: float, *, accountant: str = "rdp") -> float:
@@ -296,7 +280,8 @@ def epsilon_of_history(history, delta: float, *, accountant: str = "rdp") -> flo
     Raises:
         ValueError: ``delta`` outside (0, 1), an unknown accountant, or a segment that
             is not a ``(sample_rate, noise_multiplier, steps)`` tuple :func:`epsilon`
-            accepts (the message names ``history[i]``); (PRV) a grid too large.
+            accepts (the message names ``history[i]``); (PRV) a grid too large, or a
+            ``delta`` its grid cannot place while RDP's bound is above 0.
         TypeError: ``history`` that is not an iterable of tuples.
 
     Example:
@@ -387,6 +372,23 @@ def _prv_get_epsilon(acc, delta: float) -> float:
             f"which gives {max(rdp, 0.0):.6g}, or a larger delta"
         ) from err
     except RuntimeError as err:
+        if "Cannot compute epsilon" in str(err):
+            # Opacus' grid starts at ε = -L < 0 and δ(ε) is already below the target
+            # there. RDP (a valid upper bound) confirms ε <= 0 before we answer 0. Here, not
+            # in epsilon() alone (stop 58 review: a history of two segments at δ = 0.99
+            # raised Opacus' bare RuntimeError), and as _PRVUnusable, so that
+            # noise_for_epsilon(..., accountant="rdp"), naive_epsilon and DPSGD.epsilon
+            # answer or refuse in their own words (noise_for_epsilon(2.0, 0.999, 1.0, 10)
+            # raised it, naming a sigma the caller never passed and accountant='rdp')
+            rdp = _rdp_epsilon(segments, delta)
+            if rdp <= 0:
+                return 0.0
+            said = _segments_text(segments)
+            raise _PRVDeltaUnplaceable(
+                f"the PRV accountant cannot place delta={delta} on its grid for "
+                f"{said[1:-1] if len(segments) == 1 else said} (Opacus: {err}); use "
+                f"accountant='rdp', which gives {rdp:.6g}, or a smaller delta"
+            ) from err
         # stop 39: at a tiny noise (σ = 0.02 at q = 0.5 or 1) Opacus' discretisation of the
         # privacy loss fails its own check and raised this RuntimeError from its internals,
         # naming no argument and no way out
@@ -458,8 +460,15 @@ class _PRVDeltaTooSmall(_PRVUnusable):
     refusal told the caller to use ``accountant='rdp'``)."""
 
 
+class _PRVDeltaUnplaceable(_PRVUnusable):
+    """δ lies beyond the start of PRV's grid (Opacus' "Cannot compute epsilon") while RDP's
+    bound is above 0 (a ``ValueError`` for the user)."""
+
+
 def _prv_reason(err: _PRVUnusable) -> str:
     """Why PRV could not answer, in a few words, for a caller's own refusal."""
+    if isinstance(err, _PRVDeltaUnplaceable):
+        return "that delta is already met before its grid's first point"
     if isinstance(err, _PRVDeltaTooSmall):
         return "its grid's rounding error is larger than that delta"
     if isinstance(err, _PRVGridTooLarge):

@@ -90,11 +90,21 @@ def _check_batch(x, y) -> None:
         )
     xs = x if isinstance(x, tuple) else (x,)
     for i, t in enumerate(xs):
-        where = "x" if not isinstance(x, tuple) else f"x[{i}]"
         if not isinstance(t, torch.Tensor):
+            where = "x" if not isinstance(x, tuple) else f"x[{i}]"
             raise TypeError(
                 f"{where} must be a tensor with the batch first, got {type(t).__name__}"
             )
+    rows = {t.shape[0] for t in xs if t.dim() > 0}
+    if len(xs) > 1 and len(rows) == 1 and all(t.dim() > 0 for t in xs) and rows != {y.shape[0]}:
+        # stop 58 review: every input agrees and y is the odd one out; x[0] was named, with
+        # the advice to move a shared mask out of x (the token ids, followed)
+        raise ValueError(
+            f"y has {y.shape[0]} rows but every input in x has {rows.pop()}: every input "
+            f"and the targets must hold the same examples, batch first"
+        )
+    for i, t in enumerate(xs):
+        where = "x" if not isinstance(x, tuple) else f"x[{i}]"
         if t.dim() == 0 or t.shape[0] != y.shape[0]:
             got = "a 0-d tensor" if t.dim() == 0 else f"{t.shape[0]} rows"
             raise ValueError(
