@@ -71,6 +71,7 @@ from tying.interop.lora_targets import (
     quiet_own_exclusions,
     refuse_partial_groups,
     refuse_tied_parameters,
+    warn_unmatched_exclusions,
 )
 from tying.interop.lora_unload import SHARED_ATTR, _Unloading, merge_and_unload, unload
 
@@ -275,6 +276,10 @@ def _excluding(peft_config, shared: dict[str, str], model: nn.Module):
     config = copy.deepcopy(peft_config)
     if shared:
         old = getattr(config, "exclude_modules", None)
+        if not (isinstance(old, str) and f"(?P<{SHARED_GROUP}>" in old):
+            # the tied paths added below always match, so peft would not say that the
+            # user's own exclusion matched nothing (review 58)
+            warn_unmatched_exclusions(old, model)
         paths = set(shared)
         if isinstance(old, str) and f"(?P<{SHARED_GROUP}>" in old:
             # a config saved by this function (load_adapter passes it to add_adapter): its
@@ -352,6 +357,9 @@ def from_pretrained(model: nn.Module, adapter_path: str, **kwargs: Any):
         if config is not None:
             targets = _targets(config, model, inv)
             refuse_config_tie_apart(config, model, targets, "from_pretrained")
+            saved = getattr(config, "exclude_modules", None)
+            if isinstance(saved, str) and f"(?P<{SHARED_GROUP}>" in saved:
+                warn_unmatched_exclusions(saved, model)  # the tied paths always match
             refuse_copies_trained_apart(config, model, adapter_path)
             rebuilt = _exclusions_not_saved(config, inv, targets, adapter_path, kwargs)
             if rebuilt is not None:

@@ -77,24 +77,49 @@ def refuse_partial_groups(
             left them out, and the fixes: target every path, or free the paths that are to
             differ (a runnable ``tying.Plan([tying.free(...)])``), then call again.
     """
+    partial = []  # every group targeted in part, named at once: one by one, a stack whose
+    # layers hold q, k, v, o and an MLP tied whole took one refusal per module (review 58)
     for src, paths in _groups(whole).items():
         hit = [p for p in paths if p in targets]
-        if not hit or len(hit) == len(paths):
-            continue
-        out = [p for p in paths if p not in targets]
+        if hit and len(hit) < len(paths):
+            partial.append((src, paths, hit, [p for p in paths if p not in targets]))
+    if not partial:
+        return
+    to_free = []
+    for src, _paths, hit, out in partial:
         # free the paths that are not the source: the left-out ones when the source keeps
         # its adapter, else the targeted ones (a source cannot be freed from its users)
-        to_free = [p for p in out if p != src] if src in targets else hit
-        free = ", ".join(f"tying.free({p!r})" for p in to_free)
-        raise TieError(
-            f"{what}: the modules at {paths} are one module tied whole, but the "
-            f"config targets {hit} and leaves out {out} ({_leaving_out(config)}): one "
-            f"adapter serves every path of such a tie, so an adapter at some of them only "
-            f"would change one use of the shared weights, and merging would write its delta "
-            f"into every use. Target every path of it (one adapter then serves them all), "
-            f"or give {to_free} their own copy first: tying.Plan([{free}]).apply(model); "
-            f"nothing was changed"
-        )
+        to_free += [p for p in out if p != src] if src in targets else hit
+    free = ", ".join(f"tying.free({p!r})" for p in to_free)
+    _, paths, hit, out = partial[0]
+    more = "".join(
+        f"; likewise the modules at {g} (targets {h}, leaves out {o})" for _, g, h, o in partial[1:]
+    )
+    raise TieError(
+        f"{what}: the modules at {paths} are one module tied whole, but the "
+        f"config targets {hit} and leaves out {out} ({_leaving_out(config)}){more}: one "
+        f"adapter serves every path of such a tie, so an adapter at some of them only "
+        f"would change one use of the shared weights, and merging would write its delta "
+        f"into every use. Target every path of {'each' if more else 'it'} (one adapter then "
+        f"serves them all), or give {to_free} their own copy first: "
+        f"tying.Plan([{free}]).apply(model); nothing was changed"
+    )
+
+
+def _lora_wraps(module) -> bool:
+    """Whether peft's LoRA wraps ``module`` when ``target_modules`` names it (its dispatchers:
+    a module of another class, as MoE experts holding a raw Parameter, is refused by peft
+    with "Target module ... is not supported")."""
+    from torch import nn
+
+    kinds: tuple = (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.MultiheadAttention)
+    try:
+        from transformers.pytorch_utils import Conv1D
+
+        kinds += (Conv1D,)
+    except ImportError:
+        pass
+    return isinstance(module, kinds)
 
 
 def _matches(key: str, names: list[str]) -> bool:
@@ -139,12 +164,20 @@ def refuse_tied_parameters(
             tie = f"the tie {target} <- {source} ({inv.slots[target].tie.relation!r})"
             group = next((g for g in groups.values() if info.module_path in g), None)
             free = f"tying.Plan([tying.free({target!r})]).apply(model)"
-            fix = (
-                f"name the module tied whole in target_modules instead, every path of it "
-                f"(target_modules={group}): one adapter then serves every use"
-                if group
-                else f"give {target!r} its own copy first ({free})"
-            )
+            if group and _lora_wraps(inv.modules[info.module_path]):
+                fix = (
+                    f"name the module tied whole in target_modules instead, every path of it "
+                    f"(target_modules={group}): one adapter then serves every use"
+                )
+            elif group:  # peft's LoRA takes no such module in target_modules (MoE experts)
+                others = ", ".join(f"tying.free({p!r})" for p in group[1:])
+                fix = (
+                    f"give {group[1:]} their own copy first (tying.Plan([{others}])"
+                    f".apply(model)): peft's LoRA does not take a module of class "
+                    f"{type(inv.modules[info.module_path]).__name__} in target_modules"
+                )
+            else:
+                fix = f"give {target!r} its own copy first ({free})"
         else:
             continue
         raise TieError(
@@ -186,6 +219,35 @@ def quiet_own_exclusions(config):
                 category=UserWarning,
             )
         yield
+
+
+def warn_unmatched_exclusions(value, model) -> None:
+    """Warn as peft does when the user's own ``exclude_modules`` matches no module of ``model``.
+
+    peft warns "no modules were excluded" only when nothing at all was excluded; the tied
+    paths that :func:`tying.interop.lora.get_peft_model` adds to ``exclude_modules`` always
+    match, so a user's own exclusion that matched nothing (a typo) went unreported by
+    ``get_peft_model``, ``add_adapter`` and ``from_pretrained`` on a model with a module tied
+    whole, where plain peft warns (review 58). ``value``: the user's setting, or a saved
+    one that holds the tied paths in the ``tying_shared`` group (left out here).
+    """
+    if not value:
+        return
+    if isinstance(value, str):
+        mine = re.sub(rf"\|?\(\?P<{SHARED_GROUP}>[^()]*\)$", "", value)
+        if not mine:
+            return
+        hit = any(re.fullmatch(mine, k) for k, _ in model.named_modules())
+    else:
+        names = list(value)
+        hit = any(_matches(k, names) for k, _ in model.named_modules())
+    if not hit:
+        warnings.warn(
+            f"You have passed exclude_modules={value} but no modules were excluded. Please "
+            f"check that exclude_modules was set correctly.",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 class WeightedAdapter:

@@ -118,44 +118,57 @@ def _check_pruned(inv: Inventory, selected: set[str], what: str) -> None:
             )
 
 
-def _check_groups(whole: dict[str, str], selected: set[str], what: str) -> None:
+def _check_groups(
+    whole: dict[str, str], selected: set[str], what: str, exclude: Iterable[str] = ()
+) -> None:
     """Refuse a selection holding some paths of a module tied whole but not all of them.
 
     Named pair by pair, the advice "select both or neither" looped on a group of three or
     more: excluding the pair's other path named the next one (an ALBERT-style stack of 24
     layers took 23 tries), and it named neither ``exclude=`` nor ``filter_fn`` (stop 58).
+    Every such group is named at once (one by one, a layer left out whole took one try per
+    module of it), and the ``exclude=`` printed keeps the caller's own ``exclude``
+    (printed alone, following it quantized a head the caller had excluded; review 58).
     """
     groups: dict[str, list[str]] = {}
     for path, src in sorted(whole.items()):
         groups.setdefault(src, [src]).append(path)
+    partial = []
     for paths in groups.values():
         hit = [p for p in paths if p in selected]
-        if not hit or len(hit) == len(paths):
-            continue
-        out = [p for p in paths if p not in selected]
-        if what == "quantize_":
-            fix = (
-                "a filter_fn that returns the same for every one of these fqns (False for "
-                "all leaves them in float)"
-            )
-        else:
-            fix = (
-                f"quantize_dynamic(..., exclude={{{', '.join(map(repr, paths))}}}) leaves them "
-                f"all in float; to quantize them, let exclude= and the qconfig_spec select "
-                f"every one"
-            )
-        raise TieError(
-            f"{what}: the modules at {paths} are one module tied whole (their one weight is "
-            f"quantized once), but {hit} are selected for quantization and {out} are not; "
-            f"select all of them or none: {fix}. Nothing was changed"
+        if hit and len(hit) < len(paths):
+            partial.append((paths, hit, [p for p in paths if p not in selected]))
+    if not partial:
+        return
+    every = sorted({p for paths, _, _ in partial for p in paths})
+    if what == "quantize_":
+        fix = (
+            "a filter_fn that returns the same for every one of these fqns (False for "
+            "all leaves them in float)"
         )
+    else:
+        keep = sorted(set(exclude) | set(every))
+        fix = (
+            f"quantize_dynamic(..., exclude={{{', '.join(map(repr, keep))}}}) leaves them "
+            f"all in float; to quantize them, let exclude= and the qconfig_spec select "
+            f"every one"
+        )
+    paths, hit, out = partial[0]
+    more = "".join(
+        f"; likewise the modules at {g} ({h} selected, {o} not)" for g, h, o in partial[1:]
+    )
+    raise TieError(
+        f"{what}: the modules at {paths} are one module tied whole (their one weight is "
+        f"quantized once), but {hit} are selected for quantization and {out} are not{more}; "
+        f"select all of them or none: {fix}. Nothing was changed"
+    )
 
 
-def _check(inv: Inventory, selected: set[str], what: str) -> dict[str, str]:
+def _check(inv: Inventory, selected: set[str], what: str, exclude=()) -> dict[str, str]:
     _check_pruned(inv, selected, what)
     _check_hand(inv, selected, what)
     whole = whole_module_ties(inv)
-    _check_groups(whole, selected, what)
+    _check_groups(whole, selected, what, exclude)
     for info, src_mod in _ties_touching(inv, selected):
         group = whole.get(info.module_path)
         if group is not None:  # selected with its whole group (checked above)
@@ -419,7 +432,7 @@ def quantize_dynamic(
     selected = {
         p for p, m in inv.modules.items() if p and base_class(m) in classes and not excluded(p)
     }
-    groups = _check(inv, selected, "quantize_dynamic")
+    groups = _check(inv, selected, "quantize_dynamic", exclude)
     for path, src in groups.items():  # one quantized module will serve both: one set of hooks
         refuse_other_hooks("quantize_dynamic", path, src, inv.modules[path], inv.modules[src])
         refuse_other_settings(
