@@ -21,8 +21,9 @@ from typing import Any
 __all__ = ["nan_texts"]
 
 #: ``nan`` as Python, NumPy, torch and :func:`tying.report.format_number` write it
-#: (``nan``, ``-nan``, ``nan%``), not inside a word.
-_NAN_WORD = re.compile(r"(?<![A-Za-z0-9_.])[+-]?nan(?![A-Za-z0-9_])")
+#: (``nan``, ``-nan``, ``nan%``), and ``NAN`` as Python's upper-case formats do
+#: (``f"{x:.2E}"``, ``:F``, ``:G``), not inside a word.
+_NAN_WORD = re.compile(r"(?<![A-Za-z0-9_.])[+-]?(?:nan|NAN)(?![A-Za-z0-9_])")
 
 
 def _has_nan_word(value: Any) -> bool:

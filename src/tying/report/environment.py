@@ -44,6 +44,10 @@ def _git(*args: str) -> str | None:
             timeout=5,
             cwd=_HERE,
             check=False,
+            # a plain `git status` refreshes .git/index under index.lock: a report run
+            # beside the user's own `git commit` could make that commit fail ("index.lock:
+            # File exists"); a git without this setting (before 2.15) ignores it
+            env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
         )
     except (OSError, subprocess.SubprocessError):
         return None

@@ -57,9 +57,10 @@ def format_number(value: Any, digits: int = 3, *, sign: bool = False, percent: b
     least the units from 1,000 on, with thousands separators), scientific with three
     significant digits below 1e-3 and from 1e6 on, integers as integers, and ``nan``,
     ``inf``, ``-inf`` spelt out. Only an exact zero reads ``0``, and below 1,000 only
-    a whole number reads as one, and below 1 only a power of ten reads as one: more
-    digits are shown where rounding would make one (``0.99996``, not ``1``;
-    ``0.099996``, not ``0.1``, the tolerance a check compares it with).
+    a whole number reads as one, and below 1 and from a million on only a power of ten
+    reads as one: more digits are shown where rounding would make one (``0.99996``, not
+    ``1``; ``0.099996``, not ``0.1``, the tolerance a check compares it with;
+    ``9.99996e+06``, not ``1e+07``).
 
     Args:
         value: an int or float (a NumPy or torch scalar is taken as its Python number).
@@ -116,7 +117,7 @@ def format_number(value: Any, digits: int = 3, *, sign: bool = False, percent: b
     if mag < 1e-3:
         text = _not_a_whole_number(value, 3)  # 0.000999996 is not "0.001"
     elif mag >= 1e6:
-        text = f"{value:.3g}"
+        text = _not_a_power_of_ten(value)  # 9.99996e6 is not "1e+07"
     elif mag >= 10 ** (digits - 1) and mag >= 1e3:
         text = f"{value:,.0f}"
     else:
@@ -136,6 +137,19 @@ def _not_a_whole_number(value: float, digits: int) -> str:
         text = f"{value:.{n}g}"
         back = abs(float(text))
         if back == abs(value) or not (back.is_integer() or _power_of_ten(back)):
+            return text
+    return repr(value)
+
+
+def _not_a_power_of_ten(value: float) -> str:
+    """``value`` (from a million on) to three significant digits in scientific form, or
+    more where three would read as a power of ten: 9.99996e6 is ``9.99996e+06``, not
+    ``1e+07`` (a bound of 1e7 read as met by a value just under it)."""
+    for n in range(3, 18):
+        mantissa, exponent = f"{value:.{n - 1}e}".split("e")  # .Ng is no longer scientific
+        text = f"{mantissa.rstrip('0').rstrip('.')}e{exponent}"  # past N digits: as .3g
+        back = abs(float(text))
+        if back == abs(value) or not _power_of_ten(back):
             return text
     return repr(value)
 
