@@ -128,6 +128,8 @@ class StackedData:
         weight: ``(K, n_max)`` 1/σ, 0 where padded (so padded points add nothing).
         mask: ``(K, n_max)`` True on real points.
         lengths: ``(K,)`` number of points per data set.
+        sigma_given: ``(K,)`` whether each data set came with a sigma (its weight is 1
+            otherwise); None in data stacked before stop 58.
     """
 
     names: list[str]
@@ -138,6 +140,7 @@ class StackedData:
     weight: np.ndarray
     mask: np.ndarray
     lengths: np.ndarray
+    sigma_given: np.ndarray | None = None
 
     @property
     def n_datasets(self) -> int:
@@ -207,6 +210,13 @@ def as_dataset(item: Any, index: int) -> Dataset:
         if isinstance(item, (np.ndarray, list)) or hasattr(item, "__array__")
         else ""
     )
+    if isinstance(item, list) and _is_a_data_set(tuple(item)) and not isinstance(item[0], Mapping):
+        # [x, y, sigma, metadata] rows (a list per data set) got the array hint above
+        # (stop 58, second pass): the fix is the tuple
+        hint = (
+            f"; a list of {len(item)} items holding arrays reads as one data set written as "
+            f"a list: pass it as a tuple, datasets=[tuple(d) for d in datasets]"
+        )
     raise TypeError(
         f"dataset {index}: expected a tying.fit.Dataset, a dict with 'x' and 'y', or a tuple "
         f"(x, y[, sigma][, metadata]); got {type(item).__name__}{hint}"
@@ -468,6 +478,7 @@ def stack(datasets: Sequence[Any]) -> StackedData:
         raise ValueError("datasets is empty; a global fit needs at least one data set")
     items = [as_dataset(item, i) for i, item in enumerate(datasets)]
     names, metas, xs, ys, ws = [], [], [], [], []
+    given = np.array([ds.sigma is not None for ds in items])
     for i, ds in enumerate(items):
         if ds.name is not None and not isinstance(ds.name, str):
             # results look data sets up by name (a str) or by index (an int): a data set
@@ -572,7 +583,7 @@ def stack(datasets: Sequence[Any]) -> StackedData:
             x_pad[i, n:] = xs[i][-1]
     if x_pad is not None:
         x_pad.flags.writeable = False
-    return StackedData(names, metas, xs, x_pad, y_pad, w_pad, mask, lengths)
+    return StackedData(names, metas, xs, x_pad, y_pad, w_pad, mask, lengths, given)
 
 
 #: a within-data-set slope of log|weighted residual| on log σ below this, ...

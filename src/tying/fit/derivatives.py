@@ -34,6 +34,7 @@ import numpy as np
 
 from tying.fit.model_call import (
     ModelError,
+    NonFiniteModel,
     _float64,
     _is_tensor,
     _ShapeError,
@@ -222,7 +223,9 @@ class Derivatives:
         )
         # refused at the start like a model that gives NaN there; met mid-fit, like a
         # model that raises mid-fit
-        raise (ValueError if at_start else ModelError)(message)
+        if at_start:
+            raise NonFiniteModel(message, bad.any(axis=2))
+        raise ModelError(message)
 
     def _jac_torch(self, values: dict[str, np.ndarray]) -> np.ndarray:
         free = self.pmap.free_names

@@ -59,6 +59,7 @@ from tying.fit.derivatives import Derivatives, fd_step
 from tying.fit.model_call import (
     _WRITES_X,
     ModelError,
+    NonFiniteModel,
     _agrees,
     _DtypeError,
     _is_tensor,
@@ -465,9 +466,10 @@ class ModelEvaluator(Derivatives):
         bad = ~np.isfinite(values) & self.data.mask
         if bad.any():
             i, j = (int(v[0]) for v in np.nonzero(bad))
-            raise ValueError(
+            raise NonFiniteModel(
                 f"model_fn returned NaN/inf for {self._where(i)} {when} (first at point {j}); "
-                f"check the starting values and bounds"
+                f"check the starting values and bounds",
+                bad,
             )
 
     def predict(self, theta: np.ndarray) -> np.ndarray:

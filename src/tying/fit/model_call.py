@@ -76,6 +76,20 @@ class ModelError(RuntimeError):
     """``model_fn`` raised during a fit; the message names the data set and the parameter values."""
 
 
+class NonFiniteModel(ValueError):
+    """``model_fn`` or its derivative is NaN/inf at the starting values.
+
+    ``bad`` is the ``(K, n_max)`` mask of those points. A prediction at new x (:mod:`tying.fit.uncertainty`) reads them to name
+    the x where the model or its derivative is undefined: "check the starting values and
+    bounds" / "start inside the domain" was its advice there, with the fitted values as
+    the "starting values" (stop 58).
+    """
+
+    def __init__(self, message: str, bad: np.ndarray):
+        super().__init__(message)
+        self.bad = bad
+
+
 class _ShapeError(ValueError):
     """A model output of the wrong shape or kind (already names the data set)."""
 

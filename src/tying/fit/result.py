@@ -365,9 +365,10 @@ class FitResult:
     def plot(self, i: int | str, ax=None, sigma: float | None = None):
         """Data set ``i`` with its fit (top) and weighted residuals (bottom).
 
-        The data are drawn with their σ as error bars, the model as a line along x
-        (sorted), the residuals ``(y - model)/σ`` (lmfit's sign) at each x; the axes
-        are labelled (by point index where x is not 1-D).
+        The data are drawn with their σ as error bars (none for a data set given
+        without sigma, as lmfit's ``plot_fit``), the model as a line along x (sorted),
+        the residuals ``(y - model)/σ`` (lmfit's sign; ``y - model`` without sigma) at
+        each x; the axes are labelled (by point index where x is not 1-D).
 
         Args:
             i: data set index or name.
@@ -390,7 +391,7 @@ class FitResult:
             >>> res = GlobalFit(lambda x, a: a * x, [(x, 2 * x + 0.01 * np.cos(9 * x))],
             ...                 shared=["a"], init={"a": 1.0}).run()
             >>> [(a.get_xlabel(), a.get_ylabel()) for a in res.plot(0).axes]
-            [('', 'y'), ('x', '(y - model)/σ')]
+            [('', 'y'), ('x', 'y - model')]
         """
         from matplotlib.figure import Figure
 
@@ -423,8 +424,14 @@ class FitResult:
             top, bottom = pair
             fig = top.figure
         y = self._data.y[i, :n]
-        yerr = 1.0 / self._data.weight[i, :n]
-        top.errorbar(x, y, yerr=yerr, fmt=".", ms=3, lw=0.5, color="0.45", label="data")
+        given = getattr(self._data, "sigma_given", None)  # None: stacked before stop 58
+        if given is None or given[i]:
+            yerr = 1.0 / self._data.weight[i, :n]
+            top.errorbar(x, y, yerr=yerr, fmt=".", ms=3, lw=0.5, color="0.45", label="data")
+        else:
+            # no sigma given: its weight of 1 was drawn as error bars of ±1 in y's units
+            # (stop 58), which dwarfed data near 1e-3; lmfit's plot_fit draws none then
+            top.plot(x, y, ".", ms=3, color="0.45", label="data")
         # the line in x order: data sets stored in another order (a scan back and forth,
         # random x) drew a zigzag through the points, not the model (stop 52)
         order = np.argsort(x, kind="stable")
@@ -439,7 +446,7 @@ class FitResult:
         bottom.plot(x, self.residual(i), ".", ms=3, color="C0")
         bottom.axhline(0.0, color="0.3", lw=0.8)
         top.set_ylabel("y")
-        bottom.set_ylabel("(y - model)/σ")
+        bottom.set_ylabel("(y - model)/σ" if given is None or given[i] else "y - model")
         bottom.set_xlabel(along)
         return fig
 

@@ -13,7 +13,8 @@ narrower than the profile intervals, whose F-test is t² for one parameter).
 Profile-likelihood intervals are in :mod:`tying.fit.profile`.
 
 Both refuse a result that cannot carry them: not a success, no covariance
-(``errorbars`` False) or no degree of freedom (``nfree <= 0``). ``sigma`` below 1
+(``errorbars`` False) or no degree of freedom (``nfree <= 0``; for :func:`predict` only
+under ``scale_covar=True``: with σ known its standard error needs none). ``sigma`` below 1
 is refused (lmfit reads it as a probability; here it is always a number of σ).
 
 (Each function carries a runnable example.)
@@ -22,15 +23,16 @@ is refused (lmfit reads it as a probability; here it is always a number of σ).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import special, stats
 
 from tying.fit.datasets import Dataset, _from_torch, stack
-from tying.fit.model import ModelError, ModelEvaluator
+from tying.fit.model import ModelError, ModelEvaluator, NonFiniteModel
 from tying.fit.roles import ParameterMap
-from tying.fit.solvers import Tolerances
+from tying.fit.solvers import FitWarning, Tolerances
 
 if TYPE_CHECKING:
     from tying.fit.result import FitResult
@@ -52,8 +54,15 @@ class FitContext:
 # -- checks -------------------------------------------------------------------------------
 
 
-def _require(result: FitResult, what: str) -> FitContext:
-    """The result's fit context, or a clear error when ``what`` cannot be computed."""
+def _require(result: FitResult, what: str, quantile: bool = True) -> FitContext:
+    """The result's fit context, or a clear error when ``what`` cannot be computed.
+
+    ``quantile=False``: ``what`` needs no t quantile (a 1-σ standard error), so a fit with
+    no degree of freedom passes where its covariance did not need one (``scale_covar=False``:
+    σ known). The fit itself advises ``scale_covar=False`` then, and its ``stderr`` is
+    given, but ``predict(stderr=True)`` refused "needs at least one degree of freedom"
+    (stop 58).
+    """
     ctx = _context(result, what)
     if not result.success:
         raise ValueError(
@@ -65,11 +74,17 @@ def _require(result: FitResult, what: str) -> FitContext:
             f"{what} needs the covariance of the fitted parameters, but this result has "
             f"none (errorbars=False): {result.message}"
         )
-    if result.nfree <= 0:
+    if result.nfree <= 0 and (quantile or ctx.scale_covar):
         raise ValueError(
             f"{what} needs at least one degree of freedom, got nfree = {result.nfree} "
             f"({result.ndata} points, {result.nvarys} fitted parameters); add data or fix "
             f"parameters"
+            + (
+                "; with scale_covar=False (sigma known), result.predict(i, x, stderr=True) "
+                "gives the 1-σ standard error, which needs no t quantile"
+                if quantile and not ctx.scale_covar
+                else ""
+            )
         )
     return ctx
 
@@ -169,6 +184,14 @@ def _evaluator(result: FitResult, i: int, x: np.ndarray) -> tuple[ModelEvaluator
         ev = ModelEvaluator(
             ctx.ev.model_fn, data, one, ctx.ev.backend, False if ctx.vectorized is False else "auto"
         )
+    except NonFiniteModel as err:
+        # "at the starting values ...; check the starting values and bounds" was the advice
+        # here (stop 58): the values are the fitted ones, and the fix is in x
+        raise ValueError(
+            f"model_fn at dataset {name!r}'s fitted parameters cannot be evaluated at the new "
+            f"x: it returns NaN/inf at {_points(err.bad[0, : len(x)], x)}: the model is not "
+            f"defined there; drop those points from x"
+        ) from err
     except ValueError as err:
         raise ValueError(
             f"model_fn at dataset {name!r}'s fitted parameters cannot be evaluated at the new "
@@ -181,24 +204,83 @@ def _predict(result: FitResult, i: int | str, x: Any, what: str, need_cov: bool)
     """``(model (n,), J C Jᵀ (n,) or None)`` of data set ``i`` at ``x``."""
     i = result._index(i)
     if need_cov:
-        _require(result, what)
+        _require(result, what, quantile=what == "result.eval_uncertainty")
     else:
         _context(result, what)  # a prediction alone needs no converged fit
     x = _new_x(result, i, x)
     ev, one = _evaluator(result, i, x)
     y = ev.start_model[0, : len(x)].copy()
-    if not need_cov:
+    held = _held(result, i)
+    if not need_cov and not held.any():
         return y, None
     try:
         jac = ev.jacobian(one.x0)
         if ev._complex_ok:  # verified on that first call: now exact (complex step)
             jac = ev.jacobian(one.x0)
         jac = jac[0, : len(x)]  # (n, P), free_names order
+    except NonFiniteModel as err:
+        if not need_cov:  # asked for values only, which are finite
+            return y, None
+        # the fit's advice came here too (stop 58): "start inside the domain, or bound c"
+        raise ValueError(
+            f"{what}: the derivative of model_fn at dataset "
+            f"{result.dataset_names[i]!r}'s fitted parameters is NaN/inf at the new x, at "
+            f"{_points(err.bad[0, : len(x)], x)}: model_fn is not differentiable there (the "
+            f"edge of its domain?), so the error of the prediction is undefined; drop those "
+            f"points from x (result.predict(i, x) gives the values alone)"
+        ) from err
     except ModelError as err:
         raise ValueError(f"{what}: the derivative of model_fn at the new x failed: {err}") from err
+    reads = (jac[:, held] != 0).any(axis=1)  # (n,) points where a held slot moves the model
+    if reads.any():
+        _warn_held(result, i, held, reads, x, need_cov)
+    if not need_cov:
+        return y, None
     cov = result.dataset_covariance(i)  # (P, P), full covariance, cross terms included
     var = np.einsum("np,pq,nq->n", jac, cov, jac)
+    # a held slot's zero covariance is "no uncertainty" only where the model ignores it
+    var[reads] = np.nan
     return y, np.maximum(var, 0.0)  # J C Jᵀ >= 0; rounding can leave -1e-30
+
+
+def _points(mask: np.ndarray, x: np.ndarray) -> str:
+    """Names the True entries of ``mask``: ``k of the n points (point(s) [..], x = ..)``."""
+    bad = np.flatnonzero(mask)
+    more = ", ..." if len(bad) > 5 else ""
+    shown = ", ".join(f"{v:.6g}" for v in x.reshape(len(x), -1)[bad[:5], 0])
+    return (
+        f"{len(bad)} of the {len(x)} points (point(s) {bad[:5].tolist()}{more}, x = {shown}{more})"
+    )
+
+
+def _held(result: FitResult, i: int) -> np.ndarray:
+    """``(P,)`` True at data set ``i``'s slots the fit held at their start values.
+
+    A local slot that data set ``i``'s data do not move (a derivative of 0 at each of its
+    points) is held at its start (``GlobalFit``: standard error NaN, no covariance).
+    """
+    cov = result.dataset_covariance(i)
+    if cov is None:
+        return np.zeros(len(result._pmap.free_names), dtype=bool)
+    idx = result._pmap.index[i]
+    return np.isnan(result._stderr_x[idx]) & ~np.asarray(cov != 0).any(axis=1)
+
+
+def _warn_held(result: FitResult, i: int, held, reads, x: np.ndarray, need_cov: bool) -> None:
+    # stop 58: data set 1 of a + b·sin(x) fitted on x = 0 holds b[1] at its start (1.0);
+    # predict(1, [1.0], stderr=True) gave 2.64 ± 0.0029, as if b[1] were known exactly
+    pm = result._pmap
+    slots = [pm.physical_names[pm.index[i, j]] for j in np.flatnonzero(held)]
+    warnings.warn(
+        f"{', '.join(map(repr, slots))} held at its start value by the fit (dataset "
+        f"{result.dataset_names[i]!r}'s data do not change the model through it), but the "
+        f"model depends on it at {_points(reads, x)} of the new x: the prediction there uses "
+        f"the unfitted start value"
+        + (", and its standard error and band are NaN" if need_cov else "")
+        + "; fit that data set with points where the parameter changes the model",
+        FitWarning,
+        stacklevel=5,
+    )
 
 
 def predict(result: FitResult, i: int | str, x: Any, stderr: bool = False):
@@ -217,7 +299,8 @@ def predict(result: FitResult, i: int | str, x: Any, stderr: bool = False):
     Raises:
         ValueError: x of another shape than the data set's x, NaN/inf in x, a model
             that cannot be evaluated there; with ``stderr=True``, a result that is not
-            a success, has no covariance or no degree of freedom.
+            a success, has no covariance, or no degree of freedom under ``scale_covar=True``
+            (with ``scale_covar=False`` σ is known and none is needed).
         TypeError: x not real numbers.
 
     Example:
