@@ -408,7 +408,7 @@ class DPSGD:
                 ``torch.optim`` step, no version counter moved), the step is not counted and
                 the ``.grad`` and the noise generator are put back.
         """
-        _check_batch(x, y)
+        _check_batch(x, y, self.model)
         if n_data is not None:
             if isinstance(n_data, bool) or not isinstance(n_data, numbers.Integral) or n_data <= 0:
                 # 0 divides by zero (NaN parameters); a negative size turns descent into ascent.

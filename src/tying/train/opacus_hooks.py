@@ -44,6 +44,7 @@ from tying.core.relations import Same
 from tying.core.slots import GRAD_SAMPLE_HOOKED_ATTR, base_class, slots_of
 from tying.train._functorch_inputs import functorch_units, input_guards, refuse_multi_input_units
 from tying.train._opacus_probe import _BackwardProbe
+from tying.train._opacus_rows import row_guards, sampled_layers
 from tying.train._opacus_wrapping import hooks_kwargs, opacus_undo
 from tying.train._vetting import (
     METADATA_CALLS,
@@ -604,6 +605,8 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
         model.register_forward_hook(probe.after, with_kwargs=True)
     )
     gsm.autograd_grad_sample_hooks.extend(input_guards(gsm, units, probe._take_back))
+    layers = sampled_layers(model, {*GradSampleModule.GRAD_SAMPLERS, *ours}, marked)
+    gsm.autograd_grad_sample_hooks.extend(row_guards(gsm, model, layers, probe._take_back))
     return gsm
 
 

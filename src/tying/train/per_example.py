@@ -62,6 +62,7 @@ from tying.train.per_example_refusals import (
     _refuse_batch_sized_loss,
     _refuse_batch_sized_output,
     _refuse_buffer_in_place,
+    _refuse_data_dependent_flow,
     _refuse_function_without_vmap,
     _refuse_in_place_renorm,
     _refuse_inference_mode,
@@ -340,6 +341,7 @@ class _PerExample:
             # expanded way with torch's "stack expects each tensor to be equal size", a
             # RuntimeError naming no layer (stop 57b)
             _refuse_recurrent_kernels(self.modules, err)
+            _refuse_data_dependent_flow(err)
             raise
         self._buffer_writes.after(state, "per-example gradients")
         return got

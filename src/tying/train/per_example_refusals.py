@@ -150,6 +150,60 @@ def _refuse_function_without_vmap(modules, err: RuntimeError) -> None:
     ) from err
 
 
+_DATA_DEPENDENT = "data-dependent control flow"
+_MASK_FIX = {  # transformers' attention-mask helpers that read the mask's values (stop 58)
+    "_ignore_causal_mask_sdpa": (
+        "this is transformers' sdpa attention checking whether the causal mask can be "
+        "skipped (it reads the padding mask's values); load the model with "
+        "attn_implementation='eager' (or call model.set_attn_implementation('eager')), "
+        "whose causal mask is built without reading them"
+    ),
+    "_ignore_bidirectional_mask_sdpa": (
+        "this is transformers checking whether a bidirectional (encoder) attention mask "
+        "can be skipped (it reads the padding mask's values, in 'eager' attention too); "
+        "hand the model the mask in its 4-d additive form, which it takes as it is: "
+        "mask4 = (1.0 - mask[:, None, None, :].float()) * torch.finfo(torch.float32).min "
+        "inside your forward, model(input_ids=ids, attention_mask=mask4); a causal "
+        "decoder's mask stays 2-d, with attn_implementation='eager'"
+    ),
+}
+
+
+def _refuse_data_dependent_flow(err: RuntimeError) -> None:
+    """Name the line when ``vmap`` failed on a tensor's value read by Python (``if t:``,
+    ``t.item()``, ``t.all()`` in a condition). torch's message ("vmap: It looks like
+    you're either (1) calling .item() on a Tensor or (2) ... data-dependent control
+    flow") names no line; on a transformers model with an ``attention_mask`` it is the
+    mask helpers (GPT-2, Llama, BERT, T5, BART, stop 58), whose fix is named. The
+    innermost frame outside torch and tying is named; the original error is chained."""
+    text = str(err)
+    if _DATA_DEPENDENT not in text:
+        return
+    frame, tb = None, err.__traceback__
+    while tb is not None:
+        f = tb.tb_frame
+        name = f.f_code.co_filename.replace("\\", "/")
+        if "/torch/" not in name and "/tying/" not in name:
+            frame = (f.f_code.co_filename, tb.tb_lineno, f.f_code.co_name)
+        tb = tb.tb_next
+    if frame is None:
+        return
+    import linecache
+
+    path, line, func = frame
+    code = linecache.getline(path, line).strip()
+    fix = _MASK_FIX.get(func) or (
+        "rewrite it without reading a tensor's value (torch.where for a branch, no .item()), "
+        "or take the per-sample gradients with Opacus' hooks "
+        "(tying.train.grad_sample_module), which run the forward on the whole batch"
+    )
+    raise ValueError(
+        f"per-example gradients: the forward reads a tensor's value in Python in {func} "
+        f"({path}:{line}: {code}), which torch.func.vmap cannot run one example at a time "
+        f"(torch: {text[:60]}...); {fix}. No parameter changed"
+    ) from err
+
+
 def _refuse_buffer_in_place(modules, err: RuntimeError) -> None:
     """Name the module when ``vmap`` failed on an in-place write inside a module that
     holds buffers (a running statistic updated from the batch, which the probe of

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from tying.train import wide_norms
+from tying.train._dict_batch import dict_batch_advice
 from tying.train.ghost import _LOW_PRECISION, GhostClipping, _autocast_off
 from tying.train.per_example import _PerExample
 
@@ -75,8 +76,9 @@ def _check_denominator(value) -> None:
         )
 
 
-def _check_batch(x, y) -> None:
-    """x (a tensor or a tuple of tensors) and y must have the same number of rows."""
+def _check_batch(x, y, model: nn.Module | None = None) -> None:
+    """x (a tensor or a tuple of tensors) and y must have the same number of rows; a dict
+    ``x`` is refused with the tuple or keyword wrapper ``model`` takes (stop 58)."""
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"y must be a tensor with the batch first, got {type(y).__name__}")
     if y.dim() == 0:
@@ -85,8 +87,13 @@ def _check_batch(x, y) -> None:
         kind = "a dict" if isinstance(x, dict) else "a list"
         raise TypeError(
             f"x must be a tensor or a tuple of tensors with the batch first (the model is "
-            f"called as model(x) or model(*x)), got {kind}; pass a tuple of tensors, or wrap "
-            f"the model so that its forward takes them positionally"
+            f"called as model(x) or model(*x)), got {kind}"
+            + (
+                dict_batch_advice(x, model)
+                if isinstance(x, dict)
+                else "; pass a tuple of tensors, or wrap the model so that its forward takes "
+                "them positionally"
+            )
         )
     xs = x if isinstance(x, tuple) else (x,)
     for i, t in enumerate(xs):
@@ -241,7 +248,7 @@ def per_example_grads(model: nn.Module, loss_fn: LossFn, x, y) -> dict[str, torc
         >>> list(g), tuple(g["0.weight"].shape)        # one tensor, both uses summed
         (['0.weight'], (3, 5, 3))
     """
-    _check_batch(x, y)
+    _check_batch(x, y, model)
     grads, losses = _vmap_grads(model, loss_fn, x, y)
     _check_finite_losses(losses)  # a NaN-loss row would read as a gradient of 0 (stop 50)
     return grads
@@ -499,7 +506,7 @@ def private_grad(
     _check_max_grad_norm(max_grad_norm)
     if denominator is not None:
         _check_denominator(denominator)
-    _check_batch(x, y)
+    _check_batch(x, y, model)
     _check_empty_batch(y, denominator, noise_multiplier, "denominator=")
     ghost = GhostClipping(model) if mode == "ghost" else None
     res = _clipped_sum(model, ghost, loss_fn, x, y, max_grad_norm)
