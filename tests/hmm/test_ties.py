@@ -128,7 +128,8 @@ def test_count_logical_vs_physical():
 
 def test_a_resolved_ties_object_must_fit_the_model():
     t = resolve({"means": "all"})
-    assert StateTies.resolve(t, n_states=5, kinds=KINDS) is t
+    got = StateTies.resolve(t, n_states=5, kinds=KINDS)
+    assert got == t and got is not t  # a copy: the model does not share it (stop 58)
     with pytest.raises(tying.TieError, match="cannot serve a model with 4 states"):
         StateTies.resolve(t, n_states=4, kinds=KINDS)
 

@@ -830,10 +830,16 @@ class BaseHMM(HMMInference, EstimatorParams):
         found = self.ties_.differing(kind, values)
         if found is not None:
             group, s = found
+            fix = "give tied states the same value or untie them"
+            if kind == "covars" and getattr(self, "covariance_type", None) == "tied":
+                fix = (  # the type ties them, not `ties`: "untie them" was no fix
+                    "give tied states the same value (covariance_type='tied' holds one "
+                    "covariance for every state: give one (n_features, n_features) "
+                    "matrix), or use covariance_type='full' for covariances that differ"
+                )
             raise ValueError(
                 f"{name}: states {group[0]} and {s} are tied (ties[{kind!r}] group "
-                f"{group}) but their values differ; give tied states the same value "
-                f"or untie them{self._pending_ties_note(kind)}"
+                f"{group}) but their values differ; {fix}{self._pending_ties_note(kind)}"
             )
         return np.array([values[group[0]] for group in self.ties_.groups(kind)])
 

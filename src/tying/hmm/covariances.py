@@ -57,6 +57,7 @@ def tied_type_spec(spec, n_states: int, kinds: Sequence[str]):
             raise ValueError(f"{why} gives covars={covars!r}; {fix}")  # groups may be arrays
         return {**spec, "covars": "all"}
     if isinstance(spec, StateTies) and "covars" in spec.group_of:  # a model's ties_
+        spec = spec._canonical()  # one group labelled 1 is one group too
         if not spec.group_of["covars"].any():  # one covariance group: what 'tied' is
             return spec
         raise ValueError(f"{why} (a StateTies) groups covars as {spec.groups('covars')}; {fix}")
@@ -97,7 +98,7 @@ def _tied_rules(rules: list, n_states: int, kinds: Sequence[str], why: str) -> S
         )
     group_of = dict(ties.group_of)
     group_of["covars"] = np.zeros(n_states, dtype=np.intp)
-    return StateTies(n_states, group_of)
+    return StateTies._trusted(n_states, group_of)
 
 
 def _covars_shape(ct: str, K: int, D: int | None, G: int | None = None) -> str:

@@ -945,8 +945,10 @@ class PairHMM(EstimatorParams):
 def _prob(name, value, shape) -> np.ndarray | float:
     arr = _real_array(name, value)  # text and complex: refused, not coerced (stop 42)
     if arr.shape != shape and not (shape and arr.shape == ()):
+        pair = " (an (x, y) pair is for tied=False)" if arr.shape == (2,) else ""  # stop 58
         raise ValueError(
             f"{name} must be a probability{' or an (x, y) pair' if shape else ''}, got {value!r}"
+            f"{pair}"
         )
     arr = np.broadcast_to(arr, shape).copy() if shape else arr
     if not np.all((arr > 0) & (arr < 1)):
@@ -967,7 +969,11 @@ def _table_shape(name: str, shape: tuple[int, ...]) -> str:
 def _distribution(name, value, shape) -> np.ndarray:
     arr = _real_array(name, value)
     if arr.shape != shape:
-        raise ValueError(f"{name} must have shape {_table_shape(name, shape)}, got {arr.shape}")
+        untied = name.rstrip("_") == "insert_probs" and arr.shape == (2,) + shape
+        untied = " ((2, n_symbols) is for tied=False)" if untied else ""
+        raise ValueError(
+            f"{name} must have shape {_table_shape(name, shape)}, got {arr.shape}{untied}"
+        )
     if not np.all(np.isfinite(arr)) or np.any(arr < 0):
         raise ValueError(f"{name} must hold non-negative probabilities")
     axes = tuple(range(len(shape) - (2 if name.rstrip("_") == "match_probs" else 1), len(shape)))

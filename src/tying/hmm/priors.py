@@ -93,11 +93,19 @@ def check_priors(model, shapes: dict) -> None:
         found = model.ties_.differing(kind, full)
         if found is not None:
             group, s = found
+            fix = "give tied states the same prior, or untie them"
+            if kind == "covars" and getattr(model, "covariance_type", None) == "tied":
+                one = "(n_features, n_features) matrix" if name == "covars_prior" else "number"
+                fix = (  # the type ties them, not `ties`: "untie them" was no fix
+                    f"give tied states the same prior (covariance_type='tied' holds one "
+                    f"covariance: give one {one}), or use covariance_type='full' for "
+                    f"per-state priors"
+                )
             raise ValueError(
                 f"{name}: states {group[0]} and {s} are tied (ties[{kind!r}] group "
                 f"{group}) but their priors differ ({full[group[0]].tolist()} vs "
                 f"{full[s].tolist()}); a tie group has one parameter and takes one "
-                f"prior: give tied states the same prior, or untie them"
+                f"prior: {fix}"
             )
 
 

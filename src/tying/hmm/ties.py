@@ -51,6 +51,11 @@ class StateTies:
         group_of: ``{kind: int array (n_states,)}``, the physical group each
             state reads for that kind.
 
+    Raises:
+        TieError: labels that are not one non-negative label per state (labels with
+            gaps or in another order are renumbered: the same groups).
+        TypeError: labels or ``n_states`` that are not integers.
+
     Example:
         >>> t = StateTies.resolve({"means": [[0, 2]]}, n_states=3, kinds=("means",))
         >>> t.group_of["means"].tolist(), t.n_groups("means")
@@ -58,8 +63,39 @@ class StateTies:
     """
 
     def __init__(self, n_states: int, group_of: Mapping[str, np.ndarray]):
+        # labels given by hand are checked and numbered by their smallest state, as
+        # resolve numbers them: [0, 0, -1] read state 2 from the last group (groups()
+        # left it out) and [0, 0, 5] counted four empty groups, both with no error
+        if isinstance(n_states, (bool, np.bool_)) or not isinstance(n_states, (int, np.integer)):
+            raise TypeError(f"StateTies: n_states must be an integer, got {n_states!r}")
+        if n_states < 0:
+            raise ValueError(f"StateTies: n_states must be >= 0, got {n_states}")
         self.n_states = int(n_states)
-        self.group_of = {k: np.asarray(v, dtype=np.intp) for k, v in group_of.items()}
+        self.group_of = {k: _checked_labels(k, v, self.n_states) for k, v in group_of.items()}
+
+    @classmethod
+    def _trusted(cls, n_states: int, group_of: Mapping[str, np.ndarray]) -> StateTies:
+        """A StateTies from labels already numbered as :meth:`resolve` numbers them."""
+        ties = cls.__new__(cls)
+        ties.n_states = int(n_states)
+        ties.group_of = {k: np.asarray(v, dtype=np.intp) for k, v in group_of.items()}
+        return ties
+
+    def _canonical(self) -> StateTies:
+        """A copy of this StateTies, its labels numbered by each group's smallest state
+        (the same groups); labels edited in place since it was built into something that
+        is no grouping of the states are refused. A copy, so a model that takes it as
+        ``ties`` does not share it: an edit of the caller's object (or of another
+        model's ``ties_``) changed a fitted model's groups, and its scores, silently.
+
+        Raises:
+            TieError, TypeError: as :class:`StateTies` does for such labels.
+        """
+        labels = {k: _checked_labels(k, v, self.n_states) for k, v in self.group_of.items()}
+        return StateTies._trusted(
+            self.n_states,
+            {k: v.copy() if v is self.group_of[k] else v for k, v in labels.items()},
+        )
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -96,22 +132,35 @@ class StateTies:
         """
         if isinstance(spec, StateTies):
             if spec.n_states != n_states or set(spec.group_of) != set(kinds):
+                if set(spec.group_of) == set(kinds):  # its groups as a dict fit any size
+                    fix = (
+                        f"pass its groups as a dict, ties=<that StateTies>.to_spec() "
+                        f"({spec.to_spec()!r}), which a model of any size with those "
+                        f"states reads"
+                    )
+                else:
+                    fix = (
+                        f"resolve a spec for this model: StateTies.resolve(spec, "
+                        f"n_states={n_states}, kinds=model.tie_kinds)"
+                    )
                 raise TieError(
                     f"ties: a StateTies for {spec.n_states} states and kinds "
                     f"{sorted(spec.group_of)} cannot serve a model with {n_states} states and "
-                    f"kinds {sorted(kinds)}; resolve the spec again for this model"
+                    f"kinds {sorted(kinds)}; {fix}"
                 )
-            return spec
+            return spec._canonical()  # checked again (edited in place?), and copied
         group_of = {k: np.arange(n_states) for k in kinds}
         if spec is None:
-            return cls(n_states, group_of)._known_untied(kinds)
+            return cls._trusted(n_states, group_of)._known_untied(kinds)
         if isinstance(spec, Mapping):
             for kind, groups in spec.items():
                 _check_kind(kind, kinds)
                 group_of[kind] = _groups_to_labels(kind, groups, n_states)
-            return cls(n_states, group_of)._known_untied([k for k in kinds if k not in spec])
+            return cls._trusted(n_states, group_of)._known_untied(
+                [k for k in kinds if k not in spec]
+            )
         if isinstance(spec, (list, tuple)) and all(_is_rule(r) for r in spec):
-            return cls(n_states, _resolve_rules(list(spec), n_states, kinds))
+            return cls._trusted(n_states, _resolve_rules(list(spec), n_states, kinds))
         raise TypeError(
             f"ties must be a dict like {{'means': [[0, 1], [2, 3]], 'covars': 'all'}} or a "
             f"list of tying.share/tying.free rules, got {spec!r}"
@@ -341,6 +390,37 @@ def _check_state(kind: str, where: str, state: object, n_states: int) -> int:
     return int(state)
 
 
+def _checked_labels(kind: str, labels: object, n_states: int) -> np.ndarray:
+    """``labels`` as one intp group label per state, numbered by each group's smallest
+    state (the same object when it already is); labels of another shape, type or sign
+    are refused by kind."""
+    fix = (
+        f"give one integer group label per state (group_of[{kind!r}] = [0, 0, 1] ties "
+        f"states 0 and 1), or build it with StateTies.resolve({{{kind!r}: [[0, 1]]}}, "
+        f"n_states={n_states}, kinds=model.tie_kinds)"
+    )
+    arr = np.asarray(labels)
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(
+            f"StateTies group_of[{kind!r}]: group labels are integers, got dtype {arr.dtype} "
+            f"({arr.tolist()!r}); {fix}"
+        )
+    if arr.shape != (n_states,):
+        raise TieError(
+            f"StateTies group_of[{kind!r}]: expected one label per state, shape ({n_states},), "
+            f"got shape {arr.shape}; {fix}"
+        )
+    if n_states and arr.min() < 0:
+        raise TieError(
+            f"StateTies group_of[{kind!r}]: state {int(np.argmin(arr))} has the negative label "
+            f"{int(arr.min())} (it would read the last group); {fix}"
+        )
+    canonical = _relabel(arr) if n_states else arr.astype(np.intp)
+    if arr.dtype == np.intp and np.array_equal(canonical, arr):
+        return arr
+    return canonical.astype(np.intp)
+
+
 def _relabel(labels: np.ndarray) -> np.ndarray:
     """Number groups by their smallest state: group 0 holds state 0, and so on."""
     _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
@@ -368,6 +448,12 @@ def _groups_to_labels(kind: str, groups: object, n_states: int) -> np.ndarray:
     owner: dict[int, tuple[int, list]] = {}
     for gi, group in enumerate(groups):
         if isinstance(group, (str, bytes)) or not isinstance(group, Iterable):
+            flat = list(groups) if isinstance(groups, (list, tuple, range, np.ndarray)) else None
+            if flat is not None and all(
+                isinstance(g, (int, np.integer)) and not isinstance(g, (bool, np.bool_))
+                for g in flat
+            ):
+                raise TypeError(_flat_groups_message(kind, [int(g) for g in flat], n_states))
             raise TypeError(
                 f"ties[{kind!r}] group {gi}: a group is a list of states like [0, 1], got {group!r}"
             )
@@ -393,6 +479,24 @@ def _groups_to_labels(kind: str, groups: object, n_states: int) -> np.ndarray:
             owner[s] = (gi, members)
             labels[s] = n_states + gi  # out of the singleton range until relabelled
     return _relabel(labels)
+
+
+def _flat_groups_message(kind: str, flat: list[int], n_states: int) -> str:
+    """The refusal of a flat list of states as a kind's groups, with the spec it may mean:
+    one group of those states (``[0, 1]``), or one group label per state (``[0, 0, 1]``)."""
+    ways = []
+    if len(set(flat)) == len(flat) and all(0 <= s < n_states for s in flat):
+        ways.append(f"write [{flat!r}] for one group of those states")
+    if len(flat) == n_states and min(flat, default=0) >= 0:
+        by_label = [[s for s, v in enumerate(flat) if v == g] for g in dict.fromkeys(flat)]
+        if any(len(g) > 1 for g in by_label):
+            groups = [g for g in by_label if len(g) > 1]
+            ways.append(f"write {groups!r} if these are one group label per state")
+    ways.append("write [[0, 1], [2, 3]] for groups of states")
+    return (
+        f"ties[{kind!r}] is a list of groups (a group is a list of states like [0, 1]), "
+        f"got the flat list {flat!r}; " + ", or ".join(ways)
+    )
 
 
 def _check_rereadable(where: str, value: object) -> None:
