@@ -68,9 +68,10 @@ def test_conversion_near_the_float_limit_does_not_overflow_on_the_way():
 
 
 @pytest.mark.parametrize(
-    "text", ["kilocalorie / (mole * angstrom ** 2)", "(kilocalorie_per_mole) / angstrom ** 2"]
+    "text", ["kilocalorie / (mole * angstrom ** 2", "(kilocalorie_per_mole)) / angstrom ** 2"]
 )
-def test_parentheses_are_refused_with_the_spelling_to_write(text):
-    # named "unknown unit '('" before (stop 37), as if a unit were misspelled
-    with pytest.raises(ValueError, match=r"parentheses are not read; write the unit as names"):
+def test_unbalanced_parentheses_are_refused_as_such(text):
+    # named "unknown unit '('" before (stop 37), as if a unit were misspelled; balanced
+    # ones are read as pint reads them since stop 58 (test_unit_parentheses_stop58.py)
+    with pytest.raises(ValueError, match=r"unbalanced parentheses"):
         parse_unit(text)

@@ -109,6 +109,9 @@ _ALIASES: dict[str, dict[str, int]] = {
     "microns": {"micrometer": 1},
     "um": {"micrometer": 1},
     "\u00b5m": {"micrometer": 1},  # µm (micro sign)
+    # pint's (openff-units') symbol of the elementary charge (stop 58): a LibraryCharges
+    # charge written '0.417 * e' loads in the toolkit and was refused as an unknown unit
+    "e": {"elementary_charge": 1},
 }
 _ORDER = (
     "kilocalorie",
@@ -130,7 +133,9 @@ _ORDER = (
 )
 # Numbers in ASCII digits only (stop 58): '３' or '٠.١٥' read as 3 and 0.15 here, and the
 # toolkit refuses them; unit names stay Unicode (Å, ångström, µm).
-_TOKEN = re.compile(r"\s*(\*\*|\*|/|\(|\)|[^\W\d]\w*|[-+]?[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)")
+_TOKEN = re.compile(
+    r"\s*(\*\*|\^|\*|/|\(|\)|[^\W\d]\w*|[-+]?[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)"
+)
 _NUMBER = re.compile(r"^\s*[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$")
 
 
@@ -195,7 +200,9 @@ class Quantity:
         >>> round(q.to("nanometer").value, 6)
         0.152597
         >>> str(2 * q / 4)  # scaled by plain numbers (a product of two quantities is refused)
-        '0.762985 angstrom'
+        '0.7629850068965 angstrom'
+        >>> f"{q:.3f}", str(q)  # str keeps every digit of the file, a format spec rounds
+        ('1.526 angstrom', '1.525970013793 angstrom')
     """
 
     value: float
@@ -204,10 +211,15 @@ class Quantity:
     def to(self, unit: str | Unit) -> Quantity:
         """Convert to ``unit`` (a unit expression or :class:`Unit`) of the same dimension.
 
+        ``unit`` may also be an OpenFF (``openff.units``) / pint unit, such as
+        ``unit.nanometer``, read by its text: a toolkit script's ``q.to(unit.nanometer)``
+        raised ``AttributeError: 'Unit' object has no attribute 'dimension'`` (stop 58).
+
         Raises:
             ValueError: when the dimensions differ (names both units).
+            TypeError: when ``unit`` is not a unit (names what to pass).
         """
-        target = parse_unit(unit) if isinstance(unit, str) else unit
+        target = _target_unit(unit)
         if target.dimension != self.unit.dimension:
             raise ValueError(
                 f"cannot convert {self.unit} to {target}: dimensions differ "
@@ -242,8 +254,43 @@ class Quantity:
     def __neg__(self) -> Quantity:
         return Quantity(-self.value, self.unit)
 
+    # Every digit (stop 58): '{:g}' kept six significant digits, so str(bond["length"])
+    # of Sage's b3 read "1.51234 angstrom" where the file and the toolkit's str say
+    # 1.51234261218 angstrom, and a table written with str() lost the rest, silently.
+    # repr(float) is the shortest text that reads back to the same number, as pint's str.
     def __str__(self) -> str:
-        return f"{self.value:g} {self.unit}"
+        return f"{self.value!r} {self.unit}"
+
+    def __format__(self, spec: str) -> str:
+        """``f"{q:.3f}"`` formats the value and appends the unit, as pint's quantities do
+        (it raised TypeError here); an empty spec is :meth:`__str__`, every digit."""
+        if not spec:
+            return str(self)
+        return f"{format(self.value, spec)} {self.unit}"
+
+
+def _target_unit(unit: object) -> Unit:
+    """What :meth:`Quantity.to` converts to: a unit expression, a :class:`Unit`, or a pint
+    (``openff.units``) unit, read through its default text (``format(u, "D")``)."""
+    if isinstance(unit, str):
+        return parse_unit(unit)
+    if isinstance(unit, Unit):
+        return unit
+    if hasattr(unit, "dimensionality") and hasattr(unit, "units"):  # a pint Quantity
+        # pint's to() drops the magnitude of a quantity given as the target; a magnitude
+        # of 1 is how pint writes 1 / unit.mole, anything else is a slip, not a unit
+        if getattr(unit, "magnitude", None) == 1:
+            return parse_unit(format(unit.units, "D"))
+        raise TypeError(
+            f"Quantity.to takes a unit, got the quantity {unit!r}; pass its unit "
+            f"(quantity.units) or a unit expression such as 'nanometer'"
+        )
+    if hasattr(unit, "dimensionality"):  # a pint / openff.units Unit
+        return parse_unit(format(unit, "D"))
+    raise TypeError(
+        f"Quantity.to takes a unit expression (e.g. 'kilojoule_per_mole / nanometer ** 2'), "
+        f"a tying.chem Unit or an openff.units unit, got {type(unit).__name__} {unit!r}"
+    )
 
 
 def _is_factor(x: object) -> bool:
@@ -262,6 +309,10 @@ def _dim_text(unit: Unit) -> str:
 def parse_unit(text: str) -> Unit:
     """Parse a unit expression: names joined by ``*`` and ``/``, each with an optional ``** n``.
 
+    Parentheses group as pint groups them (``kilocalorie / (mole * angstrom ** 2)``,
+    ``(kilocalorie / mole) ** 2``, ``angstrom ** (-2)``) and ``^`` is ``**``, as the
+    OpenFF toolkit reads a file's units.
+
     Args:
         text: e.g. ``"kilocalorie_per_mole ** 1 * angstrom ** -2"``.
 
@@ -274,48 +325,97 @@ def parse_unit(text: str) -> Unit:
     Example:
         >>> str(parse_unit("kilojoule_per_mole / nanometer ** 2"))
         'kilojoule / mole / nanometer ** 2'
+        >>> parse_unit("kilojoule / (mole * nanometer ** 2)") == parse_unit("kJ/mol/nm^2")
+        True
     """
     tokens = _tokens(text)
-    powers: dict[str, int] = {}
-    sign, i = 1, 0
-    expect_name = True
-    while i < len(tokens):
-        tok = tokens[i]
-        if tok in ("(", ")"):
-            # named "unknown unit '('" before, as if the unit were misspelled
-            raise ValueError(
-                f"unit expression {text!r}: parentheses are not read; write the unit as names "
-                f"joined by '*' and '/', each with an optional '** n', e.g. "
-                f"'kilocalorie / mole / angstrom ** 2' for 'kilocalorie / (mole * angstrom ** 2)'"
-            )
-        if expect_name:
-            # "1 / mole" is how str(Unit) writes a unit with no positive power: it did not
-            # read back (q.to(str(q.unit)) was "unknown unit '1'"); pint reads it too
-            if tok not in _BASE and tok not in _ALIASES and tok != "1":
-                raise ValueError(
-                    f"unknown unit {tok!r} in {text!r}; known: {', '.join(sorted({*_BASE, *_ALIASES}))}"
-                )
-            exp = 1
-            if i + 1 < len(tokens) and tokens[i + 1] == "**":
-                if i + 2 >= len(tokens) or not re.fullmatch(r"[-+]?[0-9]+", tokens[i + 2]):
-                    raise ValueError(
-                        f"unit expression {text!r}: '**' must be followed by an integer"
-                    )
-                exp = int(tokens[i + 2])
-                i += 2
-            base = {} if tok == "1" else _ALIASES.get(tok, {tok: 1})
-            for name, p in base.items():
-                powers[name] = powers.get(name, 0) + sign * exp * p
-            expect_name = False
-        else:
-            if tok not in ("*", "/"):
-                raise ValueError(f"unit expression {text!r}: expected '*' or '/', got {tok!r}")
-            sign = 1 if tok == "*" else -1
-            expect_name = True
-        i += 1
-    if expect_name and tokens:
-        raise ValueError(f"unit expression {text!r} ends with an operator")
+    if not tokens:
+        return Unit.of({})
+    parser = _UnitParser(text, tokens)
+    powers = parser.product()
+    if parser.pos < len(tokens):  # a ')' with no '(' before it
+        raise ValueError(f"unit expression {text!r}: unbalanced parentheses (a ')' too many)")
     return Unit.of(powers)
+
+
+class _UnitParser:
+    """Reads ``product := power (('*' | '/') power)*``, ``power := atom ['**' integer]``,
+    ``atom := name | '1' | '(' product ')'``, as pint reads a unit: left to right, ``**``
+    before ``*`` and ``/``, parentheses grouping. Before stop 58 parentheses were refused,
+    so a file the toolkit reads (``k="500 * kilocalorie / (mole * angstrom ** 2)"``) and
+    ``q.to("kilojoule / (mole * nanometer ** 2)")`` failed."""
+
+    def __init__(self, text: str, tokens: list[str]):
+        self.text, self.tokens, self.pos = text, tokens, 0
+
+    def _peek(self) -> str | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def product(self) -> dict[str, int]:
+        powers = self.power()
+        while self._peek() in ("*", "/"):
+            sign = 1 if self.tokens[self.pos] == "*" else -1
+            self.pos += 1
+            if self._peek() is None:
+                raise ValueError(f"unit expression {self.text!r} ends with an operator")
+            for name, p in self.power().items():
+                powers[name] = powers.get(name, 0) + sign * p
+        tok = self._peek()
+        if tok is not None and tok != ")":
+            raise ValueError(f"unit expression {self.text!r}: expected '*' or '/', got {tok!r}")
+        return powers
+
+    def power(self) -> dict[str, int]:
+        powers = self.atom()
+        if self._peek() == "**":
+            self.pos += 1
+            exp = self.exponent()
+            powers = {name: p * exp for name, p in powers.items()}
+        return powers
+
+    def exponent(self) -> int:
+        tok = self._peek()
+        wrapped = tok == "("  # pint reads "angstrom ** (-2)"
+        if wrapped:
+            self.pos += 1
+            tok = self._peek()
+        if tok is None or not re.fullmatch(r"[-+]?[0-9]+", tok):
+            raise ValueError(f"unit expression {self.text!r}: '**' must be followed by an integer")
+        self.pos += 1
+        if wrapped:
+            if self._peek() != ")":
+                raise ValueError(
+                    f"unit expression {self.text!r}: '**' must be followed by an integer"
+                )
+            self.pos += 1
+        return int(tok)
+
+    def atom(self) -> dict[str, int]:
+        tok = self._peek()
+        if tok == "(":
+            self.pos += 1
+            if self._peek() in (None, ")"):
+                raise ValueError(f"unit expression {self.text!r}: empty parentheses")
+            powers = self.product()
+            if self._peek() != ")":
+                raise ValueError(
+                    f"unit expression {self.text!r}: unbalanced parentheses (a '(' is not closed)"
+                )
+            self.pos += 1
+            return powers
+        if tok == ")":
+            raise ValueError(f"unit expression {self.text!r}: unbalanced parentheses at ')'")
+        # "1 / mole" is how str(Unit) writes a unit with no positive power: it did not
+        # read back (q.to(str(q.unit)) was "unknown unit '1'"); pint reads it too
+        if tok is None or (tok not in _BASE and tok not in _ALIASES and tok != "1"):
+            if tok in ("*", "/", "**"):
+                raise ValueError(f"unit expression {self.text!r}: expected a unit, got {tok!r}")
+            raise ValueError(
+                f"unknown unit {tok!r} in {self.text!r}; known: "
+                f"{', '.join(sorted({*_BASE, *_ALIASES}))}"
+            )
+        self.pos += 1
+        return {} if tok == "1" else dict(_ALIASES.get(tok, {tok: 1}))
 
 
 def _tokens(text: str) -> list[str]:
@@ -325,7 +425,8 @@ def _tokens(text: str) -> list[str]:
         m = _TOKEN.match(text, pos)
         if not m:
             raise ValueError(f"cannot read unit expression {text!r} at {text[pos:]!r}")
-        out.append(m.group(1))
+        # pint reads '^' as '**' (stop 58: 'angstrom^2' loads in the toolkit)
+        out.append("**" if m.group(1) == "^" else m.group(1))
         pos = m.end()
     return out
 
