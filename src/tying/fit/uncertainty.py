@@ -229,8 +229,17 @@ def _predict(result: FitResult, i: int | str, x: Any, what: str, need_cov: bool)
             f"edge of its domain?), so the error of the prediction is undefined; drop those "
             f"points from x (result.predict(i, x) gives the values alone)"
         ) from err
-    except ModelError as err:
-        raise ValueError(f"{what}: the derivative of model_fn at the new x failed: {err}") from err
+    except (ModelError, ValueError) as err:
+        if not need_cov:
+            # asked for values only, which are finite: the derivative serves the held-slot
+            # warning alone (a difference step past a model's own domain check refused
+            # result.predict(i, x) under the name "predict(..., stderr=True)", stop 58 review)
+            return y, None
+        if isinstance(err, ModelError):
+            raise ValueError(
+                f"{what}: the derivative of model_fn at the new x failed: {err}"
+            ) from err
+        raise
     reads = (jac[:, held] != 0).any(axis=1)  # (n,) points where a held slot moves the model
     if reads.any():
         _warn_held(result, i, held, reads, x, need_cov)

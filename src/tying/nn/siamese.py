@@ -293,15 +293,23 @@ def _redraw(left: nn.Module, tower: nn.Module) -> None:
     """
     lefts = dict(left.named_parameters())
 
+    def same(name: str, p: torch.Tensor) -> bool:
+        """Still the left tower's values."""
+        q = lefts.get(name)
+        if q is None or p.numel() == 0 or "meta" in (p.device.type, q.device.type):
+            return False
+        return torch.equal(p, q)
+
     def stale(name: str, p: torch.Tensor) -> bool:
         """Still the left tower's values, and not a constant init (LayerNorm's ones)."""
-        q = lefts.get(name)
-        if q is None or p.numel() < 2 or "meta" in (p.device.type, q.device.type):
-            return False
-        return torch.equal(p, q) and not bool((p == p.reshape(-1)[0]).all())
+        return same(name, p) and p.numel() > 1 and not bool((p == p.reshape(-1)[0]).all())
 
     with torch.no_grad():
         waiting = {name for name, p in tower.named_parameters() if stale(name, p)}
+        # one value cannot tell a constant init from a draw: a module holding one (nn.Linear(1,
+        # 1), a 1x1 convolution of one channel) still calls its reset, as before stop 58 (the
+        # right Linear(1, 1) stayed the left's bit for bit, and every later draw moved along)
+        single = {n for n, p in tower.named_parameters() if p.numel() == 1 and same(n, p)}
 
         def visit(module: nn.Module, prefix: str, covered: bool) -> None:
             own = [(prefix + n, p) for n, p in module.named_parameters()]
@@ -311,10 +319,21 @@ def _redraw(left: nn.Module, tower: nn.Module) -> None:
             if not callable(reset):
                 reset = getattr(module, "_reset_parameters", None)
                 reset = reset if callable(reset) and _takes_no_argument(reset) else None
-            if reset is not None and (stats or any(name in waiting for name, _ in own)):
+            if reset is not None and (
+                stats or any(name in waiting or name in single for name, _ in own)
+            ):
+                # a reset re-draws all of the module's parameters: what a parent's reset
+                # drew, and constants, are put back so that they stand (nn.MultiheadAttention's
+                # out_proj.bias, 0 in a fresh one, came out of out_proj's reset up to 0.24)
+                keep = [
+                    (p, p.clone()) for name, p in own if name not in waiting and name not in single
+                ]
                 reset()
+                for p, value in keep:
+                    p.copy_(value)
                 covered = True
                 waiting.difference_update(name for name, p in own if not stale(name, p))
+                single.difference_update(name for name, p in own if not same(name, p))
             for name, child in module.named_children():
                 visit(child, f"{prefix}{name}.", covered)
 
