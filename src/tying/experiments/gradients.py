@@ -219,7 +219,7 @@ def bptt_sum(size: str, seed: int) -> Result:
             "nn.RNN vs tied": torch_rel,
             **{f"{n}: closest single use": c["closest single use"] for n, c in cases.items()},
         },
-        key_figure=f"tied grad = Σ per-use grads to {worst:.1e} (3 kinds of sharing)",
+        key_figure=f"tied grad = Σ per-use grads to {format_number(worst)} (3 kinds of sharing)",
         notes="Each tied model is an untied model with equal starting values, tied with "
         "tying.Plan([share(...)]) so one tensor serves every use; per-use gradients come "
         "from the untied copy. The check also requires nn.RNN's own BPTT gradient to agree.",
@@ -423,7 +423,7 @@ def tied_init(size: str, seed: int) -> Result:
             "RNN, reuse counted: last step": reuse_rnn[-1],
         },
         key_figure=f"conv variance at depth {cfg.depth}: {format_number(right_conv[-1])} "
-        f"(vs {reuse_conv[-1]:.0e} if reuse is counted)",
+        f"(vs {format_number(reuse_conv[-1])} if reuse is counted)",
         notes=f"He/Xavier variances use tying.fan_in; the check requires every layer's and "
         f"step's mean square within [{lo:g}, {hi:g}] with it, and a collapse when fan-in is "
         "multiplied by the number of reuses.",

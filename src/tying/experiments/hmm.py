@@ -329,7 +329,7 @@ def pair_hmm_symmetry(size: str, seed: int) -> Result:
         figures={"pair_symmetry": _c4_figure(ll, tied, test)},
         passed=bool(passed),
         measured=measured,
-        key_figure=f"tied: max |Δ log p| = {diff['tied'].max():.1g}; untied: {diff['untied'].max():.2g}",
+        key_figure=f"tied: max |Δ log p| = {format_number(diff['tied'].max())}; untied: {format_number(diff['untied'].max())}",
         notes=(
             "Both models are fitted by Baum-Welch on the same unaligned pairs, drawn from a "
             "symmetric generator. The tied model keeps one gap open/extend, one insert "
@@ -360,6 +360,8 @@ def _c4_figure(ll, tied: PairHMM, test) -> Figure:
     ax2.set_xlabel("j (y)")
     ax2.set_ylabel("i (x)")
     ax3.imshow(post_sw.T, cmap="Blues", vmin=0, vmax=1, origin="upper")
-    ax3.set_title(f"same from (y, x), transposed\nmax diff {np.abs(post - post_sw.T).max():.1g}")
+    ax3.set_title(
+        f"same from (y, x), transposed\nmax diff {format_number(np.abs(post - post_sw.T).max())}"
+    )
     ax3.set_xlabel("j (y)")
     return fig

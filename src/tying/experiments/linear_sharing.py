@@ -187,7 +187,7 @@ def rnn_identifiability(size: str, seed: int) -> Result:
             "poorly excited rank": rank_poor,
             "poorly excited W error": poor_err,
         },
-        key_figure=f"tied W error {tied_err:.1e}; untied rank deficit {deficit} → W_t error {format_number(untied_err)}",
+        key_figure=f"tied W error {format_number(tied_err)}; untied rank deficit {deficit} → W_t error {format_number(untied_err)}",
         notes=(
             "Noise-free data from one trajectory. The untied least-squares problem fits the data "
             "exactly (it has more unknowns than equations) but its minimum-norm W_t are far from W; "
@@ -290,7 +290,7 @@ def tied_autoencoder_pca(size: str, seed: int) -> Result:
     ax2.set_yscale("log")
     ax2.set_xlabel("principal component (by variance)")
     ax2.set_ylabel("energy of tied W in that direction")
-    ax2.set_title(f"tied W spans the top {cfg.k}: max angle {angle_tied:.1e} rad")
+    ax2.set_title(f"tied W spans the top {cfg.k}: max angle {format_number(angle_tied)} rad")
     rows = [
         {
             "model": "PCA (top-k projection)",
@@ -323,6 +323,6 @@ def tied_autoencoder_pca(size: str, seed: int) -> Result:
             "err PCA": pca_err,
             "tied W Wᵀ − I (max)": orth,
         },
-        key_figure=f"angle to PCA {angle_tied:.1e} rad; error tied {format_number(err_tied, 5)} = untied {format_number(err_untied, 5)} = PCA {format_number(pca_err, 5)}",
+        key_figure=f"angle to PCA {format_number(angle_tied)} rad; error tied {format_number(err_tied, 5)} = untied {format_number(err_untied, 5)} = PCA {format_number(pca_err, 5)}",
         notes="Both autoencoders trained by full-batch Adam in float64 on centred data; the tied one stores half the weights.",
     )

@@ -231,7 +231,7 @@ def multitask(size: str, seed: int) -> Result:
             "shared and is no worse than hard sharing. Every fit is full-batch L-BFGS to its "
             f"own tolerance, capped at {cfg.lbfgs_iters} iterations, and restarted once from its result "
             f"to check it: {moving} of {moved.size} fits moved their test MSE by more than "
-            f"{cfg.moved_tol:g} (relative) on the restart (largest change {moved.max():.1g}); "
+            f"{cfg.moved_tol:g} (relative) on the restart (largest change {format_number(moved.max())}); "
             "the numbers shown are those of the first run."
         ),
     )

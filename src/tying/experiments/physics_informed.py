@@ -169,7 +169,7 @@ def pinn_periodic(size: str, seed: int) -> Result:
         passed=passed,
         measured=measured,
         key_figure=(
-            f"mismatch hard {measured['hard mismatch']:.1e} vs soft {measured['soft mismatch']:.1e}; "
+            f"mismatch hard {format_number(measured['hard mismatch'])} vs soft {format_number(measured['soft mismatch'])}; "
             f"residual {format_number(measured['hard residual'], 4)} / {format_number(measured['soft residual'], 4)}"
         ),
         notes=(
@@ -337,8 +337,8 @@ def pinn_optimizers(size: str, seed: int) -> Result:
             "Adam runs still gaining at the step budget (fixed points)": f"{gaining} of {n_fixed}",
         },
         key_figure=(
-            f"clean: L-BFGS {err[('L-BFGS', clean)]:.1e} vs Adam {err[('Adam', clean)]:.1e}; noisy gradients: "
-            f"L-BFGS {err[('L-BFGS', stoch)]:.1e} vs Adam {err[('Adam', stoch)]:.1e}"
+            f"clean: L-BFGS {format_number(err[('L-BFGS', clean)])} vs Adam {format_number(err[('Adam', clean)])}; noisy gradients: "
+            f"L-BFGS {format_number(err[('L-BFGS', stoch)])} vs Adam {format_number(err[('Adam', stoch)])}"
         ),
         notes=(
             "Noisy data: observations with Gaussian noise, fixed collocation points; both optimisers "

@@ -27,6 +27,7 @@ from tying.experiments.common import (
 )
 from tying.experiments.registry import Result, Table, experiment
 from tying.nn import LocallyConnected2d
+from tying.report.format import format_number
 
 
 def _numel(module: nn.Module) -> int:
@@ -223,7 +224,7 @@ def conv_is_tied_lc(size: str, seed: int) -> Result:
             "untied spread after one step": spread,
             **{f"params {k}": v for k, v in params.items()},
         },
-        key_figure=f"max |tied − conv| = {largest(diffs.values()):.1e}; "
+        key_figure=f"max |tied − conv| = {format_number(largest(diffs.values()))}; "
         f"{params['untied LC']:,} → {params['tied LC']:,} params",
         notes="The tied layer stores one filter that every position reads; the check "
         f"requires outputs and all gradients within {cfg.tol:g} of Conv2d's, before and "
@@ -341,7 +342,7 @@ def rnn_unrolled(size: str, seed: int) -> Result:
             "logical params": last["logical (tied)"],
             "nn.RNN params": rnn_params,
         },
-        key_figure=f"{cfg.steps} tied layers = nn.RNN to {max_err:.1e}",
+        key_figure=f"{cfg.steps} tied layers = nn.RNN to {format_number(max_err)}",
         notes="The unrolled net's layers are tied with tying.Plan([share('steps.*', "
         "like='steps.0')]); the check requires every hidden state within "
         f"{cfg.tol:g} of nn.RNN's and physical parameters equal to the RNN's at every depth.",

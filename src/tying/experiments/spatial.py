@@ -112,7 +112,7 @@ def translation_equivariance(size: str, seed: int) -> Result:
     vmax = max(float(m.max()) for m in maps.values())
     for ax, (name, m) in zip(axes, maps.items()):
         im = ax.imshow(m, vmin=0, vmax=vmax, cmap="magma")
-        ax.set_title(f"{name}\nmax rel. error {worst[name]:.1e}", fontsize=9)
+        ax.set_title(f"{name}\nmax rel. error {format_number(worst[name])}", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(im, ax=axes, shrink=0.8, label="|f(shift x) − shift f(x)|")
@@ -126,7 +126,7 @@ def translation_equivariance(size: str, seed: int) -> Result:
             "zero-pad conv interior max error": float(np.abs(interior).max()),
             "dense max rel. error": dense_err,
         },
-        key_figure=f"circular conv error {circ:.1e} vs dense {format_number(dense_err)}",
+        key_figure=f"circular conv error {format_number(circ)} vs dense {format_number(dense_err)}",
         notes="Shifts are cyclic (torch.roll), so circular padding is the conv that matches "
         "them exactly; with zero padding only pixels within reach of the border differ. Check: "
         "circular < 1e-12, zero-pad interior < 1e-12, dense > 0.1.",
@@ -240,7 +240,7 @@ def c4_equivariance(size: str, seed: int) -> Result:
             "untied min rel. error": untied_min,
             "C4 tied logical/physical params": counts["C4 tied"],
         },
-        key_figure=f"tied error {tied_max:.1e}, untied {format_number(untied_min)}",
+        key_figure=f"tied error {format_number(tied_max)}, untied {format_number(untied_min)}",
         notes="Three layers (lift, group conv, group conv) in float64. g·f permutes the "
         "orientation axis as well as rotating (or mirroring, for D4) each map. Check: every "
         "tied error < 1e-12 and every untied error > 0.1.",

@@ -188,7 +188,7 @@ def symmetric_filter(size: str, seed: int) -> Result:
             "palindromic physical/logical taps": (tied_count.physical, tied_count.logical),
             "largest test-MSE gap to the least-squares filter (rel.)": exact_gap,
         },
-        key_figure=f"antisymmetric response {deaf['palindromic (tied)']:.0e}; untied MSE ×{format_number(ratio[0])}",
+        key_figure=f"antisymmetric response {format_number(deaf['palindromic (tied)'])}; untied MSE ×{format_number(ratio[0])}",
         notes=f"Each window is a symmetric pulse of random amplitude plus antisymmetric hiss "
         f"(std {cfg.hiss}) plus white noise (std {cfg.white}); a length-{cfg.kernel} filter "
         "estimates the amplitude, fitted by least squares (L-BFGS) on the windows. Check: "
@@ -284,7 +284,7 @@ def cnn_as_pgm(size: str, seed: int) -> Result:
             "least squares vs true (rel.)": ls_to_true,
             "sigma_hat / sigma": sigma_hat / cfg.noise,
         },
-        key_figure=f"trained filter = least squares to {rel_to_ls:.0e}",
+        key_figure=f"trained filter = least squares to {format_number(rel_to_ls)}",
         notes=f"y_ij ~ N(wᵀx_ij, σ²) at each of {positions:,} positions, all sharing one "
         f"{k}×{k} w. Maximising the likelihood is least squares over every patch; an "
         "nn.Conv2d trained on the MSE (L-BFGS, float64) lands on it. Check: trained vs LS < "

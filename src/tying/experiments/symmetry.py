@@ -175,14 +175,14 @@ def landscape_symmetry(size: str, seed: int) -> Result:
         {
             "layer": f"dense, K = {K} neurons",
             "symmetry unit": "neuron",
-            "equivalent minima": f"{K}! ≈ {math.factorial(K):.3e}",
-            "verified": f"{cfg.random_perms} random neuron permutations: max |Δf| = {perm_err:.1e}",
+            "equivalent minima": f"{K}! ≈ {format_number(float(math.factorial(K)))}",
+            "verified": f"{cfg.random_perms} random neuron permutations: max |Δf| = {format_number(perm_err)}",
         },
         {
             "layer": f"conv, F = {F} filters × {positions} positions",
             "symmetry unit": "filter",
             "equivalent minima": f"{F}! = {n_filter_perms}",
-            "verified": f"all {n_filter_perms} filter permutations: max |Δf| = {filter_err:.1e}",
+            "verified": f"all {n_filter_perms} filter permutations: max |Δf| = {format_number(filter_err)}",
         },
         {
             "layer": f"brute force: 1-D conv, {cfg.filters} filters × {cfg.enum_positions} "
@@ -395,7 +395,7 @@ def symmetry_breaking(size: str, seed: int) -> Result:
             "final loss constant / random": const["losses"][-1] / rand["losses"][-1],
         },
         key_figure=f"constant init: {cfg.hidden} neurons identical after {cfg.steps} steps "
-        f"(spread {largest(const['spreads']):.0e}); random: no ties",
+        f"(spread {format_number(largest(const['spreads']))}); random: no ties",
         notes="The check requires the constant-init neurons to stay identical to "
         f"{cfg.atol:g} through training and be reported by tying.find_accidental_ties as "
         "one group, the random init to have no such group, and a tiny nudge to grow.",
