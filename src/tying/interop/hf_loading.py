@@ -31,6 +31,7 @@ from tying.core.plan import Plan
 from tying.core.relations import Same
 from tying.core.rules import share
 from tying.core.verify import verify
+from tying.interop.hf_device_map import refuse_offloaded_ties
 from tying.interop.hf_plan import CONFIG_KEY, _transformers, _value_at, plan_from_json
 
 
@@ -251,7 +252,7 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
             plan given here replaces the recorded one; a ``UserWarning`` names each
             recorded tie it neither makes nor frees (those load as untied copies).
         **kwargs: passed to ``cls.from_pretrained`` (``dtype``, ``config``, config
-            attributes such as ``tie_word_embeddings=False``, ...).
+            attributes such as ``tie_word_embeddings=False``, ``device_map``, ...).
 
     Returns:
         The loaded model, tied as saved (``tying.verify`` passes).
@@ -259,7 +260,9 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
     Raises:
         TieError: when the folder's tied values disagree with the plan, when the
             file lacks weights that no tie explains (e.g. a Plan-tied folder
-            without its plan: pass ``plan=``), or the recorded plan is malformed.
+            without its plan: pass ``plan=``), or the recorded plan is malformed;
+            when ``device_map`` offloads (``"disk"``) a module holding one end of a
+            tie (for HF's own tie: one end only), naming the entry to change.
         FileNotFoundError: when the folder holds no safetensors weights.
 
     Example:
@@ -328,6 +331,7 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
     # dtype= cast would round the two sides differently). File keys are found under the
     # name HF saves each model key with (transformers 5 renames some models' weights).
     inv = Inventory(model)
+    refuse_offloaded_ties(model, inv)  # device_map=: HF offloaded before the ties were made
     expected = set(model.state_dict())
     tied = {p for p, i in inv.slots.items() if i.is_tied}
     names = _saved_names(model, expected | tied)

@@ -1,0 +1,102 @@
+"""A ``device_map`` that offloads one end of a tie, refused by ``tying.hf.from_pretrained``.
+
+accelerate's offload hooks (``"disk"``, or ``"cpu"`` beside an accelerator) load a
+module's own weights for that module's own forward only, from the tensors HF offloaded
+while loading. HF offloads before tying re-creates the ties, so a tied slot in an
+offloaded module keeps a hook that looks for its own weight in the offload index, where
+the file (which holds each tie once) never put it, and a tie's source in an offloaded
+module is a meta placeholder outside its own forward, which the tied reader cannot use:
+a Plan-tied stack loaded with its blocks on ``"disk"`` failed at its first forward. A
+hand tie (HF's ``tie_word_embeddings``) with one end offloaded and the other not failed
+at every forward inside accelerate (``KeyError: 'lm_head.weight'``), naming neither the
+tie nor the device map (stop 58); with both ends offloaded accelerate serves it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from tying.core.errors import TieError
+from tying.core.inventory import Inventory
+
+_OFFLOAD = ("disk", "cpu")
+
+
+def _entry(device_map: dict, path: str) -> str | None:
+    """The ``device_map`` key that places ``path`` (the longest module prefix), or None."""
+    best = None
+    for key in device_map:
+        if key == "" or path == key or path.startswith(key + "."):
+            if best is None or len(key) > len(best):
+                best = key
+    return best
+
+
+def _offloaded(device_map: dict) -> set:
+    """The values of ``device_map`` that mean offload: ``"disk"`` always, ``"cpu"`` when
+    some module runs on an accelerator (on a CPU-only map, ``"cpu"`` is where it runs)."""
+    runs_elsewhere = any(str(v) not in _OFFLOAD for v in device_map.values())
+    return {"disk", "cpu"} if runs_elsewhere else {"disk"}
+
+
+def refuse_offloaded_ties(model: nn.Module, inv: Inventory | None = None) -> None:
+    """Refuse a model HF dispatched with a tie's slot or source in an offloaded module.
+
+    Args:
+        model: the model ``cls.from_pretrained(..., device_map=...)`` returned, tied.
+        inv: its inventory (taken here when not given).
+
+    Raises:
+        TieError: naming the tie, the ``device_map`` entry that offloads it, and the
+            entries to change (both ends on the device the model runs on).
+    """
+    device_map: Any = getattr(model, "hf_device_map", None)
+    if not isinstance(device_map, dict) or not device_map:
+        return
+    offload = _offloaded(device_map)
+    if not any(str(v) in offload for v in device_map.values()):
+        return
+    inv = inv if inv is not None else Inventory(model)
+    runs_on = next((v for v in device_map.values() if str(v) not in offload), "cpu")
+    bad: dict = {}
+    for slot, info in inv.slots.items():
+        if not info.is_tied or not info.source:
+            continue
+        ends = [_entry(device_map, slot), _entry(device_map, info.source)]
+        off = [k for k in ends if k is not None and str(device_map[k]) in offload]
+        if off:
+            bad.setdefault(tuple(dict.fromkeys(off)), []).append((slot, info.source))
+    # A hand tie (one Parameter at two paths, HF's tie_word_embeddings): accelerate serves
+    # it when both ends are offloaded (its tied_params_map), not when one end is
+    seen: dict = {}
+    for path, param in model.named_parameters(remove_duplicate=False):
+        seen.setdefault(id(param), []).append(path)
+    for paths in seen.values():
+        keys = [_entry(device_map, p) for p in paths]
+        off = [k for k in keys if k is not None and str(device_map[k]) in offload]
+        if off and len(off) < len(keys):
+            bad.setdefault(tuple(dict.fromkeys(off)), []).append((paths[1], paths[0]))
+    if not bad:
+        return
+    keys, ties = next(iter(bad.items()))
+    slot, source = ties[0]
+    everything = sorted({k for ks in bad for k in ks})
+    if "" in everything:
+        fix = (
+            "the whole model is offloaded; give max_memory room for the tied modules, or "
+            "load without device_map"
+        )
+    else:
+        fix = "pass device_map with " + ", ".join(f"{k!r}: {runs_on!r}" for k in everything)
+    more = sum(len(v) for v in bad.values()) - 1
+    raise TieError(
+        f"tying.hf.from_pretrained: device_map offloads {', '.join(repr(k) for k in keys)} "
+        f"({device_map[keys[0]]!r}), which holds {slot!r} tied to {source!r}"
+        f"{f' (and {more} more tied slot(s))' if more > 0 else ''}; accelerate loads an "
+        f"offloaded module's own weights for its own forward only, and the file holds each "
+        f"tie once, so the model would fail or read no data at its forward. Keep both ends "
+        f"of every tie on the device the model runs on: {fix} (or, to offload them, load "
+        f"without device_map, tying.untie(model), then accelerate.dispatch_model)"
+    )
