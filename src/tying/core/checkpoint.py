@@ -56,6 +56,7 @@ from tying.core.load_guards import check_before_load as check_before_load
 from tying.core.load_guards import check_before_load_into_part as check_before_load_into_part
 from tying.core.load_guards import slots_load_from_state_dict as slots_load_from_state_dict
 from tying.core.outside import WRAPPER_SEGMENTS, canonical, canonical_index
+from tying.core.plain_files import shard_hint, tie_gives_back
 from tying.core.plan import Change, Plan, Tie
 from tying.core.relations import Same
 from tying.core.slots import check_writes
@@ -171,7 +172,10 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
     Args:
         model: a model of the same architecture, untied or tied as the file, on a
             real device (not ``meta``: call ``model.to_empty(device=...)`` first).
-        path: the file.
+        path: the file, or a sharded checkpoint (transformers' folder with a
+            ``*.safetensors.index.json``, or that index), read as one file. A plain file
+            storing both ends of a tie loads where the tie gives the stored target back
+            exactly; ends that differ are refused with the difference.
         verify_hash: check the stored SHA-256 of the metadata and tensor bytes
             (default True); False also accepts plain safetensors files.
 
@@ -259,16 +263,37 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
             f"load into a model without that tie"
         )
 
-    if not any(k.startswith("tying.") for k in meta):
+    plain = not any(k.startswith("tying.") for k in meta)
+    if plain:
         # a plain safetensors file stores a tied weight once: transformers' model.safetensors
         # and safetensors.torch.save_model leave the tied key out (save_model names it in its
         # metadata); where this model ties it by hand to a stored tensor, the file's value is
         # the tie's value, as transformers and safetensors.torch.load_model read it (stop 34:
         # refused, saying the file "stores it as its own tensor")
+        # a file that stores both ends (an untied model's): the target's entry is the tie's
+        # value where the tie gives it back exactly, as load_state_dict reads it (stop 58)
+        differ = tie_gives_back(inv, final, tensors, aliases)
+        if differ:
+            target, why = next(iter(differ.items()))
+            src = inv.hand.get(target) or final[target].source
+            raise TieError(
+                f"load: {target} is tied in this model (to {src}) but {str(path)!r} {why}; "
+                f"to load both ends as the file holds them, free the tie first with "
+                f"tying.Plan([tying.free({target!r})]).apply(model), then load; the model "
+                f"was left as it was"
+            )
+        groups: dict[str, list[str]] = {}
         for target, source in inv.hand.items():
-            ct, cs = C(target), C(source)
-            if ct not in tensors and cs in tensors and meta.get(target, source) == source:
-                aliases.setdefault(ct, cs)
+            groups.setdefault(source, [source]).append(target)
+        for members in groups.values():
+            # stored once under any one of its names (stop 58: a file keeping lm_head.weight
+            # and leaving embed.weight out was refused, though both name one Parameter)
+            stored = [m for m in members if C(m) in tensors]
+            if len(stored) == 1:
+                (kept,) = stored
+                for m in members:
+                    if m != kept and meta.get(m, kept) == kept:
+                        aliases.setdefault(C(m), C(kept))
         _read_shared_records(tensors, meta, final, slot_at, path)
     full = dict(tensors)
     for calias, ckey in aliases.items():
@@ -287,7 +312,8 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
         if ckey in full:
             full[calias] = full[ckey]
     for target, source in inv.hand.items():
-        if aliases.get(C(target)) != C(source) and final[target] is None:
+        ct, cs = C(target), C(source)
+        if aliases.get(ct, ct) != aliases.get(cs, cs) and final[target] is None:
             how = "stores it as its own tensor" if C(target) in full else "has no value for it"
             raise TieError(
                 f"load: {target} is the same nn.Parameter as {source} in this model (a "
@@ -328,6 +354,17 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
     for key in unexpected:
         key = slot_at.get(key, key)
         if key in final and final[key] is not None:
+            src = final[key].source
+            if plain and src and C(src) not in full and type(final[key].relation) is Same:
+                # stop 58: a plain file keeping the other end of an identity tie (its source
+                # left out) was said to come from a model that "did not tie it"
+                raise TieError(
+                    f"load: {key} is tied in this model (to {src} via Same()) but "
+                    f"{str(path)!r} stores {key} and has no entry for {src}: it keeps the "
+                    f"tie's other end (saved from a model tied the other way round); tie "
+                    f"them that way, tying.Plan([tying.free({key!r}), tying.share({src!r}, "
+                    f"like={key!r})]).apply(model), then load; the model was left as it was"
+                )
             raise tied_here(key, "stores it as its own tensor (the saved model did not tie it)")
     bad = mismatched(full, expected)
     if missing or unexpected or bad:
@@ -349,7 +386,7 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
         raise TieError(
             f"load: {str(path)!r} does not fit this model ({'; '.join(parts)}); "
             f"build the model with the architecture and dtype the file was saved from"
-            f"{_wrapper_hint(tensors, model)}"
+            f"{_wrapper_hint(tensors, model)}{shard_hint(path) if missing else ''}"
         )
     _check_logical_shapes(inv, logical, path)
     _check_shared_buffers(model, inv, full, path)

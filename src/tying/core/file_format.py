@@ -61,10 +61,23 @@ def _read(path: pathlib.Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
     if not path.exists():
         raise FileNotFoundError(f"load: no file at {str(path)!r}")
+    from tying.core.plain_files import read_sharded
+
+    sharded = read_sharded(path)  # transformers' sharded folder, or its index file
+    if sharded is not None:
+        return sharded
     if path.is_dir():
+        # name a file that is there (stop 58: 'model.safetensors' was named in a folder
+        # without one, and following the advice gave FileNotFoundError)
+        files = sorted(p.name for p in path.glob("*.safetensors"))
+        there = (
+            f"e.g. {str(path / files[0])!r}"
+            if files
+            else "this folder holds no .safetensors file and no sharded checkpoint's "
+            "index (*.safetensors.index.json)"
+        )
         raise IsADirectoryError(
-            f"load: {str(path)!r} is a folder; give the file tying.save wrote, e.g. "
-            f"{str(path / 'model.safetensors')!r}"
+            f"load: {str(path)!r} is a folder; give the file tying.save wrote, {there}"
         )
     try:
         with safe_open(str(path), framework="pt") as f:
