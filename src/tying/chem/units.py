@@ -257,16 +257,28 @@ class Quantity:
     # Every digit (stop 58): '{:g}' kept six significant digits, so str(bond["length"])
     # of Sage's b3 read "1.51234 angstrom" where the file and the toolkit's str say
     # 1.51234261218 angstrom, and a table written with str() lost the rest, silently.
-    # repr(float) is the shortest text that reads back to the same number, as pint's str.
+    # str(float) is the shortest text that reads back to the same number, as pint's str.
+    # Not repr: under NumPy 2 a value taken from an array (Quantity(arr[i], u), a mean)
+    # printed "np.float64(1.25) angstrom" where pint prints "1.25 angstrom" (review).
     def __str__(self) -> str:
-        return f"{self.value!r} {self.unit}"
+        return f"{self.value} {self.unit}"
 
     def __format__(self, spec: str) -> str:
         """``f"{q:.3f}"`` formats the value and appends the unit, as pint's quantities do
         (it raised TypeError here); an empty spec is :meth:`__str__`, every digit."""
         if not spec:
             return str(self)
-        return f"{format(self.value, spec)} {self.unit}"
+        try:
+            number = format(self.value, spec)
+        except (ValueError, TypeError) as err:
+            # "Invalid format specifier '~P' for object of type 'float'" named neither the
+            # Quantity nor what a spec does here; a toolkit script writes pint's f"{q:~P}"
+            raise ValueError(
+                f"Quantity format spec {spec!r}: {err}; the spec formats the value (a number "
+                f"format such as '.3f' or '>12.4g') and the unit is written in full; pint's "
+                f"unit formats ('~', 'P', 'D', 'C', 'L', 'H') are not read here"
+            ) from err
+        return f"{number} {self.unit}"
 
 
 def _target_unit(unit: object) -> Unit:
@@ -279,7 +291,10 @@ def _target_unit(unit: object) -> Unit:
     if hasattr(unit, "dimensionality") and hasattr(unit, "units"):  # a pint Quantity
         # pint's to() drops the magnitude of a quantity given as the target; a magnitude
         # of 1 is how pint writes 1 / unit.mole, anything else is a slip, not a unit
-        if getattr(unit, "magnitude", None) == 1:
+        # one number, not an array: np.ones(3) * unit.nm made "== 1" an array and the
+        # call "The truth value of an array ... is ambiguous" (review)
+        magnitude = getattr(unit, "magnitude", None)
+        if getattr(magnitude, "shape", ()) == () and magnitude == 1:
             return parse_unit(format(unit.units, "D"))
         raise TypeError(
             f"Quantity.to takes a unit, got the quantity {unit!r}; pass its unit "
@@ -383,6 +398,10 @@ class _UnitParser:
             raise ValueError(f"unit expression {self.text!r}: '**' must be followed by an integer")
         self.pos += 1
         if wrapped:
+            if self._peek() is None:  # "angstrom ** (2" said the integer was missing
+                raise ValueError(
+                    f"unit expression {self.text!r}: unbalanced parentheses (a '(' is not closed)"
+                )
             if self._peek() != ")":
                 raise ValueError(
                     f"unit expression {self.text!r}: '**' must be followed by an integer"
@@ -394,7 +413,11 @@ class _UnitParser:
         tok = self._peek()
         if tok == "(":
             self.pos += 1
-            if self._peek() in (None, ")"):
+            if self._peek() is None:  # "kilocalorie / (" was named "empty parentheses"
+                raise ValueError(
+                    f"unit expression {self.text!r}: unbalanced parentheses (a '(' is not closed)"
+                )
+            if self._peek() == ")":
                 raise ValueError(f"unit expression {self.text!r}: empty parentheses")
             powers = self.product()
             if self._peek() != ")":
