@@ -878,10 +878,14 @@ class BaseHMM(HMMInference, EstimatorParams):
         if listed is None or listed == order:
             return
         K = self.ties_.n_states
+        lists = (  # a hand-built StateTies renumbered labels in another group order
+            f"the labels of ties (a StateTies) numbered the groups as {listed}"
+            if isinstance(self.ties, StateTies)
+            else f"ties[{kind!r}] lists the groups (then the states it leaves untied) as {listed}"
+        )
         raise ValueError(
             f"{name} has one row per tie group of {kind!r} ({len(order)} rows), read in "
-            f"order of each group's smallest state, {order}, but ties[{kind!r}] lists the "
-            f"groups (then the states it leaves untied) as {listed}, so its rows would go "
+            f"order of each group's smallest state, {order}, but {lists}, so its rows would go "
             f"to other states than that order suggests; give one row per state "
             f"({K} rows, equal within each group), or list the groups in that order "
             f"(ties={{{kind!r}: {order}}})"

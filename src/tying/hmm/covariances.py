@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from tying.core.errors import TieError
 from tying.core.patterns import Pattern
 from tying.hmm.ties import StateTies, _is_rule
 from tying.hmm.validation import _shape_text
@@ -59,6 +60,15 @@ def tied_type_spec(spec, n_states: int, kinds: Sequence[str]):
     if isinstance(spec, StateTies) and "covars" in spec.group_of:  # a model's ties_
         spec = spec._canonical()  # one group labelled 1 is one group too
         if not spec.group_of["covars"].any():  # one covariance group: what 'tied' is
+            if spec.n_states != n_states and set(spec.group_of) == set(kinds):
+                # its to_spec() names covars over its own states, which 'tied' refuses here
+                rest = {k: g for k, g in spec.to_spec().items() if k != "covars"}
+                if all(s < n_states for gs in rest.values() for g in gs for s in g):
+                    raise TieError(
+                        f"ties: a StateTies for {spec.n_states} states cannot serve a model "
+                        f"with {n_states} states; pass its groups as a dict without covars "
+                        f"(covariance_type='tied' ties them itself), ties={rest!r}"
+                    )
             return spec
         raise ValueError(f"{why} (a StateTies) groups covars as {spec.groups('covars')}; {fix}")
     if isinstance(spec, (list, tuple)) and all(_is_rule(r) for r in spec):

@@ -945,7 +945,9 @@ class PairHMM(EstimatorParams):
 def _prob(name, value, shape) -> np.ndarray | float:
     arr = _real_array(name, value)  # text and complex: refused, not coerced (stop 42)
     if arr.shape != shape and not (shape and arr.shape == ()):
-        pair = " (an (x, y) pair is for tied=False)" if arr.shape == (2,) else ""  # stop 58
+        # stop 58; tau has no (x, y) form, tied or not
+        pair = arr.shape == (2,) and name.rstrip("_") in ("delta", "epsilon")
+        pair = " (an (x, y) pair is for tied=False)" if pair else ""
         raise ValueError(
             f"{name} must be a probability{' or an (x, y) pair' if shape else ''}, got {value!r}"
             f"{pair}"

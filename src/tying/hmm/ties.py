@@ -72,6 +72,16 @@ class StateTies:
             raise ValueError(f"StateTies: n_states must be >= 0, got {n_states}")
         self.n_states = int(n_states)
         self.group_of = {k: _checked_labels(k, v, self.n_states) for k, v in group_of.items()}
+        # labels renumbered into another group order ([1, 1, 0] -> [0, 0, 1]): rows given
+        # one per group in the caller's order (means_init) would go to other states, so
+        # the order given is kept for listed_groups, which refuses such rows by name
+        given = {}
+        for k, v in group_of.items():
+            listed = _groups_by_label(np.asarray(v))
+            if listed != _groups_by_label(self.group_of[k]):
+                given[k] = (self.group_of[k].tobytes(), listed)
+        if given:
+            self._given_order = given
 
     @classmethod
     def _trusted(cls, n_states: int, group_of: Mapping[str, np.ndarray]) -> StateTies:
@@ -132,7 +142,9 @@ class StateTies:
         """
         if isinstance(spec, StateTies):
             if spec.n_states != n_states or set(spec.group_of) != set(kinds):
-                if set(spec.group_of) == set(kinds):  # its groups as a dict fit any size
+                named = [s for gs in spec.to_spec().values() for g in gs for s in g]
+                if set(spec.group_of) == set(kinds) and all(s < n_states for s in named):
+                    # its groups as a dict fit any size that has their states
                     fix = (
                         f"pass its groups as a dict, ties=<that StateTies>.to_spec() "
                         f"({spec.to_spec()!r}), which a model of any size with those "
@@ -359,6 +371,12 @@ def listed_groups(spec: object, kind: str, n_states: int) -> list[list[int]] | N
         >>> listed_groups({"means": "all"}, "means", 4) is None
         True
     """
+    if isinstance(spec, StateTies):  # labels numbered by hand in another group order
+        given = spec.__dict__.get("_given_order", {}).get(kind)
+        labels = spec.group_of.get(kind)
+        if given is not None and labels is not None and given[0] == labels.tobytes():
+            return given[1]
+        return None
     if not isinstance(spec, Mapping) or kind not in spec:
         return None
     groups = spec[kind]
@@ -419,6 +437,11 @@ def _checked_labels(kind: str, labels: object, n_states: int) -> np.ndarray:
     if arr.dtype == np.intp and np.array_equal(canonical, arr):
         return arr
     return canonical.astype(np.intp)
+
+
+def _groups_by_label(labels: np.ndarray) -> list[list[int]]:
+    """The groups of ``labels`` in the order of their label values."""
+    return [np.flatnonzero(labels == v).tolist() for v in np.unique(labels)]
 
 
 def _relabel(labels: np.ndarray) -> np.ndarray:
