@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 import tying
+from tests.interop.stack_models import StackNet
 
 peft = pytest.importorskip("peft", reason="the interop extra (peft) is not installed")
 from tying.interop import quantization  # noqa: E402
@@ -34,26 +35,8 @@ X = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(1))
 NOT_EXCLUDED = ".*no modules were excluded"
 
 
-class Block(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.q, self.o = nn.Linear(8, 8), nn.Linear(8, 8)
-
-    def forward(self, x):
-        return x + self.o(torch.tanh(self.q(x)))
-
-
-class Net(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.layers = nn.ModuleList([Block() for _ in range(3)])
-        self.head = nn.Linear(8, 8)
-
-    def forward(self, x):
-        for layer in self.layers:
-            x = layer(x)
-        return self.head(x)
+def Net() -> StackNet:
+    return StackNet(head_out=8)
 
 
 def _net() -> Net:

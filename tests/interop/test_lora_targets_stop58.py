@@ -23,20 +23,12 @@ import torch
 from torch import nn
 
 import tying
+from tests.interop.stack_models import Block
 
 peft = pytest.importorskip("peft", reason="the interop extra (peft) is not installed")
 from tying.interop.lora import get_peft_model, merge_and_unload  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
-
-class Block(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.q, self.o = nn.Linear(8, 8), nn.Linear(8, 8)
-
-    def forward(self, x):
-        return x + self.o(torch.tanh(self.q(x)))
 
 
 class Net(nn.Module):

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 import tying
+from tests.interop.stack_models import StackNet
 from tying.interop import quantization
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
@@ -25,28 +26,9 @@ GROUP = r"\['layers.0.q', 'layers.1.q', 'layers.2.q'\]"
 X = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(1))
 
 
-class Block(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.q, self.o = nn.Linear(8, 8), nn.Linear(8, 8)
-
-    def forward(self, x):
-        return x + self.o(torch.tanh(self.q(x)))
-
-
-class Net(nn.Module):
+def Net() -> StackNet:
     """An ALBERT-style stack of three blocks (tied by _stack) and an untied head."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.layers = nn.ModuleList([Block() for _ in range(3)])
-        self.head = nn.Linear(8, 11)
-
-    def forward(self, x):
-        for layer in self.layers:
-            x = layer(x)
-        return self.head(x)
+    return StackNet(head_out=11)
 
 
 def _stack():
