@@ -78,6 +78,54 @@ def refuse_offloaded_ties(model: nn.Module, inv: Inventory | None = None) -> Non
         off = [k for k in keys if k is not None and str(device_map[k]) in offload]
         if off and len(off) < len(keys):
             bad.setdefault(tuple(dict.fromkeys(off)), []).append((paths[1], paths[0]))
+    _raise(device_map, bad, runs_on)
+
+
+def refuse_offloaded_plan(model: nn.Module, plan) -> None:
+    """Refuse a plan whose ties would have one end in an offloaded module, by its rules.
+
+    Called where ``plan.apply`` refused the model HF dispatched: with a stack split by
+    ``device_map="auto"`` (``transformer.h.0`` on ``"cpu"``, ``transformer.h.1`` on
+    ``"disk"``) the plan met a meta tensor beside a real one and said "move them to one
+    device first", naming no ``device_map`` entry (review stop 58).
+
+    Args:
+        model: the model ``cls.from_pretrained(..., device_map=...)`` returned, untied.
+        plan: the :class:`~tying.Plan` about to be applied.
+
+    Raises:
+        TieError: as :func:`refuse_offloaded_ties`, when a rule's end is offloaded.
+    """
+    from tying.core.patterns import Pattern
+
+    device_map: Any = getattr(model, "hf_device_map", None)
+    if not isinstance(device_map, dict) or not device_map:
+        return
+    offload = _offloaded(device_map)
+    if not any(str(v) in offload for v in device_map.values()):
+        return
+    runs_on = next((v for v in device_map.values() if str(v) not in offload), "cpu")
+    paths = [n for n, _ in model.named_modules() if n]
+    paths += [n for n, _ in model.named_parameters(remove_duplicate=False)]
+    bad: dict = {}
+    for rule in plan.rules:
+        if rule.kind != "share" or not isinstance(rule.like, str):
+            continue
+        target, like = Pattern(rule.target), Pattern(rule.like)
+        for path in paths:
+            caps = target.match(path)
+            if caps is None:
+                continue
+            source = like.substitute(caps) if len(like.wildcards) == len(caps) else rule.like
+            ends = [_entry(device_map, path), _entry(device_map, source)]
+            off = [k for k in ends if k is not None and str(device_map[k]) in offload]
+            if off:
+                bad.setdefault(tuple(dict.fromkeys(off)), []).append((path, source))
+    _raise(device_map, bad, runs_on)
+
+
+def _raise(device_map: dict, bad: dict, runs_on) -> None:
+    """The refusal for ``bad`` (``{offloaded entries: [(slot, source), ...]}``), if any."""
     if not bad:
         return
     keys, ties = next(iter(bad.items()))

@@ -31,7 +31,7 @@ from tying.core.plan import Plan
 from tying.core.relations import Same
 from tying.core.rules import share
 from tying.core.verify import verify
-from tying.interop.hf_device_map import refuse_offloaded_ties
+from tying.interop.hf_device_map import refuse_offloaded_plan, refuse_offloaded_ties
 from tying.interop.hf_plan import CONFIG_KEY, _transformers, _value_at, plan_from_json
 
 
@@ -324,7 +324,16 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
             plan, skipped = _without_lacking_parts(plan, model, saved_paths)
         plan = _rebase(plan, model)
         if plan.rules:
-            plan.apply(model)
+            try:
+                plan.apply(model)
+            except TieError:
+                # device_map=: an offloaded end is a meta tensor, refused by the plan in
+                # words that name no device_map entry (review stop 58)
+                try:
+                    refuse_offloaded_plan(model, plan)
+                except TieError as named:
+                    raise named from None
+                raise
     # HF loaded every tensor the untied model has. Left: the storage of relation ties
     # (weight_physical, weight_scale), which HF does not know, and each tied slot's value
     # in the file, which must agree with its tie, compared in the file's own dtype (a
