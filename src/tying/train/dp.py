@@ -801,8 +801,12 @@ _MAKE_PRIVATE_NAMES = {
     "tying.train.poisson_batches(n, sample_rate, steps=...) (Opacus' poisson_sampling=True) "
     "and pass step(..., n_data=n) to average by the expected batch size as Opacus does",
     "loss_reduction": "step(loss_fn, ...) clips each example's gradient (loss_fn returns the "
-    "(B,) losses, reduction='none'); pass step(..., n_data=n) to divide by the expected "
-    "batch size as Opacus' 'mean' does",
+    "(B,) losses, reduction='none'; a further dimension is summed per example, so for "
+    "Opacus' 'mean' over a (B, T) token loss return its .mean(1): the (B, T) loss gives each "
+    "example T times Opacus' gradient); pass step(..., n_data=n) to divide by the expected "
+    "batch size as Opacus' 'mean' does. Opacus' 'sum' divides by nothing: its update is "
+    "sample_rate * n_data times ours, matched by torch.optim.SGD (momentum too, no "
+    "weight_decay) with lr multiplied by sample_rate * n_data",
     "grad_sample_mode": "mode='vmap' is Opacus' 'functorch', mode='ghost' its 'ghost'; for its "
     "'hooks' use tying.train.grad_sample_module",
     "batch_first": "the batch is always the first dimension of x and y",
