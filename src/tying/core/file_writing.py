@@ -170,10 +170,6 @@ def save_state(
                     f"{os.fspath(path)!r}"
                 )
     tensors = _own_memory({k: t.detach().to("cpu").contiguous() for k, t in tensors.items()})
-    # transformers' and accelerate's readers take a safetensors file only with the header
-    # entry "format": "pt" (save_pretrained writes it); without it accelerate's
-    # load_checkpoint_in_model refused every tying file (stop 58). A user's own value stays.
-    meta.setdefault("format", "pt")
     meta.update(
         {
             "tying.format": FORMAT,
