@@ -211,6 +211,16 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
     """
     path = pathlib.Path(path)
     tensors, meta = _read(path)
+    if path.is_file() and not any(k.startswith("tying.") for k in meta):
+        # one shard of a sharded checkpoint never holds the whole model: say so before any
+        # other check (stop 58 docs audit: shards without the tied embedding got the
+        # hand-tie advice free('lm_head.weight'), after which the folder itself was refused)
+        hint = shard_hint(path)
+        if hint:
+            raise TieError(
+                f"load: {str(path)!r} holds part of a sharded checkpoint, not a whole model"
+                f"{hint}; the model was left as it was"
+            )
     _check_integrity(path, tensors, meta, verify_hash)
     rules, aliases, logical = _parse(path, meta)
     recorded = _state_metadata(path, meta)
