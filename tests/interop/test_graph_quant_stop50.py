@@ -72,7 +72,14 @@ def test_a_tie_quantized_at_some_uses_converts_as_the_untied_copy(qat, float_at,
     plain = (quantize_fx.prepare_qat_fx if qat else quantize_fx.prepare_fx)(
         untied, copy.deepcopy(mapping), (X,)
     )
-    assert torch.equal(ours(X), plain(X))
+    if rules == "transposed":
+        # the tied use reads the source through a transposed view, the untied copy a
+        # contiguous weight: the float matmul may round the last bit otherwise (6e-8 on an
+        # AMD EPYC, 0 on the Intel machines of earlier stops); the quantized model below
+        # must still be equal to the bit
+        torch.testing.assert_close(ours(X), plain(X), rtol=0, atol=1e-6)
+    else:
+        assert torch.equal(ours(X), plain(X))
     ours.eval(), plain.eval()
     assert torch.equal(quantize_fx.convert_fx(ours)(X), quantize_fx.convert_fx(plain)(X))
 

@@ -317,6 +317,19 @@ def _declarations(model: nn.Module, inv: Inventory):
                     yield tpath, source, spec
 
 
+def own_declarations(model: nn.Module) -> list[tuple[str, str | None, dict]]:
+    """``(target, like, spec)`` of the ties declared by plans applied to ``model`` or to its
+    modules, paths relative to ``model``; not those a plan over a model containing it
+    declared (:func:`declarations_for_plan` adds those). A caller that can free and re-make
+    only the ties declared here (``tying.hf.resize_token_embeddings`` of a part) reads
+    these."""
+    return [
+        (join(prefix, target), None if spec["like"] is None else join(prefix, spec["like"]), spec)
+        for prefix, mod in model.named_modules()
+        for target, spec in mod.__dict__.get(DECLARED_ATTR, {}).items()
+    ]
+
+
 def declarations_for_plan(model: nn.Module) -> list[tuple[str, str | None, dict]]:
     """``(target, like, spec)`` of every tie of ``model``'s slots, for :meth:`Plan.declared`.
 
@@ -330,11 +343,7 @@ def declarations_for_plan(model: nn.Module) -> list[tuple[str, str | None, dict]
     Raises:
         TieError: a tie of a slot inside ``model`` reads a module outside it.
     """
-    own = [
-        (join(prefix, target), None if spec["like"] is None else join(prefix, spec["like"]), spec)
-        for prefix, mod in model.named_modules()
-        for target, spec in mod.__dict__.get(DECLARED_ATTR, {}).items()
-    ]
+    own = own_declarations(model)
     inside = {id(m) for m in model.modules()}
     declared = {target for target, _, _ in own}
     if all(

@@ -25,8 +25,10 @@ from torch import nn
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory, join
 from tying.core.plan import Plan
+from tying.core.relations import relation_from_spec
+from tying.core.rules import share
 from tying.core.slots import slots_of
-from tying.core.verify import verify
+from tying.core.verify import own_declarations, verify
 from tying.interop.hf_plan import (
     _UNTIED_FIX,
     _config_ties,
@@ -131,7 +133,13 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
     _refuse_wrapped(model)
     emb_in, emb_out = model.get_input_embeddings(), model.get_output_embeddings()
     embed_slots = _resized_slots(model, emb_in, emb_out)
-    rules = Plan.declared(model).rules
+    # the ties declared on this model itself: a tie a plan over a model containing it
+    # declared cannot be freed and re-made here (Plan.declared of a part lists those too
+    # since stop 58, which let such a resize go ahead)
+    rules = [
+        share(target, like, relation_from_spec(spec["relation"]))
+        for target, like, spec in own_declarations(model)
+    ]
     _refuse_ties_resize_cannot_keep(model, embed_slots, {r.target for r in rules})
     involved = [r for r in rules if r.target in embed_slots or r.like in embed_slots]
     # Ties whose other end HF is not known to resize: tried, and refused (model restored)
