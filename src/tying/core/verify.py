@@ -503,7 +503,9 @@ def retie(model: nn.Module) -> ApplyReport:
         >>> len(tying.retie(m).tied), tying.verify(m)
         (2, 2)
     """
-    moved = _moved(model, Inventory(model))
+    inv = Inventory(model)
+    moved = _moved(model, inv)
+    moved.update(_moved_under_outer(model, inv))
     if moved:
         # stop 37: after model.insert(2, layer) the declaration of 2.weight named the new
         # layer, and retie tied it (its own weights dropped, no error) while the moved
@@ -515,6 +517,33 @@ def retie(model: nn.Module) -> ApplyReport:
             "path now; nothing was changed"
         )
     return Plan.declared(model).apply(model)
+
+
+def _moved_under_outer(model: nn.Module, inv: Inventory) -> dict[str, str]:
+    """:func:`_moved` of the plans applied to a model containing ``model``, paths relative
+    to ``model``: ``Plan.declared(part)`` lists an outer plan's ties (stop 58), so
+    ``retie(part)`` after ``part.insert(2, layer)`` tied the new layer (its weights
+    dropped, no error) while ``retie(model)`` refused."""
+    roots = {}
+    for info in inv.slots.values():
+        slot = info.tie
+        if slot is not None and slot.anchor is not None:
+            root = slot._links()[0][0]
+            if root is not model:
+                roots[id(root)] = root
+    out: dict[str, str] = {}
+    for root in roots.values():
+        rinv = Inventory(root)
+        cut = rinv.path_of(model)
+        if cut is None:
+            continue
+        for target, live in _moved(root, rinv).items():
+            t, lv = canonical(target), canonical(live)
+            if cut and not t.startswith(cut + "."):
+                continue  # a declaration of a slot outside model: retie(model) leaves it
+            inside = not cut or lv.startswith(cut + ".")
+            out[t[len(cut) + 1 :] if cut else t] = lv[len(cut) + 1 :] if inside else lv
+    return out
 
 
 def _moved(model: nn.Module, inv: Inventory) -> dict[str, str]:
