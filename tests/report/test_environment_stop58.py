@@ -8,33 +8,12 @@ environment inside another project's repository named that project's commit.
 from __future__ import annotations
 
 import shutil
-import subprocess
 
 import pytest
 
 from tying.report import environment
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
-
-
-def _git(repo, *args):
-    cmd = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
-    return subprocess.run([*cmd, *args], cwd=repo, check=True, capture_output=True, text=True)
-
-
-@pytest.fixture
-def checkout(tmp_path, monkeypatch):
-    """A git repository holding a package folder ``tying/report/environment.py``."""
-    here = tmp_path / "tying" / "report"
-    here.mkdir(parents=True)
-    (here / "environment.py").write_text("# code\n")
-    (tmp_path / "tying" / "core.py").write_text("x = 1\n")
-    _git(tmp_path, "init", "-q")
-    _git(tmp_path, "add", ".")
-    _git(tmp_path, "commit", "-q", "-m", "one")
-    monkeypatch.setattr(environment, "_HERE", str(here))
-    head = _git(tmp_path, "rev-parse", "--short", "HEAD").stdout.strip()
-    return tmp_path, head
 
 
 def test_a_clean_checkout_names_its_commit(checkout):
@@ -58,12 +37,12 @@ def test_changes_outside_the_package_are_not_its_changes(checkout):
     assert environment._git_commit() == head
 
 
-def test_a_package_the_repository_does_not_track_names_no_commit(tmp_path, monkeypatch):
+def test_a_package_the_repository_does_not_track_names_no_commit(tmp_path, monkeypatch, git):
     # project/.venv/.../tying/report: inside the project's repository, not one of its files
     (tmp_path / "README").write_text("a project\n")
-    _git(tmp_path, "init", "-q")
-    _git(tmp_path, "add", "README")
-    _git(tmp_path, "commit", "-q", "-m", "project")
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", "README")
+    git(tmp_path, "commit", "-q", "-m", "project")
     here = tmp_path / ".venv" / "tying" / "report"
     here.mkdir(parents=True)
     (here / "environment.py").write_text("# installed copy\n")

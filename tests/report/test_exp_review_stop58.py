@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 
 import pytest
 
@@ -42,26 +41,13 @@ def test_an_upper_case_nan_is_a_nan_written_as_text(spec):
     assert nan_texts({"interval": text, "note": "NaN handling, Nan"}) == ["interval"]
 
 
-def _git(repo, *args):
-    cmd = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
-    return subprocess.run([*cmd, *args], cwd=repo, check=True, capture_output=True, text=True)
-
-
 @pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
-def test_the_commit_is_read_without_rewriting_the_users_git_index(tmp_path, monkeypatch):
-    here = tmp_path / "tying" / "report"
-    here.mkdir(parents=True)
-    (here / "environment.py").write_text("# code\n")
-    (tmp_path / "tying" / "core.py").write_text("x = 1\n")
-    _git(tmp_path, "init", "-q")
-    _git(tmp_path, "add", ".")
-    _git(tmp_path, "commit", "-q", "-m", "one")
-    monkeypatch.setattr(environment, "_HERE", str(here))
+def test_the_commit_is_read_without_rewriting_the_users_git_index(checkout):
+    tmp_path, head = checkout
     index = tmp_path / ".git" / "index"
     # a file whose stat no longer matches the index: a plain `git status` refreshes it
     later = index.stat().st_mtime + 10
     os.utime(tmp_path / "tying" / "core.py", (later, later))
     before = (index.stat().st_mtime_ns, index.read_bytes())
-    head = _git(tmp_path, "rev-parse", "--short", "HEAD").stdout.strip()
     assert environment._git_commit() == head
     assert (index.stat().st_mtime_ns, index.read_bytes()) == before
