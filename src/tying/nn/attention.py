@@ -65,6 +65,9 @@ class Attention(nn.Module):
         causal: mask future positions when no ``attn_mask`` is passed (decoder
             self-attention).
         dropout: attention-weight dropout, applied in training mode only.
+        batch_first: ``True`` (default) for inputs and output ``(B, T, d)``; ``False`` for
+            ``(T, B, d)``, the default layout of ``nn.MultiheadAttention`` (its
+            ``batch_first=False``). Masks keep their layouts either way.
 
     Attributes:
         q_proj: ``Linear(d_model, n_heads·d_head)``.
@@ -98,6 +101,7 @@ class Attention(nn.Module):
         bias: bool = True,
         causal: bool = False,
         dropout: float = 0.0,
+        batch_first: bool = True,
         device=None,
         dtype=None,
     ) -> None:
@@ -140,6 +144,9 @@ class Attention(nn.Module):
         )
         self.kv_heads, self.v_heads = kv_heads, v_heads
         self.causal, self.dropout = flag("Attention", "causal", causal), float(dropout)
+        # nn.MultiheadAttention reads (T, B, E) by default: a ported call without this was
+        # read as (B, T, E), every position attending across the batch, no error (stop 59)
+        self.batch_first = flag("Attention", "batch_first", batch_first)
         bias = flag("Attention", "bias", bias)
         kw = {"bias": bias, "device": device, "dtype": dtype}
         self.q_proj = nn.Linear(d_model, n_heads * d_head, **kw)
@@ -246,7 +253,9 @@ class Attention(nn.Module):
             return t.expand(-1, self.n_heads, -1, -1)
         return t.repeat_interleave(self.n_heads // heads, dim=1)
 
-    def _check_mask(self, mask: torch.Tensor, b: int, t: int, s: int) -> None:
+    def _check_mask(
+        self, mask: torch.Tensor, b: int, t: int, s: int, name: str = "attn_mask"
+    ) -> None:
         """Refuse a mask that SDPA would broadcast onto the wrong axes.
 
         SDPA right-aligns the mask against ``(B, H, T, S)``, so a ``(B, T, S)`` mask
@@ -296,10 +305,14 @@ class Attention(nn.Module):
             if mask.numel() and not bool(mask.max() < float("inf")):
                 bad = torch.isnan(mask) | torch.isposinf(mask)
                 where = tuple(int(i) for i in bad.nonzero()[0])
+                value = mask[where].item()
+                fix = "-inf (or a bool mask, False)"
+                if name == "key_padding_mask":  # checked as (B, 1, 1, S): name its (b, s)
+                    where, fix = (where[0], where[3]), "-inf (or a bool mask, True = padding)"
                 raise ValueError(
-                    f"Attention: an additive attn_mask must hold finite values or -inf (masked), "
-                    f"got {mask[where].item()} at index {where}; SDPA would return NaN for that "
-                    f"query row; use -inf (or a bool mask, False) for keys a query may not read"
+                    f"Attention: an additive {name} must hold finite values or -inf (masked), "
+                    f"got {value} at index {where}; SDPA would return NaN for that query row; "
+                    f"use {fix} for keys a query may not read"
                 )
 
     def forward(
@@ -308,20 +321,26 @@ class Attention(nn.Module):
         context: torch.Tensor | None = None,
         *,
         attn_mask: torch.Tensor | None = None,
+        key_padding_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Attend from ``x`` to ``context`` (``x`` itself when None).
 
         Args:
-            x: queries ``(B, T, d_model)``.
-            context: keys/values ``(B, S, d_context)``; None for self-attention.
+            x: queries ``(B, T, d_model)`` (``(T, B, d_model)`` with ``batch_first=False``).
+            context: keys/values ``(B, S, d_context)`` (``(S, B, d_context)`` with
+                ``batch_first=False``); None for self-attention.
             attn_mask: boolean ``(T, S)`` or ``(B, 1 or n_heads, T or 1, S)`` (True = may
-                attend; ``(B, 1, 1, S)`` is a key-padding mask, read by every query) or an
-                additive float mask. In a causal self-attention
+                attend, as in ``F.scaled_dot_product_attention``; the *opposite* of a bool
+                ``nn.MultiheadAttention`` attn_mask; ``(B, 1, 1, S)`` is a key-padding mask,
+                read by every query) or an additive float mask. In a causal self-attention
                 (``context`` None) it is combined with the causal rule (a key must be
                 allowed by both); with a ``context`` it replaces ``causal``.
+            key_padding_mask: ``(B, S)`` keys to ignore, as ``nn.MultiheadAttention``'s:
+                boolean with True = padding (ignored), or an additive float mask. Combined
+                with ``attn_mask`` and with the causal rule (it never replaces ``causal``).
 
         Returns:
-            ``(B, T, d_model)``. A query row with no key to attend to (all masked) reads
+            ``(B, T, d_model)`` (``(T, B, d_model)`` with ``batch_first=False``). A query row with no key to attend to (all masked) reads
             ``out_proj.bias``, with a zero (not NaN) gradient, as SDPA gives 0 for it;
             :meth:`unattended` says which rows those are.
 
@@ -329,10 +348,34 @@ class Attention(nn.Module):
             ValueError: on inputs or a mask of the wrong shape, naming expected and got.
             ValueError: on an additive mask holding NaN or +inf (SDPA returns NaN rows).
             TypeError: on a mask that is neither boolean nor floating point.
+
+        Example:
+            >>> attn = Attention(8, n_heads=2, batch_first=False)  # nn.MultiheadAttention's layout
+            >>> pad = torch.tensor([[False, False, True], [False, False, False]])  # (B, S)
+            >>> attn(torch.randn(3, 2, 8), key_padding_mask=pad).shape  # (T, B, d_model)
+            torch.Size([3, 2, 8])
         """
+        if not self.batch_first:
+            out = self._forward(*self._batch_first(x, context), attn_mask, key_padding_mask)
+            return out.transpose(0, 1)  # (T, B, d_model)
+        return self._forward(x, context, attn_mask, key_padding_mask)
+
+    def _batch_first(self, x, context):
+        """``(T, B, d)`` inputs as ``(B, T, d)`` views (refused by name when not 3-D)."""
+        for name, t in (("x", x), ("context", context)):
+            if t is not None and t.ndim != 3:
+                raise ValueError(
+                    f"Attention(batch_first=False): expected {name} of shape (seq, batch, "
+                    f"{self.d_model if name == 'x' else self.d_context}), got {tuple(t.shape)}"
+                )
+        return x.transpose(0, 1), None if context is None else context.transpose(0, 1)
+
+    def _forward(self, x, context, attn_mask, key_padding_mask) -> torch.Tensor:
         ctx = self._checked_inputs(x, context)
         if attn_mask is not None:
             self._check_mask(attn_mask, x.shape[0], x.shape[1], ctx.shape[1])
+        user_mask = attn_mask
+        attn_mask = self._with_padding(x, ctx, context, attn_mask, key_padding_mask)
         try:
             q = self._heads(self.q_proj(x), self.n_heads)  # (B, H, T, dh)
             k = self._heads(self.k_proj(ctx), self.kv_heads)  # (B, Hk, S, dh)
@@ -361,16 +404,63 @@ class Attention(nn.Module):
             raise_if_mismatched(
                 self, e, x, context, names=("x", "context"), devices={"attn_mask": attn_mask}
             )
-            if attn_mask is not None and attn_mask.is_floating_point():
-                dev = x.device.type
-                want = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
-                if attn_mask.dtype != want:  # SDPA's message named no layer
-                    raise TypeError(
-                        f"Attention: an additive (float) attn_mask must have the queries' dtype "
-                        f"{want}, got {attn_mask.dtype}; pass attn_mask.to({want}) (or a bool "
-                        f"mask, True = may attend)"
+            dev = x.device.type
+            want = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+            for name, mask, hint in (
+                ("attn_mask", user_mask, "True = may attend"),
+                ("key_padding_mask", key_padding_mask, "True = padding"),
+            ):
+                if mask is not None and mask.is_floating_point() and mask.dtype != want:
+                    raise TypeError(  # SDPA's message named no layer
+                        f"Attention: an additive (float) {name} must have the queries' dtype "
+                        f"{want}, got {mask.dtype}; pass {name}.to({want}) (or a bool "
+                        f"mask, {hint})"
                     ) from e
             raise
+
+    def _with_padding(self, x, ctx, context, attn_mask, key_padding_mask):
+        """``attn_mask`` with ``key_padding_mask`` folded in (checked), or ``attn_mask``.
+
+        A key-padding mask never lifts the causal rule: in a causal cross-attention with
+        no ``attn_mask``, the causal ``(T, S)`` mask is written out so that both apply.
+        """
+        if key_padding_mask is None:
+            return attn_mask
+        b, t, s = x.shape[0], x.shape[1], ctx.shape[1]
+        kpm = key_padding_mask
+        if kpm.ndim != 2 or tuple(kpm.shape) != (b, s):
+            hint = ""
+            if self.batch_first and tuple(kpm.shape) == (t, b):  # (T, B, d) read as (B, T, d)
+                hint = (
+                    "; if x is (seq, batch, d_model), nn.MultiheadAttention's default layout, "
+                    "build the layer with batch_first=False"
+                )
+            raise ValueError(
+                f"Attention: key_padding_mask must be (B, S) = ({b}, {s}) (True = padding, as "
+                f"nn.MultiheadAttention's), got {tuple(kpm.shape)}{hint}"
+            )
+        if kpm.dtype != torch.bool and not kpm.is_floating_point():
+            raise TypeError(
+                f"Attention: key_padding_mask must be boolean (True = padding, ignored) or an "
+                f"additive float mask, got {kpm.dtype}; a tokenizer's 0/1 attention_mask "
+                f"(1 = real token) is key_padding_mask=attention_mask == 0"
+            )
+        # (B, 1, 1, S): read by every head and query; bool True = may attend from here on
+        kpm = ~kpm[:, None, None, :] if kpm.dtype == torch.bool else kpm[:, None, None, :]
+        self._check_mask(kpm, b, t, s, name="key_padding_mask")
+        if attn_mask is None and self.causal and context is not None:
+            if s != t:
+                raise ValueError(
+                    f"Attention(causal=True): queries ({t}) and keys ({s}) differ in length; "
+                    f"pass attn_mask= explicitly for a causal cross-attention"
+                )
+            attn_mask = torch.ones(t, s, dtype=torch.bool, device=kpm.device).tril()
+        if attn_mask is None:
+            return kpm
+        if attn_mask.dtype == torch.bool and kpm.dtype == torch.bool:
+            return attn_mask & kpm
+        dtype = attn_mask.dtype if attn_mask.is_floating_point() else kpm.dtype
+        return _additive(attn_mask, dtype) + _additive(kpm, dtype)
 
     def unattended(
         self,
@@ -378,6 +468,7 @@ class Attention(nn.Module):
         context: torch.Tensor | None = None,
         *,
         attn_mask: torch.Tensor | None = None,
+        key_padding_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Which query rows have no key to attend to, for the same arguments as :meth:`forward`.
 
@@ -394,12 +485,12 @@ class Attention(nn.Module):
         nothing here: such a row averages the values uniformly, as SDPA does.
 
         Args:
-            x: queries ``(B, T, d_model)``.
-            context: keys/values ``(B, S, d_context)``; None for self-attention.
-            attn_mask: as in :meth:`forward`.
+            x: queries, as in :meth:`forward` (``(T, B, d_model)`` with ``batch_first=False``).
+            context: keys/values, as in :meth:`forward`; None for self-attention.
+            attn_mask, key_padding_mask: as in :meth:`forward`.
 
         Returns:
-            Bool ``(B, n_heads, T)``: True where that head's query row has no key to attend
+            Bool ``(B, n_heads, T)`` (batch first whatever ``batch_first``): True where that head's query row has no key to attend
             to. ``.all(1)`` marks the output rows equal to ``out_proj``'s bias.
 
         Raises:
@@ -413,7 +504,13 @@ class Attention(nn.Module):
             tensor([[ True, False, False],
                     [False, False, False]])
         """
-        b, t, s = x.shape[0], x.shape[1], self._checked_inputs(x, context).shape[1]
+        if not self.batch_first:
+            x, context = self._batch_first(x, context)
+        ctx = self._checked_inputs(x, context)
+        b, t, s = x.shape[0], x.shape[1], ctx.shape[1]
+        if attn_mask is not None:
+            self._check_mask(attn_mask, b, t, s)
+        attn_mask = self._with_padding(x, ctx, context, attn_mask, key_padding_mask)
         if attn_mask is None:
             if self.causal and context is not None and s != t:
                 raise ValueError(
@@ -422,7 +519,6 @@ class Attention(nn.Module):
                 )
             # causal rows always keep their own (diagonal) key; S > 0 is checked above
             return torch.zeros((b, self.n_heads, t), dtype=torch.bool, device=x.device)
-        self._check_mask(attn_mask, b, t, s)
         allowed = attn_mask if attn_mask.dtype == torch.bool else attn_mask != float("-inf")
         if self.causal and context is None:
             allowed = allowed & torch.ones(t, t, dtype=torch.bool, device=allowed.device).tril()
@@ -430,16 +526,25 @@ class Attention(nn.Module):
 
     def _checked_inputs(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         """The keys/values' input (``context``, or ``x`` itself), after the shape checks."""
+
+        # with batch_first=False, x and context arrive here as (B, T, d) views: the shapes
+        # are printed back in the caller's (T, B, d) layout
+        def shown(t: torch.Tensor) -> tuple:
+            return tuple(t.shape) if self.batch_first else tuple(t.transpose(0, 1).shape)
+
         if x.ndim != 3 or x.shape[-1] != self.d_model:
+            want = "(batch, seq" if self.batch_first else "(seq, batch"
             raise ValueError(
-                f"Attention: expected x of shape (batch, seq, {self.d_model}), got {tuple(x.shape)}"
+                f"Attention: expected x of shape {want}, {self.d_model}), got {shown(x)}"
             )
         ctx = x if context is None else context
         if ctx.ndim != 3 or ctx.shape[-1] != self.d_context or ctx.shape[0] != x.shape[0]:
-            raise ValueError(
-                f"Attention: expected context of shape ({x.shape[0]}, seq, {self.d_context}), "
-                f"got {tuple(ctx.shape)}"
+            want = (
+                f"({x.shape[0]}, seq, {self.d_context})"
+                if self.batch_first
+                else f"(seq, {x.shape[0]}, {self.d_context})"
             )
+            raise ValueError(f"Attention: expected context of shape {want}, got {shown(ctx)}")
         if ctx.shape[1] == 0 and x.shape[1] > 0:
             # SDPA returns zeros over no keys: every query would read the out_proj bias
             raise ValueError(
@@ -469,6 +574,7 @@ class Attention(nn.Module):
             f"v_heads={self.v_heads}, d_head={self.d_head}, causal={self.causal}"
             + (f", d_context={self.d_context}" if self.d_context != self.d_model else "")
             + (f", dropout={self.dropout}" if self.dropout else "")
+            + ("" if self.batch_first else ", batch_first=False")
         )
 
 
@@ -479,6 +585,15 @@ def _with_causal(mask: torch.Tensor, t: int) -> torch.Tensor:
         return mask & allowed
     return mask + torch.zeros((), dtype=mask.dtype, device=mask.device).masked_fill(
         ~allowed, float("-inf")
+    )
+
+
+def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A bool mask (True = may attend) as 0 / -inf of ``dtype``; a float mask as it is."""
+    if mask.dtype != torch.bool:
+        return mask
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
+        ~mask, float("-inf")
     )
 
 

@@ -608,9 +608,16 @@ class HashedEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         block = f", block={self.block}" if self.mode == "block" else ""
+        # a qr table reads no hash: it printed seed= and signed= it ignores, so two layers
+        # that compute the same function printed as different (stop 59); its split says it
+        hashing = (
+            f", tables=(q={self._qr[0]}, m={self._qr[1]})"
+            if self.mode == "qr"
+            else f", seed={self.seed}, signed={self.signed}"
+        )
         return (
             f"{self.num_embeddings}, {self.embedding_dim}, buckets={self.buckets}, "
-            f"mode={self.mode!r}{block}, seed={self.seed}, signed={self.signed}"
+            f"mode={self.mode!r}{block}{hashing}"
             + (", aligned=True" if self.aligned else "")
             + (", sparse=True" if self.sparse else "")
             + _untied_note(self)

@@ -147,8 +147,9 @@ class HashedTable(Relation):
         mode: ``"entry"``, ``"block"`` or ``"qr"`` (see the module docstring).
         buckets: stored values ``B`` (for ``"qr"``: the budget the two tables fit in).
         block: ``Z``, values per block (``"block"`` only; 1 otherwise).
-        seed: picks the hash functions.
-        signed: multiply by a ±1 sign hash (per entry, or per block).
+        seed: picks the hash functions (not read by ``"qr"``, which stores it as 0).
+        signed: multiply by a ±1 sign hash (per entry, or per block; not read by ``"qr"``,
+            which stores it as True).
         aligned: ``"block"`` only: blocks start at multiples of ``block`` (stored as a
             ``(buckets / block, block)`` table) instead of ROBE-Z's any offset.
 
@@ -194,6 +195,22 @@ class HashedTable(Relation):
                 f"HashedTable(block={self.block}) is for mode='block' only; drop block= or use "
                 f"mode='block'"
             )
+        if self.mode == "qr":
+            # a qr table reads no hash: its seed and sign are stored as the defaults, so two
+            # qr relations of one budget are equal (and print alike) as they compute alike
+            # (stop 59: they printed the seed and sign given, and compared unequal by them)
+            object.__setattr__(self, "seed", 0)
+            object.__setattr__(self, "signed", True)
+
+    def __repr__(self) -> str:
+        # a qr table hashes nothing: seed, signed (and block, aligned) are not read, so its
+        # repr leaves them out rather than print settings it ignores (stop 59)
+        if self.mode == "qr":
+            return f"HashedTable(mode='qr', buckets={self.buckets})"
+        return (
+            f"HashedTable(mode={self.mode!r}, buckets={self.buckets}, block={self.block}, "
+            f"seed={self.seed}, signed={self.signed}, aligned={self.aligned})"
+        )
 
     def source_shape(self, logical) -> tuple[int, ...]:
         if len(logical) != 2:

@@ -45,6 +45,7 @@ from tying.nn._args import (
     scalar_value,
     stored_float,
 )
+from tying.nn._depth_record import check_depth, record_depth
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 from tying.nn._layer_plans import apply_plan, tie_setting
 
@@ -185,6 +186,24 @@ class TiedResidualNet(nn.Module):
         raise ValueError(
             f"TiedResidualNet: depth is the number of steps built ({self.depth}), got an "
             f"assignment of {value!r}; build a new TiedResidualNet(..., depth={value!r})"
+        )
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        record_depth(self.depth, destination, prefix)
+
+    def _tying_check_load(self, state_dict, prefix, local_metadata):
+        """Refuse a tied net's state dict of another depth (see :mod:`._depth_record`)."""
+        check_depth(
+            self, self.depth, state_dict, prefix, local_metadata, "TiedResidualNet(..., depth={})"
+        )
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+    ):
+        self._tying_check_load(state_dict, prefix, local_metadata)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing, unexpected, errors
         )
 
     @property

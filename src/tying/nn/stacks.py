@@ -34,6 +34,7 @@ from torch import nn
 from tying.core import ApplyReport, Plan, share
 from tying.core import free as _free
 from tying.nn._args import flag, int_arg
+from tying.nn._depth_record import check_depth, record_depth
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 from tying.nn._layer_plans import apply_plan
 from tying.nn.attention import Attention, kv_sharing_plan
@@ -161,6 +162,24 @@ class Stack(nn.Module):
         self.layers = nn.ModuleList(layers)
         if len(self.layers) == 0:
             raise ValueError("Stack needs at least one layer")
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        record_depth(len(self.layers), destination, prefix)
+
+    def _tying_check_load(self, state_dict, prefix, local_metadata):
+        """Refuse a weight-tied stack's state dict of another depth (see :mod:`._depth_record`)."""
+        check_depth(
+            self, len(self.layers), state_dict, prefix, local_metadata, "the Stack with {} layers"
+        )
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+    ):
+        self._tying_check_load(state_dict, prefix, local_metadata)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+        )
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
         try:
