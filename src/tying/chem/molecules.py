@@ -25,7 +25,7 @@ from typing import Any
 from tying.chem._rdkit import Chem, quiet, rdqueries
 from tying.chem.errors import SmilesError
 from tying.chem.offxml import SUPPORTED_AROMATICITY
-from tying.chem.stale import refuse_stale_perception
+from tying.chem.stale import _SAVED_H, refuse_stale_perception
 
 _SANITIZE = Chem.SANITIZE_ALL ^ Chem.SANITIZE_ADJUSTHS ^ Chem.SANITIZE_SETAROMATICITY
 # Atom queries _prepare runs in C++: dummy atoms (*) or radicals, refused; hydrogens.
@@ -280,6 +280,14 @@ def prepare_molecule(mol: Any, *, aromaticity_model: str = "OEAroModel_MDL") -> 
     # reads it, RDKit re-perceives (stop 56: labels differed from the toolkit's)
     refuse_stale_perception(mol, repr(label))
     mol = Chem.RWMol(mol)
+    if mol.HasProp(_SAVED_H):
+        # A worker's copy of a molecule never sanitized (stop 59): the pickle brought its
+        # never-perceived hydrogen counts back as 0, perceived, and Kekulize read them, so
+        # an aromatic ring came out saturated ('OCc1ccc2ccccc2n1' labelled as
+        # OCC1CCC2CCCCC2N1, 31 atoms, b1 on its ring bonds) or was refused, where the same
+        # molecule in one process labels as the SMILES says. Perceived again here as one
+        # process perceives it (the stale check above has passed: no count was stale).
+        mol.UpdatePropertyCache(strict=False)
     # Drop the aromaticity that RDKit's own model may have set: MDL is perceived anew.
     with quiet():
         try:

@@ -3,7 +3,8 @@
 An ``.offxml`` file writes every physical value as ``number * unit expression``
 (``angstrom``, ``kilocalorie_per_mole ** 1 * angstrom ** -2``, older files
 ``angstrom**-2 * mole**-1 * kilocalorie``). :func:`parse_quantity` turns one into a
-:class:`Quantity`; two spellings of the same unit compare equal, and
+:class:`Quantity`; two spellings of the same unit compare equal, two quantities
+compare by physical value (``1.5 angstrom == 0.15 nanometer``, as pint), and
 :meth:`Quantity.to` converts between units of the same dimension (Å/nm,
 kcal/kJ/cal/J, degree/radian). No unit library is needed for that handful of units.
 """
@@ -16,6 +17,10 @@ import math
 import numbers
 import re
 from collections.abc import Mapping
+
+#: how close two values of one dimension written in two units must be, after conversion,
+#: to be one value (``==``): a conversion (1.52597 angstrom -> 0.152597 nm) moves the last bits
+REL_TOL = 1e-12
 
 # Each base unit: its dimension and its size in the reference unit of that dimension.
 _BASE: dict[str, tuple[str, float]] = {
@@ -134,9 +139,26 @@ _ORDER = (
 # Numbers in ASCII digits only (stop 58): '３' or '٠.١٥' read as 3 and 0.15 here, and the
 # toolkit refuses them; unit names stay Unicode (Å, ångström, µm).
 _TOKEN = re.compile(
-    r"\s*(\*\*|\^|\*|/|\(|\)|[^\W\d]\w*|[-+]?[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)"
+    r"\s*(\*\*|\^|\*|/|\(|\)|-|\+|\u00b0|[^\W\d]\w*|[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)"
 )
+# pint's words (stop 59), rewritten as pint's string_preprocessor rewrites them, before
+# the expression is read: 'angstrom squared' is angstrom**2, 'cubic nm' nm**3 ('per' is
+# read as '/'). Files the toolkit reads were refused here.
+_NAME = r"[_a-zA-Z][_a-zA-Z0-9]*"
+_PINT_WORDS = [
+    (re.compile(r"([\w\.\-\+\*\\\^])\s+"), r"\1 "),
+    (re.compile(rf"({_NAME}) squared"), r"\1**2"),
+    (re.compile(rf"({_NAME}) cubed"), r"\1**3"),
+    (re.compile(rf"cubic ({_NAME})"), r"\1**3"),
+    (re.compile(rf"square ({_NAME})"), r"\1**2"),
+    (re.compile(rf"sq ({_NAME})"), r"\1**2"),
+]
 _NUMBER = re.compile(r"^\s*[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$")
+# '<number> <unit>': a number, blanks, then a unit name, '(' or '°'
+_SPACED = re.compile(
+    r"^\s*([-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)\s+((?:[^\W\d]|\(|\u00b0).*)$",
+    re.S,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +177,21 @@ class Unit:
     """
 
     powers: tuple[tuple[str, int], ...]
+
+    # An openff.units (pint) unit compares by what it is (stop 59): a toolkit script's
+    # ``p["length"].unit == unit.angstrom`` was False, without a word
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Unit):
+            return self.powers == other.powers
+        if hasattr(other, "dimensionality") and not hasattr(other, "magnitude"):
+            try:
+                return self.powers == parse_unit(format(other, "D")).powers
+            except ValueError:  # a pint unit this module does not have
+                return False
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.powers)
 
     @staticmethod
     def of(powers: Mapping[str, int]) -> Unit:
@@ -203,6 +240,8 @@ class Quantity:
         '0.7629850068965 angstrom'
         >>> f"{q:.3f}", str(q)  # str keeps every digit of the file, a format spec rounds
         ('1.526 angstrom', '1.525970013793 angstrom')
+        >>> q == parse_quantity("0.1525970013793 * nanometer")  # by value, as pint compares
+        True
     """
 
     value: float
@@ -234,6 +273,42 @@ class Quantity:
             # every finite result had)
             value = self.value * (self.unit.scale / target.scale)
         return Quantity(value, target)
+
+    # Equality by physical value (stop 59), as pint / openff.units compare: 1.5 angstrom
+    # and 0.15 nanometer were unequal (the dataclass compared value and unit as written),
+    # so a script checking a parameter against the toolkit's value, or against the same
+    # force field saved in nm, read False with no error. One unit: the values exactly.
+    # Two units of one dimension: the values after conversion, to REL_TOL, since a
+    # conversion moves the last bits (1.525970013793 A -> nm -> A is not always exact).
+    def __eq__(self, other: object) -> bool:
+        theirs = _as_quantity(other)
+        if theirs is None:
+            return NotImplemented
+        if self.unit == theirs.unit:
+            return self.value == theirs.value
+        if self.unit.dimension != theirs.unit.dimension:
+            return False
+        converted = theirs.to(self.unit).value
+        return math.isclose(self.value, converted, rel_tol=REL_TOL, abs_tol=0.0)
+
+    # Equal quantities hash equal: a tolerance has no exact classes to hash, so the hash
+    # is the dimension and the sign only. A set or dict key of many quantities of one
+    # dimension is slow; key by q.to(unit).value for that.
+    def __hash__(self) -> int:
+        sign = (self.value > 0) - (self.value < 0)
+        return hash((self.unit.dimension, sign))
+
+    # pint's names (stop 59): a toolkit script reads ``bond.length.m_as(unit.angstrom)``,
+    # ``.magnitude``, ``.units``; here that was a bare "no attribute 'm_as'". Named, not
+    # aliased: a value with .magnitude and .units passes for a pint quantity in other code.
+    def __getattr__(self, name: str) -> object:
+        fix = _PINT_NAMES.get(name)
+        if fix is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        raise AttributeError(
+            f"Quantity has no attribute {name!r} (an openff.units / pint name): read {fix} "
+            f"(a tying.chem Quantity has .value, .unit and .to(unit))"
+        )
 
     # Scaling by a plain number (stop 58): the toolkit's quantities scale (``k / idivf``,
     # ``2 * rmin_half / 2 ** (1 / 6)``), and our own advice for a vdW sigma said to write
@@ -308,6 +383,33 @@ def _target_unit(unit: object) -> Unit:
     )
 
 
+_PINT_NAMES = {
+    "m": "q.value",
+    "magnitude": "q.value",
+    "units": "q.unit",
+    "u": "q.unit",
+    "m_as": "q.to(unit).value (unit: a unit expression such as 'angstrom', or openff's unit)",
+    "to_base_units": "q.to(unit) with the unit you mean",
+    "to_reduced_units": "q.to(unit) with the unit you mean",
+    "dimensionality": "q.unit.dimension",
+}
+
+
+def _as_quantity(other: object) -> Quantity | None:
+    """``other`` as a :class:`Quantity` for ``==``: ours, or one number of openff.units /
+    pint (a toolkit parameter's ``length``); None for anything else."""
+    if isinstance(other, Quantity):
+        return other
+    magnitude = getattr(other, "magnitude", None)
+    units = getattr(other, "units", None)
+    if units is None or not hasattr(other, "dimensionality") or not _is_factor(magnitude):
+        return None
+    try:
+        return Quantity(float(magnitude), parse_unit(format(units, "D")))
+    except ValueError:  # a pint unit this module does not have: not equal to ours
+        return None
+
+
 def _is_factor(x: object) -> bool:
     """A plain real number (NumPy's too), not a bool (``q * True`` is a slip, not a scale)."""
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
@@ -354,11 +456,14 @@ def parse_unit(text: str) -> Unit:
 
 
 class _UnitParser:
-    """Reads ``product := power (('*' | '/') power)*``, ``power := atom ['**' integer]``,
+    """Reads ``product := power (('*' | '/' | 'per' | nothing) power)*``,
+    ``power := atom ['**' exponent]``, after pint's rewriting of its words (``_PINT_WORDS``),
     ``atom := name | '1' | '(' product ')'``, as pint reads a unit: left to right, ``**``
-    before ``*`` and ``/``, parentheses grouping. Before stop 58 parentheses were refused,
-    so a file the toolkit reads (``k="500 * kilocalorie / (mole * angstrom ** 2)"``) and
-    ``q.to("kilojoule / (mole * nanometer ** 2)")`` failed."""
+    before ``*`` and ``/``, parentheses grouping, two units side by side multiplied
+    (``kilocalorie / mole angstrom`` is kcal * angstrom / mol, as pint reads it).
+    Before stop 58 parentheses were refused; before stop 59 ``per``, implicit products,
+    ``** - 2``, ``** 2.0`` and ``** 2 ** 2`` were refused and ``** 02`` read as 2 (pint
+    reads ``1.5 * angstrom ** 02`` as 3.0 dimensionless: it is refused now)."""
 
     def __init__(self, text: str, tokens: list[str]):
         self.text, self.tokens, self.pos = text, tokens, 0
@@ -366,13 +471,24 @@ class _UnitParser:
     def _peek(self) -> str | None:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else None
 
+    def _unclosed(self) -> ValueError:
+        return ValueError(
+            f"unit expression {self.text!r}: unbalanced parentheses (a '(' is not closed)"
+        )
+
     def product(self) -> dict[str, int]:
         powers = self.power()
-        while self._peek() in ("*", "/"):
-            sign = 1 if self.tokens[self.pos] == "*" else -1
-            self.pos += 1
-            if self._peek() is None:
-                raise ValueError(f"unit expression {self.text!r} ends with an operator")
+        while True:
+            tok = self._peek()
+            if tok in ("*", "/", "per"):
+                sign = 1 if tok == "*" else -1
+                self.pos += 1
+                if self._peek() is None:
+                    raise ValueError(f"unit expression {self.text!r} ends with an operator")
+            elif tok is not None and (tok == "(" or _is_name(tok)):
+                sign = 1  # side by side: a product, as pint reads 'kilocalorie mole**-1'
+            else:
+                break
             for name, p in self.power().items():
                 powers[name] = powers.get(name, 0) + sign * p
         tok = self._peek()
@@ -389,41 +505,60 @@ class _UnitParser:
         return powers
 
     def exponent(self) -> int:
-        tok = self._peek()
-        wrapped = tok == "("  # pint reads "angstrom ** (-2)"
-        if wrapped:
+        """A whole number, as Python (and so pint) reads it: signs bind looser than '**',
+        which groups to the right ('** -2 ** 2' is -4, '** 2 ** 3' is 8); '- 2', '+-2'
+        and parentheses ('** (-2)') as pint reads them."""
+        sign = 1
+        while self._peek() in ("-", "+"):
+            sign = -sign if self.tokens[self.pos] == "-" else sign
             self.pos += 1
-            tok = self._peek()
-        if tok is None or not re.fullmatch(r"[-+]?[0-9]+", tok):
-            raise ValueError(f"unit expression {self.text!r}: '**' must be followed by an integer")
-        self.pos += 1
-        if wrapped:
+        tok = self._peek()
+        if tok == "(":  # pint reads "angstrom ** (-2)"
+            self.pos += 1
+            base = self.exponent()
             if self._peek() is None:  # "angstrom ** (2" said the integer was missing
-                raise ValueError(
-                    f"unit expression {self.text!r}: unbalanced parentheses (a '(' is not closed)"
-                )
+                raise self._unclosed()
             if self._peek() != ")":
                 raise ValueError(
                     f"unit expression {self.text!r}: '**' must be followed by an integer"
                 )
             self.pos += 1
-        return int(tok)
+        else:
+            base = self._integer(tok)
+        if self._peek() == "**":
+            self.pos += 1
+            exp = self.exponent()
+            try:  # float: '10 ** 10 ** 10' would build a 10-billion-digit int
+                base = _whole(self.text, float(base) ** exp)
+            except (OverflowError, ZeroDivisionError):  # '0 ** -1' too: not a power
+                base = _whole(self.text, math.inf)
+        return sign * base
+
+    def _integer(self, tok: str | None) -> int:
+        if tok is None or not tok[0].isdigit():
+            raise ValueError(f"unit expression {self.text!r}: '**' must be followed by an integer")
+        if re.fullmatch(r"0[0-9]+", tok):
+            # Python (and so pint) has no integer '02': the toolkit reads
+            # '1.5 * angstrom ** 02' as 3.0 dimensionless, silently
+            raise ValueError(
+                f"unit expression {self.text!r}: exponent {tok!r} has a leading zero; Python "
+                f"has no such integer and pint (the OpenFF toolkit) misreads it ('1.5 * "
+                f"angstrom ** 02' is 3.0 dimensionless there); write {int(tok)}"
+            )
+        self.pos += 1
+        return _whole(self.text, float(tok))
 
     def atom(self) -> dict[str, int]:
         tok = self._peek()
         if tok == "(":
             self.pos += 1
             if self._peek() is None:  # "kilocalorie / (" was named "empty parentheses"
-                raise ValueError(
-                    f"unit expression {self.text!r}: unbalanced parentheses (a '(' is not closed)"
-                )
+                raise self._unclosed()
             if self._peek() == ")":
                 raise ValueError(f"unit expression {self.text!r}: empty parentheses")
             powers = self.product()
             if self._peek() != ")":
-                raise ValueError(
-                    f"unit expression {self.text!r}: unbalanced parentheses (a '(' is not closed)"
-                )
+                raise self._unclosed()
             self.pos += 1
             return powers
         if tok == ")":
@@ -431,7 +566,7 @@ class _UnitParser:
         # "1 / mole" is how str(Unit) writes a unit with no positive power: it did not
         # read back (q.to(str(q.unit)) was "unknown unit '1'"); pint reads it too
         if tok is None or (tok not in _BASE and tok not in _ALIASES and tok != "1"):
-            if tok in ("*", "/", "**"):
+            if tok in ("*", "/", "**", "per", "-", "+"):
                 raise ValueError(f"unit expression {self.text!r}: expected a unit, got {tok!r}")
             raise ValueError(
                 f"unknown unit {tok!r} in {self.text!r}; known: "
@@ -441,15 +576,50 @@ class _UnitParser:
         return {} if tok == "1" else dict(_ALIASES.get(tok, {tok: 1}))
 
 
+def _is_name(tok: str) -> bool:
+    return tok == "1" or tok in _BASE or tok in _ALIASES
+
+
+_MAX_EXPONENT = 100
+
+
+def _whole(text: str, exp: float) -> int:
+    """An exponent as a whole number: pint reads '** 2.0' and '** 1e1' (2, 10); a unit of
+    this module has whole powers, so '** 2.5' is refused by name."""
+    if math.isfinite(exp) and exp == int(exp) and abs(exp) > _MAX_EXPONENT:
+        raise ValueError(
+            f"unit expression {text!r}: exponent {exp:g} is out of range (at most "
+            f"{_MAX_EXPONENT} either way); SMIRNOFF units use small whole powers"
+        )
+    if not (math.isfinite(exp) and exp == int(exp)):
+        raise ValueError(
+            f"unit expression {text!r}: '**' must be followed by an integer, got the "
+            f"exponent {exp!r}; SMIRNOFF units have whole powers"
+        )
+    return int(exp)
+
+
+# pint's pretty forms (stop 59): 'angstrom²', 'mol⁻¹' and 'kcal·mol⁻¹' load in the toolkit;
+# here '²' was read as part of a name ("unknown unit 'angstrom²'")
+_SUPERSCRIPTS = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻", "0123456789-")
+_PRETTY_POWER = re.compile("(⁻?[⁰¹²³⁴-⁹]+)")
+
+
 def _tokens(text: str) -> list[str]:
     pos, out = 0, []
     text = text.strip()
+    if not text.isascii():
+        text = _PRETTY_POWER.sub(lambda m: "**" + m.group(1).translate(_SUPERSCRIPTS), text)
+        text = text.replace("·", "*")
+    for pattern, replacement in _PINT_WORDS:
+        text = pattern.sub(replacement, text)
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m:
             raise ValueError(f"cannot read unit expression {text!r} at {text[pos:]!r}")
-        # pint reads '^' as '**' (stop 58: 'angstrom^2' loads in the toolkit)
-        out.append("**" if m.group(1) == "^" else m.group(1))
+        # pint reads '^' as '**' (stop 58: 'angstrom^2' loads in the toolkit), '°' as degree
+        tok = m.group(1)
+        out.append({"^": "**", "\u00b0": "degree"}.get(tok, tok))
         pos = m.end()
     return out
 
@@ -472,7 +642,12 @@ def parse_quantity(text: str) -> Quantity:
     """
     number, star, rest = text.partition("*")
     if not star or not _NUMBER.match(number):
-        raise ValueError(f"expected '<number> * <unit>', got {text!r}")
+        # pint reads '1.5 angstrom' (no '*') as 1.5 * angstrom, and so the toolkit reads a
+        # file written that way; it was refused here (stop 59)
+        spaced = _SPACED.match(text)
+        if spaced is None:
+            raise ValueError(f"expected '<number> * <unit>', got {text!r}")
+        number, rest = spaced.group(1), spaced.group(2)
     try:
         unit = parse_unit(rest.strip())
     except ValueError as err:
