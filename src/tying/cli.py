@@ -92,6 +92,11 @@ def _check_ids(ids: Sequence[str], option: str = "") -> list[str]:
         try:
             get(exp_id)
         except KeyError as exc:  # its message names the closest valid id
+            if not option and "," in given:  # `tying run a,b`: its advice ran `a` alone
+                raise _UsageError(
+                    f"one experiment id per run, got {given!r}; run several with "
+                    f"tying report --only {given} (or one `tying run ID` each)"
+                ) from None
             raise _UsageError(f"{option}{exc.args[0]}") from None
         out.append(exp_id)
     return list(dict.fromkeys(out))

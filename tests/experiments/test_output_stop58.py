@@ -22,10 +22,17 @@ def _report(out, exp_id="x"):
     record_files(out, ["index.html", f"figures/{exp_id}--a.png"])
 
 
+def _nested(tmp_path, ro, sub):
+    """``ro``'s report holding ``sub``'s: written apart, then moved in by hand (a report
+    written straight into another report's folder is refused since stop 59)."""
+    _report(ro)
+    _report(tmp_path / "apart")
+    shutil.move(tmp_path / "apart", sub)
+
+
 def test_a_nested_report_is_named_as_one_and_moving_it_out_works(tmp_path):
     ro, sub = tmp_path / "ro", tmp_path / "ro" / "sub"
-    _report(ro)
-    _report(sub)
+    _nested(tmp_path, ro, sub)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     with pytest.raises(OutputFolderError) as info:
         claim_folder(ro, ["x"], fresh=True)
@@ -41,8 +48,7 @@ def test_a_nested_report_is_named_as_one_and_moving_it_out_works(tmp_path):
 
 def test_a_nested_report_beside_a_users_file_counts_the_file(tmp_path):
     ro, sub = tmp_path / "ro", tmp_path / "ro" / "sub"
-    _report(ro)
-    _report(sub)
+    _nested(tmp_path, ro, sub)
     (ro / "notes.txt").write_text("mine")
     with pytest.raises(
         OutputFolderError, match=r"another report .* \(and 1 more that tying did not write for"

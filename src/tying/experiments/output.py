@@ -50,11 +50,11 @@ import json
 import os
 import pathlib
 import re
-import signal
 import tempfile
-import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+
+from tying.experiments.interrupts import interrupt_deferred as _interrupt_deferred
 
 try:  # POSIX; without it (Windows) a live build folder cannot be told from a killed one's
     import fcntl
@@ -69,6 +69,7 @@ __all__ = [
     "expect_files",
     "folder_lock",
     "install_build",
+    "out_path",
     "record_files",
     "remove_unlisted_figures",
     "start_build",
@@ -95,13 +96,15 @@ class OutputFolderError(ValueError):
     """The output folder cannot be used; the message names the file or the reason and the fix."""
 
 
-#: Build folders of this process, resolved path -> the open descriptor holding its flock.
-_HELD: dict[str, int] = {}
+#: Build folders of this process, resolved path -> the open descriptor holding its flock
+#: (None where it could not be locked: still this process's own build).
+_HELD: dict[str, int | None] = {}
 _BUILD_NAME = re.compile(rf"{re.escape(BUILD_PREFIX)}{_RAND}")
 
 
 def _hold(build: pathlib.Path) -> None:
     """Lock ``build`` for this process: a report is being written in it."""
+    _HELD[str(build.resolve())] = None  # ours, even where it cannot be locked
     if fcntl is None:  # pragma: no cover
         return
     try:
@@ -110,7 +113,7 @@ def _hold(build: pathlib.Path) -> None:
         return
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:  # a file system without locks: the build is then not told apart
+    except OSError:  # a file system without locks: other processes cannot tell it apart
         os.close(fd)
         return
     _HELD[str(build.resolve())] = fd
@@ -372,6 +375,47 @@ def _refuse_foreign(out: pathlib.Path, foreign: list[tuple[str, str]]) -> None:
     )
 
 
+def _report_around(out: pathlib.Path) -> pathlib.Path | None:
+    """The nearest folder above ``out`` that holds a report of ours (its manifest), or None."""
+    seen = set()
+    try:
+        starts = [out.absolute(), out.resolve()]  # as typed, and through symbolic links
+    except (OSError, RuntimeError):  # a link loop: as typed only
+        starts = [out.absolute()]
+    for start in starts:
+        for folder in start.parents:
+            if folder in seen:
+                continue
+            seen.add(folder)
+            try:
+                if not (folder / MANIFEST).is_file():
+                    continue
+                _read_manifest(folder)
+            except (OSError, OutputFolderError):
+                continue  # unreadable, or a look-alike file: no report of ours
+            return folder if out.is_absolute() else pathlib.Path(os.path.relpath(folder))
+    return None
+
+
+def _refuse_inside_report(out: pathlib.Path) -> None:
+    """Refuse ``out`` inside another report's folder (stop 59).
+
+    A report written there was accepted, and then the outer report's next run was
+    refused until it was moved out: the outer report never removes another one's files.
+    """
+    with suppress(OSError, RuntimeError):
+        if str(out.resolve()) in _HELD:  # this process's own build, inside its report
+            return
+    above = _report_around(out)
+    if above is not None:
+        raise OutputFolderError(
+            f"--out {out} is inside {above}, the folder of another report (its manifest "
+            f"{above / MANIFEST} lists what tying wrote there); a report written inside it "
+            f"would block the next report into {above}, which never removes another "
+            f"report's files. Choose a folder outside {above} with --out"
+        )
+
+
 def _remove_leftovers(out: pathlib.Path, rels: Iterable[str]) -> None:
     """Remove the temporary files of killed runs among ``rels``.
 
@@ -396,6 +440,35 @@ def _remove_if_empty(build: pathlib.Path) -> None:
             folder.rmdir()
         except OSError:
             pass
+
+
+def out_path(out_dir: str | os.PathLike) -> pathlib.Path:
+    """``out_dir`` as a path; an empty or blank one is refused (stop 59).
+
+    ``pathlib.Path("")`` is the current folder: ``out_dir=os.environ.get("OUT", "")``
+    with the variable unset reported into (or was refused for) whatever folder the
+    caller stood in, where ``tying report --out ""`` is refused. ``"."`` still means it.
+
+    Args:
+        out_dir: the output folder as given (a str, bytes or path).
+
+    Returns:
+        The folder as a :class:`pathlib.Path`.
+
+    Raises:
+        OutputFolderError: ``out_dir`` is an empty or blank string.
+
+    Example:
+        >>> out_path("report"), out_path(".")
+        (PosixPath('report'), PosixPath('.'))
+    """
+    if isinstance(out_dir, str | bytes) and not out_dir.strip():
+        raise OutputFolderError(
+            f"out_dir {out_dir!r}: an empty or blank folder name is most likely an unset "
+            "variable (an empty path means the current folder); give a folder such as "
+            "'report' (it is created if missing), or '.' for the current folder"
+        )
+    return pathlib.Path(os.fsdecode(out_dir) if isinstance(out_dir, bytes) else out_dir)
 
 
 def _check_path(out: pathlib.Path) -> bool:
@@ -464,7 +537,8 @@ def folder_lock(out_dir: str | pathlib.Path) -> Iterator[None]:
 
     Raises:
         OutputFolderError: another process holds the folder now (named, with the fix),
-            ``out_dir`` is a file, or the folder cannot be created (the OS error is named).
+            ``out_dir`` is a file, lies inside another report's folder (named), or the
+            folder cannot be created (the OS error is named).
 
     Example:
         >>> import pathlib, tempfile
@@ -473,11 +547,13 @@ def folder_lock(out_dir: str | pathlib.Path) -> Iterator[None]:
         ...     out.is_dir()
         True
     """
-    out = pathlib.Path(out_dir)
+    out = out_path(out_dir)
     if fcntl is None or _locked_here(out):
         yield
         return
-    if not _check_path(out):
+    is_dir = _check_path(out)
+    _refuse_inside_report(out)  # before the folder is created
+    if not is_dir:
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -544,12 +620,16 @@ def claim_folder(
             ``writes_page=False``) the folder holds a report page of ours that shows a
             figure of ``ids``: the run would replace it, and the page would describe
             one run's numbers beside another run's figure; or another ``tying report``
-            is being written into the folder now (its build folder is named).
+            is being written into the folder now (its build folder is named); or
+            it lies inside the folder of another report (named): the next report there
+            would be refused until this one was moved out.
     """
-    out = pathlib.Path(out_dir)
+    out = out_path(out_dir)
     is_dir = _check_path(out)
     if is_dir:
         manifest, ours = _check_contents(out)
+    _refuse_inside_report(out)
+    if is_dir:
         _refuse_busy(out)
     else:
         manifest, ours = {"files": {}, "pending": []}, []
@@ -597,7 +677,7 @@ def record_files(out_dir: str | pathlib.Path, paths: Iterable[str]) -> None:
     Raises:
         OutputFolderError: a path is outside the folder or not a file.
     """
-    out = pathlib.Path(out_dir)
+    out = out_path(out_dir)
     manifest = _read_manifest(out)
     files = dict(manifest["files"])
     for rel in paths:
@@ -636,7 +716,7 @@ def expect_files(out_dir: str | pathlib.Path, paths: Iterable[str]) -> None:
         >>> _ = (out / "index.html").write_text("<html>new</html>")  # then interrupted
         >>> claim_folder(out, [], fresh=True)  # still tying's own file: not refused
     """
-    out = pathlib.Path(out_dir)
+    out = out_path(out_dir)
     rels = list(paths)
     bad = [rel for rel in rels if not _safe_rel(rel)]
     if bad:
@@ -680,7 +760,7 @@ def remove_unlisted_figures(
         >>> remove_unlisted_figures(out, "x")
         ['figures/x--half.png']
     """
-    out = pathlib.Path(out_dir)
+    out = out_path(out_dir)
     try:
         listed = set(_read_manifest(out)["files"]) | set(keep)
         names = sorted(os.listdir(out / _FIGURES))
@@ -725,7 +805,7 @@ def start_build(out_dir: str | pathlib.Path, ids: Iterable[str]) -> pathlib.Path
         >>> discard_build(build); build.exists()
         False
     """
-    out = pathlib.Path(out_dir)
+    out = out_path(out_dir)
     ids = list(ids)
     claim_folder(out, ids, fresh=False, writes_page=True)  # refusals first; removes nothing
     try:
@@ -763,50 +843,6 @@ def discard_build(build: str | pathlib.Path) -> None:
         _remove_if_empty(build)
     finally:
         _release(build)  # after the files are gone: no other run sees them as leftovers
-
-
-#: The signals held while a report moves into place: Ctrl-C, and SIGTERM (``kill``, a
-#: CI timeout), which ``tying`` turns into a Ctrl-C. Holding SIGINT alone let a SIGTERM
-#: stop the move between ``index.html`` and ``results.json``: the new page stood beside
-#: the old results, and the command said the earlier report was left as it was (stop 56).
-_DEFERRED = (signal.SIGINT, signal.SIGTERM)
-
-
-@contextmanager
-def _interrupt_deferred() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM until the block is done, then deliver them (main thread only).
-
-    Once the block is done each held signal is sent again to the handler that was
-    there before: ``tying``'s for SIGTERM raises ``KeyboardInterrupt``, a caller's own
-    handler is called, an ignored SIGTERM stays ignored; a held Ctrl-C over Python's
-    default, an ignored or the OS-default SIGINT raises ``KeyboardInterrupt``.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    previous = {}
-    try:
-        for signum in _DEFERRED:
-            if signal.getsignal(signum) is None:  # set outside Python: cannot be put back
-                continue
-            previous[signum] = signal.signal(signum, lambda n, frame: caught.append(n))
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    # each held signal goes to the handler that was there before: tying's and Python's
-    # default raise KeyboardInterrupt, a caller's own (a flag for a graceful stop) is
-    # called (raising KeyboardInterrupt over it made write_report fail after both page
-    # files had moved). A Ctrl-C held over an ignored or OS-default SIGINT is raised as
-    # before: a process started in the background (SIGINT ignored) still learns of it
-    for signum in _DEFERRED:
-        if signum not in caught:
-            continue
-        own = callable(previous.get(signum)) and previous[signum] is not signal.default_int_handler
-        if signum == signal.SIGINT and not own:
-            raise KeyboardInterrupt
-        signal.raise_signal(signum)
 
 
 def install_build(build: str | pathlib.Path, out_dir: str | pathlib.Path) -> None:

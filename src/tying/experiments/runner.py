@@ -15,11 +15,9 @@ Example:
 
 from __future__ import annotations
 
-import array
 import concurrent.futures as cf
 import contextlib
 import dataclasses
-import decimal
 import importlib.util
 import logging
 import math
@@ -47,7 +45,8 @@ from tying.experiments.output import (
     remove_unlisted_figures,
 )
 from tying.experiments.registry import Result, Table, check_seed, check_size, get
-from tying.experiments.verdict import nan_texts
+from tying.experiments.values import jsonable
+from tying.experiments.verdict import verdict_problem
 
 __all__ = [
     "EXTRAS",
@@ -135,119 +134,6 @@ class RunRecord:
         ]
         out["measured"] = jsonable(self.measured)
         return out
-
-
-def jsonable(value: Any) -> Any:
-    """Convert numpy/torch scalars and arrays (nested in dicts/lists) to plain Python.
-
-    Non-finite floats become the strings ``"nan"``, ``"inf"``, ``"-inf"`` so the
-    output is strict JSON. Anything else that holds numbers (an object with
-    ``__array__``, an ``array.array``, a ``Decimal``) is read as its numbers, not as
-    its ``repr``; any other object becomes its ``str``.
-
-    Raises:
-        ValueError: two keys of one dict read as the same text (``1`` and ``"1"``):
-            one value would silently replace the other.
-
-    Example:
-        >>> jsonable({"a": np.float32(0.5), "b": [torch.tensor(3)], "c": float("inf")})
-        {'a': 0.5, 'b': [3], 'c': 'inf'}
-    """
-    return _strict(_plain(value))
-
-
-def _strict(value: Any) -> Any:
-    """Plain data (:func:`_plain`) as strict JSON: non-finite floats spelt out, complex as text."""
-    if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_strict(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return "nan" if np.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, complex):
-        return str(value)
-    return value
-
-
-def _plain(value: Any) -> Any:
-    """``value`` as nested dicts (str keys) and lists of bool, int, float, complex, str, None.
-
-    The one reading of a measured value: what the page shows is what the NaN and inf
-    checks of :func:`_verdict_problem` look at. A value read here as text (its ``repr``)
-    was no number to those checks: an ``__array__`` object or an ``array.array``
-    holding NaN passed as "pass" beside the text ``array('d', [nan])`` (stop 54).
-    """
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        given: dict[str, Any] = {}
-        for k, v in value.items():
-            key = str(k)
-            if key in out:
-                raise ValueError(
-                    f"the keys {given[key]!r} and {k!r} both read as {key!r} on the page and in "
-                    "results.json, so one value would silently replace the other; give each "
-                    "value its own key (as a string)"
-                )
-            out[key], given[key] = _plain(v), k
-        return out
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, set | frozenset):  # in a stable order, NaN kept as a number
-        return _plain(sorted(value, key=repr))
-    if isinstance(value, torch.Tensor):
-        value = _tensor_numpy(value)
-    elif isinstance(value, array.array | memoryview) or (
-        hasattr(value, "__array__") and not isinstance(value, np.ndarray | np.generic)
-    ):
-        numbers_of = np.asarray(value)
-        if numbers_of.dtype.kind == "O" and numbers_of.ndim == 0:  # no numbers: itself again
-            return str(value)
-        value = numbers_of
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if value is None or isinstance(value, bool | int | float | complex | str):
-        return value
-    if isinstance(value, numbers.Number):  # Decimal, Fraction, ...: its value, not its repr
-        try:
-            return (
-                float(value)
-                if isinstance(value, numbers.Real | decimal.Decimal)
-                else complex(value)
-            )
-        except (TypeError, ValueError, ArithmeticError):  # Decimal("sNaN") will not convert
-            return float("nan") if getattr(value, "is_nan", lambda: False)() else str(value)
-    return str(value)
-
-
-def _tensor_numpy(t: torch.Tensor) -> np.ndarray:
-    """A tensor's values as a NumPy array, whatever its dtype, layout or device.
-
-    ``Tensor.numpy()`` refuses bfloat16, float8 and complex32 (NumPy has no such
-    dtype), conjugate views and sparse tensors; it raised out of the runner for a
-    bfloat16 number in ``measured`` (stop 38). Those are widened exactly (bfloat16
-    and float8 to float32, complex32 to complex64) or made dense first.
-
-    Raises:
-        ValueError: for a tensor on the meta device, which holds no values.
-    """
-    t = t.detach()
-    if t.device.type == "meta":
-        raise ValueError(
-            f"a tensor on the meta device (shape {tuple(t.shape)}, {t.dtype}) holds no "
-            "values to report; compute the number on a real device"
-        )
-    t = t.cpu()
-    if t.is_quantized:
-        t = t.dequantize()
-    if t.layout != torch.strided:
-        t = t.to_dense()
-    if t.dtype == torch.complex32:
-        t = t.to(torch.complex64)
-    elif t.is_floating_point() and t.dtype not in (torch.float16, torch.float32, torch.float64):
-        t = t.float()  # bfloat16 and the float8 types: exact in float32
-    return t.resolve_conj().resolve_neg().numpy()
 
 
 def _missing_message(missing: Sequence[str]) -> str:
@@ -466,7 +352,7 @@ def _run_here(id: str, size: str, seed: int, out_dir: str | pathlib.Path | None)
         return record
 
     try:  # a value the record cannot hold is this run's error, never the caller's crash
-        problem = _verdict_problem(id, result)
+        problem = verdict_problem(id, result)
         record.measured = jsonable(result.measured)
         record.key_figure = str(result.key_figure)
         record.notes = str(result.notes)
@@ -504,86 +390,6 @@ def _table(table: Table) -> Table:
                 "a dict of column -> value"
             )
     return Table(str(table.title), rows)
-
-
-def _has_nan(value: Any) -> bool:
-    """Whether a measured value (a number, array, tensor, or a list/dict of them) holds a NaN."""
-    return _holds(value, np.isnan)
-
-
-def _has_inf(value: Any) -> bool:
-    """Whether a measured value (a number, array, tensor, or a list/dict of them) holds ±inf."""
-    return _holds(value, np.isinf)
-
-
-def _holds(value: Any, test: Callable[[Any], Any]) -> bool:
-    if isinstance(value, np.ndarray) and value.dtype.kind in "fc":  # at NumPy's speed
-        return bool(test(value).any())
-    return _holds_plain(_plain(value), test)
-
-
-def _holds_plain(value: Any, test: Callable[[Any], Any]) -> bool:
-    if isinstance(value, dict):
-        return any(_holds_plain(v, test) for v in value.values())
-    if isinstance(value, list):
-        return any(_holds_plain(v, test) for v in value)
-    return isinstance(value, float | complex) and bool(test(value))
-
-
-def _verdict_problem(id: str, result: Result) -> str | None:
-    """Why ``result`` gives no verdict, or None when it does.
-
-    ``passed`` must be a bool: ``bool()`` of a string, a float (NaN included) or a
-    one-element array is True, and would report a pass no comparison made. A pass
-    whose measured numbers hold a NaN did not use them: every comparison with NaN
-    is False, so the NaN was dropped on the way (Python's ``max(0.0, nan)`` is 0.0)
-    or never compared. A pass beside ±inf is no verdict either: ``inf > 3`` and
-    ``x / inf < 0.5`` are True, so an overflow or a division by zero passes a check
-    (stop 37). A pass with an empty ``measured`` shows no number that decided it
-    (stop 54).
-    """
-    verdict = result.passed
-    if not isinstance(verdict, bool | np.bool_):
-        return (
-            f"experiment {id!r} returned passed={verdict!r} ({type(verdict).__name__}); expected "
-            "True or False, the outcome of its check's comparisons: fix the experiment so "
-            "`passed` is a bool (its truth value is not a verdict)"
-        )
-    if verdict and isinstance(result.measured, dict) and not result.measured:
-        return (
-            f"experiment {id!r} reported a pass with no measured value (Result.measured is "
-            "empty): a verdict the report cannot show the numbers of is not reported (a "
-            "check that never ran reads the same). Put the numbers its check compared in "
-            "Result(measured={...})"
-        )
-    nan = [str(k) for k, v in result.measured.items() if _has_nan(v)]
-    if verdict and nan:
-        return (
-            f"experiment {id!r} reported a pass, but the measured value(s) "
-            f"{', '.join(repr(k) for k in nan)} hold NaN: a comparison with NaN is always "
-            "False, so its check cannot have used them, and a pass is not reported. Find "
-            "where the NaN comes from (a diverged fit, a 0/0), or aggregate with "
-            "tying.experiments.common.largest/smallest, which keep a NaN, not max/min"
-        )
-    worded = nan_texts(_plain(result.measured)) if verdict else []
-    if worded:  # a NaN formatted into text before the check saw it (stop 58)
-        return (
-            f"experiment {id!r} reported a pass, but the measured text(s) of "
-            f"{', '.join(map(repr, worded))} write a NaN ('nan'); a pass beside it is not "
-            "reported. Put the number itself in measured (not its text), and find where "
-            "the NaN comes from"
-        )
-    inf = [str(k) for k, v in result.measured.items() if _has_inf(v)]
-    if verdict and inf:
-        return (
-            f"experiment {id!r} reported a pass, but the measured value(s) "
-            f"{', '.join(repr(k) for k in inf)} are infinite: an overflow, a division by "
-            "zero or a diverged run passes any 'x > bound' (and 'bound > y / inf') check, so "
-            "a pass beside one is not reported. Find where the inf comes from; an infinity "
-            "that is the answer (ε of a run without noise) belongs in a table, or in "
-            "measured as None or words, not as a number the check compared"
-        )
-    return None
 
 
 #: Modules a worker imports after :func:`load_all` (tests register fake experiments
@@ -769,7 +575,8 @@ def run_many(
     Raises:
         KeyError: for an unknown id; ValueError: for a bad size or seed, ``jobs < 1``,
         a ``timeout`` that is not a positive finite number, or an id given twice;
-        TypeError: for a seed or timeout that is not a number;
+        TypeError: for a seed or timeout that is not a number, or ``ids`` given as one
+        string (a list of ids is expected);
         OutputFolderError: when ``out_dir`` holds files tying did not write (checked
         before anything runs; see :mod:`tying.experiments.output`).
 
@@ -779,6 +586,11 @@ def run_many(
     """
     check_size(size)
     seed = check_seed(seed)
+    if isinstance(ids, str | bytes):  # it iterates its letters: "unknown id 'p'" (stop 59)
+        raise TypeError(
+            f"run_many() takes a list of experiment ids, got the string {ids!r}; pass "
+            f"[{ids!r}] (or run_experiment({ids!r}) for one)"
+        )
     load_all()
     ids = list(ids)
     for id in ids:

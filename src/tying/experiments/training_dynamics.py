@@ -246,7 +246,11 @@ def ctc(size: str, seed: int) -> Result:
         },
         key_figure=(
             f"blank ratio peaks at {format_number(peak)}, ends {format_number(blank[-1])}; accuracy {format_number(final['greedy accuracy'])}; "
-            f"greedy ≠ beam on {format_number(snapshot['greedy ≠ beam'] if snapshot else float('nan'), 2, percent=True)} (half-trained)"
+            + (
+                f"greedy ≠ beam on {format_number(snapshot['greedy ≠ beam'], 2, percent=True)} (half-trained)"
+                if snapshot
+                else "no half-trained snapshot to compare greedy and beam on"
+            )
         ),
         notes=(
             "Blank ratio: fraction of frames whose most likely output is the blank. P(labelling) is "

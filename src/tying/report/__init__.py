@@ -32,6 +32,7 @@ from tying.experiments.output import (
     claim_folder,
     expect_files,
     folder_lock,
+    out_path,
     record_files,
 )
 from tying.experiments.registry import check_seed, check_size
@@ -264,7 +265,7 @@ def write_report(
     """
     load_all()
     seed, jobs = _check_run(records, size, seed, jobs, runtime_s)
-    out = pathlib.Path(out_dir)
+    out = out_path(out_dir)
     with folder_lock(out):  # no other run rewrites the manifest meanwhile (stop 54)
         return _write_locked(records, out, size, seed, jobs, runtime_s)
 

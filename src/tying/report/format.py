@@ -57,10 +57,10 @@ def format_number(value: Any, digits: int = 3, *, sign: bool = False, percent: b
     least the units from 1,000 on, with thousands separators), scientific with three
     significant digits below 1e-3 and from 1e6 on, integers as integers, and ``nan``,
     ``inf``, ``-inf`` spelt out. Only an exact zero reads ``0``, and below 1,000 only
-    a whole number reads as one, and below 1 and from a million on only a power of ten
-    reads as one: more digits are shown where rounding would make one (``0.99996``, not
-    ``1``; ``0.099996``, not ``0.1``, the tolerance a check compares it with;
-    ``9.99996e+06``, not ``1e+07``).
+    a whole number reads as one, and elsewhere only a power of ten reads as one: more
+    digits are shown where rounding would make one (``0.99996``, not ``1``;
+    ``0.099996``, not ``0.1``, the tolerance a check compares it with; ``9,999.96``, not
+    ``10,000``; ``9.99996e+06``, not ``1e+07``).
 
     Args:
         value: an int or float (a NumPy or torch scalar is taken as its Python number).
@@ -119,12 +119,24 @@ def format_number(value: Any, digits: int = 3, *, sign: bool = False, percent: b
     elif mag >= 1e6:
         text = _not_a_power_of_ten(value)  # 9.99996e6 is not "1e+07"
     elif mag >= 10 ** (digits - 1) and mag >= 1e3:
-        text = f"{value:,.0f}"
+        text = _units(value)
     else:
         text = _not_a_whole_number(value, digits)
         if "e" in text:  # .Ng of 123.4 with N=2 is 1.2e+02: the units instead
-            text = f"{value:,.0f}"
+            text = _units(value)
     return f"{plus}{text}{suffix}"
+
+
+def _units(value: float) -> str:
+    """``value`` (not a whole number, under a million) to its units, with separators, or
+    with decimals where the units would read as a power of ten: 9,999.96 is ``9,999.96``,
+    not ``10,000`` (stop 59: as a million and more and below 1 already were)."""
+    for n in range(0, 18):
+        text = f"{value:,.{n}f}"
+        back = abs(float(text.replace(",", "")))
+        if back == abs(value) or not _power_of_ten(back):
+            return text
+    return repr(value)
 
 
 def _not_a_whole_number(value: float, digits: int) -> str:

@@ -1,0 +1,151 @@
+"""A measured value as plain data: what the page shows, results.json holds and checks read.
+
+:func:`jsonable` reads a result's numbers once (NumPy and torch scalars and arrays,
+``array.array``, ``__array__`` objects, ``Decimal``) into nested dicts and lists of
+plain Python values; the runner's verdict checks (:mod:`tying.experiments.verdict`)
+look at the same reading, so what they judge is what the page prints.
+
+Example:
+    >>> jsonable({"a": np.float32(0.5), "b": [torch.tensor(3)], "c": float("inf")})
+    {'a': 0.5, 'b': [3], 'c': 'inf'}
+"""
+
+from __future__ import annotations
+
+import array
+import decimal
+import numbers
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["jsonable", "plain"]
+
+
+def jsonable(value: Any) -> Any:
+    """Convert numpy/torch scalars and arrays (nested in dicts/lists) to plain Python.
+
+    Non-finite floats become the strings ``"nan"``, ``"inf"``, ``"-inf"`` so the
+    output is strict JSON. Anything else that holds numbers (an object with
+    ``__array__``, an ``array.array``, a ``Decimal``) is read as its numbers, not as
+    its ``repr``; any other object becomes its ``str``.
+
+    Raises:
+        ValueError: two keys of one dict read as the same text (``1`` and ``"1"``):
+            one value would silently replace the other.
+
+    Example:
+        >>> jsonable({"a": np.float32(0.5), "b": [torch.tensor(3)], "c": float("inf")})
+        {'a': 0.5, 'b': [3], 'c': 'inf'}
+    """
+    return _strict(plain(value))
+
+
+def _strict(value: Any) -> Any:
+    """Plain data (:func:`plain`) as strict JSON: non-finite floats spelt out, complex as text."""
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strict(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return "nan" if np.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, complex):
+        return str(value)
+    return value
+
+
+def plain(value: Any) -> Any:
+    """``value`` as nested dicts (str keys) and lists of bool, int, float, complex, str, None.
+
+    The one reading of a measured value: what the page shows is what the NaN and inf
+    checks of :func:`tying.experiments.verdict.verdict_problem` look at. A value read
+    here as text (its ``repr``) was no number to those checks: an ``__array__`` object
+    or an ``array.array`` holding NaN passed as "pass" beside the text
+    ``array('d', [nan])`` (stop 54).
+
+    Args:
+        value: a measured value: numbers, NumPy/torch scalars and arrays, and dicts,
+            lists, tuples and sets of them; any other object is read as its ``str``.
+
+    Returns:
+        Plain data; non-finite floats stay floats (:func:`jsonable` spells them out).
+
+    Raises:
+        ValueError: two keys of one dict read as the same text (``1`` and ``"1"``).
+
+    Example:
+        >>> plain({1: np.arange(3), "t": torch.tensor([0.5, float("nan")])})
+        {'1': [0, 1, 2], 't': [0.5, nan]}
+    """
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        given: dict[str, Any] = {}
+        for k, v in value.items():
+            key = str(k)
+            if key in out:
+                raise ValueError(
+                    f"the keys {given[key]!r} and {k!r} both read as {key!r} on the page and in "
+                    "results.json, so one value would silently replace the other; give each "
+                    "value its own key (as a string)"
+                )
+            out[key], given[key] = plain(v), k
+        return out
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, set | frozenset):  # in a stable order, NaN kept as a number
+        return plain(sorted(value, key=repr))
+    if isinstance(value, torch.Tensor):
+        value = _tensor_numpy(value)
+    elif isinstance(value, array.array | memoryview) or (
+        hasattr(value, "__array__") and not isinstance(value, np.ndarray | np.generic)
+    ):
+        numbers_of = np.asarray(value)
+        if numbers_of.dtype.kind == "O" and numbers_of.ndim == 0:  # no numbers: itself again
+            return str(value)
+        value = numbers_of
+    if isinstance(value, np.ndarray):
+        return plain(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, bool | int | float | complex | str):
+        return value
+    if isinstance(value, numbers.Number):  # Decimal, Fraction, ...: its value, not its repr
+        try:
+            return (
+                float(value)
+                if isinstance(value, numbers.Real | decimal.Decimal)
+                else complex(value)
+            )
+        except (TypeError, ValueError, ArithmeticError):  # Decimal("sNaN") will not convert
+            return float("nan") if getattr(value, "is_nan", lambda: False)() else str(value)
+    return str(value)
+
+
+def _tensor_numpy(t: torch.Tensor) -> np.ndarray:
+    """A tensor's values as a NumPy array, whatever its dtype, layout or device.
+
+    ``Tensor.numpy()`` refuses bfloat16, float8 and complex32 (NumPy has no such
+    dtype), conjugate views and sparse tensors; it raised out of the runner for a
+    bfloat16 number in ``measured`` (stop 38). Those are widened exactly (bfloat16
+    and float8 to float32, complex32 to complex64) or made dense first.
+
+    Raises:
+        ValueError: for a tensor on the meta device, which holds no values.
+    """
+    t = t.detach()
+    if t.device.type == "meta":
+        raise ValueError(
+            f"a tensor on the meta device (shape {tuple(t.shape)}, {t.dtype}) holds no "
+            "values to report; compute the number on a real device"
+        )
+    t = t.cpu()
+    if t.is_quantized:
+        t = t.dequantize()
+    if t.layout != torch.strided:
+        t = t.to_dense()
+    if t.dtype == torch.complex32:
+        t = t.to(torch.complex64)
+    elif t.is_floating_point() and t.dtype not in (torch.float16, torch.float32, torch.float64):
+        t = t.float()  # bfloat16 and the float8 types: exact in float32
+    return t.resolve_conj().resolve_neg().numpy()
