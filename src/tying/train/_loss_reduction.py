@@ -79,6 +79,33 @@ def _hand_scaled(node) -> bool:
     return False
 
 
+def label_smoothed(node):
+    """The ``nll_loss`` node inside torch's ``cross_entropy(..., label_smoothing=e)``, or None.
+
+    Torch builds that loss as ``(1 - e) * nll + smooth * (e / C)``: an ``AddBackward0`` of
+    two ``MulBackward1`` (products by a C++ scalar; a product by a Python number is a
+    ``MulBackward0``), the first over the ``nll_loss`` node, whose ``reduction`` is the
+    loss's. Stop 59: the root was the sum, so ``reduction="sum"`` under Opacus' default
+    ``"mean"`` went unseen and gave every example 4x its gradient at B = 4, no error.
+
+    Example:
+        >>> import torch
+        >>> out = torch.randn(4, 3, requires_grad=True) * 1
+        >>> loss = torch.nn.functional.cross_entropy(out, torch.tensor([0, 1, 2, 0]), label_smoothing=0.1)
+        >>> type(label_smoothed(loss.grad_fn)).__name__, label_smoothed(out.grad_fn)
+        ('NllLossBackward0', None)
+    """
+    if node is None or type(node).__name__ != "AddBackward0":
+        return None
+    kids = [n for n, _ in node.next_functions]
+    if len(kids) != 2 or any(k is None or type(k).__name__ != "MulBackward1" for k in kids):
+        return None
+    below = [n for n, _ in kids[0].next_functions if n is not None]
+    if len(below) == 1 and type(below[0]).__name__.startswith("NllLoss"):
+        return below[0]
+    return None
+
+
 def seeded_with_one() -> bool:
     """Whether the running backward started from a seed of 1 (``loss.backward()``), read
     from inside it. A scaled seed (``loss.backward(torch.tensor(1 / B))``,
@@ -146,7 +173,9 @@ def loss_batch_reduction(batch: int, roots=None) -> tuple[str, str] | None:
     if not isinstance(root, torch.Tensor) or root.numel() != 1 or root.grad_fn is None:
         return None
     node = root.grad_fn
-    name = type(node).__name__
+    smoothed = label_smoothed(node)
+    node = smoothed or node
+    name = type(node).__name__ + (" (cross_entropy with label_smoothing)" if smoothed else "")
     code = getattr(node, "_saved_reduction", None)
     if code in _TORCH_REDUCTION:
         # its saved input is freed once it has run. Any number of rows: a torch loss's

@@ -1,8 +1,9 @@
 """The probes :func:`~tying.train.opacus_hooks.grad_sample_module` runs at each forward of
 the wrapped model and at the start of its backward (split from ``opacus_hooks``, stop 57,
 house rule 1): a custom ``autograd.Function`` that mixes examples (stop 52), one in the
-loss (stop 53), and a loss whose reduction over the batch is not the ``loss_reduction``
-the wrapper was given (stop 57).
+loss (stop 53), a loss whose reduction over the batch is not the ``loss_reduction``
+the wrapper was given (stop 57), and a torch mean whose divisor the whole batch sets
+(a class weight, unevenly kept targets; stop 59, :mod:`~tying.train._loss_divisor`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,15 @@ import warnings
 import torch
 from torch import nn
 
-from tying.train._loss_reduction import loss_batch_reduction, seeded_with_one
+from tying.train._loss_divisor import (
+    class_weighted,
+    kept_counts,
+    loss_input_chain,
+    mean_nll_nodes,
+    uneven_message,
+    weighted_message,
+)
+from tying.train._loss_reduction import _input_shape, loss_batch_reduction, seeded_with_one
 from tying.train._vetting import tensors_in
 from tying.train.backward_probe import (
     backward_roots,
@@ -105,18 +114,22 @@ class _BackwardProbe:
         # k walks for k outputs (stop 54: 4 outputs, 4x the 1-output walk's time)
         memo: dict[int, list] = {}
 
-        def check(grad):
+        def check(grad, made_by=None):
             if not self.gsm.hooks_enabled:  # a probe's own backward, or Opacus' off
                 return None
             task = _graph_task()
             seen = memo.get(task) if task >= 0 else None
             if seen is None:
                 roots = backward_roots() or []  # one stack walk for both checks
-                seen = (loss_function_nodes(stops, roots), loss_batch_reduction(batch, roots))
+                seen = (
+                    loss_function_nodes(stops, roots),
+                    loss_batch_reduction(batch, roots),
+                    mean_nll_nodes(roots),
+                )
                 memo.clear()  # one backward's verdict at a time: nothing kept past it
                 if task >= 0:
                     memo[task] = seen
-            nodes, reduced = seen
+            nodes, reduced, nll = seen
             if nodes:
                 self._take_back(state)
                 names = ", ".join(dict.fromkeys(n._forward_cls.__qualname__ for n in nodes))
@@ -131,6 +144,25 @@ class _BackwardProbe:
                     f"mode='vmap', which runs each example's backward alone"
                 )
             declared = self.gsm.loss_reduction
+            # stop 59: a torch mean whose divisor the whole batch sets (class weights,
+            # ignore_index, masked rows), wrong under either loss_reduction; read before
+            # the reduction's own check, whose advice (.mean()) would be refused here next
+            for node in nll:
+                if class_weighted(node):
+                    self._take_back(state)
+                    raise ValueError(weighted_message(declared, node, batch))
+                shape = _input_shape(node)
+                # only an output the loss reads directly (logits, not a hidden state whose
+                # rows reach the kept targets of later positions through attention)
+                direct = made_by is not None and id(made_by) in loss_input_chain(node)
+                counts = (
+                    kept_counts(grad, shape[1], batch, shape)
+                    if direct and shape and len(shape) > 1
+                    else None
+                )
+                if counts is not None and bool(counts.min() != counts.max()):
+                    self._take_back(state)
+                    raise ValueError(uneven_message(declared, node, counts))
             # a seed other than 1 (loss.backward(torch.tensor(1 / B))) scales the loss by
             # hand; read only on a mismatch, so the usual backward pays no device sync
             if reduced is not None and reduced[0] != declared and seeded_with_one():
@@ -139,7 +171,7 @@ class _BackwardProbe:
             return None
 
         for t in outs:
-            t.register_hook(check)
+            t.register_hook(lambda grad, made_by=t.grad_fn: check(grad, made_by))
 
     def _take_back(self, state=None) -> None:
         records, activations = self._state if state is None else state

@@ -411,7 +411,10 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
             own node reduces the batch otherwise than ``loss_reduction`` says (a torch loss
             with ``reduction="sum"`` under ``"mean"``, a full ``.mean()`` under ``"sum"``;
             per-sample gradients B times or 1/B of the examples' own; nothing written; a
-            loss scaled by hand, ``loss.sum() / B``, is taken as written). A layer handed
+            loss scaled by hand, ``loss.sum() / B``, is taken as written), or a torch
+            ``cross_entropy``/``nll_loss`` mean whose divisor the batch sets: a class
+            weight, or examples keeping different numbers of targets (``ignore_index``
+            over padding, rows masked out; stop 59). A layer handed
             its first input by keyword (``a(x=x)``) is told to take it positionally.
         ImportError: Opacus is not installed (names the extra).
 

@@ -56,6 +56,7 @@ from tying.train._vetting import (
     unchanged,
 )
 from tying.train._vetting import METADATA_CALLS as _METADATA_CALLS
+from tying.train._weight_cancels import WeightCancels
 from tying.train.known_losses import KnownLosses, loss_key
 from tying.train.per_example_refusals import (
     _refuse_backward_hooks,
@@ -315,7 +316,8 @@ class _PerExample:
 
     def _one_loss(self, out, yb):
         """One example's loss from its output (the old way's loss, on a stored output)."""
-        loss = self._loss_fn(out, yb.unsqueeze(0))
+        with WeightCancels():  # stop 59: a class weight dividing out of a one-target mean
+            loss = self._loss_fn(out, yb.unsqueeze(0))
         # (B,) for one example: broadcast against a tensor of the whole batch (stop 36);
         # (T,) stays legal: F.cross_entropy(out.view(-1, V), y.view(-1)) gives one loss a token
         if isinstance(loss, torch.Tensor) and loss.dim() and loss.shape[0] == self._batch > 1:

@@ -179,7 +179,9 @@ def _check_finite_losses(losses: torch.Tensor, norms: torch.Tensor | None = None
         f"({losses.detach()[bad[:5]].tolist()}): an example with a NaN or inf loss has no "
         f"gradient to trust (a NaN/inf that does not reach the gradient would be averaged "
         f"in as a gradient of 0), so they are refused and nothing is changed; check the "
-        f"loss (log of 0, 0/0, an overflow) and the inputs of those examples"
+        f"loss (log of 0, 0/0, an overflow) and the inputs of those examples (stop 59: "
+        f"a reduction='mean' loss over an example whose targets are all ignore_index is "
+        f"0/0 = NaN, as each example's loss is its own; reduction='none' gives it 0)"
     )
 
 

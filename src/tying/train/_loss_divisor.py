@@ -1,0 +1,246 @@
+"""A mean loss whose divisor is set by the whole batch, under Opacus' hooks (stop 59).
+
+Opacus' hooks take example b's per-sample gradient from row b of each layer's output
+gradient; ``loss_reduction="mean"`` multiplies the rows by the batch size B to undo a
+mean's ``1 / B``. Torch's ``nll_loss``/``cross_entropy`` with ``reduction="mean"`` does not
+divide by B: it divides by the sum of the class weights of the targets it kept,
+``sum_i w[y_i]`` (the count of kept targets without a weight). Where that is not B times a
+number of each example's own, every per-sample gradient is scaled by a factor the *other*
+examples set, and clipping bounds a scaled copy, with no error, in Opacus and in
+:func:`~tying.train.grad_sample_module` alike:
+
+- ``nn.CrossEntropyLoss(weight=w)``: each example got ``B / sum_i w[y_i]`` times its own
+  gradient of ``w[y_b] l_b`` (1.26x on a 4-example token batch; the factor changes with
+  the other examples' labels).
+- ``ignore_index`` (the usual LM loss over padded rows) or a mask that drops rows
+  (``out[keep]``): example b got ``B n_b / N`` times the mean over its own ``n_b`` kept
+  tokens (``N`` kept in the batch): 0.29x-1.43x on a batch whose examples keep 1-5 of 5
+  tokens. Where every example keeps as many tokens (no padding, HF's shifted labels, the
+  last token dropped everywhere) the factor is each example's own ``1 / n`` and the
+  gradients equal the per-example loop: not refused.
+
+The weight is freed with the loss node once it has run, before any layer's gradient
+exists; but a freed weight and no weight read differently (``_saved_weight`` raises for
+the one, gives None for the other), which is enough to refuse. The kept counts are read
+from the model output's gradient, where a token the loss dropped has a row of zeros.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+# nodes a loss passes through on its way from torch's loss node to the root: a scale by a
+# number (loss / accumulation_steps), a sum of terms (label smoothing's two), a reshape
+_THROUGH = ("Mul", "Div", "Neg", "Add", "Sub", "View", "Reshape", "Squeeze", "Unsqueeze")
+_DEPTH = 6
+
+
+def mean_nll_nodes(roots) -> list:
+    """The ``nll_loss`` nodes with ``reduction="mean"`` that reach the backward's single
+    root through scalings and sums only (``F.cross_entropy(...) / k``, label smoothing's
+    ``(1 - e) * nll + e * smooth``).
+
+    Args:
+        roots: the backward's roots (:func:`~tying.train.backward_probe.backward_roots`).
+
+    Returns:
+        The nodes (``NllLossBackward0``/``NllLoss2DBackward0``), empty where there are
+        none, several roots, or a root that is not one number.
+
+    Example:
+        >>> import torch
+        >>> out = torch.randn(4, 3, requires_grad=True)
+        >>> loss = torch.nn.functional.cross_entropy(out, torch.tensor([0, 1, 2, 0])) / 2
+        >>> [type(n).__name__ for n in mean_nll_nodes([loss])]
+        ['NllLossBackward0']
+    """
+    if not roots or len(roots) != 1:
+        return []
+    root = roots[0]
+    if not isinstance(root, torch.Tensor) or root.numel() != 1 or root.grad_fn is None:
+        return []
+    found, level, seen = [], [root.grad_fn], set()
+    for _ in range(_DEPTH):
+        below = []
+        for node in level:
+            if node is None or id(node) in seen:
+                continue
+            seen.add(id(node))
+            name = type(node).__name__
+            if name.startswith("NllLoss"):
+                if getattr(node, "_saved_reduction", None) == 1:  # torch's Reduction::Mean
+                    found.append(node)
+            elif name.startswith(_THROUGH):
+                below.extend(n for n, _ in node.next_functions)
+        level = below
+    return found
+
+
+# nodes between a model's logits and the loss that keep each target's row where it was
+# (a shift, a flatten, a cast, a temperature): a row of zeros there is a dropped target
+_ROW_KEEPING = (
+    "LogSoftmax",
+    "View",
+    "Reshape",
+    "Unsafe",
+    "Slice",
+    "Select",
+    "Index",
+    "Transpose",
+    "Permute",
+    "Clone",
+    "ToCopy",
+    "Contiguous",
+    "Squeeze",
+    "Unsqueeze",
+    "Div",
+    "Mul",
+    "BackwardHookFunction",  # Opacus' module hooks: the identity
+)
+
+
+def loss_input_chain(node, depth: int = 16) -> set[int]:
+    """The ids of the nodes a loss node reads its input through, down to the first node
+    that changes which values a row holds (a layer): the model output that is the loss's
+    input has its ``grad_fn`` in this set.
+
+    Example:
+        >>> import torch
+        >>> h = torch.randn(2, 3, 4, requires_grad=True) * 1   # a hidden state
+        >>> logits = h @ torch.randn(4, 5)
+        >>> loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), torch.zeros(4, dtype=torch.long))
+        >>> chain = loss_input_chain(loss.grad_fn)
+        >>> id(logits.grad_fn) in chain, id(h.grad_fn) in chain
+        (True, False)
+    """
+    chain, here = set(), node
+    for _ in range(depth):
+        below = [n for n, _ in here.next_functions if n is not None]
+        if len(below) != 1:
+            break
+        here = below[0]
+        chain.add(id(here))
+        if not type(here).__name__.startswith(_ROW_KEEPING):
+            break
+    return chain
+
+
+def class_weighted(node) -> bool:
+    """Whether an ``nll_loss`` node was given a class weight that is not one number
+    throughout (a uniform weight divides out of the mean).
+
+    Args:
+        node: an ``NllLossBackward0`` node, run or not.
+
+    Returns:
+        True for a weight the backward has freed (its values are gone) or a visible weight
+        with two different values; False for no weight or a uniform one.
+
+    Example:
+        >>> import torch
+        >>> out = torch.randn(4, 3, requires_grad=True)
+        >>> y = torch.tensor([0, 1, 2, 0])
+        >>> f = torch.nn.functional.cross_entropy
+        >>> class_weighted(f(out, y).grad_fn), class_weighted(f(out, y, weight=torch.ones(3)).grad_fn)
+        (False, False)
+        >>> class_weighted(f(out, y, weight=torch.tensor([1.0, 2.0, 3.0])).grad_fn)
+        True
+    """
+    try:
+        weight = node._saved_weight
+    except RuntimeError:  # saved and freed by the backward: a weight was given
+        return True
+    if not isinstance(weight, torch.Tensor) or weight.numel() < 2:
+        return False
+    return not bool((weight == weight.flatten()[0]).all())
+
+
+def ignore_index(node) -> int:
+    """The node's ``ignore_index`` as the user wrote it (torch keeps it unsigned)."""
+    value = int(getattr(node, "_saved_ignore_index", -100))
+    return value - 2**64 if value >= 2**63 else value
+
+
+def kept_counts(
+    grad: torch.Tensor, classes: int, batch: int, loss_input: tuple[int, ...] = ()
+) -> torch.Tensor | None:
+    """How many class rows of each example's output gradient are not all zero: the
+    tokens the loss kept, read from the gradient (a dropped token has a row of zeros).
+
+    Args:
+        grad: the gradient of a model output, batch first.
+        classes: the number of classes of the loss's input (its dimension 1).
+        batch: the number of examples.
+        loss_input: the shape of the loss's input; where the output has its first two
+            dimensions and as many values after them (``(B, C, T)``), its classes are
+            dimension 1.
+
+    Returns:
+        ``(B,)`` counts, or None where the output has no dimension of ``classes`` entries
+        (last, or second as for ``(B, C, H, W)``) or not ``batch`` rows.
+
+    Example:
+        >>> g = torch.zeros(2, 3, 4)
+        >>> g[0, :2] = 1.0; g[1, :3] = 1.0
+        >>> kept_counts(g, 4, 2).tolist()
+        [2, 3]
+    """
+    if grad.dim() < 2 or grad.shape[0] != batch or classes < 1:
+        return None
+    spatial = math.prod(loss_input[2:]) if len(loss_input) > 2 else None
+    if (
+        grad.dim() > 2
+        and tuple(grad.shape[:2]) == tuple(loss_input[:2])
+        and math.prod(grad.shape[2:]) == spatial
+    ):  # torch views (B, C, T) as (B, C, 1, T) for its 2-d loss
+        rows = grad.movedim(1, -1).reshape(batch, -1, classes)  # (B, C, T): C = T or not
+    elif grad.shape[-1] == classes:
+        rows = grad.reshape(batch, -1, classes)
+    elif grad.dim() > 2 and grad.shape[1] == classes:
+        rows = grad.movedim(1, -1).reshape(batch, -1, classes)
+    else:
+        return None
+    # two (B, R) reductions, no (B, R, C) mask: an LM's logits gradient may be large
+    low, high = torch.aminmax(rows, dim=-1)
+    return ((low != 0) | (high != 0)).sum(1)
+
+
+def weighted_message(declared: str, node, batch: int) -> str:
+    """A class-weighted mean under Opacus' hooks (either loss_reduction)."""
+    reduce = "mean" if declared == "mean" else "sum"
+    return (
+        f"grad_sample_module(loss_reduction={declared!r}): the loss is a class-weighted "
+        f"mean ({type(node).__name__}: nn.CrossEntropyLoss/NLLLoss with weight=w and "
+        f"reduction='mean'), which divides by sum(w[y]) over the batch's targets, not by "
+        f"the batch size: Opacus' hooks would give each of the {batch} examples its "
+        f"gradient of w[y_b] * loss_b scaled by "
+        + (f"{batch} / sum(w[y])" if declared == "mean" else "1 / sum(w[y])")
+        + ", a factor set by the other examples' labels, and clipping would bound a "
+        f"scaled copy, with no error (plain Opacus does the same). Reduce per example "
+        f"and then over the batch: F.cross_entropy(out, y, weight=w, reduction='none')."
+        f"{reduce}() (each example's loss w[y_b] * loss_b)"
+    )
+
+
+def uneven_message(declared: str, node, counts: torch.Tensor) -> str:
+    """A mean over the rows kept, where the examples keep different numbers of rows."""
+    lo, hi, kept, B = int(counts.min()), int(counts.max()), int(counts.sum()), counts.numel()
+    ignore = ignore_index(node)
+    times = f"{B} * n_b / {kept}" if declared == "mean" else f"n_b / {kept}"
+    reduce = "mean" if declared == "mean" else "sum"
+    return (
+        f"grad_sample_module(loss_reduction={declared!r}): the loss is a mean over the "
+        f"targets it kept ({type(node).__name__} with reduction='mean', ignore_index="
+        f"{ignore}, or rows masked out before it), which divides by the {kept} kept in the "
+        f"whole batch, and its {B} examples keep from {lo} to {hi} each: Opacus' hooks "
+        f"would give example b {times} times the mean over its own n_b kept targets, a "
+        f"factor set by the other examples' padding, and clipping would bound a scaled "
+        f"copy, with no error (plain Opacus does the same). Call the loss with "
+        f"reduction='none' (a dropped target gives 0) and reduce that: l.{reduce}() over "
+        f"all its entries (each example's kept losses summed"
+        + (", over the batch's B * T positions" if declared == "mean" else "")
+        + f"), or (l.view(B, -1).sum(1) / kept.view(B, -1).sum(1).clamp(min=1)).{reduce}() "
+        f"with kept = y != {ignore} (each example's own mean)"
+    )
