@@ -138,12 +138,12 @@ def test_singular_jacobian_gives_no_error_bars_and_says_why():
         datasets, model=ignores_offset, local=["amplitude", "offset"], init={**INIT, "offset": 0.0}
     )
     # stop 25: a singular Jacobian is warned about loudly, naming the idle parameter
-    with pytest.warns(FitWarning, match=r"singular Jacobian.*'offset\[0\]'"):
+    with pytest.warns(FitWarning, match=r"singular Jacobian.*'offset\[dataset 0\]'"):
         res = fit.run()
     assert res.success and not res.errorbars
     assert np.isnan(res.stderr["center"]) and res.covariance is None
     assert "the Jacobian is singular" in res.message
-    assert "'offset[0]'" in res.message and "arbitrary, not fitted" in res.message
+    assert "'offset[dataset 0]'" in res.message and "arbitrary, not fitted" in res.message
 
 
 def test_identical_parameters_warn_with_a_singular_jacobian():
@@ -596,7 +596,7 @@ def test_a_zero_variance_in_a_rounding_inverse_does_not_name_the_wrong_pair():
     )
     block = np.array([[-8.6e27, 0.0, -8.6e27], [0.0, 0.0, 0.0], [-8.6e27, 0.0, -8.6e27]])
     text = _degenerate_pair(np.stack([block, block]), pmap)
-    assert text == "parameters 'b' and 'a[0]' are fully correlated (|corr| = 1.0000000000)"
+    assert text == "parameters 'b' and 'a[dataset 0]' are fully correlated (|corr| = 1.0000000000)"
 
     rng = np.random.default_rng(3)
     rng.normal(size=30)
@@ -609,7 +609,7 @@ def test_a_zero_variance_in_a_rounding_inverse_does_not_name_the_wrong_pair():
         local=["a"],
         init={"a": 1.0, "b": 0.5, "k": 1.0},
     )
-    with pytest.warns(FitWarning, match=r"'b' and 'a\[\d\]' are fully correlated"):
+    with pytest.warns(FitWarning, match=r"'b' and 'a\[dataset \d\]' are fully correlated"):
         res = fit.run()
     assert "'k'" not in res.message and "|corr| = 1.0000000000)" in res.message
 
@@ -641,7 +641,8 @@ def test_a_singular_local_block_names_its_parameters_and_data_set(solver, backen
         backend=backend,
     )
     match = (
-        r"'a\[3\]' and 'b\[3\]' change the model the same way in dataset 'dataset 3' \(index 3\)"
+        r"'a\[dataset 3\]' and 'b\[dataset 3\]' change the model the same way in "
+        r"dataset 'dataset 3' \(index 3\)"
     )
     with pytest.warns(FitWarning, match=match):
         res = fit.run()
@@ -661,9 +662,11 @@ def test_an_inverse_of_rounding_noise_does_not_name_a_determined_pair():
         local=["a", "b"],
         init={"a": 1.0, "b": 0.0, "c": 0.0},
     )
-    with pytest.warns(FitWarning, match=r"'a\[3\]' and 'b\[3\]' change the model the same way"):
+    with pytest.warns(
+        FitWarning, match=r"'a\[dataset 3\]' and 'b\[dataset 3\]' change the model the same way"
+    ):
         res = fit.run()
-    assert "'c'" not in res.message and "'b[0]'" not in res.message
+    assert "'c'" not in res.message and "'b[dataset 0]'" not in res.message
 
 
 def test_singular_blocks_in_many_data_sets_are_all_counted():
@@ -674,7 +677,7 @@ def test_singular_blocks_in_many_data_sets_are_all_counted():
     fit = GlobalFit(
         _quad, data, shared=["c"], local=["a", "b"], init={"a": 1.0, "b": 0.0, "c": 0.0}
     )
-    match = r"'a\[17\]' and 'b\[17\]' .* \(and likewise in 1 more data set\(s\): index 42\)"
+    match = r"'a\[dataset 17\]' and 'b\[dataset 17\]' .* \(and likewise in 1 more data set\(s\): index 42\)"
     with pytest.warns(FitWarning, match=match):
         fit.run()
 
@@ -691,7 +694,8 @@ def test_a_product_of_two_locals_is_named_as_the_model_s_not_the_data_s():
         init={"a": 1.0, "b": 0.5, "k": 1.0},
     )
     with pytest.warns(
-        FitWarning, match=r"'a\[0\]' and 'b\[0\]' change the model the same way in every"
+        FitWarning,
+        match=r"'a\[dataset 0\]' and 'b\[dataset 0\]' change the model the same way in every",
     ):
         res = fit.run()
     assert "write model_fn with their combination as one parameter" in res.message
@@ -737,7 +741,9 @@ def test_a_local_parameter_one_form_does_not_read_is_held_and_the_rest_get_error
         return np.where(kind == 0, a * np.exp(-k * x), a / (1 + (k * x) ** 2) + b)
 
     data = [(x1, y1, 0.03), (x2, y2, 0.02)]
-    with pytest.warns(FitWarning, match=r"'b\[0\]' do\(es\) not change the model in its data"):
+    with pytest.warns(
+        FitWarning, match=r"'b\[dataset 0\]' do\(es\) not change the model in its data"
+    ):
         res = GlobalFit(
             two_forms, data, shared=["k"], local=["a", "b"], fixed={"kind": [0, 1]},
             init={"k": 1.0, "a": 1.0, "b": 0.0}, solver=solver,

@@ -55,7 +55,9 @@ def test_local_slots_at_the_floor_are_nan_the_others_keep_their_errors():
     offsets = [0.4, -0.3, 0.2, -0.5]
     data = [(X, 1.5 * X + o + rng.normal(0, 0.05, X.size), 0.05) for o in offsets]
     fit = GlobalFit(_square_offset, data, shared=["a"], local=["b"], init={"a": 1.0, "b": 1.0})
-    with pytest.warns(FitWarning, match=r"NaN for 'b\[1\]' .*; 'b\[3\]' .* these parameters"):
+    with pytest.warns(
+        FitWarning, match=r"NaN for 'b\[dataset 1\]' .*; 'b\[dataset 3\]' .* these parameters"
+    ):
         res = fit.run()
     err = res.stderr["b"]
     assert np.isnan(err[[1, 3]]).all() and np.isfinite(err[[0, 2]]).all()

@@ -80,7 +80,7 @@ def _held_fit():
 
     data = [(x1, f(x1, 1, 2, 0.3) + rng.normal(0, 0.01, 20), 0.01),
             (x2, f(x2, 1.5, 2, 0.3) + rng.normal(0, 0.01, 20), 0.01)]  # fmt: skip
-    with pytest.warns(FitWarning, match=r"'b\[1\]' do\(es\) not change the model"):
+    with pytest.warns(FitWarning, match=r"'b\[dataset 1\]' do\(es\) not change the model"):
         return GlobalFit(f, data, shared=["s"], local=["a", "b"],
                          init={"a": 0.0, "b": 1.0, "s": 0.0}).run()  # fmt: skip
 
@@ -89,7 +89,7 @@ def test_a_band_where_the_model_reads_a_held_slot_is_nan_and_named():
     res = _held_fit()
     assert res.values["b"][1] == 1.0 and np.isnan(res.stderr["b"][1])
     new = np.array([0.0, 1.0, 2.0])
-    match = (r"'b\[1\]' held at its start value by the fit \(dataset 'dataset 1'.*depends on "
+    match = (r"'b\[dataset 1\]' held at its start value by the fit \(dataset 'dataset 1'.*depends on "
              r"it at 2 of the 3 points \(point\(s\) \[1, 2\], x = 1, 2\) of the new x: the "
              r"prediction there uses the unfitted start value, and its standard error and "
              r"band are NaN")  # fmt: skip

@@ -83,7 +83,8 @@ def test_bounds_errors():
     with pytest.raises(ValueError, match=r"use fixed=\{'a': 2.0\}"):
         pmap(bounds={"a": (2, 2)})
     with pytest.raises(
-        ValueError, match=r"start value of scale\[0\] is 2.0, outside its bounds \[3.0, inf\]"
+        ValueError,
+        match=r"start value of scale\[dataset 0\] is 2.0, outside its bounds \[3.0, inf\]",
     ):
         pmap(bounds={"scale": (3, None)})
     with pytest.raises(ValueError, match=r"must be a pair"):

@@ -244,7 +244,9 @@ def test_trf_holds_a_local_parameter_whose_column_is_zero():
 
     fits = {}
     for solver in ("lm", "trf"):
-        with pytest.warns(FitWarning, match=r"'b\[0\]' do\(es\) not change the model in its"):
+        with pytest.warns(
+            FitWarning, match=r"'b\[dataset 0\]' do\(es\) not change the model in its"
+        ):
             fits[solver] = GlobalFit(
                 two_forms, [(x1, y1, 0.03), (x2, y2, 0.02)], shared=["k"], local=["a", "b"],
                 fixed={"kind": [0, 1]}, init={"k": 1.0, "a": 1.0, "b": 0.7}, solver=solver,
@@ -307,7 +309,7 @@ def test_a_gauss_newton_gain_whose_column_overflows_only_summed_over_data_sets()
         warnings.simplefilter("always")
         res = fit.run()
     assert not res.success
-    assert re.search(r"but a Gauss-Newton step along 'b' and 'a\[1\]' would lower chi2 by "
+    assert re.search(r"but a Gauss-Newton step along 'b' and 'a\[dataset 1\]' would lower chi2 by "
                      r"100% .* this is not a minimum", res.message)  # fmt: skip
     assert "a minimum all the same" not in res.message
     assert any(w.category is ConvergenceWarning for w in record)

@@ -167,7 +167,7 @@ def test_an_asymptote_where_each_column_alone_looks_orthogonal_is_not_a_minimum(
         warnings.simplefilter("always")
         res = fit.run()
     assert not res.success and res.values["b"] < 1e-100
-    assert re.search(r"but a Gauss-Newton step along 'b' and 'a\[1\]' would lower chi2 by "
+    assert re.search(r"but a Gauss-Newton step along 'b' and 'a\[dataset 1\]' would lower chi2 by "
                      r"100% .* this is not a minimum", res.message)  # fmt: skip
     assert "a minimum all the same" not in res.message
     # the singular Jacobian is named for what it is (it read "'b' does not change the model")

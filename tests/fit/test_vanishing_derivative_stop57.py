@@ -45,7 +45,7 @@ def test_the_slope_error_beside_offsets_at_their_floor_is_the_same_every_way():
     for vectorized in (True, False):
         fit = GlobalFit(_square_offset, data, shared=["a"], local=["b"],
                         init={"a": 1.0, "b": 1.0}, vectorized=vectorized)  # fmt: skip
-        with pytest.warns(FitWarning, match=r"NaN for 'b\[1\]' .*; 'b\[3\]'"):
+        with pytest.warns(FitWarning, match=r"NaN for 'b\[dataset 1\]' .*; 'b\[dataset 3\]'"):
             res = fit.run()
         b = res.values["b"]
         ref = _beside_free_offsets(data, res.values["a"], b**2)

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from tying.fit.equality import ValueEquality
+
 #: keywords other tools use for what :class:`Dataset` calls ``sigma``, ``metadata``, ``name``
 _DATASET_ALIASES = {
     **dict.fromkeys(
@@ -38,8 +40,8 @@ _DATASET_ALIASES = {
 }
 
 
-@dataclasses.dataclass(init=False)
-class Dataset:
+@dataclasses.dataclass(init=False, eq=False)  # == by value: equality.py
+class Dataset(ValueEquality):
     """One measured data set.
 
     Args:
@@ -114,8 +116,8 @@ class Dataset:
         self.name = name
 
 
-@dataclasses.dataclass
-class StackedData:
+@dataclasses.dataclass(eq=False)  # == by value: equality.py
+class StackedData(ValueEquality):
     """All data sets, checked and padded to ``n_max`` points.
 
     Attributes:
@@ -530,7 +532,17 @@ def stack(datasets: Sequence[Any]) -> StackedData:
         if sigma.ndim == 0:
             sigma = np.full_like(y, float(sigma))
         if sigma.shape != y.shape:
-            raise ValueError(f"{where}: sigma has shape {sigma.shape}, expected {y.shape} or ()")
+            # stop 59: the refusal named no fix; a column of one sigma per point, or one
+            # number in an array of one, is what the caller meant
+            if sigma.size == y.size:
+                fix = "; the same values as one per point: np.ravel(sigma)"
+            elif sigma.size == 1:
+                fix = "; one sigma for every point is a number: float(np.ravel(sigma)[0])"
+            else:
+                fix = f"; give one sigma per point of y ({y.size}) or one number for all"
+            raise ValueError(
+                f"{where}: sigma has shape {sigma.shape}, expected {y.shape} or (){fix}"
+            )
         for label, values in (("x", x), ("y", y), ("sigma", sigma)):
             problem = _bad_values(values)
             if problem:

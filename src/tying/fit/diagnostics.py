@@ -73,7 +73,7 @@ def _covariance_range(stderr_x: np.ndarray, pmap: ParameterMap) -> str:
     bad = np.flatnonzero(np.isfinite(s) & (s > 0) & ((s < lo) | (s > hi)))
     if not bad.size:
         return ""
-    names = _names([pmap.physical_names[i] for i in bad])
+    names = _names([pmap.labels[i] for i in bad])
     return (
         f"the standard error(s) of {names} ({', '.join(f'{s[i]:.3g}' for i in bad[:8])}) "
         f"square past float64's range ({lo:.2g} to {hi:.2g}), so the covariance matrix "
@@ -124,7 +124,7 @@ def _at_bounds(pmap: ParameterMap, theta: np.ndarray, jw: np.ndarray, r: np.ndar
         ("lower", "upper"), _on_bounds(pmap, theta, jw, r), (pmap.lower, pmap.upper), strict=True
     ):
         out += [
-            (i, f"{pmap.physical_names[i]} (= {bound[i]:g}, its {side} bound)")
+            (i, f"{pmap.labels[i]} (= {bound[i]:g}, its {side} bound)")
             for i in np.flatnonzero(mask)
         ]
     return ", ".join(text for _, text in sorted(out))
@@ -144,7 +144,7 @@ def _degenerate_pair(cov_logical: np.ndarray, pmap: ParameterMap) -> str:
     k, i, j = np.unravel_index(int(np.argmax(corr)), corr.shape)
     if corr[k, i, j] <= DEGENERATE_CORRELATION:
         return ""
-    a, b = (pmap.physical_names[pmap.index[k, c]] for c in (i, j))
+    a, b = (pmap.labels[pmap.index[k, c]] for c in (i, j))
     # rounding noise can read past 1: a correlation is at most 1
     return (
         f"parameters {a!r} and {b!r} are fully correlated "
@@ -176,7 +176,7 @@ def _weakest(h: np.ndarray, data: StackedData, pmap: ParameterMap, pair: str = "
         if pair:
             return f"{pair}: the data cannot tell them apart"
         return "two or more parameters change the model the same way"
-    names = [pmap.physical_names[i] for i in np.flatnonzero(np.abs(directions[0]) >= 0.1)]
+    names = [pmap.labels[i] for i in np.flatnonzero(np.abs(directions[0]) >= 0.1)]
     if not rows.size and sum(repr(n) in pair for n in names) == 2:
         return f"{pair}: the data cannot tell them apart"
     how = (
@@ -226,7 +226,7 @@ def _ill_conditioned(inflation: np.ndarray, pmap: ParameterMap) -> str:
     if not worst.size:
         return ""
     worst = worst[np.argsort(-inflation[worst], kind="stable")]
-    names = ", ".join(repr(pmap.physical_names[i]) for i in worst[:8])
+    names = ", ".join(repr(pmap.labels[i]) for i in worst[:8])
     top = float(inflation[worst[0]])
     return (
         f"the standard errors of {names}{', ...' if worst.size > 8 else ''} are "
@@ -280,7 +280,7 @@ def _check_determined(data: StackedData, pmap: ParameterMap) -> None:
     if data.n_points < pmap.n_physical:
         raise ValueError(
             f"{data.n_points} data point(s) cannot determine {pmap.n_physical} fitted "
-            f"parameters ({', '.join(pmap.physical_names[:8])}"
+            f"parameters ({', '.join(pmap.labels[:8])}"
             f"{', ...' if pmap.n_physical > 8 else ''}): the fit is underdetermined; add data, "
             f"move parameters to fixed=, or share them across data sets"
         )
@@ -323,7 +323,7 @@ def _check_scale(data: StackedData, pmap: ParameterMap, start_model: np.ndarray)
     worst, point = np.unravel_index(int(np.argmax(np.abs(r0))), r0.shape)
     where = f"dataset {data.names[worst]!r} (index {worst})"
     if not np.isfinite(chi2_0):
-        shown = ", ".join(f"{n}={v:.6g}" for n, v in zip(pmap.physical_names, pmap.x0))
+        shown = ", ".join(f"{n}={v:.6g}" for n, v in zip(pmap.labels, pmap.x0))
         with np.errstate(over="ignore", invalid="ignore"):
             gap = float(abs(start_model[worst, point] - data.y[worst, point]))
         sigma = 1.0 / float(data.weight[worst, point])
@@ -416,7 +416,7 @@ def _plateau(
         return ""
     i = int(drifted[0])
     return (
-        f"parameter {pmap.physical_names[i]!r} = {out.theta[i]:.6g} changed the model at the "
+        f"parameter {pmap.labels[i]!r} = {out.theta[i]:.6g} changed the model at the "
         f"start but does not at the solution (a 100% change moves it by {sens[i]:.2g} "
         f"relative): the fit stopped on a plateau, not at a minimum the data locate; try "
         f"other starting values, bounds, or solver='trf'"
@@ -447,7 +447,7 @@ def _not_stationary(data: StackedData, pmap: ParameterMap, theta: np.ndarray, r,
     if cos.size and cos[i] > MAX_COSINE:
         return (
             f"the residuals are not orthogonal to the Jacobian column of "
-            f"{pmap.physical_names[i]!r} (cosine {cos[i]:.2g} > {MAX_COSINE:g}): this is not a "
+            f"{pmap.labels[i]!r} (cosine {cos[i]:.2g} > {MAX_COSINE:g}): this is not a "
             f"minimum"
         )
     return _gauss_newton_gain(pmap, jw, r, held)
@@ -489,7 +489,7 @@ def _gauss_newton_gain(pmap: ParameterMap, jw: np.ndarray, r: np.ndarray, held) 
     if not gain > MAX_COSINE**2:
         return ""
     lead = np.argsort(-np.abs(step))[:2]
-    names = " and ".join(repr(pmap.physical_names[i]) for i in sorted(lead) if step[i] != 0)
+    names = " and ".join(repr(pmap.labels[i]) for i in sorted(lead) if step[i] != 0)
     return (
         f"a Gauss-Newton step along {names} would lower chi2 by {min(gain, 1.0):.0%} "
         f"(the residuals' cosine with the span of the free Jacobian columns is "
@@ -538,9 +538,7 @@ def _nonfinite_note(ev: ModelEvaluator, pmap: ParameterMap) -> str:
     """What the fit met where ``model_fn`` gave NaN or inf (the solvers' wall), or ""."""
     if not ev.n_nonfinite:
         return ""
-    at = ", ".join(
-        f"{n}={v:.6g}" for n, v in zip(pmap.physical_names, ev.nonfinite_theta, strict=True)
-    )
+    at = ", ".join(f"{n}={v:.6g}" for n, v in zip(pmap.labels, ev.nonfinite_theta, strict=True))
     where = getattr(ev, "nonfinite_where", "")
     return (
         f"model_fn returned NaN or inf at {ev.n_nonfinite} of the points the solver tried "
@@ -672,7 +670,7 @@ def _nonlinear_errors(
                     flagged[i] = True
                     secant = _put_secant(secant, jw, pmap, r, i, moves, k)
                     notes.append(
-                        f"{pmap.physical_names[i]!r} = {theta[i]:.3g} ± {stderr_x[i]:.2g} (moved "
+                        f"{pmap.labels[i]!r} = {theta[i]:.3g} ± {stderr_x[i]:.2g} (moved "
                         f"by {size[k]:.2g} it raises chi2 by "
                         f"{min(v[0][k] for v in rises if v[2][k]):.2g} or more, where the "
                         f"covariance predicts {max(v[3][k] for v in rises if v[2][k]):.2g})"
@@ -729,7 +727,7 @@ def _second_order(
             flagged[i] = True
             secant = _put_secant(secant, jw, pmap, r, int(i), moves, 0)
             notes.append(
-                f"{pmap.physical_names[i]!r} = {theta[i]:.3g} (moved by "
+                f"{pmap.labels[i]!r} = {theta[i]:.3g} (moved by "
                 f"{1e-2 * own[i]:.2g} it raises chi2 by {min(rises):.2g} or more)"
             )
     if not notes:

@@ -92,6 +92,7 @@ from tying.fit.solvers import (
     FitWarning,
     Tolerances,
     run_solver,
+    unknown_solver,
 )
 from tying.fit.uncertainty import FitContext
 
@@ -366,7 +367,7 @@ class GlobalFit:
             )
             raise TypeError(f"model_fn must be callable, got {type(self.model_fn).__name__}{hint}")
         if self.solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+            raise ValueError(unknown_solver(self.solver))
         if isinstance(self.max_iter, bool) or not (
             isinstance(self.max_iter, (int, np.integer)) and self.max_iter > 0
         ):
@@ -689,7 +690,7 @@ class GlobalFit:
             h_cov = h.copy()
             ks, js = np.nonzero(unread)
             h_cov[ks, js, js] = 1.0
-            slots = [pmap.physical_names[p] for p in pmap.index[ks, js]]
+            slots = [pmap.labels[p] for p in pmap.index[ks, js]]
             held = (
                 f"{_names(slots[:8])}{', ...' if len(slots) > 8 else ''} do(es) not change "
                 f"the model in its data set (a derivative of 0 at every point there: "
@@ -704,7 +705,7 @@ class GlobalFit:
         # scaled inverse copes, but the user is told (lmfit's errors are inf there)
         with np.errstate(over="ignore"):
             norm = np.sqrt(schur.diagonal(h, pmap.index, pmap.n_physical)) * cs
-        huge = [pmap.physical_names[i] for i in np.flatnonzero(~(norm <= 1.3e154))]
+        huge = [pmap.labels[i] for i in np.flatnonzero(~(norm <= 1.3e154))]
         overflow = (
             f"JᵀJ overflows float64 in the column(s) of {_names(huge[:8])}: their squared "
             f"norm exceeds 1.8e308"
@@ -788,7 +789,7 @@ class GlobalFit:
             warnings.warn(f"global fit: {note}", FitWarning, stacklevel=3)
         elif singular:
             sens = _sensitivity(h, out.model * data.weight, out.theta, pmap, cs)
-            dead = [pmap.physical_names[i] for i in np.flatnonzero(~(sens >= PLATEAU_SENSITIVITY))]
+            dead = [pmap.labels[i] for i in np.flatnonzero(~(sens >= PLATEAU_SENSITIVITY))]
             if overflow:
                 # such a column changes the model hugely: "does not change the model" misled
                 which = overflow

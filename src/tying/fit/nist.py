@@ -45,6 +45,8 @@ from typing import Any
 
 import numpy as np
 
+from tying.fit.equality import ValueEquality
+
 _NUMPY = types.SimpleNamespace(exp=np.exp, cos=np.cos, sin=np.sin, atan=np.arctan, pi=np.pi)
 
 
@@ -129,8 +131,8 @@ _RSS = re.compile(r"Residual Sum of Squares:\s*(\S+)")
 _N_OBS = re.compile(r"^Number of Observations:\s*(\d+)")
 
 
-@dataclasses.dataclass
-class Problem:
+@dataclasses.dataclass(eq=False)  # == by value: equality.py
+class Problem(ValueEquality):
     """One NIST StRD problem.
 
     Attributes:

@@ -6,7 +6,8 @@ of each refit against the best χ² gives a probability by lmfit's F-test
 reaches ``erf(σ/√2)``. The refits honour bounds and fixed parameters. An end past a
 bound of the parameter, or where the profile levels off below the level, is ``±inf``
 (as in lmfit), with a :class:`~tying.fit.FitWarning` naming it; an end whose refit
-failed is NaN, with a warning, never a plausible number. A result that is not a
+failed, or that ``max_steps`` did not reach, is NaN, with a warning, never a plausible
+number (an end past the budget is not at infinity). A result that is not a
 success, has no covariance or no degree of freedom is refused, as for the bands
 (:mod:`tying.fit.uncertainty`).
 
@@ -29,6 +30,7 @@ from scipy import optimize, special, stats
 from tying.fit import jacobian as jac_mod
 from tying.fit import schur
 from tying.fit.diagnostics import column_scale
+from tying.fit.equality import ValueEquality
 from tying.fit.model import ModelError, ModelEvaluator
 from tying.fit.roles import ParameterMap
 from tying.fit.solvers import FitWarning, Tolerances, levenberg_marquardt
@@ -52,8 +54,8 @@ HALVINGS = 4
 PROGRESS_FROM = 10
 
 
-@dataclasses.dataclass
-class ProfileInterval:
+@dataclasses.dataclass(eq=False)  # == by value: equality.py
+class ProfileInterval(ValueEquality):
     """The profile-likelihood confidence interval of one fitted parameter.
 
     Attributes:
@@ -64,7 +66,8 @@ class ProfileInterval:
         probabilities: ``erf(σ/√2)`` for each level.
         lower, upper: the interval ends, one per level; ``-inf`` / ``inf`` where the
             profile does not reach the level before the parameter's bound or before
-            it levels off (lmfit's ``-inf`` / ``inf``), NaN where a refit failed.
+            it levels off (lmfit's ``-inf`` / ``inf``), NaN where a refit failed or
+            ``max_steps`` ran out before the level (lmfit's maxiter gives ±inf there).
         message: "" when every end was found, else why some are inf or NaN.
         profile: ``(m, 2)`` the values tried and their refitted χ², by value.
         nfits: how many refits were run.
@@ -267,9 +270,7 @@ class _Profile:
                 why += f"; model_fn returned NaN or inf at {walls} of the points it tried"
             return self._failed(value, why)
         if chi2 < self.best_chi2 - BETTER_MINIMUM * self.best_chi2 / self.nfree:
-            shown = ", ".join(
-                f"{n}={v:.8g}" for n, v in list(zip(res.physical_names, out.theta))[:8]
-            )
+            shown = ", ".join(f"{n}={v:.8g}" for n, v in list(zip(res._pmap.labels, out.theta))[:8])
             raise ValueError(
                 f"the profile refit of {self.name!r} at {value:.10g} found chi2 = {chi2:.10g}, "
                 f"below the best fit's {self.best_chi2:.10g}: the fit was not at its minimum, "
@@ -335,11 +336,14 @@ def _side(prof: _Profile, direction: int, tails: list[float], max_steps: int):
         if ceiling is None:
             k += 1
             if k > max_steps:
-                ends[level:] = direction * np.inf
+                # the budget ran out: the end lies further out, not at infinity. ±inf (as
+                # lmfit's maxiter) read as "the data do not bound it", the lower 3 σ end
+                # of a well-determined k -inf for 0.646 with max_steps=2 (stop 59)
                 return ends, [
-                    f"{max_steps} steps of the profile of {prof.name} did not reach "
-                    f"{1 - tails[level]:.4f} probability ({_levels(tails[level:])}); raise "
-                    f"max_steps"
+                    f"{max_steps} steps of the profile of {prof.name} toward its "
+                    f"{'upper' if direction > 0 else 'lower'} end did not reach "
+                    f"{1 - tails[level]:.4f} probability ({_levels(tails[level:], 'NaN')}, "
+                    f"not measured); raise max_steps"
                 ]
             value = best + direction * step * (k if k <= 4 else 4 * 2.0 ** (k - 4))
             value = min(value, bound) if direction > 0 else max(value, bound)
@@ -377,14 +381,15 @@ def _side(prof: _Profile, direction: int, tails: list[float], max_steps: int):
             return ends, [
                 f"the profile of {prof.name} levels off at {prof.prob(chi2):.4f} probability "
                 f"({prof.name} = {value:.6g}), below {1 - tails[level]:.4f}: the data do not "
-                f"bound it on that side ({_levels(tails[level:])})"
+                f"bound it on its {'upper' if direction > 0 else 'lower'} side "
+                f"({_levels(tails[level:])})"
             ]
         last = excess
 
 
-def _levels(tails: list[float]) -> str:
+def _levels(tails: list[float], value: str = "±inf") -> str:
     sig = [float(np.sqrt(2) * special.erfcinv(t)) for t in tails]
-    return "level(s) " + ", ".join(f"{s:.4g} σ" for s in sig) + " set to ±inf"
+    return "level(s) " + ", ".join(f"{s:.4g} σ" for s in sig) + f" set to {value}"
 
 
 def _root(prof: _Profile, inside, outside, tail: float) -> float:
@@ -467,7 +472,8 @@ def conf_interval(
             by the name given); default the global ones (shared and per-group,
             ``result.covariance_names``).
         sigmas: the levels in σ (1 to 10), converted to probabilities ``erf(σ/√2)``.
-        max_steps: the most profile steps per side before an end is given up (inf).
+        max_steps: the most profile steps per side before an end is given up (NaN, not
+            measured; lmfit's ``maxiter`` reads ±inf there, as if the data did not bound it).
         progress: a progress bar (rich) over the profiles; None shows one from
             ``PROGRESS_FROM`` profile directions on, when stderr is a terminal.
 
@@ -485,7 +491,7 @@ def conf_interval(
 
     Warns:
         FitWarning: an end set to ±inf (a bound or a flat profile) or NaN (a failed
-            refit), naming the parameter and the level.
+            refit, or ``max_steps`` run out), naming the parameter, the side and the level.
 
     Example:
         >>> import numpy as np

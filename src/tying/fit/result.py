@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from tying.fit.datasets import StackedData
+from tying.fit.equality import ValueEquality
 from tying.fit.roles import ParameterMap
 
 # lmfit's MinimizerResult / ModelResult names that FitResult spells otherwise
@@ -71,8 +72,88 @@ _LMFIT_NAMES = {
 }
 
 
-@dataclasses.dataclass
-class FitResult:
+# == by value (equality.py): the dataclass's tuple == raised NumPy's "truth value of an
+# array ... is ambiguous" on result == copy.deepcopy(result) until stop 59
+class _PerDataset:
+    """A method that lmfit spells as an attribute: called, it is the method; read as
+    lmfit's value (indexed, as an array, in arithmetic), a ``TypeError`` names ours.
+
+    ``out.params["a"].value`` and ``out.best_fit - y`` in a ported script raised Python's
+    bare "'method' object is not subscriptable" / "unsupported operand type(s) for -:
+    'method' and 'float'", naming neither the data set argument nor our value (stop 59).
+    """
+
+    def __init__(self, fn: Any, advice: str):
+        self.fn, self.advice = fn, advice
+        self.__doc__, self.__name__, self.__wrapped__ = fn.__doc__, fn.__name__, fn
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        if obj is None:  # the class attribute: the function, for help() and doctests
+            return self.fn
+        return _BoundPerDataset(self.fn.__get__(obj, objtype), self.name, self.advice)
+
+
+class _BoundPerDataset:
+    __slots__ = ("_method", "_name", "_advice")
+
+    def __init__(self, method: Any, name: str, advice: str):
+        self._method, self._name, self._advice = method, name, advice
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._method(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return repr(self._method)
+
+    def __bool__(self) -> bool:  # a method is true; __len__ below would raise
+        return True
+
+    def __eq__(self, other: object) -> bool:  # as bound methods compare
+        return isinstance(other, _BoundPerDataset) and self._method == other._method
+
+    def __hash__(self) -> int:
+        return hash(self._method)
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"result.{self._name} is a method, one data set at a time, not lmfit's "
+            f"attribute: {self._advice}"
+        )
+
+    __getitem__ = __array__ = __iter__ = __len__ = __float__ = _refuse
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _refuse
+    __truediv__ = __rtruediv__ = __pow__ = __neg__ = __abs__ = _refuse
+
+
+def _weights_advice(data: StackedData | None) -> str:
+    """What lmfit's ``weights`` are for these data sets, as an expression that runs.
+
+    ``1 / sigma`` was advised for every fit: a data set given without sigma has none to
+    invert (lmfit's ``weights=None``, a weight of 1 at every point), so the advice,
+    followed, raised NameError or inverted some other sigma (stop 59).
+    """
+    given = None if data is None else getattr(data, "sigma_given", None)
+    with_sigma = "1 / sigma of the data set (sigma as you gave it)"
+    without = "np.ones_like(y) with the data set's y (lmfit's weights=None)"
+    if given is None:  # stacked before stop 58: which data sets had sigma is unknown
+        return f"{with_sigma}, or {without} for a data set given without sigma"
+    names = list(data.names)
+    if np.all(given):
+        return with_sigma
+    if not np.any(given):
+        return f"{without}: no data set was given a sigma, so every weight is 1,"
+    bare = [names[i] for i in np.flatnonzero(~np.asarray(given, dtype=bool))]
+    shown = ", ".join(map(repr, bare[:5])) + (", ..." if len(bare) > 5 else "")
+    return (
+        f"{with_sigma} for data sets given a sigma, and {without} for those given without ({shown})"
+    )
+
+
+@dataclasses.dataclass(eq=False)
+class FitResult(ValueEquality):
     """Everything a global fit found.
 
     Attributes:
@@ -122,12 +203,14 @@ class FitResult:
     why_not_vectorized: str
     why_not_complex_step: str
     dataset_names: list[str]
-    _pmap: ParameterMap = dataclasses.field(repr=False)
+    # the map's content is in values, names and statistics; a copied map is another object
+    _pmap: ParameterMap = dataclasses.field(repr=False, compare=False)
     _data: StackedData = dataclasses.field(repr=False)
     _model: np.ndarray = dataclasses.field(repr=False)
     _cov_logical: np.ndarray | None = dataclasses.field(repr=False)
     _stderr_x: np.ndarray = dataclasses.field(repr=False)
-    time: float = 0.0  # wall time of the solver, seconds
+    # wall time of the solver, seconds: a measurement, not part of the result (==)
+    time: float = dataclasses.field(default=0.0, compare=False)
     # the model and solver settings, for predictions at new x and profile refits
     _context: Any = dataclasses.field(default=None, repr=False, compare=False)
 
@@ -137,6 +220,8 @@ class FitResult:
         ours = _LMFIT_NAMES.get(name)
         if ours is None:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        if name == "weights":
+            ours = _weights_advice(self.__dict__.get("_data"))
         raise AttributeError(
             f"FitResult has no lmfit attribute {name!r}: read {ours} instead "
             f"(docs/fit.md, Coming from lmfit)"
@@ -239,6 +324,22 @@ class FitResult:
         i = self._index(i)
         n = self._data.lengths[i]
         return (self._data.y[i, :n] - self._model[i, :n]) * self._data.weight[i, :n]
+
+    params = _PerDataset(
+        params,
+        "result.params(i)['a'] is data set i's value (i an index or name); lmfit's "
+        "out.params['a'].value is result.values['a'], its .stderr result.stderr['a']",
+    )
+    best_fit = _PerDataset(
+        best_fit,
+        "result.best_fit(i) is the fitted model on data set i's points (an index "
+        "or name), lmfit's out.best_fit for that data set",
+    )
+    residual = _PerDataset(
+        residual,
+        "result.residual(i) is data set i's (y - model)/sigma (an index or name), "
+        "lmfit's out.residual for that data set",
+    )
 
     def chi2_of(self, i: int | str) -> float:
         """χ² of data set ``i`` alone."""

@@ -195,7 +195,8 @@ def _real(label: str, value: Any) -> np.ndarray:
         raise ValueError(
             f"{label} is a pandas object labelled {labels}{' ...' if len(index) > 4 else ''}, "
             f"but it would be read by position, not by label; pass a dict for a per_group "
-            f"parameter ({{group: value}}, e.g. dict(series)), or put the values in data-set "
+            f"parameter ({{group: value}}, e.g. dict(series)) or for a local or fixed one "
+            f"({{data set name: value}}, dict(series) too), or put the values in data-set "
             f"order and pass series.to_numpy()"
         )
     if isinstance(value, (list, tuple)):  # init for a per_group parameter, by group, say
@@ -212,6 +213,14 @@ def _real(label: str, value: Any) -> np.ndarray:
             f"give a float (or one per data set / group where that role allows it)"
         )
     return np.asarray(arr, dtype=float)
+
+
+def _by_name(value: Any) -> bool:
+    """A dict keyed by data set names (str): one value per data set, read by name.
+
+    Other keys (``{0: 1.0}``) stay refused as not real numbers: data sets are named by str.
+    """
+    return isinstance(value, Mapping) and bool(value) and all(isinstance(k, str) for k in value)
 
 
 def _tensor_values(label: str, value: Any) -> Any:
@@ -606,6 +615,8 @@ class ParameterMap:
                         f"{self.groups[name]}"
                     )
                 value = [value[g] for g in self.groups[name]]
+            elif role == "local" and _by_name(value):
+                value = self._by_dataset(f"init[{name!r}]", value)
             label = (
                 f"init[{name!r}]" if name in init else f"model_fn's default for {name!r} (no init)"
             )
@@ -625,7 +636,7 @@ class ParameterMap:
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise ValueError(
-                f"start value of {self.physical_names[i]} is {x0[i]}, outside its bounds "
+                f"start value of {self.labels[i]} is {x0[i]}, outside its bounds "
                 f"[{self.lower[i]}, {self.upper[i]}] (or not finite); move init inside the bounds"
             )
         return x0
@@ -637,7 +648,10 @@ class ParameterMap:
         # stop 40: a float for [1.0, 1.0], an array for [1.0, 1.2])
         self.fixed_per_dataset = set()
         for j, name in enumerate(self.fixed_names):
-            arr = _real(f"fixed[{name!r}]", fixed[name])
+            value = fixed[name]
+            if _by_name(value):
+                value = self._by_dataset(f"fixed[{name!r}]", value)
+            arr = _real(f"fixed[{name!r}]", value)
             if arr.ndim == 1:
                 self.fixed_per_dataset.add(name)
             if arr.ndim == 0 or arr.shape == (self.n_datasets,):
@@ -656,6 +670,29 @@ class ParameterMap:
                 )
         return out
 
+    def _by_dataset(self, label: str, value: Mapping[Any, Any]) -> list[Any]:
+        """``{data set name: value}`` as one value per data set, in data-set order.
+
+        The table labels a local value by its data set's name (``a[run2]``), and a dict by
+        those names was refused as "must be real numbers, got {...} (dict)" (stop 59).
+        """
+        names = self.dataset_names
+        missing = [n for n in names if n not in value]
+        unknown = [k for k in value if k not in names]
+        if missing or unknown:
+            close = [difflib.get_close_matches(str(k), names, n=1) for k in unknown[:1]]
+            hint = (
+                f"; did you mean {close[0][0]!r} for {unknown[0]!r}?" if close and close[0] else ""
+            )
+            raise ValueError(
+                f"{label} is a dict by data set name, but "
+                + (f"has no value for data set(s) {missing[:5]}" if missing else "")
+                + (" and " if missing and unknown else "")
+                + (f"names data set(s) {unknown[:5]} the fit does not have" if unknown else "")
+                + f"; the data sets are {names[:10]}{' ...' if len(names) > 10 else ''}{hint}"
+            )
+        return [value[n] for n in names]
+
     def _check_fixed_init(self, init: Mapping[str, Any]) -> None:
         """A fixed name in ``init`` must repeat its fixed value (``init=result.values``)."""
         # a continuation passes a result's values, fixed ones included: refusing them made
@@ -665,7 +702,10 @@ class ParameterMap:
             if name not in init:
                 continue
             held = self.fixed_values[:, self.fixed_names.index(name)]
-            arr = _real(f"init[{name!r}]", init[name])
+            given = init[name]
+            if _by_name(given):
+                given = self._by_dataset(f"init[{name!r}]", given)
+            arr = _real(f"init[{name!r}]", given)
             same = (arr.ndim == 0 or arr.shape == held.shape) and bool(np.all(arr == held))
             if not same:
                 shown = float(held[0]) if np.ptp(held) == 0 else held.tolist()
@@ -677,6 +717,24 @@ class ParameterMap:
                 )
 
     # -- the map --------------------------------------------------------------
+
+    @property
+    def labels(self) -> list[str]:
+        """``physical_names`` as ``result.table()`` shows them: a local value by its data set's name.
+
+        ``physical_names`` labels data set ``i``'s local ``b`` by its index (``b[1]``); the
+        table by the data set's name (``b[run2]``). Messages name values by these labels:
+        until stop 59 they said ``b[1]`` ended at a bound where the table listed ``b[run2]``.
+        """
+        cached = self.__dict__.get("_labels")
+        if cached is not None and len(cached) == len(self.physical_names):
+            return cached
+        names = list(self.physical_names)
+        for i, dataset in enumerate(self.dataset_names):
+            for j, n in enumerate(self.local_names):
+                names[self.n_global + i * self.n_local + j] = f"{n}[{dataset}]"
+        self._labels = names
+        return names
 
     @property
     def n_physical(self) -> int:

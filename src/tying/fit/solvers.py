@@ -569,7 +569,7 @@ def _newton_short(
     if exact or not (pred > NEWTON_SIGMAS**2 * cost / nfree and pred > rounding):
         return ""
     lead = np.argsort(-np.abs(step * np.sqrt(diag)))[:2]
-    names = " and ".join(repr(pmap.physical_names[i]) for i in sorted(lead) if step[i] != 0)
+    names = " and ".join(repr(pmap.labels[i]) for i in sorted(lead) if step[i] != 0)
     sigmas = float(np.sqrt(pred * nfree / cost))
     return (
         f"a Gauss-Newton step along {names} would still lower chi2 by {2 * pred:.3g} "
@@ -686,4 +686,36 @@ def run_solver(
         return levenberg_marquardt(ev, data, pmap, tol)
     if name == "trf":
         return trust_region(ev, data, pmap, tol)
-    raise ValueError(f"solver must be one of {SOLVERS}, got {name!r}")
+    raise ValueError(unknown_solver(name))
+
+
+# lmfit's method names (and scipy's least_squares methods) a ported script passes as
+# solver=: "must be one of ('lm', 'trf')" named neither the one meant nor why the
+# others are absent (stop 59)
+_LMFIT_METHODS = {
+    "leastsq": "lmfit's 'leastsq' (MINPACK's Levenberg-Marquardt) is solver='lm'",
+    "least_squares": "lmfit's 'least_squares' (scipy's trust-region reflective) is solver='trf'",
+    "dogbox": "scipy's 'dogbox' has no counterpart; its bounded neighbour is solver='trf'",
+}
+
+
+def unknown_solver(name: object) -> str:
+    """The refusal of an unknown ``solver=``, with the one meant where it can tell.
+
+    Example:
+        >>> unknown_solver("leastsq")
+        "solver must be one of ('lm', 'trf'), got 'leastsq': lmfit's 'leastsq' (MINPACK's Levenberg-Marquardt) is solver='lm'"
+    """
+    head = f"solver must be one of {SOLVERS}, got {name!r}"
+    if not isinstance(name, str):
+        return head
+    key = name.strip().lower().replace("-", "_")
+    if key in SOLVERS:
+        return f"{head}: solver names are lower case; pass solver={key!r}"
+    if key in _LMFIT_METHODS:
+        return f"{head}: {_LMFIT_METHODS[key]}"
+    return (
+        f"{head}; tying.fit minimises the sum of squared residuals with a least-squares "
+        f"solver only: lmfit's scalar and global minimisers (nelder, powell, lbfgsb, "
+        f"differential_evolution, emcee, ...) have no counterpart here"
+    )
