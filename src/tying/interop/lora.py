@@ -54,6 +54,7 @@ from tying.interop.groups import (
     whole_module_ties,
 )
 from tying.interop.lora_saved import (
+    HEAD_BIAS_DROPPED,
     base_of,
     embedding_tie_pairs,
     ensured_entry,
@@ -187,7 +188,9 @@ def get_peft_model(model: nn.Module, peft_config, **kwargs: Any):
             module its token delta). Also a config that peft ties across the input
             embedding and a module ``config.tie_word_embeddings=True`` calls tied but that
             holds another tensor (a head trained apart; token adapters,
-            ``ensure_weight_tying``), naming the fix.
+            ``ensure_weight_tying``), naming the fix; and a token adapter peft would tie
+            to a ``Linear`` head with a bias (a masked-LM head: peft's token layer drops
+            the bias), naming the untie that works.
 
     Example:
         >>> import torch, tying, peft
@@ -201,7 +204,8 @@ def get_peft_model(model: nn.Module, peft_config, **kwargs: Any):
     try:
         return _get_peft_model(model, peft_config, **kwargs)
     except TieError as err:
-        if str(getattr(peft_config, "peft_type", "")).endswith("TRAINABLE_TOKENS"):
+        tokens = str(getattr(peft_config, "peft_type", "")).endswith("TRAINABLE_TOKENS")
+        if tokens and HEAD_BIAS_DROPPED not in str(err):  # (its advice would not work there)
             raise TieError(f"{err} {_TOKENS_HINT}") from None
         raise
 
@@ -670,7 +674,11 @@ def _add_adapter(self, adapter_name: str, peft_config, *args: Any, **kwargs: Any
     had = adapter_name in self.peft_config
     had_shared = dict(self.__dict__.get(SHARED_ATTR, {}))
     try:
-        config = _excluding(peft_config, shared, base)
+        # the tied paths the new adapter reaches through a wrapper shared already are excluded
+        # too: the saved config must say they share their source's adapter, or loading it on
+        # a fresh model wrapped them apart and was refused (stop 59)
+        riding = _riding_shared(base, peft_config, had_shared)
+        config = _excluding(peft_config, {**riding, **shared}, base)
         with quiet_own_exclusions(config):  # a saved config of ours (load_adapter)
             out = type(self).add_adapter(self, adapter_name, config, *args, **kwargs)
         originals = {p: base.get_submodule(p) for p in shared}
@@ -702,6 +710,31 @@ def _add_adapter(self, adapter_name: str, peft_config, *args: Any, **kwargs: Any
                 f"model was left as it was"
             ) from None
         raise
+    return out
+
+
+def _riding_shared(base: nn.Module, peft_config, had_shared: dict) -> dict[str, str]:
+    """``{tied path: source path}`` for the paths that hold a shared wrapper already (an
+    earlier adapter's, ``had_shared``) and that ``peft_config`` targets with their source.
+
+    peft lists one module once, so the new adapter lands in the shared wrapper at the source
+    and serves every tied path in memory; but its config excluded only the pairs no adapter
+    wrapped yet, so ``adapter_config.json`` did not mark these paths as sharing. Loaded alone
+    (``from_pretrained(..., subfolder=name)``), peft then wrapped them apart and the load was
+    refused with an error about moved modules (stop 59).
+    """
+    inv = Inventory(base)
+    targets = _targets(peft_config, base, inv)
+    out = {}
+    for path in had_shared:
+        wrapper = inv.modules.get(path)
+        if wrapper is None or path not in targets:
+            continue
+        src = next(
+            (p for p, m in inv.modules.items() if m is wrapper and p not in had_shared), None
+        )
+        if src is not None and src in targets:
+            out[path] = src
     return out
 
 

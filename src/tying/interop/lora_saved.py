@@ -168,8 +168,11 @@ def _token_ties(config, model: nn.Module) -> set[frozenset[str]]:
     one value through training, saving, loading and merging. It does not when the embedding
     is not named (a dict naming the head only: the head trains a delta of its own) or a tied
     module is named with other indices than the embedding's (then each trains its own delta
-    unless ``ensure_weight_tying=True``, where peft raises). Tied modules other than a
-    ``Linear`` head are not kept here (not measured).
+    unless ``ensure_weight_tying=True``, where peft raises). The tied modules may be
+    ``Linear`` heads or ``Embedding`` tables (T5's encoder and decoder ``embed_tokens``,
+    BART's: measured stop 59, adapter and merged logits equal plain PyTorch writing those
+    rows into HF's one ``shared`` tensor, Δ = 0; they were refused as a hand-made tie);
+    other module types are not kept (peft's token layer computes these two only).
     """
     tokens = getattr(config, "trainable_token_indices", None)
     model_config = getattr(model, "config", None)
@@ -184,7 +187,9 @@ def _token_ties(config, model: nn.Module) -> set[frozenset[str]]:
         return set()
     tied = _get_module_names_tied_with_embedding(model)
     modules = dict(model.named_modules())
-    if not tied or any(type(modules.get(t)) is not nn.Linear for t in tied):
+    # (subclasses too, as peft's isinstance: BART's BartScaledWordEmbedding, whose scale
+    # peft's token layer applies)
+    if not tied or any(not isinstance(modules.get(t), (nn.Linear, nn.Embedding)) for t in tied):
         return set()
     if isinstance(tokens, dict):
         mine = [k for k in tokens if emb_path.endswith(k)]
@@ -530,7 +535,8 @@ def refuse_config_tie_apart(config, model: nn.Module, targets: set[str], what: s
 
     Raises:
         TieError: naming the module, the embedding, their largest difference and the fix
-            (``model.config.tie_word_embeddings = False``).
+            (``model.config.tie_word_embeddings = False``); also for a token adapter on a
+            tie to a ``Linear`` head with a bias (:func:`_refuse_head_bias_dropped`).
     """
     tied = _peft_tied_paths(model)
     emb_path = _input_embedding_path(model)
@@ -554,6 +560,8 @@ def refuse_config_tie_apart(config, model: nn.Module, targets: set[str], what: s
         ties = bool(getattr(config, "ensure_weight_tying", False) and ends & (targets | saved))
     if not ties:
         return
+    if tokens or _is_tokens_tuner(config):
+        _refuse_head_bias_dropped(model, emb_path, tied, what)
     weight = model.get_submodule(emb_path).weight
     for path in sorted(tied):
         other = getattr(model.get_submodule(path), "weight", None)
@@ -574,3 +582,34 @@ def refuse_config_tie_apart(config, model: nn.Module, targets: set[str], what: s
             f"model.config.tie_word_embeddings = False to say they differ (peft then adapts "
             f"{emb_path!r} alone), or tie them first; the model was left as it was"
         )
+
+
+HEAD_BIAS_DROPPED = "F.linear(x, W) without"  # (lora.py leaves its tokens hint off then)
+
+
+def _refuse_head_bias_dropped(model: nn.Module, emb_path: str, tied: set[str], what: str) -> None:
+    """Refuse a token adapter peft ties across the input embedding and a ``Linear`` head
+    with a bias.
+
+    peft 0.21's token layer computes a tied ``Linear`` as ``F.linear(x, W)``: the head's
+    bias is dropped. On a masked LM (BERT, DistilBERT, RoBERTa: ``decoder.bias``) plain
+    peft's logits were 2.59 off plain PyTorch writing the same rows (tiny BERT MLM, a
+    trained bias), and tying refused only after peft ran, saying "use
+    tying.interop.lora.get_peft_model" (the call made) and "target the input embedding
+    alone" (what was done) (stop 59).
+    """
+    modules = dict(model.named_modules(remove_duplicate=False))
+    for path in sorted(tied):
+        head = modules.get(path)
+        if isinstance(head, nn.Linear) and head.bias is not None:
+            raise TieError(
+                f"{what}: model.config.tie_word_embeddings is True, so peft gives the head "
+                f"{path!r} the token delta of {emb_path!r}, but its token layer computes a "
+                f"Linear head as {HEAD_BIAS_DROPPED} the head's bias ({path}.bias), so "
+                f"every logit would lose it (a tiny BERT MLM: 2.59 off plain PyTorch, no "
+                f"error). No token adapter keeps this tie; leave trainable tokens out, or "
+                f"let the head keep its current rows: untie it "
+                f"(tying.Plan([tying.free({path + '.weight'!r})]).apply(model)) and set "
+                f"model.config.tie_word_embeddings = False (peft then trains the rows of "
+                f"{emb_path!r} alone); the model was left as it was"
+            )

@@ -59,8 +59,10 @@ def prune(model: nn.Module, path: str, method: Callable[..., nn.Module], **kwarg
         The path of the physical tensor that was pruned.
 
     Raises:
-        TypeError: when ``path`` is not a str or ``method`` is not callable.
-        TieError: when ``path`` is not a slot of ``model`` (naming the closest),
+        TypeError: when ``path`` is not a str, ``method`` is not callable, or ``name=``
+            is passed (torch's ``(module, name)`` pair: here the slot path names it).
+        TieError: when ``path`` is not a slot of ``model`` (naming the closest, or, for
+            a module path, its parameter slots),
             reads its source through a relation other than ``Same`` (the mask
             would be defined on a different layout than the one read), or is one
             ``nn.Parameter`` in several modules (a hand-made tie: the mask would
@@ -89,6 +91,16 @@ def prune(model: nn.Module, path: str, method: Callable[..., nn.Module], **kwarg
         raise TypeError(
             f"prune: method must be a torch.nn.utils.prune function (e.g. "
             f"torch.nn.utils.prune.l1_unstructured), got {type(method).__name__} {method!r}"
+        )
+    if "name" in kwargs:
+        # torch's (module, name) pair: it reached the method twice, "got multiple values for
+        # argument 'name'" (stop 59)
+        name = str(kwargs["name"])
+        slot = path if path == name or path.endswith(f".{name}") else f"{path}.{name}"
+        raise TypeError(
+            f"prune: name={kwargs['name']!r} is torch.nn.utils.prune's (module, name) pair; "
+            f"here the slot path names the parameter: drop name= and pass the slot path "
+            f"(prune(model, {slot!r}, method, ...)); the model is unchanged"
         )
     inv, hops, _, info = _follow_same("prune", model, path)
     if info is not None:
@@ -141,8 +153,9 @@ def remove(model: nn.Module, path: str) -> str:
 
     Raises:
         TypeError: when ``path`` is not a str.
-        TieError: when ``path`` is not a slot of ``model`` (naming the closest),
-            reads its source through a relation other than ``Same``, or when the
+        TieError: when ``path`` is not a slot of ``model`` (naming the closest, or, for
+            a module path, its parameter slots), reads its source through a relation
+            other than ``Same``, or when the
             physical tensor behind it is not pruned (naming that tensor and the
             tie that leads to it); the model is unchanged.
 
@@ -212,6 +225,20 @@ def _follow_same(
     naming the closest.
     """
     inv = Inventory(model)
+    if path not in inv.slots and path in inv.modules:
+        # torch's prune takes (module, name); a module path here was refused as "not a
+        # parameter; closest: <that same path>", advice that looped (stop 59)
+        own = [p for p, i in inv.slots.items() if i.module_path == path]
+        fix = (
+            f"pass one of its parameter slots: {', '.join(map(repr, own))}"
+            if own
+            else "it holds no parameter of its own; pass the slot path of a parameter"
+        )
+        raise TieError(
+            f"{what}: {path!r} is a module, not a parameter slot (tying.interop.pruning.{what} "
+            f"takes the slot path, as in {what}(model, 'lm_head.weight', ...), where "
+            f"torch.nn.utils.prune takes (module, name)); {fix}; the model is unchanged"
+        )
     if path not in inv.slots:
         raise TieError(f"{what}: {path!r} is not a parameter of the model{inv.closest(path)}")
     hops, chain = path, []
