@@ -37,6 +37,7 @@ import sys
 from torch import nn
 
 from tying.core.errors import TieError
+from tying.core.root_advice import free_call
 
 _AO = "torch.ao.quantization.quantize"
 _HELPER = "_propagate_qconfig_helper"
@@ -175,5 +176,5 @@ def check_fuse_lookup(frame) -> None:
         f"would fold the batch norm into a weight of the layer's own and leave the tie. "
         f"Nothing was fused (with inplace=True the groups listed before it are fused "
         f"already). To fuse, untie that slot first "
-        f"(tying.Plan([tying.free({target!r})]).apply(model)), or leave it unfused"
+        f"({free_call(module, slots[name], target)}), or leave it unfused"
     )

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from tying.core.errors import TieError
 from tying.core.outside import ORIG
+from tying.core.root_advice import free_call, holder_path
 
 if TYPE_CHECKING:
     from tying.core.slots import Slot
@@ -56,7 +57,7 @@ def requires_grad_(self, requires_grad: bool = True):
     from tying.core.slots import slots_of
 
     own = {id(p) for p in self.parameters()}
-    clash, targets, sources = [], [], []
+    clash, targets, sources, first = [], [], [], []
     for name, slot in slots_of(self).items():
         leaf = _physical_leaf(slot)
         if leaf is None or id(leaf) in own or leaf.requires_grad == bool(requires_grad):
@@ -65,16 +66,19 @@ def requires_grad_(self, requires_grad: bool = True):
         clash.append(f"{target} (served from {source} via {slot.relation!r})")
         targets.append(target)
         sources.append(source)
+        first.append(slot)
     if clash:
         flag = bool(requires_grad)
         verb = "unfreeze" if flag else "freeze"
+        held = holder_path(self, first[0])  # the source's path from the model the user holds
+        src = sources[0] if held is None else f"{held[0]}.{sources[0]}"
         raise TieError(
             f"requires_grad_({flag}) on {type(self).__name__} cannot {verb} its tied slot(s) "
             f"{', '.join(clash)}: each is one tensor shared with its source, whose other uses "
             f"would change too, and requires_grad_ sets only the module's own parameters; "
             f"{verb} the source itself, every use follows it (model.get_parameter("
-            f"{sources[0]!r}).requires_grad_({flag})), or untie the slot to give it a tensor "
-            f"of its own (tying.Plan([tying.free({targets[0]!r})]).apply(model)); nothing "
+            f"{src!r}).requires_grad_({flag})), or untie the slot to give it a tensor "
+            f"of its own ({free_call(self, first[0], targets[0])}); nothing "
             f"was changed"
         )
     return type(self)._tying_base.requires_grad_(self, requires_grad)

@@ -99,7 +99,14 @@ def _parents(module: nn.Module, links: dict) -> list[nn.Module]:
 
 
 def _registered_since(module: nn.Module) -> bool:
-    return _NEW.get(id(module)) == id(type(module))
+    # a plan ties a module by giving it a class of its own over the one it was registered
+    # with (``Linear`` -> ``TiedLinear``): the record holds the plain class's id (stop 59:
+    # a tied layer put in a container after the last walk had no parents)
+    seen = _NEW.get(id(module))
+    return seen is not None and seen in (
+        id(type(module)),
+        id(type(module).__dict__.get("_tying_base")),
+    )
 
 
 def ancestors(module: nn.Module) -> list[nn.Module]:

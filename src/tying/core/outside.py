@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from tying.core.errors import TieError
+from tying.core.root_advice import free_call, holder_path
 
 if TYPE_CHECKING:
     from tying.core.inventory import Inventory
@@ -146,16 +147,27 @@ def check_register(module: nn.Module, name: str, slots: dict) -> None:
         where, src = slot.target_and_source(name[: -len(ORIG)])
         from tying.core.relations import Same
 
+        # the paths from the outermost module holding the plan's root: prune(outer, "2.weight")
+        # pruned the outer model's own 2.weight, or found none (stop 59)
+        held = holder_path(module, slot)
+        pre = "" if held is None else f"{held[0]}."
+        model = (
+            "model"
+            if held is None
+            else f"model, the {type(held[1]).__name__} holding the {type(held[2]).__name__} "
+            f"the plan was applied to at {held[0]!r}"
+        )
         if type(slot.relation) is Same:
             fix = (
                 f"prune the physical tensor so every use sees the mask: "
-                f"tying.interop.pruning.prune(model, {where!r}, method, amount=...)"
+                f"tying.interop.pruning.prune(model, {pre + where!r}, method, amount=...) "
+                f"({model})"
             )
         else:  # a mask on the source would not match the layout this slot reads (stop 35)
             fix = (
                 f"a mask cannot follow {slot.relation!r}: prune the source instead "
-                f"(tying.interop.pruning.prune(model, {src!r}, method, amount=...)), or untie "
-                f"first (tying.Plan([tying.free({where!r})]).apply(model))"
+                f"(tying.interop.pruning.prune(model, {pre + src!r}, method, amount=...); "
+                f"{model}), or untie first ({free_call(module, slot, where)})"
             )
         raise TieError(
             f"torch.nn.utils.prune on the tied slot {where!r} (reads {src} via {slot.relation!r}) "

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-from tying.core import param_order, resolver, stale, unreached
+from tying.core import declared_roots, param_order, resolver, stale, unreached
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory, join
 from tying.core.outside import ORIG, check_not_wrapped
@@ -821,6 +821,7 @@ def _commit(
             declared[target] = {"like": source, "relation": Same().spec(), "hand": True}
         if declared != (old_declared or {}):
             model.__dict__[DECLARED_ATTR] = declared
+        declared_roots.remember(model)  # its parts find these declarations (stop 59)
         for mod, kept in superseded:
             mod.__dict__[DECLARED_ATTR] = kept
         guard_loading(model)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from torch import nn
 
 from tying.core.errors import TieError
+from tying.core.root_advice import free_call
 
 SLOTS_ATTR = "_tying_slots"  # slots.SLOTS_ATTR (slots imports this module)
 
@@ -67,7 +68,7 @@ def check_name_free(module: nn.Module, name: str, how: str) -> None:
     raise TieError(
         f"{how} {target}: it is a tied slot of {type(module).__name__}, served from "
         f"{served} via {slot.relation!r}; this would break the tie, so nothing was "
-        f"changed. Untie it first (tying.Plan([tying.free({target!r})]).apply(model)), "
+        f"changed. Untie it first ({free_call(module, slot, target)}), "
         f"then {redo}"
     )
 

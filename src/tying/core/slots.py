@@ -83,6 +83,7 @@ from tying.core.part_copies import rebased_for_part as _rebased_for_part
 from tying.core.part_pickles import check_unpickled_piece as _check_unpickled_piece
 from tying.core.part_pickles import piece_without_source as _piece_without_source
 from tying.core.relations import Relation, Same
+from tying.core.root_advice import free_call as _free_call
 
 # loading a state dict through tied slots (split out in stop 50; importable from here)
 from tying.core.slot_loads import _check_before_load as _check_before_load
@@ -469,7 +470,7 @@ class Slot:
         if type(module.__dict__.get("_parameters")) not in (dict, _TiedParams):
             return
         name = _name_in(module, self)
-        raise _norm_refusal("weight_norm", self, name, f"{name}_g, {name}_v")
+        raise _norm_refusal("weight_norm", self, name, f"{name}_g, {name}_v", module)
 
     def target_and_source(self, name: str) -> tuple[str, str]:
         """The full paths of this slot (``name`` on its module) and of what it reads.
@@ -549,7 +550,7 @@ class Slot:
             f"from {source} via {self.relation!r}, so the value handed out was a temporary "
             f"copy and the write was lost (the tie is unchanged; the next read recomputes "
             f"from {source}); write to {source} instead, or untie first with "
-            f"tying.untie(model) (or tying.Plan([tying.free({target!r})]).apply(model))"
+            f"tying.untie(model) (or {_free_call(module, self, target)})"
         )
 
 
@@ -755,7 +756,7 @@ def _guarded_delitem(self, key):
         raise TieError(
             f"del / pop of {target}, a tied slot of {type(self).__name__} served from "
             f"{source} via {slots[key].relation!r}; untie it first "
-            f"(tying.Plan([tying.free({target!r})]).apply(model)), then delete it; nothing "
+            f"({_free_call(self, slots[key], target)}), then delete it; nothing "
             f"was changed"
         )
     type(self)._tying_base.__delitem__(self, key)
@@ -805,7 +806,7 @@ def _guarded_setattr(self, name, value):
             f"{target} is a tied slot of {type(self).__name__}, served from {served} via "
             f"{slot.relation!r}; assigning another value would break the tie: change "
             f"{source} instead, or untie first with "
-            f"tying.untie(model) (or tying.Plan([tying.free({target!r})]).apply(model))"
+            f"tying.untie(model) (or {_free_call(self, slot, target)})"
         )
     type(self)._tying_base.__setattr__(self, name, value)
 

@@ -30,8 +30,10 @@ import torch
 from tying.core.eager_quant import check_fuse_lookup
 from tying.core.errors import TieError
 from tying.core.part_walks import walked_items
+from tying.core.root_advice import free_call
 
 _SPECTRAL = "torch.nn.utils.spectral_norm"
+_PARAMETRIZE = "torch.nn.utils.parametrize"
 SLOTS_ATTR = "_tying_slots"  # slots.SLOTS_ATTR (slots imports this module)
 
 
@@ -40,7 +42,8 @@ class TiedParams(dict):
 
     Its ``items`` also serves torch's walks over a part of the model
     (:mod:`tying.core.part_walks`), and its ``__contains__`` refuses torch.ao's eager
-    ``fuse_modules`` by name (:func:`tying.core.eager_quant.check_fuse_lookup`).
+    ``fuse_modules`` by name (:func:`tying.core.eager_quant.check_fuse_lookup`) and
+    ``torch.nn.utils.parametrize`` on a slot (:func:`parametrize_refusal`).
     """
 
     __slots__ = ()
@@ -48,7 +51,21 @@ class TiedParams(dict):
     def __contains__(self, key):
         if key == "parametrizations":  # torch.ao's fuse_modules asks it first (stop 57)
             check_fuse_lookup(sys._getframe(1))
-        return dict.__contains__(self, key)
+        if dict.__contains__(self, key):
+            return True
+        if torch.compiler.is_compiling():  # dynamo cannot trace sys._getframe (a miss in a
+            return False  # compiled forward: HashedEmbeddingBag's); no parametrize runs there
+        caller = sys._getframe(1)
+        if caller.f_globals.get("__name__") == _PARAMETRIZE:
+            # register_parametrization looks the slot up here, misses it (its property
+            # serves it) and raised torch's ValueError "does not have a parameter ... named
+            # 'weight'", naming no fix (stop 59); the new-style spectral_norm, weight_norm
+            # and orthogonal come through here too
+            module = caller.f_locals.get("module")
+            slots = getattr(module, "__dict__", {}).get(SLOTS_ATTR) or {}
+            if key in slots:
+                raise parametrize_refusal(slots[key], key, module)
+        return False
 
     def items(self):
         # torch's walks of a part (zero_grad, requires_grad_, clip_grad_norm_, ...) reach
@@ -66,12 +83,28 @@ class TiedParams(dict):
             slots = getattr(module, "__dict__", {}).get(SLOTS_ATTR) or {}
             if key in slots:
                 raise norm_refusal(
-                    "spectral_norm", slots[key], key, f"{key}_orig, {key}_u, {key}_v"
+                    "spectral_norm", slots[key], key, f"{key}_orig, {key}_u, {key}_v", module
                 )
         raise KeyError(key)
 
 
-def norm_refusal(tool: str, slot, name: str, own: str) -> TieError:
+def parametrize_refusal(slot, name: str, module) -> TieError:
+    """The refusal of ``torch.nn.utils.parametrize.register_parametrization`` (and of the
+    ``torch.nn.utils.parametrizations`` built on it) on the tied slot ``name``."""
+    where, src = slot.target_and_source(name)
+    return TieError(
+        f"torch.nn.utils.parametrize: {where} is a tied slot of {type(module).__name__} "
+        f"(reads {src} via {slot.relation!r}): the module {module!r} does not have a "
+        f"parameter of its own with name {name!r}, so it cannot be parametrized; a "
+        f"parametrization would "
+        f"give it a tensor of its own "
+        f"(parametrizations.{name}.original) and break the tie. Nothing was changed. "
+        f"Untie it first ({free_call(module, slot, where)}), then register the "
+        f"parametrization"
+    )
+
+
+def norm_refusal(tool: str, slot, name: str, own: str, module=None) -> TieError:
     """The refusal of an old-style ``torch.nn.utils.<tool>`` on the tied slot ``name``,
     which would replace it with parameters of its own (``own``) and break the tie."""
     where, src = slot.target_and_source(name)
@@ -79,5 +112,5 @@ def norm_refusal(tool: str, slot, name: str, own: str) -> TieError:
         f"torch.nn.utils.{tool}: {where} is a tied slot (reads {src} via "
         f"{slot.relation!r}); {tool} would replace it with parameters of its own "
         f"({own}) and break the tie, so nothing was changed. Untie it first to give it a "
-        f"weight of its own (tying.Plan([tying.free({where!r})]).apply(model))"
+        f"weight of its own ({free_call(module, slot, where)})"
     )

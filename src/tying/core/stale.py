@@ -27,6 +27,7 @@ from torch import nn
 
 from tying.core import unreached
 from tying.core.errors import TieError
+from tying.core.root_advice import holder_path
 
 #: id(predecessor Parameter) -> [(weakref to its successor, the successor's description)]
 _SUCCESSORS: dict[int, list[tuple[weakref.ref, str]]] = {}
@@ -145,20 +146,30 @@ def _refuse_unreached(optimizer) -> None:
     """Refuse a step that trains a tied module but not the source its slot reads (see
     :mod:`tying.core.unreached`)."""
     left_out = [
-        (target, source)
-        for target, source, src in unreached.unreached(optimizer)
+        (target, source, mod, slot)
+        for target, source, src, mod, slot in unreached.unreached(optimizer)
         if not _trained_elsewhere(optimizer, src)
     ]
     if left_out:
-        named = ", ".join(f"{s} (which {t} reads)" for t, s in left_out[:5])
+        # the source's path from the outermost module holding the plan's root: the advice
+        # named it from that root, which a wrapped model's get_parameter refused (stop 59)
+        held = holder_path(left_out[0][2], left_out[0][3])
+        first = left_out[0][1] if held is None else f"{held[0]}.{left_out[0][1]}"
+        model = (
+            ""
+            if held is None
+            else f", model being the {type(held[1]).__name__} holding the "
+            f"{type(held[2]).__name__} the plan was applied to at {held[0]!r}"
+        )
+        named = ", ".join(f"{s} (which {t} reads)" for t, s, _, _ in left_out[:5])
         raise TieError(
             f"{type(optimizer).__name__}.step refused: this optimizer trains a tied module "
             f"but would never train {named}{' ...' if len(left_out) > 5 else ''}: a tied "
             f"slot is no Parameter of its module, so module.parameters() leaves its source "
             f"out (with a tie made by hand it is in); add the source "
-            f"(optimizer.add_param_group({{'params': [model.get_parameter({left_out[0][1]!r})]}})), build the "
-            f"optimizer on model.parameters(), or set the source's requires_grad=False to "
-            f"leave it untrained; nothing was changed by this step"
+            f"(optimizer.add_param_group({{'params': [model.get_parameter({first!r})]}})"
+            f"{model}), build the optimizer on model.parameters(), or set the source's "
+            f"requires_grad=False to leave it untrained; nothing was changed by this step"
         )
 
 

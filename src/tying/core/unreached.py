@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from typing import Any
 
 import torch
 from torch import nn
@@ -98,10 +99,10 @@ def _physical(slot) -> torch.Tensor | None:
     return None
 
 
-def unreached(optimizer) -> list[tuple[str, str, nn.Parameter]]:
-    """``(slot path, source path, source)`` for each slot of a tied module whose own
-    Parameters ``optimizer`` holds while it leaves out the trained source that slot reads.
-    Another optimizer's hold is asked by the caller.
+def unreached(optimizer) -> list[tuple[str, str, nn.Parameter, nn.Module, Any]]:
+    """``(slot path, source path, source, module, slot)`` for each slot of a tied module
+    whose own Parameters ``optimizer`` holds while it leaves out the trained source that
+    slot reads. Another optimizer's hold is asked by the caller.
 
     The scan of the optimizer's Parameters is kept per optimizer and done again only when
     its parameter groups (their lists and lengths), the index (a commit, a copy, a module
@@ -130,7 +131,7 @@ def unreached(optimizer) -> list[tuple[str, str, nn.Parameter]]:
         slot = slots_of(mod).get(name) if mod is not None else None
         src = _physical(slot) if slot is not None else None
         if src is not None and src.requires_grad and src.grad is not None:
-            out.append((target, source, src))
+            out.append((target, source, src, mod, slot))
     return out
 
 

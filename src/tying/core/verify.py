@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from tying.core import param_order, stale
+from tying.core import declared_roots, param_order, stale
 from tying.core.errors import TieError
 from tying.core.inventory import REPLACED_SOURCE_FIX, Inventory, join
 from tying.core.outside import (
@@ -154,7 +154,7 @@ def verify(model: nn.Module) -> int:
         return index.get(canonical(path), path)
 
     moved = _moved(model, inv)
-    for tpath, source, spec in _declarations(model, inv):
+    for tpath, source, spec in _declarations(model, inv, "verify"):
         tpath, source = here(tpath), here(source)
         checked.add(tpath)
         if tpath in moved:
@@ -270,17 +270,23 @@ def dropped_ties(model: nn.Module, inv: Inventory) -> list[str]:
     return out
 
 
-def _declarations(model: nn.Module, inv: Inventory):
+def _declarations(model: nn.Module, inv: Inventory, refuse_outside: str = ""):
     """``(target, source, spec)`` of every tie declared for slots of ``model``, paths
     relative to ``model``: those declared on ``model`` and its modules, then those a plan
     applied to a module above it declared for slots inside it (``tying.verify(part)`` and,
     after ``tying.load(torch.compile(model), path)``, ``tying.verify(model)`` returned 0
     for them, as if there were nothing to check; stop 36). The modules above are found
-    through each tied slot's links to the module the plan was applied to; a tie whose
-    source lies outside ``model`` is left to the caller, which names it."""
+    through each tied slot's links to the module the plan was applied to, and through
+    :mod:`tying.core.declared_roots`; a tie whose source lies outside ``model`` is left to
+    the caller, which names it, or, once its slot was replaced, refused here by name when
+    ``refuse_outside`` names the call (stop 59)."""
+    given = set()  # a slot declared here and by a plan above: listed once, as declared here
     for prefix, mod in model.named_modules():
+        if mod.__dict__.get(DECLARED_ATTR):  # a copy or unpickled model: never applied to
+            declared_roots.remember(mod)
         for target, spec in mod.__dict__.get(DECLARED_ATTR, {}).items():
             source = None if spec["like"] is None else join(prefix, spec["like"])
+            given.add(canonical(join(prefix, target)))
             yield join(prefix, target), source, spec
     inside = {id(m) for m in model.modules()}
     roots: dict[int, nn.Module] = {}
@@ -289,6 +295,8 @@ def _declarations(model: nn.Module, inv: Inventory):
             root = info.tie._links()[0][0]
             if id(root) not in inside:
                 roots.setdefault(id(root), root)
+    for key, up in _declaring_ancestors(model).items():  # those no tied slot leads to
+        roots.setdefault(key, up)
     # a plan applied to ``model.dec`` and another to ``model`` make two roots above
     # ``model.dec.x``, one inside the other: each module's declarations are read once (the
     # outer root's walk reached ``dec`` too, and Plan.declared listed its ties twice)
@@ -313,8 +321,40 @@ def _declarations(model: nn.Module, inv: Inventory):
             for target, spec in mod.__dict__.get(DECLARED_ATTR, {}).items():
                 tpath = rel(join(prefix, target))
                 source = None if spec["like"] is None else rel(join(prefix, spec["like"]))
-                if tpath and (spec["like"] is None or source):
+                held = inv.slots.get(tpath)  # still tied: refused by the caller, by name
+                if (
+                    refuse_outside
+                    and tpath
+                    and spec["like"] is not None
+                    and not source
+                    and not spec.get("hand")  # one Parameter at both paths: nothing to re-make
+                    and (held is None or held.tie is None)
+                ):
+                    # a tied slot there is refused by name (Inventory.outside); once it was
+                    # replaced its declaration was skipped: Plan.declared/retie/verify of
+                    # the part passed over a broken tie (stop 59)
+                    like = canonical(join(prefix, spec["like"]))
+                    raise TieError(
+                        f"{tpath} is declared tied to {like} (via "
+                        f"{relation_from_spec(spec['relation'])!r}) by the plan applied to the "
+                        f"{type(root).__name__} above it; {like} lies outside the module "
+                        f"given to tying.{refuse_outside}: a tie is counted, checked, saved "
+                        f"and untied in the model the plan was applied to; pass that model "
+                        f"(or a parent of it) instead"
+                    )
+                if tpath and (spec["like"] is None or source) and tpath not in given:
+                    given.add(tpath)
                     yield tpath, source, spec
+
+
+def _declaring_ancestors(model: nn.Module) -> dict[int, nn.Module]:
+    """The modules above ``model`` that a plan was applied to, nearest first (see
+    :mod:`tying.core.declared_roots`), not only those its tied slots link to: once every
+    tied slot of a part was replaced (``model.dec[2] = nn.Linear(...)``), no slot led to
+    the plan above it, so ``tying.verify(model.dec)`` returned 0 while
+    ``tying.verify(model)`` named the broken tie, and ``tying.retie(model.dec)``
+    re-created nothing, silently (stop 59)."""
+    return {id(up): up for up in declared_roots.holding(model)}
 
 
 def own_declarations(model: nn.Module) -> list[tuple[str, str | None, dict]]:
@@ -346,7 +386,7 @@ def declarations_for_plan(model: nn.Module) -> list[tuple[str, str | None, dict]
     own = own_declarations(model)
     inside = {id(m) for m in model.modules()}
     declared = {target for target, _, _ in own}
-    if all(
+    if not _declaring_ancestors(model) and all(
         join(prefix, name) in declared
         and (slot.anchor is None or id(slot._links()[0][0]) in inside)
         for prefix, mod in model.named_modules()
@@ -357,7 +397,7 @@ def declarations_for_plan(model: nn.Module) -> list[tuple[str, str | None, dict]
     for path, info in inv.slots.items():
         if info.tie is not None and info.source == "":
             raise TieError("Plan.declared: " + inv.outside(path, "Plan.declared"))
-    out = list(_declarations(model, inv))
+    out = list(_declarations(model, inv, "Plan.declared"))
     # A tie no declaration lists: ``copy.deepcopy(model.dec)`` rebases the copy's slots
     # onto the copy, but the declarations stay on the model the plan was applied to, so
     # Plan.declared(copy) was Plan([]) while tying.ties(copy) listed them. The slot itself
