@@ -25,6 +25,7 @@ import sys
 
 from tying.hmm.base import BaseHMM, NotFittedError
 from tying.hmm.categorical import CategoricalHMM
+from tying.hmm.covariance_floor import CovarianceFloorWarning
 from tying.hmm.forward_backward import Posteriors, forward_backward, forward_log_likelihood
 from tying.hmm.gaussian import GaussianHMM
 from tying.hmm.gmm import GMMHMM
@@ -96,6 +97,7 @@ __all__ = [
     "CategoricalHMM",
     "ConvergenceMonitor",
     "ConvergenceWarning",
+    "CovarianceFloorWarning",
     "GMMHMM",
     "GaussianHMM",
     "NotFittedError",

@@ -450,6 +450,7 @@ class BaseHMM(HMMInference, EstimatorParams):
             if self.n_init > 1:
                 name += f" (restart {restart}, the best of n_init={self.n_init})"
             monitor.warn_if_budget(name)
+            self._warn_floored(X, batch, name)
             self._assigned.clear()
             self.__dict__.pop("_stale_params", None)
             self.__dict__.pop("_start_memo", None)
@@ -553,6 +554,9 @@ class BaseHMM(HMMInference, EstimatorParams):
         ll, xi = _fb._log_space_subset(start, A, log_b, batch, seqs, posteriors=True, out=gamma)
         with np.errstate(invalid="ignore"):  # a sequence of probability 0: NaN, as before
             return Posteriors(ll, gamma, xi, gamma[batch.starts].sum(0), batch.n_sequences)
+
+    def _warn_floored(self, X, batch, name: str) -> None:
+        """Subclass hook: flag covariances held at ``min_covar`` (see covariance_floor)."""
 
     def _em_context(self, X, batch):
         """Subclass hook: what every EM iteration of every restart re-uses (made once per

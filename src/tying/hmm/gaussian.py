@@ -34,6 +34,7 @@ from scipy.linalg import cho_factor, solve_triangular
 
 from tying.hmm import compiled, param_names
 from tying.hmm.base import BaseHMM, _posteriors_finite
+from tying.hmm.covariance_floor import warn_if_floored
 from tying.hmm.covariances import (  # noqa: F401  (gaussian.<name> as before)
     _check_covariance,
     _check_min_covar,
@@ -546,6 +547,9 @@ class GaussianHMM(BaseHMM):
         return out
 
     # ------------------------------------------------------------- fused EM
+    def _warn_floored(self, X, batch, name: str) -> None:
+        warn_if_floored(self, X, batch, name)  # covariances held at min_covar: flagged
+
     def _em_context(self, X, batch):
         """What every EM iteration re-uses: the data's centre, and its lane layout.
 

@@ -35,6 +35,7 @@ from scipy.special import logsumexp
 
 from tying.hmm import param_names
 from tying.hmm.base import BaseHMM
+from tying.hmm.covariance_floor import warn_if_mixture_floored
 from tying.hmm.covariances import _check_covariance, _check_min_covar, _floor_eigenvalues
 from tying.hmm.draws import last_possible
 from tying.hmm.fitted_array import fitted
@@ -50,6 +51,19 @@ __all__ = ["GMMHMM"]
 _COVARIANCE_TYPES = ("diag", "full")
 _LOG_2PI = np.log(2 * np.pi)
 _EMPTY = 1e-10  # a component with less posterior mass than this keeps its old value
+#: hmmlearn's GMMHMM types that this one lacks: what they are, and the type that holds them
+_OTHER_TYPES = {
+    "spherical": (
+        "hmmlearn's 'spherical' (one variance per component) is not offered: use 'diag', "
+        "one variance per feature and component, which holds it (and fits more freely)"
+    ),
+    "tied": (
+        "hmmlearn's 'tied' (one full covariance shared by the components of each state) "
+        "is not offered: use 'full', one per component, which holds it (and fits more "
+        "freely); ties={'covars': ...} ties covariances across states, not across the "
+        "components of one state"
+    ),
+}
 
 
 class GMMHMM(BaseHMM):
@@ -273,9 +287,13 @@ class GMMHMM(BaseHMM):
 
     def _check_type(self) -> None:
         if self.covariance_type not in _COVARIANCE_TYPES:
+            # hmmlearn's other two types tie within a state's mixture, which ties= (over
+            # states) cannot: its advice "ties={'covars': ...}" gave another model (stop 59)
+            ct = self.covariance_type
+            fix = _OTHER_TYPES.get(ct, "") if isinstance(ct, str) else ""
             raise ValueError(
                 f"covariance_type must be one of {_COVARIANCE_TYPES} for GMMHMM, got "
-                f"{self.covariance_type!r}; tie covariances across states with ties={{'covars': ...}}"
+                f"{ct!r}{'; ' if fix else ''}{fix}"
             )
 
     def _check_settings(self) -> None:
@@ -408,6 +426,9 @@ class GMMHMM(BaseHMM):
 
     def _log_emission(self, X):
         return self._log_parts(X)[0]
+
+    def _warn_floored(self, X, batch, name: str) -> None:
+        warn_if_mixture_floored(self, X, batch, name)  # covariances held at min_covar
 
     def _em_context(self, X, batch) -> dict:
         """Holds each iteration's emission parts from the E-step for its M-step."""

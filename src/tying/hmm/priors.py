@@ -44,13 +44,27 @@ from tying.hmm.validation import _real_array
 __all__ = ["check_fitted_finite", "check_priors"]
 
 
+#: the parameters whose M-step reads each prior (hmmlearn's: the means prior enters the
+#: covariance update too, through ``means_weight * (mu - means_prior)**2``)
+_READ_FOR = {
+    "startprob_prior": ("startprob",),
+    "transmat_prior": ("transmat",),
+    "emissionprob_prior": ("emissions",),
+    "means_prior": ("means", "covars"),
+    "means_weight": ("means", "covars"),
+    "covars_prior": ("covars",),
+    "covars_weight": ("covars",),
+}
+
+
 def check_priors(model, shapes: dict) -> None:
     """Refuse a prior that does not fit its parameter, or that differs within a tie group.
 
     Args:
         model: an HMM inside ``fit``, its ``ties_`` resolved for this fit.
         shapes: ``{prior name: (tie kind or None, per-state shape, what the axes are)}``;
-            a prior that is None (its default) is not checked.
+            a prior that is None (its default) is not checked, and one that no trained
+            parameter's M-step reads (``params`` without them) only for its shape.
 
     Returns:
         None.
@@ -69,6 +83,7 @@ def check_priors(model, shapes: dict) -> None:
         ...     print(str(err)[:61])
         emissionprob_prior has shape (5,), which does not broadcast t
     """
+    learn = model._learn()  # the parameters fit trains, as names (params may be letters)
     for name, (kind, shape, axes) in shapes.items():
         value = getattr(model, name, None)
         if value is None:
@@ -84,8 +99,15 @@ def check_priors(model, shapes: dict) -> None:
                 f"{name} has shape {arr.shape}, which does not broadcast to {shape} {named}; "
                 f"give one number, or an array of that shape (or one that broadcasts to it)"
             )
-        trained = model.params is None or "c" in model.params  # inert where covars stay fixed
-        if name == "covars_prior" and trained:
+        # a prior is inert where fit trains none of the parameters its M-step reads it
+        # for, as in hmmlearn: neither its sign nor its tie groups matter there. The
+        # test once read params as letters: params=["means", "covars"] (the names the
+        # docs recommend) skipped the sign check, and a negative covars_prior was
+        # floored at min_covar with no error (stop 59)
+        reads = _READ_FOR.get(name)
+        if reads is not None and not set(reads) & set(learn):
+            continue
+        if name == "covars_prior":
             _check_covars_prior(model, np.broadcast_to(arr, shape), arr.ndim)
         if kind is None or not model.ties_.is_tied(kind):
             continue

@@ -143,17 +143,28 @@ class StateTies:
         if isinstance(spec, StateTies):
             if spec.n_states != n_states or set(spec.group_of) != set(kinds):
                 named = [s for gs in spec.to_spec().values() for g in gs for s in g]
-                if set(spec.group_of) == set(kinds) and all(s < n_states for s in named):
-                    # its groups as a dict fit any size that has their states
+                foreign = sorted(set(spec.group_of) - set(kinds))
+                if not foreign and all(s < n_states for s in named):
+                    # its groups as a dict fit any size that has their states, and a dict
+                    # leaves the kinds it does not name untied (the advice named
+                    # StateTies.resolve(spec, ...), which refused that StateTies again)
                     fix = (
                         f"pass its groups as a dict, ties=<that StateTies>.to_spec() "
                         f"({spec.to_spec()!r}), which a model of any size with those "
-                        f"states reads"
+                        f"states reads (kinds it does not name are untied)"
                     )
                 else:
+                    what = (
+                        f"kinds {foreign} are not this model's"
+                        if foreign
+                        else f"groups name states past {n_states - 1}"
+                    )
+                    kind = next((k for k in reversed(kinds) if k != "covars"), kinds[-1])
+                    example = f", e.g. ties={{{kind!r}: [[0, 1]]}}" if n_states > 1 else ""
                     fix = (
-                        f"resolve a spec for this model: StateTies.resolve(spec, "
-                        f"n_states={n_states}, kinds=model.tie_kinds)"
+                        f"resolve a spec for this model: its {what}; give this model's ties "
+                        f"as a dict of groups of states 0..{n_states - 1} over kinds "
+                        f"{list(kinds)}{example}"
                     )
                 raise TieError(
                     f"ties: a StateTies for {spec.n_states} states and kinds "
