@@ -538,6 +538,14 @@ def stack(datasets: Sequence[Any]) -> StackedData:
                 fix = "; the same values as one per point: np.ravel(sigma)"
             elif sigma.size == 1:
                 fix = "; one sigma for every point is a number: float(np.ravel(sigma)[0])"
+            elif sigma.shape == (y.size, y.size):
+                # curve_fit reads an (n, n) sigma as the covariance of y: "give one sigma
+                # per point" did not say which numbers those are (stop 59 review)
+                fix = (
+                    "; an (n, n) sigma is scipy curve_fit's covariance of y, which is not "
+                    "read here: one sigma per point is np.sqrt(np.diag(sigma)) (the "
+                    "correlations dropped)"
+                )
             else:
                 fix = f"; give one sigma per point of y ({y.size}) or one number for all"
             raise ValueError(

@@ -53,19 +53,35 @@ def same_values(a: Any, b: Any) -> bool:
         return True
     if hasattr(a, "shape") or hasattr(b, "shape"):  # NumPy arrays and scalars, tensors
         try:
-            u, v = np.asarray(a), np.asarray(b)
+            u, v = _plain(a), _plain(b)
         except (TypeError, ValueError, RuntimeError):
             return False
         if u.shape != v.shape:
             return False
+        if u.dtype.kind == "O" or v.dtype.kind == "O":
+            # element by element: NaN in an object column (a pandas column with None) is
+            # NaN too; np.array_equal's object path called it unequal (stop 59 review)
+            return all(same_values(p, q) for p, q in zip(u.ravel(), v.ravel(), strict=True))
         try:
             return bool(np.array_equal(u, v, equal_nan=True))
-        except TypeError:  # text or object arrays: no NaN to compare
+        except TypeError:  # text arrays: no NaN to compare
             return bool(np.array_equal(u, v))
     try:
         return bool(a == b)
     except (TypeError, ValueError, RuntimeError):
         return False
+
+
+def _plain(value: Any) -> np.ndarray:
+    """``value`` as a NumPy array; a torch tensor's values whatever its grad or device.
+
+    ``np.asarray`` refuses a tensor that requires grad (RuntimeError) or lives on a GPU
+    (TypeError): a ``Dataset`` holding one compared unequal to its own deep copy (stop 59
+    review).
+    """
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
 
 
 def fields_equal(a: Any, b: Any) -> bool:

@@ -270,7 +270,8 @@ class _Profile:
                 why += f"; model_fn returned NaN or inf at {walls} of the points it tried"
             return self._failed(value, why)
         if chi2 < self.best_chi2 - BETTER_MINIMUM * self.best_chi2 / self.nfree:
-            shown = ", ".join(f"{n}={v:.8g}" for n, v in list(zip(res._pmap.labels, out.theta))[:8])
+            labels = res._pmap.labels_for(res.dataset_names)
+            shown = ", ".join(f"{n}={v:.8g}" for n, v in list(zip(labels, out.theta))[:8])
             raise ValueError(
                 f"the profile refit of {self.name!r} at {value:.10g} found chi2 = {chi2:.10g}, "
                 f"below the best fit's {self.best_chi2:.10g}: the fit was not at its minimum, "

@@ -192,11 +192,18 @@ def _real(label: str, value: Any) -> np.ndarray:
         # order than the fit's was read by position, a fixed value held for the wrong data
         # set with no error (stop 53)
         labels = list(index[:4])
+        # data set names are str: dict(series) of a Series labelled 2, 0, 1 (data sets
+        # named '2', '0', '1') was refused as "must be real numbers" (stop 59 review)
+        as_names = (
+            "dict(series) too"
+            if all(isinstance(v, str) for v in index)
+            else "its labels as str: {str(k): v for k, v in series.items()}"
+        )
         raise ValueError(
             f"{label} is a pandas object labelled {labels}{' ...' if len(index) > 4 else ''}, "
             f"but it would be read by position, not by label; pass a dict for a per_group "
             f"parameter ({{group: value}}, e.g. dict(series)) or for a local or fixed one "
-            f"({{data set name: value}}, dict(series) too), or put the values in data-set "
+            f"({{data set name: value}}, {as_names}), or put the values in data-set "
             f"order and pass series.to_numpy()"
         )
     if isinstance(value, (list, tuple)):  # init for a per_group parameter, by group, say
@@ -357,9 +364,14 @@ class ParameterMap:
         if model_params is not None:
             for name in roles:
                 if name not in model_params:
+                    hint = ""
+                    if roles[name] == "fixed":  # 'b[run2]', a value the table labels
+                        self.roles = roles
+                        hint = self._slot_hint("fixed", name)
                     raise ValueError(
                         f"{roles[name]} names {name!r}, which model_fn does not take; its "
-                        f"parameters are {list(model_params)}{_hint(name, model_params)}"
+                        f"parameters are {list(model_params)}"
+                        f"{hint or _hint(name, model_params)}"
                     )
             missing = [p for p in model_params if p not in roles and p not in defaults]
             if missing:
@@ -532,7 +544,8 @@ class ParameterMap:
                 why = " (it is fixed)" if self.roles.get(name) == "fixed" else ""
                 raise ValueError(
                     f"{label} names {name!r}{why}, which is not a fitted parameter; "
-                    f"the fitted parameters are {valid}{_hint(name, valid)}"
+                    f"the fitted parameters are {valid}"
+                    f"{self._slot_hint(label, name) or _hint(name, valid)}"
                 )
 
     def _bounds(self, bounds: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -729,12 +742,55 @@ class ParameterMap:
         cached = self.__dict__.get("_labels")
         if cached is not None and len(cached) == len(self.physical_names):
             return cached
+        self._labels = self.labels_for(self.dataset_names)
+        return self._labels
+
+    def labels_for(self, dataset_names: Sequence[str]) -> list[str]:
+        """:attr:`labels` with the data sets named ``dataset_names`` (``result.dataset_names``).
+
+        A result renamed without a refit (``dataclasses.replace(result, dataset_names=...)``,
+        the advice of ``conf_interval`` for names that read as indices) keeps this map: its
+        later messages (``predict``'s held slots, profile refits) named ``b[0]`` beside
+        ``dataset 'run 0'`` where the table listed ``b[run 0]`` (stop 59 review).
+        """
         names = list(self.physical_names)
-        for i, dataset in enumerate(self.dataset_names):
+        for i, dataset in enumerate(dataset_names):
             for j, n in enumerate(self.local_names):
                 names[self.n_global + i * self.n_local + j] = f"{n}[{dataset}]"
-        self._labels = names
         return names
+
+    def _slot_hint(self, label: str, name: str) -> str:
+        """The fix for ``{label}={'b[run2]': ...}``: a value named as the table labels it.
+
+        Messages and ``result.table()`` name data set ``run2``'s local ``b`` as ``b[run2]``;
+        given to ``init=``/``fixed=``/``bounds=`` that name was refused as "not a fitted
+        parameter" with no word of ``{'b': {data set name: value}}`` (stop 59 review).
+        """
+        head, sep, _ = name.partition("[")
+        if not sep or not name.endswith("]") or head not in self.roles:
+            return ""
+        shown = ", ".join(f"{n!r}: ..." for n in self.dataset_names[:3])
+        more = ", ..." if self.n_datasets > 3 else ""
+        if label == "bounds":
+            return (
+                f"; {name!r} is one data set's {head!r} as result.table() labels it, and one "
+                f"pair of bounds holds for every physical {head!r}: bounds={{{head!r}: (lower, "
+                f"upper)}}"
+            )
+        if label == "fixed":
+            return (
+                f"; {name!r} is one data set's {head!r} as result.table() labels it: a "
+                f"parameter has one role, so hold {head!r} in every data set, one value each, "
+                f"with fixed={{{head!r}: {{{shown}{more}}}}} (every data set named) and drop it "
+                f"from {self.roles[head]}="
+            )
+        if self.roles[head] != "local":
+            return ""
+        return (
+            f"; {name!r} is one data set's {head!r} as result.table() labels it: give a local "
+            f"start by data set name, {label}={{{head!r}: {{{shown}{more}}}}} (every data set "
+            f"named), or one value per data set in data-set order"
+        )
 
     @property
     def n_physical(self) -> int:

@@ -696,6 +696,10 @@ _LMFIT_METHODS = {
     "leastsq": "lmfit's 'leastsq' (MINPACK's Levenberg-Marquardt) is solver='lm'",
     "least_squares": "lmfit's 'least_squares' (scipy's trust-region reflective) is solver='trf'",
     "dogbox": "scipy's 'dogbox' has no counterpart; its bounded neighbour is solver='trf'",
+    # the methods' own names: told "least-squares solver only ... no counterpart" before
+    "levenberg_marquardt": "Levenberg-Marquardt is solver='lm'",
+    "marquardt": "Levenberg-Marquardt is solver='lm'",
+    "trust_region_reflective": "the trust-region reflective method is solver='trf'",
 }
 
 
@@ -709,9 +713,13 @@ def unknown_solver(name: object) -> str:
     head = f"solver must be one of {SOLVERS}, got {name!r}"
     if not isinstance(name, str):
         return head
-    key = name.strip().lower().replace("-", "_")
+    key = name.strip().lower().replace("-", "_").replace(" ", "_")
     if key in SOLVERS:
-        return f"{head}: solver names are lower case; pass solver={key!r}"
+        # ' lm' was told "solver names are lower case" (stop 59 review)
+        why = "lower case" if name.strip() == name else "without spaces"
+        if name.strip() != name and name.strip() != name.strip().lower():
+            why = "lower case, without spaces"
+        return f"{head}: solver names are {why}; pass solver={key!r}"
     if key in _LMFIT_METHODS:
         return f"{head}: {_LMFIT_METHODS[key]}"
     return (

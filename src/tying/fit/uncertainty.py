@@ -279,7 +279,8 @@ def _warn_held(result: FitResult, i: int, held, reads, x: np.ndarray, need_cov: 
     # stop 58: data set 1 of a + b·sin(x) fitted on x = 0 holds b[1] at its start (1.0);
     # predict(1, [1.0], stderr=True) gave 2.64 ± 0.0029, as if b[1] were known exactly
     pm = result._pmap
-    slots = [pm.labels[pm.index[i, j]] for j in np.flatnonzero(held)]
+    labels = pm.labels_for(result.dataset_names)  # as the table, after a rename too
+    slots = [labels[pm.index[i, j]] for j in np.flatnonzero(held)]
     warnings.warn(
         f"{', '.join(map(repr, slots))} held at its start value by the fit (dataset "
         f"{result.dataset_names[i]!r}'s data do not change the model through it), but the "
