@@ -3,8 +3,9 @@
 ``Quantity ==`` compared value and unit as written: ``1.5 angstrom != 0.15 nanometer``,
 where pint / openff.units say equal, so a script checking a parameter against the
 toolkit's value (or the same force field saved in nm) read False with no error. Equal
-quantities now hash equal (the hash is the dimension and the sign; a conversion moves
-the last bits, so equality across units is to a relative 1e-12).
+quantities now hash equal (review of stop 59: across units the values agree to 13
+significant digits in the reference unit, and the hash is the dimension and that value;
+a conversion moves the last bits, which a file's 13 digits do not reach).
 
 The unit parser refused what pint reads (``angstrom ** - 2``, ``kilocalorie per mole``,
 ``kilocalorie mole**-1``, ``** 2.0``, ``** 2 ** 2``, ``angstrom²``, ``1.5 angstrom``

@@ -10,6 +10,7 @@ each id and refuses another one under that id.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,7 +20,7 @@ from tying.chem.units import Quantity
 
 #: how close two values of one dimension must be, after conversion, to be one value: a
 #: unit conversion (1.52597 angstrom -> 0.152597 nm -> back) moves the last bits only
-REL_TOL = units.REL_TOL  # one rule with Quantity's ``==`` (stop 59)
+REL_TOL = units.REL_TOL
 
 
 def add_used(seen: dict[str, dict[str, Parameter]], assignment: Any, item: int) -> None:
@@ -67,7 +68,8 @@ def same_values(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     """Whether two parameters' values are the same physical values, whatever their units.
 
     Before stop 59 ``Quantity`` equality compared as written (``1.52597 angstrom`` and
-    ``0.152597 nanometer`` differed); it compares physical values now. The same force
+    ``0.152597 nanometer`` differed); it compares physical values now (two units to 13
+    significant digits). Here two units compare to :data:`REL_TOL`. The same force
     field written in other units (a copy saved by another tool) was refused by
     :func:`add_used` as a different force field of the same name, with a message saying
     its ids named different parameters (stop 42).
@@ -83,10 +85,14 @@ def same_values(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
 
 
 def _same_value(x: Any, y: Any) -> bool:
-    # Quantity's == compares physical values (stop 59): one unit exactly, two units of
-    # one dimension after conversion to REL_TOL; a quantity never equals a plain number
+    # As before stop 59, not Quantity's == (two units to 13 significant digits, a rule
+    # that hashes): one unit exactly, two units to REL_TOL after conversion
     if isinstance(x, Quantity) and isinstance(y, Quantity):
-        return x == y
+        if x.unit.dimension != y.unit.dimension:
+            return False
+        if x.unit == y.unit:
+            return x.value == y.value
+        return math.isclose(x.to(y.unit).value, y.value, rel_tol=REL_TOL, abs_tol=0.0)
     if isinstance(x, Quantity) or isinstance(y, Quantity):
         return False
     return bool(x == y)
