@@ -93,13 +93,39 @@ def _check_ids(ids: Sequence[str], option: str = "") -> list[str]:
             get(exp_id)
         except KeyError as exc:  # its message names the closest valid id
             if not option and "," in given:  # `tying run a,b`: its advice ran `a` alone
-                raise _UsageError(
-                    f"one experiment id per run, got {given!r}; run several with "
-                    f"tying report --only {given} (or one `tying run ID` each)"
-                ) from None
+                raise _UsageError(_comma_ids_advice(given)) from None
             raise _UsageError(f"{option}{exc.args[0]}") from None
         out.append(exp_id)
     return list(dict.fromkeys(out))
+
+
+def _comma_ids_advice(given: str) -> str:
+    """What ``tying run a,b`` should have been, checked so the advice works when followed.
+
+    The ids are read as ``--only`` reads them (spaces around commas dropped, empty ones
+    skipped); an unknown one is named first, with its closest valid id (the advice
+    ``--only a,nope`` was itself refused), and one id alone is told ``tying run ID``
+    (``--only a,`` was refused for its empty id). The ids are written joined by commas
+    without spaces: ``--only a, b`` typed as shown is two arguments (stop 59 review).
+    """
+    ids: dict[str, str] = {}  # experiment id -> the id or claim number as given
+    for part in (p.strip() for p in given.split(",")):
+        if not part:
+            continue
+        try:
+            get(_by_code(part))
+        except KeyError as exc:
+            return f"one experiment id per run, got {given!r}, and {exc.args[0]}"
+        ids.setdefault(_by_code(part), part)
+    parts = list(ids.values())
+    if not parts:
+        return f"no experiment id in {given!r}; give one, such as tying run param-counts (`tying list` shows them)"
+    if len(parts) == 1:
+        return f"one experiment id per run, got {given!r}; run it with tying run {parts[0]}"
+    return (
+        f"one experiment id per run, got {given!r}; run several with "
+        f"tying report --only {','.join(parts)} (or one `tying run ID` each)"
+    )
 
 
 def _by_code(given: str) -> str:

@@ -327,8 +327,9 @@ def _nested_reports(out: pathlib.Path, foreign: list[tuple[str, str]]) -> list[s
 
 def _report_above(out: pathlib.Path, rel: str) -> pathlib.Path | None:
     """The folder above ``out`` whose report's manifest lists ``out/rel``, or None."""
-    path = out.absolute() / rel
-    for folder in out.absolute().parents:
+    where = pathlib.Path(os.path.abspath(out))  # ``..`` read as typed (stop 59 review)
+    path = where / rel
+    for folder in where.parents:
         try:
             if not (folder / MANIFEST).is_file():
                 continue
@@ -378,10 +379,14 @@ def _refuse_foreign(out: pathlib.Path, foreign: list[tuple[str, str]]) -> None:
 def _report_around(out: pathlib.Path) -> pathlib.Path | None:
     """The nearest folder above ``out`` that holds a report of ours (its manifest), or None."""
     seen = set()
+    # as typed, with ``..`` read as the user reads it (``Path.absolute`` keeps it:
+    # ``--out ../other`` typed inside a report's folder was refused as inside it, stop 59
+    # review), and through symbolic links
+    typed = pathlib.Path(os.path.abspath(out))
     try:
-        starts = [out.absolute(), out.resolve()]  # as typed, and through symbolic links
+        starts = [typed, out.resolve()]
     except (OSError, RuntimeError):  # a link loop: as typed only
-        starts = [out.absolute()]
+        starts = [typed]
     for start in starts:
         for folder in start.parents:
             if folder in seen:
@@ -824,13 +829,35 @@ def start_build(out_dir: str | pathlib.Path, ids: Iterable[str]) -> pathlib.Path
     return build
 
 
+def _as_build(build: str | os.PathLike) -> pathlib.Path:
+    """``build`` as a path; refused unless it is named as :func:`start_build` names one.
+
+    ``discard_build(out)`` or ``discard_build("")`` (the current folder) removed every
+    file of the report there, and ``install_build("", out)`` moved the current folder's
+    report away (stop 59 review): both take a build folder only.
+    """
+    path = pathlib.Path(os.fsdecode(build) if isinstance(build, bytes) else build)
+    if not _BUILD_NAME.fullmatch(path.name):
+        raise OutputFolderError(
+            f"{str(build)!r} is not a build folder of start_build (a folder named "
+            f"{BUILD_PREFIX}XXXXXXXX inside the report folder); discard_build and "
+            "install_build remove or move the files tying wrote in it, so a report folder "
+            "is not taken. Pass the folder start_build returned"
+        )
+    return path
+
+
 def discard_build(build: str | pathlib.Path) -> None:
     """Remove a build folder of :func:`start_build` and the files tying wrote in it.
 
     A no-op when it is gone (installed, or removed before); a file in it that tying
     did not write is left, with the folder.
+
+    Raises:
+        OutputFolderError: ``build`` is not named as a build folder (a report folder,
+            or ``""``, the current folder, would have lost its report).
     """
-    build = pathlib.Path(build)
+    build = _as_build(build)
     try:
         if not build.is_dir() or build.is_symlink():
             return
@@ -860,9 +887,10 @@ def install_build(build: str | pathlib.Path, out_dir: str | pathlib.Path) -> Non
 
     Raises:
         OutputFolderError: ``out_dir`` now holds a file tying did not write, or the
-            move failed (the OS error is named).
+            move failed (the OS error is named); ``build`` is not named as a build
+            folder, or ``out_dir`` is empty or blank.
     """
-    build, out = pathlib.Path(build), pathlib.Path(out_dir)
+    build, out = _as_build(build), out_path(out_dir)
     try:
         manifest = _read_manifest(out)
         ours, foreign = _owned(out, manifest)

@@ -227,11 +227,19 @@ def run_experiment(
     Raises:
         KeyError: when ``id`` is not registered (naming the closest id).
         ValueError: when ``size`` is not one of the sizes, or ``seed`` is out of range.
-        TypeError: when ``seed`` is not an integer.
+        TypeError: when ``seed`` is not an integer, or ``id`` is not a str (a list of
+            ids is named with :func:`run_many`).
         OutputFolderError: when ``out_dir`` cannot be used (see above).
     """
     check_size(size)
     seed = check_seed(seed)
+    if not isinstance(id, str):  # a list said "unhashable type: 'list'", a tuple an unknown id
+        several = isinstance(id, list | tuple | set | frozenset)
+        raise TypeError(
+            f"run_experiment() takes one experiment id (a str), got {id!r} "
+            f"({type(id).__name__})"
+            + (f"; run several with run_many({list(id)!r})" if several else "")
+        )
     load_all()
     get(id)
     if out_dir is None:
@@ -587,9 +595,10 @@ def run_many(
     check_size(size)
     seed = check_seed(seed)
     if isinstance(ids, str | bytes):  # it iterates its letters: "unknown id 'p'" (stop 59)
+        one = ids.decode(errors="replace") if isinstance(ids, bytes) else ids  # ids are str
         raise TypeError(
             f"run_many() takes a list of experiment ids, got the string {ids!r}; pass "
-            f"[{ids!r}] (or run_experiment({ids!r}) for one)"
+            f"[{one!r}] (or run_experiment({one!r}) for one)"
         )
     load_all()
     ids = list(ids)
