@@ -50,10 +50,13 @@ def check_depth(
         return
     name = type(module).__name__
     raise ValueError(
-        f"{name} at {prefix[:-1] or '<root>'!r}: the state dict was saved from a weight-tied "
-        f"{name} of depth {saved} (this one: depth {depth}); its layers all read one "
-        f"layer's parameters, so the load would pass and the model apply the saved layer "
-        f"{depth} times instead of {saved}, another function; build {how.format(saved)} "
+        # the saved stack need not be tied (an untied depth-1 one has a tied one's keys):
+        # the message says what the keys are, not how the saved one was built (review)
+        f"{name} at {prefix[:-1] or '<root>'!r}: the state dict was saved from a {name} of "
+        f"depth {saved} (this one: depth {depth}); its keys fit only because a weight-tied "
+        f"one stores one layer's parameters at any depth, so the load would pass and the "
+        f"model apply the saved layer {depth} times instead of {saved}, another function; "
+        f"build {how.format(saved)} "
         f"to get the saved model, or, to run the saved layer at depth {depth} on purpose, "
         f"load a plain dict: model.load_state_dict(dict(state_dict)) (from a tying.save "
         f"file: model.load_state_dict(safetensors.torch.load_file(path)))"

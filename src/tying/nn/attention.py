@@ -89,6 +89,10 @@ class Attention(nn.Module):
         torch.Size([3, 5, 32])
     """
 
+    # a class default: an Attention pickled before stop 59 (``torch.save(model)``) has no
+    # such attribute and was batch-first; its forward and repr raised AttributeError
+    batch_first: bool = True
+
     def __init__(
         self,
         d_model: int,
@@ -283,11 +287,23 @@ class Attention(nn.Module):
             and shape[1] in (1, self.n_heads)
         )
         if not ok:
+            hint = (
+                "for a per-sequence (B, T, S) mask pass mask[:, None], for a key-padding "
+                "(B, S) mask mask[:, None, None, :] (True = may attend; a (B, S) mask with "
+                "True = padding, nn.MultiheadAttention's, is key_padding_mask=mask)"
+            )
+            if mask.ndim == 3 and self.n_heads > 1 and shape == (b * self.n_heads, t, s):
+                # nn.MultiheadAttention's 3-D layout: mask[:, None] (the hint above) is
+                # refused again, and its bool True means masked (stop 59 review)
+                hint = (
+                    f"this is nn.MultiheadAttention's (B*n_heads, T, S) layout: pass "
+                    f"mask.view({b}, {self.n_heads}, {t}, {s}) (a bool one inverted, "
+                    f"~mask: True = may attend here, masked there)"
+                )
             raise ValueError(
                 f"Attention: attn_mask must be (T, S) = ({t}, {s}) or (B or 1, 1 or n_heads, "
-                f"T or 1, S) = ({b} or 1, 1 or {self.n_heads}, {t} or 1, {s}), got {shape}; for "
-                f"a per-sequence (B, T, S) mask pass mask[:, None], for a key-padding (B, S) "
-                f"mask mask[:, None, None, :]"
+                f"T or 1, S) = ({b} or 1, 1 or {self.n_heads}, {t} or 1, {s}), got {shape}; "
+                f"{hint}"
             )
         if (
             mask.is_floating_point()
@@ -434,6 +450,12 @@ class Attention(nn.Module):
                 hint = (
                     "; if x is (seq, batch, d_model), nn.MultiheadAttention's default layout, "
                     "build the layer with batch_first=False"
+                )
+            elif not self.batch_first and tuple(kpm.shape) == (t, b):
+                # (B, T, d) read as (T, B, d): the B and S above are not the caller's
+                hint = (
+                    "; if x is (batch, seq, d_model), build the layer with batch_first=True "
+                    "(the default)"
                 )
             raise ValueError(
                 f"Attention: key_padding_mask must be (B, S) = ({b}, {s}) (True = padding, as "
