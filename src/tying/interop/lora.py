@@ -55,6 +55,8 @@ from tying.interop.groups import (
 )
 from tying.interop.lora_saved import (
     HEAD_BIAS_DROPPED,
+    _input_embedding_path,
+    _peft_tied_paths,
     base_of,
     embedding_tie_pairs,
     ensured_entry,
@@ -485,9 +487,16 @@ def _seats(model: nn.Module, inv: Inventory, targets: set[str], config=None) -> 
     reached twice through one shared parent needs nothing: peft wraps it in that parent.
     """
     out = {}
+    token_kept = tokens_tuner_ties(config, model, targets)
     for paths in _seat_groups(inv):
         hit = [p for p in paths if p in targets]
         if not hit:
+            continue
+        if len(hit) != len(paths) and all(
+            frozenset((hit[0], p)) in token_kept for p in paths if p not in hit
+        ):
+            # T5's/BART's `shared` after resize_token_embeddings, seated in the encoder and
+            # decoder too: peft gives those seats the embedding's one token delta
             continue
         if len(hit) != len(paths):
             raise TieError(
@@ -498,7 +507,6 @@ def _seats(model: nn.Module, inv: Inventory, targets: set[str], config=None) -> 
                 f"both. Target every seat ({paths}), one adapter then serves them all, or none"
             )
         out.update({p: paths[0] for p in paths[1:]})
-    token_kept = tokens_tuner_ties(config, model, targets)
     for target, source, t, s, hit in hand_ties_touching(inv, targets):
         if frozenset((t.module_path, s.module_path)) in token_kept:
             continue  # peft gives every tied module the embedding's one token delta
@@ -668,6 +676,14 @@ def _add_adapter(self, adapter_name: str, peft_config, *args: Any, **kwargs: Any
     from tying.core.verify import verify
 
     base = base_of(self)
+    # before peft runs, as get_peft_model and from_pretrained do: a token adapter on a tied
+    # head with a bias was refused only after peft ran, for a wrong cause, and one on a head
+    # trained apart under tie_word_embeddings=True was accepted (logits moved, no error)
+    if not _embedding_tie_wrapped(base):  # (wrapped, an earlier adapter's call checked it)
+        refuse_config_tie_apart(
+            peft_config, base, _targets(peft_config, base, Inventory(base)),
+            f"add_adapter({adapter_name!r})",
+        )  # fmt: skip
     shared = _new_shared_wrappers(self, base, adapter_name, peft_config)
     tree = [(p, m) for p, m in base.named_modules(remove_duplicate=False) if p]
     grads = [(p, p.requires_grad) for p in base.parameters()]
@@ -711,6 +727,22 @@ def _add_adapter(self, adapter_name: str, peft_config, *args: Any, **kwargs: Any
             ) from None
         raise
     return out
+
+
+def _embedding_tie_wrapped(base: nn.Module) -> bool:
+    """True when an earlier adapter wraps the input embedding or a module peft ties to it
+    (token or modules_to_save wrappers): their paths and ``weight`` then are peft's, and
+    the model was checked by the call that added that adapter."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.utils.other import AuxiliaryTrainingWrapper
+
+    emb_path = _input_embedding_path(base)
+    paths = {emb_path, *_peft_tied_paths(base)} - {None}
+    return any(
+        isinstance(base.get_submodule(p), (BaseTunerLayer, AuxiliaryTrainingWrapper))
+        or any(n in p.split(".") for n in ("base_layer", "original_module", "token_adapter"))
+        for p in paths
+    )
 
 
 def _riding_shared(base: nn.Module, peft_config, had_shared: dict) -> dict[str, str]:

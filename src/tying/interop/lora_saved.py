@@ -186,7 +186,9 @@ def _token_ties(config, model: nn.Module) -> set[frozenset[str]]:
     if not emb_path:
         return set()
     tied = _get_module_names_tied_with_embedding(model)
-    modules = dict(model.named_modules())
+    # duplicates kept: after resize_token_embeddings, T5's and BART's encoder and decoder
+    # seat the one new `shared` module itself, and a deduplicated walk lost those paths
+    modules = dict(model.named_modules(remove_duplicate=False))
     # (subclasses too, as peft's isinstance: BART's BartScaledWordEmbedding, whose scale
     # peft's token layer applies)
     if not tied or any(not isinstance(modules.get(t), (nn.Linear, nn.Embedding)) for t in tied):

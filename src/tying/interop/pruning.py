@@ -88,15 +88,21 @@ def prune(model: nn.Module, path: str, method: Callable[..., nn.Module], **kwarg
     )
     _check_path("prune", path, fix)
     if not callable(method):
+        torch_style = (
+            f" (torch's (module, name) pair? here the slot path names the parameter: "
+            f"prune(model, {_slot_to_pass(model, path, method)!r}, method, ...))"
+            if isinstance(method, str)
+            else ""
+        )
         raise TypeError(
             f"prune: method must be a torch.nn.utils.prune function (e.g. "
             f"torch.nn.utils.prune.l1_unstructured), got {type(method).__name__} {method!r}"
+            f"{torch_style}"
         )
     if "name" in kwargs:
         # torch's (module, name) pair: it reached the method twice, "got multiple values for
         # argument 'name'" (stop 59)
-        name = str(kwargs["name"])
-        slot = path if path == name or path.endswith(f".{name}") else f"{path}.{name}"
+        slot = _slot_to_pass(model, path, kwargs["name"])
         raise TypeError(
             f"prune: name={kwargs['name']!r} is torch.nn.utils.prune's (module, name) pair; "
             f"here the slot path names the parameter: drop name= and pass the slot path "
@@ -211,6 +217,18 @@ def _check_path(what: str, path: object, fix: str) -> None:
         raise TypeError(
             f"{what}: path must be one slot path (str), got {type(path).__name__} {path!r}; {fix}"
         )
+
+
+def _slot_to_pass(model: nn.Module, path: str, name) -> str:
+    """The slot path to advise for torch's ``(module, name)`` given as ``(path, name)``: the
+    path itself when it is a slot already (``"head.weight"`` with ``name="bias"`` was told
+    ``'head.weight.bias'``), ``path.name`` when that is a slot (``"weight"`` for the root
+    module, which was told ``'.weight'``), else ``path.name`` as torch would read it."""
+    slots = Inventory(model).slots
+    joined = f"{path}.{name}" if path else str(name)
+    if path in slots and joined not in slots:
+        return path
+    return joined
 
 
 def _follow_same(
