@@ -122,6 +122,20 @@ def save_state(
     """
     from safetensors.torch import save_file
 
+    if isinstance(path, (str, bytes)) and not path:
+        # stop 59: pathlib.Path("") is ".", so "" was refused as "'.' is a folder"
+        raise ValueError(
+            "save: the path is empty (''); give a file path, e.g. 'model.safetensors'; "
+            "nothing was written"
+        )
+    raw = os.fsdecode(path) if isinstance(path, (str, bytes)) else ""
+    if raw.endswith(tuple(s for s in (os.sep, os.altsep) if s)):
+        # stop 59: pathlib drops a trailing "/": save(model, "ckpt/") wrote a file "ckpt"
+        raise IsADirectoryError(
+            errno.EISDIR,
+            f"save: {raw!r} ends in {raw[-1]!r}, so it names a folder; give a file path, "
+            f"e.g. {raw + 'model.safetensors'!r}; nothing was written",
+        )
     meta = dict(metadata or {})
     for k, v in meta.items():
         if not isinstance(k, str) or not isinstance(v, str):
@@ -315,6 +329,8 @@ def _writable_target(path: pathlib.Path) -> tuple[pathlib.Path, int | None, list
             f"save: {os.fspath(path)!r} is read-only (mode {mode:o}); make it writable "
             f"(chmod u+w) or save to another path; it was left as it was"
         )
+    if mode is not None:
+        _refuse_foreign(path, target)
     created: list[pathlib.Path] = []
     try:
         for folder in reversed(target.parents):
@@ -333,6 +349,43 @@ def _writable_target(path: pathlib.Path) -> tuple[pathlib.Path, int | None, list
             f"writable or save to another path"
         )
     return target, mode, created
+
+
+def _refuse_foreign(path: pathlib.Path, target: pathlib.Path) -> None:
+    """Refuse to replace a file that holds something other than a safetensors file.
+
+    Stop 59: ``save(model, "notes.txt")`` (or onto a ``.pt`` pickle, a script) replaced
+    the user's file with no word, where nothing may delete a file it did not write. An
+    empty file (``tempfile.mkstemp``'s) and any safetensors file (a save of this library,
+    ``safetensors.torch.save_file``'s, ``save_pretrained``'s) are replaced as before.
+    """
+    st = os.stat(target)
+    if not stat.S_ISREG(st.st_mode):
+        # stop 59: the temporary file was renamed over the node: save(model, "/dev/null")
+        # replaced the device with a plain file (as root), a FIFO lost its readers
+        raise FileExistsError(
+            errno.EEXIST,
+            f"save: {os.fspath(path)!r} is not a regular file (a device, a FIFO or a "
+            f"socket), which saving would replace; give a file path, e.g. "
+            f"'model.safetensors'; it was left as it was",
+        )
+    size = st.st_size
+    if size == 0:
+        return
+    try:  # a FIFO is refused above: opening one would block
+        with open(target, "rb") as fh:
+            head = fh.read(9)
+    except OSError:  # unreadable (no read permission): not ours to judge
+        return
+    n = int.from_bytes(head[:8], "little") if len(head) == 9 else -1
+    if 0 < n <= size - 8 and head[8:9] == b"{":
+        return
+    raise FileExistsError(
+        errno.EEXIST,
+        f"save: {os.fspath(path)!r} exists and is not a safetensors file ({size} bytes), so "
+        f"saving would replace a file this library did not write; save to another path, "
+        f"or remove it first (os.remove({os.fspath(path)!r})); it was left as it was",
+    )
 
 
 def _remove_created(created: list[pathlib.Path]) -> None:

@@ -21,6 +21,8 @@ def laplacian_penalty(
     params: Sequence[torch.Tensor] | Mapping[object, torch.Tensor],
     edges: Iterable[tuple[object, object]],
     lam: float,
+    *,
+    undirected: bool | None = None,
 ) -> torch.Tensor:
     """``lam/2 · Σ_(i,j)∈edges ‖params[i] − params[j]‖²``.
 
@@ -30,6 +32,12 @@ def laplacian_penalty(
             is listed once and indexed like a list.
         edges: pairs of keys of ``params`` (a 0-d integer tensor counts as its int).
         lam: the penalty strength (≥ 0): a number, a 0-d real tensor or NumPy array.
+        undirected: how an edge given in both directions counts. ``None`` (default):
+            refused, since ``(i, j)`` and ``(j, i)`` would count twice (torch_geometric
+            stores an undirected graph's every edge both ways: the penalty would double).
+            ``True``: each unordered pair counts once, however often and whichever way
+            it is listed. ``False``: every listed edge counts (a directed graph's
+            mutual edges, twice).
 
     Returns:
         A scalar tensor (differentiable).
@@ -43,10 +51,10 @@ def laplacian_penalty(
             iterable, or a networkx graph (it iterates its nodes: pass ``G.edges``);
             ``params`` given as a set (unordered), as ``(name, tensor)`` pairs
             (``model.named_parameters()``: pass ``dict(...)``), or a member that is not a
-            tensor.
+            tensor; ``undirected`` not a bool or None.
         ValueError: negative, NaN or infinite ``lam``, an edge that is not a pair or names
             a missing key (a bool, NumPy's or a tensor's too, is no index of a list), or shapes
-            that differ.
+            that differ, or an edge given both ways with ``undirected=None``.
 
     Complex members count ``|a − b|²`` (real and ≥ 0). float16 and bfloat16 members
     are squared and summed in float32 and the penalty rounded once to their dtype (it
@@ -57,6 +65,8 @@ def laplacian_penalty(
         >>> import torch, tying
         >>> a, b = torch.zeros(2), torch.ones(2)
         >>> tying.soft.laplacian_penalty([a, b], [(0, 1)], lam=2.0)
+        tensor(2.)
+        >>> tying.soft.laplacian_penalty([a, b], [(0, 1), (1, 0)], lam=2.0, undirected=True)
         tensor(2.)
     """
     if isinstance(lam, np.ndarray) and lam.ndim == 0 and lam.dtype.kind in "fiu":
@@ -80,6 +90,11 @@ def laplacian_penalty(
         )
     if not (lam >= 0) or lam == float("inf"):  # NaN fails every comparison
         raise ValueError(f"laplacian_penalty: lam must be finite and >= 0, got {lam}")
+    if undirected is not None and not isinstance(undirected, bool):
+        raise TypeError(
+            f"laplacian_penalty: undirected must be True, False or None, got "
+            f"{type(undirected).__name__} {undirected!r}"
+        )
     # an edge view whose values carry nothing (networkx's G.edges of a graph without edge
     # attributes: {(0, 1): {}}) is a list of pairs; values that do (a weight) are refused
     if isinstance(edges, Mapping) and any(
@@ -101,6 +116,7 @@ def laplacian_penalty(
     known = set(keys)
     total = None
     out = None  # the dtype of the penalty: the members' (real) dtype, promoted
+    seen: set = set()  # the (i, j) pairs summed so far, as given
     for edge in edges:
         if isinstance(edge, (torch.Tensor, np.ndarray)):
             # stop 58: a row of an (E, 2) tensor was refused as "not a pair", with advice
@@ -115,6 +131,8 @@ def laplacian_penalty(
                 f"{edge!r}; {_pair_advice(edge, edges)}"
             )
         i, j = (_key(k, edge, mapping, keys, known) for k in edge)
+        if undirected is not False and _counted(i, j, seen, undirected, edge):
+            continue
         a, b = _member(get, i), _member(get, j)
         for k, t in ((i, a), (j, b)):
             if not (t.is_floating_point() or t.is_complex()):
@@ -146,6 +164,26 @@ def laplacian_penalty(
     return penalty.to(out) if out in _HALF else penalty
 
 
+def _counted(i: object, j: object, seen: set, undirected: bool | None, edge: object) -> bool:
+    """Whether edge ``(i, j)`` is already in the sum (``undirected=True``: either way round);
+    with ``undirected=None`` its reverse in ``seen`` is refused. Records ``(i, j)``."""
+    try:
+        back, again = (j, i) in seen, (i, j) in seen
+    except TypeError:  # an unhashable key (a list of a list's keys): no pair to compare
+        return False
+    if undirected is None and back and i != j:
+        # stop 59: torch_geometric keeps an undirected graph's every edge both ways, and
+        # edge_index.T.tolist() (this function's own advice) summed each twice: 4.0 for 2.0
+        raise ValueError(
+            f"laplacian_penalty: edge {_show(edge)} and its reverse ({j!r}, {i!r}) are both "
+            f"given, so the pair would count twice (an undirected graph stored both ways, "
+            f"as torch_geometric's edge_index is); pass undirected=True to count each pair "
+            f"once, or undirected=False to sum every listed edge"
+        )
+    seen.add((i, j))
+    return bool(undirected) and (back or again)
+
+
 def _check_edges_container(edges: object) -> None:
     """Refuse ``edges`` that cannot be read as pairs of keys, naming the conversion."""
     if isinstance(edges, (torch.Tensor, np.ndarray)):
@@ -156,7 +194,8 @@ def _check_edges_container(edges: object) -> None:
             f"laplacian_penalty: edges must be pairs (i, j) of keys of params, got a "
             f"{type(edges).__name__} of shape {tuple(edges.shape)}; pass edges.tolist() for "
             f"one pair per row (shape (E, 2)), or edge_index.T.tolist() for a (2, E) "
-            f"edge_index (torch_geometric's layout)"
+            f"edge_index (torch_geometric's layout; with undirected=True when it stores "
+            f"each edge both ways, as to_undirected does)"
         )
     if hasattr(edges, "adj") and hasattr(edges, "nodes"):
         # stop 58: a networkx graph iterates its nodes; grid_2d_graph's nodes are pairs
