@@ -218,12 +218,16 @@ class MultiTaskNet(nn.Module):
                     f"its own copy) or build a new MultiTaskNet; nothing was changed"
                 )
 
-    def soft_penalty(self, edges: Sequence[tuple[int, int]], lam: float) -> torch.Tensor:
+    def soft_penalty(
+        self, edges: Sequence[tuple[int, int]], lam: float, *, undirected: bool | None = None
+    ) -> torch.Tensor:
         """``λ/2 Σ_(i,j)∈edges ‖trunk_i − trunk_j‖²`` over every trunk parameter.
 
         Args:
             edges: the task graph.
             lam: the dial (≥ 0).
+            undirected: how an edge given both ways counts, as in
+                :func:`tying.soft.laplacian_penalty` (None: refused; True: once; False: twice).
 
         Returns:
             A scalar tensor.
@@ -240,7 +244,9 @@ class MultiTaskNet(nn.Module):
         names = list(dict.fromkeys(n for t in self.trunks for n, _ in t.named_parameters()))
         for name in names:
             per_task = {k: self.trunks[k].get_parameter(name) for k in range(self.n_tasks)}
-            total = total + tying.soft.laplacian_penalty(per_task, edges, lam)
+            total = total + tying.soft.laplacian_penalty(
+                per_task, edges, lam, undirected=undirected
+            )
         return total
 
 
@@ -253,6 +259,7 @@ def fit_multitask(
     steps: int = 300,
     lr: float = 0.05,
     method: str = "adam",
+    undirected: bool | None = None,
 ) -> MultiTaskNet:
     """Train all tasks jointly, full batch: mean squared error per task + the soft penalty.
 
@@ -266,6 +273,8 @@ def fit_multitask(
         lr: learning rate.
         method: ``"adam"``, or ``"lbfgs"`` (full-batch L-BFGS with a strong-Wolfe line
             search: far fewer steps on smooth, small problems).
+        undirected: how an edge given both ways counts in the soft penalty (see
+            :meth:`MultiTaskNet.soft_penalty`).
 
     Returns:
         ``net``, trained.
@@ -310,7 +319,7 @@ def fit_multitask(
     def objective() -> torch.Tensor:
         loss = sum(((net(X, k) - y) ** 2).mean() for k, (X, y) in enumerate(data))
         if lam > 0 and edges:
-            loss = loss + net.soft_penalty(edges, lam)
+            loss = loss + net.soft_penalty(edges, lam, undirected=undirected)
         return loss
 
     params = list(net.parameters())  # one entry per physical tensor: ties counted once
