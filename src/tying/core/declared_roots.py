@@ -17,7 +17,7 @@ import weakref
 
 from torch import nn
 
-__all__ = ["holding", "remember"]
+__all__ = ["holding", "remember", "remember_anchor"]
 
 #: ``id(root) -> root`` for every live module a plan was applied to
 _ROOTS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
@@ -30,6 +30,25 @@ def remember(root: nn.Module) -> None:
         _ROOTS[id(root)] = root
     except TypeError:  # a module class without __weakref__: its parts read slots only
         pass
+
+
+def remember_anchor(slot) -> None:
+    """Record the module a copied or unpickled slot's tie hangs from (its anchor's root).
+
+    ``copy.deepcopy(model)``, ``pickle`` and ``torch.load`` make a root no plan was applied
+    to: before, it was recorded only once a ``tying.verify`` walked it, so after every tied
+    module of a part of the copy was replaced, ``verify(copy.dec)`` returned 0 and
+    ``Plan.declared(copy.dec)`` was ``Plan([])`` beside a broken tie, as for the original
+    before stop 59. The root may still be half built here (its own state comes after its
+    children's): it is only recorded, and read when a part asks.
+    """
+    anchor = getattr(slot, "anchor", None)
+    if not anchor:
+        return
+    first = anchor[0]  # (root, child name, child), root first; a pre-stop-30 pickle: the root
+    root = first if isinstance(first, nn.Module) else first[0]
+    if isinstance(root, nn.Module):
+        remember(root)
 
 
 def holding(model: nn.Module) -> list[nn.Module]:
@@ -50,11 +69,32 @@ def holding(model: nn.Module) -> list[nn.Module]:
         True
     """
     found = []
-    for root in list(_ROOTS.values()):
-        if root is model or not root.__dict__.get(DECLARED_ATTR):
+    # valuerefs() copies the references in one step: iterating values() while another
+    # thread applies a plan (remember) raised "dictionary changed size during iteration"
+    for ref in _ROOTS.valuerefs():
+        root = ref()
+        if root is None or root is model or not root.__dict__.get(DECLARED_ATTR):
+            continue
+        if not _contains(root, model):  # the common case: no path strings built
             continue
         where = next((p for p, m in root.named_modules() if m is model), None)
         if where:
             found.append((where.count("."), id(root), root))
     found.sort(key=lambda f: (f[0], f[1]))
     return [root for _, _, root in found]
+
+
+def _contains(root: nn.Module, model: nn.Module) -> bool:
+    """Whether ``model`` is a module below ``root``: ``named_modules`` without its path
+    strings (``holding`` walks every recorded root; ``verify`` and ``Plan.declared`` of a
+    part took 29-36 ms with 50 other tied 24-layer models alive, from 5 ms and 0.02 ms)."""
+    stack, seen = [root], {id(root)}
+    while stack:
+        for child in stack.pop()._modules.values():
+            if child is None or id(child) in seen:
+                continue
+            if child is model:
+                return True
+            seen.add(id(child))
+            stack.append(child)
+    return False

@@ -102,11 +102,11 @@ def _registered_since(module: nn.Module) -> bool:
     # a plan ties a module by giving it a class of its own over the one it was registered
     # with (``Linear`` -> ``TiedLinear``): the record holds the plain class's id (stop 59:
     # a tied layer put in a container after the last walk had no parents)
+    # a tied slot's module given a parametrization on another tensor (``bias``) has
+    # parametrize's class over that one (``ParametrizedTiedLinear``): any class of its MRO
+    # (a dead module's id taken by a subclass's costs one walk, never a missed parent)
     seen = _NEW.get(id(module))
-    return seen is not None and seen in (
-        id(type(module)),
-        id(type(module).__dict__.get("_tying_base")),
-    )
+    return seen is not None and any(id(cls) == seen for cls in type(module).__mro__)
 
 
 def ancestors(module: nn.Module) -> list[nn.Module]:

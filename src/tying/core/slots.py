@@ -44,6 +44,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tying.core.declared_roots import remember_anchor as _remember_anchor
 from tying.core.eager_quant import check_qconfig_set as _check_qconfig_set
 from tying.core.errors import TieError
 from tying.core.freezing import requires_grad_ as _requires_grad_
@@ -181,6 +182,7 @@ class Slot:
         self.__dict__.update(state)
         self._piece = _piece_without_source(self)
         self._seen = _own_seen(self, lambda held: held)  # None if its module isn't built yet
+        _remember_anchor(self)  # its parts find the copy's declarations (declared_roots)
 
     def source_shape(self) -> tuple[int, ...] | None:
         """The shape the tie's source must have (None: the relation cannot say)."""
@@ -205,6 +207,7 @@ class Slot:
         memo[id(self)] = new
         new.__dict__.update({k: copy.deepcopy(v, memo) for k, v in state.items()})
         new._seen = _own_seen(self, lambda held: memo.get(id(held)))  # the copy's own source
+        _remember_anchor(new)  # its parts find the copy's declarations (declared_roots)
         return new
 
     def value(self, module: nn.Module) -> torch.Tensor:

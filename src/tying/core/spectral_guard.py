@@ -49,7 +49,10 @@ class TiedParams(dict):
     __slots__ = ()
 
     def __contains__(self, key):
-        if key == "parametrizations":  # torch.ao's fuse_modules asks it first (stop 57)
+        if key == "parametrizations" and not torch.compiler.is_compiling():
+            # torch.ao's fuse_modules asks it first (stop 57). A parametrized tensor's
+            # property asks it at every read: dynamo cannot trace sys._getframe, so a tied
+            # module with a parametrized bias failed torch.compile(fullgraph=True)
             check_fuse_lookup(sys._getframe(1))
         if dict.__contains__(self, key):
             return True

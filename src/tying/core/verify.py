@@ -270,7 +270,9 @@ def dropped_ties(model: nn.Module, inv: Inventory) -> list[str]:
     return out
 
 
-def _declarations(model: nn.Module, inv: Inventory, refuse_outside: str = ""):
+def _declarations(
+    model: nn.Module, inv: Inventory, refuse_outside: str = "", ancestors: dict | None = None
+):
     """``(target, source, spec)`` of every tie declared for slots of ``model``, paths
     relative to ``model``: those declared on ``model`` and its modules, then those a plan
     applied to a module above it declared for slots inside it (``tying.verify(part)`` and,
@@ -295,7 +297,9 @@ def _declarations(model: nn.Module, inv: Inventory, refuse_outside: str = ""):
             root = info.tie._links()[0][0]
             if id(root) not in inside:
                 roots.setdefault(id(root), root)
-    for key, up in _declaring_ancestors(model).items():  # those no tied slot leads to
+    if ancestors is None:
+        ancestors = _declaring_ancestors(model)
+    for key, up in ancestors.items():  # those no tied slot leads to
         roots.setdefault(key, up)
     # a plan applied to ``model.dec`` and another to ``model`` make two roots above
     # ``model.dec.x``, one inside the other: each module's declarations are read once (the
@@ -386,7 +390,8 @@ def declarations_for_plan(model: nn.Module) -> list[tuple[str, str | None, dict]
     own = own_declarations(model)
     inside = {id(m) for m in model.modules()}
     declared = {target for target, _, _ in own}
-    if not _declaring_ancestors(model) and all(
+    ancestors = _declaring_ancestors(model)  # walks every recorded root: once a call
+    if not ancestors and all(
         join(prefix, name) in declared
         and (slot.anchor is None or id(slot._links()[0][0]) in inside)
         for prefix, mod in model.named_modules()
@@ -397,7 +402,7 @@ def declarations_for_plan(model: nn.Module) -> list[tuple[str, str | None, dict]
     for path, info in inv.slots.items():
         if info.tie is not None and info.source == "":
             raise TieError("Plan.declared: " + inv.outside(path, "Plan.declared"))
-    out = list(_declarations(model, inv, "Plan.declared"))
+    out = list(_declarations(model, inv, "Plan.declared", ancestors))
     # A tie no declaration lists: ``copy.deepcopy(model.dec)`` rebases the copy's slots
     # onto the copy, but the declarations stay on the model the plan was applied to, so
     # Plan.declared(copy) was Plan([]) while tying.ties(copy) listed them. The slot itself
