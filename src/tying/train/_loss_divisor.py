@@ -34,6 +34,9 @@ import torch
 # nodes a loss passes through on its way from torch's loss node to the root: a scale by a
 # number (loss / accumulation_steps), a sum of terms (label smoothing's two), a reshape
 _THROUGH = ("Mul", "Div", "Neg", "Add", "Sub", "View", "Reshape", "Squeeze", "Unsqueeze")
+# review 59: linear too, and written around a loss as often (loss.double(),
+# torch.stack(losses).mean()): a weighted or padded mean behind them went unseen
+_THROUGH += ("ToCopy", "Clone", "Stack", "Cat", "Mean", "Sum")
 _DEPTH = 6
 
 
@@ -127,6 +130,43 @@ def loss_input_chain(node, depth: int = 16) -> set[int]:
     return chain
 
 
+def reads_one_example(node, made_by) -> bool:
+    """Whether an ``nll_loss`` node reads one example's rows of the model output alone
+    (``out[b]``, ``out[b:b + 1]``: a per-example loss written as a loop), so that its mean,
+    weighted or over its own kept targets, is that example's own (review 59: such a loop,
+    the "each example's own mean" the refusals advise, was refused as a batch's mean).
+
+    Example:
+        >>> import torch
+        >>> out = torch.randn(3, 5, 4, requires_grad=True) * 1
+        >>> f = torch.nn.functional.cross_entropy
+        >>> y = torch.tensor([0, 1, 2, 3, 0])
+        >>> reads_one_example(f(out[1], y).grad_fn, out.grad_fn)
+        True
+        >>> reads_one_example(f(out[:, 1], y[:3]).grad_fn, out.grad_fn)
+        False
+    """
+    here, above = node, None
+    for _ in range(16):
+        below = [n for n, _ in here.next_functions if n is not None]
+        if len(below) != 1:
+            return False
+        above, here = here, below[0]
+        if here is made_by:
+            break
+        if not type(here).__name__.startswith(_ROW_KEEPING):
+            return False
+    else:
+        return False
+    name = type(above).__name__
+    if name == "SelectBackward0":
+        return getattr(above, "_saved_dim", None) == 0
+    if name == "SliceBackward0" and getattr(above, "_saved_dim", None) == 0:
+        start, end = int(above._saved_start), int(above._saved_end)
+        return int(above._saved_step) == 1 and end - start == 1 and start >= 0
+    return False
+
+
 def class_weighted(node) -> bool:
     """Whether an ``nll_loss`` node was given a class weight that is not one number
     throughout (a uniform weight divides out of the mean).
@@ -187,6 +227,24 @@ def kept_counts(
         >>> kept_counts(g, 4, 2).tolist()
         [2, 3]
     """
+    rows = class_rows(grad, classes, batch, loss_input)
+    if rows is None:
+        return None
+    # two (B, R) reductions, no (B, R, C) mask: an LM's logits gradient may be large
+    low, high = torch.aminmax(rows, dim=-1)
+    return ((low != 0) | (high != 0)).sum(1)
+
+
+def class_rows(
+    grad: torch.Tensor, classes: int, batch: int, loss_input: tuple[int, ...] = ()
+) -> torch.Tensor | None:
+    """A batch-first output (or its gradient) as ``(B, R, classes)`` rows, as
+    :func:`kept_counts` reads them; None where it has no such dimension.
+
+    Example:
+        >>> class_rows(torch.zeros(2, 3, 4), 4, 2).shape
+        torch.Size([2, 3, 4])
+    """
     if grad.dim() < 2 or grad.shape[0] != batch or classes < 1:
         return None
     spatial = math.prod(loss_input[2:]) if len(loss_input) > 2 else None
@@ -202,9 +260,37 @@ def kept_counts(
         rows = grad.movedim(1, -1).reshape(batch, -1, classes)
     else:
         return None
-    # two (B, R) reductions, no (B, R, C) mask: an LM's logits gradient may be large
-    low, high = torch.aminmax(rows, dim=-1)
-    return ((low != 0) | (high != 0)).sum(1)
+    return rows
+
+
+def could_be_even(grad: torch.Tensor, out, counts: torch.Tensor, shape) -> bool:
+    """Whether uneven ``counts`` may be a kept target's row of zeros (review 59).
+
+    A target the model already predicts with probability 1 in the gradient's precision
+    (a margin of ~104 in float32, ~12-15 in float16 at thousands of tokens) has a row of
+    zeros too: a plain ``F.cross_entropy(out, y)`` that drops nothing was refused as
+    unevenly padded ("divides by the 2 kept" of 4). Where the output is still alive, a
+    zero row whose softmax is that peaked may be kept or dropped; the counts are refused
+    only where no such reading makes them even.
+
+    Example:
+        >>> grad = torch.zeros(2, 1, 3); grad[1, 0, 0] = 0.5   # example 0's row: zero
+        >>> out = torch.tensor([[[200.0, 0.0, 0.0]], [[0.0, 0.0, 0.0]]])  # ... and saturated
+        >>> could_be_even(grad, out, torch.tensor([0, 1]), (2, 3))
+        True
+        >>> could_be_even(grad, torch.zeros(2, 1, 3), torch.tensor([0, 1]), (2, 3))
+        False
+    """
+    if out is None:
+        return False
+    rows = class_rows(out.detach(), shape[1], counts.numel(), shape)
+    zero = class_rows(grad, shape[1], counts.numel(), shape)
+    if rows is None or zero is None:
+        return False
+    tol = 1e-2 if grad.dtype == torch.float16 else 1e-6
+    peaked = rows.float().log_softmax(-1).amax(-1) >= math.log1p(-tol)  # (B, R)
+    unsure = peaked & (zero == 0).all(-1)
+    return bool(counts.max() <= (counts + unsure.sum(1)).min())
 
 
 def weighted_message(declared: str, node, batch: int) -> str:
@@ -220,7 +306,10 @@ def weighted_message(declared: str, node, batch: int) -> str:
         + ", a factor set by the other examples' labels, and clipping would bound a "
         f"scaled copy, with no error (plain Opacus does the same). Reduce per example "
         f"and then over the batch: F.cross_entropy(out, y, weight=w, reduction='none')."
-        f"{reduce}() (each example's loss w[y_b] * loss_b)"
+        f"{reduce}() (each example's loss w[y_b] * loss_b). A weight of one value "
+        f"throughout divides out of the mean and is right, but the backward frees it "
+        f"before it can be read: drop it (the advice would scale the loss by its value), "
+        f"or call backward(retain_graph=True), under which it is read and let through"
     )
 
 
@@ -242,5 +331,11 @@ def uneven_message(declared: str, node, counts: torch.Tensor) -> str:
         f"all its entries (each example's kept losses summed"
         + (", over the batch's B * T positions" if declared == "mean" else "")
         + f"), or (l.view(B, -1).sum(1) / kept.view(B, -1).sum(1).clamp(min=1)).{reduce}() "
-        f"with kept = y != {ignore} (each example's own mean)"
+        f"with kept = y != {ignore} (each example's own mean). A model that computes this "
+        f"loss inside its forward (transformers' labels=) cannot be told so: call it "
+        f"without labels and take l from its logits, shifted as it does for a causal LM: "
+        f"F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), "
+        f"ignore_index={ignore}, reduction='none'), kept = labels[:, 1:] != {ignore}. "
+        f"(A row of zeros is read as dropped; a target predicted with probability 1 has "
+        f"one too, told apart only while the model's output is kept alive: out = model(x))"
     )

@@ -9,15 +9,18 @@ the wrapper was given (stop 57), and a torch mean whose divisor the whole batch 
 from __future__ import annotations
 
 import warnings
+import weakref
 
 import torch
 from torch import nn
 
 from tying.train._loss_divisor import (
     class_weighted,
+    could_be_even,
     kept_counts,
     loss_input_chain,
     mean_nll_nodes,
+    reads_one_example,
     uneven_message,
     weighted_message,
 )
@@ -114,7 +117,7 @@ class _BackwardProbe:
         # k walks for k outputs (stop 54: 4 outputs, 4x the 1-output walk's time)
         memo: dict[int, list] = {}
 
-        def check(grad, made_by=None):
+        def check(grad, made_by=None, output=None):
             if not self.gsm.hooks_enabled:  # a probe's own backward, or Opacus' off
                 return None
             task = _graph_task()
@@ -148,6 +151,8 @@ class _BackwardProbe:
             # ignore_index, masked rows), wrong under either loss_reduction; read before
             # the reduction's own check, whose advice (.mean()) would be refused here next
             for node in nll:
+                if made_by is not None and reads_one_example(node, made_by):
+                    continue  # one example's own mean (a per-example loop; review 59)
                 if class_weighted(node):
                     self._take_back(state)
                     raise ValueError(weighted_message(declared, node, batch))
@@ -160,7 +165,11 @@ class _BackwardProbe:
                     if direct and shape and len(shape) > 1
                     else None
                 )
-                if counts is not None and bool(counts.min() != counts.max()):
+                if (
+                    counts is not None
+                    and bool(counts.min() != counts.max())
+                    and not could_be_even(grad, output() if output else None, counts, shape)
+                ):
                     self._take_back(state)
                     raise ValueError(uneven_message(declared, node, counts))
             # a seed other than 1 (loss.backward(torch.tensor(1 / B))) scales the loss by
@@ -170,8 +179,13 @@ class _BackwardProbe:
                 raise ValueError(_reduction_message(declared, reduced, batch))
             return None
 
+        def hook_for(t):
+            # a weak reference: the logits are read only on a refusal, and never kept alive
+            made_by, output = t.grad_fn, weakref.ref(t)
+            return lambda grad: check(grad, made_by, output)
+
         for t in outs:
-            t.register_hook(lambda grad, made_by=t.grad_fn: check(grad, made_by))
+            t.register_hook(hook_for(t))
 
     def _take_back(self, state=None) -> None:
         records, activations = self._state if state is None else state
