@@ -140,7 +140,7 @@ def test_constructor_errors(kwargs, exc, match):
     [
         (nn.Conv2d(4, 4, 3, groups=2), r"groups=2"),
         (nn.Conv2d(2, 2, 3, dilation=2), r"dilation=\(2, 2\)"),
-        (nn.Conv2d(2, 2, 3, padding="same"), r"padding='same'"),
+        (nn.Conv2d(2, 2, 4, padding="same"), r"padding='same' with kernel_size \(4, 4\)"),
         (nn.Conv2d(2, 2, 3, padding=1, padding_mode="circular"), r"padding_mode='circular'"),
     ],
 )

@@ -43,9 +43,11 @@ def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
 class _SharedAcrossPositions(nn.Module):
     """Parametrization: one stored filter (or bias), read by every output position."""
 
-    def __init__(self, output_size: tuple[int, int]) -> None:
+    def __init__(self, output_size: tuple[int, int], name: str = "weight") -> None:
         super().__init__()
         self.output_size = output_size
+        self.name = name
+        self.item_shape: tuple[int, ...] | None = None  # one position's, set when tied
 
     def forward(self, shared: torch.Tensor) -> torch.Tensor:
         # (C_out, ...) -> (out_h, out_w, C_out, ...): a view, so autograd sums the
@@ -53,7 +55,38 @@ class _SharedAcrossPositions(nn.Module):
         return shared.expand(*self.output_size, *shared.shape)
 
     def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
-        return value[0, 0].clone()
+        if self.item_shape is None:  # tie_filters: position (0, 0)'s, by design
+            self.item_shape = tuple(value.shape[2:])
+            return value[0, 0].clone()
+        # an assignment to the tied slot (layer.weight = value): it kept position (0, 0)'s
+        # filter and dropped the others with no error (7.6 off the assigned per-position
+        # layer), and a conv-shaped (C_out, C_in, kh, kw) value stored its [0, 0] (kh, kw)
+        # slice as the filter (stop 59b)
+        n = self.name
+        full = (*self.output_size, *self.item_shape)
+        untie = (
+            f"for per-position values untie first: torch.nn.utils.parametrize."
+            f"remove_parametrizations(layer, {n!r}), then layer.{n} = nn.Parameter(value)"
+        )
+        if tuple(value.shape) != full:
+            raise ValueError(
+                f"LocallyConnected2d: {n} is tied across positions (tie_filters) and reads as "
+                f"{full}, got a value of shape {tuple(value.shape)}; assign one position's "
+                f"{n} {self.item_shape} spread to every position "
+                f"(value.expand({', '.join(map(str, full))})), or {untie}"
+            )
+        first = value[0, 0]
+        diff = (value - first).abs().flatten(2).amax(dim=2)  # (out_h, out_w)
+        diff = torch.where(diff.isnan(), torch.inf, diff)
+        if bool(diff.max() > 0):
+            pos = divmod(int(diff.argmax()), self.output_size[1])
+            raise ValueError(
+                f"LocallyConnected2d: {n} is tied across positions (tie_filters): every "
+                f"position reads one stored {n}, but the value's position {pos} differs from "
+                f"position (0, 0)'s by {float(diff.max()):.3g}, and only position (0, 0)'s "
+                f"would be kept; assign a value whose positions are equal, or {untie}"
+            )
+        return first.clone()
 
 
 class LocallyConnected2d(nn.Module):
@@ -264,7 +297,7 @@ class LocallyConnected2d(nn.Module):
         for name in ("weight", "bias"):
             if getattr(self, name) is not None:
                 parametrize.register_parametrization(
-                    self, name, _SharedAcrossPositions(self.output_size)
+                    self, name, _SharedAcrossPositions(self.output_size, name)
                 )
         return self
 
@@ -322,8 +355,8 @@ class LocallyConnected2d(nn.Module):
         """Untie a conv: a layer whose every position holds a copy of ``conv``'s filter.
 
         Args:
-            conv: a ``Conv2d`` with ``groups=1``, ``dilation=1``, zero padding given
-                as numbers.
+            conv: a ``Conv2d`` with ``groups=1``, ``dilation=1`` and zero padding: numbers,
+                ``"valid"``, or ``"same"`` with an odd kernel (symmetric: ``(k - 1) / 2``).
             input_size: spatial size ``(H, W)`` of the inputs the layer will see.
 
         Returns:
@@ -332,7 +365,8 @@ class LocallyConnected2d(nn.Module):
 
         Raises:
             TypeError: when ``conv`` is not a ``Conv2d``.
-            ValueError: for grouped, dilated, non-zero-padded or string-padded convs.
+            ValueError: for grouped, dilated or non-zero-padded convs, and ``"same"``
+                padding of an even kernel (uneven sides; the message says how to pad).
 
         Example:
             >>> conv = nn.Conv2d(3, 4, 3, padding=1)
@@ -348,8 +382,14 @@ class LocallyConnected2d(nn.Module):
             problems.append(f"groups={conv.groups} (need 1)")
         if tuple(conv.dilation) != (1, 1):
             problems.append(f"dilation={tuple(conv.dilation)} (need (1, 1))")
-        if isinstance(conv.padding, str):
-            problems.append(f"padding={conv.padding!r} (need explicit numbers)")
+        padding = conv.padding
+        if isinstance(padding, str) and not problems:
+            # padding='valid'/'same' (the string forms nn.Conv2d takes) were refused as
+            # "need explicit numbers" (stop 59): 'valid' is 0 and 'same' of an odd kernel
+            # is (k - 1) / 2 on each side, the windows this layer makes from numbers
+            padding, problem = _string_padding(conv)
+            if problem:
+                problems.append(problem)
         if conv.padding_mode != "zeros":
             problems.append(f"padding_mode={conv.padding_mode!r} (need 'zeros')")
         if problems:
@@ -361,7 +401,7 @@ class LocallyConnected2d(nn.Module):
             input_size,
             tuple(conv.kernel_size),
             stride=tuple(conv.stride),
-            padding=tuple(conv.padding),
+            padding=tuple(padding),
             bias=conv.bias is not None,
             device=w.device,
             dtype=w.dtype,
@@ -517,6 +557,24 @@ class LocallyConnected2d(nn.Module):
             f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
             f"bias={self.bias is not None}"
         )
+
+
+def _string_padding(conv: nn.Conv2d) -> tuple[tuple[int, int], str | None]:
+    """The numbers of ``conv``'s ``padding='valid'``/``'same'`` (undilated, stride 1),
+    or a problem naming what a layer with symmetric zero padding cannot reproduce."""
+    if conv.padding == "valid":
+        return (0, 0), None
+    kh, kw = conv.kernel_size
+    if kh % 2 and kw % 2:  # 'same' pads (k - 1) / 2 on both sides of each axis
+        return ((kh - 1) // 2, (kw - 1) // 2), None
+    # torch pads (k - 1) // 2 before and the rest after: this layer pads both sides alike
+    (top, bottom), (left, right) = (((k - 1) // 2, k - 1 - (k - 1) // 2) for k in (kh, kw))
+    return (0, 0), (
+        f"padding='same' with kernel_size {(kh, kw)} (pads top/bottom {top}/{bottom}, "
+        f"left/right {left}/{right}; this layer pads both sides alike): untie a copy with "
+        f"padding=0, input_size=(H + {kh - 1}, W + {kw - 1}), and call it on "
+        f"F.pad(x, ({left}, {right}, {top}, {bottom}))"
+    )
 
 
 def _tied_again(state: dict) -> LocallyConnected2d:

@@ -117,12 +117,14 @@ class TiedGateLSTM(nn.Module):
         """Run the sequence.
 
         Args:
-            x: ``(B, T, input_size)`` (``(T, B, input_size)`` when not ``batch_first``).
-            state: optional ``(h0, c0)``, each ``(B, hidden_size)`` (a tuple or list; one
-                stacked tensor is refused).
+            x: ``(B, T, input_size)`` (``(T, B, input_size)`` when not ``batch_first``), or
+                one unbatched sequence ``(T, input_size)`` as ``nn.LSTM`` takes it.
+            state: optional ``(h0, c0)``, each ``(B, hidden_size)`` (``(hidden_size,)`` for
+                an unbatched sequence; a tuple or list; one stacked tensor is refused).
 
         Returns:
-            ``(output, (h_T, c_T))`` with ``output`` ``(B, T, hidden_size)`` (or time-first).
+            ``(output, (h_T, c_T))`` with ``output`` ``(B, T, hidden_size)`` (or time-first;
+            ``(T, hidden_size)`` and states ``(hidden_size,)`` for an unbatched sequence).
 
         Raises:
             TypeError: for an input that is not a tensor (a ``PackedSequence`` included);
@@ -145,10 +147,13 @@ class TiedGateLSTM(nn.Module):
                     else ""
                 )
             )
+        if x.ndim == 2 and x.shape[-1] == self.input_size:
+            return self._unbatched(x, state)
         if x.ndim != 3 or x.shape[-1] != self.input_size:
             layout = "(batch, seq, " if self.batch_first else "(seq, batch, "
             raise ValueError(
-                f"TiedGateLSTM: expected input of shape {layout}{self.input_size}), got {tuple(x.shape)}"
+                f"TiedGateLSTM: expected input of shape {layout}{self.input_size}), got "
+                f"{tuple(x.shape)} (one unbatched sequence is (seq, {self.input_size}))"
             )
         if not self.batch_first:
             x = x.transpose(0, 1)
@@ -216,6 +221,41 @@ class TiedGateLSTM(nn.Module):
         if not self.batch_first:
             out = out.transpose(0, 1)
         return out, (h, c)
+
+    def _unbatched(
+        self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """One sequence ``(T, input_size)``, as ``nn.LSTM`` takes it: state ``(H,)`` each.
+
+        It was refused as "expected input of shape (batch, seq, ...)" (stop 59b), where
+        ``nn.LSTM`` reads a 2-D input as one unbatched sequence whatever ``batch_first``.
+        """
+        hs = self.hidden_size
+        if state is not None:
+            if not (
+                isinstance(state, tuple | list)
+                and len(state) == 2
+                and all(isinstance(v, torch.Tensor) and tuple(v.shape) == (hs,) for v in state)
+            ):
+                got = (
+                    ", ".join(
+                        str(tuple(v.shape)) if isinstance(v, torch.Tensor) else type(v).__name__
+                        for v in state
+                    )
+                    if isinstance(state, tuple | list)
+                    else f"{type(state).__name__}"
+                    + (f" of shape {tuple(state.shape)}" if isinstance(state, torch.Tensor) else "")
+                )
+                raise ValueError(
+                    f"TiedGateLSTM: for one unbatched sequence ({x.shape[0]}, {self.input_size}) "
+                    f"the state must be a pair (h0, c0) of tensors of shape ({hs},) each (nn.LSTM's "
+                    f"(1, {hs}) without its layer dim), got {got}; pass state=(h0[0], c0[0]) for "
+                    f"nn.LSTM-shaped states"
+                )
+            state = (state[0].unsqueeze(0), state[1].unsqueeze(0))  # (1, H) each
+        dim = 0 if self.batch_first else 1  # where the forward reads the batch
+        out, (h, c) = self.forward(x.unsqueeze(dim), state)
+        return out.squeeze(dim), (h.squeeze(0), c.squeeze(0))
 
     def to_lstm(self) -> nn.LSTM:
         """An :class:`torch.nn.LSTM` with the same outputs: the tie written out.

@@ -198,8 +198,24 @@ class Siamese(nn.Module):
             raise
 
     def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Euclidean distance between the embeddings, one per pair: ``(B,)``."""
+        """Euclidean distance between the embeddings, one per pair: ``(B,)``.
+
+        Raises:
+            ValueError: when the embeddings' dim 0 is not the inputs' batch dim 0 (one
+                unbatched item, which ``nn.Linear``/``nn.Conv2d`` towers take, gave one
+                "distance" per embedding coordinate or channel, with no error: stop 59b).
+        """
         za, zb = self(a, b)
+        if a.ndim == 0 or za.ndim == 0 or za.shape[0] != a.shape[0]:
+            got = "no dim 0" if a.ndim == 0 else f"{a.shape[0]} along dim 0"
+            rows = "a 0-d embedding" if za.ndim == 0 else f"{za.shape[0]} embedding rows"
+            raise ValueError(
+                f"Siamese.distance: one distance per pair needs one embedding row per input "
+                f"item along dim 0, got inputs {tuple(a.shape)} ({got}) and {rows} "
+                f"{tuple(za.shape)}; for one unbatched pair pass a.unsqueeze(0), "
+                f"b.unsqueeze(0) (the distance is then of shape (1,)); for inputs batched along "
+                f"another dim (time-first sequences), put the batch first"
+            )
         return _pair_distance(za, zb, "Siamese.distance")
 
     def extra_repr(self) -> str:
