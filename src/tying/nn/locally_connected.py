@@ -76,8 +76,13 @@ class _SharedAcrossPositions(nn.Module):
                 f"(value.expand({', '.join(map(str, full))})), or {untie}"
             )
         first = value[0, 0]
-        diff = (value - first).abs().flatten(2).amax(dim=2)  # (out_h, out_w)
-        diff = torch.where(diff.isnan(), torch.inf, diff)
+        if value.is_meta:  # no values to compare (deferred init): the shape is all there is
+            return first.clone()
+        # equal positions, NaN and inf included (a NaN or inf filter spread to every
+        # position read "position (0, 0) differs from position (0, 0) by inf")
+        same = (value == first) | (value.isnan() & first.isnan())  # (out_h, out_w, ...)
+        diff = (value - first).abs().nan_to_num(nan=torch.inf, posinf=torch.inf)
+        diff = torch.where(same, 0, diff).flatten(2).amax(dim=2)  # (out_h, out_w)
         if bool(diff.max() > 0):
             pos = divmod(int(diff.argmax()), self.output_size[1])
             raise ValueError(

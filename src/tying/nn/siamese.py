@@ -201,22 +201,40 @@ class Siamese(nn.Module):
         """Euclidean distance between the embeddings, one per pair: ``(B,)``.
 
         Raises:
-            ValueError: when the embeddings' dim 0 is not the inputs' batch dim 0 (one
+            ValueError: when the embeddings' dim 0 is not the inputs' batch dim 0 (or dim 1
+                of a time-first ``(T, B, ...)`` input pooled to ``(B, ...)``) (one
                 unbatched item, which ``nn.Linear``/``nn.Conv2d`` towers take, gave one
                 "distance" per embedding coordinate or channel, with no error: stop 59b).
         """
         za, zb = self(a, b)
-        if a.ndim == 0 or za.ndim == 0 or za.shape[0] != a.shape[0]:
+        if a.ndim == 0 or za.ndim == 0 or (
+            za.shape[0] != a.shape[0] and not self._time_first_rows(a, za)
+        ):
             got = "no dim 0" if a.ndim == 0 else f"{a.shape[0]} along dim 0"
             rows = "a 0-d embedding" if za.ndim == 0 else f"{za.shape[0]} embedding rows"
             raise ValueError(
                 f"Siamese.distance: one distance per pair needs one embedding row per input "
                 f"item along dim 0, got inputs {tuple(a.shape)} ({got}) and {rows} "
                 f"{tuple(za.shape)}; for one unbatched pair pass a.unsqueeze(0), "
-                f"b.unsqueeze(0) (the distance is then of shape (1,)); for inputs batched along "
-                f"another dim (time-first sequences), put the batch first"
+                f"b.unsqueeze(0) (the distance is then of shape (1,)); a time-first tower "
+                f"(a module with batch_first=False inside, inputs (T, B, ...)) must return "
+                f"one row per item, (B, ...)"
             )
         return _pair_distance(za, zb, "Siamese.distance")
+
+    def _time_first_rows(self, a: torch.Tensor, za: torch.Tensor) -> bool:
+        """A time-first sequence tower's pooled output: ``(T, B, ...)`` in, ``(B, ...)`` out.
+
+        ``nn.LSTM``/``nn.GRU``/``nn.TransformerEncoderLayer``/``nn.MultiheadAttention`` take
+        the batch along dim 1 by default (``batch_first=False``): such a tower returning one
+        row per item was refused at stop 59b with "put the batch first", which it cannot
+        take, though its distances were right. Read from the tower's modules, not from the
+        shapes alone: an unbatched image ``(3, 32, 32)`` through 32 channels and a
+        ``Flatten`` gives ``(32, 900)``, the same dim-1 coincidence.
+        """
+        if a.ndim < 3 or not 0 < za.ndim < a.ndim or za.shape[0] != a.shape[1]:
+            return False
+        return any(getattr(m, "batch_first", None) is False for m in self.left.modules())
 
     def extra_repr(self) -> str:
         return f"tied={tie_setting(self, self.tied)}"
