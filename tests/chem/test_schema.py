@@ -175,15 +175,21 @@ def test_two_parameters_with_one_id_are_refused(tmp_path, first, second):
     assert re.search(rf"mutant.offxml {section} id '{first}': duplicate id '{first}'", message)
 
 
-def test_duplicate_id_is_refused_before_assign_can_disagree_with_lookup(tmp_path):
-    # The reported case: assign used one b1 while ff["Bonds"]["b1"] returned the other.
+def test_a_repeated_id_and_smirks_reads_as_the_later_parameter_in_lookup_and_assign(tmp_path):
+    # The case stop 22 reported: assign used one b1 while ff["Bonds"]["b1"] returned the
+    # other. The earlier copy can never win (the later one matches every term it does), so
+    # since stop 59 it is dropped: lookup and assign both give the later one, as the toolkit
+    # labels it (a merged ForceField(a, b) file repeats ids so).
     path = write_offxml(
         tmp_path,
         [bond("[#6:1]-[#6:2]", "b1", 1.5), bond("[#6:1]-[#6:2]", "b1", 1.2)],
         name="dup",
     )
-    with pytest.raises(OffxmlError, match=r"dup.offxml Bonds id 'b1': duplicate id 'b1' "):
-        SmirksAssigner(load_force_field(path))
+    ff = load_force_field(path)
+    assert [p.id for p in ff["Bonds"]] == ["b1"]
+    assert ff["Bonds"]["b1"]["length"].value == 1.2
+    label = SmirksAssigner(ff, sections=["Bonds"], strict=False).assign("CC").bonds[(0, 1)]
+    assert label is ff["Bonds"]["b1"]
 
 
 def test_a_length_that_is_not_a_number_is_refused(tmp_path):

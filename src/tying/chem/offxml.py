@@ -217,8 +217,24 @@ class Section:
         return iter(self.parameters)
 
     def __getitem__(self, id: str) -> Parameter:
+        """The parameter with this id, or (as the toolkit's ``parameters[smirks]``) the last
+        one with this SMIRKS.
+
+        Raises:
+            KeyError: for an id or SMIRKS no parameter has (names the closest ids).
+            TypeError: for a key that is not a string (a position: ``parameters[i]``).
+        """
+        if not isinstance(id, str):
+            # a position gave "'int' object is not iterable" from the suggestion (stop 59)
+            raise TypeError(
+                f"section {self.name} is read by parameter id (section['b1']) or SMIRKS, got "
+                f"{type(id).__name__}: {id!r}; by position read section.parameters[{id!r}]"
+            )
         for p in self.parameters:
             if p.id == id:
+                return p
+        for p in reversed(self.parameters):  # the toolkit's parameters[smirks]: the last
+            if p.smirks == id:
                 return p
         close = difflib.get_close_matches(id, [p.id for p in self.parameters], n=3)
         raise KeyError(f"section {self.name} has no parameter {id!r}; closest ids: {close}")
@@ -612,7 +628,9 @@ def _read_section(path: pathlib.Path, elem: ET.Element) -> Section:
     child_tag = PARAMETER_TAGS.get(elem.tag)
     if child_tag is None and elem.tag not in HEADER_ONLY:
         _refuse_unknown_section(path, elem)
-    params: list[Parameter] = []
+    # (id, smirks, values) per parameter in file order; None where a later parameter
+    # with the same id and SMIRKS replaced it (see _same_pattern_again)
+    params: list[tuple[str, str, dict[str, Any]] | None] = []
     seen: dict[str, int] = {}
     for child in elem:
         if not isinstance(child.tag, str):
@@ -639,20 +657,51 @@ def _read_section(path: pathlib.Path, elem: ET.Element) -> Section:
             raise OffxmlError(
                 f"{where}: empty id; give the parameter an id or remove the attribute"
             )
-        if pid in seen:
-            # Two parameters under one id: lookups by id and assignment would disagree.
+        values = read_parameter(where, elem.tag, attrib)
+        earlier = params[seen[pid]] if pid in seen else None
+        if earlier is not None and _same_pattern_again(elem.tag, earlier, smirks, values):
+            params[seen[pid]] = None
+        elif earlier is not None:
+            # Two live parameters under one id: lookups by id and assignment would disagree.
+            why = (
+                f"their SMIRKS {earlier[1]!r} and {smirks!r} differ"
+                if earlier[1] != smirks
+                else "one SMIRKS, but another virtual site name or type"
+            )
             raise OffxmlError(
                 f"{where}: duplicate id {pid!r} (parameters {seen[pid] + 1} and "
                 f"{len(params) + 1} of <{elem.tag}>); the OpenFF toolkit loads such a file, "
                 f"but tying.chem ties and counts parameters by id, so the two would read as "
-                f"one parameter; give each parameter its own id"
+                f"one parameter ({why}, so both can be applied); give each parameter its own id"
             )
         seen[pid] = len(params)
-        values = read_parameter(where, elem.tag, attrib)
         if parent_id is not None:
             values["parent_id"] = parent_id
-        params.append(Parameter(elem.tag, pid, smirks, len(params), values))
-    return Section(elem.tag, attributes, tuple(params))
+        params.append((pid, smirks, values))
+    kept = [p for p in params if p is not None]
+    parameters = tuple(
+        Parameter(elem.tag, pid, smirks, i, values) for i, (pid, smirks, values) in enumerate(kept)
+    )
+    return Section(elem.tag, attributes, parameters)
+
+
+def _same_pattern_again(
+    section: str, earlier: tuple[str, str, dict[str, Any]], smirks: str, values: dict[str, Any]
+) -> bool:
+    """Whether a parameter repeats the SMIRKS of an ``earlier`` one with its id.
+
+    The toolkit's ``ForceField(a, b)`` appends b's parameters after a's, so a merged file
+    (``ForceField("openff-2.3.0.offxml", "tip3p.offxml").to_file(...)``, the merge this
+    module's errors advise) repeats every parameter both files hold, or overrides one
+    with new values under its id and SMIRKS. The earlier copy can never win (the later
+    one matches every term it matches), so it is dropped and the id names the one
+    ``label_molecules`` applies; these files were refused as duplicate ids (stop 59).
+    A virtual site is one per SMIRKS, name and type (the toolkit keeps both otherwise).
+    """
+    if section == "VirtualSites":
+        key = ("name", "type")
+        return earlier[1] == smirks and all(earlier[2].get(k) == values.get(k) for k in key)
+    return earlier[1] == smirks
 
 
 # The SMIRNOFF document versions the OpenFF toolkit reads (ForceField refuses the rest).

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tying.chem.read_only import other_spelling
+
 if TYPE_CHECKING:
     from tying.chem.assign import Assignment
 
@@ -177,7 +179,8 @@ def views(
         for k, ((s, arity, atoms, positions, params), n) in enumerate(
             zip(sections, per, strict=True)
         ):
-            terms[s] = PackedTerms(arity, atoms, positions, start[k], n, params)
+            improper = s == "ImproperTorsions"
+            terms[s] = PackedTerms(arity, atoms, positions, start[k], n, params, improper)
             start[k] += n
         yield terms
 
@@ -212,12 +215,22 @@ class PackedTerms(Mapping):
         (2, 'b2', True)
     """
 
-    __slots__ = ("_arity", "_atoms", "_positions", "_start", "_count", "_parameters", "_dict")
+    __slots__ = (
+        "_arity",
+        "_atoms",
+        "_positions",
+        "_start",
+        "_count",
+        "_parameters",
+        "_dict",
+        "_improper",
+    )
 
-    def __init__(self, arity, atoms, positions, start, count, parameters):
+    def __init__(self, arity, atoms, positions, start, count, parameters, improper=False):
         self._arity, self._atoms, self._positions = arity, atoms, positions
         self._start, self._count, self._parameters = start, count, parameters
         self._dict: dict | None = None
+        self._improper = improper  # keys read in any order of the outer atoms
 
     def _terms(self) -> dict:
         if self._dict is None:
@@ -230,7 +243,15 @@ class PackedTerms(Mapping):
         return self._dict
 
     def __getitem__(self, key):
-        return self._terms()[key]
+        terms = self._terms()
+        try:
+            return terms[key]
+        except KeyError:
+            # another atom order of a stored term, as the toolkit's labels read it (stop 59)
+            other = other_spelling(key, self._improper)
+            if other is None or other not in terms:
+                raise
+            return terms[other]
 
     def __iter__(self):
         return iter(self._terms())
@@ -239,7 +260,11 @@ class PackedTerms(Mapping):
         return self._count
 
     def __contains__(self, key) -> bool:
-        return key in self._terms()
+        terms = self._terms()
+        if key in terms:
+            return True
+        other = other_spelling(key, self._improper)
+        return other is not None and other in terms
 
     def __eq__(self, other):
         if isinstance(other, PackedTerms):

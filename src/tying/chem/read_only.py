@@ -134,6 +134,66 @@ class _Terms(ReadOnlyDict):
         return (read_only_terms, (dict(self),))
 
 
+def other_spelling(key: Any, improper: bool) -> Any:
+    """The key a term is stored under when ``key`` names it in another atom order, or None.
+
+    The OpenFF toolkit's ``label_molecules`` dicts (``ValenceDict``, ``ImproperDict``)
+    read a bond, angle or torsion by either direction and an improper by any order of
+    its three outer atoms; an Assignment stores one order (:func:`~tying.chem.terms.
+    valence_key`, :func:`~tying.chem.terms.improper_key`). Before stop 59 the other
+    orders were a bare KeyError, and ``(j, i) in assignment.bonds`` was False and
+    ``.get((j, i))`` None for a bond the molecule has, with no error.
+
+    Example:
+        >>> other_spelling((2, 1, 0), False), other_spelling((3, 1, 0, 2), True)
+        ((0, 1, 2), (0, 1, 2, 3))
+    """
+    if type(key) is not tuple or len(key) < 2:
+        return None
+    if improper:
+        if len(key) != 4:
+            return None
+        try:
+            a, c, d = sorted((key[0], key[2], key[3]))
+        except TypeError:  # atoms that do not compare: no term of this molecule
+            return None
+        return (a, key[1], c, d)
+    return key[::-1]
+
+
+class _SectionTerms(_Terms):
+    """One section's ``{term key: parameter}``: a term is found under any atom order that
+    names it in the toolkit's labels (:func:`other_spelling`); iteration, ``len`` and
+    ``==`` see the stored keys only."""
+
+    __slots__ = ()
+    _improper = False
+
+    def __missing__(self, key: Any) -> Any:  # dict.__getitem__ calls it on a miss only
+        other = other_spelling(key, self._improper)
+        if other is None or other == key or not dict.__contains__(self, other):
+            raise KeyError(key)
+        return dict.__getitem__(self, other)
+
+    def __contains__(self, key: Any) -> bool:
+        if dict.__contains__(self, key):
+            return True
+        other = other_spelling(key, self._improper)
+        return other is not None and dict.__contains__(self, other)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+    def __reduce__(self) -> tuple:
+        # as its own kind: unpickled as the outer mapping it lost the other orders
+        return (type(self), (dict(self),))
+
+
+class _ImproperTerms(_SectionTerms):
+    __slots__ = ()
+    _improper = True
+
+
 def read_only_terms(terms: Any) -> Any:
     """An Assignment's ``{section: {term key: parameter}}``, read-only at both levels.
 
@@ -144,8 +204,8 @@ def read_only_terms(terms: Any) -> Any:
 
     Example:
         >>> t = read_only_terms({"Bonds": {(0, 1): "b1"}})
-        >>> t == {"Bonds": {(0, 1): "b1"}}, read_only_terms(t) is t, type(t["Bonds"]).__name__
-        (True, True, '_Terms')
+        >>> t == {"Bonds": {(0, 1): "b1"}}, read_only_terms(t) is t, t["Bonds"][(1, 0)]
+        (True, True, 'b1')
     """
     # a copy (dataclasses.replace) of an Assignment made before keeps its terms
     out = terms if type(terms) is _Terms else _Terms(terms)
@@ -154,7 +214,8 @@ def read_only_terms(terms: Any) -> Any:
             # In key order, as the OpenFF toolkit's label_molecules dicts: the labelling
             # paths build them in other orders (assign and assign_many iterated one
             # molecule's terms differently; stop 57)
-            dict.__setitem__(out, section, _Terms(_in_key_order(t)))
+            kind = _ImproperTerms if section == "ImproperTorsions" else _SectionTerms
+            dict.__setitem__(out, section, kind(_in_key_order(t)))
     return out
 
 
