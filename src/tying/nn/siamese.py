@@ -207,8 +207,10 @@ class Siamese(nn.Module):
                 "distance" per embedding coordinate or channel, with no error: stop 59b).
         """
         za, zb = self(a, b)
-        if a.ndim == 0 or za.ndim == 0 or (
-            za.shape[0] != a.shape[0] and not self._time_first_rows(a, za)
+        if (
+            a.ndim == 0
+            or za.ndim == 0
+            or (za.shape[0] != a.shape[0] and not self._time_first_rows(a, za))
         ):
             got = "no dim 0" if a.ndim == 0 else f"{a.shape[0]} along dim 0"
             rows = "a 0-d embedding" if za.ndim == 0 else f"{za.shape[0]} embedding rows"
