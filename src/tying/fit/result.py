@@ -392,14 +392,15 @@ class FitResult(ValueEquality):
         *,
         max_steps: int = 30,
         progress: bool | None = None,
+        **lmfit: object,
     ) -> dict[str, Any]:
         """Profile-likelihood confidence intervals by lmfit's F-test.
 
-        See :func:`tying.fit.profile.conf_interval`.
+        See :func:`tying.fit.profile.conf_interval` (lmfit's keywords name ours).
         """
         from tying.fit.profile import conf_interval
 
-        return conf_interval(self, names, sigmas, max_steps=max_steps, progress=progress)
+        return conf_interval(self, names, sigmas, max_steps=max_steps, progress=progress, **lmfit)
 
     def table(self, max_local: int = 5) -> str:
         """A plain-text table: statistics, then every parameter with its role and error.

@@ -74,6 +74,7 @@ from tying.core import Flipped, Plan, Rotated, share
 from tying.core.slots import SLOTS_ATTR, SLOTS_GENERATION_ATTR, slots_of
 from tying.nn import _group_conv_tie, _layer_plans, _winograd
 from tying.nn._args import flag, int_arg, refuse_foreign_keywords
+from tying.nn._group_conv_args import public_arguments
 from tying.nn._group_conv_loads import GroupRecord
 from tying.nn._group_elements import (  # noqa: F401  (public names re-exported)
     GROUPS,
@@ -195,6 +196,7 @@ class _GroupConvBase(GroupRecord):  # the group travels with the state dict (sto
         # checked like the argument: a misspelt name used to run "direct" without a word
         self.__dict__["_algorithm"] = _check_algorithm(value, self.kernel_size)
 
+    @public_arguments  # "LiftingConv2d() takes 3 positional ...", not _GroupConvBase (stop 59)
     def __init__(
         self,
         in_channels: int,

@@ -26,6 +26,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from tying.train._accountant_keywords import refuse_opacus_keywords
+
 # GDP is left out: Opacus marks it experimental and able to underestimate ε.
 ACCOUNTANTS = ("rdp", "prv")
 NAIVE_RULES = ("parallel", "sequential")
@@ -184,6 +186,7 @@ def _rdp_epsilon(segments, delta: float):
         values += more_values
 
 
+@refuse_opacus_keywords  # epochs=, target_delta=: name ours (stop 59)
 def epsilon(
     sample_rate: float,
     noise_multiplier: float,
@@ -219,6 +222,9 @@ def epsilon(
             a noise so small that Opacus' grid overflows float64 (ε in the hundreds, where
             its figure stopped near 705), with RDP's figure in the message.
         ImportError: Opacus is not installed (names the extra to install).
+        TypeError: Opacus' keywords (``q=``, ``target_delta=``, ``epochs=``, ``alphas=``,
+            ...), naming ours and the call in our names (``epochs`` as Opacus' ``steps =
+            int(epochs / sample_rate)``).
 
     Example:
         >>> from tying.train import epsilon
@@ -656,6 +662,7 @@ def _one_step(sample_rate: float, noise_multiplier: float, delta: float) -> floa
     return epsilon(sample_rate, noise_multiplier, 1, delta, accountant="prv")
 
 
+@refuse_opacus_keywords  # epochs=, target_delta=: name ours (stop 59)
 def noise_for_epsilon(
     target_epsilon: float,
     delta: float,
@@ -691,6 +698,10 @@ def noise_for_epsilon(
             ``accountant="rdp"``, a σ that PRV cannot compute (its grid too large, a
             ``delta`` below its rounding) is decided by RDP alone.
         ImportError: Opacus is not installed.
+        TypeError: ``get_noise_multiplier``'s keywords (``target_delta=``, ``epochs=``,
+            ``epsilon_tolerance=``, ...), naming ours and the call in our names, with
+            Opacus' ``steps = int(epochs / sample_rate)`` worked out (its σ, within its
+            tolerance).
 
     Example:
         >>> from tying.train import epsilon, noise_for_epsilon
