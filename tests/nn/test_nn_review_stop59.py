@@ -17,26 +17,10 @@ import pickle
 
 import pytest
 import torch
-from torch import nn
 
+from tests.nn.mha_pairs import E, H
+from tests.nn.mha_pairs import mha_and_attention as _pair
 from tying.nn import Attention
-
-E, H = 8, 2
-
-
-def _pair(batch_first: bool):
-    """An ``nn.MultiheadAttention`` and an ``Attention`` holding the same float64 weights."""
-    torch.manual_seed(0)
-    mha = nn.MultiheadAttention(E, H, batch_first=batch_first).double().eval()
-    att = Attention(E, H, batch_first=batch_first).double()
-    with torch.no_grad():
-        mha.in_proj_bias.normal_()
-        mha.out_proj.bias.normal_()
-        for i, proj in enumerate((att.q_proj, att.k_proj, att.v_proj)):
-            proj.weight.copy_(mha.in_proj_weight[i * E : (i + 1) * E])
-            proj.bias.copy_(mha.in_proj_bias[i * E : (i + 1) * E])
-        att.out_proj.load_state_dict(mha.out_proj.state_dict())
-    return mha, att
 
 
 def test_an_attention_pickled_before_stop59_still_runs_and_prints():
