@@ -93,5 +93,6 @@ def test_property_soft_penalty_equals_the_brute_force_laplacian_after_any_groupi
 ):
     net = _net(K=4)
     net.share_hard([first])  # first[0] is the source; any other task, 0 included, is tied
-    got = net.soft_penalty(edges, lam).item()
+    # every listed edge counts, as in the brute force (an edge and its reverse too, stop 59)
+    got = net.soft_penalty(edges, lam, undirected=False).item()
     assert got == pytest.approx(_brute_penalty(net, edges, lam), rel=1e-5, abs=1e-6)

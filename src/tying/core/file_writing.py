@@ -122,20 +122,23 @@ def save_state(
     """
     from safetensors.torch import save_file
 
-    if isinstance(path, (str, bytes)) and not path:
+    # stop 59 (review): read through os.fspath, so a bytes path (which os.open and
+    # safetensors take) and an os.PathLike that is no pathlib.Path get the checks below;
+    # pathlib.Path(b"m.safetensors") failed in pathlib's words, naming neither save nor
+    # the fix, and a custom PathLike's "ckpt/" wrote a file "ckpt"
+    try:
+        raw = os.fsdecode(os.fspath(path))
+    except TypeError:
+        raw = None  # no path at all: refused by pathlib below, as before
+    if raw is not None and not isinstance(path, (str, pathlib.PurePath)):
+        path = raw
+    if raw == "":
         # stop 59: pathlib.Path("") is ".", so "" was refused as "'.' is a folder"
         raise ValueError(
             "save: the path is empty (''); give a file path, e.g. 'model.safetensors'; "
             "nothing was written"
         )
-    raw = os.fsdecode(path) if isinstance(path, (str, bytes)) else ""
-    if raw.endswith(tuple(s for s in (os.sep, os.altsep) if s)):
-        # stop 59: pathlib drops a trailing "/": save(model, "ckpt/") wrote a file "ckpt"
-        raise IsADirectoryError(
-            errno.EISDIR,
-            f"save: {raw!r} ends in {raw[-1]!r}, so it names a folder; give a file path, "
-            f"e.g. {raw + 'model.safetensors'!r}; nothing was written",
-        )
+    _refuse_folder_name(raw)
     meta = dict(metadata or {})
     for k, v in meta.items():
         if not isinstance(k, str) or not isinstance(v, str):
@@ -212,6 +215,34 @@ def save_state(
         raise
     _sync_folder(target)
     return path
+
+
+def _refuse_folder_name(raw: str | None) -> None:
+    """Refuse a path whose spelling names a folder: it ends in a separator, or in ``.`` or
+    ``..`` (pathlib drops both, and ``"ckpt/."`` wrote a file named ``ckpt``, stop 59
+    review). The advice names a file inside that folder, or the file itself when the name
+    without the separator is a file (``"m.safetensors/"``: the folder advice failed with
+    "'m.safetensors' is a file, not a folder")."""
+    if raw is None:
+        return
+    seps = tuple(s for s in (os.sep, os.altsep) if s)
+    if raw.endswith(seps):
+        tail = raw[-1]
+    elif os.path.basename(raw) in (".", ".."):
+        tail = os.path.basename(raw)
+    else:
+        return
+    plain = os.path.normpath(raw)
+    if tail in seps and os.path.isfile(plain):
+        fix = f"to replace the file {plain!r}, pass {plain!r}"
+    elif tail in seps:
+        fix = f"give a file path, e.g. {raw + 'model.safetensors'!r}"
+    else:
+        fix = f"give a file path, e.g. {os.path.join(plain, 'model.safetensors')!r}"
+    raise IsADirectoryError(
+        errno.EISDIR,
+        f"save: {raw!r} ends in {tail!r}, so it names a folder; {fix}; nothing was written",
+    )
 
 
 def _refuse_unsavable(key: str, value, path) -> None:
@@ -324,13 +355,15 @@ def _writable_target(path: pathlib.Path) -> tuple[pathlib.Path, int | None, list
         mode: int | None = stat.S_IMODE(os.stat(target).st_mode)
     except FileNotFoundError:
         mode = None
+    if mode is not None:
+        # before the read-only check (stop 59 review): a read-only pickle or FIFO was told
+        # to "make it writable (chmod u+w)", and once it was, the save refused it anyway
+        _refuse_foreign(path, target)
     if mode is not None and not mode & 0o222:
         raise PermissionError(
             f"save: {os.fspath(path)!r} is read-only (mode {mode:o}); make it writable "
             f"(chmod u+w) or save to another path; it was left as it was"
         )
-    if mode is not None:
-        _refuse_foreign(path, target)
     created: list[pathlib.Path] = []
     try:
         for folder in reversed(target.parents):

@@ -261,6 +261,11 @@ def _key(k: object, edge: object, mapping: bool, keys: list, known: set) -> obje
     NumPy or tensor) is no index of a list."""
     if isinstance(k, torch.Tensor) and k.ndim == 0 and not k.is_floating_point():
         k = k.item()  # zip(*edge_index) gives 0-d tensors; a dict missed them (hashed by id)
+    elif isinstance(k, np.ndarray) and k.ndim == 0 and k.dtype.kind in "biu":
+        # stop 59 (review): a 0-d array (t.numpy() of a 0-d tensor) is unhashable, so an
+        # edge and its reverse were not seen (both counted: 2.18 for 1.09, also with
+        # undirected=True), and np.array(True) failed in NumPy's words, naming no edge
+        k = k.item()
     if not mapping and isinstance(k, (bool, np.bool_)):
         # True == 1: it indexed params[1] (np.True_ and tensor(True) too, stop 58)
         raise ValueError(

@@ -285,9 +285,10 @@ def fit_multitask(
             the net untrained), an edge naming a missing task, ``steps`` not an int >= 0,
             a task with no rows, a task whose targets are not shaped as the net's outputs (an ``(N,)`` target
             against ``(N, 1)`` outputs would broadcast to ``(N, N)``), rows that differ
-            between ``X`` and ``y``, or NaN/inf data.
+            between ``X`` and ``y``, NaN/inf data, or an edge given both ways with
+            ``undirected=None`` (whatever ``lam``).
         TypeError: ``lam`` not a real number (a bool, a string, a tensor of more than one
-            element).
+            element), or ``undirected`` not a bool or None.
         FloatingPointError: the loss became NaN/inf; the net is first put back to its
             last parameters with a finite loss.
 
@@ -314,6 +315,10 @@ def fit_multitask(
     # a list once: a generator of edges was used up by the check, and the penalty then
     # read no edge at every step (λ ignored, the tasks fitted apart; stop 41)
     edges = _check_settings(net, edges, lam, steps)
+    # stop 59 (review): how an edge given both ways counts, and undirected= itself, checked
+    # whatever lam (as the graph is): at lam=0 undirected="yes" and a both-ways edge list
+    # passed, and a sweep starting at lam=0 was refused only at its first lam > 0
+    tying.soft.laplacian_penalty([torch.zeros(())] * net.n_tasks, edges, 0.0, undirected=undirected)
     _check_task_data(net, data)
 
     def objective() -> torch.Tensor:
