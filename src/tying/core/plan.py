@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-from tying.core import declared_roots, param_order, resolver, stale, unreached
+from tying.core import declared_roots, param_order, resolver, stale, tie_record, unreached
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory, join
 from tying.core.outside import ORIG, check_not_wrapped
@@ -762,6 +762,7 @@ def _commit(
     # (and to the modules known to hold the model: slot_loads.ancestors)
     above = [m for m in ancestors(model) if hasattr(m, "_load_state_dict_pre_hooks")]
     hooks = {id(m): (m, dict(m._load_state_dict_pre_hooks)) for m in [*model.modules(), *above]}
+    sd_hooks = {id(m): (m, dict(m._state_dict_hooks)) for m in model.modules()}  # tie_record
     where = None  # the change being made, named in a failure's note
     recorded: list = []
     try:
@@ -825,6 +826,7 @@ def _commit(
         for mod, kept in superseded:
             mod.__dict__[DECLARED_ATTR] = kept
         guard_loading(model)
+        tie_record.install(model)  # the tied slots in state_dict()'s metadata (stop 59)
         where = None
         successors += _dropped_for_sources(model, old_roots, changes)
         # optimizers built before now must not step on (tying.core.stale); a record whose
@@ -878,6 +880,10 @@ def _commit(
             if dict(m._load_state_dict_pre_hooks) != pre:
                 m._load_state_dict_pre_hooks.clear()
                 m._load_state_dict_pre_hooks.update(pre)
+        for m, post in sd_hooks.values():
+            if dict(m._state_dict_hooks) != post:
+                m._state_dict_hooks.clear()
+                m._state_dict_hooks.update(post)
         raise
 
 

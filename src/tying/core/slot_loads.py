@@ -20,7 +20,7 @@ import sys
 import torch
 from torch import nn
 
-from tying.core import load_ancestors, load_precheck
+from tying.core import load_ancestors, load_precheck, tie_record
 from tying.core.lost_writes import _same_values
 from tying.core.sharded_check import agrees as _agrees
 from tying.core.sharded_check import joined as _joined
@@ -126,7 +126,8 @@ def _check_before_load(
             + (_unchecked(prefix, stopped=True) if prefix else "")
         )
     if not prefix:
-        _own_checks(root, state_dict)
+        _own_checks(root, state_dict)  # a layer's own, more specific refusal first
+        tie_record.check_load(root, state_dict)  # a record of other ties (stop 59)
         _refuse_what_torch_refuses(root, state_dict)
     if local_metadata.get("assign_to_params_buffers"):
         _let_go_of_sources(root)

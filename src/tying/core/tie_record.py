@@ -1,0 +1,287 @@
+"""A plan's tied slots, recorded in the state dict and checked on ``load_state_dict`` (stop 59).
+
+A slot a plan ties is not a key of the state dict: it is computed from its source. So
+the headline ALBERT plan, ``share("layers.*", like="layers.0")``, gives a depth-4 model
+and a depth-6 one the same keys (``layers.0.*`` alone), and ``load_state_dict`` loaded
+one into the other with no error: the extra layers read layer 0 and the model computed
+another function (3.72 off the saved one), where ``tying.load`` of the same file refuses.
+An untied model of another depth is refused by torch's key check.
+
+``Plan.apply`` now registers, on the module it tied and on every part above a tied
+module, a state-dict hook that records the tied slots (canonical paths, relative to the
+module) in ``state_dict._metadata`` next to torch's ``"version"``, under
+:data:`TIED_METADATA_KEY`. The load pre-hook tying already puts on those modules
+(:func:`tying.core.slot_loads.guard_loading`) calls :func:`check_load`, which refuses,
+before anything is copied, a strict load whose record does not fit: a slot this model
+ties that the state dict neither holds as a key nor records as tied, or one it records
+as tied that this model has neither tied nor as a key. The value is a plain list of
+strings, so ``torch.load(weights_only=True)`` and ``tying.save`` keep it.
+
+What loads as before: a state dict without the record (a plain ``dict(sd)``, a
+safetensors file, a file saved before this stop, an untied model's state dict), and
+``strict=False`` (torch's way of saying the two models differ on purpose).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from torch import nn
+
+from tying.core.errors import TieError
+from tying.core.outside import canonical
+
+__all__ = ["TIED_METADATA_KEY", "check_load", "install", "tied_slots"]
+
+#: the key under which a module's state-dict metadata lists the slots it ties
+TIED_METADATA_KEY = "tying.tied"
+
+
+def tied_slots(module: nn.Module) -> list[str]:
+    """The slots tied under ``module``, as canonical paths relative to it, sorted.
+
+    Args:
+        module: any module (a plan's root or a part of it).
+
+    Returns:
+        A list of strings (empty when nothing under ``module`` is tied by a plan).
+
+    Raises:
+        Nothing.
+
+    Example:
+        >>> import tying
+        >>> from torch import nn
+        >>> m = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+        >>> _ = tying.Plan([tying.share("1.weight", like="0.weight")]).apply(m)
+        >>> tied_slots(m)
+        ['1.weight']
+    """
+    from tying.core.slots import SLOTS_ATTR
+
+    out: list[str] = []
+    seen: set[int] = set()
+
+    # torch's named_modules plus slots_of per module cost a 24-layer ALBERT's state_dict
+    # 90 % more; this walk (the same modules, each once, canonical per module) about half
+    def walk(mod: nn.Module, path: str) -> None:
+        if id(mod) in seen:
+            return
+        seen.add(id(mod))
+        names = mod.__dict__.get(SLOTS_ATTR)
+        if names:
+            here = canonical(path)
+            out.extend(f"{here}.{n}" if here else n for n in names)
+        for name, child in mod._modules.items():
+            if child is not None:
+                walk(child, f"{path}.{name}" if path else name)
+
+    walk(module, "")
+    out.sort()
+    return out
+
+
+def install(model: nn.Module) -> None:
+    """Register the record and the check on ``model`` (a plan's root) and on every part
+    above a tied module (for ``model.part.state_dict()`` / ``load_state_dict``); a no-op
+    where they are registered already.
+
+    Args:
+        model: the module a plan was applied to.
+
+    Returns:
+        None.
+
+    Raises:
+        Nothing: a module that takes no hook (a scripted one) is left as it is.
+
+    Example:
+        >>> import torch, tying
+        >>> from torch import nn
+        >>> def stack(depth):
+        ...     m = nn.Sequential(*[nn.Linear(2, 2) for _ in range(depth)])
+        ...     return tying.Plan([tying.share("*", like="0")]).apply(m) and m
+        >>> saved = stack(2).state_dict()
+        >>> saved._metadata[""][TIED_METADATA_KEY]
+        ['1.bias', '1.weight']
+        >>> try:
+        ...     stack(3).load_state_dict(saved)
+        ... except tying.TieError as err:
+        ...     print(str(err).split(":")[0])
+        load_state_dict into Sequential
+        >>> stack(3).load_state_dict(dict(saved))  # on purpose: a plain dict
+        <All keys matched successfully>
+    """
+    _register(model, _record_at_root)
+    parts = set()
+    for path, mod in model.named_modules():
+        if path and _slot_names(mod):
+            names = path.split(".")
+            parts.update(".".join(names[:i]) for i in range(1, len(names)))
+    for path in sorted(parts):
+        _register(model.get_submodule(path), _record_at_part)
+
+
+def _slot_names(mod: nn.Module):
+    from tying.core.slots import slots_of
+
+    return slots_of(mod)
+
+
+def _register(mod: nn.Module, record) -> None:
+    hooks = getattr(mod, "_state_dict_hooks", None)
+    if hooks is None or any(getattr(h, "__func__", h) is record for h in hooks.values()):
+        return
+    try:
+        mod.register_state_dict_post_hook(record)
+    except (AttributeError, RuntimeError):  # a scripted module takes no hook
+        pass
+
+
+def _has(mod: nn.Module, record) -> bool:
+    hooks = mod.__dict__.get("_state_dict_hooks") or {}
+    return any(h is record for h in hooks.values())
+
+
+# -- the record ------------------------------------------------------------------------
+
+
+def _record_at_root(module, state_dict, prefix, local_metadata) -> None:
+    _write(module, local_metadata)
+
+
+def _record_at_part(module, state_dict, prefix, local_metadata) -> None:
+    # a part records only when its own state dict is taken; inside a larger one the
+    # plan's root records its slots (one walk per state_dict call)
+    if not prefix:
+        _write(module, local_metadata)
+
+
+def _write(module, local_metadata) -> None:
+    if local_metadata is None:
+        return
+    tied = tied_slots(module)
+    if tied:
+        local_metadata[TIED_METADATA_KEY] = tied
+    else:  # untied since: the module records nothing, as a plain one
+        local_metadata.pop(TIED_METADATA_KEY, None)
+
+
+# -- the check -------------------------------------------------------------------------
+
+
+def check_load(root: nn.Module, state_dict) -> None:
+    """Refuse a strict load into ``root`` whose record of tied slots does not fit, before
+    anything is copied: called by the pre-hook tying puts on a plan's root, its parts and
+    the modules above them (:func:`tying.core.slot_loads.guard_loading`), for the module
+    ``load_state_dict`` was called on. Checks ``root`` when its own state dict records
+    (a plan's root or a part of it) and every plan root under it, each at its prefix.
+
+    Args:
+        root: the module being loaded.
+        state_dict: the state dict given to ``load_state_dict`` (its ``_metadata`` read).
+
+    Returns:
+        None.
+
+    Raises:
+        TieError: naming the slots, both tie sets and the two fixes; nothing was loaded.
+    """
+    metadata = getattr(state_dict, "_metadata", None)
+    if not metadata:
+        return  # a plain dict or a safetensors file: no record, loads as before
+    for path, mod in root.named_modules():
+        if _has(mod, _record_at_root) or (not path and _has(mod, _record_at_part)):
+            prefix = path + "." if path else ""
+            _check(mod, state_dict, prefix, metadata.get(path, {}))
+
+
+def _recorded(state_dict, prefix: str, local_metadata):
+    """The record for the module at ``prefix``: its own metadata entry, or (a state dict
+    saved through a wrapper whose keys are clean but whose metadata keeps the wrapper's
+    segments, FSDP's ``_fsdp_wrapped_module``) the entry at the same canonical path."""
+    saved = (local_metadata or {}).get(TIED_METADATA_KEY)
+    if saved is not None:
+        return saved
+    metadata = getattr(state_dict, "_metadata", None)
+    if not metadata:
+        return None
+    here = canonical(prefix[:-1])
+    for path, entry in metadata.items():
+        if (
+            isinstance(path, str)
+            and isinstance(entry, dict)
+            and TIED_METADATA_KEY in entry
+            and canonical(path) == here
+        ):
+            return entry[TIED_METADATA_KEY]
+    return None
+
+
+def _check(module, state_dict, prefix: str, local_metadata) -> None:
+    saved = _recorded(state_dict, prefix, local_metadata)
+    if not isinstance(saved, (list, tuple)):
+        return  # no record: an older file, a plain dict or an untied model's
+    saved = {canonical(s) for s in saved if isinstance(s, str)}
+    tied = set(tied_slots(module))
+    if tied == saved or not _strict_load():
+        return
+    keys = {canonical(k[len(prefix) :]) for k in state_dict if k.startswith(prefix)}
+    unheld = sorted(tied - keys - saved)
+    own = {canonical(k) for k in module.state_dict(keep_vars=True)}  # only on a mismatch
+    unknown = sorted(saved - tied - own)
+    if not unheld and not unknown:
+        return
+    where = f"load_state_dict into {type(module).__name__}" + (
+        f" at {prefix[:-1]!r}" if prefix else ""
+    )
+    parts = []
+    if unheld:
+        parts.append(
+            f"this model ties {len(unheld)} slot(s) that the state dict neither holds nor "
+            f"records as tied ({_summary(unheld)}): they would read their tie's source, "
+            f"which the saved model did not do"
+        )
+    if unknown:
+        parts.append(
+            f"the state dict records {len(unknown)} tied slot(s) this model does not have "
+            f"({_summary(unknown)}): the saved model computed them from their source and "
+            f"this one would leave them out"
+        )
+    raise TieError(
+        f"{where}: {'; '.join(parts)}. The state dict was saved from a model that ties "
+        f"{len(saved)} slot(s) ({_summary(sorted(saved))}) and this one ties {len(tied)} "
+        f"({_summary(sorted(tied))}), so the load would pass on the keys alone and the "
+        f"model compute another function. Build the saved architecture (its depth, its "
+        f"plan) to get the saved model, or, to load these values into this model on "
+        f"purpose, load a plain dict, which holds no record: "
+        f"model.load_state_dict(dict(state_dict)). Nothing was loaded"
+    )
+
+
+def _strict_load() -> bool:
+    """The ``strict`` of the ``nn.Module.load_state_dict`` that runs now (torch hands every
+    hook ``strict=True``); False under another loader, which is left to its own checks."""
+    code = nn.Module.load_state_dict.__code__
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is code:
+            return bool(frame.f_locals.get("strict", True))
+        frame = frame.f_back
+    return False
+
+
+def _summary(names: list[str], most: int = 6) -> str:
+    """``names`` grouped by the module path up to its first numbered segment
+    (``layers.4.*``), at most ``most`` groups, or 'none'."""
+    if not names:
+        return "none"
+    groups: dict[str, int] = {}
+    for name in names:
+        segs = name.split(".")
+        cut = next((i for i, s in enumerate(segs[:-1]) if s.isdigit()), None)
+        key = ".".join(segs[: cut + 1]) + ".*" if cut is not None else name
+        groups[key] = groups.get(key, 0) + 1
+    shown = list(groups)[:most]
+    more = len(groups) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more else "")
