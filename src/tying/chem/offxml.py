@@ -221,7 +221,8 @@ class Section:
         one with this SMIRKS.
 
         Raises:
-            KeyError: for an id or SMIRKS no parameter has (names the closest ids).
+            KeyError: for an id or SMIRKS no parameter has (names the closest ids), or a
+                SMIRKS two virtual sites share (names their ids, names and types).
             TypeError: for a key that is not a string (a position: ``parameters[i]``).
         """
         if not isinstance(id, str):
@@ -233,9 +234,17 @@ class Section:
         for p in self.parameters:
             if p.id == id:
                 return p
-        for p in reversed(self.parameters):  # the toolkit's parameters[smirks]: the last
-            if p.smirks == id:
-                return p
+        same = [p for p in self.parameters if p.smirks == id]
+        if self.name == "VirtualSites" and len(same) > 1:
+            # virtual sites on one SMIRKS are told apart by name and type, and each applies:
+            # the last is not "the" parameter (the toolkit refuses VirtualSites[smirks])
+            ids = [(p.id, p.values.get("name"), p.values.get("type")) for p in same]
+            raise KeyError(
+                f"section VirtualSites has {len(same)} virtual sites with SMIRKS {id!r} "
+                f"(id, name, type): {ids}; read one by its id, section[{same[0].id!r}]"
+            )
+        if same:  # the toolkit's parameters[smirks]: the last
+            return same[-1]
         close = difflib.get_close_matches(id, [p.id for p in self.parameters], n=3)
         raise KeyError(f"section {self.name} has no parameter {id!r}; closest ids: {close}")
 
@@ -632,6 +641,7 @@ def _read_section(path: pathlib.Path, elem: ET.Element) -> Section:
     # with the same id and SMIRKS replaced it (see _same_pattern_again)
     params: list[tuple[str, str, dict[str, Any]] | None] = []
     seen: dict[str, int] = {}
+    anonymous: dict[tuple, int] = {}  # pattern of a parameter without an id: its position
     for child in elem:
         if not isinstance(child.tag, str):
             continue  # comments
@@ -653,11 +663,19 @@ def _read_section(path: pathlib.Path, elem: ET.Element) -> Section:
             raise OffxmlError(f"{where}: missing or empty smirks attribute; add its SMIRKS pattern")
         if pid is None:
             pid = f"{elem.tag}[{len(params)}]"  # the toolkit allows parameters without id
+            # a merged file repeats id-less parameters too (every shipped virtual site):
+            # an earlier id-less copy of the same pattern can never win either
+            values = read_parameter(where, elem.tag, attrib)
+            pattern = (smirks, *(values.get(k) for k in _SITE_KEY[elem.tag == "VirtualSites"]))
+            if pattern in anonymous:
+                params[anonymous[pattern]] = None
+            anonymous[pattern] = len(params)
         elif not pid.strip():
             raise OffxmlError(
                 f"{where}: empty id; give the parameter an id or remove the attribute"
             )
-        values = read_parameter(where, elem.tag, attrib)
+        else:
+            values = read_parameter(where, elem.tag, attrib)
         earlier = params[seen[pid]] if pid in seen else None
         if earlier is not None and _same_pattern_again(elem.tag, earlier, smirks, values):
             params[seen[pid]] = None
@@ -683,6 +701,10 @@ def _read_section(path: pathlib.Path, elem: ET.Element) -> Section:
         Parameter(elem.tag, pid, smirks, i, values) for i, (pid, smirks, values) in enumerate(kept)
     )
     return Section(elem.tag, attributes, parameters)
+
+
+# what tells two parameters of one SMIRKS apart besides their id (virtual sites only)
+_SITE_KEY = {False: (), True: ("name", "type")}
 
 
 def _same_pattern_again(
