@@ -287,18 +287,19 @@ class Quantity:
     # Equality by physical value (stop 59), as pint / openff.units compare: 1.5 angstrom
     # and 0.15 nanometer were unequal (the dataclass compared value and unit as written),
     # so a script checking a parameter against the toolkit's value, or against the same
-    # force field saved in nm, read False with no error. One unit: the values exactly.
-    # Two units of one dimension: the values in the reference unit, to KEY_DIGITS
-    # significant digits (review of stop 59: a relative 1e-12 tolerance has no hash but
-    # the dimension's, so a set, dict, Counter or lru_cache of quantities compared every
-    # entry of a dimension with every other, 24x slower on 60,675 assigned values, and it
-    # made 1.525970013793 angstrom equal to 0.1525970013794 nanometer, which pint does not).
+    # force field saved in nm, read False with no error. Values of one dimension, in one
+    # unit or two: the values in the reference unit, to KEY_DIGITS significant digits
+    # (review of stop 59: a relative 1e-12 tolerance has no hash but the dimension's, so a
+    # set, dict, Counter or lru_cache of quantities compared every entry of a dimension
+    # with every other, 24x slower on 60,675 assigned values, and it made 1.525970013793
+    # angstrom equal to 0.1525970013794 nanometer, which pint does not). One rule for one
+    # unit too (callers review of stop 59): with exact values in one unit and the key
+    # across two, 1.0000000000001 A == 0.1 nm == 1.0 A while 1.0000000000001 A != 1.0 A,
+    # so a set of the three held 1 or 2 values by the order of insertion.
     def __eq__(self, other: object) -> bool:
         theirs = _as_quantity(other)
         if theirs is None:
             return NotImplemented
-        if self.unit == theirs.unit:
-            return self.value == theirs.value
         if self.unit.dimension != theirs.unit.dimension:
             return False
         return self._key() == theirs._key()
