@@ -35,6 +35,7 @@ from tying.distributed_hooks import (  # noqa: F401  (importable from here as be
     _ParametersKept,
     _StaticGraphFirstStep,
 )
+from tying.distributed_record import install as _install_record
 
 
 def ddp(model: nn.Module, **kwargs) -> nn.Module:
@@ -102,6 +103,8 @@ def ddp(model: nn.Module, **kwargs) -> nn.Module:
         _NestedAccumulation(model).attach(wrapped)
     else:
         wrapped.register_forward_pre_hook(_StaticGraphFirstStep(), prepend=True)
+    # stop 59: the tie record where get_/set_model_state_dict move the keys past ``module.``
+    _install_record(wrapped)
     mark_wrapped(model, "ddp", wrapped)
     return wrapped
 
