@@ -207,15 +207,22 @@ def _recorded(state_dict, prefix: str, local_metadata):
     if not metadata:
         return None
     here = canonical(prefix[:-1])
+    # torch's get_model_state_dict(DistributedDataParallel(m)) strips "module." from the
+    # keys but not from _metadata: the record of m sits at "module" (stop 59: a state dict
+    # with other ties loaded into a bare model with no error). Read there too, unless the
+    # keys themselves start with "module." (a real child of that name)
+    wrapped = "module" if not here else f"module.{here}"
+    if any(isinstance(k, str) and k.startswith("module.") for k in state_dict):
+        wrapped = None
+    found = None
     for path, entry in metadata.items():
-        if (
-            isinstance(path, str)
-            and isinstance(entry, dict)
-            and TIED_METADATA_KEY in entry
-            and canonical(path) == here
-        ):
+        if not (isinstance(path, str) and isinstance(entry, dict) and TIED_METADATA_KEY in entry):
+            continue
+        if canonical(path) == here:
             return entry[TIED_METADATA_KEY]
-    return None
+        if wrapped is not None and found is None and canonical(path) == wrapped:
+            found = entry[TIED_METADATA_KEY]
+    return found
 
 
 def _check(module, state_dict, prefix: str, local_metadata) -> None:
