@@ -39,3 +39,11 @@ __all__ = [
     "conf_interval",
     "eval_uncertainty",
 ]
+
+
+def __getattr__(name: str):
+    # lmfit's minimize / Minimizer / Model asked of tying.fit: name GlobalFit's way
+    from tying.fit.lmfit_idioms import run_name_advice
+
+    advice = run_name_advice("module 'tying.fit'", name)
+    raise AttributeError(advice or f"module 'tying.fit' has no attribute {name!r}")

@@ -83,6 +83,8 @@ from tying.fit.diagnostics import (  # noqa: F401  (re-exported: global_fit.<nam
     _weakest,
     scaled_normal,
 )
+from tying.fit.lmfit_idioms import LMFIT_KEYWORDS as _LMFIT_KEYWORDS
+from tying.fit.lmfit_idioms import call_argument_advice, run_name_advice
 from tying.fit.model import ModelEvaluator
 from tying.fit.result import FitResult, build_values
 from tying.fit.roles import ParameterMap, _hint
@@ -230,21 +232,6 @@ def _lmfit_model(model_fn: Any) -> str:
         f"object, while GlobalFit calls model_fn(x, name=value, ...); pass "
         f"model_fn=lambda x, {args}: model.eval({x}=x, {kwargs}){more}"
     )
-
-
-# lmfit's Model.fit / minimize keywords that users bring to GlobalFit, and ours
-_LMFIT_KEYWORDS = {
-    "weights": "lmfit's weights multiply the residual (weights = 1/sigma); GlobalFit "
-    "takes sigma per data set as the third item of each (x, y, sigma) tuple: pass "
-    "sigma = 1 / weights there",
-    "max_nfev": "the budget is max_iter= (iterations of the batched 'lm'; model "
-    "evaluations under MINPACK and solver='trf', as lmfit's max_nfev)",
-    "method": "the solver is solver='lm' (default) or solver='trf'",
-    "params": "starting values are init={name: value}, bounds bounds={name: (lo, hi)}, "
-    "fixed values fixed={name: value}",
-    "nan_policy": "there is no switch: NaN/inf in the data is refused (lmfit's 'raise'); "
-    "for 'omit' drop those points from the data set",
-}
 
 
 class GlobalFit:
@@ -491,8 +478,13 @@ class GlobalFit:
 
     # -- fitting --------------------------------------------------------------
 
-    def fit(self) -> GlobalFit:
+    def fit(self, *lmfit_args: object, **lmfit_kwargs: object) -> GlobalFit:
         """Run the fit; the result is in ``self.result_``.
+
+        Args:
+            *lmfit_args, **lmfit_kwargs: refused: lmfit's ``fit(params)`` /
+                ``minimize(params)`` idioms are a ``TypeError`` saying where start
+                values (``init``), bounds and data sets go (:mod:`~tying.fit.lmfit_idioms`).
 
         Returns:
             self.
@@ -526,6 +518,8 @@ class GlobalFit:
                 or weighted residuals that grow as sigma shrinks (lmfit's weights, 1/σ,
                 given as sigma; :func:`~tying.fit.datasets.sigma_misread`).
         """
+        if lmfit_args or lmfit_kwargs:  # not Python's bare "takes 1 positional argument"
+            raise TypeError(call_argument_advice("fit", lmfit_args, lmfit_kwargs))
         data, pmap, ev = self._prepare()
         _check_determined(data, pmap)
         _check_scale(data, pmap, ev.start_model)
@@ -571,9 +565,21 @@ class GlobalFit:
             )
         return self
 
-    def run(self) -> FitResult:
-        """Run the fit and return its :class:`~tying.fit.FitResult` (``fit().result_``)."""
+    def run(self, *lmfit_args: object, **lmfit_kwargs: object) -> FitResult:
+        """Run the fit and return its :class:`~tying.fit.FitResult` (``fit().result_``).
+
+        Arguments are refused as :meth:`fit` refuses them, naming where they go.
+        """
+        if lmfit_args or lmfit_kwargs:
+            raise TypeError(call_argument_advice("run", lmfit_args, lmfit_kwargs))
         return self.fit().result_
+
+    def __getattr__(self, name: str) -> Any:
+        # only names missing from the instance reach here; lmfit's run names get ours
+        advice = run_name_advice("'GlobalFit' object", name)
+        if advice is None:
+            raise AttributeError(f"'GlobalFit' object has no attribute {name!r}")
+        raise AttributeError(advice)
 
     def _read_as_weights(
         self, data: StackedData, pmap: ParameterMap, ev: ModelEvaluator

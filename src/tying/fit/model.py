@@ -78,6 +78,28 @@ BACKENDS = ("auto", "numpy", "torch")
 _N_SAMPLED = 8  # data sets of the most common length checked against single calls
 
 
+def _columns_kept(x_shape: tuple, out_shape: tuple) -> str:
+    """Advice for a model that kept x's columns: x given 2-D (a column, a DataFrame).
+
+    ``a * x + b`` on x of shape (n, 1) returns (n, 1): the refusal named the expected
+    shape but not that x's column caused it, nor the fix (stop 59).
+    """
+    if len(x_shape) != 2 or len(out_shape) != 2 or out_shape[0] != x_shape[0]:
+        return ""
+    one = x_shape[1] == 1
+    return (
+        f"; x has shape {x_shape} ({'one column' if one else 'a column per variable'}), and "
+        f"arithmetic on x keeps its columns: read x[:, 0]"
+        + (", x[:, 1], ..." if not one else "")
+        + " in model_fn"
+        + (
+            ", or give x 1-D (x.ravel(); df['name'].to_numpy() for a one-column DataFrame)"
+            if one
+            else ""
+        )
+    )
+
+
 class ModelEvaluator(Derivatives):
     """Evaluates ``model_fn`` on all data sets and takes its Jacobian.
 
@@ -254,7 +276,7 @@ class ModelEvaluator(Derivatives):
                         "per point: return "
                         + ("c + 0 * x" if self.data.xs[i].ndim == 1 else "np.full(len(x), c)")
                         if one
-                        else ""
+                        else _columns_kept(np.shape(self.data.xs[i]), arr.shape)
                     )
                 )
         return arr

@@ -49,7 +49,9 @@ from typing import Any
 import numpy as np
 
 from tying.core import Count, Group, TieError
+from tying.fit.bounds_advice import envelope as _envelope
 from tying.fit.datasets import _from_torch, _is_torch, _pandas_index
+from tying.fit.hold_some import hold_some
 
 ROLES = ("shared", "per_group", "local", "fixed")
 
@@ -359,6 +361,7 @@ class ParameterMap:
                     raise TieError(
                         f"parameter {name!r} is declared in two roles: {other} and {role}; "
                         f"a parameter has exactly one role ({', '.join(ROLES)}); remove it from one"
+                        + (hold_some(name) if role == "fixed" else "")
                     )
                 roles[name] = role
         if model_params is not None:
@@ -562,7 +565,7 @@ class ParameterMap:
                 raise ValueError(
                     f"bounds[{name!r}] must be a pair (lower, upper) as a tuple or list, "
                     f"got {pair!r}; one pair holds for every physical {name!r} (per-group or "
-                    f"per-data-set bounds are not supported)"
+                    f"per-data-set bounds are not supported){_envelope(name, pair)}"
                 ) from None
             low = -np.inf if low is None else _real(f"bounds[{name!r}] lower", low)
             high = np.inf if high is None else _real(f"bounds[{name!r}] upper", high)
@@ -571,6 +574,13 @@ class ParameterMap:
                     raise ValueError(
                         f"bounds[{name!r}]: the {side} bound must be one number for every "
                         f"physical {name!r}, got shape {np.shape(b)}"
+                        + (
+                            f"; {pair!r} is read as (lower, upper), not as a pair per "
+                            f"data set or group: per-group or per-data-set bounds are not "
+                            f"supported{_envelope(name, pair)}"
+                            if len(pair) == 2 and all(np.shape(v) == (2,) for v in pair)
+                            else ""
+                        )
                     )
             low, high = float(low), float(high)
             if np.isnan(low) or np.isnan(high):
@@ -664,14 +674,24 @@ class ParameterMap:
             value = fixed[name]
             if _by_name(value):
                 value = self._by_dataset(f"fixed[{name!r}]", value)
+            if isinstance(value, (list, tuple)) and None in value and len(value) > 1:
+                # [1.0, None]: held in some data sets, fitted in the others (stop 59)
+                known = [v for v in value if v is not None]
+                if all(isinstance(v, numbers.Real) for v in known):
+                    raise ValueError(
+                        f"fixed[{name!r}] must be a value for every data set, got "
+                        f"{list(value)!r}" + hold_some(name, [v is not None for v in value])
+                    )
             arr = _real(f"fixed[{name!r}]", value)
             if arr.ndim == 1:
                 self.fixed_per_dataset.add(name)
             if arr.ndim == 0 or arr.shape == (self.n_datasets,):
                 if not np.all(np.isfinite(arr)):  # named here, not as a model returning NaN
+                    some = arr.ndim == 1 and np.isfinite(arr).any() and np.isnan(arr).any()
                     raise ValueError(
                         f"fixed[{name!r}] must be finite, got {arr.tolist()}; give the value "
                         f"the parameter is held at"
+                        + (hold_some(name, np.isfinite(arr).tolist()) if some else "")
                     )
                 out[:, j] = arr
             else:

@@ -1,0 +1,130 @@
+"""lmfit's calling idioms brought to :class:`~tying.fit.GlobalFit`, and the message naming ours.
+
+lmfit hands its start values and data to the call (``model.fit(y, params, x=x)``,
+``minimize(residual, params)``, ``Minimizer(...).minimize()``); GlobalFit takes them
+once, when it is built, and ``fit()`` / ``run()`` take nothing. Python's own error for
+these idioms ("takes 1 positional argument but 2 were given", "has no attribute
+'minimize'") says what failed but not where the values go; these messages say it
+(stop 59). Each piece of advice is one a user can follow as written.
+
+Example:
+    >>> import numpy as np
+    >>> from tying.fit import GlobalFit
+    >>> x = np.linspace(0, 1, 5)
+    >>> fit = GlobalFit(lambda x, a: a * x, [(x, 2 * x)], shared=["a"])
+    >>> try:
+    ...     fit.run({"a": 1.0})
+    ... except TypeError as e:
+    ...     print(str(e)[:52])
+    GlobalFit.run() takes no arguments: start values are
+    >>> fit.init = {"a": 1.0}
+    >>> round(fit.run().values["a"], 6)
+    2.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+# lmfit's Model.fit / minimize keywords that users bring to GlobalFit, and ours
+LMFIT_KEYWORDS = {
+    "weights": "lmfit's weights multiply the residual (weights = 1/sigma); GlobalFit "
+    "takes sigma per data set as the third item of each (x, y, sigma) tuple: pass "
+    "sigma = 1 / weights there",
+    "max_nfev": "the budget is max_iter= (iterations of the batched 'lm'; model "
+    "evaluations under MINPACK and solver='trf', as lmfit's max_nfev)",
+    "method": "the solver is solver='lm' (default) or solver='trf'",
+    "params": "starting values are init={name: value}, bounds bounds={name: (lo, hi)}, "
+    "fixed values fixed={name: value}",
+    "nan_policy": "there is no switch: NaN/inf in the data is refused (lmfit's 'raise'); "
+    "for 'omit' drop those points from the data set",
+}
+
+# lmfit's names for running a fit, asked of a GlobalFit or of tying.fit
+_RUN_NAMES = {
+    "minimize": "GlobalFit runs with fit.run() (returns the FitResult) or fit.fit() "
+    "(returns the GlobalFit, result in fit.result_); the model, data sets and start "
+    "values go to GlobalFit(model_fn, datasets, shared=..., local=..., init=...)",
+    "Minimizer": "build GlobalFit(model_fn, datasets, shared=..., local=..., init=...) "
+    "and call .run(); model_fn(x, name=value, ...) returns the model, not the residual",
+    "Model": "GlobalFit(model_fn, datasets, shared=..., local=..., init=...).run() fits "
+    "model_fn(x, name=value, ...) to every data set",
+}
+_RUN_NAMES["leastsq"] = _RUN_NAMES["least_squares"] = _RUN_NAMES["minimize"]
+
+
+def run_name_advice(owner: str, name: str) -> str | None:
+    """The message for lmfit's way to run a fit asked of ``owner``, or None for other names.
+
+    Args:
+        owner: what was asked, e.g. ``"'GlobalFit' object"`` or ``"module 'tying.fit'"``.
+        name: the attribute asked for.
+
+    Returns:
+        The AttributeError message naming ours, or None when ``name`` is not lmfit's.
+
+    Example:
+        >>> run_name_advice("module 'tying.fit'", "minimize")[:46]
+        "module 'tying.fit' has no attribute 'minimize'"
+        >>> run_name_advice("module 'tying.fit'", "other") is None
+        True
+    """
+    fix = _RUN_NAMES.get(name)
+    return None if fix is None else f"{owner} has no attribute {name!r}: {fix}"
+
+
+def _described(arg: Any) -> str:
+    kind = type(arg)
+    return f"{kind.__module__.split('.')[0]}.{kind.__name__}".removeprefix("builtins.")
+
+
+def call_argument_advice(method: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+    """The TypeError message for ``GlobalFit.<method>(*args, **kwargs)``, which take nothing.
+
+    Args:
+        method: ``"fit"`` or ``"run"``.
+        args, kwargs: what the call was given (at least one of them non-empty).
+
+    Returns:
+        A message naming where each kind of argument goes, with an assignment that works
+        on the built fit (``fit.init = ...``, ``fit.datasets = ...``) before ``run()``.
+
+    Example:
+        >>> call_argument_advice("fit", (), {"max_nfev": 10})[:61]
+        "GlobalFit.fit() got an unexpected keyword argument 'max_nfev'"
+    """
+    if kwargs:
+        key = next(iter(kwargs))
+        fix = LMFIT_KEYWORDS.get(key)
+        head = f"GlobalFit.{method}() got an unexpected keyword argument {key!r}"
+        if fix:
+            return (
+                f"{head}: {fix}; give it to GlobalFit(...), or set it on the built fit "
+                f"(fit.<keyword> = value), then fit.{method}()"
+            )
+        return (
+            f"{head}: GlobalFit.{method}() takes no arguments; the fit's options are "
+            f"GlobalFit(...)'s keywords, also settable on the built fit (fit.<name> = value)"
+        )
+    arg = args[0]
+    got = f"got {len(args)} positional argument{'s' if len(args) > 1 else ''} ({_described(arg)}"
+    got += ", ...)" if len(args) > 1 else ")"
+    head = (
+        f"GlobalFit.{method}() takes no arguments: start values are init=, fixed values "
+        f"fixed=, bounds bounds= and the data sets the second argument of GlobalFit(...); "
+        f"{got}"
+    )
+    if hasattr(arg, "valuesdict") and isinstance(arg, Mapping):  # lmfit Parameters
+        return (
+            f"{head}; for lmfit Parameters set fit.init = "
+            f"{{name: p.value for name, p in params.items()}} (bounds as fit.bounds = "
+            f"{{name: (p.min, p.max) for name, p in params.items()}}, held ones as "
+            f"fit.fixed), then fit.{method}()"
+        )
+    if isinstance(arg, Mapping):
+        return f"{head}; to start from these values set fit.init = <that dict>, then fit.{method}()"
+    return (
+        f"{head}; to fit other data set fit.datasets = [(x, y), ...] (or [(x, y, sigma), ...]), "
+        f"then fit.{method}()"
+    )
