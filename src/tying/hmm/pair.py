@@ -42,6 +42,7 @@ from tying.hmm.pair_dp import (
     posterior_counts,
     viterbi,
 )
+from tying.hmm.pair_inputs import side_error
 from tying.hmm.validation import (
     _check_n_threads,
     _check_seed,
@@ -449,7 +450,7 @@ class PairHMM(EstimatorParams):
                 else:
                     arr = np.asarray(seq)
                     if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
-                        raise ValueError(f"pair {p}, {side}: expected a 1-d integer sequence")
+                        raise ValueError(side_error(p, side, seq, arr, self.alphabet, S))
                     # checked before the cast: a uint64 past 2**63 was named as a negative
                     bad = np.flatnonzero((arr < 0) | (arr >= S))
                     if bad.size:

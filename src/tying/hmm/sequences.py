@@ -283,7 +283,7 @@ def check_observations(
         >>> check_observations([[0.0], [float("nan")]], np.array([1, 1]))
         Traceback (most recent call last):
         ...
-        ValueError: X contains nan at sequence 1, position 0 (row 1 of X); remove or impute non-finite values before fitting
+        ValueError: X contains nan at sequence 1, position 0 (row 1 of X); remove or impute non-finite values first
     """
     check_unmasked(X, lengths)
     arr = np.asarray(X)
@@ -291,9 +291,12 @@ def check_observations(
         if arr.ndim == 2 and arr.shape[1] == 1:
             arr = arr[:, 0]
         if arr.ndim != 1:
+            # a list of equal-length sequences stacks into (n_seqs, T): name the layout
             raise ValueError(
                 f"X must hold one symbol per row, shape (n_samples,) or (n_samples, 1); "
-                f"got shape {arr.shape}"
+                f"got shape {arr.shape}; for several sequences, concatenate them and give "
+                f"their lengths: np.concatenate(seqs), lengths=[len(s) for s in seqs]; for "
+                f"one sequence laid out as a row, X.reshape(-1, 1)"
             )
     else:
         if arr.ndim == 1:
@@ -308,7 +311,7 @@ def check_observations(
                 f"np.concatenate(seqs), lengths=[len(s) for s in seqs]"
             )
     if arr.dtype.kind not in "biuf":
-        raise ValueError(f"X must be numeric, got dtype {arr.dtype}{_numeric_fix(arr)}")
+        raise ValueError(f"X must be numeric, got dtype {arr.dtype}{_numeric_fix(arr, ndim)}")
     if ndim == 2 and arr.dtype.kind == "f" and arr.dtype.itemsize > 8 and arr.size:
         _check_float64_range(arr, lengths)  # the cast made 1e400 inf, with a RuntimeWarning
     sums = None
@@ -333,7 +336,7 @@ def check_observations(
             seq, pos = _locate(row, lengths)
             raise ValueError(
                 f"X contains {value} at sequence {seq}, position {pos} (row {row} of X); "
-                f"remove or impute non-finite values before fitting"
+                f"remove or impute non-finite values first"
             )
     if ndim == 1:
         if arr.dtype.kind == "f":
@@ -583,16 +586,52 @@ def _ones(n: int) -> np.ndarray:
     return ones[:n]
 
 
-def _numeric_fix(arr: np.ndarray) -> str:
-    """The way to numbers for an X that is not numeric: the bare dtype named no fix."""
+def _numeric_fix(arr: np.ndarray, ndim: int = 2) -> str:
+    """The way to numbers for an X that is not numeric: the bare dtype named no fix.
+
+    Text that is no number (symbols given as labels, ``"a"``) is not told to cast to
+    float, which fails there: it is told to code the labels as integers.
+    """
     if arr.dtype.kind == "c":
         return "; complex values are no observations: if the imaginary parts are 0, pass X.real"
     if arr.dtype.kind in "OUS":  # text or Python objects (a pandas column, a CSV read as text)
+        label = _first_label(arr)
+        if label is not None:
+            row, value = label
+            codes = "labels, codes = np.unique(X, return_inverse=True), then fit/score codes"
+            if ndim == 1:
+                return (
+                    f"; X[{row}] = {value!r} is not a number: symbols given as labels are "
+                    f"coded as integers 0..n_symbols-1 first, e.g. {codes} (and code new "
+                    f"data with np.searchsorted(labels, X_new))"
+                )
+            return (
+                f"; X[{row}] holds {value!r}, which is not a number: remove or impute it, "
+                f"or, for labels (categories), use a CategoricalHMM on integer codes: {codes}"
+            )
         return (
             "; convert it to numbers first, e.g. np.asarray(X, dtype=float) (missing values "
             "such as None must be removed or imputed before)"
         )
     return ""
+
+
+def _first_label(arr: np.ndarray) -> tuple[int, object] | None:
+    """(row, value) of the first entry that float() cannot read, or None (None and NaN
+    read as NaN, which the finiteness check names by position)."""
+    try:
+        np.asarray(arr, dtype=np.float64)
+        return None
+    except (ValueError, TypeError):
+        pass
+    flat = arr.reshape(len(arr), -1) if arr.ndim else arr.reshape(1, 1)
+    for row, values in enumerate(flat):
+        for value in values:
+            try:
+                float(value if value is not None else "nan")
+            except (ValueError, TypeError):
+                return row, value.item() if isinstance(value, np.generic) else value
+    return None
 
 
 def _locate(row: int, lengths: np.ndarray | None) -> tuple[int, int]:
