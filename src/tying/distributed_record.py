@@ -83,18 +83,27 @@ def _check(wrapper, state_dict, prefix, local_metadata, *_) -> None:
     if not metadata:
         return
     inner = prefix + "module"
-    if any(_records(entry) for path, entry in metadata.items() if _under(path, inner)):
+    # a wrapper's own state dict has a metadata entry for the module of every key; a bare
+    # model's re-keyed under module. does not (its entries stay at the bare paths), even
+    # when that model has a real child named ``module`` whose record sits under ``module``
+    # (review 59: Wrap(stack).module's depth-2 record set into td.ddp(Wrap(depth 3)))
+    own = all(k.rpartition(".")[0] in metadata for k in state_dict if _under(k, inner))
+    if own and any(_records(e) for path, e in metadata.items() if _under(path, inner)):
         return  # the wrapped model's own record: tying's own check reads it
-    if not _records(metadata.get(prefix[:-1])) and not _records_below(metadata, prefix, inner):
+    # the bare model's entries: under ``module`` too when the keys say they are its own
+    bare = [
+        (path, entry)
+        for path, entry in metadata.items()
+        if isinstance(path, str)
+        and (path + ".").startswith(prefix)
+        and (not own or not _under(path, inner))
+    ]
+    if not any(_records(entry) for _, entry in bare):
         return  # no record at all: a plain dict or an untied model's
     # a bare model's state dict whose keys torch put under ``module.``: check the wrapped
     # model against it as if it were loaded directly (keys and record at the same paths)
     view = OrderedDict((k[len(inner) + 1 :], v) for k, v in state_dict.items() if _under(k, inner))
-    view._metadata = OrderedDict(
-        (path[len(prefix) :], entry)
-        for path, entry in metadata.items()
-        if isinstance(path, str) and (path + ".").startswith(prefix) and not _under(path, inner)
-    )
+    view._metadata = OrderedDict((path[len(prefix) :], entry) for path, entry in bare)
     check_load(wrapper.module, view)
 
 
@@ -104,11 +113,3 @@ def _under(path, inner: str) -> bool:
 
 def _records(entry) -> bool:
     return isinstance(entry, dict) and TIED_METADATA_KEY in entry
-
-
-def _records_below(metadata, prefix: str, inner: str) -> bool:
-    return any(
-        _records(entry)
-        for path, entry in metadata.items()
-        if isinstance(path, str) and path.startswith(prefix) and not _under(path, inner)
-    )

@@ -210,9 +210,9 @@ def _recorded(state_dict, prefix: str, local_metadata):
     # torch's get_model_state_dict(DistributedDataParallel(m)) strips "module." from the
     # keys but not from _metadata: the record of m sits at "module" (stop 59: a state dict
     # with other ties loaded into a bare model with no error). Read there too, unless the
-    # keys themselves start with "module." (a real child of that name)
+    # keys are a bare model's own (a real child of that name: :func:`_ddp_stripped`)
     wrapped = "module" if not here else f"module.{here}"
-    if any(isinstance(k, str) and k.startswith("module.") for k in state_dict):
+    if not _ddp_stripped(state_dict, metadata):
         wrapped = None
     found = None
     for path, entry in metadata.items():
@@ -223,6 +223,22 @@ def _recorded(state_dict, prefix: str, local_metadata):
         if wrapped is not None and found is None and canonical(path) == wrapped:
             found = entry[TIED_METADATA_KEY]
     return found
+
+
+def _ddp_stripped(state_dict, metadata) -> bool:
+    """Whether ``state_dict`` has keys with ``module.`` taken off and ``_metadata`` kept
+    under it (``get_model_state_dict`` of a DDP wrapper). No key under ``module.`` says so;
+    a model with a real child ``module`` has keys there too (review 59: its record was then
+    never read, a depth-2 stack loaded into depth 3), and its keys say so instead: each
+    key's module is in the metadata under ``module.``, and not every one at its own path,
+    where torch writes an entry for every module of a bare model's state dict."""
+    keys = [k for k in state_dict if isinstance(k, str)]
+    if not any(k.startswith("module.") for k in keys):
+        return True
+    owners = {k.rpartition(".")[0] for k in keys}
+    return all(("module." + o if o else "module") in metadata for o in owners) and not all(
+        o in metadata for o in owners
+    )
 
 
 def _check(module, state_dict, prefix: str, local_metadata) -> None:

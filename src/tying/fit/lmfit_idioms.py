@@ -41,6 +41,24 @@ LMFIT_KEYWORDS = {
     "for 'omit' drop those points from the data set",
 }
 
+# where each keyword of LMFIT_KEYWORDS goes on a built GlobalFit (none: no switch)
+_BUILT_FIT = {
+    "weights": "fit.datasets = [(x, y, 1 / weights), ...]",
+    "max_nfev": "fit.max_iter = <budget>",
+    "method": "fit.solver = 'trf'",
+    "params": "fit.init = {name: value} (fit.bounds, fit.fixed likewise)",
+}
+
+
+def _options() -> list[str]:
+    import inspect
+
+    from tying.fit.global_fit import GlobalFit
+
+    sig = inspect.signature(GlobalFit.__init__).parameters.values()
+    return [p.name for p in sig if p.name != "self" and p.kind is not p.VAR_KEYWORD]
+
+
 # lmfit's names for running a fit, asked of a GlobalFit or of tying.fit
 _RUN_NAMES = {
     "minimize": "GlobalFit runs with fit.run() (returns the FitResult) or fit.fit() "
@@ -99,13 +117,16 @@ def call_argument_advice(method: str, args: tuple[Any, ...], kwargs: Mapping[str
         fix = LMFIT_KEYWORDS.get(key)
         head = f"GlobalFit.{method}() got an unexpected keyword argument {key!r}"
         if fix:
-            return (
-                f"{head}: {fix}; give it to GlobalFit(...), or set it on the built fit "
-                f"(fit.<keyword> = value), then fit.{method}()"
-            )
+            # the attribute that holds it on the built fit: an attribute named after
+            # lmfit's keyword (fit.max_nfev = 10) is stored and never read (review 59)
+            where = _BUILT_FIT.get(key)
+            tail = f"; on the built fit: {where}, then fit.{method}()" if where else ""
+            return f"{head}: {fix}{tail}"
         return (
             f"{head}: GlobalFit.{method}() takes no arguments; the fit's options are "
-            f"GlobalFit(...)'s keywords, also settable on the built fit (fit.<name> = value)"
+            f"GlobalFit(...)'s keywords ({', '.join(_options())}), also settable on the built "
+            f"fit under the same name (fit.max_iter = 500), then fit.{method}(); any other "
+            f"name set on the fit is not read"
         )
     arg = args[0]
     got = f"got {len(args)} positional argument{'s' if len(args) > 1 else ''} ({_described(arg)}"
@@ -116,11 +137,14 @@ def call_argument_advice(method: str, args: tuple[Any, ...], kwargs: Mapping[str
         f"{got}"
     )
     if hasattr(arg, "valuesdict") and isinstance(arg, Mapping):  # lmfit Parameters
+        # held ones (vary=False) go to fixed= only: a name in init/bounds and fixed, or in a
+        # role and fixed, is refused (review 59: the advice followed as written failed)
         return (
             f"{head}; for lmfit Parameters set fit.init = "
-            f"{{name: p.value for name, p in params.items()}} (bounds as fit.bounds = "
-            f"{{name: (p.min, p.max) for name, p in params.items()}}, held ones as "
-            f"fit.fixed), then fit.{method}()"
+            f"{{n: p.value for n, p in params.items() if p.vary}}, fit.bounds = "
+            f"{{n: (p.min, p.max) for n, p in params.items() if p.vary}} and fit.fixed = "
+            f"{{n: p.value for n, p in params.items() if not p.vary}} (a held name leaves "
+            f"shared/per_group/local), then fit.{method}()"
         )
     if isinstance(arg, Mapping):
         return f"{head}; to start from these values set fit.init = <that dict>, then fit.{method}()"

@@ -674,7 +674,9 @@ class ParameterMap:
             value = fixed[name]
             if _by_name(value):
                 value = self._by_dataset(f"fixed[{name!r}]", value)
-            if isinstance(value, (list, tuple)) and None in value and len(value) > 1:
+            # not `None in value`: it compares array items with None (ambiguous truth value)
+            held = isinstance(value, (list, tuple)) and any(v is None for v in value)
+            if held and len(value) > 1:
                 # [1.0, None]: held in some data sets, fitted in the others (stop 59)
                 known = [v for v in value if v is not None]
                 if all(isinstance(v, numbers.Real) for v in known):
