@@ -94,6 +94,19 @@ LLAMA_PLAN = tying.Plan(
 )
 
 
+def bert_mlm_with_head_bias():
+    """A tiny ``BertForMaskedLM`` whose tied head has a non-zero (trained-looking) bias."""
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(
+        num_hidden_layers=1, hidden_size=16, num_attention_heads=2, intermediate_size=32,
+        vocab_size=40, max_position_embeddings=16,
+    )  # fmt: skip
+    model = transformers.BertForMaskedLM(cfg).eval()
+    with torch.no_grad():
+        model.cls.predictions.decoder.bias.normal_()
+    return model
+
+
 def ids(vocab: int, batch: int = 2, seq: int = 7, seed: int = 1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(1, vocab, (batch, seq), generator=g)

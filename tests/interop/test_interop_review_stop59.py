@@ -23,6 +23,7 @@ from tying.interop.pruning import prune
 peft = pytest.importorskip("peft", reason="the interop extra: pip install 'tying[interop]'")
 transformers = pytest.importorskip("transformers", reason="the interop extra")
 
+from tests.interop.models import bert_mlm_with_head_bias  # noqa: E402
 from tying.interop import lora  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -63,16 +64,7 @@ def test_t5_token_indices_after_resize_token_embeddings_match_plain_torch():
     assert (_logits(merged) - _logits(want)).abs().max().item() < 1e-5
 
 
-def _bert_mlm():
-    torch.manual_seed(0)
-    cfg = transformers.BertConfig(
-        num_hidden_layers=1, hidden_size=16, num_attention_heads=2, intermediate_size=32,
-        vocab_size=40, max_position_embeddings=16,
-    )  # fmt: skip
-    model = transformers.BertForMaskedLM(cfg).eval()
-    with torch.no_grad():
-        model.cls.predictions.decoder.bias.normal_()
-    return model
+_bert_mlm = bert_mlm_with_head_bias  # tests/interop/models.py
 
 
 def test_add_adapter_with_token_indices_on_a_head_with_a_bias_names_the_bias_before_peft():

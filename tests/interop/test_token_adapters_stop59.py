@@ -27,6 +27,7 @@ import tying
 peft = pytest.importorskip("peft", reason="the interop extra: pip install 'tying[interop]'")
 transformers = pytest.importorskip("transformers", reason="the interop extra")
 
+from tests.interop.models import bert_mlm_with_head_bias  # noqa: E402
 from tying import TieError  # noqa: E402
 from tying.interop import lora  # noqa: E402
 
@@ -108,16 +109,7 @@ def test_token_indices_on_one_tied_table_alone_stay_refused():
     assert (_logits(merged) - before).abs().max().item() > 0.1
 
 
-def _bert_mlm():
-    torch.manual_seed(0)
-    cfg = transformers.BertConfig(
-        num_hidden_layers=1, hidden_size=16, num_attention_heads=2, intermediate_size=32,
-        vocab_size=40, max_position_embeddings=16,
-    )  # fmt: skip
-    model = transformers.BertForMaskedLM(cfg).eval()
-    with torch.no_grad():
-        model.cls.predictions.decoder.bias.normal_()  # a trained head bias
-    return model
+_bert_mlm = bert_mlm_with_head_bias  # tests/interop/models.py
 
 
 @pytest.mark.parametrize("tuner", [True, False], ids=["TrainableTokensConfig", "lora-tokens"])
