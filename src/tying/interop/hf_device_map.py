@@ -41,6 +41,22 @@ def _offloaded(device_map: dict) -> set:
     return {"disk", "cpu"} if runs_elsewhere else {"disk"}
 
 
+def _offloading(model: nn.Module) -> tuple[dict, set, Any] | None:
+    """``(device_map, offloaded devices, the device the model runs on)`` of a model that
+    accelerate loaded with some entries offloaded; None when nothing is offloaded."""
+    device_map: Any = getattr(model, "hf_device_map", None)
+    if not isinstance(device_map, dict) or not device_map:
+        return None
+    offload = _offloaded(device_map)
+    if not any(str(v) in offload for v in device_map.values()):
+        return None
+    return (
+        device_map,
+        offload,
+        next((v for v in device_map.values() if str(v) not in offload), "cpu"),
+    )
+
+
 def refuse_offloaded_ties(model: nn.Module, inv: Inventory | None = None) -> None:
     """Refuse a model HF dispatched with a tie's slot or source in an offloaded module.
 
@@ -52,14 +68,11 @@ def refuse_offloaded_ties(model: nn.Module, inv: Inventory | None = None) -> Non
         TieError: naming the tie, the ``device_map`` entry that offloads it, and the
             entries to change (both ends on the device the model runs on).
     """
-    device_map: Any = getattr(model, "hf_device_map", None)
-    if not isinstance(device_map, dict) or not device_map:
+    found = _offloading(model)
+    if found is None:
         return
-    offload = _offloaded(device_map)
-    if not any(str(v) in offload for v in device_map.values()):
-        return
+    device_map, offload, runs_on = found
     inv = inv if inv is not None else Inventory(model)
-    runs_on = next((v for v in device_map.values() if str(v) not in offload), "cpu")
     bad: dict = {}
     for slot, info in inv.slots.items():
         if not info.is_tied or not info.source:
@@ -98,13 +111,10 @@ def refuse_offloaded_plan(model: nn.Module, plan) -> None:
     """
     from tying.core.patterns import Pattern
 
-    device_map: Any = getattr(model, "hf_device_map", None)
-    if not isinstance(device_map, dict) or not device_map:
+    found = _offloading(model)
+    if found is None:
         return
-    offload = _offloaded(device_map)
-    if not any(str(v) in offload for v in device_map.values()):
-        return
-    runs_on = next((v for v in device_map.values() if str(v) not in offload), "cpu")
+    device_map, offload, runs_on = found
     paths = [n for n, _ in model.named_modules() if n]
     paths += [n for n, _ in model.named_parameters(remove_duplicate=False)]
     bad: dict = {}
