@@ -94,6 +94,17 @@ LLAMA_PLAN = tying.Plan(
 )
 
 
+def t5_tiny():
+    """A one-layer ``T5ForConditionalGeneration`` (d_model 16, vocab 40): HF's own tie, one
+    ``shared`` table read by the encoder, the decoder and the head."""
+    torch.manual_seed(0)
+    cfg = transformers.T5Config(
+        num_layers=1, num_decoder_layers=1, d_model=16, d_kv=8, d_ff=32, num_heads=2,
+        vocab_size=40, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+    )  # fmt: skip
+    return transformers.T5ForConditionalGeneration(cfg).eval()
+
+
 def bert_mlm_with_head_bias():
     """A tiny ``BertForMaskedLM`` whose tied head has a non-zero (trained-looking) bias."""
     torch.manual_seed(0)

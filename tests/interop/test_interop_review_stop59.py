@@ -23,7 +23,7 @@ from tying.interop.pruning import prune
 peft = pytest.importorskip("peft", reason="the interop extra: pip install 'tying[interop]'")
 transformers = pytest.importorskip("transformers", reason="the interop extra")
 
-from tests.interop.models import bert_mlm_with_head_bias  # noqa: E402
+from tests.interop.models import bert_mlm_with_head_bias, t5_tiny  # noqa: E402
 from tying.interop import lora  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -33,12 +33,7 @@ Y = torch.tensor([[0, 5, 3, 8, 5]])
 
 
 def _t5_resized():
-    torch.manual_seed(0)
-    cfg = transformers.T5Config(
-        num_layers=1, num_decoder_layers=1, d_model=16, d_kv=8, d_ff=32, num_heads=2,
-        vocab_size=40, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
-    )  # fmt: skip
-    model = transformers.T5ForConditionalGeneration(cfg).eval()
+    model = t5_tiny()
     model.resize_token_embeddings(48, mean_resizing=False)
     return model
 

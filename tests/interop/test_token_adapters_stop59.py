@@ -27,7 +27,7 @@ import tying
 peft = pytest.importorskip("peft", reason="the interop extra: pip install 'tying[interop]'")
 transformers = pytest.importorskip("transformers", reason="the interop extra")
 
-from tests.interop.models import bert_mlm_with_head_bias  # noqa: E402
+from tests.interop.models import bert_mlm_with_head_bias, t5_tiny  # noqa: E402
 from tying import TieError  # noqa: E402
 from tying.interop import lora  # noqa: E402
 
@@ -35,12 +35,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 def _t5():
-    torch.manual_seed(0)
-    cfg = transformers.T5Config(
-        num_layers=1, num_decoder_layers=1, d_model=16, d_kv=8, d_ff=32, num_heads=2,
-        vocab_size=40, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
-    )  # fmt: skip
-    return transformers.T5ForConditionalGeneration(cfg).eval(), "shared", ["q"]
+    return t5_tiny(), "shared", ["q"]
 
 
 def _bart():
