@@ -83,9 +83,9 @@ from tying.fit.diagnostics import (  # noqa: F401  (re-exported: global_fit.<nam
     _weakest,
     scaled_normal,
 )
-from tying.fit.lmfit_idioms import LMFIT_KEYWORDS as _LMFIT_KEYWORDS
-from tying.fit.lmfit_idioms import call_argument_advice, run_name_advice
+from tying.fit.lmfit_idioms import call_argument_advice, keyword_fix, run_name_advice
 from tying.fit.model import ModelEvaluator
+from tying.fit.null_space import estimable_covariance
 from tying.fit.result import FitResult, build_values
 from tying.fit.roles import ParameterMap, _hint
 from tying.fit.solvers import (
@@ -234,6 +234,23 @@ def _lmfit_model(model_fn: Any) -> str:
     )
 
 
+def _estimable(jws, held, pmap: ParameterMap, cov_global: np.ndarray, cov_logical):
+    """The covariances with every entry between estimable parameters read from the
+    pseudo-inverse (:mod:`tying.fit.null_space`), and whether it was; the others' entries
+    kept, named as meaningless by the degenerate pair's message."""
+    found = estimable_covariance(jws, pmap.index, pmap.n_physical, held)
+    if found is None:
+        return cov_global, cov_logical, False
+    full, in_null = found
+    m = pmap.n_global
+    ok = ~in_null[:m, None] & ~in_null[None, :m]
+    cov_global = np.where(ok, full[:m, :m], cov_global)
+    idx = pmap.index
+    ok = ~in_null[idx][:, :, None] & ~in_null[idx][:, None, :]
+    cov_logical = np.where(ok, full[idx[:, :, None], idx[:, None, :]], cov_logical)
+    return cov_global, cov_logical, True
+
+
 class GlobalFit:
     """A global least-squares fit of one model to many data sets.
 
@@ -303,7 +320,7 @@ class GlobalFit:
     ):
         if lmfit:  # lmfit's keywords: name ours, not Python's bare "unexpected keyword"
             key = next(iter(lmfit))
-            fix = _LMFIT_KEYWORDS.get(key, "")
+            fix = keyword_fix(key, lmfit[key])
             raise TypeError(
                 f"GlobalFit() got an unexpected keyword argument {key!r}"
                 + (f": {fix}" if fix else "")
@@ -620,7 +637,7 @@ class GlobalFit:
         # inverse scaled back per parameter below. Stop 47: a column near 1e-299 (sigma or
         # a parameter near 1e±299) squared to 0, JᵀJ read singular, and a fit with the
         # right values gave NaN errors and "'a' does not change the model"
-        h, _, cs = scaled_normal(jw, r, pmap)
+        h, jws, cs = scaled_normal(jw, r, pmap)
         unread = _unread_locals(h, pmap, out.theta)  # (K, P): local slots model_fn does not read
         ndata, nvarys = data.n_points, pmap.n_physical - int(unread.sum())
         nfree = ndata - nvarys
@@ -727,6 +744,12 @@ class GlobalFit:
                 rounding_pair = _degenerate_pair(cov_s_logical, pmap)
                 raise np.linalg.LinAlgError("the normal matrix is singular to rounding")
             ill = _ill_conditioned(inflation, pmap)
+            pair = _degenerate_pair(cov_s_logical, pmap)
+            if pair or ill:  # errors from the SVD of J, not the noise of (JᵀJ)⁻¹ (stop 60)
+                cov_s_global, cov_s_logical, by_svd = _estimable(
+                    jws, unread, pmap, cov_s_global, cov_s_logical
+                )
+                ill = ill and _ill_conditioned(inflation, pmap, by_svd)
             # cov_ij = cov_s_ij·f_i·f_j with f = √scale / cs: each factor is about a
             # standard error over the scaled one, so it is finite where the errors are
             f = np.sqrt(scale) / cs  # (n_physical,)
@@ -742,7 +765,6 @@ class GlobalFit:
             stderr_x = np.sqrt(np.maximum(var, 0.0)) * f
             if unread.any():
                 stderr_x[pmap.index[ks, js]] = np.nan
-            pair = _degenerate_pair(cov_s_logical, pmap)
             if overflow:
                 message += (
                     f"; {overflow} (the covariance is computed on columns scaled to 1; "

@@ -39,7 +39,46 @@ LMFIT_KEYWORDS = {
     "fixed values fixed={name: value}",
     "nan_policy": "there is no switch: NaN/inf in the data is refused (lmfit's 'raise'); "
     "for 'omit' drop those points from the data set",
+    # stop 60: these got Python's bare "unexpected keyword argument"
+    "calc_covar": "there is no switch: the covariance is always computed "
+    "(result.covariance, result.stderr)",
+    "iter_cb": "there is no per-iteration callback; result.nfev and result.niter count the "
+    "work, and a fit stopped by max_iter= is reported with success=False",
+    "reduce_fcn": "there is none: GlobalFit minimises the sum of squared (y - model)/sigma, "
+    "lmfit's least-squares default; a robust loss is not offered",
+    "fit_kws": "the solver's options are GlobalFit's own keywords: ftol=, xtol=, gtol= and "
+    "max_iter= (lmfit's maxfev / max_nfev)",
+    "args": "model_fn takes its parameters by name: a constant goes into fixed={name: value}",
+    "kws": "model_fn takes its parameters by name: a constant goes into fixed={name: value}",
 }
+
+# lmfit's fit_kws entries (leastsq and least_squares) that GlobalFit has a keyword for
+_FIT_KWS = {"ftol": "ftol", "xtol": "xtol", "gtol": "gtol", "maxfev": "max_iter"}
+_FIT_KWS["max_nfev"] = "max_iter"
+
+
+def keyword_fix(key: str, value: Any) -> str:
+    """The fix for lmfit's keyword ``key=value`` given to GlobalFit ("" for no lmfit name).
+
+    ``fit_kws`` gets its entries written as GlobalFit's keywords, ready to pass.
+
+    Example:
+        >>> keyword_fix("fit_kws", {"xtol": 1e-12, "maxfev": 500})[-45:]
+        'pass GlobalFit(..., xtol=1e-12, max_iter=500)'
+    """
+    fix = LMFIT_KEYWORDS.get(key, "")
+    if key == "kws" and isinstance(value, Mapping) and value:
+        return f"{fix}: pass fixed={dict(value)!r}"
+    if key != "fit_kws" or not isinstance(value, Mapping) or not value:
+        return fix
+    ours = [f"{_FIT_KWS[k]}={v!r}" for k, v in value.items() if k in _FIT_KWS]
+    other = [repr(k) for k in value if k not in _FIT_KWS]
+    if ours:
+        fix += f"; for these fit_kws pass GlobalFit(..., {', '.join(ours)})"
+    if other:
+        fix += f"; {', '.join(other)} ha{'s' if len(other) == 1 else 've'} no counterpart"
+    return fix
+
 
 # where each keyword of LMFIT_KEYWORDS goes on a built GlobalFit (none: no switch)
 _BUILT_FIT = {
@@ -47,6 +86,7 @@ _BUILT_FIT = {
     "max_nfev": "fit.max_iter = <budget>",
     "method": "fit.solver = 'trf'",
     "params": "fit.init = {name: value} (fit.bounds, fit.fixed likewise)",
+    "fit_kws": "fit.ftol, fit.xtol, fit.gtol, fit.max_iter = <value>",
 }
 
 
@@ -114,12 +154,16 @@ def call_argument_advice(method: str, args: tuple[Any, ...], kwargs: Mapping[str
     """
     if kwargs:
         key = next(iter(kwargs))
-        fix = LMFIT_KEYWORDS.get(key)
+        fix = keyword_fix(key, kwargs[key])
         head = f"GlobalFit.{method}() got an unexpected keyword argument {key!r}"
         if fix:
             # the attribute that holds it on the built fit: an attribute named after
             # lmfit's keyword (fit.max_nfev = 10) is stored and never read (review 59)
             where = _BUILT_FIT.get(key)
+            value = kwargs[key]
+            if key == "fit_kws" and isinstance(value, Mapping):
+                set_ = [f"fit.{_FIT_KWS[k]} = {v!r}" for k, v in value.items() if k in _FIT_KWS]
+                where = "; ".join(set_) or None
             tail = f"; on the built fit: {where}, then fit.{method}()" if where else ""
             return f"{head}: {fix}{tail}"
         return (

@@ -34,7 +34,7 @@ from tying.fit.equality import ValueEquality
 from tying.fit.model import ModelError, ModelEvaluator
 from tying.fit.roles import ParameterMap
 from tying.fit.solvers import FitWarning, Tolerances, levenberg_marquardt
-from tying.fit.uncertainty import FitContext, _require, _sigma
+from tying.fit.uncertainty import FitContext, _require, _sigma, probabilities_advice
 
 if TYPE_CHECKING:
     from tying.fit.result import FitResult
@@ -477,7 +477,9 @@ def _refuse_lmfit_keywords(lmfit: dict[str, object]) -> None:
         "p_names": lambda v: f"the parameters are names= (the first argument): pass names={v!r}",
         "probs": lambda v: (
             "levels are sigmas= in σ (1 to 10); for a probability p pass "
-            "sigma = sqrt(2)·erfinv(p) (p = 0.95: 1.9600)"
+            "sigma = sqrt(2)·erfinv(p)"
+            # the levels of the probabilities given (stop 60: always p = 0.95's 1.9600)
+            + (f": {probabilities_advice(v)}" if probabilities_advice(v) else "")
         ),
         "trace": lambda v: (
             "there is no switch: every ProfileInterval keeps its trace in .profile, the "
@@ -583,6 +585,13 @@ def conf_interval(
     _check_minimum(result, what)
     if isinstance(sigmas, (str, bytes)) or not isinstance(sigmas, (Sequence, np.ndarray)):
         raise TypeError(f"sigmas must be a list of levels in σ, e.g. (1, 2, 3); got {sigmas!r}")
+    fix = probabilities_advice(sigmas, sigmas_too=True)
+    if fix and min(float(s) for s in sigmas) < 1:  # lmfit's probabilities: advise them all
+        raise ValueError(
+            f"each of sigmas must be between 1 and 10 σ, got {list(sigmas)!r}; lmfit reads a "
+            f"sigma below 1 as a probability, here each is a number of σ (sigma = "
+            f"sqrt(2)·erfinv(p)): {fix}"
+        )
     levels = sorted({_sigma(s, "each of sigmas") for s in sigmas})
     if not levels:
         raise ValueError("sigmas is empty; give the levels in σ, e.g. (1, 2, 3)")

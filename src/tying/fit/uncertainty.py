@@ -100,6 +100,59 @@ def _context(result: FitResult, what: str) -> FitContext:
     return ctx
 
 
+def _probability_hint(p: float, keyword: str) -> str:
+    """The fix for a level given as lmfit's probability ``p`` (0 < p < 1), for that ``p``.
+
+    Stop 60: the hint printed the level of p = 0.95 whatever p was, and for p below
+    ``erf(1/√2)`` = 0.6827 (p = 0.68, 0.5) the sigma it led to is below 1 σ, refused again.
+    """
+    return (
+        f"; lmfit reads a sigma below 1 as a probability, here it is always a number of σ "
+        f"(sigma = sqrt(2)·erfinv(p)): {probabilities_advice(p, keyword)}"
+    )
+
+
+def probabilities_advice(probs: Any, keyword: str = "sigmas", sigmas_too: bool = False) -> str:
+    """The ``sigmas=`` that lmfit's probabilities ``probs`` mean, or the rule where none does.
+
+    Args:
+        probs: what was passed as lmfit's ``prob``/``probs`` (a number or a list).
+        keyword: ``"sigmas"`` (``conf_interval``, a tuple) or ``"sigma"``
+            (``eval_uncertainty``, one number).
+        sigmas_too: read entries of 1 or more as levels in σ (lmfit's ``sigmas``, which
+            mixes both), not as invalid probabilities.
+
+    Returns:
+        ``"pass sigmas=(1.96,)"`` for probabilities of 1 σ or more (p ≥ 0.6827); else
+        which one is below 1 σ, the lowest level offered; ``""`` for anything that is not
+        probabilities.
+
+    Example:
+        >>> probabilities_advice([0.6827, 0.95])
+        'pass sigmas=(1, 1.96)'
+    """
+    try:
+        items = list(np.ravel(np.asarray(probs, dtype=object)))
+        if any(isinstance(p, (bool, np.bool_)) for p in items):
+            return ""
+        ps = [float(p) for p in items]
+    except (TypeError, ValueError):
+        ps = []
+    if not ps or not all(0 < p < 1 or (sigmas_too and p >= 1) for p in ps):
+        return ""
+    levels = [p if p >= 1 else float(np.sqrt(2) * special.erfinv(p)) for p in ps]
+    if min(levels) < 1.0:
+        low = ps[int(np.argmin(levels))]
+        return (
+            f"p = {low!r} is {min(levels):.6g} σ, below the lowest level offered, 1 σ "
+            f"(p = {float(special.erf(np.sqrt(0.5))):.4f}); ask for 1 σ or more"
+        )
+    if keyword == "sigma" and len(levels) == 1:
+        return f"pass sigma={levels[0]:.4g}"
+    shown = ", ".join(f"{v:.4g}" for v in levels) + ("," if len(levels) == 1 else "")
+    return f"pass {keyword}=({shown})"
+
+
 def _sigma(value: Any, label: str) -> float:
     """A confidence level in σ: a real number in [1, MAX_SIGMA]."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(
@@ -108,13 +161,8 @@ def _sigma(value: Any, label: str) -> float:
         raise TypeError(f"{label} must be a number of standard deviations, got {value!r}")
     value = float(value)
     if not 1.0 <= value <= MAX_SIGMA:
-        hint = (
-            f"; lmfit reads a sigma below 1 as a probability, here it is always a number of "
-            f"σ: for a probability p pass sigma = sqrt(2)·erfinv(p) "
-            f"(p = 0.95: {np.sqrt(2) * special.erfinv(0.95):.4f})"
-            if 0 < value < 1
-            else ""
-        )
+        keyword = "sigmas" if "sigmas" in label else "sigma"
+        hint = _probability_hint(value, keyword) if 0 < value < 1 else ""
         raise ValueError(f"{label} must be between 1 and {MAX_SIGMA:g} σ, got {value!r}{hint}")
     return value
 
