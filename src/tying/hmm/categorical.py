@@ -22,6 +22,7 @@ from tying.hmm.base import BaseHMM
 from tying.hmm.draws import last_possible
 from tying.hmm.fitted_array import fitted
 from tying.hmm.sequences import check_observations
+from tying.hmm.symbol_table import refuse_oversized, table_fits
 from tying.hmm.ties import StateTies
 from tying.hmm.validation import _check_prior, _real_array, _shape_text, _stochastic
 
@@ -189,6 +190,10 @@ class CategoricalHMM(BaseHMM):
             else:
                 self.n_symbols_ = int(X.max()) + 1
                 source = "data"
+                # an id as a symbol (2**40) asked NumPy for an 8 TiB table (stop 60)
+                refuse_oversized(
+                    X, lengths, int(self.n_components), self.n_symbols_, self._why(source)
+                )
         bad = np.flatnonzero((X < 0) | (X >= self.n_symbols_))
         if bad.size:
             row = int(bad[0])
@@ -210,21 +215,16 @@ class CategoricalHMM(BaseHMM):
         name = (
             "n_features" if self.n_features is not None and self.n_symbols is None else "n_symbols"
         )
-        kept = (
-            "init_params leaves it out"
-            if self.init_params is not None
-            else "an assigned emissionprob_ is where the next fit starts"
-        )
-        why = {
-            "held": "a fitted model scores with the emissionprob_ it holds",
-            "given": f"{name}={self.n_symbols_} was given",
-            "kept": f"this fit starts from the emissionprob_ held ({kept})",
-            "init": "emissionprob_init has that many columns",
-            "data": "n_symbols_ is read from X's largest symbol",
-        }[source]
+        why = self._why(source)
         if np.any(X < 0):
             return f"{why}; symbols are integers 0..n_symbols-1: recode X"
         need = int(X.max()) + 1
+        if not table_fits(self.n_components, need):  # an alphabet no fit could hold
+            return (
+                f"{why}; recode X: it holds {len(np.unique(X))} distinct symbols, e.g. "
+                f"labels, codes = np.unique(X, return_inverse=True) (an alphabet of {need} "
+                f"symbols would not fit in memory)"
+            )
         if source == "given":
             return f"{why}; raise it to {name}={need} or recode X"
         if source == "init":
@@ -244,6 +244,25 @@ class CategoricalHMM(BaseHMM):
             f"{why}; recode X, or learn the new symbols: fit again with {refit} and "
             f"init_params that include 'e' (the default does), or {assign}"
         )
+
+    def _why(self, source: str) -> str:
+        """What fixed the alphabet's size, in words (``source`` as ``_check_X`` names it)."""
+        # the name the user gave (hmmlearn's n_features beside n_symbols is refused)
+        name = (
+            "n_features" if self.n_features is not None and self.n_symbols is None else "n_symbols"
+        )
+        kept = (
+            "init_params leaves it out"
+            if self.init_params is not None
+            else "an assigned emissionprob_ is where the next fit starts"
+        )
+        return {
+            "held": "a fitted model scores with the emissionprob_ it holds",
+            "given": f"{name}={self.n_symbols_} was given",
+            "kept": f"this fit starts from the emissionprob_ held ({kept})",
+            "init": "emissionprob_init has that many columns",
+            "data": "n_symbols_ is read from X's largest symbol",
+        }[source]
 
     def _keeps_emissions(self) -> bool:
         """Whether this fit starts from the held emissions (the rule of

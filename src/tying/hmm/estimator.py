@@ -198,12 +198,17 @@ class EstimatorParams:
         if changed:
             what = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
             keep = ", ".join(f"{k}={a!r}" for k, (a, _) in changed.items())
+            # every fitted attribute: one assigned alone (m.means_ = m.means_, the advice
+            # before stop 60) left the others to be drawn afresh by the next fit
+            kinds = ("startprob", "transmat") + tuple(getattr(self, "_emission_params", ()))
+            attrs = [{"emissions": "emissionprob"}.get(k, k) + "_" for k in kinds]
+            assign = "; ".join(f"m.{a} = m.{a}" for a in attrs)
             raise ValueError(
                 f"set_params({', '.join(sorted(params))}=...) switches this "
                 f"{type(self).__name__} between our defaults and hmmlearn's, so its next fit "
                 f"would run under other settings it was not given ({what}); pass them in the "
                 f"same call (set_params(..., {keep}) keeps them, or give hmmlearn's), or, to "
-                f"go on fitting from the current values, assign them (m.means_ = m.means_) "
+                f"go on fitting from the current values, assign every one of them ({assign}) "
                 f"instead of setting init_params; nothing was set"
             )
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from tying.hmm.draws import last_possible
 from tying.hmm.forward_backward import Posteriors, forward_backward, forward_log_likelihood
+from tying.hmm.integer_args import as_integer
 from tying.hmm.stationary import stationary_distribution
 from tying.hmm.validation import _check_n_threads, _check_seed
 from tying.hmm.viterbi import viterbi
@@ -367,19 +368,21 @@ class HMMInference:
             ((4, 1), [0, 1, 0, 1], [1, 0, 1])
         """
         self._check_fitted()
-        if (
-            isinstance(n_samples, bool)
-            or not isinstance(n_samples, (int, np.integer))
-            or n_samples < 1
-        ):
+        n = as_integer(n_samples)  # an int, NumPy integer or 0-d integer array
+        if n is None or n < 1:
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+        n_samples = n
         K = self.ties_.n_states  # the fitted states (n_components may have changed since)
-        if currstate is not None and (
-            isinstance(currstate, bool)
-            or not isinstance(currstate, (int, np.integer))
-            or not 0 <= currstate < K
-        ):
-            raise ValueError(f"currstate must be a state 0..{K - 1}, got {currstate!r}")
+        if currstate is not None:
+            state = as_integer(currstate)
+            if state is None:
+                raise ValueError(
+                    f"currstate must be a state 0..{K - 1} (an integer), got {currstate!r} "
+                    f"({type(currstate).__name__}); pass one state, e.g. currstate=int(Z[-1])"
+                )
+            if not 0 <= state < K:
+                raise ValueError(f"currstate must be a state 0..{K - 1}, got {currstate!r}")
+            currstate = state
         seed = self.random_state if random_state is None else random_state
         _check_seed(seed)
         rng = np.random.default_rng(seed)

@@ -30,6 +30,7 @@ from tying.core.count import Count, Group
 from tying.hmm.base import NotFittedError, _threads, _unchanged_on_error
 from tying.hmm.estimator import EstimatorParams
 from tying.hmm.fitted_array import assign_written, linked
+from tying.hmm.integer_args import as_integer
 from tying.hmm.monitor import ConvergenceMonitor, check_monitor_kept, keep_monitor
 from tying.hmm.pair_dp import (
     IMPOSSIBLE,
@@ -577,8 +578,10 @@ class PairHMM(EstimatorParams):
             (2, True)
         """
         self._check_fitted()
-        if isinstance(n_pairs, bool) or not isinstance(n_pairs, (int, np.integer)) or n_pairs < 0:
+        count = as_integer(n_pairs)  # an int, NumPy integer or 0-d integer array
+        if count is None or count < 0:
             raise ValueError(f"n_pairs must be a non-negative integer, got {n_pairs!r}")
+        n_pairs = count
         _positive_int("max_length", max_length)
         _check_seed(random_state)
         rng = np.random.default_rng(random_state)
