@@ -29,6 +29,17 @@ METADATA_CALLS = frozenset(
     }
 )  # fmt: skip
 
+# Calls whose result carries no gradient back to what they read, and a hook on a tensor
+# (which adds no use of it). The parameter-read guards (per_example, ghost, opacus_hooks)
+# let them through, as any call under torch.no_grad(): tying.core's check that a computed
+# slot's last value was not written makes them (stop 60).
+GRADLESS_CALLS = frozenset(
+    {
+        _T.detach, torch.detach, _T.data.__get__, _T.untyped_storage, _T._base.__get__,
+        _T.register_hook,
+    }
+)  # fmt: skip
+
 
 def tensors_in(args, kwargs):
     """The tensors among a call's arguments (recursing into lists, tuples and dicts)."""

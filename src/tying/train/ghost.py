@@ -63,6 +63,7 @@ from tying.core.relations import Same, Transposed
 from tying.core.slots import base_class, slots_of
 from tying.train import wide_norms
 from tying.train._vetting import (
+    GRADLESS_CALLS,
     METADATA_CALLS,
     BufferWrites,
     batch_rows,
@@ -388,6 +389,8 @@ class GhostClipping:
                     f"same B as y (pass a tensor shared by all examples as a buffer or "
                     f"parameter, not as an input)"
                 )
+            if B == 0:  # an empty Poisson batch: no use to record (stop 60: the reshape
+                continue  # below failed, "cannot reshape tensor of 0 elements")
             g = _wide(g).reshape(B, -1, g.shape[-1])  # (B, T, d_out), flushed by the hook above
             if isinstance(module, nn.Embedding):
                 idx = inp.reshape(B, -1)  # (B, T)
@@ -637,8 +640,8 @@ class _ReadsOutsideUses(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in METADATA_CALLS:
-            return func(*args, **kwargs)
+        if func in METADATA_CALLS or func in GRADLESS_CALLS or not torch.is_grad_enabled():
+            return func(*args, **kwargs)  # no gradient: no share the norms miss (stop 60)
         mine = self.owned[self.inside[-1]] if self.inside else frozenset()
         for t in tensors_in(args, kwargs):
             if id(t) in self.names:

@@ -47,6 +47,7 @@ from tying.train._opacus_probe import _BackwardProbe
 from tying.train._opacus_rows import row_guards, sampled_layers
 from tying.train._opacus_wrapping import hooks_kwargs, opacus_undo
 from tying.train._vetting import (
+    GRADLESS_CALLS,
     METADATA_CALLS,
     batch_rows,
     buffers_kept,
@@ -664,7 +665,7 @@ class _ReadsOutside(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in METADATA_CALLS or func in _NO_GRADIENT or not torch.is_grad_enabled():
+        if func in METADATA_CALLS or func in GRADLESS_CALLS or not torch.is_grad_enabled():
             return func(*args, **kwargs)
         mod = self.inside[-1] if self.inside else None
         mine = self.owned.get(id(mod), frozenset())
@@ -691,9 +692,6 @@ class _ReadsOutside(TorchFunctionMode):
 
 class _Outside(ValueError):
     pass
-
-
-_NO_GRADIENT = frozenset({torch.Tensor.detach, torch.Tensor.data.__get__})
 
 
 def _refuse_reads_outside(gsm, model: nn.Module, modules, args, kwargs) -> bool:

@@ -55,6 +55,7 @@ from tying.train._vetting import (
     tensors_in,
     unchanged,
 )
+from tying.train._vetting import GRADLESS_CALLS as _GRADLESS_CALLS
 from tying.train._vetting import METADATA_CALLS as _METADATA_CALLS
 from tying.train._weight_cancels import WeightCancels
 from tying.train.known_losses import KnownLosses, loss_key
@@ -839,7 +840,12 @@ def _refuse_hidden_read(func, args, kwargs, names: dict[int, str]) -> None:
     if func in _METADATA_CALLS:
         return
     for t in tensors_in(args, kwargs):
-        if id(t) in names:
+        hidden = id(t) in names
+        if not hidden and not (t.requires_grad and not _is_wrapped(t)):
+            continue
+        if _gradless(func):
+            return
+        if hidden:
             raise ValueError(
                 f"per-example gradients: trainable parameter {names[id(t)]} is read by "
                 f"{func_name(func)} where per-example copies cannot be swapped in: it is "
@@ -850,22 +856,29 @@ def _refuse_hidden_read(func, args, kwargs, names: dict[int, str]) -> None:
                 f"ParameterDict) and read it through the module, or move a penalty to the "
                 f"optimizer (weight_decay)"
             )
-        if t.requires_grad and not _is_wrapped(t):
-            behind = [names[i] for i in params_behind(t, names)]
-            what = (
-                f"a tensor derived from trainable parameter(s) {', '.join(behind)} before "
-                f"the step (a view, slice or product of them kept on the model or in a "
-                f"closure)"
-                if behind
-                else "a tensor that requires grad but is no parameter of the model"
-            )
-            raise ValueError(
-                f"per-example gradients: {what} is read by {func_name(func)}; per-example "
-                f"copies are swapped into the modules' registered parameters only, so its "
-                f"share of every example's gradient would be missing. Derive it inside "
-                f"forward (e.g. self.lin.weight.t() there), register it as a parameter, or "
-                f"detach it if it is not to be trained"
-            )
+        behind = [names[i] for i in params_behind(t, names)]
+        what = (
+            f"a tensor derived from trainable parameter(s) {', '.join(behind)} before "
+            f"the step (a view, slice or product of them kept on the model or in a "
+            f"closure)"
+            if behind
+            else "a tensor that requires grad but is no parameter of the model"
+        )
+        raise ValueError(
+            f"per-example gradients: {what} is read by {func_name(func)}; per-example "
+            f"copies are swapped into the modules' registered parameters only, so its "
+            f"share of every example's gradient would be missing. Derive it inside "
+            f"forward (e.g. self.lin.weight.t() there), register it as a parameter, or "
+            f"detach it if it is not to be trained"
+        )
+
+
+def _gradless(func) -> bool:
+    """Whether ``func`` makes no gradient (a ``.detach()``, any call under ``torch.no_grad()``,
+    such as tying.core's check of a computed slot's last value): it drops no example's share
+    of one. Asked only before a refusal: a Scaled tie read once outside the step was refused
+    at B = 1 (stop 60)."""
+    return func in _GRADLESS_CALLS or not torch.is_grad_enabled()
 
 
 class _ParamWatch(TorchFunctionMode):

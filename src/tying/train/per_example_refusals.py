@@ -326,7 +326,8 @@ def losses_per_example(losses, B: int) -> torch.Tensor:
             f"and keep the batch first, in the inputs and the loss (a 0-d loss, reduction='mean' or 'sum', has no "
             f"per-example losses to clip; a flat (B*T,) loss, view it as (B, T))"
         )
-    return losses if losses.dim() == 1 else losses.reshape(B, -1).sum(1)
+    # flatten(1), not reshape(B, -1): an empty batch's (0, T) has no -1 to infer (stop 60)
+    return losses if losses.dim() == 1 else losses.flatten(1).sum(1)
 
 
 def _refuse_batch_sized_output(out, B: int) -> None:

@@ -259,6 +259,9 @@ def per_example_grads(model: nn.Module, loss_fn: LossFn, x, y) -> dict[str, torc
 def _vmap_grads(model: nn.Module, loss_fn: LossFn, x, y):
     pe = _PerExample(model)
     xs = x if isinstance(x, tuple) else (x,)
+    if y.shape[0] == 0:  # an empty Poisson batch: vmap failed inside torch (stop 60)
+        empty = {n: p.new_zeros((0, *p.shape)) for n, p in zip(pe.names, pe.params)}
+        return empty, torch.zeros(0)
     grads, losses = pe(loss_fn, xs, y)
     return dict(zip(pe.names, grads)), losses  # ({name: (B, *shape)}, losses (B,))
 
@@ -391,7 +394,8 @@ def per_example_norms(grads: dict[str, torch.Tensor]) -> torch.Tensor:
     _check_batches(grads)
     # vector_norm reduces in one pass; pow(2).sum(1) first wrote a squared copy of every
     # per-example gradient (B copies of the model), which cost more than making them.
-    rows = [g.reshape(g.shape[0], -1) for g in grads.values()]
+    # the row length spelt out: an empty batch's (0, *shape) has no -1 to infer (stop 60)
+    rows = [g.reshape(g.shape[0], math.prod(g.shape[1:])) for g in grads.values()]
     sq = sum(torch.linalg.vector_norm(r, dim=1, dtype=_accumulate(r)).square() for r in rows)
     # squares past the dtype's range (a finite gradient of entries ~1e20 in float32) gave
     # inf with no error (stop 51): those norms are taken again, scaled, in float64

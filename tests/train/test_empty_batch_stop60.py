@@ -1,0 +1,63 @@
+"""An empty batch (Poisson sampling draws one) through the public per-example functions
+(stop 60).
+
+``DPSGD.step`` and ``private_grad`` took an empty batch (noise alone), but the functions
+under them crashed inside torch: ``per_example_grads`` on a model with an embedding
+("cannot reshape tensor of 0 elements into shape [0, 1, 7, 1, -1]" in cross_entropy under
+vmap), ``ghost_norms`` / ``GhostClipping.norms`` / ``.clip`` on any model ("... into
+shape [0, -1, 4]"), and ``per_example_norms`` of the empty gradients ("... [0, -1]").
+Each now returns its empty result: no example, no gradient.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.train.models import TiedAE, TinyLM, ce, mlp, mse
+from tying.train import GhostClipping, ghost_norms, per_example_grads, per_example_norms
+
+
+def tok(logits, y):  # (B, T, V), (B, T) -> (B, T): rows summed per example
+    return F.cross_entropy(logits.transpose(1, 2), y, reduction="none")
+
+
+def _empty(kind: str):
+    if kind == "tied_lm":
+        x = torch.zeros(0, 5, dtype=torch.long)
+        return TinyLM(), tok, x, x
+    if kind == "tied_ae":
+        x = torch.zeros(0, 6, dtype=torch.float64)
+        return TiedAE(), mse, x, x
+    return mlp(), ce, torch.zeros(0, 6, dtype=torch.float64), torch.zeros(0, dtype=torch.long)
+
+
+KINDS = ["tied_lm", "tied_ae", "mlp"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_per_example_grads_and_norms_of_an_empty_batch_are_empty(kind):
+    model, loss, x, y = _empty(kind)
+    got = per_example_grads(model, loss, x, y)
+    want = {n: p.shape for n, p in model.named_parameters()}
+    assert {n: g.shape[1:] for n, g in got.items()} == want
+    assert all(g.shape[0] == 0 and g.dtype == torch.float64 for g in got.values())
+    norms = per_example_norms(got)
+    assert norms.shape == (0,)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_ghost_norms_and_clip_of_an_empty_batch(kind):
+    model, loss, x, y = _empty(kind)
+    assert ghost_norms(model, loss, x, y).shape == (0,)
+    res = GhostClipping(model).clip(loss, x, y, 1.0)
+    assert res.norms.shape == (0,) and res.losses.shape == (0,)
+    for name, p in model.named_parameters():
+        assert res.grads[name].shape == p.shape
+        assert not res.grads[name].any()
+
+
+def test_per_example_norms_of_an_empty_batch_keep_other_shapes():
+    grads = {"w": torch.zeros(0, 3, 4), "b": torch.zeros(0, 3), "s": torch.zeros(0)}
+    assert per_example_norms(grads).shape == (0,)
