@@ -99,7 +99,7 @@ def _check_ids(ids: Sequence[str], option: str = "") -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _comma_ids_advice(given: str) -> str:
+def _comma_ids_advice(given: str, shown: str | None = None) -> str:
     """What ``tying run a,b`` should have been, checked so the advice works when followed.
 
     The ids are read as ``--only`` reads them (spaces around commas dropped, empty ones
@@ -109,21 +109,22 @@ def _comma_ids_advice(given: str) -> str:
     without spaces: ``--only a, b`` typed as shown is two arguments (stop 59 review).
     """
     ids: dict[str, str] = {}  # experiment id -> the id or claim number as given
+    typed = given if shown is None else shown  # `tying run a b` names 'a b' as typed
     for part in (p.strip() for p in given.split(",")):
         if not part:
             continue
         try:
             get(_by_code(part))
         except KeyError as exc:
-            return f"one experiment id per run, got {given!r}, and {exc.args[0]}"
+            return f"one experiment id per run, got {typed!r}, and {exc.args[0]}"
         ids.setdefault(_by_code(part), part)
     parts = list(ids.values())
     if not parts:
-        return f"no experiment id in {given!r}; give one, such as tying run param-counts (`tying list` shows them)"
+        return f"no experiment id in {typed!r}; give one, such as tying run param-counts (`tying list` shows them)"
     if len(parts) == 1:
-        return f"one experiment id per run, got {given!r}; run it with tying run {parts[0]}"
+        return f"one experiment id per run, got {typed!r}; run it with tying run {parts[0]}"
     return (
-        f"one experiment id per run, got {given!r}; run several with "
+        f"one experiment id per run, got {typed!r}; run several with "
         f"tying report --only {','.join(parts)} (or one `tying run ID` each)"
     )
 
@@ -628,7 +629,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = _parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra and args.command == "run" and not any(e.startswith("-") for e in extra):
+            # `tying run a1 a2` said only "unrecognized arguments: a2" (stop 60)
+            typed = " ".join([args.id, *extra])
+            load_all()  # the advice checks each id
+            advice = _comma_ids_advice(",".join([args.id, *extra]), shown=typed)
+            print(f"tying run: error: {advice}", file=sys.stderr)
+            return EXIT_USAGE
+        if extra:
+            args = parser.parse_args(argv)  # argparse's own message and exit code
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
     console = Console(highlight=False)

@@ -599,6 +599,34 @@ def folder_lock(out_dir: str | pathlib.Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def _claimed_ids(ids: object, fresh: object, writes_page: object) -> list[str]:
+    """``ids`` as a list of str, after checking ``fresh`` and ``writes_page`` are bools.
+
+    A string was read as its letters (``figures/p--*.png``: the check that a run would
+    replace a figure a page shows missed it), and ``fresh="no"`` as True, which removes
+    the folder's earlier output (stop 60).
+    """
+    for name, flag in (("fresh", fresh), ("writes_page", writes_page)):
+        if not isinstance(flag, bool):
+            raise TypeError(
+                f"claim_folder(): {name} must be True or False, got {flag!r} "
+                f"({type(flag).__name__}); fresh=True removes the folder's earlier output"
+            )
+    if isinstance(ids, str | bytes) or not isinstance(ids, Iterable):
+        raise TypeError(
+            f"claim_folder(): ids must be a list of experiment ids, got {repr(ids)[:80]} "
+            f"({type(ids).__name__}); pass [id] for one"
+        )
+    ids = list(ids)
+    bad = [i for i in ids if not isinstance(i, str)]
+    if bad:
+        raise TypeError(
+            f"claim_folder(): ids must be experiment ids (str), got {repr(bad[0])[:80]} "
+            f"({type(bad[0]).__name__}) among them"
+        )
+    return ids
+
+
 def claim_folder(
     out_dir: str | pathlib.Path, ids: Iterable[str], *, fresh: bool, writes_page: bool = False
 ) -> None:
@@ -617,6 +645,8 @@ def claim_folder(
             there may be shown by the page; False for a run that only adds figures.
 
     Raises:
+        TypeError: ``ids`` is one string or holds a non-string, or ``fresh`` /
+            ``writes_page`` is not a bool (nothing is checked or written then).
         OutputFolderError: ``out_dir`` is a file; it holds a file tying did not write
             (named, with the count of such files); a file tying wrote was changed
             since; the manifest is not one tying wrote; or the folder cannot be
@@ -629,6 +659,7 @@ def claim_folder(
             it lies inside the folder of another report (named): the next report there
             would be refused until this one was moved out.
     """
+    ids = _claimed_ids(ids, fresh, writes_page)
     out = out_path(out_dir)
     is_dir = _check_path(out)
     if is_dir:
@@ -638,7 +669,6 @@ def claim_folder(
         _refuse_busy(out)
     else:
         manifest, ours = {"files": {}, "pending": []}, []
-    ids = list(ids)
     pending = [f"{_FIGURES}/{i}--*.png" for i in ids]
     page = [rel for rel in _PAGE_FILES if rel in ours]
     shown = [rel for rel in ours if any(fnmatch.fnmatchcase(rel, p) for p in pending)]

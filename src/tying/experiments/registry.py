@@ -212,10 +212,25 @@ def get(id: str) -> ExperimentSpec:
                 f"experiment id; its experiment id is {numbered.id!r}: pass {numbered.id!r} "
                 "(`tying run`, `tying report --only` take the number too)"
             )
+        spelt = _spelt_otherwise(id)
+        if spelt is not None:  # 'PARAM-COUNTS' was "did you mean 'dp-sgd'?" (stop 60)
+            raise KeyError(
+                f"unknown experiment id {id!r}: ids are lower-case, without spaces; "
+                f"pass {spelt!r} (`tying list` shows them all)"
+            )
         close = difflib.get_close_matches(id, list(REGISTRY), n=1, cutoff=0.0)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise KeyError(f"unknown experiment id {id!r}{hint} (`tying list` shows them all)")
     return REGISTRY[id]
+
+
+def _spelt_otherwise(given: object) -> str | None:
+    """The registered id that ``given`` spells in another case or with spaces around it
+    (``"PARAM-COUNTS"``, ``" param-counts"``), or None."""
+    if not isinstance(given, str):
+        return None
+    key = given.strip().lower()
+    return next((known for known in REGISTRY if known.lower() == key), None)
 
 
 def _numbered(given: object) -> Claim | None:

@@ -41,6 +41,7 @@ from tying.experiments import IMPORT_ERRORS, load_all
 from tying.experiments.output import (
     claim_folder,
     folder_lock,
+    out_path,
     record_files,
     remove_unlisted_figures,
 )
@@ -244,6 +245,7 @@ def run_experiment(
     get(id)
     if out_dir is None:
         return _run(id, size, seed, None)
+    out_dir = out_path(out_dir)  # bytes: claimed, then "argument should be a str" (stop 60)
     with folder_lock(out_dir):  # no other run writes there meanwhile (stop 54)
         claim_folder(out_dir, [id], fresh=False)
         record = _run(id, size, seed, out_dir)
@@ -613,11 +615,13 @@ def run_many(
             "each experiment runs once per call: pass each id once "
             "(list(dict.fromkeys(ids)) keeps the first of each)"
         )
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+    if isinstance(jobs, bool | np.bool_) or not isinstance(jobs, int | np.integer) or jobs < 1:
         raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
+    jobs = int(jobs)  # np.int64(2), as write_report and seed take it (stop 60)
     timeout = check_timeout(timeout)
     if out_dir is None:
         return _run_all(ids, size, seed, None, jobs, on_start, on_done, timeout)
+    out_dir = out_path(out_dir)  # bytes: claimed, then "argument should be a str" (stop 60)
     with folder_lock(out_dir):  # no other run writes there meanwhile (stop 54)
         claim_folder(out_dir, ids, fresh=False)  # once, here: workers write only these
         records = _run_all(ids, size, seed, out_dir, jobs, on_start, on_done, timeout)

@@ -19,7 +19,7 @@ import math
 import os
 import pathlib
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -69,6 +69,7 @@ def results_dict(records: Sequence[RunRecord], environment: dict, runtime_s: flo
     Its first key, ``schema_version``, is :data:`SCHEMA_VERSION`.
     """
     load_all()
+    records = _check_records(records, "results_dict")
     rows = summary_rows(records, REGISTRY)
     experiments = []
     for rec in records:
@@ -160,6 +161,43 @@ def read_results(path: str | pathlib.Path) -> dict:
     if version == 0:  # version 0 -> 1: the layout is the same, only the version is new
         data = {"schema_version": SCHEMA_VERSION, **data}
     return data
+
+
+def _check_records(records: object, fn: str = "write_report") -> list[RunRecord]:
+    """``records`` as a list of :class:`RunRecord`, or a TypeError that names the fix.
+
+    One record said "object of type 'RunRecord' has no len()", a generator the same of
+    itself, and a list of ``to_dict()`` dicts or of ids "'dict' object has no attribute
+    'id'" (stop 60).
+    """
+    if isinstance(records, RunRecord):
+        raise TypeError(
+            f"{fn}() takes a list of RunRecords, got one RunRecord ({records.id!r}); pass [record]"
+        )
+    if isinstance(records, str | bytes | dict) or not isinstance(records, Iterable):
+        raise TypeError(
+            f"{fn}() takes a list of RunRecords (what run_many returns), got "
+            f"{type(records).__name__} {records!r:.80}; run the experiments with "
+            "tying.experiments.runner.run_many(ids, ...) and pass what it returns"
+        )
+    records = list(records)  # a generator is read once, here
+    for i, rec in enumerate(records):
+        if not isinstance(rec, RunRecord):
+            raise TypeError(
+                f"{fn}(): records[{i}] is a {type(rec).__name__} ({rec!r:.80}), "
+                "expected a RunRecord (what run_many returns); pass the records themselves "
+                "(a results.json entry or an id is not one)"
+            )
+        if rec.status not in _RAN:  # 'weird' said KeyError: 'weird' from the page (stop 60)
+            raise ValueError(
+                f"{fn}(): record {rec.id!r} has status {rec.status!r}; a run's status is one "
+                f"of {', '.join(map(repr, _RAN))}: pass the record run_many returned"
+            )
+    return records
+
+
+#: The statuses a run gives a record (the page's other badges are for ids not run).
+_RAN = ("pass", "fail", "error", "missing-extra")
 
 
 def _check_run(
@@ -257,6 +295,8 @@ def write_report(
         OutputFolderError: ``out_dir`` holds a file tying did not write (a user's
             ``index.html``, say) or cannot be written, or a figure a record lists is
             missing there or is no PNG (named); nothing is written then.
+        TypeError: ``records`` is one record, or not an iterable of RunRecords (named).
+        ValueError: a record's status is none a run gives (named).
         ValueError: a bad ``size``, ``seed``, ``jobs`` (also more than ran) or
             ``runtime_s``, an id twice in ``records``, or a record run at another size or seed than the page would
             state; TypeError: ``seed``/``jobs`` not an integer. Nothing is written then.
@@ -264,6 +304,7 @@ def write_report(
             ``index.html`` and ``results.json`` are left as they were.
     """
     load_all()
+    records = _check_records(records)
     seed, jobs = _check_run(records, size, seed, jobs, runtime_s)
     out = out_path(out_dir)
     with folder_lock(out):  # no other run rewrites the manifest meanwhile (stop 54)

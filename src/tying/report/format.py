@@ -86,6 +86,8 @@ def format_number(value: Any, digits: int = 3, *, sign: bool = False, percent: b
         ('0.99996', '99.996%', '12.96')
         >>> format_number(0.58, 2, percent=True), format_number(0.1 + 0.2)
         ('58%', '0.3')
+        >>> format_number(5000.5, 5), format_number(-1234.5, 6)
+        ('5,000.5', '-1,234.5')
     """
     if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
         value = value.item()  # a NumPy or torch scalar: the Python number it holds
@@ -124,6 +126,8 @@ def format_number(value: Any, digits: int = 3, *, sign: bool = False, percent: b
         text = _not_a_whole_number(value, digits)
         if "e" in text:  # .Ng of 123.4 with N=2 is 1.2e+02: the units instead
             text = _units(value)
+        elif mag >= 1e3:  # 5000.5 at 5 digits read "5000.5" beside "5,001" (stop 60)
+            text = _grouped(text)
     return f"{plus}{text}{suffix}"
 
 
@@ -137,6 +141,13 @@ def _units(value: float) -> str:
         if back == abs(value) or not _power_of_ten(back):
             return text
     return repr(value)
+
+
+def _grouped(text: str) -> str:
+    """Fixed-point ``text`` from 1,000 on with thousands separators: ``5000.5`` ->
+    ``5,000.5``, as every other number from 1,000 on is written."""
+    units, dot, decimals = text.partition(".")
+    return f"{int(units):,}{dot}{decimals}"
 
 
 def _not_a_whole_number(value: float, digits: int) -> str:
@@ -178,10 +189,15 @@ def format_runtime(seconds: float) -> str:
     Example:
         >>> format_runtime(0.4213), format_runtime(12.34), format_runtime(125)
         ('0.42 s', '12.3 s', '2 min 05 s')
+        >>> format_runtime(9.996), format_runtime(59.96), format_runtime(float("nan"))
+        ('10.0 s', '1 min 00 s', 'nan s')
     """
-    if seconds < 10:
+    if not math.isfinite(seconds):  # inf raised OverflowError, nan ValueError (stop 60)
+        return f"{seconds} s"
+    # compared as shown: 9.996 read "10.00 s" and 59.96 "60.0 s" (stop 60)
+    if round(seconds, 2) < 10:
         return f"{seconds:.2f} s"
-    if seconds < 60:
+    if round(seconds, 1) < 60:
         return f"{seconds:.1f} s"
     minutes, rest = divmod(int(round(seconds)), 60)
     return f"{minutes} min {rest:02d} s"
