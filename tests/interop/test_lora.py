@@ -566,8 +566,17 @@ def test_the_refusal_of_hf_own_head_tie_gives_a_fix_that_works(target):
     pm = get_peft_model(model, _lora([target]))
     assert is_adapter(pm.base_model.model.get_submodule(target.replace("wte", "transformer.wte")))
 
+    # a pair of one class whose every tensor agrees keeps the whole-module advice; with their
+    # own biases, tying them whole would replace 2.bias with 0.bias (stop 60): a copy instead
+    same = _hand_tied()
+    same[2].bias = same[0].bias
     with pytest.raises(
         tying.TieError, match=r"declare it as a tie of whole modules .* and target both"
+    ):
+        get_peft_model(same, _lora(["0"]))
+    with pytest.raises(
+        tying.TieError,
+        match=r"'2' holds other values than '0' in 2\.bias .*tying\.free\('2\.weight'\)",
     ):
         get_peft_model(_hand_tied(), _lora(["0"]))
 

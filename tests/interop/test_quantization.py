@@ -230,7 +230,8 @@ def test_a_hand_tie_touching_a_quantized_module_is_refused_before_any_change(qua
         quantize(m)
     assert type(m[0]) is nn.Linear and type(m[2]) is nn.Linear and m[2].weight is m[0].weight
     assert all(torch.equal(v, m.state_dict()[k]) for k, v in before.items())
-    # the fix the message names: a tie of whole modules, quantized once
+    # a tie of whole modules is quantized once (the message names it only where every tensor
+    # agrees: here 2.bias differs, so it names a copy for 2, stop 60)
     tying.Plan([tying.free("2.weight")]).apply(m)
     tying.Plan([tying.share("2", like="0")]).apply(m)
     q = quantize(m)

@@ -81,13 +81,61 @@ def hand_ties_touching(
             yield target, source, t, s, touched[0]
 
 
+def whole_tie_blocker(t_mod: nn.Module, s_mod: nn.Module, t_path: str, s_path: str) -> str | None:
+    """Why module ``t_mod`` cannot be tied whole to ``s_mod`` without changing the model.
+
+    Tying whole makes every parameter and buffer of ``t_mod`` read ``s_mod``'s: two
+    Linears sharing their weight by hand but not their biases came out with the source's
+    bias at both, outputs 0.069 off with no error, when a refusal's advice was followed
+    (stop 60). Returns None when the tie keeps every value.
+
+    Example:
+        >>> import torch
+        >>> from tying.interop.groups import whole_tie_blocker
+        >>> a, b = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)
+        >>> b.weight = a.weight
+        >>> whole_tie_blocker(b, a, "b", "a")[:46]
+        "'b' holds other values than 'a' in b.bias (its"
+        >>> b.bias = a.bias
+        >>> whole_tie_blocker(b, a, "b", "a") is None
+        True
+    """
+    if base_class(t_mod) is not base_class(s_mod):
+        return (
+            f"{t_path!r} ({base_class(t_mod).__name__}) and {s_path!r} "
+            f"({base_class(s_mod).__name__}) cannot be one module"
+        )
+    mine = {**dict(t_mod.named_parameters()), **dict(t_mod.named_buffers())}
+    theirs = {**dict(s_mod.named_parameters()), **dict(s_mod.named_buffers())}
+    if {n: tuple(v.shape) for n, v in mine.items()} != {
+        n: tuple(v.shape) for n, v in theirs.items()
+    }:
+        return f"{t_path!r} and {s_path!r} hold tensors of other names or shapes"
+    other = [join(t_path, n) for n, v in mine.items() if not _same_values(v, theirs[n])]
+    if other:
+        return (
+            f"{t_path!r} holds other values than {s_path!r} in {', '.join(other)} (its own "
+            f"bias, say: tying them whole would replace them with those of {s_path!r}, "
+            f"changing the model)"
+        )
+    return None
+
+
+def _same_values(a, b) -> bool:
+    """One tensor, or equal values (meta tensors hold none: nothing to change)."""
+    if a is b or (a.is_meta and b.is_meta):
+        return True
+    return a.dtype == b.dtype and a.device == b.device and bool(a.detach().equal(b.detach()))
+
+
 def hand_tie_fix(target: str, t_mod: nn.Module, s_mod: nn.Module, t_path: str, s_path: str) -> str:
     """The way out of a hand-made tie ``target`` (in ``t_mod``) that a tool refuses.
 
-    Two modules of one class with the same parameters can be declared a tie of whole
-    modules (one wrapper or quantized module then serves both); any other pair cannot
-    (HF's ``lm_head`` <- ``embed_tokens``: a ``Linear`` and an ``Embedding``), so the only
-    way to change one of them is to give it its own copy.
+    Two modules of one class with the same parameters and values can be declared a tie of
+    whole modules (one wrapper or quantized module then serves both); any other pair cannot
+    (HF's ``lm_head`` <- ``embed_tokens``: a ``Linear`` and an ``Embedding``; two Linears
+    sharing a weight but not their biases), so the only way to change one of them is to
+    give it its own copy (:func:`whole_tie_blocker` says why).
 
     Example:
         >>> import torch
@@ -96,22 +144,76 @@ def hand_tie_fix(target: str, t_mod: nn.Module, s_mod: nn.Module, t_path: str, s
         >>> hand_tie_fix("head.weight", head, emb, "head", "emb")[:48]
         "'head' (Linear) and 'emb' (Embedding) cannot be "
     """
-
-    def params(m: nn.Module) -> dict[str, tuple[int, ...]]:
-        return {n: tuple(p.shape) for n, p in m.named_parameters()}
-
     free = f"tying.Plan([tying.free({target!r})]).apply(model)"
-    if base_class(t_mod) is base_class(s_mod) and params(t_mod) == params(s_mod):
+    blocker = whole_tie_blocker(t_mod, s_mod, t_path, s_path)
+    if blocker is None:
         return (
             f"declare it as a tie of whole modules ({free}, then tying.Plan([tying.share("
             f"{t_path!r}, like={s_path!r})]).apply(model))"
         )
     return (
-        f"{t_path!r} ({base_class(t_mod).__name__}) and {s_path!r} "
-        f"({base_class(s_mod).__name__}) cannot be one module, so no tie of whole modules "
-        f"can serve both; give {target!r} its own copy ({free}; for HF's own tie also set "
-        f"model.config.tie_word_embeddings = False, or HF ties it again)"
+        f"{blocker}, so no tie of whole modules can serve both; give {target!r} its own "
+        f"copy ({free}; for HF's own tie also set model.config.tie_word_embeddings = False, "
+        f"or HF ties it again)"
     )
+
+
+def hand_group_fix(
+    inv: Inventory, ties: list[tuple[str, str]], targets: set[str] | None = None
+) -> str:
+    """The one-step way out of every hand-made tie ``ties`` of one ``nn.Parameter``.
+
+    A tool (peft, a quantizer) refusing one tie of a Parameter held by several modules
+    named one tie per try (M2M100's ``shared`` at the encoder, decoder and head). This
+    names them all: one ``free`` plan, one ``share`` plan for the modules that can be tied
+    whole to the source's module, the copies the rest must get, and the targets to pass.
+
+    Args:
+        inv: the model's inventory.
+        ties: ``(target slot, source slot)`` pairs, one source slot for all.
+        targets: the module paths the user gave peft as ``target_modules`` (the modules
+            tied whole then join them); None for a tool that takes no targets.
+
+    Returns:
+        The fix text (starts ``in one step:``).
+
+    Example:
+        >>> import torch
+        >>> from tying.core.inventory import Inventory
+        >>> from tying.interop.groups import hand_group_fix
+        >>> m = torch.nn.Sequential(*[torch.nn.Linear(3, 3, bias=False) for _ in range(3)])
+        >>> m[1].weight = m[2].weight = m[0].weight
+        >>> fix = hand_group_fix(Inventory(m), [("1.weight", "0.weight"), ("2.weight", "0.weight")], {"0"})
+        >>> print(fix.replace("), ", "),\\n"))
+        in one step: tying.Plan([tying.free('1.weight'),
+        tying.free('2.weight')]).apply(model),
+        then tying.Plan([tying.share('1', like='0'),
+        tying.share('2', like='0')]).apply(model),
+        and pass target_modules=['0', '1', '2']
+    """
+    source = inv.slots[ties[0][1]]
+    frees, shares, copies = [], [], []
+    whole = [source.module_path]
+    for target, _ in ties:
+        t = inv.slots[target]
+        frees.append(f"tying.free({target!r})")
+        why = whole_tie_blocker(t.module, source.module, t.module_path, source.module_path)
+        if why is None:
+            shares.append(f"tying.share({t.module_path!r}, like={source.module_path!r})")
+            whole.append(t.module_path)
+        else:
+            copies.append(why)
+    text = f"in one step: tying.Plan([{', '.join(frees)}]).apply(model)"
+    if shares:
+        text += f", then tying.Plan([{', '.join(shares)}]).apply(model)"
+    if shares and targets is not None:  # a module tied whole takes its source's adapter
+        text += f", and pass target_modules={sorted(targets | set(whole))}"
+    if copies:
+        text += (
+            f" ({'; '.join(copies)}: the free gives each such module its own copy; for HF's "
+            f"own tie also set model.config.tie_word_embeddings = False, or HF ties it again)"
+        )
+    return text
 
 
 _HOOKS = {

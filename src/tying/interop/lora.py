@@ -46,6 +46,7 @@ from tying.core.errors import TieError
 from tying.core.inventory import Inventory
 from tying.core.outside import is_adapter
 from tying.interop.groups import (
+    hand_group_fix,
     hand_tie_fix,
     hand_ties_touching,
     refuse_other_hooks,
@@ -528,9 +529,24 @@ def _seats(model: nn.Module, inv: Inventory, targets: set[str], config=None) -> 
                 f"for target_modules: {_ENSURED_TARGETS_BREAK} To train the tied embedding, "
                 f"{copy_fix}pass trainable_token_indices (one token delta for both)"
             )
+        # every other module holding this one Parameter is named now too: each was refused
+        # at the next try, one per try (M2M100's shared table: 3 tries, stop 60)
+        group = [
+            (tt, ss)
+            for tt, ss in inv.hand.items()
+            if ss == source
+            and inv.slots[tt].module is not s.module
+            and frozenset((inv.slots[tt].module_path, s.module_path)) not in token_kept
+        ]
+        also = ""
+        # (a head given its own copy touches no other module: its one-tie fix stands)
+        if len(group) > 1 and (s.module_path in targets or both):
+            others = ", ".join(tt for tt, _ in group if tt != target)
+            also = f" (the same nn.Parameter is also at {others})"
+            fix, both = hand_group_fix(inv, group, targets), ""
         raise TieError(
             f"get_peft_model: target module {hit!r} takes part in the hand-made tie "
-            f"{target} <- {source} (one nn.Parameter in two modules); an adapter there "
+            f"{target} <- {source} (one nn.Parameter in two modules){also}; an adapter there "
             f"would change one use of the tensor and merging would write its delta into "
             f"every use. Leave {hit!r} out of target_modules, or {fix}{both}.{why}"
         )

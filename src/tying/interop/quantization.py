@@ -47,6 +47,7 @@ from tying.core.inventory import Inventory, join
 from tying.core.plan import DECLARED_ATTR
 from tying.core.slots import base_class
 from tying.interop.groups import (
+    hand_group_fix,
     hand_tie_fix,
     hand_ties_touching,
     refuse_other_hooks,
@@ -75,22 +76,35 @@ def _check_hand(inv: Inventory, selected: set[str], what: str) -> None:
     One module object reached under two paths is no such tie (kept by the callers).
     """
     for target, source, t, s, touched in hand_ties_touching(inv, selected):
+        fix = hand_tie_fix(target, t.module, s.module, t.module_path, s.module_path)
+        # every module holding this one Parameter is named at once: each was refused at the
+        # next try, one per try, for the exclusion too (a Parameter in 3 Linears: 3 tries)
+        group = [(tt, ss) for tt, ss in inv.hand.items() if ss == source]
+        group = [(tt, ss) for tt, ss in group if inv.slots[tt].module is not s.module]
+        also, paths = "", [touched]
+        if len(group) > 1:
+            others = ", ".join(tt for tt, _ in group if tt != target)
+            also = f" (the same nn.Parameter is also at {others})"
+            mods = {s.module_path} | {inv.slots[tt].module_path for tt, _ in group}
+            paths = sorted(mods & selected)
+            fix = hand_group_fix(inv, group)
         raise TieError(
             f"{what}: the hand-made tie {target} <- {source} (one nn.Parameter in two "
-            f"modules) touches {touched!r}, which would be quantized: each module would "
-            f"get its own quantized copy and the tie would be lost. Exclude it from "
-            f"quantization ({_exclude_fix(what, touched)}), or "
-            f"{hand_tie_fix(target, t.module, s.module, t.module_path, s.module_path)}"
+            f"modules){also} touches {touched!r}, which would be quantized: each module would "
+            f"get its own quantized copy and the tie would be lost. Exclude "
+            f"{'it' if len(paths) == 1 else 'them'} from quantization "
+            f"({_exclude_fix(what, *paths)}), or {fix}"
         )
 
 
-def _exclude_fix(what: str, path: str) -> str:
-    """How ``what`` (``quantize_dynamic`` / ``quantize_``) leaves module ``path`` in float:
+def _exclude_fix(what: str, *paths: str) -> str:
+    """How ``what`` (``quantize_dynamic`` / ``quantize_``) leaves modules ``paths`` in float:
     each takes its own argument (the refusals named ``exclude=`` to ``quantize_``, which has
     none, and ``filter_fn`` to ``quantize_dynamic``, which has none)."""
     if what == "quantize_":
-        return f"quantize_(..., filter_fn=...) returning False for the fqn {path!r}"
-    return f"quantize_dynamic(..., exclude={{{path!r}}})"
+        fqns = " or ".join(repr(p) for p in paths)
+        return f"quantize_(..., filter_fn=...) returning False for the fqn {fqns}"
+    return f"quantize_dynamic(..., exclude={{{', '.join(repr(p) for p in paths)}}})"
 
 
 def _check_pruned(inv: Inventory, selected: set[str], what: str) -> None:
