@@ -39,6 +39,7 @@ from torch import nn
 from tying.core import Plan, share
 from tying.nn._args import flag, forward_ad_active, int_arg
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
+from tying.nn._mha_names import refuse_mha_call
 
 __all__ = ["Attention", "kv_sharing_plan"]
 
@@ -335,9 +336,10 @@ class Attention(nn.Module):
         self,
         x: torch.Tensor,
         context: torch.Tensor | None = None,
-        *,
+        *mha_args: object,
         attn_mask: torch.Tensor | None = None,
         key_padding_mask: torch.Tensor | None = None,
+        **mha_names: object,
     ) -> torch.Tensor:
         """Attend from ``x`` to ``context`` (``x`` itself when None).
 
@@ -363,7 +365,10 @@ class Attention(nn.Module):
         Raises:
             ValueError: on inputs or a mask of the wrong shape, naming expected and got.
             ValueError: on an additive mask holding NaN or +inf (SDPA returns NaN rows).
-            TypeError: on a mask that is neither boolean nor floating point.
+            TypeError: on a mask that is neither boolean nor floating point; for
+                ``nn.MultiheadAttention``'s ``(query, key, value)`` call and its
+                ``need_weights``, ``is_causal``, ``average_attn_weights``, naming the call
+                here.
 
         Example:
             >>> attn = Attention(8, n_heads=2, batch_first=False)  # nn.MultiheadAttention's layout
@@ -371,9 +376,12 @@ class Attention(nn.Module):
             >>> attn(torch.randn(3, 2, 8), key_padding_mask=pad).shape  # (T, B, d_model)
             torch.Size([3, 2, 8])
         """
+        if mha_args or mha_names:  # nn.MultiheadAttention's call: say this one (stop 60)
+            refuse_mha_call(x, context, mha_args, mha_names)
         if not self.batch_first:
-            out = self._forward(*self._batch_first(x, context), attn_mask, key_padding_mask)
-            return out.transpose(0, 1)  # (T, B, d_model)
+            # _attend lays the heads out time-first: a contiguous (T, B, d_model), as
+            # nn.MultiheadAttention's (a transposed view failed .view(-1, d), stop 60)
+            return self._forward(*self._batch_first(x, context), attn_mask, key_padding_mask)
         return self._forward(x, context, attn_mask, key_padding_mask)
 
     def _batch_first(self, x, context):
@@ -576,7 +584,10 @@ class Attention(nn.Module):
         return ctx
 
     def _attend(self, q, k, v, attn_mask, drop: float, is_causal: bool) -> torch.Tensor:
-        """SDPA over the projected heads and the output projection: ``(B, T, d_model)``."""
+        """SDPA over the projected heads and the output projection: ``(B, T, d_model)``.
+
+        ``(T, B, d_model)``, contiguous, with ``batch_first=False``.
+        """
         if self.kv_heads == self.v_heads and self.kv_heads < self.n_heads and _SDPA_GQA:
             # SDPA broadcasts K/V heads itself: no repeated copy of K and V in memory.
             out = F.scaled_dot_product_attention(
@@ -588,6 +599,8 @@ class Attention(nn.Module):
                 q, k, v, attn_mask=attn_mask, dropout_p=drop, is_causal=is_causal
             )
         b, _, t, _ = out.shape
+        if not self.batch_first:  # (T, B, d_model) from the one copy the heads need anyway
+            return self.out_proj(out.permute(2, 0, 1, 3).reshape(t, b, self.n_heads * self.d_head))
         return self.out_proj(out.transpose(1, 2).reshape(b, t, self.n_heads * self.d_head))
 
     def extra_repr(self) -> str:

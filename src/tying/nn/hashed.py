@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tying.core import Hashed
-from tying.nn._args import flag
+from tying.nn._args import flag, int_arg
 from tying.nn._input_errors import CAUGHT, raise_if_mismatched
 from tying.nn.hashed_embedding import (
     HashedEmbedding,
@@ -69,8 +69,10 @@ class HashedLinear(nn.Module):
         ``(*, in)`` → ``(*, out)``.
 
     Raises:
-        ValueError: for non-positive sizes, ``in·out ≥ 2**31-1``, or an input whose
-            last dim is not ``in_features``.
+        ValueError: for non-positive sizes, more ``buckets`` than ``in·out`` weight entries,
+            a ``seed`` that is not a non-negative int, ``in·out ≥ 2**31-1``, or an input
+            whose last dim is not ``in_features``.
+        TypeError: for a ``signed`` or ``bias`` that is not a bool.
 
     Example:
         >>> import tying
@@ -95,9 +97,24 @@ class HashedLinear(nn.Module):
     ) -> None:
         super().__init__()
         bias = flag("HashedLinear", "bias", bias)
-        in_features = self.in_features = _positive_int("in_features", in_features)
-        out_features = self.out_features = _positive_int("out_features", out_features)
-        self.relation = Hashed(_positive_int("buckets", buckets), seed, signed)
+        in_features = self.in_features = _positive_int("in_features", in_features, "HashedLinear")
+        out_features = self.out_features = _positive_int(
+            "out_features", out_features, "HashedLinear"
+        )
+        # the layer's own words for its settings (stop 60): they were refused by the
+        # relation, as "Hashed(seed=...) must be an int >= 0 ... e.g. Hashed(buckets=1024,
+        # ...)" and "rule 0 share('weight', ...)", naming neither HashedLinear nor its keyword
+        B = _positive_int("buckets", buckets, "HashedLinear")
+        seed = int_arg(seed, 0, f"HashedLinear: seed must be a non-negative int, got {seed!r}")
+        signed = flag("HashedLinear", "signed", signed)
+        if B > in_features * out_features:
+            raise ValueError(
+                f"HashedLinear: buckets={B:,} is more than the weight's {out_features:,} × "
+                f"{in_features:,} = {in_features * out_features:,} entries, so some buckets "
+                f"would never be read; use buckets <= {in_features * out_features:,} (or "
+                f"torch.nn.Linear)"
+            )
+        self.relation = Hashed(B, seed, signed)
         _hash_weight(self, (out_features, in_features), self.relation, device, dtype)
         self.bias = (
             nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None

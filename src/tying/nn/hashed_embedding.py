@@ -48,6 +48,7 @@ from tying.core import Hashed, Plan, Same, share
 from tying.core.errors import TieError
 from tying.core.slots import base_class, slots_of
 from tying.nn._args import assert_in_graph, in_graph, int_arg
+from tying.nn._embedding_names import refuse_bag_mode, refuse_embedding_keywords
 from tying.nn._input_errors import CAUGHT, InputDtypeError, dtype_detail, raise_if_mismatched
 from tying.nn._layer_plans import apply_plan, tie_setting
 from tying.nn.hashed_kernels import FusedKeepLookup, FusedLookup, SparseGather, fused_available
@@ -56,8 +57,9 @@ from tying.nn.hashing import MAX_LOGICAL, MODES, HashedTable, P, combine, qr_spl
 __all__ = ["HashedEmbedding", "HashedEmbeddingBag"]
 
 
-def _positive_int(name: str, value) -> int:
-    return int_arg(value, 1, f"{name} must be a positive int, got {value!r}")
+def _positive_int(name: str, value, owner: str) -> int:
+    # the layer named first (stop 60: "buckets must be a positive int" named no layer)
+    return int_arg(value, 1, f"{owner}: {name} must be a positive int, got {value!r}")
 
 
 def _hash_weight(module: nn.Module, shape: tuple[int, int], relation, device, dtype):
@@ -240,7 +242,8 @@ class HashedEmbedding(nn.Module):
             ``aligned`` outside block mode or with a ``block`` that does not divide
             ``buckets``; ``sparse=True`` in block mode without ``aligned=True``.
         TypeError: for non-integer ids, or a ``signed``/``aligned``/``sparse`` that is
-            not a bool.
+            not a bool; for ``nn.Embedding``'s ``padding_idx``, ``max_norm``, ``norm_type``,
+            ``scale_grad_by_freq``, naming what to do here.
         IndexError: for an id outside ``[0, V)``.
 
     Example:
@@ -264,12 +267,15 @@ class HashedEmbedding(nn.Module):
         sparse: bool = False,
         device=None,
         dtype=None,
+        **torch_names: object,
     ) -> None:
         super().__init__()
         name = base_class(self).__name__  # not Tied…
-        V = self.num_embeddings = _positive_int("num_embeddings", num_embeddings)
-        D = self.embedding_dim = _positive_int("embedding_dim", embedding_dim)
-        B = _positive_int("buckets", buckets)
+        # nn.Embedding's / nn.EmbeddingBag's keywords name what to use here (stop 60)
+        refuse_embedding_keywords(name, torch_names, isinstance(self, HashedEmbeddingBag))
+        V = self.num_embeddings = _positive_int("num_embeddings", num_embeddings, name)
+        D = self.embedding_dim = _positive_int("embedding_dim", embedding_dim, name)
+        B = _positive_int("buckets", buckets, name)
         if V * D > MAX_LOGICAL:
             raise ValueError(
                 f"{name}: num_embeddings × embedding_dim = {V:,} × {D} = {V * D:,} exceeds "
@@ -330,7 +336,7 @@ class HashedEmbedding(nn.Module):
                     f"mode='block' with buckets <= {V * D:,}, or torch.nn.Embedding"
                 )
         if mode == "block":
-            Z = _default_block(D) if block is None else _positive_int("block", block)
+            Z = _default_block(D) if block is None else _positive_int("block", block, name)
             if D % Z:
                 divisors = [z for z in range(1, min(D, 64) + 1) if D % z == 0]
                 raise ValueError(
@@ -642,7 +648,10 @@ class HashedEmbeddingBag(HashedEmbedding):
         each item; they are data, not trained (no gradient flows to them).
 
     Raises:
-        ValueError: for a bad ``pooling``, ``offsets`` or ``per_sample_weights``.
+        ValueError: for a bad ``pooling``, ``offsets`` or ``per_sample_weights``; for
+            ``nn.EmbeddingBag``'s ``mode="sum"``/``"mean"``/``"max"`` (``pooling=`` here).
+        TypeError: for ``nn.EmbeddingBag``'s ``include_last_offset`` (and the keywords
+            :class:`HashedEmbedding` refuses), naming what to do here.
         TypeError / IndexError: for bad ids, as :class:`HashedEmbedding`; a ``TypeError``
             also for ``per_sample_weights`` of another dtype than the table (as
             ``nn.EmbeddingBag``).
@@ -655,6 +664,7 @@ class HashedEmbeddingBag(HashedEmbedding):
     """
 
     def __init__(self, num_embeddings, embedding_dim, buckets, *, pooling="mean", **kwargs):
+        refuse_bag_mode("HashedEmbeddingBag", kwargs.get("mode"))
         if pooling not in ("sum", "mean"):
             raise ValueError(
                 f"HashedEmbeddingBag: pooling must be 'sum' or 'mean', got {pooling!r}"

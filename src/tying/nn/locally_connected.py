@@ -36,7 +36,9 @@ def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
     caller)."""
     pair = tuple(value) if isinstance(value, tuple | list) else (value, value)
     if len(pair) != 2 or not all(is_int(v, -math.inf) for v in pair):
-        raise TypeError(f"{name}: expected an int or a pair of ints, got {value!r}")
+        raise TypeError(
+            f"LocallyConnected2d: {name}: expected an int or a pair of ints, got {value!r}"
+        )
     return (int(pair[0]), int(pair[1]))
 
 
@@ -104,7 +106,9 @@ class LocallyConnected2d(nn.Module):
             the layer needs it because it owns one filter per output position.
         kernel_size: window size ``(kh, kw)``.
         stride: window stride.
-        padding: zero padding added to both sides of each spatial dimension.
+        padding: zero padding added to both sides of each spatial dimension, or
+            ``"valid"`` (0) or ``"same"`` (stride 1 and odd kernels: ``(k - 1) / 2``), as
+            ``nn.Conv2d`` reads them.
         bias: whether each position and output channel has a bias.
         device, dtype: where and how the parameters are created.
 
@@ -133,7 +137,7 @@ class LocallyConnected2d(nn.Module):
         input_size: int | tuple[int, int],
         kernel_size: int | tuple[int, int],
         stride: int | tuple[int, int] = 1,
-        padding: int | tuple[int, int] = 0,
+        padding: int | tuple[int, int] | str = 0,
         bias: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -149,6 +153,8 @@ class LocallyConnected2d(nn.Module):
         self.input_size = _pair(input_size, "input_size")
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.stride = _pair(stride, "stride")
+        if isinstance(padding, str):  # nn.Conv2d's 'valid'/'same' (stop 60: a bare refusal)
+            padding = _padding_numbers(padding, self.kernel_size, self.stride)
         self.padding = _pair(padding, "padding")
         for name, pair, low in (
             ("input_size", self.input_size, 1),
@@ -157,14 +163,16 @@ class LocallyConnected2d(nn.Module):
             ("padding", self.padding, 0),
         ):
             if min(pair) < low:
-                raise ValueError(f"{name} must be >= {low} in both dimensions, got {pair}")
+                raise ValueError(
+                    f"LocallyConnected2d: {name} must be >= {low} in both dimensions, got {pair}"
+                )
         out = []
         for axis, (size, k, s, p) in enumerate(
             zip(self.input_size, self.kernel_size, self.stride, self.padding)
         ):
             if size + 2 * p < k:
                 raise ValueError(
-                    f"kernel_size {self.kernel_size} does not fit the padded input "
+                    f"LocallyConnected2d: kernel_size {self.kernel_size} does not fit the padded input "
                     f"{self.input_size} with padding {self.padding} (axis {axis}: "
                     f"{size} + 2*{p} < {k}); use a smaller kernel or more padding"
                 )
@@ -562,6 +570,35 @@ class LocallyConnected2d(nn.Module):
             f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
             f"bias={self.bias is not None}"
         )
+
+
+def _padding_numbers(padding: str, kernel_size: tuple, stride: tuple) -> tuple[int, int]:
+    """``padding='valid'``/``'same'`` as ``nn.Conv2d`` reads them, in numbers; ``'same'``
+    needs stride 1 (as ``nn.Conv2d``) and odd kernels (this layer pads both sides alike)."""
+    if padding == "valid":
+        return (0, 0)
+    if padding != "same":
+        raise ValueError(
+            f"LocallyConnected2d: padding must be an int, a pair of ints, 'valid' or 'same', "
+            f"got {padding!r}"
+        )
+    if stride != (1, 1):
+        raise ValueError(
+            f"LocallyConnected2d: padding='same' needs stride 1 (as nn.Conv2d), got stride "
+            f"{stride}; pass padding as numbers (an odd k with padding k // 2 gives ceil(H / stride) "
+            f"positions)"
+        )
+    kh, kw = kernel_size
+    if not (kh % 2 and kw % 2):
+        (top, bottom), (left, right) = (((k - 1) // 2, k - 1 - (k - 1) // 2) for k in (kh, kw))
+        raise ValueError(
+            f"LocallyConnected2d: padding='same' with kernel_size {kernel_size} pads unevenly "
+            f"in nn.Conv2d (top/bottom {top}/{bottom}, left/right {left}/{right}) and this "
+            f"layer pads both sides alike: build it with padding=0 and input_size=(H + "
+            f"{kh - 1}, W + {kw - 1}), and call it on F.pad(x, ({left}, {right}, {top}, "
+            f"{bottom}))"
+        )
+    return ((kh - 1) // 2, (kw - 1) // 2)
 
 
 def _string_padding(conv: nn.Conv2d) -> tuple[tuple[int, int], str | None]:

@@ -34,6 +34,7 @@ from tying.core.slot_loads import guard_layer
 from tying.nn._args import flag, int_arg
 from tying.nn._input_errors import CAUGHT, InputDtypeError, dtype_detail, raise_if_mismatched
 from tying.nn._layer_plans import apply_plan, tie_setting
+from tying.nn._lstm_names import refuse_lstm_keywords, refuse_lstm_positionals
 
 __all__ = ["TiedGateLSTM"]
 
@@ -58,6 +59,9 @@ class TiedGateLSTM(nn.Module):
 
     Raises:
         ValueError: for non-positive sizes; on an input or state of the wrong shape.
+        TypeError: for ``nn.LSTM``'s ``num_layers``, ``bidirectional``, ``bias``,
+            ``dropout``, ``proj_size``, ``device``, ``dtype`` (by keyword or position),
+            naming what to do here.
 
     Example:
         >>> lstm = TiedGateLSTM(3, 5, tie_gates=False)
@@ -66,9 +70,18 @@ class TiedGateLSTM(nn.Module):
     """
 
     def __init__(
-        self, input_size: int, hidden_size: int, *, tie_gates: bool = True, batch_first: bool = True
+        self,
+        input_size: int,
+        hidden_size: int,
+        *lstm_args: object,
+        tie_gates: bool = True,
+        batch_first: bool = True,
+        **lstm_names: object,
     ) -> None:
         super().__init__()
+        if lstm_args:  # nn.LSTM's num_layers, bias, ... by position (stop 60)
+            refuse_lstm_positionals(lstm_args)
+        refuse_lstm_keywords(lstm_names)  # nn.LSTM's keywords, each named (stop 60)
         input_size, hidden_size = (
             int_arg(value, 1, f"TiedGateLSTM: {name} must be a positive int, got {value!r}")
             for name, value in (("input_size", input_size), ("hidden_size", hidden_size))
@@ -183,9 +196,17 @@ class TiedGateLSTM(nn.Module):
                 )
             h, c = state
             if tuple(h.shape) != (b, hs) or tuple(c.shape) != (b, hs):
+                fix = ""
+                if tuple(h.shape) == tuple(c.shape) == (1, b, hs):
+                    # nn.LSTM's (num_layers, B, H) state, the one it returns: name the fix
+                    # (stop 60; the refusal named the shape only)
+                    fix = (
+                        "; that is nn.LSTM's (num_layers=1, B, H) layout: pass "
+                        "state=(h0[0], c0[0]) (this layer returns (B, H) states)"
+                    )
                 raise ValueError(
                     f"TiedGateLSTM: expected state (h0, c0) of shape ({b}, {hs}) each, "
-                    f"got {tuple(h.shape)} and {tuple(c.shape)}"
+                    f"got {tuple(h.shape)} and {tuple(c.shape)}{fix}"
                 )
             w_dtype = self.weight_hh.dtype
             if not torch.is_autocast_enabled(x.device.type):  # autocast casts as nn.LSTM's
@@ -198,10 +219,10 @@ class TiedGateLSTM(nn.Module):
                         detail = dtype_detail(v.dtype, w_dtype, name)
                         raise InputDtypeError(f"TiedGateLSTM: {detail}", self, detail)
         if t == 0:  # no step: the state passes through (torch.stack refused an empty list)
-            out = x.new_zeros(b, 0, hs)
+            out = x.new_zeros((b, 0, hs) if self.batch_first else (0, b, hs))
             # as copies: the caller's own h0/c0 came back, so an in-place edit of h_T
             # (h_T.zero_() before the next chunk) rewrote h0 too (stop 49)
-            return (out if self.batch_first else out.transpose(0, 1)), (h.clone(), c.clone())
+            return out, (h.clone(), c.clone())
         try:
             w_ih = torch.cat([getattr(self, f"weight_ih_{g}") for g in _GATES])  # (4H, in)
             xw = F.linear(x, w_ih, self.bias)  # (B, T, 4H): the input side of every step at once
@@ -212,14 +233,15 @@ class TiedGateLSTM(nn.Module):
                 c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
                 h = torch.sigmoid(o) * torch.tanh(c)
                 outs.append(h)
-            out = torch.stack(outs, dim=1)  # (B, T, H)
+            # stacked in the caller's layout: a contiguous (T, B, H) time-first, as
+            # nn.LSTM's, from the one copy the stack takes (a transposed (B, T, H) view
+            # failed out.view(-1, H), stop 60)
+            out = torch.stack(outs, dim=1 if self.batch_first else 0)
         except CAUGHT as e:
             raise_if_mismatched(
                 self, e, x, *(() if state is None else state), names=("x", "h0", "c0")
             )
             raise
-        if not self.batch_first:
-            out = out.transpose(0, 1)
         return out, (h, c)
 
     def _unbatched(

@@ -55,8 +55,8 @@ class PeriodicFeatures(nn.Module):
         in_features: width of the coordinate input (e.g. 2 for ``(x, t)``).
         period: L, the period of every periodic coordinate (> 0).
         harmonics: how many Fourier harmonics per periodic coordinate.
-        periodic_dims: which input columns are periodic (the others pass through,
-            after the periodic features).
+        periodic_dims: which input columns are periodic, a sequence of ints or one int
+            (the others pass through, after the periodic features).
 
     Attributes:
         out_features: ``in_features − len(periodic_dims) + 2·harmonics·len(periodic_dims)``.
@@ -98,14 +98,22 @@ class PeriodicFeatures(nn.Module):
         harmonics = int_arg(
             harmonics, 1, f"PeriodicFeatures: harmonics must be an int >= 1, got {harmonics!r}"
         )
-        periodic_dims = tuple(periodic_dims)
+        given = periodic_dims
+        if isinstance(periodic_dims, numbers.Integral) and not isinstance(periodic_dims, bool):
+            # one column, as torch's dim= takes it: died on "'int' object is not iterable"
+            # (stop 60)
+            periodic_dims = (periodic_dims,)
+        try:
+            periodic_dims = tuple(periodic_dims)
+        except TypeError:  # None, a float: Python's "object is not iterable"
+            periodic_dims = (periodic_dims,)  # refused just below, by name
         if not all(
             isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in periodic_dims
         ):
             # True was read as column 1; 1.0 was kept and failed as a slice at the first call
             raise ValueError(
                 f"PeriodicFeatures: periodic_dims must be ints (column indices), got "
-                f"{periodic_dims!r}"
+                f"{given!r}; pass a sequence of column indices or one int"
             )
         periodic_dims = tuple(int(d) for d in periodic_dims)  # numpy ints too
         dims = sorted({d % in_features for d in periodic_dims if -in_features <= d < in_features})

@@ -1,0 +1,63 @@
+"""``nn.MultiheadAttention``'s call, refused by :class:`Attention` with the call here (stop 60).
+
+A port of ``mha(q, k, v)``, ``mha(x, x, x, need_weights=False)`` or
+``mha(x, x, x, is_causal=True, attn_mask=m)`` got Python's bare "takes from 2 to 3
+positional arguments" or "unexpected keyword argument": it named neither that keys and
+values are one ``context`` here nor that the result is a tensor, not ``(output,
+weights)``, nor that causality is the layer's ``causal=``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["refuse_mha_call"]
+
+_RETURN = (
+    "this layer returns the output tensor alone (nn.MultiheadAttention(...)[0], no "
+    "attention weights): do not unpack it"
+)
+_NAMES = {
+    "need_weights": f"{_RETURN}; drop need_weights=",
+    "average_attn_weights": f"{_RETURN}; drop average_attn_weights=",
+    "is_causal": "causality is the layer's setting: build it with Attention(..., "
+    "causal=True), or pass attn_mask=torch.ones(T, S, dtype=torch.bool).tril() (True = may "
+    "attend)",
+    "query": "the queries are the first argument x",
+    "key": "keys and values are one context here: pass it as the second argument",
+    "value": "keys and values are one context here: pass it as the second argument",
+}
+
+
+def refuse_mha_call(x: object, context: object, rest: tuple, given: dict) -> None:
+    """Refuse ``nn.MultiheadAttention``'s extra positionals and keywords by name.
+
+    Raises:
+        TypeError: whenever ``rest`` or ``given`` is not empty.
+    """
+    for name in given:
+        if name in _NAMES:
+            raise TypeError(f"Attention: no keyword {name!r} here; {_NAMES[name]}")
+        raise TypeError(f"Attention.forward() got an unexpected keyword argument {name!r}")
+    value = rest[0]
+    if value is context and context is x:
+        call = "attn(x) (self-attention)"
+    elif value is context:
+        call = "attn(query, key) (the key tensor also gives the values)"
+    else:
+        call = (
+            "attn(query, context) with one tensor for both; separate key and value "
+            "tensors are not supported"
+        )
+    more = ""
+    if len(rest) > 1:
+        more = (
+            "; nn.MultiheadAttention's 4th positional is key_padding_mask: pass "
+            "key_padding_mask= by keyword"
+        )
+    shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+    raise TypeError(
+        f"Attention takes (x, context=None): keys and values are one context, got "
+        f"{2 + len(rest)} positional arguments (a 3rd, {shape}, as nn.MultiheadAttention's "
+        f"(query, key, value)); pass {call}{more}; {_RETURN}"
+    )
