@@ -235,20 +235,24 @@ def _lmfit_model(model_fn: Any) -> str:
 
 
 def _estimable(jws, held, pmap: ParameterMap, cov_global: np.ndarray, cov_logical):
-    """The covariances with every entry between estimable parameters read from the
-    pseudo-inverse (:mod:`tying.fit.null_space`), and whether it was; the others' entries
-    kept, named as meaningless by the degenerate pair's message."""
+    """``(cov_global, cov_logical, var_logical, by_svd)`` read from the SVD of J
+    (:mod:`tying.fit.null_space`).
+
+    The covariances are the pseudo-inverse throughout: every estimable combination (a
+    prediction, a band ``J C Jᵀ``, an estimable parameter and its correlations) reads
+    right from it. Mixing in the inverse's noise for the parameters along a null
+    direction left bands next to a degenerate pair 35 % low (review 60). The variances
+    ``var_logical`` of those parameters keep the inverse's numbers (meaningless, named by
+    the degenerate pair's message); the others are the pseudo-inverse's.
+    """
+    var_logical = np.diagonal(cov_logical, axis1=1, axis2=2)
     found = estimable_covariance(jws, pmap.index, pmap.n_physical, held)
     if found is None:
-        return cov_global, cov_logical, False
+        return cov_global, cov_logical, var_logical, False
     full, in_null = found
-    m = pmap.n_global
-    ok = ~in_null[:m, None] & ~in_null[None, :m]
-    cov_global = np.where(ok, full[:m, :m], cov_global)
-    idx = pmap.index
-    ok = ~in_null[idx][:, :, None] & ~in_null[idx][:, None, :]
-    cov_logical = np.where(ok, full[idx[:, :, None], idx[:, None, :]], cov_logical)
-    return cov_global, cov_logical, True
+    m, idx = pmap.n_global, pmap.index
+    var_logical = np.where(in_null[idx], var_logical, np.diagonal(full)[idx])
+    return full[:m, :m], full[idx[:, :, None], idx[:, None, :]], var_logical, True
 
 
 class GlobalFit:
@@ -745,8 +749,10 @@ class GlobalFit:
                 raise np.linalg.LinAlgError("the normal matrix is singular to rounding")
             ill = _ill_conditioned(inflation, pmap)
             pair = _degenerate_pair(cov_s_logical, pmap)
+            var_s_logical = np.diagonal(cov_s_logical, axis1=1, axis2=2)
+            by_svd = False
             if pair or ill:  # errors from the SVD of J, not the noise of (JᵀJ)⁻¹ (stop 60)
-                cov_s_global, cov_s_logical, by_svd = _estimable(
+                cov_s_global, cov_s_logical, var_s_logical, by_svd = _estimable(
                     jws, unread, pmap, cov_s_global, cov_s_logical
                 )
                 ill = ill and _ill_conditioned(inflation, pmap, by_svd)
@@ -761,7 +767,7 @@ class GlobalFit:
                 cov_logical[ks, js, :] = 0.0
                 cov_logical[ks, :, js] = 0.0
             var = np.zeros(pmap.n_physical)
-            var[pmap.index.ravel()] = np.diagonal(cov_s_logical, axis1=1, axis2=2).ravel()
+            var[pmap.index.ravel()] = var_s_logical.ravel()
             stderr_x = np.sqrt(np.maximum(var, 0.0)) * f
             if unread.any():
                 stderr_x[pmap.index[ks, js]] = np.nan
@@ -780,6 +786,11 @@ class GlobalFit:
                     f"; {pair}: the data cannot tell them apart, so their standard errors are "
                     f"meaningless; fix one of them or change their roles"
                 )
+                if not by_svd:  # past null_space.MAX_DENSE: every error is the inverse's
+                    message += (
+                        " (the other standard errors are read from the same inverse, too "
+                        "large a problem for the SVD of J, and can be off by percents too)"
+                    )
                 warnings.warn(f"global fit: {pair}", FitWarning, stacklevel=3)
             elif ill:
                 message += (

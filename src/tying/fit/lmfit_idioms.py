@@ -57,6 +57,17 @@ _FIT_KWS = {"ftol": "ftol", "xtol": "xtol", "gtol": "gtol", "maxfev": "max_iter"
 _FIT_KWS["max_nfev"] = "max_iter"
 
 
+def _fit_kws(value: Mapping[str, Any]) -> dict[str, Any]:
+    """GlobalFit's keywords for lmfit's ``fit_kws``, each once: ``maxfev`` and ``max_nfev``
+    both read ``max_iter``, and the advice wrote ``max_iter=500, max_iter=100`` (a
+    SyntaxError when followed; review 60); the first given is kept."""
+    ours: dict[str, Any] = {}
+    for k, v in value.items():
+        if k in _FIT_KWS:
+            ours.setdefault(_FIT_KWS[k], v)
+    return ours
+
+
 def keyword_fix(key: str, value: Any) -> str:
     """The fix for lmfit's keyword ``key=value`` given to GlobalFit ("" for no lmfit name).
 
@@ -71,7 +82,7 @@ def keyword_fix(key: str, value: Any) -> str:
         return f"{fix}: pass fixed={dict(value)!r}"
     if key != "fit_kws" or not isinstance(value, Mapping) or not value:
         return fix
-    ours = [f"{_FIT_KWS[k]}={v!r}" for k, v in value.items() if k in _FIT_KWS]
+    ours = [f"{k}={v!r}" for k, v in _fit_kws(value).items()]
     other = [repr(k) for k in value if k not in _FIT_KWS]
     if ours:
         fix += f"; for these fit_kws pass GlobalFit(..., {', '.join(ours)})"
@@ -162,7 +173,7 @@ def call_argument_advice(method: str, args: tuple[Any, ...], kwargs: Mapping[str
             where = _BUILT_FIT.get(key)
             value = kwargs[key]
             if key == "fit_kws" and isinstance(value, Mapping):
-                set_ = [f"fit.{_FIT_KWS[k]} = {v!r}" for k, v in value.items() if k in _FIT_KWS]
+                set_ = [f"fit.{k} = {v!r}" for k, v in _fit_kws(value).items()]
                 where = "; ".join(set_) or None
             tail = f"; on the built fit: {where}, then fit.{method}()" if where else ""
             return f"{head}: {fix}{tail}"

@@ -56,6 +56,14 @@ def estimable_covariance(
         which parameters have a component along a null direction (not estimable); None
         past :data:`MAX_DENSE` or where every direction is null.
     """
+    if not np.all(np.isfinite(jw)):
+        return None
+    if jw.shape[1] > jw.shape[2]:
+        # each data set's rows by their R (J_k = Q_k R_k): R_kᵀR_k = J_kᵀJ_k, and the
+        # stacked R has J's singular values and right vectors, on P rows per data set not
+        # n. Review 60: 120 data sets of 100 points (3 locals each) passed MAX_DENSE and
+        # fell back to the inverse's noise, 3.2 % off, where 115 read exact
+        jw = np.linalg.qr(jw, mode="r")  # (K, P, P)
     k, n, p = jw.shape
     if k * n * n_physical > MAX_DENSE:
         return None

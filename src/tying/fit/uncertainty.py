@@ -147,6 +147,12 @@ def probabilities_advice(probs: Any, keyword: str = "sigmas", sigmas_too: bool =
             f"p = {low!r} is {min(levels):.6g} σ, below the lowest level offered, 1 σ "
             f"(p = {float(special.erf(np.sqrt(0.5))):.4f}); ask for 1 σ or more"
         )
+    if max(levels) > MAX_SIGMA:  # lmfit's sigmas=[0.95, 20]: (1.96, 20) was refused again
+        high = ps[int(np.argmax(levels))]
+        return (
+            f"{high!r} σ is above the highest level offered, {MAX_SIGMA:g} σ; ask for "
+            f"{MAX_SIGMA:g} σ or less"
+        )
     if keyword == "sigma" and len(levels) == 1:
         return f"pass sigma={levels[0]:.4g}"
     shown = ", ".join(f"{v:.4g}" for v in levels) + ("," if len(levels) == 1 else "")
