@@ -32,6 +32,7 @@ import logging
 import os
 import pathlib
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -82,9 +83,12 @@ class _UsageError(Exception):
     """A bad argument found after parsing (an unknown id); exits with code 2."""
 
 
-def _check_ids(ids: Sequence[str], option: str = "") -> list[str]:
+def _check_ids(
+    ids: Sequence[str], option: str = "", run_args: argparse.Namespace | None = None
+) -> list[str]:
     """The experiment ids of ``ids``, in order, once each; a claim's number (``A1``,
-    ``b10``: CLAIMS.md's numbering, any case) stands for its experiment's id."""
+    ``b10``: CLAIMS.md's numbering, any case) stands for its experiment's id.
+    ``run_args``: the ``tying run`` options, carried into the advice for ``a,b``."""
     load_all()
     out = []
     for given in ids:
@@ -93,13 +97,15 @@ def _check_ids(ids: Sequence[str], option: str = "") -> list[str]:
             get(exp_id)
         except KeyError as exc:  # its message names the closest valid id
             if not option and "," in given:  # `tying run a,b`: its advice ran `a` alone
-                raise _UsageError(_comma_ids_advice(given)) from None
+                raise _UsageError(_comma_ids_advice(given, run_args=run_args)) from None
             raise _UsageError(f"{option}{exc.args[0]}") from None
         out.append(exp_id)
     return list(dict.fromkeys(out))
 
 
-def _comma_ids_advice(given: str, shown: str | None = None) -> str:
+def _comma_ids_advice(
+    given: str, shown: str | None = None, run_args: argparse.Namespace | None = None
+) -> str:
     """What ``tying run a,b`` should have been, checked so the advice works when followed.
 
     The ids are read as ``--only`` reads them (spaces around commas dropped, empty ones
@@ -107,7 +113,10 @@ def _comma_ids_advice(given: str, shown: str | None = None) -> str:
     ``--only a,nope`` was itself refused), and one id alone is told ``tying run ID``
     (``--only a,`` was refused for its empty id). The ids are written joined by commas
     without spaces: ``--only a, b`` typed as shown is two arguments (stop 59 review).
+    ``run_args``' ``--size``, ``--seed`` and ``--out`` are carried into the advice:
+    ``tying report`` runs at ``--size report`` and seed 0 unless told (stop 60 review).
     """
+    run_opts, report_opts = _carried_options(run_args)
     ids: dict[str, str] = {}  # experiment id -> the id or claim number as given
     typed = given if shown is None else shown  # `tying run a b` names 'a b' as typed
     for part in (p.strip() for p in given.split(",")):
@@ -122,10 +131,46 @@ def _comma_ids_advice(given: str, shown: str | None = None) -> str:
     if not parts:
         return f"no experiment id in {typed!r}; give one, such as tying run param-counts (`tying list` shows them)"
     if len(parts) == 1:
-        return f"one experiment id per run, got {typed!r}; run it with tying run {parts[0]}"
+        return (
+            f"one experiment id per run, got {typed!r}; run it with tying run {parts[0]}{run_opts}"
+        )
     return (
         f"one experiment id per run, got {typed!r}; run several with "
-        f"tying report --only {','.join(parts)} (or one `tying run ID` each)"
+        f"tying report --only {','.join(parts)}{report_opts} (or one `tying run ID` each)"
+    )
+
+
+def _carried_options(args: argparse.Namespace | None) -> tuple[str, str]:
+    """The options of ``tying run`` as ``tying run`` and as ``tying report`` take them.
+
+    ``tying run a1 b1 --seed 3`` was told ``tying report --only a1,b1``, which ran seed 0
+    at ``--size report`` (minutes, where ``run`` defaults to ``quick``), stop 60 review.
+    """
+    if args is None:
+        return "", ""
+    opts = []
+    if args.seed:
+        opts.append(f"--seed {args.seed}")
+    if args.out is not None:
+        opts.append(f"--out {shlex.quote(str(args.out))}")
+    run = ([f"--size {args.size}"] if args.size != "quick" else []) + opts
+    report = [f"--size {args.size}", *opts]
+    return "".join(f" {o}" for o in run), "".join(f" {o}" for o in report)
+
+
+def _only_apart_advice(last: str, extra: Sequence[str]) -> str:
+    """What ``tying report --only a1, b1`` (ids apart) should have been, checked so the
+    advice works when followed (stop 60 review: it said "unrecognized arguments: b1")."""
+    said = f"unrecognized arguments: {' '.join(extra)}"
+    parts = [p.strip() for v in [last, *extra] for p in v.split(",")]
+    parts = list(dict.fromkeys(p for p in parts if p))
+    try:
+        _check_ids(parts, "--only: ")
+    except _UsageError as exc:
+        return f"{said}; {exc}"
+    return (
+        f"{said}; --only takes one argument, ids joined by commas without spaces: "
+        f"give --only {','.join(parts)}"
     )
 
 
@@ -245,7 +290,7 @@ def _locked(out: pathlib.Path | None) -> Iterator[None]:
 
 
 def _cmd_run(args: argparse.Namespace, console: Console) -> int:
-    (exp_id,) = _check_ids([args.id])
+    (exp_id,) = _check_ids([args.id], run_args=args)
     with _locked(args.out):  # a second run or report into --out is refused meanwhile
         return _run_one(args, console, exp_id)
 
@@ -634,8 +679,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             # `tying run a1 a2` said only "unrecognized arguments: a2" (stop 60)
             typed = " ".join([args.id, *extra])
             load_all()  # the advice checks each id
-            advice = _comma_ids_advice(",".join([args.id, *extra]), shown=typed)
+            advice = _comma_ids_advice(",".join([args.id, *extra]), shown=typed, run_args=args)
             print(f"tying run: error: {advice}", file=sys.stderr)
+            return EXIT_USAGE
+        if (
+            extra
+            and args.command == "report"
+            and args.only
+            and not any(e.startswith("-") for e in extra)
+        ):
+            # `--only a1, b1` (or `--only a1 b1`) said only "unrecognized arguments: b1"
+            print(
+                f"tying report: error: {_only_apart_advice(args.only[-1], extra)}", file=sys.stderr
+            )
             return EXIT_USAGE
         if extra:
             args = parser.parse_args(argv)  # argparse's own message and exit code

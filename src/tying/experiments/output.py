@@ -607,7 +607,10 @@ def _claimed_ids(ids: object, fresh: object, writes_page: object) -> list[str]:
     the folder's earlier output (stop 60).
     """
     for name, flag in (("fresh", fresh), ("writes_page", writes_page)):
-        if not isinstance(flag, bool):
+        # np.True_ is a bool, as the rest of tying takes it (np.any(...) said "got
+        # np.True_ (bool)"; stop 60 review); numpy is not imported here for it
+        numpy_bool = type(flag).__module__ == "numpy" and type(flag).__name__ in ("bool", "bool_")
+        if not (isinstance(flag, bool) or numpy_bool):
             raise TypeError(
                 f"claim_folder(): {name} must be True or False, got {flag!r} "
                 f"({type(flag).__name__}); fresh=True removes the folder's earlier output"
@@ -829,6 +832,7 @@ def start_build(out_dir: str | pathlib.Path, ids: Iterable[str]) -> pathlib.Path
         The build folder.
 
     Raises:
+        TypeError: ``ids`` is one string or holds a non-string (as :func:`claim_folder`).
         OutputFolderError: as :func:`claim_folder` (nothing is written or removed then).
 
     Example:
@@ -840,8 +844,9 @@ def start_build(out_dir: str | pathlib.Path, ids: Iterable[str]) -> pathlib.Path
         >>> discard_build(build); build.exists()
         False
     """
+    # checked here, not by claim_folder: list("param-counts") is its letters (stop 60 review)
+    ids = _claimed_ids(ids, False, True)
     out = out_path(out_dir)
-    ids = list(ids)
     claim_folder(out, ids, fresh=False, writes_page=True)  # refusals first; removes nothing
     try:
         build = pathlib.Path(tempfile.mkdtemp(prefix=BUILD_PREFIX, dir=out))

@@ -279,7 +279,16 @@ def render_page(
 
     Returns:
         The page.
+
+    Raises:
+        TypeError, ValueError: ``records`` is not a list of :class:`RunRecord` or holds a
+            status no run gives (as :func:`tying.report.write_report`, named).
     """
+    from tying.report import _check_records  # the package imports this module
+
+    # one record, a generator, a dict entry or status 'weird' said "no len()", "no
+    # attribute 'id'" or KeyError: 'weird', as write_report did before stop 60
+    records = _check_records(records, "render_page")
     rows = summary_rows(records, registered)
     n_pass = sum(r.passed for r in records)
     missing = sum(row["status"] == "not-implemented" for row in rows)
