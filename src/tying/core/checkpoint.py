@@ -159,6 +159,32 @@ def save(
     return save_state(tensors, tie_list, path, metadata, aliases, state_metadata)
 
 
+def _unfit_ties(path, rules, tensors, model: nn.Module, err: TieError, hint: str) -> TieError:
+    """The refusal of a file whose ties do not resolve on the model.
+
+    When the file names slots the model does not have at all (a 6-layer stack's file into
+    4 layers), that is the cause, named with the slots and the fix; before stop 60 the
+    first rule that failed was printed ("pattern 'layers.4.weight' matches no parameter
+    or module; closest: layers.3.weight"), which read as a typo in a pattern the user
+    never wrote."""
+    from tying.core.tie_record import _summary
+
+    named = {r.target for r in rules} | {r.like for r in rules if r.like is not None}
+    named |= set(tensors)
+    has = {canonical(n) for n in Inventory(model).slots}
+    has |= {canonical(n) for n, _ in model.named_buffers(remove_duplicate=False)}
+    absent = sorted(n for n in named if isinstance(n, str) and canonical(n) not in has)
+    if not absent:
+        return TieError(f"load: the ties in {str(path)!r} do not fit this model: {err}{hint}")
+    return TieError(
+        f"load: the ties in {str(path)!r} do not fit this model: the file ties or stores "
+        f"{len(absent)} slot(s) this model does not have "
+        f"({_summary(absent)}): it was saved from another architecture (a deeper stack, "
+        f"another configuration); build the model the file was saved from and load into "
+        f"that; the model was left as it was (first tie that failed: {err}){hint}"
+    )
+
+
 def _same_stored(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Whether two entries of a plain file are one value (shape, dtype and every entry)."""
     from tying.core.sharded_check import same_values
@@ -249,10 +275,7 @@ def load(model: nn.Module, path: str | os.PathLike, verify_hash: bool = True) ->
     try:
         res = plan.resolve(model)  # phase 1: changes nothing
     except TieError as err:
-        raise TieError(
-            f"load: the ties in {str(path)!r} do not fit this model: {err}"
-            f"{_wrapper_hint(tensors, model)}"
-        ) from None
+        raise _unfit_ties(path, rules, tensors, model, err, _wrapper_hint(tensors, model)) from None
     inv, changes = res.inventory, res.changes
 
     final = ties_now(inv)

@@ -30,7 +30,13 @@ from torch import nn
 
 from tying.core.errors import TieError
 
-__all__ = ["check_global_prune_read", "check_source_swap", "in_functional_swap", "own_seen"]
+__all__ = [
+    "check_global_prune_read",
+    "check_source_swap",
+    "in_functional_swap",
+    "own_seen",
+    "slot_value_refusal",
+]
 
 _STATELESS = "torch.nn.utils.stateless"
 _PRUNE = "torch.nn.utils.prune"
@@ -273,8 +279,11 @@ def _swap_dicts(gen) -> tuple[dict, dict, dict] | None:
 def _refuse_untied_swap(slot, module: nn.Module, how: str):
     target, source = slot.target_and_source(_name_in(module, slot))
     default = "the default: " if how.endswith("functional_call") else ""
+    called = _functional_call_module()
+    key = None if called is None else _key_in(called, slot.source_module, slot.source_name)
+    given = source if key in (None, source) else f"{key!r} ({source})"  # a part's own key
     raise TieError(
-        f"{how}(..., tie_weights=False) replaced {source}, the source "
+        f"{how}(..., tie_weights=False) replaced {given}, the source "
         f"the tied slot {target} reads via {slot.relation!r}; plain PyTorch would keep "
         f"{target} at the model's own value there, but a tie is one tensor, so {target} "
         f"would silently read the given value (and pass its gradient to it). Call "
@@ -282,6 +291,19 @@ def _refuse_untied_swap(slot, module: nn.Module, how: str):
         f"the given {source}), or untie a copy first (c = copy.deepcopy(model); "
         f"tying.untie(c)) to give each use its own value; the model is unchanged"
     )
+
+
+def _functional_call_module() -> nn.Module | None:
+    """The module the innermost running ``functional_call`` was given, or None."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "_functional_call" and frame.f_globals.get("__name__") == (
+            _STATELESS
+        ):
+            module = frame.f_locals.get("module")
+            return module if isinstance(module, nn.Module) else None
+        frame = frame.f_back
+    return None
 
 
 def own_seen(slot, mapped):
@@ -367,3 +389,63 @@ def check_global_prune_read(module: nn.Module, slot, frame) -> None:
         f"nothing was pruned. List the physical tensor ({src}) once instead of {where!r}, or "
         f"untie first (tying.untie(model))"
     )
+
+
+def slot_value_refusal(module: nn.Module, name: str, slot, served: str) -> TieError:
+    """The refusal of a value given to ``functional_call`` for the tied slot ``name`` of
+    ``module``, naming the keys of the module actually called.
+
+    The slot's paths run from the module the plan was applied to; a call on a part of it
+    (``functional_call(model.head, {"weight": w})``) takes keys relative to that part, so
+    before stop 60 the advice "pass the value under embed.weight" failed when followed
+    (``AttributeError: TiedLinear has no attribute `embed```), and under ``body.0.weight``
+    where the part's key is ``0.weight``. When the source lies outside the part no key of
+    the call reaches it: the advice is the untied copy that ``copy.deepcopy`` of a part
+    names too.
+    """
+    target, source = slot.target_and_source(name)
+    called, given = _called_module_and_key()
+    key = source
+    if called is not None:
+        key = _key_in(called, slot.source_module, slot.source_name)
+    head = (
+        f"torch.func.functional_call was given a value for "
+        f"{target if given in (None, target) else f'{given!r} ({target})'}, a tied slot "
+        f"served from {served} via {slot.relation!r}; a tied slot takes no value of its own, "
+        f"even one equal to its source's: "
+    )
+    if key is None:
+        return TieError(
+            f"{head}its source {source} lies outside the module called "
+            f"({type(called).__name__}), so no key of this call reaches it. Call the model "
+            f"that holds both with the value under {source!r}, or for this part with a value "
+            f"of its own untie a copy first: c = copy.deepcopy(model); tying.untie(c); then "
+            f"call the part of c; the model is unchanged"
+        )
+    return TieError(
+        f"{head}pass the value under {key} only (the slot reads it), or untie a copy first "
+        f"(tying.untie(model)); the model is unchanged"
+    )
+
+
+def _called_module_and_key() -> tuple[nn.Module | None, str | None]:
+    """The module torch's ``NamedMemberAccessor.swap_tensor`` works on now and the key it
+    was given (``(None, None)`` outside one)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "swap_tensor" and frame.f_globals.get("__name__") == _ACCESSOR:
+            accessor = frame.f_locals.get("self")
+            called = getattr(accessor, "module", None)
+            if isinstance(called, nn.Module):
+                key = frame.f_locals.get("name")
+                return called, key if isinstance(key, str) else None
+        frame = frame.f_back
+    return None, None
+
+
+def _key_in(called: nn.Module, owner: nn.Module, name: str) -> str | None:
+    """The key of ``owner``'s tensor ``name`` in ``called``; None when ``owner`` lies outside."""
+    for path, mod in called.named_modules(remove_duplicate=False):
+        if mod is owner:
+            return f"{path}.{name}" if path else name
+    return None

@@ -155,9 +155,15 @@ class Inventory:
         mod = self.modules.get(owner)
         params = getattr(mod, "parametrizations", None)
         if isinstance(params, nn.ModuleDict) and name in params:
+            # the module named by its path, and no 'closest' list (stop 60: "call
+            # remove_parametrizations(module, 'weight') first; closest: b.weight" named
+            # neither the module nor a path that helps; b.weight was the rule's target)
+            where = f"model.get_submodule({owner!r})" if owner else "model"
             hint = (
                 f"; {path!r} is under torch.nn.utils.parametrize, which ties cannot serve: "
-                f"call parametrize.remove_parametrizations(module, {name!r}) first" + hint
+                f"call torch.nn.utils.parametrize.remove_parametrizations({where}, {name!r}) "
+                f"first (it keeps the parametrized value as a plain parameter), then apply "
+                f"the plan"
             )
         return hint
 

@@ -108,8 +108,15 @@ def source_for(index: int, rule: Any, slot: str, captures: Sequence[str]) -> str
         return pattern.substitute(tuple(captures))
     if isinstance(like, Mapping):
         if slot not in like:
+            # stop 60: "add it" did not say with what, and the path left out is most often
+            # the source itself (share("l.*.weight", like={"l.1.weight": "l.0.weight", ...}))
             raise rule_error(
-                index, rule, f"the like= mapping has no entry for matched path {slot!r}; add it"
+                index,
+                rule,
+                f"the like= mapping has no entry for matched path {slot!r}: like= must name a "
+                f"source for every path the target matches; add {slot!r}: <its source path> "
+                f"({_itself(rule, slot, f'maps to itself: {{{slot!r}: {slot!r}}}')}), or "
+                f"narrow the target to the paths the mapping names",
             )
         source = like[slot]
     else:
@@ -128,9 +135,27 @@ def source_for(index: int, rule: Any, slot: str, captures: Sequence[str]) -> str
             raise
     if not isinstance(source, str):
         raise rule_error(
-            index, rule, f"like= returned {source!r} for {slot!r}; expected a path str"
+            index,
+            rule,
+            f"like= returned {source!r} for {slot!r}; expected a path str for every path the "
+            f"target matches ({_itself(rule, slot, f'may return itself: {slot!r}')}), or "
+            f"narrow the target",
         )
     return source
+
+
+def _itself(rule: Any, slot: str, how: str) -> str:
+    """How a path the rule matches is left reading itself: given as its own source, which
+    a relation other than ``Same`` reads as a cycle unless a later ``free`` takes it out
+    (the last matching rule wins)."""
+    relation = getattr(rule, "relation", None)
+    tail = (
+        ""
+        if relation is None or type(relation).__name__ == "Same"
+        else f", then take it out with a later tying.free({slot!r}) (the last matching rule "
+        f"wins), as {relation!r} of a path to itself is a cycle"
+    )
+    return f"a path that reads itself {how}{tail}"
 
 
 def match(

@@ -53,6 +53,7 @@ from tying.core.func_calls import check_global_prune_read as _check_global_prune
 from tying.core.func_calls import check_source_swap as _check_source_swap
 from tying.core.func_calls import in_functional_swap as _in_functional_swap
 from tying.core.func_calls import own_seen as _own_seen
+from tying.core.func_calls import slot_value_refusal as _slot_value_refusal
 from tying.core.lost_writes import _PROBE_AT as _PROBE_AT
 from tying.core.lost_writes import KEPT_MAX as KEPT_MAX
 from tying.core.lost_writes import PROBE_SIZE as PROBE_SIZE
@@ -80,6 +81,7 @@ from tying.core.outside import (
     pruned_names,
     source_value,
 )
+from tying.core.part_conversion import check_part_conversion as _check_part_conversion
 from tying.core.part_copies import rebased_for_part as _rebased_for_part
 from tying.core.part_pickles import check_unpickled_piece as _check_unpickled_piece
 from tying.core.part_pickles import piece_without_source as _piece_without_source
@@ -798,13 +800,7 @@ def _guarded_setattr(self, name, value):
             # torch's own recovery swapped embed.weight back to w: the call raised and left
             # the caller's tensor in the model (stop 32). Refused here, on the way in, torch
             # restores what it swapped so far and the model is as it was.
-            raise TieError(
-                f"torch.func.functional_call was given a value for {target}, a tied slot "
-                f"served from {served} via {slot.relation!r}; a tied slot takes no value of "
-                f"its own, even one equal to its source's: pass the value under {source} "
-                f"only (the slot reads it), or untie a copy first (tying.untie(model)); the "
-                f"model is unchanged"
-            )
+            raise _slot_value_refusal(self, name, slot, served)
         raise TieError(
             f"{target} is a tied slot of {type(self).__name__}, served from {served} via "
             f"{slot.relation!r}; assigning another value would break the tie: change "
@@ -830,6 +826,7 @@ def _save_to_state_dict(self, destination, prefix, keep_vars):
 
 
 def _apply(self, fn, *args, **kwargs):
+    _check_part_conversion(self, fn, slots_of(self))  # a source outside the part (stop 60)
     # Under torch's swap-tensors conversion a recorded view of a source (Transposed) holds
     # that source, and torch.utils.swap_tensors refuses it ("Couldn't swap"): drop such
     # records before this module's sources are converted (the values are replaced anyway).
