@@ -39,7 +39,7 @@ from tying.chem.mapped import check_flag, map_order, renumber, warn_if_reordered
 from tying.chem.molecules import canonical_order, input_hint, parse_smiles, prepare_molecule
 from tying.chem.offxml import ForceField, Parameter, load_force_field
 from tying.chem.packed import pack
-from tying.chem.read_only import read_only_terms
+from tying.chem.read_only import TermIds, read_only_terms
 from tying.chem.search_order import anchored, has_stereo, reordered
 from tying.chem.section_choice import SECTIONS, chosen_sections  # noqa: F401 (SECTIONS re-exported)
 from tying.chem.smirks import (
@@ -135,6 +135,11 @@ class Assignment:
     # and ``assign_many`` results must still tell one Assignment from many.
     __iter__ = None
 
+    def __contains__(self, section: object) -> bool:
+        """Whether this molecule was labelled with ``section`` (``"Bonds" in assignment``;
+        before stop 60 a TypeError, "argument of type 'Assignment' is not iterable")."""
+        return section in self.terms
+
     def _section(self, section: str) -> Mapping[tuple[int, ...], Parameter]:
         # A section that was not labelled is not a section without terms: an assigner
         # built with sections=["Bonds"] (or a water model, vdW only) gave {} for
@@ -172,10 +177,14 @@ class Assignment:
     def ids(self, section: str) -> dict[tuple[int, ...], str]:
         """``{term key: parameter id}`` of one section (what ``label_molecules`` compares to).
 
+        A dict read in any atom order, as the section: ``ids("Bonds")[(2, 1)]`` is the id
+        of the bond stored as ``(1, 2)``.
+
         Raises:
             KeyError: for a section this molecule was not labelled with (names the ones it was).
         """
-        return {k: p.id for k, p in self._section(section).items()}
+        # read in any atom order, as the section itself (stop 60)
+        return TermIds.of(self._section(section), section == "ImproperTorsions")
 
     def used(self) -> dict[str, frozenset[str]]:
         """The parameter ids used, per section."""

@@ -97,6 +97,16 @@ class Parameter:
         what = functools.partial(_values_message, self.section, self.id)
         object.__setattr__(self, "values", read_only(self.values, what))
 
+    # ``"k" in parameter`` and ``"Bonds" in force_field`` (stop 60) fell back on the old
+    # iteration protocol, __getitem__(0), 1, ...: a KeyError "has no attribute 0" /
+    # "has no section 0" instead of True or False. ``in`` reads the names ``[]`` reads,
+    # and iterating is refused by name (iterate ``.values`` / ``.sections``).
+    __iter__ = None
+
+    def __contains__(self, name: object) -> bool:
+        """Whether ``parameter[name]`` reads a value (``"k" in parameter``)."""
+        return name in self.values
+
     def __getitem__(self, name: str) -> Any:
         try:
             return self.values[name]
@@ -121,8 +131,13 @@ class Parameter:
                 raise KeyError(
                     f"parameter {self.id!r} ({self.section}) has no {name!r}: {other}"
                 ) from None
+            field = (
+                f" ({name} is a field: read parameter.{name})"
+                if name in ("id", "smirks", "section", "index")
+                else ""
+            )
             raise KeyError(
-                f"parameter {self.id!r} ({self.section}) has no attribute {name!r}; "
+                f"parameter {self.id!r} ({self.section}) has no attribute {name!r}{field}; "
                 f"it has: {', '.join(sorted(self.values))}"
             ) from None
 
@@ -216,6 +231,24 @@ class Section:
     def __iter__(self) -> Iterator[Parameter]:
         return iter(self.parameters)
 
+    def __contains__(self, item: object) -> bool:
+        """Whether ``section[item]`` reads a parameter (an id or a SMIRKS), or ``item`` is
+        one of its parameters.
+
+        Before stop 60 ``in`` compared with the parameters only: ``"b1" in ff["Bonds"]``
+        and ``"[#6X4:1]-[#6X4:2]" in ff["Bonds"]`` were False while ``ff["Bonds"]["b1"]``
+        read the parameter (the toolkit's ``"[#6X4:1]-[#6X4:2]" in handler.parameters`` is
+        True), so ``if key in section: ...`` skipped it, silently.
+
+        Example:
+            >>> bonds = load_force_field("openff-2.3.0")["Bonds"]
+            >>> "b1" in bonds, "[#6X4:1]-[#6X4:2]" in bonds, "b0" in bonds, bonds["b1"] in bonds
+            (True, True, False, True)
+        """
+        if isinstance(item, str):
+            return any(p.id == item or p.smirks == item for p in self.parameters)
+        return item in self.parameters
+
     def __getitem__(self, id: str) -> Parameter:
         """The parameter with this id, or (as the toolkit's ``parameters[smirks]``) the last
         one with this SMIRKS.
@@ -226,10 +259,14 @@ class Section:
             TypeError: for a key that is not a string (a position: ``parameters[i]``).
         """
         if not isinstance(id, str):
-            # a position gave "'int' object is not iterable" from the suggestion (stop 59)
+            # a position gave "'int' object is not iterable" from the suggestion (stop 59);
+            # the position advice only for what a tuple is indexed by (stop 60: it advised
+            # section.parameters[[0]], a TypeError when followed)
+            position = isinstance(id, (int, slice)) and not isinstance(id, bool)
             raise TypeError(
                 f"section {self.name} is read by parameter id (section['b1']) or SMIRKS, got "
-                f"{type(id).__name__}: {id!r}; by position read section.parameters[{id!r}]"
+                f"{type(id).__name__}: {id!r}"
+                + (f"; by position read section.parameters[{id!r}]" if position else "")
             )
         for p in self.parameters:
             if p.id == id:
@@ -294,6 +331,12 @@ class ForceField:
         if self in _PARSED:
             return (_parse, (self.path, self.source, self.digest))
         return super().__reduce_ex__(protocol)
+
+    __iter__ = None  # see Parameter: iterate ff.sections
+
+    def __contains__(self, section: object) -> bool:
+        """Whether the force field has this section (``"Bonds" in ff``)."""
+        return section in self.sections
 
     def __getitem__(self, section: str) -> Section:
         if section not in self.sections:

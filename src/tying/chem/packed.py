@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tying.chem.read_only import other_spelling
+from tying.chem.read_only import as_key, other_spelling
 
 if TYPE_CHECKING:
     from tying.chem.assign import Assignment
@@ -244,6 +244,7 @@ class PackedTerms(Mapping):
 
     def __getitem__(self, key):
         terms = self._terms()
+        key = as_key(key)  # a list of atoms reads as the toolkit reads it (stop 60)
         try:
             return terms[key]
         except KeyError:
@@ -261,6 +262,7 @@ class PackedTerms(Mapping):
 
     def __contains__(self, key) -> bool:
         terms = self._terms()
+        key = as_key(key)
         if key in terms:
             return True
         other = other_spelling(key, self._improper)

@@ -20,7 +20,7 @@ shared and how to make a changed copy.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, ItemsView, KeysView
 from typing import Any
 
 _DEFAULT = "this mapping is shared and read-only; copy it with dict(...) to change it"
@@ -161,13 +161,75 @@ def other_spelling(key: Any, improper: bool) -> Any:
     return key[::-1]
 
 
-class _SectionTerms(_Terms):
-    """One section's ``{term key: parameter}``: a term is found under any atom order that
-    names it in the toolkit's labels (:func:`other_spelling`); iteration, ``len`` and
-    ``==`` see the stored keys only."""
+def as_key(key: Any) -> Any:
+    """An unhashable atom sequence (a list, a NumPy array) as the tuple the toolkit reads it
+    as; anything else as is.
+
+    The toolkit's ``ValenceDict`` / ``ImproperDict`` take ``tuple(key)``, so
+    ``labels["Bonds"][[0, 1]]`` reads a bond there; here it was a bare ``TypeError:
+    unhashable type: 'list'`` (stop 60).
+
+    Example:
+        >>> as_key([1, 0]), as_key((1, 0)), as_key("ab")
+        ((1, 0), (1, 0), 'ab')
+    """
+    if isinstance(key, (tuple, str, int)) or getattr(type(key), "__hash__", None) is not None:
+        return key
+    try:
+        return tuple(key)
+    except TypeError:  # not a sequence either: let the lookup name it
+        return key
+
+
+class _TermKeys(KeysView):
+    """``keys()`` of a section: ``in`` reads a term by any atom order, as the mapping
+    does (the toolkit's ``labels["Bonds"].keys()`` is such a view; ``(2, 1) in
+    a.bonds.keys()`` was False here for a stored ``(1, 2)``, stop 60)."""
+
+    __slots__ = ()
+
+    def __iter__(self) -> Any:
+        return dict.__iter__(self._mapping)
+
+    def __reversed__(self) -> Any:
+        return reversed(dict.keys(self._mapping))
+
+    def __repr__(self) -> str:
+        return f"dict_keys({list(self)!r})"
+
+
+class _TermItems(ItemsView):
+    """``items()`` of a section: ``(key, parameter) in items`` reads the key as ``in`` does."""
+
+    __slots__ = ()
+
+    def __iter__(self) -> Any:
+        return iter(dict.items(self._mapping))
+
+    def __reversed__(self) -> Any:
+        return reversed(dict.items(self._mapping))
+
+    def __repr__(self) -> str:
+        return f"dict_items({list(self)!r})"
+
+
+class _AnyOrder(dict):
+    """A section's ``{term key: value}`` read as the toolkit's ``ValenceDict`` /
+    ``ImproperDict`` read: a term is found under any atom order that names it
+    (:func:`other_spelling`), given as a tuple or as a list (:func:`as_key`), in ``keys()``
+    and ``items()`` too; iteration, ``len`` and ``==`` see the stored keys only."""
 
     __slots__ = ()
     _improper = False
+
+    def __getitem__(self, key: Any) -> Any:
+        try:
+            return dict.__getitem__(self, key)  # a miss goes to __missing__
+        except TypeError:  # unhashable: a list or array of atoms, as the toolkit takes
+            tupled = as_key(key)
+            if tupled is key:
+                raise
+            return dict.__getitem__(self, tupled)
 
     def __missing__(self, key: Any) -> Any:  # dict.__getitem__ calls it on a miss only
         other = other_spelling(key, self._improper)
@@ -176,6 +238,7 @@ class _SectionTerms(_Terms):
         return dict.__getitem__(self, other)
 
     def __contains__(self, key: Any) -> bool:
+        key = as_key(key)
         if dict.__contains__(self, key):
             return True
         other = other_spelling(key, self._improper)
@@ -184,9 +247,51 @@ class _SectionTerms(_Terms):
     def get(self, key: Any, default: Any = None) -> Any:
         return self[key] if key in self else default
 
+    def keys(self) -> _TermKeys:  # type: ignore[override]
+        return _TermKeys(self)
+
+    def items(self) -> _TermItems:  # type: ignore[override]
+        return _TermItems(self)
+
+
+class _SectionTerms(_AnyOrder, _Terms):
+    """One section's ``{term key: parameter}`` of an Assignment: read-only, and read in
+    any atom order (:class:`_AnyOrder`)."""
+
+    __slots__ = ()
+
     def __reduce__(self) -> tuple:
         # as its own kind: unpickled as the outer mapping it lost the other orders
         return (type(self), (dict(self),))
+
+
+class TermIds(_AnyOrder):
+    """``Assignment.ids(section)``: ``{term key: parameter id}``, a plain, changeable dict
+    read in any atom order as the section is (stop 60: ``a.ids("Bonds").get((2, 1))``
+    was None, and ``[(2, 1)]`` a KeyError, for a bond ``a.bonds[(2, 1)]`` reads).
+
+    Example:
+        >>> ids = TermIds({(1, 2): "b1"})
+        >>> ids[(2, 1)], [2, 1] in ids, ids == {(1, 2): "b1"}
+        ('b1', True, True)
+    """
+
+    __slots__ = ()
+
+    @classmethod
+    def of(cls, terms: Any, improper: bool) -> TermIds:
+        """The ids of one section's ``{key: parameter}``; impropers read as impropers."""
+        out = (_ImproperIds if improper else cls)()
+        dict.update(out, ((k, p.id) for k, p in terms.items()))
+        return out
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (dict(self),))
+
+
+class _ImproperIds(TermIds):
+    __slots__ = ()
+    _improper = True
 
 
 class _ImproperTerms(_SectionTerms):

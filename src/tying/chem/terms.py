@@ -172,7 +172,7 @@ def _check_complete(mol: Any, a: Assignment, label: str, counts: dict[str, int] 
     topo = topology_terms(mol)
     what = {"Bonds": "bond", "Angles": "angle", "ProperTorsions": "proper torsion", "vdW": "vdW"}
     for section in sections:
-        missing = sorted(topo[section] - a.terms[section].keys())
+        missing = sorted(topo[section].difference(a.terms[section]))
         if missing:
             shown = ", ".join(
                 f"{'-'.join(map(str, k))} ({'-'.join(a.elements[i] for i in k)})"

@@ -15,8 +15,10 @@ import dataclasses
 import functools
 import math
 import numbers
+import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 #: how close two values of one dimension written in two units must be, after conversion,
 #: to be one value in :func:`tying.chem.used_parameters.same_values`: a conversion
@@ -296,16 +298,47 @@ class Quantity:
     # unit too (callers review of stop 59): with exact values in one unit and the key
     # across two, 1.0000000000001 A == 0.1 nm == 1.0 A while 1.0000000000001 A != 1.0 A,
     # so a set of the three held 1 or 2 values by the order of insertion.
+    #
+    # A plain number (stop 60) compares as pint compares it: zero (or NaN) against the
+    # value in any unit, any other number against a dimensionless value only. Before,
+    # ``bond["k"] == 0`` or ``torsion["phase1"] == 0`` was False for a zero value where the
+    # toolkit's parameter says True, so a script skipping zero terms kept them, silently.
+    # Such a quantity hashes as that number (the key), so ``==`` and ``hash`` still agree.
     def __eq__(self, other: object) -> bool:
         theirs = _as_quantity(other)
         if theirs is None:
-            return NotImplemented
+            if not _is_factor(other):
+                return NotImplemented
+            if other == 0 or other != other:  # zero or NaN: the value, in any unit
+                return self.value == other
+            return not self.unit.dimension and self._key() == other
         if self.unit.dimension != theirs.unit.dimension:
             return False
         return self._key() == theirs._key()
 
     def __hash__(self) -> int:
-        return hash((self.unit.dimension, self._key()))
+        key = self._key()
+        if not self.unit.dimension or key == 0:  # equal to a plain number: hash as one
+            return hash(key)
+        return hash((self.unit.dimension, key))
+
+    # Truth and order (stop 60), as pint's: ``if torsion["k1"]:`` was True for a zero k
+    # (a dataclass is always true), so a script skipping zero terms kept them, silently;
+    # ``a < b`` and ``sorted(..., key=lambda p: p["length"])`` were a bare TypeError.
+    def __bool__(self) -> bool:
+        return self.value != 0  # NaN is true, as float('nan') and pint
+
+    def __lt__(self, other: object) -> bool:
+        return _ordered(self, other, "<", operator.lt)
+
+    def __le__(self, other: object) -> bool:
+        return _ordered(self, other, "<=", operator.le)
+
+    def __gt__(self, other: object) -> bool:
+        return _ordered(self, other, ">", operator.gt)
+
+    def __ge__(self, other: object) -> bool:
+        return _ordered(self, other, ">=", operator.ge)
 
     def _key(self) -> object:
         """The value in the dimension's reference unit to KEY_DIGITS significant digits
@@ -431,6 +464,35 @@ def _as_quantity(other: object) -> Quantity | None:
         return Quantity(float(magnitude), parse_unit(format(units, "D")))
     except ValueError:  # a pint unit this module does not have: not equal to ours
         return None
+
+
+def _ordered(q: Quantity, other: object, symbol: str, op: Callable[[Any, Any], bool]) -> Any:
+    """``q <op> other`` as pint orders: by value within one dimension, against a plain zero
+    in any unit, against a plain number when dimensionless; refused otherwise."""
+    theirs = _as_quantity(other)
+    if theirs is None:
+        if not _is_factor(other):
+            return NotImplemented
+        if other == 0 or other != other:  # zero or NaN: the value, in any unit
+            return op(q.value, other)
+        if not q.unit.dimension:
+            return op(q.value * q.unit.scale, other)
+        raise TypeError(
+            f"cannot compare {q} {symbol} {other!r}: a plain number has no unit (only 0 "
+            f"compares with a quantity of {_dim_text(q.unit)}); compare with a quantity, e.g. "
+            f"q {symbol} parse_quantity('{other!r} * {q.unit}'), or the values in one unit, "
+            f"q.to('{q.unit}').value {symbol} {other!r}"
+        )
+    if q.unit.dimension != theirs.unit.dimension:
+        raise TypeError(
+            f"cannot compare {q} {symbol} {theirs}: they have different dimensions "
+            f"({_dim_text(q.unit)} against {_dim_text(theirs.unit)}); compare quantities "
+            f"of one dimension"
+        )
+    mine, yours = q._key(), theirs._key()
+    if type(mine) is float and type(yours) is float:  # one rule with ==: the same keys
+        return op(mine, yours)
+    return op(q.value, theirs.to(q.unit).value)  # too large for the reference unit
 
 
 def _is_factor(x: object) -> bool:
