@@ -38,6 +38,7 @@ from tying.hmm.inference import (  # noqa: F401  (re-exported: base.<name> as be
     _posteriors_finite,
     _threads,
 )
+from tying.hmm.integer_args import as_integer
 from tying.hmm.monitor import ConvergenceMonitor, check_monitor_kept, keep_monitor
 from tying.hmm.priors import check_fitted_finite, check_priors
 from tying.hmm.sequences import SequenceBatch, check_lengths, check_unmasked, n_rows
@@ -398,7 +399,7 @@ class BaseHMM(HMMInference, EstimatorParams):
     def _fit(self, X, lengths) -> None:
         self._check_settings()
         check_monitor_kept(self)  # hmmlearn's custom-monitor hook: refused, not dropped
-        n_iter, tol = self._resolved("n_iter"), self._resolved("tol")
+        n_iter, tol = as_integer(self._resolved("n_iter")), self._resolved("tol")
         with _threads(self.n_threads):
             kept = self._kept_start_values()  # per-state values, before ties are re-resolved
             X, batch = self._prepare(X, lengths, fitting=True)
@@ -669,8 +670,9 @@ class BaseHMM(HMMInference, EstimatorParams):
 
     def _check_settings(self) -> None:
         self._checked_n_components()
-        n_iter = self._resolved("n_iter")
-        if isinstance(n_iter, bool) or not isinstance(n_iter, (int, np.integer)) or n_iter < 0:
+        n_iter = as_integer(self._resolved("n_iter"))  # a 0-d int array too, as hmmlearn
+        if n_iter is None or n_iter < 0:
+            n_iter = self._resolved("n_iter")
             raise ValueError(
                 f"n_iter must be a non-negative integer (0 only initialises), got {n_iter!r}"
             )

@@ -21,6 +21,7 @@ from tying.hmm import param_names
 from tying.hmm.base import BaseHMM
 from tying.hmm.draws import last_possible
 from tying.hmm.fitted_array import fitted
+from tying.hmm.integer_args import as_integer
 from tying.hmm.sequences import check_observations
 from tying.hmm.symbol_table import refuse_oversized, table_fits
 from tying.hmm.ties import StateTies
@@ -156,9 +157,7 @@ class CategoricalHMM(BaseHMM):
         super()._check_settings()
         for name in ("n_symbols", "n_features"):
             M = getattr(self, name)
-            if M is not None and (
-                isinstance(M, bool) or not isinstance(M, (int, np.integer)) or M < 1
-            ):
+            if M is not None and (as_integer(M) is None or M < 1):  # 0-d int: as hmmlearn
                 raise ValueError(f"{name} must be a positive integer or None, got {M!r}")
         if None not in (self.n_symbols, self.n_features) and self.n_symbols != self.n_features:
             raise ValueError(

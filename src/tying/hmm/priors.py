@@ -266,6 +266,9 @@ def _why(model) -> str:
         for name in model._prior_shapes()
         if getattr(model, name, None) is not None
     ]
+    default = _default_prior_note(model)
+    if not priors and default:
+        return default
     if not priors:
         # data whose squares are finite one by one (a fit accepts them) may still overflow
         # the M-step's sums of squared deviations: values near 1e154 read as a defect of
@@ -280,6 +283,26 @@ def _why(model) -> str:
         f"priors this large overflow float64 (max {np.finfo(np.float64).max:.3g}) or "
         f"swamp the data when the M-step adds them to the expected counts or divides "
         f"them by them ({', '.join(priors)}); give smaller priors"
+    )
+
+
+def _default_prior_note(model) -> str:
+    """hmmlearn's default ``covars_prior`` (1e-2) when it is in force though none was
+    passed: an hmmlearn-only argument selects hmmlearn's defaults. Added to every entry of
+    a full or tied covariance it swamps data of scale below ~1e-8 and leaves a singular
+    matrix; before stop 60 the refusal said "no prior is set" (data at 1e-150 scale,
+    ``init_params=""``) and its advice to rescale X hid the one-word fix."""
+    value = model._style_defaults().get("covars_prior")
+    if not value:
+        return ""
+    given = [n for n in model._hmmlearn_only if getattr(model, n, None) is not None]
+    if isinstance(getattr(model, "params", None), str):
+        given.append("params")
+    return (
+        f"no prior was passed, but hmmlearn's default covars_prior={value:g} is in force "
+        f"(hmmlearn's defaults apply because {', '.join(given)} was given) and swamps "
+        f"covariances on X's scale; pass covars_prior=0 (our default), or rescale X (e.g. "
+        f"divide each feature by its standard deviation)"
     )
 
 
