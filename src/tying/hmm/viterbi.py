@@ -29,8 +29,10 @@ __all__ = ["viterbi"]
 
 #: a batch whose longest sequence has at least this many rows is decoded by the compiled
 #: kernel (:mod:`tying.hmm._numba_viterbi`, the same arithmetic): the NumPy loop's ~40 us
-#: a step is per step of the longest sequence, which a long one pays alone
-COMPILED_MIN_ROWS = 1000
+#: a step is per step of the longest sequence, which a long one pays alone. Every batch
+#: since the review of stop 60: the kernel was 2.4-9x faster than the NumPy loop at short
+#: shapes too (150 x 400, K=8: 12.8 vs 30.6 ms; 20 x 200, K=4: 0.38 vs 3.4 ms), with its bits
+COMPILED_MIN_ROWS = 1
 
 
 def viterbi(
