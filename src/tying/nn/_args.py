@@ -230,3 +230,36 @@ def refuse_foreign_keywords(owner: str, given: dict, ours: dict[str, str]) -> No
         if name in ours:
             raise TypeError(f"{owner}: no keyword {name!r} here; {ours[name]}")
         raise TypeError(f"{owner}() got an unexpected keyword argument {name!r}")
+
+
+def is_default(value, default) -> bool:
+    """``value`` is the other library's default ``default`` (``None``, a bool or a number;
+    NumPy's too): a keyword that asks for what this layer already does."""
+    if default is None:
+        return value is None
+    if isinstance(default, bool):
+        return isinstance(value, bool | np.bool_) and bool(value) == default
+    return (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool | np.bool_)
+        and value == default
+    )
+
+
+def refuse_foreign_defaults(
+    owner: str, given: dict, ours: dict[str, str], defaults: dict, library: str
+) -> None:
+    """:func:`refuse_foreign_keywords`, where a keyword given at ``library``'s default
+    (``bias=True``, ``num_layers=1``, ``padding_idx=None``) is advised to be dropped: the
+    advice for another value (zero the bias, stack layers) would change the outputs.
+
+    Raises:
+        TypeError: whenever ``given`` is not empty.
+    """
+    for name, value in given.items():
+        if name in defaults and is_default(value, defaults[name]):
+            raise TypeError(
+                f"{owner}: no keyword {name!r} here; {name}={value!r} is {library}'s default, "
+                f"what this layer does: drop {name}="
+            )
+    refuse_foreign_keywords(owner, given, ours)

@@ -9,7 +9,7 @@ for the first, and for the second "mode must be one of ('entry', 'block', 'qr')"
 
 from __future__ import annotations
 
-from tying.nn._args import refuse_foreign_keywords
+from tying.nn._args import refuse_foreign_defaults
 
 __all__ = ["refuse_bag_mode", "refuse_embedding_keywords"]
 
@@ -45,6 +45,18 @@ _BAG_NAMES = {
     "(include_last_offset=False); with offsets that end in len(input), pass offsets[:-1]",
 }
 
+# nn.Embedding(Bag)'s defaults: no padding row, no renormalising, plain gradients, bag
+# starts (a port written out in full, padding_idx=None, was advised to zero padding outputs)
+_DEFAULTS = {
+    "padding_idx": None,
+    "max_norm": None,
+    "norm_type": 2.0,
+    "scale_grad_by_freq": False,
+    "_weight": None,
+    "_freeze": False,
+    "include_last_offset": False,
+}
+
 
 def refuse_embedding_keywords(owner: str, given: dict, bag: bool) -> None:
     """Refuse ``nn.Embedding``'s (``bag``: ``nn.EmbeddingBag``'s) keywords by name.
@@ -52,7 +64,10 @@ def refuse_embedding_keywords(owner: str, given: dict, bag: bool) -> None:
     Raises:
         TypeError: whenever ``given`` is not empty (any other name: Python's message).
     """
-    refuse_foreign_keywords(owner, given, _BAG_NAMES if bag else _EMBEDDING_NAMES)
+    library = "nn.EmbeddingBag" if bag else "nn.Embedding"
+    refuse_foreign_defaults(
+        owner, given, _BAG_NAMES if bag else _EMBEDDING_NAMES, _DEFAULTS, library
+    )
 
 
 def refuse_bag_mode(owner: str, mode: object) -> None:

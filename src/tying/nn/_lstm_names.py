@@ -9,7 +9,7 @@ layer is one layer in one direction, nor how to build the others.
 
 from __future__ import annotations
 
-from tying.nn._args import refuse_foreign_keywords
+from tying.nn._args import refuse_foreign_defaults
 
 __all__ = ["refuse_lstm_keywords", "refuse_lstm_positionals"]
 
@@ -29,6 +29,10 @@ _NAMES = {
     "dtype": "build the layer, then cast it: TiedGateLSTM(...).to(dtype)",
 }
 
+# nn.LSTM's defaults: one layer, one direction, with a bias, as this layer is (a port
+# written out in full, bias=True, was advised to zero its bias)
+_DEFAULTS = {"num_layers": 1, "bias": True, "dropout": 0.0, "bidirectional": False, "proj_size": 0}
+
 
 def refuse_lstm_keywords(given: dict) -> None:
     """Refuse ``nn.LSTM``'s keywords by name (any other: Python's message).
@@ -36,7 +40,7 @@ def refuse_lstm_keywords(given: dict) -> None:
     Raises:
         TypeError: whenever ``given`` is not empty.
     """
-    refuse_foreign_keywords("TiedGateLSTM", given, _NAMES)
+    refuse_foreign_defaults("TiedGateLSTM", given, _NAMES, _DEFAULTS, "nn.LSTM")
 
 
 def refuse_lstm_positionals(extra: tuple) -> None:

@@ -29,13 +29,37 @@ _NAMES = {
 }
 
 
-def refuse_mha_call(x: object, context: object, rest: tuple, given: dict) -> None:
-    """Refuse ``nn.MultiheadAttention``'s extra positionals and keywords by name.
+def _is_causal_advice(value: object, causal: bool) -> str:
+    """``is_causal=`` advice that holds when followed: ``False`` (``nn.MultiheadAttention``'s
+    default) is not causality to switch on, and ``True`` came with the ``attn_mask`` that
+    ``nn.MultiheadAttention`` requires beside it, whose bool ``True`` means masked."""
+    if value is False or (isinstance(value, int) and not isinstance(value, bool) and value == 0):
+        state = "this layer is causal (causal=True)" if causal else "this layer is not causal"
+        return f"is_causal=False is nn.MultiheadAttention's default; {state}: drop is_causal="
+    if causal:
+        where = "this layer is already causal (causal=True): drop is_causal="
+    else:
+        where = _NAMES["is_causal"]
+    return (
+        f"{where}; nn.MultiheadAttention needs the causal attn_mask beside is_causal=True: "
+        "with causal=True drop that attn_mask, or pass ~attn_mask for a bool one (there True "
+        "= masked, here True = may attend; a float mask is additive in both)"
+    )
+
+
+def refuse_mha_call(
+    x: object, context: object, rest: tuple, given: dict, causal: bool = False
+) -> None:
+    """Refuse ``nn.MultiheadAttention``'s extra positionals and keywords by name
+    (``causal``: the layer's setting, for the ``is_causal=`` advice).
 
     Raises:
         TypeError: whenever ``rest`` or ``given`` is not empty.
     """
     for name in given:
+        if name == "is_causal":
+            advice = _is_causal_advice(given[name], causal)
+            raise TypeError(f"Attention: no keyword 'is_causal' here; {advice}")
         if name in _NAMES:
             raise TypeError(f"Attention: no keyword {name!r} here; {_NAMES[name]}")
         raise TypeError(f"Attention.forward() got an unexpected keyword argument {name!r}")

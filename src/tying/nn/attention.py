@@ -377,7 +377,7 @@ class Attention(nn.Module):
             torch.Size([3, 2, 8])
         """
         if mha_args or mha_names:  # nn.MultiheadAttention's call: say this one (stop 60)
-            refuse_mha_call(x, context, mha_args, mha_names)
+            refuse_mha_call(x, context, mha_args, mha_names, self.causal)
         if not self.batch_first:
             # _attend lays the heads out time-first: a contiguous (T, B, d_model), as
             # nn.MultiheadAttention's (a transposed view failed .view(-1, d), stop 60)

@@ -40,6 +40,7 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -285,11 +286,12 @@ class HashedEmbedding(nn.Module):
             raise ValueError(f"{name}: mode must be one of {MODES}, got {mode!r}")
         # NumPy ints as nn.Embedding takes them (stop 38: seed=np.int64(3) was refused)
         seed = int_arg(seed, 0, f"{name}: seed must be a non-negative int, got {seed!r}")
-        if not isinstance(signed, bool):
-            raise TypeError(f"{name}: signed must be True or False, got {signed!r}")
-        for flag, value in (("aligned", aligned), ("sparse", sparse)):
-            if not isinstance(value, bool):
+        # NumPy's bools are bools (HashedLinear takes signed=np.False_ since stop 60; here
+        # it was refused as "signed must be True or False, got np.False_")
+        for flag, value in (("signed", signed), ("aligned", aligned), ("sparse", sparse)):
+            if not isinstance(value, bool | np.bool_):
                 raise TypeError(f"{name}: {flag} must be True or False, got {value!r}")
+        signed, aligned, sparse = bool(signed), bool(aligned), bool(sparse)
         if aligned and mode != "block":
             raise ValueError(
                 f"{name}: aligned=True applies to mode='block' only, got mode={mode!r}; drop "

@@ -582,6 +582,8 @@ def _padding_numbers(padding: str, kernel_size: tuple, stride: tuple) -> tuple[i
             f"LocallyConnected2d: padding must be an int, a pair of ints, 'valid' or 'same', "
             f"got {padding!r}"
         )
+    if min(kernel_size) < 1:
+        return (0, 0)  # the kernel_size check refuses it by name (not as uneven padding)
     if stride != (1, 1):
         raise ValueError(
             f"LocallyConnected2d: padding='same' needs stride 1 (as nn.Conv2d), got stride "
