@@ -288,6 +288,44 @@ class TermIds(_AnyOrder):
     def __reduce__(self) -> tuple:
         return (type(self), (dict(self),))
 
+    # Written as read (review of stop 60): ``ids[(2, 1)] = "mine"`` for a bond stored as
+    # ``(1, 2)`` added a second entry (9 keys for 8 bonds; ``ids[(1, 2)]`` still the old
+    # id, ``ids[(2, 1)]`` the new one), and ``pop``/``del`` of ``(2, 1)`` were a KeyError
+    # for a key ``[]`` reads. A write goes to the stored spelling, as the toolkit's
+    # ValenceDict / ImproperDict store one spelling per term.
+    def _stored(self, key: Any) -> Any:
+        key = as_key(key)
+        if dict.__contains__(self, key):
+            return key
+        other = other_spelling(key, self._improper)
+        return other if other is not None and dict.__contains__(self, other) else key
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        dict.__setitem__(self, self._stored(key), value)
+
+    def __delitem__(self, key: Any) -> None:
+        dict.__delitem__(self, self._stored(key))
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        return dict.pop(self, self._stored(key), *default)
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        return dict.setdefault(self, self._stored(key), default)
+
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:
+        pairs = ((k, other[k]) for k in other.keys()) if hasattr(other, "keys") else other
+        for key, value in pairs:
+            self[key] = value
+        for key, value in kwargs.items():
+            self[key] = value
+
+    def __ior__(self, other: Any) -> TermIds:
+        self.update(other)
+        return self
+
+    def copy(self) -> TermIds:
+        return type(self)(dict(self))
+
 
 class _ImproperIds(TermIds):
     __slots__ = ()

@@ -326,7 +326,9 @@ class Quantity:
     # (a dataclass is always true), so a script skipping zero terms kept them, silently;
     # ``a < b`` and ``sorted(..., key=lambda p: p["length"])`` were a bare TypeError.
     def __bool__(self) -> bool:
-        return self.value != 0  # NaN is true, as float('nan') and pint
+        # bool(): a NumPy value (Quantity(arr[i], u)) gives a numpy.bool_, which __bool__
+        # may not return ("__bool__ should return bool", review of stop 60)
+        return bool(self.value != 0)  # NaN is true, as float('nan') and pint
 
     def __lt__(self, other: object) -> bool:
         return _ordered(self, other, "<", operator.lt)
@@ -476,12 +478,19 @@ def _ordered(q: Quantity, other: object, symbol: str, op: Callable[[Any, Any], b
         if other == 0 or other != other:  # zero or NaN: the value, in any unit
             return op(q.value, other)
         if not q.unit.dimension:
-            return op(q.value * q.unit.scale, other)
+            # the key, as == reads it (review of stop 60: with the exact value,
+            # 0.33333333333334 == 0.3333333333333 and > it at once)
+            key = q._key()
+            return op(key if type(key) is float else q.value * q.unit.scale, other)
+        # the number as code that runs when pasted: repr of a NumPy scalar
+        # (np.float64(3.0)) or inf made parse_quantity('np.float64(3.0) * ...') a ValueError
+        number = other.item() if hasattr(other, "item") else other
+        text = repr(number) if math.isfinite(number) else f"float('{number}')"
         raise TypeError(
             f"cannot compare {q} {symbol} {other!r}: a plain number has no unit (only 0 "
             f"compares with a quantity of {_dim_text(q.unit)}); compare with a quantity, e.g. "
-            f"q {symbol} parse_quantity('{other!r} * {q.unit}'), or the values in one unit, "
-            f"q.to('{q.unit}').value {symbol} {other!r}"
+            f"q {symbol} Quantity({text}, q.unit), or the values in one unit, "
+            f"q.to('{q.unit}').value {symbol} {text}"
         )
     if q.unit.dimension != theirs.unit.dimension:
         raise TypeError(
