@@ -85,7 +85,7 @@ def test_a_fit_past_the_dense_limit_still_reads_the_pair_s_errors_from_the_svd()
     def model(x, a, b, c):
         return a * x + b * (x + eps * x**2) + c
 
-    with pytest.warns(FitWarning, match="fully correlated"):
+    with pytest.warns(FitWarning, match="strongly correlated"):  # no null direction
         res = GlobalFit(
             model,
             data,

@@ -32,7 +32,7 @@ def test_a_nearly_degenerate_pair_reads_its_errors_to_lmfit_s_digits(solver, eps
     def model(x, a, b, c):
         return a * x + b * (x + eps * x**2) + c
 
-    with pytest.warns(FitWarning, match="fully correlated"):
+    with pytest.warns(FitWarning, match="strongly correlated"):  # review 60: not "fully"
         res = GlobalFit(
             model, [(x, y)], shared=["a", "b", "c"], init={"a": 1, "b": 0.5, "c": 0}, solver=solver
         ).run()

@@ -132,6 +132,18 @@ def _at_bounds(pmap: ParameterMap, theta: np.ndarray, jw: np.ndarray, r: np.ndar
 
 def _degenerate_pair(cov_logical: np.ndarray, pmap: ParameterMap) -> str:
     """Name two fitted parameters whose estimates are (almost) perfectly correlated, or ""."""
+    found = _pair_found(cov_logical)
+    if found is None:
+        return ""
+    k, i, j, c = found
+    a, b = (pmap.labels[pmap.index[k, s]] for s in (i, j))
+    # rounding noise can read past 1: a correlation is at most 1
+    return f"parameters {a!r} and {b!r} are fully correlated (|corr| = {min(c, 1.0):.10f})"
+
+
+def _pair_found(cov_logical: np.ndarray) -> tuple[int, int, int, float] | None:
+    """``(k, i, j, |corr|)``: the logical slots of the most correlated pair past
+    :data:`DEGENERATE_CORRELATION`, or None."""
     d = np.sqrt(np.abs(np.diagonal(cov_logical, axis1=1, axis2=2)))  # (K, P)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         corr = np.abs(cov_logical / (d[:, :, None] * d[:, None, :]))
@@ -143,13 +155,8 @@ def _degenerate_pair(cov_logical: np.ndarray, pmap: ParameterMap) -> str:
     corr = np.where(np.isfinite(corr), corr, 0.0)
     k, i, j = np.unravel_index(int(np.argmax(corr)), corr.shape)
     if corr[k, i, j] <= DEGENERATE_CORRELATION:
-        return ""
-    a, b = (pmap.labels[pmap.index[k, c]] for c in (i, j))
-    # rounding noise can read past 1: a correlation is at most 1
-    return (
-        f"parameters {a!r} and {b!r} are fully correlated "
-        f"(|corr| = {min(float(corr[k, i, j]), 1.0):.10f})"
-    )
+        return None
+    return int(k), int(i), int(j), float(corr[k, i, j])
 
 
 def _names(names: list[str]) -> str:
@@ -238,9 +245,11 @@ def _ill_conditioned(inflation: np.ndarray, pmap: ParameterMap, by_svd: bool = F
         f"the standard errors of {names}{', ...' if worst.size > 8 else ''} are "
         f"ill-conditioned (variance inflation up to {top:.2g}: inverting the normal matrix "
     )
-    if by_svd:
+    if by_svd:  # past 1/eps (review 60: "19 of its 16 digits"), all of them
+        lost = "all" if top >= 1e16 else f"about {np.log10(top):.0f}"
+        lost += " of its 16 digits"
         return (
-            f"{head}would lose about {np.log10(top):.0f} of its 16 digits; they are read from "
+            f"{head}would lose {lost}; they are read from "
             f"the SVD of the Jacobian instead, which keeps about "
             f"{16 - 0.5 * np.log10(top):.0f})"
         )

@@ -74,6 +74,7 @@ from tying.fit.diagnostics import (  # noqa: F401  (re-exported: global_fit.<nam
     _nonlinear_errors,
     _not_stationary,
     _on_bounds,
+    _pair_found,
     _plateau,
     _secant_covariance,
     _second_order,
@@ -85,7 +86,7 @@ from tying.fit.diagnostics import (  # noqa: F401  (re-exported: global_fit.<nam
 )
 from tying.fit.lmfit_idioms import call_argument_advice, keyword_fix, run_name_advice
 from tying.fit.model import ModelEvaluator
-from tying.fit.null_space import estimable_covariance
+from tying.fit.rank_deficient import estimable, null_names, pair_message, singular_route
 from tying.fit.result import FitResult, build_values
 from tying.fit.roles import ParameterMap, _hint
 from tying.fit.solvers import (
@@ -232,27 +233,6 @@ def _lmfit_model(model_fn: Any) -> str:
         f"object, while GlobalFit calls model_fn(x, name=value, ...); pass "
         f"model_fn=lambda x, {args}: model.eval({x}=x, {kwargs}){more}"
     )
-
-
-def _estimable(jws, held, pmap: ParameterMap, cov_global: np.ndarray, cov_logical):
-    """``(cov_global, cov_logical, var_logical, by_svd)`` read from the SVD of J
-    (:mod:`tying.fit.null_space`).
-
-    The covariances are the pseudo-inverse throughout: every estimable combination (a
-    prediction, a band ``J C Jᵀ``, an estimable parameter and its correlations) reads
-    right from it. Mixing in the inverse's noise for the parameters along a null
-    direction left bands next to a degenerate pair 35 % low (review 60). The variances
-    ``var_logical`` of those parameters keep the inverse's numbers (meaningless, named by
-    the degenerate pair's message); the others are the pseudo-inverse's.
-    """
-    var_logical = np.diagonal(cov_logical, axis1=1, axis2=2)
-    found = estimable_covariance(jws, pmap.index, pmap.n_physical, held)
-    if found is None:
-        return cov_global, cov_logical, var_logical, False
-    full, in_null = found
-    m, idx = pmap.n_global, pmap.index
-    var_logical = np.where(in_null[idx], var_logical, np.diagonal(full)[idx])
-    return full[:m, :m], full[idx[:, :, None], idx[:, None, :]], var_logical, True
 
 
 class GlobalFit:
@@ -744,18 +724,39 @@ class GlobalFit:
         try:
             cov_s_global, cov_s_logical = schur.covariance(h_cov, pmap.index, pmap.n_global)
             inflation = _inflation(cov_s_logical, h_cov, pmap)
+            in_null, rank_route = None, False  # along a null direction of J (SVD route)
             if not _inverse_ok(inflation):
                 rounding_pair = _degenerate_pair(cov_s_logical, pmap)
-                raise np.linalg.LinAlgError("the normal matrix is singular to rounding")
-            ill = _ill_conditioned(inflation, pmap)
-            pair = _degenerate_pair(cov_s_logical, pmap)
-            var_s_logical = np.diagonal(cov_s_logical, axis1=1, axis2=2)
-            by_svd = False
-            if pair or ill:  # errors from the SVD of J, not the noise of (JᵀJ)⁻¹ (stop 60)
-                cov_s_global, cov_s_logical, var_s_logical, by_svd = _estimable(
-                    jws, unread, pmap, cov_s_global, cov_s_logical
-                )
-                ill = ill and _ill_conditioned(inflation, pmap, by_svd)
+                # estimable parameters keep their errors from the SVD of J; only those
+                # along a null direction are NaN (review 60: which route a degenerate fit
+                # took depended on rounding). A dead column, an overflow or a fit that
+                # never moved keeps the singular route's verdict
+                found = None if overflow else singular_route(jws, unread, pmap, h_cov)
+                if found is not None and found[3].any():
+                    sens = _sensitivity(h, out.model * data.weight, out.theta, pmap, cs)
+                    if not np.all(sens >= PLATEAU_SENSITIVITY) or np.array_equal(
+                        out.theta, pmap.x0
+                    ):
+                        found = None
+                if found is None:
+                    raise np.linalg.LinAlgError("the normal matrix is singular to rounding")
+                cov_s_global, cov_s_logical, var_s_logical, in_null, inflation = found
+                kept = np.where(in_null[pmap.index], 0.0, 1.0)  # a pair of estimable ones
+                found_pair = _pair_found(kept[:, :, None] * kept[:, None, :] * cov_s_logical)
+                pair, by_svd, rank_route = ("pair" if found_pair else ""), True, True
+                ill = _ill_conditioned(inflation, pmap, by_svd)
+            else:
+                ill = _ill_conditioned(inflation, pmap)
+                pair = _degenerate_pair(cov_s_logical, pmap)
+                found_pair = _pair_found(cov_s_logical)
+                var_s_logical = np.diagonal(cov_s_logical, axis1=1, axis2=2)
+                by_svd = False
+                if pair or ill:  # errors from the SVD of J, not (JᵀJ)⁻¹'s noise (stop 60)
+                    cov_s_global, cov_s_logical, var_s_logical, in_null = estimable(
+                        jws, unread, pmap, cov_s_global, cov_s_logical
+                    )
+                    by_svd = in_null is not None
+                    ill = ill and _ill_conditioned(inflation, pmap, by_svd)
             # cov_ij = cov_s_ij·f_i·f_j with f = √scale / cs: each factor is about a
             # standard error over the scaled one, so it is finite where the errors are
             f = np.sqrt(scale) / cs  # (n_physical,)
@@ -781,17 +782,34 @@ class GlobalFit:
                 cov_global = cov_logical = None
                 message += f"; {out_of_range}"
                 warnings.warn(f"global fit: {out_of_range}", FitWarning, stacklevel=3)
-            if pair:
+            if rank_route and in_null.any():  # the SVD route of a singular inverse above
+                # NaN errors: no covariance, errorbars False (lmfit's), as on the singular route
+                cov_global = cov_logical = None
+                which = _weakest(h, data, pmap, rounding_pair)
                 message += (
-                    f"; {pair}: the data cannot tell them apart, so their standard errors are "
-                    f"meaningless; fix one of them or change their roles"
+                    f"; the standard errors of {null_names(in_null, pmap)} could not be "
+                    f"estimated: the Jacobian is singular ({which}), so the values of those "
+                    f"parameters are arbitrary, not fitted; fix them, remove them, or change "
+                    f"their roles; the other standard errors are read from the SVD of the "
+                    f"Jacobian without that direction (the same whichever of them is fixed)"
                 )
+                warnings.warn(
+                    f"global fit: singular Jacobian, standard errors of "
+                    f"{null_names(in_null, pmap)} are NaN ({which})",
+                    FitWarning,
+                    stacklevel=3,
+                )
+            if pair:
+                said, warned = pair_message(
+                    pair, found_pair, cov_s_logical, in_null, inflation, pmap
+                )
+                message += f"; {said}"
                 if not by_svd:  # past null_space.MAX_DENSE: every error is the inverse's
                     message += (
                         " (the other standard errors are read from the same inverse, too "
                         "large a problem for the SVD of J, and can be off by percents too)"
                     )
-                warnings.warn(f"global fit: {pair}", FitWarning, stacklevel=3)
+                warnings.warn(f"global fit: {warned}", FitWarning, stacklevel=3)
             elif ill:
                 message += (
                     f"; {ill}: the data determine these parameters mostly in a "

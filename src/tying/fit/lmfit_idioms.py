@@ -68,6 +68,63 @@ def _fit_kws(value: Mapping[str, Any]) -> dict[str, Any]:
     return ours
 
 
+def literal(value: Any) -> str:
+    """``value`` written as Python source that runs without numpy's names.
+
+    Review 60: ``kws={"b": np.array([1.])}`` advised ``fixed={'b': array([1.])}``, a
+    NameError when followed. numpy scalars and arrays become ``1.0`` and ``[1.0, 2.0]``.
+
+    Example:
+        >>> import numpy as np
+        >>> literal(np.array([1.0, 2.0])), literal(np.float64(1.0)), literal({"a": np.int64(2)})
+        ('[1.0, 2.0]', '1.0', "{'a': 2}")
+    """
+    return repr(_plain(value))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    tolist = getattr(value, "tolist", None)  # numpy scalars and arrays, torch tensors
+    if callable(tolist) and type(value).__module__.split(".")[0] in ("numpy", "torch"):
+        try:
+            return tolist()
+        except (TypeError, ValueError, RuntimeError):
+            return value
+    return value
+
+
+def _kws_fix(fix: str, value: Mapping[str, Any]) -> str:
+    """``fixed=`` for lmfit's ``kws``: a number each; an array constant (not one value per
+    data set) is bound to model_fn instead, as fixed= would read it per data set."""
+    import numpy as np
+
+    scalars, arrays = {}, []
+    for k, v in value.items():
+        try:
+            size = np.size(v)
+        except Exception:  # noqa: BLE001 (anything numpy cannot size is passed on as is)
+            size = 1
+        if isinstance(v, (str, bytes)) or size == 1:
+            scalars[k] = np.ravel(np.asarray(v))[0] if np.ndim(v) and size == 1 else v
+        else:
+            arrays.append(k)
+    out = f"{fix}: pass fixed={literal(scalars)}" if scalars else fix
+    if arrays:
+        out += (
+            f"; {_quoted(arrays)} hold(s) more than one value, which fixed= would read as one "
+            f"per data set: bind it to model_fn instead, GlobalFit(functools.partial(model_fn, "
+            f"{arrays[0]}=<the array>), ...)"
+        )
+    return out
+
+
+def _quoted(names: list[str]) -> str:
+    return ", ".join(repr(n) for n in names)
+
+
 def keyword_fix(key: str, value: Any) -> str:
     """The fix for lmfit's keyword ``key=value`` given to GlobalFit ("" for no lmfit name).
 
@@ -79,10 +136,10 @@ def keyword_fix(key: str, value: Any) -> str:
     """
     fix = LMFIT_KEYWORDS.get(key, "")
     if key == "kws" and isinstance(value, Mapping) and value:
-        return f"{fix}: pass fixed={dict(value)!r}"
+        return _kws_fix(fix, value)
     if key != "fit_kws" or not isinstance(value, Mapping) or not value:
         return fix
-    ours = [f"{k}={v!r}" for k, v in _fit_kws(value).items()]
+    ours = [f"{k}={literal(v)}" for k, v in _fit_kws(value).items()]
     other = [repr(k) for k in value if k not in _FIT_KWS]
     if ours:
         fix += f"; for these fit_kws pass GlobalFit(..., {', '.join(ours)})"
@@ -173,7 +230,7 @@ def call_argument_advice(method: str, args: tuple[Any, ...], kwargs: Mapping[str
             where = _BUILT_FIT.get(key)
             value = kwargs[key]
             if key == "fit_kws" and isinstance(value, Mapping):
-                set_ = [f"fit.{k} = {v!r}" for k, v in _fit_kws(value).items()]
+                set_ = [f"fit.{k} = {literal(v)}" for k, v in _fit_kws(value).items()]
                 where = "; ".join(set_) or None
             tail = f"; on the built fit: {where}, then fit.{method}()" if where else ""
             return f"{head}: {fix}{tail}"

@@ -31,6 +31,7 @@ from tying.fit import jacobian as jac_mod
 from tying.fit import schur
 from tying.fit.diagnostics import column_scale
 from tying.fit.equality import ValueEquality
+from tying.fit.lmfit_idioms import literal
 from tying.fit.model import ModelError, ModelEvaluator
 from tying.fit.roles import ParameterMap
 from tying.fit.solvers import FitWarning, Tolerances, levenberg_marquardt
@@ -471,10 +472,13 @@ def _refuse_lmfit_keywords(lmfit: dict[str, object]) -> None:
             f"is given up (NaN with a FitWarning; lmfit's maxiter gives ±inf there). lmfit "
             f"takes maxiter + 1 steps of one stderr, ours steps by one stderr doubling "
             f"after the fourth, so "
-            f"{_lmfit_steps(v) or 'max_steps=k'} reaches as far as maxiter={v!r}"
+            f"{_lmfit_steps(v) or 'max_steps=k'} reaches as far as maxiter={literal(v)}"
             + (f": pass {_lmfit_steps(v)}" if _lmfit_steps(v) else "")
         ),
-        "p_names": lambda v: f"the parameters are names= (the first argument): pass names={v!r}",
+        # literal(): p_names=np.array(["a"]) advised names=array(['a'], dtype='<U1') (review 60)
+        "p_names": lambda v: (
+            f"the parameters are names= (the first argument): pass names={literal(v)}"
+        ),
         "probs": lambda v: (
             "levels are sigmas= in σ (1 to 10); for a probability p pass "
             "sigma = sqrt(2)·erfinv(p)"
