@@ -130,6 +130,75 @@ def loss_input_chain(node, depth: int = 16) -> set[int]:
     return chain
 
 
+# nodes that keep every dimension where it was (the class dimension stays put)
+_DIM_KEEPING = (
+    "LogSoftmax",
+    "Clone",
+    "ToCopy",
+    "Div",
+    "Mul",
+    "Neg",
+    "BackwardHookFunction",
+)
+
+
+def output_class_dim(node, made_by, depth: int = 16) -> int | None:
+    """The dimension of the model output (made by ``made_by``) that an ``nll_loss`` node
+    reads as its classes (its input's dimension 1), followed back through transposes,
+    permutes, views that keep the leading dimensions, and ops that keep every dimension.
+
+    Args:
+        node: the loss node (``NllLossBackward0``/``NllLoss2DBackward0``).
+        made_by: the ``grad_fn`` of the model output.
+
+    Returns:
+        The dimension, or None where the chain holds anything else (a slice, an index,
+        a view that moves the classes) or does not reach ``made_by``.
+
+    Example:
+        >>> import torch
+        >>> out = torch.randn(2, 5, 5, requires_grad=True) * 1  # (B, T, C), T == C
+        >>> loss = torch.nn.functional.cross_entropy(out.transpose(1, 2), torch.zeros(2, 5).long())
+        >>> output_class_dim(loss.grad_fn, out.grad_fn)
+        2
+        >>> output_class_dim(torch.nn.functional.cross_entropy(out, torch.zeros(2, 5).long()).grad_fn, out.grad_fn)
+        1
+    """
+    pos, here = 1, node
+    for _ in range(depth):
+        below = [(n, nr) for n, nr in here.next_functions if n is not None]
+        if len(below) != 1:
+            return None
+        nxt, nr = below[0]
+        if nxt is made_by:
+            return pos  # the class dimension of the tensor ``here`` reads: the output
+        name = type(nxt).__name__
+        try:
+            shape = tuple(int(s) for s in nxt._input_metadata[nr].shape)  # what nxt made
+        except (AttributeError, IndexError, TypeError, ValueError, RuntimeError):
+            return None
+        rank = max(len(shape), 1)
+        if name.startswith("Transpose"):
+            d0, d1 = _signed(nxt._saved_dim0) % rank, _signed(nxt._saved_dim1) % rank
+            pos = d1 if pos == d0 else d0 if pos == d1 else pos
+        elif name.startswith("Permute"):
+            pos = _signed(nxt._saved_dims[pos]) % rank
+        elif name.startswith(("View", "Reshape", "UnsafeView")):
+            source = getattr(nxt, "_saved_self_sym_sizes", None)
+            if source is None or tuple(int(s) for s in source)[: pos + 1] != shape[: pos + 1]:
+                return None
+        elif not name.startswith(_DIM_KEEPING):
+            return None
+        here = nxt
+    return None
+
+
+def _signed(value) -> int:
+    """A dimension as the user wrote it: torch saves a negative one unsigned (-1 as 2**64 - 1)."""
+    value = int(value)
+    return value - 2**64 if value >= 2**63 else value
+
+
 def reads_one_example(node, made_by) -> bool:
     """Whether an ``nll_loss`` node reads one example's rows of the model output alone
     (``out[b]``, ``out[b:b + 1]``: a per-example loss written as a loop), so that its mean,
@@ -204,7 +273,11 @@ def ignore_index(node) -> int:
 
 
 def kept_counts(
-    grad: torch.Tensor, classes: int, batch: int, loss_input: tuple[int, ...] = ()
+    grad: torch.Tensor,
+    classes: int,
+    batch: int,
+    loss_input: tuple[int, ...] = (),
+    class_dim: int | None = None,
 ) -> torch.Tensor | None:
     """How many class rows of each example's output gradient are not all zero: the
     tokens the loss kept, read from the gradient (a dropped token has a row of zeros).
@@ -216,6 +289,9 @@ def kept_counts(
         loss_input: the shape of the loss's input; where the output has its first two
             dimensions and as many values after them (``(B, C, T)``), its classes are
             dimension 1.
+        class_dim: the output's dimension that holds the classes, where known
+            (:func:`output_class_dim`); it settles a ``(B, T, C)`` output read by the loss
+            as ``out.transpose(1, 2)`` when ``T == C``, which the shapes cannot.
 
     Returns:
         ``(B,)`` counts, or None where the output has no dimension of ``classes`` entries
@@ -227,7 +303,7 @@ def kept_counts(
         >>> kept_counts(g, 4, 2).tolist()
         [2, 3]
     """
-    rows = class_rows(grad, classes, batch, loss_input)
+    rows = class_rows(grad, classes, batch, loss_input, class_dim)
     if rows is None:
         return None
     # two (B, R) reductions, no (B, R, C) mask: an LM's logits gradient may be large
@@ -236,7 +312,11 @@ def kept_counts(
 
 
 def class_rows(
-    grad: torch.Tensor, classes: int, batch: int, loss_input: tuple[int, ...] = ()
+    grad: torch.Tensor,
+    classes: int,
+    batch: int,
+    loss_input: tuple[int, ...] = (),
+    class_dim: int | None = None,
 ) -> torch.Tensor | None:
     """A batch-first output (or its gradient) as ``(B, R, classes)`` rows, as
     :func:`kept_counts` reads them; None where it has no such dimension.
@@ -247,6 +327,11 @@ def class_rows(
     """
     if grad.dim() < 2 or grad.shape[0] != batch or classes < 1:
         return None
+    if class_dim is not None and 0 < class_dim < grad.dim() and grad.shape[class_dim] == classes:
+        # the chain to the loss said where the classes are (stop 60: a (B, T, C) output
+        # read as out.transpose(1, 2) with T == C matched the (B, C, T) branch below and
+        # was read along T: uneven padding went unseen, gradients scaled, no error)
+        return grad.movedim(class_dim, -1).reshape(batch, -1, classes)
     spatial = math.prod(loss_input[2:]) if len(loss_input) > 2 else None
     if (
         grad.dim() > 2
@@ -263,7 +348,9 @@ def class_rows(
     return rows
 
 
-def could_be_even(grad: torch.Tensor, out, counts: torch.Tensor, shape) -> bool:
+def could_be_even(
+    grad: torch.Tensor, out, counts: torch.Tensor, shape, class_dim: int | None = None
+) -> bool:
     """Whether uneven ``counts`` may be a kept target's row of zeros (review 59).
 
     A target the model already predicts with probability 1 in the gradient's precision
@@ -283,8 +370,8 @@ def could_be_even(grad: torch.Tensor, out, counts: torch.Tensor, shape) -> bool:
     """
     if out is None:
         return False
-    rows = class_rows(out.detach(), shape[1], counts.numel(), shape)
-    zero = class_rows(grad, shape[1], counts.numel(), shape)
+    rows = class_rows(out.detach(), shape[1], counts.numel(), shape, class_dim)
+    zero = class_rows(grad, shape[1], counts.numel(), shape, class_dim)
     if rows is None or zero is None:
         return False
     tol = 1e-2 if grad.dtype == torch.float16 else 1e-6

@@ -20,6 +20,7 @@ from tying.train._loss_divisor import (
     kept_counts,
     loss_input_chain,
     mean_nll_nodes,
+    output_class_dim,
     reads_one_example,
     uneven_message,
     weighted_message,
@@ -160,15 +161,16 @@ class _BackwardProbe:
                 # only an output the loss reads directly (logits, not a hidden state whose
                 # rows reach the kept targets of later positions through attention)
                 direct = made_by is not None and id(made_by) in loss_input_chain(node)
+                where = output_class_dim(node, made_by) if direct else None
                 counts = (
-                    kept_counts(grad, shape[1], batch, shape)
+                    kept_counts(grad, shape[1], batch, shape, where)
                     if direct and shape and len(shape) > 1
                     else None
                 )
                 if (
                     counts is not None
                     and bool(counts.min() != counts.max())
-                    and not could_be_even(grad, output() if output else None, counts, shape)
+                    and not could_be_even(grad, output() if output else None, counts, shape, where)
                 ):
                     self._take_back(state)
                     raise ValueError(uneven_message(declared, node, counts))

@@ -41,6 +41,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from tying.train._batch_size_probe import refuse_batch_dependent_forward
+from tying.train._loss_broadcast import BatchBroadcast
 from tying.train._vetting import (
     BUFFER_FIX,  # noqa: F401 - its old address (used by per_example_refusals)
     BufferWrites,
@@ -96,10 +97,17 @@ def _fingerprint(model: nn.Module) -> tuple[tuple, list]:
     # work). :class:`_PerExample` swaps each (module, attribute) pair exactly once.
     for path, mod in model.named_modules(remove_duplicate=False):
         if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.training:
+            # stop 60: .eval() is no fix for one without running statistics (refused next)
+            fix = (
+                "GroupNorm/LayerNorm, or call .eval() on it"
+                if mod.track_running_stats
+                else "GroupNorm/LayerNorm (it has no running statistics, "
+                "track_running_stats=False, so in .eval() too it normalises by the batch's)"
+            )
             raise ValueError(
                 f"{path or '<root>'} is a {type(mod).__name__} in training mode: it mixes the "
                 f"examples of a batch, so per-example gradients (and DP) do not exist; use "
-                f"GroupNorm/LayerNorm, or call .eval() on it"
+                f"{fix}"
             )
         ps = tuple(
             (n, id(t), t is not None and t.requires_grad) for n, t in mod._parameters.items()
@@ -318,11 +326,15 @@ class _PerExample:
     def _one_loss(self, out, yb):
         """One example's loss from its output (the old way's loss, on a stored output)."""
         with WeightCancels():  # stop 59: a class weight dividing out of a one-target mean
-            loss = self._loss_fn(out, yb.unsqueeze(0))
+            # stop 60: (w * ce(out, y)).sum() with w of the batch, reduced after it
+            with BatchBroadcast(self._batch) as watch:
+                loss = self._loss_fn(out, yb.unsqueeze(0))
         # (B,) for one example: broadcast against a tensor of the whole batch (stop 36);
         # (T,) stays legal: F.cross_entropy(out.view(-1, V), y.view(-1)) gives one loss a token
         if isinstance(loss, torch.Tensor) and loss.dim() and loss.shape[0] == self._batch > 1:
             _refuse_batch_sized_loss(loss)
+        if self._batch > 1:
+            watch.refuse()
         if not isinstance(loss, torch.Tensor):  # a float: refused by type, as in ghost clipping
             losses_per_example(loss, self._batch)
         return loss.sum()

@@ -35,7 +35,13 @@ MODES = ("vmap", "ghost")
 
 def _real(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+        # a one-element tensor (a value read off a schedule or a config) named no fix (stop 60)
+        hint = (
+            f"; pass a Python number: {name}=float(value)"
+            if isinstance(value, torch.Tensor) and value.numel() == 1
+            else ""
+        )
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}{hint}")
     return float(value)
 
 
