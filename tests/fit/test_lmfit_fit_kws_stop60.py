@@ -50,3 +50,12 @@ def test_the_fit_kws_advice_works_when_followed():
     built.xtol, built.max_iter = 1e-12, 3
     assert built.run().success
     assert _fit(xtol=1e-12, max_iter=500).run().success
+
+
+def test_args_names_the_data_sets_as_lmfit_minimize_passes_data_there():
+    # lmfit's minimize(residual, params, args=(x, y)) passes the data in args: the
+    # advice named only fixed= (a constant), which is not where data go
+    with pytest.raises(TypeError, match=r"'args': the data go in the data sets, one \(x, y\)"):
+        _fit(args=(X, 2 * X + 1))
+    fit = GlobalFit(_line, [(X, 2 * X + 1)], shared=["a", "c"], init={"a": 1.0, "c": 0.0})
+    assert fit.run().values["a"] == pytest.approx(2.0, abs=1e-9)  # the advice followed

@@ -48,7 +48,10 @@ LMFIT_KEYWORDS = {
     "lmfit's least-squares default; a robust loss is not offered",
     "fit_kws": "the solver's options are GlobalFit's own keywords: ftol=, xtol=, gtol= and "
     "max_iter= (lmfit's maxfev / max_nfev)",
-    "args": "model_fn takes its parameters by name: a constant goes into fixed={name: value}",
+    # lmfit's minimize(residual, params, args=(x, y)) passes the DATA there (stop 60)
+    "args": "the data go in the data sets, one (x, y) or (x, y, sigma) tuple each "
+    "(lmfit's minimize(residual, params, args=(x, y)) passes them there); a constant "
+    "of model_fn goes into fixed={name: value}",
     "kws": "model_fn takes its parameters by name: a constant goes into fixed={name: value}",
 }
 
