@@ -38,7 +38,14 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from tying.core.checkpoint import _merged_metadata, _refuse_meta_device, save_state
+from tying.core.checkpoint import (
+    _merged_metadata,
+    _refuse_meta_device,
+    _rule_names,
+    absent_slots,
+    absent_text,
+    save_state,
+)
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory
 from tying.core.outside import WRAPPER_SEGMENTS
@@ -232,6 +239,12 @@ def _checked_file(inner: nn.Module, path, verify_hash: bool, helper: str | None)
     try:
         res = plan.resolve(inner)
     except TieError as err:
+        absent = absent_slots(_rule_names(rules) | set(tensors), inner)
+        if absent:  # a deeper stack's file: loading it before wrapping fails the same way
+            raise TieError(
+                f"{where}: its ties do not fit this model: {absent_text(absent)}, then "
+                f"wrap it with td.{helper}; nothing was loaded (first tie that failed: {err})"
+            ) from None
         raise TieError(f"{where}: its ties do not fit this model ({err}); {fix}") from None
     inv = res.inventory
     if res.changes:
@@ -651,6 +664,16 @@ def dcp_load(model: nn.Module, checkpoint_id, optimizer: torch.optim.Optimizer |
                 dcp.load(holder, checkpoint_id=checkpoint_id, no_dist=True)
             theirs = json.loads(bytes(holder[DCP_TIES_KEY].tolist()).decode())
             diff = _record_diff(theirs, mine, "checkpoint", "model")
+            # the record's paths only: a relation's own storage (a.weight_physical,
+            # b.weight_scale) is no slot of a model tied otherwise
+            named = set(theirs) | {e["like"] for e in theirs.values() if e["like"]}
+            absent = absent_slots(named, inner) if diff else []
+            if absent:  # a deeper stack's checkpoint: no tie on this model would fit it
+                raise TieError(
+                    f"{where} does not fit this model: {absent_text(absent, 'checkpoint')} "
+                    f"(wrapped as this one was); nothing was loaded (the ties that differ: "
+                    f"{'; '.join(diff[:4])}{'; ...' if len(diff) > 4 else ''})"
+                )
             if diff:
                 raise TieError(
                     f"{where} ties otherwise than this model ({'; '.join(diff[:10])}); {fix}"

@@ -55,3 +55,35 @@ def test_a_file_whose_slots_all_exist_keeps_the_rules_message(tmp_path):
     with pytest.raises(tying.TieError, match=r"do not fit this model: rule 0 .*shape") as err:
         tying.load(square, path)
     assert "does not have" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        tying.share("b.weight", like="a.weight"),
+        tying.share("b.weight", like="a.weight", relation=tying.Scaled()),
+        tying.share("b.weight", relation=tying.Mirrored()),
+    ],
+)
+def test_a_parametrized_slot_of_the_same_architecture_is_not_another_architecture(tmp_path, rule):
+    # review of stop 60: b.weight (under parametrize) and the relation's own storage
+    # (b.weight_scale, b.weight_physical) were counted as "slots this model does not have"
+    # and the refusal advised building "the model the file was saved from", which this is
+    from torch.nn.utils import parametrize
+
+    class Identity(nn.Module):
+        def forward(self, x):
+            return x
+
+    torch.manual_seed(0)
+    saved = nn.ModuleDict({"a": nn.Linear(4, 4), "b": nn.Linear(4, 4)})
+    tying.Plan([rule]).apply(saved)
+    path = tying.save(saved, tmp_path / "ab.safetensors")
+    model = nn.ModuleDict({"a": nn.Linear(4, 4), "b": nn.Linear(4, 4)})
+    parametrize.register_parametrization(model["b"], "weight", Identity())
+    with pytest.raises(tying.TieError, match=r"do not fit this model: rule 0 .*parametrize") as err:
+        tying.load(model, path)
+    assert "does not have" not in str(err.value)
+    parametrize.remove_parametrizations(model.get_submodule("b"), "weight")  # the advice
+    tying.load(model, path)
+    assert tying.verify(model) == 1

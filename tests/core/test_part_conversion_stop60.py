@@ -111,3 +111,24 @@ def test_a_part_materialised_before_its_meta_source_goes_through():
     net[1].to_empty(device="cpu", recurse=False)  # module by module, as FSDP's meta init
     net[0].to_empty(device="cpu", recurse=False)
     assert net[1].weight is net[0].weight and not net[1].bias.is_meta
+
+
+@pytest.mark.parametrize("levels", [1, 2, 3])
+def test_a_container_deeper_than_the_tied_path_that_lacks_the_source_is_refused(levels):
+    # review of stop 60: head's path is one segment deep, and a container two or more levels
+    # above it (a pipeline stage nn.Sequential(nn.Sequential(model.head))) was taken for a
+    # container above the plan's root: the half() went through and the tied Embedding went on
+    # computing in float32 (the Linear: bias float16, weight float32, forward failed in torch)
+    model = nn.ModuleDict({"lin": nn.Linear(4, 5), "emb": nn.Embedding(5, 4)})
+    tying.Plan([tying.share("emb.weight", like="lin.weight")]).apply(model)
+    stage = model.emb
+    for _ in range(levels):
+        stage = nn.Sequential(stage)
+    with pytest.raises(
+        tying.TieError, match=r"half\(\) of Sequential would leave the tied slot emb"
+    ):
+        stage.half()
+    assert model.emb(torch.tensor([1, 2])).dtype == torch.float32
+    outer = nn.Sequential(nn.Sequential(model))  # a container above the whole model
+    outer.half()
+    assert model.emb(torch.tensor([1, 2])).dtype == torch.float16 and tying.verify(model) == 1

@@ -167,21 +167,48 @@ def _unfit_ties(path, rules, tensors, model: nn.Module, err: TieError, hint: str
     first rule that failed was printed ("pattern 'layers.4.weight' matches no parameter
     or module; closest: layers.3.weight"), which read as a typo in a pattern the user
     never wrote."""
-    from tying.core.tie_record import _summary
-
-    named = {r.target for r in rules} | {r.like for r in rules if r.like is not None}
-    named |= set(tensors)
-    has = {canonical(n) for n in Inventory(model).slots}
-    has |= {canonical(n) for n, _ in model.named_buffers(remove_duplicate=False)}
-    absent = sorted(n for n in named if isinstance(n, str) and canonical(n) not in has)
+    absent = absent_slots(_rule_names(rules) | set(tensors), model)
     if not absent:
         return TieError(f"load: the ties in {str(path)!r} do not fit this model: {err}{hint}")
     return TieError(
-        f"load: the ties in {str(path)!r} do not fit this model: the file ties or stores "
-        f"{len(absent)} slot(s) this model does not have "
+        f"load: the ties in {str(path)!r} do not fit this model: {absent_text(absent)}; the "
+        f"model was left as it was (first tie that failed: {err}){hint}"
+    )
+
+
+def _rule_names(rules) -> set:
+    """The targets and sources a file's rules name."""
+    return {r.target for r in rules} | {r.like for r in rules if r.like is not None}
+
+
+def absent_slots(named, model: nn.Module) -> list[str]:
+    """The paths of ``named`` (a file's ties and tensors) whose module ``model`` lacks.
+
+    Only a missing module is another architecture: a path of a module the model has but
+    that is no slot of it is a relation's own storage (``b.weight_scale``,
+    ``b.weight_physical``, which a model tied otherwise lacks) or a tensor under
+    ``parametrize``, and the rule's own message names the cause and the fix."""
+    has = {canonical(n) for n in Inventory(model).slots}
+    has |= {canonical(n) for n, _ in model.named_buffers(remove_duplicate=False)}
+    modules = {canonical(n) for n, _ in model.named_modules(remove_duplicate=False)}
+    return sorted(
+        n
+        for n in named
+        if isinstance(n, str)
+        and canonical(n) not in has
+        and canonical(n).rpartition(".")[0] not in modules
+    )
+
+
+def absent_text(absent: list[str], what: str = "file") -> str:
+    """Why a ``what`` (file, checkpoint) naming the slots ``absent`` does not fit, and the
+    fix (also for ``tying.distributed.load`` and ``dcp_load``)."""
+    from tying.core.tie_record import _summary
+
+    return (
+        f"the {what} ties or stores {len(absent)} slot(s) this model does not have "
         f"({_summary(absent)}): it was saved from another architecture (a deeper stack, "
-        f"another configuration); build the model the file was saved from and load into "
-        f"that; the model was left as it was (first tie that failed: {err}){hint}"
+        f"another configuration); build the model the {what} was saved from and load into that"
     )
 
 

@@ -15,9 +15,9 @@ which the caller did not name (as ``requires_grad_`` on such a part, refused by
 changes, naming the slot, its source and the fixes. Whether the conversion changes anything
 is asked of an empty tensor of the source's dtype and device, so ``.to()`` to the dtype and
 device the model already has, ``share_memory()`` and ``to_empty()`` on the same device go
-through; so does any conversion of a part that holds the source (the whole model), and
-any of a part whose source is still on ``meta`` (a model materialised module by module,
-as FSDP's meta init does with ``to_empty(recurse=False)``).
+through; so does any conversion of a part that holds the source (the whole model, or a
+container above the model), and any of a part whose source is still on ``meta`` (a model
+materialised module by module, as FSDP's meta init does with ``to_empty(recurse=False)``).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def check_part_conversion(module: nn.Module, fn, slots: dict) -> None:
             held = _held_cache(fn, chain[0])
         key = id(slot.source_module)
         if key not in held:
-            held[key] = _holds_source(*chain, slot)
+            held[key] = _holds_source(*chain, slot, held)
         if held[key]:
             continue  # the whole model converted, or a part holding the source: as usual
         leaf = _physical_leaf(slot)
@@ -161,27 +161,33 @@ def _conversion_chain(module: nn.Module) -> tuple[nn.Module, int]:
     return root, up
 
 
-def _holds_source(root: nn.Module, up: int, slot) -> bool:
+def _holds_source(root: nn.Module, up: int, slot, held: dict) -> bool:
     """Whether ``root``, ``up`` levels above the tied module, holds ``slot``'s source module.
 
     The slot's paths run from the plan's root, so the path of ``root`` is known and the
-    source's is checked against it; only where the paths no longer fit (a moved module) are
-    its modules walked."""
+    source's is checked against it; where the paths do not fit (a moved module, or a
+    container more levels above the tied module than its path is deep: a pipeline stage
+    ``nn.Sequential(nn.Sequential(model.head))``, which holds no source) its modules are
+    looked up, once per conversion."""
     smod = slot.source_module
     segs = slot.paths[0].split(".") if slot.paths[0] else []
-    if up > len(segs):
-        return True  # converted from above the plan's root: it holds every path
-    base = ".".join(segs[: len(segs) - up])
-    spath = slot.paths[1].rpartition(".")[0]
-    if base and not (spath == base or spath.startswith(base + ".")):
-        return any(m is smod for m in root.modules())
-    rel = spath[len(base) + 1 :] if base else spath
-    try:
-        if root.get_submodule(rel) is smod:
-            return True
-    except AttributeError:
-        pass
-    return any(m is smod for m in root.modules())
+    if up <= len(segs):
+        base = ".".join(segs[: len(segs) - up])
+        spath = slot.paths[1].rpartition(".")[0]
+        if not base or spath == base or spath.startswith(base + "."):
+            rel = spath[len(base) + 1 :] if base else spath
+            try:
+                if root.get_submodule(rel) is smod:
+                    return True
+            except AttributeError:
+                pass
+    if _MODULES not in held:
+        held[_MODULES] = {id(m) for m in root.modules()}
+    return id(smod) in held[_MODULES]
+
+
+#: the key under which a conversion's cache holds the ids of the modules it converts
+_MODULES = "modules"
 
 
 def _call_name(root: nn.Module) -> str:
