@@ -277,10 +277,10 @@ class PairHMM(EstimatorParams):
             raise ValueError(f"alphabet {self.alphabet!r} repeats a symbol")
         if isinstance(self.tied, (bool, np.bool_)) is False:
             raise TypeError(f"tied must be True or False, got {self.tied!r}")
-        n_iter = self.n_iter
-        if isinstance(n_iter, bool) or not isinstance(n_iter, (int, np.integer)) or n_iter < 0:
+        n_iter = as_integer(self.n_iter)  # a 0-d int array too, as the other HMMs
+        if n_iter is None or n_iter < 0:
             raise ValueError(
-                f"n_iter must be a non-negative integer (0 only initialises), got {n_iter!r}"
+                f"n_iter must be a non-negative integer (0 only initialises), got {self.n_iter!r}"
             )
         for name in ("chunk_size", "table_memory"):
             _positive_int(name, getattr(self, name))
@@ -789,9 +789,9 @@ class PairHMM(EstimatorParams):
         # EM raises the objective it maximises: the log-likelihood, plus with
         # pseudocount > 0 the log of the Dirichlet prior that the pseudocount is. Its
         # gain is the stop test, and a fall of it is a defect, never convergence.
-        monitor = ConvergenceMonitor(self.tol, self.n_iter)
+        monitor = ConvergenceMonitor(self.tol, as_integer(self.n_iter))
         with _threads(self.n_threads):
-            for _ in range(self.n_iter):
+            for _ in range(monitor.n_iter):
                 counts, ll = self._expected_counts(enc)
                 history.append(ll)
                 monitor.report(ll + self._log_prior())

@@ -266,8 +266,16 @@ def _why(model) -> str:
         for name in model._prior_shapes()
         if getattr(model, name, None) is not None
     ]
-    default = _default_prior_note(model)
-    if not priors and default:
+    default = _default_prior_note(model, passed=bool(priors))
+    if priors and default:
+        # an hmmlearn user passing startprob_prior or means_prior=0 still gets hmmlearn's
+        # covars_prior=1e-2, the likelier cause; "give smaller priors" alone cannot be
+        # followed for a prior of 0
+        return (
+            f"{default}; or the priors passed ({', '.join(priors)}) are so large that "
+            f"they overflow float64 or swamp the data: give smaller priors"
+        )
+    if default:
         return default
     if not priors:
         # data whose squares are finite one by one (a fit accepts them) may still overflow
@@ -286,12 +294,13 @@ def _why(model) -> str:
     )
 
 
-def _default_prior_note(model) -> str:
+def _default_prior_note(model, passed: bool = False) -> str:
     """hmmlearn's default ``covars_prior`` (1e-2) when it is in force though none was
     passed: an hmmlearn-only argument selects hmmlearn's defaults. Added to every entry of
     a full or tied covariance it swamps data of scale below ~1e-8 and leaves a singular
     matrix; before stop 60 the refusal said "no prior is set" (data at 1e-150 scale,
-    ``init_params=""``) and its advice to rescale X hid the one-word fix."""
+    ``init_params=""``) and its advice to rescale X hid the one-word fix. ``passed``:
+    other priors were given (the note then names covars_prior as the one not passed)."""
     value = model._style_defaults().get("covars_prior")
     if not value:
         return ""
@@ -299,7 +308,8 @@ def _default_prior_note(model) -> str:
     if isinstance(getattr(model, "params", None), str):
         given.append("params")
     return (
-        f"no prior was passed, but hmmlearn's default covars_prior={value:g} is in force "
+        f"{'covars_prior was not' if passed else 'no prior was'} passed, but hmmlearn's default "
+        f"covars_prior={value:g} is in force "
         f"(hmmlearn's defaults apply because {', '.join(given)} was given) and swamps "
         f"covariances on X's scale; pass covars_prior=0 (our default), or rescale X (e.g. "
         f"divide each feature by its standard deviation)"
