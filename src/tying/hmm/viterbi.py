@@ -109,8 +109,11 @@ def _viterbi_compiled(startprob, transmat, log_emission, batch):
 
     with np.errstate(divide="ignore"):
         log_a, log_s = np.log(transmat), np.log(startprob)
-    # float32 inputs: NumPy's loop promotes each term to float64 as it adds it; the
-    # kernel reads them converted once (exact), so the sums are the same
+    # float32 inputs: where one of the three is float64 NumPy's loop promotes each term
+    # to float64 as it adds it, and the kernel reads them converted once (exact): the
+    # same sums. All three float32 (only by calling this function directly: the models
+    # hold float64) the loop sums in float32 and the kernel in float64 (stop 60 review:
+    # -10.84856415 vs -10.84856431); longdouble emissions are read as float64
     log_a = np.ascontiguousarray(log_a, dtype=np.float64)
     log_s = np.ascontiguousarray(log_s, dtype=np.float64)
     lb = np.ascontiguousarray(log_emission, dtype=np.float64)
