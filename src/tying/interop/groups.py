@@ -147,6 +147,10 @@ def hand_tie_fix(target: str, t_mod: nn.Module, s_mod: nn.Module, t_path: str, s
     free = f"tying.Plan([tying.free({target!r})]).apply(model)"
     blocker = whole_tie_blocker(t_mod, s_mod, t_path, s_path)
     if blocker is None:
+        # every tensor the two modules hold alike is freed, not the target alone: a bias
+        # shared by hand too stayed a hand tie, and the share was refused (stop 60 review)
+        frees = ", ".join(f"tying.free({x!r})" for x in held_alike(t_mod, s_mod, t_path, target))
+        free = f"tying.Plan([{frees}]).apply(model)"
         return (
             f"declare it as a tie of whole modules ({free}, then tying.Plan([tying.share("
             f"{t_path!r}, like={s_path!r})]).apply(model))"
@@ -196,7 +200,9 @@ def hand_group_fix(
     whole = [source.module_path]
     for target, _ in ties:
         t = inv.slots[target]
-        frees.append(f"tying.free({target!r})")
+        for slot in held_alike(t.module, source.module, t.module_path, target):
+            if f"tying.free({slot!r})" not in frees:  # (a bias held alike too: stop 60 review)
+                frees.append(f"tying.free({slot!r})")
         why = whole_tie_blocker(t.module, source.module, t.module_path, source.module_path)
         if why is None:
             shares.append(f"tying.share({t.module_path!r}, like={source.module_path!r})")
@@ -214,6 +220,28 @@ def hand_group_fix(
             f"own tie also set model.config.tie_word_embeddings = False, or HF ties it again)"
         )
     return text
+
+
+def held_alike(t_mod: nn.Module, s_mod: nn.Module, t_path: str, target: str) -> list[str]:
+    """``target`` and every other slot of ``t_mod`` holding the very ``nn.Parameter`` that
+    ``s_mod`` holds under the same name (a bias shared by hand with the weight): all of
+    them must be freed before ``t_mod`` can be tied whole to ``s_mod``.
+
+    Example:
+        >>> import torch
+        >>> from tying.interop.groups import held_alike
+        >>> a, b = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)
+        >>> b.weight, b.bias = a.weight, a.bias
+        >>> held_alike(b, a, "b", "b.weight")
+        ['b.weight', 'b.bias']
+    """
+    theirs = dict(s_mod.named_parameters(remove_duplicate=False))
+    out = [target]
+    for name, p in t_mod.named_parameters(remove_duplicate=False):
+        slot = join(t_path, name)
+        if theirs.get(name) is p and slot not in out:
+            out.append(slot)
+    return out
 
 
 _HOOKS = {

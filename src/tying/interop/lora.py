@@ -77,6 +77,7 @@ from tying.interop.lora_targets import (
     refuse_tied_parameters,
     warn_unmatched_exclusions,
 )
+from tying.interop.lora_token_hint import tokens_hint
 from tying.interop.lora_unload import SHARED_ATTR, _Unloading, merge_and_unload, unload
 
 __all__ = ["from_pretrained", "get_peft_model", "merge_and_unload", "unload"]
@@ -209,25 +210,27 @@ def get_peft_model(model: nn.Module, peft_config, **kwargs: Any):
     except TieError as err:
         tokens = str(getattr(peft_config, "peft_type", "")).endswith("TRAINABLE_TOKENS")
         if tokens and HEAD_BIAS_DROPPED not in str(err):  # (its advice would not work there)
-            raise TieError(f"{err} {_TOKENS_HINT}") from None
+            # each variant named only where these checks accept it (Marian: none; BART:
+            # 'shared', not 'embed_tokens'), or following the hint was refused again (stop 60)
+            raise TieError(f"{err} {tokens_hint(model, peft_config, _checked)}") from None
         raise
-
-
-# measured, peft 0.21, a tiny tied Llama, token_indices=[3, 5, 7], 2 SGD steps (stop 49)
-_TOKENS_HINT = (
-    "(TrainableTokensConfig: on the head alone, peft trains the head's rows alone and merging "
-    "writes them into the embedding too, 33.6 away from the adapter model; naming the head "
-    "and the embedding, peft's forward fails; on the embedding of a Plan tie, peft wraps the "
-    "embedding alone and the head loses its source. On HF's own embedding tie "
-    "(config.tie_word_embeddings=True), target the input embedding alone "
-    "(target_modules=['embed_tokens'], or None): peft gives every tied module the "
-    "embedding's token delta, and it is accepted; or pass LoraConfig(target_modules=[...], "
-    "trainable_token_indices={'embed_tokens': [...]}).)"
-)
 
 
 def _get_peft_model(model: nn.Module, peft_config, **kwargs: Any):
     peft = _peft()
+    inv, shared, seated = _checked(model, peft_config)
+    config = _excluding(peft_config, shared, model)
+    return _wrap(
+        model,
+        lambda: peft.get_peft_model(model, config, **kwargs),
+        {**shared, **seated},
+        "get_peft_model",
+    )
+
+
+def _checked(model: nn.Module, peft_config):
+    """Every check :func:`get_peft_model` makes before peft runs (nothing changed):
+    ``(inventory, {tied path: source path} sharing one adapter, {later seat: first})``."""
     inv = Inventory(model)
     targets = _targets(peft_config, model, inv)
     refuse_config_tie_apart(peft_config, model, targets, "get_peft_model")
@@ -260,13 +263,7 @@ def _get_peft_model(model: nn.Module, peft_config, **kwargs: Any):
     _refuse_other_ranks(peft_config, shared)
     refuse_saved_copies(peft_config, model, inv)
     seated = _seats(model, inv, targets, peft_config)  # peft lists no later seats: no exclude
-    config = _excluding(peft_config, shared, model)
-    return _wrap(
-        model,
-        lambda: peft.get_peft_model(model, config, **kwargs),
-        {**shared, **seated},
-        "get_peft_model",
-    )
+    return inv, shared, seated
 
 
 def _excluding(peft_config, shared: dict[str, str], model: nn.Module):
