@@ -17,6 +17,8 @@ import pytest
 
 from tying.fit import FitWarning, GlobalFit
 
+from .test_estimable_band_review60 import _data, _model
+
 
 def _pair_fit(solver):
     rng = np.random.default_rng(0)
@@ -44,18 +46,8 @@ def test_a_nearly_degenerate_pair_is_named_strongly_correlated_not_meaningless(s
     assert shown == pytest.approx(1 + corr, rel=0.05)
 
 
-def _exp_data():
-    rng = np.random.default_rng(1)
-    data = []
-    for n, (a, c, o) in zip([25, 40, 31], [(3.0, 0.3, 0.5), (2.0, 0.1, -0.2), (4.0, 0.5, 0.1)]):
-        x = np.linspace(0, 3, n)
-        s = 0.02 * (1 + rng.random(n))
-        data.append((x, a * np.exp(-(x - c) / 0.7) + o + rng.normal(0, 1, n) * s, s))
-    return data
-
-
-def _exp(x, amp, cen, wid, off):
-    return amp * np.exp(-(x - cen) / wid) + off
+# the exactly degenerate amp/cen problem of the band review, shared
+_exp_data, _exp = _data, _model
 
 
 def _exp_run(solver):

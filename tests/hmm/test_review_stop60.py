@@ -6,21 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tying.hmm import GaussianHMM
 from tying.hmm.pair import PairHMM
 
-K, D, SCALE = 3, 2, 1e-150
-
-
-def _tiny_scale_fit(**kw):
-    rng = np.random.default_rng(1)
-    X = np.concatenate([rng.normal(c, 1, (60, D)) for c in (0, 50, -80)]) * SCALE
-    m = GaussianHMM(K, "tied", n_iter=4, tol=-np.inf, init_params="", min_covar=1e-303, **kw)
-    m.startprob_ = np.full(K, 1 / K)
-    m.transmat_ = np.full((K, K), 0.5 / K) + 0.5 * np.eye(K)
-    m.means_ = X[[0, 90, 179]] + 0.1 * SCALE
-    m.covars_ = np.eye(D) * SCALE**2
-    return m, X
+# the 1e-150-scale tied fit of the stop-60 prior note, shared with its first test
+from .test_numerical_extremes_stop60 import SCALE, _tiny_scale_fit
 
 
 @pytest.mark.parametrize("prior", [{"means_prior": 0.0}, {"startprob_prior": 1.0}])

@@ -20,15 +20,7 @@ import torch
 import tying
 from tying.interop.quantization import quantize_dynamic
 
-
-def _three_linears(bias: bool = True):
-    torch.manual_seed(0)
-    m = torch.nn.Sequential(
-        *[torch.nn.Linear(6, 6, bias=bias) for _ in range(3)], torch.nn.Linear(6, 2)
-    )
-    m[1].weight = m[0].weight
-    m[2].weight = m[0].weight
-    return m.eval()
+from .test_hand_tie_group_stop60 import _three_linears  # one Parameter in three Linears
 
 
 def _refusal(model) -> str:
@@ -38,7 +30,7 @@ def _refusal(model) -> str:
 
 
 def test_exclude_advice_covers_every_module_at_once():
-    m = _three_linears()
+    m = _three_linears(bias=True)
     msg = _refusal(m)
     exclude = eval(re.search(r"exclude=(\{.*?\})", msg).group(1))
     assert exclude == {"0", "1", "2"}
@@ -104,7 +96,7 @@ def test_torchao_filter_fn_advice_names_every_fqn():
 
     from tying.interop.quantization import quantize_
 
-    m = _three_linears()
+    m = _three_linears(bias=True)
     before = {k: v.clone() for k, v in m.state_dict().items()}
     with pytest.raises(tying.TieError, match=r"returning False for the fqn '0' or '1' or '2'"):
         quantize_(m, Int8WeightOnlyConfig())
