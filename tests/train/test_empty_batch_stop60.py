@@ -61,3 +61,21 @@ def test_ghost_norms_and_clip_of_an_empty_batch(kind):
 def test_per_example_norms_of_an_empty_batch_keep_other_shapes():
     grads = {"w": torch.zeros(0, 3, 4), "b": torch.zeros(0, 3), "s": torch.zeros(0)}
     assert per_example_norms(grads).shape == (0,)
+
+
+@pytest.mark.parametrize("mode", ["vmap", "ghost"])
+def test_an_empty_batch_keeps_the_model_s_dtype(mode):
+    # a plain torch.zeros(0) gave float32 norms and losses for a float64 model (a batch
+    # of two gives float64): torch.cat of the steps' losses mixed dtypes (stop 60 review)
+    from tying.train import DPSGD, private_grad
+
+    model = torch.nn.Linear(3, 2).double()
+    loss = lambda out, y: F.cross_entropy(out, y, reduction="none")  # noqa: E731
+    x, y = torch.zeros(0, 3, dtype=torch.float64), torch.zeros(0, dtype=torch.long)
+    pg = private_grad(
+        model, loss, x, y, max_grad_norm=1.0, noise_multiplier=0.0, denominator=1.0, mode=mode
+    )
+    assert pg.norms.dtype == pg.losses.dtype == torch.float64
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    dp = DPSGD(model, opt, noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.1, mode=mode)
+    assert dp.step(loss, x, y, n_data=40).losses.dtype == torch.float64

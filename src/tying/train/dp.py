@@ -75,6 +75,7 @@ from tying.train.private_gradient import (  # noqa: F401 - the moved names' old 
     _clip_factors,
     _clipped_sum,
     _in_param_dtypes,
+    _no_rows,
     _noisy,
     _norms,
     _real,
@@ -445,7 +446,7 @@ class DPSGD:
             zero = {
                 n: torch.zeros_like(p) for n, p in self.model.named_parameters() if p.requires_grad
             }
-            res = PrivateGrad(zero, torch.zeros(0), torch.zeros(0))
+            res = PrivateGrad(zero, _no_rows(zero.values()), _no_rows(zero.values()))
         # what a step that fails before it releases anything must put back (stop 35): the
         # .grad it overwrites and the noise generator; versions tell whether the optimizer
         # wrote to a parameter or its state before it raised

@@ -267,7 +267,7 @@ def _vmap_grads(model: nn.Module, loss_fn: LossFn, x, y):
     xs = x if isinstance(x, tuple) else (x,)
     if y.shape[0] == 0:  # an empty Poisson batch: vmap failed inside torch (stop 60)
         empty = {n: p.new_zeros((0, *p.shape)) for n, p in zip(pe.names, pe.params)}
-        return empty, torch.zeros(0)
+        return empty, _no_rows(pe.params)
     grads, losses = pe(loss_fn, xs, y)
     return dict(zip(pe.names, grads)), losses  # ({name: (B, *shape)}, losses (B,))
 
@@ -277,6 +277,15 @@ def _vmap_grads(model: nn.Module, loss_fn: LossFn, x, y):
 # copies of the model. Not smaller: on the MLP of issue 19 (B x 400k = 102M elements)
 # 4 chunks ran at 0.9-1.1x Opacus' speed with 2 threads, one chunk at 1.4-1.5x.
 CHUNK_ELEMENTS = 2**28
+
+
+def _no_rows(params) -> torch.Tensor:
+    """The ``(0,)`` norms or losses of an empty batch, in the parameters' dtype and device
+    (a plain ``torch.zeros(0)`` was float32 on the CPU for a float64 or GPU model, where a
+    batch of two gives the model's: ``torch.cat`` of the steps' losses then mixed them;
+    stop 60 review)."""
+    first = next(iter(params), None)
+    return torch.zeros(0) if first is None else first.new_zeros(0)
 
 
 def _rows(g: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
@@ -315,7 +324,7 @@ def _vmap_clipped_sum(
     chunk = max(1, min(B, CHUNK_ELEMENTS // max(pe.size, 1)))
     if B == 0:  # an empty batch: nothing to clip
         zero = {n: torch.zeros_like(p) for n, p in zip(pe.names, pe.params)}
-        return PrivateGrad(zero, torch.zeros(0), torch.zeros(0))
+        return PrivateGrad(zero, _no_rows(pe.params), _no_rows(pe.params))
     summed, norms, losses = None, [], []
     for start in range(0, B, chunk):
         if chunk >= B:  # the whole batch: no slicing (two ops on a tiny model's step)
@@ -532,7 +541,7 @@ def _clipped_sum(model, ghost, loss_fn, x, y, max_grad_norm, pe=None):
     if ghost is not None and y.shape[0] == 0:  # an empty Poisson batch: nothing to clip
         # (ghost clipping's reshapes failed on it: "cannot reshape tensor of 0 elements")
         zero = {n: torch.zeros_like(p) for n, p in zip(*ghost._trainable)}
-        return PrivateGrad(zero, torch.zeros(0), torch.zeros(0))
+        return PrivateGrad(zero, _no_rows(zero.values()), _no_rows(zero.values()))
     if ghost is not None:
         res = ghost.clip(loss_fn, x, y, max_grad_norm)  # it refuses NaN/inf losses itself
         _check_finite_norms(res.norms)
