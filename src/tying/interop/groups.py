@@ -162,6 +162,14 @@ def hand_tie_fix(target: str, t_mod: nn.Module, s_mod: nn.Module, t_path: str, s
     )
 
 
+def hand_group(inv: Inventory, source: str) -> list[tuple[str, str]]:
+    """The hand-made ties ``(target, source)`` of the ``nn.Parameter`` at slot ``source``,
+    each in a module other than the source's (one module reached under two paths holds
+    it twice, but is no tie to undo)."""
+    s_mod = inv.slots[source].module
+    return [(t, s) for t, s in inv.hand.items() if s == source and inv.slots[t].module is not s_mod]
+
+
 def hand_group_fix(
     inv: Inventory, ties: list[tuple[str, str]], targets: set[str] | None = None
 ) -> str:

@@ -46,6 +46,7 @@ from tying.core.errors import TieError
 from tying.core.inventory import Inventory
 from tying.core.outside import is_adapter
 from tying.interop.groups import (
+    hand_group,
     hand_group_fix,
     hand_tie_fix,
     hand_ties_touching,
@@ -530,10 +531,8 @@ def _seats(model: nn.Module, inv: Inventory, targets: set[str], config=None) -> 
         # at the next try, one per try (M2M100's shared table: 3 tries, stop 60)
         group = [
             (tt, ss)
-            for tt, ss in inv.hand.items()
-            if ss == source
-            and inv.slots[tt].module is not s.module
-            and frozenset((inv.slots[tt].module_path, s.module_path)) not in token_kept
+            for tt, ss in hand_group(inv, source)
+            if frozenset((inv.slots[tt].module_path, s.module_path)) not in token_kept
         ]
         also = ""
         # (a head given its own copy touches no other module: its one-tie fix stands)

@@ -40,7 +40,7 @@ import warnings
 
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory
-from tying.interop.groups import hand_group_fix, hand_tie_fix
+from tying.interop.groups import hand_group, hand_group_fix, hand_tie_fix
 
 
 def _groups(whole: dict[str, str]) -> dict[str, list[str]]:
@@ -159,7 +159,7 @@ def refuse_tied_parameters(
             t, s = inv.slots[target], inv.slots[source]
             fix = hand_tie_fix(target, t.module, s.module, t.module_path, s.module_path)
             tie = f"the hand-made tie {target} <- {source} (one nn.Parameter in two modules)"
-            group = [(tt, ss) for tt, ss in inv.hand.items() if ss == source]
+            group = hand_group(inv, source)
             if len(group) > 1:  # every module holding it at once: one try each (stop 60 review)
                 others = ", ".join(tt for tt, _ in group if tt != target)
                 tie += f" (the same nn.Parameter is also at {others})"

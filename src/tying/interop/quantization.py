@@ -47,6 +47,7 @@ from tying.core.inventory import Inventory, join
 from tying.core.plan import DECLARED_ATTR
 from tying.core.slots import base_class
 from tying.interop.groups import (
+    hand_group,
     hand_group_fix,
     hand_tie_fix,
     hand_ties_touching,
@@ -79,8 +80,7 @@ def _check_hand(inv: Inventory, selected: set[str], what: str) -> None:
         fix = hand_tie_fix(target, t.module, s.module, t.module_path, s.module_path)
         # every module holding this one Parameter is named at once: each was refused at the
         # next try, one per try, for the exclusion too (a Parameter in 3 Linears: 3 tries)
-        group = [(tt, ss) for tt, ss in inv.hand.items() if ss == source]
-        group = [(tt, ss) for tt, ss in group if inv.slots[tt].module is not s.module]
+        group = hand_group(inv, source)
         also, paths = "", [touched]
         if len(group) > 1:
             others = ", ".join(tt for tt, _ in group if tt != target)
