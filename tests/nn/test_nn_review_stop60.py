@@ -26,6 +26,14 @@ def test_is_causal_false_advice_is_to_drop_it_and_that_matches_mha():
     torch.testing.assert_close(att(x), want)
 
 
+@pytest.mark.parametrize("value", [np.False_, 0.0])
+def test_is_causal_false_spelt_otherwise_is_told_to_drop_it(value):
+    # np.False_ was advised "build it with causal=True" (final read of stop 60)
+    _, att = mha_and_attention(batch_first=True)
+    with pytest.raises(TypeError, match=r"is_causal=False is .*default; .*: drop is_causal="):
+        att(torch.randn(2, 5, E, dtype=torch.float64), is_causal=value)
+
+
 def test_is_causal_true_with_mhas_bool_mask_advice_works():
     mha, causal = mha_and_attention(batch_first=True, causal=True)
     _, plain = mha_and_attention(batch_first=True)

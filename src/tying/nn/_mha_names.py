@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from tying.nn._args import is_default
+
 __all__ = ["refuse_mha_call"]
 
 _RETURN = (
@@ -33,7 +35,7 @@ def _is_causal_advice(value: object, causal: bool) -> str:
     """``is_causal=`` advice that holds when followed: ``False`` (``nn.MultiheadAttention``'s
     default) is not causality to switch on, and ``True`` came with the ``attn_mask`` that
     ``nn.MultiheadAttention`` requires beside it, whose bool ``True`` means masked."""
-    if value is False or (isinstance(value, int) and not isinstance(value, bool) and value == 0):
+    if is_default(value, False) or is_default(value, 0):  # np.False_ too (final read)
         state = "this layer is causal (causal=True)" if causal else "this layer is not causal"
         return f"is_causal=False is nn.MultiheadAttention's default; {state}: drop is_causal="
     if causal:
