@@ -63,6 +63,14 @@ class BatchBroadcast(TorchFunctionMode):
             mine = [s for s in rows if s[0] == 1]
             if mine and any(s[0] == self.batch for s in rows):
                 self.found = (func, mine[0])
+        elif self.found is None and func in _CONTRACTIONS:
+            # einsum('b,b->', w, ce(out, y)) broadcasts the same way but returns no B rows:
+            # 6.48x the loop at B = 6, no error (final read of stop 60)
+            shapes = [tuple(t.shape) for t in tensors_in(args, kwargs) if t.dim()]
+            for s in shapes:
+                if s[0] == 1 and any(o[0] == self.batch and len(o) == len(s) for o in shapes):
+                    self.found = (func, s)
+                    break
         return out
 
     def refuse(self) -> None:
@@ -75,6 +83,10 @@ class BatchBroadcast(TorchFunctionMode):
         if self.found is not None:
             func, shape = self.found
             raise ValueError(_message(func, shape, self.batch))
+
+
+#: calls that contract their operands' leading dimensions (their result need not have B rows)
+_CONTRACTIONS = frozenset({torch.einsum, torch.tensordot})
 
 
 def _message(func, shape: tuple, batch: int) -> str:

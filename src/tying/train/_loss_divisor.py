@@ -33,10 +33,12 @@ import torch
 
 # nodes a loss passes through on its way from torch's loss node to the root: a scale by a
 # number (loss / accumulation_steps), a sum of terms (label smoothing's two), a reshape
-_THROUGH = ("Mul", "Div", "Neg", "Add", "Sub", "View", "Reshape", "Squeeze", "Unsqueeze")
-# review 59: linear too, and written around a loss as often (loss.double(),
-# torch.stack(losses).mean()): a weighted or padded mean behind them went unseen
-_THROUGH += ("ToCopy", "Clone", "Stack", "Cat", "Mean", "Sum")
+# (review 59: the last six too, written around a loss as often, loss.double(),
+# torch.stack(losses).mean(): a weighted or padded mean behind them went unseen)
+_THROUGH = (
+    "Mul", "Div", "Neg", "Add", "Sub", "View", "Reshape", "Squeeze", "Unsqueeze",
+    "ToCopy", "Clone", "Stack", "Cat", "Mean", "Sum",
+)  # fmt: skip
 _DEPTH = 6
 
 

@@ -41,6 +41,12 @@ GRADLESS_CALLS = frozenset(
 )  # fmt: skip
 
 
+def gradless(func) -> bool:
+    """Whether ``func`` makes no gradient here: a :data:`GRADLESS_CALLS` call, or any call
+    under ``torch.no_grad()`` (tying.core's check of a computed slot's last value)."""
+    return func in GRADLESS_CALLS or not torch.is_grad_enabled()
+
+
 def tensors_in(args, kwargs):
     """The tensors among a call's arguments (recursing into lists, tuples and dicts)."""
     todo = [args, kwargs.values()] if kwargs else [args]

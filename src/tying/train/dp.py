@@ -75,7 +75,6 @@ from tying.train.private_gradient import (  # noqa: F401 - the moved names' old 
     _clip_factors,
     _clipped_sum,
     _in_param_dtypes,
-    _no_rows,
     _noisy,
     _norms,
     _real,
@@ -440,13 +439,8 @@ class DPSGD:
         names, tensors = (pe.names, pe.params) if pe is not None else ghost._trainable
         _check_optimizer_holds(self.optimizer, names, tensors, self.model)
         _refuse_accumulated_grads(names, tensors)
-        if len(y) > 0:
-            res = _clipped_sum(self.model, ghost, loss_fn, x, y, self.max_grad_norm, pe)
-        else:  # an empty Poisson batch still releases noise
-            zero = {
-                n: torch.zeros_like(p) for n, p in self.model.named_parameters() if p.requires_grad
-            }
-            res = PrivateGrad(zero, _no_rows(zero.values()), _no_rows(zero.values()))
+        # an empty Poisson batch still releases noise: _clipped_sum gives it zero sums
+        res = _clipped_sum(self.model, ghost, loss_fn, x, y, self.max_grad_norm, pe)
         # what a step that fails before it releases anything must put back (stop 35): the
         # .grad it overwrites and the noise generator; versions tell whether the optimizer
         # wrote to a parameter or its state before it raised

@@ -63,7 +63,6 @@ from tying.core.relations import Same, Transposed
 from tying.core.slots import base_class, slots_of
 from tying.train import wide_norms
 from tying.train._vetting import (
-    GRADLESS_CALLS,
     METADATA_CALLS,
     BufferWrites,
     batch_rows,
@@ -71,6 +70,7 @@ from tying.train._vetting import (
     callable_overrides,
     forward_key,
     func_name,
+    gradless,
     params_behind,
     refuse_mixing_forward,
     refuse_parameter_hooks,
@@ -640,7 +640,7 @@ class _ReadsOutsideUses(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in METADATA_CALLS or func in GRADLESS_CALLS or not torch.is_grad_enabled():
+        if func in METADATA_CALLS or gradless(func):
             return func(*args, **kwargs)  # no gradient: no share the norms miss (stop 60)
         mine = self.owned[self.inside[-1]] if self.inside else frozenset()
         for t in tensors_in(args, kwargs):

@@ -47,7 +47,6 @@ from tying.train._opacus_probe import _BackwardProbe
 from tying.train._opacus_rows import row_guards, sampled_layers
 from tying.train._opacus_wrapping import hooks_kwargs, opacus_undo
 from tying.train._vetting import (
-    GRADLESS_CALLS,
     METADATA_CALLS,
     batch_rows,
     buffers_kept,
@@ -55,6 +54,7 @@ from tying.train._vetting import (
     cuda_devices,
     forward_key,
     func_name,
+    gradless,
     refuse_mixing_forward,
     tensors_in,
 )
@@ -665,7 +665,7 @@ class _ReadsOutside(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in METADATA_CALLS or func in GRADLESS_CALLS or not torch.is_grad_enabled():
+        if func in METADATA_CALLS or gradless(func):
             return func(*args, **kwargs)
         mod = self.inside[-1] if self.inside else None
         mine = self.owned.get(id(mod), frozenset())

@@ -50,13 +50,13 @@ from tying.train._vetting import (
     callable_overrides,
     forward_key,
     func_name,
+    gradless,
     params_behind,
     refuse_mixing_forward,
     refuse_parameter_hooks,  # noqa: F401 - its old address (per_example_refusals)
     tensors_in,
     unchanged,
 )
-from tying.train._vetting import GRADLESS_CALLS as _GRADLESS_CALLS
 from tying.train._vetting import METADATA_CALLS as _METADATA_CALLS
 from tying.train._weight_cancels import WeightCancels
 from tying.train.known_losses import KnownLosses, loss_key
@@ -855,8 +855,8 @@ def _refuse_hidden_read(func, args, kwargs, names: dict[int, str]) -> None:
         hidden = id(t) in names
         if not hidden and not (t.requires_grad and not _is_wrapped(t)):
             continue
-        if _gradless(func):
-            return
+        if gradless(func):  # no gradient, no example's share dropped: a Scaled tie read
+            return  # once outside the step was refused at B = 1 (stop 60)
         if hidden:
             raise ValueError(
                 f"per-example gradients: trainable parameter {names[id(t)]} is read by "
@@ -883,14 +883,6 @@ def _refuse_hidden_read(func, args, kwargs, names: dict[int, str]) -> None:
             f"forward (e.g. self.lin.weight.t() there), register it as a parameter, or "
             f"detach it if it is not to be trained"
         )
-
-
-def _gradless(func) -> bool:
-    """Whether ``func`` makes no gradient (a ``.detach()``, any call under ``torch.no_grad()``,
-    such as tying.core's check of a computed slot's last value): it drops no example's share
-    of one. Asked only before a refusal: a Scaled tie read once outside the step was refused
-    at B = 1 (stop 60)."""
-    return func in _GRADLESS_CALLS or not torch.is_grad_enabled()
 
 
 class _ParamWatch(TorchFunctionMode):

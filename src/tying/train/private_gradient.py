@@ -288,6 +288,13 @@ def _no_rows(params) -> torch.Tensor:
     return torch.zeros(0) if first is None else first.new_zeros(0)
 
 
+def _nothing_to_clip(names, tensors) -> PrivateGrad:
+    """An empty Poisson batch's result: zero sums, ``(0,)`` norms and losses."""
+    tensors = list(tensors)
+    zero = {n: torch.zeros_like(p) for n, p in zip(names, tensors)}
+    return PrivateGrad(zero, _no_rows(tensors), _no_rows(tensors))
+
+
 def _rows(g: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
     """``g`` (B, *shape) as a (B, P) matrix in its memory order, and that order of dims 1...
 
@@ -323,8 +330,7 @@ def _vmap_clipped_sum(
     B = y.shape[0]
     chunk = max(1, min(B, CHUNK_ELEMENTS // max(pe.size, 1)))
     if B == 0:  # an empty batch: nothing to clip
-        zero = {n: torch.zeros_like(p) for n, p in zip(pe.names, pe.params)}
-        return PrivateGrad(zero, _no_rows(pe.params), _no_rows(pe.params))
+        return _nothing_to_clip(pe.names, pe.params)
     summed, norms, losses = None, [], []
     for start in range(0, B, chunk):
         if chunk >= B:  # the whole batch: no slicing (two ops on a tiny model's step)
@@ -540,8 +546,7 @@ def private_grad(
 def _clipped_sum(model, ghost, loss_fn, x, y, max_grad_norm, pe=None):
     if ghost is not None and y.shape[0] == 0:  # an empty Poisson batch: nothing to clip
         # (ghost clipping's reshapes failed on it: "cannot reshape tensor of 0 elements")
-        zero = {n: torch.zeros_like(p) for n, p in zip(*ghost._trainable)}
-        return PrivateGrad(zero, _no_rows(zero.values()), _no_rows(zero.values()))
+        return _nothing_to_clip(*ghost._trainable)
     if ghost is not None:
         res = ghost.clip(loss_fn, x, y, max_grad_norm)  # it refuses NaN/inf losses itself
         _check_finite_norms(res.norms)
