@@ -17,6 +17,8 @@ import os
 
 import numpy as np
 
+from tying.hmm.sequences import _locate
+
 __all__ = ["memory_bytes", "refuse_oversized", "table_fits"]
 
 
@@ -58,9 +60,7 @@ def refuse_oversized(X: np.ndarray, lengths, n_states: int, n_symbols: int, why:
     if table_fits(n_states, n_symbols):
         return
     row = int(np.argmax(X))
-    ends = np.cumsum(lengths)
-    seq = int(np.searchsorted(ends, row, side="right"))
-    pos = row - (int(ends[seq - 1]) if seq else 0)
+    seq, pos = _locate(row, lengths)
     size = n_states * n_symbols * 8
     distinct = len(np.unique(X))
     raise ValueError(

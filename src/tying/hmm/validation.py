@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tying.hmm.integer_args import as_integer
+
 
 def _check_finite(log_likelihood: np.ndarray, it: int) -> None:
     """Refuse an E-step in which some sequence has probability 0 (naming it)."""
@@ -113,10 +115,12 @@ def _broadcast(value: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _positive_int(name: str, value) -> int:
-    """``value`` as an int; a ValueError naming ``name`` unless it is an integer >= 1 (not bool)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    """``value`` as an int; a ValueError naming ``name`` unless it is an integer >= 1 (not
+    bool; a 0-d integer array is one, as :func:`~tying.hmm.integer_args.as_integer` reads it)."""
+    n = as_integer(value)
+    if n is None or n < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    return n
 
 
 def _check_n_threads(n_threads) -> None:
