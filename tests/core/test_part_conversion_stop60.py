@@ -132,3 +132,18 @@ def test_a_container_deeper_than_the_tied_path_that_lacks_the_source_is_refused(
     outer = nn.Sequential(nn.Sequential(model))  # a container above the whole model
     outer.half()
     assert model.emb(torch.tensor([1, 2])).dtype == torch.float16 and tying.verify(model) == 1
+
+
+def test_a_callers_own_fn_used_twice_is_checked_again_after_the_part_changed():
+    def to_half(t):
+        return t.half() if t.is_floating_point() else t
+
+    model = nn.ModuleDict({"e": nn.Embedding(5, 4), "part": nn.ModuleDict({"h": nn.Linear(4, 5)})})
+    tying.Plan([tying.share("part.h.weight", like="e.weight")]).apply(model)
+    model["part"]["e2"] = model["e"]  # the part holds the source: goes through
+    model["part"]._apply(to_half)
+    model["e"].float()  # the source's module is not tied: no check runs
+    del model["part"]["e2"]
+    with pytest.raises(tying.TieError, match=r"part\.h\.weight"):
+        model["part"]._apply(to_half)
+    assert model["part"]["h"].bias.dtype == torch.float16  # from the first call only

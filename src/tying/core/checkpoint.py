@@ -188,15 +188,10 @@ def absent_slots(named, model: nn.Module) -> list[str]:
     that is no slot of it is a relation's own storage (``b.weight_scale``,
     ``b.weight_physical``, which a model tied otherwise lacks) or a tensor under
     ``parametrize``, and the rule's own message names the cause and the fix."""
-    has = {canonical(n) for n in Inventory(model).slots}
-    has |= {canonical(n) for n, _ in model.named_buffers(remove_duplicate=False)}
     modules = {canonical(n) for n, _ in model.named_modules(remove_duplicate=False)}
+    # every slot and buffer of the model lies in one of its modules: the module decides
     return sorted(
-        n
-        for n in named
-        if isinstance(n, str)
-        and canonical(n) not in has
-        and canonical(n).rpartition(".")[0] not in modules
+        n for n in named if isinstance(n, str) and canonical(n).rpartition(".")[0] not in modules
     )
 
 

@@ -56,16 +56,21 @@ def in_functional_swap() -> bool:
     return False
 
 
+def _functional_call_frame():
+    """The frame of the innermost ``functional_call`` running now (torch's
+    ``stateless._functional_call``); None outside one."""
+    frame = sys._getframe(2)
+    while frame is not None and not (
+        frame.f_code.co_name == "_functional_call" and frame.f_globals.get("__name__") == _STATELESS
+    ):
+        frame = frame.f_back
+    return frame
+
+
 def _functional_tie_weights() -> bool | None:
     """``tie_weights`` of the innermost ``functional_call`` running now; None outside one."""
-    frame = sys._getframe(2)
-    while frame is not None:
-        if frame.f_code.co_name == "_functional_call" and frame.f_globals.get("__name__") == (
-            _STATELESS
-        ):
-            return bool(frame.f_locals.get("tie_weights", True))
-        frame = frame.f_back
-    return None
+    frame = _functional_call_frame()
+    return None if frame is None else bool(frame.f_locals.get("tie_weights", True))
 
 
 def check_source_swap(slot, module: nn.Module, src: torch.Tensor) -> None:
@@ -295,15 +300,9 @@ def _refuse_untied_swap(slot, module: nn.Module, how: str):
 
 def _functional_call_module() -> nn.Module | None:
     """The module the innermost running ``functional_call`` was given, or None."""
-    frame = sys._getframe(1)
-    while frame is not None:
-        if frame.f_code.co_name == "_functional_call" and frame.f_globals.get("__name__") == (
-            _STATELESS
-        ):
-            module = frame.f_locals.get("module")
-            return module if isinstance(module, nn.Module) else None
-        frame = frame.f_back
-    return None
+    frame = _functional_call_frame()
+    module = None if frame is None else frame.f_locals.get("module")
+    return module if isinstance(module, nn.Module) else None
 
 
 def own_seen(slot, mapped):
@@ -330,11 +329,7 @@ def _given_in_its_own_place(src: torch.Tensor) -> bool | None:
     ``_reparametrize_module`` generator, suspended while the call runs, holds both the
     dict given (``untied_parameters_and_buffers``) and what it swapped out
     (``orig_parameters_and_buffers``), by the same names."""
-    frame = sys._getframe(1)
-    while frame is not None and not (
-        frame.f_code.co_name == "_functional_call" and frame.f_globals.get("__name__") == _STATELESS
-    ):
-        frame = frame.f_back
+    frame = _functional_call_frame()
     if frame is None:
         return None
     given = frame.f_locals.get("parameters_and_buffers")

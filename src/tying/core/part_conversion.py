@@ -130,6 +130,11 @@ _LAST: list = [None, None, {}]
 
 
 def _held_cache(fn, root: nn.Module) -> dict:
+    if getattr(fn, "__module__", None) != nn.Module.__module__:
+        # only torch's own conversions (.to, .half, .cuda, ...) make a new fn per call; a
+        # caller's fn kept between two calls on one part would read the first call's answer
+        # after the part's modules changed (a source taken out of it: converted silently)
+        return {}
     ref = _LAST[0]
     if ref is not None and ref() is fn and _LAST[1] == id(root):
         return _LAST[2]
