@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tying.chem.read_only import as_key, other_spelling
+from tying.chem.read_only import _ImproperTerms, _SectionTerms
 
 if TYPE_CHECKING:
     from tying.chem.assign import Assignment
@@ -239,20 +239,13 @@ class PackedTerms(Mapping):
             keys = zip(*[atoms] * a)  # consecutive runs of `arity` atoms
             params = map(self._parameters.__getitem__, self._positions[lo : lo + n])
             # in key order, as the toolkit's label_molecules and unpacked sections (stop 57)
-            self._dict = dict(sorted(zip(keys, params), key=_KEY))
+            # read in any atom order, as an unpacked section (stop 59, 60)
+            kind = _ImproperTerms if self._improper else _SectionTerms
+            self._dict = kind(sorted(zip(keys, params), key=_KEY))
         return self._dict
 
     def __getitem__(self, key):
-        terms = self._terms()
-        key = as_key(key)  # a list of atoms reads as the toolkit reads it (stop 60)
-        try:
-            return terms[key]
-        except KeyError:
-            # another atom order of a stored term, as the toolkit's labels read it (stop 59)
-            other = other_spelling(key, self._improper)
-            if other is None or other not in terms:
-                raise
-            return terms[other]
+        return self._terms()[key]  # any atom order, a list too (stop 59, 60)
 
     def __iter__(self):
         return iter(self._terms())
@@ -261,12 +254,7 @@ class PackedTerms(Mapping):
         return self._count
 
     def __contains__(self, key) -> bool:
-        terms = self._terms()
-        key = as_key(key)
-        if key in terms:
-            return True
-        other = other_spelling(key, self._improper)
-        return other is not None and other in terms
+        return key in self._terms()
 
     def __eq__(self, other):
         if isinstance(other, PackedTerms):
