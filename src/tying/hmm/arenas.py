@@ -119,7 +119,7 @@ def _take(n: int) -> np.ndarray:
         return block
 
 
-def carve(shapes: list[dict]) -> list[dict]:
+def carve(shapes: list[dict], offsets: list | None = None) -> list[dict]:
     """Float64 arrays of the given shapes, carved from one block, each on whole cache
     lines of its own (it starts on a 64-byte boundary and no other array shares its
     last line), so that threads writing different arrays never share a line. The
@@ -131,6 +131,9 @@ def carve(shapes: list[dict]) -> list[dict]:
 
     Args:
         shapes: per unit, ``{name: shape}``.
+        offsets: a list to append, per unit, ``(block, {name: offset})`` to: the block
+            carved and each array's first element's place in it, in float64s (what a
+            caller would otherwise read from each array's address).
 
     Returns:
         Per unit, ``{name: array}``.
@@ -145,11 +148,14 @@ def carve(shapes: list[dict]) -> list[dict]:
     off = (-address(block) % 64) // 8  # the first 64-byte boundary
     out = []
     for d, row in zip(shapes, sizes, strict=True):
-        arrays = {}
+        arrays, at = {}, {}
         for (name, shape), n in zip(d.items(), row, strict=True):
             arrays[name] = block[off : off + n].reshape(shape)
+            at[name] = off
             off += -(-n // _STEP) * _STEP
         out.append(arrays)
+        if offsets is not None:
+            offsets.append((block, at))
     return out
 
 

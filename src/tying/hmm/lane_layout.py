@@ -97,11 +97,18 @@ class LaneLayout:
             batch, X.shape[1], kernels.LANE_BLOCK, K, covariance_type
         )
         self.units = []
-        for (static, _), arrays in zip(plans, arenas.carve([a for _, a in plans]), strict=True):
+        #: ``(u, name) -> (array, block, offset)``: where :func:`arenas.carve` put each
+        #: unit array, so the compiled loop's plan reads a unit table's offsets from here
+        #: for an array that is still the one carved (``fused_em._unit_offsets``)
+        self.carved: dict = {}
+        at: list = []
+        carved = arenas.carve([a for _, a in plans], offsets=at)
+        for (static, _), arrays in zip(plans, carved, strict=True):
             # the plan is shared by every layout of these lengths: each gets its own
             # copies of its arrays (a few KB), so nothing a fit writes reaches the next
             own = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in static.items()}
             self.units.append(own | arrays)
+        self._record(carved, at)
 
         # a unit's work: its lane-steps (padding lanes included: the loops run over them)
         self.cost = [u["XL"].shape[0] * u["XL"].shape[2] for u in self.units]
@@ -248,12 +255,21 @@ class LaneLayout:
                     shapes[-1] |= {"bw": (Tw, K, Sw), "alphaw": (Tw, K, Sw)}
             else:
                 shapes.append({"b": (T, K, S), "alpha": (T, K, S)})
-        for unit, arrays in zip(self.units, arenas.carve(shapes), strict=True):
+        at: list = []
+        carved = arenas.carve(shapes, offsets=at)
+        for unit, arrays in zip(self.units, carved, strict=True):
             unit["b"], unit["alpha"] = arrays["b"], arrays["alpha"]
             for name in ("inv_c", "bw", "alphaw"):
                 if name in arrays:
                     unit[name] = arrays[name]
+        self._record(carved, at)
         self._K = K
+
+    def _record(self, carved: list, at: list) -> None:
+        """Keep where :func:`arenas.carve` put the arrays it gave (see :attr:`carved`)."""
+        for u, (arrays, (block, offsets)) in enumerate(zip(carved, at, strict=True)):
+            for name, a in arrays.items():
+                self.carved[u, name] = (a, block, offsets[name])
 
 
 #: the unit plans of the last few sequence layouts (see :func:`_unit_plans`)

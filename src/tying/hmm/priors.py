@@ -207,7 +207,10 @@ def check_fitted_finite(model, cause: BaseException | None = None) -> None:
 
 
 def _check_fitted_finite(model, cause: BaseException | None) -> None:
-    for private, value in model._state_arrays().items():
+    arrays = model._state_arrays()
+    if cause is None and _all_plainly_valid(arrays):
+        return
+    for private, value in arrays.items():
         kind = private[1:]
         if _plainly_valid(kind, value, cause):
             continue
@@ -257,6 +260,27 @@ def _plainly_valid(kind: str, value: np.ndarray, cause: BaseException | None) ->
     if kind in _DISTRIBUTIONS:
         return bool((np.abs(value.sum(-1) - 1.0) <= _ROW_SUM_TOL).all())
     return True
+
+
+def _all_plainly_valid(arrays: dict) -> bool:
+    """:func:`_plainly_valid` of every state array at once, in fewer NumPy calls (each
+    costs 2-4 us right after an EM run has flushed the caches: 18 calls were 30-80 us of
+    a small fit, 2026-12-07). True only where each array's own quick check is True: a
+    distribution's row sums are finite (so are its entries) and within
+    :data:`_ROW_SUM_TOL` of 1 (their largest deviation; NaN compares False); the other
+    sums, added as Python floats, are finite only when every one of them is (an
+    overflow of finite sums answers False, and the per-array checks decide). False sends
+    the arrays to those checks, which name the offending entry."""
+    total = 0.0
+    for private, value in arrays.items():
+        if not value.size:  # (no largest deviation): the per-array checks decide
+            return False
+        if private[1:] in _DISTRIBUTIONS:
+            if not np.abs(value.sum(-1) - 1.0).max() <= _ROW_SUM_TOL:
+                return False
+        else:
+            total += float(value.sum())
+    return bool(np.isfinite(total))
 
 
 def _why(model) -> str:
