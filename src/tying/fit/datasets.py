@@ -444,6 +444,32 @@ def _bad_values(values: np.ndarray) -> str | None:
     return f"{int(bad.sum())} NaN/inf value(s), the first at point {first}"
 
 
+def _omit_fix(label: str, x: np.ndarray, ds: Dataset) -> str:
+    """The code that drops the points, as lmfit's ``nan_policy='omit'`` does (stop 61: the
+    advice said "drop those points" with no way to do it). The mask tests every array
+    given per point, so one pass drops them all; a list is indexed as an array."""
+    given = [("x", ds.x), ("y", ds.y)]
+    if ds.sigma is not None and np.ndim(ds.sigma) > 0:
+        given.append(("sigma", ds.sigma))
+    elif label == "sigma":  # one sigma for all points: it is the number that is wrong
+        return "give a finite sigma (one number for every point), or one per point"
+    tests = [
+        "np.isfinite(x).reshape(len(x), -1).all(axis=1)"
+        if n == "x" and x.ndim > 1
+        else f"np.isfinite({n})"
+        for n, _ in given
+    ]
+    keep = [
+        f"np.asarray({n})[keep]" if isinstance(v, (list, tuple)) else f"{n}[keep]" for n, v in given
+    ]
+    if ds.metadata:
+        keep.append("metadata")
+    return (
+        f"drop those points before fitting (lmfit's nan_policy='omit'): keep = "
+        f"{' & '.join(tests)}, then pass ({', '.join(keep)})"
+    )
+
+
 def stack(datasets: Sequence[Any]) -> StackedData:
     """Check every data set and store them padded.
 
@@ -469,7 +495,7 @@ def stack(datasets: Sequence[Any]) -> StackedData:
         >>> stack([(np.zeros(2), np.array([1.0, np.nan]))])
         Traceback (most recent call last):
         ...
-        ValueError: dataset 'dataset 0' (index 0): y has 1 NaN/inf value(s), the first at point 1; drop those points before fitting
+        ValueError: dataset 'dataset 0' (index 0): y has 1 NaN/inf value(s), the first at point 1; drop those points before fitting (lmfit's nan_policy='omit'): keep = np.isfinite(x) & np.isfinite(y), then pass (x[keep], y[keep])
     """
     if isinstance(datasets, (Dataset, Mapping)) or not isinstance(datasets, Sequence):
         raise TypeError(
@@ -554,9 +580,7 @@ def stack(datasets: Sequence[Any]) -> StackedData:
         for label, values in (("x", x), ("y", y), ("sigma", sigma)):
             problem = _bad_values(values)
             if problem:
-                raise ValueError(
-                    f"{where}: {label} has {problem}; drop those points before fitting"
-                )
+                raise ValueError(f"{where}: {label} has {problem}; {_omit_fix(label, x, ds)}")
         if np.any(sigma <= 0):
             first = int(np.flatnonzero(sigma <= 0)[0])
             raise ValueError(

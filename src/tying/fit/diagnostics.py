@@ -132,7 +132,11 @@ def _at_bounds(pmap: ParameterMap, theta: np.ndarray, jw: np.ndarray, r: np.ndar
 
 def _degenerate_pair(cov_logical: np.ndarray, pmap: ParameterMap) -> str:
     """Name two fitted parameters whose estimates are (almost) perfectly correlated, or ""."""
-    found = _pair_found(cov_logical)
+    return _pair_text(_pair_found(cov_logical), pmap)
+
+
+def _pair_text(found: tuple[int, int, int, float] | None, pmap: ParameterMap) -> str:
+    """The words of :func:`_degenerate_pair` for a pair :func:`_pair_found` found, or ""."""
     if found is None:
         return ""
     k, i, j, c = found

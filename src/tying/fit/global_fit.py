@@ -75,6 +75,7 @@ from tying.fit.diagnostics import (  # noqa: F401  (re-exported: global_fit.<nam
     _not_stationary,
     _on_bounds,
     _pair_found,
+    _pair_text,
     _plateau,
     _secant_covariance,
     _second_order,
@@ -86,7 +87,13 @@ from tying.fit.diagnostics import (  # noqa: F401  (re-exported: global_fit.<nam
 )
 from tying.fit.lmfit_idioms import call_argument_advice, keyword_fix, run_name_advice
 from tying.fit.model import ModelEvaluator
-from tying.fit.rank_deficient import estimable, null_names, pair_message, singular_route
+from tying.fit.rank_deficient import (
+    estimable,
+    null_names,
+    pair_message,
+    rank_scale,
+    singular_route,
+)
 from tying.fit.result import FitResult, build_values
 from tying.fit.roles import ParameterMap, _hint
 from tying.fit.solvers import (
@@ -724,7 +731,7 @@ class GlobalFit:
         try:
             cov_s_global, cov_s_logical = schur.covariance(h_cov, pmap.index, pmap.n_global)
             inflation = _inflation(cov_s_logical, h_cov, pmap)
-            in_null, rank_route = None, False  # along a null direction of J (SVD route)
+            in_null, rank_route, n_null = None, False, 0  # along a null direction of J (SVD)
             if not _inverse_ok(inflation):
                 rounding_pair = _degenerate_pair(cov_s_logical, pmap)
                 # estimable parameters keep their errors from the SVD of J; only those
@@ -740,26 +747,30 @@ class GlobalFit:
                         found = None
                 if found is None:
                     raise np.linalg.LinAlgError("the normal matrix is singular to rounding")
-                cov_s_global, cov_s_logical, var_s_logical, in_null, inflation = found
+                cov_s_global, cov_s_logical, var_s_logical, in_null, inflation, n_null = found
                 kept = np.where(in_null[pmap.index], 0.0, 1.0)  # a pair of estimable ones
                 found_pair = _pair_found(kept[:, :, None] * kept[:, None, :] * cov_s_logical)
-                pair, by_svd, rank_route = ("pair" if found_pair else ""), True, True
+                pair, by_svd, rank_route = _pair_text(found_pair, pmap), True, True
                 ill = _ill_conditioned(inflation, pmap, by_svd)
             else:
                 ill = _ill_conditioned(inflation, pmap)
-                pair = _degenerate_pair(cov_s_logical, pmap)
                 found_pair = _pair_found(cov_s_logical)
+                pair = _pair_text(found_pair, pmap)
                 var_s_logical = np.diagonal(cov_s_logical, axis1=1, axis2=2)
                 by_svd = False
                 if pair or ill:  # errors from the SVD of J, not (JᵀJ)⁻¹'s noise (stop 60)
-                    cov_s_global, cov_s_logical, var_s_logical, in_null = estimable(
+                    cov_s_global, cov_s_logical, var_s_logical, in_null, n_null = estimable(
                         jws, unread, pmap, cov_s_global, cov_s_logical
                     )
                     by_svd = in_null is not None
                     ill = ill and _ill_conditioned(inflation, pmap, by_svd)
             # cov_ij = cov_s_ij·f_i·f_j with f = √scale / cs: each factor is about a
             # standard error over the scaled one, so it is finite where the errors are
-            f = np.sqrt(scale) / cs  # (n_physical,)
+            # beside null directions, chi2 / (n - rank J), as a fit holding them (stop 61)
+            scale_r, scaled = (
+                rank_scale(chi2, nfree, n_null, scale) if self.scale_covar else (scale, "")
+            )
+            f = np.sqrt(scale_r) / cs  # (n_physical,)
             fl = f[pmap.index]  # (K, P)
             with np.errstate(over="ignore", invalid="ignore"):
                 cov_global = cov_s_global * f[: pmap.n_global, None] * f[None, : pmap.n_global]
@@ -791,7 +802,8 @@ class GlobalFit:
                     f"estimated: the Jacobian is singular ({which}), so the values of those "
                     f"parameters are arbitrary, not fitted; fix them, remove them, or change "
                     f"their roles; the other standard errors are read from the SVD of the "
-                    f"Jacobian without that direction (the same whichever of them is fixed)"
+                    f"Jacobian without that direction (the same whichever of them is fixed"
+                    f"{', ' + scaled if scaled else ''})"
                 )
                 warnings.warn(
                     f"global fit: singular Jacobian, standard errors of "

@@ -38,7 +38,8 @@ LMFIT_KEYWORDS = {
     "params": "starting values are init={name: value}, bounds bounds={name: (lo, hi)}, "
     "fixed values fixed={name: value}",
     "nan_policy": "there is no switch: NaN/inf in the data is refused (lmfit's 'raise'); "
-    "for 'omit' drop those points from the data set",
+    "for 'omit' drop those points from the data set: keep = np.isfinite(x) & "
+    "np.isfinite(y), then pass (x[keep], y[keep])",
     # stop 60: these got Python's bare "unexpected keyword argument"
     "calc_covar": "there is no switch: the covariance is always computed "
     "(result.covariance, result.stderr)",
@@ -267,3 +268,68 @@ def call_argument_advice(method: str, args: tuple[Any, ...], kwargs: Mapping[str
         f"{head}; to fit other data set fit.datasets = [(x, y), ...] (or [(x, y, sigma), ...]), "
         f"then fit.{method}()"
     )
+
+
+def _lmfit_steps(maxiter: object) -> str:
+    """``max_steps`` that reaches as far as lmfit's ``maxiter`` steps of one stderr."""
+    import numpy as np
+
+    if isinstance(maxiter, (bool, np.bool_)) or not isinstance(maxiter, (int, np.integer)):
+        return ""
+    reach = int(maxiter) + 1  # lmfit stops after step maxiter + 1 (at i > maxiter)
+    if reach < 1:
+        return ""
+    # ours: steps of one stderr, doubling after the fourth (step k at 4·2^(k-4) stderr)
+    k = reach if reach <= 4 else 4 + int(np.ceil(np.log2(reach / 4)))
+    return f"max_steps={k}"
+
+
+def refuse_conf_interval_keywords(lmfit: dict[str, object]) -> None:
+    """Name ours for lmfit's ``conf_interval`` keywords (Python's bare error named none).
+
+    Beside GlobalFit's table (:data:`LMFIT_KEYWORDS`) since stop 61 (it lived in profile.py).
+    """
+    from tying.fit.uncertainty import probabilities_advice  # roles -> here: no cycle
+
+    if not lmfit:
+        return
+    key, value = next(iter(lmfit.items()))
+    fixes = {
+        "maxiter": lambda v: (
+            f"the budget is max_steps= (default 30), profile steps per side before an end "
+            f"is given up (NaN with a FitWarning; lmfit's maxiter gives ±inf there). lmfit "
+            f"takes maxiter + 1 steps of one stderr, ours steps by one stderr doubling "
+            f"after the fourth, so "
+            f"{_lmfit_steps(v) or 'max_steps=k'} reaches as far as maxiter={literal(v)}"
+            + (f": pass {_lmfit_steps(v)}" if _lmfit_steps(v) else "")
+        ),
+        # literal(): p_names=np.array(["a"]) advised names=array(['a'], dtype='<U1') (review 60)
+        "p_names": lambda v: (
+            f"the parameters are names= (the first argument): pass names={literal(v)}"
+        ),
+        "probs": lambda v: (
+            "levels are sigmas= in σ (1 to 10); for a probability p pass "
+            "sigma = sqrt(2)·erfinv(p)"
+            # the levels of the probabilities given (stop 60: always p = 0.95's 1.9600)
+            + (f": {probabilities_advice(v)}" if probabilities_advice(v) else "")
+        ),
+        "trace": lambda v: (
+            "there is no switch: every ProfileInterval keeps its trace in .profile, the "
+            "(value, chi2) points tried, always"
+        ),
+        "verbose": lambda v: "the switch is progress=True (a progress bar over the profiles)",
+        "prob_func": lambda v: (
+            "there is none: the probability is always lmfit's default F-test (f_compare)"
+        ),
+        "min_rel_change": lambda v: (
+            "there is none: a profile that levels off below a level gives ±inf with a "
+            "FitWarning naming it"
+        ),
+    }
+    fixes["prob"] = fixes["probs"]
+    fix = (
+        fixes[key](value)
+        if key in fixes
+        else ("its keywords are names, sigmas, max_steps and progress")
+    )
+    raise TypeError(f"conf_interval() got an unexpected keyword argument {key!r}: {fix}")

@@ -325,9 +325,17 @@ class ModelEvaluator(Derivatives):
                 if _is_tensor(out)
                 else f"returned {type(out).__name__}, not a tensor that depends on the parameters"
             )
+        by_name = isinstance(numpy_exc, IndexError) and "only integers, slices" in str(numpy_exc)
         raise ValueError(
             f"model_fn fails on {self._where(0)} at the starting values. With torch "
             f"tensors: {torch_error}. With NumPy arrays: {numpy_error}"
+            + (
+                # x['t'] of a DataFrame x: its values arrive, not its labels (stop 61)
+                "; if model_fn reads x by a column name: x reaches it as an array (a pandas "
+                "DataFrame's values, columns in their order), so read x[:, 0], x[:, 1], ..."
+                if by_name
+                else ""
+            )
         ) from numpy_exc
 
     def _batched_params(self, values: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -41,8 +41,12 @@ MAX_DENSE = 4_000_000
 
 
 def estimable_covariance(
-    jw: np.ndarray, index: np.ndarray, n_physical: int, held: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray] | None:
+    jw: np.ndarray,
+    index: np.ndarray,
+    n_physical: int,
+    held: np.ndarray | None = None,
+    count: bool = False,
+) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, int] | None:
     """The covariance ``(JᵀJ)⁺`` from the SVD of J, null directions left out.
 
     Args:
@@ -50,11 +54,13 @@ def estimable_covariance(
         index: ``(K, P)`` physical indices.
         n_physical: the length of the physical vector.
         held: ``(K, P)`` slots held out of the fit (a unit row decouples each), or None.
+        count: also return the number of null directions (``P - rank(J)``).
 
     Returns:
         ``(cov (n_physical, n_physical), in_null (n_physical,))``: the pseudo-inverse, and
-        which parameters have a component along a null direction (not estimable); None
-        past :data:`MAX_DENSE` or where every direction is null.
+        which parameters have a component along a null direction (not estimable); with
+        ``count``, the number of null directions third. None past :data:`MAX_DENSE` or
+        where every direction is null.
     """
     if not np.all(np.isfinite(jw)):
         return None
@@ -84,4 +90,6 @@ def estimable_covariance(
     keep = ~null
     cov = (vt[keep].T / sv[keep] ** 2) @ vt[keep] / np.outer(d, d)
     in_null = np.sum(vt[null] ** 2, axis=0) > NULL_COMPONENT
+    if count:
+        return 0.5 * (cov + cov.T), in_null, int(null.sum())
     return 0.5 * (cov + cov.T), in_null

@@ -31,7 +31,7 @@ from tying.fit import jacobian as jac_mod
 from tying.fit import schur
 from tying.fit.diagnostics import column_scale
 from tying.fit.equality import ValueEquality
-from tying.fit.lmfit_idioms import literal
+from tying.fit.lmfit_idioms import refuse_conf_interval_keywords
 from tying.fit.model import ModelError, ModelEvaluator
 from tying.fit.roles import ParameterMap
 from tying.fit.solvers import FitWarning, Tolerances, levenberg_marquardt
@@ -449,64 +449,6 @@ class _RefitFailed(Exception):
     pass
 
 
-def _lmfit_steps(maxiter: object) -> str:
-    """``max_steps`` that reaches as far as lmfit's ``maxiter`` steps of one stderr."""
-    if isinstance(maxiter, (bool, np.bool_)) or not isinstance(maxiter, (int, np.integer)):
-        return ""
-    reach = int(maxiter) + 1  # lmfit stops after step maxiter + 1 (at i > maxiter)
-    if reach < 1:
-        return ""
-    # ours: steps of one stderr, doubling after the fourth (step k at 4·2^(k-4) stderr)
-    k = reach if reach <= 4 else 4 + int(np.ceil(np.log2(reach / 4)))
-    return f"max_steps={k}"
-
-
-def _refuse_lmfit_keywords(lmfit: dict[str, object]) -> None:
-    """Name ours for lmfit's ``conf_interval`` keywords (Python's bare error named none)."""
-    if not lmfit:
-        return
-    key, value = next(iter(lmfit.items()))
-    fixes = {
-        "maxiter": lambda v: (
-            f"the budget is max_steps= (default 30), profile steps per side before an end "
-            f"is given up (NaN with a FitWarning; lmfit's maxiter gives ±inf there). lmfit "
-            f"takes maxiter + 1 steps of one stderr, ours steps by one stderr doubling "
-            f"after the fourth, so "
-            f"{_lmfit_steps(v) or 'max_steps=k'} reaches as far as maxiter={literal(v)}"
-            + (f": pass {_lmfit_steps(v)}" if _lmfit_steps(v) else "")
-        ),
-        # literal(): p_names=np.array(["a"]) advised names=array(['a'], dtype='<U1') (review 60)
-        "p_names": lambda v: (
-            f"the parameters are names= (the first argument): pass names={literal(v)}"
-        ),
-        "probs": lambda v: (
-            "levels are sigmas= in σ (1 to 10); for a probability p pass "
-            "sigma = sqrt(2)·erfinv(p)"
-            # the levels of the probabilities given (stop 60: always p = 0.95's 1.9600)
-            + (f": {probabilities_advice(v)}" if probabilities_advice(v) else "")
-        ),
-        "trace": lambda v: (
-            "there is no switch: every ProfileInterval keeps its trace in .profile, the "
-            "(value, chi2) points tried, always"
-        ),
-        "verbose": lambda v: "the switch is progress=True (a progress bar over the profiles)",
-        "prob_func": lambda v: (
-            "there is none: the probability is always lmfit's default F-test (f_compare)"
-        ),
-        "min_rel_change": lambda v: (
-            "there is none: a profile that levels off below a level gives ±inf with a "
-            "FitWarning naming it"
-        ),
-    }
-    fixes["prob"] = fixes["probs"]
-    fix = (
-        fixes[key](value)
-        if key in fixes
-        else ("its keywords are names, sigmas, max_steps and progress")
-    )
-    raise TypeError(f"conf_interval() got an unexpected keyword argument {key!r}: {fix}")
-
-
 def conf_interval(
     result: FitResult,
     names: Sequence[str] | None = None,
@@ -574,7 +516,7 @@ def conf_interval(
         >>> bool(abs(width / res.stderr["k"] - 1) < 0.1)   # near-linear: about one stderr
         True
     """
-    _refuse_lmfit_keywords(lmfit)
+    refuse_conf_interval_keywords(lmfit)
     what = "result.conf_interval"
     _require(result, what)
     data = result._data

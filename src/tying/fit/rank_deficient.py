@@ -28,7 +28,7 @@ from tying.fit.roles import ParameterMap
 
 
 def estimable(jws, held, pmap: ParameterMap, cov_global: np.ndarray, cov_logical):
-    """``(cov_global, cov_logical, var_logical, in_null)`` read from the SVD of J.
+    """``(cov_global, cov_logical, var_logical, in_null, n_null)`` read from the SVD of J.
 
     The covariances are the pseudo-inverse throughout: every estimable combination (a
     prediction, a band ``J C Jᵀ``, an estimable parameter and its correlations) reads
@@ -37,35 +37,55 @@ def estimable(jws, held, pmap: ParameterMap, cov_global: np.ndarray, cov_logical
     ``var_logical`` of those parameters keep the inverse's numbers (meaningless, named by
     the degenerate pair's message); the others are the pseudo-inverse's. ``in_null`` is
     None where the SVD was not taken (past :data:`~tying.fit.null_space.MAX_DENSE`): the
-    inputs come back as they were.
+    inputs come back as they were. ``n_null`` counts the null directions (0 where none).
     """
     var_logical = np.diagonal(cov_logical, axis1=1, axis2=2)
-    found = estimable_covariance(jws, pmap.index, pmap.n_physical, held)
+    found = estimable_covariance(jws, pmap.index, pmap.n_physical, held, count=True)
     if found is None:
-        return cov_global, cov_logical, var_logical, None
-    full, in_null = found
+        return cov_global, cov_logical, var_logical, None, 0
+    full, in_null, n_null = found
     m, idx = pmap.n_global, pmap.index
     var_logical = np.where(in_null[idx], var_logical, np.diagonal(full)[idx])
-    return full[:m, :m], full[idx[:, :, None], idx[:, None, :]], var_logical, in_null
+    return full[:m, :m], full[idx[:, :, None], idx[:, None, :]], var_logical, in_null, n_null
 
 
 def singular_route(jws, held, pmap: ParameterMap, h_cov: np.ndarray):
     """For an inverse singular to rounding: ``(cov_global, cov_logical, var_logical,
-    in_null, inflation)`` from the SVD of J, or None where nothing is estimable there.
+    in_null, inflation, n_null)`` from the SVD of J, or None where nothing is estimable there.
 
     ``var_logical`` is NaN along the null directions (``in_null``, as lmfit's NaN); the
     ``inflation`` (``var_ii·(JᵀJ)_ii`` from the pseudo-inverse, exact where no direction is
     null) is 0 there, so that only estimable parameters are named ill-conditioned.
     """
-    found = estimable_covariance(jws, pmap.index, pmap.n_physical, held)
+    found = estimable_covariance(jws, pmap.index, pmap.n_physical, held, count=True)
     if found is None or found[1].all():
         return None
-    full, in_null = found
+    full, in_null, n_null = found
     m, idx = pmap.n_global, pmap.index
     cov_logical = full[idx[:, :, None], idx[:, None, :]]
     var_logical = np.where(in_null[idx], np.nan, np.diagonal(full)[idx])
     inflation = np.where(in_null, 0.0, _inflation(cov_logical, h_cov, pmap))
-    return full[:m, :m], cov_logical, var_logical, in_null, inflation
+    return full[:m, :m], cov_logical, var_logical, in_null, inflation, n_null
+
+
+def rank_scale(chi2: float, nfree: int, n_null: int, scale: float) -> tuple[float, str]:
+    """``(scale, note)``: the covariance's scale ``χ²/(n - rank J)`` beside null directions.
+
+    ``scale_covar=True`` divided χ² by ``nfree = n - p``, where a fit holding the redundant
+    parameter(s) (the message says the estimable errors are "the same whichever of them is
+    fixed") divides by ``n - (p - n_null)``: 1.9 % apart on a stderr of 30 points (stop 61;
+    left alone at stop 60). The residual variance of a rank-deficient least-squares fit is
+    ``χ²/(n - rank)``; ``nfree`` and ``redchi`` keep lmfit's ``n - nvarys``. ``scale`` (as
+    computed) comes back where there is no null direction or nothing to scale.
+
+    Example:
+        >>> rank_scale(26.0, 26, 1, 1.0)
+        (0.9629629629629629, 'scaled by chi2 / (ndata - rank) = chi2 / 27, not chi2 / nfree')
+    """
+    if n_null <= 0 or nfree <= 0:
+        return scale, ""
+    dof = nfree + n_null
+    return chi2 / dof, f"scaled by chi2 / (ndata - rank) = chi2 / {dof}, not chi2 / nfree"
 
 
 def null_names(in_null: np.ndarray, pmap: ParameterMap) -> str:

@@ -51,7 +51,9 @@ import numpy as np
 from tying.core import Count, Group, TieError
 from tying.fit.bounds_advice import envelope as _envelope
 from tying.fit.datasets import _from_torch, _is_torch, _pandas_index
+from tying.fit.group_starts import by_group_fix, per_group_fix
 from tying.fit.hold_some import hold_some
+from tying.fit.lmfit_idioms import literal
 
 ROLES = ("shared", "per_group", "local", "fixed")
 
@@ -87,7 +89,12 @@ def _lmfit_parameter(label: str, value: Any) -> None:
         lo, hi = item.min, item.max
         if role != "fixed" and (lo is not None and lo > -np.inf or hi is not None and hi < np.inf):
             lost.append(f"min={lo}, max={hi}")
-            fixes.append(f"give bounds={{{key}: ({lo}, {hi})}} and {role}={{{key}: {item.value}}}")
+            # an open side as None: '(0, inf)' was a NameError when followed (stop 61)
+            side = [None if v is None or not np.isfinite(v) else v for v in (lo, hi)]
+            pair = literal((side[0], side[1]))
+            fixes.append(
+                f"give bounds={{{key}: {pair}}} and {role}={{{key}: {literal(item.value)}}}"
+            )
         if lost:
             raise TypeError(
                 f"{label} is an lmfit Parameter ({getattr(item, 'name', '?')!r}) and {role} "
@@ -220,8 +227,23 @@ def _real(label: str, value: Any) -> np.ndarray:
         raise TypeError(
             f"{label} must be real numbers, got {value!r} ({type(value).__name__}); "
             f"give a float (or one per data set / group where that role allows it)"
+            + _option_fix(label, value)
         )
     return np.asarray(arr, dtype=float)
+
+
+def _option_fix(label: str, value: Any) -> str:
+    """For ``fixed={"kind": "quad"}`` (a model option, which lmfit's Model passes through
+    as a keyword): bind it to model_fn. "give a float" alone did not work (stop 61)."""
+    if not label.startswith("fixed[") or not isinstance(value, (str, bool, type(None))):
+        return ""
+    name = label[len("fixed[") : label.index("]")]
+    if not name.startswith(("'", '"')):
+        return ""
+    return (
+        f"; an option of model_fn that is not a number is bound to it, not fixed: "
+        f"GlobalFit(functools.partial(model_fn, {name[1:-1]}={value!r}), ...)"
+    )
 
 
 def _by_name(value: Any) -> bool:
@@ -300,6 +322,7 @@ class ParameterMap:
         dataset_names: Sequence[str] | None = None,
     ):
         self.n_datasets = k = len(metadata)
+        self._metadata = list(metadata)  # for the advice on a dict by group (stop 61)
         self.dataset_names = (
             list(dataset_names) if dataset_names is not None else [f"dataset {i}" for i in range(k)]
         )
@@ -649,11 +672,15 @@ class ParameterMap:
             elif arr.ndim == 1 and len(arr) == int(sel.sum()) and role != "shared":
                 x0[sel] = arr
             else:
-                expected = {"shared": "a number", "per_group": "a number or {group: value}"}.get(
+                expected = {"shared": "a number"}.get(
                     role, f"a number or {self.n_datasets} values (one per data set)"
                 )
+                fix = ""
+                if role == "per_group":  # the list in group order, and which order (stop 61)
+                    idx = self.group_index[name]
+                    expected, fix = per_group_fix(name, self.groups[name], idx, arr)
                 raise ValueError(
-                    f"init[{name!r}] ({role}) must be {expected}, got shape {arr.shape}"
+                    f"init[{name!r}] ({role}) must be {expected}, got shape {arr.shape}{fix}"
                 )
         bad = ~np.isfinite(x0) | (x0 < self.lower) | (x0 > self.upper)
         if bad.any():
@@ -725,6 +752,7 @@ class ParameterMap:
                 + (" and " if missing and unknown else "")
                 + (f"names data set(s) {unknown[:5]} the fit does not have" if unknown else "")
                 + f"; the data sets are {names[:10]}{' ...' if len(names) > 10 else ''}{hint}"
+                + by_group_fix(label, value, self._metadata)
             )
         return [value[n] for n in names]
 
