@@ -69,7 +69,9 @@ def test_a_kekulized_molecule_keeps_its_aromatic_types():
 def test_typing_refuses_what_is_not_a_molecule():
     from rdkit import Chem
 
-    with pytest.raises(TypeError, match="expected an rdkit.Chem.Mol, got int"):
+    with pytest.raises(
+        TypeError, match="type_tuples: expected a SMILES string or an RDKit molecule, got int"
+    ):
         type_tuples(42)
     with pytest.raises(SmilesError, match="query atom"):
         count_type_tuples([Chem.MolFromSmarts("[#6][#8]")])

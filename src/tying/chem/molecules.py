@@ -213,6 +213,12 @@ def input_hint(molecule: Any) -> str:
     """
     if isinstance(molecule, bytes):
         return "; decode bytes first (smiles.decode())"
+    if isinstance(molecule, list) or type(molecule).__name__ == "ndarray":
+        # a row of a table (df.values, a list of lists): stop 61, the error named no fix
+        return (
+            "; a (SMILES, name) pair is a tuple: pass assign_many([tuple(row) for row in rows]), "
+            "or assign(smiles, name=name) for one molecule"
+        )
     if molecule is None:
         return (
             "; RDKit's readers (Chem.SDMolSupplier, Chem.SmilesMolSupplier) yield None for a "

@@ -491,7 +491,7 @@ def find_force_field(name: str | pathlib.Path) -> pathlib.Path:
     if not isinstance(name, (str, pathlib.Path)):
         raise TypeError(
             f"force field: expected an installed name (e.g. 'openff-2.3.0') or a path, "
-            f"got {type(name).__name__}: {name!r}"
+            f"got {type(name).__name__}: {name!r}{_toolkit_hint(name)}"
         )
     path = pathlib.Path(name)
     if not str(name).strip():
@@ -546,6 +546,17 @@ def find_force_field(name: str | pathlib.Path) -> pathlib.Path:
         f"force field called {stem!r}.{hint} tying.chem.available_force_fields() lists the "
         f"{len(names)} installed ones."
     )
+
+
+def _toolkit_hint(name: object) -> str:
+    """How to pass the OpenFF toolkit's ``ForceField`` (stop 61: the error named no fix)."""
+    kind = type(name)
+    if kind.__name__ == "ForceField" and kind.__module__.startswith("openff.toolkit"):
+        return (
+            "; an OpenFF toolkit ForceField (edited in memory, or merged from several files) "
+            "is read from its file: force_field.to_file('my.offxml'), then pass 'my.offxml'"
+        )
+    return ""
 
 
 def _shortened(text: str, keep: int = 60) -> str:

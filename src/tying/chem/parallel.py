@@ -42,6 +42,7 @@ from tying.chem.skipping import (
     warn_skipped,
 )
 from tying.chem.stale import CheckedMol
+from tying.chem.tables import refuse_table
 from tying.core.cpus import usable_cpus
 from tying.core.pools import pool_context
 
@@ -123,6 +124,7 @@ def check_many(values: Any, function: str, what: str) -> None:
             f"{values!r:.80}, which would be read one character at a time; pass a list, "
             f"e.g. {function}([{example!r:.80}])"
         )
+    refuse_table(values, function, what)  # stop 61: its iteration gives its column names
     if isinstance(values, Mapping):
         raise TypeError(
             f"{function}: expected an iterable of {what}, got a {type(values).__name__}, whose "

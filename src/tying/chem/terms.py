@@ -82,12 +82,41 @@ KEYS: dict[str, Callable[[Sequence[int]], tuple[int, ...]]] = {
 def topology_terms(mol: Any) -> dict[str, set[tuple[int, ...]]]:
     """Every bond, angle, proper torsion and atom of a molecule, as canonical keys.
 
+    Args:
+        mol: a SMILES string or an RDKit molecule, perceived as the assigner perceives it
+            (:func:`~tying.chem.molecules.prepare_molecule`: every hydrogen an atom,
+            appended after the existing ones, so their indices stay). Before stop 61 an
+            RDKit molecule was read as given: ``Chem.MolFromSmiles("CCO")`` had 2 bonds,
+            1 angle and no torsion, where its assignment and the toolkit's ``Molecule``
+            have 8, 13 and 12; a SMILES string was a bare ``AttributeError``.
+
+    Returns:
+        ``{"Bonds": {...}, "Angles": {...}, "ProperTorsions": {...}, "vdW": {...}}``.
+
+    Raises:
+        TypeError: when ``mol`` is neither a SMILES string nor an RDKit molecule.
+        SmilesError: as :func:`~tying.chem.molecules.molecule_from_smiles` or
+            :func:`~tying.chem.molecules.prepare_molecule`.
+
     Example:
-        >>> from tying.chem.molecules import molecule_from_smiles
-        >>> t = topology_terms(molecule_from_smiles("CO"))
+        >>> t = topology_terms("CO")
         >>> len(t["Bonds"]), len(t["Angles"]), len(t["ProperTorsions"])
         (5, 7, 3)
     """
+    from tying.chem.molecules import input_hint, molecule_from_smiles, prepare_molecule
+
+    if isinstance(mol, str):
+        return _topology_terms(molecule_from_smiles(mol))
+    if not hasattr(mol, "GetAtoms"):
+        raise TypeError(
+            f"topology_terms: expected a SMILES string or an RDKit molecule, got "
+            f"{type(mol).__name__} {mol!r:.80}{input_hint(mol)}"
+        )
+    return _topology_terms(prepare_molecule(mol))
+
+
+def _topology_terms(mol: Any) -> dict[str, set[tuple[int, ...]]]:
+    """:func:`topology_terms` of a molecule already perceived (every hydrogen an atom)."""
     nbrs = [[n.GetIdx() for n in a.GetNeighbors()] for a in mol.GetAtoms()]
     bonds = {valence_key((b.GetBeginAtomIdx(), b.GetEndAtomIdx())) for b in mol.GetBonds()}
     angles = {(i, j, k) for j, ns in enumerate(nbrs) for i in ns for k in ns if i < k}
@@ -169,7 +198,7 @@ def _check_complete(mol: Any, a: Assignment, label: str, counts: dict[str, int] 
     sections = [s for s in a.terms if s not in ("ImproperTorsions", "Constraints")]
     if counts is not None and all(len(a.terms[s]) == counts[s] for s in sections):
         return
-    topo = topology_terms(mol)
+    topo = _topology_terms(mol)
     what = {"Bonds": "bond", "Angles": "angle", "ProperTorsions": "proper torsion", "vdW": "vdW"}
     for section in sections:
         missing = sorted(topo[section].difference(a.terms[section]))

@@ -20,7 +20,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from tying.chem.molecules import molecule_from_smiles, prepare_molecule
+from tying.chem._rdkit import Chem
+from tying.chem.molecules import input_hint, molecule_from_smiles, prepare_molecule
+from tying.chem.tables import refuse_table
 
 AtomType = tuple[str, str, bool, int]
 
@@ -75,7 +77,18 @@ def type_tuples(mol: Any) -> dict[str, set[tuple]]:
         >>> {k: len(v) for k, v in type_tuples("CCO").items()}
         {'vdW': 3, 'Bonds': 4, 'Angles': 5, 'ProperTorsions': 4, 'ImproperTorsions': 0}
     """
-    mol = molecule_from_smiles(mol) if isinstance(mol, str) else prepare_molecule(mol)
+    if isinstance(mol, str):
+        mol = molecule_from_smiles(mol)
+    elif isinstance(mol, Chem.Mol):
+        mol = prepare_molecule(mol)
+    else:  # stop 61: "expected an rdkit.Chem.Mol, got tuple", naming neither call nor fix
+        hint = input_hint(mol)
+        if isinstance(mol, tuple):
+            hint = "; count_type_tuples takes (SMILES, name) pairs, type_tuples one molecule: pass pair[0]"
+        raise TypeError(
+            f"type_tuples: expected a SMILES string or an RDKit molecule, got "
+            f"{type(mol).__name__} {mol!r:.80}{hint}"
+        )
     types = _types(mol)
     nbrs = [[n.GetIdx() for n in a.GetNeighbors()] for a in mol.GetAtoms()]
     out: dict[str, set[tuple]] = {
@@ -105,13 +118,18 @@ def count_type_tuples(molecules: Iterable[Any]) -> dict[str, int]:
     """Distinct type tuples over a set of molecules, per section and in total.
 
     Args:
-        molecules: SMILES strings or RDKit molecules (as :func:`type_tuples`).
+        molecules: SMILES strings or RDKit molecules (as :func:`type_tuples`), or
+            ``(molecule, name)`` pairs, as ``assign_many`` and
+            :func:`~tying.chem.molecules.load_molecule_set` give them (stop 61: a pair
+            was "expected an rdkit.Chem.Mol, got tuple").
 
     Returns:
         ``{section: count, ..., "total": sum}``.
 
     Raises:
-        TypeError: for one SMILES string (or bytes) instead of a collection of molecules.
+        TypeError: for one SMILES string (or bytes) or a data frame instead of a
+            collection of molecules, or an item that is not a molecule (names it).
+        ValueError: for a tuple that is not a ``(molecule, name)`` pair.
 
     Example:
         >>> count_type_tuples(["CCO", "CC=O"])["Bonds"]
@@ -125,8 +143,16 @@ def count_type_tuples(molecules: Iterable[Any]) -> dict[str, int]:
             f"{type(molecules).__name__} {molecules!r:.80}, which would be read one character "
             f"at a time; pass a list, e.g. count_type_tuples([{molecules!r:.80}])"
         )
+    refuse_table(molecules, "count_type_tuples", "molecules")  # rows lost (stop 61)
     seen: dict[str, set[tuple]] = {}
-    for mol in molecules:
+    for i, mol in enumerate(molecules):
+        if isinstance(mol, tuple):  # a (molecule, name) pair, as assign_many reads it
+            if len(mol) != 2:
+                raise ValueError(
+                    f"count_type_tuples: molecule {i}: expected a SMILES, an RDKit Mol or a "
+                    f"(molecule, name) pair, got a tuple of {len(mol)} items"
+                )
+            mol = mol[0]
         for section, tuples in type_tuples(mol).items():
             seen.setdefault(section, set()).update(tuples)
     out = {s: len(t) for s, t in seen.items()}

@@ -178,7 +178,12 @@ class Unit:
     """A product of base units with integer exponents, e.g. ``kilocalorie / mole / angstrom ** 2``.
 
     Args:
-        powers: base-unit name -> exponent, zero exponents left out.
+        powers: ``(base-unit name, integer exponent)`` pairs (or a mapping), in any order:
+            kept in one order, repeats summed, zeros dropped; or a unit expression, parsed.
+
+    Raises:
+        ValueError: on a name that is not a base unit (names the fix).
+        TypeError: on an exponent that is not an integer, or powers that are not pairs.
 
     Example:
         >>> parse_unit("kilocalorie_per_mole ** 1 * angstrom ** -2") == parse_unit(
@@ -189,6 +194,18 @@ class Unit:
     """
 
     powers: tuple[tuple[str, int], ...]
+
+    # Built by hand (stop 61): Unit((("mole", -1), ("kilocalorie", 1))) was unequal to
+    # parse_unit("kilocalorie / mole"), and Unit((("angstrom", 0),)) to dimensionless
+    # (== compares the tuples as written), with no error; Unit("angstrom") and unknown names
+    # failed later, deep inside. Powers are put in the one order parse_unit gives.
+    def __post_init__(self) -> None:
+        if isinstance(self.powers, str):  # pint's Unit("angstrom")
+            object.__setattr__(self, "powers", parse_unit(self.powers).powers)
+            return
+        canonical = _canonical_powers(self.powers)
+        if canonical != self.powers:
+            object.__setattr__(self, "powers", canonical)
 
     # An openff.units (pint) unit compares by what it is (stop 59): a toolkit script's
     # ``p["length"].unit == unit.angstrom`` was False, without a word
@@ -208,8 +225,7 @@ class Unit:
     @staticmethod
     def of(powers: Mapping[str, int]) -> Unit:
         """Build a unit from ``{base: exponent}`` (order-free, zeros dropped)."""
-        kept = {k: v for k, v in powers.items() if v != 0}
-        return Unit(tuple(sorted(kept.items(), key=lambda kv: _ORDER.index(kv[0]))))
+        return Unit(tuple(powers.items()))
 
     @functools.cached_property
     def dimension(self) -> tuple[tuple[str, int], ...]:
@@ -242,7 +258,17 @@ class Unit:
 class Quantity:
     """A value with its unit, as written in the force-field file.
 
+    Args:
+        value: one real number.
+        unit: a :class:`Unit`, a unit expression (``"angstrom"``) or an openff.units unit.
+
+    Raises:
+        TypeError: when ``value`` is not one real number, or ``unit`` not a unit.
+        ValueError: when ``unit`` is an expression with an unknown name.
+
     Example:
+        >>> Quantity(1.5, "angstrom") == Quantity(0.15, "nanometer")  # a unit as text, as pint
+        True
         >>> q = parse_quantity("1.525970013793 * angstrom ** 1")
         >>> q.value, str(q.unit)
         (1.525970013793, 'angstrom')
@@ -258,6 +284,17 @@ class Quantity:
 
     value: float
     unit: Unit
+
+    # Built by hand (stop 61): pint's own idiom, Quantity(1.5, "angstrom"), made a
+    # Quantity whose unit was the text, which printed right and then failed in ==, hash,
+    # ordering and to() with "'str' object has no attribute 'dimension'"; a value given as
+    # text ("1.5") failed in the same places. The unit may be written as text or an
+    # openff.units unit, as pint takes it; the value is one real number.
+    def __post_init__(self) -> None:
+        if type(self.unit) is not Unit:
+            object.__setattr__(self, "unit", _quantity_unit(self.unit))
+        if type(self.value) is not float and not _is_factor(self.value):
+            raise TypeError(_not_a_value(self.value))
 
     def to(self, unit: str | Unit) -> Quantity:
         """Convert to ``unit`` (a unit expression or :class:`Unit`) of the same dimension.
@@ -504,6 +541,101 @@ def _ordered(q: Quantity, other: object, symbol: str, op: Callable[[Any, Any], b
     return op(q.value, theirs.to(q.unit).value)  # too large for the reference unit
 
 
+def _quantity_unit(unit: object) -> Unit:
+    """The unit of ``Quantity(value, unit)``: a :class:`Unit`, a unit expression, or an
+    openff.units (pint) unit."""
+    if isinstance(unit, Unit):
+        return unit
+    if isinstance(unit, str) or (
+        hasattr(unit, "dimensionality") and not hasattr(unit, "magnitude")
+    ):
+        return _target_unit(unit)
+    if isinstance(unit, Quantity) or hasattr(unit, "magnitude"):  # ours, or pint's
+        raise TypeError(
+            f"Quantity(value, unit): unit must be a unit, got the quantity {unit!r:.80}; pass "
+            f"its unit ({'q.unit' if isinstance(unit, Quantity) else 'quantity.units'})"
+        )
+    raise TypeError(
+        f"Quantity(value, unit): unit must be a tying.chem Unit, a unit expression such as "
+        f"'angstrom' or 'kilocalorie_per_mole / angstrom ** 2', or an openff.units unit, got "
+        f"{type(unit).__name__} {unit!r:.80}"
+    )
+
+
+def _not_a_value(value: object) -> str:
+    """Why ``value`` cannot be a Quantity's value, and what to pass instead."""
+    got = f"{type(value).__name__} {value!r:.80}"
+    if isinstance(value, str):
+        hint = (
+            f"pass float({value!r:.40}), or parse_quantity('<number> * <unit>') for a file's text"
+        )
+    elif getattr(value, "shape", None) not in (None, ()):
+        hint = (
+            "a Quantity holds one number: build one per value, [Quantity(x, unit) for x in values]"
+        )
+    elif hasattr(value, "item"):  # a 0-d array
+        hint = "pass value.item()"
+    elif isinstance(value, bool):
+        hint = "a bool is not a number here: pass 1.0 or 0.0"
+    else:
+        hint = "pass float(value)"
+    return f"Quantity(value, unit): value must be one real number, got {got}; {hint}"
+
+
+def _canonical_powers(powers: object) -> tuple[tuple[str, int], ...]:
+    """``Unit(powers)`` as parse_unit writes it: known base names, integer powers summed
+    per name, zeros dropped, in the module's order; refused with the fix otherwise."""
+    if isinstance(powers, Mapping):
+        powers = tuple(powers.items())
+    try:
+        pairs = [(name, power) for name, power in powers]  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"Unit(powers): expected (base unit, integer power) pairs such as "
+            f"(('angstrom', 1),), got {powers!r:.80}; or parse a unit expression with "
+            f"parse_unit('angstrom')"
+        ) from None
+    summed: dict[str, int] = {}
+    for name, power in pairs:
+        if name not in _BASE:
+            raise ValueError(f"Unit(powers): {_not_base(name)}")
+        if not isinstance(power, numbers.Integral) or isinstance(power, bool):
+            raise TypeError(
+                f"Unit(powers): the power of {name!r} must be an integer, got "
+                f"{type(power).__name__} {power!r}"
+            )
+        summed[name] = summed.get(name, 0) + int(power)
+    kept = sorted(((k, v) for k, v in summed.items() if v != 0), key=lambda kv: _ORDER.index(kv[0]))
+    return tuple(kept)
+
+
+def _not_text(function: str, text: object, example: str) -> str:
+    """The error for a non-string given to a parser: what it takes, what came, the fix."""
+    if isinstance(text, bytes):
+        hint = "; decode bytes first (text.decode())"
+    elif isinstance(text, (Unit, Quantity)):
+        hint = f"; it is already a {type(text).__name__}: use it as it is"
+    elif _is_factor(text):
+        hint = "; a number alone has no unit: write both, or build Quantity(number, 'angstrom')"
+    else:
+        hint = ""
+    return (
+        f"{function} takes a string such as {example}, got {type(text).__name__} {text!r:.80}{hint}"
+    )
+
+
+def _not_base(name: object) -> str:
+    """Why ``name`` is not a base unit, and the fix (advice that works when followed)."""
+    if not isinstance(name, str):
+        return f"a base unit is named by a string, got {type(name).__name__} {name!r:.80}"
+    known = f"{name!r} is not a base unit (one of {', '.join(_ORDER)})"
+    try:
+        parse_unit(name)
+    except ValueError:
+        return f"{known}, nor a unit name tying.chem reads"
+    return f"{known}; parse_unit({name!r}) reads it: pass Unit({name!r}) or that"
+
+
 def _is_factor(x: object) -> bool:
     """A plain real number (NumPy's too), not a bool (``q * True`` is a slip, not a scale)."""
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
@@ -516,7 +648,6 @@ def _dim_text(unit: Unit) -> str:
 # Cached: a force field writes a handful of unit texts over and over (2,588 reads for
 # Sage's 452 parameters), a third of reading the file, which every assign_many worker
 # does when it starts. A Unit is immutable; a text that fails is not cached.
-@functools.lru_cache(maxsize=4096)
 def parse_unit(text: str) -> Unit:
     """Parse a unit expression: names joined by ``*`` and ``/``, each with an optional ``** n``.
 
@@ -539,6 +670,13 @@ def parse_unit(text: str) -> Unit:
         >>> parse_unit("kilojoule / (mole * nanometer ** 2)") == parse_unit("kJ/mol/nm^2")
         True
     """
+    if type(text) is not str:  # stop 61: None was "'NoneType' object has no attribute 'strip'"
+        raise TypeError(_not_text("parse_unit", text, "'kilocalorie_per_mole / angstrom ** 2'"))
+    return _parse_unit(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_unit(text: str) -> Unit:
     tokens = _tokens(text)
     if not tokens:
         return Unit.of({})
@@ -734,6 +872,8 @@ def parse_quantity(text: str) -> Quantity:
         >>> parse_quantity("180.0 * degree ** 1").to("radian").value
         3.141592653589793
     """
+    if type(text) is not str:  # stop 61: parse_quantity(1.5) was a bare AttributeError
+        raise TypeError(_not_text("parse_quantity", text, "'1.5 * angstrom'"))
     number, star, rest = text.partition("*")
     if not star or not _NUMBER.match(number):
         # pint reads '1.5 angstrom' (no '*') as 1.5 * angstrom, and so the toolkit reads a
