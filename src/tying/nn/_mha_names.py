@@ -66,6 +66,31 @@ def refuse_mha_call(
             raise TypeError(f"Attention: no keyword {name!r} here; {_NAMES[name]}")
         raise TypeError(f"Attention.forward() got an unexpected keyword argument {name!r}")
     value = rest[0]
+    if value is None and all(v is None for v in rest):
+        # attn(x, None, None): the old advice named attn(query, key) for a None "key"
+        raise TypeError(
+            f"Attention takes (x, context=None) by position and masks by keyword only, got "
+            f"{2 + len(rest)} positional arguments (a 3rd, None); drop the trailing None(s): "
+            f"attn(x{'' if context is None else ', context'}) (masks: attn_mask=, "
+            f"key_padding_mask=); {_RETURN}"
+        )
+    if (
+        isinstance(value, torch.Tensor)
+        and value is not x
+        and value is not context
+        and (context is None or value.dtype == torch.bool or value.ndim in (2, 4))
+    ):
+        # attn(x, None, mask) or attn(x, ctx, bool_mask): a mask by position, read as the
+        # "separate value tensor" the call is not (stop 61); it is a keyword here
+        shape = tuple(value.shape)
+        raise TypeError(
+            f"Attention takes (x, context=None) by position and masks by keyword only, got "
+            f"{2 + len(rest)} positional arguments (a 3rd, {shape} {value.dtype}); pass "
+            f"attn(x{'' if context is None else ', context'}, attn_mask=mask) (True = may "
+            f"attend, as F.scaled_dot_product_attention; a bool nn.MultiheadAttention "
+            f"attn_mask is the opposite: ~mask), or key_padding_mask=mask for a (B, S) mask "
+            f"with True = padding; {_RETURN}"
+        )
     if value is context and context is x:
         call = "attn(x) (self-attention)"
     elif value is context:

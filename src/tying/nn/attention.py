@@ -391,6 +391,7 @@ class Attention(nn.Module):
                 raise ValueError(
                     f"Attention(batch_first=False): expected {name} of shape (seq, batch, "
                     f"{self.d_model if name == 'x' else self.d_context}), got {tuple(t.shape)}"
+                    + _unbatched_hint(x, self.d_model, self.batch_first)
                 )
         return x.transpose(0, 1), None if context is None else context.transpose(0, 1)
 
@@ -566,6 +567,7 @@ class Attention(nn.Module):
             want = "(batch, seq" if self.batch_first else "(seq, batch"
             raise ValueError(
                 f"Attention: expected x of shape {want}, {self.d_model}), got {shown(x)}"
+                + _unbatched_hint(x, self.d_model, self.batch_first)
             )
         ctx = x if context is None else context
         if ctx.ndim != 3 or ctx.shape[-1] != self.d_context or ctx.shape[0] != x.shape[0]:
@@ -611,6 +613,19 @@ class Attention(nn.Module):
             + (f", dropout={self.dropout}" if self.dropout else "")
             + ("" if self.batch_first else ", batch_first=False")
         )
+
+
+def _unbatched_hint(x: torch.Tensor, d_model: int, batch_first: bool) -> str:
+    """The batch of one that serves ``nn.MultiheadAttention``'s unbatched ``(seq, d_model)``
+    call (stop 61: the refusal named the shape only)."""
+    if x.ndim != 2 or x.shape[-1] != d_model:
+        return ""
+    axis, take = ("0", "out[0]") if batch_first else ("1", "out[:, 0]")
+    return (
+        f"; one unbatched sequence (seq, {d_model}), as nn.MultiheadAttention takes it, is a "
+        f"batch of one here: pass x.unsqueeze({axis}) (a context likewise, a (S,) "
+        f"key_padding_mask as key_padding_mask[None]) and take {take}"
+    )
 
 
 def _with_causal(mask: torch.Tensor, t: int) -> torch.Tensor:

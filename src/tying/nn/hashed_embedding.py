@@ -52,6 +52,7 @@ from tying.nn._args import assert_in_graph, in_graph, int_arg
 from tying.nn._embedding_names import refuse_bag_mode, refuse_embedding_keywords
 from tying.nn._input_errors import CAUGHT, InputDtypeError, dtype_detail, raise_if_mismatched
 from tying.nn._layer_plans import apply_plan, tie_setting
+from tying.nn._lost_writes import refuse_lost_writes
 from tying.nn.hashed_kernels import FusedKeepLookup, FusedLookup, SparseGather, fused_available
 from tying.nn.hashing import MAX_LOGICAL, MODES, HashedTable, P, combine, qr_split
 
@@ -537,6 +538,9 @@ class HashedEmbedding(nn.Module):
     def _lookup(self, ids, nbags=0, bags=None, fac=None) -> torch.Tensor:
         """Rows of ``ids`` ``(n, D)``, or their weighted sums into ``nbags`` bags ``(nbags, D)``."""
         self._check_own_tie()
+        # the lookup reads the buckets, not the weight slot: a write into layer.weight
+        # (nn.init.normal_, weight[pad] = 0) was lost with no error (stop 61)
+        refuse_lost_writes(self)
         w = self._table_owner().weight_physical
         # the fused kernels are numba loops outside PyTorch: torch.func transforms (vmap,
         # grad, jacrev, jacfwd) cannot see through them, so those take the torch path

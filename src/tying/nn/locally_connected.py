@@ -21,8 +21,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from tying.core.slot_loads import guard_layer
-from tying.nn._args import flag, int_arg, is_bool, is_int
+from tying.nn._args import flag, int_arg, is_bool, is_int, refuse_foreign_keywords
 from tying.nn._input_errors import CAUGHT, InputDeviceError, raise_if_mismatched
+from tying.nn._lc_names import LC_FOREIGN_NAMES
 
 __all__ = ["LocallyConnected2d"]
 
@@ -120,7 +121,10 @@ class LocallyConnected2d(nn.Module):
     Raises:
         ValueError: on non-positive sizes, or a window that does not fit the
             padded input.
-        TypeError: on sizes that are not ints or pairs of ints.
+        TypeError: on sizes that are not ints or pairs of ints; for ``nn.Conv2d``'s
+            ``dilation``, ``groups``, ``padding_mode`` and Keras' ``filters``, ``strides``,
+            ``use_bias``, ``data_format``, ``activation``, ``implementation``, naming what
+            to do here.
 
     Example:
         >>> layer = LocallyConnected2d(3, 16, input_size=32, kernel_size=3, padding=1)
@@ -141,8 +145,11 @@ class LocallyConnected2d(nn.Module):
         bias: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        **foreign: object,
     ) -> None:
         super().__init__()
+        # nn.Conv2d's and Keras' keywords name what to do here (stop 61)
+        refuse_foreign_keywords("LocallyConnected2d", foreign, LC_FOREIGN_NAMES)
         bias = flag("LocallyConnected2d", "bias", bias)
         in_channels, out_channels = (
             int_arg(value, 1, f"{name} must be a positive int, got {value!r}")
