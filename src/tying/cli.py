@@ -184,7 +184,7 @@ def _by_code(given: str) -> str:
     return given
 
 
-def _print_record(console: Console, rec: RunRecord) -> None:
+def _print_record(console: Console, rec: RunRecord, out: pathlib.Path | None = None) -> None:
     claim = claim_for(rec.id)
     code = f"{claim.code} " if claim else ""
     console.rule(f"[bold]{escape(code + rec.id)}[/] — {escape(rec.title)}")
@@ -211,8 +211,9 @@ def _print_record(console: Console, rec: RunRecord) -> None:
         for k, v in rec.measured.items():
             rt.add_row(Text(k), Text(format_value(v)))
         console.print(rt)
-    if rec.figures:
-        console.print(Text("figures: " + ", ".join(rec.figures)))
+    if rec.figures:  # where they are: "figures/x.png" is inside --out, not here (stop 61)
+        shown = [str(out / f) if out is not None else f for f in rec.figures]
+        console.print(Text("figures: " + ", ".join(shown)))
     if rec.error:
         console.print(Text(rec.error, style="red"), highlight=False)
     console.print(
@@ -313,7 +314,7 @@ def _run_one(args: argparse.Namespace, console: Console, exp_id: str) -> int:
             file=sys.stderr,
         )
         return EXIT_FAIL
-    _print_record(console, rec)
+    _print_record(console, rec, args.out)
     if args.out is None:
         console.print("[dim](figures not saved; pass --out DIR to keep them as PNG)[/]")
     return EXIT_PASS if rec.passed else EXIT_FAIL

@@ -91,6 +91,17 @@ def _nan_word(value: Any) -> bool:
     return any(w == "nan" for w in words)
 
 
+def _shows_nothing(value: Any) -> bool:
+    """Whether ``value`` is None, blank text, or only holds such (an empty array too)."""
+    if isinstance(value, dict):
+        return all(_shows_nothing(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return all(_shows_nothing(v) for v in value)
+    if isinstance(value, torch.Tensor | np.ndarray):
+        return value.ndim > 0 and _shows_nothing(value.tolist())
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
 def _bad(value: Any, test) -> bool:
     return any(test(complex(x).real) or test(complex(x).imag) for x in _numbers(value))
 
@@ -100,6 +111,8 @@ def _expected(passed: bool, measured: dict) -> tuple[str, list[str], str]:
     if not passed:
         return "fail", [], ""
     if not measured:  # a pass with no number that decided it (stop 54)
+        return "error", [], "with no measured value"
+    if _shows_nothing(measured):  # or only None and empty values (stop 61)
         return "error", [], "with no measured value"
     nan = [k for k, v in measured.items() if _bad(v, math.isnan)]
     if nan:

@@ -35,7 +35,8 @@ def test_a_value_next_to_a_whole_number_keeps_the_digits_that_say_it_is_not(valu
 @settings(derandomize=True, deadline=None, max_examples=400)
 @given(
     value=st.floats(min_value=-999.0, max_value=999.0, allow_nan=False).filter(
-        lambda v: not float(v).is_integer() and abs(v) >= 1e-3
+        # past 15 significant digits a float's digits are binary rounding (stop 61)
+        lambda v: not float(f"{v:.15g}").is_integer() and abs(v) >= 1e-3
     ),
     digits=st.integers(1, 6),
 )

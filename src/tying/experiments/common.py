@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -73,7 +73,8 @@ def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     """Largest absolute elementwise difference, as a Python float (NaN if either holds one).
 
     Args:
-        a, b: tensors of one shape.
+        a, b: tensors of one shape (a NumPy array, a NumPy or Python number, or a
+            list of numbers is read as the tensor of its values, in its own dtype).
 
     Returns:
         ``max |a - b|``.
@@ -86,11 +87,15 @@ def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
             Integer, bool, half-precision and mixed dtypes are compared in int64,
             float64 or complex128 (torch's own arithmetic wrapped ``uint8`` and rounded
             an int to float32 before subtracting).
+        TypeError: ``a`` or ``b`` holds no numbers (text, objects).
 
     Example:
         >>> max_abs_diff(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.5]))
         0.5
+        >>> max_abs_diff(np.array([0.1, 0.2]), torch.tensor([0.1, 0.2], dtype=torch.float64))
+        0.0
     """
+    a, b = _tensor(a, "a"), _tensor(b, "b")
     if a.shape != b.shape:
         raise ValueError(
             f"max_abs_diff() compares two tensors element by element: expected one shape, "
@@ -104,6 +109,20 @@ def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
         )
     a, b = _wide(a.detach(), b.dtype), _wide(b.detach(), a.dtype)
     return float((a - b).abs().max())
+
+
+def _tensor(x: Any, name: str) -> torch.Tensor:
+    """``x`` as a tensor of its own values and dtype (stop 61: a NumPy array raised
+    "'numpy.ndarray' object has no attribute 'numel'", a float "no attribute 'shape'")."""
+    if isinstance(x, torch.Tensor):
+        return x
+    given = np.array(x)  # a writable copy: torch warns on a read-only array
+    if given.dtype.kind not in "biufc":
+        raise TypeError(
+            f"max_abs_diff() compares numbers, got {name}={repr(x)[:80]} "
+            f"({type(x).__name__}, {given.dtype}); pass tensors or arrays of numbers"
+        )
+    return torch.from_numpy(given)
 
 
 def _wide(t: torch.Tensor, other: torch.dtype) -> torch.Tensor:

@@ -55,6 +55,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 
 from tying.experiments.interrupts import interrupt_deferred as _interrupt_deferred
+from tying.experiments.output_arguments import claimed_ids as _claimed_ids
+from tying.experiments.output_arguments import rel_paths as _rel_paths
 
 try:  # POSIX; without it (Windows) a live build folder cannot be told from a killed one's
     import fcntl
@@ -599,37 +601,6 @@ def folder_lock(out_dir: str | pathlib.Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def _claimed_ids(ids: object, fresh: object, writes_page: object) -> list[str]:
-    """``ids`` as a list of str, after checking ``fresh`` and ``writes_page`` are bools.
-
-    A string was read as its letters (``figures/p--*.png``: the check that a run would
-    replace a figure a page shows missed it), and ``fresh="no"`` as True, which removes
-    the folder's earlier output (stop 60).
-    """
-    for name, flag in (("fresh", fresh), ("writes_page", writes_page)):
-        # np.True_ is a bool, as the rest of tying takes it (np.any(...) said "got
-        # np.True_ (bool)"; stop 60 review); numpy is not imported here for it
-        numpy_bool = type(flag).__module__ == "numpy" and type(flag).__name__ in ("bool", "bool_")
-        if not (isinstance(flag, bool) or numpy_bool):
-            raise TypeError(
-                f"claim_folder(): {name} must be True or False, got {flag!r} "
-                f"({type(flag).__name__}); fresh=True removes the folder's earlier output"
-            )
-    if isinstance(ids, str | bytes) or not isinstance(ids, Iterable):
-        raise TypeError(
-            f"claim_folder(): ids must be a list of experiment ids, got {repr(ids)[:80]} "
-            f"({type(ids).__name__}); pass [id] for one"
-        )
-    ids = list(ids)
-    bad = [i for i in ids if not isinstance(i, str)]
-    if bad:
-        raise TypeError(
-            f"claim_folder(): ids must be experiment ids (str), got {repr(bad[0])[:80]} "
-            f"({type(bad[0]).__name__}) among them"
-        )
-    return ids
-
-
 def claim_folder(
     out_dir: str | pathlib.Path, ids: Iterable[str], *, fresh: bool, writes_page: bool = False
 ) -> None:
@@ -713,12 +684,14 @@ def record_files(out_dir: str | pathlib.Path, paths: Iterable[str]) -> None:
         paths: relative paths, e.g. ``"index.html"``, ``"figures/a--b.png"``.
 
     Raises:
+        TypeError: ``paths`` is one path (a str or path object), or holds a non-path.
         OutputFolderError: a path is outside the folder or not a file.
     """
+    rels = _rel_paths(paths, "record_files()")
     out = out_path(out_dir)
     manifest = _read_manifest(out)
     files = dict(manifest["files"])
-    for rel in paths:
+    for rel in rels:
         if not _safe_rel(rel) or not (out / rel).is_file():
             raise OutputFolderError(f"{out / str(rel)}: not a file inside {out} to record")
         files[rel] = _sha256(out / rel)
@@ -741,6 +714,7 @@ def expect_files(out_dir: str | pathlib.Path, paths: Iterable[str]) -> None:
         paths: relative paths of files tying will write next.
 
     Raises:
+        TypeError: ``paths`` is one path (a str or path object), or holds a non-path.
         OutputFolderError: a path is outside the folder, or the manifest cannot be
             read or written (the OS error is named).
 
@@ -754,8 +728,8 @@ def expect_files(out_dir: str | pathlib.Path, paths: Iterable[str]) -> None:
         >>> _ = (out / "index.html").write_text("<html>new</html>")  # then interrupted
         >>> claim_folder(out, [], fresh=True)  # still tying's own file: not refused
     """
+    rels = _rel_paths(paths, "expect_files()")
     out = out_path(out_dir)
-    rels = list(paths)
     bad = [rel for rel in rels if not _safe_rel(rel)]
     if bad:
         raise OutputFolderError(f"{out / str(bad[0])}: not a path inside {out} to expect")
@@ -789,6 +763,10 @@ def remove_unlisted_figures(
     Returns:
         The relative paths removed.
 
+    Raises:
+        TypeError: ``keep`` is one path (a str or path object) or holds a non-path, or
+            ``exp_id`` is not a str.
+
     Example:
         >>> import pathlib, tempfile
         >>> out = pathlib.Path(tempfile.mkdtemp())
@@ -798,6 +776,12 @@ def remove_unlisted_figures(
         >>> remove_unlisted_figures(out, "x")
         ['figures/x--half.png']
     """
+    keep = _rel_paths(keep, "remove_unlisted_figures(): keep")
+    if not isinstance(exp_id, str):
+        raise TypeError(
+            f"remove_unlisted_figures(): exp_id must be an experiment id (str), got "
+            f"{repr(exp_id)[:80]} ({type(exp_id).__name__})"
+        )
     out = out_path(out_dir)
     try:
         listed = set(_read_manifest(out)["files"]) | set(keep)

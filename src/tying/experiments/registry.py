@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import operator
 import pathlib
 import re
 from collections.abc import Callable
@@ -281,13 +282,32 @@ def check_size(size: str) -> None:
         raise ValueError(f"size must be one of {SIZES}, got {size!r}")
 
 
+def _integer(value: object) -> int | None:
+    """``value`` as a Python int when it is one integer, else None.
+
+    An int, a NumPy integer or a 0-d integer array or tensor is (``torch.tensor(3)`` was
+    refused where ``np.int64(3)`` was taken, stop 61); a bool of any library, a float
+    and a tensor of one element but more dimensions are not.
+    """
+    dtype = str(getattr(value, "dtype", ""))
+    if isinstance(value, bool | np.bool_) or dtype in ("bool", "torch.bool"):
+        return None
+    if getattr(value, "ndim", 0) != 0:
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
 def check_seed(seed: int) -> int:
     """The seed as a Python int, after checking it is an integer in ``0..MAX_SEED``.
 
     The ``tying`` command takes the same range. A NumPy integer is accepted (it is
-    an integer); a bool, float or string is not (``seed=1.5`` would be truncated,
-    ``seed=True`` is a slip), and a negative seed is refused: experiments derive
-    more seeds from it, which NumPy's generators refuse or wrap.
+    an integer), and so is a 0-d integer array or tensor; a bool, float or string is
+    not (``seed=1.5`` would be truncated, ``seed=True`` is a slip), and a negative seed
+    is refused: experiments derive more seeds from it, which NumPy's generators refuse
+    or wrap.
 
     Args:
         seed: the seed a run was asked for.
@@ -300,15 +320,16 @@ def check_seed(seed: int) -> int:
         ValueError: when it lies outside ``0..MAX_SEED``.
 
     Example:
-        >>> check_seed(np.int64(7)), check_seed(0)
-        (7, 0)
+        >>> import torch
+        >>> check_seed(np.int64(7)), check_seed(0), check_seed(torch.tensor(3))
+        (7, 0, 3)
     """
-    if isinstance(seed, bool | np.bool_) or not isinstance(seed, int | np.integer):
+    value = _integer(seed)
+    if value is None:
         raise TypeError(
             f"seed must be an integer in 0..{MAX_SEED}, got {seed!r} ({type(seed).__name__}); "
             "pass an int such as seed=0"
         )
-    value = int(seed)
     if not 0 <= value <= MAX_SEED:
         raise ValueError(
             f"seed must be an integer in 0..{MAX_SEED}, got {value}; "

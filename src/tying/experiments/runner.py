@@ -684,8 +684,11 @@ def check_timeout(timeout: Any) -> float | None:
 
 
 def _seconds(timeout: float) -> str:
-    """``90.0`` -> ``"90"``, ``0.5`` -> ``"0.5"``."""
-    return f"{timeout:g}"
+    """``90.0`` -> ``"90"``, ``0.5`` -> ``"0.5"``, ``1234567.0`` -> ``"1,234,567"``, the
+    timeout given (``:g`` printed 1234567 as ``1.23457e+06``, 1234570 s; stop 61)."""
+    from tying.report.format import format_number  # tying.report imports this module
+
+    return format_number(timeout, 15)
 
 
 def _timed_out_record(id: str, size: str, seed: int, timeout: float) -> RunRecord:

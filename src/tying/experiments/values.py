@@ -15,6 +15,7 @@ from __future__ import annotations
 import array
 import decimal
 import numbers
+import warnings
 from typing import Any
 
 import numpy as np
@@ -96,7 +97,7 @@ def plain(value: Any) -> Any:
     if isinstance(value, set | frozenset):  # in a stable order, NaN kept as a number
         return plain(sorted(value, key=repr))
     if isinstance(value, torch.Tensor):
-        value = _tensor_numpy(value)
+        value = _tensor_numpy(value)  # a narrower float's shortest decimals, as float64
     elif isinstance(value, array.array | memoryview) or (
         hasattr(value, "__array__") and not isinstance(value, np.ndarray | np.generic)
     ):
@@ -104,6 +105,8 @@ def plain(value: Any) -> Any:
         if numbers_of.dtype.kind == "O" and numbers_of.ndim == 0:  # no numbers: itself again
             return str(value)
         value = numbers_of
+    if isinstance(value, np.ndarray | np.generic) and value.dtype in _NARROW:
+        value = _shortest(value, value.dtype)
     if isinstance(value, np.ndarray):
         return plain(value.tolist())
     if isinstance(value, np.generic):
@@ -147,5 +150,39 @@ def _tensor_numpy(t: torch.Tensor) -> np.ndarray:
     if t.dtype == torch.complex32:
         t = t.to(torch.complex64)
     elif t.is_floating_point() and t.dtype not in (torch.float16, torch.float32, torch.float64):
-        t = t.float()  # bfloat16 and the float8 types: exact in float32
+        return _shortest(t.float().numpy(), t.dtype)  # bfloat16, float8: exact in float32
     return t.resolve_conj().resolve_neg().numpy()
+
+
+#: NumPy float types narrower than a Python float.
+_NARROW = (np.dtype(np.float16), np.dtype(np.float32))
+
+
+def _shortest(values: np.ndarray | np.generic, dtype: Any) -> np.ndarray:
+    """Each float of a narrower type (``dtype``: NumPy or torch) as the shortest decimal
+    that is that float again, in float64.
+
+    ``np.float32(0.1)`` holds 0.100000001490116..., which results.json kept and the page
+    printed as ``0.100000001`` where NumPy and torch print ``0.1`` (stop 61); the shortest
+    decimal is the same float32 again, so nothing is lost.
+    """
+    narrow = np.asarray(values)
+    if not isinstance(dtype, torch.dtype):  # NumPy's shortest decimals (Dragon4), in C
+        return narrow.astype(str).astype(np.float64)
+    shape, narrow = narrow.shape, narrow.ravel()
+    wide = narrow.astype(np.float64)  # a copy: the result
+    at = np.flatnonzero(np.isfinite(wide))  # the floats still to shorten
+    for n in range(1, 17):  # bfloat16 and float8: NumPy has no such type
+        if not at.size:
+            break
+        # each float to n significant digits (a computation, not a display format)
+        candidates = np.array(
+            [float(np.format_float_scientific(wide[i], precision=n - 1, unique=False)) for i in at]
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # 3.4e38 is no bfloat16: not it
+            back = torch.from_numpy(candidates).to(dtype).double().numpy()
+        same = back == wide[at]
+        wide[at[same]] = candidates[same]
+        at = at[~same]
+    return wide.reshape(shape)

@@ -33,6 +33,16 @@ __all__ = ["nan_texts", "verdict_problem"]
 _NAN_WORD = re.compile(r"(?<![A-Za-z0-9_.])[+-]?(?:nan|NAN)(?![A-Za-z0-9_])")
 
 
+def _shows_nothing(value: Any) -> bool:
+    """Whether a measured value (plain data) shows no value: None, ``""``, or a list or
+    dict of only such (``[]``, ``{"a": None}``)."""
+    if isinstance(value, dict):
+        return all(_shows_nothing(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_shows_nothing(v) for v in value)
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
 def _has_nan_word(value: Any) -> bool:
     if isinstance(value, dict):
         return any(_has_nan_word(v) for v in value.values())
@@ -87,8 +97,9 @@ def verdict_problem(id: str, result: Result) -> str | None:
     or never compared. A pass beside ±inf is no verdict either: ``inf > 3`` and
     ``x / inf < 0.5`` are True, so an overflow or a division by zero passes a check
     (stop 37). A pass with an empty ``measured`` shows no number that decided it
-    (stop 54). A pass whose key figure writes ``nan`` stands beside a number its
-    check never compared (stop 59).
+    (stop 54), nor one whose measured values are all None or empty (stop 61). A pass
+    whose key figure writes ``nan`` stands beside a number its check never compared
+    (stop 59).
 
     Args:
         id: the experiment's id (named in the message).
@@ -113,6 +124,15 @@ def verdict_problem(id: str, result: Result) -> str | None:
     if verdict and isinstance(result.measured, dict) and not result.measured:
         return (
             f"experiment {id!r} reported a pass with no measured value (Result.measured is "
+            "empty): a verdict the report cannot show the numbers of is not reported (a "
+            "check that never ran reads the same). Put the numbers its check compared in "
+            "Result(measured={...})"
+        )
+    if verdict and isinstance(result.measured, dict) and _shows_nothing(plain(result.measured)):
+        # {"gap": None} passed beside an empty cell (stop 61): as empty as {}
+        return (
+            f"experiment {id!r} reported a pass with no measured value (every value of "
+            f"Result.measured, {', '.join(map(repr, map(str, result.measured)))}, is None or "
             "empty): a verdict the report cannot show the numbers of is not reported (a "
             "check that never ran reads the same). Put the numbers its check compared in "
             "Result(measured={...})"

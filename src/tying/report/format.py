@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 __all__ = ["format_number", "format_runtime", "format_value"]
@@ -30,10 +31,9 @@ def format_value(value: Any) -> str:
     """
     if value is None:
         return ""
-    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
-        # a NumPy or torch scalar reads as the Python number it holds: np.int64(1234567)
-        # printed "1234567" beside "1,234,567", np.True_ "True", a tensor "tensor(3)"
-        value = value.item()
+    # a NumPy or torch scalar reads as the Python number it holds: np.int64(1234567)
+    # printed "1234567" beside "1,234,567", np.True_ "True", a tensor "tensor(3)"
+    value = _as_python_number(value)
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int):
@@ -60,7 +60,10 @@ def format_number(value: Any, digits: int = 3, *, sign: bool = False, percent: b
     a whole number reads as one, and elsewhere only a power of ten reads as one: more
     digits are shown where rounding would make one (``0.99996``, not ``1``;
     ``0.099996``, not ``0.1``, the tolerance a check compares it with; ``9,999.96``, not
-    ``10,000``; ``9.99996e+06``, not ``1e+07``).
+    ``10,000``; ``9.99996e+06``, not ``1e+07``). A float's digits past the 15th are
+    its binary rounding, not a measurement, and are not shown (``178.00000000000003``
+    is ``178``); a float32, float16 or bfloat16 scalar shows the digits of its own
+    precision (``np.float32(0.1)`` is ``0.1``, not ``0.100000001``).
 
     Args:
         value: an int or float (a NumPy or torch scalar is taken as its Python number).
@@ -88,9 +91,11 @@ def format_number(value: Any, digits: int = 3, *, sign: bool = False, percent: b
         ('58%', '0.3')
         >>> format_number(5000.5, 5), format_number(-1234.5, 6)
         ('5,000.5', '-1,234.5')
+        >>> import numpy as np
+        >>> format_number(sum([17.8] * 10)), format_number(np.float32(0.1))
+        ('178', '0.1')
     """
-    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
-        value = value.item()  # a NumPy or torch scalar: the Python number it holds
+    value = _as_python_number(value)  # a NumPy or torch scalar: the number it holds
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(
             f"format_number() takes an int or float, got {value!r} ({type(value).__name__}); "
@@ -98,6 +103,13 @@ def format_number(value: Any, digits: int = 3, *, sign: bool = False, percent: b
         )
     if isinstance(digits, bool) or not isinstance(digits, int) or digits < 1:
         raise ValueError(f"format_number(): digits must be an int >= 1, got {digits!r}")
+    if isinstance(value, float) and math.isfinite(value):
+        # a float's 16th and 17th digits are its binary rounding, not a measurement:
+        # 178.00000000000003 (a sum of 0.1s) printed all of them where 1178.0000000000002
+        # printed "1,178" (stop 61); 15 significant digits keep every digit a decimal
+        # number typed or computed can mean; the largest floats round up to inf there
+        shown = float(f"{value:.15g}")
+        value = shown if math.isfinite(shown) else value
     suffix = ""
     if percent:
         value, suffix = value * 100, "%"
@@ -129,6 +141,37 @@ def format_number(value: Any, digits: int = 3, *, sign: bool = False, percent: b
         elif mag >= 1e3:  # 5000.5 at 5 digits read "5000.5" beside "5,001" (stop 60)
             text = _grouped(text)
     return f"{plus}{text}{suffix}"
+
+
+def _as_python_number(value: Any) -> Any:
+    """A NumPy or torch scalar as the Python number it holds, anything else as it is.
+
+    A float of fewer bits (float32, float16, bfloat16) becomes the shortest decimal that
+    is that float again: ``np.float32(0.1)`` holds 0.100000001490116..., which printed
+    ``0.100000001`` where the measurement was 0.1 in its own precision (stop 61), as
+    NumPy and torch print it.
+    """
+    if getattr(value, "ndim", None) != 0 or not hasattr(value, "item"):
+        return value
+    number = value.item()
+    dtype = getattr(value, "dtype", None)
+    if not isinstance(number, float) or not math.isfinite(number) or dtype is None:
+        return number
+    numpy_narrow = getattr(dtype, "kind", None) == "f" and getattr(dtype, "itemsize", 8) < 8
+    torch_narrow = getattr(dtype, "is_floating_point", False) and value.element_size() < 8
+    if not (numpy_narrow or torch_narrow):
+        return number
+    for n in range(1, 17):
+        shortest = float(f"{number:.{n}g}")
+        with warnings.catch_warnings():  # 3.4e38 overflows float32: not the value, then
+            warnings.simplefilter("ignore", RuntimeWarning)
+            try:
+                back = dtype.type(shortest) if numpy_narrow else value.new_full((), shortest)
+            except (OverflowError, RuntimeError):  # torch refuses it
+                continue
+        if bool(back == value):
+            return shortest
+    return number
 
 
 def _units(value: float) -> str:
