@@ -87,6 +87,7 @@ def mean_nll_nodes(roots) -> list:
 # (a shift, a flatten, a cast, a temperature): a row of zeros there is a dropped target
 _ROW_KEEPING = (
     "LogSoftmax",
+    "Alias",  # a slice that keeps everything (out[:, :], out[..., ::1]; stop 61)
     "View",
     "Reshape",
     "Unsafe",
@@ -135,6 +136,7 @@ def loss_input_chain(node, depth: int = 16) -> set[int]:
 # nodes that keep every dimension where it was (the class dimension stays put)
 _DIM_KEEPING = (
     "LogSoftmax",
+    "Alias",
     "Clone",
     "ToCopy",
     "Div",
@@ -147,15 +149,16 @@ _DIM_KEEPING = (
 def output_class_dim(node, made_by, depth: int = 16) -> int | None:
     """The dimension of the model output (made by ``made_by``) that an ``nll_loss`` node
     reads as its classes (its input's dimension 1), followed back through transposes,
-    permutes, views that keep the leading dimensions, and ops that keep every dimension.
+    permutes, views that keep the leading dimensions, slices, ``select``/``unsqueeze``
+    (the dimensions around them counted), and ops that keep every dimension.
 
     Args:
         node: the loss node (``NllLossBackward0``/``NllLoss2DBackward0``).
         made_by: the ``grad_fn`` of the model output.
 
     Returns:
-        The dimension, or None where the chain holds anything else (a slice, an index,
-        a view that moves the classes) or does not reach ``made_by``.
+        The dimension, or None where the chain holds anything else (an index, a slice
+        of the classes, a view that moves them) or does not reach ``made_by``.
 
     Example:
         >>> import torch
@@ -185,6 +188,17 @@ def output_class_dim(node, made_by, depth: int = 16) -> int | None:
             pos = d1 if pos == d0 else d0 if pos == d1 else pos
         elif name.startswith("Permute"):
             pos = _signed(nxt._saved_dims[pos]) % rank
+        elif name.startswith("Slice"):  # rows or classes cut: every dimension stays put
+            if _signed(nxt._saved_dim) % rank == pos:
+                return None  # some classes cut away: not the output's class dimension
+        elif name.startswith("Select"):  # out[:, 0]: nxt's input had one dimension more
+            dim = _signed(nxt._saved_dim) % (rank + 1)
+            pos = pos + 1 if pos >= dim else pos
+        elif name.startswith("Unsqueeze"):  # nxt's input had one dimension less
+            dim = _signed(nxt._saved_dim) % rank
+            if dim == pos:
+                return None
+            pos = pos - 1 if pos > dim else pos
         elif name.startswith(("View", "Reshape", "UnsafeView")):
             source = getattr(nxt, "_saved_self_sym_sizes", None)
             if source is None or tuple(int(s) for s in source)[: pos + 1] != shape[: pos + 1]:

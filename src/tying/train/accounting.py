@@ -55,7 +55,9 @@ def _check(sample_rate: float, noise_multiplier: float, steps: int, delta: float
         ("delta", delta),
     ):
         if isinstance(v, bool) or not isinstance(v, numbers.Real):  # True was read as 1.0
-            raise ValueError(f"{name} must be a real number, got {type(v).__name__} {v!r}")
+            raise ValueError(
+                f"{name} must be a real number, got {type(v).__name__} {v!r}{_hint(name, v)}"
+            )
     if not 0 < sample_rate <= 1:  # NaN fails every comparison, so it lands here too
         raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
     if not (noise_multiplier > 0 and math.isfinite(noise_multiplier)):
@@ -75,9 +77,28 @@ def _check(sample_rate: float, noise_multiplier: float, steps: int, delta: float
             f"step): use a noise_multiplier of a useful size (noise_for_epsilon finds one)"
         )
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
-        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+        raise ValueError(f"steps must be an int >= 0, got {steps!r}{_hint('steps', steps)}")
     if not 0 < delta < 1:
         raise ValueError(f"delta must be in (0, 1), got {delta}")
+
+
+def _hint(name: str, value) -> str:
+    """The fix for a number given in another type (stop 61: a one-element tensor read off
+    a schedule, or steps worked out as epochs / sample_rate, named no fix)."""
+    size = getattr(value, "size", None)  # a NumPy array's size, a tensor's size()
+    size = value.numel() if callable(getattr(value, "numel", None)) else size
+    if size == 1 and hasattr(value, "dtype"):  # a one-element tensor or array
+        if name == "steps" and str(value.dtype).startswith(("float", "torch.float")):
+            return (
+                f"; pass a Python int: {name}=int(value.item()) (Opacus' int(epochs / sample_rate))"
+            )
+        return f"; pass a Python number: {name}=value.item()"
+    if name == "steps" and isinstance(value, float) and value >= 0 and math.isfinite(value):
+        return (
+            "; a count of steps is an int: from epochs, steps = int(epochs / sample_rate), "
+            "as Opacus counts them"
+        )
+    return ""
 
 
 # Opacus evaluates an integer order α with a sum of α + 1 binomial terms: exact in

@@ -62,6 +62,7 @@ from tying.core.inventory import Inventory
 from tying.core.relations import Same, Transposed
 from tying.core.slots import base_class, slots_of
 from tying.train import wide_norms
+from tying.train._ghost_embedding import check_embedding
 from tying.train._vetting import (
     METADATA_CALLS,
     BufferWrites,
@@ -231,14 +232,14 @@ class GhostClipping:
                 )
                 continue
             self._paths[mod] = mpath or "<root>"
-            if isinstance(mod, nn.Embedding):
-                _check_embedding(mod, mpath)
             uses = {}
             for name in ("weight", "bias"):
                 use = _physical_use(mod, name, mpath or "<root>")
                 if use is not None and id(use[0]) in self._names:
                     uses[name] = use
                     covered.add(id(use[0]))
+            if isinstance(mod, nn.Embedding):  # a frozen one's sparse/freq settings: fine
+                check_embedding(mod, mpath, trainable="weight" in uses)
             self._uses[mod] = uses
             self._owned[mod] = frozenset(id(u[0]) for u in uses.values())
         bad = [
@@ -734,14 +735,6 @@ def _flush_tiny(g: torch.Tensor) -> torch.Tensor:
     return torch.hardshrink(
         g, top * FLUSH_BELOW, out=torch.empty(g.shape, dtype=g.dtype, device=g.device)
     )
-
-
-def _check_embedding(mod: nn.Embedding, path: str) -> None:
-    if mod.max_norm is not None or mod.scale_grad_by_freq or mod.sparse:
-        raise ValueError(
-            f"ghost clipping: embedding {path or '<root>'} uses max_norm/scale_grad_by_freq/"
-            f"sparse, expected none of them; use mode='vmap'"
-        )
 
 
 def _refuse_losses_that_mix_examples(loss_fn: LossFn, out, y, losses: torch.Tensor) -> None:

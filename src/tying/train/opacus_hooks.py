@@ -375,6 +375,27 @@ def _refuse_samplers_that_drop_a_setting(model: nn.Module) -> None:
             )
 
 
+def _refuse_compiled_relation(model: nn.Module, slots) -> None:
+    """Refuse ``torch.compile``'s wrapper of a model with a relation tie (stop 61): its
+    first forward under Opacus' hooks ended in a RecursionError inside dynamo, naming
+    neither the tie nor a fix (an untied or ``Same``-tied compiled model runs)."""
+    inner = getattr(model, "_orig_mod", None)
+    if type(model).__name__ != "OptimizedModule" or not isinstance(inner, nn.Module):
+        return
+    related = [
+        f"{path}.{name}" if path else name
+        for path, _, name, slot in slots
+        if type(slot.relation).__name__ != "Same"
+    ]
+    if related:
+        raise ValueError(
+            f"grad_sample_module: the model is torch.compile's wrapper of a model whose "
+            f"slot {related[0]} is computed through a relation, which Opacus' hooks cannot "
+            f"run under dynamo (a RecursionError at the first forward); wrap the module "
+            f"itself, grad_sample_module(model._orig_mod, ...), which runs it eagerly"
+        )
+
+
 def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwargs):
     """Opacus' ``GradSampleModule`` (hooks mode) whose per-sample gradients count tied uses.
 
@@ -396,7 +417,8 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
         ValueError: ``batch_first=False``; ``loss_reduction`` not ``"mean"``/``"sum"``;
             a ``grad_sample_mode`` other than ``"hooks"`` or ``"functorch"`` (and
             ``force_functorch=True`` where a tied module holds parameters of its own);
-            a model an Opacus wrapper holds already; a layer
+            a model an Opacus wrapper holds already; ``torch.compile``'s wrapper of a
+            model with a relation tie (wrap ``model._orig_mod``; stop 61); a layer
             Opacus' own sampler gets wrong (an Embedding with ``padding_idx`` or
             ``scale_grad_by_freq``, a Conv with a ``padding_mode`` other than
             ``"zeros"``, a ``LayerNorm(bias=False)``), or that it cannot sample (a trainable
@@ -470,6 +492,7 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
             f"wrapper, or release it first (gsm._close() or gsm.to_standard_module())"
         )
     slots = _tied_slots(model)  # refuses before anything is registered or wrapped
+    _refuse_compiled_relation(model, slots)
     uses = [u for u in slots if "source" not in u[3].storage]
     # modules whose slots keep their physical tensor (or a relation's extra, Scaled's scale)
     # on the module itself: Opacus hooks them, by the sampler registered below

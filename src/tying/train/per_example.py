@@ -243,6 +243,10 @@ class _PerExample:
         # "direct", "rows" (row-watched, stop 23) or "vmap": the expanded ways' forward
         self.last_forward: str | None = None
         self.model = model
+        # a torch.compile'd model's forward run eagerly: dynamo traced the slots' source
+        # check (gc.get_referrers) under vmap and crashed with InternalTorchDynamoError on
+        # a Transposed tie (stop 61); vmap gains nothing from the compiled graph
+        self._forward = getattr(model, "_orig_mod", model) if _compiled(model) else model
         self._loss_fn: LossFn | None = None
         self._batch = 0  # the batch's rows at this call: no example's output has as many
         self.fn = vmap(
@@ -310,8 +314,8 @@ class _PerExample:
                 saved.append((mod._buffers, name, mod._buffers[name]))
                 mod._buffers[name] = bufs[i]
             if batched:
-                return self.model(*xb)
-            out = self.model(*(t.unsqueeze(0) for t in xb))
+                return self._forward(*xb)
+            out = self._forward(*(t.unsqueeze(0) for t in xb))
             if self._batch > 1:
                 _refuse_batch_sized_output(out, self._batch)
             return out
@@ -417,7 +421,7 @@ class _PerExample:
         if key in self._vetted:
             if (key, B) not in self._sized:
                 with buffers_kept(self.model):
-                    refuse_batch_dependent_forward(self.model, xs, B, "per-example gradients")
+                    refuse_batch_dependent_forward(self._forward, xs, B, "per-example gradients")
                 self._sized.add((key, B))
             return
         with buffers_kept(self.model):
@@ -427,7 +431,13 @@ class _PerExample:
             # forward in which examples 1 and 2 read each other, or every row reads
             # h[B // 2], was accepted with each gradient that of another model (stop 42)
             done = refuse_mixing_forward(
-                self.model, xs, B, "per-example gradients", _VMAP, batch_may_fail=True, groups=True
+                self._forward,
+                xs,
+                B,
+                "per-example gradients",
+                _VMAP,
+                batch_may_fail=True,
+                groups=True,
             )
             # rows kept apart may still read the batch's size or their position in it
             # (h / x.shape[0]): vmap runs each example alone, so they differ (stop 47).
@@ -438,7 +448,7 @@ class _PerExample:
             # of a step, at each size not seen before: a Poisson run of 1,000 steps at
             # B ~ 256 meets 87 sizes, 0.2 % of its time. The mixing probe stays once a
             # signature (2 log2 B + 4 forwards, ten times this one).
-            refuse_batch_dependent_forward(self.model, xs, B, "per-example gradients")
+            refuse_batch_dependent_forward(self._forward, xs, B, "per-example gradients")
         if done:
             self._vetted.add(key)
             self._sized.add((key, B))
@@ -763,6 +773,13 @@ def _direct_layers(model: nn.Module, p_slots) -> list | None:
         else:
             return None
     return layers
+
+
+def _compiled(model: nn.Module) -> bool:
+    """Whether ``model`` is ``torch.compile``'s wrapper (``OptimizedModule``)."""
+    return type(model).__name__ == "OptimizedModule" and isinstance(
+        getattr(model, "_orig_mod", None), nn.Module
+    )
 
 
 def _output_aux(out, loss: torch.Tensor):

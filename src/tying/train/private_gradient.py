@@ -451,6 +451,20 @@ def _check_batches(grads: dict[str, torch.Tensor]) -> None:
 def clip_factors(norms: torch.Tensor, max_grad_norm: float) -> torch.Tensor:
     """``min(1, C / (‖g_b‖ + 1e-6))`` per example (Opacus' rule).
 
+    Args:
+        norms: the per-example gradient norms, a tensor (:func:`per_example_norms`).
+        max_grad_norm: the clipping bound ``C`` (a finite number > 0).
+
+    Returns:
+        The factors, of the shape of ``norms``, each in ``[0, 1]``.
+
+    Raises:
+        TypeError: ``norms`` not a tensor (a NumPy array or a list failed inside the
+            division); ``max_grad_norm`` not a real number.
+        ValueError: a norm that is NaN, infinite or negative (its factor was NaN, 0 or
+            negative: a NaN clipped sum, an example dropped, a gradient flipped, with no
+            error; stop 61), naming it; ``max_grad_norm`` not > 0 or not finite.
+
     Example:
         >>> import torch
         >>> from tying.train import clip_factors
@@ -458,7 +472,28 @@ def clip_factors(norms: torch.Tensor, max_grad_norm: float) -> torch.Tensor:
         tensor([1.0000, 0.2500])
     """
     _check_max_grad_norm(max_grad_norm)
+    _check_norms(norms)
     return _clip_factors(norms, max_grad_norm)
+
+
+def _check_norms(norms) -> None:
+    """Refuse what :func:`clip_factors` would turn into a wrong factor with no error."""
+    if not isinstance(norms, torch.Tensor):
+        raise TypeError(
+            f"clip_factors: norms must be a tensor of per-example norms, got "
+            f"{type(norms).__name__}; pass torch.as_tensor(norms)"
+        )
+    bad = ~torch.isfinite(norms) | (norms < 0)
+    if bool(bad.any()):
+        i = tuple(int(j) for j in bad.nonzero()[0])
+        where = i[0] if len(i) == 1 else i
+        raise ValueError(
+            f"clip_factors: norms[{where}] = {float(norms[i])} is not a finite number >= 0 "
+            f"(a NaN norm gives a NaN factor and a NaN clipped sum, an infinite one a factor "
+            f"of 0, dropping the example, a negative one a negative factor, flipping its "
+            f"gradient); take the norms from per_example_norms, and drop or fix an example "
+            f"whose gradient is not finite (torch.isfinite on per_example_grads)"
+        )
 
 
 def _clip_factors(norms: torch.Tensor, max_grad_norm: float) -> torch.Tensor:

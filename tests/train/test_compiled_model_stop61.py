@@ -1,0 +1,66 @@
+"""Stop 61: per-example gradients of a ``torch.compile``'d model with a relation tie.
+
+``per_example_grads`` (and ``DPSGD(mode="vmap")``) on ``torch.compile(model)`` of a model
+with a ``Transposed`` tie crashed with torch's ``InternalTorchDynamoError`` (dynamo traced
+the tie's source check, ``gc.get_referrers``, under vmap), naming neither the model nor a
+fix; torch's own ``vmap(grad(functional_call(compiled, ...)))`` runs. The forward under
+vmap is now the compiled module's eager original (vmap gains nothing from the graph).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tests.train.models import TiedAE, loop_grads, mse
+from tying.train import DPSGD, per_example_grads
+
+
+def test_a_compiled_transposed_tie_gives_the_loops_per_example_gradients():
+    model = TiedAE()
+    x = torch.randn(4, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    want = loop_grads(model, mse, x, x)
+    compiled = torch.compile(model, backend="eager")
+    got = per_example_grads(compiled, mse, x, x)  # was: InternalTorchDynamoError
+    assert sorted(got) == sorted(f"_orig_mod.{n}" for n in want)  # the compiled names
+    for name, g in want.items():
+        torch.testing.assert_close(got[f"_orig_mod.{name}"], g)
+
+
+def test_dpsgd_steps_a_compiled_tied_model_and_the_tie_holds():
+    model = TiedAE()
+    compiled = torch.compile(model, backend="eager")
+    dp = DPSGD(compiled, torch.optim.SGD(compiled.parameters(), lr=0.1), noise_multiplier=1.0,
+               max_grad_norm=1.0, sample_rate=0.5, generator=torch.Generator().manual_seed(1))  # fmt: skip
+    x = torch.randn(3, 6, dtype=torch.float64)
+    before = model.enc.weight.detach().clone()
+    dp.step(mse, x, x)
+    assert not torch.equal(model.enc.weight, before)
+    torch.testing.assert_close(model.dec.weight, model.enc.weight.t())
+
+
+def test_opacus_hooks_refuse_a_compiled_relation_tie_and_the_advice_runs():
+    import warnings
+
+    import pytest
+
+    pytest.importorskip("opacus", reason="the privacy extra: pip install 'tying[privacy]'")
+    from tying.train import grad_sample_module
+
+    model = TiedAE()
+    compiled = torch.compile(model, backend="eager")
+    with pytest.raises(ValueError, match=r"slot _orig_mod.dec.weight is computed through a "
+                       r"relation.*grad_sample_module\(model._orig_mod, \.\.\.\)"):  # fmt: skip
+        grad_sample_module(compiled, loss_reduction="sum")  # was: RecursionError at forward
+    assert not any(h for m in model.modules() for h in (m._forward_hooks, m._backward_hooks))
+    x = torch.randn(3, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    gsm = grad_sample_module(compiled._orig_mod, loss_reduction="sum")  # the advice
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            mse(gsm(x), x).sum().backward()
+        got = {n: p.grad_sample.clone() for n, p in model.named_parameters()}
+    finally:
+        gsm._close()
+    want = loop_grads(model, mse, x, x)
+    for name, g in want.items():
+        torch.testing.assert_close(got[name], g)
