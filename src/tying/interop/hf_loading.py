@@ -326,13 +326,15 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
         if plan.rules:
             try:
                 plan.apply(model)
-            except TieError:
+            except TieError as unfit:
                 # device_map=: an offloaded end is a meta tensor, refused by the plan in
                 # words that name no device_map entry (review stop 58)
                 try:
                     refuse_offloaded_plan(model, plan)
                 except TieError as named:
                     raise named from None
+                if given_plan is None:
+                    _refuse_recorded_plan_unfit(model, where_recorded, kwargs, unfit)
                 raise
     # HF loaded every tensor the untied model has. Left: the storage of relation ties
     # (weight_physical, weight_scale), which HF does not know, and each tied slot's value
@@ -400,6 +402,30 @@ def from_pretrained(cls: Any, path: str | os.PathLike, *, plan: Plan | None = No
     if given_plan is not None and recorded_rules:
         _warn_recorded_ties_dropped(model, given_plan, recorded_rules, where_recorded)
     return model
+
+
+def _refuse_recorded_plan_unfit(model: nn.Module, where_recorded, kwargs: dict, err) -> None:
+    """Name the cause when the recorded plan does not fit the model HF built (stop 61).
+
+    Config attributes among ``kwargs`` (``n_layer=2``, ``num_hidden_layers=...``) build a
+    model of another layout than the one saved, whose recorded ties name paths it lacks:
+    the refusal was core's ``pattern 'transformer.h.2.ln_1.weight' matches no parameter``,
+    naming neither the recorded plan nor the override.
+    """
+    overrides = sorted(k for k in kwargs if k != "config" and hasattr(model.config, k))
+    cause = (
+        f"the config override(s) {', '.join(f'{k}={kwargs[k]!r}' for k in overrides)} "
+        f"built a model of another layout than the one saved"
+        if overrides
+        else "the model built here is not the one the plan was saved from"
+    )
+    drop = f"load without {', '.join(overrides)}, or " if overrides else ""
+    raise TieError(
+        f"tying.hf.from_pretrained: the plan recorded in {where_recorded} (key {CONFIG_KEY!r}) "
+        f"does not fit {type(model).__name__}: {cause} ({err}). {drop.capitalize()}pass "
+        f"plan=tying.Plan([...]) with the ties this model should have (it replaces the "
+        f"recorded plan; tied values the file holds are still checked)"
+    ) from None
 
 
 def _untied_by_caller(model: nn.Module, config_file: pathlib.Path, missing: list) -> list[str]:

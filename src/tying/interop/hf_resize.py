@@ -78,7 +78,10 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
     Args:
         model: a ``transformers.PreTrainedModel``.
         new_num_tokens: the new vocabulary size (see HF's ``resize_token_embeddings``).
-        **kwargs: ``pad_to_multiple_of``, ``mean_resizing``, passed on.
+        **kwargs: ``pad_to_multiple_of``, ``mean_resizing``, passed on. With
+            ``pad_to_multiple_of``, a ``final_logits_bias`` (BART family) gets one entry
+            per row of the padded head, zeros added, as BART's own resize gives it (Marian
+            and MVP sized it to the unpadded count: every forward failed after).
 
     Returns:
         The input embedding module, as HF returns it.
@@ -132,6 +135,15 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
     _check_pad_to_multiple_of(kwargs.get("pad_to_multiple_of"))
     _refuse_wrapped(model)
     emb_in, emb_out = model.get_input_embeddings(), model.get_output_embeddings()
+    if (
+        new_num_tokens is None
+        and kwargs.get("pad_to_multiple_of") is not None
+        and emb_in is not None
+    ):
+        # HF's base class pads the current size then; Marian/MVP pass None on to their
+        # final_logits_bias and crashed there (TypeError '<=' ... 'NoneType', stop 61)
+        new_num_tokens = int(emb_in.weight.shape[0])
+    bias_before = _bias_follows_head(model, emb_out)
     embed_slots = _resized_slots(model, emb_in, emb_out)
     # the ties declared on this model itself: a tie a plan over a model containing it
     # declared cannot be freed and re-made here (Plan.declared of a part lists those too
@@ -162,6 +174,8 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
         if involved:
             Plan([free(r.target) for r in involved]).apply(model)
         out = model.resize_token_embeddings(new_num_tokens, **kwargs)
+        if bias_before is not None:
+            _follow_head_with_bias(model, bias_before)
         if involved:
             try:
                 Plan(involved).apply(model)
@@ -190,6 +204,35 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
             with contextlib.suppress(AttributeError):
                 delattr(model, "vocab_size")
         raise
+
+
+def _bias_follows_head(model: nn.Module, emb_out) -> torch.Tensor | None:
+    """``model.final_logits_bias`` (BART-family) when it has one entry per row of the head."""
+    bias = getattr(model, "final_logits_bias", None)
+    weight = getattr(emb_out, "weight", None)
+    if isinstance(bias, torch.Tensor) and isinstance(weight, torch.Tensor):
+        if bias.shape[-1] == weight.shape[0]:
+            return bias
+    return None
+
+
+def _follow_head_with_bias(model: nn.Module, before: torch.Tensor) -> None:
+    """Give ``final_logits_bias`` one entry per row of the resized head, as BART does.
+
+    Marian and MVP resize their ``final_logits_bias`` to ``new_num_tokens`` before the
+    ``pad_to_multiple_of`` rounding, so a padded head (96 rows for 84 tokens) met a bias
+    of 84 and every forward failed (``RuntimeError: The size of tensor a (96) must match
+    the size of tensor b (84)``), and a shrink then pad (71 -> 66 -> 80) dropped the
+    entries of rows the head kept. Built from the bias before HF's call, as BART's
+    ``_resize_final_logits_bias(rows)``: kept entries unchanged, added ones zero.
+    """
+    rows = model.get_output_embeddings().weight.shape[0]
+    if model.final_logits_bias.shape[-1] == rows:
+        return
+    keep = min(rows, before.shape[-1])
+    new = torch.zeros((*before.shape[:-1], rows), dtype=before.dtype, device=before.device)
+    new[..., :keep] = before[..., :keep]
+    model.final_logits_bias = new  # an existing buffer: registered as it was
 
 
 def _refuse_wrapped(model: nn.Module) -> None:

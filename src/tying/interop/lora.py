@@ -256,7 +256,8 @@ def _checked(model: nn.Module, peft_config):
             f"{info.source or 'its own storage'} ({info.tie.relation!r}); an adapter there would "
             f"change one use of the tied tensor and merging would write its delta into every use. "
             f"Only modules tied whole (every parameter, Same) can share one adapter, with their "
-            f"source targeted too; leave {sorted(hit)[0]!r} out of target_modules, or untie it first"
+            f"source targeted too; leave {' and '.join(map(repr, sorted(hit)))} out of "
+            f"target_modules, or untie it first"
         )
     for path, src in shared.items():  # one wrapper will run the source's module at both
         refuse_other_hooks("get_peft_model", path, src, inv.modules[path], inv.modules[src])
@@ -535,16 +536,22 @@ def _seats(model: nn.Module, inv: Inventory, targets: set[str], config=None) -> 
             if frozenset((inv.slots[tt].module_path, s.module_path)) not in token_kept
         ]
         also = ""
+        # every targeted module holding the Parameter is left out at once: naming the one
+        # met first looped when both ends were targeted (an HF-tied embedding and head:
+        # leaving the head out was refused for the embedding; stop 61)
+        held = {t.module_path, s.module_path}
         # (a head given its own copy touches no other module: its one-tie fix stands)
         if len(group) > 1 and (s.module_path in targets or both):
             others = ", ".join(tt for tt, _ in group if tt != target)
             also = f" (the same nn.Parameter is also at {others})"
             fix, both = hand_group_fix(inv, group, targets), ""
+            held |= {inv.slots[tt].module_path for tt, _ in group}
+        out_of = " and ".join(repr(p) for p in sorted(held & targets))
         raise TieError(
             f"get_peft_model: target module {hit!r} takes part in the hand-made tie "
             f"{target} <- {source} (one nn.Parameter in two modules){also}; an adapter there "
             f"would change one use of the tensor and merging would write its delta into "
-            f"every use. Leave {hit!r} out of target_modules, or {fix}{both}.{why}"
+            f"every use. Leave {out_of} out of target_modules, or {fix}{both}.{why}"
         )
     return out
 

@@ -160,6 +160,7 @@ def refuse_tied_parameters(
             fix = hand_tie_fix(target, t.module, s.module, t.module_path, s.module_path)
             tie = f"the hand-made tie {target} <- {source} (one nn.Parameter in two modules)"
             group = hand_group(inv, source)
+            ends = {target, source} | {tt for tt, _ in group}
             if len(group) > 1:  # every module holding it at once: one try each (stop 60 review)
                 others = ", ".join(tt for tt, _ in group if tt != target)
                 tie += f" (the same nn.Parameter is also at {others})"
@@ -170,6 +171,7 @@ def refuse_tied_parameters(
         elif info.is_tied or path in sources:
             target, source = (path, info.source) if info.is_tied else (sources[path], path)
             tie = f"the tie {target} <- {source} ({inv.slots[target].tie.relation!r})"
+            ends = {target, source}
             group = next((g for g in groups.values() if info.module_path in g), None)
             free = f"tying.Plan([tying.free({target!r})]).apply(model)"
             if group and _lora_wraps(inv.modules[info.module_path]):
@@ -188,11 +190,15 @@ def refuse_tied_parameters(
                 fix = f"give {target!r} its own copy first ({free})"
         else:
             continue
+        # every entry naming an end of this tie is left out at once: the one met first
+        # only looped when both ends were listed (the head, then the embedding; stop 61)
+        hits = sorted({n for n in names for p in ends if p == n or p.endswith(f".{n}")})
         raise TieError(
             f"{what}: target_parameters entry {entry!r} matches {path!r}, which takes "
             f"part in {tie}; peft's LoRA on a parameter wraps the one module that holds it, "
             f"so the other use(s) would run without the delta and merging would write it "
-            f"into every use. Leave {entry!r} out of target_parameters, or {fix}; nothing "
+            f"into every use. Leave {' and '.join(map(repr, hits))} out of "
+            f"target_parameters, or {fix}; nothing "
             f"was changed"
         )
 

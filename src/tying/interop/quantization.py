@@ -69,42 +69,48 @@ def _ties_touching(inv: Inventory, selected: set[str]):
             yield info, src_mod
 
 
-def _check_hand(inv: Inventory, selected: set[str], what: str) -> None:
+def _check_hand(inv: Inventory, selected: set[str], what: str, exclude=()) -> None:
     """Refuse a hand-made tie (one Parameter in two modules) that touches a selected module.
 
     Both quantizers quantize each module on its own: the two modules came out with two
     quantized copies, and the tie was gone with no error (``verify`` counted 0 ties).
     One module object reached under two paths is no such tie (kept by the callers).
+    Every selected module holding the Parameter is named for exclusion: naming the one
+    touched first looped when both ends were selected (an HF-tied head and embedding under
+    one filter_fn: excluding the head was refused for the embedding; stop 61).
     """
     for target, source, t, s, touched in hand_ties_touching(inv, selected):
         fix = hand_tie_fix(target, t.module, s.module, t.module_path, s.module_path)
         # every module holding this one Parameter is named at once: each was refused at the
         # next try, one per try, for the exclusion too (a Parameter in 3 Linears: 3 tries)
         group = hand_group(inv, source)
-        also, paths = "", [touched]
+        also = ""
+        mods = {s.module_path, t.module_path} | {inv.slots[tt].module_path for tt, _ in group}
+        paths = sorted(mods & selected)
         if len(group) > 1:
             others = ", ".join(tt for tt, _ in group if tt != target)
             also = f" (the same nn.Parameter is also at {others})"
-            mods = {s.module_path} | {inv.slots[tt].module_path for tt, _ in group}
-            paths = sorted(mods & selected)
             fix = hand_group_fix(inv, group)
         raise TieError(
             f"{what}: the hand-made tie {target} <- {source} (one nn.Parameter in two "
             f"modules){also} touches {touched!r}, which would be quantized: each module would "
             f"get its own quantized copy and the tie would be lost. Exclude "
             f"{'it' if len(paths) == 1 else 'them'} from quantization "
-            f"({_exclude_fix(what, *paths)}), or {fix}"
+            f"({_exclude_fix(what, *paths, exclude=exclude)}), or {fix}"
         )
 
 
-def _exclude_fix(what: str, *paths: str) -> str:
+def _exclude_fix(what: str, *paths: str, exclude=()) -> str:
     """How ``what`` (``quantize_dynamic`` / ``quantize_``) leaves modules ``paths`` in float:
     each takes its own argument (the refusals named ``exclude=`` to ``quantize_``, which has
-    none, and ``filter_fn`` to ``quantize_dynamic``, which has none)."""
+    none, and ``filter_fn`` to ``quantize_dynamic``, which has none). The printed
+    ``exclude=`` keeps the caller's own (printed alone, following it quantized a module the
+    caller had excluded, and the same tie was refused again; stop 61)."""
     if what == "quantize_":
         fqns = " or ".join(repr(p) for p in paths)
         return f"quantize_(..., filter_fn=...) returning False for the fqn {fqns}"
-    return f"quantize_dynamic(..., exclude={{{', '.join(repr(p) for p in paths)}}})"
+    keep = sorted(set(exclude) | set(paths))
+    return f"quantize_dynamic(..., exclude={{{', '.join(repr(p) for p in keep)}}})"
 
 
 def _check_pruned(inv: Inventory, selected: set[str], what: str) -> None:
@@ -180,7 +186,7 @@ def _check_groups(
 
 def _check(inv: Inventory, selected: set[str], what: str, exclude=()) -> dict[str, str]:
     _check_pruned(inv, selected, what)
-    _check_hand(inv, selected, what)
+    _check_hand(inv, selected, what, exclude)
     whole = whole_module_ties(inv)
     _check_groups(whole, selected, what, exclude)
     for info, src_mod in _ties_touching(inv, selected):
@@ -188,12 +194,14 @@ def _check(inv: Inventory, selected: set[str], what: str, exclude=()) -> dict[st
         if group is not None:  # selected with its whole group (checked above)
             continue
         touched = info.module_path if info.module_path in selected else src_mod
+        ends = sorted({info.module_path, src_mod} & selected)  # both, when both are selected
         raise TieError(
             f"{what}: the tie {info.path} <- {info.source or 'its own storage'} "
             f"({info.tie.relation!r}) touches {touched!r} "
             f"which would be quantized; only a module tied whole (every parameter, Same) to another "
-            f"of its class can share one quantized module. Exclude it from quantization "
-            f"({_exclude_fix(what, touched)}), or untie "
+            f"of its class can share one quantized module. Exclude "
+            f"{'it' if len(ends) == 1 else 'both ' + ' and '.join(map(repr, ends))} from "
+            f"quantization ({_exclude_fix(what, *ends, exclude=exclude)}), or untie "
             f"it first (tying.Plan([tying.free({info.path!r})]).apply(model))"
         )
     return {t: s for t, s in whole.items() if t in selected}
