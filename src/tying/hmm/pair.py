@@ -462,8 +462,6 @@ class PairHMM(EstimatorParams):
                     arr = arr.astype(np.int64)
                 enc.append(arr)
             out.append((enc[0], enc[1]))
-        if not out:
-            raise ValueError("no pairs given")
         return out
 
     def _chunks(self, enc, tables: bool = False):
@@ -501,7 +499,7 @@ class PairHMM(EstimatorParams):
             pairs: list of ``(x, y)``: strings over ``alphabet`` or integer arrays.
 
         Returns:
-            ``(n_pairs,)`` log-likelihoods.
+            ``(n_pairs,)`` log-likelihoods (an empty array for no pairs).
 
         Raises:
             ValueError: on a symbol outside the alphabet (named by pair and position).
@@ -780,6 +778,11 @@ class PairHMM(EstimatorParams):
         if assigned:
             self._store(**{n: self._validated(n, v) for n, v in assigned.items()})
         enc = self._encode(pairs)
+        if not enc:  # scoring no pairs gives an empty array; EM has nothing to count
+            raise ValueError(
+                "fit got no pairs: EM needs at least one (x, y) pair to count from; "
+                "pass a non-empty list of (x, y) pairs"
+            )
         if all(len(x) + len(y) == 0 for x, y in enc):
             raise ValueError(
                 f"all {len(enc)} pairs are empty: there is nothing to learn tau, delta, "

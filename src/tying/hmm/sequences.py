@@ -62,13 +62,39 @@ def n_rows(X: np.ndarray) -> int:
         ValueError: X must be an array of observations, one row per time step, got the scalar 0.5; give [[0.5]] for one observation of one feature (or [0.5] for one symbol)
     """
     if X.ndim == 0:
-        v = X.item()
-        raise ValueError(
-            f"X must be an array of observations, one row per time step, got the scalar "
-            f"{v!r}; give [[{v!r}]] for one observation of one feature (or [{v!r}] for one "
-            f"symbol)"
-        )
+        raise ValueError(_scalar_x_message(X.item()))
     return X.shape[0]
+
+
+def _scalar_x_message(v: object) -> str:
+    """Why a value NumPy reads as 0-d is no ``X``, and the fix that works for it.
+
+    ``[[v]]`` is advice only for a number: a SciPy sparse matrix (``np.asarray`` wraps it
+    as one object), a string, None or a dict were told to nest themselves in a list,
+    which fails again (stop 61)."""
+    head = "X must be an array of observations, one row per time step, got"
+    if hasattr(v, "toarray") and hasattr(v, "nnz"):  # scipy.sparse matrix or array
+        return (
+            f"{head} a SciPy sparse {type(v).__name__} of shape {getattr(v, 'shape', '?')}; "
+            f"the models read dense observations: pass X.toarray()"
+        )
+    if isinstance(v, (bool, int, float, np.number)):
+        return (
+            f"{head} the scalar {v!r}; give [[{v!r}]] for one observation of one feature "
+            f"(or [{v!r}] for one symbol)"
+        )
+    fix = "pass an array of numbers, (n_samples, n_features), or (n_samples,) symbols"
+    if isinstance(v, str):
+        fix += (
+            "; a string's characters as symbols are coded as integers first: "
+            "labels, codes = np.unique(list(X), return_inverse=True), then use codes"
+        )
+    return f"{head} {_short_repr(v)} (a {type(v).__name__}); {fix}"
+
+
+def _short_repr(v: object, limit: int = 60) -> str:
+    text = repr(v)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def check_lengths(lengths: object, n_samples: int) -> np.ndarray:
@@ -287,6 +313,8 @@ def check_observations(
     """
     check_unmasked(X, lengths)
     arr = np.asarray(X)
+    if arr.ndim == 0 and arr.dtype == object:  # a sparse matrix, None, a dict: named
+        raise ValueError(_scalar_x_message(arr.item()))
     if ndim == 1:
         if arr.ndim == 2 and arr.shape[1] == 1:
             arr = arr[:, 0]

@@ -68,6 +68,13 @@ def _real_array(name: str, value) -> np.ndarray:
         what = "complex values" if kind == "c" else "text"
         bad = (f"{what} (dtype {arr.dtype})", arr[idx], idx)
     elif kind == "O":
+        v = arr.item() if arr.ndim == 0 else None
+        if hasattr(v, "toarray") and hasattr(v, "nnz"):  # np.asarray wraps sparse as one
+            raise TypeError(  # object: NumPy said "setting an array element with a sequence"
+                f"{name} must be a dense array of real numbers, got a SciPy sparse "
+                f"{type(v).__name__} of shape {v.shape}; convert it first (S.toarray() for "
+                f"a sparse S)"
+            )
         for idx, v in np.ndenumerate(arr):
             if isinstance(v, (str, bytes, complex, np.complexfloating)):
                 bad = ("an object array", v, idx)
