@@ -56,5 +56,8 @@ def test_without_a_null_direction_the_scale_is_lmfit_s():
     from tying.fit.rank_deficient import rank_scale
 
     assert rank_scale(26.0, 26, 0, 1.0) == (1.0, "")
-    assert rank_scale(26.0, 0, 1, 1.0) == (1.0, "")  # nothing to scale by: unchanged
+    # nfree = 0 with one null direction: n - rank = 1, the held fit's (review 61: was 1.0,
+    # the errors unscaled as if sigma were 1)
+    assert rank_scale(26.0, 0, 1, 1.0)[0] == 26.0
+    assert np.isnan(rank_scale(26.0, -1, 1, 1.0)[0])  # n - rank = 0: nothing to scale by
     assert rank_scale(27.0, 26, 1, 27 / 26)[0] == pytest.approx(1.0)

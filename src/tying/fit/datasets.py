@@ -462,6 +462,10 @@ def _omit_fix(label: str, x: np.ndarray, ds: Dataset) -> str:
     keep = [
         f"np.asarray({n})[keep]" if isinstance(v, (list, tuple)) else f"{n}[keep]" for n, v in given
     ]
+    if ds.sigma is not None and np.ndim(ds.sigma) == 0:
+        # one sigma for every point stays: left out, (x[keep], y[keep]) fitted with sigma 1
+        # (review 61: chi2 100x, errors 10x under scale_covar=False for sigma = 0.1)
+        keep.append("sigma")
     if ds.metadata:
         keep.append("metadata")
     return (

@@ -728,6 +728,7 @@ class GlobalFit:
         )
         flat = redo = None  # parameters at second order in a singular Jacobian (stop 57)
         singular = False
+        n_null, scale_r = 0, scale  # null directions of J, and the scale beside them
         try:
             cov_s_global, cov_s_logical = schur.covariance(h_cov, pmap.index, pmap.n_global)
             inflation = _inflation(cov_s_logical, h_cov, pmap)
@@ -829,6 +830,13 @@ class GlobalFit:
                     f"orthogonal terms), or fix some of them"
                 )
                 warnings.warn(f"global fit: {ill}", FitWarning, stacklevel=3)
+            if scaled and not (rank_route and in_null.any()):
+                # the estimable route of an inverse that rounding left invertible: the
+                # same scale, said there too (review 61: said on the singular route alone)
+                message += (
+                    f"; the standard errors of the parameters off the null direction(s) of "
+                    f"the Jacobian are {scaled}"
+                )
         except np.linalg.LinAlgError:
             singular = True
             cov_global = cov_logical = None
@@ -840,7 +848,7 @@ class GlobalFit:
                 if zero.size and not overflow
                 else (None, "", jw)
             )
-            redo = _secant_covariance(secant, r, pmap, unread, scale) if note else None
+            redo = _secant_covariance(secant, r, pmap, unread, scale_r) if note else None
         if redo is not None and flat is not None:
             stderr_x, cov_global, cov_logical = redo
             stderr_x[flat] = np.nan
@@ -899,8 +907,11 @@ class GlobalFit:
                 f"or fix the parameter"
             )
             warnings.warn(f"global fit: {pinned} ended at a bound", FitWarning, stacklevel=3)
-        if self.scale_covar and nfree <= 0 and cov_global is not None:
-            # redchi = chi2 / 0 is undefined: scaled errors would read 0, not "unknown"
+        dof = nfree + n_null  # n - rank J: the held fit's nfree (review 61)
+        if self.scale_covar and dof <= 0 and np.isfinite(stderr_x).any():
+            # redchi = chi2 / 0 is undefined: scaled errors would read 0, not "unknown".
+            # Beside a null direction the covariance is None while the estimable errors are
+            # finite: those read unscaled (σ = 1) before (review 61), so test the errors
             cov_global = cov_logical = None
             stderr_x = np.full(pmap.n_physical, np.nan)
             message += (
@@ -919,7 +930,7 @@ class GlobalFit:
             # b**2 at b = 0: a vanishing derivative gave a finite error set by where the
             # solver stopped (2.9e7 at b = 1.7e-9, 5.3e7 at 9e-10); lmfit gives none (stop 56)
             bad, note, secant = _nonlinear_errors(ev, data, pmap, out.theta, r, jw, stderr_x, norm)
-            redo = _secant_covariance(secant, r, pmap, unread, scale) if note else None
+            redo = _secant_covariance(secant, r, pmap, unread, scale_r) if note else None
             if redo is not None and cov_global is not None:
                 # the others' errors beside the flagged one's secant, not beside the tiny
                 # derivative where it stopped (0.0648 batched, 0.0418 looped: stop 57)
@@ -980,4 +991,5 @@ class GlobalFit:
             _model=out.model,
             _cov_logical=cov_logical,
             _stderr_x=stderr_x,
+            _dof=dof,
         )

@@ -78,13 +78,21 @@ def rank_scale(chi2: float, nfree: int, n_null: int, scale: float) -> tuple[floa
     ``χ²/(n - rank)``; ``nfree`` and ``redchi`` keep lmfit's ``n - nvarys``. ``scale`` (as
     computed) comes back where there is no null direction or nothing to scale.
 
+    With ``nfree <= 0`` beside a null direction, ``n - rank`` can still be positive (4
+    points, 4 parameters, one null direction: 1): the fit holding one of them scales by it,
+    where ``scale`` (1, "no degree of freedom") left the estimable errors unscaled, as if
+    σ were 1 (review 61: ``wid`` 0.919 for the held fit's 0.0597). Where ``n - rank <= 0``
+    the scale is NaN: no degree of freedom to scale by.
+
     Example:
         >>> rank_scale(26.0, 26, 1, 1.0)
         (0.9629629629629629, 'scaled by chi2 / (ndata - rank) = chi2 / 27, not chi2 / nfree')
     """
-    if n_null <= 0 or nfree <= 0:
+    if n_null <= 0:
         return scale, ""
     dof = nfree + n_null
+    if dof <= 0:
+        return float("nan"), ""
     return chi2 / dof, f"scaled by chi2 / (ndata - rank) = chi2 / {dof}, not chi2 / nfree"
 
 

@@ -235,6 +235,15 @@ class FitResult(ValueEquality):
     time: float = dataclasses.field(default=0.0, compare=False)
     # the model and solver settings, for predictions at new x and profile refits
     _context: Any = dataclasses.field(default=None, repr=False, compare=False)
+    # n - rank J: nfree plus the null directions of J, the degrees of freedom of the fit
+    # holding the redundant parameters, for t quantiles and F-tests (review 61); None: nfree
+    _dof: int | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def _rank_dof(self) -> int:
+        """``n - rank J`` (``nfree`` without a null direction; results pickled before: nfree)."""
+        dof = self.__dict__.get("_dof")
+        return self.nfree if dof is None else int(dof)
 
     def __getattr__(self, name: str) -> Any:
         # only reached when normal lookup fails: an lmfit name gets ours, not a bare

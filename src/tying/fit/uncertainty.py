@@ -74,7 +74,7 @@ def _require(result: FitResult, what: str, quantile: bool = True) -> FitContext:
             f"{what} needs the covariance of the fitted parameters, but this result has "
             f"none (errorbars=False): {result.message}"
         )
-    if result.nfree <= 0 and (quantile or ctx.scale_covar):
+    if result._rank_dof <= 0 and (quantile or ctx.scale_covar):
         raise ValueError(
             f"{what} needs at least one degree of freedom, got nfree = {result.nfree} "
             f"({result.ndata} points, {result.nvarys} fitted parameters); add data or fix "
@@ -422,5 +422,6 @@ def eval_uncertainty(result: FitResult, i: int | str, x: Any, sigma: float = 1.0
     _, var = _predict(result, i, x, what, True)
     tail = special.erfc(level / np.sqrt(2.0))  # two-sided: 1 - erf(σ/√2)
     # Student's t whatever scale_covar says, as lmfit's t.ppf((prob + 1) / 2, ndata - nvarys)
-    scale = stats.t.isf(tail / 2, result.nfree)
+    # n - rank J beside a null direction, the held fit's nfree (review 61)
+    scale = stats.t.isf(tail / 2, result._rank_dof)
     return float(scale) * np.sqrt(var)
