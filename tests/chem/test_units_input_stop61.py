@@ -104,3 +104,28 @@ def test_unit_refuses_what_is_not_a_base_unit_with_advice_that_works():
 def test_parsers_refuse_what_is_not_text(call, match):
     with pytest.raises(TypeError, match=match):
         call()
+
+
+def test_a_parsed_quantity_is_the_quantity_built_by_hand():
+    # review of stop 61: parse_quantity builds its Quantity without __post_init__ (the
+    # force-field load path), so it must be field for field what the constructor makes
+    import pickle
+
+    parsed = parse_quantity("1.525970013793 * kilocalorie_per_mole / angstrom ** 2")
+    built = Quantity(1.525970013793, "kilocalorie / mole / angstrom ** 2")
+    assert type(parsed) is Quantity and vars(parsed) == vars(built)
+    assert type(parsed.value) is float and type(parsed.unit) is Unit
+    assert parsed == built and hash(parsed) == hash(built) and repr(parsed) == repr(built)
+    assert pickle.loads(pickle.dumps(parsed)) == built
+
+
+def test_a_whole_float_power_is_the_integer_as_parse_unit_reads_it():
+    # review of stop 61: parse_unit("angstrom ** 2.0") is angstrom ** 2, and pint's
+    # angstrom ** 2.0 too, while Unit.of({"angstrom": 2.0}) was refused
+    assert (
+        Unit.of({"angstrom": 2.0}) == parse_unit("angstrom ** 2.0") == parse_unit("angstrom ** 2")
+    )
+    assert Unit((("mole", -1.0), ("kilocalorie", np.float64(1.0)))) == parse_unit("kcal/mol")
+    assert hash(Unit.of({"angstrom": 2.0})) == hash(parse_unit("angstrom ** 2"))
+    with pytest.raises(TypeError, match=r"must be an integer, got float 1.5"):
+        Unit.of({"angstrom": 1.5})

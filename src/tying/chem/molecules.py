@@ -214,9 +214,12 @@ def input_hint(molecule: Any) -> str:
     if isinstance(molecule, bytes):
         return "; decode bytes first (smiles.decode())"
     if isinstance(molecule, list) or type(molecule).__name__ == "ndarray":
-        # a row of a table (df.values, a list of lists): stop 61, the error named no fix
+        # a row of a table (df.values, a list of lists): stop 61, the error named no fix;
+        # or several molecules given to assign (review of stop 61: assign(['CCO', 'O']) was
+        # told to pass [tuple(row) for row in rows], which splits each SMILES into letters)
         return (
-            "; a (SMILES, name) pair is a tuple: pass assign_many([tuple(row) for row in rows]), "
+            "; several molecules go to assign_many(molecules), one Assignment each; a "
+            "(SMILES, name) pair is a tuple: pass assign_many([tuple(row) for row in rows]), "
             "or assign(smiles, name=name) for one molecule"
         )
     if molecule is None:
