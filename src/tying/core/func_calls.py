@@ -417,9 +417,19 @@ def slot_value_refusal(module: nn.Module, name: str, slot, served: str) -> TieEr
             f"of its own untie a copy first: c = copy.deepcopy(model); tying.untie(c); then "
             f"call the part of c; the model is unchanged"
         )
+    # stop 61: under a relation the value under the source's key is not the slot's (a
+    # Scaled slot read 2 * v for the v it was told to pass), and "untie a copy first
+    # (tying.untie(model))" named a call that unties the model itself, not a copy
+    what = (
+        "pass the value under"
+        if type(slot.relation).__name__ == "Same"
+        else f"pass the source's value (the slot computes its own from it through "
+        f"{slot.relation!r}, so not the slot's value) under"
+    )
     return TieError(
-        f"{head}pass the value under {key} only (the slot reads it), or untie a copy first "
-        f"(tying.untie(model)); the model is unchanged"
+        f"{head}{what} {key} only (the slot reads it), or for a value of its own untie a "
+        f"copy first: c = copy.deepcopy(model); tying.untie(c); then call c; the model is "
+        f"unchanged"
     )
 
 

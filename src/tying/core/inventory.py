@@ -27,6 +27,7 @@ from torch import nn
 from tying.core.errors import TieError
 from tying.core.outside import ORIG, pruned_names
 from tying.core.relations import Relation, Same
+from tying.core.reparametrized import reparametrized_advice
 from tying.core.slots import Slot, slots_of, storage_names
 
 #: what to do when the module holding a tie's source was replaced after the plan: neither
@@ -267,9 +268,7 @@ class Inventory:
                 f"{path} is no longer a parameter of its module{who}: torch.nn.utils.parametrize, "
                 f"weight_norm or spectral_norm re-parametrised it after the tie was made (its "
                 f"parameters now: {', '.join(holders) or 'none'}), and a tie cannot follow "
-                f"that. Remove it (parametrize.remove_parametrizations(module, {name!r}), "
-                f"remove_weight_norm, remove_spectral_norm) and re-apply the plan, or "
-                f"re-parametrise before tying"
+                f"that: " + reparametrized_advice(mod, name, owner)
             )
         return f"{path} is not a parameter of the model{who}{self.closest(path)}"
 

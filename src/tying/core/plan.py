@@ -36,6 +36,7 @@ from tying.core.inventory import Inventory, join
 from tying.core.outside import ORIG, check_not_wrapped
 from tying.core.patterns import Pattern
 from tying.core.relations import Relation, Same, relation_from_spec
+from tying.core.reparametrized import one_sided
 from tying.core.rules import Rule, share
 from tying.core.slot_loads import ancestors
 from tying.core.slots import (
@@ -368,8 +369,9 @@ def _resolve_rules(rules: list[Rule], inv: Inventory) -> tuple[list[Change], int
                     raise _fail(
                         i,
                         rule,
-                        f"{spath!r} has no counterpart {src!r} in {src_mod!r}: the two modules "
-                        f"differ in structure; tie the matching parameters one by one",
+                        one_sided(inv.modules, spath, mpath, src, src_mod)
+                        or f"{spath!r} has no counterpart {src!r} in {src_mod!r}: the two "
+                        f"modules differ in structure; tie the matching parameters one by one",
                     )
                 matched[spath] = src
         for spath in inv.slots:

@@ -86,6 +86,9 @@ from tying.core.part_copies import rebased_for_part as _rebased_for_part
 from tying.core.part_pickles import check_unpickled_piece as _check_unpickled_piece
 from tying.core.part_pickles import piece_without_source as _piece_without_source
 from tying.core.relations import Relation, Same
+from tying.core.reparametrized import _REMOVERS
+from tying.core.reparametrized import remove_refusal as _remove_refusal
+from tying.core.reparametrized import reparametrized_advice as _reparametrized_advice
 from tying.core.root_advice import free_call as _free_call
 
 # loading a state dict through tied slots (split out in stop 50; importable from here)
@@ -105,6 +108,8 @@ from tying.core.spectral_guard import TiedParams as _TiedParams
 from tying.core.spectral_guard import norm_refusal as _norm_refusal
 
 SLOTS_ATTR = "_tying_slots"
+# readers whose reads of a slot are checked (Slot._watched_read)
+_WATCHED_READERS = frozenset({"torch.nn.utils.prune", *_REMOVERS})
 # A number that changes whenever a module's slots are installed or removed: code that
 # specialises on the ties (a layer's fast path under torch.compile) reads it, so a
 # compiled graph is guarded on it and re-traced after any re-tie.
@@ -222,10 +227,9 @@ class Slot:
         if not compiling:  # global_unstructured flattens the slot before it asks for a mask
             caller = sys._getframe(1).f_back  # who read the slot (frame 1: the property)
             reader = None if caller is None else caller.f_globals.get("__name__")
-            if reader == "torch.nn.utils.prune":
-                _check_global_prune_read(module, self, caller)
-            elif reader == "torch.nn.utils.weight_norm":
-                self._refuse_weight_norm(module)
+            # one dict look-up for every other reader (stop 61 added two: no extra compare)
+            if reader in _WATCHED_READERS:
+                self._watched_read(module, reader, caller)
         if (self._handed is not None or self._kept) and not compiling:
             # Let the old value go before computing the new one: a read never holds two
             # logical-sized copies at once (verify/save check values through _handed
@@ -463,9 +467,23 @@ class Slot:
             f"{', '.join(holders)}): torch.nn.utils.parametrize, spectral_norm or weight_norm "
             f"re-parametrised the tie's source after the tie was made, and the engine cannot "
             f"follow it (verify, count and save would not see it; a hook-set value is stale "
-            f"until that module runs). Remove it (parametrize.remove_parametrizations, "
-            f"remove_spectral_norm, remove_weight_norm), or untie first (tying.untie(model))"
+            f"until that module runs); "
+            + _reparametrized_advice(smod, name, (self.paths[1] or "").rpartition(".")[0])
         )
+
+    def _watched_read(self, module: nn.Module, reader: str, caller) -> None:
+        """A read by torch's prune, weight_norm, spectral_norm or parametrize code."""
+        if reader == "torch.nn.utils.prune":
+            _check_global_prune_read(module, self, caller)
+            return
+        if reader == "torch.nn.utils.weight_norm" and caller.f_code.co_name == "apply":
+            # WeightNorm.apply only: its forward hook (compute_weight) reads the _g/_v
+            # slots of a module tied whole to another weight-normed one (stop 61: every
+            # forward of share("b", like="a") over two weight-normed layers was refused)
+            self._refuse_weight_norm(module)
+        refusal = _remove_refusal(reader, caller, self, _name_in(module, self), module)
+        if refusal is not None:
+            raise refusal
 
     def _refuse_weight_norm(self, module: nn.Module):
         # torch.nn.utils.weight_norm reads the slot, then deletes it from _parameters,
