@@ -27,7 +27,7 @@ from tying.report.format import format_value
         (torch.tensor(0.1, dtype=torch.bfloat16), 0.1),  # 0.10009765625
         (torch.tensor([0.1, 0.3]), [0.1, 0.3]),
         (np.array([[0.1], [np.nan]], dtype=np.float32), [[0.1], [np.nan]]),
-        (np.float32(3.4025e38), 3.4025e38),  # shorter decimals overflow float32
+        (np.float32(3.4025e38), float(np.float32(3.4025e38))),  # a whole number: itself
         (np.float64(0.1), 0.1),
         (np.zeros((0, 2), np.float32), []),
     ],
@@ -72,3 +72,23 @@ def test_a_bfloat16_tensor_is_the_same_bfloat16_again(xs):
     t = torch.tensor(xs, dtype=torch.bfloat16)
     back = torch.tensor(plain(t), dtype=torch.float64).to(torch.bfloat16)
     assert torch.equal(back, t)
+
+
+@pytest.mark.parametrize(
+    ("value", "number", "text"),
+    [
+        (torch.tensor(1032.0, dtype=torch.bfloat16), 1032.0, "1,032"),  # was 1030, "1,030"
+        (torch.tensor([1032.0, 2064.0], dtype=torch.bfloat16).sum(), 3104.0, "3,104"),
+        (np.float16(8208), 8208.0, "8,208"),  # was 8210, "8,210"
+        (np.float16(65504), 65504.0, "65,504"),  # was 65500
+        (torch.tensor(8208.0, dtype=torch.float16), 8208.0, "8,208"),
+        (torch.tensor(288.0).to(torch.float8_e4m3fn), 288.0, "288"),  # was 300
+        (np.float32(38561792), 38561792.0, "38,561,792"),  # was 38561790
+    ],
+)
+def test_a_whole_narrower_float_is_the_whole_number_it_holds(value, number, text):
+    # reference: the integer the float holds, as torch prints it (tensor(1032.)); its
+    # shortest decimal is another integer (stop 61 review)
+    assert plain(value) == number
+    assert plain([value]) == [number]
+    assert format_value(value) == text

@@ -62,8 +62,11 @@ def format_number(value: Any, digits: int = 3, *, sign: bool = False, percent: b
     ``0.099996``, not ``0.1``, the tolerance a check compares it with; ``9,999.96``, not
     ``10,000``; ``9.99996e+06``, not ``1e+07``). A float's digits past the 15th are
     its binary rounding, not a measurement, and are not shown (``178.00000000000003``
-    is ``178``); a float32, float16 or bfloat16 scalar shows the digits of its own
-    precision (``np.float32(0.1)`` is ``0.1``, not ``0.100000001``).
+    is ``178``), except where they are all that keeps it from a power of ten, the
+    tolerance or bound a check compares it with (``0.9999999999999999`` is not ``1``);
+    a float32, float16 or bfloat16 scalar shows the digits of its own precision
+    (``np.float32(0.1)`` is ``0.1``, not ``0.100000001``), and a whole one the whole
+    number it holds (bfloat16 1032 is ``1,032``, as torch prints it, not ``1,030``).
 
     Args:
         value: an int or float (a NumPy or torch scalar is taken as its Python number).
@@ -109,7 +112,11 @@ def format_number(value: Any, digits: int = 3, *, sign: bool = False, percent: b
         # printed "1,178" (stop 61); 15 significant digits keep every digit a decimal
         # number typed or computed can mean; the largest floats round up to inf there
         shown = float(f"{value:.15g}")
-        value = shown if math.isfinite(shown) else value
+        # ... but not to a power of ten it is not: 9.999999999999997e-07 read "1e-06"
+        # and sum([0.1] * 10) "1", the tolerance or bound a check compared it with, the
+        # 1-ulp gap that decided the check (stop 58's rule; stop 61 review)
+        to_power = shown != value and shown != 0 and _power_of_ten(abs(shown))
+        value = shown if math.isfinite(shown) and not to_power else value
     suffix = ""
     if percent:
         value, suffix = value * 100, "%"
@@ -156,6 +163,8 @@ def _as_python_number(value: Any) -> Any:
     number = value.item()
     dtype = getattr(value, "dtype", None)
     if not isinstance(number, float) or not math.isfinite(number) or dtype is None:
+        return number
+    if number.is_integer():  # exact: bfloat16 1032 read "1,030", float16 8208 "8,210"
         return number
     numpy_narrow = getattr(dtype, "kind", None) == "f" and getattr(dtype, "itemsize", 8) < 8
     torch_narrow = getattr(dtype, "is_floating_point", False) and value.element_size() < 8
