@@ -1,6 +1,8 @@
 """nn.Conv2d's and Keras' keywords on LocallyConnected2d name what to do here (stop 61);
 the advice, followed, gives the conv's numbers."""
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -59,3 +61,22 @@ def test_padding_mode_advice_gives_the_reflect_conv():
         lc.bias.copy_(conv.bias.expand_as(lc.bias))
     out = lc(F.pad(x, (1, 1, 1, 1), mode="reflect"))
     torch.testing.assert_close(out, conv(x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("groups", 1),
+        ("dilation", 1),
+        ("dilation", (1, 1)),
+        ("padding_mode", "zeros"),
+        ("activation", None),
+    ],
+)
+def test_conv_default_named_as_the_default_not_a_recipe(name, value):
+    # review stop 61: nn.Conv2d(..., dilation=1, groups=1, padding_mode='zeros') ported by
+    # keyword was told "no layer here" / build g layers / pad with F.pad
+    said = rf"{name}={re.escape(repr(value))} is .*default, what this layer does: drop {name}="
+    with pytest.raises(TypeError, match=said):
+        LocallyConnected2d(2, 4, 6, 3, **{name: value})
+    LocallyConnected2d(2, 4, 6, 3)  # dropped, as advised

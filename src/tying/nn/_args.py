@@ -237,6 +237,10 @@ def is_default(value, default) -> bool:
     NumPy's too): a keyword that asks for what this layer already does."""
     if default is None:
         return value is None
+    if isinstance(default, str):  # nn.Conv2d's padding_mode='zeros'
+        return isinstance(value, str) and value == default
+    if isinstance(value, tuple) and value:  # nn.Conv2d's pairs: dilation=(1, 1)
+        return all(is_default(v, default) for v in value)
     if isinstance(default, bool):
         return isinstance(value, bool | np.bool_) and bool(value) == default
     return (

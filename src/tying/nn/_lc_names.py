@@ -9,7 +9,12 @@ the name here nor that the feature is missing and how to get it.
 
 from __future__ import annotations
 
-__all__ = ["LC_FOREIGN_NAMES"]
+__all__ = ["LC_DEFAULTS", "LC_FOREIGN_NAMES"]
+
+# given at these values the keyword asks for what the layer does: "drop it", not the recipe
+# for another value (review stop 61: groups=1 named g layers, dilation=1 "no layer here",
+# padding_mode='zeros' an F.pad recipe)
+LC_DEFAULTS = {"dilation": 1, "groups": 1, "padding_mode": "zeros", "activation": None}
 
 LC_FOREIGN_NAMES = {
     # torch.nn.Conv2d

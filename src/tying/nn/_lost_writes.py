@@ -24,20 +24,32 @@ from operator import attrgetter
 import torch
 from torch import nn
 
+from tying.core.errors import TieError
 from tying.core.slots import SLOTS_ATTR, _check_pending_writes
 
 __all__ = ["refuse_lost_writes"]
 
+# the core's refusal ends "; write to <source> instead, or untie first ...": a layer whose
+# forward needs the tie (a hashed lookup) replaces that fix with its own
+_CORE_FIX = "; write to "
+
 _HANDED, _KEPT = attrgetter("_handed"), attrgetter("_kept")
 
 
-def refuse_lost_writes(*modules: nn.Module | None) -> None:
+def refuse_lost_writes(*modules: nn.Module | None, fix: str | None = None) -> None:
     """Refuse, as the slot's next read would, when a computed slot of one of ``modules``
     (None entries skipped) was written to since it was last read.
 
     Nothing is checked inside ``torch.compile`` or ``torch.jit.trace`` (no Python-side
     value may be read there; the next eager call checks). When no slot holds a record of
     a handed-out value (the usual forward) it costs two C-level passes over the slots.
+
+    Args:
+        modules: the layer, and any layer whose computed slots its forward stands for
+            (the table owner of a ``Siamese`` tower: a write through either tower's
+            ``weight`` is recorded there).
+        fix: what to do instead, replacing the core's "write to the source, or untie"
+            (untying a hashed layer leaves it no buckets to look up).
 
     Raises:
         TieError: naming the slot, its source and the fix (see
@@ -48,4 +60,9 @@ def refuse_lost_writes(*modules: nn.Module | None) -> None:
     for module in modules:
         slots = None if module is None else module.__dict__.get(SLOTS_ATTR)
         if slots and (any(map(_HANDED, slots.values())) or any(map(_KEPT, slots.values()))):
-            _check_pending_writes(module)
+            try:
+                _check_pending_writes(module)
+            except TieError as err:
+                if fix is None or _CORE_FIX not in str(err):
+                    raise
+                raise TieError(f"{str(err).split(_CORE_FIX)[0]}; {fix}") from err

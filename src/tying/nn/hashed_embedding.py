@@ -58,6 +58,18 @@ from tying.nn.hashing import MAX_LOGICAL, MODES, HashedTable, P, combine, qr_spl
 
 __all__ = ["HashedEmbedding", "HashedEmbeddingBag"]
 
+# nn.Embedding's three idioms for writing weight, each as it is done on a hashed table
+# (untying, the core's other fix, leaves the layer no buckets to look up)
+_LOST_WRITE_FIX = (
+    "write the buckets named above instead (layer: the layer holding that weight_physical): "
+    "an init as nn.init.normal_(layer.weight_physical, std=...); "
+    "a dense table (weight.copy_(pretrained)) as its least-squares buckets, "
+    "layer.weight_physical.data.copy_(layer.relation.right_inverse(pretrained)); a single "
+    "row (weight[pad] = 0) has no values of its own (its buckets are shared with other "
+    "rows): mask the lookup, out * (ids != pad).unsqueeze(-1); for a dense table "
+    "torch.nn.Embedding.from_pretrained(layer.weight.detach())"
+)
+
 
 def _positive_int(name: str, value, owner: str) -> int:
     # the layer named first (stop 60: "buckets must be a positive int" named no layer)
@@ -414,9 +426,16 @@ class HashedEmbedding(nn.Module):
         self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
     ):
         self._tying_check_load(state_dict, prefix, local_metadata)
+        failed = len(errors)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing, unexpected, errors
         )
+        if prefix + "weight_physical" in state_dict and len(errors) == failed:
+            # every bucket replaced: a write into weight before the load (an init pass, then
+            # the checkpoint) is superseded, as nn.Embedding's, not lost; the lookup refused
+            # it with the loaded values in place (review stop 61)
+            for slot in slots_of(self).values():
+                slot._handed, slot._kept = None, ()
 
     def _check_own_tie(self, loading: bool = False) -> None:
         """Refuse a lookup when ``weight`` no longer reads the layer's own hash.
@@ -538,10 +557,12 @@ class HashedEmbedding(nn.Module):
     def _lookup(self, ids, nbags=0, bags=None, fac=None) -> torch.Tensor:
         """Rows of ``ids`` ``(n, D)``, or their weighted sums into ``nbags`` bags ``(nbags, D)``."""
         self._check_own_tie()
+        owner = self._table_owner()
         # the lookup reads the buckets, not the weight slot: a write into layer.weight
-        # (nn.init.normal_, weight[pad] = 0) was lost with no error (stop 61)
-        refuse_lost_writes(self)
-        w = self._table_owner().weight_physical
+        # (nn.init.normal_, weight[pad] = 0) was lost with no error (stop 61); a tower
+        # reading another's table (Siamese, share_layers) has the write recorded there
+        refuse_lost_writes(self, None if owner is self else owner, fix=_LOST_WRITE_FIX)
+        w = owner.weight_physical
         # the fused kernels are numba loops outside PyTorch: torch.func transforms (vmap,
         # grad, jacrev, jacfwd) cannot see through them, so those take the torch path
         # (stop 34); a second derivative and forward-mode AD reach the torch path from

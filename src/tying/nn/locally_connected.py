@@ -21,9 +21,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from tying.core.slot_loads import guard_layer
-from tying.nn._args import flag, int_arg, is_bool, is_int, refuse_foreign_keywords
+from tying.nn._args import flag, int_arg, is_bool, is_int, refuse_foreign_defaults
 from tying.nn._input_errors import CAUGHT, InputDeviceError, raise_if_mismatched
-from tying.nn._lc_names import LC_FOREIGN_NAMES
+from tying.nn._lc_names import LC_DEFAULTS, LC_FOREIGN_NAMES
 
 __all__ = ["LocallyConnected2d"]
 
@@ -149,7 +149,9 @@ class LocallyConnected2d(nn.Module):
     ) -> None:
         super().__init__()
         # nn.Conv2d's and Keras' keywords name what to do here (stop 61)
-        refuse_foreign_keywords("LocallyConnected2d", foreign, LC_FOREIGN_NAMES)
+        refuse_foreign_defaults(
+            "LocallyConnected2d", foreign, LC_FOREIGN_NAMES, LC_DEFAULTS, "nn.Conv2d (or Keras)"
+        )
         bias = flag("LocallyConnected2d", "bias", bias)
         in_channels, out_channels = (
             int_arg(value, 1, f"{name} must be a positive int, got {value!r}")
