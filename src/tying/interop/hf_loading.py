@@ -412,7 +412,11 @@ def _refuse_recorded_plan_unfit(model: nn.Module, where_recorded, kwargs: dict, 
     the refusal was core's ``pattern 'transformer.h.2.ln_1.weight' matches no parameter``,
     naming neither the recorded plan nor the override.
     """
-    overrides = sorted(k for k in kwargs if k != "config" and hasattr(model.config, k))
+    overrides = sorted(
+        k
+        for k in kwargs
+        if k != "config" and _may_change_layout(k, kwargs[k], model, where_recorded)
+    )
     cause = (
         f"the config override(s) {', '.join(f'{k}={kwargs[k]!r}' for k in overrides)} "
         f"built a model of another layout than the one saved"
@@ -426,6 +430,26 @@ def _refuse_recorded_plan_unfit(model: nn.Module, where_recorded, kwargs: dict, 
         f"plan=tying.Plan([...]) with the ties this model should have (it replaces the "
         f"recorded plan; tied values the file holds are still checked)"
     ) from None
+
+
+def _may_change_layout(key: str, value: Any, model: nn.Module, where_recorded) -> bool:
+    """Whether the ``from_pretrained`` keyword ``key=value`` can be what changed the layout.
+
+    Every keyword HF also keeps on the config counted (``dtype=torch.bfloat16``,
+    ``use_cache=False``, ``output_attentions=False``): the refusal told the caller to load
+    without their dtype. Sizes are ints (``n_layer``, ``vocab_size``) or lists
+    (``layer_types``); one equal to the saved value changed nothing.
+    """
+    if not hasattr(model.config, key) or isinstance(value, bool):
+        return False
+    if not isinstance(value, (int, list, tuple, dict)):
+        return False
+    if isinstance(where_recorded, pathlib.Path):
+        with contextlib.suppress(OSError, ValueError):
+            saved = json.loads(where_recorded.read_text())
+            if key in saved and saved[key] == (list(value) if isinstance(value, tuple) else value):
+                return False
+    return True
 
 
 def _untied_by_caller(model: nn.Module, config_file: pathlib.Path, missing: list) -> list[str]:

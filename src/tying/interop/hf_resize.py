@@ -224,10 +224,14 @@ def _follow_head_with_bias(model: nn.Module, before: torch.Tensor) -> None:
     of 84 and every forward failed (``RuntimeError: The size of tensor a (96) must match
     the size of tensor b (84)``), and a shrink then pad (71 -> 66 -> 80) dropped the
     entries of rows the head kept. Built from the bias before HF's call, as BART's
-    ``_resize_final_logits_bias(rows)``: kept entries unchanged, added ones zero.
+    ``_resize_final_logits_bias(rows)``: kept entries unchanged, added ones zero, in the
+    bias's own dtype and device (HF's grow made a bfloat16 bias float32).
     """
     rows = model.get_output_embeddings().weight.shape[0]
-    if model.final_logits_bias.shape[-1] == rows:
+    now = model.final_logits_bias
+    # HF's zeros for the added entries are float32 on every family: torch.cat made a
+    # bfloat16 bias float32 on a grow (then the logits), unpadded or padded
+    if now.shape[-1] == rows and now.dtype == before.dtype and now.device == before.device:
         return
     keep = min(rows, before.shape[-1])
     new = torch.zeros((*before.shape[:-1], rows), dtype=before.dtype, device=before.device)

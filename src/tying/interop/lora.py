@@ -251,8 +251,20 @@ def _checked(model: nn.Module, peft_config):
         if group is not None and info.module_path in targets and group in targets:
             shared[info.module_path] = group
             continue
+        # every targeted module reading the same tensor, at once: the pair alone looped
+        # when a module tied whole to the source was targeted too (T5's embeddings tied
+        # whole to `shared`, the head tied to its weight: leaving `shared` out was refused
+        # as a partial group, whose advice was to target `shared` again)
+        root = inv.root_of(info.path)
+        readers = ends | {
+            i.module_path for i in inv.slots.values() if i.is_tied and inv.root_of(i.path) == root
+        }
+        met, hit = (
+            sorted(hit)[0],
+            {p for p in targets if any(e == p or e.startswith(p + ".") for e in readers)},
+        )
         raise TieError(
-            f"get_peft_model: target module {sorted(hit)[0]!r} takes part in the tie {info.path} <- "
+            f"get_peft_model: target module {met!r} takes part in the tie {info.path} <- "
             f"{info.source or 'its own storage'} ({info.tie.relation!r}); an adapter there would "
             f"change one use of the tied tensor and merging would write its delta into every use. "
             f"Only modules tied whole (every parameter, Same) can share one adapter, with their "

@@ -171,7 +171,12 @@ def refuse_tied_parameters(
         elif info.is_tied or path in sources:
             target, source = (path, info.source) if info.is_tied else (sources[path], path)
             tie = f"the tie {target} <- {source} ({inv.slots[target].tie.relation!r})"
-            ends = {target, source}
+            # every slot reading the same tensor: the pair alone was refused again for a
+            # second tie to it (two heads tied to one embedding: two tries)
+            root = inv.root_of(target)
+            ends = {target, source} | {
+                i.path for i in inv.slots.values() if i.is_tied and inv.root_of(i.path) == root
+            }
             group = next((g for g in groups.values() if info.module_path in g), None)
             free = f"tying.Plan([tying.free({target!r})]).apply(model)"
             if group and _lora_wraps(inv.modules[info.module_path]):

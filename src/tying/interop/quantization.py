@@ -194,13 +194,26 @@ def _check(inv: Inventory, selected: set[str], what: str, exclude=()) -> dict[st
         if group is not None:  # selected with its whole group (checked above)
             continue
         touched = info.module_path if info.module_path in selected else src_mod
-        ends = sorted({info.module_path, src_mod} & selected)  # both, when both are selected
+        # every selected module tied to the same tensor, at once: the pair alone looped when
+        # a third module read it (a second head, T5's embeddings tied whole to `shared`
+        # beside a head tied to it: excluding the pair was refused for the third)
+        root = inv.root_of(info.path)
+        readers = {
+            i.module_path for i in inv.slots.values() if i.is_tied and inv.root_of(i.path) == root
+        }
+        ends = sorted(({info.module_path, src_mod} | readers) & selected)
+        if len(ends) == 1:
+            them = "it"
+        elif len(ends) == 2:
+            them = "both " + " and ".join(map(repr, ends))
+        else:
+            them = "all of " + ", ".join(map(repr, ends))
         raise TieError(
             f"{what}: the tie {info.path} <- {info.source or 'its own storage'} "
             f"({info.tie.relation!r}) touches {touched!r} "
             f"which would be quantized; only a module tied whole (every parameter, Same) to another "
             f"of its class can share one quantized module. Exclude "
-            f"{'it' if len(ends) == 1 else 'both ' + ' and '.join(map(repr, ends))} from "
+            f"{them} from "
             f"quantization ({_exclude_fix(what, *ends, exclude=exclude)}), or untie "
             f"it first (tying.Plan([tying.free({info.path!r})]).apply(model))"
         )
