@@ -87,9 +87,9 @@ def test_output_class_dim_follows_the_chain():
     assert output_class_dim(ce(out, y).grad_fn, out.grad_fn) == 1
     assert output_class_dim(ce(out.transpose(1, 2), y).grad_fn, out.grad_fn) == 2
     assert output_class_dim(ce(out.permute(0, 2, 1) / 3, y).grad_fn, out.grad_fn) == 2
-    flat = ce(out.flatten(0, 1), y.flatten()).grad_fn  # (B*T, C): the view moves dim 1
-    assert output_class_dim(flat, out.grad_fn) is None
+    flat = ce(out.flatten(0, 1), y.flatten()).grad_fn  # (B*T, C): the classes stay last
+    assert output_class_dim(flat, out.grad_fn) == 2  # review 61: trailing dimensions kept
     sliced = ce(out[:, :, :-1], y[:, :-1]).grad_fn  # a slice of T: followed since stop 61
     assert output_class_dim(sliced, out.grad_fn) == 1
-    cut = ce(out[:, :-1], y).grad_fn  # a slice of the classes: not the output's dimension
-    assert output_class_dim(cut, out.grad_fn) is None
+    cut = ce(out[:, :-1], y).grad_fn  # a slice of the classes: the output's dimension
+    assert output_class_dim(cut, out.grad_fn) == 1  # holds them (review 61)

@@ -9,6 +9,7 @@ vmap is now the compiled module's eager original (vmap gains nothing from the gr
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tests.train.models import TiedAE, loop_grads, mse
@@ -64,3 +65,30 @@ def test_opacus_hooks_refuse_a_compiled_relation_tie_and_the_advice_runs():
     want = loop_grads(model, mse, x, x)
     for name, g in want.items():
         torch.testing.assert_close(got[name], g)
+
+
+def _compiled_in_place():
+    model = TiedAE()
+    model.compile(backend="eager")  # nn.Module.compile: no wrapper, no _orig_mod
+    return model
+
+
+def _compiled_child():
+    return torch.nn.Sequential(torch.compile(TiedAE(), backend="eager"))
+
+
+@pytest.mark.parametrize("make", [_compiled_in_place, _compiled_child], ids=["in-place", "child"])
+def test_a_transposed_tie_compiled_in_place_or_as_a_child_gives_the_loops_gradients(make):
+    # review 61: NotImplementedError (TensorWrapper storage) / InternalTorchDynamoError
+    model = make()
+    x = torch.randn(4, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    want = loop_grads(model, mse, x, x)
+    got = per_example_grads(model, mse, x, x)
+    assert sorted(got) == sorted(want)
+    for name, g in want.items():
+        torch.testing.assert_close(got[name], g)
+    dp = DPSGD(model, torch.optim.SGD(model.parameters(), lr=0.1), noise_multiplier=1.0,
+               max_grad_norm=1.0, sample_rate=0.5, generator=torch.Generator().manual_seed(1))  # fmt: skip
+    dp.step(mse, x, x)
+    tied = model if hasattr(model, "enc") else model[0]._orig_mod
+    torch.testing.assert_close(tied.dec.weight, tied.enc.weight.t())

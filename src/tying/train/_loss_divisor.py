@@ -94,6 +94,8 @@ _ROW_KEEPING = (
     "Slice",
     "Select",
     "Index",
+    "Split",  # out.chunk(2, 1)[0], out.split([V, 1], -1)[0] (review 61: unseen before)
+    "Unbind",
     "Transpose",
     "Permute",
     "Clone",
@@ -149,16 +151,18 @@ _DIM_KEEPING = (
 def output_class_dim(node, made_by, depth: int = 16) -> int | None:
     """The dimension of the model output (made by ``made_by``) that an ``nll_loss`` node
     reads as its classes (its input's dimension 1), followed back through transposes,
-    permutes, views that keep the leading dimensions, slices, ``select``/``unsqueeze``
-    (the dimensions around them counted), and ops that keep every dimension.
+    permutes, views that keep the leading or the trailing dimensions, slices and
+    ``index_select`` (of the classes too), ``select``/``unsqueeze``/``squeeze`` (the
+    dimensions around them counted), and ops that keep every dimension.
 
     Args:
         node: the loss node (``NllLossBackward0``/``NllLoss2DBackward0``).
         made_by: the ``grad_fn`` of the model output.
 
     Returns:
-        The dimension, or None where the chain holds anything else (an index, a slice
-        of the classes, a view that moves them) or does not reach ``made_by``.
+        The dimension, or None where the chain holds anything else (an index, a view
+        that moves the classes) or does not reach ``made_by``. Where the loss reads a
+        slice of the classes, the output's dimension holds more entries than its classes.
 
     Example:
         >>> import torch
@@ -188,10 +192,22 @@ def output_class_dim(node, made_by, depth: int = 16) -> int | None:
             pos = d1 if pos == d0 else d0 if pos == d1 else pos
         elif name.startswith("Permute"):
             pos = _signed(nxt._saved_dims[pos]) % rank
-        elif name.startswith("Slice"):  # rows or classes cut: every dimension stays put
-            if _signed(nxt._saved_dim) % rank == pos:
-                return None  # some classes cut away: not the output's class dimension
-        elif name.startswith("Select"):  # out[:, 0]: nxt's input had one dimension more
+        elif name.startswith(("Slice", "IndexSelect", "Split")):  # every dimension stays put
+            # some classes cut away (logits[..., :vocab_size]): the output's dimension still
+            # holds them, the cut ones with a zero gradient, so a kept target's row is not
+            # all zero there and a dropped one's is (review 61: None here fell back to the
+            # shapes, which matched no dimension: uneven padding unseen, 0.5 off, no error)
+            pass
+        elif name.startswith("Squeeze"):  # nxt's input had size-1 dimensions more
+            src = tuple(int(s) for s in nxt._saved_self_sym_sizes)
+            dims = getattr(nxt, "_saved_dim", None)
+            dims = range(len(src)) if dims is None else dims if isinstance(dims, tuple) else (dims,)
+            gone = {_signed(d) % max(len(src), 1) for d in dims}
+            kept = [i for i, n in enumerate(src) if not (i in gone and n == 1)]
+            if len(kept) != len(shape) or pos >= len(kept):
+                return None
+            pos = kept[pos]
+        elif name.startswith(("Select", "Unbind")):  # out[:, 0]: nxt's input had one more
             dim = _signed(nxt._saved_dim) % (rank + 1)
             pos = pos + 1 if pos >= dim else pos
         elif name.startswith("Unsqueeze"):  # nxt's input had one dimension less
@@ -201,8 +217,16 @@ def output_class_dim(node, made_by, depth: int = 16) -> int | None:
             pos = pos - 1 if pos > dim else pos
         elif name.startswith(("View", "Reshape", "UnsafeView")):
             source = getattr(nxt, "_saved_self_sym_sizes", None)
-            if source is None or tuple(int(s) for s in source)[: pos + 1] != shape[: pos + 1]:
+            if source is None:
                 return None
+            source = tuple(int(s) for s in source)
+            if source[: pos + 1] != shape[: pos + 1]:
+                # a view of the leading dimensions only (out.unflatten(-1, (1, C)) read as
+                # [:, :, 0], review 61): the class dimension and all after it unchanged
+                k = len(source) - (len(shape) - pos)
+                if k < 1 or source[k:] != shape[pos:]:
+                    return None
+                pos = k
         elif not name.startswith(_DIM_KEEPING):
             return None
         here = nxt
@@ -244,8 +268,11 @@ def reads_one_example(node, made_by) -> bool:
     else:
         return False
     name = type(above).__name__
-    if name == "SelectBackward0":
+    if name in ("SelectBackward0", "UnbindBackward0"):
         return getattr(above, "_saved_dim", None) == 0
+    if name.startswith("Split") and getattr(above, "_saved_dim", None) == 0:  # out.split(1)
+        sizes = getattr(above, "_saved_split_sizes", None) or (above._saved_split_size,)
+        return all(int(n) == 1 for n in sizes)
     if name == "SliceBackward0" and getattr(above, "_saved_dim", None) == 0:
         start, end = int(above._saved_start), int(above._saved_end)
         return int(above._saved_step) == 1 and end - start == 1 and start >= 0
@@ -343,11 +370,13 @@ def class_rows(
     """
     if grad.dim() < 2 or grad.shape[0] != batch or classes < 1:
         return None
-    if class_dim is not None and 0 < class_dim < grad.dim() and grad.shape[class_dim] == classes:
+    if class_dim is not None and 0 < class_dim < grad.dim() and grad.shape[class_dim] >= classes:
         # the chain to the loss said where the classes are (stop 60: a (B, T, C) output
         # read as out.transpose(1, 2) with T == C matched the (B, C, T) branch below and
-        # was read along T: uneven padding went unseen, gradients scaled, no error)
-        return grad.movedim(class_dim, -1).reshape(batch, -1, classes)
+        # was read along T: uneven padding went unseen, gradients scaled, no error); more
+        # entries than the loss's classes where it read a slice of them (review 61)
+        n = grad.shape[class_dim]
+        return grad.movedim(class_dim, -1).reshape(batch, -1, n)
     spatial = math.prod(loss_input[2:]) if len(loss_input) > 2 else None
     if (
         grad.dim() > 2

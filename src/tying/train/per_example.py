@@ -31,6 +31,7 @@ split from here the same way; those names are still importable from this module.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
@@ -247,6 +248,8 @@ class _PerExample:
         # check (gc.get_referrers) under vmap and crashed with InternalTorchDynamoError on
         # a Transposed tie (stop 61); vmap gains nothing from the compiled graph
         self._forward = getattr(model, "_orig_mod", model) if _compiled(model) else model
+        # model.compile() in place, or a compiled child: the same dynamo crash (review 61)
+        self._eager = _eager if _holds_compiled(self._forward) else contextlib.nullcontext
         self._loss_fn: LossFn | None = None
         self._batch = 0  # the batch's rows at this call: no example's output has as many
         self.fn = vmap(
@@ -314,8 +317,10 @@ class _PerExample:
                 saved.append((mod._buffers, name, mod._buffers[name]))
                 mod._buffers[name] = bufs[i]
             if batched:
-                return self._forward(*xb)
-            out = self._forward(*(t.unsqueeze(0) for t in xb))
+                with self._eager():
+                    return self._forward(*xb)
+            with self._eager():
+                out = self._forward(*(t.unsqueeze(0) for t in xb))
             if self._batch > 1:
                 _refuse_batch_sized_output(out, self._batch)
             return out
@@ -420,11 +425,11 @@ class _PerExample:
         key = forward_key(xs, self._all_modules)
         if key in self._vetted:
             if (key, B) not in self._sized:
-                with buffers_kept(self.model):
+                with buffers_kept(self.model), self._eager():
                     refuse_batch_dependent_forward(self._forward, xs, B, "per-example gradients")
                 self._sized.add((key, B))
             return
-        with buffers_kept(self.model):
+        with buffers_kept(self.model), self._eager():
             # a forward that fails on the batch (written for one example at a time) has
             # no batched forward to differ from: no verdict, and vmap runs it as before
             # every pair of examples too (groups): vmap runs each example alone, so a
@@ -780,6 +785,24 @@ def _compiled(model: nn.Module) -> bool:
     return type(model).__name__ == "OptimizedModule" and isinstance(
         getattr(model, "_orig_mod", None), nn.Module
     )
+
+
+def _holds_compiled(model: nn.Module) -> bool:
+    """Whether a module of ``model`` runs compiled code (``module.compile()`` in place, or a
+    ``torch.compile`` wrapper held as a child)."""
+    return any(
+        _compiled(m) or m.__dict__.get("_compiled_call_impl") is not None for m in model.modules()
+    )
+
+
+def _eager():
+    """Every compiled module run eagerly (review 61: a ``Transposed`` tie under
+    ``model.compile()`` or in a compiled child crashed under vmap with dynamo's errors, as
+    the ``torch.compile(model)`` wrapper did before stop 61)."""
+    stance = getattr(torch.compiler, "set_stance", None)  # torch >= 2.6
+    if stance is None:
+        return torch._dynamo.config.patch(disable=True)
+    return stance("force_eager")
 
 
 def _output_aux(out, loss: torch.Tensor):
