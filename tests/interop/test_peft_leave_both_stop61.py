@@ -14,21 +14,10 @@ import pytest
 import torch
 
 import tying
-from tests.interop import models as M
+from tests.interop.test_quant_exclude_both_stop61 import _hf_tied_mistral
 from tying.interop.lora import get_peft_model
 
 peft = pytest.importorskip("peft")
-T = M.transformers
-
-
-def _hf_tied_mistral():
-    torch.manual_seed(0)
-    cfg = T.MistralConfig(
-        vocab_size=61, hidden_size=32, intermediate_size=64, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=8, max_position_embeddings=32, num_hidden_layers=1,
-        pad_token_id=0, tie_word_embeddings=True,
-    )  # fmt: skip
-    return T.MistralForCausalLM(cfg).eval()
 
 
 class _LM(torch.nn.Module):

@@ -31,6 +31,21 @@ def _lm(heads: int = 0) -> nn.Module:
     return nn.Sequential(*layers)
 
 
+def _assert_equals_the_loop(net, loss, x, y, reduction):
+    """Opacus-style hooks' per-sample gradients of ``loss`` equal a per-example loop's."""
+    gsm = grad_sample_module(net, loss_reduction=reduction)
+    try:
+        loss(gsm(x), y).backward()
+        got = net[1].weight.grad_sample.clone()
+    finally:
+        gsm._close()
+    loop = _lm()
+    for b in range(B):
+        loop.zero_grad()
+        loss(loop(x[b : b + 1]), y[b : b + 1]).backward()
+        torch.testing.assert_close(got[b], loop[1].weight.grad, rtol=1e-5, atol=1e-6)
+
+
 def _data(padded: bool):
     g = torch.Generator().manual_seed(1)
     x, y = torch.randint(0, 7, (B, T), generator=g), torch.randint(0, C, (B, T), generator=g)
@@ -142,17 +157,7 @@ def test_an_even_mean_read_through_a_class_slice_squeeze_or_view_equals_the_loop
         view = read_out(out)
         return F.cross_entropy(view, y.flatten() if view.dim() == 2 else y)
 
-    gsm = grad_sample_module(net, loss_reduction="mean")
-    try:
-        loss(gsm(x), y).backward()
-        got = net[1].weight.grad_sample.clone()
-    finally:
-        gsm._close()
-    loop = _lm()
-    for b in range(B):
-        loop.zero_grad()
-        loss(loop(x[b : b + 1]), y[b : b + 1]).backward()
-        torch.testing.assert_close(got[b], loop[1].weight.grad, rtol=1e-5, atol=1e-6)
+    _assert_equals_the_loop(net, loss, x, y, "mean")
 
 
 # review 61: a split or chunk ended the walk from the loss to the output (not a row-keeping
@@ -185,14 +190,4 @@ def test_a_per_example_loop_over_split_rows_is_not_refused():
     def loss(out, y):
         return sum(F.cross_entropy(o[0], t[0]) for o, t in zip(out.split(1), y.split(1)))
 
-    gsm = grad_sample_module(net, loss_reduction="sum")
-    try:
-        loss(gsm(x), y).backward()
-        got = net[1].weight.grad_sample.clone()
-    finally:
-        gsm._close()
-    loop = _lm()
-    for b in range(B):
-        loop.zero_grad()
-        loss(loop(x[b : b + 1]), y[b : b + 1]).backward()
-        torch.testing.assert_close(got[b], loop[1].weight.grad, rtol=1e-5, atol=1e-6)
+    _assert_equals_the_loop(net, loss, x, y, "sum")
