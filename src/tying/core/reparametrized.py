@@ -155,7 +155,7 @@ def one_sided(modules: dict, spath: str, target_mod: str, src: str, source_mod: 
     )
 
 
-def remove_refusal(reader: str, caller, slot, name: str, module: nn.Module):
+def remove_refusal(reader: str, caller, slot, name: str | None, module: nn.Module):
     """The refusal of old-style ``remove_weight_norm``/``remove_spectral_norm`` on a module
     whose re-parametrisation's parameters are tied slots, or None for any other read.
 
@@ -168,7 +168,8 @@ def remove_refusal(reader: str, caller, slot, name: str, module: nn.Module):
         reader: the ``__name__`` of the module whose code read the slot.
         caller: the frame that read it.
         slot: the slot read.
-        name: the slot's name on ``module``.
+        name: the slot's name on ``module`` (None: looked up when refusing; a forward's
+            read does not pay for it).
         module: the tied module.
 
     Returns:
@@ -183,15 +184,26 @@ def remove_refusal(reader: str, caller, slot, name: str, module: nn.Module):
         # writes b's parametrized value into it in place (set_), i.e. into a's original
         # (stop 61: a's output changed, no error; with weight_norm's two originals b was
         # silently untied). Refused at its first read of the slot, before any change.
-        frame, depth = caller, 0
-        while frame is not None and depth < 8:
-            if frame.f_code.co_name == "remove_parametrizations":
-                break
-            frame, depth = frame.f_back, depth + 1
-        else:
-            return None
-        if frame is None:
-            return None
+        # Its first read of a single original is remove_parametrizations' own
+        # (parametrizations.original), refused there; only several originals (the new
+        # weight_norm's original0/original1) are first read through the parametrized
+        # property: forward <- _call_impl <- _wrapped_call_impl <- get_parametrized
+        # [<- get_cached_parametrization] <- remove_parametrizations. Every forward of a
+        # tied parametrized pair reads here, and each frame walked up is one Python
+        # materialises (stop 61 review: walking 8 frames cost an orthogonal pair's
+        # forward 4-8 %), so the walk is only taken for several originals and stops at
+        # get_parametrized's caller.
+        if caller.f_code.co_name != "remove_parametrizations":
+            if getattr(module, "is_tensor", True):
+                return None
+            frame, depth = caller.f_back, 1
+            while frame is not None and depth < 8:
+                if frame.f_code.co_name == "get_parametrized":
+                    frame = frame.f_back
+                    break
+                frame, depth = frame.f_back, depth + 1
+            if frame is None or frame.f_code.co_name != "remove_parametrizations":
+                return None
         call = "torch.nn.utils.parametrize.remove_parametrizations"
         what = (
             "would write this module's parametrized value into the shared tensor in place "
@@ -208,6 +220,10 @@ def remove_refusal(reader: str, caller, slot, name: str, module: nn.Module):
     from tying.core.errors import TieError
     from tying.core.root_advice import free_call
 
+    if name is None:
+        from tying.core.slots import slots_of
+
+        name = next((n for n, s in slots_of(module).items() if s is slot), slot.source_name)
     label = "parametrization" if tool == "parametrize" else tool
     where, src = slot.target_and_source(name)
     owner = where.split(".parametrizations.")[0] if tool == "parametrize" else where

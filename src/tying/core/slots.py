@@ -90,6 +90,7 @@ from tying.core.reparametrized import _REMOVERS
 from tying.core.reparametrized import remove_refusal as _remove_refusal
 from tying.core.reparametrized import reparametrized_advice as _reparametrized_advice
 from tying.core.root_advice import free_call as _free_call
+from tying.core.root_advice import holder_path as _holder_path
 
 # loading a state dict through tied slots (split out in stop 50; importable from here)
 from tying.core.slot_loads import _check_before_load as _check_before_load
@@ -467,8 +468,21 @@ class Slot:
             f"{', '.join(holders)}): torch.nn.utils.parametrize, spectral_norm or weight_norm "
             f"re-parametrised the tie's source after the tie was made, and the engine cannot "
             f"follow it (verify, count and save would not see it; a hook-set value is stale "
-            f"until that module runs); "
-            + _reparametrized_advice(smod, name, (self.paths[1] or "").rpartition(".")[0])
+            f"until that module runs); " + self._reparametrized_advice(module, smod, name)
+        )
+
+    def _reparametrized_advice(self, module: nn.Module, smod: nn.Module, name: str) -> str:
+        # the source's module path is relative to the plan's root; when that root sits in
+        # another module (an nn.Sequential, a DDP-like .module), the user holds the outer
+        # one, and model.get_submodule('a') was an AttributeError there (stop 61 review)
+        owner = (self.paths[1] or "").rpartition(".")[0]
+        held = _holder_path(module, self)
+        if held is None:
+            return _reparametrized_advice(smod, name, owner)
+        prefix, outer, root = held
+        return _reparametrized_advice(smod, name, ".".join(p for p in (prefix, owner) if p)) + (
+            f" (model being the {type(outer).__name__} that holds the {type(root).__name__} "
+            f"the plan was applied to at {prefix!r})"
         )
 
     def _watched_read(self, module: nn.Module, reader: str, caller) -> None:
@@ -481,7 +495,7 @@ class Slot:
             # slots of a module tied whole to another weight-normed one (stop 61: every
             # forward of share("b", like="a") over two weight-normed layers was refused)
             self._refuse_weight_norm(module)
-        refusal = _remove_refusal(reader, caller, self, _name_in(module, self), module)
+        refusal = _remove_refusal(reader, caller, self, None, module)  # name: if refused
         if refusal is not None:
             raise refusal
 
