@@ -70,10 +70,16 @@ def _real_array(name: str, value) -> np.ndarray:
     elif kind == "O":
         v = arr.item() if arr.ndim == 0 else None
         if hasattr(v, "toarray") and hasattr(v, "nnz"):  # np.asarray wraps sparse as one
+            # a sparse matrix is 2-d: a vector parameter (startprob_) needs its one row
+            vector = (
+                "; S.toarray().ravel() for a vector such as startprob_"
+                if len(v.shape) == 2 and 1 in v.shape
+                else ""
+            )
             raise TypeError(  # object: NumPy said "setting an array element with a sequence"
                 f"{name} must be a dense array of real numbers, got a SciPy sparse "
                 f"{type(v).__name__} of shape {v.shape}; convert it first (S.toarray() for "
-                f"a sparse S)"
+                f"a sparse S{vector})"
             )
         for idx, v in np.ndenumerate(arr):
             if isinstance(v, (str, bytes, complex, np.complexfloating)):
@@ -192,8 +198,8 @@ def _check_prior(name: str, value, *, nonneg: bool) -> None:
     try:
         arr = _real_array(name, value)  # text and complex: refused by entry, not coerced
     except TypeError as e:
-        if str(e).startswith(f"{name} must hold real numbers"):
-            raise
+        if str(e).startswith(f"{name} must hold real numbers") or "SciPy sparse" in str(e):
+            raise  # (a sparse prior was named by its multi-line repr, with no conversion)
         raise TypeError(generic) from None
     except ValueError:
         raise TypeError(generic) from None
