@@ -24,8 +24,6 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sized
-
 import numpy as np
 
 from tying.core.count import Count, Group
@@ -45,7 +43,7 @@ from tying.hmm.pair_dp import (
     posterior_counts,
     viterbi,
 )
-from tying.hmm.pair_inputs import side_error
+from tying.hmm.pair_inputs import refuse_no_pairs, side_error
 from tying.hmm.validation import (
     _check_n_threads,
     _check_seed,
@@ -464,18 +462,7 @@ class PairHMM(EstimatorParams):
                     arr = arr.astype(np.int64)
                 enc.append(arr)
             out.append((enc[0], enc[1]))
-        if not out and (isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sized)):
-            # an empty list scores as no pairs; an empty string or a spent iterator (a
-            # zip already read by fit) is a mistake that would score 0.0 without a word
-            what = (
-                f"the {type(pairs).__name__} {pairs!r}"
-                if isinstance(pairs, (str, bytes))
-                else f"a {type(pairs).__name__} that yielded nothing (already consumed?)"
-            )
-            raise ValueError(
-                f"pairs is {what}, not a list of (x, y) pairs; pass a list, e.g. "
-                f"pairs = list(zip(xs, ys)) to use it more than once, or [] for no pairs"
-            )
+        refuse_no_pairs(out, pairs)
         return out
 
     def _chunks(self, enc, tables: bool = False):

@@ -8,6 +8,8 @@ nothing they could act on: the fix, named here, is the conversion that works.
 
 from __future__ import annotations
 
+from collections.abc import Sized
+
 import numpy as np
 
 
@@ -54,3 +56,22 @@ def side_error(p: int, side: str, seq, arr: np.ndarray, alphabet: str | None, S:
     whole = arr.dtype.kind == "f" and bool(np.all(np.isfinite(arr) & (arr == np.round(arr))))
     fix = f"; they are whole numbers: np.asarray({side}).astype(int)" if whole else ""
     return f"{where}: expected {want}, got dtype {arr.dtype}{fix}"
+
+
+def refuse_no_pairs(out: list, pairs) -> None:
+    """Refuse ``pairs`` that yielded nothing without being an empty sized container.
+
+    An empty list scores as no pairs; an empty string or a spent iterator (a zip
+    already read by ``fit``) is a mistake that would score 0.0 without a word.
+    """
+    if out or not (isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sized)):
+        return
+    what = (
+        f"the {type(pairs).__name__} {pairs!r}"
+        if isinstance(pairs, (str, bytes))
+        else f"a {type(pairs).__name__} that yielded nothing (already consumed?)"
+    )
+    raise ValueError(
+        f"pairs is {what}, not a list of (x, y) pairs; pass a list, e.g. "
+        f"pairs = list(zip(xs, ys)) to use it more than once, or [] for no pairs"
+    )
