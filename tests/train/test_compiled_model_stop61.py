@@ -92,3 +92,56 @@ def test_a_transposed_tie_compiled_in_place_or_as_a_child_gives_the_loops_gradie
     dp.step(mse, x, x)
     tied = model if hasattr(model, "enc") else model[0]._orig_mod
     torch.testing.assert_close(tied.dec.weight, tied.enc.weight.t())
+
+
+def _opacus_grads_or_refusal(model, compiled_as):
+    """Review 61: a compiled part (in place, or a compiled child) under Opacus' hooks."""
+    import warnings
+
+    import pytest
+
+    pytest.importorskip("opacus", reason="the privacy extra: pip install 'tying[privacy]'")
+    from tying.train import grad_sample_module
+
+    x = torch.randn(3, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    gsm = grad_sample_module(compiled_as, loss_reduction="sum")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            mse(gsm(x), x).sum().backward()
+        got = {n: p.grad_sample.clone() for n, p in model.named_parameters()}
+    finally:
+        gsm._close()
+    for name, g in loop_grads(model, mse, x, x).items():
+        torch.testing.assert_close(got[name], g)
+
+
+def test_opacus_hooks_refuse_a_compiled_child_and_the_advice_runs():
+    import pytest
+
+    pytest.importorskip("opacus", reason="the privacy extra: pip install 'tying[privacy]'")
+    from tying.train import grad_sample_module
+
+    model = TiedAE()
+    outer = torch.nn.Sequential(torch.compile(model, backend="eager"))
+    with pytest.raises(ValueError, match=r"0 is torch.compile's wrapper.*slot 0._orig_mod.dec."
+                       r"weight.*setattr\(model, '0', model.get_submodule\('0'\)._orig_mod\)"):  # fmt: skip
+        grad_sample_module(outer, loss_reduction="sum")  # was: RecursionError at forward
+    assert not any(h for m in model.modules() for h in (m._forward_hooks, m._backward_hooks))
+    setattr(outer, "0", outer.get_submodule("0")._orig_mod)  # the advice
+    _opacus_grads_or_refusal(model, outer)
+
+
+def test_opacus_hooks_refuse_a_model_compiled_in_place_and_the_advice_runs():
+    import pytest
+
+    pytest.importorskip("opacus", reason="the privacy extra: pip install 'tying[privacy]'")
+    from tying.train import grad_sample_module
+
+    model = TiedAE()
+    model.compile(backend="eager")
+    with pytest.raises(ValueError, match=r"the model is compiled in place.*slot dec.weight.*"
+                       r"model._compiled_call_impl = None"):  # fmt: skip
+        grad_sample_module(model, loss_reduction="sum")  # was: RecursionError at forward
+    model._compiled_call_impl = None  # the advice
+    _opacus_grads_or_refusal(model, model)

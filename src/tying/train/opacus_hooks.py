@@ -381,6 +381,7 @@ def _refuse_compiled_relation(model: nn.Module, slots) -> None:
     neither the tie nor a fix (an untied or ``Same``-tied compiled model runs)."""
     inner = getattr(model, "_orig_mod", None)
     if type(model).__name__ != "OptimizedModule" or not isinstance(inner, nn.Module):
+        _refuse_compiled_part(model, slots)
         return
     related = [
         f"{path}.{name}" if path else name
@@ -393,6 +394,40 @@ def _refuse_compiled_relation(model: nn.Module, slots) -> None:
             f"slot {related[0]} is computed through a relation, which Opacus' hooks cannot "
             f"run under dynamo (a RecursionError at the first forward); wrap the module "
             f"itself, grad_sample_module(model._orig_mod, ...), which runs it eagerly"
+        )
+
+
+def _refuse_compiled_part(model: nn.Module, slots) -> None:
+    """Refuse a compiled part holding a relation tie: ``module.compile()`` in place, or a
+    ``torch.compile`` wrapper held as a child (review 61: the same RecursionError at the
+    first forward as the wrapper of the whole model)."""
+    for where, mod in model.named_modules():
+        wrapper = type(mod).__name__ == "OptimizedModule" and bool(where)
+        in_place = mod.__dict__.get("_compiled_call_impl") is not None
+        if not (wrapper or in_place):
+            continue
+        inside = f"{where}." if where else ""
+        related = [
+            f"{path}.{name}" if path else name
+            for path, _, name, slot in slots
+            if type(slot.relation).__name__ != "Same" and f"{path}.".startswith(inside)
+        ]
+        if not related:
+            continue
+        at = f"model.get_submodule({where!r})" if where else "model"
+        parent, _, attr = where.rpartition(".")
+        holder = f"model.get_submodule({parent!r})" if parent else "model"
+        fix = (
+            f"setattr({holder}, {attr!r}, {at}._orig_mod) puts back the module it compiled"
+            if wrapper
+            else f"{at}._compiled_call_impl = None undoes its .compile()"
+        )
+        what = "torch.compile's wrapper" if wrapper else "compiled in place (.compile())"
+        raise ValueError(
+            f"grad_sample_module: {where or 'the model'} is {what}, and its slot "
+            f"{related[0]} is computed through a relation, which Opacus' hooks cannot run "
+            f"under dynamo (a RecursionError at the first forward); wrap the model with that "
+            f"part uncompiled: {fix}"
         )
 
 
