@@ -38,7 +38,7 @@ def test_layout_override_names_recorded_plan_and_override(folder):
         tying.TieError,
         match=r"the plan recorded in .*config\.json \(key 'tying'\) does not fit "
         r"GPT2LMHeadModel: the config override\(s\) n_layer=2 .*Load without n_layer, or "
-        r"pass plan=",
+        r"call tying\.hf\.from_pretrained\(\.\.\., plan=tying\.Plan",
     ):
         hf.from_pretrained(T.GPT2LMHeadModel, folder, n_layer=2)
     again = hf.from_pretrained(T.GPT2LMHeadModel, folder)  # first way out

@@ -426,9 +426,10 @@ def _refuse_recorded_plan_unfit(model: nn.Module, where_recorded, kwargs: dict, 
     drop = f"load without {', '.join(overrides)}, or " if overrides else ""
     raise TieError(
         f"tying.hf.from_pretrained: the plan recorded in {where_recorded} (key {CONFIG_KEY!r}) "
-        f"does not fit {type(model).__name__}: {cause} ({err}). {drop.capitalize()}pass "
-        f"plan=tying.Plan([...]) with the ties this model should have (it replaces the "
-        f"recorded plan; tied values the file holds are still checked)"
+        f"does not fit {type(model).__name__}: {cause} ({err}). {drop.capitalize()}call "
+        f"tying.hf.from_pretrained(..., plan=tying.Plan([...])) with the ties this model "
+        f"should have (it replaces the recorded plan; tied values the file holds are still "
+        f"checked)"
     ) from None
 
 
