@@ -648,9 +648,6 @@ def _dim_text(unit: Unit) -> str:
     return " ".join(f"{d}^{p}" for d, p in unit.dimension) or "dimensionless"
 
 
-# Cached: a force field writes a handful of unit texts over and over (2,588 reads for
-# Sage's 452 parameters), a third of reading the file, which every assign_many worker
-# does when it starts. A Unit is immutable; a text that fails is not cached.
 def parse_unit(text: str) -> Unit:
     """Parse a unit expression: names joined by ``*`` and ``/``, each with an optional ``** n``.
 
@@ -678,6 +675,9 @@ def parse_unit(text: str) -> Unit:
     return _parse_unit(text)
 
 
+# Cached: a force field writes a handful of unit texts over and over (2,588 reads for
+# Sage's 452 parameters), a third of reading the file, which every assign_many worker
+# does when it starts. A Unit is immutable; a text that fails is not cached.
 @functools.lru_cache(maxsize=4096)
 def _parse_unit(text: str) -> Unit:
     tokens = _tokens(text)
