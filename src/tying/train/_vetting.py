@@ -88,7 +88,7 @@ def callable_overrides(mod: nn.Module) -> list[str]:
     """
     cls = type(mod)
     found = [k for k, v in vars(mod).items() if callable(v) and callable(getattr(cls, k, None))]
-    if mod.__dict__.get("_compiled_call_impl") is not None:
+    if compiled_in_place(mod):
         found.append("_compiled_call_impl")
     return found
 
@@ -667,3 +667,21 @@ class BufferWrites:
             )
             + BUFFER_FIX
         )
+
+
+def compiled_wrapper(model: nn.Module) -> bool:
+    """Whether ``model`` is ``torch.compile``'s wrapper (``OptimizedModule``)."""
+    return type(model).__name__ == "OptimizedModule" and isinstance(
+        getattr(model, "_orig_mod", None), nn.Module
+    )
+
+
+def compiled_in_place(module: nn.Module) -> bool:
+    """Whether ``module.compile()`` was called on ``module`` itself."""
+    return module.__dict__.get("_compiled_call_impl") is not None
+
+
+def holds_compiled(model: nn.Module) -> bool:
+    """Whether a module of ``model`` runs compiled code (``module.compile()`` in place, or a
+    ``torch.compile`` wrapper held as a child)."""
+    return any(compiled_wrapper(m) or compiled_in_place(m) for m in model.modules())

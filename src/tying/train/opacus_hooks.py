@@ -51,6 +51,8 @@ from tying.train._vetting import (
     batch_rows,
     buffers_kept,
     callable_overrides,
+    compiled_in_place,
+    compiled_wrapper,
     cuda_devices,
     forward_key,
     func_name,
@@ -379,8 +381,7 @@ def _refuse_compiled_relation(model: nn.Module, slots) -> None:
     """Refuse ``torch.compile``'s wrapper of a model with a relation tie (stop 61): its
     first forward under Opacus' hooks ended in a RecursionError inside dynamo, naming
     neither the tie nor a fix (an untied or ``Same``-tied compiled model runs)."""
-    inner = getattr(model, "_orig_mod", None)
-    if type(model).__name__ != "OptimizedModule" or not isinstance(inner, nn.Module):
+    if not compiled_wrapper(model):
         _refuse_compiled_part(model, slots)
         return
     related = [
@@ -402,8 +403,8 @@ def _refuse_compiled_part(model: nn.Module, slots) -> None:
     ``torch.compile`` wrapper held as a child (review 61: the same RecursionError at the
     first forward as the wrapper of the whole model)."""
     for where, mod in model.named_modules():
-        wrapper = type(mod).__name__ == "OptimizedModule" and bool(where)
-        in_place = mod.__dict__.get("_compiled_call_impl") is not None
+        wrapper = compiled_wrapper(mod) and bool(where)
+        in_place = compiled_in_place(mod)
         if not (wrapper or in_place):
             continue
         inside = f"{where}." if where else ""

@@ -59,6 +59,12 @@ from tying.train._vetting import (
     unchanged,
 )
 from tying.train._vetting import METADATA_CALLS as _METADATA_CALLS
+from tying.train._vetting import (
+    compiled_wrapper as _compiled,
+)
+from tying.train._vetting import (
+    holds_compiled as _holds_compiled,
+)
 from tying.train._weight_cancels import WeightCancels
 from tying.train.known_losses import KnownLosses, loss_key
 from tying.train.per_example_refusals import (
@@ -778,21 +784,6 @@ def _direct_layers(model: nn.Module, p_slots) -> list | None:
         else:
             return None
     return layers
-
-
-def _compiled(model: nn.Module) -> bool:
-    """Whether ``model`` is ``torch.compile``'s wrapper (``OptimizedModule``)."""
-    return type(model).__name__ == "OptimizedModule" and isinstance(
-        getattr(model, "_orig_mod", None), nn.Module
-    )
-
-
-def _holds_compiled(model: nn.Module) -> bool:
-    """Whether a module of ``model`` runs compiled code (``module.compile()`` in place, or a
-    ``torch.compile`` wrapper held as a child)."""
-    return any(
-        _compiled(m) or m.__dict__.get("_compiled_call_impl") is not None for m in model.modules()
-    )
 
 
 def _eager():
