@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 __all__ = ["format_number", "format_runtime", "format_value"]
@@ -161,26 +160,11 @@ def _as_python_number(value: Any) -> Any:
     if getattr(value, "ndim", None) != 0 or not hasattr(value, "item"):
         return value
     number = value.item()
-    dtype = getattr(value, "dtype", None)
-    if not isinstance(number, float) or not math.isfinite(number) or dtype is None:
+    if not isinstance(number, float):
         return number
-    if number.is_integer():  # exact: bfloat16 1032 read "1,030", float16 8208 "8,210"
-        return number
-    numpy_narrow = getattr(dtype, "kind", None) == "f" and getattr(dtype, "itemsize", 8) < 8
-    torch_narrow = getattr(dtype, "is_floating_point", False) and value.element_size() < 8
-    if not (numpy_narrow or torch_narrow):
-        return number
-    for n in range(1, 17):
-        shortest = float(f"{number:.{n}g}")
-        with warnings.catch_warnings():  # 3.4e38 overflows float32: not the value, then
-            warnings.simplefilter("ignore", RuntimeWarning)
-            try:
-                back = dtype.type(shortest) if numpy_narrow else value.new_full((), shortest)
-            except (OverflowError, RuntimeError):  # torch refuses it
-                continue
-        if bool(back == value):
-            return shortest
-    return number
+    from tying.experiments.values import plain  # the one shortest-decimal reading (stop 61)
+
+    return plain(value)
 
 
 def _units(value: float) -> str:
