@@ -170,6 +170,12 @@ def hand_group(inv: Inventory, source: str) -> list[tuple[str, str]]:
     return [(t, s) for t, s in inv.hand.items() if s == source and inv.slots[t].module is not s_mod]
 
 
+def tied_readers(inv: Inventory, path: str) -> list:
+    """The slots tied to the tensor slot ``path`` reads (its root, chains followed)."""
+    root = inv.root_of(path)
+    return [i for i in inv.slots.values() if i.is_tied and inv.root_of(i.path) == root]
+
+
 def hand_group_fix(
     inv: Inventory, ties: list[tuple[str, str]], targets: set[str] | None = None
 ) -> str:

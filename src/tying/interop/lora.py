@@ -53,6 +53,7 @@ from tying.interop.groups import (
     refuse_other_hooks,
     refuse_other_settings,
     set_module,
+    tied_readers,
     whole_module_ties,
 )
 from tying.interop.lora_saved import (
@@ -255,10 +256,7 @@ def _checked(model: nn.Module, peft_config):
         # when a module tied whole to the source was targeted too (T5's embeddings tied
         # whole to `shared`, the head tied to its weight: leaving `shared` out was refused
         # as a partial group, whose advice was to target `shared` again)
-        root = inv.root_of(info.path)
-        readers = ends | {
-            i.module_path for i in inv.slots.values() if i.is_tied and inv.root_of(i.path) == root
-        }
+        readers = ends | {i.module_path for i in tied_readers(inv, info.path)}
         met, hit = (
             sorted(hit)[0],
             {p for p in targets if any(e == p or e.startswith(p + ".") for e in readers)},

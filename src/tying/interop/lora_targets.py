@@ -40,7 +40,7 @@ import warnings
 
 from tying.core.errors import TieError
 from tying.core.inventory import Inventory
-from tying.interop.groups import hand_group, hand_group_fix, hand_tie_fix
+from tying.interop.groups import hand_group, hand_group_fix, hand_tie_fix, tied_readers
 
 
 def _groups(whole: dict[str, str]) -> dict[str, list[str]]:
@@ -173,10 +173,7 @@ def refuse_tied_parameters(
             tie = f"the tie {target} <- {source} ({inv.slots[target].tie.relation!r})"
             # every slot reading the same tensor: the pair alone was refused again for a
             # second tie to it (two heads tied to one embedding: two tries)
-            root = inv.root_of(target)
-            ends = {target, source} | {
-                i.path for i in inv.slots.values() if i.is_tied and inv.root_of(i.path) == root
-            }
+            ends = {target, source} | {i.path for i in tied_readers(inv, target)}
             group = next((g for g in groups.values() if info.module_path in g), None)
             free = f"tying.Plan([tying.free({target!r})]).apply(model)"
             if group and _lora_wraps(inv.modules[info.module_path]):

@@ -54,6 +54,7 @@ from tying.interop.groups import (
     refuse_other_hooks,
     refuse_other_settings,
     set_module,
+    tied_readers,
     whole_module_ties,
 )
 
@@ -197,10 +198,7 @@ def _check(inv: Inventory, selected: set[str], what: str, exclude=()) -> dict[st
         # every selected module tied to the same tensor, at once: the pair alone looped when
         # a third module read it (a second head, T5's embeddings tied whole to `shared`
         # beside a head tied to it: excluding the pair was refused for the third)
-        root = inv.root_of(info.path)
-        readers = {
-            i.module_path for i in inv.slots.values() if i.is_tied and inv.root_of(i.path) == root
-        }
+        readers = {i.module_path for i in tied_readers(inv, info.path)}
         ends = sorted(({info.module_path, src_mod} | readers) & selected)
         if len(ends) == 1:
             them = "it"
