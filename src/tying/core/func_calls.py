@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from tying.core.errors import TieError
+from tying.core.relations import Same
 
 __all__ = [
     "check_global_prune_read",
@@ -422,7 +423,7 @@ def slot_value_refusal(module: nn.Module, name: str, slot, served: str) -> TieEr
     # (tying.untie(model))" named a call that unties the model itself, not a copy
     what = (
         "pass the value under"
-        if type(slot.relation).__name__ == "Same"
+        if isinstance(slot.relation, Same)
         else f"pass the source's value (the slot computes its own from it through "
         f"{slot.relation!r}, so not the slot's value) under"
     )

@@ -226,9 +226,11 @@ def remove_refusal(reader: str, caller, slot, name: str | None, module: nn.Modul
         name = next((n for n, s in slots_of(module).items() if s is slot), slot.source_name)
     label = "parametrization" if tool == "parametrize" else tool
     where, src = slot.target_and_source(name)
-    owner = where.split(".parametrizations.")[0] if tool == "parametrize" else where
-    owner = owner.rpartition(".")[0] if tool != "parametrize" else owner
-    whole = free_call(module, slot, owner) if owner else free_call(module, slot, where)
+    if tool == "parametrize":
+        owner = where.split(".parametrizations.")[0]
+    else:
+        owner = where.rpartition(".")[0]
+    whole = free_call(module, slot, owner or where)
     return TieError(
         f"{call}: {where} is a tied slot (reads {src} via {slot.relation!r}), one of the "
         f"{label} parameters of {type(module).__name__}; removing {label} from this module "
