@@ -31,8 +31,9 @@ from tying.fit import jacobian as jac_mod
 from tying.fit import schur
 from tying.fit.diagnostics import column_scale
 from tying.fit.equality import ValueEquality
-from tying.fit.lmfit_idioms import refuse_conf_interval_keywords
+from tying.fit.lmfit_idioms import literal, refuse_conf_interval_keywords
 from tying.fit.model import ModelError, ModelEvaluator
+from tying.fit.result_argument import require_result
 from tying.fit.roles import ParameterMap
 from tying.fit.solvers import FitWarning, Tolerances, levenberg_marquardt
 from tying.fit.uncertainty import FitContext, _require, _sigma, probabilities_advice
@@ -447,6 +448,34 @@ def _local_labels(result: FitResult) -> dict[str, str]:
     return {f"{n}[{d}]": f"{n}[{i}]" for i, d in enumerate(result.dataset_names) for n in local}
 
 
+def _whole_name_fix(result: FitResult, name: str, held: list[str]) -> str:
+    """``; 'w' is per_group ...: pass names=[...]`` for a per-group or local name given whole.
+
+    lmfit names each copy; a user asking for ``'w'`` means every value of it. Before stop 62
+    the refusal said "did you mean 'w[B]'?", one group of two picked by difflib.
+    """
+    pmap = result._pmap
+    role = (
+        "per_group, one value per group"
+        if pmap.roles.get(name) == "per_group"
+        else "local, one value per data set"
+        if name in pmap.local_names
+        else None
+    )
+    if role is None:
+        return ""
+    each = [p for p in result.physical_names if p.startswith(f"{name}[") and p not in held]
+    if not each:
+        return f"; {name!r} is {role}, and none of its values was fitted"
+    some_held = any(h.startswith(f"{name}[") for h in held)  # a comprehension would ask them
+    fix = (
+        literal(each)
+        if len(each) <= 12 or some_held
+        else f"[n for n in result.physical_names if n.startswith({name + '['!r})]"
+    )
+    return f"; {name!r} is {role}: name each, names={fix}"
+
+
 class _RefitFailed(Exception):
     pass
 
@@ -518,8 +547,10 @@ def conf_interval(
         >>> bool(abs(width / res.stderr["k"] - 1) < 0.1)   # near-linear: about one stderr
         True
     """
-    refuse_conf_interval_keywords(lmfit)
     what = "result.conf_interval"
+    # lmfit's conf_interval(minimizer, result) pair, first: its p_names advice would not work
+    require_result(result, what, names, lmfit.get("p_names"))
+    refuse_conf_interval_keywords(lmfit)
     _require(result, what)
     data = result._data
     scale = float(np.linalg.norm((data.y * data.weight)[data.mask]))
@@ -532,7 +563,15 @@ def conf_interval(
         )
     _check_minimum(result, what)
     if isinstance(sigmas, (str, bytes)) or not isinstance(sigmas, (Sequence, np.ndarray)):
-        raise TypeError(f"sigmas must be a list of levels in σ, e.g. (1, 2, 3); got {sigmas!r}")
+        one = (
+            f": pass sigmas=({literal(sigmas)},)"
+            if isinstance(sigmas, (int, float, np.integer, np.floating))
+            and not isinstance(sigmas, (bool, np.bool_))
+            else ""
+        )  # one level: its tuple (stop 62; the message showed (1, 2, 3) alone)
+        raise TypeError(
+            f"sigmas must be a list of levels in σ, e.g. (1, 2, 3); got {sigmas!r}{one}"
+        )
     fix = probabilities_advice(sigmas, sigmas_too=True)
     if fix and min(float(s) for s in sigmas) < 1:  # lmfit's probabilities: advise them all
         raise ValueError(
@@ -559,7 +598,10 @@ def conf_interval(
     if names is None:
         names = [n for n in list(result.covariance_names) or list(physical) if n not in held]
     elif isinstance(names, str) or not isinstance(names, (Sequence, np.ndarray)):
-        raise TypeError(f"names must be a list of parameter names, e.g. ['center']; got {names!r}")
+        one = f": pass names=[{names!r}]" if isinstance(names, str) else ""
+        raise TypeError(
+            f"names must be a list of parameter names, e.g. ['center']; got {names!r}{one}"
+        )
     # a local value named as result.table() labels it, a[<data set name>], is a[<index>]
     # (a[s1] for data set 's1' was refused with "did you mean 'a[1]'", another data set's
     # value, before stop 58)
@@ -571,10 +613,12 @@ def conf_interval(
             close = difflib.get_close_matches(n, physical + list(labels), n=1)
             fixed = " (it is fixed)" if n in result._pmap.fixed_names else ""
             shown = f" (or a local one as result.table() shows it, {next(iter(labels), '')!r})"
+            whole = _whole_name_fix(result, n, held)
             raise ValueError(
                 f"names has {n!r}{fixed}, which is not a fitted parameter; the fitted "
                 f"parameters are {physical[:10]}{' ...' if len(physical) > 10 else ''}"
-                f"{shown if labels else ''}{f'; did you mean {close[0]!r}?' if close else ''}"
+                f"{shown if labels else ''}"
+                + (whole or (f"; did you mean {close[0]!r}?" if close else ""))
             )
         if n in physical and labels.get(n, n) != n:
             k = int(labels[n][labels[n].rindex("[") + 1 : -1])

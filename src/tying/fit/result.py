@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from tying.fit.dataset_argument import per_dataset
 from tying.fit.datasets import StackedData
 from tying.fit.equality import ValueEquality
 from tying.fit.roles import ParameterMap
@@ -311,12 +312,14 @@ class FitResult(ValueEquality):
             raise IndexError(f"data set index {i} out of range for {k} data sets")
         return i % k
 
+    @per_dataset
     def params(self, i: int | str) -> dict[str, float]:
         """Data set ``i``'s logical parameters (by index or name), fixed ones included."""
         i = self._index(i)
         values = self._pmap.logical(self.x)
         return {n: values[n][i] for n in self._pmap.names}
 
+    @per_dataset
     def stderrs(self, i: int | str) -> dict[str, float]:
         """Standard errors of data set ``i``'s logical parameters (0 for fixed ones)."""
         i = self._index(i)
@@ -325,6 +328,7 @@ class FitResult(ValueEquality):
             out[n] = float(self._stderr_x[self._pmap.index[i, j]])
         return out
 
+    @per_dataset
     def dataset_covariance(self, i: int | str) -> np.ndarray | None:
         """Covariance ``(P, P)`` of data set ``i``'s fitted parameters, in ``free_names`` order.
 
@@ -340,11 +344,13 @@ class FitResult(ValueEquality):
         """Names of the fitted logical parameters (global roles first, then local)."""
         return list(self._pmap.free_names)
 
+    @per_dataset
     def best_fit(self, i: int | str) -> np.ndarray:
         """The fitted model on data set ``i``'s points."""
         i = self._index(i)
         return self._model[i, : self._data.lengths[i]].copy()
 
+    @per_dataset
     def residual(self, i: int | str) -> np.ndarray:
         """Weighted residuals ``(y - model)/σ`` of data set ``i``.
 
@@ -372,10 +378,12 @@ class FitResult(ValueEquality):
         "lmfit's out.residual for that data set",
     )
 
+    @per_dataset
     def chi2_of(self, i: int | str) -> float:
         """χ² of data set ``i`` alone."""
         return float(np.sum(self.residual(i) ** 2))
 
+    @per_dataset
     def predict(self, i: int | str, x: Any, stderr: bool = False):
         """Data set ``i``'s model at new ``x`` (and its standard error with ``stderr=True``).
 
@@ -385,6 +393,7 @@ class FitResult(ValueEquality):
 
         return predict(self, i, x, stderr=stderr)
 
+    @per_dataset
     def eval_uncertainty(self, i: int | str, x: Any, sigma: float = 1.0) -> np.ndarray:
         """The ``sigma`` confidence band of data set ``i``'s model at new ``x`` (lmfit's).
 
@@ -495,6 +504,7 @@ class FitResult(ValueEquality):
     def __str__(self) -> str:
         return self.table()
 
+    @per_dataset
     def plot(self, i: int | str, ax=None, sigma: float | None = None):
         """Data set ``i`` with its fit (top) and weighted residuals (bottom).
 

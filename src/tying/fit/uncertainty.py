@@ -29,8 +29,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import special, stats
 
+from tying.fit.dataset_argument import per_dataset
 from tying.fit.datasets import Dataset, _from_torch, stack
 from tying.fit.model import ModelError, ModelEvaluator, NonFiniteModel
+from tying.fit.result_argument import require_result
 from tying.fit.roles import ParameterMap
 from tying.fit.solvers import FitWarning, Tolerances
 
@@ -90,6 +92,7 @@ def _require(result: FitResult, what: str, quantile: bool = True) -> FitContext:
 
 
 def _context(result: FitResult, what: str) -> FitContext:
+    require_result(result, what)  # a GlobalFit or an lmfit result: the call that works
     ctx = getattr(result, "_context", None)
     if ctx is None:
         raise ValueError(
@@ -347,6 +350,7 @@ def _warn_held(result: FitResult, i: int, held, reads, x: np.ndarray, need_cov: 
     )
 
 
+@per_dataset
 def predict(result: FitResult, i: int | str, x: Any, stderr: bool = False):
     """Data set ``i``'s model at new x, optionally with its standard error.
 
@@ -380,6 +384,7 @@ def predict(result: FitResult, i: int | str, x: Any, stderr: bool = False):
     return (y, np.sqrt(var)) if stderr else y
 
 
+@per_dataset
 def eval_uncertainty(result: FitResult, i: int | str, x: Any, sigma: float = 1.0) -> np.ndarray:
     """The ``sigma`` confidence band of data set ``i``'s model at new x (lmfit's ``dely``).
 
