@@ -8,10 +8,10 @@ in-place write to it (``nn.init.normal_(emb.weight)``, ``emb.weight[pad] = 0`` u
 with no error (stop 61: ``emb.weight[3] = 0`` then ``emb(3)`` read the old row, 1.54 off).
 :func:`refuse_lost_writes` runs the core's check there too.
 
-Not in the group convs' forward (issue 19's path): a scan of a D4 bank's 56 slots cost
-8 µs a call, several % of a small layer's forward; a write into a logical block there
-(``kernels.r_e``) is refused at ``state_dict``, ``tying.save`` and ``tying.verify``. Nor
-in a shared ``MultiHopGraphConv``: torch's meta-init idiom (``reset_parameters()`` of
+The group convs' forward (issue 19's path) runs it only after a read of a tied block
+(:mod:`tying.nn._group_conv_writes`: a scan of a D4 bank's 56 slots cost 8 µs a call,
+several % of a small layer's forward; a dict look-up asks whether one was read). Not in
+a shared ``MultiHopGraphConv``: torch's meta-init idiom (``reset_parameters()`` of
 every module after ``to_empty``) writes into its ``hops.k.weight`` through
 ``nn.Linear.reset_parameters``, a lost write its forward ran through until then (the
 layer's own reset had set the tie); the refusal stays at ``state_dict`` and ``tying.save``.

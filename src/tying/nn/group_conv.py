@@ -76,6 +76,7 @@ from tying.nn import _group_conv_tie, _layer_plans, _winograd
 from tying.nn._args import flag, int_arg, refuse_foreign_keywords
 from tying.nn._group_conv_args import public_arguments
 from tying.nn._group_conv_loads import GroupRecord
+from tying.nn._group_conv_writes import READ_FLAG, refuse_block_writes, watch_block_reads
 from tying.nn._group_elements import (  # noqa: F401  (public names re-exported)
     GROUPS,
     _check_group,
@@ -241,6 +242,7 @@ class _GroupConvBase(GroupRecord):  # the group travels with the state dict (sto
         self.reset_parameters()
         if self.tied:
             _layer_plans.apply_plan(Plan(self._rules()), self)
+            watch_block_reads(self.kernels)  # a write into a read block: refused (stop 62)
             # the ties the one-gather path reproduces; another plan applied later (other
             # relations under the same names) sends the layer down the slot path
             self.__dict__["_own_ties"] = {m: self._ties_of(m) for m in ("kernels", "biases")}
@@ -249,6 +251,10 @@ class _GroupConvBase(GroupRecord):  # the group travels with the state dict (sto
                 self._gather_index()
                 self._make_flat_index()
                 self._tie_tables()
+
+    def __setstate__(self, state) -> None:  # unpickled: its bank class may be a fresh one
+        super().__setstate__(state)
+        watch_block_reads(self.__dict__.get("_modules", {}).get("kernels"))
 
     # -- what subclasses define -------------------------------------------------------
     def _block_keys(self) -> list[str]:
@@ -574,6 +580,8 @@ class _GroupConvBase(GroupRecord):  # the group travels with the state dict (sto
             >>> bool(layer.filter_bank().abs().sum() > 0)
             True
         """
+        if READ_FLAG in self._modules["kernels"].__dict__:
+            refuse_block_writes(self._modules["kernels"])
         bank = self._filter_bank()
         return bank.clone() if _cacheable(self) else bank
 
@@ -643,6 +651,7 @@ class _GroupConvBase(GroupRecord):  # the group travels with the state dict (sto
             pieces,
         )
         d["_lean_seen"] = seen
+        watch_block_reads(kernels)  # a bank re-tied or unpickled in this process
         return seen
 
     def _kept_banks(self, physical: list, bias: torch.Tensor | None) -> tuple:
@@ -694,9 +703,12 @@ class _GroupConvBase(GroupRecord):  # the group travels with the state dict (sto
         """
         # x: (B, C_in·orientations_in, H, W) -> (B, C_out, |G|, H', W')
         d = self.__dict__
+        kernels = d["_modules"]["kernels"]
+        if READ_FLAG in kernels.__dict__:  # a tied block was read: was it written? (stop 62)
+            refuse_block_writes(kernels)
         bank = None
         if d["tied"] and not torch.compiler.is_compiling():
-            kernels, biases = d["_modules"]["kernels"], d["_modules"].get("biases")
+            biases = d["_modules"].get("biases")
             kp, seen = kernels._parameters, d.get("_lean_seen")
             if (
                 seen is None

@@ -366,7 +366,10 @@ class LocallyConnected2d(nn.Module):
                 # in the product's dtype: under autocast a float32 bias made a bfloat16 product
                 # float32, where nn.Conv2d returns bfloat16 (no-op otherwise: the same bits)
                 out = out + self.bias.reshape(out_h * out_w, self.out_channels).to(out.dtype)
+            # contiguous, as nn.Conv2d's output: the transposed view failed a later
+            # out.view(B, -1), the flatten idiom of conv nets, where Conv2d's passed (stop 62)
             out = out.transpose(1, 2).reshape(x.shape[0], self.out_channels, out_h, out_w)
+            out = out.contiguous()
             return out.squeeze(0) if unbatched else out
         except CAUGHT as e:
             raise_if_mismatched(self, e, x)
