@@ -31,6 +31,7 @@ from tying.hmm import forward_backward as _fb
 from tying.hmm.estimator import EstimatorParams
 from tying.hmm.fitted_array import assign_written, fitted
 from tying.hmm.forward_backward import Posteriors, forward_backward
+from tying.hmm.frames import as_array
 from tying.hmm.inference import (  # noqa: F401  (re-exported: base.<name> as before)
     _ALGORITHMS,
     _CONTROLLER,
@@ -785,6 +786,8 @@ class BaseHMM(HMMInference, EstimatorParams):
     def _prepare(self, X, lengths, fitting=False):
         try:
             X0 = np.asarray(X)
+            if X0.dtype.kind == "O":  # a Float64/Int64 DataFrame: read as numbers
+                X0 = as_array(X, X0)
         except ValueError:  # NumPy's "inhomogeneous shape", which names no fix
             if _sequence_list(X):
                 raise ValueError(

@@ -32,6 +32,7 @@ from tying.hmm.estimator import EstimatorParams
 from tying.hmm.fitted_array import assign_written, linked
 from tying.hmm.integer_args import as_integer
 from tying.hmm.monitor import ConvergenceMonitor, check_monitor_kept, keep_monitor
+from tying.hmm.pair_alphabet import alphabet_message, table_alphabet_fix
 from tying.hmm.pair_dp import (
     IMPOSSIBLE,
     M,
@@ -259,9 +260,7 @@ class PairHMM(EstimatorParams):
         if self.alphabet is not None and (
             not isinstance(self.alphabet, str) or len(self.alphabet) == 0
         ):
-            raise ValueError(
-                f"alphabet must be a non-empty string of symbols like 'ACGT', got {self.alphabet!r}"
-            )
+            raise ValueError(alphabet_message(self.alphabet))
         if self.alphabet is None and self.n_symbols is not None:
             _positive_int("n_symbols", self.n_symbols)
         if self.alphabet is not None and self.n_symbols is not None:
@@ -346,10 +345,8 @@ class PairHMM(EstimatorParams):
             raise ValueError(
                 f"{' and '.join(n + '_' for n in wrong)} were set for the alphabet {was!r}, but "
                 f"alphabet is now {now!r}: the tables are read by position, so symbols would be "
-                f"scored as others ({', '.join(moved)}); set alphabet back to {was!r}, assign "
-                f"{', '.join(n + '_' for n in wrong)} ordered for {now!r} (e.g. "
-                f"idx = [{was!r}.index(c) for c in {now!r}]; m.match_probs_ = "
-                f"p[np.ix_(idx, idx)]; m.insert_probs_ = q[..., idx]), or fit"
+                f"scored as others ({', '.join(moved)}); set alphabet back to {was!r}, "
+                f"{table_alphabet_fix(was, now, wrong)}, or fit"
             )
 
     def _validated(self, name: str, value):

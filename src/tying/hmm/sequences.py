@@ -23,6 +23,8 @@ import functools
 
 import numpy as np
 
+from tying.hmm.frames import is_missing
+
 __all__ = [
     "SequenceBatch",
     "check_lengths",
@@ -618,12 +620,20 @@ def _numeric_fix(arr: np.ndarray, ndim: int = 2) -> str:
     """The way to numbers for an X that is not numeric: the bare dtype named no fix.
 
     Text that is no number (symbols given as labels, ``"a"``) is not told to cast to
-    float, which fails there: it is told to code the labels as integers.
+    float, which fails there: it is told to code the labels as integers. A missing value
+    (``pd.NA`` in an object column) is named as missing, not told to recode it as a
+    label (``np.unique`` fails on it; stop 62).
     """
     if arr.dtype.kind == "c":
         return "; complex values are no observations: if the imaginary parts are 0, pass X.real"
     if arr.dtype.kind in "OUS":  # text or Python objects (a pandas column, a CSV read as text)
         label = _first_label(arr)
+        if label is not None and is_missing(label[1]):
+            row, value = label
+            return (
+                f"; X[{row}] holds {value!s}, a missing value: remove those rows (with "
+                f"lengths to match) or impute them first"
+            )
         if label is not None:
             row, value = label
             codes = "labels, codes = np.unique(X, return_inverse=True), then fit/score codes"

@@ -483,11 +483,15 @@ def _groups_to_labels(kind: str, groups: object, n_states: int) -> np.ndarray:
     for gi, group in enumerate(groups):
         if isinstance(group, (str, bytes)) or not isinstance(group, Iterable):
             flat = list(groups) if isinstance(groups, (list, tuple, range, np.ndarray)) else None
+            is_set = isinstance(groups, (set, frozenset))
+            if is_set:  # {0, 1}: one group written as a set (it said "group 0: got 0")
+                flat = list(groups)
             if flat is not None and all(
                 isinstance(g, (int, np.integer)) and not isinstance(g, (bool, np.bool_))
                 for g in flat
             ):
-                raise TypeError(_flat_groups_message(kind, [int(g) for g in flat], n_states))
+                flat = sorted(int(g) for g in flat) if is_set else [int(g) for g in flat]
+                raise TypeError(_flat_groups_message(kind, flat, n_states, is_set))
             raise TypeError(
                 f"ties[{kind!r}] group {gi}: a group is a list of states like [0, 1], got {group!r}"
             )
@@ -515,13 +519,14 @@ def _groups_to_labels(kind: str, groups: object, n_states: int) -> np.ndarray:
     return _relabel(labels)
 
 
-def _flat_groups_message(kind: str, flat: list[int], n_states: int) -> str:
-    """The refusal of a flat list of states as a kind's groups, with the spec it may mean:
-    one group of those states (``[0, 1]``), or one group label per state (``[0, 0, 1]``)."""
+def _flat_groups_message(kind: str, flat: list[int], n_states: int, is_set: bool = False) -> str:
+    """The refusal of a flat list (or a set) of states as a kind's groups, with the spec it
+    may mean: one group of those states (``[0, 1]``), or one group label per state
+    (``[0, 0, 1]``; not for a set, which holds no order)."""
     ways = []
     if len(set(flat)) == len(flat) and all(0 <= s < n_states for s in flat):
         ways.append(f"write [{flat!r}] for one group of those states")
-    if len(flat) == n_states and min(flat, default=0) >= 0:
+    if not is_set and len(flat) == n_states and min(flat, default=0) >= 0:
         by_label = [[s for s, v in enumerate(flat) if v == g] for g in dict.fromkeys(flat)]
         if any(len(g) > 1 for g in by_label):
             groups = [g for g in by_label if len(g) > 1]
@@ -529,7 +534,8 @@ def _flat_groups_message(kind: str, flat: list[int], n_states: int) -> str:
     ways.append("write [[0, 1], [2, 3]] for groups of states")
     return (
         f"ties[{kind!r}] is a list of groups (a group is a list of states like [0, 1]), "
-        f"got the flat list {flat!r}; " + ", or ".join(ways)
+        f"got {'the set ' + repr(set(flat)) if is_set else 'the flat list ' + repr(flat)}; "
+        + ", or ".join(ways)
     )
 
 
