@@ -40,9 +40,10 @@ def test_quantity_takes_an_openff_unit():
     [
         ("1.5", r"value must be one real number, got str '1.5'; pass float\('1.5'\)"),
         (np.ones(2), r"got ndarray .*build one per value, \[Quantity\(x, unit\)"),
-        (np.array(1.0), r"got ndarray array\(1.\); pass value.item\(\)"),
+        # stop 62: a 0-d array of a number is that number (test_quantity_values_stop62.py)
+        (np.array(None), r"got NoneType None; pass one real number"),
         (True, r"got bool True; a bool is not a number"),
-        (1j, r"got complex 1j; pass float\(value\)"),
+        (1j, r"got complex 1j; a complex number is not a real one: pass value.real"),  # stop 62
     ],
 )
 def test_quantity_refuses_a_value_that_is_not_one_number(value, match):

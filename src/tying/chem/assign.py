@@ -36,7 +36,13 @@ from tying.chem.chain_table import ChainTable
 from tying.chem.constraints import constraint_labeller
 from tying.chem.gc_pause import gc_paused
 from tying.chem.mapped import check_flag, map_order, renumber, warn_if_reordered
-from tying.chem.molecules import canonical_order, input_hint, parse_smiles, prepare_molecule
+from tying.chem.molecules import (
+    canonical_order,
+    input_hint,
+    molecule_name,
+    parse_smiles,
+    prepare_molecule,
+)
 from tying.chem.offxml import ForceField, Parameter, load_force_field
 from tying.chem.packed import pack
 from tying.chem.read_only import TermIds, read_only_terms
@@ -414,7 +420,8 @@ class SmirksAssigner:
         """:meth:`assign` each molecule, in this process or over ``n_jobs`` processes.
 
         Args:
-            molecules: SMILES strings, ``(smiles, name)`` pairs or RDKit molecules.
+            molecules: SMILES strings, ``(smiles, name)`` pairs or RDKit molecules (named
+                by their ``_Name`` when given no name, as in :meth:`assign`).
             n_jobs: processes to use; 1 labels here (with the cache), -1 uses every
                 core this process may run on (its affinity mask: a Slurm job's or a
                 ``taskset``'s CPUs, not the machine's); more than those (and more than
@@ -472,7 +479,8 @@ class SmirksAssigner:
         Args:
             molecule: a SMILES string or an ``rdkit.Chem.Mol`` (hydrogens are added
                 after the existing atoms, so its atom indices are kept).
-            name: a name to carry along (and to show in errors).
+            name: a name to carry along (and to show in errors); for an RDKit molecule
+                given none, its ``_Name`` (an SD file's title), as ``Molecule.from_rdkit``.
             mapped: number the atoms by the SMILES' atom map (atom ``n - 1`` is map
                 number ``n``), as ``Molecule.from_mapped_smiles`` does; every atom,
                 hydrogens included, must be mapped, ``1..N`` each once
@@ -496,6 +504,8 @@ class SmirksAssigner:
         # One copy of the cache logic: a batch of one is exactly assign (the batch's
         # docstring says so), unpacked as assign's results always were.
         mapped = check_flag(mapped, molecule)
+        if name is None and type(molecule) is not str:  # an RDKit molecule's _Name
+            name = molecule_name(molecule, None)  # as the toolkit's from_rdkit names it
         results, failure = self._assign_batch([(molecule, name)], pack=False)
         if failure is not None:
             raise failure[1]
@@ -804,7 +814,17 @@ def _check_input(molecule: Any, name: Any) -> None:
             f"{type(molecule).__name__}: {molecule!r:.80}" + input_hint(molecule)
         )
     if name is not None and not isinstance(name, str):
-        raise TypeError(f"assign: name must be a string or None, got {type(name).__name__}")
+        from tying.chem.tables import is_missing
+
+        # stop 62: a table's empty name cell (NaN) named no fix
+        hint = (
+            " (a table's empty cell): pass None for no name; for a column of names, "
+            "df['name'].fillna(df['smiles']) names those molecules by their SMILES, as "
+            "unnamed ones are"
+            if is_missing(name)
+            else ""
+        )
+        raise TypeError(f"assign: name must be a string or None, got {type(name).__name__}{hint}")
 
 
 def _match_parameters(chirality: bool, recursion: bool) -> Any:

@@ -20,6 +20,7 @@ from tying.chem.errors import SmilesError
 from tying.chem.mapped import check_flag, map_order, renumber, reordered, reordered_warning
 from tying.chem.parallel import _in_batches, _named_error, check_many
 from tying.chem.skipping import check_errors, label_each, reason, warn_skipped
+from tying.chem.tables import MISSING_FIX, is_missing, row_fields, smiles_and_name
 
 if TYPE_CHECKING:
     from tying.chem.assign import Assignment, SmirksAssigner
@@ -168,6 +169,25 @@ def parse_smiles_line(line: str) -> tuple[str, str | None] | None:
     return parts[0], (parts[1].strip() if len(parts) > 1 else None)
 
 
+def _line_fix(line: Any) -> str:
+    """How to pass what a non-str ``line`` holds: a table's rows as lines (stop 62), or text."""
+    row = line[1] if isinstance(line, tuple) and len(line) == 2 else line  # df.iterrows()
+    fields = row_fields(row) or row_fields(line)
+    if fields is None:
+        if is_missing(line):
+            return MISSING_FIX
+        return "decode the file's lines first (open it in text mode)"
+    # a data frame's rows (iterrows, itertuples, to_records, to_dict('records')): the
+    # advice to decode them was no fix (stop 62)
+    smiles, name = smiles_and_name([f for f in fields if f != "Index"])
+    pairs = f"zip(df[{smiles!r}], df[{name!r}])" if name else None
+    text = f"(f'{{s}} {{n}}' for s, n in {pairs})" if pairs else f"df[{smiles!r}]"
+    return (
+        f"a table's rows are not lines: pass its columns as lines 'SMILES name', "
+        f"label_lines({text}) (for a data frame df)"
+    )
+
+
 def label_lines(
     lines: Iterable[str],
     force_field: str = "openff-2.3.0",
@@ -227,7 +247,7 @@ def label_lines(
             if not isinstance(line, str):  # bytes, None: AttributeError deep in the parsing
                 raise TypeError(
                     f"label_lines: line {number} is a {type(line).__name__} ({line!r:.80}), "
-                    f"expected str; decode the file's lines first (open it in text mode)"
+                    f"expected str; {_line_fix(line)}"
                 )
             try:
                 parsed = parse_smiles_line(line)

@@ -213,6 +213,12 @@ def input_hint(molecule: Any) -> str:
     """
     if isinstance(molecule, bytes):
         return "; decode bytes first (smiles.decode())"
+    from tying.chem.tables import MISSING_FIX, is_missing, row_hint
+
+    if hint := row_hint(molecule, "assign"):  # a data frame's row (stop 62)
+        return hint
+    if is_missing(molecule):  # a table's empty cell, NaN (stop 62)
+        return f"; {MISSING_FIX}"
     if isinstance(molecule, list) or type(molecule).__name__ == "ndarray":
         # a row of a table (df.values, a list of lists): stop 61, the error named no fix;
         # or several molecules given to assign (review of stop 61: assign(['CCO', 'O']) was
@@ -240,6 +246,24 @@ def input_hint(molecule: Any) -> str:
             "molecule.to_smiles(mapped=True) with mapped=True"
         )
     return ""
+
+
+def molecule_name(molecule: Any, name: str | None) -> str | None:
+    """``name``, or for an RDKit molecule given no name its ``_Name`` (None if empty).
+
+    The OpenFF toolkit's ``Molecule.from_rdkit`` names a molecule by its ``_Name`` (an
+    SD file's title line); before stop 62 an RDKit molecule given to ``assign`` or
+    ``assign_many`` without ``name=`` came back named None, its title lost.
+
+    Example:
+        >>> mol = Chem.MolFromSmiles("CCO")
+        >>> mol.SetProp("_Name", "ethanol")
+        >>> molecule_name(mol, None), molecule_name(mol, "EtOH"), molecule_name("CCO", None)
+        ('ethanol', 'EtOH', None)
+    """
+    if name is not None or not isinstance(molecule, Chem.Mol):
+        return name
+    return (molecule.GetProp("_Name") or None) if molecule.HasProp("_Name") else None
 
 
 def prepare_molecule(mol: Any, *, aromaticity_model: str = "OEAroModel_MDL") -> Any:
@@ -289,6 +313,11 @@ def prepare_molecule(mol: Any, *, aromaticity_model: str = "OEAroModel_MDL") -> 
     # reads it, RDKit re-perceives (stop 56: labels differed from the toolkit's)
     refuse_stale_perception(mol, repr(label))
     mol = Chem.RWMol(mol)
+    if ":" in label:  # a map written ([CH3:1]): our copy without it (stop 62), as a SMILES
+        # is read; its canonical SMILES (the cache key, .smiles) carried the maps, so one
+        # molecule mapped twice was two cache entries and two .smiles. The stereo labels
+        # stay as the stale check passed them.
+        _strip_atom_maps(mol)
     if mol.HasProp(_SAVED_H):
         # A worker's copy of a molecule never sanitized (stop 59): the pickle brought its
         # never-perceived hydrogen counts back as 0, perceived, and Kekulize read them, so

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from tying.chem._rdkit import Chem
 from tying.chem.errors import SmilesError
 from tying.chem.mapped import check_flag, map_order, renumber, reordered, reordered_warning
-from tying.chem.molecules import input_hint
+from tying.chem.molecules import input_hint, molecule_name
 from tying.chem.packed import columns, views
 from tying.chem.skipping import (
     Labelled,
@@ -42,7 +42,7 @@ from tying.chem.skipping import (
     warn_skipped,
 )
 from tying.chem.stale import CheckedMol
-from tying.chem.tables import refuse_table
+from tying.chem.tables import refuse_table, row_fields, row_hint
 from tying.core.cpus import usable_cpus
 from tying.core.pools import pool_context
 
@@ -399,14 +399,43 @@ def _context() -> Any:
 
 
 def _split_item(i: int, m: Any) -> tuple[int, Any, str | None]:
+    if type(m) is tuple and len(m) == 2 and type(m[1]) is str:  # a (molecule, name) pair
+        return i, m[0], m[1]
+    if isinstance(m, str):
+        return i, m, None
+    _refuse_row(i, m)  # a table's row, df.iterrows()'s (index, row) included (stop 62)
     if isinstance(m, tuple):
         if len(m) != 2:
             raise ValueError(
                 f"molecule {i}: expected a SMILES, an RDKit Mol or a (molecule, name) pair, "
-                f"got a tuple of {len(m)} items"
+                f"got a tuple of {len(m)} items; pass (SMILES, name) pairs"
             )
-        return i, m[0], m[1]
-    return i, m, None
+        return i, m[0], molecule_name(m[0], m[1])
+    return i, m, molecule_name(m, None)  # an RDKit molecule's _Name (not pickled to workers)
+
+
+def _refuse_row(i: int, m: Any) -> None:
+    """Refuse a data frame's row given as a molecule, naming the columns to pass (stop 62).
+
+    ``df.iterrows()`` (``(index, row)`` pairs) failed on "The truth value of a Series is
+    ambiguous", ``df.itertuples()`` as "a tuple of 3 items", ``df.to_records()`` and
+    ``df.to_dict("records")`` as rows that are not molecules: none named a fix. A named
+    tuple of two fields, SMILES first (``df.itertuples(index=False)`` of a ``smiles,
+    name`` frame), is a (SMILES, name) pair and is read as one.
+    """
+    row = m[1] if isinstance(m, tuple) and len(m) == 2 and row_fields(m[1]) else m
+    fields = row_fields(row)
+    if fields is None:
+        return
+    if row is m and isinstance(m, tuple) and len(m) == 2 and "Index" not in fields:
+        smiles = [f for f in fields if "smiles" in f.lower() or f.lower() == "smi"]
+        if not smiles or smiles[0] == fields[0]:
+            return  # a (SMILES, name) pair with field names
+    what = "an (index, row) pair of df.iterrows()" if row is not m else f"a {type(m).__name__}"
+    raise TypeError(
+        f"molecule {i}: expected a SMILES, an RDKit Mol or a (molecule, name) pair, got "
+        f"{what} with fields {fields[:5]!r:.120}{row_hint(row, 'assign_many')}"
+    )
 
 
 # Molecules labelled stage by stage at a time (SmirksAssigner._assign_batch): enough for

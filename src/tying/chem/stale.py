@@ -46,6 +46,16 @@ _FIX = (
     "Chem.AssignStereochemistry(mol, cleanIt=True, force=True) before passing the molecule"
 )
 
+# A molecule with atom maps: RDKit ranks by the map numbers, the toolkit's labels must not be
+_MAPPED_FIX = (
+    "atom map numbers change RDKit's CIP ranking (the labels may have been perceived with "
+    "them, as Chem.MolFromSmiles of a mapped SMILES does), and the toolkit rebuilds the "
+    "molecule from the labels without them; perceive the labels with the maps cleared, then "
+    "set them back: maps = [a.GetAtomMapNum() for a in mol.GetAtoms()]; "
+    "[a.SetAtomMapNum(0) for a in mol.GetAtoms()]; "
+    "Chem.AssignStereochemistry(mol, cleanIt=True, force=True); "
+    "[a.SetAtomMapNum(n) for a, n in zip(mol.GetAtoms(), maps)]"
+)
 
 # Set by _revive on a molecule a worker process receives: each atom's implicit-H count
 # as the parent's molecule had it cached (-1: never perceived), since pickling loses
@@ -183,7 +193,16 @@ def refuse_stale_stereo(mol: Any, label: str) -> None:
         stored = Chem.Mol(mol)
         Chem.AssignStereochemistry(stored, cleanIt=False)
     fresh = Chem.Mol(mol)  # what the tags and bond directions say now
+    # ... ranked without atom maps (stop 62): RDKit's legacy CIP ranking reads map numbers,
+    # while the toolkit rebuilds the molecule from the labels without them. Maps set after
+    # reading (labels from before) were refused as stale, and the advice, to perceive
+    # again with the maps on, made the toolkit read another stereoisomer; labels perceived
+    # with maps (Chem.MolFromSmiles of a mapped SMILES) passed where it read one.
+    mapped = [a for a in _atoms(fresh) if a.GetAtomMapNum()]
+    for atom in mapped:
+        atom.SetAtomMapNum(0)
     Chem.AssignStereochemistry(fresh, cleanIt=True, force=True)
+    fix = _MAPPED_FIX if mapped else _FIX
     for old, new in zip(_atoms(stored), _atoms(fresh)):
         was, now = _cip(old), _cip(new)
         if was != now:
@@ -194,7 +213,7 @@ def refuse_stale_stereo(mol: Any, label: str) -> None:
                 f"labeller: rdCIPLabeler.AssignCIPLabels writes r/s, which the toolkit "
                 f"refuses, and may disagree with RDKit's legacy labels); the OpenFF toolkit "
                 f"reads the label and RDKit's matching the tag, so a chiral pattern would "
-                f"label two different molecules; {_FIX}"
+                f"label two different molecules; {fix}"
             )
     for old, new in zip(_bonds(stored), _bonds(fresh)):
         was, now = old.GetStereo(), new.GetStereo()
@@ -216,7 +235,7 @@ def refuse_stale_stereo(mol: Any, label: str) -> None:
                 f"{where} is marked {_bond_text(was)}, but its bond directions give "
                 f"{_bond_text(now)}; the OpenFF toolkit reads the mark and RDKit's matching "
                 f"the directions, so a pattern with '/' or '\\' would label two different "
-                f"molecules; set the directions to the stereo you mean, then {_FIX}"
+                f"molecules; set the directions to the stereo you mean, then {fix}"
             )
 
 

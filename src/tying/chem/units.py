@@ -294,7 +294,13 @@ class Quantity:
         if type(self.unit) is not Unit:
             object.__setattr__(self, "unit", _quantity_unit(self.unit))
         if type(self.value) is not float and not _is_factor(self.value):
-            raise TypeError(_not_a_value(self.value))
+            # a 0-d NumPy array of a real number is that number, as pint takes it (stop 62:
+            # Quantity(np.array(1.5), u) was refused; a reduction such as arr.sum() of a
+            # 0-d array, or np.asarray(x), gives one)
+            value = _zero_d(self.value)
+            if not _is_factor(value):
+                raise TypeError(_not_a_value(value))
+            object.__setattr__(self, "value", value)
 
     def to(self, unit: str | Unit) -> Quantity:
         """Convert to ``unit`` (a unit expression or :class:`Unit`) of the same dimension.
@@ -562,6 +568,13 @@ def _quantity_unit(unit: object) -> Unit:
     )
 
 
+def _zero_d(value: object) -> object:
+    """The element of a 0-d NumPy array (``value`` itself otherwise)."""
+    if type(value).__name__ != "ndarray" or getattr(value, "shape", None) != ():
+        return value
+    return value[()]  # type: ignore[index]
+
+
 def _not_a_value(value: object) -> str:
     """Why ``value`` cannot be a Quantity's value, and what to pass instead."""
     got = f"{type(value).__name__} {value!r:.80}"
@@ -573,12 +586,18 @@ def _not_a_value(value: object) -> str:
         hint = (
             "a Quantity holds one number: build one per value, [Quantity(x, unit) for x in values]"
         )
-    elif hasattr(value, "item"):  # a 0-d array
-        hint = "pass value.item()"
-    elif isinstance(value, bool):
+    elif isinstance(value, bool) or type(value).__name__ == "bool":  # NumPy's too
         hint = "a bool is not a number here: pass 1.0 or 0.0"
+    elif isinstance(value, numbers.Complex):  # float(value) fails on it (stop 62)
+        hint = "a complex number is not a real one: pass value.real when its imaginary part is 0"
+    elif hasattr(value, "item"):  # a 0-d tensor
+        hint = "pass value.item()"
     else:
-        hint = "pass float(value)"
+        try:
+            float(value)  # type: ignore[arg-type]
+            hint = "pass float(value)"
+        except (TypeError, ValueError):  # None: the advice to call float failed (stop 62)
+            hint = "pass one real number, such as 1.5"
     return f"Quantity(value, unit): value must be one real number, got {got}; {hint}"
 
 
