@@ -29,6 +29,7 @@ from tying.core.relations import relation_from_spec
 from tying.core.rules import share
 from tying.core.slots import slots_of
 from tying.core.verify import own_declarations, verify
+from tying.interop.hf_head_bias import follow_head, owner_bias
 from tying.interop.hf_plan import (
     _UNTIED_FIX,
     _config_ties,
@@ -81,7 +82,10 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
         **kwargs: ``pad_to_multiple_of``, ``mean_resizing``, passed on. With
             ``pad_to_multiple_of``, a ``final_logits_bias`` (BART family) gets one entry
             per row of the padded head, zeros added, as BART's own resize gives it (Marian
-            and MVP sized it to the unpadded count: every forward failed after).
+            and MVP sized it to the unpadded count: every forward failed after). A
+            vocabulary bias on the module holding a bias-free head (ESM's ``lm_head.bias``
+            beside ``lm_head.decoder``, left at the old size by HF) follows the head the
+            same way (:mod:`tying.interop.hf_head_bias`).
 
     Returns:
         The input embedding module, as HF returns it.
@@ -144,6 +148,8 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
         # final_logits_bias and crashed there (TypeError '<=' ... 'NoneType', stop 61)
         new_num_tokens = int(emb_in.weight.shape[0])
     bias_before = _bias_follows_head(model, emb_out)
+    # ESM adds lm_head.bias beside lm_head.decoder: HF left it at the old size (stop 62)
+    owner_bias_before = owner_bias(model, emb_out)
     embed_slots = _resized_slots(model, emb_in, emb_out)
     # the ties declared on this model itself: a tie a plan over a model containing it
     # declared cannot be freed and re-made here (Plan.declared of a part lists those too
@@ -176,6 +182,9 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
         out = model.resize_token_embeddings(new_num_tokens, **kwargs)
         if bias_before is not None:
             _follow_head_with_bias(model, bias_before)
+        if owner_bias_before is not None:
+            rows = model.get_output_embeddings().weight.shape[0]
+            follow_head(owner_bias_before, rows, kwargs.get("mean_resizing", True))
         if involved:
             try:
                 Plan(involved).apply(model)
