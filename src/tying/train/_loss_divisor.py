@@ -135,6 +135,53 @@ def loss_input_chain(node, depth: int = 16) -> set[int]:
     return chain
 
 
+def nearest_outputs(node, stops, limit: int = 512) -> set[int]:
+    """The ids of the model outputs' ``grad_fn`` (``stops``) that a loss node reaches
+    first, walking its graph breadth first through any node and stopping at an output.
+
+    :func:`loss_input_chain` follows only the ops known to keep each target's row where
+    it was, and ended at any other (stop 62: ``out.gather``, ``torch.stack(out.unbind(1),
+    1)``, ``out.expand``, ``out.as_strided``, ``torch.cat`` of slices, ``roll``, ``flip``,
+    ``torch.where``, ``softmax().log()``: uneven padding unseen, per-sample gradients
+    0.67x-1.33x the loop's, no error). The output the loss reaches first is the one it
+    reads; an output behind it (a hidden state the logits are computed from, inside the
+    model) is reached only through that one, and is not read for kept targets.
+
+    Args:
+        node: the loss node.
+        stops: the ``grad_fn`` of each model output.
+        limit: the most nodes to visit.
+
+    Returns:
+        The ids of the outputs reached at the first level that reaches any (empty where
+        none is reached within ``limit`` nodes).
+
+    Example:
+        >>> import torch
+        >>> h = torch.randn(2, 3, 4, requires_grad=True) * 1   # a hidden state ...
+        >>> logits = h.cumsum(1) * 2                            # ... and the logits from it
+        >>> loss = torch.nn.functional.cross_entropy(logits.flip(1).flatten(0, 1), torch.zeros(6).long())
+        >>> found = nearest_outputs(loss.grad_fn, [h.grad_fn, logits.grad_fn])
+        >>> id(logits.grad_fn) in found, id(h.grad_fn) in found
+        (True, False)
+    """
+    wanted = {id(s) for s in stops if s is not None}
+    level, seen = [node], {id(node)}
+    while level and len(seen) <= limit:
+        below = []
+        for here in level:
+            for nxt, _ in here.next_functions:
+                if nxt is None or id(nxt) in seen:
+                    continue
+                seen.add(id(nxt))
+                below.append(nxt)
+        found = {id(n) for n in below if id(n) in wanted}
+        if found:
+            return found
+        level = below
+    return set()
+
+
 # nodes that keep every dimension where it was (the class dimension stays put)
 _DIM_KEEPING = (
     "LogSoftmax",
@@ -259,14 +306,45 @@ def reads_one_example(node, made_by) -> bool:
     for _ in range(16):
         below = [n for n, _ in here.next_functions if n is not None]
         if len(below) != 1:
-            return False
+            break
         above, here = here, below[0]
         if here is made_by:
-            break
+            return _picks_one_example(above)
         if not type(here).__name__.startswith(_ROW_KEEPING):
-            return False
-    else:
+            break
+    # through ops the chain does not know (out[b].flip(0), out.unbind(0)[b].gather(...)):
+    # one example's if one node reads the output and picks one example there, entered
+    # through one of its outputs (stop 62: the output is read by its shape there now, and
+    # such a loop was refused as a batch mean; torch.cat([out[0], out[1]]) is two reads)
+    readers = _readers_of(node, made_by)
+    if len(readers) != 1:
         return False
+    ((reader, entered),) = readers.values()
+    return len(entered) == 1 and _picks_one_example(reader)
+
+
+def _readers_of(node, made_by, limit: int = 512) -> dict:
+    """The nodes of ``node``'s graph (breadth first, at most ``limit``) that read
+    ``made_by``'s output, by id: ``(node, the set of its outputs the walk entered by)``."""
+    readers: dict = {}
+    level, seen = [node], {id(node)}
+    while level and len(seen) <= limit:
+        below = []
+        for here in level:
+            for nxt, nr in here.next_functions:
+                if nxt is None or nxt is made_by:
+                    continue
+                if any(n is made_by for n, _ in nxt.next_functions):
+                    readers.setdefault(id(nxt), (nxt, set()))[1].add(nr)
+                if id(nxt) not in seen:
+                    seen.add(id(nxt))
+                    below.append(nxt)
+        level = below
+    return readers
+
+
+def _picks_one_example(above) -> bool:
+    """Whether a node that reads the output picks one example (row ``b`` of dimension 0)."""
     name = type(above).__name__
     if name in ("SelectBackward0", "UnbindBackward0"):
         return getattr(above, "_saved_dim", None) == 0

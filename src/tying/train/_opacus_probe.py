@@ -20,12 +20,14 @@ from tying.train._loss_divisor import (
     kept_counts,
     loss_input_chain,
     mean_nll_nodes,
+    nearest_outputs,
     output_class_dim,
     reads_one_example,
     uneven_message,
     weighted_message,
 )
 from tying.train._loss_reduction import _input_shape, loss_batch_reduction, seeded_with_one
+from tying.train._masked_mean import kept_entries, masked_mean_message, masked_mean_nodes
 from tying.train._vetting import tensors_in
 from tying.train.backward_probe import (
     backward_roots,
@@ -129,11 +131,12 @@ class _BackwardProbe:
                     loss_function_nodes(stops, roots),
                     loss_batch_reduction(batch, roots),
                     mean_nll_nodes(roots),
+                    masked_mean_nodes(roots, stops),
                 )
                 memo.clear()  # one backward's verdict at a time: nothing kept past it
                 if task >= 0:
                     memo[task] = seen
-            nodes, reduced, nll = seen
+            nodes, reduced, nll, masked = seen
             if nodes:
                 self._take_back(state)
                 names = ", ".join(dict.fromkeys(n._forward_cls.__qualname__ for n in nodes))
@@ -162,9 +165,14 @@ class _BackwardProbe:
                 # rows reach the kept targets of later positions through attention)
                 direct = made_by is not None and id(made_by) in loss_input_chain(node)
                 where = output_class_dim(node, made_by) if direct else None
+                # or one it reaches first through ops the chain does not know (stop 62:
+                # out.gather, stack(out.unbind(1), 1), roll, cat of slices: read by shape)
+                read = direct or (
+                    made_by is not None and id(made_by) in nearest_outputs(node, stops)
+                )
                 counts = (
                     kept_counts(grad, shape[1], batch, shape, where)
-                    if direct and shape and len(shape) > 1
+                    if read and shape and len(shape) > 1
                     else None
                 )
                 if (
@@ -174,6 +182,16 @@ class _BackwardProbe:
                 ):
                     self._take_back(state)
                     raise ValueError(uneven_message(declared, node, counts))
+            # stop 62: the same for any mean over entries a mask kept (mse over out[mask])
+            for node in masked:
+                if made_by is None or id(made_by) not in nearest_outputs(node, stops):
+                    continue
+                if reads_one_example(node, made_by):
+                    continue
+                counts = kept_entries(grad, batch)
+                if counts is not None and bool(counts.min() != counts.max()):
+                    self._take_back(state)
+                    raise ValueError(masked_mean_message(declared, node, counts))
             # a seed other than 1 (loss.backward(torch.tensor(1 / B))) scales the loss by
             # hand; read only on a mismatch, so the usual backward pays no device sync
             if reduced is not None and reduced[0] != declared and seeded_with_one():

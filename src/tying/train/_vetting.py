@@ -93,6 +93,27 @@ def callable_overrides(mod: nn.Module) -> list[str]:
     return found
 
 
+def undo_overrides(mod: nn.Module, path: str) -> str:
+    """Code that removes what :func:`callable_overrides` finds on ``mod`` (at ``path`` in
+    the model), one statement each (stop 62: the refusals advised ``del module.forward``
+    for ``mod.compile()``'s ``_compiled_call_impl``, which raised an AttributeError).
+
+    Example:
+        >>> from torch import nn
+        >>> lin = nn.Linear(2, 2)
+        >>> lin.forward = lin.forward
+        >>> undo_overrides(lin, "head")
+        "del model.get_submodule('head').forward"
+    """
+    at = f"model.get_submodule({path!r})" if path else "model"
+    return "; ".join(
+        f"{at}._compiled_call_impl = None (undoes its .compile())"
+        if name == "_compiled_call_impl"
+        else f"del {at}.{name}"
+        for name in callable_overrides(mod)
+    )
+
+
 def refuse_parameter_hooks(names, params) -> None:
     """Refuse a gradient hook on a trainable parameter (``Tensor.register_hook``).
 

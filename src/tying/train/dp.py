@@ -948,7 +948,10 @@ def poisson_batches(
     _check_sample_rate(sample_rate)
     for name, value in (("n", n), ("steps", steps)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-            raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+            # stop 62: a one-element tensor (len(dataset) as torch.tensor) named no fix
+            one = callable(getattr(value, "numel", None)) and value.numel() == 1
+            fix = f"; pass a Python int: {name}=int(value.item())" if one else ""
+            raise ValueError(f"{name} must be an int >= 0, got {value!r}{fix}")
     # torch.rand's float32 draws lie on the grid k / 2**24, so "u < q" joined with
     # probability ceil(q * 2**24) / 2**24, not q: q = 1e-8 sampled at 6.0e-8 (6x the rate
     # the accountant charges), q = 1e-6 at 1.3 % more (stop 33). Cells below q's join; the

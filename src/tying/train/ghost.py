@@ -77,6 +77,7 @@ from tying.train._vetting import (
     refuse_parameter_hooks,
     run_forward,
     tensors_in,
+    undo_overrides,
 )
 from tying.train._vetting import unchanged as _unchanged
 from tying.train.backward_probe import custom_backward_nodes, refuse_mixing_backward
@@ -290,11 +291,17 @@ class GhostClipping:
             if mod._forward_hooks:
                 what.append("a forward hook")
             if what:
+                # code that runs: del module.forward was advised for mod.compile() (stop 62)
+                path = self._paths[mod]
+                undo = undo_overrides(mod, "" if path == "<root>" else path)
+                fixes = (["handle.remove() on its hook"] if mod._forward_hooks else []) + (
+                    [undo] if undo else []
+                )
                 raise ValueError(
-                    f"ghost clipping: {self._paths[mod]} ({base_class(mod).__name__}) has "
+                    f"ghost clipping: {path} ({base_class(mod).__name__}) has "
                     f"{' and '.join(what)}, which may make its output other than x Wᵀ + b, "
-                    f"the form the norms are derived from; remove it (handle.remove(), "
-                    f"del module.forward) or use mode='vmap'"
+                    f"the form the norms are derived from; remove it ({'; '.join(fixes)}) "
+                    f"or use mode='vmap'"
                 )
 
     def _watch(self, start: int) -> _ReadsOutsideUses:

@@ -59,6 +59,7 @@ from tying.train._vetting import (
     gradless,
     refuse_mixing_forward,
     tensors_in,
+    undo_overrides,
 )
 from tying.train.ghost import _autocast_off, reads_no_size
 
@@ -96,10 +97,13 @@ def _tied_slots(model: nn.Module) -> list[tuple[str, nn.Module, str, object]]:
                 # (x Wᵀ + b, or a row lookup); a subclass computing anything else got it
                 # anyway (40 off a per-example loop, with no error), where Opacus' functorch
                 # fallback is exact for the same untied subclass
+                undo = undo_overrides(module, path)  # stop 62: .compile() was told none
                 raise TieError(
                     f"{where}: tying.train.grad_sample_module computes a tied use's per-sample "
                     f"gradient by nn.{plain.__name__}'s own forward, but {path or '<root>'} runs "
-                    f"{' and '.join(own)}; tie a plain nn.{plain.__name__} (keep the extra "
+                    f"{' and '.join(own)}; "
+                    + (f"remove it ({undo}), " if undo else "")
+                    + f"tie a plain nn.{plain.__name__} (keep the extra "
                     f"computation in a parent module), or use tying.train.DPSGD(mode='vmap'), "
                     f"whose per-example gradients are right for any forward"
                 )
@@ -401,7 +405,9 @@ def _refuse_compiled_relation(model: nn.Module, slots) -> None:
 def _refuse_compiled_part(model: nn.Module, slots) -> None:
     """Refuse a compiled part holding a relation tie: ``module.compile()`` in place, or a
     ``torch.compile`` wrapper held as a child (review 61: the same RecursionError at the
-    first forward as the wrapper of the whole model)."""
+    first forward as the wrapper of the whole model); and ``model.compile()`` on the model
+    wrapped, tied or not (stop 62: dynamo's InternalTorchDynamoError or a RecursionError
+    at the first forward, naming neither the cause nor a fix)."""
     for where, mod in model.named_modules():
         wrapper = compiled_wrapper(mod) and bool(where)
         in_place = compiled_in_place(mod)
@@ -429,6 +435,15 @@ def _refuse_compiled_part(model: nn.Module, slots) -> None:
             f"{related[0]} is computed through a relation, which Opacus' hooks cannot run "
             f"under dynamo (a RecursionError at the first forward); wrap the model with that "
             f"part uncompiled: {fix}"
+        )
+
+    if compiled_in_place(model):
+        raise ValueError(
+            "grad_sample_module: the model was compiled in place (model.compile()), and "
+            "Opacus' hooks cannot run its compiled forward (dynamo fails at the first "
+            "forward); wrap it uncompiled: model._compiled_call_impl = None undoes its "
+            ".compile(), or use tying.train.DPSGD, whose "
+            "per-example gradients run a compiled model eagerly"
         )
 
 
@@ -473,8 +488,11 @@ def grad_sample_module(model: nn.Module, *, loss_reduction: str = "mean", **kwar
             loss scaled by hand, ``loss.sum() / B``, is taken as written), or a torch
             ``cross_entropy``/``nll_loss`` mean whose divisor the batch sets: a class
             weight, or examples keeping different numbers of targets (``ignore_index``
-            over padding, rows masked out; stop 59). A layer handed
+            over padding, rows masked out; stop 59), or any mean over the output entries
+            a mask kept (``F.mse_loss(out[mask], y[mask])``) where the examples keep
+            different numbers (stop 62). A layer handed
             its first input by keyword (``a(x=x)``) is told to take it positionally.
+            A model compiled in place (``model.compile()``; stop 62).
         ImportError: Opacus is not installed (names the extra).
 
     Whatever fails, the model is left as it was: an error Opacus raises halfway through
@@ -834,7 +852,7 @@ def _vet(gsm, model: nn.Module, uses):
                     f"per-sample gradient by "
                     f"{'nn.Embedding' if isinstance(mod, nn.Embedding) else 'nn.Linear'}'s "
                     f"own forward, but {', '.join(over)} is set on the instance; remove it "
-                    f"(del module.forward), or use tying.train.DPSGD(mode='vmap')"
+                    f"({undo_overrides(mod, path)}), or use tying.train.DPSGD(mode='vmap')"
                 )
         names = sorted(kwargs)
         key = (forward_key((*args, *(kwargs[n] for n in names)), modules), tuple(names))

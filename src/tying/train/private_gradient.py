@@ -19,7 +19,7 @@ import dataclasses
 import functools
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
@@ -405,6 +405,8 @@ def per_example_norms(grads: dict[str, torch.Tensor]) -> torch.Tensor:
             gradient whose norm is past its dtype's range (float32: 3.4e38). A norm
             whose squares alone overflow (entries ~1e20 in float32) is taken scaled,
             in float64, and returned right (stop 51).
+        TypeError: ``grads`` that is not a dict, or an entry that is not a floating-point
+            (or complex) tensor.
 
     Example:
         >>> import torch
@@ -426,6 +428,12 @@ def per_example_norms(grads: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def _check_batches(grads: dict[str, torch.Tensor]) -> None:
     """Refuse what :func:`per_example_norms` would sum into wrong norms with no error."""
+    if not isinstance(grads, Mapping):  # stop 62: a list crashed with an AttributeError
+        raise TypeError(
+            f"per_example_norms: grads must be a dict {{name: per-example gradient of shape "
+            f"(B, *shape)}}, as per_example_grads returns, got {type(grads).__name__}; for a "
+            f"list of tensors pass dict(enumerate(grads))"
+        )
     if not grads:
         raise ValueError(
             "per_example_norms: no per-example gradients were given (an empty dict), so "
@@ -433,6 +441,14 @@ def _check_batches(grads: dict[str, torch.Tensor]) -> None:
         )
     batches = {}
     for name, g in grads.items():
+        if not isinstance(g, torch.Tensor) or not (g.is_floating_point() or g.is_complex()):
+            # stop 62: an integer tensor failed inside torch (linalg.vector_norm: "Expected
+            # a floating point or complex tensor"), a number with an AttributeError
+            kind = g.dtype if isinstance(g, torch.Tensor) else type(g).__name__
+            raise TypeError(
+                f"per_example_norms: {name!r} is {kind}; each entry must be a floating-point "
+                f"tensor of per-example gradients (B, *param.shape): pass it as .float()"
+            )
         if g.dim() == 0:
             raise ValueError(
                 f"per_example_norms: {name!r} is a 0-d tensor; each entry needs a leading "
