@@ -91,3 +91,33 @@ def test_one_name_or_one_level_gets_its_list(res, kwargs, advice, follow):
     with pytest.raises(TypeError, match=advice):
         res.conf_interval(**kwargs)
     assert list(res.conf_interval(**follow)) == ["cen"]
+
+
+@pytest.mark.parametrize(
+    ("asked", "expected"),
+    [
+        (["cen", "wid"], ["cen", "wid[A]", "wid[B]"]),
+        (["wid", "amp"], ["wid[A]", "wid[B]", "amp[0]", "amp[1]", "amp[2]", "amp[3]"]),
+        (["wid[A]", "wid"], ["wid[A]", "wid[B]"]),
+    ],
+)
+def test_the_advice_keeps_the_other_names_asked(res, asked, expected):
+    # review 62: for ['cen', 'wid'] the advice was names=['wid[A]', 'wid[B]'], and followed
+    # it profiled wid alone, cen dropped with no word
+    with pytest.raises(ValueError, match=r"name each, names=") as err:
+        res.conf_interval(asked, sigmas=(1,))
+    assert _advised(err, res) == expected
+
+
+def test_many_local_values_beside_another_name_keep_it():
+    x = np.linspace(0, 1, 6)
+    data = [(x, 2 * x + k + 0.01 * np.sin(9 * x + k)) for k in range(14)]
+    res = tying.fit.GlobalFit(
+        lambda x, a, b: a * x + b, data, shared=["a"], local=["b"], init={"a": 1.0, "b": 0.0}
+    ).run()
+    with pytest.raises(ValueError, match=r"names=\['a'\] \+ \[n for n in result") as err:
+        res.conf_interval(["a", "b"])
+    assert _advised(err, res) == ["a"] + [f"b[{i}]" for i in range(14)]
+    with pytest.raises(ValueError, match=r"names=\['b\[0\]', 'b\[1\]', ") as err:
+        res.conf_interval(["b[0]", "b"])  # listed once each: a comprehension would repeat b[0]
+    assert _advised(err, res) == [f"b[{i}]" for i in range(14)]

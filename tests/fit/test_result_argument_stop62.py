@@ -43,7 +43,23 @@ def _follow(message, result):
             {"p_names": ["k"]},
             r"conf_interval\(result, names=\['k'\]\), or result\.conf_interval\(\['k'\]\)$",
         ),
-        ((), {"sigmas": (1,)}, r"pass tying\.fit\.conf_interval\(result\)"),
+        (
+            (),
+            {"sigmas": (1,)},
+            r"pass tying\.fit\.conf_interval\(result, sigmas=\(1,\)\), "
+            r"or result\.conf_interval\(sigmas=\(1,\)\)$",
+        ),
+        (
+            (["k"],),  # lmfit's positional p_names, read as our sigmas
+            {},
+            r"conf_interval\(result, names=\['k'\]\), or result\.conf_interval\(\['k'\]\)$",
+        ),
+        (
+            (),
+            {"p_names": np.array(["k"]), "sigmas": [2]},
+            r"conf_interval\(result, names=\['k'\], sigmas=\[2\]\), "
+            r"or result\.conf_interval\(\['k'\], sigmas=\[2\]\)$",
+        ),
     ],
 )
 def test_lmfit_pair_names_the_call_that_works(pair, args, kwargs, advice):
@@ -54,6 +70,12 @@ def test_lmfit_pair_names_the_call_that_works(pair, args, kwargs, advice):
     assert __import__("re").search(advice, str(err.value))
     ci = _follow(str(err.value), res)
     assert "k" in ci and ci["k"].lower[0] < res.values["k"] < ci["k"].upper[0]
+    # followed, the advice profiles the names and levels asked for (review 62: it dropped
+    # sigmas=(1,) and lmfit's positional p_names)
+    asked = kwargs.get("p_names", args[0] if args else None)
+    assert list(ci) == (["a", "k"] if asked is None else list(asked))
+    levels = kwargs.get("sigmas", (1, 2, 3))
+    assert ci["k"].sigmas == tuple(float(s) for s in levels)
 
 
 def test_fit_not_run_and_eval_uncertainty_name_the_run(pair):
@@ -107,3 +129,19 @@ def test_lmfit_minimizer_pair_writes_no_object_into_the_advice():
     ) as err:
         tying.fit.conf_interval(mini, out)
     assert "object at 0x" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda fit, x: tying.fit.eval_uncertainty(fit, x=x),
+        lambda fit, x: tying.fit.eval_uncertainty(fit, sigma=2),
+        lambda fit, x: tying.fit.uncertainty.predict(fit, x),
+    ],
+)
+def test_a_fit_not_run_without_a_data_set_names_the_run(pair, call):
+    # review 62: the module functions given a GlobalFit and lmfit's call without i read
+    # Python's bare "missing 1 required positional argument: 'i'"
+    fit, _ = pair
+    with pytest.raises(TypeError, match=r"got the GlobalFit itself: run it first"):
+        call(fit, np.linspace(0, 2, 5))

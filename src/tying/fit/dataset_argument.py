@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from tying.fit.lmfit_idioms import literal
+from tying.fit.result_argument import require_result
 
 # lmfit's keywords of these calls that ours spell otherwise, or do not have
 _LMFIT_KEYWORDS = {
@@ -129,6 +130,12 @@ def per_dataset(fn: Callable[..., Any]) -> Callable[..., Any]:
             try:
                 sig.bind(self, *args, **kwargs)
             except TypeError:  # Python refused the call itself, before fn ran
+                # the module function given a GlobalFit or lmfit's result: that first
+                # (review 62: eval_uncertainty(fit, x=x) read Python's bare "missing ... 'i'")
+                try:
+                    require_result(self, fn.__name__)
+                except TypeError as wrong:
+                    raise wrong from None
                 advice = _advice(fn.__name__, sig, self, args, kwargs)
                 if advice is not None:
                     raise TypeError(advice) from None

@@ -52,6 +52,8 @@ BETTER_MINIMUM = 1e-3
 REFIT_TOL = 1e-10
 #: how many times a failed profile step is retried halfway back
 HALVINGS = 4
+#: refits across a gap where the profile came down between two steps (review 62)
+HUMP_REFITS = 16
 #: show a progress bar (progress=None) from this many profile directions (2 per parameter)
 PROGRESS_FROM = 10
 
@@ -337,6 +339,7 @@ def _side(prof: _Profile, direction: int, tails: list[float], max_steps: int):
     last = 0.0
     k = halvings = 0
     ceiling = None  # the nearest value whose refit failed
+    humped = False  # the profile came down once: the gap was sampled
     while True:
         if ceiling is None:
             k += 1
@@ -360,15 +363,26 @@ def _side(prof: _Profile, direction: int, tails: list[float], max_steps: int):
                 return ends, [prof.failure]
             ceiling, halvings = value, halvings + 1
             continue
-        points.append((value, chi2))
+        new = [(value, chi2)]
+        drop = REFIT_DECREASE * prof.best_chi2 / prof.nfree
+        if ceiling is None and not humped and len(points) >= 2 and chi2 < points[-1][1] - drop:
+            # the profile came down between steps (another branch past a hump: a·exp(-k·x) + c
+            # through a = 0 to k < 0): a level crossed on the hump lies between the steps.
+            # Review 62: the doubling step jumped it, and the 3 σ end lmfit finds at a =
+            # 0.337 read "the data do not bound it", -inf
+            humped = True
+            new = _hump(prof, points[-2], points[-1], new[0])
+            del points[-1]
+        for point in new:
+            points.append(point)
+            while level < len(tails) and prof.excess(point[1], tails[level]) <= 0:
+                ends[level] = _root(prof, points[-2], points[-1], tails[level])
+                if np.isnan(ends[level]):
+                    return ends, [prof.failure]
+                level += 1
+            if level == len(tails):
+                return ends, []
         excess = prof.excess(chi2, tails[-1])
-        while level < len(tails) and prof.excess(chi2, tails[level]) <= 0:
-            ends[level] = _root(prof, points[-2], points[-1], tails[level])
-            if np.isnan(ends[level]):
-                return ends, [prof.failure]
-            level += 1
-        if level == len(tails):
-            return ends, []
         if ceiling is not None:
             if halvings == HALVINGS:
                 return ends, [prof.failure]
@@ -390,6 +404,24 @@ def _side(prof: _Profile, direction: int, tails: list[float], max_steps: int):
                 f"({_levels(tails[level:])})"
             ]
         last = excess
+
+
+def _hump(prof: _Profile, before, top, after) -> list[tuple[float, float]]:
+    """Refits across the gap ``before`` .. ``after`` around ``top``, outward, ``after`` last.
+
+    The profile rose from ``before`` to ``top`` and fell to ``after``: its highest point, where
+    a level may be crossed, lies between ``before`` and ``after``. Up to ``HUMP_REFITS`` values
+    a standard error apart (or evenly spaced across a wider gap) bracket it.
+    """
+    a, b = before[0], after[0]
+    step = float(prof.result._stderr_x[prof.p])
+    n = int(min(HUMP_REFITS, max(2, np.ceil(abs(b - a) / step))))
+    points = [top, after]
+    for v in a + (b - a) * np.arange(1, n) / n:
+        chi2 = prof.refit(float(v))
+        if chi2 is not None and float(v) != top[0]:
+            points.append((float(v), chi2))
+    return sorted(points, key=lambda p: abs(p[0] - a))
 
 
 def _levels(tails: list[float], value: str = "±inf") -> str:
@@ -448,32 +480,55 @@ def _local_labels(result: FitResult) -> dict[str, str]:
     return {f"{n}[{d}]": f"{n}[{i}]" for i, d in enumerate(result.dataset_names) for n in local}
 
 
-def _whole_name_fix(result: FitResult, name: str, held: list[str]) -> str:
+def _whole_role(result: FitResult, name: str) -> str | None:
+    """``'per_group, one value per group'``, ``'local, ...'`` or None for any other name."""
+    pmap = result._pmap
+    if pmap.roles.get(name) == "per_group":
+        return "per_group, one value per group"
+    if name in pmap.local_names:
+        return "local, one value per data set"
+    return None
+
+
+def _whole_name_fix(result: FitResult, name: str, held: list[str], asked: list[str]) -> str:
     """``; 'w' is per_group ...: pass names=[...]`` for a per-group or local name given whole.
 
     lmfit names each copy; a user asking for ``'w'`` means every value of it. Before stop 62
-    the refusal said "did you mean 'w[B]'?", one group of two picked by difflib.
+    the refusal said "did you mean 'w[B]'?", one group of two picked by difflib. The names
+    written are all of ``asked``, each whole name in it written out (review 62: for
+    ``['cen', 'w']`` the advice was ``names=['w[A]', 'w[B]']``, and followed it dropped cen).
     """
-    pmap = result._pmap
-    role = (
-        "per_group, one value per group"
-        if pmap.roles.get(name) == "per_group"
-        else "local, one value per data set"
-        if name in pmap.local_names
-        else None
-    )
+    role = _whole_role(result, name)
     if role is None:
         return ""
-    each = [p for p in result.physical_names if p.startswith(f"{name}[") and p not in held]
-    if not each:
+
+    def each(m: str) -> list[str]:
+        return [p for p in result.physical_names if p.startswith(f"{m}[") and p not in held]
+
+    if not each(name):
         return f"; {name!r} is {role}, and none of its values was fitted"
-    some_held = any(h.startswith(f"{name}[") for h in held)  # a comprehension would ask them
-    fix = (
-        literal(each)
-        if len(each) <= 12 or some_held
-        else f"[n for n in result.physical_names if n.startswith({name + '['!r})]"
-    )
-    return f"; {name!r} is {role}: name each, names={fix}"
+    pieces: list[str] = []  # list literals and comprehensions, joined by +
+    plain: list[str] = []
+    seen: set[str] = set()
+
+    def flush() -> None:
+        if plain:
+            pieces.append(literal(list(plain)))
+            plain.clear()
+
+    for m in asked:
+        whole = m not in result.physical_names and _whole_role(result, m) is not None
+        full = each(m) if whole else [m]
+        values = [v for v in full if v not in seen]  # each once: a name twice is refused
+        seen.update(values)
+        some_held = any(h.startswith(f"{m}[") for h in held)  # a comprehension would ask them
+        if whole and len(values) > 12 and values == full and not some_held:
+            flush()
+            pieces.append(f"[n for n in result.physical_names if n.startswith({m + '['!r})]")
+        else:
+            plain.extend(values)
+    flush()
+    return f"; {name!r} is {role}: name each, names={' + '.join(pieces)}"
 
 
 class _RefitFailed(Exception):
@@ -549,7 +604,7 @@ def conf_interval(
     """
     what = "result.conf_interval"
     # lmfit's conf_interval(minimizer, result) pair, first: its p_names advice would not work
-    require_result(result, what, names, lmfit.get("p_names"))
+    require_result(result, what, names, lmfit.get("p_names"), sigmas)
     refuse_conf_interval_keywords(lmfit)
     _require(result, what)
     data = result._data
@@ -613,7 +668,7 @@ def conf_interval(
             close = difflib.get_close_matches(n, physical + list(labels), n=1)
             fixed = " (it is fixed)" if n in result._pmap.fixed_names else ""
             shown = f" (or a local one as result.table() shows it, {next(iter(labels), '')!r})"
-            whole = _whole_name_fix(result, n, held)
+            whole = _whole_name_fix(result, n, held, names)
             raise ValueError(
                 f"names has {n!r}{fixed}, which is not a fitted parameter; the fitted "
                 f"parameters are {physical[:10]}{' ...' if len(physical) > 10 else ''}"

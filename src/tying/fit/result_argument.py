@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from tying.fit.lmfit_idioms import literal
 
 # the call each function is, written as its advice shows it: (module call, method call)
@@ -42,21 +44,41 @@ _CALLS = {
 }
 
 
-def _calls(what: str, names: Any) -> tuple[str, str]:
+def _calls(what: str, names: Any, sigmas: Any = None) -> tuple[str, str]:
     func = what.rsplit(".", 1)[-1]
     module_call, method_call = _CALLS.get(func, (f"{what}(result, ...)", f"result.{func}(...)"))
     given = "" if names is None else literal(names)
+    # the levels asked for travel with the advice (review 62: followed, the advice dropped
+    # sigmas=(1,) and profiled at the default (1, 2, 3))
+    levels = "" if sigmas is None else f"sigmas={literal(sigmas)}"
+    module_extra = "".join(
+        f", {a}" for a in ([f"names={given}"] if given else []) + ([levels] if levels else [])
+    )
+    method_extra = ", ".join(([given] if given else []) + ([levels] if levels else []))
     return (
-        module_call.format(names=f", names={given}" if given else "", names2=given),
-        method_call.format(names=given, names2=given),
+        module_call.format(names=module_extra, names2=method_extra),
+        method_call.format(names=method_extra, names2=method_extra),
     )
 
 
 def _is_names(value: Any) -> bool:
+    if isinstance(value, np.ndarray):  # p_names=np.array(['k']) was dropped from the advice
+        return value.ndim == 1 and value.dtype.kind == "U"
     return isinstance(value, (list, tuple)) and all(isinstance(n, str) for n in value)
 
 
-def require_result(result: Any, what: str, names: Any = None, lmfit_names: Any = None) -> None:
+def _is_levels(value: Any) -> bool:
+    if isinstance(value, np.ndarray):
+        return value.ndim == 1 and value.dtype.kind in "iuf"
+    return isinstance(value, (list, tuple)) and all(
+        isinstance(s, (int, float, np.integer, np.floating)) and not isinstance(s, (bool, np.bool_))
+        for s in value
+    )
+
+
+def require_result(
+    result: Any, what: str, names: Any = None, lmfit_names: Any = None, sigmas: Any = None
+) -> None:
     """Refuse anything but a FitResult as ``result``, with the call that works.
 
     Args:
@@ -64,6 +86,9 @@ def require_result(result: Any, what: str, names: Any = None, lmfit_names: Any =
         what: the function, as its messages name it (``"result.conf_interval"``).
         names: the argument after the result (lmfit's pair puts the result there).
         lmfit_names: lmfit's ``p_names=``, if given, for the advice.
+        sigmas: the argument after ``names``: lmfit's pair puts ``p_names`` there
+            (``conf_interval(mini, out, ['k'])``); levels other than the default are
+            written into the advice.
 
     Raises:
         TypeError: ``result`` is a GlobalFit (lmfit's ``(minimizer, result)`` pair or a
@@ -78,8 +103,10 @@ def require_result(result: Any, what: str, names: Any = None, lmfit_names: Any =
     pair = isinstance(names, FitResult) or type(names).__module__.split(".")[0] == "lmfit"
     # the names to write into the advice: a list of str given as names= or lmfit's p_names=
     # (lmfit's pair puts its result, or a Minimizer's, where names go: never written out)
-    asked = next((n for n in (names, lmfit_names) if _is_names(n)), None)
-    module_call, method_call = _calls(what, asked)
+    # lmfit's positional p_names, conf_interval(mini, out, ['k']), lands in sigmas
+    asked = next((n for n in (names, lmfit_names, sigmas if pair else None) if _is_names(n)), None)
+    levels = sigmas if _is_levels(sigmas) and list(sigmas) != [1, 2, 3] else None
+    module_call, method_call = _calls(what, asked, levels)
     fix = f"pass {module_call}, or {method_call}"
     if isinstance(result, GlobalFit):
         if pair:
