@@ -56,6 +56,7 @@ from rich.text import Text
 
 from tying.experiments import SIZES, get, load_all
 from tying.experiments.claims import CLAIMS, EXTRA_CLAIMS, claim_for, in_claim_order
+from tying.experiments.output import out_path
 from tying.experiments.registry import MAX_SEED, failed_module
 from tying.experiments.runner import (
     RunRecord,
@@ -580,7 +581,9 @@ def _folder(text: str) -> pathlib.Path:
             f"expected a folder path, got {text!r}, which holds a NUL character no file system "
             "accepts; give a folder such as --out report"
         )
-    return pathlib.Path(text)
+    # a shell expands "~" in `--out ~/report`, not in `--out=~/report`: that one wrote the
+    # report into a folder named "~" here and printed "~/report/index.html" (stop 62)
+    return out_path(text)
 
 
 def _add_timeout(p: argparse.ArgumentParser, then: str) -> None:

@@ -6,6 +6,8 @@ Not an experiment module (``load_all`` skips it).
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
@@ -107,15 +109,57 @@ def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
             f"max_abs_diff() got two empty tensors (shape {tuple(a.shape)}); a check over no "
             "elements would decide nothing"
         )
-    a, b = _wide(a.detach(), b.dtype), _wide(b.detach(), a.dtype)
+    a, b = _same_device(a.detach(), b.detach())
+    exact = _exact_int_diff(a, b)
+    if exact is not None:
+        return exact
+    a, b = _wide(a, b.dtype), _wide(b, a.dtype)
     return float((a - b).abs().max())
+
+
+def _same_device(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``a`` and ``b`` on one device: both on the CPU when they are on two (a CUDA output
+    against a CPU reference said "Expected all tensors to be on the same device"); a meta
+    tensor, which holds no values, is refused by name (stop 62)."""
+    for name, t in (("a", a), ("b", b)):
+        if t.device.type == "meta":
+            raise ValueError(
+                f"max_abs_diff() got {name} on the meta device (shape {tuple(t.shape)}, "
+                f"{t.dtype}), which holds no values to compare; compute it on a real device"
+            )
+    if a.device != b.device:
+        return a.cpu(), b.cpu()
+    return a, b
+
+
+def _exact_int_diff(a: torch.Tensor, b: torch.Tensor) -> float | None:
+    """``max |a - b|`` of two integer (or bool) tensors whose difference int64 cannot
+    hold exactly, computed in Python ints; None for any other pair.
+
+    int64 subtraction wraps: ``2**63 - 1`` against ``-2**63`` read 1.0, and uint64 read in
+    float64 made ``2**64 - 1`` and ``2**64 - 2`` one number, 0.0 apart (stop 62).
+    """
+    if a.is_floating_point() or a.is_complex() or b.is_floating_point() or b.is_complex():
+        return None
+    wide = (torch.int64, torch.uint64)
+    if a.dtype not in wide and b.dtype not in wide:
+        return None  # 32 bits or fewer: exact in int64 (see _wide)
+    bound = float(a.double().abs().max()) + float(b.double().abs().max())
+    if bound < 2.0**53:  # no wrap, and every difference exact in int64
+        return float((a.to(torch.int64) - b.to(torch.int64)).abs().max())
+    pairs = zip(a.cpu().reshape(-1).tolist(), b.cpu().reshape(-1).tolist(), strict=True)
+    return float(max(abs(int(x) - int(y)) for x, y in pairs))
 
 
 def _tensor(x: Any, name: str) -> torch.Tensor:
     """``x`` as a tensor of its own values and dtype (stop 61: a NumPy array raised
     "'numpy.ndarray' object has no attribute 'numel'", a float "no attribute 'shape'")."""
     if isinstance(x, torch.Tensor):
-        return x
+        # a sparse tensor: "Could not run 'aten::max' with arguments from the 'SparseCPU'
+        # backend" (stop 62); its values are those of the dense one
+        return x.to_dense() if x.layout != torch.strided else x
+    if isinstance(x, list | tuple):  # tensors with grad in a list: "Can't call numpy()"
+        x = [_exact(v) for v in x]
     given = np.array(x)  # a writable copy: torch warns on a read-only array
     if given.dtype.kind not in "biufc":
         raise TypeError(
@@ -149,7 +193,23 @@ def _wide(t: torch.Tensor, other: torch.dtype) -> torch.Tensor:
 
 
 def _floats(values: Iterable[float], what: str) -> np.ndarray:
-    given = np.asarray(list(values))
+    if isinstance(values, numbers.Number) or getattr(values, "ndim", None) == 0:
+        raise TypeError(  # said "'float' object is not iterable", "iteration over a 0-d tensor"
+            f"{what}() takes the numbers of a check, one per measurement, got one number "
+            f"{repr(values)[:80]}; pass a list: {what}([value])"
+        )
+    if isinstance(values, np.ndarray) and values.dtype.kind in "biuf":
+        given = values
+    else:
+        # each as the report reads it (stop 62): a loss kept as a tensor with grad said
+        # "Can't call numpy() on Tensor that requires grad", a bfloat16 one "unsupported
+        # ScalarType BFloat16"; a meta tensor is named
+        read = _exact(values) if isinstance(values, torch.Tensor) else list(map(_exact, values))
+        given = np.asarray(read)
+    if given.dtype.kind == "O" and all(_real(v) for v in given.reshape(-1)):
+        # ints past int64 (2**64, 10**400) are real numbers NumPy keeps as objects: they
+        # were refused as "needs real numbers" (stop 62); read as floats, inf past range
+        given = np.array([_float(v) for v in given.reshape(-1)]).reshape(given.shape)
     if given.size and given.dtype.kind not in "biuf":
         # float64 would drop an imaginary part with a warning, and read "0.5" as a number
         raise TypeError(
@@ -158,12 +218,46 @@ def _floats(values: Iterable[float], what: str) -> np.ndarray:
             "(abs() of a complex error, float() of a text)"
         )
     arr = given.astype(np.float64)
+    if arr.ndim > 1:  # "a check over no measurements" said of a table of them (stop 62)
+        raise ValueError(
+            f"{what}() needs a flat sequence of numbers, got an array of shape {arr.shape}; "
+            "pass one number per measurement (np.ravel(values), or one row)"
+        )
     if arr.ndim != 1 or arr.size == 0:
         raise ValueError(
             f"{what}() needs one or more numbers, got {arr.size} in shape {arr.shape}; "
             "a check over no measurements would decide nothing"
         )
     return arr
+
+
+def _exact(v: Any) -> Any:
+    """A tensor as a NumPy array of exactly its values (detached, on the CPU; bfloat16 and
+    float8 widened to float64), anything else as it is."""
+    if not isinstance(v, torch.Tensor):
+        return v
+    if v.device.type == "meta":
+        raise ValueError(
+            f"a tensor on the meta device (shape {tuple(v.shape)}, {v.dtype}) holds no "
+            "values to compare; compute the number on a real device"
+        )
+    t = v.detach().cpu()
+    if t.is_floating_point() and t.dtype not in (torch.float16, torch.float32, torch.float64):
+        t = t.double()
+    elif t.dtype == torch.complex32:
+        t = t.to(torch.complex64)
+    return t.resolve_conj().resolve_neg().numpy()
+
+
+def _real(v: Any) -> bool:
+    return isinstance(v, numbers.Real)
+
+
+def _float(v: Any) -> float:
+    try:
+        return float(v)
+    except OverflowError:  # an int past the floats: as far as a float goes
+        return math.inf if v > 0 else -math.inf
 
 
 def largest(values: Iterable[float]) -> float:

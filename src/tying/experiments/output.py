@@ -457,7 +457,8 @@ def out_path(out_dir: str | os.PathLike) -> pathlib.Path:
     caller stood in, where ``tying report --out ""`` is refused. ``"."`` still means it.
 
     Args:
-        out_dir: the output folder as given (a str, bytes or path).
+        out_dir: the output folder as given (a str, bytes or path); a leading ``~`` is
+            the home folder, as a shell reads it.
 
     Returns:
         The folder as a :class:`pathlib.Path`.
@@ -475,7 +476,12 @@ def out_path(out_dir: str | os.PathLike) -> pathlib.Path:
             "variable (an empty path means the current folder); give a folder such as "
             "'report' (it is created if missing), or '.' for the current folder"
         )
-    return pathlib.Path(os.fsdecode(out_dir) if isinstance(out_dir, bytes) else out_dir)
+    path = pathlib.Path(os.fsdecode(out_dir) if isinstance(out_dir, bytes) else out_dir)
+    # "~/report" is the home folder's report, as a shell reads it: pathlib made a folder
+    # named "~" in the current one (stop 62); "~user" that names no user stays as given
+    if path.parts[:1] and path.parts[0].startswith("~"):
+        return pathlib.Path(os.path.expanduser(path))  # Path.expanduser raised for "~nobody"
+    return path
 
 
 def _check_path(out: pathlib.Path) -> bool:

@@ -191,6 +191,11 @@ def get(id: str) -> ExperimentSpec:
             it failed to import (named, with its error), or it is not yet implemented;
             for a claim's number (``"A1"``), naming that claim's experiment id.
     """
+    if isinstance(id, str) and not id.strip():  # "did you mean 'translation-equivariance'?"
+        raise KeyError(
+            f"experiment id {id!r} is empty: most likely an unset variable (`tying run "
+            "\"$ID\"`); give an id such as 'param-counts' (`tying list` shows them all)"
+        )
     if id not in REGISTRY:
         row = claim_for(id)
         if row is not None:  # a claim's id: "unknown", and a guess at another id, misled

@@ -364,8 +364,9 @@ def _run_here(id: str, size: str, seed: int, out_dir: str | pathlib.Path | None)
     try:  # a value the record cannot hold is this run's error, never the caller's crash
         problem = verdict_problem(id, result)
         record.measured = jsonable(result.measured)
-        record.key_figure = str(result.key_figure)
-        record.notes = str(result.notes)
+        # None is no text: the summary row read "None" beside the verdict (stop 62)
+        record.key_figure = "" if result.key_figure is None else str(result.key_figure)
+        record.notes = "" if result.notes is None else str(result.notes)
         record.tables = [_table(t) for t in result.tables]
     except Exception:
         record.error = (

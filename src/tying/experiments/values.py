@@ -16,6 +16,8 @@ import array
 import decimal
 import numbers
 import warnings
+from collections import UserString
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, Sequence, ValuesView
 from typing import Any
 
 import numpy as np
@@ -107,6 +109,8 @@ def plain(value: Any) -> Any:
         value = numbers_of
     if isinstance(value, np.ndarray | np.generic) and value.dtype in _NARROW:
         value = _shortest(value, value.dtype)
+    elif isinstance(value, np.ndarray | np.generic) and value.dtype == np.complex64:
+        value = _shortest_complex(value, np.dtype(np.float32))
     if isinstance(value, np.ndarray):
         return plain(value.tolist())
     if isinstance(value, np.generic):
@@ -122,6 +126,29 @@ def plain(value: Any) -> Any:
             )
         except (TypeError, ValueError, ArithmeticError):  # Decimal("sNaN") will not convert
             return float("nan") if getattr(value, "is_nan", lambda: False)() else str(value)
+    return _collection(value)
+
+
+def _collection(value: Any) -> Any:
+    """Another container of values read as its values, or ``value``'s ``str``.
+
+    ``d.values()``, a ``deque`` or a ``range`` was read as its repr, text whose ``inf``
+    no check looked at: a pass beside ``dict_values([0.1, inf])`` was reported (stop 62).
+    A mapping is a dict, a dict view or other sequence a list; a one-shot iterator (a
+    generator, ``map``) is refused: the first reading would use it up.
+    """
+    if isinstance(value, Mapping):
+        return plain(dict(value.items()))
+    if isinstance(value, KeysView | ValuesView | ItemsView) or (
+        isinstance(value, Sequence) and not isinstance(value, bytes | bytearray | UserString)
+    ):
+        return plain(list(value))
+    if isinstance(value, Iterator):
+        raise TypeError(
+            f"a measured value is a one-shot iterator ({type(value).__name__}): the first "
+            "reading would use it up, and the page and the checks would see different "
+            "values; pass list(...) of it"
+        )
     return str(value)
 
 
@@ -147,8 +174,8 @@ def _tensor_numpy(t: torch.Tensor) -> np.ndarray:
         t = t.dequantize()
     if t.layout != torch.strided:
         t = t.to_dense()
-    if t.dtype == torch.complex32:
-        t = t.to(torch.complex64)
+    if t.dtype == torch.complex32:  # each part the shortest decimal of its float16
+        return _shortest_complex(t.to(torch.complex64).resolve_conj().numpy(), torch.float16)
     elif t.is_floating_point() and t.dtype not in (torch.float16, torch.float32, torch.float64):
         return _shortest(t.float().numpy(), t.dtype)  # bfloat16, float8: exact in float32
     return t.resolve_conj().resolve_neg().numpy()
@@ -189,3 +216,18 @@ def _shortest(values: np.ndarray | np.generic, dtype: Any) -> np.ndarray:
         wide[at[same]] = candidates[same]
         at = at[~same]
     return wide.reshape(shape)
+
+
+def _shortest_complex(values: np.ndarray | np.generic, part: Any) -> np.ndarray:
+    """Complex ``values`` whose real and imaginary parts are floats of dtype ``part``
+    (float32 for complex64), each part as its shortest decimal, in complex128.
+
+    ``np.complex64(0.1 + 0.2j)`` was recorded and printed as
+    ``(0.10000000149011612+0.20000000298023224j)`` where NumPy prints ``(0.1+0.2j)``
+    (stop 62), as :func:`_shortest` does for a float32.
+    """
+    given = np.asarray(values)
+    out = np.empty(given.shape, dtype=np.complex128)  # parts set apart: inf * 1j is nan
+    out.real = _shortest(given.real.astype(np.float32), part)
+    out.imag = _shortest(given.imag.astype(np.float32), part)
+    return out

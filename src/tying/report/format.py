@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import decimal
+import fractions
 import math
 from typing import Any
 
@@ -39,6 +41,12 @@ def format_value(value: Any) -> str:
         return f"{value:,}"
     if isinstance(value, int | float):
         return format_number(value, 4)
+    if isinstance(value, complex):  # its repr printed every binary digit (stop 62)
+        imag = (
+            format_number(abs(value.imag), 4) if math.isfinite(value.imag) else str(abs(value.imag))
+        )
+        sign = "-" if math.copysign(1.0, value.imag) < 0 else "+"
+        return f"({format_number(value.real, 4)}{sign}{imag}j)"
     if isinstance(value, list | tuple):
         return "[" + ", ".join(format_value(v) for v in value) + "]"
     if isinstance(value, dict):  # its repr printed 0.30000000000000004 (stop 58)
@@ -68,7 +76,8 @@ def format_number(value: Any, digits: int = 3, *, sign: bool = False, percent: b
     number it holds (bfloat16 1032 is ``1,032``, as torch prints it, not ``1,030``).
 
     Args:
-        value: an int or float (a NumPy or torch scalar is taken as its Python number).
+        value: an int or float (a NumPy or torch scalar of any width, a ``Decimal`` or a
+            ``Fraction`` is taken as the Python number it holds).
         digits: significant digits in the ordinary range (>= 1).
         sign: write ``+`` before a positive number (a difference, a gain).
         percent: show ``value`` (a fraction) as a percentage: ``0.25`` -> ``25%``.
@@ -117,14 +126,21 @@ def format_number(value: Any, digits: int = 3, *, sign: bool = False, percent: b
         to_power = shown != value and shown != 0 and _power_of_ten(abs(shown))
         value = shown if math.isfinite(shown) and not to_power else value
     suffix = ""
-    if percent:
-        value, suffix = value * 100, "%"
-        if isinstance(value, float) and math.isfinite(value):
-            # the product's binary rounding is not a digit: 0.58 * 100 is
-            # 57.99999999999999, which read "57.99999999999999%" (the report's ctc row,
-            # stop 56); 15 significant digits keep every digit a fraction can mean
-            value = float(f"{value:.15g}")
     plus = "+" if sign and value > 0 else ""
+    if percent:
+        suffix = "%"
+        if isinstance(value, float) and math.isfinite(value):
+            # scaled as the decimal it reads as, so the product's binary rounding is no
+            # digit (0.58 * 100 is 57.99999999999999, which read "57.99999999999999%",
+            # stop 56) and rounding it to 15 digits makes no power of ten (sum([0.1] * 10)
+            # read "100%" beside its own "0.9999999999999999"; stop 62)
+            scaled = float(decimal.Decimal(repr(value)) * 100)
+            if math.isinf(scaled):  # 1e308 read "inf%" (stop 62): the exponent, plus two
+                mantissa, exponent = _not_a_power_of_ten(value).split("e")
+                return f"{plus}{mantissa}e{int(exponent) + 2:+03d}{suffix}"
+            value = scaled
+        else:
+            value = value * 100
     if isinstance(value, int):
         return f"{plus}{value:,}{suffix}"
     if math.isnan(value) or math.isinf(value):
@@ -157,13 +173,20 @@ def _as_python_number(value: Any) -> Any:
     ``0.100000001`` where the measurement was 0.1 in its own precision (stop 61), as
     NumPy and torch print it.
     """
+    if isinstance(value, decimal.Decimal | fractions.Fraction):
+        from tying.experiments.values import plain  # a Decimal or Fraction: its float (stop 62)
+
+        return plain(value)
     if getattr(value, "ndim", None) != 0 or not hasattr(value, "item"):
         return value
     number = value.item()
-    if not isinstance(number, float):
+    if isinstance(number, bool | int):
         return number
     from tying.experiments.values import plain  # the one shortest-decimal reading (stop 61)
 
+    # a float or complex of any width as plain data reads it: np.longdouble's .item() is
+    # itself, which format_number refused as no number, and a complex64 printed its
+    # float32 parts' binary noise (0.10000000149011612; stop 62)
     return plain(value)
 
 
