@@ -270,6 +270,12 @@ class Inventory:
                 f"parameters now: {', '.join(holders) or 'none'}), and a tie cannot follow "
                 f"that: " + reparametrized_advice(mod, name, owner)
             )
+        from tying.core.reparametrized import removed_source
+
+        for _, info in self.items_reading(path):  # remove_weight_norm on the source
+            removed = removed_source(info.tie, info.module) if info.tie is not None else None
+            if removed is not None:
+                return f"{path} is not a parameter of the model{who}: {removed}"
         return f"{path} is not a parameter of the model{who}{self.closest(path)}"
 
     def items_reading(self, path: str):
@@ -312,6 +318,11 @@ class Inventory:
                 f"to, and a tie is counted, checked, saved and untied there; pass that "
                 f"model (or a parent of it) instead"
             )
+        from tying.core.reparametrized import removed_source
+
+        removed = removed_source(slot, info.module) if links is not None else None
+        if removed is not None:
+            return f"{path} is tied to {src} (via {slot.relation!r}), but {removed}"
         return (
             f"{path} is tied to a tensor outside the model: the module that held its "
             f"source ({src}) was replaced after the plan was applied (e.g. "

@@ -21,9 +21,20 @@ Example:
 
 from __future__ import annotations
 
-from torch import nn
+import sys
 
-__all__ = ["one_sided", "remove_call", "remove_refusal", "reparametrized_advice"]
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+__all__ = [
+    "list_members",
+    "one_sided",
+    "remove_call",
+    "remove_refusal",
+    "removed_source",
+    "reparametrized_advice",
+]
 
 
 def remove_call(module: nn.Module, name: str, owner: str) -> str:
@@ -183,27 +194,16 @@ def remove_refusal(reader: str, caller, slot, name: str | None, module: nn.Modul
         # parametrized alike: its ParametrizationList's original is a tied slot, and torch
         # writes b's parametrized value into it in place (set_), i.e. into a's original
         # (stop 61: a's output changed, no error; with weight_norm's two originals b was
-        # silently untied). Refused at its first read of the slot, before any change.
-        # Its first read of a single original is remove_parametrizations' own
-        # (parametrizations.original), refused there; only several originals (the new
-        # weight_norm's original0/original1) are first read through the parametrized
-        # property: forward <- _call_impl <- _wrapped_call_impl <- get_parametrized
-        # [<- get_cached_parametrization] <- remove_parametrizations. Every forward of a
-        # tied parametrized pair reads here, and each frame walked up is one Python
-        # materialises (stop 61 review: walking 8 frames cost an orthogonal pair's
-        # forward 4-8 %), so the walk is only taken for several originals and stops at
-        # get_parametrized's caller.
+        # silently untied). Refused before any change: at its first look at the tied
+        # list, ``parametrizations.is_tensor`` (the property :func:`list_members` adds;
+        # caller = remove_parametrizations), or at its read of the single original. Every
+        # forward reads the originals too, from ParametrizationList.forward, so a read
+        # costs one compare here: the frame walk of stop 61 (for weight_norm's several
+        # originals, first read through the parametrized property) cost a tied
+        # parametrized forward 1.5-6.7 %, and missed a removal inside parametrize.cached()
+        # after a forward, which reads the cached value and no original.
         if caller.f_code.co_name != "remove_parametrizations":
-            if getattr(module, "is_tensor", True):
-                return None
-            frame, depth = caller.f_back, 1
-            while frame is not None and depth < 8:
-                if frame.f_code.co_name == "get_parametrized":
-                    frame = frame.f_back
-                    break
-                frame, depth = frame.f_back, depth + 1
-            if frame is None or frame.f_code.co_name != "remove_parametrizations":
-                return None
+            return None
         call = "torch.nn.utils.parametrize.remove_parametrizations"
         what = (
             "would write this module's parametrized value into the shared tensor in place "
@@ -244,3 +244,118 @@ _REMOVERS = {
     "torch.nn.utils.spectral_norm": "spectral_norm",
     "torch.nn.utils.parametrize": "parametrize",
 }
+
+
+def list_members(base: type) -> dict:
+    """Members a tied subclass of ``base`` adds when ``base`` is torch's
+    ``ParametrizationList``: an ``is_tensor`` property that refuses
+    ``remove_parametrizations`` of the list's module (see :func:`remove_refusal`).
+
+    ``remove_parametrizations(model.b, "weight")`` of a module tied whole to another one
+    parametrized alike reads ``is_tensor`` before anything else of the list. Inside
+    ``parametrize.cached()`` after a forward it read the new-style weight_norm's value
+    from the cache and no original, and ``b`` was untied silently (stop 61 review,
+    stop 62). Refused here, before any change, as its read of an original is.
+
+    Args:
+        base: the class a tied class is made for.
+
+    Returns:
+        ``{"is_tensor": property}`` for a ParametrizationList, else ``{}``.
+    """
+    if not issubclass(base, parametrize.ParametrizationList):
+        return {}
+    return {"is_tensor": property(_is_tensor, _set_is_tensor)}
+
+
+def _is_tensor(self) -> bool:
+    if torch.compiler.is_compiling():  # a traced forward (sys._getframe stops fullgraph)
+        return self.__dict__["is_tensor"]
+    caller = sys._getframe(1)
+    if caller.f_code.co_name == "remove_parametrizations":
+        from tying.core.slots import slots_of
+
+        name, slot = next(iter(sorted(slots_of(self).items())))
+        refusal = remove_refusal("torch.nn.utils.parametrize", caller, slot, name, self)
+        if refusal is not None:
+            raise refusal
+    return self.__dict__["is_tensor"]
+
+
+def _set_is_tensor(self, value: bool) -> None:
+    self.__dict__["is_tensor"] = value
+
+
+def removed_source(slot, module: nn.Module) -> str | None:
+    """Why ``slot``'s source is gone when a remover took it: ``remove_parametrizations``,
+    ``remove_weight_norm`` or ``remove_spectral_norm`` on the tie's *source* module, which
+    leaves the tied module reading the removed tensors; None for any other cause.
+
+    Before stop 62 every read, ``untie``, ``count`` and ``verify`` then blamed "a quantizer,
+    an adapter, a copy or an assignment" (or a ``del``) and advised re-applying the plan,
+    putting the module back and untying, ``tying.retie`` or ``tying.interop``: each of
+    those is refused on such a model (the advice went nowhere). The order that works:
+    free the tied module first, then remove the re-parametrisation from each module.
+
+    Args:
+        slot: a tied slot whose source no longer serves it.
+        module: the module holding ``slot`` (for the old forms it still carries the
+            re-parametrisation its source lost, unlike a tensor deleted by hand).
+
+    Returns:
+        The reason and the fixes (to follow ``"<slot> reads <source>, but "``), or None.
+    """
+    src = slot.paths[1] or ""
+    if ".parametrizations." in src:
+        links = slot._links() if slot.anchor is not None else ()
+        gone = next(((p, c) for p, c, held in links if p._modules.get(c) is not held), None)
+        if gone is None or (
+            gone[1] != "parametrizations" and not isinstance(gone[0], nn.ModuleDict)
+        ):
+            return None  # nothing swapped, or the source's whole module: not a remover
+        owner, _, rest = src.partition(".parametrizations.")
+        name = rest.split(".")[0]
+        tool = "torch.nn.utils.parametrize.remove_parametrizations"
+        what = f"the parametrization of {owner}.{name}"
+        undo = (
+            f"on this model that cannot be undone (untie, retie, free and re-parametrising "
+            f"{owner!r} are refused too), so rebuild the model and load its saved state"
+        )
+    else:
+        smod, sname = slot.source_module, slot.source_name
+        kind = next(
+            (k for suffix, k in _OLD_STYLE if sname.endswith(suffix) and sname != suffix), None
+        )
+        name = sname[: sname.rfind("_")]
+        if kind is None or name not in smod._parameters:
+            return None
+        left = (name + "_g", name + "_v") if kind == "weight_norm" else (sname, name + "_u")
+        if any(n in smod._parameters or n in smod._buffers for n in left):
+            return None  # the remover takes all of its tensors: one deleted by hand
+        if _remover(module, name, "model") != f"torch.nn.utils.remove_{kind}(model, {name!r})":
+            return None  # the tied module is not re-parametrised alike: no remover's doing
+        if _remover(smod, name, "model") is not None:
+            return None  # still re-parametrised: the tensor went some other way
+        owner = src.rpartition(".")[0]
+        tool = f"torch.nn.utils.remove_{kind}"
+        what = f"the {kind} of {owner}.{name}"
+        # the slot reads the tensor by name: applying it again re-creates it (the tie holds)
+        undo = (
+            f"to undo that, apply it again (torch.nn.utils.{kind}(model.get_submodule("
+            f"{owner!r}), {name!r})): the tie then reads its new tensors"
+        )
+    target = (slot.paths[0] or "").split(".parametrizations.")[0] or "<the tied module>"
+    return (
+        f"{what}, the tie's source, was removed after the tie was made ({tool} on "
+        f"{owner!r}), and a tie cannot follow it (the removed tensors are no longer "
+        f"trained): {undo}. To remove it from tied modules, free the tied module first, "
+        f"then remove it from each and tie the plain tensors again: "
+        f"tying.Plan([tying.free({target!r})]).apply(model); "
+        f"{tool}(model.get_submodule({owner!r}), {name!r}); "
+        f"{tool}(model.get_submodule({target!r}), {name!r}); "
+        f"tying.Plan([tying.share({target!r}, like={owner!r})]).apply(model)"
+    )
+
+
+# old-style re-parametrisations: the suffix of the tensors they add, and the remover's name
+_OLD_STYLE = (("_g", "weight_norm"), ("_v", "weight_norm"), ("_orig", "spectral_norm"))

@@ -87,7 +87,9 @@ from tying.core.part_pickles import check_unpickled_piece as _check_unpickled_pi
 from tying.core.part_pickles import piece_without_source as _piece_without_source
 from tying.core.relations import Relation, Same
 from tying.core.reparametrized import _REMOVERS
+from tying.core.reparametrized import list_members as _list_members
 from tying.core.reparametrized import remove_refusal as _remove_refusal
+from tying.core.reparametrized import removed_source as _removed_source
 from tying.core.reparametrized import reparametrized_advice as _reparametrized_advice
 from tying.core.root_advice import free_call as _free_call
 from tying.core.root_advice import holder_path as _holder_path
@@ -259,8 +261,11 @@ class Slot:
             # an AttributeError made Python fall back to __getattr__, which said the
             # *target* module had no such attribute (stop 55)
             target, source = self.target_and_source(_name_in(module, self))
+            removed = _removed_source(self, module)  # remove_weight_norm on the source
             raise TieError(
-                f"{target} reads {source} through a tie ({self.relation!r}), but {source} is "
+                f"{target} reads {source} through a tie ({self.relation!r}), but {removed}"
+                if removed
+                else f"{target} reads {source} through a tie ({self.relation!r}), but {source} is "
                 f"gone from its module (deleted: del module.{self.source_name}, or "
                 f"ParameterDict.pop); put a Parameter back there, or, to drop it, untie "
                 f"first (tying.untie(model)) and delete it after"
@@ -421,8 +426,11 @@ class Slot:
                 f"plan written for the new paths; do not tying.retie(model), which would tie "
                 f"whatever sits at the old paths now"
             )
+        removed = _removed_source(self, module)  # remove_parametrizations on the source
         raise TieError(
-            f"{self.paths[0] or type(module).__name__} reads {src_path}, but {gone!r}, which "
+            f"{self.paths[0] or type(module).__name__} reads {src_path}, but {removed}"
+            if removed
+            else f"{self.paths[0] or type(module).__name__} reads {src_path}, but {gone!r}, which "
             f"held it, was replaced in the model (by {type(now).__module__}."
             f"{type(now).__qualname__}: a quantizer, an adapter, a copy or an assignment "
             f"swapped it out), so the tie would read a stale copy that training no longer "
@@ -750,6 +758,7 @@ def tied_class(base: type, names) -> type:
         )
         if issubclass(base, nn.ParameterDict):
             namespace["__delitem__"] = _guarded_delitem
+        namespace.update(_list_members(base))  # a ParametrizationList's is_tensor
         if base.__repr__ is not nn.Module.__repr__:
             # a class with its own __repr__ (transformers' Conv1D) prints no extra_repr:
             # torch's errors that print the module (prune.remove) named no tie (stop 54)

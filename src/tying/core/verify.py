@@ -22,6 +22,7 @@ from tying.core.outside import (
 )
 from tying.core.plan import DECLARED_ATTR, ApplyReport, Plan, _contiguous_copy
 from tying.core.relations import Relation, Same, relation_from_spec
+from tying.core.reparametrized import removed_source
 from tying.core.sharded_check import same_values
 from tying.core.slots import (
     SLOTS_ATTR,
@@ -225,6 +226,11 @@ def verify(model: nn.Module) -> int:
         fix = ". Re-create them with tying.retie(model) (or re-apply your plan)." if broken else "."
         if any(info.tie is not None and info.source == "" for info in inv.slots.values()):
             fix = f"; {REPLACED_SOURCE_FIX}."  # retie refuses such a tie (stop 49)
+        # a remover on a tie's source: retie and that fix are refused too (stop 62)
+        held = [(i.tie, i.module) for i in inv.slots.values() if i.tie is not None and broken]
+        removed = next(filter(None, (removed_source(t, mod) for t, mod in held)), None)
+        if removed is not None:
+            fix = f"; {removed}."
         raise TieError(
             f"{len(broken) + len(copied)} declared tie(s) broken: "
             + "; ".join(broken + copied)
