@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 _HALF = (torch.float16, torch.bfloat16)
+_FLOAT_MAX = float(np.finfo(np.float64).max)
 
 
 def laplacian_penalty(
@@ -90,6 +91,12 @@ def laplacian_penalty(
         )
     if not (lam >= 0) or lam == float("inf"):  # NaN fails every comparison
         raise ValueError(f"laplacian_penalty: lam must be finite and >= 0, got {lam}")
+    if isinstance(lam, numbers.Integral) and lam > _FLOAT_MAX:
+        # stop 62: 10**400 failed later in float()'s OverflowError, naming no argument
+        raise ValueError(
+            f"laplacian_penalty: lam must be finite and >= 0, got an int of {len(str(lam))} "
+            f"digits, past the largest float ({_FLOAT_MAX:.3g}); pass a smaller lam"
+        )
     if undirected is not None and not isinstance(undirected, bool):
         raise TypeError(
             f"laplacian_penalty: undirected must be True, False or None, got "
@@ -266,6 +273,16 @@ def _key(k: object, edge: object, mapping: bool, keys: list, known: set) -> obje
         # edge and its reverse were not seen (both counted: 2.18 for 1.09, also with
         # undirected=True), and np.array(True) failed in NumPy's words, naming no edge
         k = k.item()
+    if not mapping and isinstance(k, (float, np.floating)):
+        # stop 62: 1.0 passed the key check (1.0 == 1) and failed in list indexing,
+        # "list indices must be integers or slices, not float", naming no edge
+        fix = (
+            f"use the int {int(k)}" if float(k).is_integer() else f"use the ints 0..{len(keys) - 1}"
+        )
+        raise ValueError(
+            f"laplacian_penalty: edge {_show(edge)} names {k!r}, a float, which is not an "
+            f"index of params (a list); {fix}"
+        )
     if not mapping and isinstance(k, (bool, np.bool_)):
         # True == 1: it indexed params[1] (np.True_ and tensor(True) too, stop 58)
         raise ValueError(
