@@ -17,6 +17,8 @@ its way from the output.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 # torch's loss nodes with a reduction, and the full mean F.l1_loss and loss[mask].mean() use
@@ -67,11 +69,83 @@ def masked_mean_nodes(roots, stops=(), depth: int = 6) -> list:
             mean = name == "MeanBackward0" or (
                 name.startswith(_MEAN_LOSSES) and getattr(node, "_saved_reduction", None) == 1
             )
-            if mean:
+            if mean and _of_scalars(node):
+                # torch.stack([each example's own masked mean]).mean(): a mean of B
+                # scalars, each read on its own (review 62: such a per-example loop was
+                # refused as a batch mean; its gradients are the loop's)
+                below.extend(n for n, _ in node.next_functions[0][0].next_functions)
+            elif mean:
                 if _selected(node, {id(s) for s in stops if s is not None}):
                     found.append(node)
             elif name.startswith(_THROUGH):
                 below.extend(n for n, _ in node.next_functions)
+        level = below
+    return found
+
+
+def _of_scalars(node) -> bool:
+    """Whether a full ``.mean()`` averages a ``torch.stack`` of 0-d values (losses)."""
+    if type(node).__name__ != "MeanBackward0" or len(node.next_functions) != 1:
+        return False
+    below = node.next_functions[0][0]
+    sizes = getattr(node, "_saved_self_sym_sizes", None)
+    return type(below).__name__ == "StackBackward0" and sizes is not None and len(sizes) == 1
+
+
+def entries_could_be_even(node, stops, grad: torch.Tensor, batch: int) -> bool | None:
+    """Whether the examples may all keep the same number of entries, read from the number
+    the mask kept in the whole batch (the selecting node's output, known after its
+    backward) and each example's entries with a nonzero gradient (at most the ones it
+    kept); None where that number cannot be read, or other terms of the loss touch the
+    output (more entries with a gradient than were kept).
+
+    Counted by entry, not by row: a kept entry whose gradient is exactly zero (``clamp``,
+    a saturated logit) was read as dropped and an even mask refused, and a mask over single
+    entries of a ``(B, T, D)`` or ``(B, C, H, W)`` output keeps entries, not rows: 0.6x and
+    0.67x the loop's gradients, no error (review 62).
+
+    Example:
+        >>> out = torch.randn(2, 3, requires_grad=True) * 1
+        >>> keep = torch.tensor([[True, True, False], [True, True, False]])
+        >>> loss = torch.nn.functional.mse_loss(out[keep].clamp(min=9), torch.zeros(4))
+        >>> g = torch.zeros(2, 3); g[0, :2] = 1.0; g[1, 0] = 1.0  # one kept entry clamped
+        >>> entries_could_be_even(loss.grad_fn, [out.grad_fn], g, 2)
+        True
+    """
+    picks = _selecting(node, {id(s) for s in stops if s is not None})
+    if len(picks) != 1 or grad.dim() < 1 or grad.shape[0] != batch:
+        return None
+    meta = getattr(picks[0], "_input_metadata", None)  # private in torch: read with care
+    shape = getattr(meta[0], "shape", None) if meta else None
+    if shape is None:
+        return None
+    kept = math.prod(shape)
+    # only where the mean averages exactly the entries the mask kept (out[m][:, 0].mean()
+    # averages a column of them: its gradient covers a share of the kept entries)
+    source, nr = node.next_functions[0] if node.next_functions else (None, 0)
+    meta = getattr(source, "_input_metadata", None)
+    if not meta or nr >= len(meta) or math.prod(getattr(meta[nr], "shape", ())) != kept:
+        return None
+    counts = (grad != 0).reshape(batch, -1).sum(1)
+    if int(counts.sum()) > kept:
+        return None
+    return kept % batch == 0 and int(counts.max()) <= kept // batch
+
+
+def _selecting(node, stops: set, limit: int = 64) -> list:
+    """The selecting nodes first met on the way down from ``node``, above ``stops``."""
+    found, level, seen = [], [node], {id(node), *stops}
+    while level and len(seen) <= limit:
+        below = []
+        for here in level:
+            for nxt, _ in here.next_functions:
+                if nxt is None or id(nxt) in seen:
+                    continue
+                seen.add(id(nxt))
+                if type(nxt).__name__.startswith(_SELECTING):
+                    found.append(nxt)
+                else:
+                    below.append(nxt)
         level = below
     return found
 

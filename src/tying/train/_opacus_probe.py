@@ -27,7 +27,12 @@ from tying.train._loss_divisor import (
     weighted_message,
 )
 from tying.train._loss_reduction import _input_shape, loss_batch_reduction, seeded_with_one
-from tying.train._masked_mean import kept_entries, masked_mean_message, masked_mean_nodes
+from tying.train._masked_mean import (
+    entries_could_be_even,
+    kept_entries,
+    masked_mean_message,
+    masked_mean_nodes,
+)
 from tying.train._vetting import tensors_in
 from tying.train.backward_probe import (
     backward_roots,
@@ -188,8 +193,16 @@ class _BackwardProbe:
                     continue
                 if reads_one_example(node, made_by):
                     continue
-                counts = kept_entries(grad, batch)
-                if counts is not None and bool(counts.min() != counts.max()):
+                # by entry against the number the mask kept (review 62: a kept entry with
+                # a zero gradient refused an even mask; a mask over single entries of a
+                # (B, T, D) output went unseen)
+                even = entries_could_be_even(node, stops, grad, batch)
+                counts = kept_entries(grad, batch)  # rows: what the message names
+                if even is False and (counts is None or bool(counts.min() == counts.max())):
+                    counts = (grad != 0).reshape(batch, -1).sum(1)  # single entries kept
+                if counts is not None and (
+                    even is False or (even is None and bool(counts.min() != counts.max()))
+                ):
                     self._take_back(state)
                     raise ValueError(masked_mean_message(declared, node, counts))
             # a seed other than 1 (loss.backward(torch.tensor(1 / B))) scales the loss by
