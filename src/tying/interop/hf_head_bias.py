@@ -19,7 +19,7 @@ from torch import nn
 
 
 def owner_bias(
-    model: nn.Module, emb_out: nn.Module | None
+    model: nn.Module, emb_out: nn.Module | None, emb_in: nn.Module | None = None
 ) -> tuple[nn.Module, nn.Parameter] | None:
     """The module holding ``emb_out`` and its ``bias`` Parameter, when that bias has one
     entry per row of the head and the head has no bias of its own (ESM's layout; a head's
@@ -28,6 +28,9 @@ def owner_bias(
     Args:
         model: the model being resized.
         emb_out: its output embedding (``model.get_output_embeddings()``), or None.
+        emb_in: its input embedding; when ``emb_out`` is None, the bias-free head reading
+            this embedding's weight (LXMERT's ``cls.predictions.decoder``, which
+            ``get_output_embeddings`` does not name) is taken as the head.
 
     Returns:
         ``(owner, bias)``, or None when no module holding the head has such a bias.
@@ -42,6 +45,16 @@ def owner_bias(
         >>> owner is head, tuple(bias.shape)
         (True, (10,))
     """
+    if emb_out is None and isinstance(getattr(emb_in, "weight", None), torch.Tensor):
+        emb_out = next(
+            (
+                mod
+                for mod in model.modules()
+                if not isinstance(mod, nn.Embedding)
+                and getattr(mod, "weight", None) is emb_in.weight
+            ),
+            None,
+        )
     weight = getattr(emb_out, "weight", None)
     if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
         return None
@@ -86,12 +99,22 @@ def follow_head(found: tuple[nn.Module, nn.Parameter], rows: int, mean_resizing:
     """
     owner, before = found
     now = owner._parameters.get("bias")
-    if now is not before or before.shape[0] == rows:
-        return  # HF resized it (or the size did not change)
+    if now is before and before.shape[0] == rows:
+        return  # the size did not change
+    if now is not before:
+        # the family resized it itself (LXMERT): kept as it is when it fits the head; sized
+        # to the unpadded count with pad_to_multiple_of (96 head rows, 66 entries: every
+        # forward failed), or made float32 from bfloat16, it is completed as that family
+        # completes it (zeros), in the old bias's dtype
+        if not isinstance(now, torch.Tensor) or now.dim() != 1:
+            return
+        if now.shape[0] == rows and now.dtype == before.dtype and now.device == before.device:
+            return
+        before, mean_resizing = now, False
     keep = min(rows, before.shape[0])
     with torch.no_grad():
-        new = torch.zeros(rows, dtype=before.dtype, device=before.device)
-        new[:keep] = before[:keep]
+        new = torch.zeros(rows, dtype=found[1].dtype, device=found[1].device)
+        new[:keep] = before[:keep].to(new.dtype)
         if mean_resizing and rows > keep:
-            new[keep:] = before.float().mean().to(before.dtype)
-    owner.bias = nn.Parameter(new, requires_grad=before.requires_grad)
+            new[keep:] = before.float().mean().to(new.dtype)
+    owner.bias = nn.Parameter(new, requires_grad=found[1].requires_grad)

@@ -149,7 +149,7 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
         new_num_tokens = int(emb_in.weight.shape[0])
     bias_before = _bias_follows_head(model, emb_out)
     # ESM adds lm_head.bias beside lm_head.decoder: HF left it at the old size (stop 62)
-    owner_bias_before = owner_bias(model, emb_out)
+    owner_bias_before = owner_bias(model, emb_out, emb_in)
     embed_slots = _resized_slots(model, emb_in, emb_out)
     # the ties declared on this model itself: a tie a plan over a model containing it
     # declared cannot be freed and re-made here (Plan.declared of a part lists those too
@@ -183,8 +183,10 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
         if bias_before is not None:
             _follow_head_with_bias(model, bias_before)
         if owner_bias_before is not None:
-            rows = model.get_output_embeddings().weight.shape[0]
-            follow_head(owner_bias_before, rows, kwargs.get("mean_resizing", True))
+            head = model.get_output_embeddings()
+            # no output embedding named (LXMERT): the head reads the resized input embedding
+            head = head if head is not None else model.get_input_embeddings()
+            follow_head(owner_bias_before, head.weight.shape[0], kwargs.get("mean_resizing", True))
         if involved:
             try:
                 Plan(involved).apply(model)
