@@ -73,3 +73,20 @@ def test_text_and_object_frames_keep_their_refusal():
     for frame in (pd.DataFrame(X).astype(object), pd.DataFrame(X).astype(str)):
         with pytest.raises(ValueError, match=r"got dtype object"):
             m.score(frame)
+
+
+@pytest.mark.parametrize("gap", [pd.NA, None, np.nan])
+@pytest.mark.parametrize("dtype", ["string", object])
+def test_a_missing_value_after_labels_is_named_as_missing_not_told_np_unique(gap, dtype):
+    # np.unique (the label advice) fails on a column of labels holding a missing value:
+    # "boolean value of NA is ambiguous" / "'<' not supported"
+    c = CategoricalHMM.from_params([1.0], [[1.0]], [[0.25, 0.75]])
+    frame = pd.DataFrame({"s": ["A", "C", gap, "A"]}, dtype=dtype)
+    with pytest.raises(TypeError):
+        np.unique(frame, return_inverse=True)
+    with pytest.raises(ValueError, match=r"X\[2\] holds .*, a missing value: remove those rows"):
+        c.score(frame)
+    g = _gauss()
+    frame2 = pd.DataFrame({"a": ["x", "y", "z"], "b": ["u", gap, "w"]}, dtype=dtype)
+    with pytest.raises(ValueError, match=r"X\[1\] holds .*, a missing value"):
+        g.score(frame2)

@@ -29,3 +29,13 @@ def test_a_set_of_emission_states_is_named_too():
         TypeError, match=r"ties\['emissions'\] .* got the set \{1, 2\}; write \[\[1, 2\]\]"
     ):
         CategoricalHMM(3, ties={"emissions": {1, 2}}, random_state=0).fit([[0], [1], [2], [1]])
+
+
+def test_a_pandas_series_or_index_of_states_is_named_as_the_flat_list_it_holds():
+    # it said "group 0: a group is a list of states like [0, 1], got 0", as a set did
+    pd = pytest.importorskip("pandas")
+    X = np.random.default_rng(0).normal(size=(30, 2))
+    with pytest.raises(TypeError, match=r"got the flat list \[0, 0, 1\]; write \[\[0, 1\]\] if"):
+        GaussianHMM(3, ties={"means": pd.Series([0, 0, 1])}, n_iter=2, random_state=0).fit(X)
+    with pytest.raises(TypeError, match=r"got the flat list \[0, 1\]; write \[\[0, 1\]\] for one"):
+        GaussianHMM(3, ties={"means": pd.Index([0, 1])}, n_iter=2, random_state=0).fit(X)

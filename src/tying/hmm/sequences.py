@@ -628,7 +628,12 @@ def _numeric_fix(arr: np.ndarray, ndim: int = 2) -> str:
         return "; complex values are no observations: if the imaginary parts are 0, pass X.real"
     if arr.dtype.kind in "OUS":  # text or Python objects (a pandas column, a CSV read as text)
         label = _first_label(arr)
-        if label is not None and is_missing(label[1]):
+        if label is not None and not is_missing(label[1]):
+            # labels with a missing value after them (a "string" column with pd.NA): the
+            # np.unique advice fails there ("boolean value of NA is ambiguous", or "'<' not
+            # supported" for None and NaN among strings), so the missing value is named
+            label = _first_missing(arr) or label
+        if label is not None and _is_gap(label[1]):
             row, value = label
             return (
                 f"; X[{row}] holds {value!s}, a missing value: remove those rows (with "
@@ -670,6 +675,22 @@ def _first_label(arr: np.ndarray) -> tuple[int, object] | None:
             except (ValueError, TypeError):
                 return row, value.item() if isinstance(value, np.generic) else value
     return None
+
+
+def _first_missing(arr: np.ndarray) -> tuple[int, object] | None:
+    """(row, value) of the first missing value (``pd.NA``, ``pd.NaT``, ``None`` or NaN) of
+    an object array, or None."""
+    flat = arr.reshape(len(arr), -1) if arr.ndim else arr.reshape(1, 1)
+    for row, values in enumerate(flat):
+        for value in values:
+            if _is_gap(value):
+                return row, value
+    return None
+
+
+def _is_gap(value: object) -> bool:
+    """Whether ``value`` marks a missing entry: ``pd.NA``/``pd.NaT``, ``None`` or NaN."""
+    return value is None or is_missing(value) or (isinstance(value, float) and value != value)
 
 
 def _locate(row: int, lengths: np.ndarray | None) -> tuple[int, int]:

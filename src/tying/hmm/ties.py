@@ -482,7 +482,11 @@ def _groups_to_labels(kind: str, groups: object, n_states: int) -> np.ndarray:
     owner: dict[int, tuple[int, list]] = {}
     for gi, group in enumerate(groups):
         if isinstance(group, (str, bytes)) or not isinstance(group, Iterable):
-            flat = list(groups) if isinstance(groups, (list, tuple, range, np.ndarray)) else None
+            flat = (  # a pandas Series or Index of states reads as the flat list it holds
+                list(groups)
+                if isinstance(groups, (list, tuple, range, np.ndarray)) or hasattr(groups, "tolist")
+                else None
+            )
             is_set = isinstance(groups, (set, frozenset))
             if is_set:  # {0, 1}: one group written as a set (it said "group 0: got 0")
                 flat = list(groups)
