@@ -174,7 +174,7 @@ def _line_fix(line: Any) -> str:
     row = line[1] if isinstance(line, tuple) and len(line) == 2 else line  # df.iterrows()
     fields = row_fields(row) or row_fields(line)
     if fields is None:
-        if is_missing(line):
+        if line is None or is_missing(line):  # None: an empty cell of polars or an object column
             return MISSING_FIX
         return "decode the file's lines first (open it in text mode)"
     # a data frame's rows (iterrows, itertuples, to_records, to_dict('records')): the

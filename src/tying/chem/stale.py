@@ -57,6 +57,15 @@ _MAPPED_FIX = (
     "[a.SetAtomMapNum(n) for a, n in zip(mol.GetAtoms(), maps)]"
 )
 
+# An atom that is no stereocenter without maps, labelled by the toolkit ranking the maps
+# (it perceives any atom left unlabelled anew): only clearing the maps reads it as meant
+_MAPS_RANKED_FIX = (
+    "the toolkit's from_rdkit perceives an atom left without a label anew, ranked by the "
+    "atom map numbers, so no label set with the maps on is read as meant; clear the maps "
+    "before passing the molecule (assign keeps its atom indices): "
+    "[a.SetAtomMapNum(0) for a in mol.GetAtoms()]"
+)
+
 # Set by _revive on a molecule a worker process receives: each atom's implicit-H count
 # as the parent's molecule had it cached (-1: never perceived), since pickling loses
 # which counts were never perceived (an unsanitized molecule comes back with 0 implicit
@@ -189,23 +198,32 @@ def refuse_stale_stereo(mol: Any, label: str) -> None:
     if not mol.GetAtomsMatchingQuery(_CHIRAL) and all(b.GetStereo() in _NONE for b in _bonds(mol)):
         return  # no stereo stated: nothing to disagree (the common case, one pass)
     stored = mol  # what the toolkit's from_rdkit reads (labels kept if present)
-    if not mol.HasProp("_StereochemDone"):  # else AssignStereochemistry would change nothing
+    has_maps = any(a.GetAtomMapNum() for a in _atoms(mol))
+    if has_maps or not mol.HasProp("_StereochemDone"):
+        # The toolkit's from_rdkit sanitizes first, which clears _StereochemDone, then
+        # perceives with cleanIt=False: labels kept, an atom or bond without one labelled
+        # anew, ranked by the maps (review of stop 62: cis-1,4-dimethylcyclohexane with
+        # maps set after reading was read by the toolkit with R/S ring atoms, here as
+        # achiral, no error); without maps that perception changes nothing
         stored = Chem.Mol(mol)
-        Chem.AssignStereochemistry(stored, cleanIt=False)
+        Chem.AssignStereochemistry(stored, cleanIt=False, force=has_maps)
     fresh = Chem.Mol(mol)  # what the tags and bond directions say now
     # ... ranked without atom maps (stop 62): RDKit's legacy CIP ranking reads map numbers,
     # while the toolkit rebuilds the molecule from the labels without them. Maps set after
     # reading (labels from before) were refused as stale, and the advice, to perceive
     # again with the maps on, made the toolkit read another stereoisomer; labels perceived
     # with maps (Chem.MolFromSmiles of a mapped SMILES) passed where it read one.
-    mapped = [a for a in _atoms(fresh) if a.GetAtomMapNum()]
-    for atom in mapped:
-        atom.SetAtomMapNum(0)
+    mapped = has_maps
+    if has_maps:
+        for atom in _atoms(fresh):
+            atom.SetAtomMapNum(0)
     Chem.AssignStereochemistry(fresh, cleanIt=True, force=True)
     fix = _MAPPED_FIX if mapped else _FIX
     for old, new in zip(_atoms(stored), _atoms(fresh)):
         was, now = _cip(old), _cip(new)
         if was != now:
+            if mapped and now is None:
+                fix = _MAPS_RANKED_FIX  # no label set survives: the toolkit ranks by the maps
             raise SmilesError(
                 f"molecule {label}: atom {old.GetIdx()} ({old.GetSymbol()}) is labelled "
                 f"{was or 'without stereo'}, but its chiral tag gives {now or 'no stereo'} "
