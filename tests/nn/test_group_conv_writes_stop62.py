@@ -135,3 +135,23 @@ def test_a_layer_unpickled_with_a_fresh_bank_class_refuses_too():
     finally:
         core_slots._CLASSES.clear()
         core_slots._CLASSES.update(saved)
+
+
+@pytest.mark.parametrize(
+    "layer_cls, block, physical", [(GroupConv2d, "rm_r", "e_m"), (LiftingConv2d, "rm", "e")]
+)
+def test_the_advice_for_a_mirrored_rotation_names_the_physical_block(layer_cls, block, physical):
+    # an r^k m block reads an m block, itself tied (a flip of a physical block): "write to
+    # kernels.m_e instead", followed, was refused again (stop 62 review)
+    layer = layer_cls(2, 3, 3, group="D4")
+    x = _field(layer)[:, :, 0] if layer_cls is LiftingConv2d else _field(layer)
+    before = layer(x)
+    nn.init.zeros_(getattr(layer.kernels, block))
+    with pytest.raises(
+        TieError, match=rf"write to the physical block kernels\.{physical} instead \("
+    ):
+        layer(x)
+    with torch.no_grad():
+        getattr(layer.kernels, physical).zero_()  # what the error says
+    assert torch.count_nonzero(getattr(layer.kernels, block)) == 0
+    assert not torch.equal(layer(x), before)
