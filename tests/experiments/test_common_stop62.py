@@ -93,3 +93,34 @@ def test_max_abs_diff_of_a_list_of_tensors_with_grad():
 def test_max_abs_diff_of_a_sparse_tensor():
     # "Could not run 'aten::max' with arguments from the 'SparseCPU' backend"
     assert max_abs_diff(torch.tensor([1, 2]).to_sparse(), torch.tensor([1, 3])) == 1.0
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.ma.masked_invalid([0.1, np.nan, np.inf]),  # read 0.1: the NaN and inf left out
+        np.ma.array([1e-9, 5.0], mask=[False, True]),  # read 1e-09
+        np.ma.masked_all(3),
+    ],
+)
+def test_a_masked_entry_is_no_measurement_to_skip(values):
+    assert np.isnan(largest(values)) and np.isnan(smallest(values))
+
+
+def test_a_masked_last_loss_is_still_gaining():
+    # the tail's masked loss was left out: False, where a NaN loss counts as gaining
+    losses = np.ma.array([5.0, 4.0, 3.0, 2.0, 1.0, 0.5], mask=[0, 0, 0, 0, 0, 1])
+    assert still_gaining(losses) is True
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        torch.ones(2, 2, requires_grad=True) * 1,  # np.ravel: "Can't call numpy() on Tensor..."
+        torch.ones(2, 2, dtype=torch.bfloat16),  # np.ravel: "unsupported ScalarType BFloat16"
+    ],
+)
+def test_the_advice_for_a_table_of_tensors_runs(table):
+    with pytest.raises(ValueError, match=r"flat sequence .* \(values\.flatten\(\), or one row\)"):
+        largest(table)
+    assert largest(table.flatten()) == 1.0  # the advice, followed

@@ -65,3 +65,14 @@ def test_a_decimal_or_fraction_is_a_number():
     assert format_number(fractions.Fraction(1, 3)) == "0.333"
     assert format_number(decimal.Decimal("0.25"), percent=True) == "25%"
     assert format_number(decimal.Decimal("NaN")) == "nan"
+
+
+def test_a_percentage_does_not_depend_on_the_callers_decimal_context():
+    import decimal
+
+    with decimal.localcontext() as ctx:
+        ctx.prec = 3  # read "12.3%" beside "0.123457"
+        ctx.traps[decimal.Inexact] = True
+        assert format_number(0.12345678, 6, percent=True) == "12.3457%"
+        assert format_number(1e308, percent=True) == "1e+310%"
+        assert format_number(sum([0.1] * 10), percent=True) == "99.99999999999999%"

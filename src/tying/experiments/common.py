@@ -198,7 +198,12 @@ def _floats(values: Iterable[float], what: str) -> np.ndarray:
             f"{what}() takes the numbers of a check, one per measurement, got one number "
             f"{repr(values)[:80]}; pass a list: {what}([value])"
         )
-    if isinstance(values, np.ndarray) and values.dtype.kind in "biuf":
+    if isinstance(values, np.ma.MaskedArray) and values.dtype.kind in "biuf":
+        # a masked entry (np.ma.masked_invalid hides a NaN or an inf) is no measurement the
+        # check may skip: NaN, as reading it element by element gave; masked arrays' own
+        # max/min left it out, and largest(masked_invalid([0.1, nan, inf])) read 0.1
+        given = values.astype(np.float64).filled(np.nan)
+    elif isinstance(values, np.ndarray) and values.dtype.kind in "biuf":
         given = values
     else:
         # each as the report reads it (stop 62): a loss kept as a tensor with grad said
@@ -219,9 +224,11 @@ def _floats(values: Iterable[float], what: str) -> np.ndarray:
         )
     arr = given.astype(np.float64)
     if arr.ndim > 1:  # "a check over no measurements" said of a table of them (stop 62)
+        # np.ravel of a tensor with grad or of a bfloat16 one raises: flatten() is its own
+        flat = "values.flatten()" if isinstance(values, torch.Tensor) else "np.ravel(values)"
         raise ValueError(
             f"{what}() needs a flat sequence of numbers, got an array of shape {arr.shape}; "
-            "pass one number per measurement (np.ravel(values), or one row)"
+            f"pass one number per measurement ({flat}, or one row)"
         )
     if arr.ndim != 1 or arr.size == 0:
         raise ValueError(

@@ -9,6 +9,10 @@ from typing import Any
 
 __all__ = ["format_number", "format_runtime", "format_value"]
 
+#: A float's shortest decimal (17 digits, exponents to +-324) times 100, exactly: a
+#: context of its own, not the caller's ``decimal.getcontext()``.
+_EXACT = decimal.Context(prec=40, Emax=999, Emin=-999)
+
 
 def format_value(value: Any) -> str:
     """A short human form of a measured value.
@@ -134,7 +138,9 @@ def format_number(value: Any, digits: int = 3, *, sign: bool = False, percent: b
             # digit (0.58 * 100 is 57.99999999999999, which read "57.99999999999999%",
             # stop 56) and rounding it to 15 digits makes no power of ten (sum([0.1] * 10)
             # read "100%" beside its own "0.9999999999999999"; stop 62)
-            scaled = float(decimal.Decimal(repr(value)) * 100)
+            # in a context of its own: the caller's (decimal.getcontext().prec = 3) rounded
+            # 0.12345678 to "12.3%" beside its own "0.123457"
+            scaled = float(_EXACT.multiply(decimal.Decimal(repr(value)), 100))
             if math.isinf(scaled):  # 1e308 read "inf%" (stop 62): the exponent, plus two
                 mantissa, exponent = _not_a_power_of_ten(value).split("e")
                 return f"{plus}{mantissa}e{int(exponent) + 2:+03d}{suffix}"
