@@ -42,6 +42,17 @@ _THROUGH = (
 _DEPTH = 6
 
 
+def scalar_root(roots) -> torch.Tensor | None:
+    """The one scalar loss a backward starts from, with a graph; None for anything else
+    (several roots, a non-scalar, a tensor with no ``grad_fn``): nothing to walk."""
+    if not roots or len(roots) != 1:
+        return None
+    root = roots[0]
+    if not isinstance(root, torch.Tensor) or root.numel() != 1 or root.grad_fn is None:
+        return None
+    return root
+
+
 def mean_nll_nodes(roots) -> list:
     """The ``nll_loss`` nodes with ``reduction="mean"`` that reach the backward's single
     root through scalings and sums only (``F.cross_entropy(...) / k``, label smoothing's
@@ -61,10 +72,8 @@ def mean_nll_nodes(roots) -> list:
         >>> [type(n).__name__ for n in mean_nll_nodes([loss])]
         ['NllLossBackward0']
     """
-    if not roots or len(roots) != 1:
-        return []
-    root = roots[0]
-    if not isinstance(root, torch.Tensor) or root.numel() != 1 or root.grad_fn is None:
+    root = scalar_root(roots)
+    if root is None:
         return []
     found, level, seen = [], [root.grad_fn], set()
     for _ in range(_DEPTH):

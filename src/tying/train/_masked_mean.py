@@ -21,6 +21,8 @@ import math
 
 import torch
 
+from tying.train._loss_divisor import scalar_root
+
 # torch's loss nodes with a reduction, and the full mean F.l1_loss and loss[mask].mean() use
 _MEAN_LOSSES = (
     "MseLoss",
@@ -53,10 +55,8 @@ def masked_mean_nodes(roots, stops=(), depth: int = 6) -> list:
         >>> masked_mean_nodes([torch.nn.functional.mse_loss(out, torch.zeros(2, 3))])
         []
     """
-    if not roots or len(roots) != 1:
-        return []
-    root = roots[0]
-    if not isinstance(root, torch.Tensor) or root.numel() != 1 or root.grad_fn is None:
+    root = scalar_root(roots)
+    if root is None:
         return []
     found, level, seen = [], [root.grad_fn], set()
     for _ in range(depth):
