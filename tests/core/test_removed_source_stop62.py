@@ -20,6 +20,8 @@ from torch.nn.utils import parametrizations, parametrize
 
 import tying
 
+from .test_reparametrized_wrapped_review61 import _pair as _tied_pair
+
 
 def _old_weight_norm(mod):
     with warnings.catch_warnings():
@@ -43,14 +45,7 @@ OLD = {"weight_norm", "spectral_norm"}
 
 
 def _pair(style):
-    how, _ = STYLES[style]
-    torch.manual_seed(0)
-    m = nn.ModuleDict({"a": nn.Linear(4, 4), "b": nn.Linear(4, 4)})
-    how(m.a)
-    how(m.b)
-    tying.Plan([tying.share("b", like="a")]).apply(m)
-    m.eval()
-    return m
+    return _tied_pair(STYLES[style][0])
 
 
 def _removed(style):

@@ -13,20 +13,11 @@ import re
 
 import pytest
 import torch
-from torch import nn
 from torch.nn.utils import parametrizations, parametrize
 
 import tying
 
-
-def _pair(how):
-    torch.manual_seed(0)
-    m = nn.ModuleDict({"a": nn.Linear(4, 4), "b": nn.Linear(4, 4)})
-    how(m.a)
-    how(m.b)
-    tying.Plan([tying.share("b", like="a")]).apply(m)
-    m.eval()
-    return m
+from .test_reparametrized_wrapped_review61 import _pair
 
 
 def _snapshot(m):
