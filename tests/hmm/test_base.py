@@ -331,7 +331,15 @@ def test_the_degenerate_fit_warning_is_logged_exactly_below_the_free_count(
         caplog.clear()
         X = np.random.default_rng(1).normal(size=(rows, D))
         with caplog.at_level("WARNING", logger="tying.hmm.base"):
-            GaussianHMM(K, ctype, ties=ties, params=params, n_iter=0, random_state=0).fit(X)
+            GaussianHMM(  # means_init: fewer rows than means is refused for k-means
+                K,
+                ctype,
+                ties=ties,
+                params=params,
+                n_iter=0,
+                random_state=0,
+                means_init=np.zeros((K, D)),
+            ).fit(X)
         got = any("degenerate solution" in r.getMessage() for r in caplog.records)
         assert got == logged, (rows * D, n_free)
 

@@ -417,6 +417,7 @@ class BaseHMM(HMMInference, EstimatorParams):
                         f"initialise it"
                     )
             check_priors(self, self._prior_shapes())  # shapes known now; one prior a group
+            self._check_start_rows(X, kept)
             self._warn_degenerate(X)
             rng = _fit_rng(self.random_state)  # made on the first draw, if any
             if self.n_init > 1:  # restarts re-use the given start values' checked forms
@@ -490,6 +491,9 @@ class BaseHMM(HMMInference, EstimatorParams):
             if value is not None:
                 out[p] = value
         return out
+
+    def _check_start_rows(self, X, kept) -> None:
+        """Refuse, before any draw, a start that ``X`` has too few rows for (k-means)."""
 
     def _warn_degenerate(self, X) -> None:
         """Log (as hmmlearn does) when EM fits more free scalars than there are data."""

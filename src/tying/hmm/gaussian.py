@@ -52,7 +52,7 @@ from tying.hmm.forward_backward import (
 )
 from tying.hmm.fused_em import FusedEM
 from tying.hmm.fused_em_full import FusedEMFull
-from tying.hmm.kmeans_start import kmeans_centres
+from tying.hmm.kmeans_start import check_rows_for_means, kmeans_centres
 from tying.hmm.sequences import check_observations, check_squares
 from tying.hmm.start_covariance import data_covariance, start_variances
 from tying.hmm.tied_means import prior_once, weighted_means
@@ -837,6 +837,10 @@ class GaussianHMM(BaseHMM):
         S = Sxx[gs] + corr[gs] + cp[gs]
         S = 0.5 * (S + S.transpose(0, 2, 1)) / (np.maximum(cw[gs] - D, 0.0) + Nc[gs])[:, None, None]
         self._covars[gs] = _floor_eigenvalues(S, self.min_covar)
+
+    def _check_start_rows(self, X, kept) -> None:
+        if "means" not in kept and self.means_init is None:  # k-means starts the means
+            check_rows_for_means(self, len(X), self.ties_.n_groups("means"), X.shape[1:])
 
     def _emission_init(self, X, rng, kept) -> None:
         ties = self.ties_

@@ -39,7 +39,7 @@ from tying.hmm.covariance_floor import warn_if_mixture_floored
 from tying.hmm.covariances import _check_covariance, _check_min_covar, _floor_eigenvalues
 from tying.hmm.draws import last_possible
 from tying.hmm.fitted_array import fitted
-from tying.hmm.gaussian import kmeans_centres
+from tying.hmm.kmeans_start import check_rows_for_means, kmeans_centres
 from tying.hmm.sequences import check_observations, check_squares
 from tying.hmm.start_covariance import data_covariance, start_variances
 from tying.hmm.tied_means import weighted_means
@@ -501,6 +501,11 @@ class GMMHMM(BaseHMM):
                 self._covars[g, m] = _floor_eigenvalues(0.5 * (c + c.T), self.min_covar)
             else:
                 self._covars[g, m] = np.maximum(c, self.min_covar)
+
+    def _check_start_rows(self, X, kept) -> None:
+        if "means" not in kept and self.means_init is None:  # k-means starts the means
+            shape = (self.n_mix, X.shape[1])
+            check_rows_for_means(self, len(X), self.ties_.n_groups("means"), shape)
 
     def _emission_init(self, X, rng, kept) -> None:
         ties, M, D = self.ties_, self.n_mix, self.n_features_

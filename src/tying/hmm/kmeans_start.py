@@ -17,7 +17,7 @@ import warnings
 
 import numpy as np
 
-__all__ = ["kmeans_centres", "fewer_distinct_rows"]
+__all__ = ["kmeans_centres", "fewer_distinct_rows", "check_rows_for_means"]
 
 #: rows in the first prefix sorted; each next prefix is this many times longer
 _FIRST_PREFIX, _GROWTH = 64, 16
@@ -48,15 +48,22 @@ def fewer_distinct_rows(X: np.ndarray, k: int) -> bool:
 def kmeans_centres(X: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     """``(k, D)`` starting means: k-means++ then Lloyd (SciPy), as hmmlearn starts from k-means.
 
-    Falls back to random rows of ``X`` when there are fewer distinct rows than ``k``.
+    Falls back to random rows of ``X`` when there are fewer distinct rows than ``k``;
+    fewer rows than ``k`` are refused, as hmmlearn (scikit-learn's ``KMeans``) refuses
+    them: drawn with replacement, two centres would start on one row.
 
     Example:
         >>> X = np.concatenate([np.zeros((5, 1)), np.full((5, 1), 10.0)])
         >>> sorted(kmeans_centres(X, 2, np.random.default_rng(0))[:, 0].tolist())
         [0.0, 10.0]
     """
+    if len(X) < k:
+        raise ValueError(
+            f"k-means needs at least as many rows as centres: n_samples={len(X)} should be "
+            f">= n_clusters={k}; pass fewer centres or more rows"
+        )
     if fewer_distinct_rows(X, k):
-        rows = rng.choice(len(X), size=k, replace=len(X) < k)
+        rows = rng.choice(len(X), size=k, replace=False)
         return np.array(X[rows], dtype=np.float64)
     seed = int(rng.integers(2**31))
     scale = _overflow_scale(X)
@@ -115,3 +122,62 @@ def _compiled_steps(X: np.ndarray):
     from tying.hmm._numba_kmeans import lloyd_steps
 
     return lloyd_steps
+
+
+def check_rows_for_means(model, n_rows: int, n_groups: int, mean_shape: tuple) -> None:
+    """Refuse a k-means start over fewer rows than means, naming the fixes that work.
+
+    ``n_groups`` mean groups (tied means count once) of ``mean_shape`` each (``(D,)``
+    for GaussianHMM, ``(n_mix, D)`` for GMMHMM, whose ``n_mix`` components each start
+    from a centre). hmmlearn refuses the same fit ("n_samples=3 should be >=
+    n_clusters=5"); drawing rows with replacement put two states on one row, which EM
+    never separates.
+    """
+    M = mean_shape[0] if len(mean_shape) == 2 else 1
+    k = n_groups * M
+    if n_rows >= k:
+        return
+    K, name = model.n_components, type(model).__name__
+    shape = (K, *mean_shape)
+    mix = f" x n_mix={M}" if len(mean_shape) == 2 else ""
+    tied = n_groups < K
+    what = f"{_groups(n_groups)} of tied means" if tied else f"n_components={K}"
+    of = f"{shape}, tied states given one value" if tied else f"{shape}"
+    fixes = [f"Give means_init (shape {of})", _assigned_means_fix(model.init_params, of)]
+    fewer = [f"n_components={n_rows // M}"] if not tied and n_rows >= M else []
+    fewer += [f"n_mix={n_rows // n_groups}"] if M > 1 and n_rows >= n_groups else []
+    if fewer:
+        fixes.append(f"fit fewer means ({' or '.join(fewer)})")
+    most = n_rows // M  # mean groups that k-means can start
+    if most >= 1 and not tied:
+        spec = "'all'" if most == 1 else str([list(range(K - most + 1))])
+        how = f"ties={{'means': {spec}}}" if not model.ties else f"add 'means': {spec} to ties"
+        fixes.append(f"tie means into at most {_groups(most)} ({how})")
+    elif most >= 1:
+        fixes.append(f"tie means into at most {_groups(most)}")
+    raise ValueError(
+        f"{name} starts its {k} means ({what}{mix}) from k-means over the rows of X, as "
+        f"hmmlearn does, which needs at least as many rows as means: X has {_rows(n_rows)} "
+        f"(hmmlearn: n_samples={n_rows} should be >= n_clusters={k}); started anyway, two "
+        f"means would start on one row and EM would never separate them. "
+        f"{'; or '.join(fixes)}"
+    )
+
+
+def _assigned_means_fix(init_params, shape: str) -> str:
+    """How to start from assigned means under this ``init_params``."""
+    if init_params is None:
+        return f"assign m.means_ (shape {shape}) before fit: init_params=None keeps it"
+    if isinstance(init_params, str):
+        rest = init_params.replace("m", "")
+    else:
+        rest = [p for p in init_params if p not in ("means", "m")]
+    return f"assign m.means_ (shape {shape}) and set init_params={rest!r}, without means"
+
+
+def _rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
+
+
+def _groups(n: int) -> str:
+    return f"{n} group" if n == 1 else f"{n} groups"
