@@ -37,6 +37,13 @@ from tying.interop.hf_plan import (
     _list_pairs,
     _value_at,
 )
+from tying.interop.hf_resize_heads import (
+    output_embeddings_hidden,
+    resize_unnamed_head,
+    square_output,
+    square_owner_bias,
+    unnamed_head,
+)
 
 
 def _resized_slots(model: nn.Module, emb_in, emb_out) -> set[str]:
@@ -85,7 +92,10 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
             and MVP sized it to the unpadded count: every forward failed after). A
             vocabulary bias on the module holding a bias-free head (ESM's ``lm_head.bias``
             beside ``lm_head.decoder``, left at the old size by HF) follows the head the
-            same way (:mod:`tying.interop.hf_head_bias`).
+            same way (:mod:`tying.interop.hf_head_bias`). DeBERTa(-v2) with ``legacy=False``
+            keeps its hidden-to-hidden ``lm_head.dense`` (HF made it a vocabulary projection)
+            and LXMERT's untied or Plan-tied head gets the new rows (HF left it behind):
+            :mod:`tying.interop.hf_resize_heads`.
 
     Returns:
         The input embedding module, as HF returns it.
@@ -147,10 +157,22 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
         # HF's base class pads the current size then; Marian/MVP pass None on to their
         # final_logits_bias and crashed there (TypeError '<=' ... 'NoneType', stop 61)
         new_num_tokens = int(emb_in.weight.shape[0])
+    # DeBERTa(-v2) with legacy=False names its hidden-to-hidden lm_head.dense as the output
+    # embedding: HF made it (vocab x hidden) and every forward failed. Its vocabulary
+    # projection is the word embedding itself; HF resizes that alone, the bias follows it
+    square = square_output(emb_in, emb_out)
+    square_bias = square_owner_bias(model, emb_out, emb_in.weight.shape[0]) if square else None
+    emb_out = None if square else emb_out
+    # LXMERT names no head: found by its weight (tied) or beside its bias (untied), resized
+    # when HF leaves it at the old rows (untied, or freed from a Plan: every forward failed)
+    head = unnamed_head(model, emb_in) if emb_out is None and not square else None
+    head_slots = {
+        join(p, "weight") for p, m in model.named_modules(remove_duplicate=False) if m is head
+    }
     bias_before = _bias_follows_head(model, emb_out)
     # ESM adds lm_head.bias beside lm_head.decoder: HF left it at the old size (stop 62)
-    owner_bias_before = owner_bias(model, emb_out, emb_in)
-    embed_slots = _resized_slots(model, emb_in, emb_out)
+    owner_bias_before = square_bias or owner_bias(model, emb_out or head, emb_in)
+    embed_slots = _resized_slots(model, emb_in, emb_out or head)
     # the ties declared on this model itself: a tie a plan over a model containing it
     # declared cannot be freed and re-made here (Plan.declared of a part lists those too
     # since stop 58, which let such a resize go ahead)
@@ -179,14 +201,21 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
     try:
         if involved:
             Plan([free(r.target) for r in involved]).apply(model)
-        out = model.resize_token_embeddings(new_num_tokens, **kwargs)
+        with output_embeddings_hidden(model) if square else contextlib.nullcontext():
+            out = model.resize_token_embeddings(new_num_tokens, **kwargs)
+        mean_resizing = kwargs.get("mean_resizing", True)
+        if head is not None:
+            rows = model.get_input_embeddings().weight.shape[0]
+            retied = any(r.target in head_slots for r in involved)
+            resize_unnamed_head(model, head, rows, mean_resizing, retied)
         if bias_before is not None:
             _follow_head_with_bias(model, bias_before)
         if owner_bias_before is not None:
-            head = model.get_output_embeddings()
-            # no output embedding named (LXMERT): the head reads the resized input embedding
-            head = head if head is not None else model.get_input_embeddings()
-            follow_head(owner_bias_before, head.weight.shape[0], kwargs.get("mean_resizing", True))
+            reads = None if square else model.get_output_embeddings()
+            # no output embedding named (LXMERT), or not the vocabulary projection (DeBERTa):
+            # the head reads the resized input embedding
+            reads = reads if reads is not None else model.get_input_embeddings()
+            follow_head(owner_bias_before, reads.weight.shape[0], mean_resizing)
         if involved:
             try:
                 Plan(involved).apply(model)
