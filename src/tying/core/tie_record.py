@@ -30,6 +30,7 @@ import sys
 
 from torch import nn
 
+from tying.core import tie_sources
 from tying.core.errors import TieError
 from tying.core.outside import canonical
 from tying.core.relations import Same
@@ -44,13 +45,16 @@ TIED_METADATA_KEY = "tying.tied"
 RELATIONS_METADATA_KEY = "tying.relations"
 
 
-def tied_slots(module: nn.Module, relations: list | None = None) -> list[str]:
+def tied_slots(
+    module: nn.Module, relations: list | None = None, visited: list | None = None
+) -> list[str]:
     """The slots tied under ``module``, as canonical paths relative to it, sorted.
 
     Args:
         module: any module (a plan's root or a part of it).
         relations: a list to fill with ``"<slot> <relation spec as JSON>"`` for each slot
             tied through a relation other than ``Same`` (sorted), or None.
+        visited: a list to fill with ``(path, module)`` for every module walked, or None.
 
     Returns:
         A list of strings (empty when nothing under ``module`` is tied by a plan).
@@ -77,6 +81,8 @@ def tied_slots(module: nn.Module, relations: list | None = None) -> list[str]:
         if id(mod) in seen:
             return
         seen.add(id(mod))
+        if visited is not None:  # for the sources record (tie_sources, stop 62)
+            visited.append((path, mod))
         names = mod.__dict__.get(SLOTS_ATTR)
         if names:
             here = canonical(path)
@@ -178,13 +184,16 @@ def _write(module, local_metadata) -> None:
     if local_metadata is None:
         return
     relations: list[str] = []
-    tied = tied_slots(module, relations)
+    visited: list = []
+    tied = tied_slots(module, relations, visited)
     if tied:
         local_metadata[TIED_METADATA_KEY] = tied
         local_metadata[RELATIONS_METADATA_KEY] = relations
+        local_metadata[tie_sources.SOURCES_METADATA_KEY] = tie_sources.record(visited, module)
     else:  # untied since: the module records nothing, as a plain one
         local_metadata.pop(TIED_METADATA_KEY, None)
         local_metadata.pop(RELATIONS_METADATA_KEY, None)
+        local_metadata.pop(tie_sources.SOURCES_METADATA_KEY, None)
 
 
 # -- the check -------------------------------------------------------------------------
@@ -267,9 +276,12 @@ def _check(module, state_dict, prefix: str, local_metadata) -> None:
         return  # no record: an older file, a plain dict or an untied model's
     saved = {canonical(s) for s in saved if isinstance(s, str)}
     relations: list[str] = []
-    tied = set(tied_slots(module, relations))
+    visited: list = []
+    tied = set(tied_slots(module, relations, visited))
     if tied == saved:
-        _check_relations(module, prefix, local_metadata, saved, relations)
+        found = tie_sources.found_record(state_dict, prefix, local_metadata)  # DDP's too
+        _check_relations(module, prefix, found, saved, relations)
+        tie_sources.check(module, state_dict, prefix, local_metadata, visited, relations)
         return
     if not _strict_load():
         return
