@@ -73,7 +73,9 @@ def _record(wrapper, state_dict, prefix, local_metadata) -> None:
             continue
         rest = path[len(inner) + 1 :]
         if not rest:  # the wrapper's own entry: add the record, keep its version
-            local_metadata[TIED_METADATA_KEY] = entry[TIED_METADATA_KEY]
+            # the whole record: the tied slots and (stop 62) their relations and sources,
+            # read from the entry the slots are read from
+            local_metadata.update((k, v) for k, v in entry.items() if k.startswith("tying."))
         elif prefix + rest not in metadata:  # never over an entry of the wrapped model
             metadata[prefix + rest] = dict(entry)
 

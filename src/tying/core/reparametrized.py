@@ -230,6 +230,15 @@ def remove_refusal(reader: str, caller, slot, name: str | None, module: nn.Modul
         owner = where.split(".parametrizations.")[0]
     else:
         owner = where.rpartition(".")[0]
+    removed = removed_source(slot, module)
+    if removed is not None:
+        # the loop over every layer (HiFi-GAN's remove_weight_norm idiom) removed the
+        # source first: freeing this module, the advice below, is refused then too
+        # (review 62), and nothing of the source's module can change any more
+        return TieError(
+            f"{call}: {where} is a tied slot (reads {src} via {slot.relation!r}), but "
+            f"{removed}; nothing was changed"
+        )
     whole = free_call(module, slot, owner or where)
     return TieError(
         f"{call}: {where} is a tied slot (reads {src} via {slot.relation!r}), one of the "

@@ -28,7 +28,7 @@ from torch import nn
 from tying.core.errors import TieError
 from tying.core.outside import canonical
 
-__all__ = ["OUTSIDE", "SOURCES_METADATA_KEY", "check", "found_record", "record"]
+__all__ = ["OUTSIDE", "SOURCES_METADATA_KEY", "check", "record"]
 
 #: the state-dict metadata key listing ``"<slot> <source>"`` for every tied slot
 SOURCES_METADATA_KEY = "tying.sources"
@@ -174,8 +174,9 @@ def check(module: nn.Module, state_dict, prefix: str, local_metadata, visited, r
         f"the saved model, re-tie this one like it before loading: "
         f"tying.Plan([{rules}]).apply(model) (or tying.save the saved model and tying.load "
         f"the file into this one after tying.Plan([{frees}]).apply(model)). To "
-        f"load these values into this model on purpose, keeping its own ties, pass "
-        f"strict=False (torch then also stops checking missing and unexpected keys) or load "
+        f"load these values into this model on purpose, keeping its own ties, call "
+        f"model.load_state_dict(state_dict, strict=False) (torch then also stops checking "
+        f"missing and unexpected keys) or load "
         f"a plain dict, which holds no record: model.load_state_dict(dict(state_dict)). "
         f"Nothing was loaded"
     )
@@ -201,62 +202,11 @@ def _split(entry: str) -> tuple[str, str]:
     return canonical(slot), rest if rest == OUTSIDE or rest.startswith("{") else canonical(rest)
 
 
-def found_record(state_dict, prefix: str, local_metadata) -> dict:
-    """The relations and sources of the record for the module at ``prefix``, read where
-    :func:`_entry` finds them: ``get_model_state_dict`` of a DDP model (plain or
-    ``td.ddp``) keeps them under ``module`` only, where the relations check did not read
-    (a square ``Transposed`` tie's state dict loaded into a ``Same``-tied model, stop 62).
-
-    Args:
-        state_dict: the state dict being loaded.
-        prefix: the module's prefix in it.
-        local_metadata: its ``_metadata`` entry at that prefix.
-
-    Returns:
-        A dict with the keys found (none: an older record).
-
-    Raises:
-        Nothing.
-
-    Example:
-        >>> from collections import OrderedDict
-        >>> sd = OrderedDict()
-        >>> sd._metadata = {"": {}, "module": {SOURCES_METADATA_KEY: ["b.weight a.weight"]}}
-        >>> found_record(sd, "", sd._metadata[""])
-        {'tying.sources': ['b.weight a.weight']}
-    """
-    from tying.core.tie_record import RELATIONS_METADATA_KEY
-
-    out = {}
-    for key in (RELATIONS_METADATA_KEY, SOURCES_METADATA_KEY):
-        value = _entry(state_dict, prefix, local_metadata, key)
-        if value is not None:
-            out[key] = value
-    return out
-
-
 def _entry(state_dict, prefix: str, local_metadata, key: str):
-    """``key`` of the record for the module at ``prefix``: its own metadata entry, or the
-    entry at the same canonical path (FSDP's segments), or under ``module`` (a DDP state
-    dict whose keys torch stripped), as :func:`tying.core.tie_record._recorded` reads."""
-    from tying.core.tie_record import _ddp_stripped
+    """``key`` of the record for the module at ``prefix``, read from the entry the tied
+    slots were read from (:func:`tying.core.tie_record._recorded_entry`: its own, FSDP's
+    segments, or under ``module`` for a DDP state dict whose keys torch stripped)."""
+    from tying.core.tie_record import _recorded_entry
 
-    value = (local_metadata or {}).get(key)
-    if value is not None:
-        return value
-    metadata = getattr(state_dict, "_metadata", None) or {}
-    here = canonical(prefix[:-1])
-    wrapped = (
-        ("module" if not here else f"module.{here}")
-        if _ddp_stripped(state_dict, metadata)
-        else None
-    )
-    found = None
-    for path, entry in metadata.items():
-        if not (isinstance(path, str) and isinstance(entry, dict) and key in entry):
-            continue
-        if canonical(path) == here:
-            return entry[key]
-        if wrapped is not None and found is None and canonical(path) == wrapped:
-            found = entry[key]
-    return found
+    entry = _recorded_entry(state_dict, prefix, local_metadata)
+    return None if entry is None else entry.get(key)
