@@ -16,6 +16,7 @@ import torch
 
 import tying
 from tests.interop import models as M
+from tests.interop.test_resize_owner_bias_stop62 import _logits, _x
 
 hf = pytest.importorskip("tying.hf")
 T = M.transformers
@@ -37,15 +38,6 @@ def _deberta(family: str, tied: bool = True):
     with torch.no_grad():  # a trained-looking vocabulary bias (HF initialises it to zeros)
         model.lm_predictions.lm_head.bias.copy_(torch.linspace(-1.0, 1.0, V))
     return model
-
-
-def _x():
-    return torch.randint(3, 40, (2, 8), generator=torch.Generator().manual_seed(1))
-
-
-def _logits(model, x):
-    with torch.no_grad():
-        return model(input_ids=x).logits
 
 
 def _hidden(model, x):
