@@ -62,11 +62,29 @@ def owner_bias(
         # the head adds its own bias (BERT/RoBERTa untied: the owner's bias is then unused
         # by the forward, and HF leaves it as it is; so do we)
         return None
+    return bias_beside(model, emb_out, weight.shape[0])
+
+
+def bias_beside(
+    model: nn.Module, head: nn.Module, rows: int
+) -> tuple[nn.Module, nn.Parameter] | None:
+    """The module holding ``head`` and its ``bias`` Parameter of ``rows`` entries, or None.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> owner = nn.Module()
+        >>> owner.dense = nn.Linear(4, 4)
+        >>> owner.bias = nn.Parameter(torch.zeros(10))
+        >>> found = bias_beside(nn.Sequential(owner), owner.dense, 10)
+        >>> found[0] is owner, bias_beside(owner, owner.dense, 4)
+        (True, None)
+    """
     for mod in model.modules():
-        if not any(child is emb_out for child in mod._modules.values()):
+        if not any(child is head for child in mod._modules.values()):
             continue
         bias = mod._parameters.get("bias")
-        if isinstance(bias, nn.Parameter) and bias.dim() == 1 and bias.shape[0] == weight.shape[0]:
+        if isinstance(bias, nn.Parameter) and bias.dim() == 1 and bias.shape[0] == rows:
             return mod, bias
     return None
 

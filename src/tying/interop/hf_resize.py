@@ -29,7 +29,7 @@ from tying.core.relations import relation_from_spec
 from tying.core.rules import share
 from tying.core.slots import slots_of
 from tying.core.verify import own_declarations, verify
-from tying.interop.hf_head_bias import follow_head, owner_bias
+from tying.interop.hf_head_bias import bias_beside, follow_head, owner_bias
 from tying.interop.hf_plan import (
     _UNTIED_FIX,
     _config_ties,
@@ -41,7 +41,6 @@ from tying.interop.hf_resize_heads import (
     output_embeddings_hidden,
     resize_unnamed_head,
     square_output,
-    square_owner_bias,
     unnamed_head,
 )
 
@@ -161,7 +160,7 @@ def resize_token_embeddings(model: nn.Module, new_num_tokens: int | None = None,
     # embedding: HF made it (vocab x hidden) and every forward failed. Its vocabulary
     # projection is the word embedding itself; HF resizes that alone, the bias follows it
     square = square_output(emb_in, emb_out)
-    square_bias = square_owner_bias(model, emb_out, emb_in.weight.shape[0]) if square else None
+    square_bias = bias_beside(model, emb_out, emb_in.weight.shape[0]) if square else None
     emb_out = None if square else emb_out
     # LXMERT names no head: found by its weight (tied) or beside its bias (untied), resized
     # when HF leaves it at the old rows (untied, or freed from a Plan: every forward failed)

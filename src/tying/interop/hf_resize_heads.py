@@ -11,7 +11,7 @@ HF's ``resize_token_embeddings`` resizes the input embedding and the module
   forward after failed (``Given normalized_shape=[32] ... got input of size [2, 8, 74]``).
   :func:`square_output` tells such a layer; the resize then runs with no output embedding
   (:func:`output_embeddings_hidden`), ``dense`` stays as it was and the vocabulary bias
-  beside it follows the resized embedding (:func:`square_owner_bias`).
+  beside it follows the resized embedding (:func:`~tying.interop.hf_head_bias.bias_beside`).
 - LXMERT names no output embedding; its bias-free ``cls.predictions.decoder`` is the word
   embedding when tied by the config. Untied (``tie_word_embeddings=False``, or freed from a
   Plan before the resize) HF left it at the old rows while LXMERT's bias grew: every forward
@@ -46,20 +46,6 @@ def square_output(emb_in: nn.Module | None, emb_out: nn.Module | None) -> bool:
         return False
     rows, width = weight.shape
     return tuple(emb_out.weight.shape) == (width, width) and rows != width
-
-
-def square_owner_bias(
-    model: nn.Module, emb_out: nn.Module, rows: int
-) -> tuple[nn.Module, nn.Parameter] | None:
-    """The module holding ``emb_out`` and its ``bias`` Parameter of ``rows`` entries (DeBERTa's
-    ``lm_head.bias``, one entry per token, beside the ``dense`` layer), or None."""
-    for mod in model.modules():
-        if not any(child is emb_out for child in mod._modules.values()):
-            continue
-        bias = mod._parameters.get("bias")
-        if isinstance(bias, nn.Parameter) and bias.dim() == 1 and bias.shape[0] == rows:
-            return mod, bias
-    return None
 
 
 @contextlib.contextmanager

@@ -75,7 +75,7 @@ def masked_mean_nodes(roots, stops=(), depth: int = 6) -> list:
                 # refused as a batch mean; its gradients are the loop's)
                 below.extend(n for n, _ in node.next_functions[0][0].next_functions)
             elif mean:
-                if _selected(node, {id(s) for s in stops if s is not None}):
+                if _selecting(node, {id(s) for s in stops if s is not None}):
                     found.append(node)
             elif name.startswith(_THROUGH):
                 below.extend(n for n, _ in node.next_functions)
@@ -148,24 +148,6 @@ def _selecting(node, stops: set, limit: int = 64) -> list:
                     below.append(nxt)
         level = below
     return found
-
-
-def _selected(node, stops: set, limit: int = 64) -> bool:
-    """Whether a mask or an index selects entries on the way down from ``node``, above the
-    nodes whose ids are in ``stops``."""
-    level, seen = [node], {id(node), *stops}
-    while level and len(seen) <= limit:
-        below = []
-        for here in level:
-            for nxt, _ in here.next_functions:
-                if nxt is None or id(nxt) in seen:
-                    continue
-                if type(nxt).__name__.startswith(_SELECTING):
-                    return True
-                seen.add(id(nxt))
-                below.append(nxt)
-        level = below
-    return False
 
 
 def kept_entries(grad: torch.Tensor, batch: int) -> torch.Tensor | None:

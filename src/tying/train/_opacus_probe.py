@@ -136,7 +136,9 @@ class _BackwardProbe:
                     loss_function_nodes(stops, roots),
                     loss_batch_reduction(batch, roots),
                     mean_nll_nodes(roots),
-                    masked_mean_nodes(roots, stops),
+                    # the outputs each masked mean reaches: one walk per backward, not
+                    # one per output's hook
+                    [(n, nearest_outputs(n, stops)) for n in masked_mean_nodes(roots, stops)],
                 )
                 memo.clear()  # one backward's verdict at a time: nothing kept past it
                 if task >= 0:
@@ -188,8 +190,8 @@ class _BackwardProbe:
                     self._take_back(state)
                     raise ValueError(uneven_message(declared, node, counts))
             # stop 62: the same for any mean over entries a mask kept (mse over out[mask])
-            for node in masked:
-                if made_by is None or id(made_by) not in nearest_outputs(node, stops):
+            for node, reached in masked:
+                if made_by is None or id(made_by) not in reached:
                     continue
                 if reads_one_example(node, made_by):
                     continue
@@ -197,6 +199,8 @@ class _BackwardProbe:
                 # a zero gradient refused an even mask; a mask over single entries of a
                 # (B, T, D) output went unseen)
                 even = entries_could_be_even(node, stops, grad, batch)
+                if even is True:
+                    continue
                 counts = kept_entries(grad, batch)  # rows: what the message names
                 if even is False and (counts is None or bool(counts.min() == counts.max())):
                     counts = (grad != 0).reshape(batch, -1).sum(1)  # single entries kept
