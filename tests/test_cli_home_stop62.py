@@ -39,6 +39,7 @@ def test_out_path_reads_a_leading_tilde_as_home(home):
     assert out_path(b"~/rep") == home / "rep"
     assert out_path("~") == home
     assert out_path("a/~/rep") == pathlib.Path("a/~/rep")  # only a leading one
+    assert out_path("./~/rep") == pathlib.Path("~/rep")  # the shell's own way to name "~"
     assert out_path("~nosuchuser62/rep") == pathlib.Path("~nosuchuser62/rep")  # no such user
 
 

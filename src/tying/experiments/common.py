@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from tying.experiments.registry import check_size
+from tying.experiments.values import _tensor_numpy
 
 __all__ = [
     "UnrolledRNN",
@@ -145,8 +146,8 @@ def _exact_int_diff(a: torch.Tensor, b: torch.Tensor) -> float | None:
     if a.dtype not in wide and b.dtype not in wide:
         return None  # 32 bits or fewer: exact in int64 (see _wide)
     bound = float(a.double().abs().max()) + float(b.double().abs().max())
-    if bound < 2.0**53:  # no wrap, and every difference exact in int64
-        return float((a.to(torch.int64) - b.to(torch.int64)).abs().max())
+    if bound < 2.0**53:  # no wrap, and every difference exact: _wide's int64/float64 path
+        return None
     pairs = zip(a.cpu().reshape(-1).tolist(), b.cpu().reshape(-1).tolist(), strict=True)
     return float(max(abs(int(x) - int(y)) for x, y in pairs))
 
@@ -211,7 +212,7 @@ def _floats(values: Iterable[float], what: str) -> np.ndarray:
         # ScalarType BFloat16"; a meta tensor is named
         read = _exact(values) if isinstance(values, torch.Tensor) else list(map(_exact, values))
         given = np.asarray(read)
-    if given.dtype.kind == "O" and all(_real(v) for v in given.reshape(-1)):
+    if given.dtype.kind == "O" and all(isinstance(v, numbers.Real) for v in given.reshape(-1)):
         # ints past int64 (2**64, 10**400) are real numbers NumPy keeps as objects: they
         # were refused as "needs real numbers" (stop 62); read as floats, inf past range
         given = np.array([_float(v) for v in given.reshape(-1)]).reshape(given.shape)
@@ -239,25 +240,19 @@ def _floats(values: Iterable[float], what: str) -> np.ndarray:
 
 
 def _exact(v: Any) -> Any:
-    """A tensor as a NumPy array of exactly its values (detached, on the CPU; bfloat16 and
-    float8 widened to float64), anything else as it is."""
+    """A tensor as a NumPy array of exactly its values (as :func:`~tying.experiments.values.plain`
+    reads it: detached, dense, on the CPU, a meta tensor refused; but bfloat16 and float8
+    widened exactly to float64, not to the shortest decimal the page prints), anything
+    else as it is."""
     if not isinstance(v, torch.Tensor):
         return v
-    if v.device.type == "meta":
-        raise ValueError(
-            f"a tensor on the meta device (shape {tuple(v.shape)}, {v.dtype}) holds no "
-            "values to compare; compute the number on a real device"
-        )
-    t = v.detach().cpu()
-    if t.is_floating_point() and t.dtype not in (torch.float16, torch.float32, torch.float64):
-        t = t.double()
-    elif t.dtype == torch.complex32:
-        t = t.to(torch.complex64)
-    return t.resolve_conj().resolve_neg().numpy()
-
-
-def _real(v: Any) -> bool:
-    return isinstance(v, numbers.Real)
+    if v.is_meta:  # refused below, named by its own dtype
+        pass
+    elif v.is_floating_point() and v.dtype not in (torch.float16, torch.float32, torch.float64):
+        v = v.detach().double()
+    elif v.dtype == torch.complex32:
+        v = v.detach().to(torch.complex64)
+    return _tensor_numpy(v)
 
 
 def _float(v: Any) -> float:

@@ -476,12 +476,11 @@ def out_path(out_dir: str | os.PathLike) -> pathlib.Path:
             "variable (an empty path means the current folder); give a folder such as "
             "'report' (it is created if missing), or '.' for the current folder"
         )
-    path = pathlib.Path(os.fsdecode(out_dir) if isinstance(out_dir, bytes) else out_dir)
+    path = os.fsdecode(out_dir) if isinstance(out_dir, bytes) else out_dir
     # "~/report" is the home folder's report, as a shell reads it: pathlib made a folder
-    # named "~" in the current one (stop 62); "~user" that names no user stays as given
-    if path.parts[:1] and path.parts[0].startswith("~"):
-        return pathlib.Path(os.path.expanduser(path))  # Path.expanduser raised for "~nobody"
-    return path
+    # named "~" in the current one (stop 62); only a leading "~" is read, and "~user" that
+    # names no user stays as given (Path.expanduser raised for "~nobody")
+    return pathlib.Path(os.path.expanduser(path))
 
 
 def _check_path(out: pathlib.Path) -> bool:

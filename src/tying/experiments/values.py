@@ -167,7 +167,7 @@ def _tensor_numpy(t: torch.Tensor) -> np.ndarray:
     if t.device.type == "meta":
         raise ValueError(
             f"a tensor on the meta device (shape {tuple(t.shape)}, {t.dtype}) holds no "
-            "values to report; compute the number on a real device"
+            "values to compare or report; compute the number on a real device"
         )
     t = t.cpu()
     if t.is_quantized:

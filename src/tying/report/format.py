@@ -46,9 +46,7 @@ def format_value(value: Any) -> str:
     if isinstance(value, int | float):
         return format_number(value, 4)
     if isinstance(value, complex):  # its repr printed every binary digit (stop 62)
-        imag = (
-            format_number(abs(value.imag), 4) if math.isfinite(value.imag) else str(abs(value.imag))
-        )
+        imag = format_number(abs(value.imag), 4)  # inf and nan spelt out too
         sign = "-" if math.copysign(1.0, value.imag) < 0 else "+"
         return f"({format_number(value.real, 4)}{sign}{imag}j)"
     if isinstance(value, list | tuple):
