@@ -42,7 +42,7 @@ from tying.chem.skipping import (
     warn_skipped,
 )
 from tying.chem.stale import CheckedMol
-from tying.chem.tables import refuse_table, row_fields, row_hint
+from tying.chem.tables import refuse_table, row_fields, row_hint, smiles_and_name
 from tying.core.cpus import usable_cpus
 from tying.core.pools import pool_context
 
@@ -428,8 +428,7 @@ def _refuse_row(i: int, m: Any) -> None:
     if fields is None:
         return
     if row is m and isinstance(m, tuple) and len(m) == 2 and "Index" not in fields:
-        smiles = [f for f in fields if "smiles" in f.lower() or f.lower() == "smi"]
-        if not smiles or smiles[0] == fields[0]:
+        if smiles_and_name(fields)[0] == fields[0]:
             return  # a (SMILES, name) pair with field names
     what = "an (index, row) pair of df.iterrows()" if row is not m else f"a {type(m).__name__}"
     raise TypeError(

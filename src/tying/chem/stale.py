@@ -213,16 +213,15 @@ def refuse_stale_stereo(mol: Any, label: str) -> None:
     # reading (labels from before) were refused as stale, and the advice, to perceive
     # again with the maps on, made the toolkit read another stereoisomer; labels perceived
     # with maps (Chem.MolFromSmiles of a mapped SMILES) passed where it read one.
-    mapped = has_maps
     if has_maps:
         for atom in _atoms(fresh):
             atom.SetAtomMapNum(0)
     Chem.AssignStereochemistry(fresh, cleanIt=True, force=True)
-    fix = _MAPPED_FIX if mapped else _FIX
+    fix = _MAPPED_FIX if has_maps else _FIX
     for old, new in zip(_atoms(stored), _atoms(fresh)):
         was, now = _cip(old), _cip(new)
         if was != now:
-            if mapped and now is None:
+            if has_maps and now is None:
                 fix = _MAPS_RANKED_FIX  # no label set survives: the toolkit ranks by the maps
             raise SmilesError(
                 f"molecule {label}: atom {old.GetIdx()} ({old.GetSymbol()}) is labelled "

@@ -52,8 +52,9 @@ def as_array(X: object, arr: np.ndarray | None = None) -> np.ndarray:
     try:
         missing = bool(np.asarray(X.isna()).any())
         if kinds <= set("iu") and not missing:
-            ints = X.to_numpy(dtype=object)
-            if all(int(v) <= _INT64_MAX for v in ints.ravel()):
+            # each column's largest value (exact: a column keeps its dtype), not every cell
+            tops = [X.iloc[:, j].max() for j in range(X.shape[1])] if len(X) else []
+            if all(int(v) <= _INT64_MAX for v in tops):
                 return X.to_numpy(dtype=np.int64)
             return arr  # a UInt64 past int64: refused by value as before
         return X.to_numpy(dtype=np.float64, na_value=np.nan)

@@ -482,14 +482,14 @@ def _groups_to_labels(kind: str, groups: object, n_states: int) -> np.ndarray:
     owner: dict[int, tuple[int, list]] = {}
     for gi, group in enumerate(groups):
         if isinstance(group, (str, bytes)) or not isinstance(group, Iterable):
-            flat = (  # a pandas Series or Index of states reads as the flat list it holds
+            # {0, 1}: one group written as a set (it said "group 0: got 0"); a pandas Series
+            # or Index of states (tolist, as an ndarray) reads as the flat list it holds
+            is_set = isinstance(groups, (set, frozenset))
+            flat = (
                 list(groups)
-                if isinstance(groups, (list, tuple, range, np.ndarray)) or hasattr(groups, "tolist")
+                if is_set or isinstance(groups, (list, tuple, range)) or hasattr(groups, "tolist")
                 else None
             )
-            is_set = isinstance(groups, (set, frozenset))
-            if is_set:  # {0, 1}: one group written as a set (it said "group 0: got 0")
-                flat = list(groups)
             if flat is not None and all(
                 isinstance(g, (int, np.integer)) and not isinstance(g, (bool, np.bool_))
                 for g in flat
