@@ -20,7 +20,7 @@ from torch import nn
 
 from tying.core import load_ancestors
 
-__all__ = ["free_call", "holder_path"]
+__all__ = ["free_call", "holder_path", "write_advice"]
 
 
 def _root_of(module: nn.Module, mod_path: str) -> nn.Module | None:
@@ -106,3 +106,40 @@ def free_call(module: nn.Module, slot, target: str) -> str:
         f"at {prefix!r} (the paths above are relative to that {type(root).__name__}; from it: "
         f"tying.Plan([tying.free({target!r})]).apply(model.get_submodule({prefix!r})))"
     )
+
+
+def write_advice(slot, source: str) -> str:
+    """Where to write instead of the computed ``slot`` that reads ``source``: ``source``,
+    or, when ``source`` is itself a computed slot (``c`` like ``b`` like ``a``; a D4
+    ``r^k m`` block reads an ``m`` block, a flip of an ``e`` one), the physical tensor at
+    the end of the chain: "write to b" was refused again when followed (stop 62).
+
+    Args:
+        slot: the computed slot that was written to.
+        source: the full path of what it reads.
+
+    Returns:
+        ``"<path> instead"``, followed by the chain when there is one.
+
+    Example:
+        >>> import tying
+        >>> from tying.core.slots import slots_of
+        >>> m = nn.ModuleDict({k: nn.Linear(2, 2, bias=False) for k in "abc"})
+        >>> rot = tying.Rotated(1)
+        >>> _ = tying.Plan([tying.share("b.weight", like="a.weight", relation=rot),
+        ...                 tying.share("c.weight", like="b.weight", relation=rot)]).apply(m)
+        >>> write_advice(slots_of(m.c)["weight"], "b.weight")
+        'the physical block a.weight instead (b.weight is a.weight via Rotated(k=1, dims=(-2, -1)))'
+    """
+    from tying.core.slots import slots_of
+
+    at, name, chain = source, slot.source_name, []
+    link = slots_of(slot.source_module).get(name)
+    while link is not None and len(chain) < 64:  # 64: a plan installs no cycle
+        end = link.target_and_source(name)[1]
+        chain.append(f"{at} is {end} via {link.relation!r}")
+        at, name = end, link.source_name
+        link = slots_of(link.source_module).get(name)
+    if not chain:
+        return f"{source} instead"
+    return f"the physical block {at} instead ({'; '.join(chain)})"

@@ -93,6 +93,7 @@ from tying.core.reparametrized import removed_source as _removed_source
 from tying.core.reparametrized import reparametrized_advice as _reparametrized_advice
 from tying.core.root_advice import free_call as _free_call
 from tying.core.root_advice import holder_path as _holder_path
+from tying.core.root_advice import write_advice as _write_advice
 
 # loading a state dict through tied slots (split out in stop 50; importable from here)
 from tying.core.slot_loads import _check_before_load as _check_before_load
@@ -594,7 +595,7 @@ class Slot:
             f"{target} was written {how} (by nn.init.*, .fill_, .copy_ or .data): it is computed "
             f"from {source} via {self.relation!r}, so the value handed out was a temporary "
             f"copy and the write was lost (the tie is unchanged; the next read recomputes "
-            f"from {source}); write to {source} instead, or untie first with "
+            f"from {source}); write to {_write_advice(self, source)}, or untie first with "
             f"tying.untie(model) (or {_free_call(module, self, target)})"
         )
 

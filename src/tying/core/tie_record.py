@@ -24,7 +24,6 @@ safetensors file, a file saved before this stop, an untied model's state dict), 
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 
@@ -225,17 +224,12 @@ def check_load(root: nn.Module, state_dict) -> None:
             _check(mod, state_dict, prefix, metadata.get(path, {}))
 
 
-def _recorded(state_dict, prefix: str, local_metadata):
-    """The record for the module at ``prefix``: its own metadata entry, or (a state dict
-    saved through a wrapper whose keys are clean but whose metadata keeps the wrapper's
-    segments, FSDP's ``_fsdp_wrapped_module``) the entry at the same canonical path."""
-    entry = _recorded_entry(state_dict, prefix, local_metadata)
-    return None if entry is None else entry[TIED_METADATA_KEY]
-
-
 def _recorded_entry(state_dict, prefix: str, local_metadata):
-    """The metadata entry :func:`_recorded` reads the slots from (its relations sit
-    beside them there), or None."""
+    """The record for the module at ``prefix``, the metadata entry holding its tied slots
+    (their relations and sources sit beside them there): its own metadata entry, or (a
+    state dict saved through a wrapper whose keys are clean but whose metadata keeps the
+    wrapper's segments, FSDP's ``_fsdp_wrapped_module``) the entry at the same canonical
+    path; None when there is none."""
     if (local_metadata or {}).get(TIED_METADATA_KEY) is not None:
         return local_metadata
     metadata = getattr(state_dict, "_metadata", None)
@@ -277,7 +271,8 @@ def _ddp_stripped(state_dict, metadata) -> bool:
 
 
 def _check(module, state_dict, prefix: str, local_metadata) -> None:
-    saved = _recorded(state_dict, prefix, local_metadata)
+    entry = _recorded_entry(state_dict, prefix, local_metadata)
+    saved = None if entry is None else entry[TIED_METADATA_KEY]
     if not isinstance(saved, (list, tuple)):
         return  # no record: an older file, a plain dict or an untied model's
     saved = {canonical(s) for s in saved if isinstance(s, str)}
@@ -287,9 +282,8 @@ def _check(module, state_dict, prefix: str, local_metadata) -> None:
     if tied == saved:
         # the relations and sources sit beside the slots, which may be another entry than
         # this module's own (get_model_state_dict(DDP(m)) keeps them under 'module')
-        entry = _recorded_entry(state_dict, prefix, local_metadata)
         _check_relations(module, prefix, entry, saved, relations)
-        tie_sources.check(module, state_dict, prefix, entry, visited, relations)
+        tie_sources.check(module, prefix, entry, visited, relations)
         return
     if not _strict_load():
         return
@@ -366,28 +360,14 @@ _SAME = '{"type": "Same"}'
 
 
 def _spec(relation) -> str:
-    # every state_dict() writes it: kept on the relation object (frozen dataclasses; a
-    # dict look-up, where the lru_cache hashed the dataclass's fields per slot per call:
-    # 4 D4 GroupConv2d layers' state_dict 0.11 -> 0.23 ms), else memoised per relation
-    held = getattr(relation, "__dict__", None)
-    if held is not None:
-        spec = held.get("_tying_spec")
-        if spec is None:
-            spec = _spec_of(relation)
-            try:
-                object.__setattr__(relation, "_tying_spec", spec)
-            except (AttributeError, TypeError):
-                pass
-        return spec
-    try:
-        return _spec_cached(relation)
-    except TypeError:  # an unhashable relation
-        return _spec_of(relation)
-
-
-@functools.lru_cache(maxsize=256)
-def _spec_cached(relation) -> str:
-    return _spec_of(relation)
+    # every state_dict() writes it: kept on the relation object (a frozen dataclass, which
+    # has a __dict__: share() takes only Relations), where an lru_cache hashed the fields
+    # per slot per call (4 D4 GroupConv2d layers' state_dict 0.11 -> 0.23 ms)
+    spec = relation.__dict__.get("_tying_spec")
+    if spec is None:
+        spec = _spec_of(relation)
+        object.__setattr__(relation, "_tying_spec", spec)
+    return spec
 
 
 def _spec_of(relation) -> str:

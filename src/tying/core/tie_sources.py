@@ -108,14 +108,15 @@ def _record(visited: list) -> list[str]:
     return out
 
 
-def check(module: nn.Module, state_dict, prefix: str, local_metadata, visited, relations) -> None:
+def check(module: nn.Module, prefix: str, local_metadata, visited, relations) -> None:
     """Refuse a strict load whose record ties the same slots to other sources.
 
     Args:
         module: the recorded module being loaded (a plan's root or a part above one).
-        state_dict: the state dict given to ``load_state_dict``.
-        prefix: ``module``'s prefix in it (``""`` or ending in ``"."``).
-        local_metadata: ``state_dict._metadata`` at that prefix.
+        prefix: ``module``'s prefix in the state dict (``""`` or ending in ``"."``).
+        local_metadata: the record's metadata entry for ``module``
+            (:func:`tying.core.tie_record._recorded_entry`: its own, FSDP's segments, or
+            under ``module`` for a DDP state dict whose keys torch stripped).
         visited: the walk of :func:`tying.core.tie_record.tied_slots` over ``module``.
         relations: this model's ``"<slot> <relation spec>"`` list from the same walk.
 
@@ -139,12 +140,12 @@ def check(module: nn.Module, state_dict, prefix: str, local_metadata, visited, r
     """
     from tying.core.tie_record import RELATIONS_METADATA_KEY, _shown, _strict_load
 
-    theirs = _entry(state_dict, prefix, local_metadata, SOURCES_METADATA_KEY)
+    theirs = (local_metadata or {}).get(SOURCES_METADATA_KEY)
     if not isinstance(theirs, (list, tuple)) or not _strict_load():
         return  # no record of sources: saved before stop 62, loads as before
     theirs = dict(_split(e) for e in theirs if isinstance(e, str))
     ours = dict(_split(e) for e in record(visited))
-    saved_rel = _entry(state_dict, prefix, local_metadata, RELATIONS_METADATA_KEY)
+    saved_rel = (local_metadata or {}).get(RELATIONS_METADATA_KEY)
     saved_rel = dict(_split(e) for e in saved_rel or () if isinstance(e, str))
     our_rel = dict(_split(e) for e in relations)
     differ = [
@@ -200,13 +201,3 @@ def _chain(sources: dict, relations: dict, slot: str):
 def _split(entry: str) -> tuple[str, str]:
     slot, _, rest = entry.partition(" ")
     return canonical(slot), rest if rest == OUTSIDE or rest.startswith("{") else canonical(rest)
-
-
-def _entry(state_dict, prefix: str, local_metadata, key: str):
-    """``key`` of the record for the module at ``prefix``, read from the entry the tied
-    slots were read from (:func:`tying.core.tie_record._recorded_entry`: its own, FSDP's
-    segments, or under ``module`` for a DDP state dict whose keys torch stripped)."""
-    from tying.core.tie_record import _recorded_entry
-
-    entry = _recorded_entry(state_dict, prefix, local_metadata)
-    return None if entry is None else entry.get(key)

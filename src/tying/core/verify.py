@@ -227,8 +227,8 @@ def verify(model: nn.Module) -> int:
         if any(info.tie is not None and info.source == "" for info in inv.slots.values()):
             fix = f"; {REPLACED_SOURCE_FIX}."  # retie refuses such a tie (stop 49)
         # a remover on a tie's source: retie and that fix are refused too (stop 62)
-        held = [(i.tie, i.module) for i in inv.slots.values() if i.tie is not None and broken]
-        removed = next(filter(None, (removed_source(t, mod) for t, mod in held)), None)
+        ties = (i for i in inv.slots.values() if i.tie is not None) if broken else ()
+        removed = next(filter(None, (removed_source(i.tie, i.module) for i in ties)), None)
         if removed is not None:
             fix = f"; {removed}."
         raise TieError(

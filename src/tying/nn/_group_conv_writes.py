@@ -24,7 +24,6 @@ import sys
 import torch
 from torch import nn
 
-from tying.core.errors import TieError
 from tying.core.lost_writes import _own_uses, _storage_uses
 from tying.core.slots import SLOTS_ATTR
 from tying.nn._lost_writes import refuse_lost_writes
@@ -84,40 +83,10 @@ def refuse_block_writes(bank: nn.Module) -> None:
     """
     if torch.compiler.is_compiling() or torch._C._is_tracing():
         return  # the next eager call checks
-    try:
-        refuse_lost_writes(bank)
-    except TieError as err:
-        fixed = _physical_fix(bank, err)
-        if fixed is err:
-            raise
-        raise fixed from err
+    refuse_lost_writes(bank)  # names the physical block to write (the core walks a chain)
     slots = bank.__dict__.get(SLOTS_ATTR) or {}
     if not any(map(_held, slots.values())):
         bank.__dict__.pop(READ_FLAG, None)  # nothing left that a later write could reach
-
-
-def _physical_fix(bank: nn.Module, err: TieError) -> TieError:
-    """``err`` naming the physical block to write: a D4 ``r^k m`` block reads ``m_*``,
-    itself tied (``e_*`` flipped), and "write to kernels.m_e instead" was refused again
-    when followed (stop 62 review)."""
-    text = str(err)
-    slots = bank.__dict__.get(SLOTS_ATTR) or {}
-    head = text.split(" was written", 1)[0]
-    slot = slots.get(head.rsplit(".", 1)[-1])
-    if slot is None or slot.source_module is not bank or slot.source_name not in slots:
-        return err
-    prefix = head[: len(head) - len(head.rsplit(".", 1)[-1])]  # "kernels."
-    name, chain = slot.source_name, []
-    while name in slots and slots[name].source_module is bank:
-        chain.append(
-            f"{prefix}{name} is {prefix}{slots[name].source_name} via {slots[name].relation!r}"
-        )
-        name = slots[name].source_name
-    old = f"; write to {prefix}{slot.source_name} instead"
-    if old not in text:
-        return err
-    new = f"; write to the physical block {prefix}{name} instead ({'; '.join(chain)})"
-    return TieError(text.replace(old, new, 1))
 
 
 def _held(slot) -> bool:
